@@ -1,0 +1,15 @@
+"""lamina: a deep-learning framework on NumPy with its own reverse-mode autodiff engine."""
+
+from lamina import functional
+from lamina.autograd import Function, Tensor, gradcheck, is_grad_enabled, no_grad, tensor
+from lamina.backend import get_default_dtype, manual_seed, set_default_dtype
+from lamina.errors import GradcheckError, ShapeError
+from lamina.functional import concat, pad, stack, where
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function", "GradcheckError", "ShapeError", "Tensor", "concat", "functional",
+    "get_default_dtype", "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "pad",
+    "set_default_dtype", "stack", "tensor", "where",
+]

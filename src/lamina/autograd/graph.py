@@ -1,0 +1,110 @@
+"""Graph recording switch and the reverse-mode sweep.
+
+Backward visits the nodes in reverse topological order (built iteratively, so a chain
+of any length works), hands each node its upstream gradient dJ/dy, and receives the
+downstream gradients dJ/dx_i. Gradients reaching a value along several branches add
+up (multivariable chain rule).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lamina.autograd.tensor import Tensor
+
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    """Whether new ops record the graph needed for backward."""
+    return _grad_enabled
+
+
+class no_grad:
+    """Context manager (or decorator) under which no graph is recorded."""
+
+    def __enter__(self) -> None:
+        global _grad_enabled
+        self._previous = _grad_enabled
+        _grad_enabled = False
+
+    def __exit__(self, *exc) -> None:
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors that ``root`` depends on (requiring grad), each after all its inputs."""
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        fn = node._ctx
+        if fn is not None and fn.inputs is not None:
+            for parent in fn.inputs:
+                if parent.requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+    return order
+
+
+def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
+    """Propagate ``grad`` (dJ/droot) to every leaf that requires a gradient."""
+    grads = {id(root): grad}
+    handed_to_leaves: set[int] = set()
+    for node in reversed(topological_order(root)):
+        g = grads.pop(id(node), None)
+        if g is None:
+            continue
+        fn = node._ctx
+        if fn is None:
+            _accumulate_leaf(node, g, handed_to_leaves)
+            continue
+        if fn.inputs is None:
+            raise RuntimeError(
+                f"backward through {type(fn).__name__} a second time: its saved arrays were "
+                "freed after the first backward; call backward(retain_graph=True) the first time"
+            )
+        input_grads = fn.backward(g)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        for parent, pg in zip(fn.inputs, input_grads):
+            if pg is None or not parent.requires_grad:
+                continue
+            key = id(parent)
+            previous = grads.get(key)
+            grads[key] = pg if previous is None else previous + pg
+        if not retain_graph:
+            fn.release()
+
+
+def _accumulate_leaf(leaf: Tensor, g, handed: set[int]) -> None:
+    if g.dtype != leaf.data.dtype:
+        g = g.astype(leaf.data.dtype)
+    if g.shape != leaf.data.shape:
+        g = g.reshape(leaf.data.shape) if g.size == leaf.data.size else g
+    if leaf.grad is None:
+        # A leaf's .grad must own its memory: optimizers may update it in place.
+        if id(g) in handed or g.base is not None or not g.flags.writeable:
+            g = g.copy()
+        handed.add(id(g))
+        leaf.grad = g
+    else:
+        leaf.grad = leaf.grad + g

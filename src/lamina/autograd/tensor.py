@@ -1,0 +1,147 @@
+"""``Tensor``: an array on the computation graph.
+
+A tensor holds its value (``data``), the gradient dJ/dtensor once backward has run
+(``grad``), and the node that produced it (``_ctx``), from which backward walks the
+graph. Operators and methods are attached by :mod:`lamina.functional`, which owns the
+ops; this module knows only the value and the graph.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from lamina import backend
+from lamina.autograd import graph
+
+_NUMERIC_KINDS = "biuf"
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's reflected operator
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        self.data = _to_array(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"tensor(requires_grad=True) needs a floating dtype, got {self.data.dtype}"
+            )
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+
+    @classmethod
+    def _wrap(cls, array) -> Tensor:
+        """A constant tensor around an existing array (no copy, no cast)."""
+        t = cls.__new__(cls)
+        t.data = array
+        t.grad = None
+        t.requires_grad = False
+        t._ctx = None
+        return t
+
+    @classmethod
+    def _constant(cls, value, dtype=None) -> Tensor:
+        """A constant operand; numbers meeting a floating tensor take its dtype."""
+        cast = dtype if dtype is not None and dtype.kind == "f" else None
+        return cls._wrap(_to_array(value, cast))
+
+    # -- value ---------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def numpy(self) -> numpy.ndarray:
+        """The value as a NumPy array (shares memory on the CPU)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self) -> Tensor:
+        """The same value, cut from the graph."""
+        return Tensor._wrap(self.data)
+
+    def astype(self, dtype) -> Tensor:
+        """A copy in another dtype, cut from the graph (for casting constants)."""
+        return Tensor._wrap(self.data.astype(dtype))
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    # -- gradient ------------------------------------------------------------
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Back-propagate dJ/dself (``grad``; 1 for a scalar) to every leaf below."""
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: no input on its graph "
+                "was created with requires_grad=True (or it was computed under no_grad)"
+            )
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a scalar, got shape {self.shape}; "
+                    "pass grad= of the same shape"
+                )
+            grad = backend.xp.ones_like(self.data)
+        else:
+            grad = backend.xp.array(grad.data if isinstance(grad, Tensor) else grad,
+                                    dtype=self.data.dtype)
+            if grad.shape != self.shape:
+                from lamina.errors import ShapeError
+
+                raise ShapeError(f"backward: grad of shape {grad.shape} for a tensor of shape {self.shape}")
+        graph.run_backward(self, grad, retain_graph=retain_graph)
+
+    def __repr__(self) -> str:
+        body = numpy.array2string(self.numpy(), separator=", ", precision=4, threshold=20)
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return f"tensor({body}, dtype={self.data.dtype}{extra})"
+
+    __hash__ = object.__hash__
+
+
+def _to_array(data, dtype):
+    xp = backend.xp
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        dtype = numpy.dtype(dtype)
+    try:
+        arr = xp.asarray(data, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"tensor(): cannot make a numeric array from {type(data).__name__} ({exc})"
+        ) from None
+    if arr.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(
+            f"tensor(): expected numbers (bool, int or float), got an array of dtype {arr.dtype}"
+            f" from {type(data).__name__}"
+        )
+    if dtype is None and arr.dtype.kind == "f" and arr.dtype != backend.get_default_dtype():
+        arr = arr.astype(backend.get_default_dtype())
+    return arr
+
+
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """Make a tensor. Floating data takes the default dtype (float32) unless ``dtype`` says."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)

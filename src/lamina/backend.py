@@ -1,0 +1,80 @@
+"""The one home of the array library, the default dtype and the random source.
+
+Ops reach the array module through ``backend.xp`` at call time, never by importing
+NumPy themselves, so a CuPy backend can be switched in with :func:`use` (Chainer's
+``xp`` idiom).
+"""
+
+from __future__ import annotations
+
+import random
+from types import ModuleType
+
+import numpy
+
+xp: ModuleType = numpy
+"""The active array module (NumPy by default)."""
+
+_default_dtype = numpy.dtype(numpy.float32)
+_rng = numpy.random.default_rng()
+
+
+def use(name: str) -> ModuleType:
+    """Select the array module: ``'numpy'`` or ``'cupy'``; returns the module."""
+    global xp
+    if name == "numpy":
+        xp = numpy
+    elif name == "cupy":
+        try:
+            import cupy
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise RuntimeError("backend.use('cupy'): CuPy is not installed") from exc
+        xp = cupy
+    else:
+        raise ValueError(f"backend.use: unknown array library {name!r}; expected 'numpy' or 'cupy'")
+    return xp
+
+
+def to_numpy(array) -> numpy.ndarray:
+    """Return ``array`` as a host NumPy array (a no-op on the NumPy backend)."""
+    if isinstance(array, numpy.ndarray):
+        return array
+    get = getattr(array, "get", None)
+    return get() if get is not None else numpy.asarray(array)
+
+
+def get_default_dtype() -> numpy.dtype:
+    """The floating dtype new tensors and parameters get (float32 unless changed)."""
+    return _default_dtype
+
+
+def set_default_dtype(dtype) -> None:
+    """Set the floating dtype for new tensors: ``float32`` or ``float64``."""
+    global _default_dtype
+    dt = numpy.dtype(dtype)
+    if dt not in (numpy.float32, numpy.float64):
+        raise ValueError(f"set_default_dtype: expected float32 or float64, got {dt}")
+    _default_dtype = dt
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every random source lamina uses (its generator, NumPy's and Python's)."""
+    global _rng
+    _rng = numpy.random.default_rng(seed)
+    numpy.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def rng() -> numpy.random.Generator:
+    """The generator behind every random draw in lamina (initializers, dropout, shuffling)."""
+    return _rng
+
+
+def get_rng_state() -> dict:
+    """The generator's state, to be saved with a training checkpoint."""
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore a state returned by :func:`get_rng_state`."""
+    _rng.bit_generator.state = state

@@ -1,0 +1,44 @@
+"""Differentiable ops on tensors: each a Function with its backward, and a snake_case wrapper."""
+
+from lamina.functional import tensor_methods as _tensor_methods
+from lamina.functional.activation import (
+    elu,
+    leaky_relu,
+    log_softmax,
+    relu,
+    selu,
+    sigmoid,
+    softmax,
+    tanh,
+)
+from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
+from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
+from lamina.functional.loss import (
+    binary_cross_entropy,
+    categorical_cross_entropy,
+    mean_squared_error,
+)
+from lamina.functional.reduce import max, mean, min, sum, var
+from lamina.functional.shape import (
+    broadcast_to,
+    concat,
+    expand_dims,
+    flatten,
+    getitem,
+    pad,
+    reshape,
+    squeeze,
+    stack,
+    swapaxes,
+    transpose,
+)
+
+_tensor_methods.install()
+
+__all__ = [
+    "abs", "add", "binary_cross_entropy", "broadcast_to", "categorical_cross_entropy", "clip",
+    "concat", "div", "elu", "exp", "expand_dims", "flatten", "getitem", "leaky_relu", "log",
+    "log_softmax", "matmul", "max", "maximum", "mean", "mean_squared_error", "min", "minimum",
+    "mul", "neg", "pad", "power", "relu", "reshape", "selu", "sigmoid", "softmax", "sqrt",
+    "squeeze", "stack", "sub", "sum", "swapaxes", "tanh", "transpose", "var", "where",
+]

@@ -1,0 +1,180 @@
+"""Arithmetic primitives: + - * / ** @ and negation, with broadcasting.
+
+Local gradients (course notes, gradients on nodes): addition distributes the upstream
+gradient, subtraction negates it for the subtrahend, multiplication scales it by the
+other operand; broadcast operands get it summed back to their own shape.
+"""
+
+from __future__ import annotations
+
+from lamina import backend
+from lamina.autograd import Function, Tensor
+from lamina.errors import ShapeError
+from lamina.functional._util import shape_error, unbroadcast
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        try:
+            return a + b
+        except ValueError:
+            raise shape_error("add", a.shape, b.shape) from None
+
+    def backward(self, dy):
+        sa, sb = self.shapes
+        return unbroadcast(dy, sa), unbroadcast(dy, sb)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        try:
+            return a - b
+        except ValueError:
+            raise shape_error("sub", a.shape, b.shape) from None
+
+    def backward(self, dy):
+        sa, sb = self.shapes
+        return unbroadcast(dy, sa), (unbroadcast(-dy, sb) if self.needs_grad[1] else None)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        try:
+            return a * b
+        except ValueError:
+            raise shape_error("mul", a.shape, b.shape) from None
+
+    def backward(self, dy):
+        a, b = self.a, self.b
+        da = unbroadcast(dy * b, a.shape) if self.needs_grad[0] else None
+        db = unbroadcast(dy * a, b.shape) if self.needs_grad[1] else None
+        return da, db
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        try:
+            return a / b
+        except ValueError:
+            raise shape_error("div", a.shape, b.shape) from None
+
+    def backward(self, dy):
+        a, b = self.a, self.b
+        da = unbroadcast(dy / b, a.shape) if self.needs_grad[0] else None
+        db = unbroadcast(-dy * a / (b * b), b.shape) if self.needs_grad[1] else None
+        return da, db
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, dy):
+        return (-dy,)
+
+
+class PowScalar(Function):
+    """x ** p for a constant exponent p: d/dx = p x^(p-1)."""
+
+    def forward(self, a):
+        self.a = a
+        return a**self.p
+
+    def backward(self, dy):
+        p = self.p
+        if p == 2:
+            return (dy * (2 * self.a),)
+        return (dy * (p * self.a ** (p - 1)),)
+
+
+class Pow(Function):
+    """a ** b for tensors: d/da = b a^(b-1), d/db = a^b log a."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        try:
+            self.y = a**b
+        except ValueError:
+            raise shape_error("pow", a.shape, b.shape) from None
+        return self.y
+
+    def backward(self, dy):
+        a, b, y = self.a, self.b, self.y
+        da = unbroadcast(dy * b * a ** (b - 1), a.shape) if self.needs_grad[0] else None
+        db = None
+        if self.needs_grad[1]:
+            xp = backend.xp
+            safe_log = xp.log(xp.where(a > 0, a, 1))
+            db = unbroadcast(dy * y * safe_log, b.shape)
+        return da, db
+
+
+class MatMul(Function):
+    """C = A @ B (batched, 1-D operands as NumPy): dJ/dA = dJ/dC B^T, dJ/dB = A^T dJ/dC."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        if a.ndim == 0 or b.ndim == 0:
+            raise ShapeError(f"matmul: operands must have at least one dimension, got shapes {a.shape} and {b.shape}")
+        try:
+            return a @ b
+        except ValueError:
+            raise ShapeError(
+                f"matmul: shapes {a.shape} and {b.shape} do not fit: the last axis of the first "
+                f"({a.shape[-1]}) must equal the {'only' if b.ndim == 1 else 'second-to-last'} axis "
+                f"of the second ({b.shape[0] if b.ndim == 1 else b.shape[-2]})"
+            ) from None
+
+    def backward(self, dy):
+        a, b = self.a, self.b
+        if a.ndim == 2 and b.ndim == 2:
+            da = dy @ b.T if self.needs_grad[0] else None
+            db = a.T @ dy if self.needs_grad[1] else None
+            return da, db
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if b.ndim == 1:
+            dy = dy[..., None]
+        if a.ndim == 1:
+            dy = dy[..., None, :]
+        da = db = None
+        if self.needs_grad[0]:
+            da = unbroadcast(dy @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+        if self.needs_grad[1]:
+            db = unbroadcast(a2.swapaxes(-1, -2) @ dy, b2.shape).reshape(b.shape)
+        return da, db
+
+
+def add(a, b) -> Tensor:
+    return Add.apply(a, b)
+
+
+def sub(a, b) -> Tensor:
+    return Sub.apply(a, b)
+
+
+def mul(a, b) -> Tensor:
+    return Mul.apply(a, b)
+
+
+def div(a, b) -> Tensor:
+    return Div.apply(a, b)
+
+
+def neg(a) -> Tensor:
+    return Neg.apply(a)
+
+
+def power(a, b) -> Tensor:
+    """a ** b; a constant (Python number) exponent uses the cheaper scalar rule."""
+    if isinstance(b, (int, float)) and not isinstance(b, bool):
+        return PowScalar.apply(a, p=b)
+    return Pow.apply(a, b)
+
+
+def matmul(a, b) -> Tensor:
+    return MatMul.apply(a, b)

@@ -1,0 +1,136 @@
+"""Element-wise math: exp, log, sqrt, abs, clip, where, maximum, minimum.
+
+Element-wise ops have diagonal Jacobians, so each backward is one element-wise product
+of the upstream gradient with the local derivative.
+"""
+
+from __future__ import annotations
+
+from lamina import backend
+from lamina.autograd import Function, Tensor
+from lamina.functional._util import shape_error, unbroadcast
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.y = backend.xp.exp(a)
+        return self.y
+
+    def backward(self, dy):
+        return (dy * self.y,)
+
+
+class Log(Function):
+    def forward(self, a):
+        self.a = a
+        return backend.xp.log(a)
+
+    def backward(self, dy):
+        return (dy / self.a,)
+
+
+class Sqrt(Function):
+    def forward(self, a):
+        self.y = backend.xp.sqrt(a)
+        return self.y
+
+    def backward(self, dy):
+        return (dy / (2 * self.y),)
+
+
+class Abs(Function):
+    """|x|; the gradient at 0 is 0 (sign(0))."""
+
+    def forward(self, a):
+        self.a = a
+        return backend.xp.abs(a)
+
+    def backward(self, dy):
+        return (dy * backend.xp.sign(self.a),)
+
+
+class Clip(Function):
+    """Clamp to [low, high]; the gradient passes where low <= x <= high."""
+
+    def forward(self, a):
+        self.a = a
+        return backend.xp.clip(a, self.low, self.high)
+
+    def backward(self, dy):
+        inside = backend.xp.ones(self.a.shape, dtype=bool)
+        if self.low is not None:
+            inside &= self.a >= self.low
+        if self.high is not None:
+            inside &= self.a <= self.high
+        return (dy * inside,)
+
+
+class Where(Function):
+    """cond ? a : b, the condition a constant boolean array."""
+
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        try:
+            return backend.xp.where(self.cond, a, b)
+        except ValueError:
+            raise shape_error("where", self.cond.shape, a.shape, b.shape) from None
+
+    def backward(self, dy):
+        zero = dy.dtype.type(0)
+        sa, sb = self.shapes
+        da = unbroadcast(backend.xp.where(self.cond, dy, zero), sa) if self.needs_grad[0] else None
+        db = unbroadcast(backend.xp.where(self.cond, zero, dy), sb) if self.needs_grad[1] else None
+        return da, db
+
+
+class Maximum(Function):
+    """Element-wise max(a, b) (course notes' max node); ties route the gradient to a."""
+
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        try:
+            self.a_wins = a >= b if self.largest else a <= b
+        except ValueError:
+            raise shape_error("maximum" if self.largest else "minimum", a.shape, b.shape) from None
+        return backend.xp.where(self.a_wins, a, b)
+
+    def backward(self, dy):
+        zero = dy.dtype.type(0)
+        sa, sb = self.shapes
+        da = unbroadcast(backend.xp.where(self.a_wins, dy, zero), sa) if self.needs_grad[0] else None
+        db = unbroadcast(backend.xp.where(self.a_wins, zero, dy), sb) if self.needs_grad[1] else None
+        return da, db
+
+
+def exp(a) -> Tensor:
+    return Exp.apply(a)
+
+
+def log(a) -> Tensor:
+    return Log.apply(a)
+
+
+def sqrt(a) -> Tensor:
+    return Sqrt.apply(a)
+
+
+def abs(a) -> Tensor:  # noqa: A001
+    return Abs.apply(a)
+
+
+def clip(a, low=None, high=None) -> Tensor:
+    return Clip.apply(a, low=low, high=high)
+
+
+def where(cond, a, b) -> Tensor:
+    """Pick from ``a`` where ``cond`` holds, else from ``b`` (no gradient to ``cond``)."""
+    cond = cond.data if isinstance(cond, Tensor) else backend.xp.asarray(cond)
+    return Where.apply(a, b, cond=cond.astype(bool, copy=False))
+
+
+def maximum(a, b) -> Tensor:
+    return Maximum.apply(a, b, largest=True)
+
+
+def minimum(a, b) -> Tensor:
+    return Maximum.apply(a, b, largest=False)

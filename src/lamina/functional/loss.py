@@ -1,0 +1,139 @@
+"""Losses and costs, Keras-style: ``loss(y_pred, y_true)``.
+
+The cost is J = (1/m) sum_i L(y_hat_i, y_i) by default (``reduction='mean'``);
+``'sum'`` gives the sum and ``'none'`` the per-sample losses.
+"""
+
+from __future__ import annotations
+
+from lamina import backend
+from lamina.autograd import Function, Tensor
+from lamina.errors import ShapeError
+from lamina.functional import reduce as R
+from lamina.functional.activation import stable_sigmoid
+from lamina.functional.elementwise import clip, log
+
+_REDUCTIONS = ("mean", "sum", "none")
+EPSILON = 1e-7
+
+
+def _check_reduction(reduction: str, fn: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return R.mean(per_sample)
+    if reduction == "sum":
+        return R.sum(per_sample)
+    return per_sample
+
+
+def _targets(y_true, like: Tensor, fn: str):
+    data = y_true.data if isinstance(y_true, Tensor) else backend.xp.asarray(y_true)
+    if data.shape != like.shape:
+        raise ShapeError(f"{fn}: y_pred has shape {like.shape} but y_true has shape {data.shape}")
+    return data.astype(like.dtype, copy=False)
+
+
+def _per_sample(elementwise: Tensor) -> Tensor:
+    """Average over every axis but the first: one loss per sample."""
+    if elementwise.ndim <= 1:
+        return elementwise
+    return R.mean(elementwise, axis=tuple(range(1, elementwise.ndim)))
+
+
+class BinaryCrossEntropyWithLogits(Function):
+    """L = -(y log sigma(z) + (1 - y) log(1 - sigma(z))) = max(z, 0) - z y + log(1 + e^-|z|);
+    dL/dz = sigma(z) - y."""
+
+    def forward(self, z):
+        xp = backend.xp
+        y = self.y
+        self.z = z
+        return xp.maximum(z, 0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
+
+    def backward(self, dy):
+        return (dy * (stable_sigmoid(self.z) - self.y),)
+
+
+def binary_cross_entropy(y_pred, y_true, from_logits: bool = False, reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy; probabilities are clipped to [eps, 1 - eps] (eps = 1e-7)."""
+    _check_reduction(reduction, "binary_cross_entropy")
+    y = _targets(y_true, y_pred, "binary_cross_entropy")
+    if from_logits:
+        losses = BinaryCrossEntropyWithLogits.apply(y_pred, y=y)
+    else:
+        p = clip(y_pred, EPSILON, 1 - EPSILON)
+        losses = -(y * log(p) + (1 - y) * log(1 - p))
+    return _reduce(_per_sample(losses), reduction)
+
+
+class SoftmaxCrossEntropy(Function):
+    """Softmax fused with categorical cross-entropy over the last axis.
+
+    L = -sum_j y_j log y_hat_j with y_hat = softmax(z); dL/dz = y_hat - y (course notes),
+    so the cost J = mean L has dJ/dz = (y_hat - y) / m.
+    """
+
+    def forward(self, z):
+        xp = backend.xp
+        shifted = z - z.max(axis=-1, keepdims=True)
+        log_norm = xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+        log_probs = shifted - log_norm
+        self.probs = xp.exp(log_probs)
+        return -(self.y * log_probs).sum(axis=-1)
+
+    def backward(self, dy):
+        return (dy[..., None] * (self.probs - self.y),)
+
+
+def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
+    xp = backend.xp
+    data = y_true.data if isinstance(y_true, Tensor) else xp.asarray(y_true)
+    classes = y_pred.shape[-1]
+    if data.shape == y_pred.shape and data.dtype.kind == "f":
+        return data.astype(y_pred.dtype, copy=False)
+    if data.shape != y_pred.shape[:-1]:
+        raise ShapeError(
+            f"{fn}: y_true must be integer labels of shape {y_pred.shape[:-1]} or one-hot rows of "
+            f"shape {y_pred.shape}, got shape {data.shape}"
+        )
+    if data.dtype.kind not in "iu":
+        if data.dtype.kind == "f" and xp.all(data == xp.round(data)):
+            data = data.astype(xp.int64)
+        else:
+            raise TypeError(f"{fn}: integer labels expected, got dtype {data.dtype}")
+    if data.size and (data.min() < 0 or data.max() >= classes):
+        raise ValueError(
+            f"{fn}: labels must lie in [0, {classes}), got values from {int(data.min())} to {int(data.max())}"
+        )
+    one_hot = xp.zeros(y_pred.shape, dtype=y_pred.dtype)
+    xp.put_along_axis(one_hot, data[..., None].astype(xp.intp), 1, axis=-1)
+    return one_hot
+
+
+def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reduction: str = "mean") -> Tensor:
+    """Categorical cross-entropy L = -sum_j y_j log y_hat_j over the last axis.
+
+    ``y_true`` is integer labels or one-hot (or soft) rows. With ``from_logits=True``
+    ``y_pred`` holds scores z and softmax is fused in (backward (y_hat - y)/m); otherwise
+    probabilities, clipped to [eps, 1 - eps].
+    """
+    _check_reduction(reduction, "categorical_cross_entropy")
+    y = _one_hot_targets(y_true, y_pred, "categorical_cross_entropy")
+    if from_logits:
+        losses = SoftmaxCrossEntropy.apply(y_pred, y=y)
+    else:
+        p = clip(y_pred, EPSILON, 1 - EPSILON)
+        losses = -R.sum(y * log(p), axis=-1)
+    return _reduce(_per_sample(losses), reduction)
+
+
+def mean_squared_error(y_pred, y_true, reduction: str = "mean") -> Tensor:
+    """L = mean over features of (y_hat - y)^2, one value per sample."""
+    _check_reduction(reduction, "mean_squared_error")
+    y = _targets(y_true, y_pred, "mean_squared_error")
+    diff = y_pred - y
+    return _reduce(_per_sample(diff * diff), reduction)

@@ -1,0 +1,97 @@
+"""Reductions: sum, mean, var, max, min over axes.
+
+Sum hands every summed element the upstream gradient; mean hands each 1/n of it.
+Max and min route it to the selected element, as the course notes' max node: of
+several tied elements, the first in row-major order (the one ``argmax`` picks) gets
+all of it and the others get zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+from lamina import backend
+from lamina.autograd import Function, Tensor
+from lamina.functional._util import normalize_axes
+
+
+def _expand(dy, in_shape, axes, keepdims):
+    """Reshape a reduced gradient so it broadcasts against the input."""
+    if not keepdims:
+        shape = [1 if i in axes else n for i, n in enumerate(in_shape)]
+        dy = dy.reshape(shape)
+    return dy
+
+
+class Sum(Function):
+    def forward(self, a):
+        self.axes = normalize_axes(self.axis, a.ndim, "sum")
+        self.in_shape = a.shape
+        return a.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, dy):
+        dy = _expand(dy, self.in_shape, self.axes, self.keepdims)
+        return (backend.xp.broadcast_to(dy, self.in_shape),)
+
+
+class Mean(Function):
+    def forward(self, a):
+        self.axes = normalize_axes(self.axis, a.ndim, "mean")
+        self.in_shape = a.shape
+        self.count = math.prod(a.shape[i] for i in self.axes)
+        return a.mean(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, dy):
+        dy = _expand(dy, self.in_shape, self.axes, self.keepdims)
+        return (backend.xp.broadcast_to(dy / self.count, self.in_shape).astype(dy.dtype, copy=False),)
+
+
+class Extremum(Function):
+    """max (``largest=True``) or min over axes; the gradient goes to the first extreme element."""
+
+    def forward(self, a):
+        axes = normalize_axes(self.axis, a.ndim, "max" if self.largest else "min")
+        if a.size == 0:
+            raise ValueError(f"{'max' if self.largest else 'min'}: empty input of shape {a.shape}")
+        kept = tuple(i for i in range(a.ndim) if i not in axes)
+        moved = a.transpose(kept + axes).reshape(tuple(a.shape[i] for i in kept) + (-1,))
+        pick = moved.argmax(axis=-1) if self.largest else moved.argmin(axis=-1)
+        self.pick, self.moved_shape = pick, moved.shape
+        self.kept, self.axes, self.in_shape = kept, axes, a.shape
+        out = backend.xp.take_along_axis(moved, pick[..., None], axis=-1)[..., 0]
+        if self.keepdims:
+            out = out.reshape([1 if i in axes else n for i, n in enumerate(a.shape)])
+        return out
+
+    def backward(self, dy):
+        xp = backend.xp
+        grad = xp.zeros(self.moved_shape, dtype=dy.dtype)
+        xp.put_along_axis(grad, self.pick[..., None], dy.reshape(self.pick.shape)[..., None], axis=-1)
+        order = self.kept + self.axes
+        grad = grad.reshape([self.in_shape[i] for i in order])
+        inverse = [order.index(i) for i in range(len(order))]
+        return (grad.transpose(inverse),)
+
+
+def sum(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors NumPy
+    return Sum.apply(a, axis=axis, keepdims=keepdims)
+
+
+def mean(a, axis=None, keepdims: bool = False) -> Tensor:
+    return Mean.apply(a, axis=axis, keepdims=keepdims)
+
+
+def var(a, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    """Variance (1/(n - ddof)) sum (x - mean)^2, built from primitives."""
+    axes = normalize_axes(axis, a.ndim, "var")
+    n = math.prod(a.shape[i] for i in axes)
+    centred = a - mean(a, axis=axes, keepdims=True)
+    return sum(centred * centred, axis=axes, keepdims=keepdims) * (1.0 / (n - ddof))
+
+
+def max(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return Extremum.apply(a, axis=axis, keepdims=keepdims, largest=True)
+
+
+def min(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return Extremum.apply(a, axis=axis, keepdims=keepdims, largest=False)

@@ -1,0 +1,77 @@
+"""Attach operators and methods to :class:`~lamina.autograd.Tensor`.
+
+The engine's Tensor knows nothing of the ops above it; importing this module (done by
+``lamina.functional``) gives it ``+ - * / ** @``, comparisons, indexing and the methods
+``x.sum()``, ``x.relu()`` and so on.
+"""
+
+from __future__ import annotations
+
+from lamina.autograd import Tensor
+from lamina.functional import activation as A
+from lamina.functional import arithmetic as M
+from lamina.functional import elementwise as E
+from lamina.functional import reduce as R
+from lamina.functional import shape as S
+
+
+def _swap(fn):
+    return lambda self, other: fn(other, self)
+
+
+def _compare(op):
+    def method(self, other):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor._wrap(op(self.data, other))
+
+    return method
+
+
+def install() -> None:
+    T = Tensor
+    T.__add__, T.__radd__ = M.add, _swap(M.add)
+    T.__sub__, T.__rsub__ = M.sub, _swap(M.sub)
+    T.__mul__, T.__rmul__ = M.mul, _swap(M.mul)
+    T.__truediv__, T.__rtruediv__ = M.div, _swap(M.div)
+    T.__pow__, T.__rpow__ = M.power, _swap(M.power)
+    T.__matmul__, T.__rmatmul__ = M.matmul, _swap(M.matmul)
+    T.__neg__ = M.neg
+    T.__getitem__ = S.getitem
+    T.__lt__ = _compare(lambda a, b: a < b)
+    T.__le__ = _compare(lambda a, b: a <= b)
+    T.__gt__ = _compare(lambda a, b: a > b)
+    T.__ge__ = _compare(lambda a, b: a >= b)
+    T.__eq__ = _compare(lambda a, b: a == b)
+    T.__ne__ = _compare(lambda a, b: a != b)
+    T.__hash__ = object.__hash__
+
+    T.reshape = S.reshape
+    T.transpose = S.transpose
+    T.T = property(lambda self: S.transpose(self))
+    T.swapaxes = S.swapaxes
+    T.flatten = S.flatten
+    T.expand_dims = S.expand_dims
+    T.squeeze = S.squeeze
+    T.broadcast_to = S.broadcast_to
+
+    T.sum = R.sum
+    T.mean = R.mean
+    T.var = R.var
+    T.max = R.max
+    T.min = R.min
+
+    T.exp = E.exp
+    T.log = E.log
+    T.sqrt = E.sqrt
+    T.abs = E.abs
+    T.__abs__ = E.abs
+    T.clip = E.clip
+
+    T.sigmoid = A.sigmoid
+    T.tanh = A.tanh
+    T.relu = A.relu
+    T.leaky_relu = A.leaky_relu
+    T.elu = A.elu
+    T.selu = A.selu
+    T.softmax = A.softmax
+    T.log_softmax = A.log_softmax

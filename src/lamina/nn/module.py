@@ -1,0 +1,224 @@
+"""``Module``: the base of every layer and model.
+
+PyTorch's bookkeeping (parameters, buffers and sub-modules registered by assignment,
+``state_dict``, ``train()``/``eval()``) with Keras's lazy shapes: a layer creates its
+weights in ``build(input_shape)`` on its first call, so ``Dense(120)`` needs no input
+size.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from lamina import backend
+from lamina.autograd import Tensor
+from lamina.errors import ShapeError
+from lamina.nn.parameter import Parameter
+
+
+class Module:
+    def __init__(self, name: str | None = None):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "built", False)
+        object.__setattr__(self, "name", name)
+
+    # -- registration --------------------------------------------------------
+    def __setattr__(self, key: str, value) -> None:
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        for registry in (self._parameters, self._buffers, self._modules):
+            if key in registry and not _same_kind(registry, self, value):
+                del registry[key]
+        if isinstance(value, Parameter):
+            self._parameters[key] = value
+        elif isinstance(value, Module):
+            self._modules[key] = value
+        elif key in self._buffers:
+            self._buffers[key] = value
+        else:
+            object.__setattr__(self, key, value)
+            return
+        self.__dict__.pop(key, None)
+
+    def __getattr__(self, key: str):
+        d = self.__dict__
+        for registry in ("_parameters", "_buffers", "_modules"):
+            if registry in d and key in d[registry]:
+                return d[registry][key]
+        raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+
+    def __delattr__(self, key: str) -> None:
+        for registry in (self._parameters, self._buffers, self._modules):
+            if key in registry:
+                del registry[key]
+                return
+        object.__delattr__(self, key)
+
+    def register_buffer(self, name: str, array) -> None:
+        """A non-trainable array saved in the state dict (running means and the like)."""
+        self.__dict__.pop(name, None)
+        self._buffers[name] = array
+
+    def add_parameter(self, name: str, data, trainable: bool = True) -> Parameter:
+        """Create and register a parameter from an array."""
+        param = Parameter(data, trainable=trainable, dtype=getattr(data, "dtype", None))
+        setattr(self, name, param)
+        return param
+
+    # -- running -------------------------------------------------------------
+    def build(self, input_shape) -> None:
+        """Create the weights for inputs of ``input_shape`` (batch axis included)."""
+        self.built = True
+
+    def forward(self, *inputs):
+        raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
+
+    def __call__(self, *inputs, **kwargs):
+        if not self.built:
+            shapes = [x.shape if hasattr(x, "shape") else None for x in inputs]
+            self.build(shapes[0] if len(shapes) == 1 else shapes)
+            self.built = True
+        return self.forward(*inputs, **kwargs)
+
+    def compute_output_shape(self, input_shape):
+        """Output shape for an input shape, by shape inference alone (no weights needed)."""
+        raise NotImplementedError(f"{type(self).__name__} does not infer its output shape")
+
+    # -- traversal -----------------------------------------------------------
+    def children(self) -> Iterator[Module]:
+        yield from self._modules.values()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        yield prefix, self
+        for key, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{key}" if prefix else key)
+
+    def modules(self) -> Iterator[Module]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix: str = "", trainable_only: bool = False) -> Iterator[tuple[str, Parameter]]:
+        seen: set[int] = set()
+        for path, module in self.named_modules(prefix):
+            for key, param in module._parameters.items():
+                if id(param) in seen or (trainable_only and not param.trainable):
+                    continue
+                seen.add(id(param))
+                yield (f"{path}.{key}" if path else key), param
+
+    def parameters(self, trainable_only: bool = False) -> list[Parameter]:
+        return [p for _, p in self.named_parameters(trainable_only=trainable_only)]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, object]]:
+        for path, module in self.named_modules(prefix):
+            for key, buf in module._buffers.items():
+                yield (f"{path}.{key}" if path else key), buf
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.size for p in self.parameters(trainable_only=trainable_only))
+
+    # -- modes ---------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        """Training mode: dropout drops, batch norm uses batch statistics."""
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: dropout is the identity, batch norm uses running statistics."""
+        return self.train(False)
+
+    def freeze(self) -> Module:
+        """Stop learning every parameter below (transfer learning)."""
+        for p in self.parameters():
+            p.freeze()
+        return self
+
+    def unfreeze(self) -> Module:
+        for p in self.parameters():
+            p.unfreeze()
+        return self
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    # -- state ---------------------------------------------------------------
+    def state_dict(self) -> OrderedDict:
+        """Every parameter and buffer by dotted name, as arrays (no copies)."""
+        state = OrderedDict((name, p.data) for name, p in self.named_parameters())
+        state.update((name, buf) for name, buf in self.named_buffers() if buf is not None)
+        return state
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays into the parameters and buffers, checking names and shapes first."""
+        own = self._state_slots()
+        if not own and state:
+            raise RuntimeError(
+                f"{self._label()}.load_state_dict: the module has no weights yet; build it first "
+                "(call it on an input or call build(input_shape))"
+            )
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"{self._label()}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        for key, (owner, attr, current) in own.items():
+            if key not in state:
+                continue
+            value = backend.xp.asarray(state[key])
+            if tuple(value.shape) != tuple(current.shape):
+                raise ShapeError(
+                    f"{self._label()}.load_state_dict: {key!r} has shape {tuple(value.shape)} in the "
+                    f"state dict but {tuple(current.shape)} in the model"
+                )
+        for key, (owner, attr, current) in own.items():
+            if key not in state:
+                continue
+            value = backend.xp.asarray(state[key], dtype=current.dtype)
+            if attr in owner._parameters:
+                owner._parameters[attr].data = value.copy()
+            else:
+                owner._buffers[attr] = value.copy()
+
+    def _state_slots(self) -> dict:
+        slots = {}
+        for path, module in self.named_modules():
+            for attr, p in module._parameters.items():
+                slots[f"{path}.{attr}" if path else attr] = (module, attr, p.data)
+            for attr, buf in module._buffers.items():
+                if buf is not None:
+                    slots[f"{path}.{attr}" if path else attr] = (module, attr, buf)
+        return slots
+
+    # -- description ---------------------------------------------------------
+    def _label(self) -> str:
+        return f"{type(self).__name__}{f' {self.name!r}' if self.name else ''}"
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for key, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({key}): {child_repr}")
+        return "\n".join(lines) + ("\n)" if len(lines) > 1 else ")")
+
+
+def _same_kind(registry, module, value) -> bool:
+    if registry is module._parameters:
+        return isinstance(value, Parameter)
+    if registry is module._modules:
+        return isinstance(value, Module)
+    return not isinstance(value, (Parameter, Module))
+
+
+def as_tensor(x) -> Tensor:
+    """Wrap an array as a constant tensor (layers accept arrays or tensors)."""
+    return x if isinstance(x, Tensor) else Tensor(x)
