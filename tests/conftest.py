@@ -1,0 +1,18 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import lamina  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same seed and the default dtype."""
+    lamina.manual_seed(0)
+    lamina.set_default_dtype(np.float32)
+    yield
+    lamina.set_default_dtype(np.float32)

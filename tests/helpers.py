@@ -1,0 +1,87 @@
+"""One helper to run the same computation in lamina and in PyTorch and compare.
+
+``compare_with_torch(lamina_fn, torch_fn, *arrays)`` builds lamina tensors and torch
+tensors from the same arrays, runs both functions, compares the outputs, back-propagates
+the same random upstream gradient through both and compares every input's gradient.
+Tolerances are relative to the scale of the reference: |a - b| <= rtol * (|b| + max|b|).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import lamina
+
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-10}
+
+
+def assert_close(actual, expected, rtol: float, what: str = "values") -> None:
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = np.abs(expected).max() if expected.size else 0.0
+    err = np.abs(actual - expected) - rtol * (np.abs(expected) + scale)
+    if err.size and err.max() > 0:
+        i = np.unravel_index(int(err.argmax()), err.shape)
+        raise AssertionError(
+            f"{what}: lamina {actual[i]!r} vs torch {expected[i]!r} at {i} (rtol={rtol})"
+        )
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (tuple, list)) else [x]
+
+
+def compare_with_torch(lamina_fn, torch_fn, *arrays, dtype=np.float32, rtol: float | None = None,
+                       grad: bool | list[bool] = True, seed: int = 0):
+    """Run ``lamina_fn`` and ``torch_fn`` on the same inputs; compare outputs and gradients.
+
+    ``grad`` is a bool for every input or one bool per input (integer arrays never get
+    one). Returns the lamina outputs (a list).
+    """
+    rtol = TOLERANCE[np.dtype(dtype).type] if rtol is None else rtol
+    wants = grad if isinstance(grad, (list, tuple)) else [grad] * len(arrays)
+    cast = [a.astype(dtype) if np.asarray(a).dtype.kind == "f" else np.asarray(a) for a in arrays]
+    wants = [w and a.dtype.kind == "f" for w, a in zip(wants, cast)]
+    ours = [lamina.tensor(a, requires_grad=w, dtype=a.dtype) for a, w in zip(cast, wants)]
+    theirs = [torch.tensor(a, requires_grad=w) for a, w in zip(cast, wants)]
+    out_l = _as_list(lamina_fn(*ours))
+    out_t = _as_list(torch_fn(*theirs))
+    assert len(out_l) == len(out_t)
+    for k, (a, b) in enumerate(zip(out_l, out_t)):
+        assert_close(a.numpy(), b.detach().numpy(), rtol, f"output {k}")
+    if not any(wants):
+        return out_l
+    rng = np.random.default_rng(seed)
+    total_l, total_t = None, None
+    for a, b in zip(out_l, out_t):
+        if not b.requires_grad:
+            continue
+        up = rng.standard_normal(b.shape).astype(dtype)
+        term_l = (a * lamina.tensor(up, dtype=dtype)).sum()
+        term_t = (b * torch.tensor(up)).sum()
+        total_l = term_l if total_l is None else total_l + term_l
+        total_t = term_t if total_t is None else total_t + term_t
+    total_l.backward()
+    total_t.backward()
+    for k, (a, b, w) in enumerate(zip(ours, theirs, wants)):
+        if not w:
+            continue
+        expected = b.grad.numpy() if b.grad is not None else np.zeros(b.shape)
+        actual = a.grad if a.grad is not None else np.zeros(a.shape)
+        assert_close(actual, expected, rtol, f"gradient of input {k}")
+    return out_l
+
+
+def check_gradients(fn, *arrays, grad: bool | list[bool] = True, **tolerances) -> bool:
+    """``lamina.gradcheck`` on float64 copies of ``arrays`` (integer arrays stay constant)."""
+    wants = grad if isinstance(grad, (list, tuple)) else [grad] * len(arrays)
+    inputs = []
+    for a, w in zip(arrays, wants):
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            inputs.append(lamina.tensor(a.astype(np.float64), requires_grad=w, dtype=np.float64))
+        else:
+            inputs.append(lamina.tensor(a))
+    return lamina.gradcheck(fn, *inputs, **tolerances)
