@@ -168,7 +168,7 @@ class Module:
             raise KeyError(
                 f"{self._label()}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
             )
-        for key, (owner, attr, current) in own.items():
+        for key, (_, _, current) in own.items():
             if key not in state:
                 continue
             value = backend.xp.asarray(state[key])
