@@ -31,7 +31,8 @@ class Function:
         if params:
             fn.__dict__.update(params)
         tensors = _as_tensors(inputs)
-        out = fn.forward(*[t.data for t in tensors])
+        # NumPy gives 0-d results as scalars; a tensor's data is always an array.
+        out = backend.xp.asarray(fn.forward(*[t.data for t in tensors]))
         if graph._grad_enabled:
             needs = tuple(t.requires_grad for t in tensors)
             if any(needs):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+from lamina import backend
+
 if TYPE_CHECKING:
     from lamina.autograd.tensor import Tensor
 
@@ -96,6 +98,7 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
 
 
 def _accumulate_leaf(leaf: Tensor, g, handed: set[int]) -> None:
+    g = backend.xp.asarray(g)  # 0-d arithmetic in NumPy yields scalars, not arrays
     if g.dtype != leaf.data.dtype:
         g = g.astype(leaf.data.dtype)
     if g.shape != leaf.data.shape:
@@ -107,4 +110,4 @@ def _accumulate_leaf(leaf: Tensor, g, handed: set[int]) -> None:
         handed.add(id(g))
         leaf.grad = g
     else:
-        leaf.grad = leaf.grad + g
+        leaf.grad = backend.xp.asarray(leaf.grad + g)

@@ -1,0 +1,57 @@
+"""lamina.data: datasets, mini-batch loading, splits, label encoding and preprocessing.
+
+Pure NumPy; nothing here needs the autodiff engine. Randomness (shuffling) comes from
+generators seeded explicitly or from :func:`lamina.backend.rng`, so
+:func:`lamina.manual_seed` makes it reproducible.
+"""
+
+from lamina.data.dataset import ArrayDataset, Dataset
+from lamina.data.datasets import (
+    CIFAR10_CLASSES,
+    FASHION_MNIST_CLASSES,
+    ChecksumError,
+    extract_cifar10_archive,
+    load_cifar10,
+    load_digits,
+    load_fashion_mnist,
+    load_mnist,
+    read_cifar10_bin,
+    read_idx,
+    read_idx_file,
+)
+from lamina.data.labels import one_hot
+from lamina.data.loader import DataLoader
+from lamina.data.preprocessing import (
+    MeanSubtraction,
+    NotFittedError,
+    PCAWhitening,
+    Preprocessor,
+    Standardizer,
+    ZCAWhitening,
+)
+from lamina.data.split import train_val_test_split
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "ArrayDataset",
+    "ChecksumError",
+    "DataLoader",
+    "Dataset",
+    "FASHION_MNIST_CLASSES",
+    "MeanSubtraction",
+    "NotFittedError",
+    "PCAWhitening",
+    "Preprocessor",
+    "Standardizer",
+    "ZCAWhitening",
+    "extract_cifar10_archive",
+    "load_cifar10",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_mnist",
+    "one_hot",
+    "read_cifar10_bin",
+    "read_idx",
+    "read_idx_file",
+    "train_val_test_split",
+]

@@ -86,6 +86,8 @@ class PowScalar(Function):
 
     def backward(self, dy):
         p = self.p
+        if p == 0:
+            return (backend.xp.zeros_like(dy),)
         if p == 2:
             return (dy * (2 * self.a),)
         return (dy * (p * self.a ** (p - 1)),)

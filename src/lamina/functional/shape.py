@@ -33,7 +33,9 @@ class Transpose(Function):
         if self.axes is None:
             self.axes = tuple(reversed(range(a.ndim)))
         if sorted(ax % a.ndim for ax in self.axes) != list(range(a.ndim)) or len(self.axes) != a.ndim:
-            raise ShapeError(f"transpose: axes {self.axes} are not a permutation of the {a.ndim} axes of shape {a.shape}")
+            raise ShapeError(
+                f"transpose: axes {self.axes} are not a permutation of the {a.ndim} axes of shape {a.shape}"
+            )
         return a.transpose(self.axes)
 
     def backward(self, dy):
@@ -104,7 +106,8 @@ class Stack(Function):
         try:
             out = backend.xp.stack(xs, axis=self.axis)
         except (ValueError, backend.xp.exceptions.AxisError):
-            raise ShapeError(f"stack: shapes {[x.shape for x in xs]} cannot be stacked along axis {self.axis}") from None
+            shapes = [x.shape for x in xs]
+            raise ShapeError(f"stack: shapes {shapes} cannot be stacked along axis {self.axis}") from None
         self.ndim = out.ndim
         return out
 

@@ -7,6 +7,7 @@ The engine's Tensor knows nothing of the ops above it; importing this module (do
 
 from __future__ import annotations
 
+from lamina import backend
 from lamina.autograd import Tensor
 from lamina.functional import activation as A
 from lamina.functional import arithmetic as M
@@ -22,7 +23,7 @@ def _swap(fn):
 def _compare(op):
     def method(self, other):
         other = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(op(self.data, other))
+        return Tensor._wrap(backend.xp.asarray(op(self.data, other)))  # 0-d: an array, not a scalar
 
     return method
 

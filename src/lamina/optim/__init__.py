@@ -1,0 +1,45 @@
+"""Optimizers, learning-rate schedules, gradient clipping and cost-function regularizers.
+
+Course notes, "Gradient Descent & optimization": an optimizer searches parameter space
+for values that minimise the cost J, here by first-order updates from dJ/dw::
+
+    from lamina.optim import Adam, CosineDecay, clip_grad_norm, l2
+
+    opt = Adam(model.parameters(), lr=1e-3)
+    schedule = CosineDecay(1e-3, total_steps=10_000, optimizer=opt)
+    reg = l2(0.01)
+    for x, y in batches:
+        opt.zero_grad()
+        cost = loss(model(x), y) + reg(model)
+        cost.backward()
+        clip_grad_norm(model, 5.0)
+        opt.step()
+        schedule.step()
+"""
+
+from lamina.optim import regularizers, schedules
+from lamina.optim.adagrad import Adagrad
+from lamina.optim.adam import Adam
+from lamina.optim.clip import clip_grad_norm, clip_grad_value
+from lamina.optim.ewa import ExponentialMovingAverage
+from lamina.optim.optimizer import Optimizer
+from lamina.optim.regularizers import Regularizer, elastic_net, l1, l2
+from lamina.optim.rmsprop import RMSProp, RMSprop
+from lamina.optim.schedules import (
+    CosineDecay,
+    ExponentialDecay,
+    InverseSqrtDecay,
+    InverseTimeDecay,
+    LinearDecay,
+    ReduceOnPlateau,
+    Schedule,
+    StepDecay,
+)
+from lamina.optim.sgd import SGD
+
+__all__ = [
+    "SGD", "Adagrad", "Adam", "CosineDecay", "ExponentialDecay", "ExponentialMovingAverage",
+    "InverseSqrtDecay", "InverseTimeDecay", "LinearDecay", "Optimizer", "RMSProp", "RMSprop",
+    "ReduceOnPlateau", "Regularizer", "Schedule", "StepDecay", "clip_grad_norm", "clip_grad_value",
+    "elastic_net", "l1", "l2", "regularizers", "schedules",
+]

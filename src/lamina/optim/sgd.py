@@ -1,0 +1,87 @@
+"""Mini-batch gradient descent, with classic or Nesterov momentum."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lamina import backend
+from lamina.autograd import Tensor
+from lamina.optim.optimizer import Optimizer, ParamsLike
+
+
+class SGD(Optimizer):
+    r"""Mini-batch (stochastic) gradient descent, optionally with momentum.
+
+    Course notes ("Mini-Batch gradient descent", one update per mini-batch)::
+
+        w = w - learning_rate*dJ_dw
+
+    With ``momentum`` :math:`\beta` (course notes, "Exponentially weighted averages" /
+    "Classic Momentum", with the :math:`1-\beta` factor folded into the learning rate)::
+
+        v = beta*v + dJ_dw            # v_t = beta v_{t-1} + dJ/dw
+        w = w - learning_rate*v
+
+    This is exactly what ``torch.optim.SGD`` computes, and what this class does, with
+    g = ``dJ_dw + weight_decay*w``::
+
+        v_1 = g                                   # first step: the buffer starts at g
+        v_t = momentum*v_{t-1} + (1 - dampening)*g
+        d   = g + momentum*v_t   if nesterov   else   v_t
+        w   = w - lr*d
+
+    ``dampening`` = :math:`\beta` turns the velocity into the course notes' weighted
+    average :math:`v_t = \beta v_{t-1} + (1-\beta)\,dJ/dw` from the second step on (torch
+    does not dampen the first step, and neither does lamina). ``nesterov=True`` is
+    Nesterov momentum in Sutskever's reformulation: the step uses the gradient plus the
+    look-ahead velocity ``momentum*v_t``; it needs ``momentum > 0`` and ``dampening == 0``.
+    """
+
+    _state_arrays = ("momentum_buffer",)
+
+    def __init__(self, params: ParamsLike, lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 dampening: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                         dampening=dampening, nesterov=nesterov)
+
+    def _validate(self, hp: dict) -> None:
+        super()._validate(hp)
+        self._check_number("momentum", hp["momentum"], low=0.0)
+        self._check_number("dampening", hp["dampening"], low=0.0, high=1.0)
+        if not isinstance(hp["nesterov"], bool):
+            raise ValueError(f"{self._name}: invalid nesterov {hp['nesterov']!r} (must be True or False)")
+        if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
+            raise ValueError(
+                f"{self._name}: nesterov=True needs momentum > 0 and dampening == 0, got "
+                f"momentum={hp['momentum']!r}, dampening={hp['dampening']!r}"
+            )
+
+    def _update(self, p: Tensor, grad, state: dict[str, Any], group: dict) -> None:
+        xp = backend.xp
+        momentum = group["momentum"]
+        d = self._decayed_grad(p, grad, group["weight_decay"])
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = d.copy()
+            else:
+                buf *= momentum
+                dampening = group["dampening"]
+                if dampening == 0:
+                    buf += d
+                else:
+                    work = self._scratch(p, 1)
+                    xp.multiply(d, 1.0 - dampening, out=work)
+                    buf += work
+            if group["nesterov"]:
+                # d = g + momentum * v_t, written into slot 0 (which may already hold g)
+                work = self._scratch(p, 1)
+                xp.multiply(buf, momentum, out=work)
+                out = self._scratch(p, 0)
+                xp.add(d, work, out=out)
+                d = out
+            else:
+                d = buf
+        out = self._scratch(p, 0)
+        xp.multiply(d, group["lr"], out=out)
+        p.data -= out

@@ -1,0 +1,137 @@
+"""exp, log, sqrt, abs, clip, where, maximum, minimum, and comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lamina
+import lamina.functional as F
+from helpers import check_gradients, compare_with_torch
+
+DTYPES = [np.float32, np.float64]
+
+
+def randn(*shape, seed=0):
+    return np.asarray(np.random.default_rng(seed).standard_normal(shape))
+
+
+def nonzero(*shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.asarray(rng.uniform(0.2, 2.0, shape) * rng.choice([-1.0, 1.0], shape))
+
+
+def positive(*shape, seed=0):
+    return np.asarray(np.random.default_rng(seed).uniform(0.3, 3.0, shape))
+
+
+def away_from(points, *shape, seed=0, gap=0.05):
+    """Uniform values in [-2, 2] none of which lies within ``gap`` of a kink in ``points``."""
+    x = np.random.default_rng(seed).uniform(-2.0, 2.0, shape)
+    for p in points:
+        close = np.abs(x - p) < gap
+        x[close] = p + np.where(x[close] >= p, 2 * gap, -2 * gap)
+    return x
+
+
+COND = np.random.default_rng(7).random((3, 4)) > 0.4
+
+# name: (lamina function, torch function, inputs)
+CASES = {
+    "exp": (F.exp, torch.exp, [randn(3, 4)]),
+    "exp_method": (lambda x: x.exp(), lambda x: x.exp(), [randn(2, 3)]),
+    "log": (F.log, torch.log, [positive(3, 4)]),
+    "log_method": (lambda x: x.log(), lambda x: x.log(), [positive(5)]),
+    "sqrt": (F.sqrt, torch.sqrt, [positive(3, 4)]),
+    "sqrt_method": (lambda x: x.sqrt(), lambda x: x.sqrt(), [positive(5)]),
+    "abs": (F.abs, torch.abs, [nonzero(3, 4)]),
+    "abs_builtin": (lambda x: abs(x), lambda x: abs(x), [nonzero(5)]),
+    "abs_method": (lambda x: x.abs(), lambda x: x.abs(), [nonzero(2, 3)]),
+    "clip_both": (lambda x: F.clip(x, -0.5, 0.8), lambda x: torch.clamp(x, -0.5, 0.8),
+                  [away_from([-0.5, 0.8], 4, 5)]),
+    "clip_low": (lambda x: x.clip(0.0), lambda x: torch.clamp(x, min=0.0), [away_from([0.0], 4, 5)]),
+    "clip_high": (lambda x: x.clip(None, 0.3), lambda x: torch.clamp(x, max=0.3), [away_from([0.3], 4, 5)]),
+    "where": (lambda a, b: lamina.where(COND, a, b), lambda a, b: torch.where(torch.tensor(COND), a, b),
+              [randn(3, 4), randn(3, 4, seed=1)]),
+    "where_broadcast": (lambda a, b: F.where(COND, a, b), lambda a, b: torch.where(torch.tensor(COND), a, b),
+                        [randn(3, 1), randn(4, seed=1)]),
+    "where_scalar_branch": (lambda a: lamina.where(lamina.tensor(COND), a, 0.5),
+                            lambda a: torch.where(torch.tensor(COND), a, 0.5), [randn(3, 4)]),
+    "where_comparison": (lambda a, b: lamina.where(a > b, a * 2, b), lambda a, b: torch.where(a > b, a * 2, b),
+                         [randn(3, 4), randn(3, 4, seed=1)]),
+    "maximum": (F.maximum, torch.maximum, [randn(3, 4), randn(3, 4, seed=1)]),
+    "maximum_broadcast": (F.maximum, torch.maximum, [randn(3, 4), randn(4, seed=1)]),
+    "minimum": (F.minimum, torch.minimum, [randn(3, 4), randn(3, 4, seed=1)]),
+    "minimum_broadcast": (F.minimum, torch.minimum, [randn(2, 1, 3), randn(4, 1, seed=1)]),
+    "composite": (lambda x: (F.exp(-x * x) + F.sqrt(F.abs(x) + 1.0)).log(),
+                  lambda x: (torch.exp(-x * x) + torch.sqrt(torch.abs(x) + 1.0)).log(), [nonzero(3, 3)]),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_matches_torch(name, dtype):
+    ours, theirs, inputs = CASES[name]
+    compare_with_torch(ours, theirs, *inputs, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradcheck(name):
+    ours, _, inputs = CASES[name]
+    assert check_gradients(ours, *inputs)
+
+
+def test_clip_passes_gradient_only_inside_the_range():
+    x = lamina.tensor(np.array([-2.0, -0.5, 0.0, 0.7, 1.0, 3.0]), requires_grad=True)
+    x.clip(-0.5, 1.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0, 1, 1, 1, 1, 0])
+
+
+def test_where_gives_no_gradient_to_the_condition():
+    a = lamina.tensor(randn(3, 4), requires_grad=True)
+    cond = lamina.tensor(COND)
+    lamina.where(cond, a, -a).sum().backward()
+    assert cond.grad is None
+    np.testing.assert_array_equal(a.grad, np.where(COND, 1.0, -1.0))
+
+
+def test_maximum_shape_error():
+    with pytest.raises(lamina.ShapeError, match=r"maximum: .*\(2, 3\).*\(4,\)"):
+        F.maximum(lamina.tensor(np.ones((2, 3))), lamina.tensor(np.ones(4)))
+
+
+COMPARISONS = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+@pytest.mark.parametrize("symbol", list(COMPARISONS))
+def test_comparisons_return_tensors_without_gradient(symbol):
+    op = COMPARISONS[symbol]
+    a_np = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    b_np = np.array([3.0, 2.0, 1.0])
+    a = lamina.tensor(a_np, requires_grad=True)
+    b = lamina.tensor(b_np, requires_grad=True)
+    for result, expected in ((op(a, b), op(a_np, b_np)), (op(a, 2.0), op(a_np, 2.0)),
+                             (op(a, b_np), op(a_np, b_np))):
+        assert isinstance(result, lamina.Tensor)
+        assert result.requires_grad is False
+        assert result._ctx is None
+        assert result.dtype == np.bool_
+        np.testing.assert_array_equal(result.numpy(), expected)
+    with pytest.raises(RuntimeError):
+        op(a, b).backward(np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("symbol", list(COMPARISONS))
+def test_comparison_of_scalars_holds_an_array(symbol):
+    x = lamina.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    result = COMPARISONS[symbol](x.sum(), 3.0)
+    assert isinstance(result.data, np.ndarray) and result.shape == ()
+    assert result.item() == COMPARISONS[symbol](3.0, 3.0)
