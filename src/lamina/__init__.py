@@ -13,3 +13,8 @@ __all__ = [
     "get_default_dtype", "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "pad",
     "set_default_dtype", "stack", "tensor", "where",
 ]
+
+from lamina import data, nn, optim  # noqa: E402
+from lamina.saving import load, load_bundle, save  # noqa: E402
+
+__all__ += ["data", "load", "load_bundle", "nn", "optim", "save"]

@@ -7,7 +7,10 @@ NumPy themselves, so a CuPy backend can be switched in with :func:`use` (Chainer
 
 from __future__ import annotations
 
+import ctypes
+import os
 import random
+import sys
 from types import ModuleType
 
 import numpy
@@ -78,3 +81,26 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore a state returned by :func:`get_rng_state`."""
     _rng.bit_generator.state = state
+
+
+def tune_malloc(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 2**30) -> bool:
+    """Keep freed activation buffers in the process for reuse (glibc only).
+
+    By default glibc serves each array above 128 KiB with a fresh mmap and returns it to
+    the system when freed, so every training step pays page faults again for the same
+    buffers. Raising the mmap and trim thresholds lets the heap reuse them. Disable with
+    the environment variable ``LAMINA_MALLOC_TUNING=0``. Returns whether it was applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(
+            libc.mallopt(m_trim_threshold, trim_threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+if os.environ.get("LAMINA_MALLOC_TUNING", "1") != "0":
+    tune_malloc()

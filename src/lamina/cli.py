@@ -1,18 +1,24 @@
 """The ``lamina`` command line.
 
-``lamina`` (or ``python -m lamina``) with no arguments runs the default job; ``lamina
---help`` lists the subcommands.
+``lamina train`` (also ``python -m lamina`` with no arguments) trains LeNet-5 on the
+embedded digits; ``lamina --help`` lists every subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 
 import lamina
 from lamina import functional as F
+
+MODELS = ("lenet5", "mlp", "logistic_regression")
+OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")
+SCHEDULES = ("none", "cosine", "step", "exponential", "linear")
 
 
 def logistic_regression(iterations: int = 400, lr: float = 0.5, seed: int = 0, every: int = 25) -> float:
@@ -55,22 +61,214 @@ def logistic_regression(iterations: int = 400, lr: float = 0.5, seed: int = 0, e
     return accuracy
 
 
+# -- building blocks of the subcommands ------------------------------------------------
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, activation: str, pool: str):
+    from lamina import models
+
+    if name == "lenet5":
+        return models.lenet5(activation=activation, pool=pool, num_classes=num_classes, input_shape=input_shape)
+    if name == "mlp":
+        return models.mlp(num_classes=num_classes, input_shape=input_shape)
+    if name == "logistic_regression":
+        return models.logistic_regression(input_shape=input_shape)
+    raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
+
+
+def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
+    from lamina import optim
+
+    if name == "adam":
+        return optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if name in ("momentum", "nesterov"):
+        return optim.SGD(params, lr=lr, momentum=0.9, nesterov=name == "nesterov", weight_decay=weight_decay)
+    if name == "rmsprop":
+        return optim.RMSProp(params, lr=lr, weight_decay=weight_decay)
+    if name == "adagrad":
+        return optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+
+
+def build_schedule(name: str, optimizer, lr: float, total_iterations: int):
+    from lamina.optim import schedules
+
+    if name == "none":
+        return None
+    if name == "cosine":
+        return schedules.CosineDecay(lr, total_iterations, optimizer=optimizer)
+    if name == "linear":
+        return schedules.LinearDecay(lr, total_iterations, optimizer=optimizer)
+    if name == "exponential":
+        return schedules.ExponentialDecay(lr, 3.0 / max(total_iterations, 1), optimizer=optimizer)
+    if name == "step":
+        return schedules.StepDecay(lr, step_size=max(total_iterations // 3, 1), gamma=0.1, optimizer=optimizer,
+                                   per="iteration")
+    raise ValueError(f"unknown schedule {name!r}; expected one of {SCHEDULES}")
+
+
+def train(args: argparse.Namespace) -> dict:
+    from lamina.train import EarlyStopping, ModelCheckpoint, TerminateOnNaN, Trainer
+    from lamina.train.recipes import prepare_dataset
+
+    lamina.manual_seed(args.seed)
+    out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    data = prepare_dataset(args.dataset, data_dir=args.data_dir, download=not args.offline, seed=args.seed,
+                           limit=args.limit)
+    classes = len(data.info["class_names"])
+    print(f"{args.dataset}: {len(data.train[0])} training, {len(data.val[0])} validation, "
+          f"{len(data.test[0])} test images of shape {data.input_shape}")
+    model = build_model(args.model, data.input_shape, classes, args.activation, args.pool)
+    optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
+    iterations = args.epochs * -(-len(data.train[0]) // args.batch_size)
+    schedule = build_schedule(args.schedule, optimizer, args.lr, iterations)
+    checkpoint = out / "checkpoint.safetensors"
+    callbacks = [ModelCheckpoint(checkpoint), TerminateOnNaN()]
+    if args.patience:
+        callbacks.append(EarlyStopping("val_loss", patience=args.patience, restore_best=True))
+    trainer = Trainer(model, "categorical_cross_entropy", optimizer, metrics=("accuracy",),
+                      callbacks=callbacks, schedule=schedule, verbose=args.verbose)
+    history = trainer.fit(data.train, val=data.val, epochs=args.epochs, batch_size=args.batch_size,
+                          seed=args.seed, resume_from=args.resume)
+    if args.verbose:
+        for epoch, (loss, acc, vloss, vacc) in enumerate(zip(history["loss"], history["accuracy"],
+                                                             history["val_loss"], history["val_accuracy"]), 1):
+            print(f"epoch {epoch:3d}  cost {loss:.4f}  accuracy {acc:.4f}  "
+                  f"val cost {vloss:.4f}  val accuracy {vacc:.4f}")
+    result = trainer.evaluate(data.test)
+    elapsed = time.perf_counter() - started
+    info = {**data.info, "model": args.model, "epochs": args.epochs, "optimizer": args.optimizer, "lr": args.lr,
+            "test_accuracy": result["accuracy"], "test_loss": result["loss"]}
+    lamina.save(model, out / "model.safetensors", preprocessing=data.preprocessing, info=info)
+    history.plot(out / "cost.png")
+    print(f"test accuracy {result['accuracy']:.2%}  (test cost {result['loss']:.4f}, {elapsed:.1f} s)")
+    print(f"saved {out / 'model.safetensors'}, {checkpoint} and {out / 'cost.png'}")
+    return result
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    from lamina.train import Trainer, confusion_matrix
+    from lamina.train.recipes import prepare_dataset
+
+    bundle = lamina.load_bundle(args.checkpoint)
+    dataset = args.dataset or bundle.info.get("dataset")
+    if dataset is None:
+        raise SystemExit("lamina evaluate: the checkpoint names no dataset; pass --dataset")
+    data = prepare_dataset(dataset, data_dir=args.data_dir, download=not args.offline, seed=bundle.info.get("seed", 0))
+    x, y = data.test
+    if bundle.preprocessing is not None:  # the statistics saved with the model, not refitted ones
+        x = bundle.preprocessing.transform(data.preprocessing.inverse_transform(x))
+    from lamina import optim
+
+    trainer = Trainer(bundle.model, "categorical_cross_entropy", optim.SGD(bundle.model.parameters(), lr=0.0),
+                      metrics=("accuracy", "top5_error"), verbose=0)
+    result = trainer.evaluate((x, y))
+    print(f"{dataset} test: accuracy {result['accuracy']:.2%}  top-1 error {1 - result['accuracy']:.2%}  "
+          f"top-5 error {result['top5_error']:.2%}  cost {result['loss']:.4f}")
+    print("confusion matrix (rows: true class, columns: predicted):")
+    print(confusion_matrix(y, trainer.predict(x), num_classes=len(data.info["class_names"])))
+    return result
+
+
+def predict(args: argparse.Namespace) -> list[dict]:
+    from lamina.train.recipes import image_to_input
+
+    bundle = lamina.load_bundle(args.checkpoint)
+    names = bundle.info.get("class_names")
+    results = []
+    with lamina.no_grad():
+        for path in args.images:
+            x = image_to_input(path, bundle.info, bundle.preprocessing)
+            probs = bundle.model(lamina.tensor(x)).numpy()[0]
+            best = int(probs.argmax())
+            label = names[best] if names else str(best)
+            results.append({"image": str(path), "class": best, "label": label, "probability": float(probs[best])})
+            print(f"{path}: {label} (class {best}, p = {probs[best]:.3f})")
+    return results
+
+
+def summary(args: argparse.Namespace) -> None:
+    shape = tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else (32, 32, 1)
+    model = build_model(args.model, shape, args.num_classes, "tanh", "avg")
+    try:
+        from lamina.analysis import summary as table
+
+        print(table(model, shape))
+    except ImportError:
+        print(model)
+        print(f"parameters: {model.num_parameters():,}")
+
+
+# -- argument parsing ------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lamina", description="lamina: deep learning on NumPy with its own autodiff engine."
+        prog="lamina",
+        description="lamina: deep learning on NumPy with its own autodiff engine.",
+        epilog="Run 'lamina COMMAND --help' for a command's options. With no command, 'lamina train' runs.",
     )
-    sub = parser.add_subparsers(dest="command")
-    logreg = sub.add_parser("logreg", help="logistic regression on breast cancer with the raw engine")
-    logreg.add_argument("--iterations", type=int, default=400, help="gradient-descent steps (default 400)")
-    logreg.add_argument("--lr", type=float, default=0.5, help="learning rate alpha (default 0.5)")
-    logreg.add_argument("--seed", type=int, default=0, help="random seed for the split (default 0)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model and save it with its cost curves",
+                       description="Train a model on a dataset; writes model.safetensors, checkpoint.safetensors "
+                                   "and cost.png to --out. With no options: LeNet-5 on the embedded digits.")
+    t.add_argument("--model", choices=MODELS, default="lenet5", help="architecture (default lenet5)")
+    t.add_argument("--dataset", choices=("digits", "mnist", "fashion_mnist", "cifar10"), default="digits",
+                   help="dataset (default digits, embedded in scikit-learn)")
+    t.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
+    t.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (default adam)")
+    t.add_argument("--lr", type=float, default=2e-3, help="learning rate alpha (default 0.002)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    t.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule (default cosine)")
+    t.add_argument("--activation", default="tanh", help="LeNet-5 activation (default tanh)")
+    t.add_argument("--pool", choices=("avg", "max"), default="avg", help="LeNet-5 pooling (default avg)")
+    t.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
+    t.add_argument("--data-dir", default=None, help="where the dataset files are (searched first)")
+    t.add_argument("--offline", action="store_true", help="never download datasets")
+    t.add_argument("--limit", type=int, default=None, help="use only this many training samples")
+    t.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue from a training checkpoint")
+    t.add_argument("--verbose", type=int, default=1, help="0: quiet; 1: progress and per-epoch lines")
+
+    e = sub.add_parser("evaluate", help="evaluate a saved model on a dataset's test split")
+    e.add_argument("checkpoint", help="model.safetensors or checkpoint.safetensors")
+    e.add_argument("--dataset", default=None, help="dataset (default: the one the model was trained on)")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--offline", action="store_true")
+
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG) with a saved model")
+    p.add_argument("checkpoint", help="model.safetensors written by 'lamina train'")
+    p.add_argument("images", nargs="+", help="image files")
+
+    s = sub.add_parser("summary", help="print a model's layers, shapes and parameters")
+    s.add_argument("--model", default="lenet5", help="architecture name (default lenet5)")
+    s.add_argument("--input-shape", default=None, help="H,W,C (default 32,32,1)")
+    s.add_argument("--num-classes", type=int, default=10)
+
+    lr = sub.add_parser("logreg", help="logistic regression on breast cancer with the raw engine")
+    lr.add_argument("--iterations", type=int, default=400, help="gradient-descent steps (default 400)")
+    lr.add_argument("--lr", type=float, default=0.5, help="learning rate alpha (default 0.5)")
+    lr.add_argument("--seed", type=int, default=0, help="random seed for the split (default 0)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command in (None, "logreg"):
-        logistic_regression(
-            iterations=getattr(args, "iterations", 400), lr=getattr(args, "lr", 0.5), seed=getattr(args, "seed", 0)
-        )
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv or ["train"])
+    if args.command == "train":
+        train(args)
+    elif args.command == "evaluate":
+        evaluate(args)
+    elif args.command == "predict":
+        predict(args)
+    elif args.command == "summary":
+        summary(args)
+    elif args.command == "logreg":
+        logistic_regression(iterations=args.iterations, lr=args.lr, seed=args.seed)
+    else:
+        parser.print_help()
     return 0

@@ -25,6 +25,8 @@ def gradcheck(fn, *inputs: Tensor, eps: float = 1e-6, atol: float = 1e-5, rtol: 
     for i, x in enumerate(checked):
         if x.data.dtype != numpy.float64:
             raise TypeError(f"gradcheck: input {i} is {x.data.dtype}; centred differences need float64")
+        if not x.data.flags.c_contiguous:  # perturbations go through a flat view of the data
+            x.data = backend.xp.ascontiguousarray(x.data)
     out = fn(*inputs)
     upstream = backend.xp.asarray(numpy.random.default_rng(seed).standard_normal(out.shape))
 

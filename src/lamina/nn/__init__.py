@@ -1,6 +1,42 @@
-"""Modules, parameters, layers and initializers."""
+"""Modules, parameters, layers and initializers.
 
+Layers work on batches with the samples first and the channels last ((N, features) and
+NHWC (N, H, W, C)), create their weights lazily on the first call, and can describe
+themselves with ``get_config()`` for saving architectures (:func:`layer_to_config`,
+:func:`layer_from_config`, :func:`register_layer` for your own layers).
+"""
+
+from lamina.nn import init
+from lamina.nn.activation import (
+    ACTIVATIONS,
+    ELU,
+    SELU,
+    Activation,
+    LeakyReLU,
+    PReLU,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    get_activation,
+)
+from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
+from lamina.nn.dense import Dense, linear
+from lamina.nn.dropout import DropConnect, Dropout
+from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
+from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
+from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.parameter import Parameter
+from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from lamina.nn.reshape import Flatten, Identity, Reshape
+from lamina.nn.sequential import Sequential
 
-__all__ = ["Module", "Parameter"]
+__all__ = [
+    "ACTIVATIONS", "Activation", "Add", "AvgPool2D", "BatchNorm", "Concatenate", "Conv2D", "Dense",
+    "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Flatten", "GlobalAvgPool2D", "Identity",
+    "LeakyReLU", "LocalResponseNorm", "MaxPool2D", "Module", "PReLU", "Parameter", "ReLU", "Reshape",
+    "SELU", "SeparableConv2D", "Sequential", "Sigmoid", "Softmax", "Tanh", "default_name",
+    "get_activation", "init", "layer_from_config", "layer_to_config", "linear", "register_layer",
+    "registered_layers",
+]

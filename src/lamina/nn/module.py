@@ -25,6 +25,7 @@ class Module:
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "built", False)
         object.__setattr__(self, "name", name)
+        object.__setattr__(self, "build_input_shape", None)
 
     # -- registration --------------------------------------------------------
     def __setattr__(self, key: str, value) -> None:
@@ -79,14 +80,27 @@ class Module:
 
     def __call__(self, *inputs, **kwargs):
         if not self.built:
-            shapes = [x.shape if hasattr(x, "shape") else None for x in inputs]
-            self.build(shapes[0] if len(shapes) == 1 else shapes)
+            shapes = [_shape_of(x) for x in inputs]
+            shape = shapes[0] if len(shapes) == 1 else shapes
+            self.build(shape)
             self.built = True
+            object.__setattr__(self, "build_input_shape", shape)
         return self.forward(*inputs, **kwargs)
 
     def compute_output_shape(self, input_shape):
         """Output shape for an input shape, by shape inference alone (no weights needed)."""
         raise NotImplementedError(f"{type(self).__name__} does not infer its output shape")
+
+    # -- architecture ----------------------------------------------------------
+    def get_config(self) -> dict:
+        """The constructor arguments as a JSON-serialisable dict (``cls(**config)`` rebuilds
+        the layer without its weights); see :func:`lamina.nn.layer_from_config`."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its configuration")
+
+    @classmethod
+    def from_config(cls, config: dict) -> Module:
+        """The inverse of :meth:`get_config`."""
+        return cls(**config)
 
     # -- traversal -----------------------------------------------------------
     def children(self) -> Iterator[Module]:
@@ -217,6 +231,14 @@ def _same_kind(registry, module, value) -> bool:
     if registry is module._modules:
         return isinstance(value, Module)
     return not isinstance(value, (Parameter, Module))
+
+
+def _shape_of(x):
+    """An input's shape; a list or tuple of inputs (merge layers) gives a list of shapes."""
+    if isinstance(x, (list, tuple)):
+        return [_shape_of(v) for v in x]
+    shape = getattr(x, "shape", None)
+    return tuple(shape) if shape is not None else None
 
 
 def as_tensor(x) -> Tensor:

@@ -1,0 +1,275 @@
+"""Activation layers (course notes, Activation functions) and the name -> function table
+that ``Dense(..., activation='relu')`` and ``Conv2D(..., activation=...)`` use.
+
+* ReLU: a = max(z, 0); LeakyReLU: a = max(z, alpha z); PReLU: the same with a learned
+  slope per channel (last axis); ELU: a = z for z > 0, alpha (e^z - 1) otherwise; SELU:
+  lambda times ELU with the fixed alpha, lambda of self-normalising networks; Tanh; Sigmoid;
+  Softmax a_i = e^(z_i) / sum_j e^(z_j) along an axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lamina import backend
+from lamina import functional as F
+from lamina.autograd import Function, Tensor
+from lamina.errors import ShapeError
+from lamina.nn import init as initializers
+from lamina.nn.layer import check_shape_ndim, input_error, layer_from_config, layer_to_config, register_layer
+from lamina.nn.module import Module, as_tensor
+
+
+def identity(z):
+    """The identity ('linear') activation, a = z."""
+    return z
+
+
+ACTIVATIONS: dict[str, Callable] = {
+    "linear": identity,
+    "relu": F.relu,
+    "leaky_relu": F.leaky_relu,
+    "elu": F.elu,
+    "selu": F.selu,
+    "tanh": F.tanh,
+    "sigmoid": F.sigmoid,
+    "softmax": F.softmax,
+    "log_softmax": F.log_softmax,
+}
+
+
+def get_activation(spec) -> Callable | None:
+    """An activation given as None, a name from ``ACTIVATIONS``, a layer or a callable."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        fn = ACTIVATIONS.get(spec.lower())
+        if fn is None:
+            raise ValueError(f"unknown activation {spec!r}; expected one of {sorted(ACTIVATIONS)}")
+        return None if fn is identity else fn
+    if isinstance(spec, dict):
+        return layer_from_config(spec)
+    if callable(spec):
+        return spec
+    raise TypeError(f"activation: expected a name, a layer or a callable, got {type(spec).__name__}")
+
+
+def serialize_activation(spec):
+    """A JSON-compatible description of an activation (None, a name, or a layer config)."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        return dict(spec)
+    if isinstance(spec, Module):
+        return layer_to_config(spec)
+    for name, fn in ACTIVATIONS.items():
+        if spec is fn:
+            return name
+    raise ValueError(
+        f"cannot serialise the activation {spec!r}: give it by name ({sorted(ACTIVATIONS)}) or as "
+        "a registered activation layer"
+    )
+
+
+def activation_config(layer: Module):
+    """The serialised ``activation`` of a layer that keeps ``activation`` (the callable or
+    sub-layer) and ``activation_spec`` (what the user passed, unless it was a layer)."""
+    act = layer.activation
+    return serialize_activation(act if isinstance(act, Module) else layer.activation_spec)
+
+
+class _Elementwise(Module):
+    """An activation layer without weights: shape in = shape out."""
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+
+@register_layer
+class ReLU(_Elementwise):
+    """a = max(z, 0)."""
+
+    default_name = "relu"
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+
+    def forward(self, x) -> Tensor:
+        return F.relu(as_tensor(x))
+
+
+@register_layer
+class LeakyReLU(_Elementwise):
+    """a = max(z, alpha z) (alpha = 0.01 in the notes): negative inputs keep a small slope."""
+
+    default_name = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.01, name: str | None = None):
+        super().__init__(name=name)
+        self.alpha = float(alpha)
+
+    def forward(self, x) -> Tensor:
+        return F.leaky_relu(as_tensor(x), alpha=self.alpha)
+
+    def get_config(self) -> dict:
+        return {"alpha": self.alpha, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+@register_layer
+class ELU(_Elementwise):
+    """a = z for z > 0, alpha (e^z - 1) otherwise."""
+
+    default_name = "elu"
+
+    def __init__(self, alpha: float = 1.0, name: str | None = None):
+        super().__init__(name=name)
+        self.alpha = float(alpha)
+
+    def forward(self, x) -> Tensor:
+        return F.elu(as_tensor(x), alpha=self.alpha)
+
+    def get_config(self) -> dict:
+        return {"alpha": self.alpha, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+@register_layer
+class SELU(_Elementwise):
+    """a = lambda z for z > 0, lambda alpha (e^z - 1) otherwise (alpha ~ 1.6733, lambda ~ 1.0507)."""
+
+    default_name = "selu"
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+
+    def forward(self, x) -> Tensor:
+        return F.selu(as_tensor(x))
+
+
+@register_layer
+class Tanh(_Elementwise):
+    """a = tanh z = 2 sigma(2z) - 1."""
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+
+    def forward(self, x) -> Tensor:
+        return F.tanh(as_tensor(x))
+
+
+@register_layer
+class Sigmoid(_Elementwise):
+    """a = 1 / (1 + e^-z)."""
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+
+    def forward(self, x) -> Tensor:
+        return F.sigmoid(as_tensor(x))
+
+
+@register_layer
+class Softmax(_Elementwise):
+    """a_i = e^(z_i) / sum_j e^(z_j) along ``axis``."""
+
+    def __init__(self, axis: int = -1, name: str | None = None):
+        super().__init__(name=name)
+        self.axis = int(axis)
+
+    def forward(self, x) -> Tensor:
+        return F.softmax(as_tensor(x), axis=self.axis)
+
+    def get_config(self) -> dict:
+        return {"axis": self.axis, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"
+
+
+@register_layer
+class Activation(_Elementwise):
+    """Any activation from ``ACTIVATIONS`` by name, as a layer (Keras's ``Activation``)."""
+
+    def __init__(self, activation: str, name: str | None = None):
+        super().__init__(name=name)
+        if not isinstance(activation, str):
+            raise TypeError(f"Activation: expected the name of an activation, got {activation!r}")
+        self.fn = get_activation(activation) or identity
+        self.activation = activation
+
+    def forward(self, x) -> Tensor:
+        return self.fn(as_tensor(x))
+
+    def get_config(self) -> dict:
+        return {"activation": self.activation, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return repr(self.activation)
+
+
+class PReLUFunction(Function):
+    """a = z for z > 0, alpha_c z otherwise, alpha_c one slope per channel (last axis).
+
+    dJ/dz = dJ/da where z > 0 and alpha_c dJ/da elsewhere;
+    dJ/dalpha_c = sum over every position of channel c with z <= 0 of dJ/da z.
+    """
+
+    def forward(self, z, alpha):
+        self.z, self.alpha = z, alpha
+        self.positive = z > 0
+        return backend.xp.where(self.positive, z, alpha * z)
+
+    def backward(self, dy):
+        xp = backend.xp
+        dz = xp.where(self.positive, dy, self.alpha * dy) if self.needs_grad[0] else None
+        dalpha = None
+        if self.needs_grad[1]:
+            contrib = xp.where(self.positive, 0, dy * self.z)
+            n = self.alpha.size
+            dalpha = contrib.reshape(-1, n).sum(axis=0).reshape(self.alpha.shape)
+        return dz, dalpha
+
+
+@register_layer
+class PReLU(Module):
+    """Parametric ReLU, a = max(z, alpha z) with alpha learned: one slope per channel (the
+    last axis, NHWC) or a single one (``shared=True``); slopes start at ``alpha_init`` = 0.25."""
+
+    default_name = "prelu"
+
+    def __init__(self, alpha_init: float = 0.25, shared: bool = False, name: str | None = None):
+        super().__init__(name=name)
+        self.alpha_init = float(alpha_init)
+        self.shared = bool(shared)
+
+    def build(self, input_shape) -> None:
+        shape = check_shape_ndim(self, input_shape, tuple(range(1, 9)), "an input with a channel (last) axis")
+        n = 1 if self.shared else shape[-1]
+        if n is None:
+            raise ShapeError(f"{self._label()}: the channel (last) axis of {shape} must be known")
+        self.add_parameter("alpha", initializers.constant(self.alpha_init)((n,), dtype=backend.get_default_dtype()))
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        x = as_tensor(x)
+        n = self.alpha.shape[0]
+        if x.ndim == 0 or (not self.shared and x.shape[-1] != n):
+            raise input_error(self, x, f"the last (channel) axis of size {n}, as when the layer was built")
+        return PReLUFunction.apply(x, self.alpha)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        return {"alpha_init": self.alpha_init, "shared": self.shared, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"alpha_init={self.alpha_init}" + (", shared=True" if self.shared else "")

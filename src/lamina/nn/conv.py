@@ -1,0 +1,373 @@
+"""Convolution layers on NHWC batches (course notes, Convolutional layer, MobileNet).
+
+A Conv2D layer holds K filters of shape (f_h, f_w, c_in) as one weight tensor
+(K, f_h, f_w, c_in / groups) and one bias per filter:
+
+    a^[l] = g(conv(W^[l], a^[l-1]) + b^[l])
+
+Output volume for an (h, w, c) input, padding p and stride s:
+(floor((h + 2p - f_h) / s) + 1, floor((w + 2p - f_w) / s) + 1, K); 'valid' is p = 0 and
+'same' gives ceil(h / s) x ceil(w / s) (the input size at stride 1). Learned parameters:
+K (f_h f_w c_in / groups + 1).
+
+The arithmetic lives in :func:`lamina.functional.conv2d` (imported when first needed);
+these layers own the weights, the shape inference and the input checks.
+"""
+
+from __future__ import annotations
+
+from lamina import backend
+from lamina.autograd import Tensor
+from lamina.errors import ShapeError
+from lamina.nn import init as initializers
+from lamina.nn.activation import activation_config, get_activation
+from lamina.nn.layer import check_shape_ndim, compact, input_error, pair, register_layer
+from lamina.nn.module import Module, as_tensor
+
+__all__ = ["Conv2D", "DepthwiseConv2D", "SeparableConv2D", "conv_output_length", "normalize_padding"]
+
+
+def normalize_padding(padding, what: str):
+    """'valid' | 'same' (any case) | int | (p_h, p_w) -> 'valid' | 'same' | (p_h, p_w)."""
+    if isinstance(padding, str):
+        key = padding.lower()
+        if key not in ("valid", "same"):
+            raise ValueError(f"{what}: padding must be 'valid', 'same', an int or a pair, got {padding!r}")
+        return key
+    ph, pw = pair(padding, what)
+    if ph < 0 or pw < 0:
+        raise ValueError(f"{what}: padding must be non-negative, got {padding!r}")
+    return ph, pw
+
+
+def conv_output_length(n: int | None, f: int, s: int, padding, axis: int = 0) -> int | None:
+    """Output length along one spatial axis: floor((n + 2p - f) / s) + 1; 'same' -> ceil(n / s)."""
+    if n is None:
+        return None
+    if padding == "same":
+        return -(-n // s)
+    p = 0 if padding == "valid" else padding[axis]
+    return (n + 2 * p - f) // s + 1
+
+
+def _conv2d_kernel():
+    try:
+        from lamina.functional import conv2d
+    except ImportError:
+        raise NotImplementedError(
+            "lamina.functional.conv2d is not available in this version of lamina"
+        ) from None
+    return conv2d
+
+
+def nhwc_shape(layer: Module, input_shape) -> tuple:
+    """``input_shape`` as a tuple, checked to be 4-D (batch, height, width, channels)."""
+    return check_shape_ndim(layer, input_shape, 4, "a 4-D NHWC shape (batch, height, width, channels)")
+
+
+def check_window(layer: Module, shape, kernel: tuple[int, int], stride: tuple[int, int], padding,
+                 what: str = "kernel") -> tuple[int | None, int | None]:
+    """Output height and width; a ShapeError when the window does not fit in the padded input."""
+    outs = []
+    for axis in (0, 1):
+        out = conv_output_length(shape[1 + axis], kernel[axis], stride[axis], padding, axis)
+        if out is not None and out < 1:
+            raise ShapeError(
+                f"{layer._label()}: the {kernel[0]}x{kernel[1]} {what} is larger than the padded input "
+                f"(input shape {tuple(shape)}, padding {padding!r}); expected a height and width of at "
+                f"least the {what} size"
+            )
+        outs.append(out)
+    return outs[0], outs[1]
+
+
+def check_nhwc_input(layer: Module, x, channels: int) -> None:
+    """A 4-D NHWC batch with ``channels`` on the last axis, or a ShapeError saying so."""
+    if x.ndim != 4:
+        hint = " (add a batch axis: x[None])" if x.ndim == 3 else ""
+        raise input_error(layer, x, f"a 4-D NHWC batch (batch, height, width, channels){hint}")
+    if x.shape[-1] != channels:
+        hint = ""
+        if x.shape[1] == channels:
+            hint = "; it looks like NCHW: transpose it with x.transpose(0, 2, 3, 1)"
+        raise input_error(layer, x, f"NHWC with C={channels} channels on the last axis{hint}")
+
+
+class _Conv(Module):
+    """What Conv2D and DepthwiseConv2D share: hyperparameters, checks, output shape."""
+
+    def _setup(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
+               algorithm) -> None:
+        what = type(self).__name__
+        self.kernel_size = pair(kernel_size, f"{what} kernel_size")
+        self.stride = pair(stride, f"{what} stride")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1:
+            raise ValueError(f"{what}: kernel_size and stride must be positive, got {kernel_size!r}, {stride!r}")
+        self.padding = normalize_padding(padding, what)
+        self.use_bias = bool(use_bias)
+        self.activation = get_activation(activation)
+        self.activation_spec = None if isinstance(self.activation, Module) else activation
+        self.kernel_init = kernel_init
+        self.bias_init = bias_init
+        self.algorithm = algorithm
+        initializers.get(kernel_init)
+        initializers.get(bias_init)
+
+    # subclasses: the number of filters K and of groups for c_in input channels
+    def _filters_for(self, c_in: int) -> int:
+        raise NotImplementedError
+
+    def _groups_for(self, c_in: int) -> int:
+        raise NotImplementedError
+
+    @property
+    def in_channels(self) -> int:
+        """c_in of the built layer."""
+        raise NotImplementedError
+
+    def build(self, input_shape) -> None:
+        shape = nhwc_shape(self, input_shape)
+        c_in = shape[-1]
+        if c_in is None:
+            raise ShapeError(f"{self._label()}: the channel (last) axis of {shape} must be known")
+        groups = self._groups_for(c_in)
+        filters = self._filters_for(c_in)
+        if c_in % groups or filters % groups:
+            raise ShapeError(
+                f"{self._label()}: groups={groups} must divide both the {c_in} input channels "
+                f"(input shape {shape}) and the {filters} filters"
+            )
+        check_window(self, shape, self.kernel_size, self.stride, self.padding)
+        fh, fw = self.kernel_size
+        w_shape = (filters, fh, fw, c_in // groups)
+        dtype = backend.get_default_dtype()
+        fan_in, fan_out = initializers.fans(w_shape)
+        self.add_parameter("weight", initializers.get(self.kernel_init)(w_shape, fan_in, fan_out, dtype))
+        if self.use_bias:
+            self.add_parameter("bias", initializers.get(self.bias_init)((filters,), fan_in, fan_out, dtype))
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        return self.apply_weights(x, self.weight)
+
+    def apply_weights(self, x, weight) -> Tensor:
+        """The layer's computation with ``weight`` in place of its own (used by DropConnect)."""
+        x = as_tensor(x)
+        c_in = self.in_channels
+        check_nhwc_input(self, x, c_in)
+        check_window(self, x.shape, self.kernel_size, self.stride, self.padding)
+        conv2d = _conv2d_kernel()
+        z = conv2d(x, weight, self.bias if self.use_bias else None, stride=compact(self.stride),
+                   padding=compact(self.padding), groups=self._groups_for(c_in), algorithm=self.algorithm)
+        return self.activation(z) if self.activation is not None else z
+
+    def compute_output_shape(self, input_shape):
+        shape = nhwc_shape(self, input_shape)
+        c = shape[-1]
+        if self.built and c is not None and c != self.in_channels:
+            raise ShapeError(
+                f"{self._label()}: input shape {shape} has {c} channels; the layer was built for "
+                f"NHWC with C={self.in_channels}"
+            )
+        out_h, out_w = check_window(self, shape, self.kernel_size, self.stride, self.padding)
+        return (shape[0], out_h, out_w, None if c is None else self._filters_for(c))
+
+    def _common_config(self) -> dict:
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+            "use_bias": self.use_bias,
+            "activation": activation_config(self),
+            "kernel_init": initializers.serialize(self.kernel_init),
+            "bias_init": initializers.serialize(self.bias_init),
+            "algorithm": self.algorithm,
+            "name": self.name,
+        }
+
+    def extra_repr(self) -> str:
+        fh, fw = self.kernel_size
+        parts = [f"kernel_size=({fh}, {fw})"]
+        if self.stride != (1, 1):
+            parts.append(f"stride={self.stride}")
+        if self.padding != "valid":
+            parts.append(f"padding={self.padding!r}")
+        if isinstance(self.activation_spec, str):
+            parts.append(f"activation={self.activation_spec!r}")
+        return ", ".join(parts)
+
+
+@register_layer
+class Conv2D(_Conv):
+    """2-D convolution: K = ``filters`` filters of (f_h, f_w, c_in / groups) over NHWC inputs.
+
+    ``weight``: (K, f_h, f_w, c_in / groups); ``bias``: (K,). ``groups`` splits the input
+    channels and the filters into that many independent convolutions (AlexNet's two
+    towers; groups = c_in is a depthwise convolution). Defaults: He uniform weights
+    (fan_in = f_h f_w c_in / groups), zero biases.
+    """
+
+    def __init__(self, filters: int, kernel_size, stride=1, padding="valid", use_bias: bool = True,
+                 groups: int = 1, activation=None, kernel_init="he_uniform", bias_init="zeros",
+                 algorithm: str = "im2col", name: str | None = None):
+        super().__init__(name=name)
+        _positive_int(filters, "Conv2D: filters")
+        _positive_int(groups, "Conv2D: groups")
+        if filters % groups:
+            raise ValueError(f"Conv2D: groups={groups} must divide filters={filters}")
+        self.filters = filters
+        self.groups = groups
+        self._setup(kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init, algorithm)
+
+    def _filters_for(self, c_in: int) -> int:
+        return self.filters
+
+    def _groups_for(self, c_in: int) -> int:
+        return self.groups
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[-1] * self.groups
+
+    def get_config(self) -> dict:
+        return {"filters": self.filters, **self._common_config(), "groups": self.groups}
+
+    def extra_repr(self) -> str:
+        extra = f", groups={self.groups}" if self.groups != 1 else ""
+        return f"{self.filters}, {super().extra_repr()}{extra}"
+
+
+@register_layer
+class DepthwiseConv2D(_Conv):
+    """Depthwise convolution (MobileNet's first stage): each input channel is convolved
+    with its own ``depth_multiplier`` filters of (f_h, f_w, 1), i.e. a Conv2D with
+    groups = c_in and K = c_in · depth_multiplier; output channel c·m + j comes from input
+    channel c. ``weight``: (c_in · m, f_h, f_w, 1)."""
+
+    def __init__(self, kernel_size, depth_multiplier: int = 1, stride=1, padding="valid",
+                 use_bias: bool = True, activation=None, kernel_init="he_uniform", bias_init="zeros",
+                 algorithm: str = "im2col", name: str | None = None):
+        super().__init__(name=name)
+        _positive_int(depth_multiplier, "DepthwiseConv2D: depth_multiplier")
+        self.depth_multiplier = depth_multiplier
+        self._setup(kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init, algorithm)
+
+    def _filters_for(self, c_in: int) -> int:
+        return c_in * self.depth_multiplier
+
+    def _groups_for(self, c_in: int) -> int:
+        return c_in
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[0] // self.depth_multiplier
+
+    def get_config(self) -> dict:
+        config = self._common_config()
+        return {"kernel_size": config.pop("kernel_size"), "depth_multiplier": self.depth_multiplier, **config}
+
+    def extra_repr(self) -> str:
+        extra = f", depth_multiplier={self.depth_multiplier}" if self.depth_multiplier != 1 else ""
+        return super().extra_repr() + extra
+
+
+@register_layer
+class SeparableConv2D(Module):
+    """Depthwise separable convolution (MobileNet): a depthwise convolution (one (f_h, f_w)
+    filter per input channel, ``depth_multiplier`` of them) followed by ``filters``
+    pointwise 1x1 convolutions that mix the channels, then the bias and the activation.
+
+    Parameters: ``depthwise_weight`` (c_in · m, f_h, f_w, 1), ``pointwise_weight``
+    (K, 1, 1, c_in · m), ``bias`` (K,): c_in m f_h f_w + K c_in m + K learned values
+    instead of K (f_h f_w c_in + 1) for a full convolution. Stride and padding apply to the
+    depthwise stage. ``kernel_init`` initializes both weights.
+    """
+
+    def __init__(self, filters: int, kernel_size, depth_multiplier: int = 1, stride=1, padding="valid",
+                 use_bias: bool = True, activation=None, kernel_init="he_uniform", bias_init="zeros",
+                 algorithm: str = "im2col", name: str | None = None):
+        super().__init__(name=name)
+        _positive_int(filters, "SeparableConv2D: filters")
+        _positive_int(depth_multiplier, "SeparableConv2D: depth_multiplier")
+        self.filters = filters
+        self.depth_multiplier = depth_multiplier
+        self.kernel_size = pair(kernel_size, "SeparableConv2D kernel_size")
+        self.stride = pair(stride, "SeparableConv2D stride")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1:
+            raise ValueError(f"SeparableConv2D: kernel_size and stride must be positive, got "
+                             f"{kernel_size!r}, {stride!r}")
+        self.padding = normalize_padding(padding, "SeparableConv2D")
+        self.use_bias = bool(use_bias)
+        self.activation = get_activation(activation)
+        self.activation_spec = None if isinstance(self.activation, Module) else activation
+        self.kernel_init = kernel_init
+        self.bias_init = bias_init
+        self.algorithm = algorithm
+        initializers.get(kernel_init)
+        initializers.get(bias_init)
+
+    @property
+    def in_channels(self) -> int:
+        return self.depthwise_weight.shape[0] // self.depth_multiplier
+
+    def build(self, input_shape) -> None:
+        shape = nhwc_shape(self, input_shape)
+        c_in = shape[-1]
+        if c_in is None:
+            raise ShapeError(f"{self._label()}: the channel (last) axis of {shape} must be known")
+        check_window(self, shape, self.kernel_size, self.stride, self.padding)
+        fh, fw = self.kernel_size
+        mid = c_in * self.depth_multiplier
+        dtype = backend.get_default_dtype()
+        draw = initializers.get(self.kernel_init)
+        dw_shape, pw_shape = (mid, fh, fw, 1), (self.filters, 1, 1, mid)
+        self.add_parameter("depthwise_weight", draw(dw_shape, *initializers.fans(dw_shape), dtype))
+        self.add_parameter("pointwise_weight", draw(pw_shape, *initializers.fans(pw_shape), dtype))
+        if self.use_bias:
+            self.add_parameter("bias", initializers.get(self.bias_init)((self.filters,), mid, self.filters, dtype))
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        x = as_tensor(x)
+        c_in = self.in_channels
+        check_nhwc_input(self, x, c_in)
+        check_window(self, x.shape, self.kernel_size, self.stride, self.padding)
+        conv2d = _conv2d_kernel()
+        mid = conv2d(x, self.depthwise_weight, None, stride=compact(self.stride), padding=compact(self.padding),
+                     groups=c_in, algorithm=self.algorithm)
+        z = conv2d(mid, self.pointwise_weight, self.bias if self.use_bias else None, stride=1, padding=0,
+                   groups=1, algorithm=self.algorithm)
+        return self.activation(z) if self.activation is not None else z
+
+    def compute_output_shape(self, input_shape):
+        shape = nhwc_shape(self, input_shape)
+        if self.built and shape[-1] is not None and shape[-1] != self.in_channels:
+            raise ShapeError(
+                f"{self._label()}: input shape {shape} has {shape[-1]} channels; the layer was built for "
+                f"NHWC with C={self.in_channels}"
+            )
+        out_h, out_w = check_window(self, shape, self.kernel_size, self.stride, self.padding)
+        return (shape[0], out_h, out_w, self.filters)
+
+    def get_config(self) -> dict:
+        return {
+            "filters": self.filters,
+            "kernel_size": list(self.kernel_size),
+            "depth_multiplier": self.depth_multiplier,
+            "stride": list(self.stride),
+            "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+            "use_bias": self.use_bias,
+            "activation": activation_config(self),
+            "kernel_init": initializers.serialize(self.kernel_init),
+            "bias_init": initializers.serialize(self.bias_init),
+            "algorithm": self.algorithm,
+            "name": self.name,
+        }
+
+    def extra_repr(self) -> str:
+        return f"{self.filters}, kernel_size={self.kernel_size}, depth_multiplier={self.depth_multiplier}"
+
+
+def _positive_int(value, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")

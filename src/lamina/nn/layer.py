@@ -1,0 +1,122 @@
+"""What every layer shares: the class registry behind saved architectures, automatic
+names, and the input checks that produce readable :class:`lamina.ShapeError` messages.
+
+A layer's architecture is ``{"class_name": "Dense", "config": {...}}``: the registered class
+name and the JSON-serialisable constructor arguments from ``layer.get_config()``.
+:func:`layer_to_config` writes it and :func:`layer_from_config` rebuilds the layer (without
+its weights, which travel in the state dict).
+"""
+
+from __future__ import annotations
+
+import re
+
+from lamina.errors import ShapeError
+from lamina.nn.module import Module
+
+__all__ = ["default_name", "layer_from_config", "layer_to_config", "register_layer", "registered_layers"]
+
+_REGISTRY: dict[str, type[Module]] = {}
+
+
+def register_layer(cls: type[Module] | None = None, *, name: str | None = None):
+    """Class decorator registering a layer under its class name (or ``name``) so that
+    :func:`layer_from_config` can find it; returns the class unchanged."""
+
+    def decorate(klass: type[Module]) -> type[Module]:
+        if not (isinstance(klass, type) and issubclass(klass, Module)):
+            raise TypeError(f"register_layer: expected a Module subclass, got {klass!r}")
+        key = name or klass.__name__
+        previous = _REGISTRY.get(key)
+        if previous is not None and previous is not klass and (
+            previous.__module__, previous.__qualname__) != (klass.__module__, klass.__qualname__):
+            raise ValueError(f"register_layer: the name {key!r} is already taken by {previous!r}")
+        _REGISTRY[key] = klass
+        return klass
+
+    return decorate(cls) if cls is not None else decorate
+
+
+def registered_layers() -> dict[str, type[Module]]:
+    """A copy of the registry: class name -> class."""
+    return dict(_REGISTRY)
+
+
+def layer_to_config(layer: Module) -> dict:
+    """``{"class_name": ..., "config": layer.get_config()}`` for a registered layer."""
+    class_name = next((k for k, v in _REGISTRY.items() if v is type(layer)), None)
+    if class_name is None:
+        raise ValueError(
+            f"layer_to_config: {type(layer).__name__} is not registered; decorate the class with "
+            "@lamina.nn.register_layer to save architectures that use it"
+        )
+    return {"class_name": class_name, "config": layer.get_config()}
+
+
+def layer_from_config(config: dict) -> Module:
+    """Rebuild a layer (unbuilt, fresh weights on first call) from :func:`layer_to_config`'s dict."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ValueError(
+            f"layer_from_config: expected a dict with 'class_name' and 'config', got {config!r}"
+        )
+    class_name = config["class_name"]
+    cls = _REGISTRY.get(class_name)
+    if cls is None:
+        raise ValueError(
+            f"layer_from_config: unknown layer class {class_name!r}; registered: {sorted(_REGISTRY)}"
+        )
+    return cls.from_config(dict(config.get("config", {})))
+
+
+def default_name(layer: Module | type[Module]) -> str:
+    """The automatic, Keras-like name of a layer class: ``Dense`` -> ``'dense'``,
+    ``MaxPool2D`` -> ``'max_pool2d'``; a class may set ``default_name`` itself."""
+    cls = layer if isinstance(layer, type) else type(layer)
+    explicit = cls.__dict__.get("default_name")
+    if isinstance(explicit, str):
+        return explicit
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z][a-z])|(?<=[a-z])(?=[A-Z])", "_", cls.__name__).lower()
+
+
+# -- input checks ------------------------------------------------------------------------
+def describe(x) -> str:
+    """``'shape (2, 3) float32'`` for an array or tensor."""
+    shape = tuple(getattr(x, "shape", ()))
+    dtype = getattr(x, "dtype", type(x).__name__)
+    return f"shape {shape} ({dtype})"
+
+
+def input_error(layer: Module, x, expected: str) -> ShapeError:
+    """A ShapeError naming the layer, the input's shape and dtype, and what was expected."""
+    return ShapeError(f"{layer._label()}: got an input of {describe(x)}; expected {expected}")
+
+
+def check_shape_ndim(layer: Module, input_shape, ndim: int | tuple[int, ...], expected: str) -> tuple:
+    """The same check on a bare shape (``compute_output_shape``, ``build``)."""
+    if input_shape is None:
+        raise ShapeError(f"{layer._label()}: no input shape given; expected {expected}")
+    shape = tuple(input_shape)
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if len(shape) not in allowed:
+        raise ShapeError(f"{layer._label()}: got an input shape {shape}; expected {expected}")
+    return shape
+
+
+def compact(value):
+    """A pair of equal ints as one int (what the functional kernels take most simply)."""
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return value[0]
+    return value
+
+
+def pair(value, what: str) -> tuple[int, int]:
+    """An int or a pair of ints as a pair (kernel sizes, strides, paddings)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what}: expected an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
+        return value, value
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{what}: expected an int or a pair of ints, got {value!r}") from None
+    return int(a), int(b)

@@ -1,0 +1,176 @@
+"""Callbacks: code the fit loop calls at the start and end of training, epochs and batches.
+
+A callback sees the trainer (``self.trainer``) and the logs (loss and metrics so far);
+setting ``trainer.stop_training = True`` ends training after the current batch or epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+
+import numpy as np
+
+from lamina.io import atomic_write
+
+
+class Callback:
+    trainer = None
+
+    def set_trainer(self, trainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, logs: dict) -> None: ...
+
+    def on_train_end(self, logs: dict) -> None: ...
+
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+
+    def on_batch_end(self, iteration: int, logs: dict) -> None: ...
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch with the loss, metrics, samples/s and ETA; quiet when
+    ``verbose=0`` or when standard error is not a terminal (unless ``force=True``)."""
+
+    def __init__(self, verbose: int = 1, force: bool = False):
+        self.verbose = verbose
+        self.force = force
+        self.bar = None
+
+    def _active(self) -> bool:
+        return self.verbose > 0 and (self.force or sys.stderr.isatty())
+
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        if self._active():
+            from tqdm import tqdm
+
+            total = self.trainer.samples_per_epoch
+            self.bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{self.trainer.epochs}", unit="sample",
+                            unit_scale=True, leave=True, dynamic_ncols=True)
+
+    def on_batch_end(self, iteration: int, logs: dict) -> None:
+        if self.bar is not None:
+            self.bar.update(logs.get("batch_size", 0))
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "batch_size"}, refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
+            self.bar.close()
+            self.bar = None
+
+
+class _Monitor(Callback):
+    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0):
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        if mode not in ("min", "max"):
+            raise ValueError(f"{type(self).__name__}: mode must be 'min', 'max' or 'auto', got {mode!r}")
+        self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def _value(self, logs: dict) -> float:
+        if self.monitor not in logs:
+            raise KeyError(f"{type(self).__name__}: monitored quantity {self.monitor!r} is not logged; "
+                           f"available: {sorted(logs)}")
+        return float(logs[self.monitor])
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(_Monitor):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; with
+    ``restore_best=True`` the weights of the best epoch are put back."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, mode: str = "auto",
+                 min_delta: float = 0.0, restore_best: bool = False):
+        super().__init__(monitor, mode, min_delta)
+        self.patience, self.restore_best = patience, restore_best
+        self.wait, self.best_weights, self.stopped_epoch = 0, None, None
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        value = self._value(logs)
+        if self._improved(value):
+            self.best, self.wait = value, 0
+            if self.restore_best:
+                self.best_weights = {k: v.copy() for k, v in self.trainer.model.state_dict().items()}
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.trainer.stop_training = True
+
+    def on_train_end(self, logs: dict) -> None:
+        if self.restore_best and self.best_weights is not None:
+            self.trainer.model.load_state_dict(self.best_weights)
+
+
+class ModelCheckpoint(_Monitor):
+    """Save a training checkpoint (model, optimizer, schedule, epoch, random states) at
+    the end of each epoch, or only when ``monitor`` improves. ``{epoch}`` in the path is
+    replaced by the epoch number. Writes are atomic."""
+
+    def __init__(self, path: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
+                 mode: str = "auto"):
+        super().__init__(monitor, mode)
+        self.path, self.save_best_only = str(path), save_best_only
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if self.save_best_only:
+            value = self._value(logs)
+            if not self._improved(value):
+                return
+            self.best = value
+        self.trainer.save_checkpoint(self.path.format(epoch=epoch + 1), epoch=epoch + 1)
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate from ``schedule(epoch) -> lr`` at each epoch start."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        self.trainer.optimizer.lr = float(self.schedule(epoch))
+
+
+class CSVLogger(Callback):
+    """Append one row of epoch logs per epoch to a CSV file (rewritten atomically)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self.rows: list[dict] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
+        fields = list(dict.fromkeys(k for row in self.rows for k in row))
+        import io
+
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        with atomic_write(self.path) as handle:
+            handle.write(text.getvalue().encode())
+
+
+class TerminateOnNaN(Callback):
+    """Stop training as soon as the loss is NaN or infinite, naming the iteration."""
+
+    def __init__(self):
+        self.message = None
+
+    def on_batch_end(self, iteration: int, logs: dict) -> None:
+        loss = logs.get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.message = f"TerminateOnNaN: the loss became {loss} at iteration {iteration}; training stopped"
+            print(self.message, file=sys.stderr)
+            self.trainer.stop_training = True

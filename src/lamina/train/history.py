@@ -1,0 +1,68 @@
+"""``History``: what ``Trainer.fit`` records, per iteration and per epoch."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import numpy as np
+
+
+class History:
+    def __init__(self) -> None:
+        self.epoch: dict[str, list[float]] = defaultdict(list)
+        self.iteration: dict[str, list[float]] = defaultdict(list)
+        self.epochs: list[int] = []
+
+    def record_iteration(self, logs: dict[str, float]) -> None:
+        for key, value in logs.items():
+            self.iteration[key].append(float(value))
+
+    def record_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epochs.append(epoch)
+        for key, value in logs.items():
+            self.epoch[key].append(float(value))
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.epoch[key]
+
+    def state_dict(self) -> dict:
+        return {"epoch": dict(self.epoch), "iteration": dict(self.iteration), "epochs": list(self.epochs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = defaultdict(list, {k: list(v) for k, v in state["epoch"].items()})
+        self.iteration = defaultdict(list, {k: list(v) for k, v in state["iteration"].items()})
+        self.epochs = list(state["epochs"])
+
+    def plot(self, path: str | os.PathLike) -> None:
+        """Save the cost curves as a PNG: per-iteration training cost (with its moving average)
+        and per-epoch training and validation cost and metrics."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from lamina.io import atomic_write
+
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        losses = np.asarray(self.iteration.get("loss", []))
+        if losses.size:
+            left.plot(losses, color="0.75", linewidth=0.8, label="mini-batch cost")
+            smooth, average = [], 0.0
+            for t, value in enumerate(losses, start=1):  # EWA with bias correction, beta = 0.98
+                average = 0.98 * average + 0.02 * value
+                smooth.append(average / (1 - 0.98**t))
+            left.plot(smooth, color="C0", label="moving average")
+        left.set(xlabel="iteration", ylabel="cost J", title="training cost per iteration")
+        left.legend()
+        epochs = np.arange(1, len(self.epochs) + 1)
+        for key, values in self.epoch.items():
+            if key.endswith("loss"):
+                right.plot(epochs[: len(values)], values, marker="o", label=key)
+        right.set(xlabel="epoch", ylabel="cost J", title="cost per epoch")
+        if self.epoch:
+            right.legend()
+        fig.tight_layout()
+        with atomic_write(path) as handle:
+            fig.savefig(handle, format="png", dpi=100)
+        plt.close(fig)

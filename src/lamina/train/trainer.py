@@ -1,0 +1,214 @@
+"""``Trainer``: the fit loop, evaluation and prediction.
+
+One iteration of mini-batch gradient descent: forward the batch, compute the cost J,
+back-propagate dJ/dtheta, let the optimizer update theta, step an iteration schedule.
+Training data, validation data and the held-out test data stay apart: ``fit`` tunes on
+``val`` only, and the test set is for ``evaluate`` at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+
+import lamina
+from lamina import backend
+from lamina import functional as F
+from lamina.autograd import Tensor, no_grad
+from lamina.data import ArrayDataset, DataLoader
+from lamina.errors import ShapeError
+from lamina.train import checkpoint
+from lamina.train.callbacks import Callback, ProgressBar
+from lamina.train.history import History
+from lamina.train.metrics import get_metric
+
+LOSSES = {
+    "categorical_cross_entropy": F.categorical_cross_entropy,
+    "binary_cross_entropy": F.binary_cross_entropy,
+    "mean_squared_error": F.mean_squared_error,
+    "mse": F.mean_squared_error,
+}
+
+
+class Trainer:
+    def __init__(self, model, loss="categorical_cross_entropy", optimizer=None, metrics=("accuracy",),
+                 callbacks=(), schedule=None, verbose: int = 1):
+        if optimizer is None:
+            raise ValueError("Trainer: an optimizer is required, e.g. lamina.optim.Adam(model.parameters())")
+        self.model = model
+        self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "loss")
+        if isinstance(loss, str):
+            if loss not in LOSSES:
+                raise ValueError(f"Trainer: unknown loss {loss!r}; expected one of {sorted(LOSSES)} or a callable")
+            loss = LOSSES[loss]
+        self.loss = loss
+        self.optimizer = optimizer
+        self.metrics = [get_metric(m) for m in metrics]
+        self.schedule = schedule
+        self.callbacks: list[Callback] = list(callbacks)
+        if not any(isinstance(c, ProgressBar) for c in self.callbacks):
+            self.callbacks.insert(0, ProgressBar(verbose=verbose))
+        for cb in self.callbacks:
+            cb.set_trainer(self)
+        self.stop_training = False
+        self.history = History()
+        self.epoch = 0
+        self.iteration = 0
+        self.epochs = 0
+        self.samples_per_epoch = 0
+        self.loader: DataLoader | None = None
+
+    # -- the model's output and the cost --------------------------------------
+    def _fused_softmax(self) -> bool:
+        """Softmax followed by cross-entropy is computed as one stable op on the logits."""
+        layers = list(self.model) if hasattr(self.model, "__iter__") else []
+        return (self.loss is F.categorical_cross_entropy and bool(layers)
+                and type(layers[-1]).__name__ == "Softmax")
+
+    def _forward(self, x, for_loss: bool):
+        x = x if isinstance(x, Tensor) else lamina.tensor(x)
+        if for_loss and self._fused_softmax():
+            for layer in list(self.model)[:-1]:
+                x = layer(x)
+            return x, True
+        return self.model(x), False
+
+    def _cost(self, out, logits: bool, y):
+        if logits:
+            return self.loss(out, y, from_logits=True)
+        return self.loss(out, y)
+
+    def train_step(self, x, y) -> tuple[float, np.ndarray]:
+        out, logits = self._forward(x, for_loss=True)
+        cost = self._cost(out, logits, y)
+        self.optimizer.zero_grad()
+        cost.backward()
+        self.optimizer.step()
+        if self.schedule is not None and getattr(self.schedule, "per", "epoch") == "iteration":
+            self.schedule.step()
+        return float(cost.item()), out.data
+
+    # -- checks before training ----------------------------------------------
+    def _validate(self, x: np.ndarray, y) -> None:
+        if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(x).all():
+            bad = np.argwhere(~np.isfinite(np.asarray(x).reshape(len(x), -1)))[0][0]
+            raise ValueError(f"Trainer.fit: the inputs contain NaN or infinity (first at sample {bad}); "
+                             "clean or impute them before training")
+        self.model.eval()
+        try:
+            with no_grad():
+                out = self.model(lamina.tensor(np.asarray(x[:2])))
+        except ShapeError as exc:
+            raise ShapeError(f"Trainer.fit: the model cannot take inputs of shape {tuple(np.shape(x))}: {exc}") from exc
+        finally:
+            self.model.train()
+        if y is None or self.loss not in (F.categorical_cross_entropy,):
+            return
+        labels = np.asarray(y)
+        if labels.ndim == 1 and labels.size:
+            classes = out.shape[-1]
+            if labels.min() < 0 or labels.max() >= classes:
+                raise ValueError(f"Trainer.fit: labels must lie in [0, {classes}) for a model with {classes} "
+                                 f"outputs; found values from {labels.min()} to {labels.max()}")
+
+    def _loader(self, data, batch_size: int, shuffle: bool, seed) -> DataLoader:
+        if isinstance(data, DataLoader):
+            return data
+        if isinstance(data, tuple):
+            data = ArrayDataset(*data)
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed)
+
+    # -- fit, evaluate, predict -----------------------------------------------
+    def fit(self, train, val=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            seed: int | None = None, resume_from: str | os.PathLike | None = None) -> History:
+        """Train for ``epochs`` epochs; ``train``/``val`` are (x, y), a Dataset or a DataLoader."""
+        loader = self._loader(train, batch_size, shuffle, seed)
+        self.loader = loader
+        dataset = loader.dataset
+        if isinstance(dataset, ArrayDataset):
+            self._validate(dataset.x, dataset.y)
+        self.epochs = epochs
+        self.samples_per_epoch = len(dataset)
+        self.stop_training = False
+        start = 0
+        if resume_from is not None:
+            start = checkpoint.restore(resume_from, self)
+        logs: dict = {}
+        for cb in self.callbacks:
+            cb.on_train_begin(logs)
+        for epoch in range(start, epochs):
+            self.epoch = epoch
+            self.model.train()
+            for cb in self.callbacks:
+                cb.on_epoch_begin(epoch, logs)
+            started, seen = time.perf_counter(), 0
+            total_loss, totals = 0.0, {name: 0.0 for name, _ in self.metrics}
+            for xb, yb in loader:
+                loss, out = self.train_step(xb, yb)
+                self.iteration += 1
+                n = len(xb)
+                seen += n
+                total_loss += loss * n
+                batch_logs = {"loss": loss}
+                for name, fn in self.metrics:
+                    value = fn(out, yb)
+                    totals[name] += value * n
+                    batch_logs[name] = value
+                self.history.record_iteration(batch_logs)
+                for cb in self.callbacks:
+                    cb.on_batch_end(self.iteration, {**batch_logs, "batch_size": n})
+                if self.stop_training:
+                    break
+            logs = {"loss": total_loss / max(seen, 1)}
+            logs.update({name: total / max(seen, 1) for name, total in totals.items()})
+            logs["samples_per_s"] = seen / max(time.perf_counter() - started, 1e-9)
+            if val is not None and math.isfinite(logs["loss"]):
+                logs.update({f"val_{k}": v for k, v in self.evaluate(val, batch_size=max(batch_size, 256)).items()})
+            if self.schedule is not None and getattr(self.schedule, "per", "epoch") == "epoch":
+                if hasattr(self.schedule, "monitor"):
+                    self.schedule.step(logs.get(self.schedule.monitor, logs["loss"]))
+                else:
+                    self.schedule.step()
+            self.history.record_epoch(epoch + 1, logs)
+            if not math.isfinite(logs["loss"]) and self.stop_training:
+                break
+            for cb in self.callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
+        self.model.eval()
+        return self.history
+
+    def evaluate(self, data, batch_size: int = 256) -> dict[str, float]:
+        """Cost and metrics on ``data`` ((x, y), a Dataset or a DataLoader) in evaluation mode."""
+        loader = self._loader(data, batch_size, shuffle=False, seed=0)
+        self.model.eval()
+        total, seen = 0.0, 0
+        totals = {name: 0.0 for name, _ in self.metrics}
+        with no_grad():
+            for xb, yb in loader:
+                out, logits = self._forward(xb, for_loss=True)
+                n = len(xb)
+                total += float(self._cost(out, logits, yb).item()) * n
+                for name, fn in self.metrics:
+                    totals[name] += fn(out.data, yb) * n
+                seen += n
+        return {"loss": total / max(seen, 1), **{k: v / max(seen, 1) for k, v in totals.items()}}
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """The model's outputs for ``x`` in evaluation mode, batch by batch."""
+        self.model.eval()
+        outputs = []
+        with no_grad():
+            for i in range(0, len(x), batch_size):
+                outputs.append(backend.to_numpy(self.model(lamina.tensor(x[i:i + batch_size])).data))
+        return np.concatenate(outputs) if outputs else np.zeros((0,))
+
+    def save_checkpoint(self, path: str | os.PathLike, epoch: int | None = None) -> None:
+        """Write a training checkpoint (see :mod:`lamina.train.checkpoint`) atomically."""
+        checkpoint.save(path, self, self.epoch + 1 if epoch is None else epoch)

@@ -1,0 +1,100 @@
+import math
+
+import numpy as np
+import pytest
+
+import lamina
+from lamina import nn
+from lamina.nn import init
+
+
+def test_fans_dense_and_conv():
+    assert init.fans((784, 128)) == (784, 128)
+    # conv weights (K, fh, fw, c_in): fan_in = fh fw c_in, fan_out = fh fw K
+    assert init.fans((96, 11, 11, 3)) == (11 * 11 * 3, 11 * 11 * 96)
+    assert init.fans((64, 3, 3, 1)) == (9, 9 * 64)
+    assert init.fans((10,)) == (10, 10)
+
+
+@pytest.mark.parametrize(
+    "name, shape, expected_std",
+    [
+        ("he_normal", (1000, 600), math.sqrt(2 / 1000)),
+        ("he_uniform", (1000, 600), math.sqrt(2 / 1000)),
+        ("xavier_normal", (1000, 600), math.sqrt(2 / 1600)),
+        ("xavier_uniform", (1000, 600), math.sqrt(2 / 1600)),
+        ("lecun_normal", (1000, 600), math.sqrt(1 / 1000)),
+        ("he_normal", (64, 3, 3, 32), math.sqrt(2 / (9 * 32))),
+        ("xavier_uniform", (64, 5, 5, 16), math.sqrt(2 / (25 * 16 + 25 * 64))),
+    ],
+)
+def test_empirical_std_matches_formula(name, shape, expected_std):
+    w = init.get(name)(shape)
+    assert w.shape == shape
+    assert w.dtype == lamina.get_default_dtype()
+    assert abs(w.std() / expected_std - 1) < 0.02
+    assert abs(w.mean()) < 0.02 * expected_std * 5
+
+
+def test_uniform_limits_and_constants():
+    fan_in = 300
+    w = init.he_uniform((fan_in, 400))
+    limit = math.sqrt(6 / fan_in)
+    assert w.max() <= limit and w.min() >= -limit and w.max() > 0.99 * limit
+    assert (init.zeros((3, 4)) == 0).all()
+    assert (init.ones((2,)) == 1).all()
+    c = init.constant(0.01)((5,))
+    np.testing.assert_allclose(c, 0.01, rtol=1e-6)
+    n = init.normal(std=0.5, mean=1.0)((200, 500))
+    assert abs(n.std() - 0.5) < 0.01 and abs(n.mean() - 1.0) < 0.01
+    u = init.uniform(0.2)((200, 500))
+    assert u.min() >= -0.2 and u.max() <= 0.2 and abs(u.std() - 0.2 / math.sqrt(3)) < 0.003
+
+
+def test_dtype_follows_default_and_explicit_fans():
+    lamina.set_default_dtype(np.float64)
+    assert init.he_normal((10, 10)).dtype == np.float64
+    assert init.he_normal((10, 10), dtype=np.float32).dtype == np.float32
+    w = init.he_normal((400, 500), fan_in=50)
+    assert abs(w.std() / math.sqrt(2 / 50) - 1) < 0.02
+
+
+def test_draws_from_lamina_rng():
+    lamina.manual_seed(3)
+    a = init.he_uniform((4, 4))
+    lamina.manual_seed(3)
+    b = init.he_uniform((4, 4))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_get_and_serialize_round_trip():
+    for spec in ["he_uniform", "glorot_normal", 0.1, {"name": "normal", "std": 0.02, "mean": 0.0},
+                 init.constant(0.5), init.xavier_normal]:
+        s = init.serialize(spec)
+        again = init.get(s)
+        assert callable(again)
+    assert init.serialize(init.he_normal) == "he_normal"
+    assert init.serialize(init.normal(0.3)) == {"name": "normal", "std": 0.3, "mean": 0.0}
+    with pytest.raises(ValueError, match="unknown initializer 'bogus'"):
+        init.get("bogus")
+    with pytest.raises(ValueError, match="cannot serialise"):
+        init.serialize(lambda shape, *a, **k: np.zeros(shape))
+
+
+def test_layers_take_initializers_by_name():
+    layer = nn.Dense(500, kernel_init="xavier_normal", bias_init=0.01)
+    layer.build((None, 800))
+    std = layer.weight.numpy().std()
+    assert abs(std / math.sqrt(2 / 1300) - 1) < 0.02
+    np.testing.assert_allclose(layer.bias.numpy(), 0.01, rtol=1e-6)
+    default = nn.Dense(400)
+    default.build((None, 600))
+    w = default.weight.numpy()
+    assert abs(w.std() / math.sqrt(2 / 600) - 1) < 0.03  # he_uniform
+    assert (default.bias.numpy() == 0).all()
+    conv = nn.Conv2D(64, 3, kernel_init="he_normal")
+    conv.build((None, 8, 8, 32))
+    assert conv.weight.shape == (64, 3, 3, 32)
+    assert abs(conv.weight.numpy().std() / math.sqrt(2 / (9 * 32)) - 1) < 0.03
+    with pytest.raises(ValueError, match="unknown initializer"):
+        nn.Dense(3, kernel_init="nope")
