@@ -15,6 +15,7 @@ import os
 from lamina import backend
 from lamina.io import load_file, save_file
 from lamina.io.state import flatten_state, unflatten_state
+from lamina.saving import model_config
 
 FORMAT = "lamina-checkpoint-1"
 
@@ -40,11 +41,11 @@ def save(path: str | os.PathLike, trainer, epoch: int) -> None:
 
 
 def _model_config(model):
+    """The architecture, or None for a model with custom layers that cannot describe themselves
+    (its checkpoint still resumes training; only ``lamina.load`` needs the architecture)."""
     try:
-        from lamina.nn.saving import model_config
-
         return model_config(model)
-    except (ImportError, NotImplementedError, TypeError):
+    except (NotImplementedError, ValueError):
         return None
 
 

@@ -1,0 +1,109 @@
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import lamina
+from lamina import nn
+from lamina.data import Standardizer
+from lamina.io import FormatError, atomic_write, load_file, save_file
+
+
+def small_model():
+    model = nn.Sequential(nn.Dense(8, activation="relu"), nn.BatchNorm(), nn.Dense(3), nn.Softmax())
+    model(lamina.tensor(np.random.default_rng(0).standard_normal((4, 5))))
+    return model
+
+
+def test_save_load_round_trip(tmp_path):
+    model = small_model()
+    pre = Standardizer().fit(np.random.default_rng(1).standard_normal((20, 5)))
+    path = tmp_path / "m.safetensors"
+    lamina.save(model, path, preprocessing=pre, info={"classes": ["a", "b", "c"]})
+    bundle = lamina.load_bundle(path)
+    assert bundle.info == {"classes": ["a", "b", "c"]}
+    x = np.random.default_rng(2).standard_normal((6, 5)).astype(np.float32)
+    model.eval()
+    with lamina.no_grad():
+        np.testing.assert_array_equal(model(lamina.tensor(x)).numpy(), bundle.model(lamina.tensor(x)).numpy())
+    np.testing.assert_allclose(bundle.preprocessing.transform(x), pre.transform(x))
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(bundle.model.state_dict()[key], value)
+
+
+def test_file_is_readable_by_the_reference_safetensors_library(tmp_path):
+    st = pytest.importorskip("safetensors.numpy")
+    model = small_model()
+    lamina.save(model, tmp_path / "m.safetensors")
+    theirs = st.load_file(str(tmp_path / "m.safetensors"))
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(theirs[f"model/{key}"], value)
+    st.save_file({"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, str(tmp_path / "t.safetensors"))
+    ours, _ = load_file(tmp_path / "t.safetensors")
+    np.testing.assert_array_equal(ours["w"], np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_atomic_write_keeps_previous_file_on_error(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file({"a": np.ones(3, dtype=np.float32)}, path)
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as handle:
+            handle.write(b"partial")
+            raise RuntimeError("crash in the middle of a write")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.safetensors"]
+
+
+def test_save_interrupted_by_bad_array_leaves_previous_file(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"a": np.ones(3, dtype=np.float32)}, path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        save_file({"a": np.ones(3), "b": np.array(["text"])}, path)
+    assert path.read_bytes() == before
+
+
+def test_load_refuses_wrong_header(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    with pytest.raises(FormatError, match="header length"):
+        lamina.load(path)
+    path.write_bytes(struct.pack("<Q", 10) + b"not json!!")
+    with pytest.raises(FormatError, match="JSON"):
+        lamina.load(path)
+
+
+def test_load_refuses_truncated_file(tmp_path):
+    path = tmp_path / "m.safetensors"
+    lamina.save(small_model(), path)
+    blob = path.read_bytes()
+    path.write_bytes(blob[:-10])
+    with pytest.raises(FormatError, match="truncated"):
+        lamina.load(path)
+
+
+def test_load_refuses_unknown_layer(tmp_path):
+    path = tmp_path / "m.safetensors"
+    lamina.save(small_model(), path)
+    arrays, metadata = load_file(path)
+    config = json.loads(metadata["config"])
+    config["architecture"]["config"]["layers"][0]["class_name"] = "EvalEverything"
+    metadata["config"] = json.dumps(config)
+    save_file(arrays, path, metadata)
+    with pytest.raises(ValueError, match="unknown layer class 'EvalEverything'"):
+        lamina.load(path)
+
+
+def test_load_refuses_a_file_that_is_not_a_model(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"a": np.ones(2, dtype=np.float32)}, path)
+    with pytest.raises(FormatError, match="not a lamina model"):
+        lamina.load(path)
+
+
+def test_save_unbuilt_model_is_refused(tmp_path):
+    with pytest.raises(RuntimeError, match="no weights yet"):
+        lamina.save(nn.Sequential(nn.Dense(3)), tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
