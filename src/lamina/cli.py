@@ -15,6 +15,8 @@ import numpy as np
 
 import lamina
 from lamina import functional as F
+from lamina.errors import ShapeError
+from lamina.io import FormatError
 
 MODELS = ("lenet5", "mlp", "logistic_regression")
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")
@@ -189,16 +191,24 @@ def predict(args: argparse.Namespace) -> list[dict]:
     return results
 
 
-def summary(args: argparse.Namespace) -> None:
-    shape = tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else (32, 32, 1)
-    model = build_model(args.model, shape, args.num_classes, "tanh", "avg")
-    try:
-        from lamina.analysis import summary as table
+def summary(args: argparse.Namespace):
+    """Print the layer table of lenet5 or any zoo model (``lamina.models.<name>``), built with
+    shape-only weights at its native input size unless --input-shape is given."""
+    from lamina.analysis import summary as table
+    from lamina.analysis.compare import build_for_summary
 
-        print(table(model, shape))
-    except ImportError:
-        print(model)
-        print(f"parameters: {model.num_parameters():,}")
+    try:
+        shape = tuple(int(n) for n in args.input_shape.split(",")) if args.input_shape else None
+    except ValueError:
+        raise SystemExit("lamina summary: --input-shape must be sizes like 224,224,3, "
+                         f"got {args.input_shape!r}") from None
+    try:
+        model, shape = build_for_summary(args.model, shape, args.num_classes)
+        result = table(model, shape, batch_size=args.batch_size, optimizer=args.optimizer)
+    except (ValueError, lamina.ShapeError) as exc:
+        raise SystemExit(f"lamina summary: {exc}") from None
+    print(result.to_json(indent=2) if args.json else result)
+    return result
 
 
 # -- argument parsing ------------------------------------------------------------------
@@ -243,10 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="model.safetensors written by 'lamina train'")
     p.add_argument("images", nargs="+", help="image files")
 
-    s = sub.add_parser("summary", help="print a model's layers, shapes and parameters")
-    s.add_argument("--model", default="lenet5", help="architecture name (default lenet5)")
-    s.add_argument("--input-shape", default=None, help="H,W,C (default 32,32,1)")
-    s.add_argument("--num-classes", type=int, default=10)
+    s = sub.add_parser("summary", help="print a model's layers, shapes, parameters, MACs and memory",
+                       description="Print the layer table of lenet5 or a zoo model (alexnet, zfnet, vgg11..vgg19, "
+                                   "googlenet, inception_v3, resnet18..resnet152, resnet_cifar20/32/56, "
+                                   "mobilenet, ...): output volumes, parameters, MACs, activation memory and a "
+                                   "training-memory estimate, by shape inference (no weights allocated).")
+    s.add_argument("--model", default="lenet5", help="a builder of lamina.models (default lenet5)")
+    s.add_argument("--input-shape", default=None, help="H,W,C (default: the model's native input size)")
+    s.add_argument("--num-classes", type=int, default=None, help="output classes (default: the builder's)")
+    s.add_argument("--batch-size", type=int, default=1, help="batch size of the memory estimate (default 1)")
+    s.add_argument("--optimizer", default="adam", choices=("adam", "sgd", "momentum", "rmsprop", "adagrad"),
+                   help="optimizer of the memory estimate (default adam: 2 values per parameter)")
+    s.add_argument("--json", action="store_true", help="print the table as JSON")
 
     lr = sub.add_parser("logreg", help="logistic regression on breast cancer with the raw engine")
     lr.add_argument("--iterations", type=int, default=400, help="gradient-descent steps (default 400)")
@@ -259,16 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv or ["train"])
-    if args.command == "train":
-        train(args)
-    elif args.command == "evaluate":
-        evaluate(args)
-    elif args.command == "predict":
-        predict(args)
-    elif args.command == "summary":
-        summary(args)
-    elif args.command == "logreg":
-        logistic_regression(iterations=args.iterations, lr=args.lr, seed=args.seed)
-    else:
+    commands = {"train": train, "evaluate": evaluate, "predict": predict, "summary": summary,
+                "logreg": lambda a: logistic_regression(iterations=a.iterations, lr=a.lr, seed=a.seed)}
+    if args.command not in commands:
         parser.print_help()
+        return 0
+    try:
+        commands[args.command](args)
+    except (FileNotFoundError, ShapeError, FormatError) as exc:  # a user's mistake, not a bug: no traceback
+        print(f"lamina {args.command}: {exc}", file=sys.stderr)
+        return 1
     return 0

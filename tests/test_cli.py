@@ -1,0 +1,98 @@
+"""The command line, run as a user would: in a subprocess."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def lamina_cli(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lamina", *args], capture_output=True, text=True, cwd=cwd,
+                          env=ENV, timeout=timeout)
+
+
+def test_help_reads_well():
+    result = lamina_cli("train", "--help")
+    assert result.returncode == 0
+    for option in ("--model", "--dataset", "--epochs", "--batch-size", "--optimizer", "--lr", "--schedule",
+                   "--data-dir", "--out", "--seed", "--resume"):
+        assert option in result.stdout
+    top = lamina_cli("--help")
+    for command in ("train", "evaluate", "predict", "summary"):
+        assert command in top.stdout
+
+
+def test_logistic_regression_job():
+    result = lamina_cli("logreg", "--iterations", "100")
+    assert result.returncode == 0, result.stderr
+    costs = [float(line.split("cost")[1]) for line in result.stdout.splitlines() if line.startswith("iteration")]
+    assert costs[0] == pytest.approx(0.6931, abs=1e-3) and costs[-1] < 0.1
+    accuracy = float(result.stdout.split("test accuracy")[1].strip().rstrip("%"))
+    assert accuracy >= 95
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = lamina_cli("train", "--dataset", "digits", "--epochs", "3", "--out", str(out), "--verbose", "0")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_train_end_to_end_on_digits(trained_run):
+    out, result = trained_run
+    assert "test accuracy" in result.stdout
+    accuracy = float(result.stdout.split("test accuracy")[1].split("%")[0])
+    assert accuracy > 80  # three epochs only; the default 30 reach 97% (test_default_job below)
+    for name in ("model.safetensors", "checkpoint.safetensors", "cost.png"):
+        assert (out / name).exists()
+    assert (out / "cost.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_a_saved_model(trained_run):
+    out, result = trained_run
+    evaluated = lamina_cli("evaluate", str(out / "model.safetensors"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    trained = float(result.stdout.split("test accuracy")[1].split("%")[0])
+    assert f"accuracy {trained:.2f}%" in evaluated.stdout
+    assert "confusion matrix" in evaluated.stdout
+
+
+def test_predict_a_png(trained_run, tmp_path):
+    from PIL import Image
+
+    from lamina.data import load_digits
+
+    out, _ = trained_run
+    x, y = load_digits(size=8)
+    index = int(np.flatnonzero(y == 3)[0])
+    Image.fromarray(x[index, :, :, 0]).resize((64, 64), Image.Resampling.NEAREST).save(tmp_path / "three.png")
+    result = lamina_cli("predict", str(out / "model.safetensors"), str(tmp_path / "three.png"))
+    assert result.returncode == 0, result.stderr
+    assert "three.png: 3 (class 3" in result.stdout
+
+
+def test_resume_from_a_checkpoint(trained_run, tmp_path):
+    out, _ = trained_run
+    result = lamina_cli("train", "--dataset", "digits", "--epochs", "4", "--out", str(tmp_path), "--verbose", "0",
+                        "--resume", str(out / "checkpoint.safetensors"))
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout
+
+
+def test_missing_dataset_directory_is_a_clear_error(tmp_path):
+    result = lamina_cli("train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--offline", "--epochs", "1",
+                        "--out", str(tmp_path / "run"))
+    assert result.returncode != 0
+    assert "train-images-idx3-ubyte" in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_default_job_reaches_97_percent_on_digits(tmp_path):
+    result = lamina_cli("train", "--out", str(tmp_path), "--verbose", "0", timeout=600)
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("test accuracy")[1].split("%")[0])
+    assert accuracy >= 97.0, result.stdout
