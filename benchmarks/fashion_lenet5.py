@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--activation", default="relu")
     parser.add_argument("--pool", default="max", choices=("avg", "max"))
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images only")
@@ -36,12 +37,13 @@ def main() -> None:
     started = time.perf_counter()
     data = prepare_dataset(args.dataset, seed=args.seed, limit=args.limit)
     model = models.lenet5(activation=args.activation, pool=args.pool, input_shape=data.input_shape)
-    optimizer = optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = args.epochs * -(-len(data.train[0]) // args.batch_size)
     trainer = Trainer(model, "categorical_cross_entropy", optimizer,
                       schedule=CosineDecay(args.lr, steps, optimizer=optimizer), verbose=0)
     print(f"LeNet-5 ({args.activation}, {args.pool} pooling) on {args.dataset}: {len(data.train[0])} training, "
           f"{len(data.val[0])} validation, {len(data.test[0])} test images; Adam lr {args.lr} with cosine decay, "
+          f"weight decay {args.weight_decay}, "
           f"batch {args.batch_size}, {args.epochs} epochs")
     history = trainer.fit(data.train, val=data.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     for epoch in range(len(history["loss"])):

@@ -12,12 +12,14 @@ from lamina.functional.activation import (
     tanh,
 )
 from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
+from lamina.functional.conv import conv2d
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
 from lamina.functional.loss import (
     binary_cross_entropy,
     categorical_cross_entropy,
     mean_squared_error,
 )
+from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.shape import (
     broadcast_to,
@@ -36,9 +38,10 @@ from lamina.functional.shape import (
 _tensor_methods.install()
 
 __all__ = [
-    "abs", "add", "binary_cross_entropy", "broadcast_to", "categorical_cross_entropy", "clip",
-    "concat", "div", "elu", "exp", "expand_dims", "flatten", "getitem", "leaky_relu", "log",
-    "log_softmax", "matmul", "max", "maximum", "mean", "mean_squared_error", "min", "minimum",
-    "mul", "neg", "pad", "power", "relu", "reshape", "selu", "sigmoid", "softmax", "sqrt",
-    "squeeze", "stack", "sub", "sum", "swapaxes", "tanh", "transpose", "var", "where",
+    "abs", "add", "avg_pool2d", "binary_cross_entropy", "broadcast_to", "categorical_cross_entropy",
+    "clip", "concat", "conv2d", "div", "elu", "exp", "expand_dims", "flatten", "getitem",
+    "global_avg_pool2d", "leaky_relu", "log", "log_softmax", "matmul", "max", "max_pool2d", "maximum",
+    "mean", "mean_squared_error", "min", "minimum", "mul", "neg", "pad", "power", "relu", "reshape",
+    "selu", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes", "tanh",
+    "transpose", "var", "where",
 ]

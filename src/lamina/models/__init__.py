@@ -1,5 +1,57 @@
-"""Model builders: the classic small models and the architecture zoo."""
+"""Model builders: the classic small models and the architecture zoo (course notes, "CNN
+architectures & applications").
 
+Every zoo builder takes ``num_classes`` and ``input_shape`` (height, width, channels) and
+returns an *unbuilt* model (weights are created on the first call or by
+``model.build(model.input_shape)``); ``model.input_shape`` records (None, *input_shape).
+Layouts follow the published models so that published weights map onto them:
+
+* :func:`alexnet`, :func:`zfnet`: the course notes' tables; end with a softmax.
+* :func:`vgg11` .. :func:`vgg19`, :func:`resnet18` .. :func:`resnet152`, :func:`googlenet`,
+  :func:`inception_v3`: torchvision's layouts and names (outputs are logits, as
+  torchvision's); :func:`load_torchvision_state_dict` loads torchvision weights.
+* :func:`resnet_cifar`: He et al.'s CIFAR-10 ResNets (option A or B shortcuts).
+* :func:`mobilenet`: MobileNet v1 in Keras's layout and names (ReLU6, alpha, rho); ends
+  with a softmax.
+
+``classifier_activation`` (None or an activation name) changes the output activation of
+any builder.
+"""
+
+from lamina.models.alexnet import alexnet, zfnet
+from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.classic import lenet5, logistic_regression, mlp
+from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
+from lamina.models.inception import (
+    InceptionA,
+    InceptionB,
+    InceptionC,
+    InceptionD,
+    InceptionE,
+    InceptionV3,
+    InceptionV3Aux,
+    inception_v3,
+)
+from lamina.models.mobilenet import mobilenet
+from lamina.models.resnet import (
+    BasicBlock,
+    Bottleneck,
+    resnet,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+    resnet_cifar,
+)
+from lamina.models.torchvision import load_torchvision_state_dict
+from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 
-__all__ = ["lenet5", "logistic_regression", "mlp"]
+__all__ = [
+    "AdaptiveAvgPool2D", "BasicBlock", "Block", "Bottleneck", "BranchingNetwork", "ConvBN", "GoogLeNet",
+    "InceptionA", "InceptionAux", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionModule",
+    "InceptionV3", "InceptionV3Aux", "alexnet", "googlenet", "inception_v3", "lenet5",
+    "load_torchvision_state_dict", "logistic_regression", "mlp", "mobilenet", "resnet", "resnet18",
+    "resnet34", "resnet50", "resnet101", "resnet152", "resnet_cifar", "vgg", "vgg11", "vgg13", "vgg16",
+    "vgg19", "zfnet",
+]

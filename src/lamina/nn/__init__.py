@@ -15,12 +15,14 @@ from lamina.nn.activation import (
     LeakyReLU,
     PReLU,
     ReLU,
+    ReLU6,
     Sigmoid,
     Softmax,
     Tanh,
     get_activation,
 )
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
+from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
@@ -35,8 +37,8 @@ from lamina.nn.sequential import Sequential
 __all__ = [
     "ACTIVATIONS", "Activation", "Add", "AvgPool2D", "BatchNorm", "Concatenate", "Conv2D", "Dense",
     "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Flatten", "GlobalAvgPool2D", "Identity",
-    "LeakyReLU", "LocalResponseNorm", "MaxPool2D", "Module", "PReLU", "Parameter", "ReLU", "Reshape",
-    "SELU", "SeparableConv2D", "Sequential", "Sigmoid", "Softmax", "Tanh", "default_name",
-    "get_activation", "init", "layer_from_config", "layer_to_config", "linear", "register_layer",
-    "registered_layers",
+    "LeakyReLU", "LocalResponseNorm", "MaxPool2D", "Module", "PReLU", "Parameter", "ReLU", "ReLU6",
+    "Reshape", "SELU", "SeparableConv2D", "Sequential", "Sigmoid", "Softmax", "Tanh", "default_name",
+    "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config", "linear",
+    "register_layer", "registered_layers",
 ]

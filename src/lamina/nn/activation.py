@@ -1,10 +1,10 @@
 """Activation layers (course notes, Activation functions) and the name -> function table
 that ``Dense(..., activation='relu')`` and ``Conv2D(..., activation=...)`` use.
 
-* ReLU: a = max(z, 0); LeakyReLU: a = max(z, alpha z); PReLU: the same with a learned
-  slope per channel (last axis); ELU: a = z for z > 0, alpha (e^z - 1) otherwise; SELU:
-  lambda times ELU with the fixed alpha, lambda of self-normalising networks; Tanh; Sigmoid;
-  Softmax a_i = e^(z_i) / sum_j e^(z_j) along an axis.
+* ReLU: a = max(z, 0); ReLU6: a = min(max(z, 0), 6) (MobileNet); LeakyReLU: a = max(z, alpha z);
+  PReLU: the same with a learned slope per channel (last axis); ELU: a = z for z > 0,
+  alpha (e^z - 1) otherwise; SELU: lambda times ELU with the fixed alpha, lambda of
+  self-normalising networks; Tanh; Sigmoid; Softmax a_i = e^(z_i) / sum_j e^(z_j) along an axis.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from lamina import backend
 from lamina import functional as F
-from lamina.autograd import Function, Tensor
+from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
 from lamina.nn.layer import check_shape_ndim, input_error, layer_from_config, layer_to_config, register_layer
@@ -25,9 +25,28 @@ def identity(z):
     return z
 
 
+class ReLU6Function(Function):
+    """a = min(max(z, 0), 6) (MobileNet's bounded ReLU); the upstream gradient passes where
+    0 < z < 6 (0 at both kinks, as PyTorch's hardtanh)."""
+
+    def forward(self, z):
+        if graph.is_grad_enabled():  # the mask is only needed for a backward pass
+            self.mask = (z > 0) & (z < 6)
+        return backend.xp.clip(z, 0, 6)
+
+    def backward(self, dy):
+        return (dy * self.mask,)
+
+
+def relu6(z) -> Tensor:
+    """a = min(max(z, 0), 6)."""
+    return ReLU6Function.apply(z)
+
+
 ACTIVATIONS: dict[str, Callable] = {
     "linear": identity,
     "relu": F.relu,
+    "relu6": relu6,
     "leaky_relu": F.leaky_relu,
     "elu": F.elu,
     "selu": F.selu,
@@ -99,6 +118,19 @@ class ReLU(_Elementwise):
 
     def forward(self, x) -> Tensor:
         return F.relu(as_tensor(x))
+
+
+@register_layer
+class ReLU6(_Elementwise):
+    """a = min(max(z, 0), 6): ReLU capped at 6 (MobileNet v1/v2, Keras ``ReLU(6.)``)."""
+
+    default_name = "relu6"
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+
+    def forward(self, x) -> Tensor:
+        return relu6(as_tensor(x))
 
 
 @register_layer

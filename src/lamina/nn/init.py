@@ -27,18 +27,69 @@ resolves them and :func:`serialize` turns them back into JSON-compatible values.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy
 
 from lamina import backend
 
 __all__ = [
-    "Initializer", "constant", "fans", "get", "he_normal", "he_uniform", "lecun_normal",
-    "lecun_uniform", "normal", "ones", "serialize", "uniform", "xavier_normal", "xavier_uniform",
-    "zeros",
+    "Initializer", "constant", "fans", "get", "he_normal", "he_uniform", "is_meta", "is_meta_array",
+    "lecun_normal", "lecun_uniform", "meta", "meta_array", "normal", "ones", "serialize", "uniform",
+    "xavier_normal", "xavier_uniform", "zeros",
 ]
+
+_meta_depth = 0  # > 0 inside ``with meta():``
+
+
+@contextlib.contextmanager
+def meta() -> Iterator[None]:
+    """Within the block, initializers return shape-only :func:`meta_array` weights."""
+    global _meta_depth
+    _meta_depth += 1
+    try:
+        yield
+    finally:
+        _meta_depth -= 1
+
+
+def is_meta() -> bool:
+    """Whether initializers currently return shape-only weights (inside :func:`meta`)."""
+    return _meta_depth > 0
+
+
+def meta_array(shape, dtype=None):
+    """A read-only array of ``shape`` filled with 0 that owns no memory: every stride is 0
+    (``broadcast_to`` of a 0-d zero), so a (25088, 4096) weight costs a few bytes."""
+    dtype = numpy.dtype(backend.get_default_dtype() if dtype is None else dtype)
+    return backend.xp.broadcast_to(backend.xp.zeros((), dtype=dtype), tuple(int(n) for n in shape))
+
+
+def is_meta_array(array) -> bool:
+    """Whether ``array`` (an array or a tensor) is a shape-only :func:`meta_array`."""
+    if not hasattr(array, "strides"):
+        array = getattr(array, "data", None)  # a tensor
+    strides = getattr(array, "strides", None)
+    return bool(strides) and array.size > 1 and not any(strides)
+
+
+def _meta_init(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
+    return meta_array(shape, dtype)
+
+
+def _meta_aware(fn: Callable) -> Callable:
+    """Make an initializer return :func:`meta_array` inside :func:`meta`."""
+
+    @functools.wraps(fn)
+    def initializer(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
+        if _meta_depth:
+            return meta_array(shape, dtype)
+        return fn(shape, fan_in, fan_out, dtype)
+
+    return initializer
 
 
 def fans(shape) -> tuple[int, int]:
@@ -86,12 +137,14 @@ def _out(array, dtype):
 
 
 # -- constants -------------------------------------------------------------------------
+@_meta_aware
 def zeros(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """W = 0 (biases; symmetry is broken by the weights)."""
     shape, _, _, dtype = _resolve(shape, 1, 1, dtype)
     return backend.xp.zeros(shape, dtype=dtype)
 
 
+@_meta_aware
 def ones(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """W = 1 (batch-norm scale gamma)."""
     shape, _, _, dtype = _resolve(shape, 1, 1, dtype)
@@ -99,6 +152,7 @@ def ones(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=Non
 
 
 # -- variance scaling ------------------------------------------------------------------
+@_meta_aware
 def xavier_normal(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """Glorot normal: W ~ N(0, 2 / (fan_in + fan_out))."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
@@ -106,6 +160,7 @@ def xavier_normal(shape, fan_in: int | None = None, fan_out: int | None = None, 
     return _out(std * _standard_normal(shape, dtype), dtype)
 
 
+@_meta_aware
 def xavier_uniform(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """Glorot uniform: W ~ U(-l, l), l = sqrt(6 / (fan_in + fan_out)) (variance l^2 / 3)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
@@ -113,6 +168,7 @@ def xavier_uniform(shape, fan_in: int | None = None, fan_out: int | None = None,
     return _out(limit * _unit_uniform(shape, dtype), dtype)
 
 
+@_meta_aware
 def he_normal(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """Kaiming normal: W ~ N(0, 2 / fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
@@ -120,6 +176,7 @@ def he_normal(shape, fan_in: int | None = None, fan_out: int | None = None, dtyp
     return _out(std * _standard_normal(shape, dtype), dtype)
 
 
+@_meta_aware
 def he_uniform(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """Kaiming uniform: W ~ U(-l, l), l = sqrt(6 / fan_in) (variance 2 / fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
@@ -127,12 +184,14 @@ def he_uniform(shape, fan_in: int | None = None, fan_out: int | None = None, dty
     return _out(limit * _unit_uniform(shape, dtype), dtype)
 
 
+@_meta_aware
 def lecun_normal(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """LeCun normal: W ~ N(0, 1 / fan_in), the notes' randn(fan_in, fan_out) / sqrt(fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
     return _out(_standard_normal(shape, dtype) / math.sqrt(fan_in), dtype)
 
 
+@_meta_aware
 def lecun_uniform(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """LeCun uniform: W ~ U(-l, l), l = sqrt(3 / fan_in) (variance 1 / fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
@@ -150,6 +209,8 @@ class Initializer:
         self.params = params
 
     def __call__(self, shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
+        if _meta_depth:
+            return meta_array(shape, dtype)
         shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
         return self.draw(shape, dtype)
 
@@ -247,7 +308,7 @@ def get(spec) -> Callable:
             return _FACTORIES[name](**params)
         return get(name)
     if callable(spec):
-        return spec
+        return _meta_init if _meta_depth else spec
     raise TypeError(f"initializer: expected a name, number, dict or callable, got {type(spec).__name__}")
 
 

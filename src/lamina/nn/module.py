@@ -4,17 +4,51 @@ PyTorch's bookkeeping (parameters, buffers and sub-modules registered by assignm
 ``state_dict``, ``train()``/``eval()``) with Keras's lazy shapes: a layer creates its
 weights in ``build(input_shape)`` on its first call, so ``Dense(120)`` needs no input
 size.
+
+Call interception (:func:`intercept_calls`) lets tools watch every module call (input and
+output shapes in execution order) without changing any layer; :mod:`lamina.analysis` uses it
+for :meth:`Module.summary`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.nn.parameter import Parameter
+
+if TYPE_CHECKING:  # lamina.analysis imports lamina.nn, never the other way at import time
+    from lamina.analysis import Summary
+
+# Functions f(module, inputs, kwargs, forward) -> output that wrap every module call while
+# installed by ``intercept_calls`` (the last installed is outermost); empty in normal use, when
+# ``Module.__call__`` pays only for one truth test of this list.
+_CALL_INTERCEPTORS: list[Callable] = []
+
+
+@contextlib.contextmanager
+def intercept_calls(interceptor: Callable) -> Iterator[None]:
+    """Within the block, every call ``module(*inputs, **kwargs)`` (after the lazy build) runs
+    ``interceptor(module, inputs, kwargs, forward)`` instead of the forward pass, where
+    ``forward()`` runs it and returns the output; the interceptor returns the call's result.
+    Nested calls (the layers inside a block) are intercepted too, in execution order."""
+    _CALL_INTERCEPTORS.append(interceptor)
+    try:
+        yield
+    finally:
+        _CALL_INTERCEPTORS.remove(interceptor)
+
+
+def _intercepted_call(module: Module, inputs: tuple, kwargs: dict, level: int):
+    if level < 0:
+        return module.forward(*inputs, **kwargs)
+    return _CALL_INTERCEPTORS[level](module, inputs, kwargs,
+                                     lambda: _intercepted_call(module, inputs, kwargs, level - 1))
 
 
 class Module:
@@ -85,6 +119,8 @@ class Module:
             self.build(shape)
             self.built = True
             object.__setattr__(self, "build_input_shape", shape)
+        if _CALL_INTERCEPTORS:
+            return _intercepted_call(self, inputs, kwargs, len(_CALL_INTERCEPTORS) - 1)
         return self.forward(*inputs, **kwargs)
 
     def compute_output_shape(self, input_shape):
@@ -211,6 +247,17 @@ class Module:
         return slots
 
     # -- description ---------------------------------------------------------
+    def summary(self, input_shape: tuple[int, ...] | None = None, batch_size: int = 1,
+                optimizer: str = "adam") -> Summary:
+        """The layer table of :func:`lamina.analysis.summary`: per layer the output volume,
+        parameters, MACs and activation memory, with the totals and a training-memory
+        estimate at ``batch_size``. ``input_shape`` excludes the batch axis (default: the
+        shape the model was built for). Computed by shape inference: an unbuilt model is
+        summarised without allocating its weights and is left unbuilt."""
+        from lamina.analysis import summary
+
+        return summary(self, input_shape, batch_size=batch_size, optimizer=optimizer)
+
     def _label(self) -> str:
         return f"{type(self).__name__}{f' {self.name!r}' if self.name else ''}"
 

@@ -1,0 +1,170 @@
+"""Receptive fields (course notes, Receptive fields): the input region one unit sees.
+
+With 3x3 filters at stride 1 in every layer each unit sees a 3x3 region of its input, so
+after 1, 2, 3 layers it sees 3x3, 5x5, 7x7 pixels: 1 -> 3 -> 5 -> 7. In general, with r the
+receptive field of a unit (in input pixels) and j the distance in input pixels between two
+neighbouring units (the product of the strides so far), a layer of filter size f and
+stride s gives
+
+    r_out = r_in + (f - 1) j_in,        j_out = j_in s
+
+starting from r = 1, j = 1 at the input (padding moves the field, it does not widen it).
+Convolutions and pooling windows follow this rule; layers that see a whole feature map
+(GlobalAvgPool2D, a Flatten of an (h, w, c) volume) use f = s = the map size; the others
+(activations, batch norm, dense layers on vectors) keep r and j.
+
+The rule is applied along the data flow recorded by :func:`lamina.analysis.trace`, not just
+down the list of layers: where branches meet (a residual addition, an inception
+concatenation) a unit sees the union of what its sources see, the largest of their fields.
+The result is the theoretical field; it may exceed the image (deep networks), in which case
+part of it falls on the padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from lamina.analysis.trace import LayerCall, Trace, trace
+from lamina.nn.module import Module
+from lamina.nn.pooling import GlobalAvgPool2D
+from lamina.nn.reshape import Flatten, Reshape
+
+__all__ = ["Field", "layer_window", "receptive_field", "receptive_fields"]
+
+# (r_h, r_w, j_h, j_w): receptive field and jump along the height and the width
+Field = tuple[int, int, int, int]
+
+
+def _pair(value) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value, value
+    try:
+        a, b = value
+        return int(a), int(b)
+    except (TypeError, ValueError):
+        return None
+
+
+def layer_window(module: Module, input_shape: tuple[int, ...] | None) -> tuple[int, int, int, int] | None:
+    """(f_h, f_w, s_h, s_w) of the window a layer slides, or None for a layer that keeps
+    the receptive field. ``input_shape`` is the layer's input without the batch axis."""
+    spatial = input_shape is not None and len(input_shape) == 3
+    if isinstance(module, GlobalAvgPool2D) or (isinstance(module, (Flatten, Reshape)) and spatial):
+        if not spatial:
+            return None
+        h, w = input_shape[0], input_shape[1]
+        return h, w, h, w
+    out = _pair(getattr(module, "output_size", None))
+    if out is not None and spatial and not module._parameters:
+        # adaptive average pooling to out: windows of ceil(n / out) every floor(n / out) pixels
+        h, w = input_shape[0], input_shape[1]
+        if (h, w) == out:
+            return None
+        return -(-h // out[0]), -(-w // out[1]), max(h // out[0], 1), max(w // out[1], 1)
+    kernel = _pair(getattr(module, "kernel_size", None)) or _pair(getattr(module, "pool_size", None))
+    if kernel is None:
+        return None
+    stride = _pair(getattr(module, "stride", 1)) or (1, 1)
+    dilation = _pair(getattr(module, "dilation", 1)) or (1, 1)
+    fh, fw = ((f - 1) * d + 1 for f, d in zip(kernel, dilation))
+    return fh, fw, stride[0], stride[1]
+
+
+def _combine(fields: list[Field | None]) -> Field | None:
+    known = [f for f in fields if f is not None]
+    if not known:
+        return None
+    return tuple(max(f[i] for f in known) for i in range(4))  # type: ignore[return-value]
+
+
+def receptive_fields(tr: Trace) -> list[Field | None]:
+    """The field of the (first) output of every call of ``tr.calls``, in order; None where
+    the input is not an image (an (h, w, c) volume)."""
+    known: dict[int, Field | None] = {}
+    if len(tr.input.shape) == 4:
+        known[id(tr.input)] = (1, 1, 1, 1)
+
+    def source(t) -> Field | None:
+        """The field of tensor ``t``: recorded, or combined from the ops that made it."""
+        key = id(t)
+        if key in known:
+            return known[key]
+        ctx = getattr(t, "_ctx", None)
+        inputs = getattr(ctx, "inputs", None) or ()
+        known[key] = None  # guards against cycles while recursing
+        field = _combine([source(u) for u in inputs])
+        known[key] = field
+        return field
+
+    fields: list[Field | None] = []
+    for call in tr.calls:
+        field = _combine([source(t) for t in call.inputs])
+        if field is not None:
+            shapes = call.input_shapes
+            window = layer_window(call.module, shapes[0] if shapes else None)
+            if window is not None:
+                rh, rw, jh, jw = field
+                fh, fw, sh, sw = window
+                field = (rh + (fh - 1) * jh, rw + (fw - 1) * jw, jh * sh, jw * sw)
+        # a tensor can be the output of two calls (a Conv2D and the activation layer inside
+        # it, whose input is the inner pre-activation): it sees the larger of the two fields
+        for t in call.outputs:
+            known[id(t)] = _combine([known.get(id(t)), field])
+        fields.append(field)
+    return [known[id(c.outputs[0])] if c.outputs else f for c, f in zip(tr.calls, fields)]
+
+
+def find_call(tr: Trace, layer: Module | str | int) -> LayerCall:
+    """The first call of ``layer``: a Module (of the traced model or of the caller's), a
+    dotted path ('features.conv2d_1') or a layer name; an int is an index into the calls."""
+    if isinstance(layer, int) and not isinstance(layer, bool):
+        return tr.calls[layer]
+    if isinstance(layer, Module):
+        path = tr.path_of(layer)
+        if path is None:
+            raise ValueError(f"receptive_field: {layer._label()} is not part of the model")
+        matches = [c for c in tr.calls if c.path == path]
+        if not matches:
+            raise ValueError(f"receptive_field: {layer._label()} (at {path!r}) is not a layer called by "
+                             "the forward pass (containers have no field of their own; name a layer)")
+        return matches[0]
+    if isinstance(layer, str):
+        matches = [c for c in tr.calls if c.path == layer]
+        if not matches:
+            matches = [c for c in tr.calls if c.module.name == layer or c.path.endswith("." + layer)]
+        if not matches:
+            names = [c.path for c in tr.calls]
+            raise ValueError(f"receptive_field: no layer named {layer!r}; layers: {names}")
+        if len({id(c.module) for c in matches}) > 1:
+            raise ValueError(f"receptive_field: {layer!r} names several layers "
+                             f"({[c.path for c in matches]}); give the dotted path")
+        return matches[0]
+    raise TypeError(f"receptive_field: layer must be a Module, a name or an index, got {type(layer).__name__}")
+
+
+def receptive_field(model: Module | Callable[[], Module], layer: Module | str | int | None = None,
+                    input_shape: Sequence[int] | None = None) -> int | tuple[int, int]:
+    """The receptive field, in input pixels, of one unit of ``layer``'s output.
+
+    r_out = r_in + (f - 1) j_in and j_out = j_in s across the convolution and pooling
+    layers from the input (r = j = 1) to ``layer`` (see the module docstring): for stacked
+    3x3 stride-1 convolutions 3, 5, 7, ... ``layer``: a layer of ``model``, its dotted path
+    or name, or None for the last layer. ``input_shape`` (h, w, c) defaults to the shape the
+    model was built for. An int ``layer`` indexes the layer calls in execution order (the
+    rows of :func:`lamina.analysis.summary`). Returns an int, or (r_h, r_w) when the field is
+    not square.
+    """
+    tr = trace(model, input_shape)
+    if len(tr.input.shape) != 4:
+        raise ValueError(f"receptive_field: the input shape {tuple(tr.input.shape[1:])} is not an image "
+                         "(height, width, channels)")
+    if not tr.calls:
+        raise ValueError("receptive_field: the model calls no layer")
+    call = tr.calls[-1] if layer is None else find_call(tr, layer)
+    field = receptive_fields(tr)[call.index]
+    if field is None:
+        raise ValueError(f"receptive_field: {call.path!r} does not depend on the input image")
+    rh, rw = field[0], field[1]
+    return rh if rh == rw else (rh, rw)

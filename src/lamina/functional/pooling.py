@@ -1,0 +1,226 @@
+"""Pooling on NHWC images: max, average and global average.
+
+Course notes, pooling layer: each channel is pooled independently over (f, f) windows
+moved with stride s; only the spatial size changes, to (h + 2p - f) / s + 1 (floor, or
+ceil with ``ceil_mode``); there are no learned parameters. Max pooling routes the
+upstream gradient to the largest input of each window (the first one, in row-major
+window order, on ties), like the max node of a computation graph; average pooling
+hands each input of a window 1/(window size) of it.
+
+Every window offset (i, j) is one strided view of the (padded) input, so pooling is f_h f_w
+element-wise ``maximum`` / ``add`` calls over whole arrays, whatever the stride: no
+reshape-max, no Python loop over windows.
+"""
+
+from __future__ import annotations
+
+from lamina import backend
+from lamina.autograd import Function, Tensor
+from lamina.errors import ShapeError
+from lamina.functional import _parallel
+from lamina.functional.im2col import check_nhwc, offset_view, pad_nhwc, pair
+
+
+def _geometry(shape, pool_size, stride, padding, ceil_mode: bool, op: str):
+    """Window sizes, strides, the (top, bottom, left, right) padding actually read (the
+    bottom/right part may cover ceil-mode windows past the padding), the output size and
+    the symmetric padding (p_h, p_w)."""
+    check_nhwc(shape, op)
+    n, h, w, c = shape
+    f = pair(pool_size, "pool_size", op)
+    s = f if stride is None else pair(stride, "stride", op)
+    if min(f) < 1 or min(s) < 1:
+        raise ValueError(f"{op}: pool_size and stride must be positive, got {f} and {s}")
+    if isinstance(padding, str):
+        if padding.lower() != "valid":
+            raise ValueError(f"{op}: padding must be 'valid', an int or a pair of ints, got {padding!r}")
+        padding = 0
+    p = pair(padding, "padding", op)
+    if min(p) < 0 or p[0] > f[0] // 2 or p[1] > f[1] // 2:
+        raise ValueError(f"{op}: padding {p} must be non-negative and at most half the pool size {f}")
+    outs, pads = [], []
+    for n_in, fi, si, pi, name in zip((h, w), f, s, p, ("height", "width")):
+        if fi > n_in + 2 * pi:
+            raise ShapeError(f"{op}: pool {f[0]}x{f[1]} is larger than the padded input "
+                             f"{h + 2 * p[0]}x{w + 2 * p[1]} ({name}) of x with shape {tuple(shape)}, "
+                             f"padding {p}")
+        if ceil_mode:
+            o = -(-(n_in + 2 * pi - fi) // si) + 1
+            if (o - 1) * si >= n_in + pi:      # the last window must start inside the input or left pad
+                o -= 1
+        else:
+            o = (n_in + 2 * pi - fi) // si + 1
+        outs.append(o)
+        pads += [pi, max((o - 1) * si + fi - n_in - pi, 0)]
+    return f, s, tuple(pads), tuple(outs), p
+
+
+def _exact_tiling(f, s, pads, outs, shape) -> bool:
+    """Windows are disjoint and cover every (padded) input element exactly once."""
+    return (f == s and outs[0] * f[0] == shape[1] + pads[0] + pads[1]
+            and outs[1] * f[1] == shape[2] + pads[2] + pads[3])
+
+
+def _crop(dxpad, pads, shape):
+    pt, _, pl, _ = pads
+    if dxpad.shape == tuple(shape):
+        return dxpad
+    return backend.xp.ascontiguousarray(dxpad[:, pt:pt + shape[1], pl:pl + shape[2]])
+
+
+def _offsets(f):
+    return [(i, j) for i in range(f[0]) for j in range(f[1])]
+
+
+class MaxPool2d(Function):
+    """Max over each window; hyperparameters ``f``, ``s``, ``pads``, ``outs``."""
+
+    def forward(self, x):
+        xp = backend.xp
+        f, s, outs = self.f, self.s, self.outs
+        xpad = pad_nhwc(x, self.pads, -xp.inf)
+        out = xp.empty((x.shape[0],) + outs + (x.shape[3],), dtype=x.dtype)
+
+        def chunk(lo, hi):
+            views = [offset_view(xpad[lo:hi], i, j, outs, s) for i, j in _offsets(f)]
+            if len(views) == 1:
+                out[lo:hi] = views[0]
+                return
+            xp.maximum(views[0], views[1], out=out[lo:hi])
+            for view in views[2:]:
+                xp.maximum(out[lo:hi], view, out=out[lo:hi])
+
+        _parallel.split(chunk, x.shape[0], xpad.size)
+        self.x_shape, self.xpad, self.out = x.shape, xpad, out
+        return out
+
+    def backward(self, dy):
+        xp = backend.xp
+        f, s, outs, xpad, out = self.f, self.s, self.outs, self.xpad, self.out
+        disjoint = s[0] >= f[0] and s[1] >= f[1]
+        exact = _exact_tiling(f, s, self.pads, outs, self.x_shape)
+        dxpad = xp.empty(xpad.shape, dtype=dy.dtype) if exact else xp.zeros(xpad.shape, dtype=dy.dtype)
+        offsets = _offsets(f)
+
+        def chunk(lo, hi):
+            o, g, xs, dxs = out[lo:hi], dy[lo:hi], xpad[lo:hi], dxpad[lo:hi]
+            hit = xp.empty(o.shape, dtype=bool)
+            taken = xp.empty(o.shape, dtype=bool) if len(offsets) > 1 else None
+            for index, (i, j) in enumerate(offsets):
+                xp.equal(offset_view(xs, i, j, outs, s), o, out=hit)
+                if index == 0:
+                    if taken is not None:
+                        taken[...] = hit
+                else:
+                    xp.greater(hit, taken, out=hit)         # a maximum not taken yet: the first wins
+                    if index < len(offsets) - 1:
+                        xp.logical_or(taken, hit, out=taken)
+                target = offset_view(dxs, i, j, outs, s)
+                if disjoint:
+                    xp.multiply(g, hit, out=target)
+                else:
+                    target += g * hit
+
+        _parallel.split(chunk, dy.shape[0], xpad.size)
+        self.xpad = self.out = None
+        return (_crop(dxpad, self.pads, self.x_shape),)
+
+
+class AvgPool2d(Function):
+    """Mean over each window, padding counted (PyTorch's count_include_pad=True)."""
+
+    def forward(self, x):
+        xp = backend.xp
+        f, s, outs, (ph, pw) = self.f, self.s, self.outs, self.p
+        n, h, w, c = x.shape
+        # window size counted up to the end of the padding (not the ceil-mode overhang)
+        rows = xp.arange(outs[0]) * s[0] - ph
+        cols = xp.arange(outs[1]) * s[1] - pw
+        size_h = xp.minimum(rows + f[0], h + ph) - rows
+        size_w = xp.minimum(cols + f[1], w + pw) - cols
+        if bool((size_h == f[0]).all() and (size_w == f[1]).all()):
+            self.scale = 1.0 / (f[0] * f[1])
+        else:
+            self.scale = (1.0 / (size_h[:, None] * size_w[None, :])).astype(x.dtype)[:, :, None]
+        xpad = pad_nhwc(x, self.pads, 0.0)
+        out = xp.empty((n,) + outs + (c,), dtype=x.dtype)
+
+        def chunk(lo, hi):
+            views = [offset_view(xpad[lo:hi], i, j, outs, s) for i, j in _offsets(f)]
+            o = out[lo:hi]
+            if len(views) == 1:
+                o[...] = views[0]
+            else:
+                xp.add(views[0], views[1], out=o)
+            for view in views[2:]:
+                o += view
+            o *= self.scale
+
+        _parallel.split(chunk, n, xpad.size)
+        self.x_shape, self.padded_shape = x.shape, xpad.shape
+        return out
+
+    def backward(self, dy):
+        xp = backend.xp
+        f, s, outs = self.f, self.s, self.outs
+        disjoint = s[0] >= f[0] and s[1] >= f[1]
+        exact = _exact_tiling(f, s, self.pads, outs, self.x_shape)
+        shape = self.padded_shape
+        dxpad = xp.empty(shape, dtype=dy.dtype) if exact else xp.zeros(shape, dtype=dy.dtype)
+
+        def chunk(lo, hi):
+            g = dy[lo:hi] * self.scale
+            for i, j in _offsets(f):
+                target = offset_view(dxpad[lo:hi], i, j, outs, s)
+                if disjoint:
+                    target[...] = g
+                else:
+                    target += g
+
+        _parallel.split(chunk, dy.shape[0], dxpad.size)
+        return (_crop(dxpad, self.pads, self.x_shape),)
+
+
+class GlobalAvgPool2d(Function):
+    """(N, H, W, C) -> (N, C): the mean over H and W; dJ/dx = dJ/dy / (H W) everywhere."""
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.mean(axis=(1, 2))
+
+    def backward(self, dy):
+        n, h, w, c = self.x_shape
+        dx = backend.xp.empty(self.x_shape, dtype=dy.dtype)
+        dx[...] = (dy * (1.0 / (h * w)))[:, None, None, :]
+        return (dx,)
+
+
+def _shape_of(a) -> tuple[int, ...]:
+    return tuple(a.shape) if hasattr(a, "shape") else tuple(backend.xp.shape(a))
+
+
+def max_pool2d(x, pool_size, stride=None, padding=0, ceil_mode: bool = False) -> Tensor:
+    """Max pooling of NHWC images x: (N, h, w, C) -> (N, h_out, w_out, C).
+
+    pool_size f or (f_h, f_w); stride s (default f); padding p or (p_h, p_w), at most f/2,
+    filled with -inf. h_out = floor((h + 2p - f) / s) + 1 (ceil with ``ceil_mode``, PyTorch's
+    rule: the last window starts inside the input or the left padding).
+    dJ/dx: each window's upstream gradient goes to its maximum (the first one on ties).
+    """
+    f, s, pads, outs, _ = _geometry(_shape_of(x), pool_size, stride, padding, ceil_mode, "max_pool2d")
+    return MaxPool2d.apply(x, f=f, s=s, pads=pads, outs=outs)
+
+
+def avg_pool2d(x, pool_size, stride=None, padding=0, ceil_mode: bool = False) -> Tensor:
+    """Average pooling of NHWC images, arguments as :func:`max_pool2d`; zero padding is
+    counted in the window size (PyTorch's default ``count_include_pad=True``), the
+    ceil-mode overhang past the padding is not. dJ/dx: 1/(window size) of each window's
+    upstream gradient to every input of the window."""
+    f, s, pads, outs, p = _geometry(_shape_of(x), pool_size, stride, padding, ceil_mode, "avg_pool2d")
+    return AvgPool2d.apply(x, f=f, s=s, pads=pads, outs=outs, p=p)
+
+
+def global_avg_pool2d(x) -> Tensor:
+    """The mean of each channel over the whole image: (N, h, w, C) -> (N, C)."""
+    check_nhwc(_shape_of(x), "global_avg_pool2d")
+    return GlobalAvgPool2d.apply(x)

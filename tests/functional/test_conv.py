@@ -1,0 +1,221 @@
+"""conv2d: values and gradients against PyTorch, numerical gradients, the FFT path, errors.
+
+Images are NHWC and weights (K, f_h, f_w, C_in // groups); the torch side permutes them to
+NCHW / (K, C, f_h, f_w) and pads explicitly (F.pad takes (left, right, top, bottom)), so
+asymmetric 'same' padding is checked too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import lamina
+import lamina.functional as F
+from helpers import assert_close, check_gradients, compare_with_torch
+from lamina import ShapeError
+
+
+def _tf_same(n: int, f: int, s: int) -> tuple[int, int]:
+    """TF/Keras 'same': out = ceil(n / s); the odd pixel of padding goes after."""
+    out = -(-n // s)
+    total = max((out - 1) * s + f - n, 0)
+    return total // 2, total - total // 2
+
+
+def _torch_pads(padding, h, w, fh, fw, sh, sw):
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        return _tf_same(h, fh, sh) + _tf_same(w, fw, sw)
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    return ph, ph, pw, pw
+
+
+def torch_conv(padding, stride, groups, shape):
+    """The same convolution in PyTorch, taking and returning channels-last tensors."""
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+
+    def fn(x, w, b=None):
+        _, h, wd, _ = x.shape
+        pt, pb, pl, pr = _torch_pads(padding, h, wd, w.shape[1], w.shape[2], sh, sw)
+        xn = TF.pad(x.permute(0, 3, 1, 2), (pl, pr, pt, pb))
+        y = TF.conv2d(xn, w.permute(0, 3, 1, 2), b, stride=(sh, sw), groups=groups)
+        return y.permute(0, 2, 3, 1)
+
+    return fn
+
+
+def _arrays(n, h, w, c, k, fh, fw, groups=1, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, c))
+    wt = rng.standard_normal((k, fh, fw, c // groups))
+    b = rng.standard_normal(k)
+    return x, wt, b
+
+
+# (n, h, w, c, k, fh, fw, stride, padding, groups)
+CASES = [
+    (2, 8, 8, 3, 4, 3, 3, 1, "valid", 1),
+    (2, 9, 9, 3, 4, 3, 3, 1, "same", 1),            # odd size, 'same'
+    (2, 8, 10, 16, 8, 3, 3, 1, "same", 1),          # many channels: the row-matrix path
+    (2, 10, 9, 16, 8, 3, 3, 1, 1, 1),               # explicit int padding, odd width
+    (2, 9, 8, 8, 6, 3, 3, 2, 1, 1),                 # stride 2
+    (2, 10, 11, 4, 5, 3, 3, 3, (1, 2), 1),          # stride 3, tuple padding
+    (2, 12, 12, 3, 4, 3, 3, 4, "valid", 1),         # stride 4
+    (2, 9, 9, 8, 4, 3, 3, 2, "same", 1),            # TF 'same' with stride 2, odd input
+    (2, 8, 8, 8, 4, 3, 3, 2, "same", 1),            # ... even input: the extra pad goes last
+    (2, 8, 8, 8, 4, 2, 2, 1, "same", 1),            # even kernel 'same'
+    (2, 7, 9, 8, 4, 4, 4, 1, "same", 1),            # even kernel, odd sizes
+    (2, 10, 10, 1, 6, 5, 5, 1, "valid", 1),         # LeNet's first layer (1 channel)
+    (2, 9, 9, 6, 16, 5, 5, 1, 2, 1),                # 5x5 with padding
+    (2, 8, 8, 8, 6, 1, 1, 1, "valid", 1),           # 1x1: a plain GEMM
+    (2, 9, 9, 8, 6, 1, 1, 2, "valid", 1),           # 1x1 stride 2
+    (2, 8, 8, 8, 6, 1, 1, 1, 1, 1),                 # 1x1 with padding
+    (2, 9, 8, 16, 6, 3, 1, 1, (1, 0), 1),           # 3x1
+    (2, 8, 9, 16, 6, 1, 3, 1, (0, 1), 1),           # 1x3
+    (2, 9, 8, 4, 6, 3, 1, 2, "same", 1),            # 3x1, stride 2
+    (2, 7, 7, 8, 4, 3, 3, 1, 3, 1),                 # padding larger than kernel - 1
+    (2, 8, 8, 4, 4, 3, 3, (1, 2), 1, 1),            # different strides per axis
+    (2, 9, 9, 8, 8, 3, 3, 1, 1, 8),                 # depthwise, multiplier 1
+    (2, 9, 9, 4, 8, 3, 3, 2, "same", 4),            # depthwise, multiplier 2, stride 2
+    (2, 9, 9, 8, 6, 3, 3, 1, 1, 2),                 # grouped (2 groups)
+    (2, 9, 9, 16, 8, 3, 3, 2, "valid", 2),          # grouped, stride 2
+]
+
+
+def _id(case):
+    n, h, w, c, k, fh, fw, s, p, g = case
+    return f"{h}x{w}x{c}-k{k}-{fh}x{fw}-s{s}-p{p}-g{g}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_conv2d_matches_torch(case):
+    n, h, w, c, k, fh, fw, s, p, g = case
+    x, wt, b = _arrays(n, h, w, c, k, fh, fw, g)
+    out = compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g),
+                             torch_conv(p, s, g, x.shape), x, wt, b)
+    assert out[0].dtype == np.float32
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=_id)
+def test_conv2d_fft_matches_torch(case):
+    n, h, w, c, k, fh, fw, s, p, g = case
+    x, wt, b = _arrays(n, h, w, c, k, fh, fw, g)
+    # The FFT path rounds differently in float32 (sums of products of spectra): 1e-4 here,
+    # the helper's 1e-5 everywhere else.
+    compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g, algorithm="fft"),
+                       torch_conv(p, s, g, x.shape), x, wt, b, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", [CASES[i] for i in (1, 2, 4, 8, 10, 11, 13, 16, 21, 22, 23)], ids=_id)
+def test_conv2d_fft_equals_im2col(case):
+    n, h, w, c, k, fh, fw, s, p, g = case
+    x, wt, b = _arrays(n, h, w, c, k, fh, fw, g, seed=1)
+    results = {}
+    for algorithm in ("im2col", "fft"):
+        xs = lamina.tensor(x.astype(np.float32), requires_grad=True)
+        ws = lamina.tensor(wt.astype(np.float32), requires_grad=True)
+        bs = lamina.tensor(b.astype(np.float32), requires_grad=True)
+        y = F.conv2d(xs, ws, bs, stride=s, padding=p, groups=g, algorithm=algorithm)
+        up = np.random.default_rng(2).standard_normal(y.shape).astype(np.float32)
+        y.backward(up)
+        results[algorithm] = (y.numpy(), xs.grad, ws.grad, bs.grad)
+    # float32 FFTs: 1e-4 relative to the scale (see test_conv2d_fft_matches_torch)
+    for what, a, e in zip(("output", "dx", "dw", "db"), results["fft"], results["im2col"]):
+        assert a.dtype == np.float32
+        assert_close(a, e, 1e-4, what)
+
+
+GRADCHECK_CASES = [
+    (1, 5, 5, 2, 3, 3, 3, 1, "same", 1),
+    (1, 6, 5, 2, 2, 3, 3, 2, 1, 1),
+    (1, 5, 6, 8, 2, 3, 3, 1, 1, 1),                 # the row-matrix path
+    (1, 6, 6, 2, 2, 2, 2, 1, "same", 1),
+    (1, 5, 5, 2, 2, 3, 1, 1, (1, 0), 1),
+    (1, 5, 5, 2, 3, 1, 1, 2, "valid", 1),
+    (1, 5, 5, 2, 4, 3, 3, 1, 1, 2),                 # depthwise, multiplier 2
+    (1, 5, 5, 4, 2, 3, 3, 2, "same", 2),            # grouped
+]
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "fft"])
+@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=_id)
+def test_conv2d_gradcheck(case, algorithm):
+    n, h, w, c, k, fh, fw, s, p, g = case
+    x, wt, b = _arrays(n, h, w, c, k, fh, fw, g)
+    assert check_gradients(
+        lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g, algorithm=algorithm), x, wt, b)
+
+
+def test_conv2d_without_bias_and_input_gradient():
+    x, wt, _ = _arrays(2, 8, 8, 16, 8, 3, 3)
+    compare_with_torch(lambda x, w: F.conv2d(x, w, padding="same"), torch_conv("same", 1, 1, x.shape),
+                       x, wt, grad=[False, True])
+    compare_with_torch(lambda x, w: F.conv2d(x, w, stride=2), torch_conv(0, 2, 1, x.shape),
+                       x, wt, grad=[True, False])
+
+
+def test_conv2d_float64_and_no_grad():
+    x, wt, b = _arrays(2, 7, 7, 3, 4, 3, 3)
+    y = F.conv2d(lamina.tensor(x, dtype=np.float64), lamina.tensor(wt, dtype=np.float64),
+                 lamina.tensor(b, dtype=np.float64), padding=1)
+    assert y.dtype == np.float64
+    expected = torch_conv(1, 1, 1, x.shape)(torch.tensor(x), torch.tensor(wt), torch.tensor(b))
+    assert_close(y.numpy(), expected.numpy(), 1e-10)
+    wg = lamina.tensor(wt.astype(np.float32), requires_grad=True)
+    with lamina.no_grad():
+        z = F.conv2d(lamina.tensor(x.astype(np.float32)), wg, padding=1)
+    assert not z.requires_grad
+    assert_close(z.numpy(), (expected - torch.tensor(b)).numpy(), 1e-5)
+
+
+@pytest.mark.parametrize("h, f, s, padding, expected", [
+    (32, 3, 1, "same", 32), (32, 4, 1, "same", 32), (7, 3, 2, "same", 4), (8, 3, 2, "same", 4),
+    (32, 5, 1, "valid", 28), (32, 3, 1, 1, 32), (7, 3, 2, 0, 3), (10, 3, 3, 1, 4),
+])
+def test_conv2d_output_size(h, f, s, padding, expected):
+    """(h + 2p - f) / s + 1, floor; 'same' gives ceil(h / s)."""
+    x = np.zeros((1, h, h, 2), np.float32)
+    w = np.zeros((3, f, f, 2), np.float32)
+    assert F.conv2d(x, w, stride=s, padding=padding).shape == (1, expected, expected, 3)
+
+
+def test_conv2d_same_pads_even_kernel_at_bottom_right():
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    x[0, 0, 0, 0] = 1.0
+    w = np.ones((1, 2, 2, 1), np.float32)
+    y = F.conv2d(x, w, padding="same").numpy()[0, :, :, 0]
+    # extra row/column at the bottom/right: out[0, 0] covers x[0:2, 0:2], which holds the 1
+    assert y[0, 0] == 1.0 and y.sum() == 1.0
+
+
+@pytest.mark.parametrize("kwargs, x_shape, w_shape, words", [
+    ({}, (8, 8, 3), (4, 3, 3, 3), ["conv2d", "(8, 8, 3)", "4-D"]),
+    ({}, (2, 8, 8, 3), (4, 3, 3), ["conv2d", "(4, 3, 3)", "weights"]),
+    ({}, (2, 8, 8, 3), (4, 3, 3, 2), ["conv2d", "(2, 8, 8, 3)", "(4, 3, 3, 2)", "C_in=3"]),
+    ({"groups": 2}, (2, 8, 8, 3), (4, 3, 3, 1), ["conv2d", "groups=2", "C_in=3"]),
+    ({"groups": 2}, (2, 8, 8, 4), (3, 3, 3, 2), ["conv2d", "groups=2", "K=3"]),
+    ({"groups": 2}, (2, 8, 8, 4), (4, 3, 3, 4), ["conv2d", "(2, 8, 8, 4)", "(4, 3, 3, 4)", "4 * 2 = 8"]),
+    ({}, (2, 4, 4, 3), (4, 5, 5, 3), ["conv2d", "5x5", "4x4", "(2, 4, 4, 3)"]),
+    ({"padding": 1}, (2, 2, 2, 3), (4, 5, 5, 3), ["conv2d", "5x5", "4x4", "padding 1"]),
+])
+def test_conv2d_shape_errors(kwargs, x_shape, w_shape, words):
+    with pytest.raises(ShapeError) as info:
+        F.conv2d(np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32), **kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_conv2d_bad_arguments():
+    x, w = np.zeros((1, 5, 5, 2), np.float32), np.zeros((3, 3, 3, 2), np.float32)
+    with pytest.raises(ShapeError, match=r"conv2d: .*bias of shape \(3,\)"):
+        F.conv2d(x, w, np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="conv2d: padding"):
+        F.conv2d(x, w, padding="full")
+    with pytest.raises(ValueError, match="conv2d: stride"):
+        F.conv2d(x, w, stride=0)
+    with pytest.raises(ValueError, match="conv2d: algorithm"):
+        F.conv2d(x, w, algorithm="winograd")

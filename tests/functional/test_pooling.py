@@ -1,0 +1,119 @@
+"""max_pool2d, avg_pool2d, global_avg_pool2d: values and gradients against PyTorch,
+numerical gradients, tie-breaking, errors. Images are NHWC; the torch side permutes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import lamina
+import lamina.functional as F
+from helpers import assert_close, check_gradients, compare_with_torch
+from lamina import ShapeError
+
+
+def torch_pool(kind, f, s, p, ceil_mode):
+    pool = TF.max_pool2d if kind == "max" else TF.avg_pool2d
+
+    def fn(x):
+        return pool(x.permute(0, 3, 1, 2), f, s, p, ceil_mode=ceil_mode).permute(0, 2, 3, 1)
+
+    return fn
+
+
+# (n, h, w, c, pool, stride, padding, ceil_mode)
+CASES = [
+    (2, 8, 8, 3, 2, None, 0, False),         # the common 2x2, stride 2
+    (2, 9, 7, 3, 2, None, 0, False),         # odd sizes: the last row/column is dropped
+    (2, 9, 9, 4, 3, 2, 0, False),            # overlapping (AlexNet's 3, stride 2)
+    (2, 10, 10, 4, 3, 2, 1, False),          # overlapping with padding
+    (2, 8, 8, 2, 3, 3, 1, False),            # f == s with padding
+    (2, 9, 9, 3, 2, None, 0, True),          # ceil mode
+    (2, 10, 11, 3, 3, 2, 0, True),           # ceil mode, overlapping
+    (2, 10, 10, 3, 3, 2, 1, True),           # ceil mode with padding: the last window must
+    (2, 6, 6, 3, 4, 3, 2, True),             # start inside the input or the left padding
+    (2, 8, 9, 2, (2, 3), (1, 2), (1, 1), False),   # rectangular pool, strides per axis
+    (2, 7, 7, 3, 3, 1, 1, False),            # stride 1
+    (1, 5, 5, 2, 5, None, 0, False),         # the whole image
+]
+
+
+def _id(case):
+    n, h, w, c, f, s, p, ceil = case
+    return f"{h}x{w}-f{f}-s{s}-p{p}{'-ceil' if ceil else ''}"
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_pool_matches_torch(case, kind):
+    n, h, w, c, f, s, p, ceil = case
+    x = np.random.default_rng(0).standard_normal((n, h, w, c))
+    pool = F.max_pool2d if kind == "max" else F.avg_pool2d
+    compare_with_torch(lambda x: pool(x, f, s, p, ceil_mode=ceil), torch_pool(kind, f, s, p, ceil), x)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("case", [CASES[i] for i in (0, 2, 3, 7, 9)], ids=_id)
+def test_pool_gradcheck(case, kind):
+    n, h, w, c, f, s, p, ceil = case
+    x = np.random.default_rng(1).standard_normal((1, h, w, 2))
+    pool = F.max_pool2d if kind == "max" else F.avg_pool2d
+    assert check_gradients(lambda x: pool(x, f, s, p, ceil_mode=ceil), x)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3]], ids=_id)
+def test_max_pool_ties_go_to_the_first_maximum(case):
+    """Many exact ties (as after a ReLU): one element per window gets the gradient, the
+    first in row-major window order, as in PyTorch."""
+    n, h, w, c, f, s, p, ceil = case
+    x = np.random.default_rng(2).integers(0, 2, (n, h, w, c)).astype(np.float32)
+    compare_with_torch(lambda x: F.max_pool2d(x, f, s, p), torch_pool("max", f, s, p, False), x)
+
+
+def test_max_pool_tie_example():
+    x = lamina.tensor(np.zeros((1, 2, 2, 1), np.float32), requires_grad=True)
+    F.max_pool2d(x, 2).backward(np.array([[[[3.0]]]], np.float32))
+    assert x.grad[0, :, :, 0].tolist() == [[3.0, 0.0], [0.0, 0.0]]
+
+
+def test_pool_float32_fast_path_shapes():
+    x = np.random.default_rng(3).standard_normal((4, 32, 32, 8)).astype(np.float32)
+    y = F.max_pool2d(lamina.tensor(x), 2)
+    assert y.shape == (4, 16, 16, 8) and y.dtype == np.float32
+    assert_close(y.numpy(), x.reshape(4, 16, 2, 16, 2, 8).max(axis=(2, 4)), 0.0)
+
+
+def test_global_avg_pool_matches_torch():
+    x = np.random.default_rng(4).standard_normal((3, 5, 7, 4))
+    out = compare_with_torch(F.global_avg_pool2d, lambda x: x.mean(dim=(1, 2)), x)
+    assert out[0].shape == (3, 4)
+    assert check_gradients(F.global_avg_pool2d, x[:1, :3, :3, :2])
+
+
+@pytest.mark.parametrize("fn", [F.max_pool2d, F.avg_pool2d])
+def test_pool_errors(fn):
+    name = fn.__name__
+    with pytest.raises(ShapeError, match=rf"{name}: .*\(8, 8, 3\)"):
+        fn(np.zeros((8, 8, 3), np.float32), 2)
+    with pytest.raises(ShapeError) as info:
+        fn(np.zeros((2, 3, 8, 3), np.float32), 4)
+    assert all(word in str(info.value) for word in (name, "4x4", "3x8", "(2, 3, 8, 3)"))
+    with pytest.raises(ValueError, match=rf"{name}: padding"):
+        fn(np.zeros((2, 8, 8, 3), np.float32), 2, padding=2)
+    with pytest.raises(ValueError, match=rf"{name}: pool_size"):
+        fn(np.zeros((2, 8, 8, 3), np.float32), 0)
+
+
+def test_global_avg_pool_error():
+    with pytest.raises(ShapeError, match=r"global_avg_pool2d: .*\(8, 3\)"):
+        F.global_avg_pool2d(np.zeros((8, 3), np.float32))
+
+
+def test_max_pool_nan_input_does_not_crash():
+    x = np.ones((1, 4, 4, 1), np.float32)
+    x[0, 0, 0, 0] = np.nan
+    y = F.max_pool2d(lamina.tensor(x), 2).numpy()
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 1, 1, 0] == 1.0
+    assert torch.isnan(TF.max_pool2d(torch.tensor(x).permute(0, 3, 1, 2), 2)[0, 0, 0, 0])
