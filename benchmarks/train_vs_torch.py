@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 import lamina
-from lamina import nn, optim
 from lamina import functional as F
+from lamina import nn, optim
 
 LR = 0.01
 
@@ -131,6 +131,7 @@ class AutogradRunner:
 
     def __init__(self, x, y):
         import autograd.numpy as anp
+
         from autograd import grad
 
         rng = np.random.default_rng(0)
@@ -184,7 +185,7 @@ def bench(key: str, repeats: int, steps: int) -> None:
         except ImportError:
             pass
     results = {name: {"train": [], "infer": []} for name in runners}
-    for name, r in runners.items():  # warm-up
+    for r in runners.values():  # warm-up
         r.train_step()
         if hasattr(r, "infer"):
             r.infer()

@@ -5,9 +5,9 @@ import time
 import numpy as np
 
 import lamina
-from lamina import nn, optim
 from lamina import functional as F
-from lamina.data import DataLoader, ArrayDataset, load_digits, train_val_test_split
+from lamina import nn, optim
+from lamina.data import ArrayDataset, DataLoader, load_digits, train_val_test_split
 
 
 def test_small_cnn_reaches_97_percent_on_digits():
