@@ -33,3 +33,27 @@ def test_lenet5_on_a_fashion_mnist_subset():
     history = trainer.fit(data.train, val=data.val, epochs=4, batch_size=64, seed=0)
     assert history["loss"][-1] < history["loss"][0]
     assert trainer.evaluate(data.test)["accuracy"] >= 0.83
+
+
+def _mnist_present() -> bool:
+    try:
+        from lamina.data import load_mnist
+
+        load_mnist(download=False)
+        return True
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+@pytest.mark.skipif(not _mnist_present(), reason="the MNIST files are not on this machine (no download in tests)")
+def test_lenet5_on_full_mnist_reaches_99_percent():
+    """The recipe of benchmarks/fashion_lenet5.py on MNIST (LeCun et al. 1998 report 99.05%)."""
+    lamina.manual_seed(0)
+    data = prepare_dataset("mnist", seed=0, download=False)
+    model = models.lenet5(activation="relu", pool="max", input_shape=data.input_shape)
+    optimizer = optim.Adam(model.parameters(), lr=2e-3, weight_decay=5e-4)
+    steps = 15 * -(-len(data.train[0]) // 64)
+    trainer = Trainer(model, "categorical_cross_entropy", optimizer,
+                      schedule=CosineDecay(2e-3, steps, optimizer=optimizer), verbose=0)
+    trainer.fit(data.train, epochs=15, batch_size=64, seed=0)
+    assert trainer.evaluate(data.test)["accuracy"] >= 0.99
