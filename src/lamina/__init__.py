@@ -14,7 +14,7 @@ __all__ = [
     "set_default_dtype", "stack", "tensor", "where",
 ]
 
-from lamina import data, nn, optim  # noqa: E402
+from lamina import data, models, nn, optim  # noqa: E402
 from lamina.saving import load, load_bundle, save  # noqa: E402
 
-__all__ += ["data", "load", "load_bundle", "nn", "optim", "save"]
+__all__ += ["data", "load", "load_bundle", "models", "nn", "optim", "save"]

@@ -37,40 +37,51 @@ class BatchNormFunction(Function):
         xp = backend.xp
         c = x.shape[-1]
         m = x.size // c
-        if self.training:
-            # per-channel reductions over the (m, c) view: a GEMV for the mean, one fused
-            # multiply-reduce (einsum) for the variance of the centred values
-            mu = (xp.ones(m, dtype=x.dtype) @ x.reshape(m, c)) / m
-            xc = x - mu
-            var = xp.einsum("ij,ij->j", xc.reshape(m, c), xc.reshape(m, c)) / m
-            self.stats.update(mean=mu, var=var, m=m)
-        else:
-            var = self.running_var.astype(x.dtype, copy=False)
-            xc = x - self.running_mean.astype(x.dtype, copy=False)
+        self.gamma, self.m = gamma, m
+        if not self.training:
+            # one fused multiply-add, y = x scale + shift, with the running statistics folded in
+            self.inv_std = (1.0 / xp.sqrt(self.running_var + self.eps)).astype(x.dtype, copy=False)
+            scale = gamma * self.inv_std
+            self.x = x
+            y = x * scale
+            y += beta - self.running_mean.astype(x.dtype, copy=False) * scale
+            return y
+        # per-channel reductions over the (m, c) view: a GEMV for the mean, one fused
+        # multiply-reduce (einsum) for the variance of the centred values
+        mu = (xp.ones(m, dtype=x.dtype) @ x.reshape(m, c)) / m
+        xc = x - mu
+        var = xp.einsum("ij,ij->j", xc.reshape(m, c), xc.reshape(m, c)) / m
+        self.stats.update(mean=mu, var=var, m=m)
         inv_std = (1.0 / xp.sqrt(var + self.eps)).astype(x.dtype, copy=False)
-        self.xc, self.inv_std, self.gamma, self.m = xc, inv_std, gamma, m
+        self.xc, self.inv_std = xc, inv_std
         y = xc * (gamma * inv_std)  # gamma x' with x' = (x - mu) / sigma, kept as (x - mu)
         y += beta
         return y
 
     def backward(self, dy):
         xp = backend.xp
-        xc, inv_std, m = self.xc, self.inv_std, self.m
-        c = xc.shape[-1]
+        inv_std, m = self.inv_std, self.m
+        c = dy.shape[-1]
         need_x, need_gamma, need_beta = self.needs_grad
         dy2 = dy.reshape(m, c)
+        k = self.gamma * inv_std
+        if not self.training:
+            dx = dy * k if need_x else None
+            dbeta = xp.ones(m, dtype=dy.dtype) @ dy2 if need_beta else None
+            dgamma = None
+            if need_gamma:
+                xc = self.x - self.running_mean.astype(dy.dtype, copy=False)
+                dgamma = xp.einsum("ij,ij->j", dy2, xc.reshape(m, c)) * inv_std
+            return dx, dgamma, dbeta
+        xc = self.xc
         dbeta = xp.ones(m, dtype=dy.dtype) @ dy2
         dgamma = xp.einsum("ij,ij->j", dy2, xc.reshape(m, c)) * inv_std  # sum dJ/dy x'
         dx = None
         if need_x:
-            k = self.gamma * inv_std
-            if self.training:
-                # gamma / (m sigma) (m dJ/dy - dJ/dbeta - x' dJ/dgamma), in place on fresh arrays
-                dx = xc * (-(k / m) * inv_std * dgamma)
-                dx += dy * k
-                dx -= (k / m) * dbeta
-            else:
-                dx = dy * k
+            # gamma / (m sigma) (m dJ/dy - dJ/dbeta - x' dJ/dgamma), in place on fresh arrays
+            dx = xc * (-(k / m) * inv_std * dgamma)
+            dx += dy * k
+            dx -= (k / m) * dbeta
         return dx, (dgamma if need_gamma else None), (dbeta if need_beta else None)
 
 
