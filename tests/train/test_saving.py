@@ -107,3 +107,21 @@ def test_save_unbuilt_model_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match="no weights yet"):
         lamina.save(nn.Sequential(nn.Dense(3)), tmp_path / "m.safetensors")
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_zoo_model_loads_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    model = lamina.models.resnet_cifar(8)
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    model.eval()
+    with lamina.no_grad():
+        expected = model(lamina.tensor(x)).numpy()
+    lamina.save(model, tmp_path / "r8.safetensors")
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, lamina; m = lamina.load(sys.argv[1]); "
+            "np.save(sys.argv[3], m(lamina.tensor(np.load(sys.argv[2]))).numpy())")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "r8.safetensors"), str(tmp_path / "x.npy"),
+                    str(tmp_path / "y.npy")], check=True, capture_output=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
