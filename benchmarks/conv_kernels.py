@@ -2,11 +2,11 @@
 
 For each shape, lamina (NHWC, im2col) and PyTorch in both its layouts (NCHW and
 channels_last) run the same step -- forward, then backward of a fixed upstream gradient
-to the input, the weights and the bias -- in the same process, interleaved, REPEATS
-times; the medians are compared. Before each timed step the process sleeps SETTLE_S
-seconds and runs one untimed step of the same system (see ``run_case``). The ratio is lamina's throughput over PyTorch's better
-layout (higher is better for lamina; 1.0 = as fast as PyTorch). The 5x5 shapes also run
-lamina's FFT path.
+to the input, the weights and the bias -- in the same process, interleaved: REPEATS
+rounds in which each system runs untimed for SETTLE_S seconds and then TIMED timed steps
+(see ``run_case``); the medians are compared. The ratio is lamina's throughput over
+PyTorch's better layout (higher is better for lamina; 1.0 = as fast as PyTorch). The 5x5
+shapes also run lamina's FFT path.
 
 Peak memory of one step: the growth of the peak resident set (VmHWM, reset through
 /proc/self/clear_refs), measured the same way for every system in a child process (see
@@ -31,9 +31,10 @@ import torch
 import lamina
 import lamina.functional as F
 
-REPEATS = 15
+REPEATS = 7
+TIMED = 3
 WARMUP = 2
-SETTLE_S = 0.2
+SETTLE_S = 0.15
 
 
 def _conv_case(n, h, c, k, f, padding):
@@ -166,17 +167,20 @@ def run_case(name: str, runners: dict, repeats: int) -> dict:
     times = {key: [] for key in runners}
     for _ in range(repeats):
         for key, step in runners.items():
-            # Let the other library's worker threads go idle first: OpenBLAS and OpenMP
-            # threads keep spinning for a while after a call, and on 2 cores that halves
-            # the speed of whichever system runs next. Then one untimed step, one timed.
-            time.sleep(SETTLE_S)
-            step()
+            # Untimed steps of the same system for SETTLE_S first: OpenBLAS's and OpenMP's
+            # worker threads keep spinning for up to ~0.1 s after a call, which on 2 cores
+            # halves the speed of whichever system runs next. (Sleeping instead lets the
+            # virtual CPUs idle, and the next steps run slow while they wake up.)
             start = time.perf_counter()
-            step()
-            times[key].append(time.perf_counter() - start)
+            while time.perf_counter() - start < SETTLE_S:
+                step()
+            for _ in range(TIMED):
+                start = time.perf_counter()
+                step()
+                times[key].append(time.perf_counter() - start)
     med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
     best_torch = min(("torch NCHW", "torch channels_last"), key=lambda k: med[k])
-    print(f"\n{name}  (forward + backward, median of {repeats} interleaved runs)")
+    print(f"\n{name}  (forward + backward, median of {repeats} x {TIMED} interleaved runs)")
     for key, ms in med.items():
         extra = ""
         if key.startswith("lamina"):

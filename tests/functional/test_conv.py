@@ -16,6 +16,7 @@ import lamina
 import lamina.functional as F
 from helpers import assert_close, check_gradients, compare_with_torch
 from lamina import ShapeError
+from lamina.functional import conv
 
 
 def _tf_same(n: int, f: int, s: int) -> tuple[int, int]:
@@ -219,3 +220,39 @@ def test_conv2d_bad_arguments():
         F.conv2d(x, w, stride=0)
     with pytest.raises(ValueError, match="conv2d: algorithm"):
         F.conv2d(x, w, algorithm="winograd")
+
+
+@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize("case", [CASES[i] for i in (2, 4, 11, 13, 17, 23)], ids=_id)
+def test_conv2d_in_chunks_of_images(case, keep, monkeypatch):
+    """Every path (rows, im2col, flat, 1x1, grouped) gives the same result when the batch
+    is processed one image at a time, with the patches kept or rebuilt in backward."""
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv, "KEEP_PATCHES", keep)
+    n, h, w, c, k, fh, fw, s, p, g = case
+    x, wt, b = _arrays(3, h, w, c, k, fh, fw, g)
+    compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g),
+                       torch_conv(p, s, g, x.shape), x, wt, b)
+
+
+def test_conv2d_cases_cover_every_path():
+    plans = set()
+    for n, h, w, c, k, fh, fw, s, p, g in CASES:
+        stride = (s, s) if isinstance(s, int) else s
+        pads = _torch_pads(p, h, w, fh, fw, *stride)
+        plans.add(conv._plan_for((n, h, w, c // g), (k, fh, fw, c // g), pads, stride))
+    assert plans == {"1x1", "rows", "flat", "im2col"}
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "fft"])
+@pytest.mark.parametrize("c, f, s, p, g", [(3, 3, 1, 1, 1), (16, 3, 1, 1, 1), (16, 3, 2, 0, 1),
+                                           (8, 1, 1, 0, 1), (4, 3, 1, 1, 4), (8, 3, 1, 1, 2)])
+def test_conv2d_empty_batch(algorithm, c, f, s, p, g):
+    """An empty batch (as in shape inference) flows through forward and backward."""
+    x = lamina.tensor(np.zeros((0, 8, 8, c), np.float32), requires_grad=True)
+    w = lamina.tensor(np.ones((8, f, f, c // g), np.float32), requires_grad=True)
+    b = lamina.tensor(np.ones(8, np.float32), requires_grad=True)
+    y = F.conv2d(x, w, b, stride=s, padding=p, groups=g, algorithm=algorithm)
+    y.backward(np.zeros(y.shape, np.float32))
+    assert y.shape[0] == 0 and x.grad.shape == x.shape
+    assert not w.grad.any() and not b.grad.any()

@@ -12,6 +12,7 @@ import lamina
 import lamina.functional as F
 from helpers import assert_close, check_gradients, compare_with_torch
 from lamina import ShapeError
+from lamina.functional import _parallel
 
 
 def torch_pool(kind, f, s, p, ceil_mode):
@@ -117,3 +118,33 @@ def test_max_pool_nan_input_does_not_crash():
     y = F.max_pool2d(lamina.tensor(x), 2).numpy()
     assert np.isnan(y[0, 0, 0, 0]) and y[0, 1, 1, 0] == 1.0
     assert torch.isnan(TF.max_pool2d(torch.tensor(x).permute(0, 3, 1, 2), 2)[0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("f, s, p", [(2, None, 0), (3, 2, 1)])
+def test_pool_large_batch_is_split_across_threads(kind, f, s, p):
+    """Inputs big enough for the batch to be split across threads: same results as PyTorch,
+    and bit-identical with one thread."""
+    x = np.random.default_rng(5).standard_normal((6, 48, 48, 32))
+    pool = F.max_pool2d if kind == "max" else F.avg_pool2d
+    out = compare_with_torch(lambda x: pool(x, f, s, p), torch_pool(kind, f, s, p, False), x)
+    threads = _parallel.get_num_threads()
+    try:
+        _parallel.set_num_threads(1)
+        xs = lamina.tensor(x.astype(np.float32), requires_grad=True)
+        y = pool(xs, f, s, p)
+        y.backward(np.ones(y.shape, np.float32))
+    finally:
+        _parallel.set_num_threads(threads)
+    xt = lamina.tensor(x.astype(np.float32), requires_grad=True)
+    z = pool(xt, f, s, p)
+    z.backward(np.ones(z.shape, np.float32))
+    assert np.array_equal(y.numpy(), out[0].numpy()) and np.array_equal(xs.grad, xt.grad)
+
+
+@pytest.mark.parametrize("fn", [F.max_pool2d, F.avg_pool2d])
+def test_pool_empty_batch(fn):
+    x = lamina.tensor(np.zeros((0, 8, 8, 3), np.float32), requires_grad=True)
+    y = fn(x, 3, 2, 1)
+    y.backward(np.zeros(y.shape, np.float32))
+    assert y.shape == (0, 4, 4, 3) and x.grad.shape == x.shape

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from lamina import backend
 from lamina.errors import ShapeError
-from lamina.functional import _parallel
 
 
 def pair(value, name: str, op: str) -> tuple[int, int]:
@@ -84,7 +83,7 @@ def pad_nhwc(x, pads: tuple[int, int, int, int], value: float = 0.0):
             out[:, r0:r1, :c0] = value
         if c1 < wp:
             out[:, r0:r1, c1:] = value
-    _parallel.copy(out[:, r0:r1, c0:c1], x[:, r0 - pt:r1 - pt, c0 - pl:c1 - pl])
+    out[:, r0:r1, c0:c1] = x[:, r0 - pt:r1 - pt, c0 - pl:c1 - pl]
     return out
 
 

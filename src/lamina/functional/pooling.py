@@ -15,7 +15,7 @@ reshape-max, no Python loop over windows.
 from __future__ import annotations
 
 from lamina import backend
-from lamina.autograd import Function, Tensor
+from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
 from lamina.functional import _parallel
 from lamina.functional.im2col import check_nhwc, offset_view, pad_nhwc, pair
@@ -68,61 +68,83 @@ def _crop(dxpad, pads, shape):
     return backend.xp.ascontiguousarray(dxpad[:, pt:pt + shape[1], pl:pl + shape[2]])
 
 
+_BLOCK_BYTES = 2 << 20
+"""Input bytes per inner block of max pooling: the block stays in the cache from the maxima
+to the marks."""
+
+
 def _offsets(f):
     return [(i, j) for i in range(f[0]) for j in range(f[1])]
 
 
 class MaxPool2d(Function):
-    """Max over each window; hyperparameters ``f``, ``s``, ``pads``, ``outs``."""
+    """Max over each window; hyperparameters ``f``, ``s``, ``pads``, ``outs`` and ``track``
+    (whether a backward will follow).
+
+    The forward also marks, per window offset, where each window's gradient goes (its first
+    maximum), while the input is still in the cache; backward only multiplies by the marks.
+    """
 
     def forward(self, x):
         xp = backend.xp
         f, s, outs = self.f, self.s, self.outs
         xpad = pad_nhwc(x, self.pads, -xp.inf)
-        out = xp.empty((x.shape[0],) + outs + (x.shape[3],), dtype=x.dtype)
+        n, c = x.shape[0], x.shape[3]
+        out = xp.empty((n,) + outs + (c,), dtype=x.dtype)
+        offsets = _offsets(f)
+        track = getattr(self, "track", True)
+        marks = xp.empty((len(offsets), n) + outs + (c,), dtype=bool) if track else None
 
-        def chunk(lo, hi):
-            views = [offset_view(xpad[lo:hi], i, j, outs, s) for i, j in _offsets(f)]
+        def chunk(first, last):
+            step = max(1, _BLOCK_BYTES // max(xpad[0:1].nbytes, 1))
+            for lo in range(first, last, step):
+                block(lo, min(last, lo + step))
+
+        def block(lo, hi):
+            views = [offset_view(xpad[lo:hi], i, j, outs, s) for i, j in offsets]
+            o = out[lo:hi]
             if len(views) == 1:
-                out[lo:hi] = views[0]
+                o[...] = views[0]
+            else:
+                xp.maximum(views[0], views[1], out=o)
+                for view in views[2:]:
+                    xp.maximum(o, view, out=o)
+            if marks is None:
                 return
-            xp.maximum(views[0], views[1], out=out[lo:hi])
-            for view in views[2:]:
-                xp.maximum(out[lo:hi], view, out=out[lo:hi])
+            taken = None
+            for index, view in enumerate(views):
+                hit = marks[index, lo:hi]
+                xp.equal(view, o, out=hit)
+                if index == 0:
+                    taken = hit.copy()
+                else:
+                    xp.greater(hit, taken, out=hit)          # a maximum not taken yet: the first wins
+                    if index < len(views) - 1:
+                        xp.logical_or(taken, hit, out=taken)
 
-        _parallel.split(chunk, x.shape[0], xpad.size)
-        self.x_shape, self.xpad, self.out = x.shape, xpad, out
+        _parallel.split(chunk, n, xpad.size)
+        self.x_shape, self.padded_shape, self.marks = x.shape, xpad.shape, marks
         return out
 
     def backward(self, dy):
         xp = backend.xp
-        f, s, outs, xpad, out = self.f, self.s, self.outs, self.xpad, self.out
+        f, s, outs, marks = self.f, self.s, self.outs, self.marks
         disjoint = s[0] >= f[0] and s[1] >= f[1]
         exact = _exact_tiling(f, s, self.pads, outs, self.x_shape)
-        dxpad = xp.empty(xpad.shape, dtype=dy.dtype) if exact else xp.zeros(xpad.shape, dtype=dy.dtype)
-        offsets = _offsets(f)
+        shape = self.padded_shape
+        dxpad = xp.empty(shape, dtype=dy.dtype) if exact else xp.zeros(shape, dtype=dy.dtype)
 
         def chunk(lo, hi):
-            o, g, xs, dxs = out[lo:hi], dy[lo:hi], xpad[lo:hi], dxpad[lo:hi]
-            hit = xp.empty(o.shape, dtype=bool)
-            taken = xp.empty(o.shape, dtype=bool) if len(offsets) > 1 else None
-            for index, (i, j) in enumerate(offsets):
-                xp.equal(offset_view(xs, i, j, outs, s), o, out=hit)
-                if index == 0:
-                    if taken is not None:
-                        taken[...] = hit
-                else:
-                    xp.greater(hit, taken, out=hit)         # a maximum not taken yet: the first wins
-                    if index < len(offsets) - 1:
-                        xp.logical_or(taken, hit, out=taken)
-                target = offset_view(dxs, i, j, outs, s)
+            g = dy[lo:hi]
+            for index, (i, j) in enumerate(_offsets(f)):
+                target = offset_view(dxpad[lo:hi], i, j, outs, s)
                 if disjoint:
-                    xp.multiply(g, hit, out=target)
+                    xp.multiply(g, marks[index, lo:hi], out=target)
                 else:
-                    target += g * hit
+                    target += g * marks[index, lo:hi]
 
-        _parallel.split(chunk, dy.shape[0], xpad.size)
-        self.xpad = self.out = None
+        _parallel.split(chunk, dy.shape[0], dxpad.size)
+        self.marks = None
         return (_crop(dxpad, self.pads, self.x_shape),)
 
 
@@ -199,7 +221,8 @@ def _shape_of(a) -> tuple[int, ...]:
     return tuple(a.shape) if hasattr(a, "shape") else tuple(backend.xp.shape(a))
 
 
-def max_pool2d(x, pool_size, stride=None, padding=0, ceil_mode: bool = False) -> Tensor:
+def max_pool2d(x: Tensor, pool_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+               padding: int | tuple[int, int] = 0, ceil_mode: bool = False) -> Tensor:
     """Max pooling of NHWC images x: (N, h, w, C) -> (N, h_out, w_out, C).
 
     pool_size f or (f_h, f_w); stride s (default f); padding p or (p_h, p_w), at most f/2,
@@ -208,10 +231,12 @@ def max_pool2d(x, pool_size, stride=None, padding=0, ceil_mode: bool = False) ->
     dJ/dx: each window's upstream gradient goes to its maximum (the first one on ties).
     """
     f, s, pads, outs, _ = _geometry(_shape_of(x), pool_size, stride, padding, ceil_mode, "max_pool2d")
-    return MaxPool2d.apply(x, f=f, s=s, pads=pads, outs=outs)
+    track = graph.is_grad_enabled() and bool(getattr(x, "requires_grad", False))
+    return MaxPool2d.apply(x, f=f, s=s, pads=pads, outs=outs, track=track)
 
 
-def avg_pool2d(x, pool_size, stride=None, padding=0, ceil_mode: bool = False) -> Tensor:
+def avg_pool2d(x: Tensor, pool_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+               padding: int | tuple[int, int] = 0, ceil_mode: bool = False) -> Tensor:
     """Average pooling of NHWC images, arguments as :func:`max_pool2d`; zero padding is
     counted in the window size (PyTorch's default ``count_include_pad=True``), the
     ceil-mode overhang past the padding is not. dJ/dx: 1/(window size) of each window's
@@ -220,7 +245,7 @@ def avg_pool2d(x, pool_size, stride=None, padding=0, ceil_mode: bool = False) ->
     return AvgPool2d.apply(x, f=f, s=s, pads=pads, outs=outs, p=p)
 
 
-def global_avg_pool2d(x) -> Tensor:
+def global_avg_pool2d(x: Tensor) -> Tensor:
     """The mean of each channel over the whole image: (N, h, w, C) -> (N, C)."""
     check_nhwc(_shape_of(x), "global_avg_pool2d")
     return GlobalAvgPool2d.apply(x)

@@ -1,0 +1,167 @@
+"""Per-layer forward + backward time and peak memory: lamina's layers against PyTorch's.
+
+Each case builds the layer in both frameworks with the same shapes, runs forward and a
+backward of a fixed upstream gradient (to the input and every parameter), interleaved and
+repeated in one process, and prints the median times and lamina's throughput as a
+fraction of PyTorch's better layout (NCHW or channels_last; 1.0 = as fast as PyTorch).
+
+Peak memory of one step is the growth of the peak resident set (VmHWM, reset through
+/proc/self/clear_refs), measured the same way for both frameworks in a child process where
+glibc returns freed memory at once, so the resident set follows the live arrays.
+
+    python benchmarks/layers_vs_torch.py [--repeats 15] [--only dense,conv3x3_32,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+import lamina
+from lamina import nn
+
+T = torch.nn
+
+# name: (title, input NHWC shape, lamina layer factory, torch layer factory, image input)
+CASES = {
+    "dense": ("Dense 784->512, batch 128", (128, 784), lambda: nn.Dense(512), lambda: T.Linear(784, 512), False),
+    "conv3x3_32": ("Conv2D 3x3 32->32 on 32x32, batch 64", (64, 32, 32, 32),
+                   lambda: nn.Conv2D(32, 3, padding="same"), lambda: T.Conv2d(32, 32, 3, padding=1), True),
+    "conv3x3_64": ("Conv2D 3x3 64->64 on 16x16, batch 64", (64, 16, 16, 64),
+                   lambda: nn.Conv2D(64, 3, padding="same"), lambda: T.Conv2d(64, 64, 3, padding=1), True),
+    "conv5x5_1": ("Conv2D 5x5 1->6 on 32x32, batch 128 (LeNet)", (128, 32, 32, 1),
+                  lambda: nn.Conv2D(6, 5), lambda: T.Conv2d(1, 6, 5), True),
+    "conv5x5_6": ("Conv2D 5x5 6->16 on 14x14, batch 128 (LeNet)", (128, 14, 14, 6),
+                  lambda: nn.Conv2D(16, 5), lambda: T.Conv2d(6, 16, 5), True),
+    "maxpool": ("MaxPool 2x2 on 32x32x32, batch 64", (64, 32, 32, 32),
+                lambda: nn.MaxPool2D(2), lambda: T.MaxPool2d(2), True),
+    "batchnorm": ("BatchNorm on 32x32x32, batch 64 (training)", (64, 32, 32, 32),
+                  lambda: nn.BatchNorm(), lambda: T.BatchNorm2d(32), True),
+}
+
+
+class LaminaStep:
+    def __init__(self, case):
+        _, shape, make, _, _ = CASES[case]
+        rng = np.random.default_rng(0)
+        self.x = lamina.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+        self.layer = make()
+        out = self.layer(self.x)
+        self.dy = rng.standard_normal(out.shape).astype(np.float32)
+
+    def __call__(self):
+        self.x.grad = None
+        self.layer.zero_grad()
+        self.layer(self.x).backward(self.dy)
+
+
+class TorchStep:
+    def __init__(self, case, channels_last: bool):
+        _, shape, _, make, image = CASES[case]
+        rng = np.random.default_rng(0)
+        x = torch.tensor(rng.standard_normal(shape).astype(np.float32))
+        self.layer = make()
+        if image:
+            x = x.permute(0, 3, 1, 2).contiguous()
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+                self.layer = self.layer.to(memory_format=torch.channels_last)
+        self.x = x.requires_grad_()
+        with torch.no_grad():
+            out = self.layer(self.x)
+        self.dy = torch.tensor(rng.standard_normal(tuple(out.shape)).astype(np.float32))
+        if channels_last and image:
+            self.dy = self.dy.contiguous(memory_format=torch.channels_last)
+
+    def __call__(self):
+        self.x.grad = None
+        self.layer.zero_grad(set_to_none=True)
+        self.layer(self.x).backward(self.dy)
+
+
+SYSTEMS = {"lamina": lambda c: LaminaStep(c), "torch NCHW": lambda c: TorchStep(c, False),
+           "torch channels_last": lambda c: TorchStep(c, True)}
+
+
+def _rss_kib() -> tuple[int, int]:
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("VmRSS", "VmHWM")):
+                key, value = line.split(":")
+                values[key] = int(value.split()[0])
+    return values["VmRSS"], values["VmHWM"]
+
+
+def child_peak(case: str, system: str) -> None:
+    torch.set_num_threads(os.cpu_count() or 1)
+    step = SYSTEMS[system](case)
+    step()
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    before, _ = _rss_kib()
+    step()
+    _, peak = _rss_kib()
+    print((peak - before) / 1024)
+
+
+def peak_mb(case: str, system: str) -> float | None:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", LAMINA_MALLOC_TUNING="0")
+    try:
+        done = subprocess.run([sys.executable, __file__, "--peak", case, system], env=env, capture_output=True,
+                              text=True, timeout=300, check=True)
+        return float(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        return None
+
+
+def run(case: str, repeats: int) -> float:
+    title = CASES[case][0]
+    steps = {name: make(case) for name, make in SYSTEMS.items()}
+    if not CASES[case][4]:
+        del steps["torch channels_last"]
+    times = {name: [] for name in steps}
+    for step in steps.values():
+        step()
+        step()
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    best = min((n for n in median if n.startswith("torch")), key=median.get)
+    ratio = median[best] / median["lamina"]
+    print(f"\n{title}: forward + backward, median of {repeats}")
+    for name in steps:
+        memory = peak_mb(case, name)
+        mem = f"peak +{memory:7.1f} MiB" if memory is not None else "peak n/a"
+        print(f"  {name:20s} {median[name] * 1e3:8.2f} ms   {mem}")
+    print(f"  ratio lamina/PyTorch throughput: {ratio:.2f}  (vs {best})")
+    return ratio
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--peak":
+        child_peak(sys.argv[2], sys.argv[3])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--only", default=",".join(CASES))
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    ratios = {case: run(case, args.repeats) for case in args.only.split(",")}
+    print("\nlamina/PyTorch throughput ratios (PyTorch's better layout):")
+    for case, ratio in ratios.items():
+        print(f"  {CASES[case][0]:48s} {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
