@@ -16,9 +16,9 @@ Backward, from the upstream gradient dJ/dv:
 Vectorization (course notes, "Vectorized implementation"): the windows are the rows of a
 patch matrix (im2col), so v is one matrix product with w reshaped to (K, f_h f_w c_in), and
 dJ/dw = patches^T dJ/dv. The batch is processed in chunks of images whose patch matrix
-fits in the cache (CHUNK_BYTES); the chunks' patch matrices are what backward keeps (only
-when dJ/dw will be needed; KEEP_PATCHES = False rebuilds them instead), and each is freed
-as soon as its dJ/dw term is computed.
+fits in the cache (CHUNK_BYTES). By default backward rebuilds each chunk's patch matrix
+from the input instead of keeping it from forward (KEEP_PATCHES), so a convolution holds
+nothing but its input and weights between forward and backward.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from lamina.functional.im2col import clipped, conv_pads, offset_view, out_size, 
 CHUNK_BYTES = 4 << 20
 """Target size of the largest per-chunk temporary (a chunk's patch matrix)."""
 
-KEEP_PATCHES = True
+KEEP_PATCHES = False
 """Keep the patch matrices from forward for dJ/dw (faster); False rebuilds them in backward
 (a 3x3 convolution 32->32 on 32x32 images, batch 64: 27 MB less held between forward and
 backward, about 8% slower)."""
