@@ -4,6 +4,8 @@ Each case builds the layer in both frameworks with the same shapes, runs forward
 backward of a fixed upstream gradient (to the input and every parameter), interleaved and
 repeated in one process, and prints the median times and lamina's throughput as a
 fraction of PyTorch's better layout (NCHW or channels_last; 1.0 = as fast as PyTorch).
+Each round runs a system untimed for SETTLE_S seconds, then times TIMED_STEPS steps: timed
+back to back, one library's still-spinning worker threads slow the other's next step.
 
 Peak memory of one step is the growth of the peak resident set (VmHWM, reset through
 /proc/self/clear_refs), measured the same way for both frameworks in a child process where
@@ -28,6 +30,8 @@ import lamina
 from lamina import nn
 
 T = torch.nn
+SETTLE_S = 0.15
+TIMED_STEPS = 3
 
 # name: (title, input NHWC shape, lamina layer factory, torch layer factory, image input)
 CASES = {
@@ -128,14 +132,17 @@ def run(case: str, repeats: int) -> float:
     if not CASES[case][4]:
         del steps["torch channels_last"]
     times = {name: [] for name in steps}
-    for step in steps.values():
-        step()
-        step()
     for _ in range(repeats):
         for name, step in steps.items():
+            # settle: run this system untimed for a moment first, so the previous system's
+            # spinning BLAS or OpenMP threads have gone quiet and this one's are awake
+            settle_until = time.perf_counter() + SETTLE_S
+            while time.perf_counter() < settle_until:
+                step()
             start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(TIMED_STEPS):
+                step()
+            times[name].append((time.perf_counter() - start) / TIMED_STEPS)
     median = {name: statistics.median(t) for name, t in times.items()}
     best = min((n for n in median if n.startswith("torch")), key=median.get)
     ratio = median[best] / median["lamina"]
@@ -153,7 +160,7 @@ def main() -> None:
         child_peak(sys.argv[2], sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--only", default=",".join(CASES))
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
