@@ -119,6 +119,24 @@ class Block(Module):
         return self.trace(tuple(input_shape), infer_shape)
 
 
+class PathBlock(Block):
+    """A block whose sub-layers form one chain, listed by :meth:`_path` in order."""
+
+    def _path(self) -> tuple:
+        raise NotImplementedError
+
+    def trace(self, shape, step):
+        shape = nhwc(self, shape)
+        for layer in self._path():
+            shape = step(layer, shape)
+        return shape
+
+    def forward(self, x) -> Tensor:
+        for layer in self._path():
+            x = layer(x)
+        return x
+
+
 def _activation_fn(spec: str | None):
     if spec is not None and not isinstance(spec, str):
         raise TypeError(f"expected an activation name or None, got {spec!r}")

@@ -30,6 +30,7 @@ from lamina.models.blocks import (
     Block,
     BranchingNetwork,
     ConvBN,
+    PathBlock,
     check_input,
     classifier_layers,
     concat_shapes,
@@ -84,7 +85,7 @@ class InceptionModule(Block):
 
 
 @register_layer
-class InceptionAux(Block):
+class InceptionAux(PathBlock):
     """GoogLeNet's auxiliary classifier: 4x4 adaptive average pool, 1x1 ConvBN 128, flatten
     (2048), FC 1024 + ReLU (``fc1``), dropout 0.7, FC num_classes (``fc2``)."""
 
@@ -103,16 +104,6 @@ class InceptionAux(Block):
     def _path(self):
         return (self.pool, self.conv, self.flatten, self.fc1, self.dropout, self.fc2)
 
-    def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        for layer in self._path():
-            shape = step(layer, shape)
-        return shape
-
-    def forward(self, x) -> Tensor:
-        for layer in self._path():
-            x = layer(x)
-        return x
 
     def get_config(self) -> dict:
         return {"num_classes": self.num_classes, "dropout": self.dropout_rate, "name": self.name}

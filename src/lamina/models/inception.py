@@ -28,6 +28,7 @@ from lamina.models.blocks import (
     Block,
     BranchingNetwork,
     ConvBN,
+    PathBlock,
     check_input,
     classifier_layers,
     concat_shapes,
@@ -180,7 +181,7 @@ class InceptionE(_Module):
 
 
 @register_layer
-class InceptionV3Aux(Block):
+class InceptionV3Aux(PathBlock):
     """Inception-v3's auxiliary classifier (torchvision's ``InceptionAux``): avg pool 5/3,
     1x1 ConvBN 128 (``conv0``), 5x5 ConvBN 768 (``conv1``), global average pooling, fc."""
 
@@ -198,16 +199,6 @@ class InceptionV3Aux(Block):
     def _path(self):
         return (self.pool, self.conv0, self.conv1, self.avgpool, self.fc)
 
-    def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        for layer in self._path():
-            shape = step(layer, shape)
-        return shape
-
-    def forward(self, x) -> Tensor:
-        for layer in self._path():
-            x = layer(x)
-        return x
 
     def get_config(self) -> dict:
         return {"num_classes": self.num_classes, "name": self.name}
