@@ -93,6 +93,21 @@ def check_nhwc_input(layer: Module, x, channels: int) -> None:
         raise input_error(layer, x, f"NHWC with C={channels} channels on the last axis{hint}")
 
 
+def conv_config(layer: Module) -> dict:
+    """The constructor arguments every convolution layer shares, JSON-ready."""
+    return {
+        "kernel_size": list(layer.kernel_size),
+        "stride": list(layer.stride),
+        "padding": layer.padding if isinstance(layer.padding, str) else list(layer.padding),
+        "use_bias": layer.use_bias,
+        "activation": activation_config(layer),
+        "kernel_init": initializers.serialize(layer.kernel_init),
+        "bias_init": initializers.serialize(layer.bias_init),
+        "algorithm": layer.algorithm,
+        "name": layer.name,
+    }
+
+
 class _Conv(Module):
     """What Conv2D and DepthwiseConv2D share: hyperparameters, checks, output shape."""
 
@@ -173,17 +188,7 @@ class _Conv(Module):
         return (shape[0], out_h, out_w, None if c is None else self._filters_for(c))
 
     def _common_config(self) -> dict:
-        return {
-            "kernel_size": list(self.kernel_size),
-            "stride": list(self.stride),
-            "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
-            "use_bias": self.use_bias,
-            "activation": activation_config(self),
-            "kernel_init": initializers.serialize(self.kernel_init),
-            "bias_init": initializers.serialize(self.bias_init),
-            "algorithm": self.algorithm,
-            "name": self.name,
-        }
+        return conv_config(self)
 
     def extra_repr(self) -> str:
         fh, fw = self.kernel_size
@@ -350,19 +355,7 @@ class SeparableConv2D(Module):
         return (shape[0], out_h, out_w, self.filters)
 
     def get_config(self) -> dict:
-        return {
-            "filters": self.filters,
-            "kernel_size": list(self.kernel_size),
-            "depth_multiplier": self.depth_multiplier,
-            "stride": list(self.stride),
-            "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
-            "use_bias": self.use_bias,
-            "activation": activation_config(self),
-            "kernel_init": initializers.serialize(self.kernel_init),
-            "bias_init": initializers.serialize(self.bias_init),
-            "algorithm": self.algorithm,
-            "name": self.name,
-        }
+        return {"filters": self.filters, "depth_multiplier": self.depth_multiplier, **conv_config(self)}
 
     def extra_repr(self) -> str:
         return f"{self.filters}, kernel_size={self.kernel_size}, depth_multiplier={self.depth_multiplier}"
