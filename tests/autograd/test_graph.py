@@ -261,3 +261,12 @@ def test_operations_record_nodes_only_when_needed():
     y = F.exp(x)
     assert y.requires_grad and y._ctx is not None and not y.is_leaf
     assert y._ctx.inputs[0] is x
+
+
+def test_upstream_gradient_array_is_not_aliased_into_leaf_grad():
+    x = lamina.tensor(np.ones(3), requires_grad=True)
+    upstream = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    (x + 0.0).backward(upstream)
+    assert not np.shares_memory(x.grad, upstream)
+    x.grad *= 10  # an optimizer may change .grad in place
+    np.testing.assert_array_equal(upstream, [1.0, 2.0, 3.0])

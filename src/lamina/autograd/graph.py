@@ -70,7 +70,7 @@ def topological_order(root: Tensor) -> list[Tensor]:
 def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
     """Propagate ``grad`` (dJ/droot) to every leaf that requires a gradient."""
     grads = {id(root): grad}
-    handed_to_leaves: set[int] = set()
+    handed_to_leaves: set[int] = {id(grad)}  # the caller's array: a leaf gets a copy of it
     for node in reversed(topological_order(root)):
         g = grads.pop(id(node), None)
         if g is None:

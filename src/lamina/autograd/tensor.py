@@ -104,8 +104,8 @@ class Tensor:
                 )
             grad = backend.xp.ones_like(self.data)
         else:
-            grad = backend.xp.array(grad.data if isinstance(grad, Tensor) else grad,
-                                    dtype=self.data.dtype)
+            # no copy: run_backward never lets a leaf keep the caller's array as its .grad
+            grad = backend.xp.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.data.dtype)
             if grad.shape != self.shape:
                 from lamina.errors import ShapeError
 
