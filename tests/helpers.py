@@ -85,3 +85,20 @@ def check_gradients(fn, *arrays, grad: bool | list[bool] = True, **tolerances) -
         else:
             inputs.append(lamina.tensor(a))
     return lamina.gradcheck(fn, *inputs, **tolerances)
+
+
+# -- random inputs ------------------------------------------------------------------------
+def randn(*shape, seed: int = 0, scale: float = 1.0) -> np.ndarray:
+    """Standard normal values (times ``scale``), float64."""
+    return np.asarray(np.random.default_rng(seed).standard_normal(shape) * scale)
+
+
+def nonzero(*shape, seed: int = 0, low: float = 0.5, high: float = 2.0) -> np.ndarray:
+    """Values with |x| in [low, high] and random signs: safe denominators, away from kinks at 0."""
+    rng = np.random.default_rng(seed)
+    return np.asarray(rng.uniform(low, high, shape) * rng.choice([-1.0, 1.0], shape))
+
+
+def positive(*shape, seed: int = 0, low: float = 0.5, high: float = 2.0) -> np.ndarray:
+    """Values in [low, high]: safe arguments for log and sqrt."""
+    return np.asarray(np.random.default_rng(seed).uniform(low, high, shape))

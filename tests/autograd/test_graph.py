@@ -10,10 +10,7 @@ import pytest
 
 import lamina
 import lamina.functional as F
-
-
-def randn(*shape, seed=0):
-    return np.asarray(np.random.default_rng(seed).standard_normal(shape))
+from helpers import randn
 
 
 def leaf(data, dtype=np.float64):

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
 
+import helpers
 import lamina
 import lamina.functional as F
-from helpers import check_gradients, compare_with_torch
+from helpers import check_gradients, compare_with_torch, randn
+
+nonzero = functools.partial(helpers.nonzero, low=0.1, high=3.0)  # away from the kink of relu-likes
 
 DTYPES = [np.float32, np.float64]
-
-
-def randn(*shape, seed=0, scale=1.0):
-    return np.asarray(np.random.default_rng(seed).standard_normal(shape) * scale)
-
-
-def nonzero(*shape, seed=0):
-    """|z| in [0.1, 3]: away from the kink of relu-like activations at 0."""
-    rng = np.random.default_rng(seed)
-    return np.asarray(rng.uniform(0.1, 3.0, shape) * rng.choice([-1.0, 1.0], shape))
 
 
 # name: (lamina function, torch function, inputs)

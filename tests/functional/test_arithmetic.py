@@ -8,23 +8,9 @@ import torch
 
 import lamina
 import lamina.functional as F
-from helpers import check_gradients, compare_with_torch
+from helpers import check_gradients, compare_with_torch, nonzero, positive, randn
 
 DTYPES = [np.float32, np.float64]
-
-
-def randn(*shape, seed=0):
-    return np.asarray(np.random.default_rng(seed).standard_normal(shape))
-
-
-def nonzero(*shape, seed=0):
-    """Values with |x| in [0.5, 2]: safe denominators."""
-    rng = np.random.default_rng(seed)
-    return np.asarray(rng.uniform(0.5, 2.0, shape) * rng.choice([-1.0, 1.0], shape))
-
-
-def positive(*shape, seed=0):
-    return np.asarray(np.random.default_rng(seed).uniform(0.5, 2.0, shape))
 
 
 # name: (lamina function, torch function, inputs)

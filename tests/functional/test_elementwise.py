@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 
+import helpers
 import lamina
 import lamina.functional as F
-from helpers import check_gradients, compare_with_torch
+from helpers import check_gradients, compare_with_torch, randn
+
+nonzero = functools.partial(helpers.nonzero, low=0.2)
+positive = functools.partial(helpers.positive, low=0.3, high=3.0)
 
 DTYPES = [np.float32, np.float64]
-
-
-def randn(*shape, seed=0):
-    return np.asarray(np.random.default_rng(seed).standard_normal(shape))
-
-
-def nonzero(*shape, seed=0):
-    rng = np.random.default_rng(seed)
-    return np.asarray(rng.uniform(0.2, 2.0, shape) * rng.choice([-1.0, 1.0], shape))
-
-
-def positive(*shape, seed=0):
-    return np.asarray(np.random.default_rng(seed).uniform(0.3, 3.0, shape))
 
 
 def away_from(points, *shape, seed=0, gap=0.05):

@@ -13,14 +13,10 @@ import torch.nn.functional as TF
 
 import lamina
 import lamina.functional as F
-from helpers import check_gradients, compare_with_torch
+from helpers import check_gradients, compare_with_torch, randn
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
-
-
-def randn(*shape, seed=0, scale=1.0):
-    return np.asarray(np.random.default_rng(seed).standard_normal(shape) * scale)
 
 
 def probabilities(*shape, seed=0):

@@ -9,13 +9,9 @@ import torch.nn.functional as TF
 
 import lamina
 import lamina.functional as F
-from helpers import check_gradients, compare_with_torch
+from helpers import check_gradients, compare_with_torch, randn
 
 DTYPES = [np.float32, np.float64]
-
-
-def randn(*shape, seed=0):
-    return np.asarray(np.random.default_rng(seed).standard_normal(shape))
 
 
 MASK = np.random.default_rng(5).random((3, 4)) > 0.5
