@@ -16,7 +16,7 @@ import lamina
 import lamina.functional as F
 from helpers import assert_close, check_gradients, compare_with_torch
 from lamina import ShapeError
-from lamina.functional import conv
+from lamina.functional import conv_gemm
 
 
 def _tf_same(n: int, f: int, s: int) -> tuple[int, int]:
@@ -227,8 +227,8 @@ def test_conv2d_bad_arguments():
 def test_conv2d_in_chunks_of_images(case, keep, monkeypatch):
     """Every path (rows, im2col, flat, 1x1, grouped) gives the same result when the batch
     is processed one image at a time, with the patches kept or rebuilt in backward."""
-    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
-    monkeypatch.setattr(conv, "KEEP_PATCHES", keep)
+    monkeypatch.setattr(conv_gemm, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv_gemm, "KEEP_PATCHES", keep)
     n, h, w, c, k, fh, fw, s, p, g = case
     x, wt, b = _arrays(3, h, w, c, k, fh, fw, g)
     compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g),
@@ -240,7 +240,7 @@ def test_conv2d_cases_cover_every_path():
     for n, h, w, c, k, fh, fw, s, p, g in CASES:
         stride = (s, s) if isinstance(s, int) else s
         pads = _torch_pads(p, h, w, fh, fw, *stride)
-        plans.add(conv._plan_for((n, h, w, c // g), (k, fh, fw, c // g), pads, stride))
+        plans.add(conv_gemm.plan_for((n, h, w, c // g), (k, fh, fw, c // g), pads, stride))
     assert plans == {"1x1", "rows", "flat", "im2col"}
 
 
