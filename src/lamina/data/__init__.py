@@ -21,15 +21,9 @@ from lamina.data.datasets import (
 )
 from lamina.data.labels import one_hot
 from lamina.data.loader import DataLoader
-from lamina.data.preprocessing import (
-    MeanSubtraction,
-    NotFittedError,
-    PCAWhitening,
-    Preprocessor,
-    Standardizer,
-    ZCAWhitening,
-)
+from lamina.data.preprocessing import MeanSubtraction, NotFittedError, Preprocessor, Standardizer
 from lamina.data.split import train_val_test_split
+from lamina.data.whitening import PCAWhitening, ZCAWhitening
 
 __all__ = [
     "CIFAR10_CLASSES",
