@@ -3,6 +3,7 @@
 Same architecture, batch size and optimizer (SGD with momentum 0.9) in the same process,
 interleaved repeats, median. PyTorch runs with as many threads as cores, in its default
 NCHW layout and in channels_last; the better of the two is the reference for the ratio.
+Each timed block follows SETTLE_S seconds of untimed steps of the same system.
 The MLP is also run in HIPS autograd (a NumPy autodiff peer) when it is installed.
 
     python benchmarks/train_vs_torch.py [--repeats 5] [--steps 20] [--only mlp,lenet5,vgg,vgg_bn]
@@ -23,6 +24,7 @@ from lamina import functional as F
 from lamina import nn, optim
 
 LR = 0.01
+SETTLE_S = 0.2
 
 
 # -- the models in both frameworks -------------------------------------------------------
@@ -165,6 +167,11 @@ class AutogradRunner:
 
 
 def throughput(fn, batch: int, steps: int) -> float:
+    """Samples/s over ``steps`` calls, after SETTLE_S seconds of untimed calls: run back to
+    back, the other library's still-spinning worker threads would slow this one's first steps."""
+    settle_until = time.perf_counter() + SETTLE_S
+    while time.perf_counter() < settle_until:
+        fn()
     start = time.perf_counter()
     for _ in range(steps):
         fn()

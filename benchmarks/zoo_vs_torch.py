@@ -187,6 +187,8 @@ CASES = {
 }
 
 
+SETTLE_S = 0.2
+
 # -- timing ---------------------------------------------------------------------------------
 def _median_times(steps: dict, repeats: int) -> dict:
     """Interleave the systems' steps; the median seconds per step of each."""
@@ -196,6 +198,7 @@ def _median_times(steps: dict, repeats: int) -> dict:
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
+            time.sleep(SETTLE_S)             # the other library's worker threads go quiet
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)

@@ -11,8 +11,7 @@ import torch.nn.functional as TF
 import lamina
 import lamina.functional as F
 from helpers import assert_close, check_gradients, compare_with_torch
-from lamina import ShapeError
-from lamina.functional import _parallel
+from lamina import ShapeError, parallel
 
 
 def torch_pool(kind, f, s, p, ceil_mode):
@@ -128,14 +127,14 @@ def test_pool_large_batch_is_split_across_threads(kind, f, s, p):
     x = np.random.default_rng(5).standard_normal((6, 48, 48, 32))
     pool = F.max_pool2d if kind == "max" else F.avg_pool2d
     out = compare_with_torch(lambda x: pool(x, f, s, p), torch_pool(kind, f, s, p, False), x)
-    threads = _parallel.get_num_threads()
+    threads = parallel.get_num_threads()
     try:
-        _parallel.set_num_threads(1)
+        parallel.set_num_threads(1)
         xs = lamina.tensor(x.astype(np.float32), requires_grad=True)
         y = pool(xs, f, s, p)
         y.backward(np.ones(y.shape, np.float32))
     finally:
-        _parallel.set_num_threads(threads)
+        parallel.set_num_threads(threads)
     xt = lamina.tensor(x.astype(np.float32), requires_grad=True)
     z = pool(xt, f, s, p)
     z.backward(np.ones(z.shape, np.float32))

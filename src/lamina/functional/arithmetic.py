@@ -7,7 +7,7 @@ other operand; broadcast operands get it summed back to their own shape.
 
 from __future__ import annotations
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional._util import shape_error, unbroadcast
@@ -123,7 +123,7 @@ class MatMul(Function):
         if a.ndim == 0 or b.ndim == 0:
             raise ShapeError(f"matmul: operands must have at least one dimension, got shapes {a.shape} and {b.shape}")
         try:
-            return a @ b
+            return parallel.matmul(a, b)
         except ValueError:
             raise ShapeError(
                 f"matmul: shapes {a.shape} and {b.shape} do not fit: the last axis of the first "
@@ -134,8 +134,8 @@ class MatMul(Function):
     def backward(self, dy):
         a, b = self.a, self.b
         if a.ndim == 2 and b.ndim == 2:
-            da = dy @ b.T if self.needs_grad[0] else None
-            db = a.T @ dy if self.needs_grad[1] else None
+            da = parallel.matmul(dy, b.T) if self.needs_grad[0] else None
+            db = parallel.matmul(a.T, dy) if self.needs_grad[1] else None
             return da, db
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
@@ -145,9 +145,9 @@ class MatMul(Function):
             dy = dy[..., None, :]
         da = db = None
         if self.needs_grad[0]:
-            da = unbroadcast(dy @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+            da = unbroadcast(parallel.matmul(dy, b2.swapaxes(-1, -2)), a2.shape).reshape(a.shape)
         if self.needs_grad[1]:
-            db = unbroadcast(a2.swapaxes(-1, -2) @ dy, b2.shape).reshape(b.shape)
+            db = unbroadcast(parallel.matmul(a2.swapaxes(-1, -2), dy), b2.shape).reshape(b.shape)
         return da, db
 
 

@@ -11,7 +11,7 @@ chosen by shape (below); :func:`gemm_forward` and :func:`gemm_backward` run the 
 
 from __future__ import annotations
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina.functional.im2col import clipped, pad_nhwc, patches
 
 CHUNK_BYTES = 4 << 20
@@ -67,8 +67,12 @@ def plan_for(x_shape, w_shape, pads, stride) -> str:
 
 
 def _chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
-    size = max(1, min(n, CHUNK_BYTES // max(bytes_per_image, 1)))
-    return [(lo, min(n, lo + size)) for lo in range(0, n, size)]
+    """Equal runs of images, each with a patch matrix of about CHUNK_BYTES at most, and as
+    many as the threads that share them at least (or a multiple of that)."""
+    per_thread = max(1, parallel.get_num_threads())
+    count = max(-(-n * bytes_per_image // CHUNK_BYTES), 1)
+    count = min(n, -(-count // per_thread) * per_thread)
+    return [(n * i // count, n * (i + 1) // count) for i in range(count)]
 
 
 # "1x1" --------------------------------------------------------------------------------------
@@ -321,20 +325,29 @@ def gemm_forward(x, w, bias, pads, stride, out, keep: bool) -> list:
     plan = plan_for(x.shape, w.shape, pads, stride)
     forward = _KERNELS[plan][0]
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, out.shape[1:3], x.itemsize)
-    return [(lo, hi, [forward(x[lo:hi], w, pads, stride, out[lo:hi], bias, keep)])
-            for lo, hi in _chunks(x.shape[0], per_image)]
+    chunks = _chunks(x.shape[0], per_image)
+
+    def one(i):
+        lo, hi = chunks[i]
+        return lo, hi, [forward(x[lo:hi], w, pads, stride, out[lo:hi], bias, keep)]
+    return parallel.map_chunks(one, len(chunks), per_image * x.shape[0] // x.itemsize + out.size)
 
 
 def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
     """dJ/dw (returned, or None) and dJ/dx (written into ``dx`` unless it is None), over the
     forward's chunks; each saved patch matrix is dropped as soon as it has been used."""
-    backward = _KERNELS[plan_for(x.shape, w.shape, pads, stride)][1]
+    plan = plan_for(x.shape, w.shape, pads, stride)
+    backward = _KERNELS[plan][1]
+    per_image = _chunk_bytes(plan, x.shape, w.shape, pads, dy.shape[1:3], x.itemsize)
     dw = backend.xp.zeros(w.shape, dtype=dy.dtype) if need_w else None
-    for lo, hi, box in chunks:
+    def one(i):
         # the kernel takes the patch matrix out of its one-item list, so that nothing else
         # holds it and it is freed as soon as dJ/dw has used it
+        lo, hi, box = chunks[i]
         part = backward(x[lo:hi], w, dy[lo:hi], pads, stride, None if dx is None else dx[lo:hi], need_w, box)
         box.clear()
+        return part
+    for part in parallel.map_chunks(one, len(chunks), per_image * x.shape[0] // x.itemsize + dy.size):
         if part is not None:
             dw += part
     return dw
@@ -343,4 +356,4 @@ def sum_rows(dy):
     """dJ/db = sum over n, y, x of dJ/dv, as one GEMV (faster than a strided reduction)."""
     xp = backend.xp
     dy2 = dy.reshape(-1, dy.shape[-1])
-    return xp.matmul(xp.ones(dy2.shape[0], dtype=dy2.dtype), dy2)
+    return parallel.matmul(xp.ones(dy2.shape[0], dtype=dy2.dtype), dy2)

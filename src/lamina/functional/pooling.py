@@ -14,10 +14,9 @@ reshape-max, no Python loop over windows.
 
 from __future__ import annotations
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
-from lamina.functional import _parallel
 from lamina.functional.im2col import check_nhwc, offset_view, pad_nhwc, pair
 
 
@@ -122,7 +121,7 @@ class MaxPool2d(Function):
                     if index < len(views) - 1:
                         xp.logical_or(taken, hit, out=taken)
 
-        _parallel.split(chunk, n, xpad.size)
+        parallel.split(chunk, n, xpad.size)
         self.x_shape, self.padded_shape, self.marks = x.shape, xpad.shape, marks
         return out
 
@@ -143,7 +142,7 @@ class MaxPool2d(Function):
                 else:
                     target += g * marks[index, lo:hi]
 
-        _parallel.split(chunk, dy.shape[0], dxpad.size)
+        parallel.split(chunk, dy.shape[0], dxpad.size)
         self.marks = None
         return (_crop(dxpad, self.pads, self.x_shape),)
 
@@ -178,7 +177,7 @@ class AvgPool2d(Function):
                 o += view
             o *= self.scale
 
-        _parallel.split(chunk, n, xpad.size)
+        parallel.split(chunk, n, xpad.size)
         self.x_shape, self.padded_shape = x.shape, xpad.shape
         return out
 
@@ -199,7 +198,7 @@ class AvgPool2d(Function):
                 else:
                     target += g
 
-        _parallel.split(chunk, dy.shape[0], dxpad.size)
+        parallel.split(chunk, dy.shape[0], dxpad.size)
         return (_crop(dxpad, self.pads, self.x_shape),)
 
 

@@ -12,7 +12,7 @@ are allowed: (..., n_in) -> (..., units).
 
 from __future__ import annotations
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
@@ -32,7 +32,7 @@ class LinearFunction(Function):
         self.in_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
         self.x2, self.w = x2, w
-        z = x2 @ w
+        z = parallel.matmul(x2, w)
         if b is not None:
             z += b
         return z.reshape(x.shape[:-1] + (w.shape[1],)) if x.ndim != 2 else z
@@ -40,8 +40,8 @@ class LinearFunction(Function):
     def backward(self, dy):
         dy2 = dy.reshape(-1, dy.shape[-1]) if dy.ndim != 2 else dy
         needs = self.needs_grad
-        dx = (dy2 @ self.w.T).reshape(self.in_shape) if needs[0] else None
-        dw = self.x2.T @ dy2 if needs[1] else None
+        dx = parallel.matmul(dy2, self.w.T).reshape(self.in_shape) if needs[0] else None
+        dw = parallel.matmul(self.x2.T, dy2) if needs[1] else None
         if len(needs) == 3:
             db = dy2.sum(axis=0) if needs[2] else None
             return dx, dw, db

@@ -6,7 +6,7 @@ Both normalise over the channel axis, which is the last one (NHWC / (N, C)).
 
 from __future__ import annotations
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
@@ -37,52 +37,97 @@ class BatchNormFunction(Function):
         xp = backend.xp
         c = x.shape[-1]
         m = x.size // c
-        self.gamma, self.m = gamma, m
-        if not self.training:
-            # one fused multiply-add, y = x scale + shift, with the running statistics folded in
-            self.inv_std = (1.0 / xp.sqrt(self.running_var + self.eps)).astype(x.dtype, copy=False)
-            scale = gamma * self.inv_std
-            self.x = x
-            y = x * scale
-            y += beta - self.running_mean.astype(x.dtype, copy=False) * scale
-            return y
-        # per-channel reductions over the (m, c) view: a GEMV for the mean, one fused
-        # multiply-reduce (einsum) for the variance of the centred values
-        mu = (xp.ones(m, dtype=x.dtype) @ x.reshape(m, c)) / m
-        xc = x - mu
-        var = xp.einsum("ij,ij->j", xc.reshape(m, c), xc.reshape(m, c)) / m
-        self.stats.update(mean=mu, var=var, m=m)
-        inv_std = (1.0 / xp.sqrt(var + self.eps)).astype(x.dtype, copy=False)
-        self.xc, self.inv_std = xc, inv_std
-        y = xc * (gamma * inv_std)  # gamma x' with x' = (x - mu) / sigma, kept as (x - mu)
-        y += beta
-        return y
+        x2 = xp.ascontiguousarray(x).reshape(m, c)
+        y = xp.empty((m, c), dtype=x.dtype)
+        self.gamma, self.m, self.x2 = gamma, m, x2
+        chunks = _row_chunks(m, c * x.itemsize)
+        if self.training:
+            mu, var = _batch_moments(x2, chunks)
+            self.stats.update(mean=mu.astype(x.dtype), var=var.astype(x.dtype), m=m)
+        else:
+            mu, var = self.running_mean, self.running_var
+        self.mu = mu.astype(x.dtype, copy=False)
+        self.inv_std = (1.0 / xp.sqrt(var.astype(x.dtype, copy=False) + self.eps)).astype(x.dtype, copy=False)
+        # y = gamma (x - mu) / sigma + beta as one multiply-add per value: y = x scale + shift
+        scale = gamma * self.inv_std
+        shift = beta - self.mu * scale
+
+        def normalize(i):
+            lo, hi = chunks[i]
+            xp.multiply(x2[lo:hi], scale, out=y[lo:hi])
+            y[lo:hi] += shift
+        parallel.map_chunks(normalize, len(chunks), 2 * x.size)
+        return y.reshape(x.shape)
 
     def backward(self, dy):
         xp = backend.xp
-        inv_std, m = self.inv_std, self.m
-        c = dy.shape[-1]
+        x2, mu, inv_std, m = self.x2, self.mu, self.inv_std, self.m
+        c = x2.shape[1]
         need_x, need_gamma, need_beta = self.needs_grad
-        dy2 = dy.reshape(m, c)
+        dy2 = xp.ascontiguousarray(dy).reshape(m, c)
+        chunks = _row_chunks(m, c * dy.itemsize)
+        ones = xp.ones(max((hi - lo for lo, hi in chunks), default=1), dtype=dy.dtype)
+
+        def sums(i):                       # this chunk's share of sum dJ/dy and sum dJ/dy (x - mu)
+            lo, hi = chunks[i]
+            d = dy2[lo:hi]
+            return ones[:hi - lo] @ d, xp.einsum("ij,ij->j", d, x2[lo:hi] - mu)
+        parts = parallel.map_chunks(sums, len(chunks), 2 * dy.size)
+        dbeta = sum(p[0] for p in parts)
+        dgamma = sum(p[1] for p in parts) * inv_std
         k = self.gamma * inv_std
-        if not self.training:
-            dx = dy * k if need_x else None
-            dbeta = xp.ones(m, dtype=dy.dtype) @ dy2 if need_beta else None
-            dgamma = None
-            if need_gamma:
-                xc = self.x - self.running_mean.astype(dy.dtype, copy=False)
-                dgamma = xp.einsum("ij,ij->j", dy2, xc.reshape(m, c)) * inv_std
-            return dx, dgamma, dbeta
-        xc = self.xc
-        dbeta = xp.ones(m, dtype=dy.dtype) @ dy2
-        dgamma = xp.einsum("ij,ij->j", dy2, xc.reshape(m, c)) * inv_std  # sum dJ/dy x'
         dx = None
         if need_x:
-            # gamma / (m sigma) (m dJ/dy - dJ/dbeta - x' dJ/dgamma), in place on fresh arrays
-            dx = xc * (-(k / m) * inv_std * dgamma)
-            dx += dy * k
-            dx -= (k / m) * dbeta
-        return dx, (dgamma if need_gamma else None), (dbeta if need_beta else None)
+            dx = xp.empty((m, c), dtype=dy.dtype)
+            if self.training:
+                # gamma / (m sigma) (m dJ/dy - dJ/dbeta - x' dJ/dgamma) = k dJ/dy + a x + b
+                a = -(k / m) * dgamma * inv_std
+                b = -(k / m) * dbeta - a * mu
+            else:
+                a = b = None
+
+            def grad_x(i):
+                lo, hi = chunks[i]
+                out = dx[lo:hi]
+                xp.multiply(dy2[lo:hi], k, out=out)
+                if a is not None:
+                    t = x2[lo:hi] * a
+                    t += b
+                    out += t
+            parallel.map_chunks(grad_x, len(chunks), 3 * dy.size)
+            dx = dx.reshape(dy.shape)
+        self.x2 = None
+        return dx, (dgamma.astype(dy.dtype, copy=False) if need_gamma else None), (
+            dbeta.astype(dy.dtype, copy=False) if need_beta else None)
+
+
+CHUNK_BYTES = 256 << 10
+"""Rows of a batch-norm pass are processed in chunks of about this size (cache-resident)."""
+
+
+def _row_chunks(m: int, row_bytes: int) -> list[tuple[int, int]]:
+    count = max(1, min(m, -(-m * row_bytes // CHUNK_BYTES)))
+    threads = parallel.get_num_threads()
+    count = min(m, -(-count // threads) * threads)
+    return [(m * i // count, m * (i + 1) // count) for i in range(count)]
+
+
+def _batch_moments(x2, chunks):
+    """Per-channel mean and biased variance of the rows of x2, from each chunk's mean and
+    sum of squared deviations, combined exactly (Chan et al.'s pairwise update)."""
+    xp = backend.xp
+
+    def moments(i):
+        lo, hi = chunks[i]
+        part = x2[lo:hi]
+        mean = xp.ones(hi - lo, dtype=x2.dtype) @ part / (hi - lo)
+        d = part - mean
+        return hi - lo, mean, xp.einsum("ij,ij->j", d, d)
+    parts = parallel.map_chunks(moments, len(chunks), x2.size)
+    m = x2.shape[0]
+    mu = sum(n * mean.astype(xp.float64) for n, mean, _ in parts) / m
+    m2 = sum(sq.astype(xp.float64) + n * (mean.astype(xp.float64) - mu) ** 2 for n, mean, sq in parts)
+    return mu, m2 / m
 
 
 @register_layer

@@ -1,0 +1,190 @@
+"""lamina's own threads: every core busy in every pass, copies and adds included.
+
+NumPy runs its element-wise loops on one core and only its matrix products (in OpenBLAS)
+on all of them, but it releases the GIL inside both. So lamina cuts the large passes of
+convolution, pooling, batch norm and matrix products into chunks over the rows (the batch)
+and runs the chunks on a few threads at once, each thread with single-threaded BLAS.
+
+Why BLAS stays on one thread inside lamina: after a multi-threaded call OpenBLAS's worker
+threads keep spinning for a while (measured: over 0.1 s), and next to lamina's threads on
+the same cores they halved the speed of the following convolution. Every product lamina
+computes therefore goes through :func:`matmul` (or runs inside :func:`map_chunks`), which
+switch OpenBLAS to one thread for the call and back afterwards; NumPy code outside lamina
+keeps OpenBLAS's own setting.
+
+Every chunk writes its own slice of the output and partial sums are added in chunk order,
+so for a given number of threads the results do not depend on timing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from lamina import backend
+
+MIN_ELEMENTS = 1 << 18
+"""Passes smaller than this (elements touched) stay on the calling thread, where a
+hand-off to another thread would cost more than it saves."""
+
+MIN_GEMM_FLOPS = 1 << 22
+"""Matrix products below this many floating-point operations are not split."""
+
+QUIET_S = 1.0
+"""Products use OpenBLAS's own threads unless lamina's threads ran a pass within this many
+seconds (see the module docstring)."""
+
+_last_region = [float("-inf")]
+_threads = max(1, min(os.cpu_count() or 1, 8))
+_pool: ThreadPoolExecutor | None = None
+_pool_key = (-1, 0)
+_local = threading.local()
+
+
+def set_num_threads(n: int) -> None:
+    """Threads lamina runs its passes on (1: everything on the calling thread)."""
+    global _threads
+    if isinstance(n, bool) or int(n) != n or int(n) < 1:
+        raise ValueError(f"set_num_threads: expected a positive number of threads, got {n!r}")
+    _threads = int(n)
+
+
+def get_num_threads() -> int:
+    """Threads lamina runs its passes on (the number of cores by default, at most 8)."""
+    return _threads
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool, _pool_key
+    key = (os.getpid(), _threads)                      # a forked child gets its own threads
+    if _pool is None or _pool_key != key:
+        _pool = ThreadPoolExecutor(max_workers=max(_threads - 1, 1), thread_name_prefix="lamina")
+        _pool_key = key
+    return _pool
+
+
+class _Blas:
+    """OpenBLAS's thread control, found once through threadpoolctl (None: not found)."""
+
+    controller = None
+    searched = False
+
+    @classmethod
+    def get(cls):
+        if not cls.searched:
+            cls.searched = True
+            try:
+                from threadpoolctl import ThreadpoolController
+                found = [c for c in ThreadpoolController().lib_controllers if c.internal_api == "openblas"]
+                cls.controller = found[0] if found else None
+            except Exception:  # noqa: BLE001 - no threadpoolctl, or a library it cannot drive
+                cls.controller = None
+        return cls.controller
+
+
+@contextmanager
+def one_blas_thread():
+    """OpenBLAS on a single thread for the block (restored afterwards)."""
+    blas = _Blas.get() if backend.xp.__name__ == "numpy" else None
+    before = blas.num_threads if blas is not None else 1
+    if before == 1:
+        yield
+        return
+    blas.set_num_threads(1)
+    try:
+        yield
+    finally:
+        blas.set_num_threads(before)
+
+
+def _parallel_ok(count: int, work: int, threshold: int) -> bool:
+    return (min(_threads, count) > 1 and work >= threshold and not getattr(_local, "inside", False)
+            and backend.xp.__name__ == "numpy")
+
+
+def _run_all(calls) -> None:
+    """Run the zero-argument ``calls`` (one per thread), the first on this thread."""
+    def inside(call):
+        _local.inside = True
+        try:
+            call()
+        finally:
+            _local.inside = False
+
+    _last_region[0] = time.perf_counter()
+    pool = _executor()
+    futures = [pool.submit(inside, call) for call in calls[1:]]
+    try:
+        inside(calls[0])
+    finally:
+        for future in futures:
+            future.result()
+
+
+def map_chunks(fn, count: int, work: int) -> list:
+    """``[fn(0), ..., fn(count - 1)]``, the calls shared among the threads (thread t takes
+    t, t + T, ...), with single-threaded BLAS. Each call must write only its own outputs;
+    ``work`` (elements touched in all) decides whether threads are worth it."""
+    if not _parallel_ok(count, work, MIN_ELEMENTS):
+        with one_blas_thread():
+            return [fn(i) for i in range(count)]
+    k = min(_threads, count)
+    results = [None] * count
+
+    def worker(first: int):
+        def run():
+            for i in range(first, count, k):
+                results[i] = fn(i)
+        return run
+
+    with one_blas_thread():
+        _run_all([worker(t) for t in range(k)])
+    return results
+
+
+def split(fn, n: int, elements: int) -> None:
+    """Call ``fn(lo, hi)`` on ``min(threads, n)`` consecutive chunks covering ``range(n)``,
+    in parallel when the pass touches at least MIN_ELEMENTS elements. Chunks must write
+    disjoint outputs."""
+    if not _parallel_ok(n, elements, MIN_ELEMENTS):
+        with one_blas_thread():
+            fn(0, n)
+        return
+    k = min(_threads, n)
+    bounds = [n * i // k for i in range(k + 1)]
+    with one_blas_thread():
+        _run_all([lambda i=i: fn(bounds[i], bounds[i + 1]) for i in range(k)])
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` on lamina's threads (2-D operands; anything else goes to ``xp.matmul`` with
+    single-threaded BLAS). The rows of ``a`` are split among the threads, or the columns
+    of ``b`` when ``a`` has too few rows."""
+    xp = backend.xp
+    if not getattr(_local, "inside", False) and time.perf_counter() - _last_region[0] > QUIET_S:
+        return xp.matmul(a, b, out=out)
+    if (a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]
+            or not _parallel_ok(_threads, 2 * a.shape[0] * a.shape[1] * b.shape[1], MIN_GEMM_FLOPS)):
+        with one_blas_thread():
+            return xp.matmul(a, b, out=out)
+    m, n = a.shape[0], b.shape[1]
+    if out is None:
+        out = xp.empty((m, n), dtype=xp.result_type(a, b))
+    k = _threads
+    by_rows = m >= 16 * k or m >= n
+    size = m if by_rows else n
+    k = min(k, size)
+    bounds = [size * i // k for i in range(k + 1)]
+
+    def part(i):
+        lo, hi = bounds[i], bounds[i + 1]
+        if by_rows:
+            return lambda: xp.matmul(a[lo:hi], b, out=out[lo:hi])
+        return lambda: xp.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
+    with one_blas_thread():
+        _run_all([part(i) for i in range(k)])
+    return out

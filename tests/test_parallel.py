@@ -1,0 +1,113 @@
+"""lamina's own threads: chunked passes, split matrix products, BLAS kept on one thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from tests.helpers import assert_close, compare_with_torch
+
+import lamina
+from lamina import functional as F
+from lamina import nn, parallel
+
+
+@pytest.fixture
+def two_threads():
+    before = parallel.get_num_threads()
+    parallel.set_num_threads(2)
+    yield
+    parallel.set_num_threads(before)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_set_num_threads_rejects_non_positive_ints(bad):
+    with pytest.raises(ValueError, match="set_num_threads"):
+        parallel.set_num_threads(bad)
+
+
+def test_map_chunks_runs_every_chunk_once_in_order_on_several_threads(two_threads):
+    seen = []
+
+    def work(i):
+        seen.append((i, threading.get_ident()))
+        time.sleep(0.01)                     # long enough for the other thread to take a chunk
+        return i * i
+
+    assert parallel.map_chunks(work, 6, parallel.MIN_ELEMENTS) == [i * i for i in range(6)]
+    assert sorted(i for i, _ in seen) == list(range(6))
+    assert len({ident for _, ident in seen}) == 2
+
+
+def test_small_passes_stay_on_the_calling_thread(two_threads):
+    idents = parallel.map_chunks(lambda i: threading.get_ident(), 4, parallel.MIN_ELEMENTS - 1)
+    assert set(idents) == {threading.get_ident()}
+
+
+def test_blas_runs_on_one_thread_inside_and_is_restored_after():
+    blas = parallel._Blas.get()
+    if blas is None:
+        pytest.skip("OpenBLAS not found through threadpoolctl")
+    before = blas.num_threads
+    with parallel.one_blas_thread():
+        assert blas.num_threads == 1
+    assert blas.num_threads == before
+    inside = parallel.map_chunks(lambda i: blas.num_threads, 2, parallel.MIN_ELEMENTS)
+    assert inside == [1, 1] and blas.num_threads == before
+
+
+@pytest.mark.parametrize("shapes", [((300, 200), (200, 150)), ((8, 3000), (3000, 400)),
+                                    ((2000, 64), (64, 32)), ((5000,), (5000, 64))])
+def test_matmul_split_across_threads_equals_numpy(two_threads, shapes):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(shapes[0]).astype(np.float32)
+    b = rng.standard_normal(shapes[1]).astype(np.float32)
+    parallel.map_chunks(lambda i: None, 2, parallel.MIN_ELEMENTS)  # lamina's threads just ran
+    assert_close(parallel.matmul(a, b), a.astype(np.float64) @ b, 1e-5)
+    assert_close(parallel.matmul(a, b), a @ b, 1e-6)
+
+
+def test_matmul_keeps_numpy_errors_for_mismatched_shapes():
+    with pytest.raises(ValueError):
+        parallel.matmul(np.ones((3, 4)), np.ones((5, 2)))
+
+
+@pytest.mark.parametrize("kernel, padding, channels", [(3, "same", 32), (5, "valid", 6), (1, "valid", 16),
+                                                       (3, 1, 3)])
+def test_convolution_is_the_same_on_one_thread_and_on_two(kernel, padding, channels):
+    """Large enough to be split: every chunk's outputs are the same on any number of
+    threads; dJ/dw sums the chunks in order, so it agrees to rounding."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 24, 24, channels)).astype(np.float32)
+    w = rng.standard_normal((16, kernel, kernel, channels)).astype(np.float32)
+    results = []
+    before = parallel.get_num_threads()
+    try:
+        for threads in (1, 2):
+            parallel.set_num_threads(threads)
+            xt, wt = lamina.tensor(x, requires_grad=True), lamina.tensor(w, requires_grad=True)
+            y = F.conv2d(xt, wt, padding=padding)
+            y.backward(np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape))
+            results.append((y.numpy(), xt.grad, wt.grad))
+    finally:
+        parallel.set_num_threads(before)
+    (y1, dx1, dw1), (y2, dx2, dw2) = results
+    assert np.array_equal(y1, y2) and np.array_equal(dx1, dx2)
+    assert_close(dw2, dw1, 1e-5, "dJ/dw")
+
+
+def test_batch_norm_split_across_threads_matches_torch(two_threads):
+    """A batch large enough for the chunked, threaded passes, with a large mean (the
+    chunk statistics are combined without cancellation)."""
+    x = np.random.default_rng(2).standard_normal((16, 32, 32, 24)) * 3 + 50
+    bn = nn.BatchNorm()
+    tbn = torch.nn.BatchNorm2d(24)
+
+    def run_torch(t):
+        return tbn(t.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    compare_with_torch(lambda t: bn(t), run_torch, x, rtol=1e-4)
+    assert_close(bn.running_var, tbn.running_var.detach().numpy(), 1e-5, "running_var")
+    assert_close(bn.running_mean, tbn.running_mean.detach().numpy(), 1e-5, "running_mean")
