@@ -111,3 +111,24 @@ def test_batch_norm_split_across_threads_matches_torch(two_threads):
     compare_with_torch(lambda t: bn(t), run_torch, x, rtol=1e-4)
     assert_close(bn.running_var, tbn.running_var.detach().numpy(), 1e-5, "running_var")
     assert_close(bn.running_mean, tbn.running_mean.detach().numpy(), 1e-5, "running_mean")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_convolution_is_the_same_on_one_thread_and_on_two(stride):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 40, 40, 32)).astype(np.float32)
+    w = rng.standard_normal((64, 3, 3, 1)).astype(np.float32)
+    results = []
+    before = parallel.get_num_threads()
+    try:
+        for threads in (1, 2):
+            parallel.set_num_threads(threads)
+            xt, wt = lamina.tensor(x, requires_grad=True), lamina.tensor(w, requires_grad=True)
+            y = F.conv2d(xt, wt, stride=stride, padding=1, groups=32)
+            y.backward(np.sin(np.arange(y.size, dtype=np.float32)).reshape(y.shape))
+            results.append((y.numpy(), xt.grad, wt.grad))
+    finally:
+        parallel.set_num_threads(before)
+    (y1, dx1, dw1), (y2, dx2, dw2) = results
+    assert np.array_equal(y1, y2) and np.array_equal(dx1, dx2)
+    assert_close(dw2, dw1, 1e-5, "dJ/dw")

@@ -124,6 +124,14 @@ def _run_all(calls) -> None:
             future.result()
 
 
+def chunk_bounds(n: int, bytes_per_item: int, target_bytes: int) -> list[tuple[int, int]]:
+    """``range(n)`` cut into equal runs of about ``target_bytes`` at most, as many as the
+    threads at least (or a multiple of that, so that they all get the same share)."""
+    count = max(-(-n * bytes_per_item // max(target_bytes, 1)), 1)
+    count = max(1, min(n, -(-count // _threads) * _threads))
+    return [(n * i // count, n * (i + 1) // count) for i in range(count)]
+
+
 def map_chunks(fn, count: int, work: int) -> list:
     """``[fn(0), ..., fn(count - 1)]``, the calls shared among the threads (thread t takes
     t, t + T, ...), with single-threaded BLAS. Each call must write only its own outputs;

@@ -32,6 +32,12 @@ class Sigmoid(Function):
         return (dy * a * (1 - a),)
 
 
+def _tanh_grad(dy, a, out):
+    backend.xp.multiply(a, a, out=out)
+    backend.xp.subtract(1, out, out=out)
+    out *= dy
+
+
 class Tanh(Function):
     """a = tanh z; da/dz = 1 - a^2."""
 
@@ -40,19 +46,21 @@ class Tanh(Function):
         return self.a
 
     def backward(self, dy):
-        a = self.a
-        return (dy * (1 - a * a),)
+        grad = backend.xp.empty_like(dy)
+        _tanh_grad(dy, self.a, grad)
+        return (grad,)
 
 
 class ReLU(Function):
-    """a = max(z, 0); the upstream gradient passes where z > 0 (0 at z = 0, as PyTorch)."""
+    """a = max(z, 0); the upstream gradient passes where z > 0 (0 at z = 0, as PyTorch),
+    that is where a > 0: backward needs only the output."""
 
     def forward(self, z):
-        self.mask = z > 0
-        return backend.xp.maximum(z, 0)
+        self.a = backend.xp.maximum(z, 0)
+        return self.a
 
     def backward(self, dy):
-        return (dy * self.mask,)
+        return (dy * (self.a > 0),)
 
 
 class LeakyReLU(Function):

@@ -21,7 +21,7 @@ depthwise convolutions are one multiply-add per kernel offset (here), and
 
 from __future__ import annotations
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
 from lamina.functional import conv_gemm
@@ -31,21 +31,50 @@ from lamina.functional.im2col import clipped, conv_pads, offset_view, out_size, 
 # -- depthwise (groups == c_in): one multiply-add per kernel offset ---------------------------
 
 
+DEPTHWISE_CHUNK_BYTES = 1 << 20
+"""Images per depthwise chunk: about this much output each (the chunks share the threads)."""
+
+BLOCK_BYTES = 256 << 10
+"""Depthwise forward sums the f_h f_w products over blocks of output rows of about this size."""
+
+
+def _depthwise_chunks(out_shape, itemsize: int) -> list[tuple[int, int]]:
+    n = out_shape[0]
+    per_image = out_shape[1] * out_shape[2] * out_shape[3] * itemsize
+    return parallel.chunk_bounds(n, per_image, DEPTHWISE_CHUNK_BYTES)
+
+
 def _depthwise_forward(x, w, bias, pads, stride, out):
     xp = backend.xp
     n, _, _, c = x.shape
     k, fh, fw, _ = w.shape
     xpad = pad_nhwc(x, pads)
-    out5 = out.reshape(n, out.shape[1], out.shape[2], c, k // c)
-    tmp = xp.empty_like(out5)
-    out5[...] = 0
-    for i in range(fh):
-        for j in range(fw):
-            view = offset_view(xpad, i, j, out.shape[1:3], stride)
-            xp.multiply(view[..., None], w[:, i, j, 0].reshape(c, -1), out=tmp)
-            out5 += tmp
-    if bias is not None:
-        out += bias
+    chunks = _depthwise_chunks(out.shape, out.itemsize)
+
+    ho, wo = out.shape[1:3]
+    (sh, _), m = stride, k // c
+    rows_per_block = max(1, BLOCK_BYTES // max(1, (chunks[0][1] - chunks[0][0]) * wo * k * out.itemsize))
+
+    def chunk(index):
+        # output rows in blocks of about BLOCK_BYTES, so that the running sum stays in cache
+        lo, hi = chunks[index]
+        tmp = xp.empty((hi - lo, min(rows_per_block, ho), wo, c, m), dtype=out.dtype)
+        for r0 in range(0, ho, rows_per_block):
+            r1 = min(ho, r0 + rows_per_block)
+            src = xpad[lo:hi, r0 * sh:(r1 - 1) * sh + fh]
+            acc = out[lo:hi, r0:r1].reshape(hi - lo, r1 - r0, wo, c, m)
+            t = tmp[:, :r1 - r0]
+            for i in range(fh):
+                for j in range(fw):
+                    view = offset_view(src, i, j, (r1 - r0, wo), stride)[..., None]
+                    if i == j == 0:
+                        xp.multiply(view, w[:, 0, 0, 0].reshape(c, m), out=acc)
+                    else:
+                        xp.multiply(view, w[:, i, j, 0].reshape(c, m), out=t)
+                        acc += t
+        if bias is not None:
+            out[lo:hi] += bias
+    parallel.map_chunks(chunk, len(chunks), out.size * fh * fw)
 
 
 def _depthwise_backward(x, w, dy, pads, stride, dx, need_w: bool):
@@ -53,26 +82,32 @@ def _depthwise_backward(x, w, dy, pads, stride, dx, need_w: bool):
     n, h, wd, c = x.shape
     _, ho, wo, k = dy.shape
     _, fh, fw, _ = w.shape
-    dy5 = dy.reshape(n, ho, wo, c, k // c)
-    dw = None
-    if need_w:                               # dJ/dw[k, i, j] = sum of window (i, j) times dJ/dv
-        xpad = pad_nhwc(x, pads)
-        dw = xp.empty(w.shape, dtype=dy.dtype)
-        for i in range(fh):
-            for j in range(fw):
-                view = offset_view(xpad, i, j, (ho, wo), stride)
-                dw[:, i, j, 0] = xp.einsum("nhwc,nhwcm->cm", view, dy5).reshape(k)
-    if dx is not None:                       # each window offset hands dJ/dv w back to its pixels
-        dx[...] = 0
-        for i in range(fh):
-            lo_h, hi_h, rows = clipped(ho, i - pads[0], stride[0], h)
-            for j in range(fw):
-                lo_w, hi_w, cols = clipped(wo, j - pads[2], stride[1], wd)
-                if hi_h > lo_h and hi_w > lo_w:
-                    part = dy5[:, lo_h:hi_h, lo_w:hi_w]
-                    dx[:, rows, cols] += xp.einsum("nhwcm,cm->nhwc", part, w[:, i, j, 0].reshape(c, -1))
-    return dw
+    xpad = pad_nhwc(x, pads) if need_w else None
+    chunks = _depthwise_chunks(dy.shape, dy.itemsize)
 
+    def chunk(index):
+        lo, hi = chunks[index]
+        dy5 = dy[lo:hi].reshape(hi - lo, ho, wo, c, k // c)
+        dw = None
+        if need_w:                           # dJ/dw[k, i, j] = sum of window (i, j) times dJ/dv
+            dw = xp.empty(w.shape, dtype=dy.dtype)
+            for i in range(fh):
+                for j in range(fw):
+                    view = offset_view(xpad[lo:hi], i, j, (ho, wo), stride)
+                    dw[:, i, j, 0] = xp.einsum("nhwc,nhwcm->cm", view, dy5).reshape(k)
+        if dx is not None:                   # each window offset hands dJ/dv w back to its pixels
+            part_dx = dx[lo:hi]
+            part_dx[...] = 0
+            for i in range(fh):
+                lo_h, hi_h, rows = clipped(ho, i - pads[0], stride[0], h)
+                for j in range(fw):
+                    lo_w, hi_w, cols = clipped(wo, j - pads[2], stride[1], wd)
+                    if hi_h > lo_h and hi_w > lo_w:
+                        part = dy5[:, lo_h:hi_h, lo_w:hi_w]
+                        part_dx[:, rows, cols] += xp.einsum("nhwcm,cm->nhwc", part, w[:, i, j, 0].reshape(c, -1))
+        return dw
+    parts = parallel.map_chunks(chunk, len(chunks), dy.size * fh * fw * 2)
+    return sum(parts[1:], parts[0]) if need_w else None
 
 
 class Conv2d(Function):

@@ -67,12 +67,7 @@ def plan_for(x_shape, w_shape, pads, stride) -> str:
 
 
 def _chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
-    """Equal runs of images, each with a patch matrix of about CHUNK_BYTES at most, and as
-    many as the threads that share them at least (or a multiple of that)."""
-    per_thread = max(1, parallel.get_num_threads())
-    count = max(-(-n * bytes_per_image // CHUNK_BYTES), 1)
-    count = min(n, -(-count // per_thread) * per_thread)
-    return [(n * i // count, n * (i + 1) // count) for i in range(count)]
+    return parallel.chunk_bounds(n, bytes_per_image, CHUNK_BYTES)
 
 
 # "1x1" --------------------------------------------------------------------------------------

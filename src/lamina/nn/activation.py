@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from lamina import backend
 from lamina import functional as F
-from lamina.autograd import Function, Tensor, graph
+from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
 from lamina.nn.layer import check_shape_ndim, input_error, layer_from_config, layer_to_config, register_layer
@@ -30,12 +30,11 @@ class ReLU6Function(Function):
     0 < z < 6 (0 at both kinks, as PyTorch's hardtanh)."""
 
     def forward(self, z):
-        if graph.is_grad_enabled():  # the mask is only needed for a backward pass
-            self.mask = (z > 0) & (z < 6)
-        return backend.xp.clip(z, 0, 6)
+        self.a = backend.xp.clip(z, 0, 6)
+        return self.a
 
-    def backward(self, dy):
-        return (dy * self.mask,)
+    def backward(self, dy):                  # 0 < z < 6 exactly where 0 < a < 6
+        return (dy * ((self.a > 0) & (self.a < 6)),)
 
 
 def relu6(z) -> Tensor:

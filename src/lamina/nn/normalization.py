@@ -101,15 +101,12 @@ class BatchNormFunction(Function):
             dbeta.astype(dy.dtype, copy=False) if need_beta else None)
 
 
-CHUNK_BYTES = 256 << 10
+CHUNK_BYTES = 1 << 20
 """Rows of a batch-norm pass are processed in chunks of about this size (cache-resident)."""
 
 
 def _row_chunks(m: int, row_bytes: int) -> list[tuple[int, int]]:
-    count = max(1, min(m, -(-m * row_bytes // CHUNK_BYTES)))
-    threads = parallel.get_num_threads()
-    count = min(m, -(-count // threads) * threads)
-    return [(m * i // count, m * (i + 1) // count) for i in range(count)]
+    return parallel.chunk_bounds(m, row_bytes, CHUNK_BYTES)
 
 
 def _batch_moments(x2, chunks):
