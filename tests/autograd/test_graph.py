@@ -211,6 +211,36 @@ def test_leaf_gradients_own_their_memory():
     assert not np.shares_memory(c.grad, d.grad)
 
 
+def test_leaves_given_reshaped_views_of_one_gradient_do_not_share_it():
+    """Reshape's backward hands each leaf a view of the same array: one leaf may keep it
+    (no copy of a fresh gradient), the other gets its own copy."""
+    a = leaf(randn(2, 2))
+    b = leaf(randn(2, 2, seed=1))
+    ((a.reshape(4) + b.reshape(4)) * 2.0).backward(np.ones(4))
+    assert not np.shares_memory(a.grad, b.grad)
+    a.grad[0, 0] = 100.0
+    np.testing.assert_array_equal(b.grad, np.full((2, 2), 2.0))
+
+
+def test_a_leaf_keeps_a_fresh_gradient_without_copying_it():
+    """A backward that returns a reshaped view of its own new array: the leaf takes it."""
+    made = []
+
+    class Double(lamina.autograd.Function):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, dy):
+            flat = dy.reshape(-1) * 2
+            made.append(flat)
+            return (flat.reshape(dy.shape),)
+
+    x = leaf(randn(3, 4))
+    Double.apply(x).backward(np.ones((3, 4)))
+    assert np.shares_memory(x.grad, made[0]) and x.grad.flags.writeable
+    np.testing.assert_array_equal(x.grad, np.full((3, 4), 2.0))
+
+
 def test_leaf_gradients_are_not_views_of_graph_arrays():
     x = leaf(randn(2, 3))
     up = randn(3, 2, seed=1)

@@ -104,10 +104,15 @@ def _accumulate_leaf(leaf: Tensor, g, handed: set[int]) -> None:
     if g.shape != leaf.data.shape:
         g = g.reshape(leaf.data.shape) if g.size == leaf.data.size else g
     if leaf.grad is None:
-        # A leaf's .grad must own its memory: optimizers may update it in place.
-        if id(g) in handed or g.base is not None or not g.flags.writeable:
-            g = g.copy()
-        handed.add(id(g))
+        # A leaf's .grad must own its memory: optimizers may update it in place. A reshaped
+        # view of a whole fresh array (a backward's own result) is taken as it is.
+        base = g
+        while isinstance(base.base, type(g)):
+            base = base.base
+        spans_base = base is g or (g.size == base.size and g.flags.c_contiguous and base.flags.c_contiguous)
+        if id(base) in handed or id(g) in handed or not spans_base or not g.flags.writeable or base.base is not None:
+            g = base = g.copy()
+        handed.update((id(g), id(base)))
         leaf.grad = g
     else:
         leaf.grad = backend.xp.asarray(leaf.grad + g)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from lamina import backend, parallel
 from lamina.functional.im2col import clipped, pad_nhwc, patches
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 2 << 20
 """Target size of the largest per-chunk temporary (a chunk's patch matrix)."""
 
 KEEP_PATCHES = False
