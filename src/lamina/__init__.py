@@ -5,13 +5,14 @@ from lamina.autograd import Function, Tensor, gradcheck, is_grad_enabled, no_gra
 from lamina.backend import get_default_dtype, manual_seed, set_default_dtype
 from lamina.errors import GradcheckError, ShapeError
 from lamina.functional import concat, pad, stack, where
+from lamina.parallel import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "ShapeError", "Tensor", "concat", "functional",
-    "get_default_dtype", "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "pad",
-    "set_default_dtype", "stack", "tensor", "where",
+    "get_default_dtype", "get_num_threads", "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "pad",
+    "set_default_dtype", "set_num_threads", "stack", "tensor", "where",
 ]
 
 from lamina import data, models, nn, optim  # noqa: E402
