@@ -132,3 +132,10 @@ def test_depthwise_convolution_is_the_same_on_one_thread_and_on_two(stride):
     (y1, dx1, dw1), (y2, dx2, dw2) = results
     assert np.array_equal(y1, y2) and np.array_equal(dx1, dx2)
     assert_close(dw2, dw1, 1e-5, "dJ/dw")
+
+
+def test_map_sum_adds_every_chunk_and_skips_none(two_threads):
+    parts = [np.full(3, float(i)) if i % 3 else None for i in range(10)]
+    total = parallel.map_sum(lambda i: None if parts[i] is None else parts[i].copy(), 10, parallel.MIN_ELEMENTS)
+    np.testing.assert_array_equal(total, np.full(3, float(sum(i for i in range(10) if i % 3))))
+    assert parallel.map_sum(lambda i: None, 4, parallel.MIN_ELEMENTS) is None

@@ -153,6 +153,34 @@ def map_chunks(fn, count: int, work: int) -> list:
     return results
 
 
+def map_sum(fn, count: int, work: int):
+    """``fn(0) + ... + fn(count - 1)`` (None results skipped; None if all are), the calls
+    shared among the threads as in :func:`map_chunks`. Each thread adds up its own results
+    as they come, so only one partial sum per thread is alive at a time; the partial sums
+    are then added in thread order (the same result for the same number of threads)."""
+    k = min(_threads, count) if _parallel_ok(count, work, MIN_ELEMENTS) else 1
+    totals = [None] * k
+
+    def worker(first: int):
+        def run():
+            for i in range(first, count, k):
+                part = fn(i)
+                if part is not None:
+                    if totals[first] is None:
+                        totals[first] = part
+                    else:
+                        totals[first] += part
+        return run
+
+    with one_blas_thread():
+        if k == 1:
+            worker(0)()
+        else:
+            _run_all([worker(t) for t in range(k)])
+    found = [t for t in totals if t is not None]
+    return sum(found[1:], found[0]) if found else None
+
+
 def split(fn, n: int, elements: int) -> None:
     """Call ``fn(lo, hi)`` on ``min(threads, n)`` consecutive chunks covering ``range(n)``,
     in parallel when the pass touches at least MIN_ELEMENTS elements. Chunks must write

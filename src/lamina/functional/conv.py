@@ -106,8 +106,7 @@ def _depthwise_backward(x, w, dy, pads, stride, dx, need_w: bool):
                         part = dy5[:, lo_h:hi_h, lo_w:hi_w]
                         part_dx[:, rows, cols] += xp.einsum("nhwcm,cm->nhwc", part, w[:, i, j, 0].reshape(c, -1))
         return dw
-    parts = parallel.map_chunks(chunk, len(chunks), dy.size * fh * fw * 2)
-    return sum(parts[1:], parts[0]) if need_w else None
+    return parallel.map_sum(chunk, len(chunks), dy.size * fh * fw * 2)
 
 
 class Conv2d(Function):

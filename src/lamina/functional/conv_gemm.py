@@ -14,8 +14,12 @@ from __future__ import annotations
 from lamina import backend, parallel
 from lamina.functional.im2col import clipped, pad_nhwc, patches
 
-CHUNK_BYTES = 2 << 20
-"""Target size of the largest per-chunk temporary (a chunk's patch matrix)."""
+CHUNK_BYTES = 1 << 20
+"""Target size of the largest per-chunk temporary (a chunk's patch matrix). The "im2col"
+path takes chunks IM2COL_CHUNK_FACTOR times larger: its col2im costs one GEMM and one add
+per kernel offset and chunk, whatever the chunk's size."""
+
+IM2COL_CHUNK_FACTOR = 4
 
 KEEP_PATCHES = False
 """Keep the patch matrices from forward for dJ/dw (faster); False rebuilds them in backward
@@ -66,8 +70,9 @@ def plan_for(x_shape, w_shape, pads, stride) -> str:
     return _plan((fh, fw), stride, c, hp * wp / ((hp - fh + 1) * (wp - fw + 1)))
 
 
-def _chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
-    return parallel.chunk_bounds(n, bytes_per_image, CHUNK_BYTES)
+def _chunks(n: int, bytes_per_image: int, plan: str) -> list[tuple[int, int]]:
+    target = CHUNK_BYTES * (IM2COL_CHUNK_FACTOR if plan == "im2col" else 1)
+    return parallel.chunk_bounds(n, bytes_per_image, target)
 
 
 # "1x1" --------------------------------------------------------------------------------------
@@ -320,7 +325,7 @@ def gemm_forward(x, w, bias, pads, stride, out, keep: bool) -> list:
     plan = plan_for(x.shape, w.shape, pads, stride)
     forward = _KERNELS[plan][0]
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, out.shape[1:3], x.itemsize)
-    chunks = _chunks(x.shape[0], per_image)
+    chunks = _chunks(x.shape[0], per_image, plan)
 
     def one(i):
         lo, hi = chunks[i]
@@ -334,7 +339,7 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
     plan = plan_for(x.shape, w.shape, pads, stride)
     backward = _KERNELS[plan][1]
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, dy.shape[1:3], x.itemsize)
-    dw = backend.xp.zeros(w.shape, dtype=dy.dtype) if need_w else None
+
     def one(i):
         # the kernel takes the patch matrix out of its one-item list, so that nothing else
         # holds it and it is freed as soon as dJ/dw has used it
@@ -342,10 +347,7 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
         part = backward(x[lo:hi], w, dy[lo:hi], pads, stride, None if dx is None else dx[lo:hi], need_w, box)
         box.clear()
         return part
-    for part in parallel.map_chunks(one, len(chunks), per_image * x.shape[0] // x.itemsize + dy.size):
-        if part is not None:
-            dw += part
-    return dw
+    return parallel.map_sum(one, len(chunks), per_image * x.shape[0] // x.itemsize + dy.size)
 
 def sum_rows(dy):
     """dJ/db = sum over n, y, x of dJ/dv, as one GEMV (faster than a strided reduction)."""
