@@ -75,21 +75,16 @@ def test_matmul_keeps_numpy_errors_for_mismatched_shapes():
         parallel.matmul(np.ones((3, 4)), np.ones((5, 2)))
 
 
-@pytest.mark.parametrize("kernel, padding, channels", [(3, "same", 32), (5, "valid", 6), (1, "valid", 16),
-                                                       (3, 1, 3)])
-def test_convolution_is_the_same_on_one_thread_and_on_two(kernel, padding, channels):
-    """Large enough to be split: every chunk's outputs are the same on any number of
-    threads; dJ/dw sums the chunks in order, so it agrees to rounding."""
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((16, 24, 24, channels)).astype(np.float32)
-    w = rng.standard_normal((16, kernel, kernel, channels)).astype(np.float32)
+def _assert_same_on_one_thread_and_on_two(x, w, **conv_args):
+    """Every chunk's outputs and dJ/dx are the same on any number of threads; dJ/dw sums
+    the chunks' parts (per thread, then the threads in order), so it agrees to rounding."""
     results = []
     before = parallel.get_num_threads()
     try:
         for threads in (1, 2):
             parallel.set_num_threads(threads)
             xt, wt = lamina.tensor(x, requires_grad=True), lamina.tensor(w, requires_grad=True)
-            y = F.conv2d(xt, wt, padding=padding)
+            y = F.conv2d(xt, wt, **conv_args)
             y.backward(np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape))
             results.append((y.numpy(), xt.grad, wt.grad))
     finally:
@@ -97,6 +92,23 @@ def test_convolution_is_the_same_on_one_thread_and_on_two(kernel, padding, chann
     (y1, dx1, dw1), (y2, dx2, dw2) = results
     assert np.array_equal(y1, y2) and np.array_equal(dx1, dx2)
     assert_close(dw2, dw1, 1e-5, "dJ/dw")
+
+
+@pytest.mark.parametrize("kernel, padding, channels", [(3, "same", 32), (5, "valid", 6), (1, "valid", 16),
+                                                       (3, 1, 3)])
+def test_convolution_is_the_same_on_one_thread_and_on_two(kernel, padding, channels):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 24, 24, channels)).astype(np.float32)
+    w = rng.standard_normal((16, kernel, kernel, channels)).astype(np.float32)
+    _assert_same_on_one_thread_and_on_two(x, w, padding=padding)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_convolution_is_the_same_on_one_thread_and_on_two(stride):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 40, 40, 32)).astype(np.float32)
+    w = rng.standard_normal((64, 3, 3, 1)).astype(np.float32)
+    _assert_same_on_one_thread_and_on_two(x, w, stride=stride, padding=1, groups=32)
 
 
 def test_batch_norm_split_across_threads_matches_torch(two_threads):
@@ -113,29 +125,22 @@ def test_batch_norm_split_across_threads_matches_torch(two_threads):
     assert_close(bn.running_mean, tbn.running_mean.detach().numpy(), 1e-5, "running_mean")
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise_convolution_is_the_same_on_one_thread_and_on_two(stride):
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((8, 40, 40, 32)).astype(np.float32)
-    w = rng.standard_normal((64, 3, 3, 1)).astype(np.float32)
-    results = []
-    before = parallel.get_num_threads()
-    try:
-        for threads in (1, 2):
-            parallel.set_num_threads(threads)
-            xt, wt = lamina.tensor(x, requires_grad=True), lamina.tensor(w, requires_grad=True)
-            y = F.conv2d(xt, wt, stride=stride, padding=1, groups=32)
-            y.backward(np.sin(np.arange(y.size, dtype=np.float32)).reshape(y.shape))
-            results.append((y.numpy(), xt.grad, wt.grad))
-    finally:
-        parallel.set_num_threads(before)
-    (y1, dx1, dw1), (y2, dx2, dw2) = results
-    assert np.array_equal(y1, y2) and np.array_equal(dx1, dx2)
-    assert_close(dw2, dw1, 1e-5, "dJ/dw")
-
-
 def test_map_sum_adds_every_chunk_and_skips_none(two_threads):
     parts = [np.full(3, float(i)) if i % 3 else None for i in range(10)]
     total = parallel.map_sum(lambda i: None if parts[i] is None else parts[i].copy(), 10, parallel.MIN_ELEMENTS)
     np.testing.assert_array_equal(total, np.full(3, float(sum(i for i in range(10) if i % 3))))
     assert parallel.map_sum(lambda i: None, 4, parallel.MIN_ELEMENTS) is None
+
+
+def test_matmul_leaves_openblas_its_threads_only_while_lamina_threads_are_idle(two_threads, monkeypatch):
+    calls = []
+    run_all = parallel._run_all
+    monkeypatch.setattr(parallel, "_run_all", lambda fns: (calls.append(len(fns)), run_all(fns)))
+    a = np.ones((512, 256), np.float32)
+    b = np.ones((256, 128), np.float32)
+    monkeypatch.setattr(parallel, "_last_region", [float("-inf")])
+    np.testing.assert_array_equal(parallel.matmul(a, b), np.full((512, 128), 256.0))
+    assert calls == []                       # OpenBLAS's own threads: no lamina region
+    parallel.map_chunks(lambda i: None, 2, parallel.MIN_ELEMENTS)
+    np.testing.assert_array_equal(parallel.matmul(a, b), np.full((512, 128), 256.0))
+    assert calls == [2, 2]                   # the region itself, then the split product

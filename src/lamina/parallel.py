@@ -2,18 +2,22 @@
 
 NumPy runs its element-wise loops on one core and only its matrix products (in OpenBLAS)
 on all of them, but it releases the GIL inside both. So lamina cuts the large passes of
-convolution, pooling, batch norm and matrix products into chunks over the rows (the batch)
-and runs the chunks on a few threads at once, each thread with single-threaded BLAS.
+convolution, pooling and batch norm into chunks over the rows (the batch) and runs the
+chunks on a few threads at once, each thread with single-threaded BLAS
+(:func:`map_chunks`, :func:`map_sum`, :func:`split`).
 
-Why BLAS stays on one thread inside lamina: after a multi-threaded call OpenBLAS's worker
-threads keep spinning for a while (measured: over 0.1 s), and next to lamina's threads on
-the same cores they halved the speed of the following convolution. Every product lamina
-computes therefore goes through :func:`matmul` (or runs inside :func:`map_chunks`), which
-switch OpenBLAS to one thread for the call and back afterwards; NumPy code outside lamina
-keeps OpenBLAS's own setting.
+OpenBLAS's own threads and lamina's do not mix: after a multi-threaded call OpenBLAS's
+workers keep spinning for about 0.1 s, and next to lamina's threads on the same cores they
+halved the speed of the following convolution (measured on 2 cores). So the products that
+lamina computes outside its chunks go through :func:`matmul`, which lets OpenBLAS use its
+threads only while lamina's have been idle for QUIET_S seconds (a network of dense layers
+only, where OpenBLAS's threads are the fastest way); otherwise OpenBLAS runs on one thread
+and large products are split over lamina's threads. NumPy code outside lamina keeps
+OpenBLAS's own setting.
 
-Every chunk writes its own slice of the output and partial sums are added in chunk order,
-so for a given number of threads the results do not depend on timing.
+Every chunk writes its own slice of the output; partial sums are added per thread in a
+fixed order, then across threads in thread order, so for a given number of threads the
+results do not depend on timing.
 """
 
 from __future__ import annotations
@@ -196,9 +200,10 @@ def split(fn, n: int, elements: int) -> None:
 
 
 def matmul(a, b, out=None):
-    """``a @ b`` on lamina's threads (2-D operands; anything else goes to ``xp.matmul`` with
-    single-threaded BLAS). The rows of ``a`` are split among the threads, or the columns
-    of ``b`` when ``a`` has too few rows."""
+    """``a @ b`` for lamina's ops: OpenBLAS with its own threads while lamina's threads are
+    idle (see the module docstring); otherwise single-threaded BLAS, a large 2-D product
+    split among lamina's threads by the rows of ``a`` (or the columns of ``b`` when ``a``
+    has too few rows)."""
     xp = backend.xp
     if not getattr(_local, "inside", False) and time.perf_counter() - _last_region[0] > QUIET_S:
         return xp.matmul(a, b, out=out)
