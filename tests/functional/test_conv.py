@@ -235,13 +235,25 @@ def test_conv2d_in_chunks_of_images(case, keep, monkeypatch):
                        torch_conv(p, s, g, x.shape), x, wt, b)
 
 
+def _plan_of(case) -> str:
+    n, h, w, c, k, fh, fw, s, p, g = case
+    stride = (s, s) if isinstance(s, int) else s
+    return conv_gemm.plan_for((n, h, w, c // g), (k, fh, fw, c // g), _torch_pads(p, h, w, fh, fw, *stride), stride)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if _plan_of(c) == "rows"][:4], ids=_id)
+def test_conv2d_rows_path_with_weights_used_in_place(case, monkeypatch):
+    """Large weights skip the [W_0 | W_1 | ...] copy (one GEMM per kernel row on strided
+    views of w): the same results as PyTorch."""
+    monkeypatch.setattr(conv_gemm, "WIDE_WEIGHTS_MAX", 0)
+    n, h, w, c, k, fh, fw, s, p, g = case
+    x, wt, b = _arrays(n, h, w, c, k, fh, fw, g)
+    compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g),
+                       torch_conv(p, s, g, x.shape), x, wt, b)
+
+
 def test_conv2d_cases_cover_every_path():
-    plans = set()
-    for n, h, w, c, k, fh, fw, s, p, g in CASES:
-        stride = (s, s) if isinstance(s, int) else s
-        pads = _torch_pads(p, h, w, fh, fw, *stride)
-        plans.add(conv_gemm.plan_for((n, h, w, c // g), (k, fh, fw, c // g), pads, stride))
-    assert plans == {"1x1", "rows", "flat", "im2col"}
+    assert {_plan_of(case) for case in CASES} == {"1x1", "rows", "flat", "im2col"}
 
 
 @pytest.mark.parametrize("algorithm", ["im2col", "fft"])

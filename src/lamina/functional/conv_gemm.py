@@ -11,6 +11,8 @@ chosen by shape (below); :func:`gemm_forward` and :func:`gemm_backward` run the 
 
 from __future__ import annotations
 
+import functools
+
 from lamina import backend, parallel
 from lamina.functional.im2col import clipped, pad_nhwc, patches
 
@@ -101,7 +103,7 @@ def _backward_1x1(x, w, dy, pads, stride, dx, need_w, box):
     dy2 = dy.reshape(-1, k)
     dw = None
     if need_w:
-        dw = xp.matmul(_pixels(pad_nhwc(x, pads), stride, (ho, wo)).T, dy2).T.reshape(w.shape)
+        dw = xp.matmul(_pixels(pad_nhwc(x, pads), stride, (ho, wo)).T, dy2)
     if dx is not None:
         if stride == (1, 1) and (ho, wo) == (h, wd):
             xp.matmul(dy2, w.reshape(k, c), out=dx.reshape(-1, c))
@@ -127,35 +129,66 @@ def _row_matrix(xpad, fw: int, wo: int):
     return backend.xp.ascontiguousarray(view).reshape(n * hp * wo, fw * c)
 
 
-def _rows_correlate(xpad, w, out, bias=None):
+WIDE_WEIGHTS_MAX = 1 << 18
+"""The "rows" path multiplies by [W_0 | W_1 | ...] in one GEMM when the weights have at most
+this many values; larger ones (where building that matrix, a strided gather, costs more
+than the narrower GEMMs save) are used in place, one GEMM per kernel row."""
+
+
+def rows_weights(w):
+    """[W_0 | W_1 | ...], the (f_w c, f_h K) matrix of the "rows" GEMM (a copy: build it once
+    per convolution, not once per chunk); None for weights above WIDE_WEIGHTS_MAX."""
+    k, fh, fw, c = w.shape
+    if w.size > WIDE_WEIGHTS_MAX:
+        return None
+    return w.transpose(2, 3, 1, 0).reshape(fw * c, fh * k)
+
+
+def flipped_weights(w):
+    """w'[c, i, j, k] = w[k, -i, -j, c]: the kernel of dJ/dx = pad(dJ/dv) * rot180(w)."""
+    return backend.xp.ascontiguousarray(w[:, ::-1, ::-1, :].transpose(3, 1, 2, 0))
+
+
+def _rows_correlate(xpad, w, out, bias=None, wm=None):
     """Valid stride-1 correlation of xpad with w into ``out``; returns R.
 
     v[y] = sum_i R[y + i] @ W_i, computed as one GEMM Z = R @ [W_0 | W_1 | ...] (wider, so
     faster than f_h narrow ones) whose column blocks are then added, shifted by i rows.
+    ``wm``: :func:`rows_weights` of w, if already built.
     """
     xp = backend.xp
     n, hp, wp, _ = xpad.shape
     k, fh, fw, c = w.shape
     ho, wo = hp - fh + 1, wp - fw + 1
     r2 = _row_matrix(xpad, fw, wo)
-    z = xp.matmul(r2, w.transpose(2, 3, 1, 0).reshape(fw * c, fh * k)).reshape(n, hp, wo, fh, k)
-    if fh == 1:
-        out[...] = z[:, :, :, 0]
+    if wm is None:
+        wm = rows_weights(w)
+    if wm is None:                           # W_i = w[:, i] as a strided (K, f_w c) view
+        for i in range(fh):
+            z = xp.matmul(r2, w[:, i].reshape(k, fw * c).T).reshape(n, hp, wo, k)
+            if i == 0:
+                out[...] = z[:, 0:ho]
+            else:
+                out += z[:, i:i + ho]
     else:
-        xp.add(z[:, 0:ho, :, 0], z[:, 1:1 + ho, :, 1], out=out)
-        for i in range(2, fh):
-            out += z[:, i:i + ho, :, i]
+        z = xp.matmul(r2, wm).reshape(n, hp, wo, fh, k)
+        if fh == 1:
+            out[...] = z[:, :, :, 0]
+        else:
+            xp.add(z[:, 0:ho, :, 0], z[:, 1:1 + ho, :, 1], out=out)
+            for i in range(2, fh):
+                out += z[:, i:i + ho, :, i]
     if bias is not None:
         out += bias
     return r2
 
 
-def _forward_rows(x, w, pads, stride, out, bias, keep):
-    r2 = _rows_correlate(pad_nhwc(x, pads), w, out, bias)
+def _forward_rows(x, w, pads, stride, out, bias, keep, wm=None):
+    r2 = _rows_correlate(pad_nhwc(x, pads), w, out, bias, wm)
     return r2 if keep else None
 
 
-def _backward_rows(x, w, dy, pads, stride, dx, need_w, box):
+def _backward_rows(x, w, dy, pads, stride, dx, need_w, box, flipped=None, wm=None):
     xp = backend.xp
     n, h, wd, c = x.shape
     _, ho, wo, k = dy.shape
@@ -177,15 +210,16 @@ def _backward_rows(x, w, dy, pads, stride, dx, need_w, box):
         dw_t = xp.empty((fh, fw * c, k), dtype=dy.dtype)
         for i in range(fh):
             xp.matmul(r2[i * wo:i * wo + rows].T, g2, out=dw_t[i])
-        dw = dw_t.transpose(2, 0, 1).reshape(w.shape)
+        dw = dw_t.reshape(fh * fw * c, k)
         del r2, grid, g2
     if dx is not None:
         # dJ/dx = pad(dJ/dv) * rot180(w): dJ/dv padded by f - 1 - p (a negative pad crops the
         # outputs that only saw padding) and correlated with w'[c, i, j, k] = w[k, -i, -j, c]
         top, left = fh - 1 - pt, fw - 1 - pl
         dyq = pad_nhwc(dy, (top, h + fh - 1 - ho - top, left, wd + fw - 1 - wo - left))
-        flipped = xp.ascontiguousarray(w[:, ::-1, ::-1, :].transpose(3, 1, 2, 0))
-        _rows_correlate(dyq, flipped, dx)
+        if flipped is None:
+            flipped = flipped_weights(w)
+        _rows_correlate(dyq, flipped, dx, wm=wm)
     return dw
 
 
@@ -239,7 +273,7 @@ def _backward_flat(x, w, dy, pads, stride, dx, need_w, box):
         cols_t = box.pop()
         if cols_t is None:
             cols_t = _flat_columns(x, fh, fw, pads)
-        dw = xp.matmul(cols_t, g2).T.reshape(w.shape)
+        dw = xp.matmul(cols_t, g2)
         del cols_t
     if dx is not None:                       # col2im: each column shifted back and added
         dcols = xp.matmul(w.reshape(k, -1).T, g2.T).reshape(fh, fw, c, size)
@@ -282,7 +316,7 @@ def _backward_im2col(x, w, dy, pads, stride, dx, need_w, box):
         cols = box.pop()
         if cols is None:
             cols = _patch_matrix(x, w.shape, pads, stride, (ho, wo))
-        dw = xp.matmul(cols.T, dy2).T.reshape(w.shape)
+        dw = xp.matmul(cols.T, dy2)
         del cols
     if dx is not None:                       # col2im
         dx[...] = 0
@@ -324,6 +358,8 @@ def gemm_forward(x, w, bias, pads, stride, out, keep: bool) -> list:
     """v into ``out``, chunk by chunk of images; returns [(lo, hi, [patch matrix or None])]."""
     plan = plan_for(x.shape, w.shape, pads, stride)
     forward = _KERNELS[plan][0]
+    if plan == "rows":
+        forward = functools.partial(_forward_rows, wm=rows_weights(w))
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, out.shape[1:3], x.itemsize)
     chunks = _chunks(x.shape[0], per_image, plan)
 
@@ -335,9 +371,14 @@ def gemm_forward(x, w, bias, pads, stride, out, keep: bool) -> list:
 
 def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
     """dJ/dw (returned, or None) and dJ/dx (written into ``dx`` unless it is None), over the
-    forward's chunks; each saved patch matrix is dropped as soon as it has been used."""
+    forward's chunks; each saved patch matrix is dropped as soon as it has been used. The
+    kernels return dJ/dw transposed, (f_h f_w c, K), as their GEMMs give it; the chunks'
+    parts are added in that layout and turned into (K, f_h, f_w, c) once."""
     plan = plan_for(x.shape, w.shape, pads, stride)
     backward = _KERNELS[plan][1]
+    if plan == "rows" and dx is not None:
+        flipped = flipped_weights(w)
+        backward = functools.partial(_backward_rows, flipped=flipped, wm=rows_weights(flipped))
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, dy.shape[1:3], x.itemsize)
 
     def one(i):
@@ -347,7 +388,8 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
         part = backward(x[lo:hi], w, dy[lo:hi], pads, stride, None if dx is None else dx[lo:hi], need_w, box)
         box.clear()
         return part
-    return parallel.map_sum(one, len(chunks), per_image * x.shape[0] // x.itemsize + dy.size)
+    dw_t = parallel.map_sum(one, len(chunks), per_image * x.shape[0] // x.itemsize + dy.size)
+    return None if dw_t is None else dw_t.T.reshape(w.shape)
 
 def sum_rows(dy):
     """dJ/db = sum over n, y, x of dJ/dv, as one GEMV (faster than a strided reduction)."""
