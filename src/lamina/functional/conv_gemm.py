@@ -202,16 +202,27 @@ def _backward_rows(x, w, dy, pads, stride, dx, need_w, box, flipped=None, wm=Non
         r2 = box.pop()
         if r2 is None:
             r2 = _row_matrix(pad_nhwc(x, pads), fw, wo)
-        rows = (n * hp - fh + 1) * wo
-        grid = xp.empty((n, hp, wo, k), dtype=dy.dtype)
-        grid[:, :ho] = dy
-        grid[:, ho:] = 0
-        g2 = grid.reshape(-1, k)[:rows]
-        dw_t = xp.empty((fh, fw * c, k), dtype=dy.dtype)
-        for i in range(fh):
-            xp.matmul(r2[i * wo:i * wo + rows].T, g2, out=dw_t[i])
-        dw = dw_t.reshape(fh * fw * c, k)
-        del r2, grid, g2
+        if w.size <= WIDE_WEIGHTS_MAX:
+            # one wider GEMM: R^T @ G with G[n, s, x, i] = dJ/dv[n, s - i, x] (zero outside),
+            # whose column block i is dJ/dW_i
+            g3 = xp.zeros((n, hp, wo, fh, k), dtype=dy.dtype)
+            for i in range(fh):
+                g3[:, i:i + ho, :, i] = dy
+            full = xp.matmul(r2.T, g3.reshape(-1, fh * k))
+            dw = full.reshape(fw * c, fh, k).transpose(1, 0, 2).reshape(fh * fw * c, k)
+            del g3
+        else:
+            rows = (n * hp - fh + 1) * wo
+            grid = xp.empty((n, hp, wo, k), dtype=dy.dtype)
+            grid[:, :ho] = dy
+            grid[:, ho:] = 0
+            g2 = grid.reshape(-1, k)[:rows]
+            dw_t = xp.empty((fh, fw * c, k), dtype=dy.dtype)
+            for i in range(fh):
+                xp.matmul(r2[i * wo:i * wo + rows].T, g2, out=dw_t[i])
+            dw = dw_t.reshape(fh * fw * c, k)
+            del grid, g2
+        del r2
     if dx is not None:
         # dJ/dx = pad(dJ/dv) * rot180(w): dJ/dv padded by f - 1 - p (a negative pad crops the
         # outputs that only saw padding) and correlated with w'[c, i, j, k] = w[k, -i, -j, c]
