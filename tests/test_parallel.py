@@ -144,3 +144,20 @@ def test_matmul_leaves_openblas_its_threads_only_while_lamina_threads_are_idle(t
     parallel.map_chunks(lambda i: None, 2, parallel.MIN_ELEMENTS)
     np.testing.assert_array_equal(parallel.matmul(a, b), np.full((512, 128), 256.0))
     assert calls == [2, 2]                   # the region itself, then the split product
+
+
+def test_changing_the_thread_count_does_not_pile_up_threads():
+    before = parallel.get_num_threads()
+    try:
+        for n in (3, 2, 3, 2, 3):
+            parallel.set_num_threads(n)
+            parallel.map_chunks(lambda i: time.sleep(0.001), n, parallel.MIN_ELEMENTS)
+    finally:
+        parallel.set_num_threads(before)
+    deadline = time.time() + 2
+    while time.time() < deadline:
+        alive = [t for t in threading.enumerate() if t.name.startswith("lamina")]
+        if len(alive) <= 2:
+            break
+        time.sleep(0.05)
+    assert len(alive) <= 2, [t.name for t in alive]

@@ -65,13 +65,16 @@ def _executor() -> ThreadPoolExecutor:
     global _pool, _pool_key
     key = (os.getpid(), _threads)                      # a forked child gets its own threads
     if _pool is None or _pool_key != key:
+        if _pool is not None and _pool_key[0] == key[0]:
+            _pool.shutdown(wait=False)                 # a new thread count: let the old threads go
         _pool = ThreadPoolExecutor(max_workers=max(_threads - 1, 1), thread_name_prefix="lamina")
         _pool_key = key
     return _pool
 
 
 class _Blas:
-    """OpenBLAS's thread control, found once through threadpoolctl (None: not found)."""
+    """The BLAS library's thread control (OpenBLAS for NumPy's wheels; MKL or BLIS work the
+    same way), found once through threadpoolctl (None: not found)."""
 
     controller = None
     searched = False
@@ -82,7 +85,7 @@ class _Blas:
             cls.searched = True
             try:
                 from threadpoolctl import ThreadpoolController
-                found = [c for c in ThreadpoolController().lib_controllers if c.internal_api == "openblas"]
+                found = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
                 cls.controller = found[0] if found else None
             except Exception:  # noqa: BLE001 - no threadpoolctl, or a library it cannot drive
                 cls.controller = None
