@@ -102,3 +102,23 @@ def nonzero(*shape, seed: int = 0, low: float = 0.5, high: float = 2.0) -> np.nd
 def positive(*shape, seed: int = 0, low: float = 0.5, high: float = 2.0) -> np.ndarray:
     """Values in [low, high]: safe arguments for log and sqrt."""
     return np.asarray(np.random.default_rng(seed).uniform(low, high, shape))
+
+
+def op_table_tests(cases: dict):
+    """The two tests of a table ``{name: (lamina_fn, torch_fn, inputs)}``: outputs and
+    gradients against PyTorch in float32 and float64, and a float64 gradient check.
+    Use as ``test_matches_torch, test_gradcheck = op_table_tests(CASES)``."""
+    import pytest
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    @pytest.mark.parametrize("name", list(cases))
+    def test_matches_torch(name, dtype):
+        ours, theirs, inputs = cases[name]
+        compare_with_torch(ours, theirs, *inputs, dtype=dtype)
+
+    @pytest.mark.parametrize("name", list(cases))
+    def test_gradcheck(name):
+        ours, _, inputs = cases[name]
+        assert check_gradients(ours, *inputs)
+
+    return test_matches_torch, test_gradcheck

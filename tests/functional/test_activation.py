@@ -12,11 +12,10 @@ import torch.nn.functional as TF
 import helpers
 import lamina
 import lamina.functional as F
-from helpers import check_gradients, compare_with_torch, randn
+from helpers import compare_with_torch, op_table_tests, randn
 
 nonzero = functools.partial(helpers.nonzero, low=0.1, high=3.0)  # away from the kink of relu-likes
 
-DTYPES = [np.float32, np.float64]
 
 
 # name: (lamina function, torch function, inputs)
@@ -48,17 +47,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", list(CASES))
-def test_matches_torch(name, dtype):
-    ours, theirs, inputs = CASES[name]
-    compare_with_torch(ours, theirs, *inputs, dtype=dtype)
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_gradcheck(name):
-    ours, _, inputs = CASES[name]
-    assert check_gradients(ours, *inputs)
+test_matches_torch, test_gradcheck = op_table_tests(CASES)
 
 
 def test_relu_gradient_at_zero_is_zero():

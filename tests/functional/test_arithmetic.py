@@ -8,7 +8,7 @@ import torch
 
 import lamina
 import lamina.functional as F
-from helpers import check_gradients, compare_with_torch, nonzero, positive, randn
+from helpers import nonzero, op_table_tests, positive, randn
 
 DTYPES = [np.float32, np.float64]
 
@@ -63,17 +63,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", list(CASES))
-def test_matches_torch(name, dtype):
-    ours, theirs, inputs = CASES[name]
-    compare_with_torch(ours, theirs, *inputs, dtype=dtype)
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_gradcheck(name):
-    ours, _, inputs = CASES[name]
-    assert check_gradients(ours, *inputs)
+test_matches_torch, test_gradcheck = op_table_tests(CASES)
 
 
 def test_gradient_only_to_operands_that_require_it():

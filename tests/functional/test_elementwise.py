@@ -11,12 +11,11 @@ import torch
 import helpers
 import lamina
 import lamina.functional as F
-from helpers import check_gradients, compare_with_torch, randn
+from helpers import op_table_tests, randn
 
 nonzero = functools.partial(helpers.nonzero, low=0.2)
 positive = functools.partial(helpers.positive, low=0.3, high=3.0)
 
-DTYPES = [np.float32, np.float64]
 
 
 def away_from(points, *shape, seed=0, gap=0.05):
@@ -62,17 +61,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", list(CASES))
-def test_matches_torch(name, dtype):
-    ours, theirs, inputs = CASES[name]
-    compare_with_torch(ours, theirs, *inputs, dtype=dtype)
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_gradcheck(name):
-    ours, _, inputs = CASES[name]
-    assert check_gradients(ours, *inputs)
+test_matches_torch, test_gradcheck = op_table_tests(CASES)
 
 
 def test_clip_passes_gradient_only_inside_the_range():

@@ -9,9 +9,8 @@ import torch.nn.functional as TF
 
 import lamina
 import lamina.functional as F
-from helpers import check_gradients, compare_with_torch, randn
+from helpers import op_table_tests, randn
 
-DTYPES = [np.float32, np.float64]
 
 
 MASK = np.random.default_rng(5).random((3, 4)) > 0.5
@@ -78,17 +77,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", list(CASES))
-def test_matches_torch(name, dtype):
-    ours, theirs, inputs = CASES[name]
-    compare_with_torch(ours, theirs, *inputs, dtype=dtype)
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_gradcheck(name):
-    ours, _, inputs = CASES[name]
-    assert check_gradients(ours, *inputs)
+test_matches_torch, test_gradcheck = op_table_tests(CASES)
 
 
 def test_repeated_indices_accumulate():
