@@ -11,8 +11,6 @@ import lamina
 import lamina.functional as F
 from helpers import op_table_tests, randn
 
-
-
 MASK = np.random.default_rng(5).random((3, 4)) > 0.5
 ROWS = np.array([True, False, True])
 REPEATED = np.array([0, 2, 0, 0, 1])
