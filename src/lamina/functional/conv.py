@@ -44,13 +44,11 @@ def _depthwise_chunks(out_shape, itemsize: int) -> list[tuple[int, int]]:
     return parallel.chunk_bounds(n, per_image, DEPTHWISE_CHUNK_BYTES)
 
 
-def _depthwise_forward(x, w, bias, pads, stride, out):
+def _depthwise_forward(x, w, bias, pads, stride, out, epilogue=None):
     xp = backend.xp
     n, _, _, c = x.shape
     k, fh, fw, _ = w.shape
-    xpad = pad_nhwc(x, pads)
     chunks = _depthwise_chunks(out.shape, out.itemsize)
-
     ho, wo = out.shape[1:3]
     (sh, _), m = stride, k // c
     rows_per_block = max(1, BLOCK_BYTES // max(1, (chunks[0][1] - chunks[0][0]) * wo * k * out.itemsize))
@@ -58,10 +56,11 @@ def _depthwise_forward(x, w, bias, pads, stride, out):
     def chunk(index):
         # output rows in blocks of about BLOCK_BYTES, so that the running sum stays in cache
         lo, hi = chunks[index]
+        xpad = pad_nhwc(x[lo:hi], pads)
         tmp = xp.empty((hi - lo, min(rows_per_block, ho), wo, c, m), dtype=out.dtype)
         for r0 in range(0, ho, rows_per_block):
             r1 = min(ho, r0 + rows_per_block)
-            src = xpad[lo:hi, r0 * sh:(r1 - 1) * sh + fh]
+            src = xpad[:, r0 * sh:(r1 - 1) * sh + fh]
             acc = out[lo:hi, r0:r1].reshape(hi - lo, r1 - r0, wo, c, m)
             t = tmp[:, :r1 - r0]
             for i in range(fh):
@@ -72,8 +71,11 @@ def _depthwise_forward(x, w, bias, pads, stride, out):
                     else:
                         xp.multiply(view, w[:, i, j, 0].reshape(c, m), out=t)
                         acc += t
-        if bias is not None:
-            out[lo:hi] += bias
+            block = out[lo:hi, r0:r1]
+            if bias is not None:
+                block += bias
+            if epilogue is not None:
+                epilogue(block)
     parallel.map_chunks(chunk, len(chunks), out.size * fh * fw)
 
 
@@ -122,11 +124,13 @@ class Conv2d(Function):
         out = xp.empty((n, out_size(h, fh, sh, pt, pb), out_size(wd, fw, sw, pl, pr), k),
                        dtype=xp.result_type(x, w))
         keep = getattr(self, "keep", True)
+        epilogue = getattr(self, "epilogue", None)
         self.x, self.w, self.chunks = x, w, []
         if g == 1:
-            self.chunks = conv_gemm.gemm_forward(x, w, b, self.pads, self.stride, out, keep)
-        elif cg == 1:
-            _depthwise_forward(x, w, b, self.pads, self.stride, out)
+            self.chunks = conv_gemm.gemm_forward(x, w, b, self.pads, self.stride, out, keep, epilogue)
+            return out
+        if cg == 1:
+            _depthwise_forward(x, w, b, self.pads, self.stride, out, epilogue)
         else:
             kg = k // g
             for gi in range(g):
@@ -135,6 +139,8 @@ class Conv2d(Function):
                 self.chunks.append(conv_gemm.gemm_forward(x[..., gi * cg:(gi + 1) * cg], w[gi * kg:(gi + 1) * kg],
                                                   bias, self.pads, self.stride, part, keep))
                 out[..., gi * kg:(gi + 1) * kg] = part
+            if epilogue is not None:
+                epilogue(out)
         return out
 
     def backward(self, dy):
@@ -173,7 +179,8 @@ def _shape_of(a) -> tuple[int, ...]:
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[int, int] = 1,
-           padding: str | int | tuple[int, int] = 0, groups: int = 1, algorithm: str = "im2col") -> Tensor:
+           padding: str | int | tuple[int, int] = 0, groups: int = 1, algorithm: str = "im2col",
+           epilogue=None) -> Tensor:
     """2-D convolution (cross-correlation) of NHWC images: v = x * w + b.
 
     x: (N, h, w, c_in). w: (K, f_h, f_w, c_in / groups). b: (K,) or None. (Arrays are
@@ -185,6 +192,10 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[in
     groups: channels split into ``groups`` independent convolutions; ``groups = c_in`` is
     depthwise (K = c_in times a channel multiplier).
     algorithm: ``'im2col'`` (patch matrix + GEMM) or ``'fft'`` (convolution theorem).
+
+    epilogue: for inference only (no gradient), a function applied in place to each finished
+    chunk of v while it is in the cache, such as a batch norm's multiply-add and a ReLU
+    (:mod:`lamina.nn.fusion`); it saves those layers' passes over the whole output.
 
     Gradients: dJ/dw = x * dJ/dv, dJ/dx = pad(dJ/dv) * rot180(w), dJ/db = sum of dJ/dv.
     """
@@ -217,6 +228,12 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[in
         raise ShapeError(f"{op}: kernel {fh}x{fw} (weights of shape {ws}) is larger than the padded "
                          f"input {hp}x{wp} (x of shape {xs}, padding {padding!r})")
     inputs = (x, w) if b is None else (x, w, b)
+    if epilogue is not None:
+        if graph.is_grad_enabled() and any(getattr(a, "requires_grad", False) for a in inputs):
+            raise ValueError(f"{op}: an epilogue is for inference only; run it under lamina.no_grad()")
+        if algorithm != "im2col":
+            raise ValueError(f"{op}: an epilogue needs algorithm='im2col', got {algorithm!r}")
+        return Conv2d.apply(*inputs, stride=stride, pads=pads, groups=groups, keep=False, epilogue=epilogue)
     if algorithm == "im2col":
         keep = conv_gemm.KEEP_PATCHES and graph.is_grad_enabled() and bool(getattr(w, "requires_grad", False))
         return Conv2d.apply(*inputs, stride=stride, pads=pads, groups=groups, keep=keep)

@@ -352,12 +352,13 @@ _KERNELS = {
 
 
 def _chunk_bytes(plan, x_shape, w_shape, pads, out_hw, itemsize) -> int:
-    """Bytes per image of the plan's largest temporary (its patch matrix)."""
+    """Bytes per image of the plan's largest temporary (its patch matrix; for 1x1 kernels,
+    which have none, the output, so that an epilogue finds its chunk in the cache)."""
     _, h, wd, c = x_shape
-    _, fh, fw, _ = w_shape
+    k, fh, fw, _ = w_shape
     hp, wp = h + pads[0] + pads[1], wd + pads[2] + pads[3]
     if plan == "1x1":
-        return 0
+        return out_hw[0] * out_hw[1] * k * itemsize
     if plan == "rows":
         return hp * out_hw[1] * fw * c * itemsize
     if plan == "flat":
@@ -365,8 +366,10 @@ def _chunk_bytes(plan, x_shape, w_shape, pads, out_hw, itemsize) -> int:
     return out_hw[0] * out_hw[1] * fh * fw * c * itemsize
 
 
-def gemm_forward(x, w, bias, pads, stride, out, keep: bool) -> list:
-    """v into ``out``, chunk by chunk of images; returns [(lo, hi, [patch matrix or None])]."""
+def gemm_forward(x, w, bias, pads, stride, out, keep: bool, epilogue=None) -> list:
+    """v into ``out``, chunk by chunk of images; returns [(lo, hi, [patch matrix or None])].
+    ``epilogue``, if given, is applied in place to each finished chunk of ``out`` while it is
+    still in the cache."""
     plan = plan_for(x.shape, w.shape, pads, stride)
     forward = _KERNELS[plan][0]
     if plan == "rows":
@@ -376,7 +379,10 @@ def gemm_forward(x, w, bias, pads, stride, out, keep: bool) -> list:
 
     def one(i):
         lo, hi = chunks[i]
-        return lo, hi, [forward(x[lo:hi], w, pads, stride, out[lo:hi], bias, keep)]
+        box = [forward(x[lo:hi], w, pads, stride, out[lo:hi], bias, keep)]
+        if epilogue is not None:
+            epilogue(out[lo:hi])
+        return lo, hi, box
     return parallel.map_chunks(one, len(chunks), per_image * x.shape[0] // x.itemsize + out.size)
 
 

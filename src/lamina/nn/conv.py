@@ -165,15 +165,17 @@ class _Conv(Module):
     def forward(self, x) -> Tensor:
         return self.apply_weights(x, self.weight)
 
-    def apply_weights(self, x, weight) -> Tensor:
-        """The layer's computation with ``weight`` in place of its own (used by DropConnect)."""
+    def apply_weights(self, x, weight, epilogue=None) -> Tensor:
+        """The layer's computation with ``weight`` in place of its own (used by DropConnect);
+        ``epilogue``: see :func:`lamina.functional.conv2d` (inference fusion)."""
         x = as_tensor(x)
         c_in = self.in_channels
         check_nhwc_input(self, x, c_in)
         check_window(self, x.shape, self.kernel_size, self.stride, self.padding)
         conv2d = _conv2d_kernel()
         z = conv2d(x, weight, self.bias if self.use_bias else None, stride=compact(self.stride),
-                   padding=compact(self.padding), groups=self._groups_for(c_in), algorithm=self.algorithm)
+                   padding=compact(self.padding), groups=self._groups_for(c_in), algorithm=self.algorithm,
+                   epilogue=epilogue)
         return self.activation(z) if self.activation is not None else z
 
     def compute_output_shape(self, input_shape):

@@ -46,11 +46,8 @@ class BatchNormFunction(Function):
             self.stats.update(mean=mu.astype(x.dtype), var=var.astype(x.dtype), m=m)
         else:
             mu, var = self.running_mean, self.running_var
-        self.mu = mu.astype(x.dtype, copy=False)
-        self.inv_std = (1.0 / xp.sqrt(var.astype(x.dtype, copy=False) + self.eps)).astype(x.dtype, copy=False)
         # y = gamma (x - mu) / sigma + beta as one multiply-add per value: y = x scale + shift
-        scale = gamma * self.inv_std
-        shift = beta - self.mu * scale
+        self.mu, self.inv_std, scale, shift = affine_form(gamma, beta, mu, var, self.eps, x.dtype)
 
         def normalize(i):
             lo, hi = chunks[i]
@@ -99,6 +96,15 @@ class BatchNormFunction(Function):
         self.x2 = None
         return dx, (dgamma.astype(dy.dtype, copy=False) if need_gamma else None), (
             dbeta.astype(dy.dtype, copy=False) if need_beta else None)
+
+
+def affine_form(gamma, beta, mean, var, eps: float, dtype):
+    """(mu, 1/sigma, scale, shift) with gamma (x - mu) / sigma + beta = x scale + shift."""
+    xp = backend.xp
+    mu = mean.astype(dtype, copy=False)
+    inv_std = (1.0 / xp.sqrt(var.astype(dtype, copy=False) + eps)).astype(dtype, copy=False)
+    scale = gamma * inv_std
+    return mu, inv_std, scale, beta - mu * scale
 
 
 CHUNK_BYTES = 1 << 20
@@ -214,6 +220,14 @@ class BatchNorm(Module):
         self.running_mean = (mom * self.running_mean + (1 - mom) * stats["mean"]).astype(dtype, copy=False)
         self.running_var = (mom * self.running_var + (1 - mom) * unbiased).astype(dtype, copy=False)
         return y
+
+    def evaluation_affine(self, dtype):
+        """(scale, shift) with y = x scale + shift in evaluation mode (running statistics)."""
+        xp, c = backend.xp, self.num_features
+        gamma = self.weight.data if self.affine else xp.ones((c,), dtype=dtype)
+        beta = self.bias.data if self.affine else xp.zeros((c,), dtype=dtype)
+        _, _, scale, shift = affine_form(gamma, beta, self.running_mean, self.running_var, self.eps, dtype)
+        return scale, shift
 
     def compute_output_shape(self, input_shape):
         shape = check_shape_ndim(self, input_shape, tuple(range(2, 9)), "(batch, ..., channels) with "

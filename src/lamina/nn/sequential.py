@@ -15,6 +15,7 @@ import operator
 from collections.abc import Iterator
 
 from lamina.autograd import Tensor
+from lamina.nn import fusion
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module
 
@@ -107,6 +108,8 @@ class Sequential(Module):
         self.built = True
 
     def forward(self, x) -> Tensor:
+        if fusion.applies(self):             # evaluation without gradients: conv -> BN -> ReLU fused
+            return fusion.forward(list(self), x)
         for layer in self:
             x = layer(x)
         return x

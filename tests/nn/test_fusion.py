@@ -1,0 +1,84 @@
+"""Inference fusion of convolution -> batch norm -> ReLU in a Sequential."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lamina
+from lamina import functional as F
+from lamina import nn
+from lamina.analysis import summary
+from lamina.nn import fusion
+
+
+def _model():
+    lamina.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2D(16, 3, padding="same"), nn.BatchNorm(), nn.ReLU6(),
+        nn.DepthwiseConv2D(3, stride=2, padding="same"), nn.BatchNorm(), nn.ReLU(),
+        nn.Conv2D(24, 1, use_bias=False), nn.BatchNorm(),
+        nn.Conv2D(8, 3, activation="relu"), nn.BatchNorm(), nn.ReLU(),   # conv with its own activation
+        nn.Flatten(), nn.Dense(5))
+    x = np.random.default_rng(1).standard_normal((6, 20, 20, 3)).astype(np.float32)
+    model(lamina.tensor(x))
+    rng = np.random.default_rng(2)
+    for layer in model:                      # running statistics and affine weights away from 0 and 1
+        if isinstance(layer, nn.BatchNorm):
+            c = layer.num_features
+            layer.running_mean = rng.standard_normal(c).astype(np.float32)
+            layer.running_var = rng.uniform(0.5, 2.0, c).astype(np.float32)
+            layer.weight.data[...] = rng.uniform(0.5, 1.5, c)
+            layer.bias.data[...] = rng.standard_normal(c)
+    return model, x
+
+
+def _layer_by_layer(model, x):
+    h = lamina.tensor(x)
+    for layer in model:
+        h = layer(h)
+    return h.numpy()
+
+
+def test_fused_inference_gives_the_same_values():
+    model, x = _model()
+    model.eval()
+    with lamina.no_grad():
+        fused = model(lamina.tensor(x)).numpy()
+        plain = _layer_by_layer(model, x)
+    np.testing.assert_array_equal(fused, plain)
+
+
+def test_fusion_runs_only_in_evaluation_without_gradients(monkeypatch):
+    model, x = _model()
+    calls = []
+    monkeypatch.setattr(fusion, "forward", lambda layers, x: calls.append(1) or x)
+    model.train()
+    with lamina.no_grad():
+        model(lamina.tensor(x))
+    model.eval()
+    model(lamina.tensor(x))                  # gradients on
+    assert calls == []
+    with lamina.no_grad():
+        model(lamina.tensor(x))
+    assert calls == [1]
+
+
+def test_a_summary_still_sees_every_layer():
+    model, _ = _model()
+    model.eval()
+    with lamina.no_grad():
+        in_evaluation = [row["name"] for row in summary(model, (20, 20, 3)).rows]
+    model.train()
+    assert in_evaluation == [row["name"] for row in summary(model, (20, 20, 3)).rows]
+    assert len(in_evaluation) >= len(model)
+
+
+def test_conv2d_epilogue_is_for_inference_only():
+    x = lamina.tensor(np.ones((1, 4, 4, 2), np.float32), requires_grad=True)
+    w = lamina.tensor(np.ones((3, 3, 3, 2), np.float32))
+    with pytest.raises(ValueError, match="inference only"):
+        F.conv2d(x, w, epilogue=lambda chunk: None)
+    with lamina.no_grad():
+        y = F.conv2d(x, w, epilogue=lambda chunk: chunk.__imul__(2.0))
+    np.testing.assert_array_equal(y.numpy(), np.full((1, 2, 2, 3), 36.0))
