@@ -44,9 +44,25 @@ def _depthwise_chunks(out_shape, itemsize: int) -> list[tuple[int, int]]:
     return parallel.chunk_bounds(n, per_image, DEPTHWISE_CHUNK_BYTES)
 
 
+def _padded_rows(x, first: int, last: int, pads, buffer):
+    """Rows [first, last) of the zero-padded x (padded coordinates), written into ``buffer``:
+    a block of rows padded in the cache instead of a padded copy of the whole input."""
+    pt, _, pl, _ = pads
+    h, wd = x.shape[1:3]
+    block = buffer[:, :last - first]
+    top, bottom = max(first - pt, 0), min(last - pt, h)           # the rows of x in the block
+    begin, end = top + pt - first, bottom + pt - first
+    block[:, :begin] = 0
+    block[:, end:] = 0
+    block[:, begin:end, :pl] = 0
+    block[:, begin:end, pl + wd:] = 0
+    block[:, begin:end, pl:pl + wd] = x[:, top:bottom]
+    return block
+
+
 def _depthwise_forward(x, w, bias, pads, stride, out, epilogue=None):
     xp = backend.xp
-    n, _, _, c = x.shape
+    n, _, wd, c = x.shape
     k, fh, fw, _ = w.shape
     chunks = _depthwise_chunks(out.shape, out.itemsize)
     ho, wo = out.shape[1:3]
@@ -70,11 +86,11 @@ def _depthwise_forward(x, w, bias, pads, stride, out, epilogue=None):
     def chunk(index):
         # output rows in blocks of about BLOCK_BYTES, so that the running sum stays in cache
         lo, hi = chunks[index]
-        xpad = pad_nhwc(x[lo:hi], pads)
         tmp = xp.empty((hi - lo, min(rows_per_block, ho), wo, k), dtype=out.dtype)
+        window = xp.empty((hi - lo, (min(rows_per_block, ho) - 1) * sh + fh, wd + pads[2] + pads[3], c), dtype=x.dtype)
         for r0 in range(0, ho, rows_per_block):
             r1 = min(ho, r0 + rows_per_block)
-            src = xpad[:, r0 * sh:(r1 - 1) * sh + fh]
+            src = _padded_rows(x[lo:hi], r0 * sh, (r1 - 1) * sh + fh, pads, window)
             block = out[lo:hi, r0:r1]
             for i in range(fh):
                 for j in range(fw):
