@@ -268,3 +268,14 @@ def test_conv2d_empty_batch(algorithm, c, f, s, p, g):
     y.backward(np.zeros(y.shape, np.float32))
     assert y.shape[0] == 0 and x.grad.shape == x.shape
     assert not w.grad.any() and not b.grad.any()
+
+
+@pytest.mark.parametrize("stride", [(2, 2), (1, 2), (2, 1), (3, 3)])
+@pytest.mark.parametrize("padding", ["same", 1, "valid"])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_strides_on_odd_sizes(stride, padding, multiplier):
+    """Depthwise forward splits the padded rows into column phases for a horizontal stride:
+    odd widths and heights, asymmetric 'same' padding and channel multipliers, against torch."""
+    x, wt, b = _arrays(2, 9, 11, 4, 4 * multiplier, 3, 3, groups=4)
+    compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding, groups=4),
+                       torch_conv(padding, stride, 4, x.shape), x, wt, b)

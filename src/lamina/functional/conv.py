@@ -66,13 +66,15 @@ def _depthwise_forward(x, w, bias, pads, stride, out, epilogue=None):
     k, fh, fw, _ = w.shape
     chunks = _depthwise_chunks(out.shape, out.itemsize)
     ho, wo = out.shape[1:3]
-    (sh, _), m = stride, k // c
+    (sh, sw), m = stride, k // c
     rows_per_block = max(1, BLOCK_BYTES // max(1, (chunks[0][1] - chunks[0][0]) * wo * k * out.itemsize))
 
-    # With one filter per channel and a horizontal stride of 1, each output row's (w_out, c)
-    # values and each window row's are contiguous: the products run over whole rows against a
-    # weight row tiled w_out times (4x faster than broadcasting c weights along every pixel).
-    by_rows = m == 1 and stride[1] == 1
+    # With one filter per channel, each output row's (w_out, c) values are contiguous, and so
+    # are each window row's once the padded rows are split into their s_w column phases
+    # (column j + x s_w of the rows is column j // s_w + x of phase j % s_w): the products run
+    # over whole rows against a weight row tiled w_out times (4x faster than broadcasting c
+    # weights along every pixel).
+    by_rows = m == 1
     if by_rows:
         taps = {(i, j): xp.tile(w[:, i, j, 0], wo) for i in range(fh) for j in range(fw)}
     else:
@@ -80,7 +82,8 @@ def _depthwise_forward(x, w, bias, pads, stride, out, epilogue=None):
 
     def shaped(block, window):
         if by_rows:
-            return block.reshape(block.shape[0], block.shape[1], -1), window.reshape(block.shape[0], block.shape[1], -1)
+            rows = block.shape[:2] + (wo * k,)
+            return block.reshape(rows), window.reshape(rows)
         return block.reshape(block.shape[:3] + (c, m)), window[..., None]
 
     def chunk(index):
@@ -91,10 +94,16 @@ def _depthwise_forward(x, w, bias, pads, stride, out, epilogue=None):
         for r0 in range(0, ho, rows_per_block):
             r1 = min(ho, r0 + rows_per_block)
             src = _padded_rows(x[lo:hi], r0 * sh, (r1 - 1) * sh + fh, pads, window)
+            phases = [src] if sw == 1 else [xp.ascontiguousarray(src[:, :, p::sw]) for p in range(sw)]
             block = out[lo:hi, r0:r1]
             for i in range(fh):
                 for j in range(fw):
-                    acc, view = shaped(block, offset_view(src, i, j, (r1 - r0, wo), stride))
+                    if by_rows:
+                        q = j // sw
+                        window_ij = phases[j % sw][:, i:i + (r1 - r0 - 1) * sh + 1:sh, q:q + wo]
+                    else:
+                        window_ij = offset_view(src, i, j, (r1 - r0, wo), stride)
+                    acc, view = shaped(block, window_ij)
                     if i == j == 0:
                         xp.multiply(view, taps[0, 0], out=acc)
                     else:
