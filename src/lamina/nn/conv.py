@@ -108,25 +108,27 @@ def conv_config(layer: Module) -> dict:
     }
 
 
+def _set_conv_options(layer: Module, kernel_size, stride, padding, use_bias, activation, kernel_init,
+                      bias_init, algorithm) -> None:
+    """Check and store the hyperparameters every convolution layer takes."""
+    what = type(layer).__name__
+    layer.kernel_size = pair(kernel_size, f"{what} kernel_size")
+    layer.stride = pair(stride, f"{what} stride")
+    if min(layer.kernel_size) < 1 or min(layer.stride) < 1:
+        raise ValueError(f"{what}: kernel_size and stride must be positive, got {kernel_size!r}, {stride!r}")
+    layer.padding = normalize_padding(padding, what)
+    layer.use_bias = bool(use_bias)
+    layer.activation = get_activation(activation)
+    layer.activation_spec = None if isinstance(layer.activation, Module) else activation
+    layer.kernel_init = kernel_init
+    layer.bias_init = bias_init
+    layer.algorithm = algorithm
+    initializers.get(kernel_init)
+    initializers.get(bias_init)
+
+
 class _Conv(Module):
     """What Conv2D and DepthwiseConv2D share: hyperparameters, checks, output shape."""
-
-    def _setup(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
-               algorithm) -> None:
-        what = type(self).__name__
-        self.kernel_size = pair(kernel_size, f"{what} kernel_size")
-        self.stride = pair(stride, f"{what} stride")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1:
-            raise ValueError(f"{what}: kernel_size and stride must be positive, got {kernel_size!r}, {stride!r}")
-        self.padding = normalize_padding(padding, what)
-        self.use_bias = bool(use_bias)
-        self.activation = get_activation(activation)
-        self.activation_spec = None if isinstance(self.activation, Module) else activation
-        self.kernel_init = kernel_init
-        self.bias_init = bias_init
-        self.algorithm = algorithm
-        initializers.get(kernel_init)
-        initializers.get(bias_init)
 
     # subclasses: the number of filters K and of groups for c_in input channels
     def _filters_for(self, c_in: int) -> int:
@@ -224,7 +226,8 @@ class Conv2D(_Conv):
             raise ValueError(f"Conv2D: groups={groups} must divide filters={filters}")
         self.filters = filters
         self.groups = groups
-        self._setup(kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init, algorithm)
+        _set_conv_options(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
+                          algorithm)
 
     def _filters_for(self, c_in: int) -> int:
         return self.filters
@@ -257,7 +260,8 @@ class DepthwiseConv2D(_Conv):
         super().__init__(name=name)
         _positive_int(depth_multiplier, "DepthwiseConv2D: depth_multiplier")
         self.depth_multiplier = depth_multiplier
-        self._setup(kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init, algorithm)
+        _set_conv_options(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
+                          algorithm)
 
     def _filters_for(self, c_in: int) -> int:
         return c_in * self.depth_multiplier
@@ -298,20 +302,8 @@ class SeparableConv2D(Module):
         _positive_int(depth_multiplier, "SeparableConv2D: depth_multiplier")
         self.filters = filters
         self.depth_multiplier = depth_multiplier
-        self.kernel_size = pair(kernel_size, "SeparableConv2D kernel_size")
-        self.stride = pair(stride, "SeparableConv2D stride")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1:
-            raise ValueError(f"SeparableConv2D: kernel_size and stride must be positive, got "
-                             f"{kernel_size!r}, {stride!r}")
-        self.padding = normalize_padding(padding, "SeparableConv2D")
-        self.use_bias = bool(use_bias)
-        self.activation = get_activation(activation)
-        self.activation_spec = None if isinstance(self.activation, Module) else activation
-        self.kernel_init = kernel_init
-        self.bias_init = bias_init
-        self.algorithm = algorithm
-        initializers.get(kernel_init)
-        initializers.get(bias_init)
+        _set_conv_options(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
+                          algorithm)
 
     @property
     def in_channels(self) -> int:
