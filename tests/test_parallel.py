@@ -161,3 +161,15 @@ def test_changing_the_thread_count_does_not_pile_up_threads():
             break
         time.sleep(0.05)
     assert len(alive) <= 2, [t.name for t in alive]
+
+
+@pytest.mark.parametrize("n, per_item, target", [(64, 1000, 4000), (7, 10, 1 << 20), (5, 1 << 20, 1), (0, 10, 10)])
+def test_chunk_bounds_cover_the_range_in_equal_runs_shared_by_the_threads(two_threads, n, per_item, target):
+    bounds = parallel.chunk_bounds(n, per_item, target)
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    sizes = [hi - lo for lo, hi in bounds]
+    assert max(sizes) - min(sizes) <= 1
+    if n >= 2:
+        assert len(bounds) % 2 == 0 or len(bounds) == n
+        assert max(sizes) * per_item <= max(target, per_item) * 2
