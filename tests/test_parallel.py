@@ -173,3 +173,36 @@ def test_chunk_bounds_cover_the_range_in_equal_runs_shared_by_the_threads(two_th
     if n >= 2:
         assert len(bounds) % 2 == 0 or len(bounds) == n
         assert max(sizes) * per_item <= max(target, per_item) * 2
+
+
+def test_elementwise_splits_costly_passes_over_threads_with_the_same_values(two_threads):
+    x = np.random.default_rng(0).standard_normal((300, 700)).astype(np.float32)   # 210,000 elements
+    seen = set()
+
+    def tanh_into(src, dst):
+        seen.add(threading.get_ident())
+        np.tanh(src, out=dst)
+    cheap = parallel.elementwise(tanh_into, x, cost=1)              # below MIN_ELEMENTS: one thread
+    assert seen == {threading.get_ident()}
+    seen.clear()
+    costly = parallel.elementwise(tanh_into, x, cost=4)
+    assert len(seen) == 2
+    np.testing.assert_array_equal(cheap, np.tanh(x))
+    np.testing.assert_array_equal(costly, np.tanh(x))
+    assert costly.dtype == np.float32
+    inplace = x.copy()
+    assert parallel.elementwise(tanh_into, inplace, cost=4, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, np.tanh(x))
+
+
+def test_elementwise_handles_strided_and_integer_inputs():
+    x = np.arange(24, dtype=np.int64).reshape(4, 6)
+    out = parallel.elementwise(lambda s, d: np.tanh(s, out=d), x[:, ::2], cost=4)
+    np.testing.assert_array_equal(out, np.tanh(x[:, ::2]))
+    assert out.dtype == np.float64                                 # NumPy's type for tanh of int64
+
+
+def test_tanh_and_sigmoid_on_threads_match_torch(two_threads):
+    x = np.random.default_rng(1).standard_normal((64, 32, 32, 6)).astype(np.float32) * 4
+    assert_close(F.tanh(lamina.tensor(x)).numpy(), torch.tanh(torch.from_numpy(x)).numpy(), rtol=1e-6)
+    assert_close(F.sigmoid(lamina.tensor(x)).numpy(), torch.sigmoid(torch.from_numpy(x)).numpy(), rtol=1e-6)

@@ -4,7 +4,9 @@ NumPy runs its element-wise loops on one core and only its matrix products (in O
 on all of them, but it releases the GIL inside both. So lamina cuts the large passes of
 convolution, pooling and batch norm into chunks over the rows (the batch) and runs the
 chunks on a few threads at once, each thread with single-threaded BLAS
-(:func:`map_chunks`, :func:`map_sum`, :func:`split`).
+(:func:`map_chunks`, :func:`map_sum`, :func:`split`). Element-wise passes stay on one
+thread (memory bound, they gain nothing) unless each element costs real arithmetic, as
+tanh and exp do (:func:`elementwise`).
 
 OpenBLAS's own threads and lamina's do not mix: after a multi-threaded call OpenBLAS's
 workers keep spinning for about 0.1 s, and next to lamina's threads on the same cores they
@@ -200,6 +202,23 @@ def split(fn, n: int, elements: int) -> None:
     bounds = [n * i // k for i in range(k + 1)]
     with one_blas_thread():
         _run_all([lambda i=i: fn(bounds[i], bounds[i + 1]) for i in range(k)])
+
+
+def elementwise(fn, x, cost: int = 1, out=None):
+    """f(x) for an element-wise f given as ``fn(src, dst)`` (writes f(src) into dst), into
+    ``out`` (may be x itself) or a new array. ``cost`` is what one element's f is worth in
+    plain memory passes: a copy or an add is 1 and gains nothing from threads (memory
+    bound), tanh or exp is about 4 and runs on lamina's threads over consecutive flat
+    slices once elements x cost reaches MIN_ELEMENTS."""
+    xp = backend.xp
+    if out is None:
+        out = xp.empty(x.shape, dtype=xp.result_type(x.dtype, xp.float16))  # a ufunc's float type
+    if not (x.flags.c_contiguous and out.flags.c_contiguous):
+        fn(x, out)
+        return out
+    src, dst = x.reshape(-1), out.reshape(-1)
+    split(lambda lo, hi: fn(src[lo:hi], dst[lo:hi]), src.size, src.size * cost)
+    return out
 
 
 def matmul(a, b, out=None):

@@ -1,4 +1,4 @@
-"""Inference fusion of convolution -> batch norm -> ReLU in a Sequential."""
+"""Inference fusion in a Sequential: convolution or dense layer -> batch norm -> activation."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ def _model():
         nn.DepthwiseConv2D(3, stride=2, padding="same"), nn.BatchNorm(), nn.ReLU(),
         nn.Conv2D(24, 1, use_bias=False), nn.BatchNorm(),
         nn.Conv2D(8, 3, activation="relu"), nn.BatchNorm(), nn.ReLU(),   # conv with its own activation
-        nn.Flatten(), nn.Dense(5))
+        nn.Conv2D(8, 3, padding="same"), nn.Tanh(),                      # no batch norm
+        nn.Conv2D(6, 1, activation="tanh"),
+        nn.Conv2D(6, 1, activation="softmax"),                          # cannot run in place
+        nn.Flatten(), nn.Dense(12, activation="relu"), nn.BatchNorm(), nn.ReLU6(),
+        nn.Dense(7), nn.Tanh(), nn.Dense(5))
     x = np.random.default_rng(1).standard_normal((6, 20, 20, 3)).astype(np.float32)
     model(lamina.tensor(x))
     rng = np.random.default_rng(2)
@@ -47,6 +51,27 @@ def test_fused_inference_gives_the_same_values():
         fused = model(lamina.tensor(x)).numpy()
         plain = _layer_by_layer(model, x)
     np.testing.assert_array_equal(fused, plain)
+
+
+def test_fused_layers_are_not_called_one_by_one(monkeypatch):
+    model, x = _model()
+    model.eval()
+    called = []
+    for cls in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.BatchNorm):
+        monkeypatch.setattr(cls, "forward", lambda self, x, cls=cls: called.append(cls.__name__) or x)
+    with lamina.no_grad():
+        model(lamina.tensor(x))
+    assert called == []                      # every follower ran in place inside its head layer
+
+
+def test_own_activation_that_cannot_run_in_place_is_left_alone():
+    model = nn.Sequential(nn.Dense(4, activation="softmax"), nn.ReLU())
+    x = np.random.default_rng(3).standard_normal((5, 3)).astype(np.float32)
+    model.eval()
+    with lamina.no_grad():
+        fused = model(lamina.tensor(x)).numpy()
+    np.testing.assert_array_equal(fused, _layer_by_layer(model, x))
+    np.testing.assert_allclose(fused.sum(axis=1), 1.0, rtol=1e-6)
 
 
 def test_fusion_runs_only_in_evaluation_without_gradients(monkeypatch):

@@ -6,18 +6,36 @@ exp(-|z|), softmax and log-softmax after subtracting the row maximum.
 
 from __future__ import annotations
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
 
 
-def stable_sigmoid(z):
-    """sigma(z) = 1 / (1 + e^-z), evaluated without overflow for either sign of z."""
+TRANSCENDENTAL_COST = 4
+"""tanh and exp cost about four plain passes per element: worth lamina's threads
+(:func:`lamina.parallel.elementwise`)."""
+
+
+def _sigmoid_into(z, out):
     xp = backend.xp
     e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    out[...] = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _tanh_into(z, out):
+    backend.xp.tanh(z, out=out)
+
+
+def stable_sigmoid(z):
+    """sigma(z) = 1 / (1 + e^-z), evaluated without overflow for either sign of z."""
+    return parallel.elementwise(_sigmoid_into, z, TRANSCENDENTAL_COST)
+
+
+def tanh_values(z, out=None):
+    """tanh z as an array (into ``out``, which may be z itself)."""
+    return parallel.elementwise(_tanh_into, z, TRANSCENDENTAL_COST, out)
 
 
 class Sigmoid(Function):
@@ -42,7 +60,7 @@ class Tanh(Function):
     """a = tanh z; da/dz = 1 - a^2."""
 
     def forward(self, z):
-        self.a = backend.xp.tanh(z)
+        self.a = tanh_values(z)
         return self.a
 
     def backward(self, dy):

@@ -167,9 +167,10 @@ class _Conv(Module):
     def forward(self, x) -> Tensor:
         return self.apply_weights(x, self.weight)
 
-    def apply_weights(self, x, weight, epilogue=None) -> Tensor:
+    def apply_weights(self, x, weight, epilogue=None, activate: bool = True) -> Tensor:
         """The layer's computation with ``weight`` in place of its own (used by DropConnect);
-        ``epilogue``: see :func:`lamina.functional.conv2d` (inference fusion)."""
+        ``epilogue``: see :func:`lamina.functional.conv2d`; ``activate=False`` leaves out the
+        layer's own activation (inference fusion, :mod:`lamina.nn.fusion`, applies it)."""
         x = as_tensor(x)
         c_in = self.in_channels
         check_nhwc_input(self, x, c_in)
@@ -178,7 +179,7 @@ class _Conv(Module):
         z = conv2d(x, weight, self.bias if self.use_bias else None, stride=compact(self.stride),
                    padding=compact(self.padding), groups=self._groups_for(c_in), algorithm=self.algorithm,
                    epilogue=epilogue)
-        return self.activation(z) if self.activation is not None else z
+        return self.activation(z) if self.activation is not None and activate else z
 
     def compute_output_shape(self, input_shape):
         shape = nhwc_shape(self, input_shape)

@@ -95,15 +95,16 @@ class Dense(Module):
     def forward(self, x) -> Tensor:
         return self.apply_weights(x, self.weight)
 
-    def apply_weights(self, x, weight) -> Tensor:
-        """The layer's computation with ``weight`` in place of its own (used by DropConnect)."""
+    def apply_weights(self, x, weight, activate: bool = True) -> Tensor:
+        """The layer's computation with ``weight`` in place of its own (used by DropConnect);
+        ``activate=False`` leaves out the activation (inference fusion applies it in place)."""
         x = as_tensor(x)
         n_in = self.weight.shape[0]
         if x.ndim == 0 or x.shape[-1] != n_in:
             raise input_error(self, x, f"(batch, ..., {n_in}): the last axis must have the {n_in} "
                                        "features the layer was built for")
         z = linear(x, weight, self.bias if self.use_bias else None)
-        return self.activation(z) if self.activation is not None else z
+        return self.activation(z) if self.activation is not None and activate else z
 
     def compute_output_shape(self, input_shape):
         shape = check_shape_ndim(self, input_shape, tuple(range(1, 9)), "(batch, ..., features)")
