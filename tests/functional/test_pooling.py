@@ -37,6 +37,9 @@ CASES = [
     (2, 8, 9, 2, (2, 3), (1, 2), (1, 1), False),   # rectangular pool, strides per axis
     (2, 7, 7, 3, 3, 1, 1, False),            # stride 1
     (1, 5, 5, 2, 5, None, 0, False),         # the whole image
+    (2, 8, 12, 3, (2, 3), (2, 3), 0, False),  # rectangular windows tiling the input (few channels)
+    (2, 9, 9, 6, 3, None, 0, False),         # 3x3 windows tiling the input
+    (40, 28, 28, 6, 2, None, 0, False),      # LeNet's first pooling, large enough for threads
 ]
 
 

@@ -147,6 +147,10 @@ class MaxPool2d(Function):
         return (_crop(dxpad, self.pads, self.x_shape),)
 
 
+SMALL_C = 16
+"""Average pooling over fewer channels than this takes the row-sum + GEMM path."""
+
+
 class AvgPool2d(Function):
     """Mean over each window, padding counted (PyTorch's count_include_pad=True)."""
 
@@ -163,8 +167,21 @@ class AvgPool2d(Function):
             self.scale = 1.0 / (f[0] * f[1])
         else:
             self.scale = (1.0 / (size_h[:, None] * size_w[None, :])).astype(x.dtype)[:, :, None]
-        xpad = pad_nhwc(x, self.pads, 0.0)
+        self.x_shape = x.shape
         out = xp.empty((n,) + outs + (c,), dtype=x.dtype)
+        if self._few_channels():
+            tiled = self._tiled_identity(x.dtype)
+
+            def tiles(lo, hi):
+                rows = x[lo:hi].reshape(hi - lo, outs[0], f[0], w * c)
+                r = xp.add(rows[:, :, 0], rows[:, :, 1]) if f[0] > 1 else xp.array(rows[:, :, 0])
+                for i in range(2, f[0]):
+                    r += rows[:, :, i]
+                xp.matmul(r.reshape(-1, f[1] * c), tiled, out=out[lo:hi].reshape(-1, c))
+            parallel.split(tiles, n, x.size)
+            self.padded_shape = x.shape
+            return out
+        xpad = pad_nhwc(x, self.pads, 0.0)
 
         def chunk(lo, hi):
             views = [offset_view(xpad[lo:hi], i, j, outs, s) for i, j in _offsets(f)]
@@ -178,12 +195,37 @@ class AvgPool2d(Function):
             o *= self.scale
 
         parallel.split(chunk, n, xpad.size)
-        self.x_shape, self.padded_shape = x.shape, xpad.shape
+        self.padded_shape = xpad.shape
         return out
+
+    def _few_channels(self) -> bool:
+        """Disjoint windows tiling the unpadded input, over fewer than SMALL_C channels: the
+        sums then run over whole rows, and a tiny GEMM adds the f_w columns of each window
+        (NumPy's strided adds over a handful of channels are slow)."""
+        return (self.f == self.s and not any(self.pads) and self.x_shape[3] < SMALL_C
+                and _exact_tiling(self.f, self.s, self.pads, self.outs, self.x_shape))
+
+    def _tiled_identity(self, dtype):
+        """P = [I; I; ...] (f_w blocks of the c x c identity) / (f_h f_w): (row sums) @ P is
+        the windows' mean."""
+        c = self.x_shape[3]
+        return backend.xp.tile(backend.xp.eye(c, dtype=dtype), (self.f[1], 1)) * dtype.type(self.scale)
 
     def backward(self, dy):
         xp = backend.xp
         f, s, outs = self.f, self.s, self.outs
+        if self._few_channels():
+            n, h, w, c = self.x_shape
+            dx = xp.empty(self.x_shape, dtype=dy.dtype)
+            spread = self._tiled_identity(dy.dtype).T
+
+            def tiles(lo, hi):
+                row = xp.matmul(dy[lo:hi].reshape(-1, c), spread).reshape(hi - lo, outs[0], w * c)
+                rows = dx[lo:hi].reshape(hi - lo, outs[0], f[0], w * c)
+                for i in range(f[0]):
+                    rows[:, :, i] = row
+            parallel.split(tiles, n, dx.size)
+            return (dx,)
         disjoint = s[0] >= f[0] and s[1] >= f[1]
         exact = _exact_tiling(f, s, self.pads, outs, self.x_shape)
         shape = self.padded_shape
