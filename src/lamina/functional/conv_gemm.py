@@ -23,6 +23,11 @@ per kernel offset and chunk, whatever the chunk's size."""
 
 IM2COL_CHUNK_FACTOR = 4
 
+BACKWARD_TEMPORARIES = 2
+"""Without kept patches, the "rows" backward cuts the batch for this many temporaries of
+the patch matrix's size alive at once (the "im2col" kernels cut their own runs, see
+_blocks; the "flat" backward holds one at a time)."""
+
 KEEP_PATCHES = False
 """Keep the patch matrices from forward for dJ/dw (faster); False rebuilds them in backward
 (a 3x3 convolution 32->32 on 32x32 images, batch 64: 27 MB less held between forward and
@@ -307,10 +312,22 @@ def _patch_matrix(x, w_shape, pads, stride, out_hw):
     return backend.xp.ascontiguousarray(view).reshape(-1, w_shape[1] * w_shape[2] * w_shape[3])
 
 
+def _blocks(n: int, per_image: int) -> list[tuple[int, int]]:
+    """``range(n)`` in consecutive runs of images whose patch matrices take at most
+    CHUNK_BYTES (one image at least): the "im2col" kernels build their patch matrices one
+    run at a time, so that a chunk IM2COL_CHUNK_FACTOR times larger costs no more memory."""
+    step = max(1, CHUNK_BYTES // max(per_image, 1))
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
 def _forward_im2col(x, w, pads, stride, out, bias, keep):
     k = w.shape[0]
-    cols = _patch_matrix(x, w.shape, pads, stride, out.shape[1:3])
-    backend.xp.matmul(cols, w.reshape(k, -1).T, out=out.reshape(-1, k))
+    weights = w.reshape(k, -1).T
+    per_image = out.shape[1] * out.shape[2] * weights.shape[0] * x.itemsize
+    cols = None
+    for lo, hi in [(0, x.shape[0])] if keep else _blocks(x.shape[0], per_image):
+        cols = _patch_matrix(x[lo:hi], w.shape, pads, stride, out.shape[1:3])
+        backend.xp.matmul(cols, weights, out=out[lo:hi].reshape(-1, k))
     if bias is not None:
         out += bias
     return cols if keep else None
@@ -325,9 +342,13 @@ def _backward_im2col(x, w, dy, pads, stride, dx, need_w, box):
     dw = None
     if need_w:                               # dJ/dw = patches^T dJ/dv
         cols = box.pop()
-        if cols is None:
-            cols = _patch_matrix(x, w.shape, pads, stride, (ho, wo))
-        dw = xp.matmul(cols.T, dy2)
+        if cols is not None:
+            dw = xp.matmul(cols.T, dy2)
+        else:                                # rebuilt one run of images at a time
+            dw = xp.zeros((fh * fw * c, k), dtype=dy.dtype)
+            for lo, hi in _blocks(n, ho * wo * fh * fw * c * x.itemsize):
+                cols = _patch_matrix(x[lo:hi], w.shape, pads, stride, (ho, wo))
+                dw += xp.matmul(cols.T, dy[lo:hi].reshape(-1, k))
         del cols
     if dx is not None:                       # col2im
         dx[...] = 0
@@ -397,6 +418,11 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
         flipped = flipped_weights(w)
         backward = functools.partial(_backward_rows, flipped=flipped, wm=rows_weights(flipped))
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, dy.shape[1:3], x.itemsize)
+    if plan == "rows" and all(len(box) == 1 and box[0] is None for _, _, box in chunks):
+        # nothing kept from forward: backward takes its own, smaller chunks, as it holds two
+        # temporaries of the patch matrix's size at once (R and G, or the dJ/dx correlation's
+        # R and product)
+        chunks = [(lo, hi, [None]) for lo, hi in _chunks(x.shape[0], BACKWARD_TEMPORARIES * per_image, plan)]
 
     def one(i):
         # the kernel takes the patch matrix out of its one-item list, so that nothing else
