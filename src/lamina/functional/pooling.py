@@ -179,7 +179,6 @@ class AvgPool2d(Function):
                     r += rows[:, :, i]
                 xp.matmul(r.reshape(-1, f[1] * c), tiled, out=out[lo:hi].reshape(-1, c))
             parallel.split(tiles, n, x.size)
-            self.padded_shape = x.shape
             return out
         xpad = pad_nhwc(x, self.pads, 0.0)
 
