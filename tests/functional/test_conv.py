@@ -252,6 +252,33 @@ def test_conv2d_rows_path_with_weights_used_in_place(case, monkeypatch):
                        torch_conv(p, s, g, x.shape), x, wt, b)
 
 
+@pytest.mark.parametrize("case", [(3, 14, 14, 6, 16, 5, 5, 1, "valid", 1),       # LeNet's conv2
+                                  (2, 9, 9, 6, 16, 5, 5, 1, 2, 1),              # padding: a cropped row buffer
+                                  (2, 5, 6, 8, 6, 3, 3, 1, (2, 1), 1)], ids=_id)  # uneven padding
+@pytest.mark.parametrize("by_rows", [True, False])
+def test_conv2d_im2col_dx_by_whole_rows_or_per_offset(case, by_rows, monkeypatch):
+    """dJ/dx of a stride-1 "im2col" convolution: through the row (Toeplitz) matrix, or one
+    GEMM and one add per kernel offset when that matrix is not allowed; both as PyTorch."""
+    n, h, w, c, k, fh, fw, s, p, g = case
+    assert _plan_of(case) == "im2col"
+    if not by_rows:
+        monkeypatch.setattr(conv_gemm, "TOEPLITZ_MAX", 0)
+    calls = []
+    original = conv_gemm._dx_by_rows
+    monkeypatch.setattr(conv_gemm, "_dx_by_rows", lambda *a: calls.append(1) or original(*a))
+    x, wt, b = _arrays(n, h, w, c, k, fh, fw, g)
+    compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g),
+                       torch_conv(p, s, g, x.shape), x, wt, b)
+    assert bool(calls) == by_rows
+
+
+def test_toeplitz_weights_hold_each_kernel_row_shifted_along_the_row():
+    w = np.arange(2 * 2 * 3 * 1, dtype=np.float32).reshape(2, 2, 3, 1)    # K=2, f=2x3, c=1
+    m = conv_gemm.toeplitz_weights(w, wo=2, wp=4).reshape(2, 2, 2, 4)     # (x, k, i, x')
+    np.testing.assert_array_equal(m[0, 1, 0], [w[1, 0, 0, 0], w[1, 0, 1, 0], w[1, 0, 2, 0], 0])
+    np.testing.assert_array_equal(m[1, 0, 1], [0, w[0, 1, 0, 0], w[0, 1, 1, 0], w[0, 1, 2, 0]])
+
+
 def test_conv2d_cases_cover_every_path():
     assert {_plan_of(case) for case in CASES} == {"1x1", "rows", "flat", "im2col"}
 

@@ -333,7 +333,9 @@ def _forward_im2col(x, w, pads, stride, out, bias, keep):
     return cols if keep else None
 
 
-def _backward_im2col(x, w, dy, pads, stride, dx, need_w, box):
+def _backward_im2col(x, w, dy, pads, stride, dx, need_w, box, toeplitz=None):
+    """``toeplitz``: :func:`toeplitz_weights` of w, given when dJ/dx is to come from whole
+    rows (:func:`_dx_by_rows`) instead of one small GEMM and one add per kernel offset."""
     xp = backend.xp
     n, h, wd, c = x.shape
     _, ho, wo, k = dy.shape
@@ -350,7 +352,9 @@ def _backward_im2col(x, w, dy, pads, stride, dx, need_w, box):
                 cols = _patch_matrix(x[lo:hi], w.shape, pads, stride, (ho, wo))
                 dw += xp.matmul(cols.T, dy[lo:hi].reshape(-1, k))
         del cols
-    if dx is not None:                       # col2im
+    if dx is not None and toeplitz is not None:
+        _dx_by_rows(dy, toeplitz, pads, dx)
+    elif dx is not None:                     # col2im
         dx[...] = 0
         buf = xp.empty((n * ho * wo, c), dtype=dy.dtype)
         buf4 = buf.reshape(n, ho, wo, c)
@@ -362,6 +366,54 @@ def _backward_im2col(x, w, dy, pads, stride, dx, need_w, box):
                     xp.matmul(dy2, w[:, i, j, :], out=buf)
                     dx[:, rows, cols] += buf4[:, lo_h:hi_h, lo_w:hi_w]
     return dw
+
+
+TOEPLITZ_MAX = 1 << 18
+"""dJ/dx of a stride-1 "im2col" convolution goes through whole rows when the row matrix
+(:func:`toeplitz_weights`) has at most this many values and TOEPLITZ_WASTE_MAX allows."""
+
+TOEPLITZ_WASTE_MAX = 3
+"""... and the padded width is at most this many times the kernel's: the row matrix is
+mostly zeros, and its GEMM does w_p / f_w times the useful work."""
+
+
+def toeplitz_weights(w, wo: int, wp: int):
+    """The (w_out K, f_h w_p c) matrix M[(x, k), (i, x', c)] = w[k, i, x' - x, c] (zero
+    unless 0 <= x' - x < f_w): one row of dJ/dv times M gives, for each kernel row i, that
+    row's whole contribution to a (padded) row of dJ/dx."""
+    xp = backend.xp
+    k, fh, fw, c = w.shape
+    m = xp.zeros((wo, k, fh, wp, c), dtype=w.dtype)
+    for x in range(wo):
+        m[x, :, :, x:x + fw] = w
+    return m.reshape(wo * k, fh * wp * c)
+
+
+def _toeplitz_fits(x_shape, w_shape, pads, stride, wo: int) -> bool:
+    _, _, wd, c = x_shape
+    k, fh, fw, _ = w_shape
+    wp = wd + pads[2] + pads[3]
+    return stride == (1, 1) and wp <= TOEPLITZ_WASTE_MAX * fw and wo * k * fh * wp * c <= TOEPLITZ_MAX
+
+
+def _dx_by_rows(dy, toeplitz, pads, dx):
+    """dJ/dx = pad(dJ/dv) * rot180(w) for stride 1, a row at a time: Z = dJ/dv rows @ M
+    (:func:`toeplitz_weights`), and padded row y + i of dJ/dx gets block i of Z's row y."""
+    xp = backend.xp
+    n, ho, wo, k = dy.shape
+    _, h, wd, c = dx.shape
+    pt, pb, pl, pr = pads
+    hp, wp = h + pt + pb, wd + pl + pr
+    fh = hp - ho + 1
+    z = xp.matmul(dy.reshape(n * ho, wo * k), toeplitz).reshape(n, ho, fh, wp * c)
+    padded = dx if hp == h and wp == wd else xp.empty((n, hp, wp, c), dtype=dx.dtype)
+    rows = padded.reshape(n, hp, wp * c)
+    rows[:, :ho] = z[:, :, 0]
+    rows[:, ho:] = 0
+    for i in range(1, fh):
+        rows[:, i:i + ho] += z[:, :, i]
+    if padded is not dx:
+        dx[...] = padded[:, pt:pt + h, pl:pl + wd]
 
 
 _KERNELS = {
@@ -417,6 +469,9 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
     if plan == "rows" and dx is not None:
         flipped = flipped_weights(w)
         backward = functools.partial(_backward_rows, flipped=flipped, wm=rows_weights(flipped))
+    if plan == "im2col" and dx is not None and _toeplitz_fits(x.shape, w.shape, pads, stride, dy.shape[2]):
+        wp = x.shape[2] + pads[2] + pads[3]
+        backward = functools.partial(_backward_im2col, toeplitz=toeplitz_weights(w, dy.shape[2], wp))
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, dy.shape[1:3], x.itemsize)
     if plan == "rows" and all(len(box) == 1 and box[0] is None for _, _, box in chunks):
         # nothing kept from forward: backward takes its own, smaller chunks, as it holds two
