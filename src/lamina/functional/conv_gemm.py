@@ -406,7 +406,7 @@ def _dx_by_rows(dy, toeplitz, pads, dx):
     _, h, wd, c = dx.shape
     pt, pb, pl, pr = pads
     hp, wp = h + pt + pb, wd + pl + pr
-    fh = hp - ho + 1
+    fh = toeplitz.shape[1] // (wp * c)
     z = xp.matmul(dy.reshape(n * ho, wo * k), toeplitz).reshape(n, ho, fh, wp * c)
     padded = dx if hp == h and wp == wd else xp.empty((n, hp, wp, c), dtype=dx.dtype)
     rows = padded.reshape(n, hp, wp * c)
