@@ -391,11 +391,15 @@ def toeplitz_weights(w, wo: int, wp: int):
     return m.reshape(wo * k, fh * wp * c)
 
 
-def _toeplitz_fits(x_shape, w_shape, pads, stride, wo: int) -> bool:
+def _toeplitz_for(x_shape, w, pads, stride, wo: int):
+    """:func:`toeplitz_weights` for this convolution, or None where TOEPLITZ_MAX,
+    TOEPLITZ_WASTE_MAX or a stride other than 1 rule them out."""
     _, _, wd, c = x_shape
-    k, fh, fw, _ = w_shape
+    k, fh, fw, _ = w.shape
     wp = wd + pads[2] + pads[3]
-    return stride == (1, 1) and wp <= TOEPLITZ_WASTE_MAX * fw and wo * k * fh * wp * c <= TOEPLITZ_MAX
+    if stride != (1, 1) or wp > TOEPLITZ_WASTE_MAX * fw or wo * k * fh * wp * c > TOEPLITZ_MAX:
+        return None
+    return toeplitz_weights(w, wo, wp)
 
 
 def _dx_by_rows(dy, toeplitz, pads, dx):
@@ -471,9 +475,9 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
     if plan == "rows" and dx is not None:
         flipped = flipped_weights(w)
         backward = functools.partial(_backward_rows, flipped=flipped, wm=rows_weights(flipped))
-    if plan == "im2col" and dx is not None and _toeplitz_fits(x.shape, w.shape, pads, stride, dy.shape[2]):
-        wp = x.shape[2] + pads[2] + pads[3]
-        backward = functools.partial(_backward_im2col, toeplitz=toeplitz_weights(w, dy.shape[2], wp))
+    toeplitz = _toeplitz_for(x.shape, w, pads, stride, dy.shape[2]) if plan == "im2col" and dx is not None else None
+    if toeplitz is not None:
+        backward = functools.partial(_backward_im2col, toeplitz=toeplitz)
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, dy.shape[1:3], x.itemsize)
     if plan == "rows" and all(len(box) == 1 and box[0] is None for _, _, box in chunks):
         # nothing kept from forward: backward takes its own, smaller chunks, as it holds two
