@@ -16,7 +16,7 @@ import lamina
 import lamina.functional as F
 from helpers import assert_close, check_gradients, compare_with_torch
 from lamina import ShapeError
-from lamina.functional import conv_gemm
+from lamina.functional import conv_gemm, conv_kernels
 
 
 def _tf_same(n: int, f: int, s: int) -> tuple[int, int]:
@@ -245,7 +245,7 @@ def _plan_of(case) -> str:
 def test_conv2d_rows_path_with_weights_used_in_place(case, monkeypatch):
     """Large weights skip the [W_0 | W_1 | ...] copy (one GEMM per kernel row on strided
     views of w): the same results as PyTorch."""
-    monkeypatch.setattr(conv_gemm, "WIDE_WEIGHTS_MAX", 0)
+    monkeypatch.setattr(conv_kernels, "WIDE_WEIGHTS_MAX", 0)
     n, h, w, c, k, fh, fw, s, p, g = case
     x, wt, b = _arrays(n, h, w, c, k, fh, fw, g)
     compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g),
@@ -262,10 +262,10 @@ def test_conv2d_im2col_dx_by_whole_rows_or_per_offset(case, by_rows, monkeypatch
     n, h, w, c, k, fh, fw, s, p, g = case
     assert _plan_of(case) == "im2col"
     if not by_rows:
-        monkeypatch.setattr(conv_gemm, "TOEPLITZ_MAX", 0)
+        monkeypatch.setattr(conv_kernels, "TOEPLITZ_MAX", 0)
     calls = []
-    original = conv_gemm._dx_by_rows
-    monkeypatch.setattr(conv_gemm, "_dx_by_rows", lambda *a: calls.append(1) or original(*a))
+    original = conv_kernels._dx_by_rows
+    monkeypatch.setattr(conv_kernels, "_dx_by_rows", lambda *a: calls.append(1) or original(*a))
     x, wt, b = _arrays(n, h, w, c, k, fh, fw, g)
     compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g),
                        torch_conv(p, s, g, x.shape), x, wt, b)
@@ -274,7 +274,7 @@ def test_conv2d_im2col_dx_by_whole_rows_or_per_offset(case, by_rows, monkeypatch
 
 def test_toeplitz_weights_hold_each_kernel_row_shifted_along_the_row():
     w = np.arange(2 * 2 * 3 * 1, dtype=np.float32).reshape(2, 2, 3, 1)    # K=2, f=2x3, c=1
-    m = conv_gemm.toeplitz_weights(w, wo=2, wp=4).reshape(2, 2, 2, 4)     # (x, k, i, x')
+    m = conv_kernels.toeplitz_weights(w, wo=2, wp=4).reshape(2, 2, 2, 4)     # (x, k, i, x')
     np.testing.assert_array_equal(m[0, 1, 0], [w[1, 0, 0, 0], w[1, 0, 1, 0], w[1, 0, 2, 0], 0])
     np.testing.assert_array_equal(m[1, 0, 1], [0, w[0, 1, 0, 0], w[0, 1, 1, 0], w[0, 1, 2, 0]])
 

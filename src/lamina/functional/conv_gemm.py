@@ -6,7 +6,8 @@ batch is processed in chunks of images whose patch matrix fits in the cache
 (CHUNK_BYTES). By default backward rebuilds each chunk's patch matrix from the input
 instead of keeping it from forward (KEEP_PATCHES), so a convolution holds nothing but its
 input and weights between forward and backward. Four ways of forming the products are
-chosen by shape (below); :func:`gemm_forward` and :func:`gemm_backward` run the chosen one.
+chosen by shape (:mod:`lamina.functional.conv_kernels`); :func:`gemm_forward` and
+:func:`gemm_backward` run the chosen one over the chunks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import functools
 
 from lamina import backend, parallel
-from lamina.functional.im2col import clipped, pad_nhwc, patches
+from lamina.functional import conv_kernels as K
 
 CHUNK_BYTES = 1 << 20
 """Target size of the largest per-chunk temporary (a chunk's patch matrix). The "im2col"
@@ -26,38 +27,12 @@ IM2COL_CHUNK_FACTOR = 4
 BACKWARD_TEMPORARIES = 2
 """Without kept patches, the "rows" backward cuts the batch for this many temporaries of
 the patch matrix's size alive at once (the "im2col" kernels cut their own runs, see
-_blocks; the "flat" backward holds one at a time)."""
+conv_kernels.PATCH_RUN_BYTES; the "flat" backward holds one at a time)."""
 
 KEEP_PATCHES = False
 """Keep the patch matrices from forward for dJ/dw (faster); False rebuilds them in backward
 (a 3x3 convolution 32->32 on 32x32 images, batch 64: 27 MB less held between forward and
 backward, about 8% slower)."""
-
-
-# -- how the windows become matrix products ---------------------------------------------------
-#
-# "1x1"    1x1 kernels: the image itself, (N h w, c_in), is the patch matrix: a plain GEMM.
-# "rows"   stride 1, c_in >= 16: the f_h f_w-fold patch matrix is never built.
-#          R[n, y, x, (j, c)] = xpad[n, y, x + j, c] is an f_w-fold copy over *all* padded rows
-#          y; shifted down by i image rows, R holds the windows' i-th kernel rows, so
-#          v = sum_i R[+i] @ W_i:
-#          one GEMM R @ [W_0 | ... | W_fh-1], then shifted adds of its column blocks. Outputs
-#          land on the padded-height grid and the rows past h_out are dropped. dJ/dx is the
-#          same computation on pad(dJ/dv) with rot180(w), channels swapped.
-# "flat"   stride 1, c_in < 16 (e.g. a first layer): channel-major rows, where kernel offset
-#          (i, j) is a flat shift by i w_pad + j, so every column of the patch matrix is one
-#          contiguous copy and col2im is f_h f_w contiguous adds; outputs are computed at
-#          every padded pixel, so it is used only when that waste is small (or c_in f_w < 16).
-# "im2col" the rest (strides, moderate c_in): the (N h_out w_out, f_h f_w c_in) patch matrix,
-#          one as_strided view of the padded input and one copy; dJ/dx by col2im, one GEMM
-#          per kernel offset into a contiguous buffer and one slice-add. With stride 1 on
-#          narrow images, dJ/dx instead comes a whole row at a time: dJ/dv rows times a
-#          banded (Toeplitz) row matrix of w, then f_h shifted row adds (toeplitz_weights).
-#
-# Measured on 2 cores, forward + backward, against the full patch matrix: "rows" 1.27x faster
-# on a 3x3 convolution 32->32 channels (1.12x with 64, 1.23x with 16); "flat" 2.1x faster on
-# LeNet's first layer (1 channel, 5x5) and 1.2x on a 3x3 convolution of 8 channels, but 0.93x
-# on LeNet's second (6 channels, 5x5 on 14x14, where the padded grid is twice the output).
 
 
 def _plan(kernel: tuple[int, int], stride: tuple[int, int], c_in: int, waste: float) -> str:
@@ -84,352 +59,6 @@ def _chunks(n: int, bytes_per_image: int, plan: str) -> list[tuple[int, int]]:
     return parallel.chunk_bounds(n, bytes_per_image, target)
 
 
-# "1x1" --------------------------------------------------------------------------------------
-
-
-def _pixels(xpad, stride, out_hw):
-    """The pixels a 1x1 kernel reads, as an (N h_out w_out, c) matrix."""
-    (sh, sw), (ho, wo) = stride, out_hw
-    sub = xpad if stride == (1, 1) else xpad[:, :sh * (ho - 1) + 1:sh, :sw * (wo - 1) + 1:sw]
-    return backend.xp.ascontiguousarray(sub).reshape(-1, xpad.shape[3])
-
-
-def _forward_1x1(x, w, pads, stride, out, bias, keep):
-    xp = backend.xp
-    k = w.shape[0]
-    xp.matmul(_pixels(pad_nhwc(x, pads), stride, out.shape[1:3]), w.reshape(k, -1).T, out=out.reshape(-1, k))
-    if bias is not None:
-        out += bias
-    return None                              # the pixels are x itself: nothing to keep
-
-
-def _backward_1x1(x, w, dy, pads, stride, dx, need_w, box):
-    xp = backend.xp
-    n, h, wd, c = x.shape
-    _, ho, wo, k = dy.shape
-    dy2 = dy.reshape(-1, k)
-    dw = None
-    if need_w:
-        dw = xp.matmul(_pixels(pad_nhwc(x, pads), stride, (ho, wo)).T, dy2)
-    if dx is not None:
-        if stride == (1, 1) and (ho, wo) == (h, wd):
-            xp.matmul(dy2, w.reshape(k, c), out=dx.reshape(-1, c))
-        else:
-            lo_h, hi_h, rows = clipped(ho, -pads[0], stride[0], h)
-            lo_w, hi_w, cols = clipped(wo, -pads[2], stride[1], wd)
-            dx[...] = 0
-            dx[:, rows, cols] = xp.matmul(dy2, w.reshape(k, c)).reshape(n, ho, wo, c)[:, lo_h:hi_h, lo_w:hi_w]
-    return dw
-
-
-# "rows" -------------------------------------------------------------------------------------
-
-
-def _row_matrix(xpad, fw: int, wo: int):
-    """R = xpad expanded along W, (N hp wo, f_w c); xpad itself, reshaped, when f_w == 1."""
-    n, hp, wp, c = xpad.shape
-    if fw == 1 and wo == wp and xpad.flags.c_contiguous:
-        return xpad.reshape(n * hp * wo, c)
-    sn, s_h, s_w, s_c = xpad.strides
-    view = backend.xp.lib.stride_tricks.as_strided(
-        xpad, (n, hp, wo, fw, c), (sn, s_h, s_w, s_w, s_c), writeable=False)
-    return backend.xp.ascontiguousarray(view).reshape(n * hp * wo, fw * c)
-
-
-WIDE_WEIGHTS_MAX = 1 << 18
-"""The "rows" path multiplies by [W_0 | W_1 | ...] in one GEMM when the weights have at most
-this many values; larger ones (where building that matrix, a strided gather, costs more
-than the narrower GEMMs save) are used in place, one GEMM per kernel row."""
-
-
-def rows_weights(w):
-    """[W_0 | W_1 | ...], the (f_w c, f_h K) matrix of the "rows" GEMM (a copy: build it once
-    per convolution, not once per chunk); None for weights above WIDE_WEIGHTS_MAX."""
-    k, fh, fw, c = w.shape
-    if w.size > WIDE_WEIGHTS_MAX:
-        return None
-    return w.transpose(2, 3, 1, 0).reshape(fw * c, fh * k)
-
-
-def flipped_weights(w):
-    """w'[c, i, j, k] = w[k, -i, -j, c]: the kernel of dJ/dx = pad(dJ/dv) * rot180(w)."""
-    return backend.xp.ascontiguousarray(w[:, ::-1, ::-1, :].transpose(3, 1, 2, 0))
-
-
-def _rows_correlate(xpad, w, out, bias=None, wm=None):
-    """Valid stride-1 correlation of xpad with w into ``out``; returns R.
-
-    v[y] = sum_i R[y + i] @ W_i, computed as one GEMM Z = R @ [W_0 | W_1 | ...] (wider, so
-    faster than f_h narrow ones) whose column blocks are then added, shifted by i rows.
-    ``wm``: :func:`rows_weights` of w, if already built.
-    """
-    xp = backend.xp
-    n, hp, wp, _ = xpad.shape
-    k, fh, fw, c = w.shape
-    ho, wo = hp - fh + 1, wp - fw + 1
-    r2 = _row_matrix(xpad, fw, wo)
-    if wm is None:
-        wm = rows_weights(w)
-    if wm is None:                           # W_i = w[:, i] as a strided (K, f_w c) view
-        for i in range(fh):
-            z = xp.matmul(r2, w[:, i].reshape(k, fw * c).T).reshape(n, hp, wo, k)
-            if i == 0:
-                out[...] = z[:, 0:ho]
-            else:
-                out += z[:, i:i + ho]
-    else:
-        z = xp.matmul(r2, wm).reshape(n, hp, wo, fh, k)
-        if fh == 1:
-            out[...] = z[:, :, :, 0]
-        else:
-            xp.add(z[:, 0:ho, :, 0], z[:, 1:1 + ho, :, 1], out=out)
-            for i in range(2, fh):
-                out += z[:, i:i + ho, :, i]
-    if bias is not None:
-        out += bias
-    return r2
-
-
-def _forward_rows(x, w, pads, stride, out, bias, keep, wm=None):
-    r2 = _rows_correlate(pad_nhwc(x, pads), w, out, bias, wm)
-    return r2 if keep else None
-
-
-def _backward_rows(x, w, dy, pads, stride, dx, need_w, box, flipped=None, wm=None):
-    xp = backend.xp
-    n, h, wd, c = x.shape
-    _, ho, wo, k = dy.shape
-    _, fh, fw, _ = w.shape
-    pt, pb, pl, pr = pads
-    dw = None
-    if need_w:
-        # dJ/dw = x * dJ/dv: dJ/dv on the padded-height grid (zero rows past h_out), then
-        # dJ/dW_i = R[+i]^T @ dJ/dv, one GEMM per kernel row (R^T @ g: OpenBLAS's faster side)
-        hp = h + pt + pb
-        r2 = box.pop()
-        if r2 is None:
-            r2 = _row_matrix(pad_nhwc(x, pads), fw, wo)
-        if w.size <= WIDE_WEIGHTS_MAX:
-            # one wider GEMM: R^T @ G with G[n, s, x, i] = dJ/dv[n, s - i, x] (zero outside),
-            # whose column block i is dJ/dW_i
-            g3 = xp.zeros((n, hp, wo, fh, k), dtype=dy.dtype)
-            for i in range(fh):
-                g3[:, i:i + ho, :, i] = dy
-            full = xp.matmul(r2.T, g3.reshape(-1, fh * k))
-            dw = full.reshape(fw * c, fh, k).transpose(1, 0, 2).reshape(fh * fw * c, k)
-            del g3
-        else:
-            rows = (n * hp - fh + 1) * wo
-            grid = xp.empty((n, hp, wo, k), dtype=dy.dtype)
-            grid[:, :ho] = dy
-            grid[:, ho:] = 0
-            g2 = grid.reshape(-1, k)[:rows]
-            dw_t = xp.empty((fh, fw * c, k), dtype=dy.dtype)
-            for i in range(fh):
-                xp.matmul(r2[i * wo:i * wo + rows].T, g2, out=dw_t[i])
-            dw = dw_t.reshape(fh * fw * c, k)
-            del grid, g2
-        del r2
-    if dx is not None:
-        # dJ/dx = pad(dJ/dv) * rot180(w): dJ/dv padded by f - 1 - p (a negative pad crops the
-        # outputs that only saw padding) and correlated with w'[c, i, j, k] = w[k, -i, -j, c]
-        top, left = fh - 1 - pt, fw - 1 - pl
-        dyq = pad_nhwc(dy, (top, h + fh - 1 - ho - top, left, wd + fw - 1 - wo - left))
-        if flipped is None:
-            flipped = flipped_weights(w)
-        _rows_correlate(dyq, flipped, dx, wm=wm)
-    return dw
-
-
-# "flat" -------------------------------------------------------------------------------------
-
-
-def _flat_columns(x, fh: int, fw: int, pads):
-    """Transposed patch matrix (f_h f_w c, N hp wp) over the whole padded grid: column
-    (i, j, c) is channel c of the channel-major padded image shifted by i wp + j."""
-    xp = backend.xp
-    n, h, wd, c = x.shape
-    pt, pb, pl, pr = pads
-    hp, wp = h + pt + pb, wd + pl + pr
-    size = n * hp * wp
-    flat = xp.zeros((c, size + (fh - 1) * wp + fw - 1), dtype=x.dtype)
-    flat[:, :size].reshape(c, n, hp, wp)[:, :, pt:pt + h, pl:pl + wd] = x.transpose(3, 0, 1, 2)
-    step = flat.strides[1]
-    view = xp.lib.stride_tricks.as_strided(
-        flat, (fh, fw, c, size), (wp * step, step, flat.strides[0], step), writeable=False)
-    return xp.ascontiguousarray(view).reshape(fh * fw * c, size)
-
-
-def _forward_flat(x, w, pads, stride, out, bias, keep):
-    xp = backend.xp
-    n, h, wd, _ = x.shape
-    k, fh, fw, _ = w.shape
-    hp, wp = h + pads[0] + pads[1], wd + pads[2] + pads[3]
-    cols_t = _flat_columns(x, fh, fw, pads)
-    grid = xp.matmul(cols_t.T, w.reshape(k, -1).T).reshape(n, hp, wp, k)
-    valid = grid[:, :hp - fh + 1, :wp - fw + 1]
-    if bias is None:
-        out[...] = valid
-    else:
-        xp.add(valid, bias, out=out)
-    return cols_t if keep else None
-
-
-def _backward_flat(x, w, dy, pads, stride, dx, need_w, box):
-    xp = backend.xp
-    n, h, wd, c = x.shape
-    k, fh, fw, _ = w.shape
-    pt, pb, pl, pr = pads
-    hp, wp = h + pt + pb, wd + pl + pr
-    size = n * hp * wp
-    _, ho, wo, _ = dy.shape
-    grid = xp.zeros((n, hp, wp, k), dtype=dy.dtype)
-    grid[:, :ho, :wo] = dy
-    g2 = grid.reshape(size, k)
-    dw = None
-    if need_w:                               # dJ/dw = x * dJ/dv = patches^T dJ/dv
-        cols_t = box.pop()
-        if cols_t is None:
-            cols_t = _flat_columns(x, fh, fw, pads)
-        dw = xp.matmul(cols_t, g2)
-        del cols_t
-    if dx is not None:                       # col2im: each column shifted back and added
-        dcols = xp.matmul(w.reshape(k, -1).T, g2.T).reshape(fh, fw, c, size)
-        flat = xp.zeros((c, size + (fh - 1) * wp + fw - 1), dtype=dy.dtype)
-        for i in range(fh):
-            for j in range(fw):
-                flat[:, i * wp + j:i * wp + j + size] += dcols[i, j]
-        del dcols
-        dx[...] = flat[:, :size].reshape(c, n, hp, wp)[:, :, pt:pt + h, pl:pl + wd].transpose(1, 2, 3, 0)
-    return dw
-
-
-# "im2col" -----------------------------------------------------------------------------------
-
-
-def _patch_matrix(x, w_shape, pads, stride, out_hw):
-    """(N h_out w_out, f_h f_w c) windows: one as_strided view of the padded input, one copy."""
-    xpad = pad_nhwc(x, pads)
-    view = patches(xpad, w_shape[1:3], out_hw, stride)
-    return backend.xp.ascontiguousarray(view).reshape(-1, w_shape[1] * w_shape[2] * w_shape[3])
-
-
-def _blocks(n: int, per_image: int) -> list[tuple[int, int]]:
-    """``range(n)`` in consecutive runs of images whose patch matrices take at most
-    CHUNK_BYTES (one image at least): the "im2col" kernels build their patch matrices one
-    run at a time, so that a chunk IM2COL_CHUNK_FACTOR times larger costs no more memory."""
-    step = max(1, CHUNK_BYTES // max(per_image, 1))
-    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
-
-
-def _forward_im2col(x, w, pads, stride, out, bias, keep):
-    k = w.shape[0]
-    weights = w.reshape(k, -1).T
-    per_image = out.shape[1] * out.shape[2] * weights.shape[0] * x.itemsize
-    cols = None
-    for lo, hi in [(0, x.shape[0])] if keep else _blocks(x.shape[0], per_image):
-        cols = _patch_matrix(x[lo:hi], w.shape, pads, stride, out.shape[1:3])
-        backend.xp.matmul(cols, weights, out=out[lo:hi].reshape(-1, k))
-    if bias is not None:
-        out += bias
-    return cols if keep else None
-
-
-def _backward_im2col(x, w, dy, pads, stride, dx, need_w, box, toeplitz=None):
-    """``toeplitz``: :func:`toeplitz_weights` of w, given when dJ/dx is to come from whole
-    rows (:func:`_dx_by_rows`) instead of one small GEMM and one add per kernel offset."""
-    xp = backend.xp
-    n, h, wd, c = x.shape
-    _, ho, wo, k = dy.shape
-    _, fh, fw, _ = w.shape
-    dy2 = dy.reshape(-1, k)
-    dw = None
-    if need_w:                               # dJ/dw = patches^T dJ/dv
-        cols = box.pop()
-        if cols is not None:
-            dw = xp.matmul(cols.T, dy2)
-        else:                                # rebuilt one run of images at a time
-            dw = xp.zeros((fh * fw * c, k), dtype=dy.dtype)
-            for lo, hi in _blocks(n, ho * wo * fh * fw * c * x.itemsize):
-                cols = _patch_matrix(x[lo:hi], w.shape, pads, stride, (ho, wo))
-                dw += xp.matmul(cols.T, dy[lo:hi].reshape(-1, k))
-        del cols
-    if dx is not None and toeplitz is not None:
-        _dx_by_rows(dy, toeplitz, pads, dx)
-    elif dx is not None:                     # col2im
-        dx[...] = 0
-        buf = xp.empty((n * ho * wo, c), dtype=dy.dtype)
-        buf4 = buf.reshape(n, ho, wo, c)
-        for i in range(fh):
-            lo_h, hi_h, rows = clipped(ho, i - pads[0], stride[0], h)
-            for j in range(fw):
-                lo_w, hi_w, cols = clipped(wo, j - pads[2], stride[1], wd)
-                if hi_h > lo_h and hi_w > lo_w:
-                    xp.matmul(dy2, w[:, i, j, :], out=buf)
-                    dx[:, rows, cols] += buf4[:, lo_h:hi_h, lo_w:hi_w]
-    return dw
-
-
-TOEPLITZ_MAX = 1 << 18
-"""dJ/dx of a stride-1 "im2col" convolution goes through whole rows when the row matrix
-(:func:`toeplitz_weights`) has at most this many values and TOEPLITZ_WASTE_MAX allows."""
-
-TOEPLITZ_WASTE_MAX = 3
-"""... and the padded width is at most this many times the kernel's: the row matrix is
-mostly zeros, and its GEMM does w_p / f_w times the useful work."""
-
-
-def toeplitz_weights(w, wo: int, wp: int):
-    """The (w_out K, f_h w_p c) matrix M[(x, k), (i, x', c)] = w[k, i, x' - x, c] (zero
-    unless 0 <= x' - x < f_w): one row of dJ/dv times M gives, for each kernel row i, that
-    row's whole contribution to a (padded) row of dJ/dx."""
-    xp = backend.xp
-    k, fh, fw, c = w.shape
-    m = xp.zeros((wo, k, fh, wp, c), dtype=w.dtype)
-    for x in range(wo):
-        m[x, :, :, x:x + fw] = w
-    return m.reshape(wo * k, fh * wp * c)
-
-
-def _toeplitz_for(x_shape, w, pads, stride, wo: int):
-    """:func:`toeplitz_weights` for this convolution, or None where TOEPLITZ_MAX,
-    TOEPLITZ_WASTE_MAX or a stride other than 1 rule them out."""
-    _, _, wd, c = x_shape
-    k, fh, fw, _ = w.shape
-    wp = wd + pads[2] + pads[3]
-    if stride != (1, 1) or wp > TOEPLITZ_WASTE_MAX * fw or wo * k * fh * wp * c > TOEPLITZ_MAX:
-        return None
-    return toeplitz_weights(w, wo, wp)
-
-
-def _dx_by_rows(dy, toeplitz, pads, dx):
-    """dJ/dx = pad(dJ/dv) * rot180(w) for stride 1, a row at a time: Z = dJ/dv rows @ M
-    (:func:`toeplitz_weights`), and padded row y + i of dJ/dx gets block i of Z's row y."""
-    xp = backend.xp
-    n, ho, wo, k = dy.shape
-    _, h, wd, c = dx.shape
-    pt, pb, pl, pr = pads
-    hp, wp = h + pt + pb, wd + pl + pr
-    fh = toeplitz.shape[1] // (wp * c)
-    z = xp.matmul(dy.reshape(n * ho, wo * k), toeplitz).reshape(n, ho, fh, wp * c)
-    padded = dx if hp == h and wp == wd else xp.empty((n, hp, wp, c), dtype=dx.dtype)
-    rows = padded.reshape(n, hp, wp * c)
-    rows[:, :ho] = z[:, :, 0]
-    rows[:, ho:] = 0
-    for i in range(1, fh):
-        rows[:, i:i + ho] += z[:, :, i]
-    if padded is not dx:
-        dx[...] = padded[:, pt:pt + h, pl:pl + wd]
-
-
-_KERNELS = {
-    "1x1": (_forward_1x1, _backward_1x1),
-    "rows": (_forward_rows, _backward_rows),
-    "flat": (_forward_flat, _backward_flat),
-    "im2col": (_forward_im2col, _backward_im2col),
-}
-
-
 def _chunk_bytes(plan, x_shape, w_shape, pads, out_hw, itemsize) -> int:
     """Bytes per image of the plan's largest temporary (its patch matrix; for 1x1 kernels,
     which have none, the output, so that an epilogue finds its chunk in the cache)."""
@@ -450,9 +79,9 @@ def gemm_forward(x, w, bias, pads, stride, out, keep: bool, epilogue=None) -> li
     ``epilogue``, if given, is applied in place to each finished chunk of ``out`` while it is
     still in the cache."""
     plan = plan_for(x.shape, w.shape, pads, stride)
-    forward = _KERNELS[plan][0]
+    forward = K.KERNELS[plan][0]
     if plan == "rows":
-        forward = functools.partial(_forward_rows, wm=rows_weights(w))
+        forward = functools.partial(K.forward_rows, wm=K.rows_weights(w))
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, out.shape[1:3], x.itemsize)
     chunks = _chunks(x.shape[0], per_image, plan)
 
@@ -471,13 +100,13 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
     kernels return dJ/dw transposed, (f_h f_w c, K), as their GEMMs give it; the chunks'
     parts are added in that layout and turned into (K, f_h, f_w, c) once."""
     plan = plan_for(x.shape, w.shape, pads, stride)
-    backward = _KERNELS[plan][1]
+    backward = K.KERNELS[plan][1]
     if plan == "rows" and dx is not None:
-        flipped = flipped_weights(w)
-        backward = functools.partial(_backward_rows, flipped=flipped, wm=rows_weights(flipped))
-    toeplitz = _toeplitz_for(x.shape, w, pads, stride, dy.shape[2]) if plan == "im2col" and dx is not None else None
+        flipped = K.flipped_weights(w)
+        backward = functools.partial(K.backward_rows, flipped=flipped, wm=K.rows_weights(flipped))
+    toeplitz = K.toeplitz_for(x.shape, w, pads, stride, dy.shape[2]) if plan == "im2col" and dx is not None else None
     if toeplitz is not None:
-        backward = functools.partial(_backward_im2col, toeplitz=toeplitz)
+        backward = functools.partial(K.backward_im2col, toeplitz=toeplitz)
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, dy.shape[1:3], x.itemsize)
     if plan == "rows" and all(len(box) == 1 and box[0] is None for _, _, box in chunks):
         # nothing kept from forward: backward takes its own, smaller chunks, as it holds two
@@ -494,6 +123,7 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
         return part
     dw_t = parallel.map_sum(one, len(chunks), per_image * x.shape[0] // x.itemsize + dy.size)
     return None if dw_t is None else dw_t.T.reshape(w.shape)
+
 
 def sum_rows(dy):
     """dJ/db = sum over n, y, x of dJ/dv, as one GEMV (faster than a strided reduction)."""
