@@ -280,7 +280,7 @@ def test_toeplitz_weights_hold_each_kernel_row_shifted_along_the_row():
 
 
 def test_conv2d_cases_cover_every_path():
-    assert {_plan_of(case) for case in CASES} == {"1x1", "rows", "flat", "im2col"}
+    assert {_plan_of(case) for case in CASES} == {"1x1", "rows", "flat", "im2col", "toeplitz"}
 
 
 @pytest.mark.parametrize("algorithm", ["im2col", "fft"])

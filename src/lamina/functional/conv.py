@@ -25,6 +25,7 @@ from lamina import backend, parallel
 from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
 from lamina.functional import conv_gemm
+from lamina.functional._util import per_channel
 from lamina.functional.conv_fft import Conv2dFFT
 from lamina.functional.im2col import clipped, conv_pads, offset_view, out_size, pad_nhwc, pair
 
@@ -111,7 +112,7 @@ def _depthwise_forward(x, w, bias, pads, stride, out, epilogue=None):
                         xp.multiply(view, taps[i, j], out=t)
                         acc += t
             if bias is not None:
-                block += bias
+                per_channel(xp.add, block, bias, block)
             if epilogue is not None:
                 epilogue(block)
     parallel.map_chunks(chunk, len(chunks), out.size * fh * fw)

@@ -5,7 +5,7 @@ matrix product with w reshaped to (K, f_h f_w c_in), and dJ/dw = patches^T dJ/dv
 batch is processed in chunks of images whose patch matrix fits in the cache
 (CHUNK_BYTES). By default backward rebuilds each chunk's patch matrix from the input
 instead of keeping it from forward (KEEP_PATCHES), so a convolution holds nothing but its
-input and weights between forward and backward. Four ways of forming the products are
+input and weights between forward and backward. Five ways of forming the products are
 chosen by shape (:mod:`lamina.functional.conv_kernels`); :func:`gemm_forward` and
 :func:`gemm_backward` run the chosen one over the chunks.
 """
@@ -35,23 +35,28 @@ KEEP_PATCHES = False
 backward, about 8% slower)."""
 
 
-def _plan(kernel: tuple[int, int], stride: tuple[int, int], c_in: int, waste: float) -> str:
+def _plan(kernel: tuple[int, int], stride: tuple[int, int], c_in: int, waste: float, toeplitz_ok: bool) -> str:
     """The path for a dense convolution; ``waste`` is (padded input area) / (output area),
-    the extra work of "flat", which computes an output at every padded pixel."""
+    the extra work of "flat", which computes an output at every padded pixel;
+    ``toeplitz_ok``: the row matrix of "toeplitz" is small enough and its waste allowed."""
     if kernel == (1, 1):
         return "1x1"
     if stride != (1, 1):
         return "im2col"
     if c_in >= 16:
         return "rows"
+    if kernel[1] * c_in < 16 and toeplitz_ok:
+        return "toeplitz"
     return "flat" if kernel[1] * c_in < 16 or waste <= 1.5 else "im2col"
 
 
 def plan_for(x_shape, w_shape, pads, stride) -> str:
     _, h, wd, c = x_shape
-    _, fh, fw, _ = w_shape
+    k, fh, fw, _ = w_shape
     hp, wp = h + pads[0] + pads[1], wd + pads[2] + pads[3]
-    return _plan((fh, fw), stride, c, hp * wp / ((hp - fh + 1) * (wp - fw + 1)))
+    wo = wp - fw + 1
+    toeplitz_ok = wo <= K.TOEPLITZ_FORWARD_WASTE_MAX * fw and wo * k * fh * wp * c <= K.TOEPLITZ_MAX
+    return _plan((fh, fw), stride, c, hp * wp / ((hp - fh + 1) * wo), toeplitz_ok)
 
 
 def _chunks(n: int, bytes_per_image: int, plan: str) -> list[tuple[int, int]]:
@@ -67,6 +72,8 @@ def _chunk_bytes(plan, x_shape, w_shape, pads, out_hw, itemsize) -> int:
     hp, wp = h + pads[0] + pads[1], wd + pads[2] + pads[3]
     if plan == "1x1":
         return out_hw[0] * out_hw[1] * k * itemsize
+    if plan == "toeplitz":
+        return out_hw[0] * fh * wp * c * itemsize
     if plan == "rows":
         return hp * out_hw[1] * fw * c * itemsize
     if plan == "flat":
@@ -82,6 +89,8 @@ def gemm_forward(x, w, bias, pads, stride, out, keep: bool, epilogue=None) -> li
     forward = K.KERNELS[plan][0]
     if plan == "rows":
         forward = functools.partial(K.forward_rows, wm=K.rows_weights(w))
+    if plan == "toeplitz":
+        forward = functools.partial(K.forward_toeplitz, toeplitz=_toeplitz(x.shape, w, pads, out.shape[2]))
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, out.shape[1:3], x.itemsize)
     chunks = _chunks(x.shape[0], per_image, plan)
 
@@ -104,6 +113,9 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
     if plan == "rows" and dx is not None:
         flipped = K.flipped_weights(w)
         backward = functools.partial(K.backward_rows, flipped=flipped, wm=K.rows_weights(flipped))
+    if plan == "toeplitz":
+        toeplitz = None if dx is None else _toeplitz(x.shape, w, pads, dy.shape[2])
+        backward = functools.partial(K.backward_toeplitz, toeplitz=toeplitz)
     toeplitz = K.toeplitz_for(x.shape, w, pads, stride, dy.shape[2]) if plan == "im2col" and dx is not None else None
     if toeplitz is not None:
         backward = functools.partial(K.backward_im2col, toeplitz=toeplitz)
@@ -123,6 +135,10 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
         return part
     dw_t = parallel.map_sum(one, len(chunks), per_image * x.shape[0] // x.itemsize + dy.size)
     return None if dw_t is None else dw_t.T.reshape(w.shape)
+
+
+def _toeplitz(x_shape, w, pads, wo: int):
+    return K.toeplitz_weights(w, wo, x_shape[2] + pads[2] + pads[3])
 
 
 def sum_rows(dy):

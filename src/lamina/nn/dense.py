@@ -15,6 +15,7 @@ from __future__ import annotations
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
+from lamina.functional._util import per_channel
 from lamina.nn import init as initializers
 from lamina.nn.activation import activation_config, get_activation
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
@@ -34,7 +35,7 @@ class LinearFunction(Function):
         self.x2, self.w = x2, w
         z = parallel.matmul(x2, w)
         if b is not None:
-            z += b
+            per_channel(backend.xp.add, z, b, z)
         return z.reshape(x.shape[:-1] + (w.shape[1],)) if x.ndim != 2 else z
 
     def backward(self, dy):
