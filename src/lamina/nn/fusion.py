@@ -17,6 +17,7 @@ from __future__ import annotations
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import graph
+from lamina.functional._util import per_channel
 from lamina.functional.activation import tanh_values
 from lamina.nn import module as module_state
 from lamina.nn.activation import ReLU, ReLU6, Tanh, relu6
@@ -79,8 +80,8 @@ def _followers(layers: list, i: int, dtype) -> tuple[list, int]:
         scale, shift = layers[j].evaluation_affine(dtype)
 
         def affine(o, scale=scale, shift=shift):
-            o *= scale
-            o += shift
+            per_channel(backend.xp.multiply, o, scale, o)
+            per_channel(backend.xp.add, o, shift, o)
         steps.append(affine)
         j += 1
     if j < len(layers) and type(layers[j]) in _LAYER_ACTIVATIONS:

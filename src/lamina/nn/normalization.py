@@ -9,6 +9,7 @@ from __future__ import annotations
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
+from lamina.functional._util import per_channel
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 
@@ -51,8 +52,8 @@ class BatchNormFunction(Function):
 
         def normalize(i):
             lo, hi = chunks[i]
-            xp.multiply(x2[lo:hi], scale, out=y[lo:hi])
-            y[lo:hi] += shift
+            per_channel(xp.multiply, x2[lo:hi], scale, y[lo:hi])
+            per_channel(xp.add, y[lo:hi], shift, y[lo:hi])
         parallel.map_chunks(normalize, len(chunks), 2 * x.size)
         return y.reshape(x.shape)
 
@@ -68,7 +69,7 @@ class BatchNormFunction(Function):
         def sums(i):                       # this chunk's share of sum dJ/dy and sum dJ/dy (x - mu)
             lo, hi = chunks[i]
             d = dy2[lo:hi]
-            return ones[:hi - lo] @ d, xp.einsum("ij,ij->j", d, x2[lo:hi] - mu)
+            return ones[:hi - lo] @ d, xp.einsum("ij,ij->j", d, per_channel(xp.subtract, x2[lo:hi], mu))
         parts = parallel.map_chunks(sums, len(chunks), 2 * dy.size)
         dbeta = sum(p[0] for p in parts)
         dgamma = sum(p[1] for p in parts) * inv_std
@@ -86,10 +87,10 @@ class BatchNormFunction(Function):
             def grad_x(i):
                 lo, hi = chunks[i]
                 out = dx[lo:hi]
-                xp.multiply(dy2[lo:hi], k, out=out)
+                per_channel(xp.multiply, dy2[lo:hi], k, out)
                 if a is not None:
-                    t = x2[lo:hi] * a
-                    t += b
+                    t = per_channel(xp.multiply, x2[lo:hi], a)
+                    per_channel(xp.add, t, b, t)
                     out += t
             parallel.map_chunks(grad_x, len(chunks), 3 * dy.size)
             dx = dx.reshape(dy.shape)
@@ -124,7 +125,7 @@ def _batch_moments(x2, chunks):
         lo, hi = chunks[i]
         part = x2[lo:hi]
         mean = xp.ones(hi - lo, dtype=x2.dtype) @ part / (hi - lo)
-        d = part - mean
+        d = per_channel(xp.subtract, part, mean)
         return hi - lo, mean, xp.einsum("ij,ij->j", d, d)
     parts = parallel.map_chunks(moments, len(chunks), x2.size)
     m = x2.shape[0]
