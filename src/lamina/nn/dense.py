@@ -15,7 +15,7 @@ from __future__ import annotations
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional._util import per_channel
+from lamina.functional._util import channel_sums, per_channel
 from lamina.nn import init as initializers
 from lamina.nn.activation import activation_config, get_activation
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
@@ -44,7 +44,7 @@ class LinearFunction(Function):
         dx = parallel.matmul(dy2, self.w.T).reshape(self.in_shape) if needs[0] else None
         dw = parallel.matmul(self.x2.T, dy2) if needs[1] else None
         if len(needs) == 3:
-            db = dy2.sum(axis=0) if needs[2] else None
+            db = channel_sums(dy2) if needs[2] else None
             return dx, dw, db
         return dx, dw
 
