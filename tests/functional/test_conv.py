@@ -84,6 +84,9 @@ CASES = [
     (2, 9, 9, 4, 8, 3, 3, 2, "same", 4),            # depthwise, multiplier 2, stride 2
     (2, 9, 9, 8, 6, 3, 3, 1, 1, 2),                 # grouped (2 groups)
     (2, 9, 9, 16, 8, 3, 3, 2, "valid", 2),          # grouped, stride 2
+    (2, 12, 16, 1, 4, 5, 5, 1, "same", 1),          # one channel, wide: rows in blocks of 8 pixels
+    (1, 9, 24, 2, 6, 3, 5, 1, "valid", 1),          # rectangular kernel, blocks of 10 pixels
+    (2, 12, 12, 4, 4, 5, 5, 1, "valid", 2),         # grouped, unpadded: a strided channel slice
 ]
 
 
@@ -139,6 +142,7 @@ GRADCHECK_CASES = [
     (1, 5, 5, 2, 3, 1, 1, 2, "valid", 1),
     (1, 5, 5, 2, 4, 3, 3, 1, 1, 2),                 # depthwise, multiplier 2
     (1, 5, 5, 4, 2, 3, 3, 2, "same", 2),            # grouped
+    (1, 4, 12, 1, 2, 3, 3, 1, "same", 1),           # "toeplitz" in two blocks of 6 pixels
 ]
 
 
@@ -277,6 +281,33 @@ def test_toeplitz_weights_hold_each_kernel_row_shifted_along_the_row():
     m = conv_kernels.toeplitz_weights(w, wo=2, wp=4).reshape(2, 2, 2, 4)     # (x, k, i, x')
     np.testing.assert_array_equal(m[0, 1, 0], [w[1, 0, 0, 0], w[1, 0, 1, 0], w[1, 0, 2, 0], 0])
     np.testing.assert_array_equal(m[1, 0, 1], [0, w[0, 1, 0, 0], w[0, 1, 1, 0], w[0, 1, 2, 0]])
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if _plan_of(c) == "toeplitz"], ids=_id)
+def test_conv2d_toeplitz_path_in_one_or_several_blocks(case):
+    """The "toeplitz" plan cuts output rows into blocks that share one band matrix; a whole
+    row is one block when w_out has no divisor in range. Both, in float64, as torch."""
+    n, h, w, c, k, fh, fw, s, p, g = case
+    x, wt, b = _arrays(n, h, w, c, k, fh, fw, g, seed=1)
+    compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g),
+                       torch_conv(p, s, g, x.shape), x, wt, b, dtype=np.float64)
+
+
+def test_toeplitz_blocks_divide_the_output_row():
+    assert conv_kernels.toeplitz_block(28) == 7
+    assert conv_kernels.toeplitz_block(16) == 8
+    assert conv_kernels.toeplitz_block(20) == 10
+    assert conv_kernels.toeplitz_block(6) == 6
+    assert conv_kernels.toeplitz_block(17) == 17                       # prime: the whole row
+    blocked = [c for c in CASES if _plan_of(c) == "toeplitz"]
+    widths = {_torch_out_width(c) for c in blocked}
+    assert any(conv_kernels.toeplitz_block(wo) < wo for wo in widths)
+
+
+def _torch_out_width(case) -> int:
+    n, h, w, c, k, fh, fw, s, p, g = case
+    pads = _torch_pads(p, h, w, fh, fw, s, s)
+    return w + pads[2] + pads[3] - fw + 1
 
 
 def test_conv2d_cases_cover_every_path():

@@ -56,7 +56,9 @@ def plan_for(x_shape, w_shape, pads, stride) -> str:
     k, fh, fw, _ = w_shape
     hp, wp = h + pads[0] + pads[1], wd + pads[2] + pads[3]
     wo = wp - fw + 1
-    toeplitz_ok = wo <= K.TOEPLITZ_FORWARD_WASTE_MAX * fw and wo * k * fh * wp * c <= K.TOEPLITZ_MAX
+    block = K.toeplitz_block(wo)
+    toeplitz_ok = (block + fw - 1 <= K.TOEPLITZ_FORWARD_WASTE_MAX * fw
+                   and block * k * fh * (block + fw - 1) * c <= K.TOEPLITZ_MAX)
     return _plan((fh, fw), stride, c, hp * wp / ((hp - fh + 1) * wo), toeplitz_ok)
 
 
@@ -74,7 +76,8 @@ def _chunk_bytes(plan, x_shape, w_shape, pads, out_hw, itemsize) -> int:
     if plan == "1x1":
         return out_hw[0] * out_hw[1] * k * itemsize
     if plan == "toeplitz":
-        return out_hw[0] * fh * wp * c * itemsize
+        block = K.toeplitz_block(out_hw[1])
+        return out_hw[0] * (out_hw[1] // block) * fh * (block + fw - 1) * c * itemsize
     if plan == "rows":
         return hp * out_hw[1] * fw * c * itemsize
     if plan == "flat":
@@ -91,7 +94,7 @@ def gemm_forward(x, w, bias, pads, stride, out, keep: bool, epilogue=None) -> li
     if plan == "rows":
         forward = functools.partial(K.forward_rows, wm=K.rows_weights(w))
     if plan == "toeplitz":
-        forward = functools.partial(K.forward_toeplitz, toeplitz=_toeplitz(x.shape, w, pads, out.shape[2]))
+        forward = functools.partial(K.forward_toeplitz, band=_band(w, out.shape[2]))
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, out.shape[1:3], x.itemsize)
     chunks = _chunks(x.shape[0], per_image, plan)
 
@@ -115,8 +118,8 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
         flipped = K.flipped_weights(w)
         backward = functools.partial(K.backward_rows, flipped=flipped, wm=K.rows_weights(flipped))
     if plan == "toeplitz":
-        toeplitz = None if dx is None else _toeplitz(x.shape, w, pads, dy.shape[2])
-        backward = functools.partial(K.backward_toeplitz, toeplitz=toeplitz)
+        row_matrix = None if dx is None else K.toeplitz_weights(w, dy.shape[2], x.shape[2] + pads[2] + pads[3])
+        backward = functools.partial(K.backward_toeplitz, band=_band(w, dy.shape[2]), row_matrix=row_matrix)
     toeplitz = K.toeplitz_for(x.shape, w, pads, stride, dy.shape[2]) if plan == "im2col" and dx is not None else None
     if toeplitz is not None:
         backward = functools.partial(K.backward_im2col, toeplitz=toeplitz)
@@ -138,8 +141,10 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
     return None if dw_t is None else dw_t.T.reshape(w.shape)
 
 
-def _toeplitz(x_shape, w, pads, wo: int):
-    return K.toeplitz_weights(w, wo, x_shape[2] + pads[2] + pads[3])
+def _band(w, wo: int):
+    """The "toeplitz" plan's band matrix for one block of output pixels."""
+    block = K.toeplitz_block(wo)
+    return K.toeplitz_weights(w, block, block + w.shape[2] - 1)
 
 
 def sum_rows(dy):

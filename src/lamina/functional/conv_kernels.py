@@ -391,51 +391,68 @@ def _dx_by_rows(dy, toeplitz, pads, dx):
 
 # "toeplitz" -----------------------------------------------------------------------------------
 
-TOEPLITZ_FORWARD_WASTE_MAX = 7
-"""The "toeplitz" plan is taken when w_out is at most this many times f_w (the work of its
-GEMM over the useful work) and its row matrix is within TOEPLITZ_MAX."""
+TOEPLITZ_BLOCK = 8
+"""The "toeplitz" plan cuts each output row into blocks of about this many pixels (a divisor
+of w_out from 4 to 16; the whole row if there is none), all multiplied by the same band
+matrix: its GEMM then does (b + f_w - 1) / f_w times the useful work, not w_out / f_w."""
+
+TOEPLITZ_FORWARD_WASTE_MAX = 3
+"""... and is taken when that ratio is at most this (and its band matrix within TOEPLITZ_MAX)."""
 
 
-def _input_rows(x, pads, fh: int, ho: int):
-    """X[(n, y), (i, x', c)] = xpad[n, y + i, x', c]: f_h padded rows side by side, one copy."""
+def toeplitz_block(wo: int) -> int:
+    """The output pixels per block of the "toeplitz" plan (see TOEPLITZ_BLOCK)."""
+    divisors = [b for b in range(4, 17) if wo % b == 0]
+    return min(divisors, key=lambda b: abs(b - TOEPLITZ_BLOCK)) if divisors else wo
+
+
+def _input_rows(x, pads, fh: int, fw: int, ho: int, block: int):
+    """X[(n, y, b), (i, x', c)] = xpad[n, y + i, b block + x', c], x' < block + f_w - 1: the
+    input under each block of output pixels, f_h rows side by side (one copy)."""
     xp = backend.xp
-    xpad = pad_nhwc(x, pads)
+    xpad = xp.ascontiguousarray(pad_nhwc(x, pads))
     n, _, wp, c = xpad.shape
-    sn, s_h, _, s_c = xpad.strides
-    view = xp.lib.stride_tricks.as_strided(xpad, (n, ho, fh * wp * c), (sn, s_h, s_c), writeable=False)
-    return xp.ascontiguousarray(view).reshape(n * ho, fh * wp * c)
+    blocks = (wp - fw + 1) // block
+    sn, s_h, s_w, s_c = xpad.strides
+    view = xp.lib.stride_tricks.as_strided(xpad, (n, ho, blocks, fh, (block + fw - 1) * c),
+                                           (sn, s_h, block * s_w, s_h, s_c), writeable=False)
+    return xp.ascontiguousarray(view).reshape(n * ho * blocks, fh * (block + fw - 1) * c)
 
 
-def forward_toeplitz(x, w, pads, stride, out, bias, keep, toeplitz=None):
+def forward_toeplitz(x, w, pads, stride, out, bias, keep, band=None, row_matrix=None):
+    """``band``: :func:`toeplitz_weights` for one block, (block K, f_h (block + f_w - 1) c)."""
     xp = backend.xp
-    n, ho, wo, k = out.shape
-    rows = _input_rows(x, pads, w.shape[1], ho)
-    xp.matmul(rows, toeplitz.T, out=out.reshape(n * ho, wo * k))
+    k, fh, fw, _ = w.shape
+    block = band.shape[0] // k
+    rows = _input_rows(x, pads, fh, fw, out.shape[1], block)
+    xp.matmul(rows, band.T, out=out.reshape(-1, block * k))
     if bias is not None:
         per_channel(xp.add, out, bias, out)
     return rows if keep else None
 
 
-def backward_toeplitz(x, w, dy, pads, stride, dx, need_w, box, toeplitz=None):
+def backward_toeplitz(x, w, dy, pads, stride, dx, need_w, box, band=None, row_matrix=None):
+    """``row_matrix``: :func:`toeplitz_weights` for a whole row, for dJ/dx (None without)."""
     xp = backend.xp
-    n, ho, wo, k = dy.shape
+    _, ho, _, k = dy.shape
     _, fh, fw, c = w.shape
+    block = band.shape[0] // k
     dw = None
     if need_w:
-        # B = X^T @ dJ/dv rows holds, at [(i, x', c), (x, k)], the sum over n, y of
-        # x[n, y + i, x', c] dJ/dv[n, y, x, k]; dJ/dw[k, i, j, c] adds its band x' = x + j
+        # B = X^T @ dJ/dv blocks holds, at [(i, x', c), (x, k)], the sum over n, y and the
+        # blocks of x[n, y + i, x' + block offset, c] dJ/dv[n, y, x + block offset, k];
+        # dJ/dw[k, i, j, c] adds its band x' = x + j
         rows = box.pop()
         if rows is None:
-            rows = _input_rows(x, pads, fh, ho)
-        wp = rows.shape[1] // (fh * c)
-        band = xp.matmul(rows.T, dy.reshape(n * ho, wo * k)).reshape(fh, wp, c, wo, k)
+            rows = _input_rows(x, pads, fh, fw, ho, block)
+        b = xp.matmul(rows.T, dy.reshape(-1, block * k)).reshape(fh, block + fw - 1, c, block, k)
         del rows
-        s = band.strides
+        s = b.strides
         diagonals = xp.lib.stride_tricks.as_strided(
-            band, (fh, fw, c, wo, k), (s[0], s[1], s[2], s[1] + s[3], s[4]), writeable=False)
+            b, (fh, fw, c, block, k), (s[0], s[1], s[2], s[1] + s[3], s[4]), writeable=False)
         dw = diagonals.sum(axis=3).reshape(fh * fw * c, k)
     if dx is not None:
-        _dx_by_rows(dy, toeplitz, pads, dx)
+        _dx_by_rows(dy, row_matrix, pads, dx)
     return dw
 
 
