@@ -16,7 +16,7 @@ import lamina
 import lamina.functional as F
 from helpers import assert_close, check_gradients, compare_with_torch
 from lamina import ShapeError
-from lamina.functional import conv_gemm, conv_kernels
+from lamina.functional import conv_gemm, conv_kernels, conv_toeplitz
 
 
 def _tf_same(n: int, f: int, s: int) -> tuple[int, int]:
@@ -256,29 +256,43 @@ def test_conv2d_rows_path_with_weights_used_in_place(case, monkeypatch):
                        torch_conv(p, s, g, x.shape), x, wt, b)
 
 
-@pytest.mark.parametrize("case", [(3, 14, 14, 6, 16, 5, 5, 1, "valid", 1),       # LeNet's conv2
-                                  (2, 9, 9, 6, 16, 5, 5, 1, 2, 1),              # padding: a cropped row buffer
-                                  (2, 5, 6, 8, 6, 3, 3, 1, (2, 1), 1)], ids=_id)  # uneven padding
-@pytest.mark.parametrize("by_rows", [True, False])
-def test_conv2d_im2col_dx_by_whole_rows_or_per_offset(case, by_rows, monkeypatch):
-    """dJ/dx of a stride-1 "im2col" convolution: through the row (Toeplitz) matrix, or one
-    GEMM and one add per kernel offset when that matrix is not allowed; both as PyTorch."""
-    n, h, w, c, k, fh, fw, s, p, g = case
-    assert _plan_of(case) == "im2col"
-    if not by_rows:
-        monkeypatch.setattr(conv_kernels, "TOEPLITZ_MAX", 0)
+# (case, dJ/dx way with the row matrix allowed, way without it)
+DX_WAYS = [((3, 14, 14, 6, 16, 5, 5, 1, "valid", 1), "rows", "col2im"),    # LeNet's conv2
+           ((2, 9, 9, 6, 16, 5, 5, 1, 2, 1), "rows", "col2im"),           # padding: a cropped row buffer
+           ((2, 5, 6, 8, 6, 3, 3, 1, (2, 1), 1), "rows", "col2im"),       # uneven padding
+           ((2, 12, 16, 1, 4, 5, 5, 1, "same", 1), "flat", "flat")]       # wide: no row matrix
+
+
+@pytest.mark.parametrize("case, with_rows, without_rows, plan",
+                         [w + ("toeplitz",) for w in DX_WAYS] + [w + ("im2col",) for w in DX_WAYS if w[1] == "rows"],
+                         ids=lambda v: _id(v) if isinstance(v, tuple) else v)
+@pytest.mark.parametrize("rows_allowed", [True, False])
+def test_conv2d_stride1_dx_ways(case, with_rows, without_rows, plan, rows_allowed, monkeypatch):
+    """dJ/dx of a stride-1 convolution with few channels: through the whole-row (Toeplitz)
+    matrix where it is allowed, else flat's col2im (narrow kernel rows; "toeplitz" plan
+    only) or one GEMM and one add per kernel offset; every way as PyTorch."""
+    assert _plan_of(case) == "toeplitz"
+    if plan == "im2col":                      # the band matrix ruled out: the im2col plan
+        monkeypatch.setattr(conv_toeplitz, "TOEPLITZ_FORWARD_WASTE_MAX", 0)
+        assert _plan_of(case) == "im2col"
+        without_rows = "col2im"
+    if not rows_allowed:
+        monkeypatch.setattr(conv_toeplitz, "toeplitz_for", lambda *a: None)
     calls = []
-    original = conv_kernels._dx_by_rows
-    monkeypatch.setattr(conv_kernels, "_dx_by_rows", lambda *a: calls.append(1) or original(*a))
+    for module, name, way in ((conv_toeplitz, "dx_by_rows", "rows"), (conv_kernels, "backward_flat", "flat"),
+                              (conv_kernels, "col2im", "col2im")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _w=way: calls.append(_w) or _f(*a))
+    n, h, w, c, k, fh, fw, s, p, g = case
     x, wt, b = _arrays(n, h, w, c, k, fh, fw, g)
     compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p, groups=g),
                        torch_conv(p, s, g, x.shape), x, wt, b)
-    assert bool(calls) == by_rows
+    assert set(calls) == {with_rows if rows_allowed else without_rows}
 
 
 def test_toeplitz_weights_hold_each_kernel_row_shifted_along_the_row():
     w = np.arange(2 * 2 * 3 * 1, dtype=np.float32).reshape(2, 2, 3, 1)    # K=2, f=2x3, c=1
-    m = conv_kernels.toeplitz_weights(w, wo=2, wp=4).reshape(2, 2, 2, 4)     # (x, k, i, x')
+    m = conv_toeplitz.toeplitz_weights(w, wo=2, wp=4).reshape(2, 2, 2, 4)     # (x, k, i, x')
     np.testing.assert_array_equal(m[0, 1, 0], [w[1, 0, 0, 0], w[1, 0, 1, 0], w[1, 0, 2, 0], 0])
     np.testing.assert_array_equal(m[1, 0, 1], [0, w[0, 1, 0, 0], w[0, 1, 1, 0], w[0, 1, 2, 0]])
 
@@ -294,14 +308,15 @@ def test_conv2d_toeplitz_path_in_one_or_several_blocks(case):
 
 
 def test_toeplitz_blocks_divide_the_output_row():
-    assert conv_kernels.toeplitz_block(28) == 7
-    assert conv_kernels.toeplitz_block(16) == 8
-    assert conv_kernels.toeplitz_block(20) == 10
-    assert conv_kernels.toeplitz_block(6) == 6
-    assert conv_kernels.toeplitz_block(17) == 17                       # prime: the whole row
+    """The smallest divisor of w_out giving at least TOEPLITZ_MIN_COLUMNS (32) columns."""
+    assert conv_toeplitz.toeplitz_block(28, 6) == 7            # LeNet's first layer
+    assert conv_toeplitz.toeplitz_block(10, 16) == 2           # LeNet's second
+    assert conv_toeplitz.toeplitz_block(32, 32) == 2
+    assert conv_toeplitz.toeplitz_block(20, 4) == 10
+    assert conv_toeplitz.toeplitz_block(6, 4) == 6             # no divisor reaches 32: the whole row
+    assert conv_toeplitz.toeplitz_block(17, 16) == 17          # prime: the whole row
     blocked = [c for c in CASES if _plan_of(c) == "toeplitz"]
-    widths = {_torch_out_width(c) for c in blocked}
-    assert any(conv_kernels.toeplitz_block(wo) < wo for wo in widths)
+    assert any(conv_toeplitz.toeplitz_block(wo, c[4]) < wo for wo, c in ((_torch_out_width(c), c) for c in blocked))
 
 
 def _torch_out_width(case) -> int:

@@ -16,6 +16,7 @@ import functools
 
 from lamina import parallel
 from lamina.functional import conv_kernels as K
+from lamina.functional import conv_toeplitz
 from lamina.functional._util import channel_sums
 
 CHUNK_BYTES = 1 << 20
@@ -36,30 +37,42 @@ KEEP_PATCHES = False
 backward, about 8% slower)."""
 
 
+def _flat_suits(kernel: tuple[int, int], c_in: int, waste: float) -> bool:
+    """Whether "flat" (or its col2im, for dJ/dx) beats the full patch matrix: narrow kernel
+    rows (f_w c_in < 16), or little waste."""
+    return kernel[1] * c_in < 16 or waste <= 1.5
+
+
 def _plan(kernel: tuple[int, int], stride: tuple[int, int], c_in: int, waste: float, toeplitz_ok: bool) -> str:
     """The path for a dense convolution; ``waste`` is (padded input area) / (output area),
     the extra work of "flat", which computes an output at every padded pixel;
-    ``toeplitz_ok``: the row matrix of "toeplitz" is small enough and its waste allowed."""
+    ``toeplitz_ok``: the band matrix of "toeplitz" is small enough and its waste allowed."""
     if kernel == (1, 1):
         return "1x1"
     if stride != (1, 1):
         return "im2col"
     if c_in >= 16:
         return "rows"
-    if kernel[1] * c_in < 16 and toeplitz_ok:
+    if toeplitz_ok:
         return "toeplitz"
-    return "flat" if kernel[1] * c_in < 16 or waste <= 1.5 else "im2col"
+    return "flat" if _flat_suits(kernel, c_in, waste) else "im2col"
 
 
-def plan_for(x_shape, w_shape, pads, stride) -> str:
+def _shape_facts(x_shape, w_shape, pads):
+    """(flat's waste, whether "toeplitz" is allowed) for a stride-1 convolution."""
     _, h, wd, c = x_shape
     k, fh, fw, _ = w_shape
     hp, wp = h + pads[0] + pads[1], wd + pads[2] + pads[3]
     wo = wp - fw + 1
-    block = K.toeplitz_block(wo)
-    toeplitz_ok = (block + fw - 1 <= K.TOEPLITZ_FORWARD_WASTE_MAX * fw
-                   and block * k * fh * (block + fw - 1) * c <= K.TOEPLITZ_MAX)
-    return _plan((fh, fw), stride, c, hp * wp / ((hp - fh + 1) * wo), toeplitz_ok)
+    block = conv_toeplitz.toeplitz_block(wo, k)
+    toeplitz_ok = (block + fw - 1 <= conv_toeplitz.TOEPLITZ_FORWARD_WASTE_MAX * fw
+                   and block * k * fh * (block + fw - 1) * c <= conv_toeplitz.TOEPLITZ_MAX)
+    return hp * wp / ((hp - fh + 1) * wo), toeplitz_ok
+
+
+def plan_for(x_shape, w_shape, pads, stride) -> str:
+    waste, toeplitz_ok = _shape_facts(x_shape, w_shape, pads)
+    return _plan(tuple(w_shape[1:3]), stride, x_shape[3], waste, toeplitz_ok)
 
 
 def _chunks(n: int, bytes_per_image: int, plan: str) -> list[tuple[int, int]]:
@@ -76,7 +89,7 @@ def _chunk_bytes(plan, x_shape, w_shape, pads, out_hw, itemsize) -> int:
     if plan == "1x1":
         return out_hw[0] * out_hw[1] * k * itemsize
     if plan == "toeplitz":
-        block = K.toeplitz_block(out_hw[1])
+        block = conv_toeplitz.toeplitz_block(out_hw[1], k)
         return out_hw[0] * (out_hw[1] // block) * fh * (block + fw - 1) * c * itemsize
     if plan == "rows":
         return hp * out_hw[1] * fw * c * itemsize
@@ -94,7 +107,7 @@ def gemm_forward(x, w, bias, pads, stride, out, keep: bool, epilogue=None) -> li
     if plan == "rows":
         forward = functools.partial(K.forward_rows, wm=K.rows_weights(w))
     if plan == "toeplitz":
-        forward = functools.partial(K.forward_toeplitz, band=_band(w, out.shape[2]))
+        forward = functools.partial(conv_toeplitz.forward_toeplitz, band=_band(w, out.shape[2]))
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, out.shape[1:3], x.itemsize)
     chunks = _chunks(x.shape[0], per_image, plan)
 
@@ -118,11 +131,12 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
         flipped = K.flipped_weights(w)
         backward = functools.partial(K.backward_rows, flipped=flipped, wm=K.rows_weights(flipped))
     if plan == "toeplitz":
-        row_matrix = None if dx is None else K.toeplitz_weights(w, dy.shape[2], x.shape[2] + pads[2] + pads[3])
-        backward = functools.partial(K.backward_toeplitz, band=_band(w, dy.shape[2]), row_matrix=row_matrix)
-    toeplitz = K.toeplitz_for(x.shape, w, pads, stride, dy.shape[2]) if plan == "im2col" and dx is not None else None
-    if toeplitz is not None:
-        backward = functools.partial(K.backward_im2col, toeplitz=toeplitz)
+        backward = functools.partial(conv_toeplitz.backward_toeplitz, band=_band(w, dy.shape[2]),
+                                     dx_kernel=None if dx is None else _toeplitz_dx(x.shape, w, pads, dy.shape[2]))
+    if plan == "im2col" and dx is not None:
+        toeplitz = conv_toeplitz.toeplitz_for(x.shape, w, pads, stride, dy.shape[2])
+        if toeplitz is not None:
+            backward = functools.partial(K.backward_im2col, toeplitz=toeplitz)
     per_image = _chunk_bytes(plan, x.shape, w.shape, pads, dy.shape[1:3], x.itemsize)
     if plan == "rows" and all(len(box) == 1 and box[0] is None for _, _, box in chunks):
         # nothing kept from forward: backward takes its own, smaller chunks, as it holds two
@@ -141,10 +155,21 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
     return None if dw_t is None else dw_t.T.reshape(w.shape)
 
 
+def _toeplitz_dx(x_shape, w, pads, wo: int):
+    """dJ/dx for the "toeplitz" plan: by whole rows where the row matrix is allowed, else
+    flat's col2im where it suits, else im2col's."""
+    row_matrix = conv_toeplitz.toeplitz_for(x_shape, w, pads, (1, 1), wo)
+    if row_matrix is not None:
+        return lambda x, w, dy, pads, stride, dx: conv_toeplitz.dx_by_rows(dy, row_matrix, pads, dx)
+    if _flat_suits(w.shape[1:3], x_shape[3], _shape_facts(x_shape, w.shape, pads)[0]):
+        return lambda x, w, dy, pads, stride, dx: K.backward_flat(x, w, dy, pads, stride, dx, False, [None])
+    return lambda x, w, dy, pads, stride, dx: K.col2im(dy, w, pads, stride, dx)
+
+
 def _band(w, wo: int):
     """The "toeplitz" plan's band matrix for one block of output pixels."""
-    block = K.toeplitz_block(wo)
-    return K.toeplitz_weights(w, block, block + w.shape[2] - 1)
+    block = conv_toeplitz.toeplitz_block(wo, w.shape[0])
+    return conv_toeplitz.toeplitz_weights(w, block, block + w.shape[2] - 1)
 
 
 def sum_rows(dy):

@@ -10,6 +10,7 @@ writes dJ/dx into ``dx`` unless it is None.
 from __future__ import annotations
 
 from lamina import backend
+from lamina.functional import conv_toeplitz
 from lamina.functional._util import per_channel
 from lamina.functional.im2col import clipped, pad_nhwc, patches
 
@@ -27,16 +28,18 @@ PATCH_RUN_BYTES = 1 << 20
 #          one GEMM R @ [W_0 | ... | W_fh-1], then shifted adds of its column blocks. Outputs
 #          land on the padded-height grid and the rows past h_out are dropped. dJ/dx is the
 #          same computation on pad(dJ/dv) with rot180(w), channels swapped.
-# "flat"   stride 1, c_in < 16 (e.g. a first layer): channel-major rows, where kernel offset
-#          (i, j) is a flat shift by i w_pad + j, so every column of the patch matrix is one
-#          contiguous copy and col2im is f_h f_w contiguous adds; outputs are computed at
+# "toeplitz" stride 1, c_in < 16 (first layers, LeNet's both): each output row is cut into
+#          blocks of b pixels (toeplitz_block); the input under a block, f_h rows side by side,
+#          X[(n, y, blk), (i, x', c)] = xpad[n, y + i, blk b + x', c] (a copy about f_h times
+#          the size of x, no f_h f_w-fold patch matrix), times one band matrix M of w
+#          (toeplitz_weights): v = X @ M^T comes out already NHWC; dJ/dw is the band of
+#          X^T @ dJ/dv. The GEMM does (b + f_w - 1) / f_w times the useful work, in one
+#          well-shaped product instead of a narrow one. dJ/dx: by whole rows (below) on
+#          narrow images, else flat's col2im or im2col's.
+# "flat"   stride 1, c_in < 16 where "toeplitz" is ruled out: channel-major rows, where kernel
+#          offset (i, j) is a flat shift by i w_pad + j, so every column of the patch matrix is
+#          one contiguous copy and col2im is f_h f_w contiguous adds; outputs are computed at
 #          every padded pixel, so it is used only when that waste is small (or c_in f_w < 16).
-# "toeplitz" stride 1, c_in f_w < 16 on narrow images (e.g. LeNet's first layer): the input rows
-#          f_h at a time, X[(n, y), (i, x', c)] = xpad[n, y + i, x', c] (a copy f_h times the
-#          size of x, no f_h f_w-fold patch matrix), times the banded row matrix M of w
-#          (toeplitz_weights): v = X @ M^T gives whole output rows, already NHWC; dJ/dw is the
-#          band of X^T @ dJ/dv rows, dJ/dx the row dJ/dx below. The GEMM does w_out / f_w
-#          times the useful work, but in one well-shaped product instead of a narrow one.
 # "im2col" the rest (strides, moderate c_in): the (N h_out w_out, f_h f_w c_in) patch matrix,
 #          one as_strided view of the padded input and one copy; dJ/dx by col2im, one GEMM
 #          per kernel offset into a contiguous buffer and one slice-add. With stride 1 on
@@ -47,8 +50,9 @@ PATCH_RUN_BYTES = 1 << 20
 # on a 3x3 convolution 32->32 channels (1.12x with 64, 1.23x with 16); "flat" 2.1x faster on
 # LeNet's first layer (1 channel, 5x5) and 1.2x on a 3x3 convolution of 8 channels, but 0.93x
 # on LeNet's second (6 channels, 5x5 on 14x14, where the padded grid is twice the output).
-# "toeplitz" is 2.0x faster than "flat" on LeNet's first layer (forward and dJ/dw; 5.6 times
-# the useful work), but 0.75x on a 3x3 one-channel layer on 28x28 (9.3 times).
+# Forward + dJ/dw of "toeplitz" against the better of "flat" and "im2col": 2.2x on LeNet's
+# first layer, 1.03x on its second, 1.4x on a 3x3 one-channel layer on 28x28 and 1.06x on a
+# 3x3 three-channel one on 32x32; no case measured was slower.
 
 
 # "1x1" --------------------------------------------------------------------------------------
@@ -303,8 +307,8 @@ def forward_im2col(x, w, pads, stride, out, bias, keep):
 
 
 def backward_im2col(x, w, dy, pads, stride, dx, need_w, box, toeplitz=None):
-    """``toeplitz``: :func:`toeplitz_weights` of w, given when dJ/dx is to come from whole
-    rows (:func:`_dx_by_rows`) instead of one small GEMM and one add per kernel offset."""
+    """``toeplitz``: the row matrix of w (conv_toeplitz.toeplitz_weights), given when dJ/dx
+    is to come from whole rows instead of one small GEMM and one add per kernel offset."""
     xp = backend.xp
     n, h, wd, c = x.shape
     _, ho, wo, k = dy.shape
@@ -322,142 +326,34 @@ def backward_im2col(x, w, dy, pads, stride, dx, need_w, box, toeplitz=None):
                 dw += xp.matmul(cols.T, dy[lo:hi].reshape(-1, k))
         del cols
     if dx is not None and toeplitz is not None:
-        _dx_by_rows(dy, toeplitz, pads, dx)
-    elif dx is not None:                     # col2im
-        dx[...] = 0
-        buf = xp.empty((n * ho * wo, c), dtype=dy.dtype)
-        buf4 = buf.reshape(n, ho, wo, c)
-        for i in range(fh):
-            lo_h, hi_h, rows = clipped(ho, i - pads[0], stride[0], h)
-            for j in range(fw):
-                lo_w, hi_w, cols = clipped(wo, j - pads[2], stride[1], wd)
-                if hi_h > lo_h and hi_w > lo_w:
-                    xp.matmul(dy2, w[:, i, j, :], out=buf)
-                    dx[:, rows, cols] += buf4[:, lo_h:hi_h, lo_w:hi_w]
+        conv_toeplitz.dx_by_rows(dy, toeplitz, pads, dx)
+    elif dx is not None:
+        col2im(dy, w, pads, stride, dx)
     return dw
 
 
-TOEPLITZ_MAX = 1 << 18
-"""dJ/dx of a stride-1 "im2col" convolution goes through whole rows when the row matrix
-(:func:`toeplitz_weights`) has at most this many values and TOEPLITZ_WASTE_MAX allows."""
-
-TOEPLITZ_WASTE_MAX = 3
-"""... and the padded width is at most this many times the kernel's: the row matrix is
-mostly zeros, and its GEMM does w_p / f_w times the useful work."""
-
-
-def toeplitz_weights(w, wo: int, wp: int):
-    """The (w_out K, f_h w_p c) matrix M[(x, k), (i, x', c)] = w[k, i, x' - x, c] (zero
-    unless 0 <= x' - x < f_w): one row of dJ/dv times M gives, for each kernel row i, that
-    row's whole contribution to a (padded) row of dJ/dx."""
+def col2im(dy, w, pads, stride, dx):
+    """dJ/dx from dJ/dv: for each kernel offset, one GEMM into a contiguous buffer and one
+    add of its slice into dJ/dx."""
     xp = backend.xp
-    k, fh, fw, c = w.shape
-    m = xp.zeros((wo, k, fh, wp, c), dtype=w.dtype)
-    for x in range(wo):
-        m[x, :, :, x:x + fw] = w
-    return m.reshape(wo * k, fh * wp * c)
-
-
-def toeplitz_for(x_shape, w, pads, stride, wo: int):
-    """:func:`toeplitz_weights` for this convolution, or None where TOEPLITZ_MAX,
-    TOEPLITZ_WASTE_MAX or a stride other than 1 rule them out."""
-    _, _, wd, c = x_shape
-    k, fh, fw, _ = w.shape
-    wp = wd + pads[2] + pads[3]
-    if stride != (1, 1) or wp > TOEPLITZ_WASTE_MAX * fw or wo * k * fh * wp * c > TOEPLITZ_MAX:
-        return None
-    return toeplitz_weights(w, wo, wp)
-
-
-def _dx_by_rows(dy, toeplitz, pads, dx):
-    """dJ/dx = pad(dJ/dv) * rot180(w) for stride 1, a row at a time: Z = dJ/dv rows @ M
-    (:func:`toeplitz_weights`), and padded row y + i of dJ/dx gets block i of Z's row y."""
-    xp = backend.xp
-    n, ho, wo, k = dy.shape
     _, h, wd, c = dx.shape
-    pt, pb, pl, pr = pads
-    hp, wp = h + pt + pb, wd + pl + pr
-    fh = toeplitz.shape[1] // (wp * c)
-    z = xp.matmul(dy.reshape(n * ho, wo * k), toeplitz).reshape(n, ho, fh, wp * c)
-    padded = dx if hp == h and wp == wd else xp.empty((n, hp, wp, c), dtype=dx.dtype)
-    rows = padded.reshape(n, hp, wp * c)
-    rows[:, :ho] = z[:, :, 0]
-    rows[:, ho:] = 0
-    for i in range(1, fh):
-        rows[:, i:i + ho] += z[:, :, i]
-    if padded is not dx:
-        dx[...] = padded[:, pt:pt + h, pl:pl + wd]
-
-
-# "toeplitz" -----------------------------------------------------------------------------------
-
-TOEPLITZ_BLOCK = 8
-"""The "toeplitz" plan cuts each output row into blocks of about this many pixels (a divisor
-of w_out from 4 to 16; the whole row if there is none), all multiplied by the same band
-matrix: its GEMM then does (b + f_w - 1) / f_w times the useful work, not w_out / f_w."""
-
-TOEPLITZ_FORWARD_WASTE_MAX = 3
-"""... and is taken when that ratio is at most this (and its band matrix within TOEPLITZ_MAX)."""
-
-
-def toeplitz_block(wo: int) -> int:
-    """The output pixels per block of the "toeplitz" plan (see TOEPLITZ_BLOCK)."""
-    divisors = [b for b in range(4, 17) if wo % b == 0]
-    return min(divisors, key=lambda b: abs(b - TOEPLITZ_BLOCK)) if divisors else wo
-
-
-def _input_rows(x, pads, fh: int, fw: int, ho: int, block: int):
-    """X[(n, y, b), (i, x', c)] = xpad[n, y + i, b block + x', c], x' < block + f_w - 1: the
-    input under each block of output pixels, f_h rows side by side (one copy)."""
-    xp = backend.xp
-    xpad = xp.ascontiguousarray(pad_nhwc(x, pads))
-    n, _, wp, c = xpad.shape
-    blocks = (wp - fw + 1) // block
-    sn, s_h, s_w, s_c = xpad.strides
-    view = xp.lib.stride_tricks.as_strided(xpad, (n, ho, blocks, fh, (block + fw - 1) * c),
-                                           (sn, s_h, block * s_w, s_h, s_c), writeable=False)
-    return xp.ascontiguousarray(view).reshape(n * ho * blocks, fh * (block + fw - 1) * c)
-
-
-def forward_toeplitz(x, w, pads, stride, out, bias, keep, band=None, row_matrix=None):
-    """``band``: :func:`toeplitz_weights` for one block, (block K, f_h (block + f_w - 1) c)."""
-    xp = backend.xp
-    k, fh, fw, _ = w.shape
-    block = band.shape[0] // k
-    rows = _input_rows(x, pads, fh, fw, out.shape[1], block)
-    xp.matmul(rows, band.T, out=out.reshape(-1, block * k))
-    if bias is not None:
-        per_channel(xp.add, out, bias, out)
-    return rows if keep else None
-
-
-def backward_toeplitz(x, w, dy, pads, stride, dx, need_w, box, band=None, row_matrix=None):
-    """``row_matrix``: :func:`toeplitz_weights` for a whole row, for dJ/dx (None without)."""
-    xp = backend.xp
-    _, ho, _, k = dy.shape
-    _, fh, fw, c = w.shape
-    block = band.shape[0] // k
-    dw = None
-    if need_w:
-        # B = X^T @ dJ/dv blocks holds, at [(i, x', c), (x, k)], the sum over n, y and the
-        # blocks of x[n, y + i, x' + block offset, c] dJ/dv[n, y, x + block offset, k];
-        # dJ/dw[k, i, j, c] adds its band x' = x + j
-        rows = box.pop()
-        if rows is None:
-            rows = _input_rows(x, pads, fh, fw, ho, block)
-        b = xp.matmul(rows.T, dy.reshape(-1, block * k)).reshape(fh, block + fw - 1, c, block, k)
-        del rows
-        s = b.strides
-        diagonals = xp.lib.stride_tricks.as_strided(
-            b, (fh, fw, c, block, k), (s[0], s[1], s[2], s[1] + s[3], s[4]), writeable=False)
-        dw = diagonals.sum(axis=3).reshape(fh * fw * c, k)
-    if dx is not None:
-        _dx_by_rows(dy, row_matrix, pads, dx)
-    return dw
+    n, ho, wo, k = dy.shape
+    _, fh, fw, _ = w.shape
+    dy2 = dy.reshape(-1, k)
+    dx[...] = 0
+    buf = xp.empty((n * ho * wo, c), dtype=dy.dtype)
+    buf4 = buf.reshape(n, ho, wo, c)
+    for i in range(fh):
+        lo_h, hi_h, rows = clipped(ho, i - pads[0], stride[0], h)
+        for j in range(fw):
+            lo_w, hi_w, cols = clipped(wo, j - pads[2], stride[1], wd)
+            if hi_h > lo_h and hi_w > lo_w:
+                xp.matmul(dy2, w[:, i, j, :], out=buf)
+                dx[:, rows, cols] += buf4[:, lo_h:hi_h, lo_w:hi_w]
 
 
 KERNELS = {
-    "toeplitz": (forward_toeplitz, backward_toeplitz),
+    "toeplitz": (conv_toeplitz.forward_toeplitz, conv_toeplitz.backward_toeplitz),
     "1x1": (forward_1x1, backward_1x1),
     "rows": (forward_rows, backward_rows),
     "flat": (forward_flat, backward_flat),
