@@ -209,3 +209,36 @@ def test_tanh_and_sigmoid_on_threads_match_torch(two_threads):
     x = np.random.default_rng(1).standard_normal((64, 32, 32, 6)).astype(np.float32) * 4
     assert_close(F.tanh(lamina.tensor(x)).numpy(), torch.tanh(torch.from_numpy(x)).numpy(), rtol=1e-6)
     assert_close(F.sigmoid(lamina.tensor(x)).numpy(), torch.sigmoid(torch.from_numpy(x)).numpy(), rtol=1e-6)
+
+
+def test_an_error_on_a_worker_reaches_the_caller_and_the_threads_stay_usable(two_threads):
+    def work(i):
+        if i == 1:
+            raise KeyError("chunk 1")
+        time.sleep(0.005)
+        return i
+
+    with pytest.raises(KeyError, match="chunk 1"):
+        parallel.map_chunks(work, 2, parallel.MIN_ELEMENTS)
+    assert parallel.map_chunks(lambda i: i + 10, 4, parallel.MIN_ELEMENTS) == [10, 11, 12, 13]
+
+
+def test_two_callers_at_once_each_get_their_own_results(two_threads):
+    """A second thread that finds the workers busy runs its chunks itself."""
+    results, errors = {}, []
+
+    def caller(name):
+        try:
+            for _ in range(20):
+                out = parallel.map_chunks(lambda i: (name, i), 4, parallel.MIN_ELEMENTS)
+                assert out == [(name, i) for i in range(4)]
+            results[name] = True
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == {"a": True, "b": True}
