@@ -19,8 +19,8 @@ from lamina.functional._util import per_channel
 from lamina.functional.im2col import pad_nhwc
 
 TOEPLITZ_MAX = 1 << 18
-"""dJ/dx of a stride-1 "im2col" convolution goes through whole rows when the row matrix
-(:func:`toeplitz_weights`) has at most this many values and TOEPLITZ_WASTE_MAX allows."""
+"""The most values a row or band matrix (:func:`toeplitz_weights`) may have. dJ/dx goes
+through whole rows when the row matrix is within it and TOEPLITZ_WASTE_MAX allows."""
 
 TOEPLITZ_WASTE_MAX = 3
 """... and the padded width is at most this many times the kernel's: the row matrix is
