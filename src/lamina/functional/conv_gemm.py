@@ -162,7 +162,13 @@ def _toeplitz_dx(x_shape, w, pads, wo: int):
     if row_matrix is not None:
         return lambda x, w, dy, pads, stride, dx: conv_toeplitz.dx_by_rows(dy, row_matrix, pads, dx)
     if _flat_suits(w.shape[1:3], x_shape[3], _shape_facts(x_shape, w.shape, pads)[0]):
-        return lambda x, w, dy, pads, stride, dx: K.backward_flat(x, w, dy, pads, stride, dx, False, [None])
+        # in flat's own, smaller chunks: its column matrix is f_h f_w times the padded input
+        step = max(1, CHUNK_BYTES // _chunk_bytes("flat", x_shape, w.shape, pads, None, w.itemsize))
+
+        def flat_dx(x, w, dy, pads, stride, dx):
+            for lo in range(0, x.shape[0], step):
+                K.backward_flat(x[lo:lo + step], w, dy[lo:lo + step], pads, stride, dx[lo:lo + step], False, [None])
+        return flat_dx
     return lambda x, w, dy, pads, stride, dx: K.col2im(dy, w, pads, stride, dx)
 
 
