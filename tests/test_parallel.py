@@ -242,3 +242,9 @@ def test_two_callers_at_once_each_get_their_own_results(two_threads):
     for t in threads:
         t.join()
     assert not errors and results == {"a": True, "b": True}
+
+
+def test_more_calls_than_threads_all_run(two_threads):
+    ran = []
+    parallel._run_all([lambda i=i: ran.append(i) for i in range(5)])
+    assert sorted(ran) == [0, 1, 2, 3, 4]

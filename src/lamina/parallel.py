@@ -176,7 +176,8 @@ def _run_all(calls) -> None:
             worker.start(lambda call=call: inside(call))
         error = None
         try:
-            inside(calls[0])
+            for call in [calls[0]] + calls[len(workers) + 1:]:   # any the workers cannot take
+                inside(call)
         except BaseException as raised:        # noqa: BLE001 - re-raised once all have finished
             error = raised
         for worker in workers:                 # join every one, whatever happened
