@@ -24,6 +24,7 @@ results do not depend on timing.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -198,29 +199,29 @@ def chunk_bounds(n: int, bytes_per_item: int, target_bytes: int) -> list[tuple[i
 
 
 def map_chunks(fn, count: int, work: int) -> list:
-    """``[fn(0), ..., fn(count - 1)]``, the calls shared among the threads (thread t takes
-    t, t + T, ...), with single-threaded BLAS. Each call must write only its own outputs;
-    ``work`` (elements touched in all) decides whether threads are worth it."""
+    """``[fn(0), ..., fn(count - 1)]``, the calls shared among the threads (each takes the
+    next chunk not yet taken, so a thread held up by the GIL or a cold cache does not keep
+    the others waiting), with single-threaded BLAS. Each call must write only its own
+    outputs; ``work`` (elements touched in all) decides whether threads are worth it."""
     if not _parallel_ok(count, work, MIN_ELEMENTS):
         with one_blas_thread():
             return [fn(i) for i in range(count)]
-    k = min(_threads, count)
     results = [None] * count
+    next_chunk = itertools.count()                 # next() on it is atomic under the GIL
 
-    def worker(first: int):
-        def run():
-            for i in range(first, count, k):
-                results[i] = fn(i)
-        return run
+    def run():
+        while (i := next(next_chunk)) < count:
+            results[i] = fn(i)
 
     with one_blas_thread():
-        _run_all([worker(t) for t in range(k)])
+        _run_all([run] * min(_threads, count))
     return results
 
 
 def map_sum(fn, count: int, work: int):
     """``fn(0) + ... + fn(count - 1)`` (None results skipped; None if all are), the calls
-    shared among the threads as in :func:`map_chunks`. Each thread adds up its own results
+    shared among the threads in a fixed order (thread t takes t, t + T, ..., unlike
+    :func:`map_chunks`, so that the sum does not depend on timing). Each thread adds up its own results
     as they come, so only one partial sum per thread is alive at a time; the partial sums
     are then added in thread order (the same result for the same number of threads)."""
     k = min(_threads, count) if _parallel_ok(count, work, MIN_ELEMENTS) else 1
