@@ -55,3 +55,17 @@ def test_channel_sums_equal_sums_over_all_but_the_last_axis(dtype):
         assert got.shape == (x.shape[-1],) and got.dtype == dtype, name
         np.testing.assert_allclose(got, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5,
                                    err_msg=name)
+
+
+def test_the_bias_gradient_of_a_broadcast_add_is_the_channel_sum():
+    """x + b with b along the last axis: dJ/db goes through channel_sums, as torch."""
+    import torch
+
+    import lamina
+    rng = np.random.default_rng(3)
+    x, b = rng.standard_normal((4, 5, 7, 6)), rng.standard_normal(6)
+    bl = lamina.tensor(b, requires_grad=True, dtype=np.float64)
+    (lamina.tensor(x, dtype=np.float64) + bl).sum().backward()
+    bt = torch.tensor(b, requires_grad=True)
+    (torch.tensor(x) + bt).sum().backward()
+    np.testing.assert_allclose(bl.grad, bt.grad.numpy(), rtol=1e-12)

@@ -68,6 +68,8 @@ def unbroadcast(grad, shape: tuple[int, ...]):
     dJ/db = sum over the samples of dJ/dz)."""
     if grad.shape == shape:
         return grad
+    if len(shape) == 1 and grad.ndim >= 2 and shape[0] == grad.shape[-1] > 1:
+        return channel_sums(grad)            # a vector along the last axis: the bias case
     extra = grad.ndim - len(shape)
     if extra:
         grad = grad.sum(axis=tuple(range(extra)))

@@ -70,7 +70,7 @@ def forward_1x1(x, w, pads, stride, out, bias, keep):
     k = w.shape[0]
     xp.matmul(_pixels(pad_nhwc(x, pads), stride, out.shape[1:3]), w.reshape(k, -1).T, out=out.reshape(-1, k))
     if bias is not None:
-        per_channel(backend.xp.add, out, bias, out)
+        per_channel(xp.add, out, bias, out)
     return None                              # the pixels are x itself: nothing to keep
 
 
@@ -157,7 +157,7 @@ def _rows_correlate(xpad, w, out, bias=None, wm=None):
             for i in range(2, fh):
                 out += z[:, i:i + ho, :, i]
     if bias is not None:
-        per_channel(backend.xp.add, out, bias, out)
+        per_channel(xp.add, out, bias, out)
     return r2
 
 
@@ -294,15 +294,16 @@ def _blocks(n: int, per_image: int) -> list[tuple[int, int]]:
 
 
 def forward_im2col(x, w, pads, stride, out, bias, keep):
+    xp = backend.xp
     k = w.shape[0]
     weights = w.reshape(k, -1).T
     per_image = out.shape[1] * out.shape[2] * weights.shape[0] * x.itemsize
     cols = None
     for lo, hi in [(0, x.shape[0])] if keep else _blocks(x.shape[0], per_image):
         cols = _patch_matrix(x[lo:hi], w.shape, pads, stride, out.shape[1:3])
-        backend.xp.matmul(cols, weights, out=out[lo:hi].reshape(-1, k))
+        xp.matmul(cols, weights, out=out[lo:hi].reshape(-1, k))
     if bias is not None:
-        per_channel(backend.xp.add, out, bias, out)
+        per_channel(xp.add, out, bias, out)
     return cols if keep else None
 
 
