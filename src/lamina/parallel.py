@@ -48,7 +48,13 @@ _threads = max(1, min(os.cpu_count() or 1, 8))
 _workers: list = []
 _workers_key = (-1, 0)
 _dispatch = threading.Lock()               # one caller at a time hands out work to the workers
-_local = threading.local()
+
+
+class _ThreadState(threading.local):
+    inside = False                          # running one of lamina's parallel calls
+
+
+_local = _ThreadState()
 
 
 def set_num_threads(n: int) -> None:
@@ -152,7 +158,7 @@ def one_blas_thread():
 
 
 def _parallel_ok(count: int, work: int, threshold: int) -> bool:
-    return (min(_threads, count) > 1 and work >= threshold and not getattr(_local, "inside", False)
+    return (min(_threads, count) > 1 and work >= threshold and not _local.inside
             and backend.xp.__name__ == "numpy")
 
 
@@ -284,7 +290,7 @@ def matmul(a, b, out=None):
     split among lamina's threads by the rows of ``a`` (or the columns of ``b`` when ``a``
     has too few rows)."""
     xp = backend.xp
-    if not getattr(_local, "inside", False) and time.perf_counter() - _last_region[0] > QUIET_S:
+    if not _local.inside and time.perf_counter() - _last_region[0] > QUIET_S:
         return xp.matmul(a, b, out=out)
     if (a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]
             or not _parallel_ok(_threads, 2 * a.shape[0] * a.shape[1] * b.shape[1], MIN_GEMM_FLOPS)):
