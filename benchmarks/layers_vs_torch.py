@@ -3,7 +3,8 @@
 Each case builds the layer in both frameworks with the same shapes, runs forward and a
 backward of a fixed upstream gradient (to the input and every parameter), interleaved and
 repeated in one process, and prints the median times and lamina's throughput as a
-fraction of PyTorch's better layout (NCHW or channels_last; 1.0 = as fast as PyTorch).
+fraction of PyTorch's better layout (NCHW or channels_last; 1.0 = as fast as PyTorch):
+the median over rounds of the ratio within each round.
 Each round runs a system untimed for SETTLE_S seconds, then times TIMED_STEPS steps: timed
 back to back, one library's still-spinning worker threads slow the other's next step.
 
@@ -145,13 +146,17 @@ def run(case: str, repeats: int) -> float:
             times[name].append((time.perf_counter() - start) / TIMED_STEPS)
     median = {name: statistics.median(t) for name, t in times.items()}
     best = min((n for n in median if n.startswith("torch")), key=median.get)
-    ratio = median[best] / median["lamina"]
+    # each round's pair was timed back to back: the ratio within a round is steadier
+    # against the machine's slow spells than the ratio of the medians
+    ratios = sorted(theirs / ours for ours, theirs in zip(times["lamina"], times[best]))
+    ratio = statistics.median(ratios)
     print(f"\n{title}: forward + backward, median of {repeats}")
     for name in steps:
         memory = peak_mb(case, name)
         mem = f"peak +{memory:7.1f} MiB" if memory is not None else "peak n/a"
         print(f"  {name:20s} {median[name] * 1e3:8.2f} ms   {mem}")
-    print(f"  ratio lamina/PyTorch throughput: {ratio:.2f}  (vs {best})")
+    print(f"  ratio lamina/PyTorch throughput: {ratio:.2f}  (vs {best}; median of the rounds' "
+          f"ratios, range {ratios[0]:.2f}-{ratios[-1]:.2f})")
     return ratio
 
 

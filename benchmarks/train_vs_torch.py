@@ -2,7 +2,8 @@
 
 Same architecture, batch size and optimizer (SGD with momentum 0.9) in the same process,
 interleaved repeats, median. PyTorch runs with as many threads as cores, in its default
-NCHW layout and in channels_last; the better of the two is the reference for the ratio.
+NCHW layout and in channels_last; the better of the two is the reference for the ratio,
+which is the median over rounds of the ratio within each round (see ``paired_ratio``).
 Each timed block follows SETTLE_S seconds of untimed steps of the same system.
 The MLP is also run in HIPS autograd (a NumPy autodiff peer) when it is installed.
 
@@ -208,10 +209,19 @@ def bench(key: str, repeats: int, steps: int) -> None:
     print(f"\n{title}, batch {batch}")
     for name in med:
         print(f"  {name:9s} train {med[name]['train']:9.0f} samples/s   inference {med[name]['infer']:9.0f} samples/s")
-    print(f"  ratio lamina/pytorch ({best_train}): train {med['lamina']['train'] / med[best_train]['train']:.2f}x; "
-          f"inference ({best_infer}) {med['lamina']['infer'] / med[best_infer]['infer']:.2f}x")
+    train = paired_ratio(results["lamina"]["train"], results[best_train]["train"])
+    infer = paired_ratio(results["lamina"]["infer"], results[best_infer]["infer"])
+    print(f"  ratio lamina/pytorch ({best_train}): train {train}; inference ({best_infer}) {infer}")
     if "autograd" in med:
-        print(f"  ratio lamina/autograd: train {med['lamina']['train'] / med['autograd']['train']:.2f}x")
+        vs_autograd = paired_ratio(results["lamina"]["train"], results["autograd"]["train"])
+        print(f"  ratio lamina/autograd: train {vs_autograd}")
+
+
+def paired_ratio(ours: list[float], theirs: list[float]) -> str:
+    """The median over rounds of ours/theirs, each round's pair timed back to back (a slow
+    spell of the machine slows both sides of a pair), and the range over rounds."""
+    ratios = sorted(a / b for a, b in zip(ours, theirs))
+    return f"{statistics.median(ratios):.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 def main() -> None:
