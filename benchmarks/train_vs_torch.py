@@ -5,7 +5,8 @@ interleaved repeats, median. PyTorch runs with as many threads as cores, in its 
 NCHW layout and in channels_last; the better of the two is the reference for the ratio,
 which is the median over rounds of the ratio within each round (see ``paired_ratio``).
 Each timed block follows SETTLE_S seconds of untimed steps of the same system.
-The MLP is also run in HIPS autograd (a NumPy autodiff peer) when it is installed.
+The MLP is also run as a plain hand-written NumPy step (the ceiling of a NumPy framework)
+and in HIPS autograd (a NumPy autodiff peer) when it is installed.
 
     python benchmarks/train_vs_torch.py [--repeats 5] [--steps 20] [--only mlp,lenet5,vgg,vgg_bn]
 """
@@ -129,6 +130,53 @@ class TorchRunner:
             self.model(self.x)
 
 
+class PlainNumpyRunner:
+    """The MLP step written by hand in NumPy: no graph, no loss value, every pass in place
+    where it can be. What any NumPy framework's MLP step can at best approach."""
+
+    def __init__(self, x, y):
+        rng = np.random.default_rng(0)
+        sizes = [784, 512, 512, 10]
+        self.w = [(rng.standard_normal((a, b)) * np.sqrt(2 / a)).astype(np.float32) for a, b in zip(sizes, sizes[1:])]
+        self.b = [np.zeros(b, np.float32) for b in sizes[1:]]
+        self.velocity = [np.zeros_like(p) for p in self.w + self.b]
+        self.x, self.y = x.reshape(len(x), -1), y
+
+    def _forward(self):
+        activations = [self.x]
+        for i, (w, b) in enumerate(zip(self.w, self.b)):
+            z = activations[-1] @ w
+            z += b
+            if i < len(self.w) - 1:
+                np.maximum(z, 0, out=z)
+            activations.append(z)
+        return activations
+
+    def train_step(self):
+        activations = self._forward()
+        dz = activations.pop()                    # scores -> softmax -> (y_hat - y) / m
+        dz -= dz.max(axis=1, keepdims=True)
+        np.exp(dz, out=dz)
+        dz /= dz.sum(axis=1, keepdims=True)
+        dz[np.arange(len(dz)), self.y] -= 1
+        dz /= len(dz)
+        grads_w, grads_b = [], []
+        for i in range(len(self.w) - 1, -1, -1):
+            a = activations[i]
+            grads_w.insert(0, a.T @ dz)
+            grads_b.insert(0, dz.sum(axis=0))
+            if i > 0:
+                dz = dz @ self.w[i].T
+                dz *= a > 0
+        for p, g, v in zip(self.w + self.b, grads_w + grads_b, self.velocity):
+            v *= 0.9
+            v += g
+            p -= LR * v
+
+    def infer(self):
+        self._forward()
+
+
 class AutogradRunner:
     """The MLP in HIPS autograd: the same step written against its NumPy wrapper."""
 
@@ -188,6 +236,7 @@ def bench(key: str, repeats: int, steps: int) -> None:
     if shape[-1] > 1 or key != "mlp":
         runners["torch_cl"] = TorchRunner(build_t, x, y, True)
     if key == "mlp":
+        runners["numpy"] = PlainNumpyRunner(x, y)
         try:
             runners["autograd"] = AutogradRunner(x, y)
         except ImportError:
@@ -212,6 +261,10 @@ def bench(key: str, repeats: int, steps: int) -> None:
     train = paired_ratio(results["lamina"]["train"], results[best_train]["train"])
     infer = paired_ratio(results["lamina"]["infer"], results[best_infer]["infer"])
     print(f"  ratio lamina/pytorch ({best_train}): train {train}; inference ({best_infer}) {infer}")
+    if "numpy" in med:
+        numpy_train = paired_ratio(results["numpy"]["train"], results[best_train]["train"])
+        print(f"  ratio plain NumPy/pytorch: train {numpy_train}; lamina/plain NumPy: train "
+              f"{paired_ratio(results['lamina']['train'], results['numpy']['train'])}")
     if "autograd" in med:
         vs_autograd = paired_ratio(results["lamina"]["train"], results["autograd"]["train"])
         print(f"  ratio lamina/autograd: train {vs_autograd}")
