@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 import torch
+from pairing import paired_ratios
 
 import lamina
 from lamina import nn
@@ -146,17 +147,14 @@ def run(case: str, repeats: int) -> float:
             times[name].append((time.perf_counter() - start) / TIMED_STEPS)
     median = {name: statistics.median(t) for name, t in times.items()}
     best = min((n for n in median if n.startswith("torch")), key=median.get)
-    # each round's pair was timed back to back: the ratio within a round is steadier
-    # against the machine's slow spells than the ratio of the medians
-    ratios = sorted(theirs / ours for ours, theirs in zip(times["lamina"], times[best]))
-    ratio = statistics.median(ratios)
+    ratio, low, high = paired_ratios(times[best], times["lamina"])   # times: theirs / ours
     print(f"\n{title}: forward + backward, median of {repeats}")
     for name in steps:
         memory = peak_mb(case, name)
         mem = f"peak +{memory:7.1f} MiB" if memory is not None else "peak n/a"
         print(f"  {name:20s} {median[name] * 1e3:8.2f} ms   {mem}")
     print(f"  ratio lamina/PyTorch throughput: {ratio:.2f}  (vs {best}; median of the rounds' "
-          f"ratios, range {ratios[0]:.2f}-{ratios[-1]:.2f})")
+          f"ratios, range {low:.2f}-{high:.2f})")
     return ratio
 
 

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import torch
+from pairing import paired_ratios
 
 import lamina
 from lamina import functional as F
@@ -271,10 +272,9 @@ def bench(key: str, repeats: int, steps: int) -> None:
 
 
 def paired_ratio(ours: list[float], theirs: list[float]) -> str:
-    """The median over rounds of ours/theirs, each round's pair timed back to back (a slow
-    spell of the machine slows both sides of a pair), and the range over rounds."""
-    ratios = sorted(a / b for a, b in zip(ours, theirs))
-    return f"{statistics.median(ratios):.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})"
+    """:func:`pairing.paired_ratios` as printed: the median and the range over rounds."""
+    median, low, high = paired_ratios(ours, theirs)
+    return f"{median:.2f}x (rounds {low:.2f}-{high:.2f})"
 
 
 def main() -> None:
