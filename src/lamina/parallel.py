@@ -28,7 +28,6 @@ import itertools
 import os
 import threading
 import time
-from contextlib import contextmanager
 
 from lamina import backend
 
@@ -123,38 +122,76 @@ def _current_workers() -> list:
 
 
 class _Blas:
-    """The BLAS library's thread control (OpenBLAS for NumPy's wheels; MKL or BLIS work the
-    same way), found once through threadpoolctl (None: not found)."""
+    """Thread control of every BLAS library loaded in the process (NumPy's OpenBLAS, and
+    SciPy's when its wheel brings its own; MKL or BLIS work the same way), found once
+    through threadpoolctl: a (get, set) pair of functions per library, OpenBLAS's own C
+    functions where threadpoolctl can hand them out (a toggle then costs about 1 us, and a
+    training step makes dozens). Empty when threadpoolctl is missing or finds none."""
 
-    controller = None
+    libraries: list[tuple] = []
     searched = False
 
     @classmethod
-    def get(cls):
+    def get(cls) -> list[tuple]:
         if not cls.searched:
             cls.searched = True
             try:
                 from threadpoolctl import ThreadpoolController
                 found = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-                cls.controller = found[0] if found else None
             except Exception:  # noqa: BLE001 - no threadpoolctl, or a library it cannot drive
-                cls.controller = None
-        return cls.controller
+                found = []
+            cls.libraries = [cls._functions(c) for c in found]
+        return cls.libraries
+
+    @staticmethod
+    def _functions(controller) -> tuple:
+        get = set_ = None
+        if controller.internal_api == "openblas":
+            try:
+                get = controller._get_symbol("openblas_get_num_threads")
+                set_ = controller._get_symbol("openblas_set_num_threads")
+            except Exception:  # noqa: BLE001 - another threadpoolctl: its public methods below
+                get = set_ = None
+        if get is None or set_ is None:
+            get, set_ = controller.get_num_threads, controller.set_num_threads
+        return get, set_
 
 
-@contextmanager
-def one_blas_thread():
-    """OpenBLAS on a single thread for the block (restored afterwards)."""
-    blas = _Blas.get() if backend.xp.__name__ == "numpy" else None
-    before = blas.num_threads if blas is not None else 1
-    if before == 1:
-        yield
-        return
-    blas.set_num_threads(1)
-    try:
-        yield
-    finally:
-        blas.set_num_threads(before)
+class one_blas_thread:
+    """Every BLAS library on a single thread inside the ``with`` block (restored afterwards)."""
+
+    __slots__ = ("_changed",)
+
+    def __enter__(self) -> None:
+        changed = []
+        if backend.xp.__name__ == "numpy":
+            for get, set_ in _Blas.get():
+                before = get()
+                if before != 1:
+                    set_(1)
+                    changed.append((set_, before))
+        self._changed = changed
+
+    def __exit__(self, *exc) -> None:
+        for set_, before in self._changed:
+            set_(before)
+
+
+def find_blas_again() -> None:
+    """Look for the BLAS libraries again at the next :class:`one_blas_thread` (after an
+    import that may have loaded another one, such as SciPy's)."""
+    _Blas.searched = False
+
+
+def blas_num_threads() -> list[int]:
+    """The thread count of each BLAS library lamina controls (see :class:`one_blas_thread`)."""
+    return [get() for get, _ in _Blas.get()]
+
+
+def blas_threads_welcome() -> bool:
+    """Whether a BLAS call made now may use the library's own threads: lamina's threads
+    have been idle for QUIET_S seconds and this is not one of them (see the module docstring)."""
+    return not _local.inside and time.perf_counter() - _last_region[0] > QUIET_S
 
 
 def _parallel_ok(count: int, work: int, threshold: int) -> bool:
@@ -290,7 +327,7 @@ def matmul(a, b, out=None):
     split among lamina's threads by the rows of ``a`` (or the columns of ``b`` when ``a``
     has too few rows)."""
     xp = backend.xp
-    if not _local.inside and time.perf_counter() - _last_region[0] > QUIET_S:
+    if blas_threads_welcome():
         return xp.matmul(a, b, out=out)
     if (a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]
             or not _parallel_ok(_threads, 2 * a.shape[0] * a.shape[1] * b.shape[1], MIN_GEMM_FLOPS)):

@@ -6,6 +6,8 @@ The cost is J = (1/m) sum_i L(y_hat_i, y_i) by default (``reduction='mean'``);
 
 from __future__ import annotations
 
+import math
+
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
@@ -74,27 +76,77 @@ class SoftmaxCrossEntropy(Function):
     """Softmax fused with categorical cross-entropy over the last axis.
 
     L = -sum_j y_j log y_hat_j with y_hat = softmax(z); dL/dz = y_hat - y (course notes),
-    so the cost J = mean L has dJ/dz = (y_hat - y) / m.
+    so the cost J = mean L has dJ/dz = (y_hat - y) / m. ``y`` holds target rows (one-hot
+    or soft); hyperparameter ``reduction`` ('mean', 'sum' or 'none') is applied in the node.
     """
 
     def forward(self, z):
-        xp = backend.xp
-        shifted = z - z.max(axis=-1, keepdims=True)
-        log_norm = xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
-        log_probs = shifted - log_norm
-        self.probs = xp.exp(log_probs)
-        return -(self.y * log_probs).sum(axis=-1)
+        shifted, probs, log_norm = _softmax_parts(z)
+        self.probs = probs
+        return _apply_reduction(-(self.y * (shifted - log_norm)).sum(axis=-1), self.reduction)
 
     def backward(self, dy):
-        return (dy[..., None] * (self.probs - self.y),)
+        scale = _reduced_grad(dy, self.probs.shape[:-1], self.reduction)
+        return ((scale[..., None] if self.reduction == "none" else scale) * (self.probs - self.y),)
 
 
-def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
+class SparseSoftmaxCrossEntropy(Function):
+    """:class:`SoftmaxCrossEntropy` for integer labels (hyperparameter ``labels``, the
+    class index of each row): L = log sum_j e^(z_j) - z_label, and dL/dz = y_hat minus 1
+    at the label. No one-hot matrix is made."""
+
+    def forward(self, z):
+        xp = backend.xp
+        shifted, probs, log_norm = _softmax_parts(z)
+        self.rows = (xp.arange(self.labels.size), self.labels.reshape(-1))
+        picked = shifted.reshape(-1, z.shape[-1])[self.rows].reshape(self.labels.shape)
+        self.probs = probs
+        return _apply_reduction(log_norm[..., 0] - picked, self.reduction)
+
+    def backward(self, dy):
+        scale = _reduced_grad(dy, self.labels.shape, self.reduction)
+        if self.reduction == "none":
+            grad = self.probs * scale[..., None]
+            grad.reshape(-1, grad.shape[-1])[self.rows] -= scale.reshape(-1)
+        else:
+            grad = self.probs * scale
+            grad.reshape(-1, grad.shape[-1])[self.rows] -= scale
+        return (grad,)
+
+
+def _softmax_parts(z):
+    """(z - max z, softmax(z), log sum e^(z - max z)) over the last axis."""
+    xp = backend.xp
+    shifted = z - xp.maximum.reduce(z, axis=-1, keepdims=True)
+    exps = xp.exp(shifted)
+    sums = xp.add.reduce(exps, axis=-1, keepdims=True)
+    exps /= sums
+    return shifted, exps, xp.log(sums)
+
+
+def _apply_reduction(losses, reduction: str):
+    if reduction == "none":
+        return losses
+    total = backend.xp.add.reduce(losses, axis=None)
+    return total / losses.dtype.type(max(losses.size, 1)) if reduction == "mean" else total
+
+
+def _reduced_grad(dy, shape, reduction: str):
+    """dJ/dL_i for the samples: dy / m for the mean and dy for the sum (dy a scalar, the
+    same for every sample), dy itself (one per sample) for 'none'."""
+    if reduction == "mean":
+        return dy / dy.dtype.type(max(math.prod(shape), 1))
+    return dy
+
+
+def _integer_labels(y_true, y_pred: Tensor, fn: str):
+    """``y_true`` as integer class indices of shape y_pred.shape[:-1], checked against the
+    number of classes; None when it holds target rows (one-hot or soft) instead."""
     xp = backend.xp
     data = y_true.data if isinstance(y_true, Tensor) else xp.asarray(y_true)
     classes = y_pred.shape[-1]
     if data.shape == y_pred.shape and data.dtype.kind == "f":
-        return data.astype(y_pred.dtype, copy=False)
+        return None
     if data.shape != y_pred.shape[:-1]:
         raise ShapeError(
             f"{fn}: y_true must be integer labels of shape {y_pred.shape[:-1]} or one-hot rows of "
@@ -109,8 +161,17 @@ def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
         raise ValueError(
             f"{fn}: labels must lie in [0, {classes}), got values from {int(data.min())} to {int(data.max())}"
         )
+    return data.astype(xp.intp, copy=False)
+
+
+def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
+    xp = backend.xp
+    labels = _integer_labels(y_true, y_pred, fn)
+    if labels is None:
+        data = y_true.data if isinstance(y_true, Tensor) else xp.asarray(y_true)
+        return data.astype(y_pred.dtype, copy=False)
     one_hot = xp.zeros(y_pred.shape, dtype=y_pred.dtype)
-    xp.put_along_axis(one_hot, data[..., None].astype(xp.intp), 1, axis=-1)
+    xp.put_along_axis(one_hot, labels[..., None], 1, axis=-1)
     return one_hot
 
 
@@ -121,13 +182,24 @@ def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reducti
     ``y_pred`` holds scores z and softmax is fused in (backward (y_hat - y)/m); otherwise
     probabilities, clipped to [eps, 1 - eps].
     """
-    _check_reduction(reduction, "categorical_cross_entropy")
-    y = _one_hot_targets(y_true, y_pred, "categorical_cross_entropy")
+    fn = "categorical_cross_entropy"
+    _check_reduction(reduction, fn)
     if from_logits:
-        losses = SoftmaxCrossEntropy.apply(y_pred, y=y)
-    else:
-        p = clip(y_pred, EPSILON, 1 - EPSILON)
-        losses = -R.sum(y * log(p), axis=-1)
+        y_pred = y_pred if isinstance(y_pred, Tensor) else Tensor(y_pred)
+        if y_pred.ndim == 0:
+            raise ShapeError(f"{fn}: y_pred must have a class axis, got a scalar")
+        # the node reduces over the rows itself; a sample spread over several rows (a
+        # sequence) first averages its rows' losses
+        in_node = reduction if y_pred.ndim <= 2 else "none"
+        labels = _integer_labels(y_true, y_pred, fn)
+        if labels is not None:
+            losses = SparseSoftmaxCrossEntropy.apply(y_pred, labels=labels, reduction=in_node)
+        else:
+            losses = SoftmaxCrossEntropy.apply(y_pred, y=_one_hot_targets(y_true, y_pred, fn), reduction=in_node)
+        return losses if y_pred.ndim <= 2 else _reduce(_per_sample(losses), reduction)
+    y = _one_hot_targets(y_true, y_pred, fn)
+    p = clip(y_pred, EPSILON, 1 - EPSILON)
+    losses = -R.sum(y * log(p), axis=-1)
     return _reduce(_per_sample(losses), reduction)
 
 

@@ -20,9 +20,10 @@ import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina.autograd import Tensor
 from lamina.nn.module import Module
+from lamina.optim.inplace import axpy
 
 #: What an optimizer accepts as ``params``: a module, tensors, or parameter groups.
 ParamsLike = Module | Iterable[Tensor] | Iterable[dict]
@@ -207,6 +208,11 @@ class Optimizer:
         loss = closure() if closure is not None else None
         self._resolve()
         self.step_count += 1
+        with parallel.one_blas_thread():  # two BLAS libraries' spinning threads would meet
+            self._update_all()
+        return loss
+
+    def _update_all(self) -> None:
         for i, p, group in self._indexed():
             grad = p.grad
             if grad is None or not getattr(p, "trainable", True):
@@ -217,7 +223,6 @@ class Optimizer:
             if state is None:
                 state = self.state[i] = self._init_state(p, group)
             self._update(p, grad, state, group)
-        return loss
 
     def _init_state(self, p: Tensor, group: dict) -> dict[str, Any]:
         """The state of a parameter before its first update."""
@@ -244,8 +249,8 @@ class Optimizer:
         if weight_decay == 0:
             return grad
         out = self._scratch(p, 0)
-        backend.xp.multiply(p.data, weight_decay, out=out)
-        out += grad
+        out[...] = grad
+        axpy(weight_decay, p.data, out)
         return out
 
     # -- state -------------------------------------------------------------------

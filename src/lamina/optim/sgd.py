@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lamina import backend
 from lamina.autograd import Tensor
+from lamina.optim.inplace import axpy, scale
 from lamina.optim.optimizer import Optimizer, ParamsLike
 
 
@@ -57,7 +57,6 @@ class SGD(Optimizer):
             )
 
     def _update(self, p: Tensor, grad, state: dict[str, Any], group: dict) -> None:
-        xp = backend.xp
         momentum = group["momentum"]
         d = self._decayed_grad(p, grad, group["weight_decay"])
         if momentum != 0:
@@ -65,23 +64,15 @@ class SGD(Optimizer):
             if buf is None:
                 buf = state["momentum_buffer"] = d.copy()
             else:
-                buf *= momentum
-                dampening = group["dampening"]
-                if dampening == 0:
-                    buf += d
-                else:
-                    work = self._scratch(p, 1)
-                    xp.multiply(d, 1.0 - dampening, out=work)
-                    buf += work
+                scale(momentum, buf)
+                axpy(1.0 - group["dampening"], d, buf)
             if group["nesterov"]:
                 # d = g + momentum * v_t, written into slot 0 (which may already hold g)
-                work = self._scratch(p, 1)
-                xp.multiply(buf, momentum, out=work)
                 out = self._scratch(p, 0)
-                xp.add(d, work, out=out)
+                if out is not d:
+                    out[...] = d
+                axpy(momentum, buf, out)
                 d = out
             else:
                 d = buf
-        out = self._scratch(p, 0)
-        xp.multiply(d, group["lr"], out=out)
-        p.data -= out
+        axpy(-group["lr"], d, p.data)
