@@ -6,6 +6,7 @@ from typing import Any
 
 from lamina import backend
 from lamina.autograd import Tensor
+from lamina.optim.inplace import axpy
 from lamina.optim.optimizer import Optimizer, ParamsLike
 
 
@@ -55,9 +56,8 @@ class Adagrad(Optimizer):
         work = self._scratch(p, 1)
         grad_sq = state["sum"]
         xp.multiply(g, g, out=work)
-        grad_sq += work
+        axpy(1.0, work, grad_sq)
         xp.sqrt(grad_sq, out=work)
         work += group["eps"]
         xp.divide(g, work, out=work)
-        work *= clr
-        p.data -= work
+        axpy(-clr, work, p.data)

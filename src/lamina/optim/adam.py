@@ -7,6 +7,7 @@ from typing import Any
 
 from lamina import backend
 from lamina.autograd import Tensor
+from lamina.optim.inplace import axpy, scale
 from lamina.optim.optimizer import Optimizer, ParamsLike
 
 
@@ -68,13 +69,11 @@ class Adam(Optimizer):
         g = self._decayed_grad(p, grad, group["weight_decay"])
         work = self._scratch(p, 1)
         v1, v2 = state["exp_avg"], state["exp_avg_sq"]
-        v1 *= beta1
-        xp.multiply(g, 1.0 - beta1, out=work)
-        v1 += work
-        v2 *= beta2
+        scale(beta1, v1)
+        axpy(1.0 - beta1, g, v1)
+        scale(beta2, v2)
         xp.multiply(g, g, out=work)
-        work *= 1.0 - beta2
-        v2 += work
+        axpy(1.0 - beta2, work, v2)
         if group["amsgrad"]:
             v2max = state.get("max_exp_avg_sq")
             if v2max is None:
@@ -86,8 +85,7 @@ class Adam(Optimizer):
         work /= math.sqrt(1.0 - beta2**t)
         work += group["eps"]
         xp.divide(v1, work, out=work)
-        work *= step_size
-        p.data -= work
+        axpy(-step_size, work, p.data)
 
 
 def _pair(betas: Any) -> Any:

@@ -6,7 +6,8 @@ averages of squared gradients...) and the number of ``step()`` calls made. Each 
 reads ``p.grad`` (dJ/dw, left by backward) and changes ``p.data`` **in place**, so every
 reference to the parameter's array sees the new value and no array is allocated per
 step: the arithmetic runs through in-place ufuncs (``out=``) into a small scratch
-workspace that the optimizer reuses across parameters and steps.
+workspace that the optimizer reuses across parameters and steps, and the running sums
+(y = beta y + a x, w = w - lr d) through BLAS's one-pass axpy and scal (:mod:`lamina.optim.inplace`).
 
 ``p.grad`` is never written: weight decay adds ``weight_decay * w`` to a scratch copy
 of the gradient, as ``torch.optim`` does, so the gradient the user reads after

@@ -6,6 +6,7 @@ from typing import Any
 
 from lamina import backend
 from lamina.autograd import Tensor
+from lamina.optim.inplace import axpy, scale
 from lamina.optim.optimizer import Optimizer, ParamsLike
 
 
@@ -56,17 +57,15 @@ class RMSProp(Optimizer):
         g = self._decayed_grad(p, grad, group["weight_decay"])
         work = self._scratch(p, 1)
         square_avg = state["square_avg"]
-        square_avg *= alpha
+        scale(alpha, square_avg)
         xp.multiply(g, g, out=work)
-        work *= 1.0 - alpha
-        square_avg += work
+        axpy(1.0 - alpha, work, square_avg)
         if group["centered"]:
             grad_avg = state.get("grad_avg")
             if grad_avg is None:
                 grad_avg = state["grad_avg"] = xp.zeros_like(p.data)
-            grad_avg *= alpha
-            xp.multiply(g, 1.0 - alpha, out=work)
-            grad_avg += work
+            scale(alpha, grad_avg)
+            axpy(1.0 - alpha, g, grad_avg)
             xp.multiply(grad_avg, grad_avg, out=work)
             xp.subtract(square_avg, work, out=work)
             xp.sqrt(work, out=work)
@@ -78,12 +77,11 @@ class RMSProp(Optimizer):
             buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = xp.zeros_like(p.data)
-            buf *= group["momentum"]
-            buf += work
-            xp.multiply(buf, group["lr"], out=work)
+            scale(group["momentum"], buf)
+            axpy(1.0, work, buf)
+            axpy(-group["lr"], buf, p.data)
         else:
-            work *= group["lr"]
-        p.data -= work
+            axpy(-group["lr"], work, p.data)
 
 
 RMSprop = RMSProp
