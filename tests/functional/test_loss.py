@@ -231,6 +231,23 @@ def test_target_shape_mismatch_raises_shape_error():
         F.mean_squared_error(p, randn(3, 3))
     with pytest.raises(lamina.ShapeError, match="categorical_cross_entropy"):
         F.categorical_cross_entropy(p, labels((3,), 3))
+    with pytest.raises(lamina.ShapeError, match="categorical_cross_entropy.*class axis"):
+        F.categorical_cross_entropy(lamina.tensor(1.5), 0, from_logits=True)
+
+
+def test_integer_labels_and_their_one_hot_rows_give_the_same_cost_and_gradient():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 5, 6)
+    for reduction in ("mean", "sum", "none"):
+        results = []
+        for target in (y, np.eye(5)[y]):
+            z = lamina.tensor(rng.standard_normal((6, 5)) if not results else results[0][2], requires_grad=True,
+                              dtype=np.float64)
+            cost = F.categorical_cross_entropy(z, target, from_logits=True, reduction=reduction)
+            cost.sum().backward() if reduction == "none" else cost.backward()
+            results.append((cost.data, z.grad, z.data))
+        np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
+        np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12, atol=1e-15)
 
 
 def test_out_of_range_labels_are_refused():
