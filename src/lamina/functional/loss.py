@@ -168,8 +168,7 @@ def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
     xp = backend.xp
     labels = _integer_labels(y_true, y_pred, fn)
     if labels is None:
-        data = y_true.data if isinstance(y_true, Tensor) else xp.asarray(y_true)
-        return data.astype(y_pred.dtype, copy=False)
+        return _targets(y_true, y_pred, fn)
     one_hot = xp.zeros(y_pred.shape, dtype=y_pred.dtype)
     xp.put_along_axis(one_hot, labels[..., None], 1, axis=-1)
     return one_hot
