@@ -5,8 +5,10 @@ backward of a fixed upstream gradient (to the input and every parameter), interl
 repeated in one process, and prints the median times and lamina's throughput as a
 fraction of PyTorch's better layout (NCHW or channels_last; 1.0 = as fast as PyTorch):
 the median over rounds of the ratio within each round.
-Each round runs a system untimed for SETTLE_S seconds, then times TIMED_STEPS steps: timed
-back to back, one library's still-spinning worker threads slow the other's next step.
+Each round runs a system untimed for SETTLE_S seconds, then times at least TIMED_STEPS steps
+and at least TIMED_S seconds of them (a fast layer's few milliseconds would otherwise be at
+the mercy of one stall of the machine): timed back to back, one library's still-spinning
+worker threads slow the other's next step.
 
 Peak memory of one step is the growth of the peak resident set (VmHWM, reset through
 /proc/self/clear_refs), measured the same way for both frameworks in a child process where
@@ -34,6 +36,7 @@ from lamina import nn
 T = torch.nn
 SETTLE_S = 0.15
 TIMED_STEPS = 3
+TIMED_S = 0.06
 
 # name: (title, input NHWC shape, lamina layer factory, torch layer factory, image input)
 CASES = {
@@ -141,10 +144,11 @@ def run(case: str, repeats: int) -> float:
             settle_until = time.perf_counter() + SETTLE_S
             while time.perf_counter() < settle_until:
                 step()
-            start = time.perf_counter()
-            for _ in range(TIMED_STEPS):
+            start, count = time.perf_counter(), 0
+            while count < TIMED_STEPS or time.perf_counter() - start < TIMED_S:
                 step()
-            times[name].append((time.perf_counter() - start) / TIMED_STEPS)
+                count += 1
+            times[name].append((time.perf_counter() - start) / count)
     median = {name: statistics.median(t) for name, t in times.items()}
     best = min((n for n in median if n.startswith("torch")), key=median.get)
     ratio, low, high = paired_ratios(times[best], times["lamina"])   # times: theirs / ours
