@@ -8,7 +8,7 @@ Each timed block follows SETTLE_S seconds of untimed steps of the same system.
 The MLP is also run as a plain hand-written NumPy step (the ceiling of a NumPy framework)
 and in HIPS autograd (a NumPy autodiff peer) when it is installed.
 
-    python benchmarks/train_vs_torch.py [--repeats 5] [--steps 20] [--only mlp,lenet5,vgg,vgg_bn]
+    python benchmarks/train_vs_torch.py [--repeats 7] [--steps 10] [--only mlp,lenet5,vgg,vgg_bn]
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def paired_ratio(ours: list[float], theirs: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--only", default=",".join(CASES))
     args = parser.parse_args()
