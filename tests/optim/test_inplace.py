@@ -42,3 +42,21 @@ def test_axpy_broadcasts_a_smaller_operand_like_numpy():
     y = np.zeros((3, 4), np.float32)
     inplace.axpy(2.0, np.arange(4, dtype=np.float32), y)
     np.testing.assert_array_equal(y, np.tile(2.0 * np.arange(4), (3, 1)))
+
+
+class _Tagged(np.ndarray):
+    """An ndarray subclass: it must keep its type, so it takes the array expression."""
+
+
+@pytest.mark.parametrize("target", ["plain", "subclass"])
+def test_axpy_and_scale_on_array_subclasses(target):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 5)).astype(np.float32).view(_Tagged)
+    y = rng.standard_normal((4, 5)).astype(np.float32)
+    if target == "subclass":
+        y = y.view(_Tagged)
+    expected = (np.asarray(y, np.float64) + 1.5 * np.asarray(x)) * 0.25
+    inplace.axpy(1.5, x, y)
+    inplace.scale(0.25, y)
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-6)
+    assert type(y) is (_Tagged if target == "subclass" else np.ndarray)

@@ -14,7 +14,9 @@ training step four times slower).
 
 from __future__ import annotations
 
-from lamina import backend, parallel
+import numpy
+
+from lamina import parallel
 
 _routines: dict | None = None
 
@@ -35,31 +37,38 @@ def _blas_routines() -> dict:
 
 
 def _flat(*arrays):
-    """The 1-D views BLAS takes, or None where one of the arrays cannot go to BLAS."""
-    if backend.xp.__name__ != "numpy":
+    """The 1-D views BLAS takes and the (axpy, scal) pair for their dtype, or None where one
+    of the arrays cannot go to BLAS: not a NumPy array (CuPy's, a subclass), another dtype
+    or shape than the first, not C-contiguous, or (the last, written one) read-only. Called
+    for every update of every parameter: kept to plain attribute checks."""
+    first = arrays[0]
+    dtype, shape = first.dtype, first.shape
+    for a in arrays:
+        if type(a) is not numpy.ndarray or a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous:
+            return None
+    if not arrays[-1].flags.writeable:
         return None
-    dtype, shape = arrays[0].dtype, arrays[0].shape
-    if (any(a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous for a in arrays)
-            or not arrays[-1].flags.writeable):
+    routines = (_routines if _routines is not None else _blas_routines()).get(dtype.char)
+    if routines is None:
         return None
-    if dtype.char not in _blas_routines():
-        return None
-    return [a.reshape(-1) for a in arrays]
+    return routines, [a.ravel() for a in arrays]   # views: the arrays are C-contiguous
 
 
 def axpy(alpha: float, x, y) -> None:
     """y += alpha x, in place (x broadcast to y's shape as NumPy would)."""
-    flat = _flat(x, y)
-    if flat is None:
+    found = _flat(x, y)
+    if found is None:
         y += alpha * x
         return
-    _routines[y.dtype.char][0](flat[0], flat[1], a=alpha)
+    (blas_axpy, _), (fx, fy) = found
+    blas_axpy(fx, fy, a=alpha)
 
 
 def scale(alpha: float, y) -> None:
     """y *= alpha, in place."""
-    flat = _flat(y)
-    if flat is None:
+    found = _flat(y)
+    if found is None:
         y *= alpha
         return
-    _routines[y.dtype.char][1](alpha, flat[0])
+    (_, blas_scal), (fy,) = found
+    blas_scal(alpha, fy)
