@@ -105,12 +105,9 @@ class SparseSoftmaxCrossEntropy(Function):
 
     def backward(self, dy):
         scale = _reduced_grad(dy, self.labels.shape, self.reduction)
-        if self.reduction == "none":
-            grad = self.probs * scale[..., None]
-            grad.reshape(-1, grad.shape[-1])[self.rows] -= scale.reshape(-1)
-        else:
-            grad = self.probs * scale
-            grad.reshape(-1, grad.shape[-1])[self.rows] -= scale
+        per_row = self.reduction == "none"          # one scale per row, else one for all
+        grad = self.probs * (scale[..., None] if per_row else scale)
+        grad.reshape(-1, grad.shape[-1])[self.rows] -= scale.reshape(-1) if per_row else scale
         return (grad,)
 
 
@@ -194,7 +191,7 @@ def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reducti
         if labels is not None:
             losses = SparseSoftmaxCrossEntropy.apply(y_pred, labels=labels, reduction=in_node)
         else:
-            losses = SoftmaxCrossEntropy.apply(y_pred, y=_one_hot_targets(y_true, y_pred, fn), reduction=in_node)
+            losses = SoftmaxCrossEntropy.apply(y_pred, y=_targets(y_true, y_pred, fn), reduction=in_node)
         return losses if y_pred.ndim <= 2 else _reduce(_per_sample(losses), reduction)
     y = _one_hot_targets(y_true, y_pred, fn)
     p = clip(y_pred, EPSILON, 1 - EPSILON)
