@@ -53,6 +53,14 @@ CASES = {
                 lambda: nn.MaxPool2D(2), lambda: T.MaxPool2d(2), True),
     "batchnorm": ("BatchNorm on 32x32x32, batch 64 (training)", (64, 32, 32, 32),
                   lambda: nn.BatchNorm(), lambda: T.BatchNorm2d(32), True),
+    "relu": ("ReLU on 32x32x32, batch 64", (64, 32, 32, 32), lambda: nn.ReLU(), lambda: T.ReLU(), True),
+    "leaky_relu": ("LeakyReLU(0.1) on 32x32x32, batch 64", (64, 32, 32, 32),
+                   lambda: nn.LeakyReLU(0.1), lambda: T.LeakyReLU(0.1), True),
+    "prelu": ("PReLU (per channel) on 32x32x32, batch 64", (64, 32, 32, 32),
+              lambda: nn.PReLU(), lambda: T.PReLU(32), True),
+    "elu": ("ELU on 32x32x32, batch 64", (64, 32, 32, 32), lambda: nn.ELU(), lambda: T.ELU(), True),
+    "sigmoid": ("Sigmoid on 32x32x32, batch 64", (64, 32, 32, 32), lambda: nn.Sigmoid(), lambda: T.Sigmoid(), True),
+    "tanh": ("Tanh on 32x32x32, batch 64", (64, 32, 32, 32), lambda: nn.Tanh(), lambda: T.Tanh(), True),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
+from lamina.functional._util import per_channel, with_scalar
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
@@ -19,9 +20,16 @@ TRANSCENDENTAL_COST = 4
 
 
 def _sigmoid_into(z, out):
+    # sigma(z) = n / (1 + e) with e = exp(-|z|) and n = 1 for z >= 0, e for z < 0; as e <= 1,
+    # n = max(e, [z >= 0]): no select, which NumPy runs a branch per value (8x slower here)
     xp = backend.xp
-    e = xp.exp(-xp.abs(z))
-    out[...] = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    e = xp.abs(z)
+    xp.negative(e, out=e)
+    xp.exp(e, out=e)
+    xp.greater_equal(z, 0, out=out)
+    xp.maximum(e, out, out=out)
+    e += 1
+    xp.divide(out, e, out=out)
 
 
 def _tanh_into(z, out):
@@ -74,22 +82,47 @@ class ReLU(Function):
     that is where a > 0: backward needs only the output."""
 
     def forward(self, z):
-        self.a = backend.xp.maximum(z, 0)
+        self.a = with_scalar(backend.xp.maximum, z, 0)
         return self.a
 
     def backward(self, dy):
         return (dy * (self.a > 0),)
 
 
+def select(mask, a, b, dtype):
+    """where(mask, a, b) as an array of ``dtype``, for finite a and b (numbers, one value per
+    channel, or arrays): a m + b (1 - m) with m the mask as 0 and 1, which is exactly a or b.
+    NumPy runs ``where`` with a branch per value, about 5 ns each against 0.2 for an add."""
+    xp = backend.xp
+    m = mask.astype(dtype)
+    rest = xp.subtract(1, m)
+    if isinstance(b, (int, float)):
+        rest *= b
+    else:
+        per_channel(xp.multiply, rest, b, rest)
+    if a != 1:
+        m *= a
+    m += rest
+    return m
+
+
 class LeakyReLU(Function):
-    """a = z for z > 0, alpha z otherwise."""
+    """a = z for z > 0, alpha z otherwise: max(z, 0) + alpha min(z, 0), or max(z, alpha z)
+    for 0 <= alpha <= 1 (the same values, without a select)."""
 
     def forward(self, z):
+        xp = backend.xp
         self.mask = z > 0
-        return backend.xp.where(self.mask, z, self.alpha * z)
+        if 0 <= self.alpha <= 1:
+            return xp.maximum(z, self.alpha * z)
+        out = with_scalar(xp.maximum, z, 0)
+        negative = with_scalar(xp.minimum, z, 0)
+        negative *= self.alpha
+        out += negative
+        return out
 
     def backward(self, dy):
-        return (backend.xp.where(self.mask, dy, self.alpha * dy),)
+        return (dy * select(self.mask, 1, self.alpha, dy.dtype),)
 
 
 class ELU(Function):
@@ -97,13 +130,22 @@ class ELU(Function):
 
     def forward(self, z):
         xp = backend.xp
-        self.mask = z > 0
-        negative = xp.minimum(z, 0)
-        self.neg = self.scale * self.alpha * xp.exp(negative)  # d/dz of the negative branch
-        return xp.where(self.mask, self.scale * z, self.scale * self.alpha * xp.expm1(negative))
+        negative = with_scalar(xp.minimum, z, 0)
+        # da/dz: scale where z > 0, scale alpha e^z elsewhere
+        grad_negative = xp.exp(negative)
+        grad_negative *= self.scale * self.alpha
+        self.slope = select(z > 0, self.scale, grad_negative, z.dtype)
+        # a = scale max(z, 0) + scale alpha (e^min(z, 0) - 1): each term is 0 on the other side
+        out = xp.expm1(negative, out=negative)
+        out *= self.scale * self.alpha
+        positive = with_scalar(xp.maximum, z, 0)
+        if self.scale != 1:
+            positive *= self.scale
+        out += positive
+        return out
 
     def backward(self, dy):
-        return (backend.xp.where(self.mask, self.scale * dy, dy * self.neg),)
+        return (dy * self.slope,)
 
 
 class Softmax(Function):

@@ -15,6 +15,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
+from lamina.functional._util import channel_sums, per_channel, with_scalar
+from lamina.functional.activation import select
 from lamina.nn import init as initializers
 from lamina.nn.layer import check_shape_ndim, input_error, layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module, as_tensor
@@ -254,18 +256,27 @@ class PReLUFunction(Function):
     """
 
     def forward(self, z, alpha):
+        xp = backend.xp
         self.z, self.alpha = z, alpha
         self.positive = z > 0
-        return backend.xp.where(self.positive, z, alpha * z)
+        # max(z, 0) + alpha min(z, 0): each term is 0 on the other side (no select: see
+        # functional.activation.select)
+        negative = with_scalar(xp.minimum, z, 0)
+        per_channel(xp.multiply, negative, alpha, negative)
+        out = with_scalar(xp.maximum, z, 0)
+        out += negative
+        return out
 
     def backward(self, dy):
         xp = backend.xp
-        dz = xp.where(self.positive, dy, self.alpha * dy) if self.needs_grad[0] else None
+        dz = dy * select(self.positive, 1, self.alpha, dy.dtype) if self.needs_grad[0] else None
         dalpha = None
         if self.needs_grad[1]:
-            contrib = xp.where(self.positive, 0, dy * self.z)
-            n = self.alpha.size
-            dalpha = contrib.reshape(-1, n).sum(axis=0).reshape(self.alpha.shape)
+            contrib = with_scalar(xp.minimum, self.z, 0)
+            contrib *= dy
+            dalpha = channel_sums(contrib)
+            if self.alpha.size == 1:
+                dalpha = dalpha.sum(keepdims=True)
         return dz, dalpha
 
 

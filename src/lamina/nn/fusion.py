@@ -17,7 +17,7 @@ from __future__ import annotations
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import graph
-from lamina.functional._util import per_channel
+from lamina.functional._util import per_channel, with_scalar
 from lamina.functional.activation import tanh_values
 from lamina.nn import module as module_state
 from lamina.nn.activation import ReLU, ReLU6, Tanh, relu6
@@ -27,7 +27,7 @@ from lamina.nn.normalization import BatchNorm
 
 
 def _relu(o):
-    backend.xp.maximum(o, 0, out=o)
+    with_scalar(backend.xp.maximum, o, 0, out=o)
 
 
 def _relu6(o):
