@@ -250,3 +250,39 @@ def test_more_calls_than_threads_all_run(two_threads):
     ran = []
     parallel._run_all([lambda i=i: ran.append(i) for i in range(5)])
     assert sorted(ran) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("channels", [False, True])
+def test_blockwise_covers_every_value_once_in_aligned_blocks(two_threads, channels):
+    x = np.random.default_rng(2).standard_normal((5, 40, 40, 7)).astype(np.float32)   # 56,000 x 1
+    x = np.concatenate([x, x, x])                                                     # 168,000 values
+    out = np.full_like(x, np.nan)
+    blocks, threads = [], set()
+
+    def kernel(src, dst):
+        blocks.append(src.shape)
+        threads.add(threading.get_ident())
+        np.multiply(src, 2, out=dst)
+
+    parallel.blockwise(kernel, [x, out], passes=4, channels=channels)
+    np.testing.assert_array_equal(out, 2 * x)
+    assert len(blocks) >= 3 and len(threads) == 2
+    assert all(np.prod(shape) <= parallel.BLOCK_ELEMENTS for shape in blocks)
+    if channels:
+        assert all(len(shape) == 2 and shape[1] == 7 for shape in blocks)
+    else:
+        assert all(len(shape) == 1 for shape in blocks)
+
+
+def test_blockwise_takes_strided_arrays_whole():
+    x = np.random.default_rng(3).standard_normal((400, 800)).astype(np.float32)[:, ::2]
+    out = np.empty(x.shape, np.float32)
+    shapes = []
+
+    def kernel(src, dst):
+        shapes.append(src.shape)
+        np.negative(src, out=dst)
+
+    parallel.blockwise(kernel, [x, out], passes=8)
+    assert shapes == [x.shape]
+    np.testing.assert_array_equal(out, -x)

@@ -120,3 +120,48 @@ def test_prelu_fast_form_matches_torch(shared):
     (yt * torch.tensor(up.transpose(0, 3, 1, 2).copy())).sum().backward()
     np.testing.assert_allclose(xl.grad, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-12)
     np.testing.assert_allclose(layer.alpha.grad, theirs.weight.grad.numpy(), rtol=1e-10)
+
+
+@pytest.fixture
+def two_threads():
+    before = lamina.parallel.get_num_threads()
+    lamina.parallel.set_num_threads(2)
+    yield
+    lamina.parallel.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_fast_forms_in_blocks_on_threads(two_threads, name):
+    """Arrays of several blocks (lamina.parallel.blockwise), shared by two threads: the same
+    values as the plain expressions, and PyTorch's gradients."""
+    ours, reference, theirs = ACTIVATIONS[name]
+    shape = (8, 64, 64, 6)
+    assert np.prod(shape) > 2 * lamina.parallel.BLOCK_ELEMENTS
+    z = (np.random.default_rng(4).standard_normal(shape) * 4).astype(np.float32)
+    z.reshape(-1)[: len(SPECIALS)] = SPECIALS
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = reference(z).astype(np.float32)
+    np.testing.assert_array_equal(ours(lamina.tensor(z)).numpy(), expected)
+    finite = np.where(np.isfinite(z) & (np.abs(z) > 1e-3), z, 0.5).astype(np.float64)
+    compare_with_torch(ours, theirs, finite, dtype=np.float64)
+
+
+def test_prelu_in_blocks_on_threads_matches_torch(two_threads):
+    lamina.set_default_dtype(np.float64)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 64, 64, 6))
+    layer = nn.PReLU()
+    layer(lamina.tensor(x[:1]))
+    layer.alpha.data = rng.uniform(-0.5, 1.5, 6)
+    theirs = torch.nn.PReLU(num_parameters=6).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(layer.alpha.data))
+    xl = lamina.tensor(x, requires_grad=True)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+    yl, yt = layer(xl), theirs(xt)
+    np.testing.assert_array_equal(yl.numpy(), np.where(x > 0, x, layer.alpha.data * x))
+    up = rng.standard_normal(x.shape)
+    (yl * lamina.tensor(up)).sum().backward()
+    (yt * torch.tensor(up.transpose(0, 3, 1, 2).copy())).sum().backward()
+    np.testing.assert_allclose(xl.grad, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-12)
+    np.testing.assert_allclose(layer.alpha.grad, theirs.weight.grad.numpy(), rtol=1e-9)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina import functional as F
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
@@ -258,26 +258,43 @@ class PReLUFunction(Function):
     def forward(self, z, alpha):
         xp = backend.xp
         self.z, self.alpha = z, alpha
-        self.positive = z > 0
+        self.positive = xp.empty(z.shape, dtype=bool)
+        out = xp.empty_like(z)
+        parallel.blockwise(self._forward, [z, self.positive, out], 5, channels=True)
+        return out
+
+    def _forward(self, z, positive, out):
         # max(z, 0) + alpha min(z, 0): each term is 0 on the other side (no select: see
         # functional.activation.select)
+        xp = backend.xp
+        xp.greater(z, 0, out=positive)
         negative = with_scalar(xp.minimum, z, 0)
-        per_channel(xp.multiply, negative, alpha, negative)
-        out = with_scalar(xp.maximum, z, 0)
+        per_channel(xp.multiply, negative, self.alpha, negative)
+        with_scalar(xp.maximum, z, 0, out=out)
         out += negative
-        return out
 
     def backward(self, dy):
         xp = backend.xp
-        dz = dy * select(self.positive, 1, self.alpha, dy.dtype) if self.needs_grad[0] else None
-        dalpha = None
+        dz = dalpha = None
+        if self.needs_grad[0]:
+            dz = xp.empty_like(dy)
+            parallel.blockwise(self._input_grad, [dy, self.positive, dz], 5, channels=True)
         if self.needs_grad[1]:
-            contrib = with_scalar(xp.minimum, self.z, 0)
-            contrib *= dy
-            dalpha = channel_sums(contrib)
+            contributions = xp.empty_like(dy)   # dJ/da z where z <= 0, else 0
+            parallel.blockwise(self._slope_terms, [dy, self.z, contributions], 2)
+            dalpha = channel_sums(contributions)
             if self.alpha.size == 1:
                 dalpha = dalpha.sum(keepdims=True)
         return dz, dalpha
+
+    def _input_grad(self, dy, positive, out):
+        select(positive, 1, self.alpha, dy.dtype, out=out)
+        out *= dy
+
+    @staticmethod
+    def _slope_terms(dy, z, out):
+        with_scalar(backend.xp.minimum, z, 0, out=out)
+        out *= dy
 
 
 @register_layer
