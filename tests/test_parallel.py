@@ -253,29 +253,31 @@ def test_more_calls_than_threads_all_run(two_threads):
 
 
 @pytest.mark.parametrize("channels", [False, True])
-def test_blockwise_covers_every_value_once_in_aligned_blocks(two_threads, channels):
-    x = np.random.default_rng(2).standard_normal((5, 40, 40, 7)).astype(np.float32)   # 56,000 x 1
-    x = np.concatenate([x, x, x])                                                     # 168,000 values
+def test_elementwise_chain_gives_each_thread_one_aligned_part(two_threads, channels):
+    x = np.random.default_rng(2).standard_normal((9, 40, 40, 7)).astype(np.float32)   # 100,800 values
     out = np.full_like(x, np.nan)
-    blocks, threads = [], set()
+    parts, threads = [], set()
 
     def kernel(src, dst):
-        blocks.append(src.shape)
+        parts.append(src.shape)
         threads.add(threading.get_ident())
         np.multiply(src, 2, out=dst)
 
-    parallel.blockwise(kernel, [x, out], passes=4, channels=channels)
+    parallel.elementwise_chain(kernel, [x, out], cost=1, channels=channels)   # too small: whole
+    assert parts == [x.shape] and len(threads) == 1
+    parts.clear()
+    cost = -(-parallel.ELEMENTWISE_MIN // x.size)
+    parallel.elementwise_chain(kernel, [x, out], cost=cost, channels=channels)
     np.testing.assert_array_equal(out, 2 * x)
-    assert len(blocks) >= 3 and len(threads) == 2
-    assert all(np.prod(shape) <= parallel.BLOCK_ELEMENTS for shape in blocks)
+    assert len(parts) == 2 and len(threads) == 2
+    assert sum(np.prod(shape) for shape in parts) == x.size
+    assert all(len(shape) == (2 if channels else 1) for shape in parts)
     if channels:
-        assert all(len(shape) == 2 and shape[1] == 7 for shape in blocks)
-    else:
-        assert all(len(shape) == 1 for shape in blocks)
+        assert all(shape[1] == 7 for shape in parts)
 
 
-def test_blockwise_takes_strided_arrays_whole():
-    x = np.random.default_rng(3).standard_normal((400, 800)).astype(np.float32)[:, ::2]
+def test_elementwise_chain_takes_strided_arrays_whole(two_threads):
+    x = np.random.default_rng(3).standard_normal((1200, 1200)).astype(np.float32)[:, ::2]
     out = np.empty(x.shape, np.float32)
     shapes = []
 
@@ -283,6 +285,6 @@ def test_blockwise_takes_strided_arrays_whole():
         shapes.append(src.shape)
         np.negative(src, out=dst)
 
-    parallel.blockwise(kernel, [x, out], passes=8)
+    parallel.elementwise_chain(kernel, [x, out], cost=8)
     assert shapes == [x.shape]
     np.testing.assert_array_equal(out, -x)

@@ -132,11 +132,11 @@ def two_threads():
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_fast_forms_in_blocks_on_threads(two_threads, name):
-    """Arrays of several blocks (lamina.parallel.blockwise), shared by two threads: the same
-    values as the plain expressions, and PyTorch's gradients."""
+    """Arrays large enough to be shared by two threads (lamina.parallel.elementwise_chain): the
+    same values as the plain expressions, and PyTorch's gradients."""
     ours, reference, theirs = ACTIVATIONS[name]
-    shape = (8, 64, 64, 6)
-    assert np.prod(shape) > 2 * lamina.parallel.BLOCK_ELEMENTS
+    shape = (24, 48, 48, 10)
+    assert np.prod(shape) >= lamina.parallel.ELEMENTWISE_MIN
     z = (np.random.default_rng(4).standard_normal(shape) * 4).astype(np.float32)
     z.reshape(-1)[: len(SPECIALS)] = SPECIALS
     with np.errstate(over="ignore", invalid="ignore"):
@@ -149,11 +149,11 @@ def test_fast_forms_in_blocks_on_threads(two_threads, name):
 def test_prelu_in_blocks_on_threads_matches_torch(two_threads):
     lamina.set_default_dtype(np.float64)
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((8, 64, 64, 6))
+    x = rng.standard_normal((24, 48, 48, 10))
     layer = nn.PReLU()
     layer(lamina.tensor(x[:1]))
-    layer.alpha.data = rng.uniform(-0.5, 1.5, 6)
-    theirs = torch.nn.PReLU(num_parameters=6).double()
+    layer.alpha.data = rng.uniform(-0.5, 1.5, 10)
+    theirs = torch.nn.PReLU(num_parameters=10).double()
     with torch.no_grad():
         theirs.weight.copy_(torch.tensor(layer.alpha.data))
     xl = lamina.tensor(x, requires_grad=True)

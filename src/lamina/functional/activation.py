@@ -15,7 +15,8 @@ SELU_SCALE = 1.0507009873554805
 
 
 TRANSCENDENTAL_COST = 4
-"""tanh and exp cost about four plain passes per element (see :func:`lamina.parallel.blockwise`)."""
+"""tanh and exp cost about four plain passes per element (see
+:func:`lamina.parallel.elementwise_chain`)."""
 
 
 def _sigmoid_into(z, out):
@@ -37,7 +38,7 @@ def _tanh_into(z, out):
 
 def stable_sigmoid(z):
     """sigma(z) = 1 / (1 + e^-z), evaluated without overflow for either sign of z."""
-    return parallel.elementwise(_sigmoid_into, z, TRANSCENDENTAL_COST + 6)
+    return parallel.elementwise(_sigmoid_into, z, TRANSCENDENTAL_COST)
 
 
 def tanh_values(z, out=None):
@@ -45,11 +46,11 @@ def tanh_values(z, out=None):
     return parallel.elementwise(_tanh_into, z, TRANSCENDENTAL_COST, out)
 
 
-def _blockwise_new(kernel, inputs: list, passes: int, channels: bool = False):
-    """A new array like ``inputs[0]``, written by ``kernel(*input_blocks, out_block)`` block by
-    block (:func:`lamina.parallel.blockwise`)."""
+def _chain_into_new(kernel, inputs: list, cost: int = 1):
+    """A new array like ``inputs[0]``, written by ``kernel(*input_parts, out_part)``
+    (:func:`lamina.parallel.elementwise_chain`)."""
     out = backend.xp.empty_like(inputs[0])
-    parallel.blockwise(kernel, [*inputs, out], passes, channels)
+    parallel.elementwise_chain(kernel, [*inputs, out], cost)
     return out
 
 
@@ -66,7 +67,7 @@ class Sigmoid(Function):
         return self.a
 
     def backward(self, dy):
-        return (_blockwise_new(_sigmoid_grad, [dy, self.a], 3),)
+        return (_chain_into_new(_sigmoid_grad, [dy, self.a]),)
 
 
 def _tanh_grad(dy, a, out):
@@ -83,7 +84,7 @@ class Tanh(Function):
         return self.a
 
     def backward(self, dy):
-        return (_blockwise_new(_tanh_grad, [dy, self.a], 3),)
+        return (_chain_into_new(_tanh_grad, [dy, self.a]),)
 
 
 def _relu_into(z, out):
@@ -99,11 +100,11 @@ class ReLU(Function):
     that is where a > 0: backward needs only the output."""
 
     def forward(self, z):
-        self.a = _blockwise_new(_relu_into, [z], 1)
+        self.a = _chain_into_new(_relu_into, [z])
         return self.a
 
     def backward(self, dy):
-        return (_blockwise_new(_relu_grad, [dy, self.a], 2),)
+        return (_chain_into_new(_relu_grad, [dy, self.a]),)
 
 
 def select(mask, a, b, dtype, out=None):
@@ -132,8 +133,7 @@ class LeakyReLU(Function):
 
     def forward(self, z):
         self.mask = backend.xp.empty(z.shape, dtype=bool)
-        out = _blockwise_new(self._forward, [z, self.mask], 5)
-        return out
+        return _chain_into_new(self._forward, [z, self.mask])
 
     def _forward(self, z, mask, out):
         xp = backend.xp
@@ -148,7 +148,7 @@ class LeakyReLU(Function):
         out += negative
 
     def backward(self, dy):
-        return (_blockwise_new(self._backward, [dy, self.mask], 5),)
+        return (_chain_into_new(self._backward, [dy, self.mask]),)
 
     def _backward(self, dy, mask, out):
         select(mask, 1, self.alpha, dy.dtype, out=out)
@@ -160,7 +160,7 @@ class ELU(Function):
 
     def forward(self, z):
         self.slope = backend.xp.empty_like(z)
-        return _blockwise_new(self._forward, [z, self.slope], 14)
+        return _chain_into_new(self._forward, [z, self.slope], 2 * TRANSCENDENTAL_COST)
 
     def _forward(self, z, slope, out):
         xp = backend.xp

@@ -260,7 +260,7 @@ class PReLUFunction(Function):
         self.z, self.alpha = z, alpha
         self.positive = xp.empty(z.shape, dtype=bool)
         out = xp.empty_like(z)
-        parallel.blockwise(self._forward, [z, self.positive, out], 5, channels=True)
+        parallel.elementwise_chain(self._forward, [z, self.positive, out], channels=True)
         return out
 
     def _forward(self, z, positive, out):
@@ -278,10 +278,10 @@ class PReLUFunction(Function):
         dz = dalpha = None
         if self.needs_grad[0]:
             dz = xp.empty_like(dy)
-            parallel.blockwise(self._input_grad, [dy, self.positive, dz], 5, channels=True)
+            parallel.elementwise_chain(self._input_grad, [dy, self.positive, dz], channels=True)
         if self.needs_grad[1]:
             contributions = xp.empty_like(dy)   # dJ/da z where z <= 0, else 0
-            parallel.blockwise(self._slope_terms, [dy, self.z, contributions], 2)
+            parallel.elementwise_chain(self._slope_terms, [dy, self.z, contributions])
             dalpha = channel_sums(contributions)
             if self.alpha.size == 1:
                 dalpha = dalpha.sum(keepdims=True)
