@@ -116,6 +116,8 @@ def select(mask, a, b, dtype, out=None):
     if out is None:
         out = xp.empty(mask.shape, dtype=dtype)
     out[...] = mask
+    if a == 1 and isinstance(b, (int, float)) and 0 <= b <= 1:
+        return with_scalar(xp.maximum, out, b, out=out)     # max(m, b), with no temporary
     rest = xp.subtract(1, out)
     if isinstance(b, (int, float)):
         rest *= b
