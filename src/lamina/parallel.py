@@ -5,8 +5,8 @@ on all of them, but it releases the GIL inside both. So lamina cuts the large pa
 convolution, pooling and batch norm into chunks over the rows (the batch) and runs the
 chunks on a few threads at once, each thread with single-threaded BLAS
 (:func:`map_chunks`, :func:`map_sum`, :func:`split`). Element-wise passes stay on one
-thread (memory bound, they gain nothing) unless each element costs real arithmetic, as
-tanh and exp do (:func:`elementwise`).
+thread unless they are large (a million values: one core does not saturate the memory
+bus) or each element costs real arithmetic, as tanh and exp do (:func:`elementwise_chain`).
 
 OpenBLAS's own threads and lamina's do not mix: after a multi-threaded call OpenBLAS's
 workers keep spinning for about 0.1 s, and next to lamina's threads on the same cores they
