@@ -94,3 +94,33 @@ def test_dense_compute_output_shape():
     layer.built = True
     with pytest.raises(lamina.ShapeError, match="built for 3"):
         layer.compute_output_shape((None, 4))
+
+
+@pytest.mark.parametrize("layer_type", ["dense", "conv"])
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_own_activation_overwrites_the_fresh_pre_activation_with_the_same_results(layer_type, act):
+    """A layer's own relu or tanh is written over its fresh pre-activation: the graph keeps one
+    array there, not two, and values and gradients are those of the separate activation."""
+    rng = np.random.default_rng(3)
+    shape = (4, 6) if layer_type == "dense" else (2, 7, 7, 3)
+    make = (lambda a: nn.Dense(5, activation=a)) if layer_type == "dense" else (
+        lambda a: nn.Conv2D(4, 3, activation=a))
+    fused, bare = make(act), make(None)
+    x = rng.standard_normal(shape).astype(np.float32)
+    fused(lamina.tensor(x))
+    bare(lamina.tensor(x))
+    bare.load_state_dict(fused.state_dict())
+    xf, xb = lamina.tensor(x, requires_grad=True), lamina.tensor(x, requires_grad=True)
+    yf = fused(xf)
+    z = bare(xb)
+    z_before = z.numpy().copy()
+    yb = getattr(lamina.functional, act)(z)
+    np.testing.assert_array_equal(z.numpy(), z_before)           # the public function leaves z alone
+    assert np.shares_memory(yf._ctx.inputs[0].data, yf.data)      # the layer's own one overwrites
+    np.testing.assert_array_equal(yf.numpy(), yb.numpy())
+    up = lamina.tensor(rng.standard_normal(yf.shape).astype(np.float32))
+    (yf * up).sum().backward()
+    (yb * up).sum().backward()
+    np.testing.assert_array_equal(xf.grad, xb.grad)
+    for pf, pb in zip(fused.parameters(), bare.parameters()):
+        np.testing.assert_array_equal(pf.grad, pb.grad)

@@ -46,10 +46,11 @@ def tanh_values(z, out=None):
     return parallel.elementwise(_tanh_into, z, TRANSCENDENTAL_COST, out)
 
 
-def _chain_into_new(kernel, inputs: list, cost: int = 1):
-    """A new array like ``inputs[0]``, written by ``kernel(*input_parts, out_part)``
-    (:func:`lamina.parallel.elementwise_chain`)."""
-    out = backend.xp.empty_like(inputs[0])
+def _chain_into(kernel, inputs: list, cost: int = 1, out=None):
+    """``out`` (a new array like ``inputs[0]`` by default) written by
+    ``kernel(*input_parts, out_part)`` (:func:`lamina.parallel.elementwise_chain`)."""
+    if out is None:
+        out = backend.xp.empty_like(inputs[0])
     parallel.elementwise_chain(kernel, [*inputs, out], cost)
     return out
 
@@ -67,7 +68,7 @@ class Sigmoid(Function):
         return self.a
 
     def backward(self, dy):
-        return (_chain_into_new(_sigmoid_grad, [dy, self.a]),)
+        return (_chain_into(_sigmoid_grad, [dy, self.a]),)
 
 
 def _tanh_grad(dy, a, out):
@@ -77,14 +78,16 @@ def _tanh_grad(dy, a, out):
 
 
 class Tanh(Function):
-    """a = tanh z; da/dz = 1 - a^2."""
+    """a = tanh z; da/dz = 1 - a^2. With ``inplace``, a is written over z's array."""
+
+    inplace = False
 
     def forward(self, z):
-        self.a = tanh_values(z)
+        self.a = tanh_values(z, out=z if self.inplace else None)
         return self.a
 
     def backward(self, dy):
-        return (_chain_into_new(_tanh_grad, [dy, self.a]),)
+        return (_chain_into(_tanh_grad, [dy, self.a]),)
 
 
 def _relu_into(z, out):
@@ -97,14 +100,17 @@ def _relu_grad(dy, a, out):
 
 class ReLU(Function):
     """a = max(z, 0); the upstream gradient passes where z > 0 (0 at z = 0, as PyTorch),
-    that is where a > 0: backward needs only the output."""
+    that is where a > 0: backward needs only the output. With ``inplace``, a is written
+    over z's array."""
+
+    inplace = False
 
     def forward(self, z):
-        self.a = _chain_into_new(_relu_into, [z])
+        self.a = _chain_into(_relu_into, [z], out=z if self.inplace else None)
         return self.a
 
     def backward(self, dy):
-        return (_chain_into_new(_relu_grad, [dy, self.a]),)
+        return (_chain_into(_relu_grad, [dy, self.a]),)
 
 
 def select(mask, a, b, dtype, out=None):
@@ -135,7 +141,7 @@ class LeakyReLU(Function):
 
     def forward(self, z):
         self.mask = backend.xp.empty(z.shape, dtype=bool)
-        return _chain_into_new(self._forward, [z, self.mask])
+        return _chain_into(self._forward, [z, self.mask])
 
     def _forward(self, z, mask, out):
         xp = backend.xp
@@ -150,7 +156,7 @@ class LeakyReLU(Function):
         out += negative
 
     def backward(self, dy):
-        return (_chain_into_new(self._backward, [dy, self.mask]),)
+        return (_chain_into(self._backward, [dy, self.mask]),)
 
     def _backward(self, dy, mask, out):
         select(mask, 1, self.alpha, dy.dtype, out=out)
@@ -162,7 +168,7 @@ class ELU(Function):
 
     def forward(self, z):
         self.slope = backend.xp.empty_like(z)
-        return _chain_into_new(self._forward, [z, self.slope], 2 * TRANSCENDENTAL_COST)
+        return _chain_into(self._forward, [z, self.slope], 2 * TRANSCENDENTAL_COST)
 
     def _forward(self, z, slope, out):
         xp = backend.xp
@@ -221,6 +227,14 @@ def relu(z) -> Tensor:
     return ReLU.apply(z)
 
 
+def overwriting(activation):
+    """The form of ``activation`` (relu or tanh) that writes its result over its input's
+    array, or None. Only for an input that nothing else will read, such as a layer's fresh
+    pre-activation: the graph then holds one array there instead of two, and the pass
+    writes no new memory."""
+    return _OVERWRITING.get(activation)
+
+
 def leaky_relu(z, alpha: float = 0.01) -> Tensor:
     return LeakyReLU.apply(z, alpha=alpha)
 
@@ -239,3 +253,6 @@ def softmax(z, axis: int = -1) -> Tensor:
 
 def log_softmax(z, axis: int = -1) -> Tensor:
     return LogSoftmax.apply(z, axis=axis)
+
+
+_OVERWRITING = {relu: lambda z: ReLU.apply(z, inplace=True), tanh: lambda z: Tanh.apply(z, inplace=True)}

@@ -74,6 +74,13 @@ def get_activation(spec) -> Callable | None:
     raise TypeError(f"activation: expected a name, a layer or a callable, got {type(spec).__name__}")
 
 
+def activate_fresh(activation, z) -> Tensor:
+    """``activation(z)`` for z a layer's own fresh pre-activation, which nothing else holds:
+    written over z's array where the activation has such a form (relu, tanh)."""
+    overwrite = F.activation.overwriting(activation)
+    return overwrite(z) if overwrite is not None else activation(z)
+
+
 def serialize_activation(spec):
     """A JSON-compatible description of an activation (None, a name, or a layer config)."""
     if spec is None or isinstance(spec, str):

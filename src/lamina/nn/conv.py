@@ -20,7 +20,7 @@ from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
-from lamina.nn.activation import activation_config, get_activation
+from lamina.nn.activation import activate_fresh, activation_config, get_activation
 from lamina.nn.layer import check_shape_ndim, compact, input_error, pair, register_layer
 from lamina.nn.module import Module, as_tensor
 
@@ -179,7 +179,7 @@ class _Conv(Module):
         z = conv2d(x, weight, self.bias if self.use_bias else None, stride=compact(self.stride),
                    padding=compact(self.padding), groups=self._groups_for(c_in), algorithm=self.algorithm,
                    epilogue=epilogue)
-        return self.activation(z) if self.activation is not None and activate else z
+        return activate_fresh(self.activation, z) if self.activation is not None and activate else z
 
     def compute_output_shape(self, input_shape):
         shape = nhwc_shape(self, input_shape)
@@ -337,7 +337,7 @@ class SeparableConv2D(Module):
                      groups=c_in, algorithm=self.algorithm)
         z = conv2d(mid, self.pointwise_weight, self.bias if self.use_bias else None, stride=1, padding=0,
                    groups=1, algorithm=self.algorithm)
-        return self.activation(z) if self.activation is not None else z
+        return activate_fresh(self.activation, z) if self.activation is not None else z
 
     def compute_output_shape(self, input_shape):
         shape = nhwc_shape(self, input_shape)

@@ -17,7 +17,7 @@ from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional._util import channel_sums, per_channel
 from lamina.nn import init as initializers
-from lamina.nn.activation import activation_config, get_activation
+from lamina.nn.activation import activate_fresh, activation_config, get_activation
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 
@@ -105,7 +105,7 @@ class Dense(Module):
             raise input_error(self, x, f"(batch, ..., {n_in}): the last axis must have the {n_in} "
                                        "features the layer was built for")
         z = linear(x, weight, self.bias if self.use_bias else None)
-        return self.activation(z) if self.activation is not None and activate else z
+        return activate_fresh(self.activation, z) if self.activation is not None and activate else z
 
     def compute_output_shape(self, input_shape):
         shape = check_shape_ndim(self, input_shape, tuple(range(1, 9)), "(batch, ..., features)")
