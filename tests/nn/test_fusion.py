@@ -107,3 +107,53 @@ def test_conv2d_epilogue_is_for_inference_only():
     with lamina.no_grad():
         y = F.conv2d(x, w, epilogue=lambda chunk: chunk.__imul__(2.0))
     np.testing.assert_array_equal(y.numpy(), np.full((1, 2, 2, 3), 36.0))
+
+
+def _train_step(model, x, forward):
+    """Output, dJ/dx and every parameter's gradient of one forward + backward."""
+    xt = lamina.tensor(x, requires_grad=True)
+    for p in model.parameters():
+        p.grad = None
+    out = forward(xt)
+    up = np.random.default_rng(3).standard_normal(out.shape).astype(np.float32)
+    (out * lamina.tensor(up)).sum().backward()
+    return out.numpy(), xt.grad.copy(), [p.grad.copy() for p in model.parameters()]
+
+
+def _layer_by_layer_tensor(model, xt):
+    for layer in model:
+        xt = layer(xt)
+    return xt
+
+
+def _assert_same_step(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    for ga, gb in zip(a[2], b[2], strict=True):
+        np.testing.assert_array_equal(ga, gb)
+
+
+def test_training_activation_layers_overwrite_fresh_outputs_with_the_same_gradients(monkeypatch):
+    model, x = _model()
+    model.train()
+    plain = _train_step(model, x, lambda xt: _layer_by_layer_tensor(model, xt))
+    called = []
+    for cls in (nn.ReLU, nn.Tanh):
+        original = cls.forward
+        monkeypatch.setattr(cls, "forward", lambda self, h, original=original: called.append(self) or original(self, h))
+    fused = _train_step(model, x, model)
+    _assert_same_step(fused, plain)
+    eligible = [layer for prev, layer in zip(model, list(model)[1:]) if fusion._overwrites(prev, layer)]
+    assert len(eligible) == 4                     # after BN, BN, a bare conv and a bare dense layer
+    assert not any(layer in called for layer in eligible)
+    assert len(called) == sum(type(layer) in (nn.ReLU, nn.Tanh) for layer in model) - 4
+
+
+def test_an_activation_after_a_layer_with_its_own_activation_does_not_overwrite():
+    lamina.manual_seed(0)
+    model = nn.Sequential(nn.Dense(6, activation="tanh"), nn.Tanh(), nn.Dense(3))
+    x = np.random.default_rng(4).standard_normal((5, 4)).astype(np.float32)
+    model(lamina.tensor(x))
+    assert not fusion._overwrites(model[0], model[1])
+    _assert_same_step(_train_step(model, x, model),
+                      _train_step(model, x, lambda xt: _layer_by_layer_tensor(model, xt)))

@@ -10,6 +10,12 @@ and the activation in place while they are still in the cache; a Dense layer get
 activation (and a following BatchNorm or activation layer) in place on its output. The
 results are the same values, computed in the same order; nothing changes in training,
 with gradients on, or while a summary or trace is watching the layers.
+
+In training (or with gradients on), an activation layer (ReLU, Tanh) right after a layer
+whose output is a fresh array that nothing else reads (a Conv2D, DepthwiseConv2D,
+SeparableConv2D or Dense without an activation of its own, or a BatchNorm) writes its
+result over that array (:func:`forward_overwriting`): the graph then holds one array
+there instead of two, with the same values and gradients.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from lamina.functional._util import per_channel, with_scalar
 from lamina.functional.activation import tanh_values
 from lamina.nn import module as module_state
 from lamina.nn.activation import ReLU, ReLU6, Tanh, relu6
-from lamina.nn.conv import Conv2D, DepthwiseConv2D
+from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from lamina.nn.dense import Dense
 from lamina.nn.normalization import BatchNorm
 
@@ -111,4 +117,30 @@ def forward(layers: list, x):
         else:
             x = layer.apply_weights(x, layer.weight, epilogue=_epilogue(steps), activate=False)
         i = after
+    return x
+
+
+_FRESH_OUTPUT = (Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNorm)
+"""Layers whose output is a new array that their backward does not read."""
+
+_OVERWRITING_LAYERS = {ReLU: F.relu, Tanh: F.tanh}
+"""Activation layers (exact types) and the activation whose overwriting form they take."""
+
+
+def _overwrites(previous, layer) -> bool:
+    return (type(layer) in _OVERWRITING_LAYERS and layer.built and type(previous) in _FRESH_OUTPUT
+            and getattr(previous, "activation", None) is None)
+
+
+def forward_overwriting(layers, x):
+    """Run ``layers`` in order on ``x``, an activation layer right after a layer with a fresh
+    output writing over that output (see the module docstring)."""
+    previous = None
+    watched = bool(module_state._CALL_INTERCEPTORS)
+    for layer in layers:
+        if not watched and _overwrites(previous, layer):
+            x = F.activation.overwriting(_OVERWRITING_LAYERS[type(layer)])(x)
+        else:
+            x = layer(x)
+        previous = layer
     return x
