@@ -47,10 +47,10 @@ def tanh_values(z, out=None):
 
 
 def _chain_into(kernel, inputs: list, cost: int = 1, out=None):
-    """``out`` (a new array like ``inputs[0]`` by default) written by
+    """``out`` (by default a new C-ordered array of ``inputs[0]``'s shape and dtype) written by
     ``kernel(*input_parts, out_part)`` (:func:`lamina.parallel.elementwise_chain`)."""
     if out is None:
-        out = backend.xp.empty_like(inputs[0])
+        out = backend.xp.empty(inputs[0].shape, dtype=inputs[0].dtype)
     parallel.elementwise_chain(kernel, [*inputs, out], cost)
     return out
 
