@@ -165,3 +165,16 @@ def test_prelu_in_blocks_on_threads_matches_torch(two_threads):
     (yt * torch.tensor(up.transpose(0, 3, 1, 2).copy())).sum().backward()
     np.testing.assert_allclose(xl.grad, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-12)
     np.testing.assert_allclose(layer.alpha.grad, theirs.weight.grad.numpy(), rtol=1e-9)
+
+
+def test_chain_into_writes_a_c_ordered_array_whatever_the_input_layout():
+    from lamina.functional.activation import chain_into
+
+    x = np.random.default_rng(6).standard_normal((300, 400)).astype(np.float32)
+    for source in (x, x.T, np.broadcast_to(x[0], (500, 400))):
+        out = chain_into(lambda s, o: np.negative(s, out=o), [source])
+        assert out.flags.c_contiguous and out.dtype == np.float32
+        np.testing.assert_array_equal(out, -source)
+    z = lamina.tensor(np.random.default_rng(7).standard_normal((6, 5)).astype(np.float32), requires_grad=True)
+    F.relu(z).backward(np.broadcast_to(np.float32(2.0), (6, 5)))
+    np.testing.assert_array_equal(z.grad, 2.0 * (z.numpy() > 0))

@@ -46,12 +46,13 @@ def tanh_values(z, out=None):
     return parallel.elementwise(_tanh_into, z, TRANSCENDENTAL_COST, out)
 
 
-def _chain_into(kernel, inputs: list, cost: int = 1, out=None):
+def chain_into(kernel, inputs: list, cost: int = 1, out=None, channels: bool = False):
     """``out`` (by default a new C-ordered array of ``inputs[0]``'s shape and dtype) written by
-    ``kernel(*input_parts, out_part)`` (:func:`lamina.parallel.elementwise_chain`)."""
+    ``kernel(*input_parts, out_part)`` (:func:`lamina.parallel.elementwise_chain`, which
+    also says what ``cost`` and ``channels`` mean)."""
     if out is None:
         out = backend.xp.empty(inputs[0].shape, dtype=inputs[0].dtype)
-    parallel.elementwise_chain(kernel, [*inputs, out], cost)
+    parallel.elementwise_chain(kernel, [*inputs, out], cost, channels)
     return out
 
 
@@ -68,7 +69,7 @@ class Sigmoid(Function):
         return self.a
 
     def backward(self, dy):
-        return (_chain_into(_sigmoid_grad, [dy, self.a]),)
+        return (chain_into(_sigmoid_grad, [dy, self.a]),)
 
 
 def _tanh_grad(dy, a, out):
@@ -87,7 +88,7 @@ class Tanh(Function):
         return self.a
 
     def backward(self, dy):
-        return (_chain_into(_tanh_grad, [dy, self.a]),)
+        return (chain_into(_tanh_grad, [dy, self.a]),)
 
 
 def _relu_into(z, out):
@@ -106,11 +107,11 @@ class ReLU(Function):
     inplace = False
 
     def forward(self, z):
-        self.a = _chain_into(_relu_into, [z], out=z if self.inplace else None)
+        self.a = chain_into(_relu_into, [z], out=z if self.inplace else None)
         return self.a
 
     def backward(self, dy):
-        return (_chain_into(_relu_grad, [dy, self.a]),)
+        return (chain_into(_relu_grad, [dy, self.a]),)
 
 
 def select(mask, a, b, dtype, out=None):
@@ -141,7 +142,7 @@ class LeakyReLU(Function):
 
     def forward(self, z):
         self.mask = backend.xp.empty(z.shape, dtype=bool)
-        return _chain_into(self._forward, [z, self.mask])
+        return chain_into(self._forward, [z, self.mask])
 
     def _forward(self, z, mask, out):
         xp = backend.xp
@@ -156,7 +157,7 @@ class LeakyReLU(Function):
         out += negative
 
     def backward(self, dy):
-        return (_chain_into(self._backward, [dy, self.mask]),)
+        return (chain_into(self._backward, [dy, self.mask]),)
 
     def _backward(self, dy, mask, out):
         select(mask, 1, self.alpha, dy.dtype, out=out)
@@ -167,8 +168,8 @@ class ELU(Function):
     """a = scale z for z > 0, scale alpha (e^z - 1) otherwise (SELU: fixed alpha and scale)."""
 
     def forward(self, z):
-        self.slope = backend.xp.empty_like(z)
-        return _chain_into(self._forward, [z, self.slope], 2 * TRANSCENDENTAL_COST)
+        self.slope = backend.xp.empty(z.shape, dtype=z.dtype)
+        return chain_into(self._forward, [z, self.slope], 2 * TRANSCENDENTAL_COST)
 
     def _forward(self, z, slope, out):
         xp = backend.xp

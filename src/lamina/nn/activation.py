@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lamina import backend, parallel
+from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional._util import channel_sums, per_channel, with_scalar
-from lamina.functional.activation import select
+from lamina.functional.activation import chain_into, select
 from lamina.nn import init as initializers
 from lamina.nn.layer import check_shape_ndim, input_error, layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module, as_tensor
@@ -266,9 +266,7 @@ class PReLUFunction(Function):
         xp = backend.xp
         self.z, self.alpha = z, alpha
         self.positive = xp.empty(z.shape, dtype=bool)
-        out = xp.empty_like(z)
-        parallel.elementwise_chain(self._forward, [z, self.positive, out], channels=True)
-        return out
+        return chain_into(self._forward, [z, self.positive], channels=True)
 
     def _forward(self, z, positive, out):
         # max(z, 0) + alpha min(z, 0): each term is 0 on the other side (no select: see
@@ -281,14 +279,11 @@ class PReLUFunction(Function):
         out += negative
 
     def backward(self, dy):
-        xp = backend.xp
         dz = dalpha = None
         if self.needs_grad[0]:
-            dz = xp.empty_like(dy)
-            parallel.elementwise_chain(self._input_grad, [dy, self.positive, dz], channels=True)
+            dz = chain_into(self._input_grad, [dy, self.positive], channels=True)
         if self.needs_grad[1]:
-            contributions = xp.empty_like(dy)   # dJ/da z where z <= 0, else 0
-            parallel.elementwise_chain(self._slope_terms, [dy, self.z, contributions])
+            contributions = chain_into(self._slope_terms, [dy, self.z])   # dJ/da z where z <= 0
             dalpha = channel_sums(contributions)
             if self.alpha.size == 1:
                 dalpha = dalpha.sum(keepdims=True)

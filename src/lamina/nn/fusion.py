@@ -123,8 +123,8 @@ def forward(layers: list, x):
 _FRESH_OUTPUT = (Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNorm)
 """Layers whose output is a new array that their backward does not read."""
 
-_OVERWRITING_LAYERS = {ReLU: F.relu, Tanh: F.tanh}
-"""Activation layers (exact types) and the activation whose overwriting form they take."""
+_OVERWRITING_LAYERS = {ReLU: F.activation.overwriting(F.relu), Tanh: F.activation.overwriting(F.tanh)}
+"""Activation layers (exact types) and the overwriting form of their activation."""
 
 
 def _overwrites(previous, layer) -> bool:
@@ -139,7 +139,7 @@ def forward_overwriting(layers, x):
     watched = bool(module_state._CALL_INTERCEPTORS)
     for layer in layers:
         if not watched and _overwrites(previous, layer):
-            x = F.activation.overwriting(_OVERWRITING_LAYERS[type(layer)])(x)
+            x = _OVERWRITING_LAYERS[type(layer)](x)
         else:
             x = layer(x)
         previous = layer
