@@ -45,6 +45,32 @@ def test_batchnorm_training_and_running_stats_match_torch(f64, shape):
     compare_layer(layer, tl, rng.standard_normal(shape), pairs, copy=False)
 
 
+@pytest.mark.parametrize("shape", [(6, 7, 9, 4),     # rows of several pixels (r C <= CHANNEL_ROW)
+                                   (7, 11, 13, 3),   # m = 1001 = 7 * 11 * 13: merged rows of 77 pixels
+                                   (97, 5),          # a prime number of rows: one pixel per row
+                                   (3, 2, 2, 600)])  # more channels than CHANNEL_ROW
+def test_batchnorm_in_many_chunks_matches_torch(f64, monkeypatch, shape):
+    """Tiny chunks, so that every pass runs over many of them, in every row layout."""
+    from lamina.nn import normalization
+
+    monkeypatch.setattr(normalization, "CHUNK_BYTES", 256)
+    c = shape[-1]
+    layer = nn.BatchNorm()
+    tl = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(c, momentum=0.1, eps=1e-5)
+    layer.build(shape)
+    _set_affine(layer, c)
+    pairs = [("weight", tl.weight, None), ("bias", tl.bias, None)]
+    x = 5.0 + 2.0 * np.random.default_rng(3).standard_normal(shape)
+    compare_layer(layer, tl, x, pairs, copy=True)
+    assert_close(layer.running_var, tl.running_var.numpy(), 1e-12, "running_var")
+    layer.eval()
+    tl.eval()
+    for p in layer.parameters():
+        p.grad = None
+    tl.zero_grad()
+    compare_layer(layer, tl, x[::-1].copy(), pairs, copy=False)
+
+
 def test_batchnorm_gradcheck_training_and_eval(f64):
     x = np.random.default_rng(2).standard_normal((5, 2, 2, 3))
     layer = nn.BatchNorm()

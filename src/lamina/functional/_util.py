@@ -21,7 +21,7 @@ SCALAR_ROW = 1024
 _scalar_rows: dict = {}
 
 
-def _merged_rows(arrays, c: int, target: int):
+def merged_rows(arrays, c: int, target: int):
     """The ``arrays`` (all of one shape) as views whose last axis has length r c, at most
     ``target``, with r > 1: their flat values cut into rows when all are C-contiguous, else
     their last two axes merged; None where neither is possible."""
@@ -46,7 +46,7 @@ def channel_sums(a):
     rows = a.reshape(-1, c) if a.flags.c_contiguous else None
     if rows is None or xp.__name__ != "numpy" or c >= CHANNEL_ROW or a.size < CHANNEL_SUMS_MIN:
         return xp.add.reduce(a.reshape(-1, c), axis=0)
-    merged = _merged_rows([rows], c, CHANNEL_ROW)
+    merged = merged_rows([rows], c, CHANNEL_ROW)
     if merged is not None:
         rows = merged[0]
     total = parallel.matmul(xp.ones(rows.shape[0], dtype=rows.dtype), rows)
@@ -67,7 +67,7 @@ def per_channel(ufunc, x, v, out=None):
     c = x.shape[-1] if x.ndim else 0
     if (xp.__name__ == "numpy" and x.ndim >= 2 and 1 < c < CHANNEL_ROW and v.shape == (c,)
             and out.shape == x.shape and x.size >= PER_CHANNEL_MIN):
-        rows = _merged_rows([x] if out is x else [x, out], c, CHANNEL_ROW)
+        rows = merged_rows([x] if out is x else [x, out], c, CHANNEL_ROW)
         if rows is not None:
             ufunc(rows[0], xp.tile(v, rows[0].shape[-1] // c), out=rows[-1])
             return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional._util import per_channel
+from lamina.functional._util import CHANNEL_ROW, merged_rows
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 
@@ -30,73 +30,74 @@ class BatchNormFunction(Function):
         dJ/dx     = gamma / (m sigma) (m dJ/dy - dJ/dbeta - x' dJ/dgamma)   (training)
         dJ/dx     = gamma / sigma dJ/dy                                       (evaluation)
 
-    Keywords: ``eps``, ``training``, ``running_mean`` / ``running_var`` (evaluation) and
-    ``stats``, a dict that receives the batch ``mean``, biased ``var`` and count ``m``.
+    Every pass runs over chunks of rows that stay in the cache, on lamina's threads, with
+    the (m, C) values viewed as rows of about CHANNEL_ROW values (r pixels of C channels,
+    see :func:`lamina.functional._util.per_channel`) and each per-channel vector tiled once
+    to such a row. Keywords: ``eps``, ``training``, ``running_mean`` / ``running_var``
+    (evaluation) and ``stats``, a dict that receives the batch ``mean``, biased ``var`` and
+    count ``m``.
     """
 
     def forward(self, x, gamma, beta):
         xp = backend.xp
         c = x.shape[-1]
         m = x.size // c
-        x2 = xp.ascontiguousarray(x).reshape(m, c)
-        y = xp.empty((m, c), dtype=x.dtype)
-        self.gamma, self.m, self.x2 = gamma, m, x2
-        chunks = _row_chunks(m, c * x.itemsize)
+        rows = _ChannelRows(xp.ascontiguousarray(x).reshape(m, c))
+        self.gamma, self.m, self.rows = gamma, m, rows
         if self.training:
-            mu, var = _batch_moments(x2, chunks)
+            mu, var = _batch_moments(rows)
             self.stats.update(mean=mu.astype(x.dtype), var=var.astype(x.dtype), m=m)
         else:
             mu, var = self.running_mean, self.running_var
         # y = gamma (x - mu) / sigma + beta as one multiply-add per value: y = x scale + shift
         self.mu, self.inv_std, scale, shift = affine_form(gamma, beta, mu, var, self.eps, x.dtype)
+        scale, shift = rows.tile(scale), rows.tile(shift)
+        y = xp.empty(rows.values.shape, dtype=x.dtype)
 
         def normalize(i):
-            lo, hi = chunks[i]
-            per_channel(xp.multiply, x2[lo:hi], scale, y[lo:hi])
-            per_channel(xp.add, y[lo:hi], shift, y[lo:hi])
-        parallel.map_chunks(normalize, len(chunks), 2 * x.size)
+            lo, hi = rows.chunks[i]
+            xp.multiply(rows.values[lo:hi], scale, out=y[lo:hi])
+            y[lo:hi] += shift
+        parallel.map_chunks(normalize, len(rows.chunks), 2 * x.size)
         return y.reshape(x.shape)
 
     def backward(self, dy):
         xp = backend.xp
-        x2, mu, inv_std, m = self.x2, self.mu, self.inv_std, self.m
-        c = x2.shape[1]
+        rows, mu, inv_std, m = self.rows, self.mu, self.inv_std, self.m
         need_x, need_gamma, need_beta = self.needs_grad
-        dy2 = xp.ascontiguousarray(dy).reshape(m, c)
-        chunks = _row_chunks(m, c * dy.itemsize)
-        ones = xp.ones(max((hi - lo for lo, hi in chunks), default=1), dtype=dy.dtype)
+        dy_rows = rows.like(xp.ascontiguousarray(dy))
+        x_rows, mu_row = rows.values, rows.tile(mu)
 
         def sums(i):                       # this chunk's share of sum dJ/dy and sum dJ/dy (x - mu)
-            lo, hi = chunks[i]
-            d = dy2[lo:hi]
-            products = per_channel(xp.subtract, x2[lo:hi], mu)
+            lo, hi = rows.chunks[i]
+            d = dy_rows[lo:hi]
+            products = xp.subtract(x_rows[lo:hi], mu_row)
             products *= d
-            return ones[:hi - lo] @ d, ones[:hi - lo] @ products
-        parts = parallel.map_chunks(sums, len(chunks), 2 * dy.size)
+            return rows.column_sums(d), rows.column_sums(products)
+        parts = parallel.map_chunks(sums, len(rows.chunks), 2 * dy.size)
         dbeta = sum(p[0] for p in parts)
         dgamma = sum(p[1] for p in parts) * inv_std
         k = self.gamma * inv_std
         dx = None
         if need_x:
-            dx = xp.empty((m, c), dtype=dy.dtype)
+            dx = xp.empty(dy_rows.shape, dtype=dy.dtype)
+            k_row = rows.tile(k)
             if self.training:
                 # gamma / (m sigma) (m dJ/dy - dJ/dbeta - x' dJ/dgamma) = k dJ/dy + a x + b
                 a = -(k / m) * dgamma * inv_std
-                b = -(k / m) * dbeta - a * mu
-            else:
-                a = b = None
+                a_row, b_row = rows.tile(a), rows.tile(-(k / m) * dbeta - a * mu)
 
             def grad_x(i):
-                lo, hi = chunks[i]
+                lo, hi = rows.chunks[i]
                 out = dx[lo:hi]
-                per_channel(xp.multiply, dy2[lo:hi], k, out)
-                if a is not None:
-                    t = per_channel(xp.multiply, x2[lo:hi], a)
-                    per_channel(xp.add, t, b, t)
+                xp.multiply(dy_rows[lo:hi], k_row, out=out)
+                if self.training:
+                    t = xp.multiply(x_rows[lo:hi], a_row)
+                    t += b_row
                     out += t
-            parallel.map_chunks(grad_x, len(chunks), 3 * dy.size)
+            parallel.map_chunks(grad_x, len(rows.chunks), 3 * dy.size)
             dx = dx.reshape(dy.shape)
-        self.x2 = None
+        self.rows = None
         return dx, (dgamma.astype(dy.dtype, copy=False) if need_gamma else None), (
             dbeta.astype(dy.dtype, copy=False) if need_beta else None)
 
@@ -114,25 +115,49 @@ CHUNK_BYTES = 1 << 20
 """Rows of a batch-norm pass are processed in chunks of about this size (cache-resident)."""
 
 
-def _row_chunks(m: int, row_bytes: int) -> list[tuple[int, int]]:
-    return parallel.chunk_bounds(m, row_bytes, CHUNK_BYTES)
+class _ChannelRows:
+    """(m, C) values viewed as ``values``, rows of r C values (r pixels, r C at most
+    CHANNEL_ROW; r = 1 where C is larger or the rows do not divide), cut into ``chunks``
+    of about CHUNK_BYTES."""
+
+    def __init__(self, x2):
+        self.c = x2.shape[1]
+        merged = merged_rows([x2], self.c, CHANNEL_ROW) if x2.flags.c_contiguous else None
+        self.values = x2 if merged is None else merged[0]
+        self.r = self.values.shape[1] // self.c
+        self.chunks = parallel.chunk_bounds(self.values.shape[0], self.values.shape[1] * x2.itemsize, CHUNK_BYTES)
+        longest = max((hi - lo for lo, hi in self.chunks), default=1)
+        self._ones = backend.xp.ones(longest, dtype=x2.dtype)
+
+    def like(self, a):
+        """``a`` (C-contiguous, as many values) viewed in the same rows."""
+        return a.reshape(self.values.shape)
+
+    def tile(self, v):
+        """A per-channel vector repeated to one row."""
+        return backend.xp.tile(v, self.r) if self.r > 1 else v
+
+    def column_sums(self, part):
+        """Per-channel sums of a chunk of rows: a GEMV, then the r pixels of a row folded."""
+        total = self._ones[:part.shape[0]] @ part
+        return total.reshape(self.r, self.c).sum(axis=0) if self.r > 1 else total
 
 
-def _batch_moments(x2, chunks):
-    """Per-channel mean and biased variance of the rows of x2, from each chunk's mean and
-    sum of squared deviations, combined exactly (Chan et al.'s pairwise update)."""
+def _batch_moments(rows: _ChannelRows):
+    """Per-channel mean and biased variance, from each chunk's mean and sum of squared
+    deviations, combined exactly (Chan et al.'s pairwise update)."""
     xp = backend.xp
 
     def moments(i):
-        lo, hi = chunks[i]
-        part = x2[lo:hi]
-        ones = xp.ones(hi - lo, dtype=x2.dtype)
-        mean = ones @ part / (hi - lo)
-        d = per_channel(xp.subtract, part, mean)
+        lo, hi = rows.chunks[i]
+        part = rows.values[lo:hi]
+        n = (hi - lo) * rows.r
+        mean = rows.column_sums(part) / n
+        d = xp.subtract(part, rows.tile(mean))
         d *= d
-        return hi - lo, mean, ones @ d      # a GEMV sums columns faster than einsum, and in blocks
-    parts = parallel.map_chunks(moments, len(chunks), x2.size)
-    m = x2.shape[0]
+        return n, mean, rows.column_sums(d)
+    parts = parallel.map_chunks(moments, len(rows.chunks), rows.values.size)
+    m = rows.values.size // rows.c
     mu = sum(n * mean.astype(xp.float64) for n, mean, _ in parts) / m
     m2 = sum(sq.astype(xp.float64) + n * (mean.astype(xp.float64) - mu) ** 2 for n, mean, sq in parts)
     return mu, m2 / m
