@@ -81,6 +81,14 @@ def test_max_pool_tie_example():
     assert x.grad[0, :, :, 0].tolist() == [[3.0, 0.0], [0.0, 0.0]]
 
 
+def test_max_pool_window_of_more_than_256_values_with_ties_matches_torch():
+    """A 17 x 17 window (289 offsets: the first-maximum index needs more than a byte),
+    overlapping, with ties, and the maxima in the bottom rows, past offset 255."""
+    x = np.random.default_rng(5).integers(0, 3, (2, 20, 19, 3)).astype(np.float64)
+    x[:, 16:] += 10.0
+    compare_with_torch(lambda x: F.max_pool2d(x, 17, 2), torch_pool("max", 17, 2, 0, False), x)
+
+
 def test_pool_float32_fast_path_shapes():
     x = np.random.default_rng(3).standard_normal((4, 32, 32, 8)).astype(np.float32)
     y = F.max_pool2d(lamina.tensor(x), 2)

@@ -80,8 +80,11 @@ class MaxPool2d(Function):
     """Max over each window; hyperparameters ``f``, ``s``, ``pads``, ``outs`` and ``track``
     (whether a backward will follow).
 
-    The forward also marks, per window offset, where each window's gradient goes (its first
-    maximum), while the input is still in the cache; backward only multiplies by the marks.
+    While the input is still in the cache, the forward also records which window offset
+    holds each window's first maximum: with ne_k = [view_k != max] for the f_h f_w offsets
+    k in order, that index is ne_0 (1 + ne_1 (1 + ... (1 + ne_{n-2}))), one small integer
+    per output value (a byte for windows of up to 256 values). Backward sends dJ/dv to
+    offset k where the index is k.
     """
 
     def forward(self, x):
@@ -92,7 +95,7 @@ class MaxPool2d(Function):
         out = xp.empty((n,) + outs + (c,), dtype=x.dtype)
         offsets = _offsets(f)
         track = getattr(self, "track", True)
-        marks = xp.empty((len(offsets), n) + outs + (c,), dtype=bool) if track else None
+        index = xp.empty(out.shape, dtype=xp.min_scalar_type(len(offsets) - 1)) if track else None
 
         def chunk(first, last):
             step = max(1, _BLOCK_BYTES // max(xpad[0:1].nbytes, 1))
@@ -108,26 +111,16 @@ class MaxPool2d(Function):
                 xp.maximum(views[0], views[1], out=o)
                 for view in views[2:]:
                     xp.maximum(o, view, out=o)
-            if marks is None:
-                return
-            taken = None
-            for index, view in enumerate(views):
-                hit = marks[index, lo:hi]
-                xp.equal(view, o, out=hit)
-                if index == 0:
-                    taken = hit.copy()
-                else:
-                    xp.greater(hit, taken, out=hit)          # a maximum not taken yet: the first wins
-                    if index < len(views) - 1:
-                        xp.logical_or(taken, hit, out=taken)
+            if index is not None:
+                _first_maximum(views, o, index[lo:hi])
 
         parallel.split(chunk, n, xpad.size)
-        self.x_shape, self.padded_shape, self.marks = x.shape, xpad.shape, marks
+        self.x_shape, self.padded_shape, self.index = x.shape, xpad.shape, index
         return out
 
     def backward(self, dy):
         xp = backend.xp
-        f, s, outs, marks = self.f, self.s, self.outs, self.marks
+        f, s, outs, index = self.f, self.s, self.outs, self.index
         disjoint = s[0] >= f[0] and s[1] >= f[1]
         exact = _exact_tiling(f, s, self.pads, outs, self.x_shape)
         shape = self.padded_shape
@@ -135,16 +128,34 @@ class MaxPool2d(Function):
 
         def chunk(lo, hi):
             g = dy[lo:hi]
-            for index, (i, j) in enumerate(_offsets(f)):
+            hit = xp.empty(g.shape, dtype=bool)
+            for k, (i, j) in enumerate(_offsets(f)):
+                xp.equal(index[lo:hi], k, out=hit)
                 target = offset_view(dxpad[lo:hi], i, j, outs, s)
                 if disjoint:
-                    xp.multiply(g, marks[index, lo:hi], out=target)
+                    xp.multiply(g, hit, out=target)
                 else:
-                    target += g * marks[index, lo:hi]
+                    target += g * hit
 
         parallel.split(chunk, dy.shape[0], dxpad.size)
-        self.marks = None
+        self.index = None
         return (_crop(dxpad, self.pads, self.x_shape),)
+
+
+def _first_maximum(views: list, maximum, index) -> None:
+    """Into ``index``: for each value of ``maximum``, the first k with views[k] equal to it
+    (the last view's index where none is, as for a NaN maximum)."""
+    xp = backend.xp
+    if len(views) == 1:
+        index.fill(0)
+        return
+    differs = xp.empty(maximum.shape, dtype=bool)
+    xp.not_equal(views[-2], maximum, out=differs)
+    index[...] = differs
+    for view in reversed(views[:-2]):
+        index += 1
+        xp.not_equal(view, maximum, out=differs)
+        index *= differs
 
 
 SMALL_C = 16
