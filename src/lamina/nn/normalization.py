@@ -116,13 +116,13 @@ CHUNK_BYTES = 1 << 20
 
 
 class _ChannelRows:
-    """(m, C) values viewed as ``values``, rows of r C values (r pixels, r C at most
-    CHANNEL_ROW; r = 1 where C is larger or the rows do not divide), cut into ``chunks``
+    """C-contiguous (m, C) values viewed as ``values``, rows of r C values (r pixels, r C at
+    most CHANNEL_ROW; r = 1 where C is larger or m has no such divisor), cut into ``chunks``
     of about CHUNK_BYTES."""
 
     def __init__(self, x2):
         self.c = x2.shape[1]
-        merged = merged_rows([x2], self.c, CHANNEL_ROW) if x2.flags.c_contiguous else None
+        merged = merged_rows([x2], self.c, CHANNEL_ROW)
         self.values = x2 if merged is None else merged[0]
         self.r = self.values.shape[1] // self.c
         self.chunks = parallel.chunk_bounds(self.values.shape[0], self.values.shape[1] * x2.itemsize, CHUNK_BYTES)
