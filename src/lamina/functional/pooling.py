@@ -14,6 +14,8 @@ reshape-max, no Python loop over windows.
 
 from __future__ import annotations
 
+import functools
+
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
@@ -170,14 +172,13 @@ class AvgPool2d(Function):
         f, s, outs, (ph, pw) = self.f, self.s, self.outs, self.p
         n, h, w, c = x.shape
         # window size counted up to the end of the padding (not the ceil-mode overhang)
-        rows = xp.arange(outs[0]) * s[0] - ph
-        cols = xp.arange(outs[1]) * s[1] - pw
-        size_h = xp.minimum(rows + f[0], h + ph) - rows
-        size_w = xp.minimum(cols + f[1], w + pw) - cols
-        if bool((size_h == f[0]).all() and (size_w == f[1]).all()):
+        size_h = _window_sizes(outs[0], s[0], f[0], h, ph)
+        size_w = _window_sizes(outs[1], s[1], f[1], w, pw)
+        if size_h.count(f[0]) == len(size_h) and size_w.count(f[1]) == len(size_w):
             self.scale = 1.0 / (f[0] * f[1])
         else:
-            self.scale = (1.0 / (size_h[:, None] * size_w[None, :])).astype(x.dtype)[:, :, None]
+            sizes = xp.asarray(size_h, dtype=x.dtype)[:, None] * xp.asarray(size_w, dtype=x.dtype)[None, :]
+            self.scale = (1.0 / sizes)[:, :, None]
         self.x_shape = x.shape
         out = xp.empty((n,) + outs + (c,), dtype=x.dtype)
         if self._few_channels():
@@ -218,8 +219,7 @@ class AvgPool2d(Function):
     def _tiled_identity(self, dtype):
         """P = [I; I; ...] (f_w blocks of the c x c identity) / (f_h f_w): (row sums) @ P is
         the windows' mean."""
-        c = self.x_shape[3]
-        return backend.xp.tile(backend.xp.eye(c, dtype=dtype), (self.f[1], 1)) * dtype.type(self.scale)
+        return _tiled_identity(backend.xp.__name__, self.x_shape[3], self.f[1], self.scale, dtype.str)
 
     def backward(self, dy):
         xp = backend.xp
@@ -252,6 +252,22 @@ class AvgPool2d(Function):
 
         parallel.split(chunk, dy.shape[0], dxpad.size)
         return (_crop(dxpad, self.pads, self.x_shape),)
+
+
+def _window_sizes(count: int, stride: int, f: int, size: int, pad: int) -> list[int]:
+    """The number of (input or padding) values in each of ``count`` windows along one axis:
+    f, but less for a ceil-mode window that runs past the padding."""
+    starts = [i * stride - pad for i in range(count)]
+    return [min(start + f, size + pad) - start for start in starts]
+
+
+@functools.lru_cache(maxsize=32)
+def _tiled_identity(array_module: str, c: int, fw: int, scale: float, dtype: str):
+    """[I; I; ...] (``fw`` blocks of the c x c identity) times ``scale``, made once per
+    shape (the array module's name keeps NumPy's and CuPy's apart). Read, never written."""
+    xp = backend.xp
+    dt = xp.dtype(dtype)
+    return xp.tile(xp.eye(c, dtype=dt), (fw, 1)) * dt.type(scale)
 
 
 class GlobalAvgPool2d(Function):
