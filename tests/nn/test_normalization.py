@@ -19,6 +19,16 @@ def _set_affine(layer, c, seed=0):
     layer.bias.data = 0.2 * rng.standard_normal(c)
 
 
+def _compare_in_evaluation(layer, tl, x, pairs):
+    """Both layers switched to evaluation (running statistics), fresh gradients, compared."""
+    layer.eval()
+    tl.eval()
+    for p in layer.parameters():
+        p.grad = None
+    tl.zero_grad()
+    compare_layer(layer, tl, x, pairs, copy=False)
+
+
 @pytest.mark.parametrize("shape", [(8, 3), (4, 3, 5, 2)])
 def test_batchnorm_training_and_running_stats_match_torch(f64, shape):
     c = shape[-1]
@@ -37,12 +47,7 @@ def test_batchnorm_training_and_running_stats_match_torch(f64, shape):
         compare_layer(layer, tl, x, pairs, copy=(step == 0), seed=step)
         assert_close(layer.running_mean, tl.running_mean.numpy(), 1e-12, "running_mean")
         assert_close(layer.running_var, tl.running_var.numpy(), 1e-12, "running_var")
-    layer.eval()
-    tl.eval()
-    for p in layer.parameters():
-        p.grad = None
-    tl.zero_grad()
-    compare_layer(layer, tl, rng.standard_normal(shape), pairs, copy=False)
+    _compare_in_evaluation(layer, tl, rng.standard_normal(shape), pairs)
 
 
 @pytest.mark.parametrize("shape", [(6, 7, 9, 4),     # rows of several pixels (r C <= CHANNEL_ROW)
@@ -63,12 +68,7 @@ def test_batchnorm_in_many_chunks_matches_torch(f64, monkeypatch, shape):
     x = 5.0 + 2.0 * np.random.default_rng(3).standard_normal(shape)
     compare_layer(layer, tl, x, pairs, copy=True)
     assert_close(layer.running_var, tl.running_var.numpy(), 1e-12, "running_var")
-    layer.eval()
-    tl.eval()
-    for p in layer.parameters():
-        p.grad = None
-    tl.zero_grad()
-    compare_layer(layer, tl, x[::-1].copy(), pairs, copy=False)
+    _compare_in_evaluation(layer, tl, x[::-1].copy(), pairs)
 
 
 def test_batchnorm_gradcheck_training_and_eval(f64):
