@@ -174,7 +174,7 @@ class AvgPool2d(Function):
         # window size counted up to the end of the padding (not the ceil-mode overhang)
         size_h = _window_sizes(outs[0], s[0], f[0], h, ph)
         size_w = _window_sizes(outs[1], s[1], f[1], w, pw)
-        if size_h.count(f[0]) == len(size_h) and size_w.count(f[1]) == len(size_w):
+        if all(n == f[0] for n in size_h) and all(n == f[1] for n in size_w):
             self.scale = 1.0 / (f[0] * f[1])
         else:
             sizes = xp.asarray(size_h, dtype=x.dtype)[:, None] * xp.asarray(size_w, dtype=x.dtype)[None, :]
@@ -267,7 +267,10 @@ def _tiled_identity(array_module: str, c: int, fw: int, scale: float, dtype: str
     shape (the array module's name keeps NumPy's and CuPy's apart). Read, never written."""
     xp = backend.xp
     dt = xp.dtype(dtype)
-    return xp.tile(xp.eye(c, dtype=dt), (fw, 1)) * dt.type(scale)
+    tiled = xp.tile(xp.eye(c, dtype=dt), (fw, 1)) * dt.type(scale)
+    if array_module == "numpy":
+        tiled.flags.writeable = False           # shared by every call of this shape
+    return tiled
 
 
 class GlobalAvgPool2d(Function):
