@@ -53,6 +53,14 @@ def channel_sums(a):
     return total.reshape(-1, c).sum(axis=0)
 
 
+def repeated(v, r: int):
+    """The vector ``v`` repeated ``r`` times end to end, as ``tile(v, r)`` (a copy), without
+    ``tile``'s Python overhead (about 7 us of its 9.5 on a short vector)."""
+    out = backend.xp.empty((r, v.shape[-1]), dtype=v.dtype)
+    out[...] = v
+    return out.reshape(-1)
+
+
 def per_channel(ufunc, x, v, out=None):
     """``ufunc(x, v, out=out)`` for ``v`` one value per channel (x's last axis, NHWC).
 
@@ -69,7 +77,7 @@ def per_channel(ufunc, x, v, out=None):
             and out.shape == x.shape and x.size >= PER_CHANNEL_MIN):
         rows = merged_rows([x] if out is x else [x, out], c, CHANNEL_ROW)
         if rows is not None:
-            ufunc(rows[0], xp.tile(v, rows[0].shape[-1] // c), out=rows[-1])
+            ufunc(rows[0], repeated(v, rows[0].shape[-1] // c), out=rows[-1])
             return out
     ufunc(x, v, out=out)
     return out

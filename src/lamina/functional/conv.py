@@ -25,7 +25,7 @@ from lamina import backend, parallel
 from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
 from lamina.functional import conv_gemm
-from lamina.functional._util import per_channel
+from lamina.functional._util import per_channel, repeated
 from lamina.functional.conv_fft import Conv2dFFT
 from lamina.functional.im2col import clipped, conv_pads, offset_view, out_size, pad_nhwc, pair
 
@@ -77,7 +77,7 @@ def _depthwise_forward(x, w, bias, pads, stride, out, epilogue=None):
     # weights along every pixel).
     by_rows = m == 1
     if by_rows:
-        taps = {(i, j): xp.tile(w[:, i, j, 0], wo) for i in range(fh) for j in range(fw)}
+        taps = {(i, j): repeated(w[:, i, j, 0], wo) for i in range(fh) for j in range(fw)}
     else:
         taps = {(i, j): w[:, i, j, 0].reshape(c, m) for i in range(fh) for j in range(fw)}
 

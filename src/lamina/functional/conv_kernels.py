@@ -12,7 +12,7 @@ from __future__ import annotations
 from lamina import backend
 from lamina.functional import conv_toeplitz
 from lamina.functional._util import per_channel
-from lamina.functional.im2col import clipped, pad_nhwc, patches
+from lamina.functional.im2col import clipped, pad_nhwc, patches, strided_view
 
 PATCH_RUN_BYTES = 1 << 20
 """The "im2col" kernels build their patch matrices for runs of images of at most this size."""
@@ -102,8 +102,7 @@ def _row_matrix(xpad, fw: int, wo: int):
     if fw == 1 and wo == wp and xpad.flags.c_contiguous:
         return xpad.reshape(n * hp * wo, c)
     sn, s_h, s_w, s_c = xpad.strides
-    view = backend.xp.lib.stride_tricks.as_strided(
-        xpad, (n, hp, wo, fw, c), (sn, s_h, s_w, s_w, s_c), writeable=False)
+    view = strided_view(xpad, (n, hp, wo, fw, c), (sn, s_h, s_w, s_w, s_c))
     return backend.xp.ascontiguousarray(view).reshape(n * hp * wo, fw * c)
 
 
@@ -226,8 +225,7 @@ def _flat_columns(x, fh: int, fw: int, pads):
     flat = xp.zeros((c, size + (fh - 1) * wp + fw - 1), dtype=x.dtype)
     flat[:, :size].reshape(c, n, hp, wp)[:, :, pt:pt + h, pl:pl + wd] = x.transpose(3, 0, 1, 2)
     step = flat.strides[1]
-    view = xp.lib.stride_tricks.as_strided(
-        flat, (fh, fw, c, size), (wp * step, step, flat.strides[0], step), writeable=False)
+    view = strided_view(flat, (fh, fw, c, size), (wp * step, step, flat.strides[0], step))
     return xp.ascontiguousarray(view).reshape(fh * fw * c, size)
 
 
@@ -279,7 +277,7 @@ def backward_flat(x, w, dy, pads, stride, dx, need_w, box):
 
 
 def _patch_matrix(x, w_shape, pads, stride, out_hw):
-    """(N h_out w_out, f_h f_w c) windows: one as_strided view of the padded input, one copy."""
+    """(N h_out w_out, f_h f_w c) windows: one strided view of the padded input, one copy."""
     xpad = pad_nhwc(x, pads)
     view = patches(xpad, w_shape[1:3], out_hw, stride)
     return backend.xp.ascontiguousarray(view).reshape(-1, w_shape[1] * w_shape[2] * w_shape[3])

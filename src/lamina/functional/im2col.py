@@ -4,7 +4,7 @@ Course notes, padding and stride: an input of height h padded by p on each side 
 scanned by a window of size f with stride s gives (h + 2p - f) / s + 1 outputs (floor).
 Windows are read without copying through strided views: the view of the padded input
 ``xpad`` for kernel offset (i, j) is ``xpad[:, i::s, j::s]`` cut to the output size, and
-the whole patch tensor (N, h_out, w_out, f_h, f_w, C) is one ``as_strided`` view of it.
+the whole patch tensor (N, h_out, w_out, f_h, f_w, C) is one strided view of it.
 """
 
 from __future__ import annotations
@@ -93,13 +93,25 @@ def offset_view(xpad, i: int, j: int, out_hw: tuple[int, int], stride: tuple[int
     return xpad[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
 
 
+def strided_view(a, shape: tuple[int, ...], strides: tuple[int, ...]):
+    """A read-only view of ``a``'s memory with ``shape`` and ``strides`` (in bytes, from a's
+    first value), as ``as_strided`` makes it. A C-contiguous NumPy array's view is built
+    directly on its buffer: a few microseconds less than ``as_strided``, paid once per
+    chunk of every convolution. The view must stay inside ``a``."""
+    xp = backend.xp
+    if type(a) is xp.ndarray and xp.__name__ == "numpy" and a.size and a.flags.c_contiguous:
+        view = xp.ndarray(shape, a.dtype, a, 0, strides)
+        view.flags.writeable = False
+        return view
+    return xp.lib.stride_tricks.as_strided(a, shape, strides, writeable=False)
+
+
 def patches(xpad, kernel: tuple[int, int], out_hw: tuple[int, int], stride: tuple[int, int]):
     """All windows as one (N, h_out, w_out, f_h, f_w, C) view of ``xpad`` (no copy)."""
-    as_strided = backend.xp.lib.stride_tricks.as_strided
     sn, s_h, s_w, s_c = xpad.strides
     (fh, fw), (ho, wo), (sh, sw) = kernel, out_hw, stride
-    return as_strided(xpad, (xpad.shape[0], ho, wo, fh, fw, xpad.shape[3]),
-                      (sn, s_h * sh, s_w * sw, s_h, s_w, s_c), writeable=False)
+    return strided_view(xpad, (xpad.shape[0], ho, wo, fh, fw, xpad.shape[3]),
+                        (sn, s_h * sh, s_w * sw, s_h, s_w, s_c))
 
 
 def clipped(count: int, start: int, s: int, n: int) -> tuple[int, int, slice]:

@@ -172,11 +172,11 @@ class AvgPool2d(Function):
         f, s, outs, (ph, pw) = self.f, self.s, self.outs, self.p
         n, h, w, c = x.shape
         # window size counted up to the end of the padding (not the ceil-mode overhang)
-        size_h = _window_sizes(outs[0], s[0], f[0], h, ph)
-        size_w = _window_sizes(outs[1], s[1], f[1], w, pw)
-        if all(n == f[0] for n in size_h) and all(n == f[1] for n in size_w):
+        if _last_window_whole(outs[0], s[0], f[0], h, ph) and _last_window_whole(outs[1], s[1], f[1], w, pw):
             self.scale = 1.0 / (f[0] * f[1])
         else:
+            size_h = _window_sizes(outs[0], s[0], f[0], h, ph)
+            size_w = _window_sizes(outs[1], s[1], f[1], w, pw)
             sizes = xp.asarray(size_h, dtype=x.dtype)[:, None] * xp.asarray(size_w, dtype=x.dtype)[None, :]
             self.scale = (1.0 / sizes)[:, :, None]
         self.x_shape = x.shape
@@ -252,6 +252,11 @@ class AvgPool2d(Function):
 
         parallel.split(chunk, dy.shape[0], dxpad.size)
         return (_crop(dxpad, self.pads, self.x_shape),)
+
+
+def _last_window_whole(count: int, stride: int, f: int, size: int, pad: int) -> bool:
+    """Whether every window along one axis holds f values (the last one reaches furthest)."""
+    return (count - 1) * stride - pad + f <= size + pad
 
 
 def _window_sizes(count: int, stride: int, f: int, size: int, pad: int) -> list[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional._util import CHANNEL_ROW, merged_rows
+from lamina.functional._util import CHANNEL_ROW, merged_rows, repeated
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 
@@ -135,7 +135,7 @@ class _ChannelRows:
 
     def tile(self, v):
         """A per-channel vector repeated to one row."""
-        return backend.xp.tile(v, self.r) if self.r > 1 else v
+        return repeated(v, self.r) if self.r > 1 else v
 
     def column_sums(self, part):
         """Per-channel sums of a chunk of rows: a GEMV, then the r pixels of a row folded."""
