@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lamina.functional._util import CHANNEL_ROW, channel_sums, per_channel
+from lamina.functional import _util
+from lamina.functional._util import CHANNEL_ROW, channel_sums, per_channel, repeated
 
 
 def _views(rng, dtype):
@@ -31,6 +32,29 @@ def test_per_channel_equals_broadcasting(ufunc, dtype):
         assert per_channel(ufunc, x, v, out) is out
         np.testing.assert_array_equal(out, expected, err_msg=name)
         np.testing.assert_array_equal(per_channel(ufunc, x, v), expected, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_per_channel_through_repeated_rows_equals_broadcasting(dtype, monkeypatch):
+    """Every array takes the repeated-row path (not only those past PER_CHANNEL_MIN)."""
+    monkeypatch.setattr(_util, "PER_CHANNEL_MIN", 0)
+    rng = np.random.default_rng(2)
+    for name, x in _views(rng, dtype).items():
+        v = rng.standard_normal(x.shape[-1]).astype(dtype)
+        np.testing.assert_array_equal(per_channel(np.add, x, v), x + v, err_msg=name)
+        y = x.copy()
+        assert per_channel(np.multiply, y, v, y) is y
+        np.testing.assert_array_equal(y, x * v, err_msg=name)
+
+
+def test_repeated_is_tile():
+    v = np.arange(6, dtype=np.float32)
+    for r in (1, 2, 85):
+        out = repeated(v, r)
+        assert out.dtype == v.dtype and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, np.tile(v, r))
+    strided = np.arange(24.0).reshape(4, 6)[:, 2]          # a column: not contiguous
+    np.testing.assert_array_equal(repeated(strided, 3), np.tile(strided, 3))
 
 
 def test_per_channel_in_place_and_into_a_strided_output():
