@@ -61,8 +61,8 @@ def _arrays(n, h, w, c, k, fh, fw, groups=1, seed=0):
 CASES = [
     (2, 8, 8, 3, 4, 3, 3, 1, "valid", 1),
     (2, 9, 9, 3, 4, 3, 3, 1, "same", 1),            # odd size, 'same'
-    (2, 8, 10, 16, 8, 3, 3, 1, "same", 1),          # many channels: the row-matrix path
-    (2, 10, 9, 16, 8, 3, 3, 1, 1, 1),               # explicit int padding, odd width
+    (2, 16, 10, 16, 8, 3, 3, 1, "same", 1),         # many channels: the row-matrix path
+    (2, 16, 9, 16, 8, 3, 3, 1, 1, 1),               # explicit int padding, odd width
     (2, 9, 8, 8, 6, 3, 3, 2, 1, 1),                 # stride 2
     (2, 10, 11, 4, 5, 3, 3, 3, (1, 2), 1),          # stride 3, tuple padding
     (2, 12, 12, 3, 4, 3, 3, 4, "valid", 1),         # stride 4
@@ -75,7 +75,7 @@ CASES = [
     (2, 8, 8, 8, 6, 1, 1, 1, "valid", 1),           # 1x1: a plain GEMM
     (2, 9, 9, 8, 6, 1, 1, 2, "valid", 1),           # 1x1 stride 2
     (2, 8, 8, 8, 6, 1, 1, 1, 1, 1),                 # 1x1 with padding
-    (2, 9, 8, 16, 6, 3, 1, 1, (1, 0), 1),           # 3x1
+    (2, 16, 8, 16, 6, 3, 1, 1, (1, 0), 1),          # 3x1
     (2, 8, 9, 16, 6, 1, 3, 1, (0, 1), 1),           # 1x3
     (2, 9, 8, 4, 6, 3, 1, 2, "same", 1),            # 3x1, stride 2
     (2, 7, 7, 8, 4, 3, 3, 1, 3, 1),                 # padding larger than kernel - 1
@@ -87,6 +87,7 @@ CASES = [
     (2, 12, 16, 1, 4, 5, 5, 1, "same", 1),          # one channel, wide: rows in blocks of 8 pixels
     (1, 9, 24, 2, 6, 3, 5, 1, "valid", 1),          # rectangular kernel, blocks of 10 pixels
     (2, 12, 12, 4, 4, 5, 5, 1, "valid", 2),         # grouped, unpadded: a strided channel slice
+    (2, 8, 10, 16, 8, 3, 3, 1, "same", 1),          # many channels, short images: the patch matrix
 ]
 
 
@@ -136,7 +137,8 @@ def test_conv2d_fft_equals_im2col(case):
 GRADCHECK_CASES = [
     (1, 5, 5, 2, 3, 3, 3, 1, "same", 1),
     (1, 6, 5, 2, 2, 3, 3, 2, 1, 1),
-    (1, 5, 6, 8, 2, 3, 3, 1, 1, 1),                 # the row-matrix path
+    (1, 5, 6, 8, 2, 3, 3, 1, 1, 1),                 # "toeplitz", dJ/dx through the row matrix
+    (1, 14, 4, 16, 2, 3, 3, 1, 1, 1),               # "rows"
     (1, 6, 6, 2, 2, 2, 2, 1, "same", 1),
     (1, 5, 5, 2, 2, 3, 1, 1, (1, 0), 1),
     (1, 5, 5, 2, 3, 1, 1, 2, "valid", 1),
@@ -327,6 +329,17 @@ def _torch_out_width(case) -> int:
 
 def test_conv2d_cases_cover_every_path():
     assert {_plan_of(case) for case in CASES} == {"1x1", "rows", "flat", "im2col", "toeplitz"}
+
+
+@pytest.mark.parametrize("h, f, c, plan", [(32, 3, 32, "rows"), (16, 3, 32, "rows"), (8, 3, 32, "im2col"),
+                                           (4, 3, 32, "im2col"), (8, 1, 32, "rows"), (32, 3, 128, "im2col"),
+                                           (32, 3, 8, "toeplitz")])
+def test_rows_plan_gives_way_to_the_patch_matrix_on_short_images_and_wide_inputs(h, f, c, plan):
+    """ "rows" computes outputs on the padded-height grid, h_p / h_out times the work: on
+    short images (3x3 'same' on 8x8: 1.25), and from 128 input channels, the full patch
+    matrix is used instead."""
+    pads = ((f - 1) // 2, f // 2, 1, 1)
+    assert conv_gemm.plan_for((4, h, 8, c), (32, f, 3, c), pads, (1, 1)) == plan
 
 
 @pytest.mark.parametrize("algorithm", ["im2col", "fft"])

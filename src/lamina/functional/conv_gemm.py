@@ -37,29 +37,41 @@ KEEP_PATCHES = False
 backward, about 8% slower)."""
 
 
+ROWS_CHANNELS = (16, 128)
+ROWS_WASTE_MAX = 1.15
+"""The "rows" plan is taken for c_in in ROWS_CHANNELS (from, up to) when h_p / h_out, the
+extra work of computing its outputs on the padded-height grid, is at most ROWS_WASTE_MAX
+(a 3x3 'same' convolution on 16x16 images is 1.125, on 8x8 1.25); otherwise the full patch
+matrix. Measured on 2 cores, forward + backward, "im2col" against "rows": 0.78-0.88x the
+time on 8x8 and smaller images; with c_in >= 128 0.74-0.87x on 7x7 to 32x32; with c_in of
+32 to 96 on 16x16 and 32x32, 0.95-1.07x."""
+
+
 def _flat_suits(kernel: tuple[int, int], c_in: int, waste: float) -> bool:
     """Whether "flat" (or its col2im, for dJ/dx) beats the full patch matrix: narrow kernel
     rows (f_w c_in < 16), or little waste."""
     return kernel[1] * c_in < 16 or waste <= 1.5
 
 
-def _plan(kernel: tuple[int, int], stride: tuple[int, int], c_in: int, waste: float, toeplitz_ok: bool) -> str:
+def _plan(kernel: tuple[int, int], stride: tuple[int, int], c_in: int, waste: float, toeplitz_ok: bool,
+          rows_waste: float) -> str:
     """The path for a dense convolution; ``waste`` is (padded input area) / (output area),
     the extra work of "flat", which computes an output at every padded pixel;
-    ``toeplitz_ok``: the band matrix of "toeplitz" is small enough and its waste allowed."""
+    ``toeplitz_ok``: the band matrix of "toeplitz" is small enough and its waste allowed;
+    ``rows_waste``: h_p / h_out, the extra work of "rows"."""
     if kernel == (1, 1):
         return "1x1"
     if stride != (1, 1):
         return "im2col"
-    if c_in >= 16:
-        return "rows"
+    if c_in >= ROWS_CHANNELS[0]:
+        return "rows" if c_in < ROWS_CHANNELS[1] and rows_waste <= ROWS_WASTE_MAX else "im2col"
     if toeplitz_ok:
         return "toeplitz"
     return "flat" if _flat_suits(kernel, c_in, waste) else "im2col"
 
 
 def _shape_facts(x_shape, w_shape, pads):
-    """(flat's waste, whether "toeplitz" is allowed) for a stride-1 convolution."""
+    """(flat's waste, whether "toeplitz" is allowed, rows' waste) for a stride-1 convolution."""
     _, h, wd, c = x_shape
     k, fh, fw, _ = w_shape
     hp, wp = h + pads[0] + pads[1], wd + pads[2] + pads[3]
@@ -67,12 +79,11 @@ def _shape_facts(x_shape, w_shape, pads):
     block = conv_toeplitz.toeplitz_block(wo, k)
     toeplitz_ok = (block + fw - 1 <= conv_toeplitz.TOEPLITZ_FORWARD_WASTE_MAX * fw
                    and block * k * fh * (block + fw - 1) * c <= conv_toeplitz.TOEPLITZ_MAX)
-    return hp * wp / ((hp - fh + 1) * wo), toeplitz_ok
+    return hp * wp / ((hp - fh + 1) * wo), toeplitz_ok, hp / (hp - fh + 1)
 
 
 def plan_for(x_shape, w_shape, pads, stride) -> str:
-    waste, toeplitz_ok = _shape_facts(x_shape, w_shape, pads)
-    return _plan(tuple(w_shape[1:3]), stride, x_shape[3], waste, toeplitz_ok)
+    return _plan(tuple(w_shape[1:3]), stride, x_shape[3], *_shape_facts(x_shape, w_shape, pads))
 
 
 def _chunks(n: int, bytes_per_image: int, plan: str) -> list[tuple[int, int]]:

@@ -21,7 +21,8 @@ PATCH_RUN_BYTES = 1 << 20
 # -- how the windows become matrix products ---------------------------------------------------
 #
 # "1x1"    1x1 kernels: the image itself, (N h w, c_in), is the patch matrix: a plain GEMM.
-# "rows"   stride 1, c_in >= 16: the f_h f_w-fold patch matrix is never built.
+# "rows"   stride 1, 16 <= c_in < 128, h_p / h_out small (conv_gemm.ROWS_CHANNELS and
+#          ROWS_WASTE_MAX): the f_h f_w-fold patch matrix is never built.
 #          R[n, y, x, (j, c)] = xpad[n, y, x + j, c] is an f_w-fold copy over *all* padded rows
 #          y; shifted down by i image rows, R holds the windows' i-th kernel rows, so
 #          v = sum_i R[+i] @ W_i:
