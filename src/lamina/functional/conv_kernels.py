@@ -43,8 +43,8 @@ PATCH_RUN_BYTES = 1 << 20
 #          every padded pixel, so it is used only when that waste is small (or c_in f_w < 16).
 # "im2col" the rest (strides; short images or c_in >= 128 at stride 1): the (N h_out w_out,
 #          f_h f_w c_in) patch matrix, one strided view of the padded input and one copy;
-#          dJ/dx by col2im, one GEMM
-#          per kernel offset into a contiguous buffer and one slice-add. With stride 1 on
+#          dJ/dx by col2im, one GEMM per kernel offset into a contiguous buffer and one
+#          slice-add. With stride 1 on
 #          narrow images, dJ/dx instead comes a whole row at a time: dJ/dv rows times a
 #          banded (Toeplitz) row matrix of w, then f_h shifted row adds (toeplitz_weights).
 #
