@@ -36,3 +36,22 @@ def test_relu6_gradcheck_and_activation_name():
     clone = layer_from_config(layer_to_config(nn.ReLU6(name="r")))
     assert isinstance(clone, nn.ReLU6) and clone.name == "r"
     assert nn.ReLU6().compute_output_shape((None, 3, 3, 2)) == (None, 3, 3, 2)
+
+
+def test_relu6_on_lamina_threads_matches_torch():
+    """An activation large enough for lamina's threads and blocks (ELEMENTWISE_MIN values):
+    the same values and gradients as PyTorch, exactly."""
+    from lamina import parallel
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-4, 10, (16, 32, 32, 72)).astype(np.float32)
+    assert x.size >= parallel.ELEMENTWISE_MIN
+    x.reshape(-1)[:4] = [0.0, 6.0, -0.0, 3.0]                  # both kinks
+    xl = lamina.tensor(x, requires_grad=True)
+    y = nn.ReLU6()(xl)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.ReLU6()(xt)
+    np.testing.assert_array_equal(y.numpy(), yt.detach().numpy())
+    up = rng.standard_normal(x.shape).astype(np.float32)
+    y.backward(up)
+    (yt * torch.tensor(up)).sum().backward()
+    np.testing.assert_array_equal(xl.grad, xt.grad.numpy())

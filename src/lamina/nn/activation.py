@@ -27,16 +27,25 @@ def identity(z):
     return z
 
 
+def _relu6_into(z, out):
+    backend.xp.clip(z, 0, 6, out=out)
+
+
+def _relu6_grad(dy, a, out):                 # 0 < z < 6 exactly where 0 < a < 6
+    backend.xp.multiply(dy, (a > 0) & (a < 6), out=out)
+
+
 class ReLU6Function(Function):
     """a = min(max(z, 0), 6) (MobileNet's bounded ReLU); the upstream gradient passes where
-    0 < z < 6 (0 at both kinks, as PyTorch's hardtanh)."""
+    0 < z < 6 (0 at both kinks, as PyTorch's hardtanh). Both passes run on lamina's threads
+    when large (:func:`lamina.functional.activation.chain_into`)."""
 
     def forward(self, z):
-        self.a = backend.xp.clip(z, 0, 6)
+        self.a = chain_into(_relu6_into, [z])
         return self.a
 
-    def backward(self, dy):                  # 0 < z < 6 exactly where 0 < a < 6
-        return (dy * ((self.a > 0) & (self.a < 6)),)
+    def backward(self, dy):
+        return (chain_into(_relu6_grad, [dy, self.a]),)
 
 
 def relu6(z) -> Tensor:
