@@ -16,6 +16,7 @@ import lamina
 import lamina.functional as F
 from helpers import assert_close, check_gradients, compare_with_torch
 from lamina import ShapeError
+from lamina.functional import conv as conv_module
 from lamina.functional import conv_gemm, conv_kernels, conv_toeplitz
 
 
@@ -88,6 +89,8 @@ CASES = [
     (1, 9, 24, 2, 6, 3, 5, 1, "valid", 1),          # rectangular kernel, blocks of 10 pixels
     (2, 12, 12, 4, 4, 5, 5, 1, "valid", 2),         # grouped, unpadded: a strided channel slice
     (2, 8, 10, 16, 8, 3, 3, 1, "same", 1),          # many channels, short images: the patch matrix
+    (2, 8, 7, 4, 4, 2, 2, 1, "same", 4),            # depthwise, even kernel: uneven padding
+    (2, 7, 7, 3, 3, 3, 3, 1, 3, 3),                 # depthwise, padding larger than kernel - 1
 ]
 
 
@@ -139,6 +142,7 @@ GRADCHECK_CASES = [
     (1, 6, 5, 2, 2, 3, 3, 2, 1, 1),
     (1, 5, 6, 8, 2, 3, 3, 1, 1, 1),                 # "toeplitz", dJ/dx through the row matrix
     (1, 14, 4, 16, 2, 3, 3, 1, 1, 1),               # "rows"
+    (1, 5, 6, 3, 3, 3, 3, 1, 1, 3),                 # depthwise, multiplier 1: dJ/dx by correlation
     (1, 6, 6, 2, 2, 2, 2, 1, "same", 1),
     (1, 5, 5, 2, 2, 3, 1, 1, (1, 0), 1),
     (1, 5, 5, 2, 3, 1, 1, 2, "valid", 1),
@@ -365,3 +369,23 @@ def test_depthwise_strides_on_odd_sizes(stride, padding, multiplier):
     x, wt, b = _arrays(2, 9, 11, 4, 4 * multiplier, 3, 3, groups=4)
     compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding, groups=4),
                        torch_conv(padding, stride, 4, x.shape), x, wt, b)
+
+
+
+@pytest.mark.parametrize("c, k, stride, p, by_correlation", [(4, 4, 1, 1, True), (4, 4, 1, 3, False),
+                                                             (4, 8, 1, 1, False), (4, 4, 2, 1, False)])
+def test_depthwise_dx_is_a_correlation_where_it_can_be(c, k, stride, p, by_correlation, monkeypatch):
+    """dJ/dx of a stride-1 depthwise convolution with one filter per channel (and padding
+    within f - 1) runs through the forward's kernel, as pad(dJ/dv) * rot180(w); the other
+    cases hand dJ/dv back offset by offset. Both as PyTorch."""
+    x, wt, b = _arrays(2, 9, 8, c, k, 3, 3, c)
+    compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=p, groups=c),
+                       torch_conv(p, stride, c, x.shape), x, wt, b)
+    calls = []
+    original = conv_module._depthwise_forward
+    monkeypatch.setattr(conv_module, "_depthwise_forward", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    xs = lamina.tensor(x.astype(np.float32), requires_grad=True)
+    y = F.conv2d(xs, wt.astype(np.float32), b.astype(np.float32), stride=stride, padding=p, groups=c)
+    assert len(calls) == 1
+    y.backward(np.ones(y.shape, np.float32))
+    assert len(calls) == (2 if by_correlation else 1)

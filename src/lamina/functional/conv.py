@@ -123,6 +123,17 @@ def _depthwise_backward(x, w, dy, pads, stride, dx, need_w: bool):
     n, h, wd, c = x.shape
     _, ho, wo, k = dy.shape
     _, fh, fw, _ = w.shape
+    pt, _, pl, _ = pads
+    top, left = fh - 1 - pt, fw - 1 - pl
+    dx_pads = (top, h + fh - 1 - ho - top, left, wd + fw - 1 - wo - left)
+    if dx is not None and stride == (1, 1) and k == c and min(dx_pads) >= 0:
+        # dJ/dx = pad(dJ/dv) * rot180(w), channel by channel: a depthwise correlation, run by
+        # the forward's own kernel (whole rows against tiled weights) instead of one
+        # broadcast multiply-add per kernel offset below
+        _depthwise_forward(dy, xp.ascontiguousarray(w[:, ::-1, ::-1]), None, dx_pads, (1, 1), dx)
+        dx = None
+    if dx is None and not need_w:
+        return None
     xpad = pad_nhwc(x, pads) if need_w else None
     chunks = _depthwise_chunks(dy.shape, dy.itemsize)
 
