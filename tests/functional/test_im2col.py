@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lamina.functional.im2col import pad_nhwc, patches, strided_view
+from lamina.functional.im2col import gradient_pads, out_size, pad_nhwc, patches, strided_view
 
 
 def _windows_by_loops(xpad, f, s, out_hw):
@@ -45,3 +45,15 @@ def test_pad_nhwc_pads_with_the_value_and_crops_with_negative_amounts():
                                   np.pad(x, ((0, 0), (1, 2), (0, 1), (0, 0)), constant_values=-1.0))
     assert pad_nhwc(x, (0, 0, 0, 0)) is x
     np.testing.assert_array_equal(pad_nhwc(x, (-1, 0, 1, -1)), np.pad(x[:, 1:, :-1], ((0, 0), (0, 0), (1, 0), (0, 0))))
+
+
+@pytest.mark.parametrize("h, f, pads, expected", [(8, 3, (1, 1, 1, 1), (1, 1, 1, 1)),       # 'same'
+                                                  (14, 5, (0, 0, 0, 0), (4, 4, 4, 4)),       # valid
+                                                  (8, 2, (0, 1, 0, 1), (1, 0, 1, 0)),        # even 'same'
+                                                  (7, 3, (3, 3, 3, 3), (-1, -1, -1, -1))])   # crops
+def test_gradient_pads_give_back_the_input_size(h, f, pads, expected):
+    """f - 1 - p before; the padded dJ/dv, correlated with an f x f kernel, is h x h again."""
+    ho = out_size(h, f, 1, pads[0], pads[1])
+    got = gradient_pads((h, h), (f, f), (ho, ho), pads)
+    assert got == expected
+    assert ho + got[0] + got[1] - f + 1 == h and ho + got[2] + got[3] - f + 1 == h

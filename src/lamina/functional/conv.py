@@ -27,7 +27,7 @@ from lamina.errors import ShapeError
 from lamina.functional import conv_gemm
 from lamina.functional._util import per_channel, repeated
 from lamina.functional.conv_fft import Conv2dFFT
-from lamina.functional.im2col import clipped, conv_pads, offset_view, out_size, pad_nhwc, pair
+from lamina.functional.im2col import clipped, conv_pads, gradient_pads, offset_view, out_size, pad_nhwc, pair
 
 # -- depthwise (groups == c_in): one multiply-add per kernel offset ---------------------------
 
@@ -123,9 +123,7 @@ def _depthwise_backward(x, w, dy, pads, stride, dx, need_w: bool):
     n, h, wd, c = x.shape
     _, ho, wo, k = dy.shape
     _, fh, fw, _ = w.shape
-    pt, _, pl, _ = pads
-    top, left = fh - 1 - pt, fw - 1 - pl
-    dx_pads = (top, h + fh - 1 - ho - top, left, wd + fw - 1 - wo - left)
+    dx_pads = gradient_pads((h, wd), (fh, fw), (ho, wo), pads)
     if dx is not None and stride == (1, 1) and k == c and min(dx_pads) >= 0:
         # dJ/dx = pad(dJ/dv) * rot180(w), channel by channel: a depthwise correlation, run by
         # the forward's own kernel (whole rows against tiled weights) instead of one

@@ -12,7 +12,7 @@ from __future__ import annotations
 from lamina import backend
 from lamina.functional import conv_toeplitz
 from lamina.functional._util import per_channel
-from lamina.functional.im2col import clipped, pad_nhwc, patches, strided_view
+from lamina.functional.im2col import clipped, gradient_pads, pad_nhwc, patches, strided_view
 
 PATCH_RUN_BYTES = 1 << 20
 """The "im2col" kernels build their patch matrices for runs of images of at most this size."""
@@ -203,10 +203,8 @@ def backward_rows(x, w, dy, pads, stride, dx, need_w, box, flipped=None, wm=None
             del grid, g2
         del r2
     if dx is not None:
-        # dJ/dx = pad(dJ/dv) * rot180(w): dJ/dv padded by f - 1 - p (a negative pad crops the
-        # outputs that only saw padding) and correlated with w'[c, i, j, k] = w[k, -i, -j, c]
-        top, left = fh - 1 - pt, fw - 1 - pl
-        dyq = pad_nhwc(dy, (top, h + fh - 1 - ho - top, left, wd + fw - 1 - wo - left))
+        # dJ/dx = pad(dJ/dv) * rot180(w), correlated with w'[c, i, j, k] = w[k, -i, -j, c]
+        dyq = pad_nhwc(dy, gradient_pads((h, wd), (fh, fw), (ho, wo), pads))
         if flipped is None:
             flipped = flipped_weights(w)
         _rows_correlate(dyq, flipped, dx, wm=wm)

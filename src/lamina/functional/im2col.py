@@ -56,6 +56,16 @@ def conv_pads(padding, in_hw: tuple[int, int], kernel: tuple[int, int], stride: 
     return ph, ph, pw, pw
 
 
+def gradient_pads(in_hw: tuple[int, int], kernel: tuple[int, int], out_hw: tuple[int, int],
+                  pads: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The (top, bottom, left, right) padding of dJ/dv in dJ/dx = pad(dJ/dv) * rot180(w) for
+    a stride-1 convolution: f - 1 - p before, and after what brings the result to the input
+    size (a negative amount crops the outputs that only saw padding)."""
+    (h, w), (fh, fw), (ho, wo) = in_hw, kernel, out_hw
+    top, left = fh - 1 - pads[0], fw - 1 - pads[2]
+    return top, h + fh - 1 - ho - top, left, w + fw - 1 - wo - left
+
+
 def out_size(n: int, f: int, s: int, before: int, after: int) -> int:
     """Number of windows: floor((n + before + after - f) / s) + 1."""
     return (n + before + after - f) // s + 1
