@@ -96,3 +96,23 @@ def test_default_job_reaches_97_percent_on_digits(tmp_path):
     assert result.returncode == 0, result.stderr
     accuracy = float(result.stdout.split("test accuracy")[1].split("%")[0])
     assert accuracy >= 97.0, result.stdout
+
+
+def test_every_optimizer_choice_builds_its_optimizer():
+    from lamina import optim
+    from lamina.cli import OPTIMIZERS, build_optimizer
+    from lamina.nn import Parameter
+
+    expected = {"adam": (optim.Adam, {}), "adamw": (optim.AdamW, {}), "sgd": (optim.SGD, {"momentum": 0.0}),
+                "momentum": (optim.SGD, {"momentum": 0.9, "nesterov": False}),
+                "nesterov": (optim.SGD, {"momentum": 0.9, "nesterov": True}),
+                "rmsprop": (optim.RMSProp, {}), "adagrad": (optim.Adagrad, {})}
+    assert set(OPTIMIZERS) == set(expected)
+    for name in OPTIMIZERS:
+        opt = build_optimizer(name, [Parameter(np.zeros(2))], lr=0.02, weight_decay=0.001)
+        kind, hyper = expected[name]
+        group = opt.param_groups[0]
+        assert type(opt) is kind and group["lr"] == 0.02 and group["weight_decay"] == 0.001, name
+        assert all(group[key] == value for key, value in hyper.items()), name
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
+        build_optimizer("lbfgs", [Parameter(np.zeros(2))], lr=0.1)

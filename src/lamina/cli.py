@@ -19,7 +19,7 @@ from lamina.errors import ShapeError
 from lamina.io import FormatError
 
 MODELS = ("lenet5", "mlp", "logistic_regression")
-OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")
 SCHEDULES = ("none", "cosine", "step", "exponential", "linear")
 
 
@@ -81,6 +81,8 @@ def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
 
     if name == "adam":
         return optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return optim.SGD(params, lr=lr, weight_decay=weight_decay)
     if name in ("momentum", "nesterov"):
@@ -230,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (default adam)")
     t.add_argument("--lr", type=float, default=2e-3, help="learning rate alpha (default 0.002)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0; decoupled for adamw)")
     t.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule (default cosine)")
     t.add_argument("--activation", default="tanh", help="LeNet-5 activation (default tanh)")
     t.add_argument("--pool", choices=("avg", "max"), default="avg", help="LeNet-5 pooling (default avg)")
@@ -262,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", default=None, help="H,W,C (default: the model's native input size)")
     s.add_argument("--num-classes", type=int, default=None, help="output classes (default: the builder's)")
     s.add_argument("--batch-size", type=int, default=1, help="batch size of the memory estimate (default 1)")
-    s.add_argument("--optimizer", default="adam", choices=("adam", "sgd", "momentum", "rmsprop", "adagrad"),
+    s.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd", "momentum", "rmsprop", "adagrad"),
                    help="optimizer of the memory estimate (default adam: 2 values per parameter)")
     s.add_argument("--json", action="store_true", help="print the table as JSON")
 

@@ -11,7 +11,7 @@ import torch
 import lamina
 from helpers import assert_close
 from lamina.nn import Module, Parameter
-from lamina.optim import SGD, Adagrad, Adam, Optimizer, RMSProp, RMSprop
+from lamina.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSProp, RMSprop
 
 SHAPES = [(4, 3), (4,), (2, 4), (2,)]
 _rng = np.random.default_rng(1234)
@@ -40,6 +40,9 @@ CASES = [
     ("adam-wd-eps", Adam, torch.optim.Adam, {"lr": 0.01, "betas": (0.8, 0.95), "eps": 0.1,
                                              "weight_decay": 0.05}),
     ("adam-amsgrad", Adam, torch.optim.Adam, {"lr": 0.01, "amsgrad": True, "weight_decay": 0.01}),
+    ("adamw", AdamW, torch.optim.AdamW, {"lr": 0.01}),
+    ("adamw-wd-amsgrad", AdamW, torch.optim.AdamW, {"lr": 0.02, "betas": (0.8, 0.95), "eps": 0.1,
+                                                    "weight_decay": 0.3, "amsgrad": True}),
 ]
 
 
@@ -194,6 +197,41 @@ def test_skips_frozen_and_gradless_parameters():
     gradless.grad = np.full(3, 0.5)
     opt.step()
     assert opt.state[1]["step"] == 1 and opt.state[2]["step"] == 2
+
+
+def test_adamw_decay_is_decoupled_from_the_gradient():
+    """A weight whose gradient is zero: AdamW shrinks it by (1 - lr wd) a step, whatever the
+    gradient's scale; Adam's L2 term goes through v1 / sqrt(v2) and moves it by about lr."""
+    decoupled = Parameter(np.full(3, 2.0), dtype=np.float64)
+    coupled = Parameter(np.full(3, 2.0), dtype=np.float64)
+    adamw, adam = AdamW([decoupled], lr=0.1, weight_decay=0.05), Adam([coupled], lr=0.1, weight_decay=0.05)
+    for _ in range(4):
+        decoupled.grad, coupled.grad = np.zeros(3), np.zeros(3)
+        adamw.step()
+        adam.step()
+    np.testing.assert_allclose(decoupled.data, 2.0 * (1 - 0.1 * 0.05) ** 4, rtol=1e-14)   # 1.96
+    np.testing.assert_allclose(coupled.data, 2.0 - 4 * 0.1, rtol=2e-3)
+    assert AdamW([decoupled]).param_groups[0]["weight_decay"] == 0.01   # PyTorch's default
+
+
+def test_adamw_decay_follows_the_scheduled_lr():
+    arrays = initial_arrays()
+    tparams = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
+    lparams = lamina_params(arrays)
+    topt = torch.optim.AdamW(tparams, lr=0.05, weight_decay=0.2)
+    lopt = AdamW(lparams, lr=0.05, weight_decay=0.2)
+    for step in range(12):
+        if step == 6:
+            lopt.lr = 0.01
+            topt.param_groups[0]["lr"] = 0.01
+        topt.zero_grad()
+        torch_loss(tparams).backward()
+        for lp, tp in zip(lparams, tparams):
+            lp.grad = tp.grad.numpy().copy()
+        topt.step()
+        lopt.step()
+    for lp, tp in zip(lparams, tparams):
+        assert_close(lp.data, tp.detach().numpy(), TOL, "AdamW with a changed lr")
 
 
 def test_float32_parameters_stay_float32():

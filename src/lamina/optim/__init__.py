@@ -19,7 +19,7 @@ for values that minimise the cost J, here by first-order updates from dJ/dw::
 
 from lamina.optim import regularizers, schedules
 from lamina.optim.adagrad import Adagrad
-from lamina.optim.adam import Adam
+from lamina.optim.adam import Adam, AdamW
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
 from lamina.optim.ewa import ExponentialMovingAverage
 from lamina.optim.optimizer import Optimizer
@@ -38,7 +38,7 @@ from lamina.optim.schedules import (
 from lamina.optim.sgd import SGD
 
 __all__ = [
-    "SGD", "Adagrad", "Adam", "CosineDecay", "ExponentialDecay", "ExponentialMovingAverage",
+    "SGD", "Adagrad", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "ExponentialMovingAverage",
     "InverseSqrtDecay", "InverseTimeDecay", "LinearDecay", "Optimizer", "RMSProp", "RMSprop",
     "ReduceOnPlateau", "Regularizer", "Schedule", "StepDecay", "clip_grad_norm", "clip_grad_value",
     "elastic_net", "l1", "l2", "regularizers", "schedules",

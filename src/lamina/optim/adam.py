@@ -1,4 +1,4 @@
-"""Adam: momentum plus RMSProp, both bias-corrected."""
+"""Adam: momentum plus RMSProp, both bias-corrected; AdamW, the same with decoupled weight decay."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ class Adam(Optimizer):
 
     _state_arrays = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _state_numbers = ("step",)
+    #: Weight decay as a shrink of w before the step (AdamW) instead of a term of the gradient.
+    _decoupled_decay = False
 
     def __init__(self, params: ParamsLike, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
@@ -66,7 +68,12 @@ class Adam(Optimizer):
         beta1, beta2 = group["betas"]
         state["step"] += 1
         t = state["step"]
-        g = self._decayed_grad(p, grad, group["weight_decay"])
+        if self._decoupled_decay:
+            if group["weight_decay"]:
+                scale(1.0 - group["lr"] * group["weight_decay"], p.data)
+            g = grad
+        else:
+            g = self._decayed_grad(p, grad, group["weight_decay"])
         work = self._scratch(p, 1)
         v1, v2 = state["exp_avg"], state["exp_avg_sq"]
         scale(beta1, v1)
@@ -86,6 +93,27 @@ class Adam(Optimizer):
         work += group["eps"]
         xp.divide(v1, work, out=work)
         axpy(-step_size, work, p.data)
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay (Loshchilov and Hutter, "Decoupled Weight Decay
+    Regularization"), as ``torch.optim.AdamW``: before the Adam step on the plain gradient,
+    each weight shrinks by its own fraction of the learning rate::
+
+        w = w * (1 - lr*weight_decay)
+        w = w - (lr/(1-beta1**t)) * v1 / (sqrt(v2)/sqrt(1-beta2**t) + eps)
+
+    With L2 added to the gradient (:class:`Adam`'s ``weight_decay``), the decay of a weight
+    is divided by sqrt(v2) like the rest of its gradient, so weights with large gradients
+    are hardly decayed; here every weight decays at the same rate. The default
+    ``weight_decay=0.01`` is PyTorch's.
+    """
+
+    _decoupled_decay = True
+
+    def __init__(self, params: ParamsLike, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
 def _pair(betas: Any) -> Any:
