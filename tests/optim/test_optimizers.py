@@ -214,6 +214,16 @@ def test_adamw_decay_is_decoupled_from_the_gradient():
     assert AdamW([decoupled]).param_groups[0]["weight_decay"] == 0.01   # PyTorch's default
 
 
+def _step_both(topt, lopt, tparams, lparams) -> None:
+    """One step of each optimizer, on torch's gradients of the tiny MLP's cost."""
+    topt.zero_grad()
+    torch_loss(tparams).backward()
+    for lp, tp in zip(lparams, tparams):
+        lp.grad = tp.grad.numpy().copy()
+    topt.step()
+    lopt.step()
+
+
 def test_adamw_decay_follows_the_scheduled_lr():
     arrays = initial_arrays()
     tparams = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
@@ -224,12 +234,7 @@ def test_adamw_decay_follows_the_scheduled_lr():
         if step == 6:
             lopt.lr = 0.01
             topt.param_groups[0]["lr"] = 0.01
-        topt.zero_grad()
-        torch_loss(tparams).backward()
-        for lp, tp in zip(lparams, tparams):
-            lp.grad = tp.grad.numpy().copy()
-        topt.step()
-        lopt.step()
+        _step_both(topt, lopt, tparams, lparams)
     for lp, tp in zip(lparams, tparams):
         assert_close(lp.data, tp.detach().numpy(), TOL, "AdamW with a changed lr")
 
@@ -255,12 +260,7 @@ def test_param_groups_and_lr_setter_match_torch():
         if step == 5:  # a schedule halves the base lr: the second group keeps its 1/10 ratio
             lopt.lr = 0.05
             topt.param_groups[0]["lr"], topt.param_groups[1]["lr"] = 0.05, 0.005
-        topt.zero_grad()
-        torch_loss(tparams).backward()
-        for lp, tp in zip(lparams, tparams):
-            lp.grad = tp.grad.numpy().copy()
-        topt.step()
-        lopt.step()
+        _step_both(topt, lopt, tparams, lparams)
     assert lopt.param_groups[1]["lr"] == pytest.approx(0.005)
     for lp, tp in zip(lparams, tparams):
         assert_close(lp.data, tp.detach().numpy(), TOL, "param groups")
