@@ -30,6 +30,12 @@ def test_lenet5_fields():
     assert fields == [5, 6, 14, 16, 32]  # a flatten sees the whole 32x32 image
 
 
+def test_dilation_widens_the_field_without_more_weights():
+    # extents 3, 5 (d=2), 9 (d=4): r = 3, 3 + 4 = 7, 7 + 8 = 15, as WaveNet-style stacks grow
+    model = nn.Sequential(nn.Conv2D(4, 3), nn.Conv2D(4, 3, dilation=2), nn.Conv2D(4, 3, dilation=4))
+    assert [receptive_field(model, i, (32, 32, 1)) for i in range(3)] == [3, 7, 15]
+
+
 def test_a_non_square_kernel_gives_a_pair():
     model = nn.Sequential(nn.Conv2D(4, (3, 1)), nn.Conv2D(4, (1, 7)))
     assert receptive_field(model, 0, (16, 16, 1)) == (3, 1)

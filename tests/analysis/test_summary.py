@@ -113,6 +113,15 @@ def test_grouped_depthwise_and_separable_macs_follow_the_formulas():
     assert rows[3]["macs"] == 8 * 8 * 4 and rows[3]["hyperparameters"] == "f=8"
 
 
+def test_dilated_convolutions_count_their_taps_and_show_the_dilation():
+    model = nn.Sequential(nn.Conv2D(8, 3, dilation=2), nn.SeparableConv2D(4, 3, dilation=(1, 3), padding="same"))
+    rows = summary(model, (12, 12, 2)).rows
+    assert rows[0]["output_shape"] == [8, 8, 8] and rows[0]["params"] == 8 * (9 * 2 + 1)
+    assert rows[0]["macs"] == 8 * 8 * 8 * 3 * 3 * 2          # f^2 taps, not the 5x5 extent
+    assert rows[0]["hyperparameters"] == "K=8 f=3 s=1 p=0 d=2"
+    assert rows[1]["hyperparameters"] == "K=4 f=3 s=1 p=same d=1x3"
+
+
 def test_composite_blocks_show_their_layers_with_dotted_names():
     class Residual(nn.Module):
         def __init__(self):

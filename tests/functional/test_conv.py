@@ -389,3 +389,83 @@ def test_depthwise_dx_is_a_correlation_where_it_can_be(c, k, stride, p, by_corre
     assert len(calls) == 1
     y.backward(np.ones(y.shape, np.float32))
     assert len(calls) == (2 if by_correlation else 1)
+
+
+# -- dilation (atrous convolution) -----------------------------------------------------------
+
+def torch_dilated_conv(padding, dilation, groups):
+    """PyTorch's dilated convolution on channels-last tensors, with lamina's padding rules."""
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+
+    def fn(x, w, b=None):
+        _, h, wd, _ = x.shape
+        eh, ew = dh * (w.shape[1] - 1) + 1, dw * (w.shape[2] - 1) + 1
+        pt, pb, pl, pr = _torch_pads(padding, h, wd, eh, ew, 1, 1)
+        xn = TF.pad(x.permute(0, 3, 1, 2), (pl, pr, pt, pb))
+        return TF.conv2d(xn, w.permute(0, 3, 1, 2), b, dilation=(dh, dw), groups=groups).permute(0, 2, 3, 1)
+
+    return fn
+
+
+# (n, h, w, c, k, fh, fw, dilation, padding, groups)
+DILATED_CASES = [
+    (2, 9, 9, 3, 4, 3, 3, 2, "valid", 1),
+    (2, 10, 11, 4, 6, 3, 3, (2, 3), "same", 1),     # per-axis dilation
+    (2, 8, 8, 2, 3, 2, 2, 3, "same", 1),            # even kernel: extent 4, uneven 'same' padding
+    (2, 12, 12, 16, 8, 3, 3, 2, 2, 1),              # many channels, padding d: the input size
+    (2, 9, 7, 8, 8, 3, 3, 2, 1, 8),                 # depthwise
+    (2, 9, 9, 4, 8, 3, 3, 3, "same", 2),            # grouped
+    (1, 12, 10, 1, 2, 5, 3, 2, (1, 3), 1),          # rectangular kernel, one channel
+    (2, 7, 7, 3, 2, 3, 3, 3, "valid", 1),           # extent 7: a single output pixel
+]
+
+
+def _dilated_id(case):
+    n, h, w, c, k, fh, fw, d, p, g = case
+    return f"{h}x{w}x{c}-k{k}-{fh}x{fw}-d{d}-p{p}-g{g}"
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "fft"])
+@pytest.mark.parametrize("case", DILATED_CASES, ids=_dilated_id)
+def test_dilated_conv2d_matches_torch(case, algorithm):
+    n, h, w, c, k, fh, fw, d, p, g = case
+    x, wt, b = _arrays(n, h, w, c, k, fh, fw, g)
+    out = compare_with_torch(
+        lambda x, w, b: F.conv2d(x, w, b, padding=p, groups=g, dilation=d, algorithm=algorithm),
+        torch_dilated_conv(p, d, g), x, wt, b, rtol=1e-5 if algorithm == "im2col" else 1e-4)
+    if p == "same":
+        assert out[0].shape == (n, h, w, k)
+
+
+DILATED_GRADCHECK_CASES = [
+    (1, 7, 8, 2, 3, 3, 3, (2, 3), "same", 1),
+    (1, 6, 6, 2, 2, 2, 2, 3, "same", 1),            # even kernel, uneven padding
+    (1, 7, 6, 3, 3, 3, 3, 2, 1, 3),                 # depthwise
+    (1, 7, 7, 4, 4, 3, 3, 2, "same", 2),            # grouped
+]
+
+
+@pytest.mark.parametrize("case", DILATED_GRADCHECK_CASES, ids=_dilated_id)
+def test_dilated_conv2d_gradcheck(case):
+    n, h, w, c, k, fh, fw, d, p, g = case
+    x, wt, b = _arrays(n, h, w, c, k, fh, fw, g)
+    assert check_gradients(lambda x, w, b: F.conv2d(x, w, b, padding=p, groups=g, dilation=d), x, wt, b)
+
+
+def test_dilation_one_is_the_plain_convolution():
+    x, wt, b = _arrays(2, 8, 8, 3, 4, 3, 3)
+    plain = F.conv2d(x.astype(np.float32), wt.astype(np.float32), b.astype(np.float32), padding=1)
+    same = F.conv2d(x.astype(np.float32), wt.astype(np.float32), b.astype(np.float32), padding=1, dilation=(1, 1))
+    np.testing.assert_array_equal(plain.numpy(), same.numpy())
+
+
+def test_dilated_conv2d_errors_name_the_problem():
+    x, w = np.zeros((1, 6, 6, 2), np.float32), np.zeros((3, 3, 3, 2), np.float32)
+    with pytest.raises(ValueError, match=r"conv2d: dilation \(2, 2\) needs stride 1, got stride \(2, 2\)"):
+        F.conv2d(x, w, stride=2, dilation=2)
+    with pytest.raises(ValueError, match="conv2d: dilation must be positive"):
+        F.conv2d(x, w, dilation=(1, 0))
+    with pytest.raises(ValueError, match="conv2d: dilation must be an int or a pair"):
+        F.conv2d(x, w, dilation=1.5)
+    with pytest.raises(ShapeError, match=r"kernel 3x3 \(dilated by \(3, 3\): 7x7\).*larger than the padded input 6x6"):
+        F.conv2d(x, w, dilation=3)

@@ -82,6 +82,31 @@ def test_separable_matches_torch_and_gradcheck():
     assert gradcheck_layer(nn.SeparableConv2D(2, 2), x[:1, :4, :4])
 
 
+@pytest.mark.parametrize("make, torch_layer", [
+    (lambda: nn.Conv2D(5, 3, padding="same", dilation=2), lambda: torch.nn.Conv2d(4, 5, 3, padding="same", dilation=2)),
+    (lambda: nn.Conv2D(6, (3, 2), padding=(2, 1), dilation=(2, 1), groups=2),
+     lambda: torch.nn.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=(2, 1), groups=2)),
+    (lambda: nn.DepthwiseConv2D(3, depth_multiplier=2, dilation=3, padding=3),
+     lambda: torch.nn.Conv2d(4, 8, 3, padding=3, dilation=3, groups=4)),
+])
+def test_dilated_conv_layers_match_torch_and_gradcheck(make, torch_layer):
+    x = _x((2, 8, 9, 4), 5)
+    layer, tl = make(), torch_layer()
+    out, _ = compare_layer(layer, tl, x, [("weight", tl.weight, W_PERM), ("bias", tl.bias, None)])
+    assert out.shape == layer.compute_output_shape(x.shape)
+    assert gradcheck_layer(make(), x[:1, :7, :7])
+
+
+def test_dilated_separable_matches_torch():
+    x = _x((2, 9, 9, 3), 6)
+    layer = nn.SeparableConv2D(4, 3, dilation=2, padding="same", activation="relu")
+    dw = torch.nn.Conv2d(3, 3, 3, padding=2, dilation=2, groups=3, bias=False)
+    pw = torch.nn.Conv2d(3, 4, 1)
+    compare_layer(layer, torch.nn.Sequential(dw, pw, torch.nn.ReLU()), x,
+                  [("depthwise_weight", dw.weight, W_PERM), ("pointwise_weight", pw.weight, W_PERM),
+                   ("bias", pw.bias, None)])
+
+
 def test_dropconnect_on_conv():
     x = _x((2, 5, 5, 2), 4)
     layer = nn.DropConnect(nn.Conv2D(3, 3), rate=0.5)

@@ -110,6 +110,25 @@ def test_bad_conv_arguments():
         nn.MaxPool2D(2, padding="same")
     with pytest.raises(ValueError, match="at most half"):
         nn.MaxPool2D(2, padding=2)
+    with pytest.raises(ValueError, match=r"Conv2D: dilation \(2, 2\) needs stride 1, got stride \(2, 2\)"):
+        nn.Conv2D(4, 3, stride=2, dilation=2)
+    with pytest.raises(ValueError, match="SeparableConv2D: kernel_size, stride and dilation must be positive"):
+        nn.SeparableConv2D(4, 3, dilation=0)
+    too_wide = r"Conv2D.*9x9 kernel \(3x3 dilated by \(4, 4\)\) is larger than the padded input"
+    with pytest.raises(lamina.ShapeError, match=too_wide):
+        nn.Conv2D(4, 3, dilation=4).build((None, 8, 8, 3))     # extent 9
+
+
+def test_dilated_conv_shapes():
+    """A dilation d makes an f-wide kernel d (f - 1) + 1 wide: 'valid' loses that minus one
+    pixels, 'same' keeps the input size; the weights are those of the undilated kernel."""
+    layer = nn.Conv2D(4, 3, dilation=(2, 3))
+    assert layer.compute_output_shape((None, 12, 12, 2)) == (None, 8, 6, 4)
+    assert layer(np.zeros((1, 12, 12, 2), np.float32)).shape == (1, 8, 6, 4)
+    assert layer.weight.shape == (4, 3, 3, 2)
+    assert nn.Conv2D(4, 3, padding="same", dilation=3).compute_output_shape((None, 9, 10, 2)) == (None, 9, 10, 4)
+    assert nn.SeparableConv2D(5, 3, dilation=2).compute_output_shape((None, 9, 9, 2)) == (None, 5, 5, 5)
+    assert "dilation=(2, 3)" in repr(layer)
 
 
 def test_conv_configs_round_trip_through_json():
@@ -119,6 +138,8 @@ def test_conv_configs_round_trip_through_json():
                             kernel_init="xavier_normal", bias_init=0.1, name="c"),
                   nn.DepthwiseConv2D(3, depth_multiplier=2, padding="same"),
                   nn.SeparableConv2D(4, 3, stride=2, activation="relu"),
+                  nn.Conv2D(4, 3, padding="same", dilation=(2, 3)), nn.DepthwiseConv2D(3, dilation=2),
+                  nn.SeparableConv2D(4, 2, dilation=2, padding="same"),
                   nn.MaxPool2D(3, stride=2, padding=1, ceil_mode=True), nn.AvgPool2D(2), nn.GlobalAvgPool2D()]:
         config = json.loads(json.dumps(nn.layer_to_config(layer)))
         again = nn.layer_from_config(config)

@@ -53,6 +53,21 @@ def test_fused_inference_gives_the_same_values():
     np.testing.assert_array_equal(fused, plain)
 
 
+def test_fused_dilated_convolution_gives_the_same_values():
+    lamina.manual_seed(3)
+    model = nn.Sequential(nn.Conv2D(8, 3, padding="same", dilation=2), nn.BatchNorm(), nn.ReLU(),
+                          nn.DepthwiseConv2D(3, dilation=(2, 1), activation="relu"))
+    x = np.random.default_rng(4).standard_normal((3, 11, 10, 3)).astype(np.float32)
+    model(lamina.tensor(x))
+    model[1].running_mean = np.linspace(-1, 1, 8).astype(np.float32)
+    model.eval()
+    with lamina.no_grad():
+        fused = model(lamina.tensor(x)).numpy()
+        plain = _layer_by_layer(model, x)
+    assert fused.shape == (3, 7, 8, 8)
+    np.testing.assert_array_equal(fused, plain)
+
+
 def test_fused_layers_are_not_called_one_by_one(monkeypatch):
     model, x = _model()
     model.eval()

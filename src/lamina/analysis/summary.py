@@ -131,6 +131,8 @@ def layer_hyperparameters(module: Module, input_shapes: list[tuple[int, ...]] | 
         if hasattr(module, "filters"):
             parts.append(f"K={module.filters}")
         parts += [f"f={_size(module.kernel_size)}", f"s={_size(module.stride)}", f"p={_padding(module.padding)}"]
+        if module.dilation != (1, 1):
+            parts.append(f"d={_size(module.dilation)}")
         groups = getattr(module, "groups", 1)
         if groups != 1:
             parts.append(f"g={groups}")
@@ -140,6 +142,8 @@ def layer_hyperparameters(module: Module, input_shapes: list[tuple[int, ...]] | 
     elif isinstance(module, SeparableConv2D):
         parts += [f"K={module.filters}", f"f={_size(module.kernel_size)}", f"s={_size(module.stride)}",
                   f"p={_padding(module.padding)}"]
+        if module.dilation != (1, 1):
+            parts.append(f"d={_size(module.dilation)}")
         if module.depth_multiplier != 1:
             parts.append(f"m={module.depth_multiplier}")
     elif isinstance(module, _Pool2D):

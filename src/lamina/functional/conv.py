@@ -15,8 +15,10 @@ Backward, from the upstream gradient dJ/dv:
 
 Vectorization (course notes, "Vectorized implementation"): the windows are the rows of a
 patch matrix (im2col), so v is one matrix product (:mod:`lamina.functional.conv_gemm`);
-depthwise convolutions are one multiply-add per kernel offset (here), and
-``algorithm='fft'`` uses the convolution theorem (:mod:`lamina.functional.conv_fft`).
+depthwise convolutions are one multiply-add per kernel offset (here),
+``algorithm='fft'`` uses the convolution theorem (:mod:`lamina.functional.conv_fft`), and a
+dilated convolution runs as an undilated one on the input's phases
+(:mod:`lamina.functional.conv_dilated`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
 from lamina.functional import conv_gemm
 from lamina.functional._util import per_channel, repeated
+from lamina.functional.conv_dilated import DilatedConv2d
 from lamina.functional.conv_fft import Conv2dFFT
 from lamina.functional.im2col import clipped, conv_pads, gradient_pads, offset_view, out_size, pad_nhwc, pair
 
@@ -228,7 +231,7 @@ def _shape_of(a) -> tuple[int, ...]:
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[int, int] = 1,
            padding: str | int | tuple[int, int] = 0, groups: int = 1, algorithm: str = "im2col",
-           epilogue=None) -> Tensor:
+           epilogue=None, dilation: int | tuple[int, int] = 1) -> Tensor:
     """2-D convolution (cross-correlation) of NHWC images: v = x * w + b.
 
     x: (N, h, w, c_in). w: (K, f_h, f_w, c_in / groups). b: (K,) or None. (Arrays are
@@ -240,6 +243,10 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[in
     groups: channels split into ``groups`` independent convolutions; ``groups = c_in`` is
     depthwise (K = c_in times a channel multiplier).
     algorithm: ``'im2col'`` (patch matrix + GEMM) or ``'fft'`` (convolution theorem).
+    dilation: d or (d_h, d_w), the spacing of the kernel's taps (atrous convolution):
+    v[n, y, x, k] = b[k] + sum_{i, j, c} xpad[n, y + d_h i, x + d_w j, c] w[k, i, j, c], a
+    kernel of extent d (f - 1) + 1 in place of f in the output size and in 'same'. Only
+    with stride 1 (as Keras; PyTorch allows both).
 
     epilogue: for inference only (no gradient), a function applied in place to each finished
     chunk of v while it is in the cache, such as a batch norm's multiply-add and a ReLU
@@ -270,10 +277,17 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[in
     stride = pair(stride, "stride", op)
     if min(stride) < 1:
         raise ValueError(f"{op}: stride must be positive, got {stride}")
-    pads = conv_pads(padding, (h, wd), (fh, fw), stride, op)
+    dilation = pair(dilation, "dilation", op)
+    if min(dilation) < 1:
+        raise ValueError(f"{op}: dilation must be positive, got {dilation}")
+    if dilation != (1, 1) and stride != (1, 1):
+        raise ValueError(f"{op}: dilation {dilation} needs stride 1, got stride {stride}")
+    eh, ew = dilation[0] * (fh - 1) + 1, dilation[1] * (fw - 1) + 1
+    pads = conv_pads(padding, (h, wd), (eh, ew), stride, op)
     hp, wp = h + pads[0] + pads[1], wd + pads[2] + pads[3]
-    if fh > hp or fw > wp or min(fh, fw) < 1:
-        raise ShapeError(f"{op}: kernel {fh}x{fw} (weights of shape {ws}) is larger than the padded "
+    if eh > hp or ew > wp or min(fh, fw) < 1:
+        extent = f" (dilated by {dilation}: {eh}x{ew})" if dilation != (1, 1) else ""
+        raise ShapeError(f"{op}: kernel {fh}x{fw}{extent} (weights of shape {ws}) is larger than the padded "
                          f"input {hp}x{wp} (x of shape {xs}, padding {padding!r})")
     inputs = (x, w) if b is None else (x, w, b)
     if epilogue is not None:
@@ -281,10 +295,16 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[in
             raise ValueError(f"{op}: an epilogue is for inference only; run it under lamina.no_grad()")
         if algorithm != "im2col":
             raise ValueError(f"{op}: an epilogue needs algorithm='im2col', got {algorithm!r}")
-        return Conv2d.apply(*inputs, stride=stride, pads=pads, groups=groups, keep=False, epilogue=epilogue)
-    if algorithm == "im2col":
+        kind, params = Conv2d, {"keep": False, "epilogue": epilogue}
+    elif algorithm == "im2col":
         keep = conv_gemm.KEEP_PATCHES and graph.is_grad_enabled() and bool(getattr(w, "requires_grad", False))
-        return Conv2d.apply(*inputs, stride=stride, pads=pads, groups=groups, keep=keep)
-    if algorithm == "fft":
-        return Conv2dFFT.apply(*inputs, stride=stride, pads=pads, groups=groups)
-    raise ValueError(f"{op}: algorithm must be 'im2col' or 'fft', got {algorithm!r}")
+        kind, params = Conv2d, {"keep": keep}
+    elif algorithm == "fft":
+        kind, params = Conv2dFFT, {}
+    else:
+        raise ValueError(f"{op}: algorithm must be 'im2col' or 'fft', got {algorithm!r}")
+    if dilation != (1, 1):
+        return DilatedConv2d.apply(*inputs, pads=pads, dilation=dilation, groups=groups, inner=kind,
+                                   inner_params=params)
+    return kind.apply(*inputs, stride=stride, pads=pads, groups=groups, **params)
+

@@ -7,8 +7,9 @@ A Conv2D layer holds K filters of shape (f_h, f_w, c_in) as one weight tensor
 
 Output volume for an (h, w, c) input, padding p and stride s:
 (floor((h + 2p - f_h) / s) + 1, floor((w + 2p - f_w) / s) + 1, K); 'valid' is p = 0 and
-'same' gives ceil(h / s) x ceil(w / s) (the input size at stride 1). Learned parameters:
-K (f_h f_w c_in / groups + 1).
+'same' gives ceil(h / s) x ceil(w / s) (the input size at stride 1). A dilation d spaces
+the kernel's taps d pixels apart: f becomes d (f - 1) + 1 in those sizes (stride 1 only).
+Learned parameters: K (f_h f_w c_in / groups + 1), whatever the dilation.
 
 The arithmetic lives in :func:`lamina.functional.conv2d` (imported when first needed);
 these layers own the weights, the shape inference and the input checks.
@@ -65,6 +66,16 @@ def nhwc_shape(layer: Module, input_shape) -> tuple:
     return check_shape_ndim(layer, input_shape, 4, "a 4-D NHWC shape (batch, height, width, channels)")
 
 
+def check_kernel_window(layer: Module, shape) -> tuple[int | None, int | None]:
+    """:func:`check_window` for a convolution layer's kernel, of extent d (f - 1) + 1 along
+    each axis with a dilation d."""
+    extent = tuple((f - 1) * d + 1 for f, d in zip(layer.kernel_size, layer.dilation))
+    what = "kernel"
+    if layer.dilation != (1, 1):
+        what = f"kernel ({layer.kernel_size[0]}x{layer.kernel_size[1]} dilated by {layer.dilation})"
+    return check_window(layer, shape, extent, layer.stride, layer.padding, what)
+
+
 def check_window(layer: Module, shape, kernel: tuple[int, int], stride: tuple[int, int], padding,
                  what: str = "kernel") -> tuple[int | None, int | None]:
     """Output height and width; a ShapeError when the window does not fit in the padded input."""
@@ -99,6 +110,7 @@ def conv_config(layer: Module) -> dict:
         "kernel_size": list(layer.kernel_size),
         "stride": list(layer.stride),
         "padding": layer.padding if isinstance(layer.padding, str) else list(layer.padding),
+        "dilation": list(layer.dilation),
         "use_bias": layer.use_bias,
         "activation": activation_config(layer),
         "kernel_init": initializers.serialize(layer.kernel_init),
@@ -109,13 +121,17 @@ def conv_config(layer: Module) -> dict:
 
 
 def _set_conv_options(layer: Module, kernel_size, stride, padding, use_bias, activation, kernel_init,
-                      bias_init, algorithm) -> None:
+                      bias_init, algorithm, dilation) -> None:
     """Check and store the hyperparameters every convolution layer takes."""
     what = type(layer).__name__
     layer.kernel_size = pair(kernel_size, f"{what} kernel_size")
     layer.stride = pair(stride, f"{what} stride")
-    if min(layer.kernel_size) < 1 or min(layer.stride) < 1:
-        raise ValueError(f"{what}: kernel_size and stride must be positive, got {kernel_size!r}, {stride!r}")
+    layer.dilation = pair(dilation, f"{what} dilation")
+    if min(layer.kernel_size) < 1 or min(layer.stride) < 1 or min(layer.dilation) < 1:
+        raise ValueError(f"{what}: kernel_size, stride and dilation must be positive, got {kernel_size!r}, "
+                         f"{stride!r}, {dilation!r}")
+    if layer.dilation != (1, 1) and layer.stride != (1, 1):
+        raise ValueError(f"{what}: dilation {layer.dilation} needs stride 1, got stride {layer.stride}")
     layer.padding = normalize_padding(padding, what)
     layer.use_bias = bool(use_bias)
     layer.activation = get_activation(activation)
@@ -154,7 +170,7 @@ class _Conv(Module):
                 f"{self._label()}: groups={groups} must divide both the {c_in} input channels "
                 f"(input shape {shape}) and the {filters} filters"
             )
-        check_window(self, shape, self.kernel_size, self.stride, self.padding)
+        check_kernel_window(self, shape)
         fh, fw = self.kernel_size
         w_shape = (filters, fh, fw, c_in // groups)
         dtype = backend.get_default_dtype()
@@ -174,11 +190,11 @@ class _Conv(Module):
         x = as_tensor(x)
         c_in = self.in_channels
         check_nhwc_input(self, x, c_in)
-        check_window(self, x.shape, self.kernel_size, self.stride, self.padding)
+        check_kernel_window(self, x.shape)
         conv2d = _conv2d_kernel()
         z = conv2d(x, weight, self.bias if self.use_bias else None, stride=compact(self.stride),
                    padding=compact(self.padding), groups=self._groups_for(c_in), algorithm=self.algorithm,
-                   epilogue=epilogue)
+                   epilogue=epilogue, dilation=compact(self.dilation))
         return activate_fresh(self.activation, z) if self.activation is not None and activate else z
 
     def compute_output_shape(self, input_shape):
@@ -189,7 +205,7 @@ class _Conv(Module):
                 f"{self._label()}: input shape {shape} has {c} channels; the layer was built for "
                 f"NHWC with C={self.in_channels}"
             )
-        out_h, out_w = check_window(self, shape, self.kernel_size, self.stride, self.padding)
+        out_h, out_w = check_kernel_window(self, shape)
         return (shape[0], out_h, out_w, None if c is None else self._filters_for(c))
 
     def _common_config(self) -> dict:
@@ -202,6 +218,8 @@ class _Conv(Module):
             parts.append(f"stride={self.stride}")
         if self.padding != "valid":
             parts.append(f"padding={self.padding!r}")
+        if self.dilation != (1, 1):
+            parts.append(f"dilation={self.dilation}")
         if isinstance(self.activation_spec, str):
             parts.append(f"activation={self.activation_spec!r}")
         return ", ".join(parts)
@@ -213,13 +231,15 @@ class Conv2D(_Conv):
 
     ``weight``: (K, f_h, f_w, c_in / groups); ``bias``: (K,). ``groups`` splits the input
     channels and the filters into that many independent convolutions (AlexNet's two
-    towers; groups = c_in is a depthwise convolution). Defaults: He uniform weights
-    (fan_in = f_h f_w c_in / groups), zero biases.
+    towers; groups = c_in is a depthwise convolution). ``dilation`` d spaces the taps d
+    pixels apart (atrous convolution: a receptive field of d (f - 1) + 1 for f^2 weights;
+    stride 1 only). Defaults: He uniform weights (fan_in = f_h f_w c_in / groups), zero
+    biases.
     """
 
     def __init__(self, filters: int, kernel_size, stride=1, padding="valid", use_bias: bool = True,
                  groups: int = 1, activation=None, kernel_init="he_uniform", bias_init="zeros",
-                 algorithm: str = "im2col", name: str | None = None):
+                 algorithm: str = "im2col", dilation=1, name: str | None = None):
         super().__init__(name=name)
         _positive_int(filters, "Conv2D: filters")
         _positive_int(groups, "Conv2D: groups")
@@ -228,7 +248,7 @@ class Conv2D(_Conv):
         self.filters = filters
         self.groups = groups
         _set_conv_options(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
-                          algorithm)
+                          algorithm, dilation)
 
     def _filters_for(self, c_in: int) -> int:
         return self.filters
@@ -257,12 +277,12 @@ class DepthwiseConv2D(_Conv):
 
     def __init__(self, kernel_size, depth_multiplier: int = 1, stride=1, padding="valid",
                  use_bias: bool = True, activation=None, kernel_init="he_uniform", bias_init="zeros",
-                 algorithm: str = "im2col", name: str | None = None):
+                 algorithm: str = "im2col", dilation=1, name: str | None = None):
         super().__init__(name=name)
         _positive_int(depth_multiplier, "DepthwiseConv2D: depth_multiplier")
         self.depth_multiplier = depth_multiplier
         _set_conv_options(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
-                          algorithm)
+                          algorithm, dilation)
 
     def _filters_for(self, c_in: int) -> int:
         return c_in * self.depth_multiplier
@@ -297,14 +317,14 @@ class SeparableConv2D(Module):
 
     def __init__(self, filters: int, kernel_size, depth_multiplier: int = 1, stride=1, padding="valid",
                  use_bias: bool = True, activation=None, kernel_init="he_uniform", bias_init="zeros",
-                 algorithm: str = "im2col", name: str | None = None):
+                 algorithm: str = "im2col", dilation=1, name: str | None = None):
         super().__init__(name=name)
         _positive_int(filters, "SeparableConv2D: filters")
         _positive_int(depth_multiplier, "SeparableConv2D: depth_multiplier")
         self.filters = filters
         self.depth_multiplier = depth_multiplier
         _set_conv_options(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
-                          algorithm)
+                          algorithm, dilation)
 
     @property
     def in_channels(self) -> int:
@@ -315,7 +335,7 @@ class SeparableConv2D(Module):
         c_in = shape[-1]
         if c_in is None:
             raise ShapeError(f"{self._label()}: the channel (last) axis of {shape} must be known")
-        check_window(self, shape, self.kernel_size, self.stride, self.padding)
+        check_kernel_window(self, shape)
         fh, fw = self.kernel_size
         mid = c_in * self.depth_multiplier
         dtype = backend.get_default_dtype()
@@ -331,10 +351,10 @@ class SeparableConv2D(Module):
         x = as_tensor(x)
         c_in = self.in_channels
         check_nhwc_input(self, x, c_in)
-        check_window(self, x.shape, self.kernel_size, self.stride, self.padding)
+        check_kernel_window(self, x.shape)
         conv2d = _conv2d_kernel()
         mid = conv2d(x, self.depthwise_weight, None, stride=compact(self.stride), padding=compact(self.padding),
-                     groups=c_in, algorithm=self.algorithm)
+                     groups=c_in, algorithm=self.algorithm, dilation=compact(self.dilation))
         z = conv2d(mid, self.pointwise_weight, self.bias if self.use_bias else None, stride=1, padding=0,
                    groups=1, algorithm=self.algorithm)
         return activate_fresh(self.activation, z) if self.activation is not None else z
@@ -346,14 +366,15 @@ class SeparableConv2D(Module):
                 f"{self._label()}: input shape {shape} has {shape[-1]} channels; the layer was built for "
                 f"NHWC with C={self.in_channels}"
             )
-        out_h, out_w = check_window(self, shape, self.kernel_size, self.stride, self.padding)
+        out_h, out_w = check_kernel_window(self, shape)
         return (shape[0], out_h, out_w, self.filters)
 
     def get_config(self) -> dict:
         return {"filters": self.filters, "depth_multiplier": self.depth_multiplier, **conv_config(self)}
 
     def extra_repr(self) -> str:
-        return f"{self.filters}, kernel_size={self.kernel_size}, depth_multiplier={self.depth_multiplier}"
+        dilation = f", dilation={self.dilation}" if self.dilation != (1, 1) else ""
+        return f"{self.filters}, kernel_size={self.kernel_size}, depth_multiplier={self.depth_multiplier}{dilation}"
 
 
 def _positive_int(value, what: str) -> None:
