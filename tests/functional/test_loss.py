@@ -103,6 +103,27 @@ def cce_cases(reduction):
             lambda p, y: F.categorical_cross_entropy(p, y, reduction=reduction),
             lambda p, y: reduce_per_sample(-(y * p.log()).sum(-1), reduction),
             [softmax_rows(5, 4), one_hot(y_int, 4)]),
+        "cce_smoothed_logits_int_labels": (
+            lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True, reduction=reduction,
+                                                     label_smoothing=0.1),
+            lambda z, y: TF.cross_entropy(z, y, reduction=reduction, label_smoothing=0.1),
+            [randn(5, 4, scale=2), y_int]),
+        "cce_smoothed_logits_soft_targets": (
+            lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True, reduction=reduction,
+                                                     label_smoothing=0.3),
+            lambda z, y: TF.cross_entropy(z, y, reduction=reduction, label_smoothing=0.3),
+            [randn(5, 4, scale=2), softmax_rows(5, 4, seed=3)]),
+        "cce_smoothed_logits_sequence": (
+            lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True, reduction=reduction,
+                                                     label_smoothing=0.2),
+            lambda z, y: reduce_per_sample(TF.cross_entropy(z.permute(0, 2, 1), y, reduction="none",
+                                                            label_smoothing=0.2), reduction),
+            [randn(2, 3, 4, scale=2), y_seq]),
+        "cce_smoothed_probs_int_labels": (
+            lambda p, y: F.categorical_cross_entropy(p, y, reduction=reduction, label_smoothing=0.1),
+            lambda p, y: reduce_per_sample(-((0.9 * TF.one_hot(y, 4).to(p.dtype) + 0.1 / 4) * p.log()).sum(-1),
+                                           reduction),
+            [softmax_rows(5, 4), y_int]),
     }
 
 
@@ -256,3 +277,20 @@ def test_out_of_range_labels_are_refused():
         F.categorical_cross_entropy(z, np.array([0, 4, 1]), from_logits=True)
     with pytest.raises(TypeError, match="integer labels"):
         F.categorical_cross_entropy(z, np.array([0.5, 1.0, 2.0]), from_logits=True)
+
+
+def test_label_smoothing_bounds_and_its_zero():
+    z, y = lamina.tensor(randn(5, 4, scale=2)), labels((5,), 4, seed=1)
+    plain = F.categorical_cross_entropy(z, y, from_logits=True)
+    assert F.categorical_cross_entropy(z, y, from_logits=True, label_smoothing=0.0).item() == plain.item()
+    # eps = 1: uniform targets, L = log sum e^z - mean z, whatever the labels
+    uniform = F.categorical_cross_entropy(z, y, from_logits=True, label_smoothing=1.0).item()
+    other = F.categorical_cross_entropy(z, (y + 1) % 4, from_logits=True, label_smoothing=1.0).item()
+    zs = z.numpy().astype(np.float64)
+    expected = np.mean(np.log(np.exp(zs).sum(axis=1)) - zs.mean(axis=1))
+    assert uniform == pytest.approx(expected, rel=1e-5) and other == pytest.approx(uniform, rel=1e-6)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"categorical_cross_entropy: label_smoothing must lie in \[0, 1\]"):
+            F.categorical_cross_entropy(z, y, from_logits=True, label_smoothing=bad)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        F.categorical_cross_entropy(z, y + 4, from_logits=True, label_smoothing=0.1)

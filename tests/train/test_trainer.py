@@ -57,6 +57,25 @@ def test_fused_softmax_cross_entropy_equals_unfused_cost():
     assert trainer.evaluate((x, y))["loss"] == pytest.approx(unfused, rel=1e-5)
 
 
+def test_cross_entropy_with_options_keeps_the_fused_softmax_and_the_label_checks():
+    import functools
+
+    x, y = blobs(32)
+    model = models.mlp(hidden=(16,), num_classes=3, input_shape=(4,))
+    smoothed = functools.partial(lamina.functional.categorical_cross_entropy, label_smoothing=0.2)
+    trainer = Trainer(model, smoothed, optim.SGD(model.parameters(), lr=0.1), verbose=0)
+    assert trainer._fused_softmax() and trainer.loss_name == "categorical_cross_entropy"
+    with lamina.no_grad():
+        logits = model[:-1](lamina.tensor(x))                 # the model ends in Softmax
+        expected = lamina.functional.categorical_cross_entropy(logits, y, from_logits=True,
+                                                               label_smoothing=0.2).item()
+    assert trainer.evaluate((x, y))["loss"] == pytest.approx(expected, rel=1e-5)
+    bad = y.copy()
+    bad[0] = 3
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        trainer.fit((x, bad), epochs=1)
+
+
 def run(tmp_path, epochs, resume=None, stop_after=None):
     lamina.manual_seed(7)
     x, y = blobs()

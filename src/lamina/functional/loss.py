@@ -171,15 +171,26 @@ def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
     return one_hot
 
 
-def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reduction: str = "mean") -> Tensor:
+def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reduction: str = "mean",
+                              label_smoothing: float = 0.0) -> Tensor:
     """Categorical cross-entropy L = -sum_j y_j log y_hat_j over the last axis.
 
     ``y_true`` is integer labels or one-hot (or soft) rows. With ``from_logits=True``
     ``y_pred`` holds scores z and softmax is fused in (backward (y_hat - y)/m); otherwise
-    probabilities, clipped to [eps, 1 - eps].
+    probabilities, clipped to [eps, 1 - eps]. ``label_smoothing`` eps replaces the targets
+    with (1 - eps) y + eps / K for K classes (Szegedy et al., Inception-v3; as PyTorch's
+    and Keras's option), which keeps the scores from growing without bound.
     """
     fn = "categorical_cross_entropy"
     _check_reduction(reduction, fn)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{fn}: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
+    if label_smoothing:
+        y_pred = y_pred if isinstance(y_pred, Tensor) else Tensor(y_pred)
+        if y_pred.ndim == 0:
+            raise ShapeError(f"{fn}: y_pred must have a class axis, got a scalar")
+        y = _one_hot_targets(y_true, y_pred, fn)
+        y_true = y * y.dtype.type(1.0 - label_smoothing) + y.dtype.type(label_smoothing / y_pred.shape[-1])
     if from_logits:
         y_pred = y_pred if isinstance(y_pred, Tensor) else Tensor(y_pred)
         if y_pred.ndim == 0:

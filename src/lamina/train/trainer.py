@@ -8,6 +8,7 @@ Training data, validation data and the held-out test data stay apart: ``fit`` tu
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -33,13 +34,27 @@ LOSSES = {
 }
 
 
+def _plain(loss):
+    """The function under a ``functools.partial`` (the loss with some options fixed)."""
+    while isinstance(loss, functools.partial):
+        loss = loss.func
+    return loss
+
+
+def _is_cross_entropy(loss) -> bool:
+    """Whether ``loss`` is categorical cross-entropy, maybe with options fixed by a partial
+    (``partial(F.categorical_cross_entropy, label_smoothing=0.1)``): a Softmax last layer is
+    then fused into it, and the labels are checked against the classes."""
+    return _plain(loss) is F.categorical_cross_entropy
+
+
 class Trainer:
     def __init__(self, model, loss="categorical_cross_entropy", optimizer=None, metrics=("accuracy",),
                  callbacks=(), schedule=None, verbose: int = 1):
         if optimizer is None:
             raise ValueError("Trainer: an optimizer is required, e.g. lamina.optim.Adam(model.parameters())")
         self.model = model
-        self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "loss")
+        self.loss_name = loss if isinstance(loss, str) else getattr(_plain(loss), "__name__", "loss")
         if isinstance(loss, str):
             if loss not in LOSSES:
                 raise ValueError(f"Trainer: unknown loss {loss!r}; expected one of {sorted(LOSSES)} or a callable")
@@ -65,7 +80,7 @@ class Trainer:
     def _fused_softmax(self) -> bool:
         """Softmax followed by cross-entropy is computed as one stable op on the logits."""
         layers = list(self.model) if hasattr(self.model, "__iter__") else []
-        return (self.loss is F.categorical_cross_entropy and bool(layers)
+        return (_is_cross_entropy(self.loss) and bool(layers)
                 and type(layers[-1]).__name__ == "Softmax")
 
     def _forward(self, x, for_loss: bool):
@@ -105,7 +120,7 @@ class Trainer:
             raise ShapeError(f"Trainer.fit: the model cannot take inputs of shape {tuple(np.shape(x))}: {exc}") from exc
         finally:
             self.model.train()
-        if y is None or self.loss not in (F.categorical_cross_entropy,):
+        if y is None or not _is_cross_entropy(self.loss):
             return
         labels = np.asarray(y)
         if labels.ndim == 1 and labels.size:
