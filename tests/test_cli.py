@@ -116,3 +116,21 @@ def test_every_optimizer_choice_builds_its_optimizer():
         assert all(group[key] == value for key, value in hyper.items()), name
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
         build_optimizer("lbfgs", [Parameter(np.zeros(2))], lr=0.1)
+
+
+def test_warmup_goes_before_the_schedule():
+    from lamina.cli import build_parser, build_schedule
+    from lamina.nn import Parameter
+    from lamina.optim import SGD, CosineDecay, Warmup
+
+    assert build_parser().parse_args(["train", "--warmup", "7"]).warmup == 7
+    assert build_parser().parse_args(["train"]).warmup == 0
+    opt = SGD([Parameter(np.zeros(2))], lr=1.0)
+    schedule = build_schedule("cosine", opt, 0.1, total_iterations=100, warmup=20)
+    assert isinstance(schedule, Warmup) and isinstance(schedule.schedule, CosineDecay)
+    assert schedule.schedule.total_steps == 80 and opt.lr == 0.0
+    assert schedule(10) == pytest.approx(0.05) and schedule(20) == pytest.approx(0.1) and schedule(100) == 0.0
+    with pytest.raises(ValueError, match="--warmup needs a schedule"):
+        build_schedule("none", opt, 0.1, total_iterations=100, warmup=5)
+    with pytest.raises(ValueError, match=r"--warmup must lie in \[0, 100\)"):
+        build_schedule("cosine", opt, 0.1, total_iterations=100, warmup=100)

@@ -94,9 +94,17 @@ def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
     raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 
-def build_schedule(name: str, optimizer, lr: float, total_iterations: int):
+def build_schedule(name: str, optimizer, lr: float, total_iterations: int, warmup: int = 0):
+    """The schedule ``name`` over the iterations after a linear warm-up of ``warmup`` of them."""
     from lamina.optim import schedules
 
+    if warmup:
+        if warmup < 0 or warmup >= total_iterations:
+            raise ValueError(f"--warmup must lie in [0, {total_iterations}) (the run's iterations), got {warmup}")
+        if name == "none":
+            raise ValueError("--warmup needs a schedule to warm up into; choose one with --schedule")
+        return schedules.Warmup(build_schedule(name, None, lr, total_iterations - warmup), warmup,
+                                optimizer=optimizer)
     if name == "none":
         return None
     if name == "cosine":
@@ -127,7 +135,7 @@ def train(args: argparse.Namespace) -> dict:
     model = build_model(args.model, data.input_shape, classes, args.activation, args.pool)
     optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     iterations = args.epochs * -(-len(data.train[0]) // args.batch_size)
-    schedule = build_schedule(args.schedule, optimizer, args.lr, iterations)
+    schedule = build_schedule(args.schedule, optimizer, args.lr, iterations, args.warmup)
     checkpoint = out / "checkpoint.safetensors"
     callbacks = [ModelCheckpoint(checkpoint), TerminateOnNaN()]
     if args.patience:
@@ -234,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-3, help="learning rate alpha (default 0.002)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0; decoupled for adamw)")
     t.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule (default cosine)")
+    t.add_argument("--warmup", type=int, default=0, metavar="ITERATIONS",
+                   help="linear warm-up from 0 to --lr over this many iterations before the schedule (default 0)")
     t.add_argument("--activation", default="tanh", help="LeNet-5 activation (default tanh)")
     t.add_argument("--pool", choices=("avg", "max"), default="avg", help="LeNet-5 pooling (default avg)")
     t.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")

@@ -19,6 +19,7 @@ from lamina.optim import (
     LinearDecay,
     ReduceOnPlateau,
     StepDecay,
+    Warmup,
     schedules,
 )
 
@@ -174,3 +175,48 @@ def test_bad_arguments(make):
 def test_negative_t():
     with pytest.raises(ValueError, match="t must be >= 0"):
         schedules.LinearDecay(0.1, 10)(-1)
+
+
+def test_warmup_matches_torch_sequential_lr():
+    """LinearLR from 0.1 of the peak over 5 steps, then cosine annealing over 10 (up to
+    t = 15: after T, torch's cosine rises again while lamina's stays at final_lr)."""
+    def make_torch(o):
+        ramp = torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, end_factor=1.0, total_iters=5)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.01)
+        return torch.optim.lr_scheduler.SequentialLR(o, [ramp, cosine], milestones=[5])
+    expected = _torch_lrs(make_torch, 15, 0.1)
+    opt = _optimizer(lr=123.0)
+    warm = Warmup(CosineDecay(0.1, total_steps=10, final_lr=0.01), warmup_steps=5, start_lr=0.01, optimizer=opt)
+    got = [opt.lr]
+    for _ in range(15):
+        opt.step()
+        warm.step()
+        got.append(opt.lr)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-15)
+    assert warm(40) == 0.01
+
+
+def test_warmup_formula_per_and_state():
+    warm = Warmup(StepDecay(0.2, step_size=2, gamma=0.5), warmup_steps=4)
+    assert [warm(t) for t in range(9)] == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2, 0.2, 0.1, 0.1, 0.05])
+    assert warm.per == "epoch" and warm.lr0 == 0.2                     # StepDecay's period and peak
+    opt = _optimizer()
+    warm.attach(opt)
+    for _ in range(3):
+        warm.step()
+    saved = json.loads(json.dumps(warm.state_dict()))
+    again = Warmup(StepDecay(0.2, step_size=2, gamma=0.5), warmup_steps=4, optimizer=_optimizer())
+    again.load_state_dict(saved)
+    assert again.t == 3 and again.optimizer.lr == opt.lr == pytest.approx(0.15)
+    assert [again.step() for _ in range(3)] == [warm.step() for _ in range(3)]
+
+
+def test_warmup_bad_arguments():
+    with pytest.raises(TypeError, match="Warmup: expected a Schedule"):
+        Warmup(0.1, warmup_steps=5)
+    with pytest.raises(ValueError, match="Warmup: CosineDecay is already attached"):
+        Warmup(CosineDecay(0.1, 10, optimizer=_optimizer()), warmup_steps=5)
+    with pytest.raises(ValueError, match="Warmup: invalid warmup_steps 0"):
+        Warmup(CosineDecay(0.1, 10), warmup_steps=0)
+    with pytest.raises(ValueError, match="Warmup: invalid start_lr -1"):
+        Warmup(CosineDecay(0.1, 10), warmup_steps=2, start_lr=-1)

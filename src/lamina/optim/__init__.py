@@ -34,12 +34,13 @@ from lamina.optim.schedules import (
     ReduceOnPlateau,
     Schedule,
     StepDecay,
+    Warmup,
 )
 from lamina.optim.sgd import SGD
 
 __all__ = [
     "SGD", "Adagrad", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "ExponentialMovingAverage",
     "InverseSqrtDecay", "InverseTimeDecay", "LinearDecay", "Optimizer", "RMSProp", "RMSprop",
-    "ReduceOnPlateau", "Regularizer", "Schedule", "StepDecay", "clip_grad_norm", "clip_grad_value",
+    "ReduceOnPlateau", "Regularizer", "Schedule", "StepDecay", "Warmup", "clip_grad_norm", "clip_grad_value",
     "elastic_net", "l1", "l2", "regularizers", "schedules",
 ]

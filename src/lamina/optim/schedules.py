@@ -10,7 +10,7 @@ Course notes, "Learning rate schedules" (t counts steps of the schedule, from 0)
     1/t decay:           alpha_t = alpha_0 / (1 + k t)
 
 and "Generally, want to reduce learning rate once progress plateau":
-:class:`ReduceOnPlateau`.
+:class:`ReduceOnPlateau`. :class:`Warmup` puts a linear ramp before any of them.
 
 Every schedule is a pure formula ``schedule(t) -> lr``. Bound to an optimizer (the
 ``optimizer=`` argument or :meth:`Schedule.attach`) it sets ``optimizer.lr`` to
@@ -192,6 +192,43 @@ class InverseTimeDecay(Schedule):
 
     def __call__(self, t: int) -> float:
         return self.lr0 / (1.0 + self.k * self._t(t))
+
+
+class Warmup(Schedule):
+    r"""A linear warm-up before another schedule: for the first W = ``warmup_steps`` steps
+    the learning rate climbs from ``start_lr`` to the schedule's :math:`\alpha_0`, then
+    the schedule runs from its own t = 0::
+
+        alpha_t = start_lr + (alpha_0 - start_lr) t / W     for t < W
+        alpha_t = schedule(t - W)                           for t >= W
+
+    (PyTorch: ``SequentialLR`` of ``LinearLR`` and the schedule; Keras: ``warmup_steps``.)
+    Large learning rates, large batches and Adam's first steps, whose second-moment
+    estimate rests on few gradients, are gentler this way. ``per`` is the schedule's;
+    attach the warm-up, not the schedule it wraps.
+    """
+
+    def __init__(self, schedule: Schedule, warmup_steps: int, start_lr: float = 0.0, optimizer: Any = None):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"Warmup: expected a Schedule to warm up into, got {type(schedule).__name__}")
+        if schedule.optimizer is not None:
+            raise ValueError(f"Warmup: {type(schedule).__name__} is already attached to an optimizer; attach "
+                             "the warm-up instead")
+        _check("Warmup", "warmup_steps", warmup_steps, strict=True)
+        _check("Warmup", "start_lr", start_lr)
+        self.schedule = schedule
+        self.warmup_steps = int(warmup_steps)
+        self.start_lr = float(start_lr)
+        super().__init__(schedule.lr0, schedule.per, optimizer)
+
+    def __call__(self, t: int) -> float:
+        t = self._t(t)
+        if t < self.warmup_steps:
+            return self.start_lr + (self.lr0 - self.start_lr) * t / self.warmup_steps
+        return self.schedule(t - self.warmup_steps)
+
+    def __repr__(self) -> str:
+        return f"Warmup({self.schedule!r}, warmup_steps={self.warmup_steps}, start_lr={self.start_lr}, t={self.t})"
 
 
 class ReduceOnPlateau:
