@@ -76,6 +76,37 @@ def test_cross_entropy_with_options_keeps_the_fused_softmax_and_the_label_checks
         trainer.fit((x, bad), epochs=1)
 
 
+@pytest.mark.parametrize("clip", [{"clip_norm": 0.05}, {"clip_value": 0.01}, {"clip_norm": 0.05, "clip_value": 0.01}])
+def test_gradient_clipping_before_each_update(clip):
+    x, y = blobs(32)
+    lamina.manual_seed(3)
+    model = models.mlp(hidden=(16,), num_classes=3, input_shape=(4,))
+    reference = {k: v.copy() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, "categorical_cross_entropy", optim.SGD(model.parameters(), lr=0.5), verbose=0, **clip)
+    trainer.train_step(x, y)
+    grads = [p.grad for p in model.parameters()]
+    if "clip_value" in clip:
+        assert max(np.abs(g).max() for g in grads) <= clip["clip_value"]
+    if "clip_norm" in clip:
+        assert np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads)) <= clip["clip_norm"] * (1 + 1e-6)
+    # the same step by hand: backward, clip, then SGD on the clipped gradients
+    lamina.manual_seed(3)
+    again = models.mlp(hidden=(16,), num_classes=3, input_shape=(4,))
+    again.load_state_dict(reference)
+    cost = lamina.functional.categorical_cross_entropy(again[:-1](lamina.tensor(x)), y, from_logits=True)
+    cost.backward()
+    if "clip_value" in clip:
+        optim.clip_grad_value(again, clip["clip_value"])
+    if "clip_norm" in clip:
+        optim.clip_grad_norm(again, clip["clip_norm"])
+    optim.SGD(again.parameters(), lr=0.5).step()
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=name)
+    for bad in ({"clip_norm": 0}, {"clip_value": -1.0}, {"clip_norm": True}, {"clip_value": float("inf")}):
+        with pytest.raises(ValueError, match="Trainer: clip_"):
+            Trainer(model, "categorical_cross_entropy", optim.SGD(model.parameters(), lr=0.5), **bad)
+
+
 def run(tmp_path, epochs, resume=None, stop_after=None):
     lamina.manual_seed(7)
     x, y = blobs()

@@ -21,6 +21,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.data import ArrayDataset, DataLoader
 from lamina.errors import ShapeError
+from lamina.optim import clip_grad_norm, clip_grad_value
 from lamina.train import checkpoint
 from lamina.train.callbacks import Callback, ProgressBar
 from lamina.train.history import History
@@ -50,9 +51,18 @@ def _is_cross_entropy(loss) -> bool:
 
 class Trainer:
     def __init__(self, model, loss="categorical_cross_entropy", optimizer=None, metrics=("accuracy",),
-                 callbacks=(), schedule=None, verbose: int = 1):
+                 callbacks=(), schedule=None, verbose: int = 1, clip_norm: float | None = None,
+                 clip_value: float | None = None):
+        """``clip_norm`` / ``clip_value``: before each update, rescale the gradients to a joint
+        L2 norm of at most ``clip_norm`` (:func:`lamina.optim.clip_grad_norm`) and/or clamp
+        each into [-clip_value, clip_value] (:func:`lamina.optim.clip_grad_value`; first)."""
         if optimizer is None:
             raise ValueError("Trainer: an optimizer is required, e.g. lamina.optim.Adam(model.parameters())")
+        for name, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value < math.inf):
+                raise ValueError(f"Trainer: {name} must be a positive number or None, got {value!r}")
+        self.clip_norm, self.clip_value = clip_norm, clip_value
         self.model = model
         self.loss_name = loss if isinstance(loss, str) else getattr(_plain(loss), "__name__", "loss")
         if isinstance(loss, str):
@@ -101,6 +111,10 @@ class Trainer:
         cost = self._cost(out, logits, y)
         self.optimizer.zero_grad()
         cost.backward()
+        if self.clip_value is not None:
+            clip_grad_value(self.model, self.clip_value)
+        if self.clip_norm is not None:
+            clip_grad_norm(self.model, self.clip_norm)
         self.optimizer.step()
         if self.schedule is not None and getattr(self.schedule, "per", "epoch") == "iteration":
             self.schedule.step()
