@@ -21,6 +21,15 @@ from lamina.nn.activation import (
     Tanh,
     get_activation,
 )
+from lamina.nn.augmentation import (
+    RandomBrightness,
+    RandomContrast,
+    RandomCrop,
+    RandomFlip,
+    RandomGaussianBlur,
+    RandomRotation,
+    RandomSaturation,
+)
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.dense import Dense, linear
@@ -37,7 +46,9 @@ from lamina.nn.sequential import Sequential
 __all__ = [
     "ACTIVATIONS", "Activation", "Add", "AvgPool2D", "BatchNorm", "Concatenate", "Conv2D", "Dense",
     "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Flatten", "GlobalAvgPool2D", "Identity",
-    "LeakyReLU", "LocalResponseNorm", "MaxPool2D", "Module", "PReLU", "Parameter", "ReLU", "ReLU6",
+    "LeakyReLU", "LocalResponseNorm", "MaxPool2D", "Module", "PReLU", "Parameter", "RandomBrightness",
+    "RandomContrast", "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation", "RandomSaturation",
+    "ReLU", "ReLU6",
     "Reshape", "SELU", "SeparableConv2D", "Sequential", "Sigmoid", "Softmax", "Tanh", "default_name",
     "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config", "linear",
     "register_layer", "registered_layers",
