@@ -25,3 +25,20 @@ def test_main_command_is_the_cli_train_job():
     assert 'python -m pip install -e ".[test]" && python -m pytest' in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert 'python -m pip install -e ".[test]" && python -m pytest' in ci
+
+
+def test_python_example_runs(tmp_path, monkeypatch):
+    """The 'In Python' example, on a few random CIFAR-sized images for one epoch."""
+    import numpy as np
+
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## In Python", 1)[1], re.S).group(1)
+    assert "epochs=20" in code
+    rng = np.random.default_rng(0)
+    data = {name: rng.random((n, 32, 32, 3)).astype(np.float32) for name, n in (("x_train", 48), ("x_val", 16))}
+    data.update(y_train=rng.integers(0, 10, 48), y_val=rng.integers(0, 10, 16))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("epochs=20", "epochs=1"), str(README), "exec"), data)
+    assert len(data["history"]["loss"]) == 1
+    for name in ("cost.png", "model.safetensors", "ckpt.safetensors"):
+        assert (tmp_path / name).exists(), name
