@@ -276,6 +276,8 @@ class _Lazy(Module):
 
 
 def test_accepts_a_module_built_after_the_optimizer():
+    with pytest.raises(ValueError, match=r"SGD: got an empty parameter list .*pass the model itself"):
+        SGD(_Lazy().parameters(), lr=0.5)
     model = _Lazy()
     opt = SGD(model, lr=0.5)
     with pytest.raises(RuntimeError, match="no parameters yet"):

@@ -82,7 +82,8 @@ class Optimizer:
             params = [params]
         params = list(params)
         if not params:
-            raise ValueError(f"{self._name}: got an empty parameter list")
+            raise ValueError(f"{self._name}: got an empty parameter list (a model's parameters() is empty until "
+                             "its first call builds the weights: pass the model itself to read them then)")
         if all(isinstance(g, dict) for g in params):
             for group in params:
                 self.add_param_group(group)
