@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+import numpy
+
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
@@ -107,7 +109,7 @@ class RandomCrop(_Augmentation):
         rng = backend.rng()
         rows = rng.integers(0, x.shape[1] + 2 * ph - sh + 1, n)
         cols = rng.integers(0, x.shape[2] + 2 * pw - sw + 1, n)
-        return image.crop(x, backend.xp.stack([rows, cols], axis=1), self.size, self.padding)
+        return image.crop(x, numpy.stack([rows, cols], axis=1), self.size, self.padding)
 
     def evaluate(self, x):
         self._check_fits(x.shape)
