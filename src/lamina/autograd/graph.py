@@ -75,10 +75,18 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
         g = grads.pop(id(node), None)
         if g is None:
             continue
+        hooks = getattr(node, "_hooks", None)
+        if hooks:
+            hooked = _run_hooks(hooks, g, node.shape)
+            if hooked is not g:              # the hook's array may be held elsewhere: a leaf copies it
+                handed_to_leaves.add(id(hooked))
+                g = hooked
         fn = node._ctx
         if fn is None:
             _accumulate_leaf(node, g, handed_to_leaves)
             continue
+        if getattr(node, "_retains_grad", False):
+            node.grad = g.copy() if node.grad is None else node.grad + g
         if fn.inputs is None:
             raise RuntimeError(
                 f"backward through {type(fn).__name__} a second time: its saved arrays were "
@@ -95,6 +103,20 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
             grads[key] = pg if previous is None else previous + pg
         if not retain_graph:
             fn.release()
+
+
+def _run_hooks(hooks: dict, g, shape):
+    for hook in list(hooks.values()):
+        result = hook(g)
+        if result is not None:
+            result = backend.xp.asarray(getattr(result, "data", result), dtype=g.dtype)
+            if result.shape != tuple(shape):
+                from lamina.errors import ShapeError
+
+                raise ShapeError(f"backward: the hook {getattr(hook, '__name__', hook)!r} returned a gradient of "
+                                 f"shape {result.shape} for a tensor of shape {tuple(shape)}")
+            g = result
+    return g
 
 
 def _accumulate_leaf(leaf: Tensor, g, handed: set[int]) -> None:

@@ -17,7 +17,8 @@ _NUMERIC_KINDS = "biuf"
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    # _hooks and _retains_grad are set only on tensors that use them (read with getattr)
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_hooks", "_retains_grad", "__weakref__")
     __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -89,6 +90,31 @@ class Tensor:
     def zero_grad(self) -> None:
         self.grad = None
 
+    def retain_grad(self) -> None:
+        """Keep dJ/dself in ``grad`` after backward, for a tensor computed by an op (a leaf
+        keeps its gradient anyway); like a leaf's, it adds up over backward passes."""
+        self._check_tracked("retain_grad")
+        if self._ctx is not None:
+            self._retains_grad = True
+
+    def register_hook(self, hook) -> _HookHandle:
+        """Call ``hook(g)`` with dJ/dself (an array) when backward has computed it, before it
+        flows on (or, for a leaf, into ``grad``); a returned array replaces g. Hooks run in
+        the order registered. Returns a handle whose ``remove()`` unregisters the hook."""
+        self._check_tracked("register_hook")
+        if not callable(hook):
+            raise TypeError(f"register_hook: expected a callable, got {type(hook).__name__}")
+        hooks = getattr(self, "_hooks", None)
+        if hooks is None:
+            hooks = self._hooks = {}
+        handle = _HookHandle(hooks)
+        hooks[handle.key] = hook
+        return handle
+
+    def _check_tracked(self, what: str) -> None:
+        if not self.requires_grad:
+            raise RuntimeError(f"{what}: the tensor does not require grad, so backward never reaches it")
+
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Back-propagate dJ/dself (``grad``; 1 for a scalar) to every leaf below."""
         if not self.requires_grad:
@@ -145,3 +171,17 @@ def _to_array(data, dtype):
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
     """Make a tensor. Floating data takes the default dtype (float32) unless ``dtype`` says."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+class _HookHandle:
+    """What :meth:`Tensor.register_hook` returns: ``remove()`` takes the hook away."""
+
+    _next_key = 0
+
+    def __init__(self, hooks: dict):
+        self.hooks = hooks
+        self.key = _HookHandle._next_key
+        _HookHandle._next_key += 1
+
+    def remove(self) -> None:
+        self.hooks.pop(self.key, None)
