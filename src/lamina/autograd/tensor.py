@@ -108,7 +108,7 @@ class Tensor:
         if hooks is None:
             hooks = self._hooks = {}
         handle = _HookHandle(hooks)
-        hooks[handle.key] = hook
+        hooks[handle] = hook
         return handle
 
     def _check_tracked(self, what: str) -> None:
@@ -174,14 +174,11 @@ def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
 
 
 class _HookHandle:
-    """What :meth:`Tensor.register_hook` returns: ``remove()`` takes the hook away."""
-
-    _next_key = 0
+    """What :meth:`Tensor.register_hook` returns (and the hook's key in the tensor's hooks):
+    ``remove()`` takes the hook away."""
 
     def __init__(self, hooks: dict):
         self.hooks = hooks
-        self.key = _HookHandle._next_key
-        _HookHandle._next_key += 1
 
     def remove(self) -> None:
-        self.hooks.pop(self.key, None)
+        self.hooks.pop(self, None)

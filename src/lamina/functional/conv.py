@@ -307,4 +307,3 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[in
         return DilatedConv2d.apply(*inputs, pads=pads, dilation=dilation, groups=groups, inner=kind,
                                    inner_params=params)
     return kind.apply(*inputs, stride=stride, pads=pads, groups=groups, **params)
-

@@ -66,27 +66,21 @@ def nhwc_shape(layer: Module, input_shape) -> tuple:
     return check_shape_ndim(layer, input_shape, 4, "a 4-D NHWC shape (batch, height, width, channels)")
 
 
-def check_kernel_window(layer: Module, shape) -> tuple[int | None, int | None]:
-    """:func:`check_window` for a convolution layer's kernel, of extent d (f - 1) + 1 along
-    each axis with a dilation d."""
+def check_window(layer: Module, shape) -> tuple[int | None, int | None]:
+    """A convolution layer's output height and width for an input of ``shape``; a ShapeError
+    when its kernel, of extent d (f - 1) + 1 along each axis with a dilation d, does not fit
+    in the padded input."""
     extent = tuple((f - 1) * d + 1 for f, d in zip(layer.kernel_size, layer.dilation))
-    what = "kernel"
+    kernel = f"{extent[0]}x{extent[1]} kernel"
     if layer.dilation != (1, 1):
-        what = f"kernel ({layer.kernel_size[0]}x{layer.kernel_size[1]} dilated by {layer.dilation})"
-    return check_window(layer, shape, extent, layer.stride, layer.padding, what)
-
-
-def check_window(layer: Module, shape, kernel: tuple[int, int], stride: tuple[int, int], padding,
-                 what: str = "kernel") -> tuple[int | None, int | None]:
-    """Output height and width; a ShapeError when the window does not fit in the padded input."""
+        kernel += f" ({layer.kernel_size[0]}x{layer.kernel_size[1]} dilated by {layer.dilation})"
     outs = []
     for axis in (0, 1):
-        out = conv_output_length(shape[1 + axis], kernel[axis], stride[axis], padding, axis)
+        out = conv_output_length(shape[1 + axis], extent[axis], layer.stride[axis], layer.padding, axis)
         if out is not None and out < 1:
             raise ShapeError(
-                f"{layer._label()}: the {kernel[0]}x{kernel[1]} {what} is larger than the padded input "
-                f"(input shape {tuple(shape)}, padding {padding!r}); expected a height and width of at "
-                f"least the {what} size"
+                f"{layer._label()}: the {kernel} is larger than the padded input (input shape {tuple(shape)}, "
+                f"padding {layer.padding!r}); expected a height and width of at least the kernel size"
             )
         outs.append(out)
     return outs[0], outs[1]
@@ -170,7 +164,7 @@ class _Conv(Module):
                 f"{self._label()}: groups={groups} must divide both the {c_in} input channels "
                 f"(input shape {shape}) and the {filters} filters"
             )
-        check_kernel_window(self, shape)
+        check_window(self, shape)
         fh, fw = self.kernel_size
         w_shape = (filters, fh, fw, c_in // groups)
         dtype = backend.get_default_dtype()
@@ -190,7 +184,7 @@ class _Conv(Module):
         x = as_tensor(x)
         c_in = self.in_channels
         check_nhwc_input(self, x, c_in)
-        check_kernel_window(self, x.shape)
+        check_window(self, x.shape)
         conv2d = _conv2d_kernel()
         z = conv2d(x, weight, self.bias if self.use_bias else None, stride=compact(self.stride),
                    padding=compact(self.padding), groups=self._groups_for(c_in), algorithm=self.algorithm,
@@ -205,7 +199,7 @@ class _Conv(Module):
                 f"{self._label()}: input shape {shape} has {c} channels; the layer was built for "
                 f"NHWC with C={self.in_channels}"
             )
-        out_h, out_w = check_kernel_window(self, shape)
+        out_h, out_w = check_window(self, shape)
         return (shape[0], out_h, out_w, None if c is None else self._filters_for(c))
 
     def _common_config(self) -> dict:
@@ -335,7 +329,7 @@ class SeparableConv2D(Module):
         c_in = shape[-1]
         if c_in is None:
             raise ShapeError(f"{self._label()}: the channel (last) axis of {shape} must be known")
-        check_kernel_window(self, shape)
+        check_window(self, shape)
         fh, fw = self.kernel_size
         mid = c_in * self.depth_multiplier
         dtype = backend.get_default_dtype()
@@ -351,7 +345,7 @@ class SeparableConv2D(Module):
         x = as_tensor(x)
         c_in = self.in_channels
         check_nhwc_input(self, x, c_in)
-        check_kernel_window(self, x.shape)
+        check_window(self, x.shape)
         conv2d = _conv2d_kernel()
         mid = conv2d(x, self.depthwise_weight, None, stride=compact(self.stride), padding=compact(self.padding),
                      groups=c_in, algorithm=self.algorithm, dilation=compact(self.dilation))
@@ -366,7 +360,7 @@ class SeparableConv2D(Module):
                 f"{self._label()}: input shape {shape} has {shape[-1]} channels; the layer was built for "
                 f"NHWC with C={self.in_channels}"
             )
-        out_h, out_w = check_kernel_window(self, shape)
+        out_h, out_w = check_window(self, shape)
         return (shape[0], out_h, out_w, self.filters)
 
     def get_config(self) -> dict:
