@@ -24,3 +24,69 @@ def test_confusion_matrix_counts():
     m = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), num_classes=3)
     assert m.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
     assert m.sum() == 5
+
+
+def _batches(scores, labels, size):
+    for i in range(0, len(labels), size):
+        yield scores[i:i + size], labels[i:i + size]
+
+
+@pytest.mark.parametrize("average", ["macro", "weighted", "micro"])
+def test_precision_recall_f1_over_batches_match_scikit_learn(average):
+    from sklearn import metrics as sk
+
+    from lamina.train import F1Score, Precision, Recall
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 203)                 # 5 outputs: class 4 never occurs, nor is predicted
+    scores = rng.standard_normal((203, 5))
+    scores[:, 4] = -10
+    scores[np.arange(203), labels] += rng.random(203) * 1.5          # right more often than not
+    predicted = scores.argmax(axis=1)
+    for kind, reference in ((Precision, sk.precision_score), (Recall, sk.recall_score), (F1Score, sk.f1_score)):
+        metric = kind(average)
+        for xb, yb in _batches(scores, labels, 32):
+            metric.update(xb, yb)
+        expected = reference(labels, predicted, average=average, zero_division=0)
+        assert metric.result() == pytest.approx(expected, rel=1e-12), (kind.__name__, average)
+        metric.reset()
+        assert metric.result() == 0.0
+    assert F1Score("micro").update(scores, labels) == pytest.approx(accuracy(scores, labels))
+
+
+def test_binary_outputs_and_the_binary_average():
+    from sklearn import metrics as sk
+
+    from lamina.train import F1Score, Precision
+
+    rng = np.random.default_rng(1)
+    probabilities, labels = rng.random(101), rng.integers(0, 2, 101)
+    predicted = (probabilities > 0.5).astype(int)
+    assert F1Score("binary").update(probabilities[:, None], labels) == pytest.approx(sk.f1_score(labels, predicted))
+    assert Precision().update(probabilities, labels) == pytest.approx(
+        sk.precision_score(labels, predicted, average="macro"))
+    with pytest.raises(ValueError, match="F1Score: average must be one of"):
+        F1Score("samples")
+
+
+def test_trainer_reports_epoch_metrics_of_the_whole_set():
+    from sklearn import metrics as sk
+
+    from lamina import models, optim
+    from lamina.train import Precision, Trainer
+
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((90, 6)).astype(np.float32), rng.integers(0, 3, 90)
+    model = models.mlp(hidden=(8,), num_classes=3, input_shape=(6,))
+    trainer = Trainer(model, "categorical_cross_entropy", optim.Adam(model, lr=0.01), verbose=0,
+                      metrics=("accuracy", "f1", Precision("weighted")))
+    history = trainer.fit((x, y), val=(x, y), epochs=2, batch_size=16)
+    assert {"f1", "precision_weighted", "val_f1", "val_precision_weighted"} <= set(history.epoch)
+    results = trainer.evaluate((x, y), batch_size=7)              # batches of 7: the epoch's counts decide
+    predicted = trainer.predict(x).argmax(axis=1)
+    assert results["f1"] == pytest.approx(sk.f1_score(y, predicted, average="macro", zero_division=0))
+    assert results["precision_weighted"] == pytest.approx(
+        sk.precision_score(y, predicted, average="weighted", zero_division=0))
+    assert results["accuracy"] == pytest.approx((predicted == y).mean())
+    with pytest.raises(ValueError, match="unknown metric 'auc'.*'f1'"):
+        Trainer(model, "categorical_cross_entropy", optim.Adam(model, lr=0.01), metrics=("auc",))

@@ -11,6 +11,11 @@ from lamina.train.callbacks import (
 )
 from lamina.train.history import History
 from lamina.train.metrics import (
+    EpochMetric,
+    F1Score,
+    MeanMetric,
+    Precision,
+    Recall,
     accuracy,
     binary_accuracy,
     confusion_matrix,
@@ -20,7 +25,8 @@ from lamina.train.metrics import (
 from lamina.train.trainer import Trainer
 
 __all__ = [
-    "CSVLogger", "Callback", "EarlyStopping", "History", "LearningRateScheduler", "ModelCheckpoint",
+    "CSVLogger", "Callback", "EarlyStopping", "EpochMetric", "F1Score", "History", "LearningRateScheduler",
+    "MeanMetric", "ModelCheckpoint", "Precision", "Recall",
     "ProgressBar", "TerminateOnNaN", "Trainer", "accuracy", "binary_accuracy", "confusion_matrix",
     "top_k_accuracy", "top_k_error",
 ]

@@ -2,6 +2,11 @@
 
 Top-k error (course notes, top-1 and top-5 error): a sample counts as wrong unless its
 true class is among the k classes with the highest scores; top-1 error is 1 - accuracy.
+
+The Trainer reports each metric over a whole epoch through an :class:`EpochMetric`: a mean
+of per-batch values for the plain functions (accuracy, top-k error, ...), and a confusion
+matrix added up over the batches for precision, recall and F1, which do not average over
+batches.
 """
 
 from __future__ import annotations
@@ -60,6 +65,127 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | 
     return matrix
 
 
+class EpochMetric:
+    """A metric over an epoch: ``reset()``, ``update(scores, labels)`` once per batch (which
+    returns the value to log for that batch), ``result()`` at the end."""
+
+    name = "metric"
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def update(self, scores, y_true) -> float:
+        raise NotImplementedError
+
+    def result(self) -> float:
+        raise NotImplementedError
+
+
+class MeanMetric(EpochMetric):
+    """A per-batch metric ``fn(scores, labels)`` averaged over the samples of the epoch."""
+
+    def __init__(self, fn, name: str):
+        self.fn, self.name = fn, name
+        self.reset()
+
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def update(self, scores, y_true) -> float:
+        value = float(self.fn(scores, y_true))
+        n = len(scores)
+        self.total += value * n
+        self.count += n
+        return value
+
+    def result(self) -> float:
+        return self.total / max(self.count, 1)
+
+
+AVERAGES = ("macro", "weighted", "micro", "binary")
+
+
+class _ConfusionMetric(EpochMetric):
+    """Per-class precision P_c = C[c, c] / sum_i C[i, c] and recall R_c = C[c, c] / sum_j C[c, j]
+    from the confusion matrix C of the epoch, predictions by argmax (a > 0.5 for one output).
+    ``average``: 'macro' (the mean over the classes that occur in the labels or the
+    predictions), 'weighted' (by each class's number of samples), 'micro' (from the summed
+    counts: the accuracy, for one label per sample) or 'binary' (class 1 alone); a ratio with
+    nothing to count is 0 (scikit-learn's defaults)."""
+
+    def __init__(self, average: str = "macro"):
+        if average not in AVERAGES:
+            raise ValueError(f"{type(self).__name__}: average must be one of {AVERAGES}, got {average!r}")
+        self.average = average
+        self.name = self.name if average == "macro" else f"{self.name}_{average}"
+        self.reset()
+
+    def reset(self) -> None:
+        self.matrix = None
+
+    def update(self, scores, y_true) -> float:
+        scores = np.asarray(scores)
+        if scores.ndim == 1 or scores.shape[-1] == 1:
+            classes, predicted = 2, (scores.reshape(-1) > 0.5).astype(np.int64)
+            labels = (np.asarray(y_true).reshape(-1) > 0.5).astype(np.int64)
+        else:
+            classes, predicted, labels = scores.shape[-1], scores.argmax(axis=-1), _labels(y_true)
+        if len(labels) != len(predicted):
+            raise ShapeError(f"{type(self).__name__}: scores of shape {scores.shape} for {len(labels)} labels")
+        counts = confusion_matrix(labels, predicted, classes)
+        self.matrix = counts if self.matrix is None else self.matrix + counts
+        return self.result()
+
+    def result(self) -> float:
+        if self.matrix is None:
+            return 0.0
+        m = self.matrix.astype(np.float64)
+        hits, predicted, actual = np.diag(m), m.sum(axis=0), m.sum(axis=1)
+        if self.average == "micro":
+            hits, predicted, actual = hits.sum(keepdims=True), predicted.sum(keepdims=True), actual.sum(keepdims=True)
+        per_class = self._score(_ratio(hits, predicted), _ratio(hits, actual))
+        if self.average == "binary":
+            return float(per_class[1]) if len(per_class) > 1 else 0.0
+        if self.average == "weighted":
+            return float((per_class * actual).sum() / max(actual.sum(), 1.0))
+        present = (predicted + actual) > 0
+        return float(per_class[present].mean()) if present.any() else 0.0
+
+    def _score(self, precision, recall):
+        raise NotImplementedError
+
+
+def _ratio(a, b):
+    return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+
+
+class Precision(_ConfusionMetric):
+    """Of the samples predicted as a class, the fraction that belong to it."""
+
+    name = "precision"
+
+    def _score(self, precision, recall):
+        return precision
+
+
+class Recall(_ConfusionMetric):
+    """Of the samples of a class, the fraction predicted as it."""
+
+    name = "recall"
+
+    def _score(self, precision, recall):
+        return recall
+
+
+class F1Score(_ConfusionMetric):
+    """F1 = 2 P R / (P + R), the harmonic mean of precision and recall, per class."""
+
+    name = "f1"
+
+    def _score(self, precision, recall):
+        return _ratio(2 * precision * recall, precision + recall)
+
+
 METRICS = {
     "accuracy": accuracy,
     "binary_accuracy": binary_accuracy,
@@ -68,11 +194,22 @@ METRICS = {
     "top5_error": lambda s, y: top_k_error(s, y, 5),
 }
 
+EPOCH_METRICS = {"precision": Precision, "recall": Recall, "f1": F1Score}
 
-def get_metric(metric):
-    """A metric by name (see ``METRICS``) or a callable ``(scores, labels) -> float``."""
+
+def get_metric(metric) -> tuple[str, EpochMetric]:
+    """(name, :class:`EpochMetric`) for a metric given by name (``METRICS``, or 'precision',
+    'recall', 'f1' with macro averaging), as an EpochMetric, or as a callable
+    ``(scores, labels) -> float`` (averaged over the samples)."""
+    if isinstance(metric, EpochMetric):
+        return metric.name, metric
     if callable(metric):
-        return getattr(metric, "__name__", "metric"), metric
+        name = getattr(metric, "__name__", "metric")
+        return name, MeanMetric(metric, name)
+    if metric in EPOCH_METRICS:
+        made = EPOCH_METRICS[metric]()
+        return made.name, made
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {sorted(METRICS)} or a callable")
-    return metric, METRICS[metric]
+        raise ValueError(f"unknown metric {metric!r}; expected one of {sorted({*METRICS, *EPOCH_METRICS})}, "
+                         "an EpochMetric or a callable")
+    return metric, MeanMetric(METRICS[metric], metric)

@@ -174,7 +174,9 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch, logs)
             started, seen = time.perf_counter(), 0
-            total_loss, totals = 0.0, {name: 0.0 for name, _ in self.metrics}
+            total_loss = 0.0
+            for _, metric in self.metrics:
+                metric.reset()
             for xb, yb in loader:
                 loss, out = self.train_step(xb, yb)
                 self.iteration += 1
@@ -182,17 +184,15 @@ class Trainer:
                 seen += n
                 total_loss += loss * n
                 batch_logs = {"loss": loss}
-                for name, fn in self.metrics:
-                    value = fn(out, yb)
-                    totals[name] += value * n
-                    batch_logs[name] = value
+                for name, metric in self.metrics:
+                    batch_logs[name] = metric.update(out, yb)
                 self.history.record_iteration(batch_logs)
                 for cb in self.callbacks:
                     cb.on_batch_end(self.iteration, {**batch_logs, "batch_size": n})
                 if self.stop_training:
                     break
             logs = {"loss": total_loss / max(seen, 1)}
-            logs.update({name: total / max(seen, 1) for name, total in totals.items()})
+            logs.update({name: metric.result() for name, metric in self.metrics})
             logs["samples_per_s"] = seen / max(time.perf_counter() - started, 1e-9)
             if val is not None and math.isfinite(logs["loss"]):
                 logs.update({f"val_{k}": v for k, v in self.evaluate(val, batch_size=max(batch_size, 256)).items()})
@@ -218,16 +218,17 @@ class Trainer:
         loader = self._loader(data, batch_size, shuffle=False, seed=0)
         self.model.eval()
         total, seen = 0.0, 0
-        totals = {name: 0.0 for name, _ in self.metrics}
+        for _, metric in self.metrics:
+            metric.reset()
         with no_grad():
             for xb, yb in loader:
                 out, logits = self._forward(xb, for_loss=True)
                 n = len(xb)
                 total += float(self._cost(out, logits, yb).item()) * n
-                for name, fn in self.metrics:
-                    totals[name] += fn(out.data, yb) * n
+                for _, metric in self.metrics:
+                    metric.update(out.data, yb)
                 seen += n
-        return {"loss": total / max(seen, 1), **{k: v / max(seen, 1) for k, v in totals.items()}}
+        return {"loss": total / max(seen, 1), **{name: metric.result() for name, metric in self.metrics}}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """The model's outputs for ``x`` in evaluation mode, batch by batch."""
