@@ -60,6 +60,8 @@ def test_evaluate_a_saved_model(trained_run):
     trained = float(result.stdout.split("test accuracy")[1].split("%")[0])
     assert f"accuracy {trained:.2f}%" in evaluated.stdout
     assert "confusion matrix" in evaluated.stdout
+    f1 = float(evaluated.stdout.split("macro F1")[1].split()[0])
+    assert 0.5 < f1 <= 1.0
 
 
 def test_predict_a_png(trained_run, tmp_path):

@@ -175,10 +175,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     from lamina import optim
 
     trainer = Trainer(bundle.model, "categorical_cross_entropy", optim.SGD(bundle.model.parameters(), lr=0.0),
-                      metrics=("accuracy", "top5_error"), verbose=0)
+                      metrics=("accuracy", "top5_error", "f1"), verbose=0)
     result = trainer.evaluate((x, y))
     print(f"{dataset} test: accuracy {result['accuracy']:.2%}  top-1 error {1 - result['accuracy']:.2%}  "
-          f"top-5 error {result['top5_error']:.2%}  cost {result['loss']:.4f}")
+          f"top-5 error {result['top5_error']:.2%}  macro F1 {result['f1']:.4f}  cost {result['loss']:.4f}")
     print("confusion matrix (rows: true class, columns: predicted):")
     print(confusion_matrix(y, trainer.predict(x), num_classes=len(data.info["class_names"])))
     return result
