@@ -136,3 +136,21 @@ def test_warmup_goes_before_the_schedule():
         build_schedule("none", opt, 0.1, total_iterations=100, warmup=5)
     with pytest.raises(ValueError, match=r"--warmup must lie in \[0, 100\)"):
         build_schedule("cosine", opt, 0.1, total_iterations=100, warmup=100)
+
+
+def test_augment_puts_the_dataset_augmentation_in_front_of_the_model(tmp_path):
+    import lamina
+    from lamina import nn
+    from lamina.cli import augmentation_layers, build_parser, train
+
+    kinds = {name: [type(layer) for layer in augmentation_layers(name, (32, 32, 3))]
+             for name in ("digits", "mnist", "fashion_mnist", "cifar10")}
+    assert kinds["digits"] == kinds["mnist"] == [nn.RandomCrop, nn.RandomRotation]     # no mirrored digits
+    assert kinds["fashion_mnist"] == kinds["cifar10"] == [nn.RandomCrop, nn.RandomFlip]
+    assert augmentation_layers("cifar10", (32, 32, 3))[0].padding == (4, 4)
+    args = build_parser().parse_args(["train", "--augment", "--epochs", "1", "--limit", "300", "--out", str(tmp_path),
+                                      "--verbose", "0"])
+    result = train(args)
+    model = lamina.load(tmp_path / "model.safetensors")
+    assert [type(layer) for layer in list(model)[:2]] == [nn.RandomCrop, nn.RandomRotation]
+    assert model[0].size == (32, 32) and 0 <= result["accuracy"] <= 1
