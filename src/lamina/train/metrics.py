@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lamina import backend
 from lamina.errors import ShapeError
 
 
@@ -67,7 +68,8 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | 
 
 class EpochMetric:
     """A metric over an epoch: ``reset()``, ``update(scores, labels)`` once per batch (which
-    returns the value to log for that batch), ``result()`` at the end."""
+    returns the value to log for that batch), ``result()`` at the end. Scores may be the
+    model's arrays on any backend (CuPy's are copied to the host)."""
 
     name = "metric"
 
@@ -92,6 +94,7 @@ class MeanMetric(EpochMetric):
         self.total, self.count = 0.0, 0
 
     def update(self, scores, y_true) -> float:
+        scores = backend.to_numpy(scores)             # a GPU batch comes to the host once
         value = float(self.fn(scores, y_true))
         n = len(scores)
         self.total += value * n
@@ -124,7 +127,7 @@ class _ConfusionMetric(EpochMetric):
         self.matrix = None
 
     def update(self, scores, y_true) -> float:
-        scores = np.asarray(scores)
+        scores = backend.to_numpy(scores)
         if scores.ndim == 1 or scores.shape[-1] == 1:
             classes, predicted = 2, (scores.reshape(-1) > 0.5).astype(np.int64)
             labels = (np.asarray(y_true).reshape(-1) > 0.5).astype(np.int64)
