@@ -142,6 +142,13 @@ def test_checkpoint_holds_training_state(tmp_path):
     np.testing.assert_array_equal(model.state_dict()["dense.weight"], trainer.model.state_dict()["dense.weight"])
 
 
+def test_auto_mode_maximises_scores_and_minimises_losses_and_errors():
+    for monitor in ("val_accuracy", "val_f1", "precision_weighted", "val_recall", "top5_accuracy"):
+        assert EarlyStopping(monitor).mode == "max", monitor
+    for monitor in ("val_loss", "loss", "val_top5_error", "top1_error"):
+        assert ModelCheckpoint("unused.safetensors", monitor=monitor).mode == "min", monitor
+
+
 def test_save_best_only_and_early_stopping(tmp_path):
     x, y = blobs()
     best = ModelCheckpoint(tmp_path / "best.safetensors", monitor="val_loss", save_best_only=True)

@@ -65,10 +65,16 @@ class ProgressBar(Callback):
             self.bar = None
 
 
+HIGHER_IS_BETTER = ("acc", "f1", "precision", "recall")
+"""Parts of a metric's name that make ``mode='auto'`` maximise it (losses and errors are
+minimised)."""
+
+
 class _Monitor(Callback):
     def __init__(self, monitor: str, mode: str, min_delta: float = 0.0):
         if mode == "auto":
-            mode = "max" if "acc" in monitor else "min"
+            higher = any(part in monitor for part in HIGHER_IS_BETTER) and "error" not in monitor
+            mode = "max" if higher else "min"
         if mode not in ("min", "max"):
             raise ValueError(f"{type(self).__name__}: mode must be 'min', 'max' or 'auto', got {mode!r}")
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
