@@ -145,3 +145,11 @@ def test_conv_configs_round_trip_through_json():
         again = nn.layer_from_config(config)
         assert type(again) is type(layer) and again.get_config() == layer.get_config()
         assert again.compute_output_shape((None, 12, 12, 4)) == layer.compute_output_shape((None, 12, 12, 4))
+
+
+def test_convolution_reprs_show_what_differs_from_the_defaults():
+    assert repr(nn.Conv2D(4, 3)) == "Conv2D(4, kernel_size=(3, 3))"
+    assert repr(nn.SeparableConv2D(8, 3, stride=2, padding="same", depth_multiplier=2)) == (
+        "SeparableConv2D(8, kernel_size=(3, 3), stride=(2, 2), padding='same', depth_multiplier=2)")
+    assert repr(nn.DepthwiseConv2D(5, dilation=(1, 2), activation="relu")) == (
+        "DepthwiseConv2D(kernel_size=(5, 5), dilation=(1, 2), activation='relu')")

@@ -114,6 +114,22 @@ def conv_config(layer: Module) -> dict:
     }
 
 
+def conv_repr(layer: Module) -> str:
+    """The hyperparameters every convolution layer shows: the kernel, then what differs from
+    the defaults."""
+    fh, fw = layer.kernel_size
+    parts = [f"kernel_size=({fh}, {fw})"]
+    if layer.stride != (1, 1):
+        parts.append(f"stride={layer.stride}")
+    if layer.padding != "valid":
+        parts.append(f"padding={layer.padding!r}")
+    if layer.dilation != (1, 1):
+        parts.append(f"dilation={layer.dilation}")
+    if isinstance(layer.activation_spec, str):
+        parts.append(f"activation={layer.activation_spec!r}")
+    return ", ".join(parts)
+
+
 def _set_conv_options(layer: Module, kernel_size, stride, padding, use_bias, activation, kernel_init,
                       bias_init, algorithm, dilation) -> None:
     """Check and store the hyperparameters every convolution layer takes."""
@@ -206,17 +222,7 @@ class _Conv(Module):
         return conv_config(self)
 
     def extra_repr(self) -> str:
-        fh, fw = self.kernel_size
-        parts = [f"kernel_size=({fh}, {fw})"]
-        if self.stride != (1, 1):
-            parts.append(f"stride={self.stride}")
-        if self.padding != "valid":
-            parts.append(f"padding={self.padding!r}")
-        if self.dilation != (1, 1):
-            parts.append(f"dilation={self.dilation}")
-        if isinstance(self.activation_spec, str):
-            parts.append(f"activation={self.activation_spec!r}")
-        return ", ".join(parts)
+        return conv_repr(self)
 
 
 @register_layer
@@ -367,8 +373,8 @@ class SeparableConv2D(Module):
         return {"filters": self.filters, "depth_multiplier": self.depth_multiplier, **conv_config(self)}
 
     def extra_repr(self) -> str:
-        dilation = f", dilation={self.dilation}" if self.dilation != (1, 1) else ""
-        return f"{self.filters}, kernel_size={self.kernel_size}, depth_multiplier={self.depth_multiplier}{dilation}"
+        multiplier = f", depth_multiplier={self.depth_multiplier}" if self.depth_multiplier != 1 else ""
+        return f"{self.filters}, {conv_repr(self)}{multiplier}"
 
 
 def _positive_int(value, what: str) -> None:
