@@ -103,6 +103,10 @@ def cce_cases(reduction):
             lambda p, y: F.categorical_cross_entropy(p, y, reduction=reduction),
             lambda p, y: reduce_per_sample(-(y * p.log()).sum(-1), reduction),
             [softmax_rows(5, 4), one_hot(y_int, 4)]),
+        "cce_logits_unnormalised_targets": (
+            lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True, reduction=reduction),
+            lambda z, y: TF.cross_entropy(z, y, reduction=reduction),
+            [randn(5, 4, scale=2), probabilities(5, 4, seed=4)]),
         "cce_smoothed_logits_int_labels": (
             lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True, reduction=reduction,
                                                      label_smoothing=0.1),

@@ -77,7 +77,8 @@ class SoftmaxCrossEntropy(Function):
 
     L = -sum_j y_j log y_hat_j with y_hat = softmax(z); dL/dz = y_hat - y (course notes),
     so the cost J = mean L has dJ/dz = (y_hat - y) / m. ``y`` holds target rows (one-hot
-    or soft); hyperparameter ``reduction`` ('mean', 'sum' or 'none') is applied in the node.
+    or soft); rows that do not add up to 1 give dL/dz = y_hat sum_j y_j - y. Hyperparameter
+    ``reduction`` ('mean', 'sum' or 'none') is applied in the node.
     """
 
     def forward(self, z):
@@ -87,7 +88,9 @@ class SoftmaxCrossEntropy(Function):
 
     def backward(self, dy):
         scale = _reduced_grad(dy, self.probs.shape[:-1], self.reduction)
-        return ((scale[..., None] if self.reduction == "none" else scale) * (self.probs - self.y),)
+        totals = self.y.sum(axis=-1, keepdims=True)
+        grad = self.probs if bool((totals == 1).all()) else self.probs * totals
+        return ((scale[..., None] if self.reduction == "none" else scale) * (grad - self.y),)
 
 
 class SparseSoftmaxCrossEntropy(Function):
