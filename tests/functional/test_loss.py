@@ -75,6 +75,9 @@ def bce_cases(reduction):
     }
 
 
+WEIGHTS = [0.5, 2.0, 1.0, 3.0]          # class_weights: one per class
+
+
 def cce_cases(reduction):
     y_int = labels((5,), 4, seed=1)
     y_seq = labels((2, 3), 4, seed=2)
@@ -123,6 +126,27 @@ def cce_cases(reduction):
             lambda z, y: reduce_per_sample(TF.cross_entropy(z.permute(0, 2, 1), y, reduction="none",
                                                             label_smoothing=0.2), reduction),
             [randn(2, 3, 4, scale=2), y_seq]),
+        "cce_weighted_logits_int_labels": (
+            lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True, reduction=reduction,
+                                                     class_weights=WEIGHTS),
+            lambda z, y: TF.cross_entropy(z, y, reduction=reduction, weight=torch.tensor(WEIGHTS, dtype=z.dtype)),
+            [randn(5, 4, scale=2), y_int]),
+        "cce_weighted_smoothed_logits_int_labels": (
+            lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True, reduction=reduction,
+                                                     class_weights=WEIGHTS, label_smoothing=0.2),
+            lambda z, y: TF.cross_entropy(z, y, reduction=reduction, weight=torch.tensor(WEIGHTS, dtype=z.dtype),
+                                          label_smoothing=0.2),
+            [randn(5, 4, scale=2), y_int]),
+        "cce_weighted_logits_soft_targets": (
+            lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True, reduction=reduction,
+                                                     class_weights=WEIGHTS, label_smoothing=0.1),
+            lambda z, y: TF.cross_entropy(z, y, reduction=reduction, weight=torch.tensor(WEIGHTS, dtype=z.dtype),
+                                          label_smoothing=0.1),
+            [randn(5, 4, scale=2), softmax_rows(5, 4, seed=3)]),
+        "cce_weighted_probs_int_labels": (
+            lambda p, y: F.categorical_cross_entropy(p, y, reduction=reduction, class_weights=WEIGHTS),
+            lambda p, y: TF.nll_loss(p.log(), y, reduction=reduction, weight=torch.tensor(WEIGHTS, dtype=p.dtype)),
+            [softmax_rows(5, 4), y_int]),
         "cce_smoothed_probs_int_labels": (
             lambda p, y: F.categorical_cross_entropy(p, y, reduction=reduction, label_smoothing=0.1),
             lambda p, y: reduce_per_sample(-((0.9 * TF.one_hot(y, 4).to(p.dtype) + 0.1 / 4) * p.log()).sum(-1),
@@ -298,3 +322,17 @@ def test_label_smoothing_bounds_and_its_zero():
             F.categorical_cross_entropy(z, y, from_logits=True, label_smoothing=bad)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
         F.categorical_cross_entropy(z, y + 4, from_logits=True, label_smoothing=0.1)
+
+
+def test_class_weights_over_a_sequence_average_over_the_weights_and_are_checked():
+    z, y = randn(2, 3, 4, scale=2), labels((2, 3), 4, seed=2)
+    ours = F.categorical_cross_entropy(lamina.tensor(z, dtype=np.float64), y, from_logits=True,
+                                       class_weights=WEIGHTS).item()
+    theirs = TF.cross_entropy(torch.tensor(z).permute(0, 2, 1), torch.tensor(y), weight=torch.tensor(WEIGHTS,
+                              dtype=torch.float64)).item()
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    same = F.categorical_cross_entropy(lamina.tensor(z), y, from_logits=True, class_weights=[1, 1, 1, 1]).item()
+    assert same == pytest.approx(F.categorical_cross_entropy(lamina.tensor(z), y, from_logits=True).item(), rel=1e-6)
+    for bad in ([1.0, 2.0], [1.0, -1.0, 1.0, 1.0], [1.0, np.inf, 1.0, 1.0]):
+        with pytest.raises(ValueError, match=r"categorical_cross_entropy: class_weights must be 4 finite values"):
+            F.categorical_cross_entropy(lamina.tensor(z), y, from_logits=True, class_weights=bad)

@@ -175,7 +175,7 @@ def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
 
 
 def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reduction: str = "mean",
-                              label_smoothing: float = 0.0) -> Tensor:
+                              label_smoothing: float = 0.0, class_weights=None) -> Tensor:
     """Categorical cross-entropy L = -sum_j y_j log y_hat_j over the last axis.
 
     ``y_true`` is integer labels or one-hot (or soft) rows. With ``from_logits=True``
@@ -183,21 +183,25 @@ def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reducti
     probabilities, clipped to [eps, 1 - eps]. ``label_smoothing`` eps replaces the targets
     with (1 - eps) y + eps / K for K classes (Szegedy et al., Inception-v3; as PyTorch's
     and Keras's option), which keeps the scores from growing without bound.
+
+    ``class_weights`` (K values >= 0) weighs class j's term: L = -sum_j w_j y_j log y_hat_j,
+    for classes seen rarely (PyTorch's ``weight``). With integer labels the mean is then
+    taken over the weights, sum_i L_i / sum_i w_(y_i), so the cost stays on the scale of an
+    unweighted one; with target rows it is over the samples.
     """
     fn = "categorical_cross_entropy"
     _check_reduction(reduction, fn)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{fn}: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
+    if label_smoothing or class_weights is not None or from_logits:
+        y_pred = y_pred if isinstance(y_pred, Tensor) else Tensor(y_pred)
+        if y_pred.ndim == 0:
+            raise ShapeError(f"{fn}: y_pred must have a class axis, got a scalar")
+    if class_weights is not None:
+        return _weighted_cross_entropy(y_pred, y_true, from_logits, reduction, label_smoothing, class_weights)
     if label_smoothing:
-        y_pred = y_pred if isinstance(y_pred, Tensor) else Tensor(y_pred)
-        if y_pred.ndim == 0:
-            raise ShapeError(f"{fn}: y_pred must have a class axis, got a scalar")
-        y = _one_hot_targets(y_true, y_pred, fn)
-        y_true = y * y.dtype.type(1.0 - label_smoothing) + y.dtype.type(label_smoothing / y_pred.shape[-1])
+        y_true = _smoothed(_one_hot_targets(y_true, y_pred, fn), label_smoothing)
     if from_logits:
-        y_pred = y_pred if isinstance(y_pred, Tensor) else Tensor(y_pred)
-        if y_pred.ndim == 0:
-            raise ShapeError(f"{fn}: y_pred must have a class axis, got a scalar")
         # the node reduces over the rows itself; a sample spread over several rows (a
         # sequence) first averages its rows' losses
         in_node = reduction if y_pred.ndim <= 2 else "none"
@@ -210,6 +214,34 @@ def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reducti
     y = _one_hot_targets(y_true, y_pred, fn)
     p = clip(y_pred, EPSILON, 1 - EPSILON)
     losses = -R.sum(y * log(p), axis=-1)
+    return _reduce(_per_sample(losses), reduction)
+
+
+def _smoothed(y, eps: float):
+    """(1 - eps) y + eps / K for target rows y of K classes."""
+    return y * y.dtype.type(1.0 - eps) + y.dtype.type(eps / y.shape[-1])
+
+
+def _weighted_cross_entropy(y_pred: Tensor, y_true, from_logits: bool, reduction: str, label_smoothing: float,
+                            class_weights) -> Tensor:
+    fn = "categorical_cross_entropy"
+    xp = backend.xp
+    weights = xp.asarray(getattr(class_weights, "data", class_weights), dtype=y_pred.dtype).reshape(-1)
+    classes = y_pred.shape[-1]
+    if weights.shape != (classes,) or not bool(xp.all(xp.isfinite(weights))) or bool((weights < 0).any()):
+        raise ValueError(f"{fn}: class_weights must be {classes} finite values >= 0 (one per class of y_pred "
+                         f"of shape {y_pred.shape}), got shape {weights.shape}")
+    labels = _integer_labels(y_true, y_pred, fn)
+    y = _one_hot_targets(y_true, y_pred, fn)
+    if label_smoothing:
+        y = _smoothed(y, label_smoothing)
+    y = y * weights
+    if from_logits:
+        losses = SoftmaxCrossEntropy.apply(y_pred, y=y, reduction="none")
+    else:
+        losses = -R.sum(y * log(clip(y_pred, EPSILON, 1 - EPSILON)), axis=-1)
+    if reduction == "mean" and labels is not None:
+        return R.sum(losses) / weights[labels].sum()
     return _reduce(_per_sample(losses), reduction)
 
 
