@@ -50,14 +50,27 @@ def _is_cross_entropy(loss) -> bool:
 
 
 class Trainer:
+    """Fit ``model`` by mini-batch gradient descent, evaluate it, predict with it.
+
+    ``loss``: a name from ``LOSSES`` or a callable ``loss(output, labels)``; categorical
+    cross-entropy (maybe with options fixed by ``functools.partial``) after a Softmax last
+    layer is computed from the logits in one stable op. ``optimizer``: a
+    :class:`lamina.optim.Optimizer`. ``metrics``: names (see
+    :func:`lamina.train.metrics.get_metric`), :class:`~lamina.train.metrics.EpochMetric`
+    objects or callables, each reported per epoch (and ``val_`` ones on the validation set).
+    ``callbacks``: :class:`~lamina.train.callbacks.Callback` objects; a progress bar is added
+    unless one is given (``verbose=0`` keeps it quiet). ``schedule``: a learning-rate
+    schedule stepped per iteration or per epoch as its ``per`` says. ``clip_norm`` /
+    ``clip_value``: before each update, the gradients are clamped into [-clip_value,
+    clip_value] (:func:`lamina.optim.clip_grad_value`), then rescaled to a joint L2 norm of
+    at most ``clip_norm`` (:func:`lamina.optim.clip_grad_norm`).
+    """
+
     def __init__(self, model, loss="categorical_cross_entropy", optimizer=None, metrics=("accuracy",),
                  callbacks=(), schedule=None, verbose: int = 1, clip_norm: float | None = None,
                  clip_value: float | None = None):
-        """``clip_norm`` / ``clip_value``: before each update, rescale the gradients to a joint
-        L2 norm of at most ``clip_norm`` (:func:`lamina.optim.clip_grad_norm`) and/or clamp
-        each into [-clip_value, clip_value] (:func:`lamina.optim.clip_grad_value`; first)."""
         if optimizer is None:
-            raise ValueError("Trainer: an optimizer is required, e.g. lamina.optim.Adam(model.parameters())")
+            raise ValueError("Trainer: an optimizer is required, e.g. lamina.optim.Adam(model)")
         for name, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0 < value < math.inf):
