@@ -53,10 +53,6 @@ class _Augmentation(Module):
     def compute_output_shape(self, input_shape):
         return check_shape_ndim(self, input_shape, 4, "a 4-D NHWC shape (batch, height, width, channels)")
 
-    def _factors(self, n: int, factor: float):
-        """n values drawn uniformly from [max(0, 1 - factor), 1 + factor]."""
-        return backend.rng().uniform(max(0.0, 1.0 - factor), 1.0 + factor, n)
-
 
 @register_layer
 class RandomFlip(_Augmentation):
@@ -181,44 +177,41 @@ class RandomGaussianBlur(_Augmentation):
         return f"sigma={self.sigma}, probability={self.probability}"
 
 
-@register_layer
-class RandomSaturation(_Augmentation):
-    """Scale each RGB image's colourfulness by a factor drawn from [max(0, 1 - factor),
-    1 + factor]: out = g + s (x - g) about the grey level g (0.299 R + 0.587 G + 0.114 B)."""
+class _RandomFactor(_Augmentation):
+    """A photometric change by one factor per image, drawn uniformly from
+    [max(0, 1 - factor), 1 + factor] and applied by ``adjust(images, factors)``."""
 
     def __init__(self, factor: float = 0.5, name: str | None = None):
         super().__init__(name=name)
-        self.factor = _non_negative(factor, "RandomSaturation: factor")
+        self.factor = _non_negative(factor, f"{type(self).__name__}: factor")
 
     def augment(self, x, n):
+        return self.adjust(x, backend.rng().uniform(max(0.0, 1.0 - self.factor), 1.0 + self.factor, n))
+
+    def get_config(self) -> dict:
+        return {"factor": self.factor, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
+@register_layer
+class RandomSaturation(_RandomFactor):
+    """Scale each RGB image's colourfulness by its factor: out = g + s (x - g) about the grey
+    level g (0.299 R + 0.587 G + 0.114 B)."""
+
+    def adjust(self, x, factors):
         if x.shape[3] != 3:
             raise input_error(self, x, "RGB images (3 channels on the last axis)")
-        return image.adjust_saturation(x, self._factors(n, self.factor))
-
-    def get_config(self) -> dict:
-        return {"factor": self.factor, "name": self.name}
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor}"
+        return image.adjust_saturation(x, factors)
 
 
 @register_layer
-class RandomContrast(_Augmentation):
-    """Scale each channel of each image about its mean by a factor drawn from
-    [max(0, 1 - factor), 1 + factor] (one factor per image)."""
+class RandomContrast(_RandomFactor):
+    """Scale each channel of each image about its mean by the image's factor."""
 
-    def __init__(self, factor: float = 0.5, name: str | None = None):
-        super().__init__(name=name)
-        self.factor = _non_negative(factor, "RandomContrast: factor")
-
-    def augment(self, x, n):
-        return image.adjust_contrast(x, self._factors(n, self.factor))
-
-    def get_config(self) -> dict:
-        return {"factor": self.factor, "name": self.name}
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor}"
+    def adjust(self, x, factors):
+        return image.adjust_contrast(x, factors)
 
 
 @register_layer
