@@ -154,3 +154,27 @@ def test_augment_puts_the_dataset_augmentation_in_front_of_the_model(tmp_path):
     model = lamina.load(tmp_path / "model.safetensors")
     assert [type(layer) for layer in list(model)[:2]] == [nn.RandomCrop, nn.RandomRotation]
     assert model[0].size == (32, 32) and 0 <= result["accuracy"] <= 1
+
+
+def test_label_smoothing_and_clipping_options_reach_the_trainer(tmp_path, monkeypatch):
+    import functools
+
+    from lamina import functional as F
+    from lamina.cli import build_parser, train
+    from lamina.train import Trainer
+
+    made = []
+    original = Trainer.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Trainer, "__init__", spy)
+    args = build_parser().parse_args(["train", "--label-smoothing", "0.1", "--clip-norm", "2.5", "--epochs", "1",
+                                      "--limit", "200", "--out", str(tmp_path), "--verbose", "0"])
+    train(args)
+    trainer = made[0]
+    assert isinstance(trainer.loss, functools.partial) and trainer.loss.func is F.categorical_cross_entropy
+    assert trainer.loss.keywords == {"label_smoothing": 0.1} and trainer.clip_norm == 2.5
+    assert trainer._fused_softmax()

@@ -159,8 +159,15 @@ def train(args: argparse.Namespace) -> dict:
     callbacks = [ModelCheckpoint(checkpoint), TerminateOnNaN()]
     if args.patience:
         callbacks.append(EarlyStopping("val_loss", patience=args.patience, restore_best=True))
-    trainer = Trainer(model, "categorical_cross_entropy", optimizer, metrics=("accuracy",),
-                      callbacks=callbacks, schedule=schedule, verbose=args.verbose)
+    loss = "categorical_cross_entropy"
+    if args.label_smoothing:
+        import functools
+
+        from lamina import functional as F
+
+        loss = functools.partial(F.categorical_cross_entropy, label_smoothing=args.label_smoothing)
+    trainer = Trainer(model, loss, optimizer, metrics=("accuracy",), callbacks=callbacks, schedule=schedule,
+                      verbose=args.verbose, clip_norm=args.clip_norm)
     history = trainer.fit(data.train, val=data.val, epochs=args.epochs, batch_size=args.batch_size,
                           seed=args.seed, resume_from=args.resume)
     if args.verbose:
@@ -263,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule (default cosine)")
     t.add_argument("--warmup", type=int, default=0, metavar="ITERATIONS",
                    help="linear warm-up from 0 to --lr over this many iterations before the schedule (default 0)")
+    t.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
+                   help="train on (1 - EPS) one-hot + EPS / classes targets (default 0)")
+    t.add_argument("--clip-norm", type=float, default=None, metavar="N",
+                   help="rescale the gradients to an L2 norm of at most N before each update (default: off)")
     t.add_argument("--augment", action="store_true",
                    help="augment the training images: random shifts, plus mirroring (cifar10, fashion_mnist) or "
                         "small rotations (digits, mnist)")
