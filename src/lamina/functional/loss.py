@@ -164,14 +164,17 @@ def _integer_labels(y_true, y_pred: Tensor, fn: str):
     return data.astype(xp.intp, copy=False)
 
 
-def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
+def _one_hot(labels, like: Tensor):
+    """Rows of ``like``'s shape and dtype with a 1 at each label."""
     xp = backend.xp
-    labels = _integer_labels(y_true, y_pred, fn)
-    if labels is None:
-        return _targets(y_true, y_pred, fn)
-    one_hot = xp.zeros(y_pred.shape, dtype=y_pred.dtype)
+    one_hot = xp.zeros(like.shape, dtype=like.dtype)
     xp.put_along_axis(one_hot, labels[..., None], 1, axis=-1)
     return one_hot
+
+
+def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
+    labels = _integer_labels(y_true, y_pred, fn)
+    return _targets(y_true, y_pred, fn) if labels is None else _one_hot(labels, y_pred)
 
 
 def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reduction: str = "mean",
@@ -231,8 +234,8 @@ def _weighted_cross_entropy(y_pred: Tensor, y_true, from_logits: bool, reduction
     if weights.shape != (classes,) or not bool(xp.all(xp.isfinite(weights))) or bool((weights < 0).any()):
         raise ValueError(f"{fn}: class_weights must be {classes} finite values >= 0 (one per class of y_pred "
                          f"of shape {y_pred.shape}), got shape {weights.shape}")
-    labels = _integer_labels(y_true, y_pred, fn)
-    y = _one_hot_targets(y_true, y_pred, fn)
+    labels = _integer_labels(y_true, y_pred, fn)                 # checked once, kept for the mean
+    y = _targets(y_true, y_pred, fn) if labels is None else _one_hot(labels, y_pred)
     if label_smoothing:
         y = _smoothed(y, label_smoothing)
     y = y * weights
