@@ -34,14 +34,15 @@ from lamina.functional.shape import (
     swapaxes,
     transpose,
 )
+from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, mish, silu, softplus
 
 _tensor_methods.install()
 
 __all__ = [
     "abs", "add", "avg_pool2d", "binary_cross_entropy", "broadcast_to", "categorical_cross_entropy",
-    "clip", "concat", "conv2d", "div", "elu", "exp", "expand_dims", "flatten", "getitem",
-    "global_avg_pool2d", "leaky_relu", "log", "log_softmax", "matmul", "max", "max_pool2d", "maximum",
-    "mean", "mean_squared_error", "min", "minimum", "mul", "neg", "pad", "power", "relu", "reshape",
-    "selu", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes", "tanh",
-    "transpose", "var", "where",
+    "clip", "concat", "conv2d", "div", "elu", "exp", "expand_dims", "flatten", "gelu", "getitem",
+    "global_avg_pool2d", "hard_sigmoid", "hard_swish", "leaky_relu", "log", "log_softmax", "matmul",
+    "max", "max_pool2d", "maximum", "mean", "mean_squared_error", "min", "minimum", "mish", "mul",
+    "neg", "pad", "power", "relu", "reshape", "selu", "sigmoid", "silu", "softmax", "softplus",
+    "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes", "tanh", "transpose", "var", "where",
 ]

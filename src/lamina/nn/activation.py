@@ -5,6 +5,9 @@ that ``Dense(..., activation='relu')`` and ``Conv2D(..., activation=...)`` use.
   PReLU: the same with a learned slope per channel (last axis); ELU: a = z for z > 0,
   alpha (e^z - 1) otherwise; SELU: lambda times ELU with the fixed alpha, lambda of
   self-normalising networks; Tanh; Sigmoid; Softmax a_i = e^(z_i) / sum_j e^(z_j) along an axis.
+* Beyond the notes (:mod:`lamina.functional.smooth_activation`): GELU a = z Phi(z), SiLU (swish)
+  a = z sigma(z), Softplus a = log(1 + e^z), Mish a = z tanh(softplus(z)), and MobileNet v3's
+  HardSigmoid a = relu6(z + 3) / 6 and HardSwish a = z relu6(z + 3) / 6.
 """
 
 from __future__ import annotations
@@ -64,6 +67,14 @@ ACTIVATIONS: dict[str, Callable] = {
     "sigmoid": F.sigmoid,
     "softmax": F.softmax,
     "log_softmax": F.log_softmax,
+    "gelu": F.gelu,
+    "gelu_tanh": F.smooth_activation.gelu_tanh,
+    "silu": F.silu,
+    "swish": F.silu,
+    "softplus": F.softplus,
+    "mish": F.mish,
+    "hard_sigmoid": F.hard_sigmoid,
+    "hard_swish": F.hard_swish,
 }
 
 
@@ -241,6 +252,103 @@ class Softmax(_Elementwise):
 
     def extra_repr(self) -> str:
         return f"axis={self.axis}"
+
+
+@register_layer
+class GELU(_Elementwise):
+    """a = z Phi(z), Phi the standard normal CDF; ``approximate='tanh'`` for
+    z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) / 2."""
+
+    default_name = "gelu"
+
+    def __init__(self, approximate: str = "none", name: str | None = None):
+        super().__init__(name=name)
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x) -> Tensor:
+        return F.gelu(as_tensor(x), approximate=self.approximate)
+
+    def get_config(self) -> dict:
+        return {"approximate": self.approximate, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return "approximate='tanh'" if self.approximate == "tanh" else ""
+
+
+@register_layer
+class SiLU(_Elementwise):
+    """a = z sigma(z) (swish, Keras's ``swish`` and PyTorch's ``SiLU``)."""
+
+    default_name = "silu"
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+
+    def forward(self, x) -> Tensor:
+        return F.silu(as_tensor(x))
+
+
+@register_layer
+class Softplus(_Elementwise):
+    """a = log(1 + e^(beta z)) / beta, a smooth ReLU; a = z where beta z > threshold."""
+
+    default_name = "softplus"
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0, name: str | None = None):
+        super().__init__(name=name)
+        if not beta > 0:
+            raise ValueError(f"Softplus: beta must be positive, got {beta!r}")
+        self.beta, self.threshold = float(beta), float(threshold)
+
+    def forward(self, x) -> Tensor:
+        return F.softplus(as_tensor(x), beta=self.beta, threshold=self.threshold)
+
+    def get_config(self) -> dict:
+        return {"beta": self.beta, "threshold": self.threshold, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+@register_layer
+class Mish(_Elementwise):
+    """a = z tanh(softplus(z))."""
+
+    default_name = "mish"
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+
+    def forward(self, x) -> Tensor:
+        return F.mish(as_tensor(x))
+
+
+@register_layer
+class HardSigmoid(_Elementwise):
+    """a = relu6(z + 3) / 6, the piecewise-linear sigmoid of MobileNet v3."""
+
+    default_name = "hard_sigmoid"
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+
+    def forward(self, x) -> Tensor:
+        return F.hard_sigmoid(as_tensor(x))
+
+
+@register_layer
+class HardSwish(_Elementwise):
+    """a = z relu6(z + 3) / 6, the piecewise-quadratic swish of MobileNet v3."""
+
+    default_name = "hard_swish"
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+
+    def forward(self, x) -> Tensor:
+        return F.hard_swish(as_tensor(x))
 
 
 @register_layer

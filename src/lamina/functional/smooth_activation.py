@@ -1,0 +1,195 @@
+"""Activations of later networks than the course notes' ones, each with its local gradient:
+the smooth GELU (BERT, GPT, ViT), SiLU or swish and Mish, Softplus, and the piecewise-linear
+hard sigmoid and hard swish of MobileNet v3.
+
+Every one saves what its backward needs in one array where it can (the slope da/dz), and
+stays finite for |z| up to 1e4 in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+from lamina import backend
+from lamina.autograd import Function, Tensor
+from lamina.functional.activation import chain_into, stable_sigmoid
+
+GELU_TANH_C = math.sqrt(2.0 / math.pi)
+GELU_TANH_K = 0.044715
+INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def erfc(z):
+    """The complementary error function 1 - erf(z), element-wise, from SciPy (or CuPy's SciPy)
+    on the active arrays."""
+    if backend.xp.__name__ == "numpy":
+        from scipy.special import erfc as array_erfc
+    else:  # pragma: no cover - depends on the machine
+        from cupyx.scipy.special import erfc as array_erfc
+    return array_erfc(z)
+
+
+def _softplus_values(z):
+    """log(1 + e^z) = max(z, 0) + log(1 + e^-|z|), without overflow for either sign."""
+    xp = backend.xp
+    out = xp.abs(z)
+    xp.negative(out, out=out)
+    xp.exp(out, out=out)
+    xp.log1p(out, out=out)
+    out += xp.maximum(z, 0)
+    return out
+
+
+class _SlopeSaved(Function):
+    """An activation whose backward is dJ/dz = dJ/da * slope, with the slope da/dz computed in
+    the forward pass (one saved array, whatever the activation needs to compute it)."""
+
+    def backward(self, dy):
+        return (chain_into(_times, [dy, self.slope]),)
+
+
+def _times(a, b, out):
+    backend.xp.multiply(a, b, out=out)
+
+
+class GELU(_SlopeSaved):
+    """a = z Phi(z), Phi the standard normal CDF: Phi(z) = (1 + erf(z / sqrt 2)) / 2, computed
+    as erfc(-z / sqrt 2) / 2, which keeps its digits in the left tail where 1 + erf cancels;
+    da/dz = Phi(z) + z phi(z), phi(z) = e^(-z^2/2) / sqrt(2 pi).
+
+    ``approximate='tanh'``: a = z (1 + t) / 2 with t = tanh(u), u = sqrt(2/pi) (z + k z^3),
+    k = 0.044715; da/dz = (1 + t) / 2 + z (1 - t^2) sqrt(2/pi) (1 + 3 k z^2) / 2."""
+
+    approximate = "none"
+
+    def forward(self, z):
+        xp = backend.xp
+        if self.approximate == "tanh":
+            z2 = z * z
+            t = xp.tanh(GELU_TANH_C * z * (1 + GELU_TANH_K * z2))
+            half_one_plus_t = 0.5 * (1 + t)
+            self.slope = half_one_plus_t + (0.5 * GELU_TANH_C) * z * (1 - t * t) * (1 + 3 * GELU_TANH_K * z2)
+            return z * half_one_plus_t
+        cdf = erfc(z * -INV_SQRT_2)
+        cdf *= 0.5
+        density = xp.exp(-0.5 * z * z)
+        density *= INV_SQRT_2PI * z
+        self.slope = cdf + density
+        return z * cdf
+
+
+class SiLU(_SlopeSaved):
+    """a = z sigma(z) (swish with beta = 1); da/dz = sigma(z) (1 + z (1 - sigma(z))) =
+    sigma(z) + a (1 - sigma(z))."""
+
+    def forward(self, z):
+        s = stable_sigmoid(z)
+        a = z * s
+        self.slope = a * (1 - s)
+        self.slope += s
+        return a
+
+
+class Softplus(_SlopeSaved):
+    """a = log(1 + e^(beta z)) / beta, and a = z where beta z > threshold (as PyTorch, where
+    the two agree to float precision); da/dz = sigma(beta z), and 1 above the threshold."""
+
+    def forward(self, z):
+        xp = backend.xp
+        scaled = z * self.beta if self.beta != 1 else z
+        a = _softplus_values(scaled)
+        if self.beta != 1:
+            a /= self.beta
+        self.slope = stable_sigmoid(scaled)
+        linear = scaled > self.threshold
+        if linear.any():
+            a = xp.where(linear, z, a)
+            self.slope[linear] = 1
+        return a
+
+
+class Mish(_SlopeSaved):
+    """a = z tanh(softplus(z)); with t = tanh(softplus(z)), da/dz = t + z (1 - t^2) sigma(z)."""
+
+    def forward(self, z):
+        xp = backend.xp
+        t = xp.tanh(_softplus_values(z))
+        self.slope = 1 - t * t
+        self.slope *= z
+        self.slope *= stable_sigmoid(z)
+        self.slope += t
+        return z * t
+
+
+class HardSigmoid(Function):
+    """a = min(max(z + 3, 0), 6) / 6 (PyTorch's and Keras 3's); da/dz = 1/6 for -3 < z < 3,
+    0 elsewhere (the kinks included)."""
+
+    def forward(self, z):
+        self.inside = (z > -3) & (z < 3)
+        return chain_into(_hard_sigmoid_into, [z])
+
+    def backward(self, dy):
+        return (dy * self.inside / 6,)
+
+
+def _hard_sigmoid_into(z, out):
+    xp = backend.xp
+    xp.add(z, 3, out=out)
+    xp.clip(out, 0, 6, out=out)
+    out /= 6
+
+
+class HardSwish(_SlopeSaved):
+    """a = z min(max(z + 3, 0), 6) / 6; da/dz = 0 for z <= -3, z/3 + 1/2 for -3 < z < 3 and
+    1 for z >= 3 (PyTorch's values at the kinks)."""
+
+    def forward(self, z):
+        xp = backend.xp
+        self.slope = z / 3 + 0.5
+        self.slope[z <= -3] = 0
+        self.slope[z >= 3] = 1
+        gate = xp.clip(z + 3, 0, 6)
+        gate /= 6
+        gate *= z
+        return gate
+
+
+def gelu(z, approximate: str = "none") -> Tensor:
+    """GELU, a = z Phi(z); ``approximate='tanh'`` for the tanh form (GPT-2, BERT's code)."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU.apply(z, approximate=approximate)
+
+
+def gelu_tanh(z) -> Tensor:
+    """GELU in its tanh approximation."""
+    return GELU.apply(z, approximate="tanh")
+
+
+def silu(z) -> Tensor:
+    """SiLU (swish), a = z sigma(z)."""
+    return SiLU.apply(z)
+
+
+def softplus(z, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """Softplus, a = log(1 + e^(beta z)) / beta (linear above ``threshold``)."""
+    if not beta > 0:
+        raise ValueError(f"softplus: beta must be positive, got {beta!r}")
+    return Softplus.apply(z, beta=float(beta), threshold=float(threshold))
+
+
+def mish(z) -> Tensor:
+    """Mish, a = z tanh(softplus(z))."""
+    return Mish.apply(z)
+
+
+def hard_sigmoid(z) -> Tensor:
+    """Hard sigmoid, a = relu6(z + 3) / 6."""
+    return HardSigmoid.apply(z)
+
+
+def hard_swish(z) -> Tensor:
+    """Hard swish, a = z relu6(z + 3) / 6."""
+    return HardSwish.apply(z)
