@@ -11,7 +11,10 @@ stride s gives
 starting from r = 1, j = 1 at the input (padding moves the field, it does not widen it).
 Convolutions and pooling windows follow this rule; layers that see a whole feature map
 (GlobalAvgPool2D, a Flatten of an (h, w, c) volume) use f = s = the map size; the others
-(activations, batch norm, dense layers on vectors) keep r and j.
+(activations, batch norm, dense layers on vectors) keep r and j. A transposed convolution
+of stride s upsamples: each output unit sees at most ceil(f / s) of its input units along
+an axis, so r_out = r_in + (ceil(f / s) - 1) j_in and j_out = j_in / s (the field is left
+unknown where j_in / s is not a whole number of pixels).
 
 The rule is applied along the data flow recorded by :func:`lamina.analysis.trace`, not just
 down the list of layers: where branches meet (a residual addition, an inception
@@ -25,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from lamina.analysis.trace import LayerCall, Trace, trace
+from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.module import Module
 from lamina.nn.pooling import GlobalAvgPool2D
 from lamina.nn.reshape import Flatten, Reshape
@@ -72,6 +76,14 @@ def layer_window(module: Module, input_shape: tuple[int, ...] | None) -> tuple[i
     return fh, fw, stride[0], stride[1]
 
 
+def _transposed_field(field: Field, module: Conv2DTranspose) -> Field | None:
+    rh, rw, jh, jw = field
+    (fh, fw), (sh, sw) = module.kernel_size, module.stride
+    if jh % sh or jw % sw:
+        return None
+    return rh + (-(-fh // sh) - 1) * jh, rw + (-(-fw // sw) - 1) * jw, jh // sh, jw // sw
+
+
 def _combine(fields: list[Field | None]) -> Field | None:
     known = [f for f in fields if f is not None]
     if not known:
@@ -101,7 +113,9 @@ def receptive_fields(tr: Trace) -> list[Field | None]:
     fields: list[Field | None] = []
     for call in tr.calls:
         field = _combine([source(t) for t in call.inputs])
-        if field is not None:
+        if field is not None and isinstance(call.module, Conv2DTranspose):
+            field = _transposed_field(field, call.module)
+        elif field is not None:
             shapes = call.input_shapes
             window = layer_window(call.module, shapes[0] if shapes else None)
             if window is not None:

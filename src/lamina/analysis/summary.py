@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from lamina.analysis.receptive import Field, receptive_fields
 from lamina.analysis.trace import LayerCall, Trace, trace
 from lamina.nn.conv import SeparableConv2D, _Conv
+from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout
 from lamina.nn.merge import Concatenate
@@ -79,6 +80,10 @@ def layer_macs(module: Module, input_shapes: list[tuple[int, ...]], output_shape
         fh, fw = module.kernel_size
         mid = x[-1] * module.depth_multiplier
         return h_out * w_out * mid * fh * fw + h_out * w_out * k * mid
+    if isinstance(module, Conv2DTranspose) and len(x) == 3:
+        h, w, c_in = x                       # each input value meets f_h f_w K weights
+        fh, fw = module.kernel_size
+        return h * w * c_in * fh * fw * module.filters
     if isinstance(module, _Pool2D) and len(y) == 3:
         h_out, w_out, c = y
         fh, fw = module.pool_size
@@ -139,13 +144,15 @@ def layer_hyperparameters(module: Module, input_shapes: list[tuple[int, ...]] | 
         multiplier = getattr(module, "depth_multiplier", 1)
         if multiplier != 1:
             parts.append(f"m={multiplier}")
-    elif isinstance(module, SeparableConv2D):
+    elif isinstance(module, (SeparableConv2D, Conv2DTranspose)):
         parts += [f"K={module.filters}", f"f={_size(module.kernel_size)}", f"s={_size(module.stride)}",
                   f"p={_padding(module.padding)}"]
         if module.dilation != (1, 1):
             parts.append(f"d={_size(module.dilation)}")
-        if module.depth_multiplier != 1:
+        if getattr(module, "depth_multiplier", 1) != 1:
             parts.append(f"m={module.depth_multiplier}")
+        if getattr(module, "output_padding", (0, 0)) != (0, 0):
+            parts.append(f"op={_size(module.output_padding)}")
     elif isinstance(module, _Pool2D):
         parts += [f"f={_size(module.pool_size)}", f"s={_size(module.stride)}"]
         if module.padding != (0, 0):

@@ -13,6 +13,7 @@ from lamina.functional.activation import (
 )
 from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
 from lamina.functional.conv import conv2d
+from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
 from lamina.functional.loss import (
     binary_cross_entropy,
@@ -40,9 +41,10 @@ _tensor_methods.install()
 
 __all__ = [
     "abs", "add", "avg_pool2d", "binary_cross_entropy", "broadcast_to", "categorical_cross_entropy",
-    "clip", "concat", "conv2d", "div", "elu", "exp", "expand_dims", "flatten", "gelu", "getitem",
-    "global_avg_pool2d", "hard_sigmoid", "hard_swish", "leaky_relu", "log", "log_softmax", "matmul",
-    "max", "max_pool2d", "maximum", "mean", "mean_squared_error", "min", "minimum", "mish", "mul",
-    "neg", "pad", "power", "relu", "reshape", "selu", "sigmoid", "silu", "softmax", "softplus",
-    "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes", "tanh", "transpose", "var", "where",
+    "clip", "concat", "conv2d", "conv_transpose2d", "div", "elu", "exp", "expand_dims", "flatten",
+    "gelu", "getitem", "global_avg_pool2d", "hard_sigmoid", "hard_swish", "leaky_relu", "log",
+    "log_softmax", "matmul", "max", "max_pool2d", "maximum", "mean", "mean_squared_error", "min",
+    "minimum", "mish", "mul", "neg", "pad", "power", "relu", "reshape", "selu", "sigmoid", "silu",
+    "softmax", "softplus", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes", "tanh",
+    "transpose", "var", "where",
 ]

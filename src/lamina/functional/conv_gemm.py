@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 
-from lamina import parallel
+from lamina import backend, parallel
 from lamina.functional import conv_kernels as K
 from lamina.functional import conv_toeplitz
 from lamina.functional._util import channel_sums
@@ -192,3 +192,21 @@ def _band(w, wo: int):
 def sum_rows(dy):
     """dJ/db = sum over n, y, x of dJ/dv."""
     return channel_sums(dy)
+
+
+def unkept_chunks(x_shape, w, pads, stride, out_hw) -> list:
+    """The chunks :func:`gemm_forward` would use, holding no patch matrices: for a backward
+    whose forward never ran (:func:`gemm_backward` then rebuilds what dJ/dw needs)."""
+    plan = plan_for(x_shape, w.shape, pads, stride)
+    per_image = _chunk_bytes(plan, x_shape, w.shape, pads, out_hw, w.itemsize)
+    return [(lo, hi, [None]) for lo, hi in _chunks(x_shape[0], per_image, plan)]
+
+
+def input_gradient(x_shape, w, dy, pads, stride, dx) -> None:
+    """dJ/dx alone into ``dx`` for a convolution whose forward never ran (the forward of a
+    transposed convolution): the kernels read only the input's shape when dJ/dw is not
+    wanted, so the input is a zero-strided stand-in of ``x_shape``."""
+    xp = backend.xp
+    stand_in = xp.broadcast_to(xp.zeros((), dtype=w.dtype), x_shape)
+    chunks = unkept_chunks(x_shape, w, pads, stride, dy.shape[1:3])
+    gemm_backward(stand_in, w, dy, pads, stride, dx, False, chunks)

@@ -37,6 +37,7 @@ from lamina.nn.augmentation import (
     RandomSaturation,
 )
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
+from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dropout import DropConnect, Dropout
@@ -50,12 +51,12 @@ from lamina.nn.reshape import Flatten, Identity, Reshape
 from lamina.nn.sequential import Sequential
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "Add", "AvgPool2D", "BatchNorm", "Concatenate", "Conv2D", "Dense",
-    "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Flatten", "GELU", "GlobalAvgPool2D",
-    "HardSigmoid", "HardSwish", "Identity", "LeakyReLU", "LocalResponseNorm", "MaxPool2D", "Mish",
-    "Module", "PReLU", "Parameter", "RandomBrightness", "RandomContrast", "RandomCrop", "RandomFlip",
-    "RandomGaussianBlur", "RandomRotation", "RandomSaturation", "ReLU", "ReLU6", "Reshape", "SELU",
-    "SeparableConv2D", "Sequential", "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh", "default_name",
-    "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config",
-    "linear", "register_layer", "registered_layers",
+    "ACTIVATIONS", "Activation", "Add", "AvgPool2D", "BatchNorm", "Concatenate", "Conv2D",
+    "Conv2DTranspose", "Dense", "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Flatten", "GELU",
+    "GlobalAvgPool2D", "HardSigmoid", "HardSwish", "Identity", "LeakyReLU", "LocalResponseNorm",
+    "MaxPool2D", "Mish", "Module", "PReLU", "Parameter", "RandomBrightness", "RandomContrast",
+    "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation", "RandomSaturation", "ReLU",
+    "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid", "Softmax",
+    "Softplus", "Tanh", "default_name", "fully_connected_to_conv", "get_activation", "init",
+    "layer_from_config", "layer_to_config", "linear", "register_layer", "registered_layers",
 ]
