@@ -44,7 +44,7 @@ from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
-from lamina.nn.normalization import BatchNorm, LocalResponseNorm
+from lamina.nn.normalization import BatchNorm, GroupNorm, LayerNorm, LocalResponseNorm
 from lamina.nn.parameter import Parameter
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from lamina.nn.reshape import Flatten, Identity, Reshape
@@ -53,10 +53,11 @@ from lamina.nn.sequential import Sequential
 __all__ = [
     "ACTIVATIONS", "Activation", "Add", "AvgPool2D", "BatchNorm", "Concatenate", "Conv2D",
     "Conv2DTranspose", "Dense", "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Flatten", "GELU",
-    "GlobalAvgPool2D", "HardSigmoid", "HardSwish", "Identity", "LeakyReLU", "LocalResponseNorm",
-    "MaxPool2D", "Mish", "Module", "PReLU", "Parameter", "RandomBrightness", "RandomContrast",
-    "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation", "RandomSaturation", "ReLU",
-    "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid", "Softmax",
-    "Softplus", "Tanh", "default_name", "fully_connected_to_conv", "get_activation", "init",
-    "layer_from_config", "layer_to_config", "linear", "register_layer", "registered_layers",
+    "GlobalAvgPool2D", "GroupNorm", "HardSigmoid", "HardSwish", "Identity", "LayerNorm", "LeakyReLU",
+    "LocalResponseNorm", "MaxPool2D", "Mish", "Module", "PReLU", "Parameter", "RandomBrightness",
+    "RandomContrast", "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation",
+    "RandomSaturation", "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU",
+    "Sigmoid", "Softmax", "Softplus", "Tanh", "default_name", "fully_connected_to_conv",
+    "get_activation", "init", "layer_from_config", "layer_to_config", "linear", "register_layer",
+    "registered_layers",
 ]
