@@ -108,7 +108,8 @@ def test_every_optimizer_choice_builds_its_optimizer():
     expected = {"adam": (optim.Adam, {}), "adamw": (optim.AdamW, {}), "sgd": (optim.SGD, {"momentum": 0.0}),
                 "momentum": (optim.SGD, {"momentum": 0.9, "nesterov": False}),
                 "nesterov": (optim.SGD, {"momentum": 0.9, "nesterov": True}),
-                "rmsprop": (optim.RMSProp, {}), "adagrad": (optim.Adagrad, {})}
+                "rmsprop": (optim.RMSProp, {}), "adagrad": (optim.Adagrad, {}), "adamax": (optim.Adamax, {}),
+                "nadam": (optim.NAdam, {}), "adadelta": (optim.Adadelta, {}), "radam": (optim.RAdam, {})}
     assert set(OPTIMIZERS) == set(expected)
     for name in OPTIMIZERS:
         opt = build_optimizer(name, [Parameter(np.zeros(2))], lr=0.02, weight_decay=0.001)
@@ -118,6 +119,34 @@ def test_every_optimizer_choice_builds_its_optimizer():
         assert all(group[key] == value for key, value in hyper.items()), name
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
         build_optimizer("lbfgs", [Parameter(np.zeros(2))], lr=0.1)
+
+
+def test_every_schedule_choice_builds_its_schedule():
+    from lamina.cli import SCHEDULES, build_schedule
+    from lamina.nn import Parameter
+    from lamina.optim import SGD, schedules
+
+    expected = {"none": None, "cosine": schedules.CosineDecay, "linear": schedules.LinearDecay,
+                "exponential": schedules.ExponentialDecay, "step": schedules.StepDecay,
+                "polynomial": schedules.PolynomialDecay, "cosine_restarts": schedules.CosineDecayRestarts,
+                "onecycle": schedules.OneCycle}
+    assert set(SCHEDULES) == set(expected)
+    for name in SCHEDULES:
+        opt = SGD([Parameter(np.zeros(2))], lr=1.0)
+        schedule = build_schedule(name, opt, 0.1, total_iterations=70)
+        if expected[name] is None:
+            assert schedule is None and opt.lr == 1.0
+            continue
+        assert type(schedule) is expected[name] and schedule.optimizer is opt and schedule.per == "iteration", name
+        lrs = [schedule(t) for t in range(70)]
+        assert opt.lr == lrs[0] and max(lrs) == pytest.approx(0.1), name   # the run peaks at --lr
+        assert lrs[-1] < 0.1 * lrs[0], name                               # and ends far below it
+    onecycle = build_schedule("onecycle", None, 0.1, total_iterations=70)
+    assert onecycle.total_steps == 70 and onecycle(0) == pytest.approx(0.1 / 25) and onecycle(69) < 1e-5
+    restarts = build_schedule("cosine_restarts", None, 0.1, total_iterations=70)
+    assert [restarts.restart(t)[0] for t in (9, 10, 29, 30, 69)] == [0, 1, 1, 2, 2]   # 3 cycles: 10, 20, 40
+    with pytest.raises(ValueError, match="unknown schedule 'cyclic'"):
+        build_schedule("cyclic", None, 0.1, total_iterations=70)
 
 
 def test_warmup_goes_before_the_schedule():

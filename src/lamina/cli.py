@@ -7,6 +7,7 @@ embedded digits; ``lamina --help`` lists every subcommand.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -19,8 +20,9 @@ from lamina.errors import ShapeError
 from lamina.io import FormatError
 
 MODELS = ("lenet5", "mlp", "logistic_regression")
-OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")
-SCHEDULES = ("none", "cosine", "step", "exponential", "linear")
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamax", "nadam", "adadelta",
+              "radam")
+SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "cosine_restarts", "onecycle")
 
 
 def logistic_regression(iterations: int = 400, lr: float = 0.5, seed: int = 0, every: int = 25) -> float:
@@ -106,6 +108,14 @@ def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
         return optim.RMSProp(params, lr=lr, weight_decay=weight_decay)
     if name == "adagrad":
         return optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamax":
+        return optim.Adamax(params, lr=lr, weight_decay=weight_decay)
+    if name == "nadam":
+        return optim.NAdam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adadelta":
+        return optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
+    if name == "radam":
+        return optim.RAdam(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 
@@ -131,6 +141,14 @@ def build_schedule(name: str, optimizer, lr: float, total_iterations: int, warmu
     if name == "step":
         return schedules.StepDecay(lr, step_size=max(total_iterations // 3, 1), gamma=0.1, optimizer=optimizer,
                                    per="iteration")
+    if name == "polynomial":
+        return schedules.PolynomialDecay(lr, total_iterations, power=2.0, optimizer=optimizer)
+    if name == "cosine_restarts":
+        # three cycles, each twice as long as the one before (1/7, 2/7, 4/7 of the run)
+        return schedules.CosineDecayRestarts(lr, first_period=max(math.ceil(total_iterations / 7), 1), t_mult=2,
+                                             optimizer=optimizer)
+    if name == "onecycle":
+        return schedules.OneCycle(lr, total_iterations, optimizer=optimizer)
     raise ValueError(f"unknown schedule {name!r}; expected one of {SCHEDULES}")
 
 
@@ -267,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (default adam)")
     t.add_argument("--lr", type=float, default=2e-3, help="learning rate alpha (default 0.002)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0; decoupled for adamw)")
-    t.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule (default cosine)")
+    t.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="learning-rate schedule over the run from --lr (onecycle: up to --lr and down; default cosine)")
     t.add_argument("--warmup", type=int, default=0, metavar="ITERATIONS",
                    help="linear warm-up from 0 to --lr over this many iterations before the schedule (default 0)")
     t.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",

@@ -18,19 +18,26 @@ for values that minimise the cost J, here by first-order updates from dJ/dw::
 """
 
 from lamina.optim import regularizers, schedules
+from lamina.optim.adadelta import Adadelta
 from lamina.optim.adagrad import Adagrad
 from lamina.optim.adam import Adam, AdamW
+from lamina.optim.adamax import Adamax
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
 from lamina.optim.ewa import ExponentialMovingAverage
+from lamina.optim.nadam import NAdam
 from lamina.optim.optimizer import Optimizer
+from lamina.optim.radam import RAdam
 from lamina.optim.regularizers import Regularizer, elastic_net, l1, l2
 from lamina.optim.rmsprop import RMSProp, RMSprop
 from lamina.optim.schedules import (
     CosineDecay,
+    CosineDecayRestarts,
     ExponentialDecay,
     InverseSqrtDecay,
     InverseTimeDecay,
     LinearDecay,
+    OneCycle,
+    PolynomialDecay,
     ReduceOnPlateau,
     Schedule,
     StepDecay,
@@ -39,8 +46,9 @@ from lamina.optim.schedules import (
 from lamina.optim.sgd import SGD
 
 __all__ = [
-    "SGD", "Adagrad", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "ExponentialMovingAverage",
-    "InverseSqrtDecay", "InverseTimeDecay", "LinearDecay", "Optimizer", "RMSProp", "RMSprop",
-    "ReduceOnPlateau", "Regularizer", "Schedule", "StepDecay", "Warmup", "clip_grad_norm", "clip_grad_value",
-    "elastic_net", "l1", "l2", "regularizers", "schedules",
+    "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "CosineDecay", "CosineDecayRestarts", "ExponentialDecay",
+    "ExponentialMovingAverage", "InverseSqrtDecay", "InverseTimeDecay", "LinearDecay", "NAdam", "OneCycle",
+    "Optimizer", "PolynomialDecay", "RAdam", "RMSProp", "RMSprop", "ReduceOnPlateau", "Regularizer", "Schedule",
+    "StepDecay", "Warmup", "clip_grad_norm", "clip_grad_value", "elastic_net", "l1", "l2", "regularizers",
+    "schedules",
 ]

@@ -47,12 +47,7 @@ class Adam(Optimizer):
 
     def _validate(self, hp: dict) -> None:
         super()._validate(hp)
-        betas = hp["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{self._name}: invalid betas {betas!r} (must be a pair (beta1, beta2))")
-        self._check_number("beta1", betas[0], low=0.0, high=1.0, high_open=True)
-        self._check_number("beta2", betas[1], low=0.0, high=1.0, high_open=True)
-        self._check_number("eps", hp["eps"], low=0.0)
+        _check_betas_eps(self, hp)
         if not isinstance(hp["amsgrad"], bool):
             raise ValueError(f"{self._name}: invalid amsgrad {hp['amsgrad']!r} (must be True or False)")
 
@@ -118,3 +113,13 @@ class AdamW(Adam):
 
 def _pair(betas: Any) -> Any:
     return tuple(betas) if isinstance(betas, list) else betas
+
+
+def _check_betas_eps(opt: Optimizer, hp: dict) -> None:
+    """The checks of the Adam family: ``betas`` a pair in [0, 1), ``eps`` >= 0."""
+    betas = hp["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{opt._name}: invalid betas {betas!r} (must be a pair (beta1, beta2))")
+    opt._check_number("beta1", betas[0], low=0.0, high=1.0, high_open=True)
+    opt._check_number("beta2", betas[1], low=0.0, high=1.0, high_open=True)
+    opt._check_number("eps", hp["eps"], low=0.0)

@@ -63,6 +63,8 @@ class Optimizer:
     _state_arrays: tuple[str, ...] = ()
     #: Entries of a parameter's state that are numbers (step counts).
     _state_numbers: tuple[str, ...] = ()
+    #: Entries of a parameter's state that are real numbers (running products).
+    _state_floats: tuple[str, ...] = ()
 
     def __init__(self, params: ParamsLike, lr: float, weight_decay: float = 0.0, **hyperparameters: Any):
         self.defaults: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay, **hyperparameters}
@@ -258,8 +260,9 @@ class Optimizer:
     # -- state -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """A serialisable snapshot: per-parameter state keyed by parameter index (copies of
-        the arrays as NumPy arrays, step counts as ints), the hyperparameters of every
-        group (with the indices of its parameters) and the number of steps taken.
+        the arrays as NumPy arrays, step counts as ints, running products as floats), the
+        hyperparameters of every group (with the indices of its parameters) and the number
+        of steps taken.
 
         Only dicts, lists, strings, numbers, booleans and NumPy arrays appear (no pickle
         needed: JSON with arrays as lists, or safetensors with the arrays flattened).
@@ -336,6 +339,8 @@ class Optimizer:
                     restored[name] = arr
                 elif name in self._state_numbers:
                     restored[name] = int(value)
+                elif name in self._state_floats:
+                    restored[name] = float(value)
                 else:
                     raise ValueError(f"{self._name}.load_state_dict: unknown state entry {name!r}")
             new_state[i] = restored
