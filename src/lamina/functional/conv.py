@@ -218,7 +218,6 @@ class Conv2d(Function):
                     dx[..., gi * cg:(gi + 1) * cg] = dx_g
                 if dw is not None:
                     dw[gi * kg:(gi + 1) * kg] = dw_g
-        self.x = self.w = self.chunks = None
         return dx, dw, db
 
 

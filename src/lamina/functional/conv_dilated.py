@@ -101,7 +101,7 @@ class DilatedConv2d(Function):
         return interleave(v, out_hw, self.dilation)
 
     def backward(self, dy):
-        conv, self.conv = self.conv, None
+        conv = self.conv
         conv.needs_grad = self.needs_grad
         dv = deinterleave(backend.xp.ascontiguousarray(dy), self.phase_hw, self.dilation)
         d_phases, dw, *db = conv.backward(dv)

@@ -159,6 +159,8 @@ def gemm_backward(x, w, dy, pads, stride, dx, need_w: bool, chunks: list):
         # the kernel takes the patch matrix out of its one-item list, so that nothing else
         # holds it and it is freed as soon as dJ/dw has used it
         lo, hi, box = chunks[i]
+        if not box:                          # a second backward (retain_graph): rebuilt
+            box.append(None)
         part = backward(x[lo:hi], w, dy[lo:hi], pads, stride, None if dx is None else dx[lo:hi], need_w, box)
         box.clear()
         return part

@@ -63,7 +63,6 @@ class ConvTranspose2d(Function):
             dw = conv_gemm.gemm_backward(dy, w, x, self.pads, self.stride, None, True, chunks)
         if len(needs) > 2 and needs[2]:
             db = conv_gemm.sum_rows(dy)
-        self.x = self.w = None
         return dx, dw, db
 
 

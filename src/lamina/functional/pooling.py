@@ -140,7 +140,6 @@ class MaxPool2d(Function):
                     target += g * hit
 
         parallel.split(chunk, dy.shape[0], dxpad.size)
-        self.index = None
         return (_crop(dxpad, self.pads, self.x_shape),)
 
 

@@ -102,7 +102,6 @@ class BatchNormFunction(Function):
                     out += t
             parallel.map_chunks(grad_x, len(rows.chunks), 3 * dy.size)
             dx = dx.reshape(dy.shape)
-        self.rows = None
         return dx, (dgamma.astype(dy.dtype, copy=False) if need_gamma else None), (
             dbeta.astype(dy.dtype, copy=False) if need_beta else None)
 
