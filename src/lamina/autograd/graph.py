@@ -132,7 +132,9 @@ def _accumulate_leaf(leaf: Tensor, g, handed: set[int]) -> None:
         while isinstance(base.base, type(g)):
             base = base.base
         spans_base = base is g or (g.size == base.size and g.flags.c_contiguous and base.flags.c_contiguous)
-        if id(base) in handed or id(g) in handed or not spans_base or not g.flags.writeable or base.base is not None:
+        # (CuPy's arrays have no read-only flag: all are writeable)
+        read_only = not getattr(g.flags, "writeable", True)
+        if id(base) in handed or id(g) in handed or not spans_base or read_only or base.base is not None:
             g = base = g.copy()
         handed.update((id(g), id(base)))
         leaf.grad = g

@@ -117,7 +117,9 @@ class SparseSoftmaxCrossEntropy(Function):
 def _softmax_parts(z):
     """(z - max z, softmax(z), log sum e^(z - max z)) over the last axis."""
     xp = backend.xp
-    shifted = z - xp.maximum.reduce(z, axis=-1, keepdims=True)
+    # the ufunc's own reduce skips NumPy's Python wrapper of max; CuPy has only the method
+    row_max = xp.maximum.reduce(z, axis=-1, keepdims=True) if xp.__name__ == "numpy" else z.max(axis=-1, keepdims=True)
+    shifted = z - row_max
     exps = xp.exp(shifted)
     sums = xp.add.reduce(exps, axis=-1, keepdims=True)
     exps /= sums
