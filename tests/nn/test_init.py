@@ -98,3 +98,58 @@ def test_layers_take_initializers_by_name():
     assert abs(conv.weight.numpy().std() / math.sqrt(2 / (9 * 32)) - 1) < 0.03
     with pytest.raises(ValueError, match="unknown initializer"):
         nn.Dense(3, kernel_init="nope")
+
+
+def _unit_vectors(w):
+    """One row per unit: a dense weight's columns, a convolution's filters."""
+    return w.T if w.ndim == 2 else w.reshape(w.shape[0], -1)
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (32, 64), (16, 16), (8, 3, 3, 4), (50, 3, 3, 2)])
+@pytest.mark.parametrize("gain", [1.0, 2.5])
+def test_orthogonal_unit_vectors_are_orthonormal(shape, gain):
+    lamina.manual_seed(3)
+    w = init.get({"name": "orthogonal", "gain": gain})(shape, dtype=np.float64)
+    assert w.shape == shape
+    u = _unit_vectors(w)
+    gram = u @ u.T if u.shape[0] <= u.shape[1] else u.T @ u      # whichever side can be I
+    np.testing.assert_allclose(gram, gain**2 * np.eye(len(gram)), atol=1e-12)
+    lamina.manual_seed(3)
+    np.testing.assert_array_equal(init.orthogonal(gain)(shape, dtype=np.float64), w)
+
+
+def test_orthogonal_keeps_the_norm_through_a_deep_linear_stack():
+    lamina.manual_seed(0)
+    model = nn.Sequential([nn.Dense(32, kernel_init="orthogonal", use_bias=False) for _ in range(50)])
+    x = np.random.default_rng(0).standard_normal((4, 32))
+    y = model(lamina.tensor(x, dtype=np.float64)).numpy()
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), np.linalg.norm(x, axis=1), rtol=1e-4)
+    lamina.manual_seed(0)
+    plain = nn.Sequential([nn.Dense(32, kernel_init="lecun_normal", use_bias=False) for _ in range(50)])
+    ratios = np.linalg.norm(plain(lamina.tensor(x, dtype=np.float64)).numpy(), axis=1) / np.linalg.norm(x, axis=1)
+    assert np.abs(np.log(ratios)).max() > 0.3      # a random Gaussian stack drifts
+
+
+def test_orthogonal_rejects_vectors_and_serialises():
+    with pytest.raises(ValueError, match=r"orthogonal: needs a weight of at least 2 axes, got shape \(5,\)"):
+        init.orthogonal()((5,))
+    assert init.serialize(init.orthogonal(0.5)) == {"name": "orthogonal", "gain": 0.5}
+    layer = nn.Conv2D(4, 3, kernel_init=init.orthogonal(2.0))
+    again = nn.layer_from_config(nn.layer_to_config(layer))
+    again.build((None, 6, 6, 2))
+    u = _unit_vectors(again.weight.numpy().astype(np.float64))
+    np.testing.assert_allclose(u @ u.T, 4 * np.eye(4), atol=1e-5)
+
+
+def test_truncated_normal_stays_within_two_standard_deviations():
+    lamina.manual_seed(1)
+    w = init.get("truncated_normal")((400, 500), dtype=np.float64)       # std 0.05 by default
+    assert np.abs(w).max() <= 0.1
+    # the standard deviation of N(0, 1) cut at +-2 is 0.8796
+    assert abs(w.std() / (0.05 * 0.87962566) - 1) < 0.01
+    shifted = init.truncated_normal(std=0.2, mean=1.0)((1000,), dtype=np.float32)
+    assert shifted.dtype == np.float32 and np.abs(shifted - 1.0).max() <= 0.4 + 1e-6
+    assert abs(shifted.mean() - 1.0) < 0.02
+    assert init.serialize(init.truncated_normal(0.1)) == {"name": "truncated_normal", "std": 0.1, "mean": 0.0}
+    with init.meta():
+        assert init.is_meta_array(init.truncated_normal()((300, 300)))

@@ -19,6 +19,11 @@ returns a new array of ``shape``; fans default to :func:`fans` of the shape and 
 * ``lecun_normal`` / ``lecun_uniform``: Var(W) = 1 / fan_in, the notes'
   ``W = randn(fan_in, fan_out) / sqrt(fan_in)`` (the right choice before SELU).
 
+Beyond the notes: the factories ``orthogonal(gain=1)`` (Saxe et al.: the units' weight
+vectors orthonormal, times ``gain``, which keeps the norm of a signal through many linear
+layers or recurrent steps) and ``truncated_normal(std=0.05, mean=0)`` (N(mean, std^2) with
+the draws beyond two standard deviations drawn again, Keras's ``TruncatedNormal``).
+
 Layers take an initializer as a name (``'he_uniform'``, ``'glorot_uniform'`` is an alias of
 ``'xavier_uniform'``), a number (a constant), a config dict (``{'name': 'normal', 'std':
 0.02}``), an :class:`Initializer` or any callable with the signature above; :func:`get`
@@ -38,8 +43,8 @@ from lamina import backend
 
 __all__ = [
     "Initializer", "constant", "fans", "get", "he_normal", "he_uniform", "is_meta", "is_meta_array",
-    "lecun_normal", "lecun_uniform", "meta", "meta_array", "normal", "ones", "serialize", "uniform",
-    "xavier_normal", "xavier_uniform", "zeros",
+    "lecun_normal", "lecun_uniform", "meta", "meta_array", "normal", "ones", "orthogonal", "serialize",
+    "truncated_normal", "uniform", "xavier_normal", "xavier_uniform", "zeros",
 ]
 
 _meta_depth = 0  # > 0 inside ``with meta():``
@@ -246,6 +251,36 @@ class _Uniform(Initializer):
         return _out(self.params["limit"] * _unit_uniform(shape, dtype), dtype)
 
 
+class _TruncatedNormal(Initializer):
+    name = "truncated_normal"
+
+    def draw(self, shape, dtype):
+        z = _standard_normal(shape, dtype)
+        outside = numpy.abs(z) > 2
+        while outside.any():                 # about 4.6% of the draws each round
+            z[outside] = _standard_normal(int(outside.sum()), dtype)
+            outside = numpy.abs(z) > 2
+        return _out(self.params["mean"] + self.params["std"] * z, dtype)
+
+
+class _Orthogonal(Initializer):
+    name = "orthogonal"
+
+    def draw(self, shape, dtype):
+        if len(shape) < 2:
+            raise ValueError(f"orthogonal: needs a weight of at least 2 axes, got shape {shape}")
+        # U: one row per unit, its weight vector: a dense (n_in, n_out) weight is U^T, a
+        # convolution (K, f_h, f_w, c_in) weight is U with its rows reshaped to filters
+        units = shape[1] if len(shape) == 2 else shape[0]
+        inputs = math.prod(shape) // units
+        tall, short = max(units, inputs), min(units, inputs)
+        q, r = numpy.linalg.qr(_standard_normal((tall, short), numpy.float64))
+        q *= numpy.sign(numpy.diag(r))       # uniform over the orthogonal matrices (Mezzadri)
+        u = q.T if units <= inputs else q    # orthonormal rows, or columns if more units than inputs
+        u = self.params["gain"] * u
+        return _out(u.T if len(shape) == 2 else u.reshape(shape), dtype)
+
+
 def constant(value: float) -> Initializer:
     """W = value everywhere (e.g. ``constant(0.01)`` for biases before ReLU)."""
     return _Constant(value=float(value))
@@ -259,6 +294,21 @@ def normal(std: float = 0.01, mean: float = 0.0) -> Initializer:
 def uniform(limit: float = 0.05) -> Initializer:
     """W ~ U(-limit, limit)."""
     return _Uniform(limit=float(limit))
+
+
+def truncated_normal(std: float = 0.05, mean: float = 0.0) -> Initializer:
+    """W ~ N(mean, std^2) restricted to mean +- 2 std (draws outside are drawn again); the
+    result's standard deviation is about 0.88 std."""
+    return _TruncatedNormal(std=float(std), mean=float(mean))
+
+
+def orthogonal(gain: float = 1.0) -> Initializer:
+    """W with orthonormal unit weight vectors, times ``gain``: for a dense (n_in, n_out)
+    weight W^T W = gain^2 I when n_in >= n_out (else W W^T = gain^2 I); for a convolution
+    (K, f_h, f_w, c_in) the K filters, flattened, are orthonormal (when K <= f_h f_w c_in).
+    Drawn as the Q of a Gaussian matrix's QR decomposition with the signs of R's diagonal,
+    as PyTorch's ``orthogonal_`` and Keras's ``Orthogonal``."""
+    return _Orthogonal(gain=float(gain))
 
 
 _NAMED: dict[str, Callable] = {
@@ -282,6 +332,8 @@ _FACTORIES: dict[str, Callable[..., Initializer]] = {
     "constant": constant,
     "normal": normal,
     "uniform": uniform,
+    "truncated_normal": truncated_normal,
+    "orthogonal": orthogonal,
 }
 
 
