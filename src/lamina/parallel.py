@@ -233,9 +233,17 @@ def _run_all(calls) -> None:
         raise error
 
 
+GPU_CHUNK_BYTES = 1 << 28
+"""On a GPU (CuPy) a pass is cut only to bound its temporaries at about this size: each
+chunk costs one launch of every kernel it runs, which outweighs any cache effect there."""
+
+
 def chunk_bounds(n: int, bytes_per_item: int, target_bytes: int) -> list[tuple[int, int]]:
     """``range(n)`` cut into equal runs of about ``target_bytes`` at most, as many as the
     threads at least (or a multiple of that, so that they all get the same share)."""
+    if backend.xp.__name__ != "numpy":       # a GPU: each chunk costs a launch per kernel
+        count = max(1, min(n, -(-n * bytes_per_item // GPU_CHUNK_BYTES)))
+        return [(n * i // count, n * (i + 1) // count) for i in range(count)]
     count = max(-(-n * bytes_per_item // max(target_bytes, 1)), 1)
     count = max(1, min(n, -(-count // _threads) * _threads))
     return [(n * i // count, n * (i + 1) // count) for i in range(count)]

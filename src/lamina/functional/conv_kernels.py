@@ -9,7 +9,7 @@ writes dJ/dx into ``dx`` unless it is None.
 
 from __future__ import annotations
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina.functional import conv_toeplitz
 from lamina.functional._util import per_channel
 from lamina.functional.im2col import clipped, gradient_pads, pad_nhwc, patches, strided_view
@@ -287,7 +287,8 @@ def _blocks(n: int, per_image: int) -> list[tuple[int, int]]:
     """``range(n)`` in consecutive runs of images whose patch matrices take at most
     PATCH_RUN_BYTES (one image at least): the "im2col" kernels build their patch matrices
     one run at a time, so that their larger chunks cost no more memory."""
-    step = max(1, PATCH_RUN_BYTES // max(per_image, 1))
+    limit = PATCH_RUN_BYTES if backend.xp.__name__ == "numpy" else parallel.GPU_CHUNK_BYTES
+    step = max(1, limit // max(per_image, 1))
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 
 
