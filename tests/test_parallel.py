@@ -306,3 +306,14 @@ def test_elementwise_chain_takes_strided_arrays_whole(two_threads):
     parallel.elementwise_chain(kernel, [x, out], cost=8)
     assert shapes == [x.shape]
     np.testing.assert_array_equal(out, -x)
+
+
+def test_on_a_gpu_chunks_only_bound_the_temporaries(monkeypatch):
+    import types
+
+    from lamina import backend
+    monkeypatch.setattr(backend, "xp", types.SimpleNamespace(__name__="cupy"))
+    assert parallel.chunk_bounds(128, 1 << 20, 1 << 20) == [(0, 128)]        # 128 MiB: one launch
+    bounds = parallel.chunk_bounds(128, 8 << 20, 1 << 20)                      # 1 GiB: 4 of 256 MiB
+    assert bounds == [(0, 32), (32, 64), (64, 96), (96, 128)]
+    assert parallel.chunk_bounds(3, 1 << 30, 1 << 20) == [(0, 1), (1, 2), (2, 3)]
