@@ -14,7 +14,13 @@ Convolutions and pooling windows follow this rule; layers that see a whole featu
 (activations, batch norm, dense layers on vectors) keep r and j. A transposed convolution
 of stride s upsamples: each output unit sees at most ceil(f / s) of its input units along
 an axis, so r_out = r_in + (ceil(f / s) - 1) j_in and j_out = j_in / s (the field is left
-unknown where j_in / s is not a whole number of pixels).
+unknown where j_in / s is not a whole number of pixels). An UpSampling2D of factor s is such
+a transposed convolution, one channel at a time, with a fixed kernel: for 'nearest' a box of
+f = s ones (each output copies one input unit: ceil(s / s) = 1, r unchanged), for 'bilinear'
+the tent 1 - |d| / s over f = 2s taps (2s - 1 for an odd s; each output mixes the 2 input
+units either side of its source point: ceil(f / s) = 2, r_out = r_in + j_in; s = 1 is the
+identity, f = 1). Both give j_out = j_in / s. ZeroPadding2D and Cropping2D keep r and j
+(they move the field, as padding does).
 
 The rule is applied along the data flow recorded by :func:`lamina.analysis.trace`, not just
 down the list of layers: where branches meet (a residual addition, an inception
@@ -32,6 +38,7 @@ from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.module import Module
 from lamina.nn.pooling import GlobalAvgPool2D
 from lamina.nn.reshape import Flatten, Reshape
+from lamina.nn.resize import UpSampling2D
 
 __all__ = ["Field", "layer_window", "receptive_field", "receptive_fields"]
 
@@ -84,6 +91,17 @@ def _transposed_field(field: Field, module: Conv2DTranspose) -> Field | None:
     return rh + (-(-fh // sh) - 1) * jh, rw + (-(-fw // sw) - 1) * jw, jh // sh, jw // sw
 
 
+def _upsampled_field(field: Field, module: UpSampling2D) -> Field | None:
+    """The transposed-convolution rule with ceil(f / s) input units per output unit: 1 for
+    nearest, 2 for bilinear with s >= 2 (see the module docstring)."""
+    rh, rw, jh, jw = field
+    sh, sw = module.size
+    if jh % sh or jw % sw:
+        return None
+    th, tw = ((2 if s > 1 else 1) if module.interpolation == "bilinear" else 1 for s in (sh, sw))
+    return rh + (th - 1) * jh, rw + (tw - 1) * jw, jh // sh, jw // sw
+
+
 def _combine(fields: list[Field | None]) -> Field | None:
     known = [f for f in fields if f is not None]
     if not known:
@@ -115,6 +133,8 @@ def receptive_fields(tr: Trace) -> list[Field | None]:
         field = _combine([source(t) for t in call.inputs])
         if field is not None and isinstance(call.module, Conv2DTranspose):
             field = _transposed_field(field, call.module)
+        elif field is not None and isinstance(call.module, UpSampling2D):
+            field = _upsampled_field(field, call.module)
         elif field is not None:
             shapes = call.input_shapes
             window = layer_window(call.module, shapes[0] if shapes else None)

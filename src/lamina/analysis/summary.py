@@ -20,6 +20,9 @@ MACs, which the course notes call "flops" (one multiply-accumulate = one flop), 
     separable conv   the depthwise part + h_out w_out K (c_in m) for the 1x1 pointwise part
     pooling          h_out w_out c f_h f_w                 (global average pooling: f = h, w)
     fully connected  n^[l] n^[l-1]
+    upsampling       bilinear: h_out w_out c t_h t_w, t = 2 along an axis of factor s > 1, else 1
+                     (each output the weighted sum of its 4 neighbours: 4 per output value);
+                     nearest, zero padding, cropping: 0 (copies)
 
 The bias additions are not counted, and every other layer (batch norm, activations,
 additions, concatenations, local response normalization, dropout, reshaping) counts 0: their
@@ -53,6 +56,7 @@ from lamina.nn.merge import Concatenate
 from lamina.nn.module import Module
 from lamina.nn.normalization import LocalResponseNorm
 from lamina.nn.pooling import GlobalAvgPool2D, _Pool2D
+from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 
 __all__ = ["OPTIMIZER_STATES", "Summary", "layer_hyperparameters", "layer_macs", "summary"]
 
@@ -91,6 +95,9 @@ def layer_macs(module: Module, input_shapes: list[tuple[int, ...]], output_shape
     if isinstance(module, GlobalAvgPool2D) and len(x) == 3:
         h, w, c = x
         return c * h * w  # one (h, w) window per channel
+    if isinstance(module, UpSampling2D) and len(y) == 3:
+        taps = math.prod(2 if s > 1 else 1 for s in module.size)
+        return math.prod(y) * taps if module.interpolation == "bilinear" and taps > 1 else 0
     if isinstance(module, Dense):
         return math.prod(y) * x[-1]  # n^[l] n^[l-1] (per position if there are leading axes)
     if _is_adaptive_pool(module, x, y):
@@ -129,6 +136,14 @@ def _padding(padding) -> str:
     return _size(tuple(padding))
 
 
+def _edges(pairs) -> str:
+    """((1, 1), (2, 2)) -> '1x2'; asymmetric ((top, bottom), (left, right)) -> '(1,2)x(0,1)'."""
+    (top, bottom), (left, right) = pairs
+    if top == bottom and left == right:
+        return _size((top, left))
+    return f"({top},{bottom})x({left},{right})"
+
+
 def layer_hyperparameters(module: Module, input_shapes: list[tuple[int, ...]] | None = None) -> str:
     """The course tables' hyperparameter column: 'K=6 f=5 s=1 p=0', 'n=120', 'f=2 s=2'."""
     parts: list[str] = []
@@ -164,6 +179,12 @@ def layer_hyperparameters(module: Module, input_shapes: list[tuple[int, ...]] | 
             parts.append(f"f={_size(tuple(input_shapes[0][:2]))}")
     elif hasattr(module, "output_size") and not module._parameters:
         parts.append(f"out={_size(tuple(module.output_size))}")
+    elif isinstance(module, UpSampling2D):
+        parts += [f"size={_size(module.size)}", module.interpolation]
+    elif isinstance(module, ZeroPadding2D):
+        parts.append(f"p={_edges(module.padding)}")
+    elif isinstance(module, Cropping2D):
+        parts.append(f"crop={_edges(module.cropping)}")
     elif isinstance(module, Dense):
         parts.append(f"n={module.units}")
     elif isinstance(module, Dropout):

@@ -22,6 +22,7 @@ from lamina.functional.loss import (
 )
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 from lamina.functional.reduce import max, mean, min, sum, var
+from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
 from lamina.functional.shape import (
     broadcast_to,
     concat,
@@ -41,10 +42,10 @@ _tensor_methods.install()
 
 __all__ = [
     "abs", "add", "avg_pool2d", "binary_cross_entropy", "broadcast_to", "categorical_cross_entropy",
-    "clip", "concat", "conv2d", "conv_transpose2d", "div", "elu", "exp", "expand_dims", "flatten",
-    "gelu", "getitem", "global_avg_pool2d", "hard_sigmoid", "hard_swish", "leaky_relu", "log",
-    "log_softmax", "matmul", "max", "max_pool2d", "maximum", "mean", "mean_squared_error", "min",
-    "minimum", "mish", "mul", "neg", "pad", "power", "relu", "reshape", "selu", "sigmoid", "silu",
-    "softmax", "softplus", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes", "tanh",
-    "transpose", "var", "where",
+    "clip", "concat", "conv2d", "conv_transpose2d", "crop2d", "div", "elu", "exp", "expand_dims",
+    "flatten", "gelu", "getitem", "global_avg_pool2d", "hard_sigmoid", "hard_swish", "leaky_relu",
+    "log", "log_softmax", "matmul", "max", "max_pool2d", "maximum", "mean", "mean_squared_error",
+    "min", "minimum", "mish", "mul", "neg", "pad", "power", "relu", "reshape", "selu", "sigmoid",
+    "silu", "softmax", "softplus", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes", "tanh",
+    "transpose", "upsample2d", "var", "where", "zero_pad2d",
 ]

@@ -48,16 +48,17 @@ from lamina.nn.normalization import BatchNorm, GroupNorm, LayerNorm, LocalRespon
 from lamina.nn.parameter import Parameter
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from lamina.nn.reshape import Flatten, Identity, Reshape
+from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 from lamina.nn.sequential import Sequential
 
 __all__ = [
     "ACTIVATIONS", "Activation", "Add", "AvgPool2D", "BatchNorm", "Concatenate", "Conv2D",
-    "Conv2DTranspose", "Dense", "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Flatten", "GELU",
+    "Conv2DTranspose", "Cropping2D", "Dense", "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Flatten", "GELU",
     "GlobalAvgPool2D", "GroupNorm", "HardSigmoid", "HardSwish", "Identity", "LayerNorm", "LeakyReLU",
     "LocalResponseNorm", "MaxPool2D", "Mish", "Module", "PReLU", "Parameter", "RandomBrightness",
     "RandomContrast", "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation",
     "RandomSaturation", "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU",
-    "Sigmoid", "Softmax", "Softplus", "Tanh", "default_name", "fully_connected_to_conv",
-    "get_activation", "init", "layer_from_config", "layer_to_config", "linear", "register_layer",
-    "registered_layers",
+    "Sigmoid", "Softmax", "Softplus", "Tanh", "UpSampling2D", "ZeroPadding2D", "default_name",
+    "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config", "linear",
+    "register_layer", "registered_layers",
 ]
