@@ -224,7 +224,7 @@ def test_wrong_image_shape_rejected_before_training():
 
 def test_unknown_loss_and_missing_optimizer():
     model = models.mlp(hidden=(4,), num_classes=2, input_shape=(3,))
-    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
-        Trainer(model, "hinge", optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="unknown loss 'cosine_embedding'"):
+        Trainer(model, "cosine_embedding", optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(ValueError, match="optimizer is required"):
         Trainer(model, "categorical_cross_entropy")

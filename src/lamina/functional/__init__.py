@@ -20,6 +20,15 @@ from lamina.functional.loss import (
     categorical_cross_entropy,
     mean_squared_error,
 )
+from lamina.functional.losses_more import (
+    hinge,
+    huber,
+    kl_divergence,
+    mean_absolute_error,
+    multiclass_hinge,
+    nll_loss,
+    smooth_l1,
+)
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
@@ -41,11 +50,13 @@ from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, 
 _tensor_methods.install()
 
 __all__ = [
-    "abs", "add", "avg_pool2d", "binary_cross_entropy", "broadcast_to", "categorical_cross_entropy",
-    "clip", "concat", "conv2d", "conv_transpose2d", "crop2d", "div", "elu", "exp", "expand_dims",
-    "flatten", "gelu", "getitem", "global_avg_pool2d", "hard_sigmoid", "hard_swish", "leaky_relu",
-    "log", "log_softmax", "matmul", "max", "max_pool2d", "maximum", "mean", "mean_squared_error",
-    "min", "minimum", "mish", "mul", "neg", "pad", "power", "relu", "reshape", "selu", "sigmoid",
-    "silu", "softmax", "softplus", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes", "tanh",
-    "transpose", "upsample2d", "var", "where", "zero_pad2d",
+    "abs", "add", "avg_pool2d", "binary_cross_entropy", "broadcast_to",
+    "categorical_cross_entropy", "clip", "concat", "conv2d", "conv_transpose2d", "crop2d", "div",
+    "elu", "exp", "expand_dims", "flatten", "gelu", "getitem", "global_avg_pool2d", "hard_sigmoid",
+    "hard_swish", "hinge", "huber", "kl_divergence", "leaky_relu", "log", "log_softmax", "matmul",
+    "max", "max_pool2d", "maximum", "mean", "mean_absolute_error", "mean_squared_error", "min",
+    "minimum", "mish", "mul", "multiclass_hinge", "neg", "nll_loss", "pad", "power", "relu",
+    "reshape", "selu", "sigmoid", "silu", "smooth_l1", "softmax", "softplus", "sqrt", "squeeze",
+    "stack", "sub", "sum", "swapaxes", "tanh", "transpose", "upsample2d", "var", "where",
+    "zero_pad2d",
 ]

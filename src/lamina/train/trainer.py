@@ -32,6 +32,14 @@ LOSSES = {
     "binary_cross_entropy": F.binary_cross_entropy,
     "mean_squared_error": F.mean_squared_error,
     "mse": F.mean_squared_error,
+    "mean_absolute_error": F.mean_absolute_error,
+    "mae": F.mean_absolute_error,
+    "huber": F.huber,
+    "hinge": F.hinge,
+    "smooth_l1": F.smooth_l1,
+    "multiclass_hinge": F.multiclass_hinge,
+    "kl_divergence": F.kl_divergence,
+    "nll": F.nll_loss,
 }
 
 
