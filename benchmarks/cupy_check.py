@@ -90,6 +90,14 @@ case("binary_cross_entropy")(lambda: _vjp(
     lambda z: F.binary_cross_entropy(F.sigmoid(z), backend.xp.asarray((np.arange(6) % 2).reshape(6, 1) * 1.0)),
     _t(6, 1)))
 case("mse")(lambda: _vjp(lambda a, b: F.mean_squared_error(a, b), _t(6, 3), _t(6, 3, seed=1, grad=False)))
+for _name, _loss in {"mae": F.mean_absolute_error, "huber": F.huber, "smooth_l1": F.smooth_l1}.items():
+    case(_name)(lambda f=_loss: _vjp(f, _t(6, 3), _t(6, 3, seed=1)))
+case("hinge")(lambda: _vjp(lambda z: F.hinge(z, backend.xp.asarray(np.sign(np.arange(6) - 2.5).reshape(6, 1))),
+                           _t(6, 1)))
+case("multiclass_hinge")(lambda: _vjp(lambda z: F.multiclass_hinge(z, _labels(6, 4)), _t(6, 4)))
+case("nll")(lambda: _vjp(lambda z: F.nll_loss(F.log_softmax(z), _labels(6, 4)), _t(6, 4)))
+case("kl_divergence")(lambda: _vjp(lambda a, b: F.kl_divergence(F.log_softmax(a), F.softmax(b)), _t(6, 4),
+                                   _t(6, 4, seed=1)))
 
 # convolutions: each kernel plan (1x1, rows, flat, im2col, toeplitz), groups, depthwise, dilation, FFT
 for _name, (_x, _w, _kw) in {
@@ -114,6 +122,9 @@ case("max_pool")(lambda: _vjp(lambda z: F.max_pool2d(z, 3, 2, padding=1), _t(2, 
 case("max_pool_2x2")(lambda: _vjp(lambda z: F.max_pool2d(z, 2), _t(2, 8, 8, 4)))
 case("avg_pool")(lambda: _vjp(lambda z: F.avg_pool2d(z, 3, 2, ceil_mode=True), _t(2, 8, 8, 4)))
 case("global_avg_pool")(lambda: _vjp(F.global_avg_pool2d, _t(2, 5, 5, 3)))
+case("upsample_nearest")(lambda: _vjp(lambda z: F.upsample2d(z, (2, 3)), _t(2, 4, 5, 3)))
+case("upsample_bilinear")(lambda: _vjp(lambda z: F.upsample2d(z, 2, interpolation="bilinear"), _t(2, 4, 5, 3)))
+case("zero_pad_crop")(lambda: _vjp(lambda z: F.crop2d(F.zero_pad2d(z, ((1, 2), (0, 1))), (2, 1)), _t(2, 5, 5, 3)))
 
 
 def layer_case(name, make, shape, train=True, **kw):
@@ -138,6 +149,8 @@ for _name, (_make, _shape) in {
     "LayerNorm": (lambda: nn.LayerNorm(), (4, 6)),
     "GroupNorm": (lambda: nn.GroupNorm(2), (2, 4, 4, 6)),
     "LocalResponseNorm": (lambda: nn.LocalResponseNorm(), (2, 4, 4, 8)),
+    "UpSampling2D": (lambda: nn.UpSampling2D(2, interpolation="bilinear"), (2, 4, 4, 3)),
+    "Conv2D_orthogonal": (lambda: nn.Conv2D(4, 3, kernel_init="orthogonal"), (2, 6, 6, 3)),
     "PReLU": (lambda: nn.PReLU(), (2, 4, 4, 3)),
     "Dropout": (lambda: nn.Dropout(0.5), (6, 10)),
     "DropConnect": (lambda: nn.DropConnect(nn.Dense(4), 0.3), (6, 5)),
@@ -176,7 +189,7 @@ def training_case(name, make_model, make_optimizer, shape, classes, steps=3, dty
 training_case("lenet5_adam", lambda: lamina.models.lenet5(), lambda m: optim.Adam(m, lr=1e-3), (32, 32, 1), 10)
 training_case("mlp_sgd_nesterov", lambda: lamina.models.mlp((32, 16), input_shape=(20,)),
               lambda m: optim.SGD(m, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4), (20,), 10)
-for _opt in ("AdamW", "RMSprop", "Adagrad"):
+for _opt in ("AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam", "Adadelta", "RAdam"):
     training_case(f"mlp_{_opt.lower()}", lambda: lamina.models.mlp((32,), input_shape=(20,)),
                   lambda m, o=_opt: getattr(optim, o)(m, lr=1e-2), (20,), 10)
 # no bias before the batch norm: its gradient is 0 up to rounding, which Adam's normalised
