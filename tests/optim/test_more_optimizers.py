@@ -1,4 +1,5 @@
-"""Adamax, NAdam, Adadelta and RAdam follow torch.optim step for step (float64), save and restore their state."""
+"""Adamax, NAdam, Adadelta and RAdam: what sets each apart (their step-for-step runs against
+torch.optim and their saved state are in test_optimizers.py)."""
 
 from __future__ import annotations
 
@@ -9,134 +10,16 @@ import pytest
 import torch
 from test_optimizers import (
     TOL,
-    X,
-    Y,
-    _only_plain_types,
     _run,
     _step_both,
     _to_json,
     initial_arrays,
     lamina_params,
-    torch_loss,
 )
 
-import lamina
 from helpers import assert_close
 from lamina.nn import Parameter
 from lamina.optim import Adadelta, Adam, Adamax, NAdam, RAdam
-
-CASES = [
-    ("adamax", Adamax, torch.optim.Adamax, {}),
-    ("adamax-lr", Adamax, torch.optim.Adamax, {"lr": 0.02}),
-    ("adamax-wd", Adamax, torch.optim.Adamax, {"lr": 0.02, "weight_decay": 0.05}),
-    ("adamax-all", Adamax, torch.optim.Adamax, {"lr": 0.05, "betas": (0.8, 0.95), "eps": 0.1,
-                                                "weight_decay": 0.05}),
-    ("nadam", NAdam, torch.optim.NAdam, {}),
-    ("nadam-wd", NAdam, torch.optim.NAdam, {"lr": 0.01, "weight_decay": 0.05}),
-    ("nadam-all", NAdam, torch.optim.NAdam, {"lr": 0.02, "betas": (0.8, 0.95), "eps": 0.1, "weight_decay": 0.05,
-                                             "momentum_decay": 0.1}),
-    ("nadam-no-momentum-decay", NAdam, torch.optim.NAdam, {"lr": 0.01, "momentum_decay": 0.0}),
-    ("adadelta", Adadelta, torch.optim.Adadelta, {}),
-    ("adadelta-wd", Adadelta, torch.optim.Adadelta, {"weight_decay": 0.05}),
-    ("adadelta-all", Adadelta, torch.optim.Adadelta, {"lr": 0.5, "rho": 0.8, "eps": 1e-3, "weight_decay": 0.05}),
-    ("radam", RAdam, torch.optim.RAdam, {}),
-    ("radam-wd", RAdam, torch.optim.RAdam, {"lr": 0.01, "weight_decay": 0.05}),
-    ("radam-all", RAdam, torch.optim.RAdam, {"lr": 0.02, "betas": (0.8, 0.95), "eps": 0.1, "weight_decay": 0.05}),
-    ("radam-never-rectified", RAdam, torch.optim.RAdam, {"lr": 0.01, "betas": (0.9, 0.5)}),
-]
-IDS = [c[0] for c in CASES]
-
-
-@pytest.fixture(autouse=True)
-def _torch_scalars_in_float64():
-    """torch keeps its step counts and NAdam's running product mu_product in scalars of the
-    default dtype (float32): float64 ones, like lamina's Python floats, for tight comparisons."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
-
-
-@pytest.mark.parametrize("name,ours,theirs,kwargs", CASES, ids=IDS)
-def test_matches_torch_step_for_step(name, ours, theirs, kwargs):
-    arrays = initial_arrays()
-    tparams = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
-    lparams = lamina_params(arrays)
-    topt = theirs(tparams, **kwargs)
-    lopt = ours(lparams, **kwargs)
-    for step in range(20):
-        topt.zero_grad()
-        torch_loss(tparams).backward()
-        grads_before = []
-        for lp, tp in zip(lparams, tparams):
-            lp.grad = tp.grad.numpy().copy()
-            grads_before.append(lp.grad.copy())
-        data_ids = [id(lp.data) for lp in lparams]
-        topt.step()
-        lopt.step()
-        for k, (lp, tp) in enumerate(zip(lparams, tparams)):
-            assert_close(lp.data, tp.detach().numpy(), TOL, f"{name} step {step} parameter {k}")
-            assert id(lp.data) == data_ids[k]   # in place
-            np.testing.assert_array_equal(lp.grad, grads_before[k])   # the gradient is never written
-    assert lopt.step_count == 20
-    for k, (lp, tp) in enumerate(zip(lparams, tparams)):
-        assert not np.allclose(lp.data, arrays[k])   # the run did train
-        tstate = topt.state[tp]
-        for key, value in lopt.state[k].items():
-            expected = tstate[key].item() if key in ("step", "mu_product") else tstate[key].numpy()
-            assert_close(value, expected, TOL, f"{name} state {key!r} of parameter {k}")
-
-
-@pytest.mark.parametrize("name,ours,theirs,kwargs", CASES, ids=IDS)
-def test_gradients_computed_by_lamina(name, ours, theirs, kwargs):
-    """Same trajectory when lamina's own backward computes the gradients."""
-    arrays = initial_arrays(1)
-    tparams = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
-    lparams = lamina_params(arrays)
-    topt, lopt = theirs(tparams, **kwargs), ours(lparams, **kwargs)
-    x = lamina.tensor(X, dtype=np.float64)
-    y = lamina.tensor(Y, dtype=np.float64)
-    for _ in range(20):
-        topt.zero_grad()
-        torch_loss(tparams).backward()
-        topt.step()
-        lopt.zero_grad()
-        w1, b1, w2, b2 = lparams
-        out = (x @ w1.T + b1).tanh() @ w2.T + b2
-        ((out - y) ** 2).mean().backward()
-        lopt.step()
-    for lp, tp in zip(lparams, tparams):
-        assert_close(lp.data, tp.detach().numpy(), 1e-9, name)
-
-
-@pytest.mark.parametrize("name,ours,theirs,kwargs", CASES, ids=IDS)
-def test_state_dict_round_trip(name, ours, theirs, kwargs):
-    """Saved after 10 steps (through JSON, as a checkpoint) and restored into a fresh
-    optimizer, the run goes on exactly as one that was never interrupted."""
-    arrays = initial_arrays(2)
-    straight = lamina_params(arrays)
-    _run(ours(straight, **kwargs), straight, 20)
-
-    resumed = lamina_params(arrays)
-    first = ours(resumed, **kwargs)
-    _run(first, resumed, 10)
-    saved = first.state_dict()
-    assert _only_plain_types(saved)
-    snapshot = _to_json(saved)
-    _run(first, resumed, 1)
-    assert _to_json(saved) == snapshot  # the saved arrays are copies: later steps leave them be
-    again = lamina_params(arrays)
-    _run(ours(again, **kwargs), again, 10)
-    fresh = ours(again, **kwargs)
-    fresh.load_state_dict(snapshot)
-    assert fresh.step_count == 10
-    assert fresh.param_groups[0]["lr"] == first.param_groups[0]["lr"]
-    for key, value in saved["state"][0].items():
-        restored = fresh.state[0][key]
-        assert type(restored) is type(value) if not isinstance(value, np.ndarray) else restored.shape == value.shape
-    _run(fresh, again, 10)
-    for a, b in zip(straight, again):
-        np.testing.assert_allclose(b.data, a.data, rtol=1e-13, atol=1e-15)
 
 
 def test_nadam_mu_product_is_saved_as_a_float():

@@ -11,7 +11,7 @@ import torch
 import lamina
 from helpers import assert_close
 from lamina.nn import Module, Parameter
-from lamina.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSProp, RMSprop
+from lamina.optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSProp, RMSprop
 
 SHAPES = [(4, 3), (4,), (2, 4), (2,)]
 _rng = np.random.default_rng(1234)
@@ -43,6 +43,23 @@ CASES = [
     ("adamw", AdamW, torch.optim.AdamW, {"lr": 0.01}),
     ("adamw-wd-amsgrad", AdamW, torch.optim.AdamW, {"lr": 0.02, "betas": (0.8, 0.95), "eps": 0.1,
                                                     "weight_decay": 0.3, "amsgrad": True}),
+    ("adamax", Adamax, torch.optim.Adamax, {}),
+    ("adamax-lr", Adamax, torch.optim.Adamax, {"lr": 0.02}),
+    ("adamax-wd", Adamax, torch.optim.Adamax, {"lr": 0.02, "weight_decay": 0.05}),
+    ("adamax-all", Adamax, torch.optim.Adamax, {"lr": 0.05, "betas": (0.8, 0.95), "eps": 0.1,
+                                                "weight_decay": 0.05}),
+    ("nadam", NAdam, torch.optim.NAdam, {}),
+    ("nadam-wd", NAdam, torch.optim.NAdam, {"lr": 0.01, "weight_decay": 0.05}),
+    ("nadam-all", NAdam, torch.optim.NAdam, {"lr": 0.02, "betas": (0.8, 0.95), "eps": 0.1, "weight_decay": 0.05,
+                                             "momentum_decay": 0.1}),
+    ("nadam-no-momentum-decay", NAdam, torch.optim.NAdam, {"lr": 0.01, "momentum_decay": 0.0}),
+    ("adadelta", Adadelta, torch.optim.Adadelta, {}),
+    ("adadelta-wd", Adadelta, torch.optim.Adadelta, {"weight_decay": 0.05}),
+    ("adadelta-all", Adadelta, torch.optim.Adadelta, {"lr": 0.5, "rho": 0.8, "eps": 1e-3, "weight_decay": 0.05}),
+    ("radam", RAdam, torch.optim.RAdam, {}),
+    ("radam-wd", RAdam, torch.optim.RAdam, {"lr": 0.01, "weight_decay": 0.05}),
+    ("radam-all", RAdam, torch.optim.RAdam, {"lr": 0.02, "betas": (0.8, 0.95), "eps": 0.1, "weight_decay": 0.05}),
+    ("radam-never-rectified", RAdam, torch.optim.RAdam, {"lr": 0.01, "betas": (0.9, 0.5)}),
 ]
 
 
@@ -92,6 +109,13 @@ def test_matches_torch_step_for_step(name, ours, theirs, kwargs):
             assert id(lp.data) == data_ids[k]
             np.testing.assert_array_equal(lp.grad, grads_before[k])
     assert lopt.step_count == 20
+    for k, (lp, tp) in enumerate(zip(lparams, tparams)):
+        assert not np.allclose(lp.data, arrays[k])   # the run did train
+        tstate = topt.state[tp]
+        for key, value in lopt.state[k].items():     # the entries both name alike
+            if key in tstate and key != "step":
+                expected = tstate[key].item() if tstate[key].ndim == 0 else tstate[key].numpy()
+                assert_close(value, expected, TOL, f"{name} state {key!r} of parameter {k}")
 
 
 @pytest.mark.parametrize("name,ours,theirs,kwargs", CASES, ids=[c[0] for c in CASES])
@@ -159,6 +183,10 @@ def test_state_dict_round_trip(name, ours, theirs, kwargs):
     fresh = ours(again, **kwargs)
     fresh.load_state_dict(snapshot)
     assert fresh.step_count == 10
+    assert fresh.param_groups[0]["lr"] == first.param_groups[0]["lr"]
+    for key, value in saved["state"][0].items():      # numbers come back as the same type
+        restored = fresh.state[0][key]
+        assert type(restored) is type(value) if not isinstance(value, np.ndarray) else restored.shape == value.shape
     _run(fresh, again, 10)
     for a, b in zip(straight, again):
         np.testing.assert_allclose(b.data, a.data, rtol=1e-13, atol=1e-15)
