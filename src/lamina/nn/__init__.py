@@ -44,11 +44,12 @@ from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
-from lamina.nn.normalization import BatchNorm, GroupNorm, LayerNorm, LocalResponseNorm
+from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.parameter import Parameter
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from lamina.nn.reshape import Flatten, Identity, Reshape
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
+from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequential import Sequential
 
 __all__ = [

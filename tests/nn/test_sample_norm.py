@@ -6,7 +6,7 @@ from nn_checks import gradcheck_layer
 import lamina
 from helpers import TOLERANCE, assert_close
 from lamina import nn
-from lamina.nn.normalization import GroupNormFunction, LayerNormFunction
+from lamina.nn.sample_norm import GroupNormFunction, LayerNormFunction
 
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 
