@@ -88,8 +88,8 @@ def test_trainer_reports_epoch_metrics_of_the_whole_set():
     assert results["precision_weighted"] == pytest.approx(
         sk.precision_score(y, predicted, average="weighted", zero_division=0))
     assert results["accuracy"] == pytest.approx((predicted == y).mean())
-    with pytest.raises(ValueError, match="unknown metric 'auc'.*'f1'"):
-        Trainer(model, "categorical_cross_entropy", optim.Adam(model, lr=0.01), metrics=("auc",))
+    with pytest.raises(ValueError, match="unknown metric 'auroc'.*'f1'"):
+        Trainer(model, "categorical_cross_entropy", optim.Adam(model, lr=0.01), metrics=("auroc",))
 
 
 class _DeviceArray:
