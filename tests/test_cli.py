@@ -1,5 +1,6 @@
 """The command line, run as a user would: in a subprocess."""
 
+import math
 import os
 import subprocess
 import sys
@@ -207,3 +208,29 @@ def test_label_smoothing_and_clipping_options_reach_the_trainer(tmp_path, monkey
     assert isinstance(trainer.loss, functools.partial) and trainer.loss.func is F.categorical_cross_entropy
     assert trainer.loss.keywords == {"label_smoothing": 0.1} and trainer.clip_norm == 2.5
     assert trainer._fused_softmax()
+
+
+def test_accumulate_option_reaches_the_trainer_and_the_schedule_counts_updates(tmp_path, monkeypatch):
+    from lamina.cli import build_parser, train
+    from lamina.train import Trainer
+
+    made = []
+    original = Trainer.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Trainer, "__init__", spy)
+    assert build_parser().parse_args(["train"]).accumulate == 1
+    args = build_parser().parse_args(["train", "--accumulate", "3", "--epochs", "2", "--limit", "200", "--out",
+                                      str(tmp_path), "--verbose", "0"])
+    train(args)
+    trainer = made[0]
+    batches = math.ceil(trainer.samples_per_epoch / 32)
+    updates = 2 * math.ceil(batches / 3)                 # the last, short group of an epoch steps too
+    assert trainer.accumulate == 3 and trainer.steps == trainer.optimizer.step_count == updates
+    assert trainer.schedule.total_steps == updates and trainer.schedule.t == updates
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", "--accumulate", bad])

@@ -171,7 +171,8 @@ def train(args: argparse.Namespace) -> dict:
 
         model = nn.Sequential(*augmentation_layers(args.dataset, data.input_shape), *model)
     optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
-    iterations = args.epochs * -(-len(data.train[0]) // args.batch_size)
+    batches = -(-len(data.train[0]) // args.batch_size)
+    iterations = args.epochs * -(-batches // args.accumulate)  # optimizer steps: one per --accumulate batches
     schedule = build_schedule(args.schedule, optimizer, args.lr, iterations, args.warmup)
     checkpoint = out / "checkpoint.safetensors"
     callbacks = [ModelCheckpoint(checkpoint), TerminateOnNaN()]
@@ -185,7 +186,7 @@ def train(args: argparse.Namespace) -> dict:
 
         loss = functools.partial(F.categorical_cross_entropy, label_smoothing=args.label_smoothing)
     trainer = Trainer(model, loss, optimizer, metrics=("accuracy",), callbacks=callbacks, schedule=schedule,
-                      verbose=args.verbose, clip_norm=args.clip_norm)
+                      verbose=args.verbose, clip_norm=args.clip_norm, accumulate=args.accumulate)
     history = trainer.fit(data.train, val=data.val, epochs=args.epochs, batch_size=args.batch_size,
                           seed=args.seed, resume_from=args.resume)
     if args.verbose:
@@ -266,6 +267,16 @@ def summary(args: argparse.Namespace):
 
 
 # -- argument parsing ------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lamina",
@@ -293,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on (1 - EPS) one-hot + EPS / classes targets (default 0)")
     t.add_argument("--clip-norm", type=float, default=None, metavar="N",
                    help="rescale the gradients to an L2 norm of at most N before each update (default: off)")
+    t.add_argument("--accumulate", type=_positive_int, default=1, metavar="K",
+                   help="gradient accumulation: one update per K mini-batches, on their summed gradients, as "
+                        "with a K times larger batch; schedules and --warmup count these updates (default 1)")
     t.add_argument("--augment", action="store_true",
                    help="augment the training images: random shifts, plus mirroring (cifar10, fashion_mnist) or "
                         "small rotations (digits, mnist)")

@@ -143,9 +143,10 @@ def test_checkpoint_holds_training_state(tmp_path):
 
 
 def test_auto_mode_maximises_scores_and_minimises_losses_and_errors():
-    for monitor in ("val_accuracy", "val_f1", "precision_weighted", "val_recall", "top5_accuracy"):
+    for monitor in ("val_accuracy", "val_f1", "precision_weighted", "val_recall", "top5_accuracy", "val_auc",
+                    "average_precision", "val_r2"):
         assert EarlyStopping(monitor).mode == "max", monitor
-    for monitor in ("val_loss", "loss", "val_top5_error", "top1_error"):
+    for monitor in ("val_loss", "loss", "val_top5_error", "top1_error", "val_mae"):
         assert ModelCheckpoint("unused.safetensors", monitor=monitor).mode == "min", monitor
 
 

@@ -4,6 +4,7 @@ from lamina.train.callbacks import (
     Callback,
     CSVLogger,
     EarlyStopping,
+    LambdaCallback,
     LearningRateScheduler,
     ModelCheckpoint,
     ProgressBar,
@@ -31,7 +32,7 @@ from lamina.train.metrics import (
 from lamina.train.trainer import Trainer
 
 __all__ = [
-    "CSVLogger", "Callback", "EarlyStopping", "EpochMetric", "F1Score", "History",
+    "CSVLogger", "Callback", "EarlyStopping", "EpochMetric", "F1Score", "History", "LambdaCallback",
     "LearningRateScheduler", "MeanMetric", "ModelCheckpoint", "Precision", "Recall",
     "ProgressBar", "TerminateOnNaN", "Trainer", "accuracy", "binary_accuracy", "confusion_matrix",
     "top_k_accuracy", "top_k_error",

@@ -33,6 +33,43 @@ class Callback:
     def on_batch_end(self, iteration: int, logs: dict) -> None: ...
 
 
+class LambdaCallback(Callback):
+    """A callback made of functions, one per hook, each called with that hook's arguments:
+    ``on_train_begin(logs)``, ``on_train_end(logs)``, ``on_epoch_begin(epoch, logs)``,
+    ``on_epoch_end(epoch, logs)``, ``on_batch_end(iteration, logs)``. A hook left ``None``
+    does nothing. ``LambdaCallback(on_epoch_end=lambda epoch, logs: print(epoch, logs["loss"]))``.
+    """
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_batch_end=None, on_train_begin=None,
+                 on_train_end=None):
+        hooks = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end, "on_batch_end": on_batch_end,
+                 "on_train_begin": on_train_begin, "on_train_end": on_train_end}
+        for name, function in hooks.items():
+            if function is not None and not callable(function):
+                raise TypeError(f"LambdaCallback: {name} must be callable or None, got {type(function).__name__}")
+        self.functions = hooks
+
+    def on_train_begin(self, logs: dict) -> None:
+        if self.functions["on_train_begin"] is not None:
+            self.functions["on_train_begin"](logs)
+
+    def on_train_end(self, logs: dict) -> None:
+        if self.functions["on_train_end"] is not None:
+            self.functions["on_train_end"](logs)
+
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        if self.functions["on_epoch_begin"] is not None:
+            self.functions["on_epoch_begin"](epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if self.functions["on_epoch_end"] is not None:
+            self.functions["on_epoch_end"](epoch, logs)
+
+    def on_batch_end(self, iteration: int, logs: dict) -> None:
+        if self.functions["on_batch_end"] is not None:
+            self.functions["on_batch_end"](iteration, logs)
+
+
 class ProgressBar(Callback):
     """A tqdm bar per epoch with the loss, metrics, samples/s and ETA; quiet when
     ``verbose=0`` or when standard error is not a terminal (unless ``force=True``)."""
@@ -65,7 +102,7 @@ class ProgressBar(Callback):
             self.bar = None
 
 
-HIGHER_IS_BETTER = ("acc", "f1", "precision", "recall")
+HIGHER_IS_BETTER = ("acc", "f1", "precision", "recall", "auc", "r2")
 """Parts of a metric's name that make ``mode='auto'`` maximise it (losses and errors are
 minimised)."""
 

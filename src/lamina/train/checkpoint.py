@@ -2,9 +2,9 @@
 
 One safetensors file holds the model's weights, the optimizer's state arrays, and as
 JSON metadata the model's architecture, the optimizer's and schedule's positions, the
-epoch and iteration, the random generators' states and the history. Resuming from the
-checkpoint written after epoch k and training on gives, on the CPU with the same seed,
-the same weights bit for bit as a run that was never interrupted.
+epoch, iteration and optimizer steps, the random generators' states and the history.
+Resuming from the checkpoint written after epoch k and training on gives, on the CPU with
+the same seed, the same weights bit for bit as a run that was never interrupted.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def save(path: str | os.PathLike, trainer, epoch: int) -> None:
     state = {
         "epoch": epoch,
         "iteration": trainer.iteration,
+        "steps": getattr(trainer, "steps", trainer.iteration),
         "optimizer": trainer.optimizer.state_dict(),
         "schedule": trainer.schedule.state_dict() if trainer.schedule is not None else None,
         "rng": backend.get_rng_state(),
@@ -71,4 +72,5 @@ def restore(path: str | os.PathLike, trainer) -> int:
         trainer.loader.load_state_dict(state["loader"])
     trainer.history.load_state_dict(state["history"])
     trainer.iteration = state["iteration"]
+    trainer.steps = int(state.get("steps", state["iteration"]))  # older checkpoints: one step per iteration
     return int(state["epoch"])

@@ -72,13 +72,29 @@ class Trainer:
     ``clip_value``: before each update, the gradients are clamped into [-clip_value,
     clip_value] (:func:`lamina.optim.clip_grad_value`), then rescaled to a joint L2 norm of
     at most ``clip_norm`` (:func:`lamina.optim.clip_grad_norm`).
+
+    ``accumulate``: gradient accumulation. The optimizer steps once every ``accumulate``
+    mini-batches, on the sum of their gradients, each mini-batch's cost weighted by its
+    share of the group's samples (its size / the total size of the group's mini-batches):
+    with a mean cost, ``accumulate=k`` mini-batches of size b give the gradient of one
+    mini-batch of size k b, for the memory of one of size b. The gradients are clipped once
+    per group, just before the step, and an iteration schedule is stepped once per
+    optimizer step; groups never span two epochs, and an epoch's last, incomplete group
+    still steps (weighted by the sizes it has). The history and ``on_batch_end`` stay per
+    mini-batch (``iteration`` counts mini-batches); ``steps`` counts the optimizer steps the
+    fit loop has taken. A callback that stops training in the middle of a group ends it
+    without that group's step.
     """
 
     def __init__(self, model, loss="categorical_cross_entropy", optimizer=None, metrics=("accuracy",),
                  callbacks=(), schedule=None, verbose: int = 1, clip_norm: float | None = None,
-                 clip_value: float | None = None):
+                 clip_value: float | None = None, accumulate: int = 1):
         if optimizer is None:
             raise ValueError("Trainer: an optimizer is required, e.g. lamina.optim.Adam(model)")
+        if isinstance(accumulate, bool) or not isinstance(accumulate, (int, np.integer)) or accumulate < 1:
+            raise ValueError(f"Trainer: accumulate must be a positive integer (mini-batches per optimizer step), "
+                             f"got {accumulate!r}")
+        self.accumulate = int(accumulate)
         for name, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0 < value < math.inf):
@@ -103,6 +119,7 @@ class Trainer:
         self.history = History()
         self.epoch = 0
         self.iteration = 0
+        self.steps = 0
         self.epochs = 0
         self.samples_per_epoch = 0
         self.loader: DataLoader | None = None
@@ -128,10 +145,25 @@ class Trainer:
         return self.loss(out, y)
 
     def train_step(self, x, y) -> tuple[float, np.ndarray]:
+        """One optimizer step on the mini-batch (x, y), whatever ``accumulate`` is;
+        returns the cost and the model's output."""
+        self.optimizer.zero_grad()
+        loss, out = self._backward(x, y, 1.0)
+        self._update()
+        return loss, out
+
+    def _backward(self, x, y, weight: float) -> tuple[float, np.ndarray]:
+        """Forward (x, y) and add ``weight`` times the gradient of its cost to the gradients."""
         out, logits = self._forward(x, for_loss=True)
         cost = self._cost(out, logits, y)
-        self.optimizer.zero_grad()
-        cost.backward()
+        if weight == 1.0:
+            cost.backward()
+        else:
+            cost.backward(backend.xp.full_like(cost.data, weight))
+        return float(cost.item()), out.data
+
+    def _update(self) -> None:
+        """Clip the gradients, let the optimizer step, step an iteration schedule."""
         if self.clip_value is not None:
             clip_grad_value(self.model, self.clip_value)
         if self.clip_norm is not None:
@@ -139,7 +171,17 @@ class Trainer:
         self.optimizer.step()
         if self.schedule is not None and getattr(self.schedule, "per", "epoch") == "iteration":
             self.schedule.step()
-        return float(cost.item()), out.data
+
+    def _groups(self, loader):
+        """The loader's mini-batches, ``accumulate`` at a time (fewer in the epoch's last group)."""
+        group = []
+        for batch in loader:
+            group.append(batch)
+            if len(group) == self.accumulate:
+                yield group
+                group = []
+        if group:
+            yield group
 
     # -- checks before training ----------------------------------------------
     def _validate(self, x: np.ndarray, y) -> None:
@@ -164,6 +206,29 @@ class Trainer:
                 raise ValueError(f"Trainer.fit: labels must lie in [0, {classes}) for a model with {classes} "
                                  f"outputs; found values from {labels.min()} to {labels.max()}")
 
+    @staticmethod
+    def _hold_out(train, val, fraction) -> tuple[ArrayDataset, ArrayDataset]:
+        """(training part, validation part) of ``train``: its last ``fraction`` of the samples,
+        before any shuffling, is the validation set (as Keras's ``validation_split``)."""
+        if val is not None:
+            raise ValueError("Trainer.fit: give either val or validation_split, not both")
+        if (isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating))
+                or not 0 < fraction < 1):
+            raise ValueError(f"Trainer.fit: validation_split must be a fraction in (0, 1), got {fraction!r}")
+        if isinstance(train, tuple):
+            train = ArrayDataset(*train)
+        if not isinstance(train, ArrayDataset):
+            raise TypeError(f"Trainer.fit: validation_split needs arrays, (x, y) or an ArrayDataset, to hold out "
+                            f"their last samples; got a {type(train).__name__}: pass val= instead")
+        n = len(train)
+        cut = int(math.floor(n * (1.0 - fraction)))
+        if cut == 0 or cut == n:
+            raise ValueError(f"Trainer.fit: validation_split={fraction!r} of {n} samples leaves "
+                             f"{cut} for training and {n - cut} for validation; both need at least one")
+        y = train.y
+        return (ArrayDataset(train.x[:cut], None if y is None else y[:cut]),
+                ArrayDataset(train.x[cut:], None if y is None else y[cut:]))
+
     def _loader(self, data, batch_size: int, shuffle: bool, seed) -> DataLoader:
         if isinstance(data, DataLoader):
             return data
@@ -173,8 +238,17 @@ class Trainer:
 
     # -- fit, evaluate, predict -----------------------------------------------
     def fit(self, train, val=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-            seed: int | None = None, resume_from: str | os.PathLike | None = None) -> History:
-        """Train for ``epochs`` epochs; ``train``/``val`` are (x, y), a Dataset or a DataLoader."""
+            seed: int | None = None, resume_from: str | os.PathLike | None = None,
+            validation_split: float | None = None) -> History:
+        """Train for ``epochs`` epochs; ``train``/``val`` are (x, y), a Dataset or a DataLoader.
+
+        ``validation_split``: a fraction in (0, 1); the last samples of ``train`` ((x, y)
+        arrays or an :class:`~lamina.data.ArrayDataset`), ``floor(n * (1 - fraction))``
+        onwards, taken before any shuffling, are held out of training and are the
+        validation set (in place of ``val``).
+        """
+        if validation_split is not None:
+            train, val = self._hold_out(train, val, validation_split)
         loader = self._loader(train, batch_size, shuffle, seed)
         self.loader = loader
         dataset = loader.dataset
@@ -198,18 +272,26 @@ class Trainer:
             total_loss = 0.0
             for _, metric in self.metrics:
                 metric.reset()
-            for xb, yb in loader:
-                loss, out = self.train_step(xb, yb)
-                self.iteration += 1
-                n = len(xb)
-                seen += n
-                total_loss += loss * n
-                batch_logs = {"loss": loss}
-                for name, metric in self.metrics:
-                    batch_logs[name] = metric.update(out, yb)
-                self.history.record_iteration(batch_logs)
-                for cb in self.callbacks:
-                    cb.on_batch_end(self.iteration, {**batch_logs, "batch_size": n})
+            for group in self._groups(loader):
+                group_size = sum(len(xb) for xb, _ in group)
+                self.optimizer.zero_grad()
+                for i, (xb, yb) in enumerate(group):
+                    n = len(xb)
+                    loss, out = self._backward(xb, yb, n / group_size)
+                    if i == len(group) - 1:
+                        self._update()
+                        self.steps += 1
+                    self.iteration += 1
+                    seen += n
+                    total_loss += loss * n
+                    batch_logs = {"loss": loss}
+                    for name, metric in self.metrics:
+                        batch_logs[name] = metric.update(out, yb)
+                    self.history.record_iteration(batch_logs)
+                    for cb in self.callbacks:
+                        cb.on_batch_end(self.iteration, {**batch_logs, "batch_size": n})
+                    if self.stop_training:
+                        break
                 if self.stop_training:
                     break
             logs = {"loss": total_loss / max(seen, 1)}
