@@ -64,6 +64,18 @@ CASES = {
     "elu": ("ELU on 32x32x32, batch 64", (64, 32, 32, 32), lambda: nn.ELU(), lambda: T.ELU(), True),
     "sigmoid": ("Sigmoid on 32x32x32, batch 64", (64, 32, 32, 32), lambda: nn.Sigmoid(), lambda: T.Sigmoid(), True),
     "tanh": ("Tanh on 32x32x32, batch 64", (64, 32, 32, 32), lambda: nn.Tanh(), lambda: T.Tanh(), True),
+    "gelu": ("GELU on 32x32x32, batch 64", (64, 32, 32, 32), lambda: nn.GELU(), lambda: T.GELU(), True),
+    "silu": ("SiLU on 32x32x32, batch 64", (64, 32, 32, 32), lambda: nn.SiLU(), lambda: T.SiLU(), True),
+    "conv_transpose": ("Conv2DTranspose 3x3 stride 2, 32->16 on 16x16, batch 64", (64, 16, 16, 32),
+                       lambda: nn.Conv2DTranspose(16, 3, stride=2, padding=1, output_padding=1),
+                       lambda: T.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), True),
+    "group_norm": ("GroupNorm 8 groups on 32x32x32, batch 64", (64, 32, 32, 32),
+                   lambda: nn.GroupNorm(8), lambda: T.GroupNorm(8, 32), True),
+    "layer_norm": ("LayerNorm 512 features, batch 1024", (1024, 512), lambda: nn.LayerNorm(),
+                   lambda: T.LayerNorm(512), False),
+    "upsample": ("UpSampling2D bilinear x2 on 16x16x32, batch 64", (64, 16, 16, 32),
+                 lambda: nn.UpSampling2D(2, interpolation="bilinear"),
+                 lambda: T.Upsample(scale_factor=2, mode="bilinear", align_corners=False), True),
 }
 
 
