@@ -135,7 +135,9 @@ def test_one_fused_node_each_and_double_backward_with_retained_graph(f64):
         y = layer(x)
         assert isinstance(y._ctx, fn)
         kept = {k for k, v in vars(y._ctx).items() if isinstance(v, np.ndarray)}
-        assert kept == {"x_hat", "inv_std", "gamma"}, kept  # the input itself is not held
+        # the input's own array (no normalised copy of it) and the per-sample statistics
+        assert kept == {"xv", "mean", "inv_std", "gamma"}, kept
+        assert np.shares_memory(y._ctx.xv, x.data) and y._ctx.mean.size < x.data.size
         upstream = np.random.default_rng(9).standard_normal(y.shape)
         x.grad = None
         y.backward(upstream, retain_graph=True)

@@ -29,21 +29,29 @@ def _fold(positions: int, c: int) -> int:
 
 
 def _group_means(a, groups: int, c: int):
-    """(N, 1, W): for each sample of ``a`` (N, S', W), W = r C (r positions side by side),
-    the mean of each channel's group (its S' r positions and C / groups channels), laid out
-    as ``a``'s rows. The sums over the positions are one GEMV per sample (a strided
-    reduction over the group axes of (N, S, G, C/G) runs 40x slower)."""
+    """(N, G): the mean of each sample's group in ``a`` (N, S', W), W = r C (r positions side
+    by side): its S' r positions and C / G channels. The sums over the positions are one
+    GEMV per sample (a strided reduction over the group axes of (N, S, G, C/G) runs 40x
+    slower)."""
     xp = backend.xp
     n, rows, width = a.shape
     r = width // c
     sums = a[:, 0] if rows == 1 else xp.matmul(xp.ones(rows, dtype=a.dtype), a)     # (N, W)
     per_channel = sums.reshape(n, r, c).sum(axis=1) if r > 1 else sums
-    means = per_channel.reshape(n, groups, c // groups).sum(axis=2, keepdims=True) / (rows * r * (c // groups))
-    means = xp.broadcast_to(means.astype(a.dtype, copy=False), (n, groups, c // groups)).reshape(n, 1, 1, c)
-    return xp.broadcast_to(means, (n, 1, r, c)).reshape(n, 1, width)
+    return per_channel.reshape(n, groups, c // groups).sum(axis=2) / (rows * r * (c // groups))
 
 
-CHUNK_BYTES = 1 << 20
+def _spread(v, c: int, width: int):
+    """Per-group values (N, G) as (N, 1, W) rows of r C values, each channel its group's."""
+    xp = backend.xp
+    n, groups = v.shape
+    per_channel = xp.broadcast_to(v[:, :, None], (n, groups, c // groups)).reshape(n, c)
+    if width == c:
+        return per_channel[:, None, :]
+    return xp.broadcast_to(per_channel[:, None, None, :], (n, 1, width // c, c)).reshape(n, 1, width)
+
+
+CHUNK_BYTES = 1 << 19
 """Samples are normalised in chunks of about this size, each pass of a chunk running while
 its values are in the cache, the chunks on lamina's threads."""
 
@@ -54,25 +62,28 @@ def _chunks(xv) -> list[tuple[int, int]]:
 
 
 def _standardize(xv, groups: int, c: int, eps: float, gamma_row, beta_row):
-    """(y, x', 1/sigma) for ``xv`` (N, S', W): x' = (x - mu) / sigma, sigma = sqrt(var + eps),
-    mu and the biased var of each sample's group (see :func:`_group_means`), 1/sigma as
-    (N, 1, W), y = gamma x' + beta. Two passes, so that a large mean costs no precision."""
+    """(y, mu, 1/sigma) for ``xv`` (N, S', W): y = gamma x' + beta with x' = (x - mu) / sigma,
+    sigma = sqrt(var + eps), mu and the biased var of each sample's group (see
+    :func:`_group_means`), mu and 1/sigma as (N, G). Two passes, so that a large mean costs
+    no precision. x' lives one chunk at a time: backward rebuilds it from x."""
     xp = backend.xp
-    x_hat, y = xp.empty_like(xv), xp.empty_like(xv)
-    inv_std = xp.empty((xv.shape[0], 1, xv.shape[2]), dtype=xv.dtype)
+    width = xv.shape[2]
+    y = xp.empty_like(xv)
+    mean = xp.empty((xv.shape[0], groups), dtype=xv.dtype)
+    inv_std = xp.empty_like(mean)
     chunks = _chunks(xv)
 
     def chunk(i):
         lo, hi = chunks[i]
-        part = x_hat[lo:hi]
-        xp.subtract(xv[lo:hi], _group_means(xv[lo:hi], groups, c), out=part)
+        mean[lo:hi] = _group_means(xv[lo:hi], groups, c)
+        part = xp.subtract(xv[lo:hi], _spread(mean[lo:hi], c, width))
         var = _group_means(xp.square(part), groups, c)
         xp.divide(1.0, xp.sqrt(var + eps), out=inv_std[lo:hi])
-        part *= inv_std[lo:hi]
+        part *= _spread(inv_std[lo:hi], c, width)
         xp.multiply(part, gamma_row, out=y[lo:hi])
         y[lo:hi] += beta_row
     parallel.map_chunks(chunk, len(chunks), 6 * xv.size)
-    return y, x_hat, inv_std
+    return y, mean, inv_std
 
 
 def _channel_totals(a, c: int):
@@ -81,9 +92,10 @@ def _channel_totals(a, c: int):
     return total.reshape(-1, c).sum(axis=0) if total.size > c else total
 
 
-def _standardized_backward(dy, x_hat, inv_std, gamma_row, groups: int, c: int, needs: tuple[bool, ...]):
-    """(dJ/dx, dJ/dgamma, dJ/dbeta) of y = gamma x' + beta, x' = :func:`_standardize`'s, for
-    (N, S', W) arrays and ``gamma_row`` (gamma tiled to W), the means over each group:
+def _standardized_backward(dy, xv, mean, inv_std, gamma_row, groups: int, c: int, needs: tuple[bool, ...]):
+    """(dJ/dx, dJ/dgamma, dJ/dbeta) of y = gamma x' + beta, x' = (x - mu) / sigma from
+    :func:`_standardize`'s mu and 1/sigma, for (N, S', W) arrays and ``gamma_row`` (gamma
+    tiled to W), the means over each group:
 
         g = dJ/dy gamma,   dJ/dx = (1/sigma) (g - mean g - x' mean(g x'))
         dJ/dgamma = sum dJ/dy x',   dJ/dbeta = sum dJ/dy   (over the samples and positions)
@@ -94,22 +106,26 @@ def _standardized_backward(dy, x_hat, inv_std, gamma_row, groups: int, c: int, n
     xp = backend.xp
     need_x, need_gamma, need_beta = needs
     dx = xp.empty_like(dy) if need_x else None
+    width = dy.shape[2]
     chunks = _chunks(dy)
 
     def chunk(i):
         lo, hi = chunks[i]
-        d, x_part = dy[lo:hi], x_hat[lo:hi]
+        d = dy[lo:hi]
+        scale = _spread(inv_std[lo:hi], c, width)
+        x_part = xp.subtract(xv[lo:hi], _spread(mean[lo:hi], c, width))
+        x_part *= scale
         dbeta = _channel_totals(d, c) if need_beta else None
         dgamma = _channel_totals(d * x_part, c) if need_gamma else None
         if need_x:
             out = dx[lo:hi]
             g = d * gamma_row
-            xp.subtract(g, _group_means(g, groups, c), out=out)
+            xp.subtract(g, _spread(_group_means(g, groups, c), c, width), out=out)
             g *= x_part
-            out -= x_part * _group_means(g, groups, c)
-            out *= inv_std[lo:hi]
+            out -= x_part * _spread(_group_means(g, groups, c), c, width)
+            out *= scale
         return dgamma, dbeta
-    parts = parallel.map_chunks(chunk, len(chunks), 8 * dy.size)
+    parts = parallel.map_chunks(chunk, len(chunks), 10 * dy.size)
     dgamma = sum(p[0] for p in parts) if need_gamma else None
     dbeta = sum(p[1] for p in parts) if need_beta else None
     return dx, dgamma, dbeta
@@ -128,7 +144,7 @@ class LayerNormFunction(Function):
         dJ/dgamma = sum dJ/dy x',   dJ/dbeta = sum dJ/dy   (sums over the samples)
 
     The input is viewed as M rows of D values (a group norm with one group and one
-    position); only x', 1/sigma and gamma are kept for backward.
+    position); only x (the input's own array), mu, 1/sigma and gamma are kept for backward.
     Keyword: ``eps``.
     """
 
@@ -136,15 +152,15 @@ class LayerNormFunction(Function):
         d = gamma.size
         xv = backend.xp.ascontiguousarray(x).reshape(x.size // d, 1, d)
         self.gamma = gamma.astype(x.dtype, copy=False).reshape(d)
-        y, self.x_hat, self.inv_std = _standardize(xv, 1, d, self.eps, self.gamma,
+        self.xv = xv
+        y, self.mean, self.inv_std = _standardize(xv, 1, d, self.eps, self.gamma,
                                                    beta.astype(x.dtype, copy=False).reshape(d))
         return y.reshape(x.shape)
 
     def backward(self, dy):
-        x_hat = self.x_hat
-        dyv = backend.xp.ascontiguousarray(dy).reshape(x_hat.shape)
-        dx, dgamma, dbeta = _standardized_backward(dyv, x_hat, self.inv_std, self.gamma, 1, self.gamma.size,
-                                                   self.needs_grad)
+        dyv = backend.xp.ascontiguousarray(dy).reshape(self.xv.shape)
+        dx, dgamma, dbeta = _standardized_backward(dyv, self.xv, self.mean, self.inv_std, self.gamma, 1,
+                                                   self.gamma.size, self.needs_grad)
         gamma_shape = self.inputs[1].shape
         return (None if dx is None else dx.reshape(dy.shape),
                 None if dgamma is None else dgamma.reshape(gamma_shape),
@@ -165,7 +181,7 @@ class GroupNormFunction(Function):
         dJ/dx     = (1/sigma) (g - mean g - x' mean(g x'))   (means over each group)
         dJ/dgamma = sum dJ/dy x',   dJ/dbeta = sum dJ/dy   (sums over N and S)
 
-    Only x', 1/sigma and gamma are kept for backward. Keywords: ``groups``, ``eps``.
+    Only x (the input's own array), mu, 1/sigma and gamma are kept for backward. Keywords: ``groups``, ``eps``.
     """
 
     def forward(self, x, gamma, beta):
@@ -174,15 +190,15 @@ class GroupNormFunction(Function):
         r = _fold(positions, c)
         xv = backend.xp.ascontiguousarray(x).reshape(n, positions // r, r * c)
         self.gamma = repeated(gamma.astype(x.dtype, copy=False), r)
-        y, self.x_hat, self.inv_std = _standardize(xv, groups, c, self.eps, self.gamma,
+        self.xv = xv
+        y, self.mean, self.inv_std = _standardize(xv, groups, c, self.eps, self.gamma,
                                                    repeated(beta.astype(x.dtype, copy=False), r))
         return y.reshape(x.shape)
 
     def backward(self, dy):
-        x_hat = self.x_hat
-        dyv = backend.xp.ascontiguousarray(dy).reshape(x_hat.shape)
+        dyv = backend.xp.ascontiguousarray(dy).reshape(self.xv.shape)
         c = dy.shape[-1]
-        dx, dgamma, dbeta = _standardized_backward(dyv, x_hat, self.inv_std, self.gamma, self.groups, c,
+        dx, dgamma, dbeta = _standardized_backward(dyv, self.xv, self.mean, self.inv_std, self.gamma, self.groups, c,
                                                    self.needs_grad)
         return (None if dx is None else dx.reshape(dy.shape),
                 None if dgamma is None else dgamma.reshape(c),
