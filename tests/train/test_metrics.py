@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from helpers import DeviceArray
 from lamina.train import accuracy, binary_accuracy, confusion_matrix, top_k_accuracy, top_k_error
 
 
@@ -92,29 +93,13 @@ def test_trainer_reports_epoch_metrics_of_the_whole_set():
         Trainer(model, "categorical_cross_entropy", optim.Adam(model, lr=0.01), metrics=("auroc",))
 
 
-class _DeviceArray:
-    """Stands for a CuPy array: NumPy may not convert it implicitly; ``get()`` copies it."""
-
-    def __init__(self, values):
-        self.values = values
-
-    def __array__(self, *args, **kwargs):
-        raise TypeError("implicit conversion to a NumPy array is not allowed")
-
-    def get(self):
-        return self.values
-
-    def __len__(self):
-        return len(self.values)
-
-
 def test_epoch_metrics_take_scores_from_the_device():
     from lamina.train import F1Score
     from lamina.train.metrics import get_metric
 
     scores, labels = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), np.array([1, 0, 0])
     with pytest.raises(TypeError):
-        np.asarray(_DeviceArray(scores))
+        np.asarray(DeviceArray(scores))
     _, mean = get_metric("accuracy")
-    assert mean.update(_DeviceArray(scores), labels) == pytest.approx(2 / 3)
-    assert F1Score().update(_DeviceArray(scores), labels) == pytest.approx(F1Score().update(scores, labels))
+    assert mean.update(DeviceArray(scores), labels) == pytest.approx(2 / 3)
+    assert F1Score().update(DeviceArray(scores), labels) == pytest.approx(F1Score().update(scores, labels))

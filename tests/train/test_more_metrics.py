@@ -3,6 +3,7 @@ import warnings
 import numpy as np
 import pytest
 
+from helpers import DeviceArray
 from lamina.errors import ShapeError
 from lamina.train import AUC, AveragePrecision, MeanAbsoluteError, R2Score, mean_absolute_error, r2_score
 from lamina.train.metrics import get_metric
@@ -243,34 +244,18 @@ def test_names_resolve_to_epoch_metrics():
         get_metric("roc")
 
 
-class _DeviceArray:
-    """Stands for a CuPy array: NumPy may not convert it implicitly; ``get()`` copies it."""
-
-    def __init__(self, values):
-        self.values = values
-
-    def __array__(self, *args, **kwargs):
-        raise TypeError("implicit conversion to a NumPy array is not allowed")
-
-    def get(self):
-        return self.values
-
-    def __len__(self):
-        return len(self.values)
-
-
 def test_metrics_take_arrays_from_the_device():
     scores, labels = _binary_data(13)
     with pytest.raises(TypeError):
-        np.asarray(_DeviceArray(scores))
+        np.asarray(DeviceArray(scores))
     for metric, reference in ((AUC(), sk.roc_auc_score), (AveragePrecision(), sk.average_precision_score)):
-        metric.update(_DeviceArray(scores[:200, None]), _DeviceArray(labels[:200]))
-        metric.update(_DeviceArray(scores[200:, None]), labels[200:])
+        metric.update(DeviceArray(scores[:200, None]), DeviceArray(labels[:200]))
+        metric.update(DeviceArray(scores[200:, None]), labels[200:])
         assert metric.result() == pytest.approx(reference(labels, scores), rel=1e-12)
     predictions, targets = _regression_data(14, 2)
     for metric, reference in ((MeanAbsoluteError(), sk.mean_absolute_error), (R2Score(), sk.r2_score)):
-        metric.update(_DeviceArray(predictions[:150]), _DeviceArray(targets[:150]))
-        metric.update(_DeviceArray(predictions[150:]), targets[150:])
+        metric.update(DeviceArray(predictions[:150]), DeviceArray(targets[:150]))
+        metric.update(DeviceArray(predictions[150:]), targets[150:])
         assert metric.result() == pytest.approx(reference(targets, predictions), rel=1e-12)
 
 
