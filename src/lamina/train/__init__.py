@@ -10,31 +10,24 @@ from lamina.train.callbacks import (
     ProgressBar,
     TerminateOnNaN,
 )
+from lamina.train.epoch_metric import EpochMetric, MeanMetric
 from lamina.train.history import History
 from lamina.train.metrics import (
-    AUC,
-    AveragePrecision,
-    EpochMetric,
     F1Score,
-    MeanAbsoluteError,
-    MeanMetric,
     Precision,
-    R2Score,
     Recall,
     accuracy,
     binary_accuracy,
     confusion_matrix,
-    mean_absolute_error,
-    r2_score,
     top_k_accuracy,
     top_k_error,
 )
+from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score, mean_absolute_error, r2_score
 from lamina.train.trainer import Trainer
 
 __all__ = [
-    "CSVLogger", "Callback", "EarlyStopping", "EpochMetric", "F1Score", "History", "LambdaCallback",
-    "LearningRateScheduler", "MeanMetric", "ModelCheckpoint", "Precision", "Recall",
-    "ProgressBar", "TerminateOnNaN", "Trainer", "accuracy", "binary_accuracy", "confusion_matrix",
-    "top_k_accuracy", "top_k_error",
-    "AUC", "AveragePrecision", "MeanAbsoluteError", "R2Score", "mean_absolute_error", "r2_score",
+    "AUC", "AveragePrecision", "CSVLogger", "Callback", "EarlyStopping", "EpochMetric", "F1Score", "History",
+    "LambdaCallback", "LearningRateScheduler", "MeanAbsoluteError", "MeanMetric", "ModelCheckpoint", "Precision",
+    "ProgressBar", "R2Score", "Recall", "TerminateOnNaN", "Trainer", "accuracy", "binary_accuracy",
+    "confusion_matrix", "mean_absolute_error", "r2_score", "top_k_accuracy", "top_k_error",
 ]
