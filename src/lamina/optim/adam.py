@@ -11,7 +11,22 @@ from lamina.optim.inplace import axpy, scale
 from lamina.optim.optimizer import Optimizer, ParamsLike
 
 
-class Adam(Optimizer):
+class BetasOptimizer(Optimizer):
+    """What the Adam family shares: the checks of ``betas`` (a pair in [0, 1)) and ``eps``
+    (>= 0), and a first state holding every entry the class declares (moment arrays of
+    zeros like the parameter, counts at 0, running products at 1)."""
+
+    def _validate(self, hp: dict) -> None:
+        super()._validate(hp)
+        _check_betas_eps(self, hp)
+
+    def _init_state(self, p: Tensor, group: dict) -> dict[str, Any]:
+        xp = backend.xp
+        return {**{name: 0 for name in self._state_numbers}, **{name: 1.0 for name in self._state_floats},
+                **{name: xp.zeros_like(p.data) for name in self._state_arrays}}
+
+
+class Adam(BetasOptimizer):
     r"""Adam (course notes, "Adam: combines RMSProp and momentum")::
 
         v1_biased = beta1*v1_biased + (1-beta1)*dJ_dw           # momentum
@@ -47,7 +62,6 @@ class Adam(Optimizer):
 
     def _validate(self, hp: dict) -> None:
         super()._validate(hp)
-        _check_betas_eps(self, hp)
         if not isinstance(hp["amsgrad"], bool):
             raise ValueError(f"{self._name}: invalid amsgrad {hp['amsgrad']!r} (must be True or False)")
 

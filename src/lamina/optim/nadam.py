@@ -7,12 +7,12 @@ from typing import Any
 
 from lamina import backend
 from lamina.autograd import Tensor
-from lamina.optim.adam import _check_betas_eps, _pair
+from lamina.optim.adam import BetasOptimizer, _pair
 from lamina.optim.inplace import axpy, scale
-from lamina.optim.optimizer import Optimizer, ParamsLike
+from lamina.optim.optimizer import ParamsLike
 
 
-class NAdam(Optimizer):
+class NAdam(BetasOptimizer):
     r"""NAdam (Dozat, "Incorporating Nesterov Momentum into Adam").
 
     Nesterov momentum looks one step ahead: the update uses the momentum it will have
@@ -44,13 +44,8 @@ class NAdam(Optimizer):
 
     def _validate(self, hp: dict) -> None:
         super()._validate(hp)
-        _check_betas_eps(self, hp)
         self._check_number("momentum_decay", hp["momentum_decay"], low=0.0)
 
-    def _init_state(self, p: Tensor, group: dict) -> dict[str, Any]:
-        xp = backend.xp
-        return {"step": 0, "mu_product": 1.0, "exp_avg": xp.zeros_like(p.data),
-                "exp_avg_sq": xp.zeros_like(p.data)}
 
     def _update(self, p: Tensor, grad, state: dict[str, Any], group: dict) -> None:
         xp = backend.xp

@@ -7,12 +7,12 @@ from typing import Any
 
 from lamina import backend
 from lamina.autograd import Tensor
-from lamina.optim.adam import _check_betas_eps, _pair
+from lamina.optim.adam import BetasOptimizer, _pair
 from lamina.optim.inplace import axpy, scale
-from lamina.optim.optimizer import Optimizer, ParamsLike
+from lamina.optim.optimizer import ParamsLike
 
 
-class RAdam(Optimizer):
+class RAdam(BetasOptimizer):
     r"""Rectified Adam (Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond").
 
     In Adam's first steps :math:`v` averages a handful of squared gradients and the
@@ -41,13 +41,7 @@ class RAdam(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, lr=lr, weight_decay=weight_decay, betas=_pair(betas), eps=eps)
 
-    def _validate(self, hp: dict) -> None:
-        super()._validate(hp)
-        _check_betas_eps(self, hp)
 
-    def _init_state(self, p: Tensor, group: dict) -> dict[str, Any]:
-        xp = backend.xp
-        return {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
 
     def _update(self, p: Tensor, grad, state: dict[str, Any], group: dict) -> None:
         xp = backend.xp
