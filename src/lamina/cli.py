@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", default=None, help="H,W,C (default: the model's native input size)")
     s.add_argument("--num-classes", type=int, default=None, help="output classes (default: the builder's)")
     s.add_argument("--batch-size", type=int, default=1, help="batch size of the memory estimate (default 1)")
-    s.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd", "momentum", "rmsprop", "adagrad"),
+    s.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
                    help="optimizer of the memory estimate (default adam: 2 values per parameter)")
     s.add_argument("--json", action="store_true", help="print the table as JSON")
 

@@ -227,3 +227,19 @@ def test_float64_summaries_count_eight_bytes():
     lamina.set_default_dtype(np.float64)
     s = summary(nn.Sequential(nn.Dense(10)), (5,))
     assert s.dtype == "float64" and s.rows[0]["activation_bytes"] == 80 and s.param_bytes == 60 * 8
+
+
+def test_optimizer_state_counts_match_the_optimizers():
+    """The memory estimate's values of state per parameter are what each optimizer (as
+    `lamina train --optimizer` builds it) holds after a step; every CLI choice is known."""
+    from lamina.analysis.summary import OPTIMIZER_STATES
+    from lamina.cli import OPTIMIZERS, build_optimizer
+
+    assert set(OPTIMIZERS) == set(OPTIMIZER_STATES)
+    for name in OPTIMIZERS:
+        w = nn.Parameter(np.ones((3, 2)))
+        opt = build_optimizer(name, [w], lr=0.01)
+        w.grad = np.full((3, 2), 0.5)
+        opt.step()
+        arrays = [v for v in opt.state[0].values() if isinstance(v, np.ndarray) and v.shape == w.shape]
+        assert len(arrays) == OPTIMIZER_STATES[name], (name, sorted(opt.state[0]))

@@ -61,7 +61,8 @@ from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 __all__ = ["OPTIMIZER_STATES", "Summary", "layer_hyperparameters", "layer_macs", "summary"]
 
 # values of optimizer state kept per trainable parameter
-OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adagrad": 1, "adam": 2, "adamw": 2}
+OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adagrad": 1, "adam": 2, "adamw": 2,
+                    "adamax": 2, "nadam": 2, "radam": 2, "adadelta": 2}
 
 
 # -- per-layer rules ---------------------------------------------------------------------
