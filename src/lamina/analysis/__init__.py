@@ -11,8 +11,9 @@ Everything is computed by tracing the model on a zero-sample batch with shape-on
 """
 
 from lamina.analysis.compare import compare_architectures, native_input_shape, zoo_builder
+from lamina.analysis.layer_rules import layer_hyperparameters, layer_macs
 from lamina.analysis.receptive import receptive_field, receptive_fields
-from lamina.analysis.summary import OPTIMIZER_STATES, Summary, layer_hyperparameters, layer_macs, summary
+from lamina.analysis.summary import OPTIMIZER_STATES, Summary, summary
 from lamina.analysis.trace import LayerCall, Trace, trace
 
 __all__ = [
