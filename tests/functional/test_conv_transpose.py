@@ -13,10 +13,15 @@ from lamina.functional import conv2d, conv_transpose2d
 
 
 def _torch_transposed(stride, padding, output_padding):
+    """PyTorch's conv_transpose2d on NHWC tensors, computed in float64: its float32 CPU kernel
+    (2.13) gave a wrong weight gradient on its first call for a 1x1 kernel with
+    output_padding (a different value on each run)."""
     def run(x, w, b=None):
-        y = torch.nn.functional.conv_transpose2d(x.permute(0, 3, 1, 2), w.permute(0, 3, 1, 2), b, stride=stride,
-                                                 padding=padding, output_padding=output_padding)
-        return y.permute(0, 2, 3, 1)
+        dtype = x.dtype
+        y = torch.nn.functional.conv_transpose2d(x.double().permute(0, 3, 1, 2), w.double().permute(0, 3, 1, 2),
+                                                 None if b is None else b.double(), stride=stride, padding=padding,
+                                                 output_padding=output_padding)
+        return y.permute(0, 2, 3, 1).to(dtype)
     return run
 
 
