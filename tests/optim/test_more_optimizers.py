@@ -128,34 +128,6 @@ def test_defaults_are_torchs():
             assert tdefaults[key] == value, (ours.__name__, key)
 
 
-@pytest.mark.parametrize("make,words", [
-    (lambda ps: Adamax(ps, lr=-0.1), ["Adamax", "lr", "-0.1"]),
-    (lambda ps: Adamax(ps, betas=(1.0, 0.999)), ["Adamax", "beta1", "1.0"]),
-    (lambda ps: Adamax(ps, betas=(0.9, 1.5)), ["Adamax", "beta2", "1.5"]),
-    (lambda ps: Adamax(ps, betas=0.9), ["Adamax", "betas", "0.9"]),
-    (lambda ps: Adamax(ps, eps=-1e-8), ["Adamax", "eps", "-1e-08"]),
-    (lambda ps: Adamax(ps, weight_decay=-0.5), ["Adamax", "weight_decay", "-0.5"]),
-    (lambda ps: NAdam(ps, lr=float("nan")), ["NAdam", "lr", "nan"]),
-    (lambda ps: NAdam(ps, betas=(-0.1, 0.999)), ["NAdam", "beta1", "-0.1"]),
-    (lambda ps: NAdam(ps, momentum_decay=-0.004), ["NAdam", "momentum_decay", "-0.004"]),
-    (lambda ps: NAdam(ps, eps=float("inf")), ["NAdam", "eps", "inf"]),
-    (lambda ps: Adadelta(ps, rho=1.5), ["Adadelta", "rho", "1.5"]),
-    (lambda ps: Adadelta(ps, rho=-0.1), ["Adadelta", "rho", "-0.1"]),
-    (lambda ps: Adadelta(ps, eps=-1.0), ["Adadelta", "eps", "-1.0"]),
-    (lambda ps: Adadelta(ps, lr=-1.0), ["Adadelta", "lr", "-1.0"]),
-    (lambda ps: RAdam(ps, betas=(0.9, 1.0)), ["RAdam", "beta2", "1.0"]),
-    (lambda ps: RAdam(ps, weight_decay=-0.1), ["RAdam", "weight_decay", "-0.1"]),
-    (lambda ps: RAdam([{"params": ps, "amsgrad": True}]), ["RAdam", "amsgrad"]),
-    (lambda ps: NAdam([{"params": ps, "momentum_decay": -1.0}]), ["NAdam", "momentum_decay", "-1.0"]),
-])
-def test_bad_hyperparameters_raise(make, words):
-    params = lamina_params(initial_arrays())
-    with pytest.raises(ValueError) as info:
-        make(params)
-    for word in words:
-        assert word in str(info.value)
-
-
 def test_adam_checks_are_unchanged():
     """The betas/eps checks are shared with Adam: its messages stay as they were."""
     with pytest.raises(ValueError, match=r"Adam: invalid beta1 1.0 \(must be in \[0, 1\)\)"):

@@ -25,6 +25,17 @@ class BetasOptimizer(Optimizer):
         return {**{name: 0 for name in self._state_numbers}, **{name: 1.0 for name in self._state_floats},
                 **{name: xp.zeros_like(p.data) for name in self._state_arrays}}
 
+    @staticmethod
+    def _update_moments(m, v, g, work, betas) -> None:
+        """The two exponentially weighted averages, in place: m = beta1 m + (1 - beta1) g and
+        v = beta2 v + (1 - beta2) g^2 (``work`` receives g^2)."""
+        beta1, beta2 = betas
+        scale(beta1, m)
+        axpy(1.0 - beta1, g, m)
+        scale(beta2, v)
+        backend.xp.multiply(g, g, out=work)
+        axpy(1.0 - beta2, work, v)
+
 
 class Adam(BetasOptimizer):
     r"""Adam (course notes, "Adam: combines RMSProp and momentum")::
@@ -85,11 +96,7 @@ class Adam(BetasOptimizer):
             g = self._decayed_grad(p, grad, group["weight_decay"])
         work = self._scratch(p, 1)
         v1, v2 = state["exp_avg"], state["exp_avg_sq"]
-        scale(beta1, v1)
-        axpy(1.0 - beta1, g, v1)
-        scale(beta2, v2)
-        xp.multiply(g, g, out=work)
-        axpy(1.0 - beta2, work, v2)
+        self._update_moments(v1, v2, g, work, group["betas"])
         if group["amsgrad"]:
             v2max = state.get("max_exp_avg_sq")
             if v2max is None:

@@ -8,7 +8,7 @@ from typing import Any
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.optim.adam import BetasOptimizer, _pair
-from lamina.optim.inplace import axpy, scale
+from lamina.optim.inplace import axpy
 from lamina.optim.optimizer import ParamsLike
 
 
@@ -61,11 +61,7 @@ class NAdam(BetasOptimizer):
         work = self._scratch(p, 1)
         ratio = self._scratch(p, 2)
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        scale(beta1, m)
-        axpy(1.0 - beta1, g, m)
-        scale(beta2, v)
-        xp.multiply(g, g, out=work)
-        axpy(1.0 - beta2, work, v)
+        self._update_moments(m, v, g, work, group["betas"])
         xp.sqrt(v, out=work)
         work /= math.sqrt(1.0 - beta2**t)
         work += group["eps"]

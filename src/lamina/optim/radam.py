@@ -8,7 +8,7 @@ from typing import Any
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.optim.adam import BetasOptimizer, _pair
-from lamina.optim.inplace import axpy, scale
+from lamina.optim.inplace import axpy
 from lamina.optim.optimizer import ParamsLike
 
 
@@ -51,11 +51,7 @@ class RAdam(BetasOptimizer):
         g = self._decayed_grad(p, grad, group["weight_decay"])
         work = self._scratch(p, 1)
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        scale(beta1, m)
-        axpy(1.0 - beta1, g, m)
-        scale(beta2, v)
-        xp.multiply(g, g, out=work)
-        axpy(1.0 - beta2, work, v)
+        self._update_moments(m, v, g, work, group["betas"])
         bias_correction1 = 1.0 - beta1**t
         bias_correction2 = 1.0 - beta2**t
         rho_inf = 2.0 / (1.0 - beta2) - 1.0
