@@ -186,11 +186,9 @@ def test_augment_puts_the_dataset_augmentation_in_front_of_the_model(tmp_path):
     assert model[0].size == (32, 32) and 0 <= result["accuracy"] <= 1
 
 
-def test_label_smoothing_and_clipping_options_reach_the_trainer(tmp_path, monkeypatch):
-    import functools
-
-    from lamina import functional as F
-    from lamina.cli import build_parser, train
+@pytest.fixture
+def trainers_made(monkeypatch):
+    """The Trainers the CLI builds, in order (Trainer.__init__ watched)."""
     from lamina.train import Trainer
 
     made = []
@@ -201,32 +199,32 @@ def test_label_smoothing_and_clipping_options_reach_the_trainer(tmp_path, monkey
         made.append(self)
 
     monkeypatch.setattr(Trainer, "__init__", spy)
+    return made
+
+
+def test_label_smoothing_and_clipping_options_reach_the_trainer(tmp_path, trainers_made):
+    import functools
+
+    from lamina import functional as F
+    from lamina.cli import build_parser, train
+
     args = build_parser().parse_args(["train", "--label-smoothing", "0.1", "--clip-norm", "2.5", "--epochs", "1",
                                       "--limit", "200", "--out", str(tmp_path), "--verbose", "0"])
     train(args)
-    trainer = made[0]
+    trainer = trainers_made[0]
     assert isinstance(trainer.loss, functools.partial) and trainer.loss.func is F.categorical_cross_entropy
     assert trainer.loss.keywords == {"label_smoothing": 0.1} and trainer.clip_norm == 2.5
     assert trainer._fused_softmax()
 
 
-def test_accumulate_option_reaches_the_trainer_and_the_schedule_counts_updates(tmp_path, monkeypatch):
+def test_accumulate_option_reaches_the_trainer_and_the_schedule_counts_updates(tmp_path, trainers_made):
     from lamina.cli import build_parser, train
-    from lamina.train import Trainer
 
-    made = []
-    original = Trainer.__init__
-
-    def spy(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        made.append(self)
-
-    monkeypatch.setattr(Trainer, "__init__", spy)
     assert build_parser().parse_args(["train"]).accumulate == 1
     args = build_parser().parse_args(["train", "--accumulate", "3", "--epochs", "2", "--limit", "200", "--out",
                                       str(tmp_path), "--verbose", "0"])
     train(args)
-    trainer = made[0]
+    trainer = trainers_made[0]
     batches = math.ceil(trainer.samples_per_epoch / 32)
     updates = 2 * math.ceil(batches / 3)                 # the last, short group of an epoch steps too
     assert trainer.accumulate == 3 and trainer.steps == trainer.optimizer.step_count == updates
