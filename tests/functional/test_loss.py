@@ -336,3 +336,32 @@ def test_class_weights_over_a_sequence_average_over_the_weights_and_are_checked(
     for bad in ([1.0, 2.0], [1.0, -1.0, 1.0, 1.0], [1.0, np.inf, 1.0, 1.0]):
         with pytest.raises(ValueError, match=r"categorical_cross_entropy: class_weights must be 4 finite values"):
             F.categorical_cross_entropy(lamina.tensor(z), y, from_logits=True, class_weights=bad)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ignore_index_matches_torch_on_padded_sequences(reduction, weighted):
+    z, y = randn(3, 5, 4, scale=2), labels((3, 5), 4, seed=3)
+    y[0, 3:] = -100                                   # a short sequence, padded
+    y[2, 1] = -100
+    weights = WEIGHTS if weighted else None
+    out = compare_with_torch(
+        lambda a: F.categorical_cross_entropy(a, y, from_logits=True, reduction=reduction, ignore_index=-100,
+                                              class_weights=weights),
+        lambda a: TF.cross_entropy(a.permute(0, 2, 1), torch.tensor(y), reduction=reduction, ignore_index=-100,
+                                   weight=None if weights is None else torch.tensor(WEIGHTS, dtype=a.dtype)),
+        z, dtype=np.float64)
+    if reduction == "none":
+        assert (out[0].numpy()[y == -100] == 0).all()
+    check_gradients(lambda a: F.categorical_cross_entropy(a, y, from_logits=True, reduction=reduction,
+                                                          ignore_index=-100), z)
+
+
+def test_ignore_index_on_probabilities_and_its_checks():
+    z, y = randn(4, 3, scale=2), labels((4,), 3, seed=4)
+    y[1] = 7                                          # outside the classes, but ignored
+    probs = F.softmax(lamina.tensor(z, dtype=np.float64))
+    kept = F.categorical_cross_entropy(probs[np.array([0, 2, 3])], y[[0, 2, 3]]).item()
+    assert F.categorical_cross_entropy(probs, y, ignore_index=7).item() == pytest.approx(kept, rel=1e-12)
+    with pytest.raises(lamina.ShapeError, match="ignore_index=7 needs integer labels of shape"):
+        F.categorical_cross_entropy(probs, np.eye(3)[[0, 1, 2, 0]], ignore_index=7)

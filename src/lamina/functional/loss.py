@@ -180,7 +180,8 @@ def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
 
 
 def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reduction: str = "mean",
-                              label_smoothing: float = 0.0, class_weights=None) -> Tensor:
+                              label_smoothing: float = 0.0, class_weights=None,
+                              ignore_index: int | None = None) -> Tensor:
     """Categorical cross-entropy L = -sum_j y_j log y_hat_j over the last axis.
 
     ``y_true`` is integer labels or one-hot (or soft) rows. With ``from_logits=True``
@@ -193,9 +194,17 @@ def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reducti
     for classes seen rarely (PyTorch's ``weight``). With integer labels the mean is then
     taken over the weights, sum_i L_i / sum_i w_(y_i), so the cost stays on the scale of an
     unweighted one; with target rows it is over the samples.
+
+    ``ignore_index`` (integer labels only): rows labelled with it add nothing and get no
+    gradient, and the mean is over the other rows, sum_i L_i / #kept (PyTorch's option; the
+    padding of batched sequences of different lengths); with ``class_weights`` the mean is over
+    the kept rows' weights.
     """
     fn = "categorical_cross_entropy"
     _check_reduction(reduction, fn)
+    if ignore_index is not None:
+        return _cross_entropy_ignoring(y_pred, y_true, ignore_index, from_logits, reduction, label_smoothing,
+                                       class_weights)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{fn}: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
     if label_smoothing or class_weights is not None or from_logits:
@@ -220,6 +229,34 @@ def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reducti
     p = clip(y_pred, EPSILON, 1 - EPSILON)
     losses = -R.sum(y * log(p), axis=-1)
     return _reduce(_per_sample(losses), reduction)
+
+
+def _cross_entropy_ignoring(y_pred, y_true, ignore_index: int, from_logits: bool, reduction: str,
+                            label_smoothing: float, class_weights) -> Tensor:
+    """categorical_cross_entropy over the rows whose label is not ``ignore_index``."""
+    fn = "categorical_cross_entropy"
+    xp = backend.xp
+    y_pred = y_pred if isinstance(y_pred, Tensor) else Tensor(y_pred)
+    labels = y_true.data if isinstance(y_true, Tensor) else xp.asarray(y_true)
+    if labels.dtype.kind not in "iu" or labels.shape != y_pred.shape[:-1]:
+        raise ShapeError(f"{fn}: ignore_index={ignore_index!r} needs integer labels of shape {y_pred.shape[:-1]}, "
+                         f"got {labels.dtype} labels of shape {labels.shape}")
+    kept = labels != ignore_index
+    # one loss per row, from a 2-D view ('none' on sequences would average each sample's rows)
+    flat = y_pred.reshape(-1, y_pred.shape[-1])
+    losses = categorical_cross_entropy(flat, xp.where(kept, labels, 0).reshape(-1), from_logits=from_logits,
+                                       reduction="none", label_smoothing=label_smoothing,
+                                       class_weights=class_weights)
+    losses = losses.reshape(kept.shape) * kept.astype(losses.dtype)
+    if reduction == "none":
+        return losses
+    total = R.sum(losses)
+    if reduction == "sum":
+        return total
+    if class_weights is None:
+        return total / max(int(kept.sum()), 1)
+    weights = xp.asarray(getattr(class_weights, "data", class_weights), dtype=y_pred.dtype).reshape(-1)
+    return total / weights[labels[kept]].sum()
 
 
 def _smoothed(y, eps: float):
