@@ -1,0 +1,107 @@
+"""lamina.text: vocabularies, the text corpora, padding and language-model windows."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lamina.data.datasets import ChecksumError
+from lamina.text import (
+    Vocabulary,
+    language_model_windows,
+    load_names,
+    load_tiny_shakespeare,
+    pad_sequences,
+    shifted_pairs,
+    word_tokens,
+)
+
+SHARED_TEXT = Path(__file__).resolve().parents[3] / "shared" / "data" / "text"
+
+
+def test_a_character_vocabulary_orders_specials_then_frequency_and_round_trips():
+    vocab = Vocabulary.from_texts(["abba", "cab"], pad="<pad>", unk="<unk>", bos=".", eos=".")
+    assert vocab.tokens == ["<pad>", "<unk>", ".", "a", "b", "c"]      # a and b seen 3 times, a first
+    assert (vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id) == (0, 1, 2, 2)
+    ids = vocab.encode("cabz", add_bos=True, add_eos=True)
+    assert ids.dtype == np.int64 and ids.tolist() == [2, 5, 3, 4, 1, 2]
+    assert vocab.decode(ids) == "cab" and vocab.decode(ids, skip_specials=False) == ".cab<unk>."
+    assert "a" in vocab and "z" not in vocab and vocab["c"] == 5 and len(vocab) == 6
+
+
+def test_a_word_vocabulary_keeps_the_frequent_words_within_max_size():
+    text = "The cat sat. The cat ran! A dog sat."
+    assert word_tokens("Don't stop, Bob.") == ["don't", "stop", ",", "bob", "."]
+    vocab = Vocabulary.from_texts(text, level="word", max_size=6, lower=True)
+    assert vocab.tokens == ["<pad>", "<unk>", "the", "cat", "sat", "."]
+    assert vocab.decode(vocab.encode("the dog sat .")) == "the sat ."   # dog is unknown: left out
+    assert Vocabulary.from_texts(text, level="word", min_count=2, lower=True).tokens[2:] == ["the", "cat", "sat", "."]
+
+
+def test_vocabulary_errors_name_the_problem():
+    closed = Vocabulary("ab", unk=None)
+    with pytest.raises(KeyError, match=r"token 'z' at position 1 .* no unknown token"):
+        closed.encode("az")
+    with pytest.raises(ValueError, match="add_bos=True but the vocabulary has no bos token"):
+        closed.encode("a", add_bos=True)
+    with pytest.raises(ValueError, match=r"id 9 outside \[0, 3\)"):
+        closed.decode([1, 9])
+    with pytest.raises(ValueError, match="level must be one of"):
+        Vocabulary("ab", level="byte")
+
+
+def test_vocabulary_saves_and_loads(tmp_path):
+    vocab = Vocabulary.from_texts(["héllo wörld"], bos="<s>")
+    vocab.save(tmp_path / "vocab.json")
+    again = Vocabulary.load(tmp_path / "vocab.json")
+    assert again == vocab and again.encode("wöh").tolist() == vocab.encode("wöh").tolist()
+
+
+def test_pad_sequences_pads_and_truncates_at_either_end():
+    seqs = [[1, 2, 3], [4], []]
+    assert pad_sequences(seqs).tolist() == [[1, 2, 3], [0, 0, 4], [0, 0, 0]]
+    assert pad_sequences(seqs, padding="post", value=9).tolist() == [[1, 2, 3], [4, 9, 9], [9, 9, 9]]
+    assert pad_sequences(seqs, maxlen=2).tolist() == [[2, 3], [0, 4], [0, 0]]
+    assert pad_sequences(seqs, maxlen=2, truncating="post").tolist() == [[1, 2], [0, 4], [0, 0]]
+    with pytest.raises(ValueError, match="padding must be one of"):
+        pad_sequences(seqs, padding="middle")
+
+
+def test_shifted_pairs_mask_the_padding_of_the_targets():
+    x, y = shifted_pairs([[2, 5, 6, 2], [2, 7, 2]], pad=0)
+    assert x.tolist() == [[2, 5, 6], [2, 7, 0]] and y.tolist() == [[5, 6, 2], [7, 2, -100]]
+    with pytest.raises(ValueError, match="sequence 1 has 1 ids"):
+        shifted_pairs([[1, 2], [3]], pad=0)
+
+
+def test_language_model_windows_shift_the_targets_by_one():
+    ids = np.arange(10)
+    x, y = language_model_windows(ids, 4)
+    assert x.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]] and y.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    x, y = language_model_windows(ids, 4, stride=3)
+    assert x[:, 0].tolist() == [0, 3] and (y == x + 1).all()
+    with pytest.raises(ValueError, match="need 11 ids, got 10"):
+        language_model_windows(ids, 10)
+
+
+def test_corpora_are_found_checked_and_missing_files_are_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAMINA_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "names.txt").write_text("emma\nolivia\n")
+    with pytest.raises(ChecksumError, match="SHA-256 mismatch"):
+        load_names(tmp_path, download=False)
+    with pytest.raises(FileNotFoundError, match=r"(?s)tiny_shakespeare: missing file\(s\): tinyshakespeare.txt.*"
+                                                + str(tmp_path)):
+        load_tiny_shakespeare(tmp_path, download=False)
+
+
+@pytest.mark.skipif(not SHARED_TEXT.is_dir(), reason="no shared text corpora beside the project")
+def test_the_real_corpora_load():
+    names = load_names(SHARED_TEXT, download=False)
+    assert len(names) == 32033 and names[0] == "emma" and all(n.isalpha() and n.islower() for n in names)
+    text = load_tiny_shakespeare(SHARED_TEXT, download=False)
+    assert len(text) == 1115394 and text.startswith("First Citizen:")
+    assert hashlib.sha256(text.encode()).hexdigest().startswith("86c4e6aa")
