@@ -1,0 +1,51 @@
+"""Sampling text from a language model, one token at a time.
+
+The model maps ids (1, t) to scores (1, t, V); the next token is drawn from
+softmax(z^<t> / temperature) over the last step's scores, appended, and the model runs
+again on the longer prefix, until the end-of-sequence token or ``max_length`` tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lamina.autograd import no_grad, tensor
+from lamina.text.vocabulary import Vocabulary
+
+__all__ = ["sample_text"]
+
+
+def sample_text(model, vocab: Vocabulary, prompt: str = "", max_length: int = 50, temperature: float = 1.0,
+                top_k: int | None = None, seed: int | None = None) -> str:
+    """Continue ``prompt`` (after the bos token, when the vocabulary has one) with tokens
+    drawn from the model. ``temperature`` < 1 sharpens the distribution, > 1 flattens it;
+    ``top_k`` draws among the k most likely tokens only. Returns the prompt and its
+    continuation, special tokens left out."""
+    if not temperature > 0:
+        raise ValueError(f"sample_text: temperature must be > 0, got {temperature!r}")
+    if top_k is not None and not 1 <= top_k <= len(vocab):
+        raise ValueError(f"sample_text: top_k must lie in [1, {len(vocab)}], got {top_k!r}")
+    rng = np.random.default_rng(seed)
+    ids = list(vocab.encode(prompt, add_bos=vocab.bos_id is not None))
+    if not ids:
+        raise ValueError("sample_text: an empty prompt needs a vocabulary with a bos token to start from")
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with no_grad():
+            for _ in range(max_length):
+                scores = model(tensor(np.asarray([ids], dtype=np.int64))).numpy()
+                if scores.ndim != 3 or scores.shape[:2] != (1, len(ids)) or scores.shape[2] != len(vocab):
+                    raise ValueError(f"sample_text: the model must map ids (1, {len(ids)}) to scores (1, {len(ids)}, "
+                                     f"{len(vocab)}), got {scores.shape}")
+                z = scores[0, -1].astype(np.float64) / temperature
+                if top_k is not None:
+                    z[np.argsort(z)[:-top_k]] = -np.inf
+                p = np.exp(z - z.max())
+                next_id = int(rng.choice(len(vocab), p=p / p.sum()))
+                if next_id == vocab.eos_id:
+                    break
+                ids.append(next_id)
+    finally:
+        model.train(was_training)
+    return vocab.decode(ids)
