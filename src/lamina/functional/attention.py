@@ -1,0 +1,162 @@
+"""Scaled dot-product attention (course notes, Attention models).
+
+For each query position t the notes weigh the activations a^<t'> of the attended sequence
+by attention weights that sum to one over t', and take the weighted sum as the context:
+
+    alpha^<t,t'> = exp(e^<t,t'>) / sum_t'' exp(e^<t,t''>),   c^<t> = sum_t' alpha^<t,t'> a^<t'>
+
+Here the scores e come from dot products of a query with keys, and the vectors summed are
+values (all three are rows, batch axes first):
+
+    e = Q K^T / sqrt(d),   alpha = softmax of e over the keys,   C = alpha V
+    Q: (..., T_q, d),  K: (..., T_k, d),  V: (..., T_k, d_v),  C: (..., T_q, d_v)
+
+One node computes it, with the backward in closed form (dJ/dC written dC):
+
+    dV = alpha^T dC,   dalpha = dC V^T,   de = alpha * (dalpha - sum_t' dalpha * alpha)
+    dQ = de K / sqrt(d),   dK = de^T Q / sqrt(d)
+
+Masks follow ``torch.nn.functional.scaled_dot_product_attention``: a boolean mask keeps the
+scores where it is True (the others get weight 0); a float mask is added to the scores;
+``causal=True`` lets query t attend to keys t' <= t only (aligned at the first positions when
+T_q != T_k). A query whose every key is masked gets all-zero weights, hence a zero context
+(PyTorch gives NaN there).
+"""
+
+from __future__ import annotations
+
+import math
+
+from lamina import backend, parallel
+from lamina.autograd import Function, Tensor
+from lamina.errors import ShapeError
+from lamina.functional._util import unbroadcast
+
+__all__ = ["ScaledDotProductAttention", "scaled_dot_product_attention"]
+
+
+def _mm(a, b):
+    return parallel.matmul(a, b)
+
+
+def _swap(a):
+    return a.swapaxes(-1, -2)
+
+
+class ScaledDotProductAttention(Function):
+    """C = softmax(Q K^T scale + mask) V as one node (see the module docstring).
+
+    Hyperparameters: ``scale``; ``keep`` (a boolean array broadcastable to the scores, or
+    None); ``bias`` (an additive float array, or None); ``dropout`` (the probability of
+    zeroing a weight, with the kept weights scaled by 1 / (1 - dropout)).
+    """
+
+    keep = None
+    bias = None
+    dropout = 0.0
+
+    def forward(self, q, k, v):
+        xp = backend.xp
+        self.q, self.k, self.v = q, k, v
+        e = _mm(q, _swap(k))
+        e *= self.scale
+        if self.bias is not None:
+            e = e + self.bias
+        if self.keep is not None:
+            e = xp.where(self.keep, e, -xp.inf)
+        top = e.max(axis=-1, keepdims=True)
+        masked_rows = ~xp.isfinite(top)
+        if masked_rows.any():
+            top = xp.where(masked_rows, 0, top)
+        e -= top
+        xp.exp(e, out=e)
+        total = e.sum(axis=-1, keepdims=True)
+        if masked_rows.any():
+            total = xp.where(total == 0, 1, total)
+        e /= total
+        self.alpha = e
+        self.drop = None
+        if self.dropout > 0:
+            keep = backend.rng().random(e.shape) >= self.dropout
+            self.drop = keep.astype(e.dtype) / e.dtype.type(1 - self.dropout)
+            e = e * self.drop
+        self.weights = e
+        return _mm(e, v)
+
+    def backward(self, dc):
+        need_q, need_k, need_v = self.needs_grad
+        q, k, v = self.q, self.k, self.v
+        dv = unbroadcast(_mm(_swap(self.weights), dc), v.shape) if need_v else None
+        dq = dk = None
+        if need_q or need_k:
+            alpha = self.alpha
+            da = _mm(dc, _swap(v))
+            if self.drop is not None:
+                da *= self.drop
+            de = da
+            de -= (da * alpha).sum(axis=-1, keepdims=True)
+            de *= alpha
+            de *= self.scale
+            if need_q:
+                dq = unbroadcast(_mm(de, k), q.shape)
+            if need_k:
+                dk = unbroadcast(_mm(_swap(de), q), k.shape)
+        return dq, dk, dv
+
+
+def _mask_arrays(mask, causal: bool, t_q: int, t_k: int, dtype):
+    """(keep, bias): the boolean and additive parts of the mask, each None when absent."""
+    xp = backend.xp
+    keep = bias = None
+    if mask is not None:
+        m = xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
+        if m.dtype == bool:
+            keep = m
+        elif m.dtype.kind == "f":
+            bias = m.astype(dtype, copy=False)
+        else:
+            raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = attend) or float "
+                            f"(added to the scores), got dtype {m.dtype}")
+        if m.ndim > 0 and m.shape[-1] not in (1, t_k) or m.ndim > 1 and m.shape[-2] not in (1, t_q):
+            raise ShapeError(f"scaled_dot_product_attention: a mask of shape {tuple(m.shape)} does not "
+                             f"broadcast to the scores (..., {t_q}, {t_k})")
+    if causal:
+        lower = xp.tril(xp.ones((t_q, t_k), dtype=bool))
+        keep = lower if keep is None else keep & lower
+    return keep, bias
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropout: float = 0.0,
+                                 scale: float | None = None, return_weights: bool = False):
+    """C = softmax(Q K^T / sqrt(d) + mask) V for Q (..., T_q, d), K (..., T_k, d),
+    V (..., T_k, d_v); leading axes broadcast. Returns C (..., T_q, d_v).
+
+    ``mask``: boolean (True = attend) or float (added to the scores), broadcastable to
+    (..., T_q, T_k). ``causal``: query t sees keys t' <= t. ``dropout``: probability of
+    zeroing each attention weight (pass 0 outside training). ``scale``: replaces
+    1 / sqrt(d). ``return_weights``: also return alpha (..., T_q, T_k), after masking and
+    before dropout, as a constant tensor (for inspection; no gradient flows through it).
+    """
+    q, k, v = (x if isinstance(x, Tensor) else Tensor(x) for x in (q, k, v))
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        raise ShapeError(f"scaled_dot_product_attention: q, k and v need at least 2 axes (..., T, d), got "
+                         f"shapes {q.shape}, {k.shape}, {v.shape}")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ShapeError(f"scaled_dot_product_attention: q {q.shape} and k {k.shape} must share the feature "
+                         f"size d, and k and v {v.shape} the number of keys T_k")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout must be in [0, 1), got {dropout}")
+    keep, bias = _mask_arrays(mask, causal, q.shape[-2], k.shape[-2], q.dtype)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    out = ScaledDotProductAttention.apply(q, k, v, scale=scale, keep=keep, bias=bias, dropout=float(dropout))
+    if not return_weights:
+        return out
+    node = out._ctx
+    if node is not None:
+        weights = node.alpha
+    else:  # computed without a graph: recompute the weights alone
+        probe = ScaledDotProductAttention()
+        probe.__dict__.update(scale=scale, keep=keep, bias=bias, dropout=0.0)
+        probe.forward(q.data, k.data, v.data)
+        weights = probe.alpha
+    return out, Tensor._wrap(weights.copy())

@@ -1,0 +1,248 @@
+"""Attention layers (course notes, Attention models): each query position takes a context
+c^<t> = sum_t' alpha^<t,t'> a^<t'>, a weighted sum over the attended sequence with weights
+alpha^<t,t'> = softmax over t' of the scores e^<t,t'>
+(:func:`lamina.functional.attention.scaled_dot_product_attention`).
+
+* :class:`Attention`: Luong's dot-product attention with no weights of its own, e = q a^T
+  (Keras's ``Attention``): ``Attention()([query, values])``.
+* :class:`MultiHeadAttention`: the Transformer's attention with learned projections, as
+  ``torch.nn.MultiheadAttention(batch_first=True)``.
+
+Masks are boolean with True = attend (or float, added to the scores) everywhere in lamina;
+PyTorch's ``nn.MultiheadAttention`` masks (``attn_mask``, ``key_padding_mask``) mark the
+positions to *ignore* with True, so pass their negation.
+"""
+
+from __future__ import annotations
+
+from lamina import backend
+from lamina import functional as F
+from lamina.autograd import Tensor
+from lamina.errors import ShapeError
+from lamina.functional.attention import scaled_dot_product_attention
+from lamina.nn import init as initializers
+from lamina.nn.dense import linear
+from lamina.nn.layer import input_error, register_layer
+from lamina.nn.module import Module, as_tensor
+
+__all__ = ["Attention", "MultiHeadAttention"]
+
+
+def _first_shape(input_shape):
+    """The query's shape from a call's shape or list of shapes."""
+    if isinstance(input_shape, list) and input_shape and isinstance(input_shape[0], (list, tuple)):
+        return tuple(input_shape[0])
+    if input_shape is None:
+        return None
+    return tuple(input_shape)
+
+
+def _mask_array(mask):
+    if mask is None:
+        return None
+    return backend.xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
+
+
+@register_layer
+class MultiHeadAttention(Module):
+    """Multi-head attention: h heads attend in parallel, each in its own d = E / h subspace.
+
+        Q_i = q W_q[:, i] + b_q,  K_i = k W_k[:, i] + b_k,  V_i = v W_v[:, i] + b_v
+        head_i = softmax(Q_i K_i^T / sqrt(d)) V_i
+        out = concat(head_1, ..., head_h) W_o + b_o
+
+    with inputs (N, T, E) (batch first) and samples-as-rows weights like :class:`Dense`:
+    ``in_weight`` (E, 3E) holds [W_q | W_k | W_v] side by side (the transpose of PyTorch's
+    ``in_proj_weight``), ``in_bias`` (3E,), ``out_weight`` (E, E) (the transpose of
+    ``out_proj.weight``) and ``out_bias`` (E,).
+
+    Called as ``mha(query, key=None, value=None, mask=None, key_mask=None, causal=False,
+    return_weights=False)``: self-attention when ``key`` and ``value`` are omitted (``value``
+    defaults to ``key``). ``mask``: boolean (True = attend) or float (added to the scores),
+    of shape (T_q, T_k), (N, T_q, T_k) or (N, h, T_q, T_k); ``key_mask``: (N, T_k), True for
+    the real keys and False for padding. ``return_weights=True`` also returns the attention
+    weights (N, h, T_q, T_k) as a constant tensor. ``dropout`` zeroes attention weights in
+    training mode.
+
+    The projections start Xavier-uniform with zero biases, as PyTorch's.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
+                 kernel_init="xavier_uniform", bias_init="zeros", name: str | None = None):
+        super().__init__(name=name)
+        for what, value in (("embed_dim", embed_dim), ("num_heads", num_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MultiHeadAttention: {what} must be a positive int, got {value!r}")
+        if embed_dim % num_heads:
+            raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads "
+                             f"{num_heads}; each head gets embed_dim / num_heads features")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1), got {dropout!r}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.use_bias = bool(use_bias)
+        self.dropout = float(dropout)
+        self.kernel_init = kernel_init
+        self.bias_init = bias_init
+        initializers.get(kernel_init)
+        initializers.get(bias_init)
+
+    def build(self, input_shape) -> None:
+        shape = _first_shape(input_shape)
+        self._check_shape(shape, "query")
+        e = self.embed_dim
+        dtype = backend.get_default_dtype()
+        kernel = initializers.get(self.kernel_init)
+        # PyTorch draws the (3E, E) in-projection as one matrix: fans E and 3E
+        self.add_parameter("in_weight", kernel((e, 3 * e), e, 3 * e, dtype))
+        if self.use_bias:
+            self.add_parameter("in_bias", initializers.get(self.bias_init)((3 * e,), e, 3 * e, dtype))
+        self.add_parameter("out_weight", kernel((e, e), e, e, dtype))
+        if self.use_bias:
+            self.add_parameter("out_bias", initializers.get(self.bias_init)((e,), e, e, dtype))
+        self.built = True
+
+    def _check_shape(self, shape, what: str, x=None):
+        ok = shape is not None and len(shape) == 3 and shape[-1] in (None, self.embed_dim)
+        if not ok:
+            expected = f"a {what} of shape (batch, time, {self.embed_dim})"
+            if x is not None:
+                raise input_error(self, x, expected)
+            raise ShapeError(f"{self._label()}: got an input shape {shape}; expected {expected}")
+
+    def _project(self, x, part: int) -> Tensor:
+        """x W_part + b_part, split into heads: (N, T, E) -> (N, h, T, d)."""
+        e = self.embed_dim
+        cols = slice(part * e, (part + 1) * e)
+        w = F.getitem(self.in_weight, (slice(None), cols))
+        b = F.getitem(self.in_bias, cols) if self.use_bias else None
+        y = linear(x, w, b)
+        n, t = x.shape[0], x.shape[1]
+        return F.transpose(F.reshape(y, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
+
+    def forward(self, query, key=None, value=None, mask=None, key_mask=None, causal: bool = False,
+                return_weights: bool = False):
+        query = as_tensor(query)
+        key = query if key is None else as_tensor(key)
+        value = key if value is None else as_tensor(value)
+        for what, x in (("query", query), ("key", key), ("value", value)):
+            self._check_shape(x.shape, what, x)
+        if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
+            raise ShapeError(f"{self._label()}: query {query.shape}, key {key.shape} and value {value.shape} "
+                             "must share the batch size, and key and value the number of steps")
+        n, t_q, t_k = query.shape[0], query.shape[1], key.shape[1]
+        q = self._project(query, 0)
+        k = self._project(key, 1)
+        v = self._project(value, 2)
+        full = self._mask(mask, key_mask, n, t_q, t_k)
+        drop = self.dropout if self.training else 0.0
+        out = scaled_dot_product_attention(q, k, v, mask=full, causal=causal, dropout=drop,
+                                           return_weights=return_weights)
+        heads, weights = out if return_weights else (out, None)
+        joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.embed_dim)
+        y = linear(joined, self.out_weight, self.out_bias if self.use_bias else None)
+        return (y, weights) if return_weights else y
+
+    def _mask(self, mask, key_mask, n: int, t_q: int, t_k: int):
+        """One mask broadcastable to the scores (N, h, T_q, T_k)."""
+        m = _mask_array(mask)
+        if m is not None:
+            if m.ndim == 3:
+                m = m[:, None]
+            if m.ndim not in (2, 4) or m.shape[-2:] != (t_q, t_k):
+                raise ShapeError(f"{self._label()}: mask of shape {tuple(m.shape)}; expected ({t_q}, {t_k}), "
+                                 f"({n}, {t_q}, {t_k}) or ({n}, {self.num_heads}, {t_q}, {t_k})")
+        km = _mask_array(key_mask)
+        if km is None:
+            return m
+        if km.dtype != bool or km.shape != (n, t_k):
+            raise ShapeError(f"{self._label()}: key_mask must be boolean of shape ({n}, {t_k}) (True = a real "
+                             f"key), got {km.dtype} {tuple(km.shape)}")
+        km = km[:, None, None, :]
+        if m is None:
+            return km
+        if m.dtype == bool:
+            return m & km
+        return backend.xp.where(km, m, -backend.xp.inf).astype(m.dtype)
+
+    def compute_output_shape(self, input_shape):
+        shape = _first_shape(input_shape)
+        self._check_shape(shape, "query")
+        return shape[:-1] + (self.embed_dim,)
+
+    def get_config(self) -> dict:
+        return {
+            "embed_dim": self.embed_dim,
+            "num_heads": self.num_heads,
+            "use_bias": self.use_bias,
+            "dropout": self.dropout,
+            "kernel_init": initializers.serialize(self.kernel_init),
+            "bias_init": initializers.serialize(self.bias_init),
+            "name": self.name,
+        }
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}" + ("" if self.use_bias else ", use_bias=False")
+
+
+@register_layer
+class Attention(Module):
+    """Luong's dot-product attention, no projections: for queries (N, T_q, d) and values
+    (N, T_v, d) (the notes' a^<t'>), e = q a^T, alpha = softmax over the values and
+    c = alpha a; the output is (N, T_q, d). Called as ``Attention()([query, value])`` or
+    ``Attention()([query, value, key])`` (keys scored, values summed; the key defaults to the
+    value), with keywords ``mask`` (boolean, True = attend, or float; broadcastable to
+    (N, T_q, T_v)), ``causal`` and ``return_weights``.
+
+    ``use_scale=True`` learns a scalar multiplying the scores (starting at 1), as Keras's
+    ``Attention(use_scale=True)``; the scores are never divided by sqrt(d).
+    """
+
+    def __init__(self, use_scale: bool = False, name: str | None = None):
+        super().__init__(name=name)
+        self.use_scale = bool(use_scale)
+
+    def build(self, input_shape) -> None:
+        if self.use_scale:
+            self.add_parameter("scale", backend.xp.ones((), dtype=backend.get_default_dtype()))
+        self.built = True
+
+    def _split(self, inputs):
+        if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+            inputs = inputs[0]
+        if len(inputs) not in (2, 3):
+            raise ShapeError(f"{self._label()}: expected [query, value] or [query, value, key], got "
+                             f"{len(inputs)} inputs")
+        xs = [as_tensor(x) for x in inputs]
+        query, value = xs[0], xs[1]
+        key = xs[2] if len(xs) == 3 else value
+        for what, x in (("query", query), ("value", value), ("key", key)):
+            if x.ndim != 3:
+                raise input_error(self, x, f"a {what} of shape (batch, time, features)")
+        if query.shape[-1] != key.shape[-1] or key.shape[:2] != value.shape[:2] or query.shape[0] != key.shape[0]:
+            raise ShapeError(f"{self._label()}: query {query.shape} and key {key.shape} must share the feature "
+                             f"size, key and value {value.shape} the batch and number of steps")
+        return query, value, key
+
+    def forward(self, *inputs, mask=None, causal: bool = False, return_weights: bool = False):
+        query, value, key = self._split(inputs)
+        if self.use_scale:
+            query = F.mul(query, self.scale)
+        return scaled_dot_product_attention(query, key, value, mask=mask, causal=causal, scale=1.0,
+                                            return_weights=return_weights)
+
+    def compute_output_shape(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) not in (2, 3) or not all(
+                isinstance(s, (list, tuple)) and len(s) == 3 for s in input_shape):
+            raise ShapeError(f"{self._label()}: expected the shapes [query, value(, key)], each (batch, time, "
+                             f"features), got {input_shape!r}")
+        q, v = tuple(input_shape[0]), tuple(input_shape[1])
+        return q[:2] + v[2:]
+
+    def get_config(self) -> dict:
+        return {"use_scale": self.use_scale, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return "use_scale=True" if self.use_scale else ""
+
