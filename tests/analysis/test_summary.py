@@ -243,3 +243,20 @@ def test_optimizer_state_counts_match_the_optimizers():
         opt.step()
         arrays = [v for v in opt.state[0].values() if isinstance(v, np.ndarray) and v.shape == w.shape]
         assert len(arrays) == OPTIMIZER_STATES[name], (name, sorted(opt.state[0]))
+
+
+def test_a_text_model_is_traced_with_integer_ids_and_its_attention_counted():
+    from lamina.nn.attention import MultiHeadAttention
+    from lamina.nn.embedding import Embedding
+
+    model = nn.Sequential(Embedding(100, 16), MultiHeadAttention(16, 4), nn.Dense(100))
+    s = summary(model, (12,))
+    assert s.dtype == "int64"
+    embed, attention, dense = s.rows
+    assert (embed["params"], embed["macs"], embed["output_shape"]) == (100 * 16, 0, [12, 16])
+    assert embed["hyperparameters"] == "W=100 A=16" and attention["hyperparameters"] == "E=16 h=4"
+    e, t = 16, 12
+    assert attention["params"] == 4 * e * e + 4 * e
+    assert attention["macs"] == e * e * 4 * t + 2 * t * t * e      # projections, scores and context
+    assert dense["macs"] == t * e * 100
+    assert not model.built                                         # shape inference only

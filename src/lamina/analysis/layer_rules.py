@@ -12,6 +12,10 @@ MACs, which the course notes call "flops" (one multiply-accumulate = one flop), 
                      (each output the weighted sum of its 4 neighbours: 4 per output value);
                      nearest, zero padding, cropping: 0 (copies)
 
+    embedding        0 (a lookup); attention layers report their own count: multi-head
+                     E^2 (2 T_q + 2 T_k) for the projections + 2 T_q T_k E for the scores
+                     and the context
+
 The bias additions are not counted, and every other layer (batch norm, activations,
 additions, concatenations, local response normalization, dropout, reshaping) counts 0: their
 cost is a few operations per activation, negligible next to the convolutions, and the
@@ -23,10 +27,12 @@ from __future__ import annotations
 
 import math
 
+from lamina.nn.attention import MultiHeadAttention
 from lamina.nn.conv import SeparableConv2D, _Conv
 from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout
+from lamina.nn.embedding import Embedding
 from lamina.nn.merge import Concatenate
 from lamina.nn.module import Module
 from lamina.nn.normalization import LocalResponseNorm
@@ -158,6 +164,10 @@ def layer_hyperparameters(module: Module, input_shapes: list[tuple[int, ...]] | 
         parts.append(f"crop={_edges(module.cropping)}")
     elif isinstance(module, Dense):
         parts.append(f"n={module.units}")
+    elif isinstance(module, Embedding):
+        parts.append(f"W={module.input_dim} A={module.output_dim}")
+    elif isinstance(module, MultiHeadAttention):
+        parts.append(f"E={module.embed_dim} h={module.num_heads}")
     elif isinstance(module, Dropout):
         parts.append(f"rate={module.rate:g}")
     elif isinstance(module, LocalResponseNorm):

@@ -117,6 +117,14 @@ def is_layer(module: Module) -> bool:
         b is not None for b in module._buffers.values())
 
 
+def _reads_ids(model: Module) -> bool:
+    """Whether the model's first layer takes integer ids (an Embedding), not values."""
+    for module in model.modules():
+        if is_layer(module) and module is not model or not module._modules:
+            return bool(getattr(module, "reads_ids", False))
+    return False
+
+
 def resolve_model(model: Module | Callable[[], Module]) -> Module:
     """``model`` itself, or the model a zero-argument builder returns, built in meta mode
     (weights are shape-only, so e.g. ``lamina.models.vgg16`` costs no weight memory)."""
@@ -209,7 +217,10 @@ def trace(model: Module | Callable[[], Module], input_shape: Sequence[int] | Non
         call.outputs = _tensors(out)
         return out
 
-    x = Tensor(backend.xp.zeros((0, *shape), dtype=backend.get_default_dtype()), requires_grad=True)
+    if _reads_ids(traced):
+        x = Tensor(backend.xp.zeros((0, *shape), dtype=backend.xp.int64))
+    else:
+        x = Tensor(backend.xp.zeros((0, *shape), dtype=backend.get_default_dtype()), requires_grad=True)
     previous = graph._grad_enabled
     graph._grad_enabled = True  # record the graph: receptive fields follow it through glue ops
     try:

@@ -166,6 +166,14 @@ class MultiHeadAttention(Module):
             return m & km
         return backend.xp.where(km, m, -backend.xp.inf).astype(m.dtype)
 
+    def macs(self, input_shapes, output_shapes) -> int:
+        """Per sample: the projections E^2 (T_q + 2 T_k) + E^2 T_q, and the scores and the
+        context 2 T_q T_k E (the softmax not counted)."""
+        t_q = output_shapes[0][0]
+        t_k = input_shapes[1][0] if len(input_shapes) > 1 else t_q
+        e = self.embed_dim
+        return e * e * (2 * t_q + 2 * t_k) + 2 * t_q * t_k * e
+
     def compute_output_shape(self, input_shape):
         shape = _first_shape(input_shape)
         self._check_shape(shape, "query")
@@ -231,6 +239,11 @@ class Attention(Module):
             query = F.mul(query, self.scale)
         return scaled_dot_product_attention(query, key, value, mask=mask, causal=causal, scale=1.0,
                                             return_weights=return_weights)
+
+    def macs(self, input_shapes, output_shapes) -> int:
+        """Per sample: scores T_q T_v d and context T_q T_v d_v."""
+        (t_q, d), (t_v, d_v) = input_shapes[0], input_shapes[1]
+        return t_q * t_v * (d + d_v)
 
     def compute_output_shape(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) not in (2, 3) or not all(

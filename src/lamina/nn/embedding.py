@@ -145,6 +145,8 @@ class Embedding(Module):
     PyTorch), so padded positions stay zero vectors.
     """
 
+    reads_ids = True           # its input is integer ids (lamina.analysis traces it with those)
+
     def __init__(self, input_dim: int, output_dim: int, embeddings_init=None, padding_idx: int | None = None,
                  name: str | None = None):
         super().__init__(name=name)
@@ -175,6 +177,10 @@ class Embedding(Module):
         data = check_ids(ids, self.input_dim, self._label())
         params = {} if self.padding_idx is None else {"padding_idx": self.padding_idx}
         return EmbeddingFunction.apply(Tensor._wrap(data), self.weight, **params)
+
+    def macs(self, input_shapes, output_shapes) -> int:
+        """A lookup: no multiply-accumulates."""
+        return 0
 
     def compute_output_shape(self, input_shape):
         if input_shape is None:
