@@ -260,3 +260,17 @@ def test_a_text_model_is_traced_with_integer_ids_and_its_attention_counted():
     assert attention["macs"] == e * e * 4 * t + 2 * t * t * e      # projections, scores and context
     assert dense["macs"] == t * e * 100
     assert not model.built                                         # shape inference only
+
+
+def test_recurrent_layers_count_their_steps():
+    model = nn.Sequential(nn.Embedding(50, 8), nn.Bidirectional(nn.LSTM(16, return_sequences=True)),
+                          nn.GRU(12), nn.Dense(3))
+    s = summary(model, (20,))
+    types = [r["type"] for r in s.rows]
+    assert types == ["Embedding", "LSTM", "LSTM", "GRU", "Dense"]
+    forward, backward, gru = s.rows[1], s.rows[2], s.rows[3]
+    assert forward["macs"] == backward["macs"] == 20 * 4 * 16 * (8 + 16)
+    assert forward["params"] == 4 * 16 * (8 + 16) + 2 * 4 * 16
+    assert forward["hyperparameters"] == "H=16 return_sequences"
+    assert backward["hyperparameters"] == "H=16 return_sequences go_backwards"
+    assert gru["output_shape"] == [12] and gru["macs"] == 20 * 3 * 12 * (32 + 12)

@@ -12,6 +12,7 @@ MACs, which the course notes call "flops" (one multiply-accumulate = one flop), 
                      (each output the weighted sum of its 4 neighbours: 4 per output value);
                      nearest, zero padding, cropping: 0 (copies)
 
+    recurrent        T G H (D + H) for T steps of G gate blocks (simple 1, GRU 3, LSTM 4)
     embedding        0 (a lookup); attention layers report their own count: multi-head
                      E^2 (2 T_q + 2 T_k) for the projections + 2 T_q T_k E for the scores
                      and the context
@@ -37,6 +38,7 @@ from lamina.nn.merge import Concatenate
 from lamina.nn.module import Module
 from lamina.nn.normalization import LocalResponseNorm
 from lamina.nn.pooling import GlobalAvgPool2D, _Pool2D
+from lamina.nn.recurrent import _Recurrent
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 
 __all__ = ["adaptive_windows", "layer_hyperparameters", "layer_macs"]
@@ -168,6 +170,9 @@ def layer_hyperparameters(module: Module, input_shapes: list[tuple[int, ...]] | 
         parts.append(f"W={module.input_dim} A={module.output_dim}")
     elif isinstance(module, MultiHeadAttention):
         parts.append(f"E={module.embed_dim} h={module.num_heads}")
+    elif isinstance(module, _Recurrent):
+        parts.append(f"H={module.units}")
+        parts += [flag for flag in ("return_sequences", "go_backwards") if getattr(module, flag)]
     elif isinstance(module, Dropout):
         parts.append(f"rate={module.rate:g}")
     elif isinstance(module, LocalResponseNorm):

@@ -12,6 +12,7 @@ from lamina.functional.activation import (
     tanh,
 )
 from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
+from lamina.functional.attention import scaled_dot_product_attention
 from lamina.functional.conv import conv2d
 from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
@@ -30,6 +31,7 @@ from lamina.functional.losses_more import (
     smooth_l1,
 )
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
+from lamina.functional.recurrent import gru, lstm, simple_rnn
 from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
 from lamina.functional.shape import (
@@ -50,13 +52,12 @@ from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, 
 _tensor_methods.install()
 
 __all__ = [
-    "abs", "add", "avg_pool2d", "binary_cross_entropy", "broadcast_to",
-    "categorical_cross_entropy", "clip", "concat", "conv2d", "conv_transpose2d", "crop2d", "div",
-    "elu", "exp", "expand_dims", "flatten", "gelu", "getitem", "global_avg_pool2d", "hard_sigmoid",
-    "hard_swish", "hinge", "huber", "kl_divergence", "leaky_relu", "log", "log_softmax", "matmul",
-    "max", "max_pool2d", "maximum", "mean", "mean_absolute_error", "mean_squared_error", "min",
-    "minimum", "mish", "mul", "multiclass_hinge", "neg", "nll_loss", "pad", "power", "relu",
-    "reshape", "selu", "sigmoid", "silu", "smooth_l1", "softmax", "softplus", "sqrt", "squeeze",
-    "stack", "sub", "sum", "swapaxes", "tanh", "transpose", "upsample2d", "var", "where",
-    "zero_pad2d",
+    "abs", "add", "avg_pool2d", "binary_cross_entropy", "broadcast_to", "categorical_cross_entropy", "clip",
+    "concat", "conv2d", "conv_transpose2d", "crop2d", "div", "elu", "exp", "expand_dims", "flatten", "gelu",
+    "getitem", "gru", "global_avg_pool2d", "hard_sigmoid", "hard_swish", "hinge", "huber", "kl_divergence",
+    "leaky_relu", "log", "log_softmax", "lstm", "matmul", "max", "max_pool2d", "maximum", "mean",
+    "mean_absolute_error", "mean_squared_error", "min", "minimum", "mish", "mul", "multiclass_hinge", "neg",
+    "nll_loss", "pad", "power", "relu", "reshape", "scaled_dot_product_attention", "selu", "sigmoid", "silu",
+    "simple_rnn", "smooth_l1", "softmax", "softplus", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes",
+    "tanh", "transpose", "upsample2d", "var", "where", "zero_pad2d"
 ]

@@ -27,6 +27,7 @@ from lamina.nn.activation import (
     Tanh,
     get_activation,
 )
+from lamina.nn.attention import Attention, MultiHeadAttention
 from lamina.nn.augmentation import (
     RandomBrightness,
     RandomContrast,
@@ -41,25 +42,27 @@ from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dropout import DropConnect, Dropout
+from lamina.nn.embedding import Embedding, embedding
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.parameter import Parameter
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from lamina.nn.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from lamina.nn.reshape import Flatten, Identity, Reshape
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequential import Sequential
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "Add", "AvgPool2D", "BatchNorm", "Concatenate", "Conv2D",
-    "Conv2DTranspose", "Cropping2D", "Dense", "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Flatten", "GELU",
-    "GlobalAvgPool2D", "GroupNorm", "HardSigmoid", "HardSwish", "Identity", "LayerNorm", "LeakyReLU",
-    "LocalResponseNorm", "MaxPool2D", "Mish", "Module", "PReLU", "Parameter", "RandomBrightness",
-    "RandomContrast", "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation",
-    "RandomSaturation", "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU",
-    "Sigmoid", "Softmax", "Softplus", "Tanh", "UpSampling2D", "ZeroPadding2D", "default_name",
-    "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config", "linear",
-    "register_layer", "registered_layers",
+    "ACTIVATIONS", "Activation", "Add", "Attention", "AvgPool2D", "BatchNorm", "Bidirectional", "Concatenate",
+    "Conv2D", "Conv2DTranspose", "Cropping2D", "Dense", "DepthwiseConv2D", "DropConnect", "Dropout", "ELU",
+    "Embedding", "Flatten", "GELU", "GRU", "GlobalAvgPool2D", "GroupNorm", "HardSigmoid", "HardSwish", "Identity",
+    "LayerNorm", "LeakyReLU", "LocalResponseNorm", "LSTM", "MaxPool2D", "Mish", "MultiHeadAttention", "Module",
+    "PReLU", "Parameter", "RandomBrightness", "RandomContrast", "RandomCrop", "RandomFlip", "RandomGaussianBlur",
+    "RandomRotation", "RandomSaturation", "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential",
+    "SiLU", "SimpleRNN", "Sigmoid", "Softmax", "Softplus", "Tanh", "UpSampling2D", "ZeroPadding2D",
+    "default_name", "embedding", "fully_connected_to_conv", "get_activation", "init", "layer_from_config",
+    "layer_to_config", "linear", "register_layer", "registered_layers"
 ]

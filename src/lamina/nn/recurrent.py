@@ -1,0 +1,360 @@
+"""Recurrent layers (course notes, Recurrent Neural Networks): SimpleRNN, GRU, LSTM and the
+Bidirectional wrapper, with Keras's arguments and PyTorch's weights.
+
+Inputs are batch first, (N, T, D). Samples are rows, so one step of a simple RNN is
+
+    a^<t> = g(x^<t> W_ax + a^<t-1> W_aa + b)
+
+with W_ax the notes' matrix transposed. Each layer holds
+
+* ``kernel`` (D, G H): W_ax, the G gate blocks side by side in PyTorch's order (GRU r, z, n;
+  LSTM i, f, g, o); PyTorch's ``weight_ih_l0`` is its transpose;
+* ``recurrent_kernel`` (H, G H): W_aa, PyTorch's ``weight_hh_l0`` transposed;
+* ``bias`` and ``recurrent_bias`` (G H,): PyTorch's ``bias_ih_l0`` and ``bias_hh_l0`` (the
+  sum b acts in every gate but the GRU's candidate, where ``recurrent_bias`` sits inside the
+  reset gate's product). ``use_bias=False`` leaves both out.
+
+So weights copy 1:1 between a lamina layer and ``torch.nn.RNN/GRU/LSTM(batch_first=True)``
+after a transpose. The whole sequence runs as one node (:mod:`lamina.functional.recurrent`).
+
+The output is the last state a^<T> (N, H), or every state (N, T, H) with
+``return_sequences=True``; ``return_state=True`` returns ``[output, a^<T>]`` (LSTM:
+``[output, a^<T>, c^<T>]``). ``go_backwards=True`` reads the sequence from its end (the
+output sequence then follows that reading order, as in Keras). An initial state is given as
+``layer(x, initial_state=a0)`` (LSTM: ``(a0, c0)``), zeros otherwise.
+"""
+
+from __future__ import annotations
+
+from lamina import backend
+from lamina.autograd import Tensor
+from lamina.errors import ShapeError
+from lamina.functional import shape as shape_ops
+from lamina.functional.recurrent import SIMPLE_ACTIVATIONS, gru, lstm, simple_rnn
+from lamina.nn import init as initializers
+from lamina.nn.layer import check_shape_ndim, describe, input_error, layer_from_config, layer_to_config, register_layer
+from lamina.nn.module import Module, as_tensor
+
+__all__ = ["GRU", "LSTM", "Bidirectional", "SimpleRNN"]
+
+_EXPECTED = "(batch, time, features)"
+
+
+class _Recurrent(Module):
+    """What SimpleRNN, GRU and LSTM share: weights, checks, configuration."""
+
+    gates = 1
+    state_names: tuple[str, ...] = ("h0",)
+
+    def __init__(self, units: int, return_sequences: bool = False, return_state: bool = False,
+                 go_backwards: bool = False, kernel_init="xavier_uniform", recurrent_init="orthogonal",
+                 bias_init="zeros", use_bias: bool = True, name: str | None = None):
+        super().__init__(name=name)
+        cls = type(self).__name__
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise ValueError(f"{cls}: units must be a positive int, got {units!r}")
+        self.units = units
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
+        self.use_bias = bool(use_bias)
+        self.kernel_init = kernel_init
+        self.recurrent_init = recurrent_init
+        self.bias_init = bias_init
+        for spec in (kernel_init, recurrent_init, bias_init):
+            initializers.get(spec)
+
+    # -- weights -------------------------------------------------------------------------
+    def build(self, input_shape) -> None:
+        shape = check_shape_ndim(self, input_shape, 3, _EXPECTED)
+        d = shape[-1]
+        if d is None:
+            raise ShapeError(f"{self._label()}: the feature (last) axis of the input shape {shape} must be known")
+        h, gh = self.units, self.gates * self.units
+        dtype = backend.get_default_dtype()
+        self.add_parameter("kernel", initializers.get(self.kernel_init)((d, gh), d, gh, dtype))
+        self.add_parameter("recurrent_kernel", initializers.get(self.recurrent_init)((h, gh), h, gh, dtype))
+        if self.use_bias:
+            self.add_parameter("bias", self._initial_bias(d, dtype))
+            self.add_parameter("recurrent_bias", initializers.zeros((gh,), h, gh, dtype))
+        self.built = True
+
+    def _initial_bias(self, d: int, dtype):
+        gh = self.gates * self.units
+        return initializers.get(self.bias_init)((gh,), d, gh, dtype)
+
+    @property
+    def input_features(self) -> int | None:
+        return self.kernel.shape[0] if self.built else None
+
+    # -- running -------------------------------------------------------------------------
+    def forward(self, x, initial_state=None):
+        x = as_tensor(x)
+        d = self.kernel.shape[0]
+        if x.ndim != 3 or x.shape[-1] != d or x.shape[1] < 1:
+            raise input_error(self, x, f"(batch, time, {d}): a 3-D batch of sequences with at least one step "
+                                       f"and the {d} features the layer was built for")
+        states = self._states(initial_state, x)
+        if self.go_backwards:
+            x = x[:, ::-1]
+        results = self._run(x, states)
+        sequence, finals = results[0], list(results[1:])
+        output = sequence if self.return_sequences else finals[0]
+        return [output, *finals] if self.return_state else output
+
+    def _run(self, x, states):
+        raise NotImplementedError
+
+    def _weights(self) -> tuple:
+        if self.use_bias:
+            return self.kernel, self.recurrent_kernel, self.bias, self.recurrent_bias
+        return self.kernel, self.recurrent_kernel, None, None
+
+    def _states(self, initial_state, x) -> list:
+        """The initial states as tensors (None: zeros), checked against (N, H)."""
+        count = len(self.state_names)
+        if initial_state is None:
+            return [None] * count
+        if isinstance(initial_state, (list, tuple)):
+            given = list(initial_state)
+        else:
+            given = [initial_state]
+        if len(given) != count:
+            raise ValueError(f"{self._label()}: initial_state must hold {count} state(s) "
+                             f"({', '.join(self.state_names)}), got {len(given)}")
+        expected = (x.shape[0], self.units)
+        states = []
+        for name, s in zip(self.state_names, given):
+            if s is None:
+                states.append(None)
+                continue
+            s = as_tensor(s)
+            if tuple(s.shape) != expected:
+                raise ShapeError(f"{self._label()}: the initial state {name} has {describe(s)}; expected (batch, "
+                                 f"units) = {expected} for an input of {describe(x)}")
+            states.append(s)
+        return states
+
+    def macs(self, input_shapes, output_shapes) -> int:
+        """Per sample: T G H (D + H), the input and recurrence products of the T steps."""
+        steps, d = input_shapes[0]
+        return steps * self.gates * self.units * (d + self.units)
+
+    def compute_output_shape(self, input_shape):
+        shape = check_shape_ndim(self, input_shape, 3, _EXPECTED)
+        if self.built and shape[-1] is not None and shape[-1] != self.kernel.shape[0]:
+            raise ShapeError(f"{self._label()}: input shape {shape} has {shape[-1]} features; the layer was built "
+                             f"for {self.kernel.shape[0]}")
+        n, steps = shape[0], shape[1]
+        final = (n, self.units)
+        output = (n, steps, self.units) if self.return_sequences else final
+        if self.return_state:
+            return [output] + [final] * len(self.state_names)
+        return output
+
+    # -- description -----------------------------------------------------------------------
+    def get_config(self) -> dict:
+        return {
+            "units": self.units,
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "kernel_init": initializers.serialize(self.kernel_init),
+            "recurrent_init": initializers.serialize(self.recurrent_init),
+            "bias_init": initializers.serialize(self.bias_init),
+            "use_bias": self.use_bias,
+            "name": self.name,
+        }
+
+    def extra_repr(self) -> str:
+        d = self.kernel.shape[0] if self.built else "?"
+        flags = [f for f in ("return_sequences", "return_state", "go_backwards") if getattr(self, f)]
+        return f"{d} -> {self.units}" + "".join(f", {f}=True" for f in flags) + (
+            "" if self.use_bias else ", use_bias=False")
+
+
+@register_layer
+class SimpleRNN(_Recurrent):
+    """The plain recurrent layer: a^<t> = g(x^<t> W_ax + a^<t-1> W_aa + b), g = tanh (default)
+    or relu; PyTorch's ``torch.nn.RNN(nonlinearity=...)``. Parameters ``kernel`` (D, H),
+    ``recurrent_kernel`` (H, H), ``bias`` and ``recurrent_bias`` (H,); see the module notes."""
+
+    default_name = "simple_rnn"
+
+    def __init__(self, units: int, activation: str = "tanh", return_sequences: bool = False,
+                 return_state: bool = False, go_backwards: bool = False, kernel_init="xavier_uniform",
+                 recurrent_init="orthogonal", bias_init="zeros", use_bias: bool = True, name: str | None = None):
+        super().__init__(units, return_sequences, return_state, go_backwards, kernel_init, recurrent_init,
+                         bias_init, use_bias, name)
+        if activation not in SIMPLE_ACTIVATIONS:
+            raise ValueError(f"SimpleRNN: activation must be one of {SIMPLE_ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+
+    def _run(self, x, states):
+        return simple_rnn(x, states[0], *self._weights(), activation=self.activation)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["activation"] = self.activation
+        return config
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.activation == "tanh" else f", activation={self.activation!r}")
+
+
+@register_layer
+class GRU(_Recurrent):
+    """The gated recurrent unit, as PyTorch's ``torch.nn.GRU`` and Keras's
+    ``GRU(reset_after=True)`` compute it (gates r, z, n, samples as rows):
+
+        r = sigma(x W_xr + b_r + a^<t-1> W_hr + b'_r),   z = sigma(x W_xz + b_z + a^<t-1> W_hz + b'_z)
+        n = tanh(x W_xn + b_n + r * (a^<t-1> W_hn + b'_n))
+        a^<t> = (1 - z) * n + z * a^<t-1>
+
+    (b from ``bias``, b' from ``recurrent_bias``). The notes' update gate is Gamma_u = 1 - z
+    and their candidate a~ is n: a^<t> = Gamma_u a~ + (1 - Gamma_u) a^<t-1>. Parameters
+    ``kernel`` (D, 3H), ``recurrent_kernel`` (H, 3H), ``bias`` and ``recurrent_bias`` (3H,)."""
+
+    gates = 3
+
+    def _run(self, x, states):
+        return gru(x, states[0], *self._weights())
+
+
+@register_layer
+class LSTM(_Recurrent):
+    """Long short-term memory, as PyTorch's ``torch.nn.LSTM`` (gates i, f, g, o):
+
+        Gamma_u = sigma(x W_xi + a^<t-1> W_hi + b_i),   Gamma_f = sigma(x W_xf + a^<t-1> W_hf + b_f)
+        c~ = tanh(x W_xg + a^<t-1> W_hg + b_g),         Gamma_o = sigma(x W_xo + a^<t-1> W_ho + b_o)
+        c^<t> = Gamma_u c~ + Gamma_f c^<t-1>,            a^<t> = Gamma_o tanh(c^<t>)
+
+    with b = ``bias`` + ``recurrent_bias``. Parameters ``kernel`` (D, 4H), ``recurrent_kernel``
+    (H, 4H), ``bias`` and ``recurrent_bias`` (4H,). ``unit_forget_bias=True`` starts the forget
+    gate's ``bias`` at 1 (Jozefowicz et al.; Keras's default), so that the memory is kept at
+    first. ``return_state=True`` returns ``[output, a^<T>, c^<T>]``; ``initial_state=(a0, c0)``."""
+
+    gates = 4
+    state_names = ("h0", "c0")
+
+    def __init__(self, units: int, return_sequences: bool = False, return_state: bool = False,
+                 go_backwards: bool = False, kernel_init="xavier_uniform", recurrent_init="orthogonal",
+                 bias_init="zeros", use_bias: bool = True, unit_forget_bias: bool = True, name: str | None = None):
+        super().__init__(units, return_sequences, return_state, go_backwards, kernel_init, recurrent_init,
+                         bias_init, use_bias, name)
+        self.unit_forget_bias = bool(unit_forget_bias)
+
+    def _initial_bias(self, d: int, dtype):
+        bias = super()._initial_bias(d, dtype)
+        if self.unit_forget_bias and not initializers.is_meta_array(bias):
+            bias = bias.copy()
+            bias[self.units:2 * self.units] = 1
+        return bias
+
+    def _run(self, x, states):
+        return lstm(x, states[0], states[1], *self._weights())
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["unit_forget_bias"] = self.unit_forget_bias
+        return config
+
+
+_MERGE_MODES = ("concat", "sum", "ave", "mul", None)
+
+
+@register_layer
+class Bidirectional(Module):
+    """A recurrent layer run in both directions (course notes, Bidirectional RNN): a copy of
+    ``layer`` reads the sequence forwards, another (``go_backwards`` flipped, fresh weights)
+    from its end, each from a zero state unless given one (the notes' A^<0> and A^<T+1>
+    are 0). The backward output sequence is put back in time order, then the two outputs
+    are combined by ``merge_mode``: 'concat' (default, (..., 2H)), 'sum', 'ave', 'mul', or
+    None for the list [forward, backward].
+
+    Sub-layers ``forward_layer`` and ``backward_layer`` (state dict keys
+    ``forward_layer.kernel``, ...). ``return_state`` of the wrapped layer gives
+    ``[output, *forward states, *backward states]``; ``initial_state`` is the list of the
+    forward states followed by the backward ones.
+    """
+
+    def __init__(self, layer, merge_mode: str | None = "concat", name: str | None = None):
+        super().__init__(name=name)
+        if isinstance(layer, dict):
+            layer = layer_from_config(layer)
+        if not isinstance(layer, _Recurrent):
+            raise TypeError(f"Bidirectional: expected a SimpleRNN, GRU or LSTM layer, got {type(layer).__name__}")
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(f"Bidirectional: merge_mode must be one of {_MERGE_MODES}, got {merge_mode!r}")
+        self.merge_mode = merge_mode
+        config = layer.get_config()
+        config["go_backwards"] = not layer.go_backwards
+        config["name"] = f"backward_{layer.name}" if layer.name else None
+        self.forward_layer = layer
+        self.backward_layer = type(layer).from_config(config)
+
+    def build(self, input_shape) -> None:
+        shape = check_shape_ndim(self, input_shape, 3, _EXPECTED)
+        for layer in (self.forward_layer, self.backward_layer):
+            if not layer.built:
+                layer.build(shape)
+                layer.built = True
+                layer.build_input_shape = shape
+        self.built = True
+
+    def forward(self, x, initial_state=None):
+        x = as_tensor(x)
+        fwd, bwd = self.forward_layer, self.backward_layer
+        count = len(fwd.state_names)
+        states_f = states_b = None
+        if initial_state is not None:
+            given = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+            if len(given) != 2 * count:
+                raise ValueError(f"{self._label()}: initial_state must hold {2 * count} states (the forward "
+                                 f"layer's {count}, then the backward layer's), got {len(given)}")
+            states_f, states_b = given[:count], given[count:]
+        out_f = fwd(x, initial_state=states_f)
+        out_b = bwd(x, initial_state=states_b)
+        finals = []
+        if fwd.return_state:
+            out_f, finals_f = out_f[0], out_f[1:]
+            out_b, finals_b = out_b[0], out_b[1:]
+            finals = [*finals_f, *finals_b]
+        if fwd.return_sequences:
+            out_b = out_b[:, ::-1]
+        merged = self._merge(out_f, out_b)
+        if not fwd.return_state:
+            return merged
+        return (merged if isinstance(merged, list) else [merged]) + finals
+
+    def _merge(self, a: Tensor, b: Tensor):
+        mode = self.merge_mode
+        if mode == "concat":
+            return shape_ops.concat([a, b], axis=-1)
+        if mode == "sum":
+            return a + b
+        if mode == "ave":
+            return (a + b) * 0.5
+        if mode == "mul":
+            return a * b
+        return [a, b]
+
+    def compute_output_shape(self, input_shape):
+        shape = self.forward_layer.compute_output_shape(input_shape)
+        shapes = shape if isinstance(shape, list) else [shape]
+        output, finals = tuple(shapes[0]), [tuple(s) for s in shapes[1:]]
+        if self.merge_mode == "concat":
+            outputs = [output[:-1] + (2 * output[-1],)]
+        elif self.merge_mode is None:
+            outputs = [output, output]
+        else:
+            outputs = [output]
+        if finals:
+            return outputs + finals + finals
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def get_config(self) -> dict:
+        return {"layer": layer_to_config(self.forward_layer), "merge_mode": self.merge_mode, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"merge_mode={self.merge_mode!r}"
