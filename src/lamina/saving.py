@@ -22,6 +22,7 @@ from lamina.autograd import no_grad
 from lamina.data.preprocessing import Preprocessor
 from lamina.io import FormatError, load_file, save_file
 from lamina.nn import layer_from_config, layer_to_config
+from lamina.nn.layer import reads_ids
 from lamina.nn.module import Module
 
 FORMAT = "lamina-model-1"
@@ -43,7 +44,8 @@ def model_from_config(config: dict) -> Module:
         with no_grad():
             model.eval()
             sample_shape = (1, *[1 if s is None else s for s in shape[1:]])
-            model(lamina.tensor(np.zeros(sample_shape, dtype=backend.get_default_dtype())))
+            dtype = np.int64 if reads_ids(model) else backend.get_default_dtype()
+            model(lamina.tensor(np.zeros(sample_shape, dtype=dtype)))
     return model
 
 

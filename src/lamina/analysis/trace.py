@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from lamina import backend
 from lamina.autograd import Tensor, graph
 from lamina.nn import init
+from lamina.nn.layer import reads_ids
 from lamina.nn.module import Module, intercept_calls
 
 __all__ = ["LayerCall", "Trace", "is_layer", "resolve_model", "trace"]
@@ -115,14 +116,6 @@ def is_layer(module: Module) -> bool:
     """Whether a call of ``module`` is a row: no sub-modules, or weights of its own."""
     return not module._modules or bool(module._parameters) or any(
         b is not None for b in module._buffers.values())
-
-
-def _reads_ids(model: Module) -> bool:
-    """Whether the model's first layer takes integer ids (an Embedding), not values."""
-    for module in model.modules():
-        if is_layer(module) and module is not model or not module._modules:
-            return bool(getattr(module, "reads_ids", False))
-    return False
 
 
 def resolve_model(model: Module | Callable[[], Module]) -> Module:
@@ -217,7 +210,7 @@ def trace(model: Module | Callable[[], Module], input_shape: Sequence[int] | Non
         call.outputs = _tensors(out)
         return out
 
-    if _reads_ids(traced):
+    if reads_ids(traced):
         x = Tensor(backend.xp.zeros((0, *shape), dtype=backend.xp.int64))
     else:
         x = Tensor(backend.xp.zeros((0, *shape), dtype=backend.get_default_dtype()), requires_grad=True)

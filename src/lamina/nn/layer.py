@@ -120,3 +120,12 @@ def pair(value, what: str) -> tuple[int, int]:
     except (TypeError, ValueError):
         raise TypeError(f"{what}: expected an int or a pair of ints, got {value!r}") from None
     return int(a), int(b)
+
+
+def reads_ids(model: Module) -> bool:
+    """Whether ``model``'s first layer takes integer ids (an Embedding's ``reads_ids``), so
+    that a sample input for it must be integers, not values."""
+    for module in model.modules():
+        if not module._modules or module._parameters:
+            return bool(getattr(module, "reads_ids", False))
+    return False

@@ -1,0 +1,69 @@
+"""Sequence models (course notes, RNN, NLP): a recurrent language model and a recurrent
+text classifier, both reading integer token ids.
+
+* :func:`rnn_language_model`: many to many. Embedding, recurrent layers returning every
+  step, and a Dense layer giving the scores of the next token at each step:
+  ids (N, T) -> scores (N, T, V). Train it on ``shifted_pairs`` or
+  ``language_model_windows`` (:mod:`lamina.text`) with
+  ``categorical_cross_entropy(from_logits=True)``; sample from it with
+  :func:`lamina.text.sample_text`.
+* :func:`rnn_classifier`: many to one. Embedding, recurrent layers, the last state (or the
+  two directions' last states) and a Dense layer: ids (N, T) -> scores (N, classes).
+"""
+
+from __future__ import annotations
+
+from lamina import nn
+
+__all__ = ["rnn_classifier", "rnn_language_model"]
+
+_CELLS = {"rnn": nn.SimpleRNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+def _cell(cell: str, builder: str):
+    if cell not in _CELLS:
+        raise ValueError(f"{builder}: cell must be one of {tuple(_CELLS)}, got {cell!r}")
+    return _CELLS[cell]
+
+
+def _check_sizes(builder: str, **sizes) -> None:
+    for what, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{builder}: {what} must be a positive int, got {value!r}")
+
+
+def rnn_language_model(vocab_size: int, embed_dim: int = 32, hidden: int = 128, cell: str = "gru",
+                       num_layers: int = 1, dropout: float = 0.0) -> nn.Sequential:
+    """Scores of the next token at every step: e^<t> = E[x^<t>], a^<t> from ``num_layers``
+    stacked ``cell`` layers ('rnn', 'gru' or 'lstm') of ``hidden`` units, z^<t> = a^<t> W + b
+    over the ``vocab_size`` tokens. ``dropout`` acts between the recurrent layers and before
+    the output layer."""
+    _check_sizes("rnn_language_model", vocab_size=vocab_size, embed_dim=embed_dim, hidden=hidden,
+                 num_layers=num_layers)
+    recurrent = _cell(cell, "rnn_language_model")
+    layers: list[nn.Module] = [nn.Embedding(vocab_size, embed_dim)]
+    for _ in range(num_layers):
+        layers.append(recurrent(hidden, return_sequences=True))
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Dense(vocab_size))
+    return nn.Sequential(*layers)
+
+
+def rnn_classifier(vocab_size: int, num_classes: int, embed_dim: int = 32, hidden: int = 64, cell: str = "gru",
+                   bidirectional: bool = False, num_layers: int = 1, dropout: float = 0.0) -> nn.Sequential:
+    """Class scores of a whole sequence from the last state a^<T> of the top recurrent
+    layer (with ``bidirectional``, the forward a^<T> joined with the backward layer's state
+    after reading back to the first token). Pad sequences at the start (``pad_sequences``'s
+    default) so that the last steps read are the sequence's own."""
+    _check_sizes("rnn_classifier", vocab_size=vocab_size, num_classes=num_classes, embed_dim=embed_dim,
+                 hidden=hidden, num_layers=num_layers)
+    recurrent = _cell(cell, "rnn_classifier")
+    layers: list[nn.Module] = [nn.Embedding(vocab_size, embed_dim)]
+    for k in range(num_layers):
+        layer = recurrent(hidden, return_sequences=k < num_layers - 1)
+        layers.append(nn.Bidirectional(layer) if bidirectional else layer)
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Dense(num_classes))
+    return nn.Sequential(*layers)
