@@ -103,3 +103,11 @@ def test_epoch_metrics_take_scores_from_the_device():
     _, mean = get_metric("accuracy")
     assert mean.update(DeviceArray(scores), labels) == pytest.approx(2 / 3)
     assert F1Score().update(DeviceArray(scores), labels) == pytest.approx(F1Score().update(scores, labels))
+
+
+def test_accuracy_over_sequence_steps_leaves_out_ignored_labels():
+    scores = np.zeros((2, 3, 4))
+    scores[0, :, 1] = scores[1, :, 2] = 1.0                 # predicts 1 at every step of sample 0, 2 of sample 1
+    labels = np.array([[1, 1, 3], [2, -100, -100]])
+    assert accuracy(scores, labels) == 3 / 4                # the two padded steps are not counted
+    assert np.isnan(accuracy(scores, np.full((2, 3), -100)))

@@ -40,10 +40,19 @@ def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int = 5) -> float:
 
 
 def accuracy(scores: np.ndarray, y_true: np.ndarray) -> float:
-    """Fraction classified right: argmax of the scores for several classes, a > 0.5 for one."""
+    """Fraction classified right: argmax of the scores for several classes, a > 0.5 for one.
+
+    Integer labels may label every row of a sample (a sequence's steps: scores (N, T, K),
+    labels (N, T)); negative labels (an ``ignore_index`` such as -100 marking padding) are
+    left out of the count."""
     scores = np.asarray(scores)
     if scores.ndim == 1 or scores.shape[-1] == 1:
         return binary_accuracy(scores, y_true)
+    labels = np.asarray(y_true)
+    if labels.shape == scores.shape[:-1] and labels.dtype.kind in "iu":
+        kept = labels >= 0
+        hits = scores.argmax(axis=-1) == labels
+        return float(hits[kept].mean()) if kept.any() else float("nan")
     return float((scores.argmax(axis=-1) == _labels(y_true)).mean())
 
 
