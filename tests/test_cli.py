@@ -23,7 +23,7 @@ def test_help_reads_well():
                    "--data-dir", "--out", "--seed", "--resume"):
         assert option in result.stdout
     top = lamina_cli("--help")
-    for command in ("train", "evaluate", "predict", "summary"):
+    for command in ("train", "evaluate", "predict", "summary", "train-text", "sample"):
         assert command in top.stdout
 
 
@@ -232,3 +232,30 @@ def test_accumulate_option_reaches_the_trainer_and_the_schedule_counts_updates(t
     for bad in ("0", "-1", "two"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["train", "--accumulate", bad])
+
+
+SHARED_TEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "text")
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_TEXT), reason="no shared text corpora beside the project")
+def test_train_text_then_sample_from_the_saved_model(tmp_path):
+    result = lamina_cli("train-text", "--data-dir", SHARED_TEXT, "--offline", "--limit", "3000", "--epochs", "2",
+                        "--hidden", "64", "--out", str(tmp_path), "--verbose", "0", "--samples", "2")
+    assert result.returncode == 0, result.stderr
+    cost = float(result.stdout.split("test cost")[1].split()[0])
+    bigram = float(result.stdout.split("the bigram model:")[1].split()[0])
+    assert cost < bigram < math.log(29)                   # context beyond the last character helps
+    assert result.stdout.count("sample:") == 2
+    for name in ("model.safetensors", "checkpoint.safetensors", "cost.png"):
+        assert (tmp_path / name).exists()
+    drawn = lamina_cli("sample", str(tmp_path / "model.safetensors"), "--count", "3", "--prompt", "ma",
+                       "--seed", "1")
+    assert drawn.returncode == 0, drawn.stderr
+    lines = drawn.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("ma") and line.isalpha() for line in lines)
+
+
+def test_sample_refuses_a_model_without_a_vocabulary(trained_run):
+    out, _ = trained_run
+    result = lamina_cli("sample", str(out / "model.safetensors"))
+    assert result.returncode != 0 and "holds no vocabulary" in result.stderr
