@@ -162,9 +162,26 @@ for _name, (_make, _shape) in {
     "RandomBrightness": (lambda: nn.RandomBrightness(0.2), (4, 5, 5, 3)),
     "RandomContrast": (lambda: nn.RandomContrast(0.2), (4, 5, 5, 3)),
     "RandomSaturation": (lambda: nn.RandomSaturation(0.2), (4, 5, 5, 3)),
+    "SimpleRNN": (lambda: nn.SimpleRNN(5, return_sequences=True), (3, 4, 6)),
+    "GRU": (lambda: nn.GRU(5, return_sequences=True), (3, 4, 6)),
+    "LSTM": (lambda: nn.LSTM(5), (3, 4, 6)),
+    "Bidirectional_LSTM": (lambda: nn.Bidirectional(nn.LSTM(5, return_sequences=True)), (3, 4, 6)),
+    "MultiHeadAttention": (lambda: nn.MultiHeadAttention(6, 2), (3, 4, 6)),
 }.items():
     layer_case(_name, _make, _shape)
 layer_case("BatchNorm_eval", lambda: nn.BatchNorm(), (4, 5, 5, 3), train=False)
+
+
+case("causal_attention")(lambda: _vjp(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=True),
+                                      _t(2, 5, 4), _t(2, 5, 4, seed=1), _t(2, 5, 3, seed=2)))
+
+
+@case("Embedding")
+def _embedding():
+    lamina.manual_seed(0)
+    layer = nn.Embedding(7, 3, padding_idx=0)
+    ids = backend.xp.asarray(np.random.default_rng(0).integers(0, 7, (4, 5)))
+    return _vjp(layer, lamina.tensor(ids)) + [layer.weight.grad]
 
 
 def training_case(name, make_model, make_optimizer, shape, classes, steps=3, dtype=np.float32, rtol=1e-4):
@@ -198,6 +215,26 @@ training_case("vgg_bn_dropout", lambda: nn.Sequential([
     nn.Conv2D(8, 3, padding="same", use_bias=False), nn.BatchNorm(), nn.ReLU(), nn.MaxPool2D(2),
     nn.Conv2D(16, 3, padding="same", activation="relu"), nn.GlobalAvgPool2D(), nn.Dropout(0.3), nn.Dense(10)]),
     lambda m: optim.Adam(m, lr=1e-3), (16, 16, 3), 10)
+
+
+@case("char_gru_language_model", dtype=np.float32, rtol=1e-4)
+def _language_model():
+    lamina.manual_seed(0)
+    model = lamina.models.rnn_language_model(11, embed_dim=4, hidden=8, cell="gru")
+    x = backend.xp.asarray(np.random.default_rng(0).integers(0, 11, (6, 9)))
+    y = np.random.default_rng(1).integers(0, 11, (6, 9))
+    y[:, -2:] = -100
+    model(lamina.tensor(x[:1]))
+    opt = optim.Adam(model, lr=1e-2)
+    losses = []
+    for _ in range(3):
+        opt.zero_grad()
+        loss = F.categorical_cross_entropy(model(lamina.tensor(x)), backend.xp.asarray(y), from_logits=True,
+                                           ignore_index=-100)
+        loss.backward()
+        opt.step()
+        losses.append(loss.data)
+    return losses + [p.data for p in model.parameters()]
 
 
 @case("trainer_fit_evaluate_save_load", dtype=np.float32, rtol=1e-4)
