@@ -274,3 +274,18 @@ def test_recurrent_layers_count_their_steps():
     assert forward["hyperparameters"] == "H=16 return_sequences"
     assert backward["hyperparameters"] == "H=16 return_sequences go_backwards"
     assert gru["output_shape"] == [12] and gru["macs"] == 20 * 3 * 12 * (32 + 12)
+
+
+def test_cross_attention_counts_the_keys_given_by_keyword():
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.MultiHeadAttention(8, 2)
+
+        def forward(self, x):
+            memory = F.concat([x, x, x], axis=1)                    # 3 T keys
+            return self.attention(x, key=memory, value=memory)
+
+    row = summary(Decoder(), (5, 8)).rows[0]
+    e, t_q, t_k = 8, 5, 15
+    assert row["macs"] == e * e * (2 * t_q + 2 * t_k) + 2 * t_q * t_k * e

@@ -202,8 +202,10 @@ def trace(model: Module | Callable[[], Module], input_shape: Sequence[int] | Non
     def record(module: Module, inputs: tuple, kwargs: dict, forward: Callable):
         if not is_layer(module):
             return forward()
+        # tensors given by keyword (an attention layer's key and value) count as inputs too
+        given = _tensors(inputs) + [v for v in kwargs.values() if isinstance(v, Tensor)]
         call = LayerCall(len(calls), paths.get(id(module), module.name or type(module).__name__), module,
-                         _tensors(inputs), [], first=id(module) not in seen)
+                         given, [], first=id(module) not in seen)
         seen.add(id(module))
         calls.append(call)  # appended before the forward: rows follow the call order
         out = forward()

@@ -46,7 +46,7 @@ from lamina.models.resnet import (
     resnet152,
     resnet_cifar,
 )
-from lamina.models.sequence import rnn_classifier, rnn_language_model
+from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 
@@ -54,7 +54,7 @@ __all__ = [
     "AdaptiveAvgPool2D", "BasicBlock", "Block", "Bottleneck", "BranchingNetwork", "ConvBN", "GoogLeNet",
     "InceptionA", "InceptionAux", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionModule",
     "InceptionV3", "InceptionV3Aux", "alexnet", "googlenet", "inception_v3", "lenet5",
-    "load_torchvision_state_dict", "logistic_regression", "mlp", "mobilenet", "resnet", "resnet18", "resnet34",
-    "resnet50", "resnet101", "resnet152", "resnet_cifar", "rnn_classifier", "rnn_language_model", "vgg", "vgg11",
-    "vgg13", "vgg16", "vgg19", "zfnet"
+    "load_torchvision_state_dict", "logistic_regression", "mlp", "mobilenet", "resnet", "resnet101", "resnet152",
+    "resnet18", "resnet34", "resnet50", "resnet_cifar", "rnn_classifier", "rnn_language_model",
+    "transformer_language_model", "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "zfnet"
 ]

@@ -9,13 +9,16 @@ text classifier, both reading integer token ids.
   :func:`lamina.text.sample_text`.
 * :func:`rnn_classifier`: many to one. Embedding, recurrent layers, the last state (or the
   two directions' last states) and a Dense layer: ids (N, T) -> scores (N, classes).
+* :func:`transformer_language_model`: a decoder-only Transformer. Embedding, a position
+  layer, causal pre-norm encoder layers, a final LayerNorm and a Dense layer:
+  ids (N, T) -> scores (N, T, V), the scores at step t seeing the tokens up to t only.
 """
 
 from __future__ import annotations
 
 from lamina import nn
 
-__all__ = ["rnn_classifier", "rnn_language_model"]
+__all__ = ["rnn_classifier", "rnn_language_model", "transformer_language_model"]
 
 _CELLS = {"rnn": nn.SimpleRNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -66,4 +69,39 @@ def rnn_classifier(vocab_size: int, num_classes: int, embed_dim: int = 32, hidde
         if dropout:
             layers.append(nn.Dropout(dropout))
     layers.append(nn.Dense(num_classes))
+    return nn.Sequential(*layers)
+
+
+_POSITIONAL = ("sinusoidal", "learned")
+
+
+def transformer_language_model(vocab_size: int, d_model: int = 64, num_heads: int = 4, num_layers: int = 2,
+                               dim_feedforward: int = 128, max_len: int = 256, dropout: float = 0.0,
+                               positional: str = "sinusoidal") -> nn.Sequential:
+    """Scores of the next token at every step from a stack of ``num_layers`` causal
+    Transformer layers (pre-norm, ``num_heads`` heads of d_model / num_heads features, a
+    feed-forward network of ``dim_feedforward`` units): e^<t> = E[x^<t>] + p^<t>, with p the
+    sinusoidal encoding (``positional='sinusoidal'``) or a learned table (``'learned'``) of
+    ``max_len`` positions, then the layers, a LayerNorm and z^<t> = h^<t> W + b over the
+    ``vocab_size`` tokens. Every layer masks the future, so the scores at step t depend on
+    x^<1..t> alone and one pass scores all the next tokens of a sequence. ``dropout`` acts
+    after the position layer and inside every Transformer layer."""
+    _check_sizes("transformer_language_model", vocab_size=vocab_size, d_model=d_model, num_heads=num_heads,
+                 num_layers=num_layers, dim_feedforward=dim_feedforward, max_len=max_len)
+    if positional not in _POSITIONAL:
+        raise ValueError(f"transformer_language_model: positional must be one of {_POSITIONAL}, got {positional!r}")
+    if d_model % num_heads:
+        raise ValueError(f"transformer_language_model: d_model {d_model} is not divisible by num_heads {num_heads}")
+    layers: list[nn.Module] = [nn.Embedding(vocab_size, d_model)]
+    if positional == "sinusoidal":
+        layers.append(nn.PositionalEncoding(max_len, dropout=dropout))
+    else:
+        layers.append(nn.PositionEmbedding(max_len))
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    for _ in range(num_layers):
+        layers.append(nn.TransformerEncoderLayer(d_model, num_heads, dim_feedforward, dropout=dropout, norm_first=True,
+                                              causal=True))
+    layers.append(nn.LayerNorm(-1))
+    layers.append(nn.Dense(vocab_size))
     return nn.Sequential(*layers)

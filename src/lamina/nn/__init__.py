@@ -54,15 +54,17 @@ from lamina.nn.reshape import Flatten, Identity, Reshape
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequential import Sequential
+from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
 
 __all__ = [
     "ACTIVATIONS", "Activation", "Add", "Attention", "AvgPool2D", "BatchNorm", "Bidirectional", "Concatenate",
     "Conv2D", "Conv2DTranspose", "Cropping2D", "Dense", "DepthwiseConv2D", "DropConnect", "Dropout", "ELU",
     "Embedding", "Flatten", "GELU", "GRU", "GlobalAvgPool2D", "GroupNorm", "HardSigmoid", "HardSwish", "Identity",
-    "LayerNorm", "LeakyReLU", "LocalResponseNorm", "LSTM", "MaxPool2D", "Mish", "MultiHeadAttention", "Module",
-    "PReLU", "Parameter", "RandomBrightness", "RandomContrast", "RandomCrop", "RandomFlip", "RandomGaussianBlur",
-    "RandomRotation", "RandomSaturation", "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential",
-    "SiLU", "SimpleRNN", "Sigmoid", "Softmax", "Softplus", "Tanh", "UpSampling2D", "ZeroPadding2D",
-    "default_name", "embedding", "fully_connected_to_conv", "get_activation", "init", "layer_from_config",
-    "layer_to_config", "linear", "register_layer", "registered_layers"
+    "LSTM", "LayerNorm", "LeakyReLU", "LocalResponseNorm", "MaxPool2D", "Mish", "Module", "MultiHeadAttention",
+    "PReLU", "Parameter", "PositionEmbedding", "PositionalEncoding", "RandomBrightness", "RandomContrast",
+    "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation", "RandomSaturation", "ReLU", "ReLU6",
+    "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid", "SimpleRNN", "Softmax", "Softplus",
+    "Tanh", "TransformerEncoderLayer", "UpSampling2D", "ZeroPadding2D", "default_name", "embedding",
+    "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config", "linear",
+    "register_layer", "registered_layers"
 ]

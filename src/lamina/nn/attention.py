@@ -170,8 +170,9 @@ class MultiHeadAttention(Module):
         """Per sample: the projections E^2 (T_q + 2 T_k) + E^2 T_q, and the scores and the
         context 2 T_q T_k E (the softmax not counted)."""
         t_q = output_shapes[0][0]
-        t_k = input_shapes[1][0] if len(input_shapes) > 1 else t_q
         e = self.embed_dim
+        key = input_shapes[1] if len(input_shapes) > 1 else None       # self-attention: none
+        t_k = key[0] if key is not None and len(key) == 2 and key[-1] == e else t_q
         return e * e * (2 * t_q + 2 * t_k) + 2 * t_q * t_k * e
 
     def compute_output_shape(self, input_shape):

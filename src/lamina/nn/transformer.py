@@ -1,0 +1,292 @@
+"""Transformer building blocks (Vaswani et al., "Attention is all you need", 2017).
+
+* :class:`TransformerEncoderLayer`: self-attention and a position-wise feed-forward network,
+  each wrapped in a residual connection and a layer normalization, as
+  ``torch.nn.TransformerEncoderLayer(batch_first=True)``.
+* :class:`PositionalEncoding`: the fixed sinusoidal position signal added to the inputs.
+* :class:`PositionEmbedding`: a learned table of position vectors added to the inputs.
+
+Self-attention treats its inputs as a set: nothing in it tells position 2 from position 7.
+The position layers add a vector that depends on the position to each step, so that the
+attention scores can depend on where the tokens are. A stack of encoder layers is a
+``Sequential``; since ``Sequential`` passes one argument, a layer built with
+``causal=True`` applies the causal mask on every call (a decoder-only language model, see
+:func:`lamina.models.sequence.transformer_language_model`).
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from lamina import backend
+from lamina import functional as F
+from lamina.autograd import Tensor
+from lamina.errors import ShapeError
+from lamina.nn import init as initializers
+from lamina.nn.activation import activation_config
+from lamina.nn.attention import MultiHeadAttention
+from lamina.nn.dense import Dense
+from lamina.nn.dropout import Dropout, DropoutFunction
+from lamina.nn.layer import input_error, register_layer
+from lamina.nn.module import Module, as_tensor
+from lamina.nn.sample_norm import LayerNorm
+
+__all__ = ["PositionEmbedding", "PositionalEncoding", "TransformerEncoderLayer", "sinusoidal_encoding"]
+
+
+def _positive_int(who: str, what: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{who}: {what} must be a positive int, got {value!r}")
+    return value
+
+
+def _rate(who: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{who}: dropout must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _sequence_shape(layer: Module, input_shape, features: int | None) -> tuple:
+    """``input_shape`` as a tuple, checked to be (batch, time, features)."""
+    shape = None if input_shape is None else tuple(input_shape)
+    want = "features" if features is None else features
+    if shape is None or len(shape) != 3 or (features is not None and shape[-1] not in (None, features)):
+        raise ShapeError(f"{layer._label()}: got an input shape {shape}; expected (batch, time, {want})")
+    return shape
+
+
+def _check_sequence(layer: Module, x: Tensor, features: int | None) -> None:
+    if x.ndim != 3 or (features is not None and x.shape[-1] != features):
+        raise input_error(layer, x, f"(batch, time, {'features' if features is None else features})")
+
+
+@register_layer
+class TransformerEncoderLayer(Module):
+    """One encoder layer: multi-head self-attention, then a feed-forward network of two
+    Dense layers applied at every position, each with a residual connection.
+
+    Post-norm (``norm_first=False``, the original Transformer and PyTorch's default)::
+
+        x = norm1(x + dropout1(self_attention(x)))
+        x = norm2(x + dropout2(linear2(dropout(activation(linear1(x))))))
+
+    Pre-norm (``norm_first=True``, which trains more stably in deep stacks)::
+
+        x = x + dropout1(self_attention(norm1(x)))
+        x = x + dropout2(linear2(dropout(activation(linear1(norm2(x))))))
+
+    Inputs (N, T, d_model) -> outputs (N, T, d_model). ``dropout`` acts in training mode on
+    the attention weights, inside the feed-forward network and on both branches before the
+    residual additions. ``activation``: 'relu' or 'gelu' (the exact one, as PyTorch's), or
+    any activation Dense accepts.
+
+    Called as ``layer(x, mask=None, key_mask=None, causal=None)`` with lamina's masks
+    (True = attend; see :class:`MultiHeadAttention`): ``mask`` (T, T), (N, T, T) or
+    (N, h, T, T), ``key_mask`` (N, T) False on padding. ``causal=None`` takes the
+    constructor's ``causal`` (default False), so that a layer built with ``causal=True``
+    masks the future on every call, also inside a ``Sequential``.
+
+    Sub-layers: ``self_attention``, ``dropout1``, ``norm1``, ``linear1``, ``dropout``,
+    ``linear2``, ``dropout2``, ``norm2``. PyTorch's weights map one to one:
+    ``self_attention.in_weight`` = ``self_attn.in_proj_weight.T``,
+    ``self_attention.out_weight`` = ``self_attn.out_proj.weight.T``, ``linear1.weight`` =
+    ``linear1.weight.T``, ``linear2.weight`` = ``linear2.weight.T``, the biases and norms
+    as they are. The Dense layers start Xavier-uniform (as ``torch.nn.Transformer`` resets
+    its weights) with zero biases (PyTorch's ``nn.Linear`` draws its bias, and a lone
+    layer's weights, from U(-1/sqrt(n_in), 1/sqrt(n_in))).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 activation="relu", norm_first: bool = False, layer_norm_eps: float = 1e-5, causal: bool = False,
+                 name: str | None = None):
+        super().__init__(name=name)
+        who = "TransformerEncoderLayer"
+        self.d_model = _positive_int(who, "d_model", d_model)
+        self.num_heads = _positive_int(who, "num_heads", num_heads)
+        self.dim_feedforward = _positive_int(who, "dim_feedforward", dim_feedforward)
+        self.dropout_rate = _rate(who, dropout)
+        self.norm_first = bool(norm_first)
+        self.layer_norm_eps = float(layer_norm_eps)
+        self.causal = bool(causal)
+        if d_model % num_heads:
+            raise ValueError(f"{who}: d_model {d_model} is not divisible by num_heads {num_heads}")
+        rate = self.dropout_rate
+        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=rate)
+        self.dropout1 = Dropout(rate)
+        self.norm1 = LayerNorm(-1, eps=layer_norm_eps)
+        self.linear1 = Dense(dim_feedforward, activation=activation, kernel_init="xavier_uniform")
+        self.dropout = Dropout(rate)
+        self.linear2 = Dense(d_model, kernel_init="xavier_uniform")
+        self.dropout2 = Dropout(rate)
+        self.norm2 = LayerNorm(-1, eps=layer_norm_eps)
+
+    def build(self, input_shape) -> None:
+        shape = _sequence_shape(self, input_shape, self.d_model)
+        shape = shape[:-1] + (self.d_model,)
+        hidden = shape[:-1] + (self.dim_feedforward,)
+        for layer, layer_shape in ((self.self_attention, shape), (self.norm1, shape), (self.linear1, shape),
+                                   (self.linear2, hidden), (self.norm2, shape)):
+            if not layer.built:
+                layer.build(layer_shape)
+                layer.built = True
+        self.built = True
+
+    def _attend(self, x, mask, key_mask, causal: bool) -> Tensor:
+        return self.dropout1(self.self_attention(x, mask=mask, key_mask=key_mask, causal=causal))
+
+    def _feed_forward(self, x) -> Tensor:
+        return self.dropout2(self.linear2(self.dropout(self.linear1(x))))
+
+    def forward(self, x, mask=None, key_mask=None, causal: bool | None = None) -> Tensor:
+        x = as_tensor(x)
+        _check_sequence(self, x, self.d_model)
+        causal = self.causal if causal is None else bool(causal)
+        if self.norm_first:
+            x = F.add(x, self._attend(self.norm1(x), mask, key_mask, causal))
+            return F.add(x, self._feed_forward(self.norm2(x)))
+        x = self.norm1(F.add(x, self._attend(x, mask, key_mask, causal)))
+        return self.norm2(F.add(x, self._feed_forward(x)))
+
+    def macs(self, input_shapes, output_shapes) -> int:
+        """Per sample: the self-attention's count (4 T E^2 + 2 T^2 E) and the feed-forward
+        network's 2 T E d_ff (normalizations, dropouts and additions count 0)."""
+        t = output_shapes[0][0]
+        e = self.d_model
+        return self.self_attention.macs([(t, e)], [(t, e)]) + 2 * t * e * self.dim_feedforward
+
+    def compute_output_shape(self, input_shape):
+        shape = _sequence_shape(self, input_shape, self.d_model)
+        return shape[:-1] + (self.d_model,)
+
+    def get_config(self) -> dict:
+        return {
+            "d_model": self.d_model,
+            "num_heads": self.num_heads,
+            "dim_feedforward": self.dim_feedforward,
+            "dropout": self.dropout_rate,
+            "activation": activation_config(self.linear1),
+            "norm_first": self.norm_first,
+            "layer_norm_eps": self.layer_norm_eps,
+            "causal": self.causal,
+            "name": self.name,
+        }
+
+    def extra_repr(self) -> str:
+        text = f"d_model={self.d_model}, num_heads={self.num_heads}, dim_feedforward={self.dim_feedforward}"
+        if self.norm_first:
+            text += ", norm_first=True"
+        if self.causal:
+            text += ", causal=True"
+        return text
+
+
+def sinusoidal_encoding(length: int, d: int, dtype=numpy.float64):
+    """The (length, d) table of Vaswani et al.: for position p and column j, with
+    i = floor(j / 2), PE[p, j] = sin(p / 10000^(2i / d)) for even j and cos(...) for odd j.
+
+    Each pair of columns is a rotation at its own frequency, from one turn per 2 pi
+    positions down to one per 10000 * 2 pi, so that PE[p + k] is a fixed linear function
+    of PE[p] for every offset k.
+    """
+    positions = numpy.arange(length, dtype=numpy.float64)[:, None]
+    pair = numpy.arange(d) // 2
+    angles = positions / numpy.power(10000.0, 2.0 * pair / d)
+    table = numpy.where(numpy.arange(d) % 2 == 0, numpy.sin(angles), numpy.cos(angles))
+    return backend.xp.asarray(table.astype(dtype))
+
+
+class _Positions(Module):
+    """Shared checks of the layers adding a (max_len, d) table to (N, T, d) inputs."""
+
+    def _check_length(self, x) -> int:
+        t = x.shape[1]
+        if t > self.max_len:
+            raise ShapeError(f"{self._label()}: the input of shape {tuple(x.shape)} has {t} steps, more than "
+                             f"max_len={self.max_len}; build the layer with a larger max_len")
+        return t
+
+    def compute_output_shape(self, input_shape):
+        shape = _sequence_shape(self, input_shape, getattr(self, "features", None))
+        if shape[1] is not None and shape[1] > self.max_len:
+            raise ShapeError(f"{self._label()}: the input shape {shape} has {shape[1]} steps, more than "
+                             f"max_len={self.max_len}")
+        return shape
+
+
+@register_layer
+class PositionalEncoding(_Positions):
+    """Adds the sinusoidal position encoding of :func:`sinusoidal_encoding` to inputs
+    (N, T, d), T <= ``max_len``: x[:, p] + PE[p], then dropout (in training) as in the
+    original Transformer. No parameters: the (max_len, d) table is a buffer named
+    ``encoding``, computed on the first call for the input's d (and saved with the weights)."""
+
+    def __init__(self, max_len: int = 5000, dropout: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.max_len = _positive_int("PositionalEncoding", "max_len", max_len)
+        self.rate = _rate("PositionalEncoding", dropout)
+        self.features: int | None = None
+
+    def build(self, input_shape) -> None:
+        shape = _sequence_shape(self, input_shape, None)
+        if shape[-1] is None:
+            raise ShapeError(f"{self._label()}: the feature (last) axis of the input shape {shape} must be known")
+        self.features = int(shape[-1])
+        self.register_buffer("encoding", sinusoidal_encoding(self.max_len, self.features,
+                                                             backend.get_default_dtype()))
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        x = as_tensor(x)
+        _check_sequence(self, x, self.features)
+        t = self._check_length(x)
+        table = self.encoding[:t]
+        if table.dtype != x.dtype:
+            table = table.astype(x.dtype)
+        y = F.add(x, Tensor._wrap(table))
+        return DropoutFunction.apply(y, rate=self.rate) if self.training and self.rate else y
+
+    def get_config(self) -> dict:
+        return {"max_len": self.max_len, "dropout": self.rate, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"max_len={self.max_len}" + (f", dropout={self.rate}" if self.rate else "")
+
+
+@register_layer
+class PositionEmbedding(_Positions):
+    """Adds a learned position vector to each step: x[:, p] + P[p] for inputs (N, T, d),
+    T <= ``max_len``, with the table ``weight`` P of shape (max_len, d) created on the first
+    call (Xavier-uniform by default, as Keras's ``PositionEmbedding``; ``embeddings_init``
+    takes any initializer spec). Keras's layer returns the position vectors alone, for the
+    caller to add; this one adds them."""
+
+    def __init__(self, max_len: int, embeddings_init="xavier_uniform", name: str | None = None):
+        super().__init__(name=name)
+        self.max_len = _positive_int("PositionEmbedding", "max_len", max_len)
+        self.embeddings_init = embeddings_init
+        initializers.get(embeddings_init)
+        self.features: int | None = None
+
+    def build(self, input_shape) -> None:
+        shape = _sequence_shape(self, input_shape, None)
+        if shape[-1] is None:
+            raise ShapeError(f"{self._label()}: the feature (last) axis of the input shape {shape} must be known")
+        self.features = d = int(shape[-1])
+        table = initializers.get(self.embeddings_init)((self.max_len, d), self.max_len, d,
+                                                       backend.get_default_dtype())
+        self.add_parameter("weight", table)
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        x = as_tensor(x)
+        _check_sequence(self, x, self.features)
+        t = self._check_length(x)
+        return F.add(x, F.getitem(self.weight, slice(0, t)))
+
+    def get_config(self) -> dict:
+        return {"max_len": self.max_len, "embeddings_init": initializers.serialize(self.embeddings_init),
+                "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"max_len={self.max_len}"
+
