@@ -259,3 +259,15 @@ def test_sample_refuses_a_model_without_a_vocabulary(trained_run):
     out, _ = trained_run
     result = lamina_cli("sample", str(out / "model.safetensors"))
     assert result.returncode != 0 and "holds no vocabulary" in result.stderr
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn", "transformer"])
+def test_every_cell_choice_builds_its_language_model(cell):
+    from lamina import nn
+    from lamina.cli import build_language_model, build_parser
+
+    args = build_parser().parse_args(["train-text", "--cell", cell, "--hidden", "16", "--layers", "2"])
+    model = build_language_model(args, 30)
+    expected = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.SimpleRNN, "transformer": nn.TransformerEncoderLayer}[cell]
+    assert sum(isinstance(layer, expected) for layer in model) == 2
+    assert model[0].input_dim == 30 and model[-1].units == 30
