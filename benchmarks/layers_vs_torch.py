@@ -92,6 +92,9 @@ CASES = {
     "attention": ("MultiHeadAttention E=128 8 heads, 64 steps, batch 32", (32, 64, 128),
                   lambda: nn.MultiHeadAttention(128, 8),
                   lambda: _SelfAttention(T.MultiheadAttention(128, 8, batch_first=True)), False),
+    "transformer": ("TransformerEncoderLayer E=128 8 heads ff 512, 64 steps, batch 32", (32, 64, 128),
+                    lambda: nn.TransformerEncoderLayer(128, 8, 512, dropout=0.0),
+                    lambda: T.TransformerEncoderLayer(128, 8, 512, dropout=0.0, batch_first=True), False),
 }
 
 
