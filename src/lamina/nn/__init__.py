@@ -27,7 +27,7 @@ from lamina.nn.activation import (
     Tanh,
     get_activation,
 )
-from lamina.nn.attention import Attention, MultiHeadAttention
+from lamina.nn.attention import AdditiveAttention, Attention, MultiHeadAttention
 from lamina.nn.augmentation import (
     RandomBrightness,
     RandomContrast,
@@ -57,14 +57,14 @@ from lamina.nn.sequential import Sequential
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "Add", "Attention", "AvgPool2D", "BatchNorm", "Bidirectional", "Concatenate",
-    "Conv2D", "Conv2DTranspose", "Cropping2D", "Dense", "DepthwiseConv2D", "DropConnect", "Dropout", "ELU",
-    "Embedding", "Flatten", "GELU", "GRU", "GlobalAvgPool2D", "GroupNorm", "HardSigmoid", "HardSwish", "Identity",
-    "LSTM", "LayerNorm", "LeakyReLU", "LocalResponseNorm", "MaxPool2D", "Mish", "Module", "MultiHeadAttention",
-    "PReLU", "Parameter", "PositionEmbedding", "PositionalEncoding", "RandomBrightness", "RandomContrast",
-    "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation", "RandomSaturation", "ReLU", "ReLU6",
-    "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid", "SimpleRNN", "Softmax", "Softplus",
-    "Tanh", "TransformerEncoderLayer", "UpSampling2D", "ZeroPadding2D", "default_name", "embedding",
-    "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config", "linear",
-    "register_layer", "registered_layers"
+    "ACTIVATIONS", "Activation", "Add", "AdditiveAttention", "Attention", "AvgPool2D", "BatchNorm",
+    "Bidirectional", "Concatenate", "Conv2D", "Conv2DTranspose", "Cropping2D", "Dense", "DepthwiseConv2D",
+    "DropConnect", "Dropout", "ELU", "Embedding", "Flatten", "GELU", "GRU", "GlobalAvgPool2D", "GroupNorm",
+    "HardSigmoid", "HardSwish", "Identity", "LSTM", "LayerNorm", "LeakyReLU", "LocalResponseNorm", "MaxPool2D",
+    "Mish", "Module", "MultiHeadAttention", "PReLU", "Parameter", "PositionEmbedding", "PositionalEncoding",
+    "RandomBrightness", "RandomContrast", "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation",
+    "RandomSaturation", "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid",
+    "SimpleRNN", "Softmax", "Softplus", "Tanh", "TransformerEncoderLayer", "UpSampling2D", "ZeroPadding2D",
+    "default_name", "embedding", "fully_connected_to_conv", "get_activation", "init", "layer_from_config",
+    "layer_to_config", "linear", "register_layer", "registered_layers"
 ]
