@@ -8,7 +8,12 @@ Each timed block follows SETTLE_S seconds of untimed steps of the same system.
 The MLP is also run as a plain hand-written NumPy step (the ceiling of a NumPy framework)
 and in HIPS autograd (a NumPy autodiff peer) when it is installed.
 
-    python benchmarks/train_vs_torch.py [--repeats 7] [--steps 10] [--only mlp,lenet5,vgg,vgg_bn]
+Two character language models (ids in, a next-character label per step: a GRU, and a causal
+pre-norm Transformer with the sinusoidal encoding) run against the same models built from
+torch.nn modules.
+
+    python benchmarks/train_vs_torch.py [--repeats 7] [--steps 10]
+        [--only mlp,lenet5,vgg,vgg_bn,char_gru,char_transformer]
 """
 
 from __future__ import annotations
@@ -79,12 +84,59 @@ def torch_vgg(bn: bool):
     return T.Sequential(*layers)
 
 
+VOCAB, STEPS = 65, 64          # a character language model: Tiny Shakespeare's 65 characters, windows of 64
+
+
+def lamina_char_gru():
+    return lamina.models.rnn_language_model(VOCAB, embed_dim=32, hidden=128, cell="gru")
+
+
+class _TorchCharGRU(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(VOCAB, 32)
+        self.gru = torch.nn.GRU(32, 128, batch_first=True)
+        self.dense = torch.nn.Linear(128, VOCAB)
+
+    def forward(self, ids):
+        return self.dense(self.gru(self.embedding(ids))[0])
+
+
+def lamina_char_transformer():
+    return lamina.models.transformer_language_model(VOCAB, d_model=128, num_heads=4, num_layers=2,
+                                                    dim_feedforward=512, max_len=STEPS)
+
+
+class _TorchCharTransformer(torch.nn.Module):
+    """Embedding, the sinusoidal encoding, 2 causal pre-norm encoder layers, LayerNorm, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(VOCAB, 128)
+        self.register_buffer("encoding", torch.tensor(lamina.nn.transformer.sinusoidal_encoding(STEPS, 128,
+                                                                                               np.float32)))
+        layer = torch.nn.TransformerEncoderLayer(128, 4, 512, dropout=0.0, batch_first=True, norm_first=True)
+        self.layers = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.norm = torch.nn.LayerNorm(128)
+        self.dense = torch.nn.Linear(128, VOCAB)
+        self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(STEPS))
+
+    def forward(self, ids):
+        x = self.embedding(ids) + self.encoding[:ids.shape[1]]
+        return self.dense(self.norm(self.layers(x, mask=self.mask, is_causal=True)))
+
+
 CASES = {
     "mlp": ("MLP 784-512-512-10", 128, (28, 28, 1), lamina_mlp, torch_mlp),
     "lenet5": ("LeNet-5 (tanh, avg pool)", 128, (32, 32, 1), lamina_lenet5, torch_lenet5),
     "vgg": ("VGG-style 32x32x3", 64, (32, 32, 3), lambda: lamina_vgg(False), lambda: torch_vgg(False)),
     "vgg_bn": ("VGG-style 32x32x3 + batch norm", 64, (32, 32, 3), lambda: lamina_vgg(True), lambda: torch_vgg(True)),
+    "char_gru": ("character GRU language model (embedding 32, GRU 128, 64 steps)", 64, (STEPS,), lamina_char_gru,
+                 _TorchCharGRU),
+    "char_transformer": ("character Transformer language model (2 causal layers, d 128, 64 steps)", 64, (STEPS,),
+                         lamina_char_transformer, _TorchCharTransformer),
 }
+SEQUENCE_CASES = ("char_gru", "char_transformer")      # integer ids in, a label per step
 
 
 # -- timing ------------------------------------------------------------------------------
@@ -111,7 +163,7 @@ class LaminaRunner:
 class TorchRunner:
     def __init__(self, build, x, y, channels_last: bool):
         self.model = build()
-        xt = torch.tensor(x).permute(0, 3, 1, 2).contiguous()
+        xt = torch.tensor(x).permute(0, 3, 1, 2).contiguous() if x.ndim == 4 else torch.tensor(x)
         if channels_last and xt.shape[-1] > 1 and x.ndim == 4:
             self.model = self.model.to(memory_format=torch.channels_last)
             xt = xt.contiguous(memory_format=torch.channels_last)
@@ -120,7 +172,8 @@ class TorchRunner:
 
     def train_step(self):
         self.model.train()
-        cost = torch.nn.functional.cross_entropy(self.model(self.x), self.y)
+        out = self.model(self.x)
+        cost = torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), self.y.reshape(-1))
         self.opt.zero_grad()
         cost.backward()
         self.opt.step()
@@ -231,10 +284,14 @@ def throughput(fn, batch: int, steps: int) -> float:
 def bench(key: str, repeats: int, steps: int) -> None:
     title, batch, shape, build_l, build_t = CASES[key]
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, *shape)).astype(np.float32)
-    y = rng.integers(0, 10, batch)
+    if key in SEQUENCE_CASES:
+        x = rng.integers(0, VOCAB, (batch, *shape))
+        y = rng.integers(0, VOCAB, (batch, *shape))
+    else:
+        x = rng.standard_normal((batch, *shape)).astype(np.float32)
+        y = rng.integers(0, 10, batch)
     runners = {"lamina": LaminaRunner(build_l, x, y), "torch": TorchRunner(build_t, x, y, False)}
-    if shape[-1] > 1 or key != "mlp":
+    if key not in SEQUENCE_CASES and (shape[-1] > 1 or key != "mlp"):
         runners["torch_cl"] = TorchRunner(build_t, x, y, True)
     if key == "mlp":
         runners["numpy"] = PlainNumpyRunner(x, y)
