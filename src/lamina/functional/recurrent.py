@@ -23,6 +23,21 @@ that does not depend on the backward recurrence is computed for all steps at onc
 
 A logistic sigmoid is computed as sigma(z) = (1 + tanh(z / 2)) / 2, with the halving folded
 into copies of the weight columns, so one tanh pass covers every gate of a step.
+
+Variable-length sequences (padding at the end): every op takes ``lengths``, an integer
+array (N,) with 1 <= lengths[i] <= T (a constant; it gets no gradient). Sample i is read
+for its first lengths[i] steps only, with Keras's masking and what PyTorch's
+``pack_padded_sequence`` gives: at a padded step t >= lengths[i] the state is carried
+unchanged (a^<t> = a^<t-1>, and c^<t> = c^<t-1> for the LSTM), so the final states are
+those of the last real step, and the outputs a^<t> at padded steps are zeros (as PyTorch's
+``pad_packed_sequence`` gives). Whatever the padded inputs hold (any finite values) has no
+effect. Each step still runs on every row; the rows already finished then get their
+previous state copied back (one masked copy per step, only from the first step where some
+row has finished). In backward a padded step passes the state gradient straight through
+(dA^<t-1> = dA^<t> on those rows), ignores the gradient of its own (zero) output and
+contributes nothing to the weight gradients (its rows of dZ are zero); this is folded into
+the precomputed coefficients (zeroed at padded steps; a forget or update gate of 1 there),
+leaving at most one masked copy per step. Without ``lengths`` none of this runs.
 """
 
 from __future__ import annotations
@@ -33,7 +48,8 @@ from lamina.errors import ShapeError
 from lamina.functional._util import channel_sums, per_channel
 from lamina.functional.shape import getitem
 
-__all__ = ["GRUFunction", "LSTMFunction", "SimpleRNNFunction", "gru", "lstm", "simple_rnn"]
+__all__ = ["GRUFunction", "LSTMFunction", "ReversePaddedFunction", "SimpleRNNFunction", "check_lengths", "gru", "lstm",
+           "reverse_padded", "simple_rnn"]
 
 SIMPLE_ACTIVATIONS = ("tanh", "relu")
 
@@ -89,6 +105,50 @@ def _total_bias(b_x, b_h):
     return b_x + b_h
 
 
+# -- variable lengths --------------------------------------------------------------------
+def _padding(fn, steps: int) -> int:
+    """Without ``fn.lengths``: T (no step is padded). With them: keeps ``fn.pad``, the (N, T)
+    mask of the padded steps (t >= lengths[i]), and returns the first step where some row
+    is padded, min(lengths)."""
+    lengths = fn.lengths
+    if lengths is None:
+        fn.pad = None
+        return steps
+    xp = backend.xp
+    fn.pad = xp.arange(steps)[None, :] >= lengths[:, None]
+    return int(lengths.min())
+
+
+def _finish_padded(out, pad, steps: int) -> None:
+    """After a forward loop with lengths: the carried final state a^<lengths[i]> into slot
+    T + 1, then the outputs at the padded steps to zeros."""
+    out[:, steps + 1] = out[:, steps]
+    backend.xp.copyto(out[:, 1:steps + 1], 0, where=pad[:, :, None])
+
+
+def _upstream(fn, dy, steps: int):
+    """(the gradient reaching the outputs a^<1..T> (N, T, H), the one reaching the final
+    state (N, H) or None). With lengths the final state has its own slot T + 1 and the
+    gradient of the (constant zero) outputs at padded steps is dropped."""
+    if fn.pad is None:
+        return dy[:, 1:steps + 1], None
+    xp = backend.xp
+    dtype = fn.out.dtype
+    seq = xp.where(fn.pad[:, :, None], xp.zeros((), dtype=dtype), dy[:, 1:steps + 1])
+    return seq, xp.array(dy[:, steps + 1], dtype=dtype)
+
+
+def _where_padded(pad, value, a):
+    """``a`` (N, T, ...) with ``value`` at the padded steps: in place for a scalar 0 (the
+    coefficients), a new array otherwise (a forget or update gate of 1)."""
+    xp = backend.xp
+    mask = pad.reshape(pad.shape + (1,) * (a.ndim - 2))
+    if value == 0:
+        xp.copyto(a, 0, where=mask)
+        return a
+    return xp.where(mask, xp.asarray(value, dtype=a.dtype), a)
+
+
 # -- simple RNN ------------------------------------------------------------------------
 class SimpleRNNFunction(Function):
     """a^<t> = g(x^<t> W_x + a^<t-1> W_h + b_x + b_h), g = tanh or relu, for t = 1..T.
@@ -101,8 +161,12 @@ class SimpleRNNFunction(Function):
         dA^<t-1> += dZ^<t> W_h^T
 
     then dJ/dW_x = X^T dZ, dJ/dW_h = A_prev^T dZ, dJ/db_x = dJ/db_h = sum dZ, dJ/dx = dZ W_x^T.
-    Keyword: ``activation`` ('tanh' or 'relu').
+    Keywords: ``activation`` ('tanh' or 'relu'); ``lengths`` (N,) integers or None (see the
+    module notes): the output is then (N, T + 2, H), [a^<0>, a^<1..T> with zeros at the
+    padded steps, a^<lengths[i]>].
     """
+
+    lengths = None
 
     def forward(self, x, a0, w_x, w_h, b_x=None, b_h=None):
         xp = backend.xp
@@ -112,7 +176,9 @@ class SimpleRNNFunction(Function):
         hidden = w_h.shape[0]
         self.x_shape, self.w_x, self.w_h = x.shape, w_x, w_h
         self.x2, z = _project(x, w_x, _total_bias(_cast(b_x, dtype), _cast(b_h, dtype)))
-        out = xp.empty((n, steps + 1, hidden), dtype=dtype)
+        self.first_pad = first_pad = _padding(self, steps)
+        pad = self.pad
+        out = xp.empty((n, steps + (1 if pad is None else 2), hidden), dtype=dtype)
         out[:, 0] = a0
         rec = xp.empty((n, hidden), dtype=dtype)
         relu = self.activation == "relu"
@@ -125,30 +191,41 @@ class SimpleRNNFunction(Function):
                     xp.maximum(a, 0, out=a)
                 else:
                     xp.tanh(a, out=a)
+                if t >= first_pad:                 # finished rows keep their state
+                    xp.copyto(a, out[:, t], where=pad[:, t, None])
+        if pad is not None:
+            _finish_padded(out, pad, steps)
         self.out = out
         return out
 
     def backward(self, dy):
         xp = backend.xp
-        out, w_h = self.out, self.w_h
-        n, steps1, hidden = out.shape
-        steps = steps1 - 1
-        states = out[:, 1:]
+        out, w_h, pad, first_pad = self.out, self.w_h, self.pad, self.first_pad
+        n, steps, _ = self.x_shape
+        hidden = out.shape[2]
+        states = out[:, 1:steps + 1]
         if self.activation == "relu":
             deriv = (states > 0).astype(out.dtype)
         else:
             deriv = xp.multiply(states, states)
             xp.subtract(1, deriv, out=deriv)
+        dseq, dfinal = _upstream(self, dy, steps)
+        if pad is None:
+            rec = xp.zeros((n, hidden), dtype=out.dtype)
+        else:
+            _where_padded(pad, 0, deriv)
+            rec = dfinal
         dz = xp.empty((n, steps, hidden), dtype=out.dtype)
-        rec = xp.zeros((n, hidden), dtype=out.dtype)
         dh = xp.empty_like(rec)
         w_h_t = w_h.T
         with parallel.one_blas_thread():      # per-step products: too small for BLAS threads
             for t in range(steps - 1, -1, -1):
-                xp.add(dy[:, t + 1], rec, out=dh)
+                xp.add(dseq[:, t], rec, out=dh)
                 d = dz[:, t]
                 xp.multiply(dh, deriv[:, t], out=d)
                 parallel.matmul(d, w_h_t, out=rec)
+                if t >= first_pad:                 # finished rows pass dA^<t> through
+                    xp.copyto(rec, dh, where=pad[:, t, None])
         da0 = rec + dy[:, 0] if self.needs_grad[1] else None
         needs = self.needs_grad
         has_bias = len(needs) == 6
@@ -178,7 +255,13 @@ class GRUFunction(Function):
         dZ_r = dA A h_n r (1 - r),   dZ_z = dA (a^<t-1> - n) z (1 - z)
         dZ_xn = dA A,  dZ_hn = dA A r
         dA^<t-1> += dA z + [dZ_r, dZ_z, dZ_hn] W_h^T
+
+    With ``lengths`` (see the module notes) the output is (N, T + 2, H), [a^<0>, a^<1..T>
+    with zeros at the padded steps, a^<lengths[i]>]; in backward a padded step has zero
+    coefficients and z = 1, which passes dA^<t> through unchanged.
     """
+
+    lengths = None
 
     def forward(self, x, a0, w_x, w_h, b_x=None, b_h=None):
         xp = backend.xp
@@ -197,7 +280,9 @@ class GRUFunction(Function):
             b_hn = b_h[h2:]
         self.x2, gates = _project(x, _half_sigmoid_columns(w_x, h2), bias)
         w_h_half = _half_sigmoid_columns(w_h, h2)
-        out = xp.empty((n, steps + 1, hidden), dtype=dtype)
+        first_pad = _padding(self, steps)
+        pad = self.pad
+        out = xp.empty((n, steps + (1 if pad is None else 2), hidden), dtype=dtype)
         out[:, 0] = a0
         hn_all = xp.empty((n, steps, hidden), dtype=dtype)
         rec = xp.empty((n, 3 * hidden), dtype=dtype)
@@ -224,14 +309,18 @@ class GRUFunction(Function):
                 xp.subtract(prev, cand, out=a)
                 a *= g[:, hidden:h2]
                 a += cand
+                if t >= first_pad:                 # finished rows keep their state
+                    xp.copyto(a, prev, where=pad[:, t, None])
+        if pad is not None:
+            _finish_padded(out, pad, steps)
         self.out, self.gates, self.hn = out, gates, hn_all
         return out
 
     def backward(self, dy):
         xp = backend.xp
-        out, gates, hn = self.out, self.gates, self.hn
-        n, steps1, hidden = out.shape
-        steps = steps1 - 1
+        out, gates, hn, pad = self.out, self.gates, self.hn, self.pad
+        n, steps, _ = self.x_shape
+        hidden = out.shape[2]
         dtype = out.dtype
         g4 = gates.reshape(n, steps, 3, hidden)
         r, z, cand = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2]
@@ -250,16 +339,23 @@ class GRUFunction(Function):
         c_z *= z
         c_z *= xp.subtract(prev, cand)
         xp.multiply(big_a, r, out=c_hn)
+        dseq, dfinal = _upstream(self, dy, steps)
+        if pad is None:
+            rec = xp.zeros((n, hidden), dtype=dtype)
+        else:
+            _where_padded(pad, 0, coef)
+            _where_padded(pad, 0, big_a)
+            z = _where_padded(pad, 1, z)
+            rec = dfinal
         dz = xp.empty((n, steps, 3, hidden), dtype=dtype)
         dh_all = xp.empty((n, steps, hidden), dtype=dtype)
-        rec = xp.zeros((n, hidden), dtype=dtype)
         tmp = xp.empty_like(rec)
         w_h_t = self.w_h.T
         dz3 = dz.reshape(n, steps, 3 * hidden)
         with parallel.one_blas_thread():      # per-step products: too small for BLAS threads
             for t in range(steps - 1, -1, -1):
                 dh = dh_all[:, t]
-                xp.add(dy[:, t + 1], rec, out=dh)
+                xp.add(dseq[:, t], rec, out=dh)
                 xp.multiply(dh[:, None, :], coef[:, t], out=dz[:, t])
                 parallel.matmul(dz3[:, t], w_h_t, out=rec)
                 xp.multiply(dh, z[:, t], out=tmp)
@@ -305,7 +401,13 @@ class LSTMFunction(Function):
 
         dZ_o = dA tanh(c) o (1 - o),  dZ_i = dC g i (1 - i),  dZ_f = dC c^<t-1> f (1 - f)
         dZ_g = dC i (1 - g^2),        dA^<t-1> += dZ W_h^T,   dC^<t-1> = dC f
+
+    With ``lengths`` (see the module notes) the output is (N, T + 3, H), [a^<0>, a^<1..T>
+    with zeros at the padded steps, a^<lengths[i]>, c^<lengths[i]>]; in backward a padded
+    step has zero coefficients and f = 1 (dC passes through), and dA^<t> is copied through.
     """
+
+    lengths = None
 
     def forward(self, x, a0, c0, w_x, w_h, b_x=None, b_h=None):
         xp = backend.xp
@@ -321,7 +423,9 @@ class LSTMFunction(Function):
             bias = _half_sigmoid_columns(_reorder(bias, hidden, _LSTM_ORDER), h3)
         self.x2, gates = _project(x, _half_sigmoid_columns(w_x, h3), bias)
         w_h_half = _half_sigmoid_columns(w_h, h3)
-        out = xp.empty((n, steps + 2, hidden), dtype=dtype)
+        self.first_pad = first_pad = _padding(self, steps)
+        pad = self.pad
+        out = xp.empty((n, steps + (2 if pad is None else 3), hidden), dtype=dtype)
         out[:, 0] = a0
         cs = xp.empty((n, steps + 1, hidden), dtype=dtype)
         cs[:, 0] = c0
@@ -342,15 +446,24 @@ class LSTMFunction(Function):
                 th = tanh_c[:, t]
                 xp.tanh(c, out=th)
                 xp.multiply(g[:, :hidden], th, out=out[:, t + 1])
-        out[:, steps + 1] = cs[:, steps]
+                if t >= first_pad:                 # finished rows keep their states
+                    done = pad[:, t, None]
+                    xp.copyto(c, cs[:, t], where=done)
+                    xp.copyto(out[:, t + 1], out[:, t], where=done)
+        if pad is None:
+            out[:, steps + 1] = cs[:, steps]
+        else:
+            _finish_padded(out, pad, steps)
+            out[:, steps + 2] = cs[:, steps]
         self.out, self.gates, self.cs, self.tanh_c = out, gates, cs, tanh_c
         return out
 
     def backward(self, dy):
         xp = backend.xp
         out, gates, cs, tanh_c = self.out, self.gates, self.cs, self.tanh_c
-        n, steps2, hidden = out.shape
-        steps = steps2 - 2
+        pad, first_pad = self.pad, self.first_pad
+        n, steps, _ = self.x_shape
+        hidden = out.shape[2]
         dtype = out.dtype
         g4 = gates.reshape(n, steps, 4, hidden)
         o, i, f, cand = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]
@@ -371,22 +484,32 @@ class LSTMFunction(Function):
         xp.multiply(cand, cand, out=p[:, :, 2])
         xp.subtract(1, p[:, :, 2], out=p[:, :, 2])
         p[:, :, 2] *= i
+        dseq, dfinal = _upstream(self, dy, steps)
+        if pad is None:
+            rec = xp.zeros((n, hidden), dtype=dtype)
+            dc = xp.array(dy[:, steps + 1], dtype=dtype)
+        else:
+            for a in (q, oc, p):
+                _where_padded(pad, 0, a)
+            f = _where_padded(pad, 1, f)
+            rec = dfinal
+            dc = xp.array(dy[:, steps + 2], dtype=dtype)
         dz = xp.empty((n, steps, 4, hidden), dtype=dtype)
         dz4 = dz.reshape(n, steps, 4 * hidden)
-        rec = xp.zeros((n, hidden), dtype=dtype)
         dh = xp.empty_like(rec)
         tmp = xp.empty_like(rec)
-        dc = xp.array(dy[:, steps + 1], dtype=dtype)
         w_h_t = self.w_h.T
         with parallel.one_blas_thread():      # per-step products: too small for BLAS threads
             for t in range(steps - 1, -1, -1):
-                xp.add(dy[:, t + 1], rec, out=dh)
+                xp.add(dseq[:, t], rec, out=dh)
                 xp.multiply(dh, oc[:, t], out=tmp)
                 dc += tmp
                 xp.multiply(dh, q[:, t], out=dz[:, t, 0])
                 xp.multiply(dc[:, None, :], p[:, t], out=dz[:, t, 1:])
                 dc *= f[:, t]
                 parallel.matmul(dz4[:, t], w_h_t, out=rec)
+                if t >= first_pad:                 # finished rows pass dA^<t> through
+                    xp.copyto(rec, dh, where=pad[:, t, None])
         needs = self.needs_grad
         da0 = rec + dy[:, 0] if needs[1] else None
         dc0 = dc if needs[2] else None
@@ -444,41 +567,105 @@ def _biases(x, b_x, b_h, size: int) -> tuple:
     return (zero if b_x is None else b_x, zero if b_h is None else b_h)
 
 
-def _split(packed, steps: int, extra: int):
-    """The sequence a^<1..T> and the final slices of a packed (N, T + 1 + extra, H) output."""
+def _split(packed, steps: int, extra: int, lengths):
+    """The sequence a^<1..T> and the final slices of a packed (N, T + 1 + extra, H) output
+    (with lengths, (N, T + 2 + extra, H): the finals have their own slots after a^<T>)."""
     seq = getitem(packed, (slice(None), slice(1, steps + 1)))
-    finals = [getitem(packed, (slice(None), steps + k)) for k in range(extra + 1)]
+    first = steps if lengths is None else steps + 1
+    finals = [getitem(packed, (slice(None), first + k)) for k in range(extra + 1)]
     return (seq, *finals)
 
 
-def simple_rnn(x, h0=None, w_x=None, w_h=None, b_x=None, b_h=None, activation: str = "tanh"):
+def check_lengths(who: str, lengths, x_shape):
+    """The sequence lengths as an integer array (N,) of values in [1, T] for x of shape
+    ``x_shape`` (N, T, ...), or None when there are none or all equal T (nothing is padded).
+    A TypeError or ShapeError / ValueError naming ``who``, the shapes and values otherwise."""
+    if lengths is None:
+        return None
+    xp = backend.xp
+    data = xp.asarray(lengths.data if isinstance(lengths, Tensor) else lengths)
+    n, steps = int(x_shape[0]), int(x_shape[1])
+    shape = tuple(data.shape)
+    if data.dtype.kind not in "iu":
+        raise TypeError(f"{who}: lengths must be integers (one per sequence), got an array of dtype {data.dtype} "
+                        f"and shape {shape}; cast it with .astype(int)")
+    if shape != (n,):
+        raise ShapeError(f"{who}: lengths must have shape (N,) = ({n},), one per sequence of x of shape "
+                         f"{tuple(x_shape)}, got shape {shape}")
+    low, high = int(data.min()), int(data.max())
+    if low < 1 or high > steps:
+        bad = low if low < 1 else high
+        where = int(xp.argmax(data == bad))
+        raise ValueError(f"{who}: lengths must lie in [1, T] = [1, {steps}] for x of shape {tuple(x_shape)}, "
+                         f"got lengths[{where}] = {bad}")
+    if low == steps:
+        return None
+    return data.astype(xp.int64, copy=False)
+
+
+class ReversePaddedFunction(Function):
+    """x (N, T, ...) with the first lengths[i] steps of each row i in reverse order and the
+    rest (the padding) in place: y[i, t] = x[i, lengths[i] - 1 - t] for t < lengths[i]. The
+    permutation is its own inverse, so backward gathers dy with the same index. Keyword:
+    ``lengths`` (N,) integers."""
+
+    def forward(self, x):
+        xp = backend.xp
+        n, steps = x.shape[:2]
+        t = xp.arange(steps)[None, :]
+        last = self.lengths[:, None] - 1
+        self.index = (xp.arange(n)[:, None], xp.where(t <= last, last - t, t))
+        return x[self.index]
+
+    def backward(self, dy):
+        return (dy[self.index],)
+
+
+def reverse_padded(x, lengths) -> Tensor:
+    """Each sequence of x (N, T, ...) read backwards from its own last real step, lengths
+    (N,) integers (validated by :func:`check_lengths`); the padded steps stay in place.
+    Applied twice, it gives x back. None for ``lengths``: the whole time axis reversed."""
+    lengths = check_lengths("reverse_padded", lengths, tuple(x.shape))
+    if lengths is None:
+        return getitem(x, (slice(None), slice(None, None, -1)))
+    return ReversePaddedFunction.apply(x, lengths=lengths)
+
+
+def simple_rnn(x, h0=None, w_x=None, w_h=None, b_x=None, b_h=None, activation: str = "tanh", lengths=None):
     """A simple RNN over the sequence x (N, T, D): a^<t> = g(x^<t> W_x + a^<t-1> W_h + b_x
     + b_h), g = tanh or relu. ``h0`` (N, H) defaults to zeros. Returns (a^<1..T> as
-    (N, T, H), a^<T> as (N, H)). See :class:`SimpleRNNFunction`."""
+    (N, T, H), a^<T> as (N, H)). ``lengths`` (N,) integers in [1, T]: sample i ends after
+    its first lengths[i] steps; the outputs are zeros after it and the final state is
+    a^<lengths[i]> (see the module notes). See :class:`SimpleRNNFunction`."""
     if activation not in SIMPLE_ACTIVATIONS:
         raise ValueError(f"simple_rnn: activation must be one of {SIMPLE_ACTIVATIONS}, got {activation!r}")
     n, steps, _, hidden = _check("simple_rnn", x, (("h0", h0),), w_x, w_h, b_x, b_h, 1)
+    lengths = check_lengths("simple_rnn", lengths, _shape(x))
     h0 = _zeros(x, n, hidden) if h0 is None else h0
-    packed = SimpleRNNFunction.apply(x, h0, w_x, w_h, *_biases(x, b_x, b_h, hidden), activation=activation)
-    return _split(packed, steps, 0)
+    packed = SimpleRNNFunction.apply(x, h0, w_x, w_h, *_biases(x, b_x, b_h, hidden), activation=activation,
+                                     lengths=lengths)
+    return _split(packed, steps, 0, lengths)
 
 
-def gru(x, h0=None, w_x=None, w_h=None, b_x=None, b_h=None):
+def gru(x, h0=None, w_x=None, w_h=None, b_x=None, b_h=None, lengths=None):
     """A GRU over the sequence x (N, T, D), PyTorch's formulation (gates r, z, n). ``h0``
-    (N, H) defaults to zeros. Returns (a^<1..T> as (N, T, H), a^<T> as (N, H)). See
-    :class:`GRUFunction`."""
+    (N, H) defaults to zeros. Returns (a^<1..T> as (N, T, H), a^<T> as (N, H)). ``lengths``
+    as for :func:`simple_rnn`. See :class:`GRUFunction`."""
     n, steps, _, hidden = _check("gru", x, (("h0", h0),), w_x, w_h, b_x, b_h, 3)
+    lengths = check_lengths("gru", lengths, _shape(x))
     h0 = _zeros(x, n, hidden) if h0 is None else h0
-    packed = GRUFunction.apply(x, h0, w_x, w_h, *_biases(x, b_x, b_h, 3 * hidden))
-    return _split(packed, steps, 0)
+    packed = GRUFunction.apply(x, h0, w_x, w_h, *_biases(x, b_x, b_h, 3 * hidden), lengths=lengths)
+    return _split(packed, steps, 0, lengths)
 
 
-def lstm(x, h0=None, c0=None, w_x=None, w_h=None, b_x=None, b_h=None):
+def lstm(x, h0=None, c0=None, w_x=None, w_h=None, b_x=None, b_h=None, lengths=None):
     """An LSTM over the sequence x (N, T, D), gates i, f, g, o as PyTorch. ``h0`` and ``c0``
-    (N, H) default to zeros. Returns (a^<1..T> as (N, T, H), a^<T>, c^<T> as (N, H)). See
-    :class:`LSTMFunction`."""
+    (N, H) default to zeros. Returns (a^<1..T> as (N, T, H), a^<T>, c^<T> as (N, H)).
+    ``lengths`` as for :func:`simple_rnn` (the final states are then a^<lengths[i]> and
+    c^<lengths[i]>). See :class:`LSTMFunction`."""
     n, steps, _, hidden = _check("lstm", x, (("h0", h0), ("c0", c0)), w_x, w_h, b_x, b_h, 4)
+    lengths = check_lengths("lstm", lengths, _shape(x))
     h0 = _zeros(x, n, hidden) if h0 is None else h0
     c0 = _zeros(x, n, hidden) if c0 is None else c0
-    packed = LSTMFunction.apply(x, h0, c0, w_x, w_h, *_biases(x, b_x, b_h, 4 * hidden))
-    return _split(packed, steps, 1)
+    packed = LSTMFunction.apply(x, h0, c0, w_x, w_h, *_biases(x, b_x, b_h, 4 * hidden), lengths=lengths)
+    return _split(packed, steps, 1, lengths)

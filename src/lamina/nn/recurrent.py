@@ -22,6 +22,15 @@ The output is the last state a^<T> (N, H), or every state (N, T, H) with
 ``[output, a^<T>, c^<T>]``). ``go_backwards=True`` reads the sequence from its end (the
 output sequence then follows that reading order, as in Keras). An initial state is given as
 ``layer(x, initial_state=a0)`` (LSTM: ``(a0, c0)``), zeros otherwise.
+
+Variable-length sequences, padded at the end: ``layer(x, lengths=lengths)`` with ``lengths``
+an integer array (N,), 1 <= lengths[i] <= T. Sample i is read for its first lengths[i]
+steps (Keras's masking; PyTorch's ``pack_padded_sequence``): the final state is that of its
+last real step and the output sequence holds zeros at the padded steps (as PyTorch's
+``pad_packed_sequence`` gives). With ``go_backwards=True`` each sequence is read from its
+own last real step down to its first, and the padded steps stay at the end. Bidirectional
+gives the lengths to both directions. The lengths come from the data, e.g. for word ids
+padded with ``pad_id``: ``lengths = (ids != pad_id).sum(axis=1)``.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional import shape as shape_ops
-from lamina.functional.recurrent import SIMPLE_ACTIVATIONS, gru, lstm, simple_rnn
+from lamina.functional.recurrent import SIMPLE_ACTIVATIONS, check_lengths, gru, lstm, reverse_padded, simple_rnn
 from lamina.nn import init as initializers
 from lamina.nn.layer import check_shape_ndim, describe, input_error, layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module, as_tensor
@@ -88,21 +97,24 @@ class _Recurrent(Module):
         return self.kernel.shape[0] if self.built else None
 
     # -- running -------------------------------------------------------------------------
-    def forward(self, x, initial_state=None):
+    def forward(self, x, initial_state=None, lengths=None):
+        """``lengths``: None, or the number of real steps of each sequence, (N,) integers in
+        [1, T] (see the module notes)."""
         x = as_tensor(x)
         d = self.kernel.shape[0]
         if x.ndim != 3 or x.shape[-1] != d or x.shape[1] < 1:
             raise input_error(self, x, f"(batch, time, {d}): a 3-D batch of sequences with at least one step "
                                        f"and the {d} features the layer was built for")
         states = self._states(initial_state, x)
+        lengths = check_lengths(self._label(), lengths, tuple(x.shape))
         if self.go_backwards:
-            x = x[:, ::-1]
-        results = self._run(x, states)
+            x = x[:, ::-1] if lengths is None else reverse_padded(x, lengths)
+        results = self._run(x, states, lengths)
         sequence, finals = results[0], list(results[1:])
         output = sequence if self.return_sequences else finals[0]
         return [output, *finals] if self.return_state else output
 
-    def _run(self, x, states):
+    def _run(self, x, states, lengths):
         raise NotImplementedError
 
     def _weights(self) -> tuple:
@@ -190,8 +202,8 @@ class SimpleRNN(_Recurrent):
             raise ValueError(f"SimpleRNN: activation must be one of {SIMPLE_ACTIVATIONS}, got {activation!r}")
         self.activation = activation
 
-    def _run(self, x, states):
-        return simple_rnn(x, states[0], *self._weights(), activation=self.activation)
+    def _run(self, x, states, lengths):
+        return simple_rnn(x, states[0], *self._weights(), activation=self.activation, lengths=lengths)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -217,8 +229,8 @@ class GRU(_Recurrent):
 
     gates = 3
 
-    def _run(self, x, states):
-        return gru(x, states[0], *self._weights())
+    def _run(self, x, states, lengths):
+        return gru(x, states[0], *self._weights(), lengths=lengths)
 
 
 @register_layer
@@ -251,8 +263,8 @@ class LSTM(_Recurrent):
             bias[self.units:2 * self.units] = 1
         return bias
 
-    def _run(self, x, states):
-        return lstm(x, states[0], states[1], *self._weights())
+    def _run(self, x, states, lengths):
+        return lstm(x, states[0], states[1], *self._weights(), lengths=lengths)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -275,7 +287,9 @@ class Bidirectional(Module):
     Sub-layers ``forward_layer`` and ``backward_layer`` (state dict keys
     ``forward_layer.kernel``, ...). ``return_state`` of the wrapped layer gives
     ``[output, *forward states, *backward states]``; ``initial_state`` is the list of the
-    forward states followed by the backward ones.
+    forward states followed by the backward ones. ``lengths`` (N,) go to both directions:
+    the backward one reads each sequence from its own last real step, and both outputs are
+    zeros at the padded steps (PyTorch's bidirectional layers on a packed sequence).
     """
 
     def __init__(self, layer, merge_mode: str | None = "concat", name: str | None = None):
@@ -302,8 +316,10 @@ class Bidirectional(Module):
                 layer.build_input_shape = shape
         self.built = True
 
-    def forward(self, x, initial_state=None):
+    def forward(self, x, initial_state=None, lengths=None):
         x = as_tensor(x)
+        if x.ndim == 3:           # (other inputs: the wrapped layer's error)
+            lengths = check_lengths(self._label(), lengths, tuple(x.shape))
         fwd, bwd = self.forward_layer, self.backward_layer
         count = len(fwd.state_names)
         states_f = states_b = None
@@ -313,15 +329,15 @@ class Bidirectional(Module):
                 raise ValueError(f"{self._label()}: initial_state must hold {2 * count} states (the forward "
                                  f"layer's {count}, then the backward layer's), got {len(given)}")
             states_f, states_b = given[:count], given[count:]
-        out_f = fwd(x, initial_state=states_f)
-        out_b = bwd(x, initial_state=states_b)
+        out_f = fwd(x, initial_state=states_f, lengths=lengths)
+        out_b = bwd(x, initial_state=states_b, lengths=lengths)
         finals = []
         if fwd.return_state:
             out_f, finals_f = out_f[0], out_f[1:]
             out_b, finals_b = out_b[0], out_b[1:]
             finals = [*finals_f, *finals_b]
         if fwd.return_sequences:
-            out_b = out_b[:, ::-1]
+            out_b = out_b[:, ::-1] if lengths is None else reverse_padded(out_b, lengths)
         merged = self._merge(out_f, out_b)
         if not fwd.return_state:
             return merged
