@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from nn_checks import gradcheck_layer
+from recurrent_checks import copy_to_torch, randomize
 
 import lamina
 from helpers import assert_close
@@ -33,23 +34,6 @@ def _layers(cell: str, units: int, d: int, **kwargs):
     return LSTM(units, **kwargs), torch.nn.LSTM(d, units, batch_first=True)
 
 
-def _randomize(layer, seed=0):
-    """Random values in every parameter (zero biases would hide a bias mix-up)."""
-    rng = np.random.default_rng(seed)
-    for p in layer.parameters():
-        p.data = (0.5 * rng.standard_normal(p.shape)).astype(p.data.dtype)
-
-
-def _copy_to_torch(layer, module, suffix=""):
-    pairs = (("kernel", "weight_ih_l0"), ("recurrent_kernel", "weight_hh_l0"), ("bias", "bias_ih_l0"),
-             ("recurrent_bias", "bias_hh_l0"))
-    with torch.no_grad():
-        for ours, theirs in pairs:
-            value = getattr(layer, ours).numpy()
-            getattr(module, theirs + suffix).copy_(torch.from_numpy(np.ascontiguousarray(value.T)))
-    return [(getattr(layer, ours), getattr(module, theirs + suffix)) for ours, theirs in pairs]
-
-
 # -- against PyTorch -------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n, steps, sequences, init", [(3, 4, True, True), (1, 1, False, True), (2, 3, False, False),
@@ -61,9 +45,9 @@ def test_matches_torch(cell, dtype, n, steps, sequences, init):
     rng = np.random.default_rng(1)
     layer, module = _layers(cell, units, d, return_sequences=sequences, return_state=True)
     layer.build((None, steps, d))
-    _randomize(layer)
+    randomize(layer)
     module.to(TORCH_DTYPE[dtype])
-    pairs = _copy_to_torch(layer, module)
+    pairs = copy_to_torch(layer, module)
     x = rng.standard_normal((n, steps, d)).astype(dtype)
     count = 2 if cell == "lstm" else 1
     states = [rng.standard_normal((n, units)).astype(dtype) for _ in range(count)] if init else []
@@ -110,8 +94,8 @@ def test_bidirectional_matches_torch(f64, cell):
     module = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(d, units, batch_first=True, bidirectional=True)
     module.double()
     layer.build((None, steps, d))
-    _randomize(layer)
-    pairs = _copy_to_torch(layer.forward_layer, module) + _copy_to_torch(layer.backward_layer, module, "_reverse")
+    randomize(layer)
+    pairs = copy_to_torch(layer.forward_layer, module) + copy_to_torch(layer.backward_layer, module, "_reverse")
     x = rng.standard_normal((n, steps, d))
     xl = lamina.tensor(x, requires_grad=True, dtype=np.float64)
     xt = torch.tensor(x, requires_grad=True)
@@ -158,7 +142,7 @@ def test_bidirectional_merge_modes_and_states(f64):
 def test_gradcheck(f64, layer):
     x = np.random.default_rng(4).standard_normal((2, 3, 3))
     layer.build(x.shape)
-    _randomize(layer, seed=5)
+    randomize(layer, seed=5)
     assert gradcheck_layer(layer, x)
 
 
@@ -166,14 +150,14 @@ def test_gradcheck_lstm_cell_state_and_initial_states(f64):
     rng = np.random.default_rng(6)
     layer = LSTM(4, return_state=True)
     layer.build((2, 3, 3))
-    _randomize(layer, seed=7)
+    randomize(layer, seed=7)
     x, h0, c0 = (lamina.tensor(rng.standard_normal(s), requires_grad=True, dtype=np.float64)
                  for s in ((2, 3, 3), (2, 4), (2, 4)))
     params = layer.parameters()
     assert lamina.gradcheck(lambda x_, h_, c_, *_: layer(x_, initial_state=(h_, c_))[2], x, h0, c0, *params)
     gru = GRU(4, return_state=True)
     gru.build((2, 3, 3))
-    _randomize(gru, seed=8)
+    randomize(gru, seed=8)
     assert lamina.gradcheck(lambda x_, h_, *_: gru(x_, initial_state=h_)[1], x, h0, *gru.parameters())
 
 

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from recurrent_checks import copy_to_torch, randomize
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lamina
@@ -40,22 +41,6 @@ def _torch_module(cell: str, d: int, units: int, bidirectional: bool):
         return torch.nn.RNN(d, units, batch_first=True, nonlinearity=cell[4:], bidirectional=bidirectional)
     cls = torch.nn.GRU if cell == "gru" else torch.nn.LSTM
     return cls(d, units, batch_first=True, bidirectional=bidirectional)
-
-
-def _randomize(layer, seed=0):
-    rng = np.random.default_rng(seed)
-    for p in layer.parameters():
-        p.data = (0.5 * rng.standard_normal(p.shape)).astype(p.data.dtype)
-
-
-def _copy_to_torch(layer, module, suffix=""):
-    pairs = (("kernel", "weight_ih_l0"), ("recurrent_kernel", "weight_hh_l0"), ("bias", "bias_ih_l0"),
-             ("recurrent_bias", "bias_hh_l0"))
-    with torch.no_grad():
-        for ours, theirs in pairs:
-            value = getattr(layer, ours).numpy()
-            getattr(module, theirs + suffix).copy_(torch.from_numpy(np.ascontiguousarray(value.T)))
-    return [(getattr(layer, ours), getattr(module, theirs + suffix)) for ours, theirs in pairs]
 
 
 def _reverse_index(lengths, steps):
@@ -101,9 +86,9 @@ def test_matches_torch_packed(cell, backwards, dtype):
     rng = np.random.default_rng(1)
     layer = _layer(cell, units, return_sequences=True, return_state=True, go_backwards=backwards)
     layer.build((None, steps, d))
-    _randomize(layer)
+    randomize(layer)
     module = _torch_module(cell, d, units, bidirectional=backwards).to(TORCH_DTYPE[dtype])
-    pairs = _copy_to_torch(layer, module, "_reverse" if backwards else "")
+    pairs = copy_to_torch(layer, module, "_reverse" if backwards else "")
     x = rng.standard_normal((n, steps, d)).astype(dtype)          # the padding holds values too
     is_lstm = cell == "lstm"
     states = [rng.standard_normal((n, units)).astype(dtype) for _ in range(2 if is_lstm else 1)]
@@ -152,9 +137,9 @@ def test_bidirectional_matches_torch_packed(cell, dtype):
     rng = np.random.default_rng(2)
     layer = Bidirectional(_layer(cell, units, return_sequences=True, return_state=True))
     layer.build((None, steps, d))
-    _randomize(layer)
+    randomize(layer)
     module = _torch_module(cell, d, units, bidirectional=True).to(TORCH_DTYPE[dtype])
-    pairs = _copy_to_torch(layer.forward_layer, module) + _copy_to_torch(layer.backward_layer, module, "_reverse")
+    pairs = copy_to_torch(layer.forward_layer, module) + copy_to_torch(layer.backward_layer, module, "_reverse")
     x = rng.standard_normal((n, steps, d)).astype(dtype)
     xl = lamina.tensor(x, requires_grad=True, dtype=dtype)
     xt = torch.tensor(x, requires_grad=True)
@@ -185,7 +170,7 @@ def test_same_as_each_sequence_alone(f64, cell, backwards):
     rng = np.random.default_rng(3)
     layer = _layer(cell, units, return_sequences=True, return_state=True, go_backwards=backwards)
     layer.build((None, steps, d))
-    _randomize(layer, seed=4)
+    randomize(layer, seed=4)
     x = rng.standard_normal((n, steps, d))
     h0 = rng.standard_normal((n, units))
     count = 2 if cell == "lstm" else 1
@@ -214,7 +199,7 @@ def test_full_lengths_and_none_agree(f64):
     x = np.random.default_rng(5).standard_normal((3, 4, 2))
     layer = LSTM(3, return_sequences=True, return_state=True)
     layer.build(x.shape)
-    _randomize(layer, seed=6)
+    randomize(layer, seed=6)
     for a, b in zip(layer(x), layer(x, lengths=np.full(3, 4))):
         assert_close(b.numpy(), a.numpy(), 0, "all lengths T")
 
@@ -250,7 +235,7 @@ def test_gradcheck_with_lengths(f64, layer):
     lengths = np.array([3, 1, 2])
     x = lamina.tensor(rng.standard_normal((3, 3, 2)), requires_grad=True, dtype=np.float64)
     layer.build((3, 3, 2))
-    _randomize(layer, seed=9)
+    randomize(layer, seed=9)
     sub = [layer.forward_layer, layer.backward_layer] if isinstance(layer, Bidirectional) else [layer]
     count = len(sub[0].state_names) * len(sub)
     states = [lamina.tensor(rng.standard_normal((3, sub[0].units)), requires_grad=True, dtype=np.float64)
