@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lamina
-from lamina import nn
+from lamina import models, nn
 from lamina.data.datasets import ChecksumError
 from lamina.text import (
     Vocabulary,
@@ -138,3 +138,25 @@ def test_sample_text_follows_a_sharp_model_and_stops_at_eos():
         sample_text(model, vocab, temperature=0)
     with pytest.raises(ValueError, match=r"must map ids \(1, 1\) to scores \(1, 1, 6\)"):
         sample_text(_Bigram(np.zeros((6, 4))), vocab)
+
+
+def test_sample_text_crops_the_context_to_the_position_layers_reach():
+    vocab = Vocabulary("abc", bos=".", eos=".")
+    model = models.transformer_language_model(len(vocab), d_model=8, num_heads=2, num_layers=1,
+                                              dim_feedforward=8, max_len=4)
+    seen = []
+    original = model.forward
+
+    def watch(ids):
+        seen.append(ids.shape[1])
+        return original(ids)
+
+    model.forward = watch
+    text = sample_text(model, vocab, prompt="abcabc", max_length=5, seed=0, temperature=0.01)
+    assert seen and max(seen) == 4                              # never more than max_len tokens
+    assert text.startswith("abcabc")
+    seen.clear()
+    sample_text(model, vocab, prompt="ab", max_length=3, seed=0, context=2)
+    assert max(seen) == 2
+    with pytest.raises(ValueError, match="context must be a positive int"):
+        sample_text(model, vocab, context=0)
