@@ -42,3 +42,23 @@ def test_python_example_runs(tmp_path, monkeypatch):
     assert len(data["history"]["loss"]) == 1
     for name in ("cost.png", "model.safetensors", "ckpt.safetensors"):
         assert (tmp_path / name).exists(), name
+
+
+def test_language_model_example_runs(monkeypatch):
+    """The language-model example, on the first 1,500 real names."""
+    import pytest
+
+    import lamina.text
+
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## A language model", 1)[1], re.S).group(1)
+    shared = README.parents[1] / "shared" / "data" / "text"
+    if not shared.is_dir():
+        pytest.skip("no shared text corpora beside the project")
+    real = lamina.text.load_names
+    monkeypatch.setattr(lamina.text, "load_names", lambda *args, **kwargs: real(shared, download=False)[:1500])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, str(README), "exec"), {})
+    samples = eval(out.getvalue().strip().splitlines()[-1])
+    assert len(samples) == 5 and all(name.isalpha() for name in samples if name)
