@@ -1,15 +1,9 @@
-"""The ``lamina`` command line.
-
-``lamina train`` (also ``python -m lamina`` with no arguments) trains LeNet-5 on the
-embedded digits; ``lamina train-text`` a character-level language model, ``lamina sample``
-draws from it; ``lamina --help`` lists every subcommand.
-"""
+"""The image commands: train, evaluate, predict, summary, and logistic regression with the
+raw engine."""
 
 from __future__ import annotations
 
 import argparse
-import math
-import sys
 import time
 from pathlib import Path
 
@@ -17,13 +11,9 @@ import numpy as np
 
 import lamina
 from lamina import functional as F
-from lamina.errors import ShapeError
-from lamina.io import FormatError
+from lamina.cli.common import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule, positive_int
 
 MODELS = ("lenet5", "mlp", "logistic_regression")
-OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamax", "nadam", "adadelta",
-              "radam")
-SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "cosine_restarts", "onecycle")
 
 
 def logistic_regression(iterations: int = 400, lr: float = 0.5, seed: int = 0, every: int = 25) -> float:
@@ -66,7 +56,6 @@ def logistic_regression(iterations: int = 400, lr: float = 0.5, seed: int = 0, e
     return accuracy
 
 
-# -- building blocks of the subcommands ------------------------------------------------
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, activation: str, pool: str):
     from lamina import models
 
@@ -92,65 +81,6 @@ def augmentation_layers(dataset: str, input_shape: tuple[int, ...]) -> list:
     else:
         layers.append(nn.RandomRotation(10))
     return layers
-
-
-def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
-    from lamina import optim
-
-    if name == "adam":
-        return optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    if name in ("momentum", "nesterov"):
-        return optim.SGD(params, lr=lr, momentum=0.9, nesterov=name == "nesterov", weight_decay=weight_decay)
-    if name == "rmsprop":
-        return optim.RMSProp(params, lr=lr, weight_decay=weight_decay)
-    if name == "adagrad":
-        return optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamax":
-        return optim.Adamax(params, lr=lr, weight_decay=weight_decay)
-    if name == "nadam":
-        return optim.NAdam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adadelta":
-        return optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
-    if name == "radam":
-        return optim.RAdam(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
-
-
-def build_schedule(name: str, optimizer, lr: float, total_iterations: int, warmup: int = 0):
-    """The schedule ``name`` over the iterations after a linear warm-up of ``warmup`` of them."""
-    from lamina.optim import schedules
-
-    if warmup:
-        if warmup < 0 or warmup >= total_iterations:
-            raise ValueError(f"--warmup must lie in [0, {total_iterations}) (the run's iterations), got {warmup}")
-        if name == "none":
-            raise ValueError("--warmup needs a schedule to warm up into; choose one with --schedule")
-        return schedules.Warmup(build_schedule(name, None, lr, total_iterations - warmup), warmup,
-                                optimizer=optimizer)
-    if name == "none":
-        return None
-    if name == "cosine":
-        return schedules.CosineDecay(lr, total_iterations, optimizer=optimizer)
-    if name == "linear":
-        return schedules.LinearDecay(lr, total_iterations, optimizer=optimizer)
-    if name == "exponential":
-        return schedules.ExponentialDecay(lr, 3.0 / max(total_iterations, 1), optimizer=optimizer)
-    if name == "step":
-        return schedules.StepDecay(lr, step_size=max(total_iterations // 3, 1), gamma=0.1, optimizer=optimizer,
-                                   per="iteration")
-    if name == "polynomial":
-        return schedules.PolynomialDecay(lr, total_iterations, power=2.0, optimizer=optimizer)
-    if name == "cosine_restarts":
-        # three cycles, each twice as long as the one before (1/7, 2/7, 4/7 of the run)
-        return schedules.CosineDecayRestarts(lr, first_period=max(math.ceil(total_iterations / 7), 1), t_mult=2,
-                                             optimizer=optimizer)
-    if name == "onecycle":
-        return schedules.OneCycle(lr, total_iterations, optimizer=optimizer)
-    raise ValueError(f"unknown schedule {name!r}; expected one of {SCHEDULES}")
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -204,105 +134,6 @@ def train(args: argparse.Namespace) -> dict:
     print(f"test accuracy {result['accuracy']:.2%}  (test cost {result['loss']:.4f}, {elapsed:.1f} s)")
     print(f"saved {out / 'model.safetensors'}, {checkpoint} and {out / 'cost.png'}")
     return result
-
-
-def _token_cost(model, pairs, batch_size: int = 256) -> float:
-    """The mean cost per predicted token over (ids, targets) pairs, padding left out."""
-    from lamina.train.text_recipes import IGNORE_INDEX
-
-    total, count = 0.0, 0
-    x, y = pairs
-    with lamina.no_grad():
-        for i in range(0, len(x), batch_size):
-            scores = model(lamina.tensor(np.asarray(x[i:i + batch_size])))
-            targets = np.asarray(y[i:i + batch_size])
-            total += F.categorical_cross_entropy(scores, targets, from_logits=True, reduction="sum",
-                                                 ignore_index=IGNORE_INDEX).item()
-            count += int((targets != IGNORE_INDEX).sum())
-    return total / max(count, 1)
-
-
-def build_language_model(args: argparse.Namespace, vocab_size: int):
-    from lamina import models
-
-    if args.cell == "transformer":
-        return models.transformer_language_model(vocab_size, d_model=args.hidden, num_heads=args.heads,
-                                                 num_layers=args.layers, dim_feedforward=4 * args.hidden,
-                                                 max_len=max(args.seq_len, 64), dropout=args.dropout)
-    return models.rnn_language_model(vocab_size, embed_dim=args.embed_dim, hidden=args.hidden, cell=args.cell,
-                                     num_layers=args.layers, dropout=args.dropout)
-
-
-def train_text(args: argparse.Namespace) -> dict:
-    """Train a character-level language model; report its test cost against the bigram
-    model's, save it with its vocabulary and print a few samples."""
-    import functools
-
-    from lamina.train import ModelCheckpoint, TerminateOnNaN, Trainer
-    from lamina.train.text_recipes import IGNORE_INDEX, bigram_cost, prepare_corpus
-
-    lamina.manual_seed(args.seed)
-    out = Path(args.out or Path("runs") / time.strftime("text-%Y%m%d-%H%M%S"))
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    data = prepare_corpus(args.corpus, data_dir=args.data_dir, download=not args.offline, seed=args.seed,
-                          limit=args.limit, seq_len=args.seq_len)
-    size = len(data.vocab)
-    print(f"{args.corpus}: {len(data.train[0])} training, {len(data.val[0])} validation, {len(data.test[0])} "
-          f"test sequences; {size} tokens in the vocabulary")
-    model = build_language_model(args, size)
-    optimizer = build_optimizer(args.optimizer, model, args.lr)
-    iterations = args.epochs * -(-len(data.train[0]) // args.batch_size)
-    schedule = build_schedule(args.schedule, optimizer, args.lr, iterations, args.warmup)
-    loss = functools.partial(F.categorical_cross_entropy, from_logits=True, ignore_index=IGNORE_INDEX)
-    checkpoint = out / "checkpoint.safetensors"
-    trainer = Trainer(model, loss, optimizer, metrics=("accuracy",),
-                      callbacks=[ModelCheckpoint(checkpoint), TerminateOnNaN()], schedule=schedule,
-                      verbose=args.verbose, clip_norm=args.clip_norm)
-    history = trainer.fit(data.train, val=data.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                          resume_from=args.resume)
-    test_cost = _token_cost(model, data.test)
-    baseline = bigram_cost(data.train, data.test, size)
-    elapsed = time.perf_counter() - started
-    info = {**data.info, "cell": args.cell, "epochs": args.epochs, "optimizer": args.optimizer, "lr": args.lr,
-            "test_loss": test_cost, "bigram_test_loss": baseline}
-    lamina.save(model, out / "model.safetensors", info=info)
-    history.plot(out / "cost.png")
-    print(f"test cost {test_cost:.4f} nats per character ({test_cost / math.log(2):.3f} bits, perplexity "
-          f"{math.exp(test_cost):.2f}); the bigram model: {baseline:.4f}  ({elapsed:.1f} s)")
-    for k in range(args.samples):
-        print("  sample:", repr(_sample(model, data.vocab, args.corpus, seed=args.seed + k)))
-    print(f"saved {out / 'model.safetensors'}, {checkpoint} and {out / 'cost.png'}")
-    return {"test_loss": test_cost, "bigram_test_loss": baseline}
-
-
-def _sample(model, vocab, corpus: str, seed: int, prompt: str | None = None, temperature: float = 0.8,
-            max_length: int | None = None, top_k: int | None = None) -> str:
-    from lamina.text import sample_text
-
-    if prompt is None:
-        prompt = "" if vocab.bos_id is not None else "\n"
-    if max_length is None:
-        max_length = 30 if corpus == "names" else 200
-    return sample_text(model, vocab, prompt=prompt, max_length=max_length, temperature=temperature, top_k=top_k,
-                       seed=seed)
-
-
-def sample(args: argparse.Namespace) -> list[str]:
-    """Draw text from a language model saved by ``lamina train-text``."""
-    from lamina.text import Vocabulary
-
-    bundle = lamina.load_bundle(args.checkpoint)
-    if "vocabulary" not in bundle.info:
-        raise SystemExit(f"lamina sample: {args.checkpoint} holds no vocabulary; it was not written by "
-                         "'lamina train-text'")
-    vocab = Vocabulary.from_config(bundle.info["vocabulary"])
-    texts = [_sample(bundle.model, vocab, bundle.info.get("corpus", ""), seed=args.seed + k, prompt=args.prompt,
-                     temperature=args.temperature, max_length=args.max_length, top_k=args.top_k)
-             for k in range(args.count)]
-    for text in texts:
-        print(text)
-    return texts
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -366,25 +197,8 @@ def summary(args: argparse.Namespace):
     return result
 
 
-# -- argument parsing ------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lamina",
-        description="lamina: deep learning on NumPy with its own autodiff engine.",
-        epilog="Run 'lamina COMMAND --help' for a command's options. With no command, 'lamina train' runs.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_commands(sub) -> None:
+    """The image commands' parsers, added to the subparsers ``sub``."""
     t = sub.add_parser("train", help="train a model and save it with its cost curves",
                        description="Train a model on a dataset; writes model.safetensors, checkpoint.safetensors "
                                    "and cost.png to --out. With no options: LeNet-5 on the embedded digits.")
@@ -404,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on (1 - EPS) one-hot + EPS / classes targets (default 0)")
     t.add_argument("--clip-norm", type=float, default=None, metavar="N",
                    help="rescale the gradients to an L2 norm of at most N before each update (default: off)")
-    t.add_argument("--accumulate", type=_positive_int, default=1, metavar="K",
+    t.add_argument("--accumulate", type=positive_int, default=1, metavar="K",
                    help="gradient accumulation: one update per K mini-batches, on their summed gradients, as "
                         "with a K times larger batch; schedules and --warmup count these updates (default 1)")
     t.add_argument("--augment", action="store_true",
@@ -444,70 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimizer of the memory estimate (default adam: 2 values per parameter)")
     s.add_argument("--json", action="store_true", help="print the table as JSON")
 
-    tt = sub.add_parser("train-text", help="train a character-level language model (names, Shakespeare)",
-                        description="Train a character-level language model on a text corpus; reports the test "
-                                    "cost per character against the bigram model's and writes model.safetensors "
-                                    "(with the vocabulary), checkpoint.safetensors and cost.png to --out.")
-    tt.add_argument("--corpus", choices=("names", "shakespeare"), default="names",
-                    help="names: 32,033 first names; shakespeare: Tiny Shakespeare (default names)")
-    tt.add_argument("--cell", choices=("gru", "lstm", "rnn", "transformer"), default="gru",
-                    help="recurrent cell, or a causal Transformer (default gru)")
-    tt.add_argument("--embed-dim", type=_positive_int, default=32, help="embedding size (default 32)")
-    tt.add_argument("--hidden", type=_positive_int, default=128,
-                    help="units per recurrent layer, or the Transformer's width (default 128)")
-    tt.add_argument("--layers", type=_positive_int, default=1, help="stacked layers (default 1)")
-    tt.add_argument("--heads", type=_positive_int, default=4, help="Transformer attention heads (default 4)")
-    tt.add_argument("--dropout", type=float, default=0.0, help="dropout between layers (default 0)")
-    tt.add_argument("--seq-len", type=_positive_int, default=64,
-                    help="characters per training window for shakespeare (default 64)")
-    tt.add_argument("--epochs", type=_positive_int, default=5, help="passes over the training data (default 5)")
-    tt.add_argument("--batch-size", type=_positive_int, default=64, help="mini-batch size (default 64)")
-    tt.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (default adam)")
-    tt.add_argument("--lr", type=float, default=5e-3, help="learning rate alpha (default 0.005)")
-    tt.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule (default cosine)")
-    tt.add_argument("--warmup", type=int, default=0, metavar="ITERATIONS", help="linear warm-up (default 0)")
-    tt.add_argument("--clip-norm", type=float, default=5.0, metavar="N",
-                    help="rescale the gradients to an L2 norm of at most N (default 5; exploding gradients "
-                         "are the recurrent networks' hazard)")
-    tt.add_argument("--samples", type=int, default=5, help="samples printed after training (default 5)")
-    tt.add_argument("--data-dir", default=None, help="where the corpus file is (searched first)")
-    tt.add_argument("--offline", action="store_true", help="never download the corpus")
-    tt.add_argument("--limit", type=_positive_int, default=None, help="use only this many training sequences")
-    tt.add_argument("--out", default=None, help="output directory (default runs/text-<timestamp>)")
-    tt.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    tt.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue from a training checkpoint")
-    tt.add_argument("--verbose", type=int, default=1, help="0: quiet; 1: progress")
-
-    sm = sub.add_parser("sample", help="draw text from a language model saved by 'lamina train-text'")
-    sm.add_argument("checkpoint", help="model.safetensors written by 'lamina train-text'")
-    sm.add_argument("--count", type=_positive_int, default=10, help="how many samples (default 10)")
-    sm.add_argument("--prompt", default=None, help="text to continue (default: a new name, or a new line)")
-    sm.add_argument("--temperature", type=float, default=0.8,
-                    help="below 1 sharpens the next-character distribution, above 1 flattens it (default 0.8)")
-    sm.add_argument("--top-k", type=_positive_int, default=None, help="draw among the k likeliest characters")
-    sm.add_argument("--max-length", type=_positive_int, default=None, help="characters per sample at most")
-    sm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-
     lr = sub.add_parser("logreg", help="logistic regression on breast cancer with the raw engine")
     lr.add_argument("--iterations", type=int, default=400, help="gradient-descent steps (default 400)")
     lr.add_argument("--lr", type=float, default=0.5, help="learning rate alpha (default 0.5)")
     lr.add_argument("--seed", type=int, default=0, help="random seed for the split (default 0)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv or ["train"])
-    commands = {"train": train, "evaluate": evaluate, "predict": predict, "summary": summary,
-                "train-text": train_text, "sample": sample,
-                "logreg": lambda a: logistic_regression(iterations=a.iterations, lr=a.lr, seed=a.seed)}
-    if args.command not in commands:
-        parser.print_help()
-        return 0
-    try:
-        commands[args.command](args)
-    except (FileNotFoundError, ShapeError, FormatError) as exc:  # a user's mistake, not a bug: no traceback
-        print(f"lamina {args.command}: {exc}", file=sys.stderr)
-        return 1
-    return 0

@@ -1,0 +1,79 @@
+"""What the commands share: the optimizer and schedule choices and their builders."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamax", "nadam", "adadelta",
+              "radam")
+SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "cosine_restarts", "onecycle")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
+    from lamina import optim
+
+    if name == "adam":
+        return optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if name in ("momentum", "nesterov"):
+        return optim.SGD(params, lr=lr, momentum=0.9, nesterov=name == "nesterov", weight_decay=weight_decay)
+    if name == "rmsprop":
+        return optim.RMSProp(params, lr=lr, weight_decay=weight_decay)
+    if name == "adagrad":
+        return optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamax":
+        return optim.Adamax(params, lr=lr, weight_decay=weight_decay)
+    if name == "nadam":
+        return optim.NAdam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adadelta":
+        return optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
+    if name == "radam":
+        return optim.RAdam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+
+
+def build_schedule(name: str, optimizer, lr: float, total_iterations: int, warmup: int = 0):
+    """The schedule ``name`` over the iterations after a linear warm-up of ``warmup`` of them."""
+    from lamina.optim import schedules
+
+    if warmup:
+        if warmup < 0 or warmup >= total_iterations:
+            raise ValueError(f"--warmup must lie in [0, {total_iterations}) (the run's iterations), got {warmup}")
+        if name == "none":
+            raise ValueError("--warmup needs a schedule to warm up into; choose one with --schedule")
+        return schedules.Warmup(build_schedule(name, None, lr, total_iterations - warmup), warmup,
+                                optimizer=optimizer)
+    if name == "none":
+        return None
+    if name == "cosine":
+        return schedules.CosineDecay(lr, total_iterations, optimizer=optimizer)
+    if name == "linear":
+        return schedules.LinearDecay(lr, total_iterations, optimizer=optimizer)
+    if name == "exponential":
+        return schedules.ExponentialDecay(lr, 3.0 / max(total_iterations, 1), optimizer=optimizer)
+    if name == "step":
+        return schedules.StepDecay(lr, step_size=max(total_iterations // 3, 1), gamma=0.1, optimizer=optimizer,
+                                   per="iteration")
+    if name == "polynomial":
+        return schedules.PolynomialDecay(lr, total_iterations, power=2.0, optimizer=optimizer)
+    if name == "cosine_restarts":
+        # three cycles, each twice as long as the one before (1/7, 2/7, 4/7 of the run)
+        return schedules.CosineDecayRestarts(lr, first_period=max(math.ceil(total_iterations / 7), 1), t_mult=2,
+                                             optimizer=optimizer)
+    if name == "onecycle":
+        return schedules.OneCycle(lr, total_iterations, optimizer=optimizer)
+    raise ValueError(f"unknown schedule {name!r}; expected one of {SCHEDULES}")

@@ -1,0 +1,160 @@
+"""The text commands: train-text (a character-level language model) and sample."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+import lamina
+from lamina import functional as F
+from lamina.cli.common import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule, positive_int
+
+
+def _token_cost(model, pairs, batch_size: int = 256) -> float:
+    """The mean cost per predicted token over (ids, targets) pairs, padding left out."""
+    from lamina.train.text_recipes import IGNORE_INDEX
+
+    total, count = 0.0, 0
+    x, y = pairs
+    with lamina.no_grad():
+        for i in range(0, len(x), batch_size):
+            scores = model(lamina.tensor(np.asarray(x[i:i + batch_size])))
+            targets = np.asarray(y[i:i + batch_size])
+            total += F.categorical_cross_entropy(scores, targets, from_logits=True, reduction="sum",
+                                                 ignore_index=IGNORE_INDEX).item()
+            count += int((targets != IGNORE_INDEX).sum())
+    return total / max(count, 1)
+
+
+def build_language_model(args: argparse.Namespace, vocab_size: int):
+    from lamina import models
+
+    if args.cell == "transformer":
+        return models.transformer_language_model(vocab_size, d_model=args.hidden, num_heads=args.heads,
+                                                 num_layers=args.layers, dim_feedforward=4 * args.hidden,
+                                                 max_len=max(args.seq_len, 64), dropout=args.dropout)
+    return models.rnn_language_model(vocab_size, embed_dim=args.embed_dim, hidden=args.hidden, cell=args.cell,
+                                     num_layers=args.layers, dropout=args.dropout)
+
+
+def train_text(args: argparse.Namespace) -> dict:
+    """Train a character-level language model; report its test cost against the bigram
+    model's, save it with its vocabulary and print a few samples."""
+    import functools
+
+    from lamina.train import ModelCheckpoint, TerminateOnNaN, Trainer
+    from lamina.train.text_recipes import IGNORE_INDEX, bigram_cost, prepare_corpus
+
+    lamina.manual_seed(args.seed)
+    out = Path(args.out or Path("runs") / time.strftime("text-%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    data = prepare_corpus(args.corpus, data_dir=args.data_dir, download=not args.offline, seed=args.seed,
+                          limit=args.limit, seq_len=args.seq_len)
+    size = len(data.vocab)
+    print(f"{args.corpus}: {len(data.train[0])} training, {len(data.val[0])} validation, {len(data.test[0])} "
+          f"test sequences; {size} tokens in the vocabulary")
+    model = build_language_model(args, size)
+    optimizer = build_optimizer(args.optimizer, model, args.lr)
+    iterations = args.epochs * -(-len(data.train[0]) // args.batch_size)
+    schedule = build_schedule(args.schedule, optimizer, args.lr, iterations, args.warmup)
+    loss = functools.partial(F.categorical_cross_entropy, from_logits=True, ignore_index=IGNORE_INDEX)
+    checkpoint = out / "checkpoint.safetensors"
+    trainer = Trainer(model, loss, optimizer, metrics=("accuracy",),
+                      callbacks=[ModelCheckpoint(checkpoint), TerminateOnNaN()], schedule=schedule,
+                      verbose=args.verbose, clip_norm=args.clip_norm)
+    history = trainer.fit(data.train, val=data.val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                          resume_from=args.resume)
+    test_cost = _token_cost(model, data.test)
+    baseline = bigram_cost(data.train, data.test, size)
+    elapsed = time.perf_counter() - started
+    info = {**data.info, "cell": args.cell, "epochs": args.epochs, "optimizer": args.optimizer, "lr": args.lr,
+            "test_loss": test_cost, "bigram_test_loss": baseline}
+    lamina.save(model, out / "model.safetensors", info=info)
+    history.plot(out / "cost.png")
+    print(f"test cost {test_cost:.4f} nats per character ({test_cost / math.log(2):.3f} bits, perplexity "
+          f"{math.exp(test_cost):.2f}); the bigram model: {baseline:.4f}  ({elapsed:.1f} s)")
+    for k in range(args.samples):
+        print("  sample:", repr(_sample(model, data.vocab, args.corpus, seed=args.seed + k)))
+    print(f"saved {out / 'model.safetensors'}, {checkpoint} and {out / 'cost.png'}")
+    return {"test_loss": test_cost, "bigram_test_loss": baseline}
+
+
+def _sample(model, vocab, corpus: str, seed: int, prompt: str | None = None, temperature: float = 0.8,
+            max_length: int | None = None, top_k: int | None = None) -> str:
+    from lamina.text import sample_text
+
+    if prompt is None:
+        prompt = "" if vocab.bos_id is not None else "\n"
+    if max_length is None:
+        max_length = 30 if corpus == "names" else 200
+    return sample_text(model, vocab, prompt=prompt, max_length=max_length, temperature=temperature, top_k=top_k,
+                       seed=seed)
+
+
+def sample(args: argparse.Namespace) -> list[str]:
+    """Draw text from a language model saved by ``lamina train-text``."""
+    from lamina.text import Vocabulary
+
+    bundle = lamina.load_bundle(args.checkpoint)
+    if "vocabulary" not in bundle.info:
+        raise SystemExit(f"lamina sample: {args.checkpoint} holds no vocabulary; it was not written by "
+                         "'lamina train-text'")
+    vocab = Vocabulary.from_config(bundle.info["vocabulary"])
+    texts = [_sample(bundle.model, vocab, bundle.info.get("corpus", ""), seed=args.seed + k, prompt=args.prompt,
+                     temperature=args.temperature, max_length=args.max_length, top_k=args.top_k)
+             for k in range(args.count)]
+    for text in texts:
+        print(text)
+    return texts
+
+
+def add_commands(sub) -> None:
+    """The text commands' parsers, added to the subparsers ``sub``."""
+    tt = sub.add_parser("train-text", help="train a character-level language model (names, Shakespeare)",
+                        description="Train a character-level language model on a text corpus; reports the test "
+                                    "cost per character against the bigram model's and writes model.safetensors "
+                                    "(with the vocabulary), checkpoint.safetensors and cost.png to --out.")
+    tt.add_argument("--corpus", choices=("names", "shakespeare"), default="names",
+                    help="names: 32,033 first names; shakespeare: Tiny Shakespeare (default names)")
+    tt.add_argument("--cell", choices=("gru", "lstm", "rnn", "transformer"), default="gru",
+                    help="recurrent cell, or a causal Transformer (default gru)")
+    tt.add_argument("--embed-dim", type=positive_int, default=32, help="embedding size (default 32)")
+    tt.add_argument("--hidden", type=positive_int, default=128,
+                    help="units per recurrent layer, or the Transformer's width (default 128)")
+    tt.add_argument("--layers", type=positive_int, default=1, help="stacked layers (default 1)")
+    tt.add_argument("--heads", type=positive_int, default=4, help="Transformer attention heads (default 4)")
+    tt.add_argument("--dropout", type=float, default=0.0, help="dropout between layers (default 0)")
+    tt.add_argument("--seq-len", type=positive_int, default=64,
+                    help="characters per training window for shakespeare (default 64)")
+    tt.add_argument("--epochs", type=positive_int, default=5, help="passes over the training data (default 5)")
+    tt.add_argument("--batch-size", type=positive_int, default=64, help="mini-batch size (default 64)")
+    tt.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (default adam)")
+    tt.add_argument("--lr", type=float, default=5e-3, help="learning rate alpha (default 0.005)")
+    tt.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule (default cosine)")
+    tt.add_argument("--warmup", type=int, default=0, metavar="ITERATIONS", help="linear warm-up (default 0)")
+    tt.add_argument("--clip-norm", type=float, default=5.0, metavar="N",
+                    help="rescale the gradients to an L2 norm of at most N (default 5; exploding gradients "
+                         "are the recurrent networks' hazard)")
+    tt.add_argument("--samples", type=int, default=5, help="samples printed after training (default 5)")
+    tt.add_argument("--data-dir", default=None, help="where the corpus file is (searched first)")
+    tt.add_argument("--offline", action="store_true", help="never download the corpus")
+    tt.add_argument("--limit", type=positive_int, default=None, help="use only this many training sequences")
+    tt.add_argument("--out", default=None, help="output directory (default runs/text-<timestamp>)")
+    tt.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tt.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue from a training checkpoint")
+    tt.add_argument("--verbose", type=int, default=1, help="0: quiet; 1: progress")
+
+    sm = sub.add_parser("sample", help="draw text from a language model saved by 'lamina train-text'")
+    sm.add_argument("checkpoint", help="model.safetensors written by 'lamina train-text'")
+    sm.add_argument("--count", type=positive_int, default=10, help="how many samples (default 10)")
+    sm.add_argument("--prompt", default=None, help="text to continue (default: a new name, or a new line)")
+    sm.add_argument("--temperature", type=float, default=0.8,
+                    help="below 1 sharpens the next-character distribution, above 1 flattens it (default 0.8)")
+    sm.add_argument("--top-k", type=positive_int, default=None, help="draw among the k likeliest characters")
+    sm.add_argument("--max-length", type=positive_int, default=None, help="characters per sample at most")
+    sm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -1,0 +1,109 @@
+"""The pieces the fused recurrent cells share (see :mod:`lamina.functional.recurrent`):
+the input projection of all steps, the sigmoid taken from a tanh, the weight gradients
+after the backward loop, and the bookkeeping of variable lengths."""
+
+from __future__ import annotations
+
+from lamina import backend, parallel
+from lamina.functional._util import channel_sums, per_channel
+
+__all__ = [
+    "as_dtype", "finish_padded", "half_sigmoid_columns", "padding_mask", "project_inputs", "sigmoid_from_tanh",
+    "total_bias", "upstream_gradients", "weight_gradients", "where_padded"
+]
+
+
+def as_dtype(a, dtype):
+    return None if a is None else a.astype(dtype, copy=False)
+
+
+def project_inputs(x, w_x, bias):
+    """(x2, Z): x as (N T, D) rows and Z = x2 W_x + bias as a fresh (N, T, G H) buffer."""
+    n, steps, d = x.shape
+    x2 = backend.xp.ascontiguousarray(x).reshape(n * steps, d)
+    z = parallel.matmul(x2, w_x)
+    if bias is not None:
+        per_channel(backend.xp.add, z, bias, z)
+    return x2, z.reshape(n, steps, w_x.shape[1])
+
+
+def half_sigmoid_columns(a, width: int):
+    """A copy of ``a`` (weights or a bias) with its first ``width`` columns halved: those
+    gates' pre-activations come out as z / 2, ready for sigma(z) = (1 + tanh(z / 2)) / 2."""
+    a = a.copy()
+    a[..., :width] *= 0.5
+    return a
+
+
+def sigmoid_from_tanh(a):
+    """In place: tanh(z / 2) -> sigma(z)."""
+    a *= 0.5
+    a += 0.5
+
+
+def weight_gradients(fn, dz, states, want):
+    """(dJ/dx, dJ/dW_x, dJ/dW_h, dJ/db) from the stacked pre-activation gradients ``dz``
+    (N, T, G H) and the states a^<0..T-1> (N, T, H); ``want`` says which of the four are
+    needed (``None`` for the others). The one bias gradient serves b_x and b_h alike."""
+    n, steps, gh = dz.shape
+    dz2 = dz.reshape(n * steps, gh)
+    dx = parallel.matmul(dz2, fn.w_x.T).reshape(fn.x_shape) if want[0] else None
+    dw_x = parallel.matmul(fn.x2.T, dz2) if want[1] else None
+    dw_h = None
+    if want[2]:
+        prev = backend.xp.ascontiguousarray(states).reshape(n * steps, -1)
+        dw_h = parallel.matmul(prev.T, dz2)
+    db = channel_sums(dz2) if want[3] else None
+    return dx, dw_x, dw_h, db
+
+
+def total_bias(b_x, b_h):
+    if b_x is None:
+        return None
+    return b_x + b_h
+
+
+# -- variable lengths --------------------------------------------------------------------
+def padding_mask(fn, steps: int) -> int:
+    """Without ``fn.lengths``: T (no step is padded). With them: keeps ``fn.pad``, the (N, T)
+    mask of the padded steps (t >= lengths[i]), and returns the first step where some row
+    is padded, min(lengths)."""
+    lengths = fn.lengths
+    if lengths is None:
+        fn.pad = None
+        return steps
+    xp = backend.xp
+    fn.pad = xp.arange(steps)[None, :] >= lengths[:, None]
+    return int(lengths.min())
+
+
+def finish_padded(out, pad, steps: int) -> None:
+    """After a forward loop with lengths: the carried final state a^<lengths[i]> into slot
+    T + 1, then the outputs at the padded steps to zeros."""
+    out[:, steps + 1] = out[:, steps]
+    backend.xp.copyto(out[:, 1:steps + 1], 0, where=pad[:, :, None])
+
+
+def upstream_gradients(fn, dy, steps: int):
+    """(the gradient reaching the outputs a^<1..T> (N, T, H), the one reaching the final
+    state (N, H) or None). With lengths the final state has its own slot T + 1 and the
+    gradient of the (constant zero) outputs at padded steps is dropped."""
+    if fn.pad is None:
+        return dy[:, 1:steps + 1], None
+    xp = backend.xp
+    dtype = fn.out.dtype
+    seq = xp.where(fn.pad[:, :, None], xp.zeros((), dtype=dtype), dy[:, 1:steps + 1])
+    return seq, xp.array(dy[:, steps + 1], dtype=dtype)
+
+
+def where_padded(pad, value, a):
+    """``a`` (N, T, ...) with ``value`` at the padded steps: in place for a scalar 0 (the
+    coefficients), a new array otherwise (a forget or update gate of 1)."""
+    xp = backend.xp
+    mask = pad.reshape(pad.shape + (1,) * (a.ndim - 2))
+    if value == 0:
+        xp.copyto(a, 0, where=mask)
+        return a
+    return xp.where(mask, xp.asarray(value, dtype=a.dtype), a)
+
+
