@@ -11,6 +11,7 @@ SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "c
 
 
 def positive_int(text: str) -> int:
+    """An argparse type: the text as an integer of at least 1, or a usage error."""
     try:
         value = int(text)
     except ValueError:
