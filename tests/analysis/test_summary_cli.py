@@ -46,3 +46,19 @@ def test_every_zoo_model(name, capsys, builder):
 
     shape = native_input_shape(name)
     assert f"input ({', '.join(str(n) for n in shape)})" in out
+
+
+def test_text_models_read_ids_of_a_vocabulary(capsys):
+    import json
+
+    cli.main(["summary", "--model", "rnn_language_model", "--json"])
+    table = json.loads(capsys.readouterr().out)
+    assert table["input_shape"] == [64] and table["dtype"] == "int64"
+    assert table["rows"][0]["params"] == 65 * 32 and table["rows"][-1]["output_shape"] == [64, 65]
+    cli.main(["summary", "--model", "transformer_language_model", "--num-classes", "30", "--input-shape", "16",
+              "--json"])
+    table = json.loads(capsys.readouterr().out)
+    assert table["rows"][-1]["output_shape"] == [16, 30]
+    cli.main(["summary", "--model", "rnn_classifier", "--num-classes", "3", "--json"])
+    table = json.loads(capsys.readouterr().out)
+    assert table["rows"][0]["params"] == 65 * 32 and table["rows"][-1]["output_shape"] == [3]

@@ -30,6 +30,9 @@ COURSE_TABLE = {
 }
 
 _NATIVE = {"lenet5": (32, 32, 1), "alexnet": (227, 227, 3), "inception_v3": (299, 299, 3)}
+# a text model's summary without a vocabulary size or input shape: Tiny Shakespeare's 65
+# characters, windows of 64 steps
+TEXT_VOCABULARY, TEXT_STEPS = 65, 64
 
 
 def zoo_builder(name: str) -> Callable[..., Module]:
@@ -62,6 +65,8 @@ def native_input_shape(name: str, builder: Callable | None = None) -> tuple[int,
         return tuple(default)
     if name in _NATIVE:
         return _NATIVE[name]
+    if "vocab_size" in _defaults(builder or zoo_builder(name)):
+        return (TEXT_STEPS,)
     if name.startswith("resnet_cifar"):
         return (32, 32, 3)
     return (224, 224, 3)
@@ -70,13 +75,18 @@ def native_input_shape(name: str, builder: Callable | None = None) -> tuple[int,
 def build_for_summary(name: str, input_shape: tuple[int, ...] | None = None,
                       num_classes: int | None = None) -> tuple[Module, tuple[int, ...]]:
     """Build zoo model ``name`` with shape-only weights (:func:`lamina.nn.init.meta`) for a
-    summary; returns (model, input_shape). Arguments the builder does not take are left out."""
+    summary; returns (model, input_shape). Arguments the builder does not take are left out;
+    a text model reads 64 steps of a 65-token vocabulary unless told otherwise (a language
+    model's ``num_classes`` is its vocabulary size)."""
     builder = zoo_builder(name)
     shape = tuple(input_shape) if input_shape is not None else native_input_shape(name, builder)
     accepted = _defaults(builder)
     kwargs: dict = {}
     if num_classes is not None and "num_classes" in accepted:
         kwargs["num_classes"] = num_classes
+    if "vocab_size" in accepted:          # a text model; a language model's classes are its vocabulary
+        language_model = "num_classes" not in accepted and num_classes is not None
+        kwargs["vocab_size"] = num_classes if language_model else TEXT_VOCABULARY
     if "input_shape" in accepted:
         kwargs["input_shape"] = shape
     with init.meta():
