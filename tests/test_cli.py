@@ -248,6 +248,9 @@ def test_train_text_then_sample_from_the_saved_model(tmp_path):
     assert result.stdout.count("sample:") == 2
     for name in ("model.safetensors", "checkpoint.safetensors", "cost.png"):
         assert (tmp_path / name).exists()
+    evaluated = lamina_cli("evaluate", str(tmp_path / "model.safetensors"), "--data-dir", SHARED_TEXT, "--offline")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"names test: cost {cost:.4f}" in evaluated.stdout            # the same test part, the same cost
     drawn = lamina_cli("sample", str(tmp_path / "model.safetensors"), "--count", "3", "--prompt", "ma",
                        "--seed", "1")
     assert drawn.returncode == 0, drawn.stderr

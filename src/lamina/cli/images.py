@@ -141,6 +141,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     from lamina.train.recipes import prepare_dataset
 
     bundle = lamina.load_bundle(args.checkpoint)
+    if "vocabulary" in bundle.info:                  # a language model from 'lamina train-text'
+        from lamina.cli.text import evaluate_text
+
+        return evaluate_text(bundle, args)
     dataset = args.dataset or bundle.info.get("dataset")
     if dataset is None:
         raise SystemExit("lamina evaluate: the checkpoint names no dataset; pass --dataset")

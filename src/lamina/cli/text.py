@@ -96,6 +96,26 @@ def _sample(model, vocab, corpus: str, seed: int, prompt: str | None = None, tem
                        seed=seed)
 
 
+def evaluate_text(bundle, args: argparse.Namespace) -> dict:
+    """``lamina evaluate`` of a language model: its test cost per character on the test part
+    of the corpus it was trained on (split again with the saved seed), and the bigram
+    model's."""
+    from lamina.text import Vocabulary
+    from lamina.train.text_recipes import bigram_cost, prepare_corpus
+
+    info = bundle.info
+    data = prepare_corpus(info["corpus"], data_dir=args.data_dir, download=not args.offline, seed=info["seed"],
+                          limit=info.get("limit"), seq_len=info["seq_len"])
+    if data.vocab != Vocabulary.from_config(info["vocabulary"]):
+        raise SystemExit(f"lamina evaluate: the {info['corpus']} corpus found gives another vocabulary than the "
+                         "model's; it is not the file the model was trained on")
+    cost = _token_cost(bundle.model, data.test)
+    baseline = bigram_cost(data.train, data.test, len(data.vocab))
+    print(f"{info['corpus']} test: cost {cost:.4f} nats per character ({cost / math.log(2):.3f} bits, perplexity "
+          f"{math.exp(cost):.2f}); the bigram model: {baseline:.4f}")
+    return {"test_loss": cost, "bigram_test_loss": baseline}
+
+
 def sample(args: argparse.Namespace) -> list[str]:
     """Draw text from a language model saved by ``lamina train-text``."""
     from lamina.text import Vocabulary

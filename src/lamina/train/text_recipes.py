@@ -64,7 +64,7 @@ def prepare_corpus(name: str, data_dir: str | os.PathLike | None = None, downloa
     train, val, test = (pairs(p) for p in parts)
     if name == "shakespeare" and limit is not None:
         train = train[0][:limit], train[1][:limit]
-    info = {"corpus": name, "seed": seed, "vocabulary": vocab.get_config(), "seq_len": seq_len}
+    info = {"corpus": name, "seed": seed, "limit": limit, "vocabulary": vocab.get_config(), "seq_len": seq_len}
     return PreparedText(vocab, train, val, test, info)
 
 
