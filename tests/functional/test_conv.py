@@ -469,3 +469,24 @@ def test_dilated_conv2d_errors_name_the_problem():
         F.conv2d(x, w, dilation=1.5)
     with pytest.raises(ShapeError, match=r"kernel 3x3 \(dilated by \(3, 3\): 7x7\).*larger than the padded input 6x6"):
         F.conv2d(x, w, dilation=3)
+
+
+@pytest.mark.parametrize("padding, stride, dilation, algorithm", [
+    (((1, 0), (2, 1)), 1, 1, "im2col"), (((0, 2), (0, 0)), 2, 1, "im2col"), (((0, 0), (4, 0)), 1, 2, "im2col"),
+    (((2, 1), (0, 3)), 1, 1, "fft"),
+])
+def test_conv2d_pads_each_side_its_own(padding, stride, dilation, algorithm):
+    """((top, bottom), (left, right)): as padding the input first (a causal convolution pads
+    the left only)."""
+    (top, bottom), (left, right) = padding
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((2, 6, 7, 3)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+
+    def theirs(x_, w_, b_):
+        padded = TF.pad(x_.permute(0, 3, 1, 2), (left, right, top, bottom))
+        return TF.conv2d(padded, w_.permute(0, 3, 1, 2), b_, stride=stride, dilation=dilation).permute(0, 2, 3, 1)
+
+    compare_with_torch(lambda x_, w_, b_: F.conv2d(x_, w_, b_, stride=stride, padding=padding, dilation=dilation,
+                                                   algorithm=algorithm), theirs, x, w, b, dtype=np.float64)
+    with pytest.raises(ValueError, match="padding must be non-negative"):
+        F.conv2d(lamina.tensor(x), lamina.tensor(w), padding=((0, -1), (0, 0)))

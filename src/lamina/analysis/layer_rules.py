@@ -30,6 +30,7 @@ import math
 
 from lamina.nn.attention import MultiHeadAttention
 from lamina.nn.conv import SeparableConv2D, _Conv
+from lamina.nn.conv1d import Conv1D, _Pool1D
 from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout
@@ -147,6 +148,14 @@ def layer_hyperparameters(module: Module, input_shapes: list[tuple[int, ...]] | 
             parts.append(f"m={module.depth_multiplier}")
         if getattr(module, "output_padding", (0, 0)) != (0, 0):
             parts.append(f"op={_size(module.output_padding)}")
+    elif isinstance(module, Conv1D):
+        parts += [f"K={module.filters}", f"f={module.kernel_size}", f"s={module.stride}", f"p={module.padding}"]
+        if module.dilation != 1:
+            parts.append(f"d={module.dilation}")
+        if module.groups != 1:
+            parts.append(f"g={module.groups}")
+    elif isinstance(module, _Pool1D):
+        parts += [f"f={module.pool_size}", f"s={module.stride}"]
     elif isinstance(module, _Pool2D):
         parts += [f"f={_size(module.pool_size)}", f"s={_size(module.stride)}"]
         if module.padding != (0, 0):

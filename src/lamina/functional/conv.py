@@ -229,7 +229,7 @@ def _shape_of(a) -> tuple[int, ...]:
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[int, int] = 1,
-           padding: str | int | tuple[int, int] = 0, groups: int = 1, algorithm: str = "im2col",
+           padding: str | int | tuple = 0, groups: int = 1, algorithm: str = "im2col",
            epilogue=None, dilation: int | tuple[int, int] = 1) -> Tensor:
     """2-D convolution (cross-correlation) of NHWC images: v = x * w + b.
 
@@ -237,7 +237,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[in
     accepted too, as constants.)
     stride: s or (s_h, s_w). padding: ``'valid'`` (none); ``'same'`` (TF/Keras: output
     ceil(h / s), so for stride 1 the input size, the extra pixel of an even kernel's padding
-    going bottom/right); p or (p_h, p_w) (symmetric zeros).
+    going bottom/right); p or (p_h, p_w) (symmetric zeros); ((top, bottom), (left, right)).
     Output: (N, floor((h + 2p - f_h) / s_h) + 1, floor((w + 2p - f_w) / s_w) + 1, K).
     groups: channels split into ``groups`` independent convolutions; ``groups = c_in`` is
     depthwise (K = c_in times a channel multiplier).

@@ -36,7 +36,9 @@ def conv_pads(padding, in_hw: tuple[int, int], kernel: tuple[int, int], stride: 
 
     ``'valid'``: none. ``'same'``: TF/Keras rule, out = ceil(in / s), the total padding
     max((out - 1) s + f - in, 0) split with the extra pixel at the bottom/right (for stride 1
-    and any kernel size, out == in). An int p or a pair (p_h, p_w): symmetric.
+    and any kernel size, out == in). An int p or a pair (p_h, p_w): symmetric. A pair of
+    pairs ((top, bottom), (left, right)): each side's own (a causal convolution pads one
+    side only).
     """
     if isinstance(padding, str):
         mode = padding.lower()
@@ -50,6 +52,12 @@ def conv_pads(padding, in_hw: tuple[int, int], kernel: tuple[int, int], stride: 
                 pads += [total // 2, total - total // 2]
             return pads[0], pads[1], pads[2], pads[3]
         raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a pair of ints, got {padding!r}")
+    if (isinstance(padding, (tuple, list)) and len(padding) == 2
+            and all(isinstance(side, (tuple, list)) for side in padding)):
+        sides = tuple(pair(side, "padding", op) for side in padding)
+        if min(min(side) for side in sides) < 0:
+            raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
+        return sides[0][0], sides[0][1], sides[1][0], sides[1][1]
     ph, pw = pair(padding, "padding", op)
     if ph < 0 or pw < 0:
         raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")

@@ -38,6 +38,7 @@ from lamina.nn.augmentation import (
     RandomSaturation,
 )
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
+from lamina.nn.conv1d import AvgPool1D, Conv1D, GlobalAvgPool1D, GlobalMaxPool1D, MaxPool1D
 from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.dense import Dense, linear
@@ -57,14 +58,15 @@ from lamina.nn.sequential import Sequential
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "Add", "AdditiveAttention", "Attention", "AvgPool2D", "BatchNorm",
-    "Bidirectional", "Concatenate", "Conv2D", "Conv2DTranspose", "Cropping2D", "Dense", "DepthwiseConv2D",
-    "DropConnect", "Dropout", "ELU", "Embedding", "Flatten", "GELU", "GRU", "GlobalAvgPool2D", "GroupNorm",
-    "HardSigmoid", "HardSwish", "Identity", "LSTM", "LayerNorm", "LeakyReLU", "LocalResponseNorm", "MaxPool2D",
-    "Mish", "Module", "MultiHeadAttention", "PReLU", "Parameter", "PositionEmbedding", "PositionalEncoding",
-    "RandomBrightness", "RandomContrast", "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation",
-    "RandomSaturation", "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid",
-    "SimpleRNN", "Softmax", "Softplus", "Tanh", "TransformerEncoderLayer", "UpSampling2D", "ZeroPadding2D",
-    "default_name", "embedding", "fully_connected_to_conv", "get_activation", "init", "layer_from_config",
-    "layer_to_config", "linear", "register_layer", "registered_layers"
+    "ACTIVATIONS", "Activation", "Add", "AdditiveAttention", "Attention", "AvgPool1D", "AvgPool2D", "BatchNorm",
+    "Bidirectional", "Concatenate", "Conv1D", "Conv2D", "Conv2DTranspose", "Cropping2D", "Dense",
+    "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Embedding", "Flatten", "GELU", "GRU", "GlobalAvgPool1D",
+    "GlobalAvgPool2D", "GlobalMaxPool1D", "GroupNorm", "HardSigmoid", "HardSwish", "Identity", "LSTM",
+    "LayerNorm", "LeakyReLU", "LocalResponseNorm", "MaxPool1D", "MaxPool2D", "Mish", "Module",
+    "MultiHeadAttention", "PReLU", "Parameter", "PositionEmbedding", "PositionalEncoding", "RandomBrightness",
+    "RandomContrast", "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation", "RandomSaturation",
+    "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid", "SimpleRNN",
+    "Softmax", "Softplus", "Tanh", "TransformerEncoderLayer", "UpSampling2D", "ZeroPadding2D", "default_name",
+    "embedding", "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config",
+    "linear", "register_layer", "registered_layers"
 ]
