@@ -40,7 +40,8 @@ TIMED_S = 0.06
 VOCAB = 10_000
 
 # name: (title, input shape (NHWC for images), lamina layer factory, torch layer factory, kind:
-# True for an NHWC image, False for other float inputs, 'ids' for integer word ids)
+# True for an NHWC image, 'channels' for a (N, L, C) sequence torch takes as (N, C, L), False for
+# other float inputs, 'ids' for integer word ids)
 CASES = {
     "dense": ("Dense 784->512, batch 128", (128, 784), lambda: nn.Dense(512), lambda: T.Linear(784, 512), False),
     "conv3x3_32": ("Conv2D 3x3 32->32 on 32x32, batch 64", (64, 32, 32, 32),
@@ -78,6 +79,8 @@ CASES = {
     "upsample": ("UpSampling2D bilinear x2 on 16x16x32, batch 64", (64, 16, 16, 32),
                  lambda: nn.UpSampling2D(2, interpolation="bilinear"),
                  lambda: T.Upsample(scale_factor=2, mode="bilinear", align_corners=False), True),
+    "conv1d": ("Conv1D 5, 64->64 on 200 steps, batch 32", (32, 200, 64), lambda: nn.Conv1D(64, 5, padding="same"),
+               lambda: T.Conv1d(64, 64, 5, padding=2), "channels"),
     "lstm": ("LSTM 64->128, 50 steps, batch 64 (whole sequence out)", (64, 50, 64),
              lambda: nn.LSTM(128, return_sequences=True), lambda: _SequenceOut(T.LSTM(64, 128, batch_first=True)),
              False),
@@ -149,6 +152,8 @@ class TorchStep:
         rng = np.random.default_rng(1)
         self.layer = make()
         image = kind is True
+        if kind == "channels":                     # (N, L, C) -> torch's (N, C, L)
+            x = x.permute(0, 2, 1).contiguous()
         if image:
             x = x.permute(0, 3, 1, 2).contiguous()
             if channels_last:
