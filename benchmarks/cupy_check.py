@@ -162,6 +162,8 @@ for _name, (_make, _shape) in {
     "RandomBrightness": (lambda: nn.RandomBrightness(0.2), (4, 5, 5, 3)),
     "RandomContrast": (lambda: nn.RandomContrast(0.2), (4, 5, 5, 3)),
     "RandomSaturation": (lambda: nn.RandomSaturation(0.2), (4, 5, 5, 3)),
+    "Conv1D_causal": (lambda: nn.Conv1D(4, 3, padding="causal", dilation=2), (2, 9, 3)),
+    "GlobalMaxPool1D": (lambda: nn.GlobalMaxPool1D(), (2, 5, 3)),
     "SimpleRNN": (lambda: nn.SimpleRNN(5, return_sequences=True), (3, 4, 6)),
     "GRU": (lambda: nn.GRU(5, return_sequences=True), (3, 4, 6)),
     "LSTM": (lambda: nn.LSTM(5), (3, 4, 6)),
