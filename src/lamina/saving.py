@@ -29,23 +29,32 @@ FORMAT = "lamina-model-1"
 _READABLE = (FORMAT, "lamina-checkpoint-1")
 
 
+def _shape_list(shape) -> list:
+    """A shape, or a list of shapes (a model of several inputs), as JSON lists."""
+    if shape and isinstance(shape[0], (list, tuple)):
+        return [_shape_list(s) for s in shape]
+    return [None if s is None else int(s) for s in shape]
+
+
 def model_config(model: Module) -> dict:
-    """The architecture of a built model: its layer config and its input shape."""
+    """The architecture of a built model: its layer config and its input shape (a list of
+    shapes for a model called with several inputs)."""
     shape = getattr(model, "build_input_shape", None)
-    return {"architecture": layer_to_config(model),
-            "input_shape": None if shape is None else [None if s is None else int(s) for s in shape]}
+    return {"architecture": layer_to_config(model), "input_shape": None if shape is None else _shape_list(shape)}
 
 
 def model_from_config(config: dict) -> Module:
-    """Rebuild a model (fresh weights) from :func:`model_config`'s dict, built for its input shape."""
+    """Rebuild a model (fresh weights) from :func:`model_config`'s dict, built for its input
+    shape(s) by a call on one sample of zeros (integer zeros for a model that reads ids)."""
     model = layer_from_config(config["architecture"])
     shape = config.get("input_shape")
     if shape is not None:
+        shapes = shape if shape and isinstance(shape[0], list) else [shape]
+        dtype = np.int64 if reads_ids(model) else backend.get_default_dtype()
         with no_grad():
             model.eval()
-            sample_shape = (1, *[1 if s is None else s for s in shape[1:]])
-            dtype = np.int64 if reads_ids(model) else backend.get_default_dtype()
-            model(lamina.tensor(np.zeros(sample_shape, dtype=dtype)))
+            samples = [np.zeros((1, *[1 if n is None else n for n in s[1:]]), dtype=dtype) for s in shapes]
+            model(*[lamina.tensor(a) for a in samples])
     return model
 
 

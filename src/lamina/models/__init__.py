@@ -13,8 +13,9 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`resnet_cifar`: He et al.'s CIFAR-10 ResNets (option A or B shortcuts).
 * :func:`mobilenet`: MobileNet v1 in Keras's layout and names (ReLU6, alpha, rho); ends
   with a softmax.
-* :func:`rnn_language_model`, :func:`rnn_classifier`: recurrent models of token ids
-  (course notes, RNN, NLP).
+* :func:`rnn_language_model`, :func:`rnn_classifier`, :func:`transformer_language_model`:
+  models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
+  with attention of the notes' translation model.
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder.
@@ -46,14 +47,15 @@ from lamina.models.resnet import (
     resnet152,
     resnet_cifar,
 )
+from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 
 __all__ = [
-    "AdaptiveAvgPool2D", "BasicBlock", "Block", "Bottleneck", "BranchingNetwork", "ConvBN", "GoogLeNet",
-    "InceptionA", "InceptionAux", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionModule",
-    "InceptionV3", "InceptionV3Aux", "alexnet", "googlenet", "inception_v3", "lenet5",
+    "AdaptiveAvgPool2D", "AttentionSeq2Seq", "BasicBlock", "Block", "Bottleneck", "BranchingNetwork", "ConvBN",
+    "GoogLeNet", "InceptionA", "InceptionAux", "InceptionB", "InceptionC", "InceptionD", "InceptionE",
+    "InceptionModule", "InceptionV3", "InceptionV3Aux", "alexnet", "googlenet", "inception_v3", "lenet5",
     "load_torchvision_state_dict", "logistic_regression", "mlp", "mobilenet", "resnet", "resnet101", "resnet152",
     "resnet18", "resnet34", "resnet50", "resnet_cifar", "rnn_classifier", "rnn_language_model",
     "transformer_language_model", "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "zfnet"
