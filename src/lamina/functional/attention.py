@@ -66,12 +66,13 @@ class ScaledDotProductAttention(Function):
             e = xp.where(self.keep, e, -xp.inf)
         top = e.max(axis=-1, keepdims=True)
         masked_rows = ~xp.isfinite(top)
-        if masked_rows.any():
+        any_masked = bool(masked_rows.any())             # a query with every key masked
+        if any_masked:
             top = xp.where(masked_rows, 0, top)
         e -= top
         xp.exp(e, out=e)
         total = e.sum(axis=-1, keepdims=True)
-        if masked_rows.any():
+        if any_masked:
             total = xp.where(total == 0, 1, total)
         e /= total
         self.alpha = e

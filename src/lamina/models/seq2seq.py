@@ -26,7 +26,7 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad, tensor
 from lamina.nn import GRU, AdditiveAttention, Bidirectional, Dense, Embedding
-from lamina.nn.layer import register_layer
+from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["AttentionSeq2Seq"]
@@ -43,8 +43,7 @@ class AttentionSeq2Seq(Module):
         super().__init__(name=name)
         for what, value in (("source_vocab", source_vocab), ("target_vocab", target_vocab),
                             ("embed_dim", embed_dim), ("hidden", hidden), ("attention_units", attention_units)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"AttentionSeq2Seq: {what} must be a positive int, got {value!r}")
+            positive_int(value, f"AttentionSeq2Seq: {what}")
         self.source_vocab, self.target_vocab = source_vocab, target_vocab
         self.embed_dim, self.hidden, self.attention_units = embed_dim, hidden, attention_units
         self.source_embedding = Embedding(source_vocab, embed_dim)

@@ -17,6 +17,7 @@ text classifier, both reading integer token ids.
 from __future__ import annotations
 
 from lamina import nn
+from lamina.nn.layer import positive_int
 
 __all__ = ["rnn_classifier", "rnn_language_model", "transformer_language_model"]
 
@@ -31,8 +32,7 @@ def _cell(cell: str, builder: str):
 
 def _check_sizes(builder: str, **sizes) -> None:
     for what, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{builder}: {what} must be a positive int, got {value!r}")
+        positive_int(value, f"{builder}: {what}")
 
 
 def rnn_language_model(vocab_size: int, embed_dim: int = 32, hidden: int = 128, cell: str = "gru",

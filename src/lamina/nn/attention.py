@@ -24,7 +24,7 @@ from lamina.errors import ShapeError
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.nn import init as initializers
 from lamina.nn.dense import linear
-from lamina.nn.layer import input_error, register_layer
+from lamina.nn.layer import dropout_rate, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["AdditiveAttention", "Attention", "MultiHeadAttention"]
@@ -72,19 +72,16 @@ class MultiHeadAttention(Module):
     def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
                  kernel_init="xavier_uniform", bias_init="zeros", name: str | None = None):
         super().__init__(name=name)
-        for what, value in (("embed_dim", embed_dim), ("num_heads", num_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MultiHeadAttention: {what} must be a positive int, got {value!r}")
+        positive_int(embed_dim, "MultiHeadAttention: embed_dim")
+        positive_int(num_heads, "MultiHeadAttention: num_heads")
         if embed_dim % num_heads:
             raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads "
                              f"{num_heads}; each head gets embed_dim / num_heads features")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1), got {dropout!r}")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
         self.use_bias = bool(use_bias)
-        self.dropout = float(dropout)
+        self.dropout = dropout_rate(dropout, "MultiHeadAttention")
         self.kernel_init = kernel_init
         self.bias_init = bias_init
         initializers.get(kernel_init)
@@ -294,9 +291,7 @@ class AdditiveAttention(Module):
 
     def __init__(self, units: int, use_bias: bool = True, kernel_init="xavier_uniform", name: str | None = None):
         super().__init__(name=name)
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(f"AdditiveAttention: units must be a positive int, got {units!r}")
-        self.units = units
+        self.units = positive_int(units, "AdditiveAttention: units")
         self.use_bias = bool(use_bias)
         self.kernel_init = kernel_init
         initializers.get(kernel_init)

@@ -22,7 +22,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
 from lamina.nn.activation import activate_fresh, activation_config, get_activation
-from lamina.nn.layer import check_shape_ndim, compact, input_error, pair, register_layer
+from lamina.nn.layer import check_shape_ndim, compact, input_error, pair, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["Conv2D", "DepthwiseConv2D", "SeparableConv2D", "conv_output_length", "normalize_padding"]
@@ -241,8 +241,8 @@ class Conv2D(_Conv):
                  groups: int = 1, activation=None, kernel_init="he_uniform", bias_init="zeros",
                  algorithm: str = "im2col", dilation=1, name: str | None = None):
         super().__init__(name=name)
-        _positive_int(filters, "Conv2D: filters")
-        _positive_int(groups, "Conv2D: groups")
+        positive_int(filters, "Conv2D: filters")
+        positive_int(groups, "Conv2D: groups")
         if filters % groups:
             raise ValueError(f"Conv2D: groups={groups} must divide filters={filters}")
         self.filters = filters
@@ -279,7 +279,7 @@ class DepthwiseConv2D(_Conv):
                  use_bias: bool = True, activation=None, kernel_init="he_uniform", bias_init="zeros",
                  algorithm: str = "im2col", dilation=1, name: str | None = None):
         super().__init__(name=name)
-        _positive_int(depth_multiplier, "DepthwiseConv2D: depth_multiplier")
+        positive_int(depth_multiplier, "DepthwiseConv2D: depth_multiplier")
         self.depth_multiplier = depth_multiplier
         _set_conv_options(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
                           algorithm, dilation)
@@ -319,8 +319,8 @@ class SeparableConv2D(Module):
                  use_bias: bool = True, activation=None, kernel_init="he_uniform", bias_init="zeros",
                  algorithm: str = "im2col", dilation=1, name: str | None = None):
         super().__init__(name=name)
-        _positive_int(filters, "SeparableConv2D: filters")
-        _positive_int(depth_multiplier, "SeparableConv2D: depth_multiplier")
+        positive_int(filters, "SeparableConv2D: filters")
+        positive_int(depth_multiplier, "SeparableConv2D: depth_multiplier")
         self.filters = filters
         self.depth_multiplier = depth_multiplier
         _set_conv_options(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
@@ -377,6 +377,3 @@ class SeparableConv2D(Module):
         return f"{self.filters}, {conv_repr(self)}{multiplier}"
 
 
-def _positive_int(value, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")

@@ -26,7 +26,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
 from lamina.nn.activation import activate_fresh, activation_config, get_activation
-from lamina.nn.layer import check_shape_ndim, input_error, register_layer
+from lamina.nn.layer import check_shape_ndim, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.pooling import pool_output_length
 
@@ -48,10 +48,7 @@ def _one_int(value, what: str) -> int:
 
 
 def _positive(value, what: str) -> int:
-    value = _one_int(value, what)
-    if value < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
-    return value
+    return positive_int(_one_int(value, what), what)
 
 
 def _sequence_padding(padding, what: str, causal: bool = True):

@@ -14,8 +14,8 @@ from lamina.errors import ShapeError
 from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.nn import init as initializers
 from lamina.nn.activation import activate_fresh
-from lamina.nn.conv import _positive_int, _set_conv_options, check_nhwc_input, conv_config, conv_repr, nhwc_shape
-from lamina.nn.layer import compact, pair, register_layer
+from lamina.nn.conv import _set_conv_options, check_nhwc_input, conv_config, conv_repr, nhwc_shape
+from lamina.nn.layer import compact, pair, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["Conv2DTranspose", "transpose_output_length"]
@@ -49,7 +49,7 @@ class Conv2DTranspose(Module):
                  use_bias: bool = True, activation=None, kernel_init="he_uniform", bias_init="zeros",
                  name: str | None = None):
         super().__init__(name=name)
-        _positive_int(filters, "Conv2DTranspose: filters")
+        positive_int(filters, "Conv2DTranspose: filters")
         self.filters = filters
         _set_conv_options(self, kernel_size, stride, padding, use_bias, activation, kernel_init, bias_init,
                           "im2col", 1)

@@ -25,7 +25,7 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
-from lamina.nn.layer import register_layer
+from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.module import Module
 
 __all__ = ["Embedding", "EmbeddingFunction", "embedding", "scatter_rows"]
@@ -178,9 +178,8 @@ class Embedding(Module):
     def __init__(self, input_dim: int, output_dim: int, embeddings_init=None, padding_idx: int | None = None,
                  name: str | None = None):
         super().__init__(name=name)
-        for what, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Embedding: {what} must be a positive int, got {value!r}")
+        positive_int(input_dim, "Embedding: input_dim")
+        positive_int(output_dim, "Embedding: output_dim")
         self.input_dim = input_dim
         self.output_dim = output_dim
         self.padding_idx = None if padding_idx is None else _check_padding(padding_idx, input_dim, self._label())

@@ -122,6 +122,21 @@ def pair(value, what: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
+def positive_int(value, what: str) -> int:
+    """``value`` checked to be an int >= 1 (bools refused); ``what`` names it in the
+    ValueError, e.g. 'Conv2D: filters'."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
+def dropout_rate(value, who: str) -> float:
+    """A dropout probability checked to lie in [0, 1); ``who`` names the layer."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{who}: dropout must be in [0, 1), got {value!r}")
+    return float(value)
+
+
 def reads_ids(model: Module) -> bool:
     """Whether ``model``'s first layer takes integer ids (an Embedding's ``reads_ids``), so
     that a sample input for it must be integers, not values."""

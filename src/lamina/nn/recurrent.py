@@ -41,7 +41,15 @@ from lamina.errors import ShapeError
 from lamina.functional import shape as shape_ops
 from lamina.functional.recurrent import SIMPLE_ACTIVATIONS, check_lengths, gru, lstm, reverse_padded, simple_rnn
 from lamina.nn import init as initializers
-from lamina.nn.layer import check_shape_ndim, describe, input_error, layer_from_config, layer_to_config, register_layer
+from lamina.nn.layer import (
+    check_shape_ndim,
+    describe,
+    input_error,
+    layer_from_config,
+    layer_to_config,
+    positive_int,
+    register_layer,
+)
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["GRU", "LSTM", "Bidirectional", "SimpleRNN"]
@@ -59,9 +67,7 @@ class _Recurrent(Module):
                  go_backwards: bool = False, kernel_init="xavier_uniform", recurrent_init="orthogonal",
                  bias_init="zeros", use_bias: bool = True, name: str | None = None):
         super().__init__(name=name)
-        cls = type(self).__name__
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(f"{cls}: units must be a positive int, got {units!r}")
+        positive_int(units, f"{type(self).__name__}: units")
         self.units = units
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)

@@ -27,23 +27,11 @@ from lamina.nn.activation import activation_config
 from lamina.nn.attention import MultiHeadAttention
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout, DropoutFunction
-from lamina.nn.layer import input_error, register_layer
+from lamina.nn.layer import dropout_rate, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.sample_norm import LayerNorm
 
 __all__ = ["PositionEmbedding", "PositionalEncoding", "TransformerEncoderLayer", "sinusoidal_encoding"]
-
-
-def _positive_int(who: str, what: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{who}: {what} must be a positive int, got {value!r}")
-    return value
-
-
-def _rate(who: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{who}: dropout must be in [0, 1), got {value!r}")
-    return float(value)
 
 
 def _sequence_shape(layer: Module, input_shape, features: int | None) -> tuple:
@@ -101,10 +89,10 @@ class TransformerEncoderLayer(Module):
                  name: str | None = None):
         super().__init__(name=name)
         who = "TransformerEncoderLayer"
-        self.d_model = _positive_int(who, "d_model", d_model)
-        self.num_heads = _positive_int(who, "num_heads", num_heads)
-        self.dim_feedforward = _positive_int(who, "dim_feedforward", dim_feedforward)
-        self.dropout_rate = _rate(who, dropout)
+        self.d_model = positive_int(d_model, f"{who}: d_model")
+        self.num_heads = positive_int(num_heads, f"{who}: num_heads")
+        self.dim_feedforward = positive_int(dim_feedforward, f"{who}: dim_feedforward")
+        self.dropout_rate = dropout_rate(dropout, who)
         self.norm_first = bool(norm_first)
         self.layer_norm_eps = float(layer_norm_eps)
         self.causal = bool(causal)
@@ -222,8 +210,8 @@ class PositionalEncoding(_Positions):
 
     def __init__(self, max_len: int = 5000, dropout: float = 0.0, name: str | None = None):
         super().__init__(name=name)
-        self.max_len = _positive_int("PositionalEncoding", "max_len", max_len)
-        self.rate = _rate("PositionalEncoding", dropout)
+        self.max_len = positive_int(max_len, "PositionalEncoding: max_len")
+        self.rate = dropout_rate(dropout, "PositionalEncoding")
         self.features: int | None = None
 
     def build(self, input_shape) -> None:
@@ -262,7 +250,7 @@ class PositionEmbedding(_Positions):
 
     def __init__(self, max_len: int, embeddings_init="xavier_uniform", name: str | None = None):
         super().__init__(name=name)
-        self.max_len = _positive_int("PositionEmbedding", "max_len", max_len)
+        self.max_len = positive_int(max_len, "PositionEmbedding: max_len")
         self.embeddings_init = embeddings_init
         initializers.get(embeddings_init)
         self.features: int | None = None
