@@ -286,7 +286,9 @@ class AdditiveAttention(Module):
     value])`` or ``([query, value, key])``, with keywords ``mask`` (boolean, True = attend,
     broadcastable to (N, T_q, T_v)) and ``return_weights``; returns the contexts (N, T_q, d_v).
     The hidden layer is formed for every (t, t') pair, (N, T_q, T_v, units) values: meant for
-    the sequence lengths of the course's translation models, not for long documents.
+    the sequence lengths of the course's translation models, not for long documents. Masked
+    scores are set to -1e9, so a query with every key masked weighs them all alike (the
+    dot-product layers give it zero weights instead).
     """
 
     def __init__(self, units: int, use_bias: bool = True, kernel_init="xavier_uniform", name: str | None = None):
