@@ -16,6 +16,8 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`rnn_language_model`, :func:`rnn_classifier`, :func:`transformer_language_model`:
   models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
   with attention of the notes' translation model.
+* :func:`transfer`: a trained classifier repurposed for a new task (course notes, Transfer
+  learning): new output layer, base frozen but for its last ``trainable`` layers.
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder.
@@ -50,6 +52,7 @@ from lamina.models.resnet import (
 from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
 from lamina.models.torchvision import load_torchvision_state_dict
+from lamina.models.transfer import transfer
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 
 __all__ = [
@@ -58,5 +61,5 @@ __all__ = [
     "InceptionModule", "InceptionV3", "InceptionV3Aux", "alexnet", "googlenet", "inception_v3", "lenet5",
     "load_torchvision_state_dict", "logistic_regression", "mlp", "mobilenet", "resnet", "resnet101", "resnet152",
     "resnet18", "resnet34", "resnet50", "resnet_cifar", "rnn_classifier", "rnn_language_model",
-    "transformer_language_model", "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "zfnet"
+    "transfer", "transformer_language_model", "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "zfnet"
 ]
