@@ -1,0 +1,30 @@
+"""Object localization and detection (course notes, Object localization and detection):
+bounding boxes, IoU and non-max suppression, a YOLO-style grid detector's targets, loss and
+decoding, and average precision; the sliding window done as a convolution (a classifier's
+Dense head turned into convolutions) and a small detection dataset of handwritten digits."""
+
+from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
+from lamina.vision.detection import (
+    Detections,
+    decode_grid_predictions,
+    encode_grid_targets,
+    encode_grid_targets_batch,
+    grid_detection_loss,
+    localization_loss,
+)
+from lamina.vision.metrics import average_precision, mean_average_precision
+from lamina.vision.scenes import digit_scenes
+from lamina.vision.sliding import (
+    all_window_count,
+    convolutionalize,
+    sliding_window_count,
+    window_origins,
+    window_stride,
+)
+
+__all__ = [
+    "Detections", "all_window_count", "average_precision", "box_area", "center_to_corners", "convolutionalize",
+    "corners_to_center", "decode_grid_predictions", "digit_scenes", "encode_grid_targets",
+    "encode_grid_targets_batch", "grid_detection_loss", "iou", "localization_loss", "mean_average_precision",
+    "non_max_suppression", "sliding_window_count", "window_origins", "window_stride",
+]
