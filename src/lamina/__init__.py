@@ -15,7 +15,7 @@ __all__ = [
     "set_default_dtype", "set_num_threads", "stack", "tensor", "where",
 ]
 
-from lamina import analysis, data, models, nn, optim, text  # noqa: E402
+from lamina import analysis, data, models, nn, optim, text, vision  # noqa: E402
 from lamina.saving import load, load_bundle, save  # noqa: E402
 
-__all__ += ["analysis", "data", "load", "load_bundle", "models", "nn", "optim", "save", "text"]
+__all__ += ["analysis", "data", "load", "load_bundle", "models", "nn", "optim", "save", "text", "vision"]

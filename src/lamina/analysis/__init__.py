@@ -6,17 +6,35 @@ analysis, Receptive fields, Memory usage).
 * :func:`receptive_field`: the input region one unit of a layer sees.
 * :func:`compare_architectures`: the course's comparison table, drawn (parameters vs MACs).
 
-Everything is computed by tracing the model on a zero-sample batch with shape-only weights
+Looking inside trained networks (course notes, Saliency maps, Adversarial inputs via back
+propagation, Image retrieval, Visualization feature vectors):
+
+* :func:`saliency_map`, :func:`input_gradient`, :func:`smooth_grad`,
+  :func:`integrated_gradients`: which pixels a class score depends on.
+* :func:`fgsm`, :func:`targeted_adversarial`: inputs changed, by back propagation, to fool
+  the classifier.
+* :func:`extract_features`, :class:`FeatureIndex`: image signatures and nearest-neighbour
+  retrieval; :func:`precision_at_k`, :func:`mean_average_precision_at_k` score it.
+* :func:`reduce_dimensions`, :func:`plot_embedding`: feature vectors drawn in 2-D (PCA, t-SNE).
+
+The architecture tables are computed by tracing the model on a zero-sample batch with shape-only weights
 (:mod:`lamina.analysis.trace`): no weight is allocated, so VGG16's table costs milliseconds.
 """
 
+from lamina.analysis.adversarial import TargetedAttack, fgsm, targeted_adversarial
 from lamina.analysis.compare import compare_architectures, native_input_shape, zoo_builder
+from lamina.analysis.embedding import plot_embedding, reduce_dimensions
 from lamina.analysis.layer_rules import layer_hyperparameters, layer_macs
 from lamina.analysis.receptive import receptive_field, receptive_fields
+from lamina.analysis.retrieval import FeatureIndex, extract_features, mean_average_precision_at_k, precision_at_k
+from lamina.analysis.saliency import input_gradient, integrated_gradients, saliency_map, smooth_grad
 from lamina.analysis.summary import OPTIMIZER_STATES, Summary, summary
 from lamina.analysis.trace import LayerCall, Trace, trace
 
 __all__ = [
-    "OPTIMIZER_STATES", "LayerCall", "Summary", "Trace", "compare_architectures", "layer_hyperparameters",
-    "layer_macs", "native_input_shape", "receptive_field", "receptive_fields", "summary", "trace", "zoo_builder",
+    "OPTIMIZER_STATES", "FeatureIndex", "LayerCall", "Summary", "TargetedAttack", "Trace", "compare_architectures",
+    "extract_features", "fgsm", "input_gradient", "integrated_gradients", "layer_hyperparameters", "layer_macs",
+    "mean_average_precision_at_k", "native_input_shape", "plot_embedding", "precision_at_k", "receptive_field",
+    "receptive_fields", "reduce_dimensions", "saliency_map", "smooth_grad", "summary", "targeted_adversarial",
+    "trace", "zoo_builder",
 ]

@@ -1,4 +1,5 @@
-"""The training workflow: the fit loop, callbacks, metrics, history and checkpoints."""
+"""The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
+hyperparameter search on validation data."""
 
 from lamina.train.callbacks import (
     Callback,
@@ -23,11 +24,15 @@ from lamina.train.metrics import (
     top_k_error,
 )
 from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score, mean_absolute_error, r2_score
+from lamina.train.search import SearchResult, Trial, coarse_to_fine, grid_search, random_search, tune_trainer
+from lamina.train.search_space import Choice, Distribution, IntUniform, LogUniform, Uniform
 from lamina.train.trainer import Trainer
 
 __all__ = [
-    "AUC", "AveragePrecision", "CSVLogger", "Callback", "EarlyStopping", "EpochMetric", "F1Score", "History",
-    "LambdaCallback", "LearningRateScheduler", "MeanAbsoluteError", "MeanMetric", "ModelCheckpoint", "Precision",
-    "ProgressBar", "R2Score", "Recall", "TerminateOnNaN", "Trainer", "accuracy", "binary_accuracy",
-    "confusion_matrix", "mean_absolute_error", "r2_score", "top_k_accuracy", "top_k_error",
+    "AUC", "AveragePrecision", "CSVLogger", "Callback", "Choice", "Distribution", "EarlyStopping", "EpochMetric",
+    "F1Score", "History", "IntUniform", "LambdaCallback", "LearningRateScheduler", "LogUniform", "MeanAbsoluteError",
+    "MeanMetric", "ModelCheckpoint", "Precision", "ProgressBar", "R2Score", "Recall", "SearchResult",
+    "TerminateOnNaN", "Trainer", "Trial", "Uniform", "accuracy", "binary_accuracy", "coarse_to_fine",
+    "confusion_matrix", "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy",
+    "top_k_error", "tune_trainer",
 ]
