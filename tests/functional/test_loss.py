@@ -365,3 +365,14 @@ def test_ignore_index_on_probabilities_and_its_checks():
     assert F.categorical_cross_entropy(probs, y, ignore_index=7).item() == pytest.approx(kept, rel=1e-12)
     with pytest.raises(lamina.ShapeError, match="ignore_index=7 needs integer labels of shape"):
         F.categorical_cross_entropy(probs, np.eye(3)[[0, 1, 2, 0]], ignore_index=7)
+
+
+@pytest.mark.parametrize("loss", [F.categorical_cross_entropy, F.binary_cross_entropy])
+def test_logits_given_as_probabilities_are_refused(loss):
+    scores = np.array([[2.5, -1.0, 0.3], [0.1, 0.2, 3.0]], np.float32)
+    labels = np.array([0, 2]) if loss is F.categorical_cross_entropy else np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"values from -1 to 3.*from_logits=True"):
+        loss(lamina.tensor(scores), labels)
+    probabilities = np.array([[0.0, 1.0, 0.0], [0.2, 0.3, 0.5]], np.float32)
+    assert np.isfinite(loss(lamina.tensor(probabilities), labels).numpy())
+

@@ -229,3 +229,11 @@ def test_unknown_loss_and_missing_optimizer():
         Trainer(model, "cosine_embedding", optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(ValueError, match="optimizer is required"):
         Trainer(model, "categorical_cross_entropy")
+
+
+def test_a_trainer_on_a_model_without_softmax_stops_at_once():
+    model = nn.Sequential(nn.Dense(3))
+    x = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32) * 5
+    trainer = Trainer(model, "categorical_cross_entropy", optim.SGD(model, lr=0.1), verbose=0)
+    with pytest.raises(ValueError, match="must hold probabilities in"):
+        trainer.fit((x, np.zeros(16, np.int64)), epochs=1)

@@ -17,6 +17,8 @@ from lamina.functional.elementwise import clip, log
 
 _REDUCTIONS = ("mean", "sum", "none")
 EPSILON = 1e-7
+PROBABILITY_SLACK = 1e-4
+"""How far outside [0, 1] a probability may stray by rounding before it is taken for a logit."""
 
 
 def _check_reduction(reduction: str, fn: str) -> None:
@@ -60,9 +62,27 @@ class BinaryCrossEntropyWithLogits(Function):
         return (dy * (stable_sigmoid(self.z) - self.y),)
 
 
+def _check_probabilities(y_pred, fn: str) -> None:
+    """Probabilities lie in [0, 1]; anything else is most likely a model's logits given to a
+    loss that expects probabilities, which clipping would silently turn into a flat cost."""
+    values = y_pred.data if isinstance(y_pred, Tensor) else backend.xp.asarray(y_pred)
+    if values.size == 0 or values.dtype.kind != "f":
+        return
+    low, high = float(values.min()), float(values.max())
+    if low < -PROBABILITY_SLACK or high > 1 + PROBABILITY_SLACK:
+        raise ValueError(
+            f"{fn}: y_pred of shape {tuple(values.shape)} holds values from {low:.4g} to {high:.4g}, but with "
+            "from_logits=False it must hold probabilities in [0, 1]; for scores (logits) pass from_logits=True, "
+            "or end the model with a softmax (sigmoid) layer"
+        )
+
+
 def binary_cross_entropy(y_pred, y_true, from_logits: bool = False, reduction: str = "mean") -> Tensor:
-    """Binary cross-entropy; probabilities are clipped to [eps, 1 - eps] (eps = 1e-7)."""
+    """Binary cross-entropy; probabilities are clipped to [eps, 1 - eps] (eps = 1e-7).
+    Values outside [0, 1] with ``from_logits=False`` are refused (they are logits)."""
     _check_reduction(reduction, "binary_cross_entropy")
+    if not from_logits:
+        _check_probabilities(y_pred, "binary_cross_entropy")
     y = _targets(y_true, y_pred, "binary_cross_entropy")
     if from_logits:
         losses = BinaryCrossEntropyWithLogits.apply(y_pred, y=y)
@@ -199,9 +219,14 @@ def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reducti
     gradient, and the mean is over the other rows, sum_i L_i / #kept (PyTorch's option; the
     padding of batched sequences of different lengths); with ``class_weights`` the mean is over
     the kept rows' weights.
+
+    With ``from_logits=False``, values of ``y_pred`` outside [0, 1] are refused with an error
+    (a model's logits given as probabilities would otherwise train to nothing, silently).
     """
     fn = "categorical_cross_entropy"
     _check_reduction(reduction, fn)
+    if not from_logits:
+        _check_probabilities(y_pred, fn)
     if ignore_index is not None:
         return _cross_entropy_ignoring(y_pred, y_true, ignore_index, from_logits, reduction, label_smoothing,
                                        class_weights)
