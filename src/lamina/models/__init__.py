@@ -16,6 +16,8 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`rnn_language_model`, :func:`rnn_classifier`, :func:`transformer_language_model`:
   models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
   with attention of the notes' translation model.
+* :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
+  :mod:`lamina.vision` decodes into boxes.
 * :func:`transfer`: a trained classifier repurposed for a new task (course notes, Transfer
   learning): new output layer, base frozen but for its last ``trainable`` layers.
 
@@ -26,6 +28,7 @@ any builder.
 from lamina.models.alexnet import alexnet, zfnet
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.classic import lenet5, logistic_regression, mlp
+from lamina.models.detector import grid_detector
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
 from lamina.models.inception import (
     InceptionA,
@@ -58,7 +61,8 @@ from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 __all__ = [
     "AdaptiveAvgPool2D", "AttentionSeq2Seq", "BasicBlock", "Block", "Bottleneck", "BranchingNetwork", "ConvBN",
     "GoogLeNet", "InceptionA", "InceptionAux", "InceptionB", "InceptionC", "InceptionD", "InceptionE",
-    "InceptionModule", "InceptionV3", "InceptionV3Aux", "alexnet", "googlenet", "inception_v3", "lenet5",
+    "InceptionModule", "InceptionV3", "InceptionV3Aux", "alexnet", "googlenet", "grid_detector", "inception_v3",
+    "lenet5",
     "load_torchvision_state_dict", "logistic_regression", "mlp", "mobilenet", "resnet", "resnet101", "resnet152",
     "resnet18", "resnet34", "resnet50", "resnet_cifar", "rnn_classifier", "rnn_language_model",
     "transfer", "transformer_language_model", "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "zfnet"
