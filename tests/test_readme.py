@@ -62,3 +62,30 @@ def test_language_model_example_runs(monkeypatch):
         exec(compile(code, str(README), "exec"), {})
     samples = eval(out.getvalue().strip().splitlines()[-1])
     assert len(samples) == 5 and all(name.isalpha() for name in samples if name)
+
+
+def test_tuning_and_analysis_example_runs():
+    """The 'Tuning, looking inside, transferring, detecting' example: its search, its model and
+    each tool's result behave as its comments say."""
+    import numpy as np
+
+    import lamina
+
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## Tuning, looking inside", 1)[1], re.S).group(1)
+    names: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        exec(compile(code, str(README), "exec"), names)
+    assert out.getvalue().splitlines()[0].split()[:3] == ["trial", "lr", "score"]
+    search, model, x_val, y_val = names["search"], names["model"], names["x_val"], names["y_val"]
+    assert len(search.trials) == 6 and search.best.score > 0.9
+
+    def accuracy(images):
+        return float((model(lamina.tensor(images)).numpy().argmax(1) == y_val).mean())
+
+    assert accuracy(x_val) > 0.9 and accuracy(names["fooled"]) < accuracy(x_val) - 0.3
+    assert names["saliency"].shape == (8, 8, 8)
+    assert (names["y_train"][names["neighbours"]] == y_val[:, None]).mean() > 0.9
+    assert names["odd_or_even"](lamina.tensor(x_val[:3])).shape == (3, 2)
+    np.testing.assert_allclose(names["sliding"](lamina.tensor(x_val[:3])).numpy().reshape(3, 10),
+                               model(lamina.tensor(x_val[:3])).numpy(), atol=1e-5)

@@ -83,7 +83,8 @@ def _copy(layer: Module, sample) -> Module:
 def _as_conv(dense: Dense, kernel: tuple[int, int], channels: int, sample) -> Conv2D:
     """Dense(units) on a flattened (f_h, f_w, c) volume as Conv2D(units, (f_h, f_w)): row
     (i, j, k) of W (Flatten's NHWC order) is weight [:, i, j, k] of the filters."""
-    conv = Conv2D(dense.units, kernel, use_bias=dense.use_bias, activation=dense.activation, name=dense.name)
+    conv = Conv2D(dense.units, kernel, use_bias=dense.use_bias, activation=dense.activation,
+                  name=f"{dense.name}_conv")
     conv.eval()
     conv(sample)
     weight = dense.weight.data
