@@ -2,6 +2,7 @@ import time
 
 import numpy as np
 import pytest
+from box_reference import iou_one
 
 from lamina.errors import ShapeError
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
@@ -21,18 +22,10 @@ def _clustered_boxes(clusters, copies, seed):
     return np.sort(jittered, axis=1).reshape(-1, 4)
 
 
-def _iou_one(a, b):
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _nms_reference(boxes, scores, threshold):
     kept = []
     for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
-        if all(_iou_one(boxes[i], boxes[k]) <= threshold for k in kept):
+        if all(iou_one(boxes[i], boxes[k]) <= threshold for k in kept):
             kept.append(i)
     return kept
 
@@ -73,7 +66,7 @@ def test_iou_hand_computed(a, b, expected):
 def test_iou_matches_a_double_loop_and_is_symmetric():
     a, b = _random_boxes(13, seed=2), _random_boxes(9, seed=3)
     a[0, 2] = a[0, 0]                                # a zero-width box
-    expected = np.array([[_iou_one(x, y) for y in b] for x in a])
+    expected = np.array([[iou_one(x, y) for y in b] for x in a])
     result = iou(a, b)
     assert result.shape == (13, 9)
     assert (expected > 0).sum() > 5                   # the random boxes do overlap

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+from box_reference import iou_one
 
 from lamina.errors import ShapeError
 from lamina.vision.detection import Detections
@@ -88,14 +89,6 @@ def test_mean_average_precision_averages_the_classes_present():
 
 
 # -- a brute-force reference ------------------------------------------------------------------
-def _iou_one(a, b):
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _reference_ap(preds, scores, truths, threshold):
     """Plain-loop matching, then the area under the precision envelope p_interp(r), a step
     function constant between consecutive recall levels reached."""
@@ -106,7 +99,7 @@ def _reference_ap(preds, scores, truths, threshold):
     for _, image, k in detections:
         best, best_overlap = None, -1.0
         for g, truth in enumerate(truths[image]):
-            overlap = _iou_one(preds[image][k], truth)
+            overlap = iou_one(preds[image][k], truth)
             if not matched[image][g] and overlap >= threshold and overlap > best_overlap:
                 best, best_overlap = g, overlap
         if best is not None:
