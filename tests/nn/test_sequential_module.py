@@ -181,3 +181,15 @@ def test_all_layers_registered_and_configs_json_round_trip():
         again = nn.layer_from_config(config)
         assert type(again) is type(layer)
         assert again.get_config() == layer.get_config()
+
+
+def test_evaluation_mode_gives_every_module_its_own_mode_back():
+    from lamina.nn.module import evaluation_mode
+    model = nn.Sequential(nn.Dense(3), nn.Dropout(0.5), nn.BatchNorm())
+    model.train()
+    model[2].eval()                          # a frozen batch norm left in evaluation mode
+    with pytest.raises(RuntimeError, match="inside"):
+        with evaluation_mode(model) as same:
+            assert same is model and not any(m.training for m in model.modules())
+            raise RuntimeError("inside")
+    assert [m.training for m in model.modules()] == [True, True, True, False]

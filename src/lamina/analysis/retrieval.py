@@ -23,7 +23,7 @@ from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.io import atomic_write
-from lamina.nn.module import Module, intercept_calls
+from lamina.nn.module import Module, evaluation_mode, intercept_calls
 from lamina.nn.sequential import Sequential
 
 __all__ = ["FeatureIndex", "extract_features", "mean_average_precision_at_k", "precision_at_k"]
@@ -96,14 +96,8 @@ def extract_features(model: Module, x, layer: int | str | Module | None = None, 
     if getattr(data, "ndim", 0) < 1 or len(data) == 0:
         raise ShapeError(f"extract_features: x must hold at least one image, got shape {getattr(data, 'shape', None)}")
     target = _resolve_layer(model, layer)
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        with no_grad():
-            parts = [_signatures(model, target, data[i:i + batch_size]) for i in range(0, len(data), batch_size)]
-    finally:
-        for module, mode in modes:
-            module.training = mode
+    with evaluation_mode(model), no_grad():
+        parts = [_signatures(model, target, data[i:i + batch_size]) for i in range(0, len(data), batch_size)]
     return np.concatenate(parts)
 
 

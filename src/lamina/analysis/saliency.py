@@ -33,7 +33,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, is_grad_enabled, no_grad, tensor
 from lamina.errors import ShapeError
-from lamina.nn.module import Module
+from lamina.nn.module import Module, evaluation_mode
 
 __all__ = ["input_gradient", "integrated_gradients", "saliency_map", "smooth_grad"]
 
@@ -47,16 +47,13 @@ def input_analysis(model: Module) -> Iterator[None]:
     and parameters created in the block (a model's lazy build) are left without ``grad``."""
     if not isinstance(model, Module):
         raise TypeError(f"input_analysis: expected a lamina Module, got {type(model).__name__}")
-    modes = [(module, module.training) for module in model.modules()]
     params = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
     for p, _ in params:
         p.requires_grad = False
     try:
-        yield
+        with evaluation_mode(model):
+            yield
     finally:
-        for module, training in modes:
-            module.training = training
         for p, requires_grad in params:
             p.requires_grad = requires_grad
         before = {id(p) for p, _ in params}

@@ -44,6 +44,19 @@ def intercept_calls(interceptor: Callable) -> Iterator[None]:
         _CALL_INTERCEPTORS.remove(interceptor)
 
 
+@contextlib.contextmanager
+def evaluation_mode(model: Module) -> Iterator[Module]:
+    """Within the block ``model`` is in evaluation mode; on exit every module below it gets
+    back its own mode (a model may mix them, e.g. a frozen batch norm left in eval)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            object.__setattr__(module, "training", training)
+
+
 def _intercepted_call(module: Module, inputs: tuple, kwargs: dict, level: int):
     if level < 0:
         return module.forward(*inputs, **kwargs)

@@ -24,7 +24,7 @@ from lamina.autograd import no_grad, tensor
 from lamina.errors import ShapeError
 from lamina.nn import Conv2D, Dense, Flatten, Sequential
 from lamina.nn.layer import layer_from_config, layer_to_config
-from lamina.nn.module import Module
+from lamina.nn.module import Module, evaluation_mode
 
 __all__ = ["all_window_count", "convolutionalize", "sliding_window_count", "window_origins", "window_stride"]
 
@@ -112,10 +112,8 @@ def convolutionalize(model: Sequential, input_shape: tuple[int, int, int]) -> Se
     layers: list[Module] = []
     sample = tensor(backend.xp.zeros((1, *input_shape), dtype=backend.get_default_dtype()))
     with no_grad():
-        training = model.training
-        model.eval()             # builds an unbuilt model, and checks input_shape against it
-        model(sample)
-        model.train(training)
+        with evaluation_mode(model):
+            model(sample)        # builds an unbuilt model, and checks input_shape against it
         for layer in features:
             layers.append(_copy(layer, sample))
             sample = layers[-1](sample)
