@@ -95,8 +95,7 @@ def test_select_equals_where(b):
 # name: (lamina function, reference NumPy expression, torch function)
 ACTIVATIONS = {
     "relu": (F.relu, lambda z: np.maximum(z, 0), torch.relu),
-    "sigmoid": (F.sigmoid, lambda z: np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))),
-                                              np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z)))), torch.sigmoid),
+    "sigmoid": (F.sigmoid, lambda z: 1 / (1 + np.exp(-z)), torch.sigmoid),   # e^-z = inf -> exactly 0
     "leaky_relu": (lambda z: F.leaky_relu(z, 0.1), lambda z: np.where(z > 0, z, 0.1 * z),
                    lambda z: TF.leaky_relu(z, 0.1)),
     "leaky_relu_steep": (lambda z: F.leaky_relu(z, 3.0), lambda z: np.where(z > 0, z, 3.0 * z),
@@ -118,6 +117,16 @@ def test_fast_forms_equal_the_plain_expressions(name):
         with np.errstate(over="ignore", invalid="ignore"):
             expected = reference(z).astype(dtype)
         assert_same_values(ours(lamina.tensor(z, dtype=dtype)).numpy(), expected, ULPS.get(name, 0))
+
+
+def test_sigmoid_keeps_its_relative_precision_far_into_either_tail():
+    z = np.concatenate([np.linspace(-87, 87, 20001), [-88.5, -100.0, -1e4]]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        exact = 1 / (1 + np.exp(-z.astype(np.float64)))
+    ours = F.sigmoid(lamina.tensor(z)).numpy().astype(np.float64)
+    normal = exact > np.finfo(np.float32).tiny
+    assert (np.abs(ours - exact)[normal] / exact[normal]).max() < 4 * np.finfo(np.float32).eps
+    assert (ours[~normal] <= np.finfo(np.float32).tiny).all()
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)

@@ -6,6 +6,8 @@ exp(-|z|), softmax and log-softmax after subtracting the row maximum.
 
 from __future__ import annotations
 
+import numpy
+
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.functional._util import per_channel, with_scalar
@@ -20,16 +22,15 @@ TRANSCENDENTAL_COST = 4
 
 
 def _sigmoid_into(z, out):
-    # sigma(z) = n / (1 + e) with e = exp(-|z|) and n = 1 for z >= 0, e for z < 0; as e <= 1,
-    # n = max(e, [z >= 0]): no select, which NumPy runs a branch per value (8x slower here)
+    # sigma(z) = 1 / (1 + e^-z) in four passes. For z below about -88 (float32) e^-z overflows
+    # to inf and 1 / inf = 0 is the right limit, so only the overflow warning is silenced; the
+    # relative error stays that of exp for either sign of z.
     xp = backend.xp
-    e = xp.abs(z)
-    xp.negative(e, out=e)
-    xp.exp(e, out=e)
-    xp.greater_equal(z, 0, out=out)
-    xp.maximum(e, out, out=out)
-    e += 1
-    xp.divide(out, e, out=out)
+    xp.negative(z, out=out)
+    with numpy.errstate(over="ignore"):
+        xp.exp(out, out=out)
+    out += 1
+    xp.reciprocal(out, out=out)
 
 
 def _tanh_into(z, out):
@@ -57,8 +58,10 @@ def chain_into(kernel, inputs: list, cost: int = 1, out=None, channels: bool = F
 
 
 def _sigmoid_grad(dy, a, out):
-    backend.xp.multiply(dy, a, out=out)
-    out *= backend.xp.subtract(1, a)
+    xp = backend.xp
+    xp.multiply(a, a, out=out)          # a (1 - a) = a - a^2, without a temporary
+    xp.subtract(a, out, out=out)
+    out *= dy
 
 
 class Sigmoid(Function):
