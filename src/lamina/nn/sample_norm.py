@@ -42,9 +42,12 @@ def _group_means(a, groups: int, c: int):
 
 
 def _spread(v, c: int, width: int):
-    """Per-group values (N, G) as (N, 1, W) rows of r C values, each channel its group's."""
+    """Per-group values (N, G) as (N, 1, W) rows of r C values, each channel its group's
+    ((N, 1, 1) for one group, which broadcasts as it is)."""
     xp = backend.xp
     n, groups = v.shape
+    if groups == 1:                # one value per sample (layer norm): broadcast, never tiled
+        return v[:, :, None]
     per_channel = xp.broadcast_to(v[:, :, None], (n, groups, c // groups)).reshape(n, c)
     if width == c:
         return per_channel[:, None, :]
