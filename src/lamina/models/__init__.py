@@ -16,6 +16,8 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`rnn_language_model`, :func:`rnn_classifier`, :func:`transformer_language_model`:
   models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
   with attention of the notes' translation model.
+* :class:`SkipGram`: Word2Vec's skip-gram with negative sampling, the notes' learned
+  embedding matrix.
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
   :mod:`lamina.vision` decodes into boxes.
 * :func:`transfer`: a trained classifier repurposed for a new task (course notes, Transfer
@@ -57,13 +59,14 @@ from lamina.models.sequence import rnn_classifier, rnn_language_model, transform
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transfer import transfer
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
+from lamina.models.word2vec import SkipGram, negative_sampling_loss
 
 __all__ = [
     "AdaptiveAvgPool2D", "AttentionSeq2Seq", "BasicBlock", "Block", "Bottleneck", "BranchingNetwork", "ConvBN",
     "GoogLeNet", "InceptionA", "InceptionAux", "InceptionB", "InceptionC", "InceptionD", "InceptionE",
-    "InceptionModule", "InceptionV3", "InceptionV3Aux", "alexnet", "googlenet", "grid_detector", "inception_v3",
-    "lenet5",
-    "load_torchvision_state_dict", "logistic_regression", "mlp", "mobilenet", "resnet", "resnet101", "resnet152",
-    "resnet18", "resnet34", "resnet50", "resnet_cifar", "rnn_classifier", "rnn_language_model",
-    "transfer", "transformer_language_model", "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "zfnet"
+    "InceptionModule", "InceptionV3", "InceptionV3Aux", "SkipGram", "alexnet", "googlenet", "grid_detector",
+    "inception_v3", "lenet5", "load_torchvision_state_dict", "logistic_regression", "mlp", "mobilenet",
+    "negative_sampling_loss", "resnet", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50", "resnet_cifar",
+    "rnn_classifier", "rnn_language_model", "transfer", "transformer_language_model", "vgg", "vgg11", "vgg13",
+    "vgg16", "vgg19", "zfnet",
 ]

@@ -1,9 +1,19 @@
-"""Text for sequence models: vocabularies, corpora, padded batches and language-model windows."""
+"""Text for sequence models: vocabularies, corpora, padded batches, language-model windows,
+and skip-gram pairs with negative sampling for learning word embeddings (Word2Vec)."""
 
 from lamina.text.corpora import load_names, load_tiny_shakespeare
 from lamina.text.generate import sample_text
 from lamina.text.sequences import language_model_windows, pad_sequences, shifted_pairs
+from lamina.text.skipgram import (
+    analogy,
+    keep_probabilities,
+    most_similar,
+    noise_distribution,
+    skipgram_pairs,
+    subsample_words,
+)
 from lamina.text.vocabulary import Vocabulary, word_tokens
 
-__all__ = ["Vocabulary", "language_model_windows", "load_names", "load_tiny_shakespeare", "pad_sequences",
-           "sample_text", "shifted_pairs", "word_tokens"]
+__all__ = ["Vocabulary", "analogy", "keep_probabilities", "language_model_windows", "load_names",
+           "load_tiny_shakespeare", "most_similar", "noise_distribution", "pad_sequences", "sample_text",
+           "shifted_pairs", "skipgram_pairs", "subsample_words", "word_tokens"]
