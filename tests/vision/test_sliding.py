@@ -103,3 +103,12 @@ def test_convolutionalize_rejects_models_it_cannot_convert():
     no_dense = nn.Sequential(nn.Conv2D(2, 3), nn.Flatten())
     with pytest.raises(ValueError, match="no Dense layer"):
         convolutionalize(no_dense, (8, 8, 1))
+
+
+def test_converting_a_model_in_training_mode_moves_no_running_statistics():
+    model = nn.Sequential(nn.Conv2D(3, 3), nn.BatchNorm(), nn.Flatten(), nn.Dense(4))
+    model(lamina.tensor(np.random.default_rng(0).standard_normal((8, 8, 8, 1)).astype(np.float32)))
+    conv = convolutionalize(model, (8, 8, 1))
+    assert conv.training and model.training
+    for key, value in model[1].state_dict().items():
+        np.testing.assert_array_equal(conv[1].state_dict()[key], value, err_msg=key)

@@ -17,13 +17,14 @@ map of outputs, one per window, the window at (i, j) starting at pixel (i s_h, j
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from lamina import backend
 from lamina.autograd import no_grad, tensor
 from lamina.errors import ShapeError
 from lamina.nn import Conv2D, Dense, Flatten, Sequential
-from lamina.nn.layer import layer_from_config, layer_to_config
 from lamina.nn.module import Module, evaluation_mode
 
 __all__ = ["all_window_count", "convolutionalize", "sliding_window_count", "window_origins", "window_stride"]
@@ -71,15 +72,6 @@ def _feature_layers(model: Sequential) -> list[Module]:
     return layers[:flat[0]]
 
 
-def _copy(layer: Module, sample) -> Module:
-    """A fresh layer of the same configuration, built on ``sample``, with ``layer``'s weights."""
-    twin = layer_from_config(layer_to_config(layer))
-    twin.eval()                  # building on the zero sample must not move running statistics
-    twin(sample)
-    twin.load_state_dict(layer.state_dict())
-    return twin
-
-
 def _as_conv(dense: Dense, kernel: tuple[int, int], channels: int, sample) -> Conv2D:
     """Dense(units) on a flattened (f_h, f_w, c) volume as Conv2D(units, (f_h, f_w)): row
     (i, j, k) of W (Flatten's NHWC order) is weight [:, i, j, k] of the filters."""
@@ -115,7 +107,7 @@ def convolutionalize(model: Sequential, input_shape: tuple[int, int, int]) -> Se
         with evaluation_mode(model):
             model(sample)        # builds an unbuilt model, and checks input_shape against it
         for layer in features:
-            layers.append(_copy(layer, sample))
+            layers.append(copy.deepcopy(layer).eval())   # the shape pass moves no statistics
             sample = layers[-1](sample)
         volume = sample.shape[1:]
         first = True
@@ -130,7 +122,7 @@ def convolutionalize(model: Sequential, input_shape: tuple[int, int, int]) -> Se
                 raise ValueError(f"convolutionalize: {layer.name} ({type(layer).__name__}) sits between the "
                                  "Flatten and the first Dense layer; it would see a map, not a vector")
             else:
-                layers.append(_copy(layer, sample))
+                layers.append(copy.deepcopy(layer).eval())   # the shape pass moves no statistics
             sample = layers[-1](sample)
     if first:
         raise ValueError("convolutionalize: the model has no Dense layer after its Flatten")
