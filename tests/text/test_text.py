@@ -160,3 +160,42 @@ def test_sample_text_crops_the_context_to_the_position_layers_reach():
     assert max(seen) == 2
     with pytest.raises(ValueError, match="context must be a positive int"):
         sample_text(model, vocab, context=0)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_streaming_a_recurrent_model_samples_the_same_text_reading_each_token_once(cell):
+    lamina.set_default_dtype(np.float64)          # the two paths round alike: the same draws
+    vocab = Vocabulary("abcdefgh", pad=None, unk=None, bos=".")    # no eos: 40 letters are drawn
+    lamina.manual_seed(3)
+    model = models.rnn_language_model(len(vocab), embed_dim=6, hidden=12, cell=cell, num_layers=2, dropout=0.2)
+    model.build((None, 1))
+    layers = [m for m in model.modules() if hasattr(m, "reset_states")]
+    layers[1].stateful = True                      # a flag the user set stays set
+    seen = []
+    original = model.forward
+
+    def watch(ids):
+        seen.append(ids.shape[1])
+        return original(ids)
+
+    model.forward = watch
+    streamed = sample_text(model, vocab, prompt="abc", max_length=40, seed=5, temperature=2.0)
+    assert seen == [4] + [1] * (len(seen) - 1) and len(seen) == 40    # the prompt (bos abc) once, then a token
+    seen.clear()
+    rerun = sample_text(model, vocab, prompt="abc", max_length=40, seed=5, temperature=2.0, stream=False)
+    assert seen == list(range(4, 4 + len(seen)))  # the whole prefix at every step
+    assert streamed == rerun and streamed.startswith("abc") and len(streamed) > 23
+    assert [m.stateful for m in layers] == [False, True] and all(m._carried is None for m in layers)
+    assert model.training
+
+
+def test_stream_is_refused_where_it_would_change_the_result():
+    vocab = Vocabulary("abc", bos=".", eos=".")
+    transformer = models.transformer_language_model(len(vocab), d_model=8, num_heads=2, num_layers=1,
+                                                    dim_feedforward=8)
+    with pytest.raises(ValueError, match="stream=True needs a streamable model.*Sequential is not"):
+        sample_text(transformer, vocab, stream=True)
+    rnn = models.rnn_language_model(len(vocab), embed_dim=4, hidden=4)
+    with pytest.raises(ValueError, match="cannot keep to context=3"):
+        sample_text(rnn, vocab, stream=True, context=3)
+    assert sample_text(rnn, vocab, prompt="ab", max_length=3, seed=0, context=3).startswith("ab")

@@ -128,6 +128,8 @@ def activation_config(layer: Module):
 class _Elementwise(Module):
     """An activation layer without weights: shape in = shape out."""
 
+    streamable = True
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
@@ -243,6 +245,10 @@ class Softmax(_Elementwise):
     def __init__(self, axis: int = -1, name: str | None = None):
         super().__init__(name=name)
         self.axis = int(axis)
+
+    @property
+    def streamable(self) -> bool:
+        return self.axis == -1
 
     def forward(self, x) -> Tensor:
         return F.softmax(as_tensor(x), axis=self.axis)
@@ -420,6 +426,8 @@ class PReLUFunction(Function):
 class PReLU(Module):
     """Parametric ReLU, a = max(z, alpha z) with alpha learned: one slope per channel (the
     last axis, NHWC) or a single one (``shared=True``); slopes start at ``alpha_init`` = 0.25."""
+
+    streamable = True
 
     default_name = "prelu"
 

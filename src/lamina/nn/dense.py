@@ -67,6 +67,8 @@ class Dense(Module):
     starting dead, course notes).
     """
 
+    streamable = True
+
     def __init__(self, units: int, activation=None, use_bias: bool = True, kernel_init="he_uniform",
                  bias_init="zeros", name: str | None = None):
         super().__init__(name=name)

@@ -56,6 +56,8 @@ class Dropout(Module):
     """Inverted dropout: in training each unit is zeroed with probability ``rate`` and the
     survivors scaled by 1 / keep_prob (keep_prob = 1 - rate); the identity in evaluation."""
 
+    streamable = True
+
     def __init__(self, rate: float = 0.5, name: str | None = None):
         super().__init__(name=name)
         self.rate = _check_rate(rate, "Dropout")

@@ -173,6 +173,8 @@ class Embedding(Module):
     (see :mod:`lamina.nn.recurrent`).
     """
 
+    streamable = True
+
     reads_ids = True           # its input is integer ids (lamina.analysis traces it with those)
 
     def __init__(self, input_dim: int, output_dim: int, embeddings_init=None, padding_idx: int | None = None,

@@ -65,6 +65,11 @@ def _intercepted_call(module: Module, inputs: tuple, kwargs: dict, level: int):
 
 
 class Module:
+    # Whether a sequence may be fed one step at a time, recurrent layers carrying their
+    # states, with the outputs of one call on the whole sequence: True for the layers that
+    # act on each step alone (Dense, Embedding, activations) and for causal recurrent layers.
+    streamable = False
+
     def __init__(self, name: str | None = None):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())

@@ -23,6 +23,13 @@ The output is the last state a^<T> (N, H), or every state (N, T, H) with
 output sequence then follows that reading order, as in Keras). An initial state is given as
 ``layer(x, initial_state=a0)`` (LSTM: ``(a0, c0)``), zeros otherwise.
 
+``stateful=True`` (Keras's): each call starts from the final states of the previous call
+(for the same batch size; zeros after :meth:`~_Recurrent.reset_states`), so a long sequence
+can be fed in pieces: truncated backpropagation through time, or generation one step at a
+time. The carried states are detached from the graph. Unidirectional layers are
+``streamable``: feeding a sequence step by step with carried states gives the same outputs
+as one call on the whole sequence.
+
 Variable-length sequences, padded at the end: ``layer(x, lengths=lengths)`` with ``lengths``
 an integer array (N,), 1 <= lengths[i] <= T. Sample i is read for its first lengths[i]
 steps (Keras's masking; PyTorch's ``pack_padded_sequence``): the final state is that of its
@@ -65,9 +72,11 @@ class _Recurrent(Module):
 
     def __init__(self, units: int, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, kernel_init="xavier_uniform", recurrent_init="orthogonal",
-                 bias_init="zeros", use_bias: bool = True, name: str | None = None):
+                 bias_init="zeros", use_bias: bool = True, name: str | None = None, stateful: bool = False):
         super().__init__(name=name)
         positive_int(units, f"{type(self).__name__}: units")
+        self.stateful = bool(stateful)
+        self._carried: list | None = None
         self.units = units
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
@@ -111,17 +120,37 @@ class _Recurrent(Module):
         if x.ndim != 3 or x.shape[-1] != d or x.shape[1] < 1:
             raise input_error(self, x, f"(batch, time, {d}): a 3-D batch of sequences with at least one step "
                                        f"and the {d} features the layer was built for")
+        if initial_state is None and self.stateful and self._carried is not None:
+            initial_state = self._carried_states(x)
         states = self._states(initial_state, x)
         lengths = check_lengths(self._label(), lengths, tuple(x.shape))
         if self.go_backwards:
             x = x[:, ::-1] if lengths is None else reverse_padded(x, lengths)
         results = self._run(x, states, lengths)
         sequence, finals = results[0], list(results[1:])
+        if self.stateful:
+            self._carried = [state.detach() for state in finals]
         output = sequence if self.return_sequences else finals[0]
         return [output, *finals] if self.return_state else output
 
     def _run(self, x, states, lengths):
         raise NotImplementedError
+
+    @property
+    def streamable(self) -> bool:
+        """Step t's output depends on steps 1..t only (not with ``go_backwards``)."""
+        return not self.go_backwards
+
+    def reset_states(self) -> None:
+        """Forget the states a stateful layer carries: its next call starts from zeros."""
+        self._carried = None
+
+    def _carried_states(self, x) -> list:
+        batch = self._carried[0].shape[0]
+        if x.shape[0] != batch:
+            raise ShapeError(f"{self._label()}: stateful layer carries states for a batch of {batch}, got an input "
+                             f"of {describe(x)}; call reset_states() before changing the batch size")
+        return self._carried
 
     def _weights(self) -> tuple:
         if self.use_bias:
@@ -182,11 +211,12 @@ class _Recurrent(Module):
             "bias_init": initializers.serialize(self.bias_init),
             "use_bias": self.use_bias,
             "name": self.name,
+            "stateful": self.stateful,
         }
 
     def extra_repr(self) -> str:
         d = self.kernel.shape[0] if self.built else "?"
-        flags = [f for f in ("return_sequences", "return_state", "go_backwards") if getattr(self, f)]
+        flags = [f for f in ("return_sequences", "return_state", "go_backwards", "stateful") if getattr(self, f)]
         return f"{d} -> {self.units}" + "".join(f", {f}=True" for f in flags) + (
             "" if self.use_bias else ", use_bias=False")
 
@@ -201,9 +231,10 @@ class SimpleRNN(_Recurrent):
 
     def __init__(self, units: int, activation: str = "tanh", return_sequences: bool = False,
                  return_state: bool = False, go_backwards: bool = False, kernel_init="xavier_uniform",
-                 recurrent_init="orthogonal", bias_init="zeros", use_bias: bool = True, name: str | None = None):
+                 recurrent_init="orthogonal", bias_init="zeros", use_bias: bool = True, name: str | None = None,
+                 stateful: bool = False):
         super().__init__(units, return_sequences, return_state, go_backwards, kernel_init, recurrent_init,
-                         bias_init, use_bias, name)
+                         bias_init, use_bias, name, stateful)
         if activation not in SIMPLE_ACTIVATIONS:
             raise ValueError(f"SimpleRNN: activation must be one of {SIMPLE_ACTIVATIONS}, got {activation!r}")
         self.activation = activation
@@ -257,9 +288,10 @@ class LSTM(_Recurrent):
 
     def __init__(self, units: int, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, kernel_init="xavier_uniform", recurrent_init="orthogonal",
-                 bias_init="zeros", use_bias: bool = True, unit_forget_bias: bool = True, name: str | None = None):
+                 bias_init="zeros", use_bias: bool = True, unit_forget_bias: bool = True, name: str | None = None,
+                 stateful: bool = False):
         super().__init__(units, return_sequences, return_state, go_backwards, kernel_init, recurrent_init,
-                         bias_init, use_bias, name)
+                         bias_init, use_bias, name, stateful)
         self.unit_forget_bias = bool(unit_forget_bias)
 
     def _initial_bias(self, d: int, dtype):

@@ -247,6 +247,10 @@ class LayerNorm(Module):
         self.normalized_shape: tuple[int, ...] | None = None
 
     @property
+    def streamable(self) -> bool:
+        return len(self.axes) == 1         # the last axis alone: each step on its own
+
+    @property
     def gamma(self):
         return self._parameters.get("weight")
 

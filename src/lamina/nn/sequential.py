@@ -39,6 +39,10 @@ class Sequential(Module):
         for layer in layers:
             self.append(layer)
 
+    @property
+    def streamable(self) -> bool:
+        return all(layer.streamable for layer in self._modules.values())
+
     # -- container -----------------------------------------------------------
     def append(self, layer: Module) -> Sequential:
         """Add ``layer`` at the end (named automatically if it has no name); returns self."""
