@@ -47,14 +47,13 @@ class Vocabulary:
             raise ValueError(f"Vocabulary: level must be one of {_LEVELS}, got {level!r}")
         self.level, self.lower = level, bool(lower)
         self.specials = {"pad": pad, "unk": unk, "bos": bos, "eos": eos}
-        ordered: list[str] = []
+        ids: dict[str, int] = {}
         for token in [s for s in self.specials.values() if s is not None] + list(tokens):
             if not isinstance(token, str) or not token:
                 raise TypeError(f"Vocabulary: tokens must be non-empty strings, got {token!r}")
-            if token not in ordered:
-                ordered.append(token)
-        self._tokens = ordered
-        self._ids = {t: i for i, t in enumerate(ordered)}
+            ids.setdefault(token, len(ids))
+        self._tokens = list(ids)
+        self._ids = ids
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], level: str = "char", min_count: int = 1,
@@ -117,13 +116,12 @@ class Vocabulary:
         (a KeyError naming the token when the vocabulary has none)."""
         tokens = self.tokenize(text) if isinstance(text, str) else list(text)
         unk = self.unk_id
-        ids = []
-        for position, token in enumerate(tokens):
-            found = self._ids.get(token, unk)
-            if found is None:
-                raise KeyError(f"Vocabulary.encode: token {token!r} at position {position} is not in the "
-                               f"vocabulary of {len(self)} tokens, which has no unknown token (unk=None)")
-            ids.append(found)
+        lookup = self._ids.get
+        ids = [lookup(token, unk) for token in tokens]
+        if unk is None and None in ids:
+            position = ids.index(None)
+            raise KeyError(f"Vocabulary.encode: token {tokens[position]!r} at position {position} is not in the "
+                           f"vocabulary of {len(self)} tokens, which has no unknown token (unk=None)")
         if add_bos:
             ids.insert(0, self._required("bos"))
         if add_eos:
