@@ -16,6 +16,8 @@ __all__ = [
 ]
 
 from lamina import analysis, data, models, nn, optim, text, vision  # noqa: E402
+from lamina.export import export_onnx  # noqa: E402
 from lamina.saving import load, load_bundle, save  # noqa: E402
 
-__all__ += ["analysis", "data", "load", "load_bundle", "models", "nn", "optim", "save", "text", "vision"]
+__all__ += ["analysis", "data", "export_onnx", "load", "load_bundle", "models", "nn", "optim", "save", "text",
+            "vision"]

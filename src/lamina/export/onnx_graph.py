@@ -1,0 +1,110 @@
+"""The ONNX graph the exporter writes (:mod:`lamina.export.onnx`): values with their lamina
+shape and layout, nodes, initializers, and the registry of layer converters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lamina import nn
+
+__all__ = ["Graph", "Value", "convert", "label", "register_converter"]
+
+_TO_NCHW, _TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
+
+
+@dataclass(frozen=True)
+class Value:
+    """A tensor of the ONNX graph: its ``name``, its lamina shape (batch first, channels last)
+    and the layout the ONNX tensor has, 'nhwc' or 'nchw' (only 4-D values may be 'nchw')."""
+
+    name: str
+    shape: tuple
+    layout: str = "nhwc"
+
+
+class Graph:
+    """The ONNX graph being written: nodes, initializers, fresh names, layout changes."""
+
+    def __init__(self, onnx_module, dtype):
+        self.onnx = onnx_module
+        self.helper = onnx_module.helper
+        self.dtype = np.dtype(dtype)
+        self.nodes: list = []
+        self.initializers: list = []
+        self._used: set[str] = set()
+        self._relaid: dict[tuple[str, str], Value] = {}
+
+    def fresh(self, hint: str) -> str:
+        name, k = hint, 1
+        while name in self._used:
+            k += 1
+            name = f"{hint}_{k}"
+        self._used.add(name)
+        return name
+
+    def constant(self, array, hint: str, dtype=None) -> str:
+        """An initializer holding ``array`` (in the export's float type unless ``dtype``)."""
+        name = self.fresh(hint)
+        array = np.asarray(array, dtype=self.dtype if dtype is None else dtype)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], hint: str, **attributes) -> str:
+        out = self.fresh(hint)
+        self.nodes.append(self.helper.make_node(op, inputs, [out], name=out, **attributes))
+        return out
+
+    def like(self, value: Value, name: str, shape=None) -> Value:
+        """A new value with ``value``'s layout (and shape unless given)."""
+        return Value(name, value.shape if shape is None else tuple(shape), value.layout)
+
+    def layout(self, value: Value, layout: str) -> Value:
+        """``value`` in ``layout`` ('nhwc' or 'nchw'), through one Transpose made once."""
+        if value.layout == layout or len(value.shape) != 4:
+            return value
+        key = (value.name, layout)
+        if key not in self._relaid:
+            perm = _TO_NCHW if layout == "nchw" else _TO_NHWC
+            name = self.node("Transpose", [value.name], f"{value.name}_{layout}", perm=list(perm))
+            self._relaid[key] = Value(name, value.shape, layout)
+        return self._relaid[key]
+
+    def channel_vector(self, array, value: Value, hint: str) -> str:
+        """A per-channel constant shaped to broadcast against ``value`` in its layout."""
+        array = np.asarray(array)
+        if value.layout == "nchw" and array.size > 1:
+            array = array.reshape(-1, 1, 1)
+        return self.constant(array, hint)
+
+
+Converter = Callable[[Graph, nn.Module, Value], Value]
+_CONVERTERS: dict[type, Converter] = {}
+
+
+def register_converter(*layer_types: type) -> Callable[[Converter], Converter]:
+    """Decorator: ``fn(graph, layer, value) -> value`` writes layers of these types."""
+    def add(fn: Converter) -> Converter:
+        for layer_type in layer_types:
+            _CONVERTERS[layer_type] = fn
+        return fn
+    return add
+
+
+def convert(graph: Graph, layer: nn.Module, value: Value) -> Value:
+    """Write ``layer`` applied to ``value`` into ``graph``; the value it gives."""
+    for cls in type(layer).__mro__:
+        if cls in _CONVERTERS:
+            return _CONVERTERS[cls](graph, layer, value)
+    supported = sorted({t.__name__ for t in _CONVERTERS if not t.__name__.startswith("_")})
+    raise NotImplementedError(f"export_onnx: {layer._label()} has no ONNX "
+                              f"converter; supported: {', '.join(supported)}; add one with register_converter")
+
+
+
+
+def label(layer: nn.Module) -> str:
+    """A node-name prefix for ``layer``."""
+    return str(layer.name or type(layer).__name__.lower())

@@ -1,0 +1,263 @@
+"""ONNX forms of lamina's layers and the zoo's blocks. Spatial layers read and write NCHW
+values (ONNX's layout), the others NHWC; :meth:`Graph.layout` converts between them only
+where needed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lamina import nn
+from lamina.export.onnx_activations import ACTIVATIONS, layer_activation
+from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
+from lamina.functional.im2col import conv_pads
+from lamina.models.blocks import AdaptiveAvgPool2D, ConvBN, PathBlock
+from lamina.models.resnet import _Residual
+from lamina.nn.augmentation import _Augmentation
+
+
+# -- pass-through, shape -----------------------------------------------------------------------
+@register_converter(nn.Dropout, nn.Identity)
+def _identity(graph: Graph, layer, value: Value) -> Value:
+    return value
+
+
+@register_converter(_Augmentation)
+def _augmentation(graph: Graph, layer, value: Value) -> Value:
+    if type(layer).evaluate is not _Augmentation.evaluate:
+        raise NotImplementedError(f"export_onnx: {layer._label()} ({type(layer).__name__}) changes images at "
+                                  "evaluation; it has no ONNX converter")
+    return value
+
+
+@register_converter(nn.Flatten)
+def _flatten(graph: Graph, layer, value: Value) -> Value:
+    value = graph.layout(value, "nhwc")                         # features in (h, w, c) order
+    shape = (value.shape[0], int(np.prod(value.shape[1:])))
+    return Value(graph.node("Flatten", [value.name], label(layer), axis=1), shape)
+
+
+@register_converter(nn.Reshape)
+def _reshape(graph: Graph, layer, value: Value) -> Value:
+    value = graph.layout(value, "nhwc")
+    target = graph.constant([0, *layer.target_shape], f"{label(layer)}_shape", dtype=np.int64)
+    shape = layer.compute_output_shape(value.shape)
+    return Value(graph.node("Reshape", [value.name, target], label(layer)), shape)
+
+
+@register_converter(nn.ZeroPadding2D)
+def _zero_padding(graph: Graph, layer, value: Value) -> Value:
+    (top, bottom), (left, right) = layer.padding
+    if value.layout == "nchw":
+        pads = [0, 0, top, left, 0, 0, bottom, right]
+    else:
+        pads = [0, top, left, 0, 0, bottom, right, 0]
+    out = graph.node("Pad", [value.name, graph.constant(pads, f"{label(layer)}_pads", dtype=np.int64)],
+                     label(layer))
+    return graph.like(value, out, layer.compute_output_shape(value.shape))
+
+
+# -- dense, embedding, normalization -------------------------------------------------------
+@register_converter(nn.Dense)
+def _dense(graph: Graph, layer, value: Value) -> Value:
+    """z = x W + b on the last axis: Gemm for (N, n_in), MatMul + Add otherwise."""
+    value = graph.layout(value, "nhwc")
+    hint = label(layer)
+    weight = graph.constant(layer.weight.numpy(), f"{hint}_weight")
+    inputs = [value.name, weight]
+    if layer.use_bias:
+        inputs.append(graph.constant(layer.bias.numpy(), f"{hint}_bias"))
+    if len(value.shape) == 2:
+        out = graph.node("Gemm", inputs, hint)
+    else:
+        out = graph.node("MatMul", inputs[:2], f"{hint}_matmul" if layer.use_bias else hint)
+        if layer.use_bias:
+            out = graph.node("Add", [out, inputs[2]], hint)
+    return layer_activation(graph, layer, Value(out, (*value.shape[:-1], layer.units)))
+
+
+@register_converter(nn.Embedding)
+def _embedding(graph: Graph, layer, value: Value) -> Value:
+    table = graph.constant(layer.weight.numpy(), f"{label(layer)}_weight")
+    out = graph.node("Gather", [table, value.name], label(layer), axis=0)
+    return Value(out, (*value.shape, layer.weight.shape[1]))
+
+
+@register_converter(nn.BatchNorm)
+def _batch_norm(graph: Graph, layer, value: Value) -> Value:
+    """Evaluation mode: the running statistics, y = gamma (x - mu) / sqrt(var + eps) + beta."""
+    if len(value.shape) == 4:
+        value = graph.layout(value, "nchw")
+    elif len(value.shape) != 2:
+        raise NotImplementedError(f"export_onnx: {layer._label()} on {len(value.shape)}-D inputs; ONNX's "
+                                  "BatchNormalization takes (N, C) or images")
+    hint = label(layer)
+    channels = layer.running_mean.shape[0]
+    gamma = layer.weight.numpy() if layer.affine else np.ones(channels)
+    beta = layer.bias.numpy() if layer.affine else np.zeros(channels)
+    inputs = [value.name, graph.constant(gamma, f"{hint}_scale"), graph.constant(beta, f"{hint}_bias"),
+              graph.constant(np.asarray(layer.running_mean), f"{hint}_mean"),
+              graph.constant(np.asarray(layer.running_var), f"{hint}_var")]
+    return graph.like(value, graph.node("BatchNormalization", inputs, hint, epsilon=layer.eps))
+
+
+@register_converter(nn.LayerNorm)
+def _layer_norm(graph: Graph, layer, value: Value) -> Value:
+    value = graph.layout(value, "nhwc")
+    hint = label(layer)
+    shape = layer.normalized_shape
+    gamma = layer.weight.numpy() if layer.affine else np.ones(shape)
+    inputs = [value.name, graph.constant(gamma, f"{hint}_scale")]
+    if layer.affine:
+        inputs.append(graph.constant(layer.bias.numpy(), f"{hint}_bias"))
+    out = graph.node("LayerNormalization", inputs, hint, axis=-len(shape), epsilon=layer.eps)
+    return graph.like(value, out)
+
+
+@register_converter(nn.LocalResponseNorm)
+def _local_response_norm(graph: Graph, layer, value: Value) -> Value:
+    """b = a / (k + alpha / n sum of a^2 over n neighbouring channels)^beta (ONNX's LRN)."""
+    value = graph.layout(value, "nchw")
+    out = graph.node("LRN", [value.name], label(layer), size=layer.size, alpha=layer.alpha, beta=layer.beta,
+                     bias=layer.k)
+    return graph.like(value, out)
+
+
+# -- convolution, pooling ------------------------------------------------------------------
+def _onnx_pads(padding, value: Value, extent: tuple[int, int], stride: tuple[int, int]) -> list[int]:
+    """[top, left, bottom, right] of lamina's padding (resolving 'same' for this input)."""
+    top, bottom, left, right = conv_pads(padding, value.shape[1:3], extent, stride, "export_onnx")
+    return [top, left, bottom, right]
+
+
+def _conv(graph: Graph, value: Value, weight: np.ndarray, bias, layer, groups: int, hint: str,
+          stride=(1, 1), padding="valid", dilation=(1, 1)) -> Value:
+    """ONNX Conv of an NHWC-shaped value with lamina weights (K, f_h, f_w, c / groups)."""
+    value = graph.layout(value, "nchw")
+    k, fh, fw, _ = weight.shape
+    extent = (dilation[0] * (fh - 1) + 1, dilation[1] * (fw - 1) + 1)
+    pads = _onnx_pads(padding, value, extent, tuple(stride))
+    inputs = [value.name, graph.constant(weight.transpose(0, 3, 1, 2), f"{hint}_weight")]
+    if bias is not None:
+        inputs.append(graph.constant(bias, f"{hint}_bias"))
+    out = graph.node("Conv", inputs, hint, kernel_shape=[fh, fw], strides=list(stride), pads=pads,
+                     dilations=list(dilation), group=groups)
+    h = (value.shape[1] + pads[0] + pads[2] - extent[0]) // stride[0] + 1
+    w = (value.shape[2] + pads[1] + pads[3] - extent[1]) // stride[1] + 1
+    return Value(out, (value.shape[0], h, w, k), "nchw")
+
+
+@register_converter(nn.Conv2D, nn.DepthwiseConv2D)
+def _conv2d(graph: Graph, layer, value: Value) -> Value:
+    c_in = layer.in_channels
+    bias = layer.bias.numpy() if layer.use_bias else None
+    out = _conv(graph, value, layer.weight.numpy(), bias, layer, layer._groups_for(c_in), label(layer),
+                layer.stride, layer.padding, layer.dilation)
+    return layer_activation(graph, layer, out)
+
+
+@register_converter(nn.SeparableConv2D)
+def _separable_conv2d(graph: Graph, layer, value: Value) -> Value:
+    hint = label(layer)
+    mid = _conv(graph, value, layer.depthwise_weight.numpy(), None, layer, layer.in_channels, f"{hint}_depthwise",
+                layer.stride, layer.padding, layer.dilation)
+    bias = layer.bias.numpy() if layer.use_bias else None
+    out = _conv(graph, mid, layer.pointwise_weight.numpy(), bias, layer, 1, hint)
+    return layer_activation(graph, layer, out)
+
+
+def _pool(op: str, **extra):
+    def write(graph: Graph, layer, value: Value) -> Value:
+        value = graph.layout(value, "nchw")
+        ph, pw = layer.padding
+        out = graph.node(op, [value.name], label(layer), kernel_shape=list(layer.pool_size),
+                         strides=list(layer.stride), pads=[ph, pw, ph, pw], ceil_mode=int(layer.ceil_mode), **extra)
+        return Value(out, layer.compute_output_shape(value.shape), "nchw")
+    return write
+
+
+register_converter(nn.MaxPool2D)(_pool("MaxPool"))
+register_converter(nn.AvgPool2D)(_pool("AveragePool", count_include_pad=1))
+
+
+@register_converter(nn.GlobalAvgPool2D)
+def _global_avg_pool(graph: Graph, layer, value: Value) -> Value:
+    value = graph.layout(value, "nchw")
+    pooled = graph.node("GlobalAveragePool", [value.name], f"{label(layer)}_pool")
+    return Value(graph.node("Flatten", [pooled], label(layer), axis=1), (value.shape[0], value.shape[3]))
+
+
+@register_converter(AdaptiveAvgPool2D)
+def _adaptive_avg_pool(graph: Graph, layer, value: Value) -> Value:
+    out_hw = layer.compute_output_shape(value.shape)[1:3]
+    in_hw = value.shape[1:3]
+    if any(n % m for n, m in zip(in_hw, out_hw)):
+        raise NotImplementedError(f"export_onnx: {layer._label()} pools {in_hw} to {out_hw}, windows of unequal "
+                                  "size; only sizes that divide evenly export (as AveragePool)")
+    window = [n // m for n, m in zip(in_hw, out_hw)]
+    value = graph.layout(value, "nchw")
+    out = graph.node("AveragePool", [value.name], label(layer), kernel_shape=window, strides=window)
+    return Value(out, (value.shape[0], *out_hw, value.shape[3]), "nchw")
+
+
+# -- containers and blocks -------------------------------------------------------------------
+@register_converter(nn.Sequential)
+def _sequential(graph: Graph, layer, value: Value) -> Value:
+    for sub in layer:
+        value = convert(graph, sub, value)
+    return value
+
+
+@register_converter(PathBlock)
+def _path_block(graph: Graph, layer, value: Value) -> Value:
+    for sub in layer._path():
+        value = convert(graph, sub, value)
+    return value
+
+
+@register_converter(ConvBN)
+def _conv_bn(graph: Graph, layer, value: Value) -> Value:
+    value = convert(graph, layer.bn, convert(graph, layer.conv, value))
+    if layer.activation is None:
+        return value
+    return ACTIVATIONS[layer.activation](graph, value, f"{label(layer)}_{layer.activation}")
+
+
+@register_converter(_Residual)
+def _residual(graph: Graph, layer, value: Value) -> Value:
+    """out = ReLU(branch(x) + shortcut(x)), the branch's inner ReLUs after each BN but the last."""
+    hint = label(layer)
+    stages = [(layer.conv1, layer.bn1), (layer.conv2, layer.bn2)]
+    if hasattr(layer, "conv3"):
+        stages.append((layer.conv3, layer.bn3))
+    out = value
+    for i, (conv, bn) in enumerate(stages):
+        out = convert(graph, bn, convert(graph, conv, out))
+        if i < len(stages) - 1:
+            out = ACTIVATIONS["relu"](graph, out, f"{hint}_relu{i + 1}")
+    short = _shortcut(graph, layer, value)
+    short = graph.layout(short, out.layout)
+    total = graph.like(out, graph.node("Add", [out.name, short.name], f"{hint}_add"))
+    return ACTIVATIONS["relu"](graph, total, f"{hint}_out")
+
+
+def _shortcut(graph: Graph, layer, value: Value) -> Value:
+    if not layer.has_downsample:
+        return value
+    if layer.shortcut == "B":
+        return convert(graph, layer.downsample, value)
+    # option A: every s-th pixel, zero channels appended on both sides
+    hint, s = label(layer), layer.stride
+    value = graph.layout(value, "nchw")
+    sub = value.name
+    h, w = value.shape[1:3]
+    if s > 1:
+        bounds = [graph.constant(v, f"{hint}_{what}", np.int64)
+                  for what, v in (("starts", [0, 0]), ("ends", [h, w]), ("axes", [2, 3]), ("steps", [s, s]))]
+        sub = graph.node("Slice", [sub, *bounds], f"{hint}_subsample")
+    extra = layer.out_channels - value.shape[3]
+    before = extra // 2
+    if extra:
+        pads = graph.constant([0, before, 0, 0, 0, extra - before, 0, 0], f"{hint}_pads", np.int64)
+        sub = graph.node("Pad", [sub, pads], f"{hint}_shortcut")
+    shape = (value.shape[0], -(-h // s), -(-w // s), layer.out_channels)
+    return Value(sub, shape, "nchw")
