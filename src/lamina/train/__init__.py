@@ -1,5 +1,5 @@
 """The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
-hyperparameter search on validation data."""
+hyperparameter search on validation data, TensorBoard logs."""
 
 from lamina.train.callbacks import (
     Callback,
@@ -27,13 +27,14 @@ from lamina.train.monitor import HistogramMonitor
 from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score, mean_absolute_error, r2_score
 from lamina.train.search import SearchResult, Trial, coarse_to_fine, grid_search, random_search, tune_trainer
 from lamina.train.search_space import Choice, Distribution, IntUniform, LogUniform, Uniform
+from lamina.train.tensorboard import SummaryWriter, TensorBoard
 from lamina.train.trainer import Trainer
 
 __all__ = [
     "AUC", "AveragePrecision", "CSVLogger", "Callback", "Choice", "Distribution", "EarlyStopping", "EpochMetric",
     "F1Score", "HistogramMonitor", "History", "IntUniform", "LambdaCallback", "LearningRateScheduler", "LogUniform",
     "MeanAbsoluteError", "MeanMetric", "ModelCheckpoint", "Precision", "ProgressBar", "R2Score", "Recall",
-    "SearchResult", "TerminateOnNaN", "Trainer", "Trial", "Uniform", "accuracy", "binary_accuracy", "coarse_to_fine",
-    "confusion_matrix", "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy",
-    "top_k_error", "tune_trainer",
+    "SearchResult", "SummaryWriter", "TensorBoard", "TerminateOnNaN", "Trainer", "Trial", "Uniform", "accuracy",
+    "binary_accuracy", "coarse_to_fine", "confusion_matrix", "grid_search", "mean_absolute_error", "r2_score",
+    "random_search", "top_k_accuracy", "top_k_error", "tune_trainer",
 ]
