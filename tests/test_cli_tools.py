@@ -1,4 +1,4 @@
-"""The tool commands ``lamina tune`` and ``lamina saliency``, run in-process through
+"""The tool commands ``lamina tune``, ``lamina saliency`` and ``lamina export``, run in-process through
 ``lamina.cli.main`` (one subprocess run checks the ``python -m lamina`` entry point)."""
 
 import csv
@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import lamina
 from lamina.cli import main
 
 TUNE_FAST = ["tune", "--model", "mlp", "--dataset", "digits", "--epochs", "1", "--limit", "300"]
@@ -202,3 +203,19 @@ def test_saliency_errors_are_clean_messages(capsys, tmp_path, checkpoint_and_dig
     assert code == 1 and "is not an image file Pillow can read" in err
     code, _, err = run(capsys, "saliency", str(model), str(image), "--method", "occlusion")
     assert code == 2 and "invalid choice: 'occlusion'" in err
+
+
+def test_export_writes_an_onnx_model_that_predicts_as_the_checkpoint(capsys, tmp_path, checkpoint_and_digit):
+    ort = pytest.importorskip("onnxruntime")
+    model_path, _ = checkpoint_and_digit
+    target = tmp_path / "lenet.onnx"
+    code, out, _ = run(capsys, "export", str(model_path), "--out", str(target))
+    assert code == 0 and f"exported to {target}" in out and "input 'input' (batch, 32, 32, 1)" in out
+    bundle = lamina.load_bundle(model_path)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 32, 32, 1)).astype(np.float32)
+    bundle.model.eval()
+    expected = bundle.model(lamina.tensor(x)).numpy()
+    (got,) = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    code, _, err = run(capsys, "export", str(tmp_path / "missing.safetensors"))
+    assert code == 1 and "no such checkpoint file" in err

@@ -89,3 +89,27 @@ def test_tuning_and_analysis_example_runs():
     assert names["odd_or_even"](lamina.tensor(x_val[:3])).shape == (3, 2)
     np.testing.assert_allclose(names["sliding"](lamina.tensor(x_val[:3])).numpy().reshape(3, 10),
                                model(lamina.tensor(x_val[:3])).numpy(), atol=1e-5)
+
+
+def test_logging_and_exporting_example_runs(tmp_path, monkeypatch):
+    """The 'Logging and exporting' example writes TensorBoard runs and an ONNX model that
+    ONNX Runtime runs to the lamina model's outputs."""
+    import numpy as np
+    import onnxruntime as ort
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import lamina
+
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## Logging and exporting", 1)[1], re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(compile(code, str(README), "exec"), names)
+    for run in ("train", "validation"):
+        logs = EventAccumulator(str(tmp_path / "logs" / run))
+        logs.Reload()
+        assert [e.step for e in logs.Scalars("epoch_loss")] == [0, 1]
+    model, x = names["model"], names["x"][:5]
+    (got,) = ort.InferenceSession("lenet5.onnx", providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    model.eval()
+    np.testing.assert_allclose(got, model(lamina.tensor(x)).numpy(), rtol=1e-4, atol=1e-6)

@@ -3,8 +3,8 @@
 ``lamina train`` (also ``python -m lamina`` with no arguments) trains LeNet-5 on the
 embedded digits; ``lamina train-text`` a character-level language model, ``lamina sample``
 draws from it; ``lamina --help`` lists every subcommand. The image commands live in
-:mod:`lamina.cli.images`, the text ones in :mod:`lamina.cli.text`, ``tune`` and ``saliency``
-in :mod:`lamina.cli.tools`, the optimizer and schedule choices they share in
+:mod:`lamina.cli.images`, the text ones in :mod:`lamina.cli.text`, ``tune``, ``saliency`` and
+``export`` in :mod:`lamina.cli.tools`, the optimizer and schedule choices they share in
 :mod:`lamina.cli.common`.
 """
 
@@ -26,13 +26,13 @@ from lamina.cli.images import (
     train,
 )
 from lamina.cli.text import build_language_model, sample, train_text
-from lamina.cli.tools import saliency, tune
+from lamina.cli.tools import export, saliency, tune
 from lamina.errors import ShapeError
 from lamina.io import FormatError
 
 __all__ = ["MODELS", "OPTIMIZERS", "SCHEDULES", "augmentation_layers", "build_language_model", "build_model",
-           "build_optimizer", "build_parser", "build_schedule", "evaluate", "logistic_regression", "main", "predict",
-           "saliency", "sample", "summary", "train", "train_text", "tune"]
+           "build_optimizer", "build_parser", "build_schedule", "evaluate", "export", "logistic_regression", "main",
+           "predict", "saliency", "sample", "summary", "train", "train_text", "tune"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv or ["train"])
     commands = {"train": train, "evaluate": evaluate, "predict": predict, "summary": summary,
-                "train-text": train_text, "sample": sample, "tune": tune, "saliency": saliency,
+                "train-text": train_text, "sample": sample, "tune": tune, "saliency": saliency, "export": export,
                 "logreg": lambda a: logistic_regression(iterations=a.iterations, lr=a.lr, seed=a.seed)}
     if args.command not in commands:
         parser.print_help()

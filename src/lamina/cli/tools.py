@@ -1,5 +1,6 @@
 """The tool commands: tune (random search of the learning rate and weight decay on the
-validation split) and saliency (which pixels a saved classifier's decision depends on)."""
+validation split), saliency (which pixels a saved classifier's decision depends on) and
+export (a saved model as an ONNX file)."""
 
 from __future__ import annotations
 
@@ -214,6 +215,26 @@ def saliency(args: argparse.Namespace) -> list[dict]:
     return results
 
 
+def export(args: argparse.Namespace) -> Path:
+    """Write a model saved by lamina (``lamina.save``, ``lamina train``) as an ONNX file."""
+    if not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"no such checkpoint file: {args.checkpoint}")
+    bundle = lamina.load_bundle(args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    input_shape = tuple(args.input_shape) if args.input_shape else None
+    try:
+        path = lamina.export_onnx(bundle.model, out, input_shape=input_shape, opset=args.opset)
+    except (NotImplementedError, ValueError) as exc:
+        raise SystemExit(f"lamina export: {exc}") from None
+    sample = input_shape or tuple(bundle.model.build_input_shape[1:])
+    print(f"{args.checkpoint} exported to {path}: input 'input' (batch, {', '.join(map(str, sample))}), "
+          "output 'output'")
+    if bundle.preprocessing is not None:
+        print(f"  the model reads inputs after the checkpoint's preprocessing ({type(bundle.preprocessing).__name__}); "
+              "apply it before running the ONNX model")
+    return path
+
+
 def add_commands(sub) -> None:
     """The tool commands' parsers, added to the subparsers ``sub``."""
     from lamina.train.recipes import DATASETS
@@ -260,3 +281,13 @@ def add_commands(sub) -> None:
                         "integrated gradients from a black image (default gradient)")
     s.add_argument("--out", default=None,
                    help="output directory for IMAGE-METHOD.png (default runs/saliency-<timestamp>)")
+
+    e = sub.add_parser("export", help="write a saved model as an ONNX file (needs the onnx package)",
+                       description="Write a model saved by lamina (model.safetensors from 'lamina train', or any "
+                                   "lamina.save file) as an ONNX model for ONNX Runtime and other engines: input "
+                                   "'input' (NHWC images, any batch size), output 'output'.")
+    e.add_argument("checkpoint", help="model.safetensors or checkpoint.safetensors")
+    e.add_argument("--out", default=None, help="the ONNX file (default: the checkpoint's name with .onnx)")
+    e.add_argument("--input-shape", type=positive_int, nargs="+", default=None, metavar="N",
+                   help="one sample's shape, e.g. 32 32 1 (default: the shape the model was built for)")
+    e.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version (default 17)")
