@@ -129,7 +129,7 @@ def _onnx_pads(padding, value: Value, extent: tuple[int, int], stride: tuple[int
     return [top, left, bottom, right]
 
 
-def _conv(graph: Graph, value: Value, weight: np.ndarray, bias, layer, groups: int, hint: str,
+def _conv(graph: Graph, value: Value, weight: np.ndarray, bias, groups: int, hint: str,
           stride=(1, 1), padding="valid", dilation=(1, 1)) -> Value:
     """ONNX Conv of an NHWC-shaped value with lamina weights (K, f_h, f_w, c / groups)."""
     value = graph.layout(value, "nchw")
@@ -150,7 +150,7 @@ def _conv(graph: Graph, value: Value, weight: np.ndarray, bias, layer, groups: i
 def _conv2d(graph: Graph, layer, value: Value) -> Value:
     c_in = layer.in_channels
     bias = layer.bias.numpy() if layer.use_bias else None
-    out = _conv(graph, value, layer.weight.numpy(), bias, layer, layer._groups_for(c_in), label(layer),
+    out = _conv(graph, value, layer.weight.numpy(), bias, layer._groups_for(c_in), label(layer),
                 layer.stride, layer.padding, layer.dilation)
     return layer_activation(graph, layer, out)
 
@@ -158,10 +158,10 @@ def _conv2d(graph: Graph, layer, value: Value) -> Value:
 @register_converter(nn.SeparableConv2D)
 def _separable_conv2d(graph: Graph, layer, value: Value) -> Value:
     hint = label(layer)
-    mid = _conv(graph, value, layer.depthwise_weight.numpy(), None, layer, layer.in_channels, f"{hint}_depthwise",
+    mid = _conv(graph, value, layer.depthwise_weight.numpy(), None, layer.in_channels, f"{hint}_depthwise",
                 layer.stride, layer.padding, layer.dilation)
     bias = layer.bias.numpy() if layer.use_bias else None
-    out = _conv(graph, mid, layer.pointwise_weight.numpy(), bias, layer, 1, hint)
+    out = _conv(graph, mid, layer.pointwise_weight.numpy(), bias, 1, hint)
     return layer_activation(graph, layer, out)
 
 
