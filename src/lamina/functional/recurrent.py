@@ -12,12 +12,15 @@ W_x^T and ``weight_hh_l0`` is W_h^T). There are two biases, b_x and b_h, as in P
 
 Sequences are batch first: x is (N, T, D). The ops return the states a^<1..T> as an
 (N, T, H) tensor and the final state(s) as (N, H) tensors, all slices of one node's output,
-so a gradient reaching any of them flows back through the same fused backward.
+so a gradient reaching any of them flows back through the same fused backward. Inside, the
+node works time-major, (T, N, ...): each step's rows are one contiguous block, which keeps
+the per-step elementwise passes in cache (a batch-first step is N rows T G H apart, a
+stride that maps them onto a few cache sets).
 
 Speed: the input projections of all T steps are one GEMM (N T, D) x (D, G H) before the
 loop; each step then does the (N, H) x (H, G H) recurrence GEMM and a few elementwise passes
 on preallocated buffers. Backward collects the pre-activation gradients of every step in one
-(N, T, G H) buffer, so that dJ/dW_x = X^T dZ, dJ/dx = dZ W_x^T and dJ/dW_h = A_prev^T dZ
+(T, N, G H) buffer, so that dJ/dW_x = X^T dZ, dJ/dx = dZ W_x^T and dJ/dW_h = A_prev^T dZ
 (A_prev the stacked states a^<0..T-1>) are single GEMMs after the loop. Every local derivative
 that does not depend on the backward recurrence is computed for all steps at once.
 
@@ -46,7 +49,7 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional.recurrent_cells import GRUFunction, LSTMFunction, SimpleRNNFunction
-from lamina.functional.shape import getitem
+from lamina.functional.shape import getitem, swapaxes
 
 __all__ = ["GRUFunction", "LSTMFunction", "ReversePaddedFunction", "SimpleRNNFunction", "check_lengths", "gru", "lstm",
            "reverse_padded", "simple_rnn"]
@@ -98,11 +101,12 @@ def _biases(x, b_x, b_h, size: int) -> tuple:
 
 
 def _split(packed, steps: int, extra: int, lengths):
-    """The sequence a^<1..T> and the final slices of a packed (N, T + 1 + extra, H) output
-    (with lengths, (N, T + 2 + extra, H): the finals have their own slots after a^<T>)."""
-    seq = getitem(packed, (slice(None), slice(1, steps + 1)))
+    """The sequence a^<1..T> as (N, T, H) and the final slices of a packed, time-major
+    (T + 1 + extra, N, H) output (with lengths, (T + 2 + extra, N, H): the finals have their
+    own slots after a^<T>)."""
+    seq = swapaxes(getitem(packed, slice(1, steps + 1)), 0, 1)
     first = steps if lengths is None else steps + 1
-    finals = [getitem(packed, (slice(None), first + k)) for k in range(extra + 1)]
+    finals = [getitem(packed, first + k) for k in range(extra + 1)]
     return (seq, *finals)
 
 

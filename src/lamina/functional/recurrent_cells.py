@@ -27,7 +27,7 @@ class SimpleRNNFunction(Function):
     """a^<t> = g(x^<t> W_x + a^<t-1> W_h + b_x + b_h), g = tanh or relu, for t = 1..T.
 
     Inputs (x, a0, W_x, W_h[, b_x, b_h]), x (N, T, D), a0 (N, H), W_x (D, H), W_h (H, H),
-    biases (H,). Output: (N, T + 1, H), [a^<0>, a^<1>, ..., a^<T>] (the layer slices it).
+    biases (H,). Output, time-major: (T + 1, N, H), [a^<0>, a^<1>, ..., a^<T>] (the op slices it).
     Backward, with dA^<t> the gradient reaching a^<t> from the output and from step t + 1:
 
         dZ^<t> = dA^<t> g'(z^<t>)   (1 - (a^<t>)^2 for tanh, [a^<t> > 0] for relu)
@@ -35,7 +35,7 @@ class SimpleRNNFunction(Function):
 
     then dJ/dW_x = X^T dZ, dJ/dW_h = A_prev^T dZ, dJ/db_x = dJ/db_h = sum dZ, dJ/dx = dZ W_x^T.
     Keywords: ``activation`` ('tanh' or 'relu'); ``lengths`` (N,) integers or None (see the
-    module notes): the output is then (N, T + 2, H), [a^<0>, a^<1..T> with zeros at the
+    module notes): the output is then (T + 2, N, H), [a^<0>, a^<1..T> with zeros at the
     padded steps, a^<lengths[i]>].
     """
 
@@ -51,21 +51,21 @@ class SimpleRNNFunction(Function):
         self.x2, z = project_inputs(x, w_x, total_bias(as_dtype(b_x, dtype), as_dtype(b_h, dtype)))
         self.first_pad = first_pad = padding_mask(self, steps)
         pad = self.pad
-        out = xp.empty((n, steps + (1 if pad is None else 2), hidden), dtype=dtype)
-        out[:, 0] = a0
+        out = xp.empty((steps + (1 if pad is None else 2), n, hidden), dtype=dtype)
+        out[0] = a0
         rec = xp.empty((n, hidden), dtype=dtype)
         relu = self.activation == "relu"
         with parallel.one_blas_thread():      # per-step products: too small for BLAS threads
             for t in range(steps):
-                parallel.matmul(out[:, t], w_h, out=rec)
-                a = out[:, t + 1]
-                xp.add(z[:, t], rec, out=a)
+                parallel.matmul(out[t], w_h, out=rec)
+                a = out[t + 1]
+                xp.add(z[t], rec, out=a)
                 if relu:
                     xp.maximum(a, 0, out=a)
                 else:
                     xp.tanh(a, out=a)
                 if t >= first_pad:                 # finished rows keep their state
-                    xp.copyto(a, out[:, t], where=pad[:, t, None])
+                    xp.copyto(a, out[t], where=pad[t, :, None])
         if pad is not None:
             finish_padded(out, pad, steps)
         self.out = out
@@ -76,7 +76,7 @@ class SimpleRNNFunction(Function):
         out, w_h, pad, first_pad = self.out, self.w_h, self.pad, self.first_pad
         n, steps, _ = self.x_shape
         hidden = out.shape[2]
-        states = out[:, 1:steps + 1]
+        states = out[1:steps + 1]
         if self.activation == "relu":
             deriv = (states > 0).astype(out.dtype)
         else:
@@ -88,22 +88,22 @@ class SimpleRNNFunction(Function):
         else:
             where_padded(pad, 0, deriv)
             rec = dfinal
-        dz = xp.empty((n, steps, hidden), dtype=out.dtype)
+        dz = xp.empty((steps, n, hidden), dtype=out.dtype)
         dh = xp.empty_like(rec)
         w_h_t = w_h.T
         with parallel.one_blas_thread():      # per-step products: too small for BLAS threads
             for t in range(steps - 1, -1, -1):
-                xp.add(dseq[:, t], rec, out=dh)
-                d = dz[:, t]
-                xp.multiply(dh, deriv[:, t], out=d)
+                xp.add(dseq[t], rec, out=dh)
+                d = dz[t]
+                xp.multiply(dh, deriv[t], out=d)
                 parallel.matmul(d, w_h_t, out=rec)
                 if t >= first_pad:                 # finished rows pass dA^<t> through
-                    xp.copyto(rec, dh, where=pad[:, t, None])
-        da0 = rec + dy[:, 0] if self.needs_grad[1] else None
+                    xp.copyto(rec, dh, where=pad[t, :, None])
+        da0 = rec + dy[0] if self.needs_grad[1] else None
         needs = self.needs_grad
         has_bias = len(needs) == 6
         want_b = has_bias and (needs[4] or needs[5])
-        dx, dw_x, dw_h, db = weight_gradients(self, dz, out[:, :steps], (needs[0], needs[2], needs[3], want_b))
+        dx, dw_x, dw_h, db = weight_gradients(self, dz, out[:steps], (needs[0], needs[2], needs[3], want_b))
         if has_bias:
             return dx, da0, dw_x, dw_h, db, db
         return dx, da0, dw_x, dw_h
@@ -121,7 +121,7 @@ class GRUFunction(Function):
 
     The notes' update gate is Gamma_u = 1 - z: a^<t> = Gamma_u a~ + (1 - Gamma_u) a^<t-1>.
     Inputs (x, a0, W_x, W_h[, b_x, b_h]) with W_x (D, 3H), W_h (H, 3H), biases (3H,); output
-    (N, T + 1, H), [a^<0>, ..., a^<T>]. Every local derivative is a product of forward values,
+    (T + 1, N, H), [a^<0>, ..., a^<T>]. Every local derivative is a product of forward values,
     so backward keeps per step only dA^<t> (the gradient reaching a^<t>) times precomputed
     coefficients, with A = (1 - z)(1 - n^2) and h_n = a^<t-1> W_hn + b_hn:
 
@@ -129,7 +129,7 @@ class GRUFunction(Function):
         dZ_xn = dA A,  dZ_hn = dA A r
         dA^<t-1> += dA z + [dZ_r, dZ_z, dZ_hn] W_h^T
 
-    With ``lengths`` (see the module notes) the output is (N, T + 2, H), [a^<0>, a^<1..T>
+    With ``lengths`` (see the module notes) the output is (T + 2, N, H), [a^<0>, a^<1..T>
     with zeros at the padded steps, a^<lengths[i]>]; in backward a padded step has zero
     coefficients and z = 1, which passes dA^<t> through unchanged.
     """
@@ -155,21 +155,21 @@ class GRUFunction(Function):
         w_h_half = half_sigmoid_columns(w_h, h2)
         first_pad = padding_mask(self, steps)
         pad = self.pad
-        out = xp.empty((n, steps + (1 if pad is None else 2), hidden), dtype=dtype)
-        out[:, 0] = a0
-        hn_all = xp.empty((n, steps, hidden), dtype=dtype)
+        out = xp.empty((steps + (1 if pad is None else 2), n, hidden), dtype=dtype)
+        out[0] = a0
+        hn_all = xp.empty((steps, n, hidden), dtype=dtype)
         rec = xp.empty((n, 3 * hidden), dtype=dtype)
         tmp = xp.empty((n, hidden), dtype=dtype)
         with parallel.one_blas_thread():      # per-step products: too small for BLAS threads
             for t in range(steps):
-                prev = out[:, t]
+                prev = out[t]
                 parallel.matmul(prev, w_h_half, out=rec)
-                hn = hn_all[:, t]
+                hn = hn_all[t]
                 if b_hn is None:
                     hn[...] = rec[:, h2:]
                 else:
                     xp.add(rec[:, h2:], b_hn, out=hn)
-                g = gates[:, t]
+                g = gates[t]
                 rz = g[:, :h2]
                 rz += rec[:, :h2]
                 xp.tanh(rz, out=rz)
@@ -178,12 +178,12 @@ class GRUFunction(Function):
                 xp.multiply(g[:, :hidden], hn, out=tmp)
                 cand += tmp
                 xp.tanh(cand, out=cand)
-                a = out[:, t + 1]
+                a = out[t + 1]
                 xp.subtract(prev, cand, out=a)
                 a *= g[:, hidden:h2]
                 a += cand
                 if t >= first_pad:                 # finished rows keep their state
-                    xp.copyto(a, prev, where=pad[:, t, None])
+                    xp.copyto(a, prev, where=pad[t, :, None])
         if pad is not None:
             finish_padded(out, pad, steps)
         self.out, self.gates, self.hn = out, gates, hn_all
@@ -195,11 +195,11 @@ class GRUFunction(Function):
         n, steps, _ = self.x_shape
         hidden = out.shape[2]
         dtype = out.dtype
-        g4 = gates.reshape(n, steps, 3, hidden)
+        g4 = gates.reshape(steps, n, 3, hidden)
         r, z, cand = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2]
-        prev = out[:, :steps]
-        # coefficients: dZ = dA * coef, (N, T, 3, H) in the order r, z, hn
-        coef = xp.empty((n, steps, 3, hidden), dtype=dtype)
+        prev = out[:steps]
+        # coefficients: dZ = dA * coef, (T, N, 3, H) in the order r, z, hn
+        coef = xp.empty((steps, n, 3, hidden), dtype=dtype)
         big_a = xp.multiply(cand, cand)
         xp.subtract(1, big_a, out=big_a)
         big_a *= xp.subtract(1, z)                           # A = (1 - z)(1 - n^2)
@@ -220,21 +220,21 @@ class GRUFunction(Function):
             where_padded(pad, 0, big_a)
             z = where_padded(pad, 1, z)
             rec = dfinal
-        dz = xp.empty((n, steps, 3, hidden), dtype=dtype)
-        dh_all = xp.empty((n, steps, hidden), dtype=dtype)
+        dz = xp.empty((steps, n, 3, hidden), dtype=dtype)
+        dh_all = xp.empty((steps, n, hidden), dtype=dtype)
         tmp = xp.empty_like(rec)
         w_h_t = self.w_h.T
-        dz3 = dz.reshape(n, steps, 3 * hidden)
+        dz3 = dz.reshape(steps, n, 3 * hidden)
         with parallel.one_blas_thread():      # per-step products: too small for BLAS threads
             for t in range(steps - 1, -1, -1):
-                dh = dh_all[:, t]
-                xp.add(dseq[:, t], rec, out=dh)
-                xp.multiply(dh[:, None, :], coef[:, t], out=dz[:, t])
-                parallel.matmul(dz3[:, t], w_h_t, out=rec)
-                xp.multiply(dh, z[:, t], out=tmp)
+                dh = dh_all[t]
+                xp.add(dseq[t], rec, out=dh)
+                xp.multiply(dh[:, None, :], coef[t], out=dz[t])
+                parallel.matmul(dz3[t], w_h_t, out=rec)
+                xp.multiply(dh, z[t], out=tmp)
                 rec += tmp
         needs = self.needs_grad
-        da0 = rec + dy[:, 0] if needs[1] else None
+        da0 = rec + dy[0] if needs[1] else None
         # the recurrent side first, then the n block becomes the input side's gradient
         has_bias = len(needs) == 6
         _, _, dw_h, db_h = weight_gradients(self, dz3, prev, (False, False, needs[3], has_bias and needs[5]))
@@ -268,14 +268,14 @@ class LSTMFunction(Function):
         Gamma_o = o = sigma(x W_xo + a^<t-1> W_ho + b_o)          (output gate)
         c^<t> = Gamma_u c~ + Gamma_f c^<t-1>,   a^<t> = Gamma_o tanh(c^<t>)
 
-    with b = b_x + b_h. Inputs (x, a0, c0, W_x, W_h[, b_x, b_h]); output (N, T + 2, H):
+    with b = b_x + b_h. Inputs (x, a0, c0, W_x, W_h[, b_x, b_h]); output (T + 2, N, H):
     [a^<0>, a^<1>, ..., a^<T>, c^<T>]. Backward, with dA, dC the gradients reaching a^<t>
     and c^<t> (dC collects dC^<t+1> f^<t+1> and dA o (1 - tanh^2 c^<t>)):
 
         dZ_o = dA tanh(c) o (1 - o),  dZ_i = dC g i (1 - i),  dZ_f = dC c^<t-1> f (1 - f)
         dZ_g = dC i (1 - g^2),        dA^<t-1> += dZ W_h^T,   dC^<t-1> = dC f
 
-    With ``lengths`` (see the module notes) the output is (N, T + 3, H), [a^<0>, a^<1..T>
+    With ``lengths`` (see the module notes) the output is (T + 3, N, H), [a^<0>, a^<1..T>
     with zeros at the padded steps, a^<lengths[i]>, c^<lengths[i]>]; in backward a padded
     step has zero coefficients and f = 1 (dC passes through), and dA^<t> is copied through.
     """
@@ -298,36 +298,36 @@ class LSTMFunction(Function):
         w_h_half = half_sigmoid_columns(w_h, h3)
         self.first_pad = first_pad = padding_mask(self, steps)
         pad = self.pad
-        out = xp.empty((n, steps + (2 if pad is None else 3), hidden), dtype=dtype)
-        out[:, 0] = a0
-        cs = xp.empty((n, steps + 1, hidden), dtype=dtype)
-        cs[:, 0] = c0
-        tanh_c = xp.empty((n, steps, hidden), dtype=dtype)
+        out = xp.empty((steps + (2 if pad is None else 3), n, hidden), dtype=dtype)
+        out[0] = a0
+        cs = xp.empty((steps + 1, n, hidden), dtype=dtype)
+        cs[0] = c0
+        tanh_c = xp.empty((steps, n, hidden), dtype=dtype)
         rec = xp.empty((n, 4 * hidden), dtype=dtype)
         tmp = xp.empty((n, hidden), dtype=dtype)
         with parallel.one_blas_thread():      # per-step products: too small for BLAS threads
             for t in range(steps):
-                g = gates[:, t]
-                parallel.matmul(out[:, t], w_h_half, out=rec)
+                g = gates[t]
+                parallel.matmul(out[t], w_h_half, out=rec)
                 g += rec
                 xp.tanh(g, out=g)
                 sigmoid_from_tanh(g[:, :h3])
-                c = cs[:, t + 1]
-                xp.multiply(g[:, 2 * hidden:h3], cs[:, t], out=c)
+                c = cs[t + 1]
+                xp.multiply(g[:, 2 * hidden:h3], cs[t], out=c)
                 xp.multiply(g[:, hidden:2 * hidden], g[:, h3:], out=tmp)
                 c += tmp
-                th = tanh_c[:, t]
+                th = tanh_c[t]
                 xp.tanh(c, out=th)
-                xp.multiply(g[:, :hidden], th, out=out[:, t + 1])
+                xp.multiply(g[:, :hidden], th, out=out[t + 1])
                 if t >= first_pad:                 # finished rows keep their states
-                    done = pad[:, t, None]
-                    xp.copyto(c, cs[:, t], where=done)
-                    xp.copyto(out[:, t + 1], out[:, t], where=done)
+                    done = pad[t, :, None]
+                    xp.copyto(c, cs[t], where=done)
+                    xp.copyto(out[t + 1], out[t], where=done)
         if pad is None:
-            out[:, steps + 1] = cs[:, steps]
+            out[steps + 1] = cs[steps]
         else:
             finish_padded(out, pad, steps)
-            out[:, steps + 2] = cs[:, steps]
+            out[steps + 2] = cs[steps]
         self.out, self.gates, self.cs, self.tanh_c = out, gates, cs, tanh_c
         return out
 
@@ -338,7 +338,7 @@ class LSTMFunction(Function):
         n, steps, _ = self.x_shape
         hidden = out.shape[2]
         dtype = out.dtype
-        g4 = gates.reshape(n, steps, 4, hidden)
+        g4 = gates.reshape(steps, n, 4, hidden)
         o, i, f, cand = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]
         # dZ_o = dA * q;  dC += dA * oc;  [dZ_i, dZ_f, dZ_g] = dC * p
         q = xp.subtract(1, o)
@@ -347,48 +347,48 @@ class LSTMFunction(Function):
         oc = xp.multiply(tanh_c, tanh_c)
         xp.subtract(1, oc, out=oc)
         oc *= o
-        p = xp.empty((n, steps, 3, hidden), dtype=dtype)
+        p = xp.empty((steps, n, 3, hidden), dtype=dtype)
         xp.subtract(1, i, out=p[:, :, 0])
         p[:, :, 0] *= i
         p[:, :, 0] *= cand
         xp.subtract(1, f, out=p[:, :, 1])
         p[:, :, 1] *= f
-        p[:, :, 1] *= cs[:, :steps]
+        p[:, :, 1] *= cs[:steps]
         xp.multiply(cand, cand, out=p[:, :, 2])
         xp.subtract(1, p[:, :, 2], out=p[:, :, 2])
         p[:, :, 2] *= i
         dseq, dfinal = upstream_gradients(self, dy, steps)
         if pad is None:
             rec = xp.zeros((n, hidden), dtype=dtype)
-            dc = xp.array(dy[:, steps + 1], dtype=dtype)
+            dc = xp.array(dy[steps + 1], dtype=dtype)
         else:
             for a in (q, oc, p):
                 where_padded(pad, 0, a)
             f = where_padded(pad, 1, f)
             rec = dfinal
-            dc = xp.array(dy[:, steps + 2], dtype=dtype)
-        dz = xp.empty((n, steps, 4, hidden), dtype=dtype)
-        dz4 = dz.reshape(n, steps, 4 * hidden)
+            dc = xp.array(dy[steps + 2], dtype=dtype)
+        dz = xp.empty((steps, n, 4, hidden), dtype=dtype)
+        dz4 = dz.reshape(steps, n, 4 * hidden)
         dh = xp.empty_like(rec)
         tmp = xp.empty_like(rec)
         w_h_t = self.w_h.T
         with parallel.one_blas_thread():      # per-step products: too small for BLAS threads
             for t in range(steps - 1, -1, -1):
-                xp.add(dseq[:, t], rec, out=dh)
-                xp.multiply(dh, oc[:, t], out=tmp)
+                xp.add(dseq[t], rec, out=dh)
+                xp.multiply(dh, oc[t], out=tmp)
                 dc += tmp
-                xp.multiply(dh, q[:, t], out=dz[:, t, 0])
-                xp.multiply(dc[:, None, :], p[:, t], out=dz[:, t, 1:])
-                dc *= f[:, t]
-                parallel.matmul(dz4[:, t], w_h_t, out=rec)
+                xp.multiply(dh, q[t], out=dz[t, :, 0])
+                xp.multiply(dc[:, None, :], p[t], out=dz[t, :, 1:])
+                dc *= f[t]
+                parallel.matmul(dz4[t], w_h_t, out=rec)
                 if t >= first_pad:                 # finished rows pass dA^<t> through
-                    xp.copyto(rec, dh, where=pad[:, t, None])
+                    xp.copyto(rec, dh, where=pad[t, :, None])
         needs = self.needs_grad
-        da0 = rec + dy[:, 0] if needs[1] else None
+        da0 = rec + dy[0] if needs[1] else None
         dc0 = dc if needs[2] else None
         has_bias = len(needs) == 7
         want_b = has_bias and (needs[5] or needs[6])
-        dx, dw_x, dw_h, db = weight_gradients(self, dz4, out[:, :steps], (needs[0], needs[3], needs[4], want_b))
+        dx, dw_x, dw_h, db = weight_gradients(self, dz4, out[:steps], (needs[0], needs[3], needs[4], want_b))
         dw_x = None if dw_x is None else _reorder(dw_x, hidden, _LSTM_BACK)
         dw_h = None if dw_h is None else _reorder(dw_h, hidden, _LSTM_BACK)
         if has_bias:

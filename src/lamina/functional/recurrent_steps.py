@@ -18,13 +18,14 @@ def as_dtype(a, dtype):
 
 
 def project_inputs(x, w_x, bias):
-    """(x2, Z): x as (N T, D) rows and Z = x2 W_x + bias as a fresh (N, T, G H) buffer."""
+    """(x2, Z): x (N, T, D) as (T N, D) rows, time-major, and Z = x2 W_x + bias as a fresh
+    (T, N, G H) buffer: each step's block is contiguous for the elementwise passes."""
     n, steps, d = x.shape
-    x2 = backend.xp.ascontiguousarray(x).reshape(n * steps, d)
+    x2 = backend.xp.ascontiguousarray(x.transpose(1, 0, 2)).reshape(steps * n, d)
     z = parallel.matmul(x2, w_x)
     if bias is not None:
         per_channel(backend.xp.add, z, bias, z)
-    return x2, z.reshape(n, steps, w_x.shape[1])
+    return x2, z.reshape(steps, n, w_x.shape[1])
 
 
 def half_sigmoid_columns(a, width: int):
@@ -43,15 +44,19 @@ def sigmoid_from_tanh(a):
 
 def weight_gradients(fn, dz, states, want):
     """(dJ/dx, dJ/dW_x, dJ/dW_h, dJ/db) from the stacked pre-activation gradients ``dz``
-    (N, T, G H) and the states a^<0..T-1> (N, T, H); ``want`` says which of the four are
-    needed (``None`` for the others). The one bias gradient serves b_x and b_h alike."""
-    n, steps, gh = dz.shape
-    dz2 = dz.reshape(n * steps, gh)
-    dx = parallel.matmul(dz2, fn.w_x.T).reshape(fn.x_shape) if want[0] else None
+    (T, N, G H) and the states a^<0..T-1> (T, N, H), both time-major; ``want`` says which
+    of the four are needed (``None`` for the others). The one bias gradient serves b_x and
+    b_h alike; dJ/dx comes back batch first, (N, T, D)."""
+    xp = backend.xp
+    steps, n, gh = dz.shape
+    dz2 = dz.reshape(steps * n, gh)
+    dx = None
+    if want[0]:
+        dx = xp.ascontiguousarray(parallel.matmul(dz2, fn.w_x.T).reshape(steps, n, -1).transpose(1, 0, 2))
     dw_x = parallel.matmul(fn.x2.T, dz2) if want[1] else None
     dw_h = None
     if want[2]:
-        prev = backend.xp.ascontiguousarray(states).reshape(n * steps, -1)
+        prev = xp.ascontiguousarray(states).reshape(steps * n, -1)
         dw_h = parallel.matmul(prev.T, dz2)
     db = channel_sums(dz2) if want[3] else None
     return dx, dw_x, dw_h, db
@@ -65,7 +70,7 @@ def total_bias(b_x, b_h):
 
 # -- variable lengths --------------------------------------------------------------------
 def padding_mask(fn, steps: int) -> int:
-    """Without ``fn.lengths``: T (no step is padded). With them: keeps ``fn.pad``, the (N, T)
+    """Without ``fn.lengths``: T (no step is padded). With them: keeps ``fn.pad``, the (T, N)
     mask of the padded steps (t >= lengths[i]), and returns the first step where some row
     is padded, min(lengths)."""
     lengths = fn.lengths
@@ -73,31 +78,32 @@ def padding_mask(fn, steps: int) -> int:
         fn.pad = None
         return steps
     xp = backend.xp
-    fn.pad = xp.arange(steps)[None, :] >= lengths[:, None]
+    fn.pad = xp.arange(steps)[:, None] >= lengths[None, :]
     return int(lengths.min())
 
 
 def finish_padded(out, pad, steps: int) -> None:
     """After a forward loop with lengths: the carried final state a^<lengths[i]> into slot
     T + 1, then the outputs at the padded steps to zeros."""
-    out[:, steps + 1] = out[:, steps]
-    backend.xp.copyto(out[:, 1:steps + 1], 0, where=pad[:, :, None])
+    out[steps + 1] = out[steps]
+    backend.xp.copyto(out[1:steps + 1], 0, where=pad[:, :, None])
 
 
 def upstream_gradients(fn, dy, steps: int):
-    """(the gradient reaching the outputs a^<1..T> (N, T, H), the one reaching the final
-    state (N, H) or None). With lengths the final state has its own slot T + 1 and the
-    gradient of the (constant zero) outputs at padded steps is dropped."""
+    """(the gradient reaching the outputs a^<1..T> (T, N, H), the one reaching the final
+    state (N, H) or None), from ``dy`` time-major as the output. With lengths the final
+    state has its own slot T + 1 and the gradient of the (constant zero) outputs at padded
+    steps is dropped."""
     if fn.pad is None:
-        return dy[:, 1:steps + 1], None
+        return dy[1:steps + 1], None
     xp = backend.xp
     dtype = fn.out.dtype
-    seq = xp.where(fn.pad[:, :, None], xp.zeros((), dtype=dtype), dy[:, 1:steps + 1])
-    return seq, xp.array(dy[:, steps + 1], dtype=dtype)
+    seq = xp.where(fn.pad[:, :, None], xp.zeros((), dtype=dtype), dy[1:steps + 1])
+    return seq, xp.array(dy[steps + 1], dtype=dtype)
 
 
 def where_padded(pad, value, a):
-    """``a`` (N, T, ...) with ``value`` at the padded steps: in place for a scalar 0 (the
+    """``a`` (T, N, ...) with ``value`` at the padded steps: in place for a scalar 0 (the
     coefficients), a new array otherwise (a forget or update gate of 1)."""
     xp = backend.xp
     mask = pad.reshape(pad.shape + (1,) * (a.ndim - 2))
