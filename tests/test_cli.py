@@ -234,6 +234,23 @@ def test_accumulate_option_reaches_the_trainer_and_the_schedule_counts_updates(t
             build_parser().parse_args(["train", "--accumulate", bad])
 
 
+def test_find_lr_runs_the_range_test_and_trains_with_its_suggestion(tmp_path, trainers_made, capsys):
+    import lamina
+    from lamina.cli import build_parser, train
+
+    assert not build_parser().parse_args(["train"]).find_lr
+    args = build_parser().parse_args(["train", "--find-lr", "--epochs", "1", "--limit", "300", "--out", str(tmp_path),
+                                      "--verbose", "0"])
+    train(args)
+    printed = capsys.readouterr().out
+    suggested = float(printed.split("training with lr ")[1].split(";")[0])
+    assert 1e-6 < suggested < 10
+    assert (tmp_path / "lr_finder.png").read_bytes()[:4] == b"\x89PNG"
+    finder, trainer = trainers_made                     # the range test's trainer, then the real one
+    assert trainer.schedule.lr0 == args.lr and math.isclose(args.lr, suggested, rel_tol=1e-2)
+    assert math.isclose(lamina.load_bundle(tmp_path / "model.safetensors").info["lr"], args.lr)
+
+
 SHARED_TEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "text")
 
 

@@ -102,13 +102,6 @@ def train(args: argparse.Namespace) -> dict:
 
         model = nn.Sequential(*augmentation_layers(args.dataset, data.input_shape), *model)
     optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
-    batches = -(-len(data.train[0]) // args.batch_size)
-    iterations = args.epochs * -(-batches // args.accumulate)  # optimizer steps: one per --accumulate batches
-    schedule = build_schedule(args.schedule, optimizer, args.lr, iterations, args.warmup)
-    checkpoint = out / "checkpoint.safetensors"
-    callbacks = [ModelCheckpoint(checkpoint), TerminateOnNaN()]
-    if args.patience:
-        callbacks.append(EarlyStopping("val_loss", patience=args.patience, restore_best=True))
     loss = "categorical_cross_entropy"
     if args.label_smoothing:
         import functools
@@ -116,6 +109,16 @@ def train(args: argparse.Namespace) -> dict:
         from lamina import functional as F
 
         loss = functools.partial(F.categorical_cross_entropy, label_smoothing=args.label_smoothing)
+    if args.find_lr:
+        args.lr = _find_lr(Trainer(model, loss, optimizer, verbose=0, clip_norm=args.clip_norm), data, args, out)
+        optimizer.lr = args.lr
+    batches = -(-len(data.train[0]) // args.batch_size)
+    iterations = args.epochs * -(-batches // args.accumulate)  # optimizer steps: one per --accumulate batches
+    schedule = build_schedule(args.schedule, optimizer, args.lr, iterations, args.warmup)
+    checkpoint = out / "checkpoint.safetensors"
+    callbacks = [ModelCheckpoint(checkpoint), TerminateOnNaN()]
+    if args.patience:
+        callbacks.append(EarlyStopping("val_loss", patience=args.patience, restore_best=True))
     trainer = Trainer(model, loss, optimizer, metrics=("accuracy",), callbacks=callbacks, schedule=schedule,
                       verbose=args.verbose, clip_norm=args.clip_norm, accumulate=args.accumulate)
     history = trainer.fit(data.train, val=data.val, epochs=args.epochs, batch_size=args.batch_size,
@@ -134,6 +137,19 @@ def train(args: argparse.Namespace) -> dict:
     print(f"test accuracy {result['accuracy']:.2%}  (test cost {result['loss']:.4f}, {elapsed:.1f} s)")
     print(f"saved {out / 'model.safetensors'}, {checkpoint} and {out / 'cost.png'}")
     return result
+
+
+def _find_lr(trainer, data, args: argparse.Namespace, out: Path) -> float:
+    """The learning-rate range test before training (``--find-lr``): its curve to
+    ``lr_finder.png`` in ``out``, and the suggested learning rate."""
+    from lamina.train import find_learning_rate
+
+    result = find_learning_rate(trainer, data.train, start=1e-6, end=10.0, iterations=100,
+                                batch_size=args.batch_size, seed=args.seed)
+    result.plot(out / "lr_finder.png")
+    print(f"learning-rate range test: steepest fall of the cost at lr {result.suggestion:.3g} (lowest cost at "
+          f"{result.min_loss_lr:.3g}); training with lr {result.suggestion:.3g}; curve in {out / 'lr_finder.png'}")
+    return result.suggestion
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -213,6 +229,9 @@ def add_commands(sub) -> None:
     t.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (default adam)")
     t.add_argument("--lr", type=float, default=2e-3, help="learning rate alpha (default 0.002)")
+    t.add_argument("--find-lr", action="store_true",
+                   help="first run a learning-rate range test (100 mini-batches, lr from 1e-6 up to 10), save its "
+                        "curve as lr_finder.png and train with the lr where the cost fell fastest (replaces --lr)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0; decoupled for adamw)")
     t.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                    help="learning-rate schedule over the run from --lr (onecycle: up to --lr and down; default cosine)")

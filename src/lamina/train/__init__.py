@@ -1,5 +1,5 @@
 """The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
-hyperparameter search on validation data, TensorBoard logs."""
+hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
 from lamina.train.callbacks import (
     Callback,
@@ -13,6 +13,7 @@ from lamina.train.callbacks import (
 )
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
 from lamina.train.history import History
+from lamina.train.lr_finder import LRFinderResult, find_learning_rate
 from lamina.train.metrics import (
     F1Score,
     Precision,
@@ -32,9 +33,9 @@ from lamina.train.trainer import Trainer
 
 __all__ = [
     "AUC", "AveragePrecision", "CSVLogger", "Callback", "Choice", "Distribution", "EarlyStopping", "EpochMetric",
-    "F1Score", "HistogramMonitor", "History", "IntUniform", "LambdaCallback", "LearningRateScheduler", "LogUniform",
-    "MeanAbsoluteError", "MeanMetric", "ModelCheckpoint", "Precision", "ProgressBar", "R2Score", "Recall",
-    "SearchResult", "SummaryWriter", "TensorBoard", "TerminateOnNaN", "Trainer", "Trial", "Uniform", "accuracy",
-    "binary_accuracy", "coarse_to_fine", "confusion_matrix", "grid_search", "mean_absolute_error", "r2_score",
-    "random_search", "top_k_accuracy", "top_k_error", "tune_trainer",
+    "F1Score", "HistogramMonitor", "History", "IntUniform", "LRFinderResult", "LambdaCallback",
+    "LearningRateScheduler", "LogUniform", "MeanAbsoluteError", "MeanMetric", "ModelCheckpoint", "Precision",
+    "ProgressBar", "R2Score", "Recall", "SearchResult", "SummaryWriter", "TensorBoard", "TerminateOnNaN", "Trainer",
+    "Trial", "Uniform", "accuracy", "binary_accuracy", "coarse_to_fine", "confusion_matrix", "find_learning_rate",
+    "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy", "top_k_error", "tune_trainer"
 ]
