@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import lamina
+from helpers import watch_call_lengths
 from lamina import models, nn
 from lamina.data.datasets import ChecksumError
 from lamina.text import (
@@ -140,24 +141,11 @@ def test_sample_text_follows_a_sharp_model_and_stops_at_eos():
         sample_text(_Bigram(np.zeros((6, 4))), vocab)
 
 
-def _watch_lengths(model) -> list[int]:
-    """The list that collects the length of every id sequence the model is called on."""
-    seen = []
-    original = model.forward
-
-    def watch(ids):
-        seen.append(ids.shape[1])
-        return original(ids)
-
-    model.forward = watch
-    return seen
-
-
 def test_sample_text_crops_the_context_to_the_position_layers_reach():
     vocab = Vocabulary("abc", bos=".", eos=".")
     model = models.transformer_language_model(len(vocab), d_model=8, num_heads=2, num_layers=1,
                                               dim_feedforward=8, max_len=4)
-    seen = _watch_lengths(model)
+    seen = watch_call_lengths(model)
     text = sample_text(model, vocab, prompt="abcabc", max_length=5, seed=0, temperature=0.01)
     assert seen and max(seen) == 4                              # never more than max_len tokens
     assert text.startswith("abcabc")
@@ -177,7 +165,7 @@ def test_streaming_a_recurrent_model_samples_the_same_text_reading_each_token_on
     model.build((None, 1))
     layers = [m for m in model.modules() if hasattr(m, "reset_states")]
     layers[1].stateful = True                      # a flag the user set stays set
-    seen = _watch_lengths(model)
+    seen = watch_call_lengths(model)
     streamed = sample_text(model, vocab, prompt="abc", max_length=40, seed=5, temperature=2.0)
     assert seen == [4] + [1] * (len(seen) - 1) and len(seen) == 40    # the prompt (bos abc) once, then a token
     seen.clear()

@@ -8,7 +8,9 @@ alpha^<t,t'> = softmax over t' of the scores e^<t,t'>
 * :class:`AdditiveAttention`: Bahdanau's attention, whose scores come from a small network,
   e = v^T tanh(W_q q + W_k a + b) (the notes' "e^<t,t'> learned by a neural network").
 * :class:`MultiHeadAttention`: the Transformer's attention with learned projections, as
-  ``torch.nn.MultiheadAttention(batch_first=True)``.
+  ``torch.nn.MultiheadAttention(batch_first=True)``. For sampling from a causal language
+  model it can keep the keys and values of the steps already read (``start_caching``), so
+  that each new token costs one row of attention instead of a rerun over the whole prefix.
 
 Masks are boolean with True = attend (or float, added to the scores) everywhere in lamina;
 PyTorch's ``nn.MultiheadAttention`` masks (``attn_mask``, ``key_padding_mask``) mark the
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from lamina import backend
 from lamina import functional as F
-from lamina.autograd import Tensor
+from lamina.autograd import Tensor, is_grad_enabled
 from lamina.errors import ShapeError
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.nn import init as initializers
@@ -67,7 +69,18 @@ class MultiHeadAttention(Module):
     training mode.
 
     The projections start Xavier-uniform with zero biases, as PyTorch's.
+
+    Key/value cache (incremental decoding): between :meth:`start_caching` and
+    :meth:`stop_caching` consecutive calls continue one sequence. Each call must be causal
+    self-attention (``mha(x, causal=True)``, no ``mask`` nor ``key_mask``) in evaluation mode
+    under ``no_grad``; the layer keeps K and V of every step read so far, and a call on t new
+    steps after s cached ones attends over all s + t keys, its query i (position s + i)
+    seeing the keys t' <= s + i. The outputs equal the last t rows of one causal call on the
+    whole sequence, at O(t (s + t)) cost instead of O((s + t)^2).
     """
+
+    # start_caching always succeeds; each call is then checked to be one the cache can serve
+    cacheable = True
 
     def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
                  kernel_init="xavier_uniform", bias_init="zeros", name: str | None = None):
@@ -86,6 +99,9 @@ class MultiHeadAttention(Module):
         self.bias_init = bias_init
         initializers.get(kernel_init)
         initializers.get(bias_init)
+        self._caching = False
+        self._cached_keys = None           # (N, h, s, d) arrays of the steps read, while caching
+        self._cached_values = None
 
     def build(self, input_shape) -> None:
         shape = _first_shape(input_shape)
@@ -122,6 +138,22 @@ class MultiHeadAttention(Module):
 
     def forward(self, query, key=None, value=None, mask=None, key_mask=None, causal: bool = False,
                 return_weights: bool = False):
+        if self._caching:
+            q, k, v, full = self._cached_inputs(query, key, value, mask, key_mask, causal)
+            causal, drop = False, 0.0              # the mask already holds the offset causal pattern
+        else:
+            q, k, v, full = self._inputs(query, key, value, mask, key_mask)
+            drop = self.dropout if self.training else 0.0
+        out = scaled_dot_product_attention(q, k, v, mask=full, causal=causal, dropout=drop,
+                                           return_weights=return_weights)
+        heads, weights = out if return_weights else (out, None)
+        n, t_q = q.shape[0], q.shape[2]
+        joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.embed_dim)
+        y = linear(joined, self.out_weight, self.out_bias if self.use_bias else None)
+        return (y, weights) if return_weights else y
+
+    def _inputs(self, query, key, value, mask, key_mask):
+        """The heads' (Q, K, V), each (N, h, T, d), and the mask of one ordinary call."""
         query = as_tensor(query)
         key = query if key is None else as_tensor(key)
         value = key if value is None else as_tensor(value)
@@ -130,18 +162,65 @@ class MultiHeadAttention(Module):
         if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
             raise ShapeError(f"{self._label()}: query {query.shape}, key {key.shape} and value {value.shape} "
                              "must share the batch size, and key and value the number of steps")
-        n, t_q, t_k = query.shape[0], query.shape[1], key.shape[1]
-        q = self._project(query, 0)
-        k = self._project(key, 1)
-        v = self._project(value, 2)
-        full = self._mask(mask, key_mask, n, t_q, t_k)
-        drop = self.dropout if self.training else 0.0
-        out = scaled_dot_product_attention(q, k, v, mask=full, causal=causal, dropout=drop,
-                                           return_weights=return_weights)
-        heads, weights = out if return_weights else (out, None)
-        joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.embed_dim)
-        y = linear(joined, self.out_weight, self.out_bias if self.use_bias else None)
-        return (y, weights) if return_weights else y
+        full = self._mask(mask, key_mask, query.shape[0], query.shape[1], key.shape[1])
+        return self._project(query, 0), self._project(key, 1), self._project(value, 2), full
+
+    # -- key/value cache ---------------------------------------------------------
+    @property
+    def caching(self) -> bool:
+        """Whether consecutive calls continue one sequence through the key/value cache."""
+        return self._caching
+
+    @property
+    def cached_steps(self) -> int:
+        """The number of steps s whose keys and values are cached (0 when not caching)."""
+        return 0 if self._cached_keys is None else int(self._cached_keys.shape[2])
+
+    def start_caching(self) -> None:
+        """Start an empty key/value cache: the next call reads the first steps of a sequence,
+        each later call its next steps (see the class docstring)."""
+        if self._caching:
+            raise ValueError(f"{self._label()}: start_caching while already caching keys and values; "
+                             "stop_caching first")
+        self._caching = True
+        self._cached_keys = self._cached_values = None
+
+    def stop_caching(self) -> None:
+        """Drop the cached keys and values; calls are independent again."""
+        self._caching = False
+        self._cached_keys = self._cached_values = None
+
+    def _cached_inputs(self, query, key, value, mask, key_mask, causal: bool):
+        """(Q, K, V, keep) of a call that continues the cached sequence: Q of the t new steps,
+        K and V of the s cached and the t new ones, and keep (t, s + t) with
+        keep[i, t'] = (t' <= s + i), the causal mask shifted by the s steps already read."""
+        label = self._label()
+        if key is not None or value is not None:
+            raise ValueError(f"{label}: cannot cache keys and values for cross-attention (a key or value was "
+                             "passed); the cache serves causal self-attention only")
+        if not causal:
+            raise ValueError(f"{label}: cannot cache keys and values for non-causal self-attention: every step "
+                             "would see later steps, which change with each new token; call it with causal=True")
+        if mask is not None or key_mask is not None:
+            raise ValueError(f"{label}: cannot cache keys and values with a mask or key_mask; while caching, "
+                             "the only mask is the causal one over the cached and new steps")
+        if self.training or is_grad_enabled():
+            raise ValueError(f"{label}: the key/value cache is for evaluation only; call eval() on the model "
+                             "and run it under lamina.no_grad()")
+        query = as_tensor(query)
+        self._check_shape(query.shape, "query", query)
+        q, k, v = (self._project(query, part) for part in range(3))
+        xp = backend.xp
+        if self._cached_keys is not None:
+            if self._cached_keys.shape[0] != query.shape[0]:
+                raise ShapeError(f"{label}: a query of batch size {query.shape[0]} continues a cached sequence "
+                                 f"of batch size {self._cached_keys.shape[0]}; stop_caching to start another")
+            k = Tensor._wrap(xp.concatenate([self._cached_keys, k.data], axis=2))
+            v = Tensor._wrap(xp.concatenate([self._cached_values, v.data], axis=2))
+        self._cached_keys, self._cached_values = k.data, v.data
+        t, total = query.shape[1], k.shape[2]
+        keep = xp.arange(total)[None, :] <= (total - t + xp.arange(t))[:, None]
+        return q, k, v, keep
 
     def _mask(self, mask, key_mask, n: int, t_q: int, t_k: int):
         """One mask broadcastable to the scores (N, h, T_q, T_k)."""

@@ -12,6 +12,14 @@ attention scores can depend on where the tokens are. A stack of encoder layers i
 ``Sequential``; since ``Sequential`` passes one argument, a layer built with
 ``causal=True`` applies the causal mask on every call (a decoder-only language model, see
 :func:`lamina.models.sequence.transformer_language_model`).
+
+Incremental decoding: a causal encoder layer and the position layers have a key/value
+cache mode (``start_caching`` / ``stop_caching``, driven by
+:func:`lamina.text.caching_keys_values`). While it is on, consecutive calls continue one
+sequence: the attention keeps the keys and values of the steps already read, and the
+position layers add the encodings of the positions that follow them. Feeding a sequence
+in pieces then gives the outputs of one call on the whole of it, so that sampling reads
+each new token once. The layers are ``streamable`` exactly while they cache.
 """
 
 from __future__ import annotations
@@ -82,6 +90,11 @@ class TransformerEncoderLayer(Module):
     as they are. The Dense layers start Xavier-uniform (as ``torch.nn.Transformer`` resets
     its weights) with zero biases (PyTorch's ``nn.Linear`` draws its bias, and a lone
     layer's weights, from U(-1/sqrt(n_in), 1/sqrt(n_in))).
+
+    A causal layer can cache keys and values (:meth:`start_caching`): consecutive calls in
+    evaluation mode under ``no_grad`` then continue one sequence, each new step attending
+    over the cached steps (see :class:`MultiHeadAttention`); the other sub-layers act on
+    each step alone and need nothing cached.
     """
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
@@ -119,6 +132,34 @@ class TransformerEncoderLayer(Module):
                 layer.built = True
         self.built = True
 
+    # -- key/value cache ---------------------------------------------------------
+    @property
+    def cacheable(self) -> bool:
+        """Whether :meth:`start_caching` can succeed: the layer is causal."""
+        return self.causal
+
+    @property
+    def caching(self) -> bool:
+        return self.self_attention.caching
+
+    @property
+    def streamable(self) -> bool:
+        """True while caching: a sequence fed in pieces gives the outputs of one call."""
+        return self.caching
+
+    def start_caching(self) -> None:
+        """Let the next calls continue one sequence, the self-attention caching the keys and
+        values of the steps read (refused for a layer built with causal=False)."""
+        if not self.causal:
+            raise ValueError(f"{self._label()}: cannot cache keys and values: the layer is not causal (built "
+                             "with causal=False), so each step attends to later steps, whose arrival changes "
+                             "the outputs of the earlier ones")
+        self.self_attention.start_caching()
+
+    def stop_caching(self) -> None:
+        """Drop the cache; calls are independent again."""
+        self.self_attention.stop_caching()
+
     def _attend(self, x, mask, key_mask, causal: bool) -> Tensor:
         return self.dropout1(self.self_attention(x, mask=mask, key_mask=key_mask, causal=causal))
 
@@ -129,6 +170,10 @@ class TransformerEncoderLayer(Module):
         x = as_tensor(x)
         _check_sequence(self, x, self.d_model)
         causal = self.causal if causal is None else bool(causal)
+        if self.caching and (mask is not None or key_mask is not None or not causal):
+            raise ValueError(f"{self._label()}: while caching keys and values a call takes no mask nor key_mask "
+                             f"and must be causal (got mask={'given' if mask is not None else None}, "
+                             f"key_mask={'given' if key_mask is not None else None}, causal={causal})")
         if self.norm_first:
             x = F.add(x, self._attend(self.norm1(x), mask, key_mask, causal))
             return F.add(x, self._feed_forward(self.norm2(x)))
@@ -184,14 +229,47 @@ def sinusoidal_encoding(length: int, d: int, dtype=numpy.float64):
 
 
 class _Positions(Module):
-    """Shared checks of the layers adding a (max_len, d) table to (N, T, d) inputs."""
+    """Shared checks of the layers adding a (max_len, d) table to (N, T, d) inputs, and
+    their cache mode: between ``start_caching`` and ``stop_caching`` a call on T steps after
+    s steps already seen adds the rows s .. s + T - 1 of the table instead of 0 .. T - 1."""
 
-    def _check_length(self, x) -> int:
+    cacheable = True
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name)
+        self._seen: int | None = None      # the steps read so far while caching, else None
+
+    @property
+    def caching(self) -> bool:
+        return self._seen is not None
+
+    @property
+    def streamable(self) -> bool:
+        """True while caching: the positions continue from one call to the next."""
+        return self.caching
+
+    def start_caching(self) -> None:
+        """Let the next calls continue one sequence, from position 0."""
+        if self.caching:
+            raise ValueError(f"{self._label()}: start_caching while already caching; stop_caching first")
+        self._seen = 0
+
+    def stop_caching(self) -> None:
+        """Forget the positions seen; every call starts at position 0 again."""
+        self._seen = None
+
+    def _next_positions(self, x) -> slice:
+        """The table rows of the input's steps: 0 .. T - 1, or s .. s + T - 1 while caching
+        after s steps (which then count as seen)."""
         t = x.shape[1]
-        if t > self.max_len:
-            raise ShapeError(f"{self._label()}: the input of shape {tuple(x.shape)} has {t} steps, more than "
+        start = self._seen or 0
+        if start + t > self.max_len:
+            steps = f"{t} steps" + (f", {start + t} with the {start} steps already cached" if start else "")
+            raise ShapeError(f"{self._label()}: the input of shape {tuple(x.shape)} has {steps}, more than "
                              f"max_len={self.max_len}; build the layer with a larger max_len")
-        return t
+        if self.caching:
+            self._seen = start + t
+        return slice(start, start + t)
 
     def compute_output_shape(self, input_shape):
         shape = _sequence_shape(self, input_shape, getattr(self, "features", None))
@@ -226,8 +304,7 @@ class PositionalEncoding(_Positions):
     def forward(self, x) -> Tensor:
         x = as_tensor(x)
         _check_sequence(self, x, self.features)
-        t = self._check_length(x)
-        table = self.encoding[:t]
+        table = self.encoding[self._next_positions(x)]
         if table.dtype != x.dtype:
             table = table.astype(x.dtype)
         y = F.add(x, Tensor._wrap(table))
@@ -268,8 +345,7 @@ class PositionEmbedding(_Positions):
     def forward(self, x) -> Tensor:
         x = as_tensor(x)
         _check_sequence(self, x, self.features)
-        t = self._check_length(x)
-        return F.add(x, F.getitem(self.weight, slice(0, t)))
+        return F.add(x, F.getitem(self.weight, self._next_positions(x)))
 
     def get_config(self) -> dict:
         return {"max_len": self.max_len, "embeddings_init": initializers.serialize(self.embeddings_init),
