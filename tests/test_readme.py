@@ -76,7 +76,9 @@ def test_tuning_and_analysis_example_runs():
     names: dict = {}
     with contextlib.redirect_stdout(io.StringIO()) as out:
         exec(compile(code, str(README), "exec"), names)
-    assert out.getvalue().splitlines()[0].split()[:3] == ["trial", "lr", "score"]
+    printed = out.getvalue().splitlines()
+    assert float(printed[0]) == names["sweep"].suggestion and 1e-5 < names["sweep"].suggestion < 1
+    assert printed[1].split()[:3] == ["trial", "lr", "score"]
     search, model, x_val, y_val = names["search"], names["model"], names["x_val"], names["y_val"]
     assert len(search.trials) == 6 and search.best.score > 0.9
 

@@ -3,11 +3,15 @@ read it (``pip install lamina[onnx]``).
 
 The exporter walks the model's layers in order and writes each as ONNX nodes, its weights
 as initializers: a ``Sequential`` of the built-in layers, with nested ``Sequential``\\ s and
-the zoo's blocks (``ConvBN``, ResNet's residual blocks), so LeNet, AlexNet, MobileNet and
-the ResNets export. The graph reads and writes what the lamina model does: images NHWC
-(batch, h, w, c), any batch size. ONNX's convolution, pooling and normalization operators
-want NCHW, so a value changes layout only where the next layer needs the other one: a whole
-convolutional stack costs one Transpose in and one out.
+the zoo's blocks (``ConvBN``, ResNet's residual blocks, the Inception modules and other
+branching networks joined by ``Add`` or ``Concatenate``), so LeNet, AlexNet, MobileNet,
+GoogLeNet, Inception-v3 and the ResNets export; recurrent layers (SimpleRNN, GRU, LSTM,
+Bidirectional) become ONNX's RNN operators, and Transformer encoder layers are written out
+from MatMul and Softmax. The graph reads and writes what the lamina model does: images NHWC
+(batch, h, w, c), any batch size; sequences (batch, time, features) or word ids, any length.
+ONNX's convolution, pooling and normalization operators want NCHW, so a value changes layout
+only where the next layer needs the other one: a whole convolutional stack costs one
+Transpose in and one out.
 
 Layers without a converter raise an error that names them; :func:`register_converter` adds
 one: ``fn(graph, layer, value) -> value`` in the style of those in
@@ -22,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lamina import nn
-from lamina.export import onnx_layers  # noqa: F401  (registers the layer converters)
+from lamina.export import onnx_attention, onnx_branching, onnx_layers, onnx_recurrent  # noqa: F401  (converters)
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 from lamina.io.atomic import write_bytes_atomic
 
@@ -60,6 +64,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
     out_elem = onnx.helper.np_dtype_to_tensor_dtype(graph.dtype)
     dims = ["batch", *shape[1:]]
     out_dims = ["batch", *out.shape[1:]]
+    if _free_length(model):
+        dims[1] = "time"
+        if len(out.shape) == 3 and out.shape[1] == shape[1]:
+            out_dims[1] = "time"
     proto = onnx.helper.make_model(
         onnx.helper.make_graph(graph.nodes, label(model),
                                [onnx.helper.make_tensor_value_info(value.name, elem, dims)],
@@ -71,6 +79,19 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
     path = Path(path)
     write_bytes_atomic(path, proto.SerializeToString())
     return path
+
+
+_SEQUENCE_LAYERS = (nn.SimpleRNN, nn.GRU, nn.LSTM, nn.Bidirectional, nn.MultiHeadAttention,
+                    nn.TransformerEncoderLayer, nn.PositionalEncoding, nn.PositionEmbedding)
+_FIXED_LENGTH_LAYERS = (nn.Flatten, nn.Reshape)
+
+
+def _free_length(model: nn.Module) -> bool:
+    """Whether the input's axis 1 is a sequence's time axis that no node fixes: the model
+    holds a sequence layer and nothing that flattens or reshapes across the steps."""
+    layers = list(model.modules())
+    return (any(isinstance(m, _SEQUENCE_LAYERS) for m in layers)
+            and not any(isinstance(m, _FIXED_LENGTH_LAYERS) for m in layers))
 
 
 def _input_shape(model: nn.Module, input_shape) -> tuple:

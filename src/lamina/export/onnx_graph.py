@@ -52,6 +52,12 @@ class Graph:
         self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
+    def scalar(self, value, hint: str, dtype=np.int64) -> str:
+        """A 0-d initializer (:meth:`constant` keeps at least one axis)."""
+        name = self.fresh(hint)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.array(value, dtype=dtype), name))
+        return name
+
     def node(self, op: str, inputs: list[str], hint: str, **attributes) -> str:
         out = self.fresh(hint)
         self.nodes.append(self.helper.make_node(op, inputs, [out], name=out, **attributes))

@@ -9,10 +9,12 @@ import numpy as np
 from lamina import nn
 from lamina.export.onnx_activations import ACTIVATIONS, layer_activation
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
+from lamina.functional.conv_transpose import transpose_geometry
 from lamina.functional.im2col import conv_pads
 from lamina.models.blocks import AdaptiveAvgPool2D, ConvBN, PathBlock
 from lamina.models.resnet import _Residual
 from lamina.nn.augmentation import _Augmentation
+from lamina.nn.layer import compact
 
 
 # -- pass-through, shape -----------------------------------------------------------------------
@@ -42,6 +44,35 @@ def _reshape(graph: Graph, layer, value: Value) -> Value:
     target = graph.constant([0, *layer.target_shape], f"{label(layer)}_shape", dtype=np.int64)
     shape = layer.compute_output_shape(value.shape)
     return Value(graph.node("Reshape", [value.name, target], label(layer)), shape)
+
+
+@register_converter(nn.Cropping2D)
+def _cropping(graph: Graph, layer, value: Value) -> Value:
+    """x[:, top:H - bottom, left:W - right, :], one Slice in the value's layout."""
+    (top, bottom), (left, right) = layer.cropping
+    h, w = value.shape[1:3]
+    axes = [2, 3] if value.layout == "nchw" else [1, 2]
+    hint = label(layer)
+    bounds = [graph.constant(v, f"{hint}_{what}", np.int64)
+              for what, v in (("starts", [top, left]), ("ends", [h - bottom, w - right]), ("axes", axes))]
+    out = graph.node("Slice", [value.name, *bounds], hint)
+    return graph.like(value, out, layer.compute_output_shape(value.shape))
+
+
+@register_converter(nn.UpSampling2D)
+def _upsampling(graph: Graph, layer, value: Value) -> Value:
+    """ONNX's Resize by (s_h, s_w). 'nearest': y[i, j] = x[floor(i / s_h), floor(j / s_w)]
+    (asymmetric coordinates i / s, rounded down); 'bilinear': half-pixel centres, the source
+    point u = (i + 1/2) / s - 1/2 clamped to the image (align_corners=False)."""
+    value = graph.layout(value, "nchw")
+    hint = label(layer)
+    scales = graph.constant([1.0, 1.0, *layer.size], f"{hint}_scales", np.float32)
+    if layer.interpolation == "nearest":
+        modes = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    else:
+        modes = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    out = graph.node("Resize", [value.name, "", scales], hint, **modes)
+    return graph.like(value, out, layer.compute_output_shape(value.shape))
 
 
 @register_converter(nn.ZeroPadding2D)
@@ -113,6 +144,36 @@ def _layer_norm(graph: Graph, layer, value: Value) -> Value:
     return graph.like(value, out)
 
 
+@register_converter(nn.GroupNorm)
+def _group_norm(graph: Graph, layer, value: Value) -> Value:
+    """y = gamma (x - mu) / sqrt(var + eps) + beta, mu and the biased var over each sample's
+    group of C / G channels and all its positions. Opset 17 has no GroupNormalization: x is
+    reshaped to (N, G, (C / G) H W), normalised by InstanceNormalization (per sample and
+    group), reshaped back, then scaled and shifted per channel. Instance normalization of an
+    image (G = C) is one InstanceNormalization with gamma and beta."""
+    hint = label(layer)
+    if len(value.shape) == 4:
+        value = graph.layout(value, "nchw")
+    channels, groups = layer.num_channels, layer.groups
+    gamma = layer.weight.numpy() if layer.affine else np.ones(channels)
+    beta = layer.bias.numpy() if layer.affine else np.zeros(channels)
+    if len(value.shape) == 4 and groups == channels:
+        inputs = [value.name, graph.constant(gamma, f"{hint}_scale"), graph.constant(beta, f"{hint}_bias")]
+        return graph.like(value, graph.node("InstanceNormalization", inputs, hint, epsilon=layer.eps))
+    grouped = graph.node("Reshape", [value.name, graph.constant([0, groups, -1], f"{hint}_groups", np.int64)],
+                         f"{hint}_grouped")
+    normalized = graph.node("InstanceNormalization", [grouped, graph.constant(np.ones(groups), f"{hint}_ones"),
+                                                      graph.constant(np.zeros(groups), f"{hint}_zeros")],
+                            f"{hint}_normalized", epsilon=layer.eps)
+    dims = [0, channels, *value.shape[1:3]] if len(value.shape) == 4 else [0, channels]
+    out = graph.like(value, graph.node("Reshape", [normalized, graph.constant(dims, f"{hint}_shape", np.int64)],
+                                       f"{hint}_ungrouped" if layer.affine else hint))
+    if not layer.affine:
+        return out
+    scaled = graph.node("Mul", [out.name, graph.channel_vector(gamma, out, f"{hint}_gamma")], f"{hint}_scaled")
+    return graph.like(value, graph.node("Add", [scaled, graph.channel_vector(beta, out, f"{hint}_beta")], hint))
+
+
 @register_converter(nn.LocalResponseNorm)
 def _local_response_norm(graph: Graph, layer, value: Value) -> Value:
     """b = a / (k + alpha / n sum of a^2 over n neighbouring channels)^beta (ONNX's LRN)."""
@@ -163,6 +224,56 @@ def _separable_conv2d(graph: Graph, layer, value: Value) -> Value:
     bias = layer.bias.numpy() if layer.use_bias else None
     out = _conv(graph, mid, layer.pointwise_weight.numpy(), bias, 1, hint)
     return layer_activation(graph, layer, out)
+
+
+@register_converter(nn.Conv2DTranspose)
+def _conv2d_transpose(graph: Graph, layer, value: Value) -> Value:
+    """y[n, s i + a - p, s j + b - p, c] += sum_k x[n, i, j, k] w[k, a, b, c] + b[c]: ONNX's
+    ConvTranspose, whose weight (C_in, C_out, f_h, f_w) is lamina's (c_in, f_h, f_w, K)
+    transposed. Its ``output_padding`` adds the rows and columns at the bottom and right that
+    lamina's size has beyond (h - 1) s + f - p_top - p_bottom: the layer's output_padding, or
+    s - f for a 'same' layer whose kernel is smaller than its stride."""
+    value = graph.layout(value, "nchw")
+    hint = label(layer)
+    pads, out_hw = transpose_geometry(value.shape[1:3], layer.kernel_size, layer.stride, compact(layer.padding),
+                                      compact(layer.output_padding), "export_onnx")
+    top, bottom, left, right = pads
+    extra = [out - ((n - 1) * s + f - before - after)
+             for out, n, s, f, before, after in zip(out_hw, value.shape[1:3], layer.stride, layer.kernel_size,
+                                                   (top, left), (bottom, right))]
+    inputs = [value.name, graph.constant(layer.weight.numpy().transpose(0, 3, 1, 2), f"{hint}_weight")]
+    if layer.use_bias:
+        inputs.append(graph.constant(layer.bias.numpy(), f"{hint}_bias"))
+    out = graph.node("ConvTranspose", inputs, hint, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                     pads=[top, left, bottom, right], output_padding=extra)
+    return layer_activation(graph, layer, Value(out, (value.shape[0], *out_hw, layer.filters), "nchw"))
+
+
+@register_converter(nn.Conv1D)
+def _conv1d(graph: Graph, layer, value: Value) -> Value:
+    """v[n, t, k] = b[k] + sum_{i, c} xpad[n, t s + d i, c] w[k, i, c]: ONNX's 1-D Conv on
+    the sequence transposed to (N, C, L), with the weight (K, c_in / groups, f), and back."""
+    hint = label(layer)
+    steps = value.shape[1]
+    if layer.padding == "causal":                       # d (f - 1) zeros on the left only
+        pads = [layer.extent - 1, 0]
+    else:
+        padding = layer.padding if isinstance(layer.padding, str) else (0, layer.padding)
+        pads = list(conv_pads(padding, (1, steps), (1, layer.extent), (1, layer.stride), "export_onnx")[2:])
+    channels_first = graph.node("Transpose", [value.name], f"{hint}_ncl", perm=[0, 2, 1])
+    inputs = [channels_first, graph.constant(layer.weight.numpy().transpose(0, 2, 1), f"{hint}_weight")]
+    if layer.use_bias:
+        inputs.append(graph.constant(layer.bias.numpy(), f"{hint}_bias"))
+    conv = graph.node("Conv", inputs, f"{hint}_conv", kernel_shape=[layer.kernel_size], strides=[layer.stride],
+                      pads=pads, dilations=[layer.dilation], group=layer.groups)
+    out = Value(graph.node("Transpose", [conv], hint, perm=[0, 2, 1]), layer.compute_output_shape(value.shape))
+    return layer_activation(graph, layer, out)
+
+
+@register_converter(nn.DropConnect)
+def _drop_connect(graph: Graph, layer, value: Value) -> Value:
+    """Evaluation mode: the wrapped layer with its own weights, none dropped."""
+    return convert(graph, layer.layer, value)
 
 
 def _pool(op: str, **extra):
