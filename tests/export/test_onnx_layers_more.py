@@ -18,6 +18,15 @@ def _sequences(n=3, steps=11, c=4, seed=1):
     return np.random.default_rng(seed).standard_normal((n, steps, c)).astype(np.float32)
 
 
+def _exports_alike(layer, x, tmp_path, feed=None):
+    """``layer`` in a Sequential built for x's shape, its weights moved off their initial
+    values, exported and run in ONNX Runtime on ``feed`` (default x) against lamina."""
+    model = nn.Sequential(layer)
+    model.build(x.shape)
+    _randomize(model)
+    return _roundtrip(model, x if feed is None else feed, tmp_path, input_shape=x.shape[1:])
+
+
 CONV1D = {
     "valid": lambda: nn.Conv1D(5, 3),
     "same_stride2_even_kernel": lambda: nn.Conv1D(5, 4, stride=2, padding="same", activation="relu"),
@@ -34,11 +43,8 @@ CONV1D = {
 
 @pytest.mark.parametrize("name", sorted(CONV1D))
 def test_conv1d_exports(name, tmp_path):
-    model = nn.Sequential(CONV1D[name]())
     x = _sequences()
-    model.build(x.shape)
-    _randomize(model)
-    _roundtrip(model, 2 * x, tmp_path, input_shape=x.shape[1:])
+    _exports_alike(CONV1D[name](), x, tmp_path, feed=2 * x)
 
 
 TRANSPOSED = {
@@ -55,11 +61,8 @@ TRANSPOSED = {
 
 @pytest.mark.parametrize("name", sorted(TRANSPOSED))
 def test_conv2d_transpose_exports(name, tmp_path):
-    model = nn.Sequential(TRANSPOSED[name]())
     x = _images(3, 5, 4, 3)
-    model.build(x.shape)
-    _randomize(model)
-    _roundtrip(model, x, tmp_path, input_shape=x.shape[1:])
+    _exports_alike(TRANSPOSED[name](), x, tmp_path)
 
 
 RESIZING = {
@@ -77,11 +80,8 @@ RESIZING = {
 
 @pytest.mark.parametrize("name", sorted(RESIZING))
 def test_resizing_layers_export(name, tmp_path):
-    model = nn.Sequential(RESIZING[name]())
     x = _images(2, 7, 6, 3)
-    model.build(x.shape)
-    _randomize(model)
-    _roundtrip(model, x, tmp_path, input_shape=x.shape[1:])
+    _exports_alike(RESIZING[name](), x, tmp_path)
 
 
 NORMS = {
@@ -98,11 +98,8 @@ NORMS = {
 
 @pytest.mark.parametrize("name", sorted(NORMS))
 def test_group_norm_exports(name, tmp_path):
-    model = nn.Sequential(NORMS[name]())
     x = _images(3, 5, 4, 6)
-    model.build(x.shape)
-    _randomize(model)
-    _roundtrip(model, 2 * x + 1, tmp_path, input_shape=x.shape[1:])
+    _exports_alike(NORMS[name](), x, tmp_path, feed=2 * x + 1)
 
 
 def test_group_norm_at_opset_17_uses_no_group_normalization(tmp_path):
@@ -122,11 +119,8 @@ DROP_CONNECT = {
 
 @pytest.mark.parametrize("name", sorted(DROP_CONNECT))
 def test_drop_connect_exports_the_wrapped_layer_with_its_weights(name, tmp_path):
-    model = nn.Sequential(DROP_CONNECT[name]())
     x = _images(3, 6, 5, 2)
-    model.build(x.shape)
-    _randomize(model)
-    _roundtrip(model, x, tmp_path, input_shape=x.shape[1:])
+    _exports_alike(DROP_CONNECT[name](), x, tmp_path)
 
 
 def test_drop_connect_of_a_sequence_convolution(tmp_path):
