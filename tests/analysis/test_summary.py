@@ -246,8 +246,8 @@ def test_optimizer_state_counts_match_the_optimizers():
 
 
 def test_a_text_model_is_traced_with_integer_ids_and_its_attention_counted():
-    from lamina.nn.attention import MultiHeadAttention
     from lamina.nn.embedding import Embedding
+    from lamina.nn.multi_head_attention import MultiHeadAttention
 
     model = nn.Sequential(Embedding(100, 16), MultiHeadAttention(16, 4), nn.Dense(100))
     s = summary(model, (12,))

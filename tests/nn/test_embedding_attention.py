@@ -10,10 +10,11 @@ import lamina
 from helpers import assert_close, check_gradients, compare_with_torch
 from lamina import functional as F
 from lamina.functional.attention import scaled_dot_product_attention
-from lamina.nn.attention import Attention, MultiHeadAttention
+from lamina.nn.attention import Attention
 from lamina.nn.dense import Dense
 from lamina.nn.embedding import Embedding, _scatter_rows_sorted, embedding, scatter_rows
 from lamina.nn.layer import layer_from_config, layer_to_config
+from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.optim.adam import Adam
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-9}

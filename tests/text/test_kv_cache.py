@@ -10,7 +10,7 @@ import pytest
 import lamina
 from helpers import assert_close, watch_call_lengths
 from lamina import models, nn
-from lamina.nn.attention import MultiHeadAttention
+from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
 from lamina.text import Vocabulary, sample_text
 from lamina.text.generate import caching_keys_values

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 
-from lamina.nn.attention import MultiHeadAttention
 from lamina.nn.conv import SeparableConv2D, _Conv
 from lamina.nn.conv1d import Conv1D, _Pool1D
 from lamina.nn.conv_transpose import Conv2DTranspose
@@ -37,6 +36,7 @@ from lamina.nn.dropout import Dropout
 from lamina.nn.embedding import Embedding
 from lamina.nn.merge import Concatenate
 from lamina.nn.module import Module
+from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.normalization import LocalResponseNorm
 from lamina.nn.pooling import GlobalAvgPool2D, _Pool2D
 from lamina.nn.recurrent import _Recurrent

@@ -27,7 +27,7 @@ from lamina.nn.activation import (
     Tanh,
     get_activation,
 )
-from lamina.nn.attention import AdditiveAttention, Attention, MultiHeadAttention
+from lamina.nn.attention import AdditiveAttention, Attention
 from lamina.nn.augmentation import (
     RandomBrightness,
     RandomContrast,
@@ -47,6 +47,7 @@ from lamina.nn.embedding import Embedding, embedding
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
+from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.parameter import Parameter
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D

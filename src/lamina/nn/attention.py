@@ -7,32 +7,28 @@ alpha^<t,t'> = softmax over t' of the scores e^<t,t'>
   (Keras's ``Attention``): ``Attention()([query, values])``.
 * :class:`AdditiveAttention`: Bahdanau's attention, whose scores come from a small network,
   e = v^T tanh(W_q q + W_k a + b) (the notes' "e^<t,t'> learned by a neural network").
-* :class:`MultiHeadAttention`: the Transformer's attention with learned projections, as
-  ``torch.nn.MultiheadAttention(batch_first=True)``. For sampling from a causal language
-  model it can keep the keys and values of the steps already read (``start_caching``), so
-  that each new token costs one row of attention instead of a rerun over the whole prefix.
 
-Masks are boolean with True = attend (or float, added to the scores) everywhere in lamina;
-PyTorch's ``nn.MultiheadAttention`` masks (``attn_mask``, ``key_padding_mask``) mark the
-positions to *ignore* with True, so pass their negation.
+The Transformer's attention with learned projections, :class:`MultiHeadAttention`, is in
+:mod:`lamina.nn.multi_head_attention`. Masks are boolean with True = attend (or float,
+added to the scores) everywhere in lamina.
 """
 
 from __future__ import annotations
 
 from lamina import backend
 from lamina import functional as F
-from lamina.autograd import Tensor, is_grad_enabled
+from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.nn import init as initializers
 from lamina.nn.dense import linear
-from lamina.nn.layer import dropout_rate, input_error, positive_int, register_layer
+from lamina.nn.layer import input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["AdditiveAttention", "Attention", "MultiHeadAttention"]
+__all__ = ["AdditiveAttention", "Attention", "first_shape", "mask_array"]
 
 
-def _first_shape(input_shape):
+def first_shape(input_shape):
     """The query's shape from a call's shape or list of shapes."""
     if isinstance(input_shape, list) and input_shape and isinstance(input_shape[0], (list, tuple)):
         return tuple(input_shape[0])
@@ -41,236 +37,10 @@ def _first_shape(input_shape):
     return tuple(input_shape)
 
 
-def _mask_array(mask):
+def mask_array(mask):
     if mask is None:
         return None
     return backend.xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
-
-
-@register_layer
-class MultiHeadAttention(Module):
-    """Multi-head attention: h heads attend in parallel, each in its own d = E / h subspace.
-
-        Q_i = q W_q[:, i] + b_q,  K_i = k W_k[:, i] + b_k,  V_i = v W_v[:, i] + b_v
-        head_i = softmax(Q_i K_i^T / sqrt(d)) V_i
-        out = concat(head_1, ..., head_h) W_o + b_o
-
-    with inputs (N, T, E) (batch first) and samples-as-rows weights like :class:`Dense`:
-    ``in_weight`` (E, 3E) holds [W_q | W_k | W_v] side by side (the transpose of PyTorch's
-    ``in_proj_weight``), ``in_bias`` (3E,), ``out_weight`` (E, E) (the transpose of
-    ``out_proj.weight``) and ``out_bias`` (E,).
-
-    Called as ``mha(query, key=None, value=None, mask=None, key_mask=None, causal=False,
-    return_weights=False)``: self-attention when ``key`` and ``value`` are omitted (``value``
-    defaults to ``key``). ``mask``: boolean (True = attend) or float (added to the scores),
-    of shape (T_q, T_k), (N, T_q, T_k) or (N, h, T_q, T_k); ``key_mask``: (N, T_k), True for
-    the real keys and False for padding. ``return_weights=True`` also returns the attention
-    weights (N, h, T_q, T_k) as a constant tensor. ``dropout`` zeroes attention weights in
-    training mode.
-
-    The projections start Xavier-uniform with zero biases, as PyTorch's.
-
-    Key/value cache (incremental decoding): between :meth:`start_caching` and
-    :meth:`stop_caching` consecutive calls continue one sequence. Each call must be causal
-    self-attention (``mha(x, causal=True)``, no ``mask`` nor ``key_mask``) in evaluation mode
-    under ``no_grad``; the layer keeps K and V of every step read so far, and a call on t new
-    steps after s cached ones attends over all s + t keys, its query i (position s + i)
-    seeing the keys t' <= s + i. The outputs equal the last t rows of one causal call on the
-    whole sequence, at O(t (s + t)) cost instead of O((s + t)^2).
-    """
-
-    # start_caching always succeeds; each call is then checked to be one the cache can serve
-    cacheable = True
-
-    def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
-                 kernel_init="xavier_uniform", bias_init="zeros", name: str | None = None):
-        super().__init__(name=name)
-        positive_int(embed_dim, "MultiHeadAttention: embed_dim")
-        positive_int(num_heads, "MultiHeadAttention: num_heads")
-        if embed_dim % num_heads:
-            raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads "
-                             f"{num_heads}; each head gets embed_dim / num_heads features")
-        self.embed_dim = embed_dim
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
-        self.use_bias = bool(use_bias)
-        self.dropout = dropout_rate(dropout, "MultiHeadAttention")
-        self.kernel_init = kernel_init
-        self.bias_init = bias_init
-        initializers.get(kernel_init)
-        initializers.get(bias_init)
-        self._caching = False
-        self._cached_keys = None           # (N, h, s, d) arrays of the steps read, while caching
-        self._cached_values = None
-
-    def build(self, input_shape) -> None:
-        shape = _first_shape(input_shape)
-        self._check_shape(shape, "query")
-        e = self.embed_dim
-        dtype = backend.get_default_dtype()
-        kernel = initializers.get(self.kernel_init)
-        # PyTorch draws the (3E, E) in-projection as one matrix: fans E and 3E
-        self.add_parameter("in_weight", kernel((e, 3 * e), e, 3 * e, dtype))
-        if self.use_bias:
-            self.add_parameter("in_bias", initializers.get(self.bias_init)((3 * e,), e, 3 * e, dtype))
-        self.add_parameter("out_weight", kernel((e, e), e, e, dtype))
-        if self.use_bias:
-            self.add_parameter("out_bias", initializers.get(self.bias_init)((e,), e, e, dtype))
-        self.built = True
-
-    def _check_shape(self, shape, what: str, x=None):
-        ok = shape is not None and len(shape) == 3 and shape[-1] in (None, self.embed_dim)
-        if not ok:
-            expected = f"a {what} of shape (batch, time, {self.embed_dim})"
-            if x is not None:
-                raise input_error(self, x, expected)
-            raise ShapeError(f"{self._label()}: got an input shape {shape}; expected {expected}")
-
-    def _project(self, x, part: int) -> Tensor:
-        """x W_part + b_part, split into heads: (N, T, E) -> (N, h, T, d)."""
-        e = self.embed_dim
-        cols = slice(part * e, (part + 1) * e)
-        w = F.getitem(self.in_weight, (slice(None), cols))
-        b = F.getitem(self.in_bias, cols) if self.use_bias else None
-        y = linear(x, w, b)
-        n, t = x.shape[0], x.shape[1]
-        return F.transpose(F.reshape(y, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
-
-    def forward(self, query, key=None, value=None, mask=None, key_mask=None, causal: bool = False,
-                return_weights: bool = False):
-        if self._caching:
-            q, k, v, full = self._cached_inputs(query, key, value, mask, key_mask, causal)
-            causal, drop = False, 0.0              # the mask already holds the offset causal pattern
-        else:
-            q, k, v, full = self._inputs(query, key, value, mask, key_mask)
-            drop = self.dropout if self.training else 0.0
-        out = scaled_dot_product_attention(q, k, v, mask=full, causal=causal, dropout=drop,
-                                           return_weights=return_weights)
-        heads, weights = out if return_weights else (out, None)
-        n, t_q = q.shape[0], q.shape[2]
-        joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.embed_dim)
-        y = linear(joined, self.out_weight, self.out_bias if self.use_bias else None)
-        return (y, weights) if return_weights else y
-
-    def _inputs(self, query, key, value, mask, key_mask):
-        """The heads' (Q, K, V), each (N, h, T, d), and the mask of one ordinary call."""
-        query = as_tensor(query)
-        key = query if key is None else as_tensor(key)
-        value = key if value is None else as_tensor(value)
-        for what, x in (("query", query), ("key", key), ("value", value)):
-            self._check_shape(x.shape, what, x)
-        if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
-            raise ShapeError(f"{self._label()}: query {query.shape}, key {key.shape} and value {value.shape} "
-                             "must share the batch size, and key and value the number of steps")
-        full = self._mask(mask, key_mask, query.shape[0], query.shape[1], key.shape[1])
-        return self._project(query, 0), self._project(key, 1), self._project(value, 2), full
-
-    # -- key/value cache ---------------------------------------------------------
-    @property
-    def caching(self) -> bool:
-        """Whether consecutive calls continue one sequence through the key/value cache."""
-        return self._caching
-
-    @property
-    def cached_steps(self) -> int:
-        """The number of steps s whose keys and values are cached (0 when not caching)."""
-        return 0 if self._cached_keys is None else int(self._cached_keys.shape[2])
-
-    def start_caching(self) -> None:
-        """Start an empty key/value cache: the next call reads the first steps of a sequence,
-        each later call its next steps (see the class docstring)."""
-        if self._caching:
-            raise ValueError(f"{self._label()}: start_caching while already caching keys and values; "
-                             "stop_caching first")
-        self._caching = True
-        self._cached_keys = self._cached_values = None
-
-    def stop_caching(self) -> None:
-        """Drop the cached keys and values; calls are independent again."""
-        self._caching = False
-        self._cached_keys = self._cached_values = None
-
-    def _cached_inputs(self, query, key, value, mask, key_mask, causal: bool):
-        """(Q, K, V, keep) of a call that continues the cached sequence: Q of the t new steps,
-        K and V of the s cached and the t new ones, and keep (t, s + t) with
-        keep[i, t'] = (t' <= s + i), the causal mask shifted by the s steps already read."""
-        label = self._label()
-        if key is not None or value is not None:
-            raise ValueError(f"{label}: cannot cache keys and values for cross-attention (a key or value was "
-                             "passed); the cache serves causal self-attention only")
-        if not causal:
-            raise ValueError(f"{label}: cannot cache keys and values for non-causal self-attention: every step "
-                             "would see later steps, which change with each new token; call it with causal=True")
-        if mask is not None or key_mask is not None:
-            raise ValueError(f"{label}: cannot cache keys and values with a mask or key_mask; while caching, "
-                             "the only mask is the causal one over the cached and new steps")
-        if self.training or is_grad_enabled():
-            raise ValueError(f"{label}: the key/value cache is for evaluation only; call eval() on the model "
-                             "and run it under lamina.no_grad()")
-        query = as_tensor(query)
-        self._check_shape(query.shape, "query", query)
-        q, k, v = (self._project(query, part) for part in range(3))
-        xp = backend.xp
-        if self._cached_keys is not None:
-            if self._cached_keys.shape[0] != query.shape[0]:
-                raise ShapeError(f"{label}: a query of batch size {query.shape[0]} continues a cached sequence "
-                                 f"of batch size {self._cached_keys.shape[0]}; stop_caching to start another")
-            k = Tensor._wrap(xp.concatenate([self._cached_keys, k.data], axis=2))
-            v = Tensor._wrap(xp.concatenate([self._cached_values, v.data], axis=2))
-        self._cached_keys, self._cached_values = k.data, v.data
-        t, total = query.shape[1], k.shape[2]
-        keep = xp.arange(total)[None, :] <= (total - t + xp.arange(t))[:, None]
-        return q, k, v, keep
-
-    def _mask(self, mask, key_mask, n: int, t_q: int, t_k: int):
-        """One mask broadcastable to the scores (N, h, T_q, T_k)."""
-        m = _mask_array(mask)
-        if m is not None:
-            if m.ndim == 3:
-                m = m[:, None]
-            if m.ndim not in (2, 4) or m.shape[-2:] != (t_q, t_k):
-                raise ShapeError(f"{self._label()}: mask of shape {tuple(m.shape)}; expected ({t_q}, {t_k}), "
-                                 f"({n}, {t_q}, {t_k}) or ({n}, {self.num_heads}, {t_q}, {t_k})")
-        km = _mask_array(key_mask)
-        if km is None:
-            return m
-        if km.dtype != bool or km.shape != (n, t_k):
-            raise ShapeError(f"{self._label()}: key_mask must be boolean of shape ({n}, {t_k}) (True = a real "
-                             f"key), got {km.dtype} {tuple(km.shape)}")
-        km = km[:, None, None, :]
-        if m is None:
-            return km
-        if m.dtype == bool:
-            return m & km
-        return backend.xp.where(km, m, -backend.xp.inf).astype(m.dtype)
-
-    def macs(self, input_shapes, output_shapes) -> int:
-        """Per sample: the projections E^2 (T_q + 2 T_k) + E^2 T_q, and the scores and the
-        context 2 T_q T_k E (the softmax not counted)."""
-        t_q = output_shapes[0][0]
-        e = self.embed_dim
-        key = input_shapes[1] if len(input_shapes) > 1 else None       # self-attention: none
-        t_k = key[0] if key is not None and len(key) == 2 and key[-1] == e else t_q
-        return e * e * (2 * t_q + 2 * t_k) + 2 * t_q * t_k * e
-
-    def compute_output_shape(self, input_shape):
-        shape = _first_shape(input_shape)
-        self._check_shape(shape, "query")
-        return shape[:-1] + (self.embed_dim,)
-
-    def get_config(self) -> dict:
-        return {
-            "embed_dim": self.embed_dim,
-            "num_heads": self.num_heads,
-            "use_bias": self.use_bias,
-            "dropout": self.dropout,
-            "kernel_init": initializers.serialize(self.kernel_init),
-            "bias_init": initializers.serialize(self.bias_init),
-            "name": self.name,
-        }
-
-    def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}" + ("" if self.use_bias else ", use_bias=False")
 
 
 def _query_value_key(layer: Module, inputs, same_features: bool = True) -> tuple[Tensor, Tensor, Tensor]:
@@ -403,7 +173,7 @@ class AdditiveAttention(Module):
         k = linear(key, self.key_kernel)                                               # (N, T_v, u)
         hidden = F.tanh(F.add(F.reshape(q, n, t_q, 1, self.units), F.reshape(k, n, 1, t_v, self.units)))
         scores = F.reshape(linear(hidden, F.reshape(self.score_vector, self.units, 1)), n, t_q, t_v)
-        m = _mask_array(mask)
+        m = mask_array(mask)
         if m is not None:
             if m.dtype != bool:
                 raise TypeError(f"{self._label()}: mask must be boolean (True = attend), got dtype {m.dtype}")

@@ -32,11 +32,11 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
 from lamina.nn.activation import activation_config
-from lamina.nn.attention import MultiHeadAttention
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout, DropoutFunction
 from lamina.nn.layer import dropout_rate, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
+from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.sample_norm import LayerNorm
 
 __all__ = ["PositionEmbedding", "PositionalEncoding", "TransformerEncoderLayer", "sinusoidal_encoding"]
