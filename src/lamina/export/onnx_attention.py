@@ -22,6 +22,7 @@ import numpy as np
 
 from lamina import nn
 from lamina.export import onnx_layers  # noqa: F401  (the Dense and LayerNorm converters used below)
+from lamina.export.onnx_branching import add_values
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 
 __all__: list[str] = []
@@ -97,10 +98,6 @@ def _multi_head_attention(graph: Graph, layer, value: Value) -> Value:
     return self_attention(graph, layer, value, causal=False, hint=label(layer))
 
 
-def _add(graph: Graph, a: Value, b: Value, hint: str) -> Value:
-    return graph.like(a, graph.node("Add", [a.name, b.name], hint))
-
-
 @register_converter(nn.TransformerEncoderLayer)
 def _encoder_layer(graph: Graph, layer, value: Value) -> Value:
     """Post-norm: x = norm1(x + attention(x)), x = norm2(x + ffn(x)); pre-norm:
@@ -114,10 +111,10 @@ def _encoder_layer(graph: Graph, layer, value: Value) -> Value:
         return convert(graph, layer.linear2, convert(graph, layer.linear1, x))
 
     if layer.norm_first:
-        x = _add(graph, value, attend(convert(graph, layer.norm1, value)), f"{hint}_residual1")
-        return _add(graph, x, feed_forward(convert(graph, layer.norm2, x)), f"{hint}_residual2")
-    x = convert(graph, layer.norm1, _add(graph, value, attend(value), f"{hint}_residual1"))
-    return convert(graph, layer.norm2, _add(graph, x, feed_forward(x), f"{hint}_residual2"))
+        x = add_values(graph, [value, attend(convert(graph, layer.norm1, value))], f"{hint}_residual1")
+        return add_values(graph, [x, feed_forward(convert(graph, layer.norm2, x))], f"{hint}_residual2")
+    x = convert(graph, layer.norm1, add_values(graph, [value, attend(value)], f"{hint}_residual1"))
+    return convert(graph, layer.norm2, add_values(graph, [x, feed_forward(x)], f"{hint}_residual2"))
 
 
 @register_converter(nn.PositionalEncoding, nn.PositionEmbedding)
