@@ -1,7 +1,7 @@
 """lamina: a deep-learning framework on NumPy with its own reverse-mode autodiff engine."""
 
 from lamina import functional
-from lamina.autograd import Function, Tensor, gradcheck, is_grad_enabled, no_grad, tensor
+from lamina.autograd import Function, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
 from lamina.backend import get_default_dtype, manual_seed, set_default_dtype
 from lamina.errors import GradcheckError, ShapeError
 from lamina.functional import concat, pad, stack, where
@@ -10,7 +10,7 @@ from lamina.parallel import get_num_threads, set_num_threads
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "GradcheckError", "ShapeError", "Tensor", "concat", "functional",
+    "Function", "GradcheckError", "ShapeError", "Tensor", "concat", "enable_grad", "functional",
     "get_default_dtype", "get_num_threads", "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "pad",
     "set_default_dtype", "set_num_threads", "stack", "tensor", "where",
 ]

@@ -297,3 +297,18 @@ def test_upstream_gradient_array_is_not_aliased_into_leaf_grad():
     assert not np.shares_memory(x.grad, upstream)
     x.grad *= 10  # an optimizer may change .grad in place
     np.testing.assert_array_equal(upstream, [1.0, 2.0, 3.0])
+
+
+def test_backward_frees_intermediate_values_as_it_goes():
+    """Once backward has passed a computed tensor it holds it no more: with no other
+    reference, its value is freed before the sweep reaches the leaves."""
+    x = lamina.tensor(np.ones((3, 4)), requires_grad=True)
+    middle = (x * 2.0).tanh()
+    watched = weakref.ref(middle)
+    out = (middle * 3.0).sum()
+    del middle
+    alive_at_leaf = []
+    x.register_hook(lambda g: alive_at_leaf.append(watched() is not None))
+    out.backward()
+    assert alive_at_leaf == [False]
+    np.testing.assert_allclose(x.grad, 6.0 * (1.0 - np.tanh(2.0) ** 2), rtol=1e-5)

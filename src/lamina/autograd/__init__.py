@@ -1,8 +1,11 @@
 """The reverse-mode differentiation engine: tensors, graph nodes, backward, gradcheck."""
 
+from lamina.autograd.checkpoint import checkpoint, checkpoint_sequential
+from lamina.autograd.derivatives import grad
 from lamina.autograd.function import Function
 from lamina.autograd.gradcheck import gradcheck
-from lamina.autograd.graph import is_grad_enabled, no_grad
+from lamina.autograd.graph import enable_grad, is_grad_enabled, is_recomputing, no_grad
 from lamina.autograd.tensor import Tensor, tensor
 
-__all__ = ["Function", "Tensor", "gradcheck", "is_grad_enabled", "no_grad", "tensor"]
+__all__ = ["Function", "Tensor", "checkpoint", "checkpoint_sequential", "enable_grad", "grad", "gradcheck",
+           "is_grad_enabled", "is_recomputing", "no_grad", "tensor"]

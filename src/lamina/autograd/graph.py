@@ -17,11 +17,19 @@ if TYPE_CHECKING:
     from lamina.autograd.tensor import Tensor
 
 _grad_enabled = True
+_recomputing = False
 
 
 def is_grad_enabled() -> bool:
     """Whether new ops record the graph needed for backward."""
     return _grad_enabled
+
+
+def is_recomputing() -> bool:
+    """Whether a checkpointed function is being run again during backward (see
+    :func:`lamina.autograd.checkpoint`): layers skip their side effects then, such as batch
+    norm's update of its running statistics, which the first run already made."""
+    return _recomputing
 
 
 class no_grad:
@@ -43,6 +51,41 @@ class no_grad:
                 return fn(*args, **kwargs)
 
         return wrapper
+
+
+class enable_grad:
+    """Context manager (or decorator) under which the graph is recorded, even inside
+    :class:`no_grad`."""
+
+    def __enter__(self) -> None:
+        global _grad_enabled
+        self._previous = _grad_enabled
+        _grad_enabled = True
+
+    def __exit__(self, *exc) -> None:
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with enable_grad():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class recomputing:
+    """Context manager marking a checkpointed function's second run (:func:`is_recomputing`)."""
+
+    def __enter__(self) -> None:
+        global _recomputing
+        self._previous = _recomputing
+        _recomputing = True
+
+    def __exit__(self, *exc) -> None:
+        global _recomputing
+        _recomputing = self._previous
 
 
 def topological_order(root: Tensor) -> list[Tensor]:
@@ -69,9 +112,36 @@ def topological_order(root: Tensor) -> list[Tensor]:
 
 def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
     """Propagate ``grad`` (dJ/droot) to every leaf that requires a gradient."""
+    _sweep(root, grad, retain_graph, wanted=None)
+
+
+def gradients(root: Tensor, grad, wanted: list[Tensor], retain_graph: bool = False) -> list:
+    """dJ/dt for each tensor t of ``wanted`` (``None`` where ``root`` does not depend on t),
+    given ``grad`` = dJ/droot, without touching any leaf's ``grad``."""
+    found = _sweep(root, grad, retain_graph, wanted={id(t): None for t in wanted})
+    results, seen = [], {id(grad)}
+    for t in wanted:
+        g = found[id(t)]
+        if g is not None:
+            g = backend.xp.asarray(g)
+            if id(g) in seen:                  # one array reached two tensors, or is the caller's
+                g = g.copy()
+            seen.add(id(g))
+            if g.shape != t.shape and g.size == t.size:
+                g = g.reshape(t.shape)
+        results.append(g)
+    return results
+
+
+def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None):
+    """The reverse sweep from ``root``. With ``wanted`` None, leaves accumulate their
+    gradients in ``grad``; otherwise the gradients reaching the wanted tensors (a dict keyed
+    by id) are stored there, and no leaf is touched."""
     grads = {id(root): grad}
     handed_to_leaves: set[int] = {id(grad)}  # the caller's array: a leaf gets a copy of it
-    for node in reversed(topological_order(root)):
+    order = topological_order(root)
+    while order:
+        node = order.pop()                   # dropped from the list once handled: its value can go
         g = grads.pop(id(node), None)
         if g is None:
             continue
@@ -82,10 +152,13 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
                 handed_to_leaves.add(id(hooked))
                 g = hooked
         fn = node._ctx
+        if wanted is not None and id(node) in wanted:
+            wanted[id(node)] = g
         if fn is None:
-            _accumulate_leaf(node, g, handed_to_leaves)
+            if wanted is None:
+                _accumulate_leaf(node, g, handed_to_leaves)
             continue
-        if getattr(node, "_retains_grad", False):
+        if wanted is None and getattr(node, "_retains_grad", False):
             node.grad = g.copy() if node.grad is None else node.grad + g
         if fn.inputs is None:
             raise RuntimeError(
@@ -103,6 +176,7 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
             grads[key] = pg if previous is None else previous + pg
         if not retain_graph:
             fn.release()
+    return wanted
 
 
 def _run_hooks(hooks: dict, g, shape):

@@ -8,7 +8,7 @@ normalization, which normalise each sample on its own, are in :mod:`lamina.nn.sa
 from __future__ import annotations
 
 from lamina import backend, parallel
-from lamina.autograd import Function, Tensor
+from lamina.autograd import Function, Tensor, is_recomputing
 from lamina.errors import ShapeError
 from lamina.functional._util import CHANNEL_ROW, merged_rows, repeated
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
@@ -244,6 +244,8 @@ class BatchNorm(Module):
                                        "one sample has no variance; use eval() for single samples)")
         stats: dict = {}
         y = BatchNormFunction.apply(x, gamma, beta, eps=self.eps, training=True, stats=stats)
+        if is_recomputing():                 # a checkpoint's second run: the first one updated them
+            return y
         mom = self.momentum
         dtype = self.running_mean.dtype
         unbiased = stats["var"] * (m / (m - 1))
