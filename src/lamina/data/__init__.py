@@ -21,6 +21,7 @@ from lamina.data.datasets import (
 )
 from lamina.data.labels import one_hot
 from lamina.data.loader import DataLoader
+from lamina.data.mixing import CutMix, MixUp
 from lamina.data.preprocessing import MeanSubtraction, NotFittedError, Preprocessor, Standardizer
 from lamina.data.split import train_val_test_split
 from lamina.data.whitening import PCAWhitening, ZCAWhitening
@@ -47,5 +48,5 @@ __all__ = [
     "read_cifar10_bin",
     "read_idx",
     "read_idx_file",
-    "train_val_test_split",
+    "train_val_test_split", "CutMix", "MixUp",
 ]

@@ -27,13 +27,18 @@ class DataLoader:
     :class:`ArrayDataset` (or any dataset whose samples are single arrays) yields ``xb``.
 
     ``transform(xb) -> xb`` is applied to each batch of inputs (not to the labels).
+    ``batch_transform(xb, yb) -> (xb, yb)`` is applied to each labelled batch after it, for
+    augmentations that need the labels (e.g. :class:`~lamina.data.MixUp`,
+    :class:`~lamina.data.CutMix`); an unlabelled dataset cannot take one.
 
     For an :class:`ArrayDataset` a batch is fetched with one fancy-index per array; any
     other :class:`Dataset` is indexed sample by sample and the samples are stacked.
 
     :meth:`state_dict` captures the epoch counter and generator state, and the position
-    inside an epoch that is in progress; :meth:`load_state_dict` on a fresh loader over
-    the same data continues with exactly the batches the original would have produced.
+    inside an epoch that is in progress, and the state of a ``batch_transform`` that has a
+    ``state_dict`` method; :meth:`load_state_dict` on a fresh loader over the same data
+    (and a batch transform of the same kind) continues with exactly the batches the
+    original would have produced.
     """
 
     def __init__(
@@ -44,6 +49,7 @@ class DataLoader:
         drop_last: bool = False,
         seed: int | None = None,
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        batch_transform: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
@@ -53,12 +59,22 @@ class DataLoader:
             raise ValueError(f"DataLoader: batch_size must be a positive integer; got {batch_size!r}")
         if transform is not None and not callable(transform):
             raise TypeError(f"DataLoader: transform must be callable; got {type(transform).__name__}")
+        if batch_transform is not None:
+            if not callable(batch_transform):
+                raise TypeError(
+                    f"DataLoader: batch_transform must be callable; got {type(batch_transform).__name__}"
+                )
+            if isinstance(dataset, ArrayDataset) and dataset.y is None:
+                raise ValueError(
+                    f"DataLoader: batch_transform needs labelled (x, y) batches; got an unlabelled {dataset!r}"
+                )
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.seed = seed
         self.transform = transform
+        self.batch_transform = batch_transform
         if seed is None:
             seed = int(backend.rng().integers(0, 2**63 - 1))
         self._generator = np.random.default_rng(seed)
@@ -105,15 +121,32 @@ class DataLoader:
             xb = ds.x[index]
             if self.transform is not None:
                 xb = self.transform(xb)
-            return xb if ds.y is None else (xb, ds.y[index])
+            return xb if ds.y is None else self._labelled_batch(xb, ds.y[index])
         samples = [ds[int(i)] for i in index]
         if isinstance(samples[0], tuple):
             columns = [np.stack([np.asarray(s[k]) for s in samples]) for k in range(len(samples[0]))]
             if self.transform is not None:
                 columns[0] = self.transform(columns[0])
+            if self.batch_transform is not None:
+                if len(columns) != 2:
+                    raise ValueError(f"DataLoader: batch_transform needs (x, y) samples; the dataset's samples "
+                                     f"have {len(columns)} components")
+                return self._labelled_batch(*columns)
             return tuple(columns)
+        if self.batch_transform is not None:
+            raise ValueError("DataLoader: batch_transform needs (x, y) samples; the dataset's samples are "
+                             "single arrays (unlabelled)")
         xb = np.stack([np.asarray(s) for s in samples])
         return self.transform(xb) if self.transform is not None else xb
+
+    def _labelled_batch(self, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.batch_transform is None:
+            return xb, yb
+        result = self.batch_transform(xb, yb)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f"DataLoader: batch_transform must return a pair (xb, yb); "
+                            f"got {type(result).__name__}")
+        return result
 
     def state_dict(self) -> dict[str, Any]:
         """The loader's resumable state: epoch counter, generator state, in-epoch position.
@@ -140,10 +173,18 @@ class DataLoader:
                 state["epoch"] = self._epoch + 1
             state["generator"] = copy.deepcopy(self._generator.bit_generator.state)
             state["position"] = 0
+        if hasattr(self.batch_transform, "state_dict"):
+            # Taken now, after the batches already handed out were mixed: a restored loader
+            # mixes the following batches with the same draws.
+            state["batch_transform"] = self.batch_transform.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict` (of a loader over the same data)."""
+        """Restore a state from :meth:`state_dict` (of a loader over the same data).
+
+        A saved ``batch_transform`` state is loaded into this loader's batch transform; a
+        state without one leaves the batch transform as it is.
+        """
         missing = {"epoch", "generator", "position"} - set(state)
         if missing:
             raise KeyError(f"DataLoader.load_state_dict: state lacks {sorted(missing)}")
@@ -160,6 +201,13 @@ class DataLoader:
                 f"DataLoader.load_state_dict: saved generator is {generator_state.get('bit_generator')!r}, "
                 f"expected {type(self._generator.bit_generator).__name__!r}"
             )
+        if "batch_transform" in state:
+            if not hasattr(self.batch_transform, "load_state_dict"):
+                raise ValueError(
+                    "DataLoader.load_state_dict: the state holds a batch_transform's state but this loader has "
+                    f"batch_transform={self.batch_transform!r}, which has no load_state_dict"
+                )
+            self.batch_transform.load_state_dict(state["batch_transform"])
         self._epoch = int(state["epoch"])
         self._in_progress = None
         position = int(state["position"])
