@@ -21,6 +21,7 @@ from lamina.functional.loss import (
     categorical_cross_entropy,
     mean_squared_error,
 )
+from lamina.functional.losses_focal import binary_focal_loss, categorical_focal_loss
 from lamina.functional.losses_more import (
     hinge,
     huber,
@@ -59,5 +60,5 @@ __all__ = [
     "mean_absolute_error", "mean_squared_error", "min", "minimum", "mish", "mul", "multiclass_hinge", "neg",
     "nll_loss", "pad", "power", "relu", "reshape", "scaled_dot_product_attention", "selu", "sigmoid", "silu",
     "simple_rnn", "smooth_l1", "softmax", "softplus", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes",
-    "tanh", "transpose", "upsample2d", "var", "where", "zero_pad2d"
+    "tanh", "transpose", "upsample2d", "var", "where", "zero_pad2d", "binary_focal_loss", "categorical_focal_loss",
 ]

@@ -40,6 +40,8 @@ LOSSES = {
     "multiclass_hinge": F.multiclass_hinge,
     "kl_divergence": F.kl_divergence,
     "nll": F.nll_loss,
+    "binary_focal": F.binary_focal_loss,
+    "categorical_focal": F.categorical_focal_loss,
 }
 
 
