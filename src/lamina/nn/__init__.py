@@ -57,6 +57,7 @@ from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequential import Sequential
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
+from lamina.nn.wrappers import TimeDistributed
 
 __all__ = [
     "ACTIVATIONS", "Activation", "Add", "AdditiveAttention", "Attention", "AvgPool1D", "AvgPool2D", "BatchNorm",
@@ -69,5 +70,5 @@ __all__ = [
     "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid", "SimpleRNN",
     "Softmax", "Softplus", "Tanh", "TransformerEncoderLayer", "UpSampling2D", "ZeroPadding2D", "default_name",
     "embedding", "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config",
-    "linear", "register_layer", "registered_layers"
+    "linear", "register_layer", "registered_layers", "TimeDistributed",
 ]
