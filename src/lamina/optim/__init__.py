@@ -22,6 +22,7 @@ from lamina.optim.adadelta import Adadelta
 from lamina.optim.adagrad import Adagrad
 from lamina.optim.adam import Adam, AdamW
 from lamina.optim.adamax import Adamax
+from lamina.optim.averaging import AveragedModel, update_batch_norm
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
 from lamina.optim.ewa import ExponentialMovingAverage
 from lamina.optim.nadam import NAdam
@@ -50,5 +51,5 @@ __all__ = [
     "ExponentialMovingAverage", "InverseSqrtDecay", "InverseTimeDecay", "LinearDecay", "NAdam", "OneCycle",
     "Optimizer", "PolynomialDecay", "RAdam", "RMSProp", "RMSprop", "ReduceOnPlateau", "Regularizer", "Schedule",
     "StepDecay", "Warmup", "clip_grad_norm", "clip_grad_value", "elastic_net", "l1", "l2", "regularizers",
-    "schedules",
+    "schedules", "AveragedModel", "update_batch_norm",
 ]

@@ -1,6 +1,7 @@
 """The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
 hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
+from lamina.train.averaging import WeightAveraging
 from lamina.train.callbacks import (
     Callback,
     CSVLogger,
@@ -37,5 +38,6 @@ __all__ = [
     "LearningRateScheduler", "LogUniform", "MeanAbsoluteError", "MeanMetric", "ModelCheckpoint", "Precision",
     "ProgressBar", "R2Score", "Recall", "SearchResult", "SummaryWriter", "TensorBoard", "TerminateOnNaN", "Trainer",
     "Trial", "Uniform", "accuracy", "binary_accuracy", "coarse_to_fine", "confusion_matrix", "find_learning_rate",
-    "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy", "top_k_error", "tune_trainer"
+    "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy", "top_k_error", "tune_trainer",
+    "WeightAveraging",
 ]
