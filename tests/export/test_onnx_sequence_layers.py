@@ -69,8 +69,8 @@ POOLS = {
 def test_each_pool_runs_the_same_in_onnx_runtime(name, tmp_path):
     lamina.manual_seed(0)
     model = nn.Sequential(POOLS[name]())
-    graph = _exported_alike(model, [11], tmp_path)
-    assert _dims(graph.input[0]) == ["batch", 11, FEATURES]            # no sequence layer: a fixed length
+    graph = _exported_alike(model, [11, 14], tmp_path)
+    assert _dims(graph.input[0]) == ["batch", "time", FEATURES]        # 1-D layers leave the length free
 
 
 FREE_LENGTH_POOLS = {
@@ -93,6 +93,43 @@ def test_pools_after_a_recurrent_layer_take_any_length(name, tmp_path):
     graph = _exported_alike(model, [BUILT_LENGTH, OTHER_LENGTH], tmp_path)
     assert _dims(graph.input[0]) == ["batch", "time", FEATURES]
     assert _dims(graph.output[0]) == (["batch", "time", units] if name.endswith("same_length") else ["batch", units])
+
+
+# -- a free length without a recurrent layer --------------------------------------------------------
+CONV_POOL = {
+    "conv_then_max_pool": (lambda: nn.Sequential(nn.Conv1D(5, 3, activation="relu"), nn.MaxPool1D(2)),
+                           ["batch", "output_time", 5]),
+    "same_conv_then_ceil_avg_pool": (lambda: nn.Sequential(nn.Conv1D(5, 3, padding="same"),
+                                                            nn.AvgPool1D(3, stride=2, padding=1, ceil_mode=True)),
+                                     ["batch", "output_time", 5]),
+    "causal_dilated_conv_then_dense": (lambda: nn.Sequential(nn.Conv1D(5, 3, padding="causal", dilation=2),
+                                                             nn.Dense(2)),
+                                       ["batch", "time", 2]),
+    "conv_pool_global_dense": (POOLS["conv_pool_global_dense"], ["batch", 3]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONV_POOL))
+def test_convolution_and_pooling_models_take_any_length_and_declare_it(name, tmp_path, capfd):
+    """No recurrent layer: the 1-D layers alone leave the length free; an output whose length
+    differs from the input's gets its own symbolic size, so that ONNX Runtime, checking
+    the outputs against the declared shape, warns of nothing at the other length."""
+    make, output_dims = CONV_POOL[name]
+    lamina.manual_seed(0)
+    graph = _exported_alike(make(), [BUILT_LENGTH, OTHER_LENGTH], tmp_path)
+    assert _dims(graph.input[0]) == ["batch", "time", FEATURES]
+    assert _dims(graph.output[0]) == output_dims
+    assert "VerifyOutputSizes" not in capfd.readouterr().err
+
+
+def test_a_strided_same_convolution_keeps_the_exported_length(tmp_path):
+    """'same' with stride s pads max((ceil(L / s) - 1) s + f - L, 0) steps, a number that
+    depends on L: the file is written for the exported length."""
+    lamina.manual_seed(0)
+    graph = _exported_alike(nn.Sequential(nn.Conv1D(5, 4, stride=2, padding="same"), nn.MaxPool1D(2)),
+                            [BUILT_LENGTH], tmp_path)
+    assert _dims(graph.input[0]) == ["batch", BUILT_LENGTH, FEATURES]
+    assert _dims(graph.output[0]) == ["batch", 1, 5]
 
 
 # -- attention ---------------------------------------------------------------------------------

@@ -149,12 +149,12 @@ def test_config_round_trip_and_state_dict_load(f64):
     np.testing.assert_array_equal(rebuilt(x).numpy(), expected)
 
 
-def test_summary_lists_the_wrapped_layers():
+def test_summary_lists_each_wrapper_as_one_row():
     model = nn.Sequential(TimeDistributed(Conv2D(4, 3, padding="same")), TimeDistributed(MaxPool2D(2)),
                           TimeDistributed(Flatten()), LSTM(3))
     table = summary(model, (5, 8, 8, 1))
-    assert [row["type"] for row in table.rows] == ["Conv2D", "MaxPool2D", "Flatten", "LSTM"]
-    assert table.rows[0]["name"] == "time_distributed.layer" and table.rows[0]["params"] == 3 * 3 * 4 + 4
+    assert [row["type"] for row in table.rows] == ["TimeDistributed"] * 3 + ["LSTM"]
+    assert table.rows[0]["name"] == "time_distributed" and table.rows[0]["params"] == 3 * 3 * 4 + 4
     assert table.rows[-1]["input_shape"] == [5, 64]
     assert table.total_params == sum(r["params"] for r in table.rows)
     assert not model.built                                   # traced on a copy

@@ -15,6 +15,10 @@ estimate only), so the totals match the published counts.
 
 MACs per sample and the hyperparameter column follow :mod:`lamina.analysis.layer_rules`.
 
+A ``TimeDistributed`` layer is one row for the whole sequence: output volume (T, ...out),
+the wrapped layer's parameters, T times the MACs of one step, and the wrapped layer's
+hyperparameters after its type ('Conv2D K=4 f=3 s=1 p=0').
+
 Memory (course notes, Memory usage: activations, parameters, training data): a layer's
 activation memory is its output elements x bytes per element x batch size. The training
 estimate adds parameter values, their gradients and the optimizer state (Adam keeps 2
@@ -100,26 +104,25 @@ class Summary:
                                 if b is not None and hasattr(b, "dtype"))
         self.total_macs = sum(r["macs"] for r in self.rows)
         self.activation_bytes_per_sample = sum(call.output_bytes for call in tr.calls)
-        self.intermediate_bytes_per_sample = sum(math.prod(t.shape[1:]) * t.dtype.itemsize
-                                                 for t in tr.intermediates())
+        self.intermediate_bytes_per_sample = tr.intermediate_bytes()
         self.uncalled_params = self.total_params - sum(r["params"] for r in self.rows)
 
     def _row(self, call: LayerCall, field: Field | None) -> dict:
         module = call.module
-        own = list(module._parameters.values()) if call.first else []
+        own = _called_params(call)
         trainable = sum(p.size for p in own if p.trainable)
         frozen = sum(p.size for p in own if not p.trainable)
         ins, outs = call.input_shapes, call.output_shapes
         return {
             "name": call.path or module.name or type(module).__name__,
             "type": type(module).__name__,
-            "hyperparameters": layer_hyperparameters(module, ins),
+            "hyperparameters": _hyperparameters(call),
             "input_shape": [list(s) for s in ins] if len(ins) != 1 else list(ins[0]),
             "output_shape": [list(s) for s in outs] if len(outs) != 1 else list(outs[0]),
             "trainable_params": trainable,
             "non_trainable_params": frozen,
             "params": trainable + frozen,
-            "macs": layer_macs(module, ins, outs),
+            "macs": _call_macs(call),
             "activation_bytes": call.output_bytes * self.batch_size,
             "receptive_field": None if field is None else [field[0], field[1]],
         }
@@ -219,6 +222,30 @@ class Summary:
     def __repr__(self) -> str:
         return (f"Summary({self.model_name!r}, input_shape={self.input_shape}, layers={len(self.rows)}, "
                 f"total_params={self.total_params:,}, total_macs={self.total_macs:,})")
+
+
+def _called_params(call: LayerCall) -> list:
+    """The parameters a row counts: its layer's own on the layer's first call, and for a
+    ``TimeDistributed`` those of the layers it runs (each once, on its first call)."""
+    own = list(call.module._parameters.values()) if call.first else []
+    return own + [p for inner in call.inner for p in _called_params(inner)]
+
+
+def _call_macs(call: LayerCall) -> int:
+    """MACs of one sample: the layer rule, or for a ``TimeDistributed`` T times the MACs of
+    the layers it runs on one step."""
+    if call.wraps_steps:
+        return call.steps * sum(_call_macs(inner) for inner in call.inner)
+    return layer_macs(call.module, call.input_shapes, call.output_shapes)
+
+
+def _hyperparameters(call: LayerCall) -> str:
+    """The hyperparameter column; for a ``TimeDistributed``, the wrapped layer's type and its."""
+    if not call.wraps_steps:
+        return layer_hyperparameters(call.module, call.input_shapes)
+    wrapped = call.module.layer
+    step = [s[1:] for s in call.input_shapes]
+    return f"{type(wrapped).__name__} {layer_hyperparameters(wrapped, step)}".rstrip()
 
 
 def _positive(value, what: str) -> int:

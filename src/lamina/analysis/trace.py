@@ -18,6 +18,11 @@ composite blocks.
 A *layer* (a row of the summary) is a called module without sub-modules, or one that owns
 parameters or buffers itself (a ``Conv2D`` with an activation layer inside); containers
 such as ``Sequential`` and composite blocks are not rows, their layers are.
+
+A ``TimeDistributed`` wrapper is a row of its own: its wrapped layer runs once per time
+step, on the T steps folded into the batch, (N, T, ...) -> (N T, ...), so the calls made
+inside it are recorded under it (:attr:`LayerCall.inner`), with shapes of one step, and
+the sequence's figures are T times theirs (:attr:`LayerCall.steps`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from lamina.autograd import Tensor, graph
 from lamina.nn import init
 from lamina.nn.layer import reads_ids
 from lamina.nn.module import Module, intercept_calls
+from lamina.nn.wrappers import TimeDistributed
 
 __all__ = ["LayerCall", "Trace", "is_layer", "resolve_model", "trace"]
 
@@ -46,6 +52,19 @@ class LayerCall:
     inputs: list[Tensor]
     outputs: list[Tensor]
     first: bool = True  # the first call of this module (its parameters are counted here)
+    # the calls made inside a TimeDistributed, on the folded steps (N T, ...), in call order
+    inner: list[LayerCall] = field(default_factory=list)
+
+    @property
+    def wraps_steps(self) -> bool:
+        """Whether this is a ``TimeDistributed`` call, its wrapped layer run once per step."""
+        return isinstance(self.module, TimeDistributed)
+
+    @property
+    def steps(self) -> int:
+        """T, the runs of the wrapped layer per sample for a ``TimeDistributed`` call (its
+        input's time axis); 1 for any other call."""
+        return int(self.inputs[0].shape[1]) if self.wraps_steps and self.inputs else 1
 
     @property
     def input_shapes(self) -> list[tuple[int, ...]]:
@@ -82,23 +101,22 @@ class Trace:
     def intermediates(self) -> list[Tensor]:
         """The op results the output depends on that are not a layer's output: tensors made
         inside a layer (the pre-activation z of a ``Conv2D(..., activation=...)``) or by a
-        block's ``forward`` (a residual block's sum and ReLU, an inception concatenation)."""
-        layer_outputs = {id(t) for call in self.calls for t in call.outputs}
-        layer_outputs.add(id(self.input))
-        found: list[Tensor] = []
-        seen: set[int] = set()
-        stack = list(self.output)
-        while stack:
-            t = stack.pop()
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
-            ctx = getattr(t, "_ctx", None)
-            if ctx is None:
-                continue  # the input, parameters, constants
-            if id(t) not in layer_outputs:
-                found.append(t)
-            stack.extend(ctx.inputs or ())
+        block's ``forward`` (a residual block's sum and ReLU, an inception concatenation),
+        and the tensors made inside a ``TimeDistributed`` but its two reshapes (see
+        :meth:`intermediate_bytes`)."""
+        return [t for t, _ in self._intermediates()]
+
+    def intermediate_bytes(self) -> int:
+        """Bytes per sample of :meth:`intermediates`. A tensor made inside a
+        ``TimeDistributed`` holds one step per row, (N T, ...): it counts T times its row.
+        The wrapper's reshapes (N, T, ...) <-> (N T, ...) are views of its input and of its
+        output (the row's activation): they are not counted."""
+        return sum(math.prod(t.shape[1:]) * t.dtype.itemsize * repeats for t, repeats in self._intermediates())
+
+    def _intermediates(self) -> list[tuple[Tensor, int]]:
+        """(tensor, runs per sample) of every intermediate, walking back from the output."""
+        found: list[tuple[Tensor, int]] = []
+        _collect(self.output, self.calls, {id(self.input)}, 1, found, set())
         return found
 
     def path_of(self, module: Module) -> str | None:
@@ -112,10 +130,52 @@ class Trace:
         return None
 
 
+def _collect(outputs: list[Tensor], calls: list[LayerCall], stop: set[int], repeats: int,
+             found: list[tuple[Tensor, int]], seen: set[int], rows: bool = True) -> None:
+    """Append to ``found`` the op results reachable back from ``outputs`` (not crossing the
+    tensors in ``stop``), each with ``repeats``, but the outputs of ``calls`` when they are
+    ``rows`` (their outputs are the activations). The inside of a ``TimeDistributed`` call
+    is walked with ``repeats`` x T; its layers are not rows, their outputs are collected."""
+    layer_outputs = {id(t): call for call in calls for t in call.outputs}
+    stack = list(outputs)
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or id(t) in stop:
+            continue
+        seen.add(id(t))
+        ctx = getattr(t, "_ctx", None)
+        if ctx is None:
+            continue  # the input, parameters, constants
+        call = layer_outputs.get(id(t))
+        if call is None or not rows:
+            found.append((t, repeats))
+        if call is not None and call.wraps_steps:
+            _collect_steps(call, t, repeats, found, seen)
+            stack.extend(call.inputs)
+        else:
+            stack.extend(ctx.inputs or ())
+
+
+def _collect_steps(call: LayerCall, output: Tensor, repeats: int, found: list[tuple[Tensor, int]],
+                   seen: set[int]) -> None:
+    """The intermediates inside a ``TimeDistributed`` call, from its output (N, T, ...out)
+    back to its input: every tensor made on the folded steps (N T, ...) but the folded
+    input and the wrapped layer's output, of which the call's input and ``output`` are
+    reshapes."""
+    inputs = {id(t) for t in call.inputs}
+    unfolded = list(output._ctx.inputs or ())
+    inside: list[tuple[Tensor, int]] = []
+    _collect(unfolded, call.inner, inputs, repeats * call.steps, inside, seen, rows=False)
+    views = {id(t) for t in unfolded}
+    found.extend((t, n) for t, n in inside
+                 if id(t) not in views and not any(id(u) in inputs for u in t._ctx.inputs or ()))
+
+
 def is_layer(module: Module) -> bool:
-    """Whether a call of ``module`` is a row: no sub-modules, or weights of its own."""
+    """Whether a call of ``module`` is a row: no sub-modules, or weights of its own, or a
+    ``TimeDistributed`` wrapper (the layers it wraps are recorded inside its call)."""
     return not module._modules or bool(module._parameters) or any(
-        b is not None for b in module._buffers.values())
+        b is not None for b in module._buffers.values()) or isinstance(module, TimeDistributed)
 
 
 def resolve_model(model: Module | Callable[[], Module]) -> Module:
@@ -198,17 +258,25 @@ def trace(model: Module | Callable[[], Module], input_shape: Sequence[int] | Non
     paths = {id(m): p for p, m in traced.named_modules()}
     calls: list[LayerCall] = []
     seen: set[int] = set()
+    wrappers: list[LayerCall] = []  # the TimeDistributed calls running now, innermost last
 
     def record(module: Module, inputs: tuple, kwargs: dict, forward: Callable):
         if not is_layer(module):
             return forward()
         # tensors given by keyword (an attention layer's key and value) count as inputs too
         given = _tensors(inputs) + [v for v in kwargs.values() if isinstance(v, Tensor)]
-        call = LayerCall(len(calls), paths.get(id(module), module.name or type(module).__name__), module,
+        siblings = wrappers[-1].inner if wrappers else calls
+        call = LayerCall(len(siblings), paths.get(id(module), module.name or type(module).__name__), module,
                          given, [], first=id(module) not in seen)
         seen.add(id(module))
-        calls.append(call)  # appended before the forward: rows follow the call order
-        out = forward()
+        siblings.append(call)  # appended before the forward: rows follow the call order
+        if call.wraps_steps:
+            wrappers.append(call)
+        try:
+            out = forward()
+        finally:
+            if call.wraps_steps:
+                wrappers.pop()
         call.outputs = _tensors(out)
         return out
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lamina import nn
+from lamina.errors import ShapeError
 from lamina.export import onnx_attention, onnx_branching, onnx_layers, onnx_recurrent, onnx_sequence_layers  # noqa: F401  (converters)
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 from lamina.io.atomic import write_bytes_atomic
@@ -66,8 +67,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
     out_dims = ["batch", *out.shape[1:]]
     if _free_length(model):
         dims[1] = "time"
-        if len(out.shape) == 3 and out.shape[1] == shape[1]:
-            out_dims[1] = "time"
+        if len(out.shape) >= 3:             # nothing flattens the steps: axis 1 is still time
+            out_dims[1] = "time" if _keeps_length(model, shape, out.shape) else "output_time"
     proto = onnx.helper.make_model(
         onnx.helper.make_graph(graph.nodes, label(model),
                                [onnx.helper.make_tensor_value_info(value.name, elem, dims)],
@@ -82,16 +83,50 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
 
 
 _SEQUENCE_LAYERS = (nn.SimpleRNN, nn.GRU, nn.LSTM, nn.Bidirectional, nn.MultiHeadAttention,
-                    nn.TransformerEncoderLayer, nn.PositionalEncoding, nn.PositionEmbedding)
+                    nn.TransformerEncoderLayer, nn.PositionalEncoding, nn.PositionEmbedding, nn.Conv1D, nn.MaxPool1D,
+                    nn.AvgPool1D, nn.GlobalAvgPool1D, nn.GlobalMaxPool1D, nn.TimeDistributed)
 _FIXED_LENGTH_LAYERS = (nn.Flatten, nn.Reshape)
+# layers that read axis 1 as an image's height: outside a TimeDistributed, axis 1 is no time axis
+_IMAGE_LAYERS = (nn.Conv2D, nn.DepthwiseConv2D, nn.SeparableConv2D, nn.Conv2DTranspose, nn.MaxPool2D, nn.AvgPool2D,
+                 nn.GlobalAvgPool2D, nn.UpSampling2D, nn.ZeroPadding2D, nn.Cropping2D)
 
 
 def _free_length(model: nn.Module) -> bool:
     """Whether the input's axis 1 is a sequence's time axis that no node fixes: the model
-    holds a sequence layer and nothing that flattens or reshapes across the steps."""
-    layers = list(model.modules())
+    holds a sequence layer and nothing that fixes the steps (:func:`_fixes_length`). Inside
+    a TimeDistributed the layers see one step at a time: they fix nothing."""
+    layers = list(_outside_steps(model))
     return (any(isinstance(m, _SEQUENCE_LAYERS) for m in layers)
-            and not any(isinstance(m, _FIXED_LENGTH_LAYERS) for m in layers))
+            and not any(_fixes_length(m) for m in layers))
+
+
+def _outside_steps(module: nn.Module):
+    """``module`` and the modules below it, not entering a TimeDistributed."""
+    yield module
+    if not isinstance(module, nn.TimeDistributed):
+        for child in module.children():
+            yield from _outside_steps(child)
+
+
+def _fixes_length(module: nn.Module) -> bool:
+    """Flatten and Reshape fix the steps, and an image layer makes axis 1 a height, kept as
+    exported; so does a strided 'same' Conv1D, whose padding the converter computes for the
+    length it was built for (max((ceil(L / s) - 1) s + f - L, 0))."""
+    if isinstance(module, _FIXED_LENGTH_LAYERS + _IMAGE_LAYERS):
+        return True
+    return isinstance(module, nn.Conv1D) and module.padding == "same" and module.stride > 1
+
+
+def _keeps_length(model: nn.Module, shape: tuple, out_shape: tuple) -> bool:
+    """Whether the output has as many steps as the input (then both are declared 'time'):
+    at the exported length, and at one more step where the model infers its output shape."""
+    if out_shape[1] != shape[1]:
+        return False
+    longer = (None, shape[1] + 1, *shape[2:])
+    try:
+        return tuple(model.compute_output_shape(longer))[1] == longer[1]
+    except (NotImplementedError, ShapeError, ValueError, TypeError, IndexError):
+        return True
 
 
 def _input_shape(model: nn.Module, input_shape) -> tuple:

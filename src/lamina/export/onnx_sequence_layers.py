@@ -1,8 +1,13 @@
-"""ONNX forms of the 1-D pools and of the course notes' attention layers (dot-product
-:class:`lamina.nn.Attention` and Bahdanau's :class:`lamina.nn.AdditiveAttention`).
+"""ONNX forms of the 1-D pools, of :class:`lamina.nn.TimeDistributed` and of the course
+notes' attention layers (dot-product :class:`lamina.nn.Attention` and Bahdanau's
+:class:`lamina.nn.AdditiveAttention`).
 
 Sequences stay (N, T, C), as lamina holds them. The pools run ONNX's 1-D MaxPool and
 AveragePool on the sequence transposed to (N, C, T) and back; no node fixes N or T.
+
+TimeDistributed folds the steps into the batch axis, (N, T, ...) -> (N T, ...), writes the
+wrapped layer's nodes on that, and unfolds its output, (N T, ...out) -> (N, T, ...out), with
+N and T read from the input at run time: no node fixes them.
 
 The attention layers are called on a list, ``layer([query, value])`` or
 ``layer([query, value, key])``, so they cannot be a layer of a ``Sequential``, whose layers
@@ -24,7 +29,7 @@ import numpy as np
 
 from lamina import nn
 from lamina.errors import ShapeError
-from lamina.export.onnx_graph import Graph, Value, label, register_converter
+from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 
 __all__ = ["additive_attention", "dot_product_attention"]
 
@@ -63,6 +68,31 @@ def _global_pool1d(op: str):
 
 register_converter(nn.GlobalAvgPool1D)(_global_pool1d("GlobalAveragePool"))
 register_converter(nn.GlobalMaxPool1D)(_global_pool1d("GlobalMaxPool"))
+
+
+# -- time-distributed layers -------------------------------------------------------------------
+@register_converter(nn.TimeDistributed)
+def _time_distributed(graph: Graph, layer, value: Value) -> Value:
+    """out[:, t] = layer(x[:, t]): Reshape to (N T, ...) (-1 for N T), the wrapped layer,
+    then Reshape to (N, T, ...out) with (N, T) taken from the input's Shape."""
+    if len(value.shape) < 3:
+        raise ShapeError(f"export_onnx: {layer._label()} expects a value (batch, time, ...) with at least 3 axes, "
+                         f"got a value of shape {value.shape}")
+    value = graph.layout(value, "nhwc")
+    hint = label(layer)
+    n, t, *step = value.shape
+    fold = graph.constant([-1, *step], f"{hint}_fold_shape", np.int64)
+    folded = Value(graph.node("Reshape", [value.name, fold], f"{hint}_folded"), (n * t, *step))
+    out = graph.layout(convert(graph, layer.layer, folded), "nhwc")
+    batch_and_time = graph.node("Slice", [graph.node("Shape", [value.name], f"{hint}_input_shape"),
+                                          graph.constant([0], f"{hint}_from", np.int64),
+                                          graph.constant([2], f"{hint}_to", np.int64)], f"{hint}_batch_and_time")
+    step_out = list(out.shape[1:])
+    target = batch_and_time
+    if step_out:
+        target = graph.node("Concat", [batch_and_time, graph.constant(step_out, f"{hint}_step_shape", np.int64)],
+                            f"{hint}_unfold_shape", axis=0)
+    return Value(graph.node("Reshape", [out.name, target], hint), (n, t, *step_out))
 
 
 # -- attention -------------------------------------------------------------------------------

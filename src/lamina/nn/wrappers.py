@@ -36,8 +36,8 @@ class TimeDistributed(Module):
     One set of weights serves every step (the wrapped layer, registered as the sub-layer
     ``layer``: state dict keys ``layer.weight``, ...). The wrapped layer builds on its first
     call from the shape of one step, (N T, ...), and must return one tensor with one row per
-    input row. ``lamina.analysis.summary`` lists the wrapped layer with the shapes and MACs
-    of one time step.
+    input row. ``lamina.analysis.summary`` gives the wrapper one row: the whole sequence's
+    output shape, the wrapped layer's parameters and T times its MACs for one step.
     """
 
     # each step's output depends on that step alone, so a sequence may be fed step by step
