@@ -289,3 +289,14 @@ def test_cross_attention_counts_the_keys_given_by_keyword():
     row = summary(Decoder(), (5, 8)).rows[0]
     e, t_q, t_k = 8, 5, 15
     assert row["macs"] == e * e * (2 * t_q + 2 * t_k) + 2 * t_q * t_k * e
+
+
+def test_time_first_intermediates_count_per_sample():
+    """A recurrent layer keeps its steps time-first, (T + 2, N, H): the batch axis is not the
+    first one, and the tensor still counts T + 2 rows of H values per sample."""
+    from lamina.analysis.trace import trace
+
+    tr = trace(nn.Sequential(nn.LSTM(16), nn.Dense(3)), (10, 8))
+    shapes = [tuple(t.shape) for t in tr.intermediates()]
+    assert shapes == [(12, 0, 16)]
+    assert tr.intermediate_bytes() == 12 * 16 * 4

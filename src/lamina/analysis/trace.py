@@ -84,7 +84,7 @@ class LayerCall:
     @property
     def output_bytes(self) -> int:
         """Bytes per sample of the outputs."""
-        return sum(math.prod(t.shape[1:]) * t.dtype.itemsize for t in self.outputs)
+        return sum(per_sample_bytes(t) for t in self.outputs)
 
 
 @dataclass
@@ -111,7 +111,7 @@ class Trace:
         ``TimeDistributed`` holds one step per row, (N T, ...): it counts T times its row.
         The wrapper's reshapes (N, T, ...) <-> (N T, ...) are views of its input and of its
         output (the row's activation): they are not counted."""
-        return sum(math.prod(t.shape[1:]) * t.dtype.itemsize * repeats for t, repeats in self._intermediates())
+        return sum(per_sample_bytes(t) * repeats for t, repeats in self._intermediates())
 
     def _intermediates(self) -> list[tuple[Tensor, int]]:
         """(tensor, runs per sample) of every intermediate, walking back from the output."""
@@ -128,6 +128,17 @@ class Trace:
                 if m is module:
                     return path
         return None
+
+
+def per_sample_bytes(t: Tensor) -> int:
+    """Bytes per sample of a tensor of the zero-sample pass: the product of its other axes
+    once its empty (batch) axis is left out, wherever that axis is (a recurrent layer keeps
+    its steps time-first, (T, N, H)); 0 for a tensor with no batch axis (a constant)."""
+    shape = tuple(t.shape)
+    if 0 not in shape:
+        return 0
+    batch = shape.index(0)
+    return math.prod(shape[:batch] + shape[batch + 1:]) * t.dtype.itemsize
 
 
 def _collect(outputs: list[Tensor], calls: list[LayerCall], stop: set[int], repeats: int,
