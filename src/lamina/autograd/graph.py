@@ -32,13 +32,16 @@ def is_recomputing() -> bool:
     return _recomputing
 
 
-class no_grad:
-    """Context manager (or decorator) under which no graph is recorded."""
+class _RecordingSwitch:
+    """Sets whether ops record the graph to ``recording`` inside ``with`` (or a decorated
+    function), and puts the previous setting back on the way out."""
+
+    recording: bool
 
     def __enter__(self) -> None:
         global _grad_enabled
         self._previous = _grad_enabled
-        _grad_enabled = False
+        _grad_enabled = self.recording
 
     def __exit__(self, *exc) -> None:
         global _grad_enabled
@@ -47,32 +50,23 @@ class no_grad:
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with no_grad():
+            with type(self)():
                 return fn(*args, **kwargs)
 
         return wrapper
 
 
-class enable_grad:
+class no_grad(_RecordingSwitch):
+    """Context manager (or decorator) under which no graph is recorded."""
+
+    recording = False
+
+
+class enable_grad(_RecordingSwitch):
     """Context manager (or decorator) under which the graph is recorded, even inside
     :class:`no_grad`."""
 
-    def __enter__(self) -> None:
-        global _grad_enabled
-        self._previous = _grad_enabled
-        _grad_enabled = True
-
-    def __exit__(self, *exc) -> None:
-        global _grad_enabled
-        _grad_enabled = self._previous
-
-    def __call__(self, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with enable_grad():
-                return fn(*args, **kwargs)
-
-        return wrapper
+    recording = True
 
 
 class recomputing:

@@ -10,26 +10,23 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagra
 SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "cosine_restarts", "onecycle")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: the text as an integer of at least 1, or a usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _integer_at_least(low: int, expected: str):
+    """An argparse type: the text as an integer of at least ``low``, or a usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """An argparse type: the text as an integer of at least 0, or a usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+positive_int = _integer_at_least(1, "a positive integer")
+nonnegative_int = _integer_at_least(0, "an integer >= 0")
 
 
 def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
