@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lamina import backend
 from lamina.autograd import graph
-from lamina.autograd.tensor import Tensor
-from lamina.errors import ShapeError
+from lamina.autograd.tensor import Tensor, output_gradient
 
 __all__ = ["grad"]
 
@@ -38,14 +36,7 @@ def grad(output: Tensor, inputs: Tensor | Sequence[Tensor], grad_output=None, re
             raise RuntimeError(f"grad: inputs[{i}] (shape {t.shape}) does not require grad")
     if not output.requires_grad:
         raise RuntimeError("grad: the output does not require grad: none of the inputs was used to compute it")
-    if grad_output is None:
-        if output.size != 1:
-            raise RuntimeError(f"grad: an output of shape {output.shape} needs grad_output of the same shape")
-        grad_output = backend.xp.ones_like(output.data)
-    else:
-        grad_output = backend.xp.asarray(getattr(grad_output, "data", grad_output), dtype=output.dtype)
-        if grad_output.shape != output.shape:
-            raise ShapeError(f"grad: grad_output of shape {grad_output.shape} for an output of shape {output.shape}")
+    grad_output = output_gradient(output, grad_output, "grad", "grad_output")
     results = graph.gradients(output, grad_output, wanted, retain_graph=retain_graph)
     for i, g in enumerate(results):
         if g is None and not allow_unused:

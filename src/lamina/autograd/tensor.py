@@ -122,20 +122,7 @@ class Tensor:
                 "backward() on a tensor that does not require grad: no input on its graph "
                 "was created with requires_grad=True (or it was computed under no_grad)"
             )
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward() without a gradient needs a scalar, got shape {self.shape}; "
-                    "pass grad= of the same shape"
-                )
-            grad = backend.xp.ones_like(self.data)
-        else:
-            # no copy: run_backward never lets a leaf keep the caller's array as its .grad
-            grad = backend.xp.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.data.dtype)
-            if grad.shape != self.shape:
-                from lamina.errors import ShapeError
-
-                raise ShapeError(f"backward: grad of shape {grad.shape} for a tensor of shape {self.shape}")
+        grad = output_gradient(self, grad, "backward", "grad")
         graph.run_backward(self, grad, retain_graph=retain_graph)
 
     def __repr__(self) -> str:
@@ -182,3 +169,20 @@ class _HookHandle:
 
     def remove(self) -> None:
         self.hooks.pop(self, None)
+
+
+def output_gradient(output: Tensor, grad, who: str, argument: str):
+    """dJ/doutput to start a backward sweep from: ones for a scalar output when ``grad`` is
+    None, else ``grad`` as an array of the output's shape and dtype (no copy: the sweep never
+    lets a leaf keep the caller's array as its ``grad``)."""
+    if grad is None:
+        if output.data.size != 1:
+            raise RuntimeError(f"{who}: an output of shape {output.shape} needs {argument}= of the same shape "
+                               "(only a scalar's is implied)")
+        return backend.xp.ones_like(output.data)
+    grad = backend.xp.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=output.data.dtype)
+    if grad.shape != output.shape:
+        from lamina.errors import ShapeError
+
+        raise ShapeError(f"{who}: {argument} of shape {grad.shape} for an output of shape {output.shape}")
+    return grad

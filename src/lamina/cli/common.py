@@ -10,23 +10,26 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagra
 SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "cosine_restarts", "onecycle")
 
 
-def _integer_at_least(low: int, expected: str):
-    """An argparse type: the text as an integer of at least ``low``, or a usage error."""
+def _argument_type(convert, accept, expected: str):
+    """An argparse type: ``convert(text)`` when ``accept`` takes it, else a usage error that
+    says what was ``expected``."""
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
             value = None
-        if value is None or value < low:
+        if value is None or not accept(value):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
     return parse
 
 
-positive_int = _integer_at_least(1, "a positive integer")
-nonnegative_int = _integer_at_least(0, "an integer >= 0")
+positive_int = _argument_type(int, lambda v: v >= 1, "a positive integer")
+nonnegative_int = _argument_type(int, lambda v: v >= 0, "an integer >= 0")
+positive_number = _argument_type(float, lambda v: 0 < v < math.inf, "a positive finite number")
+unit_interval = _argument_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):

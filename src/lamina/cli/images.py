@@ -4,20 +4,21 @@ raw engine."""
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 import lamina
 from lamina import functional as F
-from lamina.cli.common import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule, nonnegative_int, positive_int
-
-if TYPE_CHECKING:
-    from lamina.data import CutMix, MixUp
-    from lamina.train import WeightAveraging
+from lamina.cli.common import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule, positive_int
+from lamina.cli.train_options import (
+    add_mixing_and_averaging,
+    check_resumed_mixing,
+    report_averaging,
+    training_data,
+    weight_averaging,
+)
 
 MODELS = ("lenet5", "mlp", "logistic_regression")
 
@@ -89,110 +90,13 @@ def augmentation_layers(dataset: str, input_shape: tuple[int, ...]) -> list:
     return layers
 
 
-def mixing_alpha(text: str) -> float:
-    """An argparse type: the Beta(alpha, alpha) parameter of --mixup / --cutmix, a positive finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number alpha (lam ~ Beta(alpha, alpha)), "
-                                         f"got {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a positive number alpha (lam ~ Beta(alpha, alpha)), "
-                                         f"got {text!r}")
-    return value
-
-
-def averaging_decay(text: str) -> float:
-    """An argparse type: the --ema decay beta, a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got {text!r}")
-    return value
-
-
-def batch_mixer(args: argparse.Namespace, num_classes: int) -> MixUp | CutMix | None:
-    """The --mixup or --cutmix mixer of a run, or None when neither is given: each mini-batch
-    is built from pairs (i, pi(i)) of its samples, with lam ~ Beta(alpha, alpha) and soft
-    targets y~_i = lam y_i + (1 - lam) y_pi(i) (CutMix: lam the share of the image kept)."""
-    from lamina.data import CutMix, MixUp
-
-    # the mixer's own stream, apart from the shuffling, which --seed seeds as in a run without mixing
-    if args.mixup is not None:
-        return MixUp(args.mixup, num_classes=num_classes, seed=args.seed + 1)
-    if args.cutmix is not None:
-        return CutMix(args.cutmix, num_classes=num_classes, seed=args.seed + 1)
-    return None
-
-
-def _training_data(train: tuple, args: argparse.Namespace, num_classes: int):
-    """What a trainer iterates: the (x, y) arrays, or with --mixup / --cutmix a loader that
-    shuffles them as ``fit`` would and mixes every mini-batch. Each call makes a fresh one."""
-    from lamina.data import ArrayDataset, DataLoader
-
-    mixer = batch_mixer(args, num_classes)
-    if mixer is None:
-        return train
-    return DataLoader(ArrayDataset(*train), batch_size=args.batch_size, shuffle=True, seed=args.seed,
-                      batch_transform=mixer)
-
-
-def _check_resumed_mixing(args: argparse.Namespace) -> None:
-    """Refuse to resume a run that mixed its batches without --mixup or --cutmix (the
-    checkpoint holds a mixer's state that a plain loader cannot take)."""
-    from lamina.train.checkpoint import read
-
-    _, state = read(args.resume)
-    mixed = "batch_transform" in (state.get("loader") or {})
-    if mixed and args.mixup is None and args.cutmix is None:
-        raise SystemExit(f"lamina train: {args.resume} was trained with --mixup or --cutmix; "
-                         "pass the same option to resume it")
-
-
-def weight_averaging(args: argparse.Namespace) -> WeightAveraging | None:
-    """The --ema or --swa callback, or None when neither is given. --ema: after every
-    optimizer step v_t = beta v_{t-1} + (1 - beta) theta_t; --swa: at the end of every epoch
-    from START_EPOCH on v_t = v_{t-1} + (theta_t - v_{t-1}) / t, the equal average. Both start
-    from v_1 = theta_1 and put v in the model when training ends."""
-    from lamina.train import WeightAveraging
-
-    if args.ema is not None:
-        return WeightAveraging(decay=args.ema, every="iteration")
-    if args.swa is not None:
-        if args.swa >= args.epochs:
-            raise SystemExit(f"lamina train: --swa START_EPOCH must be below --epochs ({args.epochs}; epochs "
-                             f"count from 0), got {args.swa}")
-        return WeightAveraging(start_epoch=args.swa, every="epoch")
-    return None
-
-
-def _report_averaging(averaging, model) -> None:
-    """One line on the weights that --ema / --swa put in the model."""
-    from lamina import nn
-
-    name = "EMA" if averaging.decay is not None else "SWA"
-    updates = averaging.averaged.n_averaged if averaging.averaged is not None else 0
-    if updates == 0:
-        print(f"{name}: no weights were averaged (training ended first); the trained weights are kept")
-        return
-    if averaging.decay is not None:
-        what = f"the exponential moving average of the weights (decay {averaging.decay}, {updates} updates)"
-    else:
-        what = f"the equal average of the weights at the end of {updates} epoch{'s' if updates > 1 else ''}"
-    recomputed = any(isinstance(m, nn.BatchNorm) for m in model.modules())
-    print(f"{name}: {what} put in place of the trained weights"
-          f"{'; batch-norm statistics recomputed for them' if recomputed else ''}")
-
-
 def train(args: argparse.Namespace) -> dict:
     from lamina.train import EarlyStopping, ModelCheckpoint, TerminateOnNaN, Trainer
     from lamina.train.recipes import prepare_dataset
 
     averaging = weight_averaging(args)
     if args.resume is not None:
-        _check_resumed_mixing(args)
+        check_resumed_mixing(args)
     lamina.manual_seed(args.seed)
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
@@ -217,7 +121,7 @@ def train(args: argparse.Namespace) -> dict:
         loss = functools.partial(F.categorical_cross_entropy, label_smoothing=args.label_smoothing)
     if args.find_lr:
         finder = Trainer(model, loss, optimizer, verbose=0, clip_norm=args.clip_norm)
-        args.lr = _find_lr(finder, _training_data(data.train, args, classes), args, out)
+        args.lr = _find_lr(finder, training_data(data.train, args, classes), args, out)
         optimizer.lr = args.lr
     batches = -(-len(data.train[0]) // args.batch_size)
     iterations = args.epochs * -(-batches // args.accumulate)  # optimizer steps: one per --accumulate batches
@@ -230,7 +134,7 @@ def train(args: argparse.Namespace) -> dict:
         callbacks.append(averaging)  # last: its weights win over EarlyStopping's best ones
     trainer = Trainer(model, loss, optimizer, metrics=("accuracy",), callbacks=callbacks, schedule=schedule,
                       verbose=args.verbose, clip_norm=args.clip_norm, accumulate=args.accumulate)
-    history = trainer.fit(_training_data(data.train, args, classes), val=data.val, epochs=args.epochs,
+    history = trainer.fit(training_data(data.train, args, classes), val=data.val, epochs=args.epochs,
                           batch_size=args.batch_size, seed=args.seed, resume_from=args.resume)
     if args.verbose:
         for epoch, (loss, acc, vloss, vacc) in enumerate(zip(history["loss"], history["accuracy"],
@@ -238,7 +142,7 @@ def train(args: argparse.Namespace) -> dict:
             print(f"epoch {epoch:3d}  cost {loss:.4f}  accuracy {acc:.4f}  "
                   f"val cost {vloss:.4f}  val accuracy {vacc:.4f}")
     if averaging is not None:
-        _report_averaging(averaging, model)
+        report_averaging(averaging, model)
     result = trainer.evaluate(data.test)
     elapsed = time.perf_counter() - started
     info = {**data.info, "model": args.model, "epochs": args.epochs, "optimizer": args.optimizer, "lr": args.lr,
@@ -360,20 +264,7 @@ def add_commands(sub) -> None:
     t.add_argument("--augment", action="store_true",
                    help="augment the training images: random shifts, plus mirroring (cifar10, fashion_mnist) or "
                         "small rotations (digits, mnist)")
-    mixing = t.add_mutually_exclusive_group()
-    mixing.add_argument("--mixup", type=mixing_alpha, default=None, metavar="ALPHA",
-                        help="MixUp: train on blends lam x_i + (1 - lam) x_j of pairs of images and of their "
-                             "one-hot labels, lam ~ Beta(ALPHA, ALPHA) per mini-batch (e.g. 0.2; default: off)")
-    mixing.add_argument("--cutmix", type=mixing_alpha, default=None, metavar="ALPHA",
-                        help="CutMix: paste a box of another image, a fraction 1 - lam of the area, lam ~ "
-                             "Beta(ALPHA, ALPHA), into each image and mix the labels by area (e.g. 1; default: off)")
-    averaging = t.add_mutually_exclusive_group()
-    averaging.add_argument("--ema", type=averaging_decay, default=None, metavar="DECAY",
-                           help="keep v = DECAY v + (1 - DECAY) theta, the moving average of the weights, after "
-                                "every update; evaluate and save it (e.g. 0.999; default: off)")
-    averaging.add_argument("--swa", type=nonnegative_int, default=None, metavar="START_EPOCH",
-                           help="stochastic weight averaging: evaluate and save the equal average of the weights "
-                                "at the end of every epoch from START_EPOCH on, counted from 0 (default: off)")
+    add_mixing_and_averaging(t)
     t.add_argument("--activation", default="tanh", help="LeNet-5 activation (default tanh)")
     t.add_argument("--pool", choices=("avg", "max"), default="avg", help="LeNet-5 pooling (default avg)")
     t.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
