@@ -183,6 +183,18 @@ def test_swa_saves_the_equal_average_of_the_epoch_end_weights(tmp_path, capsys):
     assert result["accuracy"] > 0.75       # 87% with these seeds (the last iterate: 88%)
 
 
+def test_a_resumed_swa_run_carries_on_its_average(tmp_path):
+    options = ["--schedule", "none", "--swa", "0"]
+    train_run(tmp_path / "whole", "--epochs", "3", *options)
+    train_run(tmp_path / "first", "--epochs", "2", *options)
+    train_run(tmp_path / "resumed", "--epochs", "3", "--resume", str(tmp_path / "first" / "checkpoint.safetensors"),
+              *options)
+    whole, _ = saved_model(tmp_path / "whole")
+    resumed, _ = saved_model(tmp_path / "resumed")   # the average of 3 epoch ends, not of the last one alone
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+
+
 @pytest.mark.parametrize("pair", [("--mixup", "--cutmix"), ("--ema", "--swa")], ids=["mixing", "averaging"])
 def test_options_of_one_kind_exclude_each_other(capsys, pair):
     code, _, err = exit_of(capsys, "train", pair[0], "0.5", pair[1], "1")

@@ -44,6 +44,16 @@ def test_file_is_readable_by_the_reference_safetensors_library(tmp_path):
     np.testing.assert_array_equal(ours["w"], np.arange(6, dtype=np.float32).reshape(2, 3))
 
 
+def test_zero_dimensional_and_non_contiguous_arrays_keep_their_shapes(tmp_path):
+    arrays = {"count": np.array(7, dtype=np.int64), "scalar": np.float32(2.5) * np.ones((), np.float32),
+              "strided": np.arange(12, dtype=np.float64).reshape(3, 4)[:, ::2]}
+    save_file(arrays, tmp_path / "a.safetensors")
+    loaded, _ = load_file(tmp_path / "a.safetensors")
+    for name, value in arrays.items():
+        assert loaded[name].shape == value.shape, name
+        np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+
+
 def test_atomic_write_keeps_previous_file_on_error(tmp_path):
     path = tmp_path / "weights.safetensors"
     save_file({"a": np.ones(3, dtype=np.float32)}, path)

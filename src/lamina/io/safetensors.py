@@ -42,7 +42,7 @@ def save_file(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata:
     arrays = []
     offset = 0
     for name, array in tensors.items():
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # ascontiguousarray would turn a 0-d array into shape (1,)
         if array.dtype not in _NAMES:
             raise TypeError(f"safetensors.save_file: {name!r} has unsupported dtype {array.dtype}")
         array = array.astype(array.dtype.newbyteorder("<"), copy=False)

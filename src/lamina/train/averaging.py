@@ -36,7 +36,8 @@ class WeightAveraging(Callback):
     pass over the trainer's training loader. ``swap_at_end=False`` leaves the model as
     trained; the average is in :attr:`averaged` either way.
 
-    Each ``fit`` starts a new average (the average is not part of a training checkpoint).
+    Each ``fit`` starts a new average, except a resumed one: the average is part of a training
+    checkpoint, so ``fit(resume_from=...)`` carries it on.
     Among several callbacks that write the weights at the end of training (such as
     ``EarlyStopping(restore_best=True)``) the last one in the list wins.
     """
@@ -81,6 +82,12 @@ class WeightAveraging(Callback):
         model.load_state_dict(self.averaged.module.state_dict())
         if self.trainer.loader is not None and any(isinstance(m, BatchNorm) for m in model.modules()):
             update_batch_norm(model, self.trainer.loader)
+
+    def state_dict(self) -> dict:
+        return {"averaged": dict(self.averaged.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.averaged.load_state_dict(state["averaged"])
 
     def __repr__(self) -> str:
         return (f"WeightAveraging(decay={self.decay}, start_epoch={self.start_epoch}, every={self.every!r}, "

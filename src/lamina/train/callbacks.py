@@ -32,18 +32,30 @@ class Callback:
 
     def on_batch_end(self, iteration: int, logs: dict) -> None: ...
 
+    def on_exception(self, error: BaseException) -> None:
+        """Called instead of ``on_train_end`` when ``fit`` is left by an exception (a
+        ``KeyboardInterrupt`` included), before it propagates: close what the callback holds open."""
+
+    def state_dict(self) -> dict | None:
+        """What a training checkpoint keeps of this callback (numbers, strings, arrays, nested
+        dicts and lists), so that a resumed ``fit`` carries on where it stopped; None keeps nothing."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back :meth:`state_dict`'s value; called by a resumed ``fit`` after ``on_train_begin``."""
+
 
 class LambdaCallback(Callback):
     """A callback made of functions, one per hook, each called with that hook's arguments:
     ``on_train_begin(logs)``, ``on_train_end(logs)``, ``on_epoch_begin(epoch, logs)``,
-    ``on_epoch_end(epoch, logs)``, ``on_batch_end(iteration, logs)``. A hook left ``None``
+    ``on_epoch_end(epoch, logs)``, ``on_batch_end(iteration, logs)``, ``on_exception(error)``. A hook left ``None``
     does nothing. ``LambdaCallback(on_epoch_end=lambda epoch, logs: print(epoch, logs["loss"]))``.
     """
 
     def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_batch_end=None, on_train_begin=None,
-                 on_train_end=None):
+                 on_train_end=None, on_exception=None):
         hooks = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end, "on_batch_end": on_batch_end,
-                 "on_train_begin": on_train_begin, "on_train_end": on_train_end}
+                 "on_train_begin": on_train_begin, "on_train_end": on_train_end, "on_exception": on_exception}
         for name, function in hooks.items():
             if function is not None and not callable(function):
                 raise TypeError(f"LambdaCallback: {name} must be callable or None, got {type(function).__name__}")
@@ -68,6 +80,10 @@ class LambdaCallback(Callback):
     def on_batch_end(self, iteration: int, logs: dict) -> None:
         if self.functions["on_batch_end"] is not None:
             self.functions["on_batch_end"](iteration, logs)
+
+    def on_exception(self, error: BaseException) -> None:
+        if self.functions["on_exception"] is not None:
+            self.functions["on_exception"](error)
 
 
 class ProgressBar(Callback):
@@ -98,6 +114,10 @@ class ProgressBar(Callback):
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         if self.bar is not None:
             self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
+            self.on_exception(None)
+
+    def on_exception(self, error: BaseException | None) -> None:
+        if self.bar is not None:
             self.bar.close()
             self.bar = None
 
@@ -155,11 +175,18 @@ class EarlyStopping(_Monitor):
         if self.restore_best and self.best_weights is not None:
             self.trainer.model.load_state_dict(self.best_weights)
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "wait": self.wait, "best_weights": self.best_weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.wait, self.best_weights = float(state["best"]), int(state["wait"]), state["best_weights"]
+
 
 class ModelCheckpoint(_Monitor):
-    """Save a training checkpoint (model, optimizer, schedule, epoch, random states) at
-    the end of each epoch, or only when ``monitor`` improves. ``{epoch}`` in the path is
-    replaced by the epoch number. Writes are atomic."""
+    """Save a training checkpoint (model, optimizer, schedule, epoch, random states and the
+    callbacks' states) at the end of each epoch, or only when ``monitor`` improves. ``{epoch}``
+    in the path is replaced by the epoch number. The file is written once every callback has
+    finished the epoch, so it holds their states after that epoch. Writes are atomic."""
 
     def __init__(self, path: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto"):
@@ -172,7 +199,13 @@ class ModelCheckpoint(_Monitor):
             if not self._improved(value):
                 return
             self.best = value
-        self.trainer.save_checkpoint(self.path.format(epoch=epoch + 1), epoch=epoch + 1)
+        self.trainer.request_checkpoint(self.path.format(epoch=epoch + 1), epoch=epoch + 1)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = float(state["best"])
 
 
 class LearningRateScheduler(Callback):
@@ -186,7 +219,8 @@ class LearningRateScheduler(Callback):
 
 
 class CSVLogger(Callback):
-    """Append one row of epoch logs per epoch to a CSV file (rewritten atomically)."""
+    """Append one row of epoch logs per epoch to a CSV file (rewritten atomically). A resumed
+    ``fit`` keeps the rows of the epochs before the checkpoint."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
@@ -203,6 +237,12 @@ class CSVLogger(Callback):
         writer.writerows(self.rows)
         with atomic_write(self.path) as handle:
             handle.write(text.getvalue().encode())
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = [dict(row) for row in state["rows"]]
 
 
 class TerminateOnNaN(Callback):

@@ -2,7 +2,8 @@
 
 One safetensors file holds the model's weights, the optimizer's state arrays, and as
 JSON metadata the model's architecture, the optimizer's and schedule's positions, the
-epoch, iteration and optimizer steps, the random generators' states and the history.
+epoch, iteration and optimizer steps, the random generators' states, the history and the
+callbacks' states (best values, patience counters, weight averages).
 Resuming from the checkpoint written after epoch k and training on gives, on the CPU with
 the same seed, the same weights bit for bit as a run that was never interrupted.
 """
@@ -31,6 +32,7 @@ def save(path: str | os.PathLike, trainer, epoch: int) -> None:
         "rng": backend.get_rng_state(),
         "loader": trainer.loader.state_dict() if trainer.loader is not None else None,
         "history": trainer.history.state_dict(),
+        "callbacks": [{"class": type(cb).__name__, "state": cb.state_dict()} for cb in trainer.callbacks],
     }
     tree, extra = flatten_state(state, "state")
     arrays.update(extra)
@@ -60,8 +62,9 @@ def read(path: str | os.PathLike) -> tuple[dict, dict]:
     return weights, state
 
 
-def restore(path: str | os.PathLike, trainer) -> int:
-    """Load a checkpoint into ``trainer``; returns the epoch to continue from."""
+def restore(path: str | os.PathLike, trainer) -> tuple[int, list | None]:
+    """Load a checkpoint into ``trainer``; returns the epoch to continue from and the callbacks'
+    saved states (for :func:`restore_callbacks` once the callbacks have begun training)."""
     weights, state = read(path)
     trainer.model.load_state_dict(weights)
     trainer.optimizer.load_state_dict(state["optimizer"])
@@ -73,4 +76,12 @@ def restore(path: str | os.PathLike, trainer) -> int:
     trainer.history.load_state_dict(state["history"])
     trainer.iteration = state["iteration"]
     trainer.steps = int(state.get("steps", state["iteration"]))  # older checkpoints: one step per iteration
-    return int(state["epoch"])
+    return int(state["epoch"]), state.get("callbacks")
+
+
+def restore_callbacks(saved: list | None, callbacks) -> None:
+    """Give each callback the state saved for it: the saved entry at the same position, if it
+    is of the same class (callbacks added or removed since then start fresh)."""
+    for cb, entry in zip(callbacks, saved or []):
+        if entry["class"] == type(cb).__name__ and entry["state"] is not None:
+            cb.load_state_dict(entry["state"])

@@ -286,7 +286,8 @@ class TensorBoard(Callback):
     validation curves of a quantity in one chart; the step is the epoch index (0, 1, ...). The
     optimizer's ``lr``, if it has one, is written to the training run as ``epoch_learning_rate``:
     the value at the end of the epoch, after an epoch schedule has stepped. Both files are
-    flushed after each epoch and closed at the end of training (a new fit opens new files).
+    flushed after each epoch and closed at the end of training, or when ``fit`` is left by an
+    exception (a new fit opens new files).
 
     ``update_freq``: ``"epoch"``, ``"batch"`` or a positive integer n. With ``"batch"`` (n = 1)
     or n, the loss and metrics of every n-th mini-batch are also written to the training run as
@@ -348,3 +349,6 @@ class TensorBoard(Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+    def on_exception(self, error: BaseException) -> None:
+        self.on_train_end({})

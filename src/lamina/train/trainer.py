@@ -125,6 +125,7 @@ class Trainer:
         self.epochs = 0
         self.samples_per_epoch = 0
         self.loader: DataLoader | None = None
+        self._requested_checkpoints: list[tuple[str | os.PathLike, int]] = []
 
     # -- the model's output and the cost --------------------------------------
     def _fused_softmax(self) -> bool:
@@ -259,46 +260,39 @@ class Trainer:
         self.epochs = epochs
         self.samples_per_epoch = len(dataset)
         self.stop_training = False
-        start = 0
+        start, callback_states = 0, None
         if resume_from is not None:
-            start = checkpoint.restore(resume_from, self)
+            start, callback_states = checkpoint.restore(resume_from, self)
         logs: dict = {}
         for cb in self.callbacks:
             cb.on_train_begin(logs)
+        checkpoint.restore_callbacks(callback_states, self.callbacks)
+        try:
+            logs = self._run_epochs(loader, val, start, epochs, batch_size, logs)
+        except BaseException as error:
+            self._tell_callbacks_of(error)
+            raise
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
+        self.model.eval()
+        return self.history
+
+    def _tell_callbacks_of(self, error: BaseException) -> None:
+        """Give every callback its ``on_exception`` (to close bars and files) before ``error``
+        propagates; a callback failing there does not hide the original error."""
+        for cb in self.callbacks:
+            try:
+                cb.on_exception(error)
+            except Exception as callback_error:  # noqa: BLE001 - the training error matters more
+                error.add_note(f"{type(cb).__name__}.on_exception also failed: {callback_error!r}")
+
+    def _run_epochs(self, loader, val, start: int, epochs: int, batch_size: int, logs: dict) -> dict:
         for epoch in range(start, epochs):
             self.epoch = epoch
             self.model.train()
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch, logs)
-            started, seen = time.perf_counter(), 0
-            total_loss = 0.0
-            for _, metric in self.metrics:
-                metric.reset()
-            for group in self._groups(loader):
-                group_size = sum(len(xb) for xb, _ in group)
-                self.optimizer.zero_grad()
-                for i, (xb, yb) in enumerate(group):
-                    n = len(xb)
-                    loss, out = self._backward(xb, yb, n / group_size)
-                    if i == len(group) - 1:
-                        self._update()
-                        self.steps += 1
-                    self.iteration += 1
-                    seen += n
-                    total_loss += loss * n
-                    batch_logs = {"loss": loss}
-                    for name, metric in self.metrics:
-                        batch_logs[name] = metric.update(out, yb)
-                    self.history.record_iteration(batch_logs)
-                    for cb in self.callbacks:
-                        cb.on_batch_end(self.iteration, {**batch_logs, "batch_size": n})
-                    if self.stop_training:
-                        break
-                if self.stop_training:
-                    break
-            logs = {"loss": total_loss / max(seen, 1)}
-            logs.update({name: metric.result() for name, metric in self.metrics})
-            logs["samples_per_s"] = seen / max(time.perf_counter() - started, 1e-9)
+            logs = self._train_epoch(loader)
             if val is not None and math.isfinite(logs["loss"]):
                 logs.update({f"val_{k}": v for k, v in self.evaluate(val, batch_size=max(batch_size, 256)).items()})
             if self.schedule is not None and getattr(self.schedule, "per", "epoch") == "epoch":
@@ -311,12 +305,44 @@ class Trainer:
                 break
             for cb in self.callbacks:
                 cb.on_epoch_end(epoch, logs)
+            self._write_requested_checkpoints()
             if self.stop_training:
                 break
-        for cb in self.callbacks:
-            cb.on_train_end(logs)
-        self.model.eval()
-        return self.history
+        return logs
+
+    def _train_epoch(self, loader) -> dict:
+        """One pass over ``loader``: the optimizer steps once per group of ``accumulate``
+        mini-batches; returns the epoch's mean loss, metrics and samples per second."""
+        started, seen = time.perf_counter(), 0
+        total_loss = 0.0
+        for _, metric in self.metrics:
+            metric.reset()
+        for group in self._groups(loader):
+            group_size = sum(len(xb) for xb, _ in group)
+            self.optimizer.zero_grad()
+            for i, (xb, yb) in enumerate(group):
+                n = len(xb)
+                loss, out = self._backward(xb, yb, n / group_size)
+                if i == len(group) - 1:
+                    self._update()
+                    self.steps += 1
+                self.iteration += 1
+                seen += n
+                total_loss += loss * n
+                batch_logs = {"loss": loss}
+                for name, metric in self.metrics:
+                    batch_logs[name] = metric.update(out, yb)
+                self.history.record_iteration(batch_logs)
+                for cb in self.callbacks:
+                    cb.on_batch_end(self.iteration, {**batch_logs, "batch_size": n})
+                if self.stop_training:
+                    break
+            if self.stop_training:
+                break
+        logs = {"loss": total_loss / max(seen, 1)}
+        logs.update({name: metric.result() for name, metric in self.metrics})
+        logs["samples_per_s"] = seen / max(time.perf_counter() - started, 1e-9)
+        return logs
 
     def evaluate(self, data, batch_size: int = 256) -> dict[str, float]:
         """Cost and metrics on ``data`` ((x, y), a Dataset or a DataLoader) in evaluation mode."""
@@ -347,3 +373,13 @@ class Trainer:
     def save_checkpoint(self, path: str | os.PathLike, epoch: int | None = None) -> None:
         """Write a training checkpoint (see :mod:`lamina.train.checkpoint`) atomically."""
         checkpoint.save(path, self, self.epoch + 1 if epoch is None else epoch)
+
+    def request_checkpoint(self, path: str | os.PathLike, epoch: int) -> None:
+        """Ask for a checkpoint at the end of this epoch, written once every callback's
+        ``on_epoch_end`` has run (so their states include this epoch)."""
+        self._requested_checkpoints.append((path, epoch))
+
+    def _write_requested_checkpoints(self) -> None:
+        requested, self._requested_checkpoints = self._requested_checkpoints, []
+        for path, epoch in requested:
+            self.save_checkpoint(path, epoch=epoch)
