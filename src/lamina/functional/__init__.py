@@ -16,6 +16,22 @@ from lamina.functional.attention import scaled_dot_product_attention
 from lamina.functional.conv import conv2d
 from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
+from lamina.functional.indexing import (
+    argmax,
+    argmin,
+    chunk,
+    flip,
+    gather,
+    index_select,
+    masked_fill,
+    repeat_interleave,
+    roll,
+    scatter_add,
+    sort,
+    split,
+    tile,
+    topk,
+)
 from lamina.functional.loss import (
     binary_cross_entropy,
     categorical_cross_entropy,
@@ -61,4 +77,6 @@ __all__ = [
     "nll_loss", "pad", "power", "relu", "reshape", "scaled_dot_product_attention", "selu", "sigmoid", "silu",
     "simple_rnn", "smooth_l1", "softmax", "softplus", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes",
     "tanh", "transpose", "upsample2d", "var", "where", "zero_pad2d", "binary_focal_loss", "categorical_focal_loss",
+    "argmax", "argmin", "chunk", "flip", "gather", "index_select", "masked_fill", "repeat_interleave", "roll",
+    "scatter_add", "sort", "split", "tile", "topk",
 ]

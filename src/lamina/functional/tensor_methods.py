@@ -12,6 +12,7 @@ from lamina.autograd import Tensor
 from lamina.functional import activation as A
 from lamina.functional import arithmetic as M
 from lamina.functional import elementwise as E
+from lamina.functional import indexing as I
 from lamina.functional import reduce as R
 from lamina.functional import shape as S
 
@@ -67,6 +68,10 @@ def install() -> None:
     T.abs = E.abs
     T.__abs__ = E.abs
     T.clip = E.clip
+
+    for name in ("gather", "index_select", "scatter_add", "masked_fill", "sort", "topk", "argmax", "argmin",
+                 "flip", "roll", "tile", "repeat_interleave", "split", "chunk"):
+        setattr(T, name, getattr(I, name))
 
     T.sigmoid = A.sigmoid
     T.tanh = A.tanh
