@@ -37,7 +37,14 @@ from lamina.functional.loss import (
     categorical_cross_entropy,
     mean_squared_error,
 )
+from lamina.functional.losses_ctc import ctc_loss
 from lamina.functional.losses_focal import binary_focal_loss, categorical_focal_loss
+from lamina.functional.losses_metric import (
+    contrastive_loss,
+    cosine_embedding_loss,
+    margin_ranking_loss,
+    triplet_margin_loss,
+)
 from lamina.functional.losses_more import (
     hinge,
     huber,
@@ -78,5 +85,6 @@ __all__ = [
     "simple_rnn", "smooth_l1", "softmax", "softplus", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes",
     "tanh", "transpose", "upsample2d", "var", "where", "zero_pad2d", "binary_focal_loss", "categorical_focal_loss",
     "argmax", "argmin", "chunk", "flip", "gather", "index_select", "masked_fill", "repeat_interleave", "roll",
-    "scatter_add", "sort", "split", "tile", "topk",
+    "scatter_add", "sort", "split", "tile", "topk", "ctc_loss", "contrastive_loss", "cosine_embedding_loss",
+    "margin_ranking_loss", "triplet_margin_loss",
 ]
