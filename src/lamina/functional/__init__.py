@@ -15,6 +15,7 @@ from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.functional.conv import conv2d
 from lamina.functional.conv_transpose import conv_transpose2d
+from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
 from lamina.functional.indexing import (
     argmax,
@@ -54,9 +55,26 @@ from lamina.functional.losses_more import (
     nll_loss,
     smooth_l1,
 )
+from lamina.functional.math_more import (
+    atan2,
+    cos,
+    expm1,
+    floor,
+    log1p,
+    log2,
+    log10,
+    reciprocal,
+    round,
+    rsqrt,
+    sign,
+    sin,
+    square,
+    tan,
+)
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 from lamina.functional.recurrent import gru, lstm, simple_rnn
 from lamina.functional.reduce import max, mean, min, sum, var
+from lamina.functional.reduce_more import cumprod, cumsum, logsumexp, norm, prod, std
 from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
 from lamina.functional.shape import (
     broadcast_to,
@@ -71,6 +89,7 @@ from lamina.functional.shape import (
     swapaxes,
     transpose,
 )
+from lamina.functional.similarity import cdist, cosine_similarity, normalize, pairwise_distance
 from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, mish, silu, softplus
 
 _tensor_methods.install()
@@ -86,5 +105,7 @@ __all__ = [
     "tanh", "transpose", "upsample2d", "var", "where", "zero_pad2d", "binary_focal_loss", "categorical_focal_loss",
     "argmax", "argmin", "chunk", "flip", "gather", "index_select", "masked_fill", "repeat_interleave", "roll",
     "scatter_add", "sort", "split", "tile", "topk", "ctc_loss", "contrastive_loss", "cosine_embedding_loss",
-    "margin_ranking_loss", "triplet_margin_loss",
+    "margin_ranking_loss", "triplet_margin_loss", "einsum", "atan2", "cos", "expm1", "floor", "log1p", "log2",
+    "log10", "reciprocal", "round", "rsqrt", "sign", "sin", "square", "tan", "cumprod", "cumsum", "logsumexp",
+    "norm", "prod", "std", "cdist", "cosine_similarity", "normalize", "pairwise_distance",
 ]

@@ -13,7 +13,9 @@ from lamina.functional import activation as A
 from lamina.functional import arithmetic as M
 from lamina.functional import elementwise as E
 from lamina.functional import indexing as I
+from lamina.functional import math_more as MM
 from lamina.functional import reduce as R
+from lamina.functional import reduce_more as RM
 from lamina.functional import shape as S
 
 
@@ -72,6 +74,11 @@ def install() -> None:
     for name in ("gather", "index_select", "scatter_add", "masked_fill", "sort", "topk", "argmax", "argmin",
                  "flip", "roll", "tile", "repeat_interleave", "split", "chunk"):
         setattr(T, name, getattr(I, name))
+    for name in ("sin", "cos", "tan", "log1p", "expm1", "square", "reciprocal", "rsqrt", "log2", "log10", "sign",
+                 "floor", "round"):
+        setattr(T, name, getattr(MM, name))
+    for name in ("logsumexp", "prod", "std", "norm", "cumsum", "cumprod"):
+        setattr(T, name, getattr(RM, name))
 
     T.sigmoid = A.sigmoid
     T.tanh = A.tanh

@@ -1,0 +1,244 @@
+"""More reductions: logsumexp, prod, std, vector norms, and the running cumsum and cumprod.
+
+Each is one node with a closed-form backward:
+
+- logsumexp y = log sum_j e^(x_j) = m + log sum_j e^(x_j - m), m = max_j x_j, so no e^x
+  overflows; dy/dx_j = e^(x_j - y), the softmax g_j(x) of the course notes.
+- prod y = prod_j x_j; dy/dx_i = prod_(j != i) x_j, formed as the product of the factors
+  left of i times those right of i, so zeros in the input need no special case.
+- std s = sqrt((1/(n - ddof)) sum_j (x_j - mean)^2); ds/dx_i = (x_i - mean) / ((n - ddof) s),
+  taken as 0 where s = 0 (a constant slice), as PyTorch does.
+- norm: ||x||_1 = sum |x_j| (gradient sign x_j), ||x||_2 = sqrt(sum x_j^2) (gradient
+  x_j / ||x||_2, taken as 0 at x = 0), ||x||_inf = max |x_j| (the gradient sign x_j split
+  evenly among the elements that reach the max, as PyTorch does).
+- cumsum y_k = sum_(j <= k) x_j; dJ/dx_i = sum_(k >= i) dJ/dy_k, a cumsum run backwards.
+- cumprod y_k = prod_(j <= k) x_j; see :class:`CumProd` for a backward that never divides by x.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy
+
+from lamina import backend
+from lamina.autograd import Function, Tensor
+from lamina.functional._util import normalize_axes
+
+NORM_ORDERS = (1, 2, math.inf)
+"""The vector norm orders :func:`norm` takes, besides 'fro' (the same as 2)."""
+
+
+def _reduced(keep, axes, keepdims: bool):
+    """A result computed with keepdims, squeezed unless ``keepdims``."""
+    return keep if keepdims else keep.reshape([n for i, n in enumerate(keep.shape) if i not in axes])
+
+
+def _check_not_empty(a, axes, op: str) -> None:
+    if any(a.shape[i] == 0 for i in axes):
+        raise ValueError(f"{op}: cannot reduce an empty axis: input of shape {a.shape}, axes {axes}")
+
+
+class LogSumExp(Function):
+    def forward(self, a):
+        xp = backend.xp
+        self.axes = normalize_axes(self.axis, a.ndim, "logsumexp")
+        _check_not_empty(a, self.axes, "logsumexp")
+        shift = a.max(axis=self.axes, keepdims=True)
+        shift = xp.where(xp.isfinite(shift), shift, 0)  # all -inf (or an inf) in a slice: no shift
+        self.a = a
+        with numpy.errstate(divide="ignore"):  # a slice of -inf alone sums to 0: log gives -inf, as in torch
+            self.y = xp.log(xp.exp(a - shift).sum(axis=self.axes, keepdims=True)) + shift
+        return _reduced(self.y, self.axes, self.keepdims)
+
+    def backward(self, dy):
+        dy = dy.reshape(self.y.shape)
+        return (dy * backend.xp.exp(self.a - self.y),)
+
+
+def _to_last(a, axes):
+    """``a`` with the kept axes first and the ``axes`` merged into one last axis."""
+    kept = tuple(i for i in range(a.ndim) if i not in axes)
+    moved = a.transpose(kept + axes)
+    return moved.reshape(tuple(a.shape[i] for i in kept) + (-1,))
+
+
+def _from_last(g, in_shape, axes):
+    """Undo :func:`_to_last` for a gradient ``g`` of the moved shape."""
+    kept = tuple(i for i in range(len(in_shape)) if i not in axes)
+    order = kept + axes
+    g = g.reshape([in_shape[i] for i in order])
+    return g.transpose([order.index(i) for i in range(len(order))])
+
+
+def _exclusive_cumprod(a):
+    """Along the last axis, out_i = prod_(j < i) a_j (1 for i = 0)."""
+    xp = backend.xp
+    out = xp.ones(a.shape, dtype=a.dtype)
+    if a.shape[-1] > 1:
+        out[..., 1:] = xp.cumprod(a[..., :-1], axis=-1)
+    return out
+
+
+class Prod(Function):
+    def forward(self, a):
+        self.axes = normalize_axes(self.axis, a.ndim, "prod")
+        self.a = a
+        return a.prod(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, dy):
+        moved = _to_last(self.a, self.axes)
+        left = _exclusive_cumprod(moved)
+        right = _exclusive_cumprod(moved[..., ::-1])[..., ::-1]
+        dy = dy.reshape(moved.shape[:-1] + (1,))
+        return (_from_last(left * right * dy, self.a.shape, self.axes),)
+
+
+class Std(Function):
+    def forward(self, a):
+        xp = backend.xp
+        self.axes = normalize_axes(self.axis, a.ndim, "std")
+        n = math.prod(a.shape[i] for i in self.axes)
+        self.dof = n - self.ddof
+        if self.dof <= 0:
+            raise ValueError(f"std: ddof={self.ddof} leaves n - ddof = {self.dof} for n = {n} values "
+                             f"(input of shape {a.shape}, axes {self.axes}); expected n - ddof > 0")
+        self.centred = a - a.mean(axis=self.axes, keepdims=True)
+        squares = (self.centred * self.centred).sum(axis=self.axes, keepdims=True)
+        self.s = xp.sqrt(squares / self.dof)
+        return _reduced(self.s, self.axes, self.keepdims)
+
+    def backward(self, dy):
+        xp = backend.xp
+        dy = dy.reshape(self.s.shape)
+        nonzero = self.s > 0
+        scale = xp.where(nonzero, dy / (self.dof * xp.where(nonzero, self.s, 1)), 0)
+        return (scale * self.centred,)
+
+
+class Norm(Function):
+    """The vector norm of order 1, 2 or inf over ``axes``."""
+
+    def forward(self, a):
+        xp = backend.xp
+        self.axes = normalize_axes(self.axis, a.ndim, "norm")
+        self.a = a
+        if self.ord == 1:
+            y = xp.abs(a).sum(axis=self.axes, keepdims=True)
+        elif self.ord == 2:
+            y = xp.sqrt((a * a).sum(axis=self.axes, keepdims=True))
+        else:
+            _check_not_empty(a, self.axes, "norm")
+            y = xp.abs(a).max(axis=self.axes, keepdims=True)
+        self.y = y
+        return _reduced(y, self.axes, self.keepdims)
+
+    def backward(self, dy):
+        xp = backend.xp
+        a, y = self.a, self.y
+        dy = dy.reshape(y.shape)
+        if self.ord == 1:
+            return (dy * xp.sign(a),)
+        if self.ord == 2:
+            nonzero = y > 0
+            return (xp.where(nonzero, dy / xp.where(nonzero, y, 1), 0) * a,)
+        at_max = xp.abs(a) == y
+        ties = at_max.sum(axis=self.axes, keepdims=True)
+        return (xp.sign(a) * at_max * (dy / ties),)
+
+
+def _single_axis(axis, ndim: int, op: str) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise ValueError(f"{op}: axis must be one int, got {axis!r}")
+    return normalize_axes(axis, ndim, op)[0]
+
+
+class CumSum(Function):
+    def forward(self, a):
+        self.axis = _single_axis(self.axis, a.ndim, "cumsum")
+        return backend.xp.cumsum(a, axis=self.axis)
+
+    def backward(self, dy):
+        xp = backend.xp
+        return (xp.flip(xp.cumsum(xp.flip(dy, self.axis), axis=self.axis), self.axis),)
+
+
+class CumProd(Function):
+    """y_k = prod_(j <= k) x_j along one axis.
+
+    dJ/dx_i = sum_(k >= i) dJ/dy_k prod_(j <= k, j != i) x_j = L_i S_i, with
+    L_i = prod_(j < i) x_j and S_i = sum_(k >= i) dJ/dy_k prod_(i < j <= k) x_j, which
+    satisfies S_(n-1) = dJ/dy_(n-1) and S_i = dJ/dy_i + x_(i+1) S_(i+1). The backward runs
+    this recurrence, one vector step per position along the axis, and never divides by x,
+    so zeros in the input get their true gradient.
+    """
+
+    def forward(self, a):
+        self.axis = _single_axis(self.axis, a.ndim, "cumprod")
+        self.a = a
+        return backend.xp.cumprod(a, axis=self.axis)
+
+    def backward(self, dy):
+        xp = backend.xp
+        x = xp.moveaxis(self.a, self.axis, -1)
+        dy = xp.moveaxis(dy, self.axis, -1)
+        s = xp.empty(dy.shape, dtype=dy.dtype)
+        n = x.shape[-1]
+        if n:
+            s[..., n - 1] = dy[..., n - 1]
+        for i in range(n - 2, -1, -1):
+            s[..., i] = dy[..., i] + x[..., i + 1] * s[..., i + 1]
+        return (xp.moveaxis(_exclusive_cumprod(x) * s, -1, self.axis),)
+
+
+def vector_order(order, op: str, name: str = "ord"):
+    """``order`` as 1, 2 or inf ('fro' is 2), or a ValueError naming ``op`` and its argument ``name``."""
+    if isinstance(order, str) and order == "fro":
+        return 2
+    if isinstance(order, numbers.Real) and not isinstance(order, bool) and order in NORM_ORDERS:
+        return order
+    raise ValueError(f"{op}: {name} must be one of 1, 2, inf or 'fro', got {order!r}")
+
+
+def logsumexp(a, axis=None, keepdims: bool = False) -> Tensor:
+    """log sum_j e^(x_j) over ``axis`` (None: every axis), computed without overflow."""
+    return LogSumExp.apply(a, axis=axis, keepdims=keepdims)
+
+
+def prod(a, axis=None, keepdims: bool = False) -> Tensor:
+    """The product of the values over ``axis`` (None: every axis)."""
+    return Prod.apply(a, axis=axis, keepdims=keepdims)
+
+
+def std(a, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    """Standard deviation sqrt((1/(n - ddof)) sum (x - mean)^2) over ``axis``.
+
+    ``ddof`` is NumPy's: the count of degrees of freedom taken off n. PyTorch calls the
+    same number ``correction`` (``torch.std(x, correction=ddof)``); ddof=0 (the default,
+    as NumPy) is the population value, ddof=1 the unbiased one (PyTorch's default).
+    """
+    if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
+        raise ValueError(f"std: ddof must be an int >= 0, got {ddof!r}")
+    return Std.apply(a, axis=axis, keepdims=keepdims, ddof=ddof)
+
+
+def norm(a, ord=2, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A002 - mirrors NumPy
+    """The vector norm of order ``ord`` (1, 2, inf, or 'fro', the same as 2) over ``axis``.
+
+    The values over all the ``axis`` axes (None: every axis) form one vector, as
+    ``torch.linalg.vector_norm``: for a matrix and axis=None, ord=2 is the Frobenius
+    norm, not NumPy's spectral norm. The gradient of the 2-norm at x = 0 is taken as 0.
+    """
+    return Norm.apply(a, ord=vector_order(ord, "norm"), axis=axis, keepdims=keepdims)
+
+
+def cumsum(a, axis: int) -> Tensor:
+    """Running sums along ``axis``: y_k = x_0 + ... + x_k."""
+    return CumSum.apply(a, axis=axis)
+
+
+def cumprod(a, axis: int) -> Tensor:
+    """Running products along ``axis``: y_k = x_0 x_1 ... x_k."""
+    return CumProd.apply(a, axis=axis)
+

@@ -1,0 +1,154 @@
+"""How alike two vectors are: cosine similarity, normalisation to unit norm, the distance
+between paired vectors, and the matrix of Euclidean distances between two sets of rows
+(the course notes' image retrieval: the stored signature vectors nearest a query's).
+
+Each follows the PyTorch function of the same name, eps included, so values and
+gradients agree with it; :func:`cdist` is one node, the others are built from primitives.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from lamina import backend
+from lamina.autograd import Function, Tensor
+from lamina.errors import ShapeError
+from lamina.functional._util import normalize_axes, unbroadcast
+from lamina.functional.elementwise import clip
+from lamina.functional.reduce import sum as reduce_sum
+from lamina.functional.reduce_more import norm, vector_order
+from lamina.functional.shape import broadcast_to
+
+CDIST_CHUNK = 1 << 22
+""":func:`cdist` forms the differences a_i - b_j for as many rows of a at a time as keep
+them under about this many values."""
+
+
+def _as_tensors(*xs) -> tuple[Tensor, ...]:
+    """Tensors for ``xs``; plain values take the dtype of the first tensor among them, as
+    constant operands of an op do (the default dtype where there is none)."""
+    dtype = next((x.dtype for x in xs if isinstance(x, Tensor)), None)
+    return tuple(x if isinstance(x, Tensor) else Tensor(x, dtype=dtype) for x in xs)
+
+
+def _broadcast_shape(op: str, *shapes) -> tuple[int, ...]:
+    """The shape ``shapes`` broadcast to (NumPy's rule), or a ShapeError naming ``op``."""
+    ndim = max(len(s) for s in shapes)
+    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
+    out = []
+    for lengths in zip(*padded):
+        longest = max(lengths)
+        if any(n not in (1, longest) for n in lengths):
+            listed = " and ".join(str(tuple(s)) for s in shapes)
+            raise ShapeError(f"{op}: operands of shapes {listed} cannot be broadcast together")
+        out.append(longest)
+    return tuple(out)
+
+
+def _check_eps(eps, op: str) -> None:
+    if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps >= 0:
+        raise ValueError(f"{op}: eps must be a number >= 0, got {eps!r}")
+
+
+def _raised_value(n: Tensor, eps: float) -> Tensor:
+    """``n`` with each value raised to at least ``eps``, and the gradient of ``n`` itself:
+    PyTorch's cosine similarity clamps the norms in place outside the graph, so its
+    gradient flows through the norm as if no clamp were there."""
+    xp = backend.xp
+    shift = xp.maximum(n.data, eps) - n.data
+    return n + Tensor(shift, dtype=shift.dtype)
+
+
+def cosine_similarity(a, b, axis: int = -1, eps: float = 1e-8) -> Tensor:
+    """cos(a, b) = sum_i (a_i / max(||a||_2, eps)) (b_i / max(||b||_2, eps)) along ``axis``.
+
+    As PyTorch 2.x (``torch.nn.functional.cosine_similarity``): ``a`` and ``b`` are
+    broadcast together first (``axis`` counts in that shape); each norm is raised to at
+    least eps on its own, not their product as in PyTorch 1.x; and the gradient passes
+    through each norm as if it had not been raised. The result has ``axis`` removed.
+    """
+    _check_eps(eps, "cosine_similarity")
+    a, b = _as_tensors(a, b)
+    shape = _broadcast_shape("cosine_similarity", a.shape, b.shape)
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise ValueError(f"cosine_similarity: axis must be one int, got {axis!r}")
+    axis = normalize_axes(axis, len(shape), "cosine_similarity")[0]
+    if a.shape != shape:
+        a = broadcast_to(a, shape)
+    if b.shape != shape:
+        b = broadcast_to(b, shape)
+    unit_a = a / _raised_value(norm(a, axis=axis, keepdims=True), eps)
+    unit_b = b / _raised_value(norm(b, axis=axis, keepdims=True), eps)
+    return reduce_sum(unit_a * unit_b, axis=axis)
+
+
+def normalize(x, p=2, axis=-1, eps: float = 1e-12) -> Tensor:
+    """x / max(||x||_p, eps) along ``axis`` (an int or a tuple): vectors of unit p-norm, as
+    ``torch.nn.functional.normalize``; ``p`` is 1, 2 or inf. The clamp is part of the
+    graph: where ||x||_p < eps the divisor is the constant eps."""
+    _check_eps(eps, "normalize")
+    p = vector_order(p, "normalize", "p")
+    (x,) = _as_tensors(x)
+    return x / clip(norm(x, ord=p, axis=axis, keepdims=True), eps)
+
+
+def pairwise_distance(a, b, p=2, eps: float = 1e-6) -> Tensor:
+    """||a - b + eps||_p along the last axis, for the vectors of ``a`` and ``b`` paired up
+    (broadcast together), as ``torch.nn.functional.pairwise_distance``: the eps added to
+    every difference keeps the gradient finite where a = b. ``p`` is 1, 2 or inf."""
+    _check_eps(eps, "pairwise_distance")
+    p = vector_order(p, "pairwise_distance", "p")
+    a, b = _as_tensors(a, b)
+    shape = _broadcast_shape("pairwise_distance", a.shape, b.shape)
+    if not shape:
+        raise ShapeError("pairwise_distance: both operands are scalars; expected vectors along the last axis")
+    return norm(a - b + eps, ord=p, axis=-1)
+
+
+class Cdist(Function):
+    """D_ij = ||a_i - b_j||_2 between the rows of a (..., n, d) and b (..., m, d).
+
+    dD_ij/da_i = (a_i - b_j) / D_ij, so with W_ij = dJ/dD_ij / D_ij (0 where D_ij = 0, as
+    PyTorch): dJ/da_i = a_i sum_j W_ij - sum_j W_ij b_j, that is a * (W 1) - W b, and
+    dJ/db_j = b_j sum_i W_ij - sum_i W_ij a_i. The distances themselves come from the
+    differences (exact), not from ||a||^2 + ||b||^2 - 2 a.b, which loses the small ones.
+    """
+
+    def forward(self, a, b):
+        xp = backend.xp
+        if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-1]:
+            raise ShapeError(f"cdist: operands of shapes {a.shape} and {b.shape} do not fit; expected rows "
+                             f"(..., n, d) and (..., m, d) of the same length d")
+        try:
+            batch = _broadcast_shape("cdist", a.shape[:-2], b.shape[:-2])
+        except ShapeError:
+            raise ShapeError(f"cdist: the leading (batch) axes of shapes {a.shape} and {b.shape} cannot be "
+                             f"broadcast together") from None
+        n, m, d = a.shape[-2], b.shape[-2], a.shape[-1]
+        dist = xp.empty(batch + (n, m), dtype=xp.result_type(a, b))
+        rows = max(1, CDIST_CHUNK // max(1, m * d * math.prod(batch)))
+        for start in range(0, n, rows):
+            diff = a[..., start:start + rows, None, :] - b[..., None, :, :]
+            dist[..., start:start + rows, :] = xp.sqrt((diff * diff).sum(axis=-1))
+        self.a, self.b, self.dist = a, b, dist
+        return dist
+
+    def backward(self, dy):
+        xp = backend.xp
+        a, b, dist = self.a, self.b, self.dist
+        apart = dist > 0
+        w = xp.where(apart, dy / xp.where(apart, dist, 1), 0)
+        da = db = None
+        if self.needs_grad[0]:
+            da = unbroadcast(a * w.sum(axis=-1)[..., None] - xp.matmul(w, b), a.shape)
+        if self.needs_grad[1]:
+            db = unbroadcast(b * w.sum(axis=-2)[..., None] - xp.matmul(w.swapaxes(-1, -2), a), b.shape)
+        return da, db
+
+
+def cdist(a, b) -> Tensor:
+    """The Euclidean distances ||a_i - b_j||_2 between every row of ``a`` (..., n, d) and
+    every row of ``b`` (..., m, d), as ``torch.cdist`` with p=2: shape (..., n, m), the
+    leading axes broadcast. The gradient at a zero distance is 0, as in PyTorch."""
+    return Cdist.apply(a, b)
