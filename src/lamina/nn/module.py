@@ -8,11 +8,19 @@ size.
 Call interception (:func:`intercept_calls`) lets tools watch every module call (input and
 output shapes in execution order) without changing any layer; :mod:`lamina.analysis` uses it
 for :meth:`Module.summary`.
+
+Hooks (PyTorch's ``register_forward_pre_hook``, ``register_forward_hook``,
+``register_full_backward_hook``; see :mod:`lamina.nn.hooks`) ride on the same mechanism: while
+any module has a hook, one interceptor sits innermost and runs a hooked module's hooks around
+its forward. A program without hooks pays nothing for them. With hooks somewhere, every call
+goes through that interceptor, and a ``Sequential`` runs its layers one call each, without
+inference fusion, as under any interceptor, so that no hooked layer is skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -20,6 +28,7 @@ from typing import TYPE_CHECKING
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.nn.hooks import HookHandle, ModuleHooks
 from lamina.nn.parameter import Parameter
 
 if TYPE_CHECKING:  # lamina.analysis imports lamina.nn, never the other way at import time
@@ -55,6 +64,42 @@ def evaluation_mode(model: Module) -> Iterator[Module]:
     finally:
         for module, training in modes:
             object.__setattr__(module, "training", training)
+
+
+# What a call on symbolic placeholders runs instead of the forward pass: empty until the first
+# ``lamina.nn.Input``, so that programs without functional models pay one truth test.
+_SYMBOLIC_CALL: list[Callable] = []
+
+
+# The modules that have hooks; while there is one, _run_module_hooks is _CALL_INTERCEPTORS[0].
+_HOOKED_MODULES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _run_module_hooks(module: Module, inputs: tuple, kwargs: dict, forward: Callable):
+    """The innermost interceptor while any module has hooks: a hooked module's forward with
+    its hooks around it. Being innermost, it calls ``module.forward`` itself, with the inputs
+    the pre-hooks may have replaced; by the time a hook runs, every level above has started,
+    so hooks may be added or removed (and this interceptor with them) from inside a hook."""
+    hooks = module.__dict__.get("_module_hooks")
+    if hooks:
+        return hooks.call(module, inputs, kwargs)
+    if not _HOOKED_MODULES:                  # the hooked modules were garbage-collected
+        _stop_running_hooks()
+    return forward()
+
+
+def _stop_running_hooks() -> None:
+    if _run_module_hooks in _CALL_INTERCEPTORS:
+        _CALL_INTERCEPTORS.remove(_run_module_hooks)
+
+
+def _forget_unhooked_modules() -> None:
+    """After a hook's removal: drop the modules left without hooks, and the interceptor with the last."""
+    for module in list(_HOOKED_MODULES):
+        if not module.__dict__.get("_module_hooks"):
+            _HOOKED_MODULES.discard(module)
+    if not _HOOKED_MODULES:
+        _stop_running_hooks()
 
 
 def _intercepted_call(module: Module, inputs: tuple, kwargs: dict, level: int):
@@ -131,6 +176,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
 
     def __call__(self, *inputs, **kwargs):
+        if _SYMBOLIC_CALL and (_holds_placeholder(inputs) or _holds_placeholder(kwargs.values())):
+            return _SYMBOLIC_CALL[0](self, *inputs, **kwargs)  # building a functional Model
         if not self.built:
             shapes = [_shape_of(x) for x in inputs]
             shape = shapes[0] if len(shapes) == 1 else shapes
@@ -140,6 +187,46 @@ class Module:
         if _CALL_INTERCEPTORS:
             return _intercepted_call(self, inputs, kwargs, len(_CALL_INTERCEPTORS) - 1)
         return self.forward(*inputs, **kwargs)
+
+    # -- hooks ---------------------------------------------------------------
+    def register_forward_pre_hook(self, hook: Callable) -> HookHandle:
+        """Call ``hook(module, inputs)`` before each forward, ``inputs`` the tuple of positional
+        inputs; a value returned replaces them (a tuple, or one value taken as a tuple of one).
+        The lazy build on the first call sees the inputs as given. Returns a handle whose
+        ``remove()`` unregisters the hook."""
+        return self._add_hook("forward_pre", hook, "register_forward_pre_hook")
+
+    def register_forward_hook(self, hook: Callable) -> HookHandle:
+        """Call ``hook(module, inputs, output)`` after each forward (``inputs`` as the forward
+        received them); a value returned replaces the output. Returns a handle whose
+        ``remove()`` unregisters the hook."""
+        return self._add_hook("forward", hook, "register_forward_hook")
+
+    def register_full_backward_hook(self, hook: Callable) -> HookHandle:
+        """Call ``hook(module, grad_input, grad_output)`` when backward has computed the
+        gradients dJ/dx of the tensors x this module was called with. Both are tuples of
+        arrays: one per positional input, one per output (a tensor, or a tuple or list of
+        them), None where a value is not a tensor, needs no gradient or was not reached. A
+        tuple returned replaces ``grad_input``, and so every gradient below the module.
+
+        It fires once per call of the module and per backward sweep (twice for a module
+        called twice), for calls made with the graph recorded; only tensors passed directly
+        as positional inputs count (not those inside a list, as a merge layer takes them).
+        A call with no input requiring grad fires it once the outputs' gradients are known,
+        with ``grad_input`` all None (it must return None then). The hooks of a call are the
+        ones registered when it ran. Returns a handle whose ``remove()`` unregisters the hook."""
+        return self._add_hook("backward", hook, "register_full_backward_hook")
+
+    def _add_hook(self, kind: str, hook: Callable, who: str) -> HookHandle:
+        hooks = self.__dict__.get("_module_hooks")
+        if hooks is None:
+            hooks = ModuleHooks()
+            object.__setattr__(self, "_module_hooks", hooks)
+        handle = hooks.add(kind, hook, f"{self._label()}.{who}", _forget_unhooked_modules)
+        _HOOKED_MODULES.add(self)
+        if _run_module_hooks not in _CALL_INTERCEPTORS:
+            _CALL_INTERCEPTORS.insert(0, _run_module_hooks)
+        return handle
 
     def compute_output_shape(self, input_shape):
         """Output shape for an input shape, by shape inference alone (no weights needed)."""
@@ -168,6 +255,14 @@ class Module:
     def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():
             yield module
+
+    def apply(self, fn: Callable[[Module], object]) -> Module:
+        """Call ``fn(module)`` on every sub-module, children before their parent, then on
+        self (to initialise weights, say); returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     def named_parameters(self, prefix: str = "", trainable_only: bool = False) -> Iterator[tuple[str, Parameter]]:
         seen: set[int] = set()
@@ -296,6 +391,13 @@ def _same_kind(registry, module, value) -> bool:
     if registry is module._modules:
         return isinstance(value, Module)
     return not isinstance(value, (Parameter, Module))
+
+
+def _holds_placeholder(values) -> bool:
+    """Whether a symbolic ``Input`` placeholder (:mod:`lamina.nn.functional_model`) is among
+    ``values`` or in a list or tuple among them."""
+    return any(getattr(v, "is_symbolic", False) is True or (isinstance(v, (list, tuple)) and _holds_placeholder(v))
+               for v in values)
 
 
 def _shape_of(x):
