@@ -44,10 +44,13 @@ from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.embedding import Embedding, embedding
+from lamina.nn.functional_model import Input, Model
+from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
 from lamina.nn.multi_head_attention import MultiHeadAttention
+from lamina.nn.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.parameter import Parameter
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
@@ -57,6 +60,7 @@ from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequential import Sequential
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
+from lamina.nn.weight_norms import SpectralNorm, WeightNorm
 from lamina.nn.wrappers import TimeDistributed
 
 __all__ = [
@@ -70,5 +74,7 @@ __all__ = [
     "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid", "SimpleRNN",
     "Softmax", "Softplus", "Tanh", "TransformerEncoderLayer", "UpSampling2D", "ZeroPadding2D", "default_name",
     "embedding", "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config",
-    "linear", "register_layer", "registered_layers", "TimeDistributed",
+    "linear", "register_layer", "registered_layers", "TimeDistributed", "AlphaDropout", "GaussianDropout",
+    "GaussianNoise", "SpatialDropout1D", "SpatialDropout2D", "SpectralNorm", "WeightNorm", "HookHandle", "Input",
+    "Model", "capture_activations",
 ]
