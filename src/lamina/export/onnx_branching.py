@@ -110,6 +110,24 @@ def _chain(graph: Graph, layer, chain, value: Value) -> Value:
     return value
 
 
+@register_converter(nn.Model)
+def _functional_model(graph: Graph, layer, value: Value) -> Value:
+    """The graph's layer calls in order, each converted on the values its inputs have become;
+    a merge layer gets its list of values. The file has one input and one output."""
+    if len(layer.inputs) != 1 or len(layer.outputs) != 1:
+        raise NotImplementedError(f"export_onnx: {layer._label()} has {len(layer.inputs)} inputs and "
+                                  f"{len(layer.outputs)} outputs; an ONNX file written by export_onnx has one of each")
+
+    def call(sub, args, kwargs):
+        if kwargs or len(args) != 1:
+            raise NotImplementedError(f"export_onnx: {layer._label()} calls {sub._label()} with "
+                                      f"{len(args)} positional and {sorted(kwargs)} keyword arguments; "
+                                      "only calls on one value (or one list of values) export")
+        return convert(graph, sub, args[0])
+
+    return layer._run([value], call)
+
+
 @register_converter(BranchingNetwork)
 def _branching_network(graph: Graph, layer, value: Value) -> Value:
     """The main path in order: in evaluation mode the auxiliary heads are not computed."""

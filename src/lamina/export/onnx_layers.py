@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from lamina import nn
+from lamina.autograd import no_grad
 from lamina.export.onnx_activations import ACTIVATIONS, layer_activation
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 from lamina.functional.conv_transpose import transpose_geometry
@@ -18,9 +19,19 @@ from lamina.nn.layer import compact
 
 
 # -- pass-through, shape -----------------------------------------------------------------------
-@register_converter(nn.Dropout, nn.Identity)
+@register_converter(nn.Dropout, nn.Identity, nn.GaussianNoise, nn.GaussianDropout, nn.AlphaDropout,
+                    nn.SpatialDropout1D, nn.SpatialDropout2D)
 def _identity(graph: Graph, layer, value: Value) -> Value:
     return value
+
+
+@register_converter(nn.WeightNorm, nn.SpectralNorm)
+def _normalized_weight(graph: Graph, layer, value: Value) -> Value:
+    """The wrapped layer with the weight the wrapper computes now (w = g v / ||v||, or
+    W / sigma with the stored power-iteration vectors), as evaluation would use it."""
+    with no_grad():
+        layer._set_layer_weight(layer.compute_weight().detach())
+    return convert(graph, layer.layer, value)
 
 
 @register_converter(_Augmentation)
