@@ -25,11 +25,15 @@ from lamina.optim.adamax import Adamax
 from lamina.optim.averaging import AveragedModel, update_batch_norm
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
 from lamina.optim.ewa import ExponentialMovingAverage
+from lamina.optim.lbfgs import LBFGS
+from lamina.optim.lion import Lion
+from lamina.optim.lookahead import Lookahead
 from lamina.optim.nadam import NAdam
 from lamina.optim.optimizer import Optimizer
 from lamina.optim.radam import RAdam
 from lamina.optim.regularizers import Regularizer, elastic_net, l1, l2
 from lamina.optim.rmsprop import RMSProp, RMSprop
+from lamina.optim.rprop import Rprop
 from lamina.optim.schedules import (
     CosineDecay,
     CosineDecayRestarts,
@@ -51,5 +55,5 @@ __all__ = [
     "ExponentialMovingAverage", "InverseSqrtDecay", "InverseTimeDecay", "LinearDecay", "NAdam", "OneCycle",
     "Optimizer", "PolynomialDecay", "RAdam", "RMSProp", "RMSprop", "ReduceOnPlateau", "Regularizer", "Schedule",
     "StepDecay", "Warmup", "clip_grad_norm", "clip_grad_value", "elastic_net", "l1", "l2", "regularizers",
-    "schedules", "AveragedModel", "update_batch_norm",
+    "schedules", "AveragedModel", "update_batch_norm", "LBFGS", "Lion", "Lookahead", "Rprop",
 ]
