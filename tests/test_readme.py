@@ -115,3 +115,17 @@ def test_logging_and_exporting_example_runs(tmp_path, monkeypatch):
     (got,) = ort.InferenceSession("lenet5.onnx", providers=["CPUExecutionProvider"]).run(None, {"input": x})
     model.eval()
     np.testing.assert_allclose(got, model(lamina.tensor(x)).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_graph_and_hooks_example_runs():
+    import numpy as np
+
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## Graphs of layers, hooks", 1)[1], re.S).group(1)
+    rng = np.random.default_rng(0)
+    names = {"x_images": rng.random((5, 8, 8, 1)).astype(np.float32),
+             "x_meta": rng.random((5, 4)).astype(np.float32)}
+    exec(compile(code, str(README), "exec"), names)
+    assert names["probs"].shape == (5, 10) and names["seen"] == {"add": (5, 8, 8, 8)}
+    assert names["features"](names["x_images"]).shape == (5, 8, 8, 8)
+    assert names["model"].num_parameters() == sum(p.size for p in names["model"].parameters())
