@@ -326,3 +326,19 @@ def test_the_ops_are_public_and_tensor_methods():
     values, indices = x.topk(2, axis=1)
     np.testing.assert_array_equal(indices, [[3, 2]] * 3)
     assert [part.shape for part in x.chunk(2, axis=1)] == [(3, 2), (3, 2)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_topk_by_partition_keeps_the_earlier_of_tied_values_as_a_full_stable_sort(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 4, (5, 7, 9)).astype(np.float32)          # many ties at the k-th value
+    for axis in (0, 1, -1):
+        n = a.shape[axis]
+        for k in (1, n // 2, n - 1):
+            for largest in (True, False):
+                stable = np.argsort(-a if largest else a, axis=axis, kind="stable")
+                expected = np.take(stable, range(k), axis=axis)
+                _, indices = topk(a, k, axis=axis, largest=largest)
+                np.testing.assert_array_equal(indices, expected)
+                _, unsorted = topk(a, k, axis=axis, largest=largest, sorted=False)
+                np.testing.assert_array_equal(unsorted, np.sort(expected, axis=axis))

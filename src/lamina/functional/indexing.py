@@ -315,11 +315,33 @@ def topk(x, k: int, axis: int = -1, largest: bool = True, sorted: bool = True) -
     n = a.shape[axis]
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
         raise ValueError(f"topk: k must be an int in [0, {n}] for axis {axis} of x of shape {a.shape}, got {k!r}")
-    order = _stable_order(a, axis, descending=largest)
-    indices = order[(slice(None),) * axis + (slice(0, k),)]
-    if not sorted:
-        indices = backend.xp.sort(indices, axis=axis)
+    if 0 < k < n and a.dtype.kind in "iuf" and not (a.dtype.kind == "f" and backend.xp.isnan(a).any()):
+        indices = _top_positions(a, k, axis, largest)       # partition: O(n) per row, then sort k
+        if sorted:
+            order = _stable_order(backend.xp.take_along_axis(a, indices, axis=axis), axis, descending=largest)
+            indices = backend.xp.take_along_axis(indices, order, axis=axis)
+    else:
+        order = _stable_order(a, axis, descending=largest)
+        indices = order[(slice(None),) * axis + (slice(0, k),)]
+        if not sorted:
+            indices = backend.xp.sort(indices, axis=axis)
     return gather(x, axis, indices), indices
+
+
+def _top_positions(a, k: int, axis: int, largest: bool):
+    """The positions of the k largest (smallest) values along ``axis``, in increasing order,
+    ties at the k-th value going to the earlier elements; ``a`` holds no NaN."""
+    xp = backend.xp
+    rows = xp.moveaxis(a, axis, -1)
+    n = rows.shape[-1]
+    at = n - k if largest else k - 1
+    kth = xp.partition(rows, at, axis=-1)[..., at:at + 1]
+    beyond = rows > kth if largest else rows < kth
+    tied = rows == kth
+    wanted_ties = k - beyond.sum(axis=-1, keepdims=True)
+    chosen = beyond | (tied & (xp.cumsum(tied, axis=-1) <= wanted_ties))
+    positions = xp.nonzero(chosen.reshape(-1, n))[1].reshape(*rows.shape[:-1], k)
+    return xp.moveaxis(positions, -1, axis)
 
 
 def _arg_extreme(x, axis, keepdims: bool, op: str, pick):

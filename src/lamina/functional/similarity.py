@@ -8,7 +8,6 @@ gradients agree with it; :func:`cdist` is one node, the others are built from pr
 
 from __future__ import annotations
 
-import math
 import numbers
 
 from lamina import backend
@@ -20,7 +19,9 @@ from lamina.functional.reduce import sum as reduce_sum
 from lamina.functional.reduce_more import norm, vector_order
 from lamina.functional.shape import broadcast_to
 
-CDIST_CHUNK = 1 << 22
+#: Pairs whose squared distance is below this fraction of ||a_i||^2 + ||b_j||^2 are computed from
+#: their difference: there the matrix-product form has lost more than two digits.
+CDIST_EXACT_BELOW = 1e-2
 """:func:`cdist` forms the differences a_i - b_j for as many rows of a at a time as keep
 them under about this many values."""
 
@@ -109,10 +110,14 @@ def pairwise_distance(a, b, p=2, eps: float = 1e-6) -> Tensor:
 class Cdist(Function):
     """D_ij = ||a_i - b_j||_2 between the rows of a (..., n, d) and b (..., m, d).
 
+    The squares come from one matrix product, D_ij^2 = ||a_i||^2 + ||b_j||^2 - 2 a_i . b_j.
+    Where D_ij^2 is small against ||a_i||^2 + ||b_j||^2 (below ``CDIST_EXACT_BELOW`` of it)
+    that difference has cancelled most of its digits, so those pairs (near-duplicates, a row
+    with itself) are computed again from a_i - b_j, exactly.
+
     dD_ij/da_i = (a_i - b_j) / D_ij, so with W_ij = dJ/dD_ij / D_ij (0 where D_ij = 0, as
     PyTorch): dJ/da_i = a_i sum_j W_ij - sum_j W_ij b_j, that is a * (W 1) - W b, and
-    dJ/db_j = b_j sum_i W_ij - sum_i W_ij a_i. The distances themselves come from the
-    differences (exact), not from ||a||^2 + ||b||^2 - 2 a.b, which loses the small ones.
+    dJ/db_j = b_j sum_i W_ij - sum_i W_ij a_i.
     """
 
     def forward(self, a, b):
@@ -125,12 +130,23 @@ class Cdist(Function):
         except ShapeError:
             raise ShapeError(f"cdist: the leading (batch) axes of shapes {a.shape} and {b.shape} cannot be "
                              f"broadcast together") from None
-        n, m, d = a.shape[-2], b.shape[-2], a.shape[-1]
-        dist = xp.empty(batch + (n, m), dtype=xp.result_type(a, b))
-        rows = max(1, CDIST_CHUNK // max(1, m * d * math.prod(batch)))
-        for start in range(0, n, rows):
-            diff = a[..., start:start + rows, None, :] - b[..., None, :, :]
-            dist[..., start:start + rows, :] = xp.sqrt((diff * diff).sum(axis=-1))
+        dtype = xp.result_type(a, b)
+        a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
+        norms = (a * a).sum(axis=-1)[..., :, None] + (b * b).sum(axis=-1)[..., None, :]
+        squares = norms - 2 * xp.matmul(a, b.swapaxes(-1, -2))
+        squares = xp.broadcast_to(squares, batch + squares.shape[-2:]).copy()
+        cancelled = squares < CDIST_EXACT_BELOW * xp.broadcast_to(norms, squares.shape)
+        if cancelled.any():
+            n, m, d = a.shape[-2], b.shape[-2], a.shape[-1]
+            rows_a = xp.broadcast_to(a, batch + (n, d)).reshape(-1, n, d)
+            rows_b = xp.broadcast_to(b, batch + (m, d)).reshape(-1, m, d)
+            k, i, j = xp.nonzero(cancelled.reshape(-1, n, m))
+            diff = rows_a[k, i] - rows_b[k, j]
+            squares.reshape(-1, n, m)[k, i, j] = (diff * diff).sum(axis=-1)
+            self.close = (k, i, j, diff)
+        else:
+            self.close = None
+        dist = xp.sqrt(xp.maximum(squares, 0))
         self.a, self.b, self.dist = a, b, dist
         return dist
 
@@ -139,11 +155,24 @@ class Cdist(Function):
         a, b, dist = self.a, self.b, self.dist
         apart = dist > 0
         w = xp.where(apart, dy / xp.where(apart, dist, 1), 0)
+        close = None
+        if self.close is not None:  # a_i W_ij - W_ij b_j would cancel: use (a_i - b_j) W_ij itself
+            k, i, j, diff = self.close
+            n, m = dist.shape[-2:]
+            w_close = w.reshape(-1, n, m)[k, i, j]
+            w.reshape(-1, n, m)[k, i, j] = 0
+            close = (k, i, j, diff * w_close[:, None])
         da = db = None
         if self.needs_grad[0]:
-            da = unbroadcast(a * w.sum(axis=-1)[..., None] - xp.matmul(w, b), a.shape)
+            da = a * w.sum(axis=-1)[..., None] - xp.matmul(w, b)
+            if close is not None:
+                xp.add.at(da.reshape(-1, *da.shape[-2:]), (close[0], close[1]), close[3])
+            da = unbroadcast(da, a.shape)
         if self.needs_grad[1]:
-            db = unbroadcast(b * w.sum(axis=-2)[..., None] - xp.matmul(w.swapaxes(-1, -2), a), b.shape)
+            db = b * w.sum(axis=-2)[..., None] - xp.matmul(w.swapaxes(-1, -2), a)
+            if close is not None:
+                xp.add.at(db.reshape(-1, *db.shape[-2:]), (close[0], close[2]), -close[3])
+            db = unbroadcast(db, b.shape)
         return da, db
 
 
