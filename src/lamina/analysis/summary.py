@@ -27,6 +27,13 @@ every layer's activations, the other intermediate tensors of the graph (the pre-
 inside a ``Conv2D(..., activation='relu')``, the sums and ReLUs computed in a residual
 block's ``forward``), the gradients of both, and the input batch. Temporary workspaces
 (im2col patch matrices, saved masks) are not included.
+
+A model of several inputs (a functional ``Model`` built from a list of ``Input``
+placeholders) lists every input's shape in the header, and its input memory is the sum over
+its inputs. Its receptive-field column is left blank: a field is measured in the pixels of
+one input image, and the units after a merge see several inputs. A model of several outputs
+needs nothing special: every output's layers are rows, and the intermediate tensors are
+collected back from all of them.
 """
 
 from __future__ import annotations
@@ -83,16 +90,26 @@ class Summary:
     """A model's layer table. ``str(summary)`` prints it; ``rows`` (one dict per layer call:
     name, type, hyperparameters, input_shape, output_shape, trainable_params,
     non_trainable_params, params, macs, activation_bytes, receptive_field) and
-    :meth:`to_json` are for programs; totals as attributes."""
+    :meth:`to_json` are for programs; totals as attributes.
 
-    def __init__(self, tr: Trace, input_shape: tuple[int, ...], batch_size: int = 1, optimizer: str = "adam"):
+    ``input_shapes`` lists one shape (without batch) per model input; ``input_shape`` is that
+    shape for a model of one input and the list for a model of several. The constructor's
+    ``input_shape`` is optional; when given, it must be the traced inputs' shape(s)."""
+
+    def __init__(self, tr: Trace, input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
+                 batch_size: int = 1, optimizer: str = "adam"):
         self.model_name = tr.model.name or type(tr.model).__name__
-        self.input_shape = tuple(input_shape)
+        self.input_shapes = _traced_shapes(tr, input_shape)
+        self.input_shape = self.input_shapes[0] if len(self.input_shapes) == 1 else list(self.input_shapes)
+        self.input_names = _input_names(tr)
         self.batch_size = _positive(batch_size, "batch_size")
         self.optimizer = _optimizer(optimizer)
-        self.dtype = str(tr.input.dtype)
-        self.input_bytes = math.prod(self.input_shape) * tr.input.dtype.itemsize  # one sample
-        fields = receptive_fields(tr)
+        dtypes = list(dict.fromkeys(str(t.dtype) for t in tr.inputs))
+        self.dtype = "/".join(dtypes)  # 'float32', or e.g. 'int64/float32' for inputs of several dtypes
+        self.input_bytes = sum(math.prod(shape) * t.dtype.itemsize  # one sample of every input
+                               for shape, t in zip(self.input_shapes, tr.inputs))
+        self.multi_input = len(tr.inputs) > 1
+        fields = [None] * len(tr.calls) if self.multi_input else receptive_fields(tr)
         self.rows: list[dict] = [self._row(call, field) for call, field in zip(tr.calls, fields)]
         params = [p for _, p in tr.model.named_parameters()]
         self.total_params = sum(p.size for p in params)
@@ -157,7 +174,8 @@ class Summary:
         rows = [dict(r) for r in self.rows]
         return {
             "model": self.model_name,
-            "input_shape": list(self.input_shape),
+            "input_shape": ([list(s) for s in self.input_shapes] if self.multi_input
+                            else list(self.input_shape)),
             "batch_size": self.batch_size,
             "dtype": self.dtype,
             "rows": rows,
@@ -190,8 +208,7 @@ class Summary:
                              for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
         width = sum(widths) + 2 * (len(widths) - 1)
-        shape = ", ".join(str(n) for n in self.input_shape)
-        out = [f'Model: "{self.model_name}"   input ({shape}), {self.dtype}, batch {self.batch_size}',
+        out = [f'Model: "{self.model_name}"   {self._inputs_text()}, {self.dtype}, batch {self.batch_size}',
                "=" * width, line(headers), "=" * width]
         out += [line(row) for row in body]
         out.append("=" * width)
@@ -203,7 +220,10 @@ class Summary:
                        "evaluation mode, e.g. auxiliary classifiers)")
         out.append(f"Total MACs (flops in the course notes): {self.total_macs:,} ({format_count(self.total_macs)}) "
                    "per sample")
-        out.append("RF: the receptive field of one output unit, in input pixels")
+        if self.multi_input:
+            out.append("RF: left blank, receptive fields are not computed for a model of several inputs")
+        else:
+            out.append("RF: the receptive field of one output unit, in input pixels")
         b = self.batch_size
         out.append(f"Activations (forward, batch {b}): {format_bytes(self.activation_bytes_per_sample * b)} "
                    f"in the layers' outputs + {format_bytes(self.intermediate_bytes_per_sample * b)} "
@@ -219,9 +239,41 @@ class Summary:
         out.append("-" * width)
         return "\n".join(out)
 
+    def _inputs_text(self) -> str:
+        """'input (32, 32, 3)', or 'inputs [vec (4,), image (8, 8, 1)]' for several inputs."""
+        if not self.multi_input:
+            return f"input ({', '.join(str(n) for n in self.input_shape)})"
+        names = self.input_names or [f"input_{k}" for k in range(len(self.input_shapes))]
+        shapes = (_shape_text(list(s)) for s in self.input_shapes)
+        return "inputs [" + ", ".join(f"{name} {shape}" for name, shape in zip(names, shapes)) + "]"
+
     def __repr__(self) -> str:
         return (f"Summary({self.model_name!r}, input_shape={self.input_shape}, layers={len(self.rows)}, "
                 f"total_params={self.total_params:,}, total_macs={self.total_macs:,})")
+
+
+def _traced_shapes(tr: Trace, input_shape) -> list[tuple[int, ...]]:
+    """The input shapes (without batch), one per traced input; a given ``input_shape`` (a
+    shape, or a list of shapes) must be the traced ones."""
+    traced = [tuple(t.shape[1:]) for t in tr.inputs]
+    if input_shape is None:
+        return traced
+    if isinstance(input_shape, int):
+        input_shape = (input_shape,)
+    many = bool(input_shape) and all(isinstance(s, (tuple, list)) for s in input_shape)
+    given = [tuple(s) for s in input_shape] if many else [tuple(input_shape)]
+    if given != traced:
+        raise ValueError(f"lamina.analysis.Summary: input_shape {input_shape!r} is not the shape(s) of the traced "
+                         f"inputs {traced}")
+    return traced
+
+
+def _input_names(tr: Trace) -> list[str] | None:
+    """The inputs' names of a functional ``Model`` (``Input(..., name=)``), else None."""
+    names = getattr(tr.model, "input_names", None)
+    if isinstance(names, list) and len(names) == len(tr.inputs):
+        return [str(n) for n in names]
+    return None
 
 
 def _called_params(call: LayerCall) -> list:
@@ -262,11 +314,12 @@ def _optimizer(name: str) -> str:
     return key
 
 
-def summary(model: Module | Callable[[], Module], input_shape: Sequence[int] | None = None, batch_size: int = 1,
-            optimizer: str = "adam") -> Summary:
+def summary(model: Module | Callable[[], Module], input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
+            batch_size: int = 1, optimizer: str = "adam") -> Summary:
     """The layer table of ``model`` (a Module, or a zero-argument builder such as
     ``lamina.models.vgg16``, built with shape-only weights) for inputs of ``input_shape``
-    (without the batch axis; default: the shape the model was built for).
+    (without the batch axis; a list of shapes, one per input, for a model of several inputs;
+    default: the shapes the model was built for).
 
     Per layer: name (dotted path), type, hyperparameters, output volume, trainable and
     non-trainable parameters, MACs of one sample (h_out w_out K f f c_in / groups for a
@@ -281,4 +334,4 @@ def summary(model: Module | Callable[[], Module], input_shape: Sequence[int] | N
     batch_size = _positive(batch_size, "batch_size")
     optimizer = _optimizer(optimizer)
     tr = trace(model, input_shape)
-    return Summary(tr, tuple(tr.input.shape[1:]), batch_size=batch_size, optimizer=optimizer)
+    return Summary(tr, batch_size=batch_size, optimizer=optimizer)

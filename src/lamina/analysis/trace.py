@@ -1,7 +1,10 @@
 """Shape inference by tracing: one forward pass over a batch of *zero* samples.
 
 :func:`trace` runs ``model`` on ``zeros((0, *input_shape))`` and records every layer call
-in execution order with its input and output tensors. The arithmetic of a zero-sample batch
+in execution order with its input and output tensors. A model of several inputs (a
+functional ``Model`` built from a list of ``Input`` placeholders, or any module whose
+``forward`` takes several tensors) gets one zero-sample tensor per input,
+``model(x_1, ..., x_n)``; a ``forward`` of one parameter gets them as one list. The arithmetic of a zero-sample batch
 is free (every activation has 0 elements), yet each op computes its real output shape, so
 the table follows exactly what ``forward`` does, including the wiring of composite blocks
 (residual additions, inception concatenations) that lives only in their ``forward``.
@@ -28,6 +31,7 @@ the sequence's figures are T times theirs (:attr:`LayerCall.steps`).
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 from lamina import backend
 from lamina.autograd import Tensor, graph
 from lamina.nn import init
+from lamina.nn.functional_model import Model
 from lamina.nn.layer import reads_ids
 from lamina.nn.module import Module, intercept_calls
 from lamina.nn.wrappers import TimeDistributed
@@ -89,14 +94,26 @@ class LayerCall:
 
 @dataclass
 class Trace:
-    """The recorded pass: the traced copy of the model, its input and the layer calls."""
+    """The recorded pass: the traced copy of the model, its inputs (one zero-sample tensor
+    per model input), its outputs and the layer calls."""
 
     model: Module
-    input: Tensor
+    inputs: list[Tensor]
     output: list[Tensor]
     calls: list[LayerCall] = field(default_factory=list)
     paths: dict[int, str] = field(default_factory=dict)  # id(module) -> dotted path in ``model``
     source: Module | None = None  # the caller's model (paths are the same in both)
+
+    @property
+    def input(self) -> Tensor:
+        """The input of a model of one input; for several, a ``ValueError`` (see ``inputs``)."""
+        if len(self.inputs) != 1:
+            shapes = [tuple(t.shape[1:]) for t in self.inputs]
+            raise ValueError(
+                f"lamina.analysis: {self.model._label()} takes {len(self.inputs)} inputs, of shapes {shapes}; this "
+                "analysis (Trace.input, e.g. receptive fields) needs a model of one input (Trace.inputs lists all)"
+            )
+        return self.inputs[0]
 
     def intermediates(self) -> list[Tensor]:
         """The op results the output depends on that are not a layer's output: tensors made
@@ -116,7 +133,7 @@ class Trace:
     def _intermediates(self) -> list[tuple[Tensor, int]]:
         """(tensor, runs per sample) of every intermediate, walking back from the output."""
         found: list[tuple[Tensor, int]] = []
-        _collect(self.output, self.calls, {id(self.input)}, 1, found, set())
+        _collect(self.output, self.calls, {id(t) for t in self.inputs}, 1, found, set())
         return found
 
     def path_of(self, module: Module) -> str | None:
@@ -203,35 +220,96 @@ def resolve_model(model: Module | Callable[[], Module]) -> Module:
     raise TypeError(f"lamina.analysis: expected a Module or a builder function, got {type(model).__name__}")
 
 
-def default_input_shape(model: Module) -> tuple[int, ...] | None:
-    """The shape (without batch) ``model`` was built for, or the ``input_shape`` (batch axis
-    first, e.g. ``(None, 224, 224, 3)``) a builder recorded on it."""
+def _is_batched_shape(value) -> bool:
+    """Whether ``value`` is one shape with its batch axis: (None, 224, 224, 3)."""
+    return isinstance(value, (tuple, list)) and len(value) > 1 and all(
+        isinstance(n, int) or n is None for n in value)
+
+
+def default_input_shapes(model: Module) -> list[tuple[int, ...]] | None:
+    """The shapes (without batch) ``model`` was built for, one per input, or the
+    ``input_shape`` (batch axis first, e.g. ``(None, 224, 224, 3)``, or a list of such shapes
+    for a model of several inputs) a builder recorded on it; None when a size is unknown."""
     for attr in ("build_input_shape", "input_shape"):
-        shape = getattr(model, attr, None)
-        if isinstance(shape, (tuple, list)) and len(shape) > 1 and all(isinstance(n, int) or n is None
-                                                                         for n in shape):
-            rest = tuple(shape[1:])
-            if all(isinstance(n, int) for n in rest):
-                return rest
+        value = getattr(model, attr, None)
+        if _is_batched_shape(value):
+            shapes = [value]
+        elif isinstance(value, (tuple, list)) and value and all(_is_batched_shape(s) for s in value):
+            shapes = list(value)
+        else:
+            continue
+        rests = [tuple(shape[1:]) for shape in shapes]
+        if all(isinstance(n, int) for rest in rests for n in rest):
+            return rests
     return None
 
 
-def _shape(input_shape, model: Module) -> tuple[int, ...]:
+def _one_shape(shape, given) -> tuple[int, ...]:
+    """A shape without the batch axis (an int for vectors), checked."""
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        sizes = tuple(int(n) for n in shape)
+    except (TypeError, ValueError):
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"lamina.analysis: input_shape must be positive sizes without the batch axis, or a list "
+                         f"of such shapes (one per input), got {given!r}")
+    return sizes
+
+
+def _input_shapes(input_shape, model: Module) -> list[tuple[int, ...]]:
+    """One shape (without batch) per model input: from ``input_shape`` (a shape, or a list of
+    shapes) or, when it is None, the shapes the model was built for."""
     if input_shape is None:
-        shape = default_input_shape(model)
-        if shape is None:
+        shapes = default_input_shapes(model)
+        if shapes is None:
             raise ValueError(
                 f"lamina.analysis: {model._label()} was not built for a known input shape; pass "
-                "input_shape (without the batch axis), e.g. (224, 224, 3)"
+                "input_shape (without the batch axis), e.g. (224, 224, 3), or a list of shapes for a model "
+                "of several inputs, e.g. [(8,), (32, 32, 3)]"
             )
-        return shape
-    if isinstance(input_shape, int):
-        input_shape = (input_shape,)
-    shape = tuple(int(n) for n in input_shape)
-    if not shape or min(shape) < 1:
-        raise ValueError(f"lamina.analysis: input_shape must be positive sizes without the batch axis, "
-                         f"got {input_shape!r}")
-    return shape
+        return shapes
+    if isinstance(input_shape, (tuple, list)) and any(isinstance(s, (tuple, list)) for s in input_shape):
+        return [_one_shape(s, input_shape) for s in input_shape]
+    return [_one_shape(input_shape, input_shape)]
+
+
+def _input_dtypes(model: Module, count: int) -> list:
+    """The dtype of each input's zero batch: integer for an input declared integer (a
+    functional ``Model``'s ``Input(..., dtype="int64")``) or for the one input of a model
+    whose first layer reads ids (an ``Embedding``), else the default float dtype."""
+    declared = [t.dtype for t in model.inputs] if isinstance(model, Model) else []
+    if len(declared) != count:
+        declared = [None] * count
+    ids = count == 1 and reads_ids(model)
+    dtypes = []
+    for dtype in declared:
+        if dtype is not None and dtype.kind in "iu":
+            dtypes.append(dtype)
+        else:
+            dtypes.append(backend.xp.int64 if ids else backend.get_default_dtype())
+    return dtypes
+
+
+def _zero_batch(shape: tuple[int, ...], dtype) -> Tensor:
+    """zeros((0, *shape)); a float one requires grad, so the graph is recorded from it."""
+    zeros = backend.xp.zeros((0, *shape), dtype=dtype)
+    if backend.xp.dtype(dtype).kind in "iu":
+        return Tensor(zeros)
+    return Tensor(zeros, requires_grad=True)
+
+
+def _call(model: Module, xs: list[Tensor]):
+    """``model(x)`` for one input; ``model(x_1, ..., x_n)`` for several, or ``model([x_1, ...,
+    x_n])`` when its ``forward`` takes exactly one positional parameter."""
+    if len(xs) == 1:
+        return model(xs[0])
+    parameters = inspect.signature(model.forward).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return model(*xs)
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return model(xs) if len(positional) == 1 else model(*xs)
 
 
 def _weights_memo(model: Module) -> dict:
@@ -258,12 +336,14 @@ def _tensors(value) -> list[Tensor]:
     return []
 
 
-def trace(model: Module | Callable[[], Module], input_shape: Sequence[int] | None = None) -> Trace:
+def trace(model: Module | Callable[[], Module],
+          input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None) -> Trace:
     """Run ``model`` (a Module or a zero-argument builder) on a zero-sample batch of
-    ``input_shape`` (no batch axis; default: the shape it was built for) and record its
-    layer calls. The caller's model is left exactly as it was (see the module docstring)."""
+    ``input_shape`` (no batch axis; a list of shapes, one per input, for a model of several
+    inputs; default: the shapes it was built for) and record its layer calls. The caller's
+    model is left exactly as it was (see the module docstring)."""
     source = resolve_model(model)
-    shape = _shape(input_shape, source)
+    shapes = _input_shapes(input_shape, source)
     traced = copy.deepcopy(source, _weights_memo(source))
     traced.eval()
     paths = {id(m): p for p, m in traced.named_modules()}
@@ -291,19 +371,17 @@ def trace(model: Module | Callable[[], Module], input_shape: Sequence[int] | Non
         call.outputs = _tensors(out)
         return out
 
-    if reads_ids(traced):
-        x = Tensor(backend.xp.zeros((0, *shape), dtype=backend.xp.int64))
-    else:
-        x = Tensor(backend.xp.zeros((0, *shape), dtype=backend.get_default_dtype()), requires_grad=True)
+    xs = [_zero_batch(shape, dtype) for shape, dtype in zip(shapes, _input_dtypes(traced, len(shapes)))]
     previous = graph._grad_enabled
     graph._grad_enabled = True  # record the graph: receptive fields follow it through glue ops
     try:
         with init.meta(), intercept_calls(record):
-            out = traced(x)
+            out = _call(traced, xs)
     except Exception as exc:
-        exc.add_note(f"(raised while lamina.analysis traced {source._label()} on a zero-sample batch of "
-                     f"shape {tuple(x.shape)})")
+        batches = "a zero-sample batch of shape" if len(xs) == 1 else "zero-sample batches of shapes"
+        exc.add_note(f"(raised while lamina.analysis traced {source._label()} on {batches} "
+                     f"{', '.join(str(tuple(x.shape)) for x in xs)})")
         raise
     finally:
         graph._grad_enabled = previous
-    return Trace(traced, x, _tensors(out), calls, paths, source)
+    return Trace(traced, xs, _tensors(out), calls, paths, source)
