@@ -51,7 +51,7 @@ __all__ = ["OPTIMIZER_STATES", "Summary", "summary"]
 
 # values of optimizer state kept per trainable parameter
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adagrad": 1, "adam": 2, "adamw": 2,
-                    "adamax": 2, "nadam": 2, "radam": 2, "adadelta": 2}
+                    "adamax": 2, "nadam": 2, "radam": 2, "adadelta": 2, "lion": 1}
 
 
 # -- formatting --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import argparse
 import math
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamax", "nadam", "adadelta",
-              "radam")
+              "radam", "lion")
 SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "cosine_restarts", "onecycle")
 
 
@@ -55,6 +55,8 @@ def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
         return optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
     if name == "radam":
         return optim.RAdam(params, lr=lr, weight_decay=weight_decay)
+    if name == "lion":
+        return optim.Lion(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 
