@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from lamina import backend
-from lamina.data.dataset import ArrayDataset, Dataset
+from lamina.data.dataset import ArrayDataset, Dataset, is_multi_input, take
 
 __all__ = ["DataLoader"]
 
@@ -25,8 +25,11 @@ class DataLoader:
     :func:`lamina.backend.rng` at construction, so :func:`lamina.manual_seed` makes the
     order reproducible. A dataset of ``(x, y)`` samples yields ``(xb, yb)``; an unlabelled
     :class:`ArrayDataset` (or any dataset whose samples are single arrays) yields ``xb``.
+    For a model of several inputs (``ArrayDataset((x1, x2), y)``, or samples
+    ``((x1, x2), y)``) ``xb`` is a tuple of batches, one per input.
 
-    ``transform(xb) -> xb`` is applied to each batch of inputs (not to the labels).
+    ``transform(xb) -> xb`` is applied to each batch of inputs (not to the labels); with
+    several inputs it receives and returns the tuple.
     ``batch_transform(xb, yb) -> (xb, yb)`` is applied to each labelled batch after it, for
     augmentations that need the labels (e.g. :class:`~lamina.data.MixUp`,
     :class:`~lamina.data.CutMix`); an unlabelled dataset cannot take one.
@@ -118,13 +121,13 @@ class DataLoader:
     def _fetch(self, index: np.ndarray) -> Any:
         ds = self.dataset
         if isinstance(ds, ArrayDataset):
-            xb = ds.x[index]
+            xb = take(ds.x, index)
             if self.transform is not None:
                 xb = self.transform(xb)
             return xb if ds.y is None else self._labelled_batch(xb, ds.y[index])
         samples = [ds[int(i)] for i in index]
         if isinstance(samples[0], tuple):
-            columns = [np.stack([np.asarray(s[k]) for s in samples]) for k in range(len(samples[0]))]
+            columns = [_stack([s[k] for s in samples]) for k in range(len(samples[0]))]
             if self.transform is not None:
                 columns[0] = self.transform(columns[0])
             if self.batch_transform is not None:
@@ -220,3 +223,11 @@ class DataLoader:
     def __repr__(self) -> str:
         return (f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"drop_last={self.drop_last}, seed={self.seed})")
+
+
+def _stack(values: list) -> Any:
+    """One component of a batch from the samples' values: an array, or a tuple of arrays
+    when each value is a group of several inputs."""
+    if is_multi_input(values[0]):
+        return tuple(np.stack([np.asarray(v[k]) for v in values]) for k in range(len(values[0])))
+    return np.stack([np.asarray(v) for v in values])

@@ -4,6 +4,10 @@ One iteration of mini-batch gradient descent: forward the batch, compute the cos
 back-propagate dJ/dtheta, let the optimizer update theta, step an iteration schedule.
 Training data, validation data and the held-out test data stay apart: ``fit`` tunes on
 ``val`` only, and the test set is for ``evaluate`` at the end.
+
+A model of several inputs (a functional :class:`lamina.nn.Model` of a list of inputs) takes
+its inputs as a tuple or list of arrays of the same length, one per input, wherever one
+array would go: ``fit(((x_image, x_meta), y))``, ``predict([x_image, x_meta])``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.data import ArrayDataset, DataLoader
+from lamina.data.dataset import is_multi_input, num_samples, take
 from lamina.errors import ShapeError
+from lamina.nn import Model, Sequential
 from lamina.optim import clip_grad_norm, clip_grad_value
 from lamina.train import checkpoint
 from lamina.train.callbacks import Callback, ProgressBar
@@ -50,6 +56,28 @@ def _plain(loss):
     while isinstance(loss, functools.partial):
         loss = loss.func
     return loss
+
+
+def _input_list(x) -> list:
+    """The model's inputs in ``x``: the arrays of a group of several, or ``[x]``."""
+    return list(x) if is_multi_input(x) else [x]
+
+
+def _expected_inputs(model) -> tuple[int, list[str]] | None:
+    """(how many inputs ``model`` takes, their names), or None when the model does not say."""
+    if isinstance(model, Model):
+        return len(model.inputs), list(model.input_names)
+    if isinstance(model, Sequential):
+        return 1, []
+    return None
+
+
+def _array_dataset(data: tuple, where: str) -> ArrayDataset:
+    """The dataset of ``(x, y)`` (or ``(x,)``), the inputs of a group of several checked to be
+    of one length first (an error names ``where``)."""
+    if data:
+        num_samples(data[0], where)
+    return ArrayDataset(*data)
 
 
 def _is_cross_entropy(loss) -> bool:
@@ -134,13 +162,27 @@ class Trainer:
         return (_is_cross_entropy(self.loss) and bool(layers)
                 and type(layers[-1]).__name__ == "Softmax")
 
+    def _check_input_count(self, where: str, given: int) -> None:
+        """Raise unless the model takes ``given`` inputs (when it says how many it takes)."""
+        expected = _expected_inputs(self.model)
+        if expected is None or expected[0] == given:
+            return
+        count, names = expected
+        named = f" ({', '.join(names)})" if names else ""
+        how = "one array" if count == 1 else f"a tuple or list of {count} arrays, one per input"
+        raise ValueError(f"{where}: the model takes {count} input(s){named} but the data holds {given} input "
+                         f"array(s); give x as {how}")
+
     def _forward(self, x, for_loss: bool):
-        x = x if isinstance(x, Tensor) else lamina.tensor(x)
-        if for_loss and self._fused_softmax():
+        inputs = _input_list(x)
+        self._check_input_count("Trainer", len(inputs))
+        inputs = [v if isinstance(v, Tensor) else lamina.tensor(v) for v in inputs]
+        if for_loss and self._fused_softmax():  # a Sequential: one input
+            out = inputs[0]
             for layer in list(self.model)[:-1]:
-                x = layer(x)
-            return x, True
-        return self.model(x), False
+                out = layer(out)
+            return out, True
+        return self.model(*inputs), False
 
     def _cost(self, out, logits: bool, y):
         if logits:
@@ -187,17 +229,26 @@ class Trainer:
             yield group
 
     # -- checks before training ----------------------------------------------
-    def _validate(self, x: np.ndarray, y) -> None:
-        if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(x).all():
-            bad = np.argwhere(~np.isfinite(np.asarray(x).reshape(len(x), -1)))[0][0]
-            raise ValueError(f"Trainer.fit: the inputs contain NaN or infinity (first at sample {bad}); "
-                             "clean or impute them before training")
+    def _validate(self, x, y) -> None:
+        """Before training: the inputs (one array or a tuple of several) are finite, and are as
+        many and of the shapes the model takes; the labels fit the model's classes."""
+        inputs = _input_list(x)
+        self._check_input_count("Trainer.fit", len(inputs))
+        for k, values in enumerate(inputs):
+            values = np.asarray(values)
+            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+                bad = np.argwhere(~np.isfinite(values.reshape(len(values), -1)))[0][0]
+                which = f"input {k} contains" if len(inputs) > 1 else "the inputs contain"
+                raise ValueError(f"Trainer.fit: {which} NaN or infinity (first at sample {bad}); "
+                                 "clean or impute them before training")
+        shapes = [tuple(np.shape(values)) for values in inputs]
         self.model.eval()
         try:
             with no_grad():
-                out = self.model(lamina.tensor(np.asarray(x[:2])))
+                out = self.model(*[lamina.tensor(np.asarray(values[:2])) for values in inputs])
         except ShapeError as exc:
-            raise ShapeError(f"Trainer.fit: the model cannot take inputs of shape {tuple(np.shape(x))}: {exc}") from exc
+            shown = shapes[0] if len(shapes) == 1 else ", ".join(f"input {k}: {s}" for k, s in enumerate(shapes))
+            raise ShapeError(f"Trainer.fit: the model cannot take inputs of shape {shown}: {exc}") from exc
         finally:
             self.model.train()
         if y is None or not _is_cross_entropy(self.loss):
@@ -219,7 +270,7 @@ class Trainer:
                 or not 0 < fraction < 1):
             raise ValueError(f"Trainer.fit: validation_split must be a fraction in (0, 1), got {fraction!r}")
         if isinstance(train, tuple):
-            train = ArrayDataset(*train)
+            train = _array_dataset(train, "Trainer.fit")
         if not isinstance(train, ArrayDataset):
             raise TypeError(f"Trainer.fit: validation_split needs arrays, (x, y) or an ArrayDataset, to hold out "
                             f"their last samples; got a {type(train).__name__}: pass val= instead")
@@ -229,21 +280,22 @@ class Trainer:
             raise ValueError(f"Trainer.fit: validation_split={fraction!r} of {n} samples leaves "
                              f"{cut} for training and {n - cut} for validation; both need at least one")
         y = train.y
-        return (ArrayDataset(train.x[:cut], None if y is None else y[:cut]),
-                ArrayDataset(train.x[cut:], None if y is None else y[cut:]))
+        return (ArrayDataset(take(train.x, slice(None, cut)), None if y is None else y[:cut]),
+                ArrayDataset(take(train.x, slice(cut, None)), None if y is None else y[cut:]))
 
-    def _loader(self, data, batch_size: int, shuffle: bool, seed) -> DataLoader:
+    def _loader(self, data, batch_size: int, shuffle: bool, seed, where: str) -> DataLoader:
         if isinstance(data, DataLoader):
             return data
         if isinstance(data, tuple):
-            data = ArrayDataset(*data)
+            data = _array_dataset(data, where)
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed)
 
     # -- fit, evaluate, predict -----------------------------------------------
     def fit(self, train, val=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             seed: int | None = None, resume_from: str | os.PathLike | None = None,
             validation_split: float | None = None) -> History:
-        """Train for ``epochs`` epochs; ``train``/``val`` are (x, y), a Dataset or a DataLoader.
+        """Train for ``epochs`` epochs; ``train``/``val`` are (x, y), a Dataset or a DataLoader;
+        for a model of several inputs x is a tuple or list of arrays, one per input.
 
         ``validation_split``: a fraction in (0, 1); the last samples of ``train`` ((x, y)
         arrays or an :class:`~lamina.data.ArrayDataset`), ``floor(n * (1 - fraction))``
@@ -252,7 +304,7 @@ class Trainer:
         """
         if validation_split is not None:
             train, val = self._hold_out(train, val, validation_split)
-        loader = self._loader(train, batch_size, shuffle, seed)
+        loader = self._loader(train, batch_size, shuffle, seed, "Trainer.fit")
         self.loader = loader
         dataset = loader.dataset
         if isinstance(dataset, ArrayDataset):
@@ -318,10 +370,10 @@ class Trainer:
         for _, metric in self.metrics:
             metric.reset()
         for group in self._groups(loader):
-            group_size = sum(len(xb) for xb, _ in group)
+            group_size = sum(num_samples(xb) for xb, _ in group)
             self.optimizer.zero_grad()
             for i, (xb, yb) in enumerate(group):
-                n = len(xb)
+                n = num_samples(xb)
                 loss, out = self._backward(xb, yb, n / group_size)
                 if i == len(group) - 1:
                     self._update()
@@ -346,7 +398,7 @@ class Trainer:
 
     def evaluate(self, data, batch_size: int = 256) -> dict[str, float]:
         """Cost and metrics on ``data`` ((x, y), a Dataset or a DataLoader) in evaluation mode."""
-        loader = self._loader(data, batch_size, shuffle=False, seed=0)
+        loader = self._loader(data, batch_size, shuffle=False, seed=0, where="Trainer.evaluate")
         self.model.eval()
         total, seen = 0.0, 0
         for _, metric in self.metrics:
@@ -354,7 +406,7 @@ class Trainer:
         with no_grad():
             for xb, yb in loader:
                 out, logits = self._forward(xb, for_loss=True)
-                n = len(xb)
+                n = num_samples(xb)
                 total += float(self._cost(out, logits, yb).item()) * n
                 for _, metric in self.metrics:
                     metric.update(out.data, yb)
@@ -362,12 +414,17 @@ class Trainer:
         return {"loss": total / max(seen, 1), **{name: metric.result() for name, metric in self.metrics}}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        """The model's outputs for ``x`` in evaluation mode, batch by batch."""
+        """The model's outputs for ``x`` (one array, or a tuple or list of arrays for a model of
+        several inputs) in evaluation mode, batch by batch."""
+        inputs = _input_list(x)
+        self._check_input_count("Trainer.predict", len(inputs))
+        n = num_samples(x, "Trainer.predict")
         self.model.eval()
         outputs = []
         with no_grad():
-            for i in range(0, len(x), batch_size):
-                outputs.append(backend.to_numpy(self.model(lamina.tensor(x[i:i + batch_size])).data))
+            for i in range(0, n, batch_size):
+                batch = [lamina.tensor(values[i:i + batch_size]) for values in inputs]
+                outputs.append(backend.to_numpy(self.model(*batch).data))
         return np.concatenate(outputs) if outputs else np.zeros((0,))
 
     def save_checkpoint(self, path: str | os.PathLike, epoch: int | None = None) -> None:
