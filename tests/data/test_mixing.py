@@ -344,3 +344,10 @@ def test_a_model_trained_on_mixed_batches_learns_the_digits(digits, mixer, alpha
     history = trainer.fit(loader, epochs=12)
     assert history["loss"][-1] < history["loss"][0]
     assert trainer.evaluate((x_val, y_val))["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("mixer", [MixUp(0.4, num_classes=3, seed=0), CutMix(1.0, num_classes=3, seed=0)])
+def test_a_batch_of_several_inputs_is_refused_with_the_count(mixer):
+    images = np.zeros((4, 6, 6, 1), np.float32)
+    with pytest.raises(TypeError, match=f"{type(mixer).__name__}: the batch holds 2 input arrays"):
+        mixer((images, np.zeros((4, 3), np.float32)), np.arange(4) % 3)

@@ -83,6 +83,9 @@ class _BatchMixer:
         integer inputs float32) and only the labels are turned into rows; ``last_applied`` is
         then False, ``last_lambda`` 1 and ``last_permutation`` the identity.
         """
+        if isinstance(xb, (tuple, list)):
+            raise TypeError(f"{type(self).__name__}: the batch holds {len(xb)} input arrays (a model of several "
+                            "inputs); mixing takes one array of inputs per batch")
         x = self._inputs(np.asarray(xb))
         targets = self._targets(np.asarray(yb), x.shape)
         n = len(x)
