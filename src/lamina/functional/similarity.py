@@ -134,8 +134,7 @@ class Cdist(Function):
         a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
         norms = (a * a).sum(axis=-1)[..., :, None] + (b * b).sum(axis=-1)[..., None, :]
         squares = norms - 2 * xp.matmul(a, b.swapaxes(-1, -2))
-        squares = xp.broadcast_to(squares, batch + squares.shape[-2:]).copy()
-        cancelled = squares < CDIST_EXACT_BELOW * xp.broadcast_to(norms, squares.shape)
+        cancelled = squares < CDIST_EXACT_BELOW * norms   # squares is a fresh array of shape batch + (n, m)
         if cancelled.any():
             n, m, d = a.shape[-2], b.shape[-2], a.shape[-1]
             rows_a = xp.broadcast_to(a, batch + (n, d)).reshape(-1, n, d)
