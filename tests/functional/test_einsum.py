@@ -46,7 +46,38 @@ CASES = {
     "ellipsis_of_no_axes": case("...ij->...ji", (2, 3)),
     "size_one_broadcast": case("ij,jk->ik", (2, 1), (3, 4)),
     "spaces": case("ij, jk -> ik", (2, 3), (3, 4)),
+    "attention_scores": case("bhqd,bhkd->bhqk", (2, 3, 4, 5), (2, 3, 6, 5)),
+    "batch_letters_permuted": case("hbqd,bhkd->kqbh", (3, 2, 4, 5), (2, 3, 6, 5)),
+    "private_letters_on_both_sides": case("aij,jkb->ik", (2, 3, 4), (4, 5, 3)),
+    "batch_only_in_output": case("bi,bj->bij", (3, 4), (3, 5)),
+    "scalar_times_scalar": case(",->", (), ()),
+    "scalar_times_matrix": case(",ij->ji", (), (2, 3)),
 }
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_two_operand_contractions_match_numpy(seed):
+    """Random letter layouts (shared, summed, kept, private; permuted output) against np.einsum."""
+    rng = np.random.default_rng(seed)
+    letters = "abcdef"
+    sizes = {c: int(rng.integers(1, 4)) for c in letters}
+    term_a = "".join(rng.permutation(list(letters))[: rng.integers(0, 5)])
+    term_b = "".join(rng.permutation(list(letters))[: rng.integers(0, 5)])
+    present = sorted(set(term_a + term_b))
+    output = "".join(c for c in rng.permutation(present) if rng.random() < 0.5)
+    a = rng.standard_normal([sizes[c] for c in term_a])
+    b = rng.standard_normal([sizes[c] for c in term_b])
+    spec = f"{term_a},{term_b}->{output}"
+    ta = lamina.tensor(a, dtype="float64", requires_grad=True)
+    tb = lamina.tensor(b, dtype="float64", requires_grad=True)
+    y = einsum(spec, ta, tb)
+    np.testing.assert_allclose(y.numpy(), np.einsum(spec, a, b), rtol=1e-10, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    y.backward(dy)
+    xa, xb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    torch.einsum(spec, xa, xb).backward(torch.tensor(dy))
+    np.testing.assert_allclose(ta.grad, xa.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(tb.grad, xb.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 test_matches_torch, test_gradcheck = op_table_tests(CASES)
 
