@@ -233,6 +233,36 @@ def test_trainer_fits_a_functional_model_on_digits():
     assert accuracy >= 0.92, f"test accuracy {accuracy:.3f} after {time.perf_counter() - started:.1f} s"
 
 
+def test_trainer_fuses_a_final_softmax_of_a_functional_model_into_the_cross_entropy():
+    x = Input((6,))
+    h = nn.Dense(8, activation="relu")(x)
+    model = Model(x, nn.Softmax()(nn.Add()([nn.Dense(3)(h), nn.Dense(3)(x)])))
+    assert isinstance(model.output_layer, nn.Softmax)
+    data = _array(16, 6, seed=1) * 40  # logits large enough for float32 probabilities to reach 0
+    labels = np.arange(16) % 3
+    trainer = Trainer(model, "categorical_cross_entropy", optim.SGD(model.parameters(), lr=0.01), verbose=0)
+    assert trainer._fused_softmax()
+    with lamina.no_grad():
+        logits = model.forward_to_output_layer(lamina.tensor(data))
+        np.testing.assert_allclose(F.softmax(logits).numpy(), model(lamina.tensor(data)).numpy(), atol=1e-6)
+        expected = F.categorical_cross_entropy(logits, labels, from_logits=True).item()
+    loss = trainer.evaluate((data, labels))["loss"]
+    assert np.isfinite(loss) and loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_no_output_layer_for_several_outputs_or_an_output_that_is_an_input():
+    x = Input((4,))
+    two = Model(x, [nn.Dense(2)(x), nn.Dense(3)(x)])
+    assert two.output_layer is None
+    with pytest.raises(ValueError, match="forward_to_output_layer: the model has no single output layer"):
+        two.forward_to_output_layer(_array(2, 4))
+    assert Model(x, x).output_layer is None
+    merged = Model(x, nn.Add()([x, nn.Dense(4)(x)]))
+    assert merged.output_layer is None  # a merge takes two inputs
+    trainer = Trainer(two, "mse", optim.SGD(two.parameters(), lr=0.1), verbose=0)
+    assert not trainer._fused_softmax()
+
+
 def test_summary_lists_every_layer_call_with_the_parameter_total():
     x = Input((8, 8, 1))
     conv = nn.Conv2D(4, 3, padding="same", activation="relu")

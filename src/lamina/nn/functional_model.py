@@ -375,10 +375,36 @@ class Model(Module):
                                  "(None: any size)")
         return list(inputs)
 
-    def _run(self, values: list, call: Callable):
-        """Evaluate the graph from ``values`` (one per input) with ``call(layer, args, kwargs)``."""
+    @property
+    def output_layer(self) -> Module | None:
+        """The layer whose call gives the model's one output, when that call took one input
+        (None for a model of several outputs or an output taken straight from an input)."""
+        node = self._output_node()
+        return node.layer if node is not None else None
+
+    def _output_node(self) -> Node | None:
+        if self._many_outputs or not self._nodes or not any(t is self.outputs[0] for t in self._nodes[-1].outputs):
+            return None
+        node = self._nodes[-1]
+        return node if len(node.outputs) == 1 and len(node.inputs()) == 1 else None
+
+    def forward_to_output_layer(self, *inputs):
+        """The value that :attr:`output_layer` receives: the model run without its last call,
+        e.g. the logits of a classifier ending in Softmax (for a fused, stable cross-entropy)."""
+        node = self._output_node()
+        if node is None:
+            raise ValueError(f"{self._label()}.forward_to_output_layer: the model has no single output layer "
+                             "called on one input")
+        values = self._check_inputs(inputs)
+        return self._run(values, lambda layer, args, kwargs: layer(*args, **kwargs), until=node)
+
+    def _run(self, values: list, call: Callable, until: Node | None = None):
+        """Evaluate the graph from ``values`` (one per input) with ``call(layer, args, kwargs)``;
+        with ``until``, stop before that node and return the value of its one input."""
         computed = {id(t): v for t, v in zip(self.inputs, values)}
         for node in self._nodes:
+            if node is until:
+                return computed[id(node.inputs()[0])]
             out = call(node.layer, _substitute(node.args, computed), _substitute(node.kwargs, computed))
             outs = list(out) if node.returns_sequence else [out]
             if len(outs) != len(node.outputs):

@@ -87,6 +87,15 @@ def _is_cross_entropy(loss) -> bool:
     return _plain(loss) is F.categorical_cross_entropy
 
 
+def _output_layer(model):
+    """The layer that gives ``model``'s output: a Sequential's last, a functional Model's
+    :attr:`~lamina.nn.Model.output_layer`; None when there is no such single layer."""
+    if hasattr(model, "output_layer"):
+        return model.output_layer
+    layers = list(model) if hasattr(model, "__iter__") else []
+    return layers[-1] if layers else None
+
+
 class Trainer:
     """Fit ``model`` by mini-batch gradient descent, evaluate it, predict with it.
 
@@ -158,9 +167,7 @@ class Trainer:
     # -- the model's output and the cost --------------------------------------
     def _fused_softmax(self) -> bool:
         """Softmax followed by cross-entropy is computed as one stable op on the logits."""
-        layers = list(self.model) if hasattr(self.model, "__iter__") else []
-        return (_is_cross_entropy(self.loss) and bool(layers)
-                and type(layers[-1]).__name__ == "Softmax")
+        return _is_cross_entropy(self.loss) and type(_output_layer(self.model)).__name__ == "Softmax"
 
     def _check_input_count(self, where: str, given: int) -> None:
         """Raise unless the model takes ``given`` inputs (when it says how many it takes)."""
@@ -177,8 +184,10 @@ class Trainer:
         inputs = _input_list(x)
         self._check_input_count("Trainer", len(inputs))
         inputs = [v if isinstance(v, Tensor) else lamina.tensor(v) for v in inputs]
-        if for_loss and self._fused_softmax():  # a Sequential: one input
-            out = inputs[0]
+        if for_loss and self._fused_softmax():
+            if hasattr(self.model, "forward_to_output_layer"):
+                return self.model.forward_to_output_layer(*inputs), True
+            out = inputs[0]  # a Sequential: one input
             for layer in list(self.model)[:-1]:
                 out = layer(out)
             return out, True
