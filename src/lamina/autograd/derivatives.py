@@ -1,19 +1,23 @@
-"""``grad``: the gradients of one output with respect to chosen tensors, as values.
+"""``grad``, ``vjp`` and ``jacobian``: derivatives handed back as values.
 
 Where :meth:`Tensor.backward` adds dJ/dw into every leaf's ``grad``, :func:`grad` hands
 back dJ/dt for the tensors asked about and leaves every ``grad`` as it was: the tool for
 gradients of intermediate values, for a penalty on a gradient's size (computed from the
-returned arrays), and for a backward that runs inside another one (a checkpoint).
+returned arrays), and for a backward that runs inside another one (a checkpoint). :func:`vjp` and :func:`jacobian`
+take a function instead of a graph already built, as ``torch.autograd.functional`` does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy
+
+from lamina import backend
 from lamina.autograd import graph
 from lamina.autograd.tensor import Tensor, output_gradient
 
-__all__ = ["grad"]
+__all__ = ["grad", "jacobian", "vjp"]
 
 
 def grad(output: Tensor, inputs: Tensor | Sequence[Tensor], grad_output=None, retain_graph: bool = False,
@@ -43,3 +47,63 @@ def grad(output: Tensor, inputs: Tensor | Sequence[Tensor], grad_output=None, re
             raise RuntimeError(f"grad: the output does not depend on inputs[{i}] (shape {wanted[i].shape}); "
                                "pass allow_unused=True to get None for it")
     return results
+
+
+def _leaves(inputs, where: str) -> tuple[list[Tensor], bool]:
+    """Fresh leaves that require grad, holding copies of ``inputs`` (one tensor or array, or
+    a tuple of them), and whether several were given. Arrays keep their dtype."""
+    several = isinstance(inputs, tuple)
+    values = list(inputs) if several else [inputs]
+    if not values:
+        raise ValueError(f"{where}: no inputs given")
+    leaves = []
+    for i, value in enumerate(values):
+        data = value.data if isinstance(value, Tensor) else value
+        array = data.copy() if hasattr(data, "dtype") else Tensor(data).data
+        if array.dtype.kind != "f":
+            raise TypeError(f"{where}: inputs[{i}] has dtype {array.dtype}; a derivative needs floating point")
+        leaves.append(Tensor(array, dtype=array.dtype, requires_grad=True))
+    return leaves, several
+
+
+def vjp(fn, inputs, v=None) -> tuple:
+    """(fn(inputs), v^T J): the output's value and the vector-Jacobian product, which is one
+    backward pass with dJ/doutput = ``v`` (1 for a scalar output). ``inputs`` is one tensor or
+    array, or a tuple of them (then the product is a tuple, one array per input); they are
+    copied, so nothing of the caller's changes."""
+    leaves, several = _leaves(inputs, "vjp")
+    output = fn(*leaves)
+    if not isinstance(output, Tensor):
+        raise TypeError(f"vjp: fn must return a Tensor, got {type(output).__name__}")
+    if not output.requires_grad:
+        grads = [backend.xp.zeros_like(leaf.data) for leaf in leaves]
+    else:
+        v = output_gradient(output, v, "vjp", "v")
+        grads = graph.gradients(output, v, leaves)
+        grads = [backend.xp.zeros_like(leaf.data) if g is None else g for leaf, g in zip(leaves, grads)]
+    return output.data, (tuple(grads) if several else grads[0])
+
+
+def jacobian(fn, inputs):
+    """The Jacobian dy/dx of ``y = fn(x)``, of shape ``y.shape + x.shape``: row i is the
+    vector-Jacobian product with the i-th unit vector, so it costs one backward pass per
+    element of y (reverse mode's price; fine for the small functions one inspects). With a
+    tuple of inputs, a tuple of Jacobians, one per input (as ``torch.autograd.functional.jacobian``)."""
+    leaves, several = _leaves(inputs, "jacobian")
+    output = fn(*leaves)
+    if not isinstance(output, Tensor):
+        raise TypeError(f"jacobian: fn must return a Tensor, got {type(output).__name__}")
+    xp = backend.xp
+    out_shape = tuple(output.shape)
+    jacobians = [xp.zeros(out_shape + tuple(leaf.shape), dtype=leaf.data.dtype) for leaf in leaves]
+    if output.requires_grad:
+        size = int(numpy.prod(out_shape))
+        for i in range(size):
+            unit = xp.zeros(size, dtype=output.data.dtype)
+            unit[i] = 1
+            grads = graph.gradients(output, unit.reshape(out_shape), leaves, retain_graph=i < size - 1)
+            row = numpy.unravel_index(i, out_shape) if out_shape else ()
+            for jac, g in zip(jacobians, grads):
+                if g is not None:
+                    jac[row] = g
+    return tuple(jacobians) if several else jacobians[0]
