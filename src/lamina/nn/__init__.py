@@ -37,6 +37,7 @@ from lamina.nn.augmentation import (
     RandomRotation,
     RandomSaturation,
 )
+from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from lamina.nn.conv1d import AvgPool1D, Conv1D, GlobalAvgPool1D, GlobalMaxPool1D, MaxPool1D
 from lamina.nn.conv_transpose import Conv2DTranspose
@@ -76,5 +77,5 @@ __all__ = [
     "embedding", "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config",
     "linear", "register_layer", "registered_layers", "TimeDistributed", "AlphaDropout", "GaussianDropout",
     "GaussianNoise", "SpatialDropout1D", "SpatialDropout2D", "SpectralNorm", "WeightNorm", "HookHandle", "Input",
-    "Model", "capture_activations",
+    "Model", "capture_activations", "GRUCell", "LSTMCell", "SimpleRNNCell",
 ]
