@@ -38,6 +38,7 @@ from lamina.nn.augmentation import (
     RandomSaturation,
 )
 from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
+from lamina.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from lamina.nn.conv1d import AvgPool1D, Conv1D, GlobalAvgPool1D, GlobalMaxPool1D, MaxPool1D
 from lamina.nn.conv_transpose import Conv2DTranspose
@@ -78,4 +79,5 @@ __all__ = [
     "linear", "register_layer", "registered_layers", "TimeDistributed", "AlphaDropout", "GaussianDropout",
     "GaussianNoise", "SpatialDropout1D", "SpatialDropout2D", "SpectralNorm", "WeightNorm", "HookHandle", "Input",
     "Model", "capture_activations", "GRUCell", "LSTMCell", "SimpleRNNCell",
+    "ModuleDict", "ModuleList", "ParameterDict", "ParameterList",
 ]
