@@ -23,11 +23,27 @@ from lamina.data.labels import one_hot
 from lamina.data.loader import DataLoader
 from lamina.data.mixing import CutMix, MixUp
 from lamina.data.preprocessing import MeanSubtraction, NotFittedError, Preprocessor, Standardizer
+from lamina.data.samplers import (
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
 from lamina.data.split import train_val_test_split
+from lamina.data.subsets import ConcatDataset, Subset, random_split
 from lamina.data.whitening import PCAWhitening, ZCAWhitening
 
 __all__ = [
     "CIFAR10_CLASSES",
+    "ConcatDataset",
+    "RandomSampler",
+    "Sampler",
+    "SequentialSampler",
+    "Subset",
+    "SubsetRandomSampler",
+    "WeightedRandomSampler",
+    "random_split",
     "ArrayDataset",
     "ChecksumError",
     "DataLoader",

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from lamina import backend
-from lamina.data.dataset import ArrayDataset, Dataset, is_multi_input, take
+from lamina.data.dataset import Dataset, is_multi_input
+from lamina.data.samplers import Sampler
+from lamina.data.subsets import fetches_whole_batches, is_labelled
 
 __all__ = ["DataLoader"]
 
@@ -34,8 +36,16 @@ class DataLoader:
     augmentations that need the labels (e.g. :class:`~lamina.data.MixUp`,
     :class:`~lamina.data.CutMix`); an unlabelled dataset cannot take one.
 
-    For an :class:`ArrayDataset` a batch is fetched with one fancy-index per array; any
-    other :class:`Dataset` is indexed sample by sample and the samples are stacked.
+    A ``sampler`` (see :mod:`lamina.data.samplers`) chooses each epoch's indices in place of
+    the shuffle, drawing them from the loader's generator; an epoch then has as many
+    samples as the sampler gives (``len(loader)`` follows it). It cannot be combined with
+    ``shuffle=True``; ``shuffle`` left at None means True without a sampler, False with one.
+
+    For an :class:`ArrayDataset` a batch is fetched with one fancy-index per array, and so
+    for any dataset whose ``dataset[index_array]`` returns the whole batch and says so (a
+    :class:`~lamina.data.Subset` or :class:`~lamina.data.ConcatDataset` of array datasets,
+    see :mod:`lamina.data.subsets`); any other :class:`Dataset` is indexed sample by sample
+    and the samples are stacked.
 
     :meth:`state_dict` captures the epoch counter and generator state, and the position
     inside an epoch that is in progress, and the state of a ``batch_transform`` that has a
@@ -48,11 +58,12 @@ class DataLoader:
         self,
         dataset: Dataset,
         batch_size: int = 32,
-        shuffle: bool = True,
+        shuffle: bool | None = None,
         drop_last: bool = False,
         seed: int | None = None,
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
         batch_transform: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
@@ -67,13 +78,21 @@ class DataLoader:
                 raise TypeError(
                     f"DataLoader: batch_transform must be callable; got {type(batch_transform).__name__}"
                 )
-            if isinstance(dataset, ArrayDataset) and dataset.y is None:
+            if fetches_whole_batches(dataset) and not is_labelled(dataset):
                 raise ValueError(
                     f"DataLoader: batch_transform needs labelled (x, y) batches; got an unlabelled {dataset!r}"
                 )
+        if sampler is not None:
+            if not isinstance(sampler, Sampler):
+                raise TypeError(f"DataLoader: sampler must have num_indices(n) and order(n, generator) methods; "
+                                f"got {type(sampler).__name__}")
+            if shuffle:
+                raise ValueError(f"DataLoader: sampler and shuffle=True are mutually exclusive (the sampler "
+                                 f"{sampler!r} sets the order); leave shuffle out or pass shuffle=False")
         self.dataset = dataset
         self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
+        self.sampler = sampler
+        self.shuffle = sampler is None if shuffle is None else bool(shuffle)
         self.drop_last = bool(drop_last)
         self.seed = seed
         self.transform = transform
@@ -95,7 +114,7 @@ class DataLoader:
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else self.sampler.num_indices(len(self.dataset))
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:
@@ -106,7 +125,10 @@ class DataLoader:
             start = self._resume["position"]
             self._resume = None
         pre_state = copy.deepcopy(self._generator.bit_generator.state)
-        order = self._generator.permutation(n) if self.shuffle else np.arange(n)
+        if self.sampler is not None:
+            order = self.sampler.order(n, self._generator)
+        else:
+            order = self._generator.permutation(n) if self.shuffle else np.arange(n)
         progress = {"pre_state": pre_state, "position": start}
         self._in_progress = progress
         for b in range(start, len(self)):
@@ -120,11 +142,12 @@ class DataLoader:
 
     def _fetch(self, index: np.ndarray) -> Any:
         ds = self.dataset
-        if isinstance(ds, ArrayDataset):
-            xb = take(ds.x, index)
+        if fetches_whole_batches(ds):
+            batch = ds[index]
+            xb, yb = batch if is_labelled(ds) else (batch, None)
             if self.transform is not None:
                 xb = self.transform(xb)
-            return xb if ds.y is None else self._labelled_batch(xb, ds.y[index])
+            return xb if yb is None else self._labelled_batch(xb, yb)
         samples = [ds[int(i)] for i in index]
         if isinstance(samples[0], tuple):
             columns = [_stack([s[k] for s in samples]) for k in range(len(samples[0]))]
@@ -164,6 +187,7 @@ class DataLoader:
             "batch_size": self.batch_size,
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
+            "sampler": repr(self.sampler),
         }
         pending = self._in_progress if self._in_progress is not None else self._resume
         if pending is not None and pending["position"] < len(self):
@@ -192,7 +216,8 @@ class DataLoader:
         if missing:
             raise KeyError(f"DataLoader.load_state_dict: state lacks {sorted(missing)}")
         for key, mine in (("num_samples", len(self.dataset)), ("batch_size", self.batch_size),
-                          ("shuffle", self.shuffle), ("drop_last", self.drop_last)):
+                          ("shuffle", self.shuffle), ("drop_last", self.drop_last),
+                          ("sampler", repr(self.sampler))):
             if key in state and state[key] != mine:
                 raise ValueError(
                     f"DataLoader.load_state_dict: saved {key}={state[key]!r} but this loader has "
@@ -222,7 +247,7 @@ class DataLoader:
 
     def __repr__(self) -> str:
         return (f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, seed={self.seed})")
+                f"drop_last={self.drop_last}, seed={self.seed}, sampler={self.sampler!r})")
 
 
 def _stack(values: list) -> Any:
