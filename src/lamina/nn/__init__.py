@@ -6,7 +6,7 @@ themselves with ``get_config()`` for saving architectures (:func:`layer_to_confi
 :func:`layer_from_config`, :func:`register_layer` for your own layers).
 """
 
-from lamina.nn import init
+from lamina.nn import init, prune
 from lamina.nn.activation import (
     ACTIVATIONS,
     ELU,
@@ -79,5 +79,5 @@ __all__ = [
     "linear", "register_layer", "registered_layers", "TimeDistributed", "AlphaDropout", "GaussianDropout",
     "GaussianNoise", "SpatialDropout1D", "SpatialDropout2D", "SpectralNorm", "WeightNorm", "HookHandle", "Input",
     "Model", "capture_activations", "GRUCell", "LSTMCell", "SimpleRNNCell",
-    "ModuleDict", "ModuleList", "ParameterDict", "ParameterList",
+    "ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "prune",
 ]

@@ -31,6 +31,7 @@ forward of a module that has hooks; this module knows nothing of ``Module`` itse
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -64,8 +65,10 @@ class ModuleHooks:
     """One module's hooks by kind, each a dict handle -> hook in registration order.
 
     A copy of a module (``copy.deepcopy``, as the analysis tools and weight averaging make)
-    starts without hooks, and hooks are never pickled: they belong to the module object the
-    caller registered them on, not to the model's description or weights."""
+    starts without the hooks a caller registered, and hooks are never pickled: they belong to
+    the module object the caller registered them on, not to the model's description or
+    weights. A hook that is part of the module's own computation (pruning's mask) says so with
+    a true ``copied_with_module`` attribute; a deep copy keeps a copy of it."""
 
     KINDS = ("forward_pre", "forward", "backward")
 
@@ -78,7 +81,13 @@ class ModuleHooks:
         return bool(self.forward_pre or self.forward or self.backward)
 
     def __deepcopy__(self, memo) -> ModuleHooks:
-        return ModuleHooks()
+        copied = ModuleHooks()
+        for kind in self.KINDS:
+            kept = getattr(copied, kind)
+            for handle, hook in getattr(self, kind).items():
+                if getattr(hook, "copied_with_module", False) is True:
+                    kept[HookHandle(kept, handle.on_remove)] = copy.deepcopy(hook, memo)
+        return copied
 
     def __reduce__(self):
         return ModuleHooks, ()

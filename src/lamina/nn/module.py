@@ -156,6 +156,14 @@ class Module:
                 return
         object.__delattr__(self, key)
 
+    def __setstate__(self, state: dict) -> None:
+        # a copy that kept hooks (see ModuleHooks.__deepcopy__) must have them run
+        self.__dict__.update(state)
+        if state.get("_module_hooks"):
+            _HOOKED_MODULES.add(self)
+            if _run_module_hooks not in _CALL_INTERCEPTORS:
+                _CALL_INTERCEPTORS.insert(0, _run_module_hooks)
+
     def register_buffer(self, name: str, array) -> None:
         """A non-trainable array saved in the state dict (running means and the like)."""
         self.__dict__.pop(name, None)

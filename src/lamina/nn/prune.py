@@ -1,0 +1,394 @@
+"""Pruning: zeroing chosen weights of a layer through a fixed mask, as ``torch.nn.utils.prune`` does.
+
+A pruned parameter w keeps its trainable values as ``w_orig`` and a mask M of zeros and ones,
+and the layer computes with their product:
+
+    w = w_orig * M                 (element-wise)
+    dJ/dw_orig = dJ/dw * M         so a pruned entry gets a zero gradient
+
+A pruned entry of w is therefore exactly zero at every call, whatever the optimizer does to
+``w_orig`` (momentum or weight decay may still move the hidden value, as in PyTorch; it only
+counts again after the entry is unpruned by hand). The methods choose M:
+
+* :func:`l1_unstructured` prunes the k entries of smallest |w|;
+* :func:`random_unstructured` prunes k entries drawn uniformly without replacement;
+* :func:`ln_structured` prunes the k slices w_j along ``axis`` (whole output units or filters)
+  of smallest L_n norm ||w_j||_n = (sum_i |w_ij|^n)^(1/n) (the largest |w_ij| for n = inf);
+* :func:`global_unstructured` prunes the k entries of smallest |w| among several parameters
+  taken together, so that layers lose different fractions of their weights;
+* :func:`custom_from_mask` applies a mask given by the caller.
+
+``amount``: an int is the number k of entries (or slices) to prune, a float in [0, 1] the
+fraction, k = round(amount * available) with Python's rounding (half to even), as PyTorch.
+Ties in |w| or in the norms are broken by position: among equal values the entry (or slice)
+of lower index in lamina's row-major layout is pruned first. (PyTorch breaks ties in the order
+``topk`` returns them, which it does not specify, and lays a Dense kernel out transposed.)
+
+Pruning a parameter again works among what is left, as PyTorch's ``PruningContainer``: an
+unstructured method counts (and ranks) only the entries the mask still keeps, a structured one
+only the slices that still have a kept entry, and the new mask is the old one with more zeros.
+The ranking uses w_orig * M.
+
+How the layer's forward uses the product: pruning moves the parameter object, in place in the
+module's parameter order, to ``<name>_orig`` (so an optimizer made before pruning still trains
+it), registers the mask as the buffer ``<name>_mask`` (both are in the state dict, so a model
+pruned the same way loads them) and registers a forward pre-hook that, before each call, sets
+the plain attribute ``module.<name>`` to ``<name>_orig * <name>_mask``, computed in the graph.
+The layer's own forward, checks and all, runs unchanged on it, for any layer and any parameter
+it reads as an attribute. Between calls ``module.<name>`` holds the product of the last call
+(or of the pruning): after an optimizer step or ``load_state_dict`` the next call refreshes it.
+
+Inference fusion (:mod:`lamina.nn.fusion`) reads a layer's weight attribute directly, without
+calling the layer. It cannot bypass the mask: while any module has a hook, every ``Sequential``
+runs its layers one call each, without fusion (:mod:`lamina.nn.module`), so each pruned layer's
+hook runs on every call. Fusion comes back once :func:`remove` has made every pruning permanent
+(and no other hook is left).
+
+A deep copy of a pruned module (``copy.deepcopy``, weight averaging, transfer learning) is
+pruned too: it has its own ``<name>_orig``, ``<name>_mask`` and hook, although a copy drops
+the hooks a user registered (:mod:`lamina.nn.hooks`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy
+
+from lamina import backend
+from lamina import functional as F
+from lamina.autograd import Tensor, no_grad
+from lamina.errors import ShapeError
+from lamina.nn.hooks import HookHandle
+from lamina.nn.module import Module
+
+__all__ = ["Sparsity", "custom_from_mask", "global_unstructured", "is_pruned", "l1_unstructured", "ln_structured",
+           "random_unstructured", "remove", "sparsity"]
+
+class _ApplyMask:
+    """The forward pre-hook of one pruned parameter: ``module.<name> = <name>_orig * <name>_mask``.
+    It reads both from the module at each call, so ``load_state_dict`` may replace them. It
+    belongs to the module's computation, so a deep copy of the module keeps it."""
+
+    copied_with_module = True
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, module: Module, inputs: tuple) -> None:
+        _set_product(module, self.name)
+
+
+def _set_product(module: Module, name: str) -> None:
+    orig = module._parameters[name + "_orig"]
+    mask = module._buffers[name + "_mask"]
+    # a plain attribute, not a registered parameter: the layer reads it, w_orig is what learns
+    object.__setattr__(module, name, F.mul(orig, Tensor._wrap(mask)))
+
+
+def _pruned(module: Module) -> dict[str, HookHandle]:
+    """Pruned parameter name -> the handle of its forward pre-hook, read from the module's hooks."""
+    hooks = module.__dict__.get("_module_hooks")
+    if not hooks:
+        return {}
+    return {hook.name: handle for handle, hook in hooks.forward_pre.items() if isinstance(hook, _ApplyMask)}
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+def _check_target(module, name, who: str) -> None:
+    """``module`` is a Module with a parameter (or a pruned parameter) called ``name``."""
+    if not isinstance(module, Module):
+        raise ValueError(f"{who}: expected a lamina Module, got {type(module).__name__}")
+    if not isinstance(name, str):
+        raise ValueError(f"{who}: name must be the name of a parameter of {module._label()} (a str), got {name!r}")
+    if name in _pruned(module):
+        return
+    if name not in module._parameters:
+        hint = "" if module.built else "; it is not built yet: call it on an input or call build(input_shape) first"
+        raise ValueError(f"{who}: {module._label()} has no parameter {name!r} "
+                         f"(its parameters: {sorted(module._parameters)}){hint}")
+    for taken, registry in ((name + "_orig", module._parameters), (name + "_mask", module._buffers)):
+        if taken in registry:
+            raise ValueError(f"{who}: {module._label()} already has an entry {taken!r}, the name pruning "
+                             f"{name!r} would give its original values or its mask")
+
+
+def _check_amount(amount, who: str, target: str) -> None:
+    """``amount`` is a count >= 0 or a fraction in [0, 1]; ``target`` names what is pruned."""
+    if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
+        raise ValueError(f"{who}: amount must be an int (how many to prune) or a float in [0, 1] (which "
+                         f"fraction), got {amount!r} for {target}")
+    if isinstance(amount, numbers.Integral):
+        if amount < 0:
+            raise ValueError(f"{who}: amount must be a non-negative count, got {amount} for {target}")
+    elif not 0.0 <= amount <= 1.0:
+        raise ValueError(f"{who}: a fractional amount must be in [0, 1], got {amount!r} for {target}")
+
+
+def _count(amount, available: int, who: str, what: str) -> int:
+    """How many of the ``available`` entries (or slices) to prune: k = amount, or round(amount * available)."""
+    if isinstance(amount, numbers.Integral):
+        if amount > available:
+            raise ValueError(f"{who}: amount {amount} is more than the {available} unpruned {what}")
+        return int(amount)
+    return round(amount * available)
+
+
+# -- masks -------------------------------------------------------------------------------------
+
+def _state(module: Module, name: str) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """The values that rank the entries (w_orig * M, or w before any pruning) and the boolean
+    mask of the entries kept so far, both on the host."""
+    if name in _pruned(module):
+        orig = module._parameters[name + "_orig"].data
+        mask = module._buffers[name + "_mask"]
+        return backend.to_numpy(orig * mask), backend.to_numpy(mask) != 0
+    data = backend.to_numpy(module._parameters[name].data)
+    return data, numpy.ones(data.shape, dtype=bool)
+
+
+def _prune_entries(values: numpy.ndarray, keep: numpy.ndarray, amount, choose: Callable, who: str,
+                   what: str) -> numpy.ndarray:
+    """``keep`` with k more entries set to False, chosen among the kept ones by
+    ``choose(kept_values, k)`` (their positions in ``kept_values``)."""
+    kept = numpy.flatnonzero(keep)
+    k = _count(amount, kept.size, who, what)
+    new_keep = keep.copy()
+    if k:
+        new_keep.reshape(-1)[kept[choose(values.reshape(-1)[kept], k)]] = False
+    return new_keep
+
+
+def _smallest_magnitudes(values: numpy.ndarray, k: int) -> numpy.ndarray:
+    # a stable sort: among equal |w| the lower index comes first
+    return numpy.argsort(numpy.abs(values), kind="stable")[:k]
+
+
+def _install(module: Module, name: str, keep: numpy.ndarray) -> None:
+    """Make ``keep`` the mask of ``module.<name>``, pruning the parameter first if it is not yet."""
+    if name not in _pruned(module):
+        _rename(module._parameters, name, name + "_orig")
+        module.register_forward_pre_hook(_ApplyMask(name))
+    dtype = module._parameters[name + "_orig"].data.dtype
+    module.register_buffer(name + "_mask", backend.xp.asarray(keep.astype(dtype)))
+    with no_grad():
+        _set_product(module, name)
+
+
+def _rename(registry: OrderedDict, old: str, new: str) -> None:
+    """Rename a key of ``registry`` in place, keeping its position (and so the parameter order)."""
+    items = [(new if key == old else key, value) for key, value in registry.items()]
+    registry.clear()
+    registry.update(items)
+
+
+def _target(module: Module, name: str) -> str:
+    return f"parameter {name!r} of {module._label()}"
+
+
+# -- pruning methods ---------------------------------------------------------------------------
+
+def l1_unstructured(module: Module, name: str, amount: int | float) -> Module:
+    """Prune the ``amount`` entries of ``module.<name>`` of smallest |w| (among those not pruned
+    yet): an int is a count, a float in [0, 1] a fraction. Returns ``module``."""
+    who = "prune.l1_unstructured"
+    _check_target(module, name, who)
+    _check_amount(amount, who, _target(module, name))
+    values, keep = _state(module, name)
+    _install(module, name, _prune_entries(values, keep, amount, _smallest_magnitudes, who,
+                                          f"entries of {_target(module, name)}"))
+    return module
+
+
+def random_unstructured(module: Module, name: str, amount: int | float, seed: int | None = None) -> Module:
+    """Prune ``amount`` entries of ``module.<name>`` drawn uniformly without replacement among
+    those not pruned yet. ``seed`` makes the draw reproducible on its own; without it the draw
+    comes from lamina's generator (``lamina.manual_seed``). Returns ``module``."""
+    who = "prune.random_unstructured"
+    _check_target(module, name, who)
+    _check_amount(amount, who, _target(module, name))
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f"{who}: seed must be None or an int, got {seed!r}")
+    generator = backend.rng() if seed is None else numpy.random.default_rng(seed)
+
+    def draw(kept_values: numpy.ndarray, k: int) -> numpy.ndarray:
+        return generator.choice(kept_values.size, size=k, replace=False)
+
+    values, keep = _state(module, name)
+    _install(module, name, _prune_entries(values, keep, amount, draw, who, f"entries of {_target(module, name)}"))
+    return module
+
+
+def ln_structured(module: Module, name: str, amount: int | float, n: float | str, axis: int) -> Module:
+    """Prune whole slices of ``module.<name>`` along ``axis``: the ``amount`` slices w_j of
+    smallest L_n norm ||w_j||_n = (sum_i |w_ij|^n)^(1/n), the sum over every other axis (the
+    largest |w_ij| for n = inf; ``n='fro'`` is n = 2). Only slices with an entry left count.
+
+    ``axis`` is the output axis in lamina's layouts: 0 for a Conv2D's filters (K, f_h, f_w, c_in),
+    1 (or -1) for a Dense layer's units (n_in, units). Returns ``module``."""
+    who = "prune.ln_structured"
+    _check_target(module, name, who)
+    _check_amount(amount, who, _target(module, name))
+    power = _norm_power(n, who)
+    values, keep = _state(module, name)
+    if values.ndim < 2:
+        raise ShapeError(f"{who}: structured pruning needs a parameter of 2 or more axes; {name!r} of "
+                         f"{module._label()} has shape {values.shape}")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -values.ndim <= axis < values.ndim:
+        raise ValueError(f"{who}: axis must be an int in [{-values.ndim}, {values.ndim - 1}] for {name!r} of "
+                         f"{module._label()} of shape {values.shape}, got {axis!r}")
+    axis = int(axis) % values.ndim
+    rows = numpy.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+    alive = numpy.flatnonzero(numpy.moveaxis(keep, axis, 0).reshape(values.shape[axis], -1).any(axis=1))
+    k = _count(amount, alive.size, who, f"slices along axis {axis} of {_target(module, name)}")
+    new_keep = keep.copy()
+    if k:
+        norms = _ln_norms(rows[alive], power)
+        index = [slice(None)] * values.ndim
+        index[axis] = alive[numpy.argsort(norms, kind="stable")[:k]]
+        new_keep[tuple(index)] = False
+    _install(module, name, new_keep)
+    return module
+
+
+def _norm_power(n, who: str) -> float:
+    if n == "fro":
+        return 2.0
+    if isinstance(n, bool) or not isinstance(n, numbers.Real) or not n > 0:
+        raise ValueError(f"{who}: n must be a positive number (math.inf for the largest entry) or 'fro', got {n!r}")
+    return float(n)
+
+
+def _ln_norms(rows: numpy.ndarray, n: float) -> numpy.ndarray:
+    """||row||_n of each row (in float64)."""
+    magnitudes = numpy.abs(rows.astype(numpy.float64))
+    if math.isinf(n):
+        return magnitudes.max(axis=1)
+    return (magnitudes ** n).sum(axis=1) ** (1.0 / n)
+
+
+def global_unstructured(parameters: Iterable[tuple[Module, str]], amount: int | float) -> None:
+    """Prune the ``amount`` entries of smallest |w| among all the ``parameters`` (pairs
+    ``(module, name)``) taken together, counting only entries not pruned yet; each parameter
+    gets its own mask, so layers lose different fractions of their weights."""
+    who = "prune.global_unstructured"
+    pairs = list(parameters)
+    if not pairs:
+        raise ValueError(f"{who}: expected a non-empty list of (module, name) pairs")
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise ValueError(f"{who}: expected (module, name) pairs, got {pair!r}")
+        _check_target(*pair, who)
+    keys = [(id(module), name) for module, name in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({f"{module._label()}.{name}" for (module, name), key in zip(pairs, keys)
+                           if keys.count(key) > 1})
+        raise ValueError(f"{who}: each parameter may appear once; repeated: {repeated}")
+    _check_amount(amount, who, f"the {len(pairs)} parameters {[_target(*pair) for pair in pairs]}")
+    states = [_state(module, name) for module, name in pairs]
+    values = numpy.concatenate([v.reshape(-1).astype(numpy.float64) for v, _ in states])
+    keep = numpy.concatenate([k.reshape(-1) for _, k in states])
+    new_keep = _prune_entries(values, keep, amount, _smallest_magnitudes, who,
+                              f"entries of the {len(pairs)} parameters together")
+    start = 0
+    for (module, name), (old_values, _) in zip(pairs, states):
+        _install(module, name, new_keep[start:start + old_values.size].reshape(old_values.shape))
+        start += old_values.size
+
+
+def custom_from_mask(module: Module, name: str, mask) -> Module:
+    """Prune the entries of ``module.<name>`` where ``mask`` (an array or tensor of its shape,
+    of zeros and ones) is zero, besides those pruned already. Returns ``module``."""
+    who = "prune.custom_from_mask"
+    _check_target(module, name, who)
+    given = numpy.asarray(backend.to_numpy(mask.data if isinstance(mask, Tensor) else backend.xp.asarray(mask)))
+    values, keep = _state(module, name)
+    if given.shape != values.shape:
+        raise ShapeError(f"{who}: the mask has shape {given.shape}; parameter {name!r} of {module._label()} has "
+                         f"shape {values.shape}")
+    others = numpy.unique(given[~numpy.isin(given, (0, 1))])
+    if others.size:
+        raise ValueError(f"{who}: the mask for {_target(module, name)} must hold only zeros and ones (False and "
+                         f"True), got also {others[:5].tolist()}")
+    _install(module, name, keep & (given != 0))
+    return module
+
+
+# -- making it permanent, and reporting ------------------------------------------------------------
+
+def remove(module: Module, name: str) -> Module:
+    """Make the pruning of ``module.<name>`` permanent: the parameter ``<name>`` (the same object
+    as ``<name>_orig``, back at its place) now holds w_orig * M, and ``<name>_orig``,
+    ``<name>_mask`` and the hook are gone, so the state dict has its usual keys. Pruned entries
+    are zero but free to learn again. Returns ``module``."""
+    who = "prune.remove"
+    if not isinstance(module, Module):
+        raise ValueError(f"{who}: expected a lamina Module, got {type(module).__name__}")
+    handles = _pruned(module)
+    if name not in handles:
+        raise ValueError(f"{who}: parameter {name!r} of {module._label()} is not pruned "
+                         f"(its pruned parameters: {sorted(handles)})")
+    handles[name].remove()
+    mask = module._buffers.pop(name + "_mask")
+    orig = module._parameters[name + "_orig"]
+    backend.xp.multiply(orig.data, mask, out=orig.data)
+    del module.__dict__[name]
+    _rename(module._parameters, name + "_orig", name)
+    return module
+
+
+def is_pruned(module: Module) -> bool:
+    """Whether ``module`` or any module below it has a pruned parameter."""
+    return any(_pruned(m) for m in module.modules())
+
+
+@dataclass(frozen=True)
+class Sparsity:
+    """The zeros of a module's parameters: ``counts`` maps each dotted parameter name (the name
+    the layer reads, ``'0.weight'`` for a pruned ``'0.weight_orig'``) to (zero entries, entries)
+    of the value the forward uses."""
+
+    counts: dict[str, tuple[int, int]]
+
+    @property
+    def fraction(self) -> float:
+        """The fraction of zero entries over all the parameters counted."""
+        total = sum(size for _, size in self.counts.values())
+        return sum(zeros for zeros, _ in self.counts.values()) / total if total else 0.0
+
+    def __getitem__(self, name: str) -> float:
+        """The fraction of zero entries of one parameter."""
+        zeros, size = self.counts[name]
+        return zeros / size if size else 0.0
+
+    def __str__(self) -> str:
+        width = max([len(name) for name in self.counts] + [5])
+        digits = max([len(str(size)) for _, size in self.counts.values()] + [1])
+        lines = [f"{name:<{width}}  {zeros:>{digits}} / {size:<{digits}}  {self[name]:6.1%} zero"
+                 for name, (zeros, size) in self.counts.items()]
+        lines.append(f"{'total':<{width}}  {'':>{2 * digits + 3}}  {self.fraction:6.1%} zero")
+        return "\n".join(lines)
+
+
+def sparsity(module: Module, pruned_only: bool = False) -> Sparsity:
+    """Count the exactly-zero entries of every parameter of ``module`` and its sub-modules (the
+    product w_orig * M for a pruned one); ``pruned_only`` counts only the pruned parameters."""
+    counts: dict[str, tuple[int, int]] = {}
+    seen: set[int] = set()
+    for path, owner in module.named_modules():
+        pruned = _pruned(owner)
+        for key, param in owner._parameters.items():
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            name = key.removesuffix("_orig") if key.endswith("_orig") and key[:-5] in pruned else None
+            if name is None and pruned_only:
+                continue
+            values = param.data * owner._buffers[name + "_mask"] if name is not None else param.data
+            counts[f"{path}.{name or key}" if path else name or key] = (int((values == 0).sum()), int(values.size))
+    return Sparsity(counts)
