@@ -17,6 +17,7 @@ from lamina.functional.conv import conv2d
 from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
+from lamina.functional.grid_sample import affine_grid, grid_sample
 from lamina.functional.indexing import (
     argmax,
     argmin,
@@ -108,4 +109,5 @@ __all__ = [
     "margin_ranking_loss", "triplet_margin_loss", "einsum", "atan2", "cos", "expm1", "floor", "log1p", "log2",
     "log10", "reciprocal", "round", "rsqrt", "sign", "sin", "square", "tan", "cumprod", "cumsum", "logsumexp",
     "norm", "prod", "std", "cdist", "cosine_similarity", "normalize", "pairwise_distance",
+    "affine_grid", "grid_sample",
 ]

@@ -61,6 +61,7 @@ from lamina.nn.reshape import Flatten, Identity, Reshape
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequential import Sequential
+from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
 from lamina.nn.weight_norms import SpectralNorm, WeightNorm
 from lamina.nn.wrappers import TimeDistributed
@@ -79,5 +80,5 @@ __all__ = [
     "linear", "register_layer", "registered_layers", "TimeDistributed", "AlphaDropout", "GaussianDropout",
     "GaussianNoise", "SpatialDropout1D", "SpatialDropout2D", "SpectralNorm", "WeightNorm", "HookHandle", "Input",
     "Model", "capture_activations", "GRUCell", "LSTMCell", "SimpleRNNCell",
-    "ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "prune",
+    "ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "prune", "SpatialTransformer",
 ]
