@@ -56,6 +56,7 @@ from lamina.functional.losses_more import (
     nll_loss,
     smooth_l1,
 )
+from lamina.functional.losses_vae import gaussian_kl, reparameterize, vae_loss
 from lamina.functional.math_more import (
     atan2,
     cos,
@@ -109,5 +110,5 @@ __all__ = [
     "margin_ranking_loss", "triplet_margin_loss", "einsum", "atan2", "cos", "expm1", "floor", "log1p", "log2",
     "log10", "reciprocal", "round", "rsqrt", "sign", "sin", "square", "tan", "cumprod", "cumsum", "logsumexp",
     "norm", "prod", "std", "cdist", "cosine_similarity", "normalize", "pairwise_distance",
-    "affine_grid", "grid_sample",
+    "affine_grid", "grid_sample", "gaussian_kl", "reparameterize", "vae_loss",
 ]

@@ -28,9 +28,11 @@ any builder.
 """
 
 from lamina.models.alexnet import alexnet, zfnet
+from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.classic import lenet5, logistic_regression, mlp
 from lamina.models.detector import grid_detector
+from lamina.models.gan import dcgan_discriminator, dcgan_generator
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
 from lamina.models.inception import (
     InceptionA,
@@ -68,5 +70,5 @@ __all__ = [
     "inception_v3", "lenet5", "load_torchvision_state_dict", "logistic_regression", "mlp", "mobilenet",
     "negative_sampling_loss", "resnet", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50", "resnet_cifar",
     "rnn_classifier", "rnn_language_model", "transfer", "transformer_language_model", "vgg", "vgg11", "vgg13",
-    "vgg16", "vgg19", "zfnet",
+    "vgg16", "vgg19", "zfnet", "Autoencoder", "ConvAutoencoder", "VAE", "dcgan_discriminator", "dcgan_generator",
 ]
