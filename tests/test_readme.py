@@ -129,3 +129,19 @@ def test_graph_and_hooks_example_runs():
     assert names["probs"].shape == (5, 10) and names["seen"] == {"add": (5, 8, 8, 8)}
     assert names["features"](names["x_images"]).shape == (5, 8, 8, 8)
     assert names["model"].num_parameters() == sum(p.size for p in names["model"].parameters())
+
+
+def test_pytorch_style_pruning_and_generative_example_runs():
+    """The PyTorch-style example: a ModuleList model trained on a random_split Subset, pruned
+    to 80% and fine-tuned, keeps its accuracy; the VAE samples digits."""
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## PyTorch-style modules", 1)[1], re.S).group(1)
+    names: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, str(README), "exec"), names)
+    prune = names["prune"]
+    assert abs(prune.sparsity(names["model"], pruned_only=True).fraction - 0.8) < 0.01
+    assert names["trainer"].evaluate(names["test"])["accuracy"] > 0.9
+    assert names["samples"].shape == (16, 8, 8, 1)
+    assert 0 <= names["samples"].min() and names["samples"].max() <= 1
+    assert names["history"]["loss"][-1] < names["history"]["loss"][0]

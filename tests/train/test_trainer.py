@@ -237,3 +237,25 @@ def test_a_trainer_on_a_model_without_softmax_stops_at_once():
     trainer = Trainer(model, "categorical_cross_entropy", optim.SGD(model, lr=0.1), verbose=0)
     with pytest.raises(ValueError, match="must hold probabilities in"):
         trainer.fit((x, np.zeros(16, np.int64)), epochs=1)
+
+
+def test_fit_on_a_subset_builds_a_lazy_model_and_checks_its_first_labels():
+    from lamina.data import ArrayDataset, Subset
+
+    class TwoLayers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.out = nn.Dense(16, activation="relu"), nn.Dense(3, activation="softmax")
+
+        def forward(self, x):
+            return self.out(self.hidden(x))
+
+    x, y = blobs(120)
+    model = TwoLayers()
+    trainer = Trainer(model, "categorical_cross_entropy", optim.Adam(model, lr=0.05), verbose=0)
+    trainer.fit(Subset(ArrayDataset(x, y), np.arange(100)), epochs=5, seed=0)
+    assert trainer.evaluate((x[100:], y[100:]))["accuracy"] > 0.9
+    bad = y.copy()
+    bad[0] = 7
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        trainer.fit(Subset(ArrayDataset(x, bad), np.arange(100)), epochs=1)

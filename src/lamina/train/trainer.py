@@ -318,6 +318,8 @@ class Trainer:
         dataset = loader.dataset
         if isinstance(dataset, ArrayDataset):
             self._validate(dataset.x, dataset.y)
+        elif len(dataset):  # any other dataset: its first samples build the model and are checked
+            self._validate(*next(iter(DataLoader(dataset, batch_size=2, shuffle=False, seed=0))))
         self.epochs = epochs
         self.samples_per_epoch = len(dataset)
         self.stop_training = False
