@@ -70,6 +70,13 @@ LAYERS = {
     "leaky_elu_selu": lambda: nn.Sequential(nn.LeakyReLU(0.2), nn.ELU(0.7), nn.SELU()),
     "smooth": lambda: nn.Sequential(nn.GELU(approximate="tanh"), nn.SiLU(), nn.Mish(), nn.Softplus(beta=2.0)),
     "hard": lambda: nn.Sequential(nn.HardSigmoid(), nn.Tanh(), nn.HardSwish(), nn.ReLU6()),
+    "clipped_and_shrunk": lambda: nn.Sequential(nn.Hardtanh(-2.0, 3.0), nn.CELU(0.5), nn.Hardshrink(0.3)),
+    "soft_shrink_sign_log": lambda: nn.Sequential(nn.Softshrink(0.7), nn.Softsign(), nn.LogSigmoid(), nn.Tanhshrink()),
+    "threshold": lambda: nn.Threshold(0.1, -1.0),
+    "softmin_channels": lambda: nn.Sequential(nn.Conv2D(3, 1), nn.Softmin()),
+    "reflection_replication_padding": lambda: nn.Sequential(nn.ReflectionPad2D((1, 2, 0, 3)),
+                                                            nn.Conv2D(4, 1), nn.ReplicationPad2D(2)),
+    "pixel_shuffle": lambda: nn.Sequential(nn.Conv2D(8, 1), nn.PixelShuffle(2)),
 }
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+from lamina.functional.adaptive_pool import adaptive_windows
 from lamina.nn.conv import SeparableConv2D, _Conv
 from lamina.nn.conv1d import Conv1D, _Pool1D
 from lamina.nn.conv_transpose import Conv2DTranspose
@@ -89,11 +90,6 @@ def _is_adaptive_pool(module: Module, x: tuple, y: tuple) -> bool:
     """An adaptive average pool (the zoo's ``AdaptiveAvgPool2D``), recognised by its
     ``output_size`` so that this module does not depend on :mod:`lamina.models`."""
     return hasattr(module, "output_size") and not module._parameters and len(x) == 3 and len(y) == 3
-
-
-def adaptive_windows(n: int, out: int) -> list[tuple[int, int]]:
-    """Adaptive pooling windows along one axis: [floor(i n / out), ceil((i + 1) n / out))."""
-    return [((i * n) // out, -(-((i + 1) * n) // out)) for i in range(out)]
 
 
 def _adaptive_pool_macs(x: tuple, y: tuple) -> int:

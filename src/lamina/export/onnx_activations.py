@@ -69,6 +69,37 @@ def _gelu(graph: Graph, value: Value, hint: str, approximate: str = "none") -> V
     return _x_times(graph, value, half, hint)
 
 
+def _log_sigmoid(graph: Graph, value: Value, hint: str) -> Value:
+    """log sigma(z) = -softplus(-z)."""
+    minus = graph.node("Neg", [value.name], f"{hint}_neg")
+    return graph.like(value, graph.node("Neg", [graph.node("Softplus", [minus], f"{hint}_softplus")], hint))
+
+
+def _tanhshrink(graph: Graph, value: Value, hint: str) -> Value:
+    return graph.like(value, graph.node("Sub", [value.name, graph.node("Tanh", [value.name], f"{hint}_tanh")], hint))
+
+
+def _shrink(soft: bool, lambd: float = 0.5):
+    """Hardshrink (z where |z| > lambd, else 0) and softshrink (moved towards 0 by lambd) are
+    both ONNX's Shrink, with bias 0 and lambd."""
+    def write(graph: Graph, value: Value, hint: str) -> Value:
+        return graph.like(value, graph.node("Shrink", [value.name], hint, lambd=lambd, bias=lambd if soft else 0.0))
+    return write
+
+
+def _softmin(graph: Graph, value: Value, hint: str, axis: int = -1) -> Value:
+    minus = graph.like(value, graph.node("Neg", [value.name], f"{hint}_neg"))
+    return _softmax_like("Softmax")(graph, minus, hint, axis)
+
+
+def _threshold(limit: float, replacement: float):
+    def write(graph: Graph, value: Value, hint: str) -> Value:
+        above = graph.node("Greater", [value.name, graph.constant(limit, f"{hint}_threshold")], f"{hint}_above")
+        return graph.like(value, graph.node("Where", [above, value.name, graph.constant(replacement, f"{hint}_value")],
+                                            hint))
+    return write
+
+
 _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 ACTIVATIONS: dict[str, Callable] = {
     "linear": lambda graph, value, hint: value,
@@ -89,6 +120,13 @@ ACTIVATIONS: dict[str, Callable] = {
     "mish": _mish,
     "hard_sigmoid": _unary("HardSigmoid", alpha=1 / 6, beta=0.5),
     "hard_swish": _hard_swish,
+    "hardtanh": _clip(-1.0, 1.0),
+    "softsign": _unary("Softsign"),
+    "log_sigmoid": _log_sigmoid,
+    "celu": _unary("Celu", alpha=1.0),
+    "tanhshrink": _tanhshrink,
+    "hardshrink": _shrink(soft=False),
+    "softshrink": _shrink(soft=True),
 }
 
 
@@ -107,7 +145,8 @@ def layer_activation(graph: Graph, layer: nn.Module, value: Value) -> Value:
 
 
 _LAYER_ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.SELU: "selu",
-                      nn.SiLU: "silu", nn.Mish: "mish", nn.HardSigmoid: "hard_sigmoid", nn.HardSwish: "hard_swish"}
+                      nn.SiLU: "silu", nn.Mish: "mish", nn.HardSigmoid: "hard_sigmoid", nn.HardSwish: "hard_swish",
+                      nn.Softsign: "softsign", nn.LogSigmoid: "log_sigmoid", nn.Tanhshrink: "tanhshrink"}
 
 
 @register_converter(*_LAYER_ACTIVATIONS)
@@ -158,3 +197,28 @@ def _softmax(graph: Graph, layer, value: Value) -> Value:
 def _prelu(graph: Graph, layer, value: Value) -> Value:
     slope = graph.channel_vector(layer.alpha.numpy(), value, f"{label(layer)}_alpha")
     return graph.like(value, graph.node("PRelu", [value.name, slope], label(layer)))
+
+
+@register_converter(nn.Hardtanh)
+def _hardtanh_layer(graph: Graph, layer, value: Value) -> Value:
+    return _clip(layer.min_val, layer.max_val)(graph, value, label(layer))
+
+
+@register_converter(nn.CELU)
+def _celu_layer(graph: Graph, layer, value: Value) -> Value:
+    return _unary("Celu", alpha=layer.alpha)(graph, value, label(layer))
+
+
+@register_converter(nn.Hardshrink, nn.Softshrink)
+def _shrink_layer(graph: Graph, layer, value: Value) -> Value:
+    return _shrink(isinstance(layer, nn.Softshrink), layer.lambd)(graph, value, label(layer))
+
+
+@register_converter(nn.Softmin)
+def _softmin_layer(graph: Graph, layer, value: Value) -> Value:
+    return _softmin(graph, value, label(layer), layer.axis)
+
+
+@register_converter(nn.Threshold)
+def _threshold_layer(graph: Graph, layer, value: Value) -> Value:
+    return _threshold(layer.threshold, layer.value)(graph, value, label(layer))

@@ -98,6 +98,28 @@ def _zero_padding(graph: Graph, layer, value: Value) -> Value:
     return graph.like(value, out, layer.compute_output_shape(value.shape))
 
 
+@register_converter(nn.ReflectionPad2D, nn.ReplicationPad2D)
+def _mode_padding(graph: Graph, layer, value: Value) -> Value:
+    """ONNX's Pad in 'reflect' (the edge not repeated, as PyTorch's) or 'edge' mode."""
+    top, bottom, left, right = layer.padding
+    if value.layout == "nchw":
+        pads = [0, 0, top, left, 0, 0, bottom, right]
+    else:
+        pads = [0, top, left, 0, 0, bottom, right, 0]
+    mode = "reflect" if isinstance(layer, nn.ReflectionPad2D) else "edge"
+    out = graph.node("Pad", [value.name, graph.constant(pads, f"{label(layer)}_pads", dtype=np.int64)],
+                     label(layer), mode=mode)
+    return graph.like(value, out, layer.compute_output_shape(value.shape))
+
+
+@register_converter(nn.PixelShuffle)
+def _pixel_shuffle(graph: Graph, layer, value: Value) -> Value:
+    """DepthToSpace in 'CRD' order, which is PyTorch's pixel_shuffle on NCHW."""
+    value = graph.layout(value, "nchw")
+    out = graph.node("DepthToSpace", [value.name], label(layer), blocksize=layer.upscale_factor, mode="CRD")
+    return graph.like(value, out, layer.compute_output_shape(value.shape))
+
+
 # -- dense, embedding, normalization -------------------------------------------------------
 @register_converter(nn.Dense)
 def _dense(graph: Graph, layer, value: Value) -> Value:

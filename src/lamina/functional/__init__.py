@@ -11,6 +11,23 @@ from lamina.functional.activation import (
     softmax,
     tanh,
 )
+from lamina.functional.activation_extra import (
+    celu,
+    hardshrink,
+    hardtanh,
+    log_sigmoid,
+    softmin,
+    softshrink,
+    softsign,
+    tanhshrink,
+    threshold,
+)
+from lamina.functional.adaptive_pool import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+)
 from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.functional.conv import conv2d
@@ -73,6 +90,7 @@ from lamina.functional.math_more import (
     square,
     tan,
 )
+from lamina.functional.padding import pad2d, pixel_shuffle, pixel_unshuffle
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 from lamina.functional.recurrent import gru, lstm, simple_rnn
 from lamina.functional.reduce import max, mean, min, sum, var
@@ -111,4 +129,7 @@ __all__ = [
     "log10", "reciprocal", "round", "rsqrt", "sign", "sin", "square", "tan", "cumprod", "cumsum", "logsumexp",
     "norm", "prod", "std", "cdist", "cosine_similarity", "normalize", "pairwise_distance",
     "affine_grid", "grid_sample", "gaussian_kl", "reparameterize", "vae_loss",
+    "celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink", "threshold",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "pad2d",
+    "pixel_shuffle", "pixel_unshuffle",
 ]

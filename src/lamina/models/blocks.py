@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lamina import backend
-from lamina import functional as F
-from lamina.autograd import Function, Tensor
+from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.functional.adaptive_pool import adaptive_windows
 from lamina.nn import Activation, BatchNorm, Conv2D, Softmax, get_activation
-from lamina.nn.layer import check_shape_ndim, input_error, pair, register_layer
-from lamina.nn.module import Module, as_tensor
+from lamina.nn.adaptive import AdaptiveAvgPool2D
+from lamina.nn.layer import check_shape_ndim, register_layer
+from lamina.nn.module import Module
 
 __all__ = [
     "AdaptiveAvgPool2D", "Block", "BranchingNetwork", "ConvBN", "adaptive_windows", "build_layer", "check_input",
@@ -186,75 +186,6 @@ class ConvBN(Block):
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"
-
-
-# -- adaptive average pooling ----------------------------------------------------------------
-def adaptive_windows(n: int, out: int) -> list[tuple[int, int]]:
-    """PyTorch's adaptive pooling windows along one axis: [floor(i n / out), ceil((i + 1) n / out))."""
-    return [((i * n) // out, -(-((i + 1) * n) // out)) for i in range(out)]
-
-
-class AdaptiveAvgPoolFunction(Function):
-    """out[:, i, j] = mean of x over the window (rows_i, cols_j); windows may overlap.
-
-    dJ/dx over a window += dJ/dout[:, i, j] / (window area)."""
-
-    def forward(self, x):
-        xp = backend.xp
-        n, h, w, c = x.shape
-        self.x_shape = x.shape
-        self.rows, self.cols = adaptive_windows(h, self.out_hw[0]), adaptive_windows(w, self.out_hw[1])
-        out = xp.empty((n, len(self.rows), len(self.cols), c), dtype=x.dtype)
-        for i, (r0, r1) in enumerate(self.rows):
-            for j, (c0, c1) in enumerate(self.cols):
-                out[:, i, j] = x[:, r0:r1, c0:c1].mean(axis=(1, 2))
-        return out
-
-    def backward(self, dy):
-        dx = backend.xp.zeros(self.x_shape, dtype=dy.dtype)
-        for i, (r0, r1) in enumerate(self.rows):
-            for j, (c0, c1) in enumerate(self.cols):
-                dx[:, r0:r1, c0:c1] += (dy[:, i, j] / ((r1 - r0) * (c1 - c0)))[:, None, None, :]
-        return (dx,)
-
-
-@register_layer
-class AdaptiveAvgPool2D(Module):
-    """Average pooling to a fixed (out_h, out_w) map whatever the input size (PyTorch's
-    ``AdaptiveAvgPool2d``): output cell (i, j) averages rows floor(i h / out_h) to
-    ceil((i + 1) h / out_h) and the same for the columns. The identity when the map already
-    has the output size (VGG's 7x7 pool on a 224x224 image); an ordinary average pool with
-    kernel = stride = h / out_h when that divides exactly; no parameters."""
-
-    default_name = "adaptive_avg_pool2d"
-
-    def __init__(self, output_size=7, name: str | None = None):
-        super().__init__(name=name)
-        self.output_size = pair(output_size, "AdaptiveAvgPool2D output_size")
-        if min(self.output_size) < 1:
-            raise ValueError(f"AdaptiveAvgPool2D: output_size must be positive, got {output_size!r}")
-
-    def forward(self, x) -> Tensor:
-        x = as_tensor(x)
-        if x.ndim != 4:
-            raise input_error(self, x, "a 4-D NHWC batch (batch, height, width, channels)")
-        (oh, ow), (h, w) = self.output_size, x.shape[1:3]
-        if (h, w) == (oh, ow):
-            return x
-        if h % oh == 0 and w % ow == 0:
-            kernel = (h // oh, w // ow)
-            return F.avg_pool2d(x, kernel, stride=kernel)
-        return AdaptiveAvgPoolFunction.apply(x, out_hw=(oh, ow))
-
-    def compute_output_shape(self, input_shape):
-        shape = nhwc(self, input_shape)
-        return (shape[0], *self.output_size, shape[3])
-
-    def get_config(self) -> dict:
-        return {"output_size": list(self.output_size), "name": self.name}
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}"
 
 
 class BranchingNetwork(Block):

@@ -27,6 +27,27 @@ from lamina.nn.activation import (
     Tanh,
     get_activation,
 )
+from lamina.nn.activation_extra import (
+    CELU,
+    Hardshrink,
+    Hardtanh,
+    LogSigmoid,
+    Softmin,
+    Softshrink,
+    Softsign,
+    Tanhshrink,
+    Threshold,
+)
+from lamina.nn.adaptive import (
+    AdaptiveAvgPool1D,
+    AdaptiveAvgPool2D,
+    AdaptiveMaxPool1D,
+    AdaptiveMaxPool2D,
+    PixelShuffle,
+    PixelUnshuffle,
+    ReflectionPad2D,
+    ReplicationPad2D,
+)
 from lamina.nn.attention import AdditiveAttention, Attention
 from lamina.nn.augmentation import (
     RandomBrightness,
@@ -81,4 +102,7 @@ __all__ = [
     "GaussianNoise", "SpatialDropout1D", "SpatialDropout2D", "SpectralNorm", "WeightNorm", "HookHandle", "Input",
     "Model", "capture_activations", "GRUCell", "LSTMCell", "SimpleRNNCell",
     "ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "prune", "SpatialTransformer",
+    "CELU", "Hardshrink", "Hardtanh", "LogSigmoid", "Softmin", "Softshrink", "Softsign", "Tanhshrink", "Threshold",
+    "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D", "PixelShuffle",
+    "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D",
 ]

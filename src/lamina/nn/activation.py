@@ -75,6 +75,13 @@ ACTIVATIONS: dict[str, Callable] = {
     "mish": F.mish,
     "hard_sigmoid": F.hard_sigmoid,
     "hard_swish": F.hard_swish,
+    "hardtanh": F.hardtanh,
+    "softsign": F.softsign,
+    "log_sigmoid": F.log_sigmoid,
+    "celu": F.celu,
+    "tanhshrink": F.tanhshrink,
+    "hardshrink": F.hardshrink,
+    "softshrink": F.softshrink,
 }
 
 
