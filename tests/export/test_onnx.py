@@ -174,3 +174,21 @@ def test_a_registered_converter_exports_a_custom_layer(tmp_path):
     x = _images()
     model.build(x.shape)
     _roundtrip(model, x, tmp_path)
+
+
+def test_a_pruned_model_exports_its_current_masked_weights(tmp_path):
+    lamina.manual_seed(0)
+    model = nn.Sequential(nn.Dense(6, activation="tanh"), nn.Dense(3))
+    x = np.random.default_rng(4).standard_normal((4, 5)).astype(np.float32)
+    model.build(x.shape)
+    nn.prune.global_unstructured([(layer, "weight") for layer in model], 0.5)
+    for layer in model:
+        layer.weight_orig.data += 0.25                # an optimizer step after the last call
+    path = export_onnx(model, tmp_path / "pruned.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x})
+    hidden = np.tanh(x @ (model[0].weight_orig.numpy() * model[0].weight_mask) + model[0].bias.numpy())
+    expected = hidden @ (model[1].weight_orig.numpy() * model[1].weight_mask) + model[1].bias.numpy()
+    assert_close(got, expected, rtol=2e-5)
+    nn.prune.remove(model[0], "weight")
+    nn.prune.remove(model[1], "weight")

@@ -55,6 +55,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
     shape = _input_shape(model, input_shape)
     if not model.built:
         model.build(shape)
+    nn.prune.apply_masks(model)         # pruned weights as of now, not as of the last call
     first = next((m for m in model.modules() if not isinstance(m, nn.Sequential)), None)
     ids = isinstance(first, nn.Embedding)
     graph = Graph(onnx, dtype)

@@ -66,8 +66,8 @@ from lamina.errors import ShapeError
 from lamina.nn.hooks import HookHandle
 from lamina.nn.module import Module
 
-__all__ = ["Sparsity", "custom_from_mask", "global_unstructured", "is_pruned", "l1_unstructured", "ln_structured",
-           "random_unstructured", "remove", "sparsity"]
+__all__ = ["Sparsity", "apply_masks", "custom_from_mask", "global_unstructured", "is_pruned", "l1_unstructured",
+           "ln_structured", "random_unstructured", "remove", "sparsity"]
 
 class _ApplyMask:
     """The forward pre-hook of one pruned parameter: ``module.<name> = <name>_orig * <name>_mask``.
@@ -339,6 +339,17 @@ def remove(module: Module, name: str) -> Module:
     backend.xp.multiply(orig.data, mask, out=orig.data)
     del module.__dict__[name]
     _rename(module._parameters, name + "_orig", name)
+    return module
+
+
+def apply_masks(module: Module) -> Module:
+    """Set every pruned weight of ``module`` and its sub-modules to w_orig * M now, as their
+    next call would: for code that reads a layer's weights without calling it (ONNX export
+    does this first). Returns ``module``."""
+    with no_grad():
+        for owner in module.modules():
+            for name in _pruned(owner):
+                _set_product(owner, name)
     return module
 
 
