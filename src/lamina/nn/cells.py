@@ -26,7 +26,6 @@ Each step is one node of the graph with its own backward: the fused sequence ker
 
 from __future__ import annotations
 
-from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.recurrent import SIMPLE_ACTIVATIONS, gru, lstm, simple_rnn
@@ -34,7 +33,7 @@ from lamina.functional.shape import expand_dims
 from lamina.nn import init as initializers
 from lamina.nn.layer import check_shape_ndim, describe, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
-from lamina.nn.recurrent import GRU, LSTM, SimpleRNN
+from lamina.nn.recurrent import GRU, LSTM, SimpleRNN, add_recurrent_weights
 
 __all__ = ["GRUCell", "LSTMCell", "SimpleRNNCell"]
 
@@ -76,18 +75,8 @@ class _Cell(Module):
         d = shape[-1]
         if d is None:
             raise ShapeError(f"{self._label()}: the feature (last) axis of the input shape {shape} must be known")
-        h, gh = self.units, self.gates * self.units
-        dtype = backend.get_default_dtype()
-        self.add_parameter("kernel", initializers.get(self.kernel_init)((d, gh), d, gh, dtype))
-        self.add_parameter("recurrent_kernel", initializers.get(self.recurrent_init)((h, gh), h, gh, dtype))
-        if self.use_bias:
-            self.add_parameter("bias", self._initial_bias(d, dtype))
-            self.add_parameter("recurrent_bias", initializers.zeros((gh,), h, gh, dtype))
+        add_recurrent_weights(self, d)
         self.built = True
-
-    def _initial_bias(self, d: int, dtype):
-        gh = self.gates * self.units
-        return initializers.get(self.bias_init)((gh,), d, gh, dtype)
 
     @classmethod
     def from_layer(cls, layer: Module, name: str | None = None) -> _Cell:
@@ -254,13 +243,6 @@ class LSTMCell(_Cell):
                  use_bias: bool = True, unit_forget_bias: bool = True, name: str | None = None):
         super().__init__(units, kernel_init, recurrent_init, bias_init, use_bias, name)
         self.unit_forget_bias = bool(unit_forget_bias)
-
-    def _initial_bias(self, d: int, dtype):
-        bias = super()._initial_bias(d, dtype)
-        if self.unit_forget_bias and not initializers.is_meta_array(bias):
-            bias = bias.copy()
-            bias[self.units:2 * self.units] = 1
-        return bias
 
     def _step(self, x_sequence, states):
         _, h, c = lstm(x_sequence, states[0], states[1], *self._weights())

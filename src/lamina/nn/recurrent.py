@@ -64,6 +64,25 @@ __all__ = ["GRU", "LSTM", "Bidirectional", "SimpleRNN"]
 _EXPECTED = "(batch, time, features)"
 
 
+def add_recurrent_weights(module: Module, d: int) -> None:
+    """The weights of a recurrent layer or cell (``units`` H, ``gates`` G) for d input
+    features, from its initialisers: ``kernel`` (d, G H), ``recurrent_kernel`` (H, G H) and,
+    with ``use_bias``, ``bias`` and ``recurrent_bias`` (G H,); with an LSTM's
+    ``unit_forget_bias`` the forget gate's bias starts at 1."""
+    h, gh = module.units, module.gates * module.units
+    dtype = backend.get_default_dtype()
+    module.add_parameter("kernel", initializers.get(module.kernel_init)((d, gh), d, gh, dtype))
+    module.add_parameter("recurrent_kernel", initializers.get(module.recurrent_init)((h, gh), h, gh, dtype))
+    if not module.use_bias:
+        return
+    bias = initializers.get(module.bias_init)((gh,), d, gh, dtype)
+    if getattr(module, "unit_forget_bias", False) and not initializers.is_meta_array(bias):
+        bias = bias.copy()
+        bias[h:2 * h] = 1
+    module.add_parameter("bias", bias)
+    module.add_parameter("recurrent_bias", initializers.zeros((gh,), h, gh, dtype))
+
+
 class _Recurrent(Module):
     """What SimpleRNN, GRU and LSTM share: weights, checks, configuration."""
 
@@ -94,18 +113,8 @@ class _Recurrent(Module):
         d = shape[-1]
         if d is None:
             raise ShapeError(f"{self._label()}: the feature (last) axis of the input shape {shape} must be known")
-        h, gh = self.units, self.gates * self.units
-        dtype = backend.get_default_dtype()
-        self.add_parameter("kernel", initializers.get(self.kernel_init)((d, gh), d, gh, dtype))
-        self.add_parameter("recurrent_kernel", initializers.get(self.recurrent_init)((h, gh), h, gh, dtype))
-        if self.use_bias:
-            self.add_parameter("bias", self._initial_bias(d, dtype))
-            self.add_parameter("recurrent_bias", initializers.zeros((gh,), h, gh, dtype))
+        add_recurrent_weights(self, d)
         self.built = True
-
-    def _initial_bias(self, d: int, dtype):
-        gh = self.gates * self.units
-        return initializers.get(self.bias_init)((gh,), d, gh, dtype)
 
     @property
     def input_features(self) -> int | None:
@@ -293,13 +302,6 @@ class LSTM(_Recurrent):
         super().__init__(units, return_sequences, return_state, go_backwards, kernel_init, recurrent_init,
                          bias_init, use_bias, name, stateful)
         self.unit_forget_bias = bool(unit_forget_bias)
-
-    def _initial_bias(self, d: int, dtype):
-        bias = super()._initial_bias(d, dtype)
-        if self.unit_forget_bias and not initializers.is_meta_array(bias):
-            bias = bias.copy()
-            bias[self.units:2 * self.units] = 1
-        return bias
 
     def _run(self, x, states, lengths):
         return lstm(x, states[0], states[1], *self._weights(), lengths=lengths)
