@@ -28,7 +28,7 @@ from lamina.functional.activation_extra import (
     tanhshrink,
     threshold,
 )
-from lamina.nn.activation import _Elementwise
+from lamina.nn.activation import Softmax, _Elementwise
 from lamina.nn.layer import register_layer
 from lamina.nn.module import as_tensor
 
@@ -102,25 +102,11 @@ class CELU(_Elementwise):
 
 
 @register_layer
-class Softmin(_Elementwise):
-    """a_i = e^(-z_i) / sum_j e^(-z_j) along ``axis``."""
-
-    def __init__(self, axis: int = -1, name: str | None = None):
-        super().__init__(name=name)
-        self.axis = int(axis)
-
-    @property
-    def streamable(self) -> bool:
-        return self.axis == -1
+class Softmin(Softmax):
+    """a_i = e^(-z_i) / sum_j e^(-z_j) along ``axis`` (Softmax's options and configuration)."""
 
     def forward(self, x) -> Tensor:
         return softmin(as_tensor(x), axis=self.axis)
-
-    def get_config(self) -> dict:
-        return {"axis": self.axis, "name": self.name}
-
-    def extra_repr(self) -> str:
-        return f"axis={self.axis}"
 
 
 @register_layer
