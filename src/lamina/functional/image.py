@@ -12,6 +12,7 @@ import math
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
+from lamina.functional.grid_sample import SamplingMatrix
 from lamina.functional.im2col import pad_nhwc
 from lamina.functional.shape import getitem
 
@@ -109,8 +110,9 @@ class RotateSamples(Function):
         s_x = c_x + (x - c_x) cos a - (y - c_y) sin a
         s_y = c_y + (x - c_x) sin a + (y - c_y) cos a,     (c_y, c_x) = ((h - 1) / 2, (w - 1) / 2),
 
-    a weighted sum of its four neighbours; backward hands dJ/dy back to them with the same
-    weights."""
+    a weighted sum of its four neighbours: out = S x with x viewed as (N H W, C) and S the
+    sparse sampling matrix of :class:`~lamina.functional.grid_sample.SamplingMatrix`;
+    backward hands dJ/dy back to the same neighbours with the same weights, S^T dJ/dy."""
 
     def forward(self, x):
         xp = backend.xp
@@ -123,28 +125,21 @@ class RotateSamples(Function):
         y0, x0 = xp.floor(sy), xp.floor(sx)
         fy, fx = sy - y0, sx - x0
         base = (xp.arange(n) * (h * w))[:, None, None]
-        self.taps = []
-        out = xp.zeros((n * h * w, c), dtype=x.dtype)
-        flat = x.reshape(-1, c)
+        indices, weights = [], []
         for dy_, wy in ((0, 1 - fy), (1, fy)):
             for dx_, wx in ((0, 1 - fx), (1, fx)):
                 yy, xx = y0 + dy_, x0 + dx_
                 inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-                index = (base + xp.clip(yy, 0, h - 1).astype(xp.intp) * w + xp.clip(xx, 0, w - 1).astype(xp.intp))
-                weight = (wy * wx * inside).astype(x.dtype).reshape(-1, 1)
-                index = index.reshape(-1)
-                out += weight * flat[index]
-                self.taps.append((index, weight))
+                indices.append(base + xp.clip(yy, 0, h - 1).astype(xp.intp) * w + xp.clip(xx, 0, w - 1).astype(xp.intp))
+                weights.append(wy * wx * inside)
+        index = xp.stack([i.reshape(-1) for i in indices], axis=1)
+        weight = xp.stack([wt.reshape(-1) for wt in weights], axis=1).astype(x.dtype)
+        self.sampling = SamplingMatrix(index, weight, n * h * w)
         self.in_shape = x.shape
-        return out.reshape(x.shape)
+        return self.sampling.times(x.reshape(-1, c)).reshape(x.shape)
 
     def backward(self, dy):
-        xp = backend.xp
-        c = dy.shape[-1]
-        grad = xp.zeros((math.prod(self.in_shape[:3]), c), dtype=dy.dtype)
-        rows = dy.reshape(-1, c)
-        for index, weight in self.taps:
-            xp.add.at(grad, index, weight * rows)
+        grad = self.sampling.transpose_times(dy.reshape(-1, dy.shape[-1]))
         return (grad.reshape(self.in_shape),)
 
 
