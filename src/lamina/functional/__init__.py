@@ -34,6 +34,7 @@ from lamina.functional.conv import conv2d
 from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
+from lamina.functional.fold import fold, unfold
 from lamina.functional.grid_sample import affine_grid, grid_sample
 from lamina.functional.indexing import (
     argmax,
@@ -131,5 +132,5 @@ __all__ = [
     "affine_grid", "grid_sample", "gaussian_kl", "reparameterize", "vae_loss",
     "celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink", "threshold",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "pad2d",
-    "pixel_shuffle", "pixel_unshuffle",
+    "pixel_shuffle", "pixel_unshuffle", "fold", "unfold",
 ]

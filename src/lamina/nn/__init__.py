@@ -67,6 +67,7 @@ from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.embedding import Embedding, embedding
+from lamina.nn.fold import Fold, Unfold
 from lamina.nn.functional_model import Input, Model
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
@@ -104,5 +105,5 @@ __all__ = [
     "ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "prune", "SpatialTransformer",
     "CELU", "Hardshrink", "Hardtanh", "LogSigmoid", "Softmin", "Softshrink", "Softsign", "Tanhshrink", "Threshold",
     "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D", "PixelShuffle",
-    "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D",
+    "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold",
 ]

@@ -1,0 +1,122 @@
+"""Sliding windows as rows (``unfold``, im2col exposed) and the adjoint that adds rows back
+into an image (``fold``, col2im), PyTorch's ``F.unfold``/``F.fold`` in channels-last form.
+
+For an NHWC image x of shape (N, H, W, C), kernel (f_h, f_w), stride s, padding p (zeros
+on both sides) and dilation d (taps d pixels apart), the windows are
+
+    h_out = floor((H + 2 p_h - d_h (f_h - 1) - 1) / s_h) + 1     (the same for w_out),
+
+and ``unfold(x)`` is (N, L, f_h f_w C) with L = h_out w_out windows in row-major order,
+each window flattened in (i, j, c) order, the order of a conv weight (K, f_h, f_w, c_in):
+a convolution is ``unfold(x) @ w.reshape(K, -1).T``. PyTorch's (N, C f_h f_w, L) layout
+is ``cols.reshape(N, L, f_h, f_w, C).transpose(0, 4, 2, 3, 1).reshape(N, -1, L)``.
+
+``fold(cols, (H, W), ...)`` puts each row back in its window and adds where windows
+overlap; it is the transpose of ``unfold``, so each is the other's backward. ``fold(unfold(x))``
+is x times the number of windows that cover each pixel.
+"""
+
+from __future__ import annotations
+
+from lamina import backend
+from lamina.autograd import Function, Tensor
+from lamina.errors import ShapeError
+from lamina.functional.im2col import check_nhwc, pad_nhwc, pair, strided_view
+
+
+def _windows(size: int, f: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (f - 1) - 1) // s + 1
+
+
+class _Geometry:
+    """Kernel, dilation, padding and stride of one unfold/fold, as pairs."""
+
+    def __init__(self, op: str, kernel_size, dilation, padding, stride):
+        self.op = op
+        self.kernel = pair(kernel_size, "kernel_size", op)
+        self.dilation = pair(dilation, "dilation", op)
+        self.padding = pair(padding, "padding", op)
+        self.stride = pair(stride, "stride", op)
+        for name in ("kernel", "dilation", "stride"):
+            if min(getattr(self, name)) < 1:
+                raise ValueError(f"{op}: {name} must be positive, got {getattr(self, name)}")
+        if min(self.padding) < 0:
+            raise ValueError(f"{op}: padding must be non-negative, got {self.padding}")
+
+    def out_hw(self, hw: tuple[int, int], what: str) -> tuple[int, int]:
+        out = tuple(_windows(n, f, s, p, d) for n, f, s, p, d in
+                    zip(hw, self.kernel, self.stride, self.padding, self.dilation))
+        if min(out) < 1:
+            extent = tuple(d * (f - 1) + 1 for f, d in zip(self.kernel, self.dilation))
+            raise ShapeError(f"{self.op}: a window of {extent} pixels (kernel {self.kernel}, dilation "
+                             f"{self.dilation}) does not fit {what} {hw} padded by {self.padding}")
+        return out
+
+    def config(self) -> dict:
+        return {"kernel_size": self.kernel, "dilation": self.dilation, "padding": self.padding, "stride": self.stride}
+
+
+def unfold_array(x, g: _Geometry):
+    """The (N, L, f_h f_w C) rows of the windows of an NHWC array (one copy of a strided view)."""
+    n, h, w, c = x.shape
+    ho, wo = g.out_hw((h, w), "the input of shape (H, W) =")
+    (ph, pw), (fh, fw), (sh, sw), (dh, dw) = g.padding, g.kernel, g.stride, g.dilation
+    xpad = backend.xp.ascontiguousarray(pad_nhwc(x, (ph, ph, pw, pw)))
+    sn, s_h, s_w, s_c = xpad.strides
+    view = strided_view(xpad, (n, ho, wo, fh, fw, c), (sn, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c))
+    return view.reshape(n, ho * wo, fh * fw * c)
+
+
+def fold_array(cols, hw: tuple[int, int], g: _Geometry):
+    """The NHWC image of size ``hw`` whose windows' rows add up to ``cols`` (N, L, f_h f_w C)."""
+    xp = backend.xp
+    n, _, k = cols.shape
+    (fh, fw), (ph, pw), (sh, sw), (dh, dw) = g.kernel, g.padding, g.stride, g.dilation
+    ho, wo = g.out_hw(hw, "the output size")
+    c = k // (fh * fw)
+    windows = cols.reshape(n, ho, wo, fh, fw, c)
+    out = xp.zeros((n, hw[0] + 2 * ph, hw[1] + 2 * pw, c), dtype=cols.dtype)
+    for i in range(fh):
+        for j in range(fw):
+            out[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw] += windows[:, :, :, i, j]
+    return out[:, ph:ph + hw[0], pw:pw + hw[1]]
+
+
+class Unfold(Function):
+    def forward(self, x):
+        self.hw = x.shape[1:3]
+        return unfold_array(x, self.geometry)
+
+    def backward(self, dy):
+        return (fold_array(dy, self.hw, self.geometry),)
+
+
+class Fold(Function):
+    def forward(self, cols):
+        return fold_array(cols, self.hw, self.geometry)
+
+    def backward(self, dy):
+        return (unfold_array(dy, self.geometry),)
+
+
+def unfold(x, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:
+    """The windows of an NHWC batch as rows: (N, H, W, C) -> (N, L, f_h f_w C) (module docstring)."""
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    check_nhwc(x.shape, "unfold")
+    return Unfold.apply(x, geometry=_Geometry("unfold", kernel_size, dilation, padding, stride))
+
+
+def fold(cols, output_size, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:
+    """Rows of windows added back into an NHWC batch: (N, L, f_h f_w C) -> (N, H, W, C),
+    ``output_size`` = (H, W); the adjoint of :func:`unfold` (module docstring)."""
+    cols = cols if isinstance(cols, Tensor) else Tensor(cols)
+    g = _Geometry("fold", kernel_size, dilation, padding, stride)
+    hw = pair(output_size, "output_size", "fold")
+    if cols.ndim != 3:
+        raise ShapeError(f"fold: expected rows of shape (N, L, f_h f_w C) (3-D), got shape {tuple(cols.shape)}")
+    ho, wo = g.out_hw(hw, "the output size")
+    taps = g.kernel[0] * g.kernel[1]
+    if cols.shape[1] != ho * wo or cols.shape[2] % taps:
+        raise ShapeError(f"fold: rows of shape {tuple(cols.shape)} do not fit output size {hw} with kernel "
+                         f"{g.kernel}: expected (N, {ho * wo}, a multiple of {taps}), {ho} x {wo} windows")
+    return Fold.apply(cols, geometry=g, hw=hw)
