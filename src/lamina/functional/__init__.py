@@ -112,6 +112,7 @@ from lamina.functional.shape import (
 )
 from lamina.functional.similarity import cdist, cosine_similarity, normalize, pairwise_distance
 from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, mish, silu, softplus
+from lamina.functional.unpool import max_pool2d_with_indices, max_unpool2d
 
 _tensor_methods.install()
 
@@ -132,5 +133,5 @@ __all__ = [
     "affine_grid", "grid_sample", "gaussian_kl", "reparameterize", "vae_loss",
     "celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink", "threshold",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "pad2d",
-    "pixel_shuffle", "pixel_unshuffle", "fold", "unfold",
+    "pixel_shuffle", "pixel_unshuffle", "fold", "unfold", "max_pool2d_with_indices", "max_unpool2d",
 ]

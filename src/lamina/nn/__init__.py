@@ -77,7 +77,7 @@ from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.parameter import Parameter
-from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D, MaxUnpool2D
 from lamina.nn.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from lamina.nn.reshape import Flatten, Identity, Reshape
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
@@ -105,5 +105,5 @@ __all__ = [
     "ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "prune", "SpatialTransformer",
     "CELU", "Hardshrink", "Hardtanh", "LogSigmoid", "Softmin", "Softshrink", "Softsign", "Tanhshrink", "Threshold",
     "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D", "PixelShuffle",
-    "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold",
+    "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold", "MaxUnpool2D",
 ]

@@ -17,7 +17,7 @@ from lamina.errors import ShapeError
 from lamina.nn.layer import check_shape_ndim, compact, input_error, pair, register_layer
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["AvgPool2D", "GlobalAvgPool2D", "MaxPool2D", "pool_output_length"]
+__all__ = ["AvgPool2D", "GlobalAvgPool2D", "MaxPool2D", "MaxUnpool2D", "pool_output_length"]
 
 
 def pool_output_length(n: int | None, f: int, s: int, p: int, ceil_mode: bool = False) -> int | None:
@@ -84,12 +84,16 @@ class _Pool2D(Module):
         out_h, out_w = self._output_hw(shape, shape)
         return (shape[0], out_h, out_w, shape[3])
 
-    def forward(self, x) -> Tensor:
+    def _checked(self, x) -> Tensor:
         x = as_tensor(x)
         if x.ndim != 4:
             hint = " (add a batch axis: x[None])" if x.ndim == 3 else ""
             raise input_error(self, x, f"a 4-D NHWC batch (batch, height, width, channels){hint}")
         self._output_hw(x.shape, x.shape)
+        return x
+
+    def forward(self, x) -> Tensor:
+        x = self._checked(x)
         return _kernel(self._kernel_name)(x, compact(self.pool_size), stride=compact(self.stride),
                                           padding=compact(self.padding), ceil_mode=self.ceil_mode)
 
@@ -117,9 +121,31 @@ class _Pool2D(Module):
 class MaxPool2D(_Pool2D):
     """Max pooling: each output is the largest value in its (f_h, f_w) window, per channel;
     the gradient flows back to that element only. ``stride`` defaults to ``pool_size``;
-    AlexNet's overlapping pooling is ``MaxPool2D(3, stride=2)``."""
+    AlexNet's overlapping pooling is ``MaxPool2D(3, stride=2)``. With ``return_indices``
+    the layer returns (output, indices), the flat positions of the maxima that
+    :class:`MaxUnpool2D` takes (:func:`lamina.functional.unpool.max_pool2d_with_indices`)."""
 
     _kernel_name = "max_pool2d"
+
+    def __init__(self, pool_size=2, stride=None, padding=0, ceil_mode: bool = False, return_indices: bool = False,
+                 name: str | None = None):
+        super().__init__(pool_size, stride, padding, ceil_mode, name=name)
+        self.return_indices = bool(return_indices)
+
+    def forward(self, x):
+        if not self.return_indices:
+            return super().forward(x)
+        x = self._checked(x)
+        return _kernel("max_pool2d_with_indices")(x, self.pool_size, self.stride, self.padding, self.ceil_mode)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        if self.return_indices:
+            config["return_indices"] = True
+        return config
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", return_indices=True" if self.return_indices else "")
 
 
 @register_layer
@@ -128,6 +154,33 @@ class AvgPool2D(_Pool2D):
     gradient is shared equally among the window's elements."""
 
     _kernel_name = "avg_pool2d"
+
+
+@register_layer
+class MaxUnpool2D(Module):
+    """The partial inverse of ``MaxPool2D(return_indices=True)``: called as
+    ``unpool(v, indices, output_size=None)``, it puts each value of v back where its maximum
+    was, zeros elsewhere (SegNet's decoder; :func:`lamina.functional.unpool.max_unpool2d`).
+    ``output_size`` (H, W) settles the size when the pooling dropped a border."""
+
+    def __init__(self, pool_size=2, stride=None, padding=0, name: str | None = None):
+        super().__init__(name=name)
+        self.pool_size = pair(pool_size, "MaxUnpool2D pool_size")
+        self.stride = self.pool_size if stride is None else pair(stride, "MaxUnpool2D stride")
+        self.padding = pair(padding, "MaxUnpool2D padding")
+
+    def forward(self, x, indices, output_size=None) -> Tensor:
+        x = as_tensor(x)
+        if x.ndim != 4:
+            raise input_error(self, x, "a 4-D NHWC batch (batch, height, width, channels) and its indices")
+        return _kernel("max_unpool2d")(x, indices, self.pool_size, self.stride, self.padding, output_size)
+
+    def get_config(self) -> dict:
+        return {"pool_size": list(self.pool_size), "stride": list(self.stride), "padding": list(self.padding),
+                "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"pool_size={self.pool_size}, stride={self.stride}, padding={self.padding}"
 
 
 @register_layer
