@@ -25,6 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+import numpy
+
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
@@ -291,6 +293,54 @@ class Module:
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.size for p in self.parameters(trainable_only=trainable_only))
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        yield from self._modules.items()
+
+    def get_submodule(self, target: str) -> Module:
+        """The sub-module at dotted path ``target`` ('' is self), as named by ``named_modules``."""
+        module = self
+        for i, key in enumerate(target.split(".") if target else []):
+            if key not in module._modules:
+                where = ".".join(target.split(".")[:i]) or "the model"
+                raise AttributeError(f"{self._label()}: {where} has no sub-module {key!r} (path {target!r}); "
+                                     f"its children are {list(module._modules)}")
+            module = module._modules[key]
+        return module
+
+    def to(self, dtype) -> Module:
+        """Every floating parameter, gradient and buffer cast to ``dtype`` in place (the
+        parameters stay the same objects, so references to them remain valid; an optimizer's
+        state is not converted: create optimizers after the cast). The model must be built.
+        Inputs keep their own dtype: give a float64 model float64 tensors
+        (``lamina.tensor(x, dtype=numpy.float64)``; a plain array becomes the default dtype)."""
+        dtype = numpy.dtype(dtype)
+        if dtype.kind != "f":
+            raise ValueError(f"{self._label()}.to: expected a floating dtype, got {dtype}")
+        if not self.built and not any(m.built for m in self.modules()):
+            raise ValueError(f"{self._label()}.to({dtype}): the model has no weights yet; call it once or "
+                             "build(input_shape) first, or build it after lamina.set_default_dtype")
+        for module in self.modules():
+            for p in module._parameters.values():
+                if p.data.dtype.kind == "f":
+                    p.data = p.data.astype(dtype, copy=False)
+                    p.grad = None if p.grad is None else p.grad.astype(dtype, copy=False)
+            for key, buf in module._buffers.items():
+                if getattr(buf, "dtype", None) is not None and buf.dtype.kind == "f":
+                    module._buffers[key] = buf.astype(dtype, copy=False)
+        return self
+
+    def double(self) -> Module:
+        """``to(float64)``: for gradient checks of a whole model."""
+        return self.to(numpy.float64)
+
+    def float(self) -> Module:
+        """``to(float32)``."""
+        return self.to(numpy.float32)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Unfreeze (True) or freeze (False) every parameter, as PyTorch's method."""
+        return self.unfreeze() if requires_grad else self.freeze()
 
     # -- modes ---------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
