@@ -52,6 +52,7 @@ from lamina.functional.indexing import (
     tile,
     topk,
 )
+from lamina.functional.interpolate import interpolate
 from lamina.functional.loss import (
     binary_cross_entropy,
     categorical_cross_entropy,
@@ -133,5 +134,5 @@ __all__ = [
     "affine_grid", "grid_sample", "gaussian_kl", "reparameterize", "vae_loss",
     "celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink", "threshold",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "pad2d",
-    "pixel_shuffle", "pixel_unshuffle", "fold", "unfold", "max_pool2d_with_indices", "max_unpool2d",
+    "pixel_shuffle", "pixel_unshuffle", "fold", "unfold", "max_pool2d_with_indices", "max_unpool2d", "interpolate",
 ]

@@ -85,6 +85,7 @@ from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequential import Sequential
 from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
+from lamina.nn.upsample import Upsample
 from lamina.nn.weight_norms import SpectralNorm, WeightNorm
 from lamina.nn.wrappers import TimeDistributed
 
@@ -105,5 +106,5 @@ __all__ = [
     "ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "prune", "SpatialTransformer",
     "CELU", "Hardshrink", "Hardtanh", "LogSigmoid", "Softmin", "Softshrink", "Softsign", "Tanhshrink", "Threshold",
     "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D", "PixelShuffle",
-    "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold", "MaxUnpool2D",
+    "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold", "MaxUnpool2D", "Upsample",
 ]

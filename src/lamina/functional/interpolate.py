@@ -1,0 +1,138 @@
+"""Resizing NHWC images to any size, PyTorch's ``F.interpolate`` for 4-D inputs.
+
+Every mode is linear in the image and separable: along each spatial axis the output is a
+fixed matrix times the input, so
+
+    y[n, :, :, c] = A_h x[n, :, :, c] A_w^T,      A_h (H_out, H), A_w (W_out, W),
+
+and the backward is dJ/dx = A_h^T dJ/dy A_w: two batched matrix products each way. The
+modes differ only in the rows of A. For output index i, with scale r = n_in / n_out (or
+1 / scale_factor when a scale factor is given, as PyTorch does),
+
+    nearest         source floor(i r)                              (PyTorch's 'nearest')
+    nearest-exact   source floor((i + 1/2) r)                      (the pixel whose centre is nearest)
+    bilinear        u = (i + 1/2) r - 1/2 clamped at 0, the two pixels around u weighted by
+                    distance; with align_corners u = i (n_in - 1) / (n_out - 1)
+    bicubic         the four pixels around u (not clamped) with Keys' cubic weights (a = -0.75),
+                    indices clamped to the image
+    area            the mean over the window [floor(i r), ceil((i + 1) r)) (adaptive average pooling)
+
+Output size: ``size`` (H_out, W_out), or floor(n scale_factor) per axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from lamina import backend
+from lamina.autograd import Function, Tensor
+from lamina.errors import ShapeError
+
+MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+_CUBIC_A = -0.75
+
+
+def _cubic(t):
+    """Keys' cubic convolution kernel at distances |t| < 2."""
+    t = numpy.abs(t)
+    a = _CUBIC_A
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return numpy.where(t <= 1, near, numpy.where(t < 2, far, 0.0))
+
+
+def _source(n_out: int, n_in: int, ratio: float, align_corners: bool):
+    """Fractional source coordinate of each output index for the linear modes."""
+    i = numpy.arange(n_out, dtype=numpy.float64)
+    if align_corners:
+        return i * ((n_in - 1) / (n_out - 1)) if n_out > 1 else numpy.zeros(n_out)
+    return (i + 0.5) * ratio - 0.5
+
+
+def resize_matrix(n_out: int, n_in: int, mode: str, ratio: float | None = None,
+                  align_corners: bool = False) -> numpy.ndarray:
+    """The (n_out, n_in) float64 matrix A of one axis (module docstring); ``ratio`` defaults
+    to n_in / n_out."""
+    r = n_in / n_out if ratio is None else ratio
+    a = numpy.zeros((n_out, n_in))
+    rows = numpy.arange(n_out)
+    if mode in ("nearest", "nearest-exact"):
+        shift = 0.5 if mode == "nearest-exact" else 0.0
+        src = numpy.minimum(numpy.floor((rows + shift) * r).astype(int), n_in - 1)
+        a[rows, src] = 1.0
+    elif mode == "bilinear":
+        u = numpy.maximum(_source(n_out, n_in, r, align_corners), 0.0)
+        low = numpy.minimum(numpy.floor(u).astype(int), n_in - 1)
+        high = numpy.minimum(low + 1, n_in - 1)
+        frac = u - low
+        numpy.add.at(a, (rows, low), 1 - frac)
+        numpy.add.at(a, (rows, high), frac)
+    elif mode == "bicubic":
+        u = _source(n_out, n_in, r, align_corners)
+        base = numpy.floor(u).astype(int)
+        for k in range(-1, 3):
+            numpy.add.at(a, (rows, numpy.clip(base + k, 0, n_in - 1)), _cubic(u - (base + k)))
+    elif mode == "area":
+        for i in rows:
+            lo, hi = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+            a[i, lo:hi] = 1.0 / (hi - lo)
+    else:
+        raise ValueError(f"interpolate: mode must be one of {list(MODES)}, got {mode!r}")
+    return a
+
+
+class Resize(Function):
+    """y = A_h x A_w^T per sample and channel; hyperparameters ``a_h`` and ``a_w``."""
+
+    def forward(self, x):
+        n, h, w, c = x.shape
+        ho, wo = self.a_h.shape[0], self.a_w.shape[0]
+        rows = (self.a_h @ x.reshape(n, h, w * c)).reshape(n * ho, w, c)
+        return (self.a_w @ rows).reshape(n, ho, wo, c)
+
+    def backward(self, dy):
+        n, ho, wo, c = dy.shape
+        h, w = self.a_h.shape[1], self.a_w.shape[1]
+        d_rows = (self.a_w.T @ dy.reshape(n * ho, wo, c)).reshape(n, ho, w * c)
+        return ((self.a_h.T @ d_rows).reshape(n, h, w, c),)
+
+
+def _output_size(hw, size, scale_factor) -> tuple[tuple[int, int], tuple[float | None, float | None]]:
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"interpolate: give exactly one of size and scale_factor, got size={size!r}, "
+                         f"scale_factor={scale_factor!r}")
+    if size is not None:
+        out = (size, size) if isinstance(size, int) else tuple(size)
+        if len(out) != 2 or not all(isinstance(v, int | numpy.integer) and v > 0 for v in out):
+            raise ValueError(f"interpolate: size must be a positive int or a pair of them, got {size!r}")
+        return (int(out[0]), int(out[1])), (None, None)
+    scales = (scale_factor, scale_factor) if isinstance(scale_factor, int | float) else tuple(scale_factor)
+    if len(scales) != 2 or not all(s > 0 for s in scales):
+        raise ValueError(f"interpolate: scale_factor must be positive, one or a pair, got {scale_factor!r}")
+    out = tuple(int(math.floor(n * s)) for n, s in zip(hw, scales))
+    if min(out) < 1:
+        raise ShapeError(f"interpolate: scale_factor {scale_factor!r} leaves no pixel of an input of {hw}")
+    return out, tuple(1.0 / s for s in scales)
+
+
+def interpolate(x, size=None, scale_factor=None, mode: str = "nearest", align_corners: bool | None = None) -> Tensor:
+    """Resize an NHWC batch (N, H, W, C) to (N, H_out, W_out, C) (module docstring), as
+    ``torch.nn.functional.interpolate`` on the NCHW batch."""
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    if x.ndim != 4:
+        raise ShapeError(f"interpolate: expected x of shape (N, H, W, C) (4-D, channels last), got shape "
+                         f"{tuple(x.shape)}")
+    if mode not in MODES:
+        raise ValueError(f"interpolate: mode must be one of {list(MODES)}, got {mode!r}")
+    if align_corners is not None and mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"interpolate: align_corners applies to 'bilinear' and 'bicubic' only, not {mode!r}")
+    (ho, wo), ratios = _output_size(x.shape[1:3], size, scale_factor)
+    if mode == "area":
+        ratios = (None, None)
+    corners = bool(align_corners)
+    dtype = x.dtype
+    a_h = resize_matrix(ho, x.shape[1], mode, None if corners else ratios[0], corners).astype(dtype)
+    a_w = resize_matrix(wo, x.shape[2], mode, None if corners else ratios[1], corners).astype(dtype)
+    return Resize.apply(x, a_h=backend.xp.asarray(a_h), a_w=backend.xp.asarray(a_w))

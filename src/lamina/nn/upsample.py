@@ -1,0 +1,45 @@
+"""``Upsample``: PyTorch's resizing layer on NHWC batches, to a fixed ``size`` or by a
+``scale_factor``, in any mode of :func:`lamina.functional.interpolate` (nearest,
+nearest-exact, bilinear, bicubic, area). Keras's integer-factor ``UpSampling2D`` lives in
+:mod:`lamina.nn.resize`."""
+
+from __future__ import annotations
+
+from lamina.autograd import Tensor
+from lamina.functional.interpolate import MODES, interpolate
+from lamina.nn.layer import input_error, register_layer
+from lamina.nn.module import Module, as_tensor
+
+
+@register_layer
+class Upsample(Module):
+    """(N, H, W, C) -> (N, H_out, W_out, C) with (H_out, W_out) = ``size`` or
+    floor(scale_factor (H, W))."""
+
+    def __init__(self, size=None, scale_factor=None, mode: str = "nearest", align_corners: bool | None = None,
+                 name: str | None = None):
+        super().__init__(name=name)
+        if (size is None) == (scale_factor is None):
+            raise ValueError(f"Upsample: give exactly one of size and scale_factor, got size={size!r}, "
+                             f"scale_factor={scale_factor!r}")
+        if mode not in MODES:
+            raise ValueError(f"Upsample: mode must be one of {list(MODES)}, got {mode!r}")
+        self.size = list(size) if isinstance(size, tuple | list) else size
+        self.scale_factor = list(scale_factor) if isinstance(scale_factor, tuple | list) else scale_factor
+        self.mode = mode
+        self.align_corners = align_corners
+
+    def forward(self, x) -> Tensor:
+        x = as_tensor(x)
+        if x.ndim != 4:
+            raise input_error(self, x, "a 4-D NHWC batch (batch, height, width, channels)")
+        return interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+
+    def get_config(self) -> dict:
+        return {"size": self.size, "scale_factor": self.scale_factor, "mode": self.mode,
+                "align_corners": self.align_corners, "name": self.name}
+
+    def extra_repr(self) -> str:
+        what = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
+        corners = "" if self.align_corners is None else f", align_corners={self.align_corners}"
+        return f"{what}, mode={self.mode!r}{corners}"
