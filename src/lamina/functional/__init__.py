@@ -59,6 +59,21 @@ from lamina.functional.loss import (
     mean_squared_error,
 )
 from lamina.functional.losses_ctc import ctc_loss
+from lamina.functional.losses_extra import (
+    cosine_similarity_loss,
+    gaussian_nll_loss,
+    hinge_embedding_loss,
+    kl_div,
+    log_cosh,
+    mean_absolute_percentage_error,
+    mean_squared_logarithmic_error,
+    multilabel_margin_loss,
+    multilabel_soft_margin_loss,
+    poisson,
+    poisson_nll_loss,
+    soft_margin_loss,
+    squared_hinge,
+)
 from lamina.functional.losses_focal import binary_focal_loss, categorical_focal_loss
 from lamina.functional.losses_metric import (
     contrastive_loss,
@@ -135,4 +150,7 @@ __all__ = [
     "celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink", "threshold",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "pad2d",
     "pixel_shuffle", "pixel_unshuffle", "fold", "unfold", "max_pool2d_with_indices", "max_unpool2d", "interpolate",
+    "cosine_similarity_loss", "gaussian_nll_loss", "hinge_embedding_loss", "kl_div", "log_cosh",
+    "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "multilabel_margin_loss",
+    "multilabel_soft_margin_loss", "poisson", "poisson_nll_loss", "soft_margin_loss", "squared_hinge",
 ]

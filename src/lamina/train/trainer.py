@@ -48,6 +48,19 @@ LOSSES = {
     "nll": F.nll_loss,
     "binary_focal": F.binary_focal_loss,
     "categorical_focal": F.categorical_focal_loss,
+    "poisson_nll": F.poisson_nll_loss,
+    "soft_margin": F.soft_margin_loss,
+    "multilabel_soft_margin": F.multilabel_soft_margin_loss,
+    "hinge_embedding": F.hinge_embedding_loss,
+    "multilabel_margin": F.multilabel_margin_loss,
+    "log_cosh": F.log_cosh,
+    "squared_hinge": F.squared_hinge,
+    "poisson": F.poisson,
+    "mean_squared_logarithmic_error": F.mean_squared_logarithmic_error,
+    "msle": F.mean_squared_logarithmic_error,
+    "mean_absolute_percentage_error": F.mean_absolute_percentage_error,
+    "mape": F.mean_absolute_percentage_error,
+    "cosine_similarity": F.cosine_similarity_loss,
 }
 
 
