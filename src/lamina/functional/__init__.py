@@ -59,6 +59,7 @@ from lamina.functional.loss import (
     mean_squared_error,
 )
 from lamina.functional.losses_ctc import ctc_loss
+from lamina.functional.losses_distill import distillation_loss
 from lamina.functional.losses_extra import (
     cosine_similarity_loss,
     gaussian_nll_loss,
@@ -153,4 +154,5 @@ __all__ = [
     "cosine_similarity_loss", "gaussian_nll_loss", "hinge_embedding_loss", "kl_div", "log_cosh",
     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "multilabel_margin_loss",
     "multilabel_soft_margin_loss", "poisson", "poisson_nll_loss", "soft_margin_loss", "squared_hinge",
+    "distillation_loss",
 ]

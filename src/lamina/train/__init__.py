@@ -12,6 +12,7 @@ from lamina.train.callbacks import (
     ProgressBar,
     TerminateOnNaN,
 )
+from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
 from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
 from lamina.train.history import History
@@ -40,5 +41,6 @@ __all__ = [
     "ProgressBar", "R2Score", "Recall", "SearchResult", "SummaryWriter", "TensorBoard", "TerminateOnNaN", "Trainer",
     "Trial", "Uniform", "accuracy", "binary_accuracy", "coarse_to_fine", "confusion_matrix", "find_learning_rate",
     "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy", "top_k_error", "tune_trainer",
-    "WeightAveraging", "GANTrainer", "VAETrainer", "train_gan", "train_vae",
+    "WeightAveraging", "GANTrainer", "VAETrainer", "train_gan", "train_vae", "Distiller",
+    "train_distillation",
 ]
