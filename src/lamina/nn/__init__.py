@@ -58,6 +58,7 @@ from lamina.nn.augmentation import (
     RandomRotation,
     RandomSaturation,
 )
+from lamina.nn.bilinear import Bilinear, bilinear
 from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
 from lamina.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
@@ -65,11 +66,14 @@ from lamina.nn.conv1d import AvgPool1D, Conv1D, GlobalAvgPool1D, GlobalMaxPool1D
 from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.dense import Dense, linear
+from lamina.nn.distance import CosineSimilarity, PairwiseDistance
 from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.embedding import Embedding, embedding
+from lamina.nn.embedding_bag import EmbeddingBag, embedding_bag
 from lamina.nn.fold import Fold, Unfold
 from lamina.nn.functional_model import Input, Model
 from lamina.nn.hooks import HookHandle, capture_activations
+from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
@@ -107,4 +111,6 @@ __all__ = [
     "CELU", "Hardshrink", "Hardtanh", "LogSigmoid", "Softmin", "Softshrink", "Softsign", "Tanhshrink", "Threshold",
     "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D", "PixelShuffle",
     "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold", "MaxUnpool2D", "Upsample",
+    "InstanceNorm1D", "InstanceNorm2D", "Bilinear", "bilinear", "CosineSimilarity", "PairwiseDistance",
+    "EmbeddingBag", "embedding_bag",
 ]
