@@ -31,6 +31,7 @@ from lamina.functional.adaptive_pool import (
 from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.functional.conv import conv2d
+from lamina.functional.conv3d import conv3d
 from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
@@ -109,6 +110,7 @@ from lamina.functional.math_more import (
     tan,
 )
 from lamina.functional.padding import pad2d, pixel_shuffle, pixel_unshuffle
+from lamina.functional.pool3d import avg_pool3d, global_avg_pool3d, max_pool3d
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 from lamina.functional.recurrent import gru, lstm, simple_rnn
 from lamina.functional.reduce import max, mean, min, sum, var
@@ -154,5 +156,5 @@ __all__ = [
     "cosine_similarity_loss", "gaussian_nll_loss", "hinge_embedding_loss", "kl_div", "log_cosh",
     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "multilabel_margin_loss",
     "multilabel_soft_margin_loss", "poisson", "poisson_nll_loss", "soft_margin_loss", "squared_hinge",
-    "distillation_loss",
+    "distillation_loss", "conv3d", "max_pool3d", "avg_pool3d", "global_avg_pool3d",
 ]

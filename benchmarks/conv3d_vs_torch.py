@@ -1,0 +1,74 @@
+"""Forward + backward time of a 3-D convolution: lamina's Conv3D against PyTorch's Conv3d.
+
+The same 3x3x3 'same' convolution, 16 -> 16 channels on 16^3 volumes, batch 8, runs on the
+same arrays in lamina (NDHWC) and in PyTorch (NCDHW, threads = core count), the two timed
+back to back in every round, with a backward of the sum to the input, the weights and the
+bias. Prints the lamina/PyTorch throughput ratio (above 1: lamina is faster) as the median of
+the rounds' ratios with its range.
+
+    python benchmarks/conv3d_vs_torch.py [--repeats 9] [--batch 8] [--size 16] [--channels 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+import lamina
+from lamina.functional.conv3d import conv3d
+
+sys.path.insert(0, os.path.dirname(__file__))
+from pairing import paired_ratios  # noqa: E402
+
+
+def _case(batch: int, size: int, channels: int, rng):
+    x = rng.standard_normal((batch, size, size, size, channels)).astype(np.float32)
+    w = (rng.standard_normal((channels, 3, 3, 3, channels)) / np.sqrt(27 * channels)).astype(np.float32)
+    b = np.zeros(channels, dtype=np.float32)
+    x_t = np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))
+    w_t = np.ascontiguousarray(w.transpose(0, 4, 1, 2, 3))
+
+    def ours():
+        xs = [lamina.tensor(a, requires_grad=True) for a in (x, w, b)]
+        conv3d(*xs, padding="same").sum().backward()
+
+    def theirs():
+        xs = [torch.tensor(a, requires_grad=True) for a in (x_t, w_t, b)]
+        torch.nn.functional.conv3d(*xs, padding=1).sum().backward()
+
+    return f"Conv3D 3x3x3 {channels}->{channels}, {size}^3, batch {batch}", ours, theirs
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=16)
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"threads: torch {torch.get_num_threads()}; rounds {args.repeats}, median of the rounds' ratios\n")
+    name, ours, theirs = _case(args.batch, args.size, args.channels, np.random.default_rng(0))
+    ours(), theirs()                                   # warm up
+    times_ours, times_theirs = [], []
+    for _ in range(args.repeats):
+        times_ours.append(_time(ours))
+        times_theirs.append(_time(theirs))
+    median, low, high = paired_ratios(times_theirs, times_ours)   # throughput ratio: their time / ours
+    print(f"{name:<45} lamina {np.median(times_ours) * 1e3:8.2f} ms  torch {np.median(times_theirs) * 1e3:8.2f} ms"
+          f"  ratio {median:5.2f} ({low:.2f}-{high:.2f})")
+
+
+if __name__ == "__main__":
+    main()
