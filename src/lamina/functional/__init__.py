@@ -32,6 +32,7 @@ from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.functional.conv import conv2d
 from lamina.functional.conv3d import conv3d
+from lamina.functional.conv_lstm import conv_lstm
 from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
@@ -157,4 +158,5 @@ __all__ = [
     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "multilabel_margin_loss",
     "multilabel_soft_margin_loss", "poisson", "poisson_nll_loss", "soft_margin_loss", "squared_hinge",
     "distillation_loss", "conv3d", "max_pool3d", "avg_pool3d", "global_avg_pool3d",
+    "conv_lstm",
 ]

@@ -64,6 +64,7 @@ from lamina.nn.containers import ModuleDict, ModuleList, ParameterDict, Paramete
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from lamina.nn.conv1d import AvgPool1D, Conv1D, GlobalAvgPool1D, GlobalMaxPool1D, MaxPool1D
 from lamina.nn.conv3d import AvgPool3D, Conv3D, GlobalAvgPool3D, MaxPool3D
+from lamina.nn.conv_lstm import ConvLSTM2D
 from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.dense import Dense, linear
@@ -114,4 +115,5 @@ __all__ = [
     "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold", "MaxUnpool2D", "Upsample",
     "InstanceNorm1D", "InstanceNorm2D", "Bilinear", "bilinear", "CosineSimilarity", "PairwiseDistance",
     "EmbeddingBag", "embedding_bag", "Conv3D", "MaxPool3D", "AvgPool3D", "GlobalAvgPool3D",
+    "ConvLSTM2D",
 ]
