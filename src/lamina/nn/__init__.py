@@ -91,6 +91,8 @@ from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequential import Sequential
 from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
+from lamina.nn.transformer_decoder import TransformerDecoderLayer, from_torch_state_dict
+from lamina.nn.transformer_model import Transformer, TransformerDecoder, TransformerEncoder
 from lamina.nn.upsample import Upsample
 from lamina.nn.weight_norms import SpectralNorm, WeightNorm
 from lamina.nn.wrappers import TimeDistributed
@@ -115,5 +117,6 @@ __all__ = [
     "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold", "MaxUnpool2D", "Upsample",
     "InstanceNorm1D", "InstanceNorm2D", "Bilinear", "bilinear", "CosineSimilarity", "PairwiseDistance",
     "EmbeddingBag", "embedding_bag", "Conv3D", "MaxPool3D", "AvgPool3D", "GlobalAvgPool3D",
-    "ConvLSTM2D",
+    "ConvLSTM2D", "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
+    "from_torch_state_dict",
 ]

@@ -1,0 +1,282 @@
+"""The encoder-decoder Transformer (Vaswani et al., 2017), as PyTorch's with ``batch_first=True``.
+
+* :class:`TransformerDecoderLayer`: masked self-attention over the target, cross-attention
+  over the encoder's output (the *memory*), then a position-wise feed-forward network,
+  each with a residual connection and a layer normalization.
+* The stacks (:class:`~lamina.nn.transformer_model.TransformerEncoder`,
+  :class:`~lamina.nn.transformer_model.TransformerDecoder`) and the whole
+  :class:`~lamina.nn.transformer_model.Transformer` are in :mod:`lamina.nn.transformer_model`.
+
+Cross-attention is the attention model of the course notes with learned projections: the
+target step t weighs the encoder activations a^<t'> (t' = 1 .. T_x) by
+alpha^<t,t'> = softmax over t' of e^<t,t'>, e^<t,t'> = q^<t> . k^<t'> / sqrt(d), and reads
+the context c^<t> = sum_t' alpha^<t,t'> v^<t'>, with q from the target and k, v from a^<t'>.
+
+Masks follow PyTorch here, unlike the rest of lamina: a boolean ``*_mask`` or
+``*_key_padding_mask`` is True where attention is *not* allowed, a float one is added to
+the scores. Attention masks are (T_q, T_k) or (N * num_heads, T_q, T_k); key padding masks
+are (N, T_k). ``tgt_is_causal=True`` masks the future of each target step, with or without
+a ``tgt_mask`` (PyTorch takes the flag as a promise that ``tgt_mask`` is that mask).
+
+Weights and names: PyTorch's ``state_dict`` of ``nn.TransformerEncoderLayer``,
+``nn.TransformerDecoderLayer``, ``nn.TransformerEncoder``, ``nn.TransformerDecoder`` or
+``nn.Transformer`` maps key by key onto the lamina module's through
+:func:`from_torch_state_dict`:
+
+==============================  ==============================  ==========
+PyTorch                         lamina                          layout
+==============================  ==============================  ==========
+``self_attn.in_proj_weight``    ``self_attention.in_weight``    transposed
+``self_attn.in_proj_bias``      ``self_attention.in_bias``      same
+``self_attn.out_proj.weight``   ``self_attention.out_weight``   transposed
+``self_attn.out_proj.bias``     ``self_attention.out_bias``     same
+``multihead_attn.*``            ``cross_attention.*``           as above
+``linear1.weight`` (and 2)      same name                       transposed
+``linear1.bias`` (and 2)        same name                       same
+``norm1.*`` .. ``norm3.*``      same names                      same
+``layers.k.*``, ``norm.*``,     same names                      same
+``encoder.*``, ``decoder.*``
+==============================  ==============================  ==========
+
+(lamina's Dense and attention weights multiply samples as rows, hence the transposes.)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import numpy
+
+from lamina import backend
+from lamina import functional as F
+from lamina.autograd import Tensor
+from lamina.errors import ShapeError
+from lamina.nn.activation import activation_config
+from lamina.nn.attention import mask_array
+from lamina.nn.dense import Dense
+from lamina.nn.dropout import Dropout
+from lamina.nn.layer import dropout_rate, positive_int, register_layer
+from lamina.nn.module import Module, as_tensor
+from lamina.nn.multi_head_attention import MultiHeadAttention
+from lamina.nn.sample_norm import LayerNorm
+
+__all__ = ["TransformerDecoderLayer", "from_torch_state_dict"]
+
+
+# -- PyTorch masks and weights ---------------------------------------------------------------
+def _mask_values(who: str, what: str, mask):
+    m = mask_array(mask)
+    if m.dtype != bool and m.dtype.kind != "f":
+        raise ValueError(f"{who}: {what} must be boolean (True = not allowed) or float (added to the scores), "
+                         f"got dtype {m.dtype}")
+    return m
+
+
+def _lamina_masks(who: str, names: tuple[str, str], attn_mask, key_padding_mask, batch: int, t_q: int, t_k: int,
+                  num_heads: int):
+    """PyTorch's ``attn_mask`` and ``key_padding_mask`` as the ``(mask, key_mask)`` that
+    :class:`MultiHeadAttention` takes (True = attend): booleans are negated, a (N * h, T_q, T_k)
+    mask becomes (N, h, T_q, T_k), and a float key padding mask is added to the mask. ``who``
+    and ``names`` (the two arguments' names) label the errors."""
+    mask = key_mask = None
+    if attn_mask is not None:
+        m = _mask_values(who, names[0], attn_mask)
+        if m.ndim == 3 and m.shape == (batch * num_heads, t_q, t_k):
+            m = m.reshape(batch, num_heads, t_q, t_k)
+        elif m.shape != (t_q, t_k):
+            raise ShapeError(f"{who}: {names[0]} of shape {tuple(m.shape)}; expected ({t_q}, {t_k}) or "
+                             f"(batch * num_heads, {t_q}, {t_k}) = ({batch * num_heads}, {t_q}, {t_k})")
+        mask = ~m if m.dtype == bool else m
+    if key_padding_mask is not None:
+        k = _mask_values(who, names[1], key_padding_mask)
+        if k.shape != (batch, t_k):
+            raise ShapeError(f"{who}: {names[1]} of shape {tuple(k.shape)}; expected (batch, keys) = "
+                             f"({batch}, {t_k})")
+        if k.dtype == bool:
+            key_mask = ~k
+        else:
+            added = k[:, None, None, :]
+            if mask is not None and mask.dtype == bool:
+                mask = backend.xp.where(mask, 0.0, -backend.xp.inf).astype(k.dtype)
+            mask = added if mask is None else mask + added
+    return mask, key_mask
+
+
+_TORCH_RENAMES = (
+    # (PyTorch suffix, lamina suffix, transposed)
+    ("self_attn.in_proj_weight", "self_attention.in_weight", True),
+    ("self_attn.in_proj_bias", "self_attention.in_bias", False),
+    ("self_attn.out_proj.weight", "self_attention.out_weight", True),
+    ("self_attn.out_proj.bias", "self_attention.out_bias", False),
+    ("multihead_attn.in_proj_weight", "cross_attention.in_weight", True),
+    ("multihead_attn.in_proj_bias", "cross_attention.in_bias", False),
+    ("multihead_attn.out_proj.weight", "cross_attention.out_weight", True),
+    ("multihead_attn.out_proj.bias", "cross_attention.out_bias", False),
+    ("linear1.weight", "linear1.weight", True),
+    ("linear2.weight", "linear2.weight", True),
+)
+
+
+def from_torch_state_dict(state: Mapping) -> OrderedDict:
+    """A PyTorch Transformer ``state_dict`` (of an encoder or decoder layer, a stack or a whole
+    ``nn.Transformer``) renamed and transposed for the lamina module of the same structure
+    (see the table in the module docstring); the other keys pass unchanged. Load the result
+    with ``load_state_dict`` once the lamina module is built."""
+    converted = OrderedDict()
+    for key, value in state.items():
+        array = value if isinstance(value, backend.xp.ndarray) else numpy.asarray(value)
+        for theirs, ours, transposed in _TORCH_RENAMES:
+            if key == theirs or key.endswith("." + theirs):
+                key = key[: len(key) - len(theirs)] + ours
+                array = array.T if transposed else array
+                break
+        converted[key] = array
+    return converted
+
+
+# -- shape checks ----------------------------------------------------------------------------
+def _shape_list(input_shape) -> list:
+    """The shapes of a call: one shape, or a list of them (several positional inputs)."""
+    if isinstance(input_shape, list) and input_shape and isinstance(input_shape[0], (list, tuple)):
+        return [tuple(s) for s in input_shape]
+    return [None if input_shape is None else tuple(input_shape)]
+
+
+def _checked_shape(who: str, what: str, shape, d_model: int) -> tuple:
+    if shape is None or len(shape) != 3 or shape[-1] not in (None, d_model):
+        raise ShapeError(f"{who}: got a {what} shape {shape}; expected (batch, time, {d_model})")
+    return tuple(shape)
+
+
+def _checked_pair(who: str, names: tuple[str, str], first: Tensor, second: Tensor, d_model: int) -> None:
+    """Both inputs (batch, time, d_model) with the same batch size."""
+    for what, x in zip(names, (first, second)):
+        if x.ndim != 3 or x.shape[-1] != d_model:
+            raise ShapeError(f"{who}: {names[0]} of shape {tuple(first.shape)} and {names[1]} of shape "
+                             f"{tuple(second.shape)}; expected both (batch, time, {d_model}), the {what} is not")
+    if first.shape[0] != second.shape[0]:
+        raise ShapeError(f"{who}: {names[0]} of shape {tuple(first.shape)} and {names[1]} of shape "
+                         f"{tuple(second.shape)} must share the batch size")
+
+
+# -- the decoder layer -----------------------------------------------------------------------
+@register_layer
+class TransformerDecoderLayer(Module):
+    """One decoder layer: masked self-attention over the target, cross-attention over the
+    memory, then a feed-forward network of two Dense layers at every position.
+
+    Post-norm (``norm_first=False``, the original Transformer and PyTorch's default)::
+
+        x = norm1(x + dropout1(self_attention(x)))
+        x = norm2(x + dropout2(cross_attention(x, memory)))
+        x = norm3(x + dropout3(linear2(dropout(activation(linear1(x))))))
+
+    Pre-norm (``norm_first=True``)::
+
+        x = x + dropout1(self_attention(norm1(x)))
+        x = x + dropout2(cross_attention(norm2(x), memory))
+        x = x + dropout3(linear2(dropout(activation(linear1(norm3(x))))))
+
+    Called as ``layer(tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+    memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False)`` with tgt
+    (N, T_tgt, d_model) and memory (N, T_src, d_model), masks as PyTorch's (see the module
+    docstring): ``tgt_mask`` (T_tgt, T_tgt), ``memory_mask`` (T_tgt, T_src), key padding
+    masks (N, T_tgt) and (N, T_src). Returns (N, T_tgt, d_model).
+
+    ``dropout`` acts in training mode on both attentions' weights, inside the feed-forward
+    network and on the three branches. ``activation``: 'relu', 'gelu' or any activation
+    Dense accepts. The Dense layers start Xavier-uniform with zero biases, as the attentions.
+    Sub-layers, in PyTorch's order: ``self_attention``, ``cross_attention`` (PyTorch's
+    ``multihead_attn``), ``linear1``, ``dropout``, ``linear2``, ``norm1`` .. ``norm3``,
+    ``dropout1`` .. ``dropout3``.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 activation="relu", norm_first: bool = False, layer_norm_eps: float = 1e-5, name: str | None = None):
+        super().__init__(name=name)
+        who = "TransformerDecoderLayer"
+        self.d_model = positive_int(d_model, f"{who}: d_model")
+        self.num_heads = positive_int(num_heads, f"{who}: num_heads")
+        self.dim_feedforward = positive_int(dim_feedforward, f"{who}: dim_feedforward")
+        self.dropout_rate = dropout_rate(dropout, who)
+        self.norm_first = bool(norm_first)
+        self.layer_norm_eps = float(layer_norm_eps)
+        if d_model % num_heads:
+            raise ValueError(f"{who}: d_model {d_model} is not divisible by num_heads {num_heads}")
+        rate = self.dropout_rate
+        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=rate)
+        self.cross_attention = MultiHeadAttention(d_model, num_heads, dropout=rate)
+        self.linear1 = Dense(dim_feedforward, activation=activation, kernel_init="xavier_uniform")
+        self.dropout = Dropout(rate)
+        self.linear2 = Dense(d_model, kernel_init="xavier_uniform")
+        self.norm1 = LayerNorm(-1, eps=layer_norm_eps)
+        self.norm2 = LayerNorm(-1, eps=layer_norm_eps)
+        self.norm3 = LayerNorm(-1, eps=layer_norm_eps)
+        self.dropout1 = Dropout(rate)
+        self.dropout2 = Dropout(rate)
+        self.dropout3 = Dropout(rate)
+
+    def build(self, input_shape) -> None:
+        """Builds the sub-layers for ``input_shape``: the target's (N, T_tgt, d_model), or the
+        list [target, memory] of a call with both."""
+        shape = _checked_shape(self._label(), "target", _shape_list(input_shape)[0], self.d_model)
+        shape = shape[:-1] + (self.d_model,)
+        hidden = shape[:-1] + (self.dim_feedforward,)
+        for layer, layer_shape in ((self.self_attention, shape), (self.cross_attention, shape),
+                                   (self.linear1, shape), (self.linear2, hidden), (self.norm1, shape),
+                                   (self.norm2, shape), (self.norm3, shape)):
+            if not layer.built:
+                layer.build(layer_shape)
+                layer.built = True
+        self.built = True
+
+    def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None, tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
+        x, memory = as_tensor(tgt), as_tensor(memory)
+        who = self._label()
+        _checked_pair(who, ("tgt", "memory"), x, memory, self.d_model)
+        n, t_tgt, t_src = x.shape[0], x.shape[1], memory.shape[1]
+        self_masks = _lamina_masks(who, ("tgt_mask", "tgt_key_padding_mask"), tgt_mask, tgt_key_padding_mask,
+                                   n, t_tgt, t_tgt, self.num_heads)
+        cross_masks = _lamina_masks(who, ("memory_mask", "memory_key_padding_mask"), memory_mask,
+                                    memory_key_padding_mask, n, t_tgt, t_src, self.num_heads)
+        self_causal, cross_causal = bool(tgt_is_causal), bool(memory_is_causal)
+        if self.norm_first:
+            x = F.add(x, self._self_block(self.norm1(x), self_masks, self_causal))
+            x = F.add(x, self._cross_block(self.norm2(x), memory, cross_masks, cross_causal))
+            return F.add(x, self._feed_forward(self.norm3(x)))
+        x = self.norm1(F.add(x, self._self_block(x, self_masks, self_causal)))
+        x = self.norm2(F.add(x, self._cross_block(x, memory, cross_masks, cross_causal)))
+        return self.norm3(F.add(x, self._feed_forward(x)))
+
+    def _self_block(self, x, masks, causal: bool) -> Tensor:
+        mask, key_mask = masks
+        return self.dropout1(self.self_attention(x, mask=mask, key_mask=key_mask, causal=causal))
+
+    def _cross_block(self, x, memory, masks, causal: bool) -> Tensor:
+        mask, key_mask = masks
+        return self.dropout2(self.cross_attention(x, memory, mask=mask, key_mask=key_mask, causal=causal))
+
+    def _feed_forward(self, x) -> Tensor:
+        return self.dropout3(self.linear2(self.dropout(self.linear1(x))))
+
+    def compute_output_shape(self, input_shape):
+        shape = _checked_shape(self._label(), "target", _shape_list(input_shape)[0], self.d_model)
+        return shape[:-1] + (self.d_model,)
+
+    def get_config(self) -> dict:
+        return {
+            "d_model": self.d_model,
+            "num_heads": self.num_heads,
+            "dim_feedforward": self.dim_feedforward,
+            "dropout": self.dropout_rate,
+            "activation": activation_config(self.linear1),
+            "norm_first": self.norm_first,
+            "layer_norm_eps": self.layer_norm_eps,
+            "name": self.name,
+        }
+
+    def extra_repr(self) -> str:
+        text = f"d_model={self.d_model}, num_heads={self.num_heads}, dim_feedforward={self.dim_feedforward}"
+        return text + (", norm_first=True" if self.norm_first else "")
