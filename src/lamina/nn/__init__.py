@@ -6,7 +6,7 @@ themselves with ``get_config()`` for saving architectures (:func:`layer_to_confi
 :func:`layer_from_config`, :func:`register_layer` for your own layers).
 """
 
-from lamina.nn import init, prune
+from lamina.nn import init, prune, quantize
 from lamina.nn.activation import (
     ACTIVATIONS,
     ELU,
@@ -111,7 +111,7 @@ __all__ = [
     "linear", "register_layer", "registered_layers", "TimeDistributed", "AlphaDropout", "GaussianDropout",
     "GaussianNoise", "SpatialDropout1D", "SpatialDropout2D", "SpectralNorm", "WeightNorm", "HookHandle", "Input",
     "Model", "capture_activations", "GRUCell", "LSTMCell", "SimpleRNNCell",
-    "ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "prune", "SpatialTransformer",
+    "ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "prune", "quantize", "SpatialTransformer",
     "CELU", "Hardshrink", "Hardtanh", "LogSigmoid", "Softmin", "Softshrink", "Softsign", "Tanhshrink", "Threshold",
     "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D", "PixelShuffle",
     "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold", "MaxUnpool2D", "Upsample",
