@@ -145,3 +145,30 @@ def test_pytorch_style_pruning_and_generative_example_runs():
     assert names["samples"].shape == (16, 8, 8, 1)
     assert 0 <= names["samples"].min() and names["samples"].max() <= 1
     assert names["history"]["loss"][-1] < names["history"]["loss"][0]
+
+
+def test_distillation_quantization_and_new_layers_example_runs():
+    """The distillation example: the student learns from the teacher, the int8 copy is smaller
+    and as accurate, and the new layers run on the shapes given."""
+    import numpy as np
+
+    import lamina
+
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## Distillation, quantization", 1)[1], re.S).group(1)
+    names: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, str(README), "exec"), names)
+    x_test, y_test = names["x_test"], names["y_test"]
+
+    def accuracy(model):
+        with lamina.no_grad():
+            return float((model.eval()(x_test).numpy().argmax(axis=1) == y_test).mean())
+
+    assert accuracy(names["student"]) > 0.9
+    assert accuracy(names["small"]) > accuracy(names["teacher"]) - 0.02
+    quantize = names["quantize"]
+    assert quantize.model_size_bytes(names["small"]) < quantize.model_size_bytes(names["teacher"]) / 3
+    assert names["out"].shape == (2, 7, 32)
+    assert names["volumes"](np.zeros((1, 8, 8, 8, 1), "float32")).shape == (1, 2)
+    assert names["frames"](np.zeros((1, 3, 6, 6, 1), "float32")).shape == (1, 4)
