@@ -7,6 +7,8 @@ MACs, which the course notes call "flops" (one multiply-accumulate = one flop), 
     depthwise conv   h_out w_out (c_in m) f_h f_w          (the same with groups = c_in)
     separable conv   the depthwise part + h_out w_out K (c_in m) for the 1x1 pointwise part
     pooling          h_out w_out c f_h f_w                 (global average pooling: f = h, w)
+    3-D convolution  d_out h_out w_out K f_d f_h f_w c_in / groups
+    3-D pooling      d_out h_out w_out c f_d f_h f_w       (global average pooling: d h w c)
     fully connected  n^[l] n^[l-1]
     upsampling       bilinear: h_out w_out c t_h t_w, t = 2 along an axis of factor s > 1, else 1
                      (each output the weighted sum of its 4 neighbours: 4 per output value);
@@ -21,7 +23,13 @@ The bias additions are not counted, and every other layer (batch norm, activatio
 additions, concatenations, local response normalization, dropout, reshaping) counts 0: their
 cost is a few operations per activation, negligible next to the convolutions, and the
 course's tables and the published totals leave them out. A custom layer can report its own
-count with a ``macs(input_shapes, output_shapes)`` method (shapes without the batch axis).
+count with a ``macs(input_shapes, output_shapes)`` method (shapes without the batch axis);
+the volumetric layers (Conv3D, MaxPool3D, AvgPool3D, GlobalAvgPool3D) count theirs so, by
+the 3-D rules above, and only there.
+
+Hyperparameters of the volumetric layers: the kernel or window always as f_d x f_h x f_w
+('K=8 f=3x3x3 s=1 p=same', 'f=2x2x2 s=2'), so that it reads as 3-D; stride, padding and
+dilation as one number when they are equal along the three axes.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import math
 from lamina.functional.adaptive_pool import adaptive_windows
 from lamina.nn.conv import SeparableConv2D, _Conv
 from lamina.nn.conv1d import Conv1D, _Pool1D
+from lamina.nn.conv3d import Conv3D, GlobalAvgPool3D, _Pool3D
 from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout
@@ -112,6 +121,38 @@ def _padding(padding) -> str:
     return _size(tuple(padding))
 
 
+def _dims(values: tuple[int, ...]) -> str:
+    """(3, 3, 3) -> '3x3x3'."""
+    return "x".join(str(v) for v in values)
+
+
+def _uniform(values: tuple[int, ...]) -> str:
+    """One number when all axes agree ((2, 2, 2) -> '2'), else each ('1x2x2')."""
+    return f"{values[0]}" if len(set(values)) == 1 else _dims(values)
+
+
+def _volume_hyperparameters(module: Module, input_shapes) -> list[str]:
+    """Conv3D: K, f, s, p (d, g when not 1); the 3-D pools: f, s (p when not 0); global
+    average pooling: its window, the whole d x h x w volume."""
+    if isinstance(module, Conv3D):
+        padding = module.padding if isinstance(module.padding, str) else _uniform(module.padding)
+        parts = [f"K={module.filters}", f"f={_dims(module.kernel_size)}", f"s={_uniform(module.stride)}",
+                 f"p={'0' if padding == 'valid' else padding}"]
+        if module.dilation != (1, 1, 1):
+            parts.append(f"d={_uniform(module.dilation)}")
+        if module.groups != 1:
+            parts.append(f"g={module.groups}")
+        return parts
+    if isinstance(module, _Pool3D):
+        parts = [f"f={_dims(module.pool_size)}", f"s={_uniform(module.stride)}"]
+        if module.padding != (0, 0, 0):
+            parts.append(f"p={_uniform(module.padding)}")
+        return parts
+    if input_shapes and len(input_shapes[0]) == 4:
+        return [f"f={_dims(tuple(input_shapes[0][:3]))}"]
+    return []
+
+
 def _edges(pairs) -> str:
     """((1, 1), (2, 2)) -> '1x2'; asymmetric ((top, bottom), (left, right)) -> '(1,2)x(0,1)'."""
     (top, bottom), (left, right) = pairs
@@ -158,6 +199,8 @@ def layer_hyperparameters(module: Module, input_shapes: list[tuple[int, ...]] | 
             parts.append(f"p={_size(module.padding)}")
         if module.ceil_mode:
             parts.append("ceil")
+    elif isinstance(module, (Conv3D, _Pool3D, GlobalAvgPool3D)):
+        parts += _volume_hyperparameters(module, input_shapes)
     elif isinstance(module, GlobalAvgPool2D):
         if input_shapes and len(input_shapes[0]) == 3:
             parts.append(f"f={_size(tuple(input_shapes[0][:2]))}")

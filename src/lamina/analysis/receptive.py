@@ -22,6 +22,12 @@ units either side of its source point: ceil(f / s) = 2, r_out = r_in + j_in; s =
 identity, f = 1). Both give j_out = j_in / s. ZeroPadding2D and Cropping2D keep r and j
 (they move the field, as padding does).
 
+A volume (d, h, w, c) has its field along the height and the width only, as an image's:
+the 3-D layers (Conv3D, MaxPool3D, AvgPool3D) apply the rule with the h and w axes of their
+kernel, stride and dilation, and GlobalAvgPool3D (or a Flatten of the volume) sees the
+whole h x w map; the depth axis is not followed. A layer that slides a window of its own
+over a volume's frames (a TimeDistributed one, a ConvLSTM2D) leaves the field unknown.
+
 The rule is applied along the data flow recorded by :func:`lamina.analysis.trace`, not just
 down the list of layers: where branches meet (a residual addition, an inception
 concatenation) a unit sees the union of what its sources see, the largest of their fields.
@@ -34,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from lamina.analysis.trace import LayerCall, Trace, trace
+from lamina.nn.conv3d import Conv3D, GlobalAvgPool3D, _Pool3D
 from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.module import Module
 from lamina.nn.pooling import GlobalAvgPool2D
@@ -60,7 +67,17 @@ def _pair(value) -> tuple[int, int] | None:
 
 def layer_window(module: Module, input_shape: tuple[int, ...] | None) -> tuple[int, int, int, int] | None:
     """(f_h, f_w, s_h, s_w) of the window a layer slides, or None for a layer that keeps
-    the receptive field. ``input_shape`` is the layer's input without the batch axis."""
+    the receptive field. ``input_shape`` is the layer's input without the batch axis; for
+    a volume (d, h, w, c) the window's h and w axes."""
+    if isinstance(module, (Conv3D, _Pool3D)):
+        extent = module.extent if isinstance(module, Conv3D) else module.pool_size
+        return extent[1], extent[2], module.stride[1], module.stride[2]
+    volume = input_shape is not None and len(input_shape) == 4
+    if isinstance(module, GlobalAvgPool3D) or (isinstance(module, (Flatten, Reshape)) and volume):
+        if not volume:
+            return None
+        h, w = input_shape[1], input_shape[2]
+        return h, w, h, w
     spatial = input_shape is not None and len(input_shape) == 3
     if isinstance(module, GlobalAvgPool2D) or (isinstance(module, (Flatten, Reshape)) and spatial):
         if not spatial:
@@ -102,6 +119,19 @@ def _upsampled_field(field: Field, module: UpSampling2D) -> Field | None:
     return rh + (th - 1) * jh, rw + (tw - 1) * jw, jh // sh, jw // sw
 
 
+_VOLUME_LAYERS = (Conv3D, _Pool3D, GlobalAvgPool3D, Flatten, Reshape)
+
+
+def _unknown_on_volumes(call: LayerCall) -> bool:
+    """Whether ``call`` reads a volume (d, h, w, c) with a window of its own that the rule
+    does not model: a TimeDistributed layer, or a layer with a 2-D kernel or pool (ConvLSTM2D)."""
+    shapes = call.input_shapes
+    if not shapes or len(shapes[0]) != 4 or isinstance(call.module, _VOLUME_LAYERS):
+        return False
+    module = call.module
+    return call.wraps_steps or any(getattr(module, a, None) is not None for a in ("kernel_size", "pool_size"))
+
+
 def _combine(fields: list[Field | None]) -> Field | None:
     known = [f for f in fields if f is not None]
     if not known:
@@ -111,9 +141,9 @@ def _combine(fields: list[Field | None]) -> Field | None:
 
 def receptive_fields(tr: Trace) -> list[Field | None]:
     """The field of the (first) output of every call of ``tr.calls``, in order; None where
-    the input is not an image (an (h, w, c) volume)."""
+    the input is neither an image (h, w, c) nor a volume (d, h, w, c)."""
     known: dict[int, Field | None] = {}
-    if len(tr.input.shape) == 4:
+    if len(tr.input.shape) in (4, 5):
         known[id(tr.input)] = (1, 1, 1, 1)
 
     def source(t) -> Field | None:
@@ -131,7 +161,9 @@ def receptive_fields(tr: Trace) -> list[Field | None]:
     fields: list[Field | None] = []
     for call in tr.calls:
         field = _combine([source(t) for t in call.inputs])
-        if field is not None and isinstance(call.module, Conv2DTranspose):
+        if field is not None and _unknown_on_volumes(call):
+            field = None
+        elif field is not None and isinstance(call.module, Conv2DTranspose):
             field = _transposed_field(field, call.module)
         elif field is not None and isinstance(call.module, UpSampling2D):
             field = _upsampled_field(field, call.module)
@@ -188,12 +220,12 @@ def receptive_field(model: Module | Callable[[], Module], layer: Module | str | 
     or name, or None for the last layer. ``input_shape`` (h, w, c) defaults to the shape the
     model was built for. An int ``layer`` indexes the layer calls in execution order (the
     rows of :func:`lamina.analysis.summary`). Returns an int, or (r_h, r_w) when the field is
-    not square.
+    not square. For a volume (d, h, w, c) the field along the height and the width.
     """
     tr = trace(model, input_shape)
-    if len(tr.input.shape) != 4:
+    if len(tr.input.shape) not in (4, 5):
         raise ValueError(f"receptive_field: the input shape {tuple(tr.input.shape[1:])} is not an image "
-                         "(height, width, channels)")
+                         "(height, width, channels) or a volume (depth, height, width, channels)")
     if not tr.calls:
         raise ValueError("receptive_field: the model calls no layer")
     call = tr.calls[-1] if layer is None else find_call(tr, layer)

@@ -27,7 +27,14 @@ import numpy as np
 
 from lamina import nn
 from lamina.errors import ShapeError
-from lamina.export import onnx_attention, onnx_branching, onnx_layers, onnx_recurrent, onnx_sequence_layers  # noqa: F401  (converters)
+from lamina.export import (  # noqa: F401  (converters)
+    onnx_attention,
+    onnx_branching,
+    onnx_layers,
+    onnx_more_layers,
+    onnx_recurrent,
+    onnx_sequence_layers,
+)
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 from lamina.io.atomic import write_bytes_atomic
 
