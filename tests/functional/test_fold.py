@@ -104,3 +104,14 @@ def test_bad_input_names_the_op_and_shapes():
         F.fold(np.zeros((1, 5, 4)), (8, 8), 2, stride=2)
     with pytest.raises(ValueError, match="unfold: stride must be positive"):
         F.unfold(np.zeros((1, 3, 3, 1)), 2, stride=0)
+
+
+def test_layers_infer_their_output_shapes_so_later_layers_build():
+    model = nn.Sequential(nn.Upsample(scale_factor=1.5, mode="bilinear"), nn.Unfold(3, stride=3), nn.Dense(4))
+    model.build((None, 6, 6, 2))
+    assert model[2].built and model[2].weight.shape == (18, 4)
+    assert nn.Upsample(size=(5, 7)).compute_output_shape((2, 3, 3, 1)) == (2, 5, 7, 1)
+    assert nn.Upsample(scale_factor=(2, 0.5)).compute_output_shape((None, 3, None, 4)) == (None, 6, None, 4)
+    assert nn.Fold((6, 6), 2, stride=2).compute_output_shape((None, 9, 12)) == (None, 6, 6, 3)
+    x = np.zeros((1, 6, 6, 2), np.float32)
+    assert model(x).shape == (1, 9, 4)

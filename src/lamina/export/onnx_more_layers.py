@@ -50,7 +50,7 @@ from lamina.errors import ShapeError
 from lamina.export.onnx_activations import layer_activation
 from lamina.export.onnx_graph import Graph, Value, label, register_converter
 from lamina.functional.conv3d import conv3d_pads
-from lamina.functional.interpolate import _output_size, resize_matrix
+from lamina.functional.interpolate import output_size, resize_matrix
 
 __all__: list[str] = []
 
@@ -180,7 +180,7 @@ def _upsample(graph: Graph, layer, value: Value) -> Value:
     ONNX's Resize with the coordinate rule of the mode; 'area': :func:`_area` (module
     docstring)."""
     _check_rank(layer, value, 4, "a 4-D NHWC batch (batch, height, width, channels)")
-    (h_out, w_out), ratios = _output_size(value.shape[1:3], layer.size, layer.scale_factor)
+    (h_out, w_out), ratios = output_size(value.shape[1:3], layer.size, layer.scale_factor)
     shape = (value.shape[0], h_out, w_out, value.shape[3])
     hint = label(layer)
     if layer.mode in ("nearest", "nearest-exact"):

@@ -28,7 +28,7 @@ def _windows(size: int, f: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (f - 1) - 1) // s + 1
 
 
-class _Geometry:
+class WindowGeometry:
     """Kernel, dilation, padding and stride of one unfold/fold, as pairs."""
 
     def __init__(self, op: str, kernel_size, dilation, padding, stride):
@@ -56,7 +56,7 @@ class _Geometry:
         return {"kernel_size": self.kernel, "dilation": self.dilation, "padding": self.padding, "stride": self.stride}
 
 
-def unfold_array(x, g: _Geometry):
+def unfold_array(x, g: WindowGeometry):
     """The (N, L, f_h f_w C) rows of the windows of an NHWC array (one copy of a strided view)."""
     n, h, w, c = x.shape
     ho, wo = g.out_hw((h, w), "the input of shape (H, W) =")
@@ -67,7 +67,7 @@ def unfold_array(x, g: _Geometry):
     return view.reshape(n, ho * wo, fh * fw * c)
 
 
-def fold_array(cols, hw: tuple[int, int], g: _Geometry):
+def fold_array(cols, hw: tuple[int, int], g: WindowGeometry):
     """The NHWC image of size ``hw`` whose windows' rows add up to ``cols`` (N, L, f_h f_w C)."""
     xp = backend.xp
     n, _, k = cols.shape
@@ -103,14 +103,14 @@ def unfold(x, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:
     """The windows of an NHWC batch as rows: (N, H, W, C) -> (N, L, f_h f_w C) (module docstring)."""
     x = x if isinstance(x, Tensor) else Tensor(x)
     check_nhwc(x.shape, "unfold")
-    return Unfold.apply(x, geometry=_Geometry("unfold", kernel_size, dilation, padding, stride))
+    return Unfold.apply(x, geometry=WindowGeometry("unfold", kernel_size, dilation, padding, stride))
 
 
 def fold(cols, output_size, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:
     """Rows of windows added back into an NHWC batch: (N, L, f_h f_w C) -> (N, H, W, C),
     ``output_size`` = (H, W); the adjoint of :func:`unfold` (module docstring)."""
     cols = cols if isinstance(cols, Tensor) else Tensor(cols)
-    g = _Geometry("fold", kernel_size, dilation, padding, stride)
+    g = WindowGeometry("fold", kernel_size, dilation, padding, stride)
     hw = pair(output_size, "output_size", "fold")
     if cols.ndim != 3:
         raise ShapeError(f"fold: expected rows of shape (N, L, f_h f_w C) (3-D), got shape {tuple(cols.shape)}")

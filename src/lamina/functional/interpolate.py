@@ -99,7 +99,7 @@ class Resize(Function):
         return ((self.a_h.T @ d_rows).reshape(n, h, w, c),)
 
 
-def _output_size(hw, size, scale_factor) -> tuple[tuple[int, int], tuple[float | None, float | None]]:
+def output_size(hw, size, scale_factor) -> tuple[tuple[int, int], tuple[float | None, float | None]]:
     if (size is None) == (scale_factor is None):
         raise ValueError(f"interpolate: give exactly one of size and scale_factor, got size={size!r}, "
                          f"scale_factor={scale_factor!r}")
@@ -128,7 +128,7 @@ def interpolate(x, size=None, scale_factor=None, mode: str = "nearest", align_co
         raise ValueError(f"interpolate: mode must be one of {list(MODES)}, got {mode!r}")
     if align_corners is not None and mode not in ("bilinear", "bicubic"):
         raise ValueError(f"interpolate: align_corners applies to 'bilinear' and 'bicubic' only, not {mode!r}")
-    (ho, wo), ratios = _output_size(x.shape[1:3], size, scale_factor)
+    (ho, wo), ratios = output_size(x.shape[1:3], size, scale_factor)
     if mode == "area":
         ratios = (None, None)
     corners = bool(align_corners)

@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 from lamina.autograd import Tensor
-from lamina.functional.fold import fold, unfold
+from lamina.functional.fold import WindowGeometry, fold, unfold
 from lamina.functional.im2col import pair
-from lamina.nn.layer import register_layer
+from lamina.nn.layer import check_shape_ndim, register_layer
 from lamina.nn.module import Module, as_tensor
 
 
@@ -41,6 +41,14 @@ class Unfold(_Windows):
     def forward(self, x) -> Tensor:
         return unfold(as_tensor(x), **self._geometry())
 
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = check_shape_ndim(self, input_shape, 4, "a 4-D NHWC shape (batch, height, width, channels)")
+        fh, fw = self.kernel_size
+        if h is None or w is None:
+            return (n, None, None if c is None else fh * fw * c)
+        ho, wo = WindowGeometry("Unfold", **self._geometry()).out_hw((h, w), "the input of shape (H, W) =")
+        return (n, ho * wo, None if c is None else fh * fw * c)
+
 
 @register_layer
 class Fold(_Windows):
@@ -52,6 +60,11 @@ class Fold(_Windows):
 
     def forward(self, cols) -> Tensor:
         return fold(as_tensor(cols), self.output_size, **self._geometry())
+
+    def compute_output_shape(self, input_shape):
+        n, _, k = check_shape_ndim(self, input_shape, 3, "a 3-D shape (batch, windows, f_h f_w C)")
+        fh, fw = self.kernel_size
+        return (n, *self.output_size, None if k is None else k // (fh * fw))
 
     def get_config(self) -> dict:
         return {"output_size": self.output_size, **super().get_config()}

@@ -6,8 +6,8 @@ nearest-exact, bilinear, bicubic, area). Keras's integer-factor ``UpSampling2D``
 from __future__ import annotations
 
 from lamina.autograd import Tensor
-from lamina.functional.interpolate import MODES, interpolate
-from lamina.nn.layer import input_error, register_layer
+from lamina.functional.interpolate import MODES, interpolate, output_size
+from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 
 
@@ -34,6 +34,16 @@ class Upsample(Module):
         if x.ndim != 4:
             raise input_error(self, x, "a 4-D NHWC batch (batch, height, width, channels)")
         return interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = check_shape_ndim(self, input_shape, 4, "a 4-D NHWC shape (batch, height, width, channels)")
+        if self.size is not None:
+            (ho, wo), _ = output_size((1, 1), self.size, None)
+            return (n, ho, wo, c)
+        out = [None if d is None else output_size((d, d), None, s)[0][0]
+               for d, s in zip((h, w), self.scale_factor if isinstance(self.scale_factor, list)
+                               else (self.scale_factor,) * 2)]
+        return (n, out[0], out[1], c)
 
     def get_config(self) -> dict:
         return {"size": self.size, "scale_factor": self.scale_factor, "mode": self.mode,
