@@ -56,6 +56,20 @@ def _check_sequence(layer: Module, x: Tensor, features: int | None) -> None:
         raise input_error(layer, x, f"(batch, time, {'features' if features is None else features})")
 
 
+def set_sizes(layer: Module, d_model: int, num_heads: int, dim_feedforward: int, dropout: float,
+              norm_first: bool, layer_norm_eps: float) -> None:
+    """Check and store a Transformer layer's sizes and options (named errors)."""
+    who = type(layer).__name__
+    layer.d_model = positive_int(d_model, f"{who}: d_model")
+    layer.num_heads = positive_int(num_heads, f"{who}: num_heads")
+    layer.dim_feedforward = positive_int(dim_feedforward, f"{who}: dim_feedforward")
+    layer.dropout_rate = dropout_rate(dropout, who)
+    layer.norm_first = bool(norm_first)
+    layer.layer_norm_eps = float(layer_norm_eps)
+    if d_model % num_heads:
+        raise ValueError(f"{who}: d_model {d_model} is not divisible by num_heads {num_heads}")
+
+
 @register_layer
 class TransformerEncoderLayer(Module):
     """One encoder layer: multi-head self-attention, then a feed-forward network of two
@@ -101,16 +115,8 @@ class TransformerEncoderLayer(Module):
                  activation="relu", norm_first: bool = False, layer_norm_eps: float = 1e-5, causal: bool = False,
                  name: str | None = None):
         super().__init__(name=name)
-        who = "TransformerEncoderLayer"
-        self.d_model = positive_int(d_model, f"{who}: d_model")
-        self.num_heads = positive_int(num_heads, f"{who}: num_heads")
-        self.dim_feedforward = positive_int(dim_feedforward, f"{who}: dim_feedforward")
-        self.dropout_rate = dropout_rate(dropout, who)
-        self.norm_first = bool(norm_first)
-        self.layer_norm_eps = float(layer_norm_eps)
+        set_sizes(self, d_model, num_heads, dim_feedforward, dropout, norm_first, layer_norm_eps)
         self.causal = bool(causal)
-        if d_model % num_heads:
-            raise ValueError(f"{who}: d_model {d_model} is not divisible by num_heads {num_heads}")
         rate = self.dropout_rate
         self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=rate)
         self.dropout1 = Dropout(rate)

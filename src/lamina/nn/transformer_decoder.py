@@ -56,10 +56,11 @@ from lamina.nn.activation import activation_config
 from lamina.nn.attention import mask_array
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout
-from lamina.nn.layer import dropout_rate, positive_int, register_layer
+from lamina.nn.layer import register_layer
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.sample_norm import LayerNorm
+from lamina.nn.transformer import set_sizes
 
 __all__ = ["TransformerDecoderLayer", "from_torch_state_dict"]
 
@@ -195,15 +196,7 @@ class TransformerDecoderLayer(Module):
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", norm_first: bool = False, layer_norm_eps: float = 1e-5, name: str | None = None):
         super().__init__(name=name)
-        who = "TransformerDecoderLayer"
-        self.d_model = positive_int(d_model, f"{who}: d_model")
-        self.num_heads = positive_int(num_heads, f"{who}: num_heads")
-        self.dim_feedforward = positive_int(dim_feedforward, f"{who}: dim_feedforward")
-        self.dropout_rate = dropout_rate(dropout, who)
-        self.norm_first = bool(norm_first)
-        self.layer_norm_eps = float(layer_norm_eps)
-        if d_model % num_heads:
-            raise ValueError(f"{who}: d_model {d_model} is not divisible by num_heads {num_heads}")
+        set_sizes(self, d_model, num_heads, dim_feedforward, dropout, norm_first, layer_norm_eps)
         rate = self.dropout_rate
         self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=rate)
         self.cross_attention = MultiHeadAttention(d_model, num_heads, dropout=rate)
