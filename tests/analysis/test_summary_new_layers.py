@@ -93,3 +93,20 @@ def test_a_layer_with_its_own_window_over_frames_leaves_the_field_blank():
     model.build((None, 4, 8, 8, 2))
     fields = [row["receptive_field"] for row in model.summary().rows]
     assert fields[0] == [3, 3] and fields[1:] == [None, None]
+
+
+def test_upsample_counts_its_taps_and_leaves_the_receptive_field_unknown():
+    from lamina.analysis.layer_rules import layer_macs
+
+    up = nn.Upsample(size=(8, 6), mode="bilinear")
+    assert layer_macs(up, [(4, 6, 3)], [(8, 6, 3)]) == 8 * 6 * 3 * 2          # only the height is resized
+    assert layer_macs(nn.Upsample(scale_factor=2, mode="bicubic"), [(4, 4, 3)], [(8, 8, 3)]) == 8 * 8 * 3 * 16
+    assert layer_macs(nn.Upsample(size=2, mode="area"), [(4, 4, 3)], [(2, 2, 3)]) == 4 * 4 * 3
+    assert layer_macs(nn.Upsample(scale_factor=2), [(4, 4, 3)], [(8, 8, 3)]) == 0
+    model = nn.Sequential(nn.Conv2D(2, 3), nn.Upsample(scale_factor=1.5, mode="bilinear"), nn.Conv2D(2, 3))
+    model.build((None, 8, 8, 1))
+    from lamina.analysis.receptive import receptive_fields
+    from lamina.analysis.trace import trace
+
+    fields = receptive_fields(trace(model))
+    assert fields[0] is not None and fields[1] is None and fields[2] is None

@@ -12,6 +12,8 @@ MACs, which the course notes call "flops" (one multiply-accumulate = one flop), 
     fully connected  n^[l] n^[l-1]
     upsampling       bilinear: h_out w_out c t_h t_w, t = 2 along an axis of factor s > 1, else 1
                      (each output the weighted sum of its 4 neighbours: 4 per output value);
+                     Upsample: the same with t = 2 (bilinear) or 4 (bicubic) along each resized
+                     axis, h w c for 'area' (every input added once);
                      nearest, zero padding, cropping: 0 (copies)
 
     recurrent        T G H (D + H) for T steps of G gate blocks (simple 1, GRU 3, LSTM 4)
@@ -51,6 +53,7 @@ from lamina.nn.normalization import LocalResponseNorm
 from lamina.nn.pooling import GlobalAvgPool2D, _Pool2D
 from lamina.nn.recurrent import _Recurrent
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
+from lamina.nn.upsample import Upsample
 
 __all__ = ["adaptive_windows", "layer_hyperparameters", "layer_macs"]
 
@@ -88,6 +91,11 @@ def layer_macs(module: Module, input_shapes: list[tuple[int, ...]], output_shape
     if isinstance(module, UpSampling2D) and len(y) == 3:
         taps = math.prod(2 if s > 1 else 1 for s in module.size)
         return math.prod(y) * taps if module.interpolation == "bilinear" and taps > 1 else 0
+    if isinstance(module, Upsample) and len(y) == 3:
+        if module.mode in ("bilinear", "bicubic"):
+            per_axis = 2 if module.mode == "bilinear" else 4
+            return math.prod(y) * math.prod(per_axis if n_out != n_in else 1 for n_out, n_in in zip(y[:2], x[:2]))
+        return math.prod(x) if module.mode == "area" else 0
     if isinstance(module, Dense):
         return math.prod(y) * x[-1]  # n^[l] n^[l-1] (per position if there are leading axes)
     if _is_adaptive_pool(module, x, y):

@@ -19,7 +19,8 @@ a transposed convolution, one channel at a time, with a fixed kernel: for 'neare
 f = s ones (each output copies one input unit: ceil(s / s) = 1, r unchanged), for 'bilinear'
 the tent 1 - |d| / s over f = 2s taps (2s - 1 for an odd s; each output mixes the 2 input
 units either side of its source point: ceil(f / s) = 2, r_out = r_in + j_in; s = 1 is the
-identity, f = 1). Both give j_out = j_in / s. ZeroPadding2D and Cropping2D keep r and j
+identity, f = 1). Both give j_out = j_in / s. An ``Upsample`` (any size, any mode) leaves
+the field unknown. ZeroPadding2D and Cropping2D keep r and j
 (they move the field, as padding does).
 
 A volume (d, h, w, c) has its field along the height and the width only, as an image's:
@@ -46,6 +47,7 @@ from lamina.nn.module import Module
 from lamina.nn.pooling import GlobalAvgPool2D
 from lamina.nn.reshape import Flatten, Reshape
 from lamina.nn.resize import UpSampling2D
+from lamina.nn.upsample import Upsample
 
 __all__ = ["Field", "layer_window", "receptive_field", "receptive_fields"]
 
@@ -167,6 +169,8 @@ def receptive_fields(tr: Trace) -> list[Field | None]:
             field = _transposed_field(field, call.module)
         elif field is not None and isinstance(call.module, UpSampling2D):
             field = _upsampled_field(field, call.module)
+        elif isinstance(call.module, Upsample):
+            field = None    # resampling by any factor: the field is no whole window of pixels
         elif field is not None:
             shapes = call.input_shapes
             window = layer_window(call.module, shapes[0] if shapes else None)
