@@ -6,7 +6,7 @@ import pytest
 import lamina
 from lamina import functional as F
 from lamina import models, nn, optim
-from lamina.data import ArrayDataset, DataLoader
+from lamina.data import ArrayDataset, DataLoader, Subset
 from lamina.train import Callback, LambdaCallback, ModelCheckpoint, Trainer
 from lamina.train import checkpoint as ckpt
 
@@ -182,6 +182,9 @@ def test_validation_split_matches_an_explicit_validation_set():
     assert history["val_accuracy"][-1] == split.evaluate((x[180:], y[180:]))["accuracy"]
     for key, value in split.model.state_dict().items():
         np.testing.assert_array_equal(value, explicit.model.state_dict()[key])
+    from_subset, subset_history = train(train=Subset(ArrayDataset(x, y), np.arange(240)), validation_split=0.25)
+    for key in ("loss", "val_loss", "val_accuracy"):
+        assert subset_history[key] == reference[key], key
 
 
 def test_validation_split_errors():

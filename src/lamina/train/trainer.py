@@ -23,7 +23,7 @@ import lamina
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
-from lamina.data import ArrayDataset, DataLoader
+from lamina.data import ArrayDataset, DataLoader, Subset
 from lamina.data.dataset import is_multi_input, num_samples, take
 from lamina.errors import ShapeError
 from lamina.nn import Model, Sequential
@@ -283,7 +283,7 @@ class Trainer:
                                  f"outputs; found values from {labels.min()} to {labels.max()}")
 
     @staticmethod
-    def _hold_out(train, val, fraction) -> tuple[ArrayDataset, ArrayDataset]:
+    def _hold_out(train, val, fraction) -> tuple:
         """(training part, validation part) of ``train``: its last ``fraction`` of the samples,
         before any shuffling, is the validation set (as Keras's ``validation_split``)."""
         if val is not None:
@@ -293,14 +293,16 @@ class Trainer:
             raise ValueError(f"Trainer.fit: validation_split must be a fraction in (0, 1), got {fraction!r}")
         if isinstance(train, tuple):
             train = _array_dataset(train, "Trainer.fit")
-        if not isinstance(train, ArrayDataset):
-            raise TypeError(f"Trainer.fit: validation_split needs arrays, (x, y) or an ArrayDataset, to hold out "
+        if isinstance(train, DataLoader) or not (hasattr(train, "__len__") and hasattr(train, "__getitem__")):
+            raise TypeError(f"Trainer.fit: validation_split needs arrays, (x, y) or a dataset, to hold out "
                             f"their last samples; got a {type(train).__name__}: pass val= instead")
         n = len(train)
         cut = int(math.floor(n * (1.0 - fraction)))
         if cut == 0 or cut == n:
             raise ValueError(f"Trainer.fit: validation_split={fraction!r} of {n} samples leaves "
                              f"{cut} for training and {n - cut} for validation; both need at least one")
+        if not isinstance(train, ArrayDataset):
+            return Subset(train, np.arange(cut)), Subset(train, np.arange(cut, n))
         y = train.y
         return (ArrayDataset(take(train.x, slice(None, cut)), None if y is None else y[:cut]),
                 ArrayDataset(take(train.x, slice(cut, None)), None if y is None else y[cut:]))
