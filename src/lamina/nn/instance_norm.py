@@ -36,8 +36,8 @@ from lamina.autograd import Tensor, is_recomputing
 from lamina.errors import ShapeError
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
-from lamina.nn.normalization import BatchNormFunction
-from lamina.nn.sample_norm import GroupNormFunction
+from lamina.nn.normalization import BatchNormFunction, check_momentum
+from lamina.nn.sample_norm import GroupNormFunction, _check_eps
 
 __all__ = ["InstanceNorm1D", "InstanceNorm2D", "InstanceNormFunction"]
 
@@ -78,13 +78,8 @@ class _InstanceNorm(Module):
                  track_running_stats: bool = False, name: str | None = None):
         super().__init__(name=name)
         who = type(self).__name__
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-            raise ValueError(f"{who}: eps must be a positive number, got {eps!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
-            raise ValueError(f"{who}: momentum must be in [0, 1) (running = momentum·running + "
-                             f"(1 - momentum)·batch), got {momentum!r}")
-        self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.eps = _check_eps(who, eps)
+        self.momentum = check_momentum(who, momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.num_features: int | None = None

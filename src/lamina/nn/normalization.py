@@ -102,6 +102,14 @@ class BatchNormFunction(Function):
             dbeta.astype(dy.dtype, copy=False) if need_beta else None)
 
 
+def check_momentum(layer: str, momentum) -> float:
+    """``momentum`` of running statistics, checked to lie in [0, 1)."""
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
+        raise ValueError(f"{layer}: momentum must be in [0, 1) (running = momentum·running + "
+                         f"(1 - momentum)·batch), got {momentum!r}")
+    return float(momentum)
+
+
 def affine_form(gamma, beta, mean, var, eps: float, dtype):
     """(mu, 1/sigma, scale, shift) with gamma (x - mu) / sigma + beta = x scale + shift."""
     xp = backend.xp
@@ -187,9 +195,7 @@ class BatchNorm(Module):
 
     def __init__(self, momentum: float = 0.9, eps: float = 1e-5, affine: bool = True, name: str | None = None):
         super().__init__(name=name)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"BatchNorm: momentum must be in [0, 1) (running = momentum·running + "
-                             f"(1 - momentum)·batch), got {momentum!r}")
+        check_momentum("BatchNorm", momentum)
         if eps <= 0:
             raise ValueError(f"BatchNorm: eps must be positive, got {eps!r}")
         self.momentum = float(momentum)
