@@ -74,6 +74,55 @@ def compare_with_torch(lamina_fn, torch_fn, *arrays, dtype=np.float32, rtol: flo
     return out_l
 
 
+def compare_double_backward_with_torch(lamina_fn, torch_fn, *arrays, rtol: float = 1e-9,
+                                       grad: bool | list[bool] = True, seed: int = 0) -> None:
+    """Second derivatives against PyTorch, in float64: the gradients g_i of J = sum(f(x) * r)
+    taken with ``create_graph=True`` are compared, then the gradients of sum_i <g_i, v_i>
+    (Hessian-vector products), for the same random r and v_i in both."""
+    wants = grad if isinstance(grad, (list, tuple)) else [grad] * len(arrays)
+    cast = [np.asarray(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f" else np.asarray(a) for a in arrays]
+    wants = [w and a.dtype.kind == "f" for w, a in zip(wants, cast)]
+    ours = [lamina.tensor(a, requires_grad=w, dtype=a.dtype) for a, w in zip(cast, wants)]
+    theirs = [torch.tensor(a, requires_grad=w) for a, w in zip(cast, wants)]
+    out_l, out_t = lamina_fn(*ours), torch_fn(*theirs)
+    rng = np.random.default_rng(seed)
+    r = rng.standard_normal(out_t.shape)
+    leaves_l = [t for t, w in zip(ours, wants) if w]
+    leaves_t = [t for t, w in zip(theirs, wants) if w]
+    g_l = lamina.autograd.grad(out_l, leaves_l, grad_output=r, create_graph=True, allow_unused=True)
+    g_t = torch.autograd.grad(out_t, leaves_t, grad_outputs=torch.tensor(r), create_graph=True, allow_unused=True)
+    total_l, total_t = None, None
+    for k, (a, b) in enumerate(zip(g_l, g_t)):
+        assert (a is None) == (b is None), f"gradient {k}: lamina {a is None and 'None'} vs torch {b is None and 'None'}"
+        if a is None:
+            continue
+        assert_close(a.numpy(), b.detach().numpy(), rtol, f"gradient of input {k}")
+        v = rng.standard_normal(b.shape)
+        term_l, term_t = (a * lamina.tensor(v, dtype=np.float64)).sum(), (b * torch.tensor(v)).sum()
+        total_l = term_l if total_l is None else total_l + term_l
+        total_t = term_t if total_t is None else total_t + term_t
+    # gradients that are constants (relu's) have no graph: every second derivative is 0
+    h_l = lamina.autograd.grad(total_l, leaves_l, allow_unused=True) if total_l.requires_grad else [None] * len(g_l)
+    h_t = torch.autograd.grad(total_t, leaves_t, allow_unused=True) if total_t.requires_grad else [None] * len(g_t)
+    for k, (a, b) in enumerate(zip(h_l, h_t)):
+        expected = np.zeros(leaves_t[k].shape) if b is None else b.numpy()
+        actual = np.zeros(leaves_l[k].shape) if a is None else a
+        assert_close(actual, expected, rtol, f"second derivative (Hessian-vector product) of input {k}")
+
+
+def check_second_derivatives(fn, *arrays, grad: bool | list[bool] = True, **tolerances) -> bool:
+    """``lamina.autograd.gradgradcheck`` on float64 copies of ``arrays``."""
+    wants = grad if isinstance(grad, (list, tuple)) else [grad] * len(arrays)
+    inputs = []
+    for a, w in zip(arrays, wants):
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            inputs.append(lamina.tensor(a.astype(np.float64), requires_grad=w, dtype=np.float64))
+        else:
+            inputs.append(lamina.tensor(a))
+    return lamina.autograd.gradgradcheck(fn, *inputs, **tolerances)
+
+
 def check_gradients(fn, *arrays, grad: bool | list[bool] = True, **tolerances) -> bool:
     """``lamina.gradcheck`` on float64 copies of ``arrays`` (integer arrays stay constant)."""
     wants = grad if isinstance(grad, (list, tuple)) else [grad] * len(arrays)

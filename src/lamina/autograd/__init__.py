@@ -2,10 +2,10 @@
 
 from lamina.autograd.checkpoint import checkpoint, checkpoint_sequential
 from lamina.autograd.derivatives import grad, jacobian, vjp
-from lamina.autograd.function import Function
-from lamina.autograd.gradcheck import gradcheck
+from lamina.autograd.function import Function, differentiable_ops
+from lamina.autograd.gradcheck import gradcheck, gradgradcheck
 from lamina.autograd.graph import enable_grad, is_grad_enabled, is_recomputing, no_grad
 from lamina.autograd.tensor import Tensor, tensor
 
-__all__ = ["Function", "Tensor", "checkpoint", "checkpoint_sequential", "enable_grad", "grad", "gradcheck",
-           "is_grad_enabled", "is_recomputing", "jacobian", "no_grad", "tensor", "vjp"]
+__all__ = ["Function", "Tensor", "checkpoint", "checkpoint_sequential", "differentiable_ops", "enable_grad", "grad",
+           "gradcheck", "gradgradcheck", "is_grad_enabled", "is_recomputing", "jacobian", "no_grad", "tensor", "vjp"]

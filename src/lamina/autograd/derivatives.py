@@ -21,7 +21,7 @@ __all__ = ["grad", "jacobian", "vjp"]
 
 
 def grad(output: Tensor, inputs: Tensor | Sequence[Tensor], grad_output=None, retain_graph: bool = False,
-         allow_unused: bool = False) -> list:
+         allow_unused: bool = False, create_graph: bool = False) -> list:
     """[dJ/dt for t in inputs] as arrays, J being ``output`` (a scalar) or, with
     ``grad_output`` = dJ/doutput, any function of it. No tensor's ``grad`` changes.
 
@@ -29,6 +29,12 @@ def grad(output: Tensor, inputs: Tensor | Sequence[Tensor], grad_output=None, re
     ``output`` does not depend on raises, unless ``allow_unused=True``, when its entry is
     ``None``. As with ``backward``, the graph's saved arrays are freed unless
     ``retain_graph=True``.
+
+    With ``create_graph=True`` the gradients come back as tensors computed on the graph, so
+    they can be differentiated again: a gradient penalty ||dJ/dx||^2 added to a cost, a
+    Hessian-vector product, second derivatives. ``grad_output`` may then be a tensor on the
+    graph too. Nothing is freed. Every op between ``output`` and ``inputs`` needs a
+    differentiable backward (:func:`differentiable_ops` lists them); one without raises.
     """
     wanted = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if not isinstance(output, Tensor):
@@ -40,8 +46,14 @@ def grad(output: Tensor, inputs: Tensor | Sequence[Tensor], grad_output=None, re
             raise RuntimeError(f"grad: inputs[{i}] (shape {t.shape}) does not require grad")
     if not output.requires_grad:
         raise RuntimeError("grad: the output does not require grad: none of the inputs was used to compute it")
-    grad_output = output_gradient(output, grad_output, "grad", "grad_output")
-    results = graph.gradients(output, grad_output, wanted, retain_graph=retain_graph)
+    if create_graph:
+        start = grad_output if isinstance(grad_output, Tensor) and grad_output.shape == output.shape else None
+        if start is None:
+            start = Tensor._wrap(output_gradient(output, grad_output, "grad", "grad_output"))
+        results = graph.graph_gradients(output, start, wanted)
+    else:
+        grad_output = output_gradient(output, grad_output, "grad", "grad_output")
+        results = graph.gradients(output, grad_output, wanted, retain_graph=retain_graph)
     for i, g in enumerate(results):
         if g is None and not allow_unused:
             raise RuntimeError(f"grad: the output does not depend on inputs[{i}] (shape {wanted[i].shape}); "

@@ -9,6 +9,8 @@ Jacobian is ever formed.
 
 from __future__ import annotations
 
+import copy
+
 from lamina import backend
 from lamina.autograd import graph
 from lamina.autograd.tensor import Tensor
@@ -23,6 +25,33 @@ class Function:
 
     def backward(self, dy):
         raise NotImplementedError
+
+    def backward_graph(self, dy: Tensor) -> tuple:
+        """The same VJP as :meth:`backward`, computed by ops on tensors (``dy`` is a tensor;
+        the inputs are ``self.inputs``) so that it is recorded on the graph and can be
+        differentiated again (``grad(..., create_graph=True)``). Ops that have it override it."""
+        raise RuntimeError(
+            f"grad(create_graph=True): the op {type(self).__name__} has no differentiable backward, so "
+            "derivatives of its gradient are not available; lamina.autograd.differentiable_ops() lists the ops "
+            "that have one"
+        )
+
+    def recorded_output(self, value) -> Tensor:
+        """This node's output ``value`` (an array it saved) as a tensor on the graph again,
+        for a ``backward_graph`` whose VJP uses the output (tanh's 1 - a^2): the new node is
+        a copy of this one, same inputs and saved arrays, so it differentiates as the op does."""
+        twin = copy.copy(self)
+        result = Tensor.__new__(Tensor)
+        result.data = value
+        result.grad = None
+        result.requires_grad = True
+        result._ctx = twin
+        return result
+
+    def linear_backward_graph(self, dy: Tensor) -> tuple:
+        """``backward_graph`` for an op linear in its one input (reshape, slicing, padding,
+        sums): its VJP is the adjoint map applied to dy, recorded as a :class:`LinearMap`."""
+        return (LinearMap.apply(dy, op=copy.copy(self), adjoint=True),)
 
     @classmethod
     def apply(cls, *inputs, **params) -> Tensor:
@@ -55,6 +84,33 @@ class Function:
         """Drop everything kept for backward; a later backward through here raises."""
         self.__dict__.clear()
         self.inputs = None
+
+
+class LinearMap(Function):
+    """y = L x or y = L^T x for the linear one-input op ``op`` (L x is ``op.forward``, L^T dy
+    is ``op.backward``): the derivative of each is the other, to any order."""
+
+    def forward(self, x):
+        return self.op.backward(x)[0] if self.adjoint else self.op.forward(x)
+
+    def backward(self, dy):
+        return (self.op.forward(dy) if self.adjoint else self.op.backward(dy)[0],)
+
+    def backward_graph(self, dy: Tensor) -> tuple:
+        return (LinearMap.apply(dy, op=self.op, adjoint=not self.adjoint),)
+
+
+def differentiable_ops() -> list[str]:
+    """Names of the ops (Function subclasses loaded so far) whose backward is itself
+    differentiable, so that gradients through them can be differentiated again."""
+    found, stack = set(), [Function]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            stack.append(sub)
+            if sub.backward_graph is not Function.backward_graph:
+                found.add(sub.__name__)
+    return sorted(found)
 
 
 def _as_tensors(inputs) -> tuple[Tensor, ...]:

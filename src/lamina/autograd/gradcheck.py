@@ -60,3 +60,36 @@ def gradcheck(fn, *inputs: Tensor, eps: float = 1e-6, atol: float = 1e-5, rtol: 
                 f"(atol={atol}, rtol={rtol})"
             )
     return True
+
+
+def gradgradcheck(fn, *inputs: Tensor, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+                  seed: int = 0) -> bool:
+    """Check the second derivatives of ``fn``: the gradient g_i of J = sum(fn(x) * r) with
+    respect to each input, computed with ``create_graph=True``, is contracted with fixed
+    random arrays v_i, and :func:`gradcheck` compares the derivative of sum_i <g_i, v_i>
+    (Hessian-vector products, recorded by every op's differentiable backward) with
+    centred differences."""
+    from lamina.autograd.derivatives import grad
+
+    checked = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError("gradgradcheck: no input requires a gradient")
+    rng = numpy.random.default_rng(seed + 1)
+    with graph.enable_grad():
+        shape = fn(*inputs).shape
+    upstream = backend.xp.asarray(rng.standard_normal(shape))
+    directions = [backend.xp.asarray(rng.standard_normal(x.shape)) for x in checked]
+
+    def gradient_along_directions(*xs):
+        with graph.enable_grad():
+            grads = grad(fn(*xs), checked, grad_output=upstream, create_graph=True, allow_unused=True)
+            total = None
+            for g, v in zip(grads, directions):
+                if g is not None:
+                    term = (g * Tensor._wrap(v)).sum()
+                    total = term if total is None else total + term
+            if total is None:
+                raise ValueError("gradgradcheck: fn's output does not depend on any input")
+            return total
+
+    return gradcheck(gradient_along_directions, *inputs, eps=eps, atol=atol, rtol=rtol, seed=seed)

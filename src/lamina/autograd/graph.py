@@ -127,6 +127,49 @@ def gradients(root: Tensor, grad, wanted: list[Tensor], retain_graph: bool = Fal
     return results
 
 
+def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor]) -> list:
+    """dJ/dt for each tensor t of ``wanted`` as tensors on a graph of their own (``None``
+    where ``root`` does not depend on t), given ``grad`` = dJ/droot as a tensor: every node
+    hands back its VJP computed by ops (``Function.backward_graph``), recorded as any
+    forward computation is, so the gradients can be differentiated again. Nothing is freed
+    and no leaf's ``grad`` changes."""
+    found: dict[int, Tensor | None] = {id(t): None for t in wanted}
+    grads: dict[int, Tensor] = {id(root): grad}
+    order = topological_order(root)
+    with enable_grad():
+        while order:
+            node = order.pop()
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            hooks = getattr(node, "_hooks", None)
+            if hooks:
+                hooked = _run_hooks(hooks, g.data, node.shape)
+                if hooked is not g.data:     # a hook's replacement is a constant, off the graph
+                    g = type(g)._wrap(hooked)
+            if id(node) in found:
+                found[id(node)] = g
+            fn = node._ctx
+            if fn is None:
+                continue
+            if fn.inputs is None:
+                raise RuntimeError(
+                    f"grad(create_graph=True) through {type(fn).__name__}: its saved arrays were freed by an "
+                    "earlier backward; call that one with retain_graph=True"
+                )
+            input_grads = fn.backward_graph(g)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            for parent, pg in zip(fn.inputs, input_grads):
+                if pg is None or not parent.requires_grad:
+                    continue
+                if pg.shape != parent.shape:
+                    pg = pg.reshape(parent.shape)
+                previous = grads.get(id(parent))
+                grads[id(parent)] = pg if previous is None else previous + pg
+    return [found[id(t)] for t in wanted]
+
+
 def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None):
     """The reverse sweep from ``root``. With ``wanted`` None, leaves accumulate their
     gradients in ``grad``; otherwise the gradients reaching the wanted tensors (a dict keyed

@@ -83,6 +83,19 @@ def per_channel(ufunc, x, v, out=None):
     return out
 
 
+def sum_to(t, shape: tuple[int, ...]):
+    """:func:`unbroadcast` for a tensor, by recorded ops (for ``backward_graph``): ``t`` summed
+    over the axes that broadcasting added or stretched, so that it has ``shape``."""
+    shape = tuple(shape)
+    if t.shape == shape:
+        return t
+    extra = t.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(extra + i for i, n in enumerate(shape) if n == 1 and t.shape[extra + i] != 1)
+    if axes:
+        t = t.sum(axis=axes, keepdims=True)
+    return t.reshape(shape)
+
+
 def unbroadcast(grad, shape: tuple[int, ...]):
     """Sum ``grad`` down to ``shape``, undoing NumPy broadcasting (the bias rule:
     dJ/db = sum over the samples of dJ/dz)."""

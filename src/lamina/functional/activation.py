@@ -11,6 +11,7 @@ import numpy
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.functional._util import per_channel, with_scalar
+from lamina.functional.elementwise import where
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
@@ -74,6 +75,10 @@ class Sigmoid(Function):
     def backward(self, dy):
         return (chain_into(_sigmoid_grad, [dy, self.a]),)
 
+    def backward_graph(self, dy):
+        a = self.recorded_output(self.a)
+        return (dy * (a - a * a),)
+
 
 def _tanh_grad(dy, a, out):
     backend.xp.multiply(a, a, out=out)
@@ -92,6 +97,10 @@ class Tanh(Function):
 
     def backward(self, dy):
         return (chain_into(_tanh_grad, [dy, self.a]),)
+
+    def backward_graph(self, dy):
+        a = self.recorded_output(self.a)
+        return (dy * (1 - a * a),)
 
 
 def _relu_into(z, out):
@@ -115,6 +124,9 @@ class ReLU(Function):
 
     def backward(self, dy):
         return (chain_into(_relu_grad, [dy, self.a]),)
+
+    def backward_graph(self, dy):
+        return (dy * (self.a > 0),)
 
 
 def select(mask, a, b, dtype, out=None):
@@ -166,6 +178,9 @@ class LeakyReLU(Function):
         select(mask, 1, self.alpha, dy.dtype, out=out)
         out *= dy
 
+    def backward_graph(self, dy):
+        return (dy * select(self.mask, 1, self.alpha, dy.dtype),)
+
 
 def expm1_nonpositive(z, out=None):
     """e^z - 1 for z <= 0 as 2 t / (1 - t) with t = tanh(z / 2), into ``out`` (which may be
@@ -209,6 +224,13 @@ class ELU(Function):
     def backward(self, dy):
         return (dy * self.slope,)
 
+    def backward_graph(self, dy):
+        # for z <= 0 the slope is scale alpha e^z = a + scale alpha, a the output as a tensor
+        # (its value taken from the slope; where z > 0 it is not used)
+        shift = self.scale * self.alpha
+        a = self.recorded_output(self.slope - self.slope.dtype.type(shift))
+        return (dy * where(self.inputs[0].data > 0, self.scale, a + shift),)
+
 
 class Softmax(Function):
     """a_i = e^(z_i) / sum_j e^(z_j); dJ/dz_i = a_i (dJ/da_i - sum_j dJ/da_j a_j)."""
@@ -220,6 +242,10 @@ class Softmax(Function):
 
     def backward(self, dy):
         a = self.a
+        return (a * (dy - (dy * a).sum(axis=self.axis, keepdims=True)),)
+
+    def backward_graph(self, dy):
+        a = self.recorded_output(self.a)
         return (a * (dy - (dy * a).sum(axis=self.axis, keepdims=True)),)
 
 
@@ -234,6 +260,10 @@ class LogSoftmax(Function):
 
     def backward(self, dy):
         return (dy - backend.xp.exp(self.y) * dy.sum(axis=self.axis, keepdims=True),)
+
+    def backward_graph(self, dy):
+        a = self.recorded_output(self.y).exp()
+        return (dy - a * dy.sum(axis=self.axis, keepdims=True),)
 
 
 def sigmoid(z) -> Tensor:

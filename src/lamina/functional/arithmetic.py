@@ -10,7 +10,8 @@ from __future__ import annotations
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional._util import shape_error, unbroadcast
+from lamina.functional._util import shape_error, sum_to, unbroadcast
+from lamina.functional.elementwise import log, where
 
 
 class Add(Function):
@@ -25,6 +26,10 @@ class Add(Function):
         sa, sb = self.shapes
         return unbroadcast(dy, sa), unbroadcast(dy, sb)
 
+    def backward_graph(self, dy):
+        a, b = self.inputs
+        return sum_to(dy, a.shape), sum_to(dy, b.shape)
+
 
 class Sub(Function):
     def forward(self, a, b):
@@ -37,6 +42,10 @@ class Sub(Function):
     def backward(self, dy):
         sa, sb = self.shapes
         return unbroadcast(dy, sa), (unbroadcast(-dy, sb) if self.needs_grad[1] else None)
+
+    def backward_graph(self, dy):
+        a, b = self.inputs
+        return sum_to(dy, a.shape), (sum_to(-dy, b.shape) if self.needs_grad[1] else None)
 
 
 class Mul(Function):
@@ -51,6 +60,12 @@ class Mul(Function):
         a, b = self.a, self.b
         da = unbroadcast(dy * b, a.shape) if self.needs_grad[0] else None
         db = unbroadcast(dy * a, b.shape) if self.needs_grad[1] else None
+        return da, db
+
+    def backward_graph(self, dy):
+        a, b = self.inputs
+        da = sum_to(dy * b, a.shape) if self.needs_grad[0] else None
+        db = sum_to(dy * a, b.shape) if self.needs_grad[1] else None
         return da, db
 
 
@@ -68,12 +83,21 @@ class Div(Function):
         db = unbroadcast(-dy * a / (b * b), b.shape) if self.needs_grad[1] else None
         return da, db
 
+    def backward_graph(self, dy):
+        a, b = self.inputs
+        da = sum_to(dy / b, a.shape) if self.needs_grad[0] else None
+        db = sum_to(-dy * a / (b * b), b.shape) if self.needs_grad[1] else None
+        return da, db
+
 
 class Neg(Function):
     def forward(self, a):
         return -a
 
     def backward(self, dy):
+        return (-dy,)
+
+    def backward_graph(self, dy):
         return (-dy,)
 
 
@@ -91,6 +115,14 @@ class PowScalar(Function):
         if p == 2:
             return (dy * (2 * self.a),)
         return (dy * (p * self.a ** (p - 1)),)
+
+    def backward_graph(self, dy):
+        p = self.p
+        if p == 0:
+            return (dy * 0,)
+        if p == 1:
+            return (dy,)
+        return (dy * (p * self.inputs[0] ** (p - 1)),)
 
 
 class Pow(Function):
@@ -112,6 +144,15 @@ class Pow(Function):
             xp = backend.xp
             safe_log = xp.log(xp.where(a > 0, a, 1))
             db = unbroadcast(dy * y * safe_log, b.shape)
+        return da, db
+
+    def backward_graph(self, dy):
+        a, b = self.inputs
+        da = sum_to(dy * b * a ** (b - 1), a.shape) if self.needs_grad[0] else None
+        db = None
+        if self.needs_grad[1]:
+            safe_log = log(where(self.a > 0, a, 1.0))
+            db = sum_to(dy * self.recorded_output(self.y) * safe_log, b.shape)
         return da, db
 
 
@@ -148,6 +189,18 @@ class MatMul(Function):
             da = unbroadcast(parallel.matmul(dy, b2.swapaxes(-1, -2)), a2.shape).reshape(a.shape)
         if self.needs_grad[1]:
             db = unbroadcast(parallel.matmul(a2.swapaxes(-1, -2), dy), b2.shape).reshape(b.shape)
+        return da, db
+
+    def backward_graph(self, dy):
+        a, b = self.inputs
+        a2 = a.reshape(1, -1) if a.ndim == 1 else a
+        b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+        if b.ndim == 1:
+            dy = dy.expand_dims(-1)
+        if a.ndim == 1:
+            dy = dy.expand_dims(-2)
+        da = sum_to(dy @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape) if self.needs_grad[0] else None
+        db = sum_to(a2.swapaxes(-1, -2) @ dy, b2.shape).reshape(b.shape) if self.needs_grad[1] else None
         return da, db
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
-from lamina.functional._util import shape_error, unbroadcast
+from lamina.functional._util import shape_error, sum_to, unbroadcast
 
 
 class Exp(Function):
@@ -19,6 +19,9 @@ class Exp(Function):
     def backward(self, dy):
         return (dy * self.y,)
 
+    def backward_graph(self, dy):
+        return (dy * self.recorded_output(self.y),)
+
 
 class Log(Function):
     def forward(self, a):
@@ -28,6 +31,9 @@ class Log(Function):
     def backward(self, dy):
         return (dy / self.a,)
 
+    def backward_graph(self, dy):
+        return (dy / self.inputs[0],)
+
 
 class Sqrt(Function):
     def forward(self, a):
@@ -36,6 +42,9 @@ class Sqrt(Function):
 
     def backward(self, dy):
         return (dy / (2 * self.y),)
+
+    def backward_graph(self, dy):
+        return (dy / (2 * self.recorded_output(self.y)),)
 
 
 class Abs(Function):
@@ -48,6 +57,9 @@ class Abs(Function):
     def backward(self, dy):
         return (dy * backend.xp.sign(self.a),)
 
+    def backward_graph(self, dy):
+        return (dy * backend.xp.sign(self.a),)
+
 
 class Clip(Function):
     """Clamp to [low, high]; the gradient passes where low <= x <= high."""
@@ -56,13 +68,19 @@ class Clip(Function):
         self.a = a
         return backend.xp.clip(a, self.low, self.high)
 
-    def backward(self, dy):
+    def _inside(self):
         inside = backend.xp.ones(self.a.shape, dtype=bool)
         if self.low is not None:
             inside &= self.a >= self.low
         if self.high is not None:
             inside &= self.a <= self.high
-        return (dy * inside,)
+        return inside
+
+    def backward(self, dy):
+        return (dy * self._inside(),)
+
+    def backward_graph(self, dy):
+        return (dy * self._inside(),)
 
 
 class Where(Function):
@@ -82,6 +100,12 @@ class Where(Function):
         db = unbroadcast(backend.xp.where(self.cond, zero, dy), sb) if self.needs_grad[1] else None
         return da, db
 
+    def backward_graph(self, dy):
+        sa, sb = self.shapes
+        da = sum_to(where(self.cond, dy, 0.0), sa) if self.needs_grad[0] else None
+        db = sum_to(where(self.cond, 0.0, dy), sb) if self.needs_grad[1] else None
+        return da, db
+
 
 class Maximum(Function):
     """Element-wise max(a, b) (course notes' max node); ties route the gradient to a."""
@@ -99,6 +123,12 @@ class Maximum(Function):
         sa, sb = self.shapes
         da = unbroadcast(backend.xp.where(self.a_wins, dy, zero), sa) if self.needs_grad[0] else None
         db = unbroadcast(backend.xp.where(self.a_wins, zero, dy), sb) if self.needs_grad[1] else None
+        return da, db
+
+    def backward_graph(self, dy):
+        sa, sb = self.shapes
+        da = sum_to(where(self.a_wins, dy, 0.0), sa) if self.needs_grad[0] else None
+        db = sum_to(where(self.a_wins, 0.0, dy), sb) if self.needs_grad[1] else None
         return da, db
 
 

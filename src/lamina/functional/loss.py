@@ -61,6 +61,9 @@ class BinaryCrossEntropyWithLogits(Function):
     def backward(self, dy):
         return (dy * (stable_sigmoid(self.z) - self.y),)
 
+    def backward_graph(self, dy):
+        return (dy * (self.inputs[0].sigmoid() - self.y),)
+
 
 def _check_probabilities(y_pred, fn: str) -> None:
     """Probabilities lie in [0, 1]; anything else is most likely a model's logits given to a
@@ -112,6 +115,13 @@ class SoftmaxCrossEntropy(Function):
         grad = self.probs if bool((totals == 1).all()) else self.probs * totals
         return ((scale[..., None] if self.reduction == "none" else scale) * (grad - self.y),)
 
+    def backward_graph(self, dy):
+        scale = _reduced_grad(dy, self.probs.shape[:-1], self.reduction)
+        totals = self.y.sum(axis=-1, keepdims=True)
+        probs = self.inputs[0].softmax(axis=-1)
+        grad = probs if bool((totals == 1).all()) else probs * totals
+        return ((scale.expand_dims(-1) if self.reduction == "none" else scale) * (grad - self.y),)
+
 
 class SparseSoftmaxCrossEntropy(Function):
     """:class:`SoftmaxCrossEntropy` for integer labels (hyperparameter ``labels``, the
@@ -132,6 +142,13 @@ class SparseSoftmaxCrossEntropy(Function):
         grad = self.probs * (scale[..., None] if per_row else scale)
         grad.reshape(-1, grad.shape[-1])[self.rows] -= scale.reshape(-1) if per_row else scale
         return (grad,)
+
+    def backward_graph(self, dy):
+        scale = _reduced_grad(dy, self.labels.shape, self.reduction)
+        picked = backend.xp.zeros(self.probs.shape, dtype=self.probs.dtype)
+        picked.reshape(-1, picked.shape[-1])[self.rows] = 1
+        grad = self.inputs[0].softmax(axis=-1) - picked
+        return ((scale.expand_dims(-1) if self.reduction == "none" else scale) * grad,)
 
 
 def _softmax_parts(z):

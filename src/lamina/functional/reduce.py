@@ -33,6 +33,8 @@ class Sum(Function):
         dy = _expand(dy, self.in_shape, self.axes, self.keepdims)
         return (backend.xp.broadcast_to(dy, self.in_shape),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 class Mean(Function):
     def forward(self, a):
@@ -44,6 +46,8 @@ class Mean(Function):
     def backward(self, dy):
         dy = _expand(dy, self.in_shape, self.axes, self.keepdims)
         return (backend.xp.broadcast_to(dy / self.count, self.in_shape).astype(dy.dtype, copy=False),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 class Extremum(Function):
@@ -71,6 +75,11 @@ class Extremum(Function):
         grad = grad.reshape([self.in_shape[i] for i in order])
         inverse = [order.index(i) for i in range(len(order))]
         return (grad.transpose(inverse),)
+
+    def backward_graph(self, dy):
+        picked = self.backward(backend.xp.ones(dy.shape, dtype=dy.dtype))[0]   # 1 where each extreme is
+        expanded = dy.reshape([1 if i in self.axes else n for i, n in enumerate(self.in_shape)])
+        return (expanded * picked,)
 
 
 def sum(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors NumPy

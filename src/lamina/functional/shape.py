@@ -27,6 +27,8 @@ class Reshape(Function):
     def backward(self, dy):
         return (dy.reshape(self.in_shape),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 class Transpose(Function):
     def forward(self, a):
@@ -43,6 +45,8 @@ class Transpose(Function):
         for i, ax in enumerate(self.axes):
             inverse[ax % len(self.axes)] = i
         return (dy.transpose(inverse),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 def _has_advanced(index) -> bool:
@@ -66,6 +70,8 @@ class GetItem(Function):
             da[self.index] = dy
         return (da,)
 
+    backward_graph = Function.linear_backward_graph
+
 
 class BroadcastTo(Function):
     def forward(self, a):
@@ -77,6 +83,8 @@ class BroadcastTo(Function):
 
     def backward(self, dy):
         return (unbroadcast(dy, self.in_shape),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 class Concat(Function):
@@ -100,6 +108,10 @@ class Concat(Function):
             grads.append(dy[index])
         return tuple(grads)
 
+    def backward_graph(self, dy):
+        axis = self.axis % self.ndim
+        return tuple(dy[(slice(None),) * axis + (slice(lo, hi),)] for lo, hi in zip(self.bounds[:-1], self.bounds[1:]))
+
 
 class Stack(Function):
     def forward(self, *xs):
@@ -114,6 +126,10 @@ class Stack(Function):
     def backward(self, dy):
         axis = self.axis % self.ndim
         return tuple(dy.take(i, axis=axis) for i in range(dy.shape[axis]))
+
+    def backward_graph(self, dy):
+        axis = self.axis % self.ndim
+        return tuple(dy[(slice(None),) * axis + (i,)] for i in range(dy.shape[axis]))
 
 
 class Pad(Function):
@@ -131,6 +147,8 @@ class Pad(Function):
 
     def backward(self, dy):
         return (dy[self.slices],)
+
+    backward_graph = Function.linear_backward_graph
 
 
 def _shape_arg(shape) -> tuple[int, ...]:

@@ -48,6 +48,17 @@ class LinearFunction(Function):
             return dx, dw, db
         return dx, dw
 
+    def backward_graph(self, dy):
+        x, w = self.inputs[0], self.inputs[1]
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+        dy2 = dy.reshape(-1, dy.shape[-1]) if dy.ndim != 2 else dy
+        needs = self.needs_grad
+        dx = (dy2 @ w.T).reshape(self.in_shape) if needs[0] else None
+        dw = x2.T @ dy2 if needs[1] else None
+        if len(needs) == 3:
+            return dx, dw, (dy2.sum(axis=0) if needs[2] else None)
+        return dx, dw
+
 
 def linear(x, w, b=None) -> Tensor:
     """Z = X W + b over the last axis of X (the Dense layer's op)."""
