@@ -93,7 +93,7 @@ def compare_double_backward_with_torch(lamina_fn, torch_fn, *arrays, rtol: float
     g_t = torch.autograd.grad(out_t, leaves_t, grad_outputs=torch.tensor(r), create_graph=True, allow_unused=True)
     total_l, total_t = None, None
     for k, (a, b) in enumerate(zip(g_l, g_t)):
-        assert (a is None) == (b is None), f"gradient {k}: lamina {a is None and 'None'} vs torch {b is None and 'None'}"
+        assert (a is None) == (b is None), f"gradient {k}: lamina {'None' if a is None else 'a tensor'}, torch {b}"
         if a is None:
             continue
         assert_close(a.numpy(), b.detach().numpy(), rtol, f"gradient of input {k}")
