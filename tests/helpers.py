@@ -110,8 +110,9 @@ def compare_double_backward_with_torch(lamina_fn, torch_fn, *arrays, rtol: float
         assert_close(actual, expected, rtol, f"second derivative (Hessian-vector product) of input {k}")
 
 
-def check_second_derivatives(fn, *arrays, grad: bool | list[bool] = True, **tolerances) -> bool:
-    """``lamina.autograd.gradgradcheck`` on float64 copies of ``arrays``."""
+def _float64_inputs(arrays, grad) -> list:
+    """Tensors of float64 copies of ``arrays`` (requiring grad as ``grad`` says); integer
+    arrays stay constant."""
     wants = grad if isinstance(grad, (list, tuple)) else [grad] * len(arrays)
     inputs = []
     for a, w in zip(arrays, wants):
@@ -120,20 +121,17 @@ def check_second_derivatives(fn, *arrays, grad: bool | list[bool] = True, **tole
             inputs.append(lamina.tensor(a.astype(np.float64), requires_grad=w, dtype=np.float64))
         else:
             inputs.append(lamina.tensor(a))
-    return lamina.autograd.gradgradcheck(fn, *inputs, **tolerances)
+    return inputs
+
+
+def check_second_derivatives(fn, *arrays, grad: bool | list[bool] = True, **tolerances) -> bool:
+    """``lamina.autograd.gradgradcheck`` on float64 copies of ``arrays``."""
+    return lamina.autograd.gradgradcheck(fn, *_float64_inputs(arrays, grad), **tolerances)
 
 
 def check_gradients(fn, *arrays, grad: bool | list[bool] = True, **tolerances) -> bool:
     """``lamina.gradcheck`` on float64 copies of ``arrays`` (integer arrays stay constant)."""
-    wants = grad if isinstance(grad, (list, tuple)) else [grad] * len(arrays)
-    inputs = []
-    for a, w in zip(arrays, wants):
-        a = np.asarray(a)
-        if a.dtype.kind == "f":
-            inputs.append(lamina.tensor(a.astype(np.float64), requires_grad=w, dtype=np.float64))
-        else:
-            inputs.append(lamina.tensor(a))
-    return lamina.gradcheck(fn, *inputs, **tolerances)
+    return lamina.gradcheck(fn, *_float64_inputs(arrays, grad), **tolerances)
 
 
 # -- random inputs ------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Where :meth:`Tensor.backward` adds dJ/dw into every leaf's ``grad``, :func:`grad
 back dJ/dt for the tensors asked about and leaves every ``grad`` as it was: the tool for
 gradients of intermediate values, for a penalty on a gradient's size (computed from the
 returned arrays), and for a backward that runs inside another one (a checkpoint). :func:`vjp` and :func:`jacobian`
-take a function instead of a graph already built, as ``torch.autograd.functional`` does.
+take a function instead of a graph already built, as ``torch.autograd.functional`` does;
+so do :func:`hvp`, :func:`hessian` and :func:`jvp`, which differentiate a gradient recorded
+with ``grad(..., create_graph=True)`` once more.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from lamina import backend
 from lamina.autograd import graph
 from lamina.autograd.tensor import Tensor, output_gradient
 
-__all__ = ["grad", "jacobian", "vjp"]
+__all__ = ["grad", "hessian", "hvp", "jacobian", "jvp", "vjp"]
 
 
 def grad(output: Tensor, inputs: Tensor | Sequence[Tensor], grad_output=None, retain_graph: bool = False,
@@ -119,3 +121,102 @@ def jacobian(fn, inputs):
                 if g is not None:
                     jac[row] = g
     return tuple(jacobians) if several else jacobians[0]
+
+
+def _scalar_output(fn, leaves, where: str) -> Tensor:
+    output = fn(*leaves)
+    if not isinstance(output, Tensor):
+        raise TypeError(f"{where}: fn must return a Tensor, got {type(output).__name__}")
+    if output.data.size != 1:
+        raise ValueError(f"{where}: fn must return a scalar (one value), got shape {output.shape}")
+    return output
+
+
+def _contract(grads, vectors) -> Tensor | None:
+    """sum_i <g_i, v_i> as a tensor on the graph, over the gradients that are tensors."""
+    total = None
+    for g, v in zip(grads, vectors):
+        if g is not None:
+            term = (g * Tensor._wrap(v)).sum()
+            total = term if total is None else total + term
+    return total
+
+
+def _directions(v, leaves, several: bool, where: str) -> list:
+    vectors = list(v) if several else [v]
+    if len(vectors) != len(leaves):
+        raise ValueError(f"{where}: {len(leaves)} inputs but {len(vectors)} vectors v")
+    arrays = []
+    for i, (vec, leaf) in enumerate(zip(vectors, leaves)):
+        vec = backend.xp.asarray(vec.data if isinstance(vec, Tensor) else vec, dtype=leaf.data.dtype)
+        if vec.shape != leaf.shape:
+            from lamina.errors import ShapeError
+
+            raise ShapeError(f"{where}: v[{i}] has shape {vec.shape}, input {i} has shape {leaf.shape}")
+        arrays.append(vec)
+    return arrays
+
+
+def hvp(fn, inputs, v) -> tuple:
+    """(fn(inputs), H v): the value of a scalar function and its Hessian times ``v``, by
+    differentiating <dJ/dx, v> (the gradient recorded with ``create_graph=True``) once more:
+    two backward passes, the Hessian never formed (Pearlmutter's trick). ``inputs`` and
+    ``v`` are one array or tensor each, or tuples of them (then H v is a tuple)."""
+    leaves, several = _leaves(inputs, "hvp")
+    vectors = _directions(v, leaves, several, "hvp")
+    output = _scalar_output(fn, leaves, "hvp")
+    products = [backend.xp.zeros_like(leaf.data) for leaf in leaves]
+    if output.requires_grad:
+        first = grad(output, leaves, create_graph=True, allow_unused=True)
+        inner = _contract(first, vectors)
+        if inner is not None and inner.requires_grad:
+            second = grad(inner, leaves, allow_unused=True)
+            products = [p if s is None else s for p, s in zip(products, second)]
+    return output.data, (tuple(products) if several else products[0])
+
+
+def hessian(fn, inputs):
+    """The Hessian d^2 J / dx dx of a scalar function, of shape ``x.shape + x.shape``: one
+    Hessian-vector product per row (one per element of x). With a tuple of inputs, a tuple
+    of tuples: block [i][j] = d^2 J / dx_i dx_j, of shape x_i.shape + x_j.shape (as
+    ``torch.autograd.functional.hessian``)."""
+    leaves, several = _leaves(inputs, "hessian")
+    output = _scalar_output(fn, leaves, "hessian")
+    xp = backend.xp
+    blocks = [[xp.zeros(tuple(a.shape) + tuple(b.shape), dtype=a.data.dtype) for b in leaves] for a in leaves]
+    if output.requires_grad:
+        first = grad(output, leaves, create_graph=True, allow_unused=True)
+        for i, g in enumerate(first):
+            if g is None or not g.requires_grad:
+                continue
+            flat = g.reshape(-1)
+            for k in range(flat.shape[0]):
+                row = grad(flat[k], leaves, retain_graph=True, allow_unused=True)
+                index = numpy.unravel_index(k, leaves[i].shape) if leaves[i].ndim else ()
+                for j, r in enumerate(row):
+                    if r is not None:
+                        blocks[i][j][index] = r
+    if several:
+        return tuple(tuple(row) for row in blocks)
+    return blocks[0][0]
+
+
+def jvp(fn, inputs, v) -> tuple:
+    """(fn(inputs), J v): the Jacobian-vector product (forward-mode derivative along ``v``)
+    by the double-VJP trick: u -> J^T u is linear in u, so the derivative of <J^T u, v> with
+    respect to u is J v. Two backward passes; J is never formed."""
+    leaves, several = _leaves(inputs, "jvp")
+    vectors = _directions(v, leaves, several, "jvp")
+    output = fn(*leaves)
+    if not isinstance(output, Tensor):
+        raise TypeError(f"jvp: fn must return a Tensor, got {type(output).__name__}")
+    result = backend.xp.zeros_like(output.data)
+    if output.requires_grad:
+        u = Tensor(backend.xp.zeros_like(output.data), requires_grad=True, dtype=output.data.dtype)
+        transposed = grad(output, leaves, grad_output=u, create_graph=True, allow_unused=True)
+        inner = _contract(transposed, vectors)
+        if inner is not None and inner.requires_grad:
+            (product,) = grad(inner, [u], allow_unused=True)
+            if product is not None:
+                result = product
+    return output.data, result
