@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
+
+import lamina
+import lamina.functional as F
 from helpers import (
     assert_close,
     check_second_derivatives,
@@ -16,9 +19,6 @@ from helpers import (
     positive,
     randn,
 )
-
-import lamina
-import lamina.functional as F
 from lamina import ShapeError
 from lamina.autograd import Function, differentiable_ops, grad, hessian, hvp, jvp
 from lamina.nn.dense import linear
@@ -26,6 +26,7 @@ from lamina.nn.dense import linear
 LABELS = np.array([2, 0, 1])
 ONE_HOT = np.eye(4)[[1, 3, 0]]
 SOFT = np.array([[0.2, 0.3, 0.4, 0.1], [0.0, 0.5, 0.5, 0.0], [0.25, 0.25, 0.25, 0.25]])
+BINARY = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
 COND = np.array([[True, False, True], [False, False, True]])
 
 # name: (lamina function, torch function, inputs)
@@ -48,11 +49,14 @@ CASES = {
     "clip": (lambda a: F.clip(a, -0.5, 0.7) * a, lambda a: a.clamp(-0.5, 0.7) * a, (randn(3, 4),)),
     "where": (lambda a, b: F.where(COND, a * a, b * b * b), lambda a, b: torch.where(torch.tensor(COND), a * a, b**3),
               (randn(2, 3), randn(3, seed=1))),
-    "maximum": (lambda a, b: F.maximum(a * a, b), lambda a, b: torch.maximum(a * a, b), (randn(2, 3), randn(2, 3, seed=3))),
-    "minimum": (lambda a, b: F.minimum(a, b * b), lambda a, b: torch.minimum(a, b * b), (randn(2, 3), randn(2, 3, seed=3))),
+    "maximum": (lambda a, b: F.maximum(a * a, b), lambda a, b: torch.maximum(a * a, b),
+                (randn(2, 3), randn(2, 3, seed=3))),
+    "minimum": (lambda a, b: F.minimum(a, b * b), lambda a, b: torch.minimum(a, b * b),
+                (randn(2, 3), randn(2, 3, seed=3))),
     "sigmoid": (F.sigmoid, torch.sigmoid, (randn(2, 3),)),
     "tanh": (F.tanh, torch.tanh, (randn(2, 3),)),
-    "relu": (lambda a, w: F.relu(a @ w) @ w.T, lambda a, w: torch.relu(a @ w) @ w.T, (nonzero(2, 3), randn(3, 3, seed=1))),
+    "relu": (lambda a, w: F.relu(a @ w) @ w.T, lambda a, w: torch.relu(a @ w) @ w.T,
+             (nonzero(2, 3), randn(3, 3, seed=1))),
     "leaky_relu": (lambda a, w: F.leaky_relu(a @ w, 0.1) * w.sum(), lambda a, w: TF.leaky_relu(a @ w, 0.1) * w.sum(),
                    (nonzero(2, 3), randn(3, 3, seed=1))),
     "elu": (F.elu, TF.elu, (nonzero(2, 3),)),
@@ -63,7 +67,8 @@ CASES = {
                  lambda a: a.sum(1) ** 2 + a.mean(0, keepdim=True).sum() ** 3, (randn(3, 4),)),
     "max_min": (lambda a: a.max(axis=1) ** 2 + a.min() * a.sum(), lambda a: a.amax(1) ** 2 + a.min() * a.sum(),
                 (randn(3, 4),)),
-    "reshape_transpose": (lambda a: (a.reshape(4, 3).T * a) ** 2, lambda a: (a.reshape(4, 3).T * a) ** 2, (randn(3, 4),)),
+    "reshape_transpose": (lambda a: (a.reshape(4, 3).T * a) ** 2, lambda a: (a.reshape(4, 3).T * a) ** 2,
+                          (randn(3, 4),)),
     "getitem": (lambda a: a[1:, ::2] ** 3 + a[[0, 0, 2], 1].sum(), lambda a: a[1:, ::2] ** 3 + a[[0, 0, 2], 1].sum(),
                 (randn(3, 4),)),
     "broadcast_to": (lambda a: F.broadcast_to(a, (2, 3)) ** 2, lambda a: a.expand(2, 3) ** 2, (randn(3),)),
@@ -71,9 +76,8 @@ CASES = {
                      lambda a, b: torch.stack([torch.cat([a, b], 1) ** 2, torch.cat([b, a], 1)], 0),
                      (randn(2, 3), randn(2, 3, seed=1))),
     "pad": (lambda a: F.pad(a, ((1, 0), (0, 2))) ** 2, lambda a: TF.pad(a, (0, 2, 1, 0)) ** 2, (randn(2, 3),)),
-    "bce_with_logits": (lambda z: F.binary_cross_entropy(z, np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]), from_logits=True),
-                        lambda z: TF.binary_cross_entropy_with_logits(z, torch.tensor([[1.0, 0, 1], [0, 0, 1]],
-                                                                                      dtype=torch.float64)),
+    "bce_with_logits": (lambda z: F.binary_cross_entropy(z, BINARY, from_logits=True),
+                        lambda z: TF.binary_cross_entropy_with_logits(z, torch.tensor(BINARY)),
                         (randn(2, 3),)),
     "cross_entropy_labels": (lambda z: F.categorical_cross_entropy(z, LABELS, from_logits=True),
                              lambda z: TF.cross_entropy(z, torch.tensor(LABELS)), (randn(3, 4),)),
