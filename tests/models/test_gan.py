@@ -221,3 +221,87 @@ def test_train_gan_errors():
         train_gan(generator, discriminator, digits, code_size=0)
     with pytest.raises(ValueError, match="GANTrainer: the generator and the discriminator must be two"):
         train_gan(generator, generator, digits)
+    with pytest.raises(ValueError, match="GANTrainer: loss must be 'bce' or 'wasserstein', got 'hinge'"):
+        GANTrainer(mlp_generator(), mlp_discriminator(), loss="hinge")
+    with pytest.raises(ValueError, match="GANTrainer: gradient_penalty must be a number >= 0, got -1"):
+        GANTrainer(mlp_generator(), mlp_discriminator(), loss="wasserstein", gradient_penalty=-1)
+    with pytest.raises(ValueError, match="GANTrainer: n_critic must be a positive int"):
+        GANTrainer(mlp_generator(), mlp_discriminator(), n_critic=0)
+
+
+# -- WGAN-GP ---------------------------------------------------------------------------------
+WGAN_BETAS = (0.0, 0.9)
+
+
+def test_one_wgan_gp_step_matches_torch():
+    """A critic step on mean D(G(z)) - mean D(x) + 10 GP (the gradient penalty at the mixed
+    points), then a generator step on -mean D(G(z)) with the updated critic, Adam(0, 0.9)."""
+    lamina.set_default_dtype(np.float64)
+    generator, critic = mlp_generator(2, 5, 3), mlp_discriminator(3, 4)
+    g_params, d_params = _torch_copy(generator), _torch_copy(critic)
+    real = np.random.default_rng(1).normal(1.0, 0.5, (6, 3))
+    z = np.random.default_rng(2).standard_normal((6, 2))
+    eps = np.random.default_rng(3).uniform(size=6)
+
+    trainer = GANTrainer(generator, critic, lr=0.01, betas=WGAN_BETAS, loss="wasserstein", gradient_penalty=10.0)
+    trainer.codes = lambda n: lamina.tensor(z[:n], dtype=np.float64)
+    trainer._mixing_weights = lambda n: eps[:n]
+    losses = trainer.train_step(real)
+
+    def g_forward(codes):
+        (w1, b1), (w2, b2) = g_params
+        return torch.relu(codes @ w1 + b1) @ w2 + b2
+
+    def d_forward(samples):
+        (w1, b1), (w2, b2) = d_params
+        return TF.leaky_relu(samples @ w1 + b1, 0.2) @ w2 + b2
+
+    fake = g_forward(torch.tensor(z))
+    real_t = torch.tensor(real)
+    mixed = (torch.tensor(eps[:, None]) * real_t + (1 - torch.tensor(eps[:, None])) * fake.detach()).requires_grad_()
+    (slope,) = torch.autograd.grad(d_forward(mixed).sum(), mixed, create_graph=True)
+    penalty = ((slope.norm(dim=1) - 1) ** 2).mean()
+    d_loss = d_forward(fake.detach()).mean() - d_forward(real_t).mean() + 10 * penalty
+    d_loss.backward()
+    adam_first_step(d_params, lr=0.01, betas=WGAN_BETAS)
+    for pair in d_params:
+        for p in pair:
+            p.grad = None
+    g_loss = -d_forward(fake).mean()
+    g_loss.backward()
+    adam_first_step(g_params, lr=0.01, betas=WGAN_BETAS)
+
+    assert losses["d_loss"] == pytest.approx(d_loss.item(), rel=1e-9)
+    assert losses["g_loss"] == pytest.approx(g_loss.item(), rel=1e-9)
+    for model, params in ((generator, g_params), (critic, d_params)):
+        for layer, (w, b) in zip([layer for layer in model if isinstance(layer, nn.Dense)], params):
+            assert_close(layer.weight.numpy(), w.detach().numpy(), 1e-8, "updated weight")
+            assert_close(layer.bias.numpy(), b.detach().numpy(), 1e-8, "updated bias")
+
+
+def test_the_generator_steps_once_every_n_critic_batches():
+    generator, critic = mlp_generator(), mlp_discriminator()
+    trainer = GANTrainer(generator, critic, loss="wasserstein", n_critic=3)
+    steps = []
+    original = trainer.g_optimizer.step
+    trainer.g_optimizer.step = lambda: (steps.append(trainer.iteration), original())[1]
+    history = trainer.fit(np.random.default_rng(0).normal(size=(70, 2)).astype(np.float32), epochs=1, batch_size=10)
+    assert steps == [2, 5]                  # after the 3rd and 6th of the 7 batches
+    assert np.isfinite(history["g_loss"]).all() and np.isfinite(history["d_loss"]).all()
+
+
+def test_wgan_gp_moves_the_generator_to_the_data_mean():
+    """The same 2-D Gaussian as the BCE game, with the Wasserstein critic, its gradient penalty
+    and 5 critic steps per generator step (Adam(0, 0.9), as Gulrajani et al.)."""
+    data = np.random.default_rng(0).normal(2.0, 0.5, (512, 2)).astype(np.float32)
+    lamina.manual_seed(0)
+    generator, critic = mlp_generator(), mlp_discriminator()
+    z = lamina.tensor(np.random.default_rng(9).standard_normal((1000, 2)))
+    with lamina.no_grad():
+        start = generator(z).numpy().mean(axis=0)
+    train_gan(generator, critic, data, epochs=25, batch_size=32, lr=5e-3, seed=0, betas=WGAN_BETAS,
+              loss="wasserstein", gradient_penalty=1.0, n_critic=5)
+    with lamina.no_grad():
+        end = generator(z).numpy().mean(axis=0)
+    assert np.linalg.norm(start - 2.0) > 1.5
+    assert np.abs(end - 2.0).max() < 0.4

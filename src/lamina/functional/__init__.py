@@ -111,6 +111,7 @@ from lamina.functional.math_more import (
     tan,
 )
 from lamina.functional.padding import pad2d, pixel_shuffle, pixel_unshuffle
+from lamina.functional.penalties import gradient_penalty
 from lamina.functional.pool3d import avg_pool3d, global_avg_pool3d, max_pool3d
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 from lamina.functional.recurrent import gru, lstm, simple_rnn
@@ -150,7 +151,7 @@ __all__ = [
     "margin_ranking_loss", "triplet_margin_loss", "einsum", "atan2", "cos", "expm1", "floor", "log1p", "log2",
     "log10", "reciprocal", "round", "rsqrt", "sign", "sin", "square", "tan", "cumprod", "cumsum", "logsumexp",
     "norm", "prod", "std", "cdist", "cosine_similarity", "normalize", "pairwise_distance",
-    "affine_grid", "grid_sample", "gaussian_kl", "reparameterize", "vae_loss",
+    "affine_grid", "grid_sample", "gaussian_kl", "reparameterize", "vae_loss", "gradient_penalty",
     "celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink", "threshold",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "pad2d",
     "pixel_shuffle", "pixel_unshuffle", "fold", "unfold", "max_pool2d_with_indices", "max_unpool2d", "interpolate",

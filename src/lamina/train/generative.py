@@ -15,7 +15,15 @@ with D's logits l and BCE the binary cross-entropy on logits averaged over the b
   (minimising log(1 - D(G(z))) instead gives almost none then).
 
 Both use Adam with beta_1 = 0.5 (DCGAN's setting: less momentum in a game whose target
-moves). VAE: mini-batch Adam steps on :func:`lamina.functional.losses_vae.vae_loss`.
+moves).
+
+WGAN-GP (Gulrajani et al., 2017), ``loss="wasserstein"``: D is a critic giving a score, not a
+logit; J_D = mean D(G(z)) - mean D(x) + lambda GP (:func:`lamina.functional.gradient_penalty`,
+lambda = ``gradient_penalty``, 10 in the paper) estimates the Wasserstein distance between the
+two distributions, and J_G = -mean D(G(z)). The critic takes ``n_critic`` steps (5 in the
+paper), one per batch, for each generator step; the paper's Adam has betas (0, 0.9).
+
+VAE: mini-batch Adam steps on :func:`lamina.functional.losses_vae.vae_loss`.
 
 Callbacks are :class:`~lamina.train.Callback` objects: ``set_trainer`` gets the
 :class:`GANTrainer` or :class:`VAETrainer`, then ``on_train_begin``, ``on_epoch_begin``,
@@ -34,7 +42,7 @@ from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.data import ArrayDataset, DataLoader
 from lamina.errors import ShapeError
-from lamina.functional import binary_cross_entropy
+from lamina.functional import binary_cross_entropy, gradient_penalty
 from lamina.functional.losses_vae import gaussian_kl, vae_loss
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, evaluation_mode
@@ -116,19 +124,20 @@ class _EpochLoop:
         for callback in self.callbacks:
             callback.on_epoch_begin(self.epoch, logs)
         totals = dict.fromkeys(self.log_names, 0.0)
-        seen = 0
+        seen = dict.fromkeys(self.log_names, 0)         # samples of the batches that report each loss
         for batch in loader:
             n = len(batch)
             batch_logs = self.train_step(batch)
             self.iteration += 1
-            seen += n
             for name in self.log_names:
-                totals[name] += batch_logs[name] * n
+                if name in batch_logs:
+                    totals[name] += batch_logs[name] * n
+                    seen[name] += n
             for callback in self.callbacks:
                 callback.on_batch_end(self.iteration, {**batch_logs, "batch_size": n})
             if self.stop_training:
                 break
-        logs = {name: total / max(seen, 1) for name, total in totals.items()}
+        logs = {name: total / seen[name] if seen[name] else float("nan") for name, total in totals.items()}
         for name, value in logs.items():
             self.history[name].append(value)
         for callback in self.callbacks:
@@ -142,19 +151,28 @@ class GANTrainer(_EpochLoop):
 
     ``code_size``: the length of G's codes; None takes it from a built generator's input
     shape. ``lr`` and ``betas`` are the two Adam optimizers' settings (:attr:`g_optimizer`,
-    :attr:`d_optimizer`). :attr:`history` holds the per-epoch means of ``d_loss`` and
-    ``g_loss``, over every :meth:`fit` so far.
+    :attr:`d_optimizer`). ``loss``: ``"bce"`` (the non-saturating GAN) or ``"wasserstein"``
+    (WGAN-GP, with ``gradient_penalty`` = lambda and ``n_critic`` critic steps per generator
+    step). :attr:`history` holds the per-epoch means of ``d_loss`` and ``g_loss`` (over the
+    batches with a generator step), over every :meth:`fit` so far.
     """
 
     log_names = ("d_loss", "g_loss")
 
     def __init__(self, generator: Module, discriminator: Module, code_size: int | None = None, lr: float = 2e-4,
-                 betas: tuple[float, float] = GAN_BETAS, callbacks=None):
+                 betas: tuple[float, float] = GAN_BETAS, callbacks=None, loss: str = "bce",
+                 gradient_penalty: float = 10.0, n_critic: int = 1):
         for what, model in (("generator", generator), ("discriminator", discriminator)):
             if not isinstance(model, Module):
                 raise TypeError(f"GANTrainer: the {what} must be a Module, got {type(model).__name__}")
         if generator is discriminator:
             raise ValueError("GANTrainer: the generator and the discriminator must be two different models")
+        if loss not in ("bce", "wasserstein"):
+            raise ValueError(f"GANTrainer: loss must be 'bce' or 'wasserstein', got {loss!r}")
+        if not isinstance(gradient_penalty, numbers.Real) or gradient_penalty < 0:
+            raise ValueError(f"GANTrainer: gradient_penalty must be a number >= 0, got {gradient_penalty!r}")
+        self.loss, self.penalty_weight = loss, float(gradient_penalty)
+        self.n_critic = positive_int(n_critic, "GANTrainer: n_critic")
         self.generator, self.discriminator = generator, discriminator
         self.code_size = self._code_size(generator, code_size)
         self.g_optimizer = Adam(generator, lr=lr, betas=betas)
@@ -187,22 +205,40 @@ class GANTrainer(_EpochLoop):
         return binary_cross_entropy(logits, backend.xp.full(logits.shape, target, dtype=logits.dtype),
                                     from_logits=True)
 
+    def _critic_cost(self, real: Tensor, fake: Tensor) -> Tensor:
+        """J_D: the BCE pair, or mean D(fake) - mean D(real) + lambda GP."""
+        if self.loss == "bce":
+            return self._bce(self.discriminator(real), 1.0) + self._bce(self.discriminator(fake), 0.0)
+        cost = self.discriminator(fake).mean() - self.discriminator(real).mean()
+        if self.penalty_weight:
+            cost = cost + self.penalty_weight * gradient_penalty(self.discriminator, real, fake,
+                                                                 eps=self._mixing_weights(real.shape[0]))
+        return cost
+
+    def _mixing_weights(self, n: int):
+        source = self._noise_generator if self._noise_generator is not None else backend.rng()
+        return source.uniform(size=n)
+
     def train_step(self, batch) -> dict[str, float]:
-        """One discriminator step, then one generator step, on a batch of real samples
-        (and as many codes); returns {'d_loss': J_D, 'g_loss': J_G}."""
+        """One discriminator step, then (every ``n_critic``-th batch) one generator step, on a
+        batch of real samples (and as many codes); returns {'d_loss': J_D, 'g_loss': J_G},
+        without 'g_loss' for a batch on which the generator did not step."""
         real = batch if isinstance(batch, Tensor) else Tensor(backend.xp.asarray(batch))
         fake = self.generator(self.codes(real.shape[0]))
 
         self.d_optimizer.zero_grad()
-        d_loss = self._bce(self.discriminator(real), 1.0) + self._bce(self.discriminator(fake.detach()), 0.0)
+        d_loss = self._critic_cost(real, fake.detach())
         d_loss.backward()
         self.d_optimizer.step()
 
-        self.g_optimizer.zero_grad()
-        g_loss = self._bce(self.discriminator(fake), 1.0)
-        g_loss.backward()                       # D's gradients from here are cleared by its next step
-        self.g_optimizer.step()
-        return {"d_loss": float(d_loss.item()), "g_loss": float(g_loss.item())}
+        if self.iteration % self.n_critic == self.n_critic - 1:
+            self.g_optimizer.zero_grad()
+            scores = self.discriminator(fake)
+            g_loss = self._bce(scores, 1.0) if self.loss == "bce" else -scores.mean()
+            g_loss.backward()                   # D's gradients from here are cleared by its next step
+            self.g_optimizer.step()
+            return {"d_loss": float(d_loss.item()), "g_loss": float(g_loss.item())}
+        return {"d_loss": float(d_loss.item())}
 
     def _check_shapes(self, x: np.ndarray) -> None:
         """G makes samples of x's shape and D gives one logit per sample, or a ShapeError."""
@@ -285,11 +321,12 @@ class VAETrainer(_EpochLoop):
 
 def train_gan(generator: Module, discriminator: Module, x, epochs: int = 1, batch_size: int = 64,
               code_size: int | None = None, lr: float = 2e-4, seed: int | None = None,
-              callbacks=None) -> dict[str, list[float]]:
-    """Train a GAN on the real samples ``x`` (see the module notes and :class:`GANTrainer`);
-    returns ``{'d_loss': [...], 'g_loss': [...]}``, one mean per epoch. The models are left in
+              callbacks=None, **options) -> dict[str, list[float]]:
+    """Train a GAN on the real samples ``x`` (see the module notes and :class:`GANTrainer`,
+    whose ``betas``, ``loss``, ``gradient_penalty`` and ``n_critic`` may be given); returns
+    ``{'d_loss': [...], 'g_loss': [...]}``, one mean per epoch. The models are left in
     evaluation mode."""
-    trainer = GANTrainer(generator, discriminator, code_size=code_size, lr=lr, callbacks=callbacks)
+    trainer = GANTrainer(generator, discriminator, code_size=code_size, lr=lr, callbacks=callbacks, **options)
     return trainer.fit(x, epochs=epochs, batch_size=batch_size, seed=seed)
 
 
