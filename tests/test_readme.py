@@ -172,3 +172,31 @@ def test_distillation_quantization_and_new_layers_example_runs():
     assert names["out"].shape == (2, 7, 32)
     assert names["volumes"](np.zeros((1, 8, 8, 8, 1), "float32")).shape == (1, 2)
     assert names["frames"](np.zeros((1, 3, 6, 6, 1), "float32")).shape == (1, 4)
+
+
+def test_second_derivatives_example_runs():
+    """The second-derivatives example: its gradient-of-a-gradient equals 2 H g with H from
+    torch, the Hessian-vector product equals torch's, the Hessian of sum(tanh(v)^3) is the
+    diagonal of its second derivatives, and the WGAN-GP run logs finite losses."""
+    import numpy as np
+    import torch
+
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## Second derivatives", 1)[1], re.S).group(1)
+    names: dict = {}
+    exec(compile(code, str(README), "exec"), names)
+    x, y = torch.tensor(names["x"].numpy(), dtype=torch.float64), torch.tensor(names["y"])
+
+    def cost(w):
+        return torch.nn.functional.cross_entropy(x @ w, y)
+
+    w = torch.zeros(4, 3, dtype=torch.float64)
+    g = torch.func.grad(cost)(w)
+    h = torch.autograd.functional.hessian(cost, w).reshape(12, 12)
+    np.testing.assert_allclose(names["curvature"], (2 * h @ g.reshape(12)).reshape(4, 3).numpy(), atol=1e-5)
+    np.testing.assert_allclose(names["h_v"], (h @ torch.ones(12, dtype=torch.float64)).reshape(4, 3).numpy(),
+                               atol=1e-5)
+    v = np.array([0.5, -1.0])
+    t = np.tanh(v)
+    np.testing.assert_allclose(names["h"], np.diag(6 * t * (1 - t**2) ** 2 - 6 * t**3 * (1 - t**2)), rtol=1e-5)
+    assert len(names["history"]["d_loss"]) == 5 and np.isfinite(names["history"]["g_loss"]).all()
