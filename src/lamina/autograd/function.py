@@ -53,6 +53,18 @@ class Function:
         sums): its VJP is the adjoint map applied to dy, recorded as a :class:`LinearMap`."""
         return (LinearMap.apply(dy, op=copy.copy(self), adjoint=True),)
 
+    def composite_backward_graph(self, dy: Tensor) -> tuple:
+        """``backward_graph`` for a fused op that can also be written with ops that have one:
+        its ``composite(*input_tensors)`` (the same values, from primitive ops) is run again on
+        the inputs and differentiated with ``dy`` on the graph. It costs one more forward pass,
+        only when gradients of gradients are asked for; the fused forward and backward stay
+        as they are."""
+        wanted = [t for t, need in zip(self.inputs, self.needs_grad) if need]
+        with graph.enable_grad():
+            out = self.composite(*self.inputs)
+        found = iter(graph.graph_gradients(out, dy, wanted))
+        return tuple(next(found) if need else None for need in self.needs_grad)
+
     @classmethod
     def apply(cls, *inputs, **params) -> Tensor:
         """Run the op on tensors (or array-likes), recording the node when needed."""

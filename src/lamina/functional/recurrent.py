@@ -154,6 +154,8 @@ class ReversePaddedFunction(Function):
     def backward(self, dy):
         return (dy[self.index],)
 
+    backward_graph = Function.linear_backward_graph
+
 
 def reverse_padded(x, lengths) -> Tensor:
     """Each sequence of x (N, T, ...) read backwards from its own last real step, lengths

@@ -18,6 +18,7 @@ from lamina.functional.recurrent_steps import (
     weight_gradients,
     where_padded,
 )
+from lamina.functional.recurrent_unrolled import gru_steps, lstm_steps, simple_rnn_steps
 
 __all__ = ["GRUFunction", "LSTMFunction", "SimpleRNNFunction"]
 
@@ -70,6 +71,11 @@ class SimpleRNNFunction(Function):
             finish_padded(out, pad, steps)
         self.out = out
         return out
+
+    def composite(self, x, a0, w_x, w_h, b_x=None, b_h=None):
+        return simple_rnn_steps(x, a0, w_x, w_h, b_x, b_h, self.activation, self.pad)
+
+    backward_graph = Function.composite_backward_graph
 
     def backward(self, dy):
         xp = backend.xp
@@ -188,6 +194,11 @@ class GRUFunction(Function):
             finish_padded(out, pad, steps)
         self.out, self.gates, self.hn = out, gates, hn_all
         return out
+
+    def composite(self, x, a0, w_x, w_h, b_x=None, b_h=None):
+        return gru_steps(x, a0, w_x, w_h, b_x, b_h, self.pad)
+
+    backward_graph = Function.composite_backward_graph
 
     def backward(self, dy):
         xp = backend.xp
@@ -330,6 +341,11 @@ class LSTMFunction(Function):
             out[steps + 2] = cs[steps]
         self.out, self.gates, self.cs, self.tanh_c = out, gates, cs, tanh_c
         return out
+
+    def composite(self, x, a0, c0, w_x, w_h, b_x=None, b_h=None):
+        return lstm_steps(x, a0, c0, w_x, w_h, b_x, b_h, self.pad)
+
+    backward_graph = Function.composite_backward_graph
 
     def backward(self, dy):
         xp = backend.xp
