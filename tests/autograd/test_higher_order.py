@@ -326,3 +326,39 @@ def test_a_tensor_hook_sees_the_gradient_under_create_graph():
     (g,) = grad((h * 3.0).sum(), x, create_graph=True)
     np.testing.assert_allclose(seen[0], np.full(3, 3.0))
     np.testing.assert_allclose(g.numpy(), 6 * x.numpy())
+
+
+# -- ops linear in their input: the VJP recorded as the adjoint map ---------------------------
+IMAGES = randn(2, 4, 5, 2)
+LINEAR_IMAGE_OPS = {
+    "flip": lambda x: lamina.functional.image.flip(x, flip_w=[True, False], flip_h=[True, True]),
+    "crop": lambda x: lamina.functional.image.crop(x, [[0, 1], [2, 0]], (3, 4), padding=1),
+    "rotate": lambda x: lamina.functional.image.rotate(x, [30.0, -75.0]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINEAR_IMAGE_OPS))
+def test_linear_image_ops_have_second_derivatives(name):
+    op = LINEAR_IMAGE_OPS[name]
+    assert check_second_derivatives(lambda x: op(x) ** 3, IMAGES)
+
+
+def test_affine_grid_second_derivatives_match_torch():
+    theta = randn(2, 2, 3, seed=4)
+    compare_double_backward_with_torch(
+        lambda t: F.affine_grid(t, (2, 3, 4, 1), align_corners=False) ** 3,
+        lambda t: TF.affine_grid(t, [2, 1, 3, 4], align_corners=False) ** 3, theta)
+
+
+def test_checkpointed_block_has_the_same_second_derivatives():
+    block = lamina.nn.Sequential(lamina.nn.Dense(5, activation="tanh"), lamina.nn.Dense(3, activation="tanh"))
+    x = lamina.tensor(randn(4, 3), requires_grad=True, dtype=np.float64)
+    block.build(x.shape)
+    block.to(np.float64)
+    first = block.parameters()[0]
+    results = []
+    for run in (lambda t: lamina.autograd.checkpoint(block, t), block):
+        (g,) = grad((run(x) ** 2).sum(), x, create_graph=True)
+        results.append((g.numpy(), grad((g * g).sum(), first)[0]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-13)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)

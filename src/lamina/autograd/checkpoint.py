@@ -39,8 +39,9 @@ class Checkpoint(Function):
     def forward(self, *arrays):
         return self.output
 
-    def backward(self, dy):
-        arguments = [_leaf(t.data, need) for t, need in zip(self.inputs[:self.count], self.needs_grad)]
+    def _run_again(self, arguments) -> Tensor:
+        """``fn(*arguments)`` recorded, with the random state of the first run; checked to
+        give the first run's output."""
         current = backend.get_rng_state()
         backend.set_rng_state(self.rng_state)
         try:
@@ -54,6 +55,17 @@ class Checkpoint(Function):
                 f"checkpoint: running {name} again in backward gave a different output than the first time; "
                 "a function under checkpoint must not depend on state that its call changes (a stateful "
                 "recurrent layer, a key/value cache)")
+        return out
+
+    def composite(self, *inputs) -> Tensor:
+        """The function run again on the input tensors themselves (for gradients of gradients)."""
+        return self._run_again(list(inputs[:self.count]))
+
+    backward_graph = Function.composite_backward_graph
+
+    def backward(self, dy):
+        arguments = [_leaf(t.data, need) for t, need in zip(self.inputs[:self.count], self.needs_grad)]
+        out = self._run_again(arguments)
         tensors = arguments + list(self.inputs[self.count:])
         wanted = [t for t, need in zip(tensors, self.needs_grad) if need]
         found = iter(grad(out, wanted, dy, allow_unused=True) if out.requires_grad else [None] * len(wanted))

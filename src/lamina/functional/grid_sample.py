@@ -76,6 +76,8 @@ class AffineGrid(Function):
         rows = dgrid.reshape(dgrid.shape[0], -1, 2)
         return (backend.xp.matmul(rows.transpose(0, 2, 1), self.base),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 def _check_floating(t: Tensor, what: str, op: str) -> None:
     if t.dtype.kind != "f":

@@ -50,6 +50,8 @@ class FlipSamples(Function):
     def backward(self, dy):
         return (self._flip(dy),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 def flip(x, flip_w=None, flip_h=None) -> Tensor:
     """Each image mirrored left-right where ``flip_w[i]`` and up-down where ``flip_h[i]``."""
@@ -81,6 +83,8 @@ class CropSamples(Function):
         grid = backend.xp.zeros((n, h + pt + pb, w + pl + pr, c), dtype=dy.dtype)
         grid[self.index] = dy
         return (grid[:, pt:pt + h, pl:pl + w],)
+
+    backward_graph = Function.linear_backward_graph
 
 
 def crop(x, offsets, size, padding=0) -> Tensor:
@@ -141,6 +145,8 @@ class RotateSamples(Function):
     def backward(self, dy):
         grad = self.sampling.transpose_times(dy.reshape(-1, dy.shape[-1]))
         return (grad.reshape(self.in_shape),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 def rotate(x, angles) -> Tensor:
