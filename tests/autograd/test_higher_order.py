@@ -362,3 +362,10 @@ def test_checkpointed_block_has_the_same_second_derivatives():
         results.append((g.numpy(), grad((g * g).sum(), first)[0]))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-13)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)
+
+
+def test_backward_with_create_graph_points_to_grad():
+    x = lamina.tensor(randn(3), requires_grad=True)
+    with pytest.raises(TypeError, match=r"create_graph=True.*lamina.autograd.grad\(output, inputs, create_graph=True\)"):
+        (x * x).sum().backward(create_graph=True)
+    assert x.grad is None

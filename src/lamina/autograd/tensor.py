@@ -115,8 +115,14 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError(f"{what}: the tensor does not require grad, so backward never reaches it")
 
-    def backward(self, grad=None, retain_graph: bool = False) -> None:
-        """Back-propagate dJ/dself (``grad``; 1 for a scalar) to every leaf below."""
+    def backward(self, grad=None, retain_graph: bool = False, create_graph: bool = False) -> None:
+        """Back-propagate dJ/dself (``grad``; 1 for a scalar) to every leaf below. A leaf's
+        ``grad`` is an array; for gradients on the graph (to differentiate them again) use
+        ``lamina.autograd.grad(output, inputs, create_graph=True)``."""
+        if create_graph:
+            raise TypeError("backward(create_graph=True): a leaf's .grad is an array in lamina, off the graph; "
+                            "use lamina.autograd.grad(output, inputs, create_graph=True), which returns the "
+                            "gradients as tensors that can be differentiated again")
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() on a tensor that does not require grad: no input on its graph "
