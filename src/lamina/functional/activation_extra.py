@@ -21,7 +21,8 @@ import numbers
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
-from lamina.functional.activation import Softmax, stable_sigmoid, tanh_values
+from lamina.functional.activation import Softmax, sigmoid, stable_sigmoid, tanh_values
+from lamina.functional.elementwise import minimum
 from lamina.functional.smooth_activation import _SlopeSaved
 
 __all__ = ["celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink",
@@ -33,6 +34,9 @@ class _Gated(Function):
 
     def backward(self, dy):
         return (dy * self.passes,)
+
+    def backward_graph(self, dy):
+        return (dy * self.passes,)      # the gate is piecewise constant in z
 
 
 class Hardtanh(_Gated):
@@ -52,6 +56,9 @@ class Softsign(_SlopeSaved):
         self.slope = 1 / (denominator * denominator)
         return z / denominator
 
+    def slope_of(self, z):
+        return (z.abs() + 1) ** -2
+
 
 class LogSigmoid(_SlopeSaved):
     """a = log sigma(z) = min(z, 0) - log(1 + e^-|z|) (no overflow for either sign);
@@ -62,6 +69,9 @@ class LogSigmoid(_SlopeSaved):
         self.slope = stable_sigmoid(-z)
         tail = xp.log1p(xp.exp(-xp.abs(z)))
         return xp.minimum(z, 0) - tail
+
+    def slope_of(self, z):
+        return sigmoid(-z)
 
 
 class CELU(_SlopeSaved):
@@ -74,6 +84,9 @@ class CELU(_SlopeSaved):
         self.slope = below + 1
         return xp.maximum(z, 0) + self.alpha * below
 
+    def slope_of(self, z):
+        return (minimum(z, 0.0) / self.alpha).exp()
+
 
 class Softmin(Softmax):
     """a = softmax(-z); dJ/dz = -(softmax's dJ/dz at -z)."""
@@ -85,6 +98,10 @@ class Softmin(Softmax):
         (dz,) = super().backward(dy)
         return (-dz,)
 
+    def backward_graph(self, dy):
+        (dz,) = super().backward_graph(dy)
+        return (-dz,)
+
 
 class Tanhshrink(_SlopeSaved):
     """a = z - tanh z; da/dz = 1 - (1 - tanh^2 z) = tanh^2 z."""
@@ -93,6 +110,10 @@ class Tanhshrink(_SlopeSaved):
         t = tanh_values(z)
         self.slope = t * t
         return z - t
+
+    def slope_of(self, z):
+        t = z.tanh()
+        return t * t
 
 
 class Hardshrink(_Gated):

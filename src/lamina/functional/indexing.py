@@ -19,7 +19,8 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional._util import normalize_axes
-from lamina.functional.shape import getitem
+from lamina.functional.elementwise import where
+from lamina.functional.shape import getitem, pad
 
 
 # -- argument checks ----------------------------------------------------------------------
@@ -113,6 +114,8 @@ class Gather(Function):
         backend.xp.add.at(da, self.where, dy)
         return (da,)
 
+    backward_graph = Function.linear_backward_graph
+
 
 class IndexSelect(Function):
     """Whole slices of x along ``axis``, in the order of a 1-D index (the embedding lookup
@@ -126,6 +129,8 @@ class IndexSelect(Function):
         da = backend.xp.zeros(self.in_shape, dtype=dy.dtype)
         backend.xp.add.at(da, (slice(None),) * self.axis + (self.index,), dy)
         return (da,)
+
+    backward_graph = Function.linear_backward_graph
 
 
 class ScatterAdd(Function):
@@ -148,6 +153,13 @@ class ScatterAdd(Function):
             dsrc[self.used] = dy[self.where]
         return dy, dsrc
 
+    def backward_graph(self, dy):
+        dsrc = None
+        if self.needs_grad[1]:
+            used = dy[self.where]                                   # a recorded gather, shaped as index
+            dsrc = pad(used, [(0, n - m) for n, m in zip(self.src_shape, used.shape)])
+        return dy, dsrc
+
 
 class MaskedFill(Function):
     """y = value where mask, else x; the filled places pass no gradient back."""
@@ -157,6 +169,10 @@ class MaskedFill(Function):
 
     def backward(self, dy):
         return (backend.xp.where(self.mask, dy.dtype.type(0), dy),)
+
+    def backward_graph(self, dy):
+        # not linear_backward_graph: with a nonzero value the forward is affine, not linear
+        return (where(self.mask, 0.0, dy),)
 
 
 class Flip(Function):
@@ -168,6 +184,8 @@ class Flip(Function):
     def backward(self, dy):
         return (backend.xp.flip(dy, axis=self.axes),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 class Roll(Function):
     """Shift cyclically by ``shift`` along ``axis``; backward shifts back by -shift."""
@@ -178,6 +196,8 @@ class Roll(Function):
     def backward(self, dy):
         back = tuple(-s for s in self.shift) if isinstance(self.shift, tuple) else -self.shift
         return (backend.xp.roll(dy, back, axis=self.axis),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 class Tile(Function):
@@ -194,6 +214,8 @@ class Tile(Function):
         interleaved = tuple(v for r, n in zip(self.reps, shape) for v in (r, n))
         tiles = dy.reshape(interleaved).sum(axis=tuple(range(0, 2 * d, 2)))
         return (tiles.reshape(self.in_shape),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 class RepeatInterleave(Function):
@@ -213,6 +235,8 @@ class RepeatInterleave(Function):
         ax = self.axis
         groups = dy.reshape(dy.shape[:ax] + (self.in_shape[ax], r) + dy.shape[ax + 1:])
         return (groups.sum(axis=ax + 1),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 # -- wrappers -----------------------------------------------------------------------------

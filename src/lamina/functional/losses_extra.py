@@ -30,7 +30,7 @@ from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional import elementwise as E
 from lamina.functional import reduce as R
-from lamina.functional._util import unbroadcast
+from lamina.functional._util import sum_to, unbroadcast
 from lamina.functional.elementwise import exp, log, maximum, sqrt, where
 from lamina.functional.loss import EPSILON, _check_reduction, _per_sample, _reduce
 from lamina.functional.losses_more import (
@@ -146,6 +146,17 @@ class GaussianNLL(Function):
         if need_var:
             half = self.v.dtype.type(0.5)
             d_var = unbroadcast(half * (1 / self.v - self.r * self.r / (self.v * self.v)) * scale, var_shape)
+        return (slope if need_p else None), (-slope if need_y else None), d_var
+
+    def backward_graph(self, dy):
+        p, y, var = self.inputs
+        p_shape, var_shape = self.shapes
+        scale = _sample_scale(dy, p_shape, self.reduction)
+        need_p, need_y, need_var = self.needs_grad
+        v = var + (self.v - var.data)        # max(var, eps) with the clamp's slope taken as 1, as in backward
+        r = p - y
+        slope = r / v * scale if need_p or need_y else None
+        d_var = sum_to((1 / v - r * r / (v * v)) * scale * 0.5, var_shape) if need_var else None
         return (slope if need_p else None), (-slope if need_y else None), d_var
 
 
@@ -281,6 +292,11 @@ class MultilabelMargin(Function):
         xp = backend.xp
         scale = xp.broadcast_to(_sample_scale(dy, self.row_shape, self.reduction), self.row_shape)
         return ((self.slope * scale.reshape(-1, 1)).reshape(self.shape),)
+
+    def backward_graph(self, dy):
+        # piecewise linear in s: the slope is a constant pattern, dy the only tensor
+        scale = _sample_scale(dy, self.row_shape, self.reduction).broadcast_to(self.row_shape)
+        return ((scale.reshape(-1, 1) * self.slope).reshape(self.shape),)
 
 
 def multilabel_margin_loss(y_pred, y_true, reduction: str = "mean") -> Tensor:

@@ -16,12 +16,14 @@ The target gets no gradient.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional.activation import stable_sigmoid
+from lamina.functional.activation import log_softmax, sigmoid, softmax, stable_sigmoid
+from lamina.functional.elementwise import clip, log, where
 from lamina.functional.loss import (
     EPSILON,
     _check_probabilities,
@@ -32,6 +34,7 @@ from lamina.functional.loss import (
     _targets,
 )
 from lamina.functional.losses_more import _check_number, _prediction, _reduce_samples, _sample_scale
+from lamina.functional.smooth_activation import softplus
 
 __all__ = ["binary_focal_loss", "categorical_focal_loss"]
 
@@ -45,6 +48,12 @@ def _modulation_slope(away, gamma: float):
     positive = away > 0
     t = away.dtype.type
     return xp.where(positive, t(gamma) * xp.power(xp.where(positive, away, t(1)), t(gamma - 1.0)), t(0))
+
+
+def _modulation_slope_tensor(away: Tensor, gamma: float) -> Tensor:
+    """:func:`_modulation_slope` as recorded ops on the tensor ``away``."""
+    positive = away.data > 0
+    return where(positive, gamma * where(positive, away, 1.0) ** (gamma - 1.0), 0.0)
 
 
 def _inside_clip(x):
@@ -105,6 +114,27 @@ class BinaryFocal(Function):
             grad = grad * self.weight
         return (grad * _sample_scale(dy, self.x.shape, self.reduction),)
 
+    def backward_graph(self, dy):
+        # backward's formula with p, q, CE and a = 1 - p_t as recorded functions of the input
+        x, y = self.inputs[0], self.y
+        if self.from_logits:
+            p, q = sigmoid(x), sigmoid(-x)
+            ce = softplus(x, threshold=math.inf) - x * y
+        else:
+            p = clip(x, EPSILON, 1 - EPSILON)
+            q = 1 - p
+            ce = -(y * log(p) + (1 - y) * log(q))
+        away = y * q + (1 - y) * p
+        slope = _modulation_slope_tensor(away, self.gamma) * (1 - 2 * y) * ce
+        modulation = away**self.gamma
+        if self.from_logits:
+            grad = modulation * (p - y) + slope * (p * q)
+        else:
+            grad = (modulation * (p - y) / (p * q) + slope) * _inside_clip(self.x)
+        if self.weight is not None:
+            grad = grad * self.weight
+        return (grad * _sample_scale(dy, self.x.shape, self.reduction),)
+
 
 class CategoricalFocal(Function):
     """L = -sum_j c_j (1 - y_hat_j)^gamma log y_hat_j over the last axis, c = alpha * y
@@ -144,6 +174,24 @@ class CategoricalFocal(Function):
             grad = (along_log / p + along_p) * _inside_clip(self.x)
         scale = _sample_scale(dy, p.shape[:-1], self.reduction)
         return (grad * scale[..., None],)
+
+    def backward_graph(self, dy):
+        # backward's formula with y_hat and log y_hat as recorded functions of the input
+        x, c = self.inputs[0], self.c
+        if self.from_logits:
+            p, log_p = softmax(x, axis=-1), log_softmax(x, axis=-1)
+        else:
+            p = clip(x, EPSILON, 1 - EPSILON)
+            log_p = log(p)
+        away = 1 - p
+        along_log = -c * away**self.gamma
+        along_p = c * _modulation_slope_tensor(away, self.gamma) * log_p
+        if self.from_logits:
+            g = along_log + along_p * p
+            grad = g - p * g.sum(axis=-1, keepdims=True)
+        else:
+            grad = (along_log / p + along_p) * _inside_clip(self.x)
+        return (grad * _sample_scale(dy, self.p.shape[:-1], self.reduction).expand_dims(-1),)
 
 
 # -- argument checks ---------------------------------------------------------------------

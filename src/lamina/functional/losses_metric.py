@@ -22,6 +22,7 @@ import numbers
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
+from lamina.functional.elementwise import sqrt, where
 from lamina.functional.loss import _check_reduction
 from lamina.functional.losses_more import _check_number, _prediction, _reduce_samples, _sample_scale
 
@@ -55,6 +56,23 @@ def _p_distance_slope(diff, norm, p: float):
 def _row_scale(dy, rows_shape: tuple[int, ...], reduction: str):
     """dJ / dL for each row's loss, with a trailing axis to broadcast over the features."""
     return backend.xp.asarray(_sample_scale(dy, rows_shape, reduction))[..., None]
+
+
+def _p_distance_slope_tensor(diff: Tensor, norm, p: float) -> Tensor:
+    """:func:`_p_distance_slope` as recorded ops on the tensor ``diff`` (``norm``, the saved
+    array of its norms, gives only where they are 0)."""
+    positive = (norm > 0)[..., None]
+    if p == 2.0:
+        norms = sqrt(where(positive, (diff * diff).sum(axis=-1, keepdims=True), 1.0))
+        return where(positive, diff / norms, 0.0)
+    magnitude = diff.abs()
+    norms = where(positive, (magnitude**p).sum(axis=-1, keepdims=True), 1.0) ** (1.0 / p)
+    return where(positive, backend.xp.sign(diff.data) * (magnitude / norms) ** (p - 1.0), 0.0)
+
+
+def _row_scale_tensor(dy: Tensor, rows_shape: tuple[int, ...], reduction: str) -> Tensor:
+    """:func:`_row_scale` for a tensor ``dy``, by recorded ops."""
+    return _sample_scale(dy, rows_shape, reduction).expand_dims(-1)
 
 
 class TripletMargin(Function):
@@ -95,6 +113,20 @@ class TripletMargin(Function):
             grad_p, grad_n = grad_p - s_pn, grad_n + s_pn
         return grad_a * scale, grad_p * scale, grad_n * scale
 
+    def backward_graph(self, dy):
+        # the hinge's activity and the weights of the minimum are piecewise constant in the inputs
+        anchor, positive, negative = self.inputs
+        eps = self.eps
+        scale = _row_scale_tensor(dy, self.d_ap.shape, self.reduction) * self.active[..., None]
+        s_ap = _p_distance_slope_tensor(anchor - positive + eps, self.d_ap, self.p)
+        w = self.weight_an[..., None]
+        s_an = _p_distance_slope_tensor(anchor - negative + eps, self.d_an, self.p) * w
+        grad_a, grad_p, grad_n = s_ap - s_an, -s_ap, s_an
+        if self.swap:
+            s_pn = _p_distance_slope_tensor(positive - negative + eps, self.d_pn, self.p) * (1 - w)
+            grad_p, grad_n = grad_p - s_pn, grad_n + s_pn
+        return tuple(g * scale if need else None for g, need in zip((grad_a, grad_p, grad_n), self.needs_grad))
+
 
 class CosineEmbedding(Function):
     """L = 1 - cos(x1, x2) for y = 1 and max(0, cos(x1, x2) - margin) for y = -1, with
@@ -125,6 +157,18 @@ class CosineEmbedding(Function):
         d_x2 = self.x1 / denominator - cos * self.x2 / self.m2[..., None]
         return g * d_x1, g * d_x2
 
+    def backward_graph(self, dy):
+        # the slope dL/dcos is piecewise constant (the label and the margin's side)
+        x1, x2 = self.inputs
+        g = _row_scale_tensor(dy, self.cos.shape, self.reduction) * self.slope[..., None]
+        m1 = (x1 * x1).sum(axis=-1, keepdims=True) + COSINE_EPSILON
+        m2 = (x2 * x2).sum(axis=-1, keepdims=True) + COSINE_EPSILON
+        denominator = sqrt(m1 * m2)
+        cos = (x1 * x2).sum(axis=-1, keepdims=True) / denominator
+        d_x1 = (x2 / denominator - cos * x1 / m1) * g if self.needs_grad[0] else None
+        d_x2 = (x1 / denominator - cos * x2 / m2) * g if self.needs_grad[1] else None
+        return d_x1, d_x2
+
 
 class MarginRanking(Function):
     """L = max(0, -y (x1 - x2) + margin), element-wise; where that is >= 0,
@@ -140,6 +184,10 @@ class MarginRanking(Function):
     def backward(self, dy):
         g = self.slope * _sample_scale(dy, self.slope.shape, self.reduction)
         return g, -g
+
+    def backward_graph(self, dy):
+        g = _sample_scale(dy, self.slope.shape, self.reduction) * self.slope    # the slope is piecewise constant
+        return (g if self.needs_grad[0] else None), (-g if self.needs_grad[1] else None)
 
 
 class Contrastive(Function):
@@ -169,6 +217,18 @@ class Contrastive(Function):
         coefficient = self.same - (1 - self.same) * push
         g = _row_scale(dy, self.distance.shape, self.reduction) * coefficient[..., None] * self.diff
         return g, -g
+
+    def backward_graph(self, dy):
+        x1, x2 = self.inputs
+        diff = x1 - x2
+        apart = self.distance > 0
+        # d, with the rows at d = 0 (where the push is taken as 0) kept off sqrt's infinite slope
+        distance = sqrt(where(apart, (diff * diff).sum(axis=-1), 1.0))
+        short = self.shortfall > 0        # where max(0, margin - d) is margin - d
+        push = where(apart & short, (self.margin - distance) / distance, 0.0)
+        coefficient = self.same - (1 - self.same) * push
+        g = _row_scale_tensor(dy, self.distance.shape, self.reduction) * coefficient.expand_dims(-1) * diff
+        return (g if self.needs_grad[0] else None), (-g if self.needs_grad[1] else None)
 
 
 # -- argument checks ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ import numbers
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
+from lamina.functional.elementwise import clip, log, where
 from lamina.functional.loss import _check_reduction, _integer_labels
 
 # -- reductions inside the node ----------------------------------------------------------
@@ -108,7 +109,8 @@ def _class_labels(y_true, y_pred: Tensor, fn: str):
 class _PointwiseLoss(Function):
     """An element-wise loss of (y_hat, y) reduced in the node (hyperparameter
     ``reduction``). A subclass gives the values and the slopes dL/dy_hat and dL/dy
-    (either ``None`` when not needed)."""
+    (either ``None`` when not needed); one that also gives them as recorded ops
+    (:meth:`slope_tensors`) has a differentiable backward."""
 
     per_sample = "mean"
 
@@ -127,6 +129,18 @@ class _PointwiseLoss(Function):
         grads = self.slopes(self.p, self.y, *self.needs_grad)
         return tuple(None if g is None else g * scale for g in grads)
 
+    def slope_tensors(self, p: Tensor, y: Tensor, want_p: bool, want_y: bool) -> tuple:
+        """:meth:`slopes` as recorded ops on the input tensors (arrays where a slope is
+        piecewise constant), for :meth:`backward_graph_from_slopes`."""
+        raise NotImplementedError
+
+    def backward_graph_from_slopes(self, dy):
+        """The differentiable backward of a subclass that gives :meth:`slope_tensors`; such a
+        subclass sets ``backward_graph = _PointwiseLoss.backward_graph_from_slopes``."""
+        scale = _sample_scale(dy, self.p.shape, self.reduction, self.per_sample)
+        grads = self.slope_tensors(*self.inputs, *self.needs_grad)
+        return tuple(None if g is None else scale * g for g in grads)
+
 
 class AbsoluteError(_PointwiseLoss):
     """L = |y_hat - y|; dL/dy_hat = sign(y_hat - y) (0 at y_hat = y) = -dL/dy."""
@@ -137,6 +151,11 @@ class AbsoluteError(_PointwiseLoss):
     def slopes(self, p, y, want_p, want_y):
         s = backend.xp.sign(p - y)
         return (s if want_p else None), (-s if want_y else None)
+
+    def slope_tensors(self, p, y, want_p, want_y):
+        return self.slopes(p.data, y.data, want_p, want_y)      # sign(y_hat - y): piecewise constant
+
+    backward_graph = _PointwiseLoss.backward_graph_from_slopes
 
 
 class HuberError(_PointwiseLoss):
@@ -161,6 +180,14 @@ class HuberError(_PointwiseLoss):
             g = g / delta
         return (g if want_p else None), (-g if want_y else None)
 
+    def slope_tensors(self, p, y, want_p, want_y):
+        g = clip(p - y, -self.delta, self.delta)
+        if self.smooth_l1:
+            g = g / self.delta
+        return (g if want_p else None), (-g if want_y else None)
+
+    backward_graph = _PointwiseLoss.backward_graph_from_slopes
+
 
 class Hinge(_PointwiseLoss):
     """L = max(0, 1 - t y_hat) with t = a y + b the label in {-1, 1} (a = 2, b = -1 maps
@@ -180,6 +207,14 @@ class Hinge(_PointwiseLoss):
         g_p = xp.where(active, -t, zero) if want_p else None
         g_y = xp.where(active, -p * p.dtype.type(self.a), zero) if want_y else None
         return g_p, g_y
+
+    def slope_tensors(self, p, y, want_p, want_y):
+        active = (1 - self._signs(y.data) * p.data) >= 0
+        g_p = where(active, -(y * self.a + self.b), 0.0) if want_p else None
+        g_y = where(active, p * -self.a, 0.0) if want_y else None
+        return g_p, g_y
+
+    backward_graph = _PointwiseLoss.backward_graph_from_slopes
 
 
 class KLDivergence(_PointwiseLoss):
@@ -202,6 +237,16 @@ class KLDivergence(_PointwiseLoss):
             positive = p > 0
             g_p = xp.where(positive, xp.log(xp.where(positive, p, 1)) + 1 - log_q, p.dtype.type(-math.inf))
         return g_q, g_p
+
+    def slope_tensors(self, log_q, p, want_q, want_p):
+        g_q = -p if want_q else None
+        g_p = None
+        if want_p:
+            positive = p.data > 0
+            g_p = where(positive, log(where(positive, p, 1.0)) + 1 - log_q, -math.inf)
+        return g_q, g_p
+
+    backward_graph = _PointwiseLoss.backward_graph_from_slopes
 
 
 def _pointwise(cls, y_pred, y_true, fn: str, reduction: str, **params) -> Tensor:
@@ -325,6 +370,15 @@ class MultiMargin(Function):
         grad[_rows(self.labels)] = -self.active.sum(axis=1) * scale[:, 0]
         return (grad.reshape(self.shape),)
 
+    def backward_graph(self, dy):
+        # piecewise linear in s: dL/ds is dy times a constant pattern (the active terms)
+        classes = self.shape[-1]
+        pattern = self.active.astype(dy.dtype)
+        pattern[_rows(self.labels)] = -self.active.sum(axis=1)
+        scale = _sample_scale(dy, self.labels.shape, self.reduction) / dy.dtype.type(max(classes, 1))
+        scale = scale.broadcast_to(self.labels.shape).reshape(-1, 1)
+        return ((scale * pattern).reshape(self.shape),)
+
 
 class NegativeLogLikelihood(Function):
     """L = -log_probs[y] over the last axis for integer ``labels``; dL/dlog_probs is -1 at
@@ -343,6 +397,8 @@ class NegativeLogLikelihood(Function):
         grad = xp.zeros((self.labels.size, classes), dtype=self.dtype)
         grad[_rows(self.labels)] = -scale.reshape(-1)
         return (grad.reshape(self.shape),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 def multiclass_hinge(y_pred, y_true, margin: float = 1.0, reduction: str = "mean") -> Tensor:

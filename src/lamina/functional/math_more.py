@@ -12,7 +12,7 @@ import math
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
-from lamina.functional._util import shape_error, unbroadcast
+from lamina.functional._util import shape_error, sum_to, unbroadcast
 
 
 class Sin(Function):
@@ -25,6 +25,9 @@ class Sin(Function):
     def backward(self, dy):
         return (dy * backend.xp.cos(self.a),)
 
+    def backward_graph(self, dy):
+        return (dy * cos(self.inputs[0]),)
+
 
 class Cos(Function):
     """y = cos x; dy/dx = -sin x."""
@@ -35,6 +38,9 @@ class Cos(Function):
 
     def backward(self, dy):
         return (-dy * backend.xp.sin(self.a),)
+
+    def backward_graph(self, dy):
+        return (-dy * sin(self.inputs[0]),)
 
 
 class Tan(Function):
@@ -47,6 +53,10 @@ class Tan(Function):
     def backward(self, dy):
         return (dy * (1 + self.y * self.y),)
 
+    def backward_graph(self, dy):
+        y = self.recorded_output(self.y)
+        return (dy * (1 + y * y),)
+
 
 class Log1p(Function):
     """y = log(1 + x), exact for small x; dy/dx = 1 / (1 + x)."""
@@ -57,6 +67,9 @@ class Log1p(Function):
 
     def backward(self, dy):
         return (dy / (1 + self.a),)
+
+    def backward_graph(self, dy):
+        return (dy / (1 + self.inputs[0]),)
 
 
 class Expm1(Function):
@@ -69,6 +82,9 @@ class Expm1(Function):
     def backward(self, dy):
         return (dy * (self.y + 1),)
 
+    def backward_graph(self, dy):
+        return (dy * (self.recorded_output(self.y) + 1),)
+
 
 class Square(Function):
     """y = x^2; dy/dx = 2x."""
@@ -80,6 +96,9 @@ class Square(Function):
     def backward(self, dy):
         return (dy * (2 * self.a),)
 
+    def backward_graph(self, dy):
+        return (dy * (2 * self.inputs[0]),)
+
 
 class Reciprocal(Function):
     """y = 1 / x; dy/dx = -1 / x^2 = -y^2."""
@@ -90,6 +109,10 @@ class Reciprocal(Function):
 
     def backward(self, dy):
         return (-dy * (self.y * self.y),)
+
+    def backward_graph(self, dy):
+        y = self.recorded_output(self.y)
+        return (-dy * (y * y),)
 
 
 class Rsqrt(Function):
@@ -103,6 +126,10 @@ class Rsqrt(Function):
         y = self.y
         return (dy * (-0.5 * y * y * y),)
 
+    def backward_graph(self, dy):
+        y = self.recorded_output(self.y)
+        return (dy * (-0.5 * y * y * y),)
+
 
 class LogBase(Function):
     """y = log_b x = ln x / ln b, for b = 2 or 10; dy/dx = 1 / (x ln b)."""
@@ -114,6 +141,9 @@ class LogBase(Function):
     def backward(self, dy):
         return (dy / (self.a * math.log(self.base)),)
 
+    def backward_graph(self, dy):
+        return (dy / (self.inputs[0] * math.log(self.base)),)
+
 
 class PiecewiseConstant(Function):
     """sign, floor or round (``self.op``, a name in the array module): the gradient is 0."""
@@ -124,6 +154,9 @@ class PiecewiseConstant(Function):
 
     def backward(self, dy):
         return (backend.xp.zeros_like(dy),)
+
+    def backward_graph(self, dy):
+        return (dy * 0.0,)
 
 
 class Atan2(Function):
@@ -145,6 +178,13 @@ class Atan2(Function):
         scale = dout / (x * x + y * y)
         dy = unbroadcast(scale * x, y.shape) if self.needs_grad[0] else None
         dx = unbroadcast(-scale * y, x.shape) if self.needs_grad[1] else None
+        return dy, dx
+
+    def backward_graph(self, dout):
+        y, x = self.inputs
+        scale = dout / (x * x + y * y)
+        dy = sum_to(scale * x, y.shape) if self.needs_grad[0] else None
+        dx = sum_to(-scale * y, x.shape) if self.needs_grad[1] else None
         return dy, dx
 
 

@@ -25,6 +25,8 @@ import numpy
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.functional._util import normalize_axes
+from lamina.functional.elementwise import where
+from lamina.functional.shape import concat, stack
 
 NORM_ORDERS = (1, 2, math.inf)
 """The vector norm orders :func:`norm` takes, besides 'fro' (the same as 2)."""
@@ -56,6 +58,10 @@ class LogSumExp(Function):
         dy = dy.reshape(self.y.shape)
         return (dy * backend.xp.exp(self.a - self.y),)
 
+    def backward_graph(self, dy):
+        y = _recorded_kept(self, self.y)
+        return (dy.reshape(self.y.shape) * (self.inputs[0] - y).exp(),)
+
 
 def _to_last(a, axes):
     """``a`` with the kept axes first and the ``axes`` merged into one last axis."""
@@ -81,6 +87,35 @@ def _exclusive_cumprod(a):
     return out
 
 
+def _recorded_kept(fn: Function, kept) -> Tensor:
+    """The output of ``fn`` (a reduction that saved it with keepdims as ``kept``) as a
+    tensor on the graph (:meth:`Function.recorded_output`), in the keepdims shape."""
+    return fn.recorded_output(_reduced(kept, fn.axes, fn.keepdims)).reshape(kept.shape)
+
+
+def _to_last_tensor(t: Tensor, axes) -> Tensor:
+    """:func:`_to_last` for a tensor, by recorded ops."""
+    kept = tuple(i for i in range(t.ndim) if i not in axes)
+    return t.transpose(kept + tuple(axes)).reshape(tuple(t.shape[i] for i in kept) + (-1,))
+
+
+def _from_last_tensor(g: Tensor, in_shape, axes) -> Tensor:
+    """:func:`_from_last` for a tensor, by recorded ops."""
+    kept = tuple(i for i in range(len(in_shape)) if i not in axes)
+    order = kept + tuple(axes)
+    g = g.reshape(tuple(in_shape[i] for i in order))
+    return g.transpose(tuple(order.index(i) for i in range(len(order))))
+
+
+def _exclusive_cumprod_tensor(t: Tensor) -> Tensor:
+    """:func:`_exclusive_cumprod` for a tensor, by recorded ops (a recorded cumprod)."""
+    xp = backend.xp
+    if t.shape[-1] <= 1:
+        return Tensor._wrap(xp.ones(t.shape, dtype=t.dtype))
+    first = Tensor._wrap(xp.ones(t.shape[:-1] + (1,), dtype=t.dtype))
+    return concat([first, cumprod(t[..., :-1], axis=-1)], axis=-1)
+
+
 class Prod(Function):
     def forward(self, a):
         self.axes = normalize_axes(self.axis, a.ndim, "prod")
@@ -93,6 +128,13 @@ class Prod(Function):
         right = _exclusive_cumprod(moved[..., ::-1])[..., ::-1]
         dy = dy.reshape(moved.shape[:-1] + (1,))
         return (_from_last(left * right * dy, self.a.shape, self.axes),)
+
+    def backward_graph(self, dy):
+        moved = _to_last_tensor(self.inputs[0], self.axes)
+        left = _exclusive_cumprod_tensor(moved)
+        right = _exclusive_cumprod_tensor(moved[..., ::-1])[..., ::-1]
+        dy = dy.reshape(moved.shape[:-1] + (1,))
+        return (_from_last_tensor(left * right * dy, self.inputs[0].shape, self.axes),)
 
 
 class Std(Function):
@@ -115,6 +157,13 @@ class Std(Function):
         nonzero = self.s > 0
         scale = xp.where(nonzero, dy / (self.dof * xp.where(nonzero, self.s, 1)), 0)
         return (scale * self.centred,)
+
+    def backward_graph(self, dy):
+        x = self.inputs[0]
+        s = _recorded_kept(self, self.s)
+        nonzero = self.s > 0
+        scale = where(nonzero, dy.reshape(self.s.shape) / (self.dof * where(nonzero, s, 1.0)), 0.0)
+        return (scale * (x - x.mean(axis=self.axes, keepdims=True)),)
 
 
 class Norm(Function):
@@ -147,6 +196,18 @@ class Norm(Function):
         ties = at_max.sum(axis=self.axes, keepdims=True)
         return (xp.sign(a) * at_max * (dy / ties),)
 
+    def backward_graph(self, dy):
+        xp = backend.xp
+        a, y = self.a, self.y
+        dy = dy.reshape(y.shape)
+        if self.ord == 1:
+            return (dy * xp.sign(a),)
+        if self.ord == 2:
+            nonzero = y > 0
+            return (where(nonzero, dy / where(nonzero, _recorded_kept(self, y), 1.0), 0.0) * self.inputs[0],)
+        at_max = xp.abs(a) == y      # the routing of the inf-norm is piecewise constant in x
+        return (dy * (xp.sign(a) * at_max / at_max.sum(axis=self.axes, keepdims=True)),)
+
 
 def _single_axis(axis, ndim: int, op: str) -> int:
     if isinstance(axis, bool) or not isinstance(axis, int):
@@ -162,6 +223,8 @@ class CumSum(Function):
     def backward(self, dy):
         xp = backend.xp
         return (xp.flip(xp.cumsum(xp.flip(dy, self.axis), axis=self.axis), self.axis),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 class CumProd(Function):
@@ -190,6 +253,19 @@ class CumProd(Function):
         for i in range(n - 2, -1, -1):
             s[..., i] = dy[..., i] + x[..., i + 1] * s[..., i + 1]
         return (xp.moveaxis(_exclusive_cumprod(x) * s, -1, self.axis),)
+
+    def backward_graph(self, dy):
+        # the same recurrence as backward, one recorded step per position along the axis
+        x = _to_last_tensor(self.inputs[0], (self.axis,))
+        g = _to_last_tensor(dy, (self.axis,))
+        n = x.shape[-1]
+        if n == 0:
+            return (dy * 0.0,)
+        s = [g[..., n - 1]]
+        for i in range(n - 2, -1, -1):
+            s.append(g[..., i] + x[..., i + 1] * s[-1])
+        s = stack(s[::-1], axis=-1)
+        return (_from_last_tensor(_exclusive_cumprod_tensor(x) * s, self.inputs[0].shape, (self.axis,)),)
 
 
 def vector_order(order, op: str, name: str = "ord"):

@@ -12,7 +12,8 @@ import math
 
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
-from lamina.functional.activation import TRANSCENDENTAL_COST, chain_into, stable_sigmoid
+from lamina.functional.activation import TRANSCENDENTAL_COST, chain_into, sigmoid, stable_sigmoid
+from lamina.functional.elementwise import where
 
 GELU_TANH_C = math.sqrt(2.0 / math.pi)
 GELU_TANH_K = 0.044715
@@ -83,14 +84,49 @@ def _softplus_values(z):
 
 class _SlopeSaved(Function):
     """An activation whose backward is dJ/dz = dJ/da * slope, with the slope da/dz computed in
-    the forward pass (one saved array, whatever the activation needs to compute it)."""
+    the forward pass (one saved array, whatever the activation needs to compute it).
+
+    The differentiable backward cannot use that array: the slope depends on z, and its own
+    derivative d^2a/dz^2 is needed there. So each subclass also writes the slope as recorded
+    ops on z (:meth:`slope_of`)."""
 
     def backward(self, dy):
         return (chain_into(_times, [dy, self.slope]),)
 
+    def slope_of(self, z: Tensor) -> Tensor:
+        """The slope da/dz as recorded ops on the input tensor ``z``, for :meth:`backward_graph`
+        (the saved slope is a function of z, so its own derivative is needed there)."""
+        raise NotImplementedError
+
+    def backward_graph(self, dy):
+        return (dy * self.slope_of(self.inputs[0]),)
+
 
 def _times(a, b, out):
     backend.xp.multiply(a, b, out=out)
+
+
+def _normal_density(z: Tensor) -> Tensor:
+    """phi(z) = e^(-z^2/2) / sqrt(2 pi), by recorded ops."""
+    return (z * z * -0.5).exp() * INV_SQRT_2PI
+
+
+class _NormalCDF(Function):
+    """Phi(z) = erfc(-z / sqrt 2) / 2, the standard normal CDF (GELU's gate, for its
+    differentiable backward); dPhi/dz = phi(z)."""
+
+    def forward(self, z):
+        self.z = z
+        out = erfc(z * -INV_SQRT_2)
+        out *= 0.5
+        return out
+
+    def backward(self, dy):
+        z = self.z
+        return (dy * (backend.xp.exp(-0.5 * z * z) * INV_SQRT_2PI),)
+
+    def backward_graph(self, dy):
+        return (dy * _normal_density(self.inputs[0]),)
 
 
 class GELU(_SlopeSaved):
@@ -124,6 +160,12 @@ class GELU(_SlopeSaved):
         self.slope = cdf + density
         return z * cdf
 
+    def slope_of(self, z):
+        if self.approximate == "tanh":
+            t = ((z + GELU_TANH_K * z * z * z) * GELU_TANH_C).tanh()
+            return 0.5 * (1 + t) + (0.5 * GELU_TANH_C) * z * (1 - t * t) * (1 + (3 * GELU_TANH_K) * z * z)
+        return _NormalCDF.apply(z) + _normal_density(z) * z
+
 
 class SiLU(_SlopeSaved):
     """a = z sigma(z) (swish with beta = 1); da/dz = sigma(z) (1 + z (1 - sigma(z))) =
@@ -135,6 +177,10 @@ class SiLU(_SlopeSaved):
         self.slope = a * (1 - s)
         self.slope += s
         return a
+
+    def slope_of(self, z):
+        s = sigmoid(z)
+        return s * (1 + z * (1 - s))
 
 
 class Softplus(_SlopeSaved):
@@ -154,6 +200,11 @@ class Softplus(_SlopeSaved):
             self.slope[linear] = 1
         return a
 
+    def slope_of(self, z):
+        slope = sigmoid(z * self.beta if self.beta != 1 else z)
+        linear = z.data * self.beta > self.threshold
+        return where(linear, 1.0, slope) if linear.any() else slope
+
 
 class Mish(_SlopeSaved):
     """a = z tanh(softplus(z)); with t = tanh(softplus(z)), da/dz = t + z (1 - t^2) sigma(z)."""
@@ -167,6 +218,10 @@ class Mish(_SlopeSaved):
         self.slope += t
         return z * t
 
+    def slope_of(self, z):
+        t = Softplus.apply(z, beta=1.0, threshold=math.inf).tanh()
+        return t + z * (1 - t * t) * sigmoid(z)
+
 
 class HardSigmoid(Function):
     """a = min(max(z + 3, 0), 6) / 6 (PyTorch's and Keras 3's); da/dz = 1/6 for -3 < z < 3,
@@ -178,6 +233,9 @@ class HardSigmoid(Function):
 
     def backward(self, dy):
         return (dy * self.inside / 6,)
+
+    def backward_graph(self, dy):
+        return (dy * (self.inside / 6),)
 
 
 def _hard_sigmoid_into(z, out):
@@ -200,6 +258,10 @@ class HardSwish(_SlopeSaved):
         gate /= 6
         gate *= z
         return gate
+
+    def slope_of(self, z):
+        inside = (z.data > -3) & (z.data < 3)
+        return where(inside, z / 3 + 0.5, self.slope)      # the saved slope is the constant 0 or 1 outside
 
 
 def gelu(z, approximate: str = "none") -> Tensor:
