@@ -48,6 +48,11 @@ class GaussianKL(_PointwiseLoss):
         half = mu.dtype.type(0.5)
         return (mu if want_mu else None), (half * (backend.xp.exp(log_var) - 1) if want_log_var else None)
 
+    def slope_tensors(self, mu, log_var, want_mu, want_log_var):
+        return (mu if want_mu else None), ((exp(log_var) - 1) * 0.5 if want_log_var else None)
+
+    backward_graph = _PointwiseLoss.backward_graph_from_slopes
+
 
 def _gaussian_parameters(mu, log_var, fn: str) -> tuple[Tensor, Tensor]:
     """(mu, log_var) as tensors of one dtype and one shape (batch, ...), or a clear error."""

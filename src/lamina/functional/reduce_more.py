@@ -193,7 +193,7 @@ class Norm(Function):
             nonzero = y > 0
             return (xp.where(nonzero, dy / xp.where(nonzero, y, 1), 0) * a,)
         at_max = xp.abs(a) == y
-        ties = at_max.sum(axis=self.axes, keepdims=True)
+        ties = at_max.sum(axis=self.axes, keepdims=True).astype(dy.dtype)
         return (xp.sign(a) * at_max * (dy / ties),)
 
     def backward_graph(self, dy):

@@ -7,10 +7,12 @@ into zeros (adding where an index repeats), broadcast sums it.
 
 from __future__ import annotations
 
+import copy
 import math
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import LinearMap
 from lamina.errors import ShapeError
 from lamina.functional._util import normalize_axes, unbroadcast
 
@@ -148,7 +150,11 @@ class Pad(Function):
     def backward(self, dy):
         return (dy[self.slices],)
 
-    backward_graph = Function.linear_backward_graph
+    def backward_graph(self, dy):
+        # padding with a value is affine, not linear: the adjoint map is the zero-padding one
+        linear = copy.copy(self)
+        linear.value = 0.0
+        return (LinearMap.apply(dy, op=linear, adjoint=True),)
 
 
 def _shape_arg(shape) -> tuple[int, ...]:
