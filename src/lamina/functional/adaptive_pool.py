@@ -17,6 +17,10 @@ over columns first (keeping the first column of each row's maximum), then over r
 (keeping the first row): that is the first maximum in row-major window order, where
 PyTorch sends the gradient. Each step is one reduction per output column or row, never a
 loop over pixels.
+
+Both backwards are differentiable (``grad(..., create_graph=True)``): the average is linear
+in x, and the maximum's backward is linear in dJ/dy with its routing frozen
+(:class:`lamina.functional.pooling.FixedRouting`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional.im2col import check_nhwc
-from lamina.functional.pooling import avg_pool2d, max_pool2d
+from lamina.functional.pooling import FixedRouting, avg_pool2d, max_pool2d
 from lamina.functional.shape import reshape
 
 __all__ = [
@@ -86,6 +90,8 @@ class AdaptiveAvgPool2d(Function):
         dx = xp.matmul(self.rows.T, over_rows.reshape(n, oh, w * c))              # (n, h, w c)
         return (dx.reshape(self.x_shape),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 class AdaptiveMaxPool2d(Function):
     """y[n, i, j, c] = max over window (i, j) of x[n, :, :, c]; dJ/dy goes to the first
@@ -119,6 +125,16 @@ class AdaptiveMaxPool2d(Function):
         channel = xp.arange(c).reshape(1, 1, 1, c)
         xp.add.at(dx, (batch, self.row, self.col, channel), dy)
         return (dx,)
+
+    def backward_graph(self, dy):
+        return FixedRouting(self, _read_maxima).recorded(dy)
+
+
+def _read_maxima(pool: AdaptiveMaxPool2d, u):
+    """u read at each window's maximum: the adjoint of the backward's scatter."""
+    xp = backend.xp
+    n, c = u.shape[0], u.shape[3]
+    return u[xp.arange(n).reshape(n, 1, 1, 1), pool.row, pool.col, xp.arange(c).reshape(1, 1, 1, c)]
 
 
 def _divides(in_hw, outs) -> bool:

@@ -30,6 +30,7 @@ from lamina.functional import conv_gemm
 from lamina.functional._util import per_channel, repeated
 from lamina.functional.conv_dilated import DilatedConv2d
 from lamina.functional.conv_fft import Conv2dFFT
+from lamina.functional.fold import conv_gradients_graph
 from lamina.functional.im2col import clipped, conv_pads, gradient_pads, offset_view, out_size, pad_nhwc, pair
 
 # -- depthwise (groups == c_in): one multiply-add per kernel offset ---------------------------
@@ -219,6 +220,11 @@ class Conv2d(Function):
                 if dw is not None:
                     dw[gi * kg:(gi + 1) * kg] = dw_g
         return dx, dw, db
+
+    def backward_graph(self, dy):
+        """The same three gradients by recorded ops (patch rows and matrix products)."""
+        x, w = self.inputs[:2]
+        return conv_gradients_graph(x, w, dy, self.pads, self.stride, (1, 1), self.groups, self.needs_grad)
 
 
 # -- the public function ----------------------------------------------------------------------

@@ -18,6 +18,10 @@ dropped as soon as it is computed. col2im forms dJ/dpatches one kernel offset at
 dJ/dv W_offset (rows, c_in), so that each block is contiguous and its slice add runs over
 whole (w', c_in) rows; the full dJ/dpatches matrix is never held.
 
+For derivatives of the gradients (``grad(..., create_graph=True)``) the same three formulas
+are recorded as ops: the patch matrices P(x) as a linear map (its adjoint is col2im), and
+matrix products, dJ/dW = P(x)^T dJ/dv and dJ/dx = P^T(dJ/dv W), bilinear in (x, w).
+
 Pooling is in :mod:`lamina.functional.pool3d`.
 """
 
@@ -27,6 +31,7 @@ import math
 
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor, graph
+from lamina.autograd.function import LinearMap
 from lamina.errors import ShapeError
 from lamina.functional._util import channel_sums
 from lamina.functional.im2col import strided_view
@@ -206,6 +211,48 @@ class Conv3d(Function):
             dw = xp.ascontiguousarray(dw_t.reshape(columns, groups, k // groups).transpose(1, 2, 0)).reshape(w.shape)
         dx = _col2im(dy_groups, w, x.shape, self) if needs[0] else None
         return dx, dw, db
+
+    def backward_graph(self, dy):
+        x, w = self.inputs[:2]
+        needs, groups, k = self.needs_grad, self.groups, w.shape[0]
+        patch_map = _PatchMap(x.shape, w.shape[1:4], self)
+        dy_groups = dy.reshape(-1, groups, k // groups).transpose(1, 0, 2)        # (groups, rows, K / groups)
+        dx = dw = db = None
+        if needs[0]:
+            dx = LinearMap.apply(dy_groups @ _per_group(w, groups), op=patch_map, adjoint=True)
+        if needs[1]:
+            patches = LinearMap.apply(x, op=patch_map, adjoint=False)
+            dw = (dy_groups.swapaxes(1, 2) @ patches).reshape(w.shape)
+        if len(needs) > 2 and needs[2]:
+            db = dy.sum(axis=(0, 1, 2, 3))
+        return dx, dw, db
+
+
+class _PatchMap(Function):
+    """x -> P(x), the patch matrices (groups, rows, f_d f_h f_w c_in / groups) of a
+    convolution's geometry, as a linear op for :class:`LinearMap`; the adjoint (backward)
+    adds each tap's column block back onto the positions it was read from (col2im)."""
+
+    def __init__(self, x_shape, kernel: Triple, conv: Conv3d):
+        self.x_shape, self.kernel = tuple(x_shape), tuple(kernel)
+        self.pads, self.stride, self.dilation = conv.pads, conv.stride, conv.dilation
+        self.groups, self.out_dhw = conv.groups, conv.out_dhw
+
+    def forward(self, x):
+        return _patches(_pad(x, self.pads), self.kernel, self.out_dhw, self.stride, self.dilation, self.groups)
+
+    def backward(self, d_patches):
+        xp = backend.xp
+        n, d, h, wd, c = self.x_shape
+        (fr, bk), (tp, bt), (lf, rt) = self.pads
+        taps = _taps(self.kernel, self.dilation)
+        groups, rows, _ = d_patches.shape
+        per_tap = d_patches.reshape(groups, rows, len(taps), c // groups)
+        dxpad = xp.zeros((n, d + fr + bk, h + tp + bt, wd + lf + rt, c), dtype=d_patches.dtype)
+        for t, start in enumerate(taps):
+            block = per_tap[:, :, t].transpose(1, 0, 2).reshape((n,) + tuple(self.out_dhw) + (c,))
+            _offset_view(dxpad, start, self.out_dhw, self.stride)[...] += block
+        return (_crop(dxpad, self.pads, self.x_shape),)
 
 
 def _col2im(dy_groups, w, x_shape, conv: Conv3d):

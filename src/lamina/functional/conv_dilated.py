@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from lamina import backend
 from lamina.autograd import Function
+from lamina.functional.fold import conv_gradients_graph
 from lamina.functional.im2col import clipped
 
 
@@ -107,3 +108,8 @@ class DilatedConv2d(Function):
         d_phases, dw, *db = conv.backward(dv)
         dx = None if d_phases is None else from_phases(d_phases, self.x_shape, self.pads, self.dilation)
         return (dx, dw, *db)
+
+    def backward_graph(self, dy):
+        """The same gradients by recorded ops: patch rows of taps ``dilation`` apart."""
+        x, w = self.inputs[:2]
+        return conv_gradients_graph(x, w, dy, self.pads, (1, 1), self.dilation, self.groups, self.needs_grad)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lamina import backend
 from lamina.autograd import Function
 from lamina.functional.conv_gemm import sum_rows
+from lamina.functional.fold import conv_gradients_graph
 from lamina.functional.im2col import pad_nhwc
 
 # -- FFT: the convolution theorem, F{x * w} = F{x} conj(F{w}) for a correlation --------------
@@ -85,3 +86,8 @@ class Conv2dFFT(Function):
             dxp = fft.irfft2(prod, s=(l1, l2), axes=(1, 2))
             dx = xp.ascontiguousarray(dxp[:, pt:pt + h, pl:pl + wd], dtype=dy.dtype)
         return dx, dw, db
+
+    def backward_graph(self, dy):
+        """The same gradients by recorded ops (patch rows and matrix products, as Conv2d's)."""
+        x, w = self.inputs[:2]
+        return conv_gradients_graph(x, w, dy, self.pads, self.stride, (1, 1), self.groups, self.needs_grad)

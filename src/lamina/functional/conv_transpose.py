@@ -26,6 +26,7 @@ from lamina.errors import ShapeError
 from lamina.functional import conv_gemm
 from lamina.functional._util import per_channel
 from lamina.functional.conv import Conv2d
+from lamina.functional.fold import conv_patch_rows
 from lamina.functional.im2col import conv_pads, pair
 
 
@@ -63,6 +64,24 @@ class ConvTranspose2d(Function):
             dw = conv_gemm.gemm_backward(dy, w, x, self.pads, self.stride, None, True, chunks)
         if len(needs) > 2 and needs[2]:
             db = conv_gemm.sum_rows(dy)
+        return dx, dw, db
+
+    def backward_graph(self, dy):
+        """The same gradients by recorded ops: y = P^T(x W) with P the patch rows of the
+        convolution this is the adjoint of and W the filters as rows (K, f_h f_w c), so
+        dJ/dx = P(dJ/dy) W^T and dJ/dw = x^T P(dJ/dy)."""
+        x, w = self.inputs[:2]
+        needs = self.needs_grad
+        k = x.shape[3]
+        dx = dw = db = None
+        if needs[0] or needs[1]:
+            rows = conv_patch_rows(dy, w.shape[1:3], self.pads, self.stride, (1, 1), 1).reshape(-1, w.size // k)
+            if needs[0]:
+                dx = (rows @ w.reshape(k, -1).T).reshape(x.shape)
+            if needs[1]:
+                dw = (x.reshape(-1, k).T @ rows).reshape(w.shape)
+        if len(needs) > 2 and needs[2]:
+            db = dy.sum(axis=(0, 1, 2))
         return dx, dw, db
 
 

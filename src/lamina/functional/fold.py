@@ -14,6 +14,15 @@ is ``cols.reshape(N, L, f_h, f_w, C).transpose(0, 4, 2, 3, 1).reshape(N, -1, L)`
 ``fold(cols, (H, W), ...)`` puts each row back in its window and adds where windows
 overlap; it is the transpose of ``unfold``, so each is the other's backward. ``fold(unfold(x))``
 is x times the number of windows that cover each pixel.
+
+Both are linear, so they are differentiable to any order, and they record a convolution's
+own gradients as ops (:func:`conv_gradients_graph`): with P(x) the patch rows of the padded
+input per group and W_g the group's filters as rows, v_g = P(x) W_g^T, so
+
+    dJ/dW_g = (dJ/dv_g)^T P(x),    dJ/dx = P^T(dJ/dv_g W_g),    dJ/db = sum of dJ/dv,
+
+bilinear in (x, w) and linear in dJ/dv: differentiating them again gives the same three
+maps (the second derivatives of a CNN, such as a gradient penalty's).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional.im2col import check_nhwc, pad_nhwc, pair, strided_view
+from lamina.functional.shape import pad
 
 
 def _windows(size: int, f: int, s: int, p: int, d: int) -> int:
@@ -90,6 +100,8 @@ class Unfold(Function):
     def backward(self, dy):
         return (fold_array(dy, self.hw, self.geometry),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 class Fold(Function):
     def forward(self, cols):
@@ -97,6 +109,65 @@ class Fold(Function):
 
     def backward(self, dy):
         return (unfold_array(dy, self.geometry),)
+
+    backward_graph = Function.linear_backward_graph
+
+
+# -- a convolution's gradients as recorded ops ------------------------------------------------
+
+
+def _geometry_of(kernel, stride, dilation) -> WindowGeometry:
+    return WindowGeometry("conv2d backward", kernel, dilation, 0, stride)
+
+
+def conv_patch_rows(x: Tensor, kernel, pads, stride, dilation, groups: int) -> Tensor:
+    """P(x) by recorded ops: (groups, N L, f_h f_w C / groups), a row per window of x zero
+    padded by ``pads`` (top, bottom, left, right), the columns of group g in a weight's
+    (i, j, c) order over that group's channels."""
+    pt, pb, pl, pr = pads
+    if any(pads):
+        x = pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    cols = Unfold.apply(x, geometry=_geometry_of(kernel, stride, dilation))          # (N, L, f_h f_w C)
+    n, windows, width = cols.shape
+    if groups == 1:
+        return cols.reshape(1, n * windows, width)
+    taps = kernel[0] * kernel[1]
+    per_group = cols.reshape(n * windows, taps, groups, width // (taps * groups)).transpose(2, 0, 1, 3)
+    return per_group.reshape(groups, n * windows, width // groups)
+
+
+def conv_patch_rows_adjoint(rows: Tensor, x_shape, kernel, pads, stride, dilation) -> Tensor:
+    """P^T(rows): each row of (groups, N L, f_h f_w C / groups) added back onto the pixels of
+    its window (col2im), the padding cut off: the image of shape ``x_shape``."""
+    n, h, w, c = x_shape
+    pt, pb, pl, pr = pads
+    groups, count, width = rows.shape
+    taps = kernel[0] * kernel[1]
+    if groups == 1:
+        cols = rows.reshape(n, count // n, width)
+    else:
+        cols = rows.reshape(groups, count, taps, width // taps).transpose(1, 2, 0, 3).reshape(n, count // n, taps * c)
+    padded = Fold.apply(cols, geometry=_geometry_of(kernel, stride, dilation), hw=(h + pt + pb, w + pl + pr))
+    return padded[:, pt:pt + h, pl:pl + w] if any(pads) else padded
+
+
+def conv_gradients_graph(x: Tensor, w: Tensor, dy: Tensor, pads, stride, dilation, groups: int, needs) -> tuple:
+    """(dJ/dx, dJ/dw, dJ/db) of v = x * w + b (module docstring) by recorded ops, ``None``
+    where ``needs`` (one flag per input, two without a bias) says no gradient is wanted."""
+    n, ho, wo, k = dy.shape
+    kernel = w.shape[1:3]
+    # dJ/dv_g (groups, N L, K / groups) and W_g (groups, K / groups, f_h f_w C / groups)
+    dy_g = dy.reshape(n * ho * wo, groups, k // groups).transpose(1, 0, 2)
+    w_g = w.reshape(groups, k // groups, -1)
+    dx = dw = db = None
+    if needs[0]:
+        dx = conv_patch_rows_adjoint(dy_g @ w_g, x.shape, kernel, pads, stride, dilation)
+    if needs[1]:
+        rows = conv_patch_rows(x, kernel, pads, stride, dilation, groups)
+        dw = (dy_g.swapaxes(1, 2) @ rows).reshape(w.shape)
+    if len(needs) > 2 and needs[2]:
+        db = dy.sum(axis=(0, 1, 2))
+    return dx, dw, db
 
 
 def unfold(x, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:

@@ -98,6 +98,8 @@ class Resize(Function):
         d_rows = (self.a_w.T @ dy.reshape(n * ho, wo, c)).reshape(n, ho, w * c)
         return ((self.a_h.T @ d_rows).reshape(n, h, w, c),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 def output_size(hw, size, scale_factor) -> tuple[tuple[int, int], tuple[float | None, float | None]]:
     if (size is None) == (scale_factor is None):

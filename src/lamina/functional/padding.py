@@ -93,6 +93,8 @@ class IndexPad2d(Function):
         dx = _fold(dy, 2, self.cols, left, w)
         return (_fold(dx, 1, self.rows, top, h),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 def _check_fits(x_shape, sides, mode: str) -> None:
     """PyTorch's limits: reflect needs each amount below the axis length (the mirror never

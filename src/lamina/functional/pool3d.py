@@ -3,6 +3,9 @@ form of max and average pooling: every window of the padded input is read throug
 strided view and reduced over its three axes (maximum, or sum / (f_d f_h f_w)); along each
 axis floor((n + 2p - f) / s) + 1 windows. Max pooling sends each window's gradient to its
 first maximum; average pooling counts the zero padding in the window (PyTorch's default).
+Both backwards are differentiable (``grad(..., create_graph=True)``): average pooling is
+linear, max pooling's backward linear in dJ/dv with its routing frozen
+(:class:`lamina.functional.pooling.FixedRouting`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
 from lamina.functional.conv3d import Triple, _check_ndhwc, _crop, _offset_view, _pad, _shape_of, _taps, triple
 from lamina.functional.im2col import strided_view
+from lamina.functional.pooling import FixedRouting
 from lamina.functional.reduce import mean
 
 __all__ = ["avg_pool3d", "global_avg_pool3d", "max_pool3d"]
@@ -92,6 +96,19 @@ class MaxPool3d(Function):
         _spread(per_tap.transpose(0, 1, 2, 3, 5, 6, 7, 4), dxpad, self.f, self.outs, self.s)
         return (_crop(dxpad, self.pads, self.x_shape),)
 
+    def backward_graph(self, dy):
+        return FixedRouting(self, _read_maxima).recorded(dy)
+
+
+def _read_maxima(pool: MaxPool3d, u):
+    """u read at each window's first maximum (the tap the forward recorded)."""
+    xp = backend.xp
+    upad = _pad(u, pool.pads, 0.0)
+    out = xp.zeros(pool.index.shape, dtype=u.dtype)
+    for t, start in enumerate(_taps(pool.f)):
+        out = xp.where(pool.index == t, _offset_view(upad, start, pool.outs, pool.s), out)
+    return out
+
 
 class AvgPool3d(Function):
     """The mean of each window, the zero padding counted in the window size (PyTorch's
@@ -113,6 +130,8 @@ class AvgPool3d(Function):
                                   + share.shape[4:])
         _spread(windows, dxpad, self.f, self.outs, self.s)
         return (_crop(dxpad, self.pads, self.x_shape),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 def max_pool3d(x: Tensor, pool_size: int | Triple, stride: int | Triple | None = None,

@@ -10,14 +10,22 @@ hands each input of a window 1/(window size) of it.
 Every window offset (i, j) is one strided view of the (padded) input, so pooling is f_h f_w
 element-wise ``maximum`` / ``add`` calls over whole arrays, whatever the stride: no
 reshape-max, no Python loop over windows.
+
+Differentiable backwards (``grad(..., create_graph=True)``): average pooling is linear in x,
+so its backward is recorded as the adjoint linear map. Max pooling's backward dJ/dx =
+R^T dJ/dv is linear in dJ/dv for the routing R (which input each window's maximum came
+from) fixed: R is piecewise constant in x, so it is recorded as that linear map
+(:class:`FixedRouting`), whose own derivative is R.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor, graph
+from lamina.autograd.function import LinearMap
 from lamina.errors import ShapeError
 from lamina.functional.im2col import check_nhwc, offset_view, pad_nhwc, pair
 
@@ -76,6 +84,36 @@ to the marks."""
 
 def _offsets(f):
     return [(i, j) for i in range(f[0]) for j in range(f[1])]
+
+
+class FixedRouting(Function):
+    """The backward of an op that only routes values (a max pooling's maxima, unpooling's
+    positions) with the routing frozen, dJ/dx = R^T dJ/dv, as the op of a :class:`LinearMap`:
+    ``backward`` is the op's own (on a copy of the node, so that freeing the node leaves it
+    intact) and ``forward`` its adjoint R u, computed by ``adjoint(op, u)``."""
+
+    def __init__(self, op: Function, adjoint):
+        self.op, self.adjoint = copy.copy(op), adjoint
+
+    def forward(self, u):
+        return self.adjoint(self.op, u)
+
+    def backward(self, dy):
+        return self.op.backward(dy)
+
+    def recorded(self, dy: Tensor) -> tuple:
+        """(dJ/dx,) = R^T dy recorded on the graph."""
+        return (LinearMap.apply(dy, op=self, adjoint=True),)
+
+
+def _read_maxima(pool: MaxPool2d, u):
+    """R u for a max pooling: each window's value of u at the offset of its first maximum."""
+    xp = backend.xp
+    upad = pad_nhwc(u, pool.pads, 0.0)
+    out = xp.zeros(pool.index.shape, dtype=u.dtype)
+    for k, (i, j) in enumerate(_offsets(pool.f)):
+        out = xp.where(pool.index == k, offset_view(upad, i, j, pool.outs, pool.s), out)
+    return out
 
 
 class MaxPool2d(Function):
@@ -141,6 +179,9 @@ class MaxPool2d(Function):
 
         parallel.split(chunk, dy.shape[0], dxpad.size)
         return (_crop(dxpad, self.pads, self.x_shape),)
+
+    def backward_graph(self, dy):
+        return FixedRouting(self, _read_maxima).recorded(dy)
 
 
 def _first_maximum(views: list, maximum, index) -> None:
@@ -252,6 +293,8 @@ class AvgPool2d(Function):
         parallel.split(chunk, dy.shape[0], dxpad.size)
         return (_crop(dxpad, self.pads, self.x_shape),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 def _last_window_whole(count: int, stride: int, f: int, size: int, pad: int) -> bool:
     """Whether every window along one axis holds f values (the last one reaches furthest)."""
@@ -289,6 +332,8 @@ class GlobalAvgPool2d(Function):
         dx = backend.xp.empty(self.x_shape, dtype=dy.dtype)
         dx[...] = (dy * (1.0 / (h * w)))[:, None, None, :]
         return (dx,)
+
+    backward_graph = Function.linear_backward_graph
 
 
 def _shape_of(a) -> tuple[int, ...]:

@@ -114,6 +114,8 @@ class UpsampleNearest(Function):
         sh, sw = self.size
         return (dy.reshape(n, h, sh, w, sw, c).sum(axis=(2, 4)),)
 
+    backward_graph = Function.linear_backward_graph
+
 
 class UpsampleBilinear(Function):
     """y = A_h x A_w^T per image and channel, A the (n s, n) interpolation matrices of
@@ -146,6 +148,8 @@ class UpsampleBilinear(Function):
         if self.a_h is not None:
             g = parallel.matmul(self.a_h.T, g)
         return (g.reshape(self.in_shape),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 def upsample2d(x, size=2, interpolation: str = "nearest") -> Tensor:
@@ -202,6 +206,8 @@ class Crop2D(Function):
         dx = backend.xp.zeros(self.in_shape, dtype=dy.dtype)
         dx[self.window] = dy
         return (dx,)
+
+    backward_graph = Function.linear_backward_graph
 
 
 def crop2d(x, cropping=0) -> Tensor:

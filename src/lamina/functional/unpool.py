@@ -7,6 +7,9 @@ of sample n, of the first maximum of window (i, j): PyTorch's convention, so the
 carry over after the layout change. ``max_unpool2d(v, indices, output_size)`` puts each
 value back at its position in an otherwise zero image; its gradient reads dJ/dx at those
 positions (where two windows share a maximum, the later one's value is kept, as in PyTorch).
+That gradient is linear in dJ/dx, the positions constant: its differentiable form
+(``grad(..., create_graph=True)``) is that reading as a linear map, whose adjoint adds each
+value back at its position.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional.im2col import pair, strided_view
-from lamina.functional.pooling import _geometry, _shape_of, max_pool2d
+from lamina.functional.pooling import FixedRouting, _geometry, _shape_of, max_pool2d
 
 
 def _window_argmax(x, f, s, pads, outs):
@@ -57,6 +60,20 @@ class MaxUnpool2d(Function):
         n, c = dy.shape[0], dy.shape[3]
         dv = backend.xp.take_along_axis(dy.reshape(n, -1, c), self.flat, axis=1)
         return (dv.reshape(self.indices.shape),)
+
+    def backward_graph(self, dy):
+        return FixedRouting(self, _add_at_positions).recorded(dy)
+
+
+def _add_at_positions(unpool: MaxUnpool2d, u):
+    """The adjoint of the backward's reading: each value of u added at its position in a
+    zero image (summed where positions repeat, unlike the forward, which keeps the last)."""
+    xp = backend.xp
+    n, c = u.shape[0], u.shape[3]
+    h, w = unpool.size
+    out = xp.zeros((n, h * w, c), dtype=u.dtype)
+    xp.add.at(out, (xp.arange(n)[:, None, None], unpool.flat, xp.arange(c)[None, None, :]), u.reshape(n, -1, c))
+    return out.reshape(n, h, w, c)
 
 
 def max_unpool2d(x, indices, pool_size, stride=None, padding=0, output_size=None) -> Tensor:
