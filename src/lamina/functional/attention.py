@@ -30,7 +30,9 @@ import math
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional._util import unbroadcast
+from lamina.functional._util import sum_to, unbroadcast
+from lamina.functional.activation import softmax
+from lamina.functional.elementwise import where
 
 __all__ = ["ScaledDotProductAttention", "scaled_dot_product_attention"]
 
@@ -103,6 +105,39 @@ class ScaledDotProductAttention(Function):
             if need_k:
                 dk = unbroadcast(_mm(_swap(de), q), k.shape)
         return dq, dk, dv
+
+    def backward_graph(self, dc):
+        """The same VJP by tensor ops. alpha depends on Q and K, so it is computed again from
+        the input tensors by recorded ops; the masks and the dropout mask are constants."""
+        q, k, v = self.inputs
+        need_q, need_k, need_v = self.needs_grad
+        alpha = self._weights_tensor(q, k)
+        weights = alpha if self.drop is None else alpha * self.drop
+        dv = sum_to(_swap(weights) @ dc, v.shape) if need_v else None
+        dq = dk = None
+        if need_q or need_k:
+            da = dc @ _swap(v)
+            if self.drop is not None:
+                da = da * self.drop
+            de = alpha * (da - (da * alpha).sum(axis=-1, keepdims=True)) * self.scale
+            dq = sum_to(de @ k, q.shape) if need_q else None
+            dk = sum_to(_swap(de) @ q, k.shape) if need_k else None
+        return dq, dk, dv
+
+    def _weights_tensor(self, q, k) -> Tensor:
+        """alpha = softmax(Q K^T scale + bias) over the kept keys, by recorded ops: masked
+        scores are set to half the dtype's lowest value before the softmax (a weight of
+        exactly 0 there), and the result is multiplied by the mask, which also gives the
+        all-zero weights of a query whose every key is masked."""
+        xp = backend.xp
+        e = (q @ _swap(k)) * self.scale
+        if self.bias is not None:
+            e = e + self.bias
+        if self.keep is None:
+            return softmax(e, axis=-1)
+        keep = xp.broadcast_to(self.keep, e.shape)
+        e = where(keep, e, float(xp.finfo(e.dtype).min) / 2)     # e - max(e) stays finite
+        return softmax(e, axis=-1) * keep
 
 
 def _mask_arrays(mask, causal: bool, t_q: int, t_k: int, dtype):

@@ -29,7 +29,8 @@ import string
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional._util import unbroadcast
+from lamina.functional._util import sum_to, unbroadcast
+from lamina.functional.shape import broadcast_to
 
 LETTERS = string.ascii_letters
 ELLIPSIS = "..."
@@ -200,6 +201,46 @@ class Einsum(Function):
         if len(letters) < len(term):
             g = _onto_diagonal(g, letters, term)
         return unbroadcast(g, self.shapes[k])
+
+    def backward_graph(self, dy):
+        return tuple(self._operand_gradient_graph(k, dy) if needed else None
+                     for k, needed in enumerate(self.needs_grad))
+
+    def _full_operand(self, j: int) -> Tensor:
+        """Input j as a tensor broadcast to the letters' full lengths (as ``self.arrays``)."""
+        x, full = self.inputs[j], self._full_shape(j)
+        return x if x.shape == full else broadcast_to(x, full)
+
+    def _operand_gradient_graph(self, k: int, dy: Tensor) -> Tensor:
+        """:meth:`_operand_gradient` by recorded ops: the einsum of dJ/dY with the other
+        operand tensors, broadcast along the letters summed inside X_k alone, and put on the
+        diagonal of a repeated letter by an einsum with identity matrices (a constant)."""
+        xp = backend.xp
+        term, others = self.terms[k], [j for j in range(len(self.terms)) if j != k]
+        reachable = set(self.output).union(*(self.terms[j] for j in others))
+        letters = "".join(dict.fromkeys(term))
+        kept = "".join(c for c in letters if c in reachable)
+        spec = ",".join([self.output] + [self.terms[j] for j in others]) + "->" + kept
+        g = einsum(spec, dy, *(self._full_operand(j) for j in others))
+        if len(kept) < len(letters):
+            g = g.reshape([self.sizes[c] if c in reachable else 1 for c in letters])
+            g = broadcast_to(g, tuple(self.sizes[c] for c in letters))
+        if len(letters) < len(term):
+            # X_k's axes repeat a letter: each repeat after the first gets a fresh letter, tied
+            # to the first by an identity matrix, so that g lands on the diagonal
+            spare = iter(c for c in LETTERS if c not in letters)
+            fresh, ties, seen = "", [], set()
+            for c in term:
+                if c in seen:
+                    f = next(spare)
+                    ties.append(c + f)
+                    fresh += f
+                else:
+                    seen.add(c)
+                    fresh += c
+            identities = [xp.eye(self.sizes[t[0]], dtype=dy.dtype) for t in ties]
+            g = einsum(",".join([letters] + ties) + "->" + fresh, g, *identities)
+        return sum_to(g, self.shapes[k])
 
 
 def einsum(subscripts: str, *operands) -> Tensor:

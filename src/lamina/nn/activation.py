@@ -18,7 +18,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional._util import channel_sums, per_channel, with_scalar
+from lamina.functional._util import channel_sums, per_channel, sum_to, with_scalar
 from lamina.functional.activation import chain_into, select
 from lamina.nn import init as initializers
 from lamina.nn.layer import check_shape_ndim, input_error, layer_from_config, layer_to_config, register_layer
@@ -49,6 +49,9 @@ class ReLU6Function(Function):
 
     def backward(self, dy):
         return (chain_into(_relu6_grad, [dy, self.a]),)
+
+    def backward_graph(self, dy):
+        return (dy * ((self.a > 0) & (self.a < 6)),)       # a constant mask: piecewise linear in z
 
 
 def relu6(z) -> Tensor:
@@ -422,6 +425,14 @@ class PReLUFunction(Function):
     def _input_grad(self, dy, positive, out):
         select(positive, 1, self.alpha, dy.dtype, out=out)
         out *= dy
+
+    def backward_graph(self, dy):
+        """The same VJP by tensor ops: where z > 0 is a constant mask, alpha a tensor."""
+        z, alpha = self.inputs
+        negative = ~self.positive
+        dz = F.where(self.positive, dy, dy * alpha) if self.needs_grad[0] else None
+        dalpha = sum_to(dy * z * negative, alpha.shape) if self.needs_grad[1] else None
+        return dz, dalpha
 
     @staticmethod
     def _slope_terms(dy, z, out):

@@ -14,6 +14,7 @@ import math
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
+from lamina.functional.einsum import einsum
 from lamina.nn import init as initializers
 from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
@@ -64,6 +65,19 @@ class BilinearFunction(Function):
                 grads[1] = parallel.matmul(outer, self.weight.reshape(out * in1, in2)).reshape(self.lead + (in2,))
             if need_w:
                 grads[2] = parallel.matmul(outer.T, self.x2).reshape(out, in1, in2)
+        if len(self.needs_grad) == 4:
+            grads.append(d.sum(axis=0) if self.needs_grad[3] else None)
+        return tuple(grads)
+
+    def backward_graph(self, dy):
+        """The same VJP as einsums of tensors: dJ/dx1_mi = sum_kj dJ/dy_mk x2_mj A_kij, and so on."""
+        x1, x2, weight = self.inputs[:3]
+        out, in1, in2 = weight.shape
+        d, a, b = dy.reshape(-1, out), x1.reshape(-1, in1), x2.reshape(-1, in2)
+        need_x1, need_x2, need_w = self.needs_grad[:3]
+        grads = [einsum("mk,mj,kij->mi", d, b, weight).reshape(x1.shape) if need_x1 else None,
+                 einsum("mk,mi,kij->mj", d, a, weight).reshape(x2.shape) if need_x2 else None,
+                 einsum("mk,mi,mj->kij", d, a, b) if need_w else None]
         if len(self.needs_grad) == 4:
             grads.append(d.sum(axis=0) if self.needs_grad[3] else None)
         return tuple(grads)

@@ -43,6 +43,9 @@ class DropoutFunction(Function):
     def backward(self, dy):
         return (dy * self.scale,)
 
+    def backward_graph(self, dy):
+        return (dy * self.scale,)          # the mask is a constant drawn in forward
+
 
 def _check_rate(rate: float, what: str) -> float:
     rate = float(rate)

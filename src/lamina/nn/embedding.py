@@ -23,6 +23,7 @@ import numpy
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import LinearMap
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
 from lamina.nn.layer import positive_int, register_layer
@@ -106,6 +107,37 @@ class EmbeddingFunction(Function):
         if self.padding_idx is not None:
             dw[self.padding_idx] = 0
         return None, dw
+
+    def backward_graph(self, dy):
+        """dJ/dE is linear in dJ/de (the ids are constants): the adjoint of the lookup, as a
+        linear node, so that it differentiates to the lookup itself."""
+        if not self.needs_grad[1]:
+            return None, None
+        lookup = _RowLookup(self.ids.reshape(-1), self.num_rows, self.padding_idx)
+        dw = LinearMap.apply(dy.reshape(-1, dy.shape[-1]), op=lookup, adjoint=True)
+        return None, dw
+
+
+class _RowLookup(Function):
+    """E -> E[ids] for fixed 1-D ``ids`` as a linear op of the table alone, its adjoint
+    :func:`scatter_rows`; the positions that read the row ``padding_idx`` (if any) give 0,
+    so that the adjoint leaves that row's gradient at 0. Used through
+    :class:`lamina.autograd.function.LinearMap` for differentiable backwards that scatter rows."""
+
+    def __init__(self, ids, num_rows: int, padding_idx: int | None = None):
+        self.ids, self.num_rows, self.padding_idx = ids, num_rows, padding_idx
+
+    def forward(self, weight):
+        rows = weight[self.ids]
+        if self.padding_idx is not None:
+            rows[self.ids == self.padding_idx] = 0
+        return rows
+
+    def backward(self, dy):
+        grad = scatter_rows(self.ids, dy, self.num_rows)
+        if self.padding_idx is not None:
+            grad[self.padding_idx] = 0
+        return (grad,)
 
 
 def check_ids(ids, num_rows: int, who: str):

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import LinearMap
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
-from lamina.nn.embedding import _check_padding, check_ids, scatter_rows
+from lamina.nn.embedding import _check_padding, _RowLookup, check_ids, scatter_rows
 from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 
@@ -100,6 +101,59 @@ class EmbeddingBagFunction(Function):
                 word_grads *= self.sample_weights[:, None]
             dweight = scatter_rows(self.ids, word_grads, self.weight.shape[0])
         return (dweight,) if len(self.needs_grad) == 1 else (dweight, dsample)
+
+    def backward_graph(self, dy):
+        """The same VJP by tensor ops: each bag's upstream row repeated to its words (a
+        gather), scaled by c_t (w_t a tensor), and added into the table rows of the words by
+        the adjoint of a row lookup (a linear node); dJ/dw_t = dJ/dy_b(t) . E[v_t] with E[v_t]
+        gathered from the table tensor. In max mode the routing to each bag's maximum is a
+        constant (piecewise linear in E)."""
+        xp = backend.xp
+        weight = self.inputs[0]
+        num_rows, width = self.weight.shape
+        need_weight = self.needs_grad[0]
+        need_sample_weights = len(self.needs_grad) > 1 and self.needs_grad[1]
+        filled_bags = xp.flatnonzero(self.filled)
+        if self.mode == "max":
+            if not need_weight:
+                return (None,)
+            routed = dy[filled_bags].reshape(-1, 1)
+            slots = _RowLookup(self._max_slots().reshape(-1), num_rows * width)
+            return (LinearMap.apply(routed, op=slots, adjoint=True).reshape(num_rows, width),)
+        lengths = self.lengths[self.filled]
+        word_grads = dy[xp.repeat(filled_bags, lengths)]        # row t: dJ/dy of word t's bag
+        if self.mode == "mean":
+            word_grads = word_grads * (1.0 / xp.repeat(lengths, lengths))[:, None]
+        dweight = dsample = None
+        if need_sample_weights:
+            per_word = (word_grads * weight[self.ids]).sum(axis=-1)
+            sample_weights = self.inputs[1]
+            if self.positions is None:
+                dsample = per_word.reshape(sample_weights.shape)
+            else:
+                spread = _RowLookup(self.positions, sample_weights.size)     # the kept words back in place
+                dsample = LinearMap.apply(per_word.reshape(-1, 1), op=spread, adjoint=True)
+                dsample = dsample.reshape(sample_weights.shape)
+        if need_weight:
+            if len(self.needs_grad) > 1:
+                sample_weights = self.inputs[1].reshape(-1)
+                if self.positions is not None:
+                    sample_weights = sample_weights[self.positions]
+                word_grads = word_grads * sample_weights.reshape(-1, 1)
+            dweight = LinearMap.apply(word_grads, op=_RowLookup(self.ids, num_rows), adjoint=True)
+        return (dweight,) if len(self.needs_grad) == 1 else (dweight, dsample)
+
+    def _max_slots(self):
+        """(filled bags, A): the flat index word * A + a, in the table, of each filled bag's
+        maximum of attribute a (the first such word of the bag on a tie, as backward)."""
+        xp = backend.xp
+        width = self.weight.shape[1]
+        k = self.ids.shape[0]
+        if k == 0:
+            return xp.zeros((0, width), dtype=xp.int64)
+        is_max = self.rows == xp.repeat(self.maxima, self.lengths[self.filled], axis=0)
+        first = xp.minimum.reduceat(xp.where(is_max, xp.arange(k)[:, None], k), self.starts, axis=0)
+        return self.ids[first] * width + xp.arange(width)
 
     def _max_gradient(self, bag_grads, lengths):
         """dJ/dE for max bags: each upstream value goes to the word holding its bag's max."""

@@ -60,6 +60,9 @@ class NoiseFunction(Function):
     def backward(self, dy):
         return (dy * self.scale if self.scale is not None else dy,)
 
+    def backward_graph(self, dy):
+        return (dy * self.scale if self.scale is not None else dy,)     # the drawn noise is a constant
+
 
 def alpha_dropout_affine(rate: float) -> tuple[float, float]:
     """(a, b) of AlphaDropout: a = ((1 - rate)(1 + rate alpha'^2))^(-1/2), b = -a rate alpha'."""

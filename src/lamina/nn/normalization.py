@@ -101,6 +101,31 @@ class BatchNormFunction(Function):
         return dx, (dgamma.astype(dy.dtype, copy=False) if need_gamma else None), (
             dbeta.astype(dy.dtype, copy=False) if need_beta else None)
 
+    def backward_graph(self, dy):
+        """The same VJP by tensor ops. In training x' and sigma depend on x, so the batch
+        moments are computed again from the input tensor; in evaluation y is affine in x
+        (the running statistics are constants): dJ/dx = gamma / sigma dJ/dy."""
+        x, gamma, _ = self.inputs
+        need_x, need_gamma, need_beta = self.needs_grad
+        axes = tuple(range(x.ndim - 1))
+        if self.training:
+            centred = x - x.mean(axis=axes, keepdims=True)
+            inv_std = 1.0 / ((centred * centred).mean(axis=axes, keepdims=True) + self.eps).sqrt()
+        else:
+            centred = x - self.mu
+            inv_std = self.inv_std
+        x_hat = centred * inv_std
+        dgamma = (dy * x_hat).sum(axis=axes) if need_gamma or (need_x and self.training) else None
+        dx = None
+        if need_x:
+            if self.training:
+                # gamma / (m sigma) (m dJ/dy - dJ/dbeta - x' dJ/dgamma), with the sums as means
+                dx = (gamma * inv_std) * (dy - dy.mean(axis=axes, keepdims=True)
+                                          - x_hat * (dgamma * (1.0 / self.m)))
+            else:
+                dx = dy * (gamma * inv_std)
+        return dx, (dgamma if need_gamma else None), (dy.sum(axis=axes) if need_beta else None)
+
 
 def check_momentum(layer: str, momentum) -> float:
     """``momentum`` of running statistics, checked to lie in [0, 1)."""
@@ -319,6 +344,27 @@ class LocalResponseNormFunction(Function):
         g = dy * self.a * self.scale / self.d  # dJ/db_j a_j d_j^(-beta-1)
         back = _window_sum(g, self.after, self.before)  # sum over the windows containing i
         return (dy * self.scale - (2 * self.alpha * self.beta / self.size) * self.a * back,)
+
+    def backward_graph(self, dy):
+        """The same VJP by tensor ops on the input a, the window sums as linear nodes."""
+        a = self.inputs[0]
+        d = _WindowSum.apply(a * a, before=self.before, after=self.after) * (self.alpha / self.size) + self.k
+        scale = d ** (-self.beta)
+        back = _WindowSum.apply(dy * a * scale / d, before=self.after, after=self.before)
+        return (dy * scale - (2 * self.alpha * self.beta / self.size) * a * back,)
+
+
+class _WindowSum(Function):
+    """:func:`_window_sum` as a node: linear in its input, its adjoint the window sum with
+    ``before`` and ``after`` swapped (for :meth:`LocalResponseNormFunction.backward_graph`)."""
+
+    def forward(self, a):
+        return _window_sum(a, self.before, self.after)
+
+    def backward(self, dy):
+        return (_window_sum(dy, self.after, self.before),)
+
+    backward_graph = Function.linear_backward_graph
 
 
 @register_layer

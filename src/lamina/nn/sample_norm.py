@@ -14,7 +14,7 @@ import math
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional._util import CHANNEL_ROW, channel_sums, repeated
+from lamina.functional._util import CHANNEL_ROW, channel_sums, repeated, sum_to
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 
@@ -169,6 +169,15 @@ class LayerNormFunction(Function):
                 None if dgamma is None else dgamma.reshape(gamma_shape),
                 None if dbeta is None else dbeta.reshape(gamma_shape))
 
+    def backward_graph(self, dy):
+        """The same VJP by tensor ops, mu and sigma computed again from the input tensor (they
+        depend on x), on M rows of the D normalised values."""
+        x, gamma, _ = self.inputs
+        d = gamma.size
+        grads = _standardized_backward_graph(dy.reshape(-1, d), x.reshape(-1, d), gamma.reshape(d), (1,), self.eps,
+                                             self.needs_grad)
+        return tuple(None if g is None else g.reshape(t.shape) for g, t in zip(grads, self.inputs))
+
 
 class GroupNormFunction(Function):
     """Group normalization of (N, ..., C) values as one node, with the closed-form backward:
@@ -206,6 +215,37 @@ class GroupNormFunction(Function):
         return (None if dx is None else dx.reshape(dy.shape),
                 None if dgamma is None else dgamma.reshape(c),
                 None if dbeta is None else dbeta.reshape(c))
+
+    def backward_graph(self, dy):
+        """The same VJP by tensor ops, on the input viewed as (N, S, G, C/G), the statistics
+        taken over axes S and C/G and computed again from the input tensor."""
+        x, gamma, _ = self.inputs
+        c, groups = x.shape[-1], self.groups
+        view = (x.shape[0], -1, groups, c // groups)
+        grads = _standardized_backward_graph(dy.reshape(view), x.reshape(view), gamma.reshape(groups, c // groups),
+                                             (1, 3), self.eps, self.needs_grad)
+        return tuple(None if g is None else g.reshape(t.shape) for g, t in zip(grads, self.inputs))
+
+
+def _standardized_backward_graph(dy, x, gamma, axes: tuple[int, ...], eps: float, needs: tuple[bool, ...]):
+    """:func:`_standardized_backward` by tensor ops, for ``x`` and ``dy`` whose statistics run
+    over ``axes`` and ``gamma`` broadcasting against them:
+
+        g = dJ/dy gamma,   dJ/dx = (1/sigma) (g - mean g - x' mean(g x'))
+        dJ/dgamma = sum dJ/dy x',   dJ/dbeta = sum dJ/dy   (over the axes gamma lacks)
+
+    mu, sigma and x' are recomputed from ``x``, so that second derivatives flow through them."""
+    need_x, need_gamma, need_beta = needs
+    centred = x - x.mean(axis=axes, keepdims=True)
+    inv_std = 1.0 / ((centred * centred).mean(axis=axes, keepdims=True) + eps).sqrt()
+    x_hat = centred * inv_std
+    dx = None
+    if need_x:
+        g = dy * gamma
+        dx = inv_std * (g - g.mean(axis=axes, keepdims=True) - x_hat * (g * x_hat).mean(axis=axes, keepdims=True))
+    dgamma = sum_to(dy * x_hat, gamma.shape) if need_gamma else None
+    dbeta = sum_to(dy, gamma.shape) if need_beta else None
+    return dx, dgamma, dbeta
 
 
 def _affine_operands(layer: Module, shape: tuple[int, ...], dtype):
