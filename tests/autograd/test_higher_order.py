@@ -26,6 +26,7 @@ from lamina.nn.dense import linear
 LABELS = np.array([2, 0, 1])
 ONE_HOT = np.eye(4)[[1, 3, 0]]
 SOFT = np.array([[0.2, 0.3, 0.4, 0.1], [0.0, 0.5, 0.5, 0.0], [0.25, 0.25, 0.25, 0.25]])
+TEACHER = randn(3, 4, seed=7)
 BINARY = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
 COND = np.array([[True, False, True], [False, False, True]])
 
@@ -91,6 +92,10 @@ CASES = {
                               lambda z: TF.cross_entropy(z, torch.tensor(ONE_HOT), reduction="sum"), (randn(3, 4),)),
     "cross_entropy_soft": (lambda z: F.categorical_cross_entropy(z, SOFT, from_logits=True),
                            lambda z: TF.cross_entropy(z, torch.tensor(SOFT)), (randn(3, 4),)),
+    "distillation": (lambda s: F.distillation_loss(s, TEACHER, LABELS, temperature=3.0, alpha=0.7),
+                     lambda s: 0.7 * 9.0 * TF.kl_div(torch.log_softmax(s / 3.0, -1), torch.softmax(
+                         torch.tensor(TEACHER) / 3.0, -1), reduction="batchmean") + 0.3 * TF.cross_entropy(
+                         s, torch.tensor(LABELS)), (randn(3, 4),)),
     "linear": (lambda x, w, b: linear(x, w, b).tanh(), lambda x, w, b: torch.tanh(x @ w + b),
                (randn(3, 4), randn(4, 2, seed=1), randn(2, seed=2))),
     "linear_3d_no_bias": (lambda x, w: linear(x, w).sigmoid(), lambda x, w: torch.sigmoid(x @ w),

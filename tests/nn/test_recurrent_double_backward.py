@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lamina
 from helpers import assert_close, check_second_derivatives, randn
+from lamina import functional as F
 from lamina.autograd import grad
 from lamina.functional.recurrent import gru, lstm, reverse_padded, simple_rnn
 from lamina.nn.recurrent import GRU, LSTM, SimpleRNN
@@ -105,3 +106,36 @@ def test_reverse_padded_is_recorded_as_its_own_adjoint():
     np.testing.assert_allclose(g.numpy(), 3 * x.numpy() ** 2, rtol=1e-12)
     (h,) = grad(g.sum(), x)
     np.testing.assert_allclose(h, 6 * x.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(go_backwards=True, activation="relu",
+                                                   recurrent_activation="hard_sigmoid", stride=2)],
+                         ids=["same", "backwards_relu_hard_sigmoid_stride2"])
+def test_conv_lstm_penalty_matches_the_torch_reference(options):
+    """The penalty ||dJ/dx||^2 through a ConvLSTM, differentiated with respect to the input,
+    the states and every weight, against the step-by-step torch reference of the layer's
+    tests (Keras-layout kernels) and torch's double backward."""
+    from test_conv_lstm import torch_conv_lstm
+
+    rng = np.random.default_rng(2)
+    k, shape = 2, (2, 3, 5, 5, 2)
+    side = -(-5 // options.get("stride", 1))
+    arrays = [rng.standard_normal(shape), rng.standard_normal((4 * k, 3, 3, 2)) * 0.5,
+              rng.standard_normal((4 * k, 3, 3, k)) * 0.5, rng.standard_normal(4 * k) * 0.3,
+              rng.standard_normal((2, side, side, k)), rng.standard_normal((2, side, side, k))]
+    ours = [lamina.tensor(a, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    seq, _, memory = F.conv_lstm(*ours[:4], h0=ours[4], c0=ours[5], padding="same", **options)
+    seq_t, _, memory_t = torch_conv_lstm(theirs[0], theirs[1].permute(1, 2, 3, 0), theirs[2].permute(1, 2, 3, 0),
+                                         theirs[3], theirs[4], theirs[5], padding="same", **options)
+    r, r_c = rng.standard_normal(seq_t.shape), rng.standard_normal(memory_t.shape)
+    cost = (seq * r).sum() + (memory * r_c).sum()
+    cost_t = (seq_t * torch.tensor(r)).sum() + (memory_t * torch.tensor(r_c)).sum()
+    (gx,) = grad(cost, ours[0], create_graph=True)
+    (gxt,) = torch.autograd.grad(cost_t, theirs[0], create_graph=True)
+    assert_close(gx.numpy(), gxt.detach().numpy(), 1e-10, "input gradient")
+    found = grad((gx * gx).sum(), ours, allow_unused=True)
+    found_t = torch.autograd.grad((gxt * gxt).sum(), theirs, allow_unused=True)
+    for k, (a, b) in enumerate(zip(found, found_t)):
+        expected = np.zeros(arrays[k].shape) if b is None else b.numpy()
+        assert_close(np.zeros(expected.shape) if a is None else a, expected, 1e-9, f"penalty gradient {k}")

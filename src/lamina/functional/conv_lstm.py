@@ -37,6 +37,7 @@ from lamina.errors import ShapeError
 from lamina.functional.conv import conv2d
 from lamina.functional.im2col import conv_pads, strided_view
 from lamina.functional.recurrent_steps import as_dtype
+from lamina.functional.recurrent_unrolled import conv_lstm_steps
 from lamina.functional.shape import getitem, reshape
 
 __all__ = ["ACTIVATIONS", "RECURRENT_ACTIVATIONS", "ConvLSTMFunction", "conv_lstm"]
@@ -168,6 +169,11 @@ class ConvLSTMFunction(Function):
         out[:, :steps] = states[1:, :, :, pt:pt + ho, pl:pl + wo].transpose(2, 0, 3, 4, 1)
         out[:, steps] = cs[steps].reshape(k, n, ho, wo).transpose(1, 2, 3, 0)
         return out
+
+    def composite(self, zx, a0, c0, u):
+        return conv_lstm_steps(zx, a0, c0, u, self.activation, self.recurrent_activation, self.go_backwards)
+
+    backward_graph = Function.composite_backward_graph
 
     def _patches(self, padded, buffer=None):
         """P (f_h f_w K, N h' w') of a zero-padded state (K, N, h_p, w_p): row (i, j, c),

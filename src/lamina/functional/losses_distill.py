@@ -22,6 +22,7 @@ import numbers
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
+from lamina.functional.activation import softmax
 from lamina.functional.loss import _check_reduction, _integer_labels, _one_hot, _softmax_parts, _targets
 from lamina.functional.losses_more import _check_number, _prediction, _reduce_samples, _sample_scale
 
@@ -66,6 +67,15 @@ class Distillation(Function):
         if self.alpha < 1:
             totals = self.y.sum(axis=-1, keepdims=True)
             grad = grad + t(1 - self.alpha) * (self.hard_student * totals - self.y)
+        scale = _sample_scale(dy, self.shape[:-1], self.reduction)
+        return (grad * scale[..., None],)
+
+    def backward_graph(self, dy):
+        s = self.inputs[0]
+        grad = (softmax(s / self.temperature) - self.soft_teacher) * (self.alpha * self.temperature)
+        if self.alpha < 1:
+            totals = self.y.sum(axis=-1, keepdims=True)
+            grad = grad + (softmax(s) * totals - self.y) * (1 - self.alpha)
         scale = _sample_scale(dy, self.shape[:-1], self.reduction)
         return (grad * scale[..., None],)
 

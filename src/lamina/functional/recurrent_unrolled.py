@@ -1,14 +1,17 @@
 """The recurrent cells written step by step with primitive ops: the same values as the fused
-nodes of :mod:`lamina.functional.recurrent_cells`, in the same time-major output layout,
-for their differentiable backward (``Function.composite_backward_graph``): gradients of
-gradients through an RNN, a GRU or an LSTM. The formulas are in those nodes' docstrings;
-``pad`` is the (T, N) mask of padded steps (None without lengths)."""
+nodes of :mod:`lamina.functional.recurrent_cells` (in their time-major output layout) and of
+:class:`lamina.functional.conv_lstm.ConvLSTMFunction`, for their differentiable backward
+(``Function.composite_backward_graph``): gradients of gradients through an RNN, a GRU, an
+LSTM or a ConvLSTM. The formulas are in those nodes' docstrings; ``pad`` is the (T, N) mask
+of padded steps (None without lengths)."""
 
 from __future__ import annotations
 
 from lamina.functional.activation import relu, sigmoid, tanh
+from lamina.functional.conv import conv2d
 from lamina.functional.elementwise import where
 from lamina.functional.shape import stack
+from lamina.functional.smooth_activation import hard_sigmoid
 
 
 def _blocks(a, count: int) -> list:
@@ -79,3 +82,17 @@ def lstm_steps(x, a0, c0, w_x, w_h, b_x, b_h, pad):
         c = _carried(pad, t, c, new_c)
         outputs.append(_carried(pad, t, prev, new_a))
     return _time_major(outputs, [outputs[-1], c], pad)
+
+
+def conv_lstm_steps(zx, a0, c0, u, activation: str, recurrent_activation: str, go_backwards: bool):
+    """[a^<1..T>, c^<T>] stacked on axis 1 (N, T + 1, h', w', K), the steps in reading order."""
+    g = relu if activation == "relu" else tanh
+    gate = hard_sigmoid if recurrent_activation == "hard_sigmoid" else sigmoid
+    steps = zx.shape[1]
+    a, c, outputs = a0, c0, []
+    for t in (reversed(range(steps)) if go_backwards else range(steps)):
+        i, f, candidate, o = _blocks(zx[:, t] + conv2d(a, u, padding="same"), 4)
+        c = gate(f) * c + gate(i) * g(candidate)
+        a = gate(o) * g(c)
+        outputs.append(a)
+    return stack(outputs + [c], axis=1)
