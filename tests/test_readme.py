@@ -200,3 +200,6 @@ def test_second_derivatives_example_runs():
     t = np.tanh(v)
     np.testing.assert_allclose(names["h"], np.diag(6 * t * (1 - t**2) ** 2 - 6 * t**3 * (1 - t**2)), rtol=1e-5)
     assert len(names["history"]["d_loss"]) == 5 and np.isfinite(names["history"]["g_loss"]).all()
+    learner = names["learner"]
+    assert all(p.grad is not None and np.isfinite(p.grad).all() for p in learner.parameters())
+    assert learner[0].weight is names["weights"]["dense.weight"]      # the module keeps its own parameters
