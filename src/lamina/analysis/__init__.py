@@ -17,6 +17,9 @@ propagation, Image retrieval, Visualization feature vectors):
   retrieval; :func:`precision_at_k`, :func:`mean_average_precision_at_k` score it.
 * :func:`reduce_dimensions`, :func:`plot_embedding`: feature vectors drawn in 2-D (PCA, t-SNE).
 
+The curvature of a loss surface (course notes, Second-order optimization), by Hessian-vector
+products: :func:`hessian_vector_product`, :func:`hessian_eigenvalues`, :func:`hessian_trace`.
+
 The architecture tables are computed by tracing the model on a zero-sample batch with shape-only weights
 (:mod:`lamina.analysis.trace`): no weight is allocated, so VGG16's table costs milliseconds.
 """
@@ -24,6 +27,13 @@ The architecture tables are computed by tracing the model on a zero-sample batch
 from lamina.analysis.adversarial import TargetedAttack, fgsm, targeted_adversarial
 from lamina.analysis.compare import compare_architectures, native_input_shape, zoo_builder
 from lamina.analysis.embedding import plot_embedding, reduce_dimensions
+from lamina.analysis.hessian import (
+    HessianEigenpairs,
+    TraceEstimate,
+    hessian_eigenvalues,
+    hessian_trace,
+    hessian_vector_product,
+)
 from lamina.analysis.layer_rules import layer_hyperparameters, layer_macs
 from lamina.analysis.receptive import receptive_field, receptive_fields
 from lamina.analysis.retrieval import FeatureIndex, extract_features, mean_average_precision_at_k, precision_at_k
@@ -32,7 +42,8 @@ from lamina.analysis.summary import OPTIMIZER_STATES, Summary, summary
 from lamina.analysis.trace import LayerCall, Trace, trace
 
 __all__ = [
-    "OPTIMIZER_STATES", "FeatureIndex", "LayerCall", "Summary", "TargetedAttack", "Trace", "compare_architectures",
+    "OPTIMIZER_STATES", "FeatureIndex", "HessianEigenpairs", "LayerCall", "Summary", "TargetedAttack", "Trace",
+    "TraceEstimate", "compare_architectures", "hessian_eigenvalues", "hessian_trace", "hessian_vector_product",
     "extract_features", "fgsm", "input_gradient", "integrated_gradients", "layer_hyperparameters", "layer_macs",
     "mean_average_precision_at_k", "native_input_shape", "plot_embedding", "precision_at_k", "receptive_field",
     "receptive_fields", "reduce_dimensions", "saliency_map", "smooth_grad", "summary", "targeted_adversarial",
