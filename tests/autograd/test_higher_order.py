@@ -378,3 +378,22 @@ def test_backward_with_create_graph_points_to_grad():
     with pytest.raises(TypeError, match=r"create_graph=True.*autograd.grad\(output, inputs, create_graph=True\)"):
         (x * x).sum().backward(create_graph=True)
     assert x.grad is None
+
+
+@pytest.mark.parametrize("mode, padding_mode, align_corners", [
+    ("bilinear", "zeros", False), ("bilinear", "border", True), ("bilinear", "reflection", False),
+    ("bilinear", "reflection", True), ("nearest", "zeros", False)])
+def test_grid_sample_second_derivatives_match_torch(mode, padding_mode, align_corners):
+    x = randn(2, 4, 5, 2)
+    grid = np.random.default_rng(3).uniform(-1.3, 1.3, (2, 3, 4, 2))      # some points outside
+
+    def ours(x, g):
+        return F.grid_sample(x, g, mode=mode, padding_mode=padding_mode, align_corners=align_corners) ** 2
+
+    def theirs(x, g):
+        out = TF.grid_sample(x.permute(0, 3, 1, 2), g, mode=mode, padding_mode=padding_mode,
+                             align_corners=align_corners)
+        return out.permute(0, 2, 3, 1) ** 2
+
+    compare_double_backward_with_torch(ours, theirs, x, grid)
+    assert check_second_derivatives(ours, x, grid)

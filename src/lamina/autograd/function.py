@@ -63,7 +63,13 @@ class Function:
         with graph.enable_grad():
             out = self.composite(*self.inputs)
         found = iter(graph.graph_gradients(out, dy, wanted))
-        return tuple(next(found) if need else None for need in self.needs_grad)
+        grads = []
+        for t, need in zip(self.inputs, self.needs_grad):
+            g = next(found) if need else None
+            if need and g is None:          # the composite does not read it: a zero gradient, as backward's
+                g = Tensor._wrap(backend.xp.zeros(t.shape, dtype=t.dtype))
+            grads.append(g)
+        return tuple(grads)
 
     @classmethod
     def apply(cls, *inputs, **params) -> Tensor:

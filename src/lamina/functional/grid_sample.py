@@ -281,6 +281,37 @@ class GridSample(Function):
         return dx, dgrid
 
 
+    def composite(self, x, grid):
+        """The same sampling by recorded ops (for gradients of gradients): the neighbours'
+        values gathered from x, times weights computed from the grid tensor. The pixel
+        coordinate is piecewise linear in the grid, u = slope * g + (u - slope * g) with the
+        slope and offset of this point's piece as constants; which pixels are neighbours and
+        whether they lie inside the image are constants too."""
+        n, h, w, c = x.shape
+        pixels = x.reshape(n * h * w, c)
+        index = self.matrix.index
+        if self.mode == "nearest":
+            return (pixels[index[:, 0]] * self.matrix.values[:, :1]).reshape(n, *grid.shape[1:3], c)
+        points = grid.reshape(-1, 2)
+        coords = []
+        for axis, size in ((0, w), (1, h)):
+            values, slope = source_pixels(points.data[:, axis], size, self.padding_mode, self.align_corners)
+            coords.append((points[:, axis] * slope + (values - slope * points.data[:, axis]), values))
+        (u, u_values), (v, v_values) = coords
+        u0, v0 = backend.xp.floor(u_values), backend.xp.floor(v_values)
+        fu, fv = u - u0, v - v0
+        out, tap = None, 0
+        for row, wv in ((v0, 1 - fv), (v0 + 1, fv)):
+            for col, wu in ((u0, 1 - fu), (u0 + 1, fu)):
+                inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+                term = pixels[index[:, tap]] * (wu * wv * inside).reshape(-1, 1)
+                out = term if out is None else out + term
+                tap += 1
+        return out.reshape(n, *grid.shape[1:3], c)
+
+    backward_graph = Function.composite_backward_graph
+
+
 def _choice(value, allowed: tuple[str, ...], what: str) -> str:
     if not isinstance(value, str) or value.lower() not in allowed:
         raise ValueError(f"grid_sample: {what} must be one of {list(allowed)}, got {value!r}")
