@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 
 _grad_enabled = True
 _recomputing = False
+_node_observer = None
+"""None, or a callable ``observer(vjp, g)`` that the backward sweeps call for every node
+instead of ``vjp(g)`` (``vjp`` is the node's bound ``backward`` or ``backward_graph``); it
+must return ``vjp(g)``. The profiler (:mod:`lamina.autograd.profiler`) sets it to time each
+node's backward and puts None back; with None, a node costs one comparison more."""
 
 
 def is_grad_enabled() -> bool:
@@ -26,9 +31,11 @@ def is_grad_enabled() -> bool:
 
 
 def is_recomputing() -> bool:
-    """Whether a checkpointed function is being run again during backward (see
-    :func:`lamina.autograd.checkpoint`): layers skip their side effects then, such as batch
-    norm's update of its running statistics, which the first run already made."""
+    """Whether a computation is being run again on the same mini-batch: a checkpointed
+    function during backward (see :func:`lamina.autograd.checkpoint`), or the second pass of
+    a sharpness-aware step (:class:`lamina.optim.SAM` under the trainer). Layers skip their
+    side effects then, such as batch norm's update of its running statistics, which the first
+    run already made."""
     return _recomputing
 
 
@@ -157,7 +164,8 @@ def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor]) -> list:
                     f"grad(create_graph=True) through {type(fn).__name__}: its saved arrays were freed by an "
                     "earlier backward; call that one with retain_graph=True"
                 )
-            input_grads = fn.backward_graph(g)
+            input_grads = (fn.backward_graph(g) if _node_observer is None
+                           else _node_observer(fn.backward_graph, g))
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for parent, pg in zip(fn.inputs, input_grads):
@@ -202,7 +210,7 @@ def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None):
                 f"backward through {type(fn).__name__} a second time: its saved arrays were "
                 "freed after the first backward; call backward(retain_graph=True) the first time"
             )
-        input_grads = fn.backward(g)
+        input_grads = fn.backward(g) if _node_observer is None else _node_observer(fn.backward, g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         for parent, pg in zip(fn.inputs, input_grads):

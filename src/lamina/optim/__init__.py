@@ -34,6 +34,7 @@ from lamina.optim.radam import RAdam
 from lamina.optim.regularizers import Regularizer, elastic_net, l1, l2
 from lamina.optim.rmsprop import RMSProp, RMSprop
 from lamina.optim.rprop import Rprop
+from lamina.optim.sam import SAM
 from lamina.optim.schedules import (
     CosineDecay,
     CosineDecayRestarts,
@@ -55,5 +56,5 @@ __all__ = [
     "ExponentialMovingAverage", "InverseSqrtDecay", "InverseTimeDecay", "LinearDecay", "NAdam", "OneCycle",
     "Optimizer", "PolynomialDecay", "RAdam", "RMSProp", "RMSprop", "ReduceOnPlateau", "Regularizer", "Schedule",
     "StepDecay", "Warmup", "clip_grad_norm", "clip_grad_value", "elastic_net", "l1", "l2", "regularizers",
-    "schedules", "AveragedModel", "update_batch_norm", "LBFGS", "Lion", "Lookahead", "Rprop",
+    "schedules", "AveragedModel", "update_batch_norm", "LBFGS", "Lion", "Lookahead", "Rprop", "SAM",
 ]

@@ -23,6 +23,7 @@ import lamina
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
+from lamina.autograd.graph import recomputing
 from lamina.data import ArrayDataset, DataLoader, Subset
 from lamina.data.dataset import is_multi_input, num_samples, take
 from lamina.errors import ShapeError
@@ -115,7 +116,8 @@ class Trainer:
     ``loss``: a name from ``LOSSES`` or a callable ``loss(output, labels)``; categorical
     cross-entropy (maybe with options fixed by ``functools.partial``) after a Softmax last
     layer is computed from the logits in one stable op. ``optimizer``: a
-    :class:`lamina.optim.Optimizer`. ``metrics``: names (see
+    :class:`lamina.optim.Optimizer` or a wrapper of one (``Lookahead``; ``SAM``, which gets a
+    closure recomputing the step's mini-batches). ``metrics``: names (see
     :func:`lamina.train.metrics.get_metric`), :class:`~lamina.train.metrics.EpochMetric`
     objects or callables, each reported per epoch (and ``val_`` ones on the validation set).
     ``callbacks``: :class:`~lamina.train.callbacks.Callback` objects; a progress bar is added
@@ -216,7 +218,7 @@ class Trainer:
         returns the cost and the model's output."""
         self.optimizer.zero_grad()
         loss, out = self._backward(x, y, 1.0)
-        self._update()
+        self._update([(x, y)])
         return loss, out
 
     def _backward(self, x, y, weight: float) -> tuple[float, np.ndarray]:
@@ -229,15 +231,40 @@ class Trainer:
             cost.backward(backend.xp.full_like(cost.data, weight))
         return float(cost.item()), out.data
 
-    def _update(self) -> None:
-        """Clip the gradients, let the optimizer step, step an iteration schedule."""
+    def _update(self, group: list) -> None:
+        """Clip the gradients, let the optimizer step, step an iteration schedule. An optimizer
+        that ``needs_closure`` (SAM) gets one that recomputes the gradients of ``group``, the
+        mini-batches whose gradients it steps on."""
         if self.clip_value is not None:
             clip_grad_value(self.model, self.clip_value)
         if self.clip_norm is not None:
             clip_grad_norm(self.model, self.clip_norm)
-        self.optimizer.step()
+        if getattr(self.optimizer, "needs_closure", False):
+            self.optimizer.step(self._closure(group))
+        else:
+            self.optimizer.step()
         if self.schedule is not None and getattr(self.schedule, "per", "epoch") == "iteration":
             self.schedule.step()
+
+    def _closure(self, group: list):
+        """A closure for ``optimizer.step``: zero the gradients, add those of ``group``'s
+        mini-batches weighted as in the fit loop, return the group's cost."""
+        group_size = sum(num_samples(xb) for xb, _ in group)
+
+        def closure() -> float:
+            self.optimizer.zero_grad()
+            # The weights differ from the first pass's (SAM perturbs them), so this is no
+            # checkpoint's rerun; but recomputing() does nothing except make layers skip their
+            # side effects, and batch norm's running statistics were already updated from
+            # these mini-batches: they must not move twice in one step.
+            cost = 0.0
+            with recomputing():
+                for xb, yb in group:
+                    share = num_samples(xb) / group_size
+                    cost += share * self._backward(xb, yb, share)[0]
+            return cost
+
+        return closure
 
     def _groups(self, loader):
         """The loader's mini-batches, ``accumulate`` at a time (fewer in the epoch's last group)."""
@@ -402,7 +429,7 @@ class Trainer:
                 n = num_samples(xb)
                 loss, out = self._backward(xb, yb, n / group_size)
                 if i == len(group) - 1:
-                    self._update()
+                    self._update(group)
                     self.steps += 1
                 self.iteration += 1
                 seen += n
