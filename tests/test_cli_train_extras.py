@@ -59,10 +59,12 @@ def exit_of(capsys, *argv):
 def test_help_describes_the_options_and_they_are_off_by_default(capsys):
     code, help_text, _ = exit_of(capsys, "train", "--help")
     assert code == 0
-    for words in ("--mixup ALPHA", "--cutmix ALPHA", "--ema DECAY", "--swa START_EPOCH", "Beta(ALPHA, ALPHA)"):
+    for words in ("--mixup ALPHA", "--cutmix ALPHA", "--ema DECAY", "--swa START_EPOCH", "Beta(ALPHA, ALPHA)",
+                  "--sam RHO", "sharpness-aware"):
         assert words in help_text, words
     args = build_parser().parse_args(["train"])
     assert args.mixup is None and args.cutmix is None and args.ema is None and args.swa is None
+    assert args.sam is None
     edges = build_parser().parse_args(["train", "--cutmix", "0.01", "--ema", "0"])
     assert edges.cutmix == 0.01 and edges.ema == 0.0
     assert build_parser().parse_args(["train", "--swa", "0"]).swa == 0
@@ -213,3 +215,17 @@ def test_swa_must_start_before_the_last_epoch(tmp_path, capsys):
     code, _, err = exit_of(capsys, "train", *QUICK, "--epochs", "3", "--swa", "3", "--out", str(tmp_path / "run"))
     assert code == 1 and "--swa START_EPOCH must be below --epochs (3" in err and "got 3" in err
     assert not (tmp_path / "run").exists()                        # refused before anything was written
+
+
+def test_sam_option_wraps_the_optimizer_and_trains(tmp_path, trainers_made):
+    from lamina.optim import SAM, Adam
+
+    result = train_run(tmp_path, "--epochs", "2", "--sam", "0.05")
+    trainer = trainers_made[0]
+    assert isinstance(trainer.optimizer, SAM) and isinstance(trainer.optimizer.optimizer, Adam)
+    assert trainer.optimizer.rho == 0.05
+    assert trainer.optimizer.optimizer.step_count == trainer.steps == 2 * 10
+    assert result["accuracy"] > 0.5                     # LeNet-5 after 2 short epochs on 300 digits
+    for bad in ("0", "-0.1", "x"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", "--sam", bad])

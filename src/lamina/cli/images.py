@@ -11,7 +11,14 @@ import numpy as np
 
 import lamina
 from lamina import functional as F
-from lamina.cli.common import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule, positive_int
+from lamina.cli.common import (
+    OPTIMIZERS,
+    SCHEDULES,
+    build_optimizer,
+    build_schedule,
+    positive_int,
+    positive_number,
+)
 from lamina.cli.train_options import (
     add_mixing_and_averaging,
     check_resumed_mixing,
@@ -112,6 +119,10 @@ def train(args: argparse.Namespace) -> dict:
 
         model = nn.Sequential(*augmentation_layers(args.dataset, data.input_shape), *model)
     optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
+    if args.sam is not None:
+        from lamina.optim import SAM
+
+        optimizer = SAM(optimizer, rho=args.sam)
     loss = "categorical_cross_entropy"
     if args.label_smoothing:
         import functools
@@ -250,6 +261,9 @@ def add_commands(sub) -> None:
                    help="first run a learning-rate range test (100 mini-batches, lr from 1e-6 up to 10), save its "
                         "curve as lr_finder.png and train with the lr where the cost fell fastest (replaces --lr)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0; decoupled for adamw)")
+    t.add_argument("--sam", type=positive_number, default=None, metavar="RHO",
+                   help="sharpness-aware minimization around the optimizer: each update uses the gradient at the "
+                        "weights moved RHO along the normalised gradient (two passes per update; typical RHO 0.05)")
     t.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                    help="learning-rate schedule over the run from --lr (onecycle: up to --lr and down; default cosine)")
     t.add_argument("--warmup", type=int, default=0, metavar="ITERATIONS",
