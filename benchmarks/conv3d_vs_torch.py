@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ import lamina
 from lamina.functional.conv3d import conv3d
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pairing import paired_ratios  # noqa: E402
+from pairing import compare_rounds  # noqa: E402
 
 
 def _case(batch: int, size: int, channels: int, rng):
@@ -44,12 +43,6 @@ def _case(batch: int, size: int, channels: int, rng):
     return f"Conv3D 3x3x3 {channels}->{channels}, {size}^3, batch {batch}", ours, theirs
 
 
-def _time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
@@ -59,15 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"threads: torch {torch.get_num_threads()}; rounds {args.repeats}, median of the rounds' ratios\n")
-    name, ours, theirs = _case(args.batch, args.size, args.channels, np.random.default_rng(0))
-    ours(), theirs()                                   # warm up
-    times_ours, times_theirs = [], []
-    for _ in range(args.repeats):
-        times_ours.append(_time(ours))
-        times_theirs.append(_time(theirs))
-    median, low, high = paired_ratios(times_theirs, times_ours)   # throughput ratio: their time / ours
-    print(f"{name:<45} lamina {np.median(times_ours) * 1e3:8.2f} ms  torch {np.median(times_theirs) * 1e3:8.2f} ms"
-          f"  ratio {median:5.2f} ({low:.2f}-{high:.2f})")
+    compare_rounds(*_case(args.batch, args.size, args.channels, np.random.default_rng(0)), args.repeats)
 
 
 if __name__ == "__main__":

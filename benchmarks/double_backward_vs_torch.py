@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ from lamina.functional.conv import conv2d
 from lamina.nn.dense import linear
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pairing import paired_ratios  # noqa: E402
+from pairing import compare_rounds  # noqa: E402
 
 
 def _mlp_hvp(rng):
@@ -126,12 +125,6 @@ def _conv_critic(rng):
                         critic_ours, critic_theirs, lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
 
 
-def _time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
@@ -141,15 +134,7 @@ def main() -> None:
     print(f"threads: torch {torch.get_num_threads()}; rounds {args.repeats}, median of the rounds' ratios\n")
     cases = [_mlp_hvp, _mlp_critic] + ([_conv_critic] if args.conv else [])
     for make in cases:
-        name, ours, theirs = make(np.random.default_rng(0))
-        ours(), theirs()                                   # warm up
-        times_ours, times_theirs = [], []
-        for _ in range(args.repeats):
-            times_ours.append(_time(ours))
-            times_theirs.append(_time(theirs))
-        median, low, high = paired_ratios(times_theirs, times_ours)
-        print(f"{name:<52} lamina {np.median(times_ours) * 1e3:8.2f} ms  torch {np.median(times_theirs) * 1e3:8.2f} ms"
-              f"  ratio {median:5.2f} ({low:.2f}-{high:.2f})")
+        compare_rounds(*make(np.random.default_rng(0)), args.repeats)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ import lamina
 from lamina import functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pairing import paired_ratios  # noqa: E402
+from pairing import compare_rounds  # noqa: E402
 
 
 def _ctc(rng):
@@ -85,12 +84,6 @@ CASES = {
 }
 
 
-def _time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
@@ -100,15 +93,7 @@ def main() -> None:
     names = args.only.split(",") if args.only else list(CASES)
     print(f"threads: torch {torch.get_num_threads()}; rounds {args.repeats}, median of the rounds' ratios\n")
     for key in names:
-        name, ours, theirs = CASES[key](np.random.default_rng(0))
-        ours(), theirs()                                   # warm up
-        times_ours, times_theirs = [], []
-        for _ in range(args.repeats):
-            times_ours.append(_time(ours))
-            times_theirs.append(_time(theirs))
-        median, low, high = paired_ratios(times_theirs, times_ours)   # throughput ratio: their time / ours
-        print(f"{name:<45} lamina {np.median(times_ours) * 1e3:8.2f} ms  torch {np.median(times_theirs) * 1e3:8.2f} ms"
-              f"  ratio {median:5.2f} ({low:.2f}-{high:.2f})")
+        compare_rounds(*CASES[key](np.random.default_rng(0)), args.repeats)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,8 @@ class Function:
         """This node's output ``value`` (an array it saved) as a tensor on the graph again,
         for a ``backward_graph`` whose VJP uses the output (tanh's 1 - a^2): the new node is
         a copy of this one, same inputs and saved arrays, so it differentiates as the op does."""
-        twin = copy.copy(self)
-        result = Tensor.__new__(Tensor)
-        result.data = value
-        result.grad = None
-        result.requires_grad = True
-        result._ctx = twin
+        result = Tensor._wrap(value)
+        result.requires_grad, result._ctx = True, copy.copy(self)
         return result
 
     def linear_backward_graph(self, dy: Tensor) -> tuple:

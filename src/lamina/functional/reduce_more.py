@@ -197,16 +197,13 @@ class Norm(Function):
         return (xp.sign(a) * at_max * (dy / ties),)
 
     def backward_graph(self, dy):
-        xp = backend.xp
-        a, y = self.a, self.y
+        y = self.y
         dy = dy.reshape(y.shape)
-        if self.ord == 1:
-            return (dy * xp.sign(a),)
         if self.ord == 2:
             nonzero = y > 0
             return (where(nonzero, dy / where(nonzero, _recorded_kept(self, y), 1.0), 0.0) * self.inputs[0],)
-        at_max = xp.abs(a) == y      # the routing of the inf-norm is piecewise constant in x
-        return (dy * (xp.sign(a) * at_max / at_max.sum(axis=self.axes, keepdims=True)),)
+        # the 1- and inf-norm's slopes (signs, the routing to the maxima) are piecewise constant in x
+        return (dy * self.backward(backend.xp.ones(y.shape, dtype=y.dtype))[0],)
 
 
 def _single_axis(axis, ndim: int, op: str) -> int:

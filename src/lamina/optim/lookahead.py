@@ -8,12 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from lamina import backend
-from lamina.autograd import Tensor
 from lamina.optim.inplace import axpy
 from lamina.optim.optimizer import Optimizer
+from lamina.optim.wrapper import OptimizerWrapper
 
 
-class Lookahead:
+class Lookahead(OptimizerWrapper):
     r"""Lookahead (Zhang, Lucas, Hinton and Ba, "Lookahead Optimizer: k steps forward, 1 step
     back", 2019) around any lamina optimizer.
 
@@ -49,28 +49,6 @@ class Lookahead:
         self.step_count = 0
         #: The slow weights phi, keyed by the parameter's index in the inner optimizer.
         self.slow_weights: dict[int, Any] = {}
-
-    # -- what an optimizer offers, passed to the inner one ------------------------------
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        """The inner optimizer's parameter groups (the same list: changes reach it)."""
-        return self.optimizer.param_groups
-
-    @property
-    def params(self) -> list[Tensor]:
-        return self.optimizer.params
-
-    @property
-    def lr(self) -> float:
-        """The inner optimizer's base learning rate; setting it sets the inner one's."""
-        return self.optimizer.lr
-
-    @lr.setter
-    def lr(self, value: float) -> None:
-        self.optimizer.lr = value
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none)
 
     # -- stepping ----------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

@@ -18,12 +18,13 @@ from lamina.autograd import Tensor
 from lamina.optim.inplace import axpy
 from lamina.optim.lbfgs import LBFGS
 from lamina.optim.optimizer import Optimizer
+from lamina.optim.wrapper import OptimizerWrapper
 
 #: Added to the gradient's norm so that a zero gradient gives a zero perturbation.
 NORM_EPS = 1e-12
 
 
-class SAM:
+class SAM(OptimizerWrapper):
     r"""Sharpness-Aware Minimization (Foret, Kleiner, Mobahi and Neyshabur, ICLR 2021) around
     any lamina optimizer; ``adaptive=True`` is ASAM (Kwon, Kim, Park and Choi, ICML 2021).
 
@@ -76,32 +77,10 @@ class SAM:
         #: The weights w saved by first_step while the parameters sit at w + e_w, by parameter index.
         self._saved_weights: dict[int, Any] = {}
 
-    # -- what an optimizer offers, passed to the inner one ------------------------------
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        """The inner optimizer's parameter groups (the same list: changes reach it)."""
-        return self.optimizer.param_groups
-
-    @property
-    def params(self) -> list[Tensor]:
-        return self.optimizer.params
-
     @property
     def step_count(self) -> int:
         """Steps taken by the inner optimizer."""
         return self.optimizer.step_count
-
-    @property
-    def lr(self) -> float:
-        """The inner optimizer's base learning rate; setting it sets the inner one's."""
-        return self.optimizer.lr
-
-    @lr.setter
-    def lr(self, value: float) -> None:
-        self.optimizer.lr = value
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none)
 
     # -- stepping ----------------------------------------------------------------
     def _with_gradient(self) -> list[tuple[int, Tensor, Any]]:
