@@ -86,6 +86,20 @@ def adam_first_step(params, lr, betas=GAN_BETAS, eps=1e-8):
                 p -= lr / (1 - b1) * m / (torch.sqrt(v) / np.sqrt(1 - b2) + eps)
 
 
+def _torch_forwards(g_params, d_params):
+    """The torch copies of mlp_generator and mlp_discriminator, as functions of their weights."""
+
+    def g_forward(codes):
+        (w1, b1), (w2, b2) = g_params
+        return torch.relu(codes @ w1 + b1) @ w2 + b2
+
+    def d_forward(samples):
+        (w1, b1), (w2, b2) = d_params
+        return TF.leaky_relu(samples @ w1 + b1, 0.2) @ w2 + b2
+
+    return g_forward, d_forward
+
+
 def test_one_step_matches_torch():
     """A discriminator step on BCE(D(x), 1) + BCE(D(G(z)), 0) with G fixed, then a generator
     step on the non-saturating BCE(D(G(z)), 1) with the updated D, both Adam(0.5, 0.999)."""
@@ -99,13 +113,7 @@ def test_one_step_matches_torch():
     trainer.codes = lambda n: lamina.tensor(z[:n], dtype=np.float64)
     losses = trainer.train_step(real)
 
-    def g_forward(codes):
-        (w1, b1), (w2, b2) = g_params
-        return torch.relu(codes @ w1 + b1) @ w2 + b2
-
-    def d_forward(samples):
-        (w1, b1), (w2, b2) = d_params
-        return TF.leaky_relu(samples @ w1 + b1, 0.2) @ w2 + b2
+    g_forward, d_forward = _torch_forwards(g_params, d_params)
 
     def bce(logits, target):
         return TF.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
@@ -248,13 +256,7 @@ def test_one_wgan_gp_step_matches_torch():
     trainer._mixing_weights = lambda n: eps[:n]
     losses = trainer.train_step(real)
 
-    def g_forward(codes):
-        (w1, b1), (w2, b2) = g_params
-        return torch.relu(codes @ w1 + b1) @ w2 + b2
-
-    def d_forward(samples):
-        (w1, b1), (w2, b2) = d_params
-        return TF.leaky_relu(samples @ w1 + b1, 0.2) @ w2 + b2
+    g_forward, d_forward = _torch_forwards(g_params, d_params)
 
     fake = g_forward(torch.tensor(z))
     real_t = torch.tensor(real)
