@@ -1,12 +1,14 @@
-"""The reverse-mode differentiation engine: tensors, graph nodes, backward, gradcheck."""
+"""The reverse-mode differentiation engine: tensors, graph nodes, backward, gradcheck,
+derivatives of derivatives, and a profiler of the ops."""
 
 from lamina.autograd.checkpoint import checkpoint, checkpoint_sequential
 from lamina.autograd.derivatives import grad, hessian, hvp, jacobian, jvp, vjp
 from lamina.autograd.function import Function, differentiable_ops
 from lamina.autograd.gradcheck import gradcheck, gradgradcheck
 from lamina.autograd.graph import enable_grad, is_grad_enabled, is_recomputing, no_grad
+from lamina.autograd.profiler import profile, record_function
 from lamina.autograd.tensor import Tensor, tensor
 
 __all__ = ["Function", "Tensor", "checkpoint", "checkpoint_sequential", "differentiable_ops", "enable_grad", "grad",
            "gradcheck", "gradgradcheck", "hessian", "hvp", "is_grad_enabled", "is_recomputing", "jacobian", "jvp",
-           "no_grad", "tensor", "vjp"]
+           "no_grad", "profile", "record_function", "tensor", "vjp"]
