@@ -36,16 +36,24 @@ from lamina.optim.rmsprop import RMSProp, RMSprop
 from lamina.optim.rprop import Rprop
 from lamina.optim.sam import SAM
 from lamina.optim.schedules import (
+    ChainedSchedule,
+    ConstantFactor,
     CosineDecay,
     CosineDecayRestarts,
+    CyclicLR,
     ExponentialDecay,
     InverseSqrtDecay,
     InverseTimeDecay,
+    LambdaSchedule,
     LinearDecay,
+    LinearFactor,
+    MultiplicativeSchedule,
     OneCycle,
+    PiecewiseConstant,
     PolynomialDecay,
     ReduceOnPlateau,
     Schedule,
+    SequentialSchedule,
     StepDecay,
     Warmup,
 )
@@ -57,4 +65,6 @@ __all__ = [
     "Optimizer", "PolynomialDecay", "RAdam", "RMSProp", "RMSprop", "ReduceOnPlateau", "Regularizer", "Schedule",
     "StepDecay", "Warmup", "clip_grad_norm", "clip_grad_value", "elastic_net", "l1", "l2", "regularizers",
     "schedules", "AveragedModel", "update_batch_norm", "LBFGS", "Lion", "Lookahead", "Rprop", "SAM",
+    "ChainedSchedule", "ConstantFactor", "CyclicLR", "LambdaSchedule", "LinearFactor", "MultiplicativeSchedule",
+    "PiecewiseConstant", "SequentialSchedule",
 ]

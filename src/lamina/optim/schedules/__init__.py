@@ -12,8 +12,11 @@ Course notes, "Learning rate schedules" (t counts steps of the schedule, from 0)
 and "Generally, want to reduce learning rate once progress plateau":
 :class:`ReduceOnPlateau`. :class:`Warmup` puts a linear ramp before any of them.
 Beyond the notes: :class:`PolynomialDecay` (linear decay raised to a power),
-:class:`CosineDecayRestarts` (SGDR's cosine cycles) and :class:`OneCycle` (the 1cycle
-policy's climb and anneal).
+:class:`CosineDecayRestarts` (SGDR's cosine cycles), :class:`OneCycle` (the 1cycle
+policy's climb and anneal), and PyTorch's and Keras's others: :class:`PiecewiseConstant`,
+:class:`LambdaSchedule`, :class:`MultiplicativeSchedule`, :class:`CyclicLR`,
+:class:`ConstantFactor`, :class:`LinearFactor`, and the combinators :class:`SequentialSchedule`
+(one schedule after another) and :class:`ChainedSchedule` (factors multiplied).
 
 Every schedule is a pure formula ``schedule(t) -> lr``. Bound to an optimizer (the
 ``optimizer=`` argument or :meth:`Schedule.attach`) it sets ``optimizer.lr`` to
@@ -34,9 +37,21 @@ from lamina.optim.schedules.decay import (
     PolynomialDecay,
     StepDecay,
 )
+from lamina.optim.schedules.more import (
+    ChainedSchedule,
+    ConstantFactor,
+    CyclicLR,
+    LambdaSchedule,
+    LinearFactor,
+    MultiplicativeSchedule,
+    PiecewiseConstant,
+    SequentialSchedule,
+)
 from lamina.optim.schedules.plateau import ReduceOnPlateau
 
 __all__ = [
     "PERIODS", "CosineDecay", "CosineDecayRestarts", "ExponentialDecay", "InverseSqrtDecay", "InverseTimeDecay",
     "LinearDecay", "OneCycle", "PolynomialDecay", "ReduceOnPlateau", "Schedule", "StepDecay", "Warmup",
+    "ChainedSchedule", "ConstantFactor", "CyclicLR", "LambdaSchedule", "LinearFactor", "MultiplicativeSchedule",
+    "PiecewiseConstant", "SequentialSchedule",
 ]
