@@ -117,3 +117,24 @@ def test_a_maml_step_matches_torch_func():
     for name, ours in theirs.items():
         expected = start[name].grad.numpy()
         assert_close(ours.grad, expected.T if expected.ndim == 2 else expected, 1e-10, f"meta-gradient of {name}")
+
+
+def test_parameters_to_vector_and_back():
+    model = _mlp()
+    params = model.parameters()
+    vector = nn.parameters_to_vector(params)
+    assert vector.shape == (3 * 5 + 5 + 5 * 2 + 2,)
+    np.testing.assert_array_equal(vector.numpy()[:15], params[0].numpy().reshape(-1))
+    (vector * np.arange(vector.size)).sum().backward()          # gradients reach each parameter
+    np.testing.assert_array_equal(params[1].grad, np.arange(15, 20))
+
+    flat = np.random.default_rng(0).standard_normal(vector.size)
+    weight = params[0]
+    nn.vector_to_parameters(flat, params)
+    assert model.parameters()[0] is weight                       # the same objects, new values
+    np.testing.assert_array_equal(nn.parameters_to_vector(params).numpy(), flat)
+    np.testing.assert_array_equal(model[1].bias.numpy(), flat[-2:])
+    with pytest.raises(ShapeError, match=r"vector_to_parameters: expected a vector of 32 values.*got shape \(31,\)"):
+        nn.vector_to_parameters(flat[:-1], params)
+    with pytest.raises(TypeError, match=r"parameters_to_vector: parameters\[0\] is a ndarray"):
+        nn.parameters_to_vector([flat])

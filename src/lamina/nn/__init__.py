@@ -72,6 +72,7 @@ from lamina.nn.distance import CosineSimilarity, PairwiseDistance
 from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.embedding import Embedding, embedding
 from lamina.nn.embedding_bag import EmbeddingBag, embedding_bag
+from lamina.nn.flat_parameters import parameters_to_vector, vector_to_parameters
 from lamina.nn.fold import Fold, Unfold
 from lamina.nn.functional_call import functional_call
 from lamina.nn.functional_model import Input, Model
@@ -118,6 +119,7 @@ __all__ = [
     "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold", "MaxUnpool2D", "Upsample",
     "InstanceNorm1D", "InstanceNorm2D", "Bilinear", "bilinear", "CosineSimilarity", "PairwiseDistance",
     "EmbeddingBag", "embedding_bag", "Conv3D", "MaxPool3D", "AvgPool3D", "GlobalAvgPool3D", "functional_call",
+    "parameters_to_vector", "vector_to_parameters",
     "ConvLSTM2D", "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
     "from_torch_state_dict",
 ]
