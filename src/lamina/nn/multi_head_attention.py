@@ -3,7 +3,9 @@
 learned projections of the queries, keys and values, their contexts joined and projected.
 For sampling from a causal language model it can keep the keys and values of the steps
 already read (``start_caching``), so that each new token costs one row of attention
-instead of a rerun over the whole prefix.
+instead of a rerun over the whole prefix. For cross-attention over a fixed memory (an
+encoder-decoder's), :meth:`MultiHeadAttention.project_keys_values` projects the memory once
+and later calls take the projections (``keys_values=``) in place of the memory.
 
 Masks are boolean with True = attend (or float, added to the scores), as everywhere in
 lamina; PyTorch's masks (``attn_mask``, ``key_padding_mask``) mark the positions to *ignore*
@@ -56,6 +58,11 @@ class MultiHeadAttention(Module):
     steps after s cached ones attends over all s + t keys, its query i (position s + i)
     seeing the keys t' <= s + i. The outputs equal the last t rows of one causal call on the
     whole sequence, at O(t (s + t)) cost instead of O((s + t)^2).
+
+    Fixed keys and values: ``K, V = mha.project_keys_values(key, value)`` gives the heads'
+    projections (N, h, T_k, d), and ``mha(query, keys_values=(K, V), mask=..., key_mask=...)``
+    equals ``mha(query, key, value, mask=..., key_mask=...)`` without projecting the keys and
+    values again: an encoder-decoder's cross-attention projects the memory once per decode.
     """
 
     # start_caching always succeeds; each call is then checked to be one the cache can serve
@@ -116,12 +123,12 @@ class MultiHeadAttention(Module):
         return F.transpose(F.reshape(y, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
 
     def forward(self, query, key=None, value=None, mask=None, key_mask=None, causal: bool = False,
-                return_weights: bool = False):
+                return_weights: bool = False, keys_values: tuple[Tensor, Tensor] | None = None):
         if self._caching:
-            q, k, v, full = self._cached_inputs(query, key, value, mask, key_mask, causal)
+            q, k, v, full = self._cached_inputs(query, key, value, mask, key_mask, causal, keys_values)
             causal, drop = False, 0.0              # the mask already holds the offset causal pattern
         else:
-            q, k, v, full = self._inputs(query, key, value, mask, key_mask)
+            q, k, v, full = self._inputs(query, key, value, mask, key_mask, keys_values)
             drop = self.dropout if self.training else 0.0
         out = scaled_dot_product_attention(q, k, v, mask=full, causal=causal, dropout=drop,
                                            return_weights=return_weights)
@@ -131,8 +138,10 @@ class MultiHeadAttention(Module):
         y = linear(joined, self.out_weight, self.out_bias if self.use_bias else None)
         return (y, weights) if return_weights else y
 
-    def _inputs(self, query, key, value, mask, key_mask):
+    def _inputs(self, query, key, value, mask, key_mask, keys_values):
         """The heads' (Q, K, V), each (N, h, T, d), and the mask of one ordinary call."""
+        if keys_values is not None:
+            return self._projected_inputs(query, key, value, mask, key_mask, keys_values)
         query = as_tensor(query)
         key = query if key is None else as_tensor(key)
         value = key if value is None else as_tensor(value)
@@ -143,6 +152,43 @@ class MultiHeadAttention(Module):
                              "must share the batch size, and key and value the number of steps")
         full = self._mask(mask, key_mask, query.shape[0], query.shape[1], key.shape[1])
         return self._project(query, 0), self._project(key, 1), self._project(value, 2), full
+
+    # -- fixed keys and values, projected once -------------------------------------
+    def project_keys_values(self, key, value=None) -> tuple[Tensor, Tensor]:
+        """The heads' keys and values (K, V), each (N, h, T_k, d), of ``key`` (N, T_k, E) and
+        ``value`` (default: ``key``): K_i = k W_k[:, i] + b_k and V_i = v W_v[:, i] + b_v.
+        Passed back as ``keys_values=(K, V)`` they stand for ``key`` and ``value`` in any later
+        call (with the weights unchanged), which then projects its query alone."""
+        key = as_tensor(key)
+        value = key if value is None else as_tensor(value)
+        for what, x in (("key", key), ("value", value)):
+            self._check_shape(x.shape, what, x)
+        if key.shape[:2] != value.shape[:2]:
+            raise ShapeError(f"{self._label()}.project_keys_values: key {key.shape} and value {value.shape} must "
+                             "share the batch size and the number of steps")
+        if not self.built:
+            self.build(key.shape)
+            self.built = True
+        return self._project(key, 1), self._project(value, 2)
+
+    def _projected_inputs(self, query, key, value, mask, key_mask, keys_values):
+        """(Q, K, V, mask) of a call given the keys' and values' projections (K, V)."""
+        label = self._label()
+        if key is not None or value is not None:
+            raise ValueError(f"{label}: pass either key and value or their projections keys_values, not both")
+        query = as_tensor(query)
+        self._check_shape(query.shape, "query", query)
+        if not (isinstance(keys_values, (tuple, list)) and len(keys_values) == 2
+                and all(isinstance(p, Tensor) for p in keys_values)):
+            raise ValueError(f"{label}: keys_values must be the pair of tensors (K, V) that project_keys_values "
+                             f"returns, got {type(keys_values).__name__}")
+        k, v = keys_values
+        n, h, d = query.shape[0], self.num_heads, self.head_dim
+        if k.ndim != 4 or k.shape != v.shape or (k.shape[0], k.shape[1], k.shape[3]) != (n, h, d):
+            raise ShapeError(f"{label}: keys_values of shapes {k.shape} and {v.shape} for a query {query.shape}; "
+                             f"expected both ({n}, {h}, keys, {d}) (batch, heads, keys, head features)")
+        full = self._mask(mask, key_mask, n, query.shape[1], k.shape[2])
+        return self._project(query, 0), k, v, full
 
     # -- key/value cache ---------------------------------------------------------
     @property
@@ -169,14 +215,14 @@ class MultiHeadAttention(Module):
         self._caching = False
         self._cached_keys = self._cached_values = None
 
-    def _cached_inputs(self, query, key, value, mask, key_mask, causal: bool):
+    def _cached_inputs(self, query, key, value, mask, key_mask, causal: bool, keys_values):
         """(Q, K, V, keep) of a call that continues the cached sequence: Q of the t new steps,
         K and V of the s cached and the t new ones, and keep (t, s + t) with
         keep[i, t'] = (t' <= s + i), the causal mask shifted by the s steps already read."""
         label = self._label()
-        if key is not None or value is not None:
-            raise ValueError(f"{label}: cannot cache keys and values for cross-attention (a key or value was "
-                             "passed); the cache serves causal self-attention only")
+        if key is not None or value is not None or keys_values is not None:
+            raise ValueError(f"{label}: cannot cache keys and values for cross-attention (a key, value or "
+                             "keys_values was passed); the cache serves causal self-attention only")
         if not causal:
             raise ValueError(f"{label}: cannot cache keys and values for non-causal self-attention: every step "
                              "would see later steps, which change with each new token; call it with causal=True")

@@ -39,6 +39,14 @@ PyTorch                         lamina                          layout
 ==============================  ==============================  ==========
 
 (lamina's Dense and attention weights multiply samples as rows, hence the transposes.)
+
+Incremental decoding: between ``start_caching`` and ``stop_caching`` (on a layer, a
+:class:`~lamina.nn.transformer_model.TransformerDecoder` or a whole
+:class:`~lamina.nn.transformer_model.Transformer`) consecutive calls continue one target
+sequence against one memory. The masked self-attention keeps the keys and values of the
+target steps already read, and the cross-attention projects the memory on the first call
+and reuses its keys and values, so that greedy or beam decoding reads each new target step
+once: step t costs O(t + T_src) attention work instead of a rerun over the t-step prefix.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ import numpy
 
 from lamina import backend
 from lamina import functional as F
-from lamina.autograd import Tensor
+from lamina.autograd import Tensor, is_grad_enabled
 from lamina.errors import ShapeError
 from lamina.nn.activation import activation_config
 from lamina.nn.attention import mask_array
@@ -136,6 +144,20 @@ def from_torch_state_dict(state: Mapping) -> OrderedDict:
     return converted
 
 
+def _hides_exactly_the_future(mask, t: int) -> bool:
+    """Whether a PyTorch-style ``mask`` (True or -inf = not allowed, 0 = allowed) of shape
+    (T, T) or (N * h, T, T) is the causal mask of T steps, as
+    ``Transformer.generate_square_subsequent_mask(T)``."""
+    m = mask_array(mask)
+    if m.ndim not in (2, 3) or m.shape[-2:] != (t, t):
+        return False
+    xp = backend.xp
+    future = xp.triu(xp.ones((t, t), dtype=bool), k=1)
+    if m.dtype == bool:
+        return bool(xp.all(m == future))
+    return bool(xp.all(xp.where(future, m == -xp.inf, m == 0)))
+
+
 # -- shape checks ----------------------------------------------------------------------------
 def _shape_list(input_shape) -> list:
     """The shapes of a call: one shape, or a list of them (several positional inputs)."""
@@ -191,7 +213,26 @@ class TransformerDecoderLayer(Module):
     Sub-layers, in PyTorch's order: ``self_attention``, ``cross_attention`` (PyTorch's
     ``multihead_attn``), ``linear1``, ``dropout``, ``linear2``, ``norm1`` .. ``norm3``,
     ``dropout1`` .. ``dropout3``.
+
+    Incremental decoding (:meth:`start_caching`): in evaluation mode under ``no_grad``,
+    consecutive calls then continue one target sequence against one memory. A call with T
+    new target steps after s cached ones gives the last T rows of one call on all s + T
+    steps with ``tgt_is_causal=True``:
+
+    * the self-attention keeps the keys and values of the steps read and is always causal:
+      new step i (position s + i) sees the target positions <= s + i. ``tgt_mask`` must be
+      None or the causal mask of the T new steps (the flag ``tgt_is_causal`` is then moot);
+      ``tgt_key_padding_mask`` is refused.
+    * the cross-attention projects the memory's keys and values on the first call and
+      reuses them. Every later call must pass the same memory: the same array, or an equal
+      one (checked; another memory raises), until :meth:`stop_caching`; decode another
+      source after ``stop_caching()`` and ``start_caching()``. ``memory_key_padding_mask``
+      (N, T_src) applies at every call; ``memory_mask`` holds the rows of the T new steps,
+      (T, T_src) or (N * h, T, T_src); ``memory_is_causal`` is refused.
     """
+
+    # the self-attention of a decoder layer is the target's masked one: the cache always serves it
+    cacheable = True
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", norm_first: bool = False, layer_norm_eps: float = 1e-5, name: str | None = None):
@@ -209,6 +250,8 @@ class TransformerDecoderLayer(Module):
         self.dropout1 = Dropout(rate)
         self.dropout2 = Dropout(rate)
         self.dropout3 = Dropout(rate)
+        self._memory = None                # the memory's array of the decode being cached, else None
+        self._memory_keys_values = None    # its cross-attention projections (K, V), each (N, h, T_src, d)
 
     def build(self, input_shape) -> None:
         """Builds the sub-layers for ``input_shape``: the target's (N, T_tgt, d_model), or the
@@ -224,32 +267,99 @@ class TransformerDecoderLayer(Module):
                 layer.built = True
         self.built = True
 
+    # -- key/value cache ---------------------------------------------------------
+    @property
+    def caching(self) -> bool:
+        """Whether consecutive calls continue one target sequence through the cache."""
+        return self.self_attention.caching
+
+    @property
+    def cached_steps(self) -> int:
+        """The number of target steps s whose keys and values are cached (0 when not caching)."""
+        return self.self_attention.cached_steps
+
+    def start_caching(self) -> None:
+        """Start an empty cache: the next call reads the first target steps (and its memory is
+        projected once), each later call the next ones (see the class docstring)."""
+        if self.caching:
+            raise ValueError(f"{self._label()}: start_caching while already caching; stop_caching first")
+        self.self_attention.start_caching()
+        self._memory = self._memory_keys_values = None
+
+    def stop_caching(self) -> None:
+        """Drop the cached target keys and values and the memory's projections; calls are
+        independent again."""
+        self.self_attention.stop_caching()
+        self._memory = self._memory_keys_values = None
+
+    def _check_cached_call(self, t: int, tgt_mask, tgt_key_padding_mask, memory_is_causal: bool) -> None:
+        who = self._label()
+        if self.training or is_grad_enabled():
+            raise ValueError(f"{who}: the key/value cache is for evaluation only; call eval() on the model and run "
+                             "it under lamina.no_grad()")
+        if tgt_mask is not None and not _hides_exactly_the_future(tgt_mask, t):
+            raise ValueError(f"{who}: while caching, the self-attention is causal over the cached and new steps; "
+                             f"tgt_mask must be None or the causal mask of the {t} new steps "
+                             f"(Transformer.generate_square_subsequent_mask({t})), got another mask of shape "
+                             f"{tuple(mask_array(tgt_mask).shape)}")
+        if tgt_key_padding_mask is not None:
+            raise ValueError(f"{who}: tgt_key_padding_mask is not supported while caching: the cached target "
+                             "steps carry no padding mask; decode without target padding")
+        if memory_is_causal:
+            raise ValueError(f"{who}: memory_is_causal=True is not supported while caching; pass memory_mask with "
+                             "the rows of the new steps instead")
+
+    def _cached_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """The cross-attention's (K, V) of ``memory``: projected on the first call of a decode,
+        reused after, once ``memory`` is checked to be the first call's."""
+        if self._memory_keys_values is None:
+            self._memory_keys_values = self.cross_attention.project_keys_values(memory)
+            self._memory = memory.data
+            return self._memory_keys_values
+        if memory.data is not self._memory:
+            who, cached = self._label(), tuple(self._memory.shape)
+            if tuple(memory.shape) != cached:
+                raise ShapeError(f"{who}: a memory of shape {tuple(memory.shape)} while caching the decode of a "
+                                 f"memory of shape {cached}; every call of one decode takes the same memory "
+                                 "(stop_caching and start_caching to decode another)")
+            if not backend.xp.array_equal(memory.data, self._memory):
+                raise ValueError(f"{who}: the memory differs from the one whose keys and values are cached; every "
+                                 "call of one decode takes the same memory (stop_caching and start_caching to "
+                                 "decode another)")
+        return self._memory_keys_values
+
+    # -- the call ----------------------------------------------------------------
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
         x, memory = as_tensor(tgt), as_tensor(memory)
         who = self._label()
         _checked_pair(who, ("tgt", "memory"), x, memory, self.d_model)
         n, t_tgt, t_src = x.shape[0], x.shape[1], memory.shape[1]
-        self_masks = _lamina_masks(who, ("tgt_mask", "tgt_key_padding_mask"), tgt_mask, tgt_key_padding_mask,
-                                   n, t_tgt, t_tgt, self.num_heads)
-        cross_masks = _lamina_masks(who, ("memory_mask", "memory_key_padding_mask"), memory_mask,
-                                    memory_key_padding_mask, n, t_tgt, t_src, self.num_heads)
-        self_causal, cross_causal = bool(tgt_is_causal), bool(memory_is_causal)
+        cross_mask, cross_key_mask = _lamina_masks(who, ("memory_mask", "memory_key_padding_mask"), memory_mask,
+                                                   memory_key_padding_mask, n, t_tgt, t_src, self.num_heads)
+        cross = {"mask": cross_mask, "key_mask": cross_key_mask}
+        if self.caching:
+            self._check_cached_call(t_tgt, tgt_mask, tgt_key_padding_mask, memory_is_causal)
+            attend = {"causal": True}
+            cross["keys_values"] = self._cached_memory(memory)
+        else:
+            mask, key_mask = _lamina_masks(who, ("tgt_mask", "tgt_key_padding_mask"), tgt_mask, tgt_key_padding_mask,
+                                           n, t_tgt, t_tgt, self.num_heads)
+            attend = {"mask": mask, "key_mask": key_mask, "causal": bool(tgt_is_causal)}
+            cross.update(key=memory, causal=bool(memory_is_causal))
         if self.norm_first:
-            x = F.add(x, self._self_block(self.norm1(x), self_masks, self_causal))
-            x = F.add(x, self._cross_block(self.norm2(x), memory, cross_masks, cross_causal))
+            x = F.add(x, self._self_block(self.norm1(x), attend))
+            x = F.add(x, self._cross_block(self.norm2(x), cross))
             return F.add(x, self._feed_forward(self.norm3(x)))
-        x = self.norm1(F.add(x, self._self_block(x, self_masks, self_causal)))
-        x = self.norm2(F.add(x, self._cross_block(x, memory, cross_masks, cross_causal)))
+        x = self.norm1(F.add(x, self._self_block(x, attend)))
+        x = self.norm2(F.add(x, self._cross_block(x, cross)))
         return self.norm3(F.add(x, self._feed_forward(x)))
 
-    def _self_block(self, x, masks, causal: bool) -> Tensor:
-        mask, key_mask = masks
-        return self.dropout1(self.self_attention(x, mask=mask, key_mask=key_mask, causal=causal))
+    def _self_block(self, x, options: dict) -> Tensor:
+        return self.dropout1(self.self_attention(x, **options))
 
-    def _cross_block(self, x, memory, masks, causal: bool) -> Tensor:
-        mask, key_mask = masks
-        return self.dropout2(self.cross_attention(x, memory, mask=mask, key_mask=key_mask, causal=causal))
+    def _cross_block(self, x, options: dict) -> Tensor:
+        return self.dropout2(self.cross_attention(x, **options))
 
     def _feed_forward(self, x) -> Tensor:
         return self.dropout3(self.linear2(self.dropout(self.linear1(x))))

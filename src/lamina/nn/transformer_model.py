@@ -6,8 +6,9 @@
 * :class:`Transformer`: an encoder stack and a decoder stack, each ending in a LayerNorm:
   ``model(src, tgt)`` -> (N, T_tgt, d_model).
 
-Masks, names and the loading of PyTorch weights are those of
-:mod:`lamina.nn.transformer_decoder`.
+Masks, names, the loading of PyTorch weights and the key/value cache of incremental
+decoding are those of :mod:`lamina.nn.transformer_decoder`: ``start_caching`` on a
+:class:`TransformerDecoder` or a :class:`Transformer` starts it in every decoder layer.
 """
 
 from __future__ import annotations
@@ -129,9 +130,16 @@ class TransformerDecoder(_Stack):
     (if given), as ``torch.nn.TransformerDecoder``: ``decoder(tgt, memory, tgt_mask=None,
     memory_mask=None, tgt_key_padding_mask=None, memory_key_padding_mask=None,
     tgt_is_causal=False, memory_is_causal=False)``, every layer attending over the same
-    memory; tgt (N, T_tgt, d_model) -> (N, T_tgt, d_model)."""
+    memory; tgt (N, T_tgt, d_model) -> (N, T_tgt, d_model).
+
+    :meth:`start_caching` starts every layer's key/value cache: consecutive calls then
+    continue one target sequence against one memory, in evaluation mode under ``no_grad``,
+    and a call on T new steps gives the last T rows of one causal call on the whole target
+    (the rules are :class:`TransformerDecoderLayer`'s; the final norm acts on each step).
+    """
 
     layer_type = TransformerDecoderLayer
+    cacheable = True
 
     def __init__(self, decoder_layer: TransformerDecoderLayer, num_layers: int, norm: Module | None = None,
                  name: str | None = None):
@@ -151,6 +159,29 @@ class TransformerDecoder(_Stack):
                       memory_key_padding_mask=memory_key_padding_mask, tgt_is_causal=tgt_is_causal,
                       memory_is_causal=memory_is_causal)
         return self._finish(x)
+
+    # -- key/value cache ---------------------------------------------------------
+    @property
+    def caching(self) -> bool:
+        """Whether consecutive calls continue one target sequence through the layers' caches."""
+        return any(layer.caching for layer in self.layers)
+
+    @property
+    def cached_steps(self) -> int:
+        """The number of target steps s cached (0 when not caching)."""
+        return self.layers[0].cached_steps
+
+    def start_caching(self) -> None:
+        """Start every layer's cache, empty: the next call reads the first target steps."""
+        if self.caching:
+            raise ValueError(f"{self._label()}: start_caching while already caching; stop_caching first")
+        for layer in self.layers:
+            layer.start_caching()
+
+    def stop_caching(self) -> None:
+        """Drop every layer's cache; calls are independent again."""
+        for layer in self.layers:
+            layer.stop_caching()
 
     def get_config(self) -> dict:
         return self._stack_config("decoder_layer")
@@ -176,9 +207,17 @@ class Transformer(Module):
     d_model) and tgt (N, T_tgt, d_model) -> (N, T_tgt, d_model), masks as PyTorch's (see the
     module docstring). The embeddings, position signal and output layer are the caller's.
     For teacher forcing pass ``tgt_mask=Transformer.generate_square_subsequent_mask(T_tgt)``
-    or ``tgt_is_causal=True``; at inference, encode once with ``model.encoder(src)`` and call
-    ``model.decoder(tgt, memory, tgt_is_causal=True)`` on the growing target.
+    or ``tgt_is_causal=True``. At inference, encode once with ``memory = model.encoder(src)``;
+    then either call ``model.decoder(tgt, memory, tgt_is_causal=True)`` on the growing target
+    (a rerun over the prefix at each step), or, in evaluation mode under ``no_grad``, call
+    :meth:`start_caching` and feed ``model.decoder(new_steps, memory)`` only the new steps,
+    which attend over the cached ones (see :class:`TransformerDecoder`), and
+    :meth:`stop_caching` after. The cache is the decoder's: ``model(src, tgt)`` while caching
+    reruns the encoder at every call.
     """
+
+    cacheable = True
+
 
     def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
                  dim_feedforward: int = 2048, dropout: float = 0.1, activation="relu", norm_first: bool = False,
@@ -202,6 +241,24 @@ class Transformer(Module):
         xp = backend.xp
         future = xp.triu(xp.ones((size, size), dtype=bool), k=1)
         return xp.where(future, -xp.inf, 0.0).astype(dtype or backend.get_default_dtype())
+
+    @property
+    def caching(self) -> bool:
+        """Whether the decoder's calls continue one target sequence through its cache."""
+        return self.decoder.caching
+
+    @property
+    def cached_steps(self) -> int:
+        """The number of target steps s the decoder has cached (0 when not caching)."""
+        return self.decoder.cached_steps
+
+    def start_caching(self) -> None:
+        """Start the decoder's key/value cache (:meth:`TransformerDecoder.start_caching`)."""
+        self.decoder.start_caching()
+
+    def stop_caching(self) -> None:
+        """Drop the decoder's cache; calls are independent again."""
+        self.decoder.stop_caching()
 
     def build(self, input_shape) -> None:
         """Builds both stacks for ``input_shape``, the list [src shape, tgt shape]."""
