@@ -34,6 +34,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_more_layers,
     onnx_recurrent,
     onnx_sequence_layers,
+    onnx_spatial_layers,
 )
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 from lamina.io.atomic import write_bytes_atomic

@@ -12,7 +12,7 @@ from lamina.export.onnx_activations import ACTIVATIONS, layer_activation
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 from lamina.functional.conv_transpose import transpose_geometry
 from lamina.functional.im2col import conv_pads
-from lamina.models.blocks import AdaptiveAvgPool2D, ConvBN, PathBlock
+from lamina.models.blocks import ConvBN, PathBlock
 from lamina.models.resnet import _Residual
 from lamina.nn.augmentation import _Augmentation
 from lamina.nn.layer import compact
@@ -328,19 +328,6 @@ def _global_avg_pool(graph: Graph, layer, value: Value) -> Value:
     value = graph.layout(value, "nchw")
     pooled = graph.node("GlobalAveragePool", [value.name], f"{label(layer)}_pool")
     return Value(graph.node("Flatten", [pooled], label(layer), axis=1), (value.shape[0], value.shape[3]))
-
-
-@register_converter(AdaptiveAvgPool2D)
-def _adaptive_avg_pool(graph: Graph, layer, value: Value) -> Value:
-    out_hw = layer.compute_output_shape(value.shape)[1:3]
-    in_hw = value.shape[1:3]
-    if any(n % m for n, m in zip(in_hw, out_hw)):
-        raise NotImplementedError(f"export_onnx: {layer._label()} pools {in_hw} to {out_hw}, windows of unequal "
-                                  "size; only sizes that divide evenly export (as AveragePool)")
-    window = [n // m for n, m in zip(in_hw, out_hw)]
-    value = graph.layout(value, "nchw")
-    out = graph.node("AveragePool", [value.name], label(layer), kernel_shape=window, strides=window)
-    return Value(out, (value.shape[0], *out_hw, value.shape[3]), "nchw")
 
 
 # -- containers and blocks -------------------------------------------------------------------
