@@ -216,3 +216,17 @@ def test_max_unpool_still_has_no_converter_and_is_named(tmp_path):
     model.build((None, 4, 4, 3))
     with pytest.raises(NotImplementedError, match="MaxUnpool2D 'unpool' has no ONNX converter"):
         export_onnx(model, tmp_path / "model.onnx")
+
+
+def test_spatial_transformer_at_opset_20_names_the_mode_linear(tmp_path):
+    x = _batch(6, 7, 2)
+    model = _transformer(x)
+    path = export_onnx(model, tmp_path / "model.onnx", opset=20)
+    import onnx
+
+    (node,) = [n for n in onnx.load(str(path)).graph.node if n.op_type == "GridSample"]
+    assert onnx.helper.get_attribute_value(next(a for a in node.attribute if a.name == "mode")) == b"linear"
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    with lamina.no_grad():
+        expected = model(lamina.tensor(x)).numpy()
+    assert_close(got, expected, TOLERANCE)

@@ -66,7 +66,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
     nn.prune.apply_masks(model)         # pruned weights as of now, not as of the last call
     first = next((m for m in model.modules() if not isinstance(m, nn.Sequential)), None)
     ids = isinstance(first, nn.Embedding)
-    graph = Graph(onnx, dtype)
+    graph = Graph(onnx, dtype, opset)
     value = Value(graph.fresh("input"), shape)
     out = graph.layout(convert(graph, model, value), "nhwc")
     final = graph.node("Identity", [out.name], "output")

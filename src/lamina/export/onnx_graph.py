@@ -28,10 +28,11 @@ class Value:
 class Graph:
     """The ONNX graph being written: nodes, initializers, fresh names, layout changes."""
 
-    def __init__(self, onnx_module, dtype):
+    def __init__(self, onnx_module, dtype, opset: int | None = None):
         self.onnx = onnx_module
         self.helper = onnx_module.helper
         self.dtype = np.dtype(dtype)
+        self.opset = opset          # for converters whose ops changed between opsets
         self.nodes: list = []
         self.initializers: list = []
         self._used: set[str] = set()

@@ -32,9 +32,8 @@ PyTorch's) order c r^2 + i r + j.
 the affine grid grid[n, i, j] = theta[n] (x_j, y_i, 1)^T as one MatMul of lamina's base grid
 (:func:`lamina.functional.grid_sample.base_grid`, a constant for the output size and
 ``align_corners``) by theta^T (AffineGrid is opset 20), then GridSample (opset 16) with the
-layer's mode, padding mode and ``align_corners``. GridSample is written with its opset 16-19
-mode names ('bilinear', 'nearest'): export such a model with opset 16 to 19 (opset 20
-renamed 'bilinear' to 'linear'). ONNX Runtime's GridSample takes float32, not float64.
+layer's mode, padding mode and ``align_corners`` (its mode 'bilinear' is named 'linear' from
+opset 20 on). ONNX Runtime's GridSample takes float32, not float64.
 
 Importing this module replaces the AdaptiveAvgPool2D converter of
 :mod:`lamina.export.onnx_layers`, which took only sizes that divide.
@@ -195,6 +194,11 @@ def _pixel_unshuffle(graph: Graph, layer, value: Value) -> Value:
 
 
 # -- spatial transformer ---------------------------------------------------------------------
+def _grid_sample_mode(mode: str, opset: int | None) -> str:
+    """GridSample's name for ``mode``: opset 20 renamed 'bilinear' to 'linear'."""
+    return "linear" if mode == "bilinear" and opset is not None and opset >= 20 else mode
+
+
 @register_converter(nn.SpatialTransformer)
 def _spatial_transformer(graph: Graph, layer, value: Value) -> Value:
     """V = grid_sample(U, affine_grid(theta, size)), theta = localization(U): the grid as
@@ -214,6 +218,6 @@ def _spatial_transformer(graph: Graph, layer, value: Value) -> Value:
     grid = graph.node("Reshape", [points, graph.constant([0, ho, wo, 2], f"{hint}_grid_shape", np.int64)],
                       f"{hint}_grid")
     image = graph.layout(value, "nchw")
-    out = graph.node("GridSample", [image.name, grid], hint, mode=layer.mode, padding_mode=layer.padding_mode,
-                     align_corners=int(layer.align_corners))
+    out = graph.node("GridSample", [image.name, grid], hint, mode=_grid_sample_mode(layer.mode, graph.opset),
+                     padding_mode=layer.padding_mode, align_corners=int(layer.align_corners))
     return Value(out, shape, "nchw")
