@@ -13,6 +13,8 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`resnet_cifar`: He et al.'s CIFAR-10 ResNets (option A or B shortcuts).
 * :func:`mobilenet`: MobileNet v1 in Keras's layout and names (ReLU6, alpha, rho); ends
   with a softmax.
+* :func:`mobilenet_v2` (inverted residuals, linear bottlenecks) and :func:`densenet121` ..
+  :func:`densenet201` (dense blocks): torchvision's layouts, names and parameter counts.
 * :func:`rnn_language_model`, :func:`rnn_classifier`, :func:`transformer_language_model`:
   models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
   with attention of the notes' translation model.
@@ -31,6 +33,7 @@ from lamina.models.alexnet import alexnet, zfnet
 from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.classic import lenet5, logistic_regression, mlp
+from lamina.models.densenet import DenseBlock, DenseLayer, densenet, densenet121, densenet169, densenet201
 from lamina.models.detector import grid_detector
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
@@ -45,6 +48,7 @@ from lamina.models.inception import (
     inception_v3,
 )
 from lamina.models.mobilenet import mobilenet
+from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -71,4 +75,6 @@ __all__ = [
     "negative_sampling_loss", "resnet", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50", "resnet_cifar",
     "rnn_classifier", "rnn_language_model", "transfer", "transformer_language_model", "vgg", "vgg11", "vgg13",
     "vgg16", "vgg19", "zfnet", "Autoencoder", "ConvAutoencoder", "VAE", "dcgan_discriminator", "dcgan_generator",
+    "DenseBlock", "DenseLayer", "InvertedResidual", "densenet", "densenet121", "densenet169", "densenet201",
+    "make_divisible", "mobilenet_v2",
 ]
