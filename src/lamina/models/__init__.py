@@ -15,6 +15,9 @@ Layouts follow the published models so that published weights map onto them:
   with a softmax.
 * :func:`mobilenet_v2` (inverted residuals, linear bottlenecks) and :func:`densenet121` ..
   :func:`densenet201` (dense blocks): torchvision's layouts, names and parameter counts.
+* :func:`unet`: U-Net for segmentation (per-pixel logits; 'same' or the paper's 'valid'
+  padding); :func:`vit` and :func:`vit_b_16`: the Vision Transformer (patches, a class
+  token, pre-norm encoder layers), vit_b_16 with torchvision's parameter count.
 * :func:`rnn_language_model`, :func:`rnn_classifier`, :func:`transformer_language_model`:
   models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
   with attention of the notes' translation model.
@@ -64,7 +67,9 @@ from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transfer import transfer
+from lamina.models.unet import DoubleConv, UNet, unet
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
+from lamina.models.vit import ClassTokenEmbedding, VisionTransformer, vit, vit_b_16
 from lamina.models.word2vec import SkipGram, negative_sampling_loss
 
 __all__ = [
@@ -76,5 +81,6 @@ __all__ = [
     "rnn_classifier", "rnn_language_model", "transfer", "transformer_language_model", "vgg", "vgg11", "vgg13",
     "vgg16", "vgg19", "zfnet", "Autoencoder", "ConvAutoencoder", "VAE", "dcgan_discriminator", "dcgan_generator",
     "DenseBlock", "DenseLayer", "InvertedResidual", "densenet", "densenet121", "densenet169", "densenet201",
-    "make_divisible", "mobilenet_v2",
+    "make_divisible", "mobilenet_v2", "ClassTokenEmbedding", "DoubleConv", "UNet", "VisionTransformer", "unet",
+    "vit", "vit_b_16",
 ]
