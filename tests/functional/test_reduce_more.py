@@ -273,3 +273,25 @@ def test_the_ops_are_tensor_methods():
     np.testing.assert_allclose(x.norm(ord=1).numpy(), np.abs(x.numpy()).sum())
     np.testing.assert_allclose(x.sin().square().numpy(), np.sin(x.numpy()) ** 2)
     np.testing.assert_allclose(x.std(axis=0, ddof=1).numpy(), x.numpy().std(axis=0, ddof=1))
+
+
+@pytest.mark.parametrize("shape, axis", [((96, 1000), 1), ((70, 3, 257), 2), ((300, 130), 0), ((8, 4100), -1)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cumsum_of_large_arrays_matches_torch(shape, axis, dtype):
+    """Arrays large enough for the blocked scan (block lengths that divide the axis and ones
+    that need padding, every axis position), forward and backward."""
+    x = randn(*shape, seed=5)
+    compare_with_torch(lambda t: F.cumsum(t, axis=axis), lambda t: torch.cumsum(t, dim=axis), x, dtype=dtype,
+                       rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_cumsum_of_a_large_array_keeps_infs_and_nans_where_numpy_does():
+    x = randn(64, 1000, seed=6)
+    x[3, 10], x[7, 500], x[9, 20], x[9, 30] = np.inf, np.nan, np.inf, -np.inf
+    with np.errstate(invalid="ignore"):                     # inf + -inf, as NumPy's own cumsum says
+        got = F.cumsum(lamina.tensor(x, dtype=np.float64), axis=1).numpy()
+        expected = np.cumsum(x, axis=1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    finite = np.isfinite(got)
+    np.testing.assert_array_equal(finite, np.isfinite(expected))
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-12)

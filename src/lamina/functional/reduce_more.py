@@ -11,7 +11,8 @@ Each is one node with a closed-form backward:
 - norm: ||x||_1 = sum |x_j| (gradient sign x_j), ||x||_2 = sqrt(sum x_j^2) (gradient
   x_j / ||x||_2, taken as 0 at x = 0), ||x||_inf = max |x_j| (the gradient sign x_j split
   evenly among the elements that reach the max, as PyTorch does).
-- cumsum y_k = sum_(j <= k) x_j; dJ/dx_i = sum_(k >= i) dJ/dy_k, a cumsum run backwards.
+- cumsum y_k = sum_(j <= k) x_j; dJ/dx_i = sum_(k >= i) dJ/dy_k, a cumsum run backwards. On
+  large float arrays both run as block matrix products (:func:`_blocked_scan`).
 - cumprod y_k = prod_(j <= k) x_j; see :class:`CumProd` for a backward that never divides by x.
 """
 
@@ -22,7 +23,7 @@ import numbers
 
 import numpy
 
-from lamina import backend
+from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.functional._util import normalize_axes
 from lamina.functional.elementwise import where
@@ -212,14 +213,92 @@ def _single_axis(axis, ndim: int, op: str) -> int:
     return normalize_axes(axis, ndim, op)[0]
 
 
+SCAN_BLOCKS = range(16, 41)
+"""Block lengths of :func:`_running_sum`'s matrix-product scan: the one nearest 32 that divides
+the axis (so that the result fills its array), else 32 with the axis padded."""
+
+SCAN_MIN_SIZE = 1 << 15
+"""Arrays with fewer elements (or an axis shorter than 64) use NumPy's cumsum."""
+
+SCAN_CHUNK_BYTES = 1 << 20
+"""Each thread takes its rows through all the scan's steps in chunks of about this size, which
+stay in the cache (measured on 2 cores: 256 KiB to 8 MiB within 15% of each other)."""
+
+
+def _scan_block(n: int) -> int:
+    dividing = [b for b in SCAN_BLOCKS if n % b == 0]
+    return min(dividing, key=lambda b: abs(b - 32)) if dividing else 32
+
+
+def _blocked_scan(rows, reverse: bool):
+    """Running sums along the rows of the 2-D ``rows``, as matrix products; None where a
+    value is not finite (there the sequential cumsum gives the exact pattern of infs and nans).
+
+    NumPy's cumsum adds one element at a time, a few ns each. Here each row is cut into
+    blocks of b (:func:`_scan_block`) and, with c_j the sum of the blocks before block j
+    (after it when ``reverse``), y = (x with c_j added to the first (last) element of block
+    j) @ U, U the b x b triangle of ones: a GEMM, plus a GEMV for the block sums and a small
+    GEMM for the c_j, all in the input's float type. Chunks of rows run on lamina's threads
+    (:func:`lamina.parallel.split`), each through all the steps while it is in the cache.
+    """
+    xp = backend.xp
+    m, n = rows.shape
+    b = _scan_block(n)
+    blocks = -(-n // b)
+    width = blocks * b
+    out = xp.empty((m, width), dtype=rows.dtype)
+    ones = xp.ones(b, dtype=rows.dtype)
+    later = xp.tri(blocks, k=-1, dtype=rows.dtype)           # later[j, k] = 1 where block j comes after block k
+    carry = later if reverse else later.T                    # block sums @ carry: the sum before (after) each
+    upper = xp.tri(b, dtype=rows.dtype).T                    # x @ upper: y_i = sum_(j <= i) x_j
+    triangle = upper.T if reverse else upper
+    entry = b - 1 if reverse else 0
+    step = max(1, SCAN_CHUNK_BYTES // (width * rows.itemsize))
+    not_finite = []
+
+    def scan(lo: int, hi: int) -> None:
+        work = xp.empty((min(step, hi - lo), width), dtype=rows.dtype)
+        work[:, n:] = 0                                      # the padding, where b does not divide n
+        for start in range(lo, hi, step):
+            stop = min(hi, start + step)
+            chunk = work[:stop - start]
+            chunk[:, :n] = rows[start:stop]
+            pieces = chunk.reshape(-1, b)
+            totals = (pieces @ ones).reshape(-1, blocks)
+            if not xp.isfinite(totals).all():
+                not_finite.append(start)
+                return
+            chunk.reshape(-1, blocks, b)[:, :, entry] += totals @ carry
+            xp.matmul(pieces, triangle, out=out[start:stop].reshape(-1, b))
+
+    parallel.split(scan, m, m * width)
+    if not_finite:
+        return None
+    return out if width == n else out[:, :n]
+
+
+def _running_sum(a, axis: int, reverse: bool = False):
+    """y_k = sum_(j <= k) x_j along ``axis`` of the array ``a`` (sum_(j >= k) when ``reverse``)."""
+    xp = backend.xp
+    n = a.shape[axis]
+    if (xp.__name__ == "numpy" and a.dtype in (xp.float32, xp.float64) and n >= 64
+            and a.size >= SCAN_MIN_SIZE):
+        rows = xp.moveaxis(a, axis, -1)
+        out = _blocked_scan(rows.reshape(-1, n), reverse)
+        if out is not None:
+            return xp.moveaxis(out.reshape(rows.shape), -1, axis)
+    if reverse:
+        return xp.flip(xp.cumsum(xp.flip(a, axis), axis=axis), axis)
+    return xp.cumsum(a, axis=axis)
+
+
 class CumSum(Function):
     def forward(self, a):
         self.axis = _single_axis(self.axis, a.ndim, "cumsum")
-        return backend.xp.cumsum(a, axis=self.axis)
+        return _running_sum(a, self.axis)
 
     def backward(self, dy):
-        xp = backend.xp
-        return (xp.flip(xp.cumsum(xp.flip(dy, self.axis), axis=self.axis), self.axis),)
+        return (_running_sum(dy, self.axis, reverse=True),)
 
     backward_graph = Function.linear_backward_graph
 
