@@ -13,6 +13,7 @@ from lamina.errors import ShapeError
 from lamina.functional._util import CHANNEL_ROW, merged_rows, repeated
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
+from lamina.nn.sample_norm import standardized_backward_graph
 
 __all__ = ["BatchNorm", "BatchNormFunction", "LocalResponseNorm", "LocalResponseNormFunction"]
 
@@ -106,25 +107,13 @@ class BatchNormFunction(Function):
         moments are computed again from the input tensor; in evaluation y is affine in x
         (the running statistics are constants): dJ/dx = gamma / sigma dJ/dy."""
         x, gamma, _ = self.inputs
-        need_x, need_gamma, need_beta = self.needs_grad
         axes = tuple(range(x.ndim - 1))
         if self.training:
-            centred = x - x.mean(axis=axes, keepdims=True)
-            inv_std = 1.0 / ((centred * centred).mean(axis=axes, keepdims=True) + self.eps).sqrt()
-        else:
-            centred = x - self.mu
-            inv_std = self.inv_std
-        x_hat = centred * inv_std
-        dgamma = (dy * x_hat).sum(axis=axes) if need_gamma or (need_x and self.training) else None
-        dx = None
-        if need_x:
-            if self.training:
-                # gamma / (m sigma) (m dJ/dy - dJ/dbeta - x' dJ/dgamma), with the sums as means
-                dx = (gamma * inv_std) * (dy - dy.mean(axis=axes, keepdims=True)
-                                          - x_hat * (dgamma * (1.0 / self.m)))
-            else:
-                dx = dy * (gamma * inv_std)
-        return dx, (dgamma if need_gamma else None), (dy.sum(axis=axes) if need_beta else None)
+            return standardized_backward_graph(dy, x, gamma, axes, self.eps, self.needs_grad)
+        need_x, need_gamma, need_beta = self.needs_grad
+        dx = dy * (gamma * self.inv_std) if need_x else None
+        dgamma = (dy * ((x - self.mu) * self.inv_std)).sum(axis=axes) if need_gamma else None
+        return dx, dgamma, (dy.sum(axis=axes) if need_beta else None)
 
 
 def check_momentum(layer: str, momentum) -> float:

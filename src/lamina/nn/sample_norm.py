@@ -174,7 +174,7 @@ class LayerNormFunction(Function):
         depend on x), on M rows of the D normalised values."""
         x, gamma, _ = self.inputs
         d = gamma.size
-        grads = _standardized_backward_graph(dy.reshape(-1, d), x.reshape(-1, d), gamma.reshape(d), (1,), self.eps,
+        grads = standardized_backward_graph(dy.reshape(-1, d), x.reshape(-1, d), gamma.reshape(d), (1,), self.eps,
                                              self.needs_grad)
         return tuple(None if g is None else g.reshape(t.shape) for g, t in zip(grads, self.inputs))
 
@@ -222,14 +222,15 @@ class GroupNormFunction(Function):
         x, gamma, _ = self.inputs
         c, groups = x.shape[-1], self.groups
         view = (x.shape[0], -1, groups, c // groups)
-        grads = _standardized_backward_graph(dy.reshape(view), x.reshape(view), gamma.reshape(groups, c // groups),
+        grads = standardized_backward_graph(dy.reshape(view), x.reshape(view), gamma.reshape(groups, c // groups),
                                              (1, 3), self.eps, self.needs_grad)
         return tuple(None if g is None else g.reshape(t.shape) for g, t in zip(grads, self.inputs))
 
 
-def _standardized_backward_graph(dy, x, gamma, axes: tuple[int, ...], eps: float, needs: tuple[bool, ...]):
-    """:func:`_standardized_backward` by tensor ops, for ``x`` and ``dy`` whose statistics run
-    over ``axes`` and ``gamma`` broadcasting against them:
+def standardized_backward_graph(dy, x, gamma, axes: tuple[int, ...], eps: float, needs: tuple[bool, ...]):
+    """:func:`_standardized_backward` by tensor ops (for layer, group and batch norm's
+    ``backward_graph``), for ``x`` and ``dy`` whose statistics run over ``axes`` and ``gamma``
+    broadcasting against them:
 
         g = dJ/dy gamma,   dJ/dx = (1/sigma) (g - mean g - x' mean(g x'))
         dJ/dgamma = sum dJ/dy x',   dJ/dbeta = sum dJ/dy   (over the axes gamma lacks)
