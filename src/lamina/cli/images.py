@@ -141,6 +141,10 @@ def train(args: argparse.Namespace) -> dict:
     callbacks = [ModelCheckpoint(checkpoint), TerminateOnNaN()]
     if args.patience:
         callbacks.append(EarlyStopping("val_loss", patience=args.patience, restore_best=True))
+    if args.profile:
+        from lamina.train.profiling import ProfileSteps
+
+        callbacks.append(ProfileSteps(out / "profile.json", first=2, count=args.profile, verbose=bool(args.verbose)))
     if averaging is not None:
         callbacks.append(averaging)  # last: its weights win over EarlyStopping's best ones
     trainer = Trainer(model, loss, optimizer, metrics=("accuracy",), callbacks=callbacks, schedule=schedule,
@@ -261,6 +265,9 @@ def add_commands(sub) -> None:
                    help="first run a learning-rate range test (100 mini-batches, lr from 1e-6 up to 10), save its "
                         "curve as lr_finder.png and train with the lr where the cost fell fastest (replaces --lr)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0; decoupled for adamw)")
+    t.add_argument("--profile", type=positive_int, default=None, metavar="STEPS",
+                   help="time every op's forward and backward over STEPS training steps (from the second), print "
+                        "the table and write profile.json, a trace for ui.perfetto.dev")
     t.add_argument("--sam", type=positive_number, default=None, metavar="RHO",
                    help="sharpness-aware minimization around the optimizer: each update uses the gradient at the "
                         "weights moved RHO along the normalised gradient (two passes per update; typical RHO 0.05)")
