@@ -14,7 +14,6 @@ from lamina.autograd import graph
 from lamina.autograd.function import Function
 from lamina.train import LambdaCallback, ProfileSteps, Trainer
 
-
 APPLY = Function.apply.__func__
 
 
