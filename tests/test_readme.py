@@ -203,3 +203,5 @@ def test_second_derivatives_example_runs():
     learner = names["learner"]
     assert all(p.grad is not None and np.isfinite(p.grad).all() for p in learner.parameters())
     assert learner[0].weight is names["weights"]["dense.weight"]      # the module keeps its own parameters
+    top = names["sharpest"]
+    assert len(top) == 2 and abs(top[0]) >= abs(top[1]) > 0
