@@ -295,3 +295,73 @@ def test_cumsum_of_a_large_array_keeps_infs_and_nans_where_numpy_does():
     finite = np.isfinite(got)
     np.testing.assert_array_equal(finite, np.isfinite(expected))
     np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-12)
+
+
+# -- cumprod's gradient on long axes ----------------------------------------------------
+
+
+def lines_with_zeros(n: int, seed: int) -> np.ndarray:
+    """Seven lines of n values near +1 or -1 (no running product under- or overflows) with
+    zeros: none; one at a random place; several, two of them side by side; at the first
+    place; at the last; at the first and the last; everywhere."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice([-1.0, 1.0], (7, n)) * (1 + 0.01 * rng.standard_normal((7, n)))
+    x[1, rng.integers(1, n - 1)] = 0
+    several = rng.choice(np.arange(1, n - 2), 5, replace=False)
+    x[2, several] = 0
+    x[2, several[0] + 1] = 0
+    x[3, 0] = 0
+    x[4, -1] = 0
+    x[5, [0, -1]] = 0
+    x[6] = 0
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1500, 4096])
+def test_cumprod_gradient_on_long_axes_with_zeros_matches_torch(n, dtype):
+    x = lines_with_zeros(n, seed=n)
+    for line in range(len(x)):                             # each line against its own scale
+        compare_with_torch(lambda t: F.cumprod(t, axis=1), lambda t: torch.cumprod(t, dim=1), x[line:line + 1],
+                           dtype=dtype, seed=line)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_cumprod_gradient_with_zeros_along_any_axis_matches_torch(axis, dtype):
+    lines = lines_with_zeros(700, seed=9)
+    x = np.moveaxis(np.stack([lines, -lines[::-1]]), -1, axis)
+    compare_with_torch(lambda t: F.cumprod(t, axis=axis), lambda t: torch.cumprod(t, dim=axis), x, dtype=dtype)
+
+
+def test_cumprod_gradient_where_float32_products_underflow():
+    """Past x_i = x_(i+1) = 1e-30 the float32 running product is 0, so y_k / x_i would lose
+    every later term, though x_(i+1) x_(i+2) = 1 with x_(i+2) = 1e30. The float32 gradient
+    still matches torch's float64 one, where nothing underflows."""
+    from helpers import assert_close
+
+    rng = np.random.default_rng(10)
+    x = 1 + 0.01 * rng.standard_normal((3, 1000))
+    for line, place in enumerate([0, 400, 996]):
+        x[line, place:place + 3] = [1e-30, 1e-30, 1e30]
+    x[1, 700] = 0
+    up = rng.standard_normal(x.shape)
+    ours = lamina.tensor(x, requires_grad=True, dtype=np.float32)
+    F.cumprod(ours, axis=1).backward(up.astype(np.float32))
+    theirs = torch.tensor(x, requires_grad=True)
+    torch.cumprod(theirs, dim=1).backward(torch.tensor(up))
+    for line in range(3):
+        assert_close(ours.grad[line], theirs.grad[line].numpy(), 1e-4, f"gradient of line {line}")
+
+
+@pytest.mark.parametrize("shape", [(1, 200_000), (20, 30_001)])
+def test_cumsum_of_long_axes_matches_numpy(shape):
+    """Few very long rows (NumPy's cumsum) and many long rows (the blocked scan over thousands
+    of blocks), forward and the backward's reversed running sum."""
+    x = randn(*shape, seed=7)
+    t = lamina.tensor(x, requires_grad=True, dtype=np.float64)
+    y = F.cumsum(t, axis=1)
+    np.testing.assert_allclose(y.numpy(), np.cumsum(x, axis=1), rtol=1e-9, atol=1e-9)
+    upstream = randn(*shape, seed=8)
+    y.backward(upstream)
+    np.testing.assert_allclose(t.grad, np.cumsum(upstream[:, ::-1], axis=1)[:, ::-1], rtol=1e-9, atol=1e-9)
