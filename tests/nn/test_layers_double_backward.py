@@ -384,3 +384,31 @@ def test_mlp_with_batchnorm_and_layernorm_hessian_vector_product_matches_torch()
     assert len(hvp) == len(hvp_t) == 9
     for k, (ours, theirs) in enumerate(zip(hvp, hvp_t)):
         assert_close(ours, theirs.numpy(), 1e-8, f"Hessian-vector product, parameter {k}")
+
+
+@pytest.mark.parametrize("track", [False, True], ids=["batch_statistics", "running_statistics"])
+def test_instance_norm_matches_torch_double_backward(track):
+    """InstanceNorm2D in training (per-sample statistics, the group-norm node with one group per
+    channel) and in evaluation with running statistics (the batch-norm node's affine map)."""
+    lamina.set_default_dtype(np.float64)
+    try:
+        layer = nn.InstanceNorm2D(affine=True, track_running_stats=track)
+        layer.build((2, 4, 5, 3))
+        mean, var = randn(3, seed=3) * 0.1, positive(3, seed=4)
+        if track:
+            layer.running_mean, layer.running_var = mean.copy(), var.copy()
+            layer.eval()
+
+        def ours(x, w, b):
+            return nn.functional_call(layer, {"weight": w, "bias": b}, x).tanh()
+
+        def theirs(x, w, b):
+            out = torch.nn.functional.instance_norm(
+                x.permute(0, 3, 1, 2), running_mean=torch.tensor(mean) if track else None,
+                running_var=torch.tensor(var) if track else None, weight=w, bias=b, use_input_stats=not track,
+                eps=1e-5)
+            return out.permute(0, 2, 3, 1).tanh()
+
+        compare_double_backward_with_torch(ours, theirs, randn(2, 4, 5, 3), randn(3, seed=1), randn(3, seed=2))
+    finally:
+        lamina.set_default_dtype(np.float32)
