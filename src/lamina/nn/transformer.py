@@ -70,6 +70,26 @@ def set_sizes(layer: Module, d_model: int, num_heads: int, dim_feedforward: int,
         raise ValueError(f"{who}: d_model {d_model} is not divisible by num_heads {num_heads}")
 
 
+def layer_config(layer: Module) -> dict:
+    """The config of a Transformer layer's sizes and options (as :func:`set_sizes` stored
+    them), shared by the encoder and decoder layers' ``get_config``."""
+    return {
+        "d_model": layer.d_model,
+        "num_heads": layer.num_heads,
+        "dim_feedforward": layer.dim_feedforward,
+        "dropout": layer.dropout_rate,
+        "activation": activation_config(layer.linear1),
+        "norm_first": layer.norm_first,
+        "layer_norm_eps": layer.layer_norm_eps,
+    }
+
+
+def layer_repr(layer: Module) -> str:
+    """The sizes of a Transformer layer, and norm_first when set, for ``extra_repr``."""
+    text = f"d_model={layer.d_model}, num_heads={layer.num_heads}, dim_feedforward={layer.dim_feedforward}"
+    return text + (", norm_first=True" if layer.norm_first else "")
+
+
 @register_layer
 class TransformerEncoderLayer(Module):
     """One encoder layer: multi-head self-attention, then a feed-forward network of two
@@ -198,25 +218,10 @@ class TransformerEncoderLayer(Module):
         return shape[:-1] + (self.d_model,)
 
     def get_config(self) -> dict:
-        return {
-            "d_model": self.d_model,
-            "num_heads": self.num_heads,
-            "dim_feedforward": self.dim_feedforward,
-            "dropout": self.dropout_rate,
-            "activation": activation_config(self.linear1),
-            "norm_first": self.norm_first,
-            "layer_norm_eps": self.layer_norm_eps,
-            "causal": self.causal,
-            "name": self.name,
-        }
+        return {**layer_config(self), "causal": self.causal, "name": self.name}
 
     def extra_repr(self) -> str:
-        text = f"d_model={self.d_model}, num_heads={self.num_heads}, dim_feedforward={self.dim_feedforward}"
-        if self.norm_first:
-            text += ", norm_first=True"
-        if self.causal:
-            text += ", causal=True"
-        return text
+        return layer_repr(self) + (", causal=True" if self.causal else "")
 
 
 def sinusoidal_encoding(length: int, d: int, dtype=numpy.float64):

@@ -60,7 +60,6 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, is_grad_enabled
 from lamina.errors import ShapeError
-from lamina.nn.activation import activation_config
 from lamina.nn.attention import mask_array
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout
@@ -68,7 +67,7 @@ from lamina.nn.layer import register_layer
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.sample_norm import LayerNorm
-from lamina.nn.transformer import set_sizes
+from lamina.nn.transformer import layer_config, layer_repr, set_sizes
 
 __all__ = ["TransformerDecoderLayer", "from_torch_state_dict"]
 
@@ -369,17 +368,7 @@ class TransformerDecoderLayer(Module):
         return shape[:-1] + (self.d_model,)
 
     def get_config(self) -> dict:
-        return {
-            "d_model": self.d_model,
-            "num_heads": self.num_heads,
-            "dim_feedforward": self.dim_feedforward,
-            "dropout": self.dropout_rate,
-            "activation": activation_config(self.linear1),
-            "norm_first": self.norm_first,
-            "layer_norm_eps": self.layer_norm_eps,
-            "name": self.name,
-        }
+        return {**layer_config(self), "name": self.name}
 
     def extra_repr(self) -> str:
-        text = f"d_model={self.d_model}, num_heads={self.num_heads}, dim_feedforward={self.dim_feedforward}"
-        return text + (", norm_first=True" if self.norm_first else "")
+        return layer_repr(self)
