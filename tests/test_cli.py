@@ -131,7 +131,8 @@ def test_every_schedule_choice_builds_its_schedule():
     expected = {"none": None, "cosine": schedules.CosineDecay, "linear": schedules.LinearDecay,
                 "exponential": schedules.ExponentialDecay, "step": schedules.StepDecay,
                 "polynomial": schedules.PolynomialDecay, "cosine_restarts": schedules.CosineDecayRestarts,
-                "onecycle": schedules.OneCycle}
+                "onecycle": schedules.OneCycle, "inverse_time": schedules.InverseTimeDecay,
+                "cyclic": schedules.CyclicLR}
     assert set(SCHEDULES) == set(expected)
     for name in SCHEDULES:
         opt = SGD([Parameter(np.zeros(2))], lr=1.0)
@@ -142,13 +143,22 @@ def test_every_schedule_choice_builds_its_schedule():
         assert type(schedule) is expected[name] and schedule.optimizer is opt and schedule.per == "iteration", name
         lrs = [schedule(t) for t in range(70)]
         assert opt.lr == lrs[0] and max(lrs) == pytest.approx(0.1), name   # the run peaks at --lr
+        if name == "cyclic":
+            continue
         assert lrs[-1] < 0.1 * lrs[0], name                               # and ends far below it
     onecycle = build_schedule("onecycle", None, 0.1, total_iterations=70)
     assert onecycle.total_steps == 70 and onecycle(0) == pytest.approx(0.1 / 25) and onecycle(69) < 1e-5
     restarts = build_schedule("cosine_restarts", None, 0.1, total_iterations=70)
     assert [restarts.restart(t)[0] for t in (9, 10, 29, 30, 69)] == [0, 1, 1, 2, 2]   # 3 cycles: 10, 20, 40
-    with pytest.raises(ValueError, match="unknown schedule 'cyclic'"):
-        build_schedule("cyclic", None, 0.1, total_iterations=70)
+    cyclic = build_schedule("cyclic", None, 0.1, total_iterations=80)
+    lrs = np.array([cyclic(t) for t in range(80)])
+    peaks = [t for t in range(1, 79) if lrs[t] > lrs[t - 1] and lrs[t] >= lrs[t + 1]]
+    assert peaks == [10, 30, 50, 70] and lrs[peaks] == pytest.approx([0.1, 0.055, 0.0325, 0.02125])
+    assert lrs.min() == pytest.approx(0.01)                              # the troughs sit at --lr / 10
+    inverse_time = build_schedule("inverse_time", None, 0.1, total_iterations=70)
+    assert inverse_time(69) == pytest.approx(0.1 / 20)
+    with pytest.raises(ValueError, match="unknown schedule 'plateau'"):
+        build_schedule("plateau", None, 0.1, total_iterations=70)
 
 
 def test_warmup_goes_before_the_schedule():

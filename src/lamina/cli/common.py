@@ -7,7 +7,8 @@ import math
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamax", "nadam", "adadelta",
               "radam", "lion")
-SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "cosine_restarts", "onecycle")
+SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "inverse_time", "cosine_restarts",
+             "onecycle", "cyclic")
 
 
 def _argument_type(convert, accept, expected: str):
@@ -88,6 +89,13 @@ def build_schedule(name: str, optimizer, lr: float, total_iterations: int, warmu
         # three cycles, each twice as long as the one before (1/7, 2/7, 4/7 of the run)
         return schedules.CosineDecayRestarts(lr, first_period=max(math.ceil(total_iterations / 7), 1), t_mult=2,
                                              optimizer=optimizer)
+    if name == "inverse_time":
+        # alpha_0 / (1 + kt) with k chosen so that the run ends at a twentieth of --lr
+        return schedules.InverseTimeDecay(lr, 19.0 / max(total_iterations - 1, 1), optimizer=optimizer)
     if name == "onecycle":
         return schedules.OneCycle(lr, total_iterations, optimizer=optimizer)
+    if name == "cyclic":
+        # four triangles between --lr / 10 and --lr, each half as tall as the one before
+        half = max(total_iterations // 8, 1)
+        return schedules.CyclicLR(lr / 10, lr, step_size_up=half, mode="triangular2", optimizer=optimizer)
     raise ValueError(f"unknown schedule {name!r}; expected one of {SCHEDULES}")
