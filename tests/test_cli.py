@@ -284,6 +284,18 @@ def test_train_text_then_sample_from_the_saved_model(tmp_path):
     assert drawn.returncode == 0, drawn.stderr
     lines = drawn.stdout.splitlines()
     assert len(lines) == 3 and all(line.startswith("ma") and line.isalpha() for line in lines)
+    searched = lamina_cli("sample", str(tmp_path / "model.safetensors"), "--prompt", "ma", "--beam", "4")
+    assert searched.returncode == 0, searched.stderr
+    from lamina import load_bundle
+    from lamina.text import Vocabulary, beam_search_text
+    bundle = load_bundle(tmp_path / "model.safetensors")
+    best = beam_search_text(bundle.model, Vocabulary.from_config(bundle.info["vocabulary"]), "ma", beam_width=4,
+                            max_length=30)
+    assert searched.stdout.splitlines() == [best] and best.startswith("ma")
+    nucleus = lamina_cli("sample", str(tmp_path / "model.safetensors"), "--count", "2", "--top-p", "0.9")
+    assert nucleus.returncode == 0 and len(nucleus.stdout.splitlines()) == 2, nucleus.stderr
+    refused = lamina_cli("sample", str(tmp_path / "model.safetensors"), "--top-p", "1.5")
+    assert refused.returncode == 2 and "expected a number in (0, 1], got '1.5'" in refused.stderr
 
 
 def test_sample_refuses_a_model_without_a_vocabulary(trained_run):

@@ -31,6 +31,7 @@ positive_int = _argument_type(int, lambda v: v >= 1, "a positive integer")
 nonnegative_int = _argument_type(int, lambda v: v >= 0, "an integer >= 0")
 positive_number = _argument_type(float, lambda v: 0 < v < math.inf, "a positive finite number")
 unit_interval = _argument_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+probability = _argument_type(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):

@@ -11,7 +11,7 @@ import numpy as np
 
 import lamina
 from lamina import functional as F
-from lamina.cli.common import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule, positive_int
+from lamina.cli.common import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule, positive_int, probability
 
 
 def _token_cost(model, pairs, batch_size: int = 256) -> float:
@@ -85,15 +85,18 @@ def train_text(args: argparse.Namespace) -> dict:
 
 
 def _sample(model, vocab, corpus: str, seed: int, prompt: str | None = None, temperature: float = 0.8,
-            max_length: int | None = None, top_k: int | None = None) -> str:
-    from lamina.text import sample_text
+            max_length: int | None = None, top_k: int | None = None, top_p: float | None = None,
+            beam: int | None = None) -> str:
+    from lamina.text import beam_search_text, sample_text
 
     if prompt is None:
         prompt = "" if vocab.bos_id is not None else "\n"
     if max_length is None:
         max_length = 30 if corpus == "names" else 200
+    if beam is not None:
+        return beam_search_text(model, vocab, prompt=prompt, beam_width=beam, max_length=max_length)
     return sample_text(model, vocab, prompt=prompt, max_length=max_length, temperature=temperature, top_k=top_k,
-                       seed=seed)
+                       top_p=top_p, seed=seed)
 
 
 def evaluate_text(bundle, args: argparse.Namespace) -> dict:
@@ -125,9 +128,11 @@ def sample(args: argparse.Namespace) -> list[str]:
         raise SystemExit(f"lamina sample: {args.checkpoint} holds no vocabulary; it was not written by "
                          "'lamina train-text'")
     vocab = Vocabulary.from_config(bundle.info["vocabulary"])
+    count = 1 if args.beam is not None else args.count      # beam search finds one text, the same each time
     texts = [_sample(bundle.model, vocab, bundle.info.get("corpus", ""), seed=args.seed + k, prompt=args.prompt,
-                     temperature=args.temperature, max_length=args.max_length, top_k=args.top_k)
-             for k in range(args.count)]
+                     temperature=args.temperature, max_length=args.max_length, top_k=args.top_k, top_p=args.top_p,
+                     beam=args.beam)
+             for k in range(count)]
     for text in texts:
         print(text)
     return texts
@@ -176,5 +181,9 @@ def add_commands(sub) -> None:
     sm.add_argument("--temperature", type=float, default=0.8,
                     help="below 1 sharpens the next-character distribution, above 1 flattens it (default 0.8)")
     sm.add_argument("--top-k", type=positive_int, default=None, help="draw among the k likeliest characters")
+    sm.add_argument("--top-p", type=probability, default=None,
+                    help="nucleus sampling: draw among the fewest likeliest characters whose probabilities reach P")
+    sm.add_argument("--beam", type=positive_int, default=None, metavar="WIDTH",
+                    help="instead of drawing, print the likeliest continuation found by beam search of this width")
     sm.add_argument("--max-length", type=positive_int, default=None, help="characters per sample at most")
     sm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -28,6 +28,7 @@ from lamina.autograd import Tensor, no_grad, tensor
 from lamina.nn import GRU, AdditiveAttention, Bidirectional, Dense, Embedding
 from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
+from lamina.text.beam import beam_search
 
 __all__ = ["AttentionSeq2Seq"]
 
@@ -82,11 +83,20 @@ class AttentionSeq2Seq(Module):
         return self.output(F.stack(features, axis=1))
 
     def translate(self, source, bos_id: int, eos_id: int, max_length: int = 50,
-                  return_attention: bool = False):
+                  return_attention: bool = False, beam_width: int = 1, length_penalty: float = 0.0):
         """Greedy decoding: the ids (N, T_out) of the likeliest token at each step, fed back as
         the next input, until every row has produced ``eos_id`` (kept in the output; the
         steps after it repeat it) or ``max_length`` steps. With ``return_attention``, also
-        alpha (N, T_out, T_in)."""
+        alpha (N, T_out, T_in).
+
+        ``beam_width`` > 1: beam search (:func:`lamina.text.beam_search`) for each source,
+        ranking finished translations by log P / length^``length_penalty``; the rows are
+        padded with ``eos_id`` as above."""
+        if beam_width != 1:
+            if return_attention:
+                raise ValueError("AttentionSeq2Seq.translate: return_attention is only offered with greedy "
+                                 f"decoding (beam_width=1), got beam_width={beam_width!r}")
+            return self._beam_translate(source, bos_id, eos_id, max_length, beam_width, length_penalty)
         was_training = self.training
         self.eval()
         try:
@@ -111,6 +121,35 @@ class AttentionSeq2Seq(Module):
             self.train(was_training)
         out = np.stack(ids, axis=1)
         return (out, np.stack(weights, axis=1)) if return_attention else out
+
+    def _beam_translate(self, source, bos_id: int, eos_id: int, max_length: int, beam_width: int,
+                        length_penalty: float) -> np.ndarray:
+        was_training = self.training
+        self.eval()
+        rows = []
+        try:
+            with no_grad():
+                memory, state = self.encode(source)
+                for i in range(memory.shape[0]):
+                    row_memory = memory.numpy()[i:i + 1]
+
+                    def step(last, decoder_state, row_memory=row_memory):
+                        beams = len(last)
+                        repeated = tensor(np.repeat(row_memory, beams, axis=0))
+                        embedded = self.target_embedding(tensor(last[:, None]))
+                        new_state, features, _ = self._step(embedded, tensor(decoder_state), repeated)
+                        scores = self.output(features).numpy().astype(np.float64)
+                        scores -= scores.max(axis=-1, keepdims=True)
+                        log_probs = scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))
+                        return log_probs, new_state.numpy()
+
+                    best = beam_search(step, state.numpy()[i:i + 1], bos_id, eos_id, beam_width, max_length,
+                                       length_penalty)[0]
+                    rows.append(best.ids)
+        finally:
+            self.train(was_training)
+        width = max(len(ids) for ids in rows)
+        return np.asarray([ids + [eos_id] * (width - len(ids)) for ids in rows], dtype=np.int64)
 
     def get_config(self) -> dict:
         return {"source_vocab": self.source_vocab, "target_vocab": self.target_vocab, "embed_dim": self.embed_dim,

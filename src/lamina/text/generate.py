@@ -97,12 +97,23 @@ def _decodes_incrementally(model) -> bool:
         return bool(getattr(model, "streamable", False))
 
 
+def _nucleus(p: np.ndarray, top_p: float) -> np.ndarray:
+    """``p`` with all but the fewest likeliest tokens whose probabilities reach ``top_p`` set to 0."""
+    order = np.argsort(-p, kind="stable")
+    kept = int(np.searchsorted(np.cumsum(p[order]), top_p * (1 - 1e-12))) + 1
+    out = np.zeros_like(p)
+    out[order[:kept]] = p[order[:kept]]
+    return out
+
+
 def sample_text(model, vocab: Vocabulary, prompt: str = "", max_length: int = 50, temperature: float = 1.0,
                 top_k: int | None = None, seed: int | None = None, context: int | None = None,
-                stream: bool | None = None) -> str:
+                stream: bool | None = None, top_p: float | None = None) -> str:
     """Continue ``prompt`` (after the bos token, when the vocabulary has one) with tokens
     drawn from the model. ``temperature`` < 1 sharpens the distribution, > 1 flattens it;
-    ``top_k`` draws among the k most likely tokens only. ``context``: the model reads at
+    ``top_k`` draws among the k most likely tokens only; ``top_p`` (nucleus sampling,
+    Holtzman et al. 2020) among the fewest most likely tokens whose probabilities sum to at
+    least p (after ``temperature`` and ``top_k``). ``context``: the model reads at
     most the last ``context`` tokens (default: the smallest ``max_len`` of the model's
     position layers, if it has any, else the whole text so far).
 
@@ -124,6 +135,8 @@ def sample_text(model, vocab: Vocabulary, prompt: str = "", max_length: int = 50
         raise ValueError(f"sample_text: temperature must be > 0, got {temperature!r}")
     if top_k is not None and not 1 <= top_k <= len(vocab):
         raise ValueError(f"sample_text: top_k must lie in [1, {len(vocab)}], got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"sample_text: top_p must lie in (0, 1], got {top_p!r}")
     if context is None:
         limits = [m.max_len for m in model.modules() if isinstance(getattr(m, "max_len", None), int)]
         context = min(limits) if limits else None
@@ -170,6 +183,8 @@ def sample_text(model, vocab: Vocabulary, prompt: str = "", max_length: int = 50
                 if top_k is not None:
                     z[np.argsort(z)[:-top_k]] = -np.inf
                 p = np.exp(z - z.max())
+                if top_p is not None:
+                    p = _nucleus(p / p.sum(), top_p)
                 next_id = int(rng.choice(len(vocab), p=p / p.sum()))
                 if next_id == vocab.eos_id:
                     break
