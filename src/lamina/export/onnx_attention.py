@@ -60,6 +60,9 @@ def _causal_keep(graph: Graph, x: str, hint: str) -> str:
 
 def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, causal: bool, hint: str) -> Value:
     """``layer(x, causal=causal)`` (evaluation mode: no dropout) for x = ``value`` (N, T, E)."""
+    if layer.rotary:
+        raise NotImplementedError(f"export_onnx: {layer._label()} has rotary positions, which have no ONNX form "
+                                  "in lamina's exporter yet")
     if len(value.shape) != 3:
         raise NotImplementedError(f"export_onnx: {layer._label()} expects a sequence (batch, time, features), got "
                                   f"a value of shape {value.shape}")

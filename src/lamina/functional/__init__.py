@@ -118,6 +118,7 @@ from lamina.functional.recurrent import gru, lstm, simple_rnn
 from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.reduce_more import cumprod, cumsum, logsumexp, norm, prod, std
 from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
+from lamina.functional.rotary import rotary_angles, rotary_embedding
 from lamina.functional.shape import (
     broadcast_to,
     concat,
@@ -159,5 +160,5 @@ __all__ = [
     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "multilabel_margin_loss",
     "multilabel_soft_margin_loss", "poisson", "poisson_nll_loss", "soft_margin_loss", "squared_hinge",
     "distillation_loss", "conv3d", "max_pool3d", "avg_pool3d", "global_avg_pool3d",
-    "conv_lstm",
+    "conv_lstm", "rotary_angles", "rotary_embedding",
 ]

@@ -59,6 +59,12 @@ class MultiHeadAttention(Module):
     seeing the keys t' <= s + i. The outputs equal the last t rows of one causal call on the
     whole sequence, at O(t (s + t)) cost instead of O((s + t)^2).
 
+    Rotary positions (``rotary=True``; Su et al.'s RoPE, see
+    :func:`lamina.functional.rotary_embedding`): each head's queries and keys are rotated by
+    their positions (0, 1, ... in each call; while caching, the cached steps count first)
+    before the scores, so the scores depend on relative positions and the model needs no
+    position layer. ``rotary_base`` is the base of the angles (10000).
+
     Fixed keys and values: ``K, V = mha.project_keys_values(key, value)`` gives the heads'
     projections (N, h, T_k, d), and ``mha(query, keys_values=(K, V), mask=..., key_mask=...)``
     equals ``mha(query, key, value, mask=..., key_mask=...)`` without projecting the keys and
@@ -69,7 +75,8 @@ class MultiHeadAttention(Module):
     cacheable = True
 
     def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
-                 kernel_init="xavier_uniform", bias_init="zeros", name: str | None = None):
+                 kernel_init="xavier_uniform", bias_init="zeros", rotary: bool = False, rotary_base: float = 10000.0,
+                 name: str | None = None):
         super().__init__(name=name)
         positive_int(embed_dim, "MultiHeadAttention: embed_dim")
         positive_int(num_heads, "MultiHeadAttention: num_heads")
@@ -79,6 +86,13 @@ class MultiHeadAttention(Module):
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
+        self.rotary = bool(rotary)
+        if self.rotary and self.head_dim % 2:
+            raise ValueError(f"MultiHeadAttention: rotary positions turn pairs of features; each head has "
+                             f"{self.head_dim} (embed_dim {embed_dim} / num_heads {num_heads}), expected even")
+        if not float(rotary_base) > 0:
+            raise ValueError(f"MultiHeadAttention: rotary_base must be > 0, got {rotary_base!r}")
+        self.rotary_base = float(rotary_base)
         self.use_bias = bool(use_bias)
         self.dropout = dropout_rate(dropout, "MultiHeadAttention")
         self.kernel_init = kernel_init
@@ -112,15 +126,19 @@ class MultiHeadAttention(Module):
                 raise input_error(self, x, expected)
             raise ShapeError(f"{self._label()}: got an input shape {shape}; expected {expected}")
 
-    def _project(self, x, part: int) -> Tensor:
-        """x W_part + b_part, split into heads: (N, T, E) -> (N, h, T, d)."""
+    def _project(self, x, part: int, offset: int = 0) -> Tensor:
+        """x W_part + b_part, split into heads: (N, T, E) -> (N, h, T, d); queries and keys
+        turned by their positions from ``offset`` when the layer is rotary."""
         e = self.embed_dim
         cols = slice(part * e, (part + 1) * e)
         w = F.getitem(self.in_weight, (slice(None), cols))
         b = F.getitem(self.in_bias, cols) if self.use_bias else None
         y = linear(x, w, b)
         n, t = x.shape[0], x.shape[1]
-        return F.transpose(F.reshape(y, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
+        heads = F.transpose(F.reshape(y, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
+        if self.rotary and part < 2:
+            heads = F.rotary_embedding(heads, offset=offset, base=self.rotary_base)
+        return heads
 
     def forward(self, query, key=None, value=None, mask=None, key_mask=None, causal: bool = False,
                 return_weights: bool = False, keys_values: tuple[Tensor, Tensor] | None = None):
@@ -234,7 +252,7 @@ class MultiHeadAttention(Module):
                              "and run it under lamina.no_grad()")
         query = as_tensor(query)
         self._check_shape(query.shape, "query", query)
-        q, k, v = (self._project(query, part) for part in range(3))
+        q, k, v = (self._project(query, part, offset=self.cached_steps) for part in range(3))
         xp = backend.xp
         if self._cached_keys is not None:
             if self._cached_keys.shape[0] != query.shape[0]:
@@ -291,8 +309,10 @@ class MultiHeadAttention(Module):
             "dropout": self.dropout,
             "kernel_init": initializers.serialize(self.kernel_init),
             "bias_init": initializers.serialize(self.bias_init),
+            **({"rotary": True, "rotary_base": self.rotary_base} if self.rotary else {}),
             "name": self.name,
         }
 
     def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}" + ("" if self.use_bias else ", use_bias=False")
+        text = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
+        return text + ("" if self.use_bias else ", use_bias=False") + (", rotary=True" if self.rotary else "")

@@ -125,6 +125,9 @@ class TransformerEncoderLayer(Module):
     its weights) with zero biases (PyTorch's ``nn.Linear`` draws its bias, and a lone
     layer's weights, from U(-1/sqrt(n_in), 1/sqrt(n_in))).
 
+    ``rotary=True`` gives the self-attention rotary positions (see :class:`MultiHeadAttention`),
+    so that a stack of such layers needs no position layer.
+
     A causal layer can cache keys and values (:meth:`start_caching`): consecutive calls in
     evaluation mode under ``no_grad`` then continue one sequence, each new step attending
     over the cached steps (see :class:`MultiHeadAttention`); the other sub-layers act on
@@ -133,12 +136,13 @@ class TransformerEncoderLayer(Module):
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", norm_first: bool = False, layer_norm_eps: float = 1e-5, causal: bool = False,
-                 name: str | None = None):
+                 rotary: bool = False, name: str | None = None):
         super().__init__(name=name)
         set_sizes(self, d_model, num_heads, dim_feedforward, dropout, norm_first, layer_norm_eps)
         self.causal = bool(causal)
+        self.rotary = bool(rotary)
         rate = self.dropout_rate
-        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=rate)
+        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=rate, rotary=self.rotary)
         self.dropout1 = Dropout(rate)
         self.norm1 = LayerNorm(-1, eps=layer_norm_eps)
         self.linear1 = Dense(dim_feedforward, activation=activation, kernel_init="xavier_uniform")
@@ -218,10 +222,11 @@ class TransformerEncoderLayer(Module):
         return shape[:-1] + (self.d_model,)
 
     def get_config(self) -> dict:
-        return {**layer_config(self), "causal": self.causal, "name": self.name}
+        rotary = {"rotary": True} if self.rotary else {}
+        return {**layer_config(self), "causal": self.causal, **rotary, "name": self.name}
 
     def extra_repr(self) -> str:
-        return layer_repr(self) + (", causal=True" if self.causal else "")
+        return layer_repr(self) + (", causal=True" if self.causal else "") + (", rotary=True" if self.rotary else "")
 
 
 def sinusoidal_encoding(length: int, d: int, dtype=numpy.float64):
