@@ -18,7 +18,7 @@ import torch.nn.functional as TF
 
 import lamina
 import lamina.functional as F
-from helpers import assert_close, check_gradients, randn
+from helpers import assert_close, check_gradients, check_second_derivatives, randn
 from lamina import nn, optim
 from lamina.functional.losses_ctc import ctc_loss
 
@@ -270,3 +270,36 @@ def test_a_small_model_learns_to_emit_label_sequences():
     assert first > 1.0
     assert final < 0.1, f"CTC loss only fell from {first:.3f} to {final:.3f}"
     assert greedy_decode(log_probs.numpy()) == [wanted[g] for g in groups]
+
+
+# -- second derivatives ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_second_derivatives_through_log_softmax(reduction):
+    """The recorded backward (the alpha recursion from primitive ops) against centred differences."""
+    scores, targets, input_lengths, target_lengths = batch(seed=3)
+    assert check_second_derivatives(
+        lambda z: ctc_loss(F.log_softmax(z), targets, input_lengths, target_lengths, reduction=reduction), scores)
+
+
+def test_second_derivatives_on_raw_log_probs_and_with_zero_infinity():
+    targets, input_lengths, target_lengths = np.array([[1, 1], [2, 0]]), [4, 3], [2, 1]
+    assert check_second_derivatives(lambda lp: ctc_loss(lp, targets, input_lengths, target_lengths),
+                                    randn(2, 4, 3, seed=6))
+    scores, targets, input_lengths, target_lengths = impossible_batch()
+    assert check_second_derivatives(
+        lambda z: ctc_loss(F.log_softmax(z), targets, input_lengths, target_lengths, reduction="sum",
+                           zero_infinity=True), scores)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_gradient_made_with_create_graph_equals_the_fused_gradient(dtype):
+    scores, targets, input_lengths, target_lengths = batch(seed=4)
+    z = lamina.tensor(scores, requires_grad=True, dtype=dtype)
+    (recorded,) = lamina.autograd.grad(ctc_loss(F.log_softmax(z), targets, input_lengths, target_lengths), z,
+                                       create_graph=True)
+    (fused,) = lamina.autograd.grad(ctc_loss(F.log_softmax(z), targets, input_lengths, target_lengths), z)
+    assert recorded.requires_grad and recorded.dtype == dtype
+    assert_close(recorded.numpy(), fused, 1e-5 if dtype == np.float32 else 1e-12, "gradient")
+    assert "ConnectionistTemporalClassification" in lamina.autograd.differentiable_ops()

@@ -39,8 +39,13 @@ import numpy
 from lamina import backend
 from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
+from lamina.functional.elementwise import where
 from lamina.functional.loss import _check_reduction
 from lamina.functional.losses_more import _prediction
+from lamina.functional.reduce import mean
+from lamina.functional.reduce import sum as total
+from lamina.functional.reduce_more import logsumexp
+from lamina.functional.shape import concat, getitem, stack
 
 __all__ = ["ctc_loss"]
 
@@ -270,6 +275,50 @@ class ConnectionistTemporalClassification(Function):
         if not self.zero_infinity:
             scale = xp.where(self.finite, scale, t(xp.nan))
         return (grad * scale[:, None, None],)
+
+
+    def backward_graph(self, dy):
+        return self.composite_backward_graph(dy)
+
+    def composite(self, log_probs: Tensor) -> Tensor:
+        """The same losses from primitive ops, for second derivatives: the alpha recursion
+        frame by frame with ``logsumexp`` over the three predecessors. Unreachable positions
+        hold a large finite negative number instead of -inf, so that no exp(-inf + inf) turns
+        a derivative into nan; they weigh exactly 0 in every sum that matters."""
+        xp = backend.xp
+        n, frames, _ = log_probs.shape
+        positions = self.extended.shape[1]
+        dtype = self.dtype
+        unreachable = dtype.type(-1e30)
+        rows = xp.arange(n)
+        emitted = getitem(log_probs, (rows[:, None, None], xp.arange(frames)[None, :, None],
+                                      self.extended[:, None, :]))                  # (N, T, 2S + 1)
+        skip = xp.where(xp.isfinite(self.skip), dtype.type(0), unreachable)
+        start = xp.full((n, positions), unreachable, dtype=dtype)
+        start[:, 0] = 0
+        if positions > 1:
+            start[:, 1] = xp.where(self.target_lengths > 0, dtype.type(0), unreachable)
+        fill = Tensor._constant(xp.full((n, 2), unreachable, dtype=dtype), dtype)
+        alpha = getitem(emitted, (slice(None), 0)) + start
+        alphas = [alpha]
+        for t in range(1, frames):
+            padded = concat([fill, alpha], axis=1)
+            one_back = getitem(padded, (slice(None), slice(1, positions + 1)))
+            two_back = getitem(padded, (slice(None), slice(0, positions))) + skip
+            alpha = logsumexp(stack([alpha, one_back, two_back]), axis=0) + getitem(emitted, (slice(None), t))
+            alphas.append(alpha)
+        last = getitem(stack(alphas, axis=1), (rows, self.input_lengths - 1))          # (N, 2S + 1)
+        end = 2 * self.target_lengths
+        on_blank = getitem(last, (rows, end))
+        on_label = where(self.target_lengths > 0, getitem(last, (rows, xp.maximum(end - 1, 0))), unreachable)
+        losses = -logsumexp(stack([on_blank, on_label]), axis=0)
+        if self.zero_infinity:
+            losses = where(self.finite, losses, dtype.type(0))
+        if self.reduction == "none":
+            return losses
+        if self.reduction == "sum":
+            return total(losses)
+        return mean(losses / self._label_counts())
 
 
 # -- argument checks ---------------------------------------------------------------------
