@@ -34,7 +34,7 @@ from lamina.autograd import Function, Tensor, graph
 from lamina.autograd.function import LinearMap
 from lamina.errors import ShapeError
 from lamina.functional._util import channel_sums
-from lamina.functional.im2col import strided_view
+from lamina.functional.im2col import strided_view, strides_of
 
 __all__ = ["conv3d"]
 
@@ -141,7 +141,7 @@ def _patches(xpad, kernel: Triple, out_dhw: Triple, stride: Triple, dilation: Tr
     ``xpad`` (no copy), copied once into a contiguous buffer."""
     n, c = xpad.shape[0], xpad.shape[4]
     cg = c // groups
-    s_n, s_d, s_h, s_w, s_c = xpad.strides
+    s_n, s_d, s_h, s_w, s_c = strides_of(xpad)
     view = strided_view(
         xpad,
         (groups, n) + tuple(out_dhw) + tuple(kernel) + (cg,),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from lamina import backend, parallel
 from lamina.functional import conv_toeplitz
 from lamina.functional._util import per_channel
-from lamina.functional.im2col import clipped, gradient_pads, pad_nhwc, patches, strided_view
+from lamina.functional.im2col import clipped, gradient_pads, pad_nhwc, patches, strided_view, strides_of
 
 PATCH_RUN_BYTES = 1 << 20
 """The "im2col" kernels build their patch matrices for runs of images of at most this size."""
@@ -103,7 +103,7 @@ def _row_matrix(xpad, fw: int, wo: int):
     n, hp, wp, c = xpad.shape
     if fw == 1 and wo == wp and xpad.flags.c_contiguous:
         return xpad.reshape(n * hp * wo, c)
-    sn, s_h, s_w, s_c = xpad.strides
+    sn, s_h, s_w, s_c = strides_of(xpad)
     view = strided_view(xpad, (n, hp, wo, fw, c), (sn, s_h, s_w, s_w, s_c))
     return backend.xp.ascontiguousarray(view).reshape(n * hp * wo, fw * c)
 
@@ -224,8 +224,9 @@ def _flat_columns(x, fh: int, fw: int, pads):
     size = n * hp * wp
     flat = xp.zeros((c, size + (fh - 1) * wp + fw - 1), dtype=x.dtype)
     flat[:, :size].reshape(c, n, hp, wp)[:, :, pt:pt + h, pl:pl + wd] = x.transpose(3, 0, 1, 2)
-    step = flat.strides[1]
-    view = strided_view(flat, (fh, fw, c, size), (wp * step, step, flat.strides[0], step))
+    strides = strides_of(flat)
+    step = strides[1]
+    view = strided_view(flat, (fh, fw, c, size), (wp * step, step, strides[0], step))
     return xp.ascontiguousarray(view).reshape(fh * fw * c, size)
 
 

@@ -35,7 +35,7 @@ from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional.conv import conv2d
-from lamina.functional.im2col import conv_pads, strided_view
+from lamina.functional.im2col import conv_pads, strided_view, strides_of
 from lamina.functional.recurrent_steps import as_dtype
 from lamina.functional.recurrent_unrolled import conv_lstm_steps
 from lamina.functional.shape import getitem, reshape
@@ -181,7 +181,7 @@ class ConvLSTMFunction(Function):
         k, n, hp, wp = padded.shape
         fh, fw = self.kernel
         ho, wo = hp - fh + 1, wp - fw + 1
-        s_k, s_n, s_h, s_w = padded.strides
+        s_k, s_n, s_h, s_w = strides_of(padded)
         view = strided_view(padded, (fh, fw, k, n, ho, wo), (s_h, s_w, s_k, s_n, s_h, s_w))
         if buffer is None:
             buffer = backend.xp.empty((fh * fw * k, n * ho * wo), dtype=padded.dtype)

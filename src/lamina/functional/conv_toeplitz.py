@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from lamina import backend
 from lamina.functional._util import per_channel
-from lamina.functional.im2col import pad_nhwc, strided_view
+from lamina.functional.im2col import pad_nhwc, strided_view, strides_of
 
 TOEPLITZ_MAX = 1 << 18
 """The most values a row or band matrix (:func:`toeplitz_weights`) may have. dJ/dx goes
@@ -94,7 +94,7 @@ def _input_rows(x, pads, fh: int, fw: int, ho: int, block: int):
     xpad = xp.ascontiguousarray(pad_nhwc(x, pads))
     n, _, wp, c = xpad.shape
     blocks = (wp - fw + 1) // block
-    sn, s_h, s_w, s_c = xpad.strides
+    sn, s_h, s_w, s_c = strides_of(xpad)
     view = strided_view(xpad, (n, ho, blocks, fh, (block + fw - 1) * c), (sn, s_h, block * s_w, s_h, s_c))
     return xp.ascontiguousarray(view).reshape(n * ho * blocks, fh * (block + fw - 1) * c)
 
@@ -128,7 +128,7 @@ def backward_toeplitz(x, w, dy, pads, stride, dx, need_w, box, band=None, dx_ker
             rows = _input_rows(x, pads, fh, fw, ho, block)
         b = xp.matmul(rows.T, dy.reshape(-1, block * k)).reshape(fh, block + fw - 1, c, block, k)
         del rows
-        s = b.strides
+        s = strides_of(b)
         diagonals = strided_view(b, (fh, fw, c, block, k), (s[0], s[1], s[2], s[1] + s[3], s[4]))
         dw = diagonals.sum(axis=3).reshape(fh * fw * c, k)
     if dx is not None:

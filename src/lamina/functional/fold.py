@@ -30,7 +30,7 @@ from __future__ import annotations
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional.im2col import check_nhwc, pad_nhwc, pair, strided_view
+from lamina.functional.im2col import check_nhwc, pad_nhwc, pair, strided_view, strides_of
 from lamina.functional.shape import pad
 
 
@@ -72,7 +72,7 @@ def unfold_array(x, g: WindowGeometry):
     ho, wo = g.out_hw((h, w), "the input of shape (H, W) =")
     (ph, pw), (fh, fw), (sh, sw), (dh, dw) = g.padding, g.kernel, g.stride, g.dilation
     xpad = backend.xp.ascontiguousarray(pad_nhwc(x, (ph, ph, pw, pw)))
-    sn, s_h, s_w, s_c = xpad.strides
+    sn, s_h, s_w, s_c = strides_of(xpad)
     view = strided_view(xpad, (n, ho, wo, fh, fw, c), (sn, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c))
     return view.reshape(n, ho * wo, fh * fw * c)
 

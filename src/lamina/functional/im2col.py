@@ -111,6 +111,19 @@ def offset_view(xpad, i: int, j: int, out_hw: tuple[int, int], stride: tuple[int
     return xpad[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
 
 
+def strides_of(a) -> tuple[int, ...]:
+    """``a.strides``, except that a C-contiguous array's axes of length 1 get the strides of
+    the C layout: NumPy lets such an axis carry any stride (a transposed copy keeps the old
+    one), which a view built from them would step out of ``a`` with."""
+    if not a.flags.c_contiguous:
+        return a.strides
+    strides, step = [], a.itemsize
+    for n in reversed(a.shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
 def strided_view(a, shape: tuple[int, ...], strides: tuple[int, ...]):
     """A read-only view of ``a``'s memory with ``shape`` and ``strides`` (in bytes, from a's
     first value), as ``as_strided`` makes it. A C-contiguous NumPy array's view is built
@@ -128,7 +141,7 @@ def strided_view(a, shape: tuple[int, ...], strides: tuple[int, ...]):
 
 def patches(xpad, kernel: tuple[int, int], out_hw: tuple[int, int], stride: tuple[int, int]):
     """All windows as one (N, h_out, w_out, f_h, f_w, C) view of ``xpad`` (no copy)."""
-    sn, s_h, s_w, s_c = xpad.strides
+    sn, s_h, s_w, s_c = strides_of(xpad)
     (fh, fw), (ho, wo), (sh, sw) = kernel, out_hw, stride
     return strided_view(xpad, (xpad.shape[0], ho, wo, fh, fw, xpad.shape[3]),
                         (sn, s_h * sh, s_w * sw, s_h, s_w, s_c))

@@ -16,7 +16,7 @@ from lamina import backend
 from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
 from lamina.functional.conv3d import Triple, _check_ndhwc, _crop, _offset_view, _pad, _shape_of, _taps, triple
-from lamina.functional.im2col import strided_view
+from lamina.functional.im2col import strided_view, strides_of
 from lamina.functional.pooling import FixedRouting
 from lamina.functional.reduce import mean
 
@@ -49,7 +49,7 @@ def _pool_geometry(shape: tuple, pool_size, stride, padding, op: str):
 def _window_view(a, f: Triple, outs: Triple, s: Triple, writeable: bool = False):
     """Every window of the padded volume ``a`` as one (N, D', H', W', f_d, f_h, f_w, C) view
     (no copy); writeable only where the windows do not overlap."""
-    s_n, s_d, s_h, s_w, s_c = a.strides
+    s_n, s_d, s_h, s_w, s_c = strides_of(a)
     shape = (a.shape[0],) + tuple(outs) + tuple(f) + (a.shape[4],)
     strides = (s_n, s_d * s[0], s_h * s[1], s_w * s[2], s_d, s_h, s_w, s_c)
     if writeable:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional.im2col import pair, strided_view
+from lamina.functional.im2col import pair, strided_view, strides_of
 from lamina.functional.pooling import FixedRouting, _geometry, _shape_of, max_pool2d
 
 
@@ -28,7 +28,7 @@ def _window_argmax(x, f, s, pads, outs):
     pt, pb, pl, pr = pads
     xpad = xp.full((n, h + pt + pb, w + pl + pr, c), -xp.inf, dtype=x.dtype)
     xpad[:, pt:pt + h, pl:pl + w] = x
-    sn, s_h, s_w, s_c = xpad.strides
+    sn, s_h, s_w, s_c = strides_of(xpad)
     windows = strided_view(xpad, (n, outs[0], outs[1], f[0], f[1], c),
                            (sn, s_h * s[0], s_w * s[1], s_h, s_w, s_c))
     k = windows.reshape(n, outs[0], outs[1], f[0] * f[1], c).argmax(axis=3)
