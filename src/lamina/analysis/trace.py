@@ -372,8 +372,8 @@ def trace(model: Module | Callable[[], Module],
         return out
 
     xs = [_zero_batch(shape, dtype) for shape, dtype in zip(shapes, _input_dtypes(traced, len(shapes)))]
-    previous = graph._grad_enabled
-    graph._grad_enabled = True  # record the graph: receptive fields follow it through glue ops
+    previous = graph._mode.enabled
+    graph._mode.enabled = True  # record the graph: receptive fields follow it through glue ops
     try:
         with init.meta(), intercept_calls(record):
             out = _call(traced, xs)
@@ -383,5 +383,5 @@ def trace(model: Module | Callable[[], Module],
                      f"{', '.join(str(tuple(x.shape)) for x in xs)})")
         raise
     finally:
-        graph._grad_enabled = previous
+        graph._mode.enabled = previous
     return Trace(traced, xs, _tensors(out), calls, paths, source)

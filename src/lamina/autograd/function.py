@@ -76,7 +76,7 @@ class Function:
         tensors = _as_tensors(inputs)
         # NumPy gives 0-d results as scalars; a tensor's data is always an array.
         out = backend.xp.asarray(fn.forward(*[t.data for t in tensors]))
-        if graph._grad_enabled:
+        if graph._mode.enabled:
             needs = tuple(t.requires_grad for t in tensors)
             if any(needs):
                 fn.inputs = tensors

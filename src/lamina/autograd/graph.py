@@ -9,6 +9,7 @@ up (multivariable chain rule).
 from __future__ import annotations
 
 import functools
+import threading
 from typing import TYPE_CHECKING
 
 from lamina import backend
@@ -16,7 +17,14 @@ from lamina import backend
 if TYPE_CHECKING:
     from lamina.autograd.tensor import Tensor
 
-_grad_enabled = True
+class _GradMode(threading.local):
+    """Whether ops record the graph, per thread (as PyTorch's grad mode): a data-loading
+    thread under ``no_grad`` leaves the training thread recording."""
+
+    enabled = True
+
+
+_mode = _GradMode()
 _recomputing = False
 _node_observer = None
 """None, or a callable ``observer(vjp, g)`` that the backward sweeps call for every node
@@ -27,7 +35,7 @@ node's backward and puts None back; with None, a node costs one comparison more.
 
 def is_grad_enabled() -> bool:
     """Whether new ops record the graph needed for backward."""
-    return _grad_enabled
+    return _mode.enabled
 
 
 def is_recomputing() -> bool:
@@ -46,13 +54,11 @@ class _RecordingSwitch:
     recording: bool
 
     def __enter__(self) -> None:
-        global _grad_enabled
-        self._previous = _grad_enabled
-        _grad_enabled = self.recording
+        self._previous = _mode.enabled
+        _mode.enabled = self.recording
 
     def __exit__(self, *exc) -> None:
-        global _grad_enabled
-        _grad_enabled = self._previous
+        _mode.enabled = self._previous
 
     def __call__(self, fn):
         @functools.wraps(fn)
