@@ -55,6 +55,7 @@ from lamina.functional.indexing import (
     topk,
 )
 from lamina.functional.interpolate import interpolate
+from lamina.functional.linalg_structure import diag_embed, diagonal, trace, tril, triu
 from lamina.functional.loss import (
     binary_cross_entropy,
     categorical_cross_entropy,
@@ -119,6 +120,7 @@ from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.reduce_more import cumprod, cumsum, logsumexp, norm, prod, std
 from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
 from lamina.functional.rotary import rotary_angles, rotary_embedding
+from lamina.functional.segment import segment_max, segment_mean, segment_softmax, segment_sum, take_rows
 from lamina.functional.shape import (
     broadcast_to,
     concat,
@@ -134,6 +136,21 @@ from lamina.functional.shape import (
 )
 from lamina.functional.similarity import cdist, cosine_similarity, normalize, pairwise_distance
 from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, mish, silu, softplus
+from lamina.functional.special import (
+    digamma,
+    erf,
+    erfc,
+    erfinv,
+    expit,
+    gammainc,
+    lgamma,
+    log_ndtr,
+    logit,
+    ndtr,
+    ndtri,
+    polygamma,
+    xlogy,
+)
 from lamina.functional.unpool import max_pool2d_with_indices, max_unpool2d
 
 _tensor_methods.install()
@@ -161,4 +178,8 @@ __all__ = [
     "multilabel_soft_margin_loss", "poisson", "poisson_nll_loss", "soft_margin_loss", "squared_hinge",
     "distillation_loss", "conv3d", "max_pool3d", "avg_pool3d", "global_avg_pool3d",
     "conv_lstm", "rotary_angles", "rotary_embedding",
+    "digamma", "erf", "erfc", "erfinv", "expit", "gammainc", "lgamma", "log_ndtr", "logit", "ndtr", "ndtri",
+    "polygamma", "xlogy",
+    "diag_embed", "diagonal", "trace", "tril", "triu",
+    "segment_max", "segment_mean", "segment_softmax", "segment_sum", "take_rows",
 ]

@@ -14,6 +14,7 @@ from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.functional.activation import TRANSCENDENTAL_COST, chain_into, sigmoid, stable_sigmoid
 from lamina.functional.elementwise import where
+from lamina.functional.special import scipy_special
 
 GELU_TANH_C = math.sqrt(2.0 / math.pi)
 GELU_TANH_K = 0.044715
@@ -22,13 +23,8 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def erfc(z):
-    """The complementary error function 1 - erf(z), element-wise, from SciPy (or CuPy's SciPy)
-    on the active arrays."""
-    if backend.xp.__name__ == "numpy":
-        from scipy.special import erfc as array_erfc
-    else:  # pragma: no cover - depends on the machine
-        from cupyx.scipy.special import erfc as array_erfc
-    return array_erfc(z)
+    """The complementary error function 1 - erf(z) of an array, element-wise (SciPy's)."""
+    return scipy_special("erfc")(z)
 
 
 # erfc(a) ~ t exp(-a^2 + P(t)), t = 1 / (1 + a/2), a >= 0: a Chebyshev fit with a relative
