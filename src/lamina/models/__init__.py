@@ -15,6 +15,14 @@ Layouts follow the published models so that published weights map onto them:
   with a softmax.
 * :func:`mobilenet_v2` (inverted residuals, linear bottlenecks) and :func:`densenet121` ..
   :func:`densenet201` (dense blocks): torchvision's layouts, names and parameter counts.
+* :func:`resnext50_32x4d`, :func:`resnext101_32x8d`, :func:`resnext101_64x4d`,
+  :func:`wide_resnet50_2`, :func:`wide_resnet101_2` (grouped or wider bottlenecks),
+  :func:`squeezenet1_0`, :func:`squeezenet1_1` (Fire modules), :func:`shufflenet_v2_x0_5` ..
+  :func:`shufflenet_v2_x2_0` (channel split and shuffle), :func:`mobilenet_v3_small`,
+  :func:`mobilenet_v3_large` (squeeze-and-excitation, hard swish), :func:`efficientnet_b0` ..
+  :func:`efficientnet_b7` (MBConv, compound scaling, stochastic depth) and
+  :func:`convnext_tiny` .. :func:`convnext_large` (7x7 depthwise convs, LayerNorm, layer
+  scale): torchvision's layouts, names and parameter counts.
 * :func:`unet`: U-Net for segmentation (per-pixel logits; 'same' or the paper's 'valid'
   padding); :func:`vit` and :func:`vit_b_16`: the Vision Transformer (patches, a class
   token, pre-norm encoder layers), vit_b_16 with torchvision's parameter count.
@@ -36,8 +44,28 @@ from lamina.models.alexnet import alexnet, zfnet
 from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.classic import lenet5, logistic_regression, mlp
+from lamina.models.convnext import (
+    ConvNeXtBlock,
+    convnext,
+    convnext_base,
+    convnext_large,
+    convnext_small,
+    convnext_tiny,
+)
 from lamina.models.densenet import DenseBlock, DenseLayer, densenet, densenet121, densenet169, densenet201
 from lamina.models.detector import grid_detector
+from lamina.models.efficientnet import (
+    MBConv,
+    efficientnet,
+    efficientnet_b0,
+    efficientnet_b1,
+    efficientnet_b2,
+    efficientnet_b3,
+    efficientnet_b4,
+    efficientnet_b5,
+    efficientnet_b6,
+    efficientnet_b7,
+)
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
 from lamina.models.inception import (
@@ -52,6 +80,7 @@ from lamina.models.inception import (
 )
 from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
+from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
 from lamina.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -62,9 +91,24 @@ from lamina.models.resnet import (
     resnet101,
     resnet152,
     resnet_cifar,
+    resnext50_32x4d,
+    resnext101_32x8d,
+    resnext101_64x4d,
+    wide_resnet50_2,
+    wide_resnet101_2,
 )
 from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
+from lamina.models.shufflenet import (
+    ShuffleNetV2Unit,
+    shufflenet_v2,
+    shufflenet_v2_x0_5,
+    shufflenet_v2_x1_0,
+    shufflenet_v2_x1_5,
+    shufflenet_v2_x2_0,
+)
+from lamina.models.squeeze_excitation import SqueezeExcitation
+from lamina.models.squeezenet import Fire, squeezenet, squeezenet1_0, squeezenet1_1
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transfer import transfer
 from lamina.models.unet import DoubleConv, UNet, unet
@@ -83,4 +127,11 @@ __all__ = [
     "DenseBlock", "DenseLayer", "InvertedResidual", "densenet", "densenet121", "densenet169", "densenet201",
     "make_divisible", "mobilenet_v2", "ClassTokenEmbedding", "DoubleConv", "UNet", "VisionTransformer", "unet",
     "vit", "vit_b_16",
+    "ConvNeXtBlock", "Fire", "MBConv", "MobileNetV3Block", "ShuffleNetV2Unit", "SqueezeExcitation", "convnext",
+    "convnext_base", "convnext_large", "convnext_small", "convnext_tiny", "efficientnet", "efficientnet_b0",
+    "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5",
+    "efficientnet_b6", "efficientnet_b7", "mobilenet_v3", "mobilenet_v3_large", "mobilenet_v3_small",
+    "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d", "shufflenet_v2", "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet", "squeezenet1_0",
+    "squeezenet1_1", "wide_resnet101_2", "wide_resnet50_2",
 ]

@@ -13,6 +13,15 @@ convolution), so torchvision weights map one to one (:func:`lamina.models.load_t
 Parameters with 1000 classes: ResNet-18 11,689,512; -34 21,797,672; -50 25,557,032;
 -101 44,549,160; -152 60,192,808.
 
+ResNeXt (Xie et al. 2017, "Aggregated Residual Transformations for Deep Neural Networks") and
+wide ResNets (Zagoruyko & Komodakis 2016) are the same network with wider bottlenecks: the
+3x3 convolution of a bottleneck with ``filters`` = 64, 128, 256, 512 has
+width = floor(filters · width_per_group / 64) · groups channels split into ``groups``
+independent groups (a grouped convolution: each group sees width / groups input channels).
+ResNeXt-50 32x4d: 32 groups of 4 channels in layer1 (25,028,904 parameters); -101 32x8d
+88,791,336; -101 64x4d 83,455,272. Wide ResNet-50-2 and -101-2 keep one group but double the
+width (width_per_group 128): 68,883,240 and 126,886,696 parameters.
+
 :func:`resnet_cifar` is the paper's CIFAR-10 family (section 4.2): a 3x3 conv with 16
 filters, three stages of n basic blocks with 16, 32 and 64 filters (depth = 6n + 2: 20, 32,
 44, 56, 110), global average pooling and a 10-way fc; the shortcuts that change shape use
@@ -30,7 +39,8 @@ from lamina.nn.layer import register_layer
 
 __all__ = [
     "BasicBlock", "Bottleneck", "resnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnet_cifar",
+    "resnet_cifar", "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2",
+    "wide_resnet101_2",
 ]
 
 SHORTCUTS = ("A", "B")
@@ -195,13 +205,14 @@ class Bottleneck(_Residual):
 
 
 def _stage(block: type[_Residual], in_channels: int, filters: int, blocks: int, stride: int, name: str,
-           shortcut: str = "B") -> tuple[nn.Sequential, int]:
+           shortcut: str = "B", **widths) -> tuple[nn.Sequential, int]:
     """``blocks`` residual blocks named '0', '1', ... (torchvision's ``layerN.i``); the first
-    one carries the stride and a shape-changing shortcut when needed."""
+    one carries the stride and a shape-changing shortcut when needed. ``widths``: a
+    bottleneck's ``groups`` and ``base_width``, when given."""
     out_channels = filters * block.expansion
     first = block(filters, stride=stride, downsample=stride != 1 or in_channels != out_channels,
-                  shortcut=shortcut, name="0")
-    rest = [block(filters, shortcut=shortcut, name=str(i)) for i in range(1, blocks)]
+                  shortcut=shortcut, name="0", **widths)
+    rest = [block(filters, shortcut=shortcut, name=str(i), **widths) for i in range(1, blocks)]
     return nn.Sequential(first, *rest, name=name), out_channels
 
 
@@ -214,18 +225,35 @@ BLOCKS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (B
           101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))}
 
 
+def _check_widths(depth: int, groups, width_per_group, block: type[_Residual]) -> dict:
+    for what, value in (("groups", groups), ("width_per_group", width_per_group)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"resnet: {what} must be a positive int, got {value!r}")
+    if (groups, width_per_group) == (1, 64):
+        return {}
+    if block is not Bottleneck:
+        raise ValueError(f"resnet: groups and width_per_group need bottleneck blocks (depth 50, 101 or 152); "
+                         f"ResNet-{depth} has basic blocks (got groups={groups}, width_per_group={width_per_group})")
+    return {"groups": groups, "base_width": width_per_group}
+
+
 def resnet(depth: int, num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
-           classifier_activation: str | None = None) -> nn.Sequential:
+           classifier_activation: str | None = None, groups: int = 1, width_per_group: int = 64,
+           name: str | None = None) -> nn.Sequential:
     """An ImageNet ResNet of ``depth`` 18, 34, 50, 101 or 152 (torchvision layout; unbuilt).
 
     The output is the fc layer's scores (logits), as torchvision's; pass
     ``classifier_activation='softmax'`` to end with a softmax layer named 'predictions'.
-    ``model.input_shape`` holds (None, *input_shape).
+    ``model.input_shape`` holds (None, *input_shape). ``groups`` and ``width_per_group``
+    widen the bottlenecks' 3x3 convolutions (ResNeXt, wide ResNets; see the module
+    docstring); ``name`` defaults to 'resnet<depth>'.
     """
     if depth not in BLOCKS:
         raise ValueError(f"resnet: depth must be one of {sorted(BLOCKS)}, got {depth!r}")
-    input_shape = check_input(input_shape, f"resnet{depth}")
     block, counts = BLOCKS[depth]
+    widths = _check_widths(depth, groups, width_per_group, block)
+    name = name or f"resnet{depth}"
+    input_shape = check_input(input_shape, name)
     layers: list = [
         nn.Conv2D(64, 7, stride=2, padding=3, use_bias=False, name="conv1"),
         nn.BatchNorm(name="bn1"),
@@ -234,10 +262,10 @@ def resnet(depth: int, num_classes: int = 1000, input_shape: tuple[int, int, int
     ]
     channels = 64
     for i, (filters, count) in enumerate(zip((64, 128, 256, 512), counts)):
-        stage, channels = _stage(block, channels, filters, count, 1 if i == 0 else 2, f"layer{i + 1}")
+        stage, channels = _stage(block, channels, filters, count, 1 if i == 0 else 2, f"layer{i + 1}", **widths)
         layers.append(stage)
     _head(layers, num_classes, classifier_activation)
-    return finish(nn.Sequential(*layers, name=f"resnet{depth}"), input_shape)
+    return finish(nn.Sequential(*layers, name=name), input_shape)
 
 
 def resnet18(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
@@ -268,6 +296,43 @@ def resnet152(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224,
               classifier_activation: str | None = None) -> nn.Sequential:
     """ResNet-152 (the course comparison table's ~60 M): bottlenecks (3, 8, 36, 3); 60,192,808 parameters."""
     return resnet(152, num_classes, input_shape, classifier_activation)
+
+
+def resnext50_32x4d(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
+                    classifier_activation: str | None = None) -> nn.Sequential:
+    """ResNeXt-50 32x4d: ResNet-50 with 32 groups of 4 channels in layer1's 3x3 convolutions
+    (width 128; 256, 512, 1024 in layers 2-4); 25,028,904 parameters with 1000 classes."""
+    return resnet(50, num_classes, input_shape, classifier_activation, groups=32, width_per_group=4,
+                  name="resnext50_32x4d")
+
+
+def resnext101_32x8d(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
+                     classifier_activation: str | None = None) -> nn.Sequential:
+    """ResNeXt-101 32x8d: ResNet-101 with 32 groups of 8 channels; 88,791,336 parameters."""
+    return resnet(101, num_classes, input_shape, classifier_activation, groups=32, width_per_group=8,
+                  name="resnext101_32x8d")
+
+
+def resnext101_64x4d(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
+                     classifier_activation: str | None = None) -> nn.Sequential:
+    """ResNeXt-101 64x4d: ResNet-101 with 64 groups of 4 channels; 83,455,272 parameters."""
+    return resnet(101, num_classes, input_shape, classifier_activation, groups=64, width_per_group=4,
+                  name="resnext101_64x4d")
+
+
+def wide_resnet50_2(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
+                    classifier_activation: str | None = None) -> nn.Sequential:
+    """Wide ResNet-50-2: ResNet-50 with bottlenecks twice as wide (128, 256, 512, 1024
+    channels around the 3x3 convolutions); 68,883,240 parameters with 1000 classes."""
+    return resnet(50, num_classes, input_shape, classifier_activation, width_per_group=128,
+                  name="wide_resnet50_2")
+
+
+def wide_resnet101_2(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
+                     classifier_activation: str | None = None) -> nn.Sequential:
+    """Wide ResNet-101-2: ResNet-101 with bottlenecks twice as wide; 126,886,696 parameters."""
+    return resnet(101, num_classes, input_shape, classifier_activation, width_per_group=128,
+                  name="wide_resnet101_2")
 
 
 def resnet_cifar(depth: int = 20, num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3),

@@ -10,7 +10,10 @@ is the lamina key; only the layouts differ:
   GoogLeNet's auxiliary fc1) reads its inputs in (C, H, W) order while lamina's Flatten of
   an NHWC map gives (H, W, C): its input rows are permuted accordingly;
 * BatchNorm ``weight``, ``bias``, ``running_mean``, ``running_var`` are copied as they are;
-  ``num_batches_tracked`` is ignored.
+  ``num_batches_tracked`` is ignored;
+* a per-channel parameter that PyTorch keeps as (C, 1, 1) to broadcast over an NCHW map
+  (ConvNeXt's ``layer_scale``) is (C,) in lamina: a layer names such parameters in its
+  ``torch_channel_parameters`` attribute.
 
 Values may be NumPy arrays or torch tensors (converted with ``.detach().cpu().numpy()``;
 torch itself is never imported here).
@@ -82,7 +85,13 @@ def flatten_inputs(model: Module, input_shape=None) -> dict[int, tuple[int, int,
     return found
 
 
+def _is_channel_parameter(module: Module, attr: str) -> bool:
+    return attr in getattr(module, "torch_channel_parameters", ())
+
+
 def _expected_torch_shape(module: Module, attr: str, shape: tuple, chw) -> tuple:
+    if _is_channel_parameter(module, attr):  # (C,) -> (C, 1, 1)
+        return (*shape, 1, 1)
     if len(shape) == 4:  # (K, fh, fw, cg) -> (K, cg, fh, fw)
         return (shape[0], shape[3], shape[1], shape[2])
     if isinstance(module, Dense) and attr == "weight":
@@ -91,6 +100,8 @@ def _expected_torch_shape(module: Module, attr: str, shape: tuple, chw) -> tuple
 
 
 def _convert(module: Module, attr: str, value: np.ndarray, chw) -> np.ndarray:
+    if _is_channel_parameter(module, attr):
+        return value.reshape(value.shape[:-2])
     if value.ndim == 4:
         return value.transpose(0, 2, 3, 1)
     if isinstance(module, Dense) and attr == "weight":

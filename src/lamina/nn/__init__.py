@@ -60,6 +60,7 @@ from lamina.nn.augmentation import (
 )
 from lamina.nn.bilinear import Bilinear, bilinear
 from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
+from lamina.nn.channel_shuffle import ChannelShuffle, channel_shuffle
 from lamina.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from lamina.nn.conv1d import AvgPool1D, Conv1D, GlobalAvgPool1D, GlobalMaxPool1D, MaxPool1D
@@ -92,6 +93,7 @@ from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequential import Sequential
 from lamina.nn.spatial_transformer import SpatialTransformer
+from lamina.nn.stochastic_depth import StochasticDepth, stochastic_depth
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
 from lamina.nn.transformer_decoder import TransformerDecoderLayer, from_torch_state_dict
 from lamina.nn.transformer_model import Transformer, TransformerDecoder, TransformerEncoder
@@ -122,4 +124,5 @@ __all__ = [
     "parameters_to_vector", "vector_to_parameters",
     "ConvLSTM2D", "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
     "from_torch_state_dict",
+    "ChannelShuffle", "StochasticDepth", "channel_shuffle", "stochastic_depth",
 ]
