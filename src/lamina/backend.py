@@ -7,10 +7,13 @@ NumPy themselves, so a CuPy backend can be switched in with :func:`use` (Chainer
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import random
 import sys
+import threading
+from collections.abc import Iterator
 from types import ModuleType
 
 import numpy
@@ -68,9 +71,50 @@ def manual_seed(seed: int) -> None:
     random.seed(seed)
 
 
+class _RandomScope(threading.local):
+    """The per-thread scope opened by :func:`random_scope`: its seed, key and generator."""
+
+    seed: int | None = None
+    key: tuple[int, ...] | None = None
+    generator: numpy.random.Generator | None = None
+
+
+_scope = _RandomScope()
+
+
 def rng() -> numpy.random.Generator:
-    """The generator behind every random draw in lamina (initializers, dropout, shuffling)."""
-    return _rng
+    """The generator behind every random draw in lamina (initializers, dropout, shuffling).
+
+    Inside :func:`random_scope` on the same thread, the scope's own generator instead.
+    """
+    if _scope.seed is None:
+        return _rng
+    if _scope.generator is None:
+        _scope.generator = numpy.random.default_rng(numpy.random.SeedSequence(_scope.seed, spawn_key=_scope.key))
+    return _scope.generator
+
+
+@contextlib.contextmanager
+def random_scope(seed: int, key: tuple[int, ...]) -> Iterator[None]:
+    """Within the block, :func:`rng` on this thread draws from a generator seeded with
+    ``SeedSequence(seed, spawn_key=key)``, made on first use; other threads are unaffected.
+
+    The data loader makes each batch in such a scope, keyed by (epoch, batch index), so
+    that random transforms give the same batch whichever thread makes it and in whatever
+    order; a transform with a seed of its own reads :func:`random_scope_key` to key its
+    generator in the same way.
+    """
+    previous = (_scope.seed, _scope.key, _scope.generator)
+    _scope.seed, _scope.key, _scope.generator = int(seed), tuple(int(k) for k in key), None
+    try:
+        yield
+    finally:
+        _scope.seed, _scope.key, _scope.generator = previous
+
+
+def random_scope_key() -> tuple[int, ...] | None:
+    """The key of the :func:`random_scope` open on this thread, or None outside one."""
+    return _scope.key
 
 
 def get_rng_state() -> dict:

@@ -21,6 +21,7 @@ from lamina.cli.common import (
 )
 from lamina.cli.train_options import (
     add_mixing_and_averaging,
+    add_workers,
     check_resumed_mixing,
     report_averaging,
     training_data,
@@ -150,7 +151,8 @@ def train(args: argparse.Namespace) -> dict:
     trainer = Trainer(model, loss, optimizer, metrics=("accuracy",), callbacks=callbacks, schedule=schedule,
                       verbose=args.verbose, clip_norm=args.clip_norm, accumulate=args.accumulate)
     history = trainer.fit(training_data(data.train, args, classes), val=data.val, epochs=args.epochs,
-                          batch_size=args.batch_size, seed=args.seed, resume_from=args.resume)
+                          batch_size=args.batch_size, seed=args.seed, resume_from=args.resume,
+                          num_workers=args.workers)
     if args.verbose:
         for epoch, (loss, acc, vloss, vacc) in enumerate(zip(history["loss"], history["accuracy"],
                                                              history["val_loss"], history["val_accuracy"]), 1):
@@ -286,6 +288,7 @@ def add_commands(sub) -> None:
                    help="augment the training images: random shifts, plus mirroring (cifar10, fashion_mnist) or "
                         "small rotations (digits, mnist)")
     add_mixing_and_averaging(t)
+    add_workers(t)
     t.add_argument("--activation", default="tanh", help="LeNet-5 activation (default tanh)")
     t.add_argument("--pool", choices=("avg", "max"), default="avg", help="LeNet-5 pooling (default avg)")
     t.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")

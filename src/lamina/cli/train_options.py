@@ -32,6 +32,13 @@ def add_mixing_and_averaging(parser: argparse.ArgumentParser) -> None:
                                 "at the end of every epoch from START_EPOCH on, counted from 0 (default: off)")
 
 
+def add_workers(parser: argparse.ArgumentParser) -> None:
+    """--workers: background threads that make the training batches."""
+    parser.add_argument("--workers", type=nonnegative_int, default=0, metavar="N",
+                        help="make the training mini-batches in N background threads, ahead of the training "
+                             "step; the batches are the same as with 0 (default: 0, in the training thread)")
+
+
 def batch_mixer(args: argparse.Namespace, num_classes: int) -> MixUp | CutMix | None:
     """The --mixup or --cutmix mixer of a run, or None when neither is given: each mini-batch
     is built from pairs (i, pi(i)) of its samples, with lam ~ Beta(alpha, alpha) and soft
@@ -55,7 +62,7 @@ def training_data(train: tuple, args: argparse.Namespace, num_classes: int):
     if mixer is None:
         return train
     return DataLoader(ArrayDataset(*train), batch_size=args.batch_size, shuffle=True, seed=args.seed,
-                      batch_transform=mixer)
+                      batch_transform=mixer, num_workers=getattr(args, "workers", 0))
 
 
 def check_resumed_mixing(args: argparse.Namespace) -> None:

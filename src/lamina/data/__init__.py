@@ -5,6 +5,7 @@ generators seeded explicitly or from :func:`lamina.backend.rng`, so
 :func:`lamina.manual_seed` makes it reproducible.
 """
 
+from lamina.data.collate import default_collate
 from lamina.data.dataset import ArrayDataset, Dataset
 from lamina.data.datasets import (
     CIFAR10_CLASSES,
@@ -19,11 +20,13 @@ from lamina.data.datasets import (
     read_idx,
     read_idx_file,
 )
+from lamina.data.iterable import IterableDataset
 from lamina.data.labels import one_hot
 from lamina.data.loader import DataLoader
 from lamina.data.mixing import CutMix, MixUp
 from lamina.data.preprocessing import MeanSubtraction, NotFittedError, Preprocessor, Standardizer
 from lamina.data.samplers import (
+    PoissonSampler,
     RandomSampler,
     Sampler,
     SequentialSampler,
@@ -33,10 +36,12 @@ from lamina.data.samplers import (
 from lamina.data.split import train_val_test_split
 from lamina.data.subsets import ConcatDataset, Subset, random_split
 from lamina.data.whitening import PCAWhitening, ZCAWhitening
+from lamina.data.workers import WorkerInfo, get_worker_info
 
 __all__ = [
     "CIFAR10_CLASSES",
     "ConcatDataset",
+    "PoissonSampler",
     "RandomSampler",
     "Sampler",
     "SequentialSampler",
@@ -65,4 +70,5 @@ __all__ = [
     "read_idx",
     "read_idx_file",
     "train_val_test_split", "CutMix", "MixUp",
+    "IterableDataset", "WorkerInfo", "default_collate", "get_worker_info",
 ]

@@ -1,18 +1,27 @@
-"""Mini-batch iteration over a dataset, reshuffled every epoch, resumable bit-exactly."""
+"""Mini-batch iteration over a dataset, reshuffled every epoch, resumable bit-exactly,
+made in the training thread or in background worker threads."""
 
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 import math
+import threading
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from lamina import backend
-from lamina.data.dataset import Dataset, is_multi_input
+from lamina.data.collate import default_collate
+from lamina.data.dataset import Dataset
+from lamina.data.iterable import is_iterable_dataset
 from lamina.data.samplers import Sampler
 from lamina.data.subsets import fetches_whole_batches, is_labelled
+from lamina.data.workers import ENDED, FAILED, WorkerInfo, WorkerPool, worker_error
 
 __all__ = ["DataLoader"]
 
@@ -30,11 +39,19 @@ class DataLoader:
     For a model of several inputs (``ArrayDataset((x1, x2), y)``, or samples
     ``((x1, x2), y)``) ``xb`` is a tuple of batches, one per input.
 
-    ``transform(xb) -> xb`` is applied to each batch of inputs (not to the labels); with
+    ``transform(xb) -> xb`` is applied to each batch of inputs (not to the labels): the
+    first component of a tuple batch, otherwise the whole batch (an array, or a dict); with
     several inputs it receives and returns the tuple.
     ``batch_transform(xb, yb) -> (xb, yb)`` is applied to each labelled batch after it, for
     augmentations that need the labels (e.g. :class:`~lamina.data.MixUp`,
     :class:`~lamina.data.CutMix`); an unlabelled dataset cannot take one.
+
+    Randomness of a batch: each batch is fetched and transformed inside
+    :func:`lamina.backend.random_scope` keyed by (epoch, batch index) and seeded from the
+    loader's seed, so a dataset or transform that draws from :func:`lamina.backend.rng`
+    (e.g. the augmentation layers of :mod:`lamina.nn`), and the mixers, give each batch the
+    same draws whether it is made in the training thread or in any worker, in any order.
+    (Code drawing from NumPy's legacy global ``np.random`` is not covered.)
 
     A ``sampler`` (see :mod:`lamina.data.samplers`) chooses each epoch's indices in place of
     the shuffle, drawing them from the loader's generator; an epoch then has as many
@@ -44,14 +61,34 @@ class DataLoader:
     For an :class:`ArrayDataset` a batch is fetched with one fancy-index per array, and so
     for any dataset whose ``dataset[index_array]`` returns the whole batch and says so (a
     :class:`~lamina.data.Subset` or :class:`~lamina.data.ConcatDataset` of array datasets,
-    see :mod:`lamina.data.subsets`); any other :class:`Dataset` is indexed sample by sample
-    and the samples are stacked.
+    see :mod:`lamina.data.subsets`); any other :class:`Dataset`, and any dataset when a
+    ``collate_fn`` is given, is indexed sample by sample and ``collate_fn(samples)`` makes
+    the batch (default :func:`~lamina.data.default_collate`: stacking, tuples and dicts
+    component by component).
+
+    An :class:`~lamina.data.IterableDataset` (``__iter__`` without ``__getitem__``) is read as
+    a stream and batched as it comes: no shuffle and no sampler; ``len(loader)`` needs the
+    dataset to define ``__len__``.
+
+    ``num_workers=N > 0`` makes the batches in N background threads, up to
+    ``prefetch_factor`` batches ahead per worker; they arrive in the same order and with
+    the same values as with ``num_workers=0`` (for an iterable dataset, see
+    :mod:`lamina.data.iterable`). An exception in a worker is raised again in the training
+    thread, naming the worker and the batch. Leaving the loop early (``break``, an
+    exception, or dropping the iterator) stops the threads; ``persistent_workers=True``
+    keeps them from one epoch to the next instead (they stop when the loader is garbage
+    collected). ``worker_init_fn(worker_id)`` runs first in each worker thread, and
+    :func:`~lamina.data.get_worker_info` tells a dataset which worker it runs in. Threads
+    pay off when the work is NumPy array work, which releases the GIL. A transform may also
+    run lamina layers or ops: grad mode is per thread, so one under ``no_grad`` in a worker
+    leaves the training thread recording.
 
     :meth:`state_dict` captures the epoch counter and generator state, and the position
     inside an epoch that is in progress, and the state of a ``batch_transform`` that has a
     ``state_dict`` method; :meth:`load_state_dict` on a fresh loader over the same data
     (and a batch transform of the same kind) continues with exactly the batches the
-    original would have produced.
+    original would have produced. With workers the position is that of the batches
+    handed out; batches made ahead are made again after a restore.
     """
 
     def __init__(
@@ -64,24 +101,42 @@ class DataLoader:
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
         batch_transform: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
         sampler: Sampler | None = None,
+        collate_fn: Callable[[list], Any] | None = None,
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
+        persistent_workers: bool = False,
+        worker_init_fn: Callable[[int], Any] | None = None,
     ) -> None:
-        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-            raise TypeError(
-                f"DataLoader: dataset must define __len__ and __getitem__; got {type(dataset).__name__}"
-            )
+        self._iterable = is_iterable_dataset(dataset)
+        if not self._iterable and not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(f"DataLoader: dataset must define __len__ and __getitem__ (or __iter__, as an "
+                            f"IterableDataset); got {type(dataset).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer; got {batch_size!r}")
-        if transform is not None and not callable(transform):
-            raise TypeError(f"DataLoader: transform must be callable; got {type(transform).__name__}")
+        for name, function in (("transform", transform), ("collate_fn", collate_fn),
+                               ("worker_init_fn", worker_init_fn)):
+            if function is not None and not callable(function):
+                raise TypeError(f"DataLoader: {name} must be callable; got {type(function).__name__}")
+        for name, value, least in (("num_workers", num_workers, 0), ("prefetch_factor", prefetch_factor, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise ValueError(f"DataLoader: {name} must be an integer >= {least}; got {value!r}")
         if batch_transform is not None:
             if not callable(batch_transform):
                 raise TypeError(
                     f"DataLoader: batch_transform must be callable; got {type(batch_transform).__name__}"
                 )
-            if fetches_whole_batches(dataset) and not is_labelled(dataset):
+            if collate_fn is None and fetches_whole_batches(dataset) and not is_labelled(dataset):
                 raise ValueError(
                     f"DataLoader: batch_transform needs labelled (x, y) batches; got an unlabelled {dataset!r}"
                 )
+        if self._iterable:
+            if shuffle:
+                raise ValueError(f"DataLoader: shuffle=True needs a dataset with __getitem__ to draw samples from; "
+                                 f"{type(dataset).__name__} is an iterable dataset (a stream), read in its own "
+                                 "order: shuffle it in its __iter__, or leave shuffle out")
+            if sampler is not None:
+                raise ValueError(f"DataLoader: a sampler needs a dataset with __getitem__; "
+                                 f"{type(dataset).__name__} is an iterable dataset (a stream)")
         if sampler is not None:
             if not isinstance(sampler, Sampler):
                 raise TypeError(f"DataLoader: sampler must have num_indices(n) and order(n, generator) methods; "
@@ -92,20 +147,29 @@ class DataLoader:
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.sampler = sampler
-        self.shuffle = sampler is None if shuffle is None else bool(shuffle)
+        self.shuffle = sampler is None and not self._iterable if shuffle is None else bool(shuffle)
         self.drop_last = bool(drop_last)
         self.seed = seed
         self.transform = transform
         self.batch_transform = batch_transform
+        self.collate_fn = collate_fn
+        self.num_workers = int(num_workers)
+        self.prefetch_factor = int(prefetch_factor)
+        self.persistent_workers = bool(persistent_workers)
+        self.worker_init_fn = worker_init_fn
         if seed is None:
             seed = int(backend.rng().integers(0, 2**63 - 1))
         self._generator = np.random.default_rng(seed)
+        # Seeds the per-batch random scopes (with the epoch and batch index as key).
+        self._batch_seed = int(seed)
         self._epoch = 0
         # While an epoch is being iterated: the generator state before its permutation was
         # drawn and the number of batches already handed out. None between epochs.
         self._in_progress: dict[str, Any] | None = None
         # Set by load_state_dict when the saved state was taken in the middle of an epoch.
         self._resume: dict[str, Any] | None = None
+        self._pool: WorkerPool | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def epoch(self) -> int:
@@ -114,56 +178,112 @@ class DataLoader:
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
-        n = len(self.dataset) if self.sampler is None else self.sampler.num_indices(len(self.dataset))
+        if self._iterable:
+            if not hasattr(self.dataset, "__len__"):
+                raise TypeError(f"DataLoader: len() of a loader over an iterable dataset needs the dataset to "
+                                f"define __len__; {type(self.dataset).__name__} does not")
+            n = len(self.dataset)
+        elif hasattr(self.sampler, "batches"):         # a sampler that forms whole batches (PoissonSampler)
+            return self.sampler.num_batches(len(self.dataset))
+        else:
+            n = len(self.dataset) if self.sampler is None else self.sampler.num_indices(len(self.dataset))
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:
-        n = len(self.dataset)
         start = 0
         if self._resume is not None:
             self._generator.bit_generator.state = copy.deepcopy(self._resume["pre_state"])
             start = self._resume["position"]
             self._resume = None
         pre_state = copy.deepcopy(self._generator.bit_generator.state)
-        if self.sampler is not None:
-            order = self.sampler.order(n, self._generator)
+        epoch = self._epoch
+        if self._iterable:
+            batches = itertools.islice(self._stream(epoch), start, None)
         else:
-            order = self._generator.permutation(n) if self.shuffle else np.arange(n)
+            n = len(self.dataset)
+            if hasattr(self.sampler, "batches"):       # a list of index arrays, one per batch
+                order = self.sampler.batches(n, self._generator)
+            elif self.sampler is not None:
+                order = self.sampler.order(n, self._generator)
+            else:
+                order = self._generator.permutation(n) if self.shuffle else np.arange(n)
+            batches = self._indexed(order, start, epoch)
         progress = {"pre_state": pre_state, "position": start}
         self._in_progress = progress
-        for b in range(start, len(self)):
-            index = order[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = self._fetch(index)
-            progress["position"] = b + 1
-            yield batch
+        try:
+            for batch in batches:
+                progress["position"] += 1
+                yield batch
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
         if self._in_progress is progress:
             self._in_progress = None
         self._epoch += 1
 
+    # -- map-style datasets --------------------------------------------------------
+    def _indexed(self, order: np.ndarray, start: int, epoch: int) -> Iterator[Any]:
+        stop = len(self)
+        if self.num_workers == 0:
+            for b in range(start, stop):
+                yield self._make_batch(self._batch_indices(order, b), epoch, b)
+            return
+        pool, owned = self._acquire_pool(epoch)
+        run = pool.start_run()
+        ahead = self.prefetch_factor * pool.num_workers
+        sent, ready = start, {}
+        try:
+            for b in range(start, stop):
+                while sent < stop and sent - b < ahead:
+                    task = functools.partial(self._make_batch, self._batch_indices(order, sent), epoch, sent)
+                    pool.submit(sent % pool.num_workers, run, sent, task)
+                    sent += 1
+                while b not in ready:
+                    worker, index, value, status = pool.get(run)
+                    ready[index] = (worker, value, status)
+                worker, value, status = ready.pop(b)
+                if status == FAILED:
+                    raise worker_error(value, worker, b)
+                yield value
+        finally:
+            self._release_pool(pool, owned)
+
+    def _batch_indices(self, order: np.ndarray | list, b: int) -> np.ndarray:
+        if isinstance(order, list):
+            return order[b]
+        return order[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def _make_batch(self, index: np.ndarray, epoch: int, b: int) -> Any:
+        with backend.random_scope(self._batch_seed, (epoch, b)):
+            return self._fetch(index)
+
     def _fetch(self, index: np.ndarray) -> Any:
         ds = self.dataset
-        if fetches_whole_batches(ds):
+        if self.collate_fn is None and fetches_whole_batches(ds):
             batch = ds[index]
             xb, yb = batch if is_labelled(ds) else (batch, None)
             if self.transform is not None:
                 xb = self.transform(xb)
             return xb if yb is None else self._labelled_batch(xb, yb)
-        samples = [ds[int(i)] for i in index]
-        if isinstance(samples[0], tuple):
-            columns = [_stack([s[k] for s in samples]) for k in range(len(samples[0]))]
+        return self._finish([ds[int(i)] for i in index])
+
+    def _finish(self, samples: list) -> Any:
+        """Collate the samples into a batch, then transform its inputs and apply the batch transform."""
+        batch = (self.collate_fn or default_collate)(samples)
+        if isinstance(batch, tuple):
             if self.transform is not None:
-                columns[0] = self.transform(columns[0])
-            if self.batch_transform is not None:
-                if len(columns) != 2:
-                    raise ValueError(f"DataLoader: batch_transform needs (x, y) samples; the dataset's samples "
-                                     f"have {len(columns)} components")
-                return self._labelled_batch(*columns)
-            return tuple(columns)
+                batch = (self.transform(batch[0]), *batch[1:])
+            if self.batch_transform is None:
+                return batch
+            if len(batch) != 2:
+                raise ValueError(f"DataLoader: batch_transform needs (x, y) samples; the dataset's samples "
+                                 f"have {len(batch)} components")
+            return self._labelled_batch(*batch)
         if self.batch_transform is not None:
-            raise ValueError("DataLoader: batch_transform needs (x, y) samples; the dataset's samples are "
-                             "single arrays (unlabelled)")
-        xb = np.stack([np.asarray(s) for s in samples])
-        return self.transform(xb) if self.transform is not None else xb
+            kind = "single arrays (unlabelled)" if isinstance(batch, np.ndarray) else f"{type(batch).__name__}s"
+            raise ValueError(f"DataLoader: batch_transform needs (x, y) samples; the dataset's samples are {kind}")
+        return self.transform(batch) if self.transform is not None else batch
 
     def _labelled_batch(self, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.batch_transform is None:
@@ -174,23 +294,100 @@ class DataLoader:
                             f"got {type(result).__name__}")
         return result
 
+    # -- iterable datasets -----------------------------------------------------------
+    def _stream(self, epoch: int) -> Iterator[Any]:
+        if self.num_workers == 0:
+            yield from self._stream_batches(epoch, 0)
+            return
+        pool, owned = self._acquire_pool(epoch)
+        run = pool.start_run()
+        slots = [threading.Semaphore(self.prefetch_factor) for _ in range(pool.num_workers)]
+        for w in range(pool.num_workers):
+            pool.submit(w, run, w, functools.partial(self._stream_batches, epoch, w), slots[w])
+        pending: dict[int, deque] = {w: deque() for w in range(pool.num_workers)}
+        turn = deque(range(pool.num_workers))
+        try:
+            while turn:
+                w = turn.popleft()
+                while not pending[w]:
+                    worker, index, value, status = pool.get(run)
+                    pending[worker].append((index, value, status))
+                index, value, status = pending[w].popleft()
+                if status == ENDED:
+                    continue
+                if status == FAILED:
+                    raise worker_error(value, w, index, what="its batch")
+                slots[w].release()
+                turn.append(w)
+                yield value
+        finally:
+            self._release_pool(pool, owned)
+
+    def _stream_batches(self, epoch: int, worker: int) -> Iterator[Any]:
+        """One stream's batches: ``iter(dataset)`` read ``batch_size`` samples at a time,
+        batch k made in the random scope keyed (epoch, worker, k)."""
+        samples_iter = None
+        for k in itertools.count():
+            with backend.random_scope(self._batch_seed, (epoch, worker, k)):
+                if samples_iter is None:
+                    samples_iter = iter(self.dataset)
+                samples = list(itertools.islice(samples_iter, self.batch_size))
+                if not samples or (self.drop_last and len(samples) < self.batch_size):
+                    return
+                batch = self._finish(samples)
+            yield batch
+
+    # -- worker threads --------------------------------------------------------------
+    def _acquire_pool(self, epoch: int) -> tuple[WorkerPool, bool]:
+        """A pool of worker threads and whether the caller owns it (closes it when done)."""
+        with self._pool_lock:
+            if self.persistent_workers and self._pool is not None and not self._pool.busy:
+                return self._pool, False
+            pool = WorkerPool(self._worker_infos(epoch), self.worker_init_fn)
+            if self.persistent_workers and self._pool is None:
+                self._pool = pool
+                weakref.finalize(self, pool.close)
+                return pool, False
+            return pool, True
+
+    def _release_pool(self, pool: WorkerPool, owned: bool) -> None:
+        pool.end_run()
+        if owned:
+            pool.close()
+
+    def _worker_infos(self, epoch: int) -> list[WorkerInfo]:
+        seeds = np.random.SeedSequence(self._batch_seed, spawn_key=(epoch,)).spawn(self.num_workers)
+        return [WorkerInfo(w, self.num_workers, int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)), self.dataset)
+                for w, s in enumerate(seeds)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pool"], state["_pool_lock"] = None, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pool_lock = threading.Lock()
+
     def state_dict(self) -> dict[str, Any]:
         """The loader's resumable state: epoch counter, generator state, in-epoch position.
 
         Taken between epochs, it resumes at the start of the next epoch. Taken while an
         epoch is being iterated (e.g. after handing out batch ``k``), a loader restored
-        from it redraws the same permutation and continues with batch ``k + 1``.
+        from it redraws the same permutation and continues with batch ``k + 1``. Over an
+        iterable dataset, a restored loader reads the stream again from its start and skips
+        the ``k + 1`` batches handed out, so it resumes exactly if the stream is the same.
         """
         state: dict[str, Any] = {
             "epoch": self._epoch,
-            "num_samples": len(self.dataset),
+            "num_samples": self._num_samples(),
             "batch_size": self.batch_size,
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
             "sampler": repr(self.sampler),
         }
         pending = self._in_progress if self._in_progress is not None else self._resume
-        if pending is not None and pending["position"] < len(self):
+        if pending is not None and (self._iterable or pending["position"] < len(self)):
             state["generator"] = copy.deepcopy(pending["pre_state"])
             state["position"] = pending["position"]
         else:
@@ -200,6 +397,7 @@ class DataLoader:
                 state["epoch"] = self._epoch + 1
             state["generator"] = copy.deepcopy(self._generator.bit_generator.state)
             state["position"] = 0
+        state["batch_seed"] = self._batch_seed
         if hasattr(self.batch_transform, "state_dict"):
             # Taken now, after the batches already handed out were mixed: a restored loader
             # mixes the following batches with the same draws.
@@ -215,7 +413,7 @@ class DataLoader:
         missing = {"epoch", "generator", "position"} - set(state)
         if missing:
             raise KeyError(f"DataLoader.load_state_dict: state lacks {sorted(missing)}")
-        for key, mine in (("num_samples", len(self.dataset)), ("batch_size", self.batch_size),
+        for key, mine in (("num_samples", self._num_samples()), ("batch_size", self.batch_size),
                           ("shuffle", self.shuffle), ("drop_last", self.drop_last),
                           ("sampler", repr(self.sampler))):
             if key in state and state[key] != mine:
@@ -236,6 +434,8 @@ class DataLoader:
                     f"batch_transform={self.batch_transform!r}, which has no load_state_dict"
                 )
             self.batch_transform.load_state_dict(state["batch_transform"])
+        if "batch_seed" in state:
+            self._batch_seed = int(state["batch_seed"])
         self._epoch = int(state["epoch"])
         self._in_progress = None
         position = int(state["position"])
@@ -245,14 +445,11 @@ class DataLoader:
             self._resume = None
             self._generator.bit_generator.state = generator_state
 
+    def _num_samples(self) -> int | None:
+        return len(self.dataset) if hasattr(self.dataset, "__len__") else None
+
     def __repr__(self) -> str:
+        workers = f", num_workers={self.num_workers}" if self.num_workers else ""
         return (f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, seed={self.seed}, sampler={self.sampler!r})")
+                f"drop_last={self.drop_last}, seed={self.seed}, sampler={self.sampler!r}{workers})")
 
-
-def _stack(values: list) -> Any:
-    """One component of a batch from the samples' values: an array, or a tuple of arrays
-    when each value is a group of several inputs."""
-    if is_multi_input(values[0]):
-        return tuple(np.stack([np.asarray(v[k]) for v in values]) for k in range(len(values[0])))
-    return np.stack([np.asarray(v) for v in values])

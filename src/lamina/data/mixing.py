@@ -25,7 +25,11 @@ encoded with ``num_classes``) or target rows ``(N, K)`` taken as given; the soft
 come back as float32 rows. Each mixer draws from its own NumPy ``Generator``, seeded from
 ``seed`` or else from one draw of :func:`lamina.backend.rng` at construction, so
 :func:`lamina.manual_seed` makes the mixing reproducible; ``state_dict()`` saves the
-generator with a checkpoint. What the last call drew is kept for inspection:
+generator with a checkpoint. Called by a :class:`~lamina.data.DataLoader` (inside
+:func:`lamina.backend.random_scope`), a mixer draws instead from a generator seeded with its
+seed and the batch's (epoch, index) key, so that a batch is mixed the same way whichever
+worker thread makes it, and in whatever order. What the last call drew is kept for inspection
+(with worker threads, it is whichever batch was mixed last):
 ``last_applied``, ``last_sampled_lambda`` (the Beta draw), ``last_lambda`` (the weight of
 each sample's own label) and ``last_permutation`` (CutMix also ``last_box``).
 """
@@ -70,6 +74,7 @@ class _BatchMixer:
         self.seed = seed
         if seed is None:
             seed = int(backend.rng().integers(0, 2**63 - 1))
+        self._base_seed = int(seed)
         self._generator = np.random.default_rng(seed)
         self.last_applied: bool | None = None
         self.last_sampled_lambda: float | None = None
@@ -89,24 +94,33 @@ class _BatchMixer:
         x = self._inputs(np.asarray(xb))
         targets = self._targets(np.asarray(yb), x.shape)
         n = len(x)
-        if self.p < 1.0 and self._generator.random() >= self.p:
+        generator = self._draws()
+        if self.p < 1.0 and generator.random() >= self.p:
             self.last_applied, self.last_sampled_lambda, self.last_lambda = False, 1.0, 1.0
             self.last_permutation = np.arange(n)
             return x, targets
-        lam = float(self._generator.beta(self.alpha, self.alpha))
-        permutation = self._generator.permutation(n)
-        mixed, own_weight = self._mix(x, lam, permutation)
+        lam = float(generator.beta(self.alpha, self.alpha))
+        permutation = generator.permutation(n)
+        mixed, own_weight = self._mix(x, lam, permutation, generator)
         soft = np.float32(own_weight) * targets + np.float32(1.0 - own_weight) * targets[permutation]
         self.last_applied, self.last_sampled_lambda, self.last_lambda = True, lam, own_weight
         self.last_permutation = permutation
         return mixed, soft
+
+    def _draws(self) -> np.random.Generator:
+        """The mixer's own generator, or inside a loader's random scope one keyed by the batch."""
+        key = backend.random_scope_key()
+        if key is None:
+            return self._generator
+        return np.random.default_rng(np.random.SeedSequence(self._base_seed, spawn_key=key))
 
     def _inputs(self, x: np.ndarray) -> np.ndarray:
         if x.ndim == 0:
             raise ShapeError(f"{type(self).__name__}: inputs must have a batch axis; got a 0-d array")
         return x
 
-    def _mix(self, x: np.ndarray, lam: float, permutation: np.ndarray) -> tuple[np.ndarray, float]:
+    def _mix(self, x: np.ndarray, lam: float, permutation: np.ndarray,
+             generator: np.random.Generator) -> tuple[np.ndarray, float]:
         raise NotImplementedError
 
     def _targets(self, y: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
@@ -134,8 +148,8 @@ class _BatchMixer:
         return one_hot(y, self.num_classes, dtype=np.float32)
 
     def state_dict(self) -> dict[str, Any]:
-        """The generator's state: a restored mixer continues with the same draws."""
-        return {"generator": copy.deepcopy(self._generator.bit_generator.state)}
+        """The generator's state and the seed: a restored mixer continues with the same draws."""
+        return {"generator": copy.deepcopy(self._generator.bit_generator.state), "seed": self._base_seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`."""
@@ -148,6 +162,8 @@ class _BatchMixer:
             found = generator_state.get("bit_generator") if isinstance(generator_state, dict) else generator_state
             raise ValueError(f"{name}.load_state_dict: saved generator is {found!r}, expected {expected!r}")
         self._generator.bit_generator.state = generator_state
+        if "seed" in state:
+            self._base_seed = int(state["seed"])
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(alpha={self.alpha}, num_classes={self.num_classes}, p={self.p}, "
@@ -170,7 +186,8 @@ class MixUp(_BatchMixer):
         x = super()._inputs(x)
         return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
 
-    def _mix(self, x: np.ndarray, lam: float, permutation: np.ndarray) -> tuple[np.ndarray, float]:
+    def _mix(self, x: np.ndarray, lam: float, permutation: np.ndarray,
+             generator: np.random.Generator) -> tuple[np.ndarray, float]:
         weight = x.dtype.type(lam)
         return weight * x + (1 - weight) * x[permutation], lam
 
@@ -200,11 +217,12 @@ class CutMix(_BatchMixer):
             raise ShapeError(f"CutMix: inputs must be a batch of NHWC images (N, H, W, C); got shape {x.shape}")
         return x
 
-    def _mix(self, x: np.ndarray, lam: float, permutation: np.ndarray) -> tuple[np.ndarray, float]:
+    def _mix(self, x: np.ndarray, lam: float, permutation: np.ndarray,
+             generator: np.random.Generator) -> tuple[np.ndarray, float]:
         height, width = x.shape[1:3]
         side = math.sqrt(1.0 - lam)
-        top, bottom = self._span(height, int(round(height * side)))
-        left, right = self._span(width, int(round(width * side)))
+        top, bottom = _span(height, int(round(height * side)), generator)
+        left, right = _span(width, int(round(width * side)), generator)
         mixed = x.copy()
         mixed[:, top:bottom, left:right, :] = x[permutation, top:bottom, left:right, :]
         self.last_box = (top, left, bottom, right)
@@ -212,8 +230,9 @@ class CutMix(_BatchMixer):
         kept = 1.0 - (bottom - top) * (right - left) / area if area else 1.0
         return mixed, kept
 
-    def _span(self, size: int, length: int) -> tuple[int, int]:
-        """[start, stop) of a run of ``length`` pixels centred on a uniform pixel, clipped to [0, size)."""
-        centre = int(self._generator.integers(0, size)) if size else 0
-        start = centre - length // 2
-        return max(start, 0), min(start + length, size)
+
+def _span(size: int, length: int, generator: np.random.Generator) -> tuple[int, int]:
+    """[start, stop) of a run of ``length`` pixels centred on a uniform pixel, clipped to [0, size)."""
+    centre = int(generator.integers(0, size)) if size else 0
+    start = centre - length // 2
+    return max(start, 0), min(start + length, size)

@@ -15,7 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["RandomSampler", "Sampler", "SequentialSampler", "SubsetRandomSampler", "WeightedRandomSampler"]
+__all__ = ["PoissonSampler", "RandomSampler", "Sampler", "SequentialSampler", "SubsetRandomSampler",
+           "WeightedRandomSampler"]
 
 
 @runtime_checkable
@@ -166,3 +167,37 @@ class WeightedRandomSampler:
     def __repr__(self) -> str:
         return (f"WeightedRandomSampler({len(self.weights)} weights, num_samples={self.num_samples}, "
                 f"replacement={self.replacement})")
+
+
+class PoissonSampler:
+    """Poisson sampling, as differentially private SGD assumes: each of ``steps`` batches per
+    epoch holds every sample independently with probability ``sample_rate`` q, so a batch's
+    size is Binomial(n, q) (mean q n; a batch may be empty) and a sample may appear in several
+    batches of an epoch or in none. ``steps`` defaults to round(1 / q), one pass in expectation.
+
+    It gives the loader whole batches (:meth:`batches`); the loader's ``batch_size`` is unused.
+    """
+
+    def __init__(self, sample_rate: float, steps: int | None = None) -> None:
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) or not 0 < sample_rate <= 1:
+            raise ValueError(f"PoissonSampler: sample_rate must lie in (0, 1]; got {sample_rate!r}")
+        self.sample_rate = float(sample_rate)
+        self.steps = max(1, round(1 / self.sample_rate)) if steps is None else _positive_int(steps, "steps",
+                                                                                             "PoissonSampler")
+
+    def num_batches(self, n: int) -> int:
+        return self.steps
+
+    def num_indices(self, n: int) -> int:
+        """The expected number of indices in an epoch, rounded."""
+        return round(self.sample_rate * n * self.steps)
+
+    def batches(self, n: int, generator: np.random.Generator) -> list[np.ndarray]:
+        """One epoch's batches: for each, the indices i whose uniform draw u_i < q."""
+        return [np.flatnonzero(generator.random(n) < self.sample_rate) for _ in range(self.steps)]
+
+    def order(self, n: int, generator: np.random.Generator) -> np.ndarray:
+        return np.concatenate(self.batches(n, generator))
+
+    def __repr__(self) -> str:
+        return f"PoissonSampler(sample_rate={self.sample_rate}, steps={self.steps})"

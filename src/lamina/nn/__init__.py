@@ -86,6 +86,7 @@ from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.parameter import Parameter
+from lamina.nn.per_sample import PerSampleGradients, per_sample_gradients
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D, MaxUnpool2D
 from lamina.nn.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from lamina.nn.reshape import Flatten, Identity, Reshape
@@ -121,6 +122,7 @@ __all__ = [
     "PixelUnshuffle", "ReflectionPad2D", "ReplicationPad2D", "Fold", "Unfold", "MaxUnpool2D", "Upsample",
     "InstanceNorm1D", "InstanceNorm2D", "Bilinear", "bilinear", "CosineSimilarity", "PairwiseDistance",
     "EmbeddingBag", "embedding_bag", "Conv3D", "MaxPool3D", "AvgPool3D", "GlobalAvgPool3D", "functional_call",
+    "PerSampleGradients", "per_sample_gradients",
     "parameters_to_vector", "vector_to_parameters",
     "ConvLSTM2D", "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
     "from_torch_state_dict",

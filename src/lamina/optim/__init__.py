@@ -17,13 +17,14 @@ for values that minimise the cost J, here by first-order updates from dJ/dw::
         schedule.step()
 """
 
-from lamina.optim import regularizers, schedules
+from lamina.optim import privacy, regularizers, schedules
 from lamina.optim.adadelta import Adadelta
 from lamina.optim.adagrad import Adagrad
 from lamina.optim.adam import Adam, AdamW
 from lamina.optim.adamax import Adamax
 from lamina.optim.averaging import AveragedModel, update_batch_norm
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
+from lamina.optim.dp import DPOptimizer
 from lamina.optim.ewa import ExponentialMovingAverage
 from lamina.optim.lbfgs import LBFGS
 from lamina.optim.lion import Lion
@@ -66,5 +67,5 @@ __all__ = [
     "StepDecay", "Warmup", "clip_grad_norm", "clip_grad_value", "elastic_net", "l1", "l2", "regularizers",
     "schedules", "AveragedModel", "update_batch_norm", "LBFGS", "Lion", "Lookahead", "Rprop", "SAM",
     "ChainedSchedule", "ConstantFactor", "CyclicLR", "LambdaSchedule", "LinearFactor", "MultiplicativeSchedule",
-    "PiecewiseConstant", "SequentialSchedule",
+    "PiecewiseConstant", "SequentialSchedule", "DPOptimizer", "privacy",
 ]

@@ -28,6 +28,7 @@ from lamina.train.metrics import (
     top_k_error,
 )
 from lamina.train.monitor import HistogramMonitor
+from lamina.train.privacy import PrivacyMonitor, make_private
 from lamina.train.profiling import ProfileSteps
 from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score, mean_absolute_error, r2_score
 from lamina.train.search import SearchResult, Trial, coarse_to_fine, grid_search, random_search, tune_trainer
@@ -43,5 +44,5 @@ __all__ = [
     "Trial", "Uniform", "accuracy", "binary_accuracy", "coarse_to_fine", "confusion_matrix", "find_learning_rate",
     "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy", "top_k_error", "tune_trainer",
     "WeightAveraging", "GANTrainer", "VAETrainer", "train_gan", "train_vae", "Distiller",
-    "train_distillation", "ProfileSteps",
+    "train_distillation", "ProfileSteps", "PrivacyMonitor", "make_private",
 ]

@@ -26,6 +26,7 @@ from lamina.autograd import Tensor, no_grad
 from lamina.autograd.graph import recomputing
 from lamina.data import ArrayDataset, DataLoader, Subset
 from lamina.data.dataset import is_multi_input, num_samples, take
+from lamina.data.iterable import is_iterable_dataset
 from lamina.errors import ShapeError
 from lamina.nn import Model, Sequential
 from lamina.optim import clip_grad_norm, clip_grad_value
@@ -334,19 +335,26 @@ class Trainer:
         return (ArrayDataset(take(train.x, slice(None, cut)), None if y is None else y[:cut]),
                 ArrayDataset(take(train.x, slice(cut, None)), None if y is None else y[cut:]))
 
-    def _loader(self, data, batch_size: int, shuffle: bool, seed, where: str) -> DataLoader:
+    def _loader(self, data, batch_size: int, shuffle: bool, seed, where: str, num_workers: int = 0) -> DataLoader:
         if isinstance(data, DataLoader):
             return data
         if isinstance(data, tuple):
             data = _array_dataset(data, where)
-        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed)
+        if is_iterable_dataset(data):
+            shuffle = False
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers)
 
     # -- fit, evaluate, predict -----------------------------------------------
     def fit(self, train, val=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             seed: int | None = None, resume_from: str | os.PathLike | None = None,
-            validation_split: float | None = None) -> History:
-        """Train for ``epochs`` epochs; ``train``/``val`` are (x, y), a Dataset or a DataLoader;
-        for a model of several inputs x is a tuple or list of arrays, one per input.
+            validation_split: float | None = None, num_workers: int = 0) -> History:
+        """Train for ``epochs`` epochs; ``train``/``val`` are (x, y), a Dataset (or an
+        IterableDataset, read in its own order) or a DataLoader; for a model of several inputs
+        x is a tuple or list of arrays, one per input.
+
+        ``num_workers``: for a loader built here from ``train``, the number of background
+        threads making its batches (see :class:`~lamina.data.DataLoader`); a DataLoader
+        passed in keeps its own.
 
         ``validation_split``: a fraction in (0, 1); the last samples of ``train`` ((x, y)
         arrays or an :class:`~lamina.data.ArrayDataset`), ``floor(n * (1 - fraction))``
@@ -355,15 +363,15 @@ class Trainer:
         """
         if validation_split is not None:
             train, val = self._hold_out(train, val, validation_split)
-        loader = self._loader(train, batch_size, shuffle, seed, "Trainer.fit")
+        loader = self._loader(train, batch_size, shuffle, seed, "Trainer.fit", num_workers)
         self.loader = loader
         dataset = loader.dataset
         if isinstance(dataset, ArrayDataset):
             self._validate(dataset.x, dataset.y)
-        elif len(dataset):  # any other dataset: its first samples build the model and are checked
+        elif is_iterable_dataset(dataset) or len(dataset):  # its first samples build the model and are checked
             self._validate(*next(iter(DataLoader(dataset, batch_size=2, shuffle=False, seed=0))))
         self.epochs = epochs
-        self.samples_per_epoch = len(dataset)
+        self.samples_per_epoch = len(dataset) if hasattr(dataset, "__len__") else None
         self.stop_training = False
         start, callback_states = 0, None
         if resume_from is not None:
@@ -425,6 +433,11 @@ class Trainer:
         for group in self._groups(loader):
             group_size = sum(num_samples(xb) for xb, _ in group)
             self.optimizer.zero_grad()
+            if group_size == 0:              # an empty Poisson draw: a DP-SGD step still adds its noise
+                self._update(group)
+                self.steps += 1
+                self.iteration += len(group)
+                continue
             for i, (xb, yb) in enumerate(group):
                 n = num_samples(xb)
                 loss, out = self._backward(xb, yb, n / group_size)
