@@ -205,3 +205,26 @@ def test_second_derivatives_example_runs():
     assert learner[0].weight is names["weights"]["dense.weight"]      # the module keeps its own parameters
     top = names["sharpest"]
     assert len(top) == 2 and abs(top[0]) >= abs(top[1]) > 0
+
+
+def test_probability_linear_algebra_and_privacy_example_runs():
+    """The probability example: maximum likelihood recovers the sample mean and covariance of
+    the points, eigh gives the covariance's eigenvalues, the KL matches its closed form, and
+    the private run reports a finite, growing epsilon and learns the digits."""
+    import numpy as np
+    import pytest
+
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## Probability, linear algebra, privacy", 1)[1], re.S).group(1)
+    names: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, str(README), "exec"), names)
+    points = names["points"]
+    np.testing.assert_allclose(names["loc"].numpy(), points.mean(0), atol=0.02)
+    np.testing.assert_allclose(names["covariance"].numpy(), np.cov(points.T, bias=True), atol=0.02)
+    np.testing.assert_allclose(names["w"].numpy(), np.linalg.eigvalsh(names["covariance"].numpy()), rtol=1e-5)
+    mu = float(names["loc"].numpy()[0])
+    assert float(names["gap"].numpy()) == pytest.approx(np.log(2.0) + (1 + mu**2) / 8 - 0.5, rel=1e-5)
+    epsilon = names["history"]["epsilon"]
+    assert len(epsilon) == 3 and 0 < epsilon[0] < epsilon[1] < epsilon[2] < 10
+    assert names["trainer"].evaluate((names["x"] / 255.0, names["y"]))["accuracy"] > 0.8
