@@ -349,7 +349,7 @@ def test_small_transformer_learns_to_reverse_sequences():
     opt = optim.Adam(model, lr=0.005)
     # products this small gain nothing from BLAS's own threads, which cost time on a busy machine
     with parallel.one_blas_thread():
-        for _ in range(200):
+        for _ in range(300):       # 200 steps reach 0.93-1.0 depending on the CPU's GEMM rounding
             src = rng.integers(0, vocab, (64, length))
             target = src[:, ::-1]
             tgt_in = np.concatenate([np.full((64, 1), vocab), target[:, :-1]], axis=1)
