@@ -20,6 +20,17 @@ from lamina.data.datasets import (
     read_idx,
     read_idx_file,
 )
+from lamina.data.graphs import (
+    Graph,
+    GraphBatch,
+    add_remaining_self_loops,
+    add_self_loops,
+    collate_graphs,
+    degree,
+    normalized_adjacency,
+    remove_self_loops,
+    to_undirected,
+)
 from lamina.data.iterable import IterableDataset
 from lamina.data.labels import one_hot
 from lamina.data.loader import DataLoader
@@ -71,4 +82,6 @@ __all__ = [
     "read_idx_file",
     "train_val_test_split", "CutMix", "MixUp",
     "IterableDataset", "WorkerInfo", "default_collate", "get_worker_info",
+    "Graph", "GraphBatch", "add_remaining_self_loops", "add_self_loops", "collate_graphs", "degree",
+    "normalized_adjacency", "remove_self_loops", "to_undirected",
 ]

@@ -120,6 +120,7 @@ from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.reduce_more import cumprod, cumsum, logsumexp, norm, prod, std
 from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
 from lamina.functional.rotary import rotary_angles, rotary_embedding
+from lamina.functional.segment import segment_max, segment_mean, segment_softmax, segment_sum, take_rows
 from lamina.functional.shape import (
     broadcast_to,
     concat,
@@ -180,4 +181,5 @@ __all__ = [
     "digamma", "erf", "erfc", "erfinv", "expit", "gammainc", "lgamma", "log_ndtr", "logit", "ndtr", "ndtri",
     "polygamma", "xlogy",
     "diag_embed", "diagonal", "trace", "tril", "triu",
+    "segment_max", "segment_mean", "segment_softmax", "segment_sum", "take_rows",
 ]

@@ -77,6 +77,18 @@ from lamina.nn.flat_parameters import parameters_to_vector, vector_to_parameters
 from lamina.nn.fold import Fold, Unfold
 from lamina.nn.functional_call import functional_call
 from lamina.nn.functional_model import Input, Model
+from lamina.nn.graph import (
+    GATConv,
+    GCNConv,
+    GINConv,
+    GlobalAddPool,
+    GlobalMaxPool,
+    GlobalMeanPool,
+    SAGEConv,
+    global_add_pool,
+    global_max_pool,
+    global_mean_pool,
+)
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
@@ -127,4 +139,6 @@ __all__ = [
     "ConvLSTM2D", "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
     "from_torch_state_dict",
     "ChannelShuffle", "StochasticDepth", "channel_shuffle", "stochastic_depth",
+    "GATConv", "GCNConv", "GINConv", "GlobalAddPool", "GlobalMaxPool", "GlobalMeanPool", "SAGEConv",
+    "global_add_pool", "global_max_pool", "global_mean_pool",
 ]

@@ -1,0 +1,47 @@
+"""Input checks shared by the graph layers: node features, edge index and edge weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lamina.autograd import Tensor
+from lamina.data.graphs import check_edge_index
+from lamina.errors import ShapeError
+from lamina.nn.layer import input_error
+from lamina.nn.module import Module, as_tensor
+
+
+def node_shape(layer: Module, input_shape) -> tuple:
+    """The node features' shape (N, F) out of what ``build`` receives: the shape of x alone,
+    or the list of shapes of (x, edge_index, ...)."""
+    shape = input_shape[0] if isinstance(input_shape, list) else input_shape
+    if shape is None or len(shape) != 2 or shape[1] is None:
+        raise ShapeError(f"{layer._label()}: got node features of shape {shape}; expected (num_nodes, features)")
+    return tuple(shape)
+
+
+def graph_inputs(layer: Module, x, edge_index, edge_weight=None,
+                 features: int | None = None) -> tuple[Tensor, np.ndarray, Tensor | None]:
+    """(x, edge_index, edge_weight) checked for ``layer``: x a float (N, F) tensor (F =
+    ``features`` when given), edge_index an int64 (2, E) array of nodes in [0, N), and
+    edge_weight None or an (E,) tensor of x's dtype."""
+    x = as_tensor(x)
+    if x.ndim != 2 or (features is not None and x.shape[1] != features):
+        width = "features" if features is None else f"{features} features, as the layer was built for"
+        raise input_error(layer, x, f"node features of shape (num_nodes, {width})")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{layer._label()}: node features must be floating point, got dtype {x.dtype}")
+    index = check_edge_index(edge_index, x.shape[0], layer._label())
+    if edge_weight is None:
+        return x, index, None
+    if isinstance(edge_weight, Tensor):
+        if edge_weight.dtype != x.dtype:
+            raise TypeError(f"{layer._label()}: edge_weight has dtype {edge_weight.dtype} but the node features "
+                            f"have {x.dtype}; expected the same dtype")
+        weight = edge_weight
+    else:
+        weight = Tensor(np.asarray(edge_weight, dtype=x.dtype), dtype=x.dtype)
+    if tuple(weight.shape) != (index.shape[1],):
+        raise ShapeError(f"{layer._label()}: edge_weight of shape {tuple(weight.shape)} does not match "
+                         f"edge_index of shape {index.shape}; expected one weight per edge, shape ({index.shape[1]},)")
+    return x, index, weight
