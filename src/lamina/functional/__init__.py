@@ -94,6 +94,7 @@ from lamina.functional.losses_more import (
     nll_loss,
     smooth_l1,
 )
+from lamina.functional.losses_ssl import barlow_twins_loss, info_nce_loss, nt_xent_loss, vicreg_loss
 from lamina.functional.losses_vae import gaussian_kl, reparameterize, vae_loss
 from lamina.functional.math_more import (
     atan2,
@@ -182,4 +183,5 @@ __all__ = [
     "polygamma", "xlogy",
     "diag_embed", "diagonal", "trace", "tril", "triu",
     "segment_max", "segment_mean", "segment_softmax", "segment_sum", "take_rows",
+    "barlow_twins_loss", "info_nce_loss", "nt_xent_loss", "vicreg_loss",
 ]

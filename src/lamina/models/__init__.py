@@ -81,6 +81,7 @@ from lamina.models.inception import (
 from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
+from lamina.models.projection import projection_head
 from lamina.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -134,4 +135,5 @@ __all__ = [
     "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d", "shufflenet_v2", "shufflenet_v2_x0_5",
     "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet", "squeezenet1_0",
     "squeezenet1_1", "wide_resnet101_2", "wide_resnet50_2",
+    "projection_head",
 ]

@@ -58,6 +58,7 @@ from lamina.nn.augmentation import (
     RandomRotation,
     RandomSaturation,
 )
+from lamina.nn.augmentation_more import ColorJitter, RandomErasing, RandomGrayscale, RandomResizedCrop
 from lamina.nn.bilinear import Bilinear, bilinear
 from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
 from lamina.nn.channel_shuffle import ChannelShuffle, channel_shuffle
@@ -122,6 +123,7 @@ __all__ = [
     "LayerNorm", "LeakyReLU", "LocalResponseNorm", "MaxPool1D", "MaxPool2D", "Mish", "Module",
     "MultiHeadAttention", "PReLU", "Parameter", "PositionEmbedding", "PositionalEncoding", "RandomBrightness",
     "RandomContrast", "RandomCrop", "RandomFlip", "RandomGaussianBlur", "RandomRotation", "RandomSaturation",
+    "ColorJitter", "RandomErasing", "RandomGrayscale", "RandomResizedCrop",
     "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid", "SimpleRNN",
     "Softmax", "Softplus", "Tanh", "TransformerEncoderLayer", "UpSampling2D", "ZeroPadding2D", "default_name",
     "embedding", "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config",

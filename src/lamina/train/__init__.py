@@ -12,6 +12,7 @@ from lamina.train.callbacks import (
     ProgressBar,
     TerminateOnNaN,
 )
+from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
 from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
@@ -45,4 +46,5 @@ __all__ = [
     "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy", "top_k_error", "tune_trainer",
     "WeightAveraging", "GANTrainer", "VAETrainer", "train_gan", "train_vae", "Distiller",
     "train_distillation", "ProfileSteps", "PrivacyMonitor", "make_private",
+    "contrastive_pretrain", "encode", "linear_probe",
 ]
