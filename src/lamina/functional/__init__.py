@@ -36,6 +36,11 @@ from lamina.functional.conv_lstm import conv_lstm
 from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
+from lamina.functional.fake_quantize import (
+    fake_quantize_learnable_per_tensor,
+    fake_quantize_per_channel,
+    fake_quantize_per_tensor,
+)
 from lamina.functional.fold import fold, unfold
 from lamina.functional.grid_sample import affine_grid, grid_sample
 from lamina.functional.indexing import (
@@ -184,4 +189,5 @@ __all__ = [
     "diag_embed", "diagonal", "trace", "tril", "triu",
     "segment_max", "segment_mean", "segment_softmax", "segment_sum", "take_rows",
     "barlow_twins_loss", "info_nce_loss", "nt_xent_loss", "vicreg_loss",
+    "fake_quantize_learnable_per_tensor", "fake_quantize_per_channel", "fake_quantize_per_tensor",
 ]

@@ -6,7 +6,7 @@ themselves with ``get_config()`` for saving architectures (:func:`layer_to_confi
 :func:`layer_from_config`, :func:`register_layer` for your own layers).
 """
 
-from lamina.nn import init, prune, quantize
+from lamina.nn import init, prune, qat, quantize
 from lamina.nn.activation import (
     ACTIVATIONS,
     ELU,
@@ -98,9 +98,11 @@ from lamina.nn.module import Module
 from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
+from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
 from lamina.nn.parameter import Parameter
 from lamina.nn.per_sample import PerSampleGradients, per_sample_gradients
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D, MaxUnpool2D
+from lamina.nn.qat import QATConv2D, QATDense, calibrate, fuse_conv_bn, prepare_qat
 from lamina.nn.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from lamina.nn.reshape import Flatten, Identity, Reshape
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
@@ -143,4 +145,6 @@ __all__ = [
     "ChannelShuffle", "StochasticDepth", "channel_shuffle", "stochastic_depth",
     "GATConv", "GCNConv", "GINConv", "GlobalAddPool", "GlobalMaxPool", "GlobalMeanPool", "SAGEConv",
     "global_add_pool", "global_max_pool", "global_mean_pool",
+    "qat", "FakeQuantize", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
+    "QATConv2D", "QATDense", "calibrate", "fuse_conv_bn", "prepare_qat",
 ]

@@ -50,6 +50,7 @@ from lamina.nn.dense import Dense
 from lamina.nn.layer import check_shape_ndim, input_error
 from lamina.nn.module import Module, evaluation_mode, intercept_calls
 from lamina.nn.quantize_ops import (
+    QUANTIZED_RANGES,
     choose_qparams,
     dequantize,
     int_conv2d,
@@ -72,14 +73,21 @@ class _QuantizedLayer(Module):
 
     Buffers: ``weight`` (int8), ``weight_scale`` (float32, one per output channel), ``bias``
     (float32, if the layer has one) and, for a static quantization, ``input_scale`` and
-    ``input_zero_point`` (0-d)."""
+    ``input_zero_point`` (0-d).
+
+    ``weight_qparams`` (the int8 weight and its scales) and ``input_qparams`` (scale, zero
+    point and the integer range (q_min, q_max) of the input, inside uint8's) give parameters
+    found elsewhere (quantization-aware training, :func:`lamina.nn.qat.convert`) in place of
+    those computed here."""
 
     #: The axis of the output channels in the float layer's weight.
     channel_axis = 0
 
-    def __init__(self, layer: Module, input_range: tuple[float, float] | None = None):
+    def __init__(self, layer: Module, input_range: tuple[float, float] | None = None, *,
+                 weight_qparams: tuple | None = None, input_qparams: tuple | None = None):
         super().__init__(name=layer.name)
-        q_weight, scales = quantize_weight(layer.weight, self.channel_axis)
+        q_weight, scales = (quantize_weight(layer.weight, self.channel_axis) if weight_qparams is None
+                            else weight_qparams)
         self.register_buffer("weight", q_weight)
         self.register_buffer("weight_scale", scales)
         self.use_bias = layer.use_bias
@@ -87,8 +95,13 @@ class _QuantizedLayer(Module):
             self.register_buffer("bias", backend.xp.asarray(layer.bias.data, dtype=numpy.float32).copy())
         self.activation = layer.activation
         self.activation_spec = layer.activation_spec
-        self.static = input_range is not None
-        if self.static:
+        self.static = input_range is not None or input_qparams is not None
+        self.input_quant_range = QUANTIZED_RANGES["uint8"]
+        if input_qparams is not None:
+            scale, zero_point, self.input_quant_range = input_qparams
+            self.register_buffer("input_scale", scale)
+            self.register_buffer("input_zero_point", zero_point)
+        elif input_range is not None:
             scale, zero_point = choose_qparams(input_range[0], input_range[1], "uint8")
             self.register_buffer("input_scale", scale)
             self.register_buffer("input_zero_point", zero_point)
@@ -119,6 +132,8 @@ class _QuantizedLayer(Module):
         self._check_input(x)
         scale, zero_point = self._input_qparams(x.data)
         q_x = quantize_per_tensor(x.data, scale, zero_point, "uint8")
+        if self.input_quant_range != QUANTIZED_RANGES["uint8"]:      # a narrower range (quantization-aware training)
+            q_x = backend.xp.clip(q_x, *self.input_quant_range)
         acc = self._accumulate(q_x.astype(numpy.int32) - zero_point.astype(numpy.int32))
         z = acc.astype(numpy.float32) * (scale * self.weight_scale)
         if self.use_bias:
@@ -135,7 +150,10 @@ class _QuantizedLayer(Module):
 
     def _quantization_repr(self) -> str:
         if self.static:
-            inputs = f"uint8 static (scale={float(self.input_scale):.4g}, zero_point={int(self.input_zero_point)})"
+            narrower = "" if self.input_quant_range == QUANTIZED_RANGES["uint8"] else \
+                f", range={list(self.input_quant_range)}"
+            inputs = (f"uint8 static (scale={float(self.input_scale):.4g}, zero_point={int(self.input_zero_point)}"
+                      f"{narrower})")
         else:
             inputs = "uint8 dynamic"
         return f"weight=int8 per channel, input={inputs}"
@@ -148,8 +166,8 @@ class QuantizedDense(_QuantizedLayer):
     channel_axis = 1
     streamable = True
 
-    def __init__(self, layer: Dense, input_range: tuple[float, float] | None = None):
-        super().__init__(layer, input_range)
+    def __init__(self, layer: Dense, input_range: tuple[float, float] | None = None, **qparams):
+        super().__init__(layer, input_range, **qparams)
         self.units = layer.units
 
     def _check_input(self, x: Tensor) -> None:
@@ -183,8 +201,8 @@ class QuantizedConv2D(_QuantizedLayer):
 
     channel_axis = 0
 
-    def __init__(self, layer: Conv2D, input_range: tuple[float, float] | None = None):
-        super().__init__(layer, input_range)
+    def __init__(self, layer: Conv2D, input_range: tuple[float, float] | None = None, **qparams):
+        super().__init__(layer, input_range, **qparams)
         self.filters = layer.filters
         self.groups = layer.groups
         self.kernel_size, self.stride, self.dilation = layer.kernel_size, layer.stride, layer.dilation

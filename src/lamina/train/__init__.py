@@ -2,6 +2,15 @@
 hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
 from lamina.train.averaging import WeightAveraging
+from lamina.train.calibration import (
+    ReliabilityDiagram,
+    TemperatureScaling,
+    expected_calibration_error,
+    maximum_calibration_error,
+    negative_log_likelihood,
+    plot_reliability_diagram,
+    reliability_diagram,
+)
 from lamina.train.callbacks import (
     Callback,
     CSVLogger,
@@ -47,4 +56,6 @@ __all__ = [
     "WeightAveraging", "GANTrainer", "VAETrainer", "train_gan", "train_vae", "Distiller",
     "train_distillation", "ProfileSteps", "PrivacyMonitor", "make_private",
     "contrastive_pretrain", "encode", "linear_probe",
+    "ReliabilityDiagram", "TemperatureScaling", "expected_calibration_error", "maximum_calibration_error",
+    "negative_log_likelihood", "plot_reliability_diagram", "reliability_diagram",
 ]
