@@ -33,8 +33,16 @@ Layouts follow the published models so that published weights map onto them:
   embedding matrix.
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
   :mod:`lamina.vision` decodes into boxes.
+* :class:`NormalizingFlow`, :func:`realnvp`: densities by change of variables through
+  invertible layers (:class:`AffineCoupling`, :class:`ActNorm`, :class:`Permute`,
+  :class:`MaskedAutoregressive`), with exact ``log_prob`` and ``sample``.
 * :func:`transfer`: a trained classifier repurposed for a new task (course notes, Transfer
   learning): new output layer, base frozen but for its last ``trainable`` layers.
+* :class:`GaussianProcessRegressor`: exact Gaussian-process regression (Cholesky), its
+  hyperparameters learned by maximizing the log marginal likelihood through autodiff, with
+  the kernels of :mod:`lamina.models.kernels` (:class:`RBF`, :class:`Matern`,
+  :class:`RationalQuadratic`, :class:`Periodic`, :class:`DotProduct`, :class:`White`,
+  :class:`Constant`, :class:`ScaleKernel`, sums and products).
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder.
@@ -65,6 +73,18 @@ from lamina.models.efficientnet import (
     efficientnet_b5,
     efficientnet_b6,
     efficientnet_b7,
+)
+from lamina.models.flows import (
+    ActNorm,
+    AffineCoupling,
+    FlowLogProb,
+    InvertibleLayer,
+    MaskedAutoregressive,
+    NormalizingFlow,
+    Permute,
+    Reverse,
+    negative_log_likelihood,
+    realnvp,
 )
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
@@ -135,5 +155,7 @@ __all__ = [
     "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d", "shufflenet_v2", "shufflenet_v2_x0_5",
     "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet", "squeezenet1_0",
     "squeezenet1_1", "wide_resnet101_2", "wide_resnet50_2",
+    "ActNorm", "AffineCoupling", "FlowLogProb", "InvertibleLayer", "MaskedAutoregressive", "NormalizingFlow",
+    "Permute", "Reverse", "negative_log_likelihood", "realnvp",
     "projection_head",
 ]

@@ -59,6 +59,7 @@ from lamina.nn.augmentation import (
     RandomSaturation,
 )
 from lamina.nn.augmentation_more import ColorJitter, RandomErasing, RandomGrayscale, RandomResizedCrop
+from lamina.nn.bayesian import BayesianDense, bayesian_kl, gaussian_kl, mc_predict
 from lamina.nn.bilinear import Bilinear, bilinear
 from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
 from lamina.nn.channel_shuffle import ChannelShuffle, channel_shuffle
@@ -147,4 +148,5 @@ __all__ = [
     "global_add_pool", "global_max_pool", "global_mean_pool",
     "qat", "FakeQuantize", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
     "QATConv2D", "QATDense", "calibrate", "fuse_conv_bn", "prepare_qat",
+    "BayesianDense", "bayesian_kl", "gaussian_kl", "mc_predict",
 ]
