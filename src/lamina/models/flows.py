@@ -27,7 +27,7 @@ loop on ``-flow.log_prob(x).mean()`` or with the Trainer on :class:`FlowLogProb`
 
     flow = realnvp(2, num_layers=6, hidden=64)
     trainer = Trainer(FlowLogProb(flow), negative_log_likelihood, Adam(flow, lr=1e-3), metrics=())
-    trainer.fit((x, x), epochs=50, batch_size=256)      # the "labels" are ignored
+    trainer.fit((x,), epochs=50, batch_size=256)        # inputs alone: the loss gets no labels
     samples = flow.sample(1000)
 """
 
@@ -466,7 +466,7 @@ class FlowLogProb(Module):
 
 def negative_log_likelihood(log_prob, target=None) -> Tensor:
     """-mean(log_prob): the maximum-likelihood cost of a density model's per-sample log
-    densities (``target`` is ignored; the Trainer passes the labels)."""
+    densities (``target``, the labels if the data has any, is ignored)."""
     return -as_tensor(log_prob).mean()
 
 

@@ -27,6 +27,7 @@ from lamina.autograd.graph import recomputing
 from lamina.data import ArrayDataset, DataLoader, Subset
 from lamina.data.dataset import is_multi_input, num_samples, take
 from lamina.data.iterable import is_iterable_dataset
+from lamina.data.subsets import fetches_whole_batches, is_labelled
 from lamina.errors import ShapeError
 from lamina.nn import Model, Sequential
 from lamina.optim import clip_grad_norm, clip_grad_value
@@ -93,6 +94,23 @@ def _array_dataset(data: tuple, where: str) -> ArrayDataset:
     if data:
         num_samples(data[0], where)
     return ArrayDataset(*data)
+
+
+def _check_metrics_have_labels(trainer, loader, where: str) -> None:
+    dataset = loader.dataset
+    if trainer.metrics and fetches_whole_batches(dataset) and not is_labelled(dataset):
+        names = ", ".join(name for name, _ in trainer.metrics)
+        raise ValueError(f"{where}: the metrics ({names}) compare outputs with labels, and the data has none "
+                         "(inputs alone); pass metrics=() to the Trainer to train on unlabelled data")
+
+
+def _labelled_batches(loader):
+    """The loader's batches as (xb, yb) pairs: yb is None for an unlabelled array dataset
+    (``fit((x,))``), whose loader yields the inputs alone; the loss then gets None."""
+    dataset = loader.dataset
+    if fetches_whole_batches(dataset) and not is_labelled(dataset):
+        return ((xb, None) for xb in loader)
+    return loader
 
 
 def _is_cross_entropy(loss) -> bool:
@@ -270,7 +288,7 @@ class Trainer:
     def _groups(self, loader):
         """The loader's mini-batches, ``accumulate`` at a time (fewer in the epoch's last group)."""
         group = []
-        for batch in loader:
+        for batch in _labelled_batches(loader):
             group.append(batch)
             if len(group) == self.accumulate:
                 yield group
@@ -365,6 +383,7 @@ class Trainer:
             train, val = self._hold_out(train, val, validation_split)
         loader = self._loader(train, batch_size, shuffle, seed, "Trainer.fit", num_workers)
         self.loader = loader
+        _check_metrics_have_labels(self, loader, "Trainer.fit")
         dataset = loader.dataset
         if isinstance(dataset, ArrayDataset):
             self._validate(dataset.x, dataset.y)
@@ -465,12 +484,13 @@ class Trainer:
     def evaluate(self, data, batch_size: int = 256) -> dict[str, float]:
         """Cost and metrics on ``data`` ((x, y), a Dataset or a DataLoader) in evaluation mode."""
         loader = self._loader(data, batch_size, shuffle=False, seed=0, where="Trainer.evaluate")
+        _check_metrics_have_labels(self, loader, "Trainer.evaluate")
         self.model.eval()
         total, seen = 0.0, 0
         for _, metric in self.metrics:
             metric.reset()
         with no_grad():
-            for xb, yb in loader:
+            for xb, yb in _labelled_batches(loader):
                 out, logits = self._forward(xb, for_loss=True)
                 n = num_samples(xb)
                 total += float(self._cost(out, logits, yb).item()) * n
