@@ -26,7 +26,7 @@ from lamina.models.flows import (
     NormalizingFlow,
     Permute,
     Reverse,
-    negative_log_likelihood,
+    density_nll,
     realnvp,
 )
 from lamina.nn import functional_call
@@ -271,7 +271,7 @@ def test_trainer_fits_a_flow_through_flow_log_prob():
     with lamina.no_grad():
         before = float(flow.eval().log_prob(test).numpy().mean())
     flow.train()
-    trainer = Trainer(FlowLogProb(flow), negative_log_likelihood, Adam(flow, lr=1e-2), metrics=(), verbose=0)
+    trainer = Trainer(FlowLogProb(flow), density_nll, Adam(flow, lr=1e-2), metrics=(), verbose=0)
     history = trainer.fit((train[:1000],), epochs=3, batch_size=100)   # inputs alone
     with lamina.no_grad():
         after = float(flow.eval().log_prob(test).numpy().mean())

@@ -83,7 +83,7 @@ from lamina.models.flows import (
     NormalizingFlow,
     Permute,
     Reverse,
-    negative_log_likelihood,
+    density_nll,
     realnvp,
 )
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
@@ -156,6 +156,6 @@ __all__ = [
     "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet", "squeezenet1_0",
     "squeezenet1_1", "wide_resnet101_2", "wide_resnet50_2",
     "ActNorm", "AffineCoupling", "FlowLogProb", "InvertibleLayer", "MaskedAutoregressive", "NormalizingFlow",
-    "Permute", "Reverse", "negative_log_likelihood", "realnvp",
+    "Permute", "Reverse", "density_nll", "realnvp",
     "projection_head",
 ]

@@ -26,7 +26,7 @@ A layer's ``forward(x)`` returns (y, log|det J(x)|) and ``inverse(y)`` returns
 loop on ``-flow.log_prob(x).mean()`` or with the Trainer on :class:`FlowLogProb`::
 
     flow = realnvp(2, num_layers=6, hidden=64)
-    trainer = Trainer(FlowLogProb(flow), negative_log_likelihood, Adam(flow, lr=1e-3), metrics=())
+    trainer = Trainer(FlowLogProb(flow), density_nll, Adam(flow, lr=1e-3), metrics=())
     trainer.fit((x,), epochs=50, batch_size=256)        # inputs alone: the loss gets no labels
     samples = flow.sample(1000)
 """
@@ -45,7 +45,7 @@ from lamina.nn.layer import describe, layer_from_config, layer_to_config, positi
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["ActNorm", "AffineCoupling", "FlowLogProb", "InvertibleLayer", "MaskedAutoregressive",
-           "NormalizingFlow", "Permute", "Reverse", "negative_log_likelihood", "realnvp"]
+           "NormalizingFlow", "Permute", "Reverse", "density_nll", "realnvp"]
 
 
 def _zeros_per_sample(x: Tensor) -> Tensor:
@@ -443,7 +443,7 @@ class NormalizingFlow(Module):
 @register_layer
 class FlowLogProb(Module):
     """``flow.log_prob(x)`` as a model's output, for the Trainer with
-    :func:`negative_log_likelihood` as the loss (the flow's parameters are this model's)."""
+    :func:`density_nll` as the loss (the flow's parameters are this model's)."""
 
     def __init__(self, flow: NormalizingFlow, name: str | None = None):
         super().__init__(name=name)
@@ -464,7 +464,7 @@ class FlowLogProb(Module):
         return cls(layer_from_config(config["flow"]), name=config.get("name"))
 
 
-def negative_log_likelihood(log_prob, target=None) -> Tensor:
+def density_nll(log_prob, target=None) -> Tensor:
     """-mean(log_prob): the maximum-likelihood cost of a density model's per-sample log
     densities (``target``, the labels if the data has any, is ignored)."""
     return -as_tensor(log_prob).mean()
