@@ -48,6 +48,7 @@ Layouts follow the published models so that published weights map onto them:
 any builder.
 """
 
+from lamina.models import kernels
 from lamina.models.alexnet import alexnet, zfnet
 from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
@@ -87,6 +88,7 @@ from lamina.models.flows import (
     realnvp,
 )
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
+from lamina.models.gaussian_process import GaussianProcessRegressor
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
 from lamina.models.inception import (
     InceptionA,
@@ -158,4 +160,5 @@ __all__ = [
     "ActNorm", "AffineCoupling", "FlowLogProb", "InvertibleLayer", "MaskedAutoregressive", "NormalizingFlow",
     "Permute", "Reverse", "density_nll", "realnvp",
     "projection_head",
+    "GaussianProcessRegressor", "kernels",
 ]
