@@ -228,3 +228,30 @@ def test_probability_linear_algebra_and_privacy_example_runs():
     epsilon = names["history"]["epsilon"]
     assert len(epsilon) == 3 and 0 < epsilon[0] < epsilon[1] < epsilon[2] < 10
     assert names["trainer"].evaluate((names["x"] / 255.0, names["y"]))["accuracy"] > 0.8
+
+
+def test_graphs_densities_processes_and_self_supervision_example_runs():
+    """The example of the newer model kinds: the flow beats a Gaussian's likelihood on the
+    moons, the GP is confident near its data, the pretrained encoder's probe learns the
+    digits, the integer model keeps the float model's accuracy, and the calibrated error is small."""
+    import numpy as np
+
+    text = README.read_text()
+    section = text.split("## Graphs, densities, Gaussian processes, self-supervision", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    names: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, str(README), "exec"), names)
+    moons = names["moons"]
+    covariance = np.cov(moons.T)
+    gaussian_nll = 0.5 * np.log(np.linalg.det(2 * np.pi * np.e * covariance))
+    assert names["nll"].item() < gaussian_nll - 0.5
+    assert names["new_points"].shape == (500, 2)
+    assert names["std"].max() < 0.5 and names["probe"]["test_accuracy"] > 0.7
+    import lamina
+
+    digits, labels = names["digits"], names["labels"]
+    with lamina.no_grad():
+        integer = (names["int_model"](digits[1500:]).numpy().argmax(1) == labels[1500:]).mean()
+    float_accuracy = (names["test"].argmax(1) == labels[1500:]).mean()
+    assert integer > float_accuracy - 0.05 and names["ece"] < 0.1
