@@ -1,4 +1,4 @@
-"""The text commands: train-text (a character-level language model) and sample."""
+"""The text commands: train-text (a language model over characters or BPE subwords) and sample."""
 
 from __future__ import annotations
 
@@ -30,6 +30,30 @@ def _token_cost(model, pairs, batch_size: int = 256) -> float:
     return total / max(count, 1)
 
 
+def _per_character(cost: float, vocab, targets: np.ndarray) -> float:
+    """Nats per character from nats per predicted token: the total nats over the characters
+    the predicted tokens stand for (a special token, such as the end of a name, counts as
+    one character), a figure that compares models with different tokenizers."""
+    from lamina.train.text_recipes import IGNORE_INDEX
+
+    specials = {i for i in (vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id) if i is not None}
+    tokens = characters = 0
+    for row in np.asarray(targets):
+        ids = row[row != IGNORE_INDEX].tolist()
+        tokens += len(ids)
+        characters += len(vocab.decode(ids)) + sum(i in specials for i in ids)
+    return cost * tokens / max(characters, 1)
+
+
+def _report(where: str, cost: float, baseline: float, vocab, targets: np.ndarray) -> float:
+    """Print a subword model's test cost per token and per character; returns the latter."""
+    per_character = _per_character(cost, vocab, targets)
+    print(f"{where}cost {cost:.4f} nats per token (perplexity {math.exp(cost):.2f}), {per_character:.4f} nats per "
+          f"character ({per_character / math.log(2):.3f} bits); the bigram model: {baseline:.4f} nats per token "
+          f"({_per_character(baseline, vocab, targets):.4f} per character)")
+    return per_character
+
+
 def build_language_model(args: argparse.Namespace, vocab_size: int):
     from lamina import models
 
@@ -42,8 +66,9 @@ def build_language_model(args: argparse.Namespace, vocab_size: int):
 
 
 def train_text(args: argparse.Namespace) -> dict:
-    """Train a character-level language model; report its test cost against the bigram
-    model's, save it with its vocabulary and print a few samples."""
+    """Train a language model over characters or BPE subwords; report its test cost against
+    the bigram model's (per token and, for subwords, per character), save it with its
+    vocabulary (or tokenizer) and print a few samples."""
     import functools
 
     from lamina.train import ModelCheckpoint, TerminateOnNaN, Trainer
@@ -54,7 +79,8 @@ def train_text(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = prepare_corpus(args.corpus, data_dir=args.data_dir, download=not args.offline, seed=args.seed,
-                          limit=args.limit, seq_len=args.seq_len)
+                          limit=args.limit, seq_len=args.seq_len, tokenizer=args.tokenizer,
+                          vocab_size=args.vocab_size)
     size = len(data.vocab)
     print(f"{args.corpus}: {len(data.train[0])} training, {len(data.val[0])} validation, {len(data.test[0])} "
           f"test sequences; {size} tokens in the vocabulary")
@@ -74,14 +100,20 @@ def train_text(args: argparse.Namespace) -> dict:
     elapsed = time.perf_counter() - started
     info = {**data.info, "cell": args.cell, "epochs": args.epochs, "optimizer": args.optimizer, "lr": args.lr,
             "test_loss": test_cost, "bigram_test_loss": baseline}
+    results = {"test_loss": test_cost, "bigram_test_loss": baseline}
+    if args.tokenizer == "char":
+        print(f"test cost {test_cost:.4f} nats per character ({test_cost / math.log(2):.3f} bits, perplexity "
+              f"{math.exp(test_cost):.2f}); the bigram model: {baseline:.4f}  ({elapsed:.1f} s)")
+    else:
+        results["test_loss_per_character"] = _report("test ", test_cost, baseline, data.vocab, data.test[1])
+        info["test_loss_per_character"] = results["test_loss_per_character"]
+        print(f"({elapsed:.1f} s)")
     lamina.save(model, out / "model.safetensors", info=info)
     history.plot(out / "cost.png")
-    print(f"test cost {test_cost:.4f} nats per character ({test_cost / math.log(2):.3f} bits, perplexity "
-          f"{math.exp(test_cost):.2f}); the bigram model: {baseline:.4f}  ({elapsed:.1f} s)")
     for k in range(args.samples):
         print("  sample:", repr(_sample(model, data.vocab, args.corpus, seed=args.seed + k)))
     print(f"saved {out / 'model.safetensors'}, {checkpoint} and {out / 'cost.png'}")
-    return {"test_loss": test_cost, "bigram_test_loss": baseline}
+    return results
 
 
 def _sample(model, vocab, corpus: str, seed: int, prompt: str | None = None, temperature: float = 0.8,
@@ -100,34 +132,41 @@ def _sample(model, vocab, corpus: str, seed: int, prompt: str | None = None, tem
 
 
 def evaluate_text(bundle, args: argparse.Namespace) -> dict:
-    """``lamina evaluate`` of a language model: its test cost per character on the test part
-    of the corpus it was trained on (split again with the saved seed), and the bigram
-    model's."""
-    from lamina.text import Vocabulary
+    """``lamina evaluate`` of a language model: its test cost per token (and per character)
+    on the test part of the corpus it was trained on (split again with the saved seed, the
+    BPE tokenizer learned again), and the bigram model's."""
+    from lamina.text import tokenizer_from_config
     from lamina.train.text_recipes import bigram_cost, prepare_corpus
 
     info = bundle.info
+    tokenizer = info.get("tokenizer", "char")
     data = prepare_corpus(info["corpus"], data_dir=args.data_dir, download=not args.offline, seed=info["seed"],
-                          limit=info.get("limit"), seq_len=info["seq_len"])
-    if data.vocab != Vocabulary.from_config(info["vocabulary"]):
+                          limit=info.get("limit"), seq_len=info["seq_len"], tokenizer=tokenizer,
+                          vocab_size=info.get("vocab_size", 512))
+    if data.vocab != tokenizer_from_config(info["vocabulary"]):
         raise SystemExit(f"lamina evaluate: the {info['corpus']} corpus found gives another vocabulary than the "
                          "model's; it is not the file the model was trained on")
     cost = _token_cost(bundle.model, data.test)
     baseline = bigram_cost(data.train, data.test, len(data.vocab))
-    print(f"{info['corpus']} test: cost {cost:.4f} nats per character ({cost / math.log(2):.3f} bits, perplexity "
-          f"{math.exp(cost):.2f}); the bigram model: {baseline:.4f}")
-    return {"test_loss": cost, "bigram_test_loss": baseline}
+    results = {"test_loss": cost, "bigram_test_loss": baseline}
+    if tokenizer == "char":
+        print(f"{info['corpus']} test: cost {cost:.4f} nats per character ({cost / math.log(2):.3f} bits, "
+              f"perplexity {math.exp(cost):.2f}); the bigram model: {baseline:.4f}")
+    else:
+        results["test_loss_per_character"] = _report(f"{info['corpus']} test: ", cost, baseline, data.vocab,
+                                                     data.test[1])
+    return results
 
 
 def sample(args: argparse.Namespace) -> list[str]:
     """Draw text from a language model saved by ``lamina train-text``."""
-    from lamina.text import Vocabulary
+    from lamina.text import tokenizer_from_config
 
     bundle = lamina.load_bundle(args.checkpoint)
     if "vocabulary" not in bundle.info:
         raise SystemExit(f"lamina sample: {args.checkpoint} holds no vocabulary; it was not written by "
                          "'lamina train-text'")
-    vocab = Vocabulary.from_config(bundle.info["vocabulary"])
+    vocab = tokenizer_from_config(bundle.info["vocabulary"])
     count = 1 if args.beam is not None else args.count      # beam search finds one text, the same each time
     texts = [_sample(bundle.model, vocab, bundle.info.get("corpus", ""), seed=args.seed + k, prompt=args.prompt,
                      temperature=args.temperature, max_length=args.max_length, top_k=args.top_k, top_p=args.top_p,
@@ -140,12 +179,18 @@ def sample(args: argparse.Namespace) -> list[str]:
 
 def add_commands(sub) -> None:
     """The text commands' parsers, added to the subparsers ``sub``."""
-    tt = sub.add_parser("train-text", help="train a character-level language model (names, Shakespeare)",
-                        description="Train a character-level language model on a text corpus; reports the test "
-                                    "cost per character against the bigram model's and writes model.safetensors "
-                                    "(with the vocabulary), checkpoint.safetensors and cost.png to --out.")
+    tt = sub.add_parser("train-text", help="train a character-level (or BPE) language model (names, Shakespeare)",
+                        description="Train a language model on a text corpus, over characters or byte-pair-encoded "
+                                    "subwords; reports the test cost per token (and per character) against the "
+                                    "bigram model's and writes model.safetensors (with the vocabulary or "
+                                    "tokenizer), checkpoint.safetensors and cost.png to --out.")
     tt.add_argument("--corpus", choices=("names", "shakespeare"), default="names",
                     help="names: 32,033 first names; shakespeare: Tiny Shakespeare (default names)")
+    tt.add_argument("--tokenizer", choices=("char", "bpe"), default="char",
+                    help="tokens: characters, or subwords by byte-pair encoding learned from the training part "
+                         "(default char)")
+    tt.add_argument("--vocab-size", type=positive_int, default=512,
+                    help="tokens the BPE tokenizer learns, 256 bytes and the special tokens included (default 512)")
     tt.add_argument("--cell", choices=("gru", "lstm", "rnn", "transformer"), default="gru",
                     help="recurrent cell, or a causal Transformer (default gru)")
     tt.add_argument("--embed-dim", type=positive_int, default=32, help="embedding size (default 32)")
@@ -155,7 +200,7 @@ def add_commands(sub) -> None:
     tt.add_argument("--heads", type=positive_int, default=4, help="Transformer attention heads (default 4)")
     tt.add_argument("--dropout", type=float, default=0.0, help="dropout between layers (default 0)")
     tt.add_argument("--seq-len", type=positive_int, default=64,
-                    help="characters per training window for shakespeare (default 64)")
+                    help="tokens per training window for shakespeare (default 64)")
     tt.add_argument("--epochs", type=positive_int, default=5, help="passes over the training data (default 5)")
     tt.add_argument("--batch-size", type=positive_int, default=64, help="mini-batch size (default 64)")
     tt.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (default adam)")
