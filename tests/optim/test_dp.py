@@ -113,3 +113,26 @@ def test_poisson_batches_include_each_sample_with_probability_q():
     assert len(DataLoader(ArrayDataset(np.zeros((10, 1))), sampler=PoissonSampler(0.3))) == 3
     with pytest.raises(ValueError, match="sample_rate"):
         PoissonSampler(0.0)
+
+
+def test_a_dp_optimizer_leaves_other_models_alone_and_stops_when_dropped():
+    import gc
+    import weakref
+
+    import lamina
+    from lamina import nn as lnn
+    from lamina.nn import per_sample
+
+    lamina.manual_seed(0)
+    private = lnn.Sequential(lnn.Dense(3))
+    private.build((None, 4))
+    dp = DPOptimizer(SGD(private, lr=0.1), noise_multiplier=0.0, max_grad_norm=1.0, expected_batch_size=2)
+    other = lnn.Sequential(lnn.Dense(3), lnn.BatchNorm())       # a model the optimizer does not train
+    other.build((None, 4))
+    out = other(np.ones((2, 4), dtype=np.float32))               # batch norm in training mode: not refused
+    out.sum().backward()
+    assert dp.tracker.attached and other[0].weight.grad is not None
+    tracker = weakref.ref(dp.tracker)
+    del dp
+    gc.collect()
+    assert tracker() is None and not per_sample._live_trackers()

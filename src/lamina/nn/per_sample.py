@@ -39,6 +39,7 @@ weights added to the loss) contribute to no per-sample gradient.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -113,21 +114,22 @@ class PerSampleGradients:
     # -- attaching -------------------------------------------------------------------
     @property
     def attached(self) -> bool:
-        return any(t is self for t in _ATTACHED)
+        return any(t is self for t in _live_trackers())
 
-    def attach(self) -> PerSampleGradients:
-        """Start recording (several trackers may be attached at once, over the same layers or not)."""
+    def attach(self, weak: bool = False) -> PerSampleGradients:
+        """Start recording (several trackers may be attached at once, over the same layers or
+        not). ``weak``: recording also stops when nothing else holds the tracker any more (an
+        owner such as :class:`~lamina.optim.DPOptimizer` that is dropped stops it)."""
         if not self.attached:
             if not _ATTACHED:
                 _INTERCEPTION.enter_context(intercept_calls(_intercept))
-            _ATTACHED.append(self)
+            _ATTACHED.append(weakref.ref(self) if weak else self)
         return self
 
     def detach(self) -> None:
-        if self.attached:
-            _ATTACHED.remove(self)
-            if not _ATTACHED:
-                _INTERCEPTION.close()
+        _ATTACHED[:] = [entry for entry in _ATTACHED if _resolve(entry) not in (self, None)]
+        if not _ATTACHED:
+            _INTERCEPTION.close()
 
     def __enter__(self) -> PerSampleGradients:
         return self.attach()
@@ -168,6 +170,14 @@ class PerSampleGradients:
         else:
             held += per_sample
 
+    def _covers(self, module: Module) -> bool:
+        """Whether ``module`` is one of this tracker's model's layers, or owns one of its parameters."""
+        if self.model is not None:
+            if id(module) not in self._known_modules:
+                self._known_modules = {id(m) for m in self.model.modules()}
+            return id(module) in self._known_modules
+        return any(id(p) in self._fixed for p in module._parameters.values())
+
     def _tracked_params(self, module: Module) -> dict[str, Parameter]:
         own = module._parameters
         if not own:
@@ -186,8 +196,21 @@ class PerSampleGradients:
 
 # -- tracing -------------------------------------------------------------------------------------
 
-# The attached trackers; while there is one, _intercept wraps every module call.
-_ATTACHED: list[PerSampleGradients] = []
+# The attached trackers (or weak references to them); while there is one, _intercept wraps every
+# module call.
+_ATTACHED: list = []
+
+
+def _resolve(entry) -> PerSampleGradients | None:
+    return entry() if isinstance(entry, weakref.ref) else entry
+
+
+def _live_trackers() -> list[PerSampleGradients]:
+    """The attached trackers still alive (weakly attached ones that were dropped are forgotten)."""
+    live = [t for t in map(_resolve, _ATTACHED) if t is not None]
+    if len(live) != len(_ATTACHED):
+        _ATTACHED[:] = [entry for entry in _ATTACHED if _resolve(entry) is not None]
+    return live
 _INTERCEPTION = ExitStack()
 # True while a rule runs a layer again for itself (the fallback, a norm's x_hat): not traced.
 _PAUSED = [False]
@@ -217,14 +240,17 @@ class _Receivers:
 def _intercept(module: Module, inputs: tuple, kwargs: dict, forward: Callable):
     if _PAUSED[0] or not graph.is_grad_enabled():
         return forward()
-    if isinstance(module, BatchNorm) and module.training:
+    trackers = _live_trackers()
+    if not trackers:
+        return forward()
+    if isinstance(module, BatchNorm) and module.training and any(t._covers(module) for t in trackers):
         raise ValueError(
             f"per-sample gradients: {module._label()} normalises with the statistics of the whole batch, so "
             "a sample's output depends on the other samples and has no gradient of its own; replace it with "
             "GroupNorm or LayerNorm (or put it in evaluation mode with .eval())")
     params: dict[str, Parameter] = {}
     wanted = []
-    for tracker in _ATTACHED:
+    for tracker in trackers:
         found = tracker._tracked_params(module)
         if found:
             params.update(found)

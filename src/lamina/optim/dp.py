@@ -77,7 +77,8 @@ class DPOptimizer(OptimizerWrapper):
         self.accountant = RDPAccountant()
         pending = optimizer._pending_module          # a model not built yet: its parameters come later
         source = pending if pending is not None else optimizer.params
-        self.tracker = PerSampleGradients(source, loss_reduction=loss_reduction).attach()
+        # weakly attached: dropping the optimizer stops the recording
+        self.tracker = PerSampleGradients(source, loss_reduction=loss_reduction).attach(weak=True)
 
     @property
     def step_count(self) -> int:
