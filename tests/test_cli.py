@@ -111,7 +111,8 @@ def test_every_optimizer_choice_builds_its_optimizer():
                 "nesterov": (optim.SGD, {"momentum": 0.9, "nesterov": True}),
                 "rmsprop": (optim.RMSProp, {}), "adagrad": (optim.Adagrad, {}), "adamax": (optim.Adamax, {}),
                 "nadam": (optim.NAdam, {}), "adadelta": (optim.Adadelta, {}), "radam": (optim.RAdam, {}),
-                "lion": (optim.Lion, {})}
+                "lion": (optim.Lion, {}), "adafactor": (optim.Adafactor, {}), "asgd": (optim.ASGD, {}),
+                "lamb": (optim.LAMB, {}), "lars": (optim.LARS, {"momentum": 0.9})}
     assert set(OPTIMIZERS) == set(expected)
     for name in OPTIMIZERS:
         opt = build_optimizer(name, [Parameter(np.zeros(2))], lr=0.02, weight_decay=0.001)

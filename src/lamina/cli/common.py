@@ -6,7 +6,7 @@ import argparse
 import math
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamax", "nadam", "adadelta",
-              "radam", "lion")
+              "radam", "lion", "adafactor", "asgd", "lamb", "lars")
 SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "inverse_time", "cosine_restarts",
              "onecycle", "cyclic")
 
@@ -59,6 +59,14 @@ def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
         return optim.RAdam(params, lr=lr, weight_decay=weight_decay)
     if name == "lion":
         return optim.Lion(params, lr=lr, weight_decay=weight_decay)
+    if name == "adafactor":
+        return optim.Adafactor(params, lr=lr, weight_decay=weight_decay)
+    if name == "asgd":
+        return optim.ASGD(params, lr=lr, weight_decay=weight_decay)
+    if name == "lamb":
+        return optim.LAMB(params, lr=lr, weight_decay=weight_decay)
+    if name == "lars":
+        return optim.LARS(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 

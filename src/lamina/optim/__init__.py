@@ -19,16 +19,20 @@ for values that minimise the cost J, here by first-order updates from dJ/dw::
 
 from lamina.optim import privacy, regularizers, schedules
 from lamina.optim.adadelta import Adadelta
+from lamina.optim.adafactor import Adafactor
 from lamina.optim.adagrad import Adagrad
 from lamina.optim.adam import Adam, AdamW
 from lamina.optim.adamax import Adamax
+from lamina.optim.asgd import ASGD
 from lamina.optim.averaging import AveragedModel, update_batch_norm
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
 from lamina.optim.dp import DPOptimizer
 from lamina.optim.ewa import ExponentialMovingAverage
+from lamina.optim.lamb import LAMB, LARS
 from lamina.optim.lbfgs import LBFGS
 from lamina.optim.lion import Lion
 from lamina.optim.lookahead import Lookahead
+from lamina.optim.muon import Muon
 from lamina.optim.nadam import NAdam
 from lamina.optim.optimizer import Optimizer
 from lamina.optim.radam import RAdam
@@ -59,6 +63,7 @@ from lamina.optim.schedules import (
     Warmup,
 )
 from lamina.optim.sgd import SGD
+from lamina.optim.sparse_adam import SparseAdam
 
 __all__ = [
     "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "CosineDecay", "CosineDecayRestarts", "ExponentialDecay",
@@ -68,4 +73,5 @@ __all__ = [
     "schedules", "AveragedModel", "update_batch_norm", "LBFGS", "Lion", "Lookahead", "Rprop", "SAM",
     "ChainedSchedule", "ConstantFactor", "CyclicLR", "LambdaSchedule", "LinearFactor", "MultiplicativeSchedule",
     "PiecewiseConstant", "SequentialSchedule", "DPOptimizer", "privacy",
+    "ASGD", "Adafactor", "LAMB", "LARS", "Muon", "SparseAdam",
 ]

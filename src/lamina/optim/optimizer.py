@@ -331,10 +331,11 @@ class Optimizer:
             for name, value in entry.items():
                 if name in self._state_arrays:
                     arr = xp.array(value, dtype=p.data.dtype)
-                    if tuple(arr.shape) != tuple(p.data.shape):
+                    expected = self._state_shape(name, p)
+                    if tuple(arr.shape) != expected:
                         raise ValueError(
                             f"{self._name}.load_state_dict: {name!r} of parameter {i} has shape "
-                            f"{tuple(arr.shape)}, the parameter {tuple(p.data.shape)}"
+                            f"{tuple(arr.shape)}, expected {expected} (the parameter's is {tuple(p.data.shape)})"
                         )
                     restored[name] = arr
                 elif name in self._state_numbers:
@@ -353,6 +354,11 @@ class Optimizer:
             self.defaults["lr"] = first["lr"] / first["lr_scale"] if first["lr_scale"] > 0 else first["lr"]
         self.state = new_state
         self.step_count = int(state_dict.get("step_count", 0))
+
+    def _state_shape(self, name: str, p: Tensor) -> tuple[int, ...]:
+        """The shape of the state array ``name`` of parameter ``p`` (the parameter's own,
+        unless the optimizer keeps a reduced statistic)."""
+        return tuple(p.data.shape)
 
     def _restore_hyperparameter(self, key: str, value: Any) -> Any:
         if key in self.defaults and isinstance(self.defaults[key], tuple):
