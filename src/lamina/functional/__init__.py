@@ -99,6 +99,13 @@ from lamina.functional.losses_more import (
     nll_loss,
     smooth_l1,
 )
+from lamina.functional.losses_segmentation import (
+    dice_loss,
+    focal_tversky_loss,
+    jaccard_loss,
+    lovasz_softmax_loss,
+    tversky_loss,
+)
 from lamina.functional.losses_ssl import barlow_twins_loss, info_nce_loss, nt_xent_loss, vicreg_loss
 from lamina.functional.losses_vae import gaussian_kl, reparameterize, vae_loss
 from lamina.functional.math_more import (
@@ -190,4 +197,5 @@ __all__ = [
     "segment_max", "segment_mean", "segment_softmax", "segment_sum", "take_rows",
     "barlow_twins_loss", "info_nce_loss", "nt_xent_loss", "vicreg_loss",
     "fake_quantize_learnable_per_tensor", "fake_quantize_per_channel", "fake_quantize_per_tensor",
+    "dice_loss", "focal_tversky_loss", "jaccard_loss", "lovasz_softmax_loss", "tversky_loss",
 ]

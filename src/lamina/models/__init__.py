@@ -23,6 +23,9 @@ Layouts follow the published models so that published weights map onto them:
   :func:`efficientnet_b7` (MBConv, compound scaling, stochastic depth) and
   :func:`convnext_tiny` .. :func:`convnext_large` (7x7 depthwise convs, LayerNorm, layer
   scale): torchvision's layouts, names and parameter counts.
+* :func:`fcn_resnet50`, :func:`fcn_resnet101`, :func:`deeplabv3_resnet50`,
+  :func:`deeplabv3_resnet101`: semantic segmentation on a dilated ResNet (FCN head, ASPP),
+  torchvision's layouts, names and parameter counts.
 * :func:`unet`: U-Net for segmentation (per-pixel logits; 'same' or the paper's 'valid'
   padding); :func:`vit` and :func:`vit_b_16`: the Vision Transformer (patches, a class
   token, pre-norm encoder layers), vit_b_16 with torchvision's parameter count.
@@ -120,6 +123,14 @@ from lamina.models.resnet import (
     wide_resnet50_2,
     wide_resnet101_2,
 )
+from lamina.models.segmentation import (
+    ASPP,
+    SegmentationModel,
+    deeplabv3_resnet50,
+    deeplabv3_resnet101,
+    fcn_resnet50,
+    fcn_resnet101,
+)
 from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
 from lamina.models.shufflenet import (
@@ -161,4 +172,5 @@ __all__ = [
     "Permute", "Reverse", "density_nll", "realnvp",
     "projection_head",
     "GaussianProcessRegressor", "kernels",
+    "ASPP", "SegmentationModel", "deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101",
 ]

@@ -164,20 +164,24 @@ class Bottleneck(_Residual):
 
     with width = filters · base_width / 64 · groups (64 and 1 for ResNet; ResNeXt and wide
     ResNets change them). The 1x1 convolutions shrink and restore the channels around the
-    costly 3x3 one (course notes: 1x1 convolutions as learned compression).
+    costly 3x3 one (course notes: 1x1 convolutions as learned compression). ``dilation`` d
+    dilates the 3x3 convolution (padding d keeps the map's size): the backbones of
+    segmentation networks trade strides for dilation.
     """
 
     default_name = "bottleneck"
     expansion = 4
 
     def __init__(self, filters: int, stride: int = 1, downsample: bool = False, groups: int = 1,
-                 base_width: int = 64, shortcut: str = "B", name: str | None = None):
+                 base_width: int = 64, shortcut: str = "B", dilation: int = 1, name: str | None = None):
         super().__init__(name=name)
         self.filters, self.groups, self.base_width = int(filters), int(groups), int(base_width)
+        self.dilation = int(dilation)
         width = int(filters * (base_width / 64.0)) * groups
         self.conv1 = nn.Conv2D(width, 1, use_bias=False, name="conv1")
         self.bn1 = nn.BatchNorm(name="bn1")
-        self.conv2 = nn.Conv2D(width, 3, stride=stride, padding=1, groups=groups, use_bias=False, name="conv2")
+        self.conv2 = nn.Conv2D(width, 3, stride=stride, padding=self.dilation, groups=groups, use_bias=False,
+                               dilation=self.dilation, name="conv2")
         self.bn2 = nn.BatchNorm(name="bn2")
         self.conv3 = nn.Conv2D(filters * self.expansion, 1, use_bias=False, name="conv3")
         self.bn3 = nn.BatchNorm(name="bn3")
@@ -198,22 +202,28 @@ class Bottleneck(_Residual):
 
     def get_config(self) -> dict:
         return {"filters": self.filters, "groups": self.groups, "base_width": self.base_width,
-                **self._shortcut_config()}
+                "dilation": self.dilation, **self._shortcut_config()}
 
     def extra_repr(self) -> str:
         return f"{self.filters}, stride={self.stride}" + (", downsample" if self.has_downsample else "")
 
 
 def _stage(block: type[_Residual], in_channels: int, filters: int, blocks: int, stride: int, name: str,
-           shortcut: str = "B", **widths) -> tuple[nn.Sequential, int]:
+           shortcut: str = "B", dilation: tuple[int, int] = (1, 1), **widths) -> tuple[nn.Sequential, int]:
     """``blocks`` residual blocks named '0', '1', ... (torchvision's ``layerN.i``); the first
     one carries the stride and a shape-changing shortcut when needed. ``widths``: a
-    bottleneck's ``groups`` and ``base_width``, when given."""
+    bottleneck's ``groups`` and ``base_width``, when given. ``dilation``: (the first block's,
+    the others'), as torchvision's stride-to-dilation swap gives them (bottlenecks only)."""
     out_channels = filters * block.expansion
+    first_dilation, dilation = dilation
     first = block(filters, stride=stride, downsample=stride != 1 or in_channels != out_channels,
-                  shortcut=shortcut, name="0", **widths)
-    rest = [block(filters, shortcut=shortcut, name=str(i), **widths) for i in range(1, blocks)]
+                  shortcut=shortcut, name="0", **widths, **_dilated(first_dilation))
+    rest = [block(filters, shortcut=shortcut, name=str(i), **widths, **_dilated(dilation)) for i in range(1, blocks)]
     return nn.Sequential(first, *rest, name=name), out_channels
+
+
+def _dilated(dilation: int) -> dict:
+    return {} if dilation == 1 else {"dilation": dilation}
 
 
 def _head(layers: list, num_classes: int, classifier_activation: str | None) -> None:
@@ -237,8 +247,18 @@ def _check_widths(depth: int, groups, width_per_group, block: type[_Residual]) -
     return {"groups": groups, "base_width": width_per_group}
 
 
+def _check_dilation_flags(flags, block: type[_Residual]) -> tuple[bool, bool, bool]:
+    flags = tuple(bool(f) for f in flags)
+    if len(flags) != 3:
+        raise ValueError(f"resnet: replace_stride_with_dilation needs 3 flags (layer2..layer4), got {flags!r}")
+    if any(flags) and block is not Bottleneck:
+        raise ValueError("resnet: replace_stride_with_dilation needs bottleneck blocks (depth 50, 101 or 152)")
+    return flags
+
+
 def resnet(depth: int, num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
            classifier_activation: str | None = None, groups: int = 1, width_per_group: int = 64,
+           replace_stride_with_dilation: tuple[bool, bool, bool] = (False, False, False),
            name: str | None = None) -> nn.Sequential:
     """An ImageNet ResNet of ``depth`` 18, 34, 50, 101 or 152 (torchvision layout; unbuilt).
 
@@ -247,6 +267,11 @@ def resnet(depth: int, num_classes: int = 1000, input_shape: tuple[int, int, int
     ``model.input_shape`` holds (None, *input_shape). ``groups`` and ``width_per_group``
     widen the bottlenecks' 3x3 convolutions (ResNeXt, wide ResNets; see the module
     docstring); ``name`` defaults to 'resnet<depth>'.
+
+    ``replace_stride_with_dilation`` (one flag for each of layer2..layer4, as torchvision's):
+    a flagged stage keeps stride 1 and dilates its 3x3 convolutions instead (its first block
+    with the dilation so far, the others with it times 2), so the output stride is 8 with
+    (False, True, True), the backbone of DeepLabv3 and FCN; bottleneck ResNets only.
     """
     if depth not in BLOCKS:
         raise ValueError(f"resnet: depth must be one of {sorted(BLOCKS)}, got {depth!r}")
@@ -260,9 +285,14 @@ def resnet(depth: int, num_classes: int = 1000, input_shape: tuple[int, int, int
         nn.ReLU(name="relu"),
         nn.MaxPool2D(3, stride=2, padding=1, name="maxpool"),
     ]
-    channels = 64
+    channels, dilation = 64, 1
+    flags = _check_dilation_flags(replace_stride_with_dilation, block)
     for i, (filters, count) in enumerate(zip((64, 128, 256, 512), counts)):
-        stage, channels = _stage(block, channels, filters, count, 1 if i == 0 else 2, f"layer{i + 1}", **widths)
+        stride, previous = (1 if i == 0 else 2), dilation
+        if i > 0 and flags[i - 1]:
+            dilation, stride = dilation * stride, 1
+        stage, channels = _stage(block, channels, filters, count, stride, f"layer{i + 1}",
+                                 dilation=(previous, dilation), **widths)
         layers.append(stage)
     _head(layers, num_classes, classifier_activation)
     return finish(nn.Sequential(*layers, name=name), input_shape)

@@ -43,6 +43,18 @@ from lamina.train.profiling import ProfileSteps
 from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score, mean_absolute_error, r2_score
 from lamina.train.search import SearchResult, Trial, coarse_to_fine, grid_search, random_search, tune_trainer
 from lamina.train.search_space import Choice, Distribution, IntUniform, LogUniform, Uniform
+from lamina.train.segmentation_metrics import (
+    DiceScore,
+    MeanClassAccuracy,
+    MeanIoU,
+    PixelAccuracy,
+    dice_per_class,
+    iou_per_class,
+    mean_class_accuracy,
+    mean_iou,
+    pixel_accuracy,
+    pixel_confusion_matrix,
+)
 from lamina.train.tensorboard import SummaryWriter, TensorBoard
 from lamina.train.trainer import Trainer
 
@@ -58,4 +70,6 @@ __all__ = [
     "contrastive_pretrain", "encode", "linear_probe",
     "ReliabilityDiagram", "TemperatureScaling", "expected_calibration_error", "maximum_calibration_error",
     "negative_log_likelihood", "plot_reliability_diagram", "reliability_diagram",
+    "DiceScore", "MeanClassAccuracy", "MeanIoU", "PixelAccuracy", "dice_per_class", "iou_per_class",
+    "mean_class_accuracy", "mean_iou", "pixel_accuracy", "pixel_confusion_matrix",
 ]

@@ -18,6 +18,7 @@ from lamina import backend
 from lamina.errors import ShapeError
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
 from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score
+from lamina.train.segmentation_metrics import DiceScore, MeanClassAccuracy, MeanIoU, PixelAccuracy
 
 
 def _labels(y_true: np.ndarray) -> np.ndarray:
@@ -173,6 +174,8 @@ METRICS = {
 EPOCH_METRICS = {
     "precision": Precision, "recall": Recall, "f1": F1Score,
     "auc": AUC, "average_precision": AveragePrecision, "mae": MeanAbsoluteError, "r2": R2Score,
+    "mean_iou": MeanIoU, "pixel_accuracy": PixelAccuracy, "mean_class_accuracy": MeanClassAccuracy,
+    "dice_score": DiceScore,
 }
 
 
