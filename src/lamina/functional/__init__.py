@@ -30,6 +30,16 @@ from lamina.functional.adaptive_pool import (
 )
 from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
 from lamina.functional.attention import scaled_dot_product_attention
+from lamina.functional.audio import (
+    amplitude_to_db,
+    dct_matrix,
+    hz_to_mel,
+    mel_filterbank,
+    mel_spectrogram,
+    mel_to_hz,
+    mfcc,
+    mfcc_from_mel,
+)
 from lamina.functional.conv import conv2d
 from lamina.functional.conv3d import conv3d
 from lamina.functional.conv_lstm import conv_lstm
@@ -164,6 +174,7 @@ from lamina.functional.special import (
     polygamma,
     xlogy,
 )
+from lamina.functional.spectral import hamming_window, hann_window, istft, magnitude, spectrogram, stft
 from lamina.functional.unpool import max_pool2d_with_indices, max_unpool2d
 
 _tensor_methods.install()
@@ -198,4 +209,6 @@ __all__ = [
     "barlow_twins_loss", "info_nce_loss", "nt_xent_loss", "vicreg_loss",
     "fake_quantize_learnable_per_tensor", "fake_quantize_per_channel", "fake_quantize_per_tensor",
     "dice_loss", "focal_tversky_loss", "jaccard_loss", "lovasz_softmax_loss", "tversky_loss",
+    "amplitude_to_db", "dct_matrix", "hamming_window", "hann_window", "hz_to_mel", "istft", "magnitude",
+    "mel_filterbank", "mel_spectrogram", "mel_to_hz", "mfcc", "mfcc_from_mel", "spectrogram", "stft",
 ]

@@ -49,6 +49,7 @@ from lamina.nn.adaptive import (
     ReplicationPad2D,
 )
 from lamina.nn.attention import AdditiveAttention, Attention
+from lamina.nn.audio import MFCC, AmplitudeToDB, FrequencyMasking, MelSpectrogram, Spectrogram, TimeMasking
 from lamina.nn.augmentation import (
     RandomBrightness,
     RandomContrast,
@@ -149,4 +150,5 @@ __all__ = [
     "qat", "FakeQuantize", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
     "QATConv2D", "QATDense", "calibrate", "fuse_conv_bn", "prepare_qat",
     "BayesianDense", "bayesian_kl", "gaussian_kl", "mc_predict",
+    "AmplitudeToDB", "FrequencyMasking", "MFCC", "MelSpectrogram", "Spectrogram", "TimeMasking",
 ]
