@@ -255,3 +255,18 @@ def test_graphs_densities_processes_and_self_supervision_example_runs():
         integer = (names["int_model"](digits[1500:]).numpy().argmax(1) == labels[1500:]).mean()
     float_accuracy = (names["test"].argmax(1) == labels[1500:]).mean()
     assert integer > float_accuracy - 0.05 and names["ece"] < 0.1
+
+
+def test_segmentation_audio_and_optimizers_example_runs():
+    """The segmentation and audio example: the U-Net's cost falls and its mean IoU is well
+    above chance, ISTFT inverts the STFT, and the log-mel features send gradients back."""
+    import numpy as np
+
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## Segmentation, audio, more optimizers", 1)[1], re.S).group(1)
+    names: dict = {}
+    exec(compile(code, str(README), "exec"), names)
+    losses = names["trainer"].history["loss"]
+    assert losses[-1] < 0.7 * losses[0] and names["iou"] > 0.6
+    np.testing.assert_allclose(names["again"].numpy(), names["wave"].numpy(), atol=1e-5)
+    assert names["features"].shape == (1, 40, 126) and np.abs(names["wave"].grad).max() > 0
