@@ -57,6 +57,16 @@ def nhwc(layer: Module, input_shape) -> Shape:
     return check_shape_ndim(layer, input_shape, 4, "a 4-D NHWC shape (batch, height, width, channels)")
 
 
+def nhwc_channels(layer: Module, input_shape, channels: int, name: str = "in_channels") -> Shape:
+    """:func:`nhwc`, with the channel count checked against the ``channels`` a block was made
+    for (its argument ``name``)."""
+    shape = nhwc(layer, input_shape)
+    if shape[3] is not None and shape[3] != channels:
+        raise ShapeError(f"{layer._label()}: got an input of shape {tuple(shape)}; expected {channels} channels "
+                         f"(the block was made for {name}={channels})")
+    return shape
+
+
 def concat_shapes(layer: Module, shapes: list[Shape]) -> Shape:
     """The shape of NHWC volumes joined along the channels (an inception module's output)."""
     first = shapes[0]

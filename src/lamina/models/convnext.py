@@ -27,8 +27,7 @@ from collections.abc import Sequence
 from lamina import backend, nn
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.errors import ShapeError
-from lamina.models.blocks import Block, check_input, classifier_layers, finish, nhwc
+from lamina.models.blocks import Block, check_input, classifier_layers, finish, nhwc_channels
 from lamina.nn.layer import register_layer
 
 __all__ = ["CONVNEXT_CONFIGS", "ConvNeXtBlock", "convnext", "convnext_base", "convnext_large", "convnext_small",
@@ -72,10 +71,7 @@ class ConvNeXtBlock(Block):
         self.stochastic_depth = nn.StochasticDepth(stochastic_depth_prob, "row", name="stochastic_depth")
 
     def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        if shape[3] is not None and shape[3] != self.channels:
-            raise ShapeError(f"{self._label()}: got an input of shape {tuple(shape)}; expected "
-                             f"{self.channels} channels (channels={self.channels})")
+        shape = nhwc_channels(self, shape, self.channels, "channels")
         return step(self.block, shape)
 
     def build(self, input_shape) -> None:

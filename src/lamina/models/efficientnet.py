@@ -30,8 +30,7 @@ import math
 from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
-from lamina.errors import ShapeError
-from lamina.models.blocks import Block, check_input, classifier_layers, finish, nhwc
+from lamina.models.blocks import Block, check_input, classifier_layers, finish, nhwc_channels
 from lamina.models.mobilenet_v2 import make_divisible
 from lamina.models.squeeze_excitation import SqueezeExcitation, conv_norm_activation
 from lamina.nn.layer import register_layer
@@ -92,10 +91,7 @@ class MBConv(Block):
         self.stochastic_depth = nn.StochasticDepth(stochastic_depth_prob, "row", name="stochastic_depth")
 
     def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        if shape[3] is not None and shape[3] != self.in_channels:
-            raise ShapeError(f"{self._label()}: got an input of shape {tuple(shape)}; expected "
-                             f"{self.in_channels} channels (in_channels={self.in_channels})")
+        shape = nhwc_channels(self, shape, self.in_channels)
         return step(self.block, shape)
 
     def forward(self, x) -> Tensor:

@@ -35,8 +35,7 @@ from collections.abc import Sequence
 from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
-from lamina.errors import ShapeError
-from lamina.models.blocks import Block, check_input, classifier_layers, finish, nhwc
+from lamina.models.blocks import Block, check_input, classifier_layers, finish, nhwc_channels
 from lamina.nn.layer import register_layer
 
 __all__ = ["INVERTED_RESIDUAL_SETTING", "InvertedResidual", "make_divisible", "mobilenet_v2"]
@@ -97,10 +96,7 @@ class InvertedResidual(Block):
         self.conv = nn.Sequential(*layers, name="conv")
 
     def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        if shape[3] is not None and shape[3] != self.in_channels:
-            raise ShapeError(f"{self._label()}: got an input of shape {tuple(shape)}; expected "
-                             f"{self.in_channels} channels (the block was made for in_channels={self.in_channels})")
+        shape = nhwc_channels(self, shape, self.in_channels)
         return step(self.conv, shape)
 
     def forward(self, x) -> Tensor:

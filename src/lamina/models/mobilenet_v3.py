@@ -28,8 +28,7 @@ from collections.abc import Sequence
 from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
-from lamina.errors import ShapeError
-from lamina.models.blocks import Block, check_input, classifier_layers, finish, nhwc
+from lamina.models.blocks import Block, check_input, classifier_layers, finish, nhwc_channels
 from lamina.models.mobilenet_v2 import make_divisible
 from lamina.models.squeeze_excitation import SqueezeExcitation, conv_norm_activation
 from lamina.nn.layer import register_layer
@@ -94,10 +93,7 @@ class MobileNetV3Block(Block):
         self.block = nn.Sequential(*layers, name="block")
 
     def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        if shape[3] is not None and shape[3] != self.in_channels:
-            raise ShapeError(f"{self._label()}: got an input of shape {tuple(shape)}; expected "
-                             f"{self.in_channels} channels (in_channels={self.in_channels})")
+        shape = nhwc_channels(self, shape, self.in_channels)
         return step(self.block, shape)
 
     def forward(self, x) -> Tensor:

@@ -23,8 +23,7 @@ from __future__ import annotations
 from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
-from lamina.errors import ShapeError
-from lamina.models.blocks import Block, check_input, classifier_layers, concat_shapes, finish, nhwc
+from lamina.models.blocks import Block, check_input, classifier_layers, concat_shapes, finish, nhwc_channels
 from lamina.nn.layer import register_layer
 
 __all__ = ["SHUFFLENET_V2_WIDTHS", "ShuffleNetV2Unit", "shufflenet_v2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
@@ -73,10 +72,7 @@ class ShuffleNetV2Unit(Block):
         self.shuffle = nn.ChannelShuffle(2, name="shuffle")
 
     def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        if shape[3] is not None and shape[3] != self.in_channels:
-            raise ShapeError(f"{self._label()}: got an input of shape {tuple(shape)}; expected "
-                             f"{self.in_channels} channels (in_channels={self.in_channels})")
+        shape = nhwc_channels(self, shape, self.in_channels)
         if self.stride == 2:
             return concat_shapes(self, [step(self.branch1, shape), step(self.branch2, shape)])
         half = (*shape[:3], self.out_channels // 2)

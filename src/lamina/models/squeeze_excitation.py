@@ -20,8 +20,7 @@ from __future__ import annotations
 from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
-from lamina.errors import ShapeError
-from lamina.models.blocks import Block, nhwc
+from lamina.models.blocks import Block, nhwc_channels
 from lamina.nn.layer import register_layer
 from lamina.nn.module import Module
 
@@ -83,10 +82,7 @@ class SqueezeExcitation(Block):
         self.scale_activation = activation_layer(scale_activation, name="scale_activation")
 
     def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        if shape[3] is not None and shape[3] != self.input_channels:
-            raise ShapeError(f"{self._label()}: got an input of shape {tuple(shape)}; expected "
-                             f"{self.input_channels} channels (input_channels={self.input_channels})")
+        shape = nhwc_channels(self, shape, self.input_channels, "input_channels")
         squeezed = step(self.activation, step(self.fc1, step(self.avgpool, shape)))
         step(self.scale_activation, step(self.fc2, squeezed))
         return shape
