@@ -12,19 +12,17 @@ upstream gradient), the power spectrogram, and istft(stft(x)).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 import lamina
 from lamina import functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pairing import compare_rounds  # noqa: E402
+from pairing import case_parser, run_cases  # noqa: E402
 
 N_FFT, HOP = 512, 128
 
@@ -74,20 +72,11 @@ CASES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--only", default=None, help=f"comma-separated cases among {', '.join(CASES)}")
+    parser = case_parser(__doc__, CASES)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--samples", type=int, default=16000)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="threads of torch and of the BLAS calls NumPy makes (default: the core count)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
-    names = args.only.split(",") if args.only else list(CASES)
-    print(f"threads: torch {torch.get_num_threads()}; rounds {args.repeats}, median of the rounds' ratios\n")
-    for key in names:
-        compare_rounds(*CASES[key](np.random.default_rng(0), args.batch, args.samples), args.repeats)
+    run_cases(CASES, args, args.batch, args.samples)
 
 
 if __name__ == "__main__":

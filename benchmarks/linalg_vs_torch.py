@@ -11,19 +11,17 @@ triangular solve, eigh (eigenvalues and eigenvectors both used) and the reduced 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 import lamina
 from lamina import linalg
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pairing import compare_rounds  # noqa: E402
+from pairing import case_parser, run_cases  # noqa: E402
 
 
 def _inputs(rng, batch: int, n: int, kind: str) -> np.ndarray:
@@ -83,20 +81,11 @@ CASES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--only", default=None, help=f"comma-separated cases among {', '.join(CASES)}")
+    parser = case_parser(__doc__, CASES)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--n", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="threads of torch and of the BLAS/LAPACK NumPy calls (default: the core count)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
-    names = args.only.split(",") if args.only else list(CASES)
-    print(f"threads: torch {torch.get_num_threads()}; rounds {args.repeats}, median of the rounds' ratios\n")
-    for key in names:
-        compare_rounds(*CASES[key](np.random.default_rng(0), args.batch, args.n), args.repeats)
+    run_cases(CASES, args, args.batch, args.n)
 
 
 if __name__ == "__main__":
