@@ -35,3 +35,16 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_write(path) as handle:
         handle.write(data)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Write a matplotlib figure to ``path`` as a PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_write(path) as handle:
+            fig.savefig(handle, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path

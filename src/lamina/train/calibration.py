@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from lamina.autograd import Tensor
+from lamina.io.atomic import save_figure
 
 __all__ = ["ReliabilityDiagram", "TemperatureScaling", "expected_calibration_error", "maximum_calibration_error",
            "negative_log_likelihood", "plot_reliability_diagram", "reliability_diagram"]
@@ -117,7 +118,6 @@ def plot_reliability_diagram(probs, labels, path: str | os.PathLike, n_bins: int
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lamina.io import atomic_write
 
     diagram = reliability_diagram(probs, labels, n_bins)
     width = np.diff(diagram.edges)
@@ -132,11 +132,7 @@ def plot_reliability_diagram(probs, labels, path: str | os.PathLike, n_bins: int
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=title)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _logits_and_labels(logits, labels, who: str) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from lamina.io.atomic import save_figure
+
 
 class History:
     def __init__(self) -> None:
@@ -42,7 +44,6 @@ class History:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from lamina.io import atomic_write
 
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
         losses = np.asarray(self.iteration.get("loss", []))
@@ -63,6 +64,4 @@ class History:
         if self.epoch:
             right.legend()
         fig.tight_layout()
-        with atomic_write(path) as handle:
-            fig.savefig(handle, format="png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, path)

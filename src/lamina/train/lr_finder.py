@@ -32,6 +32,7 @@ import numpy as np
 from lamina import backend
 from lamina.autograd import no_grad, tensor
 from lamina.data import ArrayDataset, DataLoader
+from lamina.io.atomic import save_figure
 from lamina.nn.module import evaluation_mode
 from lamina.optim import ExponentialMovingAverage
 
@@ -72,7 +73,6 @@ class LRFinderResult:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from lamina.io import atomic_write
 
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(self.learning_rates, self.losses, color="0.75", linewidth=0.8, label="mini-batch cost")
@@ -86,11 +86,7 @@ class LRFinderResult:
         ax.set(xlabel="learning rate (log scale)", ylabel="cost J", title="learning-rate range test")
         ax.legend()
         fig.tight_layout()
-        path = Path(path)
-        with atomic_write(path) as handle:
-            fig.savefig(handle, format="png", dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
     def __repr__(self) -> str:
         return (f"LRFinderResult({len(self.learning_rates)} steps from {self.learning_rates[0]:.2g} to "

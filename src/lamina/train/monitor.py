@@ -25,7 +25,7 @@ import lamina
 from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.io import atomic_write
+from lamina.io.atomic import save_figure
 from lamina.nn.activation import ACTIVATIONS, Activation, ReLU, ReLU6, Sigmoid, Tanh
 from lamina.nn.module import Module, evaluation_mode, intercept_calls
 from lamina.train.callbacks import Callback
@@ -275,6 +275,4 @@ class HistogramMonitor(Callback):
         axes.flat[0].legend(fontsize=7)
         fig.suptitle(f"{what} histograms")
         fig.tight_layout()
-        with atomic_write(path) as handle:
-            fig.savefig(handle, format="png", dpi=80)
-        plt.close(fig)
+        save_figure(fig, path, dpi=80)
