@@ -44,7 +44,7 @@ from lamina.nn.dense import Dense
 from lamina.nn.module import Module, evaluation_mode
 from lamina.nn.normalization import BatchNorm
 from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
-from lamina.nn.quantize import QUANTIZED_LAYERS, _for_inference, _replace
+from lamina.nn.quantize import QUANTIZED_LAYERS, _for_inference, _replace, copy_with_layers
 from lamina.nn.quantize_ops import QUANTIZED_RANGES, quantize_per_channel
 from lamina.nn.reshape import Identity
 
@@ -140,22 +140,12 @@ def prepare_qat(model: Module, weight_quant_range: tuple[int, int] = (-128, 127)
     if activation_observer not in ACTIVATION_OBSERVERS:
         raise ValueError(f"prepare_qat: activation_observer must be one of {list(ACTIVATION_OBSERVERS)}, "
                          f"got {activation_observer!r}")
-    kinds = (layers,) if isinstance(layers, type) else tuple(layers)
-    unknown = [getattr(kind, "__name__", repr(kind)) for kind in kinds if kind not in QAT_LAYERS]
-    if unknown:
-        raise ValueError(f"prepare_qat: layers must be among {[t.__name__ for t in QAT_LAYERS]}, got also {unknown}")
-
     def observer():
         if activation_observer == "min_max":
             return MinMaxObserver("uint8", "per_tensor_affine", *a_range)
         return MovingAverageMinMaxObserver(averaging_constant, "uint8", "per_tensor_affine", *a_range)
 
-    duplicate = copy.deepcopy(model)
-    found = {id(m): m for m in duplicate.modules() if type(m) in kinds}
-    for layer in found.values():
-        if not layer.built:
-            raise ValueError(f"prepare_qat: {layer._label()} has no weights yet; call the model on a batch (or build "
-                             "it) before preparing it")
+    duplicate, found = copy_with_layers(model, layers, QAT_LAYERS, "prepare_qat", "preparing it")
     replacements = {key: QAT_LAYERS[type(layer)].from_float(layer, w_range, observer())
                     for key, layer in found.items()}
     return _replace(duplicate, replacements).train()

@@ -249,17 +249,24 @@ def _targets(model: Module, layers, dtype, who: str) -> tuple[Module, list[Modul
         raise ValueError(f"{who}: expected a lamina Module, got {type(model).__name__}")
     if not isinstance(dtype, str) or dtype not in WEIGHT_DTYPES:
         raise ValueError(f"{who}: dtype must be one of {list(WEIGHT_DTYPES)} (the weights' type), got {dtype!r}")
+    duplicate, found = copy_with_layers(model, layers, QUANTIZED_LAYERS, who, "quantizing")
+    return duplicate, list(found.values())
+
+
+def copy_with_layers(model: Module, layers, allowed, who: str, purpose: str) -> tuple[Module, dict[int, Module]]:
+    """A deep copy of ``model`` and its layers of the types ``layers`` (each among ``allowed``
+    and built), by id, each once."""
     kinds = (layers,) if isinstance(layers, (type, str)) else tuple(layers)
-    unknown = [getattr(kind, "__name__", repr(kind)) for kind in kinds if kind not in QUANTIZED_LAYERS]
+    unknown = [getattr(kind, "__name__", repr(kind)) for kind in kinds if kind not in allowed]
     if unknown:
-        raise ValueError(f"{who}: layers must be among {[t.__name__ for t in QUANTIZED_LAYERS]}, got also {unknown}")
+        raise ValueError(f"{who}: layers must be among {[t.__name__ for t in allowed]}, got also {unknown}")
     duplicate = copy.deepcopy(model)
     found = {id(m): m for m in duplicate.modules() if type(m) in kinds}
     for layer in found.values():
         if not layer.built:
             raise ValueError(f"{who}: {layer._label()} has no weights yet; call the model on a batch (or build it) "
-                             "before quantizing")
-    return duplicate, list(found.values())
+                             f"before {purpose}")
+    return duplicate, found
 
 
 def _replace(model: Module, replacements: dict[int, Module]) -> Module:
