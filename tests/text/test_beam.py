@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import lamina
-from lamina import nn
+from helpers import FixedBigram
 from lamina.models import AttentionSeq2Seq
 from lamina.text import Vocabulary, beam_search, beam_search_text, sample_text
 
@@ -119,20 +119,11 @@ def test_bad_arguments_are_named():
         beam_search(lambda last, s: (np.zeros(4), s), np.zeros(1), 1, EOS)
 
 
-class _Bigram(nn.Module):
-    def __init__(self, table):
-        super().__init__()
-        self.table = table
-
-    def forward(self, ids):
-        return lamina.tensor(self.table[ids.numpy()])
-
-
 def test_beam_search_text_on_a_language_model():
     vocab = Vocabulary("abc", bos=".", eos=".")               # <pad> <unk> . a b c
     table = np.full((6, 6), -50.0)
     table[2, 3] = table[3, 4] = table[4, 5] = table[5, 2] = 50.0   # . -> a -> b -> c -> .
-    model = _Bigram(table)
+    model = FixedBigram(table)
     assert beam_search_text(model, vocab, beam_width=3) == "abc" == sample_text(model, vocab, seed=0)
     assert beam_search_text(model, vocab, prompt="b", beam_width=2) == "bc"
     assert beam_search_text(model, vocab, max_length=2) == "ab"
@@ -142,11 +133,11 @@ def test_beam_search_text_on_a_language_model():
     p[2, 3], p[2, 4] = 0.55, 0.45
     p[3, 5], p[3, 2], p[5, 5], p[5, 2] = 0.6, 0.4, 0.6, 0.4
     p[4, 2] = 0.95
-    bigram = _Bigram(np.log(p / p.sum(axis=1, keepdims=True)))
+    bigram = FixedBigram(np.log(p / p.sum(axis=1, keepdims=True)))
     assert beam_search_text(bigram, vocab, beam_width=1, max_length=4) == "accc"
     assert beam_search_text(bigram, vocab, beam_width=2, max_length=4) == "b"
     with pytest.raises(ValueError, match=r"must map ids \(1, 1\) to scores \(1, 1, 6\), got \(1, 1, 5\)"):
-        beam_search_text(_Bigram(np.zeros((6, 5))), vocab)
+        beam_search_text(FixedBigram(np.zeros((6, 5))), vocab)
 
 
 def test_the_encoder_decoder_translates_by_beam_search():
@@ -185,7 +176,7 @@ def test_nucleus_sampling_draws_from_the_smallest_set_reaching_top_p():
     vocab = Vocabulary("abc", bos=".", eos=".")               # <pad> <unk> . a b c
     p = np.full((6, 6), 1e-9)
     p[:, 3], p[:, 4], p[:, 5] = 0.5, 0.3, 0.2                 # a, b, c after anything; never the end
-    model = _Bigram(np.log(p / p.sum(axis=1, keepdims=True)))
+    model = FixedBigram(np.log(p / p.sum(axis=1, keepdims=True)))
     def letters(top_p):
         return set("".join(sample_text(model, vocab, max_length=30, seed=s, top_p=top_p) for s in range(4)))
     assert letters(0.5) == {"a"}                 # a alone reaches 0.5

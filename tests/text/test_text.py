@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import lamina
-from helpers import watch_call_lengths
-from lamina import models, nn
+from helpers import FixedBigram, watch_call_lengths
+from lamina import models
 from lamina.data.datasets import ChecksumError
 from lamina.text import (
     Vocabulary,
@@ -111,34 +111,23 @@ def test_the_real_corpora_load():
     assert hashlib.sha256(text.encode()).hexdigest().startswith("86c4e6aa")
 
 
-class _Bigram(nn.Module):
-    """Scores of the next token from the current one alone: a fixed table."""
-
-    def __init__(self, table):
-        super().__init__()
-        self.table = table
-
-    def forward(self, ids):
-        return lamina.tensor(self.table[ids.numpy()])
-
-
 def test_sample_text_follows_a_sharp_model_and_stops_at_eos():
     vocab = Vocabulary("abc", bos=".", eos=".")               # <pad> <unk> . a b c
     table = np.full((6, 6), -50.0)
     table[2, 3] = table[3, 4] = table[4, 5] = table[5, 2] = 50.0   # . -> a -> b -> c -> .
-    model = _Bigram(table)
+    model = FixedBigram(table)
     assert sample_text(model, vocab, seed=0) == "abc"
     assert sample_text(model, vocab, prompt="b", seed=0) == "bc"
     assert sample_text(model, vocab, max_length=2, seed=0) == "ab"
     assert model.training                                     # put back as it was
-    flat = _Bigram(np.zeros((6, 6)))
+    flat = FixedBigram(np.zeros((6, 6)))
     draws = {sample_text(flat, vocab, max_length=1, seed=s, top_k=1) for s in range(5)}
     assert len(draws) == 1                                    # top_k=1: always the same token
     assert len({sample_text(flat, vocab, max_length=3, seed=s, temperature=5.0) for s in range(20)}) > 5
     with pytest.raises(ValueError, match="temperature must be > 0"):
         sample_text(model, vocab, temperature=0)
     with pytest.raises(ValueError, match=r"must map ids \(1, 1\) to scores \(1, 1, 6\)"):
-        sample_text(_Bigram(np.zeros((6, 4))), vocab)
+        sample_text(FixedBigram(np.zeros((6, 4))), vocab)
 
 
 def test_sample_text_crops_the_context_to_the_position_layers_reach():
