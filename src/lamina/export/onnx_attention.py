@@ -63,6 +63,14 @@ def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, cau
     if layer.rotary:
         raise NotImplementedError(f"export_onnx: {layer._label()} has rotary positions, which have no ONNX form "
                                   "in lamina's exporter yet")
+    for option, used in (("grouped-query heads (num_kv_heads)", layer.num_kv_heads != layer.num_heads),
+                         ("ALiBi biases (alibi=True)", layer.alibi), ("a sliding window (window)", layer.window)):
+        if used:
+            raise NotImplementedError(f"export_onnx: {layer._label()} has {option}, which have no ONNX form in "
+                                      "lamina's exporter yet")
+    if any(name.startswith("lora_") for name in layer._modules):
+        raise NotImplementedError(f"export_onnx: {layer._label()} has LoRA adapters; fold them into the weights "
+                                  "with lamina.nn.merge_lora(model, unload=True) first")
     if len(value.shape) != 3:
         raise NotImplementedError(f"export_onnx: {layer._label()} expects a sequence (batch, time, features), got "
                                   f"a value of shape {value.shape}")

@@ -30,6 +30,7 @@ from lamina.functional.adaptive_pool import (
 )
 from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
 from lamina.functional.attention import scaled_dot_product_attention
+from lamina.functional.attention_masks import alibi_bias, alibi_slopes, sliding_window_mask
 from lamina.functional.audio import (
     amplitude_to_db,
     dct_matrix,
@@ -201,7 +202,7 @@ __all__ = [
     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "multilabel_margin_loss",
     "multilabel_soft_margin_loss", "poisson", "poisson_nll_loss", "soft_margin_loss", "squared_hinge",
     "distillation_loss", "conv3d", "max_pool3d", "avg_pool3d", "global_avg_pool3d",
-    "conv_lstm", "rotary_angles", "rotary_embedding",
+    "conv_lstm", "rotary_angles", "rotary_embedding", "alibi_bias", "alibi_slopes", "sliding_window_mask",
     "digamma", "erf", "erfc", "erfinv", "expit", "gammainc", "lgamma", "log_ndtr", "logit", "ndtr", "ndtri",
     "polygamma", "xlogy",
     "diag_embed", "diagonal", "trace", "tril", "triu",

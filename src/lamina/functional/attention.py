@@ -33,6 +33,7 @@ from lamina.errors import ShapeError
 from lamina.functional._util import sum_to, unbroadcast
 from lamina.functional.activation import softmax
 from lamina.functional.elementwise import where
+from lamina.functional.shape import expand_dims, reshape
 
 __all__ = ["ScaledDotProductAttention", "scaled_dot_product_attention"]
 
@@ -163,7 +164,8 @@ def _mask_arrays(mask, causal: bool, t_q: int, t_k: int, dtype):
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropout: float = 0.0,
-                                 scale: float | None = None, return_weights: bool = False):
+                                 scale: float | None = None, return_weights: bool = False,
+                                 enable_gqa: bool = False):
     """C = softmax(Q K^T / sqrt(d) + mask) V for Q (..., T_q, d), K (..., T_k, d),
     V (..., T_k, d_v); leading axes broadcast. Returns C (..., T_q, d_v).
 
@@ -172,8 +174,16 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropo
     zeroing each attention weight (pass 0 outside training). ``scale``: replaces
     1 / sqrt(d). ``return_weights``: also return alpha (..., T_q, T_k), after masking and
     before dropout, as a constant tensor (for inspection; no gradient flows through it).
+
+    ``enable_gqa``: grouped-query attention, as PyTorch's. The heads axis (-3) of Q has
+    h_q entries and that of K and V h_kv, h_q a multiple of h_kv; query head i attends with
+    key/value head i // (h_q / h_kv). The K/V heads are not copied: Q is viewed as
+    (..., h_kv, h_q / h_kv, T_q, d) against K and V (..., h_kv, 1, T_k, d), so each K/V
+    head's gradient sums over its group.
     """
     q, k, v = (x if isinstance(x, Tensor) else Tensor(x) for x in (q, k, v))
+    if enable_gqa:
+        return _grouped_query_attention(q, k, v, mask, causal, dropout, scale, return_weights)
     if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
         raise ShapeError(f"scaled_dot_product_attention: q, k and v need at least 2 axes (..., T, d), got "
                          f"shapes {q.shape}, {k.shape}, {v.shape}")
@@ -196,3 +206,39 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropo
         probe.forward(q.data, k.data, v.data)
         weights = probe.alpha
     return out, Tensor._wrap(weights.copy())
+
+
+def _grouped_query_attention(q, k, v, mask, causal, dropout, scale, return_weights):
+    """scaled_dot_product_attention with h_q query heads sharing h_kv key/value heads."""
+    if q.ndim < 3 or k.ndim < 3 or v.ndim < 3:
+        raise ShapeError(f"scaled_dot_product_attention(enable_gqa=True): q, k and v need a heads axis "
+                         f"(..., heads, T, d), got shapes {q.shape}, {k.shape}, {v.shape}")
+    h_q, h_kv = q.shape[-3], k.shape[-3]
+    if v.shape[-3] != h_kv or h_q % h_kv:
+        raise ShapeError(f"scaled_dot_product_attention(enable_gqa=True): q has {h_q} heads, k {h_kv} and v "
+                         f"{v.shape[-3]} (shapes {q.shape}, {k.shape}, {v.shape}); expected k and v to share "
+                         "a number of heads that divides the number of query heads")
+    group = h_q // h_kv
+    grouped_q = reshape(q, *q.shape[:-3], h_kv, group, *q.shape[-2:])
+    out = scaled_dot_product_attention(grouped_q, expand_dims(k, -3), expand_dims(v, -3),
+                                       mask=_grouped_mask(mask, h_q, h_kv), causal=causal, dropout=dropout,
+                                       scale=scale, return_weights=return_weights)
+    heads, weights = out if return_weights else (out, None)
+    heads = reshape(heads, *heads.shape[:-4], h_q, *heads.shape[-2:])
+    if not return_weights:
+        return heads
+    return heads, Tensor._wrap(weights.data.reshape(weights.shape[:-4] + (h_q,) + weights.shape[-2:]))
+
+
+def _grouped_mask(mask, h_q: int, h_kv: int):
+    """A mask broadcastable to the scores (..., h_q, T_q, T_k) reshaped to broadcast to the
+    grouped scores (..., h_kv, h_q / h_kv, T_q, T_k)."""
+    if mask is None:
+        return None
+    m = backend.xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
+    if m.ndim >= 3 and m.shape[-3] == h_q:
+        return m.reshape(m.shape[:-3] + (h_kv, h_q // h_kv) + m.shape[-2:])
+    if m.ndim >= 3 and m.shape[-3] != 1:
+        raise ShapeError(f"scaled_dot_product_attention(enable_gqa=True): a mask of shape {tuple(m.shape)} has "
+                         f"{m.shape[-3]} heads; expected {h_q} (the query heads) or 1")
+    return m[..., None, :, :] if m.ndim >= 2 else m

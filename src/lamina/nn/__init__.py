@@ -95,8 +95,10 @@ from lamina.nn.graph import (
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
+from lamina.nn.lora import LoRAAdapter, LoRADense, apply_lora, lora_state_dict, merge_lora, unmerge_lora
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
+from lamina.nn.moe import MixtureOfExperts
 from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
@@ -120,6 +122,7 @@ from lamina.nn.weight_norms import SpectralNorm, WeightNorm
 from lamina.nn.wrappers import TimeDistributed
 
 __all__ = [
+    "LoRAAdapter", "LoRADense", "apply_lora", "lora_state_dict", "merge_lora", "unmerge_lora", "MixtureOfExperts",
     "ACTIVATIONS", "Activation", "Add", "AdditiveAttention", "Attention", "AvgPool1D", "AvgPool2D", "BatchNorm",
     "Bidirectional", "Concatenate", "Conv1D", "Conv2D", "Conv2DTranspose", "Cropping2D", "Dense",
     "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Embedding", "Flatten", "GELU", "GRU", "GlobalAvgPool1D",

@@ -27,6 +27,9 @@ from lamina.nn.module import Module, as_tensor
 
 __all__ = ["MultiHeadAttention"]
 
+LORA_ADAPTERS = ("lora_q", "lora_k", "lora_v")
+"""The names of the sub-modules that adapt the projections of the queries, keys and values."""
+
 
 @register_layer
 class MultiHeadAttention(Module):
@@ -69,6 +72,23 @@ class MultiHeadAttention(Module):
     projections (N, h, T_k, d), and ``mha(query, keys_values=(K, V), mask=..., key_mask=...)``
     equals ``mha(query, key, value, mask=..., key_mask=...)`` without projecting the keys and
     values again: an encoder-decoder's cross-attention projects the memory once per decode.
+
+    Grouped-query attention (``num_kv_heads``; Ainslie et al. 2023): the keys and values get
+    g = num_kv_heads heads of d features each (num_kv_heads divides num_heads; 1 is
+    multi-query attention), and query head i attends with key/value head
+    i // (num_heads / num_kv_heads), as ``torch.nn.functional.scaled_dot_product_attention(
+    enable_gqa=True)``. ``in_weight`` is then (E, E + 2 g d): [W_q | W_k | W_v] with W_k and
+    W_v of g d columns; the cache and ``project_keys_values`` hold g heads, not h.
+
+    ALiBi (``alibi=True``; see :func:`lamina.functional.alibi_bias`): head h adds
+    -m_h |i - j| to the score of query i and key j (positions continue through the cache).
+    Sliding window (``window=w``, causal calls only; see
+    :func:`lamina.functional.sliding_window_mask`): query i sees the keys i - w < j <= i,
+    and the cache keeps only the keys and values of the last w - 1 steps.
+
+    LoRA adapters (:func:`lamina.nn.apply_lora`) are the sub-modules ``lora_q``, ``lora_k``
+    and ``lora_v``: when present (and not merged), each adds its low-rank term to the
+    projection of the queries, keys or values.
     """
 
     # start_caching always succeeds; each call is then checked to be one the cache can serve
@@ -76,6 +96,7 @@ class MultiHeadAttention(Module):
 
     def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
                  kernel_init="xavier_uniform", bias_init="zeros", rotary: bool = False, rotary_base: float = 10000.0,
+                 num_kv_heads: int | None = None, alibi: bool = False, window: int | None = None,
                  name: str | None = None):
         super().__init__(name=name)
         positive_int(embed_dim, "MultiHeadAttention: embed_dim")
@@ -86,6 +107,16 @@ class MultiHeadAttention(Module):
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
+        self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        positive_int(self.num_kv_heads, "MultiHeadAttention: num_kv_heads")
+        if num_heads % self.num_kv_heads:
+            raise ValueError(f"MultiHeadAttention: num_kv_heads {self.num_kv_heads} must divide num_heads "
+                             f"{num_heads}; each key/value head serves a group of query heads")
+        self.kv_dim = self.num_kv_heads * self.head_dim
+        self.alibi = bool(alibi)
+        if window is not None:
+            positive_int(window, "MultiHeadAttention: window")
+        self.window = window
         self.rotary = bool(rotary)
         if self.rotary and self.head_dim % 2:
             raise ValueError(f"MultiHeadAttention: rotary positions turn pairs of features; each head has "
@@ -100,8 +131,9 @@ class MultiHeadAttention(Module):
         initializers.get(kernel_init)
         initializers.get(bias_init)
         self._caching = False
-        self._cached_keys = None           # (N, h, s, d) arrays of the steps read, while caching
+        self._cached_keys = None           # (N, g, s, d) arrays of the steps read, while caching
         self._cached_values = None
+        self._steps_read = 0
 
     def build(self, input_shape) -> None:
         shape = first_shape(input_shape)
@@ -110,9 +142,10 @@ class MultiHeadAttention(Module):
         dtype = backend.get_default_dtype()
         kernel = initializers.get(self.kernel_init)
         # PyTorch draws the (3E, E) in-projection as one matrix: fans E and 3E
-        self.add_parameter("in_weight", kernel((e, 3 * e), e, 3 * e, dtype))
+        width = e + 2 * self.kv_dim
+        self.add_parameter("in_weight", kernel((e, width), e, width, dtype))
         if self.use_bias:
-            self.add_parameter("in_bias", initializers.get(self.bias_init)((3 * e,), e, 3 * e, dtype))
+            self.add_parameter("in_bias", initializers.get(self.bias_init)((width,), e, width, dtype))
         self.add_parameter("out_weight", kernel((e, e), e, e, dtype))
         if self.use_bias:
             self.add_parameter("out_bias", initializers.get(self.bias_init)((e,), e, e, dtype))
@@ -126,16 +159,26 @@ class MultiHeadAttention(Module):
                 raise input_error(self, x, expected)
             raise ShapeError(f"{self._label()}: got an input shape {shape}; expected {expected}")
 
+    def projection_columns(self, part: int) -> slice:
+        """The columns of ``in_weight`` (and entries of ``in_bias``) of the queries (part 0),
+        keys (1) or values (2)."""
+        e, kv = self.embed_dim, self.kv_dim
+        return (slice(0, e), slice(e, e + kv), slice(e + kv, e + 2 * kv))[part]
+
     def _project(self, x, part: int, offset: int = 0) -> Tensor:
-        """x W_part + b_part, split into heads: (N, T, E) -> (N, h, T, d); queries and keys
-        turned by their positions from ``offset`` when the layer is rotary."""
-        e = self.embed_dim
-        cols = slice(part * e, (part + 1) * e)
+        """x W_part + b_part, split into heads: (N, T, E) -> (N, h, T, d) (g heads for the keys
+        and values); queries and keys turned by their positions from ``offset`` when the layer
+        is rotary."""
+        cols = self.projection_columns(part)
         w = F.getitem(self.in_weight, (slice(None), cols))
         b = F.getitem(self.in_bias, cols) if self.use_bias else None
         y = linear(x, w, b)
+        adapter = self._modules.get(LORA_ADAPTERS[part])
+        if adapter is not None and not adapter.merged:
+            y = y + adapter(x)
         n, t = x.shape[0], x.shape[1]
-        heads = F.transpose(F.reshape(y, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
+        heads = self.num_heads if part == 0 else self.num_kv_heads
+        heads = F.transpose(F.reshape(y, n, t, heads, self.head_dim), 0, 2, 1, 3)
         if self.rotary and part < 2:
             heads = F.rotary_embedding(heads, offset=offset, base=self.rotary_base)
         return heads
@@ -148,13 +191,35 @@ class MultiHeadAttention(Module):
         else:
             q, k, v, full = self._inputs(query, key, value, mask, key_mask, keys_values)
             drop = self.dropout if self.training else 0.0
+            full, causal = self._positional_mask(full, causal, q.shape[2], k.shape[2])
         out = scaled_dot_product_attention(q, k, v, mask=full, causal=causal, dropout=drop,
-                                           return_weights=return_weights)
+                                           return_weights=return_weights,
+                                           enable_gqa=self.num_kv_heads != self.num_heads)
         heads, weights = out if return_weights else (out, None)
         n, t_q = q.shape[0], q.shape[2]
         joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.embed_dim)
         y = linear(joined, self.out_weight, self.out_bias if self.use_bias else None)
         return (y, weights) if return_weights else y
+
+    def _positional_mask(self, full, causal: bool, t_q: int, t_k: int, offset: int = 0):
+        """(mask, causal) with the sliding window and the ALiBi bias folded into ``full``
+        for queries at positions offset + i and keys at j."""
+        xp = backend.xp
+        if self.window is not None:
+            if not causal:
+                raise ValueError(f"{self._label()}: a sliding window (window={self.window}) is causal; call the "
+                                 "layer with causal=True")
+            keep = F.sliding_window_mask(t_q, t_k, self.window, offset=offset).data
+            full, causal = _keep_also(full, keep), False
+        if self.alibi:
+            bias = F.alibi_bias(self.num_heads, t_q, t_k, offset=offset).data
+            if full is None:
+                full = bias
+            elif full.dtype == bool:
+                full = xp.where(full, bias, -xp.inf).astype(bias.dtype)
+            else:
+                full = full + bias
+        return full, causal
 
     def _inputs(self, query, key, value, mask, key_mask, keys_values):
         """The heads' (Q, K, V), each (N, h, T, d), and the mask of one ordinary call."""
@@ -201,7 +266,7 @@ class MultiHeadAttention(Module):
             raise ValueError(f"{label}: keys_values must be the pair of tensors (K, V) that project_keys_values "
                              f"returns, got {type(keys_values).__name__}")
         k, v = keys_values
-        n, h, d = query.shape[0], self.num_heads, self.head_dim
+        n, h, d = query.shape[0], self.num_kv_heads, self.head_dim
         if k.ndim != 4 or k.shape != v.shape or (k.shape[0], k.shape[1], k.shape[3]) != (n, h, d):
             raise ShapeError(f"{label}: keys_values of shapes {k.shape} and {v.shape} for a query {query.shape}; "
                              f"expected both ({n}, {h}, keys, {d}) (batch, heads, keys, head features)")
@@ -216,8 +281,9 @@ class MultiHeadAttention(Module):
 
     @property
     def cached_steps(self) -> int:
-        """The number of steps s whose keys and values are cached (0 when not caching)."""
-        return 0 if self._cached_keys is None else int(self._cached_keys.shape[2])
+        """The number of steps s read through the cache (0 when not caching); with a sliding
+        window only the last window - 1 of them keep their keys and values."""
+        return self._steps_read
 
     def start_caching(self) -> None:
         """Start an empty key/value cache: the next call reads the first steps of a sequence,
@@ -227,16 +293,19 @@ class MultiHeadAttention(Module):
                              "stop_caching first")
         self._caching = True
         self._cached_keys = self._cached_values = None
+        self._steps_read = 0
 
     def stop_caching(self) -> None:
         """Drop the cached keys and values; calls are independent again."""
         self._caching = False
         self._cached_keys = self._cached_values = None
+        self._steps_read = 0
 
     def _cached_inputs(self, query, key, value, mask, key_mask, causal: bool, keys_values):
-        """(Q, K, V, keep) of a call that continues the cached sequence: Q of the t new steps,
-        K and V of the s cached and the t new ones, and keep (t, s + t) with
-        keep[i, t'] = (t' <= s + i), the causal mask shifted by the s steps already read."""
+        """(Q, K, V, mask) of a call that continues the cached sequence: Q of the t new steps,
+        K and V of the c cached and the t new ones, and keep (t, c + t) with
+        keep[i, t'] = (t' <= c + i), the causal mask shifted by the c steps held (also
+        limited to the window, and turned into the ALiBi bias, when the layer has them)."""
         label = self._label()
         if key is not None or value is not None or keys_values is not None:
             raise ValueError(f"{label}: cannot cache keys and values for cross-attention (a key, value or "
@@ -254,16 +323,21 @@ class MultiHeadAttention(Module):
         self._check_shape(query.shape, "query", query)
         q, k, v = (self._project(query, part, offset=self.cached_steps) for part in range(3))
         xp = backend.xp
+        held = 0 if self._cached_keys is None else int(self._cached_keys.shape[2])
         if self._cached_keys is not None:
             if self._cached_keys.shape[0] != query.shape[0]:
                 raise ShapeError(f"{label}: a query of batch size {query.shape[0]} continues a cached sequence "
                                  f"of batch size {self._cached_keys.shape[0]}; stop_caching to start another")
             k = Tensor._wrap(xp.concatenate([self._cached_keys, k.data], axis=2))
             v = Tensor._wrap(xp.concatenate([self._cached_values, v.data], axis=2))
-        self._cached_keys, self._cached_values = k.data, v.data
-        t, total = query.shape[1], k.shape[2]
-        keep = xp.arange(total)[None, :] <= (total - t + xp.arange(t))[:, None]
-        return q, k, v, keep
+        kept = k.shape[2] if self.window is None else self.window - 1
+        self._cached_keys = k.data[:, :, k.shape[2] - kept:]
+        self._cached_values = v.data[:, :, v.shape[2] - kept:]
+        t = query.shape[1]
+        self._steps_read += t
+        keep = xp.arange(k.shape[2])[None, :] <= (held + xp.arange(t))[:, None]
+        full, _ = self._positional_mask(keep, True, t, k.shape[2], offset=held)
+        return q, k, v, full
 
     def _mask(self, mask, key_mask, n: int, t_q: int, t_k: int):
         """One mask broadcastable to the scores (N, h, T_q, T_k)."""
@@ -294,7 +368,7 @@ class MultiHeadAttention(Module):
         e = self.embed_dim
         key = input_shapes[1] if len(input_shapes) > 1 else None       # self-attention: none
         t_k = key[0] if key is not None and len(key) == 2 and key[-1] == e else t_q
-        return e * e * (2 * t_q + 2 * t_k) + 2 * t_q * t_k * e
+        return e * e * 2 * t_q + 2 * e * self.kv_dim * t_k + 2 * t_q * t_k * e
 
     def compute_output_shape(self, input_shape):
         shape = first_shape(input_shape)
@@ -310,9 +384,24 @@ class MultiHeadAttention(Module):
             "kernel_init": initializers.serialize(self.kernel_init),
             "bias_init": initializers.serialize(self.bias_init),
             **({"rotary": True, "rotary_base": self.rotary_base} if self.rotary else {}),
+            **({"num_kv_heads": self.num_kv_heads} if self.num_kv_heads != self.num_heads else {}),
+            **({"alibi": True} if self.alibi else {}),
+            **({"window": self.window} if self.window is not None else {}),
             "name": self.name,
         }
 
     def extra_repr(self) -> str:
         text = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
-        return text + ("" if self.use_bias else ", use_bias=False") + (", rotary=True" if self.rotary else "")
+        extras = [", use_bias=False" if not self.use_bias else "", ", rotary=True" if self.rotary else "",
+                  f", num_kv_heads={self.num_kv_heads}" if self.num_kv_heads != self.num_heads else "",
+                  ", alibi=True" if self.alibi else "", f", window={self.window}" if self.window else ""]
+        return text + "".join(extras)
+
+
+def _keep_also(full, keep):
+    """The mask ``full`` (None, boolean or additive) also hiding the keys ``keep`` leaves out."""
+    if full is None:
+        return keep
+    if full.dtype == bool:
+        return full & keep
+    return backend.xp.where(keep, full, -backend.xp.inf).astype(full.dtype)
