@@ -3,6 +3,7 @@ bounding boxes, IoU and non-max suppression, a YOLO-style grid detector's target
 decoding, and average precision; the sliding window done as a convolution (a classifier's
 Dense head turned into convolutions) and a small detection dataset of handwritten digits."""
 
+from lamina.vision.anchors import AnchorGenerator, BoxCoder
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
 from lamina.vision.detection import (
     Detections,
@@ -13,6 +14,22 @@ from lamina.vision.detection import (
     localization_loss,
 )
 from lamina.vision.metrics import average_precision, mean_average_precision
+from lamina.vision.ops import (
+    batched_nms,
+    box_convert,
+    box_iou,
+    clip_boxes_to_image,
+    complete_box_iou,
+    complete_box_iou_loss,
+    distance_box_iou,
+    distance_box_iou_loss,
+    generalized_box_iou,
+    generalized_box_iou_loss,
+    nms,
+    remove_small_boxes,
+    sigmoid_focal_loss,
+)
+from lamina.vision.roi import MultiScaleRoIAlign, fpn_levels, roi_align, roi_pool, rois_from_boxes
 from lamina.vision.scenes import digit_scenes
 from lamina.vision.sliding import (
     all_window_count,
@@ -23,7 +40,11 @@ from lamina.vision.sliding import (
 )
 
 __all__ = [
-    "Detections", "all_window_count", "average_precision", "box_area", "center_to_corners", "convolutionalize",
+    "AnchorGenerator", "BoxCoder", "batched_nms", "box_convert", "box_iou", "clip_boxes_to_image",
+    "complete_box_iou", "complete_box_iou_loss", "distance_box_iou", "distance_box_iou_loss", "generalized_box_iou",
+    "generalized_box_iou_loss", "nms", "remove_small_boxes", "sigmoid_focal_loss",
+    "Detections", "MultiScaleRoIAlign", "fpn_levels", "roi_align", "roi_pool", "rois_from_boxes",
+    "all_window_count", "average_precision", "box_area", "center_to_corners", "convolutionalize",
     "corners_to_center", "decode_grid_predictions", "digit_scenes", "encode_grid_targets",
     "encode_grid_targets_batch", "grid_detection_loss", "iou", "localization_loss", "mean_average_precision",
     "non_max_suppression", "sliding_window_count", "window_origins", "window_stride",
