@@ -11,6 +11,8 @@ propagation, Image retrieval, Visualization feature vectors):
 
 * :func:`saliency_map`, :func:`input_gradient`, :func:`smooth_grad`,
   :func:`integrated_gradients`: which pixels a class score depends on.
+* :func:`grad_cam`, :func:`grad_cam_plus_plus`, :func:`score_cam`,
+  :func:`occlusion_sensitivity`: where in an image a class is found; :func:`plot_cam` draws it.
 * :func:`fgsm`, :func:`targeted_adversarial`: inputs changed, by back propagation, to fool
   the classifier.
 * :func:`extract_features`, :class:`FeatureIndex`: image signatures and nearest-neighbour
@@ -25,6 +27,7 @@ The architecture tables are computed by tracing the model on a zero-sample batch
 """
 
 from lamina.analysis.adversarial import TargetedAttack, fgsm, targeted_adversarial
+from lamina.analysis.cam import grad_cam, grad_cam_plus_plus, occlusion_sensitivity, plot_cam, score_cam
 from lamina.analysis.compare import compare_architectures, native_input_shape, zoo_builder
 from lamina.analysis.embedding import plot_embedding, reduce_dimensions
 from lamina.analysis.hessian import (
@@ -44,8 +47,9 @@ from lamina.analysis.trace import LayerCall, Trace, trace
 __all__ = [
     "OPTIMIZER_STATES", "FeatureIndex", "HessianEigenpairs", "LayerCall", "Summary", "TargetedAttack", "Trace",
     "TraceEstimate", "compare_architectures", "hessian_eigenvalues", "hessian_trace", "hessian_vector_product",
-    "extract_features", "fgsm", "input_gradient", "integrated_gradients", "layer_hyperparameters", "layer_macs",
-    "mean_average_precision_at_k", "native_input_shape", "plot_embedding", "precision_at_k", "receptive_field",
-    "receptive_fields", "reduce_dimensions", "saliency_map", "smooth_grad", "summary", "targeted_adversarial",
-    "trace", "zoo_builder",
+    "extract_features", "fgsm", "grad_cam", "grad_cam_plus_plus", "input_gradient", "integrated_gradients",
+    "layer_hyperparameters", "layer_macs", "mean_average_precision_at_k", "native_input_shape",
+    "occlusion_sensitivity", "plot_cam", "plot_embedding", "precision_at_k", "receptive_field", "receptive_fields",
+    "reduce_dimensions", "saliency_map", "score_cam", "smooth_grad", "summary", "targeted_adversarial", "trace",
+    "zoo_builder",
 ]

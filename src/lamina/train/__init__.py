@@ -2,6 +2,7 @@
 hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
 from lamina.train.averaging import WeightAveraging
+from lamina.train.bayesian import bayesian_search, expected_improvement
 from lamina.train.calibration import (
     ReliabilityDiagram,
     TemperatureScaling,
@@ -72,4 +73,5 @@ __all__ = [
     "negative_log_likelihood", "plot_reliability_diagram", "reliability_diagram",
     "DiceScore", "MeanClassAccuracy", "MeanIoU", "PixelAccuracy", "dice_per_class", "iou_per_class",
     "mean_class_accuracy", "mean_iou", "pixel_accuracy", "pixel_confusion_matrix",
+    "bayesian_search", "expected_improvement",
 ]

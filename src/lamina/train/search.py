@@ -40,6 +40,7 @@ from lamina.train.trainer import Trainer
 __all__ = ["SearchResult", "Trial", "coarse_to_fine", "grid_search", "random_search", "tune_trainer"]
 
 DIRECTIONS = ("maximize", "minimize")
+STRATEGIES = ("random", "bayes")
 
 
 @dataclass
@@ -240,8 +241,10 @@ def coarse_to_fine(objective: Callable[[dict], Any], space: Mapping[str, Any], t
 def tune_trainer(build: Callable[[dict], Any], data, val, space: Mapping[str, Any], trials: int, epochs: int,
                  batch_size: int = 32, metric: str = "val_accuracy", seed: int = 0, direction: str | None = None,
                  loss: Any = "categorical_cross_entropy", callback: Callable[[Trial], None] | None = None,
-                 csv_path: str | os.PathLike | None = None) -> SearchResult:
-    """Random search over training runs, each scored on the validation data ``val``.
+                 csv_path: str | os.PathLike | None = None, strategy: str = "random") -> SearchResult:
+    """Random search (``strategy='random'``) or Bayesian optimization (``'bayes'``, see
+    :func:`lamina.train.bayesian.bayesian_search`) over training runs, each scored on the
+    validation data ``val``.
 
     For each configuration: ``lamina.manual_seed(seed)`` (every trial starts from the same
     random state, so configurations, not luck, are compared), ``build(config)`` returns a
@@ -256,6 +259,8 @@ def tune_trainer(build: Callable[[dict], Any], data, val, space: Mapping[str, An
     """
     if val is None:
         raise ValueError("tune_trainer: val is required; hyperparameters are tuned on validation data")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"tune_trainer: strategy must be one of {STRATEGIES}, got {strategy!r}")
     if direction is None:
         direction = "minimize" if metric.endswith("loss") or "error" in metric else "maximize"
 
@@ -274,5 +279,10 @@ def tune_trainer(build: Callable[[dict], Any], data, val, space: Mapping[str, An
             raise KeyError(f"metric {metric!r} is not in the last epoch's logs {sorted(final)}")
         return {"score": final.pop(metric), **final}
 
+    if strategy == "bayes":
+        from lamina.train.bayesian import bayesian_search  # it builds on this module
+
+        return bayesian_search(objective, space, trials, seed=seed, direction=direction, callback=callback,
+                               csv_path=csv_path)
     return random_search(objective, space, trials, seed=seed, direction=direction, callback=callback,
                          csv_path=csv_path)
