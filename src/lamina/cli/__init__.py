@@ -27,6 +27,7 @@ from lamina.cli.images import (
 )
 from lamina.cli.text import build_language_model, sample, train_text
 from lamina.cli.tools import export, saliency, tune
+from lamina.data import UnreadableImageError
 from lamina.errors import ShapeError
 from lamina.io import FormatError
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         commands[args.command](args)
-    except (FileNotFoundError, ShapeError, FormatError) as exc:  # a user's mistake, not a bug: no traceback
+    except (FileNotFoundError, ShapeError, FormatError, UnreadableImageError) as exc:  # a user's mistake: no traceback
         print(f"lamina {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -86,12 +86,12 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, activ
 def augmentation_layers(dataset: str, input_shape: tuple[int, ...]) -> list:
     """The ``--augment`` layers for a dataset (course notes, Data augmentation): shifts of up to
     2 pixels (4 on CIFAR-10's 32x32 photos) by a padded random crop; left-right mirroring
-    for photos and clothes, small rotations (10 degrees) for digits, whose mirror images
-    are not digits."""
+    for photos (CIFAR-10, an image folder) and clothes, small rotations (10 degrees) for
+    digits, whose mirror images are not digits."""
     from lamina import nn
 
     layers = [nn.RandomCrop(tuple(input_shape[:2]), padding=4 if dataset == "cifar10" else 2)]
-    if dataset in ("cifar10", "fashion_mnist"):
+    if dataset in ("cifar10", "fashion_mnist", "folder"):
         layers.append(nn.RandomFlip("horizontal"))
     else:
         layers.append(nn.RandomRotation(10))
@@ -110,7 +110,7 @@ def train(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = prepare_dataset(args.dataset, data_dir=args.data_dir, download=not args.offline, seed=args.seed,
-                           limit=args.limit)
+                           limit=args.limit, workers=args.workers)
     classes = len(data.info["class_names"])
     print(f"{args.dataset}: {len(data.train[0])} training, {len(data.val[0])} validation, "
           f"{len(data.test[0])} test images of shape {data.input_shape}")
@@ -198,7 +198,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     dataset = args.dataset or bundle.info.get("dataset")
     if dataset is None:
         raise SystemExit("lamina evaluate: the checkpoint names no dataset; pass --dataset")
-    data = prepare_dataset(dataset, data_dir=args.data_dir, download=not args.offline, seed=bundle.info.get("seed", 0))
+    data_dir = args.data_dir or bundle.info.get("data_dir")     # an image folder's is saved with the model
+    data = prepare_dataset(dataset, data_dir=data_dir, download=not args.offline, seed=bundle.info.get("seed", 0))
     x, y = data.test
     if bundle.preprocessing is not None:  # the statistics saved with the model, not refitted ones
         x = bundle.preprocessing.transform(data.preprocessing.inverse_transform(x))
@@ -257,8 +258,9 @@ def add_commands(sub) -> None:
                        description="Train a model on a dataset; writes model.safetensors, checkpoint.safetensors "
                                    "and cost.png to --out. With no options: LeNet-5 on the embedded digits.")
     t.add_argument("--model", choices=MODELS, default="lenet5", help="architecture (default lenet5)")
-    t.add_argument("--dataset", choices=("digits", "mnist", "fashion_mnist", "cifar10"), default="digits",
-                   help="dataset (default digits, embedded in scikit-learn)")
+    t.add_argument("--dataset", choices=("digits", "mnist", "fashion_mnist", "cifar10", "folder"), default="digits",
+                   help="dataset (default digits, embedded in scikit-learn); folder: the images under --data-dir, "
+                        "one subfolder per class, read as 32x32 RGB and split 72/8/20%% into train/val/test")
     t.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
     t.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (default adam)")
@@ -285,14 +287,15 @@ def add_commands(sub) -> None:
                    help="gradient accumulation: one update per K mini-batches, on their summed gradients, as "
                         "with a K times larger batch; schedules and --warmup count these updates (default 1)")
     t.add_argument("--augment", action="store_true",
-                   help="augment the training images: random shifts, plus mirroring (cifar10, fashion_mnist) or "
-                        "small rotations (digits, mnist)")
+                   help="augment the training images: random shifts, plus mirroring (cifar10, fashion_mnist, "
+                        "folder) or small rotations (digits, mnist)")
     add_mixing_and_averaging(t)
     add_workers(t)
     t.add_argument("--activation", default="tanh", help="LeNet-5 activation (default tanh)")
     t.add_argument("--pool", choices=("avg", "max"), default="avg", help="LeNet-5 pooling (default avg)")
     t.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
-    t.add_argument("--data-dir", default=None, help="where the dataset files are (searched first)")
+    t.add_argument("--data-dir", default=None,
+                   help="where the dataset files are (searched first); with --dataset folder, the image folder")
     t.add_argument("--offline", action="store_true", help="never download datasets")
     t.add_argument("--limit", type=int, default=None, help="use only this many training samples")
     t.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")

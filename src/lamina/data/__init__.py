@@ -1,10 +1,12 @@
-"""lamina.data: datasets, mini-batch loading, splits, label encoding and preprocessing.
+"""lamina.data: datasets, mini-batch loading, splits, label encoding and preprocessing; image
+folders and per-sample image transforms (:mod:`lamina.data.transforms`).
 
 Pure NumPy; nothing here needs the autodiff engine. Randomness (shuffling) comes from
 generators seeded explicitly or from :func:`lamina.backend.rng`, so
 :func:`lamina.manual_seed` makes it reproducible.
 """
 
+from lamina.data import transforms
 from lamina.data.collate import default_collate
 from lamina.data.dataset import ArrayDataset, Dataset
 from lamina.data.datasets import (
@@ -31,6 +33,7 @@ from lamina.data.graphs import (
     remove_self_loops,
     to_undirected,
 )
+from lamina.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, UnreadableImageError, find_classes, read_image
 from lamina.data.iterable import IterableDataset
 from lamina.data.labels import one_hot
 from lamina.data.loader import DataLoader
@@ -84,4 +87,5 @@ __all__ = [
     "IterableDataset", "WorkerInfo", "default_collate", "get_worker_info",
     "Graph", "GraphBatch", "add_remaining_self_loops", "add_self_loops", "collate_graphs", "degree",
     "normalized_adjacency", "remove_self_loops", "to_undirected",
+    "IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "UnreadableImageError", "find_classes", "read_image", "transforms",
 ]
