@@ -270,3 +270,26 @@ def test_segmentation_audio_and_optimizers_example_runs():
     assert losses[-1] < 0.7 * losses[0] and names["iou"] > 0.6
     np.testing.assert_allclose(names["again"].numpy(), names["wave"].numpy(), atol=1e-5)
     assert names["features"].shape == (1, 40, 126) and np.abs(names["wave"].grad).max() > 0
+
+
+def test_transformer_blocks_detection_explanations_and_folders_example_runs(tmp_path, monkeypatch):
+    """The last example: LoRA trains only its adapters, grouped-query attention keeps the
+    shape, RoI features and the box loss reach their inputs, NMS keeps both boxes of two
+    classes, the CAMs are maps in [0, 1], the Bayesian search finds the peak, and the image
+    folder gives NHWC float batches with both labels."""
+    import numpy as np
+
+    text = README.read_text()
+    section = text.split("## Transformer blocks, detection, explanations, your own images", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(compile(code, str(README), "exec"), names)
+    assert names["trainable"] == 4 * (32 + 64) + 4 * (64 + 10)
+    assert names["y"].shape == (2, 20, 64) and names["pooled"].shape == (2, 7, 7, 8)
+    assert np.abs(names["codes"].grad).max() > 0 and list(names["kept"]) == [0, 1]
+    maps = names["maps"]
+    assert maps.shape == (2, 16, 16) and maps.min() >= 0 and maps.max() <= 1
+    assert abs(np.log10(names["best"].best_config["lr"]) + 2.5) < 0.5
+    assert abs(names["best"].best_config["units"] - 90) < 30
+    assert names["xb"].shape == (8, 16, 16, 3) and set(names["yb"].tolist()) == {0, 1}
