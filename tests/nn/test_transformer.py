@@ -279,7 +279,7 @@ def test_language_model_saves_loads_and_summarises(tmp_path, positional):
 
 def test_language_model_errors():
     with pytest.raises(ValueError, match="positional"):
-        transformer_language_model(10, positional="alibi")
+        transformer_language_model(10, positional="absolute")
     with pytest.raises(ValueError, match="not divisible"):
         transformer_language_model(10, d_model=10, num_heads=4)
     with pytest.raises(ValueError, match="vocab_size"):

@@ -72,22 +72,25 @@ def rnn_classifier(vocab_size: int, num_classes: int, embed_dim: int = 32, hidde
     return nn.Sequential(*layers)
 
 
-_POSITIONAL = ("sinusoidal", "learned", "rotary")
+_POSITIONAL = ("sinusoidal", "learned", "rotary", "alibi")
 
 
 def transformer_language_model(vocab_size: int, d_model: int = 64, num_heads: int = 4, num_layers: int = 2,
                                dim_feedforward: int = 128, max_len: int = 256, dropout: float = 0.0,
-                               positional: str = "sinusoidal") -> nn.Sequential:
+                               positional: str = "sinusoidal", num_kv_heads: int | None = None,
+                               window: int | None = None) -> nn.Sequential:
     """Scores of the next token at every step from a stack of ``num_layers`` causal Transformer
     layers (pre-norm, ``num_heads`` heads of d_model / num_heads features, a
     feed-forward network of ``dim_feedforward`` units): e^<t> = E[x^<t>] + p^<t>, with p
     the sinusoidal encoding (``positional='sinusoidal'``) or a learned table
     (``'learned'``) of ``max_len`` positions, or e^<t> = E[x^<t>] with rotary positions
-    in every layer's attention (``'rotary'``: no position layer, no length limit), then
+    in every layer's attention (``'rotary'``; ``'alibi'`` adds ALiBi's distance biases
+    instead: no position layer, no length limit either way), then
     the layers, a LayerNorm and z^<t> = h^<t> W + b over the ``vocab_size`` tokens.
     Every layer masks the future, so the scores at step t depend on x^<1..t> alone and
     one pass scores all the next tokens of a sequence. ``dropout`` acts after the
-    position layer and inside every Transformer layer."""
+    position layer and inside every Transformer layer. ``num_kv_heads``: grouped-query
+    attention; ``window``: each token attends to at most the last ``window`` tokens."""
     _check_sizes("transformer_language_model", vocab_size=vocab_size, d_model=d_model, num_heads=num_heads,
                  num_layers=num_layers, dim_feedforward=dim_feedforward, max_len=max_len)
     if positional not in _POSITIONAL:
@@ -97,7 +100,7 @@ def transformer_language_model(vocab_size: int, d_model: int = 64, num_heads: in
     layers: list[nn.Module] = [nn.Embedding(vocab_size, d_model)]
     if positional == "sinusoidal":
         layers.append(nn.PositionalEncoding(max_len, dropout=dropout))
-    elif positional == "rotary":
+    elif positional in ("rotary", "alibi"):
         if dropout:
             layers.append(nn.Dropout(dropout))
     else:
@@ -106,7 +109,8 @@ def transformer_language_model(vocab_size: int, d_model: int = 64, num_heads: in
             layers.append(nn.Dropout(dropout))
     for _ in range(num_layers):
         layers.append(nn.TransformerEncoderLayer(d_model, num_heads, dim_feedforward, dropout=dropout, norm_first=True,
-                                              causal=True, rotary=positional == "rotary"))
+                                              causal=True, rotary=positional == "rotary", alibi=positional == "alibi",
+                                              num_kv_heads=num_kv_heads, window=window))
     layers.append(nn.LayerNorm(-1))
     layers.append(nn.Dense(vocab_size))
     return nn.Sequential(*layers)

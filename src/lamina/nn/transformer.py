@@ -125,8 +125,10 @@ class TransformerEncoderLayer(Module):
     its weights) with zero biases (PyTorch's ``nn.Linear`` draws its bias, and a lone
     layer's weights, from U(-1/sqrt(n_in), 1/sqrt(n_in))).
 
-    ``rotary=True`` gives the self-attention rotary positions (see :class:`MultiHeadAttention`),
-    so that a stack of such layers needs no position layer.
+    ``rotary=True`` gives the self-attention rotary positions, ``alibi=True`` ALiBi's linear
+    distance biases (either way a stack of such layers needs no position layer),
+    ``num_kv_heads`` grouped-query attention and ``window`` sliding-window attention (see
+    :class:`MultiHeadAttention`).
 
     A causal layer can cache keys and values (:meth:`start_caching`): consecutive calls in
     evaluation mode under ``no_grad`` then continue one sequence, each new step attending
@@ -136,13 +138,16 @@ class TransformerEncoderLayer(Module):
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", norm_first: bool = False, layer_norm_eps: float = 1e-5, causal: bool = False,
-                 rotary: bool = False, name: str | None = None):
+                 rotary: bool = False, alibi: bool = False, num_kv_heads: int | None = None,
+                 window: int | None = None, name: str | None = None):
         super().__init__(name=name)
         set_sizes(self, d_model, num_heads, dim_feedforward, dropout, norm_first, layer_norm_eps)
         self.causal = bool(causal)
-        self.rotary = bool(rotary)
+        self.rotary, self.alibi = bool(rotary), bool(alibi)
+        self.num_kv_heads, self.window = num_kv_heads, window
         rate = self.dropout_rate
-        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=rate, rotary=self.rotary)
+        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=rate, rotary=self.rotary, alibi=self.alibi,
+                                                 num_kv_heads=num_kv_heads, window=window)
         self.dropout1 = Dropout(rate)
         self.norm1 = LayerNorm(-1, eps=layer_norm_eps)
         self.linear1 = Dense(dim_feedforward, activation=activation, kernel_init="xavier_uniform")
@@ -222,11 +227,16 @@ class TransformerEncoderLayer(Module):
         return shape[:-1] + (self.d_model,)
 
     def get_config(self) -> dict:
-        rotary = {"rotary": True} if self.rotary else {}
-        return {**layer_config(self), "causal": self.causal, **rotary, "name": self.name}
+        return {**layer_config(self), "causal": self.causal, **self._attention_options(), "name": self.name}
+
+    def _attention_options(self) -> dict:
+        """The attention options that differ from the defaults (older configs stay as they were)."""
+        options = {"rotary": self.rotary, "alibi": self.alibi, "num_kv_heads": self.num_kv_heads, "window": self.window}
+        return {key: value for key, value in options.items() if value not in (False, None)}
 
     def extra_repr(self) -> str:
-        return layer_repr(self) + (", causal=True" if self.causal else "") + (", rotary=True" if self.rotary else "")
+        options = "".join(f", {key}={value}" for key, value in self._attention_options().items())
+        return layer_repr(self) + (", causal=True" if self.causal else "") + options
 
 
 def sinusoidal_encoding(length: int, d: int, dtype=numpy.float64):
