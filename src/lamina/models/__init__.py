@@ -23,6 +23,10 @@ Layouts follow the published models so that published weights map onto them:
   :func:`efficientnet_b7` (MBConv, compound scaling, stochastic depth) and
   :func:`convnext_tiny` .. :func:`convnext_large` (7x7 depthwise convs, LayerNorm, layer
   scale): torchvision's layouts, names and parameter counts.
+* :func:`regnet_y_400mf` .. :func:`regnet_y_128gf`, :func:`regnet_x_400mf` ..
+  :func:`regnet_x_32gf` (stage widths and depths generated from w_0, w_a, w_m: :func:`regnet`)
+  and :func:`swin_t`, :func:`swin_s`, :func:`swin_b` (attention in shifted windows with a
+  relative position bias, patch merging): torchvision's layouts, names and parameter counts.
 * :func:`fcn_resnet50`, :func:`fcn_resnet101`, :func:`deeplabv3_resnet50`,
   :func:`deeplabv3_resnet101`: semantic segmentation on a dilated ResNet (FCN head, ASPP),
   torchvision's layouts, names and parameter counts.
@@ -107,6 +111,26 @@ from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
 from lamina.models.projection import projection_head
+from lamina.models.regnet import (
+    RegNetBlock,
+    regnet,
+    regnet_block_params,
+    regnet_x_1_6gf,
+    regnet_x_3_2gf,
+    regnet_x_8gf,
+    regnet_x_16gf,
+    regnet_x_32gf,
+    regnet_x_400mf,
+    regnet_x_800mf,
+    regnet_y_1_6gf,
+    regnet_y_3_2gf,
+    regnet_y_8gf,
+    regnet_y_16gf,
+    regnet_y_32gf,
+    regnet_y_128gf,
+    regnet_y_400mf,
+    regnet_y_800mf,
+)
 from lamina.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -143,6 +167,7 @@ from lamina.models.shufflenet import (
 )
 from lamina.models.squeeze_excitation import SqueezeExcitation
 from lamina.models.squeezenet import Fire, squeezenet, squeezenet1_0, squeezenet1_1
+from lamina.models.swin import PatchMerging, ShiftedWindowAttention, SwinTransformerBlock, swin, swin_b, swin_s, swin_t
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transfer import transfer
 from lamina.models.unet import DoubleConv, UNet, unet
@@ -173,4 +198,8 @@ __all__ = [
     "projection_head",
     "GaussianProcessRegressor", "kernels",
     "ASPP", "SegmentationModel", "deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101",
+    "RegNetBlock", "regnet", "regnet_block_params", "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf",
+    "regnet_x_16gf", "regnet_x_32gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf",
+    "regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_y_400mf", "regnet_y_800mf",
+    "PatchMerging", "ShiftedWindowAttention", "SwinTransformerBlock", "swin", "swin_b", "swin_s", "swin_t",
 ]
