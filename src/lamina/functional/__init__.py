@@ -70,6 +70,25 @@ from lamina.functional.indexing import (
     tile,
     topk,
 )
+from lamina.functional.indexing_parity import (
+    argsort,
+    bincount,
+    bucketize,
+    histc,
+    index_add,
+    index_copy,
+    index_fill,
+    masked_scatter,
+    masked_select,
+    msort,
+    nonzero,
+    scatter,
+    scatter_reduce,
+    searchsorted,
+    take,
+    take_along_dim,
+    unique,
+)
 from lamina.functional.interpolate import interpolate
 from lamina.functional.linalg_structure import diag_embed, diagonal, trace, tril, triu
 from lamina.functional.loss import (
@@ -135,6 +154,34 @@ from lamina.functional.math_more import (
     square,
     tan,
 )
+from lamina.functional.math_parity import (
+    acos,
+    acosh,
+    addcdiv,
+    addcmul,
+    allclose,
+    asin,
+    asinh,
+    atan,
+    atanh,
+    ceil,
+    clamp,
+    copysign,
+    cosh,
+    exp2,
+    fmod,
+    frac,
+    heaviside,
+    hypot,
+    isclose,
+    lerp,
+    logaddexp,
+    logaddexp2,
+    remainder,
+    sinc,
+    sinh,
+    trunc,
+)
 from lamina.functional.padding import pad2d, pixel_shuffle, pixel_unshuffle
 from lamina.functional.penalties import gradient_penalty
 from lamina.functional.pool3d import avg_pool3d, global_avg_pool3d, max_pool3d
@@ -144,6 +191,14 @@ from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.reduce_more import cumprod, cumsum, logsumexp, norm, prod, std
 from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
 from lamina.functional.rotary import rotary_angles, rotary_embedding
+from lamina.functional.scan_parity import (
+    cummax,
+    cummin,
+    cumulative_trapezoid,
+    diff,
+    logcumsumexp,
+    trapezoid,
+)
 from lamina.functional.segment import segment_max, segment_mean, segment_softmax, segment_sum, take_rows
 from lamina.functional.shape import (
     broadcast_to,
@@ -157,6 +212,24 @@ from lamina.functional.shape import (
     stack,
     swapaxes,
     transpose,
+)
+from lamina.functional.shape_parity import (
+    block_diag,
+    cartesian_prod,
+    cross,
+    diag,
+    diagflat,
+    kron,
+    meshgrid,
+    movedim,
+    narrow,
+    outer,
+    rot90,
+    tensordot,
+    tril_indices,
+    triu_indices,
+    unflatten,
+    vander,
 )
 from lamina.functional.similarity import cdist, cosine_similarity, normalize, pairwise_distance
 from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, mish, silu, softplus
@@ -176,6 +249,28 @@ from lamina.functional.special import (
     xlogy,
 )
 from lamina.functional.spectral import hamming_window, hann_window, istft, magnitude, spectrogram, stft
+from lamina.functional.stats_parity import (
+    all,
+    amax,
+    amin,
+    aminmax,
+    any,
+    corrcoef,
+    count_nonzero,
+    cov,
+    dist,
+    kthvalue,
+    median,
+    mode,
+    nanmean,
+    nanmedian,
+    nanquantile,
+    nansum,
+    quantile,
+    renorm,
+    std_mean,
+    var_mean,
+)
 from lamina.functional.unpool import max_pool2d_with_indices, max_unpool2d
 
 _tensor_methods.install()
@@ -212,4 +307,16 @@ __all__ = [
     "dice_loss", "focal_tversky_loss", "jaccard_loss", "lovasz_softmax_loss", "tversky_loss",
     "amplitude_to_db", "dct_matrix", "hamming_window", "hann_window", "hz_to_mel", "istft", "magnitude",
     "mel_filterbank", "mel_spectrogram", "mel_to_hz", "mfcc", "mfcc_from_mel", "spectrogram", "stft",
+    "argsort", "bincount", "bucketize", "histc", "index_add", "index_copy", "index_fill", "masked_scatter",
+    "masked_select", "msort", "nonzero", "scatter", "scatter_reduce", "searchsorted", "take", "take_along_dim",
+    "unique",
+    "block_diag", "cartesian_prod", "cross", "diag", "diagflat", "kron", "meshgrid", "movedim", "narrow", "outer",
+    "rot90", "tensordot", "tril_indices", "triu_indices", "unflatten", "vander",
+]
+__all__ += [  # PyTorch-named math, statistics and scans
+    "acos", "acosh", "addcdiv", "addcmul", "allclose", "asin", "asinh", "atan", "atanh", "ceil", "clamp", "copysign",
+    "cosh", "exp2", "fmod", "frac", "heaviside", "hypot", "isclose", "lerp", "logaddexp", "logaddexp2", "remainder",
+    "sinc", "sinh", "trunc", "all", "amax", "amin", "aminmax", "any", "corrcoef", "count_nonzero", "cov", "dist",
+    "kthvalue", "median", "mode", "nanmean", "nanmedian", "nanquantile", "nansum", "quantile", "renorm", "std_mean",
+    "var_mean", "cumulative_trapezoid", "cummax", "cummin", "diff", "logcumsumexp", "trapezoid",
 ]

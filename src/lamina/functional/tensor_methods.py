@@ -13,10 +13,15 @@ from lamina.functional import activation as A
 from lamina.functional import arithmetic as M
 from lamina.functional import elementwise as E
 from lamina.functional import indexing as I
+from lamina.functional import indexing_parity as IP
 from lamina.functional import math_more as MM
+from lamina.functional import math_parity as MP
 from lamina.functional import reduce as R
 from lamina.functional import reduce_more as RM
+from lamina.functional import scan_parity as SC
 from lamina.functional import shape as S
+from lamina.functional import shape_parity as SP
+from lamina.functional import stats_parity as ST
 
 
 def _swap(fn):
@@ -79,6 +84,21 @@ def install() -> None:
         setattr(T, name, getattr(MM, name))
     for name in ("logsumexp", "prod", "std", "norm", "cumsum", "cumprod"):
         setattr(T, name, getattr(RM, name))
+    for name in ("take", "take_along_dim", "scatter", "scatter_reduce", "index_add", "index_copy", "index_fill",
+                 "masked_select", "masked_scatter", "nonzero", "argsort", "msort", "unique", "histc", "bincount"):
+        setattr(T, name, getattr(IP, name))
+    for name in ("movedim", "unflatten", "narrow", "kron", "outer", "cross", "diag", "diagflat", "rot90"):
+        setattr(T, name, getattr(SP, name))
+
+    for name in ("sinh", "cosh", "asinh", "acosh", "atanh", "asin", "acos", "atan", "exp2", "sinc", "heaviside",
+                 "frac", "trunc", "ceil", "fmod", "remainder", "copysign", "hypot", "logaddexp", "logaddexp2", "lerp",
+                 "addcmul", "addcdiv", "clamp", "isclose", "allclose"):
+        setattr(T, name, getattr(MP, name))
+    for name in ("amax", "amin", "aminmax", "nansum", "nanmean", "median", "nanmedian", "kthvalue", "mode",
+                 "quantile", "nanquantile", "count_nonzero", "all", "any", "cov", "corrcoef", "renorm", "dist"):
+        setattr(T, name, getattr(ST, name))
+    for name in ("diff", "logcumsumexp", "cummax", "cummin"):
+        setattr(T, name, getattr(SC, name))
 
     T.sigmoid = A.sigmoid
     T.tanh = A.tanh
