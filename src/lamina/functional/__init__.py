@@ -28,6 +28,7 @@ from lamina.functional.adaptive_pool import (
     adaptive_max_pool1d,
     adaptive_max_pool2d,
 )
+from lamina.functional.adaptive_pool3d import adaptive_avg_pool3d, adaptive_max_pool3d
 from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.functional.attention_masks import alibi_bias, alibi_slopes, sliding_window_mask
@@ -45,6 +46,7 @@ from lamina.functional.conv import conv2d
 from lamina.functional.conv3d import conv3d
 from lamina.functional.conv_lstm import conv_lstm
 from lamina.functional.conv_transpose import conv_transpose2d
+from lamina.functional.conv_transpose_nd import conv_transpose1d, conv_transpose3d
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
 from lamina.functional.fake_quantize import (
@@ -53,6 +55,7 @@ from lamina.functional.fake_quantize import (
     fake_quantize_per_tensor,
 )
 from lamina.functional.fold import fold, unfold
+from lamina.functional.glu import glu
 from lamina.functional.grid_sample import affine_grid, grid_sample
 from lamina.functional.indexing import (
     argmax,
@@ -138,6 +141,7 @@ from lamina.functional.losses_segmentation import (
 )
 from lamina.functional.losses_ssl import barlow_twins_loss, info_nce_loss, nt_xent_loss, vicreg_loss
 from lamina.functional.losses_vae import gaussian_kl, reparameterize, vae_loss
+from lamina.functional.lp_pool import lp_pool1d, lp_pool2d
 from lamina.functional.math_more import (
     atan2,
     cos,
@@ -183,6 +187,7 @@ from lamina.functional.math_parity import (
     trunc,
 )
 from lamina.functional.padding import pad2d, pixel_shuffle, pixel_unshuffle
+from lamina.functional.padding_nd import pad1d, pad3d
 from lamina.functional.penalties import gradient_penalty
 from lamina.functional.pool3d import avg_pool3d, global_avg_pool3d, max_pool3d
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
@@ -190,7 +195,9 @@ from lamina.functional.recurrent import gru, lstm, simple_rnn
 from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.reduce_more import cumprod, cumsum, logsumexp, norm, prod, std
 from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
+from lamina.functional.rms_norm import rms_norm
 from lamina.functional.rotary import rotary_angles, rotary_embedding
+from lamina.functional.rrelu import rrelu
 from lamina.functional.scan_parity import (
     cummax,
     cummin,
@@ -312,6 +319,7 @@ __all__ = [
     "unique",
     "block_diag", "cartesian_prod", "cross", "diag", "diagflat", "kron", "meshgrid", "movedim", "narrow", "outer",
     "rot90", "tensordot", "tril_indices", "triu_indices", "unflatten", "vander",
+    "conv_transpose1d", "conv_transpose3d", "glu", "lp_pool1d", "lp_pool2d", "pad1d", "pad3d", "rms_norm", "rrelu",
 ]
 __all__ += [  # PyTorch-named math, statistics and scans
     "acos", "acosh", "addcdiv", "addcmul", "allclose", "asin", "asinh", "atan", "atanh", "ceil", "clamp", "copysign",
@@ -319,4 +327,5 @@ __all__ += [  # PyTorch-named math, statistics and scans
     "sinc", "sinh", "trunc", "all", "amax", "amin", "aminmax", "any", "corrcoef", "count_nonzero", "cov", "dist",
     "kthvalue", "median", "mode", "nanmean", "nanmedian", "nanquantile", "nansum", "quantile", "renorm", "std_mean",
     "var_mean", "cumulative_trapezoid", "cummax", "cummin", "diff", "logcumsumexp", "trapezoid",
+    "adaptive_avg_pool3d", "adaptive_max_pool3d",
 ]

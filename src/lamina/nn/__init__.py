@@ -38,6 +38,7 @@ from lamina.nn.activation_extra import (
     Tanhshrink,
     Threshold,
 )
+from lamina.nn.activation_more import GLU, LogSoftmax, RReLU, Softmax2D
 from lamina.nn.adaptive import (
     AdaptiveAvgPool1D,
     AdaptiveAvgPool2D,
@@ -48,6 +49,7 @@ from lamina.nn.adaptive import (
     ReflectionPad2D,
     ReplicationPad2D,
 )
+from lamina.nn.adaptive3d import AdaptiveAvgPool3D, AdaptiveMaxPool3D
 from lamina.nn.attention import AdditiveAttention, Attention
 from lamina.nn.audio import MFCC, AmplitudeToDB, FrequencyMasking, MelSpectrogram, Spectrogram, TimeMasking
 from lamina.nn.augmentation import (
@@ -70,6 +72,7 @@ from lamina.nn.conv1d import AvgPool1D, Conv1D, GlobalAvgPool1D, GlobalMaxPool1D
 from lamina.nn.conv3d import AvgPool3D, Conv3D, GlobalAvgPool3D, MaxPool3D
 from lamina.nn.conv_lstm import ConvLSTM2D
 from lamina.nn.conv_transpose import Conv2DTranspose
+from lamina.nn.conv_transpose_nd import Conv1DTranspose, Conv3DTranspose
 from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.dense import Dense, linear
 from lamina.nn.distance import CosineSimilarity, PairwiseDistance
@@ -96,6 +99,7 @@ from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.lora import LoRAAdapter, LoRADense, apply_lora, lora_state_dict, merge_lora, unmerge_lora
+from lamina.nn.lp_pool import LPPool1D, LPPool2D
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
 from lamina.nn.moe import MixtureOfExperts
@@ -103,13 +107,28 @@ from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
+from lamina.nn.padding import (
+    CircularPad1D,
+    CircularPad2D,
+    CircularPad3D,
+    ConstantPad1D,
+    ConstantPad2D,
+    ConstantPad3D,
+    ReflectionPad1D,
+    ReflectionPad3D,
+    ReplicationPad1D,
+    ReplicationPad3D,
+    ZeroPad1D,
+    ZeroPad3D,
+)
 from lamina.nn.parameter import Parameter
 from lamina.nn.per_sample import PerSampleGradients, per_sample_gradients
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D, MaxUnpool2D
 from lamina.nn.qat import QATConv2D, QATDense, calibrate, fuse_conv_bn, prepare_qat
 from lamina.nn.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
-from lamina.nn.reshape import Flatten, Identity, Reshape
+from lamina.nn.reshape import Flatten, Identity, Reshape, Unflatten
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
+from lamina.nn.rms_norm import RMSNorm
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequential import Sequential
 from lamina.nn.spatial_transformer import SpatialTransformer
@@ -154,4 +173,9 @@ __all__ = [
     "QATConv2D", "QATDense", "calibrate", "fuse_conv_bn", "prepare_qat",
     "BayesianDense", "bayesian_kl", "gaussian_kl", "mc_predict",
     "AmplitudeToDB", "FrequencyMasking", "MFCC", "MelSpectrogram", "Spectrogram", "TimeMasking",
+    "GLU", "LogSoftmax", "RReLU", "Softmax2D", "Conv1DTranspose", "Conv3DTranspose", "LPPool1D", "LPPool2D",
+    "RMSNorm", "Unflatten", "CircularPad1D", "CircularPad2D", "CircularPad3D", "ConstantPad1D", "ConstantPad2D",
+    "ConstantPad3D", "ReflectionPad1D", "ReflectionPad3D", "ReplicationPad1D", "ReplicationPad3D", "ZeroPad1D",
+    "ZeroPad3D",
+    "AdaptiveAvgPool3D", "AdaptiveMaxPool3D",
 ]

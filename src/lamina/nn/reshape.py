@@ -1,5 +1,5 @@
 """Layers that only rearrange values: Flatten (the bridge from the last convolutional
-volume to the fully connected layers, (N, h, w, c) -> (N, h·w·c)) and Reshape."""
+volume to the fully connected layers, (N, h, w, c) -> (N, h·w·c)), Reshape and Unflatten."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from lamina.errors import ShapeError
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["Flatten", "Identity", "Reshape"]
+__all__ = ["Flatten", "Identity", "Reshape", "Unflatten"]
 
 
 @register_layer
@@ -98,3 +98,50 @@ class Identity(Module):
 
     def get_config(self) -> dict:
         return {"name": self.name}
+
+
+@register_layer
+class Unflatten(Module):
+    """One axis of length d_1·d_2·... split into the axes ``shape`` = (d_1, d_2, ...), as
+    PyTorch's Unflatten: ``Unflatten(1, (4, 4, 3))`` takes (N, 48) to (N, 4, 4, 3). ``axis``
+    may be negative but never the batch axis; one entry of ``shape`` may be -1 (inferred)."""
+
+    def __init__(self, axis: int, shape, name: str | None = None):
+        super().__init__(name=name)
+        if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
+            raise ValueError(f"Unflatten: axis must be a non-zero int (axis 0 is the batch), got {axis!r}")
+        self.axis = axis
+        self.shape = tuple(int(n) for n in shape)
+        if not self.shape or sum(n == -1 for n in self.shape) > 1 or any(n < -1 or n == 0 for n in self.shape):
+            raise ValueError(f"Unflatten: shape must hold positive sizes and at most one -1, got {shape!r}")
+
+    def _split(self, input_shape) -> tuple:
+        shape = check_shape_ndim(self, input_shape, tuple(range(2, 9)), "an input shape with a batch axis")
+        axis = self.axis + len(shape) if self.axis < 0 else self.axis
+        if not 1 <= axis < len(shape):
+            raise ShapeError(f"{self._label()}: axis {self.axis} is not a non-batch axis of the input shape {shape}")
+        n = shape[axis]
+        known = math.prod(m for m in self.shape if m != -1)
+        if n is None:
+            parts = tuple(None if m == -1 else m for m in self.shape)
+        elif -1 in self.shape and n % known == 0:
+            parts = tuple(n // known if m == -1 else m for m in self.shape)
+        elif -1 not in self.shape and n == known:
+            parts = self.shape
+        else:
+            raise ShapeError(f"{self._label()}: axis {self.axis} of the input shape {shape} has length {n}, which "
+                             f"cannot be split into {self.shape}")
+        return shape[:axis] + parts + shape[axis + 1:]
+
+    def forward(self, x) -> Tensor:
+        x = as_tensor(x)
+        return F.reshape(x, self._split(tuple(x.shape)))
+
+    def compute_output_shape(self, input_shape):
+        return self._split(input_shape)
+
+    def get_config(self) -> dict:
+        return {"axis": self.axis, "shape": list(self.shape), "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, shape={self.shape}"

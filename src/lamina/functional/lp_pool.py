@@ -1,0 +1,60 @@
+"""Power-average (LP) pooling, as PyTorch's ``F.lp_pool1d`` / ``F.lp_pool2d``: over each
+window of k values,
+
+    y = (sum over the window of x^p)^(1/p),
+
+computed as PyTorch does, from the average pool of x^p times the kernel size k (so a
+ceil-mode window that overhangs the input is scaled as PyTorch scales it). p = 1 is sum
+pooling; large p approaches max pooling. Channel-last: (N, L, C) sequences and (N, H, W, C)
+images. Built from power and average pooling, so its gradients of every order are theirs.
+"""
+
+from __future__ import annotations
+
+import math
+
+from lamina.autograd import Tensor
+from lamina.errors import ShapeError
+from lamina.functional.pooling import avg_pool2d
+from lamina.functional.shape import reshape
+
+__all__ = ["lp_pool1d", "lp_pool2d"]
+
+
+def _norm_type(norm_type, op: str) -> float:
+    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)) or not 0 < norm_type < math.inf:
+        raise ValueError(f"{op}: norm_type must be a positive finite number, got {norm_type!r}")
+    return float(norm_type)
+
+
+def _pair(value, what: str, op: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(f"{op}: {what} must be a positive int or a pair of them, got {value!r}")
+    return pair
+
+
+def lp_pool2d(x: Tensor, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
+    """(sum of x^p over each f_h x f_w window)^(1/p) of NHWC images; ``stride`` defaults to
+    the kernel size."""
+    if x.ndim != 4:
+        raise ShapeError(f"lp_pool2d: expected x of shape (N, H, W, C) (4-D, NHWC), got shape {tuple(x.shape)}")
+    p = _norm_type(norm_type, "lp_pool2d")
+    kernel = _pair(kernel_size, "kernel_size", "lp_pool2d")
+    stride = kernel if stride is None else _pair(stride, "stride", "lp_pool2d")
+    mean = avg_pool2d(x ** p, kernel, stride, 0, ceil_mode)
+    return (mean * float(kernel[0] * kernel[1])) ** (1.0 / p)
+
+
+def lp_pool1d(x: Tensor, norm_type: float, kernel_size: int, stride: int | None = None,
+              ceil_mode: bool = False) -> Tensor:
+    """(sum of x^p over each window of k steps)^(1/p) of (N, L, C) sequences."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+        raise ValueError(f"lp_pool1d: kernel_size must be a positive int, got {kernel_size!r}")
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
+        raise ValueError(f"lp_pool1d: stride must be a positive int or None, got {stride!r}")
+    if x.ndim != 3:
+        raise ShapeError(f"lp_pool1d: expected x of shape (N, L, C) (3-D), got shape {tuple(x.shape)}")
+    images = reshape(x, (x.shape[0], 1, *x.shape[1:]))
+    y = lp_pool2d(images, norm_type, (1, kernel_size), (1, stride or kernel_size), ceil_mode)
+    return reshape(y, (y.shape[0], *y.shape[2:]))
