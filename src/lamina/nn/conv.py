@@ -183,12 +183,7 @@ class _Conv(Module):
         check_window(self, shape)
         fh, fw = self.kernel_size
         w_shape = (filters, fh, fw, c_in // groups)
-        dtype = backend.get_default_dtype()
-        fan_in, fan_out = initializers.fans(w_shape)
-        self.add_parameter("weight", initializers.get(self.kernel_init)(w_shape, fan_in, fan_out, dtype))
-        if self.use_bias:
-            self.add_parameter("bias", initializers.get(self.bias_init)((filters,), fan_in, fan_out, dtype))
-        self.built = True
+        initializers.add_weight_and_bias(self, w_shape, filters)
 
     def forward(self, x) -> Tensor:
         return self.apply_weights(x, self.weight)

@@ -20,7 +20,6 @@ forward and backward passes.
 
 from __future__ import annotations
 
-from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
@@ -198,12 +197,7 @@ class Conv1D(Module):
                              f"(input shape {shape})")
         self._output_steps(shape)
         w_shape = (self.filters, self.kernel_size, c_in // self.groups)
-        dtype = backend.get_default_dtype()
-        fan_in, fan_out = initializers.fans(w_shape)
-        self.add_parameter("weight", initializers.get(self.kernel_init)(w_shape, fan_in, fan_out, dtype))
-        if self.use_bias:
-            self.add_parameter("bias", initializers.get(self.bias_init)((self.filters,), fan_in, fan_out, dtype))
-        self.built = True
+        initializers.add_weight_and_bias(self, w_shape, self.filters)
 
     def forward(self, x) -> Tensor:
         return self.apply_weights(x, self.weight)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.conv3d import conv3d, triple
@@ -153,12 +152,7 @@ class Conv3D(Module):
                              f"(input shape {shape})")
         self._output_dhw(shape)
         w_shape = (self.filters, *self.kernel_size, c_in // self.groups)
-        dtype = backend.get_default_dtype()
-        fan_in, fan_out = initializers.fans(w_shape)
-        self.add_parameter("weight", initializers.get(self.kernel_init)(w_shape, fan_in, fan_out, dtype))
-        if self.use_bias:
-            self.add_parameter("bias", initializers.get(self.bias_init)((self.filters,), fan_in, fan_out, dtype))
-        self.built = True
+        initializers.add_weight_and_bias(self, w_shape, self.filters)
 
     def forward(self, x) -> Tensor:
         return self.apply_weights(x, self.weight)

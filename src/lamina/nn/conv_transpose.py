@@ -8,7 +8,6 @@ Output volume for an (h, w, c_in) input: ((h - 1) s - 2p + f + output_padding, .
 
 from __future__ import annotations
 
-from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.conv_transpose import conv_transpose2d
@@ -73,12 +72,7 @@ class Conv2DTranspose(Module):
         self._output_hw(shape)
         fh, fw = self.kernel_size
         w_shape = (c_in, fh, fw, self.filters)
-        dtype = backend.get_default_dtype()
-        fan_in, fan_out = initializers.fans(w_shape)
-        self.add_parameter("weight", initializers.get(self.kernel_init)(w_shape, fan_in, fan_out, dtype))
-        if self.use_bias:
-            self.add_parameter("bias", initializers.get(self.bias_init)((self.filters,), fan_in, fan_out, dtype))
-        self.built = True
+        initializers.add_weight_and_bias(self, w_shape, self.filters)
 
     def _output_hw(self, shape) -> tuple[int | None, int | None]:
         outs = tuple(transpose_output_length(shape[1 + axis], self.kernel_size[axis], self.stride[axis],

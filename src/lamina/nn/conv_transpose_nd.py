@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.conv_transpose_nd import conv_transpose1d, conv_transpose3d, conv_transpose_output_length
@@ -86,12 +85,7 @@ class _ConvTransposeND(Module):
                              f"{tuple(shape)}")
         self._output_sizes(shape)
         w_shape = (c_in, *self.kernel_size, self.filters // self.groups)
-        dtype = backend.get_default_dtype()
-        fan_in, fan_out = initializers.fans(w_shape)
-        self.add_parameter("weight", initializers.get(self.kernel_init)(w_shape, fan_in, fan_out, dtype))
-        if self.use_bias:
-            self.add_parameter("bias", initializers.get(self.bias_init)((self.filters,), fan_in, fan_out, dtype))
-        self.built = True
+        initializers.add_weight_and_bias(self, w_shape, self.filters)
 
     def _check_channels(self, shape) -> None:
         c = shape[-1]

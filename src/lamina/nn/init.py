@@ -97,6 +97,18 @@ def _meta_aware(fn: Callable) -> Callable:
     return initializer
 
 
+def add_weight_and_bias(layer, w_shape: tuple[int, ...], units: int) -> None:
+    """Give a layer its ``weight`` of ``w_shape``, drawn by its ``kernel_init`` from the fans of
+    that shape, and, when it ``use_bias``, a ``bias`` of ``units`` values drawn by its
+    ``bias_init``; then mark it built."""
+    dtype = backend.get_default_dtype()
+    fan_in, fan_out = fans(w_shape)
+    layer.add_parameter("weight", get(layer.kernel_init)(w_shape, fan_in, fan_out, dtype))
+    if layer.use_bias:
+        layer.add_parameter("bias", get(layer.bias_init)((units,), fan_in, fan_out, dtype))
+    layer.built = True
+
+
 def fans(shape) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight of ``shape``.
 
