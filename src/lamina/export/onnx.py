@@ -5,7 +5,9 @@ The exporter walks the model's layers in order and writes each as ONNX nodes, it
 as initializers: a ``Sequential`` of the built-in layers, with nested ``Sequential``\\ s and
 the zoo's blocks (``ConvBN``, ResNet's residual blocks, the Inception modules and other
 branching networks joined by ``Add`` or ``Concatenate``), so LeNet, AlexNet, MobileNet,
-GoogLeNet, Inception-v3 and the ResNets export; recurrent layers (SimpleRNN, GRU, LSTM,
+GoogLeNet, Inception-v3 and the ResNets export, as do MobileNet v3, EfficientNet, ConvNeXt,
+SqueezeNet, ShuffleNet v2, RegNet and the FCN / DeepLabv3 segmentation models
+(:mod:`lamina.export.onnx_zoo_layers`; Swin Transformers do not); recurrent layers (SimpleRNN, GRU, LSTM,
 Bidirectional) become ONNX's RNN operators, and Transformer encoder layers are written out
 from MatMul and Softmax. The graph reads and writes what the lamina model does: images NHWC
 (batch, h, w, c), any batch size; sequences (batch, time, features) or word ids, any length.
@@ -35,6 +37,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_recurrent,
     onnx_sequence_layers,
     onnx_spatial_layers,
+    onnx_zoo_layers,
 )
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 from lamina.io.atomic import write_bytes_atomic
