@@ -55,6 +55,7 @@ from lamina.functional.fake_quantize import (
     fake_quantize_per_tensor,
 )
 from lamina.functional.fold import fold, unfold
+from lamina.functional.fractional_pool import fractional_max_pool2d, fractional_max_pool2d_with_indices
 from lamina.functional.glu import glu
 from lamina.functional.grid_sample import affine_grid, grid_sample
 from lamina.functional.indexing import (
@@ -279,6 +280,12 @@ from lamina.functional.stats_parity import (
     var_mean,
 )
 from lamina.functional.unpool import max_pool2d_with_indices, max_unpool2d
+from lamina.functional.unpool_nd import (
+    max_pool1d_with_indices,
+    max_pool3d_with_indices,
+    max_unpool1d,
+    max_unpool3d,
+)
 
 _tensor_methods.install()
 
@@ -300,6 +307,8 @@ __all__ = [
     "celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink", "threshold",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "pad2d",
     "pixel_shuffle", "pixel_unshuffle", "fold", "unfold", "max_pool2d_with_indices", "max_unpool2d", "interpolate",
+    "fractional_max_pool2d", "fractional_max_pool2d_with_indices", "max_pool1d_with_indices",
+    "max_pool3d_with_indices", "max_unpool1d", "max_unpool3d",
     "cosine_similarity_loss", "gaussian_nll_loss", "hinge_embedding_loss", "kl_div", "log_cosh",
     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "multilabel_margin_loss",
     "multilabel_soft_margin_loss", "poisson", "poisson_nll_loss", "soft_margin_loss", "squared_hinge",

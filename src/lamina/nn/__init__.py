@@ -6,7 +6,7 @@ themselves with ``get_config()`` for saving architectures (:func:`layer_to_confi
 :func:`layer_from_config`, :func:`register_layer` for your own layers).
 """
 
-from lamina.nn import init, prune, qat, quantize
+from lamina.nn import init, parametrize, prune, qat, quantize
 from lamina.nn.activation import (
     ACTIVATIONS,
     ELU,
@@ -50,6 +50,7 @@ from lamina.nn.adaptive import (
     ReplicationPad2D,
 )
 from lamina.nn.adaptive3d import AdaptiveAvgPool3D, AdaptiveMaxPool3D
+from lamina.nn.adaptive_softmax import AdaptiveLogSoftmaxWithLoss
 from lamina.nn.attention import AdditiveAttention, Attention
 from lamina.nn.audio import MFCC, AmplitudeToDB, FrequencyMasking, MelSpectrogram, Spectrogram, TimeMasking
 from lamina.nn.augmentation import (
@@ -81,6 +82,7 @@ from lamina.nn.embedding import Embedding, embedding
 from lamina.nn.embedding_bag import EmbeddingBag, embedding_bag
 from lamina.nn.flat_parameters import parameters_to_vector, vector_to_parameters
 from lamina.nn.fold import Fold, Unfold
+from lamina.nn.fractional_pool import FractionalMaxPool2D
 from lamina.nn.functional_call import functional_call
 from lamina.nn.functional_model import Input, Model
 from lamina.nn.graph import (
@@ -107,6 +109,7 @@ from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
+from lamina.nn.orthogonal import orthogonal
 from lamina.nn.padding import (
     CircularPad1D,
     CircularPad2D,
@@ -130,12 +133,14 @@ from lamina.nn.reshape import Flatten, Identity, Reshape, Unflatten
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 from lamina.nn.rms_norm import RMSNorm
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
+from lamina.nn.sequence_utils import pad_sequence
 from lamina.nn.sequential import Sequential
 from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.stochastic_depth import StochasticDepth, stochastic_depth
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
 from lamina.nn.transformer_decoder import TransformerDecoderLayer, from_torch_state_dict
 from lamina.nn.transformer_model import Transformer, TransformerDecoder, TransformerEncoder
+from lamina.nn.unpool_nd import MaxUnpool1D, MaxUnpool3D
 from lamina.nn.upsample import Upsample
 from lamina.nn.weight_norms import SpectralNorm, WeightNorm
 from lamina.nn.wrappers import TimeDistributed
@@ -178,4 +183,6 @@ __all__ = [
     "ConstantPad3D", "ReflectionPad1D", "ReflectionPad3D", "ReplicationPad1D", "ReplicationPad3D", "ZeroPad1D",
     "ZeroPad3D",
     "AdaptiveAvgPool3D", "AdaptiveMaxPool3D",
+    "AdaptiveLogSoftmaxWithLoss", "FractionalMaxPool2D", "MaxUnpool1D", "MaxUnpool3D", "orthogonal", "pad_sequence",
+    "parametrize",
 ]

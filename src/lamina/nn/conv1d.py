@@ -23,6 +23,7 @@ from __future__ import annotations
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.functional.unpool_nd import max_pool1d_with_indices
 from lamina.nn import init as initializers
 from lamina.nn.activation import activate_fresh, activation_config, get_activation
 from lamina.nn.layer import check_shape_ndim, input_error, positive_int, register_layer
@@ -331,9 +332,29 @@ class _Pool1D(Module):
 @register_layer
 class MaxPool1D(_Pool1D):
     """Max pooling over steps: each output is the largest value of its window, per channel
-    (padding counts as -inf); the gradient goes to that element (the first one on ties)."""
+    (padding counts as -inf); the gradient goes to that element (the first one on ties).
+    With ``return_indices`` the layer returns (output, indices), the steps of the maxima that
+    :class:`lamina.nn.MaxUnpool1D` takes."""
 
     _kernel_name = "max_pool2d"
+
+    def __init__(self, pool_size=2, stride=None, padding=0, ceil_mode: bool = False, return_indices: bool = False,
+                 name: str | None = None):
+        super().__init__(pool_size, stride, padding, ceil_mode, name=name)
+        self.return_indices = bool(return_indices)
+
+    def forward(self, x):
+        if not self.return_indices:
+            return super().forward(x)
+        x = _checked(self, x)
+        self._output_steps(x.shape)
+        return max_pool1d_with_indices(x, self.pool_size, self.stride, self.padding, self.ceil_mode)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        if self.return_indices:
+            config["return_indices"] = True
+        return config
 
 
 @register_layer

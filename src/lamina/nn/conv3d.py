@@ -20,6 +20,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.conv3d import conv3d, triple
 from lamina.functional.pool3d import avg_pool3d, global_avg_pool3d, max_pool3d
+from lamina.functional.unpool_nd import max_pool3d_with_indices
 from lamina.nn import init as initializers
 from lamina.nn.activation import activate_fresh, activation_config, get_activation
 from lamina.nn.layer import check_shape_ndim, input_error, positive_int, register_layer
@@ -279,9 +280,29 @@ class _Pool3D(Module):
 @register_layer
 class MaxPool3D(_Pool3D):
     """Max pooling: each output is the largest value of its window, per channel (padding
-    counts as -inf); the gradient goes to that element (the first one on ties)."""
+    counts as -inf); the gradient goes to that element (the first one on ties). With
+    ``return_indices`` the layer returns (output, indices), the flat positions of the maxima
+    that :class:`lamina.nn.MaxUnpool3D` takes."""
 
     _kernel = staticmethod(max_pool3d)
+
+    def __init__(self, pool_size=2, stride=None, padding=0, return_indices: bool = False, name: str | None = None):
+        super().__init__(pool_size, stride, padding, name=name)
+        self.return_indices = bool(return_indices)
+
+    def forward(self, x):
+        if not self.return_indices:
+            return super().forward(x)
+        x = as_tensor(x)
+        _check_volumes(self, x)
+        self._output_dhw(x.shape)
+        return max_pool3d_with_indices(x, self.pool_size, self.stride, self.padding)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        if self.return_indices:
+            config["return_indices"] = True
+        return config
 
 
 @register_layer

@@ -1,0 +1,61 @@
+"""``FractionalMaxPool2D``: max pooling by a non-integer factor over pseudo-random windows
+(Graham, 2014), as ``torch.nn.FractionalMaxPool2d``, on NHWC batches
+(:mod:`lamina.functional.fractional_pool` gives the window sequence)."""
+
+from __future__ import annotations
+
+from lamina.functional.fractional_pool import fractional_max_pool2d_with_indices, fractional_output_size
+from lamina.functional.im2col import pair
+from lamina.nn.layer import check_shape_ndim, input_error, register_layer
+from lamina.nn.module import Module, as_tensor
+
+__all__ = ["FractionalMaxPool2D"]
+
+
+@register_layer
+class FractionalMaxPool2D(Module):
+    """Each output is the maximum of a ``kernel_size`` window; the windows start at a
+    pseudo-random increasing sequence that maps H x W onto ``output_size`` (h_out, w_out), or
+    onto int(H r_h) x int(W r_w) for ``output_ratio`` (r_h, r_w) in (0, 1). One sample
+    u in [0, 1) per (sample, channel) and axis, drawn from ``lamina.backend.rng()`` at each
+    call (in training and evaluation alike, as PyTorch), fixes the sequence; ``forward(x,
+    _random_samples=u)`` with u of shape (N, C, 2) (PyTorch's layout: [..., 0] the width's,
+    [..., 1] the height's) fixes it by hand. With ``return_indices`` the layer returns
+    (output, indices), the flat row * W + col positions of the maxima (for MaxUnpool2D)."""
+
+    def __init__(self, kernel_size, output_size=None, output_ratio=None, return_indices: bool = False,
+                 name: str | None = None):
+        super().__init__(name=name)
+        self.kernel_size = pair(kernel_size, "kernel_size", "FractionalMaxPool2D")
+        if min(self.kernel_size) < 1:
+            raise ValueError(f"FractionalMaxPool2D: kernel_size must be positive, got {kernel_size!r}")
+        fractional_output_size((1, 1), output_size, output_ratio, "FractionalMaxPool2D")
+        self.output_size = None if output_size is None else pair(output_size, "output_size", "FractionalMaxPool2D")
+        self.output_ratio = None if output_ratio is None else tuple(
+            float(r) for r in (output_ratio if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * 2))
+        self.return_indices = bool(return_indices)
+
+    def forward(self, x, _random_samples=None):
+        x = as_tensor(x)
+        if x.ndim != 4:
+            raise input_error(self, x, "a 4-D NHWC batch (batch, height, width, channels)")
+        out, indices = fractional_max_pool2d_with_indices(x, self.kernel_size, self.output_size, self.output_ratio,
+                                                          _random_samples)
+        return (out, indices) if self.return_indices else out
+
+    def compute_output_shape(self, input_shape):
+        shape = check_shape_ndim(self, input_shape, 4, "a 4-D NHWC shape (batch, height, width, channels)")
+        if self.output_size is not None:
+            return (shape[0], *self.output_size, shape[3])
+        hw = tuple(None if n is None else int(n * r) for n, r in zip(shape[1:3], self.output_ratio))
+        return (shape[0], *hw, shape[3])
+
+    def get_config(self) -> dict:
+        return {"kernel_size": list(self.kernel_size),
+                "output_size": None if self.output_size is None else list(self.output_size),
+                "output_ratio": None if self.output_ratio is None else list(self.output_ratio),
+                "return_indices": self.return_indices, "name": self.name}
+
+    def extra_repr(self) -> str:
+        target = f"output_size={self.output_size}" if self.output_size else f"output_ratio={self.output_ratio}"
+        return f"kernel_size={self.kernel_size}, {target}"
