@@ -362,3 +362,15 @@ def test_pad_sequence_errors():
         nn.pad_sequence([np.ones((2, 3)), np.ones((2, 4))])
     with pytest.raises(ValueError, match="padding_side"):
         nn.pad_sequence([np.ones(2)], padding_side="middle")
+
+
+def test_a_parametrized_layer_config_is_refused_with_the_way_out():
+    from lamina.nn.layer import layer_to_config
+
+    layer = nn.Dense(3)
+    layer.build((None, 3))
+    nn.orthogonal(layer)
+    with pytest.raises(ValueError, match=r"has parametrizations \(weight\).*state_dict.*remove_parametrizations"):
+        layer_to_config(layer)
+    nn.parametrize.remove_parametrizations(layer, "weight")
+    assert layer_to_config(layer)["class_name"] == "Dense"

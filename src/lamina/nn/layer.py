@@ -45,6 +45,13 @@ def registered_layers() -> dict[str, type[Module]]:
 def layer_to_config(layer: Module) -> dict:
     """``{"class_name": ..., "config": layer.get_config()}`` for a registered layer."""
     class_name = next((k for k, v in _REGISTRY.items() if v is type(layer)), None)
+    parametrized = sorted(getattr(type(layer), "_parametrized_names", None) or ())
+    if class_name is None and parametrized:
+        raise ValueError(
+            f"layer_to_config: {layer._label()} has parametrizations ({', '.join(parametrized)}), "
+            "which an architecture config cannot hold; save its state_dict, or call "
+            "nn.parametrize.remove_parametrizations first"
+        )
     if class_name is None:
         raise ValueError(
             f"layer_to_config: {type(layer).__name__} is not registered; decorate the class with "
