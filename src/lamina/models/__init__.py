@@ -20,7 +20,9 @@ Layouts follow the published models so that published weights map onto them:
   :func:`squeezenet1_0`, :func:`squeezenet1_1` (Fire modules), :func:`shufflenet_v2_x0_5` ..
   :func:`shufflenet_v2_x2_0` (channel split and shuffle), :func:`mobilenet_v3_small`,
   :func:`mobilenet_v3_large` (squeeze-and-excitation, hard swish), :func:`efficientnet_b0` ..
-  :func:`efficientnet_b7` (MBConv, compound scaling, stochastic depth) and
+  :func:`efficientnet_b7` (MBConv, compound scaling, stochastic depth),
+  :func:`efficientnet_v2_s` .. :func:`efficientnet_v2_l` (FusedMBConv then MBConv stages),
+  :func:`mnasnet0_5` .. :func:`mnasnet1_3` (searched inverted residual stacks) and
   :func:`convnext_tiny` .. :func:`convnext_large` (7x7 depthwise convs, LayerNorm, layer
   scale): torchvision's layouts, names and parameter counts.
 * :func:`regnet_y_400mf` .. :func:`regnet_y_128gf`, :func:`regnet_x_400mf` ..
@@ -32,7 +34,12 @@ Layouts follow the published models so that published weights map onto them:
   torchvision's layouts, names and parameter counts.
 * :func:`unet`: U-Net for segmentation (per-pixel logits; 'same' or the paper's 'valid'
   padding); :func:`vit` and :func:`vit_b_16`: the Vision Transformer (patches, a class
-  token, pre-norm encoder layers), vit_b_16 with torchvision's parameter count.
+  token, pre-norm encoder layers); :func:`vit_b_16`, :func:`vit_b_32`, :func:`vit_l_16`,
+  :func:`vit_l_32`, :func:`vit_h_14` with torchvision's sizes and parameter counts.
+* :func:`r3d_18`, :func:`mc3_18`, :func:`r2plus1d_18` (:func:`video_resnet`): video
+  classifiers on NDHWC clips (3-D, mixed and (2+1)-D convolutions), torchvision's
+  ``models.video`` layouts, names and parameter counts; :func:`s3d` (an Inception network
+  of separable spatial + temporal convolutions) likewise.
 * :func:`rnn_language_model`, :func:`rnn_classifier`, :func:`transformer_language_model`:
   models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
   with attention of the notes' translation model.
@@ -71,6 +78,7 @@ from lamina.models.convnext import (
 from lamina.models.densenet import DenseBlock, DenseLayer, densenet, densenet121, densenet169, densenet201
 from lamina.models.detector import grid_detector
 from lamina.models.efficientnet import (
+    FusedMBConv,
     MBConv,
     efficientnet,
     efficientnet_b0,
@@ -81,6 +89,10 @@ from lamina.models.efficientnet import (
     efficientnet_b5,
     efficientnet_b6,
     efficientnet_b7,
+    efficientnet_v2,
+    efficientnet_v2_l,
+    efficientnet_v2_m,
+    efficientnet_v2_s,
 )
 from lamina.models.flows import (
     ActNorm,
@@ -107,6 +119,7 @@ from lamina.models.inception import (
     InceptionV3Aux,
     inception_v3,
 )
+from lamina.models.mnasnet import MnasNetBlock, mnasnet, mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3
 from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
@@ -147,6 +160,7 @@ from lamina.models.resnet import (
     wide_resnet50_2,
     wide_resnet101_2,
 )
+from lamina.models.s3d import ConvBN3D, SepInceptionBlock3D, TemporalSeparableConv, s3d
 from lamina.models.segmentation import (
     ASPP,
     SegmentationModel,
@@ -172,7 +186,17 @@ from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transfer import transfer
 from lamina.models.unet import DoubleConv, UNet, unet
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
-from lamina.models.vit import ClassTokenEmbedding, VisionTransformer, vit, vit_b_16
+from lamina.models.video import Conv2Plus1D, VideoBasicBlock, mc3_18, midplanes, r2plus1d_18, r3d_18, video_resnet
+from lamina.models.vit import (
+    ClassTokenEmbedding,
+    VisionTransformer,
+    vit,
+    vit_b_16,
+    vit_b_32,
+    vit_h_14,
+    vit_l_16,
+    vit_l_32,
+)
 from lamina.models.word2vec import SkipGram, negative_sampling_loss
 
 __all__ = [
@@ -202,4 +226,9 @@ __all__ = [
     "regnet_x_16gf", "regnet_x_32gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf",
     "regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_y_400mf", "regnet_y_800mf",
     "PatchMerging", "ShiftedWindowAttention", "SwinTransformerBlock", "swin", "swin_b", "swin_s", "swin_t",
+    "Conv2Plus1D", "VideoBasicBlock", "mc3_18", "midplanes", "r2plus1d_18", "r3d_18", "video_resnet",
+    "ConvBN3D", "SepInceptionBlock3D", "TemporalSeparableConv", "s3d",
+    "FusedMBConv", "efficientnet_v2", "efficientnet_v2_l", "efficientnet_v2_m", "efficientnet_v2_s",
+    "MnasNetBlock", "mnasnet", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
+    "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32",
 ]

@@ -5,6 +5,7 @@ The zoo models name their layers as torchvision does ('features.0', 'layer1.0.co
 is the lamina key; only the layouts differ:
 
 * convolution weights: PyTorch (out, in / groups, f_h, f_w) -> lamina (K, f_h, f_w, c_in / groups);
+  3-D ones (out, in / groups, f_d, f_h, f_w) -> (K, f_d, f_h, f_w, c_in / groups);
 * ``Linear`` weights: (out, in) -> Dense (in, out);
 * the first Linear after a flatten of a C x H x W feature map (VGG's classifier.0,
   GoogLeNet's auxiliary fc1) reads its inputs in (C, H, W) order while lamina's Flatten of
@@ -94,6 +95,8 @@ def _expected_torch_shape(module: Module, attr: str, shape: tuple, chw) -> tuple
         return (*shape, 1, 1)
     if len(shape) == 4:  # (K, fh, fw, cg) -> (K, cg, fh, fw)
         return (shape[0], shape[3], shape[1], shape[2])
+    if len(shape) == 5:  # Conv3D (K, fd, fh, fw, cg) -> (K, cg, fd, fh, fw)
+        return (shape[0], shape[4], *shape[1:4])
     if isinstance(module, Dense) and attr == "weight":
         return (shape[1], shape[0])
     return tuple(shape)
@@ -104,6 +107,8 @@ def _convert(module: Module, attr: str, value: np.ndarray, chw) -> np.ndarray:
         return value.reshape(value.shape[:-2])
     if value.ndim == 4:
         return value.transpose(0, 2, 3, 1)
+    if value.ndim == 5:
+        return value.transpose(0, 2, 3, 4, 1)
     if isinstance(module, Dense) and attr == "weight":
         if chw is not None and chw[0] * chw[1] > 1:
             h, w, c = chw

@@ -18,7 +18,9 @@ image; the position embedding is the only thing telling the patches' places apar
 
 :func:`vit_b_16` is ViT-Base/16 with torchvision's sizes (LayerNorm eps 1e-6, biases in the
 attention projections): 86,567,656 parameters with 1000 classes at 224x224x3; the defaults
-of :func:`vit` are ViT-Base's sizes. Unlike torchvision's, ``dropout`` also acts on the
+of :func:`vit` are ViT-Base's sizes. The other torchvision variants (:data:`VIT_CONFIGS`;
+parameters with 1000 classes at 224x224x3): vit_b_32 88,224,232; vit_l_16 304,326,632;
+vit_l_32 306,535,400; vit_h_14 632,045,800. Unlike torchvision's, ``dropout`` also acts on the
 attention weights (lamina's encoder layer has one rate for both).
 """
 
@@ -33,9 +35,17 @@ from lamina.nn import init as initializers
 from lamina.nn.layer import check_shape_ndim, input_error, pair, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["ClassTokenEmbedding", "VisionTransformer", "vit", "vit_b_16"]
+__all__ = ["VIT_CONFIGS", "ClassTokenEmbedding", "VisionTransformer", "vit", "vit_b_16", "vit_b_32", "vit_h_14",
+           "vit_l_16", "vit_l_32"]
 
 POSITION_STD = 0.02  # the position embedding starts N(0, 0.02^2), as torchvision's
+
+# variant -> (patch size, d_model, depth, num_heads, mlp_dim)
+VIT_CONFIGS: dict[str, tuple[int, int, int, int, int]] = {
+    "b_16": (16, 768, 12, 12, 3072), "b_32": (32, 768, 12, 12, 3072),
+    "l_16": (16, 1024, 24, 16, 4096), "l_32": (32, 1024, 24, 16, 4096),
+    "h_14": (14, 1280, 32, 16, 5120),
+}
 
 
 @register_layer
@@ -190,9 +200,46 @@ def vit(image_size, patch_size, num_classes: int = 1000, d_model: int = 768, dep
     return finish(model, input_shape)
 
 
+def _variant(variant: str, num_classes: int, image_size, dropout: float,
+             classifier_activation: str | None) -> VisionTransformer:
+    patch, d_model, depth, num_heads, mlp_dim = VIT_CONFIGS[variant]
+    model = vit(image_size, patch, num_classes, d_model=d_model, depth=depth, num_heads=num_heads, mlp_dim=mlp_dim,
+                dropout=dropout, channels=3, classifier_activation=classifier_activation)
+    model.name = f"vit_{variant}"
+    return model
+
+
 def vit_b_16(num_classes: int = 1000, image_size=224, dropout: float = 0.0,
              classifier_activation: str | None = None) -> VisionTransformer:
     """ViT-Base/16 (unbuilt): 16x16 patches of 224x224x3 images, 12 layers of width 768 with 12
     heads and MLPs of 3072 units; 86,567,656 parameters with 1000 classes, as torchvision's."""
-    return vit(image_size, 16, num_classes, d_model=768, depth=12, num_heads=12, mlp_dim=3072, dropout=dropout,
-               channels=3, classifier_activation=classifier_activation)
+    return _variant("b_16", num_classes, image_size, dropout, classifier_activation)
+
+
+def vit_b_32(num_classes: int = 1000, image_size=224, dropout: float = 0.0,
+             classifier_activation: str | None = None) -> VisionTransformer:
+    """ViT-Base/32 (unbuilt): ViT-Base on 32x32 patches; 88,224,232 parameters with 1000 classes
+    at 224x224 (about 4.4 G multiply-adds)."""
+    return _variant("b_32", num_classes, image_size, dropout, classifier_activation)
+
+
+def vit_l_16(num_classes: int = 1000, image_size=224, dropout: float = 0.0,
+             classifier_activation: str | None = None) -> VisionTransformer:
+    """ViT-Large/16 (unbuilt): 24 layers of width 1024 with 16 heads and MLPs of 4096 units on
+    16x16 patches; 304,326,632 parameters with 1000 classes at 224x224 (about 61.6 G multiply-adds)."""
+    return _variant("l_16", num_classes, image_size, dropout, classifier_activation)
+
+
+def vit_l_32(num_classes: int = 1000, image_size=224, dropout: float = 0.0,
+             classifier_activation: str | None = None) -> VisionTransformer:
+    """ViT-Large/32 (unbuilt): ViT-Large on 32x32 patches; 306,535,400 parameters with 1000
+    classes at 224x224 (about 15.4 G multiply-adds)."""
+    return _variant("l_32", num_classes, image_size, dropout, classifier_activation)
+
+
+def vit_h_14(num_classes: int = 1000, image_size=224, dropout: float = 0.0,
+             classifier_activation: str | None = None) -> VisionTransformer:
+    """ViT-Huge/14 (unbuilt): 32 layers of width 1280 with 16 heads and MLPs of 5120 units on
+    14x14 patches; 632,045,800 parameters with 1000 classes at 224x224 (about 167.3 G
+    multiply-adds). Build it under :func:`lamina.nn.init.meta` to count without allocating."""
+    return _variant("h_14", num_classes, image_size, dropout, classifier_activation)
