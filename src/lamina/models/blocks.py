@@ -130,13 +130,17 @@ class Block(Module):
 
 
 class PathBlock(Block):
-    """A block whose sub-layers form one chain, listed by :meth:`_path` in order."""
+    """A block whose sub-layers form one chain, listed by :meth:`_path` in order; its input
+    is checked by :meth:`_input_shape` (an NHWC map unless a subclass says otherwise)."""
 
     def _path(self) -> tuple:
         raise NotImplementedError
 
+    def _input_shape(self, shape) -> Shape:
+        return nhwc(self, shape)
+
     def trace(self, shape, step):
-        shape = nhwc(self, shape)
+        shape = self._input_shape(shape)
         for layer in self._path():
             shape = step(layer, shape)
         return shape

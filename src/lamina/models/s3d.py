@@ -21,7 +21,7 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.blocks import Block, classifier_layers
+from lamina.models.blocks import Block, PathBlock, classifier_layers
 from lamina.models.video import check_clip_shape, ndhwc
 from lamina.nn.layer import register_layer
 from lamina.nn.module import Module
@@ -36,7 +36,7 @@ def _triple(value) -> tuple[int, int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * 3
 
 
-class _NumberedPath(Block):
+class _NumberedPath(PathBlock):
     """Sub-layers named '0', '1', ... run in order (torchvision's ``nn.Sequential`` keys)."""
 
     def _set_path(self, *layers: Module) -> None:
@@ -47,16 +47,8 @@ class _NumberedPath(Block):
     def _path(self) -> list[Module]:
         return [self._modules[str(k)] for k in range(self._length)]
 
-    def trace(self, shape, step):
-        shape = ndhwc(self, shape)
-        for layer in self._path():
-            shape = step(layer, shape)
-        return shape
-
-    def forward(self, x) -> Tensor:
-        for layer in self._path():
-            x = layer(x)
-        return x
+    def _input_shape(self, shape):
+        return ndhwc(self, shape)
 
 
 @register_layer

@@ -33,7 +33,7 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.blocks import Block, classifier_layers
+from lamina.models.blocks import Block, PathBlock, classifier_layers
 from lamina.nn.layer import check_shape_ndim, register_layer
 from lamina.nn.module import Module
 
@@ -76,7 +76,7 @@ def _check_conv_type(conv_type, what: str) -> str:
 
 
 @register_layer
-class Conv2Plus1D(Block):
+class Conv2Plus1D(PathBlock):
     """A 3x3x3 convolution factored into space and time (torchvision's ``Conv2Plus1D``):
 
         conv 1x3x3 (``midplanes``, stride (1, s, s), padding (0, 1, 1)) - BN - ReLU
@@ -103,16 +103,8 @@ class Conv2Plus1D(Block):
     def _path(self) -> list[Module]:
         return [self._modules[key] for key in ("0", "1", "2", "3")]
 
-    def trace(self, shape, step):
-        shape = ndhwc(self, shape)
-        for layer in self._path():
-            shape = step(layer, shape)
-        return shape
-
-    def forward(self, x) -> Tensor:
-        for layer in self._path():
-            x = layer(x)
-        return x
+    def _input_shape(self, shape):
+        return ndhwc(self, shape)
 
     def get_config(self) -> dict:
         return {"filters": self.filters, "midplanes": self.midplanes, "stride": self.stride, "name": self.name}
