@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch_zoo
 from torch import nn as tnn
+from zoo_checks import eval_output, random_inputs
 
 import lamina
 from helpers import assert_close
@@ -121,19 +122,9 @@ class TorchDenseNet(tnn.Module):
         return self.classifier(torch.flatten(out, 1))
 
 
-def _images(shape, seed):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
 def _torch_out(tmodel, x_nhwc):
     with torch.no_grad():
         return tmodel(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2).copy())).numpy()
-
-
-def _lamina_out(model, x):
-    model.eval()
-    with lamina.no_grad():
-        return model(lamina.tensor(x)).numpy()
 
 
 # -- architecture --------------------------------------------------------------------------------
@@ -193,8 +184,8 @@ def test_mobilenet_v2_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(TorchMobileNetV2(num_classes=10, width_mult=0.35), seed=1)
     model = mobilenet_v2(num_classes=10, width_mult=0.35, input_shape=(32, 32, 3))
     load_torchvision_state_dict(model, tmodel.state_dict())  # strict: the key sets are equal
-    x = _images((2, 32, 32, 3), 0) * 2
-    assert_close(_lamina_out(model, x), _torch_out(tmodel, x), 1e-5, "mobilenet_v2(0.35) logits")
+    x = random_inputs((2, 32, 32, 3), 0) * 2
+    assert_close(eval_output(model, x), _torch_out(tmodel, x), 1e-5, "mobilenet_v2(0.35) logits")
 
 
 def test_densenet_matches_torch_with_loaded_weights():
@@ -202,8 +193,8 @@ def test_densenet_matches_torch_with_loaded_weights():
     model = densenet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=4, num_classes=5,
                      input_shape=(32, 32, 3))
     load_torchvision_state_dict(model, tmodel.state_dict())
-    x = _images((3, 32, 32, 3), 1)
-    assert_close(_lamina_out(model, x), _torch_out(tmodel, x), 1e-5, "densenet logits")
+    x = random_inputs((3, 32, 32, 3), 1)
+    assert_close(eval_output(model, x), _torch_out(tmodel, x), 1e-5, "densenet logits")
 
 
 def test_densenet_training_step_matches_torch():
@@ -212,7 +203,7 @@ def test_densenet_training_step_matches_torch():
     model = densenet(growth_rate=4, block_config=(3,), num_init_features=6, bn_size=2, num_classes=4,
                      input_shape=(16, 16, 3))
     load_torchvision_state_dict(model, tmodel.state_dict())
-    x, labels = _images((4, 16, 16, 3), 2), np.array([0, 3, 1, 2])
+    x, labels = random_inputs((4, 16, 16, 3), 2), np.array([0, 3, 1, 2])
     model.train()
     loss = lamina.functional.categorical_cross_entropy(model(lamina.tensor(x)), labels, from_logits=True)
     loss.backward()
@@ -238,14 +229,14 @@ SMALL = [
 @pytest.mark.parametrize("name, build", SMALL, ids=[n for n, _ in SMALL])
 def test_config_round_trip_and_save_load(tmp_path, name, build):
     model = build()
-    x = _images((2, 16, 16, 3), 3)
-    expected = _lamina_out(model, x)
+    x = random_inputs((2, 16, 16, 3), 3)
+    expected = eval_output(model, x)
     clone = layer_from_config(layer_to_config(model))
     clone.build(model.build_input_shape)
     assert {k: v.shape for k, v in clone.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
     path = tmp_path / f"{name}.safetensors"
     lamina.save(model, path)
-    np.testing.assert_array_equal(_lamina_out(lamina.load(path), x), expected)
+    np.testing.assert_array_equal(eval_output(lamina.load(path), x), expected)
 
 
 def test_bad_arguments_and_shapes():

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch_zoo
 import torch_zoo_mnasnet_v2 as tm
-from test_zoo_regnet_swin import _compare_block, _lamina_out
+from test_zoo_regnet_swin import _compare_block
+from zoo_checks import check_config_and_save_load, check_published_size, eval_output, random_inputs
 
 import lamina
 from helpers import assert_close, randn
 from lamina import models
 from lamina.analysis import summary
 from lamina.models import FusedMBConv, MBConv, MnasNetBlock, load_torchvision_state_dict
-from lamina.nn import init, layer_from_config, layer_to_config
+from lamina.nn import layer_from_config, layer_to_config
 
 # name -> (parameters with 1000 classes, torchvision's GFLOPS at the builder's default resolution)
 PUBLISHED = {
@@ -26,22 +27,11 @@ PUBLISHED = {
 }
 
 
-def _images(shape, seed):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
 # -- architecture --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_torchvision_parameter_counts_and_gflops(name):
     params, gflops = PUBLISHED[name]
-    model = getattr(models, name)()
-    assert not model.built and model.parameters() == []
-    assert model.compute_output_shape(model.input_shape) == (None, 1000)
-    with init.meta():  # counted without allocating (vit_h_14 would take 2.5 GB)
-        model.build(model.input_shape)
-    assert model.num_parameters() == params
-    macs = summary(getattr(models, name)).total_macs / 1e9
-    assert abs(macs - gflops) <= 0.006 + 0.002 * gflops, macs
+    check_published_size(name, params, gflops)
 
 
 def test_mnasnet_structure():
@@ -84,19 +74,19 @@ def _check_loaded(model, tmodel, x, what, rtol=1e-5):
     load_torchvision_state_dict(model, tmodel.state_dict())  # strict: the key sets are equal
     with torch.no_grad():
         expected = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
-    assert_close(_lamina_out(model, x), expected, rtol, what)
+    assert_close(eval_output(model, x), expected, rtol, what)
 
 
 def test_mnasnet_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(tm.MNASNet(0.5, num_classes=10), seed=1)
-    _check_loaded(models.mnasnet0_5(num_classes=10, input_shape=(32, 32, 3)), tmodel, _images((2, 32, 32, 3), 0),
+    _check_loaded(models.mnasnet0_5(num_classes=10, input_shape=(32, 32, 3)), tmodel, random_inputs((2, 32, 32, 3), 0),
                   "mnasnet0_5 logits")
 
 
 def test_efficientnet_v2_s_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(tm.EfficientNetV2(num_classes=10), seed=2)
     _check_loaded(models.efficientnet_v2_s(num_classes=10, input_shape=(32, 32, 3)), tmodel,
-                  _images((2, 32, 32, 3), 1), "efficientnet_v2_s logits", rtol=1e-4)
+                  random_inputs((2, 32, 32, 3), 1), "efficientnet_v2_s logits", rtol=1e-4)
 
 
 # -- the blocks against torch, in float64 ------------------------------------------------------------
@@ -138,7 +128,7 @@ def test_block_gradients_by_finite_differences(make):
 
 def test_fused_mbconv_stochastic_depth_drops_the_branch_in_training():
     block = FusedMBConv(8, 8, 3, 1, 4, stochastic_depth_prob=0.999)
-    x = lamina.tensor(_images((3, 5, 5, 8), 6))
+    x = lamina.tensor(random_inputs((3, 5, 5, 8), 6))
     block.train()
     np.testing.assert_allclose(block(x).numpy(), x.numpy())
 
@@ -153,14 +143,8 @@ SMALL = [
 @pytest.mark.parametrize("name, build", SMALL, ids=[n for n, _ in SMALL])
 def test_config_round_trip_and_save_load(tmp_path, name, build):
     model = build()
-    x = _images((2, *model.input_shape[1:]), 7)
-    expected = _lamina_out(model, x)
-    clone = layer_from_config(layer_to_config(model))
-    clone.build(model.build_input_shape)
-    assert {k: v.shape for k, v in clone.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
-    path = tmp_path / f"{name}.safetensors"
-    lamina.save(model, path)
-    np.testing.assert_array_equal(_lamina_out(lamina.load(path), x), expected)
+    x = random_inputs((2, *model.input_shape[1:]), 7)
+    check_config_and_save_load(model, x, tmp_path / f"{name}.safetensors")
 
 
 def test_vit_variant_config_round_trip():

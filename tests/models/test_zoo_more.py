@@ -10,6 +10,7 @@ import torch
 import torch_zoo
 import torch_zoo_modern as tz
 from torch import nn as tnn
+from zoo_checks import check_config_and_save_load, check_published_size, eval_output, random_inputs
 
 import lamina
 from helpers import assert_close, randn
@@ -24,7 +25,6 @@ from lamina.models import (
     SqueezeExcitation,
     load_torchvision_state_dict,
 )
-from lamina.nn import init, layer_from_config, layer_to_config
 
 # name -> (parameters with 1000 classes, torchvision's GFLOPS at the builder's input size; the
 # builders of B1-B7 default to their native resolutions)
@@ -44,33 +44,16 @@ PUBLISHED = {
 }
 
 
-def _images(shape, seed):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
 def _torch_out(tmodel, x_nhwc):
     with torch.no_grad():
         return tmodel(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2).copy())).numpy()
-
-
-def _lamina_out(model, x):
-    model.eval()
-    with lamina.no_grad():
-        return model(lamina.tensor(x)).numpy()
 
 
 # -- architecture --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_torchvision_parameter_counts_and_gflops(name):
     params, gflops = PUBLISHED[name]
-    model = getattr(models, name)()
-    assert not model.built and model.parameters() == []
-    assert model.compute_output_shape(model.input_shape) == (None, 1000)
-    with init.meta():  # shape-only weights: the count without allocating them
-        model.build(model.input_shape)
-    assert model.num_parameters() == params
-    # torchvision's GFLOPS column counts multiply-adds, rounded to 2 decimals
-    assert gflops is None or abs(summary(getattr(models, name)).total_macs / 1e9 - gflops) <= 0.006 + 0.002 * gflops
+    check_published_size(name, params, gflops)
 
 
 def test_grouped_and_wide_bottlenecks():
@@ -117,44 +100,44 @@ def test_summary_rows_of_the_new_blocks():
 # -- torchvision weights ------------------------------------------------------------------------
 def _check_loaded(model, tmodel, x, what):
     load_torchvision_state_dict(model, tmodel.state_dict())  # strict: the key sets are equal
-    assert_close(_lamina_out(model, x), _torch_out(tmodel, x), 1e-5, what)
+    assert_close(eval_output(model, x), _torch_out(tmodel, x), 1e-5, what)
 
 
 def test_resnext_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(tz.resnext((3, 4, 6, 3), 32, 4, num_classes=10), seed=1)
     _check_loaded(models.resnext50_32x4d(num_classes=10, input_shape=(64, 64, 3)), tmodel,
-                  _images((2, 64, 64, 3), 0), "resnext50_32x4d logits")
+                  random_inputs((2, 64, 64, 3), 0), "resnext50_32x4d logits")
 
 
 def test_squeezenet_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(tz.SqueezeNet11(num_classes=10), seed=2)
     # features.4 of a 67x67 image: (33 - 3) / 2 + 1 = 16 without ceil_mode, 17 with it
     _check_loaded(models.squeezenet1_1(num_classes=10, input_shape=(67, 67, 3)), tmodel,
-                  _images((2, 67, 67, 3), 1), "squeezenet1_1 scores")
+                  random_inputs((2, 67, 67, 3), 1), "squeezenet1_1 scores")
 
 
 def test_shufflenet_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(tz.ShuffleNetV2((4, 8, 4), (24, 48, 96, 192, 1024), num_classes=10), seed=3)
     _check_loaded(models.shufflenet_v2_x0_5(num_classes=10, input_shape=(64, 64, 3)), tmodel,
-                  _images((2, 64, 64, 3), 2), "shufflenet_v2_x0_5 logits")
+                  random_inputs((2, 64, 64, 3), 2), "shufflenet_v2_x0_5 logits")
 
 
 def test_mobilenet_v3_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(tz.MobileNetV3Small(num_classes=10), seed=4)
     _check_loaded(models.mobilenet_v3_small(num_classes=10, input_shape=(64, 64, 3)), tmodel,
-                  _images((2, 64, 64, 3), 3) * 2, "mobilenet_v3_small logits")
+                  random_inputs((2, 64, 64, 3), 3) * 2, "mobilenet_v3_small logits")
 
 
 def test_efficientnet_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(tz.EfficientNet(1.0, 1.0, num_classes=10), seed=5)
     _check_loaded(models.efficientnet_b0(num_classes=10, input_shape=(64, 64, 3)), tmodel,
-                  _images((2, 64, 64, 3), 4), "efficientnet_b0 logits")
+                  random_inputs((2, 64, 64, 3), 4), "efficientnet_b0 logits")
 
 
 def test_convnext_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(tz.ConvNeXt((3, 3, 9, 3), (96, 192, 384, 768), num_classes=10), seed=6)
     _check_loaded(models.convnext_tiny(num_classes=10, input_shape=(32, 32, 3)), tmodel,
-                  _images((2, 32, 32, 3), 5), "convnext_tiny logits")
+                  random_inputs((2, 32, 32, 3), 5), "convnext_tiny logits")
 
 
 def test_loader_reports_a_misshaped_layer_scale():
@@ -235,7 +218,7 @@ def test_block_gradients_by_finite_differences(make, shape):
 def test_stochastic_depth_drops_whole_residual_branches_in_training():
     """With p close to 1 nearly every sample's branch is dropped: the block is its shortcut."""
     block = MBConv(8, 8, stochastic_depth_prob=0.999)
-    x = lamina.tensor(_images((4, 5, 5, 8), 6))
+    x = lamina.tensor(random_inputs((4, 5, 5, 8), 6))
     block.train()
     np.testing.assert_allclose(block(x).numpy(), x.numpy())
     block.eval()
@@ -256,14 +239,8 @@ SMALL = [
 @pytest.mark.parametrize("name, build", SMALL, ids=[n for n, _ in SMALL])
 def test_config_round_trip_and_save_load(tmp_path, name, build):
     model = build()
-    x = _images((2, *model.input_shape[1:]), 7)
-    expected = _lamina_out(model, x)
-    clone = layer_from_config(layer_to_config(model))
-    clone.build(model.build_input_shape)
-    assert {k: v.shape for k, v in clone.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
-    path = tmp_path / f"{name}.safetensors"
-    lamina.save(model, path)
-    np.testing.assert_array_equal(_lamina_out(lamina.load(path), x), expected)
+    x = random_inputs((2, *model.input_shape[1:]), 7)
+    check_config_and_save_load(model, x, tmp_path / f"{name}.safetensors")
 
 
 def test_bad_arguments_and_shapes():

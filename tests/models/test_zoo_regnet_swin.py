@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch_zoo
 import torch_zoo_regnet_swin as tr
+from zoo_checks import check_config_and_save_load, check_published_size, eval_output, random_inputs
 
 import lamina
 from helpers import assert_close, randn
@@ -23,7 +24,6 @@ from lamina.models import (
 )
 from lamina.models.regnet import REGNET_CONFIGS
 from lamina.models.swin import relative_position_index, shifted_window_mask
-from lamina.nn import init, layer_from_config, layer_to_config
 
 # name -> (parameters with 1000 classes, torchvision's GFLOPS at 224x224)
 PUBLISHED = {
@@ -37,28 +37,11 @@ PUBLISHED = {
 }
 
 
-def _images(shape, seed):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def _lamina_out(model, x):
-    model.eval()
-    with lamina.no_grad():
-        return model(lamina.tensor(x)).numpy()
-
-
 # -- architecture --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_torchvision_parameter_counts_and_gflops(name):
     params, gflops = PUBLISHED[name]
-    model = getattr(models, name)()
-    assert not model.built and model.parameters() == []
-    assert model.compute_output_shape(model.input_shape) == (None, 1000)
-    with init.meta():
-        model.build(model.input_shape)
-    assert model.num_parameters() == params
-    macs = summary(getattr(models, name)).total_macs / 1e9
-    assert abs(macs - gflops) <= 0.006 + 0.002 * gflops, macs
+    check_published_size(name, params, gflops)
 
 
 @pytest.mark.parametrize("variant", sorted(REGNET_CONFIGS))
@@ -122,19 +105,19 @@ def _check_loaded(model, tmodel, x, what, rtol=1e-5):
     load_torchvision_state_dict(model, tmodel.state_dict())  # strict: the key sets are equal
     with torch.no_grad():
         expected = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
-    assert_close(_lamina_out(model, x), expected, rtol, what)
+    assert_close(eval_output(model, x), expected, rtol, what)
 
 
 def test_regnet_y_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(tr.RegNet(16, 48, 27.89, 2.09, 8, 0.25, num_classes=10), seed=1)
     _check_loaded(models.regnet_y_400mf(num_classes=10, input_shape=(64, 64, 3)), tmodel,
-                  _images((2, 64, 64, 3), 0), "regnet_y_400mf logits")
+                  random_inputs((2, 64, 64, 3), 0), "regnet_y_400mf logits")
 
 
 def test_regnet_x_matches_torch_with_loaded_weights():
     tmodel = torch_zoo.randomize(tr.RegNet(22, 24, 24.48, 2.54, 16, num_classes=10), seed=2)
     _check_loaded(models.regnet_x_400mf(num_classes=10, input_shape=(48, 48, 3)), tmodel,
-                  _images((2, 48, 48, 3), 1), "regnet_x_400mf logits")
+                  random_inputs((2, 48, 48, 3), 1), "regnet_x_400mf logits")
 
 
 def test_swin_t_matches_torch_with_loaded_weights():
@@ -142,14 +125,14 @@ def test_swin_t_matches_torch_with_loaded_weights():
     in the first two stages only (a padded map of one window is not shifted)."""
     tmodel = torch_zoo.randomize(tr.SwinTransformer(96, (2, 2, 6, 2), (3, 6, 12, 24), num_classes=10), seed=3)
     model = models.swin_t(num_classes=10, input_shape=(64, 64, 3))
-    _check_loaded(model, tmodel, _images((2, 64, 64, 3), 2), "swin_t logits", rtol=1e-4)
+    _check_loaded(model, tmodel, random_inputs((2, 64, 64, 3), 2), "swin_t logits", rtol=1e-4)
 
 
 def test_small_window_swin_matches_torch_with_loaded_weights():
     """Windows of 4 on 12x12 (no padding) and 6x6 (padded to 8) maps, shifted by 2."""
     tmodel = torch_zoo.randomize(tr.SwinTransformer(16, (2, 2), (2, 4), window=(4, 4), num_classes=5), seed=4)
     model = models.swin(16, (2, 2), (2, 4), window_size=4, num_classes=5, input_shape=(48, 48, 3))
-    _check_loaded(model, tmodel, _images((2, 48, 48, 3), 3), "small swin logits")
+    _check_loaded(model, tmodel, random_inputs((2, 48, 48, 3), 3), "small swin logits")
 
 
 # -- the blocks against torch, in float64 --------------------------------------------------------------
@@ -227,7 +210,7 @@ def test_block_gradients_by_finite_differences(make, shape):
 
 def test_stochastic_depth_drops_both_swin_branches_in_training():
     block = SwinTransformerBlock(8, 2, 3, 1, stochastic_depth_prob=0.999)
-    x = lamina.tensor(_images((3, 6, 6, 8), 6))
+    x = lamina.tensor(random_inputs((3, 6, 6, 8), 6))
     block.train()
     np.testing.assert_allclose(block(x).numpy(), x.numpy())
     block.eval()
@@ -246,17 +229,8 @@ SMALL = [
 @pytest.mark.parametrize("name, build", SMALL, ids=[n for n, _ in SMALL])
 def test_config_round_trip_and_save_load(tmp_path, name, build):
     model = build()
-    x = _images((2, *model.input_shape[1:]), 7)
-    expected = _lamina_out(model, x)
-    clone = layer_from_config(layer_to_config(model))
-    clone.build(model.build_input_shape)
-    assert {k: v.shape for k, v in clone.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
-    path = tmp_path / f"{name}.safetensors"
-    lamina.save(model, path)
-    loaded = lamina.load(path)
-    np.testing.assert_array_equal(_lamina_out(loaded, x), expected)
-    for key, value in model.state_dict().items():
-        assert loaded.state_dict()[key].dtype == value.dtype, key  # the int64 index stays int64
+    x = random_inputs((2, *model.input_shape[1:]), 7)
+    check_config_and_save_load(model, x, tmp_path / f"{name}.safetensors")
 
 
 def test_bad_arguments_and_shapes():
