@@ -217,18 +217,3 @@ def test_segmentation_model_exports_with_the_final_resize(head, tmp_path):
     assert _ops(graph).count("Resize") == 1 and tuple(d.dim_value for d in
                                                      graph.output[0].type.tensor_type.shape.dim[1:]) == (14, 18, 3)
 
-
-# -- what has no converter ----------------------------------------------------------------------
-def test_mixture_of_experts_is_refused_by_name(tmp_path):
-    model = nn.Sequential(nn.MixtureOfExperts(4, 8, name="experts"))
-    model.build((1, 5, 6))
-    with pytest.raises(NotImplementedError, match="MixtureOfExperts 'experts' has no ONNX converter"):
-        export_onnx(model, tmp_path / "model.onnx")
-
-
-def test_swin_is_refused_by_name(tmp_path):
-    model = models.swin(8, (2,), (2,), window_size=2, patch_size=2, num_classes=3, input_shape=(8, 8, 3))
-    model.build((1, 8, 8, 3))
-    with pytest.raises(NotImplementedError, match="SwinTransformerBlock .* has no ONNX converter"):
-        export_onnx(model, tmp_path / "model.onnx")
-    assert not (tmp_path / "model.onnx").exists()

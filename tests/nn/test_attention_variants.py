@@ -200,14 +200,3 @@ def test_the_options_keep_their_config():
     assert not {"num_kv_heads", "alibi", "window"} & set(plain)
     with pytest.raises(ValueError, match="divide"):
         MultiHeadAttention(8, 4, num_kv_heads=3)
-
-
-def test_the_onnx_exporter_refuses_the_options(tmp_path):
-    from lamina.export import export_onnx
-    for options in ({"num_kv_heads": 2}, {"alibi": True}, {"window": 2}):
-        model = lamina.nn.Sequential(lamina.nn.TransformerEncoderLayer(8, 4, 16, causal=True))
-        model(randn(1, 3, 8))
-        model[0].self_attention = MultiHeadAttention(8, 4, **options)
-        model[0].self_attention(randn(1, 3, 8), causal=True)
-        with pytest.raises(NotImplementedError, match="no ONNX form"):
-            export_onnx(model, str(tmp_path / "m.onnx"), input_shape=(1, 3, 8))

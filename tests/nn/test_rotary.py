@@ -159,14 +159,3 @@ def test_a_rotary_language_model_reads_through_its_cache_as_one_call(f64):
     assert seen == [4] + [1] * 19                   # no context limit: every new token read once
     rerun = sample_text(lm, vocab, prompt="abc", max_length=20, seed=3, temperature=2.0, stream=False)
     assert cached == rerun and len(cached) == 23
-
-
-def test_a_rotary_model_is_refused_by_the_onnx_exporter(tmp_path):
-    pytest.importorskip("onnx")
-    from lamina.export import export_onnx
-
-    model = lamina.nn.Sequential(MultiHeadAttention(8, 2, rotary=True))
-    model.build((None, 5, 8))
-    with pytest.raises(NotImplementedError, match="rotary positions, which have no ONNX form"):
-        export_onnx(model, tmp_path / "m.onnx", input_shape=(1, 5, 8))
-    assert not (tmp_path / "m.onnx").exists()

@@ -11,9 +11,13 @@ Self-attention with h heads of d = E / h features (Vaswani et al.):
     head_i = softmax(Q_i K_i^T / sqrt(d) + M) V_i,   out = concat(head_1..head_h) W_o + b_o
 
 with M = -inf above the diagonal when causal (query t sees keys t' <= t) and 0 otherwise;
-the 1 / sqrt(d) is folded into W_q and b_q. Cross-attention (a separate key or value) and
-masks given at call time do not reach a layer inside a ``Sequential``, so they have no form
-here.
+the 1 / sqrt(d) is folded into W_q and b_q. The layer's options export too (see
+:mod:`lamina.export.onnx_attention_positions`): rotary positions turn Q and K by angles
+computed from the runtime length, grouped-query heads (g key/value heads) are repeated to
+the h query heads by Expand, ALiBi adds -m_h |t - t'| to the scores and a sliding window of
+w keeps t - w < t' <= t. LoRA adapters not yet merged are folded into W_q, W_k or W_v,
+W + (alpha / r) A B. Cross-attention (a separate key or value) and masks given at call time
+do not reach a layer inside a ``Sequential``, so they have no form here.
 """
 
 from __future__ import annotations
@@ -22,8 +26,17 @@ import numpy as np
 
 from lamina import nn
 from lamina.export import onnx_layers  # noqa: F401  (the Dense and LayerNorm converters used below)
+from lamina.export.onnx_attention_positions import (
+    alibi_bias,
+    causal_keep,
+    offsets,
+    rotary_tables,
+    rotate,
+    step_positions,
+)
 from lamina.export.onnx_branching import add_values
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
+from lamina.nn.multi_head_attention import LORA_ADAPTERS
 
 __all__: list[str] = []
 
@@ -31,12 +44,13 @@ _HEADS_FIRST = (0, 2, 1, 3)          # (N, T, h, d) -> (N, h, T, d)
 _KEYS_TRANSPOSED = (0, 2, 3, 1)      # (N, T, h, d) -> (N, h, d, T)
 
 
-def _heads(graph: Graph, x: str, weight: np.ndarray, bias, layer, perm: tuple, hint: str) -> str:
-    """x W + b (N, T, E) split into the h heads and transposed by ``perm``."""
+def _heads(graph: Graph, x: str, weight: np.ndarray, bias, heads: int, head_dim: int, perm: tuple,
+           hint: str) -> str:
+    """x W + b (N, T, heads d) split into the heads and transposed by ``perm``."""
     y = graph.node("MatMul", [x, graph.constant(weight, f"{hint}_weight")], f"{hint}_matmul")
     if bias is not None:
         y = graph.node("Add", [y, graph.constant(bias, f"{hint}_bias")], f"{hint}_biased")
-    split = graph.constant([0, 0, layer.num_heads, layer.head_dim], f"{hint}_split", np.int64)
+    split = graph.constant([0, 0, heads, head_dim], f"{hint}_split", np.int64)
     y = graph.node("Reshape", [y, split], f"{hint}_split_heads")
     return graph.node("Transpose", [y], hint, perm=list(perm))
 
@@ -49,48 +63,80 @@ def _steps(graph: Graph, x: str, hint: str, scalar: bool) -> str:
     return graph.node("Gather", [shape, index], f"{hint}_steps", axis=0)
 
 
-def _causal_keep(graph: Graph, x: str, hint: str) -> str:
-    """(T, T) booleans, keep[t, t'] = t' <= t, for the runtime length T of ``x``."""
-    steps = _steps(graph, x, hint, scalar=True)
-    zero, one = (graph.scalar(v, f"{hint}_{what}") for v, what in ((0, "zero"), (1, "one")))
-    positions = graph.node("Range", [zero, steps, one], f"{hint}_positions")
-    column = graph.node("Unsqueeze", [positions, graph.constant([1], f"{hint}_axis", np.int64)], f"{hint}_queries")
-    return graph.node("LessOrEqual", [positions, column], f"{hint}_keep")
+def _repeat_heads(graph: Graph, heads: str, layer: nn.MultiHeadAttention, hint: str) -> str:
+    """Grouped-query attention: (N, g, T, d) -> (N, h, T, d), key/value head k repeated for
+    the h / g query heads k h / g .. (k + 1) h / g - 1 that share it."""
+    group = layer.num_heads // layer.num_kv_heads
+    if group == 1:
+        return heads
+    spread = graph.node("Unsqueeze", [heads, graph.constant([2], f"{hint}_group_axis", np.int64)],
+                        f"{hint}_grouped")
+    copies = graph.node("Expand", [spread, graph.constant([1, 1, group, 1, 1], f"{hint}_copies", np.int64)],
+                        f"{hint}_repeated")
+    shape = graph.constant([0, layer.num_heads, -1, layer.head_dim], f"{hint}_all_heads", np.int64)
+    return graph.node("Reshape", [copies, shape], f"{hint}_heads")
 
 
-def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, causal: bool, hint: str) -> Value:
-    """``layer(x, causal=causal)`` (evaluation mode: no dropout) for x = ``value`` (N, T, E)."""
-    if layer.rotary:
-        raise NotImplementedError(f"export_onnx: {layer._label()} has rotary positions, which have no ONNX form "
-                                  "in lamina's exporter yet")
-    for option, used in (("grouped-query heads (num_kv_heads)", layer.num_kv_heads != layer.num_heads),
-                         ("ALiBi biases (alibi=True)", layer.alibi), ("a sliding window (window)", layer.window)):
-        if used:
-            raise NotImplementedError(f"export_onnx: {layer._label()} has {option}, which have no ONNX form in "
-                                      "lamina's exporter yet")
-    if any(name.startswith("lora_") for name in layer._modules):
-        raise NotImplementedError(f"export_onnx: {layer._label()} has LoRA adapters; fold them into the weights "
-                                  "with lamina.nn.merge_lora(model, unload=True) first")
+def _effective_in_projection(layer: nn.MultiHeadAttention) -> np.ndarray:
+    """``in_weight`` with the LoRA adapters not yet merged folded in: W + (alpha / r) A B on
+    the columns of the projection each adapts (what the layer computes in evaluation)."""
+    weight = layer.in_weight.numpy()
+    for part, name in enumerate(LORA_ADAPTERS):
+        adapter = layer._modules.get(name)
+        if adapter is not None and not adapter.merged:
+            weight = weight.copy()
+            weight[:, layer.projection_columns(part)] += np.asarray(adapter.delta_weight())
+    return weight
+
+
+def _check_attention(layer: nn.MultiHeadAttention, value: Value, causal: bool) -> None:
     if len(value.shape) != 3:
         raise NotImplementedError(f"export_onnx: {layer._label()} expects a sequence (batch, time, features), got "
                                   f"a value of shape {value.shape}")
-    e, x = layer.embed_dim, value.name
-    scale = 1.0 / np.sqrt(layer.head_dim)
-    w = layer.in_weight.numpy()
+    if layer.window is not None and not causal:
+        raise ValueError(f"export_onnx: {layer._label()} has a sliding window (window={layer.window}), which is "
+                         "causal; it runs inside a causal TransformerEncoderLayer only")
+
+
+def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, causal: bool, hint: str) -> Value:
+    """``layer(x, causal=causal)`` (evaluation mode: no dropout) for x = ``value`` (N, T, E),
+    with the layer's rotary positions, grouped key/value heads, ALiBi biases and sliding
+    window (:mod:`lamina.export.onnx_attention_positions`) and its LoRA adapters folded into
+    the projections."""
+    _check_attention(layer, value, causal)
+    e, d, x = layer.embed_dim, layer.head_dim, value.name
+    scale = 1.0 / np.sqrt(d)
+    w = _effective_in_projection(layer)
     b = layer.in_bias.numpy() if layer.use_bias else None
 
     def part(k: int):
-        cols = slice(k * e, (k + 1) * e)
+        cols = layer.projection_columns(k)
         return w[:, cols], None if b is None else b[cols]
 
     (w_q, b_q), (w_k, b_k), (w_v, b_v) = part(0), part(1), part(2)
-    q = _heads(graph, x, w_q * scale, None if b_q is None else b_q * scale, layer, _HEADS_FIRST, f"{hint}_q")
-    k = _heads(graph, x, w_k, b_k, layer, _KEYS_TRANSPOSED, f"{hint}_k")
-    v = _heads(graph, x, w_v, b_v, layer, _HEADS_FIRST, f"{hint}_v")
+    h, g = layer.num_heads, layer.num_kv_heads
+    needs_positions = layer.rotary or layer.alibi or causal
+    positions = step_positions(graph, x, hint) if needs_positions else None
+    q = _heads(graph, x, w_q * scale, None if b_q is None else b_q * scale, h, d, _HEADS_FIRST, f"{hint}_q")
+    if layer.rotary or g != h:
+        k = _heads(graph, x, w_k, b_k, g, d, _HEADS_FIRST, f"{hint}_k_heads")
+        if layer.rotary:
+            tables = rotary_tables(graph, positions, d, layer.rotary_base, f"{hint}_rotary")
+            q = rotate(graph, q, tables, d, f"{hint}_q")
+            k = rotate(graph, k, tables, d, f"{hint}_k")
+        k = graph.node("Transpose", [_repeat_heads(graph, k, layer, f"{hint}_k")], f"{hint}_k",
+                       perm=[0, 1, 3, 2])
+    else:
+        k = _heads(graph, x, w_k, b_k, g, d, _KEYS_TRANSPOSED, f"{hint}_k")
+    v = _repeat_heads(graph, _heads(graph, x, w_v, b_v, g, d, _HEADS_FIRST, f"{hint}_v"), layer, f"{hint}_v")
     scores = graph.node("MatMul", [q, k], f"{hint}_scores")                        # (N, h, T, T)
+    offset = offsets(graph, positions, hint) if layer.alibi or causal else None
+    if layer.alibi:
+        scores = graph.node("Add", [scores, alibi_bias(graph, offset, h, hint)], f"{hint}_biased_scores")
     if causal:
         masked = graph.constant(-np.inf, f"{hint}_masked")
-        scores = graph.node("Where", [_causal_keep(graph, x, hint), scores, masked], f"{hint}_causal")
+        keep = causal_keep(graph, offset, hint, layer.window)
+        scores = graph.node("Where", [keep, scores, masked], f"{hint}_causal")
     weights = graph.node("Softmax", [scores], f"{hint}_weights", axis=-1)
     context = graph.node("MatMul", [weights, v], f"{hint}_context")                # (N, h, T, d)
     context = graph.node("Transpose", [context], f"{hint}_context_steps", perm=list(_HEADS_FIRST))

@@ -25,16 +25,17 @@ Layers (evaluation mode):
                       its n, else a MatMul by the (o, n) matrix of window means per axis
     LoRADense         a Dense with the merged weight W + (alpha / r) A B (merged or not)
 
-Blocks: SqueezeExcitation (s = sigma(fc2(delta(fc1(mean x)))), out = s x), MobileNetV3Block
-and MBConv (block, plus the input where the shortcut applies), ConvNeXtBlock
+Blocks: SqueezeExcitation (s = sigma(fc2(delta(fc1(mean x)))), out = s x), MobileNetV3Block,
+MBConv, EfficientNetV2's FusedMBConv and MnasNetBlock (the branch, plus the input where the
+shortcut applies), ConvNeXtBlock
 (x + gamma block(x)), Fire (squeeze, then the two expands joined along the channels),
 ShuffleNetV2Unit (the halves, or both branches, joined and shuffled), RegNetBlock
 (ReLU(shortcut + f(x))), and the segmentation models: ASPP, its image pooling (broadcast back
 by Expand: the bilinear resize of one pixel is that pixel), the FCN and DeepLabv3 heads
 (Sequentials) and the final bilinear resize to the input (Resize, linear, half_pixel).
 
-MixtureOfExperts (routed, data-dependent dispatch) and the Swin Transformer's blocks
-(shifted windows) have no converter: the exporter names them.
+MixtureOfExperts and the Swin Transformer's blocks have their converters in
+:mod:`lamina.export.onnx_experts` and :mod:`lamina.export.onnx_swin`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ from lamina.export.onnx_branching import add_values, concat_values, onnx_axis
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 from lamina.functional.adaptive_pool import adaptive_windows
 from lamina.models.convnext import ConvNeXtBlock
-from lamina.models.efficientnet import MBConv
+from lamina.models.efficientnet import FusedMBConv, MBConv
+from lamina.models.mnasnet import MnasNetBlock
 from lamina.models.mobilenet_v3 import MobileNetV3Block
 from lamina.models.regnet import RegNetBlock
 from lamina.models.segmentation import ASPP, ImagePooling, SegmentationModel
@@ -337,9 +339,10 @@ def _squeeze_excitation(graph: Graph, layer, value: Value) -> Value:
     return graph.like(value, graph.node("Mul", [scale.name, value.name], label(layer)))
 
 
-@register_converter(MobileNetV3Block, MBConv)
+@register_converter(MobileNetV3Block, MBConv, FusedMBConv, MnasNetBlock)
 def _inverted_residual(graph: Graph, layer, value: Value) -> Value:
-    out = convert(graph, layer.block, value)
+    branch = layer.layers if isinstance(layer, MnasNetBlock) else layer.block
+    out = convert(graph, branch, value)
     return _residual(graph, out, value, label(layer)) if layer.use_shortcut else out
 
 
