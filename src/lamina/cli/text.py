@@ -111,24 +111,26 @@ def train_text(args: argparse.Namespace) -> dict:
     lamina.save(model, out / "model.safetensors", info=info)
     history.plot(out / "cost.png")
     for k in range(args.samples):
-        print("  sample:", repr(_sample(model, data.vocab, args.corpus, seed=args.seed + k)))
+        print("  sample:", repr(_sample(model, data.vocab, args.corpus, seed=args.seed + k)[0]))
     print(f"saved {out / 'model.safetensors'}, {checkpoint} and {out / 'cost.png'}")
     return results
 
 
 def _sample(model, vocab, corpus: str, seed: int, prompt: str | None = None, temperature: float = 0.8,
             max_length: int | None = None, top_k: int | None = None, top_p: float | None = None,
-            beam: int | None = None) -> str:
-    from lamina.text import beam_search_text, sample_text
+            beam: int | None = None, count: int = 1) -> list[str]:
+    """``count`` texts drawn in one batch, text k with the seed ``seed + k`` (or the one text
+    beam search finds)."""
+    from lamina.text import beam_search_text, sample_texts
 
     if prompt is None:
         prompt = "" if vocab.bos_id is not None else "\n"
     if max_length is None:
         max_length = 30 if corpus == "names" else 200
     if beam is not None:
-        return beam_search_text(model, vocab, prompt=prompt, beam_width=beam, max_length=max_length)
-    return sample_text(model, vocab, prompt=prompt, max_length=max_length, temperature=temperature, top_k=top_k,
-                       top_p=top_p, seed=seed)
+        return [beam_search_text(model, vocab, prompt=prompt, beam_width=beam, max_length=max_length)]
+    return sample_texts(model, vocab, prompt=prompt, num_samples=count, max_length=max_length,
+                        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
 
 
 def evaluate_text(bundle, args: argparse.Namespace) -> dict:
@@ -167,11 +169,10 @@ def sample(args: argparse.Namespace) -> list[str]:
         raise SystemExit(f"lamina sample: {args.checkpoint} holds no vocabulary; it was not written by "
                          "'lamina train-text'")
     vocab = tokenizer_from_config(bundle.info["vocabulary"])
-    count = 1 if args.beam is not None else args.count      # beam search finds one text, the same each time
-    texts = [_sample(bundle.model, vocab, bundle.info.get("corpus", ""), seed=args.seed + k, prompt=args.prompt,
-                     temperature=args.temperature, max_length=args.max_length, top_k=args.top_k, top_p=args.top_p,
-                     beam=args.beam)
-             for k in range(count)]
+    # beam search finds one text, the same each time; the drawn texts are the rows of one batch
+    texts = _sample(bundle.model, vocab, bundle.info.get("corpus", ""), seed=args.seed, prompt=args.prompt,
+                    temperature=args.temperature, max_length=args.max_length, top_k=args.top_k, top_p=args.top_p,
+                    beam=args.beam, count=args.count)
     for text in texts:
         print(text)
     return texts
@@ -221,7 +222,8 @@ def add_commands(sub) -> None:
 
     sm = sub.add_parser("sample", help="draw text from a language model saved by 'lamina train-text'")
     sm.add_argument("checkpoint", help="model.safetensors written by 'lamina train-text'")
-    sm.add_argument("--count", type=positive_int, default=10, help="how many samples (default 10)")
+    sm.add_argument("--count", "--num-samples", type=positive_int, default=10,
+                    help="how many samples, drawn in one batch; sample k is the one --seed SEED+k draws (default 10)")
     sm.add_argument("--prompt", default=None, help="text to continue (default: a new name, or a new line)")
     sm.add_argument("--temperature", type=float, default=0.8,
                     help="below 1 sharpens the next-character distribution, above 1 flattens it (default 0.8)")

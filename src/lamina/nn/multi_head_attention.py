@@ -21,6 +21,7 @@ from lamina.errors import ShapeError
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.nn import init as initializers
 from lamina.nn.attention import first_shape, mask_array
+from lamina.nn.cache_rows import cache_rows
 from lamina.nn.dense import linear
 from lamina.nn.layer import dropout_rate, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
@@ -60,7 +61,8 @@ class MultiHeadAttention(Module):
     under ``no_grad``; the layer keeps K and V of every step read so far, and a call on t new
     steps after s cached ones attends over all s + t keys, its query i (position s + i)
     seeing the keys t' <= s + i. The outputs equal the last t rows of one causal call on the
-    whole sequence, at O(t (s + t)) cost instead of O((s + t)^2).
+    whole sequence, at O(t (s + t)) cost instead of O((s + t)^2). :meth:`reorder_cache` keeps
+    and reorders the cached rows (the sequences of the batch), as beam search needs.
 
     Rotary positions (``rotary=True``; Su et al.'s RoPE, see
     :func:`lamina.functional.rotary_embedding`): each head's queries and keys are rotated by
@@ -300,6 +302,20 @@ class MultiHeadAttention(Module):
         self._caching = False
         self._cached_keys = self._cached_values = None
         self._steps_read = 0
+
+    def reorder_cache(self, rows) -> None:
+        """Keep the cached rows ``rows`` (R,), in that order: row i of the cache becomes the
+        old row ``rows[i]``, so that the next call continues R sequences (rows may repeat, as
+        the parents of a beam's hypotheses do, or be left out). Refused when not caching."""
+        if not self._caching:
+            raise ValueError(f"{self._label()}: reorder_cache needs a key/value cache, and the layer is not caching; "
+                             "call start_caching (or use lamina.text.caching_keys_values) first")
+        if self._cached_keys is None:                   # nothing read yet: no rows to reorder
+            cache_rows(self, rows, None)
+            return
+        index = cache_rows(self, rows, self._cached_keys.shape[0])
+        self._cached_keys = self._cached_keys[index]
+        self._cached_values = self._cached_values[index]
 
     def _cached_inputs(self, query, key, value, mask, key_mask, causal: bool, keys_values):
         """(Q, K, V, mask) of a call that continues the cached sequence: Q of the t new steps,

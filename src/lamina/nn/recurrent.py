@@ -26,7 +26,8 @@ output sequence then follows that reading order, as in Keras). An initial state 
 ``stateful=True`` (Keras's): each call starts from the final states of the previous call
 (for the same batch size; zeros after :meth:`~_Recurrent.reset_states`), so a long sequence
 can be fed in pieces: truncated backpropagation through time, or generation one step at a
-time. The carried states are detached from the graph. Unidirectional layers are
+time. The carried states are detached from the graph; :meth:`~_Recurrent.reorder_states` keeps
+and reorders their rows (beam search's surviving hypotheses). Unidirectional layers are
 ``streamable``: feeding a sequence step by step with carried states gives the same outputs
 as one call on the whole sequence.
 
@@ -48,6 +49,7 @@ from lamina.errors import ShapeError
 from lamina.functional import shape as shape_ops
 from lamina.functional.recurrent import SIMPLE_ACTIVATIONS, check_lengths, gru, lstm, reverse_padded, simple_rnn
 from lamina.nn import init as initializers
+from lamina.nn.cache_rows import cache_rows
 from lamina.nn.layer import (
     check_shape_ndim,
     describe,
@@ -153,6 +155,20 @@ class _Recurrent(Module):
     def reset_states(self) -> None:
         """Forget the states a stateful layer carries: its next call starts from zeros."""
         self._carried = None
+
+    def reorder_states(self, rows) -> None:
+        """Keep the carried states of the rows ``rows`` (R,), in that order: row i becomes the
+        old row ``rows[i]``, so that the next call continues R sequences (rows may repeat, as
+        the parents of a beam's hypotheses do, or be left out). Refused for a layer that is not
+        stateful; nothing to do before its first call."""
+        if not self.stateful:
+            raise ValueError(f"{self._label()}: reorder_states needs a stateful layer (stateful=True, or within "
+                             "lamina.text.carrying_states); this one carries no states from call to call")
+        if self._carried is None:
+            cache_rows(self, rows, None, "reorder_states")
+            return
+        index = cache_rows(self, rows, self._carried[0].shape[0], "reorder_states")
+        self._carried = [Tensor._wrap(state.data[index]) for state in self._carried]
 
     def _carried_states(self, x) -> list:
         batch = self._carried[0].shape[0]

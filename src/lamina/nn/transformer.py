@@ -19,7 +19,9 @@ cache mode (``start_caching`` / ``stop_caching``, driven by
 sequence: the attention keeps the keys and values of the steps already read, and the
 position layers add the encodings of the positions that follow them. Feeding a sequence
 in pieces then gives the outputs of one call on the whole of it, so that sampling reads
-each new token once. The layers are ``streamable`` exactly while they cache.
+each new token once. The layers are ``streamable`` exactly while they cache, and
+``reorder_cache(rows)`` keeps and reorders the sequences (rows) of the batch cached, as
+beam search does with the parents of its surviving hypotheses.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.nn import init as initializers
 from lamina.nn.activation import activation_config
+from lamina.nn.cache_rows import cache_rows
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout, DropoutFunction
 from lamina.nn.layer import dropout_rate, input_error, positive_int, register_layer
@@ -195,6 +198,14 @@ class TransformerEncoderLayer(Module):
         """Drop the cache; calls are independent again."""
         self.self_attention.stop_caching()
 
+    def reorder_cache(self, rows) -> None:
+        """Keep the cached rows ``rows``, in that order (see
+        :meth:`MultiHeadAttention.reorder_cache`). Refused when not caching."""
+        if not self.caching:
+            raise ValueError(f"{self._label()}: reorder_cache needs a key/value cache, and the layer is not caching; "
+                             "call start_caching (or use lamina.text.caching_keys_values) first")
+        self.self_attention.reorder_cache(rows)
+
     def _attend(self, x, mask, key_mask, causal: bool) -> Tensor:
         return self.dropout1(self.self_attention(x, mask=mask, key_mask=key_mask, causal=causal))
 
@@ -283,6 +294,15 @@ class _Positions(Module):
     def stop_caching(self) -> None:
         """Forget the positions seen; every call starts at position 0 again."""
         self._seen = None
+
+    def reorder_cache(self, rows) -> None:
+        """The rows of a batch all continue from the same position, so reordering them keeps
+        the count of positions seen as it is; ``rows`` is only checked. Refused when not
+        caching."""
+        if not self.caching:
+            raise ValueError(f"{self._label()}: reorder_cache needs the cache mode, and the layer is not caching; "
+                             "call start_caching (or use lamina.text.caching_keys_values) first")
+        cache_rows(self, rows, None)
 
     def _next_positions(self, x) -> slice:
         """The table rows of the input's steps: 0 .. T - 1, or s .. s + T - 1 while caching

@@ -61,6 +61,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor, is_grad_enabled
 from lamina.errors import ShapeError
 from lamina.nn.attention import mask_array
+from lamina.nn.cache_rows import cache_rows
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout
 from lamina.nn.layer import register_layer
@@ -290,6 +291,21 @@ class TransformerDecoderLayer(Module):
         independent again."""
         self.self_attention.stop_caching()
         self._memory = self._memory_keys_values = None
+
+    def reorder_cache(self, rows) -> None:
+        """Keep the cached rows ``rows`` (R,), in that order: row i of the target's keys and
+        values, and of the memory and its projections, becomes the old row ``rows[i]``; the
+        later calls of the decode then pass the memory's rows reordered alike. Refused when not
+        caching."""
+        if not self.caching:
+            raise ValueError(f"{self._label()}: reorder_cache needs a key/value cache, and the layer is not caching; "
+                             "call start_caching first")
+        self.self_attention.reorder_cache(rows)
+        if self._memory is None:
+            return
+        index = cache_rows(self, rows, self._memory.shape[0])
+        self._memory = self._memory[index]
+        self._memory_keys_values = tuple(Tensor._wrap(p.data[index]) for p in self._memory_keys_values)
 
     def _check_cached_call(self, t: int, tgt_mask, tgt_key_padding_mask, memory_is_causal: bool) -> None:
         who = self._label()

@@ -183,6 +183,15 @@ class TransformerDecoder(_Stack):
         for layer in self.layers:
             layer.stop_caching()
 
+    def reorder_cache(self, rows) -> None:
+        """Keep the cached rows ``rows`` of every layer, in that order
+        (:meth:`TransformerDecoderLayer.reorder_cache`). Refused when not caching."""
+        if not self.caching:
+            raise ValueError(f"{self._label()}: reorder_cache needs a key/value cache, and the decoder is not "
+                             "caching; call start_caching first")
+        for layer in self.layers:
+            layer.reorder_cache(rows)
+
     def get_config(self) -> dict:
         return self._stack_config("decoder_layer")
 
@@ -259,6 +268,11 @@ class Transformer(Module):
     def stop_caching(self) -> None:
         """Drop the decoder's cache; calls are independent again."""
         self.decoder.stop_caching()
+
+    def reorder_cache(self, rows) -> None:
+        """Keep the decoder's cached rows ``rows``, in that order
+        (:meth:`TransformerDecoder.reorder_cache`)."""
+        self.decoder.reorder_cache(rows)
 
     def build(self, input_shape) -> None:
         """Builds both stacks for ``input_shape``, the list [src shape, tgt shape]."""

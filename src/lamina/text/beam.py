@@ -13,10 +13,14 @@ The model is reached through ``step(last_ids, state) -> (log_probs, state)``: th
 probabilities (B, V) of the next token for each of the B live hypotheses, given their last
 tokens and whatever ``state`` the caller keeps (recurrent states, the tokens so far);
 ``select(state, rows)`` keeps and reorders the rows of a state for the surviving hypotheses.
+A language model is searched by :func:`beam_search_ids` (and :func:`beam_search_text`),
+which reads each token once where the model can cache: ``select`` then reorders the
+model's key/value caches or carried states (:func:`lamina.text.reorder_caches`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +28,16 @@ from typing import Any
 import numpy as np
 
 from lamina.autograd import no_grad, tensor
+from lamina.text.generate import (
+    _decodes_incrementally,
+    _default_context,
+    caching_keys_values,
+    carrying_states,
+    reorder_caches,
+)
 from lamina.text.vocabulary import Vocabulary
 
-__all__ = ["Hypothesis", "beam_search", "beam_search_text"]
+__all__ = ["Hypothesis", "beam_search", "beam_search_ids", "beam_search_text"]
 
 
 @dataclass(order=True)
@@ -101,37 +112,94 @@ def _log_softmax(scores: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def beam_search_text(model, vocab: Vocabulary, prompt: str = "", beam_width: int = 4, max_length: int = 50,
-                     length_penalty: float = 0.0, context: int | None = None) -> str:
-    """The likeliest continuation of ``prompt`` under a language model (ids (B, t) to
-    scores (B, t, V)) found by beam search: the counterpart of
-    :func:`lamina.text.sample_text` that searches instead of drawing. The model reruns on
-    every live hypothesis (or its last ``context`` tokens; default: the smallest ``max_len``
-    of its position layers, if any) at each step, the hypotheses as one batch."""
-    ids = list(vocab.encode(prompt, add_bos=vocab.bos_id is not None))
-    if not ids:
-        raise ValueError("beam_search_text: an empty prompt needs a vocabulary with a bos token to start from")
-    if context is None:
-        limits = [m.max_len for m in model.modules() if isinstance(getattr(m, "max_len", None), int)]
-        context = min(limits) if limits else None
+class _ModelReader:
+    """The ``step`` and ``select`` of :func:`beam_search` over a language model. The state is
+    the ids (B, t) of the live hypotheses before their last tokens. Read incrementally, the
+    first step reads the prompt (one row), each later one the B last tokens, the caches or
+    carried states holding ``read`` tokens of every hypothesis and following the survivors
+    through ``select``; otherwise the model reruns on the whole texts (or their last
+    ``context`` tokens)."""
 
-    def step(last: np.ndarray, texts: np.ndarray):
+    def __init__(self, model, context: int | None, incremental: bool, caches: contextlib.ExitStack,
+                 vocab_size: int | None):
+        self.model = model
+        self.vocab_size = vocab_size
+        self.context = context
+        self.incremental = incremental
+        self.caches = caches
+        self.read = 0
+
+    def step(self, last: np.ndarray, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         texts = np.concatenate([texts, last[:, None]], axis=1)
-        window = texts if context is None else texts[:, -context:]
-        scores = model(tensor(window)).numpy()
-        expected = (*window.shape, len(vocab))
-        if scores.shape != expected:
-            raise ValueError(f"beam_search_text: the model must map ids {window.shape} to scores {expected}, "
-                             f"got {scores.shape}")
+        if self.incremental and self.context is not None and texts.shape[1] > self.context:
+            self.caches.close()             # the positions shift from now on: rerun
+            self.incremental = False
+        if self.incremental:
+            window = texts[:, self.read:]
+        else:
+            window = texts if self.context is None else texts[:, -self.context:]
+        scores = self.model(tensor(window)).numpy()
+        size = scores.shape[-1] if self.vocab_size is None else self.vocab_size
+        if scores.shape != (*window.shape, size):
+            raise ValueError(f"beam_search_ids: the model must map ids {window.shape} to scores ({window.shape[0]}, "
+                             f"{window.shape[1]}, {self.vocab_size or 'vocabulary size'}), got {scores.shape}")
+        self.read = texts.shape[1]
         return _log_softmax(scores[:, -1]), texts
 
+    def select(self, texts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if self.incremental:
+            reorder_caches(self.model, rows)
+        return texts[rows]
+
+
+def beam_search_ids(model, ids: list[int], eos_id: int | None, beam_width: int = 4, max_length: int = 50,
+                    length_penalty: float = 0.0, context: int | None = None, rerun: bool = False,
+                    num_return: int = 1, vocab_size: int | None = None) -> list[Hypothesis]:
+    """The ``num_return`` best continuations (best first, see :func:`beam_search`) of the
+    token ids ``ids`` under a language model (ids (B, t) to scores (B, t, V)), the live
+    hypotheses run as one batch.
+
+    A model that reads one token at a time with a rerun's scores (a ``streamable`` recurrent
+    one, through its carried states, with no ``context``; a causal Transformer, through its
+    key/value cache, while the text fits in ``context``) reads ``ids`` once and then the last
+    token of every live hypothesis per step, its caches following the surviving hypotheses'
+    parents (:func:`lamina.text.reorder_caches`): linear time in the length. Any other
+    model, or any with ``rerun=True``, reruns on every hypothesis (or its last ``context``
+    tokens; default: the smallest ``max_len`` of the model's position layers, if any) at
+    each step. Both find the same hypotheses. ``vocab_size``, when given, is checked against
+    the model's scores."""
+    if not ids:
+        raise ValueError("beam_search_ids: ids must hold at least one token to continue")
+    if context is None:
+        context = _default_context(model)
+    carry = not rerun and context is None and bool(getattr(model, "streamable", False))
+    cache = not rerun and not carry and _decodes_incrementally(model)
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        with no_grad():
-            prompt_ids = np.asarray([ids[:-1]], dtype=np.int64)
-            best = beam_search(step, prompt_ids, ids[-1], vocab.eos_id, beam_width, max_length, length_penalty)[0]
+        with no_grad(), carrying_states(model, carry=carry), contextlib.ExitStack() as caches:
+            if cache:
+                caches.enter_context(caching_keys_values(model))
+            reader = _ModelReader(model, context, carry or cache, caches, vocab_size)
+            before_last = np.asarray([ids[:-1]], dtype=np.int64)
+            return beam_search(reader.step, before_last, ids[-1], eos_id, beam_width, max_length, length_penalty,
+                               select=reader.select, num_return=num_return)
     finally:
         model.train(was_training)
+
+
+def beam_search_text(model, vocab: Vocabulary, prompt: str = "", beam_width: int = 4, max_length: int = 50,
+                     length_penalty: float = 0.0, context: int | None = None, rerun: bool = False) -> str:
+    """The likeliest continuation of ``prompt`` under a language model (ids (B, t) to
+    scores (B, t, V)) found by beam search: the counterpart of
+    :func:`lamina.text.sample_text` that searches instead of drawing. The model reads the
+    prompt once and one token per live hypothesis per step where it can, else reruns on
+    every live hypothesis at each step (see :func:`beam_search_ids` for ``context`` and
+    ``rerun``)."""
+    ids = list(vocab.encode(prompt, add_bos=vocab.bos_id is not None))
+    if not ids:
+        raise ValueError("beam_search_text: an empty prompt needs a vocabulary with a bos token to start from")
+    best = beam_search_ids(model, ids, vocab.eos_id, beam_width, max_length, length_penalty, context, rerun,
+                           vocab_size=len(vocab))[0]
     continuation = [i for i in best.ids if i != vocab.eos_id]
     return vocab.decode(ids + continuation)

@@ -18,6 +18,10 @@ end-of-sequence token or ``max_length`` tokens. Three ways to feed the model:
 
 Each way draws the same tokens as the rerun from the same seed: the fast ones compute the
 same scores, only once.
+
+Several texts continue at once as the rows of one batch (:func:`sample_texts`, beam search):
+:func:`reorder_caches` then keeps and reorders the rows the caches and carried states hold,
+dropping the finished texts, repeating the beam's hypotheses that several survivors extend.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 from lamina.autograd import no_grad, tensor
 from lamina.text.vocabulary import Vocabulary
 
-__all__ = ["caching_keys_values", "carrying_states", "sample_text"]
+__all__ = ["caching_keys_values", "carrying_states", "reorder_caches", "sample_text", "sample_texts"]
 
 
 @contextlib.contextmanager
@@ -86,6 +90,25 @@ def caching_keys_values(model) -> Iterator[None]:
             layer.stop_caching()
 
 
+def reorder_caches(model, rows) -> None:
+    """Keep and reorder the rows of every cache of ``model``: the keys and values of its
+    attention layers (within :func:`caching_keys_values`) and the states its stateful
+    recurrent layers carry (within :func:`carrying_states`). Row i of the batch after is
+    row ``rows[i]`` before; rows may repeat (a beam's hypotheses that share a parent) or be
+    left out (finished ones). The next call of ``model`` then continues ``len(rows)``
+    sequences. Refused (ValueError) for a model holding neither, or, naming the layer, for a
+    cache layer that is not caching."""
+    cache_layers = _cache_layers(model)
+    carriers = [m for m in model.modules() if hasattr(m, "reorder_states") and m.stateful]
+    if not cache_layers and not carriers:
+        raise ValueError(f"reorder_caches: {type(model).__name__} holds no key/value cache nor carried recurrent "
+                         "state; call it within caching_keys_values or carrying_states")
+    for layer in cache_layers:
+        layer.reorder_cache(rows)
+    for layer in carriers:
+        layer.reorder_states(rows)
+
+
 def _decodes_incrementally(model) -> bool:
     """Whether ``model`` can read one new token per call through :func:`caching_keys_values`
     with the outputs of a rerun: every cache layer can cache, and with the caches on, every
@@ -104,6 +127,56 @@ def _nucleus(p: np.ndarray, top_p: float) -> np.ndarray:
     out = np.zeros_like(p)
     out[order[:kept]] = p[order[:kept]]
     return out
+
+
+def _default_context(model) -> int | None:
+    """The most tokens ``model`` reads at once: the smallest ``max_len`` of its position
+    layers, or None (no limit) when it has none."""
+    limits = [m.max_len for m in model.modules() if isinstance(getattr(m, "max_len", None), int)]
+    return min(limits) if limits else None
+
+
+def _check_options(who: str, vocab: Vocabulary, temperature: float, top_k: int | None, top_p: float | None,
+                   context: int | None) -> None:
+    if not temperature > 0:
+        raise ValueError(f"{who}: temperature must be > 0, got {temperature!r}")
+    if top_k is not None and not 1 <= top_k <= len(vocab):
+        raise ValueError(f"{who}: top_k must lie in [1, {len(vocab)}], got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"{who}: top_p must lie in (0, 1], got {top_p!r}")
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 1):
+        raise ValueError(f"{who}: context must be a positive int, got {context!r}")
+
+
+def _reading(who: str, model, stream: bool | None, context: int | None) -> tuple[bool, bool]:
+    """(carry, cache): whether the model reads the text through carried recurrent states or
+    through its key/value cache (neither: it reruns), for ``stream`` as :func:`sample_text`
+    takes it."""
+    streamable = bool(getattr(model, "streamable", False))
+    if stream and not streamable:
+        hint = (": a causal Transformer reads each new token once (from its key/value cache) only while the text "
+                "fits in its context; leave stream=None for that" if _decodes_incrementally(model) else "")
+        raise ValueError(f"{who}: stream=True needs a streamable model (embedding, unidirectional recurrent "
+                         f"and per-step layers); {type(model).__name__} is not{hint}")
+    if stream and context is not None:
+        raise ValueError(f"{who}: stream=True reads the whole text and cannot keep to context={context}")
+    if stream is None:
+        carry = streamable and context is None
+        return carry, not carry and _decodes_incrementally(model)
+    return bool(stream), False
+
+
+def _draw(scores: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int | None,
+          top_p: float | None) -> int:
+    """One token drawn from softmax(``scores`` / temperature), kept to the ``top_k`` likeliest
+    and to the nucleus ``top_p``."""
+    z = scores.astype(np.float64) / temperature
+    if top_k is not None:
+        z[np.argsort(z)[:-top_k]] = -np.inf
+    p = np.exp(z - z.max())
+    if top_p is not None:
+        p = _nucleus(p / p.sum(), top_p)
+    return int(rng.choice(len(p), p=p / p.sum()))
 
 
 def sample_text(model, vocab: Vocabulary, prompt: str = "", max_length: int = 50, temperature: float = 1.0,
@@ -130,65 +203,84 @@ def sample_text(model, vocab: Vocabulary, prompt: str = "", max_length: int = 50
       with no carried state nor cache: the reference the other ways agree with.
 
     Carried states and caches are cleared after. Returns the prompt and its continuation,
-    special tokens left out."""
-    if not temperature > 0:
-        raise ValueError(f"sample_text: temperature must be > 0, got {temperature!r}")
-    if top_k is not None and not 1 <= top_k <= len(vocab):
-        raise ValueError(f"sample_text: top_k must lie in [1, {len(vocab)}], got {top_k!r}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"sample_text: top_p must lie in (0, 1], got {top_p!r}")
-    if context is None:
-        limits = [m.max_len for m in model.modules() if isinstance(getattr(m, "max_len", None), int)]
-        context = min(limits) if limits else None
-    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 1):
-        raise ValueError(f"sample_text: context must be a positive int, got {context!r}")
-    streamable = bool(getattr(model, "streamable", False))
-    if stream and not streamable:
-        hint = (": a causal Transformer reads each new token once (from its key/value cache) only while the text "
-                "fits in its context; leave stream=None for that" if _decodes_incrementally(model) else "")
-        raise ValueError(f"sample_text: stream=True needs a streamable model (embedding, unidirectional recurrent "
-                         f"and per-step layers); {type(model).__name__} is not{hint}")
-    if stream and context is not None:
-        raise ValueError(f"sample_text: stream=True reads the whole text and cannot keep to context={context}")
-    if stream is None:
-        carry = streamable and context is None
-        cache = not carry and _decodes_incrementally(model)
-    else:
-        carry, cache = bool(stream), False
+    special tokens left out. :func:`sample_texts` draws several continuations in one batch."""
     rng = np.random.default_rng(seed)
-    ids = list(vocab.encode(prompt, add_bos=vocab.bos_id is not None))
-    if not ids:
-        raise ValueError("sample_text: an empty prompt needs a vocabulary with a bos token to start from")
+    return _sample(model, vocab, prompt, [rng], max_length, temperature, top_k, context, stream, top_p,
+                   "sample_text")[0]
+
+
+def sample_texts(model, vocab: Vocabulary, prompt: str = "", num_samples: int = 4, max_length: int = 50,
+                 temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
+                 context: int | None = None, stream: bool | None = None, top_p: float | None = None) -> list[str]:
+    """``num_samples`` continuations of ``prompt`` drawn as the rows of one batch: the model
+    reads the prompt once, then the last token of every unfinished sample per call (its
+    caches or carried states holding a row per sample; a sample that draws the end token
+    leaves the batch), or, for a model that reruns, the texts of the unfinished samples as
+    one batch. The options are :func:`sample_text`'s.
+
+    Sample i draws from its own stream ``numpy.random.default_rng(seed + i)``: it is the text
+    ``sample_text(..., seed=seed + i)`` gives, up to the rounding of the batched scores (a
+    draw that falls within rounding of the boundary between two tokens could differ).
+    ``seed=None``: fresh streams, a different draw each time."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"sample_texts: num_samples must be a positive int, got {num_samples!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"sample_texts: seed must be an int or None, got {seed!r}")
+    rngs = [np.random.default_rng(None if seed is None else seed + i) for i in range(num_samples)]
+    return _sample(model, vocab, prompt, rngs, max_length, temperature, top_k, context, stream, top_p,
+                   "sample_texts")
+
+
+def _sample(model, vocab: Vocabulary, prompt: str, rngs: list[np.random.Generator], max_length: int,
+            temperature: float, top_k: int | None, context: int | None, stream: bool | None,
+            top_p: float | None, who: str) -> list[str]:
+    """One continuation of ``prompt`` per random stream of ``rngs``, drawn as one batch."""
+    if context is None:
+        context = _default_context(model)
+    _check_options(who, vocab, temperature, top_k, top_p, context)
+    carry, cache = _reading(who, model, stream, context)
+    prompt_ids = list(vocab.encode(prompt, add_bos=vocab.bos_id is not None))
+    if not prompt_ids:
+        raise ValueError(f"{who}: an empty prompt needs a vocabulary with a bos token to start from")
+    texts = [list(prompt_ids) for _ in rngs]
+    alive = list(range(len(rngs)))      # the samples still drawing, in the order of the batch's rows
     was_training = getattr(model, "training", False)
     model.eval()
     try:
         with no_grad(), carrying_states(model, carry=carry), contextlib.ExitStack() as caches:
             if cache:
                 caches.enter_context(caching_keys_values(model))
-            read = 0                        # the tokens held in carried states or caches
+            read = 0                        # the tokens of each text held in carried states or caches
             for _ in range(max_length):
-                if cache and context is not None and len(ids) > context:
+                length = len(texts[alive[0]])           # every unfinished text has the same length
+                if cache and context is not None and length > context:
                     caches.close()          # the positions shift from now on: rerun
                     cache = False
-                if carry or cache:
-                    window = ids[read:]
+                if (carry or cache) and read == 0:
+                    window = np.asarray([prompt_ids], dtype=np.int64)     # the prompt, read once for all
+                elif carry or cache:
+                    window = np.asarray([texts[i][read:] for i in alive], dtype=np.int64)
                 else:
-                    window = ids if context is None else ids[-context:]
-                scores = model(tensor(np.asarray([window], dtype=np.int64))).numpy()
-                read = len(ids)
-                if scores.ndim != 3 or scores.shape[:2] != (1, len(window)) or scores.shape[2] != len(vocab):
-                    raise ValueError(f"sample_text: the model must map ids (1, {len(window)}) to scores (1, "
-                                     f"{len(window)}, {len(vocab)}), got {scores.shape}")
-                z = scores[0, -1].astype(np.float64) / temperature
-                if top_k is not None:
-                    z[np.argsort(z)[:-top_k]] = -np.inf
-                p = np.exp(z - z.max())
-                if top_p is not None:
-                    p = _nucleus(p / p.sum(), top_p)
-                next_id = int(rng.choice(len(vocab), p=p / p.sum()))
-                if next_id == vocab.eos_id:
+                    start = 0 if context is None else max(length - context, 0)
+                    window = np.asarray([texts[i][start:] for i in alive], dtype=np.int64)
+                scores = model(tensor(window)).numpy()
+                read = length
+                expected = (*window.shape, len(vocab))
+                if scores.shape != expected:
+                    raise ValueError(f"{who}: the model must map ids {window.shape} to scores {expected}, "
+                                     f"got {scores.shape}")
+                rows = [0] * len(alive) if len(window) == 1 else list(range(len(alive)))
+                kept = []
+                for row, i in zip(rows, alive):
+                    next_id = _draw(scores[row, -1], rngs[i], temperature, top_k, top_p)
+                    if next_id != vocab.eos_id:
+                        texts[i].append(next_id)
+                        kept.append((row, i))
+                if not kept:
                     break
-                ids.append(next_id)
+                if (carry or cache) and [row for row, _ in kept] != list(range(len(window))):
+                    reorder_caches(model, np.asarray([row for row, _ in kept]))
+                alive = [i for _, i in kept]
     finally:
         model.train(was_training)
-    return vocab.decode(ids)
+    return [vocab.decode(ids) for ids in texts]
