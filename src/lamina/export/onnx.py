@@ -37,6 +37,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_branching,
     onnx_experts,
     onnx_layers,
+    onnx_maxvit,
     onnx_more_layers,
     onnx_recurrent,
     onnx_sequence_layers,

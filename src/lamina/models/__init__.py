@@ -29,6 +29,9 @@ Layouts follow the published models so that published weights map onto them:
   :func:`regnet_x_32gf` (stage widths and depths generated from w_0, w_a, w_m: :func:`regnet`)
   and :func:`swin_t`, :func:`swin_s`, :func:`swin_b` (attention in shifted windows with a
   relative position bias, patch merging): torchvision's layouts, names and parameter counts.
+* :func:`swin_v2_t`, :func:`swin_v2_s`, :func:`swin_v2_b` (scaled cosine attention, a bias
+  from an MLP on log-spaced offsets, post-norm blocks) and :func:`maxvit_t` (MBConv, then
+  attention in blocks and in a dilated grid): torchvision's layouts, names and parameter counts.
 * :func:`fcn_resnet50`, :func:`fcn_resnet101`, :func:`deeplabv3_resnet50`,
   :func:`deeplabv3_resnet101`: semantic segmentation on a dilated ResNet (FCN head, ASPP),
   torchvision's layouts, names and parameter counts.
@@ -119,6 +122,14 @@ from lamina.models.inception import (
     InceptionV3Aux,
     inception_v3,
 )
+from lamina.models.maxvit import (
+    MaxVitLayer,
+    MaxVitMBConv,
+    PartitionAttention,
+    RelativePositionalMultiHeadAttention,
+    maxvit,
+    maxvit_t,
+)
 from lamina.models.mnasnet import MnasNetBlock, mnasnet, mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3
 from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
@@ -181,7 +192,22 @@ from lamina.models.shufflenet import (
 )
 from lamina.models.squeeze_excitation import SqueezeExcitation
 from lamina.models.squeezenet import Fire, squeezenet, squeezenet1_0, squeezenet1_1
-from lamina.models.swin import PatchMerging, ShiftedWindowAttention, SwinTransformerBlock, swin, swin_b, swin_s, swin_t
+from lamina.models.swin import (
+    PatchMerging,
+    PatchMergingV2,
+    ShiftedWindowAttention,
+    ShiftedWindowAttentionV2,
+    SwinTransformerBlock,
+    SwinTransformerBlockV2,
+    swin,
+    swin_b,
+    swin_s,
+    swin_t,
+    swin_v2,
+    swin_v2_b,
+    swin_v2_s,
+    swin_v2_t,
+)
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transfer import transfer
 from lamina.models.unet import DoubleConv, UNet, unet
@@ -231,4 +257,8 @@ __all__ = [
     "FusedMBConv", "efficientnet_v2", "efficientnet_v2_l", "efficientnet_v2_m", "efficientnet_v2_s",
     "MnasNetBlock", "mnasnet", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
     "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32",
+    "PatchMergingV2", "ShiftedWindowAttentionV2", "SwinTransformerBlockV2", "swin_v2", "swin_v2_b", "swin_v2_s",
+    "swin_v2_t",
+    "MaxVitLayer", "MaxVitMBConv", "PartitionAttention", "RelativePositionalMultiHeadAttention", "maxvit",
+    "maxvit_t",
 ]

@@ -14,7 +14,10 @@ is the lamina key; only the layouts differ:
   ``num_batches_tracked`` is ignored;
 * a per-channel parameter that PyTorch keeps as (C, 1, 1) to broadcast over an NCHW map
   (ConvNeXt's ``layer_scale``) is (C,) in lamina: a layer names such parameters in its
-  ``torch_channel_parameters`` attribute.
+  ``torch_channel_parameters`` attribute;
+* a parameter or buffer that has PyTorch's shape already though it has 4 axes (Swin V2's
+  ``relative_coords_table``) is copied as it is: a layer names such arrays in its
+  ``torch_unchanged`` attribute.
 
 Values may be NumPy arrays or torch tensors (converted with ``.detach().cpu().numpy()``;
 torch itself is never imported here).
@@ -90,7 +93,13 @@ def _is_channel_parameter(module: Module, attr: str) -> bool:
     return attr in getattr(module, "torch_channel_parameters", ())
 
 
+def _is_unchanged(module: Module, attr: str) -> bool:
+    return attr in getattr(module, "torch_unchanged", ())
+
+
 def _expected_torch_shape(module: Module, attr: str, shape: tuple, chw) -> tuple:
+    if _is_unchanged(module, attr):
+        return tuple(shape)
     if _is_channel_parameter(module, attr):  # (C,) -> (C, 1, 1)
         return (*shape, 1, 1)
     if len(shape) == 4:  # (K, fh, fw, cg) -> (K, cg, fh, fw)
@@ -103,6 +112,8 @@ def _expected_torch_shape(module: Module, attr: str, shape: tuple, chw) -> tuple
 
 
 def _convert(module: Module, attr: str, value: np.ndarray, chw) -> np.ndarray:
+    if _is_unchanged(module, attr):
+        return value
     if _is_channel_parameter(module, attr):
         return value.reshape(value.shape[:-2])
     if value.ndim == 4:
