@@ -61,20 +61,16 @@ class _ProbsOrLogits(Distribution):
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
-class Bernoulli(_ProbsOrLogits):
-    """P(x = 1) = p = sigma(logits): log P(x) = x logits - log(1 + e^logits); mean p, variance
-    p (1 - p), entropy log(1 + e^logits) - p logits."""
+class _BinaryProbsOrLogits(_ProbsOrLogits):
+    """A family of one success probability p per entry, given as ``probs`` or as ``logits``
+    log(p / (1 - p)) (derived from p clamped to [eps, 1 - eps])."""
 
-    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
-    support = constraints.boolean
-
-    def __init__(self, probs=None, logits=None, validate_args: bool | None = None):
-        _one_of("Bernoulli", probs, logits)
-        if probs is not None:
-            (self.probs,) = broadcast_parameters(probs)
-        else:
-            (self.logits,) = broadcast_parameters(logits)
-        super().__init__(self._param.shape, validate_args=validate_args)
+    def _set_probs_or_logits(self, probs, logits, *others) -> list[Tensor]:
+        """Store whichever of probs and logits is given, broadcast with ``others`` (returned)."""
+        _one_of(type(self).__name__, probs, logits)
+        *others, param = broadcast_parameters(*others, probs if probs is not None else logits)
+        self.__dict__["probs" if probs is not None else "logits"] = param
+        return others
 
     @property
     def _param(self) -> Tensor:
@@ -86,6 +82,19 @@ class Bernoulli(_ProbsOrLogits):
     def _logits_from_probs(self, probs):
         p = _clamped(probs)
         return log(p) - log1p(-p)
+
+
+class Bernoulli(_BinaryProbsOrLogits):
+    """P(x = 1) = p = sigma(logits): log P(x) = x logits - log(1 + e^logits); mean p, variance
+    p (1 - p), entropy log(1 + e^logits) - p logits."""
+
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
+    support = constraints.boolean
+    has_enumerate_support = True
+
+    def __init__(self, probs=None, logits=None, validate_args: bool | None = None):
+        self._set_probs_or_logits(probs, logits)
+        super().__init__(self._param.shape, validate_args=validate_args)
 
     @property
     def mean(self):
@@ -103,6 +112,10 @@ class Bernoulli(_ProbsOrLogits):
         value = self._value(value, "log_prob")
         return value * self.logits - _softplus(self.logits)
 
+    def enumerate_support(self, expand=True):
+        """0 and 1 along a new leading axis."""
+        return self._enumerated(backend.xp.arange(2, dtype=self.dtype), expand)
+
     def entropy(self):
         return _softplus(self.logits) - self.probs * self.logits
 
@@ -113,6 +126,7 @@ class Categorical(_ProbsOrLogits):
     -sum_k p_k log p_k. Values are category indices; mean and variance are NaN, as in PyTorch."""
 
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
+    has_enumerate_support = True
 
     def __init__(self, probs=None, logits=None, validate_args: bool | None = None):
         _one_of(type(self).__name__, probs, logits)
@@ -180,6 +194,10 @@ class Categorical(_ProbsOrLogits):
         smallest = float(numpy.finfo(self.dtype).min)
         return -(clip(self.logits, smallest, None) * self.probs).sum(axis=-1)
 
+    def enumerate_support(self, expand=True):
+        """The category indices 0..K-1 (int64) along a new leading axis."""
+        return self._enumerated(backend.xp.arange(self._num_events, dtype=numpy.int64), expand)
+
 
 class OneHotCategorical(Distribution):
     """A categorical distribution whose values are one-hot vectors of length K (event shape
@@ -187,6 +205,7 @@ class OneHotCategorical(Distribution):
 
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
     support = constraints.one_hot
+    has_enumerate_support = True
 
     def __init__(self, probs=None, logits=None, validate_args: bool | None = None):
         self._categorical = Categorical(probs, logits, validate_args=validate_args)
@@ -221,6 +240,10 @@ class OneHotCategorical(Distribution):
 
     def entropy(self):
         return self._categorical.entropy()
+
+    def enumerate_support(self, expand=True):
+        """The K one-hot vectors along a new leading axis."""
+        return self._enumerated(backend.xp.eye(self.event_shape[0], dtype=self.dtype), expand)
 
 
 class Poisson(Distribution):

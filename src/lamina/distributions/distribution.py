@@ -83,6 +83,7 @@ class Distribution:
     arg_constraints: dict = {}
     support: constraints.Constraint = constraints.real
     has_rsample = False
+    has_enumerate_support = False
 
     def __init__(self, batch_shape=(), event_shape=(), validate_args: bool | None = None):
         self._batch_shape = tuple(batch_shape)
@@ -113,6 +114,47 @@ class Distribution:
     def dtype(self):
         """The floating dtype of the parameters, and of draws and log-probabilities."""
         return self._dtype
+
+    def expand(self, batch_shape) -> Distribution:
+        """The same distribution broadcast to the batch shape ``batch_shape`` (new axes on the
+        left, axes of size 1 stretched), as PyTorch's ``expand``: every parameter tensor whose
+        leading axes are the batch axes, and every inner distribution, is broadcast by the
+        broadcast_to op, so gradients still reach the original parameters."""
+        batch_shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
+        try:
+            fits = numpy.broadcast_shapes(self._batch_shape, batch_shape) == batch_shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ShapeError(f"{type(self).__name__}.expand: batch_shape {self._batch_shape} cannot be broadcast "
+                             f"to {batch_shape}")
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        cut = len(self._batch_shape)
+        for name, value in self.__dict__.items():
+            if isinstance(value, Tensor) and tuple(value.shape[:cut]) == self._batch_shape:
+                shape = batch_shape + tuple(value.shape[cut:])
+                new.__dict__[name] = value if tuple(value.shape) == shape else broadcast_to(value, shape)
+            elif isinstance(value, Distribution) and value.batch_shape[:cut] == self._batch_shape:
+                new.__dict__[name] = value.expand(batch_shape + value.batch_shape[cut:])
+        new._batch_shape = batch_shape
+        return new
+
+    def enumerate_support(self, expand: bool = True) -> Tensor:
+        """Every value of a discrete support, along a new leading axis (shape (n,) + (1,) *
+        len(batch_shape) + event_shape, or broadcast to (n,) + batch_shape + event_shape when
+        ``expand``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no enumerable support (has_enumerate_support is "
+                                  "False)")
+
+    def _enumerated(self, values, expand: bool) -> Tensor:
+        """``values`` (n,) + event_shape laid along a new leading axis in front of the batch axes."""
+        n = values.shape[0]
+        shaped = values.reshape((n,) + (1,) * len(self._batch_shape) + tuple(values.shape[1:]))
+        if expand:
+            shaped = backend.xp.ascontiguousarray(
+                backend.xp.broadcast_to(shaped, (n,) + self._batch_shape + tuple(values.shape[1:])))
+        return Tensor._wrap(shaped)
 
     # -- sampling ----------------------------------------------------------------------
     def sample(self, sample_shape=()) -> Tensor:

@@ -101,7 +101,8 @@ class MultivariateNormal(Distribution):
                              f"{tuple(matrix.shape)} do not broadcast") from None
         d = loc.shape[-1]
         self.loc = loc if tuple(loc.shape) == batch + (d,) else broadcast_to(loc, batch + (d,))
-        self.__dict__[name] = matrix                  # the property reads it back
+        full = batch + (d, d)                         # broadcast so that expand() sees the batch axes
+        self.__dict__[name] = matrix if tuple(matrix.shape) == full else broadcast_to(matrix, full)
         super().__init__(batch, (d,), validate_args=validate_args)   # checks the parameter given
         if name == "scale_tril":
             factor = matrix
