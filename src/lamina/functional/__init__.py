@@ -279,6 +279,29 @@ from lamina.functional.stats_parity import (
     std_mean,
     var_mean,
 )
+from lamina.functional.torch_losses import (
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    huber_loss,
+    l1_loss,
+    mse_loss,
+    multi_margin_loss,
+    smooth_l1_loss,
+    triplet_margin_with_distance_loss,
+)
+from lamina.functional.torch_names import (
+    avg_pool1d,
+    conv1d,
+    gumbel_softmax,
+    hardsigmoid,
+    hardswish,
+    logsigmoid,
+    max_pool1d,
+    one_hot,
+    pdist,
+    prelu,
+    relu6,
+)
 from lamina.functional.unpool import max_pool2d_with_indices, max_unpool2d
 from lamina.functional.unpool_nd import (
     max_pool1d_with_indices,
@@ -337,4 +360,12 @@ __all__ += [  # PyTorch-named math, statistics and scans
     "kthvalue", "median", "mode", "nanmean", "nanmedian", "nanquantile", "nansum", "quantile", "renorm", "std_mean",
     "var_mean", "cumulative_trapezoid", "cummax", "cummin", "diff", "logcumsumexp", "trapezoid",
     "adaptive_avg_pool3d", "adaptive_max_pool3d",
+]
+__all__ += [  # PyTorch-named losses (torch_losses)
+    "binary_cross_entropy_with_logits", "cross_entropy", "huber_loss", "l1_loss", "mse_loss", "multi_margin_loss",
+    "smooth_l1_loss", "triplet_margin_with_distance_loss",
+]
+__all__ += [  # PyTorch-named activations, encodings, 1-D convolution and pooling (torch_names)
+    "avg_pool1d", "conv1d", "gumbel_softmax", "hardsigmoid", "hardswish", "logsigmoid", "max_pool1d", "one_hot",
+    "pdist", "prelu", "relu6",
 ]

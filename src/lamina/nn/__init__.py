@@ -6,7 +6,7 @@ themselves with ``get_config()`` for saving architectures (:func:`layer_to_confi
 :func:`layer_from_config`, :func:`register_layer` for your own layers).
 """
 
-from lamina.nn import init, parametrize, prune, qat, quantize
+from lamina.nn import functional, init, parametrize, prune, qat, quantize
 from lamina.nn.activation import (
     ACTIVATIONS,
     ELU,
@@ -98,15 +98,48 @@ from lamina.nn.graph import (
     global_mean_pool,
 )
 from lamina.nn.hooks import HookHandle, capture_activations
-from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D
+from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D, InstanceNorm3D
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.lora import LoRAAdapter, LoRADense, apply_lora, lora_state_dict, merge_lora, unmerge_lora
+from lamina.nn.losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CosineEmbeddingLoss,
+    CrossEntropyLoss,
+    CTCLoss,
+    GaussianNLLLoss,
+    HingeEmbeddingLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MarginRankingLoss,
+    MSELoss,
+    MultiLabelMarginLoss,
+    MultiLabelSoftMarginLoss,
+    MultiMarginLoss,
+    NLLLoss,
+    PoissonNLLLoss,
+    SmoothL1Loss,
+    SoftMarginLoss,
+    TripletMarginLoss,
+    TripletMarginWithDistanceLoss,
+)
 from lamina.nn.lp_pool import LPPool1D, LPPool2D
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
 from lamina.nn.moe import MixtureOfExperts
 from lamina.nn.multi_head_attention import MultiHeadAttention
-from lamina.nn.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D
+from lamina.nn.noise import (
+    AlphaDropout,
+    Dropout1D,
+    Dropout2D,
+    Dropout3D,
+    FeatureAlphaDropout,
+    GaussianDropout,
+    GaussianNoise,
+    SpatialDropout1D,
+    SpatialDropout2D,
+)
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
 from lamina.nn.orthogonal import orthogonal
@@ -141,7 +174,7 @@ from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, Transfo
 from lamina.nn.transformer_decoder import TransformerDecoderLayer, from_torch_state_dict
 from lamina.nn.transformer_model import Transformer, TransformerDecoder, TransformerEncoder
 from lamina.nn.unpool_nd import MaxUnpool1D, MaxUnpool3D
-from lamina.nn.upsample import Upsample
+from lamina.nn.upsample import Upsample, UpsamplingBilinear2D, UpsamplingNearest2D
 from lamina.nn.weight_norms import SpectralNorm, WeightNorm
 from lamina.nn.wrappers import TimeDistributed
 
@@ -157,8 +190,9 @@ __all__ = [
     "ColorJitter", "RandomErasing", "RandomGrayscale", "RandomResizedCrop",
     "ReLU", "ReLU6", "Reshape", "SELU", "SeparableConv2D", "Sequential", "SiLU", "Sigmoid", "SimpleRNN",
     "Softmax", "Softplus", "Tanh", "TransformerEncoderLayer", "UpSampling2D", "ZeroPadding2D", "default_name",
-    "embedding", "fully_connected_to_conv", "get_activation", "init", "layer_from_config", "layer_to_config",
-    "linear", "register_layer", "registered_layers", "TimeDistributed", "AlphaDropout", "GaussianDropout",
+    "embedding", "fully_connected_to_conv", "functional", "get_activation", "init", "layer_from_config",
+    "layer_to_config", "linear", "register_layer", "registered_layers", "TimeDistributed", "AlphaDropout",
+    "GaussianDropout",
     "GaussianNoise", "SpatialDropout1D", "SpatialDropout2D", "SpectralNorm", "WeightNorm", "HookHandle", "Input",
     "Model", "capture_activations", "GRUCell", "LSTMCell", "SimpleRNNCell",
     "ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "prune", "quantize", "SpatialTransformer",
@@ -185,4 +219,14 @@ __all__ = [
     "AdaptiveAvgPool3D", "AdaptiveMaxPool3D",
     "AdaptiveLogSoftmaxWithLoss", "FractionalMaxPool2D", "MaxUnpool1D", "MaxUnpool3D", "orthogonal", "pad_sequence",
     "parametrize",
+]
+__all__ += [  # loss modules under PyTorch's names
+    "BCELoss", "BCEWithLogitsLoss", "CTCLoss", "CosineEmbeddingLoss", "CrossEntropyLoss", "GaussianNLLLoss",
+    "HingeEmbeddingLoss", "HuberLoss", "KLDivLoss", "L1Loss", "MSELoss", "MarginRankingLoss", "MultiLabelMarginLoss",
+    "MultiLabelSoftMarginLoss", "MultiMarginLoss", "NLLLoss", "PoissonNLLLoss", "SmoothL1Loss", "SoftMarginLoss",
+    "TripletMarginLoss", "TripletMarginWithDistanceLoss",
+]
+__all__ += [  # layers under PyTorch's names
+    "Dropout1D", "Dropout2D", "Dropout3D", "FeatureAlphaDropout", "InstanceNorm3D", "UpsamplingBilinear2D",
+    "UpsamplingNearest2D",
 ]

@@ -39,7 +39,7 @@ from lamina.nn.module import Module, as_tensor
 from lamina.nn.normalization import BatchNormFunction, check_momentum
 from lamina.nn.sample_norm import GroupNormFunction, _check_eps
 
-__all__ = ["InstanceNorm1D", "InstanceNorm2D", "InstanceNormFunction"]
+__all__ = ["InstanceNorm1D", "InstanceNorm2D", "InstanceNorm3D", "InstanceNormFunction"]
 
 
 class InstanceNormFunction(GroupNormFunction):
@@ -183,3 +183,13 @@ class InstanceNorm2D(_InstanceNorm):
 
     spatial_axes = 2
     _EXPECTED = "NHWC (batch, height, width, channels)"
+
+
+@register_layer
+class InstanceNorm3D(_InstanceNorm):
+    """Instance normalization of NDHWC volumes: each volume's channels normalised over its
+    D H W voxels. PyTorch's ``InstanceNorm3d`` on the NCDHW transpose. Options as in the
+    module docstring."""
+
+    spatial_axes = 3
+    _EXPECTED = "NDHWC (batch, depth, height, width, channels)"

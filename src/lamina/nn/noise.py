@@ -35,13 +35,14 @@ import numpy
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
+from lamina.errors import ShapeError
 from lamina.functional.activation import SELU_ALPHA, SELU_SCALE
 from lamina.nn.dropout import dropout_mask
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["AlphaDropout", "GaussianDropout", "GaussianNoise", "NoiseFunction", "SpatialDropout1D",
-           "SpatialDropout2D", "alpha_dropout_affine"]
+__all__ = ["AlphaDropout", "Dropout1D", "Dropout2D", "Dropout3D", "FeatureAlphaDropout", "GaussianDropout",
+           "GaussianNoise", "NoiseFunction", "SpatialDropout1D", "SpatialDropout2D", "alpha_dropout_affine"]
 
 SELU_SATURATION = -SELU_SCALE * SELU_ALPHA
 """alpha' = -lambda alpha: the value SELU tends to for very negative inputs."""
@@ -219,3 +220,37 @@ class SpatialDropout2D(_SpatialDropout):
 
     ndim = 4
     expected_input = "a 4-D NHWC input (batch, height, width, channels); whole channels are dropped"
+
+
+# PyTorch's names for channel dropout (Dropout1d/2d/3d) and its channel-wise alpha dropout
+
+
+@register_layer
+class Dropout1D(SpatialDropout1D):
+    """PyTorch's ``Dropout1d`` on (N, L, C) sequences: :class:`SpatialDropout1D`."""
+
+
+@register_layer
+class Dropout2D(SpatialDropout2D):
+    """PyTorch's ``Dropout2d`` on NHWC images: :class:`SpatialDropout2D`."""
+
+
+@register_layer
+class Dropout3D(_SpatialDropout):
+    """PyTorch's ``Dropout3d``: drops whole channels of an NDHWC batch in training, each
+    sample's channel c zeroed at every voxel with probability ``rate``, the kept ones scaled by
+    1 / (1 - rate). The identity in evaluation."""
+
+    ndim = 5
+    expected_input = "a 5-D NDHWC input (batch, depth, height, width, channels); whole channels are dropped"
+
+
+@register_layer
+class FeatureAlphaDropout(AlphaDropout):
+    """:class:`AlphaDropout` of whole channels (PyTorch's ``FeatureAlphaDropout``): one draw
+    per sample and channel (the last axis), shared by every position of (N, ..., C)."""
+
+    def draw(self, shape, dtype) -> dict:
+        if len(shape) < 2:
+            raise ShapeError(f"{self._label()}: expected an input (batch, ..., channels), got shape {tuple(shape)}")
+        return super().draw((shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],), dtype)

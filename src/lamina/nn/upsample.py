@@ -53,3 +53,26 @@ class Upsample(Module):
         what = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
         corners = "" if self.align_corners is None else f", align_corners={self.align_corners}"
         return f"{what}, mode={self.mode!r}{corners}"
+
+
+@register_layer
+class UpsamplingNearest2D(Upsample):
+    """PyTorch's ``UpsamplingNearest2d``: :class:`Upsample` with mode 'nearest'."""
+
+    def __init__(self, size=None, scale_factor=None, name: str | None = None):
+        super().__init__(size, scale_factor, mode="nearest", name=name)
+
+    def get_config(self) -> dict:
+        return {"size": self.size, "scale_factor": self.scale_factor, "name": self.name}
+
+
+@register_layer
+class UpsamplingBilinear2D(Upsample):
+    """PyTorch's ``UpsamplingBilinear2d``: :class:`Upsample` with mode 'bilinear' and
+    ``align_corners=True`` (the corner pixels of input and output aligned)."""
+
+    def __init__(self, size=None, scale_factor=None, name: str | None = None):
+        super().__init__(size, scale_factor, mode="bilinear", align_corners=True, name=name)
+
+    def get_config(self) -> dict:
+        return {"size": self.size, "scale_factor": self.scale_factor, "name": self.name}
