@@ -53,6 +53,9 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`NormalizingFlow`, :func:`realnvp`: densities by change of variables through
   invertible layers (:class:`AffineCoupling`, :class:`ActNorm`, :class:`Permute`,
   :class:`MaskedAutoregressive`), with exact ``log_prob`` and ``sample``.
+* :class:`DiffusionModel`: denoising diffusion (DDPM training, DDPM and DDIM sampling,
+  classifier-free guidance) on a :class:`NoiseSchedule`, with the time-conditioned
+  denoisers :class:`DenoisingMLP` (vectors) and :class:`DenoisingUNet` (NHWC images).
 * :func:`transfer`: a trained classifier repurposed for a new task (course notes, Transfer
   learning): new output layer, base frozen but for its last ``trainable`` layers.
 * :class:`GaussianProcessRegressor`: exact Gaussian-process regression (Cholesky), its
@@ -80,6 +83,15 @@ from lamina.models.convnext import (
 )
 from lamina.models.densenet import DenseBlock, DenseLayer, densenet, densenet121, densenet169, densenet201
 from lamina.models.detector import grid_detector
+from lamina.models.diffusion import (
+    DenoisingMLP,
+    DenoisingUNet,
+    DiffusionModel,
+    NoiseSchedule,
+    TimeResidualBlock,
+    make_schedule,
+    timestep_embedding,
+)
 from lamina.models.efficientnet import (
     FusedMBConv,
     MBConv,
@@ -246,6 +258,8 @@ __all__ = [
     "ActNorm", "AffineCoupling", "FlowLogProb", "InvertibleLayer", "MaskedAutoregressive", "NormalizingFlow",
     "Permute", "Reverse", "density_nll", "realnvp",
     "projection_head",
+    "DenoisingMLP", "DenoisingUNet", "DiffusionModel", "NoiseSchedule", "TimeResidualBlock", "make_schedule",
+    "timestep_embedding",
     "GaussianProcessRegressor", "kernels",
     "ASPP", "SegmentationModel", "deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101",
     "RegNetBlock", "regnet", "regnet_block_params", "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf",

@@ -23,6 +23,7 @@ from lamina.train.callbacks import (
     TerminateOnNaN,
 )
 from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
+from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
 from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
@@ -66,7 +67,8 @@ __all__ = [
     "ProgressBar", "R2Score", "Recall", "SearchResult", "SummaryWriter", "TensorBoard", "TerminateOnNaN", "Trainer",
     "Trial", "Uniform", "accuracy", "binary_accuracy", "coarse_to_fine", "confusion_matrix", "find_learning_rate",
     "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy", "top_k_error", "tune_trainer",
-    "WeightAveraging", "GANTrainer", "VAETrainer", "train_gan", "train_vae", "Distiller",
+    "WeightAveraging", "GANTrainer", "VAETrainer", "train_gan", "train_vae", "DiffusionTrainer", "train_diffusion",
+    "Distiller",
     "train_distillation", "ProfileSteps", "PrivacyMonitor", "make_private",
     "contrastive_pretrain", "encode", "linear_probe",
     "ReliabilityDiagram", "TemperatureScaling", "expected_calibration_error", "maximum_calibration_error",

@@ -95,8 +95,11 @@ class _EpochLoop:
     def train_step(self, batch: np.ndarray) -> dict[str, float]:
         raise NotImplementedError
 
-    def _run(self, x: np.ndarray, epochs: int, batch_size: int, seed: int | None) -> dict[str, list[float]]:
-        loader = DataLoader(ArrayDataset(x), batch_size=batch_size, shuffle=True, seed=seed)
+    def _run(self, x: np.ndarray, epochs: int, batch_size: int, seed: int | None,
+             labels: np.ndarray | None = None) -> dict[str, list[float]]:
+        # with labels, each batch is a (samples, labels) pair
+        dataset = ArrayDataset(x) if labels is None else ArrayDataset(x, labels)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
         self.stop_training = False
         logs: dict = {}
         for callback in self.callbacks:
@@ -126,7 +129,7 @@ class _EpochLoop:
         totals = dict.fromkeys(self.log_names, 0.0)
         seen = dict.fromkeys(self.log_names, 0)         # samples of the batches that report each loss
         for batch in loader:
-            n = len(batch)
+            n = len(batch[0]) if isinstance(batch, tuple) else len(batch)
             batch_logs = self.train_step(batch)
             self.iteration += 1
             for name in self.log_names:

@@ -1,0 +1,121 @@
+"""Training loop for denoising diffusion models (:class:`lamina.models.DiffusionModel`).
+
+Each step draws, for a mini-batch of data x_0, timesteps t ~ U{0 .. T-1} and noise
+eps ~ N(0, I) from lamina's generator and takes one Adam step on the model's
+:meth:`~lamina.models.DiffusionModel.loss`, the mean squared error of the net's prediction
+at x_t. With ``ema=beta`` the trainer also keeps the exponentially weighted average of the
+weights, v <- beta v + (1 - beta) theta after every step (:class:`lamina.optim.AveragedModel`):
+samples from the averaged weights are usually much better than from the last ones.
+
+Callbacks are :class:`~lamina.train.Callback` objects, as for :class:`~lamina.train.VAETrainer`:
+``on_batch_end`` gets the batch's ``loss``, ``on_epoch_end`` the epoch's mean.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from lamina import backend
+from lamina.autograd import Tensor, no_grad
+from lamina.models.diffusion import DiffusionModel
+from lamina.nn.layer import positive_int
+from lamina.nn.module import Module, evaluation_mode
+from lamina.optim import Adam, AveragedModel, clip_grad_norm
+from lamina.train.generative import _check_epochs, _EpochLoop, _samples
+
+__all__ = ["DiffusionTrainer", "train_diffusion"]
+
+
+class DiffusionTrainer(_EpochLoop):
+    """Adam steps on a :class:`~lamina.models.DiffusionModel`'s loss.
+
+    ``lr``: Adam's learning rate (:attr:`optimizer`). ``ema``: None, or the decay beta in
+    [0, 1) of the weight average kept in :attr:`ema_model` (a copy of the model, sampled like
+    it), updated after every step and carried across :meth:`fit` calls. ``clip_norm``: the
+    largest global gradient norm (None: no clipping). :attr:`history` holds the per-epoch mean
+    ``loss`` over every :meth:`fit` so far.
+    """
+
+    log_names = ("loss",)
+
+    def __init__(self, model: DiffusionModel, lr: float = 1e-3, ema: float | None = None,
+                 clip_norm: float | None = None, callbacks=None):
+        if not isinstance(model, DiffusionModel):
+            raise TypeError(f"DiffusionTrainer: the model must be a DiffusionModel, got {type(model).__name__}")
+        if ema is not None and (isinstance(ema, bool) or not isinstance(ema, numbers.Real) or not 0 <= ema < 1):
+            raise ValueError(f"DiffusionTrainer: ema must be None or a decay in [0, 1), got {ema!r}")
+        if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, numbers.Real)
+                                      or not clip_norm > 0):
+            raise ValueError(f"DiffusionTrainer: clip_norm must be None or a number > 0, got {clip_norm!r}")
+        self.model, self.lr, self.ema, self.clip_norm = model, lr, ema, clip_norm
+        self.optimizer: Adam | None = None
+        self.averaged: AveragedModel | None = None
+        super().__init__(callbacks)
+
+    @property
+    def models(self) -> tuple[Module, ...]:
+        return (self.model,)
+
+    @property
+    def ema_model(self) -> DiffusionModel | None:
+        """The model with the averaged weights (None without ``ema`` or before training)."""
+        return None if self.averaged is None else self.averaged.module
+
+    def _prepare(self, x: np.ndarray, labels) -> None:
+        """Build the model on the data (its weights exist before Adam is made), then Adam and the average."""
+        if not self.model.built or not self.model.net.built:
+            sample = Tensor(backend.xp.asarray(x[:1]))
+            with no_grad(), evaluation_mode(self.model):
+                steps = np.zeros(1, dtype=np.int64)
+                if labels is None:
+                    self.model(sample, steps)
+                else:
+                    self.model(sample, steps, labels[:1])
+        if self.optimizer is None:
+            self.optimizer = Adam(self.model, lr=self.lr)
+        if self.ema is not None and self.averaged is None:
+            self.averaged = AveragedModel(self.model, decay=self.ema)
+
+    def train_step(self, batch) -> dict[str, float]:
+        """One Adam step on a batch of samples, or of (samples, labels); returns its 'loss'."""
+        x, labels = batch if isinstance(batch, tuple) else (batch, None)
+        loss = self.model.loss(x, labels=labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        if self.clip_norm is not None:
+            clip_grad_norm(self.model, self.clip_norm)
+        self.optimizer.step()
+        if self.averaged is not None:
+            self.averaged.update(self.model)
+        return {"loss": float(loss.item())}
+
+    def fit(self, x, labels=None, epochs: int = 1, batch_size: int = 64, seed: int | None = None
+            ) -> dict[str, list[float]]:
+        """Train on the samples ``x`` (n, ...) (with class ``labels``, n ints, for a conditional
+        net) for ``epochs`` epochs of shuffled batches; ``seed`` fixes their order, lamina's
+        generator the timesteps and the noise. Returns :attr:`history`."""
+        x = _samples(x, "train_diffusion")
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (len(x),) or labels.dtype.kind not in "iu":
+                raise ValueError(f"train_diffusion: labels must be {len(x)} integers, one per sample, got shape "
+                                 f"{labels.shape} ({labels.dtype})")
+        epochs = _check_epochs(epochs, "train_diffusion")
+        positive_int(batch_size, "train_diffusion: batch_size")
+        self._prepare(x, labels)
+        return self._run(x, epochs, batch_size, seed, labels=labels)
+
+
+def train_diffusion(model: DiffusionModel, x, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3,
+                    labels=None, ema: float | None = None, clip_norm: float | None = None, seed: int | None = None,
+                    callbacks=None) -> dict[str, list[float]]:
+    """Train a diffusion model on ``x`` (see :class:`DiffusionTrainer`); returns
+    ``{'loss': [...]}``, one mean per epoch. With ``ema`` the averaged weights are copied into
+    the model at the end. The model is left in evaluation mode."""
+    trainer = DiffusionTrainer(model, lr=lr, ema=ema, clip_norm=clip_norm, callbacks=callbacks)
+    history = trainer.fit(x, labels=labels, epochs=epochs, batch_size=batch_size, seed=seed)
+    if trainer.ema_model is not None and trainer.averaged.n_averaged:
+        model.load_state_dict(trainer.ema_model.state_dict())
+    return history
