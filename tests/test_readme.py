@@ -293,3 +293,38 @@ def test_transformer_blocks_detection_explanations_and_folders_example_runs(tmp_
     assert abs(np.log10(names["best"].best_config["lr"]) + 2.5) < 0.5
     assert abs(names["best"].best_config["units"] - 90) < 30
     assert names["xb"].shape == (8, 16, 16, 3) and set(names["yb"].tolist()) == {0, 1}
+
+
+def test_pytorch_names_diffusion_distributions_and_generation_example_runs():
+    """The example of PyTorch's names, diffusion, the new distributions and cached generation:
+    the diffusion samples lie on the moons, the classifier trained with nn.CrossEntropyLoss
+    learns, the policy's gradient reaches its parameters, the Dirichlet KL matches its closed
+    form, and the cached beam search finds the rerun's text."""
+    import numpy as np
+    import pytest
+    from scipy.special import digamma, gammaln
+
+    text = README.read_text()
+    section = text.split("## PyTorch names, diffusion, more distributions, faster generation", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    names: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, str(README), "exec"), names)
+    moons = names["moons"]
+    for drawn in (names["samples"], names["quick"]):
+        nearest = np.sqrt(((drawn[:, None, :] - moons[None, ::4, :]) ** 2).sum(-1)).min(axis=1)
+        assert np.mean(nearest < 0.25) > 0.8
+    assert names["trainer"].evaluate((names["features"], names["labels"]))["accuracy"] > 0.9
+    assert names["h"].shape == (256, 3)
+    first = names["features"][:, :3]
+    expected = (first - first.mean(-1, keepdims=True)) / np.sqrt(first.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(names["h"].numpy(), expected, atol=1e-4)
+    assert np.all(np.isfinite(names["loc"].grad)) and np.any(names["loc"].grad != 0)
+    a, b = np.array([1.0, 2.0, 3.0]), np.ones(3)
+    closed = (gammaln(a.sum()) - gammaln(a).sum() - gammaln(b.sum()) + gammaln(b).sum()
+              + ((a - b) * (digamma(a) - digamma(a.sum()))).sum())
+    assert float(names["gap"].numpy()) == pytest.approx(closed, rel=1e-5)
+    rerun = names["beam_search_text"](names["lm"], names["vocab"], prompt="the ", beam_width=4, max_length=20,
+                                      rerun=True)
+    assert names["best"] == rerun and names["best"].startswith("the ")
+    assert len(names["drawn"]) == 4 and all(t.startswith("the ") for t in names["drawn"])
