@@ -1,12 +1,11 @@
 """ONNX export of MaxViT (its blocks and a small network) run in ONNX Runtime against lamina
-(evaluation mode); the Swin Transformer V2's blocks have no ONNX form and are refused by name."""
+(evaluation mode)."""
 
 import numpy as np
 import pytest
 from test_onnx import _randomize, _roundtrip
 
 from lamina import models, nn
-from lamina.export import export_onnx
 from lamina.models import MaxVitLayer, MaxVitMBConv, PartitionAttention
 
 onnx = pytest.importorskip("onnx")
@@ -43,10 +42,3 @@ def test_a_small_maxvit_exports(tmp_path):
     _randomize(model)
     _roundtrip(model, _images(16, 16, 3), tmp_path, rtol=1e-4, input_shape=(16, 16, 3))
 
-
-def test_swin_v2_is_refused_by_name(tmp_path):
-    model = models.swin_v2(8, (2,), (2,), window_size=2, patch_size=2, num_classes=3, input_shape=(8, 8, 3))
-    model.build((1, 8, 8, 3))
-    with pytest.raises(NotImplementedError, match="SwinTransformerBlockV2 '0'.*has no ONNX converter"):
-        export_onnx(model, tmp_path / "model.onnx")
-    assert not (tmp_path / "model.onnx").exists()

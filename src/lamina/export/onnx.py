@@ -1,22 +1,24 @@
 """Export a model to ONNX, for ONNX Runtime, TensorRT, OpenVINO and the other engines that
 read it (``pip install lamina[onnx]``).
 
-The exporter walks the model's layers in order and writes each as ONNX nodes, its weights
-as initializers: a ``Sequential`` of the built-in layers, with nested ``Sequential``\\ s and
-the zoo's blocks (``ConvBN``, ResNet's residual blocks, the Inception modules and other
-branching networks joined by ``Add`` or ``Concatenate``), so LeNet, AlexNet, MobileNet,
-GoogLeNet, Inception-v3 and the ResNets export, as do MobileNet v3, EfficientNet, ConvNeXt,
-SqueezeNet, ShuffleNet v2, RegNet, MnasNet, EfficientNetV2 and the FCN / DeepLabv3 segmentation
-models (:mod:`lamina.export.onnx_zoo_layers`), and the Swin Transformers (v1,
-:mod:`lamina.export.onnx_swin`); recurrent layers (SimpleRNN, GRU, LSTM, Bidirectional) become
-ONNX's RNN operators, Transformer encoder layers are written out from MatMul and Softmax (with
-rotary positions, grouped-query heads, ALiBi and sliding windows), and a mixture of experts
-weighs all its experts by the top-k gates (:mod:`lamina.export.onnx_experts`). The graph
-reads and writes what the lamina model does: images NHWC (batch, h, w, c), any batch size;
-sequences (batch, time, features) or word ids, any length. ONNX's convolution, pooling and
-normalization operators want NCHW, so a value changes layout only where the next layer needs
-the other one: a whole convolutional stack costs one Transpose in and one out. MaxUnpool2D,
-which reads two inputs (the pooled map and the indices), has no ONNX form.
+The exporter walks the model's layers in order and writes each as ONNX nodes, its weights as
+initializers: a ``Sequential`` of the built-in layers, with nested ``Sequential``\\ s and the
+zoo's blocks (``ConvBN``, ResNet's residual blocks, the Inception modules and other branching
+networks joined by ``Add`` or ``Concatenate``), so LeNet, AlexNet, MobileNet, GoogLeNet,
+Inception-v3 and the ResNets export, as do MobileNet v3, EfficientNet, ConvNeXt, SqueezeNet,
+ShuffleNet v2, RegNet, MnasNet, EfficientNetV2 and the FCN / DeepLabv3 segmentation models
+(:mod:`lamina.export.onnx_zoo_layers`), and the Swin Transformers (v1,
+:mod:`lamina.export.onnx_swin`, and V2, :mod:`lamina.export.onnx_swin_v2`) and MaxViT
+(:mod:`lamina.export.onnx_maxvit`); recurrent layers
+(SimpleRNN, GRU, LSTM, Bidirectional) become ONNX's RNN operators, Transformer encoder layers
+are written out from MatMul and Softmax (with rotary positions, grouped-query heads, ALiBi and
+sliding windows), and a mixture of experts weighs all its experts by the top-k gates
+(:mod:`lamina.export.onnx_experts`). The graph reads and writes what the lamina model does:
+images NHWC (batch, h, w, c), any batch size; sequences (batch, time, features) or word ids,
+any length. ONNX's convolution, pooling and normalization operators want NCHW, so a value
+changes layout only where the next layer needs the other one: a whole convolutional stack costs
+one Transpose in and one out. MaxUnpool2D, which reads two inputs (the pooled map and the
+indices), has no ONNX form.
 
 Layers without a converter raise an error that names them; :func:`register_converter` adds
 one: ``fn(graph, layer, value) -> value`` in the style of those in
@@ -43,6 +45,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_sequence_layers,
     onnx_spatial_layers,
     onnx_swin,
+    onnx_swin_v2,
     onnx_zoo_layers,
 )
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter

@@ -14,14 +14,20 @@ geometry is that of the exported input size:
     PatchMerging            the four pixels of each 2x2 cell (strided Slices, in lamina's
                             order), Concat, LayerNorm, the reduction Dense
 
-Only these classes are written here: a subclass (another Swin version) needs its own converter.
+Only these classes are written here: a subclass (another Swin version) needs its own converter;
+Swin V2's are in :mod:`lamina.export.onnx_swin_v2`, built from the helpers below
+(:func:`window_attention`, :func:`qkv_parts`, :func:`window_heads`, :func:`attend_and_project`,
+:func:`merged_cells`, :func:`only_exactly`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from lamina import nn
+from lamina.autograd import no_grad
 from lamina.export import onnx_layers  # noqa: F401  (the Dense and LayerNorm converters used below)
 from lamina.export.onnx_branching import add_values
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
@@ -44,11 +50,11 @@ def _slice(graph: Graph, x: str, axes, starts, ends, hint: str, steps=None) -> s
     return graph.node("Slice", inputs, hint)
 
 
-def _only_v1(layer: nn.Module, cls: type) -> None:
-    """Refuse a subclass of a v1 block: it computes something else (another Swin version)."""
+def only_exactly(layer: nn.Module, cls: type, version: str) -> None:
+    """Refuse a subclass of ``cls``: it computes something else (another Swin version)."""
     if type(layer) is not cls:
         raise NotImplementedError(f"export_onnx: {layer._label()} ({type(layer).__name__}) has no ONNX converter; "
-                                  f"the one of {cls.__name__} writes Swin v1 blocks only")
+                                  f"the one of {cls.__name__} writes Swin {version} blocks only")
 
 
 def _roll(graph: Graph, x: str, shifts: tuple[int, int], sizes: tuple[int, int], hint: str) -> str:
@@ -65,18 +71,17 @@ def _roll(graph: Graph, x: str, shifts: tuple[int, int], sizes: tuple[int, int],
 
 
 def _score_offsets(layer: ShiftedWindowAttention, ph: int, pw: int, shift: tuple[int, int], dtype) -> np.ndarray:
-    """What lamina adds to the scores: B (heads, N, N) gathered from the table by the
-    relative position index, plus the shift mask (windows, 1, N, N) when the map is shifted."""
-    n = layer.window_size[0] * layer.window_size[1]
-    table = layer._parameters["relative_position_bias_table"].numpy()
-    index = np.asarray(layer.relative_position_index)
-    bias = table[index].reshape(n, n, layer.num_heads).transpose(2, 0, 1)
+    """What lamina adds to the scores: the layer's position bias B (heads, N, N) (v1: gathered
+    from its table by the relative position index), plus the shift mask (windows, 1, N, N)
+    when the map is shifted."""
+    with no_grad():
+        bias = layer.relative_position_bias().numpy()
     if any(shift):
         bias = bias[None] + shifted_window_mask(ph, pw, layer.window_size, shift)[:, None]
     return bias.astype(dtype)
 
 
-def _window_heads(graph: Graph, windows: str, weight, bias, heads: int, head_dim: int, perm, hint: str) -> str:
+def window_heads(graph: Graph, windows: str, weight, bias, heads: int, head_dim: int, perm, hint: str) -> str:
     """x W + b on the windows (N, windows, M^2, C), split into heads and transposed by ``perm``."""
     y = graph.node("MatMul", [windows, graph.constant(weight, f"{hint}_weight")], f"{hint}_matmul")
     if bias is not None:
@@ -85,24 +90,20 @@ def _window_heads(graph: Graph, windows: str, weight, bias, heads: int, head_dim
     return graph.node("Transpose", [y], hint, perm=list(perm))
 
 
-def _attend(graph: Graph, layer: ShiftedWindowAttention, windows: str, offsets: np.ndarray, hint: str) -> str:
-    """softmax(Q K^T / sqrt(d) + offsets) V per window and head, joined and projected."""
-    channels, heads = layer.dim, layer.num_heads
-    d = channels // heads
+def qkv_parts(layer: ShiftedWindowAttention) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(W, b) of the queries, keys and values: the thirds of the ``qkv`` layer (b None without bias)."""
+    channels = layer.dim
     w = layer.qkv.weight.numpy()
     b = layer.qkv.bias.numpy() if layer.qkv.use_bias else None
+    thirds = [slice(k * channels, (k + 1) * channels) for k in range(3)]
+    return [(w[:, cols], None if b is None else b[cols]) for cols in thirds]
 
-    def part(k: int):
-        cols = slice(k * channels, (k + 1) * channels)
-        return w[:, cols], None if b is None else b[cols]
 
-    (w_q, b_q), (w_k, b_k), (w_v, b_v) = part(0), part(1), part(2)
-    scale = d ** -0.5
-    q = _window_heads(graph, windows, w_q * scale, None if b_q is None else b_q * scale, heads, d,
-                      (0, 1, 3, 2, 4), f"{hint}_q")                                  # (N, windows, h, N, d)
-    k = _window_heads(graph, windows, w_k, b_k, heads, d, (0, 1, 3, 4, 2), f"{hint}_k")  # (N, windows, h, d, N)
-    v = _window_heads(graph, windows, w_v, b_v, heads, d, (0, 1, 3, 2, 4), f"{hint}_v")
-    scores = graph.node("MatMul", [q, k], f"{hint}_scores")
+def attend_and_project(graph: Graph, layer: ShiftedWindowAttention, scores: str, v: str, offsets: np.ndarray,
+                       hint: str) -> str:
+    """softmax(scores + offsets) V per window and head (V: (N, windows, h, M^2, d)), the heads
+    joined and ``proj``."""
+    channels = layer.dim
     scores = graph.node("Add", [scores, graph.constant(offsets, f"{hint}_bias_and_mask")], f"{hint}_biased_scores")
     weights = graph.node("Softmax", [scores], f"{hint}_weights", axis=-1)
     context = graph.node("Transpose", [graph.node("MatMul", [weights, v], f"{hint}_context")],
@@ -112,9 +113,27 @@ def _attend(graph: Graph, layer: ShiftedWindowAttention, windows: str, offsets: 
     return out.name
 
 
-@register_converter(ShiftedWindowAttention)
-def _shifted_window_attention(graph: Graph, layer, value: Value) -> Value:
-    _only_v1(layer, ShiftedWindowAttention)
+def _attend(graph: Graph, layer: ShiftedWindowAttention, windows: str, offsets: np.ndarray, hint: str) -> str:
+    """softmax(Q K^T / sqrt(d) + offsets) V per window and head, joined and projected."""
+    heads = layer.num_heads
+    d = layer.dim // heads
+    (w_q, b_q), (w_k, b_k), (w_v, b_v) = qkv_parts(layer)
+    scale = d ** -0.5
+    q = window_heads(graph, windows, w_q * scale, None if b_q is None else b_q * scale, heads, d,
+                     (0, 1, 3, 2, 4), f"{hint}_q")                                  # (N, windows, h, N, d)
+    k = window_heads(graph, windows, w_k, b_k, heads, d, (0, 1, 3, 4, 2), f"{hint}_k")  # (N, windows, h, d, N)
+    v = window_heads(graph, windows, w_v, b_v, heads, d, (0, 1, 3, 2, 4), f"{hint}_v")
+    scores = graph.node("MatMul", [q, k], f"{hint}_scores")
+    return attend_and_project(graph, layer, scores, v, offsets, hint)
+
+
+Attend = Callable[[Graph, ShiftedWindowAttention, str, np.ndarray, str], str]
+
+
+def window_attention(graph: Graph, layer: ShiftedWindowAttention, value: Value, attend: Attend) -> Value:
+    """The map padded, rolled and cut into windows (N, windows, M^2, C); ``attend(graph, layer,
+    windows, offsets, hint)`` writes the attention on them (offsets: bias and shift mask); the
+    windows put back, the roll undone, the padding cropped."""
     value = graph.layout(value, "nhwc")
     hint = label(layer)
     _, height, width, channels = value.shape
@@ -131,7 +150,7 @@ def _shifted_window_attention(graph: Graph, layer, value: Value) -> Value:
     cells = graph.node("Transpose", [grid], f"{hint}_cells", perm=[0, 1, 3, 2, 4, 5])
     windows = graph.node("Reshape", [cells, _ints(graph, [0, rows * cols, wh * ww, channels], f"{hint}_windows")],
                          f"{hint}_window_tokens")
-    out = _attend(graph, layer, windows, _score_offsets(layer, ph, pw, shift, graph.dtype), hint)
+    out = attend(graph, layer, windows, _score_offsets(layer, ph, pw, shift, graph.dtype), hint)
     cells = graph.node("Reshape", [out, _ints(graph, [0, rows, cols, wh, ww, channels], f"{hint}_cells_shape")],
                        f"{hint}_out_cells")
     grid = graph.node("Transpose", [cells], f"{hint}_out_grid", perm=[0, 1, 3, 2, 4, 5])
@@ -142,11 +161,17 @@ def _shifted_window_attention(graph: Graph, layer, value: Value) -> Value:
     return Value(graph.node("Identity", [x], hint), value.shape)
 
 
+@register_converter(ShiftedWindowAttention)
+def _shifted_window_attention(graph: Graph, layer, value: Value) -> Value:
+    only_exactly(layer, ShiftedWindowAttention, "v1")
+    return window_attention(graph, layer, value, _attend)
+
+
 @register_converter(SwinTransformerBlock)
 def _swin_block(graph: Graph, layer, value: Value) -> Value:
     """x + attn(norm1(x)), then x + mlp(norm2(x)) (stochastic depth: the identity)."""
-    _only_v1(layer, SwinTransformerBlock)
-    _only_v1(layer.attn, ShiftedWindowAttention)
+    only_exactly(layer, SwinTransformerBlock, "v1")
+    only_exactly(layer.attn, ShiftedWindowAttention, "v1")
     hint = label(layer)
     value = graph.layout(value, "nhwc")
     x = add_values(graph, [value, convert(graph, layer.attn, convert(graph, layer.norm1, value))],
@@ -154,11 +179,9 @@ def _swin_block(graph: Graph, layer, value: Value) -> Value:
     return add_values(graph, [x, convert(graph, layer.mlp, convert(graph, layer.norm2, x))], f"{hint}_mlp_residual")
 
 
-@register_converter(PatchMerging)
-def _patch_merging(graph: Graph, layer, value: Value) -> Value:
-    """(H, W, C) -> (ceil(H / 2), ceil(W / 2), 2C): the 2x2 cells' pixels (0, 0), (1, 0),
-    (0, 1), (1, 1) concatenated, LayerNorm, Dense."""
-    _only_v1(layer, PatchMerging)
+def merged_cells(graph: Graph, layer: PatchMerging, value: Value) -> Value:
+    """(H, W, C) -> (ceil(H / 2), ceil(W / 2), 4C): the map zero-padded to even sides, the
+    2x2 cells' pixels (0, 0), (1, 0), (0, 1), (1, 1) concatenated."""
     value = graph.layout(value, "nhwc")
     hint = label(layer)
     _, height, width, channels = value.shape
@@ -169,5 +192,11 @@ def _patch_merging(graph: Graph, layer, value: Value) -> Value:
     cells = [_slice(graph, x, [1, 2], [row, col], [_BIG, _BIG], f"{hint}_pixels_{row}{col}", steps=[2, 2])
              for row, col in ((0, 0), (1, 0), (0, 1), (1, 1))]
     shape = (value.shape[0], -(-height // 2), -(-width // 2), 4 * channels)
-    merged = Value(graph.node("Concat", cells, f"{hint}_cells", axis=-1), shape)
-    return convert(graph, layer.reduction, convert(graph, layer.norm, merged))
+    return Value(graph.node("Concat", cells, f"{hint}_cells", axis=-1), shape)
+
+
+@register_converter(PatchMerging)
+def _patch_merging(graph: Graph, layer, value: Value) -> Value:
+    """(H, W, C) -> (ceil(H / 2), ceil(W / 2), 2C): the merged cells, LayerNorm, Dense."""
+    only_exactly(layer, PatchMerging, "v1")
+    return convert(graph, layer.reduction, convert(graph, layer.norm, merged_cells(graph, layer, value)))
