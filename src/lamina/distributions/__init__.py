@@ -3,9 +3,10 @@
 closed-form KL divergences, each a tensor on the graph of the parameters; transforms and
 transformed distributions (change of variables); ``expand`` and ``enumerate_support``."""
 
-from lamina.distributions import constraints, kl_pairs  # noqa: F401  (kl_pairs registers its formulas)
+from lamina.distributions import constraints, kl_mixed, kl_pairs  # noqa: F401  (they register their formulas)
 from lamina.distributions.composite import Independent, MixtureSameFamily
 from lamina.distributions.continuous import Exponential, Laplace, Uniform
+from lamina.distributions.continuous_bernoulli import ContinuousBernoulli
 from lamina.distributions.counts import Binomial, Geometric, Multinomial, NegativeBinomial
 from lamina.distributions.dirichlet import Dirichlet
 from lamina.distributions.discrete import Bernoulli, Categorical, OneHotCategorical, Poisson
@@ -33,6 +34,7 @@ from lamina.distributions.von_mises import VonMises
 
 __all__ = [
     "AffineTransform", "Bernoulli", "Beta", "Binomial", "Categorical", "Cauchy", "Chi2", "ComposeTransform",
+    "ContinuousBernoulli",
     "Dirichlet", "Distribution", "ExpTransform", "Exponential", "Gamma", "Geometric", "Gumbel", "HalfCauchy",
     "HalfNormal", "Independent", "Laplace", "LogNormal", "LogitRelaxedBernoulli", "LowRankMultivariateNormal",
     "MixtureSameFamily", "Multinomial", "MultivariateNormal", "NegativeBinomial", "Normal", "OneHotCategorical",

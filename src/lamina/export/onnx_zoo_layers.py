@@ -15,7 +15,7 @@ Layers (evaluation mode):
                       each axis by Slice + Concat (Pad's 'wrap' is opset 19): [x[n - b:], x, x[:a]]
     Conv1D/3DTranspose  ConvTranspose on (N, C, L) / NCDHW with the weight (c_in, K / g, f...),
                       pads p on both sides, output_padding e, dilations and groups
-    LPPool1D/2D       (k mean(x^p))^(1/p) per window: Pow, AveragePool (ceil_mode as the layer,
+    LPPool1D/2D/3D    (k mean(x^p))^(1/p) per window: Pow, AveragePool (ceil_mode as the layer,
                       the overhang left out of the divisor as lamina's and PyTorch's), Mul, Pow;
                       ONNX's LpPool takes |x| and has ceil_mode only from opset 18
     AdaptiveAvg/MaxPool3D  PyTorch's windows start_i = floor(i n / o), end_i = ceil((i + 1) n / o)
@@ -60,7 +60,7 @@ from lamina.models.squeeze_excitation import SqueezeExcitation
 from lamina.models.squeezenet import Fire
 from lamina.nn.conv_transpose_nd import Conv1DTranspose, Conv3DTranspose
 from lamina.nn.lora import LoRADense
-from lamina.nn.lp_pool import LPPool1D, LPPool2D
+from lamina.nn.lp_pool import LPPool1D, LPPool2D, LPPool3D
 from lamina.nn.padding import _PadND
 
 __all__: list[str] = []
@@ -234,7 +234,7 @@ def _conv_transpose_nd(graph: Graph, layer, value: Value) -> Value:
     return layer_activation(graph, layer, _channels_last(graph, conv, shape, hint))
 
 
-@register_converter(LPPool1D, LPPool2D)
+@register_converter(LPPool1D, LPPool2D, LPPool3D)
 def _lp_pool(graph: Graph, layer, value: Value) -> Value:
     """y = (k mean over the window of x^p)^(1/p), k the window's size."""
     _check_rank(layer, value, layer.spatial + 2)

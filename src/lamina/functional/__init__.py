@@ -56,6 +56,7 @@ from lamina.functional.fake_quantize import (
 )
 from lamina.functional.fold import fold, unfold
 from lamina.functional.fractional_pool import fractional_max_pool2d, fractional_max_pool2d_with_indices
+from lamina.functional.fractional_pool3d import fractional_max_pool3d, fractional_max_pool3d_with_indices
 from lamina.functional.glu import glu
 from lamina.functional.grid_sample import affine_grid, grid_sample
 from lamina.functional.indexing import (
@@ -142,7 +143,7 @@ from lamina.functional.losses_segmentation import (
 )
 from lamina.functional.losses_ssl import barlow_twins_loss, info_nce_loss, nt_xent_loss, vicreg_loss
 from lamina.functional.losses_vae import gaussian_kl, reparameterize, vae_loss
-from lamina.functional.lp_pool import lp_pool1d, lp_pool2d
+from lamina.functional.lp_pool import lp_pool1d, lp_pool2d, lp_pool3d
 from lamina.functional.math_more import (
     atan2,
     cos,
@@ -330,7 +331,8 @@ __all__ = [
     "celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink", "threshold",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "pad2d",
     "pixel_shuffle", "pixel_unshuffle", "fold", "unfold", "max_pool2d_with_indices", "max_unpool2d", "interpolate",
-    "fractional_max_pool2d", "fractional_max_pool2d_with_indices", "max_pool1d_with_indices",
+    "fractional_max_pool2d", "fractional_max_pool2d_with_indices", "fractional_max_pool3d",
+    "fractional_max_pool3d_with_indices", "max_pool1d_with_indices",
     "max_pool3d_with_indices", "max_unpool1d", "max_unpool3d",
     "cosine_similarity_loss", "gaussian_nll_loss", "hinge_embedding_loss", "kl_div", "log_cosh",
     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "multilabel_margin_loss",
@@ -351,7 +353,8 @@ __all__ = [
     "unique",
     "block_diag", "cartesian_prod", "cross", "diag", "diagflat", "kron", "meshgrid", "movedim", "narrow", "outer",
     "rot90", "tensordot", "tril_indices", "triu_indices", "unflatten", "vander",
-    "conv_transpose1d", "conv_transpose3d", "glu", "lp_pool1d", "lp_pool2d", "pad1d", "pad3d", "rms_norm", "rrelu",
+    "conv_transpose1d", "conv_transpose3d", "glu", "lp_pool1d", "lp_pool2d", "lp_pool3d", "pad1d", "pad3d",
+    "rms_norm", "rrelu",
 ]
 __all__ += [  # PyTorch-named math, statistics and scans
     "acos", "acosh", "addcdiv", "addcmul", "allclose", "asin", "asinh", "atan", "atanh", "ceil", "clamp", "copysign",

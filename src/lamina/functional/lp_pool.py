@@ -4,21 +4,26 @@ window of k values,
     y = (sum over the window of x^p)^(1/p),
 
 computed as PyTorch does, from the average pool of x^p times the kernel size k (so a
-ceil-mode window that overhangs the input is scaled as PyTorch scales it). p = 1 is sum
-pooling; large p approaches max pooling. Channel-last: (N, L, C) sequences and (N, H, W, C)
-images. Built from power and average pooling, so its gradients of every order are theirs.
+ceil-mode window that overhangs the input is scaled as PyTorch scales it: by k over the number
+of inputs it covers). p = 1 is sum pooling; large p approaches max pooling. Channel-last:
+(N, L, C) sequences, (N, H, W, C) images and (N, D, H, W, C) volumes. Built from power, padding
+and average pooling, so its gradients of every order are theirs.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy
+
+from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.functional.pool3d import avg_pool3d
 from lamina.functional.pooling import avg_pool2d
-from lamina.functional.shape import reshape
+from lamina.functional.shape import pad, reshape
 
-__all__ = ["lp_pool1d", "lp_pool2d"]
+__all__ = ["lp_pool1d", "lp_pool2d", "lp_pool3d"]
 
 
 def _norm_type(norm_type, op: str) -> float:
@@ -32,6 +37,28 @@ def _pair(value, what: str, op: str) -> tuple[int, int]:
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
         raise ValueError(f"{op}: {what} must be a positive int or a pair of them, got {value!r}")
     return pair
+
+
+def _triple(value, what: str, op: str) -> tuple[int, int, int]:
+    triple = (value,) * 3 if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    if len(triple) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in triple):
+        raise ValueError(f"{op}: {what} must be a positive int or 3 of them (depth, height, width), got {value!r}")
+    return triple
+
+
+def _window_count(n: int, k: int, s: int, ceil_mode: bool) -> int:
+    """The number of windows of k with stride s along n inputs: floor((n - k) / s) + 1, or with
+    ``ceil_mode`` ceil((n - k) / s) + 1 less a last window that would start past the input."""
+    if not ceil_mode:
+        return (n - k) // s + 1
+    out = -(-(n - k) // s) + 1
+    return out - 1 if (out - 1) * s >= n else out
+
+
+def _covered(n: int, k: int, s: int, out: int):
+    """How many of the n inputs each of the ``out`` windows covers (k but at an overhanging end)."""
+    starts = numpy.arange(out) * s
+    return numpy.minimum(starts + k, n) - starts
 
 
 def lp_pool2d(x: Tensor, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
@@ -58,3 +85,30 @@ def lp_pool1d(x: Tensor, norm_type: float, kernel_size: int, stride: int | None 
     images = reshape(x, (x.shape[0], 1, *x.shape[1:]))
     y = lp_pool2d(images, norm_type, (1, kernel_size), (1, stride or kernel_size), ceil_mode)
     return reshape(y, (y.shape[0], *y.shape[2:]))
+
+
+def lp_pool3d(x: Tensor, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
+    """(sum of x^p over each f_d x f_h x f_w window)^(1/p) of NDHWC volumes (N, D, H, W, C);
+    ``stride`` defaults to the kernel size. With ``ceil_mode`` a window overhanging the input
+    gives (k / covered) (sum of x^p over the inputs it covers)^(1/p), k = f_d f_h f_w, as PyTorch."""
+    op = "lp_pool3d"
+    p = _norm_type(norm_type, op)
+    kernel = _triple(kernel_size, "kernel_size", op)
+    stride = kernel if stride is None else _triple(stride, "stride", op)
+    if x.ndim != 5:
+        raise ShapeError(f"{op}: expected x of shape (N, D, H, W, C) (5-D, NDHWC), got shape {tuple(x.shape)}")
+    spatial = tuple(x.shape[1:4])
+    if any(k > n for k, n in zip(kernel, spatial)):
+        raise ShapeError(f"{op}: the window {kernel} is larger than the volume {spatial} of x of shape "
+                         f"{tuple(x.shape)}")
+    outs = [_window_count(n, k, s, ceil_mode) for n, k, s in zip(spatial, kernel, stride)]
+    overhang = [max(0, (o - 1) * s + k - n) for o, s, k, n in zip(outs, stride, kernel, spatial)]
+    k = float(math.prod(kernel))
+    powered = x ** p
+    if not any(overhang):
+        return (avg_pool3d(powered, kernel, stride) * k) ** (1.0 / p)
+    powered = pad(powered, ((0, 0), *((0, e) for e in overhang), (0, 0)))
+    d, h, w = (_covered(n, f, s, o) for n, f, s, o in zip(spatial, kernel, stride, outs))
+    covered = d[:, None, None] * h[None, :, None] * w[None, None, :]
+    scale = backend.xp.asarray((k * k / covered)[None, ..., None], dtype=powered.dtype)
+    return (avg_pool3d(powered, kernel, stride) * scale) ** (1.0 / p)

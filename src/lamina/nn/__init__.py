@@ -82,7 +82,7 @@ from lamina.nn.embedding import Embedding, embedding
 from lamina.nn.embedding_bag import EmbeddingBag, embedding_bag
 from lamina.nn.flat_parameters import parameters_to_vector, vector_to_parameters
 from lamina.nn.fold import Fold, Unfold
-from lamina.nn.fractional_pool import FractionalMaxPool2D
+from lamina.nn.fractional_pool import FractionalMaxPool2D, FractionalMaxPool3D
 from lamina.nn.functional_call import functional_call
 from lamina.nn.functional_model import Input, Model
 from lamina.nn.graph import (
@@ -124,7 +124,7 @@ from lamina.nn.losses import (
     TripletMarginLoss,
     TripletMarginWithDistanceLoss,
 )
-from lamina.nn.lp_pool import LPPool1D, LPPool2D
+from lamina.nn.lp_pool import LPPool1D, LPPool2D, LPPool3D
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
 from lamina.nn.moe import MixtureOfExperts
@@ -212,13 +212,13 @@ __all__ = [
     "QATConv2D", "QATDense", "calibrate", "fuse_conv_bn", "prepare_qat",
     "BayesianDense", "bayesian_kl", "gaussian_kl", "mc_predict",
     "AmplitudeToDB", "FrequencyMasking", "MFCC", "MelSpectrogram", "Spectrogram", "TimeMasking",
-    "GLU", "LogSoftmax", "RReLU", "Softmax2D", "Conv1DTranspose", "Conv3DTranspose", "LPPool1D", "LPPool2D",
+    "GLU", "LogSoftmax", "RReLU", "Softmax2D", "Conv1DTranspose", "Conv3DTranspose", "LPPool1D", "LPPool2D", "LPPool3D",
     "RMSNorm", "Unflatten", "CircularPad1D", "CircularPad2D", "CircularPad3D", "ConstantPad1D", "ConstantPad2D",
     "ConstantPad3D", "ReflectionPad1D", "ReflectionPad3D", "ReplicationPad1D", "ReplicationPad3D", "ZeroPad1D",
     "ZeroPad3D",
     "AdaptiveAvgPool3D", "AdaptiveMaxPool3D",
-    "AdaptiveLogSoftmaxWithLoss", "FractionalMaxPool2D", "MaxUnpool1D", "MaxUnpool3D", "orthogonal", "pad_sequence",
-    "parametrize",
+    "AdaptiveLogSoftmaxWithLoss", "FractionalMaxPool2D", "FractionalMaxPool3D", "MaxUnpool1D", "MaxUnpool3D",
+    "orthogonal", "pad_sequence", "parametrize",
 ]
 __all__ += [  # loss modules under PyTorch's names
     "BCELoss", "BCEWithLogitsLoss", "CTCLoss", "CosineEmbeddingLoss", "CrossEntropyLoss", "GaussianNLLLoss",

@@ -1,15 +1,17 @@
-"""``FractionalMaxPool2D``: max pooling by a non-integer factor over pseudo-random windows
-(Graham, 2014), as ``torch.nn.FractionalMaxPool2d``, on NHWC batches
-(:mod:`lamina.functional.fractional_pool` gives the window sequence)."""
+"""``FractionalMaxPool2D`` and ``FractionalMaxPool3D``: max pooling by a non-integer factor
+over pseudo-random windows (Graham, 2014), as ``torch.nn.FractionalMaxPool2d`` / ``3d``, on NHWC
+and NDHWC batches (:mod:`lamina.functional.fractional_pool` gives the window sequence)."""
 
 from __future__ import annotations
 
+from lamina.functional.conv3d import triple
 from lamina.functional.fractional_pool import fractional_max_pool2d_with_indices, fractional_output_size
+from lamina.functional.fractional_pool3d import fractional_max_pool3d_with_indices, fractional_output_size3d
 from lamina.functional.im2col import pair
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["FractionalMaxPool2D"]
+__all__ = ["FractionalMaxPool2D", "FractionalMaxPool3D"]
 
 
 @register_layer
@@ -49,6 +51,54 @@ class FractionalMaxPool2D(Module):
             return (shape[0], *self.output_size, shape[3])
         hw = tuple(None if n is None else int(n * r) for n, r in zip(shape[1:3], self.output_ratio))
         return (shape[0], *hw, shape[3])
+
+    def get_config(self) -> dict:
+        return {"kernel_size": list(self.kernel_size),
+                "output_size": None if self.output_size is None else list(self.output_size),
+                "output_ratio": None if self.output_ratio is None else list(self.output_ratio),
+                "return_indices": self.return_indices, "name": self.name}
+
+    def extra_repr(self) -> str:
+        target = f"output_size={self.output_size}" if self.output_size else f"output_ratio={self.output_ratio}"
+        return f"kernel_size={self.kernel_size}, {target}"
+
+
+@register_layer
+class FractionalMaxPool3D(Module):
+    """The 3-D form of :class:`FractionalMaxPool2D` on NDHWC batches: ``kernel_size`` windows
+    whose pseudo-random starts map D x H x W onto ``output_size`` (d_out, h_out, w_out), or onto
+    int(n r) per axis for ``output_ratio`` (a number or three in (0, 1)). ``forward(x,
+    _random_samples=u)`` with u of shape (N, C, 3) (PyTorch's layout: depth, height, width)
+    fixes the windows. With ``return_indices`` the layer returns (output, indices), the flat
+    (depth * H + row) * W + col positions of the maxima (for MaxUnpool3D)."""
+
+    def __init__(self, kernel_size, output_size=None, output_ratio=None, return_indices: bool = False,
+                 name: str | None = None):
+        super().__init__(name=name)
+        who = "FractionalMaxPool3D"
+        self.kernel_size = triple(kernel_size, "kernel_size", who)
+        if min(self.kernel_size) < 1:
+            raise ValueError(f"{who}: kernel_size must be positive, got {kernel_size!r}")
+        fractional_output_size3d((1, 1, 1), output_size, output_ratio, who)
+        self.output_size = None if output_size is None else triple(output_size, "output_size", who)
+        self.output_ratio = None if output_ratio is None else tuple(
+            float(r) for r in (output_ratio if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * 3))
+        self.return_indices = bool(return_indices)
+
+    def forward(self, x, _random_samples=None):
+        x = as_tensor(x)
+        if x.ndim != 5:
+            raise input_error(self, x, "a 5-D NDHWC batch (batch, depth, height, width, channels)")
+        out, indices = fractional_max_pool3d_with_indices(x, self.kernel_size, self.output_size, self.output_ratio,
+                                                          _random_samples)
+        return (out, indices) if self.return_indices else out
+
+    def compute_output_shape(self, input_shape):
+        shape = check_shape_ndim(self, input_shape, 5, "a 5-D NDHWC shape (batch, depth, height, width, channels)")
+        if self.output_size is not None:
+            return (shape[0], *self.output_size, shape[4])
+        dhw = tuple(None if n is None else int(n * r) for n, r in zip(shape[1:4], self.output_ratio))
+        return (shape[0], *dhw, shape[4])
 
     def get_config(self) -> dict:
         return {"kernel_size": list(self.kernel_size),

@@ -1,8 +1,9 @@
-"""Power-average pooling layers, PyTorch's LPPool1d/LPPool2d
+"""Power-average pooling layers, PyTorch's LPPool1d/LPPool2d/LPPool3d
 (:mod:`lamina.functional.lp_pool`): y = (sum over each window of x^p)^(1/p) per channel.
 
     LPPool1D(p, k, stride, ceil_mode)   (N, L, C) -> (N, L_out, C)
     LPPool2D(p, f, stride, ceil_mode)   (N, H, W, C) -> (N, H_out, W_out, C)
+    LPPool3D(p, f, stride, ceil_mode)   (N, D, H, W, C) -> (N, D_out, H_out, W_out, C)
 
 with n_out = floor((n - k) / s) + 1 (ceil with ``ceil_mode``, a last window starting inside
 the input); ``stride`` defaults to the kernel size.
@@ -14,11 +15,11 @@ import math
 
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.functional.lp_pool import _norm_type, _pair, lp_pool1d, lp_pool2d
+from lamina.functional.lp_pool import _norm_type, _pair, _triple, lp_pool1d, lp_pool2d, lp_pool3d
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["LPPool1D", "LPPool2D"]
+__all__ = ["LPPool1D", "LPPool2D", "LPPool3D"]
 
 
 def _pooled_length(n: int | None, k: int, s: int, ceil_mode: bool, layer: Module, shape) -> int | None:
@@ -45,13 +46,14 @@ class _LPPool(Module):
             self.kernel_size = _pair(kernel_size, "kernel_size", who)[0:1]
             self.stride = self.kernel_size if stride is None else _pair(stride, "stride", who)[0:1]
         else:
-            self.kernel_size = _pair(kernel_size, "kernel_size", who)
-            self.stride = self.kernel_size if stride is None else _pair(stride, "stride", who)
+            sizes = _pair if self.spatial == 2 else _triple
+            self.kernel_size = sizes(kernel_size, "kernel_size", who)
+            self.stride = self.kernel_size if stride is None else sizes(stride, "stride", who)
         self.ceil_mode = bool(ceil_mode)
 
     def _expected(self) -> str:
-        return "a 3-D batch (batch, steps, channels)" if self.spatial == 1 else \
-            "a 4-D NHWC batch (batch, height, width, channels)"
+        return {1: "a 3-D batch (batch, steps, channels)", 2: "a 4-D NHWC batch (batch, height, width, channels)",
+                3: "a 5-D NDHWC batch (batch, depth, height, width, channels)"}[self.spatial]
 
     def compute_output_shape(self, input_shape):
         shape = check_shape_ndim(self, input_shape, self.spatial + 2, self._expected())
@@ -66,6 +68,8 @@ class _LPPool(Module):
         self.compute_output_shape(x.shape)
         if self.spatial == 1:
             return lp_pool1d(x, self.norm_type, self.kernel_size[0], self.stride[0], self.ceil_mode)
+        if self.spatial == 3:
+            return lp_pool3d(x, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
         return lp_pool2d(x, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
 
     def macs(self, input_shapes, output_shapes) -> int:
@@ -97,3 +101,11 @@ class LPPool2D(_LPPool):
 
     default_name = "lp_pool2d"
     spatial = 2
+
+
+@register_layer
+class LPPool3D(_LPPool):
+    """(sum of x^p over each f_d x f_h x f_w window)^(1/p) of NDHWC volumes."""
+
+    default_name = "lp_pool3d"
+    spatial = 3
