@@ -100,3 +100,12 @@ def test_segment_errors_name_the_op_and_shapes():
         F.segment_max(randn(9), INDEX + 1, N)
     with pytest.raises(ValueError, match="segment_softmax: index must hold integers"):
         F.segment_softmax(randn(9), INDEX.astype(float), N)
+
+
+def test_take_rows_of_no_rows_gives_a_zero_gradient():
+    """An empty index (no anchor matched, no edge) selects nothing; its backward adds nothing."""
+    x = lamina.tensor(np.ones((5, 3)), requires_grad=True)
+    picked = F.take_rows(x, np.zeros(0, dtype=np.int64))
+    assert picked.shape == (0, 3)
+    (picked.sum() + x.sum()).backward()
+    np.testing.assert_array_equal(x.grad, np.ones((5, 3)))

@@ -337,3 +337,11 @@ def test_anchor_generator_matches_torchvisions_formula():
     ws, hs = ((1 / h_ratios)[:, None] * scales[None, :]).view(-1), (h_ratios[:, None] * scales[None, :]).view(-1)
     expected = (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
     np.testing.assert_array_equal(AnchorGenerator.base_anchors([16, 40], [0.3, 1.7]), expected.numpy())
+
+
+def test_box_coder_decodes_no_boxes():
+    """An image with no proposals decodes to no boxes, in both of decode's forms."""
+    coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+    assert coder.decode_single(np.zeros((0, 4)), np.zeros((0, 4))).shape == (0, 4)
+    assert coder.decode(np.zeros((0, 8)), np.zeros((0, 4))).shape == (0, 2, 4)
+    assert coder.decode(np.zeros((0, 4)), []).shape == (0, 1, 4)

@@ -20,6 +20,8 @@ S dy, so both directions avoid ``np.add.at``.
 
 from __future__ import annotations
 
+import math
+
 import numpy
 
 from lamina import backend
@@ -35,7 +37,7 @@ __all__ = ["segment_max", "segment_mean", "segment_softmax", "segment_sum", "tak
 def sum_rows(index, rows, num_segments: int):
     """``y[n] = sum of rows[e] over index[e] = n`` on raw arrays, rows of shape (E, ...)."""
     xp = backend.xp
-    flat = rows.reshape(rows.shape[0], -1)
+    flat = rows.reshape(rows.shape[0], math.prod(rows.shape[1:]))
     if type(rows) is numpy.ndarray and rows.dtype.kind == "f":
         from scipy import sparse
 

@@ -50,6 +50,10 @@ Layouts follow the published models so that published weights map onto them:
   embedding matrix.
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
   :mod:`lamina.vision` decodes into boxes.
+* :class:`FeaturePyramidNetwork` and :func:`resnet_fpn_backbone` (:class:`BackboneWithFPN`),
+  :class:`RetinaNet` (:func:`retinanet_resnet50_fpn`) and :class:`FCOS`
+  (:func:`fcos_resnet50_fpn`): one-stage detectors with torchvision's layouts, names, losses
+  and parameter counts; ``model(images)`` detects, ``model(images, targets)`` gives the losses.
 * :class:`NormalizingFlow`, :func:`realnvp`: densities by change of variables through
   invertible layers (:class:`AffineCoupling`, :class:`ActNorm`, :class:`Permute`,
   :class:`MaskedAutoregressive`), with exact ``log_prob`` and ``sample``.
@@ -109,6 +113,7 @@ from lamina.models.efficientnet import (
     efficientnet_v2_m,
     efficientnet_v2_s,
 )
+from lamina.models.fcos import FCOS, FCOSHead, fcos_resnet50_fpn
 from lamina.models.flows import (
     ActNorm,
     AffineCoupling,
@@ -120,6 +125,14 @@ from lamina.models.flows import (
     Reverse,
     density_nll,
     realnvp,
+)
+from lamina.models.fpn import (
+    BackboneWithFPN,
+    FeaturePyramidNetwork,
+    FrozenBatchNorm2D,
+    LastLevelMaxPool,
+    LastLevelP6P7,
+    resnet_fpn_backbone,
 )
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
 from lamina.models.gaussian_process import GaussianProcessRegressor
@@ -182,6 +195,13 @@ from lamina.models.resnet import (
     resnext101_64x4d,
     wide_resnet50_2,
     wide_resnet101_2,
+)
+from lamina.models.retinanet import (
+    RetinaNet,
+    RetinaNetClassificationHead,
+    RetinaNetHead,
+    RetinaNetRegressionHead,
+    retinanet_resnet50_fpn,
 )
 from lamina.models.s3d import ConvBN3D, SepInceptionBlock3D, TemporalSeparableConv, s3d
 from lamina.models.segmentation import (
@@ -275,4 +295,7 @@ __all__ = [
     "swin_v2_t",
     "MaxVitLayer", "MaxVitMBConv", "PartitionAttention", "RelativePositionalMultiHeadAttention", "maxvit",
     "maxvit_t",
+    "BackboneWithFPN", "FCOS", "FCOSHead", "FeaturePyramidNetwork", "FrozenBatchNorm2D", "LastLevelMaxPool",
+    "LastLevelP6P7", "RetinaNet", "RetinaNetClassificationHead", "RetinaNetHead", "RetinaNetRegressionHead",
+    "fcos_resnet50_fpn", "resnet_fpn_backbone", "retinanet_resnet50_fpn",
 ]

@@ -83,7 +83,7 @@ class BoxCoder:
         dh = clip(codes[:, 3::4] / wh, None, self.bbox_xform_clip)
         x, y = dx * w_a + x_a, dy * h_a + y_a
         half_w, half_h = 0.5 * (exp(dw) * w_a), 0.5 * (exp(dh) * h_a)
-        decoded = stack([x - half_w, y - half_h, x + half_w, y + half_h], axis=2).reshape(codes.shape[0], -1)
+        decoded = stack([x - half_w, y - half_h, x + half_w, y + half_h], axis=2).reshape(codes.shape)
         return decoded if given_tensor else decoded.numpy()
 
     def decode(self, rel_codes, boxes):
@@ -94,7 +94,7 @@ class BoxCoder:
                      for b in boxes]
             boxes = concat(parts, axis=0) if parts else np.zeros((0, 4))
         decoded = self.decode_single(rel_codes, boxes)
-        return decoded.reshape(decoded.shape[0], -1, 4)
+        return decoded.reshape(decoded.shape[0], decoded.shape[1] // 4, 4)
 
 
 class AnchorGenerator:
