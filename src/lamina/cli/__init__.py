@@ -2,9 +2,11 @@
 
 ``lamina train`` (also ``python -m lamina`` with no arguments) trains LeNet-5 on the
 embedded digits; ``lamina train-text`` a character-level language model, ``lamina sample``
-draws from it; ``lamina --help`` lists every subcommand. The image commands live in
-:mod:`lamina.cli.images`, the text ones in :mod:`lamina.cli.text`, ``tune``, ``saliency`` and
-``export`` in :mod:`lamina.cli.tools`, the optimizer and schedule choices they share in
+draws from it; ``lamina train-diffusion`` a denoising diffusion model, ``lamina
+sample-diffusion`` draws from it; ``lamina --help`` lists every subcommand. The image
+commands live in :mod:`lamina.cli.images`, the text ones in :mod:`lamina.cli.text`, the
+diffusion ones in :mod:`lamina.cli.diffusion`, ``tune``, ``saliency`` and ``export`` in
+:mod:`lamina.cli.tools`, the optimizer and schedule choices they share in
 :mod:`lamina.cli.common`.
 """
 
@@ -13,8 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lamina.cli import images, text, tools
+from lamina.cli import diffusion, images, text, tools
 from lamina.cli.common import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
+from lamina.cli.diffusion import sample_diffusion, train_diffusion
 from lamina.cli.images import (
     MODELS,
     augmentation_layers,
@@ -33,7 +36,8 @@ from lamina.io import FormatError
 
 __all__ = ["MODELS", "OPTIMIZERS", "SCHEDULES", "augmentation_layers", "build_language_model", "build_model",
            "build_optimizer", "build_parser", "build_schedule", "evaluate", "export", "logistic_regression", "main",
-           "predict", "saliency", "sample", "summary", "train", "train_text", "tune"]
+           "predict", "saliency", "sample", "sample_diffusion", "summary", "train", "train_diffusion", "train_text",
+           "tune"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     images.add_commands(sub)
     text.add_commands(sub)
+    diffusion.add_commands(sub)
     tools.add_commands(sub)
     return parser
 
@@ -54,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv or ["train"])
     commands = {"train": train, "evaluate": evaluate, "predict": predict, "summary": summary,
-                "train-text": train_text, "sample": sample, "tune": tune, "saliency": saliency, "export": export,
+                "train-text": train_text, "sample": sample, "train-diffusion": train_diffusion,
+                "sample-diffusion": sample_diffusion, "tune": tune, "saliency": saliency, "export": export,
                 "logreg": lambda a: logistic_regression(iterations=a.iterations, lr=a.lr, seed=a.seed)}
     if args.command not in commands:
         parser.print_help()

@@ -165,6 +165,9 @@ def sample(args: argparse.Namespace) -> list[str]:
     from lamina.text import tokenizer_from_config
 
     bundle = lamina.load_bundle(args.checkpoint)
+    if bundle.info.get("kind") == "diffusion":
+        raise SystemExit(f"lamina sample: {args.checkpoint} is a diffusion model; draw from it with "
+                         "'lamina sample-diffusion'")
     if "vocabulary" not in bundle.info:
         raise SystemExit(f"lamina sample: {args.checkpoint} holds no vocabulary; it was not written by "
                          "'lamina train-text'")
