@@ -14,8 +14,65 @@ from lamina.nn.module import Module, as_tensor
 __all__ = ["FractionalMaxPool2D", "FractionalMaxPool3D"]
 
 
+class _FractionalMaxPool(Module):
+    """What the 2-D and 3-D layers share; a subclass names its spatial ``rank``, the functions
+    that read its sizes and pool (``to_tuple``, ``check_sizes``, ``pool``) and its layout."""
+
+    rank: int
+    layout: str
+
+    @staticmethod
+    def to_tuple(value, what: str, who: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @staticmethod
+    def check_sizes(shape, output_size, output_ratio, who: str):
+        raise NotImplementedError
+
+    @staticmethod
+    def pool(x, kernel_size, output_size, output_ratio, random_samples):
+        raise NotImplementedError
+
+    def __init__(self, kernel_size, output_size=None, output_ratio=None, return_indices: bool = False,
+                 name: str | None = None):
+        super().__init__(name=name)
+        who = type(self).__name__
+        self.kernel_size = self.to_tuple(kernel_size, "kernel_size", who)
+        if min(self.kernel_size) < 1:
+            raise ValueError(f"{who}: kernel_size must be positive, got {kernel_size!r}")
+        self.check_sizes((1,) * self.rank, output_size, output_ratio, who)
+        self.output_size = None if output_size is None else self.to_tuple(output_size, "output_size", who)
+        ratios = output_ratio if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * self.rank
+        self.output_ratio = None if output_ratio is None else tuple(float(r) for r in ratios)
+        self.return_indices = bool(return_indices)
+
+    def forward(self, x, _random_samples=None):
+        x = as_tensor(x)
+        if x.ndim != self.rank + 2:
+            raise input_error(self, x, f"a {self.rank + 2}-D {self.layout} batch")
+        out, indices = self.pool(x, self.kernel_size, self.output_size, self.output_ratio, _random_samples)
+        return (out, indices) if self.return_indices else out
+
+    def compute_output_shape(self, input_shape):
+        shape = check_shape_ndim(self, input_shape, self.rank + 2, f"a {self.rank + 2}-D {self.layout} shape")
+        if self.output_size is not None:
+            return (shape[0], *self.output_size, shape[-1])
+        sizes = tuple(None if n is None else int(n * r) for n, r in zip(shape[1:-1], self.output_ratio))
+        return (shape[0], *sizes, shape[-1])
+
+    def get_config(self) -> dict:
+        return {"kernel_size": list(self.kernel_size),
+                "output_size": None if self.output_size is None else list(self.output_size),
+                "output_ratio": None if self.output_ratio is None else list(self.output_ratio),
+                "return_indices": self.return_indices, "name": self.name}
+
+    def extra_repr(self) -> str:
+        target = f"output_size={self.output_size}" if self.output_size else f"output_ratio={self.output_ratio}"
+        return f"kernel_size={self.kernel_size}, {target}"
+
+
 @register_layer
-class FractionalMaxPool2D(Module):
+class FractionalMaxPool2D(_FractionalMaxPool):
     """Each output is the maximum of a ``kernel_size`` window; the windows start at a
     pseudo-random increasing sequence that maps H x W onto ``output_size`` (h_out, w_out), or
     onto int(H r_h) x int(W r_w) for ``output_ratio`` (r_h, r_w) in (0, 1). One sample
@@ -25,46 +82,14 @@ class FractionalMaxPool2D(Module):
     [..., 1] the height's) fixes it by hand. With ``return_indices`` the layer returns
     (output, indices), the flat row * W + col positions of the maxima (for MaxUnpool2D)."""
 
-    def __init__(self, kernel_size, output_size=None, output_ratio=None, return_indices: bool = False,
-                 name: str | None = None):
-        super().__init__(name=name)
-        self.kernel_size = pair(kernel_size, "kernel_size", "FractionalMaxPool2D")
-        if min(self.kernel_size) < 1:
-            raise ValueError(f"FractionalMaxPool2D: kernel_size must be positive, got {kernel_size!r}")
-        fractional_output_size((1, 1), output_size, output_ratio, "FractionalMaxPool2D")
-        self.output_size = None if output_size is None else pair(output_size, "output_size", "FractionalMaxPool2D")
-        self.output_ratio = None if output_ratio is None else tuple(
-            float(r) for r in (output_ratio if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * 2))
-        self.return_indices = bool(return_indices)
-
-    def forward(self, x, _random_samples=None):
-        x = as_tensor(x)
-        if x.ndim != 4:
-            raise input_error(self, x, "a 4-D NHWC batch (batch, height, width, channels)")
-        out, indices = fractional_max_pool2d_with_indices(x, self.kernel_size, self.output_size, self.output_ratio,
-                                                          _random_samples)
-        return (out, indices) if self.return_indices else out
-
-    def compute_output_shape(self, input_shape):
-        shape = check_shape_ndim(self, input_shape, 4, "a 4-D NHWC shape (batch, height, width, channels)")
-        if self.output_size is not None:
-            return (shape[0], *self.output_size, shape[3])
-        hw = tuple(None if n is None else int(n * r) for n, r in zip(shape[1:3], self.output_ratio))
-        return (shape[0], *hw, shape[3])
-
-    def get_config(self) -> dict:
-        return {"kernel_size": list(self.kernel_size),
-                "output_size": None if self.output_size is None else list(self.output_size),
-                "output_ratio": None if self.output_ratio is None else list(self.output_ratio),
-                "return_indices": self.return_indices, "name": self.name}
-
-    def extra_repr(self) -> str:
-        target = f"output_size={self.output_size}" if self.output_size else f"output_ratio={self.output_ratio}"
-        return f"kernel_size={self.kernel_size}, {target}"
+    rank, layout = 2, "NHWC (batch, height, width, channels)"
+    to_tuple = staticmethod(pair)
+    check_sizes = staticmethod(fractional_output_size)
+    pool = staticmethod(fractional_max_pool2d_with_indices)
 
 
 @register_layer
-class FractionalMaxPool3D(Module):
+class FractionalMaxPool3D(_FractionalMaxPool):
     """The 3-D form of :class:`FractionalMaxPool2D` on NDHWC batches: ``kernel_size`` windows
     whose pseudo-random starts map D x H x W onto ``output_size`` (d_out, h_out, w_out), or onto
     int(n r) per axis for ``output_ratio`` (a number or three in (0, 1)). ``forward(x,
@@ -72,40 +97,7 @@ class FractionalMaxPool3D(Module):
     fixes the windows. With ``return_indices`` the layer returns (output, indices), the flat
     (depth * H + row) * W + col positions of the maxima (for MaxUnpool3D)."""
 
-    def __init__(self, kernel_size, output_size=None, output_ratio=None, return_indices: bool = False,
-                 name: str | None = None):
-        super().__init__(name=name)
-        who = "FractionalMaxPool3D"
-        self.kernel_size = triple(kernel_size, "kernel_size", who)
-        if min(self.kernel_size) < 1:
-            raise ValueError(f"{who}: kernel_size must be positive, got {kernel_size!r}")
-        fractional_output_size3d((1, 1, 1), output_size, output_ratio, who)
-        self.output_size = None if output_size is None else triple(output_size, "output_size", who)
-        self.output_ratio = None if output_ratio is None else tuple(
-            float(r) for r in (output_ratio if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * 3))
-        self.return_indices = bool(return_indices)
-
-    def forward(self, x, _random_samples=None):
-        x = as_tensor(x)
-        if x.ndim != 5:
-            raise input_error(self, x, "a 5-D NDHWC batch (batch, depth, height, width, channels)")
-        out, indices = fractional_max_pool3d_with_indices(x, self.kernel_size, self.output_size, self.output_ratio,
-                                                          _random_samples)
-        return (out, indices) if self.return_indices else out
-
-    def compute_output_shape(self, input_shape):
-        shape = check_shape_ndim(self, input_shape, 5, "a 5-D NDHWC shape (batch, depth, height, width, channels)")
-        if self.output_size is not None:
-            return (shape[0], *self.output_size, shape[4])
-        dhw = tuple(None if n is None else int(n * r) for n, r in zip(shape[1:4], self.output_ratio))
-        return (shape[0], *dhw, shape[4])
-
-    def get_config(self) -> dict:
-        return {"kernel_size": list(self.kernel_size),
-                "output_size": None if self.output_size is None else list(self.output_size),
-                "output_ratio": None if self.output_ratio is None else list(self.output_ratio),
-                "return_indices": self.return_indices, "name": self.name}
-
-    def extra_repr(self) -> str:
-        target = f"output_size={self.output_size}" if self.output_size else f"output_ratio={self.output_ratio}"
-        return f"kernel_size={self.kernel_size}, {target}"
+    rank, layout = 3, "NDHWC (batch, depth, height, width, channels)"
+    to_tuple = staticmethod(triple)
+    check_sizes = staticmethod(fractional_output_size3d)
+    pool = staticmethod(fractional_max_pool3d_with_indices)
