@@ -67,17 +67,43 @@ class RegNet(nn.Module):
 
 
 # -- Swin Transformer ---------------------------------------------------------------------------------
+def relative_index(window):
+    """(N N,) row of the offset table of every token pair of a window, torchvision's order."""
+    ys, xs = torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")
+    coords = torch.stack([ys.flatten(), xs.flatten()])
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+    return ((rel[..., 0] + window[0] - 1) * (2 * window[1] - 1) + rel[..., 1] + window[1] - 1).flatten()
+
+
+def window_mask(ph, pw, window, shift):
+    """(nW, N, N): -100 between tokens of a shifted window that came from different regions."""
+    region = torch.zeros(ph, pw)
+    count = 0
+    for hs in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
+        for ws in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
+            region[hs[0]:hs[1], ws[0]:ws[1]] = count
+            count += 1
+    n = window[0] * window[1]
+    region = region.view(ph // window[0], window[0], pw // window[1], window[1]).permute(0, 2, 1, 3).reshape(-1, n)
+    diff = region.unsqueeze(1) - region.unsqueeze(2)
+    return torch.where(diff != 0, -100.0, 0.0)
+
+
 class PatchMerging(nn.Module):
     def __init__(self, dim):
         super().__init__()
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(4 * dim)
 
-    def forward(self, x):
+    @staticmethod
+    def cells(x):
+        """The 2x2 neighbourhoods side by side (B, H/2, W/2, 4C), odd sides padded."""
         h, w = x.shape[1:3]
         x = nn.functional.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
-        return self.reduction(self.norm(x))
+        return torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+
+    def forward(self, x):
+        return self.reduction(self.norm(self.cells(x)))
 
 
 class ShiftedWindowAttention(nn.Module):
@@ -88,11 +114,17 @@ class ShiftedWindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.relative_position_bias_table = nn.Parameter(
             torch.randn((2 * window[0] - 1) * (2 * window[1] - 1), heads) * 0.02)
-        ys, xs = torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")
-        coords = torch.stack([ys.flatten(), xs.flatten()])
-        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-        index = (rel[..., 0] + window[0] - 1) * (2 * window[1] - 1) + rel[..., 1] + window[1] - 1
-        self.register_buffer("relative_position_index", index.flatten())
+        self.register_buffer("relative_position_index", relative_index(window))
+
+    def qkv_parts(self, x, c):
+        """q, k, v (heads first) of the windows' tokens x (B nW, N, C)."""
+        return self.qkv(x).reshape(x.shape[0], x.shape[1], 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+
+    def scores(self, q, k, n):
+        """Scaled dot products plus the relative position bias."""
+        attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1)
+        return attn + bias.unsqueeze(0)
 
     def forward(self, x):
         b, h, w, c = x.shape
@@ -104,20 +136,10 @@ class ShiftedWindowAttention(nn.Module):
             x = torch.roll(x, (-shift[0], -shift[1]), (1, 2))
         nw = (ph // wh) * (pw // ww)
         x = x.view(b, ph // wh, wh, pw // ww, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nw, n, c)
-        q, k, v = self.qkv(x).reshape(b * nw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        attn = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1)
-        bias = self.relative_position_bias_table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1)
-        attn = attn + bias.unsqueeze(0)
+        q, k, v = self.qkv_parts(x, c)
+        attn = self.scores(q, k, n)
         if sum(shift):
-            region = x.new_zeros((ph, pw))
-            count = 0
-            for hs in ((0, -wh), (-wh, -shift[0]), (-shift[0], None)):
-                for ws in ((0, -ww), (-ww, -shift[1]), (-shift[1], None)):
-                    region[hs[0]:hs[1], ws[0]:ws[1]] = count
-                    count += 1
-            region = region.view(ph // wh, wh, pw // ww, ww).permute(0, 2, 1, 3).reshape(nw, n)
-            mask = region.unsqueeze(1) - region.unsqueeze(2)
-            mask = mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+            mask = window_mask(ph, pw, self.window, shift).to(attn.dtype)
             attn = (attn.view(b, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, heads, n, n)
         x = (attn.softmax(-1) @ v).transpose(1, 2).reshape(b * nw, n, c)
         x = self.proj(x)

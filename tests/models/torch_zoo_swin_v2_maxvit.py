@@ -14,67 +14,30 @@ from torch import nn
 
 
 # -- Swin Transformer V2 -----------------------------------------------------------------------------
-def relative_index(window):
-    """(N N,) row of the offset table of every token pair of a window, torchvision's order."""
-    ys, xs = torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")
-    coords = torch.stack([ys.flatten(), xs.flatten()])
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    return ((rel[..., 0] + window[0] - 1) * (2 * window[1] - 1) + rel[..., 1] + window[1] - 1).flatten()
+class ShiftedWindowAttentionV2(tr.ShiftedWindowAttention):
+    """Cosine attention with a clamped temperature and the continuous position bias; no key bias."""
 
-
-def window_mask(ph, pw, window, shift):
-    region = torch.zeros(ph, pw)
-    count = 0
-    for hs in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
-        for ws in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
-            region[hs[0]:hs[1], ws[0]:ws[1]] = count
-            count += 1
-    n = window[0] * window[1]
-    region = region.view(ph // window[0], window[0], pw // window[1], window[1]).permute(0, 2, 1, 3).reshape(-1, n)
-    diff = region.unsqueeze(1) - region.unsqueeze(2)
-    return torch.where(diff != 0, -100.0, 0.0)
-
-
-class ShiftedWindowAttentionV2(nn.Module):
     def __init__(self, dim, window, shift, heads):
-        super().__init__()
-        self.window, self.shift, self.heads = list(window), list(shift), heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        super().__init__(dim, window, shift, heads)
+        del self.relative_position_bias_table
         self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(heads, 1, 1)))
         self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(), nn.Linear(512, heads, bias=False))
         axes = [torch.arange(-(w - 1), w, dtype=torch.float32) / (w - 1) * 8 for w in window]
         table = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).unsqueeze(0)
         self.register_buffer("relative_coords_table", torch.sign(table) * torch.log2(table.abs() + 1.0) / 3.0)
-        self.register_buffer("relative_position_index", relative_index(window))
 
-    def forward(self, x):
-        b, h, w, c = x.shape
-        (wh, ww), heads, n = self.window, self.heads, self.window[0] * self.window[1]
-        x = nn.functional.pad(x, (0, 0, 0, (ww - w % ww) % ww, 0, (wh - h % wh) % wh))
-        ph, pw = x.shape[1:3]
-        shift = [0 if wh >= ph else self.shift[0], 0 if ww >= pw else self.shift[1]]
-        if sum(shift):
-            x = torch.roll(x, (-shift[0], -shift[1]), (1, 2))
-        nw = (ph // wh) * (pw // ww)
-        x = x.view(b, ph // wh, wh, pw // ww, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nw, n, c)
+    def qkv_parts(self, x, c):
         bias = self.qkv.bias.clone()
         bias[c:2 * c] = 0
-        q, k, v = nn.functional.linear(x, self.qkv.weight, bias).reshape(b * nw, n, 3, heads, c // heads).permute(
-            2, 0, 3, 1, 4)
+        qkv = nn.functional.linear(x, self.qkv.weight, bias)
+        return qkv.reshape(x.shape[0], x.shape[1], 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+
+    def scores(self, q, k, n):
         attn = nn.functional.normalize(q, dim=-1) @ nn.functional.normalize(k, dim=-1).transpose(-2, -1)
         attn = attn * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
-        table = self.cpb_mlp(self.relative_coords_table).view(-1, heads)
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)
         rel = table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1)
-        attn = attn + 16 * torch.sigmoid(rel).unsqueeze(0)
-        if sum(shift):
-            mask = window_mask(ph, pw, self.window, shift).to(attn.dtype)
-            attn = (attn.view(b, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, heads, n, n)
-        x = self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b * nw, n, c))
-        x = x.view(b, ph // wh, pw // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
-        if sum(shift):
-            x = torch.roll(x, (shift[0], shift[1]), (1, 2))
-        return x[:, :h, :w].contiguous()
+        return attn + 16 * torch.sigmoid(rel).unsqueeze(0)
 
 
 class SwinBlockV2(tr.SwinBlock):
@@ -87,17 +50,13 @@ class SwinBlockV2(tr.SwinBlock):
         return x + self.stochastic_depth(self.norm2(self.mlp(x)))
 
 
-class PatchMergingV2(nn.Module):
+class PatchMergingV2(tr.PatchMerging):
     def __init__(self, dim):
-        super().__init__()
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        super().__init__(dim)
         self.norm = nn.LayerNorm(2 * dim)
 
     def forward(self, x):
-        h, w = x.shape[1:3]
-        x = nn.functional.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
-        return self.norm(self.reduction(x))
+        return self.norm(self.reduction(self.cells(x)))
 
 
 class SwinTransformerV2(nn.Module):
@@ -152,7 +111,7 @@ class RelativePositionalMultiHeadAttention(nn.Module):
         self.merge = nn.Linear(feat_dim, feat_dim)
         self.relative_position_bias_table = nn.Parameter(torch.randn((2 * partition - 1) ** 2, self.heads) * 0.02)
         n = partition * partition
-        self.register_buffer("relative_position_index", relative_index((partition, partition)).view(n, n))
+        self.register_buffer("relative_position_index", tr.relative_index((partition, partition)).view(n, n))
 
     def forward(self, x):
         b, g, p, d = x.shape
