@@ -54,7 +54,7 @@ def moons_run(tmp_path_factory):
 def test_help_lists_the_options(capsys):
     for name, options in (("train-diffusion", ("--dataset", "moons", "fashion-mnist", "--epochs", "--batch-size",
                                                "--lr", "--timesteps", "--schedule", "--prediction", "--ema",
-                                               "--base-filters", "--conditional", "--seed", "--out")),
+                                               "--base-filters", "--conditional", "--seed", "--out", "--resume")),
                           ("sample-diffusion", ("--count", "--steps", "--method", "--eta", "--guidance", "--label",
                                                 "--out"))):
         code, out, _ = exit_of(capsys, name, "--help")
@@ -193,3 +193,21 @@ def test_other_models_point_to_the_right_command(capsys, moons_run, tmp_path):
     lamina.save(dense, tmp_path / "dense.safetensors")
     code, _, err = exit_of(capsys, "sample-diffusion", str(tmp_path / "dense.safetensors"))
     assert code == 1 and "holds a Dense, not a diffusion model" in err
+
+
+def test_resume_continues_a_run_to_the_same_weights(tmp_path, capsys):
+    def run(epochs, name, *more):
+        options = [*TINY_MOONS, "--epochs", epochs, "--out", str(tmp_path / name), *more]
+        return train_diffusion(command("train-diffusion", *options))
+
+    whole = run("3", "whole")
+    run("1", "first")
+    checkpoint = str(tmp_path / "first" / "checkpoint.safetensors")
+    resumed = run("3", "resumed", "--resume", checkpoint)
+    assert resumed["loss"] == whole["loss"]
+    np.testing.assert_array_equal(resumed["samples"], whole["samples"])
+    code, _, err = exit_of(capsys, "train-diffusion", *TINY_MOONS, "--hidden", "8", "--out", str(tmp_path / "x"),
+                           "--resume", checkpoint)
+    assert code == 1 and "cannot resume" in err and "shape" in err
+    code, _, err = exit_of(capsys, "train-diffusion", *TINY_MOONS, "--resume", str(tmp_path / "none"))
+    assert code == 1 and "no such checkpoint" in err

@@ -111,3 +111,37 @@ def test_errors():
         train_diffusion(small_model(), x, epochs=-1)
     with pytest.raises(ValueError, match="no num_classes"):
         train_diffusion(small_model(), x, labels=modes)
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_run(tmp_path, ema):
+    x, modes = mixture(150)
+    lamina.manual_seed(5)
+    whole = small_model(num_classes=3)
+    train_diffusion(whole, x, labels=modes, epochs=4, batch_size=40, ema=ema, seed=2)
+
+    lamina.manual_seed(5)
+    first = small_model(num_classes=3)
+    path = tmp_path / "checkpoint.safetensors"
+    train_diffusion(first, x, labels=modes, epochs=2, batch_size=40, ema=ema, seed=2, checkpoint=path)
+    lamina.manual_seed(123)                            # the checkpoint restores lamina's generator
+    resumed = small_model(num_classes=3)
+    history = train_diffusion(resumed, x, labels=modes, epochs=4, batch_size=40, ema=ema, seed=2,
+                              resume_from=path, checkpoint=path)
+    assert len(history["loss"]) == 4
+    for name, value in whole.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value, err_msg=name)
+
+
+def test_checkpoint_errors(tmp_path):
+    x, _ = mixture(64)
+    path = tmp_path / "checkpoint.safetensors"
+    train_diffusion(small_model(), x, epochs=1, batch_size=32, checkpoint=path)
+    with pytest.raises(ValueError, match="ema=None.*same option"):
+        train_diffusion(small_model(), x, epochs=2, batch_size=32, ema=0.9, resume_from=path)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_diffusion(small_model(), x, epochs=2, batch_size=16, resume_from=path)
+    other = tmp_path / "other.safetensors"
+    lamina.io.save_file({"w": np.zeros(2, np.float32)}, other, {"format": "something"})
+    with pytest.raises(ValueError, match="not a diffusion training checkpoint"):
+        train_diffusion(small_model(), x, epochs=2, batch_size=32, resume_from=other)

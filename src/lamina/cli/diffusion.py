@@ -4,6 +4,7 @@ moons, Fashion-MNIST or an image folder) and ``sample-diffusion`` (draw from a s
 Images are scaled to [-1, 1] and denoised by a :class:`lamina.models.DenoisingUNet`; the
 two moons are standardised points denoised by a :class:`lamina.models.DenoisingMLP`. A run
 writes ``model.safetensors`` (its ``info`` says how to turn samples back into data),
+``checkpoint.safetensors`` (rewritten after every epoch; ``--resume`` continues from it),
 ``cost.png`` (the training cost per mini-batch and per epoch) and ``samples.png`` (a grid
 of images, or the drawn points over the data). ``sample-diffusion`` is a command of its
 own rather than a mode of ``lamina sample``: none of the language model's options
@@ -21,6 +22,7 @@ import numpy as np
 
 import lamina
 from lamina.cli.common import _argument_type, positive_int, positive_number, unit_interval
+from lamina.errors import ShapeError
 
 DATASETS = ("digits", "moons", "fashion-mnist", "folder")
 MOONS = 2000                         # points of the two-moons data set
@@ -122,6 +124,8 @@ def train_diffusion(args: argparse.Namespace) -> dict:
     from lamina.train.history import History
 
     _check_options(args)
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise SystemExit(f"lamina train-diffusion: --resume {args.resume}: no such checkpoint file")
     epochs = args.epochs or DEFAULT_EPOCHS[args.dataset]
     lamina.manual_seed(args.seed)
     started = time.perf_counter()
@@ -145,8 +149,16 @@ def train_diffusion(args: argparse.Namespace) -> dict:
 
     callback = LambdaCallback(on_batch_end=lambda _, logs: history.record_iteration({"loss": logs["loss"]}),
                               on_epoch_end=epoch_ended)
-    losses = fit(model, x, labels=labels if args.conditional else None, epochs=epochs, batch_size=args.batch_size,
-                 lr=args.lr, ema=args.ema or None, seed=args.seed, callbacks=[callback])["loss"]
+    checkpoint = out / "checkpoint.safetensors"
+    try:
+        losses = fit(model, x, labels=labels if args.conditional else None, epochs=epochs,
+                     batch_size=args.batch_size, lr=args.lr, ema=args.ema or None, seed=args.seed,
+                     callbacks=[callback], checkpoint=checkpoint, resume_from=args.resume)["loss"]
+    except (ValueError, ShapeError) as exc:
+        if args.resume is None:
+            raise
+        raise SystemExit(f"lamina train-diffusion: cannot resume from {args.resume} with these options: {exc}"
+                         ) from None
     if args.ema:
         print(f"EMA: the exponential moving average of the weights (decay {args.ema}) put in place of the "
               "trained weights")
@@ -162,7 +174,7 @@ def train_diffusion(args: argparse.Namespace) -> dict:
     write_samples(samples, info, out / "samples.png", title=f"{args.dataset}: {count} samples (DDPM, "
                   f"{model.num_timesteps} steps)", columns=classes if args.conditional else None)
     print(f"final cost {losses[-1]:.4f} (first epoch {losses[0]:.4f}; {time.perf_counter() - started:.1f} s)")
-    print(f"saved {out / 'model.safetensors'}, {out / 'cost.png'} and {out / 'samples.png'}")
+    print(f"saved {out / 'model.safetensors'}, {checkpoint}, {out / 'cost.png'} and {out / 'samples.png'}")
     return {"loss": losses, "samples": samples, "out": out}
 
 
@@ -299,8 +311,9 @@ def add_commands(sub) -> None:
 
     t = sub.add_parser("train-diffusion", help="train a denoising diffusion model (digits, moons, Fashion-MNIST)",
                        description="Train a denoising diffusion model (DDPM): a U-Net on images scaled to [-1, 1], "
-                                   "or an MLP on the two moons; writes model.safetensors, cost.png and samples.png "
-                                   "(a grid of samples, or for the moons the samples over the data) to --out.")
+                                   "or an MLP on the two moons; writes model.safetensors, checkpoint.safetensors, "
+                                   "cost.png and samples.png (a grid of samples, or for the moons the samples over "
+                                   "the data) to --out.")
     t.add_argument("--dataset", type=_dataset_name, choices=DATASETS, default="digits",
                    help="digits: scikit-learn's 8x8 digits (default; under a minute); moons: 2,000 2-D points; "
                         "fashion-mnist: 28x28 clothes (--data-dir); folder: the images under --data-dir, one "
@@ -328,6 +341,9 @@ def add_commands(sub) -> None:
     t.add_argument("--offline", action="store_true", help="never download datasets")
     t.add_argument("--out", default=None, help="output directory (default runs/diffusion-<timestamp>)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                   help="continue from a checkpoint.safetensors of an earlier run with the same options; --epochs "
+                        "counts its epochs too")
     t.add_argument("--verbose", type=int, default=1, help="0: quiet; 1: per-epoch lines")
 
     s = sub.add_parser("sample-diffusion", help="draw samples from a model saved by 'lamina train-diffusion'",

@@ -9,16 +9,27 @@ samples from the averaged weights are usually much better than from the last one
 
 Callbacks are :class:`~lamina.train.Callback` objects, as for :class:`~lamina.train.VAETrainer`:
 ``on_batch_end`` gets the batch's ``loss``, ``on_epoch_end`` the epoch's mean.
+
+Checkpoints: ``fit(..., checkpoint=path)`` writes, after every epoch, one safetensors file with
+the weights, Adam's moments, the weight average, lamina's generator, the loader's shuffling
+state and the history; ``fit(..., resume_from=path)`` continues from it up to ``epochs`` epochs
+in all. On the CPU, with the same data and options, the resumed run ends with the same weights,
+bit for bit, as one that was never interrupted.
 """
 
 from __future__ import annotations
 
+import json
 import numbers
+import os
 
 import numpy as np
 
 from lamina import backend
 from lamina.autograd import Tensor, no_grad
+from lamina.data import DataLoader
+from lamina.io import load_file, save_file
+from lamina.io.state import flatten_state, unflatten_state
 from lamina.models.diffusion import DiffusionModel
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, evaluation_mode
@@ -26,6 +37,8 @@ from lamina.optim import Adam, AveragedModel, clip_grad_norm
 from lamina.train.generative import _check_epochs, _EpochLoop, _samples
 
 __all__ = ["DiffusionTrainer", "train_diffusion"]
+
+CHECKPOINT_FORMAT = "lamina-diffusion-checkpoint-1"
 
 
 class DiffusionTrainer(_EpochLoop):
@@ -52,6 +65,7 @@ class DiffusionTrainer(_EpochLoop):
         self.model, self.lr, self.ema, self.clip_norm = model, lr, ema, clip_norm
         self.optimizer: Adam | None = None
         self.averaged: AveragedModel | None = None
+        self.checkpoint: str | os.PathLike | None = None
         super().__init__(callbacks)
 
     @property
@@ -91,11 +105,14 @@ class DiffusionTrainer(_EpochLoop):
             self.averaged.update(self.model)
         return {"loss": float(loss.item())}
 
-    def fit(self, x, labels=None, epochs: int = 1, batch_size: int = 64, seed: int | None = None
+    def fit(self, x, labels=None, epochs: int = 1, batch_size: int = 64, seed: int | None = None,
+            checkpoint: str | os.PathLike | None = None, resume_from: str | os.PathLike | None = None
             ) -> dict[str, list[float]]:
         """Train on the samples ``x`` (n, ...) (with class ``labels``, n ints, for a conditional
         net) for ``epochs`` epochs of shuffled batches; ``seed`` fixes their order, lamina's
-        generator the timesteps and the noise. Returns :attr:`history`."""
+        generator the timesteps and the noise. ``checkpoint``: a file rewritten after every
+        epoch; ``resume_from``: a checkpoint to continue from (``epochs`` counts the epochs
+        before it too). Returns :attr:`history`."""
         x = _samples(x, "train_diffusion")
         if labels is not None:
             labels = np.asarray(labels)
@@ -105,17 +122,65 @@ class DiffusionTrainer(_EpochLoop):
         epochs = _check_epochs(epochs, "train_diffusion")
         positive_int(batch_size, "train_diffusion: batch_size")
         self._prepare(x, labels)
-        return self._run(x, epochs, batch_size, seed, labels=labels)
+        self.checkpoint = checkpoint
+        start_epoch, loader_state = 0, None
+        if resume_from is not None:
+            start_epoch, loader_state = self._restore(resume_from, batch_size, len(x))
+        return self._run(x, epochs, batch_size, seed, labels=labels, start_epoch=start_epoch,
+                         loader_state=loader_state)
+
+    def _epoch_done(self, epoch: int, loader: DataLoader) -> None:
+        if self.checkpoint is not None:
+            self.save_checkpoint(self.checkpoint, epoch + 1, loader)
+
+    def save_checkpoint(self, path: str | os.PathLike, epochs_done: int, loader: DataLoader | None = None) -> None:
+        """Write the training state after ``epochs_done`` epochs to ``path`` (atomically)."""
+        arrays = {f"model/{k}": backend.to_numpy(v) for k, v in self.model.state_dict().items()}
+        if self.averaged is not None:
+            arrays.update({f"ema/{k}": backend.to_numpy(v) for k, v in self.averaged.state_dict().items()})
+        state = {"epoch": epochs_done, "iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
+                 "rng": backend.get_rng_state(), "loader": None if loader is None else loader.state_dict(),
+                 "history": self.history, "ema": self.ema}
+        tree, extra = flatten_state(state, "state")
+        arrays.update(extra)
+        save_file(arrays, path, {"format": CHECKPOINT_FORMAT, "state": json.dumps(tree)})
+
+    def _restore(self, path: str | os.PathLike, batch_size: int, num_samples: int) -> tuple[int, dict | None]:
+        """Load a checkpoint of :meth:`save_checkpoint`; returns (epochs done, loader state).
+        Everything is checked before the model, Adam or the generator is changed."""
+        arrays, metadata = load_file(path)
+        if metadata.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"DiffusionTrainer: {path} is not a diffusion training checkpoint (format "
+                             f"{metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+        state = unflatten_state(json.loads(metadata["state"]), arrays)
+        if (state["ema"] is None) != (self.ema is None):
+            raise ValueError(f"DiffusionTrainer: {path} was written with ema={state['ema']!r}; resume with the "
+                             f"same option (got ema={self.ema!r})")
+        saved = state["loader"] or {}
+        for what, mine in (("batch_size", batch_size), ("num_samples", num_samples)):
+            if what in saved and saved[what] != mine:
+                raise ValueError(f"DiffusionTrainer: {path} was written training with {what}={saved[what]}; "
+                                 f"resuming needs the same, got {mine}")
+        self.model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
+        if self.averaged is not None:
+            self.averaged.load_state_dict({k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")})
+        self.optimizer.load_state_dict(state["optimizer"])
+        backend.set_rng_state(state["rng"])
+        self.history = {name: [float(v) for v in values] for name, values in state["history"].items()}
+        self.iteration = int(state["iteration"])
+        return int(state["epoch"]), state["loader"]
 
 
 def train_diffusion(model: DiffusionModel, x, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3,
                     labels=None, ema: float | None = None, clip_norm: float | None = None, seed: int | None = None,
-                    callbacks=None) -> dict[str, list[float]]:
-    """Train a diffusion model on ``x`` (see :class:`DiffusionTrainer`); returns
-    ``{'loss': [...]}``, one mean per epoch. With ``ema`` the averaged weights are copied into
-    the model at the end. The model is left in evaluation mode."""
+                    callbacks=None, checkpoint: str | os.PathLike | None = None,
+                    resume_from: str | os.PathLike | None = None) -> dict[str, list[float]]:
+    """Train a diffusion model on ``x`` (see :class:`DiffusionTrainer`, also for ``checkpoint``
+    and ``resume_from``); returns ``{'loss': [...]}``, one mean per epoch. With ``ema`` the
+    averaged weights are copied into the model at the end. The model is left in evaluation mode."""
     trainer = DiffusionTrainer(model, lr=lr, ema=ema, clip_norm=clip_norm, callbacks=callbacks)
-    history = trainer.fit(x, labels=labels, epochs=epochs, batch_size=batch_size, seed=seed)
+    history = trainer.fit(x, labels=labels, epochs=epochs, batch_size=batch_size, seed=seed,
+                          checkpoint=checkpoint, resume_from=resume_from)
     if trainer.ema_model is not None and trainer.averaged.n_averaged:
         model.load_state_dict(trainer.ema_model.state_dict())
     return history

@@ -96,18 +96,24 @@ class _EpochLoop:
         raise NotImplementedError
 
     def _run(self, x: np.ndarray, epochs: int, batch_size: int, seed: int | None,
-             labels: np.ndarray | None = None) -> dict[str, list[float]]:
+             labels: np.ndarray | None = None, start_epoch: int = 0,
+             loader_state: dict | None = None) -> dict[str, list[float]]:
+        """Epochs ``start_epoch`` .. ``epochs - 1``; ``loader_state`` restores the shuffling
+        (a resumed run draws the batches the uninterrupted one would have)."""
         # with labels, each batch is a (samples, labels) pair
         dataset = ArrayDataset(x) if labels is None else ArrayDataset(x, labels)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
+        if loader_state is not None:
+            loader.load_state_dict(loader_state)
         self.stop_training = False
         logs: dict = {}
         for callback in self.callbacks:
             callback.on_train_begin(logs)
         try:
-            for epoch in range(epochs):
+            for epoch in range(start_epoch, epochs):
                 self.epoch = epoch
                 logs = self._run_epoch(loader)
+                self._epoch_done(epoch, loader)
                 if self.stop_training:
                     break
         except BaseException as error:
@@ -119,6 +125,9 @@ class _EpochLoop:
         for model in self.models:
             model.eval()
         return self.history
+
+    def _epoch_done(self, epoch: int, loader: DataLoader) -> None:
+        """Called after each epoch's callbacks (a trainer that writes checkpoints does it here)."""
 
     def _run_epoch(self, loader: DataLoader) -> dict[str, float]:
         for model in self.models:
