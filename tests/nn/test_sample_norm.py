@@ -100,7 +100,7 @@ def test_gradcheck_without_affine(f64, layer):
 
 # -- against PyTorch -------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(7, 10), (3, 4, 5, 6)])
+@pytest.mark.parametrize("shape", [(7, 10), (3, 4, 5, 6), (40, 30, 24)])    # the last above SMALL_LAYER_NORM
 def test_layernorm_last_axis_matches_torch(dtype, shape):
     x = 2.0 + 3.0 * np.random.default_rng(4).standard_normal(shape)
     _compare_with_torch(nn.LayerNorm(), torch.nn.LayerNorm(shape[-1]), x, dtype, nchw=False)
@@ -145,6 +145,20 @@ def test_one_fused_node_each_and_double_backward_with_retained_graph(f64):
         x.grad = None
         y.backward(upstream)
         np.testing.assert_allclose(x.grad, first, rtol=1e-12, atol=0)
+
+
+def test_small_inputs_take_a_path_with_the_same_values():
+    from lamina.nn.sample_norm import SMALL_LAYER_NORM, _standardize, _standardize_rows
+
+    rng = np.random.default_rng(11)
+    for dtype in (np.float32, np.float64):
+        x = (5.0 + 3.0 * rng.standard_normal((37, 1, 48))).astype(dtype)
+        gamma, beta = rng.standard_normal(48).astype(dtype), rng.standard_normal(48).astype(dtype)
+        assert x.size <= SMALL_LAYER_NORM
+        for chunked, rowwise in zip(_standardize(x, 1, 48, 1e-5, gamma, beta),
+                                    _standardize_rows(x[:, 0], 1e-5, gamma, beta)):
+            assert rowwise.dtype == dtype and rowwise.shape == chunked.shape
+            np.testing.assert_allclose(rowwise, chunked, rtol=1e-6 if dtype == np.float32 else 1e-13)
 
 
 def test_statistics_per_sample_and_no_train_eval_difference():

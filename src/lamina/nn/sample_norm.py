@@ -89,6 +89,24 @@ def _standardize(xv, groups: int, c: int, eps: float, gamma_row, beta_row):
     return y, mean, inv_std
 
 
+SMALL_LAYER_NORM = 1 << 13
+"""Layer norms of at most this many values (a decoding step's few tokens) skip the chunking:
+a handful of whole-array operations cost less than arranging chunks and threads."""
+
+
+def _standardize_rows(rows, eps: float, gamma, beta):
+    """:func:`_standardize` for one group and one position: ``rows`` (M, D) normalised each
+    over its D values; (y (M, 1, D), mu (M, 1), 1/sigma (M, 1))."""
+    xp = backend.xp
+    mean = rows.mean(axis=1, keepdims=True)
+    centred = rows - mean
+    inv_std = 1.0 / xp.sqrt(xp.square(centred).mean(axis=1, keepdims=True) + eps)
+    centred *= inv_std
+    centred *= gamma
+    centred += beta
+    return centred[:, None, :], mean, inv_std.astype(rows.dtype, copy=False)
+
+
 def _channel_totals(a, c: int):
     """Per-channel sums of (…, W) rows of r C values: (C,)."""
     total = channel_sums(a.reshape(-1, a.shape[-1]))
@@ -156,8 +174,11 @@ class LayerNormFunction(Function):
         xv = backend.xp.ascontiguousarray(x).reshape(x.size // d, 1, d)
         self.gamma = gamma.astype(x.dtype, copy=False).reshape(d)
         self.xv = xv
-        y, self.mean, self.inv_std = _standardize(xv, 1, d, self.eps, self.gamma,
-                                                   beta.astype(x.dtype, copy=False).reshape(d))
+        beta = beta.astype(x.dtype, copy=False).reshape(d)
+        if x.size <= SMALL_LAYER_NORM:
+            y, self.mean, self.inv_std = _standardize_rows(xv[:, 0], self.eps, self.gamma, beta)
+        else:
+            y, self.mean, self.inv_std = _standardize(xv, 1, d, self.eps, self.gamma, beta)
         return y.reshape(x.shape)
 
     def backward(self, dy):
