@@ -172,8 +172,9 @@ def test_the_cache_records_no_graph_and_projects_each_step_and_the_memory_once(f
     layers = len(decoder.layers)
     for t, lengths in enumerate(key_lengths, start=1):           # t target keys, then the T_SRC memory keys
         assert lengths == [t, T_SRC] * layers
-    # a step: per layer Q, K, V and the output of its own row, then Q and the output against the memory
-    assert rows[1:] == [layers * 6] * (steps - 1)
+    # a step: per layer Q, K, V (one product) and the output of its own row, then Q and the output against
+    # the memory
+    assert rows[1:] == [layers * 4] * (steps - 1)
     assert rows[0] == rows[1] + layers * 2 * T_SRC                # the memory's K and V, once per decode
     assert all(p.grad is None for p in decoder.parameters())
 

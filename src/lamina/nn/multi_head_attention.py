@@ -185,6 +185,24 @@ class MultiHeadAttention(Module):
             heads = F.rotary_embedding(heads, offset=offset, base=self.rotary_base)
         return heads
 
+    def _project_step(self, x) -> tuple[Tensor, Tensor, Tensor]:
+        """Q, K and V of a cached call (no graph is recorded): one product with the whole
+        ``in_weight`` instead of three, split into heads; the LoRA adapters and rotary
+        positions as in :meth:`_project`."""
+        if any(self._modules.get(name) is not None for name in LORA_ADAPTERS):
+            return tuple(self._project(x, part, offset=self.cached_steps) for part in range(3))
+        y = linear(x, self.in_weight, self.in_bias if self.use_bias else None).data
+        n, t = x.shape[0], x.shape[1]
+        heads = []
+        for part in range(3):
+            count = self.num_heads if part == 0 else self.num_kv_heads
+            split = y[..., self.projection_columns(part)].reshape(n, t, count, self.head_dim).transpose(0, 2, 1, 3)
+            split = Tensor._wrap(split)
+            if self.rotary and part < 2:
+                split = F.rotary_embedding(split, offset=self.cached_steps, base=self.rotary_base)
+            heads.append(split)
+        return tuple(heads)
+
     def forward(self, query, key=None, value=None, mask=None, key_mask=None, causal: bool = False,
                 return_weights: bool = False, keys_values: tuple[Tensor, Tensor] | None = None):
         if self._caching:
@@ -337,7 +355,7 @@ class MultiHeadAttention(Module):
                              "and run it under lamina.no_grad()")
         query = as_tensor(query)
         self._check_shape(query.shape, "query", query)
-        q, k, v = (self._project(query, part, offset=self.cached_steps) for part in range(3))
+        q, k, v = self._project_step(query)
         xp = backend.xp
         held = 0 if self._cached_keys is None else int(self._cached_keys.shape[2])
         if self._cached_keys is not None:
