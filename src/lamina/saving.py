@@ -22,7 +22,7 @@ from lamina.autograd import no_grad
 from lamina.data.preprocessing import Preprocessor
 from lamina.io import FormatError, load_file, save_file
 from lamina.nn import layer_from_config, layer_to_config
-from lamina.nn.layer import reads_ids
+from lamina.nn.layer import reads_ids, reads_strings
 from lamina.nn.module import Module
 
 FORMAT = "lamina-model-1"
@@ -50,11 +50,11 @@ def model_from_config(config: dict) -> Module:
     shape = config.get("input_shape")
     if shape is not None:
         shapes = shape if shape and isinstance(shape[0], list) else [shape]
-        dtype = np.int64 if reads_ids(model) else backend.get_default_dtype()
+        dtype = np.int64 if reads_ids(model) else np.str_ if reads_strings(model) else backend.get_default_dtype()
         with no_grad():
             model.eval()
             samples = [np.zeros((1, *[1 if n is None else n for n in s[1:]]), dtype=dtype) for s in shapes]
-            model(*[lamina.tensor(a) for a in samples])
+            model(*[a if a.dtype.kind == "U" else lamina.tensor(a) for a in samples])
     return model
 
 

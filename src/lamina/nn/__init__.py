@@ -100,6 +100,7 @@ from lamina.nn.graph import (
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D, InstanceNorm3D
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
+from lamina.nn.lookup import IntegerLookup, StringLookup
 from lamina.nn.lora import LoRAAdapter, LoRADense, apply_lora, lora_state_dict, merge_lora, unmerge_lora
 from lamina.nn.losses import (
     BCELoss,
@@ -160,6 +161,7 @@ from lamina.nn.padding import (
 from lamina.nn.parameter import Parameter
 from lamina.nn.per_sample import PerSampleGradients, per_sample_gradients
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D, MaxUnpool2D
+from lamina.nn.preprocessing import CategoryEncoding, Discretization, Hashing, Normalization
 from lamina.nn.qat import QATConv2D, QATDense, calibrate, fuse_conv_bn, prepare_qat
 from lamina.nn.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from lamina.nn.reshape import Flatten, Identity, Reshape, Unflatten
@@ -170,6 +172,7 @@ from lamina.nn.sequence_utils import pad_sequence
 from lamina.nn.sequential import Sequential
 from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.stochastic_depth import StochasticDepth, stochastic_depth
+from lamina.nn.text_preprocessing import TextVectorization
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
 from lamina.nn.transformer_decoder import TransformerDecoderLayer, from_torch_state_dict
 from lamina.nn.transformer_model import Transformer, TransformerDecoder, TransformerEncoder
@@ -229,4 +232,8 @@ __all__ += [  # loss modules under PyTorch's names
 __all__ += [  # layers under PyTorch's names
     "Dropout1D", "Dropout2D", "Dropout3D", "FeatureAlphaDropout", "InstanceNorm3D", "UpsamplingBilinear2D",
     "UpsamplingNearest2D",
+]
+__all__ += [  # Keras-style preprocessing layers
+    "CategoryEncoding", "Discretization", "Hashing", "IntegerLookup", "Normalization", "StringLookup",
+    "TextVectorization",
 ]

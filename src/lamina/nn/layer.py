@@ -151,3 +151,12 @@ def reads_ids(model: Module) -> bool:
         if not module._modules or module._parameters:
             return bool(getattr(module, "reads_ids", False))
     return False
+
+
+def reads_strings(model: Module) -> bool:
+    """Whether ``model``'s first layer takes strings (a text preprocessing layer's
+    ``reads_strings``), so that a sample input for it must be strings."""
+    for module in model.modules():
+        if not module._modules or module._parameters:
+            return bool(getattr(module, "reads_strings", False))
+    return False
