@@ -21,3 +21,8 @@ from lamina.saving import load, load_bundle, save  # noqa: E402
 
 __all__ += ["analysis", "data", "distributions", "export_onnx", "linalg", "load", "load_bundle", "models", "nn",
             "optim", "save", "text", "vision"]
+
+from lamina import func  # noqa: E402
+from lamina.functional.rearrange import pack, rearrange, reduce, repeat, unpack  # noqa: E402
+
+__all__ += ["func", "pack", "rearrange", "reduce", "repeat", "unpack"]

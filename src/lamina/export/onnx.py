@@ -41,6 +41,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_layers,
     onnx_maxvit,
     onnx_more_layers,
+    onnx_rearrange,
     onnx_recurrent,
     onnx_sequence_layers,
     onnx_spatial_layers,
@@ -106,7 +107,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
 _SEQUENCE_LAYERS = (nn.SimpleRNN, nn.GRU, nn.LSTM, nn.Bidirectional, nn.MultiHeadAttention,
                     nn.TransformerEncoderLayer, nn.PositionalEncoding, nn.PositionEmbedding, nn.Conv1D, nn.MaxPool1D,
                     nn.AvgPool1D, nn.GlobalAvgPool1D, nn.GlobalMaxPool1D, nn.TimeDistributed)
-_FIXED_LENGTH_LAYERS = (nn.Flatten, nn.Reshape)
+_FIXED_LENGTH_LAYERS = (nn.Flatten, nn.Reshape, nn.Rearrange, nn.Reduce)   # their Reshapes hold the lengths
 # layers that read axis 1 as an image's height: outside a TimeDistributed, axis 1 is no time axis
 _IMAGE_LAYERS = (nn.Conv2D, nn.DepthwiseConv2D, nn.SeparableConv2D, nn.Conv2DTranspose, nn.MaxPool2D, nn.AvgPool2D,
                  nn.GlobalAvgPool2D, nn.UpSampling2D, nn.ZeroPadding2D, nn.Cropping2D)

@@ -313,6 +313,10 @@ from lamina.functional.unpool_nd import (
 
 _tensor_methods.install()
 
+# einops' ``reduce`` is not bound here, where the name is the submodule lamina.functional.reduce:
+# lamina.reduce, lamina.nn.functional.reduce and lamina.functional.rearrange.reduce give it.
+from lamina.functional.rearrange import pack, rearrange, repeat, unpack  # noqa: E402
+
 __all__ = [
     "abs", "add", "avg_pool2d", "binary_cross_entropy", "broadcast_to", "categorical_cross_entropy", "clip",
     "concat", "conv2d", "conv_transpose2d", "crop2d", "div", "elu", "exp", "expand_dims", "flatten", "gelu",
@@ -372,3 +376,4 @@ __all__ += [  # PyTorch-named activations, encodings, 1-D convolution and poolin
     "avg_pool1d", "conv1d", "gumbel_softmax", "hardsigmoid", "hardswish", "logsigmoid", "max_pool1d", "one_hot",
     "pdist", "prelu", "relu6",
 ]
+__all__ += ["pack", "rearrange", "repeat", "unpack"]  # einops-style axis algebra (rearrange)

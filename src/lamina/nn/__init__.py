@@ -163,6 +163,7 @@ from lamina.nn.per_sample import PerSampleGradients, per_sample_gradients
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D, MaxUnpool2D
 from lamina.nn.preprocessing import CategoryEncoding, Discretization, Hashing, Normalization
 from lamina.nn.qat import QATConv2D, QATDense, calibrate, fuse_conv_bn, prepare_qat
+from lamina.nn.rearrange import Rearrange, Reduce
 from lamina.nn.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from lamina.nn.reshape import Flatten, Identity, Reshape, Unflatten
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
@@ -233,6 +234,7 @@ __all__ += [  # layers under PyTorch's names
     "Dropout1D", "Dropout2D", "Dropout3D", "FeatureAlphaDropout", "InstanceNorm3D", "UpsamplingBilinear2D",
     "UpsamplingNearest2D",
 ]
+__all__ += ["Rearrange", "Reduce"]  # einops-style layers
 __all__ += [  # Keras-style preprocessing layers
     "CategoryEncoding", "Discretization", "Hashing", "IntegerLookup", "Normalization", "StringLookup",
     "TextVectorization",

@@ -12,6 +12,7 @@ value, with ``weight`` and ``ignore_index`` where PyTorch has them).
 
 from lamina.functional import *  # noqa: F403
 from lamina.functional import __all__ as _op_names
+from lamina.functional.rearrange import reduce  # einops' reduce (lamina.functional.reduce is a module)
 from lamina.functional.torch_losses import (  # noqa: F401  (PyTorch's reductions for these names)
     binary_cross_entropy,
     gaussian_nll_loss,
@@ -25,4 +26,4 @@ from lamina.functional.torch_losses import (  # noqa: F401  (PyTorch's reduction
 from lamina.nn.layer_functions import *  # noqa: F403
 from lamina.nn.layer_functions import __all__ as _layer_names
 
-__all__ = [*_op_names, *_layer_names]
+__all__ = [*_op_names, *_layer_names, "reduce"]
