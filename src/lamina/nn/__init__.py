@@ -172,6 +172,7 @@ from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequence_utils import pad_sequence
 from lamina.nn.sequential import Sequential
 from lamina.nn.spatial_transformer import SpatialTransformer
+from lamina.nn.spectral_conv import SpectralConv1D, SpectralConv2D, spectral_conv1d, spectral_conv2d
 from lamina.nn.stochastic_depth import StochasticDepth, stochastic_depth
 from lamina.nn.text_preprocessing import TextVectorization
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
@@ -223,6 +224,7 @@ __all__ = [
     "AdaptiveAvgPool3D", "AdaptiveMaxPool3D",
     "AdaptiveLogSoftmaxWithLoss", "FractionalMaxPool2D", "FractionalMaxPool3D", "MaxUnpool1D", "MaxUnpool3D",
     "orthogonal", "pad_sequence", "parametrize",
+    "SpectralConv1D", "SpectralConv2D", "spectral_conv1d", "spectral_conv2d",
 ]
 __all__ += [  # loss modules under PyTorch's names
     "BCELoss", "BCEWithLogitsLoss", "CTCLoss", "CosineEmbeddingLoss", "CrossEntropyLoss", "GaussianNLLLoss",

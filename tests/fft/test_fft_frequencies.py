@@ -1,0 +1,44 @@
+"""fftfreq, rfftfreq, fftshift and ifftshift against torch.fft."""
+
+import numpy as np
+import pytest
+import torch
+
+import lamina
+from helpers import compare_with_torch, randn
+from lamina import fft
+
+
+@pytest.mark.parametrize("n, d", [(1, 1.0), (5, 1.0), (8, 0.25)])
+def test_frequencies_match_torch(n, d):
+    assert np.allclose(fft.fftfreq(n, d, dtype=np.float64).numpy(), torch.fft.fftfreq(n, d, dtype=torch.float64))
+    assert np.allclose(fft.rfftfreq(n, d, dtype=np.float64).numpy(), torch.fft.rfftfreq(n, d, dtype=torch.float64))
+    assert fft.fftfreq(n).dtype == lamina.get_default_dtype()
+
+
+@pytest.mark.parametrize("dim", [None, 0, -1, (0, 1)])
+@pytest.mark.parametrize("name", ["fftshift", "ifftshift"])
+def test_shifts_match_torch(name, dim):
+    ours, theirs = getattr(fft, name), getattr(torch.fft, name)
+    compare_with_torch(lambda x: ours(x, dim=dim), lambda x: theirs(x, dim=dim), randn(5, 4, 3), dtype=np.float64)
+
+
+@pytest.mark.parametrize("dim", [None, -1, (0, 1)])
+@pytest.mark.parametrize("name", ["fftshift", "ifftshift"])
+def test_shifts_of_a_complex_tensor_leave_the_pair_axis(name, dim):
+    ours, theirs = getattr(fft, name), getattr(torch.fft, name)
+    compare_with_torch(lambda z: ours(z, dim=dim, complex_input=True),
+                       lambda z: torch.view_as_real(theirs(torch.view_as_complex(z), dim=dim)),
+                       randn(5, 4, 2), dtype=np.float64)
+
+
+def test_ifftshift_undoes_fftshift_on_odd_sizes():
+    x = randn(5, 7).astype(np.float32)
+    assert np.array_equal(fft.ifftshift(fft.fftshift(x)).numpy(), x)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"fftfreq: n must be an int >= 1, got 0"):
+        fft.fftfreq(0)
+    with pytest.raises(ValueError, match=r"fftshift: dim 2 is out of range for 2 complex axes \(shape \(3, 4, 2\)\)"):
+        fft.fftshift(randn(3, 4, 2), dim=2, complex_input=True)
