@@ -16,11 +16,12 @@ __all__ = [
 ]
 
 from lamina import analysis, data, distributions, fft, linalg, models, nn, optim, text, vision  # noqa: E402
-from lamina.export import export_onnx  # noqa: E402
+from lamina.export import export_onnx, load_onnx  # noqa: E402
 from lamina.saving import load, load_bundle, save  # noqa: E402
 
 __all__ += ["analysis", "data", "distributions", "export_onnx", "fft", "linalg", "load", "load_bundle", "models",
             "nn", "optim", "save", "text", "vision"]
+__all__ += ["load_onnx"]
 
 from lamina import func  # noqa: E402
 from lamina.functional.rearrange import pack, rearrange, reduce, repeat, unpack  # noqa: E402

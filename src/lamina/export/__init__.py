@@ -1,5 +1,7 @@
-"""Exporting trained models to other runtimes: ONNX (:func:`export_onnx`)."""
+"""Exporting trained models to other runtimes: ONNX (:func:`export_onnx`), and importing
+ONNX models as lamina modules (:func:`load_onnx`)."""
 
 from lamina.export.onnx import export_onnx, register_converter
+from lamina.export.onnx_import import OnnxModule, load_onnx, register_onnx_op, supported_onnx_ops
 
-__all__ = ["export_onnx", "register_converter"]
+__all__ = ["OnnxModule", "export_onnx", "load_onnx", "register_converter", "register_onnx_op", "supported_onnx_ops"]
