@@ -32,7 +32,8 @@ shortcut applies), ConvNeXtBlock
 ShuffleNetV2Unit (the halves, or both branches, joined and shuffled), RegNetBlock
 (ReLU(shortcut + f(x))), and the segmentation models: ASPP, its image pooling (broadcast back
 by Expand: the bilinear resize of one pixel is that pixel), the FCN and DeepLabv3 heads
-(Sequentials) and the final bilinear resize to the input (Resize, linear, half_pixel).
+(Sequentials) and the final bilinear resize to the input (Resize, linear, half_pixel); LR-ASPP
+(the gated high map resized to the low map's size, the two classifiers' sum resized to the input).
 
 MixtureOfExperts and the Swin Transformer's blocks have their converters in
 :mod:`lamina.export.onnx_experts` and :mod:`lamina.export.onnx_swin`.
@@ -51,6 +52,7 @@ from lamina.export.onnx_graph import Graph, Value, convert, label, register_conv
 from lamina.functional.adaptive_pool import adaptive_windows
 from lamina.models.convnext import ConvNeXtBlock
 from lamina.models.efficientnet import FusedMBConv, MBConv
+from lamina.models.lraspp import LRASPP
 from lamina.models.mnasnet import MnasNetBlock
 from lamina.models.mobilenet_v3 import MobileNetV3Block
 from lamina.models.regnet import RegNetBlock
@@ -410,12 +412,36 @@ def _aspp(graph: Graph, layer, value: Value) -> Value:
 def _segmentation_model(graph: Graph, layer, value: Value) -> Value:
     """The classifier's scores on the backbone's features, resized to the input's height and
     width (bilinear, half-pixel centres); the auxiliary head only trains."""
-    hint = label(layer)
-    h, w = value.shape[1:3]
-    scores = graph.layout(convert(graph, layer.classifier, convert(graph, layer.backbone, value)), "nchw")
-    shape = graph.node("Shape", [scores.name], f"{hint}_scores_shape")
+    scores = convert(graph, layer.classifier, convert(graph, layer.backbone, value))
+    return _resize_bilinear(graph, scores, value.shape[1:3], label(layer))
+
+
+def _resize_bilinear(graph: Graph, value: Value, size, hint: str) -> Value:
+    """``value`` resized to ``size`` (height, width): bilinear, half-pixel centres
+    (align_corners=False)."""
+    h, w = size
+    value = graph.layout(value, "nchw")
+    shape = graph.node("Shape", [value.name], f"{hint}_scores_shape")
     batch_and_classes = _slice(graph, shape, 0, 0, 2, f"{hint}_batch_and_classes")
     sizes = graph.node("Concat", [batch_and_classes, _ints(graph, [h, w], f"{hint}_hw")], f"{hint}_sizes", axis=0)
-    out = graph.node("Resize", [scores.name, "", "", sizes], hint, mode="linear",
+    out = graph.node("Resize", [value.name, "", "", sizes], hint, mode="linear",
                      coordinate_transformation_mode="half_pixel")
-    return Value(out, (scores.shape[0], h, w, scores.shape[3]), "nchw")
+    return Value(out, (value.shape[0], h, w, value.shape[3]), "nchw")
+
+
+@register_converter(LRASPP)
+def _lraspp(graph: Graph, layer, value: Value) -> Value:
+    """low_classifier(low) + high_classifier(resize(cbr(high) scale(high))), resized to the input."""
+    hint = label(layer)
+    x, low = value, value
+    for name, child in layer.backbone.named_children():
+        x = convert(graph, child, x)
+        if name == layer.low_layer:
+            low = x
+    head = layer.classifier
+    features = convert(graph, head.cbr, x)
+    gates = graph.layout(convert(graph, head.scale, x), features.layout)
+    gated = graph.like(features, graph.node("Mul", [features.name, gates.name], f"{hint}_gated"))
+    upsampled = _resize_bilinear(graph, gated, low.shape[1:3], f"{hint}_upsampled")
+    parts = [convert(graph, head.low_classifier, low), convert(graph, head.high_classifier, upsampled)]
+    return _resize_bilinear(graph, add_values(graph, parts, f"{hint}_scores"), value.shape[1:3], hint)

@@ -54,6 +54,13 @@ Layouts follow the published models so that published weights map onto them:
   :class:`RetinaNet` (:func:`retinanet_resnet50_fpn`) and :class:`FCOS`
   (:func:`fcos_resnet50_fpn`): one-stage detectors with torchvision's layouts, names, losses
   and parameter counts; ``model(images)`` detects, ``model(images, targets)`` gives the losses.
+* :class:`FasterRCNN` (:func:`fasterrcnn_resnet50_fpn`, :func:`fasterrcnn_mobilenet_v3_large_fpn`
+  on a :class:`MobileNetBackboneWithFPN`): the two-stage detector, a
+  :class:`RegionProposalNetwork` and :class:`RoIHeads`, in the same interface;
+  :class:`MaskRCNN` (:func:`maskrcnn_resnet50_fpn`) adds instance masks.
+* :class:`SSD` (:func:`ssd300_vgg16`, :func:`ssdlite320_mobilenet_v3_large`): single-shot
+  detectors on default boxes with hard negative mining, in the same interface;
+  :func:`lraspp_mobilenet_v3_large`: the LR-ASPP segmentation head on a dilated MobileNet v3.
 * :class:`NormalizingFlow`, :func:`realnvp`: densities by change of variables through
   invertible layers (:class:`AffineCoupling`, :class:`ActNorm`, :class:`Permute`,
   :class:`MaskedAutoregressive`), with exact ``log_prob`` and ``sample``.
@@ -113,6 +120,7 @@ from lamina.models.efficientnet import (
     efficientnet_v2_m,
     efficientnet_v2_s,
 )
+from lamina.models.faster_rcnn import FasterRCNN, fasterrcnn_resnet50_fpn
 from lamina.models.fcos import FCOS, FCOSHead, fcos_resnet50_fpn
 from lamina.models.flows import (
     ActNorm,
@@ -147,6 +155,14 @@ from lamina.models.inception import (
     InceptionV3Aux,
     inception_v3,
 )
+from lamina.models.lraspp import LRASPP, LRASPPHead, lraspp_mobilenet_v3_large
+from lamina.models.mask_rcnn import (
+    MaskRCNN,
+    MaskRCNNHeads,
+    MaskRCNNPredictor,
+    MaskRoIHeads,
+    maskrcnn_resnet50_fpn,
+)
 from lamina.models.maxvit import (
     MaxVitLayer,
     MaxVitMBConv,
@@ -157,6 +173,7 @@ from lamina.models.maxvit import (
 )
 from lamina.models.mnasnet import MnasNetBlock, mnasnet, mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3
 from lamina.models.mobilenet import mobilenet
+from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mobilenet_v3_large_fpn
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
 from lamina.models.projection import projection_head
@@ -203,6 +220,8 @@ from lamina.models.retinanet import (
     RetinaNetRegressionHead,
     retinanet_resnet50_fpn,
 )
+from lamina.models.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
+from lamina.models.rpn import RegionProposalNetwork, RPNHead
 from lamina.models.s3d import ConvBN3D, SepInceptionBlock3D, TemporalSeparableConv, s3d
 from lamina.models.segmentation import (
     ASPP,
@@ -224,6 +243,22 @@ from lamina.models.shufflenet import (
 )
 from lamina.models.squeeze_excitation import SqueezeExcitation
 from lamina.models.squeezenet import Fire, squeezenet, squeezenet1_0, squeezenet1_1
+from lamina.models.ssd import (
+    SSD,
+    DefaultBoxGenerator,
+    SSDClassificationHead,
+    SSDFeatureExtractorVGG,
+    SSDHead,
+    SSDRegressionHead,
+    ssd300_vgg16,
+)
+from lamina.models.ssdlite import (
+    SSDLiteClassificationHead,
+    SSDLiteFeatureExtractorMobileNet,
+    SSDLiteHead,
+    SSDLiteRegressionHead,
+    ssdlite320_mobilenet_v3_large,
+)
 from lamina.models.swin import (
     PatchMerging,
     PatchMergingV2,
@@ -298,4 +333,11 @@ __all__ = [
     "BackboneWithFPN", "FCOS", "FCOSHead", "FeaturePyramidNetwork", "FrozenBatchNorm2D", "LastLevelMaxPool",
     "LastLevelP6P7", "RetinaNet", "RetinaNetClassificationHead", "RetinaNetHead", "RetinaNetRegressionHead",
     "fcos_resnet50_fpn", "resnet_fpn_backbone", "retinanet_resnet50_fpn",
+    "FastRCNNPredictor", "FasterRCNN", "RPNHead", "RegionProposalNetwork", "RoIHeads", "TwoMLPHead",
+    "fasterrcnn_resnet50_fpn", "MaskRCNN", "MaskRCNNHeads", "MaskRCNNPredictor", "MaskRoIHeads",
+    "maskrcnn_resnet50_fpn", "MobileNetBackboneWithFPN", "fasterrcnn_mobilenet_v3_large_fpn",
+    "DefaultBoxGenerator", "SSD", "SSDClassificationHead", "SSDFeatureExtractorVGG", "SSDHead", "SSDRegressionHead",
+    "ssd300_vgg16", "SSDLiteClassificationHead", "SSDLiteFeatureExtractorMobileNet", "SSDLiteHead",
+    "SSDLiteRegressionHead", "ssdlite320_mobilenet_v3_large",
+    "LRASPP", "LRASPPHead", "lraspp_mobilenet_v3_large",
 ]

@@ -1,5 +1,6 @@
-"""What the one-stage detectors (:class:`~lamina.models.RetinaNet`, :class:`~lamina.models.FCOS`)
-share, in the interface of torchvision's detection models:
+"""What the detectors (one-stage: :class:`~lamina.models.RetinaNet`, :class:`~lamina.models.FCOS`;
+two-stage: :class:`~lamina.models.FasterRCNN`) share, in the interface of torchvision's
+detection models:
 
 * ``model(images)`` in evaluation mode: one dict per image {'boxes': (k, 4) corners (x1, y1,
   x2, y2) in pixels, 'scores': (k,), 'labels': (k,) int64}, NumPy arrays;
@@ -25,7 +26,7 @@ from lamina.errors import ShapeError
 from lamina.nn.layer import describe, layer_from_config, layer_to_config
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["DetectionModel", "IGNORED", "UNMATCHED", "match_by_iou"]
+__all__ = ["BalancedPositiveNegativeSampler", "DetectionModel", "DetectorBase", "IGNORED", "UNMATCHED", "match_by_iou"]
 
 UNMATCHED, IGNORED = -1, -2
 """Matcher codes: an anchor below the background threshold, and one between the thresholds."""
@@ -50,6 +51,36 @@ def match_by_iou(iou: np.ndarray, high: float, low: float, allow_low_quality_mat
     return matches
 
 
+class BalancedPositiveNegativeSampler:
+    """torchvision's sampler of the anchors or proposals that a two-stage detector trains on.
+
+    Per image, from labels (>= 1 positive, 0 negative, -1 ignored) it draws at random at most
+    p = int(batch_size_per_image positive_fraction) positives, then negatives to fill
+    batch_size_per_image (as many as there are when fewer). The draws come from lamina's
+    generator (:func:`lamina.backend.rng`), so :func:`lamina.manual_seed` makes them repeat."""
+
+    def __init__(self, batch_size_per_image: int, positive_fraction: float):
+        if int(batch_size_per_image) < 1 or not 0 <= positive_fraction <= 1:
+            raise ValueError(f"BalancedPositiveNegativeSampler: need batch_size_per_image >= 1 and positive_fraction "
+                             f"in [0, 1], got {batch_size_per_image!r} and {positive_fraction!r}")
+        self.batch_size_per_image, self.positive_fraction = int(batch_size_per_image), float(positive_fraction)
+
+    def __call__(self, labels: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per image, boolean masks of the sampled positives and of the sampled negatives."""
+        positives, negatives = [], []
+        rng = backend.rng()
+        for image_labels in labels:
+            image_labels = np.asarray(image_labels)
+            positive, negative = np.flatnonzero(image_labels >= 1), np.flatnonzero(image_labels == 0)
+            num_pos = min(len(positive), int(self.batch_size_per_image * self.positive_fraction))
+            num_neg = min(len(negative), self.batch_size_per_image - num_pos)
+            for pool, count, masks in ((positive, num_pos, positives), (negative, num_neg, negatives)):
+                mask = np.zeros(len(image_labels), dtype=bool)
+                mask[pool[rng.permutation(len(pool))[:count]]] = True
+                masks.append(mask)
+        return positives, negatives
+
+
 def top_candidates(scores: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The indices and values of the (at most ``k``) highest ``scores`` above ``threshold``, by
     decreasing score."""
@@ -65,44 +96,33 @@ def _check_channels(values, channels: int, what: str, fn: str) -> tuple[float, .
     return values
 
 
-class DetectionModel(Module):
-    """The common part of the one-stage detectors (module docstring): input checks,
-    normalization, anchors, and the train / evaluation switch. A subclass gives
-    ``compute_loss(targets, head_outputs, anchors, level_sizes)`` and
-    ``postprocess_detections(head_outputs, anchors, level_sizes, image_size)``."""
+class DetectorBase(Module):
+    """What every detector shares: the number of classes, the image normalization and the
+    checks of the images and targets (module docstring). Target labels must lie in
+    [``first_label``, num_classes): 0 for the one-stage detectors, 1 for the two-stage ones,
+    whose class 0 is the background."""
 
-    def __init__(self, backbone: Module, head: Module, num_classes: int, anchor_sizes, aspect_ratios,
-                 image_mean: Sequence[float], image_std: Sequence[float], score_thresh: float, nms_thresh: float,
-                 detections_per_img: int, topk_candidates: int, name: str | None = None):
+    first_label = 0
+
+    def __init__(self, num_classes: int, image_mean: Sequence[float], image_std: Sequence[float],
+                 name: str | None = None):
         super().__init__(name=name)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"{type(self).__name__}: num_classes must be a positive int, got {num_classes!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= self.first_label:
+            wanted = "a positive int" if self.first_label == 0 else "an int above 1 (class 0 is the background)"
+            raise ValueError(f"{type(self).__name__}: num_classes must be {wanted}, got {num_classes!r}")
         if len(image_mean) != len(image_std) or min(float(s) for s in image_std) <= 0:
             raise ValueError(f"{type(self).__name__}: image_mean and image_std need one value per channel "
                              f"(std > 0), got {image_mean!r} and {image_std!r}")
-        self.backbone, self.head = backbone, head
         self.num_classes = num_classes
-        self.anchor_sizes = [[float(s) for s in level] for level in anchor_sizes]
-        self.aspect_ratios = [[float(r) for r in level] for level in aspect_ratios]
-        self.anchor_generator = vision.AnchorGenerator(tuple(tuple(s) for s in self.anchor_sizes),
-                                                          tuple(tuple(r) for r in self.aspect_ratios))
         self.image_mean = [float(m) for m in image_mean]
         self.image_std = [float(s) for s in image_std]
-        self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
-        self.detections_per_img, self.topk_candidates = int(detections_per_img), int(topk_candidates)
 
-    # -- building ------------------------------------------------------------------------
-    def build(self, input_shape) -> None:
+    def _image_shape(self, input_shape) -> tuple:
         shape = tuple(input_shape[0] if input_shape and isinstance(input_shape[0], (list, tuple)) else input_shape)
         if len(shape) != 4 or shape[-1] != len(self.image_mean):
             raise ShapeError(f"{self._label()}: expected an NHWC image shape (batch, height, width, "
                              f"{len(self.image_mean)}), got {shape}")
-        self.backbone.build(shape)
-        self.backbone.built = True
-        self.head.build(None)
-        self.head.built = True
-        self.build_input_shape = shape
-        self.built = True
+        return shape
 
     # -- checks --------------------------------------------------------------------------
     def _images(self, images) -> Tensor:
@@ -136,9 +156,12 @@ class DetectionModel(Module):
             if boxes.ndim != 2 or boxes.shape[1] != 4 or len(labels) != len(boxes):
                 raise ShapeError(f"{self._label()}: target {i} needs boxes (n, 4) and labels (n,), got shapes "
                                  f"{boxes.shape} and {labels.shape}")
-            if len(labels) and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= self.num_classes):
+            first = self.first_label
+            out_of_range = len(labels) and (labels.min() < first or labels.max() >= self.num_classes)
+            if len(labels) and (labels.dtype.kind not in "iu" or out_of_range):
+                background = " (0 is the background)" if first else ""
                 raise ValueError(f"{self._label()}: target {i} has labels {labels.tolist()}; expected integers "
-                                 f"in [0, {self.num_classes})")
+                                 f"in [{first}, {self.num_classes}){background}")
             degenerate = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
             if degenerate.any():
                 raise ValueError(f"{self._label()}: target {i} has degenerate boxes (x2 <= x1 or y2 <= y1): "
@@ -151,6 +174,35 @@ class DetectionModel(Module):
         mean = np.asarray(self.image_mean, dtype=images.dtype)
         scale = np.asarray([1.0 / s for s in self.image_std], dtype=images.dtype)
         return (images - Tensor(backend.xp.asarray(mean))) * Tensor(backend.xp.asarray(scale))
+
+
+class DetectionModel(DetectorBase):
+    """The common part of the one-stage detectors (module docstring): input checks,
+    normalization, anchors, and the train / evaluation switch. A subclass gives
+    ``compute_loss(targets, head_outputs, anchors, level_sizes)`` and
+    ``postprocess_detections(head_outputs, anchors, level_sizes, image_size)``."""
+
+    def __init__(self, backbone: Module, head: Module, num_classes: int, anchor_sizes, aspect_ratios,
+                 image_mean: Sequence[float], image_std: Sequence[float], score_thresh: float, nms_thresh: float,
+                 detections_per_img: int, topk_candidates: int, name: str | None = None):
+        super().__init__(num_classes, image_mean, image_std, name=name)
+        self.backbone, self.head = backbone, head
+        self.anchor_sizes = [[float(s) for s in level] for level in anchor_sizes]
+        self.aspect_ratios = [[float(r) for r in level] for level in aspect_ratios]
+        self.anchor_generator = vision.AnchorGenerator(tuple(tuple(s) for s in self.anchor_sizes),
+                                                          tuple(tuple(r) for r in self.aspect_ratios))
+        self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
+        self.detections_per_img, self.topk_candidates = int(detections_per_img), int(topk_candidates)
+
+    # -- building ------------------------------------------------------------------------
+    def build(self, input_shape) -> None:
+        shape = self._image_shape(input_shape)
+        self.backbone.build(shape)
+        self.backbone.built = True
+        self.head.build(None)
+        self.head.built = True
+        self.build_input_shape = shape
+        self.built = True
 
     # -- running -------------------------------------------------------------------------
     def forward(self, images, targets=None):

@@ -63,12 +63,15 @@ class MobileNetV3Block(Block):
     Sequential of [the expansion (when ``expanded_channels`` != ``in_channels``)], the
     depthwise ``kernel_size`` conv with ``stride``, [SqueezeExcitation when ``use_se``] and the
     1x1 projection, each conv followed by BN and ``activation`` ('relu' or 'hard_swish') but
-    the projection. The input is added when ``stride`` is 1 and ``in_channels`` = ``out_channels``."""
+    the projection. The input is added when ``stride`` is 1 and ``in_channels`` = ``out_channels``.
+    A ``dilation`` above 1 dilates the depthwise conv and runs it with stride 1 (torchvision's
+    dilated MobileNet v3, used by the segmentation models)."""
 
     default_name = "mobilenet_v3_block"
 
     def __init__(self, in_channels: int, kernel_size: int, expanded_channels: int, out_channels: int,
-                 use_se: bool, activation: str = "relu", stride: int = 1, name: str | None = None):
+                 use_se: bool, activation: str = "relu", stride: int = 1, name: str | None = None,
+                 dilation: int = 1):
         super().__init__(name=name)
         if stride not in (1, 2):
             raise ValueError(f"MobileNetV3Block: stride must be 1 or 2, got {stride!r}")
@@ -76,15 +79,17 @@ class MobileNetV3Block(Block):
             raise ValueError(f"MobileNetV3Block: activation must be 'relu' or 'hard_swish', got {activation!r}")
         self.in_channels, self.kernel_size = int(in_channels), int(kernel_size)
         self.expanded_channels, self.out_channels = int(expanded_channels), int(out_channels)
-        self.use_se, self.activation, self.stride = bool(use_se), activation, int(stride)
+        if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+            raise ValueError(f"MobileNetV3Block: dilation must be a positive int, got {dilation!r}")
+        self.use_se, self.activation, self.stride, self.dilation = bool(use_se), activation, int(stride), dilation
         self.use_shortcut = self.stride == 1 and self.in_channels == self.out_channels
         norm = {"eps": BN_EPS, "momentum": BN_MOMENTUM}
         hidden = self.expanded_channels
         layers = []
         if hidden != self.in_channels:
             layers.append(conv_norm_activation(hidden, 1, activation=activation, **norm))
-        layers.append(conv_norm_activation(hidden, kernel_size, stride=stride, groups=hidden, activation=activation,
-                                           **norm))
+        layers.append(conv_norm_activation(hidden, kernel_size, stride=1 if dilation > 1 else stride, groups=hidden,
+                                           activation=activation, dilation=dilation, **norm))
         if self.use_se:
             layers.append(SqueezeExcitation(hidden, make_divisible(hidden // 4), scale_activation="hard_sigmoid"))
         layers.append(conv_norm_activation(out_channels, 1, activation=None, **norm))
@@ -103,12 +108,14 @@ class MobileNetV3Block(Block):
     def get_config(self) -> dict:
         return {"in_channels": self.in_channels, "kernel_size": self.kernel_size,
                 "expanded_channels": self.expanded_channels, "out_channels": self.out_channels,
-                "use_se": self.use_se, "activation": self.activation, "stride": self.stride, "name": self.name}
+                "use_se": self.use_se, "activation": self.activation, "stride": self.stride, "name": self.name,
+                "dilation": self.dilation}
 
     def extra_repr(self) -> str:
         se = ", SE" if self.use_se else ""
+        dilation = f", dilation={self.dilation}" if self.dilation > 1 else ""
         return (f"{self.in_channels} -> {self.expanded_channels} -> {self.out_channels}, k={self.kernel_size}, "
-                f"stride={self.stride}, {self.activation}{se}")
+                f"stride={self.stride}{dilation}, {self.activation}{se}")
 
 
 def _check_setting(setting: Sequence[Sequence]) -> tuple[tuple, ...]:
@@ -125,11 +132,14 @@ def _check_setting(setting: Sequence[Sequence]) -> tuple[tuple, ...]:
 
 def mobilenet_v3(arch: str = "large", num_classes: int = 1000, width_mult: float = 1.0,
                  input_shape: tuple[int, int, int] = (224, 224, 3), dropout: float = 0.2,
-                 classifier_activation: str | None = None, setting: Sequence[Sequence] | None = None) -> nn.Sequential:
+                 classifier_activation: str | None = None, setting: Sequence[Sequence] | None = None,
+                 dilated: bool = False) -> nn.Sequential:
     """MobileNet v3 ``arch`` 'large' or 'small' (unbuilt) in torchvision's layout; ``width_mult``
     scales every channel count (rounded to multiples of 8). Outputs logits unless
     ``classifier_activation``. ``setting`` replaces the architecture's table of blocks
-    (rows as :data:`MOBILENET_V3_LARGE`'s, channel counts before ``width_mult``)."""
+    (rows as :data:`MOBILENET_V3_LARGE`'s, channel counts before ``width_mult``). ``dilated``
+    gives the last three blocks dilation 2 and stride 1 (output stride 16, torchvision's
+    ``dilated=True`` for LR-ASPP)."""
     if arch not in LAST_CHANNELS:
         raise ValueError(f"mobilenet_v3: arch must be 'large' or 'small', got {arch!r}")
     if not width_mult > 0:
@@ -146,9 +156,10 @@ def mobilenet_v3(arch: str = "large", num_classes: int = 1000, width_mult: float
         return make_divisible(channels * width_mult)
 
     features: list = [conv_norm_activation(scaled(rows[0][0]), 3, stride=2, activation="hard_swish", **norm)]
-    for c_in, kernel, c_exp, c_out, use_se, activation, stride in rows:
+    for i, (c_in, kernel, c_exp, c_out, use_se, activation, stride) in enumerate(rows):
+        dilation = 2 if dilated and i >= len(rows) - 3 else 1
         features.append(MobileNetV3Block(scaled(c_in), kernel, scaled(c_exp), scaled(c_out), use_se, activation,
-                                         stride))
+                                         stride, dilation=dilation))
     last_conv = 6 * scaled(rows[-1][3])
     features.append(conv_norm_activation(last_conv, 1, activation="hard_swish", **norm))
     for i, layer in enumerate(features):

@@ -42,12 +42,12 @@ def activation_layer(activation: str, name: str | None = None) -> Module:
 
 def conv_norm_activation(filters: int, kernel_size: int, stride: int = 1, groups: int = 1,
                          activation: str | None = "relu", eps: float = 1e-5, momentum: float = 0.9,
-                         name: str | None = None) -> nn.Sequential:
-    """Conv2D (padding (f - 1) / 2, no bias) - BatchNorm - activation as a Sequential of layers
-    named '0', '1', '2' (the last left out when ``activation`` is None): torchvision's
+                         name: str | None = None, dilation: int = 1) -> nn.Sequential:
+    """Conv2D (padding (f - 1) / 2 dilation, no bias) - BatchNorm - activation as a Sequential of
+    layers named '0', '1', '2' (the last left out when ``activation`` is None): torchvision's
     ``Conv2dNormActivation``. ``momentum`` follows lamina's convention (0.9 = PyTorch's 0.1)."""
-    layers = [nn.Conv2D(filters, kernel_size, stride=stride, padding=(kernel_size - 1) // 2, groups=groups,
-                        use_bias=False, name="0"),
+    layers = [nn.Conv2D(filters, kernel_size, stride=stride, padding=(kernel_size - 1) // 2 * dilation,
+                        groups=groups, use_bias=False, dilation=dilation, name="0"),
               nn.BatchNorm(momentum=momentum, eps=eps, name="1")]
     if activation is not None:
         layers.append(activation_layer(activation, name="2"))
