@@ -46,6 +46,9 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`rnn_language_model`, :func:`rnn_classifier`, :func:`transformer_language_model`:
   models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
   with attention of the notes' translation model.
+* :class:`GPT2` (:func:`gpt2`) and :class:`BERT` / :class:`BertForMaskedLM` (:func:`bert`):
+  Hugging Face's GPT2LMHeadModel, BertModel and BertForMaskedLM, with their parameter counts;
+  :func:`load_hf_gpt2_state_dict` and :func:`load_hf_bert_state_dict` load their weights.
 * :class:`SkipGram`: Word2Vec's skip-gram with negative sampling, the notes' learned
   embedding matrix.
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
@@ -82,6 +85,15 @@ any builder.
 from lamina.models import kernels
 from lamina.models.alexnet import alexnet, zfnet
 from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
+from lamina.models.bert import (
+    BERT,
+    BertEmbeddings,
+    BertForMaskedLM,
+    BertLayer,
+    bert,
+    bert_parameter_count,
+    load_hf_bert_state_dict,
+)
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.classic import lenet5, logistic_regression, mlp
 from lamina.models.convnext import (
@@ -145,6 +157,7 @@ from lamina.models.fpn import (
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
 from lamina.models.gaussian_process import GaussianProcessRegressor
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
+from lamina.models.gpt2 import GPT2, GPT2Block, gpt2, gpt2_parameter_count, load_hf_gpt2_state_dict
 from lamina.models.inception import (
     InceptionA,
     InceptionB,
@@ -340,4 +353,7 @@ __all__ = [
     "ssd300_vgg16", "SSDLiteClassificationHead", "SSDLiteFeatureExtractorMobileNet", "SSDLiteHead",
     "SSDLiteRegressionHead", "ssdlite320_mobilenet_v3_large",
     "LRASPP", "LRASPPHead", "lraspp_mobilenet_v3_large",
+    "GPT2", "GPT2Block", "gpt2", "gpt2_parameter_count", "load_hf_gpt2_state_dict",
+    "BERT", "BertEmbeddings", "BertForMaskedLM", "BertLayer", "bert", "bert_parameter_count",
+    "load_hf_bert_state_dict",
 ]

@@ -1,5 +1,6 @@
-"""Text for sequence models: vocabularies, a byte-pair-encoding tokenizer, corpora, padded batches,
-language-model windows, and skip-gram pairs with negative sampling for learning word embeddings (Word2Vec)."""
+"""Text for sequence models: vocabularies, a byte-pair-encoding tokenizer, BERT's WordPiece tokenizer,
+corpora, padded batches, language-model windows, and skip-gram pairs with negative sampling for learning word
+embeddings (Word2Vec)."""
 
 from lamina.text.beam import Hypothesis, beam_search, beam_search_ids, beam_search_text
 from lamina.text.bpe import GPT2_SPLIT, BPETokenizer, tokenizer_from_config
@@ -15,11 +16,12 @@ from lamina.text.skipgram import (
     subsample_words,
 )
 from lamina.text.vocabulary import Vocabulary, word_tokens
+from lamina.text.wordpiece import WordPieceTokenizer, basic_tokenize
 
 __all__ = [
     "BPETokenizer", "GPT2_SPLIT", "Hypothesis", "Vocabulary", "analogy", "beam_search", "beam_search_ids",
     "beam_search_text", "caching_keys_values", "carrying_states", "keep_probabilities",
     "language_model_windows", "load_names", "load_tiny_shakespeare", "most_similar", "noise_distribution",
     "pad_sequences", "reorder_caches", "sample_text", "sample_texts", "shifted_pairs", "skipgram_pairs",
-    "subsample_words", "tokenizer_from_config", "word_tokens"
+    "subsample_words", "tokenizer_from_config", "word_tokens", "WordPieceTokenizer", "basic_tokenize"
 ]

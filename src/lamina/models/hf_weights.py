@@ -1,0 +1,78 @@
+"""Loading Hugging Face (``transformers``) state dicts into lamina's language models.
+
+A model describes its weights as a table ``lamina key -> HFWeight(keys, convert)``: the
+Hugging Face keys that make the array and how (one key copied, a PyTorch ``Linear`` weight
+(out, in) transposed to lamina's (in, out), BERT's separate query, key and value projections
+joined side by side into one ``in_weight``...). :func:`load_hf_state_dict` checks that every
+key the table needs is there and that every key given is used, then copies the arrays with
+the model's own shape checks. Values may be NumPy arrays or torch tensors; torch itself is
+never imported here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from lamina.io.safetensors import load_file
+from lamina.models.torchvision import to_numpy
+from lamina.nn.module import Module
+
+__all__ = ["HFWeight", "copied", "joined_linear", "linear", "load_hf_state_dict", "read_state_dict"]
+
+
+@dataclass(frozen=True)
+class HFWeight:
+    """The Hugging Face ``keys`` of one lamina array, and ``convert`` making it from their arrays."""
+
+    keys: tuple[str, ...]
+    convert: Callable[..., np.ndarray]
+
+
+def copied(key: str) -> HFWeight:
+    """An array stored as it is (an embedding table, a LayerNorm, a bias, a ``Conv1D`` weight)."""
+    return HFWeight((key,), lambda a: a)
+
+
+def linear(key: str) -> HFWeight:
+    """A PyTorch ``Linear`` weight (out, in), lamina's Dense weight (in, out) transposed."""
+    return HFWeight((key,), lambda w: w.T)
+
+
+def joined_linear(*keys: str) -> HFWeight:
+    """Several ``Linear`` weights (out_i, in) side by side as one (in, sum out_i) weight, or
+    several biases (out_i,) end to end: the query, key and value projections of one
+    attention layer."""
+    return HFWeight(tuple(keys), lambda *arrays: np.concatenate([a.T for a in arrays], axis=-1))
+
+
+def read_state_dict(state_dict, who: str) -> dict[str, np.ndarray]:
+    """A dict of NumPy arrays from a mapping of arrays or torch tensors, or from the path of
+    a .safetensors file."""
+    if isinstance(state_dict, (str, os.PathLike)):
+        return load_file(state_dict)[0]
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"{who}: expected a mapping of arrays or the path of a .safetensors file, "
+                        f"got {type(state_dict).__name__}")
+    return {str(key): to_numpy(value) for key, value in state_dict.items()}
+
+
+def load_hf_state_dict(model: Module, arrays: Mapping[str, np.ndarray], table: Mapping[str, HFWeight],
+                       ignored: Callable[[str], bool], strict: bool, who: str) -> None:
+    """Copy ``arrays`` into ``model`` through ``table`` (lamina key -> :class:`HFWeight`).
+
+    ``strict``: every key the table needs must be in ``arrays`` and every key of ``arrays``
+    used but those ``ignored`` accepts, else a KeyError lists the missing and unexpected
+    keys; otherwise the arrays whose keys are all present are copied. A mis-shaped array
+    raises :class:`lamina.ShapeError` naming it, before anything is copied."""
+    needed = {key for weight in table.values() for key in weight.keys}
+    missing = sorted(needed - set(arrays))
+    unexpected = sorted(key for key in arrays if key not in needed and not ignored(key))
+    if strict and (missing or unexpected):
+        raise KeyError(f"{who}: missing keys {missing}, unexpected keys {unexpected} (model {model._label()})")
+    state = {ours: weight.convert(*(np.asarray(arrays[key]) for key in weight.keys))
+             for ours, weight in table.items() if all(key in arrays for key in weight.keys)}
+    model.load_state_dict(state, strict=strict)
