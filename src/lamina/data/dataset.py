@@ -70,14 +70,16 @@ class ArrayDataset:
     """Samples held in arrays whose first axis is the sample axis.
 
     ``ArrayDataset(x, y)`` yields ``(x[i], y[i])``; ``ArrayDataset(x)`` (unlabelled) yields
-    ``x[i]``. For a model of several inputs ``x`` is a tuple or list of arrays of the same
-    length (``ArrayDataset((x1, x2), y)``, see :func:`is_multi_input`); ``self.x`` is then a
-    tuple of arrays and a sample or batch carries a tuple ``(x1[i], x2[i])`` in place of
-    ``x[i]``. ``index`` may be an int, a slice or an integer index array; with an array the
-    result is a batch ``(x[idx], y[idx])``. The arrays are not copied.
+    ``x[i]``; ``ArrayDataset(x, y, w)`` adds each sample's weight, yielding ``(x[i], y[i], w[i])``
+    (one number per sample, as ``Trainer.fit`` takes them). For a model of several inputs
+    ``x`` is a tuple or list of arrays of the same length (``ArrayDataset((x1, x2), y)``, see
+    :func:`is_multi_input`); ``self.x`` is then a tuple of arrays and a sample or batch
+    carries a tuple ``(x1[i], x2[i])`` in place of ``x[i]``. ``index`` may be an int, a slice
+    or an integer index array; with an array the result is a batch ``(x[idx], y[idx])``. The
+    arrays are not copied.
     """
 
-    def __init__(self, x: Any, y: Any | None = None) -> None:
+    def __init__(self, x: Any, y: Any | None = None, w: Any | None = None) -> None:
         if is_multi_input(x):
             self.x: np.ndarray | tuple[np.ndarray, ...] = tuple(np.asarray(item) for item in x)
         else:
@@ -96,6 +98,14 @@ class ArrayDataset:
                     f"ArrayDataset: x and y must have the same number of samples; "
                     f"len(x) = {n}, len(y) = {len(self.y)}"
                 )
+        self.w: np.ndarray | None = None
+        if w is not None:
+            if y is None:
+                raise ValueError("ArrayDataset: sample weights w need labels y; got w without y")
+            self.w = np.asarray(w)
+            if self.w.shape != (n,):
+                raise ValueError(f"ArrayDataset: w must hold one weight per sample, shape ({n},); "
+                                 f"got shape {self.w.shape}")
 
     @property
     def num_inputs(self) -> int:
@@ -117,6 +127,8 @@ class ArrayDataset:
                 )
         if self.y is None:
             return take(self.x, index)
+        if self.w is not None:
+            return take(self.x, index), self.y[index], self.w[index]
         return take(self.x, index), self.y[index]
 
     def __repr__(self) -> str:
@@ -125,4 +137,5 @@ class ArrayDataset:
             x = "(" + ", ".join(f"{item.shape} {item.dtype}" for item in self.x) + ")"
         else:
             x = f"{self.x.shape} {self.x.dtype}"
-        return f"ArrayDataset(x={x}, y={y})"
+        w = "" if self.w is None else f", w={self.w.shape} {self.w.dtype}"
+        return f"ArrayDataset(x={x}, y={y}{w})"

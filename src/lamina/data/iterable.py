@@ -39,7 +39,8 @@ class IterableDataset:
     Samples have the forms a map-style dataset's have: an array, a tuple ``(x, y)``, a
     dict. A stream of known length may define ``__len__`` (then ``len(loader)`` works).
     The worker threads share the one dataset object: keep the state of a pass in
-    ``__iter__``'s local variables, not on ``self``.
+    ``__iter__``'s local variables, not on ``self``. (Worker processes each read their own
+    copy, sharded in the same way.)
     """
 
     def __iter__(self) -> Iterator[Any]:

@@ -1,5 +1,5 @@
 """Mini-batch iteration over a dataset, reshuffled every epoch, resumable bit-exactly,
-made in the training thread or in background worker threads."""
+made in the training thread or in background worker threads or processes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import copy
 import functools
 import itertools
 import math
+import multiprocessing
 import threading
 import weakref
 from collections import deque
@@ -19,11 +20,14 @@ from lamina import backend
 from lamina.data.collate import default_collate
 from lamina.data.dataset import Dataset
 from lamina.data.iterable import is_iterable_dataset
+from lamina.data.processes import ProcessPool
 from lamina.data.samplers import Sampler
 from lamina.data.subsets import fetches_whole_batches, is_labelled
 from lamina.data.workers import ENDED, FAILED, WorkerInfo, WorkerPool, worker_error
 
 __all__ = ["DataLoader"]
+
+WORKER_MODES = ("thread", "process")
 
 
 class DataLoader:
@@ -81,7 +85,29 @@ class DataLoader:
     :func:`~lamina.data.get_worker_info` tells a dataset which worker it runs in. Threads
     pay off when the work is NumPy array work, which releases the GIL. A transform may also
     run lamina layers or ops: grad mode is per thread, so one under ``no_grad`` in a worker
-    leaves the training thread recording.
+    leaves the training thread recording. ``timeout`` (seconds, 0 for none) bounds the wait
+    for any one batch; past it a ``TimeoutError`` names the worker and the batch.
+
+    ``worker_mode="process"`` makes the batches in N worker processes instead, with the same
+    guarantees: same batches in the same order, ``prefetch_factor``, ``persistent_workers``,
+    ``worker_init_fn`` and ``get_worker_info()`` run in the process (whose ``dataset`` is the
+    process's own copy), errors re-raised with the worker's traceback in the message, and a
+    process that dies (killed for memory, ``os._exit``, a crash in C code) reported at once
+    with the batch it was making. Choose processes when a sample or transform spends its
+    time in Python code, which holds the GIL: decoding and augmenting images in Python
+    loops, tokenizing text, parsing records. Threads then take turns and gain nothing;
+    processes run at once on cores left free by the training process (1.8x faster with 2
+    processes on 2 cores in ``benchmarks/loader_processes.py``). Stay with threads for NumPy work, for cheap
+    batches (a process costs a start-up, and each batch is copied back through a pipe),
+    and when the dataset cannot be copied. ``multiprocessing_context`` picks how processes
+    start (None: multiprocessing's default). ``"fork"`` (POSIX systems) copies the loader
+    as it is, lambdas and all, in milliseconds; ``"spawn"`` and ``"forkserver"`` start a
+    fresh interpreter that imports lamina (seconds) and pickle the dataset, transforms,
+    ``collate_fn`` and ``worker_init_fn``, so those must be defined at module level. Every
+    batch must pickle (NumPy arrays, lamina Tensors and Modules do). Each process works on
+    a copy made when it starts: changes to the dataset or transforms made in the training
+    process afterwards are not seen (persistent processes are restarted by
+    :meth:`load_state_dict`).
 
     :meth:`state_dict` captures the epoch counter and generator state, and the position
     inside an epoch that is in progress, and the state of a ``batch_transform`` that has a
@@ -106,6 +132,9 @@ class DataLoader:
         prefetch_factor: int = 2,
         persistent_workers: bool = False,
         worker_init_fn: Callable[[int], Any] | None = None,
+        worker_mode: str = "thread",
+        multiprocessing_context: str | multiprocessing.context.BaseContext | None = None,
+        timeout: float = 0,
     ) -> None:
         self._iterable = is_iterable_dataset(dataset)
         if not self._iterable and not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
@@ -120,6 +149,21 @@ class DataLoader:
         for name, value, least in (("num_workers", num_workers, 0), ("prefetch_factor", prefetch_factor, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
                 raise ValueError(f"DataLoader: {name} must be an integer >= {least}; got {value!r}")
+        if worker_mode not in WORKER_MODES:
+            raise ValueError(f"DataLoader: worker_mode must be one of {WORKER_MODES}; got {worker_mode!r}")
+        if multiprocessing_context is not None:
+            if worker_mode != "process":
+                raise ValueError(f"DataLoader: multiprocessing_context={multiprocessing_context!r} needs "
+                                 f"worker_mode='process'; got worker_mode={worker_mode!r}")
+            if not isinstance(multiprocessing_context, multiprocessing.context.BaseContext) \
+                    and multiprocessing_context not in multiprocessing.get_all_start_methods():
+                raise ValueError(f"DataLoader: multiprocessing_context must be None, a multiprocessing context or "
+                                 f"one of {multiprocessing.get_all_start_methods()} on this platform; got "
+                                 f"{multiprocessing_context!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)) \
+                or not timeout >= 0:
+            raise ValueError(f"DataLoader: timeout must be a number of seconds >= 0 (0: wait as long as it takes); "
+                             f"got {timeout!r}")
         if batch_transform is not None:
             if not callable(batch_transform):
                 raise TypeError(
@@ -157,6 +201,9 @@ class DataLoader:
         self.prefetch_factor = int(prefetch_factor)
         self.persistent_workers = bool(persistent_workers)
         self.worker_init_fn = worker_init_fn
+        self.worker_mode = worker_mode
+        self.multiprocessing_context = multiprocessing_context
+        self.timeout = float(timeout)
         if seed is None:
             seed = int(backend.rng().integers(0, 2**63 - 1))
         self._generator = np.random.default_rng(seed)
@@ -168,7 +215,7 @@ class DataLoader:
         self._in_progress: dict[str, Any] | None = None
         # Set by load_state_dict when the saved state was taken in the middle of an epoch.
         self._resume: dict[str, Any] | None = None
-        self._pool: WorkerPool | None = None
+        self._pool: WorkerPool | ProcessPool | None = None
         self._pool_lock = threading.Lock()
 
     @property
@@ -236,15 +283,15 @@ class DataLoader:
         try:
             for b in range(start, stop):
                 while sent < stop and sent - b < ahead:
-                    task = functools.partial(self._make_batch, self._batch_indices(order, sent), epoch, sent)
+                    task = self._task(pool, "_make_batch", self._batch_indices(order, sent), epoch, sent)
                     pool.submit(sent % pool.num_workers, run, sent, task)
                     sent += 1
                 while b not in ready:
-                    worker, index, value, status = pool.get(run)
+                    worker, index, value, status = self._next_result(pool, run, b % pool.num_workers, f"batch {b}")
                     ready[index] = (worker, value, status)
                 worker, value, status = ready.pop(b)
                 if status == FAILED:
-                    raise worker_error(value, worker, b)
+                    raise worker_error(value, worker, b, traceback_text=getattr(value, "worker_traceback", None))
                 yield value
         finally:
             self._release_pool(pool, owned)
@@ -262,9 +309,11 @@ class DataLoader:
         ds = self.dataset
         if self.collate_fn is None and fetches_whole_batches(ds):
             batch = ds[index]
-            xb, yb = batch if is_labelled(ds) else (batch, None)
+            xb, yb, *weights = batch if is_labelled(ds) else (batch, None)
             if self.transform is not None:
                 xb = self.transform(xb)
+            if weights:                              # (x, y, w): sample weights ride along
+                return self._finish_weighted(xb, yb, *weights)
             return xb if yb is None else self._labelled_batch(xb, yb)
         return self._finish([ds[int(i)] for i in index])
 
@@ -285,6 +334,12 @@ class DataLoader:
             raise ValueError(f"DataLoader: batch_transform needs (x, y) samples; the dataset's samples are {kind}")
         return self.transform(batch) if self.transform is not None else batch
 
+    def _finish_weighted(self, xb: Any, yb: np.ndarray, wb: np.ndarray) -> tuple:
+        if self.batch_transform is not None:
+            raise ValueError("DataLoader: batch_transform needs (x, y) samples; the dataset's samples are "
+                             "(x, y, w) triples with sample weights")
+        return xb, yb, wb
+
     def _labelled_batch(self, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.batch_transform is None:
             return xb, yb
@@ -301,22 +356,23 @@ class DataLoader:
             return
         pool, owned = self._acquire_pool(epoch)
         run = pool.start_run()
-        slots = [threading.Semaphore(self.prefetch_factor) for _ in range(pool.num_workers)]
+        slots = pool.stream_slots(self.prefetch_factor)
         for w in range(pool.num_workers):
-            pool.submit(w, run, w, functools.partial(self._stream_batches, epoch, w), slots[w])
+            pool.submit(w, run, w, self._task(pool, "_stream_batches", epoch, w), slots[w])
         pending: dict[int, deque] = {w: deque() for w in range(pool.num_workers)}
         turn = deque(range(pool.num_workers))
         try:
             while turn:
                 w = turn.popleft()
                 while not pending[w]:
-                    worker, index, value, status = pool.get(run)
+                    worker, index, value, status = self._next_result(pool, run, w, "its next batch")
                     pending[worker].append((index, value, status))
                 index, value, status = pending[w].popleft()
                 if status == ENDED:
                     continue
                 if status == FAILED:
-                    raise worker_error(value, w, index, what="its batch")
+                    raise worker_error(value, w, index, what="its batch",
+                                       traceback_text=getattr(value, "worker_traceback", None))
                 slots[w].release()
                 turn.append(w)
                 yield value
@@ -337,23 +393,45 @@ class DataLoader:
                 batch = self._finish(samples)
             yield batch
 
-    # -- worker threads --------------------------------------------------------------
-    def _acquire_pool(self, epoch: int) -> tuple[WorkerPool, bool]:
-        """A pool of worker threads and whether the caller owns it (closes it when done)."""
+    # -- workers ---------------------------------------------------------------------
+    def _acquire_pool(self, epoch: int) -> tuple[WorkerPool | ProcessPool, bool]:
+        """A pool of workers and whether the caller owns it (closes it when done)."""
         with self._pool_lock:
             if self.persistent_workers and self._pool is not None and not self._pool.busy:
                 return self._pool, False
-            pool = WorkerPool(self._worker_infos(epoch), self.worker_init_fn)
+            if self.worker_mode == "process":
+                # The processes get a copy of the loader without its pools (see __getstate__).
+                pool = ProcessPool(self._worker_infos(epoch), self.worker_init_fn, copy.copy(self),
+                                   self.multiprocessing_context)
+            else:
+                pool = WorkerPool(self._worker_infos(epoch), self.worker_init_fn)
             if self.persistent_workers and self._pool is None:
                 self._pool = pool
                 weakref.finalize(self, pool.close)
                 return pool, False
             return pool, True
 
-    def _release_pool(self, pool: WorkerPool, owned: bool) -> None:
+    def _release_pool(self, pool: WorkerPool | ProcessPool, owned: bool) -> None:
         pool.end_run()
-        if owned:
+        if owned or pool.broken:
             pool.close()
+        if pool.broken and self._pool is pool:
+            self._pool = None                          # the next epoch starts new processes
+
+    def _task(self, pool: WorkerPool | ProcessPool, method: str, *args: Any) -> Any:
+        """Work for a worker: a call of ``self.<method>(*args)``; for a process, which holds a
+        copy of the loader, the method's name and arguments."""
+        if isinstance(pool, ProcessPool):
+            return method, args
+        return functools.partial(getattr(self, method), *args)
+
+    def _next_result(self, pool: WorkerPool | ProcessPool, run: int, worker: int, what: str) -> tuple:
+        """``pool.get(run)``, waiting at most ``timeout`` seconds when one is set."""
+        result = pool.get(run, self.timeout or None)
+        if result is None:
+            raise TimeoutError(f"DataLoader: timeout={self.timeout:g} s passed without worker {worker} "
+                               f"delivering {what}")
+        return result
 
     def _worker_infos(self, epoch: int) -> list[WorkerInfo]:
         seeds = np.random.SeedSequence(self._batch_seed, spawn_key=(epoch,)).spawn(self.num_workers)
@@ -436,6 +514,11 @@ class DataLoader:
             self.batch_transform.load_state_dict(state["batch_transform"])
         if "batch_seed" in state:
             self._batch_seed = int(state["batch_seed"])
+        with self._pool_lock:
+            if isinstance(self._pool, ProcessPool) and not self._pool.busy:
+                # Its processes hold a copy of the loader (and batch transform) from before.
+                self._pool.close()
+                self._pool = None
         self._epoch = int(state["epoch"])
         self._in_progress = None
         position = int(state["position"])
@@ -450,6 +533,8 @@ class DataLoader:
 
     def __repr__(self) -> str:
         workers = f", num_workers={self.num_workers}" if self.num_workers else ""
+        if self.num_workers and self.worker_mode != "thread":
+            workers += f", worker_mode={self.worker_mode!r}"
         return (f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"drop_last={self.drop_last}, seed={self.seed}, sampler={self.sampler!r}{workers})")
 

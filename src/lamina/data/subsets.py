@@ -235,7 +235,11 @@ def _sample_structure(dataset: Any) -> Structure | None:
             x: Structure = tuple(_leaf(a.shape[1:], a.dtype) for a in dataset.x)
         else:
             x = _leaf(dataset.x.shape[1:], dataset.x.dtype)
-        return x if dataset.y is None else (x, _leaf(dataset.y.shape[1:], dataset.y.dtype))
+        if dataset.y is None:
+            return x
+        if dataset.w is not None:
+            return x, _leaf(dataset.y.shape[1:], dataset.y.dtype), _leaf((), dataset.w.dtype)
+        return x, _leaf(dataset.y.shape[1:], dataset.y.dtype)
     if isinstance(dataset, Subset):
         return _sample_structure(dataset.dataset)
     if isinstance(dataset, ConcatDataset):

@@ -1,4 +1,5 @@
 """The loader's worker threads: :class:`WorkerInfo`, :func:`get_worker_info` and the pool.
+(Worker processes are in :mod:`lamina.data.processes`; they follow the same protocol.)
 
 Threads, not processes: NumPy releases the GIL while it copies arrays, fancy-indexes and
 does most elementwise and reduction work, so batches made in threads overlap with the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +34,8 @@ class WorkerInfo:
 
     ``id`` in ``range(num_workers)``; ``seed`` an integer derived from the loader's seed, the
     epoch the workers were started in and ``id``, for a dataset's own generator; ``dataset``
-    the loader's dataset (the same object in every worker).
+    the loader's dataset (the same object in every worker thread; in a worker process, the
+    process's own copy).
     """
 
     id: int
@@ -48,8 +51,13 @@ class _ThreadState(threading.local):
 _thread = _ThreadState()
 
 
+def enter_worker(info: WorkerInfo) -> None:
+    """Mark the calling thread as worker ``info`` (what :func:`get_worker_info` returns there)."""
+    _thread.info = info
+
+
 def get_worker_info() -> WorkerInfo | None:
-    """In a loader's worker thread, its :class:`WorkerInfo`; elsewhere None.
+    """In a loader's worker thread or process, its :class:`WorkerInfo`; elsewhere None.
 
     An :class:`~lamina.data.IterableDataset` calls it in ``__iter__`` to read only its
     share of the stream (e.g. every ``num_workers``-th record from the ``id``-th).
@@ -67,6 +75,8 @@ class _Control:
 
 class WorkerPool:
     """``len(infos)`` daemon threads, each with its own inbox of tasks, one results queue."""
+
+    broken = False          # a pool of threads stays usable; a process pool breaks when a process dies
 
     def __init__(self, infos: list[WorkerInfo], init_fn: Callable[[int], Any] | None) -> None:
         self._control = _Control()
@@ -106,11 +116,21 @@ class WorkerPool:
         callable giving a generator, whose results each take one of the slots first."""
         self._inboxes[worker].put((run, index, task, slots))
 
-    def get(self, run: int) -> tuple[int, int, Any, str]:
-        """The next result of ``run``: (worker, index, value or exception, status)."""
+    def stream_slots(self, prefetch: int) -> list[threading.Semaphore]:
+        """Per worker, the slots its stream's results take (``prefetch`` free at first); the
+        loader releases one for each result it consumes."""
+        return [threading.Semaphore(prefetch) for _ in self._threads]
+
+    def get(self, run: int, timeout: float | None = None) -> tuple[int, int, Any, str] | None:
+        """The next result of ``run``: (worker, index, value or exception, status); None when
+        ``timeout`` seconds pass without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             try:
-                result_run, worker, index, value, status = self._results.get(timeout=1.0)
+                if wait <= 0:
+                    return None
+                result_run, worker, index, value, status = self._results.get(timeout=wait)
             except queue.Empty:
                 dead = [t.name for t in self._threads if not t.is_alive()]
                 if dead:
@@ -134,7 +154,7 @@ class WorkerPool:
 
 def _work(info: WorkerInfo, init_fn: Callable[[int], Any] | None, inbox: queue.SimpleQueue,
           results: queue.SimpleQueue, control: _Control) -> None:
-    _thread.info = info
+    enter_worker(info)
     init_error: BaseException | None = None
     if init_fn is not None:
         try:
@@ -186,10 +206,15 @@ def _stream(make: Callable[[], Any], slots: threading.Semaphore, run: int, worke
             close()
 
 
-def worker_error(error: BaseException, worker: int, batch: int, what: str = "batch") -> BaseException:
+def worker_error(error: BaseException, worker: int, batch: int, what: str = "batch",
+                 traceback_text: str | None = None) -> BaseException:
     """An exception for the main thread naming the worker and batch, of the same type as
-    ``error`` where that type takes a message (else RuntimeError), chained to it."""
+    ``error`` where that type takes a message (else RuntimeError), chained to it. The
+    traceback of an error raised in another process comes as ``traceback_text`` and ends
+    the message."""
     message = f"DataLoader worker {worker} failed on {what} {batch}: {type(error).__name__}: {error}"
+    if traceback_text:
+        message += f"\n\nTraceback in the worker process:\n{traceback_text.rstrip()}"
     try:
         raised = type(error)(message)
     except Exception:  # noqa: BLE001 - a type whose constructor takes other arguments

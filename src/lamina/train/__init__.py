@@ -59,6 +59,7 @@ from lamina.train.segmentation_metrics import (
 )
 from lamina.train.tensorboard import SummaryWriter, TensorBoard
 from lamina.train.trainer import Trainer
+from lamina.train.weighting import WeightedMean
 
 __all__ = [
     "AUC", "AveragePrecision", "CSVLogger", "Callback", "Choice", "Distribution", "EarlyStopping", "EpochMetric",
@@ -76,4 +77,5 @@ __all__ = [
     "DiceScore", "MeanClassAccuracy", "MeanIoU", "PixelAccuracy", "dice_per_class", "iou_per_class",
     "mean_class_accuracy", "mean_iou", "pixel_accuracy", "pixel_confusion_matrix",
     "bayesian_search", "expected_improvement",
+    "WeightedMean",
 ]

@@ -143,6 +143,12 @@ class _Monitor(Callback):
                            f"available: {sorted(logs)}")
         return float(logs[self.monitor])
 
+    def _not_validated(self, epoch: int, logs: dict) -> bool:
+        """Whether the monitored ``val_`` quantity is missing because ``fit`` skipped validation
+        this epoch (``validation_freq``): the epoch is then left out, as Keras does."""
+        freq = getattr(self.trainer, "validation_freq", 1)
+        return self.monitor.startswith("val_") and self.monitor not in logs and (epoch + 1) % freq != 0
+
     def _improved(self, value: float) -> bool:
         if self.mode == "min":
             return value < self.best - self.min_delta
@@ -160,6 +166,8 @@ class EarlyStopping(_Monitor):
         self.wait, self.best_weights, self.stopped_epoch = 0, None, None
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if self._not_validated(epoch, logs):
+            return
         value = self._value(logs)
         if self._improved(value):
             self.best, self.wait = value, 0
@@ -195,6 +203,8 @@ class ModelCheckpoint(_Monitor):
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         if self.save_best_only:
+            if self._not_validated(epoch, logs):
+                return
             value = self._value(logs)
             if not self._improved(value):
                 return

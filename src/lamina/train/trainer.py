@@ -13,9 +13,11 @@ array would go: ``fit(((x_image, x_meta), y))``, ``predict([x_image, x_meta])``.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -35,6 +37,15 @@ from lamina.train import checkpoint
 from lamina.train.callbacks import Callback, ProgressBar
 from lamina.train.history import History
 from lamina.train.metrics import get_metric
+from lamina.train.weighting import (
+    NORMALIZATIONS,
+    check_weights,
+    class_indices,
+    class_weight_table,
+    get_weighted_metric,
+    is_regression_loss,
+    per_sample_loss,
+)
 
 LOSSES = {
     "categorical_cross_entropy": F.categorical_cross_entropy,
@@ -89,11 +100,32 @@ def _expected_inputs(model) -> tuple[int, list[str]] | None:
 
 
 def _array_dataset(data: tuple, where: str) -> ArrayDataset:
-    """The dataset of ``(x, y)`` (or ``(x,)``), the inputs of a group of several checked to be
-    of one length first (an error names ``where``)."""
+    """The dataset of ``(x, y)``, ``(x, y, w)`` or ``(x,)``, the inputs of a group of several
+    checked to be of one length and the sample weights ``w`` checked first (an error names
+    ``where``)."""
+    if len(data) > 3:
+        raise ValueError(f"{where}: data must be (x, y), (x, y, sample_weight) or (x,); got a tuple of "
+                         f"{len(data)} items")
     if data:
-        num_samples(data[0], where)
+        n = num_samples(data[0], where)
+        if len(data) == 3:
+            data = (*data[:2], check_weights(data[2], n, where))
     return ArrayDataset(*data)
+
+
+def _with_sample_weight(data, sample_weight, where: str):
+    """``(x, y)`` arrays with ``sample_weight`` attached as ``(x, y, w)``; ``data`` itself
+    when no weights are given."""
+    if sample_weight is None:
+        return data
+    given_twice = (isinstance(data, tuple) and len(data) == 3) or getattr(data, "w", None) is not None
+    if given_twice:
+        raise ValueError(f"{where}: sample weights given twice, as the data's third item and as "
+                         "sample_weight=; give one of them")
+    if not (isinstance(data, tuple) and len(data) == 2):
+        raise TypeError(f"{where}: sample_weight= goes with (x, y) arrays; a {type(data).__name__} carries "
+                        "its weights in (x, y, w) samples instead")
+    return (*data, check_weights(sample_weight, num_samples(data[0], where), where))
 
 
 def _check_metrics_have_labels(trainer, loader, where: str) -> None:
@@ -105,12 +137,13 @@ def _check_metrics_have_labels(trainer, loader, where: str) -> None:
 
 
 def _labelled_batches(loader):
-    """The loader's batches as (xb, yb) pairs: yb is None for an unlabelled array dataset
-    (``fit((x,))``), whose loader yields the inputs alone; the loss then gets None."""
+    """The loader's batches as (xb, yb, wb) triples: yb is None for an unlabelled array
+    dataset (``fit((x,))``), whose loader yields the inputs alone (the loss then gets None);
+    the sample weights wb are None unless the batches are (xb, yb, wb) triples."""
     dataset = loader.dataset
     if fetches_whole_batches(dataset) and not is_labelled(dataset):
-        return ((xb, None) for xb in loader)
-    return loader
+        return ((xb, None, None) for xb in loader)
+    return (batch if isinstance(batch, tuple) and len(batch) == 3 else (*batch, None) for batch in loader)
 
 
 def _is_cross_entropy(loss) -> bool:
@@ -157,11 +190,24 @@ class Trainer:
     mini-batch (``iteration`` counts mini-batches); ``steps`` counts the optimizer steps the
     fit loop has taken. A callback that stops training in the middle of a group ends it
     without that group's step.
+
+    Sample and class weights (``fit``'s ``sample_weight``, ``class_weight`` and (x, y, w)
+    data; see :mod:`lamina.train.weighting`): a weighted mini-batch of m samples costs
+    J = (1/m) sum_i w_i L_i, the weighted sum over the batch size as in Keras 3, or
+    sum_i w_i L_i / sum_i w_i with ``weight_normalization="sum_of_weights"`` (as PyTorch's
+    class-weighted cross-entropy). The loss must then give per-sample values: a function
+    taking ``reduction`` (every name in ``LOSSES`` does) or a loss module with a
+    ``reduction`` attribute. Weights that are all 1 take the unweighted path (the same cost
+    bit for bit). ``weighted_metrics``: names in
+    :data:`~lamina.train.weighting.PER_SAMPLE_METRICS` or callables giving one value per
+    sample, reported as ``weighted_<name>``: the weighted mean sum_i w_i v_i / sum_i w_i over
+    the epoch (with no weights, the plain mean).
     """
 
     def __init__(self, model, loss="categorical_cross_entropy", optimizer=None, metrics=("accuracy",),
                  callbacks=(), schedule=None, verbose: int = 1, clip_norm: float | None = None,
-                 clip_value: float | None = None, accumulate: int = 1):
+                 clip_value: float | None = None, accumulate: int = 1, weighted_metrics=(),
+                 weight_normalization: str = "batch_size"):
         if optimizer is None:
             raise ValueError("Trainer: an optimizer is required, e.g. lamina.optim.Adam(model)")
         if isinstance(accumulate, bool) or not isinstance(accumulate, (int, np.integer)) or accumulate < 1:
@@ -182,6 +228,16 @@ class Trainer:
         self.loss = loss
         self.optimizer = optimizer
         self.metrics = [get_metric(m) for m in metrics]
+        self.weighted_metrics = [get_weighted_metric(m) for m in weighted_metrics]
+        if weight_normalization not in NORMALIZATIONS:
+            raise ValueError(f"Trainer: weight_normalization must be one of {NORMALIZATIONS}, "
+                             f"got {weight_normalization!r}")
+        self.weight_normalization = weight_normalization
+        self._unreduced_loss = None
+        self._class_weights: np.ndarray | None = None
+        self.steps_per_epoch: int | None = None
+        self.validation_freq = 1
+        self._stream = None                          # the batches pass after pass, with steps_per_epoch
         self.schedule = schedule
         self.callbacks: list[Callback] = list(callbacks)
         if not any(isinstance(c, ProgressBar) for c in self.callbacks):
@@ -232,18 +288,55 @@ class Trainer:
             return self.loss(out, y, from_logits=True)
         return self.loss(out, y)
 
-    def train_step(self, x, y) -> tuple[float, np.ndarray]:
-        """One optimizer step on the mini-batch (x, y), whatever ``accumulate`` is;
-        returns the cost and the model's output."""
+    def _weighted_cost(self, out, logits: bool, y, weights: np.ndarray):
+        """sum_i w_i L_i over the batch size, or over sum_i w_i (``weight_normalization``)."""
+        if type(self)._cost is not Trainer._cost:
+            raise ValueError(f"{type(self).__name__}: its cost is its own, and takes no sample or class weights; "
+                             "give (x, y) data without weights")
+        if self._unreduced_loss is None:
+            self._unreduced_loss = per_sample_loss(self.loss)
+            if self._unreduced_loss is None:
+                raise ValueError(f"Trainer: sample or class weights need the loss's per-sample values, and "
+                                 f"the loss {self.loss_name!r} takes no reduction argument; give a loss "
+                                 "function taking reduction='none' or a loss module with a reduction")
+        losses = self._unreduced_loss(out, y, from_logits=True) if logits else self._unreduced_loss(out, y)
+        if losses.ndim > 1:                          # a sample of several rows: their mean
+            losses = losses.mean(axis=tuple(range(1, losses.ndim)))
+        if losses.shape != (len(weights),):
+            raise ShapeError(f"Trainer: the loss {self.loss_name!r} with reduction='none' gave shape "
+                             f"{losses.shape} for a batch of {len(weights)} weighted samples; expected "
+                             f"({len(weights)},)")
+        total = (losses * backend.xp.asarray(weights, dtype=losses.dtype)).sum()
+        if self.weight_normalization == "batch_size":
+            return total / float(len(weights))
+        return total / max(float(weights.sum()), np.finfo(np.float64).tiny)
+
+    def _weights_of(self, y, w, class_table: np.ndarray | None, where: str) -> np.ndarray | None:
+        """A batch's sample weights times its samples' class weights; None when there are
+        none, or when all are 1 (the unweighted cost is then the same)."""
+        if w is None and class_table is None:
+            return None
+        n = len(y) if y is not None else len(w)
+        weights = np.ones(n) if w is None else check_weights(w, n, where)
+        if class_table is not None:
+            classes = class_indices(y, where)
+            inside = (classes >= 0) & (classes < len(class_table))
+            weights = weights * np.where(inside, class_table[np.clip(classes, 0, len(class_table) - 1)], 1.0)
+        return None if bool((weights == 1).all()) else weights
+
+    def train_step(self, x, y, w=None) -> tuple[float, np.ndarray]:
+        """One optimizer step on the mini-batch (x, y), with sample weights ``w`` if given,
+        whatever ``accumulate`` is; returns the cost and the model's output."""
         self.optimizer.zero_grad()
-        loss, out = self._backward(x, y, 1.0)
-        self._update([(x, y)])
+        loss, out = self._backward(x, y, 1.0, self._weights_of(y, w, self._class_weights, "Trainer.train_step"))
+        self._update([(x, y, w)])
         return loss, out
 
-    def _backward(self, x, y, weight: float) -> tuple[float, np.ndarray]:
-        """Forward (x, y) and add ``weight`` times the gradient of its cost to the gradients."""
+    def _backward(self, x, y, weight: float, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """Forward (x, y) and add ``weight`` times the gradient of its cost (with the samples
+        weighted by ``weights``) to the gradients."""
         out, logits = self._forward(x, for_loss=True)
-        cost = self._cost(out, logits, y)
+        cost = self._cost(out, logits, y) if weights is None else self._weighted_cost(out, logits, y, weights)
         if weight == 1.0:
             cost.backward()
         else:
@@ -268,7 +361,7 @@ class Trainer:
     def _closure(self, group: list):
         """A closure for ``optimizer.step``: zero the gradients, add those of ``group``'s
         mini-batches weighted as in the fit loop, return the group's cost."""
-        group_size = sum(num_samples(xb) for xb, _ in group)
+        group_size = sum(num_samples(xb) for xb, _, _ in group)
 
         def closure() -> float:
             self.optimizer.zero_grad()
@@ -278,17 +371,18 @@ class Trainer:
             # these mini-batches: they must not move twice in one step.
             cost = 0.0
             with recomputing():
-                for xb, yb in group:
+                for xb, yb, wb in group:
                     share = num_samples(xb) / group_size
-                    cost += share * self._backward(xb, yb, share)[0]
+                    weights = self._weights_of(yb, wb, self._class_weights, "Trainer.fit")
+                    cost += share * self._backward(xb, yb, share, weights)[0]
             return cost
 
         return closure
 
-    def _groups(self, loader):
-        """The loader's mini-batches, ``accumulate`` at a time (fewer in the epoch's last group)."""
+    def _groups(self, batches):
+        """The epoch's mini-batches, ``accumulate`` at a time (fewer in the epoch's last group)."""
         group = []
-        for batch in _labelled_batches(loader):
+        for batch in batches:
             group.append(batch)
             if len(group) == self.accumulate:
                 yield group
@@ -297,9 +391,10 @@ class Trainer:
             yield group
 
     # -- checks before training ----------------------------------------------
-    def _validate(self, x, y) -> None:
+    def _validate(self, x, y) -> int:
         """Before training: the inputs (one array or a tuple of several) are finite, and are as
-        many and of the shapes the model takes; the labels fit the model's classes."""
+        many and of the shapes the model takes; the labels fit the model's classes. Returns the
+        number of classes the model's outputs give (2 for one output)."""
         inputs = _input_list(x)
         self._check_input_count("Trainer.fit", len(inputs))
         for k, values in enumerate(inputs):
@@ -319,14 +414,28 @@ class Trainer:
             raise ShapeError(f"Trainer.fit: the model cannot take inputs of shape {shown}: {exc}") from exc
         finally:
             self.model.train()
+        outputs = out.shape[-1] if out.ndim >= 2 else 1
         if y is None or not _is_cross_entropy(self.loss):
-            return
+            return max(outputs, 2)
         labels = np.asarray(y)
         if labels.ndim == 1 and labels.size:
             classes = out.shape[-1]
             if labels.min() < 0 or labels.max() >= classes:
                 raise ValueError(f"Trainer.fit: labels must lie in [0, {classes}) for a model with {classes} "
                                  f"outputs; found values from {labels.min()} to {labels.max()}")
+        return max(outputs, 2)
+
+    def _class_table(self, class_weight, labelled: bool, classes: int) -> np.ndarray | None:
+        """The weight of each class from ``fit``'s ``class_weight``, checked against the loss,
+        the labels and the model's ``classes``."""
+        if class_weight is None:
+            return None
+        if is_regression_loss(self.loss):
+            raise ValueError(f"Trainer.fit: class_weight needs a classification loss; the loss "
+                             f"{self.loss_name!r} compares real values, which have no classes: use sample_weight")
+        if not labelled:
+            raise ValueError("Trainer.fit: class_weight needs labels, and the data has none (inputs alone)")
+        return class_weight_table(class_weight, classes, "Trainer.fit")
 
     @staticmethod
     def _hold_out(train, val, fraction) -> tuple:
@@ -349,9 +458,11 @@ class Trainer:
                              f"{cut} for training and {n - cut} for validation; both need at least one")
         if not isinstance(train, ArrayDataset):
             return Subset(train, np.arange(cut)), Subset(train, np.arange(cut, n))
-        y = train.y
-        return (ArrayDataset(take(train.x, slice(None, cut)), None if y is None else y[:cut]),
-                ArrayDataset(take(train.x, slice(cut, None)), None if y is None else y[cut:]))
+        y, w = train.y, train.w
+        return (ArrayDataset(take(train.x, slice(None, cut)), None if y is None else y[:cut],
+                             None if w is None else w[:cut]),
+                ArrayDataset(take(train.x, slice(cut, None)), None if y is None else y[cut:],
+                             None if w is None else w[cut:]))
 
     def _loader(self, data, batch_size: int, shuffle: bool, seed, where: str, num_workers: int = 0) -> DataLoader:
         if isinstance(data, DataLoader):
@@ -365,10 +476,35 @@ class Trainer:
     # -- fit, evaluate, predict -----------------------------------------------
     def fit(self, train, val=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             seed: int | None = None, resume_from: str | os.PathLike | None = None,
-            validation_split: float | None = None, num_workers: int = 0) -> History:
-        """Train for ``epochs`` epochs; ``train``/``val`` are (x, y), a Dataset (or an
+            validation_split: float | None = None, num_workers: int = 0, sample_weight=None,
+            class_weight=None, steps_per_epoch: int | None = None, initial_epoch: int = 0,
+            validation_freq: int = 1, validation_batch_size: int | None = None,
+            validation_steps: int | None = None) -> History:
+        """Train until epoch ``epochs``; ``train``/``val`` are (x, y), a Dataset (or an
         IterableDataset, read in its own order) or a DataLoader; for a model of several inputs
         x is a tuple or list of arrays, one per input.
+
+        Weights (see the class docstring for the cost): ``train`` and ``val`` may carry
+        per-sample weights as (x, y, w) arrays, an :class:`~lamina.data.ArrayDataset` of
+        three arrays or a dataset or DataLoader yielding (x, y, w) triples; or
+        ``sample_weight`` (one value >= 0 per sample) goes with (x, y) arrays.
+        ``class_weight`` (``{class: weight}``, classes left out weighing 1, or one weight per
+        class) multiplies each training sample's weight by its class's.
+
+        ``steps_per_epoch``: an epoch is that many mini-batches; the next epoch continues
+        where the last one stopped in the data, as in Keras, and a checkpoint keeps that
+        position. Where Keras cuts an epoch short (with a warning) when a pass over finite
+        data ends inside it, here the epoch goes on into a new pass (reshuffled), so every
+        epoch has ``steps_per_epoch`` mini-batches; a pass that yields nothing (a spent
+        stream) ends training with a warning. ``initial_epoch``: the epoch to start from
+        (numbering the callbacks' epochs and the history when continuing a run by hand;
+        ``resume_from`` sets it from the checkpoint). ``validation_freq``: validate every
+        that many epochs (those whose number is a multiple of it); the other epochs' logs
+        have no ``val_`` entries, so the history's ``val_`` lists hold the validated epochs
+        only, and early stopping, checkpoints saving the best and plateau schedules watching
+        a ``val_`` quantity skip the other epochs. ``validation_batch_size`` (default: the
+        larger of ``batch_size`` and 256) and ``validation_steps`` (validate on the first
+        that many batches of ``val`` only).
 
         ``num_workers``: for a loader built here from ``train``, the number of background
         threads making its batches (see :class:`~lamina.data.DataLoader`); a DataLoader
@@ -379,35 +515,85 @@ class Trainer:
         onwards, taken before any shuffling, are held out of training and are the
         validation set (in place of ``val``).
         """
+        self._check_fit_options(steps_per_epoch, initial_epoch, validation_freq, validation_batch_size,
+                                validation_steps, resume_from)
+        train = _with_sample_weight(train, sample_weight, "Trainer.fit")
         if validation_split is not None:
             train, val = self._hold_out(train, val, validation_split)
         loader = self._loader(train, batch_size, shuffle, seed, "Trainer.fit", num_workers)
         self.loader = loader
         _check_metrics_have_labels(self, loader, "Trainer.fit")
         dataset = loader.dataset
+        classes, labelled = 2, True
         if isinstance(dataset, ArrayDataset):
-            self._validate(dataset.x, dataset.y)
+            classes, labelled = self._validate(dataset.x, dataset.y), dataset.y is not None
+            if dataset.w is not None:
+                check_weights(dataset.w, len(dataset), "Trainer.fit")
         elif is_iterable_dataset(dataset) or len(dataset):  # its first samples build the model and are checked
-            self._validate(*next(iter(DataLoader(dataset, batch_size=2, shuffle=False, seed=0))))
+            first = next(iter(DataLoader(dataset, batch_size=2, shuffle=False, seed=0)))
+            classes = self._validate(*(first[:2] if isinstance(first, tuple) and len(first) == 3 else first))
+        self._class_weights = self._class_table(class_weight, labelled, classes)
         self.epochs = epochs
+        self.steps_per_epoch, self.validation_freq = steps_per_epoch, validation_freq
         self.samples_per_epoch = len(dataset) if hasattr(dataset, "__len__") else None
+        if steps_per_epoch is not None:
+            self.samples_per_epoch = steps_per_epoch * loader.batch_size
         self.stop_training = False
-        start, callback_states = 0, None
+        start, callback_states = initial_epoch, None
         if resume_from is not None:
             start, callback_states = checkpoint.restore(resume_from, self)
         logs: dict = {}
         for cb in self.callbacks:
             cb.on_train_begin(logs)
         checkpoint.restore_callbacks(callback_states, self.callbacks)
+        self._stream = self._passes(loader) if steps_per_epoch is not None else None
+        validation = {"batch_size": validation_batch_size or max(batch_size, 256), "steps": validation_steps}
         try:
-            logs = self._run_epochs(loader, val, start, epochs, batch_size, logs)
+            logs = self._run_epochs(loader, val, start, epochs, validation, logs)
         except BaseException as error:
             self._tell_callbacks_of(error)
             raise
+        finally:
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
         for cb in self.callbacks:
             cb.on_train_end(logs)
         self.model.eval()
         return self.history
+
+    @staticmethod
+    def _check_fit_options(steps_per_epoch, initial_epoch, validation_freq, validation_batch_size,
+                           validation_steps, resume_from) -> None:
+        counts = {"initial_epoch": (initial_epoch, 0, False), "validation_freq": (validation_freq, 1, False),
+                  "steps_per_epoch": (steps_per_epoch, 1, True),
+                  "validation_batch_size": (validation_batch_size, 1, True),
+                  "validation_steps": (validation_steps, 1, True)}
+        for name, (value, least, optional) in counts.items():
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise ValueError(f"Trainer.fit: {name} must be an integer >= {least}{' or None' if optional else ''}"
+                                 f", got {value!r}")
+        if initial_epoch and resume_from is not None:
+            raise ValueError(f"Trainer.fit: give either initial_epoch ({initial_epoch}) or resume_from, not both; "
+                             "a checkpoint holds the epoch to continue from")
+
+    def _passes(self, loader):
+        """The loader's batches pass after pass, for epochs of ``steps_per_epoch`` batches
+        that continue where the last one stopped; ends when a pass yields nothing."""
+        while True:
+            empty = True
+            for batch in _labelled_batches(loader):
+                empty = False
+                yield batch
+            if empty:
+                return
+
+    def _epoch_batches(self, loader):
+        if self._stream is None:
+            return _labelled_batches(loader)
+        return itertools.islice(self._stream, self.steps_per_epoch)
 
     def _tell_callbacks_of(self, error: BaseException) -> None:
         """Give every callback its ``on_exception`` (to close bars and files) before ``error``
@@ -418,20 +604,21 @@ class Trainer:
             except Exception as callback_error:  # noqa: BLE001 - the training error matters more
                 error.add_note(f"{type(cb).__name__}.on_exception also failed: {callback_error!r}")
 
-    def _run_epochs(self, loader, val, start: int, epochs: int, batch_size: int, logs: dict) -> dict:
+    def _run_epochs(self, loader, val, start: int, epochs: int, validation: dict, logs: dict) -> dict:
         for epoch in range(start, epochs):
             self.epoch = epoch
             self.model.train()
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch, logs)
             logs = self._train_epoch(loader)
-            if val is not None and math.isfinite(logs["loss"]):
-                logs.update({f"val_{k}": v for k, v in self.evaluate(val, batch_size=max(batch_size, 256)).items()})
-            if self.schedule is not None and getattr(self.schedule, "per", "epoch") == "epoch":
-                if hasattr(self.schedule, "monitor"):
-                    self.schedule.step(logs.get(self.schedule.monitor, logs["loss"]))
-                else:
-                    self.schedule.step()
+            if logs.pop("batches") == 0 and self._stream is not None:
+                warnings.warn(f"Trainer.fit: the training data ran out of batches at epoch {epoch + 1} (a pass "
+                              f"yielded none); training stopped", RuntimeWarning, stacklevel=3)
+                break
+            due = (epoch + 1) % self.validation_freq == 0
+            if val is not None and due and math.isfinite(logs["loss"]):
+                logs.update({f"val_{k}": v for k, v in self.evaluate(val, **validation).items()})
+            self._step_epoch_schedule(logs, due)
             self.history.record_epoch(epoch + 1, logs)
             if not math.isfinite(logs["loss"]) and self.stop_training:
                 break
@@ -442,24 +629,36 @@ class Trainer:
                 break
         return logs
 
+    def _step_epoch_schedule(self, logs: dict, validated: bool) -> None:
+        """Step a per-epoch schedule; one monitoring a ``val_`` quantity skips the epochs that
+        ``validation_freq`` leaves unvalidated."""
+        if self.schedule is None or getattr(self.schedule, "per", "epoch") != "epoch":
+            return
+        if not hasattr(self.schedule, "monitor"):
+            self.schedule.step()
+        elif self.schedule.monitor in logs or validated or not self.schedule.monitor.startswith("val_"):
+            self.schedule.step(logs.get(self.schedule.monitor, logs["loss"]))
+
     def _train_epoch(self, loader) -> dict:
         """One pass over ``loader``: the optimizer steps once per group of ``accumulate``
         mini-batches; returns the epoch's mean loss, metrics and samples per second."""
-        started, seen = time.perf_counter(), 0
+        started, seen, batches = time.perf_counter(), 0, 0
         total_loss = 0.0
-        for _, metric in self.metrics:
+        for _, metric in (*self.metrics, *self.weighted_metrics):
             metric.reset()
-        for group in self._groups(loader):
-            group_size = sum(num_samples(xb) for xb, _ in group)
+        for group in self._groups(self._epoch_batches(loader)):
+            batches += len(group)
+            group_size = sum(num_samples(xb) for xb, _, _ in group)
             self.optimizer.zero_grad()
             if group_size == 0:              # an empty Poisson draw: a DP-SGD step still adds its noise
                 self._update(group)
                 self.steps += 1
                 self.iteration += len(group)
                 continue
-            for i, (xb, yb) in enumerate(group):
+            for i, (xb, yb, wb) in enumerate(group):
                 n = num_samples(xb)
-                loss, out = self._backward(xb, yb, n / group_size)
+                weights = self._weights_of(yb, wb, self._class_weights, "Trainer.fit")
+                loss, out = self._backward(xb, yb, n / group_size, weights)
                 if i == len(group) - 1:
                     self._update(group)
                     self.steps += 1
@@ -469,6 +668,8 @@ class Trainer:
                 batch_logs = {"loss": loss}
                 for name, metric in self.metrics:
                     batch_logs[name] = metric.update(out, yb)
+                for name, metric in self.weighted_metrics:
+                    batch_logs[name] = metric.update(out, yb, weights)
                 self.history.record_iteration(batch_logs)
                 for cb in self.callbacks:
                     cb.on_batch_end(self.iteration, {**batch_logs, "batch_size": n})
@@ -477,27 +678,36 @@ class Trainer:
             if self.stop_training:
                 break
         logs = {"loss": total_loss / max(seen, 1)}
-        logs.update({name: metric.result() for name, metric in self.metrics})
+        logs.update({name: metric.result() for name, metric in (*self.metrics, *self.weighted_metrics)})
         logs["samples_per_s"] = seen / max(time.perf_counter() - started, 1e-9)
+        logs["batches"] = batches
         return logs
 
-    def evaluate(self, data, batch_size: int = 256) -> dict[str, float]:
-        """Cost and metrics on ``data`` ((x, y), a Dataset or a DataLoader) in evaluation mode."""
+    def evaluate(self, data, batch_size: int = 256, sample_weight=None, steps: int | None = None) -> dict[str, float]:
+        """Cost and metrics on ``data`` ((x, y) or (x, y, w), a Dataset or a DataLoader) in
+        evaluation mode; ``sample_weight`` weighs the samples of (x, y) arrays (the class
+        weights of ``fit`` are not applied); ``steps``: the first that many batches only."""
+        data = _with_sample_weight(data, sample_weight, "Trainer.evaluate")
         loader = self._loader(data, batch_size, shuffle=False, seed=0, where="Trainer.evaluate")
         _check_metrics_have_labels(self, loader, "Trainer.evaluate")
         self.model.eval()
         total, seen = 0.0, 0
-        for _, metric in self.metrics:
+        metrics = (*self.metrics, *self.weighted_metrics)
+        for _, metric in metrics:
             metric.reset()
         with no_grad():
-            for xb, yb in _labelled_batches(loader):
+            for xb, yb, wb in itertools.islice(_labelled_batches(loader), steps):
                 out, logits = self._forward(xb, for_loss=True)
                 n = num_samples(xb)
-                total += float(self._cost(out, logits, yb).item()) * n
+                weights = self._weights_of(yb, wb, None, "Trainer.evaluate")
+                cost = self._cost(out, logits, yb) if weights is None else self._weighted_cost(out, logits, yb, weights)
+                total += float(cost.item()) * n
                 for _, metric in self.metrics:
                     metric.update(out.data, yb)
+                for _, metric in self.weighted_metrics:
+                    metric.update(out.data, yb, weights)
                 seen += n
-        return {"loss": total / max(seen, 1), **{name: metric.result() for name, metric in self.metrics}}
+        return {"loss": total / max(seen, 1), **{name: metric.result() for name, metric in metrics}}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """The model's outputs for ``x`` (one array, or a tuple or list of arrays for a model of
