@@ -4,7 +4,9 @@
 They follow torchvision's transforms of the same names. Random ones draw from
 :func:`lamina.backend.rng`, so inside the :class:`~lamina.data.DataLoader`'s per-batch random
 scopes they give the same images whichever worker thread makes the batch. (The augmentation
-layers of :mod:`lamina.nn` do the same work on whole batches inside a model.)
+layers of :mod:`lamina.nn` do the same work on whole batches inside a model.) The automatic
+augmentation policies (AutoAugment, RandAugment, TrivialAugmentWide, AugMix) live in
+:mod:`lamina.data.auto_augment` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from lamina import backend
+from lamina.data.auto_augment import AugMix, AutoAugment, RandAugment, TrivialAugmentWide
 from lamina.errors import ShapeError
 
 __all__ = ["CenterCrop", "Compose", "Lambda", "Normalize", "RandomCrop", "RandomHorizontalFlip",
-           "RandomResizedCrop", "RandomVerticalFlip", "Resize", "ToFloat"]
+           "RandomResizedCrop", "RandomVerticalFlip", "Resize", "ToFloat",
+           "AugMix", "AutoAugment", "RandAugment", "TrivialAugmentWide"]
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 PADDING_MODES = ("constant", "edge", "reflect", "symmetric")
