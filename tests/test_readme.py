@@ -328,3 +328,42 @@ def test_pytorch_names_diffusion_distributions_and_generation_example_runs():
                                       rerun=True)
     assert names["best"] == rerun and names["best"].startswith("the ")
     assert len(names["drawn"]) == 4 and all(t.startswith("the ") for t in names["drawn"])
+
+
+def test_preprocessing_einops_func_fft_onnx_import_and_more_models_example(tmp_path, monkeypatch):
+    """The preprocessing, weighted-fit, einops, torch.func, FFT, ONNX-import, detector, GPT-2/BERT
+    and augmentation example runs: the text model reads strings, the weighted fit validates every
+    second epoch, the per-sample gradients equal those of each sample alone, the spectrum equals
+    NumPy's, the imported network equals the original, and the SSD loss reaches every trainable
+    parameter."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)                     # the example writes net.onnx
+    text = README.read_text()
+    section = text.split("## Preprocessing layers, weighted fits, einops, torch.func, FFT, ONNX import", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    names: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, str(README), "exec"), names)
+    lamina = names["lamina"]
+    assert names["sentiment"](names["texts"][:3]).shape == (3, 2)
+    history = names["history"]
+    assert len(history["loss"]) == 6 and len(history["val_weighted_accuracy"]) == 3
+    assert names["patches"].shape == (4, 4, 48) and names["pooled"].shape == (4, 4, 4, 3)
+    images, net, params, func = names["images"], names["net"], names["params"], names["func"]
+    alone = func.grad(names["cost"])(params, images[1])
+    for name, grads in names["per_sample"].items():
+        np.testing.assert_allclose(grads.numpy()[1], alone[name].numpy(), rtol=1e-4, atol=1e-5)
+    signal = names["signal"].numpy()[:, :, 0]
+    assert names["smooth"].shape == (8, 64, 1)
+    assert names["signal"].grad.shape == (8, 64, 1) and np.all(np.isfinite(names["signal"].grad))
+    spectrum = np.fft.rfft(signal, axis=1)
+    np.testing.assert_allclose(names["spectrum"].numpy()[..., 0, 0], spectrum.real, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(names["spectrum"].numpy()[..., 0, 1], spectrum.imag, rtol=1e-4, atol=1e-4)
+    x = images.numpy().astype(np.float32)
+    np.testing.assert_allclose(names["imported"](x).numpy(), net(lamina.tensor(x)).numpy(), rtol=1e-5, atol=1e-6)
+    trainable = [p for p in names["detector"].parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in trainable)
+    assert names["story"].startswith("the") and len(names["story"]) > 3
+    assert names["scores"].shape[0] == 2 and names["scores"].shape[-1] == len(names["wordpiece"])
+    assert names["picture"].shape == (32, 32, 3) and names["picture"].dtype == np.uint8
