@@ -175,6 +175,25 @@ class DetectorBase(Module):
         scale = np.asarray([1.0 / s for s in self.image_std], dtype=images.dtype)
         return (images - Tensor(backend.xp.asarray(mean))) * Tensor(backend.xp.asarray(scale))
 
+    def _build_parts(self, input_shape, *parts: Module) -> None:
+        """Build the backbone on the images' shape, then ``parts`` (heads that size themselves
+        on their first features)."""
+        shape = self._image_shape(input_shape)
+        self.backbone.build(shape)
+        self.backbone.built = True
+        for part in parts:
+            part.build(None)
+            part.built = True
+        self.build_input_shape = shape
+        self.built = True
+
+    def _checked_inputs(self, images, targets) -> tuple[Tensor, list | None]:
+        """The images as a checked (N, H, W, C) tensor and, in training, the checked targets."""
+        if isinstance(self.build_input_shape, list):  # built on a call with targets: keep the images' shape
+            self.build_input_shape = tuple(self.build_input_shape[0])
+        x = self._images(images)
+        return x, self._targets(targets, x.shape[0]) if self.training else None
+
 
 class DetectionModel(DetectorBase):
     """The common part of the one-stage detectors (module docstring): input checks,
@@ -196,20 +215,11 @@ class DetectionModel(DetectorBase):
 
     # -- building ------------------------------------------------------------------------
     def build(self, input_shape) -> None:
-        shape = self._image_shape(input_shape)
-        self.backbone.build(shape)
-        self.backbone.built = True
-        self.head.build(None)
-        self.head.built = True
-        self.build_input_shape = shape
-        self.built = True
+        self._build_parts(input_shape, self.head)
 
     # -- running -------------------------------------------------------------------------
     def forward(self, images, targets=None):
-        if isinstance(self.build_input_shape, list):  # built on a call with targets: keep the images' shape
-            self.build_input_shape = tuple(self.build_input_shape[0])
-        x = self._images(images)
-        checked = self._targets(targets, x.shape[0]) if self.training else None
+        x, checked = self._checked_inputs(images, targets)
         features = list(self.backbone(self.normalize(x)).values())
         head_outputs = self.head(features)
         anchors = self.anchor_generator.grid_anchors(tuple(x.shape[1:3]), [tuple(f.shape[1:3]) for f in features])

@@ -105,20 +105,10 @@ class FasterRCNN(DetectorBase):
                                   box_detections_per_img)
 
     def build(self, input_shape) -> None:
-        shape = self._image_shape(input_shape)
-        self.backbone.build(shape)
-        self.backbone.built = True
-        for part in (self.rpn, self.roi_heads):
-            part.build(None)
-            part.built = True
-        self.build_input_shape = shape
-        self.built = True
+        self._build_parts(input_shape, self.rpn, self.roi_heads)
 
     def forward(self, images, targets=None):
-        if isinstance(self.build_input_shape, list):  # built on a call with targets: keep the images' shape
-            self.build_input_shape = tuple(self.build_input_shape[0])
-        x = self._images(images)
-        checked = self._targets(targets, x.shape[0]) if self.training else None
+        x, checked = self._checked_inputs(images, targets)
         features = self.backbone(self.normalize(x))
         if isinstance(features, Tensor):
             features = {"0": features}

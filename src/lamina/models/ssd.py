@@ -309,19 +309,10 @@ class SSD(DetectorBase):
         self.box_coder = vision.BoxCoder(SSD_BOX_WEIGHTS)
 
     def build(self, input_shape) -> None:
-        shape = self._image_shape(input_shape)
-        self.backbone.build(shape)
-        self.backbone.built = True
-        self.head.build(None)
-        self.head.built = True
-        self.build_input_shape = shape
-        self.built = True
+        self._build_parts(input_shape, self.head)
 
     def forward(self, images, targets=None):
-        if isinstance(self.build_input_shape, list):  # built on a call with targets: keep the images' shape
-            self.build_input_shape = tuple(self.build_input_shape[0])
-        x = self._images(images)
-        checked = self._targets(targets, x.shape[0]) if self.training else None
+        x, checked = self._checked_inputs(images, targets)
         features = list(self.backbone(self.normalize(x)).values())
         head_outputs = self.head(features)
         anchors = self.anchor_generator.default_boxes(tuple(x.shape[1:3]), [tuple(f.shape[1:3]) for f in features])
