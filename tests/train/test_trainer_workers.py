@@ -28,6 +28,8 @@ def test_fit_with_workers_trains_exactly_as_without():
     plain, _ = _fit((x, y))
     threaded, trainer = _fit((x, y), num_workers=2)
     assert plain == threaded and trainer.loader.num_workers == 2
+    in_processes, trainer = _fit((x, y), num_workers=2, worker_mode="process")
+    assert plain == in_processes and trainer.loader.worker_mode == "process"
     noisy = DataLoader(ArrayDataset(x, y), batch_size=8, seed=1, num_workers=2,
                        transform=lambda xb: xb + lamina.backend.rng().normal(size=xb.shape).astype(np.float32),
                        batch_transform=MixUp(0.4, num_classes=2, seed=2))

@@ -464,14 +464,16 @@ class Trainer:
                 ArrayDataset(take(train.x, slice(cut, None)), None if y is None else y[cut:],
                              None if w is None else w[cut:]))
 
-    def _loader(self, data, batch_size: int, shuffle: bool, seed, where: str, num_workers: int = 0) -> DataLoader:
+    def _loader(self, data, batch_size: int, shuffle: bool, seed, where: str, num_workers: int = 0,
+                worker_mode: str = "thread") -> DataLoader:
         if isinstance(data, DataLoader):
             return data
         if isinstance(data, tuple):
             data = _array_dataset(data, where)
         if is_iterable_dataset(data):
             shuffle = False
-        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers)
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers,
+                          worker_mode=worker_mode)
 
     # -- fit, evaluate, predict -----------------------------------------------
     def fit(self, train, val=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
@@ -479,7 +481,7 @@ class Trainer:
             validation_split: float | None = None, num_workers: int = 0, sample_weight=None,
             class_weight=None, steps_per_epoch: int | None = None, initial_epoch: int = 0,
             validation_freq: int = 1, validation_batch_size: int | None = None,
-            validation_steps: int | None = None) -> History:
+            validation_steps: int | None = None, worker_mode: str = "thread") -> History:
         """Train until epoch ``epochs``; ``train``/``val`` are (x, y), a Dataset (or an
         IterableDataset, read in its own order) or a DataLoader; for a model of several inputs
         x is a tuple or list of arrays, one per input.
@@ -507,8 +509,8 @@ class Trainer:
         that many batches of ``val`` only).
 
         ``num_workers``: for a loader built here from ``train``, the number of background
-        threads making its batches (see :class:`~lamina.data.DataLoader`); a DataLoader
-        passed in keeps its own.
+        workers making its batches, threads or, with ``worker_mode="process"``, processes
+        (see :class:`~lamina.data.DataLoader`); a DataLoader passed in keeps its own.
 
         ``validation_split``: a fraction in (0, 1); the last samples of ``train`` ((x, y)
         arrays or an :class:`~lamina.data.ArrayDataset`), ``floor(n * (1 - fraction))``
@@ -520,7 +522,7 @@ class Trainer:
         train = _with_sample_weight(train, sample_weight, "Trainer.fit")
         if validation_split is not None:
             train, val = self._hold_out(train, val, validation_split)
-        loader = self._loader(train, batch_size, shuffle, seed, "Trainer.fit", num_workers)
+        loader = self._loader(train, batch_size, shuffle, seed, "Trainer.fit", num_workers, worker_mode)
         self.loader = loader
         _check_metrics_have_labels(self, loader, "Trainer.fit")
         dataset = loader.dataset
