@@ -5,6 +5,7 @@ import pytest
 from box_reference import iou_one
 
 from lamina.errors import ShapeError
+from lamina.vision import boxes as boxes_module
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
 
 
@@ -96,8 +97,16 @@ def test_iou_errors():
         center_to_corners([[0.0, 0.0, -1.0, 1.0]])
 
 
+@pytest.fixture(params=["matrix", "loop"])
+def nms_path(request, monkeypatch):
+    """NMS on one IoU matrix (up to MATRIX_NMS_BOXES candidates) or box by box (beyond)."""
+    if request.param == "loop":
+        monkeypatch.setattr(boxes_module, "MATRIX_NMS_BOXES", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("threshold", [0.0, 0.1, 0.3, 0.5, 0.7, 1.0])
-def test_nms_matches_a_plain_loop(threshold):
+def test_nms_matches_a_plain_loop(threshold, nms_path):
     boxes = _clustered_boxes(12, 5, seed=6)
     scores = np.random.default_rng(7).uniform(size=60)
     kept = non_max_suppression(boxes, scores, iou_threshold=threshold)
@@ -107,7 +116,7 @@ def test_nms_matches_a_plain_loop(threshold):
         assert 1 < len(kept) < 60                     # some boxes kept, some suppressed
 
 
-def test_nms_is_class_aware():
+def test_nms_is_class_aware(nms_path):
     boxes = _random_boxes(80, seed=8, size=50.0)
     scores = np.random.default_rng(9).uniform(size=80)
     classes = np.random.default_rng(10).integers(0, 3, 80)
