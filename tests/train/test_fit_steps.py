@@ -88,6 +88,7 @@ def test_validation_freq_validates_every_kth_epoch():
     history = recording_trainer([], callbacks=[log_end]).fit((x, y), val=(x, y), epochs=5, batch_size=5,
                                                              validation_freq=2)
     assert len(history["loss"]) == 5 and len(history["val_loss"]) == 2
+    assert history.curve("val_loss")[0].tolist() == [2, 4] and history.curve("loss")[0].tolist() == [1, 2, 3, 4, 5]
     assert ["val_loss" in ends[epoch] for epoch in range(5)] == [False, True, False, True, False]
 
 

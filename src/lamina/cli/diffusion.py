@@ -143,7 +143,7 @@ def train_diffusion(args: argparse.Namespace) -> dict:
     history = History()
 
     def epoch_ended(epoch: int, logs: dict) -> None:
-        history.record_epoch(epoch, logs)
+        history.record_epoch(epoch + 1, logs)
         if args.verbose:
             print(f"epoch {epoch + 1:3d}  cost {logs['loss']:.4f}  ({time.perf_counter() - started:.1f} s)")
 

@@ -15,6 +15,7 @@ class History:
         self.epoch: dict[str, list[float]] = defaultdict(list)
         self.iteration: dict[str, list[float]] = defaultdict(list)
         self.epochs: list[int] = []
+        self.logged_at: dict[str, list[int]] = defaultdict(list)   # the epochs each quantity was logged at
 
     def record_iteration(self, logs: dict[str, float]) -> None:
         for key, value in logs.items():
@@ -24,17 +25,30 @@ class History:
         self.epochs.append(epoch)
         for key, value in logs.items():
             self.epoch[key].append(float(value))
+            self.logged_at[key].append(epoch)
 
     def __getitem__(self, key: str) -> list[float]:
         return self.epoch[key]
 
     def state_dict(self) -> dict:
-        return {"epoch": dict(self.epoch), "iteration": dict(self.iteration), "epochs": list(self.epochs)}
+        return {"epoch": dict(self.epoch), "iteration": dict(self.iteration), "epochs": list(self.epochs),
+                "logged_at": dict(self.logged_at)}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = defaultdict(list, {k: list(v) for k, v in state["epoch"].items()})
         self.iteration = defaultdict(list, {k: list(v) for k, v in state["iteration"].items()})
         self.epochs = list(state["epochs"])
+        logged = state.get("logged_at") or {k: self.epochs[: len(v)] for k, v in self.epoch.items()}  # older states
+        self.logged_at = defaultdict(list, {k: list(v) for k, v in logged.items()})
+
+    def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, values) of a per-epoch quantity, the epochs as recorded (``Trainer.fit``
+        counts from 1): a quantity logged at some epochs only (validation every k epochs) is
+        placed at those."""
+        values = np.asarray(self.epoch[key])
+        logged = self.logged_at.get(key, [])
+        epochs = np.asarray(logged) if len(logged) == len(values) else np.arange(1, len(values) + 1)
+        return epochs, values
 
     def plot(self, path: str | os.PathLike) -> None:
         """Save the cost curves as a PNG: per-iteration training cost (with its moving average)
@@ -56,10 +70,9 @@ class History:
             left.plot(smooth, color="C0", label="moving average")
         left.set(xlabel="iteration", ylabel="cost J", title="training cost per iteration")
         left.legend()
-        epochs = np.arange(1, len(self.epochs) + 1)
-        for key, values in self.epoch.items():
+        for key in self.epoch:
             if key.endswith("loss"):
-                right.plot(epochs[: len(values)], values, marker="o", label=key)
+                right.plot(*self.curve(key), marker="o", label=key)
         right.set(xlabel="epoch", ylabel="cost J", title="cost per epoch")
         if self.epoch:
             right.legend()
