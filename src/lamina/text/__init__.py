@@ -1,11 +1,12 @@
-"""Text for sequence models: vocabularies, a byte-pair-encoding tokenizer, BERT's WordPiece tokenizer,
-corpora, padded batches, language-model windows, and skip-gram pairs with negative sampling for learning word
-embeddings (Word2Vec)."""
+"""Text for sequence models: vocabularies, a byte-pair-encoding tokenizer, GPT-2's tokenizer (its vocab.json
+and merges.txt), BERT's WordPiece tokenizer, corpora, padded batches, language-model windows, and skip-gram
+pairs with negative sampling for learning word embeddings (Word2Vec)."""
 
 from lamina.text.beam import Hypothesis, beam_search, beam_search_ids, beam_search_text
 from lamina.text.bpe import GPT2_SPLIT, BPETokenizer, tokenizer_from_config
 from lamina.text.corpora import load_names, load_tiny_shakespeare
 from lamina.text.generate import caching_keys_values, carrying_states, reorder_caches, sample_text, sample_texts
+from lamina.text.gpt2_tokenizer import ENDOFTEXT, GPT2Tokenizer, bytes_to_unicode, gpt2_pattern
 from lamina.text.sequences import language_model_windows, pad_sequences, shifted_pairs
 from lamina.text.skipgram import (
     analogy,
@@ -19,8 +20,9 @@ from lamina.text.vocabulary import Vocabulary, word_tokens
 from lamina.text.wordpiece import WordPieceTokenizer, basic_tokenize
 
 __all__ = [
-    "BPETokenizer", "GPT2_SPLIT", "Hypothesis", "Vocabulary", "analogy", "beam_search", "beam_search_ids",
-    "beam_search_text", "caching_keys_values", "carrying_states", "keep_probabilities",
+    "BPETokenizer", "ENDOFTEXT", "GPT2Tokenizer", "GPT2_SPLIT", "Hypothesis", "Vocabulary", "analogy",
+    "beam_search", "beam_search_ids", "beam_search_text", "bytes_to_unicode", "caching_keys_values",
+    "carrying_states", "gpt2_pattern", "keep_probabilities",
     "language_model_windows", "load_names", "load_tiny_shakespeare", "most_similar", "noise_distribution",
     "pad_sequences", "reorder_caches", "sample_text", "sample_texts", "shifted_pairs", "skipgram_pairs",
     "subsample_words", "tokenizer_from_config", "word_tokens", "WordPieceTokenizer", "basic_tokenize"
