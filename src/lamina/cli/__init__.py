@@ -5,7 +5,8 @@ embedded digits; ``lamina train-text`` a character-level language model, ``lamin
 draws from it; ``lamina train-diffusion`` a denoising diffusion model, ``lamina
 sample-diffusion`` draws from it; ``lamina --help`` lists every subcommand. The image
 commands live in :mod:`lamina.cli.images`, the text ones in :mod:`lamina.cli.text`, the
-diffusion ones in :mod:`lamina.cli.diffusion`, ``tune``, ``saliency`` and ``export`` in
+diffusion ones in :mod:`lamina.cli.diffusion`, ``train-detector`` and ``detect`` in
+:mod:`lamina.cli.detection`, ``tune``, ``saliency`` and ``export`` in
 :mod:`lamina.cli.tools`, the optimizer and schedule choices they share in
 :mod:`lamina.cli.common`.
 """
@@ -15,8 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lamina.cli import diffusion, images, text, tools
+from lamina.cli import detection, diffusion, images, text, tools
 from lamina.cli.common import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
+from lamina.cli.detection import detect, train_detector
 from lamina.cli.diffusion import sample_diffusion, train_diffusion
 from lamina.cli.images import (
     MODELS,
@@ -35,9 +37,9 @@ from lamina.errors import ShapeError
 from lamina.io import FormatError
 
 __all__ = ["MODELS", "OPTIMIZERS", "SCHEDULES", "augmentation_layers", "build_language_model", "build_model",
-           "build_optimizer", "build_parser", "build_schedule", "evaluate", "export", "logistic_regression", "main",
-           "predict", "saliency", "sample", "sample_diffusion", "summary", "train", "train_diffusion", "train_text",
-           "tune"]
+           "build_optimizer", "build_parser", "build_schedule", "detect", "evaluate", "export",
+           "logistic_regression", "main", "predict", "saliency", "sample", "sample_diffusion", "summary", "train",
+           "train_detector", "train_diffusion", "train_text", "tune"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_commands(sub)
     text.add_commands(sub)
     diffusion.add_commands(sub)
+    detection.add_commands(sub)
     tools.add_commands(sub)
     return parser
 
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv or ["train"])
     commands = {"train": train, "evaluate": evaluate, "predict": predict, "summary": summary,
                 "train-text": train_text, "sample": sample, "train-diffusion": train_diffusion,
-                "sample-diffusion": sample_diffusion, "tune": tune, "saliency": saliency, "export": export,
+                "sample-diffusion": sample_diffusion, "train-detector": train_detector, "detect": detect,
+                "tune": tune, "saliency": saliency, "export": export,
                 "logreg": lambda a: logistic_regression(iterations=a.iterations, lr=a.lr, seed=a.seed)}
     if args.command not in commands:
         parser.print_help()

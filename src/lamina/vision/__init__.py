@@ -1,10 +1,11 @@
 """Object localization and detection (course notes, Object localization and detection):
 bounding boxes, IoU and non-max suppression, a YOLO-style grid detector's targets, loss and
-decoding, and average precision; the sliding window done as a convolution (a classifier's
+decoding, average precision and COCO's metrics; the sliding window done as a convolution (a classifier's
 Dense head turned into convolutions) and a small detection dataset of handwritten digits."""
 
 from lamina.vision.anchors import AnchorGenerator, BoxCoder
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
+from lamina.vision.coco_eval import COCO_AREA_RANGES, coco_evaluate, format_coco_metrics
 from lamina.vision.detection import (
     Detections,
     decode_grid_predictions,
@@ -40,7 +41,8 @@ from lamina.vision.sliding import (
 )
 
 __all__ = [
-    "AnchorGenerator", "BoxCoder", "batched_nms", "box_convert", "box_iou", "clip_boxes_to_image",
+    "AnchorGenerator", "BoxCoder", "COCO_AREA_RANGES", "coco_evaluate", "format_coco_metrics",
+    "batched_nms", "box_convert", "box_iou", "clip_boxes_to_image",
     "complete_box_iou", "complete_box_iou_loss", "distance_box_iou", "distance_box_iou_loss", "generalized_box_iou",
     "generalized_box_iou_loss", "nms", "remove_small_boxes", "sigmoid_focal_loss",
     "Detections", "MultiScaleRoIAlign", "fpn_levels", "roi_align", "roi_pool", "rois_from_boxes",
