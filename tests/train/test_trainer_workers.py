@@ -63,12 +63,14 @@ def test_the_train_command_takes_workers(tmp_path):
     def run(out, *options):
         args = build_parser().parse_args(["train", "--limit", "120", "--verbose", "0", "--epochs", "1",
                                           "--out", str(out), "--mixup", "0.4", *options])
-        assert args.workers == (int(options[-1]) if options else 0)
+        assert args.workers == (2 if options else 0)
         return train(args)
 
     run(tmp_path / "plain")
     run(tmp_path / "threads", "--workers", "2")
+    run(tmp_path / "processes", "--worker-processes", "--workers", "2")
     plain = lamina.load_bundle(tmp_path / "plain" / "model.safetensors").model.state_dict()
-    threads = lamina.load_bundle(tmp_path / "threads" / "model.safetensors").model.state_dict()
-    for name, values in plain.items():
-        np.testing.assert_array_equal(np.asarray(threads[name]), np.asarray(values), err_msg=name)
+    for kind in ("threads", "processes"):
+        other = lamina.load_bundle(tmp_path / kind / "model.safetensors").model.state_dict()
+        for name, values in plain.items():
+            np.testing.assert_array_equal(np.asarray(other[name]), np.asarray(values), err_msg=f"{kind}: {name}")

@@ -26,6 +26,7 @@ from lamina.cli.train_options import (
     report_averaging,
     training_data,
     weight_averaging,
+    worker_mode,
 )
 
 MODELS = ("lenet5", "mlp", "logistic_regression")
@@ -152,7 +153,7 @@ def train(args: argparse.Namespace) -> dict:
                       verbose=args.verbose, clip_norm=args.clip_norm, accumulate=args.accumulate)
     history = trainer.fit(training_data(data.train, args, classes), val=data.val, epochs=args.epochs,
                           batch_size=args.batch_size, seed=args.seed, resume_from=args.resume,
-                          num_workers=args.workers)
+                          num_workers=args.workers, worker_mode=worker_mode(args))
     if args.verbose:
         for epoch, (loss, acc, vloss, vacc) in enumerate(zip(history["loss"], history["accuracy"],
                                                              history["val_loss"], history["val_accuracy"]), 1):

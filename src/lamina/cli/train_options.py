@@ -33,10 +33,19 @@ def add_mixing_and_averaging(parser: argparse.ArgumentParser) -> None:
 
 
 def add_workers(parser: argparse.ArgumentParser) -> None:
-    """--workers: background threads that make the training batches."""
+    """--workers: background threads (or, with --worker-processes, processes) that make the
+    training batches."""
     parser.add_argument("--workers", type=nonnegative_int, default=0, metavar="N",
                         help="make the training mini-batches in N background threads, ahead of the training "
                              "step; the batches are the same as with 0 (default: 0, in the training thread)")
+    parser.add_argument("--worker-processes", action="store_true",
+                        help="--workers are processes, not threads: for image folders, whose decoding and "
+                             "augmentation in Python hold the GIL")
+
+
+def worker_mode(args: argparse.Namespace) -> str:
+    """The DataLoader's worker_mode for --worker-processes."""
+    return "process" if getattr(args, "worker_processes", False) else "thread"
 
 
 def batch_mixer(args: argparse.Namespace, num_classes: int) -> MixUp | CutMix | None:
@@ -62,7 +71,7 @@ def training_data(train: tuple, args: argparse.Namespace, num_classes: int):
     if mixer is None:
         return train
     return DataLoader(ArrayDataset(*train), batch_size=args.batch_size, shuffle=True, seed=args.seed,
-                      batch_transform=mixer, num_workers=getattr(args, "workers", 0))
+                      batch_transform=mixer, num_workers=getattr(args, "workers", 0), worker_mode=worker_mode(args))
 
 
 def check_resumed_mixing(args: argparse.Namespace) -> None:
