@@ -60,7 +60,8 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`FasterRCNN` (:func:`fasterrcnn_resnet50_fpn`, :func:`fasterrcnn_mobilenet_v3_large_fpn`
   on a :class:`MobileNetBackboneWithFPN`): the two-stage detector, a
   :class:`RegionProposalNetwork` and :class:`RoIHeads`, in the same interface;
-  :class:`MaskRCNN` (:func:`maskrcnn_resnet50_fpn`) adds instance masks.
+  :class:`MaskRCNN` (:func:`maskrcnn_resnet50_fpn`) adds instance masks and
+  :class:`KeypointRCNN` (:func:`keypointrcnn_resnet50_fpn`) keypoints.
 * :class:`SSD` (:func:`ssd300_vgg16`, :func:`ssdlite320_mobilenet_v3_large`): single-shot
   detectors on default boxes with hard negative mining, in the same interface;
   :func:`lraspp_mobilenet_v3_large`: the LR-ASPP segmentation head on a dilated MobileNet v3.
@@ -167,6 +168,13 @@ from lamina.models.inception import (
     InceptionV3,
     InceptionV3Aux,
     inception_v3,
+)
+from lamina.models.keypoint_rcnn import (
+    KeypointRCNN,
+    KeypointRCNNHeads,
+    KeypointRCNNPredictor,
+    KeypointRoIHeads,
+    keypointrcnn_resnet50_fpn,
 )
 from lamina.models.lraspp import LRASPP, LRASPPHead, lraspp_mobilenet_v3_large
 from lamina.models.mask_rcnn import (
@@ -348,7 +356,8 @@ __all__ = [
     "fcos_resnet50_fpn", "resnet_fpn_backbone", "retinanet_resnet50_fpn",
     "FastRCNNPredictor", "FasterRCNN", "RPNHead", "RegionProposalNetwork", "RoIHeads", "TwoMLPHead",
     "fasterrcnn_resnet50_fpn", "MaskRCNN", "MaskRCNNHeads", "MaskRCNNPredictor", "MaskRoIHeads",
-    "maskrcnn_resnet50_fpn", "MobileNetBackboneWithFPN", "fasterrcnn_mobilenet_v3_large_fpn",
+    "maskrcnn_resnet50_fpn", "KeypointRCNN", "KeypointRCNNHeads", "KeypointRCNNPredictor", "KeypointRoIHeads",
+    "keypointrcnn_resnet50_fpn", "MobileNetBackboneWithFPN", "fasterrcnn_mobilenet_v3_large_fpn",
     "DefaultBoxGenerator", "SSD", "SSDClassificationHead", "SSDFeatureExtractorVGG", "SSDHead", "SSDRegressionHead",
     "ssd300_vgg16", "SSDLiteClassificationHead", "SSDLiteFeatureExtractorMobileNet", "SSDLiteHead",
     "SSDLiteRegressionHead", "ssdlite320_mobilenet_v3_large",
