@@ -1,5 +1,6 @@
 """lamina.data: datasets, mini-batch loading, splits, label encoding and preprocessing; image
-folders and per-sample image transforms (:mod:`lamina.data.transforms`).
+folders and per-sample image transforms (:mod:`lamina.data.transforms`); random fields and
+PDE solutions for operator learning (:mod:`lamina.data.pde`).
 
 Pure NumPy; nothing here needs the autodiff engine. Randomness (shuffling) comes from
 generators seeded explicitly or from :func:`lamina.backend.rng`, so
@@ -38,6 +39,13 @@ from lamina.data.iterable import IterableDataset
 from lamina.data.labels import one_hot
 from lamina.data.loader import DataLoader
 from lamina.data.mixing import CutMix, MixUp
+from lamina.data.pde import (
+    burgers_dataset,
+    burgers_solve,
+    gaussian_random_field_1d,
+    heat_dataset,
+    heat_solve,
+)
 from lamina.data.preprocessing import MeanSubtraction, NotFittedError, Preprocessor, Standardizer
 from lamina.data.samplers import (
     PoissonSampler,
@@ -88,4 +96,5 @@ __all__ = [
     "Graph", "GraphBatch", "add_remaining_self_loops", "add_self_loops", "collate_graphs", "degree",
     "normalized_adjacency", "remove_self_loops", "to_undirected",
     "IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "UnreadableImageError", "find_classes", "read_image", "transforms",
+    "burgers_dataset", "burgers_solve", "gaussian_random_field_1d", "heat_dataset", "heat_solve",
 ]

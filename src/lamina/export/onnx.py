@@ -14,12 +14,13 @@ ShuffleNet v2, RegNet, MnasNet, EfficientNetV2 and the FCN / DeepLabv3 segmentat
 are written out from MatMul and Softmax (with rotary positions, grouped-query heads, ALiBi and
 sliding windows), a mixture of experts weighs all its experts by the top-k gates
 (:mod:`lamina.export.onnx_experts`), and GPT-2 and BERT (with its masked-LM head) export whole
-(:mod:`lamina.export.onnx_gpt2_bert`). The graph reads and writes what the lamina model does:
-images NHWC (batch, h, w, c), any batch size; sequences (batch, time, features) or word ids,
-any length. ONNX's convolution, pooling and normalization operators want NCHW, so a value
-changes layout only where the next layer needs the other one: a whole convolutional stack costs
-one Transpose in and one out. MaxUnpool2D, which reads two inputs (the pooled map and the
-indices), has no ONNX form.
+(:mod:`lamina.export.onnx_gpt2_bert`); spectral convolutions and the Fourier neural operators
+go through ONNX's DFT (:mod:`lamina.export.onnx_spectral`, grid sizes fixed at export). The
+graph reads and writes what the lamina model does: images NHWC (batch, h, w, c), any batch
+size; sequences (batch, time, features) or word ids, any length. ONNX's convolution, pooling
+and normalization operators want NCHW, so a value changes layout only where the next layer
+needs the other one: a whole convolutional stack costs one Transpose in and one out.
+MaxUnpool2D, which reads two inputs (the pooled map and the indices), has no ONNX form.
 
 Layers without a converter raise an error that names them; :func:`register_converter` adds
 one: ``fn(graph, layer, value) -> value`` in the style of those in
@@ -47,6 +48,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_recurrent,
     onnx_sequence_layers,
     onnx_spatial_layers,
+    onnx_spectral,
     onnx_swin,
     onnx_swin_v2,
     onnx_zoo_layers,

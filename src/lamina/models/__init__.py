@@ -78,6 +78,8 @@ Layouts follow the published models so that published weights map onto them:
   the kernels of :mod:`lamina.models.kernels` (:class:`RBF`, :class:`Matern`,
   :class:`RationalQuadratic`, :class:`Periodic`, :class:`DotProduct`, :class:`White`,
   :class:`Constant`, :class:`ScaleKernel`, sums and products).
+* :class:`FNO1D`, :class:`FNO2D`: Fourier neural operators (lifting, Fourier blocks of
+  spectral convolutions, projection) mapping functions on periodic grids of any resolution.
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder.
@@ -147,6 +149,7 @@ from lamina.models.flows import (
     density_nll,
     realnvp,
 )
+from lamina.models.fno import FNO1D, FNO2D, grid_coordinates
 from lamina.models.fpn import (
     BackboneWithFPN,
     FeaturePyramidNetwork,
@@ -365,4 +368,5 @@ __all__ = [
     "GPT2", "GPT2Block", "gpt2", "gpt2_parameter_count", "load_hf_gpt2_state_dict",
     "BERT", "BertEmbeddings", "BertForMaskedLM", "BertLayer", "bert", "bert_parameter_count",
     "load_hf_bert_state_dict",
+    "FNO1D", "FNO2D", "grid_coordinates",
 ]
