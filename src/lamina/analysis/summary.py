@@ -106,7 +106,7 @@ class Summary:
         self.input_names = _input_names(tr)
         self.batch_size = _positive(batch_size, "batch_size")
         self.optimizer = _optimizer(optimizer)
-        dtypes = list(dict.fromkeys(str(t.dtype) for t in tr.inputs))
+        dtypes = list(dict.fromkeys("str" if t.dtype.kind == "U" else str(t.dtype) for t in tr.inputs))
         self.dtype = "/".join(dtypes)  # 'float32', or e.g. 'int64/float32' for inputs of several dtypes
         self.input_bytes = sum(math.prod(shape) * t.dtype.itemsize  # one sample of every input
                                for shape, t in zip(self.input_shapes, tr.inputs))
@@ -125,6 +125,7 @@ class Summary:
         self.activation_bytes_per_sample = sum(call.output_bytes for call in tr.calls)
         self.intermediate_bytes_per_sample = tr.intermediate_bytes()
         self.uncalled_params = self.total_params - sum(r["params"] for r in self.rows)
+        self.uncalled_layers = _uncalled_layers(tr) if self.uncalled_params else []
 
     def _row(self, call: LayerCall, field: Field | None) -> dict:
         module = call.module
@@ -185,6 +186,8 @@ class Summary:
             "trainable_params": self.trainable_params,
             "non_trainable_params": self.non_trainable_params,
             "total_macs": self.total_macs,
+            "uncalled_params": self.uncalled_params,
+            "uncalled_layers": list(self.uncalled_layers),
             "activation_bytes": self.activation_bytes_per_sample * self.batch_size,
             "intermediate_bytes": self.intermediate_bytes_per_sample * self.batch_size,
             "optimizer": self.optimizer,
@@ -218,8 +221,10 @@ class Summary:
         out.append(f"Trainable params: {self.trainable_params:,}")
         out.append(f"Non-trainable params: {self.non_trainable_params:,}")
         if self.uncalled_params:
+            where = f": {', '.join(self.uncalled_layers)}" if self.uncalled_layers else ""
             out.append(f"  ({self.uncalled_params:,} of them in layers the forward pass does not call in "
-                       "evaluation mode, e.g. auxiliary classifiers)")
+                       f"evaluation mode on the traced batch{where}; not sized: e.g. auxiliary classifiers, "
+                       "or heads that run only on detected objects)")
         out.append(f"Total MACs (flops in the course notes): {self.total_macs:,} ({format_count(self.total_macs)}) "
                    "per sample")
         if self.multi_input:
@@ -283,6 +288,32 @@ def _called_params(call: LayerCall) -> list:
     ``TimeDistributed`` those of the layers it runs (each once, on its first call)."""
     own = list(call.module._parameters.values()) if call.first else []
     return own + [p for inner in call.inner for p in _called_params(inner)]
+
+
+def _uncalled_layers(tr: Trace) -> list[str]:
+    """The paths of the modules holding parameters that no traced call counted, each uncalled
+    subtree named once by its topmost module (``roi_heads.mask_head``, not its every conv)."""
+    called: set[int] = set()
+    pending = list(tr.calls)
+    while pending:
+        call = pending.pop()
+        called.add(id(call.module))
+        pending += call.inner
+    owners = [(path, module) for path, module in tr.model.named_modules() if module._parameters]
+    missed = [path for path, module in owners if id(module) not in called]
+    reached = [path for path, module in owners if id(module) in called]
+
+    def inside(path: str, root: str) -> bool:
+        return root == "" or path == root or path.startswith(root + ".")
+
+    tops = []
+    for path in missed:
+        parts = path.split(".")
+        top = next(".".join(parts[:k]) for k in range(1, len(parts) + 1)
+                   if not any(inside(r, ".".join(parts[:k])) for r in reached))
+        if top not in tops:
+            tops.append(top)
+    return [top or type(tr.model).__name__ for top in tops]
 
 
 def _call_macs(call: LayerCall) -> int:

@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from lamina import backend
 from lamina.autograd import Tensor, graph
 from lamina.nn import init
+from lamina.nn.adapt import PreprocessingLayer
 from lamina.nn.functional_model import Model
-from lamina.nn.layer import reads_ids
+from lamina.nn.layer import reads_ids, reads_strings
 from lamina.nn.module import Module, intercept_calls
 from lamina.nn.wrappers import TimeDistributed
 
@@ -201,9 +202,10 @@ def _collect_steps(call: LayerCall, output: Tensor, repeats: int, found: list[tu
 
 def is_layer(module: Module) -> bool:
     """Whether a call of ``module`` is a row: no sub-modules, or weights of its own, or a
-    ``TimeDistributed`` wrapper (the layers it wraps are recorded inside its call)."""
+    ``TimeDistributed`` wrapper (the layers it wraps are recorded inside its call), or a
+    preprocessing layer (``TextVectorization``: its lookup table is a part of its one step)."""
     return not module._modules or bool(module._parameters) or any(
-        b is not None for b in module._buffers.values()) or isinstance(module, TimeDistributed)
+        b is not None for b in module._buffers.values()) or isinstance(module, (TimeDistributed, PreprocessingLayer))
 
 
 def resolve_model(model: Module | Callable[[], Module]) -> Module:
@@ -277,24 +279,33 @@ def _input_shapes(input_shape, model: Module) -> list[tuple[int, ...]]:
 
 def _input_dtypes(model: Module, count: int) -> list:
     """The dtype of each input's zero batch: integer for an input declared integer (a
-    functional ``Model``'s ``Input(..., dtype="int64")``) or for the one input of a model
-    whose first layer reads ids (an ``Embedding``), else the default float dtype."""
-    declared = [t.dtype for t in model.inputs] if isinstance(model, Model) else []
+    functional ``Model``'s ``Input(..., dtype="int64")``, an imported ONNX graph's int64
+    input) or for the one input of a model whose first layer reads ids (an ``Embedding``),
+    strings for the one input of a model whose first layer reads strings
+    (``TextVectorization``, ``Hashing``), else the default float dtype."""
+    if isinstance(model, Model):
+        declared = [t.dtype for t in model.inputs]
+    else:  # an imported ONNX graph declares its inputs' dtypes
+        declared = list(getattr(model, "input_dtypes", None) or [])
     if len(declared) != count:
         declared = [None] * count
     ids = count == 1 and reads_ids(model)
+    strings = count == 1 and not ids and reads_strings(model)
     dtypes = []
     for dtype in declared:
         if dtype is not None and dtype.kind in "iu":
             dtypes.append(dtype)
         else:
-            dtypes.append(backend.xp.int64 if ids else backend.get_default_dtype())
+            dtypes.append(backend.xp.int64 if ids else backend.xp.str_ if strings else backend.get_default_dtype())
     return dtypes
 
 
 def _zero_batch(shape: tuple[int, ...], dtype) -> Tensor:
-    """zeros((0, *shape)); a float one requires grad, so the graph is recorded from it."""
+    """zeros((0, *shape)); a float one requires grad, so the graph is recorded from it; a
+    string one stays an array (tensors hold numbers)."""
     zeros = backend.xp.zeros((0, *shape), dtype=dtype)
+    if backend.xp.dtype(dtype).kind == "U":
+        return zeros
     if backend.xp.dtype(dtype).kind in "iu":
         return Tensor(zeros)
     return Tensor(zeros, requires_grad=True)

@@ -27,7 +27,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from lamina import nn
+from lamina import backend, nn
 from lamina.autograd import Tensor
 from lamina.export import (  # noqa: F401  (operator handlers)
     onnx_import_layers,
@@ -35,6 +35,7 @@ from lamina.export import (  # noqa: F401  (operator handlers)
     onnx_import_ops,
     onnx_import_recurrent,
 )
+from lamina.export.onnx_cost import onnx_macs
 from lamina.export.onnx_import_ops import float_cast
 from lamina.export.onnx_import_values import (
     Node,
@@ -106,7 +107,15 @@ class OnnxModule(nn.Module):
         self._described = [Node(n.op_type, n.name, {a.name: _attribute(onnx, a) for a in n.attribute}, len(n.output),
                                 self.opset) for n in self.nodes]
         self._last_use = _last_uses(self.nodes, set(self.output_names))
+        self.input_shape = _declared_shapes(graph, set(initializers))
         self.built = True
+
+    def macs(self, input_shapes, output_shapes) -> int:
+        """Multiply-accumulates of one sample (:func:`lamina.export.onnx_cost.onnx_macs`), the
+        count :mod:`lamina.analysis` shows for the graph."""
+        weights = {name: backend.to_numpy(getattr(value, "data", value))
+                   for name, value in ((name, getattr(self, slot)) for name, slot in self._slot.items())}
+        return onnx_macs(self.proto, weights, [tuple(s) for s in input_shapes])
 
     def _fresh_attribute(self, name: str) -> str:
         attr = re.sub(r"\W", "_", name) or "initializer"
@@ -193,6 +202,24 @@ def _last_uses(nodes, kept: set) -> dict[int, list[str]]:
     for name, step in last.items():
         found.setdefault(step, []).append(name)
     return found
+
+
+def _declared_shapes(graph, initializers: set[str]):
+    """The graph's input shapes with the batch axis as None, ``(None, 8, 8, 2)`` (a list of
+    them for several inputs), as a built model's ``input_shape``; None when a size past the
+    batch axis is not a number."""
+    shapes = []
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        rest = [d.dim_value if d.HasField("dim_value") else 0 for d in dims[1:]]
+        if not dims or min(rest, default=1) < 1:
+            return None
+        shapes.append((None, *rest))
+    if not shapes:
+        return None
+    return shapes[0] if len(shapes) == 1 else shapes
 
 
 def _elem_dtype(onnx, value_info):

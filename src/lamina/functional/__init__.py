@@ -190,6 +190,16 @@ from lamina.functional.math_parity import (
 )
 from lamina.functional.padding import pad2d, pixel_shuffle, pixel_unshuffle
 from lamina.functional.padding_nd import pad1d, pad3d
+from lamina.functional.parity_extra import (
+    atleast_1d,
+    atleast_2d,
+    atleast_3d,
+    combinations,
+    histogram,
+    index_reduce,
+    isin,
+    nan_to_num,
+)
 from lamina.functional.penalties import gradient_penalty
 from lamina.functional.pool3d import avg_pool3d, global_avg_pool3d, max_pool3d
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
@@ -377,3 +387,6 @@ __all__ += [  # PyTorch-named activations, encodings, 1-D convolution and poolin
     "pdist", "prelu", "relu6",
 ]
 __all__ += ["pack", "rearrange", "repeat", "unpack"]  # einops-style axis algebra (rearrange)
+__all__ += [  # more PyTorch-named ops (parity_extra)
+    "atleast_1d", "atleast_2d", "atleast_3d", "combinations", "histogram", "index_reduce", "isin", "nan_to_num",
+]

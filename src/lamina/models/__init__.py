@@ -82,7 +82,8 @@ Layouts follow the published models so that published weights map onto them:
   spectral convolutions, projection) mapping functions on periodic grids of any resolution.
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
-any builder.
+any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
+builders by name (:mod:`lamina.models.registry`).
 """
 
 from lamina.models import kernels
@@ -201,6 +202,7 @@ from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mob
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
 from lamina.models.projection import projection_head
+from lamina.models.registry import MODEL_GROUPS, get_model, get_model_builder, list_models
 from lamina.models.regnet import (
     RegNetBlock,
     regnet,
@@ -368,5 +370,6 @@ __all__ = [
     "GPT2", "GPT2Block", "gpt2", "gpt2_parameter_count", "load_hf_gpt2_state_dict",
     "BERT", "BertEmbeddings", "BertForMaskedLM", "BertLayer", "bert", "bert_parameter_count",
     "load_hf_bert_state_dict",
+    "MODEL_GROUPS", "get_model", "get_model_builder", "list_models",
     "FNO1D", "FNO2D", "grid_coordinates",
 ]

@@ -73,7 +73,8 @@ def _conv_relu_tower(in_channels: int, num_convs: int) -> nn.Sequential:
 
 def flatten_level(output: Tensor, values: int) -> Tensor:
     """(N, H, W, A values) -> (N, H W A, values), location-major as the anchors."""
-    return output.reshape(output.shape[0], -1, values)
+    # sizes spelled out: -1 is ambiguous for an empty batch (a summary traces one)
+    return output.reshape(output.shape[0], math.prod(output.shape[1:]) // values, values)
 
 
 class _Head(Module):

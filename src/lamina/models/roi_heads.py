@@ -93,7 +93,7 @@ class FastRCNNPredictor(Module):
     def forward(self, x) -> tuple[Tensor, Tensor]:
         x = as_tensor(x)
         if x.ndim == 4 and x.shape[1:3] == (1, 1):
-            x = x.reshape(x.shape[0], -1)
+            x = x.reshape(x.shape[0], x.shape[3])
         if x.ndim != 2 or x.shape[1] != self.in_channels:
             raise input_error(self, x, f"features (K, {self.in_channels})")
         return self.cls_score(x), self.bbox_pred(x)
@@ -227,7 +227,7 @@ class RoIHeads(Module):
         num_classes = class_logits.shape[1]
         shifted = np.exp(class_logits - class_logits.max(axis=1, keepdims=True))
         scores = shifted / shifted.sum(axis=1, keepdims=True)
-        references = np.concatenate([np.asarray(p).reshape(-1, 4) for p in proposals])
+        references = np.concatenate([np.zeros((0, 4)), *(np.asarray(p).reshape(-1, 4) for p in proposals)])
         boxes = (self.box_coder.decode_single(box_regression, references) if len(references)
                  else np.zeros((0, 4 * num_classes)))
         boxes = vision.clip_boxes_to_image(boxes.reshape(-1, num_classes, 4), image_size)

@@ -20,6 +20,8 @@ anchors per image, at most half of them positive. Over the S anchors sampled in 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from lamina import functional as F
@@ -160,8 +162,9 @@ class RegionProposalNetwork(Module):
         features = [as_tensor(f) for f in features]
         level_logits, level_offsets = self.head(features)
         count = features[0].shape[0]
-        logits = F.concat([x.reshape(count, -1) for x in level_logits], axis=1)
-        offsets = F.concat([x.reshape(count, -1, 4) for x in level_offsets], axis=1)
+        # sizes spelled out: -1 is ambiguous for an empty batch (a summary traces one)
+        logits = F.concat([x.reshape(count, math.prod(x.shape[1:])) for x in level_logits], axis=1)
+        offsets = F.concat([x.reshape(count, math.prod(x.shape[1:]) // 4, 4) for x in level_offsets], axis=1)
         levels = self.anchor_generator.grid_anchors(tuple(image_size), [tuple(f.shape[1:3]) for f in features])
         level_sizes = [len(a) for a in levels]
         anchors = np.concatenate(levels).astype(np.float64)
@@ -178,6 +181,8 @@ class RegionProposalNetwork(Module):
                          image_size) -> list[np.ndarray]:
         """The proposals of every image (module docstring) from the objectness ``logits`` (N, A)
         and box ``offsets`` (N, A, 4) of the ``anchors`` (A, 4)."""
+        if len(logits) == 0:  # an empty batch (traced by a summary)
+            return []
         pre_n, post_n = self.pre_nms_top_n[self._mode()], self.post_nms_top_n[self._mode()]
         picked, levels = zip(*(_top_n_per_level(image_logits, level_sizes, pre_n) for image_logits in logits))
         picked = np.stack(picked)

@@ -170,7 +170,8 @@ class SSDScoringHead(Module):
             if x.ndim != 4 or x.shape[-1] != channels:
                 raise input_error(self, x, f"NHWC maps with channels {self.in_channels}")
             out = module(x)
-            outputs.append(out.reshape(out.shape[0], -1, self.num_columns))
+            # sizes spelled out: -1 is ambiguous for an empty batch (a summary traces one)
+            outputs.append(out.reshape(out.shape[0], math.prod(out.shape[1:]) // self.num_columns, self.num_columns))
         return F.concat(outputs, axis=1)
 
 
