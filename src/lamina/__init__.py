@@ -27,3 +27,8 @@ from lamina import func  # noqa: E402
 from lamina.functional.rearrange import pack, rearrange, reduce, repeat, unpack  # noqa: E402
 
 __all__ += ["func", "pack", "rearrange", "reduce", "repeat", "unpack"]
+
+from lamina import amp  # noqa: E402
+from lamina.amp import GradScaler, autocast  # noqa: E402
+
+__all__ += ["GradScaler", "amp", "autocast"]

@@ -12,13 +12,17 @@ from __future__ import annotations
 import copy
 
 from lamina import backend
-from lamina.autograd import graph
+from lamina.autograd import autocast_state, graph
 from lamina.autograd.tensor import Tensor
 
 
 class Function:
     inputs: tuple[Tensor, ...] | None = None
     needs_grad: tuple[bool, ...] = ()
+    #: What autocast does to the op's floating inputs: ``"lower"`` (cast to the autocast
+    #: dtype), ``"float32"`` (cast up to float32), ``"promote"`` (cast to the widest one),
+    #: or ``None`` (leave them). :mod:`lamina.amp.policy` sets it on the listed ops.
+    autocast_policy: str | None = None
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -74,6 +78,8 @@ class Function:
         if params:
             fn.__dict__.update(params)
         tensors = _as_tensors(inputs)
+        if cls.autocast_policy is not None and autocast_state.state.dtype is not None:
+            tensors = _autocast(cls.autocast_policy, tensors)
         # NumPy gives 0-d results as scalars; a tensor's data is always an array.
         out = backend.xp.asarray(fn.forward(*[t.data for t in tensors]))
         if graph._mode.enabled:
@@ -112,6 +118,41 @@ class LinearMap(Function):
 
     def backward_graph(self, dy: Tensor) -> tuple:
         return (LinearMap.apply(dy, op=self.op, adjoint=not self.adjoint),)
+
+
+class Cast(Function):
+    """y = x in another floating ``dtype``; the gradient goes back in the input's dtype."""
+
+    def forward(self, x):
+        self.source = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, dy):
+        return (dy.astype(self.source),)
+
+    def backward_graph(self, dy: Tensor) -> tuple:
+        return (Cast.apply(dy, dtype=self.source),)
+
+
+def cast(x: Tensor, dtype) -> Tensor:
+    """``x`` in ``dtype``, on the graph (the gradient is cast back); ``x`` itself if it has it."""
+    dtype = backend.xp.dtype(dtype)
+    return x if x.dtype == dtype else Cast.apply(x, dtype=dtype)
+
+
+def _autocast(policy: str, tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """The inputs as autocast's ``policy`` wants them: float64 is never touched (as in torch)."""
+    xp = backend.xp
+    floats = [t.dtype for t in tensors if t.dtype.kind == "f" and t.dtype != xp.float64]
+    if not floats:
+        return tensors
+    if policy == "lower":
+        target = autocast_state.state.dtype
+    elif policy == "float32":
+        target = xp.dtype(xp.float32)
+    else:
+        target = max(floats, key=lambda d: d.itemsize)
+    return tuple(cast(t, target) if t.dtype.kind == "f" and t.dtype != xp.float64 else t for t in tensors)
 
 
 def differentiable_ops() -> list[str]:

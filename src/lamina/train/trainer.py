@@ -24,6 +24,7 @@ import numpy as np
 import lamina
 from lamina import backend
 from lamina import functional as F
+from lamina.amp import GradScaler, autocast
 from lamina.autograd import Tensor, no_grad
 from lamina.autograd.graph import recomputing
 from lamina.data import ArrayDataset, DataLoader, Subset
@@ -179,6 +180,11 @@ class Trainer:
     clip_value] (:func:`lamina.optim.clip_grad_value`), then rescaled to a joint L2 norm of
     at most ``clip_norm`` (:func:`lamina.optim.clip_grad_norm`).
 
+    ``amp``: mixed precision for training steps: ``True`` (float16) or a dtype runs the
+    forward pass and the cost under :class:`lamina.amp.autocast` and scales the cost with a
+    :class:`lamina.amp.GradScaler`, whose ``unscale_`` comes before clipping and whose
+    ``step`` skips updates with inf/NaN gradients. Evaluation and prediction stay float32.
+
     ``accumulate``: gradient accumulation. The optimizer steps once every ``accumulate``
     mini-batches, on the sum of their gradients, each mini-batch's cost weighted by its
     share of the group's samples (its size / the total size of the group's mini-batches):
@@ -207,9 +213,10 @@ class Trainer:
     def __init__(self, model, loss="categorical_cross_entropy", optimizer=None, metrics=("accuracy",),
                  callbacks=(), schedule=None, verbose: int = 1, clip_norm: float | None = None,
                  clip_value: float | None = None, accumulate: int = 1, weighted_metrics=(),
-                 weight_normalization: str = "batch_size"):
+                 weight_normalization: str = "batch_size", amp=False):
         if optimizer is None:
             raise ValueError("Trainer: an optimizer is required, e.g. lamina.optim.Adam(model)")
+        self._autocast, self._scaler = _mixed_precision(amp, optimizer)
         if isinstance(accumulate, bool) or not isinstance(accumulate, (int, np.integer)) or accumulate < 1:
             raise ValueError(f"Trainer: accumulate must be a positive integer (mini-batches per optimizer step), "
                              f"got {accumulate!r}")
@@ -335,18 +342,21 @@ class Trainer:
     def _backward(self, x, y, weight: float, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """Forward (x, y) and add ``weight`` times the gradient of its cost (with the samples
         weighted by ``weights``) to the gradients."""
-        out, logits = self._forward(x, for_loss=True)
-        cost = self._cost(out, logits, y) if weights is None else self._weighted_cost(out, logits, y, weights)
+        with self._autocast:
+            out, logits = self._forward(x, for_loss=True)
+            cost = self._cost(out, logits, y) if weights is None else self._weighted_cost(out, logits, y, weights)
+        scaled = self._scaler.scale(cost)
         if weight == 1.0:
-            cost.backward()
+            scaled.backward()
         else:
-            cost.backward(backend.xp.full_like(cost.data, weight))
+            scaled.backward(backend.xp.full_like(scaled.data, weight))
         return float(cost.item()), out.data
 
     def _update(self, group: list) -> None:
         """Clip the gradients, let the optimizer step, step an iteration schedule. An optimizer
         that ``needs_closure`` (SAM) gets one that recomputes the gradients of ``group``, the
         mini-batches whose gradients it steps on."""
+        self._scaler.unscale_(self.optimizer)        # clipping must see the true gradients
         if self.clip_value is not None:
             clip_grad_value(self.model, self.clip_value)
         if self.clip_norm is not None:
@@ -354,7 +364,8 @@ class Trainer:
         if getattr(self.optimizer, "needs_closure", False):
             self.optimizer.step(self._closure(group))
         else:
-            self.optimizer.step()
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
         if self.schedule is not None and getattr(self.schedule, "per", "epoch") == "iteration":
             self.schedule.step()
 
@@ -738,3 +749,13 @@ class Trainer:
         requested, self._requested_checkpoints = self._requested_checkpoints, []
         for path, epoch in requested:
             self.save_checkpoint(path, epoch=epoch)
+
+
+def _mixed_precision(amp, optimizer) -> tuple[autocast, GradScaler]:
+    """The autocast context and the loss scaler for ``Trainer(amp=...)``: ``False`` gives
+    disabled ones (pass-throughs), ``True`` float16, a dtype that dtype."""
+    if amp is False or amp is None:
+        return autocast(enabled=False), GradScaler(enabled=False)
+    if getattr(optimizer, "needs_closure", False):
+        raise ValueError(f"Trainer: amp does not work with {type(optimizer).__name__}, whose step needs a closure")
+    return autocast(dtype=np.float16 if amp is True else amp), GradScaler()
