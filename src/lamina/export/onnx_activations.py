@@ -41,6 +41,12 @@ def _silu(graph: Graph, value: Value, hint: str) -> Value:
     return _x_times(graph, value, graph.node("Sigmoid", [value.name], f"{hint}_gate"), hint)
 
 
+def _quick_gelu(graph: Graph, value: Value, hint: str) -> Value:
+    """a = z sigma(1.702 z) (CLIP's)."""
+    scaled = graph.node("Mul", [value.name, graph.constant(1.702, f"{hint}_k")], f"{hint}_scaled")
+    return _x_times(graph, value, graph.node("Sigmoid", [scaled], f"{hint}_gate"), hint)
+
+
 def _hard_swish(graph: Graph, value: Value, hint: str) -> Value:
     gate = graph.node("HardSigmoid", [value.name], f"{hint}_gate", alpha=1 / 6, beta=0.5)
     return _x_times(graph, value, gate, hint)
@@ -116,6 +122,7 @@ ACTIVATIONS: dict[str, Callable] = {
     "gelu_tanh": lambda graph, value, hint: _gelu(graph, value, hint, "tanh"),
     "silu": _silu,
     "swish": _silu,
+    "quick_gelu": _quick_gelu,
     "softplus": _unary("Softplus"),
     "mish": _mish,
     "hard_sigmoid": _unary("HardSigmoid", alpha=1 / 6, beta=0.5),

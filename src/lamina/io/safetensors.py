@@ -3,8 +3,10 @@
 Layout: an 8-byte little-endian header length n, n bytes of JSON header, then the raw
 little-endian tensor bytes. The header maps each name to ``{"dtype", "shape",
 "data_offsets": [begin, end]}`` (offsets into the byte buffer) and may hold string
-metadata under ``"__metadata__"``. Reading validates every field, so a damaged or
-hostile file raises :class:`FormatError` instead of running code or reading past the end.
+metadata under ``"__metadata__"``. BF16 tensors (most published language models) are read
+as float32, exactly; writing keeps to NumPy's dtypes. Reading validates every field, so a
+damaged or hostile file raises :class:`FormatError` instead of running code or reading past
+the end.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _DTYPES = {
     "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
 }
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+_DTYPES["BF16"] = np.uint16     # read as bit patterns, then widened to float32 (NumPy has no bfloat16)
 MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -96,5 +99,12 @@ def load_bytes(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, np.ndarr
                               "the file is truncated or damaged")
         if end - begin != math.prod(shape) * dtype.itemsize:
             raise FormatError(f"{source}: {name!r} has {end - begin} bytes for shape {shape} of {dtype}")
-        arrays[name] = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+        array = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+        arrays[name] = _bfloat16_to_float32(array) if entry["dtype"] == "BF16" else array
     return arrays, metadata
+
+
+def _bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values (their 16-bit patterns) as float32: a bfloat16 is the upper half of a
+    float32, so the widening is exact."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)

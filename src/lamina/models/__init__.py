@@ -49,6 +49,12 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`GPT2` (:func:`gpt2`) and :class:`BERT` / :class:`BertForMaskedLM` (:func:`bert`):
   Hugging Face's GPT2LMHeadModel, BertModel and BertForMaskedLM, with their parameter counts;
   :func:`load_hf_gpt2_state_dict` and :func:`load_hf_bert_state_dict` load their weights.
+* :class:`Llama` (:func:`llama`): Hugging Face's LlamaForCausalLM (rotary positions,
+  grouped-query attention, RMSNorm, SwiGLU; TinyLlama, Llama 2 and Llama 3 sizes);
+  :func:`load_hf_llama_state_dict` loads its weights.
+* :class:`CLIP` (:func:`clip`): Hugging Face's CLIPModel, an image tower and a text tower
+  trained contrastively, with its parameter counts; :func:`load_hf_clip_state_dict` loads its
+  weights and :func:`zero_shot_classifier` classifies images by the captions of class names.
 * :class:`SkipGram`: Word2Vec's skip-gram with negative sampling, the notes' learned
   embedding matrix.
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
@@ -100,6 +106,19 @@ from lamina.models.bert import (
 )
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.classic import lenet5, logistic_regression, mlp
+from lamina.models.clip import (
+    CLIP,
+    CLIPEncoderLayer,
+    CLIPOutput,
+    CLIPTextTransformer,
+    CLIPVisionTransformer,
+    ZeroShotClassifier,
+    clip,
+    clip_parameter_count,
+    clip_tokenize,
+    load_hf_clip_state_dict,
+    zero_shot_classifier,
+)
 from lamina.models.convnext import (
     ConvNeXtBlock,
     convnext,
@@ -179,6 +198,14 @@ from lamina.models.keypoint_rcnn import (
     KeypointRCNNPredictor,
     KeypointRoIHeads,
     keypointrcnn_resnet50_fpn,
+)
+from lamina.models.llama import (
+    Llama,
+    LlamaDecoderLayer,
+    LlamaMLP,
+    llama,
+    llama_parameter_count,
+    load_hf_llama_state_dict,
 )
 from lamina.models.lraspp import LRASPP, LRASPPHead, lraspp_mobilenet_v3_large
 from lamina.models.mask_rcnn import (
@@ -370,6 +397,9 @@ __all__ = [
     "GPT2", "GPT2Block", "gpt2", "gpt2_parameter_count", "load_hf_gpt2_state_dict",
     "BERT", "BertEmbeddings", "BertForMaskedLM", "BertLayer", "bert", "bert_parameter_count",
     "load_hf_bert_state_dict",
+    "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "llama_parameter_count", "load_hf_llama_state_dict",
     "MODEL_GROUPS", "get_model", "get_model_builder", "list_models",
     "FNO1D", "FNO2D", "grid_coordinates",
+    "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",
+    "clip", "clip_parameter_count", "clip_tokenize", "load_hf_clip_state_dict", "zero_shot_classifier",
 ]

@@ -11,6 +11,7 @@ never imported here.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from lamina.io.safetensors import load_file
 from lamina.models.torchvision import to_numpy
 from lamina.nn.module import Module
 
-__all__ = ["HFWeight", "copied", "joined_linear", "linear", "load_hf_state_dict", "read_state_dict"]
+__all__ = ["SHARD_INDEX", "HFWeight", "copied", "joined_linear", "linear", "load_hf_state_dict", "read_state_dict"]
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,38 @@ def joined_linear(*keys: str) -> HFWeight:
 
 
 def read_state_dict(state_dict, who: str) -> dict[str, np.ndarray]:
-    """A dict of NumPy arrays from a mapping of arrays or torch tensors, or from the path of
-    a .safetensors file."""
+    """A dict of NumPy arrays from a mapping of arrays or torch tensors, or from safetensors
+    files: the path of one, a list of paths (the shards of one checkpoint), the path of
+    Hugging Face's shard index (``model.safetensors.index.json``, its ``weight_map`` naming
+    the shards beside it), or a checkpoint folder holding ``model.safetensors`` or that index."""
     if isinstance(state_dict, (str, os.PathLike)):
-        return load_file(state_dict)[0]
+        return _read_checkpoint(os.fspath(state_dict), who)
+    if isinstance(state_dict, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in state_dict):
+        return {key: value for path in state_dict for key, value in load_file(path)[0].items()}
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"{who}: expected a mapping of arrays or the path of a .safetensors file, "
-                        f"got {type(state_dict).__name__}")
+        raise TypeError(f"{who}: expected a mapping of arrays, the path of a .safetensors file (or of a shard "
+                        f"index or checkpoint folder) or a list of them, got {type(state_dict).__name__}")
     return {str(key): to_numpy(value) for key, value in state_dict.items()}
+
+
+SHARD_INDEX = "model.safetensors.index.json"
+"""The name Hugging Face gives the index of a checkpoint split in several safetensors files."""
+
+
+def _read_checkpoint(path: str, who: str) -> dict[str, np.ndarray]:
+    if os.path.isdir(path):
+        for name in ("model.safetensors", SHARD_INDEX):
+            if os.path.isfile(os.path.join(path, name)):
+                return _read_checkpoint(os.path.join(path, name), who)
+        raise FileNotFoundError(f"{who}: the folder {path} holds neither model.safetensors nor {SHARD_INDEX}")
+    if not path.endswith(".json"):
+        return load_file(path)[0]
+    with open(path, encoding="utf-8") as handle:
+        weight_map = json.load(handle).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{who}: {path} has no weight_map (name -> shard file); not a safetensors shard index")
+    folder = os.path.dirname(path)
+    return read_state_dict([os.path.join(folder, shard) for shard in sorted(set(weight_map.values()))], who)
 
 
 def load_hf_state_dict(model: Module, arrays: Mapping[str, np.ndarray], table: Mapping[str, HFWeight],

@@ -8,12 +8,14 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
 * ``"detection"``: box (and mask or keypoint) detectors (RetinaNet, FCOS, Faster/Mask/Keypoint R-CNN, SSD,
   SSDlite, the grid detector);
 * ``"video"``: clip classifiers on NDHWC clips (R3D, MC3, R(2+1)D, S3D);
-* ``"language"``: models of token ids (GPT-2, BERT, the RNN and transformer language models);
-* ``"generative"``: models that produce samples or densities (DCGAN, RealNVP).
+* ``"language"``: models of token ids (GPT-2, BERT, Llama, the RNN and transformer language models);
+* ``"generative"``: models that produce samples or densities (DCGAN, RealNVP);
+* ``"multimodal"``: models of images and text together (CLIP).
 
 Names are the builders' own (``get_model("resnet18")`` calls :func:`resnet18`). lamina
 ships no pretrained weights: convert published ones with :func:`load_torchvision_state_dict`,
-:func:`load_hf_gpt2_state_dict` or :func:`load_hf_bert_state_dict`.
+:func:`load_hf_gpt2_state_dict`, :func:`load_hf_bert_state_dict`,
+:func:`load_hf_llama_state_dict` or :func:`load_hf_clip_state_dict`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 __all__ = ["MODEL_GROUPS", "get_model", "get_model_builder", "list_models"]
 
-MODEL_GROUPS = ("classification", "segmentation", "detection", "video", "language", "generative")
+MODEL_GROUPS = ("classification", "segmentation", "detection", "video", "language", "generative", "multimodal")
 
 
 def _named(module: str, *names: str) -> list[tuple[str, Callable[..., Any]]]:
@@ -84,11 +86,15 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
     "language": [
         *_named("gpt2", "gpt2"),
         *_named("bert", "bert"),
+        *_named("llama", "llama"),
         *_named("sequence", "rnn_language_model", "rnn_classifier", "transformer_language_model"),
     ],
     "generative": [
         *_named("gan", "dcgan_generator", "dcgan_discriminator"),
         *_named("flows", "realnvp"),
+    ],
+    "multimodal": [
+        *_named("clip", "clip"),
     ],
 }
 
@@ -145,6 +151,7 @@ def get_model(name: str, *, weights: Any = None, **config: Any) -> Any:
         raise ValueError(
             f"get_model({name!r}): weights={weights!r} requested, but lamina ships no pretrained weights; "
             "build with weights=None and load published ones with lamina.models.load_torchvision_state_dict "
-            "(torchvision models) or load_hf_gpt2_state_dict / load_hf_bert_state_dict (Hugging Face models)"
+            "(torchvision models) or load_hf_gpt2_state_dict / load_hf_bert_state_dict / load_hf_llama_state_dict "
+            "/ load_hf_clip_state_dict (Hugging Face models)"
         )
     return builder(**config)

@@ -42,7 +42,10 @@ IGNORED_SUFFIXES = ("num_batches_tracked",)
 def to_numpy(value) -> np.ndarray:
     """A NumPy array from an array-like or a torch tensor (without importing torch)."""
     if all(hasattr(value, attr) for attr in ("detach", "cpu", "numpy")):
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":      # NumPy has no bfloat16: widen (exactly) to float32
+            value = value.float()
+        return value.numpy()
     return np.asarray(value)
 
 

@@ -30,6 +30,12 @@ def identity(z):
     return z
 
 
+def quick_gelu(z) -> Tensor:
+    """a = z sigma(1.702 z): CLIP's sigmoid approximation of GELU (a composite of existing ops)."""
+    z = as_tensor(z)
+    return F.mul(z, F.sigmoid(F.mul(z, 1.702)))
+
+
 def _relu6_into(z, out):
     backend.xp.clip(z, 0, 6, out=out)
 
@@ -72,6 +78,7 @@ ACTIVATIONS: dict[str, Callable] = {
     "log_softmax": F.log_softmax,
     "gelu": F.gelu,
     "gelu_tanh": F.smooth_activation.gelu_tanh,
+    "quick_gelu": quick_gelu,
     "silu": F.silu,
     "swish": F.silu,
     "softplus": F.softplus,

@@ -1,0 +1,367 @@
+"""A Llama-style decoder (Touvron et al., "LLaMA" and "Llama 2", 2023) in the layout of
+Hugging Face's ``LlamaForCausalLM``, so that its published weights (and those of models built
+the same way, such as TinyLlama) load with :func:`load_hf_llama_state_dict`.
+
+    h_0 = E[x]                                                       (no position table)
+    h_l = h_{l-1} + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))),
+          n = input_layernorm(h_{l-1})                               (causal, GQA)
+    h_l = h_l + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = post_attention_layernorm(h_l)
+    logits = lm_head(norm(h_L))                  (lm_head = E^T when tie_word_embeddings)
+
+The norms are RMSNorms, y = x / sqrt(mean(x^2) + rms_norm_eps) * weight; the projections
+have no bias (unless ``attention_bias`` / ``mlp_bias``); the keys and values have
+``num_key_value_heads`` heads, each serving a group of query heads (grouped-query attention).
+
+Rotary positions: lamina's :func:`~lamina.functional.rotary_embedding` pairs feature j of a
+head with feature j + d/2 (the "rotate half" convention), as Hugging Face's Llama does, with
+theta_j = rope_theta^(-2j/d). Hugging Face's ``q_proj`` / ``k_proj`` weights are already laid
+out for that pairing (the conversion from Meta's interleaved checkpoints permuted their rows),
+so the loader copies them without any permutation: ``self_attn.in_weight`` is
+[q_proj^T | k_proj^T | v_proj^T] and ``out_weight`` is o_proj^T, lamina's Dense weights
+(in, out) being PyTorch's ``Linear`` weights (out, in) transposed.
+
+The attention is lamina's :class:`~lamina.nn.MultiHeadAttention`, so the model caches keys and
+values for :func:`lamina.text.sample_text`, :func:`lamina.text.beam_search_ids` and the other
+decoders of :mod:`lamina.text`. Not covered: ``rope_scaling`` (Llama 3.1's and the linear or
+dynamic NTK variants) and a ``head_dim`` other than hidden_size / num_attention_heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lamina import functional as F
+from lamina.autograd import Tensor
+from lamina.models.hf_weights import HFWeight, copied, joined_linear, linear, load_hf_state_dict, read_state_dict
+from lamina.nn import init as initializers
+from lamina.nn.containers import ModuleList
+from lamina.nn.dense import Dense
+from lamina.nn.embedding import Embedding
+from lamina.nn.layer import dropout_rate, positive_int, register_layer
+from lamina.nn.module import Module, as_tensor
+from lamina.nn.multi_head_attention import MultiHeadAttention
+from lamina.nn.rms_norm import RMSNorm
+
+__all__ = ["LLAMA_CONFIGS", "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "llama_parameter_count",
+           "load_hf_llama_state_dict"]
+
+_LLAMA2 = {"vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
+
+LLAMA_CONFIGS = {
+    "tiny": {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256},
+    "tinyllama_1.1b": {"vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
+                       "num_attention_heads": 32, "num_key_value_heads": 4, "max_position_embeddings": 2048,
+                       "rms_norm_eps": 1e-5},
+    "llama2_7b": {**_LLAMA2, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                  "num_attention_heads": 32},
+    "llama2_13b": {**_LLAMA2, "hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
+                   "num_attention_heads": 40},
+    "llama2_70b": {**_LLAMA2, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+                   "num_attention_heads": 64, "num_key_value_heads": 8},
+    "llama3_8b": {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                  "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 8192,
+                  "rms_norm_eps": 1e-5, "rope_theta": 500000.0},
+}
+"""Hugging Face configurations: a small 'tiny' one for experiments, TinyLlama-1.1B (v1.0),
+Llama-2-7b/13b/70b and Meta-Llama-3-8B (the original Llama 3, without rope scaling)."""
+
+
+def _normal(std: float):
+    return initializers.normal(std=std)
+
+
+@register_layer
+class LlamaMLP(Module):
+    """The SwiGLU feed-forward network: down_proj(silu(gate_proj(x)) * up_proj(x)), with
+    ``intermediate_size`` hidden units; sub-layers ``gate_proj``, ``up_proj``, ``down_proj``
+    (Dense, weights (in, out), N(0, ``initializer_range``), no bias unless ``mlp_bias``)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, mlp_bias: bool = False,
+                 initializer_range: float = 0.02, name: str | None = None):
+        super().__init__(name=name)
+        self.hidden_size = positive_int(hidden_size, "LlamaMLP: hidden_size")
+        self.intermediate_size = positive_int(intermediate_size, "LlamaMLP: intermediate_size")
+        self.mlp_bias = bool(mlp_bias)
+        self.initializer_range = float(initializer_range)
+        init = _normal(self.initializer_range)
+        self.gate_proj = Dense(intermediate_size, use_bias=self.mlp_bias, kernel_init=init)
+        self.up_proj = Dense(intermediate_size, use_bias=self.mlp_bias, kernel_init=init)
+        self.down_proj = Dense(hidden_size, use_bias=self.mlp_bias, kernel_init=init)
+
+    def build(self, input_shape) -> None:
+        shape = tuple(input_shape)
+        hidden = shape[:-1] + (self.intermediate_size,)
+        for layer, layer_shape in ((self.gate_proj, shape), (self.up_proj, shape), (self.down_proj, hidden)):
+            if not layer.built:
+                layer.build(layer_shape)
+                layer.built = True
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        return self.down_proj(F.mul(F.silu(self.gate_proj(x)), self.up_proj(x)))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)[:-1] + (self.hidden_size,)
+
+    def get_config(self) -> dict:
+        return {"hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
+                "mlp_bias": self.mlp_bias, "initializer_range": self.initializer_range, "name": self.name}
+
+
+@register_layer
+class LlamaDecoderLayer(Module):
+    """One pre-norm Llama block on (N, T, hidden_size):
+
+        x = x + self_attn(input_layernorm(x))              (causal, rotary, GQA)
+        x = x + mlp(post_attention_layernorm(x))
+
+    ``self_attn`` is a :class:`~lamina.nn.MultiHeadAttention` with rotary positions of base
+    ``rope_theta`` and ``num_key_value_heads`` key/value heads; ``key_mask`` (N, T) is False
+    for padding keys. Keys and values are cached through the attention layer (see
+    :func:`lamina.text.caching_keys_values`)."""
+
+    def __init__(self, hidden_size: int, num_attention_heads: int, intermediate_size: int,
+                 num_key_value_heads: int | None = None, rms_norm_eps: float = 1e-6, rope_theta: float = 10000.0,
+                 attention_bias: bool = False, mlp_bias: bool = False, attention_dropout: float = 0.0,
+                 initializer_range: float = 0.02, name: str | None = None):
+        super().__init__(name=name)
+        self.hidden_size = positive_int(hidden_size, "LlamaDecoderLayer: hidden_size")
+        self.num_attention_heads = positive_int(num_attention_heads, "LlamaDecoderLayer: num_attention_heads")
+        self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
+        self.rms_norm_eps = float(rms_norm_eps)
+        self.rope_theta = float(rope_theta)
+        self.attention_bias = bool(attention_bias)
+        self.attention_dropout = dropout_rate(attention_dropout, "LlamaDecoderLayer")
+        self.input_layernorm = RMSNorm(hidden_size, eps=self.rms_norm_eps)
+        self.self_attn = MultiHeadAttention(hidden_size, num_attention_heads, use_bias=self.attention_bias,
+                                            dropout=self.attention_dropout,
+                                            kernel_init=_normal(initializer_range), rotary=True,
+                                            rotary_base=self.rope_theta, num_kv_heads=self.num_key_value_heads)
+        self.post_attention_layernorm = RMSNorm(hidden_size, eps=self.rms_norm_eps)
+        self.mlp = LlamaMLP(hidden_size, intermediate_size, mlp_bias, initializer_range)
+
+    @property
+    def streamable(self) -> bool:
+        """True while the attention caches keys and values (the other layers act per step)."""
+        return self.self_attn.caching
+
+    def build(self, input_shape) -> None:
+        shape = tuple(input_shape)
+        for layer in (self.input_layernorm, self.self_attn, self.post_attention_layernorm, self.mlp):
+            if not layer.built:
+                layer.build(shape)
+                layer.built = True
+        self.built = True
+
+    def forward(self, x, key_mask=None) -> Tensor:
+        x = as_tensor(x)
+        x = F.add(x, self.self_attn(self.input_layernorm(x), key_mask=key_mask, causal=True))
+        return F.add(x, self.mlp(self.post_attention_layernorm(x)))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        return {"hidden_size": self.hidden_size, "num_attention_heads": self.num_attention_heads,
+                "intermediate_size": self.mlp.intermediate_size, "num_key_value_heads": self.num_key_value_heads,
+                "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
+                "attention_bias": self.attention_bias, "mlp_bias": self.mlp.mlp_bias,
+                "attention_dropout": self.attention_dropout, "initializer_range": self.mlp.initializer_range,
+                "name": self.name}
+
+
+@register_layer
+class Llama(Module):
+    """Llama language model (Hugging Face's ``LlamaForCausalLM``): token ids (N, T) ->
+    next-token scores (N, T, ``vocab_size``) (see the module docstring for the formulas).
+
+    Sub-modules carry Hugging Face's names, without the ``model.`` prefix: ``embed_tokens``,
+    ``layers`` (a ModuleList of :class:`LlamaDecoderLayer`), ``norm`` and ``lm_head`` (a Dense
+    without bias; absent when ``tie_word_embeddings``, the scores then being
+    h ``embed_tokens.weight``^T). The arguments are ``LlamaConfig``'s, with its defaults
+    (Llama-2-7b's sizes). Weights start as Hugging Face initializes them: N(0,
+    ``initializer_range``) for the table and every projection, unit RMSNorm weights, zero
+    biases.
+
+    ``model(ids, key_mask=None)``: ``key_mask`` (N, T), False for padding tokens that no query
+    may attend to (positions still count 0 .. T - 1, as Hugging Face's forward without
+    ``position_ids``). Within :func:`lamina.text.caching_keys_values` consecutive calls
+    continue one sequence, the rotary positions continuing after the cached steps.
+    ``max_len`` (``max_position_embeddings``) is the context the samplers keep to.
+    """
+
+    def __init__(self, vocab_size: int = 32000, hidden_size: int = 4096, intermediate_size: int = 11008,
+                 num_hidden_layers: int = 32, num_attention_heads: int = 32, num_key_value_heads: int | None = None,
+                 max_position_embeddings: int = 2048, rms_norm_eps: float = 1e-6, rope_theta: float = 10000.0,
+                 tie_word_embeddings: bool = False, attention_bias: bool = False, mlp_bias: bool = False,
+                 attention_dropout: float = 0.0, initializer_range: float = 0.02, name: str | None = None):
+        super().__init__(name=name)
+        self.vocab_size = positive_int(vocab_size, "Llama: vocab_size")
+        self.hidden_size = positive_int(hidden_size, "Llama: hidden_size")
+        self.intermediate_size = positive_int(intermediate_size, "Llama: intermediate_size")
+        self.num_hidden_layers = positive_int(num_hidden_layers, "Llama: num_hidden_layers")
+        self.num_attention_heads = positive_int(num_attention_heads, "Llama: num_attention_heads")
+        kv_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
+        self.num_key_value_heads = positive_int(kv_heads, "Llama: num_key_value_heads")
+        if hidden_size % num_attention_heads:
+            raise ValueError(f"Llama: hidden_size {hidden_size} is not divisible by num_attention_heads "
+                             f"{num_attention_heads}")
+        if num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"Llama: num_key_value_heads {self.num_key_value_heads} must divide "
+                             f"num_attention_heads {num_attention_heads}")
+        self.max_position_embeddings = positive_int(max_position_embeddings, "Llama: max_position_embeddings")
+        if not float(rms_norm_eps) > 0:
+            raise ValueError(f"Llama: rms_norm_eps must be > 0, got {rms_norm_eps!r}")
+        self.rms_norm_eps = float(rms_norm_eps)
+        self.rope_theta = float(rope_theta)
+        self.tie_word_embeddings = bool(tie_word_embeddings)
+        self.attention_bias, self.mlp_bias = bool(attention_bias), bool(mlp_bias)
+        self.attention_dropout = dropout_rate(attention_dropout, "Llama")
+        self.initializer_range = float(initializer_range)
+        init = _normal(self.initializer_range)
+        self.embed_tokens = Embedding(vocab_size, hidden_size, embeddings_init=init)
+        self.layers = ModuleList([
+            LlamaDecoderLayer(hidden_size, num_attention_heads, intermediate_size, self.num_key_value_heads,
+                              self.rms_norm_eps, self.rope_theta, self.attention_bias, self.mlp_bias,
+                              self.attention_dropout, self.initializer_range)
+            for _ in range(num_hidden_layers)])
+        self.norm = RMSNorm(hidden_size, eps=self.rms_norm_eps)
+        if not self.tie_word_embeddings:
+            self.lm_head = Dense(vocab_size, use_bias=False, kernel_init=init)
+
+    @property
+    def max_len(self) -> int:
+        """The context the model was trained for: ``max_position_embeddings``."""
+        return self.max_position_embeddings
+
+    @property
+    def streamable(self) -> bool:
+        """True while caching keys and values: a sequence fed in pieces gives one call's scores."""
+        return all(layer.streamable for layer in self.layers)
+
+    def build(self, input_shape) -> None:
+        ids = tuple(input_shape)
+        if len(ids) != 2:
+            raise ValueError(f"{self._label()}: expected token ids of shape (batch, time), got input shape {ids}")
+        hidden = ids + (self.hidden_size,)
+        head = () if self.tie_word_embeddings else ((self.lm_head, hidden),)
+        for layer, shape in ((self.embed_tokens, ids), *((block, hidden) for block in self.layers),
+                             (self.norm, hidden), *head):
+            if not layer.built:
+                layer.build(shape)
+                layer.built = True
+        self.built = True
+
+    def forward(self, ids, key_mask=None) -> Tensor:
+        x = self.embed_tokens(ids)
+        for layer in self.layers:
+            x = layer(x, key_mask=key_mask)
+        x = self.norm(x)
+        if self.tie_word_embeddings:
+            return F.matmul(x, F.transpose(self.embed_tokens.weight, 1, 0))
+        return self.lm_head(x)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.vocab_size,)
+
+    def get_config(self) -> dict:
+        return {"vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+                "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_hidden_layers,
+                "num_attention_heads": self.num_attention_heads, "num_key_value_heads": self.num_key_value_heads,
+                "max_position_embeddings": self.max_position_embeddings, "rms_norm_eps": self.rms_norm_eps,
+                "rope_theta": self.rope_theta, "tie_word_embeddings": self.tie_word_embeddings,
+                "attention_bias": self.attention_bias, "mlp_bias": self.mlp_bias,
+                "attention_dropout": self.attention_dropout, "initializer_range": self.initializer_range,
+                "name": self.name}
+
+    def extra_repr(self) -> str:
+        return (f"vocab_size={self.vocab_size}, hidden_size={self.hidden_size}, "
+                f"num_hidden_layers={self.num_hidden_layers}, num_attention_heads={self.num_attention_heads}, "
+                f"num_key_value_heads={self.num_key_value_heads}")
+
+
+def _config(config: str, table: Mapping) -> dict:
+    if config not in table:
+        raise ValueError(f"llama: config must be one of {tuple(table)}, got {config!r}")
+    return dict(table[config])
+
+
+def llama(config: str = "tiny", **options) -> Llama:
+    """The Llama of Hugging Face configuration ``config`` (see :data:`LLAMA_CONFIGS`):
+    'tiny', 'tinyllama_1.1b' (1,100,048,384 parameters), 'llama2_7b' (6,738,415,616),
+    'llama2_13b' (13,015,864,320), 'llama2_70b' (68,976,648,192) or 'llama3_8b'
+    (8,030,261,248); ``options`` override :class:`Llama`'s arguments. Unbuilt: the weights are
+    created on the first call or by ``model.build((None, 1))`` (inside
+    :func:`lamina.nn.init.meta` they are shape-only, to count the parameters of a big one)."""
+    return Llama(**{**_config(config, LLAMA_CONFIGS), **options})
+
+
+def llama_parameter_count(vocab_size: int = 32000, hidden_size: int = 4096, intermediate_size: int = 11008,
+                          num_hidden_layers: int = 32, num_attention_heads: int = 32,
+                          num_key_value_heads: int | None = None, tie_word_embeddings: bool = False) -> int:
+    """The parameters of :class:`Llama` (without biases) by formula, without building it:
+    V E (table) + L (2 E^2 + 2 E g d (attention) + 3 E F (MLP) + 2 E (norms)) + E (norm)
+    + V E (lm_head, unless tied), with g d = E num_key_value_heads / num_attention_heads."""
+    e, f = hidden_size, intermediate_size
+    kv = e * (num_attention_heads if num_key_value_heads is None else num_key_value_heads) // num_attention_heads
+    block = 2 * e * e + 2 * e * kv + 3 * e * f + 2 * e
+    head = 0 if tie_word_embeddings else vocab_size * e
+    return vocab_size * e + num_hidden_layers * block + e + head
+
+
+# -- Hugging Face weights -------------------------------------------------------------------
+_MLP_KEYS = ("gate_proj", "up_proj", "down_proj")
+
+
+def hf_llama_table(model: Llama) -> dict[str, HFWeight]:
+    """:class:`Llama`'s state-dict key -> Hugging Face's ``LlamaModel`` weight (the keys
+    without ``model.``; 'lm_head.weight' for an untied head). The q/k/v projections join
+    into ``self_attn.in_weight`` (no row permutation: both use the rotate-half rotary)."""
+    table = {"embed_tokens.weight": copied("embed_tokens.weight"), "norm.weight": copied("norm.weight")}
+    if not model.tie_word_embeddings:
+        table["lm_head.weight"] = linear("lm_head.weight")
+    for i in range(model.num_hidden_layers):
+        layer = f"layers.{i}."                  # the same prefix in both layouts
+        attention = layer + "self_attn."
+        table[attention + "in_weight"] = joined_linear(*(f"{attention}{p}_proj.weight" for p in "qkv"))
+        table[attention + "out_weight"] = linear(attention + "o_proj.weight")
+        if model.attention_bias:
+            table[attention + "in_bias"] = joined_linear(*(f"{attention}{p}_proj.bias" for p in "qkv"))
+            table[attention + "out_bias"] = copied(attention + "o_proj.bias")
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            table[f"{layer}{norm}.weight"] = copied(f"{layer}{norm}.weight")
+        for name in _MLP_KEYS:
+            table[f"{layer}mlp.{name}.weight"] = linear(f"{layer}mlp.{name}.weight")
+            if model.mlp_bias:
+                table[f"{layer}mlp.{name}.bias"] = copied(f"{layer}mlp.{name}.bias")
+    return table
+
+
+def _ignored_keys(model: Llama):
+    """Keys some checkpoints carry that the model does not use: the rotary frequencies
+    buffer, and the head of a tied model (a copy of the token table)."""
+    def ignored(key: str) -> bool:
+        return key.endswith("rotary_emb.inv_freq") or (model.tie_word_embeddings and key == "lm_head.weight")
+    return ignored
+
+
+def load_hf_llama_state_dict(model: Llama, state_dict, strict: bool = True) -> None:
+    """Load Hugging Face Llama weights into ``model``: ``state_dict`` maps Hugging Face's names
+    (``LlamaForCausalLM``'s, 'model.layers.0.self_attn.q_proj.weight' ... 'lm_head.weight', or
+    ``LlamaModel``'s, without 'model.') to arrays or torch tensors (bfloat16 ones too), or
+    names safetensors files (BF16 read as float32): one file, a list of shards, Hugging Face's
+    ``model.safetensors.index.json`` or a checkpoint folder (see
+    :func:`lamina.models.hf_weights.read_state_dict`). The values take the model's dtype.
+    ``Linear`` weights (out, in) are transposed to lamina's (in, out), the
+    q/k/v projections joined into ``self_attn.in_weight``; the rotary ``inv_freq`` buffers,
+    and ``lm_head.weight`` of a tied model, are ignored. An unbuilt model is built first.
+    ``strict``: every weight present and every key used, else a KeyError listing them; a
+    mis-shaped value raises :class:`lamina.ShapeError` naming the weight."""
+    who = "load_hf_llama_state_dict"
+    if not isinstance(model, Llama):
+        raise TypeError(f"{who}: expected a Llama model, got {type(model).__name__}")
+    arrays = {key.removeprefix("model."): value for key, value in read_state_dict(state_dict, who).items()}
+    if not model.built:
+        model.build((None, 1))
+    load_hf_state_dict(model, arrays, hf_llama_table(model), _ignored_keys(model), strict, who)
