@@ -55,8 +55,8 @@ def test_logits_and_gradients_equal_the_reference(f64):
 
 def test_padding_mask_matches_the_reference(f64):
     model, reference = _pair(1)
-    ids = np.array([[3, 4, 5, 6, 0], [7, 8, 9, 0, 0]])
-    mask = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    ids = np.array([[0, 3, 4, 5, 6], [0, 0, 7, 8, 9]])      # left padding: a causal model reads the pads
+    mask = np.array([[0, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
     ours = model(ids, key_mask=mask.astype(bool)).numpy()
     theirs = reference(torch.tensor(ids), torch.tensor(mask)).detach().numpy()
     real = mask.astype(bool)
