@@ -135,7 +135,32 @@ def _learn_merges(chunk_counts: dict[bytes, int], num_merges: int) -> list[Pair]
     return merges
 
 
-class BPETokenizer:
+class ByteLevelRoles:
+    """The role ids of a byte-level tokenizer (:class:`BPETokenizer`, GPT-2's): ``pad_id``,
+    ``bos_id``, ``eos_id`` from the subclass's ``_role_id(role)``, and no ``unk_id``."""
+
+    def _role_id(self, role: str) -> int | None:
+        raise NotImplementedError
+
+    @property
+    def pad_id(self) -> int | None:
+        return self._role_id("pad")
+
+    @property
+    def bos_id(self) -> int | None:
+        return self._role_id("bos")
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._role_id("eos")
+
+    @property
+    def unk_id(self) -> None:
+        """None: every byte is a token, so nothing is unknown."""
+        return None
+
+
+class BPETokenizer(ByteLevelRoles):
     """Text <-> ids by byte-pair encoding (see the module docstring).
 
     ``merges``: the learned pairs of ids, in order; merge k makes id 256 + k.
@@ -226,23 +251,6 @@ class BPETokenizer:
     def _role_id(self, role: str) -> int | None:
         token = self.roles[role]
         return None if token is None else self._special_ids[token]
-
-    @property
-    def pad_id(self) -> int | None:
-        return self._role_id("pad")
-
-    @property
-    def bos_id(self) -> int | None:
-        return self._role_id("bos")
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._role_id("eos")
-
-    @property
-    def unk_id(self) -> None:
-        """None: every byte is a token, so nothing is unknown."""
-        return None
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes a token stands for (a special token: its UTF-8 text)."""

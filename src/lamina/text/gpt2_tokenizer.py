@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from lamina.io.atomic import write_bytes_atomic
-from lamina.text.bpe import BPETokenizer
+from lamina.text.bpe import BPETokenizer, ByteLevelRoles
 
 __all__ = ["ENDOFTEXT", "GPT2Tokenizer", "bytes_to_unicode", "gpt2_pattern"]
 
@@ -114,7 +114,7 @@ def _parse_merges(text: str, who: str) -> list[tuple[str, str]]:
     return merges
 
 
-class GPT2Tokenizer:
+class GPT2Tokenizer(ByteLevelRoles):
     """GPT-2's byte-level BPE tokenizer (see the module docstring).
 
     ``vocab``: token string -> id, the ids 0 .. n-1 each once; ``merges``: the pairs of
@@ -246,23 +246,6 @@ class GPT2Tokenizer:
     def _role_id(self, role: str) -> int | None:
         token = self.roles[role]
         return None if token is None else self._ids[token]
-
-    @property
-    def bos_id(self) -> int | None:
-        return self._role_id("bos")
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._role_id("eos")
-
-    @property
-    def pad_id(self) -> int | None:
-        return self._role_id("pad")
-
-    @property
-    def unk_id(self) -> None:
-        """None: every byte is a token, so nothing is unknown."""
-        return None
 
     def _checked(self, token_id, where: str) -> int:
         token_id = int(token_id)
