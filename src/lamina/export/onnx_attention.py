@@ -104,7 +104,7 @@ def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, cau
     window (:mod:`lamina.export.onnx_attention_positions`) and its LoRA adapters folded into
     the projections."""
     _check_attention(layer, value, causal)
-    e, d, x = layer.embed_dim, layer.head_dim, value.name
+    d, x = layer.head_dim, value.name
     scale = 1.0 / np.sqrt(d)
     w = _effective_in_projection(layer)
     b = layer.in_bias.numpy() if layer.use_bias else None
@@ -121,7 +121,8 @@ def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, cau
     if layer.rotary or g != h:
         k = _heads(graph, x, w_k, b_k, g, d, _HEADS_FIRST, f"{hint}_k_heads")
         if layer.rotary:
-            tables = rotary_tables(graph, positions, d, layer.rotary_base, f"{hint}_rotary")
+            tables = rotary_tables(graph, positions, d, layer.rotary_base, f"{hint}_rotary",
+                                   layer.rotary_frequencies)
             q = rotate(graph, q, tables, d, f"{hint}_q")
             k = rotate(graph, k, tables, d, f"{hint}_k")
         k = graph.node("Transpose", [_repeat_heads(graph, k, layer, f"{hint}_k")], f"{hint}_k",
@@ -140,7 +141,7 @@ def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, cau
     weights = graph.node("Softmax", [scores], f"{hint}_weights", axis=-1)
     context = graph.node("MatMul", [weights, v], f"{hint}_context")                # (N, h, T, d)
     context = graph.node("Transpose", [context], f"{hint}_context_steps", perm=list(_HEADS_FIRST))
-    joined = graph.node("Reshape", [context, graph.constant([0, 0, e], f"{hint}_join", np.int64)],
+    joined = graph.node("Reshape", [context, graph.constant([0, 0, layer.query_dim], f"{hint}_join", np.int64)],
                         f"{hint}_joined")
     out_weight = graph.constant(layer.out_weight.numpy(), f"{hint}_out_weight")
     if not layer.use_bias:

@@ -55,10 +55,13 @@ def alibi_bias(graph: Graph, offset: str, num_heads: int, hint: str) -> str:
     return graph.node("Mul", [graph.constant(slopes, f"{hint}_slopes"), distance], f"{hint}_alibi")
 
 
-def rotary_tables(graph: Graph, positions: str, head_dim: int, base: float, hint: str) -> tuple[str, str]:
+def rotary_tables(graph: Graph, positions: str, head_dim: int, base: float, hint: str,
+                  frequencies=None) -> tuple[str, str]:
     """(cos, sin), each (T, d): [cos(p theta), cos(p theta)] and the same for sin, the angles
-    p theta_j (T, d/2) and their cosines and sines in float64, then cast to the export's type."""
-    theta = base ** (-np.arange(0, head_dim // 2, dtype=np.float64) * 2.0 / head_dim)
+    p theta_j (T, d/2) and their cosines and sines in float64, then cast to the export's type;
+    theta = ``frequencies`` when given (a layer's, scaled perhaps), else base^(-2j / d)."""
+    theta = (base ** (-np.arange(0, head_dim // 2, dtype=np.float64) * 2.0 / head_dim) if frequencies is None
+             else np.asarray(frequencies, dtype=np.float64))
     as_double = graph.node("Cast", [positions], f"{hint}_float_positions", to=graph.onnx.TensorProto.DOUBLE)
     column = graph.node("Unsqueeze", [as_double, graph.constant([1], f"{hint}_angle_axis", np.int64)],
                         f"{hint}_position_column")

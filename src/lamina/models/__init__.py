@@ -51,7 +51,8 @@ Layouts follow the published models so that published weights map onto them:
   :func:`load_hf_gpt2_state_dict` and :func:`load_hf_bert_state_dict` load their weights.
 * :class:`Llama` (:func:`llama`): Hugging Face's LlamaForCausalLM (rotary positions,
   grouped-query attention, RMSNorm, SwiGLU; TinyLlama, Llama 2 and Llama 3 sizes);
-  :func:`load_hf_llama_state_dict` loads its weights.
+  :func:`load_hf_llama_state_dict` loads its weights. :class:`Mistral` (:func:`mistral`):
+  Hugging Face's MistralForCausalLM, a Llama with sliding-window attention.
 * :class:`CLIP` (:func:`clip`): Hugging Face's CLIPModel, an image tower and a text tower
   trained contrastively, with its parameter counts; :func:`load_hf_clip_state_dict` loads its
   weights and :func:`zero_shot_classifier` classifies images by the captions of class names.
@@ -223,6 +224,7 @@ from lamina.models.maxvit import (
     maxvit,
     maxvit_t,
 )
+from lamina.models.mistral import MISTRAL_CONFIGS, Mistral, load_hf_mistral_state_dict, mistral
 from lamina.models.mnasnet import MnasNetBlock, mnasnet, mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3
 from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mobilenet_v3_large_fpn
@@ -398,6 +400,7 @@ __all__ = [
     "BERT", "BertEmbeddings", "BertForMaskedLM", "BertLayer", "bert", "bert_parameter_count",
     "load_hf_bert_state_dict",
     "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "llama_parameter_count", "load_hf_llama_state_dict",
+    "MISTRAL_CONFIGS", "Mistral", "load_hf_mistral_state_dict", "mistral",
     "MODEL_GROUPS", "get_model", "get_model_builder", "list_models",
     "FNO1D", "FNO2D", "grid_coordinates",
     "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",

@@ -22,8 +22,11 @@ so the loader copies them without any permutation: ``self_attn.in_weight`` is
 
 The attention is lamina's :class:`~lamina.nn.MultiHeadAttention`, so the model caches keys and
 values for :func:`lamina.text.sample_text`, :func:`lamina.text.beam_search_ids` and the other
-decoders of :mod:`lamina.text`. Not covered: ``rope_scaling`` (Llama 3.1's and the linear or
-dynamic NTK variants) and a ``head_dim`` other than hidden_size / num_attention_heads.
+decoders of :mod:`lamina.text`. ``rope_scaling`` takes Hugging Face's 'llama3' (Llama 3.1 and
+3.2) and 'linear' frequency rescalings (see :func:`lamina.functional.rotary_frequencies`; the
+dynamic NTK and YaRN variants are not covered); ``head_dim`` may differ from hidden_size /
+num_attention_heads; ``sliding_window`` limits each query to the last keys (Mistral's; see
+:mod:`lamina.models.mistral`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ __all__ = ["LLAMA_CONFIGS", "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "
 
 _LLAMA2 = {"vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
 
+_LLAMA3 = {"vocab_size": 128256, "num_attention_heads": 32, "num_key_value_heads": 8,
+           "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0}
+_LLAMA3_SCALING = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                   "original_max_position_embeddings": 8192}
+
 LLAMA_CONFIGS = {
     "tiny": {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256},
@@ -62,9 +70,14 @@ LLAMA_CONFIGS = {
     "llama3_8b": {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
                   "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 8192,
                   "rms_norm_eps": 1e-5, "rope_theta": 500000.0},
+    "llama3_1_8b": {**_LLAMA3, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                    "rope_scaling": {**_LLAMA3_SCALING, "factor": 8.0}},
+    "llama3_2_1b": {**_LLAMA3, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+                    "head_dim": 64, "tie_word_embeddings": True, "rope_scaling": {**_LLAMA3_SCALING, "factor": 32.0}},
 }
 """Hugging Face configurations: a small 'tiny' one for experiments, TinyLlama-1.1B (v1.0),
-Llama-2-7b/13b/70b and Meta-Llama-3-8B (the original Llama 3, without rope scaling)."""
+Llama-2-7b/13b/70b, Meta-Llama-3-8B (the original Llama 3, without rope scaling),
+Llama-3.1-8B and Llama-3.2-1B (with their 'llama3' rope scaling)."""
 
 
 def _normal(std: float):
@@ -124,7 +137,8 @@ class LlamaDecoderLayer(Module):
     def __init__(self, hidden_size: int, num_attention_heads: int, intermediate_size: int,
                  num_key_value_heads: int | None = None, rms_norm_eps: float = 1e-6, rope_theta: float = 10000.0,
                  attention_bias: bool = False, mlp_bias: bool = False, attention_dropout: float = 0.0,
-                 initializer_range: float = 0.02, name: str | None = None):
+                 initializer_range: float = 0.02, head_dim: int | None = None, rope_scaling: Mapping | None = None,
+                 sliding_window: int | None = None, name: str | None = None):
         super().__init__(name=name)
         self.hidden_size = positive_int(hidden_size, "LlamaDecoderLayer: hidden_size")
         self.num_attention_heads = positive_int(num_attention_heads, "LlamaDecoderLayer: num_attention_heads")
@@ -137,7 +151,8 @@ class LlamaDecoderLayer(Module):
         self.self_attn = MultiHeadAttention(hidden_size, num_attention_heads, use_bias=self.attention_bias,
                                             dropout=self.attention_dropout,
                                             kernel_init=_normal(initializer_range), rotary=True,
-                                            rotary_base=self.rope_theta, num_kv_heads=self.num_key_value_heads)
+                                            rotary_base=self.rope_theta, num_kv_heads=self.num_key_value_heads,
+                                            head_dim=head_dim, rotary_scaling=rope_scaling, window=sliding_window)
         self.post_attention_layernorm = RMSNorm(hidden_size, eps=self.rms_norm_eps)
         self.mlp = LlamaMLP(hidden_size, intermediate_size, mlp_bias, initializer_range)
 
@@ -168,7 +183,8 @@ class LlamaDecoderLayer(Module):
                 "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
                 "attention_bias": self.attention_bias, "mlp_bias": self.mlp.mlp_bias,
                 "attention_dropout": self.attention_dropout, "initializer_range": self.mlp.initializer_range,
-                "name": self.name}
+                "head_dim": self.self_attn.head_dim, "rope_scaling": self.self_attn.rotary_scaling,
+                "sliding_window": self.self_attn.window, "name": self.name}
 
 
 @register_layer
@@ -184,6 +200,11 @@ class Llama(Module):
     ``initializer_range``) for the table and every projection, unit RMSNorm weights, zero
     biases.
 
+    ``head_dim`` (default hidden_size / num_attention_heads), ``rope_scaling`` (None, or
+    Hugging Face's {'rope_type': 'llama3', 'factor', 'low_freq_factor', 'high_freq_factor',
+    'original_max_position_embeddings'} or {'rope_type': 'linear', 'factor'}) and
+    ``sliding_window`` (None: every earlier key; Mistral's) go to each layer's attention.
+
     ``model(ids, key_mask=None)``: ``key_mask`` (N, T), False for padding tokens that no query
     may attend to (positions still count 0 .. T - 1, as Hugging Face's forward without
     ``position_ids``). Within :func:`lamina.text.caching_keys_values` consecutive calls
@@ -195,7 +216,8 @@ class Llama(Module):
                  num_hidden_layers: int = 32, num_attention_heads: int = 32, num_key_value_heads: int | None = None,
                  max_position_embeddings: int = 2048, rms_norm_eps: float = 1e-6, rope_theta: float = 10000.0,
                  tie_word_embeddings: bool = False, attention_bias: bool = False, mlp_bias: bool = False,
-                 attention_dropout: float = 0.0, initializer_range: float = 0.02, name: str | None = None):
+                 attention_dropout: float = 0.0, initializer_range: float = 0.02, head_dim: int | None = None,
+                 rope_scaling: Mapping | None = None, sliding_window: int | None = None, name: str | None = None):
         super().__init__(name=name)
         self.vocab_size = positive_int(vocab_size, "Llama: vocab_size")
         self.hidden_size = positive_int(hidden_size, "Llama: hidden_size")
@@ -204,9 +226,14 @@ class Llama(Module):
         self.num_attention_heads = positive_int(num_attention_heads, "Llama: num_attention_heads")
         kv_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
         self.num_key_value_heads = positive_int(kv_heads, "Llama: num_key_value_heads")
-        if hidden_size % num_attention_heads:
+        if head_dim is None and hidden_size % num_attention_heads:
             raise ValueError(f"Llama: hidden_size {hidden_size} is not divisible by num_attention_heads "
-                             f"{num_attention_heads}")
+                             f"{num_attention_heads}; pass head_dim")
+        self.head_dim = hidden_size // num_attention_heads if head_dim is None else positive_int(
+            head_dim, "Llama: head_dim")
+        self.rope_scaling = None if rope_scaling is None else dict(rope_scaling)
+        self.sliding_window = None if sliding_window is None else positive_int(sliding_window,
+                                                                                 "Llama: sliding_window")
         if num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"Llama: num_key_value_heads {self.num_key_value_heads} must divide "
                              f"num_attention_heads {num_attention_heads}")
@@ -224,7 +251,8 @@ class Llama(Module):
         self.layers = ModuleList([
             LlamaDecoderLayer(hidden_size, num_attention_heads, intermediate_size, self.num_key_value_heads,
                               self.rms_norm_eps, self.rope_theta, self.attention_bias, self.mlp_bias,
-                              self.attention_dropout, self.initializer_range)
+                              self.attention_dropout, self.initializer_range, self.head_dim, self.rope_scaling,
+                              self.sliding_window)
             for _ in range(num_hidden_layers)])
         self.norm = RMSNorm(hidden_size, eps=self.rms_norm_eps)
         if not self.tie_word_embeddings:
@@ -273,6 +301,7 @@ class Llama(Module):
                 "rope_theta": self.rope_theta, "tie_word_embeddings": self.tie_word_embeddings,
                 "attention_bias": self.attention_bias, "mlp_bias": self.mlp_bias,
                 "attention_dropout": self.attention_dropout, "initializer_range": self.initializer_range,
+                "head_dim": self.head_dim, "rope_scaling": self.rope_scaling, "sliding_window": self.sliding_window,
                 "name": self.name}
 
     def extra_repr(self) -> str:
@@ -291,7 +320,8 @@ def llama(config: str = "tiny", **options) -> Llama:
     """The Llama of Hugging Face configuration ``config`` (see :data:`LLAMA_CONFIGS`):
     'tiny', 'tinyllama_1.1b' (1,100,048,384 parameters), 'llama2_7b' (6,738,415,616),
     'llama2_13b' (13,015,864,320), 'llama2_70b' (68,976,648,192) or 'llama3_8b'
-    (8,030,261,248); ``options`` override :class:`Llama`'s arguments. Unbuilt: the weights are
+    (8,030,261,248), 'llama3_1_8b' (8,030,261,248) or 'llama3_2_1b' (1,235,814,400, tied);
+    ``options`` override :class:`Llama`'s arguments. Unbuilt: the weights are
     created on the first call or by ``model.build((None, 1))`` (inside
     :func:`lamina.nn.init.meta` they are shape-only, to count the parameters of a big one)."""
     return Llama(**{**_config(config, LLAMA_CONFIGS), **options})
@@ -299,13 +329,16 @@ def llama(config: str = "tiny", **options) -> Llama:
 
 def llama_parameter_count(vocab_size: int = 32000, hidden_size: int = 4096, intermediate_size: int = 11008,
                           num_hidden_layers: int = 32, num_attention_heads: int = 32,
-                          num_key_value_heads: int | None = None, tie_word_embeddings: bool = False) -> int:
+                          num_key_value_heads: int | None = None, tie_word_embeddings: bool = False,
+                          head_dim: int | None = None) -> int:
     """The parameters of :class:`Llama` (without biases) by formula, without building it:
-    V E (table) + L (2 E^2 + 2 E g d (attention) + 3 E F (MLP) + 2 E (norms)) + E (norm)
-    + V E (lm_head, unless tied), with g d = E num_key_value_heads / num_attention_heads."""
+    V E (table) + L (2 E h d + 2 E g d (attention) + 3 E F (MLP) + 2 E (norms)) + E (norm)
+    + V E (lm_head, unless tied), with h heads and g key/value heads of d features
+    (d = ``head_dim``, by default E / h)."""
     e, f = hidden_size, intermediate_size
-    kv = e * (num_attention_heads if num_key_value_heads is None else num_key_value_heads) // num_attention_heads
-    block = 2 * e * e + 2 * e * kv + 3 * e * f + 2 * e
+    d = e // num_attention_heads if head_dim is None else head_dim
+    kv = d * (num_attention_heads if num_key_value_heads is None else num_key_value_heads)
+    block = 2 * e * d * num_attention_heads + 2 * e * kv + 3 * e * f + 2 * e
     head = 0 if tie_word_embeddings else vocab_size * e
     return vocab_size * e + num_hidden_layers * block + e + head
 

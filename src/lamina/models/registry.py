@@ -8,7 +8,7 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
 * ``"detection"``: box (and mask or keypoint) detectors (RetinaNet, FCOS, Faster/Mask/Keypoint R-CNN, SSD,
   SSDlite, the grid detector);
 * ``"video"``: clip classifiers on NDHWC clips (R3D, MC3, R(2+1)D, S3D);
-* ``"language"``: models of token ids (GPT-2, BERT, Llama, the RNN and transformer language models);
+* ``"language"``: models of token ids (GPT-2, BERT, Llama, Mistral, the RNN and transformer language models);
 * ``"generative"``: models that produce samples or densities (DCGAN, RealNVP);
 * ``"multimodal"``: models of images and text together (CLIP).
 
@@ -87,6 +87,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("gpt2", "gpt2"),
         *_named("bert", "bert"),
         *_named("llama", "llama"),
+        *_named("mistral", "mistral"),
         *_named("sequence", "rnn_language_model", "rnn_classifier", "transformer_language_model"),
     ],
     "generative": [

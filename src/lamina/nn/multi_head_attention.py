@@ -14,6 +14,8 @@ with True, so pass their negation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, is_grad_enabled
@@ -68,7 +70,13 @@ class MultiHeadAttention(Module):
     :func:`lamina.functional.rotary_embedding`): each head's queries and keys are rotated by
     their positions (0, 1, ... in each call; while caching, the cached steps count first)
     before the scores, so the scores depend on relative positions and the model needs no
-    position layer. ``rotary_base`` is the base of the angles (10000).
+    position layer. ``rotary_base`` is the base of the angles (10000); ``rotary_scaling`` a
+    ``rope_scaling`` mapping of Hugging Face's ('linear' or 'llama3'; see
+    :func:`lamina.functional.rotary_frequencies`), the frequencies computed once per layer.
+
+    ``head_dim`` (default embed_dim / num_heads): the features d of each head, when they do
+    not fill E (Hugging Face's ``head_dim``): the queries then have h d columns of
+    ``in_weight`` and ``out_weight`` is (h d, E).
 
     Fixed keys and values: ``K, V = mha.project_keys_values(key, value)`` gives the heads'
     projections (N, h, T_k, d), and ``mha(query, keys_values=(K, V), mask=..., key_mask=...)``
@@ -99,16 +107,18 @@ class MultiHeadAttention(Module):
     def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
                  kernel_init="xavier_uniform", bias_init="zeros", rotary: bool = False, rotary_base: float = 10000.0,
                  num_kv_heads: int | None = None, alibi: bool = False, window: int | None = None,
-                 name: str | None = None):
+                 head_dim: int | None = None, rotary_scaling: Mapping | None = None, name: str | None = None):
         super().__init__(name=name)
         positive_int(embed_dim, "MultiHeadAttention: embed_dim")
         positive_int(num_heads, "MultiHeadAttention: num_heads")
-        if embed_dim % num_heads:
+        if head_dim is None and embed_dim % num_heads:
             raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads "
-                             f"{num_heads}; each head gets embed_dim / num_heads features")
+                             f"{num_heads}; each head gets embed_dim / num_heads features (or pass head_dim)")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
+        self.head_dim = embed_dim // num_heads if head_dim is None else positive_int(
+            head_dim, "MultiHeadAttention: head_dim")
+        self.query_dim = self.num_heads * self.head_dim
         self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         positive_int(self.num_kv_heads, "MultiHeadAttention: num_kv_heads")
         if num_heads % self.num_kv_heads:
@@ -126,6 +136,10 @@ class MultiHeadAttention(Module):
         if not float(rotary_base) > 0:
             raise ValueError(f"MultiHeadAttention: rotary_base must be > 0, got {rotary_base!r}")
         self.rotary_base = float(rotary_base)
+        self.rotary_scaling = None if rotary_scaling is None else dict(rotary_scaling)
+        # theta_j of the rotary angles, computed once
+        self.rotary_frequencies = (F.rotary_frequencies(self.head_dim, self.rotary_base, self.rotary_scaling)
+                                   if self.rotary else None)
         self.use_bias = bool(use_bias)
         self.dropout = dropout_rate(dropout, "MultiHeadAttention")
         self.kernel_init = kernel_init
@@ -144,11 +158,11 @@ class MultiHeadAttention(Module):
         dtype = backend.get_default_dtype()
         kernel = initializers.get(self.kernel_init)
         # PyTorch draws the (3E, E) in-projection as one matrix: fans E and 3E
-        width = e + 2 * self.kv_dim
+        width = self.query_dim + 2 * self.kv_dim
         self.add_parameter("in_weight", kernel((e, width), e, width, dtype))
         if self.use_bias:
             self.add_parameter("in_bias", initializers.get(self.bias_init)((width,), e, width, dtype))
-        self.add_parameter("out_weight", kernel((e, e), e, e, dtype))
+        self.add_parameter("out_weight", kernel((self.query_dim, e), self.query_dim, e, dtype))
         if self.use_bias:
             self.add_parameter("out_bias", initializers.get(self.bias_init)((e,), e, e, dtype))
         self.built = True
@@ -164,8 +178,8 @@ class MultiHeadAttention(Module):
     def projection_columns(self, part: int) -> slice:
         """The columns of ``in_weight`` (and entries of ``in_bias``) of the queries (part 0),
         keys (1) or values (2)."""
-        e, kv = self.embed_dim, self.kv_dim
-        return (slice(0, e), slice(e, e + kv), slice(e + kv, e + 2 * kv))[part]
+        q, kv = self.query_dim, self.kv_dim
+        return (slice(0, q), slice(q, q + kv), slice(q + kv, q + 2 * kv))[part]
 
     def _project(self, x, part: int, offset: int = 0) -> Tensor:
         """x W_part + b_part, split into heads: (N, T, E) -> (N, h, T, d) (g heads for the keys
@@ -182,7 +196,7 @@ class MultiHeadAttention(Module):
         heads = self.num_heads if part == 0 else self.num_kv_heads
         heads = F.transpose(F.reshape(y, n, t, heads, self.head_dim), 0, 2, 1, 3)
         if self.rotary and part < 2:
-            heads = F.rotary_embedding(heads, offset=offset, base=self.rotary_base)
+            heads = F.rotary_embedding(heads, offset=offset, frequencies=self.rotary_frequencies)
         return heads
 
     def _project_step(self, x) -> tuple[Tensor, Tensor, Tensor]:
@@ -199,7 +213,7 @@ class MultiHeadAttention(Module):
             split = y[..., self.projection_columns(part)].reshape(n, t, count, self.head_dim).transpose(0, 2, 1, 3)
             split = Tensor._wrap(split)
             if self.rotary and part < 2:
-                split = F.rotary_embedding(split, offset=self.cached_steps, base=self.rotary_base)
+                split = F.rotary_embedding(split, offset=self.cached_steps, frequencies=self.rotary_frequencies)
             heads.append(split)
         return tuple(heads)
 
@@ -217,7 +231,7 @@ class MultiHeadAttention(Module):
                                            enable_gqa=self.num_kv_heads != self.num_heads)
         heads, weights = out if return_weights else (out, None)
         n, t_q = q.shape[0], q.shape[2]
-        joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.embed_dim)
+        joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.query_dim)
         y = linear(joined, self.out_weight, self.out_bias if self.use_bias else None)
         return (y, weights) if return_weights else y
 
@@ -402,7 +416,8 @@ class MultiHeadAttention(Module):
         e = self.embed_dim
         key = input_shapes[1] if len(input_shapes) > 1 else None       # self-attention: none
         t_k = key[0] if key is not None and len(key) == 2 and key[-1] == e else t_q
-        return e * e * 2 * t_q + 2 * e * self.kv_dim * t_k + 2 * t_q * t_k * e
+        q = self.query_dim
+        return 2 * e * q * t_q + 2 * e * self.kv_dim * t_k + 2 * t_q * t_k * q
 
     def compute_output_shape(self, input_shape):
         shape = first_shape(input_shape)
@@ -421,6 +436,8 @@ class MultiHeadAttention(Module):
             **({"num_kv_heads": self.num_kv_heads} if self.num_kv_heads != self.num_heads else {}),
             **({"alibi": True} if self.alibi else {}),
             **({"window": self.window} if self.window is not None else {}),
+            **({"head_dim": self.head_dim} if self.query_dim != self.embed_dim else {}),
+            **({"rotary_scaling": self.rotary_scaling} if self.rotary_scaling is not None else {}),
             "name": self.name,
         }
 

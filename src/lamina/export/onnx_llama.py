@@ -1,0 +1,60 @@
+"""ONNX forms of :class:`~lamina.models.Llama` and :class:`~lamina.models.Mistral` (Hugging
+Face's LlamaForCausalLM and MistralForCausalLM; evaluation mode):
+
+    h = E[x];  h = h + attention(input_layernorm(h))       (causal, rotary, GQA, window)
+               h = h + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = post_attention_layernorm(h)
+    logits = lm_head(norm(h))                              (E^T when the head is tied)
+
+The attention is the self-attention converter of :mod:`lamina.export.onnx_attention`, whose
+rotary tables take each layer's frequencies (scaled ones too) and whose positions and
+causal (sliding-window) mask are built from the runtime length: one export takes any batch
+size and any length. The graph reads the token ids (N, T) alone (no padding mask); a tied
+head reuses the token table's initializer.
+"""
+
+from __future__ import annotations
+
+from lamina.export.onnx_attention import self_attention
+from lamina.export.onnx_branching import add_values
+from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
+from lamina.models.llama import Llama, LlamaDecoderLayer, LlamaMLP
+
+__all__ = ["ID_MODELS"]
+
+ID_MODELS = (Llama,)
+"""The models of this module whose graph input is int64 token ids (Mistral is a Llama)."""
+
+
+@register_converter(LlamaMLP)
+def _llama_mlp(graph: Graph, layer: LlamaMLP, value: Value) -> Value:
+    hint = label(layer)
+    gate = convert(graph, layer.gate_proj, value)
+    gated = graph.node("Mul", [gate.name, graph.node("Sigmoid", [gate.name], f"{hint}_sigmoid")], f"{hint}_silu")
+    up = convert(graph, layer.up_proj, value)
+    product = graph.like(up, graph.node("Mul", [gated, up.name], f"{hint}_product"))
+    return convert(graph, layer.down_proj, product)
+
+
+@register_converter(LlamaDecoderLayer)
+def _llama_decoder_layer(graph: Graph, layer: LlamaDecoderLayer, value: Value) -> Value:
+    hint = label(layer)
+    attended = self_attention(graph, layer.self_attn, convert(graph, layer.input_layernorm, value), causal=True,
+                              hint=f"{hint}_self_attn")
+    x = add_values(graph, [value, attended], f"{hint}_residual1")
+    return add_values(graph, [x, convert(graph, layer.mlp, convert(graph, layer.post_attention_layernorm, x))],
+                      f"{hint}_residual2")
+
+
+@register_converter(Llama)
+def _llama(graph: Graph, model: Llama, ids: Value) -> Value:
+    hint = label(model)
+    table = graph.constant(model.embed_tokens.weight.numpy(), f"{hint}_embed_tokens_weight")
+    x = Value(graph.node("Gather", [table, ids.name], f"{hint}_embed_tokens", axis=0),
+              (*ids.shape, model.hidden_size))
+    for layer in model.layers:
+        x = convert(graph, layer, x)
+    x = convert(graph, model.norm, x)
+    if not model.tie_word_embeddings:
+        return convert(graph, model.lm_head, x)
+    transposed = graph.node("Transpose", [table], f"{hint}_table_transposed", perm=[1, 0])
+    return Value(graph.node("MatMul", [x.name, transposed], f"{hint}_logits"), (*x.shape[:-1], model.vocab_size))

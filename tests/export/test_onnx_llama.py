@@ -1,0 +1,70 @@
+"""ONNX export of Llama and Mistral: the file gives in ONNX Runtime what the model gives in
+lamina, for any batch size and length, with rope scaling, a head_dim other than
+hidden_size / heads, a tied head and Mistral's sliding window."""
+
+import numpy as np
+import pytest
+
+import lamina
+from helpers import assert_close
+from lamina import models
+from lamina.export import export_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+VOCAB = 19
+SMALL = {"vocab_size": VOCAB, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 500.0, "initializer_range": 0.3}
+MODELS = {
+    "llama": lambda: models.Llama(**SMALL),
+    "llama3_scaled_tied": lambda: models.Llama(**SMALL, head_dim=6, tie_word_embeddings=True, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16}),
+    "mistral": lambda: models.mistral("tiny", **SMALL, sliding_window=3, rope_scaling={"rope_type": "linear",
+                                                                                    "factor": 2.0}),
+}
+
+
+def _model(name):
+    lamina.manual_seed(0)
+    model = MODELS[name]()
+    model(lamina.tensor(np.zeros((1, 5), dtype=np.int64)))        # built for a known input shape
+    rng = np.random.default_rng(1)
+    for key, p in model.named_parameters():
+        if "norm" in key:            # unit RMSNorm weights would hide a dropped scale
+            p.data = (p.data + 0.2 * rng.standard_normal(p.shape)).astype(p.data.dtype)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_model_runs_the_same_in_onnx_runtime_for_any_batch_and_length(name, tmp_path):
+    model = _model(name)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    graph = onnx.load(str(path)).graph
+    tensor_type = graph.input[0].type.tensor_type
+    assert tensor_type.elem_type == onnx.TensorProto.INT64
+    assert [d.dim_param for d in tensor_type.shape.dim] == ["batch", "time"]
+    assert graph.output[0].type.tensor_type.shape.dim[1].dim_param == "time"
+    tables = [t for t in graph.initializer if tuple(t.dims) == (VOCAB, 16)]
+    assert len(tables) == 1
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for seed, (batch, steps) in enumerate(((2, 7), (1, 1), (3, 11))):
+        ids = np.random.default_rng(seed).integers(0, VOCAB, (batch, steps)).astype(np.int64)
+        with lamina.no_grad():
+            expected = model(lamina.tensor(ids)).numpy()
+        (got,) = session.run(None, {"input": ids})
+        assert got.shape == expected.shape
+        assert_close(got, expected, rtol=1e-4, what=f"{name}, {steps} steps")
+
+
+def test_the_exported_mistral_sees_only_its_window(tmp_path):
+    path = export_onnx(_model("mistral"), tmp_path / "mistral.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = np.random.default_rng(0).integers(0, VOCAB, (2, 9)).astype(np.int64)
+    changed = ids.copy()
+    changed[:, 0] = (changed[:, 0] + 1) % VOCAB
+    (before,), (after,) = session.run(None, {"input": ids}), session.run(None, {"input": changed})
+    change = np.abs(after - before).max(axis=(0, 2))
+    # two layers of window 3: step 0 reaches the steps up to 2 (3 - 1) = 4, no later one
+    assert (change[:5] > 1e-5).all() and (change[5:] == 0).all()
