@@ -53,6 +53,9 @@ Layouts follow the published models so that published weights map onto them:
   grouped-query attention, RMSNorm, SwiGLU; TinyLlama, Llama 2 and Llama 3 sizes);
   :func:`load_hf_llama_state_dict` loads its weights. :class:`Mistral` (:func:`mistral`):
   Hugging Face's MistralForCausalLM, a Llama with sliding-window attention.
+* :class:`T5` (:func:`t5`): Hugging Face's T5ForConditionalGeneration (relative position
+  bias, v1.0 and v1.1 feed-forwards, greedy and beam generation with a key/value cache);
+  :func:`load_hf_t5_state_dict` loads its weights.
 * :class:`CLIP` (:func:`clip`): Hugging Face's CLIPModel, an image tower and a text tower
   trained contrastively, with its parameter counts; :func:`load_hf_clip_state_dict` loads its
   weights and :func:`zero_shot_classifier` classifies images by the captions of class names.
@@ -330,6 +333,7 @@ from lamina.models.swin import (
     swin_v2_s,
     swin_v2_t,
 )
+from lamina.models.t5 import T5, T5_CONFIGS, T5Attention, T5Block, T5DenseFF, T5Stack, load_hf_t5_state_dict, t5
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transfer import transfer
 from lamina.models.unet import DoubleConv, UNet, unet
@@ -400,6 +404,7 @@ __all__ = [
     "BERT", "BertEmbeddings", "BertForMaskedLM", "BertLayer", "bert", "bert_parameter_count",
     "load_hf_bert_state_dict",
     "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "llama_parameter_count", "load_hf_llama_state_dict",
+    "T5", "T5_CONFIGS", "T5Attention", "T5Block", "T5DenseFF", "T5Stack", "load_hf_t5_state_dict", "t5",
     "MISTRAL_CONFIGS", "Mistral", "load_hf_mistral_state_dict", "mistral",
     "MODEL_GROUPS", "get_model", "get_model_builder", "list_models",
     "FNO1D", "FNO2D", "grid_coordinates",

@@ -88,6 +88,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("bert", "bert"),
         *_named("llama", "llama"),
         *_named("mistral", "mistral"),
+        *_named("t5", "t5"),
         *_named("sequence", "rnn_language_model", "rnn_classifier", "transformer_language_model"),
     ],
     "generative": [
