@@ -4,17 +4,16 @@ cached generation, a quick overfit, and the loader's checks."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
+from language_model_checks import assert_overfits_a_short_text
 from torch_gpt2_reference import GPT2LMHeadModel
 
 import lamina
 from helpers import assert_close, check_gradients, randn, watch_call_lengths
 from lamina import functional as F
-from lamina import models, optim, saving
+from lamina import models, saving
 from lamina.io.safetensors import save_file
 from lamina.models.gpt2 import GPT2Block, hf_gpt2_table
 from lamina.nn import init
@@ -101,24 +100,9 @@ def test_cached_generation_equals_rerun_generation(f64):
 
 
 def test_a_tiny_gpt2_overfits_a_short_text():
-    text = "the cat sat on the mat. "
-    vocab = Vocabulary(sorted(set(text)), pad=None, unk=None)
-    ids = np.asarray([vocab.encode(text)])
-    lamina.manual_seed(0)
-    model = models.GPT2(vocab_size=len(vocab), n_positions=32, n_embd=32, n_layer=2, n_head=2,
-                        embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
-    optimizer = optim.Adam(model, lr=0.01)
-    start = time.perf_counter()
-    for _ in range(120):
-        logits = model(ids[:, :-1])
-        loss = F.categorical_cross_entropy(logits, ids[:, 1:], from_logits=True)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert float(loss.numpy()) < 0.05
-    assert time.perf_counter() - start < 20
-    predicted = model(ids[:, :-1]).numpy().argmax(-1)
-    assert (predicted == ids[:, 1:]).all()
+    assert_overfits_a_short_text(lambda vocab_size: models.GPT2(
+        vocab_size=vocab_size, n_positions=32, n_embd=32, n_layer=2, n_head=2, embd_pdrop=0.0, resid_pdrop=0.0,
+        attn_pdrop=0.0), steps=120)
 
 
 def test_dropout_acts_in_training_only():

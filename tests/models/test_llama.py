@@ -5,17 +5,17 @@ cached generation and beam search, a quick overfit, and the loader's checks."""
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
 import torch
+from language_model_checks import assert_overfits_a_short_text
 from torch_llama_reference import LlamaForCausalLM
 
 import lamina
 from helpers import assert_close, check_gradients, randn, watch_call_lengths
 from lamina import functional as F
-from lamina import models, optim, saving
+from lamina import models, saving
 from lamina.io.safetensors import save_file
 from lamina.models.llama import LlamaDecoderLayer, hf_llama_table
 from lamina.nn import init
@@ -117,24 +117,9 @@ def test_cached_generation_equals_rerun_generation_and_beam_search(f64):
 
 
 def test_a_tiny_llama_overfits_a_short_text():
-    text = "the cat sat on the mat. "
-    vocab = Vocabulary(sorted(set(text)), pad=None, unk=None)
-    ids = np.asarray([vocab.encode(text)])
-    lamina.manual_seed(0)
-    model = models.llama("tiny", vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                         num_key_value_heads=2)
-    optimizer = optim.Adam(model, lr=0.01)
-    start = time.perf_counter()
-    for _ in range(100):
-        logits = model(ids[:, :-1])
-        loss = F.categorical_cross_entropy(logits, ids[:, 1:], from_logits=True)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert float(loss.numpy()) < 0.05
-    assert time.perf_counter() - start < 20
-    predicted = model(ids[:, :-1]).numpy().argmax(-1)
-    assert (predicted == ids[:, 1:]).all()
+    assert_overfits_a_short_text(lambda vocab_size: models.llama(
+        "tiny", vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+        num_key_value_heads=2), steps=100)
 
 
 def test_loading_from_safetensors_and_its_checks(tmp_path, f64):

@@ -102,6 +102,8 @@ class DetectorBase(Module):
     [``first_label``, num_classes): 0 for the one-stage detectors, 1 for the two-stage ones,
     whose class 0 is the background."""
 
+    module_options: tuple[str, ...] = ("backbone", "head")     # sub-modules stored as configs
+
     first_label = 0
 
     def __init__(self, num_classes: int, image_mean: Sequence[float], image_std: Sequence[float],
@@ -174,6 +176,14 @@ class DetectorBase(Module):
         mean = np.asarray(self.image_mean, dtype=images.dtype)
         scale = np.asarray([1.0 / s for s in self.image_std], dtype=images.dtype)
         return (images - Tensor(backend.xp.asarray(mean))) * Tensor(backend.xp.asarray(scale))
+
+    @classmethod
+    def from_config(cls, config: dict) -> DetectorBase:
+        """The detector of ``get_config()``: its ``module_options`` sub-modules rebuilt from
+        their configs, the other entries passed as they are."""
+        config = dict(config)
+        parts = {key: layer_from_config(config.pop(key)) for key in cls.module_options}
+        return cls(**parts, **config)
 
     def _build_parts(self, input_shape, *parts: Module) -> None:
         """Build the backbone on the images' shape, then ``parts`` (heads that size themselves
@@ -252,12 +262,6 @@ class DetectionModel(DetectorBase):
                 "score_thresh": self.score_thresh, "nms_thresh": self.nms_thresh,
                 "detections_per_img": self.detections_per_img, "topk_candidates": self.topk_candidates,
                 "name": self.name}
-
-    @classmethod
-    def from_config(cls, config: dict) -> DetectionModel:
-        config = dict(config)
-        backbone, head = layer_from_config(config.pop("backbone")), layer_from_config(config.pop("head"))
-        return cls(backbone, head=head, **config)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, levels={len(self.anchor_sizes)}"

@@ -28,7 +28,7 @@ from lamina.models.detection_base import DetectorBase
 from lamina.models.fpn import BackboneWithFPN
 from lamina.models.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from lamina.models.rpn import RegionProposalNetwork, RPNHead
-from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
+from lamina.nn.layer import layer_to_config, register_layer
 from lamina.nn.module import Module
 
 __all__ = ["FasterRCNN", "fasterrcnn_resnet50_fpn"]
@@ -128,12 +128,6 @@ class FasterRCNN(DetectorBase):
     def _plain_options(self) -> dict:
         return {key: (list(value) if isinstance(value, (tuple, list)) else value)
                 for key, value in self.options.items()}
-
-    @classmethod
-    def from_config(cls, config: dict) -> FasterRCNN:
-        config = dict(config)
-        parts = {key: layer_from_config(config.pop(key)) for key in cls.module_options}
-        return cls(**parts, **config)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, levels={len(self.rpn.anchor_sizes)}"

@@ -51,7 +51,7 @@ from lamina.models.blocks import Block, check_input, finish, nhwc
 from lamina.models.detection_base import UNMATCHED, DetectorBase, match_by_iou
 from lamina.models.vgg import VGG_CONFIGS
 from lamina.nn import init
-from lamina.nn.layer import input_error, layer_from_config, layer_to_config, register_layer
+from lamina.nn.layer import input_error, layer_to_config, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = [
@@ -388,12 +388,6 @@ class SSD(DetectorBase):
                 "detections_per_img": self.detections_per_img, "iou_thresh": self.iou_thresh,
                 "topk_candidates": self.topk_candidates, "positive_fraction": self.positive_fraction,
                 "name": self.name}
-
-    @classmethod
-    def from_config(cls, config: dict) -> SSD:
-        config = dict(config)
-        backbone, head = layer_from_config(config.pop("backbone")), layer_from_config(config.pop("head"))
-        return cls(backbone, head=head, **config)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, boxes per location={self.anchor_generator.num_anchors_per_location()}"
