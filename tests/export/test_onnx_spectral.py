@@ -51,6 +51,9 @@ def test_spectral_conv2d_exports(h, w, modes, tmp_path):
     (lambda: FNO1D(6, 8, layers=3, in_channels=2, out_channels=2), (3, 32, 2)),
     (lambda: FNO1D(4, 8, layers=2, append_grid=False), (3, 16, 1)),
     (lambda: FNO2D((3, 4), 6, layers=2), (3, 12, 10, 1)),
+    (lambda: FNO1D(5, 6, layers=2, padding=3, grid="closed"), (3, 8, 1)),
+    (lambda: FNO2D((4, 3), 6, layers=2, padding=2, grid="closed"), (3, 7, 9, 1)),
+    (lambda: FNO2D(3, 4, layers=1, append_grid=False, padding=4), (2, 6, 6, 1)),
 ])
 def test_fno_models_export_and_keep_the_batch_free(make, shape, tmp_path):
     x = _batch(*shape)

@@ -1,6 +1,7 @@
 """lamina.data: datasets, mini-batch loading, splits, label encoding and preprocessing; image
 folders and per-sample image transforms (:mod:`lamina.data.transforms`); random fields and
-PDE solutions for operator learning (:mod:`lamina.data.pde`).
+PDE solutions for operator learning (:mod:`lamina.data.pde`, 1-D; :mod:`lamina.data.pde2d`,
+Darcy flow and Navier-Stokes).
 
 Pure NumPy; nothing here needs the autodiff engine. Randomness (shuffling) comes from
 generators seeded explicitly or from :func:`lamina.backend.rng`, so
@@ -45,6 +46,15 @@ from lamina.data.pde import (
     gaussian_random_field_1d,
     heat_dataset,
     heat_solve,
+)
+from lamina.data.pde2d import (
+    darcy_flow_dataset,
+    darcy_matrix,
+    darcy_solve,
+    gaussian_random_field_2d,
+    navier_stokes_2d_solve,
+    navier_stokes_dataset,
+    navier_stokes_forcing,
 )
 from lamina.data.preprocessing import MeanSubtraction, NotFittedError, Preprocessor, Standardizer
 from lamina.data.samplers import (
@@ -97,4 +107,6 @@ __all__ = [
     "normalized_adjacency", "remove_self_loops", "to_undirected",
     "IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "UnreadableImageError", "find_classes", "read_image", "transforms",
     "burgers_dataset", "burgers_solve", "gaussian_random_field_1d", "heat_dataset", "heat_solve",
+    "darcy_flow_dataset", "darcy_matrix", "darcy_solve", "gaussian_random_field_2d", "navier_stokes_2d_solve",
+    "navier_stokes_dataset", "navier_stokes_forcing",
 ]

@@ -133,24 +133,47 @@ def _lift(graph: Graph, model: FNO1D | FNO2D, value: Value) -> Value:
         return convert(graph, lift, value)
     hint = label(lift)
     weight, bias = lift.weight.numpy().astype(np.float64), lift.bias.numpy().astype(np.float64)
-    grid = grid_coordinates(tuple(value.shape[1:-1]), np.float64).numpy()
+    grid = grid_coordinates(tuple(value.shape[1:-1]), np.float64, model.grid).numpy()
     offset = graph.constant(grid @ weight[model.in_channels:] + bias, f"{hint}_grid_term")
     product = graph.node("MatMul", [value.name, graph.constant(weight[:model.in_channels], f"{hint}_weight")],
                          f"{hint}_matmul")
     return Value(graph.node("Add", [product, offset], hint), (*value.shape[:-1], model.width))
 
 
+def _pad_domain(graph: Graph, model: FNO1D | FNO2D, value: Value, hint: str) -> Value:
+    """``model.padding`` zeros after the end of every spatial axis (one Pad node)."""
+    rank, p = len(value.shape), model.padding
+    pads = [0] * rank + [0] + [p] * model.spatial_axes + [0]
+    padded = graph.node("Pad", [value.name, _ints(graph, pads, f"{hint}_pads")], hint)
+    return Value(padded, (value.shape[0], *(n + p for n in value.shape[1:-1]), value.shape[-1]))
+
+
+def _crop_domain(graph: Graph, value: Value, spatial: tuple, hint: str) -> Value:
+    """The first ``spatial`` points of every spatial axis (one Slice node)."""
+    axes = list(range(1, len(spatial) + 1))
+    bounds = [_ints(graph, values, f"{hint}_{what}")
+              for what, values in (("starts", [0] * len(spatial)), ("ends", list(spatial)), ("axes", axes))]
+    cropped = graph.node("Slice", [value.name, *bounds], hint)
+    return Value(cropped, (value.shape[0], *spatial, value.shape[-1]))
+
+
 @register_converter(FNO1D, FNO2D)
 def _fno(graph: Graph, model, value: Value) -> Value:
-    """The FNO as it computes: lift, Fourier blocks (spectral + pointwise, GELU between), projection."""
+    """The FNO as it computes: lift, zero padding, Fourier blocks (spectral + pointwise, GELU
+    between), cropping, projection."""
     gelu = ACTIVATIONS["gelu"]
     hint = label(model)
     v = _lift(graph, model, graph.layout(value, "nhwc"))
+    spatial = tuple(v.shape[1:-1])
+    if model.padding:
+        v = _pad_domain(graph, model, v, f"{hint}_pad")
     for k in range(model.layers):
         spectral = convert(graph, model._modules[f"spectral{k}"], v)
         pointwise = convert(graph, model._modules[f"pointwise{k}"], v)
         v = graph.like(v, graph.node("Add", [spectral.name, pointwise.name], f"{hint}_block{k}"))
         if k < model.layers - 1:
             v = gelu(graph, v, f"{hint}_gelu{k}")
+    if model.padding:
+        v = _crop_domain(graph, v, spatial, f"{hint}_crop")
     v = gelu(graph, convert(graph, model.project_hidden, v), f"{hint}_project_gelu")
     return convert(graph, model.project_out, v)

@@ -134,6 +134,7 @@ from lamina.functional.losses_more import (
     nll_loss,
     smooth_l1,
 )
+from lamina.functional.losses_relative import relative_lp_loss
 from lamina.functional.losses_segmentation import (
     dice_loss,
     focal_tversky_loss,
@@ -391,3 +392,4 @@ __all__ += ["pack", "rearrange", "repeat", "unpack"]  # einops-style axis algebr
 __all__ += [  # more PyTorch-named ops (parity_extra)
     "atleast_1d", "atleast_2d", "atleast_3d", "combinations", "histogram", "index_reduce", "isin", "nan_to_num",
 ]
+__all__ += ["relative_lp_loss"]  # operator learning (losses_relative)

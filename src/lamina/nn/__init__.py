@@ -120,6 +120,7 @@ from lamina.nn.losses import (
     MultiMarginLoss,
     NLLLoss,
     PoissonNLLLoss,
+    RelativeLpLoss,
     SmoothL1Loss,
     SoftMarginLoss,
     TripletMarginLoss,
@@ -230,7 +231,7 @@ __all__ += [  # loss modules under PyTorch's names
     "BCELoss", "BCEWithLogitsLoss", "CTCLoss", "CosineEmbeddingLoss", "CrossEntropyLoss", "GaussianNLLLoss",
     "HingeEmbeddingLoss", "HuberLoss", "KLDivLoss", "L1Loss", "MSELoss", "MarginRankingLoss", "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss", "MultiMarginLoss", "NLLLoss", "PoissonNLLLoss", "SmoothL1Loss", "SoftMarginLoss",
-    "TripletMarginLoss", "TripletMarginWithDistanceLoss",
+    "TripletMarginLoss", "TripletMarginWithDistanceLoss", "RelativeLpLoss",
 ]
 __all__ += [  # layers under PyTorch's names
     "Dropout1D", "Dropout2D", "Dropout3D", "FeatureAlphaDropout", "InstanceNorm3D", "UpsamplingBilinear2D",

@@ -23,8 +23,8 @@ from lamina.nn.module import Module
 __all__ = [
     "BCELoss", "BCEWithLogitsLoss", "CTCLoss", "CosineEmbeddingLoss", "CrossEntropyLoss", "GaussianNLLLoss",
     "HingeEmbeddingLoss", "HuberLoss", "KLDivLoss", "L1Loss", "MSELoss", "MarginRankingLoss", "MultiLabelMarginLoss",
-    "MultiLabelSoftMarginLoss", "MultiMarginLoss", "NLLLoss", "PoissonNLLLoss", "SmoothL1Loss", "SoftMarginLoss",
-    "TripletMarginLoss", "TripletMarginWithDistanceLoss",
+    "MultiLabelSoftMarginLoss", "MultiMarginLoss", "NLLLoss", "PoissonNLLLoss", "RelativeLpLoss", "SmoothL1Loss",
+    "SoftMarginLoss", "TripletMarginLoss", "TripletMarginWithDistanceLoss",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -191,6 +191,22 @@ class L1Loss(_Loss):
 
     def forward(self, input, target) -> Tensor:  # noqa: A002
         return T.l1_loss(input, target, reduction=self.reduction)
+
+
+class RelativeLpLoss(_Loss):
+    """The relative error ||x_i - y_i||_p / ||y_i||_p of each sample (its values after the first
+    axis as one vector), Li et al.'s ``LpLoss`` for operator learning
+    (:func:`lamina.functional.relative_lp_loss`); ``reduction='mean'`` averages the samples."""
+
+    _options = ("p",)
+    _defaults = {"p": 2}
+
+    def __init__(self, p: float = 2, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.p = p
+
+    def forward(self, input, target) -> Tensor:  # noqa: A002
+        return F.relative_lp_loss(input, target, p=self.p, reduction=self.reduction)
 
 
 class SmoothL1Loss(_Loss):
