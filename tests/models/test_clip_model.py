@@ -85,6 +85,70 @@ def test_features_logits_loss_and_every_gradient_equal_the_reference(f64):
         assert_close(params[ours_key].grad, weight.convert(*(grads[k] for k in weight.keys)), 1e-9, ours_key)
 
 
+def test_hidden_act_gelu_in_both_towers_equals_the_reference(f64):
+    text, vision = {**TEXT, "hidden_act": "gelu"}, {**VISION, "hidden_act": "gelu"}
+    reference = CLIPModel(text, vision, PROJECTION, seed=3).double()
+    model = models.CLIP(text, vision, PROJECTION)
+    models.load_hf_clip_state_dict(model, reference.state_dict())
+    assert model.text_model.layers[0].linear1.get_config()["activation"] == "gelu"
+    images, ids, mask = _inputs()
+    pixels = lamina.tensor(images, requires_grad=True)
+    theirs_pixels = _nchw(images).requires_grad_(True)
+    out = model(pixels, ids, mask, return_loss=True)
+    _, _, loss = reference(theirs_pixels, torch.tensor(ids), torch.tensor(mask))
+    assert_close(out.loss.numpy(), loss.detach().numpy(), 1e-10, "loss")
+    out.loss.backward()
+    loss.backward()
+    assert_close(pixels.grad, theirs_pixels.grad.numpy().transpose(0, 2, 3, 1), 1e-9, "gradient of the images")
+    quick = models.CLIP(TEXT, VISION, PROJECTION)
+    models.load_hf_clip_state_dict(quick, reference.state_dict())
+    assert not np.allclose(quick(images, ids, mask).logits_per_image.numpy(), out.logits_per_image.numpy())
+    assert models.clip("tiny", text_config={"hidden_act": "gelu"}).get_config()["text_config"]["hidden_act"] == "gelu"
+    with pytest.raises(ValueError, match="hidden_act must be one of"):
+        models.CLIP(vision_config={"hidden_act": "relu"})
+
+
+def _openai_names(hf: dict) -> dict:
+    """A Hugging Face CLIP state dict under OpenAI's names (the ``clip`` package's ViT models)."""
+    renames = (("text_model.embeddings.token_embedding.", "token_embedding."),
+               ("text_model.embeddings.position_embedding.weight", "positional_embedding"),
+               ("text_model.final_layer_norm.", "ln_final."), ("text_model.encoder.layers.", "transformer.resblocks."),
+               ("vision_model.embeddings.class_embedding", "visual.class_embedding"),
+               ("vision_model.embeddings.patch_embedding.", "visual.conv1."),
+               ("vision_model.embeddings.position_embedding.weight", "visual.positional_embedding"),
+               ("vision_model.pre_layrnorm.", "visual.ln_pre."), ("vision_model.post_layernorm.", "visual.ln_post."),
+               ("vision_model.encoder.layers.", "visual.transformer.resblocks."),
+               ("self_attn.out_proj.", "attn.out_proj."), ("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."),
+               ("mlp.fc1.", "mlp.c_fc."), ("mlp.fc2.", "mlp.c_proj."))
+    out = {"text_projection": hf["text_projection.weight"].T, "visual.proj": hf["visual_projection.weight"].T,
+           "logit_scale": hf["logit_scale"]}
+    for key, value in hf.items():
+        if key.endswith("position_ids") or key in ("text_projection.weight", "visual_projection.weight",
+                                                   "logit_scale"):
+            continue
+        for old, new in renames:
+            key = key.replace(old, new)
+        out[key] = value
+    for prefix in [k.rsplit(".self_attn.", 1)[0] for k in out if ".self_attn.q_proj.weight" in k]:
+        for part in ("weight", "bias"):
+            out[f"{prefix}.attn.in_proj_{part}"] = torch.cat(
+                [out.pop(f"{prefix}.self_attn.{p}_proj.{part}") for p in "qkv"])
+    return out
+
+
+def test_openai_vit_checkpoint_names_load_as_the_hugging_face_ones(f64):
+    model, reference = _pair(4)
+    openai = _openai_names(reference.state_dict())
+    assert "visual.transformer.resblocks.1.attn.in_proj_weight" in openai and "visual.proj" in openai
+    again = models.CLIP(TEXT, VISION, PROJECTION)
+    models.load_openai_clip_state_dict(again, openai)
+    for key, value in model.state_dict().items():
+        assert np.array_equal(np.asarray(again.state_dict()[key]), np.asarray(value)), key
+    images, ids, _ = _inputs()
+    assert_close(again(images, ids).logits_per_image.numpy(), model(images, ids).logits_per_image.numpy(), 0.0,
+                 "logits")
+
+
 def test_padding_does_not_change_the_text_features(f64):
     model, _ = _pair(1)
     _, ids, mask = _inputs()
@@ -184,7 +248,7 @@ def test_a_saved_model_loads_with_its_weights(tmp_path):
 
 
 def test_registered_as_a_multimodal_model():
-    assert models.list_models(module="multimodal") == ["clip"]
+    assert models.list_models(module="multimodal") == ["clip", "clip_resnet"]
     with pytest.raises(ValueError, match="load_hf_clip_state_dict"):
         models.get_model("clip", weights="DEFAULT")
 

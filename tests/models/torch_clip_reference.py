@@ -44,22 +44,26 @@ class CLIPAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(n, t, e))
 
 
+ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": nn.functional.gelu}
+
+
 class CLIPMLP(nn.Module):
-    def __init__(self, hidden: int, inner: int):
+    def __init__(self, hidden: int, inner: int, hidden_act: str = "quick_gelu"):
         super().__init__()
         self.fc1 = nn.Linear(hidden, inner)
         self.fc2 = nn.Linear(inner, hidden)
+        self.activation = ACTIVATIONS[hidden_act]
 
     def forward(self, x):
-        return self.fc2(quick_gelu(self.fc1(x)))
+        return self.fc2(self.activation(self.fc1(x)))
 
 
 class CLIPEncoderLayer(nn.Module):
-    def __init__(self, hidden: int, heads: int, inner: int, eps: float):
+    def __init__(self, hidden: int, heads: int, inner: int, eps: float, hidden_act: str = "quick_gelu"):
         super().__init__()
         self.self_attn = CLIPAttention(hidden, heads)
         self.layer_norm1 = nn.LayerNorm(hidden, eps=eps)
-        self.mlp = CLIPMLP(hidden, inner)
+        self.mlp = CLIPMLP(hidden, inner, hidden_act)
         self.layer_norm2 = nn.LayerNorm(hidden, eps=eps)
 
     def forward(self, x, additive_mask=None):
@@ -72,7 +76,7 @@ class CLIPEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([
             CLIPEncoderLayer(config["hidden_size"], config["num_attention_heads"], config["intermediate_size"],
-                             config.get("layer_norm_eps", 1e-5))
+                             config.get("layer_norm_eps", 1e-5), config.get("hidden_act", "quick_gelu"))
             for _ in range(config["num_hidden_layers"])])
 
     def forward(self, x, additive_mask=None):

@@ -59,6 +59,10 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`CLIP` (:func:`clip`): Hugging Face's CLIPModel, an image tower and a text tower
   trained contrastively, with its parameter counts; :func:`load_hf_clip_state_dict` loads its
   weights and :func:`zero_shot_classifier` classifies images by the captions of class names.
+  :class:`ResNetCLIP` (:func:`clip_resnet`: RN50, RN101, RN50x4) has OpenAI's ResNet image
+  tower (:class:`ModifiedResNet`, :class:`AttentionPool2d`); :func:`load_openai_clip_state_dict`
+  loads OpenAI's checkpoints (ResNet and ViT); :class:`CLIPImageProcessor` preprocesses images as
+  CLIP's processor and :func:`zero_shot_classify` gives class probabilities in one call.
 * :class:`SkipGram`: Word2Vec's skip-gram with negative sampling, the notes' learned
   embedding matrix.
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
@@ -123,6 +127,9 @@ from lamina.models.clip import (
     load_hf_clip_state_dict,
     zero_shot_classifier,
 )
+from lamina.models.clip_openai import load_openai_clip_state_dict
+from lamina.models.clip_processing import CLIPImageProcessor, zero_shot_classify
+from lamina.models.clip_resnet import AttentionPool2d, CLIPBottleneck, ModifiedResNet, ResNetCLIP, clip_resnet
 from lamina.models.convnext import (
     ConvNeXtBlock,
     convnext,
@@ -410,4 +417,6 @@ __all__ = [
     "FNO1D", "FNO2D", "grid_coordinates",
     "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",
     "clip", "clip_parameter_count", "clip_tokenize", "load_hf_clip_state_dict", "zero_shot_classifier",
+    "AttentionPool2d", "CLIPBottleneck", "CLIPImageProcessor", "ModifiedResNet", "ResNetCLIP", "clip_resnet",
+    "load_openai_clip_state_dict", "zero_shot_classify",
 ]

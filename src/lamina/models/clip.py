@@ -9,8 +9,9 @@ weights load with :func:`load_hf_clip_state_dict`.
     logits_per_text = exp(s) (t / |t|)(v / |v|)^T,  logits_per_image = its transpose
     loss = (CE(logits_per_text, diag) + CE(logits_per_image, diag)) / 2
 
-Every encoder layer is pre-norm: x + attention(layer_norm1(x)), then x + fc2(quick_gelu(fc1(
-layer_norm2(x)))), quick_gelu(z) = z sigma(1.702 z). The text is pooled at its end-of-text
+Every encoder layer is pre-norm: x + attention(layer_norm1(x)), then x + fc2(act(fc1(
+layer_norm2(x)))), act the config's ``hidden_act``: quick_gelu(z) = z sigma(1.702 z) (the
+default, OpenAI's) or the exact gelu(z) = z Phi(z). The text is pooled at its end-of-text
 token: the position of the highest id (Hugging Face's rule for the original tokenizer, whose
 end-of-text token has the largest id) or, with ``eos_token_id``, the first position of that
 id. ``s`` (``logit_scale``) starts at ln(1 / 0.07). Images are NHWC (lamina's layout); the
@@ -48,12 +49,17 @@ __all__ = ["CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLI
 INITIALIZER_RANGE = 0.02
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
 
+HIDDEN_ACTS = ("quick_gelu", "gelu")
+"""The feed-forward activations of Hugging Face's CLIP configs: z sigma(1.702 z) (OpenAI's
+models) and the exact z Phi(z) (some later ones)."""
+
 TEXT_DEFAULTS = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
                  "num_attention_heads": 8, "max_position_embeddings": 77, "layer_norm_eps": 1e-5,
-                 "eos_token_id": None}
+                 "eos_token_id": None, "hidden_act": "quick_gelu"}
 VISION_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
                    "num_attention_heads": 12, "num_channels": 3, "image_size": 224, "patch_size": 32,
-                   "layer_norm_eps": 1e-5}
+                   "layer_norm_eps": 1e-5, "hidden_act": "quick_gelu"}
+_NOT_SIZES = ("layer_norm_eps", "eos_token_id", "hidden_act")
 
 CLIP_CONFIGS = {
     "vit_b_32": {"text_config": {}, "vision_config": {"patch_size": 32}, "projection_dim": 512},
@@ -82,8 +88,10 @@ def _config(given: dict | None, defaults: dict, who: str) -> dict:
         raise ValueError(f"{who}: unknown keys {unknown}; expected some of {sorted(defaults)}")
     config = {**defaults, **given}
     for key, value in config.items():
-        if key not in ("layer_norm_eps", "eos_token_id"):
+        if key not in _NOT_SIZES:
             positive_int(value, f"{who}: {key}")
+    if config["hidden_act"] not in HIDDEN_ACTS:
+        raise ValueError(f"{who}: hidden_act must be one of {HIDDEN_ACTS}, got {config['hidden_act']!r}")
     if config["hidden_size"] % config["num_attention_heads"]:
         raise ValueError(f"{who}: hidden_size {config['hidden_size']} is not divisible by num_attention_heads "
                          f"{config['num_attention_heads']}")
@@ -92,15 +100,20 @@ def _config(given: dict | None, defaults: dict, who: str) -> dict:
 
 @register_layer
 class CLIPEncoderLayer(TransformerEncoderLayer):
-    """One CLIP encoder layer: x + attention(layer_norm1(x)), then x + fc2(quick_gelu(fc1(
-    layer_norm2(x)))); a pre-norm encoder layer without dropout. Weights start as Hugging
+    """One CLIP encoder layer: x + attention(layer_norm1(x)), then x + fc2(act(fc1(
+    layer_norm2(x)))), act ``hidden_act`` ('quick_gelu' or the exact 'gelu'); a pre-norm
+    encoder layer without dropout. Weights start as Hugging
     Face's: attention projections N(0, E^-1 (2 L)^-1) (the output projection N(0, E^-1)),
     fc1 N(0, (2 E)^-1), fc2 N(0, E^-1 (2 L)^-1), zero biases (L: ``num_layers`` of the tower)."""
 
     def __init__(self, hidden_size: int, num_attention_heads: int, intermediate_size: int,
-                 layer_norm_eps: float = 1e-5, causal: bool = False, num_layers: int = 1, name: str | None = None):
-        super().__init__(hidden_size, num_attention_heads, intermediate_size, dropout=0.0, activation="quick_gelu",
+                 layer_norm_eps: float = 1e-5, causal: bool = False, num_layers: int = 1,
+                 hidden_act: str = "quick_gelu", name: str | None = None):
+        if hidden_act not in HIDDEN_ACTS:
+            raise ValueError(f"CLIPEncoderLayer: hidden_act must be one of {HIDDEN_ACTS}, got {hidden_act!r}")
+        super().__init__(hidden_size, num_attention_heads, intermediate_size, dropout=0.0, activation=hidden_act,
                          norm_first=True, layer_norm_eps=layer_norm_eps, causal=causal, name=name)
+        self.hidden_act = hidden_act
         self.num_layers = positive_int(num_layers, "CLIPEncoderLayer: num_layers")
         self._in_std = hidden_size ** -0.5 * (2 * num_layers) ** -0.5
         self.self_attention.kernel_init = _normal(self._in_std)
@@ -119,13 +132,15 @@ class CLIPEncoderLayer(TransformerEncoderLayer):
     def get_config(self) -> dict:
         return {"hidden_size": self.d_model, "num_attention_heads": self.num_heads,
                 "intermediate_size": self.dim_feedforward, "layer_norm_eps": self.layer_norm_eps,
-                "causal": self.causal, "num_layers": self.num_layers, "name": self.name}
+                "causal": self.causal, "num_layers": self.num_layers, "hidden_act": self.hidden_act,
+                "name": self.name}
 
 
 def _layers(config: dict, causal: bool) -> ModuleList:
     n = config["num_hidden_layers"]
     return ModuleList([CLIPEncoderLayer(config["hidden_size"], config["num_attention_heads"],
-                                        config["intermediate_size"], config["layer_norm_eps"], causal, n)
+                                        config["intermediate_size"], config["layer_norm_eps"], causal, n,
+                                        config["hidden_act"])
                        for _ in range(n)])
 
 
@@ -275,7 +290,7 @@ class CLIP(Module):
 
     ``text_config`` and ``vision_config`` take Hugging Face's ``CLIPTextConfig`` and
     ``CLIPVisionConfig`` keys (hidden_size, intermediate_size, num_hidden_layers,
-    num_attention_heads, layer_norm_eps; vocab_size, max_position_embeddings, eos_token_id;
+    num_attention_heads, layer_norm_eps, hidden_act; vocab_size, max_position_embeddings, eos_token_id;
     image_size, patch_size, num_channels); the defaults are ViT-B/32's. Sub-modules
     ``text_model``, ``vision_model``, ``visual_projection``, ``text_projection`` (bias-free);
     parameter ``logit_scale`` (a scalar, the log of the logits' multiplier)."""
@@ -287,16 +302,26 @@ class CLIP(Module):
         self.projection_dim = positive_int(projection_dim, "CLIP: projection_dim")
         self.logit_scale_init_value = float(logit_scale_init_value)
         self.text_model = CLIPTextTransformer(text_config)
-        self.vision_model = CLIPVisionTransformer(vision_config)
-        self.text_config, self.vision_config = self.text_model.config, self.vision_model.config
-        self.visual_projection = Dense(projection_dim, use_bias=False,
-                                       kernel_init=_normal(self.vision_config["hidden_size"] ** -0.5))
+        self.text_config = self.text_model.config
+        self._add_image_tower(vision_config)
         self.text_projection = Dense(projection_dim, use_bias=False,
                                      kernel_init=_normal(self.text_config["hidden_size"] ** -0.5))
 
+    # -- the image tower: a subclass with another tower overrides these three -------------------
+    def _add_image_tower(self, vision_config: dict | None) -> None:
+        self.vision_model = CLIPVisionTransformer(vision_config)
+        self.vision_config = self.vision_model.config
+        self.visual_projection = Dense(self.projection_dim, use_bias=False,
+                                       kernel_init=_normal(self.vision_config["hidden_size"] ** -0.5))
+
+    def _image_tower_shapes(self) -> list:
+        return [(self.vision_model, None), (self.visual_projection, (None, self.vision_config["hidden_size"]))]
+
+    def _image_features(self, pixel_values) -> Tensor:
+        return self.visual_projection(self.vision_model(pixel_values)[1])
+
     def build(self, input_shape=None) -> None:
-        _build_children([(self.text_model, None), (self.vision_model, None),
-                         (self.visual_projection, (None, self.vision_config["hidden_size"])),
+        _build_children([(self.text_model, None), *self._image_tower_shapes(),
                          (self.text_projection, (None, self.text_config["hidden_size"]))])
         dtype = backend.get_default_dtype()
         self.add_parameter("logit_scale", backend.xp.asarray(self.logit_scale_init_value, dtype=dtype))
@@ -323,9 +348,10 @@ class CLIP(Module):
         super().load_state_dict(state, strict=strict)
 
     def get_image_features(self, pixel_values) -> Tensor:
-        """visual_projection(pooled image states): (N, projection_dim), not normalised."""
+        """The image tower's embeddings (N, projection_dim), not normalised: here
+        visual_projection(pooled image states)."""
         self._ensure_built()
-        return self.visual_projection(self.vision_model(pixel_values)[1])
+        return self._image_features(pixel_values)
 
     def get_text_features(self, input_ids, attention_mask=None) -> Tensor:
         """text_projection(pooled text states): (N, projection_dim), not normalised."""

@@ -10,7 +10,7 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
 * ``"video"``: clip classifiers on NDHWC clips (R3D, MC3, R(2+1)D, S3D);
 * ``"language"``: models of token ids (GPT-2, BERT, Llama, Mistral, the RNN and transformer language models);
 * ``"generative"``: models that produce samples or densities (DCGAN, RealNVP);
-* ``"multimodal"``: models of images and text together (CLIP).
+* ``"multimodal"``: models of images and text together (CLIP, with ViT or ResNet image towers).
 
 Names are the builders' own (``get_model("resnet18")`` calls :func:`resnet18`). lamina
 ships no pretrained weights: convert published ones with :func:`load_torchvision_state_dict`,
@@ -97,6 +97,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
     ],
     "multimodal": [
         *_named("clip", "clip"),
+        *_named("clip_resnet", "clip_resnet"),
     ],
 }
 
