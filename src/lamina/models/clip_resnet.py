@@ -338,4 +338,3 @@ def clip_resnet(config: str = "rn50", **options) -> ResNetCLIP:
     for key in ("text_config", "vision_config"):
         merged[key] = {**base[key], **options.get(key, {})}
     return ResNetCLIP(**merged)
-
