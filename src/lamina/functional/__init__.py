@@ -220,6 +220,7 @@ from lamina.functional.scan_parity import (
     trapezoid,
 )
 from lamina.functional.segment import segment_max, segment_mean, segment_softmax, segment_sum, take_rows
+from lamina.functional.selective_scan import selective_scan
 from lamina.functional.shape import (
     broadcast_to,
     concat,
@@ -370,7 +371,7 @@ __all__ = [
     "block_diag", "cartesian_prod", "cross", "diag", "diagflat", "kron", "meshgrid", "movedim", "narrow", "outer",
     "rot90", "tensordot", "tril_indices", "triu_indices", "unflatten", "vander",
     "conv_transpose1d", "conv_transpose3d", "glu", "lp_pool1d", "lp_pool2d", "lp_pool3d", "pad1d", "pad3d",
-    "rms_norm", "rrelu",
+    "rms_norm", "rrelu", "selective_scan",
 ]
 __all__ += [  # PyTorch-named math, statistics and scans
     "acos", "acosh", "addcdiv", "addcmul", "allclose", "asin", "asinh", "atan", "atanh", "ceil", "clamp", "copysign",
@@ -389,7 +390,7 @@ __all__ += [  # PyTorch-named activations, encodings, 1-D convolution and poolin
     "pdist", "prelu", "relu6",
 ]
 __all__ += ["pack", "rearrange", "repeat", "unpack"]  # einops-style axis algebra (rearrange)
+__all__ += ["relative_lp_loss"]  # operator learning (losses_relative)
 __all__ += [  # more PyTorch-named ops (parity_extra)
     "atleast_1d", "atleast_2d", "atleast_3d", "combinations", "histogram", "index_reduce", "isin", "nan_to_num",
 ]
-__all__ += ["relative_lp_loss"]  # operator learning (losses_relative)

@@ -53,6 +53,9 @@ Layouts follow the published models so that published weights map onto them:
   grouped-query attention, RMSNorm, SwiGLU; TinyLlama, Llama 2 and Llama 3 sizes);
   :func:`load_hf_llama_state_dict` loads its weights. :class:`Mistral` (:func:`mistral`):
   Hugging Face's MistralForCausalLM, a Llama with sliding-window attention.
+* :class:`Mamba` (:func:`mamba`): Hugging Face's MambaForCausalLM, selective state-space
+  layers (:class:`lamina.nn.MambaBlock`) decoding at constant cost per token;
+  :func:`load_hf_mamba_state_dict` loads its weights.
 * :class:`T5` (:func:`t5`): Hugging Face's T5ForConditionalGeneration (relative position
   bias, v1.0 and v1.1 feed-forwards, greedy and beam generation with a key/value cache);
   :func:`load_hf_t5_state_dict` loads its weights.
@@ -219,6 +222,15 @@ from lamina.models.llama import (
     load_hf_llama_state_dict,
 )
 from lamina.models.lraspp import LRASPP, LRASPPHead, lraspp_mobilenet_v3_large
+from lamina.models.mamba import (
+    MAMBA_CONFIGS,
+    Mamba,
+    MambaBackbone,
+    MambaLayer,
+    load_hf_mamba_state_dict,
+    mamba,
+    mamba_parameter_count,
+)
 from lamina.models.mask_rcnn import (
     MaskRCNN,
     MaskRCNNHeads,
@@ -413,6 +425,8 @@ __all__ = [
     "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "llama_parameter_count", "load_hf_llama_state_dict",
     "T5", "T5_CONFIGS", "T5Attention", "T5Block", "T5DenseFF", "T5Stack", "load_hf_t5_state_dict", "t5",
     "MISTRAL_CONFIGS", "Mistral", "load_hf_mistral_state_dict", "mistral",
+    "MAMBA_CONFIGS", "Mamba", "MambaBackbone", "MambaLayer", "load_hf_mamba_state_dict", "mamba",
+    "mamba_parameter_count",
     "MODEL_GROUPS", "get_model", "get_model_builder", "list_models",
     "FNO1D", "FNO2D", "grid_coordinates",
     "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",

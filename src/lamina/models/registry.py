@@ -8,14 +8,15 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
 * ``"detection"``: box (and mask or keypoint) detectors (RetinaNet, FCOS, Faster/Mask/Keypoint R-CNN, SSD,
   SSDlite, the grid detector);
 * ``"video"``: clip classifiers on NDHWC clips (R3D, MC3, R(2+1)D, S3D);
-* ``"language"``: models of token ids (GPT-2, BERT, Llama, Mistral, the RNN and transformer language models);
+* ``"language"``: models of token ids (GPT-2, BERT, Llama, Mistral, Mamba, T5, the RNN and transformer language
+  models);
 * ``"generative"``: models that produce samples or densities (DCGAN, RealNVP);
 * ``"multimodal"``: models of images and text together (CLIP, with ViT or ResNet image towers).
 
 Names are the builders' own (``get_model("resnet18")`` calls :func:`resnet18`). lamina
 ships no pretrained weights: convert published ones with :func:`load_torchvision_state_dict`,
 :func:`load_hf_gpt2_state_dict`, :func:`load_hf_bert_state_dict`,
-:func:`load_hf_llama_state_dict` or :func:`load_hf_clip_state_dict`.
+:func:`load_hf_llama_state_dict`, :func:`load_hf_mamba_state_dict` or :func:`load_hf_clip_state_dict`.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("bert", "bert"),
         *_named("llama", "llama"),
         *_named("mistral", "mistral"),
+        *_named("mamba", "mamba"),
         *_named("t5", "t5"),
         *_named("sequence", "rnn_language_model", "rnn_classifier", "transformer_language_model"),
     ],

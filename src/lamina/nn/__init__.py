@@ -127,6 +127,7 @@ from lamina.nn.losses import (
     TripletMarginWithDistanceLoss,
 )
 from lamina.nn.lp_pool import LPPool1D, LPPool2D, LPPool3D
+from lamina.nn.mamba import MambaBlock
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.module import Module
 from lamina.nn.moe import MixtureOfExperts
@@ -242,3 +243,4 @@ __all__ += [  # Keras-style preprocessing layers
     "CategoryEncoding", "Discretization", "Hashing", "IntegerLookup", "Normalization", "StringLookup",
     "TextVectorization",
 ]
+__all__ += ["MambaBlock"]  # selective state-space mixer (mamba)
