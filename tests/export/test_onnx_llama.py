@@ -23,12 +23,18 @@ MODELS = {
         "original_max_position_embeddings": 16}),
     "mistral": lambda: models.mistral("tiny", **SMALL, sliding_window=3, rope_scaling={"rope_type": "linear",
                                                                                     "factor": 2.0}),
+    "llama_yarn": lambda: models.Llama(**SMALL, head_dim=8, rope_scaling={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8, "beta_fast": 8, "beta_slow": 0.5}),
 }
 
 
 def _model(name):
+    return _model_of(MODELS[name])
+
+
+def _model_of(make):
     lamina.manual_seed(0)
-    model = MODELS[name]()
+    model = make()
     model(lamina.tensor(np.zeros((1, 5), dtype=np.int64)))        # built for a known input shape
     rng = np.random.default_rng(1)
     for key, p in model.named_parameters():
@@ -68,3 +74,12 @@ def test_the_exported_mistral_sees_only_its_window(tmp_path):
     change = np.abs(after - before).max(axis=(0, 2))
     # two layers of window 3: step 0 reaches the steps up to 2 (3 - 1) = 4, no later one
     assert (change[:5] > 1e-5).all() and (change[5:] == 0).all()
+
+
+@pytest.mark.parametrize("scaling", [{"rope_type": "dynamic", "factor": 2.0},
+                                     {"rope_type": "longrope", "short_factor": [1.0, 2.0], "long_factor": [2.0, 4.0],
+                                      "factor": 2.0}])
+def test_length_dependent_rope_scalings_are_refused(scaling, tmp_path):
+    model = _model_of(lambda: models.Llama(**SMALL, rope_scaling=scaling))
+    with pytest.raises(NotImplementedError, match=f"'{scaling['rope_type']}' rope_scaling.*static kinds"):
+        export_onnx(model, tmp_path / "model.onnx")

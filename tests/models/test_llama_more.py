@@ -57,7 +57,7 @@ def test_llama3_scaling_keeps_high_frequencies_and_divides_low_ones():
 
 def test_bad_rope_scaling_is_refused():
     with pytest.raises(ValueError, match="rope_type"):
-        F.rotary_frequencies(8, 500.0, {"rope_type": "yarn", "factor": 2.0})
+        F.rotary_frequencies(8, 500.0, {"rope_type": "ntk-by-parts", "factor": 2.0})
     with pytest.raises(ValueError, match="low_freq_factor"):
         F.rotary_frequencies(8, 500.0, {"rope_type": "llama3", "factor": 2.0})
     with pytest.raises(ValueError, match="factor"):

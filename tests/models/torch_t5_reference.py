@@ -151,8 +151,8 @@ class T5Stack(nn.Module):
         n, t = ids.shape
         extended = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         if self.is_decoder:
-            causal = torch.tril(torch.ones(t, t, dtype=torch.bool))
-            extended = torch.where(causal[None, None], torch.zeros((), dtype=x.dtype), torch.finfo(x.dtype).min)
+            allowed = torch.tril(torch.ones(t, t, dtype=torch.bool))[None, None] & mask[:, None, None, :].bool()
+            extended = torch.where(allowed, torch.zeros((), dtype=x.dtype), torch.finfo(x.dtype).min)
             cross = (1.0 - encoder_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         position_bias = cross_bias = None
         for block in self.block:
@@ -182,13 +182,16 @@ class T5ForConditionalGeneration(nn.Module):
         shifted[:, 1:] = labels[:, :-1].clone()
         return shifted.masked_fill(shifted == -100, 0)
 
-    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, labels=None):
+    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, labels=None,
+                decoder_attention_mask=None):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         encoded = self.encoder(input_ids, attention_mask)
         if decoder_input_ids is None:
             decoder_input_ids = self._shift_right(labels)
-        out = self.decoder(decoder_input_ids, torch.ones_like(decoder_input_ids), encoded, attention_mask)
+        if decoder_attention_mask is None:
+            decoder_attention_mask = torch.ones_like(decoder_input_ids)
+        out = self.decoder(decoder_input_ids, decoder_attention_mask, encoded, attention_mask)
         if self.tied:
             out = out * self.c["d_model"] ** -0.5
         logits = self.lm_head(out)

@@ -36,6 +36,7 @@ from lamina.export.onnx_attention_positions import (
 )
 from lamina.export.onnx_branching import add_values
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
+from lamina.functional.rotary import rope_depends_on_length
 from lamina.nn.multi_head_attention import LORA_ADAPTERS
 
 __all__: list[str] = []
@@ -93,6 +94,11 @@ def _check_attention(layer: nn.MultiHeadAttention, value: Value, causal: bool) -
     if len(value.shape) != 3:
         raise NotImplementedError(f"export_onnx: {layer._label()} expects a sequence (batch, time, features), got "
                                   f"a value of shape {value.shape}")
+    if layer.rotary and rope_depends_on_length(layer.rotary_scaling):
+        kind = layer.rotary_scaling.get("rope_type", layer.rotary_scaling.get("type"))
+        raise NotImplementedError(f"export_onnx: {layer._label()} has a {kind!r} rope_scaling, whose rotary "
+                                  "frequencies change with the length of each call; the export fixes them, so "
+                                  "it takes the static kinds only ('default', 'linear', 'llama3', 'yarn')")
     if layer.window is not None and not causal:
         raise ValueError(f"export_onnx: {layer._label()} has a sliding window (window={layer.window}), which is "
                          "causal; it runs inside a causal TransformerEncoderLayer only")
@@ -122,7 +128,7 @@ def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, cau
         k = _heads(graph, x, w_k, b_k, g, d, _HEADS_FIRST, f"{hint}_k_heads")
         if layer.rotary:
             tables = rotary_tables(graph, positions, d, layer.rotary_base, f"{hint}_rotary",
-                                   layer.rotary_frequencies)
+                                   layer.rotary_frequencies, layer.rotary_attention_factor)
             q = rotate(graph, q, tables, d, f"{hint}_q")
             k = rotate(graph, k, tables, d, f"{hint}_k")
         k = graph.node("Transpose", [_repeat_heads(graph, k, layer, f"{hint}_k")], f"{hint}_k",

@@ -56,10 +56,11 @@ def alibi_bias(graph: Graph, offset: str, num_heads: int, hint: str) -> str:
 
 
 def rotary_tables(graph: Graph, positions: str, head_dim: int, base: float, hint: str,
-                  frequencies=None) -> tuple[str, str]:
-    """(cos, sin), each (T, d): [cos(p theta), cos(p theta)] and the same for sin, the angles
+                  frequencies=None, attention_factor: float = 1.0) -> tuple[str, str]:
+    """(cos, sin), each (T, d): m [cos(p theta), cos(p theta)] and the same for sin, the angles
     p theta_j (T, d/2) and their cosines and sines in float64, then cast to the export's type;
-    theta = ``frequencies`` when given (a layer's, scaled perhaps), else base^(-2j / d)."""
+    theta = ``frequencies`` when given (a layer's, scaled perhaps), else base^(-2j / d), and
+    m = ``attention_factor`` (YaRN's; 1 leaves the tables unscaled)."""
     theta = (base ** (-np.arange(0, head_dim // 2, dtype=np.float64) * 2.0 / head_dim) if frequencies is None
              else np.asarray(frequencies, dtype=np.float64))
     as_double = graph.node("Cast", [positions], f"{hint}_float_positions", to=graph.onnx.TensorProto.DOUBLE)
@@ -70,8 +71,11 @@ def rotary_tables(graph: Graph, positions: str, head_dim: int, base: float, hint
     float_type = graph.helper.np_dtype_to_tensor_dtype(graph.dtype)
     tables = []
     for op in ("Cos", "Sin"):
-        half = graph.node("Cast", [graph.node(op, [angles], f"{hint}_{op.lower()}_double")],
-                          f"{hint}_{op.lower()}_half", to=float_type)
+        wave = graph.node(op, [angles], f"{hint}_{op.lower()}_double")
+        if attention_factor != 1.0:
+            wave = graph.node("Mul", [wave, graph.scalar(attention_factor, f"{hint}_{op.lower()}_factor",
+                                                         np.float64)], f"{hint}_{op.lower()}_scaled")
+        half = graph.node("Cast", [wave], f"{hint}_{op.lower()}_half", to=float_type)
         tables.append(graph.node("Concat", [half, half], f"{hint}_{op.lower()}", axis=-1))
     return tables[0], tables[1]
 

@@ -6,7 +6,9 @@ Face's LlamaForCausalLM and MistralForCausalLM; evaluation mode):
     logits = lm_head(norm(h))                              (E^T when the head is tied)
 
 The attention is the self-attention converter of :mod:`lamina.export.onnx_attention`, whose
-rotary tables take each layer's frequencies (scaled ones too) and whose positions and
+rotary tables take each layer's frequencies and attention factor (the static rope scalings
+'linear', 'llama3' and 'yarn'; 'dynamic' and 'longrope', whose frequencies follow the length
+of each call, are refused with a NotImplementedError) and whose positions and
 causal (sliding-window) mask are built from the runtime length: one export takes any batch
 size and any length. The graph reads the token ids (N, T) alone (no padding mask); a tied
 head reuses the token table's initializer.

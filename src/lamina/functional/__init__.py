@@ -209,7 +209,15 @@ from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.reduce_more import cumprod, cumsum, logsumexp, norm, prod, std
 from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
 from lamina.functional.rms_norm import rms_norm
-from lamina.functional.rotary import rotary_angles, rotary_embedding, rotary_frequencies
+from lamina.functional.rotary import (
+    ROPE_TYPES,
+    check_rope_scaling,
+    rope_depends_on_length,
+    rotary_angles,
+    rotary_embedding,
+    rotary_frequencies,
+    rotary_parameters,
+)
 from lamina.functional.rrelu import rrelu
 from lamina.functional.scan_parity import (
     cummax,
@@ -354,7 +362,8 @@ __all__ = [
     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "multilabel_margin_loss",
     "multilabel_soft_margin_loss", "poisson", "poisson_nll_loss", "soft_margin_loss", "squared_hinge",
     "distillation_loss", "conv3d", "max_pool3d", "avg_pool3d", "global_avg_pool3d",
-    "conv_lstm", "rotary_angles", "rotary_embedding", "rotary_frequencies", "alibi_bias", "alibi_slopes",
+    "conv_lstm", "rotary_angles", "rotary_embedding", "rotary_frequencies", "rotary_parameters", "check_rope_scaling",
+    "rope_depends_on_length", "ROPE_TYPES", "alibi_bias", "alibi_slopes",
     "sliding_window_mask",
     "digamma", "erf", "erfc", "erfinv", "expit", "gammainc", "lgamma", "log_ndtr", "logit", "ndtr", "ndtri",
     "polygamma", "xlogy",

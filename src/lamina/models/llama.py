@@ -22,9 +22,13 @@ so the loader copies them without any permutation: ``self_attn.in_weight`` is
 
 The attention is lamina's :class:`~lamina.nn.MultiHeadAttention`, so the model caches keys and
 values for :func:`lamina.text.sample_text`, :func:`lamina.text.beam_search_ids` and the other
-decoders of :mod:`lamina.text`. ``rope_scaling`` takes Hugging Face's 'llama3' (Llama 3.1 and
-3.2) and 'linear' frequency rescalings (see :func:`lamina.functional.rotary_frequencies`; the
-dynamic NTK and YaRN variants are not covered); ``head_dim`` may differ from hidden_size /
+decoders of :mod:`lamina.text`. ``rope_scaling`` takes Hugging Face's frequency rescalings
+'linear', 'dynamic' (dynamic NTK), 'yarn', 'longrope' and 'llama3' (Llama 3.1 and 3.2); see
+:func:`lamina.functional.rotary_parameters`. 'dynamic' and 'longrope' recompute the
+frequencies for each call from its length (cached steps included), as Hugging Face's forward
+does: a cached key keeps the rotation it was read with, so past ``max_position_embeddings``
+(past original_max_position_embeddings for 'longrope') cached decoding differs from a rerun
+on the whole text, in Hugging Face as here. ``head_dim`` may differ from hidden_size /
 num_attention_heads; ``sliding_window`` limits each query to the last keys (Mistral's; see
 :mod:`lamina.models.mistral`).
 """
@@ -138,7 +142,8 @@ class LlamaDecoderLayer(Module):
                  num_key_value_heads: int | None = None, rms_norm_eps: float = 1e-6, rope_theta: float = 10000.0,
                  attention_bias: bool = False, mlp_bias: bool = False, attention_dropout: float = 0.0,
                  initializer_range: float = 0.02, head_dim: int | None = None, rope_scaling: Mapping | None = None,
-                 sliding_window: int | None = None, name: str | None = None):
+                 sliding_window: int | None = None, max_position_embeddings: int | None = None,
+                 name: str | None = None):
         super().__init__(name=name)
         self.hidden_size = positive_int(hidden_size, "LlamaDecoderLayer: hidden_size")
         self.num_attention_heads = positive_int(num_attention_heads, "LlamaDecoderLayer: num_attention_heads")
@@ -152,7 +157,8 @@ class LlamaDecoderLayer(Module):
                                             dropout=self.attention_dropout,
                                             kernel_init=_normal(initializer_range), rotary=True,
                                             rotary_base=self.rope_theta, num_kv_heads=self.num_key_value_heads,
-                                            head_dim=head_dim, rotary_scaling=rope_scaling, window=sliding_window)
+                                            head_dim=head_dim, rotary_scaling=rope_scaling, window=sliding_window,
+                                            rotary_max_positions=max_position_embeddings)
         self.post_attention_layernorm = RMSNorm(hidden_size, eps=self.rms_norm_eps)
         self.mlp = LlamaMLP(hidden_size, intermediate_size, mlp_bias, initializer_range)
 
@@ -184,7 +190,8 @@ class LlamaDecoderLayer(Module):
                 "attention_bias": self.attention_bias, "mlp_bias": self.mlp.mlp_bias,
                 "attention_dropout": self.attention_dropout, "initializer_range": self.mlp.initializer_range,
                 "head_dim": self.self_attn.head_dim, "rope_scaling": self.self_attn.rotary_scaling,
-                "sliding_window": self.self_attn.window, "name": self.name}
+                "sliding_window": self.self_attn.window,
+                "max_position_embeddings": self.self_attn.rotary_max_positions, "name": self.name}
 
 
 @register_layer
@@ -201,9 +208,14 @@ class Llama(Module):
     biases.
 
     ``head_dim`` (default hidden_size / num_attention_heads), ``rope_scaling`` (None, or
-    Hugging Face's {'rope_type': 'llama3', 'factor', 'low_freq_factor', 'high_freq_factor',
-    'original_max_position_embeddings'} or {'rope_type': 'linear', 'factor'}) and
-    ``sliding_window`` (None: every earlier key; Mistral's) go to each layer's attention.
+    Hugging Face's mapping: {'rope_type': 'linear' or 'dynamic', 'factor'}, {'rope_type':
+    'yarn', 'factor', optional 'original_max_position_embeddings', 'beta_fast', 'beta_slow',
+    'attention_factor', 'mscale', 'mscale_all_dim', 'truncate'}, {'rope_type': 'longrope',
+    'short_factor', 'long_factor', optional 'original_max_position_embeddings', 'factor',
+    'attention_factor'} or {'rope_type': 'llama3', 'factor', 'low_freq_factor',
+    'high_freq_factor', 'original_max_position_embeddings'}; a missing key or unknown type
+    raises a ValueError naming the model and the key) and ``sliding_window`` (None: every
+    earlier key; Mistral's) go to each layer's attention.
 
     ``model(ids, key_mask=None)``: ``key_mask`` (N, T), False for padding tokens that no query
     may attend to (positions still count 0 .. T - 1, as Hugging Face's forward without
@@ -238,6 +250,7 @@ class Llama(Module):
             raise ValueError(f"Llama: num_key_value_heads {self.num_key_value_heads} must divide "
                              f"num_attention_heads {num_attention_heads}")
         self.max_position_embeddings = positive_int(max_position_embeddings, "Llama: max_position_embeddings")
+        F.check_rope_scaling(self.rope_scaling, self.head_dim, self.max_position_embeddings, type(self).__name__)
         if not float(rms_norm_eps) > 0:
             raise ValueError(f"Llama: rms_norm_eps must be > 0, got {rms_norm_eps!r}")
         self.rms_norm_eps = float(rms_norm_eps)
@@ -252,7 +265,7 @@ class Llama(Module):
             LlamaDecoderLayer(hidden_size, num_attention_heads, intermediate_size, self.num_key_value_heads,
                               self.rms_norm_eps, self.rope_theta, self.attention_bias, self.mlp_bias,
                               self.attention_dropout, self.initializer_range, self.head_dim, self.rope_scaling,
-                              self.sliding_window)
+                              self.sliding_window, self.max_position_embeddings)
             for _ in range(num_hidden_layers)])
         self.norm = RMSNorm(hidden_size, eps=self.rms_norm_eps)
         if not self.tie_word_embeddings:

@@ -22,9 +22,11 @@ first block of each stack owns the table (``relative_attention_bias``); the othe
 FF is ``DenseReluDense``: wo(dropout(relu(wi(x)))) for T5 v1.0, or
 wo(dropout(gelu_tanh(wi_0(x)) * wi_1(x))) for ``feed_forward_proj="gated-gelu"`` (v1.1).
 
-Generation (:meth:`T5.generate`) encodes the input once and caches each decoder block's
-self-attention keys and values and its cross-attention keys and values, the relative bias of
-a new step being computed for the query at the cached length.
+Generation (:meth:`T5.generate`; greedy, sampling and beam search as Hugging Face's, see
+:mod:`lamina.models.t5_generation`) decodes all rows of the batch together: it encodes the
+inputs once and caches each decoder block's self-attention keys and values and its
+cross-attention keys and values, the relative bias of a new step being computed for the
+query at the cached length.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.models.hf_weights import HFWeight, copied, linear, load_hf_state_dict, read_state_dict
+from lamina.models.t5_generation import t5_beam_search, t5_greedy_or_sample
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
@@ -57,8 +60,15 @@ T5_CONFIGS = {
     "base": {"vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12},
     "v1_1_small": {"vocab_size": 32128, "d_model": 512, "d_kv": 64, "d_ff": 1024, "num_layers": 8, "num_heads": 6,
                    "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False},
+    "flan_small": {"vocab_size": 32128, "d_model": 512, "d_kv": 64, "d_ff": 1024, "num_layers": 8,
+                   "num_decoder_layers": 8, "num_heads": 6, "feed_forward_proj": "gated-gelu",
+                   "tie_word_embeddings": False},
+    "flan_base": {"vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 2048, "num_layers": 12,
+                  "num_decoder_layers": 12, "num_heads": 12, "feed_forward_proj": "gated-gelu",
+                  "tie_word_embeddings": False},
 }
-"""Hugging Face configurations: 't5-small', 't5-base', 'google/t5-v1_1-small' and a 'tiny' one."""
+"""Hugging Face configurations: 't5-small', 't5-base', 'google/t5-v1_1-small', 'google/flan-t5-small',
+'google/flan-t5-base' and a 'tiny' one."""
 
 _NEG = -1e9          # added to the scores of masked keys
 
@@ -423,20 +433,30 @@ class T5(Module):
         """The encoder output (N, Tx, d_model)."""
         return self.encoder(self.shared(_ids(input_ids)), mask=attention_mask)
 
-    def decode(self, decoder_input_ids, encoder_output, attention_mask=None, caches=None, offset: int = 0) -> Tensor:
+    def decode(self, decoder_input_ids, encoder_output, attention_mask=None, caches=None, offset: int = 0,
+               decoder_attention_mask=None) -> Tensor:
         """Scores (N, Ty, vocab) of the decoder fed ``decoder_input_ids`` (after ``offset``
-        cached steps when ``caches``, one dict per decoder block, is given)."""
-        x = self.decoder(self.shared(_ids(decoder_input_ids)), encoder_output=encoder_output,
-                         encoder_mask=attention_mask, caches=caches, offset=offset)
+        cached steps when ``caches``, one dict per decoder block, is given).
+        ``decoder_attention_mask`` (N, offset + Ty): False at decoder inputs no query may
+        attend to (padding), on top of the causal mask, as Hugging Face's."""
+        if decoder_attention_mask is not None:
+            expected = (np.shape(decoder_input_ids)[0], offset + np.shape(decoder_input_ids)[1])
+            if np.shape(decoder_attention_mask) != expected:
+                raise ValueError(f"{self._label()}: decoder_attention_mask of shape "
+                                 f"{np.shape(decoder_attention_mask)} for decoder inputs "
+                                 f"{np.shape(decoder_input_ids)} after {offset} cached steps; expected {expected}")
+        x = self.decoder(self.shared(_ids(decoder_input_ids)), mask=decoder_attention_mask,
+                         encoder_output=encoder_output, encoder_mask=attention_mask, caches=caches, offset=offset)
         if self.tie_word_embeddings:
             x = F.mul(x, self.d_model ** -0.5)
             return F.matmul(x, F.transpose(self.shared.weight, 1, 0))
         return self.lm_head(x)
 
-    def forward(self, input_ids, decoder_input_ids, attention_mask=None) -> Tensor:
+    def forward(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None) -> Tensor:
         if not self.built:
             self.build(np.shape(input_ids))
-        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
+        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask,
+                           decoder_attention_mask=decoder_attention_mask)
 
     def shift_right(self, labels) -> np.ndarray:
         """The decoder input for ``labels``: the start token, then the labels but the last,
@@ -446,76 +466,69 @@ class T5(Module):
         shifted[:, 1:] = labels[:, :-1]
         return np.where(shifted == -100, self.pad_token_id, shifted)
 
-    def loss(self, input_ids, labels, attention_mask=None) -> Tensor:
+    def loss(self, input_ids, labels, attention_mask=None, decoder_attention_mask=None) -> Tensor:
         """Mean cross-entropy of the scores against ``labels`` (N, Ty), -100 ignored."""
-        logits = self(input_ids, self.shift_right(labels), attention_mask)
+        logits = self(input_ids, self.shift_right(labels), attention_mask, decoder_attention_mask)
         return F.categorical_cross_entropy(logits, _ids(labels), from_logits=True,
                                            ignore_index=-100)
 
     def generate(self, input_ids, max_length: int = 20, beam_width: int = 1, attention_mask=None,
-                 use_cache: bool = True) -> np.ndarray:
-        """Greedy (``beam_width`` 1) or beam-search decoding of each input: ids (N, <= max_length)
-        starting with the start token, each sequence stopping after ``eos_token_id`` (then
-        padded with the pad id). The encoder runs once; with ``use_cache`` each step feeds only
-        the new token (cached keys and values), otherwise the decoder reruns the prefix."""
-        max_length = positive_int(max_length, "T5.generate: max_length")
-        beam_width = positive_int(beam_width, "T5.generate: beam_width")
+                 use_cache: bool = True, do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, length_penalty: float = 1.0,
+                 early_stopping: bool | str = False, return_scores: bool = False):
+        """Decode every input (Hugging Face's ``generate``; see
+        :mod:`lamina.models.t5_generation`): ids (N, <= max_length) starting with the start
+        token, each row ending with ``eos_token_id`` (then padded with the pad id) unless it
+        reached ``max_length``. All rows decode together; the encoder runs once; with
+        ``use_cache`` each step feeds only the new tokens (cached keys and values), otherwise
+        the decoder reruns the prefixes.
+
+        * ``beam_width`` 1, ``do_sample`` False: greedy search.
+        * ``do_sample``: tokens drawn from softmax(scores / ``temperature``) kept to the
+          ``top_k`` likeliest and the nucleus ``top_p`` (:func:`lamina.text.sample_token`),
+          row i with ``numpy.random.default_rng(seed + i)`` (None: fresh draws).
+        * ``beam_width`` > 1: beam search, hypotheses ranked by log P / L^``length_penalty``
+          (L: tokens generated), stopping by ``early_stopping`` (True, False or 'never'), as
+          Hugging Face's defaults (1.0, False).
+
+        ``return_scores``: also the (N,) score of each beam-search result (its ranking score)."""
+        who = "T5.generate"
+        max_length = positive_int(max_length, f"{who}: max_length")
+        beam_width = positive_int(beam_width, f"{who}: beam_width")
+        if do_sample and beam_width > 1:
+            raise ValueError(f"{who}: sampling draws one sequence per row; got do_sample=True with beam_width "
+                             f"{beam_width} (beam sampling is not supported)")
+        if early_stopping not in (True, False, "never"):
+            raise ValueError(f"{who}: early_stopping must be True, False or 'never', got {early_stopping!r}")
+        if return_scores and beam_width == 1:
+            raise ValueError(f"{who}: return_scores gives beam-search scores; pass beam_width > 1")
+        if not temperature > 0:
+            raise ValueError(f"{who}: temperature must be > 0, got {temperature!r}")
+        if top_k is not None and not 1 <= top_k <= self.vocab_size:
+            raise ValueError(f"{who}: top_k must lie in [1, {self.vocab_size}], got {top_k!r}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"{who}: top_p must lie in (0, 1], got {top_p!r}")
         input_ids = _ids(input_ids)
         if input_ids.ndim != 2:
-            raise ValueError(f"T5.generate: expected input_ids of shape (batch, time), got {input_ids.shape}")
+            raise ValueError(f"{who}: expected input_ids of shape (batch, time), got {input_ids.shape}")
+        mask = None if attention_mask is None else _ids(attention_mask).astype(bool)
+        if mask is not None and mask.shape != input_ids.shape:
+            raise ValueError(f"{who}: attention_mask of shape {mask.shape} for input_ids {input_ids.shape}")
         if not self.built:
             self.build(input_ids.shape)
         mode = self.training
         self.eval()
         try:
             with no_grad():
-                rows = [self._beam(input_ids[i:i + 1], None if attention_mask is None else
-                                   _ids(attention_mask)[i:i + 1], max_length, beam_width, use_cache)
-                        for i in range(len(input_ids))]
+                encoded = self.encode(input_ids, mask)
+                if beam_width == 1:
+                    return t5_greedy_or_sample(self, encoded, mask, max_length, use_cache, do_sample, temperature,
+                                               top_k, top_p, seed)
+                ids, scores = t5_beam_search(self, encoded, mask, max_length, beam_width, use_cache,
+                                             float(length_penalty), early_stopping)
+                return (ids, scores) if return_scores else ids
         finally:
             self.train(mode)
-        out = np.full((len(rows), max(len(r) for r in rows)), self.pad_token_id, dtype=np.int64)
-        for i, row in enumerate(rows):
-            out[i, :len(row)] = row
-        return out
-
-    def _beam(self, ids, mask, max_length: int, width: int, use_cache: bool) -> list[int]:
-        encoded = self.encode(ids, mask)
-        beams = [([self.decoder_start_token_id], 0.0)]
-        finished: list[tuple[list[int], float]] = []
-        caches = [{} for _ in range(self.num_decoder_layers)] if use_cache else None
-        while beams and len(beams[0][0]) < max_length:
-            count = len(beams)
-            enc = F.concat([encoded] * count, axis=0) if count > 1 else encoded
-            enc_mask = None if mask is None else np.repeat(mask, count, axis=0)
-            prefixes = np.asarray([seq for seq, _ in beams])
-            if use_cache:
-                offset = prefixes.shape[1] - 1
-                logits = self.decode(prefixes[:, -1:], enc, enc_mask, caches, offset)
-            else:
-                logits = self.decode(prefixes, enc, enc_mask)
-            log_probs = F.log_softmax(logits, axis=-1).numpy()[:, -1].astype(np.float64)
-            scores = np.asarray([score for _, score in beams])[:, None] + log_probs
-            order = np.argsort(-scores, axis=None, kind="stable")[:width]
-            survivors, parents = [], []
-            for flat in order:
-                parent, token = divmod(int(flat), self.vocab_size)
-                sequence = beams[parent][0] + [token]
-                if token == self.eos_token_id:
-                    finished.append((sequence, float(scores[parent, token])))
-                else:
-                    survivors.append((sequence, float(scores[parent, token])))
-                    parents.append(parent)
-            beams = survivors
-            if len(finished) >= width or not survivors:
-                break
-            if use_cache:
-                index = np.asarray(parents)
-                for cache in caches:
-                    cache["self"] = tuple(kv[index] for kv in cache["self"])
-                    cache["cross"] = tuple(kv[index] for kv in cache["cross"])
-        candidates = finished + beams
-        return max(candidates, key=lambda pair: pair[1])[0]
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.vocab_size,)
@@ -537,7 +550,8 @@ class T5(Module):
 def t5(config: str = "small", **options) -> T5:
     """The T5 of Hugging Face configuration ``config`` (see :data:`T5_CONFIGS`): 'small'
     (t5-small, 60,506,624 parameters), 'base' (t5-base, 222,903,552), 'v1_1_small'
-    (google/t5-v1_1-small, 76,961,152) or 'tiny'; ``options`` override :class:`T5`'s
+    (google/t5-v1_1-small, 76,961,152), 'flan_small' (google/flan-t5-small, 76,961,152),
+    'flan_base' (google/flan-t5-base, 247,577,856) or 'tiny'; ``options`` override :class:`T5`'s
     arguments. Unbuilt: ``model.build((None, 1))`` makes the weights (shape-only inside
     :func:`lamina.nn.init.meta`)."""
     if config not in T5_CONFIGS:

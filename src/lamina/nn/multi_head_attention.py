@@ -71,8 +71,12 @@ class MultiHeadAttention(Module):
     their positions (0, 1, ... in each call; while caching, the cached steps count first)
     before the scores, so the scores depend on relative positions and the model needs no
     position layer. ``rotary_base`` is the base of the angles (10000); ``rotary_scaling`` a
-    ``rope_scaling`` mapping of Hugging Face's ('linear' or 'llama3'; see
-    :func:`lamina.functional.rotary_frequencies`), the frequencies computed once per layer.
+    ``rope_scaling`` mapping of Hugging Face's ('linear', 'llama3', 'yarn', 'dynamic' or
+    'longrope'; see :func:`lamina.functional.rotary_parameters`) and ``rotary_max_positions``
+    the model's context (``max_position_embeddings``, which 'dynamic' needs). The frequencies
+    and attention factor are computed once per layer, or, for 'dynamic' and 'longrope', per
+    call for its length (cached steps + new ones): a cached key keeps the rotation of the call
+    that read it, as in Hugging Face's cached decoding.
 
     ``head_dim`` (default embed_dim / num_heads): the features d of each head, when they do
     not fill E (Hugging Face's ``head_dim``): the queries then have h d columns of
@@ -107,7 +111,8 @@ class MultiHeadAttention(Module):
     def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
                  kernel_init="xavier_uniform", bias_init="zeros", rotary: bool = False, rotary_base: float = 10000.0,
                  num_kv_heads: int | None = None, alibi: bool = False, window: int | None = None,
-                 head_dim: int | None = None, rotary_scaling: Mapping | None = None, name: str | None = None):
+                 head_dim: int | None = None, rotary_scaling: Mapping | None = None,
+                 rotary_max_positions: int | None = None, name: str | None = None):
         super().__init__(name=name)
         positive_int(embed_dim, "MultiHeadAttention: embed_dim")
         positive_int(num_heads, "MultiHeadAttention: num_heads")
@@ -137,9 +142,12 @@ class MultiHeadAttention(Module):
             raise ValueError(f"MultiHeadAttention: rotary_base must be > 0, got {rotary_base!r}")
         self.rotary_base = float(rotary_base)
         self.rotary_scaling = None if rotary_scaling is None else dict(rotary_scaling)
-        # theta_j of the rotary angles, computed once
-        self.rotary_frequencies = (F.rotary_frequencies(self.head_dim, self.rotary_base, self.rotary_scaling)
-                                   if self.rotary else None)
+        self.rotary_max_positions = None if rotary_max_positions is None else positive_int(
+            rotary_max_positions, "MultiHeadAttention: rotary_max_positions")
+        # theta_j of the rotary angles and the factor of cos and sin, computed once (within the context)
+        self.rotary_frequencies, self.rotary_attention_factor = (F.rotary_parameters(
+            self.head_dim, self.rotary_base, self.rotary_scaling, self.rotary_max_positions,
+            who=f"MultiHeadAttention{'' if name is None else f' {name!r}'}") if self.rotary else (None, 1.0))
         self.use_bias = bool(use_bias)
         self.dropout = dropout_rate(dropout, "MultiHeadAttention")
         self.kernel_init = kernel_init
@@ -196,8 +204,17 @@ class MultiHeadAttention(Module):
         heads = self.num_heads if part == 0 else self.num_kv_heads
         heads = F.transpose(F.reshape(y, n, t, heads, self.head_dim), 0, 2, 1, 3)
         if self.rotary and part < 2:
-            heads = F.rotary_embedding(heads, offset=offset, frequencies=self.rotary_frequencies)
+            heads = self._rotate(heads, offset)
         return heads
+
+    def _rotate(self, heads: Tensor, offset: int) -> Tensor:
+        """Rotary positions offset .. offset + T - 1 of ``heads`` (N, h, T, d), with the
+        frequencies of a call over offset + T positions."""
+        theta, factor = self.rotary_frequencies, self.rotary_attention_factor
+        if F.rope_depends_on_length(self.rotary_scaling):
+            theta, factor = F.rotary_parameters(self.head_dim, self.rotary_base, self.rotary_scaling,
+                                                self.rotary_max_positions, length=offset + heads.shape[2])
+        return F.rotary_embedding(heads, offset=offset, frequencies=theta, attention_factor=factor)
 
     def _project_step(self, x) -> tuple[Tensor, Tensor, Tensor]:
         """Q, K and V of a cached call (no graph is recorded): one product with the whole
@@ -213,7 +230,7 @@ class MultiHeadAttention(Module):
             split = y[..., self.projection_columns(part)].reshape(n, t, count, self.head_dim).transpose(0, 2, 1, 3)
             split = Tensor._wrap(split)
             if self.rotary and part < 2:
-                split = F.rotary_embedding(split, offset=self.cached_steps, frequencies=self.rotary_frequencies)
+                split = self._rotate(split, self.cached_steps)
             heads.append(split)
         return tuple(heads)
 
@@ -438,6 +455,7 @@ class MultiHeadAttention(Module):
             **({"window": self.window} if self.window is not None else {}),
             **({"head_dim": self.head_dim} if self.query_dim != self.embed_dim else {}),
             **({"rotary_scaling": self.rotary_scaling} if self.rotary_scaling is not None else {}),
+            **({"rotary_max_positions": self.rotary_max_positions} if self.rotary_max_positions is not None else {}),
             "name": self.name,
         }
 

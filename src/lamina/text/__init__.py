@@ -5,7 +5,14 @@ pairs with negative sampling for learning word embeddings (Word2Vec)."""
 from lamina.text.beam import Hypothesis, beam_search, beam_search_ids, beam_search_text
 from lamina.text.bpe import GPT2_SPLIT, BPETokenizer, tokenizer_from_config
 from lamina.text.corpora import load_names, load_tiny_shakespeare
-from lamina.text.generate import caching_keys_values, carrying_states, reorder_caches, sample_text, sample_texts
+from lamina.text.generate import (
+    caching_keys_values,
+    carrying_states,
+    reorder_caches,
+    sample_text,
+    sample_texts,
+    sample_token,
+)
 from lamina.text.gpt2_tokenizer import ENDOFTEXT, GPT2Tokenizer, bytes_to_unicode, gpt2_pattern
 from lamina.text.sequences import language_model_windows, pad_sequences, shifted_pairs
 from lamina.text.skipgram import (
@@ -24,6 +31,6 @@ __all__ = [
     "beam_search", "beam_search_ids", "beam_search_text", "bytes_to_unicode", "caching_keys_values",
     "carrying_states", "gpt2_pattern", "keep_probabilities",
     "language_model_windows", "load_names", "load_tiny_shakespeare", "most_similar", "noise_distribution",
-    "pad_sequences", "reorder_caches", "sample_text", "sample_texts", "shifted_pairs", "skipgram_pairs",
+    "pad_sequences", "reorder_caches", "sample_text", "sample_texts", "sample_token", "shifted_pairs", "skipgram_pairs",
     "subsample_words", "tokenizer_from_config", "word_tokens", "WordPieceTokenizer", "basic_tokenize"
 ]

@@ -34,7 +34,7 @@ import numpy as np
 from lamina.autograd import no_grad, tensor
 from lamina.text.vocabulary import Vocabulary
 
-__all__ = ["caching_keys_values", "carrying_states", "reorder_caches", "sample_text", "sample_texts"]
+__all__ = ["caching_keys_values", "carrying_states", "reorder_caches", "sample_text", "sample_texts", "sample_token"]
 
 
 @contextlib.contextmanager
@@ -177,6 +177,23 @@ def _draw(scores: np.ndarray, rng: np.random.Generator, temperature: float, top_
     if top_p is not None:
         p = _nucleus(p / p.sum(), top_p)
     return int(rng.choice(len(p), p=p / p.sum()))
+
+
+def sample_token(scores, rng: np.random.Generator, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None) -> int:
+    """One token id drawn with ``rng`` from softmax(``scores`` / temperature) over the (V,)
+    scores, kept to the ``top_k`` likeliest and then to the nucleus ``top_p``: the draw of
+    :func:`sample_text`, for decoders that compute the scores themselves."""
+    scores = np.asarray(scores)
+    if scores.ndim != 1:
+        raise ValueError(f"sample_token: expected the scores of one step, shape (V,), got {scores.shape}")
+    if not temperature > 0:
+        raise ValueError(f"sample_token: temperature must be > 0, got {temperature!r}")
+    if top_k is not None and not 1 <= top_k <= len(scores):
+        raise ValueError(f"sample_token: top_k must lie in [1, {len(scores)}], got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"sample_token: top_p must lie in (0, 1], got {top_p!r}")
+    return _draw(scores, rng, temperature, top_k, top_p)
 
 
 def sample_text(model, vocab: Vocabulary, prompt: str = "", max_length: int = 50, temperature: float = 1.0,
