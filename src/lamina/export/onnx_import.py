@@ -16,11 +16,17 @@ pairs that cancel (a Transpose node to NCHW before a convolution and back after 
 lamina's exporter writes) cost nothing. Shape computations (Shape, Gather, Concat on
 integers...) run on plain integer arrays. Operators are listed by
 :func:`supported_onnx_ops`; :func:`register_onnx_op` adds one. BatchNormalization and
-Dropout always take their inference form.
+Dropout always take their inference form. Convolutions and poolings take 1, 2 or 3 spatial
+axes (:mod:`lamina.export.onnx_import_volumes`), DFT runs on :mod:`lamina.fft`
+(:mod:`lamina.export.onnx_import_spectral`), and If, Loop and Scan run their subgraphs
+(:mod:`lamina.export.onnx_import_control`), gradients flowing through the branch taken and
+every iteration. ``lamina.save`` stores an OnnxModule (the graph with its weights) and
+``lamina.load`` rebuilds it.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections import OrderedDict
@@ -30,22 +36,17 @@ import numpy as np
 from lamina import backend, nn
 from lamina.autograd import Tensor
 from lamina.export import (  # noqa: F401  (operator handlers)
+    onnx_import_control,
     onnx_import_layers,
     onnx_import_more,
     onnx_import_ops,
     onnx_import_recurrent,
+    onnx_import_spectral,
 )
 from lamina.export.onnx_cost import onnx_macs
+from lamina.export.onnx_import_graph import check_operators, describe, last_uses, run_node, sorted_nodes
 from lamina.export.onnx_import_ops import float_cast
-from lamina.export.onnx_import_values import (
-    Node,
-    Permuted,
-    constant,
-    handler,
-    logical,
-    register_onnx_op,
-    supported_onnx_ops,
-)
+from lamina.export.onnx_import_values import constant, logical, register_onnx_op, supported_onnx_ops
 from lamina.io.atomic import write_bytes_atomic
 
 __all__ = ["OnnxModule", "load_onnx", "register_onnx_op", "supported_onnx_ops"]
@@ -76,20 +77,24 @@ def load_onnx(model, trainable: bool = True) -> OnnxModule:
     return OnnxModule(model, trainable=trainable)
 
 
+@nn.register_layer
 class OnnxModule(nn.Module):
     """An ONNX graph run with lamina's ops: ``module(*inputs)`` takes the graph's inputs (those
-    that are not initializers) in order and returns its output, or a tuple of them."""
+    that are not initializers) in order and returns its output, or a tuple of them.
+    ``lamina.save`` stores the graph with the weights and ``lamina.load`` rebuilds it."""
 
     def __init__(self, model, trainable: bool = True):
         super().__init__(name=model.graph.name or None)
         onnx = _onnx()
         graph = model.graph
+        self._float_parameters = trainable      # float initializers as Parameters (else buffers)
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
         initializers = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
         self.proto = onnx.ModelProto()          # the graph without its weights (they live in the module)
         self.proto.CopyFrom(model)
         del self.proto.graph.initializer[:]
-        self.nodes = _sorted_nodes(self.proto.graph, set(initializers))
+        known = {i.name for i in graph.input} | set(initializers)
+        self.nodes = sorted_nodes(self.proto.graph.node, known)
         self.input_names = [i.name for i in graph.input if i.name not in initializers]
         self.input_dtypes = [_elem_dtype(onnx, i) for i in graph.input if i.name not in initializers]
         self.output_names = [o.name for o in graph.output]
@@ -103,12 +108,33 @@ class OnnxModule(nn.Module):
                 self.add_parameter(attr, value.copy())
             else:
                 self.register_buffer(attr, value.copy())
-        self._check_operators()
-        self._described = [Node(n.op_type, n.name, {a.name: _attribute(onnx, a) for a in n.attribute}, len(n.output),
-                                self.opset) for n in self.nodes]
-        self._last_use = _last_uses(self.nodes, set(self.output_names))
+        check_operators(self.nodes)
+        self._described = [describe(n, self.opset) for n in self.nodes]
+        self._last_use = last_uses(self.nodes, set(self.output_names))
         self.input_shape = _declared_shapes(graph, set(initializers))
         self.built = True
+
+    def get_config(self) -> dict:
+        """The graph without its weights (base64 text; the weights travel in the state dict),
+        each initializer's name, type and shape, and ``trainable``: what :meth:`from_config`
+        rebuilds the module from."""
+        initializers = []
+        for name, slot in self._slot.items():
+            value = getattr(self, slot)
+            data = backend.to_numpy(getattr(value, "data", value))
+            initializers.append([name, data.dtype.str, list(data.shape)])
+        return {"graph": base64.b64encode(self.proto.SerializeToString()).decode("ascii"),
+                "initializers": initializers, "trainable": self._float_parameters}
+
+    @classmethod
+    def from_config(cls, config: dict) -> OnnxModule:
+        """The module of :meth:`get_config`'s graph, its initializers zero until a state dict
+        is loaded."""
+        onnx = _onnx()
+        model = onnx.ModelProto.FromString(base64.b64decode(config["graph"]))
+        for name, dtype, shape in config["initializers"]:
+            model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(shape, dtype=np.dtype(dtype)), name))
+        return cls(model, trainable=config.get("trainable", True))
 
     def macs(self, input_shapes, output_shapes) -> int:
         """Multiply-accumulates of one sample (:func:`lamina.export.onnx_cost.onnx_macs`), the
@@ -127,14 +153,6 @@ class OnnxModule(nn.Module):
             attr = f"{base}_{k}"
         return attr
 
-    def _check_operators(self) -> None:
-        for node in self.nodes:
-            if node.domain not in ("", "ai.onnx") or handler(node.op_type) is None:
-                kind = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
-                raise NotImplementedError(
-                    f"load_onnx: operator {kind!r} (node {node.name!r}) is not supported; supported: "
-                    f"{', '.join(supported_onnx_ops())}; add one with register_onnx_op")
-
     def forward(self, *inputs):
         if len(inputs) != len(self.input_names):
             raise TypeError(f"{self._label()}: the graph takes {len(self.input_names)} inputs "
@@ -149,29 +167,12 @@ class OnnxModule(nn.Module):
             values[name] = _as_input(x, dtype)
         transposed: dict[str, Tensor] = {}      # held values carried out, once each
         for step, (proto, node) in enumerate(zip(self.nodes, self._described)):
-            self._run(proto, node, values, transposed)
+            run_node(proto, node, values, transposed)
             for name in self._last_use.get(step, ()):
                 values.pop(name, None)          # no later node reads it: let its memory go
                 transposed.pop(name, None)
         outputs = tuple(logical(values[name]) for name in self.output_names)
         return outputs[0] if len(outputs) == 1 else outputs
-
-    def _run(self, proto, node: Node, values: dict, transposed: dict) -> None:
-        run, layout_aware = handler(proto.op_type)
-        args = [values[name] for name in proto.input]
-        if not layout_aware:
-            for i, (name, a) in enumerate(zip(proto.input, args)):
-                if isinstance(a, Permuted):
-                    if name not in transposed:
-                        transposed[name] = a.materialize()
-                    args[i] = transposed[name]
-        while args and args[-1] is None:
-            args.pop()
-        result = run(node, *args)
-        results = result if isinstance(result, tuple) else (result,)
-        for name, value in zip(proto.output, results):
-            if name:
-                values[name] = value
 
     def to_onnx(self, path: str | os.PathLike | None = None):
         """The ONNX model with the current weights (after fine-tuning, say) as its
@@ -189,19 +190,6 @@ class OnnxModule(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{len(self.nodes)} nodes, opset {self.opset}, inputs {self.input_names}"
-
-
-def _last_uses(nodes, kept: set) -> dict[int, list[str]]:
-    """For each node's position, the values read there for the last time (not the outputs)."""
-    last = {}
-    for step, node in enumerate(nodes):
-        for name in node.input:
-            if name and name not in kept:
-                last[name] = step
-    found: dict[int, list[str]] = {}
-    for name, step in last.items():
-        found.setdefault(step, []).append(name)
-    return found
 
 
 def _declared_shapes(graph, initializers: set[str]):
@@ -234,34 +222,3 @@ def _as_input(x, dtype) -> Tensor:
             return x
         return float_cast(x, dtype) if x.dtype.kind == dtype.kind == "f" else x.astype(dtype)
     return Tensor._wrap(np.asarray(x, dtype=dtype))
-
-
-def _attribute(onnx, attribute):
-    value = onnx.helper.get_attribute_value(attribute)
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, onnx.TensorProto):
-        return onnx.numpy_helper.to_array(value)
-    if isinstance(value, list) and value and isinstance(value[0], bytes):
-        return [v.decode() for v in value]
-    return value
-
-
-def _sorted_nodes(graph, initializers: set) -> list:
-    """The nodes in an order where each runs after the nodes making its inputs."""
-    known = {i.name for i in graph.input} | initializers | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        waiting = []
-        for n in pending:
-            if all(i in known for i in n.input):
-                ordered.append(n)
-                known.update(n.output)
-            else:
-                waiting.append(n)
-        if len(waiting) == len(pending):
-            missing = sorted({i for n in waiting for i in n.input if i not in known})
-            raise ValueError(f"load_onnx: the graph is not well formed: no node makes the values {missing[:8]} "
-                             "(or the nodes form a cycle)")
-        pending = waiting
-    return ordered

@@ -1,6 +1,8 @@
 """ONNX's image operators on NCHW values, run by lamina's NHWC kernels
 (:mod:`lamina.export.onnx_import`): Conv, ConvTranspose, the poolings, the normalizations
-and Resize. One-dimensional (N, C, L) inputs run as images of height 1.
+and Resize. One-dimensional (N, C, L) inputs run as images of height 1; volumes
+(N, C, D, H, W), dilated poolings and transposed convolutions and MaxPool's Indices output
+are in :mod:`lamina.export.onnx_import_volumes`.
 
 Cost of the layout: a convolution reads its input channels-last; when that input comes from
 another convolution, pooling, normalization or elementwise op it already is (see
@@ -28,6 +30,8 @@ from lamina.export.onnx_import_values import (
     logical,
     register_onnx_op,
 )
+from lamina.export.onnx_import_volumes import conv3d_node, conv_transpose_nd, per_axis, pool_nd
+from lamina.nn.layer_functions import batch_norm
 
 
 def _spatial(node: Node, x, what: str = "input"):
@@ -38,8 +42,8 @@ def _spatial(node: Node, x, what: str = "input"):
     if rank == 3:
         t = logical(x)
         return F.reshape(F.transpose(t, (0, 2, 1)), (t.shape[0], 1, t.shape[2], t.shape[1])), True
-    raise ShapeError(f"{node.where()}: expected an {what} of shape (N, C, H, W) or (N, C, L), got shape "
-                     f"{held(x).shape}; 3-D images are not supported")
+    raise ShapeError(f"{node.where()}: expected an {what} of shape (N, C, L), (N, C, H, W) or (N, C, D, H, W), "
+                     f"got shape {held(x).shape}")
 
 
 def _back(y, one_d: bool):
@@ -81,6 +85,10 @@ def _as_2d(values: list, one_d: bool, filler) -> list:
 def _conv(node: Node, x, w, b=None):
     """y = conv(x, w) + b with groups, strides, dilations and padding (explicit or auto_pad);
     ONNX's weights (K, C / g, kh, kw) are lamina's (K, kh, kw, C / g) transposed."""
+    if held(x).ndim == 5:
+        sizes, kernel = held(x).shape[2:], logical(w).shape[2:]
+        pads = _padding(node, sizes, kernel, per_axis(node, "strides", 1, 3), per_axis(node, "dilations", 1, 3))
+        return conv3d_node(node, x, w, b, pads)
     xt, one_d = _spatial(node, x)
     w = logical(w)
     if one_d:
@@ -109,13 +117,13 @@ def _conv_transpose(node: Node, x, w, b=None):
     transposed convolution, grown by output_padding at the end and cropped by the pads
     (from ``output_shape`` when given: total = s (n - 1) + output_padding + f - out, split
     as auto_pad says). Groups run one by one."""
+    dims = held(x).ndim - 2
+    if dims == 3 or per_axis(node, "dilations", 1, dims) != [1] * dims:
+        return conv_transpose_nd(node, x, w, b)
     xt, one_d = _spatial(node, x)
     w = logical(w)
     if one_d:
         w = F.reshape(w, (w.shape[0], w.shape[1], 1, w.shape[2]))
-    dims = 1 if one_d else 2
-    if _per_axis(node, "dilations", 1, dims) != [1] * dims:
-        raise NotImplementedError(f"{node.where()}: dilations {node.attr('dilations')} are not supported")
     strides = _as_2d(_per_axis(node, "strides", 1, dims), one_d, 1)
     extra = _as_2d(_per_axis(node, "output_padding", 0, dims), one_d, 0)
     sizes, kernel = list(xt.shape[1:3]), list(w.shape[2:])
@@ -180,13 +188,29 @@ def _pool_geometry(node: Node, sizes, kernel, strides, pads) -> tuple[list, list
     return outs, reads
 
 
+def _volume_geometry(node: Node, x) -> tuple:
+    """(kernel, strides, dilations, sizes, outs, reads, pads) per spatial axis, for any rank."""
+    sizes = list(held(x).shape[2:])
+    dims = len(sizes)
+    kernel = list(node.attr("kernel_shape"))
+    strides = per_axis(node, "strides", 1, dims)
+    dilations = per_axis(node, "dilations", 1, dims)
+    pads = _padding(node, sizes, kernel, strides, dilations)
+    extents = [d * (f - 1) + 1 for f, d in zip(kernel, dilations)]
+    outs, reads = _pool_geometry(node, sizes, extents, strides, pads)
+    return kernel, strides, dilations, sizes, outs, reads, pads
+
+
+def _needs_volume(node: Node, x) -> bool:
+    dims = held(x).ndim - 2
+    return dims == 3 or per_axis(node, "dilations", 1, dims) != [1] * dims
+
+
 def _pool_input(node: Node, x):
     xt, one_d = _spatial(node, x)
     dims = 1 if one_d else 2
     kernel = _as_2d(list(node.attr("kernel_shape")), one_d, 1)
     strides = _as_2d(_per_axis(node, "strides", 1, dims), one_d, 1)
-    if _per_axis(node, "dilations", 1, dims) != [1] * dims:
-        raise NotImplementedError(f"{node.where()}: dilations {node.attr('dilations')} are not supported")
     sizes = list(xt.shape[1:3])
     pads = _as_2d(_padding(node, sizes[-dims:], kernel[-dims:], strides[-dims:], [1] * dims), one_d, (0, 0))
     outs, reads = _pool_geometry(node, sizes, kernel, strides, pads)
@@ -195,9 +219,10 @@ def _pool_input(node: Node, x):
 
 @register_onnx_op("MaxPool", layout_aware=True)
 def _max_pool(node: Node, x):
-    """The maximum of each window; padding reads as -inf."""
-    if node.outputs > 1:
-        raise NotImplementedError(f"{node.where()}: the Indices output is not supported")
+    """The maximum of each window; padding reads as -inf. Indices (a second output): ONNX's
+    flat NCHW position of each maximum."""
+    if node.outputs > 1 or _needs_volume(node, x):
+        return pool_nd(node, x, _volume_geometry(node, x), take_max=True)
     xt, one_d, kernel, strides, _, _, reads, _ = _pool_input(node, x)
     if any(a or b for a, b in reads):
         xt = F.pad(xt, ((0, 0), *reads, (0, 0)), value=-np.inf)
@@ -208,6 +233,8 @@ def _max_pool(node: Node, x):
 def _average_pool(node: Node, x):
     """Window sums over the number of elements counted: those of the input, or with
     count_include_pad also the padding (not the ceil-mode overhang past it)."""
+    if _needs_volume(node, x):
+        return pool_nd(node, x, _volume_geometry(node, x), take_max=False)
     xt, one_d, kernel, strides, sizes, outs, reads, pads = _pool_input(node, x)
     if any(a or b for a, b in reads):
         xt = F.pad(xt, ((0, 0), *reads, (0, 0)))
@@ -252,11 +279,16 @@ def _channel_vector(v: Permuted, vector):
 
 @register_onnx_op("BatchNormalization", layout_aware=True)
 def _batch_norm(node: Node, x, scale, bias, mean, var):
-    """Inference form: y = scale (x - mean) / sqrt(var + eps) + bias, per channel (axis 1)."""
+    """Inference form: y = scale (x - mean) / sqrt(var + eps) + bias, per channel (axis 1);
+    lamina's batch-norm op when the channels are the held tensor's last axis (the output of
+    a convolution), elementwise ops otherwise."""
     if node.attr("training_mode", 0):
         raise NotImplementedError(f"{node.where()}: training_mode=1 is not supported (inference form only)")
     v = held(x)
     eps = node.attr("epsilon", 1e-5)
+    if v.ndim > 2 and v.perm[1] == v.ndim - 1 and v.tensor.dtype.kind == "f":
+        y = batch_norm(v.tensor, array(mean), array(var), logical(scale), logical(bias), training=False, eps=eps)
+        return Permuted(y, v.perm)
     factor = _channel_vector(v, scale) / F.sqrt(_channel_vector(v, var) + eps)
     y = (v.tensor - _channel_vector(v, mean)) * factor + _channel_vector(v, bias)
     return Permuted(y, v.perm)

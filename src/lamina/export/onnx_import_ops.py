@@ -26,6 +26,7 @@ from lamina.export.onnx_import_values import (
     register_onnx_op,
     transposed,
 )
+from lamina.nn.dense import linear
 
 
 # -- elementwise, kept in the input's layout ----------------------------------------------------
@@ -223,8 +224,11 @@ def _gemm(node: Node, a, b, c=None):
         a = F.transpose(a, (1, 0))
     if node.attr("transB", 0):
         b = F.transpose(b, (1, 0))
-    y = F.matmul(a, b)
     alpha, beta = node.attr("alpha", 1.0), node.attr("beta", 1.0)
+    bias_row = c is None or (beta == 1.0 and c.ndim == 1 and c.shape[0] == b.shape[1])
+    if alpha == 1.0 and bias_row and is_float(a) and is_float(b) and (c is None or is_float(c)):
+        return linear(a, b, c)                   # one fused node, the Dense layer's
+    y = F.matmul(a, b)
     if alpha != 1.0:
         y = y * alpha
     if c is not None and beta != 0.0:

@@ -93,22 +93,34 @@ class Node:
 
 OpHandler = Callable[..., object]
 _HANDLERS: dict[str, tuple[OpHandler, bool]] = {}
+_SCOPED: set[str] = set()
 
 
-def register_onnx_op(op_type: str, fn: OpHandler | None = None, layout_aware: bool = False):
+def register_onnx_op(op_type: str, fn: OpHandler | None = None, layout_aware: bool = False,
+                     scoped: bool = False):
     """Add (or replace) the handler of ONNX operator ``op_type``: ``fn(node, *inputs)``
     returns the output value, or a tuple for several outputs. ``node`` is a :class:`Node`;
     inputs are lamina Tensors (None for an omitted optional input). A layout-aware handler
-    receives :class:`Permuted` values as they are. Usable as a decorator:
-    ``@register_onnx_op('Celu')``."""
+    receives :class:`Permuted` values as they are. A scoped handler (an operator with
+    subgraphs) is called as ``fn(node, scope, *inputs)``, ``scope`` the dict of the values
+    its subgraphs may read by name. Usable as a decorator: ``@register_onnx_op('Celu')``."""
     def add(handler: OpHandler) -> OpHandler:
         _HANDLERS[op_type] = (handler, layout_aware)
+        if scoped:
+            _SCOPED.add(op_type)
+        else:
+            _SCOPED.discard(op_type)
         return handler
     return add if fn is None else add(fn)
 
 
 def handler(op_type: str) -> tuple[OpHandler, bool] | None:
     return _HANDLERS.get(op_type)
+
+
+def reads_scope(op_type: str) -> bool:
+    """Whether the operator's handler takes the scope of visible values (If, Loop, Scan)."""
+    return op_type in _SCOPED
 
 
 def supported_onnx_ops() -> list[str]:
