@@ -66,11 +66,11 @@ def test_a_stream_that_runs_dry_ends_training_with_a_warning():
     x, y = regression(10)
     seen = []
     trainer = recording_trainer(seen)
-    with pytest.warns(RuntimeWarning, match="ran out of batches at epoch 3"):
-        # fit reads the stream's first samples to check them, then trains on one pass
+    with pytest.warns(RuntimeWarning, match="ran out of batches at epoch 4"):
+        # fit checks the first batch of the first pass and trains on it: both passes are trained on
         history = trainer.fit(DataLoader(Stream(x, y, passes=2), batch_size=2), epochs=5, steps_per_epoch=4)
-    assert history.epochs == [1, 2]
-    assert [len(b) for b in seen] == [2, 2, 2, 2, 2]  # 4 batches, then the pass's last one
+    assert history.epochs == [1, 2, 3]
+    assert [b.tolist() for b in seen] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]] * 2  # 10 batches: 4, 4, 2
 
 
 def test_initial_epoch_numbers_the_epochs_of_callbacks_and_history():

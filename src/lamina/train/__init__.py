@@ -1,7 +1,8 @@
 """The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
 hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
-from lamina.train.averaging import WeightAveraging
+from lamina.train.averaging import SwapEMAWeights, WeightAveraging
+from lamina.train.backup import BackupAndRestore
 from lamina.train.bayesian import bayesian_search, expected_improvement
 from lamina.train.calibration import (
     ReliabilityDiagram,
@@ -20,6 +21,7 @@ from lamina.train.callbacks import (
     LearningRateScheduler,
     ModelCheckpoint,
     ProgressBar,
+    ReduceLROnPlateau,
     TerminateOnNaN,
 )
 from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
@@ -31,11 +33,14 @@ from lamina.train.history import History
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
 from lamina.train.metrics import (
     F1Score,
+    FBetaScore,
     Precision,
     Recall,
     accuracy,
     binary_accuracy,
     confusion_matrix,
+    cosine_similarity,
+    log_cosh_error,
     top_k_accuracy,
     top_k_error,
 )
@@ -58,6 +63,12 @@ from lamina.train.segmentation_metrics import (
     pixel_confusion_matrix,
 )
 from lamina.train.tensorboard import SummaryWriter, TensorBoard
+from lamina.train.threshold_metrics import (
+    PrecisionAtRecall,
+    RecallAtPrecision,
+    SensitivityAtSpecificity,
+    SpecificityAtSensitivity,
+)
 from lamina.train.trainer import Trainer
 from lamina.train.weighting import WeightedMean
 
@@ -78,4 +89,7 @@ __all__ = [
     "mean_class_accuracy", "mean_iou", "pixel_accuracy", "pixel_confusion_matrix",
     "bayesian_search", "expected_improvement",
     "WeightedMean",
+    "BackupAndRestore", "ReduceLROnPlateau", "SwapEMAWeights",
+    "FBetaScore", "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity", "SpecificityAtSensitivity",
+    "cosine_similarity", "log_cosh_error",
 ]

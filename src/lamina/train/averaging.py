@@ -11,7 +11,7 @@ from lamina.nn import BatchNorm
 from lamina.optim.averaging import AveragedModel, update_batch_norm
 from lamina.train.callbacks import Callback
 
-__all__ = ["WeightAveraging"]
+__all__ = ["SwapEMAWeights", "WeightAveraging"]
 
 EVERY = ("epoch", "iteration")
 
@@ -92,3 +92,87 @@ class WeightAveraging(Callback):
     def __repr__(self) -> str:
         return (f"WeightAveraging(decay={self.decay}, start_epoch={self.start_epoch}, every={self.every!r}, "
                 f"swap_at_end={self.swap_at_end})")
+
+
+class SwapEMAWeights(Callback):
+    """Validate with the averaged weights, as Keras's ``SwapEMAWeights`` does with an EMA optimizer.
+
+    ``source``: the :class:`WeightAveraging` callback keeping the average (by default the
+    first one among the trainer's callbacks) or an :class:`~lamina.optim.AveragedModel`.
+    Before ``fit`` evaluates on the validation data, the averaged parameters are loaded into
+    the model (the buffers too if the average has ``use_buffers``; otherwise batch
+    normalization keeps the model's running statistics); the training weights are put back
+    afterwards. The ``val_`` logs thus measure the average, once a first update has made
+    one (before that, the model's own weights). An average updated per epoch
+    (``WeightAveraging(every="epoch")``) takes in an epoch's weights at its end, after the
+    validation; ``every="iteration"`` is up to date.
+
+    ``swap_on_epoch=True``: the averaged weights are also in the model at each epoch's end,
+    for the callbacks listed after this one (``ModelCheckpoint``,
+    ``EarlyStopping(restore_best=True)``: the checkpoints and the best weights are then the
+    averaged ones), and are swapped out at the next epoch's start. After the last epoch they
+    stay in the model, as Keras's EMA optimizer leaves them.
+    """
+
+    def __init__(self, source=None, swap_on_epoch: bool = False):
+        if source is not None and not isinstance(source, (WeightAveraging, AveragedModel)):
+            raise TypeError(f"SwapEMAWeights: source must be a WeightAveraging callback, an AveragedModel or "
+                            f"None, got {type(source).__name__}")
+        self.source = source
+        self.swap_on_epoch = bool(swap_on_epoch)
+        self._training_weights: dict | None = None   # set while the model holds the averaged weights
+
+    def _average(self) -> AveragedModel | None:
+        source = self.source
+        if source is None:
+            source = next((cb for cb in self.trainer.callbacks if isinstance(cb, WeightAveraging)), None)
+            if source is None:
+                raise ValueError("SwapEMAWeights: no weight average to swap in; add a WeightAveraging callback "
+                                 "(e.g. WeightAveraging(decay=0.99, every='iteration')) or pass source=")
+        return source.averaged if isinstance(source, WeightAveraging) else source
+
+    def on_train_begin(self, logs: dict) -> None:
+        self._training_weights = None
+        self._average()                              # fail early without an average
+        callbacks = list(self.trainer.callbacks)
+        source = self.source if self.source is not None else next(
+            cb for cb in callbacks if isinstance(cb, WeightAveraging))
+        if (self.swap_on_epoch and isinstance(source, WeightAveraging) and source.every == "epoch"
+                and source in callbacks and callbacks.index(source) > callbacks.index(self)):
+            raise ValueError("SwapEMAWeights: with swap_on_epoch=True, a WeightAveraging(every='epoch') listed "
+                             "after it would average the swapped-in weights; list the WeightAveraging first")
+
+    def _swap_in(self) -> None:
+        average = self._average()
+        if self._training_weights is not None or average is None or average.n_averaged == 0:
+            return
+        model = self.trainer.model
+        state = model.state_dict()
+        self._training_weights = {k: v.copy() for k, v in state.items()}
+        averaged = average.module.state_dict()
+        swapped = set(averaged) if average.use_buffers else {name for name, _ in average.module.named_parameters()}
+        model.load_state_dict({k: averaged[k] if k in swapped else v for k, v in state.items()})
+
+    def _swap_out(self) -> None:
+        if self._training_weights is not None:
+            self.trainer.model.load_state_dict(self._training_weights)
+            self._training_weights = None
+
+    def on_test_begin(self, logs: dict) -> None:
+        self._swap_in()
+
+    def on_test_end(self, logs: dict) -> None:
+        self._swap_out()
+
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        self._swap_out()
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if self.swap_on_epoch:
+            self._swap_in()
+
+    def on_exception(self, error: BaseException) -> None:
+        self._swap_out()
+
+    def __repr__(self) -> str:
+        return f"SwapEMAWeights(source={self.source!r}, swap_on_epoch={self.swap_on_epoch})"

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from lamina.io import atomic_write
+from lamina.optim.schedules.plateau import higher_is_better
 
 
 class Callback:
@@ -31,6 +32,17 @@ class Callback:
     def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
 
     def on_batch_end(self, iteration: int, logs: dict) -> None: ...
+
+    def on_test_begin(self, logs: dict) -> None:
+        """Called before ``fit`` evaluates on the validation data (Keras's name)."""
+
+    def on_test_end(self, logs: dict) -> None:
+        """Called after ``fit`` has evaluated on the validation data, with the ``val_`` logs."""
+
+    def checkpoint_to_resume(self) -> str | None:
+        """A training checkpoint that ``fit`` should resume from (in place of ``resume_from`` and
+        ``initial_epoch``), or None; asked before training starts."""
+        return None
 
     def on_exception(self, error: BaseException) -> None:
         """Called instead of ``on_train_end`` when ``fit`` is left by an exception (a
@@ -122,16 +134,10 @@ class ProgressBar(Callback):
             self.bar = None
 
 
-HIGHER_IS_BETTER = ("acc", "f1", "precision", "recall", "auc", "r2")
-"""Parts of a metric's name that make ``mode='auto'`` maximise it (losses and errors are
-minimised)."""
-
-
 class _Monitor(Callback):
     def __init__(self, monitor: str, mode: str, min_delta: float = 0.0):
         if mode == "auto":
-            higher = any(part in monitor for part in HIGHER_IS_BETTER) and "error" not in monitor
-            mode = "max" if higher else "min"
+            mode = "max" if higher_is_better(monitor) else "min"
         if mode not in ("min", "max"):
             raise ValueError(f"{type(self).__name__}: mode must be 'min', 'max' or 'auto', got {mode!r}")
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
@@ -156,38 +162,69 @@ class _Monitor(Callback):
 
 
 class EarlyStopping(_Monitor):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs; with
-    ``restore_best=True`` the weights of the best epoch are put back."""
+    """Stop when ``monitor`` has not improved (by more than ``min_delta``) for ``patience``
+    epochs, as Keras's ``EarlyStopping``.
+
+    ``start_from_epoch``: the epochs before it (counted from 0) are not watched, for a
+    warm-up. ``baseline``: a value to beat; until one beats it, the wait is not reset (so
+    training stops after ``patience`` epochs unless the baseline is beaten). With
+    ``restore_best=True`` (Keras's name ``restore_best_weights`` also works) the weights of
+    the best epoch are put back at the end of training; those of the first watched epoch
+    when none improved on anything.
+    """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, mode: str = "auto",
-                 min_delta: float = 0.0, restore_best: bool = False):
-        super().__init__(monitor, mode, min_delta)
-        self.patience, self.restore_best = patience, restore_best
-        self.wait, self.best_weights, self.stopped_epoch = 0, None, None
+                 min_delta: float = 0.0, restore_best: bool = False, start_from_epoch: int = 0,
+                 baseline: float | None = None, restore_best_weights: bool | None = None):
+        super().__init__(monitor, mode, abs(min_delta))
+        if isinstance(start_from_epoch, bool) or not isinstance(start_from_epoch, (int, np.integer)) \
+                or start_from_epoch < 0:
+            raise ValueError(f"EarlyStopping: start_from_epoch must be an integer >= 0, got {start_from_epoch!r}")
+        self.patience, self.start_from_epoch, self.baseline = patience, int(start_from_epoch), baseline
+        self.restore_best = restore_best if restore_best_weights is None else bool(restore_best_weights)
+        self.wait, self.best_weights, self.stopped_epoch, self.best_epoch = 0, None, None, None
+
+    def _beats_baseline(self, value: float) -> bool:
+        if self.baseline is None:
+            return True
+        return value < self.baseline - self.min_delta if self.mode == "min" else value > self.baseline + self.min_delta
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        if self._not_validated(epoch, logs):
+        if epoch < self.start_from_epoch or self._not_validated(epoch, logs):
             return
         value = self._value(logs)
-        if self._improved(value):
-            self.best, self.wait = value, 0
-            if self.restore_best:
-                self.best_weights = {k: v.copy() for k, v in self.trainer.model.state_dict().items()}
-            return
+        if self.restore_best and self.best_weights is None:
+            self._keep_weights(epoch)
         self.wait += 1
+        if self._improved(value):
+            self.best = value
+            if self.restore_best:
+                self._keep_weights(epoch)
+            else:
+                self.best_epoch = epoch
+            if self._beats_baseline(value):
+                self.wait = 0
+            return
         if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.trainer.stop_training = True
+
+    def _keep_weights(self, epoch: int) -> None:
+        self.best_weights = {k: v.copy() for k, v in self.trainer.model.state_dict().items()}
+        self.best_epoch = epoch
 
     def on_train_end(self, logs: dict) -> None:
         if self.restore_best and self.best_weights is not None:
             self.trainer.model.load_state_dict(self.best_weights)
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "wait": self.wait, "best_weights": self.best_weights}
+        return {"best": self.best, "wait": self.wait, "best_weights": self.best_weights,
+                "best_epoch": -1 if self.best_epoch is None else self.best_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.wait, self.best_weights = float(state["best"]), int(state["wait"]), state["best_weights"]
+        best_epoch = int(state.get("best_epoch", -1))
+        self.best_epoch = None if best_epoch < 0 else best_epoch
 
 
 class ModelCheckpoint(_Monitor):
@@ -267,3 +304,67 @@ class TerminateOnNaN(Callback):
             self.message = f"TerminateOnNaN: the loss became {loss} at iteration {iteration}; training stopped"
             print(self.message, file=sys.stderr)
             self.trainer.stop_training = True
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Divide the learning rate when ``monitor`` stops improving, as Keras's callback of that
+    name (the per-epoch schedule :class:`lamina.optim.ReduceOnPlateau` follows PyTorch's rules).
+
+    At each epoch's end (those that ``validation_freq`` leaves unvalidated are skipped for a
+    ``val_`` quantity): during a cooldown, its counter goes down and the wait is reset. A
+    value better than the best by more than ``min_delta`` becomes the best and resets the
+    wait; otherwise, outside a cooldown, the wait grows by one, and once it reaches
+    ``patience`` the learning rate becomes max(lr * factor, min_lr) (if lr > min_lr), a
+    cooldown of ``cooldown`` epochs starts and the wait is reset. ``mode='auto'`` maximises
+    accuracies and scores, minimises losses and errors. The new rate is set on
+    ``trainer.optimizer.lr``, so a schedule that sets the rate itself overrides it.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",
+                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, verbose: int = 0):
+        super().__init__(monitor, mode, abs(min_delta))
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.0 <= factor < 1.0:
+            raise ValueError(f"ReduceLROnPlateau: factor must be in [0, 1) (new lr = lr * factor), got {factor!r}")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"ReduceLROnPlateau: {name} must be an integer >= 0, got {value!r}")
+        if not min_lr >= 0:
+            raise ValueError(f"ReduceLROnPlateau: min_lr must be >= 0, got {min_lr!r}")
+        self.factor, self.patience, self.cooldown = float(factor), int(patience), int(cooldown)
+        self.min_lr, self.verbose = float(min_lr), verbose
+        self.wait, self.cooldown_counter = 0, 0
+
+    def on_train_begin(self, logs: dict) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait, self.cooldown_counter = 0, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if self._not_validated(epoch, logs):
+            return
+        value = self._value(logs)
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best, self.wait = value, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self._reduce(epoch)
+
+    def _reduce(self, epoch: int) -> None:
+        optimizer = self.trainer.optimizer
+        old = float(optimizer.lr)
+        if old > self.min_lr:
+            optimizer.lr = max(old * self.factor, self.min_lr)
+            if self.verbose:
+                print(f"ReduceLROnPlateau: epoch {epoch + 1}: learning rate {old:.4g} -> {optimizer.lr:.4g}",
+                      file=sys.stderr)
+            self.cooldown_counter, self.wait = self.cooldown, 0
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+        self.cooldown_counter = int(state["cooldown_counter"])

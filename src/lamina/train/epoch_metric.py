@@ -10,9 +10,12 @@ __all__ = ["EpochMetric", "MeanMetric"]
 class EpochMetric:
     """A metric over an epoch: ``reset()``, ``update(scores, labels)`` once per batch (which
     returns the value to log for that batch), ``result()`` at the end. Scores may be the
-    model's arrays on any backend (CuPy's are copied to the host)."""
+    model's arrays on any backend (CuPy's are copied to the host). A metric whose
+    ``update(scores, labels, sample_weight)`` weighs the samples sets ``takes_sample_weight``
+    (``Trainer(weighted_metrics=...)`` then takes it)."""
 
     name = "metric"
+    takes_sample_weight = False
 
     def reset(self) -> None:
         raise NotImplementedError

@@ -9,6 +9,9 @@ import numpy as np
 
 from lamina.io.atomic import save_figure
 
+UNPLOTTED = ("samples_per_s",)
+"""Per-epoch quantities that :meth:`History.figure` leaves out (not learning curves)."""
+
 
 class History:
     def __init__(self) -> None:
@@ -51,15 +54,24 @@ class History:
         return epochs, values
 
     def plot(self, path: str | os.PathLike) -> None:
-        """Save the cost curves as a PNG: per-iteration training cost (with its moving average)
-        and per-epoch training and validation cost and metrics."""
+        """Save :meth:`figure` as a PNG (atomically)."""
+        save_figure(self.figure(), path)
+
+    def figure(self):
+        """The learning curves as a matplotlib figure: per-iteration training cost (with its
+        moving average), per-epoch training and validation cost, and (when any are logged)
+        the per-epoch metrics. Each curve is drawn at the epochs its quantity was logged at
+        (see :meth:`curve`), so with ``fit(validation_freq=k)`` a ``val_`` curve has a
+        point every k epochs; a training curve is solid, its validation twin dashed in the
+        same colour."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        metrics = [key for key in self.epoch if not key.endswith("loss") and key not in UNPLOTTED]
+        fig, axes = plt.subplots(1, 3 if metrics else 2, figsize=(16 if metrics else 11, 4))
+        left, right = axes[0], axes[1]
         losses = np.asarray(self.iteration.get("loss", []))
         if losses.size:
             left.plot(losses, color="0.75", linewidth=0.8, label="mini-batch cost")
@@ -70,11 +82,20 @@ class History:
             left.plot(smooth, color="C0", label="moving average")
         left.set(xlabel="iteration", ylabel="cost J", title="training cost per iteration")
         left.legend()
-        for key in self.epoch:
-            if key.endswith("loss"):
-                right.plot(*self.curve(key), marker="o", label=key)
+        self._draw_epoch_curves(right, [key for key in self.epoch if key.endswith("loss")])
         right.set(xlabel="epoch", ylabel="cost J", title="cost per epoch")
-        if self.epoch:
-            right.legend()
+        if metrics:
+            self._draw_epoch_curves(axes[2], metrics)
+            axes[2].set(xlabel="epoch", ylabel="value", title="metrics per epoch")
         fig.tight_layout()
-        save_figure(fig, path)
+        return fig
+
+    def _draw_epoch_curves(self, axis, keys: list[str]) -> None:
+        names = list(dict.fromkeys(key.removeprefix("val_") for key in keys))
+        for key in keys:
+            name = key.removeprefix("val_")
+            colour = f"C{names.index(name) % 10}"
+            style = "--" if key.startswith("val_") else "-"
+            axis.plot(*self.curve(key), style, color=colour, marker="o", label=key)
+        if keys:
+            axis.legend()

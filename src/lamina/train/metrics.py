@@ -16,6 +16,7 @@ import numpy as np
 
 from lamina import backend
 from lamina.errors import ShapeError
+from lamina.train import weighting
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
 from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score
 from lamina.train.segmentation_metrics import DiceScore, MeanClassAccuracy, MeanIoU, PixelAccuracy
@@ -88,7 +89,10 @@ class _ConfusionMetric(EpochMetric):
     ``average``: 'macro' (the mean over the classes that occur in the labels or the
     predictions), 'weighted' (by each class's number of samples), 'micro' (from the summed
     counts: the accuracy, for one label per sample) or 'binary' (class 1 alone); a ratio with
-    nothing to count is 0 (scikit-learn's defaults)."""
+    nothing to count is 0 (scikit-learn's defaults). With sample weights w_i, C[i, j] sums
+    the weights of the samples of class i predicted as j (so 'weighted' weighs each class by
+    its total weight); a class met only in samples of weight 0 still counts in 'macro', as
+    in scikit-learn's ``precision_recall_fscore_support(..., sample_weight=w)``."""
 
     def __init__(self, average: str = "macro"):
         if average not in AVERAGES:
@@ -97,10 +101,16 @@ class _ConfusionMetric(EpochMetric):
         self.name = self.name if average == "macro" else f"{self.name}_{average}"
         self.reset()
 
+    takes_sample_weight = True
+
     def reset(self) -> None:
         self.matrix = None
+        self.present = None      # the classes met among the labels or predictions, whatever their weights
 
-    def update(self, scores, y_true) -> float:
+    def update(self, scores, y_true, sample_weight=None) -> float:
+        """Add a batch to the epoch's confusion matrix; with ``sample_weight`` (one weight
+        >= 0 per sample, as ``Trainer(weighted_metrics=...)`` passes) each sample adds its
+        weight instead of 1, as scikit-learn's ``sample_weight``."""
         scores = backend.to_numpy(scores)
         if scores.ndim == 1 or scores.shape[-1] == 1:
             classes, predicted = 2, (scores.reshape(-1) > 0.5).astype(np.int64)
@@ -109,14 +119,21 @@ class _ConfusionMetric(EpochMetric):
             classes, predicted, labels = scores.shape[-1], scores.argmax(axis=-1), _labels(y_true)
         if len(labels) != len(predicted):
             raise ShapeError(f"{type(self).__name__}: scores of shape {scores.shape} for {len(labels)} labels")
-        counts = confusion_matrix(labels, predicted, classes)
+        weights = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        if weights.shape != (len(labels),):
+            raise ShapeError(f"{type(self).__name__}: sample weights of shape {weights.shape} for "
+                             f"{len(labels)} samples; expected ({len(labels)},)")
+        counts = np.zeros((classes, classes))
+        np.add.at(counts, (labels, predicted), weights)
+        present = np.bincount(np.concatenate([labels, predicted]), minlength=classes) > 0
         self.matrix = counts if self.matrix is None else self.matrix + counts
+        self.present = present if self.present is None else self.present | present
         return self.result()
 
     def result(self) -> float:
         if self.matrix is None:
             return 0.0
-        m = self.matrix.astype(np.float64)
+        m = self.matrix
         hits, predicted, actual = np.diag(m), m.sum(axis=0), m.sum(axis=1)
         if self.average == "micro":
             hits, predicted, actual = hits.sum(keepdims=True), predicted.sum(keepdims=True), actual.sum(keepdims=True)
@@ -124,9 +141,11 @@ class _ConfusionMetric(EpochMetric):
         if self.average == "binary":
             return float(per_class[1]) if len(per_class) > 1 else 0.0
         if self.average == "weighted":
-            return float((per_class * actual).sum() / max(actual.sum(), 1.0))
-        present = (predicted + actual) > 0
-        return float(per_class[present].mean()) if present.any() else 0.0
+            total = actual.sum()
+            return float((per_class * actual).sum() / total) if total > 0 else 0.0
+        if self.average == "micro":
+            return float(per_class[0])
+        return float(per_class[self.present].mean()) if self.present.any() else 0.0
 
     def _score(self, precision, recall):
         raise NotImplementedError
@@ -163,7 +182,38 @@ class F1Score(_ConfusionMetric):
         return _ratio(2 * precision * recall, precision + recall)
 
 
+class FBetaScore(_ConfusionMetric):
+    """F_beta = (1 + beta^2) P R / (beta^2 P + R) per class: recall counts ``beta`` times as
+    much as precision (``sklearn.metrics.fbeta_score``; beta = 1 is :class:`F1Score`)."""
+
+    name = "fbeta"
+
+    def __init__(self, beta: float = 1.0, average: str = "macro"):
+        if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating)) or not 0 < beta < np.inf:
+            raise ValueError(f"FBetaScore: beta must be a positive number, got {beta!r}")
+        self.beta = float(beta)
+        super().__init__(average)
+
+    def _score(self, precision, recall):
+        b2 = self.beta**2
+        return _ratio((1 + b2) * precision * recall, b2 * precision + recall)
+
+
+def cosine_similarity(predictions: np.ndarray, y_true: np.ndarray) -> float:
+    """The mean over the samples of the cosine between prediction and target along the last
+    axis (see :func:`lamina.train.weighting.cosine_similarity`)."""
+    return float(weighting.cosine_similarity(predictions, y_true).mean())
+
+
+def log_cosh_error(predictions: np.ndarray, y_true: np.ndarray) -> float:
+    """The mean of log(cosh(prediction - target)) over all values (see
+    :func:`lamina.train.weighting.log_cosh_error`)."""
+    return float(weighting.log_cosh_error(predictions, y_true).mean())
+
+
 METRICS = {
+    "cosine_similarity": cosine_similarity,
+    "logcosh": log_cosh_error,
     "accuracy": accuracy,
     "binary_accuracy": binary_accuracy,
     "top5_accuracy": lambda s, y: top_k_accuracy(s, y, 5),
@@ -177,6 +227,10 @@ EPOCH_METRICS = {
     "mean_iou": MeanIoU, "pixel_accuracy": PixelAccuracy, "mean_class_accuracy": MeanClassAccuracy,
     "dice_score": DiceScore,
 }
+
+
+WEIGHTED_EPOCH_METRICS = {"precision": Precision, "recall": Recall, "f1": F1Score}
+"""The epoch metrics that ``Trainer(weighted_metrics=...)`` takes by name."""
 
 
 def get_metric(metric) -> tuple[str, EpochMetric]:

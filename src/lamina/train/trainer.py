@@ -147,6 +147,15 @@ def _labelled_batches(loader):
     return (batch if isinstance(batch, tuple) and len(batch) == 3 else (*batch, None) for batch in loader)
 
 
+def _prepend(first, batches):
+    """``first``, then the rest of ``batches`` (closed when this generator is)."""
+    try:
+        yield first
+        yield from batches
+    finally:
+        batches.close()
+
+
 def _is_cross_entropy(loss) -> bool:
     """Whether ``loss`` is categorical cross-entropy, maybe with options fixed by a partial
     (``partial(F.categorical_cross_entropy, label_smoothing=0.1)``): a Softmax last layer is
@@ -207,7 +216,9 @@ class Trainer:
     bit for bit). ``weighted_metrics``: names in
     :data:`~lamina.train.weighting.PER_SAMPLE_METRICS` or callables giving one value per
     sample, reported as ``weighted_<name>``: the weighted mean sum_i w_i v_i / sum_i w_i over
-    the epoch (with no weights, the plain mean).
+    the epoch (with no weights, the plain mean); and 'precision', 'recall', 'f1' or a
+    :class:`~lamina.train.metrics.Precision` (Recall, F1Score) of any ``average``, computed
+    from a confusion matrix of the sample weights.
     """
 
     def __init__(self, model, loss="categorical_cross_entropy", optimizer=None, metrics=("accuracy",),
@@ -245,6 +256,7 @@ class Trainer:
         self.steps_per_epoch: int | None = None
         self.validation_freq = 1
         self._stream = None                          # the batches pass after pass, with steps_per_epoch
+        self._first_pass = None                      # a stream's first pass, its first batch peeked at
         self.schedule = schedule
         self.callbacks: list[Callback] = list(callbacks)
         if not any(isinstance(c, ProgressBar) for c in self.callbacks):
@@ -511,7 +523,10 @@ class Trainer:
         epoch has ``steps_per_epoch`` mini-batches; a pass that yields nothing (a spent
         stream) ends training with a warning. ``initial_epoch``: the epoch to start from
         (numbering the callbacks' epochs and the history when continuing a run by hand;
-        ``resume_from`` sets it from the checkpoint). ``validation_freq``: validate every
+        ``resume_from`` sets it from the checkpoint; a backup of an interrupted run kept by a
+        :class:`~lamina.train.BackupAndRestore` callback takes the place of both). A stream
+        (an iterable dataset, a generator) is read once per pass: its first batch, checked
+        before training, is the first one trained on. ``validation_freq``: validate every
         that many epochs (those whose number is a multiple of it); the other epochs' logs
         have no ``val_`` entries, so the history's ``val_`` lists hold the validated epochs
         only, and early stopping, checkpoints saving the best and plateau schedules watching
@@ -542,7 +557,13 @@ class Trainer:
             classes, labelled = self._validate(dataset.x, dataset.y), dataset.y is not None
             if dataset.w is not None:
                 check_weights(dataset.w, len(dataset), "Trainer.fit")
-        elif is_iterable_dataset(dataset) or len(dataset):  # its first samples build the model and are checked
+        elif is_iterable_dataset(dataset):    # a stream may be readable once: its first batch is kept
+            batches = _labelled_batches(loader)
+            first = next(batches, None)
+            if first is not None:
+                self._first_pass = (first, batches)
+                classes = self._validate(*first[:2])
+        elif len(dataset):                    # its first samples build the model and are checked
             first = next(iter(DataLoader(dataset, batch_size=2, shuffle=False, seed=0)))
             classes = self._validate(*(first[:2] if isinstance(first, tuple) and len(first) == 3 else first))
         self._class_weights = self._class_table(class_weight, labelled, classes)
@@ -553,7 +574,12 @@ class Trainer:
             self.samples_per_epoch = steps_per_epoch * loader.batch_size
         self.stop_training = False
         start, callback_states = initial_epoch, None
+        backups = [path for cb in self.callbacks if hasattr(cb, "checkpoint_to_resume")
+                   and (path := cb.checkpoint_to_resume()) is not None]
+        if backups:                              # a run interrupted before: its backup wins
+            resume_from = backups[0]
         if resume_from is not None:
+            self._close_first_pass()             # the restored loader reads the stream anew
             start, callback_states = checkpoint.restore(resume_from, self)
         logs: dict = {}
         for cb in self.callbacks:
@@ -570,6 +596,7 @@ class Trainer:
             if self._stream is not None:
                 self._stream.close()
                 self._stream = None
+            self._close_first_pass()
         for cb in self.callbacks:
             cb.on_train_end(logs)
         self.model.eval()
@@ -597,15 +624,28 @@ class Trainer:
         that continue where the last one stopped; ends when a pass yields nothing."""
         while True:
             empty = True
-            for batch in _labelled_batches(loader):
+            for batch in self._next_pass(loader):
                 empty = False
                 yield batch
             if empty:
                 return
 
+    def _next_pass(self, loader):
+        """The batches of a pass over ``loader``; the first pass over a stream goes on from the
+        batch that ``fit`` peeked at, so a stream that can be read only once loses nothing."""
+        if self._first_pass is None:
+            return _labelled_batches(loader)
+        (first, batches), self._first_pass = self._first_pass, None
+        return _prepend(first, batches)
+
+    def _close_first_pass(self) -> None:
+        if self._first_pass is not None:
+            self._first_pass[1].close()
+            self._first_pass = None
+
     def _epoch_batches(self, loader):
         if self._stream is None:
-            return _labelled_batches(loader)
+            return self._next_pass(loader)
         return itertools.islice(self._stream, self.steps_per_epoch)
 
     def _tell_callbacks_of(self, error: BaseException) -> None:
@@ -629,9 +669,10 @@ class Trainer:
                               f"yielded none); training stopped", RuntimeWarning, stacklevel=3)
                 break
             due = (epoch + 1) % self.validation_freq == 0
-            if val is not None and due and math.isfinite(logs["loss"]):
-                logs.update({f"val_{k}": v for k, v in self.evaluate(val, **validation).items()})
-            self._step_epoch_schedule(logs, due)
+            validated = val is not None and due and math.isfinite(logs["loss"])
+            if validated:
+                logs.update(self._validate_epoch(val, validation))
+            self._step_epoch_schedule(logs, validated, val is not None)
             self.history.record_epoch(epoch + 1, logs)
             if not math.isfinite(logs["loss"]) and self.stop_training:
                 break
@@ -642,15 +683,33 @@ class Trainer:
                 break
         return logs
 
-    def _step_epoch_schedule(self, logs: dict, validated: bool) -> None:
-        """Step a per-epoch schedule; one monitoring a ``val_`` quantity skips the epochs that
-        ``validation_freq`` leaves unvalidated."""
+    def _validate_epoch(self, val, validation: dict) -> dict:
+        """The ``val_`` logs of an evaluation on ``val``, between the callbacks'
+        ``on_test_begin`` and ``on_test_end``."""
+        hooked = [cb for cb in self.callbacks if hasattr(cb, "on_test_begin")]
+        for cb in hooked:
+            cb.on_test_begin({})
+        logs = {f"val_{k}": v for k, v in self.evaluate(val, **validation).items()}
+        for cb in hooked:
+            cb.on_test_end(logs)
+        return logs
+
+    def _step_epoch_schedule(self, logs: dict, validated: bool, has_val: bool) -> None:
+        """Step a per-epoch schedule. One with a ``monitor`` (:class:`~lamina.optim.ReduceOnPlateau`)
+        is stepped with that logged quantity (None: 'val_loss' when there is validation data,
+        else 'loss'), skipping the epochs left unvalidated when it is a ``val_`` one."""
         if self.schedule is None or getattr(self.schedule, "per", "epoch") != "epoch":
             return
         if not hasattr(self.schedule, "monitor"):
             self.schedule.step()
-        elif self.schedule.monitor in logs or validated or not self.schedule.monitor.startswith("val_"):
-            self.schedule.step(logs.get(self.schedule.monitor, logs["loss"]))
+            return
+        name = self.schedule.monitor or ("val_loss" if has_val else "loss")
+        if name in logs:
+            self.schedule.step(logs[name])
+        elif not (name.startswith("val_") and has_val and not validated):
+            raise KeyError(f"Trainer.fit: the schedule {type(self.schedule).__name__} monitors {name!r}, which "
+                           f"is not logged; logged: {sorted(logs)}"
+                           + ("" if has_val or not name.startswith("val_") else " (pass val= to validate)"))
 
     def _train_epoch(self, loader) -> dict:
         """One pass over ``loader``: the optimizer steps once per group of ``accumulate``

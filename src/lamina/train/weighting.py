@@ -159,8 +159,26 @@ def squared_error(scores, labels) -> np.ndarray:
     return np.square(scores - labels.reshape(scores.shape)).reshape(len(scores), -1).mean(axis=1)
 
 
+def cosine_similarity(scores, labels, eps: float = 1e-12) -> np.ndarray:
+    """Each sample's cosine <a, y> / (|a| |y|) along the last axis (Keras's ``CosineSimilarity``
+    metric), averaged over its other axes; a zero vector gives 0 (its norm floored at ``eps``)."""
+    scores, labels = _rows(scores, labels)
+    a = scores.astype(np.float64).reshape(len(scores), -1, scores.shape[-1] if scores.ndim > 1 else 1)
+    y = labels.astype(np.float64).reshape(a.shape)
+    norms = np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(y, axis=-1), eps)
+    return ((a * y).sum(axis=-1) / norms).mean(axis=1)
+
+
+def log_cosh_error(scores, labels) -> np.ndarray:
+    """Each sample's mean log(cosh(a - y)) over its values (Keras's ``LogCoshError``), as
+    |d| + log1p(exp(-2|d|)) - log 2, which does not overflow for large differences d."""
+    scores, labels = _rows(scores, labels)
+    d = np.abs(scores.astype(np.float64) - labels.astype(np.float64).reshape(scores.shape))
+    return (d + np.log1p(np.exp(-2 * d)) - np.log(2.0)).reshape(len(scores), -1).mean(axis=1)
+
+
 PER_SAMPLE_METRICS = {"accuracy": correct, "binary_accuracy": binary_correct, "mae": absolute_error,
-                      "mse": squared_error}
+                      "mse": squared_error, "cosine_similarity": cosine_similarity, "logcosh": log_cosh_error}
 
 
 class WeightedMean(EpochMetric):
@@ -189,16 +207,30 @@ class WeightedMean(EpochMetric):
         return self.total / self.weight if self.weight > 0 else 0.0
 
 
-def get_weighted_metric(metric) -> tuple[str, WeightedMean]:
-    """(``"weighted_" + name``, :class:`WeightedMean`) for a name in ``PER_SAMPLE_METRICS``, a
-    WeightedMean, or a callable ``(scores, labels) -> one value per sample``."""
+def get_weighted_metric(metric) -> tuple[str, EpochMetric]:
+    """(``"weighted_" + name``, the metric) for a name in ``PER_SAMPLE_METRICS`` (a
+    :class:`WeightedMean`), 'precision', 'recall' or 'f1' (macro averages of a weighted
+    confusion matrix), a WeightedMean, an :class:`EpochMetric` that takes sample weights
+    (``takes_sample_weight``: ``Precision(average="micro")`` and the like), or a callable
+    ``(scores, labels) -> one value per sample``."""
+    from lamina.train.metrics import WEIGHTED_EPOCH_METRICS
+
     if isinstance(metric, WeightedMean):
         return metric.name, metric
+    if isinstance(metric, EpochMetric) and getattr(metric, "takes_sample_weight", False):
+        return f"weighted_{metric.name}", metric
+    if isinstance(metric, str) and metric in WEIGHTED_EPOCH_METRICS:
+        made = WEIGHTED_EPOCH_METRICS[metric]()
+        return f"weighted_{made.name}", made
     if isinstance(metric, str):
         if metric not in PER_SAMPLE_METRICS:
             raise ValueError(f"Trainer: unknown weighted metric {metric!r}; expected one of "
-                             f"{sorted(PER_SAMPLE_METRICS)} or a callable giving one value per sample")
+                             f"{sorted({*PER_SAMPLE_METRICS, *WEIGHTED_EPOCH_METRICS})}, an EpochMetric "
+                             "taking sample weights or a callable giving one value per sample")
         return f"weighted_{metric}", WeightedMean(PER_SAMPLE_METRICS[metric], f"weighted_{metric}")
+    if isinstance(metric, EpochMetric):
+        raise TypeError(f"Trainer: the weighted metric {type(metric).__name__} takes no sample weights; give "
+                        "it in metrics= instead")
     if callable(metric):
         name = f"weighted_{getattr(metric, '__name__', 'metric')}"
         return name, WeightedMean(metric, name)

@@ -8,12 +8,26 @@ from typing import Any
 
 from lamina.optim.schedules.base import _check
 
+HIGHER_IS_BETTER = ("acc", "f1", "precision", "recall", "auc", "r2")
+"""Parts of a logged quantity's name that make ``mode='auto'`` maximise it (losses and
+errors are minimised)."""
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether ``mode='auto'`` maximises the logged quantity ``name`` ('val_accuracy',
+    'f1', ...) rather than minimising it ('val_loss', 'top1_error', ...)."""
+    return any(part in name for part in HIGHER_IS_BETTER) and "error" not in name and "loss" not in name
+
 
 class ReduceOnPlateau:
     r"""Reduce the learning rate once progress plateaus (``torch``'s ``ReduceLROnPlateau``).
 
     Call ``step(metric)`` once per epoch with the monitored value (validation loss for
-    ``mode='min'``, accuracy for ``'max'``). A value is an improvement when it beats the
+    ``mode='min'``, accuracy for ``'max'``). Given as ``Trainer(schedule=...)``, it is stepped
+    by ``fit`` with the logged quantity named ``monitor`` ('val_loss', 'val_accuracy',
+    'f1', ...; None: 'val_loss' when validating, else 'loss'), skipping the epochs that
+    ``validation_freq`` leaves unvalidated; ``mode='auto'`` minimises or maximises it as
+    its name says (:func:`higher_is_better`). A value is an improvement when it beats the
     best so far by more than ``threshold`` (relative: ``best*(1 - threshold)`` in min mode,
     ``best*(1 + threshold)`` in max mode; absolute with ``threshold_mode='abs'``). After
     more than ``patience`` epochs without improvement the learning rate becomes
@@ -28,9 +42,14 @@ class ReduceOnPlateau:
 
     def __init__(self, optimizer: Any = None, mode: str = "min", factor: float = 0.1, patience: int = 10,
                  threshold: float = 1e-4, min_lr: float = 0.0, threshold_mode: str = "rel",
-                 cooldown: int = 0, eps: float = 1e-8):
+                 cooldown: int = 0, eps: float = 1e-8, monitor: str | None = None):
+        if monitor is not None and not isinstance(monitor, str):
+            raise TypeError(f"ReduceOnPlateau: monitor must be the name of a logged quantity or None, "
+                            f"got {type(monitor).__name__}")
+        if mode == "auto":
+            mode = "max" if monitor is not None and higher_is_better(monitor) else "min"
         if mode not in ("min", "max"):
-            raise ValueError(f"ReduceOnPlateau: invalid mode {mode!r} (must be 'min' or 'max')")
+            raise ValueError(f"ReduceOnPlateau: invalid mode {mode!r} (must be 'min', 'max' or 'auto')")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"ReduceOnPlateau: invalid threshold_mode {threshold_mode!r} (must be 'rel' or 'abs')")
         if not (isinstance(factor, numbers.Real) and 0.0 <= factor < 1.0):
@@ -39,7 +58,7 @@ class ReduceOnPlateau:
         _check("ReduceOnPlateau", "threshold", threshold)
         _check("ReduceOnPlateau", "min_lr", min_lr)
         _check("ReduceOnPlateau", "cooldown", cooldown)
-        self.mode, self.threshold_mode = mode, threshold_mode
+        self.mode, self.threshold_mode, self.monitor = mode, threshold_mode, monitor
         self.factor, self.patience, self.threshold = float(factor), int(patience), float(threshold)
         self.min_lr, self.cooldown, self.eps = float(min_lr), int(cooldown), float(eps)
         self.best = math.inf if mode == "min" else -math.inf
@@ -111,5 +130,5 @@ class ReduceOnPlateau:
             self.optimizer.lr = float(state["lr"])
 
     def __repr__(self) -> str:
-        return (f"ReduceOnPlateau(mode={self.mode!r}, factor={self.factor}, patience={self.patience}, "
-                f"best={self.best}, t={self.t})")
+        return (f"ReduceOnPlateau(monitor={self.monitor!r}, mode={self.mode!r}, factor={self.factor}, "
+                f"patience={self.patience}, best={self.best}, t={self.t})")
