@@ -59,6 +59,9 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`T5` (:func:`t5`): Hugging Face's T5ForConditionalGeneration (relative position
   bias, v1.0 and v1.1 feed-forwards, greedy and beam generation with a key/value cache);
   :func:`load_hf_t5_state_dict` loads its weights.
+* :class:`Whisper` (:func:`whisper`): Hugging Face's WhisperForConditionalGeneration, a speech
+  recognizer (log-mel features by :func:`whisper_log_mel_spectrogram`, greedy and beam
+  generation with a key/value cache); :func:`load_hf_whisper_state_dict` loads its weights.
 * :class:`CLIP` (:func:`clip`): Hugging Face's CLIPModel, an image tower and a text tower
   trained contrastively, with its parameter counts; :func:`load_hf_clip_state_dict` loads its
   weights and :func:`zero_shot_classifier` classifies images by the captions of class names.
@@ -368,6 +371,21 @@ from lamina.models.vit import (
     vit_l_16,
     vit_l_32,
 )
+from lamina.models.whisper import (
+    WHISPER_CONFIGS,
+    Whisper,
+    WhisperAttention,
+    WhisperDecoder,
+    WhisperDecoderLayer,
+    WhisperEncoder,
+    WhisperEncoderLayer,
+    WhisperModel,
+    load_hf_whisper_state_dict,
+    pad_or_trim,
+    whisper,
+    whisper_log_mel_spectrogram,
+    whisper_sinusoids,
+)
 from lamina.models.word2vec import SkipGram, negative_sampling_loss
 
 __all__ = [
@@ -427,6 +445,9 @@ __all__ = [
     "MISTRAL_CONFIGS", "Mistral", "load_hf_mistral_state_dict", "mistral",
     "MAMBA_CONFIGS", "Mamba", "MambaBackbone", "MambaLayer", "load_hf_mamba_state_dict", "mamba",
     "mamba_parameter_count",
+    "WHISPER_CONFIGS", "Whisper", "WhisperAttention", "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder",
+    "WhisperEncoderLayer", "WhisperModel", "load_hf_whisper_state_dict", "pad_or_trim", "whisper",
+    "whisper_log_mel_spectrogram", "whisper_sinusoids",
     "MODEL_GROUPS", "get_model", "get_model_builder", "list_models",
     "FNO1D", "FNO2D", "grid_coordinates",
     "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",

@@ -9,7 +9,7 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
   SSDlite, the grid detector);
 * ``"video"``: clip classifiers on NDHWC clips (R3D, MC3, R(2+1)D, S3D);
 * ``"language"``: models of token ids (GPT-2, BERT, Llama, Mistral, Mamba, T5, the RNN and transformer language
-  models);
+  models) and Whisper (speech to token ids);
 * ``"generative"``: models that produce samples or densities (DCGAN, RealNVP);
 * ``"multimodal"``: models of images and text together (CLIP, with ViT or ResNet image towers).
 
@@ -91,6 +91,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("mistral", "mistral"),
         *_named("mamba", "mamba"),
         *_named("t5", "t5"),
+        *_named("whisper", "whisper"),
         *_named("sequence", "rnn_language_model", "rnn_classifier", "transformer_language_model"),
     ],
     "generative": [

@@ -1,0 +1,707 @@
+"""Whisper (Radford et al., "Robust Speech Recognition via Large-Scale Weak Supervision", 2022)
+in the layout of Hugging Face's ``WhisperForConditionalGeneration``, so that its published
+weights load with :func:`load_hf_whisper_state_dict`, and its log-mel front end.
+
+Front end (:func:`whisper_log_mel_spectrogram`), 16 kHz audio, 25 ms windows every 10 ms:
+
+    P = |STFT(audio)|^2        n_fft 400, hop 160, periodic Hann, centred (reflect), last frame dropped
+    M = log10(max(fb^T P, 1e-10))          fb: Slaney-scale, Slaney-normalised mel filters
+    features = (max(M, max(M) - 8) + 4) / 4
+
+One 30 s window (:data:`N_SAMPLES` samples, :func:`pad_or_trim`) gives :data:`N_FRAMES` = 3000 frames.
+
+Model, pre-norm Transformer encoder-decoder with GELU feed-forwards:
+
+    encoder:  h = gelu(conv2(gelu(conv1(features))))      conv1 k3 p1, conv2 k3 stride 2 p1
+              h = h + S[0 .. T - 1]                        S fixed sinusoids (embed_positions)
+              per layer  h = h + SelfAttn(LN(h));  h = h + fc2(gelu(fc1(LN(h))))
+              enc = LN(h)
+    decoder:  g = E[y] + P[0 .. U - 1]                     P learned (embed_positions, 448 rows)
+              per layer  g = g + CausalSelfAttn(LN(g));  g = g + CrossAttn(LN(g), enc)
+                         g = g + fc2(gelu(fc1(LN(g))))
+              logits = LN(g) E^T                           proj_out tied to embed_tokens
+
+Attention is softmax(q k^T / sqrt(d_head)) v per head, with biases on the query, value and
+output projections and none on the key projection (``k_proj``).
+
+Generation (:meth:`Whisper.generate`) runs the encoder once; each decoder layer computes the
+cross-attention keys and values of the encoder output once and caches its self-attention
+keys and values, so each step feeds only the new token.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from lamina import backend
+from lamina import functional as F
+from lamina.autograd import Tensor, no_grad
+from lamina.errors import ShapeError
+from lamina.functional.audio import mel_filterbank
+from lamina.functional.spectral import spectrogram
+from lamina.models.hf_weights import HFWeight, copied, linear, load_hf_state_dict, read_state_dict
+from lamina.nn import init as initializers
+from lamina.nn.containers import ModuleList
+from lamina.nn.conv1d import Conv1D
+from lamina.nn.dense import Dense
+from lamina.nn.dropout import Dropout
+from lamina.nn.embedding import Embedding
+from lamina.nn.layer import dropout_rate as checked_rate
+from lamina.nn.layer import positive_int, register_layer
+from lamina.nn.module import Module, as_tensor
+from lamina.nn.sample_norm import LayerNorm
+from lamina.text.beam import beam_search
+
+__all__ = ["N_FRAMES", "N_SAMPLES", "SAMPLE_RATE", "WHISPER_CONFIGS", "Whisper", "WhisperAttention",
+           "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder", "WhisperEncoderLayer", "WhisperModel",
+           "load_hf_whisper_state_dict", "pad_or_trim", "whisper", "whisper_log_mel_spectrogram",
+           "whisper_sinusoids"]
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+CHUNK_SECONDS = 30
+N_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE          # 480,000 samples in one 30 s window
+N_FRAMES = N_SAMPLES // HOP_LENGTH                 # 3,000 frames in one 30 s window
+
+INIT_STD = 0.02
+"""The standard deviation of Hugging Face's normal initialization of Whisper's weights."""
+
+WHISPER_CONFIGS = {
+    "tiny": {"d_model": 384, "encoder_layers": 4, "encoder_attention_heads": 6, "decoder_layers": 4,
+             "decoder_attention_heads": 6, "encoder_ffn_dim": 1536, "decoder_ffn_dim": 1536},
+    "base": {"d_model": 512, "encoder_layers": 6, "encoder_attention_heads": 8, "decoder_layers": 6,
+             "decoder_attention_heads": 8, "encoder_ffn_dim": 2048, "decoder_ffn_dim": 2048},
+    "small": {"d_model": 768, "encoder_layers": 12, "encoder_attention_heads": 12, "decoder_layers": 12,
+              "decoder_attention_heads": 12, "encoder_ffn_dim": 3072, "decoder_ffn_dim": 3072},
+    "test": {"vocab_size": 16, "num_mel_bins": 8, "d_model": 16, "encoder_layers": 2, "encoder_attention_heads": 2,
+             "decoder_layers": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 24, "decoder_ffn_dim": 24,
+             "max_source_positions": 8, "max_target_positions": 12, "pad_token_id": 13, "bos_token_id": 13,
+             "eos_token_id": 13, "decoder_start_token_id": 14},
+}
+"""Hugging Face's 'openai/whisper-tiny', '-base' and '-small' (multilingual, 51,865 tokens) and
+a 'test' size for quick checks."""
+
+_NEG = -1e9          # added to the scores of masked keys
+
+
+# -- front end -------------------------------------------------------------------------------
+def pad_or_trim(x, length: int = N_SAMPLES, axis: int = -1):
+    """``x`` (a NumPy array or a Tensor) cut or zero-padded at the end of ``axis`` to ``length``
+    entries: audio to one 30 s window (the default), or features to :data:`N_FRAMES` frames."""
+    length = positive_int(length, "pad_or_trim: length")
+    if isinstance(x, Tensor):
+        size = x.shape[axis]
+        if size > length:
+            return F.index_select(x, axis, np.arange(length))
+        if size < length:
+            widths = [(0, 0)] * x.ndim
+            widths[axis] = (0, length - size)
+            return F.pad(x, tuple(widths))
+        return x
+    x = np.asarray(x)
+    size = x.shape[axis]
+    if size > length:
+        return np.take(x, np.arange(length), axis=axis)
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, length - size)
+    return np.pad(x, widths)
+
+
+def whisper_log_mel_spectrogram(audio, n_mels: int = 80, padding: int = 0) -> Tensor:
+    """Whisper's log-mel features (..., n_mels, frames) of 16 kHz ``audio`` (..., samples)
+    (see the module docstring): one frame per 160 samples, the STFT's last frame dropped, so
+    :func:`pad_or_trim` (audio) gives :data:`N_FRAMES` frames, as Hugging Face's
+    ``WhisperFeatureExtractor``. The floor max - 8 takes the maximum over each example's
+    (n_mels, frames). ``padding`` zero samples are appended first. Differentiable in ``audio``."""
+    n_mels = positive_int(n_mels, "whisper_log_mel_spectrogram: n_mels")
+    x = as_tensor(audio)
+    if x.ndim < 1 or x.shape[-1] < N_FFT // 2 + 1:
+        raise ShapeError(f"whisper_log_mel_spectrogram: expected audio (..., samples) with more than {N_FFT // 2} "
+                         f"samples (the reflect padding of the STFT), got shape {tuple(x.shape)}")
+    if padding:
+        x = F.pad(x, ((0, 0),) * (x.ndim - 1) + ((0, int(padding)),))
+    power = spectrogram(x, N_FFT, HOP_LENGTH, power=2.0)[..., :-1]
+    filters = mel_filterbank(N_FFT // 2 + 1, 0.0, SAMPLE_RATE / 2, n_mels, SAMPLE_RATE, norm="slaney",
+                             mel_scale="slaney", dtype=x.dtype)
+    mel = F.matmul(F.transpose(filters, 1, 0), power)
+    log_mel = F.mul(F.log(F.clip(mel, 1e-10, None)), 1.0 / math.log(10.0))
+    log_mel = F.maximum(log_mel, F.sub(F.max(log_mel, axis=(-2, -1), keepdims=True), 8.0))
+    return F.div(F.add(log_mel, 4.0), 4.0)
+
+
+def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0, dtype=None) -> np.ndarray:
+    """Whisper's fixed encoder positions (length, channels): [sin(t w_i) | cos(t w_i)] with
+    w_i = max_timescale^(-i / (channels / 2 - 1)), i = 0 .. channels / 2 - 1."""
+    if channels % 2 or channels < 4:
+        raise ValueError(f"whisper_sinusoids: channels must be an even number >= 4, got {channels}")
+    step = math.log(max_timescale) / (channels // 2 - 1)
+    angles = np.arange(length)[:, None] * np.exp(-step * np.arange(channels // 2))[None, :]
+    table = np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+    return table if dtype is None else table.astype(dtype)
+
+
+# -- layers ----------------------------------------------------------------------------------
+def _normal():
+    return initializers.normal(std=INIT_STD)
+
+
+def _main_shape(input_shape) -> tuple:
+    """The shape of the first input (a call with several inputs builds with a list of shapes)."""
+    shape = list(input_shape) if input_shape is not None else []
+    return tuple(shape[0]) if shape and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
+def _build(pairs) -> None:
+    for layer, shape in pairs:
+        if not layer.built:
+            layer.build(shape)
+            layer.built = True
+
+
+def _ids(x) -> np.ndarray:
+    return x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+@register_layer
+class WhisperAttention(Module):
+    """Multi-head attention with Hugging Face's names: ``q_proj``, ``k_proj`` (no bias),
+    ``v_proj`` and ``out_proj``, scores scaled by d_head^-0.5."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.embed_dim = positive_int(embed_dim, "WhisperAttention: embed_dim")
+        self.num_heads = positive_int(num_heads, "WhisperAttention: num_heads")
+        if embed_dim % num_heads:
+            raise ValueError(f"WhisperAttention: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.head_dim = embed_dim // num_heads
+        self.dropout_rate = checked_rate(dropout, "WhisperAttention")
+        self.q_proj = Dense(embed_dim, kernel_init=_normal())
+        self.k_proj = Dense(embed_dim, use_bias=False, kernel_init=_normal())
+        self.v_proj = Dense(embed_dim, kernel_init=_normal())
+        self.out_proj = Dense(embed_dim, kernel_init=_normal())
+        self.dropout = Dropout(self.dropout_rate)
+
+    def build(self, input_shape) -> None:
+        shape = _main_shape(input_shape)
+        _build([(layer, shape) for layer in (self.q_proj, self.k_proj, self.v_proj, self.out_proj)])
+        self.built = True
+
+    def _heads(self, x: Tensor) -> Tensor:
+        n, t = x.shape[0], x.shape[1]
+        return F.transpose(F.reshape(x, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
+
+    def forward(self, x, key_value=None, mask=None, cache: dict | None = None, cache_key: str = "self") -> Tensor:
+        """``x`` (N, Tq, d); ``key_value`` the encoder output for cross-attention (None: self);
+        ``mask`` an additive array broadcasting to (N, heads, Tq, Tk). ``cache`` (a dict)
+        keeps the keys and values: self-attention appends the new steps, cross-attention
+        computes them once."""
+        x = as_tensor(x)
+        q = self._heads(F.mul(self.q_proj(x), self.head_dim ** -0.5))
+        if key_value is not None and cache is not None and cache_key in cache:
+            k, v = cache[cache_key]
+        else:
+            source = x if key_value is None else as_tensor(key_value)
+            k, v = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
+            if cache is not None and key_value is None and cache_key in cache:
+                old_k, old_v = cache[cache_key]
+                k, v = F.concat([old_k, k], axis=2), F.concat([old_v, v], axis=2)
+            if cache is not None:
+                cache[cache_key] = (k, v)
+        scores = F.matmul(q, F.transpose(k, 0, 1, 3, 2))
+        if mask is not None:
+            scores = F.add(scores, Tensor(np.asarray(mask, dtype=scores.dtype)))
+        weights = self.dropout(F.softmax(scores, axis=-1))
+        out = F.transpose(F.matmul(weights, v), 0, 2, 1, 3)
+        return self.out_proj(F.reshape(out, x.shape[0], x.shape[1], self.embed_dim))
+
+    def compute_output_shape(self, input_shape):
+        return _main_shape(input_shape)
+
+    def get_config(self) -> dict:
+        return {"embed_dim": self.embed_dim, "num_heads": self.num_heads, "dropout": self.dropout_rate,
+                "name": self.name}
+
+
+class _FeedForward(Module):
+    """The GELU feed-forward half of a layer, HF's ``fc1`` and ``fc2`` held by the layer."""
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        hidden = self.activation_drop(F.gelu(self.fc1(self.final_layer_norm(x))))
+        return F.add(x, self.drop(self.fc2(hidden)))
+
+
+@register_layer
+class WhisperEncoderLayer(_FeedForward):
+    """h + SelfAttn(LN(h)), then h + fc2(gelu(fc1(LN(h)))) (HF's ``WhisperEncoderLayer``)."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float = 0.0,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.config = {"d_model": positive_int(d_model, "WhisperEncoderLayer: d_model"), "num_heads": num_heads,
+                       "ffn_dim": positive_int(ffn_dim, "WhisperEncoderLayer: ffn_dim"), "dropout": dropout,
+                       "attention_dropout": attention_dropout, "activation_dropout": activation_dropout}
+        self.self_attn = WhisperAttention(d_model, num_heads, attention_dropout)
+        self.self_attn_layer_norm = LayerNorm(-1, eps=1e-5)
+        self.fc1 = Dense(ffn_dim, kernel_init=_normal())
+        self.fc2 = Dense(d_model, kernel_init=_normal())
+        self.final_layer_norm = LayerNorm(-1, eps=1e-5)
+        self.drop = Dropout(checked_rate(dropout, "WhisperEncoderLayer"))
+        self.activation_drop = Dropout(checked_rate(activation_dropout, "WhisperEncoderLayer"))
+
+    def build(self, input_shape) -> None:
+        shape = _main_shape(input_shape)
+        hidden = shape[:-1] + (self.config["ffn_dim"],)
+        _build([(self.self_attn, shape), (self.self_attn_layer_norm, shape), (self.fc1, shape), (self.fc2, hidden),
+                (self.final_layer_norm, shape)])
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        x = as_tensor(x)
+        x = F.add(x, self.drop(self.self_attn(self.self_attn_layer_norm(x))))
+        return self.feed_forward(x)
+
+    def compute_output_shape(self, input_shape):
+        return _main_shape(input_shape)
+
+    def get_config(self) -> dict:
+        return {**self.config, "name": self.name}
+
+
+@register_layer
+class WhisperDecoderLayer(_FeedForward):
+    """g + CausalSelfAttn(LN(g)), g + CrossAttn(LN(g), enc), g + fc2(gelu(fc1(LN(g))))
+    (HF's ``WhisperDecoderLayer``)."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float = 0.0,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.config = {"d_model": positive_int(d_model, "WhisperDecoderLayer: d_model"), "num_heads": num_heads,
+                       "ffn_dim": positive_int(ffn_dim, "WhisperDecoderLayer: ffn_dim"), "dropout": dropout,
+                       "attention_dropout": attention_dropout, "activation_dropout": activation_dropout}
+        self.self_attn = WhisperAttention(d_model, num_heads, attention_dropout)
+        self.self_attn_layer_norm = LayerNorm(-1, eps=1e-5)
+        self.encoder_attn = WhisperAttention(d_model, num_heads, attention_dropout)
+        self.encoder_attn_layer_norm = LayerNorm(-1, eps=1e-5)
+        self.fc1 = Dense(ffn_dim, kernel_init=_normal())
+        self.fc2 = Dense(d_model, kernel_init=_normal())
+        self.final_layer_norm = LayerNorm(-1, eps=1e-5)
+        self.drop = Dropout(checked_rate(dropout, "WhisperDecoderLayer"))
+        self.activation_drop = Dropout(checked_rate(activation_dropout, "WhisperDecoderLayer"))
+
+    def build(self, input_shape) -> None:
+        shape = _main_shape(input_shape)
+        hidden = shape[:-1] + (self.config["ffn_dim"],)
+        _build([(self.self_attn, shape), (self.self_attn_layer_norm, shape), (self.encoder_attn, shape),
+                (self.encoder_attn_layer_norm, shape), (self.fc1, shape), (self.fc2, hidden),
+                (self.final_layer_norm, shape)])
+        self.built = True
+
+    def forward(self, x, encoder_output, causal_mask=None, cache: dict | None = None) -> Tensor:
+        x = as_tensor(x)
+        x = F.add(x, self.drop(self.self_attn(self.self_attn_layer_norm(x), mask=causal_mask, cache=cache)))
+        x = F.add(x, self.drop(self.encoder_attn(self.encoder_attn_layer_norm(x), encoder_output, cache=cache,
+                                                 cache_key="cross")))
+        return self.feed_forward(x)
+
+    def compute_output_shape(self, input_shape):
+        return _main_shape(input_shape)
+
+    def get_config(self) -> dict:
+        return {**self.config, "name": self.name}
+
+
+class _FixedPositions(Module):
+    """The encoder's ``embed_positions``: a frozen ``weight`` (length, channels) of
+    :func:`whisper_sinusoids` (a parameter, as Hugging Face counts and saves it)."""
+
+    def __init__(self, length: int, channels: int):
+        super().__init__()
+        self.length, self.channels = length, channels
+
+    def build(self, input_shape) -> None:
+        shape = (self.length, self.channels)
+        dtype = backend.get_default_dtype()
+        table = initializers.meta_array(shape, dtype) if initializers.is_meta() else \
+            whisper_sinusoids(*shape, dtype=dtype)
+        self.add_parameter("weight", table, trainable=False)
+        self.built = True
+
+
+@register_layer
+class WhisperEncoder(Module):
+    """Log-mel features (N, num_mel_bins, frames), frames <= 2 ``max_source_positions``, ->
+    encoder states (N, ceil(frames / 2), d_model). Sub-modules ``conv1``, ``conv2``,
+    ``embed_positions``, ``layers``, ``layer_norm``."""
+
+    def __init__(self, num_mel_bins: int, d_model: int, num_layers: int, num_heads: int, ffn_dim: int,
+                 max_source_positions: int, dropout: float = 0.0, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.num_mel_bins = positive_int(num_mel_bins, "WhisperEncoder: num_mel_bins")
+        self.d_model = positive_int(d_model, "WhisperEncoder: d_model")
+        self.max_source_positions = positive_int(max_source_positions, "WhisperEncoder: max_source_positions")
+        self.conv1 = Conv1D(d_model, 3, padding=1, kernel_init=_normal())
+        self.conv2 = Conv1D(d_model, 3, stride=2, padding=1, kernel_init=_normal())
+        self.embed_positions = _FixedPositions(self.max_source_positions, d_model)
+        self.layers = ModuleList([WhisperEncoderLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout,
+                                                      activation_dropout) for _ in range(num_layers)])
+        self.layer_norm = LayerNorm(-1, eps=1e-5)
+        self.drop = Dropout(checked_rate(dropout, "WhisperEncoder"))
+
+    def build(self, input_shape) -> None:
+        batch = _main_shape(input_shape)[:1] or (None,)
+        frames = (*batch, 2 * self.max_source_positions, self.num_mel_bins)
+        hidden = (*batch, self.max_source_positions, self.d_model)
+        _build([(self.conv1, frames), (self.conv2, frames[:-1] + (self.d_model,)), (self.embed_positions, None),
+                *((layer, hidden) for layer in self.layers), (self.layer_norm, hidden)])
+        self.built = True
+
+    def forward(self, input_features) -> Tensor:
+        x = as_tensor(input_features)
+        limit = 2 * self.max_source_positions
+        if x.ndim != 3 or x.shape[1] != self.num_mel_bins or x.shape[2] > limit:
+            raise ShapeError(f"{self._label()}: expected log-mel features (batch, {self.num_mel_bins}, frames) with "
+                             f"at most {limit} frames (2 max_source_positions), got shape {tuple(x.shape)}")
+        x = F.gelu(self.conv1(F.transpose(x, 0, 2, 1)))
+        x = F.gelu(self.conv2(x))
+        x = self.drop(F.add(x, F.index_select(self.embed_positions.weight, 0, np.arange(x.shape[1]))))
+        for layer in self.layers:
+            x = layer(x)
+        return self.layer_norm(x)
+
+    def compute_output_shape(self, input_shape):
+        shape = _main_shape(input_shape)
+        return (shape[0], (shape[2] + 1) // 2, self.d_model)
+
+
+@register_layer
+class WhisperDecoder(Module):
+    """Token ids (N, U) and encoder states -> decoder states (N, U, d_model). Sub-modules
+    ``embed_tokens``, ``embed_positions`` (learned, ``max_target_positions`` rows), ``layers``,
+    ``layer_norm``."""
+
+    def __init__(self, vocab_size: int, d_model: int, num_layers: int, num_heads: int, ffn_dim: int,
+                 max_target_positions: int, pad_token_id: int | None = None, dropout: float = 0.0,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.d_model = positive_int(d_model, "WhisperDecoder: d_model")
+        self.max_target_positions = positive_int(max_target_positions, "WhisperDecoder: max_target_positions")
+        self.embed_tokens = Embedding(vocab_size, d_model, embeddings_init=_normal(), padding_idx=pad_token_id)
+        self.embed_positions = Embedding(self.max_target_positions, d_model, embeddings_init=_normal())
+        self.layers = ModuleList([WhisperDecoderLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout,
+                                                      activation_dropout) for _ in range(num_layers)])
+        self.layer_norm = LayerNorm(-1, eps=1e-5)
+        self.drop = Dropout(checked_rate(dropout, "WhisperDecoder"))
+
+    def build(self, input_shape) -> None:
+        ids = _main_shape(input_shape)[:2] or (None, 1)
+        hidden = (*ids, self.d_model)
+        _build([(self.embed_tokens, ids), (self.embed_positions, ids), *((layer, hidden) for layer in self.layers),
+                (self.layer_norm, hidden)])
+        self.built = True
+
+    def forward(self, input_ids, encoder_output, caches=None, offset: int = 0) -> Tensor:
+        """``caches``: one dict per layer (see :class:`WhisperAttention`); ``offset`` the number
+        of tokens already cached."""
+        ids = _ids(input_ids)
+        t = ids.shape[1]
+        if offset + t > self.max_target_positions:
+            raise ValueError(f"{self._label()}: {offset + t} tokens exceed max_target_positions "
+                             f"{self.max_target_positions}")
+        x = F.add(self.embed_tokens(ids), self.embed_positions(np.arange(offset, offset + t)))
+        x = self.drop(x)
+        keys = offset + t
+        causal = np.where(np.arange(keys)[None, :] > np.arange(offset, keys)[:, None], _NEG, 0.0)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, encoder_output, causal, cache=None if caches is None else caches[i])
+        return self.layer_norm(x)
+
+    def compute_output_shape(self, input_shape):
+        return _main_shape(input_shape)[:2] + (self.d_model,)
+
+
+class WhisperModel(Module):
+    """The ``encoder`` and ``decoder`` (HF's ``WhisperModel``, the ``model`` of :class:`Whisper`)."""
+
+    def __init__(self, encoder: WhisperEncoder, decoder: WhisperDecoder):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def build(self, input_shape) -> None:
+        _build([(self.encoder, input_shape), (self.decoder, None)])
+        self.built = True
+
+
+# -- the model -------------------------------------------------------------------------------
+@register_layer
+class Whisper(Module):
+    """Whisper speech recognizer (HF's ``WhisperForConditionalGeneration``).
+
+    ``model(input_features, decoder_input_ids)`` -> scores (N, U, vocab); features
+    (N, num_mel_bins, frames) as :func:`whisper_log_mel_spectrogram` makes them (3000 frames
+    for the published models). ``model.loss(input_features, labels)``: the mean cross-entropy
+    over labels that are not -100, the decoder fed the labels shifted right (start token
+    ``decoder_start_token_id``, -100 read as ``pad_token_id``), as HF. Sub-modules carry HF's
+    names (``model.encoder``, ``model.decoder``); the output projection ``proj_out`` is the
+    token table ``model.decoder.embed_tokens`` (tied). The arguments are ``WhisperConfig``'s,
+    with its defaults (whisper-tiny's sizes); weights start as HF initializes them."""
+
+    def __init__(self, vocab_size: int = 51865, num_mel_bins: int = 80, d_model: int = 384, encoder_layers: int = 4,
+                 encoder_attention_heads: int = 6, decoder_layers: int = 4, decoder_attention_heads: int = 6,
+                 encoder_ffn_dim: int = 1536, decoder_ffn_dim: int = 1536, max_source_positions: int = 1500,
+                 max_target_positions: int = 448, dropout: float = 0.0, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0, pad_token_id: int = 50257, bos_token_id: int = 50257,
+                 eos_token_id: int = 50257, decoder_start_token_id: int = 50258, name: str | None = None):
+        super().__init__(name=name)
+        self.config = {"vocab_size": positive_int(vocab_size, "Whisper: vocab_size"),
+                       "num_mel_bins": num_mel_bins, "d_model": d_model, "encoder_layers": encoder_layers,
+                       "encoder_attention_heads": encoder_attention_heads, "decoder_layers": decoder_layers,
+                       "decoder_attention_heads": decoder_attention_heads, "encoder_ffn_dim": encoder_ffn_dim,
+                       "decoder_ffn_dim": decoder_ffn_dim, "max_source_positions": max_source_positions,
+                       "max_target_positions": max_target_positions, "dropout": dropout,
+                       "attention_dropout": attention_dropout, "activation_dropout": activation_dropout,
+                       "pad_token_id": pad_token_id, "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
+                       "decoder_start_token_id": decoder_start_token_id}
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
+            if not 0 <= self.config[key] < vocab_size:
+                raise ValueError(f"Whisper: {key} {self.config[key]} is not a token id of the vocabulary of "
+                                 f"{vocab_size}")
+        self.vocab_size = vocab_size
+        self.pad_token_id, self.eos_token_id = int(pad_token_id), int(eos_token_id)
+        self.decoder_start_token_id = int(decoder_start_token_id)
+        rates = {"dropout": dropout, "attention_dropout": attention_dropout, "activation_dropout": activation_dropout}
+        encoder = WhisperEncoder(num_mel_bins, d_model, positive_int(encoder_layers, "Whisper: encoder_layers"),
+                                 encoder_attention_heads, encoder_ffn_dim, max_source_positions, **rates)
+        decoder = WhisperDecoder(vocab_size, d_model, positive_int(decoder_layers, "Whisper: decoder_layers"),
+                                 decoder_attention_heads, decoder_ffn_dim, max_target_positions, pad_token_id,
+                                 **rates)
+        self.model = WhisperModel(encoder, decoder)
+
+    @property
+    def encoder(self) -> WhisperEncoder:
+        return self.model.encoder
+
+    @property
+    def decoder(self) -> WhisperDecoder:
+        return self.model.decoder
+
+    def build(self, input_shape=None) -> None:
+        _build([(self.model, _main_shape(input_shape) or (None,))])
+        self.built = True
+
+    # The weights' shapes follow from the config alone: no input shape is recorded (a saved
+    # model is rebuilt by load_state_dict, not by a call on dummy features and ids).
+    @property
+    def build_input_shape(self) -> None:
+        return None
+
+    @build_input_shape.setter
+    def build_input_shape(self, shape) -> None:
+        pass
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """:meth:`Module.load_state_dict`, building the model first when it is not built yet."""
+        if not self.built:
+            self.build()
+        super().load_state_dict(state, strict=strict)
+
+    def encode(self, input_features) -> Tensor:
+        """The encoder states (N, ceil(frames / 2), d_model)."""
+        if not self.built:
+            self.build(np.shape(input_features))
+        return self.encoder(input_features)
+
+    def decode(self, decoder_input_ids, encoder_output, caches=None, offset: int = 0) -> Tensor:
+        """Scores (N, U, vocab) of the decoder fed ``decoder_input_ids`` (after ``offset``
+        cached tokens when ``caches``, one dict per decoder layer, is given)."""
+        x = self.decoder(decoder_input_ids, encoder_output, caches, offset)
+        return F.matmul(x, F.transpose(self.decoder.embed_tokens.weight, 1, 0))
+
+    def forward(self, input_features, decoder_input_ids) -> Tensor:
+        return self.decode(decoder_input_ids, self.encode(input_features))
+
+    def shift_right(self, labels) -> np.ndarray:
+        """The decoder input for ``labels``: the start token, then the labels but the last,
+        -100 replaced by the pad id."""
+        labels = _ids(labels)
+        shifted = np.full_like(labels, self.decoder_start_token_id)
+        shifted[:, 1:] = labels[:, :-1]
+        return np.where(shifted == -100, self.pad_token_id, shifted)
+
+    def loss(self, input_features, labels) -> Tensor:
+        """Mean cross-entropy of the scores against ``labels`` (N, U), -100 ignored."""
+        logits = self(input_features, self.shift_right(labels))
+        return F.categorical_cross_entropy(logits, _ids(labels), from_logits=True, ignore_index=-100)
+
+    # -- generation ------------------------------------------------------------------------
+    def generate(self, input_features, max_new_tokens: int = 20, decoder_prompt_ids: Sequence[int] | None = None,
+                 beam_width: int = 1, suppress_tokens: Sequence[int] | None = None,
+                 begin_suppress_tokens: Sequence[int] | None = None, length_penalty: float = 0.0,
+                 use_cache: bool = True) -> np.ndarray:
+        """Greedy (``beam_width`` 1) or beam-search transcription of each input: ids
+        (N, <= len(prompt) + max_new_tokens), the ``decoder_prompt_ids`` (default
+        [decoder_start_token_id]; for the published models e.g. [<|startoftranscript|>,
+        <|en|>, <|transcribe|>, <|notimestamps|>]) then up to ``max_new_tokens`` tokens, each
+        row stopping after ``eos_token_id`` and padded with ``pad_token_id``.
+        ``suppress_tokens`` are never generated, ``begin_suppress_tokens`` not as the first
+        new token. The encoder runs once; with ``use_cache`` each step feeds only the new
+        token (cached self-attention keys and values, cross-attention keys and values
+        computed once), otherwise the decoder reruns the whole prefix. Beam search is
+        :func:`lamina.text.beam_search` (hypotheses ranked by log-probability over length to
+        the power ``length_penalty``)."""
+        who = "Whisper.generate"
+        max_new_tokens = positive_int(max_new_tokens, f"{who}: max_new_tokens")
+        beam_width = positive_int(beam_width, f"{who}: beam_width")
+        prompt = np.asarray([self.decoder_start_token_id] if decoder_prompt_ids is None else decoder_prompt_ids,
+                            dtype=np.int64)
+        if prompt.ndim != 1 or not len(prompt) or ((prompt < 0) | (prompt >= self.vocab_size)).any():
+            raise ValueError(f"{who}: decoder_prompt_ids must be a non-empty list of token ids below "
+                             f"{self.vocab_size}, got {decoder_prompt_ids!r}")
+        limit = self.decoder.max_target_positions
+        if len(prompt) + max_new_tokens > limit:
+            raise ValueError(f"{who}: {len(prompt)} prompt tokens + max_new_tokens {max_new_tokens} exceed "
+                             f"max_target_positions {limit}")
+        features = as_tensor(input_features)
+        if features.ndim != 3:
+            raise ShapeError(f"{who}: expected log-mel features (batch, num_mel_bins, frames), got shape "
+                             f"{tuple(features.shape)}")
+        suppress = self._suppression(suppress_tokens, "suppress_tokens")
+        begin = suppress | self._suppression(begin_suppress_tokens, "begin_suppress_tokens")
+        mode = self.training
+        self.eval()
+        try:
+            with no_grad():
+                encoded = self.encode(features)
+                if beam_width == 1:
+                    rows = self._greedy(encoded, prompt, max_new_tokens, suppress, begin, use_cache)
+                else:
+                    rows = [self._beam(encoded[i:i + 1], prompt, max_new_tokens, beam_width, suppress, begin,
+                                       length_penalty, use_cache) for i in range(features.shape[0])]
+        finally:
+            self.train(mode)
+        out = np.full((len(rows), max(len(row) for row in rows)), self.pad_token_id, dtype=np.int64)
+        for i, row in enumerate(rows):
+            out[i, :len(row)] = row
+        return out
+
+    def _suppression(self, tokens, what: str) -> np.ndarray:
+        """A boolean mask (vocab,) of the ``tokens``."""
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        if tokens is not None:
+            ids = np.asarray(list(tokens), dtype=np.int64)
+            if ((ids < 0) | (ids >= self.vocab_size)).any():
+                raise ValueError(f"Whisper.generate: {what} must be token ids below {self.vocab_size}, got {tokens!r}")
+            mask[ids] = True
+        return mask
+
+    def _next_scores(self, ids: np.ndarray, encoded: Tensor, caches, read: int, suppress: np.ndarray) -> np.ndarray:
+        """The log-probabilities (B, vocab) of the token after each row of ``ids`` (B, t),
+        the first ``read`` tokens of which the ``caches`` hold (None: rerun on all)."""
+        if caches is None:
+            logits = self.decode(ids, encoded)
+        else:
+            logits = self.decode(ids[:, read:], encoded, caches, read)
+        scores = logits.numpy()[:, -1].astype(np.float64)
+        scores[:, suppress] = -np.inf
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        return scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))
+
+    def _greedy(self, encoded: Tensor, prompt: np.ndarray, steps: int, suppress: np.ndarray, begin: np.ndarray,
+                use_cache: bool) -> list[list[int]]:
+        batch = encoded.shape[0]
+        ids = np.repeat(prompt[None, :], batch, axis=0)
+        caches = [{} for _ in self.decoder.layers] if use_cache else None
+        done = np.zeros(batch, dtype=bool)
+        for step in range(steps):
+            read = ids.shape[1] - (len(prompt) if step == 0 else 1)
+            scores = self._next_scores(ids, encoded, caches, read, begin if step == 0 else suppress)
+            token = np.where(done, self.pad_token_id, scores.argmax(axis=-1))
+            ids = np.concatenate([ids, token[:, None]], axis=1)
+            done |= token == self.eos_token_id
+            if done.all():
+                break
+        return [list(row) for row in ids]
+
+    def _beam(self, encoded: Tensor, prompt: np.ndarray, steps: int, width: int, suppress: np.ndarray,
+              begin: np.ndarray, length_penalty: float, use_cache: bool) -> list[int]:
+        caches = [{} for _ in self.decoder.layers] if use_cache else None
+        read = [0]
+
+        def step(last: np.ndarray, texts: np.ndarray):
+            texts = np.concatenate([texts, last[:, None]], axis=1)
+            memory = encoded if caches is not None or len(texts) == 1 else F.concat([encoded] * len(texts), axis=0)
+            first = texts.shape[1] == len(prompt)
+            scores = self._next_scores(texts, memory, caches, read[0], begin if first else suppress)
+            read[0] = texts.shape[1]
+            return scores, texts
+
+        def select(texts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            if caches is not None:
+                for cache in caches:
+                    for key, (k, v) in cache.items():
+                        cache[key] = (F.index_select(k, 0, rows), F.index_select(v, 0, rows))
+            return texts[rows]
+
+        best = beam_search(step, prompt[None, :-1], int(prompt[-1]), self.eos_token_id, width, steps,
+                           length_penalty, select)[0]
+        return [*prompt.tolist(), *best.ids]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.vocab_size,)
+
+    def get_config(self) -> dict:
+        return {**self.config, "name": self.name}
+
+
+def whisper(config: str = "tiny", **options) -> Whisper:
+    """The Whisper of Hugging Face configuration ``config`` (see :data:`WHISPER_CONFIGS`):
+    'tiny' (openai/whisper-tiny, 37,760,640 parameters), 'base' (72,593,920), 'small'
+    (241,734,912) or 'test'; ``options`` override :class:`Whisper`'s arguments. Unbuilt:
+    ``model.build()`` makes the weights (shape-only inside :func:`lamina.nn.init.meta`)."""
+    if config not in WHISPER_CONFIGS:
+        raise ValueError(f"whisper: config must be one of {tuple(WHISPER_CONFIGS)}, got {config!r}")
+    return Whisper(**{**WHISPER_CONFIGS[config], **options})
+
+
+# -- Hugging Face weights -------------------------------------------------------------------
+def _conv(key: str) -> HFWeight:
+    """A PyTorch ``Conv1d`` weight (out, in, k), lamina's Conv1D weight (out, k, in) transposed."""
+    return HFWeight((key,), lambda w: w.transpose(0, 2, 1))
+
+
+def hf_whisper_table(model: Whisper) -> dict[str, HFWeight]:
+    """:class:`Whisper`'s state-dict key -> Hugging Face's weight. The names are the same; the
+    ``Linear`` and ``Conv1d`` weights are transposed."""
+    table: dict[str, HFWeight] = {}
+    for key in model.state_dict():
+        if key.endswith((".conv1.weight", ".conv2.weight")):
+            table[key] = _conv(key)
+        elif key.endswith("_proj.weight") or key.endswith((".fc1.weight", ".fc2.weight")):
+            table[key] = linear(key)
+        else:
+            table[key] = copied(key)
+    return table
+
+
+def load_hf_whisper_state_dict(model: Whisper, state_dict, strict: bool = True) -> None:
+    """Load Hugging Face ``WhisperForConditionalGeneration`` weights into ``model`` (a mapping
+    of arrays or torch tensors, or safetensors files, see
+    :func:`lamina.models.hf_weights.read_state_dict`); the keys of a bare ``WhisperModel``
+    (without the ``model.`` prefix) are accepted too. ``proj_out.weight``, tied to
+    ``model.decoder.embed_tokens.weight``, is ignored. ``strict``: every weight present and
+    every key used, else a KeyError listing them; a mis-shaped value raises
+    :class:`lamina.ShapeError` naming the weight."""
+    who = "load_hf_whisper_state_dict"
+    if not isinstance(model, Whisper):
+        raise TypeError(f"{who}: expected a Whisper model, got {type(model).__name__}")
+    arrays: Mapping = read_state_dict(state_dict, who)
+    if arrays and not any(key.startswith("model.") for key in arrays):
+        arrays = {key if key == "proj_out.weight" else f"model.{key}": value for key, value in arrays.items()}
+    if not model.built:
+        model.build()
+    load_hf_state_dict(model, arrays, hf_whisper_table(model), lambda key: key == "proj_out.weight", strict, who)
