@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 import lamina
@@ -22,12 +20,10 @@ def assert_overfits_a_short_text(make_model, steps: int) -> None:
     lamina.manual_seed(0)
     model = make_model(len(vocab))
     optimizer = optim.Adam(model, lr=0.01)
-    start = time.perf_counter()
     for _ in range(steps):
         loss = F.categorical_cross_entropy(model(ids[:, :-1]), ids[:, 1:], from_logits=True)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     assert float(loss.numpy()) < 0.05
-    assert time.perf_counter() - start < 20
     assert (model(ids[:, :-1]).numpy().argmax(-1) == ids[:, 1:]).all()

