@@ -19,6 +19,9 @@ propagation, Image retrieval, Visualization feature vectors):
   retrieval; :func:`precision_at_k`, :func:`mean_average_precision_at_k` score it.
 * :func:`reduce_dimensions`, :func:`plot_embedding`: feature vectors drawn in 2-D (PCA, t-SNE).
 
+The computation graph of a loss (course notes, Back propagation on computation graphs):
+:func:`draw_graph` draws it, :func:`graph_stats` counts its nodes and the memory kept for backward.
+
 The curvature of a loss surface (course notes, Second-order optimization), by Hessian-vector
 products: :func:`hessian_vector_product`, :func:`hessian_eigenvalues`, :func:`hessian_trace`.
 
@@ -30,6 +33,7 @@ from lamina.analysis.adversarial import TargetedAttack, fgsm, targeted_adversari
 from lamina.analysis.cam import grad_cam, grad_cam_plus_plus, occlusion_sensitivity, plot_cam, score_cam
 from lamina.analysis.compare import compare_architectures, native_input_shape, zoo_builder
 from lamina.analysis.embedding import plot_embedding, reduce_dimensions
+from lamina.analysis.graph_drawing import GraphStats, draw_graph, graph_stats
 from lamina.analysis.hessian import (
     HessianEigenpairs,
     TraceEstimate,
@@ -45,8 +49,9 @@ from lamina.analysis.summary import OPTIMIZER_STATES, Summary, summary
 from lamina.analysis.trace import LayerCall, Trace, trace
 
 __all__ = [
-    "OPTIMIZER_STATES", "FeatureIndex", "HessianEigenpairs", "LayerCall", "Summary", "TargetedAttack", "Trace",
-    "TraceEstimate", "compare_architectures", "hessian_eigenvalues", "hessian_trace", "hessian_vector_product",
+    "OPTIMIZER_STATES", "FeatureIndex", "GraphStats", "HessianEigenpairs", "LayerCall", "Summary", "TargetedAttack",
+    "Trace", "TraceEstimate", "compare_architectures", "draw_graph", "graph_stats", "hessian_eigenvalues",
+    "hessian_trace", "hessian_vector_product",
     "extract_features", "fgsm", "grad_cam", "grad_cam_plus_plus", "input_gradient", "integrated_gradients",
     "layer_hyperparameters", "layer_macs", "mean_average_precision_at_k", "native_input_shape",
     "occlusion_sensitivity", "plot_cam", "plot_embedding", "precision_at_k", "receptive_field", "receptive_fields",

@@ -1,14 +1,18 @@
 """The reverse-mode differentiation engine: tensors, graph nodes, backward, gradcheck,
-derivatives of derivatives, and a profiler of the ops."""
+derivatives of derivatives, a profiler of the ops, and views of the graph (``Tensor.grad_fn``,
+:func:`to_dot`)."""
 
 from lamina.autograd.checkpoint import checkpoint, checkpoint_sequential
 from lamina.autograd.derivatives import grad, hessian, hvp, jacobian, jvp, vjp
+from lamina.autograd.dot import DotSource, to_dot
 from lamina.autograd.function import Function, differentiable_ops
+from lamina.autograd.grad_fn import AccumulateGrad, GradFn
 from lamina.autograd.gradcheck import gradcheck, gradgradcheck
 from lamina.autograd.graph import enable_grad, is_grad_enabled, is_recomputing, no_grad
 from lamina.autograd.profiler import profile, record_function
 from lamina.autograd.tensor import Tensor, tensor
 
-__all__ = ["Function", "Tensor", "checkpoint", "checkpoint_sequential", "differentiable_ops", "enable_grad", "grad",
-           "gradcheck", "gradgradcheck", "hessian", "hvp", "is_grad_enabled", "is_recomputing", "jacobian", "jvp",
-           "no_grad", "profile", "record_function", "tensor", "vjp"]
+__all__ = ["AccumulateGrad", "DotSource", "Function", "GradFn", "Tensor", "checkpoint", "checkpoint_sequential",
+           "differentiable_ops", "enable_grad", "grad", "gradcheck", "gradgradcheck", "hessian", "hvp",
+           "is_grad_enabled", "is_recomputing", "jacobian", "jvp", "no_grad", "profile",
+           "record_function", "tensor", "to_dot", "vjp"]

@@ -12,6 +12,7 @@ import numpy
 
 from lamina import backend
 from lamina.autograd import graph
+from lamina.autograd.grad_fn import GradFn, grad_fn_of
 
 _NUMERIC_KINDS = "biuf"
 
@@ -85,6 +86,12 @@ class Tensor:
     @property
     def is_leaf(self) -> bool:
         return self._ctx is None
+
+    @property
+    def grad_fn(self) -> GradFn | None:
+        """The node of the op that computed this tensor, as PyTorch's ``grad_fn`` (a read-only
+        view; see :mod:`lamina.autograd.grad_fn`); None for a leaf or a constant."""
+        return grad_fn_of(self)
 
     # -- gradient ------------------------------------------------------------
     def zero_grad(self) -> None:

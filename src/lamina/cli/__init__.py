@@ -6,7 +6,7 @@ draws from it; ``lamina train-diffusion`` a denoising diffusion model, ``lamina
 sample-diffusion`` draws from it; ``lamina --help`` lists every subcommand. The image
 commands live in :mod:`lamina.cli.images`, the text ones in :mod:`lamina.cli.text`, the
 diffusion ones in :mod:`lamina.cli.diffusion`, ``train-detector`` and ``detect`` in
-:mod:`lamina.cli.detection`, ``tune``, ``saliency`` and ``export`` in
+:mod:`lamina.cli.detection`, ``tune``, ``saliency``, ``export`` and ``graph`` in
 :mod:`lamina.cli.tools`, the optimizer and schedule choices they share in
 :mod:`lamina.cli.common`.
 """
@@ -31,13 +31,13 @@ from lamina.cli.images import (
     train,
 )
 from lamina.cli.text import build_language_model, sample, train_text
-from lamina.cli.tools import export, saliency, tune
+from lamina.cli.tools import export, graph, saliency, tune
 from lamina.data import UnreadableImageError
 from lamina.errors import ShapeError
 from lamina.io import FormatError
 
 __all__ = ["MODELS", "OPTIMIZERS", "SCHEDULES", "augmentation_layers", "build_language_model", "build_model",
-           "build_optimizer", "build_parser", "build_schedule", "detect", "evaluate", "export",
+           "build_optimizer", "build_parser", "build_schedule", "detect", "evaluate", "export", "graph",
            "logistic_regression", "main", "predict", "saliency", "sample", "sample_diffusion", "summary", "train",
            "train_detector", "train_diffusion", "train_text", "tune"]
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": train, "evaluate": evaluate, "predict": predict, "summary": summary,
                 "train-text": train_text, "sample": sample, "train-diffusion": train_diffusion,
                 "sample-diffusion": sample_diffusion, "train-detector": train_detector, "detect": detect,
-                "tune": tune, "saliency": saliency, "export": export,
+                "tune": tune, "saliency": saliency, "export": export, "graph": graph,
                 "logreg": lambda a: logistic_regression(iterations=a.iterations, lr=a.lr, seed=a.seed)}
     if args.command not in commands:
         parser.print_help()

@@ -1,6 +1,7 @@
 """The tool commands: tune (random search of the learning rate and weight decay on the
-validation split), saliency (which pixels a saved classifier's decision depends on) and
-export (a saved model as an ONNX file)."""
+validation split), saliency (which pixels a saved classifier's decision depends on),
+export (a saved model as an ONNX file) and graph (the computation graph of one training
+step's loss, drawn)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from lamina.cli.images import MODELS, build_model
 if TYPE_CHECKING:
     from lamina.train.search import SearchResult, Trial
 
+GRAPH_INPUTS = {"lenet5": (32, 32, 1), "mlp": (28, 28, 1)}
 SALIENCY_METHODS = {"gradient": "|gradient|", "smoothgrad": "SmoothGrad", "integrated": "integrated gradients"}
 
 
@@ -235,6 +237,49 @@ def export(args: argparse.Namespace) -> Path:
     return path
 
 
+def _training_loss(model, x, labels):
+    """The cost 'lamina train' back-propagates for a mini-batch: categorical cross-entropy, with
+    a Softmax last layer fused into it (computed on the logits), as the Trainer does."""
+    import lamina.functional as F
+
+    layers = list(model)
+    if layers and type(layers[-1]).__name__ == "Softmax":
+        logits = x
+        for layer in layers[:-1]:
+            logits = layer(logits)
+        return F.categorical_cross_entropy(logits, labels, from_logits=True)
+    return F.categorical_cross_entropy(model(x), labels)
+
+
+def graph(args: argparse.Namespace) -> Path:
+    """Draw the computation graph of one training step's loss of a model (random weights, a
+    dummy mini-batch) as a PNG, optionally as DOT source too; print its size. Returns the PNG's path."""
+    from lamina.analysis import draw_graph, graph_stats
+    from lamina.autograd import to_dot
+
+    shape = tuple(args.input_shape) if args.input_shape else GRAPH_INPUTS[args.model]
+    lamina.manual_seed(0)
+    try:
+        model = build_model(args.model, shape, args.classes, args.activation, args.pool)
+    except ValueError as exc:
+        raise SystemExit(f"lamina graph: {exc}") from None
+    rng = np.random.default_rng(0)
+    x = lamina.tensor(rng.random((args.batch_size, *shape), dtype=np.float32))
+    loss = _training_loss(model, x, rng.integers(0, args.classes, args.batch_size))
+    out = Path(args.out)
+    title = f"{args.model}: the loss of one training step (batch of {args.batch_size}, input {shape})"
+    try:
+        draw_graph(loss, model.named_parameters(), path=out, max_nodes=args.max_nodes, title=title)
+    except ValueError as exc:
+        raise SystemExit(f"lamina graph: {exc}") from None
+    print(f"{args.model}: {graph_stats(loss)}")
+    print(f"graph drawn to {out}")
+    if args.dot:
+        to_dot(loss, model.named_parameters(), max_nodes=None).save_dot(args.dot)
+        print(f"DOT source written to {args.dot} (render with: dot -Tpng {shlex.quote(args.dot)} -o graph.png)")
+    return out
+
+
 def add_commands(sub) -> None:
     """The tool commands' parsers, added to the subparsers ``sub``."""
     from lamina.train.recipes import DATASETS
@@ -291,3 +336,21 @@ def add_commands(sub) -> None:
     e.add_argument("--input-shape", type=positive_int, nargs="+", default=None, metavar="N",
                    help="one sample's shape, e.g. 32 32 1 (default: the shape the model was built for)")
     e.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version (default 17)")
+
+    g = sub.add_parser("graph", help="draw the computation graph of one training step's loss",
+                       description="Build a model with random weights, run one mini-batch of random images "
+                                   "through it and its categorical cross-entropy, as 'lamina train' would, and "
+                                   "draw the graph back propagation runs through: parameters in blue, ops in "
+                                   "grey, the loss in green. Prints the node counts and the bytes the ops keep "
+                                   "for backward.")
+    g.add_argument("--model", choices=tuple(GRAPH_INPUTS), default="lenet5", help="architecture (default lenet5)")
+    g.add_argument("--out", default="graph.png", help="the PNG to write (default graph.png)")
+    g.add_argument("--dot", default=None, metavar="PATH", help="also write the graph as Graphviz DOT source")
+    g.add_argument("--batch-size", type=positive_int, default=2, help="dummy mini-batch size (default 2)")
+    g.add_argument("--input-shape", type=positive_int, nargs="+", default=None, metavar="N",
+                   help="one sample's shape, e.g. 32 32 1 (default: 32 32 1 for lenet5, 28 28 1 for mlp)")
+    g.add_argument("--classes", type=positive_int, default=10, help="number of classes (default 10)")
+    g.add_argument("--activation", default="tanh", help="LeNet-5 activation (default tanh)")
+    g.add_argument("--pool", choices=("avg", "max"), default="avg", help="LeNet-5 pooling (default avg)")
+    g.add_argument("--max-nodes", type=positive_int, default=300,
+                   help="refuse graphs of more ops and leaves than this (default 300)")
