@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 import struct
 
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 import lamina
 from lamina import nn
 from lamina.data import Standardizer
-from lamina.io import FormatError, atomic_write, load_file, save_file
+from lamina.io import FormatError, atomic_write, load_file, save_file, write_bytes_atomic
 
 
 def small_model():
@@ -64,6 +66,22 @@ def test_atomic_write_keeps_previous_file_on_error(tmp_path):
             raise RuntimeError("crash in the middle of a write")
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["weights.safetensors"]
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
+    """A new file gets 0o666 less the umask (as open(path, 'wb')), not the private mode of the
+    temporary file; a replaced file keeps its own mode."""
+    old_mask = os.umask(0o027)
+    try:
+        fresh, plain = tmp_path / "fresh.bin", tmp_path / "plain.bin"
+        write_bytes_atomic(fresh, b"new")
+        plain.write_bytes(b"new")
+        assert stat.S_IMODE(fresh.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o640
+        os.chmod(fresh, 0o604)
+        write_bytes_atomic(fresh, b"again")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o604 and fresh.read_bytes() == b"again"
+    finally:
+        os.umask(old_mask)
 
 
 def test_save_interrupted_by_bad_array_leaves_previous_file(tmp_path):

@@ -1,7 +1,10 @@
 """Atomic file writes: a crash or an exception never leaves a half-written file.
 
 The bytes go to a temporary file in the same directory, are flushed to disk, and the
-temporary file is renamed over the target (an atomic replace on POSIX and Windows).
+temporary file is renamed over the target (an atomic replace on POSIX and Windows). The
+result has the permissions a plain ``open(path, "wb")`` would give: those of the file it
+replaces, or for a new file 0o666 less the process's umask (the temporary file itself starts
+private, 0o600).
 """
 
 from __future__ import annotations
@@ -12,6 +15,20 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)          # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(target: Path) -> int:
+    """The permission bits ``target`` would have if it were written in place."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -25,6 +42,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _mode_for(target))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
