@@ -8,8 +8,9 @@ networks joined by ``Add`` or ``Concatenate``), so LeNet, AlexNet, MobileNet, Go
 Inception-v3 and the ResNets export, as do MobileNet v3, EfficientNet, ConvNeXt, SqueezeNet,
 ShuffleNet v2, RegNet, MnasNet, EfficientNetV2 and the FCN / DeepLabv3 segmentation models
 (:mod:`lamina.export.onnx_zoo_layers`), and the Swin Transformers (v1,
-:mod:`lamina.export.onnx_swin`, and V2, :mod:`lamina.export.onnx_swin_v2`) and MaxViT
-(:mod:`lamina.export.onnx_maxvit`); recurrent layers
+:mod:`lamina.export.onnx_swin`, and V2, :mod:`lamina.export.onnx_swin_v2`), MaxViT
+(:mod:`lamina.export.onnx_maxvit`), MLP-Mixer, ResMLP, ConvMixer and DeiT
+(:mod:`lamina.export.onnx_mlp_zoo`); recurrent layers
 (SimpleRNN, GRU, LSTM, Bidirectional) become ONNX's RNN operators, Transformer encoder layers
 are written out from MatMul and Softmax (with rotary positions, grouped-query heads, ALiBi and
 sliding windows), a mixture of experts weighs all its experts by the top-k gates
@@ -45,6 +46,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_layers,
     onnx_llama,
     onnx_maxvit,
+    onnx_mlp_zoo,
     onnx_more_layers,
     onnx_rearrange,
     onnx_recurrent,

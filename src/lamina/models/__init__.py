@@ -39,6 +39,13 @@ Layouts follow the published models so that published weights map onto them:
   padding); :func:`vit` and :func:`vit_b_16`: the Vision Transformer (patches, a class
   token, pre-norm encoder layers); :func:`vit_b_16`, :func:`vit_b_32`, :func:`vit_l_16`,
   :func:`vit_l_32`, :func:`vit_h_14` with torchvision's sizes and parameter counts.
+* :func:`mixer_s32_224` .. :func:`mixer_l16_224` (:func:`mlp_mixer`: token- and channel-mixing
+  MLPs), :func:`resmlp_12_224`, :func:`resmlp_24_224` (:func:`resmlp`: Affine norms, linear token
+  mixing, layer scale), :func:`convmixer_768_32`, :func:`convmixer_1536_20`,
+  :func:`convmixer_1024_20_ks9_p14` (:func:`convmixer`: depthwise and pointwise convolutions) and
+  :func:`deit_tiny_patch16_224` .. :func:`deit_base_distilled_patch16_224` (:class:`DeiT`: a ViT
+  with an optional distillation token; :func:`hard_distillation_loss`): timm's layouts, names and
+  parameter counts; :func:`load_timm_state_dict` loads timm's weights.
 * :func:`r3d_18`, :func:`mc3_18`, :func:`r2plus1d_18` (:func:`video_resnet`): video
   classifiers on NDHWC clips (3-D, mixed and (2+1)-D convolutions), torchvision's
   ``models.video`` layouts, names and parameter counts; :func:`s3d` (an Inception network
@@ -136,6 +143,14 @@ from lamina.models.clip import (
 from lamina.models.clip_openai import load_openai_clip_state_dict
 from lamina.models.clip_processing import CLIPImageProcessor, zero_shot_classify
 from lamina.models.clip_resnet import AttentionPool2d, CLIPBottleneck, ModifiedResNet, ResNetCLIP, clip_resnet
+from lamina.models.convmixer import (
+    CONVMIXER_CONFIGS,
+    ConvMixerResidual,
+    convmixer,
+    convmixer_768_32,
+    convmixer_1024_20_ks9_p14,
+    convmixer_1536_20,
+)
 from lamina.models.convnext import (
     ConvNeXtBlock,
     convnext,
@@ -143,6 +158,21 @@ from lamina.models.convnext import (
     convnext_large,
     convnext_small,
     convnext_tiny,
+)
+from lamina.models.deit import (
+    DEIT_CONFIGS,
+    DeiT,
+    DeiTAttention,
+    DeiTBlock,
+    FusedQKVAttention,
+    deit,
+    deit_base_distilled_patch16_224,
+    deit_base_patch16_224,
+    deit_small_distilled_patch16_224,
+    deit_small_patch16_224,
+    deit_tiny_distilled_patch16_224,
+    deit_tiny_patch16_224,
+    hard_distillation_loss,
 )
 from lamina.models.densenet import DenseBlock, DenseLayer, densenet, densenet121, densenet169, densenet201
 from lamina.models.detector import grid_detector
@@ -250,6 +280,23 @@ from lamina.models.maxvit import (
     maxvit_t,
 )
 from lamina.models.mistral import MISTRAL_CONFIGS, Mistral, load_hf_mistral_state_dict, mistral
+from lamina.models.mlp_mixer import (
+    MIXER_CONFIGS,
+    RESMLP_CONFIGS,
+    Affine,
+    MixerBlock,
+    ResMLPBlock,
+    mixer_b16_224,
+    mixer_b32_224,
+    mixer_l16_224,
+    mixer_s16_224,
+    mixer_s32_224,
+    mlp_mixer,
+    resmlp,
+    resmlp_12_224,
+    resmlp_24_224,
+    timm_mlp,
+)
 from lamina.models.mnasnet import MnasNetBlock, mnasnet, mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3
 from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mobilenet_v3_large_fpn
@@ -356,6 +403,7 @@ from lamina.models.swin import (
     swin_v2_t,
 )
 from lamina.models.t5 import T5, T5_CONFIGS, T5Attention, T5Block, T5DenseFF, T5Stack, load_hf_t5_state_dict, t5
+from lamina.models.timm_weights import load_timm_state_dict
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transfer import transfer
 from lamina.models.unet import DoubleConv, UNet, unet
@@ -408,6 +456,14 @@ __all__ = [
     "squeezenet1_1", "wide_resnet101_2", "wide_resnet50_2",
     "ActNorm", "AffineCoupling", "FlowLogProb", "InvertibleLayer", "MaskedAutoregressive", "NormalizingFlow",
     "Permute", "Reverse", "density_nll", "realnvp",
+    "CONVMIXER_CONFIGS", "ConvMixerResidual", "convmixer", "convmixer_1024_20_ks9_p14", "convmixer_1536_20",
+    "convmixer_768_32", "DEIT_CONFIGS", "DeiT", "DeiTAttention", "DeiTBlock", "FusedQKVAttention", "deit",
+    "deit_base_distilled_patch16_224", "deit_base_patch16_224", "deit_small_distilled_patch16_224",
+    "deit_small_patch16_224", "deit_tiny_distilled_patch16_224", "deit_tiny_patch16_224", "hard_distillation_loss",
+    "MIXER_CONFIGS",
+    "RESMLP_CONFIGS", "Affine", "MixerBlock", "ResMLPBlock", "mixer_b16_224", "mixer_b32_224", "mixer_l16_224",
+    "mixer_s16_224", "mixer_s32_224", "mlp_mixer", "resmlp", "resmlp_12_224", "resmlp_24_224", "timm_mlp",
+    "load_timm_state_dict",
     "projection_head",
     "DenoisingMLP", "DenoisingUNet", "DiffusionModel", "NoiseSchedule", "TimeResidualBlock", "make_schedule",
     "timestep_embedding",

@@ -3,7 +3,8 @@
 Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
 
 * ``"classification"``: image classifiers (NHWC images in, class logits out), from
-  :func:`lenet5` to :func:`vit_h_14`;
+  :func:`lenet5` to :func:`vit_h_14`, and timm's MLP-Mixer, ResMLP, ConvMixer and DeiT (weights by
+  :func:`load_timm_state_dict`);
 * ``"segmentation"``: per-pixel classifiers (FCN, DeepLabV3, LR-ASPP, U-Net);
 * ``"detection"``: box (and mask or keypoint) detectors (RetinaNet, FCOS, Faster/Mask/Keypoint R-CNN, SSD,
   SSDlite, the grid detector);
@@ -63,6 +64,12 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("swin", "swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"),
         *_named("maxvit", "maxvit_t"),
         *_named("vit", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"),
+        *_named("mlp_mixer", "mixer_s32_224", "mixer_s16_224", "mixer_b32_224", "mixer_b16_224", "mixer_l16_224",
+                "resmlp_12_224", "resmlp_24_224"),
+        *_named("convmixer", "convmixer_768_32", "convmixer_1536_20", "convmixer_1024_20_ks9_p14"),
+        *_named("deit", "deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224",
+                "deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224",
+                "deit_base_distilled_patch16_224"),
     ],
     "segmentation": [
         *_named("segmentation", "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"),
