@@ -84,6 +84,8 @@ Layouts follow the published models so that published weights map onto them:
   :class:`RetinaNet` (:func:`retinanet_resnet50_fpn`) and :class:`FCOS`
   (:func:`fcos_resnet50_fpn`): one-stage detectors with torchvision's layouts, names, losses
   and parameter counts; ``model(images)`` detects, ``model(images, targets)`` gives the losses.
+* :class:`DETR` (:func:`detr_resnet50`): the detection transformer, a set of learned object
+  queries matched one to one to the objects (Hungarian matching), in Facebook's layout.
 * :class:`FasterRCNN` (:func:`fasterrcnn_resnet50_fpn`, :func:`fasterrcnn_mobilenet_v3_large_fpn`
   on a :class:`MobileNetBackboneWithFPN`): the two-stage detector, a
   :class:`RegionProposalNetwork` and :class:`RoIHeads`, in the same interface;
@@ -176,6 +178,18 @@ from lamina.models.deit import (
 )
 from lamina.models.densenet import DenseBlock, DenseLayer, densenet, densenet121, densenet169, densenet201
 from lamina.models.detector import grid_detector
+from lamina.models.detr import (
+    DETR,
+    DetrAttention,
+    DetrBackbone,
+    DetrDecoderLayer,
+    DetrEncoderLayer,
+    DetrMLP,
+    DetrTransformer,
+    SetCriterion,
+    detr_resnet50,
+    sine_position_encoding,
+)
 from lamina.models.diffusion import (
     DenoisingMLP,
     DenoisingUNet,
@@ -485,6 +499,8 @@ __all__ = [
     "BackboneWithFPN", "FCOS", "FCOSHead", "FeaturePyramidNetwork", "FrozenBatchNorm2D", "LastLevelMaxPool",
     "LastLevelP6P7", "RetinaNet", "RetinaNetClassificationHead", "RetinaNetHead", "RetinaNetRegressionHead",
     "fcos_resnet50_fpn", "resnet_fpn_backbone", "retinanet_resnet50_fpn",
+    "DETR", "DetrAttention", "DetrBackbone", "DetrDecoderLayer", "DetrEncoderLayer", "DetrMLP", "DetrTransformer",
+    "SetCriterion", "detr_resnet50", "sine_position_encoding",
     "FastRCNNPredictor", "FasterRCNN", "RPNHead", "RegionProposalNetwork", "RoIHeads", "TwoMLPHead",
     "fasterrcnn_resnet50_fpn", "MaskRCNN", "MaskRCNNHeads", "MaskRCNNPredictor", "MaskRoIHeads",
     "maskrcnn_resnet50_fpn", "KeypointRCNN", "KeypointRCNNHeads", "KeypointRCNNPredictor", "KeypointRoIHeads",

@@ -6,8 +6,8 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
   :func:`lenet5` to :func:`vit_h_14`, and timm's MLP-Mixer, ResMLP, ConvMixer and DeiT (weights by
   :func:`load_timm_state_dict`);
 * ``"segmentation"``: per-pixel classifiers (FCN, DeepLabV3, LR-ASPP, U-Net);
-* ``"detection"``: box (and mask or keypoint) detectors (RetinaNet, FCOS, Faster/Mask/Keypoint R-CNN, SSD,
-  SSDlite, the grid detector);
+* ``"detection"``: box (and mask or keypoint) detectors (RetinaNet, FCOS, DETR, Faster/Mask/Keypoint R-CNN,
+  SSD, SSDlite, the grid detector);
 * ``"video"``: clip classifiers on NDHWC clips (R3D, MC3, R(2+1)D, S3D);
 * ``"language"``: models of token ids (GPT-2, BERT, Llama, Mistral, Mamba, T5, the RNN and transformer language
   models) and Whisper (speech to token ids);
@@ -79,6 +79,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
     "detection": [
         *_named("retinanet", "retinanet_resnet50_fpn"),
         *_named("fcos", "fcos_resnet50_fpn"),
+        *_named("detr", "detr_resnet50"),
         *_named("faster_rcnn", "fasterrcnn_resnet50_fpn"),
         *_named("mobilenet_fpn", "fasterrcnn_mobilenet_v3_large_fpn"),
         *_named("mask_rcnn", "maskrcnn_resnet50_fpn"),

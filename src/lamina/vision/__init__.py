@@ -1,7 +1,8 @@
 """Object localization and detection (course notes, Object localization and detection):
 bounding boxes, IoU and non-max suppression, a YOLO-style grid detector's targets, loss and
 decoding, average precision and COCO's metrics; the sliding window done as a convolution (a classifier's
-Dense head turned into convolutions) and a small detection dataset of handwritten digits."""
+Dense head turned into convolutions), a small detection dataset of handwritten digits, and
+DETR's Hungarian matching of a set of predictions to the objects."""
 
 from lamina.vision.anchors import AnchorGenerator, BoxCoder
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
@@ -14,6 +15,7 @@ from lamina.vision.detection import (
     grid_detection_loss,
     localization_loss,
 )
+from lamina.vision.matching import HungarianMatcher, matching_cost
 from lamina.vision.metrics import average_precision, mean_average_precision
 from lamina.vision.ops import (
     batched_nms,
@@ -42,7 +44,7 @@ from lamina.vision.sliding import (
 
 __all__ = [
     "AnchorGenerator", "BoxCoder", "COCO_AREA_RANGES", "coco_evaluate", "format_coco_metrics",
-    "batched_nms", "box_convert", "box_iou", "clip_boxes_to_image",
+    "HungarianMatcher", "matching_cost", "batched_nms", "box_convert", "box_iou", "clip_boxes_to_image",
     "complete_box_iou", "complete_box_iou_loss", "distance_box_iou", "distance_box_iou_loss", "generalized_box_iou",
     "generalized_box_iou_loss", "nms", "remove_small_boxes", "sigmoid_focal_loss",
     "Detections", "MultiScaleRoIAlign", "fpn_levels", "roi_align", "roi_pool", "rois_from_boxes",
