@@ -1,6 +1,7 @@
 """Text for sequence models: vocabularies, a byte-pair-encoding tokenizer, GPT-2's tokenizer (its vocab.json
-and merges.txt), BERT's WordPiece tokenizer, corpora, padded batches, language-model windows, and skip-gram
-pairs with negative sampling for learning word embeddings (Word2Vec)."""
+and merges.txt), BERT's WordPiece tokenizer, Hugging Face tokenizer.json files (:class:`HFTokenizer`), corpora,
+padded batches, language-model windows, and skip-gram pairs with negative sampling for learning word embeddings
+(Word2Vec)."""
 
 from lamina.text.beam import Hypothesis, beam_search, beam_search_ids, beam_search_text
 from lamina.text.bpe import GPT2_SPLIT, BPETokenizer, tokenizer_from_config
@@ -14,6 +15,8 @@ from lamina.text.generate import (
     sample_token,
 )
 from lamina.text.gpt2_tokenizer import ENDOFTEXT, GPT2Tokenizer, bytes_to_unicode, gpt2_pattern
+from lamina.text.hf_convert import gpt2_tokenizer_json, wordpiece_tokenizer_json
+from lamina.text.hf_tokenizer import AddedToken, Encoding, HFTokenizer
 from lamina.text.sequences import language_model_windows, pad_sequences, shifted_pairs
 from lamina.text.skipgram import (
     analogy,
@@ -32,5 +35,6 @@ __all__ = [
     "carrying_states", "gpt2_pattern", "keep_probabilities",
     "language_model_windows", "load_names", "load_tiny_shakespeare", "most_similar", "noise_distribution",
     "pad_sequences", "reorder_caches", "sample_text", "sample_texts", "sample_token", "shifted_pairs", "skipgram_pairs",
-    "subsample_words", "tokenizer_from_config", "word_tokens", "WordPieceTokenizer", "basic_tokenize"
+    "subsample_words", "tokenizer_from_config", "word_tokens", "WordPieceTokenizer", "basic_tokenize",
+    "AddedToken", "Encoding", "HFTokenizer", "gpt2_tokenizer_json", "wordpiece_tokenizer_json",
 ]

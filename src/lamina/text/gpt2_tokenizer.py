@@ -221,6 +221,13 @@ class GPT2Tokenizer(ByteLevelRoles):
         return cls(vocab, merges, tokenizer.special_tokens, **{role: tokenizer.roles[role]
                                                                  for role in ("bos", "eos", "pad")})
 
+    def to_hf_json(self) -> str:
+        """This tokenizer as the text of a Hugging Face ``tokenizer.json`` (see
+        :mod:`lamina.text.hf_convert`), which :class:`~lamina.text.HFTokenizer` reads."""
+        from lamina.text.hf_convert import gpt2_tokenizer_json
+
+        return json.dumps(gpt2_tokenizer_json(self), ensure_ascii=False)
+
     # -- lookups --------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._tokens)

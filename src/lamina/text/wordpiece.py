@@ -250,6 +250,15 @@ class WordPieceTokenizer:
         """Write the vocabulary as a vocab.txt (one token per line, in id order), atomically."""
         write_bytes_atomic(path, "".join(token + "\n" for token in self.id_to_token).encode("utf-8"))
 
+    def to_hf_json(self) -> str:
+        """This tokenizer as the text of a Hugging Face ``tokenizer.json`` (see
+        :mod:`lamina.text.hf_convert`), which :class:`~lamina.text.HFTokenizer` reads."""
+        import json
+
+        from lamina.text.hf_convert import wordpiece_tokenizer_json
+
+        return json.dumps(wordpiece_tokenizer_json(self), ensure_ascii=False)
+
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, lower_case: bool = True,
               special_tokens: Sequence[str] = SPECIAL_TOKENS) -> WordPieceTokenizer:
