@@ -32,3 +32,7 @@ from lamina import amp  # noqa: E402
 from lamina.amp import GradScaler, autocast  # noqa: E402
 
 __all__ += ["GradScaler", "amp", "autocast"]
+
+from lamina import sparse  # noqa: E402
+
+__all__ += ["sparse"]

@@ -1,4 +1,5 @@
-"""Input checks shared by the graph layers: node features, edge index and edge weights."""
+"""Input checks shared by the graph layers: node features, edge index and edge weights, or
+a sparse adjacency matrix."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from lamina.data.graphs import check_edge_index
 from lamina.errors import ShapeError
 from lamina.nn.layer import input_error
 from lamina.nn.module import Module, as_tensor
+from lamina.sparse import SparseTensor
 
 
 def node_shape(layer: Module, input_shape) -> tuple:
@@ -45,3 +47,22 @@ def graph_inputs(layer: Module, x, edge_index, edge_weight=None,
         raise ShapeError(f"{layer._label()}: edge_weight of shape {tuple(weight.shape)} does not match "
                          f"edge_index of shape {index.shape}; expected one weight per edge, shape ({index.shape[1]},)")
     return x, index, weight
+
+
+def adjacency_inputs(layer: Module, x, adjacency: SparseTensor, edge_weight, features: int | None = None,
+                     weighted: bool = True) -> tuple[Tensor, SparseTensor]:
+    """(x, adjacency) checked for ``layer``: the node features as in :func:`graph_inputs` and a
+    sparse (N, N) matrix holding one weight per edge (no separate edge_weight), of x's dtype
+    when ``weighted`` (a layer that reads only the positions takes any dtype)."""
+    x, _, _ = graph_inputs(layer, x, np.zeros((2, 0), dtype=np.int64), None, features)
+    n = x.shape[0]
+    if edge_weight is not None:
+        raise ValueError(f"{layer._label()}: edge_weight must be None when the graph is a sparse adjacency "
+                         "matrix; its values are the edge weights")
+    if adjacency.sparse_dim != 2 or adjacency.dense_dim or adjacency.shape != (n, n):
+        raise ShapeError(f"{layer._label()}: a sparse adjacency matrix of shape {adjacency.shape} "
+                         f"(dense axes: {adjacency.dense_dim}) for {n} nodes; expected shape ({n}, {n})")
+    if weighted and adjacency.dtype != x.dtype:
+        raise TypeError(f"{layer._label()}: the adjacency values have dtype {adjacency.dtype} but the node "
+                        f"features have {x.dtype}; expected the same dtype")
+    return x, adjacency

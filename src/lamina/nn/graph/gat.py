@@ -9,9 +9,17 @@ Per head k (H heads of C features), with h = x W split into heads h^k (N, C):
 then the heads are concatenated (N, H C) or averaged (N, C), and the bias added. With
 ``add_self_loops`` every node first gets exactly one loop i -> i (existing loops are
 replaced), so it attends to itself too. ``dropout`` drops attention coefficients in training.
+
+The graph can also come as a sparse (N, N) adjacency matrix A (a
+:class:`~lamina.sparse.SparseTensor`, A[i, j] stored for the edge j -> i; its values are not
+used, and a position stored twice is one edge). Per head the scores are then one sampled
+product, e = [s_dst, 1] [1; s_src] read at A's positions (``sparse.sampled_addmm``), the
+coefficients a row-wise ``sparse.softmax`` and the messages one sparse product.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from lamina import backend
 from lamina import functional as F
@@ -19,9 +27,10 @@ from lamina.data.graphs import add_self_loops, remove_self_loops
 from lamina.nn import init as initializers
 from lamina.nn.dense import linear
 from lamina.nn.dropout import DropoutFunction
-from lamina.nn.graph._inputs import graph_inputs, node_shape
+from lamina.nn.graph._inputs import adjacency_inputs, graph_inputs, node_shape
 from lamina.nn.layer import dropout_rate, positive_int, register_layer
 from lamina.nn.module import Module
+from lamina.sparse import SparseTensor, mm, sampled_addmm, softmax, sparse_coo_tensor
 
 __all__ = ["GATConv"]
 
@@ -56,6 +65,8 @@ class GATConv(Module):
         self.built = True
 
     def forward(self, x, edge_index, return_attention: bool = False):
+        if isinstance(edge_index, SparseTensor):
+            return self._forward_adjacency(x, edge_index, return_attention)
         x, edge_index, _ = graph_inputs(self, x, edge_index, None, self.weight.shape[0])
         n, h, c = x.shape[0], self.heads, self.out_features
         if self.add_self_loops:
@@ -74,6 +85,38 @@ class GATConv(Module):
         if self.use_bias:
             out = out + self.bias
         return (out, (edge_index, alpha)) if return_attention else out
+
+    def _forward_adjacency(self, x, adjacency: SparseTensor, return_attention: bool):
+        """The same layer on a sparse adjacency matrix, with sparse products per head."""
+        x, adjacency = adjacency_inputs(self, x, adjacency, None, self.weight.shape[0], weighted=False)
+        n, h, c = x.shape[0], self.heads, self.out_features
+        target, source = adjacency.detach().coalesce().indices
+        edge_index = np.stack([source, target])
+        if self.add_self_loops:
+            edge_index, _ = add_self_loops(remove_self_loops(edge_index)[0], n)
+        positions = sparse_coo_tensor(edge_index[::-1], np.zeros(edge_index.shape[1]), (n, n), x.dtype).coalesce()
+        features = F.reshape(linear(x, self.weight), (n, h, c))
+        score_src = F.sum(features * self.att_src, axis=-1)           # (N, H): a_src . h_j
+        score_dst = F.sum(features * self.att_dst, axis=-1)
+        ones = np.ones((n, 1), dtype=x.dtype)
+        outs, alphas = [], []
+        for k in range(h):
+            left = F.concat([score_dst[:, k:k + 1], ones], axis=1)    # (N, 2): [s_dst_i, 1]
+            right = F.concat([ones.T, F.transpose(score_src[:, k:k + 1])], axis=0)   # (2, N): [1; s_src_j]
+            scores = sampled_addmm(positions, left, right, beta=0.0)   # s_dst_i + s_src_j at each edge j -> i
+            alpha = softmax(scores.with_values(F.leaky_relu(scores.values, self.negative_slope)), 1)
+            if self.training and self.dropout > 0:
+                alpha = alpha.with_values(DropoutFunction.apply(alpha.values, rate=self.dropout))
+            outs.append(mm(alpha, features[:, k, :]))
+            alphas.append(alpha.values)
+        out = F.stack(outs, axis=1)                                     # (N, H, C)
+        out = F.reshape(out, (n, h * c)) if self.concat else F.mean(out, axis=1)
+        if self.use_bias:
+            out = out + self.bias
+        if not return_attention:
+            return out
+        target, source = positions.indices
+        return out, (np.stack([source, target]), F.stack(alphas, axis=1))
 
     def compute_output_shape(self, input_shape):
         width = self.heads * self.out_features if self.concat else self.out_features

@@ -8,6 +8,10 @@ that have no self-loop, and D the diagonal of the row sums of A + I (weighted in
 computed edge by edge, without forming the (N, N) matrix: node i receives
 norm_ji (X W)[j] from every edge j -> i, norm_ji = w_ji / sqrt(d_j d_i) (0 for d = 0).
 Gradients flow to X, W, b and to the edge weights (through norm and the degrees).
+
+The graph can also come as a sparse (N, N) adjacency matrix A (a
+:class:`~lamina.sparse.SparseTensor`, A[i, j] the weight of the edge j -> i): the same
+normalisation is applied to its values and the propagation is one sparse product.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from lamina.autograd import Tensor
 from lamina.data.graphs import missing_self_loops
 from lamina.nn import init as initializers
 from lamina.nn.dense import linear
-from lamina.nn.graph._inputs import graph_inputs, node_shape
+from lamina.nn.graph._inputs import adjacency_inputs, graph_inputs, node_shape
 from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.module import Module
+from lamina.sparse import SparseTensor, mm, sparse_coo_tensor
 
 __all__ = ["GCNConv", "gcn_norm"]
 
@@ -76,6 +81,10 @@ class GCNConv(Module):
         self.built = True
 
     def forward(self, x, edge_index, edge_weight=None) -> Tensor:
+        """H for node features x and the graph as ``edge_index`` (2, E) with optional
+        ``edge_weight``, or as a sparse adjacency matrix A (N, N) in place of edge_index."""
+        if isinstance(edge_index, SparseTensor):
+            return self._forward_adjacency(x, edge_index, edge_weight)
         x, edge_index, edge_weight = graph_inputs(self, x, edge_index, edge_weight, self.weight.shape[0])
         n = x.shape[0]
         edge_index, coefficient = gcn_norm(edge_index, n, edge_weight, x.dtype, self.add_self_loops, self.normalize)
@@ -84,6 +93,17 @@ class GCNConv(Module):
         if coefficient is not None:
             messages = messages * F.reshape(coefficient, (-1, 1))
         out = F.segment_sum(messages, target, n)
+        return out + self.bias if self.use_bias else out
+
+    def _forward_adjacency(self, x, adjacency: SparseTensor, edge_weight) -> Tensor:
+        """H = norm(A) (X W) + b as one sparse product, the edge weights being A's values."""
+        x, adjacency = adjacency_inputs(self, x, adjacency, edge_weight, self.weight.shape[0])
+        n = x.shape[0]
+        target, source = adjacency.indices
+        edge_index, coefficient = gcn_norm(np.stack([source, target]), n, adjacency.values, x.dtype,
+                                           self.add_self_loops, self.normalize)
+        propagation = sparse_coo_tensor(edge_index[::-1], coefficient, (n, n))
+        out = mm(propagation, linear(x, self.weight))
         return out + self.bias if self.use_bias else out
 
     def compute_output_shape(self, input_shape):
