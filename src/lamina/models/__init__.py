@@ -69,6 +69,10 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`Whisper` (:func:`whisper`): Hugging Face's WhisperForConditionalGeneration, a speech
   recognizer (log-mel features by :func:`whisper_log_mel_spectrogram`, greedy and beam
   generation with a key/value cache); :func:`load_hf_whisper_state_dict` loads its weights.
+* :class:`Wav2Vec2ForCTC` (:func:`wav2vec2`, 'base' and 'large-lv60'): Hugging Face's wav2vec 2.0
+  with a CTC head on raw audio (:func:`wav2vec2_input_values`); :func:`load_hf_wav2vec2_state_dict`
+  loads its weights, :func:`lamina.text.ctc_greedy_decode` and
+  :func:`lamina.text.ctc_prefix_beam_search` decode its logits.
 * :class:`CLIP` (:func:`clip`): Hugging Face's CLIPModel, an image tower and a text tower
   trained contrastively, with its parameter counts; :func:`load_hf_clip_state_dict` loads its
   weights and :func:`zero_shot_classifier` classifies images by the captions of class names.
@@ -433,6 +437,22 @@ from lamina.models.vit import (
     vit_l_16,
     vit_l_32,
 )
+from lamina.models.wav2vec2 import (
+    WAV2VEC2_CONFIGS,
+    Wav2Vec2Attention,
+    Wav2Vec2ConvLayer,
+    Wav2Vec2Encoder,
+    Wav2Vec2EncoderLayer,
+    Wav2Vec2FeatureEncoder,
+    Wav2Vec2FeatureProjection,
+    Wav2Vec2FeedForward,
+    Wav2Vec2ForCTC,
+    Wav2Vec2Model,
+    Wav2Vec2PositionalConvEmbedding,
+    load_hf_wav2vec2_state_dict,
+    wav2vec2,
+    wav2vec2_input_values,
+)
 from lamina.models.whisper import (
     WHISPER_CONFIGS,
     Whisper,
@@ -520,6 +540,10 @@ __all__ = [
     "WHISPER_CONFIGS", "Whisper", "WhisperAttention", "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder",
     "WhisperEncoderLayer", "WhisperModel", "load_hf_whisper_state_dict", "pad_or_trim", "whisper",
     "whisper_log_mel_spectrogram", "whisper_sinusoids",
+    "WAV2VEC2_CONFIGS", "Wav2Vec2Attention", "Wav2Vec2ConvLayer", "Wav2Vec2Encoder", "Wav2Vec2EncoderLayer",
+    "Wav2Vec2FeatureEncoder", "Wav2Vec2FeatureProjection", "Wav2Vec2FeedForward", "Wav2Vec2ForCTC",
+    "Wav2Vec2Model", "Wav2Vec2PositionalConvEmbedding", "load_hf_wav2vec2_state_dict", "wav2vec2",
+    "wav2vec2_input_values",
     "MODEL_GROUPS", "get_model", "get_model_builder", "list_models",
     "FNO1D", "FNO2D", "grid_coordinates",
     "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",

@@ -10,7 +10,7 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
   SSD, SSDlite, the grid detector);
 * ``"video"``: clip classifiers on NDHWC clips (R3D, MC3, R(2+1)D, S3D);
 * ``"language"``: models of token ids (GPT-2, BERT, Llama, Mistral, Mamba, T5, the RNN and transformer language
-  models) and Whisper (speech to token ids);
+  models), Whisper (speech to token ids) and wav2vec 2.0 (speech to CTC label scores);
 * ``"generative"``: models that produce samples or densities (DCGAN, RealNVP);
 * ``"multimodal"``: models of images and text together (CLIP, with ViT or ResNet image towers).
 
@@ -100,6 +100,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("mamba", "mamba"),
         *_named("t5", "t5"),
         *_named("whisper", "whisper"),
+        *_named("wav2vec2", "wav2vec2"),
         *_named("sequence", "rnn_language_model", "rnn_classifier", "transformer_language_model"),
     ],
     "generative": [
@@ -166,6 +167,6 @@ def get_model(name: str, *, weights: Any = None, **config: Any) -> Any:
             f"get_model({name!r}): weights={weights!r} requested, but lamina ships no pretrained weights; "
             "build with weights=None and load published ones with lamina.models.load_torchvision_state_dict "
             "(torchvision models) or load_hf_gpt2_state_dict / load_hf_bert_state_dict / load_hf_llama_state_dict "
-            "/ load_hf_clip_state_dict (Hugging Face models)"
+            "/ load_hf_clip_state_dict / load_hf_wav2vec2_state_dict (Hugging Face models)"
         )
     return builder(**config)

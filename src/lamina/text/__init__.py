@@ -6,6 +6,13 @@ padded batches, language-model windows, and skip-gram pairs with negative sampli
 from lamina.text.beam import Hypothesis, beam_search, beam_search_ids, beam_search_text
 from lamina.text.bpe import GPT2_SPLIT, BPETokenizer, tokenizer_from_config
 from lamina.text.corpora import load_names, load_tiny_shakespeare
+from lamina.text.ctc_decode import (
+    CTCHypothesis,
+    ctc_collapse,
+    ctc_greedy_decode,
+    ctc_ids_to_text,
+    ctc_prefix_beam_search,
+)
 from lamina.text.generate import (
     caching_keys_values,
     carrying_states,
@@ -37,4 +44,5 @@ __all__ = [
     "pad_sequences", "reorder_caches", "sample_text", "sample_texts", "sample_token", "shifted_pairs", "skipgram_pairs",
     "subsample_words", "tokenizer_from_config", "word_tokens", "WordPieceTokenizer", "basic_tokenize",
     "AddedToken", "Encoding", "HFTokenizer", "gpt2_tokenizer_json", "wordpiece_tokenizer_json",
+    "CTCHypothesis", "ctc_collapse", "ctc_greedy_decode", "ctc_ids_to_text", "ctc_prefix_beam_search",
 ]

@@ -1,0 +1,635 @@
+"""wav2vec 2.0 (Baevski et al., "wav2vec 2.0: A Framework for Self-Supervised Learning of Speech
+Representations", 2020) with a CTC head, in the layout of Hugging Face's ``Wav2Vec2ForCTC``, so
+that its published weights load with :func:`load_hf_wav2vec2_state_dict`.
+
+Input: raw 16 kHz audio, each utterance normalised to zero mean and unit variance
+(:func:`wav2vec2_input_values`, as HF's ``Wav2Vec2FeatureExtractor``):
+
+    x = (a - mean(a)) / sqrt(var(a) + 1e-7)        over the utterance's own samples
+
+Model (channels last, (batch, steps, channels) throughout):
+
+    feature encoder   z = gelu(norm(conv_i(z)))   7 conv1d, kernels (10,3,3,3,3,2,2), strides
+                      (5,2,2,2,2,2,2), 512 channels (one frame per 320 samples, 20 ms);
+                      norm: GroupNorm with one group per channel on the first layer only
+                      ('group', base) or a LayerNorm after every conv ('layer', large)
+    projection        h = Linear(LN(z))
+    positions         p = gelu(drop_last(conv_pos(h)))   grouped conv (kernel 128, 16 groups,
+                      padding 64) with weight norm over the kernel axis, w = g v / ||v||; an even
+                      kernel gives one extra frame, removed
+    encoder (base, post-norm)     h = LN(h + p);  per layer  h = LN(h + Attn(h)); h = LN(h + FF(h))
+    encoder (large, stable layer norm, pre-norm)
+                      h = h + p;  per layer  h = h + Attn(LN(h)); h = h + FF(LN(h));  h = LN(h)
+    feed-forward      FF(h) = output_dense(gelu(intermediate_dense(h)))
+    head              logits = lm_head(h)       (batch, frames, vocab), trained with CTC
+
+Attention is softmax(q k^T / sqrt(d_head)) v per head, all four projections biased. Padded
+audio (``attention_mask`` (batch, samples), 1 on real samples) gives each utterance
+floor((L - k) / s) + 1 frames per conv; the encoder zeroes the padded frames before the
+positional convolution and no frame attends to them.
+
+The CTC loss (:meth:`Wav2Vec2ForCTC.loss`) is :func:`lamina.functional.ctc_loss` on the
+log-softmax of the logits with the pad token as the blank, as HF. Decode the logits with
+:func:`lamina.text.ctc_greedy_decode` or :func:`lamina.text.ctc_prefix_beam_search`.
+
+Left out: the pretraining parts (the quantizer, the contrastive loss), the adapter and HF's
+random SpecAugment masks (``masked_spec_embed`` is a parameter, so that published weights load
+and the parameter counts agree, but nothing is masked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from lamina import functional as F
+from lamina.autograd import Tensor
+from lamina.errors import ShapeError
+from lamina.models.hf_weights import HFWeight, copied, linear, load_hf_state_dict, read_state_dict
+from lamina.models.whisper import WhisperAttention
+from lamina.nn import init as initializers
+from lamina.nn.containers import ModuleList
+from lamina.nn.conv1d import Conv1D
+from lamina.nn.dense import Dense
+from lamina.nn.dropout import Dropout
+from lamina.nn.layer import dropout_rate as checked_rate
+from lamina.nn.layer import positive_int, register_layer
+from lamina.nn.module import Module, as_tensor
+from lamina.nn.sample_norm import GroupNorm, LayerNorm
+from lamina.nn.weight_norms import WeightNorm
+
+__all__ = ["WAV2VEC2_CONFIGS", "Wav2Vec2Attention", "Wav2Vec2ConvLayer", "Wav2Vec2Encoder", "Wav2Vec2EncoderLayer",
+           "Wav2Vec2FeatureEncoder", "Wav2Vec2FeatureProjection", "Wav2Vec2FeedForward", "Wav2Vec2ForCTC",
+           "Wav2Vec2Model", "Wav2Vec2PositionalConvEmbedding", "load_hf_wav2vec2_state_dict", "wav2vec2",
+           "wav2vec2_input_values"]
+
+INIT_STD = 0.02
+"""The standard deviation of Hugging Face's normal initialization of the Linear weights."""
+
+_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
+          "feat_extract_norm": "layer", "conv_bias": True, "do_stable_layer_norm": True}
+WAV2VEC2_CONFIGS = {
+    "base": {},
+    "large-lv60": _LARGE,
+    "test": {"vocab_size": 8, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 24, "conv_dim": (8, 8, 8), "conv_kernel": (10, 3, 3), "conv_stride": (5, 2, 2),
+             "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 4},
+}
+"""Hugging Face's 'facebook/wav2vec2-base-960h' (the defaults, 94,396,320 parameters),
+'facebook/wav2vec2-large-960h-lv60-self' (stable layer norm) and a 'test' size."""
+
+_NEG = -1e9          # added to the scores of padded keys
+
+
+# -- input ----------------------------------------------------------------------------------
+def wav2vec2_input_values(audio, padding_value: float = 0.0, do_normalize: bool = True,
+                          eps: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
+    """``(input_values, attention_mask)`` for a batch of utterances (a list of 1-D arrays, or
+    one 2-D array of equal-length rows), as HF's ``Wav2Vec2FeatureExtractor``: each
+    utterance normalised over its own samples, x = (a - mean(a)) / sqrt(var(a) + eps), then
+    padded at the end with ``padding_value`` to the longest; the mask (batch, samples) is 1
+    on real samples. float32 unless the audio is float64."""
+    rows = [np.asarray(a) for a in (audio if isinstance(audio, (list, tuple)) else list(np.asarray(audio)))]
+    if not rows or any(row.ndim != 1 or row.size == 0 for row in rows):
+        raise ShapeError(f"wav2vec2_input_values: expected a non-empty batch of non-empty 1-D utterances, got "
+                         f"shapes {[row.shape for row in rows]}")
+    dtype = np.float64 if all(row.dtype == np.float64 for row in rows) else np.float32
+    length = max(row.size for row in rows)
+    values = np.full((len(rows), length), padding_value, dtype=dtype)
+    mask = np.zeros((len(rows), length), dtype=np.int64)
+    for i, row in enumerate(rows):
+        row = row.astype(np.float64)
+        if do_normalize:
+            row = (row - row.mean()) / np.sqrt(row.var() + eps)
+        values[i, :row.size] = row
+        mask[i, :row.size] = 1
+    return values, mask
+
+
+# -- layers ---------------------------------------------------------------------------------
+def _normal():
+    return initializers.normal(std=INIT_STD)
+
+
+def _build(pairs) -> None:
+    for layer, shape in pairs:
+        if not layer.built:
+            layer.build(shape)
+            layer.built = True
+
+
+def _main_shape(input_shape) -> tuple:
+    """The shape of the first input (a call with several inputs builds with a list of shapes)."""
+    shape = list(input_shape) if input_shape is not None else []
+    return tuple(shape[0]) if shape and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
+def _batch(input_shape) -> tuple:
+    """(batch,) from the shape of the first input ((None,) when unknown)."""
+    return _main_shape(input_shape)[:1] or (None,)
+
+
+def _frames_mask(mask) -> np.ndarray | None:
+    """A (batch, frames) mask as a boolean array, or None."""
+    return None if mask is None else np.asarray(mask).astype(bool)
+
+
+@register_layer
+class Wav2Vec2ConvLayer(Module):
+    """One conv of the feature encoder, gelu(norm(conv(x))) on (batch, steps, channels):
+    sub-modules ``conv`` and, for ``norm`` 'group' (one group per channel, each channel
+    normalised over time) or 'layer' (over the channels of each step), ``layer_norm``."""
+
+    def __init__(self, filters: int, kernel_size: int, stride: int, use_bias: bool = False,
+                 norm: str | None = None, name: str | None = None):
+        super().__init__(name=name)
+        if norm not in (None, "group", "layer"):
+            raise ValueError(f"Wav2Vec2ConvLayer: norm must be None, 'group' or 'layer', got {norm!r}")
+        self.config = {"filters": positive_int(filters, "Wav2Vec2ConvLayer: filters"), "kernel_size": kernel_size,
+                       "stride": stride, "use_bias": bool(use_bias), "norm": norm}
+        self.conv = Conv1D(filters, kernel_size, stride=stride, use_bias=use_bias, kernel_init="he_normal")
+        if norm == "group":
+            self.layer_norm = GroupNorm(filters, eps=1e-5)
+        elif norm == "layer":
+            self.layer_norm = LayerNorm(-1, eps=1e-5)
+
+    def build(self, input_shape) -> None:
+        shape = _main_shape(input_shape)
+        out = (shape[0], None, self.config["filters"])
+        pairs = [(self.conv, shape)]
+        if self.config["norm"] == "group":
+            pairs.append((self.layer_norm, (shape[0], 1, None, self.config["filters"])))
+        elif self.config["norm"] == "layer":
+            pairs.append((self.layer_norm, out))
+        _build(pairs)
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        x = self.conv(x)
+        if self.config["norm"] == "group":
+            n, steps, c = x.shape
+            x = F.reshape(self.layer_norm(F.reshape(x, n, 1, steps, c)), n, steps, c)
+        elif self.config["norm"] == "layer":
+            x = self.layer_norm(x)
+        return F.gelu(x)
+
+    def compute_output_shape(self, input_shape):
+        steps = input_shape[1]
+        k, s = self.config["kernel_size"], self.config["stride"]
+        return (input_shape[0], None if steps is None else (steps - k) // s + 1, self.config["filters"])
+
+    def get_config(self) -> dict:
+        return {**self.config, "name": self.name}
+
+
+@register_layer
+class Wav2Vec2FeatureEncoder(Module):
+    """Audio (batch, samples) -> features (batch, frames, conv_dim[-1]) by the conv stack
+    ``conv_layers`` (see the module docstring)."""
+
+    def __init__(self, conv_dim: Sequence[int] = (512,) * 7, conv_kernel: Sequence[int] = (10, 3, 3, 3, 3, 2, 2),
+                 conv_stride: Sequence[int] = (5, 2, 2, 2, 2, 2, 2), conv_bias: bool = False,
+                 feat_extract_norm: str = "group", name: str | None = None):
+        super().__init__(name=name)
+        if not len(conv_dim) == len(conv_kernel) == len(conv_stride) or not conv_dim:
+            raise ValueError(f"Wav2Vec2FeatureEncoder: conv_dim {tuple(conv_dim)}, conv_kernel {tuple(conv_kernel)} "
+                             f"and conv_stride {tuple(conv_stride)} must have the same non-zero length")
+        if feat_extract_norm not in ("group", "layer"):
+            raise ValueError(f"Wav2Vec2FeatureEncoder: feat_extract_norm must be 'group' or 'layer', got "
+                             f"{feat_extract_norm!r}")
+        self.conv_kernel, self.conv_stride = tuple(conv_kernel), tuple(conv_stride)
+        self.config = {"conv_dim": tuple(conv_dim), "conv_kernel": self.conv_kernel, "conv_stride": self.conv_stride,
+                       "conv_bias": bool(conv_bias), "feat_extract_norm": feat_extract_norm}
+        norms = ["layer"] * len(conv_dim) if feat_extract_norm == "layer" else ["group"] + [None] * (len(conv_dim) - 1)
+        self.conv_layers = ModuleList([Wav2Vec2ConvLayer(c, k, s, conv_bias, norm)
+                                       for c, k, s, norm in zip(conv_dim, conv_kernel, conv_stride, norms)])
+
+    def output_lengths(self, lengths) -> np.ndarray:
+        """Frames for ``lengths`` samples: L <- floor((L - k) / s) + 1 per conv."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        for k, s in zip(self.conv_kernel, self.conv_stride):
+            lengths = (lengths - k) // s + 1
+        return lengths
+
+    def build(self, input_shape) -> None:
+        shape = _batch(input_shape) + (None, 1)
+        for layer in self.conv_layers:
+            _build([(layer, shape)])
+            shape = (shape[0], None, layer.config["filters"])
+        self.built = True
+
+    def forward(self, input_values) -> Tensor:
+        x = as_tensor(input_values)
+        if x.ndim != 2:
+            raise ShapeError(f"{self._label()}: expected audio (batch, samples), got shape {tuple(x.shape)}")
+        if self.output_lengths(x.shape[1]) < 1:
+            raise ShapeError(f"{self._label()}: {x.shape[1]} samples are too few for one frame of the conv stack "
+                             f"(kernels {self.conv_kernel}, strides {self.conv_stride})")
+        x = F.reshape(x, x.shape[0], x.shape[1], 1)
+        for layer in self.conv_layers:
+            x = layer(x)
+        return x
+
+    def get_config(self) -> dict:
+        return {**self.config, "name": self.name}
+
+
+@register_layer
+class Wav2Vec2FeatureProjection(Module):
+    """h = dropout(projection(layer_norm(z))): conv features to the model width."""
+
+    def __init__(self, hidden_size: int, layer_norm_eps: float = 1e-5, dropout: float = 0.0,
+                 name: str | None = None):
+        super().__init__(name=name)
+        self.hidden_size = positive_int(hidden_size, "Wav2Vec2FeatureProjection: hidden_size")
+        self.config = {"hidden_size": hidden_size, "layer_norm_eps": layer_norm_eps, "dropout": dropout}
+        self.layer_norm = LayerNorm(-1, eps=layer_norm_eps)
+        self.projection = Dense(hidden_size, kernel_init=_normal())
+        self.dropout = Dropout(checked_rate(dropout, "Wav2Vec2FeatureProjection"))
+
+    def build(self, input_shape) -> None:
+        _build([(self.layer_norm, input_shape), (self.projection, input_shape)])
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        return self.dropout(self.projection(self.layer_norm(x)))
+
+    def get_config(self) -> dict:
+        return {**self.config, "name": self.name}
+
+
+@register_layer
+class Wav2Vec2PositionalConvEmbedding(Module):
+    """Relative positions from a grouped convolution over time, gelu(conv(h)) with the extra
+    frame of an even kernel removed. ``conv`` is a :class:`lamina.nn.WeightNorm` over a
+    :class:`Conv1D` (weight (K, f, c / groups)) normalising over the kernel axis: one gain
+    per kernel tap, HF's ``weight_norm(conv, dim=2)``."""
+
+    def __init__(self, hidden_size: int, kernel_size: int = 128, groups: int = 16, name: str | None = None):
+        super().__init__(name=name)
+        self.hidden_size = positive_int(hidden_size, "Wav2Vec2PositionalConvEmbedding: hidden_size")
+        self.kernel_size = positive_int(kernel_size, "Wav2Vec2PositionalConvEmbedding: kernel_size")
+        self.groups = positive_int(groups, "Wav2Vec2PositionalConvEmbedding: groups")
+        std = 2.0 * (kernel_size * hidden_size / groups) ** -0.5
+        self.conv = WeightNorm(Conv1D(hidden_size, kernel_size, padding=kernel_size // 2, groups=groups,
+                                      kernel_init=initializers.normal(std=std)), axis=1)
+
+    def build(self, input_shape) -> None:
+        _build([(self.conv, (None, None, self.hidden_size))])
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        x = self.conv(x)
+        if self.kernel_size % 2 == 0:
+            x = x[:, :-1]
+        return F.gelu(x)
+
+    def get_config(self) -> dict:
+        return {"hidden_size": self.hidden_size, "kernel_size": self.kernel_size, "groups": self.groups,
+                "name": self.name}
+
+
+@register_layer
+class Wav2Vec2Attention(WhisperAttention):
+    """Multi-head attention with HF's names ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``,
+    all four biased (Whisper's ``k_proj`` has no bias), scores scaled by d_head^-0.5."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, name: str | None = None):
+        super().__init__(embed_dim, num_heads, dropout, name=name)
+        self.k_proj = Dense(embed_dim, kernel_init=_normal())
+
+
+@register_layer
+class Wav2Vec2FeedForward(Module):
+    """output_dense(gelu(intermediate_dense(h))), with HF's dropouts."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, activation_dropout: float = 0.0,
+                 hidden_dropout: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.sizes = (positive_int(hidden_size, "Wav2Vec2FeedForward: hidden_size"),
+                      positive_int(intermediate_size, "Wav2Vec2FeedForward: intermediate_size"))
+        self.config = {"hidden_size": hidden_size, "intermediate_size": intermediate_size,
+                       "activation_dropout": activation_dropout, "hidden_dropout": hidden_dropout}
+        self.intermediate_dropout = Dropout(checked_rate(activation_dropout, "Wav2Vec2FeedForward"))
+        self.intermediate_dense = Dense(intermediate_size, kernel_init=_normal())
+        self.output_dense = Dense(hidden_size, kernel_init=_normal())
+        self.output_dropout = Dropout(checked_rate(hidden_dropout, "Wav2Vec2FeedForward"))
+
+    def build(self, input_shape) -> None:
+        shape = _main_shape(input_shape)
+        _build([(self.intermediate_dense, shape), (self.output_dense, shape[:-1] + (self.sizes[1],))])
+        self.built = True
+
+    def forward(self, x) -> Tensor:
+        x = self.intermediate_dropout(F.gelu(self.intermediate_dense(x)))
+        return self.output_dropout(self.output_dense(x))
+
+    def get_config(self) -> dict:
+        return {**self.config, "name": self.name}
+
+
+@register_layer
+class Wav2Vec2EncoderLayer(Module):
+    """One Transformer layer: post-norm, h = LN(h + Attn(h)); h = final_LN(h + FF(h)) (HF's
+    ``Wav2Vec2EncoderLayer``), or with ``stable_layer_norm`` pre-norm, h = h + Attn(LN(h));
+    h = h + FF(final_LN(h)) (``Wav2Vec2EncoderLayerStableLayerNorm``)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, layer_norm_eps: float = 1e-5,
+                 stable_layer_norm: bool = False, hidden_dropout: float = 0.0, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.config = {"hidden_size": positive_int(hidden_size, "Wav2Vec2EncoderLayer: hidden_size"),
+                       "num_heads": num_heads, "intermediate_size": intermediate_size,
+                       "layer_norm_eps": layer_norm_eps, "stable_layer_norm": bool(stable_layer_norm),
+                       "hidden_dropout": hidden_dropout, "attention_dropout": attention_dropout,
+                       "activation_dropout": activation_dropout}
+        self.attention = Wav2Vec2Attention(hidden_size, num_heads, attention_dropout)
+        self.dropout = Dropout(checked_rate(hidden_dropout, "Wav2Vec2EncoderLayer"))
+        self.layer_norm = LayerNorm(-1, eps=layer_norm_eps)
+        self.feed_forward = Wav2Vec2FeedForward(hidden_size, intermediate_size, activation_dropout, hidden_dropout)
+        self.final_layer_norm = LayerNorm(-1, eps=layer_norm_eps)
+
+    def build(self, input_shape) -> None:
+        shape = _main_shape(input_shape)
+        _build([(self.attention, shape), (self.layer_norm, shape), (self.feed_forward, shape),
+                (self.final_layer_norm, shape)])
+        self.built = True
+
+    def forward(self, x, mask=None) -> Tensor:
+        """``x`` (batch, frames, hidden); ``mask`` an additive array broadcasting to the scores
+        (batch, heads, frames, frames)."""
+        x = as_tensor(x)
+        if self.config["stable_layer_norm"]:
+            x = F.add(x, self.dropout(self.attention(self.layer_norm(x), mask=mask)))
+            return F.add(x, self.feed_forward(self.final_layer_norm(x)))
+        x = self.layer_norm(F.add(x, self.dropout(self.attention(x, mask=mask))))
+        return self.final_layer_norm(F.add(x, self.feed_forward(x)))
+
+    def get_config(self) -> dict:
+        return {**self.config, "name": self.name}
+
+
+@register_layer
+class Wav2Vec2Encoder(Module):
+    """Projected features (batch, frames, hidden) -> contextual states: ``pos_conv_embed``,
+    ``layers`` and ``layer_norm`` (before the layers when post-norm, after them with
+    ``stable_layer_norm``)."""
+
+    def __init__(self, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
+                 num_conv_pos_embeddings: int = 128, num_conv_pos_embedding_groups: int = 16,
+                 layer_norm_eps: float = 1e-5, stable_layer_norm: bool = False, hidden_dropout: float = 0.0,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.hidden_size = positive_int(hidden_size, "Wav2Vec2Encoder: hidden_size")
+        self.stable_layer_norm = bool(stable_layer_norm)
+        self.config = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
+                       "intermediate_size": intermediate_size, "num_conv_pos_embeddings": num_conv_pos_embeddings,
+                       "num_conv_pos_embedding_groups": num_conv_pos_embedding_groups,
+                       "layer_norm_eps": layer_norm_eps, "stable_layer_norm": self.stable_layer_norm,
+                       "hidden_dropout": hidden_dropout, "attention_dropout": attention_dropout,
+                       "activation_dropout": activation_dropout}
+        self.pos_conv_embed = Wav2Vec2PositionalConvEmbedding(hidden_size, num_conv_pos_embeddings,
+                                                              num_conv_pos_embedding_groups)
+        self.layer_norm = LayerNorm(-1, eps=layer_norm_eps)
+        self.dropout = Dropout(checked_rate(hidden_dropout, "Wav2Vec2Encoder"))
+        self.layers = ModuleList([
+            Wav2Vec2EncoderLayer(hidden_size, num_heads, intermediate_size, layer_norm_eps, stable_layer_norm,
+                                 hidden_dropout, attention_dropout, activation_dropout)
+            for _ in range(positive_int(num_layers, "Wav2Vec2Encoder: num_layers"))])
+
+    def build(self, input_shape) -> None:
+        shape = _batch(input_shape) + (None, self.hidden_size)
+        _build([(self.pos_conv_embed, shape), (self.layer_norm, shape), *((layer, shape) for layer in self.layers)])
+        self.built = True
+
+    def forward(self, x, frames_mask=None) -> Tensor:
+        """``frames_mask`` (batch, frames), true on real frames: the others are zeroed before the
+        positional convolution and hidden from attention."""
+        x = as_tensor(x)
+        mask = _frames_mask(frames_mask)
+        scores_mask = None
+        if mask is not None:
+            if mask.shape != tuple(x.shape[:2]):
+                raise ShapeError(f"{self._label()}: frames_mask of shape {mask.shape} does not match the states "
+                                 f"{tuple(x.shape)}; expected (batch, frames) = {tuple(x.shape[:2])}")
+            x = F.mul(x, Tensor(mask[:, :, None].astype(x.dtype)))
+            scores_mask = np.where(mask, 0.0, _NEG)[:, None, None, :].astype(x.dtype)
+        x = F.add(x, self.pos_conv_embed(x))
+        if not self.stable_layer_norm:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+        for layer in self.layers:
+            x = layer(x, scores_mask)
+        return self.layer_norm(x) if self.stable_layer_norm else x
+
+    def get_config(self) -> dict:
+        return {**self.config, "name": self.name}
+
+
+class Wav2Vec2Model(Module):
+    """HF's ``Wav2Vec2Model``: ``feature_extractor``, ``feature_projection``, ``encoder`` and
+    ``masked_spec_embed`` (SpecAugment's mask vector, loaded but unused here). Audio
+    (batch, samples) -> states (batch, frames, hidden)."""
+
+    def __init__(self, feature_extractor: Wav2Vec2FeatureEncoder, feature_projection: Wav2Vec2FeatureProjection,
+                 encoder: Wav2Vec2Encoder, masked_spec_embed: bool = True, name: str | None = None):
+        super().__init__(name=name)
+        self.feature_extractor = feature_extractor
+        self.feature_projection = feature_projection
+        self.encoder = encoder
+        self.has_masked_spec_embed = bool(masked_spec_embed)
+
+    def build(self, input_shape) -> None:
+        batch = _batch(input_shape)
+        conv_dim = self.feature_extractor.conv_layers[-1].config["filters"]
+        _build([(self.feature_extractor, (*batch, None)), (self.feature_projection, (*batch, None, conv_dim)),
+                (self.encoder, (*batch, None, self.encoder.hidden_size))])
+        if self.has_masked_spec_embed:
+            size = self.encoder.hidden_size
+            self.add_parameter("masked_spec_embed", initializers.uniform(0.5)((size,), size, size))
+        self.built = True
+
+    def frames_mask(self, attention_mask, frames: int) -> np.ndarray:
+        """The (batch, frames) boolean mask of the real frames of audio with ``attention_mask``
+        (batch, samples): the first output_lengths(sum of the mask) frames of each row."""
+        lengths = self.feature_extractor.output_lengths(np.asarray(attention_mask).sum(axis=-1))
+        return np.arange(frames)[None, :] < lengths[:, None]
+
+    def forward(self, input_values, attention_mask=None) -> Tensor:
+        features = self.feature_extractor(input_values)
+        mask = None if attention_mask is None else self.frames_mask(attention_mask, features.shape[1])
+        return self.encoder(self.feature_projection(features), mask)
+
+
+@register_layer
+class Wav2Vec2ForCTC(Module):
+    """wav2vec 2.0 with a CTC head (HF's ``Wav2Vec2ForCTC``): ``model(input_values,
+    attention_mask=None)`` -> logits (batch, frames, vocab_size); ``input_values``
+    (batch, samples) as :func:`wav2vec2_input_values` makes them. Sub-modules ``wav2vec2``
+    (:class:`Wav2Vec2Model`) and ``lm_head``. The arguments are ``Wav2Vec2Config``'s with the
+    values of 'facebook/wav2vec2-base-960h'; ``mask_time_prob > 0`` (or
+    ``mask_feature_prob > 0``) creates ``masked_spec_embed`` as HF does."""
+
+    def __init__(self, vocab_size: int = 32, hidden_size: int = 768, num_hidden_layers: int = 12,
+                 num_attention_heads: int = 12, intermediate_size: int = 3072,
+                 conv_dim: Sequence[int] = (512,) * 7, conv_kernel: Sequence[int] = (10, 3, 3, 3, 3, 2, 2),
+                 conv_stride: Sequence[int] = (5, 2, 2, 2, 2, 2, 2), conv_bias: bool = False,
+                 feat_extract_norm: str = "group", do_stable_layer_norm: bool = False,
+                 num_conv_pos_embeddings: int = 128, num_conv_pos_embedding_groups: int = 16,
+                 layer_norm_eps: float = 1e-5, hidden_dropout: float = 0.0, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0, feat_proj_dropout: float = 0.0, final_dropout: float = 0.0,
+                 mask_time_prob: float = 0.05, mask_feature_prob: float = 0.0, pad_token_id: int = 0,
+                 ctc_loss_reduction: str = "sum", ctc_zero_infinity: bool = False, name: str | None = None):
+        super().__init__(name=name)
+        self.vocab_size = positive_int(vocab_size, "Wav2Vec2ForCTC: vocab_size")
+        if not 0 <= pad_token_id < vocab_size:
+            raise ValueError(f"Wav2Vec2ForCTC: pad_token_id {pad_token_id} (the CTC blank) is not a token id of "
+                             f"the vocabulary of {vocab_size}")
+        if ctc_loss_reduction not in ("sum", "mean"):
+            raise ValueError(f"Wav2Vec2ForCTC: ctc_loss_reduction must be 'sum' or 'mean', got {ctc_loss_reduction!r}")
+        self.config = {"vocab_size": vocab_size, "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
+                       "num_attention_heads": num_attention_heads, "intermediate_size": intermediate_size,
+                       "conv_dim": tuple(conv_dim), "conv_kernel": tuple(conv_kernel),
+                       "conv_stride": tuple(conv_stride), "conv_bias": bool(conv_bias),
+                       "feat_extract_norm": feat_extract_norm, "do_stable_layer_norm": bool(do_stable_layer_norm),
+                       "num_conv_pos_embeddings": num_conv_pos_embeddings,
+                       "num_conv_pos_embedding_groups": num_conv_pos_embedding_groups,
+                       "layer_norm_eps": layer_norm_eps, "hidden_dropout": hidden_dropout,
+                       "attention_dropout": attention_dropout, "activation_dropout": activation_dropout,
+                       "feat_proj_dropout": feat_proj_dropout, "final_dropout": final_dropout,
+                       "mask_time_prob": mask_time_prob, "mask_feature_prob": mask_feature_prob,
+                       "pad_token_id": int(pad_token_id), "ctc_loss_reduction": ctc_loss_reduction,
+                       "ctc_zero_infinity": bool(ctc_zero_infinity)}
+        features = Wav2Vec2FeatureEncoder(conv_dim, conv_kernel, conv_stride, conv_bias, feat_extract_norm)
+        projection = Wav2Vec2FeatureProjection(hidden_size, layer_norm_eps, feat_proj_dropout)
+        encoder = Wav2Vec2Encoder(hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
+                                  num_conv_pos_embeddings, num_conv_pos_embedding_groups, layer_norm_eps,
+                                  do_stable_layer_norm, hidden_dropout, attention_dropout, activation_dropout)
+        self.wav2vec2 = Wav2Vec2Model(features, projection, encoder, mask_time_prob > 0 or mask_feature_prob > 0)
+        self.dropout = Dropout(checked_rate(final_dropout, "Wav2Vec2ForCTC"))
+        self.lm_head = Dense(vocab_size, kernel_init=_normal())
+
+    def build(self, input_shape=None) -> None:
+        batch = _batch(input_shape)
+        _build([(self.wav2vec2, (*batch, None)), (self.lm_head, (*batch, None, self.config["hidden_size"]))])
+        self.built = True
+
+    # The weights' shapes follow from the config alone (no input shape is recorded).
+    @property
+    def build_input_shape(self) -> None:
+        return None
+
+    @build_input_shape.setter
+    def build_input_shape(self, shape) -> None:
+        pass
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """:meth:`Module.load_state_dict`, building the model first when it is not built yet."""
+        if not self.built:
+            self.build()
+        super().load_state_dict(state, strict=strict)
+
+    def output_lengths(self, lengths) -> np.ndarray:
+        """Frames of the logits for utterances of ``lengths`` samples."""
+        return self.wav2vec2.feature_extractor.output_lengths(lengths)
+
+    def forward(self, input_values, attention_mask=None) -> Tensor:
+        if not self.built:
+            self.build(np.shape(input_values))
+        return self.lm_head(self.dropout(self.wav2vec2(input_values, attention_mask)))
+
+    def loss(self, input_values, labels, attention_mask=None) -> Tensor:
+        """CTC loss of the logits against ``labels`` (batch, S), padded with negative values
+        (HF's -100), blank = ``pad_token_id``, over each utterance's real frames, reduced by
+        ``ctc_loss_reduction`` ('sum' as HF's default; 'mean' divides each loss by its
+        number of labels, then averages)."""
+        labels = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels, dtype=np.int64)
+        logits = self(input_values, attention_mask)
+        if labels.ndim != 2 or labels.shape[0] != logits.shape[0]:
+            raise ShapeError(f"Wav2Vec2ForCTC.loss: expected labels (batch={logits.shape[0]}, S), got shape "
+                             f"{labels.shape}")
+        if attention_mask is None:
+            frames = np.full(logits.shape[0], logits.shape[1], dtype=np.int64)
+        else:
+            frames = self.output_lengths(np.asarray(attention_mask).sum(axis=-1))
+        kept = labels >= 0
+        return F.ctc_loss(F.log_softmax(logits, axis=-1), labels[kept], frames, kept.sum(axis=-1),
+                          blank=self.config["pad_token_id"], reduction=self.config["ctc_loss_reduction"],
+                          zero_infinity=self.config["ctc_zero_infinity"])
+
+    def compute_output_shape(self, input_shape):
+        steps = input_shape[1]
+        return (input_shape[0], None if steps is None else int(self.output_lengths(steps)), self.vocab_size)
+
+    def get_config(self) -> dict:
+        return {**self.config, "name": self.name}
+
+
+def wav2vec2(config: str = "base", **options) -> Wav2Vec2ForCTC:
+    """The :class:`Wav2Vec2ForCTC` of configuration ``config`` (see :data:`WAV2VEC2_CONFIGS`):
+    'base' (facebook/wav2vec2-base-960h, 94,396,320 parameters), 'large-lv60'
+    (facebook/wav2vec2-large-960h-lv60-self, 315,471,520) or 'test'; ``options`` override
+    its arguments. Unbuilt: ``model.build()`` makes the weights."""
+    if config not in WAV2VEC2_CONFIGS:
+        raise ValueError(f"wav2vec2: config must be one of {tuple(WAV2VEC2_CONFIGS)}, got {config!r}")
+    return Wav2Vec2ForCTC(**{**WAV2VEC2_CONFIGS[config], **options})
+
+
+# -- Hugging Face weights -------------------------------------------------------------------
+_POS = "wav2vec2.encoder.pos_conv_embed.conv."
+_WEIGHT_NORM_NAMES = {"g": ("weight_g", "parametrizations.weight.original0"),
+                      "v": ("weight_v", "parametrizations.weight.original1")}
+
+
+def _conv(key: str) -> HFWeight:
+    """A PyTorch ``Conv1d`` weight (out, in, k), lamina's Conv1D weight (out, k, in) transposed."""
+    return HFWeight((key,), lambda w: w.transpose(0, 2, 1))
+
+
+def hf_wav2vec2_table(model: Wav2Vec2ForCTC, parametrizations: bool = False) -> dict[str, HFWeight]:
+    """:class:`Wav2Vec2ForCTC`'s state-dict key -> Hugging Face's weight. The names are HF's
+    but for the weight-normed positional conv (``conv.g``, ``conv.v``, ``conv.layer.bias``:
+    HF's ``weight_g`` (1, 1, k), ``weight_v`` and ``bias``, or with ``parametrizations``
+    ``parametrizations.weight.original0`` / ``original1``); Linear and Conv1d weights are
+    transposed."""
+    which = 1 if parametrizations else 0
+    table: dict[str, HFWeight] = {}
+    for key in model.state_dict():
+        if key.startswith(_POS):
+            part = key[len(_POS):]
+            if part == "g":
+                table[key] = HFWeight((_POS + _WEIGHT_NORM_NAMES["g"][which],), lambda g: g.reshape(-1))
+            elif part == "v":
+                table[key] = _conv(_POS + _WEIGHT_NORM_NAMES["v"][which])
+            else:
+                table[key] = copied(_POS + part.removeprefix("layer."))
+        elif key.endswith(".conv.weight"):
+            table[key] = _conv(key)
+        elif key.endswith(("_proj.weight", "_dense.weight", ".projection.weight", "lm_head.weight")):
+            table[key] = linear(key)
+        else:
+            table[key] = copied(key)
+    return table
+
+
+def load_hf_wav2vec2_state_dict(model: Wav2Vec2ForCTC, state_dict, strict: bool = True) -> None:
+    """Load Hugging Face ``Wav2Vec2ForCTC`` weights into ``model`` (a mapping of arrays or torch
+    tensors, or safetensors files, see :func:`lamina.models.hf_weights.read_state_dict`). The
+    positional conv's weight norm may be stored either way HF has saved it (``weight_g`` /
+    ``weight_v`` or ``parametrizations.weight.original0`` / ``original1``). The pretraining
+    quantizer's and projection's keys (``quantizer.*``, ``project_q.*``, ``project_hid.*``)
+    are ignored. ``strict``: every weight present and every other key used, else a KeyError
+    listing them; a mis-shaped value raises :class:`lamina.ShapeError` naming the weight."""
+    who = "load_hf_wav2vec2_state_dict"
+    if not isinstance(model, Wav2Vec2ForCTC):
+        raise TypeError(f"{who}: expected a Wav2Vec2ForCTC model, got {type(model).__name__}")
+    arrays: Mapping = read_state_dict(state_dict, who)
+    if not model.built:
+        model.build()
+    parametrizations = _POS + _WEIGHT_NORM_NAMES["g"][1] in arrays
+
+    def ignored(key: str) -> bool:
+        return key.startswith(("quantizer.", "project_q.", "project_hid."))
+
+    load_hf_state_dict(model, arrays, hf_wav2vec2_table(model, parametrizations), ignored, strict, who)
