@@ -98,6 +98,11 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`SSD` (:func:`ssd300_vgg16`, :func:`ssdlite320_mobilenet_v3_large`): single-shot
   detectors on default boxes with hard negative mining, in the same interface;
   :func:`lraspp_mobilenet_v3_large`: the LR-ASPP segmentation head on a dilated MobileNet v3.
+* :class:`RAFT` (:func:`raft_large`, :func:`raft_small`, any size with :func:`raft`): optical
+  flow by recurrent all-pairs field transforms in torchvision's layout (feature and context
+  encoders, :class:`CorrBlock`'s correlation pyramid and lookup, :class:`UpdateBlock` with
+  its ConvGRU, convex or bilinear upsampling); :mod:`lamina.vision.flow` has its loss,
+  metrics and synthetic data.
 * :class:`NormalizingFlow`, :func:`realnvp`: densities by change of variables through
   invertible layers (:class:`AffineCoupling`, :class:`ActNorm`, :class:`Permute`,
   :class:`MaskedAutoregressive`), with exact ``log_prob`` and ``sample``.
@@ -321,6 +326,25 @@ from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mob
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
 from lamina.models.projection import projection_head
+from lamina.models.raft import (
+    RAFT,
+    ConvGRU,
+    CorrBlock,
+    FeatureEncoder,
+    FlowHead,
+    MaskPredictor,
+    MotionEncoder,
+    RecurrentBlock,
+    UpdateBlock,
+    correlation_pyramid,
+    correlation_volume,
+    index_pyramid,
+    make_coords_grid,
+    raft,
+    raft_large,
+    raft_small,
+    upsample_flow,
+)
 from lamina.models.registry import MODEL_GROUPS, get_model, get_model_builder, list_models
 from lamina.models.regnet import (
     RegNetBlock,
@@ -503,6 +527,9 @@ __all__ = [
     "timestep_embedding",
     "GaussianProcessRegressor", "kernels",
     "ASPP", "SegmentationModel", "deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101",
+    "RAFT", "ConvGRU", "CorrBlock", "FeatureEncoder", "FlowHead", "MaskPredictor", "MotionEncoder", "RecurrentBlock",
+    "UpdateBlock", "correlation_pyramid", "correlation_volume", "index_pyramid", "make_coords_grid", "raft",
+    "raft_large", "raft_small", "upsample_flow",
     "RegNetBlock", "regnet", "regnet_block_params", "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf",
     "regnet_x_16gf", "regnet_x_32gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf",
     "regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_y_400mf", "regnet_y_800mf",

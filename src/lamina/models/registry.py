@@ -12,7 +12,8 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
 * ``"language"``: models of token ids (GPT-2, BERT, Llama, Mistral, Mamba, T5, the RNN and transformer language
   models), Whisper (speech to token ids) and wav2vec 2.0 (speech to CTC label scores);
 * ``"generative"``: models that produce samples or densities (DCGAN, RealNVP);
-* ``"multimodal"``: models of images and text together (CLIP, with ViT or ResNet image towers).
+* ``"multimodal"``: models of images and text together (CLIP, with ViT or ResNet image towers);
+* ``"flow"``: optical flow between two images (RAFT large and small).
 
 Names are the builders' own (``get_model("resnet18")`` calls :func:`resnet18`). lamina
 ships no pretrained weights: convert published ones with :func:`load_torchvision_state_dict`,
@@ -30,7 +31,8 @@ from typing import Any
 
 __all__ = ["MODEL_GROUPS", "get_model", "get_model_builder", "list_models"]
 
-MODEL_GROUPS = ("classification", "segmentation", "detection", "video", "language", "generative", "multimodal")
+MODEL_GROUPS = ("classification", "segmentation", "detection", "video", "language", "generative", "multimodal",
+                "flow")
 
 
 def _named(module: str, *names: str) -> list[tuple[str, Callable[..., Any]]]:
@@ -110,6 +112,9 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
     "multimodal": [
         *_named("clip", "clip"),
         *_named("clip_resnet", "clip_resnet"),
+    ],
+    "flow": [
+        *_named("raft", "raft_large", "raft_small"),
     ],
 }
 

@@ -2,7 +2,8 @@
 bounding boxes, IoU and non-max suppression, a YOLO-style grid detector's targets, loss and
 decoding, average precision and COCO's metrics; the sliding window done as a convolution (a classifier's
 Dense head turned into convolutions), a small detection dataset of handwritten digits, and
-DETR's Hungarian matching of a set of predictions to the objects."""
+DETR's Hungarian matching of a set of predictions to the objects; optical flow's loss, end-point
+error, warping, colour coding and synthetic pairs (:mod:`lamina.vision.flow`)."""
 
 from lamina.vision.anchors import AnchorGenerator, BoxCoder
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
@@ -14,6 +15,14 @@ from lamina.vision.detection import (
     encode_grid_targets_batch,
     grid_detection_loss,
     localization_loss,
+)
+from lamina.vision.flow import (
+    endpoint_error,
+    flow_to_color,
+    make_colorwheel,
+    sequence_loss,
+    synthetic_flow_pairs,
+    warp,
 )
 from lamina.vision.matching import HungarianMatcher, matching_cost
 from lamina.vision.metrics import average_precision, mean_average_precision
@@ -52,4 +61,5 @@ __all__ = [
     "corners_to_center", "decode_grid_predictions", "digit_scenes", "encode_grid_targets",
     "encode_grid_targets_batch", "grid_detection_loss", "iou", "localization_loss", "mean_average_precision",
     "non_max_suppression", "sliding_window_count", "window_origins", "window_stride",
+    "endpoint_error", "flow_to_color", "make_colorwheel", "sequence_loss", "synthetic_flow_pairs", "warp",
 ]
