@@ -10,7 +10,7 @@ ShuffleNet v2, RegNet, MnasNet, EfficientNetV2 and the FCN / DeepLabv3 segmentat
 (:mod:`lamina.export.onnx_zoo_layers`), and the Swin Transformers (v1,
 :mod:`lamina.export.onnx_swin`, and V2, :mod:`lamina.export.onnx_swin_v2`), MaxViT
 (:mod:`lamina.export.onnx_maxvit`), MLP-Mixer, ResMLP, ConvMixer and DeiT
-(:mod:`lamina.export.onnx_mlp_zoo`); recurrent layers
+(:mod:`lamina.export.onnx_mlp_zoo`) and SegFormer (:mod:`lamina.export.onnx_segformer`); recurrent layers
 (SimpleRNN, GRU, LSTM, Bidirectional) become ONNX's RNN operators, Transformer encoder layers
 are written out from MatMul and Softmax (with rotary positions, grouped-query heads, ALiBi and
 sliding windows), a mixture of experts weighs all its experts by the top-k gates
@@ -50,6 +50,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_more_layers,
     onnx_rearrange,
     onnx_recurrent,
+    onnx_segformer,
     onnx_sequence_layers,
     onnx_spatial_layers,
     onnx_spectral,

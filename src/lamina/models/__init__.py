@@ -35,6 +35,9 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`fcn_resnet50`, :func:`fcn_resnet101`, :func:`deeplabv3_resnet50`,
   :func:`deeplabv3_resnet101`: semantic segmentation on a dilated ResNet (FCN head, ASPP),
   torchvision's layouts, names and parameter counts.
+* :func:`segformer` ('b0'..'b5'): SegFormer, a Mix Transformer encoder and an all-MLP decode
+  head in Hugging Face's layout (:class:`SegformerForSemanticSegmentation`, logits at 1/4 of the
+  input, :func:`segformer_loss`; weights from :func:`load_hf_segformer_state_dict`).
 * :func:`unet`: U-Net for segmentation (per-pixel logits; 'same' or the paper's 'valid'
   padding); :func:`vit` and :func:`vit_b_16`: the Vision Transformer (patches, a class
   token, pre-norm encoder layers); :func:`vit_b_16`, :func:`vit_b_32`, :func:`vit_l_16`,
@@ -392,6 +395,23 @@ from lamina.models.retinanet import (
 from lamina.models.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from lamina.models.rpn import RegionProposalNetwork, RPNHead
 from lamina.models.s3d import ConvBN3D, SepInceptionBlock3D, TemporalSeparableConv, s3d
+from lamina.models.segformer import (
+    SEGFORMER_VARIANTS,
+    SegformerAttention,
+    SegformerConfig,
+    SegformerDecodeHead,
+    SegformerEfficientSelfAttention,
+    SegformerEncoder,
+    SegformerForSemanticSegmentation,
+    SegformerLayer,
+    SegformerMixFFN,
+    SegformerModel,
+    SegformerOverlapPatchEmbeddings,
+    hf_segformer_table,
+    load_hf_segformer_state_dict,
+    segformer,
+    segformer_loss,
+)
 from lamina.models.segmentation import (
     ASPP,
     SegmentationModel,
@@ -527,6 +547,10 @@ __all__ = [
     "timestep_embedding",
     "GaussianProcessRegressor", "kernels",
     "ASPP", "SegmentationModel", "deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101",
+    "SEGFORMER_VARIANTS", "SegformerAttention", "SegformerConfig", "SegformerDecodeHead",
+    "SegformerEfficientSelfAttention", "SegformerEncoder", "SegformerForSemanticSegmentation", "SegformerLayer",
+    "SegformerMixFFN", "SegformerModel", "SegformerOverlapPatchEmbeddings", "hf_segformer_table",
+    "load_hf_segformer_state_dict", "segformer", "segformer_loss",
     "RAFT", "ConvGRU", "CorrBlock", "FeatureEncoder", "FlowHead", "MaskPredictor", "MotionEncoder", "RecurrentBlock",
     "UpdateBlock", "correlation_pyramid", "correlation_volume", "index_pyramid", "make_coords_grid", "raft",
     "raft_large", "raft_small", "upsample_flow",

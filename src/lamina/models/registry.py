@@ -5,7 +5,7 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
 * ``"classification"``: image classifiers (NHWC images in, class logits out), from
   :func:`lenet5` to :func:`vit_h_14`, and timm's MLP-Mixer, ResMLP, ConvMixer and DeiT (weights by
   :func:`load_timm_state_dict`);
-* ``"segmentation"``: per-pixel classifiers (FCN, DeepLabV3, LR-ASPP, U-Net);
+* ``"segmentation"``: per-pixel classifiers (FCN, DeepLabV3, LR-ASPP, SegFormer, U-Net);
 * ``"detection"``: box (and mask or keypoint) detectors (RetinaNet, FCOS, DETR, Faster/Mask/Keypoint R-CNN,
   SSD, SSDlite, the grid detector);
 * ``"video"``: clip classifiers on NDHWC clips (R3D, MC3, R(2+1)D, S3D);
@@ -76,6 +76,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
     "segmentation": [
         *_named("segmentation", "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"),
         *_named("lraspp", "lraspp_mobilenet_v3_large"),
+        *_named("segformer", "segformer"),
         *_named("unet", "unet"),
     ],
     "detection": [
@@ -172,6 +173,7 @@ def get_model(name: str, *, weights: Any = None, **config: Any) -> Any:
             f"get_model({name!r}): weights={weights!r} requested, but lamina ships no pretrained weights; "
             "build with weights=None and load published ones with lamina.models.load_torchvision_state_dict "
             "(torchvision models) or load_hf_gpt2_state_dict / load_hf_bert_state_dict / load_hf_llama_state_dict "
-            "/ load_hf_clip_state_dict / load_hf_wav2vec2_state_dict (Hugging Face models)"
+            "/ load_hf_clip_state_dict / load_hf_segformer_state_dict / load_hf_wav2vec2_state_dict "
+            "(Hugging Face models)"
         )
     return builder(**config)
