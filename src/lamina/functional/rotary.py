@@ -198,16 +198,17 @@ def rotary_frequencies(d: int, base: float = 10000.0, scaling: Mapping | None = 
 
 
 def rotary_angles(positions, d: int, base: float = 10000.0, frequencies=None) -> np.ndarray:
-    """The angles p theta_j, (T, d/2) in float64, for ``positions`` (T,) and d features
-    (``frequencies`` theta (d/2,) when given, else base^(-2j / d))."""
+    """The angles p theta_j, (..., T, d/2) in float64, for ``positions`` (..., T) and d
+    features (``frequencies`` theta (d/2,) when given, else base^(-2j / d))."""
     theta = rotary_frequencies(d, base) if frequencies is None else np.asarray(frequencies, dtype=np.float64)
-    return np.asarray(positions, dtype=np.float64)[:, None] * theta[None, :]
+    return np.asarray(positions, dtype=np.float64)[..., None] * theta
 
 
 def rotary_embedding(x, offset: int = 0, base: float = 10000.0, positions=None, frequencies=None,
                      attention_factor: float = 1.0) -> Tensor:
     """Rotate the features of ``x`` (..., T, d), d even, by their positions: ``offset`` +
-    0 .. T-1 by default, or the given ``positions`` (T,). ``frequencies`` (d/2,): theta
+    0 .. T-1 by default, or the given ``positions``: (T,), or (N, T) for an input (N, ..., T, d)
+    whose rows sit at different positions (left-padded batches). ``frequencies`` (d/2,): theta
     computed once (:func:`rotary_frequencies`, scaled perhaps) instead of from ``base``;
     ``attention_factor`` m multiplies cos and sin (YaRN's and LongRoPE's; see
     :func:`rotary_parameters`)."""
@@ -220,9 +221,11 @@ def rotary_embedding(x, offset: int = 0, base: float = 10000.0, positions=None, 
     t, d = x.shape[-2], x.shape[-1]
     if positions is None:
         positions = offset + np.arange(t)
-    positions = np.asarray(positions)
-    if positions.shape != (t,):
-        raise ShapeError(f"rotary_embedding: positions of shape {positions.shape} for {t} steps; expected ({t},)")
+    positions = np.asarray(positions.data if isinstance(positions, Tensor) else positions)
+    per_row = x.ndim >= 3 and positions.shape == (x.shape[0], t)
+    if positions.shape != (t,) and not per_row:
+        raise ShapeError(f"rotary_embedding: positions of shape {positions.shape} for {t} steps; expected ({t},) "
+                         f"or, per row of the input {tuple(x.shape)}, ({x.shape[0]}, {t})")
     if frequencies is not None and np.shape(frequencies) != (d // 2,):
         raise ShapeError(f"rotary_embedding: frequencies of shape {np.shape(frequencies)} for {d} features; "
                          f"expected ({d // 2},)")
@@ -230,6 +233,8 @@ def rotary_embedding(x, offset: int = 0, base: float = 10000.0, positions=None, 
     dtype = x.data.dtype
     cos = backend.xp.asarray(attention_factor * np.cos(angles), dtype=dtype)
     sin = backend.xp.asarray(attention_factor * np.sin(angles), dtype=dtype)
+    if per_row:                             # (N, T, d/2) -> (N, 1, ..., T, d/2)
+        cos, sin = (a.reshape(x.shape[0], *(1,) * (x.ndim - 3), t, d // 2) for a in (cos, sin))
     half = d // 2
     first = getitem(x, (Ellipsis, slice(0, half)))
     second = getitem(x, (Ellipsis, slice(half, d)))

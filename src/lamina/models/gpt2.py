@@ -31,6 +31,7 @@ from lamina.nn.layer import dropout_rate, positive_int, register_layer
 from lamina.nn.module import Module
 from lamina.nn.sample_norm import LayerNorm
 from lamina.nn.transformer import PositionEmbedding, TransformerEncoderLayer
+from lamina.text.generation_ids import GenerationMixin
 
 __all__ = ["GPT2", "GPT2Block", "gpt2", "gpt2_parameter_count", "load_hf_gpt2_state_dict"]
 
@@ -78,7 +79,7 @@ def _normal(std: float):
 
 
 @register_layer
-class GPT2(Module):
+class GPT2(GenerationMixin, Module):
     """GPT-2 language model: token ids (N, T), T <= ``n_positions``, -> next-token scores
     (N, T, ``vocab_size``) (see the module docstring for the formulas).
 
@@ -90,8 +91,11 @@ class GPT2(Module):
     tables and matrices, N(0, 0.02 / sqrt(2 n_layer)) for the projections that end a
     residual branch (``c_proj``), zero biases, unit LayerNorm scales.
 
-    ``model(ids, key_mask=None)``: ``key_mask`` (N, T), False for padding tokens that no
-    query may attend to. Within :func:`lamina.text.caching_keys_values` consecutive calls
+    ``model(ids, key_mask=None, position_ids=None)``: ``key_mask`` (N, T), False for padding
+    tokens that no query may attend to (while caching: (N, S) over every step read, this
+    call's included); ``position_ids`` (N, T), the rows of ``wpe`` of each step (default
+    0 .. T - 1, continuing while caching; a left-padded row counts from its first real token,
+    as Hugging Face's cumsum(attention_mask) - 1). Within :func:`lamina.text.caching_keys_values` consecutive calls
     continue one sequence (the blocks cache keys and values, the positions continue), so
     generation reads each token once.
     """
@@ -153,8 +157,8 @@ class GPT2(Module):
                 out.data = out.data * (1.0 / math.sqrt(2 * self.n_layer))
         self.built = True
 
-    def forward(self, ids, key_mask=None) -> Tensor:
-        x = self.drop(self.wpe(self.wte(ids)))
+    def forward(self, ids, key_mask=None, position_ids=None) -> Tensor:
+        x = self.drop(self.wpe(self.wte(ids), positions=position_ids))
         for block in self.h:
             x = block(x, key_mask=key_mask)
         x = self.ln_f(x)

@@ -48,6 +48,7 @@ from lamina.nn.layer import dropout_rate, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.rms_norm import RMSNorm
+from lamina.text.generation_ids import GenerationMixin
 
 __all__ = ["LLAMA_CONFIGS", "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "llama_parameter_count",
            "load_hf_llama_state_dict"]
@@ -135,7 +136,8 @@ class LlamaDecoderLayer(Module):
 
     ``self_attn`` is a :class:`~lamina.nn.MultiHeadAttention` with rotary positions of base
     ``rope_theta`` and ``num_key_value_heads`` key/value heads; ``key_mask`` (N, T) is False
-    for padding keys. Keys and values are cached through the attention layer (see
+    for padding keys; ``position_ids`` (N, T) the rotary positions of each step (default
+    0 .. T - 1, continuing while caching). Keys and values are cached through the attention layer (see
     :func:`lamina.text.caching_keys_values`)."""
 
     def __init__(self, hidden_size: int, num_attention_heads: int, intermediate_size: int,
@@ -175,9 +177,10 @@ class LlamaDecoderLayer(Module):
                 layer.built = True
         self.built = True
 
-    def forward(self, x, key_mask=None) -> Tensor:
+    def forward(self, x, key_mask=None, position_ids=None) -> Tensor:
         x = as_tensor(x)
-        x = F.add(x, self.self_attn(self.input_layernorm(x), key_mask=key_mask, causal=True))
+        attended = self.self_attn(self.input_layernorm(x), key_mask=key_mask, causal=True, positions=position_ids)
+        x = F.add(x, attended)
         return F.add(x, self.mlp(self.post_attention_layernorm(x)))
 
     def compute_output_shape(self, input_shape):
@@ -195,7 +198,7 @@ class LlamaDecoderLayer(Module):
 
 
 @register_layer
-class Llama(Module):
+class Llama(GenerationMixin, Module):
     """Llama language model (Hugging Face's ``LlamaForCausalLM``): token ids (N, T) ->
     next-token scores (N, T, ``vocab_size``) (see the module docstring for the formulas).
 
@@ -217,9 +220,11 @@ class Llama(Module):
     raises a ValueError naming the model and the key) and ``sliding_window`` (None: every
     earlier key; Mistral's) go to each layer's attention.
 
-    ``model(ids, key_mask=None)``: ``key_mask`` (N, T), False for padding tokens that no query
-    may attend to (positions still count 0 .. T - 1, as Hugging Face's forward without
-    ``position_ids``). Within :func:`lamina.text.caching_keys_values` consecutive calls
+    ``model(ids, key_mask=None, position_ids=None)``: ``key_mask`` (N, T), False for padding
+    tokens that no query may attend to (while caching: (N, S) over every step read, this call's
+    included); ``position_ids`` (N, T) the rotary positions of each step (default 0 .. T - 1,
+    as Hugging Face's forward without them; a left-padded row may count from its first real
+    token, Hugging Face's cumsum(attention_mask) - 1). Within :func:`lamina.text.caching_keys_values` consecutive calls
     continue one sequence, the rotary positions continuing after the cached steps.
     ``max_len`` (``max_position_embeddings``) is the context the samplers keep to.
     """
@@ -294,10 +299,10 @@ class Llama(Module):
                 layer.built = True
         self.built = True
 
-    def forward(self, ids, key_mask=None) -> Tensor:
+    def forward(self, ids, key_mask=None, position_ids=None) -> Tensor:
         x = self.embed_tokens(ids)
         for layer in self.layers:
-            x = layer(x, key_mask=key_mask)
+            x = layer(x, key_mask=key_mask, position_ids=position_ids)
         x = self.norm(x)
         if self.tie_word_embeddings:
             return F.matmul(x, F.transpose(self.embed_tokens.weight, 1, 0))

@@ -31,6 +31,7 @@ from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.mamba import MambaBlock
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.rms_norm import RMSNorm
+from lamina.text.generation_ids import GenerationMixin
 
 __all__ = ["MAMBA_CONFIGS", "Mamba", "MambaBackbone", "MambaLayer", "load_hf_mamba_state_dict", "mamba",
            "mamba_parameter_count"]
@@ -71,9 +72,9 @@ class MambaLayer(Module):
                 layer.built = True
         self.built = True
 
-    def forward(self, x) -> Tensor:
+    def forward(self, x, attention_mask=None) -> Tensor:
         x = as_tensor(x)
-        return F.add(x, self.mixer(self.norm(x)))
+        return F.add(x, self.mixer(self.norm(x), attention_mask=attention_mask))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -111,15 +112,15 @@ class MambaBackbone(Module):
                 layer.built = True
         self.built = True
 
-    def forward(self, ids) -> Tensor:
+    def forward(self, ids, attention_mask=None) -> Tensor:
         x = self.embeddings(ids)
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, attention_mask=attention_mask)
         return self.norm_f(x)
 
 
 @register_layer
-class Mamba(Module):
+class Mamba(GenerationMixin, Module):
     """Mamba language model (Hugging Face's ``MambaForCausalLM``): token ids (N, T) ->
     next-token scores (N, T, ``vocab_size``) (formulas in the module docstring).
 
@@ -133,7 +134,9 @@ class Mamba(Module):
     ``lm_head`` (Dense without bias). Hugging Face keeps the residual stream in float32
     (``residual_in_fp32``); lamina's models compute in their own dtype throughout.
 
-    There is no context limit (no positions): the samplers of :mod:`lamina.text` carry the
+    ``model(ids, attention_mask=None)``: ``attention_mask`` (N, T), 0 on the padding steps of
+    the call (see :class:`lamina.nn.MambaBlock`), so that a left-padded row's scores are those
+    of its real tokens alone. There is no context limit (no positions): the samplers of :mod:`lamina.text` carry the
     mixers' states and read one token per call (see the module docstring).
     """
 
@@ -188,8 +191,8 @@ class Mamba(Module):
                 mixer.out_proj.weight.data = mixer.out_proj.weight.data / math.sqrt(self.num_hidden_layers)
         self.built = True
 
-    def forward(self, ids) -> Tensor:
-        x = self.backbone(ids)
+    def forward(self, ids, attention_mask=None) -> Tensor:
+        x = self.backbone(ids, attention_mask=attention_mask)
         if self.tie_word_embeddings:
             return F.matmul(x, F.transpose(self.backbone.embeddings.weight, 1, 0))
         return self.lm_head(x)

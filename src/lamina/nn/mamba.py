@@ -64,6 +64,11 @@ class MambaBlock(Module):
     A_log = log(1..S) on every channel; D = 1; conv1d.weight U(+-1/sqrt(d_conv)) and a zero
     bias; out_proj U(+-1/sqrt(I)); zero projection biases.
 
+    ``attention_mask`` (N, T), 0 on the padding steps of the call (Hugging Face's): the
+    convolution's inputs and outputs are zeroed there, so a padding step changes neither the
+    convolution of the later steps nor the state (its B x is 0): a left-padded row gives the
+    outputs of its real steps alone.
+
     ``stateful``: calls continue one another's sequence (see the module docstring);
     :meth:`reset_states` starts again from zeros, :meth:`reorder_states` keeps and reorders
     the rows of the carried states (beam search)."""
@@ -134,15 +139,20 @@ class MambaBlock(Module):
             self.add_parameter("D", xp.ones(self.intermediate_size, dtype=dtype))
         self.built = True
 
-    def forward(self, x) -> Tensor:
+    def forward(self, x, attention_mask=None) -> Tensor:
         x = as_tensor(x)
         if x.ndim != 3 or x.shape[-1] != self.hidden_size or x.shape[1] < 1:
             raise input_error(self, x, f"(batch, time, {self.hidden_size}) with at least one step")
         inner, rank, states = self.intermediate_size, self.time_step_rank, self.state_size
         projected = self.in_proj(x)
         hidden, gate = projected[..., :inner], projected[..., inner:]
+        keep = self._step_mask(attention_mask, x)
+        if keep is not None:
+            hidden = hidden * keep
         history, state = self._history(x)
         hidden = F.silu(self._causal_conv(hidden, history))
+        if keep is not None:
+            hidden = hidden * keep
         parameters = self.x_proj(hidden)
         dt, b, c = parameters[..., :rank], parameters[..., rank:rank + states], parameters[..., rank + states:]
         delta = F.matmul(dt, self.dt_proj.weight)
@@ -151,10 +161,20 @@ class MambaBlock(Module):
                                 delta_softplus=True, initial_state=state, return_last_state=self.stateful)
         if self.stateful:
             result, last = result
-            inputs = projected.data[..., :inner]
+            inputs = projected.data[..., :inner] if keep is None else projected.data[..., :inner] * keep.data
             earlier = backend.xp.concatenate([history.data, inputs], axis=1) if history is not None else inputs
             self._carried = (self._last_inputs(earlier), last.data)
         return self.out_proj(result)
+
+    def _step_mask(self, attention_mask, x) -> Tensor | None:
+        """``attention_mask`` (N, T) as a (N, T, 1) constant of the input's dtype, or None."""
+        if attention_mask is None:
+            return None
+        mask = backend.xp.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
+        if mask.shape != tuple(x.shape[:2]):
+            raise ShapeError(f"{self._label()}: attention_mask of shape {tuple(mask.shape)} for an input "
+                             f"{tuple(x.shape)}; expected {tuple(x.shape[:2])} (1 on real steps, 0 on padding)")
+        return Tensor._wrap(mask.astype(x.dtype)[..., None])
 
     def _causal_conv(self, x: Tensor, history: Tensor | None) -> Tensor:
         """The depthwise convolution over [history, x]: step t sees the d_conv inputs up to

@@ -68,7 +68,8 @@ class MultiHeadAttention(Module):
 
     Rotary positions (``rotary=True``; Su et al.'s RoPE, see
     :func:`lamina.functional.rotary_embedding`): each head's queries and keys are rotated by
-    their positions (0, 1, ... in each call; while caching, the cached steps count first)
+    their positions (0, 1, ... in each call; while caching, the cached steps count first;
+    or the ``positions`` (N, T) a self-attention call is given, as left-padded rows need)
     before the scores, so the scores depend on relative positions and the model needs no
     position layer. ``rotary_base`` is the base of the angles (10000); ``rotary_scaling`` a
     ``rope_scaling`` mapping of Hugging Face's ('linear', 'llama3', 'yarn', 'dynamic' or
@@ -189,10 +190,10 @@ class MultiHeadAttention(Module):
         q, kv = self.query_dim, self.kv_dim
         return (slice(0, q), slice(q, q + kv), slice(q + kv, q + 2 * kv))[part]
 
-    def _project(self, x, part: int, offset: int = 0) -> Tensor:
+    def _project(self, x, part: int, offset: int = 0, positions=None) -> Tensor:
         """x W_part + b_part, split into heads: (N, T, E) -> (N, h, T, d) (g heads for the keys
-        and values); queries and keys turned by their positions from ``offset`` when the layer
-        is rotary."""
+        and values); queries and keys turned by their positions from ``offset`` (or
+        ``positions`` (N, T)) when the layer is rotary."""
         cols = self.projection_columns(part)
         w = F.getitem(self.in_weight, (slice(None), cols))
         b = F.getitem(self.in_bias, cols) if self.use_bias else None
@@ -204,24 +205,25 @@ class MultiHeadAttention(Module):
         heads = self.num_heads if part == 0 else self.num_kv_heads
         heads = F.transpose(F.reshape(y, n, t, heads, self.head_dim), 0, 2, 1, 3)
         if self.rotary and part < 2:
-            heads = self._rotate(heads, offset)
+            heads = self._rotate(heads, offset, positions)
         return heads
 
-    def _rotate(self, heads: Tensor, offset: int) -> Tensor:
-        """Rotary positions offset .. offset + T - 1 of ``heads`` (N, h, T, d), with the
-        frequencies of a call over offset + T positions."""
+    def _rotate(self, heads: Tensor, offset: int, positions=None) -> Tensor:
+        """Rotary positions offset .. offset + T - 1 (or ``positions`` (N, T)) of ``heads``
+        (N, h, T, d), with the frequencies of a call over offset + T positions."""
         theta, factor = self.rotary_frequencies, self.rotary_attention_factor
         if F.rope_depends_on_length(self.rotary_scaling):
             theta, factor = F.rotary_parameters(self.head_dim, self.rotary_base, self.rotary_scaling,
                                                 self.rotary_max_positions, length=offset + heads.shape[2])
-        return F.rotary_embedding(heads, offset=offset, frequencies=theta, attention_factor=factor)
+        return F.rotary_embedding(heads, offset=offset, positions=positions, frequencies=theta,
+                                  attention_factor=factor)
 
-    def _project_step(self, x) -> tuple[Tensor, Tensor, Tensor]:
+    def _project_step(self, x, positions=None) -> tuple[Tensor, Tensor, Tensor]:
         """Q, K and V of a cached call (no graph is recorded): one product with the whole
         ``in_weight`` instead of three, split into heads; the LoRA adapters and rotary
         positions as in :meth:`_project`."""
         if any(self._modules.get(name) is not None for name in LORA_ADAPTERS):
-            return tuple(self._project(x, part, offset=self.cached_steps) for part in range(3))
+            return tuple(self._project(x, part, self.cached_steps, positions) for part in range(3))
         y = linear(x, self.in_weight, self.in_bias if self.use_bias else None).data
         n, t = x.shape[0], x.shape[1]
         heads = []
@@ -230,17 +232,21 @@ class MultiHeadAttention(Module):
             split = y[..., self.projection_columns(part)].reshape(n, t, count, self.head_dim).transpose(0, 2, 1, 3)
             split = Tensor._wrap(split)
             if self.rotary and part < 2:
-                split = self._rotate(split, self.cached_steps)
+                split = self._rotate(split, self.cached_steps, positions)
             heads.append(split)
         return tuple(heads)
 
     def forward(self, query, key=None, value=None, mask=None, key_mask=None, causal: bool = False,
-                return_weights: bool = False, keys_values: tuple[Tensor, Tensor] | None = None):
+                return_weights: bool = False, keys_values: tuple[Tensor, Tensor] | None = None, positions=None):
+        if positions is not None and (not self.rotary or key is not None or value is not None
+                                      or keys_values is not None):
+            raise ValueError(f"{self._label()}: positions (N, T) turn the queries and keys of rotary "
+                             "self-attention; this call is not one")
         if self._caching:
-            q, k, v, full = self._cached_inputs(query, key, value, mask, key_mask, causal, keys_values)
+            q, k, v, full = self._cached_inputs(query, key, value, mask, key_mask, causal, keys_values, positions)
             causal, drop = False, 0.0              # the mask already holds the offset causal pattern
         else:
-            q, k, v, full = self._inputs(query, key, value, mask, key_mask, keys_values)
+            q, k, v, full = self._inputs(query, key, value, mask, key_mask, keys_values, positions)
             drop = self.dropout if self.training else 0.0
             full, causal = self._positional_mask(full, causal, q.shape[2], k.shape[2])
         out = scaled_dot_product_attention(q, k, v, mask=full, causal=causal, dropout=drop,
@@ -272,7 +278,7 @@ class MultiHeadAttention(Module):
                 full = full + bias
         return full, causal
 
-    def _inputs(self, query, key, value, mask, key_mask, keys_values):
+    def _inputs(self, query, key, value, mask, key_mask, keys_values, positions=None):
         """The heads' (Q, K, V), each (N, h, T, d), and the mask of one ordinary call."""
         if keys_values is not None:
             return self._projected_inputs(query, key, value, mask, key_mask, keys_values)
@@ -285,7 +291,8 @@ class MultiHeadAttention(Module):
             raise ShapeError(f"{self._label()}: query {query.shape}, key {key.shape} and value {value.shape} "
                              "must share the batch size, and key and value the number of steps")
         full = self._mask(mask, key_mask, query.shape[0], query.shape[1], key.shape[1])
-        return self._project(query, 0), self._project(key, 1), self._project(value, 2), full
+        return (self._project(query, 0, positions=positions), self._project(key, 1, positions=positions),
+                self._project(value, 2), full)
 
     # -- fixed keys and values, projected once -------------------------------------
     def project_keys_values(self, key, value=None) -> tuple[Tensor, Tensor]:
@@ -366,7 +373,7 @@ class MultiHeadAttention(Module):
         self._cached_keys = self._cached_keys[index]
         self._cached_values = self._cached_values[index]
 
-    def _cached_inputs(self, query, key, value, mask, key_mask, causal: bool, keys_values):
+    def _cached_inputs(self, query, key, value, mask, key_mask, causal: bool, keys_values, positions=None):
         """(Q, K, V, mask) of a call that continues the cached sequence: Q of the t new steps,
         K and V of the c cached and the t new ones, and keep (t, c + t) with
         keep[i, t'] = (t' <= c + i), the causal mask shifted by the c steps held (also
@@ -378,15 +385,15 @@ class MultiHeadAttention(Module):
         if not causal:
             raise ValueError(f"{label}: cannot cache keys and values for non-causal self-attention: every step "
                              "would see later steps, which change with each new token; call it with causal=True")
-        if mask is not None or key_mask is not None:
-            raise ValueError(f"{label}: cannot cache keys and values with a mask or key_mask; while caching, "
-                             "the only mask is the causal one over the cached and new steps")
+        if mask is not None:
+            raise ValueError(f"{label}: cannot cache keys and values with a mask; while caching, the masks are "
+                             "the causal one over the cached and new steps and a key_mask over all of them")
         if self.training or is_grad_enabled():
             raise ValueError(f"{label}: the key/value cache is for evaluation only; call eval() on the model "
                              "and run it under lamina.no_grad()")
         query = as_tensor(query)
         self._check_shape(query.shape, "query", query)
-        q, k, v = self._project_step(query)
+        q, k, v = self._project_step(query, positions)
         xp = backend.xp
         held = 0 if self._cached_keys is None else int(self._cached_keys.shape[2])
         if self._cached_keys is not None:
@@ -402,7 +409,46 @@ class MultiHeadAttention(Module):
         self._steps_read += t
         keep = xp.arange(k.shape[2])[None, :] <= (held + xp.arange(t))[:, None]
         full, _ = self._positional_mask(keep, True, t, k.shape[2], offset=held)
+        if key_mask is not None:
+            full = self._cached_key_mask(full, key_mask, query.shape[0], k.shape[2])
         return q, k, v, full
+
+    def _cached_key_mask(self, full, key_mask, n: int, t_k: int):
+        """``full`` with the keys that ``key_mask`` (N, S), False on padding, marks out masked
+        too; S = the steps read so far (this call's included), of which the cache attends over
+        the last ``t_k``."""
+        km = mask_array(key_mask)
+        steps = self._steps_read
+        if km.dtype != bool or km.shape != (n, steps):
+            raise ShapeError(f"{self._label()}: while caching, key_mask must be boolean of shape ({n}, {steps}) "
+                             f"(every step read so far, this call's included; True = a real key), got {km.dtype} "
+                             f"{tuple(km.shape)}")
+        km = km[:, None, None, steps - t_k:]
+        if full.dtype == bool:
+            return full & km
+        return backend.xp.where(km, full, -backend.xp.inf).astype(full.dtype)
+
+    def crop_cache(self, steps: int) -> None:
+        """Forget every cached step after the first ``steps``: the next call continues the
+        sequence from step ``steps`` (as a rejected draft of speculative decoding needs).
+        Refused when not caching, for more steps than read, and for a sliding-window layer
+        whose dropped keys the shorter sequence would need again."""
+        label = self._label()
+        if not self._caching:
+            raise ValueError(f"{label}: crop_cache needs a key/value cache, and the layer is not caching")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= self._steps_read:
+            raise ValueError(f"{label}: crop_cache keeps 0 .. {self._steps_read} steps (those read), got {steps!r}")
+        if self._cached_keys is None or steps == self._steps_read:
+            return
+        held = int(self._cached_keys.shape[2])
+        dropped = self._steps_read - steps
+        kept = held - dropped
+        if self.window is not None and kept < min(steps, self.window - 1):
+            raise ValueError(f"{label}: crop_cache to {steps} steps needs keys the sliding window "
+                             f"(window={self.window}) already dropped")
+        self._cached_keys = self._cached_keys[:, :, :kept]
+        self._cached_values = self._cached_values[:, :, :kept]
+        self._steps_read = steps
 
     def _mask(self, mask, key_mask, n: int, t_q: int, t_k: int):
         """One mask broadcastable to the scores (N, h, T_q, T_k)."""

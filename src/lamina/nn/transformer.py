@@ -216,10 +216,10 @@ class TransformerEncoderLayer(Module):
         x = as_tensor(x)
         _check_sequence(self, x, self.d_model)
         causal = self.causal if causal is None else bool(causal)
-        if self.caching and (mask is not None or key_mask is not None or not causal):
-            raise ValueError(f"{self._label()}: while caching keys and values a call takes no mask nor key_mask "
-                             f"and must be causal (got mask={'given' if mask is not None else None}, "
-                             f"key_mask={'given' if key_mask is not None else None}, causal={causal})")
+        if self.caching and (mask is not None or not causal):
+            raise ValueError(f"{self._label()}: while caching keys and values a call takes no mask (a key_mask "
+                             f"over every step read only) and must be causal (got "
+                             f"mask={'given' if mask is not None else None}, causal={causal})")
         if self.norm_first:
             x = F.add(x, self._attend(self.norm1(x), mask, key_mask, causal))
             return F.add(x, self._feed_forward(self.norm2(x)))
@@ -303,6 +303,15 @@ class _Positions(Module):
             raise ValueError(f"{self._label()}: reorder_cache needs the cache mode, and the layer is not caching; "
                              "call start_caching (or use lamina.text.caching_keys_values) first")
         cache_rows(self, rows, None)
+
+    def crop_cache(self, steps: int) -> None:
+        """Continue from position ``steps`` (at most the steps seen): the later steps are
+        forgotten. Refused when not caching."""
+        if not self.caching:
+            raise ValueError(f"{self._label()}: crop_cache needs the cache mode, and the layer is not caching")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= self._seen:
+            raise ValueError(f"{self._label()}: crop_cache keeps 0 .. {self._seen} positions, got {steps!r}")
+        self._seen = steps
 
     def _next_positions(self, x) -> slice:
         """The table rows of the input's steps: 0 .. T - 1, or s .. s + T - 1 while caching
@@ -388,10 +397,23 @@ class PositionEmbedding(_Positions):
         self.add_parameter("weight", table)
         self.built = True
 
-    def forward(self, x) -> Tensor:
+    def forward(self, x, positions=None) -> Tensor:
+        """x + P[p] with p = 0 .. T - 1 (continuing while caching), or the integer
+        ``positions`` (N, T) of each step when given (left-padded rows count from their
+        first real token)."""
         x = as_tensor(x)
         _check_sequence(self, x, self.features)
-        return F.add(x, F.getitem(self.weight, self._next_positions(x)))
+        rows = self._next_positions(x)
+        if positions is None:
+            return F.add(x, F.getitem(self.weight, rows))
+        positions = backend.xp.asarray(positions.data if isinstance(positions, Tensor) else positions)
+        if positions.shape != tuple(x.shape[:2]) or positions.dtype.kind not in "iu":
+            raise ShapeError(f"{self._label()}: positions must be integers of shape {tuple(x.shape[:2])} (one per "
+                             f"step), got {positions.dtype} {tuple(positions.shape)}")
+        if positions.size and not (0 <= int(positions.min()) and int(positions.max()) < self.max_len):
+            raise ShapeError(f"{self._label()}: positions must lie in [0, max_len={self.max_len}), got "
+                             f"[{int(positions.min())}, {int(positions.max())}]")
+        return F.add(x, F.getitem(self.weight, positions))
 
     def get_config(self) -> dict:
         return {"max_len": self.max_len, "embeddings_init": initializers.serialize(self.embeddings_init),

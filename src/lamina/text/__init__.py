@@ -21,9 +21,23 @@ from lamina.text.generate import (
     sample_texts,
     sample_token,
 )
+from lamina.text.generation_ids import GenerateOutput, GenerationMixin, build_processors, generate_ids
 from lamina.text.gpt2_tokenizer import ENDOFTEXT, GPT2Tokenizer, bytes_to_unicode, gpt2_pattern
 from lamina.text.hf_convert import gpt2_tokenizer_json, wordpiece_tokenizer_json
 from lamina.text.hf_tokenizer import AddedToken, Encoding, HFTokenizer
+from lamina.text.logits_processors import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    MinNewTokensLogitsProcessor,
+    MinPLogitsWarper,
+    NoBadWordsLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
 from lamina.text.sequences import language_model_windows, pad_sequences, shifted_pairs
 from lamina.text.skipgram import (
     analogy,
@@ -45,4 +59,8 @@ __all__ = [
     "subsample_words", "tokenizer_from_config", "word_tokens", "WordPieceTokenizer", "basic_tokenize",
     "AddedToken", "Encoding", "HFTokenizer", "gpt2_tokenizer_json", "wordpiece_tokenizer_json",
     "CTCHypothesis", "ctc_collapse", "ctc_greedy_decode", "ctc_ids_to_text", "ctc_prefix_beam_search",
+    "GenerateOutput", "GenerationMixin", "build_processors", "generate_ids",
+    "LogitsProcessor", "LogitsProcessorList", "MinNewTokensLogitsProcessor", "MinPLogitsWarper",
+    "NoBadWordsLogitsProcessor", "NoRepeatNGramLogitsProcessor", "RepetitionPenaltyLogitsProcessor",
+    "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "TypicalLogitsWarper",
 ]
