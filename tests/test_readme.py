@@ -367,3 +367,32 @@ def test_preprocessing_einops_func_fft_onnx_import_and_more_models_example(tmp_p
     assert names["story"].startswith("the") and len(names["story"]) > 3
     assert names["scores"].shape[0] == 2 and names["scores"].shape[-1] == len(names["wordpiece"])
     assert names["picture"].shape == (32, 32, 3) and names["picture"].dtype == np.uint8
+
+
+def test_keras_speech_state_spaces_sparse_and_graph_example(tmp_path, monkeypatch):
+    """The Keras-API, graph, generation, Mamba, Whisper, wav2vec 2.0, sparse, tokenizer and Darcy
+    example runs: the fit validates each epoch, the graph is drawn, assisted decoding gives the
+    greedy ids, the sparse gradient is each stored entry's row sum of the dense features, and
+    the tokenizer decodes what it encoded."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)                     # the example writes graph.png
+    text = README.read_text()
+    section = text.split("## Keras's API, speech, state spaces, sparse tensors, the graph drawn", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    names: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, str(README), "exec"), names)
+    history = names["history"].history
+    assert len(history["loss"]) == 2 and len(history["val_accuracy"]) == 2
+    assert (tmp_path / "graph.png").stat().st_size > 1000
+    assert names["loss"].grad_fn.name == "Mean" and names["loss"].grad_fn.next_functions
+    assert names["sampled"].shape == (2, 11)
+    np.testing.assert_array_equal(names["assisted"], names["greedy"])
+    assert names["next_scores"].shape == (1, 3, 16)
+    assert list(names["tokens"][0, :2]) == [1, 2]
+    assert all(0 not in row for row in names["labels"])       # the blank (0) never survives decoding
+    rows = names["features3"].numpy().sum(axis=1)
+    np.testing.assert_allclose(names["weights"].grad, rows[names["indices"][1]], rtol=1e-5)
+    assert names["tokenizer"].decode(names["ids"]) == "the cat ran"
+    assert np.isfinite(float(names["relative"].numpy()))
