@@ -67,6 +67,7 @@ from lamina.data.samplers import (
 )
 from lamina.data.split import train_val_test_split
 from lamina.data.subsets import ConcatDataset, Subset, random_split
+from lamina.data.timeseries import TimeSeriesDataset, ar_process, seasonal_series, sliding_windows
 from lamina.data.whitening import PCAWhitening, ZCAWhitening
 from lamina.data.workers import WorkerInfo, get_worker_info
 
@@ -91,6 +92,10 @@ __all__ = [
     "PCAWhitening",
     "Preprocessor",
     "Standardizer",
+    "TimeSeriesDataset",
+    "ar_process",
+    "seasonal_series",
+    "sliding_windows",
     "ZCAWhitening",
     "extract_cifar10_archive",
     "load_cifar10",

@@ -121,6 +121,9 @@ Layouts follow the published models so that published weights map onto them:
   :class:`Constant`, :class:`ScaleKernel`, sums and products).
 * :class:`FNO1D`, :class:`FNO2D`: Fourier neural operators (lifting, Fourier blocks of
   spectral convolutions, projection) mapping functions on periodic grids of any resolution.
+* :class:`TCN`, :class:`NBEATS`, :class:`DLinear`, :class:`PatchTST` (:func:`tcn`, :func:`nbeats`,
+  :func:`dlinear`, :func:`patchtst`): forecasters of (batch, input_length, channels) windows
+  (:mod:`lamina.models.forecasting`).
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
@@ -243,6 +246,22 @@ from lamina.models.flows import (
     realnvp,
 )
 from lamina.models.fno import FNO1D, FNO2D, grid_coordinates
+from lamina.models.forecasting import (
+    NBEATS,
+    TCN,
+    DLinear,
+    NBeatsBlock,
+    PatchTST,
+    TemporalBlock,
+    dlinear,
+    fourier_basis,
+    moving_average_matrix,
+    nbeats,
+    patchtst,
+    polynomial_basis,
+    tcn,
+    tcn_receptive_field,
+)
 from lamina.models.fpn import (
     BackboneWithFPN,
     FeaturePyramidNetwork,
@@ -597,6 +616,8 @@ __all__ = [
     "wav2vec2_input_values",
     "MODEL_GROUPS", "get_model", "get_model_builder", "list_models",
     "FNO1D", "FNO2D", "grid_coordinates",
+    "NBEATS", "TCN", "DLinear", "NBeatsBlock", "PatchTST", "TemporalBlock", "dlinear", "fourier_basis",
+    "moving_average_matrix", "nbeats", "patchtst", "polynomial_basis", "tcn", "tcn_receptive_field",
     "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",
     "clip", "clip_parameter_count", "clip_tokenize", "load_hf_clip_state_dict", "zero_shot_classifier",
     "AttentionPool2d", "CLIPBottleneck", "CLIPImageProcessor", "ModifiedResNet", "ResNetCLIP", "clip_resnet",

@@ -13,7 +13,9 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
   models), Whisper (speech to token ids) and wav2vec 2.0 (speech to CTC label scores);
 * ``"generative"``: models that produce samples or densities (DCGAN, RealNVP);
 * ``"multimodal"``: models of images and text together (CLIP, with ViT or ResNet image towers);
-* ``"flow"``: optical flow between two images (RAFT large and small).
+* ``"flow"``: optical flow between two images (RAFT large and small);
+* ``"forecasting"``: time-series forecasters of (batch, input_length, channels) windows (TCN, N-BEATS,
+  DLinear, PatchTST).
 
 Names are the builders' own (``get_model("resnet18")`` calls :func:`resnet18`). lamina
 ships no pretrained weights: convert published ones with :func:`load_torchvision_state_dict`,
@@ -32,7 +34,7 @@ from typing import Any
 __all__ = ["MODEL_GROUPS", "get_model", "get_model_builder", "list_models"]
 
 MODEL_GROUPS = ("classification", "segmentation", "detection", "video", "language", "generative", "multimodal",
-                "flow")
+                "flow", "forecasting")
 
 
 def _named(module: str, *names: str) -> list[tuple[str, Callable[..., Any]]]:
@@ -116,6 +118,9 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
     ],
     "flow": [
         *_named("raft", "raft_large", "raft_small"),
+    ],
+    "forecasting": [
+        *_named("forecasting", "tcn", "nbeats", "dlinear", "patchtst"),
     ],
 }
 

@@ -169,6 +169,7 @@ from lamina.nn.rearrange import Rearrange, Reduce
 from lamina.nn.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from lamina.nn.reshape import Flatten, Identity, Reshape, Unflatten
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
+from lamina.nn.revin import RevIN
 from lamina.nn.rms_norm import RMSNorm
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequence_utils import pad_sequence
@@ -222,7 +223,7 @@ __all__ = [
     "GLU", "LogSoftmax", "RReLU", "Softmax2D", "Conv1DTranspose", "Conv3DTranspose", "LPPool1D", "LPPool2D", "LPPool3D",
     "RMSNorm", "Unflatten", "CircularPad1D", "CircularPad2D", "CircularPad3D", "ConstantPad1D", "ConstantPad2D",
     "ConstantPad3D", "ReflectionPad1D", "ReflectionPad3D", "ReplicationPad1D", "ReplicationPad3D", "ZeroPad1D",
-    "ZeroPad3D",
+    "ZeroPad3D", "RevIN",
     "AdaptiveAvgPool3D", "AdaptiveMaxPool3D",
     "AdaptiveLogSoftmaxWithLoss", "FractionalMaxPool2D", "FractionalMaxPool3D", "MaxUnpool1D", "MaxUnpool3D",
     "orthogonal", "pad_sequence", "parametrize",

@@ -28,6 +28,15 @@ from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
 from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
+from lamina.train.forecast_metrics import (
+    mae,
+    mape,
+    mase,
+    naive_forecast,
+    rmse,
+    seasonal_naive_forecast,
+    smape,
+)
 from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
 from lamina.train.history import History
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
@@ -73,6 +82,7 @@ from lamina.train.trainer import Trainer
 from lamina.train.weighting import WeightedMean
 
 __all__ = [
+    "mae", "mape", "mase", "naive_forecast", "rmse", "seasonal_naive_forecast", "smape",
     "AUC", "AveragePrecision", "CSVLogger", "Callback", "Choice", "Distribution", "EarlyStopping", "EpochMetric",
     "F1Score", "HistogramMonitor", "History", "IntUniform", "LRFinderResult", "LambdaCallback",
     "LearningRateScheduler", "LogUniform", "MeanAbsoluteError", "MeanMetric", "ModelCheckpoint", "Precision",
