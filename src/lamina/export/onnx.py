@@ -59,7 +59,6 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_zoo_layers,
 )
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
-from lamina.io.atomic import write_bytes_atomic
 
 __all__ = ["export_onnx", "register_converter"]
 
@@ -93,24 +92,13 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
     out = graph.layout(convert(graph, model, value), "nhwc")
     final = graph.node("Identity", [out.name], "output")
     elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np.int64 if ids else dtype))
-    out_elem = onnx.helper.np_dtype_to_tensor_dtype(graph.dtype)
     dims = ["batch", *shape[1:]]
     out_dims = ["batch", *out.shape[1:]]
     if _free_length(model):
         dims[1] = "time"
         if len(out.shape) >= 3:             # nothing flattens the steps: axis 1 is still time
             out_dims[1] = "time" if _keeps_length(model, shape, out.shape) else "output_time"
-    proto = onnx.helper.make_model(
-        onnx.helper.make_graph(graph.nodes, label(model),
-                               [onnx.helper.make_tensor_value_info(value.name, elem, dims)],
-                               [onnx.helper.make_tensor_value_info(final, out_elem, out_dims)],
-                               initializer=graph.initializers),
-        opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="lamina")
-    if check:
-        onnx.checker.check_model(proto, full_check=True)
-    path = Path(path)
-    write_bytes_atomic(path, proto.SerializeToString())
-    return path
+    return graph.save(path, label(model), value.name, elem, dims, final, out_dims, check)
 
 
 _SEQUENCE_LAYERS = (nn.SimpleRNN, nn.GRU, nn.LSTM, nn.Bidirectional, nn.MultiHeadAttention,

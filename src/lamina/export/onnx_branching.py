@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from lamina import nn
 from lamina.errors import ShapeError
-from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
+from lamina.export.onnx_graph import Graph, Value, convert, convert_chain, label, register_converter
 from lamina.models.blocks import BranchingNetwork
 from lamina.models.googlenet import InceptionModule
 from lamina.models.inception import _Module as InceptionV3Module
@@ -131,6 +131,4 @@ def _functional_model(graph: Graph, layer, value: Value) -> Value:
 @register_converter(BranchingNetwork)
 def _branching_network(graph: Graph, layer, value: Value) -> Value:
     """The main path in order: in evaluation mode the auxiliary heads are not computed."""
-    for sub in layer:
-        value = convert(graph, sub, value)
-    return value
+    return convert_chain(graph, layer, value)

@@ -28,8 +28,7 @@ import numpy as np
 from lamina.export import onnx_attention, onnx_layers  # noqa: F401  (the converters used below)
 from lamina.export.onnx_activations import ACTIVATIONS
 from lamina.export.onnx_branching import add_values
-from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
-from lamina.io.atomic import write_bytes_atomic
+from lamina.export.onnx_graph import Graph, Value, convert, convert_chain, label, register_converter
 from lamina.models.clip import CLIP, CLIPTextTransformer, CLIPVisionTransformer
 from lamina.models.clip_resnet import AttentionPool2d, CLIPBottleneck, ModifiedResNet, ResNetCLIP
 
@@ -105,9 +104,7 @@ def _modified_resnet(graph: Graph, tower: ModifiedResNet, value: Value) -> Value
     stem, rest = tower._path()
     for k, (conv, bn) in enumerate(zip(stem[::2], stem[1::2])):
         value = _relu(graph, convert(graph, bn, convert(graph, conv, value)), f"{label(tower)}_relu{k + 1}")
-    for layer in rest:
-        value = convert(graph, layer, value)
-    return value
+    return convert_chain(graph, rest, value)
 
 
 # -- the ViT tower -----------------------------------------------------------------------------
@@ -197,18 +194,8 @@ def _write(model: CLIP, path, kind: str, opset: int, dtype, check: bool) -> Path
         dims, elem = ["batch", "sequence"], onnx.TensorProto.INT64
         out = _text_graph(graph, model, value)
     output = graph.node("Identity", [graph.layout(out, "nhwc").name], f"{kind}_embeds")
-    out_elem = onnx.helper.np_dtype_to_tensor_dtype(graph.dtype)
-    proto = onnx.helper.make_model(
-        onnx.helper.make_graph(graph.nodes, f"{label(model)}_{kind}",
-                               [onnx.helper.make_tensor_value_info(value.name, elem, dims)],
-                               [onnx.helper.make_tensor_value_info(output, out_elem, ["batch", model.projection_dim])],
-                               initializer=graph.initializers),
-        opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="lamina")
-    if check:
-        onnx.checker.check_model(proto, full_check=True)
-    path = Path(path)
-    write_bytes_atomic(path, proto.SerializeToString())
-    return path
+    return graph.save(path, f"{label(model)}_{kind}", value.name, elem, dims, output, ["batch", model.projection_dim],
+                      check)
 
 
 def export_clip_onnx(model: CLIP, image_path: str | os.PathLike | None = None,

@@ -3,14 +3,17 @@ shape and layout, nodes, initializers, and the registry of layer converters."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from lamina import nn
+from lamina.io.atomic import write_bytes_atomic
 
-__all__ = ["Graph", "Value", "convert", "label", "register_converter"]
+__all__ = ["Graph", "Value", "convert", "convert_chain", "label", "register_converter"]
 
 _TO_NCHW, _TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
 
@@ -64,6 +67,23 @@ class Graph:
         self.nodes.append(self.helper.make_node(op, inputs, [out], name=out, **attributes))
         return out
 
+    def save(self, path: str | os.PathLike, name: str, input_name: str, input_elem: int, input_dims: list,
+             output_name: str, output_dims: list, check: bool = True) -> Path:
+        """Write the graph ``name`` as an ONNX model (opset ``self.opset``) with one input and
+        one output (``output_name``, of the export's float type) to ``path``, atomically,
+        after ONNX's full model check when ``check``. Returns the path."""
+        helper = self.helper
+        graph = helper.make_graph(
+            self.nodes, name, [helper.make_tensor_value_info(input_name, input_elem, input_dims)],
+            [helper.make_tensor_value_info(output_name, helper.np_dtype_to_tensor_dtype(self.dtype), output_dims)],
+            initializer=self.initializers)
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="lamina")
+        if check:
+            self.onnx.checker.check_model(proto, full_check=True)
+        path = Path(path)
+        write_bytes_atomic(path, proto.SerializeToString())
+        return path
+
     def like(self, value: Value, name: str, shape=None) -> Value:
         """A new value with ``value``'s layout (and shape unless given)."""
         return Value(name, value.shape if shape is None else tuple(shape), value.layout)
@@ -108,6 +128,13 @@ def convert(graph: Graph, layer: nn.Module, value: Value) -> Value:
     supported = sorted({t.__name__ for t in _CONVERTERS if not t.__name__.startswith("_")})
     raise NotImplementedError(f"export_onnx: {layer._label()} has no ONNX "
                               f"converter; supported: {', '.join(supported)}; add one with register_converter")
+
+
+def convert_chain(graph: Graph, layers, value: Value) -> Value:
+    """Write ``layers`` applied one after another to ``value`` into ``graph``; the last value."""
+    for layer in layers:
+        value = convert(graph, layer, value)
+    return value
 
 
 

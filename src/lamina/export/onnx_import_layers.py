@@ -30,7 +30,14 @@ from lamina.export.onnx_import_values import (
     logical,
     register_onnx_op,
 )
-from lamina.export.onnx_import_volumes import conv3d_node, conv_transpose_nd, per_axis, pool_nd
+from lamina.export.onnx_import_volumes import (
+    conv3d_node,
+    conv_transpose_nd,
+    explicit_pads,
+    per_axis,
+    pool_nd,
+    split_pads,
+)
 from lamina.nn.layer_functions import batch_norm
 
 
@@ -53,27 +60,15 @@ def _back(y, one_d: bool):
     return from_channels_last(y)
 
 
-def _per_axis(node: Node, key: str, default, dims: int) -> list[int]:
-    value = node.attr(key)
-    return list(value) if value else [default] * dims
-
-
 def _padding(node: Node, sizes, kernel, strides, dilations) -> list[tuple[int, int]]:
     """(begin, end) padding per spatial axis: explicit pads, or auto_pad's SAME_UPPER /
     SAME_LOWER (output ceil(n / s), the odd pixel at the end / the start) or VALID."""
     dims = len(sizes)
     mode = node.attr("auto_pad", "NOTSET")
     if mode in ("SAME_UPPER", "SAME_LOWER"):
-        pads = []
-        for n, f, s, d in zip(sizes, kernel, strides, dilations):
-            total = max((math.ceil(n / s) - 1) * s + (f - 1) * d + 1 - n, 0)
-            small, large = total // 2, total - total // 2
-            pads.append((small, large) if mode == "SAME_UPPER" else (large, small))
-        return pads
-    if mode == "VALID":
-        return [(0, 0)] * dims
-    pads = _per_axis(node, "pads", 0, 2 * dims)
-    return list(zip(pads[:dims], pads[dims:]))
+        return split_pads([max((math.ceil(n / s) - 1) * s + (f - 1) * d + 1 - n, 0)
+                           for n, f, s, d in zip(sizes, kernel, strides, dilations)], mode)
+    return explicit_pads(node, dims)
 
 
 def _as_2d(values: list, one_d: bool, filler) -> list:
@@ -95,8 +90,8 @@ def _conv(node: Node, x, w, b=None):
         w = F.reshape(w, (w.shape[0], w.shape[1], 1, w.shape[2]))
     kernel = list(w.shape[2:])
     dims = 1 if one_d else 2
-    strides = _as_2d(_per_axis(node, "strides", 1, dims), one_d, 1)
-    dilations = _as_2d(_per_axis(node, "dilations", 1, dims), one_d, 1)
+    strides = _as_2d(per_axis(node, "strides", 1, dims), one_d, 1)
+    dilations = _as_2d(per_axis(node, "dilations", 1, dims), one_d, 1)
     pads = _as_2d(_padding(node, xt.shape[2:3] if one_d else xt.shape[1:3], kernel[-dims:], strides[-dims:],
                            dilations[-dims:]), one_d, (0, 0))
     kernel_last = F.transpose(w, (0, 2, 3, 1))
@@ -124,8 +119,8 @@ def _conv_transpose(node: Node, x, w, b=None):
     w = logical(w)
     if one_d:
         w = F.reshape(w, (w.shape[0], w.shape[1], 1, w.shape[2]))
-    strides = _as_2d(_per_axis(node, "strides", 1, dims), one_d, 1)
-    extra = _as_2d(_per_axis(node, "output_padding", 0, dims), one_d, 0)
+    strides = _as_2d(per_axis(node, "strides", 1, dims), one_d, 1)
+    extra = _as_2d(per_axis(node, "output_padding", 0, dims), one_d, 0)
     sizes, kernel = list(xt.shape[1:3]), list(w.shape[2:])
     full = [(n - 1) * s + f for n, s, f in zip(sizes, strides, kernel)]
     pads = _transpose_pads(node, sizes, full, extra, one_d)
@@ -154,19 +149,12 @@ def _transpose_pads(node: Node, sizes, full, extra, one_d: bool) -> list[tuple[i
     wanted = node.attr("output_shape")
     mode = node.attr("auto_pad", "NOTSET")
     if not wanted and mode in ("SAME_UPPER", "SAME_LOWER"):
-        strides = _as_2d(_per_axis(node, "strides", 1, dims), one_d, 1)
+        strides = _as_2d(per_axis(node, "strides", 1, dims), one_d, 1)
         wanted = [n * s for n, s in zip(sizes, strides)][-dims:]
     if wanted:
-        pads = []
-        for n, e, out in zip(full, extra, _as_2d(list(wanted[-dims:]), one_d, 1)):
-            total = n + e - out
-            small, large = total // 2, total - total // 2
-            pads.append((small, large) if mode == "SAME_UPPER" else (large, small))
-        return pads
-    if mode == "VALID":
-        return [(0, 0)] * 2
-    explicit = _per_axis(node, "pads", 0, 2 * dims)
-    return _as_2d(list(zip(explicit[:dims], explicit[dims:])), one_d, (0, 0))
+        return split_pads([n + e - out for n, e, out in zip(full, extra, _as_2d(list(wanted[-dims:]), one_d, 1))],
+                          mode)
+    return _as_2d(explicit_pads(node, dims), one_d, (0, 0))
 
 
 # -- pooling ----------------------------------------------------------------------------------------
@@ -210,7 +198,7 @@ def _pool_input(node: Node, x):
     xt, one_d = _spatial(node, x)
     dims = 1 if one_d else 2
     kernel = _as_2d(list(node.attr("kernel_shape")), one_d, 1)
-    strides = _as_2d(_per_axis(node, "strides", 1, dims), one_d, 1)
+    strides = _as_2d(per_axis(node, "strides", 1, dims), one_d, 1)
     sizes = list(xt.shape[1:3])
     pads = _as_2d(_padding(node, sizes[-dims:], kernel[-dims:], strides[-dims:], [1] * dims), one_d, (0, 0))
     outs, reads = _pool_geometry(node, sizes, kernel, strides, pads)

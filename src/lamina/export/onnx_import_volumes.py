@@ -39,6 +39,22 @@ def per_axis(node: Node, key: str, default, dims: int) -> list[int]:
     return list(value) if value else [default] * dims
 
 
+def split_pads(totals, mode: str) -> list[tuple[int, int]]:
+    """Each axis's total padding as (begin, end): the odd pixel at the end for auto_pad
+    SAME_UPPER, at the start otherwise (SAME_LOWER, and a transposed convolution's
+    output_shape)."""
+    return [(t // 2, t - t // 2) if mode == "SAME_UPPER" else (t - t // 2, t // 2) for t in totals]
+
+
+def explicit_pads(node: Node, dims: int) -> list[tuple[int, int]]:
+    """(begin, end) per axis: none for auto_pad VALID, else the ``pads`` attribute (all the
+    begins, then all the ends; zeros when absent)."""
+    if node.attr("auto_pad", "NOTSET") == "VALID":
+        return [(0, 0)] * dims
+    pads = per_axis(node, "pads", 0, 2 * dims)
+    return list(zip(pads[:dims], pads[dims:]))
+
+
 def _kernel_last(w, dims: int):
     """ONNX weights (A, B, *kernel) as lamina's (A, *kernel, B)."""
     return F.transpose(logical(w), (0, *range(2, dims + 2), 1))
@@ -96,16 +112,8 @@ def _transpose_pads(node: Node, sizes, strides, full, extra) -> list[tuple[int, 
     if not wanted and mode in ("SAME_UPPER", "SAME_LOWER"):
         wanted = [n * s for n, s in zip(sizes, strides)]
     if wanted:
-        pads = []
-        for n, e, out in zip(full, extra, list(wanted)[-dims:]):
-            total = n + e - out
-            small, large = total // 2, total - total // 2
-            pads.append((small, large) if mode == "SAME_UPPER" else (large, small))
-        return pads
-    if mode == "VALID":
-        return [(0, 0)] * dims
-    explicit = per_axis(node, "pads", 0, 2 * dims)
-    return list(zip(explicit[:dims], explicit[dims:]))
+        return split_pads([n + e - out for n, e, out in zip(full, extra, list(wanted)[-dims:])], mode)
+    return explicit_pads(node, dims)
 
 
 # -- pooling ------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 from lamina import nn
 from lamina.autograd import no_grad
 from lamina.export.onnx_activations import ACTIVATIONS, layer_activation
-from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
+from lamina.export.onnx_graph import Graph, Value, convert, convert_chain, label, register_converter
 from lamina.functional.conv_transpose import transpose_geometry
 from lamina.functional.im2col import conv_pads
 from lamina.models.blocks import ConvBN, PathBlock
@@ -333,16 +333,12 @@ def _global_avg_pool(graph: Graph, layer, value: Value) -> Value:
 # -- containers and blocks -------------------------------------------------------------------
 @register_converter(nn.Sequential)
 def _sequential(graph: Graph, layer, value: Value) -> Value:
-    for sub in layer:
-        value = convert(graph, sub, value)
-    return value
+    return convert_chain(graph, layer, value)
 
 
 @register_converter(PathBlock)
 def _path_block(graph: Graph, layer, value: Value) -> Value:
-    for sub in layer._path():
-        value = convert(graph, sub, value)
-    return value
+    return convert_chain(graph, layer._path(), value)
 
 
 @register_converter(ConvBN)

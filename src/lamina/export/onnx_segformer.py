@@ -22,7 +22,7 @@ import numpy as np
 
 from lamina.export import onnx_layers, onnx_zoo_layers  # noqa: F401  (Dense, LayerNorm, Conv, GELU ... converters)
 from lamina.export.onnx_branching import add_values, concat_values
-from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
+from lamina.export.onnx_graph import Graph, Value, convert, convert_chain, label, register_converter
 from lamina.export.onnx_zoo_layers import _resize_bilinear
 from lamina.models.segformer import (
     SegformerAttention,
@@ -40,15 +40,9 @@ def _ints(graph: Graph, values, hint: str) -> str:
     return graph.constant(list(values), hint, np.int64)
 
 
-def _through(graph: Graph, layers, value: Value) -> Value:
-    for layer in layers:
-        value = convert(graph, layer, value)
-    return value
-
-
 @register_converter(SegformerOverlapPatchEmbeddings)
 def _patch_embeddings(graph: Graph, layer, value: Value) -> Value:
-    return _through(graph, (layer.proj, layer.layer_norm), value)
+    return convert_chain(graph, (layer.proj, layer.layer_norm), value)
 
 
 def _heads(graph: Graph, tokens: str, weight: np.ndarray, bias: np.ndarray, heads: int, perm, hint: str) -> str:
@@ -74,7 +68,7 @@ def _efficient_attention(graph: Graph, layer, value: Value) -> Value:
     _, height, width, channels = value.shape
     heads = layer.num_attention_heads
     scale = (channels // heads) ** -0.5
-    reduced = _through(graph, (layer.sr, layer.layer_norm), value) if layer.sr_ratio > 1 else value
+    reduced = convert_chain(graph, (layer.sr, layer.layer_norm), value) if layer.sr_ratio > 1 else value
     queries, keys = _tokens(graph, value, f"{hint}_queries_in"), _tokens(graph, reduced, f"{hint}_keys_in")
     q = _heads(graph, queries, layer.query.weight.numpy() * scale, layer.query.bias.numpy() * scale, heads,
                (0, 2, 1, 3), f"{hint}_q")                                               # (N, h, L, d)
@@ -89,21 +83,21 @@ def _efficient_attention(graph: Graph, layer, value: Value) -> Value:
 
 @register_converter(SegformerAttention)
 def _attention(graph: Graph, layer, value: Value) -> Value:
-    return _through(graph, (layer.efficient_attention, layer.output), value)
+    return convert_chain(graph, (layer.efficient_attention, layer.output), value)
 
 
 @register_converter(SegformerMixFFN)
 def _mix_ffn(graph: Graph, layer, value: Value) -> Value:
-    return _through(graph, (layer.dense1, layer.dwconv, layer.intermediate_act_fn, layer.dense2), value)
+    return convert_chain(graph, (layer.dense1, layer.dwconv, layer.intermediate_act_fn, layer.dense2), value)
 
 
 @register_converter(SegformerLayer)
 def _segformer_layer(graph: Graph, layer, value: Value) -> Value:
     hint = label(layer)
     value = graph.layout(value, "nhwc")
-    x = add_values(graph, [value, _through(graph, (layer.layer_norm_1, layer.attention), value)],
+    x = add_values(graph, [value, convert_chain(graph, (layer.layer_norm_1, layer.attention), value)],
                    f"{hint}_attention_residual")
-    return add_values(graph, [x, _through(graph, (layer.layer_norm_2, layer.mlp), x)], f"{hint}_mlp_residual")
+    return add_values(graph, [x, convert_chain(graph, (layer.layer_norm_2, layer.mlp), x)], f"{hint}_mlp_residual")
 
 
 @register_converter(SegformerForSemanticSegmentation)
@@ -112,7 +106,7 @@ def _segformer(graph: Graph, layer, value: Value) -> Value:
     encoder, head = layer.segformer.encoder, layer.decode_head
     maps = []
     for embedding, blocks, norm in zip(encoder.patch_embeddings, encoder.block, encoder.layer_norm):
-        value = _through(graph, (embedding, *blocks, norm), value)
+        value = convert_chain(graph, (embedding, *blocks, norm), value)
         maps.append(value)
     size = maps[0].shape[1:3]
     projected = []
@@ -122,5 +116,5 @@ def _segformer(graph: Graph, layer, value: Value) -> Value:
             stage_map = _resize_bilinear(graph, stage_map, size, f"linear_c_{i}_resized")
         projected.append(stage_map)
     joined = concat_values(graph, projected[::-1], "decode_head_joined")
-    return _through(graph, (head.linear_fuse, head.batch_norm, head.activation, head.dropout, head.classifier),
+    return convert_chain(graph, (head.linear_fuse, head.batch_norm, head.activation, head.dropout, head.classifier),
                     joined)

@@ -75,13 +75,8 @@ class ModelCheckpoint(train.ModelCheckpoint):
             self.best = float(initial_value_threshold)
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        if self.save_best_only:
-            if self._not_validated(epoch, logs):
-                return
-            value = self._value(logs)
-            if not self._improved(value):
-                return
-            self.best = value
+        if not self._due(epoch, logs):
+            return
         path = self.path.format(epoch=epoch + 1, **logs)
         model = self.trainer.model
         if self.save_weights_only:

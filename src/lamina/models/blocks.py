@@ -30,7 +30,7 @@ from lamina.nn.module import Module
 
 __all__ = [
     "AdaptiveAvgPool2D", "Block", "BranchingNetwork", "ConvBN", "adaptive_windows", "build_layer", "check_input",
-    "classifier_layers", "concat_shapes", "finish",
+    "classifier_layers", "concat_shapes", "finish", "identity_shortcut", "residual_sum",
 ]
 
 Shape = tuple
@@ -76,6 +76,24 @@ def concat_shapes(layer: Module, shapes: list[Shape]) -> Shape:
                              "equal heights and widths to concatenate along the channels")
     channels = [s[3] for s in shapes]
     return (first[0], first[1], first[2], None if None in channels else sum(channels))
+
+
+def identity_shortcut(layer: Module, shape: Shape, in_channels, out_channels: int, stride: int) -> Shape:
+    """``shape``, the shortcut of a residual ``layer`` without a downsampling projection:
+    refused (ShapeError) unless the block keeps its ``in_channels`` and has stride 1."""
+    if in_channels != out_channels or stride != 1:
+        raise ShapeError(f"{layer._label()}: the identity shortcut of an input of shape {tuple(shape)} does not "
+                         f"match the block's output ({out_channels} channels, stride {stride}); create the block "
+                         "with downsample=True")
+    return shape
+
+
+def residual_sum(layer: Module, out: Shape, short: Shape) -> Shape:
+    """The shape of branch + shortcut in a residual ``layer``: ``out``, which must match the
+    shortcut's ``short`` on every axis but the batch (else a ShapeError)."""
+    if tuple(out[1:]) != tuple(short[1:]):
+        raise ShapeError(f"{layer._label()}: the residual branch gives {tuple(out)} but the shortcut {tuple(short)}")
+    return out
 
 
 def check_input(input_shape, what: str) -> tuple[int, int, int]:

@@ -31,7 +31,16 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.models.bert import _key_mask
-from lamina.models.hf_weights import HFWeight, copied, joined_linear, linear, load_hf_state_dict, read_state_dict
+from lamina.models.hf_weights import (
+    ConfigBuiltModel,
+    HFWeight,
+    build_children,
+    copied,
+    joined_linear,
+    linear,
+    load_hf_state_dict,
+    read_state_dict,
+)
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
 from lamina.nn.conv import Conv2D
@@ -144,13 +153,6 @@ def _layers(config: dict, causal: bool) -> ModuleList:
                        for _ in range(n)])
 
 
-def _build_children(pairs) -> None:
-    for layer, shape in pairs:
-        if not layer.built:
-            layer.build(shape)
-            layer.built = True
-
-
 @register_layer
 class CLIPVisionTransformer(Module):
     """CLIP's image tower (Hugging Face's ``CLIPVisionTransformer``): NHWC images (N,
@@ -178,9 +180,9 @@ class CLIPVisionTransformer(Module):
         c = self.config
         e, side = c["hidden_size"], c["image_size"]
         tokens = (None, self.num_positions, e)
-        _build_children([(self.patch_embedding, (None, side, side, c["num_channels"])),
-                         (self.position_embedding, (None, self.num_positions)), (self.pre_layrnorm, tokens),
-                         *((layer, tokens) for layer in self.layers), (self.post_layernorm, (None, e))])
+        build_children([(self.patch_embedding, (None, side, side, c["num_channels"])),
+                        (self.position_embedding, (None, self.num_positions)), (self.pre_layrnorm, tokens),
+                        *((layer, tokens) for layer in self.layers), (self.post_layernorm, (None, e))])
         self.add_parameter("class_embedding", _normal(e ** -0.5)((e,), e, e, backend.get_default_dtype()))
         self.built = True
 
@@ -233,8 +235,8 @@ class CLIPTextTransformer(Module):
     def build(self, input_shape=None) -> None:
         c = self.config
         ids, hidden = (None, c["max_position_embeddings"]), (None, c["max_position_embeddings"], c["hidden_size"])
-        _build_children([(self.token_embedding, ids), (self.position_embedding, ids),
-                         *((layer, hidden) for layer in self.layers), (self.final_layer_norm, hidden)])
+        build_children([(self.token_embedding, ids), (self.position_embedding, ids),
+                        *((layer, hidden) for layer in self.layers), (self.final_layer_norm, hidden)])
         self.built = True
 
     def eos_positions(self, ids: np.ndarray) -> np.ndarray:
@@ -284,7 +286,7 @@ def clip_loss(logits_per_text: Tensor) -> Tensor:
 
 
 @register_layer
-class CLIP(Module):
+class CLIP(ConfigBuiltModel):
     """Hugging Face's ``CLIPModel`` (see the module docstring): ``model(pixel_values,
     input_ids, attention_mask=None, return_loss=False)`` -> :class:`CLIPOutput`.
 
@@ -321,31 +323,11 @@ class CLIP(Module):
         return self.visual_projection(self.vision_model(pixel_values)[1])
 
     def build(self, input_shape=None) -> None:
-        _build_children([(self.text_model, None), *self._image_tower_shapes(),
-                         (self.text_projection, (None, self.text_config["hidden_size"]))])
+        build_children([(self.text_model, None), *self._image_tower_shapes(),
+                        (self.text_projection, (None, self.text_config["hidden_size"]))])
         dtype = backend.get_default_dtype()
         self.add_parameter("logit_scale", backend.xp.asarray(self.logit_scale_init_value, dtype=dtype))
         self.built = True
-
-    def _ensure_built(self) -> None:
-        if not self.built:
-            self.build()
-            self.built = True
-
-    # The weights' shapes follow from the configs alone: no input shape is recorded (a saved
-    # model is rebuilt by load_state_dict, not by a call on dummy images and ids).
-    @property
-    def build_input_shape(self) -> None:
-        return None
-
-    @build_input_shape.setter
-    def build_input_shape(self, shape) -> None:
-        pass
-
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """:meth:`Module.load_state_dict`, building the model first when it is not built yet."""
-        self._ensure_built()
-        super().load_state_dict(state, strict=strict)
 
     def get_image_features(self, pixel_values) -> Tensor:
         """The image tower's embeddings (N, projection_dim), not normalised: here

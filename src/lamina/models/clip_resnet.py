@@ -28,8 +28,9 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.blocks import Block, nhwc
-from lamina.models.clip import CLIP, LOGIT_SCALE_INIT, _build_children, _normal
+from lamina.models.blocks import Block, identity_shortcut, nhwc, residual_sum
+from lamina.models.clip import CLIP, LOGIT_SCALE_INIT, _normal
+from lamina.models.hf_weights import build_children
 from lamina.nn import init as initializers
 from lamina.nn.conv import Conv2D
 from lamina.nn.dense import Dense
@@ -98,16 +99,9 @@ class CLIPBottleneck(Block):
         out = step(self.bn3, step(self.conv3, self._pooled(out, step)))
         if self.has_downsample:
             short = step(self.downsample, self._pooled(shape, step))
-        elif shape[3] != self.planes * self.expansion or self.stride != 1:
-            raise ShapeError(f"{self._label()}: the identity shortcut of an input of shape {tuple(shape)} does not "
-                             f"match the block's output ({self.planes * self.expansion} channels, stride "
-                             f"{self.stride}); create the block with downsample=True")
         else:
-            short = shape
-        if tuple(out[1:]) != tuple(short[1:]):
-            raise ShapeError(f"{self._label()}: the residual branch gives {tuple(out)} but the shortcut "
-                             f"{tuple(short)}")
-        return out
+            short = identity_shortcut(self, shape, shape[3], self.planes * self.expansion, self.stride)
+        return residual_sum(self, out, short)
 
     def build(self, input_shape) -> None:
         super().build(input_shape)
@@ -166,8 +160,8 @@ class AttentionPool2d(Module):
     def build(self, input_shape) -> None:
         shape = self._check(tuple(input_shape))
         e, tokens = self.embed_dim, self.spatial_dim ** 2 + 1
-        _build_children([*((proj, (shape[0], tokens, e)) for proj in (self.q_proj, self.k_proj, self.v_proj)),
-                         (self.c_proj, (shape[0], e))])
+        build_children([*((proj, (shape[0], tokens, e)) for proj in (self.q_proj, self.k_proj, self.v_proj)),
+                        (self.c_proj, (shape[0], e))])
         init = _normal(e ** -0.5)
         self.add_parameter("positional_embedding", init((tokens, e), e, e, backend.get_default_dtype()))
         self.built = True

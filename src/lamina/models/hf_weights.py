@@ -22,7 +22,8 @@ from lamina.io.safetensors import load_file
 from lamina.models.torchvision import to_numpy
 from lamina.nn.module import Module
 
-__all__ = ["SHARD_INDEX", "HFWeight", "copied", "joined_linear", "linear", "load_hf_state_dict", "read_state_dict"]
+__all__ = ["SHARD_INDEX", "ConfigBuiltModel", "HFWeight", "build_children", "copied", "joined_linear", "linear",
+           "load_hf_state_dict", "main_input_shape", "read_state_dict"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,41 @@ def load_hf_state_dict(model: Module, arrays: Mapping[str, np.ndarray], table: M
     state = {ours: weight.convert(*(np.asarray(arrays[key]) for key in weight.keys))
              for ours, weight in table.items() if all(key in arrays for key in weight.keys)}
     model.load_state_dict(state, strict=strict)
+
+
+def build_children(pairs) -> None:
+    """Build each ``(layer, input_shape)`` of ``pairs`` whose layer is not built yet."""
+    for layer, shape in pairs:
+        if not layer.built:
+            layer.build(shape)
+            layer.built = True
+
+
+def main_input_shape(input_shape) -> tuple:
+    """The shape of the first input (a call with several inputs builds with a list of shapes)."""
+    shape = list(input_shape) if input_shape is not None else []
+    return tuple(shape[0]) if shape and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
+class ConfigBuiltModel(Module):
+    """A model whose weights' shapes follow from its config alone: ``build()`` needs no input
+    shape, none is recorded (a saved model is rebuilt by :meth:`load_state_dict`, not by a
+    call on dummy inputs), and :meth:`load_state_dict` builds the model first when needed."""
+
+    @property
+    def build_input_shape(self) -> None:
+        return None
+
+    @build_input_shape.setter
+    def build_input_shape(self, shape) -> None:
+        pass
+
+    def _ensure_built(self) -> None:
+        if not self.built:
+            self.build()
+            self.built = True
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """:meth:`Module.load_state_dict`, building the model first when it is not built yet."""
+        self._ensure_built()
+        super().load_state_dict(state, strict=strict)

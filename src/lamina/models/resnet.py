@@ -34,7 +34,7 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.blocks import Block, check_input, classifier_layers, finish, nhwc
+from lamina.models.blocks import Block, check_input, classifier_layers, finish, identity_shortcut, nhwc, residual_sum
 from lamina.nn.layer import register_layer
 
 __all__ = [
@@ -71,13 +71,7 @@ class _Residual(Block):
 
     def _shortcut_shape(self, shape, step):
         if not self.has_downsample:
-            if shape[3] != self.out_channels or self.stride != 1:
-                raise ShapeError(
-                    f"{self._label()}: the identity shortcut of an input of shape {tuple(shape)} does not "
-                    f"match the block's output ({self.out_channels} channels, stride {self.stride}); "
-                    "create the block with downsample=True"
-                )
-            return shape
+            return identity_shortcut(self, shape, shape[3], self.out_channels, self.stride)
         if self.shortcut == "B":
             return step(self.downsample, shape)
         if shape[3] is not None and shape[3] > self.out_channels:
@@ -88,10 +82,7 @@ class _Residual(Block):
         return (shape[0], hw[0], hw[1], self.out_channels)
 
     def _join(self, out_shape, short_shape):
-        if tuple(out_shape[1:]) != tuple(short_shape[1:]):
-            raise ShapeError(f"{self._label()}: the residual branch gives {tuple(out_shape)} but the "
-                             f"shortcut {tuple(short_shape)}")
-        return out_shape
+        return residual_sum(self, out_shape, short_shape)
 
     def _shortcut(self, x: Tensor) -> Tensor:
         if not self.has_downsample:

@@ -38,7 +38,16 @@ import numpy as np
 
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
-from lamina.models.hf_weights import HFWeight, copied, linear, load_hf_state_dict, read_state_dict
+from lamina.models.encoder_decoder_cache import cached_keys_values
+from lamina.models.hf_weights import (
+    HFWeight,
+    build_children,
+    copied,
+    linear,
+    load_hf_state_dict,
+    main_input_shape,
+    read_state_dict,
+)
 from lamina.models.t5_generation import t5_beam_search, t5_greedy_or_sample
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
@@ -101,22 +110,9 @@ def _normal(std: float):
     return initializers.normal(std=std)
 
 
-def _main_shape(input_shape) -> tuple:
-    """The shape of the first input (a call with several inputs builds with a list of shapes)."""
-    shape = list(input_shape) if input_shape is not None else []
-    return tuple(shape[0]) if shape and isinstance(shape[0], (tuple, list)) else tuple(shape)
-
-
 def _ids(x) -> np.ndarray:
     """Token ids (or a mask) as a NumPy array, from an array, a list or a Tensor."""
     return x.numpy() if isinstance(x, Tensor) else np.asarray(x)
-
-
-def _build(pairs) -> None:
-    for layer, shape in pairs:
-        if not layer.built:
-            layer.build(shape)
-            layer.built = True
 
 
 @register_layer
@@ -153,12 +149,12 @@ class T5Attention(Module):
                                                      embeddings_init=_normal(f * d_model ** -0.5))
 
     def build(self, input_shape) -> None:
-        shape = _main_shape(input_shape)
+        shape = main_input_shape(input_shape)
         inner = shape[:-1] + (self.num_heads * self.d_kv,)
         pairs = [(self.q, shape), (self.k, shape), (self.v, shape), (self.o, inner)]
         if self.has_relative_attention_bias:
             pairs.append((self.relative_attention_bias, (1, 1)))
-        _build(pairs)
+        build_children(pairs)
         self.built = True
 
     def position_bias(self, query_length: int, key_length: int, offset: int = 0) -> Tensor:
@@ -174,6 +170,9 @@ class T5Attention(Module):
         n, t = x.shape[0], x.shape[1]
         return F.transpose(F.reshape(x, n, t, self.num_heads, self.d_kv), 0, 2, 1, 3)
 
+    def _keys_values(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        return self._heads(self.k(source)), self._heads(self.v(source))
+
     def forward(self, x, bias, key_value=None, cache: dict | None = None, cache_key: str = "self") -> Tensor:
         """``x`` (N, Tq, d_model); ``bias`` broadcasting to (N, heads, Tq, Tk) (position bias
         plus masks); ``key_value`` the encoder output for cross-attention (None: self).
@@ -181,16 +180,7 @@ class T5Attention(Module):
         cross-attention computes them once."""
         x = as_tensor(x)
         q = self._heads(self.q(x))
-        if key_value is not None and cache is not None and cache_key in cache:
-            k, v = cache[cache_key]
-        else:
-            source = x if key_value is None else as_tensor(key_value)
-            k, v = self._heads(self.k(source)), self._heads(self.v(source))
-            if cache is not None and key_value is None and cache_key in cache:
-                old_k, old_v = cache[cache_key]
-                k, v = F.concat([old_k, k], axis=2), F.concat([old_v, v], axis=2)
-            if cache is not None:
-                cache[cache_key] = (k, v)
+        k, v = cached_keys_values(self._keys_values, x, key_value, cache, cache_key)
         scores = F.add(F.matmul(q, F.transpose(k, 0, 1, 3, 2)), bias)
         weights = self.dropout(F.softmax(scores, axis=-1))
         out = F.transpose(F.matmul(weights, v), 0, 2, 1, 3)
@@ -239,7 +229,7 @@ class T5DenseFF(Module):
         shape = tuple(input_shape)
         hidden = shape[:-1] + (self.d_ff,)
         inputs = [self.wi_0, self.wi_1] if self.gated else [self.wi]
-        _build([*((layer, shape) for layer in inputs), (self.wo, hidden)])
+        build_children([*((layer, shape) for layer in inputs), (self.wo, hidden)])
         self.built = True
 
     def forward(self, x) -> Tensor:
@@ -270,8 +260,8 @@ class _Residual(Module):
         self.dropout = Dropout(rate)
 
     def build(self, input_shape) -> None:
-        shape = _main_shape(input_shape)
-        _build([(self.layer_norm, shape), (getattr(self, self.sub_name), shape)])
+        shape = main_input_shape(input_shape)
+        build_children([(self.layer_norm, shape), (getattr(self, self.sub_name), shape)])
         self.built = True
 
     def forward(self, x, *args, **kwargs) -> Tensor:
@@ -311,7 +301,7 @@ class T5Block(Module):
         self.layer = ModuleList(layers)
 
     def build(self, input_shape) -> None:
-        _build((sub, _main_shape(input_shape)) for sub in self.layer)
+        build_children((sub, main_input_shape(input_shape)) for sub in self.layer)
         self.built = True
 
     def forward(self, x, bias, encoder_output=None, cross_bias=None, cache: dict | None = None) -> Tensor:
@@ -344,8 +334,8 @@ class T5Stack(Module):
         self.dropout = Dropout(block_options.get("dropout_rate", 0.1))
 
     def build(self, input_shape) -> None:
-        shape = _main_shape(input_shape)
-        _build([*((block, shape) for block in self.block), (self.final_layer_norm, shape)])
+        shape = main_input_shape(input_shape)
+        build_children([*((block, shape) for block in self.block), (self.final_layer_norm, shape)])
         self.built = True
 
     def forward(self, embedded, mask=None, encoder_output=None, encoder_mask=None, caches=None,
@@ -421,12 +411,12 @@ class T5(Module):
                                  kernel_init=_normal(float(initializer_factor) * d_model ** -0.5))
 
     def build(self, input_shape) -> None:
-        ids = _main_shape(input_shape)
+        ids = main_input_shape(input_shape)
         if len(ids) != 2:
             raise ValueError(f"{self._label()}: expected token ids of shape (batch, time), got input shape {ids}")
         hidden = ids + (self.d_model,)
         head = () if self.tie_word_embeddings else ((self.lm_head, hidden),)
-        _build([(self.shared, ids), (self.encoder, hidden), (self.decoder, hidden), *head])
+        build_children([(self.shared, ids), (self.encoder, hidden), (self.decoder, hidden), *head])
         self.built = True
 
     def encode(self, input_ids, attention_mask=None) -> Tensor:

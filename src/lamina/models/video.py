@@ -33,7 +33,7 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.blocks import Block, PathBlock, classifier_layers
+from lamina.models.blocks import Block, PathBlock, classifier_layers, identity_shortcut, residual_sum
 from lamina.nn.layer import check_shape_ndim, register_layer
 from lamina.nn.module import Module
 
@@ -168,16 +168,9 @@ class VideoBasicBlock(Block):
         out = step(self.conv2, step(self.conv1, shape))
         if self.has_downsample:
             short = step(self.downsample, shape)
-        elif self.stride != 1 or self.in_channels != self.filters:
-            raise ShapeError(f"{self._label()}: the identity shortcut of an input of shape {tuple(shape)} does not "
-                             f"match the block's output ({self.filters} channels, stride {self.stride}); create the "
-                             "block with downsample=True")
         else:
-            short = shape
-        if tuple(out[1:]) != tuple(short[1:]):
-            raise ShapeError(f"{self._label()}: the residual branch gives {tuple(out)} but the shortcut "
-                             f"{tuple(short)}")
-        return out
+            short = identity_shortcut(self, shape, self.in_channels, self.filters, self.stride)
+        return residual_sum(self, out, short)
 
     def forward(self, x) -> Tensor:
         out = self.conv2(self.conv1(x))

@@ -46,7 +46,16 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.hf_weights import HFWeight, copied, linear, load_hf_state_dict, read_state_dict
+from lamina.models.hf_weights import (
+    ConfigBuiltModel,
+    HFWeight,
+    build_children,
+    copied,
+    linear,
+    load_hf_state_dict,
+    main_input_shape,
+    read_state_dict,
+)
 from lamina.models.whisper import WhisperAttention
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
@@ -112,22 +121,9 @@ def _normal():
     return initializers.normal(std=INIT_STD)
 
 
-def _build(pairs) -> None:
-    for layer, shape in pairs:
-        if not layer.built:
-            layer.build(shape)
-            layer.built = True
-
-
-def _main_shape(input_shape) -> tuple:
-    """The shape of the first input (a call with several inputs builds with a list of shapes)."""
-    shape = list(input_shape) if input_shape is not None else []
-    return tuple(shape[0]) if shape and isinstance(shape[0], (tuple, list)) else tuple(shape)
-
-
 def _batch(input_shape) -> tuple:
     """(batch,) from the shape of the first input ((None,) when unknown)."""
-    return _main_shape(input_shape)[:1] or (None,)
+    return main_input_shape(input_shape)[:1] or (None,)
 
 
 def _frames_mask(mask) -> np.ndarray | None:
@@ -155,14 +151,14 @@ class Wav2Vec2ConvLayer(Module):
             self.layer_norm = LayerNorm(-1, eps=1e-5)
 
     def build(self, input_shape) -> None:
-        shape = _main_shape(input_shape)
+        shape = main_input_shape(input_shape)
         out = (shape[0], None, self.config["filters"])
         pairs = [(self.conv, shape)]
         if self.config["norm"] == "group":
             pairs.append((self.layer_norm, (shape[0], 1, None, self.config["filters"])))
         elif self.config["norm"] == "layer":
             pairs.append((self.layer_norm, out))
-        _build(pairs)
+        build_children(pairs)
         self.built = True
 
     def forward(self, x) -> Tensor:
@@ -215,7 +211,7 @@ class Wav2Vec2FeatureEncoder(Module):
     def build(self, input_shape) -> None:
         shape = _batch(input_shape) + (None, 1)
         for layer in self.conv_layers:
-            _build([(layer, shape)])
+            build_children([(layer, shape)])
             shape = (shape[0], None, layer.config["filters"])
         self.built = True
 
@@ -249,7 +245,7 @@ class Wav2Vec2FeatureProjection(Module):
         self.dropout = Dropout(checked_rate(dropout, "Wav2Vec2FeatureProjection"))
 
     def build(self, input_shape) -> None:
-        _build([(self.layer_norm, input_shape), (self.projection, input_shape)])
+        build_children([(self.layer_norm, input_shape), (self.projection, input_shape)])
         self.built = True
 
     def forward(self, x) -> Tensor:
@@ -276,7 +272,7 @@ class Wav2Vec2PositionalConvEmbedding(Module):
                                       kernel_init=initializers.normal(std=std)), axis=1)
 
     def build(self, input_shape) -> None:
-        _build([(self.conv, (None, None, self.hidden_size))])
+        build_children([(self.conv, (None, None, self.hidden_size))])
         self.built = True
 
     def forward(self, x) -> Tensor:
@@ -317,8 +313,8 @@ class Wav2Vec2FeedForward(Module):
         self.output_dropout = Dropout(checked_rate(hidden_dropout, "Wav2Vec2FeedForward"))
 
     def build(self, input_shape) -> None:
-        shape = _main_shape(input_shape)
-        _build([(self.intermediate_dense, shape), (self.output_dense, shape[:-1] + (self.sizes[1],))])
+        shape = main_input_shape(input_shape)
+        build_children([(self.intermediate_dense, shape), (self.output_dense, shape[:-1] + (self.sizes[1],))])
         self.built = True
 
     def forward(self, x) -> Tensor:
@@ -351,9 +347,9 @@ class Wav2Vec2EncoderLayer(Module):
         self.final_layer_norm = LayerNorm(-1, eps=layer_norm_eps)
 
     def build(self, input_shape) -> None:
-        shape = _main_shape(input_shape)
-        _build([(self.attention, shape), (self.layer_norm, shape), (self.feed_forward, shape),
-                (self.final_layer_norm, shape)])
+        shape = main_input_shape(input_shape)
+        build_children([(self.attention, shape), (self.layer_norm, shape), (self.feed_forward, shape),
+                        (self.final_layer_norm, shape)])
         self.built = True
 
     def forward(self, x, mask=None) -> Tensor:
@@ -400,7 +396,8 @@ class Wav2Vec2Encoder(Module):
 
     def build(self, input_shape) -> None:
         shape = _batch(input_shape) + (None, self.hidden_size)
-        _build([(self.pos_conv_embed, shape), (self.layer_norm, shape), *((layer, shape) for layer in self.layers)])
+        build_children([(self.pos_conv_embed, shape), (self.layer_norm, shape),
+                        *((layer, shape) for layer in self.layers)])
         self.built = True
 
     def forward(self, x, frames_mask=None) -> Tensor:
@@ -443,8 +440,8 @@ class Wav2Vec2Model(Module):
     def build(self, input_shape) -> None:
         batch = _batch(input_shape)
         conv_dim = self.feature_extractor.conv_layers[-1].config["filters"]
-        _build([(self.feature_extractor, (*batch, None)), (self.feature_projection, (*batch, None, conv_dim)),
-                (self.encoder, (*batch, None, self.encoder.hidden_size))])
+        build_children([(self.feature_extractor, (*batch, None)), (self.feature_projection, (*batch, None, conv_dim)),
+                        (self.encoder, (*batch, None, self.encoder.hidden_size))])
         if self.has_masked_spec_embed:
             size = self.encoder.hidden_size
             self.add_parameter("masked_spec_embed", initializers.uniform(0.5)((size,), size, size))
@@ -463,7 +460,7 @@ class Wav2Vec2Model(Module):
 
 
 @register_layer
-class Wav2Vec2ForCTC(Module):
+class Wav2Vec2ForCTC(ConfigBuiltModel):
     """wav2vec 2.0 with a CTC head (HF's ``Wav2Vec2ForCTC``): ``model(input_values,
     attention_mask=None)`` -> logits (batch, frames, vocab_size); ``input_values``
     (batch, samples) as :func:`wav2vec2_input_values` makes them. Sub-modules ``wav2vec2``
@@ -512,23 +509,8 @@ class Wav2Vec2ForCTC(Module):
 
     def build(self, input_shape=None) -> None:
         batch = _batch(input_shape)
-        _build([(self.wav2vec2, (*batch, None)), (self.lm_head, (*batch, None, self.config["hidden_size"]))])
+        build_children([(self.wav2vec2, (*batch, None)), (self.lm_head, (*batch, None, self.config["hidden_size"]))])
         self.built = True
-
-    # The weights' shapes follow from the config alone (no input shape is recorded).
-    @property
-    def build_input_shape(self) -> None:
-        return None
-
-    @build_input_shape.setter
-    def build_input_shape(self, shape) -> None:
-        pass
-
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """:meth:`Module.load_state_dict`, building the model first when it is not built yet."""
-        if not self.built:
-            self.build()
-        super().load_state_dict(state, strict=strict)
 
     def output_lengths(self, lengths) -> np.ndarray:
         """Frames of the logits for utterances of ``lengths`` samples."""

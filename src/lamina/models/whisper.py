@@ -42,7 +42,17 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.functional.audio import mel_filterbank
 from lamina.functional.spectral import spectrogram
-from lamina.models.hf_weights import HFWeight, copied, linear, load_hf_state_dict, read_state_dict
+from lamina.models.encoder_decoder_cache import cached_keys_values
+from lamina.models.hf_weights import (
+    ConfigBuiltModel,
+    HFWeight,
+    build_children,
+    copied,
+    linear,
+    load_hf_state_dict,
+    main_input_shape,
+    read_state_dict,
+)
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
 from lamina.nn.conv1d import Conv1D
@@ -149,19 +159,6 @@ def _normal():
     return initializers.normal(std=INIT_STD)
 
 
-def _main_shape(input_shape) -> tuple:
-    """The shape of the first input (a call with several inputs builds with a list of shapes)."""
-    shape = list(input_shape) if input_shape is not None else []
-    return tuple(shape[0]) if shape and isinstance(shape[0], (tuple, list)) else tuple(shape)
-
-
-def _build(pairs) -> None:
-    for layer, shape in pairs:
-        if not layer.built:
-            layer.build(shape)
-            layer.built = True
-
-
 def _ids(x) -> np.ndarray:
     return x.numpy() if isinstance(x, Tensor) else np.asarray(x)
 
@@ -186,13 +183,16 @@ class WhisperAttention(Module):
         self.dropout = Dropout(self.dropout_rate)
 
     def build(self, input_shape) -> None:
-        shape = _main_shape(input_shape)
-        _build([(layer, shape) for layer in (self.q_proj, self.k_proj, self.v_proj, self.out_proj)])
+        shape = main_input_shape(input_shape)
+        build_children([(layer, shape) for layer in (self.q_proj, self.k_proj, self.v_proj, self.out_proj)])
         self.built = True
 
     def _heads(self, x: Tensor) -> Tensor:
         n, t = x.shape[0], x.shape[1]
         return F.transpose(F.reshape(x, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
+
+    def _keys_values(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        return self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
 
     def forward(self, x, key_value=None, mask=None, cache: dict | None = None, cache_key: str = "self") -> Tensor:
         """``x`` (N, Tq, d); ``key_value`` the encoder output for cross-attention (None: self);
@@ -201,16 +201,7 @@ class WhisperAttention(Module):
         computes them once."""
         x = as_tensor(x)
         q = self._heads(F.mul(self.q_proj(x), self.head_dim ** -0.5))
-        if key_value is not None and cache is not None and cache_key in cache:
-            k, v = cache[cache_key]
-        else:
-            source = x if key_value is None else as_tensor(key_value)
-            k, v = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
-            if cache is not None and key_value is None and cache_key in cache:
-                old_k, old_v = cache[cache_key]
-                k, v = F.concat([old_k, k], axis=2), F.concat([old_v, v], axis=2)
-            if cache is not None:
-                cache[cache_key] = (k, v)
+        k, v = cached_keys_values(self._keys_values, x, key_value, cache, cache_key)
         scores = F.matmul(q, F.transpose(k, 0, 1, 3, 2))
         if mask is not None:
             scores = F.add(scores, Tensor(np.asarray(mask, dtype=scores.dtype)))
@@ -219,7 +210,7 @@ class WhisperAttention(Module):
         return self.out_proj(F.reshape(out, x.shape[0], x.shape[1], self.embed_dim))
 
     def compute_output_shape(self, input_shape):
-        return _main_shape(input_shape)
+        return main_input_shape(input_shape)
 
     def get_config(self) -> dict:
         return {"embed_dim": self.embed_dim, "num_heads": self.num_heads, "dropout": self.dropout_rate,
@@ -253,10 +244,10 @@ class WhisperEncoderLayer(_FeedForward):
         self.activation_drop = Dropout(checked_rate(activation_dropout, "WhisperEncoderLayer"))
 
     def build(self, input_shape) -> None:
-        shape = _main_shape(input_shape)
+        shape = main_input_shape(input_shape)
         hidden = shape[:-1] + (self.config["ffn_dim"],)
-        _build([(self.self_attn, shape), (self.self_attn_layer_norm, shape), (self.fc1, shape), (self.fc2, hidden),
-                (self.final_layer_norm, shape)])
+        build_children([(self.self_attn, shape), (self.self_attn_layer_norm, shape), (self.fc1, shape),
+                        (self.fc2, hidden), (self.final_layer_norm, shape)])
         self.built = True
 
     def forward(self, x) -> Tensor:
@@ -265,7 +256,7 @@ class WhisperEncoderLayer(_FeedForward):
         return self.feed_forward(x)
 
     def compute_output_shape(self, input_shape):
-        return _main_shape(input_shape)
+        return main_input_shape(input_shape)
 
     def get_config(self) -> dict:
         return {**self.config, "name": self.name}
@@ -293,11 +284,11 @@ class WhisperDecoderLayer(_FeedForward):
         self.activation_drop = Dropout(checked_rate(activation_dropout, "WhisperDecoderLayer"))
 
     def build(self, input_shape) -> None:
-        shape = _main_shape(input_shape)
+        shape = main_input_shape(input_shape)
         hidden = shape[:-1] + (self.config["ffn_dim"],)
-        _build([(self.self_attn, shape), (self.self_attn_layer_norm, shape), (self.encoder_attn, shape),
-                (self.encoder_attn_layer_norm, shape), (self.fc1, shape), (self.fc2, hidden),
-                (self.final_layer_norm, shape)])
+        build_children([(self.self_attn, shape), (self.self_attn_layer_norm, shape), (self.encoder_attn, shape),
+                        (self.encoder_attn_layer_norm, shape), (self.fc1, shape), (self.fc2, hidden),
+                        (self.final_layer_norm, shape)])
         self.built = True
 
     def forward(self, x, encoder_output, causal_mask=None, cache: dict | None = None) -> Tensor:
@@ -308,7 +299,7 @@ class WhisperDecoderLayer(_FeedForward):
         return self.feed_forward(x)
 
     def compute_output_shape(self, input_shape):
-        return _main_shape(input_shape)
+        return main_input_shape(input_shape)
 
     def get_config(self) -> dict:
         return {**self.config, "name": self.name}
@@ -353,11 +344,11 @@ class WhisperEncoder(Module):
         self.drop = Dropout(checked_rate(dropout, "WhisperEncoder"))
 
     def build(self, input_shape) -> None:
-        batch = _main_shape(input_shape)[:1] or (None,)
+        batch = main_input_shape(input_shape)[:1] or (None,)
         frames = (*batch, 2 * self.max_source_positions, self.num_mel_bins)
         hidden = (*batch, self.max_source_positions, self.d_model)
-        _build([(self.conv1, frames), (self.conv2, frames[:-1] + (self.d_model,)), (self.embed_positions, None),
-                *((layer, hidden) for layer in self.layers), (self.layer_norm, hidden)])
+        build_children([(self.conv1, frames), (self.conv2, frames[:-1] + (self.d_model,)), (self.embed_positions, None),
+                        *((layer, hidden) for layer in self.layers), (self.layer_norm, hidden)])
         self.built = True
 
     def forward(self, input_features) -> Tensor:
@@ -374,7 +365,7 @@ class WhisperEncoder(Module):
         return self.layer_norm(x)
 
     def compute_output_shape(self, input_shape):
-        shape = _main_shape(input_shape)
+        shape = main_input_shape(input_shape)
         return (shape[0], (shape[2] + 1) // 2, self.d_model)
 
 
@@ -398,10 +389,10 @@ class WhisperDecoder(Module):
         self.drop = Dropout(checked_rate(dropout, "WhisperDecoder"))
 
     def build(self, input_shape) -> None:
-        ids = _main_shape(input_shape)[:2] or (None, 1)
+        ids = main_input_shape(input_shape)[:2] or (None, 1)
         hidden = (*ids, self.d_model)
-        _build([(self.embed_tokens, ids), (self.embed_positions, ids), *((layer, hidden) for layer in self.layers),
-                (self.layer_norm, hidden)])
+        build_children([(self.embed_tokens, ids), (self.embed_positions, ids),
+                        *((layer, hidden) for layer in self.layers), (self.layer_norm, hidden)])
         self.built = True
 
     def forward(self, input_ids, encoder_output, caches=None, offset: int = 0) -> Tensor:
@@ -421,7 +412,7 @@ class WhisperDecoder(Module):
         return self.layer_norm(x)
 
     def compute_output_shape(self, input_shape):
-        return _main_shape(input_shape)[:2] + (self.d_model,)
+        return main_input_shape(input_shape)[:2] + (self.d_model,)
 
 
 class WhisperModel(Module):
@@ -433,13 +424,13 @@ class WhisperModel(Module):
         self.decoder = decoder
 
     def build(self, input_shape) -> None:
-        _build([(self.encoder, input_shape), (self.decoder, None)])
+        build_children([(self.encoder, input_shape), (self.decoder, None)])
         self.built = True
 
 
 # -- the model -------------------------------------------------------------------------------
 @register_layer
-class Whisper(Module):
+class Whisper(ConfigBuiltModel):
     """Whisper speech recognizer (HF's ``WhisperForConditionalGeneration``).
 
     ``model(input_features, decoder_input_ids)`` -> scores (N, U, vocab); features
@@ -491,24 +482,8 @@ class Whisper(Module):
         return self.model.decoder
 
     def build(self, input_shape=None) -> None:
-        _build([(self.model, _main_shape(input_shape) or (None,))])
+        build_children([(self.model, main_input_shape(input_shape) or (None,))])
         self.built = True
-
-    # The weights' shapes follow from the config alone: no input shape is recorded (a saved
-    # model is rebuilt by load_state_dict, not by a call on dummy features and ids).
-    @property
-    def build_input_shape(self) -> None:
-        return None
-
-    @build_input_shape.setter
-    def build_input_shape(self, shape) -> None:
-        pass
-
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """:meth:`Module.load_state_dict`, building the model first when it is not built yet."""
-        if not self.built:
-            self.build()
-        super().load_state_dict(state, strict=strict)
 
     def encode(self, input_features) -> Tensor:
         """The encoder states (N, ceil(frames / 2), d_model)."""

@@ -14,7 +14,7 @@ import numpy
 from lamina import backend
 from lamina.nn.module import Module
 
-__all__ = ["cache_rows"]
+__all__ = ["cache_rows", "carried_state_rows"]
 
 
 def cache_rows(layer: Module, rows, batch: int | None, method: str = "reorder_cache"):
@@ -31,3 +31,14 @@ def cache_rows(layer: Module, rows, batch: int | None, method: str = "reorder_ca
         raise ValueError(f"{who}: row indices must lie in [0, {batch}) for a cache of {batch} rows, got "
                          f"{index.min()} .. {index.max()}")
     return backend.xp.asarray(index)
+
+
+def carried_state_rows(layer: Module, rows, carried):
+    """``rows`` as an index array into the states a stateful ``layer`` carries (a sequence of
+    arrays or tensors, batch first), for its ``reorder_states``; None while it carries none
+    yet (then only the form of ``rows`` is checked). A layer that is not stateful is refused
+    with a ValueError."""
+    if not layer.stateful:
+        raise ValueError(f"{layer._label()}: reorder_states needs a stateful layer (stateful=True, or within "
+                         "lamina.text.carrying_states); this one carries no states from call to call")
+    return cache_rows(layer, rows, None if carried is None else carried[0].shape[0], "reorder_states")

@@ -28,7 +28,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.selective_scan import selective_scan
 from lamina.nn import init as initializers
-from lamina.nn.cache_rows import cache_rows
+from lamina.nn.cache_rows import carried_state_rows
 from lamina.nn.conv1d import Conv1D
 from lamina.nn.dense import Dense
 from lamina.nn.layer import describe, input_error, positive_int, register_layer
@@ -219,13 +219,9 @@ class MambaBlock(Module):
         """Keep the carried states of the rows ``rows`` (R,), in that order (row i becomes the
         old row ``rows[i]``; rows may repeat or be left out). Refused for a layer that is not
         stateful; nothing to do before its first call."""
-        if not self.stateful:
-            raise ValueError(f"{self._label()}: reorder_states needs a stateful layer (stateful=True, or within "
-                             "lamina.text.carrying_states); this one carries no states from call to call")
+        index = carried_state_rows(self, rows, self._carried)
         if self._carried is None:
-            cache_rows(self, rows, None, "reorder_states")
             return
-        index = cache_rows(self, rows, self._carried[0].shape[0], "reorder_states")
         self._carried = tuple(array[index] for array in self._carried)
 
     def compute_output_shape(self, input_shape):

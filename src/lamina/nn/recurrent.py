@@ -49,7 +49,7 @@ from lamina.errors import ShapeError
 from lamina.functional import shape as shape_ops
 from lamina.functional.recurrent import SIMPLE_ACTIVATIONS, check_lengths, gru, lstm, reverse_padded, simple_rnn
 from lamina.nn import init as initializers
-from lamina.nn.cache_rows import cache_rows
+from lamina.nn.cache_rows import carried_state_rows
 from lamina.nn.layer import (
     check_shape_ndim,
     describe,
@@ -161,13 +161,9 @@ class _Recurrent(Module):
         old row ``rows[i]``, so that the next call continues R sequences (rows may repeat, as
         the parents of a beam's hypotheses do, or be left out). Refused for a layer that is not
         stateful; nothing to do before its first call."""
-        if not self.stateful:
-            raise ValueError(f"{self._label()}: reorder_states needs a stateful layer (stateful=True, or within "
-                             "lamina.text.carrying_states); this one carries no states from call to call")
+        index = carried_state_rows(self, rows, self._carried)
         if self._carried is None:
-            cache_rows(self, rows, None, "reorder_states")
             return
-        index = cache_rows(self, rows, self._carried[0].shape[0], "reorder_states")
         self._carried = [Tensor._wrap(state.data[index]) for state in self._carried]
 
     def _carried_states(self, x) -> list:

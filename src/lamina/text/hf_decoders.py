@@ -19,8 +19,7 @@ import re
 from typing import Any
 
 from lamina.text.gpt2_tokenizer import bytes_to_unicode
-from lamina.text.hf_normalizers import component_class, pattern_from_json, require
-from lamina.text.hf_patterns import compile_pattern
+from lamina.text.hf_normalizers import PatternReplacement, component_class, require
 from lamina.text.hf_pre_tokenizers import prepend_scheme
 
 __all__ = ["Decoder", "decoder_from_json"]
@@ -138,25 +137,9 @@ class Strip(Decoder):
         return cls(require(data, "content", path), int(data.get("start", 0)), int(data.get("stop", 0)))
 
 
-class Replace(Decoder):
-    type_name = "Replace"
-
-    def __init__(self, kind: str, pattern: str, content: str):
-        self.kind, self.pattern, self.content = kind, pattern, content
-        self._compiled = compile_pattern(pattern) if kind == "Regex" else None
-
+class Replace(PatternReplacement, Decoder):
     def decode_chain(self, tokens: list[str]) -> list[str]:
-        if self._compiled is None:
-            return [token.replace(self.pattern, self.content) for token in tokens]
-        return [self._compiled.sub(lambda _: self.content, token) for token in tokens]
-
-    def to_json(self) -> dict:
-        return {"type": self.type_name, "pattern": {self.kind: self.pattern}, "content": self.content}
-
-    @classmethod
-    def from_json(cls, data: dict, path: str) -> Replace:
-        kind, pattern = pattern_from_json(require(data, "pattern", path), f"{path}.pattern")
-        return cls(kind, pattern, require(data, "content", path))
+        return [self.substitute(token) for token in tokens]
 
 
 class Metaspace(Decoder):

@@ -113,25 +113,35 @@ class Strip(Normalizer):
         return cls(bool(data.get("strip_left", True)), bool(data.get("strip_right", True)))
 
 
-class Replace(Normalizer):
+class PatternReplacement:
+    """Every match of ``pattern`` replaced by ``content``: a literal string (``kind`` 'String')
+    or a regular expression (``kind`` 'Regex'). The Replace normalizer and decoder share it."""
+
     type_name = "Replace"
 
     def __init__(self, kind: str, pattern: str, content: str):
         self.kind, self.pattern, self.content = kind, pattern, content
         self._compiled = compile_pattern(pattern) if kind == "Regex" else None
 
-    def normalize(self, text: str) -> str:
+    def substitute(self, text: str) -> str:
         if self._compiled is None:
-            return text.replace(self.pattern, self.content) if self.pattern else text
+            return text.replace(self.pattern, self.content)
         return self._compiled.sub(lambda _: self.content, text)
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "pattern": {self.kind: self.pattern}, "content": self.content}
 
     @classmethod
-    def from_json(cls, data: dict, path: str) -> Replace:
+    def from_json(cls, data: dict, path: str) -> PatternReplacement:
         kind, pattern = pattern_from_json(require(data, "pattern", path), f"{path}.pattern")
         return cls(kind, pattern, require(data, "content", path))
+
+
+class Replace(PatternReplacement, Normalizer):
+    def normalize(self, text: str) -> str:
+        if self._compiled is None and not self.pattern:     # an empty literal matches nothing
+            return text
+        return self.substitute(text)
 
 
 class Prepend(Normalizer):

@@ -238,15 +238,22 @@ class ModelCheckpoint(_Monitor):
         super().__init__(monitor, mode)
         self.path, self.save_best_only = str(path), save_best_only
 
+    def _due(self, epoch: int, logs: dict) -> bool:
+        """Whether this epoch saves: always, or with ``save_best_only`` when the monitored value
+        improved (then recorded as the new best)."""
+        if not self.save_best_only:
+            return True
+        if self._not_validated(epoch, logs):
+            return False
+        value = self._value(logs)
+        if not self._improved(value):
+            return False
+        self.best = value
+        return True
+
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        if self.save_best_only:
-            if self._not_validated(epoch, logs):
-                return
-            value = self._value(logs)
-            if not self._improved(value):
-                return
-            self.best = value
-        self.trainer.request_checkpoint(self.path.format(epoch=epoch + 1), epoch=epoch + 1)
+        if self._due(epoch, logs):
+            self.trainer.request_checkpoint(self.path.format(epoch=epoch + 1), epoch=epoch + 1)
 
     def state_dict(self) -> dict:
         return {"best": self.best}
