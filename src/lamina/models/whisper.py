@@ -32,7 +32,7 @@ keys and values, so each step feeds only the new token.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -517,7 +517,7 @@ class Whisper(ConfigBuiltModel):
     def generate(self, input_features, max_new_tokens: int = 20, decoder_prompt_ids: Sequence[int] | None = None,
                  beam_width: int = 1, suppress_tokens: Sequence[int] | None = None,
                  begin_suppress_tokens: Sequence[int] | None = None, length_penalty: float = 0.0,
-                 use_cache: bool = True) -> np.ndarray:
+                 use_cache: bool = True, logits_processor: Callable | None = None) -> np.ndarray:
         """Greedy (``beam_width`` 1) or beam-search transcription of each input: ids
         (N, <= len(prompt) + max_new_tokens), the ``decoder_prompt_ids`` (default
         [decoder_start_token_id]; for the published models e.g. [<|startoftranscript|>,
@@ -528,7 +528,9 @@ class Whisper(ConfigBuiltModel):
         token (cached self-attention keys and values, cross-attention keys and values
         computed once), otherwise the decoder reruns the whole prefix. Beam search is
         :func:`lamina.text.beam_search` (hypotheses ranked by log-probability over length to
-        the power ``length_penalty``)."""
+        the power ``length_penalty``). ``logits_processor(ids (B, t), scores (B, vocab))`` rewrites
+        each step's scores after the suppression (e.g. the timestamp rules of
+        :class:`lamina.models.WhisperTimestampRules`)."""
         who = "Whisper.generate"
         max_new_tokens = positive_int(max_new_tokens, f"{who}: max_new_tokens")
         beam_width = positive_int(beam_width, f"{who}: beam_width")
@@ -553,10 +555,12 @@ class Whisper(ConfigBuiltModel):
             with no_grad():
                 encoded = self.encode(features)
                 if beam_width == 1:
-                    rows = self._greedy(encoded, prompt, max_new_tokens, suppress, begin, use_cache)
+                    rows = self._greedy(encoded, prompt, max_new_tokens, suppress, begin, use_cache,
+                                        logits_processor)
                 else:
                     rows = [self._beam(encoded[i:i + 1], prompt, max_new_tokens, beam_width, suppress, begin,
-                                       length_penalty, use_cache) for i in range(features.shape[0])]
+                                       length_penalty, use_cache, logits_processor)
+                            for i in range(features.shape[0])]
         finally:
             self.train(mode)
         out = np.full((len(rows), max(len(row) for row in rows)), self.pad_token_id, dtype=np.int64)
@@ -574,7 +578,8 @@ class Whisper(ConfigBuiltModel):
             mask[ids] = True
         return mask
 
-    def _next_scores(self, ids: np.ndarray, encoded: Tensor, caches, read: int, suppress: np.ndarray) -> np.ndarray:
+    def _next_scores(self, ids: np.ndarray, encoded: Tensor, caches, read: int, suppress: np.ndarray,
+                     processor: Callable | None = None) -> np.ndarray:
         """The log-probabilities (B, vocab) of the token after each row of ``ids`` (B, t),
         the first ``read`` tokens of which the ``caches`` hold (None: rerun on all)."""
         if caches is None:
@@ -583,18 +588,20 @@ class Whisper(ConfigBuiltModel):
             logits = self.decode(ids[:, read:], encoded, caches, read)
         scores = logits.numpy()[:, -1].astype(np.float64)
         scores[:, suppress] = -np.inf
+        if processor is not None:
+            scores = np.asarray(processor(ids, scores), dtype=np.float64)
         scores = scores - scores.max(axis=-1, keepdims=True)
         return scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))
 
     def _greedy(self, encoded: Tensor, prompt: np.ndarray, steps: int, suppress: np.ndarray, begin: np.ndarray,
-                use_cache: bool) -> list[list[int]]:
+                use_cache: bool, processor: Callable | None = None) -> list[list[int]]:
         batch = encoded.shape[0]
         ids = np.repeat(prompt[None, :], batch, axis=0)
         caches = [{} for _ in self.decoder.layers] if use_cache else None
         done = np.zeros(batch, dtype=bool)
         for step in range(steps):
             read = ids.shape[1] - (len(prompt) if step == 0 else 1)
-            scores = self._next_scores(ids, encoded, caches, read, begin if step == 0 else suppress)
+            scores = self._next_scores(ids, encoded, caches, read, begin if step == 0 else suppress, processor)
             token = np.where(done, self.pad_token_id, scores.argmax(axis=-1))
             ids = np.concatenate([ids, token[:, None]], axis=1)
             done |= token == self.eos_token_id
@@ -603,7 +610,8 @@ class Whisper(ConfigBuiltModel):
         return [list(row) for row in ids]
 
     def _beam(self, encoded: Tensor, prompt: np.ndarray, steps: int, width: int, suppress: np.ndarray,
-              begin: np.ndarray, length_penalty: float, use_cache: bool) -> list[int]:
+              begin: np.ndarray, length_penalty: float, use_cache: bool, processor: Callable | None = None
+              ) -> list[int]:
         caches = [{} for _ in self.decoder.layers] if use_cache else None
         read = [0]
 
@@ -611,7 +619,7 @@ class Whisper(ConfigBuiltModel):
             texts = np.concatenate([texts, last[:, None]], axis=1)
             memory = encoded if caches is not None or len(texts) == 1 else F.concat([encoded] * len(texts), axis=0)
             first = texts.shape[1] == len(prompt)
-            scores = self._next_scores(texts, memory, caches, read[0], begin if first else suppress)
+            scores = self._next_scores(texts, memory, caches, read[0], begin if first else suppress, processor)
             read[0] = texts.shape[1]
             return scores, texts
 
