@@ -36,3 +36,7 @@ __all__ += ["GradScaler", "amp", "autocast"]
 from lamina import sparse  # noqa: E402
 
 __all__ += ["sparse"]
+
+from lamina import rl  # noqa: E402
+
+__all__ += ["rl"]

@@ -7,8 +7,8 @@ sample-diffusion`` draws from it; ``lamina --help`` lists every subcommand. The 
 commands live in :mod:`lamina.cli.images`, the text ones in :mod:`lamina.cli.text`, the
 diffusion ones in :mod:`lamina.cli.diffusion`, ``train-detector`` and ``detect`` in
 :mod:`lamina.cli.detection`, ``tune``, ``saliency``, ``export`` and ``graph`` in
-:mod:`lamina.cli.tools`, the optimizer and schedule choices they share in
-:mod:`lamina.cli.common`.
+:mod:`lamina.cli.tools`, ``train-rl`` in :mod:`lamina.cli.rl`, the optimizer and schedule
+choices they share in :mod:`lamina.cli.common`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lamina.cli import detection, diffusion, images, text, tools
+from lamina.cli import detection, diffusion, images, rl, text, tools
 from lamina.cli.common import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
 from lamina.cli.detection import detect, train_detector
 from lamina.cli.diffusion import sample_diffusion, train_diffusion
@@ -30,6 +30,7 @@ from lamina.cli.images import (
     summary,
     train,
 )
+from lamina.cli.rl import train_rl
 from lamina.cli.text import build_language_model, sample, train_text
 from lamina.cli.tools import export, graph, saliency, tune
 from lamina.data import UnreadableImageError
@@ -39,7 +40,7 @@ from lamina.io import FormatError
 __all__ = ["MODELS", "OPTIMIZERS", "SCHEDULES", "augmentation_layers", "build_language_model", "build_model",
            "build_optimizer", "build_parser", "build_schedule", "detect", "evaluate", "export", "graph",
            "logistic_regression", "main", "predict", "saliency", "sample", "sample_diffusion", "summary", "train",
-           "train_detector", "train_diffusion", "train_text", "tune"]
+           "train_detector", "train_diffusion", "train_rl", "train_text", "tune"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     diffusion.add_commands(sub)
     detection.add_commands(sub)
     tools.add_commands(sub)
+    rl.add_commands(sub)
     return parser
 
 
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": train, "evaluate": evaluate, "predict": predict, "summary": summary,
                 "train-text": train_text, "sample": sample, "train-diffusion": train_diffusion,
                 "sample-diffusion": sample_diffusion, "train-detector": train_detector, "detect": detect,
-                "tune": tune, "saliency": saliency, "export": export, "graph": graph,
+                "tune": tune, "saliency": saliency, "export": export, "graph": graph, "train-rl": train_rl,
                 "logreg": lambda a: logistic_regression(iterations=a.iterations, lr=a.lr, seed=a.seed)}
     if args.command not in commands:
         parser.print_help()
