@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference_checks import assert_gradients_match_the_table
 from torch_clip_reference import CLIPModel, quick_gelu
 
 import lamina
@@ -24,13 +25,6 @@ TEXT = {"vocab_size": 20, "hidden_size": 8, "intermediate_size": 12, "num_hidden
 VISION = {"hidden_size": 12, "intermediate_size": 10, "num_hidden_layers": 2, "num_attention_heads": 3,
           "image_size": 8, "patch_size": 4, "num_channels": 2}
 PROJECTION = 6
-
-
-@pytest.fixture
-def f64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
 
 
 def _pair(seed: int = 0):
@@ -78,11 +72,7 @@ def test_features_logits_loss_and_every_gradient_equal_the_reference(f64):
     (loss + (logits_per_image * torch.tensor(upstream)).sum()).backward()
     assert_close(pixels.grad, theirs_pixels.grad.numpy().transpose(0, 2, 3, 1), 1e-9, "gradient of the images")
     grads = {key: value.grad.numpy() for key, value in reference.named_parameters()}
-    params = dict(model.named_parameters())
-    table = hf_clip_table(model)
-    assert set(table) == set(params)
-    for ours_key, weight in table.items():
-        assert_close(params[ours_key].grad, weight.convert(*(grads[k] for k in weight.keys)), 1e-9, ours_key)
+    assert_gradients_match_the_table(model, hf_clip_table(model), grads, every_parameter=True)
 
 
 def test_hidden_act_gelu_in_both_towers_equals_the_reference(f64):

@@ -27,13 +27,6 @@ OPENAI_TINY = {"embed_dim": PROJECTION, "image_resolution": 64, "vision_layers":
                "transformer_heads": 2, "transformer_layers": 2, "channels": 2}
 
 
-@pytest.fixture
-def f64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
-
-
 def _pair(seed: int = 0):
     reference = TorchCLIP(**OPENAI_TINY, seed=seed).double()
     model = models.ResNetCLIP(TEXT, VISION, PROJECTION)

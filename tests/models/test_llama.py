@@ -9,27 +9,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from language_model_checks import assert_overfits_a_short_text
+from language_model_checks import assert_cached_generation_equals_rerun, assert_overfits_a_short_text
+from reference_checks import assert_gradients_match_the_table, backward_with_one_upstream
 from torch_llama_reference import LlamaForCausalLM
 
 import lamina
-from helpers import assert_close, check_gradients, randn, watch_call_lengths
-from lamina import functional as F
+from helpers import assert_close, check_gradients, randn
 from lamina import models, saving
 from lamina.io.safetensors import save_file
 from lamina.models.llama import LlamaDecoderLayer, hf_llama_table
 from lamina.nn import init
-from lamina.text import Vocabulary, beam_search_ids, sample_text
 
 TINY = {"vocab_size": 13, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 500.0}
-
-
-@pytest.fixture
-def f64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
 
 
 def _pair(seed: int = 0, **options):
@@ -49,15 +41,9 @@ def test_logits_and_gradients_equal_the_reference(f64, options):
     ours = model(ids)
     theirs = reference(torch.tensor(ids))
     assert_close(ours.numpy(), theirs.detach().numpy(), 1e-10, "logits")
-    upstream = randn(*ours.shape, seed=1)
-    F.sum(F.mul(ours, lamina.tensor(upstream))).backward()
-    (theirs * torch.tensor(upstream)).sum().backward()
+    backward_with_one_upstream(ours, theirs)
     grads = {key.removeprefix("model."): value.grad.numpy() for key, value in reference.named_parameters()}
-    params = dict(model.named_parameters())
-    table = hf_llama_table(model)
-    assert set(table) == set(params)
-    for ours_key, weight in table.items():
-        assert_close(params[ours_key].grad, weight.convert(*(grads[k] for k in weight.keys)), 1e-9, ours_key)
+    assert_gradients_match_the_table(model, hf_llama_table(model), grads, every_parameter=True)
 
 
 def test_padding_mask_matches_the_reference(f64):
@@ -96,22 +82,9 @@ def test_parameter_counts_of_the_published_configs():
 
 
 def test_cached_generation_equals_rerun_generation_and_beam_search(f64):
-    vocab = Vocabulary("abcdefghij", pad=None, unk=None, bos=".", eos=None)
-    lamina.manual_seed(0)
-    model = models.Llama(**{**TINY, "vocab_size": len(vocab), "max_position_embeddings": 16,
-                            "initializer_range": 0.5})
-    model.build((None, 1))
-    lengths = watch_call_lengths(model)
-    cached = sample_text(model, vocab, "abc", max_length=10, seed=3, temperature=2.0)
-    assert lengths == [4] + [1] * 9          # the prompt once, then one new token per call
-    rerun = sample_text(model, vocab, "abc", max_length=10, seed=3, temperature=2.0, stream=False)
-    assert cached == rerun and len(cached) > 8
-    prompt = list(vocab.encode("ab", add_bos=True))
-    fast = beam_search_ids(model, prompt, vocab.eos_id, beam_width=3, max_length=6, num_return=3)
-    slow = beam_search_ids(model, prompt, vocab.eos_id, beam_width=3, max_length=6, num_return=3, rerun=True)
-    assert [h.ids for h in fast] == [h.ids for h in slow]
+    fast = assert_cached_generation_equals_rerun(lambda vocab_size: models.Llama(
+        **{**TINY, "vocab_size": vocab_size, "max_position_embeddings": 16, "initializer_range": 0.5}))
     assert len({tuple(h.ids) for h in fast}) == 3
-    assert_close([h.log_prob for h in fast], [h.log_prob for h in slow], 1e-9, "beam scores")
     scores = [h.log_prob for h in fast]
     assert scores == sorted(scores, reverse=True)
 

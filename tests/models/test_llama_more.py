@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference_checks import assert_gradients_match_the_table, backward_with_one_upstream
 from torch_llama_reference import LlamaForCausalLM, scaled_inv_freq
 
 import lamina
@@ -24,13 +25,6 @@ TINY = {"vocab_size": 13, "hidden_size": 16, "intermediate_size": 24, "num_hidde
 # high, one medium and two low frequencies for a context of 64
 LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                   "original_max_position_embeddings": 64}
-
-
-@pytest.fixture
-def f64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
 
 
 def _reference_frequencies(d: int, base: float, scaling) -> np.ndarray:
@@ -85,13 +79,9 @@ def test_logits_and_gradients_equal_the_reference(f64, options):
     ours = model(ids)
     theirs = reference(torch.tensor(ids))
     assert_close(ours.numpy(), theirs.detach().numpy(), 1e-10, "logits")
-    upstream = randn(*ours.shape, seed=1)
-    F.sum(F.mul(ours, lamina.tensor(upstream))).backward()
-    (theirs * torch.tensor(upstream)).sum().backward()
+    backward_with_one_upstream(ours, theirs)
     grads = {key.removeprefix("model."): value.grad.numpy() for key, value in reference.named_parameters()}
-    params = dict(model.named_parameters())
-    for ours_key, weight in hf_llama_table(model).items():
-        assert_close(params[ours_key].grad, weight.convert(*(grads[k] for k in weight.keys)), 1e-9, ours_key)
+    assert_gradients_match_the_table(model, hf_llama_table(model), grads)
 
 
 def test_layer_gradients_by_finite_differences(f64):

@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference_checks import assert_gradients_match_the_table, backward_with_one_upstream
 from torch_llama_reference import LlamaForCausalLM, rope_parameters
 
 import lamina
-from helpers import assert_close, randn
+from helpers import assert_close
 from lamina import functional as F
 from lamina import models, saving
 from lamina.models.llama import hf_llama_table
@@ -35,13 +36,6 @@ SCALINGS = {
                "original_max_position_embeddings": 4},
 }
 STATIC = ("linear", "yarn", "yarn_original_mscale", "llama3")
-
-
-@pytest.fixture
-def f64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
 
 
 @pytest.mark.parametrize("d, base, scaling, context, lengths", [
@@ -104,13 +98,9 @@ def test_logits_and_gradients_equal_the_reference_past_the_context(f64, kind):
         ours = model(ids)
         theirs = reference(torch.tensor(ids))
         assert_close(ours.numpy(), theirs.detach().numpy(), 1e-10, f"{kind} logits, {steps} steps")
-    upstream = randn(*ours.shape, seed=1)
-    F.sum(F.mul(ours, lamina.tensor(upstream))).backward()
-    (theirs * torch.tensor(upstream)).sum().backward()
+    backward_with_one_upstream(ours, theirs)
     grads = {key.removeprefix("model."): value.grad.numpy() for key, value in reference.named_parameters()}
-    params = dict(model.named_parameters())
-    for ours_key, weight in hf_llama_table(model).items():
-        assert_close(params[ours_key].grad, weight.convert(*(grads[k] for k in weight.keys)), 1e-9, ours_key)
+    assert_gradients_match_the_table(model, hf_llama_table(model), grads)
 
 
 def _cached_and_whole(model, ids, prompt: int):

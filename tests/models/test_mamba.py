@@ -8,25 +8,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from language_model_checks import assert_overfits_a_short_text
+from language_model_checks import assert_cached_generation_equals_rerun, assert_overfits_a_short_text
+from reference_checks import assert_gradients_match_the_table
 from torch_mamba_reference import MambaForCausalLM
 
 import lamina
-from helpers import assert_close, check_gradients, randn, watch_call_lengths
+from helpers import assert_close, check_gradients, randn
 from lamina import functional as F
 from lamina import models, nn, saving
 from lamina.models.mamba import hf_mamba_table
 from lamina.nn import init
-from lamina.text import Vocabulary, beam_search_ids, carrying_states, reorder_caches, sample_text
+from lamina.text import carrying_states, reorder_caches
 
 TINY = {"vocab_size": 11, "hidden_size": 8, "state_size": 4, "num_hidden_layers": 2, "conv_kernel": 3}
-
-
-@pytest.fixture
-def f64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
 
 
 def _pair(seed: int = 0, **options):
@@ -54,11 +48,7 @@ def test_logits_loss_and_gradients_equal_the_reference(f64, options):
     loss.backward()
     their_loss.backward()
     grads = {key: value.grad.numpy() for key, value in reference.named_parameters()}
-    params = dict(model.named_parameters())
-    table = hf_mamba_table(model)
-    assert set(table) == set(params)
-    for ours_key, weight in table.items():
-        assert_close(params[ours_key].grad, weight.convert(*(grads[k] for k in weight.keys)), 1e-9, ours_key)
+    assert_gradients_match_the_table(model, hf_mamba_table(model), grads, every_parameter=True)
 
 
 def test_mixer_gradients_by_finite_differences(f64):
@@ -122,20 +112,8 @@ def test_step_by_step_with_carried_states_equals_the_whole_sequence(f64):
 
 
 def test_sampling_and_beam_search_read_one_token_per_call(f64):
-    vocab = Vocabulary("abcdefghij", pad=None, unk=None, bos=".", eos=None)
-    lamina.manual_seed(0)
-    model = models.Mamba(**{**TINY, "vocab_size": len(vocab), "initializer_range": 1.0})
-    model.build((None, 1))
-    lengths = watch_call_lengths(model)
-    carried = sample_text(model, vocab, "abc", max_length=10, seed=3, temperature=2.0)
-    assert lengths == [4] + [1] * 9          # the prompt once, then one new token per call
-    rerun = sample_text(model, vocab, "abc", max_length=10, seed=3, temperature=2.0, stream=False)
-    assert carried == rerun and len(carried) > 8
-    prompt = list(vocab.encode("ab", add_bos=True))
-    fast = beam_search_ids(model, prompt, vocab.eos_id, beam_width=3, max_length=6, num_return=3)
-    slow = beam_search_ids(model, prompt, vocab.eos_id, beam_width=3, max_length=6, num_return=3, rerun=True)
-    assert [h.ids for h in fast] == [h.ids for h in slow]
-    assert_close([h.log_prob for h in fast], [h.log_prob for h in slow], 1e-9, "beam scores")
+    assert_cached_generation_equals_rerun(lambda vocab_size: models.Mamba(
+        **{**TINY, "vocab_size": vocab_size, "initializer_range": 1.0}))
 
 
 def test_a_tiny_mamba_overfits_a_short_text():

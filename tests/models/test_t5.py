@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from reference_checks import assert_gradients_match_the_table
 from torch_t5_reference import T5ForConditionalGeneration
 from torch_t5_reference import relative_position_bucket as torch_bucket
 
@@ -24,13 +25,6 @@ from lamina.nn import init
 TINY = {"vocab_size": 11, "d_model": 8, "d_kv": 3, "d_ff": 12, "num_layers": 2, "num_decoder_layers": 3,
         "num_heads": 2, "relative_attention_num_buckets": 6, "relative_attention_max_distance": 10,
         "dropout_rate": 0.0, "layer_norm_epsilon": 1e-6}
-
-
-@pytest.fixture
-def f64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
 
 
 def _pair(seed: int = 0, **options):
@@ -69,11 +63,7 @@ def test_outputs_loss_and_gradients_equal_the_reference(f64, options):
     ours_loss.backward()
     loss.backward()
     grads = {key: value.grad.numpy() for key, value in reference.named_parameters()}
-    params = dict(model.named_parameters())
-    table = hf_t5_table(model)
-    assert set(table) == set(params)
-    for ours_key, weight in table.items():
-        assert_close(params[ours_key].grad, weight.convert(*(grads[k] for k in weight.keys)), 1e-9, ours_key)
+    assert_gradients_match_the_table(model, hf_t5_table(model), grads, every_parameter=True)
 
 
 def test_decoder_block_gradients_by_finite_differences(f64):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference_checks import assert_gradients_match_the_table
 from torch_t5_reference import T5ForConditionalGeneration
 
 import lamina
@@ -23,13 +24,6 @@ TINY = {"vocab_size": 11, "d_model": 8, "d_kv": 3, "d_ff": 12, "num_layers": 1, 
         "dropout_rate": 0.0, "layer_norm_epsilon": 1e-6}
 INPUTS = np.array([[3, 4, 5, 6, 1], [7, 8, 9, 1, 0], [2, 9, 1, 0, 0]])
 MASK = INPUTS != 0
-
-
-@pytest.fixture
-def f64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
 
 
 def _model(seed: int, **options):
@@ -71,9 +65,7 @@ def test_decoder_attention_mask_equals_the_reference(f64):
     ours.backward()
     loss.backward()
     grads = {key: value.grad.numpy() for key, value in reference.named_parameters()}
-    params = dict(model.named_parameters())
-    for ours_key, weight in hf_t5_table(model).items():
-        assert_close(params[ours_key].grad, weight.convert(*(grads[k] for k in weight.keys)), 1e-9, ours_key)
+    assert_gradients_match_the_table(model, hf_t5_table(model), grads)
     encoded = model.encode(INPUTS[:2], MASK[:2])
     prefix = model.shift_right(labels)
     caches = [{} for _ in range(model.num_decoder_layers)]

@@ -25,13 +25,6 @@ TEST = WHISPER_CONFIGS["test"]
 START, END = TEST["decoder_start_token_id"], TEST["eos_token_id"]
 
 
-@pytest.fixture
-def f64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
-
-
 def _pair(seed: int = 0):
     torch.manual_seed(seed)
     reference = WhisperForConditionalGeneration(TEST).double()

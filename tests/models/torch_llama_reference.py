@@ -11,17 +11,7 @@ import math
 
 import torch
 from torch import nn
-
-
-class LlamaRMSNorm(nn.Module):
-    def __init__(self, hidden_size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(1.0 + 0.2 * torch.randn(hidden_size))
-        self.variance_epsilon = eps
-
-    def forward(self, x):
-        variance = x.pow(2).mean(-1, keepdim=True)
-        return self.weight * (x * torch.rsqrt(variance + self.variance_epsilon))
+from torch_rms_norm import RMSNorm
 
 
 def scaled_inv_freq(inv_freq, rope_scaling: dict | None):
@@ -216,8 +206,8 @@ class LlamaDecoderLayer(nn.Module):
                                         config.get("attention_bias", False), config.get("head_dim"),
                                         config.get("sliding_window"))
         self.mlp = LlamaMLP(e, config["intermediate_size"], config.get("mlp_bias", False))
-        self.input_layernorm = LlamaRMSNorm(e, config["rms_norm_eps"])
-        self.post_attention_layernorm = LlamaRMSNorm(e, config["rms_norm_eps"])
+        self.input_layernorm = RMSNorm(e, config["rms_norm_eps"])
+        self.post_attention_layernorm = RMSNorm(e, config["rms_norm_eps"])
 
     def forward(self, x, cos, sin, key_padding=None, cache=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, key_padding, cache)
@@ -229,7 +219,7 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(config["vocab_size"], config["hidden_size"])
         self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config["num_hidden_layers"]))
-        self.norm = LlamaRMSNorm(config["hidden_size"], config["rms_norm_eps"])
+        self.norm = RMSNorm(config["hidden_size"], config["rms_norm_eps"])
         head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
         self.rotary_emb = LlamaRotaryEmbedding(head_dim, config["rope_theta"], config.get("rope_scaling"),
                                                config.get("max_position_embeddings", 2048))

@@ -1,8 +1,8 @@
 """A PyTorch Mamba written from Hugging Face's MambaForCausalLM's module names and its
-sequential ("slow") forward: MambaRMSNorm, MambaMixer (in_proj, a causal depthwise conv1d,
-x_proj, dt_proj, A_log, D, out_proj, the scan as a loop over the steps), MambaBlock (norm and
-mixer with a residual), MambaModel (embeddings, layers, norm_f) and a tied lm_head; to check
-lamina's Mamba against."""
+sequential ("slow") forward: an RMSNorm (torch_rms_norm's, as MambaRMSNorm), MambaMixer
+(in_proj, a causal depthwise conv1d, x_proj, dt_proj, A_log, D, out_proj, the scan as a loop
+over the steps), MambaBlock (norm and mixer with a residual), MambaModel (embeddings, layers,
+norm_f) and a tied lm_head; to check lamina's Mamba against."""
 
 from __future__ import annotations
 
@@ -10,17 +10,7 @@ import math
 
 import torch
 from torch import nn
-
-
-class MambaRMSNorm(nn.Module):
-    def __init__(self, hidden_size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(1.0 + 0.2 * torch.randn(hidden_size))
-        self.variance_epsilon = eps
-
-    def forward(self, x):
-        variance = x.pow(2).mean(-1, keepdim=True)
-        return self.weight * (x * torch.rsqrt(variance + self.variance_epsilon))
+from torch_rms_norm import RMSNorm
 
 
 class MambaMixer(nn.Module):
@@ -69,7 +59,7 @@ class MambaMixer(nn.Module):
 class MambaBlock(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
-        self.norm = MambaRMSNorm(config["hidden_size"], config.get("layer_norm_epsilon", 1e-5))
+        self.norm = RMSNorm(config["hidden_size"], config.get("layer_norm_epsilon", 1e-5))
         self.mixer = MambaMixer(config)
 
     def forward(self, hidden_states):
@@ -81,7 +71,7 @@ class MambaModel(nn.Module):
         super().__init__()
         self.embeddings = nn.Embedding(config["vocab_size"], config["hidden_size"])
         self.layers = nn.ModuleList([MambaBlock(config) for _ in range(config["num_hidden_layers"])])
-        self.norm_f = MambaRMSNorm(config["hidden_size"], config.get("layer_norm_epsilon", 1e-5))
+        self.norm_f = RMSNorm(config["hidden_size"], config.get("layer_norm_epsilon", 1e-5))
 
     def forward(self, input_ids):
         hidden_states = self.embeddings(input_ids)
