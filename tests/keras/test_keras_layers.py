@@ -118,8 +118,8 @@ def test_moving_statistics_follow_keras_momentum():
 
 
 def test_layer_options_lamina_lacks_are_named():
-    with pytest.raises(ValueError, match="MaxPooling2D: padding='same'"):
-        layers.MaxPooling2D(padding="same")
+    with pytest.raises(ValueError, match="MaxPooling2D: padding='full'"):
+        layers.MaxPooling2D(padding="full")
     with pytest.raises(ValueError, match=r"Dense: option\(s\) \['kernel_regularizer'\]"):
         layers.Dense(4, kernel_regularizer="l2")
     with pytest.raises(ValueError, match="mask_zero"):

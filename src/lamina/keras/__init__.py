@@ -11,16 +11,17 @@
 The models are lamina Modules and every method hands its work to :class:`lamina.train.Trainer`
 (see :mod:`lamina.keras.training`); the layers are lamina's under Keras's names and
 arguments (:mod:`lamina.keras.layers`); optimizers, losses, metrics and callbacks take Keras's
-string identifiers and defaults.
+string identifiers and defaults; :mod:`lamina.keras.datasets` loads mnist, fashion_mnist, cifar10
+and digits as Keras's ``load_data`` does.
 """
 
-from lamina.keras import callbacks, layers, losses, metrics, optimizers, utils
+from lamina.keras import callbacks, datasets, layers, losses, metrics, optimizers, utils
 from lamina.keras import models as models
 from lamina.keras.layers import Input
 from lamina.keras.models import Functional, Model, Sequential, load_model
 from lamina.keras.utils import to_categorical
 
 __all__ = [
-    "Functional", "Input", "Model", "Sequential", "callbacks", "layers", "load_model", "losses", "metrics",
-    "models", "optimizers", "to_categorical", "utils",
+    "Functional", "Input", "Model", "Sequential", "callbacks", "datasets", "layers", "load_model", "losses",
+    "metrics", "models", "optimizers", "to_categorical", "utils",
 ]

@@ -11,10 +11,11 @@ batch variance (as PyTorch), Keras's the biased one. ``LeakyReLU`` has Keras's s
 ``Embedding`` Keras's U(-0.05, 0.05) table, ``LayerNormalization`` Keras's epsilon 1e-3.
 
 ``input_shape=`` (Keras 2's way of giving a Sequential's input) is kept on the layer for
-:class:`lamina.keras.Sequential`. Options lamina does not have (``padding="same"`` in
-pooling, ``mask_zero``, recurrent dropout, ``data_format="channels_first"``, regularizers,
-constraints) raise a ValueError naming the layer and the option. ``MultiHeadAttention``,
-``Rescaling`` and ``Resizing`` are small layers of their own (see their docstrings).
+:class:`lamina.keras.Sequential`. Pooling with ``padding="same"`` is
+:class:`lamina.keras.pooling.SamePooling` (TensorFlow's SAME rule). Options lamina does not
+have (``mask_zero``, recurrent dropout, ``data_format="channels_first"``, regularizers, constraints)
+raise a ValueError naming the layer and the option. ``MultiHeadAttention``, ``Rescaling`` and
+``Resizing`` are small layers of their own (see their docstrings).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
+from lamina.keras.attention import ProjectedAttention
+from lamina.keras.pooling import SamePooling
 from lamina.nn import (
     AdditiveAttention,
     AlphaDropout,
@@ -180,8 +183,12 @@ def SeparableConv2D(filters: int, kernel_size, strides=1, padding="valid", depth
 
 # -- pooling ---------------------------------------------------------------------------------------
 def _pool(what: str, cls, pool_size, strides, padding, name, options):
-    if str(padding).lower() != "valid":
-        raise ValueError(f"{what}: padding={padding!r} is not supported; lamina's pooling takes 'valid'")
+    mode = str(padding).lower()
+    if mode == "same":
+        kind = "max" if what.startswith("Max") else "average"
+        return _finish(what, SamePooling(kind, int(what[-2]), pool_size, strides, name=name), options)
+    if mode != "valid":
+        raise ValueError(f"{what}: padding={padding!r} is not supported; expected 'valid' or 'same'")
     return _finish(what, cls(pool_size, stride=strides, name=name), options)
 
 
@@ -434,42 +441,59 @@ def Concatenate(axis: int = -1, name=None, **options):  # noqa: N802
 # -- layers of their own ---------------------------------------------------------------------------------
 @register_layer(name="KerasMultiHeadAttention")
 class MultiHeadAttention(Module):
-    """Keras's multi-head attention: ``mha(query, value, key=None)``, ``num_heads`` heads of
-    ``key_dim`` features each, the output projected back to the query's E features.
+    """Keras's multi-head attention: ``mha(query, value, key=None)``, ``num_heads`` heads with
+    keys of ``key_dim`` and values of ``value_dim`` (default ``key_dim``) features each, the
+    output projected back to the query's E features.
 
-    Built on the first call as lamina's :class:`lamina.nn.MultiHeadAttention` with
-    ``embed_dim=E`` and ``head_dim=key_dim`` (so Keras's parameter count: 3 (E h d + h d) +
-    h d E + E). The query, key and value must have the same E, and ``value_dim`` (if given)
-    must equal ``key_dim``. ``attention_mask`` (N, T_q, T_k), True where a query may attend;
-    ``use_causal_mask``; ``return_attention_scores`` also returns the weights (N, h, T_q, T_k).
+    When the value heads are as wide as the key heads and the query, value (and key, if passed
+    positionally) share E, it is built on the first call as lamina's
+    :class:`lamina.nn.MultiHeadAttention` with ``embed_dim=E`` and ``head_dim=key_dim``;
+    otherwise as :class:`lamina.keras.attention.ProjectedAttention` (four Dense projections).
+    Either way Keras's parameter count: E_q h d_k + E_k h d_k + E_v h d_v + h d_v E_q weights
+    plus 2 h d_k + h d_v + E_q biases. ``attention_mask`` (N, T_q, T_k), True where a query may
+    attend; ``use_causal_mask``; ``return_attention_scores`` also returns the weights
+    (N, h, T_q, T_k). A key of another width than the value must be passed positionally
+    (``mha(query, value, key)``) when ``value_dim`` equals ``key_dim``, so that the first call
+    sees it.
     """
 
     def __init__(self, num_heads: int, key_dim: int, value_dim: int | None = None, dropout: float = 0.0,
                  use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  name: str | None = None):
         super().__init__(name=name)
-        if value_dim is not None and value_dim != key_dim:
-            raise ValueError(f"MultiHeadAttention: value_dim ({value_dim}) must equal key_dim ({key_dim}) in lamina")
         self.num_heads, self.key_dim, self.dropout = int(num_heads), int(key_dim), float(dropout)
+        self.value_dim = self.key_dim if value_dim is None else int(value_dim)
+        if min(self.num_heads, self.key_dim, self.value_dim) < 1:
+            raise ValueError(f"MultiHeadAttention: num_heads, key_dim and value_dim must be positive, got "
+                             f"{num_heads!r}, {key_dim!r}, {value_dim!r}")
         self.use_bias, self.kernel_initializer, self.bias_initializer = bool(use_bias), kernel_initializer, \
             bias_initializer
 
     def build(self, input_shape) -> None:
-        shape = input_shape[0] if input_shape and isinstance(input_shape[0], (tuple, list)) else input_shape
-        self.attention = nn.MultiHeadAttention(shape[-1], self.num_heads, use_bias=self.use_bias,
-                                               dropout=self.dropout, kernel_init=self.kernel_initializer,
-                                               bias_init=self.bias_initializer, head_dim=self.key_dim)
+        shapes = list(input_shape) if input_shape and isinstance(input_shape[0], (tuple, list)) else [input_shape]
+        widths = {shape[-1] for shape in shapes}
+        if self.value_dim == self.key_dim and len(widths) == 1:
+            self.attention = nn.MultiHeadAttention(shapes[0][-1], self.num_heads, use_bias=self.use_bias,
+                                                   dropout=self.dropout, kernel_init=self.kernel_initializer,
+                                                   bias_init=self.bias_initializer, head_dim=self.key_dim)
+        else:
+            self.attention = ProjectedAttention(self.num_heads, self.key_dim, self.value_dim, dropout=self.dropout,
+                                                use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
+                                                bias_initializer=self.bias_initializer)
         self.built = True
 
     def forward(self, query, value, key=None, attention_mask=None, return_attention_scores: bool = False,
                 use_causal_mask: bool = False, training=None):
+        if isinstance(self.attention, ProjectedAttention):
+            return self.attention(query, value, key, attention_mask=attention_mask,
+                                  return_attention_scores=return_attention_scores, use_causal_mask=use_causal_mask)
         key = value if key is None else key
         return self.attention(query, key, value, mask=attention_mask, causal=use_causal_mask,
                               return_weights=return_attention_scores)
 
     def get_config(self) -> dict:
-        return {"num_heads": self.num_heads, "key_dim": self.key_dim, "dropout": self.dropout,
-                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
+        return {"num_heads": self.num_heads, "key_dim": self.key_dim, "value_dim": self.value_dim,
+                "dropout": self.dropout, "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
                 "bias_initializer": self.bias_initializer, "name": self.name}
 
 
