@@ -25,7 +25,7 @@ from lamina.autograd import Tensor
 from lamina.models.blocks import Block, check_input, finish, nhwc
 from lamina.models.mobilenet_v3 import MOBILENET_V3_LARGE, MobileNetV3Block, mobilenet_v3
 from lamina.models.squeeze_excitation import conv_norm_activation
-from lamina.models.ssd import SSD, DefaultBoxGenerator, SSDHead, SSDScoringHead
+from lamina.models.ssd import SSD, DefaultBoxGenerator, SSDClassificationHead, SSDHead, SSDRegressionHead
 from lamina.nn import init
 from lamina.nn.layer import register_layer
 from lamina.nn.module import Module, as_tensor
@@ -71,38 +71,19 @@ def extra_block(out_channels: int, name: str | None = None) -> nn.Sequential:
 
 
 @register_layer
-class SSDLiteClassificationHead(SSDScoringHead):
-    """Per map a :func:`prediction_block` to A_k C logits."""
-
-    default_name = "classification_head"
-
-    def __init__(self, in_channels: Sequence[int], num_anchors: Sequence[int], num_classes: int,
-                 name: str | None = "classification_head"):
-        super().__init__(in_channels, num_anchors, num_classes, name=name)
-        self.num_classes = self.num_columns
+class SSDLiteClassificationHead(SSDClassificationHead):
+    """:class:`SSDClassificationHead` with a :func:`prediction_block` per map to A_k C logits."""
 
     def level_module(self, in_channels: int, outputs: int) -> Module:
         return prediction_block(in_channels, outputs)
-
-    def get_config(self) -> dict:
-        return {"in_channels": self.in_channels, "num_anchors": self.num_anchors, "num_classes": self.num_classes,
-                "name": self.name}
 
 
 @register_layer
-class SSDLiteRegressionHead(SSDScoringHead):
-    """Per map a :func:`prediction_block` to A_k 4 box offsets."""
-
-    default_name = "regression_head"
-
-    def __init__(self, in_channels: Sequence[int], num_anchors: Sequence[int], name: str | None = "regression_head"):
-        super().__init__(in_channels, num_anchors, 4, name=name)
+class SSDLiteRegressionHead(SSDRegressionHead):
+    """:class:`SSDRegressionHead` with a :func:`prediction_block` per map to A_k 4 box offsets."""
 
     def level_module(self, in_channels: int, outputs: int) -> Module:
         return prediction_block(in_channels, outputs)
-
-    def get_config(self) -> dict:
-        return {"in_channels": self.in_channels, "num_anchors": self.num_anchors, "name": self.name}
 
 
 @register_layer
