@@ -2,22 +2,22 @@
 torch references with torchvision's module names, the same losses as torchvision's formulas
 (float64), gradients, a detector learning digit scenes, config/save/load and input errors."""
 
-import time
 
 import numpy as np
 import pytest
 import torch
 import torch_detection as ref
 import torch_zoo
+from detection_checks import map_at_50, scene_targets, train_on_scenes
 
 import lamina
 from helpers import assert_close, check_gradients
-from lamina import models, optim
+from lamina import models
 from lamina.models import load_torchvision_state_dict
 from lamina.models.detection_base import IGNORED
 from lamina.nn import init
 from lamina.nn.layer import layer_from_config, layer_to_config
-from lamina.vision import AnchorGenerator, digit_scenes, mean_average_precision
+from lamina.vision import AnchorGenerator
 
 
 def _nchw(x):
@@ -182,38 +182,20 @@ def test_fcos_loss_equals_torchvision_formulas():
 
 # -- the models end to end ------------------------------------------------------------------------------
 def _scenes(count, seed):
-    images, boxes, labels = digit_scenes(count, seed=seed)
-    return (images / 255.0).astype(np.float32), [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels)]
+    return scene_targets(count, seed, label_offset=0)
 
 
 def _map(model, images, targets):
-    model.eval()
-    with lamina.no_grad():
-        found = model(lamina.tensor(images))
-    return mean_average_precision([(d["boxes"], d["scores"], d["labels"]) for d in found],
-                                  [(t["boxes"], t["labels"]) for t in targets], 10)
+    return map_at_50(model, images, targets, 10, label_offset=0)
 
 
 def test_retinanet_learns_digit_scenes():
     lamina.manual_seed(0)
     images, targets = _scenes(288, seed=0)
-    test = slice(256, 288)
     model = models.RetinaNet(_tiny_backbone(extra=None, channels=32, frozen=False), 10, anchor_sizes=[[16], [32]],
                              aspect_ratios=[[1.0, 2.0]] * 2, image_mean=(0.5,), image_std=(0.5,), head_convs=1)
     model.build((None, 48, 48, 1))
-    untrained = _map(model, images[test], targets[test])
-    optimizer = optim.Adam(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    model.train()
-    for _ in range(150):
-        batch = rng.choice(256, 16, replace=False)
-        losses = model(lamina.tensor(images[batch]), [targets[i] for i in batch])
-        optimizer.zero_grad()
-        (losses["classification"] + losses["bbox_regression"]).backward()
-        optimizer.step()
-    seconds = time.perf_counter() - start
-    trained = _map(model, images[test], targets[test])
+    untrained, trained, seconds = train_on_scenes(model, images, targets, steps=150, lr=3e-3, score=_map)
     print(f"RetinaNet on digit scenes: mAP@0.5 {untrained:.3f} -> {trained:.3f} after {seconds:.1f} s")
     assert trained > max(0.15, untrained + 0.1)
 

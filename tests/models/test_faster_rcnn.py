@@ -3,22 +3,22 @@ torchvision's module names, the RPN and Fast R-CNN losses and both post-processi
 torchvision's formulas (float64), gradients, the sampler, a detector learning digit scenes,
 config/save/load and input errors."""
 
-import time
 
 import faster_rcnn_reference as ref
 import numpy as np
 import pytest
 import torch
 import torch_zoo
+from detection_checks import map_at_50, scene_targets, train_on_scenes
 
 import lamina
 from helpers import assert_close, check_gradients
-from lamina import models, optim
+from lamina import models
 from lamina.models import load_torchvision_state_dict
 from lamina.models.detection_base import BalancedPositiveNegativeSampler
 from lamina.nn import init
 from lamina.nn.layer import layer_from_config, layer_to_config
-from lamina.vision import AnchorGenerator, digit_scenes, mean_average_precision
+from lamina.vision import AnchorGenerator
 
 SAMPLE_ALL = 10**6
 
@@ -248,37 +248,19 @@ def test_sampler_balances_and_repeats_under_the_global_seed():
 
 # -- the model end to end ---------------------------------------------------------------------------------
 def _scenes(count, seed):
-    images, boxes, labels = digit_scenes(count, seed=seed)
-    return (images / 255.0).astype(np.float32), [{"boxes": b, "labels": lab + 1} for b, lab in zip(boxes, labels)]
+    return scene_targets(count, seed, label_offset=1)
 
 
 def _map(model, images, targets):
-    model.eval()
-    with lamina.no_grad():
-        found = model(lamina.tensor(images))
-    return mean_average_precision([(d["boxes"], d["scores"], d["labels"]) for d in found],
-                                  [(t["boxes"], t["labels"]) for t in targets], 11)
+    return map_at_50(model, images, targets, 11, label_offset=0)
 
 
 def test_faster_rcnn_learns_digit_scenes():
     lamina.manual_seed(0)
     images, targets = _scenes(288, seed=0)
-    test = slice(256, 288)
     model = _tiny_faster_rcnn(channels=32, representation_size=128)
     model.build((None, 48, 48, 1))
-    untrained = _map(model, images[test], targets[test])
-    optimizer = optim.Adam(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    model.train()
-    for _ in range(150):
-        batch = rng.choice(256, 16, replace=False)
-        losses = model(lamina.tensor(images[batch]), [targets[i] for i in batch])
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
-    seconds = time.perf_counter() - start
-    trained = _map(model, images[test], targets[test])
+    untrained, trained, seconds = train_on_scenes(model, images, targets, steps=150, lr=3e-3, score=_map)
     print(f"Faster R-CNN on digit scenes: mAP@0.5 {untrained:.3f} -> {trained:.3f} after {seconds:.1f} s")
     assert trained > max(0.3, untrained + 0.25)
 

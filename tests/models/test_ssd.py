@@ -3,22 +3,22 @@ VGG feature extractor equal to torch references with torchvision's names, the ma
 loss with hard negative mining and the post-processing equal to torchvision's formulas
 (float64), gradients, a small SSD learning digit scenes, config/save/load and input errors."""
 
-import time
 
 import numpy as np
 import pytest
 import torch
 import torch_ssd as ref
 import torch_zoo
+from detection_checks import map_at_50, scene_targets, train_on_scenes
 
 import lamina
 from helpers import assert_close, check_gradients
-from lamina import models, optim
+from lamina import models
 from lamina.models import DefaultBoxGenerator, load_torchvision_state_dict
 from lamina.models.ssd import hard_negative_mask, ssd_match
 from lamina.nn import init
 from lamina.nn.layer import layer_from_config, layer_to_config
-from lamina.vision import box_iou, digit_scenes, mean_average_precision
+from lamina.vision import box_iou
 
 SSD300_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
 SSD300_SCALES = [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05]
@@ -222,40 +222,22 @@ def test_tiny_head_gradients_float64():
 
 # -- end to end -------------------------------------------------------------------------------------------
 def _scenes(count, seed):
-    images, boxes, labels = digit_scenes(count, seed=seed)
-    return (images / 255.0).astype(np.float32), [{"boxes": b, "labels": lab + 1} for b, lab in zip(boxes, labels)]
+    return scene_targets(count, seed, label_offset=1)
 
 
 def _map(model, images, targets):
-    model.eval()
-    with lamina.no_grad():
-        found = model(lamina.tensor(images))
-    return mean_average_precision([(d["boxes"], d["scores"], d["labels"] - 1) for d in found],
-                                  [(t["boxes"], t["labels"] - 1) for t in targets], 10)
+    return map_at_50(model, images, targets, 10, label_offset=1)
 
 
 def test_small_ssd_learns_digit_scenes():
     lamina.manual_seed(0)
     images, targets = _scenes(288, seed=0)
-    test = slice(256, 288)
     backbone = models.resnet_fpn_backbone(18, returned_layers=(2, 3), extra_blocks=None, out_channels=16, width=8,
                                           frozen_batch_norm=False)
     model = models.SSD(backbone, DefaultBoxGenerator([[2], [2]], scales=[0.3, 0.5, 0.7]), 11, image_mean=(0.5,),
                        image_std=(0.5,))
     model.build((None, 48, 48, 1))
-    untrained = _map(model, images[test], targets[test])
-    optimizer = optim.Adam(model.parameters(), lr=5e-3)
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    model.train()
-    for _ in range(100):
-        batch = rng.choice(256, 16, replace=False)
-        losses = model(lamina.tensor(images[batch]), [targets[i] for i in batch])
-        optimizer.zero_grad()
-        (losses["classification"] + losses["bbox_regression"]).backward()
-        optimizer.step()
-    seconds = time.perf_counter() - start
-    trained = _map(model, images[test], targets[test])
+    untrained, trained, seconds = train_on_scenes(model, images, targets, steps=100, lr=5e-3, score=_map)
     print(f"SSD on digit scenes: mAP@0.5 {untrained:.3f} -> {trained:.3f} after {seconds:.1f} s")
     assert trained > max(0.15, untrained + 0.1)
 
