@@ -1,0 +1,31 @@
+"""Forecasters of multivariate time series: TCN, N-BEATS, DLinear and PatchTST.
+
+Every model reads windows x of shape (batch, input_length, channels) and returns forecasts
+(batch, horizon, channels) (:mod:`lamina.data.timeseries` makes such windows). N-BEATS, DLinear
+and PatchTST treat the channels independently (one univariate model shared by every channel);
+the TCN mixes them in its convolutions.
+
+* :class:`TCN` (Bai, Kolter & Koltun, 2018): residual blocks of dilated causal convolutions
+  (:class:`TemporalBlock`), the dilation doubling from block to block, and a Dense head on the
+  features of the last step.
+* :class:`NBEATS` (Oreshkin et al., 2020): stacks of fully connected blocks
+  (:class:`NBeatsBlock`) with doubly residual backcasts and forecasts; generic blocks, or the
+  interpretable trend (polynomial basis) and seasonality (Fourier basis) ones.
+* :class:`DLinear` (Zeng et al., 2023): a moving-average decomposition into trend and remainder,
+  each mapped to the horizon by one linear layer over time.
+* :class:`PatchTST` (Nie et al., 2023): each channel cut into overlapping patches that are the
+  tokens of a Transformer encoder, a flatten head, reversible instance normalisation.
+
+The builders :func:`tcn`, :func:`nbeats`, :func:`dlinear` and :func:`patchtst` are registered in
+the ``"forecasting"`` group of :func:`lamina.models.list_models`.
+"""
+
+from lamina.models.forecasting.dlinear import DLinear, dlinear, moving_average_matrix
+from lamina.models.forecasting.nbeats import NBEATS, NBeatsBlock, fourier_basis, nbeats, polynomial_basis
+from lamina.models.forecasting.patchtst import PatchTST, patchtst
+from lamina.models.forecasting.tcn import TCN, TemporalBlock, tcn, tcn_receptive_field
+
+__all__ = [
+    "NBEATS", "TCN", "DLinear", "NBeatsBlock", "PatchTST", "TemporalBlock", "dlinear", "fourier_basis",
+    "moving_average_matrix", "nbeats", "patchtst", "polynomial_basis", "tcn", "tcn_receptive_field",
+]
