@@ -2,40 +2,19 @@
 writes, reloading and detecting in image files, seeding, every architecture, and the errors that
 name the option."""
 
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import lamina
-from lamina.cli import build_parser, main
+from cli_checks import command, exit_of, is_png
 from lamina.cli.detection import detect_batch, train_detector
 from lamina.vision import digit_scenes
 
 TINY = ["--steps", "2", "--scenes", "8", "--test-scenes", "4", "--batch-size", "4", "--verbose", "0"]
 METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
            "AR_medium", "AR_large")
-
-
-def command(*argv):
-    return build_parser().parse_args(list(argv))
-
-
-def exit_of(capsys, *argv):
-    """(exit code, stdout, stderr) of ``lamina ARGV``: argparse's exit code, or 1 with the message of a refusal."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def is_png(path) -> bool:
-    return path.exists() and path.read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.fixture(scope="module")

@@ -1,41 +1,19 @@
 """``lamina train-diffusion`` and ``lamina sample-diffusion``, run in-process at tiny sizes: the
 files a run writes, sampling a reloaded model, seeding, and the errors that name the option."""
 
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import lamina
-from lamina.cli import build_parser, main
+from cli_checks import command, exit_of, is_png
 from lamina.cli.diffusion import sample_diffusion, train_diffusion
 
 TINY_DIGITS = ["--epochs", "1", "--timesteps", "8", "--limit", "96", "--batch-size", "32", "--base-filters", "4",
                "--verbose", "0"]
 TINY_MOONS = ["--dataset", "moons", "--epochs", "1", "--timesteps", "8", "--limit", "128", "--hidden", "16",
               "--verbose", "0"]
-
-
-def command(*argv):
-    """The parsed arguments of ``lamina ARGV``."""
-    return build_parser().parse_args(list(argv))
-
-
-def exit_of(capsys, *argv):
-    """(exit code, stdout, stderr) of ``lamina ARGV``: argparse's exit code, or 1 with the message of a refusal."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def is_png(path) -> bool:
-    return path.exists() and path.read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.fixture(scope="module")

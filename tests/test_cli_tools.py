@@ -10,21 +10,10 @@ import numpy as np
 import pytest
 
 import lamina
+from cli_checks import exit_of
 from lamina.cli import main
 
 TUNE_FAST = ["tune", "--model", "mlp", "--dataset", "digits", "--epochs", "1", "--limit", "300"]
-
-
-def run(capsys, *argv):
-    """(exit code, stdout, stderr) of ``lamina ARGV``; argparse's own exits give their code."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-        if isinstance(exc.code, str):  # a message for the user, printed to stderr by the interpreter
-            print(exc.code, file=sys.stderr)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def read_trials(path):
@@ -33,17 +22,17 @@ def read_trials(path):
 
 
 def test_help_of_both_commands_reads_well(capsys):
-    code, out, _ = run(capsys, "tune", "--help")
+    code, out, _ = exit_of(capsys, "tune", "--help")
     assert code == 0
     for option in ("--model", "--dataset", "--trials", "--epochs", "--batch-size", "--optimizer", "--lr",
                    "--weight-decay", "--seed", "--data-dir", "--out", "LOW:HIGH", "validation"):
         assert option in out, option
-    code, out, _ = run(capsys, "saliency", "--help")
+    code, out, _ = exit_of(capsys, "saliency", "--help")
     assert code == 0
     for option in ("checkpoint", "IMAGE", "--target", "--method", "gradient", "smoothgrad", "integrated",
                    "--out"):
         assert option in out, option
-    _, out, _ = run(capsys, "--help")
+    _, out, _ = exit_of(capsys, "--help")
     assert "tune" in out and "saliency" in out
 
 
@@ -55,7 +44,7 @@ def test_python_dash_m_lamina_tune_help():
 
 
 def test_tune_searches_the_lr_range_and_its_best_command_reproduces_the_best_trial(capsys, tmp_path):
-    code, out, err = run(capsys, *TUNE_FAST, "--trials", "3", "--lr", "1e-4:1e-1", "--out", str(tmp_path / "tune"))
+    code, out, err = exit_of(capsys, *TUNE_FAST, "--trials", "3", "--lr", "1e-4:1e-1", "--out", str(tmp_path / "tune"))
     assert code == 0, err
     rows = read_trials(tmp_path / "tune" / "trials.csv")
     assert [row["trial"] for row in rows] == ["0", "1", "2"]
@@ -76,7 +65,7 @@ def test_tune_searches_the_lr_range_and_its_best_command_reproduces_the_best_tri
     command = out.split("train with the best values:")[1].strip().splitlines()[0]
     words = shlex.split(command)
     assert words[:2] == ["lamina", "train"] and f"{best_lr:.4g}" == words[words.index("--lr") + 1]
-    code, out, err = run(capsys, *words[1:], "--out", str(tmp_path / "train"), "--verbose", "1")
+    code, out, err = exit_of(capsys, *words[1:], "--out", str(tmp_path / "train"), "--verbose", "1")
     assert code == 0, err
     validation = int(out.split("training, ")[1].split(" validation")[0])
     epoch_line = next(line for line in out.splitlines() if line.startswith("epoch"))
@@ -94,7 +83,7 @@ def test_tune_searches_weight_decay_and_never_touches_the_test_split(capsys, tmp
         return data
 
     monkeypatch.setattr(recipes, "prepare_dataset", without_test)
-    code, _, err = run(capsys, *TUNE_FAST, "--trials", "2", "--lr", "0.003", "--weight-decay", "1e-5:1e-2",
+    code, _, err = exit_of(capsys, *TUNE_FAST, "--trials", "2", "--lr", "0.003", "--weight-decay", "1e-5:1e-2",
                        "--out", str(tmp_path))
     assert code == 0, err
     rows = read_trials(tmp_path / "trials.csv")
@@ -116,13 +105,13 @@ def test_tune_searches_weight_decay_and_never_touches_the_test_split(capsys, tmp
     ("--weight-decay", "0:1e-3", "LOW must be > 0"),
 ])
 def test_bad_ranges_are_usage_errors_naming_the_option(capsys, option, value, reason):
-    code, _, err = run(capsys, "tune", f"{option}={value}")
+    code, _, err = exit_of(capsys, "tune", f"{option}={value}")
     assert code == 2
     assert f"argument {option}:" in err and reason in err and repr(value) in err
 
 
 def test_tune_with_nothing_to_search_says_so(capsys, tmp_path):
-    code, _, err = run(capsys, "tune", "--lr", "0.01", "--out", str(tmp_path))
+    code, _, err = exit_of(capsys, "tune", "--lr", "0.01", "--out", str(tmp_path))
     assert code == 1 and "nothing to search" in err
     assert not (tmp_path / "trials.csv").exists()
 
@@ -150,7 +139,7 @@ def test_saliency_writes_the_input_beside_its_map(capsys, tmp_path, checkpoint_a
     from lamina.cli import build_parser, saliency
 
     model, image = checkpoint_and_digit
-    code, predict_out, _ = run(capsys, "predict", str(model), str(image))
+    code, predict_out, _ = exit_of(capsys, "predict", str(model), str(image))
     assert code == 0
     results = saliency(build_parser().parse_args(["saliency", str(model), str(image), "--method", method,
                                                   "--out", str(tmp_path)]))
@@ -186,22 +175,22 @@ def test_saliency_of_another_target_class(capsys, tmp_path, checkpoint_and_digit
     assert chosen["class"] == own["class"] and chosen["target"] == other
     assert f"saliency of class {other}" in capsys.readouterr().out
     assert not np.allclose(chosen["saliency"], own["saliency"])
-    code, _, err = run(capsys, *args, "--target", "10")
+    code, _, err = exit_of(capsys, *args, "--target", "10")
     assert code == 1 and "--target must be a class index in [0, 10)" in err
 
 
 def test_saliency_errors_are_clean_messages(capsys, tmp_path, checkpoint_and_digit):
     model, image = checkpoint_and_digit
-    code, _, err = run(capsys, "saliency", str(tmp_path / "missing.safetensors"), str(image))
+    code, _, err = exit_of(capsys, "saliency", str(tmp_path / "missing.safetensors"), str(image))
     assert code == 1 and err.startswith("lamina saliency: no such checkpoint file") and "Traceback" not in err
-    code, _, err = run(capsys, "saliency", str(model), str(image), str(tmp_path / "missing.png"), "--out",
+    code, _, err = exit_of(capsys, "saliency", str(model), str(image), str(tmp_path / "missing.png"), "--out",
                        str(tmp_path / "out"))
     assert code == 1 and "no such image file" in err and "missing.png" in err
     assert not (tmp_path / "out").exists()                                  # checked before any work
     (tmp_path / "notes.png").write_text("not a picture")
-    code, _, err = run(capsys, "saliency", str(model), str(tmp_path / "notes.png"), "--out", str(tmp_path))
+    code, _, err = exit_of(capsys, "saliency", str(model), str(tmp_path / "notes.png"), "--out", str(tmp_path))
     assert code == 1 and "is not an image file Pillow can read" in err
-    code, _, err = run(capsys, "saliency", str(model), str(image), "--method", "occlusion")
+    code, _, err = exit_of(capsys, "saliency", str(model), str(image), "--method", "occlusion")
     assert code == 2 and "invalid choice: 'occlusion'" in err
 
 
@@ -209,7 +198,7 @@ def test_export_writes_an_onnx_model_that_predicts_as_the_checkpoint(capsys, tmp
     ort = pytest.importorskip("onnxruntime")
     model_path, _ = checkpoint_and_digit
     target = tmp_path / "lenet.onnx"
-    code, out, _ = run(capsys, "export", str(model_path), "--out", str(target))
+    code, out, _ = exit_of(capsys, "export", str(model_path), "--out", str(target))
     assert code == 0 and f"exported to {target}" in out and "input 'input' (batch, 32, 32, 1)" in out
     bundle = lamina.load_bundle(model_path)
     x = np.random.default_rng(0).uniform(0, 1, (4, 32, 32, 1)).astype(np.float32)
@@ -217,5 +206,5 @@ def test_export_writes_an_onnx_model_that_predicts_as_the_checkpoint(capsys, tmp
     expected = bundle.model(lamina.tensor(x)).numpy()
     (got,) = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"]).run(None, {"input": x})
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
-    code, _, err = run(capsys, "export", str(tmp_path / "missing.safetensors"))
+    code, _, err = exit_of(capsys, "export", str(tmp_path / "missing.safetensors"))
     assert code == 1 and "no such checkpoint file" in err
