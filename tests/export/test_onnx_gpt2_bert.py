@@ -3,9 +3,9 @@ gives in lamina (evaluation mode), for any batch size and any length up to the p
 
 import numpy as np
 import pytest
+from token_model_checks import check_token_model_in_onnx_runtime
 
 import lamina
-from helpers import assert_close
 from lamina import models
 from lamina.export import export_onnx
 
@@ -38,24 +38,8 @@ def _model(name):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_model_runs_the_same_in_onnx_runtime_for_any_batch_and_length(name, tmp_path):
     model = _model(name)
-    path = export_onnx(model, tmp_path / "model.onnx")
-    graph = onnx.load(str(path)).graph
-    tensor_type = graph.input[0].type.tensor_type
-    assert tensor_type.elem_type == onnx.TensorProto.INT64
-    assert [d.dim_param for d in tensor_type.shape.dim] == ["batch", "time"]
-    assert graph.output[0].type.tensor_type.shape.dim[1].dim_param == "time"
-    # the token table is stored once, shared by the embedding and the tied output layer
-    tables = [t for t in graph.initializer if tuple(t.dims) == (VOCAB, 8)]
-    assert len(tables) == 1
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for seed, steps in enumerate((5, 1, POSITIONS)):
-        ids = np.random.default_rng(seed).integers(0, VOCAB, (BATCH, steps)).astype(np.int64)
-        with lamina.no_grad():
-            expected = model(lamina.tensor(ids)).numpy()
-        assert np.ptp(expected, axis=0).max() > 1e-3 * np.abs(expected).max()
-        (got,) = session.run(None, {"input": ids})
-        assert got.shape == expected.shape
-        assert_close(got, expected, rtol=1e-4, what=f"{name}, {steps} steps")
+    check_token_model_in_onnx_runtime(model, tmp_path / "model.onnx", name, VOCAB, 8,
+                                      [(BATCH, 5), (BATCH, 1), (BATCH, POSITIONS)])
 
 
 def test_the_exported_gpt2_does_not_look_ahead_and_bert_does(tmp_path):

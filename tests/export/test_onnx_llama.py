@@ -4,9 +4,9 @@ hidden_size / heads, a tied head and Mistral's sliding window."""
 
 import numpy as np
 import pytest
+from token_model_checks import check_token_model_in_onnx_runtime
 
 import lamina
-from helpers import assert_close
 from lamina import models
 from lamina.export import export_onnx
 
@@ -46,22 +46,7 @@ def _model_of(make):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_model_runs_the_same_in_onnx_runtime_for_any_batch_and_length(name, tmp_path):
     model = _model(name)
-    path = export_onnx(model, tmp_path / "model.onnx")
-    graph = onnx.load(str(path)).graph
-    tensor_type = graph.input[0].type.tensor_type
-    assert tensor_type.elem_type == onnx.TensorProto.INT64
-    assert [d.dim_param for d in tensor_type.shape.dim] == ["batch", "time"]
-    assert graph.output[0].type.tensor_type.shape.dim[1].dim_param == "time"
-    tables = [t for t in graph.initializer if tuple(t.dims) == (VOCAB, 16)]
-    assert len(tables) == 1
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for seed, (batch, steps) in enumerate(((2, 7), (1, 1), (3, 11))):
-        ids = np.random.default_rng(seed).integers(0, VOCAB, (batch, steps)).astype(np.int64)
-        with lamina.no_grad():
-            expected = model(lamina.tensor(ids)).numpy()
-        (got,) = session.run(None, {"input": ids})
-        assert got.shape == expected.shape
-        assert_close(got, expected, rtol=1e-4, what=f"{name}, {steps} steps")
+    check_token_model_in_onnx_runtime(model, tmp_path / "model.onnx", name, VOCAB, 16, [(2, 7), (1, 1), (3, 11)])
 
 
 def test_the_exported_mistral_sees_only_its_window(tmp_path):
