@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch_detection as ref
 import torch_zoo
-from detection_checks import map_at_50, scene_targets, train_on_scenes
+from detection_checks import check_round_trip, map_at_50, scene_targets, train_on_scenes
 
 import lamina
 from helpers import assert_close, check_gradients
@@ -16,7 +16,6 @@ from lamina import models
 from lamina.models import load_torchvision_state_dict
 from lamina.models.detection_base import IGNORED
 from lamina.nn import init
-from lamina.nn.layer import layer_from_config, layer_to_config
 from lamina.vision import AnchorGenerator
 
 
@@ -219,18 +218,8 @@ def test_config_and_save_load_round_trip(kind, tmp_path):
     else:
         model = models.FCOS(_tiny_backbone(), 3, anchor_sizes=[[8], [16], [32], [64]], image_mean=(0.5,),
                             image_std=(0.5,), head_convs=1, head_groups=4, score_thresh=0.0, detections_per_img=20)
-    x = np.random.default_rng(0).uniform(size=(1, 32, 32, 1)).astype(np.float32)
-    with lamina.no_grad():
-        expected = model.eval()(lamina.tensor(x))
-    clone = layer_from_config(layer_to_config(model))
-    clone.build(model.build_input_shape)
-    assert {k: v.shape for k, v in clone.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
-    lamina.save(model, tmp_path / f"{kind}.safetensors")
-    loaded = lamina.load(tmp_path / f"{kind}.safetensors")
-    with lamina.no_grad():
-        found = loaded.eval()(lamina.tensor(x))
-    for key in ("boxes", "scores", "labels"):
-        np.testing.assert_array_equal(found[0][key], expected[0][key])
+    check_round_trip(model, np.random.default_rng(0).uniform(size=(1, 32, 32, 1)).astype(np.float32),
+                     tmp_path / f"{kind}.safetensors")
 
 
 def test_trainable_layers_freeze_the_first_stages():

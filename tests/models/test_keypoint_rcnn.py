@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch_zoo
+from detection_checks import check_round_trip
 
 import lamina
 from helpers import assert_close, check_gradients
@@ -15,7 +16,6 @@ from lamina import models
 from lamina.models import load_torchvision_state_dict
 from lamina.models.keypoint_rcnn import heatmaps_to_keypoints, keypointrcnn_loss, keypoints_to_heatmap
 from lamina.nn import init
-from lamina.nn.layer import layer_from_config, layer_to_config
 from lamina.vision import digit_scenes, iou
 
 SAMPLE_ALL = 10**6
@@ -206,17 +206,9 @@ def test_keypoint_rcnn_learns_digit_keypoints():
 
 def test_config_and_save_load_round_trip(tmp_path):
     model = _tiny_keypoint_rcnn(box_score_thresh=0.0, box_detections_per_img=4)
-    x = np.random.default_rng(0).uniform(size=(1, 32, 32, 1)).astype(np.float32)
-    with lamina.no_grad():
-        expected = model.eval()(lamina.tensor(x))
-    clone = layer_from_config(layer_to_config(model))
-    assert isinstance(clone.roi_heads, models.KeypointRoIHeads) and clone.get_config() == model.get_config()
-    lamina.save(model, tmp_path / "keypoint_rcnn.safetensors")
-    loaded = lamina.load(tmp_path / "keypoint_rcnn.safetensors")
-    with lamina.no_grad():
-        found = loaded.eval()(lamina.tensor(x))
-    for key in ("boxes", "scores", "labels", "keypoints", "keypoints_scores"):
-        np.testing.assert_array_equal(found[0][key], expected[0][key])
+    check_round_trip(model, np.random.default_rng(0).uniform(size=(1, 32, 32, 1)).astype(np.float32),
+                     tmp_path / "keypoint_rcnn.safetensors",
+                     ("boxes", "scores", "labels", "keypoints", "keypoints_scores"))
 
 
 def test_bad_inputs_raise_clear_errors():

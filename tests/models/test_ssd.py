@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch_ssd as ref
 import torch_zoo
-from detection_checks import map_at_50, scene_targets, train_on_scenes
+from detection_checks import check_round_trip, map_at_50, scene_targets, train_on_scenes
 
 import lamina
 from helpers import assert_close, check_gradients
@@ -17,7 +17,6 @@ from lamina import models
 from lamina.models import DefaultBoxGenerator, load_torchvision_state_dict
 from lamina.models.ssd import hard_negative_mask, ssd_match
 from lamina.nn import init
-from lamina.nn.layer import layer_from_config, layer_to_config
 from lamina.vision import box_iou
 
 SSD300_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
@@ -262,18 +261,8 @@ def test_config_and_save_load_round_trip(kind, tmp_path):
         model = models.ssdlite320_mobilenet_v3_large(num_classes=3, width_mult=0.25, input_shape=(64, 64, 3),
                                                      score_thresh=0.0, detections_per_img=20)
         shape = (1, 64, 64, 3)
-    x = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
-    with lamina.no_grad():
-        expected = model.eval()(lamina.tensor(x))
-    clone = layer_from_config(layer_to_config(model))
-    clone.build(model.build_input_shape)
-    assert {k: v.shape for k, v in clone.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
-    lamina.save(model, tmp_path / f"{kind}.safetensors")
-    loaded = lamina.load(tmp_path / f"{kind}.safetensors")
-    with lamina.no_grad():
-        found = loaded.eval()(lamina.tensor(x))
-    for key in ("boxes", "scores", "labels"):
-        np.testing.assert_array_equal(found[0][key], expected[0][key])
+    check_round_trip(model, np.random.default_rng(0).uniform(size=shape).astype(np.float32),
+                     tmp_path / f"{kind}.safetensors")
 
 
 def test_training_step_runs_and_matches_every_object():
