@@ -24,30 +24,7 @@ def conv_norm_act(cin, cout, kernel, stride=1, groups=1, act=nn.ReLU, eps=1e-5, 
 
 # -- ResNeXt / wide ResNet ------------------------------------------------------------------------
 def grouped_bottleneck(groups, width_per_group):
-    class GroupedBottleneck(nn.Module):
-        expansion = 4
-
-        def __init__(self, cin, planes, stride=1):
-            super().__init__()
-            width = int(planes * (width_per_group / 64.0)) * groups
-            self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(width)
-            self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
-            self.bn2 = nn.BatchNorm2d(width)
-            self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(planes * 4)
-            self.downsample = None
-            if stride != 1 or cin != planes * 4:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, stride, bias=False),
-                                                nn.BatchNorm2d(planes * 4))
-
-        def forward(self, x):
-            out = torch.relu(self.bn1(self.conv1(x)))
-            out = torch.relu(self.bn2(self.conv2(out)))
-            out = self.bn3(self.conv3(out))
-            return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-    return GroupedBottleneck
+    return type("GroupedBottleneck", (torch_zoo.Bottleneck,), {"groups": groups, "width_per_group": width_per_group})
 
 
 def resnext(counts, groups, width_per_group, num_classes):
