@@ -27,23 +27,15 @@ which makes every new token distributed as under the big model alone.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lamina.autograd import Tensor, no_grad, tensor
-from lamina.text.beam import beam_search_ids
-from lamina.text.generate import (
-    _cache_layers,
-    _decodes_incrementally,
-    caching_keys_values,
-    carrying_states,
-    reorder_caches,
-    sample_token,
-)
+from lamina.autograd import Tensor
+from lamina.text.beam_generation import BeamSettings, beam_search_output, for_prompt_length
+from lamina.text.generate import sample_token
+from lamina.text.generation_reader import _forward_options, _Reader
 from lamina.text.logits_processors import (
     LogitsProcessorList,
     MinNewTokensLogitsProcessor,
@@ -69,11 +61,18 @@ class GenerateOutput:
     """What ``return_dict_in_generate=True`` returns: ``sequences`` (B * num_return_sequences,
     T + new), the prompts and their continuations; ``scores``: one (rows, V) array per new
     token, the processed scores the token was chosen from (NaN rows for sequences decoded
-    alone that had already ended; None for beam search); with an assistant,
-    ``draft_tokens`` drafted and ``accepted_tokens`` kept."""
+    alone that had already ended; for beam search the (B * num_beams, V) processed
+    log-probabilities of every beam before its score is added, None for prompts searched
+    alone); with an assistant, ``draft_tokens`` drafted and ``accepted_tokens`` kept. Beam
+    search also gives ``sequences_scores`` (B * num_return_sequences,), each sequence's
+    sum of processed log-probabilities / new_length ** length_penalty, and ``beam_indices``
+    (B * num_return_sequences, new), the beam row (prompt * num_beams + beam) each new token
+    extended, -1 after the end."""
 
     sequences: np.ndarray
     scores: list[np.ndarray] | None = None
+    sequences_scores: np.ndarray | None = None
+    beam_indices: np.ndarray | None = None
     draft_tokens: int = 0
     accepted_tokens: int = 0
 
@@ -90,103 +89,6 @@ class GenerationMixin:
     def generate(self, input_ids, **options):
         """:func:`generate_ids` on this model."""
         return generate_ids(self, input_ids, **options)
-
-
-# -- reading the model ------------------------------------------------------------------------
-def _forward_options(model) -> set[str]:
-    try:
-        return set(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-class _Reader:
-    """Feeds one model the tokens of a batch: through its key/value cache, its carried
-    states, or by rerunning on the whole text; keeps the count of tokens it holds."""
-
-    def __init__(self, model, padded: bool):
-        self.model = model
-        options = _forward_options(model)
-        self.key_mask = padded and "key_mask" in options
-        self.step_mask = padded and not self.key_mask and "attention_mask" in options
-        self.positions = padded and "position_ids" in options
-        if _decodes_incrementally(model):
-            self.mode = "cache"
-        elif getattr(model, "streamable", False):
-            self.mode = "carry"
-        else:
-            self.mode = "rerun"
-        self.held = 0
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self) -> _Reader:
-        self._was_training = getattr(self.model, "training", False)
-        self.model.eval()
-        self._stack.enter_context(no_grad())
-        self._stack.enter_context(carrying_states(self.model, carry=self.mode == "carry"))
-        if self.mode == "cache":
-            self._stack.enter_context(caching_keys_values(self.model))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
-        self.model.train(self._was_training)
-
-    def read(self, ids: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        """The scores (B, t, V) of the tokens ``ids[:, held:]`` (t of them), the whole text
-        ``ids`` (B, S) being what the rows hold after; ``mask`` (B, S) or None."""
-        start = 0 if self.mode == "rerun" else self.held
-        kwargs = {}
-        if self.key_mask and mask is not None:
-            kwargs["key_mask"] = tensor(mask.astype(bool))
-        if self.step_mask and mask is not None:
-            kwargs["attention_mask"] = mask[:, start:]
-        if self.positions and mask is not None:
-            kwargs["position_ids"] = _positions(mask)[:, start:]
-        scores = self.model(tensor(ids[:, start:]), **kwargs)
-        scores = scores.numpy() if isinstance(scores, Tensor) else np.asarray(scores)
-        new = ids.shape[1] - self.held
-        self.held = ids.shape[1]
-        if scores.ndim != 3 or scores.shape[:2] != (len(ids), ids.shape[1] - start):
-            raise ValueError(f"{_WHO}: the model must map ids {(len(ids), ids.shape[1] - start)} to scores "
-                             f"(B, T, V), got {scores.shape}")
-        return scores[:, -new:]
-
-    def reorder(self, rows: np.ndarray) -> None:
-        if self.mode != "rerun":
-            reorder_caches(self.model, rows)
-
-    def rewind(self, ids: np.ndarray) -> None:
-        """Hold only the text ``ids`` (B, S), a prefix of what the rows hold: crop the
-        caches where they can be cropped, else start again and read ``ids``."""
-        steps = ids.shape[1]
-        if self.mode == "rerun" or steps == self.held:
-            self.held = steps
-            return
-        croppable = [m for m in self.model.modules() if hasattr(m, "crop_cache") and getattr(m, "caching", False)]
-        if self.mode == "cache":
-            try:
-                for layer in croppable:
-                    layer.crop_cache(steps)
-                self.held = steps
-                return
-            except ValueError:              # a sliding window dropped keys the prefix needs
-                for layer in _cache_layers(self.model):
-                    layer.stop_caching()
-                    layer.start_caching()
-        else:
-            for layer in self.model.modules():
-                if hasattr(layer, "reset_states"):
-                    layer.reset_states()
-        self.held = 0
-        if steps:
-            self.read(ids, None)
-
-
-def _positions(mask: np.ndarray) -> np.ndarray:
-    """Hugging Face's position_ids of a left-padded batch: cumsum(mask) - 1, 1 on the pads."""
-    positions = np.cumsum(mask, axis=1) - 1
-    return np.where(mask == 0, 1, positions).astype(np.int64)
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -349,7 +251,8 @@ def _decode_rows_alone(model, ids: np.ndarray, mask: np.ndarray,
     rows = []
     for row_ids, row_mask in zip(ids, mask):
         start = int(np.argmax(row_mask))
-        out, history = _decode(model, row_ids[None, start:], row_mask[None, start:], options)
+        alone = replace(options, processors=for_prompt_length(options.processors, len(row_ids) - start))
+        out, history = _decode(model, row_ids[None, start:], row_mask[None, start:], alone)
         rows.append((start, out[0], history))
     steps = max(len(history) for _, _, history in rows)
     if options.pad is None and any(len(history) < steps for _, _, history in rows):
@@ -445,23 +348,6 @@ def _correction(token: int, scores: np.ndarray, q: np.ndarray, options: _Options
     return int(options.rng.choice(len(residual), p=residual / residual.sum()))
 
 
-def _beam(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, num_return: int, length_penalty: float,
-          options: _Options) -> np.ndarray:
-    if len(options.eos) > 1:
-        raise ValueError(f"{_WHO}: beam search takes one eos_token_id, got {options.eos}")
-    eos = options.eos[0] if options.eos else None
-    rows = []
-    for row_ids, row_mask in zip(ids, mask):
-        start = int(np.argmax(row_mask))
-        found = beam_search_ids(model, row_ids[start:].tolist(), eos, beam_width=num_beams,
-                                max_length=options.max_new, length_penalty=length_penalty, num_return=num_return)
-        rows += [row_ids.tolist() + hypothesis.ids for hypothesis in found]
-    width = max(len(row) for row in rows)
-    if options.pad is None and any(len(row) < width for row in rows):
-        raise ValueError(f"{_WHO}: beams of different lengths need a pad_token_id (or an eos_token_id)")
-    return np.asarray([row + [options.pad] * (width - len(row)) for row in rows], dtype=np.int64)
-
-
 # -- the entry point -------------------------------------------------------------------------
 def generate_ids(model, input_ids, *, max_new_tokens: int | None = None, max_length: int | None = None,
                  min_new_tokens: int = 0, do_sample: bool = False, temperature: float = 1.0,
@@ -470,7 +356,8 @@ def generate_ids(model, input_ids, *, max_new_tokens: int | None = None, max_len
                  no_repeat_ngram_size: int | None = None, bad_words_ids: Sequence[Sequence[int]] | None = None,
                  eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
                  attention_mask=None, num_return_sequences: int = 1, num_beams: int = 1,
-                 length_penalty: float = 1.0, early_stopping: bool = True, seed: int | None = None,
+                 length_penalty: float = 1.0, early_stopping: bool | str = False, num_beam_groups: int = 1,
+                 diversity_penalty: float = 0.0, seed: int | None = None,
                  generator: np.random.Generator | None = None, streamer: Callable | None = None,
                  return_dict_in_generate: bool = False, logits_processor: Sequence | None = None,
                  assistant_model=None, num_assistant_tokens: int = 5):
@@ -494,17 +381,22 @@ def generate_ids(model, input_ids, *, max_new_tokens: int | None = None, max_len
       on the left (see the module docstring).
     * ``num_return_sequences``: that many sequences per prompt (rows i * n .. i * n + n - 1),
       drawn (``do_sample``) or the best beams.
-    * ``num_beams`` > 1: beam search (:func:`lamina.text.beam_search_ids`) per prompt, the
-      beams ranked by log-probability / new_length ** ``length_penalty``; it stops once
-      ``num_beams`` hypotheses have ended (Hugging Face's ``early_stopping=True``; other
-      values are refused); no processors nor sampling.
+    * ``num_beams`` > 1: Hugging Face's beam search (:mod:`lamina.text.beam_generation`), the
+      whole batch together: the processors act on the log-softmax of the scores, the
+      hypotheses are ranked by their sum / new_length ** ``length_penalty``, and
+      ``early_stopping`` (True, False (the default) or "never") says when a prompt is done.
+      With ``do_sample``: beam sampling (candidates drawn from the softmax of the beams'
+      accumulated scores, the warpers applied to the log-softmax); with ``num_beam_groups``
+      > 1: diverse beam search, ``diversity_penalty`` times the number of earlier groups'
+      beams that chose a token at this step taken off its log-probability.
     * ``assistant_model``: speculative decoding of a single prompt, drafting
       ``num_assistant_tokens`` per round (see the module docstring).
     * ``streamer``: called with each step's new ids (B,), or an object with Hugging Face's
       ``put`` / ``end``.
 
     Returns the (B * num_return_sequences, T + new) ids, the prompts included, or, with
-    ``return_dict_in_generate``, a :class:`GenerateOutput`.
+    ``return_dict_in_generate``, a :class:`GenerateOutput` (with beams, also
+    ``sequences_scores`` and ``beam_indices``).
     """
     ids = _as_ids(input_ids)
     mask = _as_mask(attention_mask, ids)
@@ -530,15 +422,12 @@ def generate_ids(model, input_ids, *, max_new_tokens: int | None = None, max_len
     stream.prompt(ids)
     output = GenerateOutput(ids)
     if num_beams > 1:
-        if do_sample or processors or assistant_model is not None:
-            raise ValueError(f"{_WHO}: num_beams > 1 is plain beam search: no do_sample, logits processors nor "
-                             "assistant_model")
-        if early_stopping is not True:
-            raise ValueError(f"{_WHO}: beam search stops once num_beams hypotheses ended (early_stopping=True); "
-                             f"got early_stopping={early_stopping!r}")
-        if num_return > num_beams:
-            raise ValueError(f"{_WHO}: num_return_sequences={num_return} exceeds num_beams={num_beams}")
-        output.sequences = _beam(model, ids, mask, num_beams, num_return, length_penalty, options)
+        if assistant_model is not None:
+            raise ValueError(f"{_WHO}: assisted decoding continues one sequence; it does not take num_beams > 1")
+        groups = _int_option(num_beam_groups, "num_beam_groups", 1)
+        settings = BeamSettings(num_beams, max_new, groups, float(diversity_penalty), float(length_penalty),
+                                early_stopping, num_return, eos, pad, bool(do_sample), rng)
+        beam_search_output(model, ids, mask, settings, processors, output)
         for token_column in output.sequences[:, ids.shape[1]:].T:
             stream.token(token_column)
     else:
