@@ -136,11 +136,15 @@ def test_mistral_cached_decoding_equals_one_call_and_keeps_the_window(f64):
             for t in range(5, 13):
                 pieces.append(model(ids[:, t:t + 1]).numpy())
                 held.append(model.layers[0].self_attn._cached_keys.shape[2])
+        with caching_keys_values(model):   # from one token: the cache holds fewer keys than the window
+            steps = [model(ids[:, t:t + 1]).numpy() for t in range(13)]
+            assert model.layers[0].self_attn._cached_keys.shape[2] == 3
         unwindowed = models.Llama(**{**model.get_config(), "sliding_window": None})
         unwindowed.build((None, 1))
         unwindowed.load_state_dict(model.state_dict())
         full_attention = unwindowed(ids).numpy()
     assert_close(np.concatenate(pieces, axis=1), whole, 1e-10, "cached logits")
+    assert_close(np.concatenate(steps, axis=1), whole, 1e-10, "logits cached from the first token")
     assert held == [3] * 9                  # the last window - 1 steps only
     assert_close(full_attention[:, :4], whole[:, :4], 1e-10, "logits within the first window")
     assert np.abs(full_attention[:, 4:] - whole[:, 4:]).max() > 1e-3

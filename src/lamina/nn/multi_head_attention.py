@@ -403,8 +403,8 @@ class MultiHeadAttention(Module):
             k = Tensor._wrap(xp.concatenate([self._cached_keys, k.data], axis=2))
             v = Tensor._wrap(xp.concatenate([self._cached_values, v.data], axis=2))
         kept = k.shape[2] if self.window is None else self.window - 1
-        self._cached_keys = k.data[:, :, k.shape[2] - kept:]
-        self._cached_values = v.data[:, :, v.shape[2] - kept:]
+        self._cached_keys = k.data[:, :, max(k.shape[2] - kept, 0):]
+        self._cached_values = v.data[:, :, max(v.shape[2] - kept, 0):]
         t = query.shape[1]
         self._steps_read += t
         keep = xp.arange(k.shape[2])[None, :] <= (held + xp.arange(t))[:, None]
