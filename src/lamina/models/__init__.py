@@ -77,7 +77,10 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`Wav2Vec2ForCTC` (:func:`wav2vec2`, 'base' and 'large-lv60'): Hugging Face's wav2vec 2.0
   with a CTC head on raw audio (:func:`wav2vec2_input_values`); :func:`load_hf_wav2vec2_state_dict`
   loads its weights, :func:`lamina.text.ctc_greedy_decode` and
-  :func:`lamina.text.ctc_prefix_beam_search` decode its logits.
+  :func:`lamina.text.ctc_prefix_beam_search` decode its logits. :class:`Wav2Vec2ForPreTraining`
+  (:func:`wav2vec2_pretraining`) adds the Gumbel quantizer and the contrastive and diversity
+  losses, with SpecAugment masks (:func:`compute_mask_indices`), negatives
+  (:func:`sample_negative_indices`) and the temperature schedule (:func:`gumbel_temperature`).
 * :class:`CLIP` (:func:`clip`): Hugging Face's CLIPModel, an image tower and a text tower
   trained contrastively, with its parameter counts; :func:`load_hf_clip_state_dict` loads its
   weights and :func:`zero_shot_classifier` classifies images by the captions of class names.
@@ -518,6 +521,15 @@ from lamina.models.wav2vec2 import (
     wav2vec2,
     wav2vec2_input_values,
 )
+from lamina.models.wav2vec2_masking import compute_mask_indices, sample_negative_indices
+from lamina.models.wav2vec2_pretraining import (
+    WAV2VEC2_PRETRAINING_CONFIGS,
+    Wav2Vec2ForPreTraining,
+    Wav2Vec2GumbelVectorQuantizer,
+    Wav2Vec2PreTrainingOutput,
+    gumbel_temperature,
+    wav2vec2_pretraining,
+)
 from lamina.models.whisper import (
     WHISPER_CONFIGS,
     Whisper,
@@ -626,7 +638,9 @@ __all__ = [
     "WAV2VEC2_CONFIGS", "Wav2Vec2Attention", "Wav2Vec2ConvLayer", "Wav2Vec2Encoder", "Wav2Vec2EncoderLayer",
     "Wav2Vec2FeatureEncoder", "Wav2Vec2FeatureProjection", "Wav2Vec2FeedForward", "Wav2Vec2ForCTC",
     "Wav2Vec2Model", "Wav2Vec2PositionalConvEmbedding", "load_hf_wav2vec2_state_dict", "wav2vec2",
-    "wav2vec2_input_values",
+    "wav2vec2_input_values", "WAV2VEC2_PRETRAINING_CONFIGS", "Wav2Vec2ForPreTraining",
+    "Wav2Vec2GumbelVectorQuantizer", "Wav2Vec2PreTrainingOutput", "compute_mask_indices", "gumbel_temperature",
+    "sample_negative_indices", "wav2vec2_pretraining",
     "MODEL_GROUPS", "get_model", "get_model_builder", "list_models",
     "FNO1D", "FNO2D", "grid_coordinates",
     "NBEATS", "TCN", "DLinear", "NBeatsBlock", "PatchTST", "TemporalBlock", "dlinear", "fourier_basis",

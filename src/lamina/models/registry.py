@@ -106,6 +106,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("t5", "t5"),
         *_named("whisper", "whisper"),
         *_named("wav2vec2", "wav2vec2"),
+        *_named("wav2vec2_pretraining", "wav2vec2_pretraining"),
         *_named("sequence", "rnn_language_model", "rnn_classifier", "transformer_language_model"),
     ],
     "generative": [

@@ -32,9 +32,15 @@ The CTC loss (:meth:`Wav2Vec2ForCTC.loss`) is :func:`lamina.functional.ctc_loss`
 log-softmax of the logits with the pad token as the blank, as HF. Decode the logits with
 :func:`lamina.text.ctc_greedy_decode` or :func:`lamina.text.ctc_prefix_beam_search`.
 
-Left out: the pretraining parts (the quantizer, the contrastive loss), the adapter and HF's
-random SpecAugment masks (``masked_spec_embed`` is a parameter, so that published weights load
-and the parameter counts agree, but nothing is masked).
+SpecAugment (HF's ``_mask_hidden_states``), in training only or where ``mask_time_indices`` are
+given: the projected features h of the frames of random time spans
+(:func:`lamina.models.wav2vec2_masking.compute_mask_indices`, ``mask_time_prob``,
+``mask_time_length``, ``mask_time_min_masks``) are replaced by the learned vector
+``masked_spec_embed``, and in training the channels of random spans (``mask_feature_*``) are
+zeroed; ``apply_spec_augment=False`` turns both off.
+
+The pretraining model (quantizer, contrastive and diversity losses) is
+:class:`lamina.models.wav2vec2_pretraining.Wav2Vec2ForPreTraining`; the adapter is left out.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from lamina.models.hf_weights import (
     main_input_shape,
     read_state_dict,
 )
+from lamina.models.wav2vec2_masking import compute_mask_indices
 from lamina.models.whisper import WhisperAttention
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
@@ -68,10 +75,10 @@ from lamina.nn.module import Module, as_tensor
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.weight_norms import WeightNorm
 
-__all__ = ["WAV2VEC2_CONFIGS", "Wav2Vec2Attention", "Wav2Vec2ConvLayer", "Wav2Vec2Encoder", "Wav2Vec2EncoderLayer",
-           "Wav2Vec2FeatureEncoder", "Wav2Vec2FeatureProjection", "Wav2Vec2FeedForward", "Wav2Vec2ForCTC",
-           "Wav2Vec2Model", "Wav2Vec2PositionalConvEmbedding", "load_hf_wav2vec2_state_dict", "wav2vec2",
-           "wav2vec2_input_values"]
+__all__ = ["SPEC_AUGMENT_DEFAULTS", "WAV2VEC2_CONFIGS", "Wav2Vec2Attention", "Wav2Vec2ConvLayer", "Wav2Vec2Encoder",
+           "Wav2Vec2EncoderLayer", "Wav2Vec2FeatureEncoder", "Wav2Vec2FeatureProjection", "Wav2Vec2FeedForward",
+           "Wav2Vec2ForCTC", "Wav2Vec2Model", "Wav2Vec2PositionalConvEmbedding", "load_hf_wav2vec2_state_dict",
+           "wav2vec2", "wav2vec2_input_values", "wav2vec2_model"]
 
 INIT_STD = 0.02
 """The standard deviation of Hugging Face's normal initialization of the Linear weights."""
@@ -249,7 +256,13 @@ class Wav2Vec2FeatureProjection(Module):
         self.built = True
 
     def forward(self, x) -> Tensor:
-        return self.dropout(self.projection(self.layer_norm(x)))
+        return self.project(x)[0]
+
+    def project(self, x) -> tuple[Tensor, Tensor]:
+        """(h, LN(z)): the projected states and the normalised features before the projection
+        (the quantizer's input in pretraining)."""
+        normed = self.layer_norm(x)
+        return self.dropout(self.projection(normed)), normed
 
     def get_config(self) -> dict:
         return {**self.config, "name": self.name}
@@ -424,18 +437,31 @@ class Wav2Vec2Encoder(Module):
         return {**self.config, "name": self.name}
 
 
+SPEC_AUGMENT_DEFAULTS = {"apply_spec_augment": True, "mask_time_prob": 0.05, "mask_time_length": 10,
+                         "mask_time_min_masks": 2, "mask_feature_prob": 0.0, "mask_feature_length": 10,
+                         "mask_feature_min_masks": 0}
+"""Hugging Face's ``Wav2Vec2Config`` SpecAugment settings."""
+
+
 class Wav2Vec2Model(Module):
     """HF's ``Wav2Vec2Model``: ``feature_extractor``, ``feature_projection``, ``encoder`` and
-    ``masked_spec_embed`` (SpecAugment's mask vector, loaded but unused here). Audio
-    (batch, samples) -> states (batch, frames, hidden)."""
+    ``masked_spec_embed`` (SpecAugment's mask vector). Audio (batch, samples) -> states
+    (batch, frames, hidden). ``spec_augment`` holds the masking settings, the keys of
+    :data:`SPEC_AUGMENT_DEFAULTS` (those left out take its values)."""
 
     def __init__(self, feature_extractor: Wav2Vec2FeatureEncoder, feature_projection: Wav2Vec2FeatureProjection,
-                 encoder: Wav2Vec2Encoder, masked_spec_embed: bool = True, name: str | None = None):
+                 encoder: Wav2Vec2Encoder, masked_spec_embed: bool = True, spec_augment: Mapping | None = None,
+                 name: str | None = None):
         super().__init__(name=name)
         self.feature_extractor = feature_extractor
         self.feature_projection = feature_projection
         self.encoder = encoder
         self.has_masked_spec_embed = bool(masked_spec_embed)
+        unknown = set(spec_augment or {}) - set(SPEC_AUGMENT_DEFAULTS)
+        if unknown:
+            raise ValueError(f"Wav2Vec2Model: unknown spec_augment settings {sorted(unknown)}; expected some of "
+                             f"{sorted(SPEC_AUGMENT_DEFAULTS)}")
+        self.spec_augment = {**SPEC_AUGMENT_DEFAULTS, **(spec_augment or {})}
 
     def build(self, input_shape) -> None:
         batch = _batch(input_shape)
@@ -453,10 +479,63 @@ class Wav2Vec2Model(Module):
         lengths = self.feature_extractor.output_lengths(np.asarray(attention_mask).sum(axis=-1))
         return np.arange(frames)[None, :] < lengths[:, None]
 
-    def forward(self, input_values, attention_mask=None) -> Tensor:
+    def mask_hidden_states(self, states, mask_time_indices=None, frames_mask=None) -> Tensor:
+        """SpecAugment on the projected features ``states`` (batch, frames, hidden), as HF's
+        ``_mask_hidden_states``: the frames of ``mask_time_indices`` (batch, frames), or in
+        training of spans drawn by :func:`compute_mask_indices` over the real frames of
+        ``frames_mask``, become ``masked_spec_embed``; in training, channels of spans drawn
+        per row are zeroed at every frame. Nothing changes with ``apply_spec_augment`` off."""
+        settings = self.spec_augment
+        if not settings["apply_spec_augment"]:
+            return states
+        batch, frames, hidden = states.shape
+        if mask_time_indices is None and settings["mask_time_prob"] > 0 and self.training:
+            mask_time_indices = compute_mask_indices((batch, frames), settings["mask_time_prob"],
+                                                     settings["mask_time_length"], frames_mask,
+                                                     settings["mask_time_min_masks"])
+        if mask_time_indices is not None:
+            masked = np.asarray(getattr(mask_time_indices, "data", mask_time_indices)).astype(bool)
+            if masked.shape != (batch, frames):
+                raise ShapeError(f"{self._label()}: mask_time_indices of shape {masked.shape} does not match the "
+                                 f"(batch, frames) = {(batch, frames)} of the features")
+            if not self.has_masked_spec_embed:
+                raise ValueError(f"{self._label()}: masking frames needs masked_spec_embed, which a model with "
+                                 f"mask_time_prob = mask_feature_prob = 0 does not have")
+            states = F.where(masked[:, :, None], self.masked_spec_embed, states)
+        if settings["mask_feature_prob"] > 0 and self.training:
+            channels = compute_mask_indices((batch, hidden), settings["mask_feature_prob"],
+                                            settings["mask_feature_length"],
+                                            min_masks=settings["mask_feature_min_masks"])
+            states = F.masked_fill(states, channels[:, None, :], 0.0)
+        return states
+
+    def encode(self, input_values, attention_mask=None, mask_time_indices=None) -> tuple[Tensor, Tensor]:
+        """(states, extract_features): the encoder's output (batch, frames, hidden) and the
+        normalised conv features LN(z) (batch, frames, conv_dim[-1]), HF's ``extract_features``."""
         features = self.feature_extractor(input_values)
         mask = None if attention_mask is None else self.frames_mask(attention_mask, features.shape[1])
-        return self.encoder(self.feature_projection(features), mask)
+        states, extract_features = self.feature_projection.project(features)
+        states = self.mask_hidden_states(states, mask_time_indices, mask)
+        return self.encoder(states, mask), extract_features
+
+    def forward(self, input_values, attention_mask=None, mask_time_indices=None) -> Tensor:
+        return self.encode(input_values, attention_mask, mask_time_indices)[0]
+
+
+def wav2vec2_model(config: Mapping) -> Wav2Vec2Model:
+    """The unbuilt :class:`Wav2Vec2Model` of a config with ``Wav2Vec2Config``'s field names (the
+    arguments of :class:`Wav2Vec2ForCTC`)."""
+    c = config
+    features = Wav2Vec2FeatureEncoder(c["conv_dim"], c["conv_kernel"], c["conv_stride"], c["conv_bias"],
+                                      c["feat_extract_norm"])
+    projection = Wav2Vec2FeatureProjection(c["hidden_size"], c["layer_norm_eps"], c["feat_proj_dropout"])
+    encoder = Wav2Vec2Encoder(c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
+                              c["intermediate_size"], c["num_conv_pos_embeddings"], c["num_conv_pos_embedding_groups"],
+                              c["layer_norm_eps"], c["do_stable_layer_norm"], c["hidden_dropout"],
+                              c["attention_dropout"], c["activation_dropout"])
+    spec_augment = {key: c[key] for key in SPEC_AUGMENT_DEFAULTS}
+    return Wav2Vec2Model(features, projection, encoder, c["mask_time_prob"] > 0 or c["mask_feature_prob"] > 0,
+                         spec_augment)
 
 
 @register_layer
@@ -466,7 +545,8 @@ class Wav2Vec2ForCTC(ConfigBuiltModel):
     (batch, samples) as :func:`wav2vec2_input_values` makes them. Sub-modules ``wav2vec2``
     (:class:`Wav2Vec2Model`) and ``lm_head``. The arguments are ``Wav2Vec2Config``'s with the
     values of 'facebook/wav2vec2-base-960h'; ``mask_time_prob > 0`` (or
-    ``mask_feature_prob > 0``) creates ``masked_spec_embed`` as HF does."""
+    ``mask_feature_prob > 0``) creates ``masked_spec_embed`` as HF does, and in training
+    SpecAugment masks the features (see :meth:`Wav2Vec2Model.mask_hidden_states`)."""
 
     def __init__(self, vocab_size: int = 32, hidden_size: int = 768, num_hidden_layers: int = 12,
                  num_attention_heads: int = 12, intermediate_size: int = 3072,
@@ -477,7 +557,9 @@ class Wav2Vec2ForCTC(ConfigBuiltModel):
                  layer_norm_eps: float = 1e-5, hidden_dropout: float = 0.0, attention_dropout: float = 0.0,
                  activation_dropout: float = 0.0, feat_proj_dropout: float = 0.0, final_dropout: float = 0.0,
                  mask_time_prob: float = 0.05, mask_feature_prob: float = 0.0, pad_token_id: int = 0,
-                 ctc_loss_reduction: str = "sum", ctc_zero_infinity: bool = False, name: str | None = None):
+                 ctc_loss_reduction: str = "sum", ctc_zero_infinity: bool = False, apply_spec_augment: bool = True,
+                 mask_time_length: int = 10, mask_time_min_masks: int = 2, mask_feature_length: int = 10,
+                 mask_feature_min_masks: int = 0, name: str | None = None):
         super().__init__(name=name)
         self.vocab_size = positive_int(vocab_size, "Wav2Vec2ForCTC: vocab_size")
         if not 0 <= pad_token_id < vocab_size:
@@ -497,13 +579,10 @@ class Wav2Vec2ForCTC(ConfigBuiltModel):
                        "feat_proj_dropout": feat_proj_dropout, "final_dropout": final_dropout,
                        "mask_time_prob": mask_time_prob, "mask_feature_prob": mask_feature_prob,
                        "pad_token_id": int(pad_token_id), "ctc_loss_reduction": ctc_loss_reduction,
-                       "ctc_zero_infinity": bool(ctc_zero_infinity)}
-        features = Wav2Vec2FeatureEncoder(conv_dim, conv_kernel, conv_stride, conv_bias, feat_extract_norm)
-        projection = Wav2Vec2FeatureProjection(hidden_size, layer_norm_eps, feat_proj_dropout)
-        encoder = Wav2Vec2Encoder(hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
-                                  num_conv_pos_embeddings, num_conv_pos_embedding_groups, layer_norm_eps,
-                                  do_stable_layer_norm, hidden_dropout, attention_dropout, activation_dropout)
-        self.wav2vec2 = Wav2Vec2Model(features, projection, encoder, mask_time_prob > 0 or mask_feature_prob > 0)
+                       "ctc_zero_infinity": bool(ctc_zero_infinity), "apply_spec_augment": bool(apply_spec_augment),
+                       "mask_time_length": mask_time_length, "mask_time_min_masks": mask_time_min_masks,
+                       "mask_feature_length": mask_feature_length, "mask_feature_min_masks": mask_feature_min_masks}
+        self.wav2vec2 = wav2vec2_model(self.config)
         self.dropout = Dropout(checked_rate(final_dropout, "Wav2Vec2ForCTC"))
         self.lm_head = Dense(vocab_size, kernel_init=_normal())
 
@@ -516,18 +595,20 @@ class Wav2Vec2ForCTC(ConfigBuiltModel):
         """Frames of the logits for utterances of ``lengths`` samples."""
         return self.wav2vec2.feature_extractor.output_lengths(lengths)
 
-    def forward(self, input_values, attention_mask=None) -> Tensor:
+    def forward(self, input_values, attention_mask=None, mask_time_indices=None) -> Tensor:
+        """Logits; ``mask_time_indices`` (batch, frames), when given, are the frames SpecAugment
+        replaces by ``masked_spec_embed`` (in training they are drawn when not given)."""
         if not self.built:
             self.build(np.shape(input_values))
-        return self.lm_head(self.dropout(self.wav2vec2(input_values, attention_mask)))
+        return self.lm_head(self.dropout(self.wav2vec2(input_values, attention_mask, mask_time_indices)))
 
-    def loss(self, input_values, labels, attention_mask=None) -> Tensor:
+    def loss(self, input_values, labels, attention_mask=None, mask_time_indices=None) -> Tensor:
         """CTC loss of the logits against ``labels`` (batch, S), padded with negative values
         (HF's -100), blank = ``pad_token_id``, over each utterance's real frames, reduced by
         ``ctc_loss_reduction`` ('sum' as HF's default; 'mean' divides each loss by its
         number of labels, then averages)."""
         labels = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels, dtype=np.int64)
-        logits = self(input_values, attention_mask)
+        logits = self(input_values, attention_mask, mask_time_indices)
         if labels.ndim != 2 or labels.shape[0] != logits.shape[0]:
             raise ShapeError(f"Wav2Vec2ForCTC.loss: expected labels (batch={logits.shape[0]}, S), got shape "
                              f"{labels.shape}")
@@ -569,8 +650,10 @@ def _conv(key: str) -> HFWeight:
     return HFWeight((key,), lambda w: w.transpose(0, 2, 1))
 
 
-def hf_wav2vec2_table(model: Wav2Vec2ForCTC, parametrizations: bool = False) -> dict[str, HFWeight]:
-    """:class:`Wav2Vec2ForCTC`'s state-dict key -> Hugging Face's weight. The names are HF's
+def hf_wav2vec2_table(model: Module, parametrizations: bool = False) -> dict[str, HFWeight]:
+    """The state-dict key of a :class:`Wav2Vec2ForCTC` or
+    :class:`lamina.models.wav2vec2_pretraining.Wav2Vec2ForPreTraining` -> Hugging Face's
+    weight. The names are HF's
     but for the weight-normed positional conv (``conv.g``, ``conv.v``, ``conv.layer.bias``:
     HF's ``weight_g`` (1, 1, k), ``weight_v`` and ``bias``, or with ``parametrizations``
     ``parametrizations.weight.original0`` / ``original1``); Linear and Conv1d weights are
@@ -588,30 +671,42 @@ def hf_wav2vec2_table(model: Wav2Vec2ForCTC, parametrizations: bool = False) -> 
                 table[key] = copied(_POS + part.removeprefix("layer."))
         elif key.endswith(".conv.weight"):
             table[key] = _conv(key)
-        elif key.endswith(("_proj.weight", "_dense.weight", ".projection.weight", "lm_head.weight")):
+        elif key.endswith(("_proj.weight", "_dense.weight", ".projection.weight", "lm_head.weight",
+                           "project_hid.weight", "project_q.weight")):
             table[key] = linear(key)
         else:
             table[key] = copied(key)
     return table
 
 
-def load_hf_wav2vec2_state_dict(model: Wav2Vec2ForCTC, state_dict, strict: bool = True) -> None:
-    """Load Hugging Face ``Wav2Vec2ForCTC`` weights into ``model`` (a mapping of arrays or torch
-    tensors, or safetensors files, see :func:`lamina.models.hf_weights.read_state_dict`). The
-    positional conv's weight norm may be stored either way HF has saved it (``weight_g`` /
-    ``weight_v`` or ``parametrizations.weight.original0`` / ``original1``). The pretraining
-    quantizer's and projection's keys (``quantizer.*``, ``project_q.*``, ``project_hid.*``)
-    are ignored. ``strict``: every weight present and every other key used, else a KeyError
-    listing them; a mis-shaped value raises :class:`lamina.ShapeError` naming the weight."""
+_PRETRAINING_KEYS = ("quantizer.", "project_q.", "project_hid.")
+
+
+def load_hf_wav2vec2_state_dict(model: Module, state_dict, strict: bool = True) -> None:
+    """Load Hugging Face ``Wav2Vec2ForCTC`` or ``Wav2Vec2ForPreTraining`` weights into ``model``
+    (a :class:`Wav2Vec2ForCTC` or a :class:`~lamina.models.wav2vec2_pretraining.Wav2Vec2ForPreTraining`;
+    a mapping of arrays or torch tensors, or safetensors files, see
+    :func:`lamina.models.hf_weights.read_state_dict`). The positional conv's weight norm may be
+    stored either way HF has saved it (``weight_g`` / ``weight_v`` or
+    ``parametrizations.weight.original0`` / ``original1``). The pretraining model loads the
+    quantizer's and projections' keys (``quantizer.codevectors``, ``quantizer.weight_proj.*``,
+    ``project_q.*``, ``project_hid.*``) and ignores a CTC head (``lm_head.*``); the CTC model
+    ignores the pretraining keys. ``strict``: every weight present and every other key used,
+    else a KeyError listing them; a mis-shaped value raises :class:`lamina.ShapeError` naming
+    the weight."""
+    from lamina.models.wav2vec2_pretraining import Wav2Vec2ForPreTraining  # it builds on this module
+
     who = "load_hf_wav2vec2_state_dict"
-    if not isinstance(model, Wav2Vec2ForCTC):
-        raise TypeError(f"{who}: expected a Wav2Vec2ForCTC model, got {type(model).__name__}")
+    if not isinstance(model, (Wav2Vec2ForCTC, Wav2Vec2ForPreTraining)):
+        raise TypeError(f"{who}: expected a Wav2Vec2ForCTC or Wav2Vec2ForPreTraining model, got "
+                        f"{type(model).__name__}")
     arrays: Mapping = read_state_dict(state_dict, who)
     if not model.built:
         model.build()
     parametrizations = _POS + _WEIGHT_NORM_NAMES["g"][1] in arrays
+    left_out = ("lm_head.",) if isinstance(model, Wav2Vec2ForPreTraining) else _PRETRAINING_KEYS
 
     def ignored(key: str) -> bool:
-        return key.startswith(("quantizer.", "project_q.", "project_hid."))
+        return key.startswith(left_out)
 
     load_hf_state_dict(model, arrays, hf_wav2vec2_table(model, parametrizations), ignored, strict, who)
