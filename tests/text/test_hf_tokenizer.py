@@ -359,7 +359,9 @@ def test_normalizers_on_hand_worked_cases():
     assert _normalize({"type": "Replace", "pattern": {"Regex": r"\s+"}, "content": "_"}, "a \t b") == "a_b"
     assert _normalize({"type": "Prepend", "prepend": SPIECE}, "x") == SPIECE + "x"
     assert _normalize({"type": "BertNormalizer", "lowercase": False, "strip_accents": True}, "Ça\x00va中") == "Cava 中 "
-    assert _normalize({"type": "Precompiled", "precompiled_charsmap": "AAAA"}, "ﬁ") == "fi"    # read as NFKC
+    assert _normalize({"type": "Precompiled", "precompiled_charsmap": None}, "ﬁ") == "ﬁ"      # no map: no change
+    with pytest.raises(ValueError, match=r"normalizer\.precompiled_charsmap"):
+        _normalize({"type": "Precompiled", "precompiled_charsmap": "AAAA"}, "ﬁ")              # 3 bytes: no trie
 
 
 def test_decoders_on_hand_worked_cases():

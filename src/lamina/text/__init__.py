@@ -24,7 +24,7 @@ from lamina.text.generate import (
 from lamina.text.generation_ids import GenerateOutput, GenerationMixin, build_processors, generate_ids
 from lamina.text.gpt2_tokenizer import ENDOFTEXT, GPT2Tokenizer, bytes_to_unicode, gpt2_pattern
 from lamina.text.hf_convert import gpt2_tokenizer_json, wordpiece_tokenizer_json
-from lamina.text.hf_tokenizer import AddedToken, Encoding, HFTokenizer
+from lamina.text.hf_tokenizer import AddedToken, BatchEncoding, Encoding, HFTokenizer
 from lamina.text.logits_processors import (
     LogitsProcessor,
     LogitsProcessorList,
@@ -47,6 +47,7 @@ from lamina.text.skipgram import (
     skipgram_pairs,
     subsample_words,
 )
+from lamina.text.token_labels import align_labels_with_tokens, align_word_labels
 from lamina.text.vocabulary import Vocabulary, word_tokens
 from lamina.text.wordpiece import WordPieceTokenizer, basic_tokenize
 
@@ -58,6 +59,7 @@ __all__ = [
     "pad_sequences", "reorder_caches", "sample_text", "sample_texts", "sample_token", "shifted_pairs", "skipgram_pairs",
     "subsample_words", "tokenizer_from_config", "word_tokens", "WordPieceTokenizer", "basic_tokenize",
     "AddedToken", "Encoding", "HFTokenizer", "gpt2_tokenizer_json", "wordpiece_tokenizer_json",
+    "BatchEncoding", "align_labels_with_tokens", "align_word_labels",
     "CTCHypothesis", "ctc_collapse", "ctc_greedy_decode", "ctc_ids_to_text", "ctc_prefix_beam_search",
     "GenerateOutput", "GenerationMixin", "build_processors", "generate_ids",
     "LogitsProcessor", "LogitsProcessorList", "MinNewTokensLogitsProcessor", "MinPLogitsWarper",

@@ -228,6 +228,14 @@ class GPT2Tokenizer(ByteLevelRoles):
 
         return json.dumps(gpt2_tokenizer_json(self), ensure_ascii=False)
 
+    def __call__(self, text, text_pair=None, **options):
+        """Hugging Face-style call (padding, truncation, offsets...; the options of
+        :meth:`HFTokenizer.__call__ <lamina.text.HFTokenizer.__call__>`) through this tokenizer's
+        tokenizer.json, where special tokens in the text are always matched."""
+        from lamina.text.hf_convert import call_as_hf
+
+        return call_as_hf(self, text, text_pair, **options)
+
     # -- lookups --------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._tokens)

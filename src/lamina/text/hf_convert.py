@@ -8,14 +8,20 @@ reads them and gives the same ids.
 * BERT (:class:`~lamina.text.WordPieceTokenizer`): NFC then BertNormalizer, BertPreTokenizer,
   a WordPiece model, the template [CLS] A [SEP] (B [SEP], type 1) and the WordPiece decoder
   without the space clean-up (as ``WordPieceTokenizer.decode``'s default).
+
+:func:`call_as_hf` gives both tokenizers a Hugging Face-style call (``tokenizer(texts, padding=True,
+return_offsets_mapping=True, ...)``) through the HFTokenizer of their tokenizer.json, made once and kept.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from lamina.text.gpt2_tokenizer import GPT2Tokenizer
+from lamina.text.hf_tokenizer import BatchEncoding, HFTokenizer
 from lamina.text.wordpiece import CONTINUATION, WordPieceTokenizer
 
-__all__ = ["gpt2_tokenizer_json", "wordpiece_tokenizer_json"]
+__all__ = ["call_as_hf", "gpt2_tokenizer_json", "wordpiece_tokenizer_json"]
 
 
 def _added(token: str, token_id: int) -> dict:
@@ -64,3 +70,13 @@ def wordpiece_tokenizer_json(tokenizer: WordPieceTokenizer) -> dict:
         "model": {"type": "WordPiece", "unk_token": special["unk"], "continuing_subword_prefix": CONTINUATION,
                   "max_input_chars_per_word": tokenizer.max_word_length, "vocab": dict(ids)},
     }
+
+
+def call_as_hf(tokenizer: GPT2Tokenizer | WordPieceTokenizer, text, text_pair=None, **options: Any) -> BatchEncoding:
+    """:meth:`HFTokenizer.__call__ <lamina.text.HFTokenizer.__call__>` on the tokenizer.json of
+    ``tokenizer`` (built on first use and kept on the tokenizer, which is not expected to change)."""
+    converted = getattr(tokenizer, "_hf_tokenizer", None)
+    if converted is None:
+        converted = HFTokenizer.from_str(tokenizer.to_hf_json())
+        tokenizer._hf_tokenizer = converted
+    return converted(text, text_pair, **options)

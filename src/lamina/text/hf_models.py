@@ -14,6 +14,12 @@
   piece of length one may be covered by the unknown piece, of score min(scores) - 10; adjacent
   unknowns are joined, and spelled as '<0xNN>' bytes with ``byte_fallback``.
 * WordLevel: the word's id, or ``unk_token``'s.
+
+``tokenize_spans(word)`` gives each token with the range ``[start, end)`` of the word's characters it
+covers (byte pieces of one character: that character's; an unknown piece: its characters').
+BPE ``dropout`` p: while encoding, each merge about to be applied is skipped with probability p
+(skipped merges return to the queue after the next merge that is applied), drawing from
+:func:`lamina.backend.rng` (seeded by :func:`lamina.manual_seed`); p = 1 leaves the characters.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+from lamina import backend
 from lamina.text.hf_normalizers import component_class, require
 
 __all__ = ["Model", "model_from_json"]
@@ -47,8 +54,12 @@ class Model:
         self.vocab = vocab
         self.id_to_token = {i: token for token, i in vocab.items()}
 
-    def tokenize(self, word: str) -> list[tuple[int, str]]:
+    def tokenize_spans(self, word: str) -> list[tuple[int, str, int, int]]:
+        """(id, token, start, end) of each token of ``word``: it covers ``word[start:end]``."""
         raise NotImplementedError
+
+    def tokenize(self, word: str) -> list[tuple[int, str]]:
+        return [(token_id, token) for token_id, token, _, _ in self.tokenize_spans(word)]
 
     def _unk_id(self, unk_token: str | None, who: str) -> int | None:
         if unk_token is not None and unk_token not in self.vocab:
@@ -70,47 +81,75 @@ class BPE(Model):
         self.fuse_unk, self.byte_fallback, self.ignore_merges = fuse_unk, byte_fallback, ignore_merges
         self.dropout, self.merges_as_pairs = dropout, merges_as_pairs
         self._ranks = {pair: rank for rank, pair in reversed(list(enumerate(merges)))}
-        self._cache: dict[str, list[tuple[int, str]]] = {}
+        self._cache: dict[str, list[tuple[int, str, int, int]]] = {}
+        if dropout is not None and not 0.0 <= float(dropout) <= 1.0:
+            raise ValueError(f"tokenizer.json: model (BPE) dropout must lie in [0, 1], got {dropout}")
 
-    def _symbols(self, word: str) -> list[str]:
+    @property
+    def dropping(self) -> bool:
+        return bool(self.dropout) and float(self.dropout) > 0.0
+
+    def _symbols(self, word: str) -> tuple[list[str], list[int], list[int]]:
+        """The starting symbols and the character range [start, end) of each."""
         symbols: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
         previous_unknown = False
         for k, char in enumerate(word):
             piece = (self.prefix if k else "") + char + (self.suffix if k == len(word) - 1 else "")
             if piece in self.vocab:
                 symbols.append(piece)
+                starts.append(k)
+                ends.append(k + 1)
                 previous_unknown = False
                 continue
             if self.byte_fallback:
                 pieces = [byte_token(b) for b in char.encode("utf-8")]
                 if all(p in self.vocab for p in pieces):
                     symbols.extend(pieces)
+                    starts.extend([k] * len(pieces))
+                    ends.extend([k + 1] * len(pieces))
                     previous_unknown = False
                     continue
-            if self.unk_token is not None and not (self.fuse_unk and previous_unknown):
-                symbols.append(self.unk_token)
+            if self.unk_token is not None:
+                if self.fuse_unk and previous_unknown:
+                    ends[-1] = k + 1
+                else:
+                    symbols.append(self.unk_token)
+                    starts.append(k)
+                    ends.append(k + 1)
             previous_unknown = self.unk_token is not None
-        return symbols
+        return symbols, starts, ends
 
     def _joined(self, left: str, right: str) -> str:
         return left + (right[len(self.prefix):] if self.prefix and right.startswith(self.prefix) else right)
 
-    def _merge(self, symbols: list[str]) -> list[str]:
+    def _merge(self, symbols: list[str], ends: list[int]) -> list[int]:
         """The merges applied lowest rank first, leftmost first among equals: a heap of candidate
         pairs over a linked list of symbols, each candidate checked when popped (its symbols may
-        have been merged since), so a word of n symbols takes O(n log n)."""
+        have been merged since), so a word of n symbols takes O(n log n). ``symbols`` and
+        ``ends`` are updated in place; returns the indices of the symbols left."""
         ranks = self._ranks
+        drop = float(self.dropout) if self.dropping else 0.0
+        skipped: list[tuple] = []
         following = list(range(1, len(symbols))) + [-1]
         preceding = list(range(-1, len(symbols) - 1))
         alive = [True] * len(symbols)
         heap = [(ranks[pair], i, *pair) for i, pair in enumerate(zip(symbols, symbols[1:])) if pair in ranks]
         heapq.heapify(heap)
         while heap:
-            _, i, left, right = heapq.heappop(heap)
+            rank, i, left, right = heapq.heappop(heap)
             j = following[i]
             if not alive[i] or j < 0 or symbols[i] != left or symbols[j] != right:
                 continue
+            if drop and backend.rng().random() < drop:
+                skipped.append((rank, i, left, right))
+                continue
+            for candidate in skipped:
+                heapq.heappush(heap, candidate)
+            skipped.clear()
             symbols[i] = self._joined(left, right)
+            ends[i] = ends[j]
             alive[j] = False
             following[i] = following[j]
             if following[j] >= 0:
@@ -118,23 +157,25 @@ class BPE(Model):
             for a, b in ((preceding[i], i), (i, following[i])):
                 if a >= 0 and b >= 0 and (symbols[a], symbols[b]) in ranks:
                     heapq.heappush(heap, (ranks[symbols[a], symbols[b]], a, symbols[a], symbols[b]))
-        return [symbol for symbol, kept in zip(symbols, alive) if kept]
+        return [k for k, kept in enumerate(alive) if kept]
 
-    def tokenize(self, word: str) -> list[tuple[int, str]]:
-        cached = self._cache.get(word)
+    def tokenize_spans(self, word: str) -> list[tuple[int, str, int, int]]:
+        cached = None if self.dropping else self._cache.get(word)
         if cached is not None:
             return cached
         if self.ignore_merges and word in self.vocab:
-            tokens = [word]
+            pieces = [(word, 0, len(word))]
         else:
-            tokens = self._merge(self._symbols(word))
-        missing = [t for t in tokens if t not in self.vocab]
+            symbols, starts, ends = self._symbols(word)
+            pieces = [(symbols[k], starts[k], ends[k]) for k in self._merge(symbols, ends)]
+        missing = [t for t, _, _ in pieces if t not in self.vocab]
         if missing:
             raise ValueError(f"BPE.tokenize: the merges of {word!r} give {missing}, which are not in the vocab")
-        result = [(self.vocab[t], t) for t in tokens]
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[word] = result
+        result = [(self.vocab[t], t, start, end) for t, start, end in pieces]
+        if not self.dropping:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[word] = result
         return result
 
     def to_json(self) -> dict:
@@ -170,8 +211,8 @@ class WordPiece(Model):
         self.unk_token, self.unk_id = unk_token, self._unk_id(unk_token, "WordPiece")
         self.prefix, self.max_chars = continuing_subword_prefix, max_input_chars_per_word
 
-    def tokenize(self, word: str) -> list[tuple[int, str]]:
-        unknown = [(self.unk_id, self.unk_token)]
+    def tokenize_spans(self, word: str) -> list[tuple[int, str, int, int]]:
+        unknown = [(self.unk_id, self.unk_token, 0, len(word))]
         if len(word) > self.max_chars:
             return unknown
         pieces, start = [], 0
@@ -182,7 +223,7 @@ class WordPiece(Model):
                     break
             else:
                 return unknown
-            pieces.append((self.vocab[piece], piece))
+            pieces.append((self.vocab[piece], piece, start, end))
             start = end
         return pieces
 
@@ -246,17 +287,19 @@ class Unigram(Model):
             end = start
         return pieces[::-1]
 
-    def tokenize(self, word: str) -> list[tuple[int, str]]:
+    def tokenize_spans(self, word: str) -> list[tuple[int, str, int, int]]:
         out = []
+        start = 0
         for piece, unknown in self.segment(word):
+            end = start + len(piece)
+            byte_pieces = [byte_token(b) for b in piece.encode("utf-8")] if unknown else []
             if not unknown:
-                out.append((self.vocab[piece], piece))
-                continue
-            byte_pieces = [byte_token(b) for b in piece.encode("utf-8")]
-            if self.byte_fallback and all(p in self.vocab for p in byte_pieces):
-                out.extend((self.vocab[p], p) for p in byte_pieces)
+                out.append((self.vocab[piece], piece, start, end))
+            elif self.byte_fallback and all(p in self.vocab for p in byte_pieces):
+                out.extend((self.vocab[p], p, start, end) for p in byte_pieces)
             else:
-                out.append((self.unk_id, self.id_to_token[self.unk_id]))
+                out.append((self.unk_id, self.id_to_token[self.unk_id], start, end))
+            start = end
         return out
 
     def to_json(self) -> dict:
@@ -280,12 +323,12 @@ class WordLevel(Model):
         super().__init__(vocab)
         self.unk_token, self.unk_id = unk_token, self._unk_id(unk_token, "WordLevel")
 
-    def tokenize(self, word: str) -> list[tuple[int, str]]:
+    def tokenize_spans(self, word: str) -> list[tuple[int, str, int, int]]:
         if word in self.vocab:
-            return [(self.vocab[word], word)]
+            return [(self.vocab[word], word, 0, len(word))]
         if self.unk_id is None:
             raise ValueError(f"WordLevel.tokenize: {word!r} is not in the vocab and the model has no unk_token")
-        return [(self.unk_id, self.unk_token)]
+        return [(self.unk_id, self.unk_token, 0, len(word))]
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "vocab": self.vocab, "unk_token": self.unk_token}

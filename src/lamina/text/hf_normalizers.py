@@ -6,18 +6,25 @@ Each class reads its JSON object (``from_json``) and writes it back (``to_json``
 * BertNormalizer: drop NUL, U+FFFD and control characters, whitespace -> ' ' (clean_text);
   ' c ' around each CJK ideograph c (handle_chinese_chars); NFD then drop the combining marks
   (strip_accents, by default = lowercase); lower case.
-* Precompiled: SentencePiece's compiled character map. Decoding its double-array trie is not
-  implemented: it is read as NFKC (the map most models compile), and kept verbatim for saving.
+* Precompiled: SentencePiece's compiled character map (:mod:`lamina.text.hf_precompiled`),
+  applied cluster by cluster as the ``tokenizers`` library does.
 * Replace: every match of a string or a Regex pattern -> ``content``. Prepend: ``prepend`` + text
   (nothing for an empty text).
+
+Every normalizer works on an :class:`~lamina.text.hf_alignment.AlignedString`
+(``normalize_aligned``), which keeps the original span of each normalized character;
+``normalize`` is the same on a plain text.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
+from lamina.text.hf_alignment import AlignedString
 from lamina.text.hf_patterns import compile_pattern
+from lamina.text.hf_precompiled import CharsMap
 from lamina.text.wordpiece import _is_cjk, _is_control, _is_whitespace
 
 __all__ = ["Normalizer", "normalizer_from_json", "pattern_from_json"]
@@ -40,12 +47,15 @@ def pattern_from_json(data: Any, path: str) -> tuple[str, str]:
 
 
 class Normalizer:
-    """Base: ``normalize(text) -> text``."""
+    """Base: ``normalize_aligned(aligned) -> aligned`` and ``normalize(text) -> text``."""
 
     type_name = ""
 
-    def normalize(self, text: str) -> str:
+    def normalize_aligned(self, text: AlignedString) -> AlignedString:
         raise NotImplementedError
+
+    def normalize(self, text: str) -> str:
+        return self.normalize_aligned(AlignedString.original(text)).text
 
     def to_json(self) -> dict:
         return {"type": self.type_name}
@@ -56,8 +66,8 @@ class Normalizer:
 
 
 class _Unicode(Normalizer):
-    def normalize(self, text: str) -> str:
-        return unicodedata.normalize(self.type_name, text)
+    def normalize_aligned(self, text: AlignedString) -> AlignedString:
+        return text.unicode_normalize(self.type_name)
 
 
 class NFC(_Unicode):
@@ -79,20 +89,27 @@ class NFKD(_Unicode):
 class Lowercase(Normalizer):
     type_name = "Lowercase"
 
-    def normalize(self, text: str) -> str:
+    def normalize_aligned(self, text: AlignedString) -> AlignedString:
         return text.lower()
 
 
-def strip_accents(text: str) -> str:
+_NOT_PRINTABLE_ASCII = re.compile(r"[^ -~]")         # the characters BertNormalizer may change
+
+
+def _not_a_mark(char: str) -> bool:
+    return unicodedata.category(char) != "Mn"
+
+
+def strip_accents(text: AlignedString) -> AlignedString:
     """NFD, then the combining marks (category Mn) removed."""
-    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return text.unicode_normalize("NFD").filter(_not_a_mark)
 
 
 class StripAccents(Normalizer):
     type_name = "StripAccents"
 
-    def normalize(self, text: str) -> str:
-        return "".join(c for c in text if unicodedata.category(c) != "Mn")
+    def normalize_aligned(self, text: AlignedString) -> AlignedString:
+        return text.filter(_not_a_mark)
 
 
 class Strip(Normalizer):
@@ -101,9 +118,10 @@ class Strip(Normalizer):
     def __init__(self, left: bool = True, right: bool = True):
         self.left, self.right = left, right
 
-    def normalize(self, text: str) -> str:
-        text = text.lstrip() if self.left else text
-        return text.rstrip() if self.right else text
+    def normalize_aligned(self, text: AlignedString) -> AlignedString:
+        start = len(text.text) - len(text.text.lstrip()) if self.left else 0
+        end = len(text.text.rstrip()) if self.right else len(text.text)
+        return text.slice(start, max(start, end))
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "strip_left": self.left, "strip_right": self.right}
@@ -128,6 +146,16 @@ class PatternReplacement:
             return text.replace(self.pattern, self.content)
         return self._compiled.sub(lambda _: self.content, text)
 
+    def match_ranges(self, text: str) -> list[tuple[int, int]]:
+        """The ranges ``substitute`` replaces (a literal pattern: non-overlapping, left to right)."""
+        if self._compiled is not None:
+            return [match.span() for match in self._compiled.finditer(text)]
+        ranges, start = [], text.find(self.pattern)
+        while start >= 0:
+            ranges.append((start, start + len(self.pattern)))
+            start = text.find(self.pattern, start + len(self.pattern))
+        return ranges
+
     def to_json(self) -> dict:
         return {"type": self.type_name, "pattern": {self.kind: self.pattern}, "content": self.content}
 
@@ -138,10 +166,10 @@ class PatternReplacement:
 
 
 class Replace(PatternReplacement, Normalizer):
-    def normalize(self, text: str) -> str:
+    def normalize_aligned(self, text: AlignedString) -> AlignedString:
         if self._compiled is None and not self.pattern:     # an empty literal matches nothing
             return text
-        return self.substitute(text)
+        return text.replace_ranges(self.match_ranges(text.text), self.content)
 
 
 class Prepend(Normalizer):
@@ -150,8 +178,8 @@ class Prepend(Normalizer):
     def __init__(self, prepend: str):
         self.prepend = prepend
 
-    def normalize(self, text: str) -> str:
-        return self.prepend + text if text else text
+    def normalize_aligned(self, text: AlignedString) -> AlignedString:
+        return text.prepend(self.prepend)
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "prepend": self.prepend}
@@ -169,15 +197,15 @@ class BertNormalizer(Normalizer):
         self.clean_text, self.handle_chinese_chars = clean_text, handle_chinese_chars
         self.strip_accents, self.lowercase = strip_accents, lowercase
 
-    def normalize(self, text: str) -> str:
-        out = []
-        for char in text:
-            if self.clean_text and (char in ("\x00", "\ufffd") or _is_control(char)):
-                continue
-            if self.clean_text and _is_whitespace(char):
-                char = " "
-            out.append(f" {char} " if self.handle_chinese_chars and _is_cjk(char) else char)
-        text = "".join(out)
+    def _clean(self, char: str) -> str:
+        if self.clean_text and (char in ("\x00", "\ufffd") or _is_control(char)):
+            return ""
+        if self.clean_text and _is_whitespace(char):
+            return " "
+        return f" {char} " if self.handle_chinese_chars and _is_cjk(char) else char
+
+    def normalize_aligned(self, text: AlignedString) -> AlignedString:
+        text = text.map_matches(_NOT_PRINTABLE_ASCII, self._clean)
         if self.lowercase if self.strip_accents is None else self.strip_accents:
             text = strip_accents(text)
         return text.lower() if self.lowercase else text
@@ -194,20 +222,26 @@ class BertNormalizer(Normalizer):
 
 
 class Precompiled(Normalizer):
+    """SentencePiece's compiled map (base64 ``precompiled_charsmap``; null or empty: no change)."""
+
     type_name = "Precompiled"
 
     def __init__(self, charsmap: str | None):
         self.charsmap = charsmap
+        self._map = CharsMap.from_base64(charsmap) if charsmap else None
 
-    def normalize(self, text: str) -> str:
-        return unicodedata.normalize("NFKC", text)
+    def normalize_aligned(self, text: AlignedString) -> AlignedString:
+        return text if self._map is None else self._map.apply(text)
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "precompiled_charsmap": self.charsmap}
 
     @classmethod
     def from_json(cls, data: dict, path: str) -> Precompiled:
-        return cls(data.get("precompiled_charsmap"))
+        try:
+            return cls(data.get("precompiled_charsmap"))
+        except ValueError as error:
+            raise ValueError(f"tokenizer.json: {path}.precompiled_charsmap: {error}") from None
 
 
 class NormalizerSequence(Normalizer):
@@ -216,9 +250,9 @@ class NormalizerSequence(Normalizer):
     def __init__(self, normalizers: list[Normalizer]):
         self.normalizers = normalizers
 
-    def normalize(self, text: str) -> str:
+    def normalize_aligned(self, text: AlignedString) -> AlignedString:
         for normalizer in self.normalizers:
-            text = normalizer.normalize(text)
+            text = normalizer.normalize_aligned(text)
         return text
 
     def to_json(self) -> dict:

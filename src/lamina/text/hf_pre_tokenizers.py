@@ -11,6 +11,10 @@ a *behaviour* to the alternating runs of matched and unmatched text:
 ``invert`` swaps matched and unmatched before the behaviour. Empty words are dropped.
 ByteLevel cuts with GPT-2's pattern (:func:`~lamina.text.gpt2_pattern`) and spells every UTF-8
 byte as a printable character (:func:`~lamina.text.bytes_to_unicode`).
+
+Pre-tokenizers cut :class:`~lamina.text.hf_alignment.AlignedString` words (``split_aligned``), so
+each word keeps the original span of every character; ``split``/``pre_tokenize`` do the same on
+plain texts.
 """
 
 from __future__ import annotations
@@ -21,62 +25,76 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from lamina.text.gpt2_tokenizer import bytes_to_unicode, gpt2_pattern
+from lamina.text.hf_alignment import AlignedString
 from lamina.text.hf_normalizers import component_class, pattern_from_json, require
 from lamina.text.hf_patterns import compile_pattern
 from lamina.text.wordpiece import _is_punctuation
 
-__all__ = ["PreTokenizer", "pre_tokenizer_from_json", "split_runs"]
+__all__ = ["PreTokenizer", "pre_tokenizer_from_json", "run_ranges", "split_runs"]
 
 BEHAVIOURS = {"Removed": "removed", "Isolated": "isolated", "MergedWithPrevious": "merged_with_previous",
               "MergedWithNext": "merged_with_next", "Contiguous": "contiguous"}
 _WHITESPACE_WORDS = re.compile(r"\w+|[^\w\s]+")
+_NON_SPACE = re.compile(r"\S+")
+_SPACE = re.compile(" ")
 
 
-def split_runs(text: str, spans: Iterable[tuple[int, int]], behaviour: str, invert: bool = False) -> list[str]:
-    """``text`` cut at the match ``spans`` (sorted, disjoint) under ``behaviour`` (module docstring)."""
-    runs: list[tuple[str, bool]] = []
+def run_ranges(length: int, spans: Iterable[tuple[int, int]], behaviour: str,
+               invert: bool = False) -> list[tuple[int, int]]:
+    """The ranges ``[start, end)`` of the words a text of ``length`` characters is cut into at the
+    match ``spans`` (sorted, disjoint) under ``behaviour`` (module docstring)."""
+    runs: list[tuple[int, int, bool]] = []
     end = 0
     for start, stop in spans:
         if start > end:
-            runs.append((text[end:start], invert))
+            runs.append((end, start, invert))
         if stop > start:
-            runs.append((text[start:stop], not invert))
+            runs.append((start, stop, not invert))
         end = stop
-    if end < len(text):
-        runs.append((text[end:], invert))
-    words: list[str] = []
+    if end < length:
+        runs.append((end, length, invert))
+    words: list[tuple[int, int]] = []
     if behaviour == "removed":
-        words = [run for run, matched in runs if not matched]
+        words = [(a, b) for a, b, matched in runs if not matched]
     elif behaviour == "isolated":
-        words = [run for run, _ in runs]
+        words = [(a, b) for a, b, _ in runs]
     elif behaviour == "contiguous":
         previous = None
-        for run, matched in runs:
+        for a, b, matched in runs:
             if words and matched and previous:
-                words[-1] += run
+                words[-1] = (words[-1][0], b)
             else:
-                words.append(run)
+                words.append((a, b))
             previous = matched
     elif behaviour == "merged_with_previous":
         previous = False
-        for run, matched in runs:
+        for a, b, matched in runs:
             if matched and not previous and words:
-                words[-1] += run
+                words[-1] = (words[-1][0], b)
             else:
-                words.append(run)
+                words.append((a, b))
             previous = matched
     elif behaviour == "merged_with_next":
         following = False
-        for run, matched in reversed(runs):
+        for a, b, matched in reversed(runs):
             if matched and not following and words:
-                words[-1] = run + words[-1]
+                words[-1] = (a, words[-1][1])
             else:
-                words.append(run)
+                words.append((a, b))
             following = matched
         words.reverse()
     else:
         raise ValueError(f"split_runs: unknown behaviour {behaviour!r}; expected one of {list(BEHAVIOURS.values())}")
-    return [word for word in words if word]
+    return [(a, b) for a, b in words if b > a]
+
+
+def split_runs(text: str, spans: Iterable[tuple[int, int]], behaviour: str, invert: bool = False) -> list[str]:
+    """``text`` cut at the match ``spans`` (sorted, disjoint) under ``behaviour`` (module docstring)."""
+    return [text[a:b] for a, b in run_ranges(len(text), spans, behaviour, invert)]
+
+
+def _cut(word: AlignedString, ranges: Iterable[tuple[int, int]]) -> list[AlignedString]:
+    return [word.slice(a, b) for a, b in ranges if b > a]
 
 
 def _char_spans(text: str, predicate: Callable[[str], bool]) -> list[tuple[int, int]]:
@@ -95,16 +113,24 @@ def _behaviour_name(behaviour: str) -> str:
 
 
 class PreTokenizer:
-    """Base: ``split(word, at_start) -> words``; ``at_start``: the word begins the input."""
+    """Base: ``split_aligned(word, at_start) -> words``; ``at_start``: the word begins the input."""
 
     type_name = ""
 
-    def split(self, word: str, at_start: bool) -> list[str]:
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
         raise NotImplementedError
 
-    def pre_tokenize(self, words: list[str], at_start: bool = True) -> list[str]:
+    def pre_tokenize_aligned(self, words: list[AlignedString], at_start: bool = True) -> list[AlignedString]:
         """Every word of ``words`` split; only the first can be ``at_start``."""
-        return [part for k, word in enumerate(words) for part in self.split(word, at_start and k == 0)]
+        return [part for k, word in enumerate(words) for part in self.split_aligned(word, at_start and k == 0)]
+
+    def split(self, word: str, at_start: bool) -> list[str]:
+        return [part.text for part in self.split_aligned(AlignedString.original(word), at_start)]
+
+    def pre_tokenize(self, words: list[str], at_start: bool = True) -> list[str]:
+        """``pre_tokenize_aligned`` on plain texts."""
+        aligned = [AlignedString.original(word) for word in words]
+        return [part.text for part in self.pre_tokenize_aligned(aligned, at_start)]
 
     def to_json(self) -> dict:
         return {"type": self.type_name}
@@ -121,11 +147,14 @@ class ByteLevel(PreTokenizer):
         self.add_prefix_space, self.use_regex, self.trim_offsets = add_prefix_space, use_regex, trim_offsets
         self._spelling = {b: char for b, char in bytes_to_unicode().items()}     # a str.translate table
 
-    def split(self, word: str, at_start: bool) -> list[str]:
-        if self.add_prefix_space and not word.startswith(" "):
-            word = " " + word
-        parts = gpt2_pattern().findall(word) if self.use_regex else [word]
-        return [part.encode("utf-8").decode("latin-1").translate(self._spelling) for part in parts if part]
+    def _spelled(self, char: str) -> str:
+        return char.encode("utf-8").decode("latin-1").translate(self._spelling)
+
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+        if self.add_prefix_space and not word.text.startswith(" "):
+            word = word.prepend(" ")
+        ranges = [m.span() for m in gpt2_pattern().finditer(word.text)] if self.use_regex else [(0, len(word))]
+        return [part.map_text(self._spelled) for part in _cut(word, ranges)]
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "add_prefix_space": self.add_prefix_space,
@@ -142,15 +171,15 @@ class Whitespace(PreTokenizer):
 
     type_name = "Whitespace"
 
-    def split(self, word: str, at_start: bool) -> list[str]:
-        return _WHITESPACE_WORDS.findall(word)
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+        return _cut(word, (m.span() for m in _WHITESPACE_WORDS.finditer(word.text)))
 
 
 class WhitespaceSplit(PreTokenizer):
     type_name = "WhitespaceSplit"
 
-    def split(self, word: str, at_start: bool) -> list[str]:
-        return word.split()
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+        return _cut(word, (m.span() for m in _NON_SPACE.finditer(word.text)))
 
 
 class BertPreTokenizer(PreTokenizer):
@@ -158,9 +187,9 @@ class BertPreTokenizer(PreTokenizer):
 
     type_name = "BertPreTokenizer"
 
-    def split(self, word: str, at_start: bool) -> list[str]:
-        return [piece for part in word.split()
-                for piece in split_runs(part, _char_spans(part, _is_punctuation), "isolated")]
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+        return [piece for part in _cut(word, (m.span() for m in _NON_SPACE.finditer(word.text)))
+                for piece in _cut(part, run_ranges(len(part), _char_spans(part.text, _is_punctuation), "isolated"))]
 
 
 class Punctuation(PreTokenizer):
@@ -169,8 +198,8 @@ class Punctuation(PreTokenizer):
     def __init__(self, behaviour: str = "isolated"):
         self.behaviour = behaviour
 
-    def split(self, word: str, at_start: bool) -> list[str]:
-        return split_runs(word, _char_spans(word, _is_punctuation), self.behaviour)
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+        return _cut(word, run_ranges(len(word), _char_spans(word.text, _is_punctuation), self.behaviour))
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "behavior": _behaviour_name(self.behaviour)}
@@ -188,9 +217,9 @@ class Digits(PreTokenizer):
     def __init__(self, individual_digits: bool = False):
         self.individual_digits = individual_digits
 
-    def split(self, word: str, at_start: bool) -> list[str]:
-        spans = _char_spans(word, lambda c: unicodedata.category(c).startswith("N"))
-        return split_runs(word, spans, "isolated" if self.individual_digits else "contiguous")
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+        spans = _char_spans(word.text, lambda c: unicodedata.category(c).startswith("N"))
+        return _cut(word, run_ranges(len(word), spans, "isolated" if self.individual_digits else "contiguous"))
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "individual_digits": self.individual_digits}
@@ -207,9 +236,9 @@ class Split(PreTokenizer):
         self.kind, self.pattern, self.behaviour, self.invert = kind, pattern, behaviour, invert
         self._compiled = compile_pattern(pattern if kind == "Regex" else re.escape(pattern), kind == "Regex")
 
-    def split(self, word: str, at_start: bool) -> list[str]:
-        spans = [match.span() for match in self._compiled.finditer(word) if match.end() > match.start()]
-        return split_runs(word, spans, self.behaviour, self.invert)
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+        spans = [match.span() for match in self._compiled.finditer(word.text) if match.end() > match.start()]
+        return _cut(word, run_ranges(len(word), spans, self.behaviour, self.invert))
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "pattern": {self.kind: self.pattern},
@@ -240,15 +269,16 @@ class Metaspace(PreTokenizer):
     def __init__(self, replacement: str = "\u2581", scheme: str = "always", split: bool = True):
         self.replacement, self.scheme, self.split_words = replacement, scheme, split
 
-    def split(self, word: str, at_start: bool) -> list[str]:
-        word = word.replace(" ", self.replacement)
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+        if " " in word.text:
+            word = word.map_matches(_SPACE, lambda _: self.replacement)
         prepend = self.scheme == "always" or (self.scheme == "first" and at_start)
-        if prepend and not word.startswith(self.replacement):
-            word = self.replacement + word
+        if prepend and not word.text.startswith(self.replacement):
+            word = word.prepend(self.replacement)
         if not self.split_words:
-            return [word] if word else []
-        spans = [(m.start(), m.end()) for m in re.finditer(re.escape(self.replacement), word)]
-        return split_runs(word, spans, "merged_with_next")
+            return [word] if word.text else []
+        spans = [(m.start(), m.end()) for m in re.finditer(re.escape(self.replacement), word.text)]
+        return _cut(word, run_ranges(len(word), spans, "merged_with_next"))
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "replacement": self.replacement, "prepend_scheme": self.scheme,
@@ -266,12 +296,12 @@ class PreTokenizerSequence(PreTokenizer):
     def __init__(self, pre_tokenizers: list[PreTokenizer]):
         self.pre_tokenizers = pre_tokenizers
 
-    def split(self, word: str, at_start: bool) -> list[str]:
-        return self.pre_tokenize([word], at_start)
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+        return self.pre_tokenize_aligned([word], at_start)
 
-    def pre_tokenize(self, words: list[str], at_start: bool = True) -> list[str]:
+    def pre_tokenize_aligned(self, words: list[AlignedString], at_start: bool = True) -> list[AlignedString]:
         for pre_tokenizer in self.pre_tokenizers:
-            words = pre_tokenizer.pre_tokenize(words, at_start)
+            words = pre_tokenizer.pre_tokenize_aligned(words, at_start)
         return words
 
     def to_json(self) -> dict:

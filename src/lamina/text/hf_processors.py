@@ -6,7 +6,8 @@ encoding with the special tokens a model expects, and the token type (segment) o
   "[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1" is BERT's pair template.
 * BertProcessing: [CLS] A [SEP] (B [SEP]), types 0 then 1.
 * RobertaProcessing: <s> A </s> (</s> B </s>), types 0 then 1.
-* ByteLevel: nothing to add (its offset trimming does not change ids).
+* ByteLevel: nothing to add; with ``trim_offsets`` (also RobertaProcessing's) the offsets of each
+  token leave out its leading and trailing spaces (:func:`trim_offsets`).
 """
 
 from __future__ import annotations
@@ -16,49 +17,144 @@ from typing import Any
 
 from lamina.text.hf_normalizers import component_class, require
 
-__all__ = ["Encoding", "PostProcessor", "post_processor_from_json"]
+__all__ = ["Encoding", "PostProcessor", "post_processor_from_json", "trim_offsets"]
+
+_SPACES = "\u0120" + "".join(chr(code) for code in range(0x3001) if chr(code).isspace())   # 'Ġ': a byte-level space
 
 
 @dataclass
 class Encoding:
-    """One encoded text: ids, token strings, token type ids, 1 for special tokens, 1 for real tokens."""
+    """One encoded text (or pair): per token its id, string, token type id, 1 if special, 1 if
+    real (0 for padding), its ``offsets`` (start, end) in its own input text ((0, 0) for special
+    tokens), its word index (``word_ids``: the pre-tokenized word, None for tokens the
+    post-processor or padding added) and its ``sequence_ids`` (0: the text, 1: the pair, None
+    for added special tokens and padding)."""
 
     ids: list[int] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     type_ids: list[int] = field(default_factory=list)
     special_tokens_mask: list[int] = field(default_factory=list)
     attention_mask: list[int] = field(default_factory=list)
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    word_ids: list[int | None] = field(default_factory=list)
+    sequence_ids: list[int | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def append(self, token_id: int, token: str, type_id: int = 0, special: bool = False) -> None:
+    def append(self, token_id: int, token: str, type_id: int = 0, special: bool = False,
+               offset: tuple[int, int] = (0, 0), word: int | None = None, sequence: int | None = None,
+               attention: int = 1) -> None:
         self.ids.append(token_id)
         self.tokens.append(token)
         self.type_ids.append(type_id)
         self.special_tokens_mask.append(int(special))
-        self.attention_mask.append(1)
+        self.attention_mask.append(attention)
+        self.offsets.append(offset)
+        self.word_ids.append(word)
+        self.sequence_ids.append(sequence)
 
-    def extend(self, other: Encoding, type_id: int | None = None) -> None:
-        """``other``'s tokens appended, with ``type_id`` (None: their own)."""
+    def extend(self, other: Encoding, type_id: int | None = None, sequence: int | None = None) -> None:
+        """``other``'s tokens appended, with ``type_id`` (None: their own) and, where
+        ``sequence`` is given, that sequence index for the tokens that have one."""
         self.ids += other.ids
         self.tokens += other.tokens
         self.type_ids += other.type_ids if type_id is None else [type_id] * len(other)
         self.special_tokens_mask += other.special_tokens_mask
         self.attention_mask += other.attention_mask
+        self.offsets += other.offsets
+        self.word_ids += other.word_ids
+        self.sequence_ids += other.sequence_ids if sequence is None else [
+            None if s is None else sequence for s in other.sequence_ids]
 
     def truncated(self, length: int, from_left: bool = False) -> Encoding:
         keep = slice(len(self) - length, None) if from_left else slice(0, length)
-        return Encoding(self.ids[keep], self.tokens[keep], self.type_ids[keep], self.special_tokens_mask[keep],
-                        self.attention_mask[keep])
+        return Encoding(*(getattr(self, name)[keep] for name in _COLUMNS))
+
+    def padded(self, length: int, pad_id: int, pad_token: str, pad_type_id: int = 0, left: bool = False) -> Encoding:
+        """Padding tokens (attention 0, special, no word or sequence) added up to ``length``."""
+        missing = length - len(self)
+        if missing <= 0:
+            return self
+        pad = Encoding()
+        for _ in range(missing):
+            pad.append(pad_id, pad_token, pad_type_id, special=True, attention=0)
+        out = Encoding()
+        for part in (pad, self) if left else (self, pad):
+            out.extend(part)
+        return out
+
+    # -- alignment queries (as the ``tokenizers`` Encoding) -----------------------------------
+    @property
+    def n_sequences(self) -> int:
+        return len({s for s in self.sequence_ids if s is not None})
+
+    def token_to_sequence(self, token_index: int) -> int | None:
+        return self.sequence_ids[token_index]
+
+    def token_to_word(self, token_index: int) -> int | None:
+        return self.word_ids[token_index]
+
+    def token_to_chars(self, token_index: int) -> tuple[int, int] | None:
+        """The (start, end) characters of its own text the token covers; None for special tokens."""
+        if self.sequence_ids[token_index] is None:
+            return None
+        return self.offsets[token_index]
+
+    def char_to_token(self, char_index: int, sequence_index: int = 0) -> int | None:
+        """The first token of sequence ``sequence_index`` whose span holds the character ``char_index``."""
+        for k, ((start, end), sequence) in enumerate(zip(self.offsets, self.sequence_ids)):
+            if sequence == sequence_index and start <= char_index < end:
+                return k
+        return None
+
+    def char_to_word(self, char_index: int, sequence_index: int = 0) -> int | None:
+        token = self.char_to_token(char_index, sequence_index)
+        return None if token is None else self.word_ids[token]
+
+    def word_to_tokens(self, word_index: int, sequence_index: int = 0) -> tuple[int, int] | None:
+        """The tokens [start, end) of word ``word_index`` of sequence ``sequence_index``; None if absent."""
+        found = [k for k, (word, sequence) in enumerate(zip(self.word_ids, self.sequence_ids))
+                 if word == word_index and sequence == sequence_index]
+        return (found[0], found[-1] + 1) if found else None
+
+    def word_to_chars(self, word_index: int, sequence_index: int = 0) -> tuple[int, int] | None:
+        tokens = self.word_to_tokens(word_index, sequence_index)
+        if tokens is None:
+            return None
+        spans = self.offsets[tokens[0]:tokens[1]]
+        return min(s for s, _ in spans), max(e for _, e in spans)
+
+
+_COLUMNS = ("ids", "tokens", "type_ids", "special_tokens_mask", "attention_mask", "offsets", "word_ids",
+            "sequence_ids")
+
+
+def trim_offsets(encoding: Encoding, add_prefix_space: bool) -> Encoding:
+    """Byte-level offsets without the spaces at the ends of each token ('Ġworld' -> 'world'), as
+    the ``tokenizers`` ByteLevel and RoBERTa processors do with ``trim_offsets``: a start moves
+    past the token's leading spaces (all but the one ``add_prefix_space`` added, on the text's
+    first token), an end back before its trailing ones; a span never turns around."""
+    out = Encoding(*(list(getattr(encoding, name)) for name in _COLUMNS))
+    for k, (token, (start, end)) in enumerate(zip(out.tokens, out.offsets)):
+        leading = len(token) - len(token.lstrip(_SPACES))
+        trailing = len(token) - len(token.rstrip(_SPACES))
+        if leading and add_prefix_space and leading == 1 and (k == 0 or start == 0):
+            leading = 0
+        if leading:
+            start = min(start + leading, end)
+        if trailing and end >= trailing:
+            end = max(end - trailing, start)
+        out.offsets[k] = (start, end)
+    return out
 
 
 def default_process(first: Encoding, second: Encoding | None) -> Encoding:
     """No special tokens: the first text (type 0), then the second (type 1)."""
     out = Encoding()
-    out.extend(first, 0)
+    out.extend(first, 0, 0)
     if second is not None:
-        out.extend(second, 1)
+        out.extend(second, 1, 1)
     return out
 
 
@@ -121,7 +217,7 @@ class TemplateProcessing(PostProcessor):
         out = Encoding()
         for kind, name, type_id in self.pair if second is not None else self.single:
             if kind == "Sequence":
-                out.extend(first if name == "A" else second, type_id)
+                out.extend(first if name == "A" else second, type_id, 0 if name == "A" else 1)
             else:
                 special = self.special_tokens[name]
                 for token_id, token in zip(special["ids"], special["tokens"]):
@@ -155,15 +251,19 @@ class BertProcessing(PostProcessor):
 
     def process(self, first: Encoding, second: Encoding | None) -> Encoding:
         out = Encoding()
+        first, second = self._trimmed(first), None if second is None else self._trimmed(second)
         out.append(self.cls[1], self.cls[0], 0, special=True)
-        out.extend(first, 0)
+        out.extend(first, 0, 0)
         out.append(self.sep[1], self.sep[0], 0, special=True)
         if second is not None:
             if self.extra_pair_sep:
                 out.append(self.sep[1], self.sep[0], 1, special=True)
-            out.extend(second, 1)
+            out.extend(second, 1, 1)
             out.append(self.sep[1], self.sep[0], 1, special=True)
         return out
+
+    def _trimmed(self, encoding: Encoding) -> Encoding:
+        return encoding
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "sep": list(self.sep), "cls": list(self.cls), **self.extra}
@@ -178,12 +278,25 @@ class RobertaProcessing(BertProcessing):
     type_name = "RobertaProcessing"
     extra_pair_sep = True
 
+    def _trimmed(self, encoding: Encoding) -> Encoding:
+        if not self.extra.get("trim_offsets", True):
+            return encoding
+        return trim_offsets(encoding, bool(self.extra.get("add_prefix_space", True)))
+
 
 class ByteLevel(PostProcessor):
     type_name = "ByteLevel"
 
     def __init__(self, extra: dict | None = None):
         self.extra = extra or {}
+
+    def trimmed(self, encoding: Encoding) -> Encoding:
+        if not self.extra.get("trim_offsets", True):
+            return encoding
+        return trim_offsets(encoding, bool(self.extra.get("add_prefix_space", True)))
+
+    def process(self, first: Encoding, second: Encoding | None) -> Encoding:
+        return default_process(self.trimmed(first), None if second is None else self.trimmed(second))
 
     def to_json(self) -> dict:
         return {"type": self.type_name, **self.extra}
@@ -203,10 +316,12 @@ class ProcessorSequence(PostProcessor):
         return sum(p.added_count(is_pair) for p in self.processors)
 
     def process(self, first: Encoding, second: Encoding | None) -> Encoding:
-        """The processors in order, each on the output of the one before; ByteLevel ones change
-        nothing, and the first other one joins a pair into one encoding."""
+        """The processors in order, each on the output of the one before; ByteLevel ones trim
+        offsets only, and the first other one joins a pair into one encoding."""
         for processor in self.processors:
-            if not isinstance(processor, ByteLevel):
+            if isinstance(processor, ByteLevel):
+                first, second = processor.trimmed(first), None if second is None else processor.trimmed(second)
+            else:
                 first, second = processor.process(first, second), None
         return first if second is None else default_process(first, second)
 

@@ -16,7 +16,13 @@ A file holds a pipeline; :meth:`HFTokenizer.encode` runs it on a text:
 :meth:`HFTokenizer.decode` maps ids to token strings, drops the special ones if asked, and runs
 the decoder. The components are in :mod:`lamina.text.hf_normalizers`, ``hf_pre_tokenizers``,
 ``hf_models``, ``hf_processors`` and ``hf_decoders``; unknown component types are refused with
-the path of the entry in the file. Offsets (character spans of each token) are not computed.
+the path of the entry in the file.
+
+Each token also gets its offsets, the (start, end) characters of the input it stands for: the
+normalizer keeps the original span of every normalized character
+(:class:`~lamina.text.hf_alignment.AlignedString`), the pre-tokenizer cuts with those spans and the
+model says which characters of its word each token covers. Calling the tokenizer
+(:meth:`HFTokenizer.__call__`) gives a Hugging Face-style :class:`~lamina.text.hf_batch.BatchEncoding`.
 """
 
 from __future__ import annotations
@@ -32,13 +38,23 @@ from typing import Any
 import numpy as np
 
 from lamina.io.atomic import write_bytes_atomic
+from lamina.text.hf_alignment import AlignedString
+from lamina.text.hf_batch import BatchEncoding, padding_length, truncation_strategy
 from lamina.text.hf_decoders import Decoder, decoder_from_json
 from lamina.text.hf_models import Model, model_from_json
 from lamina.text.hf_normalizers import Normalizer, normalizer_from_json
 from lamina.text.hf_pre_tokenizers import PreTokenizer, pre_tokenizer_from_json
-from lamina.text.hf_processors import Encoding, PostProcessor, default_process, post_processor_from_json
+from lamina.text.hf_processors import (
+    BertProcessing,
+    Encoding,
+    PostProcessor,
+    RobertaProcessing,
+    TemplateProcessing,
+    default_process,
+    post_processor_from_json,
+)
 
-__all__ = ["AddedToken", "Encoding", "HFTokenizer"]
+__all__ = ["AddedToken", "BatchEncoding", "Encoding", "HFTokenizer"]
 
 _WORD_CHAR = re.compile(r"\w")
 _PAD_NAMES = ("[PAD]", "<pad>", "<|pad|>")
@@ -65,14 +81,15 @@ class AddedToken:
                    bool(data.get("normalized", not data.get("special", False))), bool(data.get("special", False)))
 
 
-def _split_at(text: str, tokens: list[AddedToken]) -> list[tuple[str, AddedToken | None]]:
-    """``text`` cut at the leftmost-longest occurrences of ``tokens``: (piece, None) for text
-    between them, (matched text, token) for each occurrence."""
+def _split_at(text: str, tokens: list[AddedToken]) -> list[tuple[int, int, AddedToken | None]]:
+    """``text`` cut at the leftmost-longest occurrences of ``tokens``: (start, end, None) for
+    text between them, (start, end, token) for each occurrence (with the whitespace its
+    ``lstrip``/``rstrip`` take)."""
     if not tokens or not text:
-        return [(text, None)]
+        return [(0, len(text), None)]
     by_content = {t.content: t for t in tokens}
     pattern = re.compile("|".join(re.escape(c) for c in sorted(by_content, key=len, reverse=True)))
-    out: list[tuple[str, AddedToken | None]] = []
+    out: list[tuple[int, int, AddedToken | None]] = []
     done, search_from = 0, 0
     while (match := pattern.search(text, search_from)) is not None:
         start, end = match.span()
@@ -88,12 +105,18 @@ def _split_at(text: str, tokens: list[AddedToken]) -> list[tuple[str, AddedToken
             while end < len(text) and text[end].isspace():
                 end += 1
         if start > done:
-            out.append((text[done:start], None))
-        out.append((text[start:end], token))
+            out.append((done, start, None))
+        out.append((start, end, token))
         done = search_from = end
     if done < len(text):
-        out.append((text[done:], None))
+        out.append((done, len(text), None))
     return out
+
+
+def _content_range(text: str, start: int, end: int, token: AddedToken) -> tuple[int, int]:
+    """Where the token's content lies in ``text[start:end]`` (a match with the spaces it strips)."""
+    at = text.find(token.content, start, end)
+    return (at, at + len(token.content)) if at >= 0 else (start, end)
 
 
 class HFTokenizer:
@@ -187,31 +210,46 @@ class HFTokenizer:
 
     # -- encoding -----------------------------------------------------------------------------
     def _encode_text(self, text: str) -> Encoding:
-        """Steps 1 and 2 of the module docstring, without special tokens."""
+        """Steps 1 and 2 of the module docstring, without special tokens: every token with its
+        offsets in ``text``, its word (a pre-tokenized word or an added token) and sequence 0."""
         out = Encoding()
-        offset = 0
-        for raw, token in _split_at(text, self._raw_tokens):
-            at_start, offset = offset == 0, offset + len(raw)
+        word = 0
+        for start, end, token in _split_at(text, self._raw_tokens):
             if token is not None:
-                out.append(token.id, token.content, special=token.special)
+                out.append(token.id, token.content, special=token.special,
+                           offset=_content_range(text, start, end, token), word=word, sequence=0)
+                word += 1
                 continue
-            normalized = self.normalizer.normalize(raw) if self.normalizer is not None else raw
-            for k, (piece, inner) in enumerate(_split_at(normalized, self._normalized_tokens)):
+            piece = AlignedString.original(text[start:end], start)
+            normalized = self.normalizer.normalize_aligned(piece) if self.normalizer is not None else piece
+            for k, (a, b, inner) in enumerate(_split_at(normalized.text, self._normalized_tokens)):
                 if inner is not None:
-                    out.append(inner.id, inner.content, special=inner.special)
+                    a, b = _content_range(normalized.text, a, b, inner)
+                    out.append(inner.id, inner.content, special=inner.special, offset=normalized.span(a, b),
+                               word=word, sequence=0)
+                    word += 1
                     continue
-                words = [piece] if self.pre_tokenizer is None else self.pre_tokenizer.pre_tokenize(
-                    [piece], at_start and k == 0)
-                for word in words:
-                    for token_id, token_string in self.model.tokenize(word):
-                        out.append(token_id, token_string)
+                chunk = normalized.slice(a, b)
+                words = [chunk] if self.pre_tokenizer is None else self.pre_tokenizer.pre_tokenize_aligned(
+                    [chunk], start == 0 and k == 0)
+                for aligned in words:
+                    spans = aligned.spans                   # in order: a token's span is first start .. last end
+                    for token_id, token_string, first, last in self.model.tokenize_spans(aligned.text):
+                        out.append(token_id, token_string, offset=(spans[first][0], spans[last - 1][1]), word=word,
+                                   sequence=0)
+                    word += 1
         return out
 
-    def _truncate(self, first: Encoding, second: Encoding | None, max_length: int | None,
-                  add_special_tokens: bool) -> tuple[Encoding, Encoding | None]:
+    def _truncation_settings(self, max_length: int | None) -> tuple[int | None, str, bool]:
+        """(max_length, strategy, from the left) from the arguments and the file's truncation."""
         settings = self.truncation or {}
         if max_length is None:
             max_length = settings.get("max_length")
+        return max_length, settings.get("strategy", "LongestFirst"), settings.get("direction", "Right") == "Left"
+
+    def _truncate(self, first: Encoding, second: Encoding | None, max_length: int | None,
+                  add_special_tokens: bool, strategy: str = "LongestFirst",
+                  from_left: bool = False) -> tuple[Encoding, Encoding | None]:
         if max_length is None:
             return first, second
         extra = self.post_processor.added_count(second is not None) if (
@@ -220,8 +258,6 @@ class HFTokenizer:
         if budget < 0:
             raise ValueError(f"HFTokenizer.encode: max_length={max_length} leaves no room for the {extra} special "
                              "tokens")
-        from_left = settings.get("direction", "Right") == "Left"
-        strategy = settings.get("strategy", "LongestFirst")
         n1, n2 = len(first), 0 if second is None else len(second)
         if n1 + n2 <= budget:
             return first, second
@@ -240,19 +276,24 @@ class HFTokenizer:
                              f"{strategy}")
         return first.truncated(n1, from_left), None if second is None else second.truncated(n2, from_left)
 
-    def encode_full(self, text: str, pair: str | None = None, add_special_tokens: bool = True,
-                    max_length: int | None = None) -> Encoding:
-        """The :class:`Encoding` (ids, tokens, type ids, special-token mask, attention mask) of
-        ``text`` (and ``pair``), truncated to ``max_length`` (default: the file's truncation)."""
+    def _encode_one(self, text: str, pair: str | None, add_special_tokens: bool, max_length: int | None,
+                    strategy: str = "LongestFirst", from_left: bool = False) -> Encoding:
         for name, value in (("text", text), ("pair", pair)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"HFTokenizer.encode: {name} must be a str, got {type(value).__name__}")
         first = self._encode_text(text)
         second = None if pair is None else self._encode_text(pair)
-        first, second = self._truncate(first, second, max_length, add_special_tokens)
+        first, second = self._truncate(first, second, max_length, add_special_tokens, strategy, from_left)
         if add_special_tokens and self.post_processor is not None:
             return self.post_processor.process(first, second)
         return default_process(first, second)
+
+    def encode_full(self, text: str, pair: str | None = None, add_special_tokens: bool = True,
+                    max_length: int | None = None) -> Encoding:
+        """The :class:`Encoding` (ids, tokens, type ids, special-token mask, attention mask,
+        offsets, word and sequence ids) of ``text`` (and ``pair``), truncated to ``max_length``
+        (default: the file's truncation)."""
+        return self._encode_one(text, pair, add_special_tokens, *self._truncation_settings(max_length))
 
     def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True,
                max_length: int | None = None) -> list[int]:
@@ -274,6 +315,28 @@ class HFTokenizer:
                 return self.token_to_id(name)
         return None
 
+    def _pad_token(self, pad_id: int | None, who: str) -> tuple[int, str]:
+        fill = self._pad_id(pad_id)
+        if fill is None:
+            raise ValueError(f"HFTokenizer.{who}: the texts encode to different lengths and the tokenizer has no "
+                             "padding token; pass pad_id")
+        token = self.id_to_token(fill)
+        return fill, token if token is not None else (self.padding or {}).get("pad_token", "")
+
+    def pad_encodings(self, encodings: Sequence[Encoding], length: int, left: bool | None = None,
+                      pad_id: int | None = None, who: str = "pad_encodings") -> list[Encoding]:
+        """Each encoding padded to ``length`` with the padding token (``pad_id``, else the
+        file's, else a '[PAD]'/'<pad>' token) and the file's ``pad_type_id``, on the left when
+        ``left`` (None: the file's padding direction, right by default)."""
+        settings = self.padding or {}
+        if left is None:
+            left = settings.get("direction", "Right") == "Left"
+        if all(len(e) >= length for e in encodings):
+            return list(encodings)
+        fill, token = self._pad_token(pad_id, who)
+        pad_type = int(settings.get("pad_type_id", 0))
+        return [e.padded(length, fill, token, pad_type, left) for e in encodings]
+
     def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, add_special_tokens: bool = True,
                      max_length: int | None = None, pad_id: int | None = None) -> dict[str, np.ndarray]:
         """Every text (and pair) encoded, truncated to ``max_length`` and padded to the longest
@@ -284,28 +347,78 @@ class HFTokenizer:
             raise ValueError(f"HFTokenizer.encode_batch: {len(texts)} texts but {len(pairs)} pairs")
         rows = [self.encode_full(text, None if pairs is None else pairs[k], add_special_tokens, max_length)
                 for k, text in enumerate(texts)]
-        longest = max((len(row) for row in rows), default=0)
         settings = self.padding or {}
         fixed = settings.get("strategy") if isinstance(settings.get("strategy"), dict) else None
+        length = padding_length(True, [len(row) for row in rows], None, settings.get("pad_to_multiple_of"))
         if fixed and "Fixed" in fixed:
-            longest = max(longest, int(fixed["Fixed"]))
-        multiple = settings.get("pad_to_multiple_of")
-        if multiple:
-            longest = -(-longest // int(multiple)) * int(multiple)
-        fill = self._pad_id(pad_id)
-        if fill is None and any(len(row) < longest for row in rows):
-            raise ValueError("HFTokenizer.encode_batch: the texts encode to different lengths and the tokenizer has "
-                             "no padding token; pass pad_id")
-        pad_type = int(settings.get("pad_type_id", 0))
-        left = settings.get("direction", "Right") == "Left"
-        columns = {"input_ids": (lambda r: r.ids, fill), "attention_mask": (lambda r: r.attention_mask, 0),
-                   "token_type_ids": (lambda r: r.type_ids, pad_type),
-                   "special_tokens_mask": (lambda r: r.special_tokens_mask, 1)}
-        out = {}
-        for key, (values, value) in columns.items():
-            padded = [([value] * (longest - len(r)) + values(r)) if left else (values(r) + [value] * (longest - len(r)))
-                      for r in rows]
-            out[key] = np.asarray(padded, dtype=np.int64).reshape(len(rows), longest)
+            length = padding_length("max_length", [len(row) for row in rows], int(fixed["Fixed"]),
+                                    settings.get("pad_to_multiple_of"))
+        rows = self.pad_encodings(rows, length, pad_id=pad_id, who="encode_batch")
+        keys = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask")
+        batch = BatchEncoding.from_encodings(rows, True, keys, "np")
+        return {key: batch[key].reshape(len(rows), length) for key in keys}
+
+    def _gives_token_types(self) -> bool:
+        """Whether the post-processor marks a pair's tokens with type 1 (BERT-style models take them)."""
+        processor = self.post_processor
+        if isinstance(processor, TemplateProcessing):
+            return any(type_id for _, _, type_id in processor.pair or [])
+        return isinstance(processor, BertProcessing) and not isinstance(processor, RobertaProcessing)
+
+    def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
+                 add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
+                 max_length: int | None = None, padding_side: str | None = None,
+                 pad_to_multiple_of: int | None = None, return_tensors: str | None = None,
+                 return_offsets_mapping: bool = False, return_token_type_ids: bool | None = None,
+                 return_attention_mask: bool = True, return_special_tokens_mask: bool = False,
+                 return_length: bool = False) -> BatchEncoding:
+        """Encode a text or a batch of texts (and pairs) as Hugging Face tokenizers do.
+
+        ``truncation`` (True/'longest_first', 'only_first', 'only_second') cuts each row to
+        ``max_length`` (default: the file's); without it nothing is cut. ``padding``
+        (True/'longest': to the longest row, 'max_length') pads on ``padding_side`` ('right',
+        'left'; default: the file's). The result has ``input_ids``, ``attention_mask``,
+        ``token_type_ids`` (when the post-processor gives types, or asked), ``offset_mapping``
+        (``return_offsets_mapping``), ``special_tokens_mask`` and ``length`` when asked, as lists
+        or, with ``return_tensors`` 'np' or 'lamina', arrays or tensors (N, T)."""
+        batched = not isinstance(text, str)
+        texts = [text] if not batched else list(text)
+        if text_pair is None:
+            pairs = None
+        else:
+            if isinstance(text_pair, str) == batched:
+                raise TypeError("HFTokenizer.__call__: text and text_pair must both be str or both be sequences")
+            pairs = [text_pair] if not batched else list(text_pair)
+            if len(pairs) != len(texts):
+                raise ValueError(f"HFTokenizer.__call__: {len(texts)} texts but {len(pairs)} pairs")
+        if padding_side not in (None, "left", "right"):
+            raise ValueError(f"HFTokenizer.__call__: padding_side must be 'left' or 'right', got {padding_side!r}")
+        strategy = truncation_strategy(truncation)
+        limit = None
+        if strategy is not None:
+            limit = max_length if max_length is not None else (self.truncation or {}).get("max_length")
+            if limit is None:
+                raise ValueError("HFTokenizer.__call__: truncation needs max_length (none given and none in the file)")
+        from_left = (self.truncation or {}).get("direction", "Right") == "Left"
+        rows = [self._encode_one(t, None if pairs is None else pairs[k], add_special_tokens, limit,
+                                 strategy or "LongestFirst", from_left) for k, t in enumerate(texts)]
+        length = padding_length(padding, [len(row) for row in rows], max_length, pad_to_multiple_of)
+        if length is not None:
+            left = None if padding_side is None else padding_side == "left"
+            rows = self.pad_encodings(rows, length, left, who="__call__")
+        keys = ["input_ids"]
+        if return_token_type_ids or (return_token_type_ids is None and self._gives_token_types()):
+            keys.append("token_type_ids")
+        if return_attention_mask:
+            keys.append("attention_mask")
+        if return_special_tokens_mask:
+            keys.append("special_tokens_mask")
+        if return_offsets_mapping:
+            keys.append("offset_mapping")
+        out = BatchEncoding.from_encodings(rows, batched, keys, return_tensors)
+        if return_length:
+            lengths = [sum(row.attention_mask) for row in rows]
+            out["length"] = (lengths if batched else lengths[0]) if return_tensors is None else np.asarray(lengths)
         return out
 
     # -- decoding -----------------------------------------------------------------------------

@@ -250,6 +250,14 @@ class WordPieceTokenizer:
         """Write the vocabulary as a vocab.txt (one token per line, in id order), atomically."""
         write_bytes_atomic(path, "".join(token + "\n" for token in self.id_to_token).encode("utf-8"))
 
+    def __call__(self, text, text_pair=None, **options):
+        """Hugging Face-style call (padding, truncation, offsets...; the options of
+        :meth:`HFTokenizer.__call__ <lamina.text.HFTokenizer.__call__>`) through this tokenizer's
+        tokenizer.json."""
+        from lamina.text.hf_convert import call_as_hf
+
+        return call_as_hf(self, text, text_pair, **options)
+
     def to_hf_json(self) -> str:
         """This tokenizer as the text of a Hugging Face ``tokenizer.json`` (see
         :mod:`lamina.text.hf_convert`), which :class:`~lamina.text.HFTokenizer` reads."""
