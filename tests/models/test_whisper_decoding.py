@@ -1,6 +1,6 @@
 """Whisper's special tokens, timestamp rules (against a token-by-token reference written from
-the rules), segments, sequential long-form seeking on a scripted model, and a tiny Whisper
-transcribing end to end."""
+the rules), segments, and a tiny Whisper transcribing end to end (long form on scripted models:
+test_whisper_transcribe.py)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_special_tokens_are_read_from_a_tokenizer():
     specials = WhisperSpecialTokens.from_tokenizer(HFTokenizer.from_str(json.dumps(text)))
     assert (specials.end_of_text, specials.start_of_transcript, specials.translate, specials.transcribe) == (2, 3, 6, 7)
     assert (specials.no_captions, specials.no_timestamps, specials.timestamp_begin) == (10, 11, 12)
-    assert specials.languages == {"en": 4, "de": 5}
+    assert specials.languages == {"en": 4, "de": 5} and specials.start_of_prev == 9
     assert specials.prompt_ids("de") == [3, 5, 7, 11]
 
 
@@ -133,61 +133,8 @@ def test_segments_from_a_timestamped_sequence():
     assert text == "<|0.00|>bc<|1.50|><|1.50|>d<|2.40|><|2.40|>e"
 
 
-# -- long form ------------------------------------------------------------------------------------
-class ScriptedWhisper:
-    """Answers each window with the next scripted tokens and records the features it saw."""
-
-    config = {"num_mel_bins": 8, "max_target_positions": 448}
-
-    def __init__(self, script: list[list[int]]):
-        self.script, self.windows, self.processors = list(script), [], []
-
-    def generate(self, features, max_new_tokens, decoder_prompt_ids, logits_processor=None, **options):
-        self.windows.append(np.array(features[0]))
-        self.processors.append(logits_processor)
-        return np.array([list(decoder_prompt_ids) + self.script.pop(0) + [SPECIALS.end_of_text]])
-
-
 def _audio(seconds: float) -> np.ndarray:
     return np.random.default_rng(3).standard_normal(int(seconds * SAMPLE_RATE)).astype(np.float32) * 0.1
-
-
-def _expected_windows(audio: np.ndarray, seeks: list[int]) -> list[np.ndarray]:
-    mel = models.whisper_log_mel_spectrogram(audio, 8, padding=N_FRAMES * 160).numpy()
-    content = mel.shape[-1] - N_FRAMES
-    windows = []
-    for seek in seeks:
-        window = np.zeros((8, N_FRAMES), dtype=mel.dtype)
-        frames = min(N_FRAMES, content - seek)
-        window[:, :frames] = mel[:, seek:seek + frames]
-        windows.append(window)
-    return windows
-
-
-def test_long_form_seeks_to_the_last_complete_timestamp():
-    audio = _audio(70.0)
-    script = [[ts(0.0), 1, ts(5.0), ts(5.0), 2, ts(12.34), ts(12.34), 3],      # unfinished: next window at 12.34 s
-              [ts(0.0), 4, ts(29.0)],                                          # lone ending: whole window
-              [ts(0.0), 5]]                                                    # no pair: one segment
-    model = ScriptedWhisper(script)
-    segments = models.transcribe(model, audio, SPECIALS, language="en")
-    assert not model.script and all(isinstance(p, WhisperTimestampRules) for p in model.processors)
-    for seen, expected in zip(model.windows, _expected_windows(audio, [0, 1234, 4234]), strict=True):
-        assert np.array_equal(seen, expected)
-    assert [s.tokens for s in segments] == [[1], [2], [4], [5]]
-    times = [(s.start, s.end) for s in segments]
-    assert np.allclose(times, [(0.0, 5.0), (5.0, 12.34), (12.34, 41.34), (42.34, 70.0)])
-
-
-def test_long_form_without_timestamps_uses_consecutive_windows():
-    audio = _audio(70.0)
-    model = ScriptedWhisper([[1], [2, 3], [4]])
-    segments = models.transcribe(model, audio, SPECIALS, language="en", return_timestamps=False)
-    for seen, expected in zip(model.windows, _expected_windows(audio, [0, 3000, 6000]), strict=True):
-        assert np.array_equal(seen, expected)
-    assert model.processors == [None] * 3
-    assert segments == [WhisperSegment(0.0, 30.0, [1]), WhisperSegment(30.0, 60.0, [2, 3]),
-                        WhisperSegment(60.0, 70.0, [4])]
 
 
 # -- a tiny Whisper end to end --------------------------------------------------------------------
@@ -209,10 +156,11 @@ def test_a_tiny_whisper_obeys_the_rules_and_transcribes():
             break
         assert _allowed(sampled[:i], token, 50), (sampled, i)
     segments = models.transcribe(model, _audio(2.0), SPECIALS, language="en", return_timestamps=False,
-                                 suppress_tokens=[11, 12, 13, 14, 15, 16, 17])
+                                 suppress_tokens=[11, 12, 13, 14, 15, 16, 17], condition_on_previous_text=False)
     assert len(segments) == 1 and segments[0][:2] == (0.0, 2.0)
     assert all(0 <= t < SPECIALS.end_of_text or SPECIALS.is_timestamp(t) for t in segments[0].tokens)
-    timed = models.transcribe(model, _audio(5.0), SPECIALS, language="en", suppress_tokens=[11, 12, 13, 14, 15, 16])
+    timed = models.transcribe(model, _audio(5.0), SPECIALS, language="en", suppress_tokens=[11, 12, 13, 14, 15, 16],
+                              condition_on_previous_text=False)
     assert timed and all(0.0 <= s.start <= s.end for s in timed)
     assert all(a.end <= b.start for a, b in zip(timed, timed[1:]))
     assert all(0 <= t < SPECIALS.end_of_text for s in timed for t in s.tokens)

@@ -73,7 +73,9 @@ Layouts follow the published models so that published weights map onto them:
   recognizer (log-mel features by :func:`whisper_log_mel_spectrogram`, greedy and beam
   generation with a key/value cache); :func:`load_hf_whisper_state_dict` loads its weights.
   :class:`WhisperSpecialTokens` (prompts, timestamp ids), :class:`WhisperTimestampRules`,
-  :func:`timestamp_segments` and :func:`transcribe` (sequential long-form, 30 s windows).
+  :func:`timestamp_segments` and :func:`transcribe` (sequential long-form, 30 s windows, with
+  temperature fallback, silence skipping, the previous text as prompt and word timestamps:
+  :mod:`lamina.models.whisper_transcribe`, :mod:`lamina.models.whisper_alignment`).
 * :class:`Wav2Vec2ForCTC` (:func:`wav2vec2`, 'base' and 'large-lv60'): Hugging Face's wav2vec 2.0
   with a CTC head on raw audio (:func:`wav2vec2_input_values`); :func:`load_hf_wav2vec2_state_dict`
   loads its weights, :func:`lamina.text.ctc_greedy_decode` and
@@ -549,9 +551,16 @@ from lamina.models.whisper_decoding import (
     WhisperSegment,
     WhisperSpecialTokens,
     WhisperTimestampRules,
+    WhisperWord,
     decode_with_timestamps,
     generate_with_timestamps,
     timestamp_segments,
+)
+from lamina.models.whisper_transcribe import (
+    WhisperTranscription,
+    WindowDecoding,
+    decode_window,
+    decode_with_fallback,
     transcribe,
 )
 from lamina.models.word2vec import SkipGram, negative_sampling_loss
@@ -633,8 +642,9 @@ __all__ = [
     "WHISPER_CONFIGS", "Whisper", "WhisperAttention", "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder",
     "WhisperEncoderLayer", "WhisperModel", "load_hf_whisper_state_dict", "pad_or_trim", "whisper",
     "whisper_log_mel_spectrogram", "whisper_sinusoids",
-    "WhisperSegment", "WhisperSpecialTokens", "WhisperTimestampRules", "decode_with_timestamps",
-    "generate_with_timestamps", "timestamp_segments", "transcribe",
+    "WhisperSegment", "WhisperSpecialTokens", "WhisperTimestampRules", "WhisperWord", "decode_with_timestamps",
+    "generate_with_timestamps", "timestamp_segments", "WhisperTranscription", "WindowDecoding", "decode_window",
+    "decode_with_fallback", "transcribe",
     "WAV2VEC2_CONFIGS", "Wav2Vec2Attention", "Wav2Vec2ConvLayer", "Wav2Vec2Encoder", "Wav2Vec2EncoderLayer",
     "Wav2Vec2FeatureEncoder", "Wav2Vec2FeatureProjection", "Wav2Vec2FeedForward", "Wav2Vec2ForCTC",
     "Wav2Vec2Model", "Wav2Vec2PositionalConvEmbedding", "load_hf_wav2vec2_state_dict", "wav2vec2",

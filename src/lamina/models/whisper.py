@@ -1,14 +1,8 @@
 """Whisper (Radford et al., "Robust Speech Recognition via Large-Scale Weak Supervision", 2022)
 in the layout of Hugging Face's ``WhisperForConditionalGeneration``, so that its published
-weights load with :func:`load_hf_whisper_state_dict`, and its log-mel front end.
-
-Front end (:func:`whisper_log_mel_spectrogram`), 16 kHz audio, 25 ms windows every 10 ms:
-
-    P = |STFT(audio)|^2        n_fft 400, hop 160, periodic Hann, centred (reflect), last frame dropped
-    M = log10(max(fb^T P, 1e-10))          fb: Slaney-scale, Slaney-normalised mel filters
-    features = (max(M, max(M) - 8) + 4) / 4
-
-One 30 s window (:data:`N_SAMPLES` samples, :func:`pad_or_trim`) gives :data:`N_FRAMES` = 3000 frames.
+weights load with :func:`load_hf_whisper_state_dict`. Its log-mel front end
+(:func:`whisper_log_mel_spectrogram`, :func:`pad_or_trim`) lives in
+:mod:`lamina.models.whisper_features` and is re-exported here.
 
 Model, pre-norm Transformer encoder-decoder with GELU feed-forwards:
 
@@ -31,7 +25,6 @@ keys and values, so each step feeds only the new token.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -40,8 +33,6 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.functional.audio import mel_filterbank
-from lamina.functional.spectral import spectrogram
 from lamina.models.encoder_decoder_cache import cached_keys_values
 from lamina.models.hf_weights import (
     ConfigBuiltModel,
@@ -52,6 +43,14 @@ from lamina.models.hf_weights import (
     load_hf_state_dict,
     main_input_shape,
     read_state_dict,
+)
+from lamina.models.whisper_features import (
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    pad_or_trim,
+    whisper_log_mel_spectrogram,
+    whisper_sinusoids,
 )
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
@@ -69,13 +68,6 @@ __all__ = ["N_FRAMES", "N_SAMPLES", "SAMPLE_RATE", "WHISPER_CONFIGS", "Whisper",
            "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder", "WhisperEncoderLayer", "WhisperModel",
            "load_hf_whisper_state_dict", "pad_or_trim", "whisper", "whisper_log_mel_spectrogram",
            "whisper_sinusoids"]
-
-SAMPLE_RATE = 16000
-N_FFT = 400
-HOP_LENGTH = 160
-CHUNK_SECONDS = 30
-N_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE          # 480,000 samples in one 30 s window
-N_FRAMES = N_SAMPLES // HOP_LENGTH                 # 3,000 frames in one 30 s window
 
 INIT_STD = 0.02
 """The standard deviation of Hugging Face's normal initialization of Whisper's weights."""
@@ -96,62 +88,6 @@ WHISPER_CONFIGS = {
 a 'test' size for quick checks."""
 
 _NEG = -1e9          # added to the scores of masked keys
-
-
-# -- front end -------------------------------------------------------------------------------
-def pad_or_trim(x, length: int = N_SAMPLES, axis: int = -1):
-    """``x`` (a NumPy array or a Tensor) cut or zero-padded at the end of ``axis`` to ``length``
-    entries: audio to one 30 s window (the default), or features to :data:`N_FRAMES` frames."""
-    length = positive_int(length, "pad_or_trim: length")
-    if isinstance(x, Tensor):
-        size = x.shape[axis]
-        if size > length:
-            return F.index_select(x, axis, np.arange(length))
-        if size < length:
-            widths = [(0, 0)] * x.ndim
-            widths[axis] = (0, length - size)
-            return F.pad(x, tuple(widths))
-        return x
-    x = np.asarray(x)
-    size = x.shape[axis]
-    if size > length:
-        return np.take(x, np.arange(length), axis=axis)
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, length - size)
-    return np.pad(x, widths)
-
-
-def whisper_log_mel_spectrogram(audio, n_mels: int = 80, padding: int = 0) -> Tensor:
-    """Whisper's log-mel features (..., n_mels, frames) of 16 kHz ``audio`` (..., samples)
-    (see the module docstring): one frame per 160 samples, the STFT's last frame dropped, so
-    :func:`pad_or_trim` (audio) gives :data:`N_FRAMES` frames, as Hugging Face's
-    ``WhisperFeatureExtractor``. The floor max - 8 takes the maximum over each example's
-    (n_mels, frames). ``padding`` zero samples are appended first. Differentiable in ``audio``."""
-    n_mels = positive_int(n_mels, "whisper_log_mel_spectrogram: n_mels")
-    x = as_tensor(audio)
-    if x.ndim < 1 or x.shape[-1] < N_FFT // 2 + 1:
-        raise ShapeError(f"whisper_log_mel_spectrogram: expected audio (..., samples) with more than {N_FFT // 2} "
-                         f"samples (the reflect padding of the STFT), got shape {tuple(x.shape)}")
-    if padding:
-        x = F.pad(x, ((0, 0),) * (x.ndim - 1) + ((0, int(padding)),))
-    power = spectrogram(x, N_FFT, HOP_LENGTH, power=2.0)[..., :-1]
-    filters = mel_filterbank(N_FFT // 2 + 1, 0.0, SAMPLE_RATE / 2, n_mels, SAMPLE_RATE, norm="slaney",
-                             mel_scale="slaney", dtype=x.dtype)
-    mel = F.matmul(F.transpose(filters, 1, 0), power)
-    log_mel = F.mul(F.log(F.clip(mel, 1e-10, None)), 1.0 / math.log(10.0))
-    log_mel = F.maximum(log_mel, F.sub(F.max(log_mel, axis=(-2, -1), keepdims=True), 8.0))
-    return F.div(F.add(log_mel, 4.0), 4.0)
-
-
-def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0, dtype=None) -> np.ndarray:
-    """Whisper's fixed encoder positions (length, channels): [sin(t w_i) | cos(t w_i)] with
-    w_i = max_timescale^(-i / (channels / 2 - 1)), i = 0 .. channels / 2 - 1."""
-    if channels % 2 or channels < 4:
-        raise ValueError(f"whisper_sinusoids: channels must be an even number >= 4, got {channels}")
-    step = math.log(max_timescale) / (channels // 2 - 1)
-    angles = np.arange(length)[:, None] * np.exp(-step * np.arange(channels // 2))[None, :]
-    table = np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
-    return table if dtype is None else table.astype(dtype)
 
 
 # -- layers ----------------------------------------------------------------------------------
@@ -194,15 +130,19 @@ class WhisperAttention(Module):
     def _keys_values(self, source: Tensor) -> tuple[Tensor, Tensor]:
         return self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
 
-    def forward(self, x, key_value=None, mask=None, cache: dict | None = None, cache_key: str = "self") -> Tensor:
+    def forward(self, x, key_value=None, mask=None, cache: dict | None = None, cache_key: str = "self",
+                scores_out: list | None = None) -> Tensor:
         """``x`` (N, Tq, d); ``key_value`` the encoder output for cross-attention (None: self);
         ``mask`` an additive array broadcasting to (N, heads, Tq, Tk). ``cache`` (a dict)
         keeps the keys and values: self-attention appends the new steps, cross-attention
-        computes them once."""
+        computes them once. ``scores_out`` (a list) receives the scores q k^T / sqrt(d_head)
+        (N, heads, Tq, Tk) before the mask and softmax, as a NumPy array."""
         x = as_tensor(x)
         q = self._heads(F.mul(self.q_proj(x), self.head_dim ** -0.5))
         k, v = cached_keys_values(self._keys_values, x, key_value, cache, cache_key)
         scores = F.matmul(q, F.transpose(k, 0, 1, 3, 2))
+        if scores_out is not None:
+            scores_out.append(scores.numpy())
         if mask is not None:
             scores = F.add(scores, Tensor(np.asarray(mask, dtype=scores.dtype)))
         weights = self.dropout(F.softmax(scores, axis=-1))
@@ -291,11 +231,13 @@ class WhisperDecoderLayer(_FeedForward):
                         (self.final_layer_norm, shape)])
         self.built = True
 
-    def forward(self, x, encoder_output, causal_mask=None, cache: dict | None = None) -> Tensor:
+    def forward(self, x, encoder_output, causal_mask=None, cache: dict | None = None,
+                cross_scores: list | None = None) -> Tensor:
+        """``cross_scores`` (a list) receives the cross-attention scores (see :class:`WhisperAttention`)."""
         x = as_tensor(x)
         x = F.add(x, self.drop(self.self_attn(self.self_attn_layer_norm(x), mask=causal_mask, cache=cache)))
         x = F.add(x, self.drop(self.encoder_attn(self.encoder_attn_layer_norm(x), encoder_output, cache=cache,
-                                                 cache_key="cross")))
+                                                 cache_key="cross", scores_out=cross_scores)))
         return self.feed_forward(x)
 
     def compute_output_shape(self, input_shape):
@@ -395,9 +337,11 @@ class WhisperDecoder(Module):
                         *((layer, hidden) for layer in self.layers), (self.layer_norm, hidden)])
         self.built = True
 
-    def forward(self, input_ids, encoder_output, caches=None, offset: int = 0) -> Tensor:
+    def forward(self, input_ids, encoder_output, caches=None, offset: int = 0,
+                cross_attention_scores: list | None = None) -> Tensor:
         """``caches``: one dict per layer (see :class:`WhisperAttention`); ``offset`` the number
-        of tokens already cached."""
+        of tokens already cached; ``cross_attention_scores`` (a list) receives each layer's
+        cross-attention scores (N, heads, U, encoder positions) before the softmax."""
         ids = _ids(input_ids)
         t = ids.shape[1]
         if offset + t > self.max_target_positions:
@@ -408,7 +352,8 @@ class WhisperDecoder(Module):
         keys = offset + t
         causal = np.where(np.arange(keys)[None, :] > np.arange(offset, keys)[:, None], _NEG, 0.0)
         for i, layer in enumerate(self.layers):
-            x = layer(x, encoder_output, causal, cache=None if caches is None else caches[i])
+            x = layer(x, encoder_output, causal, cache=None if caches is None else caches[i],
+                      cross_scores=cross_attention_scores)
         return self.layer_norm(x)
 
     def compute_output_shape(self, input_shape):
@@ -491,10 +436,13 @@ class Whisper(ConfigBuiltModel):
             self.build(np.shape(input_features))
         return self.encoder(input_features)
 
-    def decode(self, decoder_input_ids, encoder_output, caches=None, offset: int = 0) -> Tensor:
+    def decode(self, decoder_input_ids, encoder_output, caches=None, offset: int = 0,
+               cross_attention_scores: list | None = None) -> Tensor:
         """Scores (N, U, vocab) of the decoder fed ``decoder_input_ids`` (after ``offset``
-        cached tokens when ``caches``, one dict per decoder layer, is given)."""
-        x = self.decoder(decoder_input_ids, encoder_output, caches, offset)
+        cached tokens when ``caches``, one dict per decoder layer, is given).
+        ``cross_attention_scores`` (a list) receives one array (N, heads, U, encoder positions)
+        per decoder layer: its cross-attention scores before the softmax (word alignment)."""
+        x = self.decoder(decoder_input_ids, encoder_output, caches, offset, cross_attention_scores)
         return F.matmul(x, F.transpose(self.decoder.embed_tokens.weight, 1, 0))
 
     def forward(self, input_features, decoder_input_ids) -> Tensor:

@@ -19,9 +19,8 @@ Timestamp rules (:class:`WhisperTimestampRules`), applied to each step's scores:
 * the first token is a timestamp, at most ``max_initial_timestamp`` seconds;
 * if log sum_{timestamps} p > max_{text} log p, only a timestamp may follow.
 
-:func:`transcribe` decodes audio of any length window by window (sequential long form): each
-30 s window starts where the previous one's last complete segment ended (or after the whole
-window when it ended with a lone timestamp, i.e. nothing left unfinished).
+:func:`lamina.models.whisper_transcribe.transcribe` decodes audio of any length window by
+window (sequential long form).
 """
 
 from __future__ import annotations
@@ -32,10 +31,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lamina.models.whisper import CHUNK_SECONDS, HOP_LENGTH, N_FRAMES, SAMPLE_RATE, whisper_log_mel_spectrogram
+from lamina.models.whisper_features import HOP_LENGTH, SAMPLE_RATE
 
-__all__ = ["WhisperSegment", "WhisperSpecialTokens", "WhisperTimestampRules", "decode_with_timestamps",
-           "generate_with_timestamps", "timestamp_segments", "transcribe"]
+__all__ = ["WhisperSegment", "WhisperSpecialTokens", "WhisperTimestampRules", "WhisperWord",
+           "decode_with_timestamps", "generate_with_timestamps", "timestamp_segments"]
 
 TIME_PRECISION = 0.02                      # seconds per timestamp token
 N_TIMESTAMPS = 1501                        # <|0.00|> .. <|30.00|>
@@ -50,17 +49,39 @@ WHISPER_LANGUAGES = ("en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr",
 """Whisper's language codes in the order of their tokens (<|en|> comes first)."""
 
 
+class WhisperWord(NamedTuple):
+    """A word of a transcription: its text (with its leading space), ``start`` and ``end`` in
+    seconds, the mean probability of its ``tokens``."""
+    word: str
+    start: float
+    end: float
+    probability: float
+    tokens: tuple[int, ...] = ()
+
+
 class WhisperSegment(NamedTuple):
-    """A stretch of transcription: ``start`` and ``end`` in seconds, its text ``tokens``."""
+    """A stretch of transcription: ``start`` and ``end`` in seconds, its text ``tokens``.
+    :func:`~lamina.models.whisper_transcribe.transcribe` fills the rest as Whisper's segment
+    dicts: the decoded ``text`` (given a tokenizer), and of the window's decoding the
+    ``avg_logprob``, ``compression_ratio``, ``no_speech_prob`` and ``temperature``; ``words``
+    with word timestamps."""
     start: float
     end: float
     tokens: list[int]
+    text: str = ""
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
+    temperature: float | None = None
+    words: tuple[WhisperWord, ...] = ()
 
 
 @dataclass(frozen=True)
 class WhisperSpecialTokens:
     """The ids of Whisper's special tokens. ``languages`` maps a code ('en') to its token id;
-    ``timestamp_begin`` is the id of <|0.00|>, followed by ``n_timestamps`` - 1 more."""
+    ``timestamp_begin`` is the id of <|0.00|>, followed by ``n_timestamps`` - 1 more;
+    ``no_captions`` is <|nocaptions|> (<|nospeech|>), ``start_of_prev`` <|startofprev|>, which
+    opens the previous text in a prompt."""
     end_of_text: int
     start_of_transcript: int
     transcribe: int
@@ -70,6 +91,7 @@ class WhisperSpecialTokens:
     no_captions: int | None = None
     languages: Mapping[str, int] = field(default_factory=dict)
     n_timestamps: int = N_TIMESTAMPS
+    start_of_prev: int | None = None
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> WhisperSpecialTokens:
@@ -87,9 +109,10 @@ class WhisperSpecialTokens:
             no_captions = tokenizer.token_to_id("<|nospeech|>")
         languages = {code: int(i) for code in WHISPER_LANGUAGES
                      if (i := tokenizer.token_to_id(f"<|{code}|>")) is not None}
+        start_of_prev = tokenizer.token_to_id("<|startofprev|>")
         return cls(required("<|endoftext|>"), required("<|startoftranscript|>"), required("<|transcribe|>"),
                    required("<|translate|>"), required("<|notimestamps|>"), required("<|0.00|>"), no_captions,
-                   languages)
+                   languages, start_of_prev=None if start_of_prev is None else int(start_of_prev))
 
     def prompt_ids(self, language: str | None = None, task: str | None = "transcribe",
                    timestamps: bool = False) -> list[int]:
@@ -220,74 +243,3 @@ def generate_with_timestamps(model, input_features, specials: WhisperSpecialToke
     prompt = specials.prompt_ids(language, task, timestamps=True)
     rules = WhisperTimestampRules(specials, len(prompt), max_initial_timestamp)
     return model.generate(input_features, decoder_prompt_ids=prompt, logits_processor=rules, **options)
-
-
-def _window_tokens(row: np.ndarray, prompt_length: int, specials: WhisperSpecialTokens) -> list[int]:
-    tokens = []
-    for token in (int(t) for t in row[prompt_length:]):
-        if token == specials.end_of_text:
-            break
-        tokens.append(token)
-    return tokens
-
-
-def transcribe(model, audio, specials: WhisperSpecialTokens, language: str | None = None,
-               task: str | None = "transcribe", return_timestamps: bool = True, max_new_tokens: int | None = None,
-               max_initial_timestamp: float | None = 1.0, **options) -> list[WhisperSegment]:
-    """Transcribe 16 kHz ``audio`` (samples,) of any length with ``model`` (a :class:`Whisper`,
-    whose ``config['num_mel_bins']`` sets the features), 30 s at a time; segments with times
-    in seconds from the start of the audio.
-
-    With ``return_timestamps``, sequential long form as Whisper's ``transcribe``: a window
-    starts at frame ``seek``; its complete segments are kept; if it ended with a lone
-    timestamp ``seek`` moves past the whole window, otherwise to its last complete
-    timestamp (the unfinished rest is decoded again in the next window). Without, the windows
-    are consecutive and each gives one segment. ``max_new_tokens`` defaults to half the
-    decoder's positions (224 for the published models) less the prompt; ``options`` go to
-    :meth:`Whisper.generate`."""
-    samples = np.asarray(audio.numpy() if hasattr(audio, "numpy") else audio)
-    if samples.ndim != 1:
-        raise ValueError(f"transcribe: expected mono audio (samples,), got shape {samples.shape}")
-    n_mels = model.config["num_mel_bins"]
-    mel = whisper_log_mel_spectrogram(samples, n_mels, padding=CHUNK_SECONDS * SAMPLE_RATE).numpy()
-    content_frames = mel.shape[-1] - N_FRAMES
-    prompt = specials.prompt_ids(language, task, timestamps=return_timestamps)
-    rules = WhisperTimestampRules(specials, len(prompt), max_initial_timestamp) if return_timestamps else None
-    if max_new_tokens is None:
-        max_new_tokens = model.config["max_target_positions"] // 2 - len(prompt)
-    segments: list[WhisperSegment] = []
-    seek = 0
-    while seek < content_frames:
-        offset = seek * HOP_LENGTH / SAMPLE_RATE
-        window_frames = min(N_FRAMES, content_frames - seek)
-        window = np.zeros((1, n_mels, N_FRAMES), dtype=mel.dtype)
-        window[0, :, :window_frames] = mel[:, seek:seek + window_frames]
-        row = model.generate(window, max_new_tokens=max_new_tokens, decoder_prompt_ids=prompt,
-                             logits_processor=rules, **options)[0]
-        tokens = _window_tokens(row, len(prompt), specials)
-        if not return_timestamps:
-            segments.append(WhisperSegment(offset, offset + window_frames * HOP_LENGTH / SAMPLE_RATE, tokens))
-            seek += window_frames
-            continue
-        seek += _timestamped_window(tokens, specials, offset, window_frames, segments)
-    return segments
-
-
-def _timestamped_window(tokens: list[int], specials: WhisperSpecialTokens, offset: float, window_frames: int,
-                        segments: list[WhisperSegment]) -> int:
-    """Add a window's segments to ``segments``; the frames to advance by."""
-    found = timestamp_segments(tokens, specials, offset)
-    stamps = [t for t in tokens if specials.is_timestamp(t)]
-    lone_ending = len(tokens) >= 2 and specials.is_timestamp(tokens[-1]) and not specials.is_timestamp(tokens[-2])
-    if not found:
-        # no complete pair: the whole window is one segment, ended by its last timestamp if any
-        end = window_frames * HOP_LENGTH / SAMPLE_RATE
-        if stamps and stamps[-1] != specials.timestamp_begin:
-            end = specials.seconds(stamps[-1])
-        segments.append(WhisperSegment(offset, offset + end, [t for t in tokens if t < specials.end_of_text]))
-        return window_frames
-    segments.extend(found)
-    if lone_ending:
-        return window_frames
-    advance = round((found[-1].end - offset) / TIME_PRECISION) * FRAMES_PER_TIMESTAMP
-    return advance if advance > 0 else window_frames
