@@ -122,8 +122,8 @@ def test_layer_options_lamina_lacks_are_named():
         layers.MaxPooling2D(padding="full")
     with pytest.raises(ValueError, match=r"Dense: option\(s\) \['kernel_regularizer'\]"):
         layers.Dense(4, kernel_regularizer="l2")
-    with pytest.raises(ValueError, match="mask_zero"):
-        layers.Embedding(10, 4, mask_zero=True)
+    with pytest.raises(ValueError, match="LSTM: only activation='tanh'"):
+        layers.LSTM(4, activation="relu")
 
 
 def test_rescaling_gradients_and_torch():

@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 import lamina
 from lamina import keras, nn, optim
 from lamina.keras import callbacks, layers
+from lamina.keras.summary import summary_rows
 from lamina.train import Trainer
 
 
@@ -257,3 +258,14 @@ def test_preprocessing_layer_inside_a_keras_model():
     model = keras.Sequential([keras.Input((4,)), normalizer, layers.Dense(3)])
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     assert model.fit(x * 10.0 + 5.0, y, epochs=2, verbose=0).history["loss"][1] < 5.0
+
+
+def test_summary_of_a_multi_input_model_has_a_row_for_each_wrapping_layer():
+    query, value = keras.Input((5, 8)), keras.Input((7, 6))
+    attended = layers.MultiHeadAttention(2, 4, name="mha")(query, value)
+    both_ways = layers.Bidirectional(layers.LSTM(3, return_sequences=True), name="bi")(attended)
+    model = keras.Model([query, value], layers.Dense(2)(layers.GlobalAveragePooling1D()(both_ways)))
+    rows = {name: (shape, params) for name, _, shape, params in summary_rows(model)}
+    assert rows["mha"] == ("(None, 5, 8)", 8 * 8 + 6 * 8 + 6 * 8 + 8 * 8 + 3 * 8 + 8)
+    assert rows["bi"] == ("(None, 5, 6)", 2 * (8 * 12 + 3 * 12 + 12))
+    assert sum(params for _, params in rows.values()) == model.count_params()

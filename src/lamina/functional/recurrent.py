@@ -41,6 +41,12 @@ row has finished). In backward a padded step passes the state gradient straight 
 contributes nothing to the weight gradients (its rows of dZ are zero); this is folded into
 the precomputed coefficients (zeroed at padded steps; a forget or update gate of 1 there),
 leaving at most one masked copy per step. Without ``lengths`` none of this runs.
+
+General masks: instead of ``lengths`` every op takes ``mask``, a boolean (N, T) array, True
+at the steps to read (Keras's masks: left padding, holes anywhere). A step with
+mask[i, t] False carries the state, h^<t> = m_t h_new + (1 - m_t) h^<t-1>, and outputs
+zeros; the final states are those after the last read step. It is the same kernel as with
+lengths (which are the mask t < lengths[i]).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from lamina.functional.recurrent_cells import GRUFunction, LSTMFunction, SimpleR
 from lamina.functional.shape import getitem, swapaxes
 
 __all__ = ["GRUFunction", "LSTMFunction", "ReversePaddedFunction", "SimpleRNNFunction", "check_lengths", "gru", "lstm",
-           "reverse_padded", "simple_rnn"]
+           "reverse_padded", "simple_rnn", "skipped_steps"]
 
 SIMPLE_ACTIVATIONS = ("tanh", "relu")
 
@@ -110,6 +116,11 @@ def _split(packed, steps: int, extra: int, lengths):
     return (seq, *finals)
 
 
+def _padding(lengths, skipped) -> dict:
+    """The fused node's keyword for the padded steps: ``lengths``, or ``skipped`` (T, N)."""
+    return {"lengths": lengths} if skipped is None else {"lengths": None, "skipped": skipped}
+
+
 def check_lengths(who: str, lengths, x_shape):
     """The sequence lengths as an integer array (N,) of values in [1, T] for x of shape
     ``x_shape`` (N, T, ...), or None when there are none or all equal T (nothing is padded).
@@ -135,6 +146,23 @@ def check_lengths(who: str, lengths, x_shape):
     if low == steps:
         return None
     return data.astype(xp.int64, copy=False)
+
+
+def skipped_steps(who: str, mask, x_shape, lengths=None):
+    """The steps to skip as a time-major boolean (T, N) array from a (N, T) ``mask`` (True at
+    the steps to read) for x of shape ``x_shape``; None when there is no mask or every step is
+    read. Refused together with ``lengths``."""
+    if mask is None:
+        return None
+    if lengths is not None:
+        raise ValueError(f"{who}: give either lengths or mask, not both")
+    xp = backend.xp
+    data = xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
+    if tuple(data.shape) != tuple(x_shape[:2]):
+        raise ShapeError(f"{who}: mask must have shape (N, T) = {tuple(x_shape[:2])} for x of shape "
+                         f"{tuple(x_shape)}, got shape {tuple(data.shape)}")
+    skipped = xp.ascontiguousarray(~data.astype(bool).T)
+    return skipped if skipped.any() else None
 
 
 class ReversePaddedFunction(Function):
@@ -167,41 +195,47 @@ def reverse_padded(x, lengths) -> Tensor:
     return ReversePaddedFunction.apply(x, lengths=lengths)
 
 
-def simple_rnn(x, h0=None, w_x=None, w_h=None, b_x=None, b_h=None, activation: str = "tanh", lengths=None):
+def simple_rnn(x, h0=None, w_x=None, w_h=None, b_x=None, b_h=None, activation: str = "tanh", lengths=None,
+               mask=None):
     """A simple RNN over the sequence x (N, T, D): a^<t> = g(x^<t> W_x + a^<t-1> W_h + b_x
     + b_h), g = tanh or relu. ``h0`` (N, H) defaults to zeros. Returns (a^<1..T> as
     (N, T, H), a^<T> as (N, H)). ``lengths`` (N,) integers in [1, T]: sample i ends after
     its first lengths[i] steps; the outputs are zeros after it and the final state is
-    a^<lengths[i]> (see the module notes). See :class:`SimpleRNNFunction`."""
+    a^<lengths[i]> (see the module notes). ``mask`` (N, T) booleans instead of lengths: a
+    general mask (see the module notes). See :class:`SimpleRNNFunction`."""
     if activation not in SIMPLE_ACTIVATIONS:
         raise ValueError(f"simple_rnn: activation must be one of {SIMPLE_ACTIVATIONS}, got {activation!r}")
     n, steps, _, hidden = _check("simple_rnn", x, (("h0", h0),), w_x, w_h, b_x, b_h, 1)
     lengths = check_lengths("simple_rnn", lengths, _shape(x))
+    skipped = skipped_steps("simple_rnn", mask, _shape(x), lengths)
     h0 = _zeros(x, n, hidden) if h0 is None else h0
     packed = SimpleRNNFunction.apply(x, h0, w_x, w_h, *_biases(x, b_x, b_h, hidden), activation=activation,
-                                     lengths=lengths)
-    return _split(packed, steps, 0, lengths)
+                                     **_padding(lengths, skipped))
+    return _split(packed, steps, 0, lengths if skipped is None else skipped)
 
 
-def gru(x, h0=None, w_x=None, w_h=None, b_x=None, b_h=None, lengths=None):
+def gru(x, h0=None, w_x=None, w_h=None, b_x=None, b_h=None, lengths=None, mask=None):
     """A GRU over the sequence x (N, T, D), PyTorch's formulation (gates r, z, n). ``h0``
     (N, H) defaults to zeros. Returns (a^<1..T> as (N, T, H), a^<T> as (N, H)). ``lengths``
-    as for :func:`simple_rnn`. See :class:`GRUFunction`."""
+    and ``mask`` as for :func:`simple_rnn`. See :class:`GRUFunction`."""
     n, steps, _, hidden = _check("gru", x, (("h0", h0),), w_x, w_h, b_x, b_h, 3)
     lengths = check_lengths("gru", lengths, _shape(x))
+    skipped = skipped_steps("gru", mask, _shape(x), lengths)
     h0 = _zeros(x, n, hidden) if h0 is None else h0
-    packed = GRUFunction.apply(x, h0, w_x, w_h, *_biases(x, b_x, b_h, 3 * hidden), lengths=lengths)
-    return _split(packed, steps, 0, lengths)
+    packed = GRUFunction.apply(x, h0, w_x, w_h, *_biases(x, b_x, b_h, 3 * hidden), **_padding(lengths, skipped))
+    return _split(packed, steps, 0, lengths if skipped is None else skipped)
 
 
-def lstm(x, h0=None, c0=None, w_x=None, w_h=None, b_x=None, b_h=None, lengths=None):
+def lstm(x, h0=None, c0=None, w_x=None, w_h=None, b_x=None, b_h=None, lengths=None, mask=None):
     """An LSTM over the sequence x (N, T, D), gates i, f, g, o as PyTorch. ``h0`` and ``c0``
     (N, H) default to zeros. Returns (a^<1..T> as (N, T, H), a^<T>, c^<T> as (N, H)).
     ``lengths`` as for :func:`simple_rnn` (the final states are then a^<lengths[i]> and
-    c^<lengths[i]>). See :class:`LSTMFunction`."""
+    c^<lengths[i]>); ``mask`` as for :func:`simple_rnn`. See :class:`LSTMFunction`."""
     n, steps, _, hidden = _check("lstm", x, (("h0", h0), ("c0", c0)), w_x, w_h, b_x, b_h, 4)
     lengths = check_lengths("lstm", lengths, _shape(x))
+    skipped = skipped_steps("lstm", mask, _shape(x), lengths)
     h0 = _zeros(x, n, hidden) if h0 is None else h0
     c0 = _zeros(x, n, hidden) if c0 is None else c0
-    packed = LSTMFunction.apply(x, h0, c0, w_x, w_h, *_biases(x, b_x, b_h, 4 * hidden), lengths=lengths)
-    return _split(packed, steps, 1, lengths)
+    packed = LSTMFunction.apply(x, h0, c0, w_x, w_h, *_biases(x, b_x, b_h, 4 * hidden),
+                                **_padding(lengths, skipped))
+    return _split(packed, steps, 1, lengths if skipped is None else skipped)

@@ -11,6 +11,7 @@ from lamina.functional.recurrent_steps import (
     finish_padded,
     half_sigmoid_columns,
     padding_mask,
+    previous_states,
     project_inputs,
     sigmoid_from_tanh,
     total_bias,
@@ -68,7 +69,7 @@ class SimpleRNNFunction(Function):
                 if t >= first_pad:                 # finished rows keep their state
                     xp.copyto(a, out[t], where=pad[t, :, None])
         if pad is not None:
-            finish_padded(out, pad, steps)
+            finish_padded(self, out, pad, steps)
         self.out = out
         return out
 
@@ -109,7 +110,8 @@ class SimpleRNNFunction(Function):
         needs = self.needs_grad
         has_bias = len(needs) == 6
         want_b = has_bias and (needs[4] or needs[5])
-        dx, dw_x, dw_h, db = weight_gradients(self, dz, out[:steps], (needs[0], needs[2], needs[3], want_b))
+        dx, dw_x, dw_h, db = weight_gradients(self, dz, previous_states(self, steps),
+                                              (needs[0], needs[2], needs[3], want_b))
         if has_bias:
             return dx, da0, dw_x, dw_h, db, db
         return dx, da0, dw_x, dw_h
@@ -191,7 +193,7 @@ class GRUFunction(Function):
                 if t >= first_pad:                 # finished rows keep their state
                     xp.copyto(a, prev, where=pad[t, :, None])
         if pad is not None:
-            finish_padded(out, pad, steps)
+            finish_padded(self, out, pad, steps)
         self.out, self.gates, self.hn = out, gates, hn_all
         return out
 
@@ -208,7 +210,7 @@ class GRUFunction(Function):
         dtype = out.dtype
         g4 = gates.reshape(steps, n, 3, hidden)
         r, z, cand = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2]
-        prev = out[:steps]
+        prev = previous_states(self, steps)
         # coefficients: dZ = dA * coef, (T, N, 3, H) in the order r, z, hn
         coef = xp.empty((steps, n, 3, hidden), dtype=dtype)
         big_a = xp.multiply(cand, cand)
@@ -337,7 +339,7 @@ class LSTMFunction(Function):
         if pad is None:
             out[steps + 1] = cs[steps]
         else:
-            finish_padded(out, pad, steps)
+            finish_padded(self, out, pad, steps)
             out[steps + 2] = cs[steps]
         self.out, self.gates, self.cs, self.tanh_c = out, gates, cs, tanh_c
         return out
@@ -404,7 +406,8 @@ class LSTMFunction(Function):
         dc0 = dc if needs[2] else None
         has_bias = len(needs) == 7
         want_b = has_bias and (needs[5] or needs[6])
-        dx, dw_x, dw_h, db = weight_gradients(self, dz4, out[:steps], (needs[0], needs[3], needs[4], want_b))
+        dx, dw_x, dw_h, db = weight_gradients(self, dz4, previous_states(self, steps),
+                                              (needs[0], needs[3], needs[4], want_b))
         dw_x = None if dw_x is None else _reorder(dw_x, hidden, _LSTM_BACK)
         dw_h = None if dw_h is None else _reorder(dw_h, hidden, _LSTM_BACK)
         if has_bias:

@@ -8,7 +8,8 @@ from lamina import backend, parallel
 from lamina.functional._util import channel_sums, per_channel
 
 __all__ = [
-    "as_dtype", "finish_padded", "half_sigmoid_columns", "padding_mask", "project_inputs", "sigmoid_from_tanh",
+    "as_dtype", "finish_padded", "half_sigmoid_columns", "padding_mask", "previous_states", "project_inputs",
+    "sigmoid_from_tanh",
     "total_bias", "upstream_gradients", "weight_gradients", "where_padded"
 ]
 
@@ -70,23 +71,39 @@ def total_bias(b_x, b_h):
 
 # -- variable lengths --------------------------------------------------------------------
 def padding_mask(fn, steps: int) -> int:
-    """Without ``fn.lengths``: T (no step is padded). With them: keeps ``fn.pad``, the (T, N)
-    mask of the padded steps (t >= lengths[i]), and returns the first step where some row
-    is padded, min(lengths)."""
+    """Without ``fn.lengths`` or ``fn.skipped``: T (no step is padded). With lengths: keeps
+    ``fn.pad``, the (T, N) mask of the padded steps (t >= lengths[i]), and returns the first
+    step where some row is padded, min(lengths). With ``fn.skipped``, a (T, N) boolean mask
+    of the steps to skip anywhere in the sequence (a general mask: left padding, holes):
+    keeps it as ``fn.pad`` and returns the first step where some row is skipped."""
+    xp = backend.xp
+    skipped = getattr(fn, "skipped", None)
+    if skipped is not None:
+        fn.pad = skipped
+        return int(xp.argmax(skipped.any(axis=1)))
     lengths = fn.lengths
     if lengths is None:
         fn.pad = None
         return steps
-    xp = backend.xp
     fn.pad = xp.arange(steps)[:, None] >= lengths[None, :]
     return int(lengths.min())
 
 
-def finish_padded(out, pad, steps: int) -> None:
+def finish_padded(fn, out, pad, steps: int) -> None:
     """After a forward loop with lengths: the carried final state a^<lengths[i]> into slot
-    T + 1, then the outputs at the padded steps to zeros."""
+    T + 1, then the outputs at the padded steps to zeros. With a general mask
+    (``fn.skipped``) a real step may follow a skipped one, whose state backward needs: the
+    states a^<0..T-1> are first kept as ``fn.kept_states`` (see :func:`previous_states`)."""
+    if getattr(fn, "skipped", None) is not None:
+        fn.kept_states = out[:steps].copy()
     out[steps + 1] = out[steps]
     backend.xp.copyto(out[1:steps + 1], 0, where=pad[:, :, None])
+
+
+def previous_states(fn, steps: int):
+    """The states a^<0..T-1> (T, N, H) each step started from, for backward."""
+    kept = getattr(fn, "kept_states", None)
+    return fn.out[:steps] if kept is None else kept
 
 
 def upstream_gradients(fn, dy, steps: int):

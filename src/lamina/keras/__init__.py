@@ -12,7 +12,9 @@ The models are lamina Modules and every method hands its work to :class:`lamina.
 (see :mod:`lamina.keras.training`); the layers are lamina's under Keras's names and
 arguments (:mod:`lamina.keras.layers`); optimizers, losses, metrics and callbacks take Keras's
 string identifiers and defaults; :mod:`lamina.keras.datasets` loads mnist, fashion_mnist, cifar10
-and digits as Keras's ``load_data`` does.
+and digits as Keras's ``load_data`` does. Masks (``Embedding(mask_zero=True)``, ``Masking``) pass
+from layer to layer as in Keras (:mod:`lamina.keras.masking`); a model of several outputs takes
+one loss per output and ``loss_weights`` (:mod:`lamina.keras.outputs`).
 """
 
 from lamina.keras import callbacks, datasets, layers, losses, metrics, optimizers, utils

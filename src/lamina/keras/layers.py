@@ -13,18 +13,27 @@ batch variance (as PyTorch), Keras's the biased one. ``LeakyReLU`` has Keras's s
 ``input_shape=`` (Keras 2's way of giving a Sequential's input) is kept on the layer for
 :class:`lamina.keras.Sequential`. Pooling with ``padding="same"`` is
 :class:`lamina.keras.pooling.SamePooling` (TensorFlow's SAME rule). Options lamina does not
-have (``mask_zero``, recurrent dropout, ``data_format="channels_first"``, regularizers, constraints)
-raise a ValueError naming the layer and the option. ``MultiHeadAttention``, ``Rescaling`` and
-``Resizing`` are small layers of their own (see their docstrings).
+have (``data_format="channels_first"``, regularizers, constraints) raise a ValueError naming
+the layer and the option. ``MultiHeadAttention``, ``Rescaling`` and ``Resizing`` are small
+layers of their own (see their docstrings). Masks (``Embedding(mask_zero=True)``,
+``Masking``) are :mod:`lamina.keras.masking`'s; the recurrent layers, with masks and
+dropout, :mod:`lamina.keras.recurrent`'s.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.keras.attention import ProjectedAttention
+from lamina.keras.masking import Embedding as KerasEmbedding
+from lamina.keras.masking import Masking as MaskingLayer
+from lamina.keras.masking import mask_of
+from lamina.keras.pooling import GlobalAveragePooling1D as MaskedAveragePooling1D
 from lamina.keras.pooling import SamePooling
+from lamina.keras.recurrent import KerasBidirectional, KerasGRU, KerasLSTM, KerasSimpleRNN
 from lamina.nn import (
     AdditiveAttention,
     AlphaDropout,
@@ -63,10 +72,11 @@ __all__ = [
     "Dropout", "ELU", "Embedding", "Flatten", "GRU", "GaussianDropout", "GaussianNoise", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
     "GlobalMaxPooling3D", "Hashing", "Input", "IntegerLookup", "LSTM", "Layer", "LayerNormalization", "LeakyReLU",
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "MultiHeadAttention", "Normalization", "RandomBrightness",
-    "RandomContrast", "RandomCrop", "RandomFlip", "RandomRotation", "ReLU", "Rescaling", "Reshape", "Resizing",
-    "SeparableConv2D", "SimpleRNN", "Softmax", "SpatialDropout1D", "SpatialDropout2D", "StringLookup",
-    "TextVectorization", "TimeDistributed", "UpSampling2D", "ZeroPadding2D", "KerasLSTM", "KerasSimpleRNN",
+    "Masking", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "MultiHeadAttention", "Normalization",
+    "RandomBrightness", "RandomContrast", "RandomCrop", "RandomFlip", "RandomRotation", "ReLU", "Rescaling", "Reshape",
+    "Resizing", "SeparableConv2D", "SimpleRNN", "Softmax", "SpatialDropout1D", "SpatialDropout2D", "StringLookup",
+    "TextVectorization", "TimeDistributed", "UpSampling2D", "ZeroPadding2D", "KerasBidirectional", "KerasGRU",
+    "KerasLSTM", "KerasSimpleRNN",
 ]
 
 _IGNORED = ("dtype",)                   # accepted: lamina layers take the input's dtype
@@ -228,7 +238,8 @@ def _global(what: str, dims: int, reduction: str, keepdims: bool, name, options)
 
 
 def GlobalAveragePooling1D(keepdims: bool = False, name=None, **options):  # noqa: N802
-    return _global("GlobalAveragePooling1D", 1, "mean", keepdims, name, options)
+    """The mean over the time axis; over the unmasked steps of a masked input."""
+    return _finish("GlobalAveragePooling1D", MaskedAveragePooling1D(keepdims, name=name), options)
 
 
 def GlobalAveragePooling2D(keepdims: bool = False, name=None, **options):  # noqa: N802
@@ -334,49 +345,26 @@ def Softmax(axis: int = -1, name=None, **options):  # noqa: N802
 # -- embeddings and sequences ---------------------------------------------------------------------------
 def Embedding(input_dim: int, output_dim: int, embeddings_initializer="uniform", mask_zero: bool = False,  # noqa: N802
               name=None, **options):
-    """A table of ``input_dim`` vectors of ``output_dim`` values, drawn from U(-0.05, 0.05)."""
-    if mask_zero:
-        raise ValueError("Embedding: mask_zero is not supported (lamina carries no masks); pass the sequence "
-                         "lengths to the recurrent layer instead")
+    """A table of ``input_dim`` vectors of ``output_dim`` values, drawn from U(-0.05, 0.05);
+    ``mask_zero=True`` masks the steps of id 0 (see :mod:`lamina.keras.masking`)."""
     options.pop("input_length", None)
     init = {"name": "uniform", "limit": 0.05} if embeddings_initializer == "uniform" else embeddings_initializer
-    return _finish("Embedding", nn.Embedding(input_dim, output_dim, embeddings_init=init, name=name), options)
+    layer = KerasEmbedding(input_dim, output_dim, embeddings_init=init, mask_zero=mask_zero, name=name)
+    return _finish("Embedding", layer, options)
 
 
-def _recurrent_options(what: str, options: dict, activation: str = "tanh", recurrent_activation="sigmoid") -> None:
-    for key in ("dropout", "recurrent_dropout"):
-        if options.pop(key, 0.0):
-            raise ValueError(f"{what}: {key} is not supported; add a Dropout layer before the recurrent layer")
+def Masking(mask_value: float = 0.0, name=None, **options):  # noqa: N802
+    """Mask the steps whose features all equal ``mask_value`` (see :mod:`lamina.keras.masking`)."""
+    return _finish("Masking", MaskingLayer(mask_value, name=name), options)
+
+
+def _recurrent_options(what: str, options: dict, activation: str = "tanh", recurrent_activation="sigmoid") -> dict:
+    """Keras's dropout rates (see :mod:`lamina.keras.recurrent`; ``seed`` is accepted, the masks
+    come from lamina's generator, :func:`lamina.manual_seed`); refuses other activations."""
     if activation != "tanh" or recurrent_activation != "sigmoid":
         raise ValueError(f"{what}: only activation='tanh' and recurrent_activation='sigmoid' are supported")
-
-
-class _OneBias:
-    """Keras's SimpleRNN and LSTM have one bias b per gate where lamina's (as PyTorch's) have
-    two, ``bias`` + ``recurrent_bias``, summed: the Keras layers drop ``recurrent_bias`` (the
-    same function, Keras's parameter count)."""
-
-    def build(self, input_shape) -> None:
-        super().build(input_shape)
-        self._parameters.pop("recurrent_bias", None)
-
-    def _weights(self) -> tuple:
-        bias = self.bias if self.use_bias else None
-        return self.kernel, self.recurrent_kernel, bias, None
-
-
-@register_layer
-class KerasSimpleRNN(_OneBias, nn.SimpleRNN):
-    """lamina's SimpleRNN with Keras's one bias."""
-
-    default_name = "simple_rnn"
-
-
-@register_layer
-class KerasLSTM(_OneBias, nn.LSTM):
-    """lamina's LSTM with Keras's one bias per gate."""
-
-    default_name = "lstm"
+    options.pop("seed", None)
+    return {"dropout": options.pop("dropout", 0.0), "recurrent_dropout": options.pop("recurrent_dropout", 0.0)}
 
 
 def SimpleRNN(units: int, activation="tanh", use_bias: bool = True, kernel_initializer="glorot_uniform",  # noqa: N802
@@ -384,11 +372,11 @@ def SimpleRNN(units: int, activation="tanh", use_bias: bool = True, kernel_initi
               return_state: bool = False, go_backwards: bool = False, stateful: bool = False, name=None,
               **options):
     """a<t> = activation(x<t> W + a<t-1> U + b), one bias as Keras."""
-    _recurrent_options("SimpleRNN", options)
+    rates = _recurrent_options("SimpleRNN", options)
     layer = KerasSimpleRNN(units, activation=activation, return_sequences=return_sequences,
-                         return_state=return_state, go_backwards=go_backwards, kernel_init=kernel_initializer,
-                         recurrent_init=recurrent_initializer, bias_init=bias_initializer, use_bias=use_bias,
-                         stateful=stateful, name=name)
+                           return_state=return_state, go_backwards=go_backwards, kernel_init=kernel_initializer,
+                           recurrent_init=recurrent_initializer, bias_init=bias_initializer, use_bias=use_bias,
+                           stateful=stateful, name=name, **rates)
     return _finish("SimpleRNN", layer, options)
 
 
@@ -397,12 +385,12 @@ def GRU(units: int, activation="tanh", recurrent_activation="sigmoid", use_bias:
         return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
         stateful: bool = False, reset_after: bool = True, name=None, **options):
     """Keras's GRU with ``reset_after=True`` (two biases per gate)."""
-    _recurrent_options("GRU", options, activation, recurrent_activation)
+    rates = _recurrent_options("GRU", options, activation, recurrent_activation)
     if not reset_after:
         raise ValueError("GRU: only reset_after=True (Keras's default) is supported")
-    layer = nn.GRU(units, return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards,
-                   kernel_init=kernel_initializer, recurrent_init=recurrent_initializer, bias_init=bias_initializer,
-                   use_bias=use_bias, stateful=stateful, name=name)
+    layer = KerasGRU(units, return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards,
+                     kernel_init=kernel_initializer, recurrent_init=recurrent_initializer, bias_init=bias_initializer,
+                     use_bias=use_bias, stateful=stateful, name=name, **rates)
     return _finish("GRU", layer, options)
 
 
@@ -411,16 +399,17 @@ def LSTM(units: int, activation="tanh", recurrent_activation="sigmoid", use_bias
          unit_forget_bias: bool = True, return_sequences: bool = False, return_state: bool = False,
          go_backwards: bool = False, stateful: bool = False, name=None, **options):
     """Keras's LSTM; ``unit_forget_bias`` starts the forget gate's bias at 1."""
-    _recurrent_options("LSTM", options, activation, recurrent_activation)
+    rates = _recurrent_options("LSTM", options, activation, recurrent_activation)
     layer = KerasLSTM(units, return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards,
-                    kernel_init=kernel_initializer, recurrent_init=recurrent_initializer, bias_init=bias_initializer,
-                    use_bias=use_bias, unit_forget_bias=unit_forget_bias, stateful=stateful, name=name)
+                      kernel_init=kernel_initializer, recurrent_init=recurrent_initializer, bias_init=bias_initializer,
+                      use_bias=use_bias, unit_forget_bias=unit_forget_bias, stateful=stateful, name=name, **rates)
     return _finish("LSTM", layer, options)
 
 
 def Bidirectional(layer, merge_mode: str | None = "concat", name=None, **options):  # noqa: N802
-    """Run a recurrent layer forwards and backwards; merge the two ('concat', 'sum', 'mul', 'ave')."""
-    return _finish("Bidirectional", nn.Bidirectional(layer, merge_mode=merge_mode, name=name), options)
+    """Run a recurrent layer forwards and backwards; merge the two ('concat', 'sum', 'mul', 'ave').
+    A mask on the input reaches both directions."""
+    return _finish("Bidirectional", KerasBidirectional(layer, merge_mode=merge_mode, name=name), options)
 
 
 def TimeDistributed(layer, name=None, **options):  # noqa: N802
@@ -450,11 +439,11 @@ class MultiHeadAttention(Module):
     :class:`lamina.nn.MultiHeadAttention` with ``embed_dim=E`` and ``head_dim=key_dim``;
     otherwise as :class:`lamina.keras.attention.ProjectedAttention` (four Dense projections).
     Either way Keras's parameter count: E_q h d_k + E_k h d_k + E_v h d_v + h d_v E_q weights
-    plus 2 h d_k + h d_v + E_q biases. ``attention_mask`` (N, T_q, T_k), True where a query may
-    attend; ``use_causal_mask``; ``return_attention_scores`` also returns the weights
-    (N, h, T_q, T_k). A key of another width than the value must be passed positionally
-    (``mha(query, value, key)``) when ``value_dim`` equals ``key_dim``, so that the first call
-    sees it.
+    plus 2 h d_k + h d_v + E_q biases. ``attention_mask`` (N, T_q, T_k), True where a query
+    may attend (and-ed with the masks the value and key carry, if any); ``use_causal_mask``;
+    ``return_attention_scores`` also returns the weights (N, h, T_q, T_k). A key of another
+    width than the value must be passed positionally (``mha(query, value, key)``) when
+    ``value_dim`` equals ``key_dim``, so that the first call sees it.
     """
 
     def __init__(self, num_heads: int, key_dim: int, value_dim: int | None = None, dropout: float = 0.0,
@@ -484,12 +473,32 @@ class MultiHeadAttention(Module):
 
     def forward(self, query, value, key=None, attention_mask=None, return_attention_scores: bool = False,
                 use_causal_mask: bool = False, training=None):
+        attention_mask = self._with_key_masks(query, value, key, attention_mask)
         if isinstance(self.attention, ProjectedAttention):
             return self.attention(query, value, key, attention_mask=attention_mask,
                                   return_attention_scores=return_attention_scores, use_causal_mask=use_causal_mask)
         key = value if key is None else key
         return self.attention(query, key, value, mask=attention_mask, causal=use_causal_mask,
                               return_weights=return_attention_scores)
+
+    @staticmethod
+    def _with_key_masks(query, value, key, attention_mask):
+        """``attention_mask`` and-ed with the masks of the value and key (a masked key step is
+        attended by no query), as Keras does; the query's mask passes on to the output."""
+        masks = [m for m in (mask_of(value), mask_of(key)) if m is not None]
+        if not masks:
+            return attention_mask
+        keys = np.logical_and.reduce(masks)
+        t_q = query.shape[1]
+        auto = np.broadcast_to(keys[:, None, :], (keys.shape[0], t_q, keys.shape[1]))
+        if attention_mask is None:
+            return auto
+        given = np.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
+        return given.astype(bool) & auto
+
+    def compute_mask(self, inputs, mask=None):
+        """The query's mask."""
+        return mask
 
     def get_config(self) -> dict:
         return {"num_heads": self.num_heads, "key_dim": self.key_dim, "value_dim": self.value_dim,

@@ -8,7 +8,9 @@ once ``compile`` knows the model. Keras's names map onto lamina's as follows:
 ``rho`` -> RMSprop's ``alpha`` and Adadelta's ``rho``. Defaults are Keras's (e.g. Adam
 learning rate 0.001 and epsilon 1e-7, SGD 0.01, RMSprop 0.001 with rho 0.9, Adagrad 0.001
 with initial accumulator 0.1), not lamina's. ``clipvalue`` and ``global_clipnorm`` become the
-Trainer's ``clip_value`` and ``clip_norm`` (a joint norm over all gradients).
+Trainer's ``clip_value`` and ``clip_norm`` (a joint norm over all gradients); ``clipnorm``
+clips each weight's gradient to its own L2 norm, g min(1, clipnorm / ||g||), before them
+(:class:`lamina.keras.training.KerasTrainer`).
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ class Optimizer:
     def __init__(self, learning_rate: float | None = None, clipvalue: float | None = None,
                  global_clipnorm: float | None = None, clipnorm: float | None = None,
                  weight_decay: float | None = None, name: str | None = None):
-        if clipnorm is not None:
-            raise ValueError(f"{type(self).__name__}: clipnorm (a norm per weight) is not supported; use "
-                             "global_clipnorm (one norm over all gradients) or clipvalue")
+        for key, value in (("clipnorm", clipnorm), ("clipvalue", clipvalue), ("global_clipnorm", global_clipnorm)):
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ValueError(f"{type(self).__name__}: {key} must be a positive number, got {value!r}")
         rate = self.default_learning_rate if learning_rate is None else learning_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
             raise ValueError(f"{type(self).__name__}: learning_rate must be a positive number, got {rate!r}")
         self.learning_rate = float(rate)
-        self.clipvalue, self.global_clipnorm = clipvalue, global_clipnorm
+        self.clipvalue, self.global_clipnorm, self.clipnorm = clipvalue, global_clipnorm, clipnorm
         self.weight_decay = weight_decay
         self.name = name or _snake(type(self).__name__)
 

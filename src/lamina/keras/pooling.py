@@ -19,10 +19,11 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.keras.masking import mask_of
 from lamina.nn.layer import register_layer
 from lamina.nn.module import Module
 
-__all__ = ["SamePooling", "same_padding"]
+__all__ = ["GlobalAveragePooling1D", "SamePooling", "same_padding"]
 
 _OPS = {("max", 1): "max_pool1d", ("max", 2): "max_pool2d", ("max", 3): "max_pool3d",
         ("average", 1): "avg_pool1d", ("average", 2): "avg_pool2d", ("average", 3): "avg_pool3d"}
@@ -91,3 +92,37 @@ class SamePooling(Module):
     def get_config(self) -> dict:
         return {"kind": self.kind, "dims": self.dims, "pool_size": list(self.pool_size),
                 "strides": list(self.strides), "name": self.name}
+
+
+@register_layer(name="KerasGlobalAveragePooling1D")
+class GlobalAveragePooling1D(Module):
+    """Keras's GlobalAveragePooling1D: (N, T, C) -> (N, C), the mean over the time axis, or
+    with a mask m (N, T) (the input's, or ``mask=``) over the unmasked steps only:
+    y = sum_t m_t x_t / sum_t m_t. ``keepdims`` keeps the time axis as 1."""
+
+    def __init__(self, keepdims: bool = False, name: str | None = None):
+        super().__init__(name=name)
+        self.keepdims = bool(keepdims)
+
+    def forward(self, x, mask=None) -> Tensor:
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        if x.ndim != 3:
+            raise ShapeError(f"GlobalAveragePooling1D: expected (batch, steps, channels), got shape {tuple(x.shape)}")
+        mask = mask_of(x) if mask is None else np.asarray(mask, dtype=bool)
+        if mask is None:
+            return x.mean(axis=1, keepdims=self.keepdims)
+        if mask.shape != tuple(x.shape[:2]):
+            raise ShapeError(f"GlobalAveragePooling1D: mask of shape {mask.shape} for an input of shape "
+                             f"{tuple(x.shape)}; expected {tuple(x.shape[:2])}")
+        weights = mask.astype(x.dtype) / np.maximum(mask.sum(axis=1, keepdims=True), 1).astype(x.dtype)
+        return (x * Tensor(weights[:, :, None])).sum(axis=1, keepdims=self.keepdims)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        n, _, c = input_shape
+        return (n, 1, c) if self.keepdims else (n, c)
+
+    def get_config(self) -> dict:
+        return {"keepdims": self.keepdims, "name": self.name}

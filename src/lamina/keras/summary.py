@@ -30,17 +30,48 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join(["None", *(str(n) for n in shape)]) + ")"
 
 
+def _wrapper_shape(layer: Module, first_input, last_output):
+    """The output shape (without the batch axis) of a layer the trace gives no row of its own:
+    its ``compute_output_shape`` of its first sub-layer's input, else its last sub-layer's output."""
+    single = first_input and not isinstance(first_input[0], (list, tuple))
+    if single and hasattr(layer, "compute_output_shape"):
+        try:
+            shape = layer.compute_output_shape((None, *first_input))
+        except (TypeError, ValueError, NotImplementedError):
+            return last_output
+        if shape and not isinstance(shape[0], (list, tuple)):
+            return tuple(shape[1:])
+    return last_output
+
+
 def summary_rows(model: Module) -> list[tuple[str, str, str, int]]:
-    """(name, type, output shape, parameters) of each top-level layer, in call order."""
+    """(name, type, output shape, parameters) of each top-level layer, in call order.
+
+    The layer trace gives no row to a layer that only wraps others (Keras's
+    MultiHeadAttention around lamina's, Bidirectional around its two recurrent layers), only
+    to its sub-layers (``mha.attention``): such a layer gets its row at its first sub-layer's
+    place, its output shape from :func:`_wrapper_shape`."""
     table = layer_table(model)
-    rows, seen = [], set()
+    own: dict[str, object] = {}          # top-level name -> output shape of its own row (first call)
+    first_input: dict[str, object] = {}  # ... input shape of its first sub-layer row
+    last_output: dict[str, object] = {}  # ... output shape of its last sub-layer row
+    order: dict[str, None] = {}
     for row in table.rows:
         name = row["name"]
-        if "." in name or name in seen or name not in model._modules:
+        top = name.split(".")[0]
+        if top not in model._modules:
             continue
-        seen.add(name)
+        order.setdefault(top)
+        if name == top:
+            own.setdefault(top, row["output_shape"])
+        else:
+            first_input.setdefault(top, row["input_shape"])
+            last_output[top] = row["output_shape"]
+    rows = []
+    for name in order:
         layer = model._modules[name]
-        rows.append((name, type(layer).__name__, _shape_text(row["output_shape"]), count_weights(layer)[0]))
+        shape = own[name] if name in own else _wrapper_shape(layer, first_input[name], last_output[name])
+        rows.append((name, type(layer).__name__, _shape_text(shape), count_weights(layer)[0]))
     return rows
 
 

@@ -13,6 +13,7 @@ per epoch; 2: one line per epoch; 0: quiet), ``validation_batch_size`` the ``bat
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -24,9 +25,12 @@ from lamina.io import load_file, save_file
 from lamina.keras import losses, optimizers
 from lamina.keras import metrics as keras_metrics
 from lamina.keras.callbacks import History
+from lamina.keras.masking import MaskedLoss, tracking_masks, uses_masks
+from lamina.keras.outputs import LabelLayout, OutputLoss, PackedOutputs, WeightedLosses, pack_labels, per_output
+from lamina.optim import clip_grad_norm
 from lamina.train import Callback, ProgressBar, Trainer
 
-__all__ = ["KerasTraining"]
+__all__ = ["KerasTrainer", "KerasTraining", "clip_each_norm"]
 
 EXECUTION_OPTIONS = ("run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss")
 """``compile`` options about how a Keras backend runs the steps; nothing to choose here."""
@@ -57,6 +61,35 @@ def _reporting(verbose) -> list[Callback]:
     return [ProgressBar(verbose=0), _EpochLine()]
 
 
+class KerasTrainer(Trainer):
+    """lamina's Trainer with what Keras's models add: masks pass from layer to layer in
+    every forward (:mod:`lamina.keras.masking`), and ``clipnorm`` clips each weight's
+    gradient to its own norm before the update (then ``clipvalue`` and ``global_clipnorm``
+    as the Trainer does)."""
+
+    def __init__(self, *args, clipnorm: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clipnorm = clipnorm
+
+    def _forward(self, x, for_loss: bool):
+        with tracking_masks(self.model):
+            return super()._forward(x, for_loss)
+
+    def _update(self, group: list) -> None:
+        if self.clipnorm is not None:
+            clip_each_norm(self.model.parameters(), self.clipnorm)
+        super()._update(group)
+
+
+def clip_each_norm(parameters, max_norm: float) -> None:
+    """Each gradient g rescaled to an L2 norm of at most ``max_norm`` on its own:
+    g max_norm / (||g|| + 1e-6) where ||g|| > max_norm (:func:`lamina.optim.clip_grad_norm`
+    per weight)."""
+    for p in parameters:
+        if p.grad is not None:
+            clip_grad_norm([p], max_norm)
+
+
 class KerasTraining:
     """Keras's training methods for a lamina Module (see the module docstring)."""
 
@@ -68,20 +101,37 @@ class KerasTraining:
                 **options) -> None:
         """Set the optimizer (a name such as ``"adam"``, a :mod:`lamina.keras.optimizers`
         object or a built lamina optimizer), the loss (a name, a :mod:`lamina.keras.losses`
-        object or ``fn(y_true, y_pred)``) and the metrics (names or objects) for training."""
+        object or ``fn(y_true, y_pred)``) and the metrics (names or objects) for training.
+        A model of several outputs takes one loss for all or one per output (a list, or a
+        dict by output layer name) and ``loss_weights`` w_i: the loss is sum_i w_i L_i, each
+        L_i logged as ``"<output>_loss"`` (see :mod:`lamina.keras.outputs`)."""
         where = f"{type(self).__name__}.compile"
         unknown = sorted(set(options) - set(EXECUTION_OPTIONS))
         if unknown:
             raise TypeError(f"{where}: unexpected argument(s) {unknown}")
-        if loss_weights is not None:
-            raise ValueError(f"{where}: loss_weights (several weighted outputs) is not supported")
         if loss is None:
             raise ValueError(f"{where}: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
         spec = optimizers.get(optimizer)
         self.optimizer = spec.build(self) if isinstance(spec, optimizers.Optimizer) else spec
         self._optimizer_spec = spec
-        self.loss = losses.get(loss)
-        self.compiled_metrics = [keras_metrics.get(m, self.loss) for m in _as_list(metrics)]
+        names = self._output_names()
+        weights = per_output(loss_weights, names, "loss_weights", 1.0)
+        self.__dict__["_packer"] = None
+        if len(names) > 1:
+            if metrics:
+                raise ValueError(f"{where}: metrics on a model of several outputs are not supported; each "
+                                 "output's loss is logged as '<output>_loss'")
+            specs = per_output(loss, names, "loss")
+            if any(s is None for s in specs):
+                raise ValueError(f"{where}: every output needs a loss; got {dict(zip(names, specs))}")
+            self.__dict__["_packer"] = PackedOutputs(self)
+            weighted = WeightedLosses([losses.get(s) for s in specs], weights, self._packer)
+            self.loss = losses.Loss(weighted, name="loss")
+            self.compiled_metrics = [OutputLoss(weighted, i, f"{name}_loss") for i, name in enumerate(names)]
+        else:
+            self.loss = losses.get(loss)
+            self.compiled_metrics = [keras_metrics.get(m, self.loss) for m in _as_list(metrics)]
+        self._loss_weight = weights[0] if len(names) == 1 else 1.0
         self.compiled_weighted_metrics = list(_as_list(weighted_metrics))
         self._compile_config = {"optimizer": optimizer if isinstance(optimizer, str) else None,
                                 "loss": loss if isinstance(loss, str) else None,
@@ -95,12 +145,38 @@ class KerasTraining:
         spec = self._optimizer_spec
         clipping = {}
         if isinstance(spec, optimizers.Optimizer):
-            clipping = {"clip_norm": spec.global_clipnorm, "clip_value": spec.clipvalue}
-        return Trainer(self, loss=self.loss.fn, optimizer=self.optimizer, metrics=self.compiled_metrics,
-                       weighted_metrics=self.compiled_weighted_metrics,
-                       callbacks=[*_reporting(verbose), *callbacks], **clipping)
+            clipping = {"clip_norm": spec.global_clipnorm, "clip_value": spec.clipvalue, "clipnorm": spec.clipnorm}
+        # a masked sequence output's loss ignores its masked steps (Keras's rule)
+        loss = MaskedLoss(self.loss.fn) if uses_masks(self) and self._packer is None else self.loss.fn
+        if self._loss_weight != 1.0:
+            loss = functools.partial(_weighted, loss=loss, weight=float(self._loss_weight))
+        return KerasTrainer(self._trainer_model(), loss=loss, optimizer=self.optimizer, metrics=self.compiled_metrics,
+                            weighted_metrics=self.compiled_weighted_metrics,
+                            callbacks=[*_reporting(verbose), *callbacks], **clipping)
+
+    def __call__(self, *inputs, **kwargs):
+        with tracking_masks(self):
+            return super().__call__(*inputs, **kwargs)
+
+    def _output_names(self) -> list[str]:
+        """The names of the layers giving the outputs (one name for a model of one output)."""
+        outputs = getattr(self, "outputs", None)
+        if isinstance(outputs, list) and len(outputs) > 1 and all(hasattr(t, "node") for t in outputs):
+            return [t.node.layer.name for t in outputs]
+        return ["output"]
+
+    def _trainer_model(self):
+        """The model the Trainer sees: this one, or its outputs packed into one tensor."""
+        packer = self.__dict__.get("_packer")
+        if packer is None and len(self._output_names()) > 1:
+            packer = self.__dict__["_packer"] = PackedOutputs(self)
+        return self if packer is None else packer
 
     def _labels(self, y):
+        if y is not None and self.__dict__.get("_packer") is not None and self._compiled:
+            labels = per_output(y, self._output_names(), "y")
+            self.loss.fn.layout = LabelLayout(labels)
+            return pack_labels(labels)
         if y is not None and isinstance(self.loss, losses.SparseCategoricalCrossentropy):
             return losses.sparse_labels(y)
         return y
@@ -178,7 +254,12 @@ class KerasTraining:
         if self._compiled:
             return self._trainer("predict")
         # prediction needs no training setup: an optimizer the Trainer asks for, never stepped
-        return Trainer(self, optimizer=optim.SGD(self, lr=0.01), metrics=(), verbose=0)
+        return KerasTrainer(self._trainer_model(), optimizer=optim.SGD(self, lr=0.01), metrics=(), verbose=0)
+
+    def _outputs_of(self, packed: np.ndarray):
+        """Predictions as the model gives them: a list of arrays for a model of several outputs."""
+        model = self._trainer_model()
+        return packed if model is self else model.parts(packed)
 
     def predict(self, x, batch_size: int | None = None, verbose="auto", steps: int | None = None,
                 callbacks=None) -> np.ndarray:
@@ -188,7 +269,8 @@ class KerasTraining:
         if steps is not None:
             limit = steps * batch_size
             x = [v[:limit] for v in x] if is_multi_input(x) else x[:limit]
-        return self._inference_trainer().predict(list(x) if is_multi_input(x) else x, batch_size=batch_size)
+        packed = self._inference_trainer().predict(list(x) if is_multi_input(x) else x, batch_size=batch_size)
+        return self._outputs_of(packed)
 
     def _batch_weights(self, y, sample_weight, class_weight) -> np.ndarray | None:
         if class_weight is None:
@@ -229,7 +311,7 @@ class KerasTraining:
         """The model's outputs for one batch ``x``."""
         x = list(x) if is_multi_input(x) else x
         n = len(x[0]) if isinstance(x, list) else len(x)
-        return self._inference_trainer().predict(x, batch_size=max(n, 1))
+        return self._outputs_of(self._inference_trainer().predict(x, batch_size=max(n, 1)))
 
     # -- weights ---------------------------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:
@@ -261,6 +343,11 @@ class KerasTraining:
         if metadata.get("format") != "lamina-keras-weights-1":   # a whole-model file: weights under model/
             arrays = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
         self.load_state_dict(arrays)
+
+
+def _weighted(y_pred, y_true, loss, weight: float, reduction: str = "mean"):
+    """A model of one output with a loss weight w: w L."""
+    return loss(y_pred, y_true, reduction=reduction) * weight
 
 
 def _as_list(value) -> list:

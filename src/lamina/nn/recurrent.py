@@ -38,7 +38,8 @@ last real step and the output sequence holds zeros at the padded steps (as PyTor
 ``pad_packed_sequence`` gives). With ``go_backwards=True`` each sequence is read from its
 own last real step down to its first, and the padded steps stay at the end. Bidirectional
 gives the lengths to both directions. The lengths come from the data, e.g. for word ids
-padded with ``pad_id``: ``lengths = (ids != pad_id).sum(axis=1)``.
+padded with ``pad_id``: ``lengths = (ids != pad_id).sum(axis=1)``. A general mask (left
+padding, holes) is ``layer(x, mask=mask)``, mask (N, T) booleans True at the steps to read.
 """
 
 from __future__ import annotations
@@ -47,7 +48,15 @@ from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional import shape as shape_ops
-from lamina.functional.recurrent import SIMPLE_ACTIVATIONS, check_lengths, gru, lstm, reverse_padded, simple_rnn
+from lamina.functional.recurrent import (
+    SIMPLE_ACTIVATIONS,
+    check_lengths,
+    gru,
+    lstm,
+    reverse_padded,
+    simple_rnn,
+    skipped_steps,
+)
 from lamina.nn import init as initializers
 from lamina.nn.cache_rows import carried_state_rows
 from lamina.nn.layer import (
@@ -123,9 +132,11 @@ class _Recurrent(Module):
         return self.kernel.shape[0] if self.built else None
 
     # -- running -------------------------------------------------------------------------
-    def forward(self, x, initial_state=None, lengths=None):
+    def forward(self, x, initial_state=None, lengths=None, mask=None):
         """``lengths``: None, or the number of real steps of each sequence, (N,) integers in
-        [1, T] (see the module notes)."""
+        [1, T] (see the module notes). ``mask``: None, or a boolean (N, T) array, True at the
+        steps to read (a general mask, Keras's: a skipped step carries the state and outputs
+        zeros); with ``go_backwards`` the mask is reversed with the sequence."""
         x = as_tensor(x)
         d = self.kernel.shape[0]
         if x.ndim != 3 or x.shape[-1] != d or x.shape[1] < 1:
@@ -135,16 +146,20 @@ class _Recurrent(Module):
             initial_state = self._carried_states(x)
         states = self._states(initial_state, x)
         lengths = check_lengths(self._label(), lengths, tuple(x.shape))
+        if mask is not None:
+            mask = skipped_steps(self._label(), mask, tuple(x.shape), lengths)
+            mask = None if mask is None else ~mask.T
         if self.go_backwards:
             x = x[:, ::-1] if lengths is None else reverse_padded(x, lengths)
-        results = self._run(x, states, lengths)
+            mask = None if mask is None else mask[:, ::-1]
+        results = self._run(x, states, lengths, mask)
         sequence, finals = results[0], list(results[1:])
         if self.stateful:
             self._carried = [state.detach() for state in finals]
         output = sequence if self.return_sequences else finals[0]
         return [output, *finals] if self.return_state else output
 
-    def _run(self, x, states, lengths):
+    def _run(self, x, states, lengths, mask=None):
         raise NotImplementedError
 
     @property
@@ -260,8 +275,8 @@ class SimpleRNN(_Recurrent):
             raise ValueError(f"SimpleRNN: activation must be one of {SIMPLE_ACTIVATIONS}, got {activation!r}")
         self.activation = activation
 
-    def _run(self, x, states, lengths):
-        return simple_rnn(x, states[0], *self._weights(), activation=self.activation, lengths=lengths)
+    def _run(self, x, states, lengths, mask=None):
+        return simple_rnn(x, states[0], *self._weights(), activation=self.activation, lengths=lengths, mask=mask)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -287,8 +302,8 @@ class GRU(_Recurrent):
 
     gates = 3
 
-    def _run(self, x, states, lengths):
-        return gru(x, states[0], *self._weights(), lengths=lengths)
+    def _run(self, x, states, lengths, mask=None):
+        return gru(x, states[0], *self._weights(), lengths=lengths, mask=mask)
 
 
 @register_layer
@@ -315,8 +330,8 @@ class LSTM(_Recurrent):
                          bias_init, use_bias, name, stateful)
         self.unit_forget_bias = bool(unit_forget_bias)
 
-    def _run(self, x, states, lengths):
-        return lstm(x, states[0], states[1], *self._weights(), lengths=lengths)
+    def _run(self, x, states, lengths, mask=None):
+        return lstm(x, states[0], states[1], *self._weights(), lengths=lengths, mask=mask)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -368,7 +383,8 @@ class Bidirectional(Module):
                 layer.build_input_shape = shape
         self.built = True
 
-    def forward(self, x, initial_state=None, lengths=None):
+    def forward(self, x, initial_state=None, lengths=None, mask=None):
+        """``lengths`` or a general ``mask`` (N, T) go to both directions (see the module notes)."""
         x = as_tensor(x)
         if x.ndim == 3:           # (other inputs: the wrapped layer's error)
             lengths = check_lengths(self._label(), lengths, tuple(x.shape))
@@ -381,8 +397,9 @@ class Bidirectional(Module):
                 raise ValueError(f"{self._label()}: initial_state must hold {2 * count} states (the forward "
                                  f"layer's {count}, then the backward layer's), got {len(given)}")
             states_f, states_b = given[:count], given[count:]
-        out_f = fwd(x, initial_state=states_f, lengths=lengths)
-        out_b = bwd(x, initial_state=states_b, lengths=lengths)
+        masked = {} if mask is None else {"mask": mask}
+        out_f = fwd(x, initial_state=states_f, lengths=lengths, **masked)
+        out_b = bwd(x, initial_state=states_b, lengths=lengths, **masked)
         finals = []
         if fwd.return_state:
             out_f, finals_f = out_f[0], out_f[1:]

@@ -1,0 +1,140 @@
+"""Models of several outputs in Keras's training methods: one loss per output, weighted.
+
+``compile(loss=..., loss_weights=...)`` on a model of k outputs gives the total loss
+
+    L = sum_i w_i L_i(y_pred_i, y_true_i)
+
+with L_i the loss of output i (one loss for all, a list in output order, or a dict by output
+layer name) and w_i from ``loss_weights`` (a list or a dict; 1 where not given). Each L_i is
+reduced as Keras does (the mean over the samples; over the unmasked steps of a masked
+sequence output), and is logged under Keras's name ``"<output layer>_loss"``.
+
+lamina's Trainer takes one output and one label array per sample, so during training the
+outputs are flattened per sample and joined into one (N, sum_i |y_pred_i|) tensor
+(:class:`PackedOutputs`) and the labels likewise into one (N, sum_i |y_true_i|) float64 array
+(:func:`pack_labels`, exact for integer labels); the loss cuts both back into their parts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lamina import functional as F
+from lamina.autograd import Tensor
+from lamina.keras import losses
+from lamina.keras.masking import mask_of, masked_loss
+from lamina.nn.module import Module
+from lamina.train import MeanMetric
+
+__all__ = ["LabelLayout", "OutputLoss", "PackedOutputs", "WeightedLosses", "pack_labels", "per_output"]
+
+
+def per_output(value, names: list[str], what: str, default=None) -> list:
+    """One value per output from one value for all, a list in output order, or a dict by name."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(f"compile: {what} names {unknown}, which are not outputs; the outputs are {names}")
+        return [value.get(name, default) for name in names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise ValueError(f"compile: {what} holds {len(value)} values for the model's {len(names)} outputs "
+                             f"{names}")
+        return list(value)
+    return [value if value is not None else default] * len(names)
+
+
+class PackedOutputs(Module):
+    """The model's outputs flattened per sample and joined, (N, sum_i |y_pred_i|); keeps the
+    last call's output shapes and masks to cut them back (:meth:`unpack`)."""
+
+    def __init__(self, model: Module):
+        super().__init__(name=f"{model.name or 'model'}_outputs")
+        self.model = model
+        self.shapes: list[tuple] = []
+        self.masks: list = []
+
+    def forward(self, *inputs) -> Tensor:
+        outputs = self.model(*inputs)
+        self.shapes = [tuple(o.shape[1:]) for o in outputs]
+        self.masks = [mask_of(o) for o in outputs]
+        n = outputs[0].shape[0]
+        return F.concat([F.reshape(o, n, -1) for o in outputs], axis=1)
+
+    def parts(self, packed):
+        """The outputs of a packed tensor or array, each (N, *shape_i)."""
+        n, start, parts = packed.shape[0], 0, []
+        for shape in self.shapes:
+            size = int(np.prod(shape, dtype=np.int64))
+            piece = packed[:, start:start + size]
+            parts.append(F.reshape(piece, n, *shape) if isinstance(piece, Tensor) else piece.reshape(n, *shape))
+            start += size
+        return parts
+
+
+class LabelLayout:
+    """The shapes and dtypes of the label arrays of each output, to cut packed labels back."""
+
+    def __init__(self, labels: list):
+        arrays = [np.asarray(y) for y in labels]
+        self.shapes = [a.shape[1:] for a in arrays]
+        self.dtypes = [a.dtype for a in arrays]
+
+    def parts(self, packed) -> list[np.ndarray]:
+        packed = np.asarray(packed)
+        n, start, parts = packed.shape[0], 0, []
+        for shape, dtype in zip(self.shapes, self.dtypes):
+            size = int(np.prod(shape, dtype=np.int64))
+            parts.append(packed[:, start:start + size].reshape(n, *shape).astype(dtype))
+            start += size
+        return parts
+
+
+def pack_labels(labels: list) -> np.ndarray:
+    """The label arrays of each output, flattened per sample and joined as float64 (N, sum_i |y_i|)."""
+    arrays = [np.asarray(y) for y in labels]
+    n = {len(a) for a in arrays}
+    if len(n) != 1:
+        raise ValueError(f"fit: the label arrays of the outputs hold {sorted(n)} samples; they must agree")
+    return np.concatenate([a.reshape(len(a), -1).astype(np.float64) for a in arrays], axis=1)
+
+
+class WeightedLosses:
+    """L = sum_i w_i L_i over the packed outputs and labels (see the module notes);
+    ``reduction="none"`` gives sum_i w_i L_i per sample."""
+
+    def __init__(self, losses_: list[losses.Loss], weights: list[float], packer: PackedOutputs,
+                 layout: LabelLayout | None = None):
+        self.losses, self.weights, self.packer, self.layout = losses_, [float(w) for w in weights], packer, layout
+        self.__name__ = "loss"
+
+    def one(self, i: int, y_pred, y_true, reduction: str = "mean"):
+        """The loss of output i (masked steps left out)."""
+        loss = self.losses[i]
+        if isinstance(loss, losses.SparseCategoricalCrossentropy):
+            y_true = losses.sparse_labels(y_true)
+        mask = self.packer.masks[i] if self.packer.masks else None
+        if mask is not None and np.ndim(y_true) >= 2:
+            return masked_loss(loss.fn, y_pred, y_true, mask, reduction)
+        return loss.fn(y_pred, y_true, reduction=reduction)
+
+    def __call__(self, y_pred, y_true, reduction: str = "mean"):
+        preds, labels = self.packer.parts(y_pred), self.layout.parts(y_true)
+        total = None
+        for i, (pred, label) in enumerate(zip(preds, labels)):
+            term = self.one(i, pred, label, reduction) * self.weights[i]
+            total = term if total is None else total + term
+        return total
+
+
+class OutputLoss(MeanMetric):
+    """The loss of one output, averaged over the epoch's samples (Keras's ``<name>_loss``)."""
+
+    def __init__(self, weighted: WeightedLosses, index: int, name: str):
+        self.weighted, self.index = weighted, index
+        super().__init__(self._compute, name)
+
+    def _compute(self, y_pred, y_true) -> float:
+        pred = self.weighted.packer.parts(np.asarray(y_pred))[self.index]
+        label = self.weighted.layout.parts(y_true)[self.index]
+        return float(self.weighted.one(self.index, Tensor(pred), label).item())
