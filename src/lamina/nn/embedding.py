@@ -195,9 +195,10 @@ class Embedding(Module):
     ``padding_idx``: that word's row starts at zero and never receives a gradient (as in
     PyTorch), so padded positions stay zero vectors.
 
-    There is no ``mask_zero`` (Keras's mask carried from layer to layer): a recurrent layer
-    reading post-padded sequences takes the number of real steps of each as ``lengths``,
-    computed from the ids themselves, e.g. with padding id ``pad_id``::
+    This layer carries no mask (``lamina.keras.layers.Embedding(mask_zero=True)`` does, as
+    Keras): a recurrent layer reading post-padded sequences takes the number of real steps of
+    each as ``lengths`` (or any (batch, time) step ``mask``), computed from the ids themselves,
+    e.g. with padding id ``pad_id``::
 
         lengths = (ids != pad_id).sum(axis=1)
         states = GRU(64)(Embedding(vocab, 32, padding_idx=pad_id)(ids), lengths=lengths)
