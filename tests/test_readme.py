@@ -396,3 +396,26 @@ def test_keras_speech_state_spaces_sparse_and_graph_example(tmp_path, monkeypatc
     np.testing.assert_allclose(names["weights"].grad, rows[names["indices"][1]], rtol=1e-5)
     assert names["tokenizer"].decode(names["ids"]) == "the cat ran"
     assert np.isfinite(float(names["relative"].numpy()))
+
+
+def test_keras_masks_beams_offsets_and_speech_pretraining_example():
+    """The masked Keras tagger trains, the diverse beams come back with their scores best first,
+    each token's offsets point at its text, the labels skip special tokens, and the wav2vec 2.0
+    pretraining loss has gradients."""
+    import numpy as np
+
+    text = README.read_text()
+    section = text.split("## Masks in Keras, beams, token offsets, speech pretraining and long form", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    names: dict = {}
+    exec(compile(code, str(README), "exec"), names)
+    assert names["tagger"].predict(names["ids"], verbose=0).shape == (3, 2)
+    beams = names["beams"]
+    assert beams.sequences.shape[0] == 4 and beams.sequences_scores.shape == (4,)
+    assert np.all(np.diff(beams.sequences_scores[:2]) <= 0) and np.all(np.diff(beams.sequences_scores[2:]) <= 0)
+    pieces = [names["tokenizer"].id_to_token(i).removeprefix("##") for i in names["batch"]["input_ids"][0]]
+    for (start, end), piece in zip(names["spans"], pieces):
+        assert end == start or "the cat sat"[start:end] == piece
+    assert names["labels"][0][0] == -100 and names["labels"][0][1:4] == [0, 1, 2]
+    assert np.isfinite(float(names["out"].loss.numpy()))
+    assert all(p.grad is not None for p in names["pretraining"].quantizer.parameters())
