@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 from torch_whisper_reference import WhisperForConditionalGeneration
+from whisper_checks import SPECIALS, VOCAB
 
 from helpers import assert_close, randn
 from lamina import models
@@ -23,12 +24,6 @@ from lamina.models.whisper_alignment import (
     merge_punctuations,
     split_to_word_tokens,
 )
-from lamina.models.whisper_decoding import WhisperSpecialTokens
-
-SPECIALS = WhisperSpecialTokens(end_of_text=10, start_of_transcript=11, transcribe=15, translate=14,
-                                no_timestamps=18, timestamp_begin=19, no_captions=17, languages={"en": 12, "de": 13},
-                                start_of_prev=16)
-VOCAB = SPECIALS.timestamp_begin + SPECIALS.n_timestamps
 
 
 # -- dynamic time warping and the median filter ---------------------------------------------------

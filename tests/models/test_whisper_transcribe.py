@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
+from whisper_checks import SPECIALS, VOCAB
 
 from lamina import models
 from lamina.models import WhisperSegment, WhisperSpecialTokens
@@ -22,12 +23,7 @@ from lamina.models.whisper_transcribe import (
     token_compression_ratio,
 )
 
-# text 0..9, then the specials, then the timestamps <|0.00|> .. <|30.00|>
-SPECIALS = WhisperSpecialTokens(end_of_text=10, start_of_transcript=11, transcribe=15, translate=14,
-                                no_timestamps=18, timestamp_begin=19, no_captions=17, languages={"en": 12, "de": 13},
-                                start_of_prev=16)
 END, SOP = SPECIALS.end_of_text, SPECIALS.start_of_prev
-VOCAB = SPECIALS.timestamp_begin + SPECIALS.n_timestamps
 
 
 def ts(seconds: float) -> int:
