@@ -522,6 +522,26 @@ class Wav2Vec2Model(Module):
         return self.encode(input_values, attention_mask, mask_time_indices)[0]
 
 
+ENCODER_CONFIG_KEYS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim", "conv_kernel",
+    "conv_stride", "conv_bias", "feat_extract_norm", "do_stable_layer_norm", "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups", "layer_norm_eps", "hidden_dropout", "attention_dropout", "activation_dropout",
+    "feat_proj_dropout", "apply_spec_augment", "mask_time_prob", "mask_time_length", "mask_time_min_masks",
+    "mask_feature_prob", "mask_feature_length", "mask_feature_min_masks")
+"""The ``Wav2Vec2Config`` fields that :func:`wav2vec2_model` reads, shared by every head."""
+
+
+def encoder_config(arguments: Mapping) -> dict:
+    """The :data:`ENCODER_CONFIG_KEYS` entries of a head's constructor ``arguments``, sequences
+    as tuples and flags as bools (what ``get_config`` stores)."""
+    config = {key: arguments[key] for key in ENCODER_CONFIG_KEYS}
+    for key in ("conv_dim", "conv_kernel", "conv_stride"):
+        config[key] = tuple(config[key])
+    for key in ("conv_bias", "do_stable_layer_norm", "apply_spec_augment"):
+        config[key] = bool(config[key])
+    return config
+
+
 def wav2vec2_model(config: Mapping) -> Wav2Vec2Model:
     """The unbuilt :class:`Wav2Vec2Model` of a config with ``Wav2Vec2Config``'s field names (the
     arguments of :class:`Wav2Vec2ForCTC`)."""
@@ -567,21 +587,9 @@ class Wav2Vec2ForCTC(ConfigBuiltModel):
                              f"the vocabulary of {vocab_size}")
         if ctc_loss_reduction not in ("sum", "mean"):
             raise ValueError(f"Wav2Vec2ForCTC: ctc_loss_reduction must be 'sum' or 'mean', got {ctc_loss_reduction!r}")
-        self.config = {"vocab_size": vocab_size, "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
-                       "num_attention_heads": num_attention_heads, "intermediate_size": intermediate_size,
-                       "conv_dim": tuple(conv_dim), "conv_kernel": tuple(conv_kernel),
-                       "conv_stride": tuple(conv_stride), "conv_bias": bool(conv_bias),
-                       "feat_extract_norm": feat_extract_norm, "do_stable_layer_norm": bool(do_stable_layer_norm),
-                       "num_conv_pos_embeddings": num_conv_pos_embeddings,
-                       "num_conv_pos_embedding_groups": num_conv_pos_embedding_groups,
-                       "layer_norm_eps": layer_norm_eps, "hidden_dropout": hidden_dropout,
-                       "attention_dropout": attention_dropout, "activation_dropout": activation_dropout,
-                       "feat_proj_dropout": feat_proj_dropout, "final_dropout": final_dropout,
-                       "mask_time_prob": mask_time_prob, "mask_feature_prob": mask_feature_prob,
+        self.config = {"vocab_size": vocab_size, **encoder_config(locals()), "final_dropout": final_dropout,
                        "pad_token_id": int(pad_token_id), "ctc_loss_reduction": ctc_loss_reduction,
-                       "ctc_zero_infinity": bool(ctc_zero_infinity), "apply_spec_augment": bool(apply_spec_augment),
-                       "mask_time_length": mask_time_length, "mask_time_min_masks": mask_time_min_masks,
-                       "mask_feature_length": mask_feature_length, "mask_feature_min_masks": mask_feature_min_masks}
+                       "ctc_zero_infinity": bool(ctc_zero_infinity)}
         self.wav2vec2 = wav2vec2_model(self.config)
         self.dropout = Dropout(checked_rate(final_dropout, "Wav2Vec2ForCTC"))
         self.lm_head = Dense(vocab_size, kernel_init=_normal())

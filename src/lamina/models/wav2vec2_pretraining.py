@@ -43,7 +43,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.hf_weights import ConfigBuiltModel, build_children, main_input_shape
-from lamina.models.wav2vec2 import wav2vec2_model
+from lamina.models.wav2vec2 import encoder_config, wav2vec2_model
 from lamina.models.wav2vec2_masking import compute_mask_indices, sample_negative_indices
 from lamina.nn import init as initializers
 from lamina.nn.dense import Dense
@@ -276,20 +276,7 @@ class Wav2Vec2ForPreTraining(ConfigBuiltModel):
         if contrastive_logits_temperature <= 0:
             raise ValueError(f"Wav2Vec2ForPreTraining: contrastive_logits_temperature must be positive, got "
                              f"{contrastive_logits_temperature!r}")
-        self.config = {"hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
-                       "num_attention_heads": num_attention_heads, "intermediate_size": intermediate_size,
-                       "conv_dim": tuple(conv_dim), "conv_kernel": tuple(conv_kernel),
-                       "conv_stride": tuple(conv_stride), "conv_bias": bool(conv_bias),
-                       "feat_extract_norm": feat_extract_norm, "do_stable_layer_norm": bool(do_stable_layer_norm),
-                       "num_conv_pos_embeddings": num_conv_pos_embeddings,
-                       "num_conv_pos_embedding_groups": num_conv_pos_embedding_groups,
-                       "layer_norm_eps": layer_norm_eps, "hidden_dropout": hidden_dropout,
-                       "attention_dropout": attention_dropout, "activation_dropout": activation_dropout,
-                       "feat_proj_dropout": feat_proj_dropout, "feat_quantizer_dropout": feat_quantizer_dropout,
-                       "apply_spec_augment": bool(apply_spec_augment), "mask_time_prob": mask_time_prob,
-                       "mask_time_length": mask_time_length, "mask_time_min_masks": mask_time_min_masks,
-                       "mask_feature_prob": mask_feature_prob, "mask_feature_length": mask_feature_length,
-                       "mask_feature_min_masks": mask_feature_min_masks,
+        self.config = {**encoder_config(locals()), "feat_quantizer_dropout": feat_quantizer_dropout,
                        "num_codevector_groups": num_codevector_groups,
                        "num_codevectors_per_group": num_codevectors_per_group, "codevector_dim": codevector_dim,
                        "proj_codevector_dim": proj_codevector_dim,
