@@ -57,6 +57,8 @@ CASES = {
                   lambda: nn.Conv2D(16, 5), lambda: T.Conv2d(6, 16, 5), True),
     "maxpool": ("MaxPool 2x2 on 32x32x32, batch 64", (64, 32, 32, 32),
                 lambda: nn.MaxPool2D(2), lambda: T.MaxPool2d(2), True),
+    "maxpool3x3": ("MaxPool 3x3 stride 2 (overlapping) on 32x32x32, batch 64", (64, 32, 32, 32),
+                   lambda: nn.MaxPool2D(3, stride=2), lambda: T.MaxPool2d(3, 2), True),
     "batchnorm": ("BatchNorm on 32x32x32, batch 64 (training)", (64, 32, 32, 32),
                   lambda: nn.BatchNorm(), lambda: T.BatchNorm2d(32), True),
     "relu": ("ReLU on 32x32x32, batch 64", (64, 32, 32, 32), lambda: nn.ReLU(), lambda: T.ReLU(), True),

@@ -77,9 +77,18 @@ def _crop(dxpad, pads, shape):
     return backend.xp.ascontiguousarray(dxpad[:, pt:pt + shape[1], pl:pl + shape[2]])
 
 
-_BLOCK_BYTES = 2 << 20
-"""Input bytes per inner block of max pooling: the block stays in the cache from the maxima
-to the marks."""
+_BLOCK_BYTES = 1 << 20
+"""(Padded) input bytes per inner block of max pooling: the block stays in the (L2) cache
+from the maxima to the marks, and from the routed gradients to the sums of overlapping windows."""
+
+
+def _blocks(first: int, last: int, image_bytes: int):
+    """(lo, hi) runs of images from ``first`` to ``last`` of about _BLOCK_BYTES each (the
+    whole range on a GPU, where each block would cost a launch per kernel)."""
+    step = last - first
+    if backend.xp.__name__ == "numpy":
+        step = max(1, _BLOCK_BYTES // max(image_bytes, 1))
+    return [(lo, min(last, lo + step)) for lo in range(first, last, max(step, 1))]
 
 
 def _offsets(f):
@@ -138,9 +147,8 @@ class MaxPool2d(Function):
         index = xp.empty(out.shape, dtype=xp.min_scalar_type(len(offsets) - 1)) if track else None
 
         def chunk(first, last):
-            step = max(1, _BLOCK_BYTES // max(xpad[0:1].nbytes, 1))
-            for lo in range(first, last, step):
-                block(lo, min(last, lo + step))
+            for lo, hi in _blocks(first, last, xpad[0:1].nbytes):
+                block(lo, hi)
 
         def block(lo, hi):
             views = [offset_view(xpad[lo:hi], i, j, outs, s) for i, j in offsets]
@@ -159,29 +167,50 @@ class MaxPool2d(Function):
         return out
 
     def backward(self, dy):
-        xp = backend.xp
-        f, s, outs, index = self.f, self.s, self.outs, self.index
-        disjoint = s[0] >= f[0] and s[1] >= f[1]
-        exact = _exact_tiling(f, s, self.pads, outs, self.x_shape)
-        shape = self.padded_shape
-        dxpad = xp.empty(shape, dtype=dy.dtype) if exact else xp.zeros(shape, dtype=dy.dtype)
+        dxpad = backend.xp.empty(self.padded_shape, dtype=dy.dtype)
 
-        def chunk(lo, hi):
-            g = dy[lo:hi]
-            hit = xp.empty(g.shape, dtype=bool)
-            for k, (i, j) in enumerate(_offsets(f)):
-                xp.equal(index[lo:hi], k, out=hit)
-                target = offset_view(dxpad[lo:hi], i, j, outs, s)
-                if disjoint:
-                    xp.multiply(g, hit, out=target)
-                else:
-                    target += g * hit
+        def chunk(first, last):
+            for lo, hi in _blocks(first, last, dxpad[0:1].nbytes):
+                self._route(dy[lo:hi], self.index[lo:hi], dxpad[lo:hi])
 
         parallel.split(chunk, dy.shape[0], dxpad.size)
         return (_crop(dxpad, self.pads, self.x_shape),)
 
+    def _route(self, g, index, dx) -> None:
+        """dJ/dx for a block of images: offset k's view of dx gets g where the index is k.
+        The offsets (i < s_h, j < s_w) cover disjoint positions, so these views are set
+        (after zeroing what none of them covers); the offsets of overlapping windows past
+        the stride are added to them."""
+        xp = backend.xp
+        f, s, outs = self.f, self.s, self.outs
+        _zero_uncovered(dx, f, s, outs)
+        offsets = list(enumerate(_offsets(f)))
+        setting = [(k, (i, j)) for k, (i, j) in offsets if i < s[0] and j < s[1]]
+        adding = [(k, (i, j)) for k, (i, j) in offsets if i >= s[0] or j >= s[1]]
+        hit = xp.empty(g.shape, dtype=bool)
+        for k, (i, j) in setting:
+            xp.equal(index, k, out=hit)
+            xp.multiply(g, hit, out=offset_view(dx, i, j, outs, s))
+        routed = xp.empty(g.shape, dtype=g.dtype) if adding else None
+        for k, (i, j) in adding:
+            xp.equal(index, k, out=hit)
+            xp.multiply(g, hit, out=routed)
+            target = offset_view(dx, i, j, outs, s)
+            xp.add(target, routed, out=target)
+
     def backward_graph(self, dy):
         return FixedRouting(self, _read_maxima).recorded(dy)
+
+
+def _zero_uncovered(dx, f, s, outs) -> None:
+    """Zero the positions of ``dx`` that no offset (i < s_h, j < s_w) of a window reaches:
+    the rows and columns past the last stride, and the gaps between windows when the
+    stride exceeds the pool size."""
+    if s[0] > f[0] or s[1] > f[1]:
+        dx.fill(0)
+        return
+    dx[:, outs[0] * s[0]:] = 0
+    dx[:, :, outs[1] * s[1]:] = 0
 
 
 def _first_maximum(views: list, maximum, index) -> None:
@@ -192,12 +221,13 @@ def _first_maximum(views: list, maximum, index) -> None:
         index.fill(0)
         return
     differs = xp.empty(maximum.shape, dtype=bool)
+    flags = differs.view(xp.uint8)          # the same 0/1 bytes: integer arithmetic without a cast
     xp.not_equal(views[-2], maximum, out=differs)
-    index[...] = differs
+    index[...] = flags
     for view in reversed(views[:-2]):
         index += 1
         xp.not_equal(view, maximum, out=differs)
-        index *= differs
+        index *= flags
 
 
 SMALL_C = 16
