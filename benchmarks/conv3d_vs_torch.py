@@ -7,18 +7,26 @@ bias. Prints the lamina/PyTorch throughput ratio (above 1: lamina is faster) as 
 the rounds' ratios with its range.
 
     python benchmarks/conv3d_vs_torch.py [--repeats 9] [--batch 8] [--size 16] [--channels 16]
+        [--algorithm auto|planes|im2col] [--threads N]
+
+``--algorithm`` forces lamina's way of computing (default: the one conv3d chooses by shape),
+to compare the two in the same conditions; ``--threads`` sets torch's and lamina's threads
+(default: the core count).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 import lamina
+from lamina import parallel
 from lamina.functional.conv3d import conv3d
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -49,9 +57,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--algorithm", choices=("auto", "planes", "im2col"), default="auto")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
-    print(f"threads: torch {torch.get_num_threads()}; rounds {args.repeats}, median of the rounds' ratios\n")
+    if args.algorithm != "auto":
+        module = importlib.import_module("lamina.functional.conv3d")    # the package re-exports the function
+        module.algorithm = lambda *shapes: args.algorithm
+    torch.set_num_threads(args.threads)
+    parallel.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
+    print(f"threads: torch {torch.get_num_threads()}, lamina {parallel.get_num_threads()}; algorithm "
+          f"{args.algorithm}; rounds {args.repeats}, median of the rounds' ratios\n")
     compare_rounds(*_case(args.batch, args.size, args.channels, np.random.default_rng(0)), args.repeats)
 
 

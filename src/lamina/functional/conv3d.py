@@ -22,6 +22,11 @@ For derivatives of the gradients (``grad(..., create_graph=True)``) the same thr
 are recorded as ops: the patch matrices P(x) as a linear map (its adjoint is col2im), and
 matrix products, dJ/dW = P(x)^T dJ/dv and dJ/dx = P^T(dJ/dv W), bilinear in (x, w).
 
+For one group and stride 1 in depth (and the kernel shapes :func:`algorithm` names) the
+convolution runs by depth planes instead (:mod:`lamina.functional.conv3d_planes`): only each
+plane's (h, w) windows are copied and the depth taps become the column blocks of one fatter
+product (1.5-1.8x faster for the forward and backward of a 3x3x3 convolution with 16 filters).
+
 Pooling is in :mod:`lamina.functional.pool3d`.
 """
 
@@ -33,6 +38,7 @@ from lamina import backend, parallel
 from lamina.autograd import Function, Tensor, graph
 from lamina.autograd.function import LinearMap
 from lamina.errors import ShapeError
+from lamina.functional import conv3d_planes as planes
 from lamina.functional._util import channel_sums
 from lamina.functional.im2col import strided_view, strides_of
 
@@ -167,10 +173,26 @@ def _matmul(a, b, out):
     return backend.xp.matmul(a, b, out=out.reshape(rows, groups, c).transpose(1, 0, 2))
 
 
+def algorithm(kernel: Triple, stride: Triple, groups: int, padded_depth: int, out_depth: int) -> str:
+    """How :class:`Conv3d` computes: ``"planes"`` (:mod:`lamina.functional.conv3d_planes`:
+    (h, w) windows of every depth plane, the depth taps side by side in one product) or
+    ``"im2col"`` (one patch matrix per group). Planes need one group, stride 1 and more than
+    one tap in depth (their product computes every tap for every padded plane: fewer than
+    twice as many padded planes as output planes) and an (h, w) window of more than one tap
+    (with a (f_d, 1, 1) kernel the im2col product is the less thin one). Measured on 2 cores:
+    3x3x3, 16 -> 16 channels, 16^3, forward + backward 1.5-1.8x faster; 1.1-1.2x with 4 input
+    channels, a depth of 4 or a 3x1x3 kernel; (3, 1, 1) kernels and a padded depth of 3 output
+    planes per plane were slower (0.4-0.6x) and stay with im2col."""
+    if groups == 1 and stride[0] == 1 and kernel[0] > 1 and kernel[1] * kernel[2] > 1 and padded_depth < 2 * out_depth:
+        return "planes"
+    return "im2col"
+
+
 class Conv3d(Function):
-    """v = x * w + b by im2col + GEMM. Hyperparameters: ``stride``, ``dilation`` (triples),
-    ``pads`` (three (before, after) pairs), ``groups`` and ``keep`` (keep the patch matrices
-    for dJ/dw; backward rebuilds them from x when they are missing)."""
+    """v = x * w + b, by depth planes or by im2col + GEMM as :func:`algorithm` chooses.
+    Hyperparameters: ``stride``, ``dilation`` (triples), ``pads`` (three (before, after)
+    pairs), ``groups`` and ``keep`` (keep the patch matrices, or the planes' Q, for dJ/dw;
+    backward rebuilds them from x when they are missing)."""
 
     def forward(self, x, w, b=None):
         xp = backend.xp
@@ -180,13 +202,18 @@ class Conv3d(Function):
         xpad = _pad(x, self.pads)
         out_dhw = tuple((p - self.dilation[i] * (f - 1) - 1) // self.stride[i] + 1
                         for i, (p, f) in enumerate(zip(xpad.shape[1:4], kernel)))
+        self.x, self.w, self.out_dhw = x, w, out_dhw
+        self.algorithm = algorithm(kernel, self.stride, self.groups, xpad.shape[1], out_dhw[0])
+        if self.algorithm == "planes":
+            self.geometry = planes.PlaneGeometry(kernel, self.stride, self.dilation, out_dhw, xpad.shape[1:4])
+            out, self.patches = planes.forward(xpad, w, b, self.geometry, getattr(self, "keep", True))
+            return out
         patches = _patches(xpad, kernel, out_dhw, self.stride, self.dilation, self.groups)
         del xpad
         out = xp.empty((patches.shape[1], k), dtype=xp.result_type(x, w))
         _matmul(patches, _per_group(w, self.groups).transpose(0, 2, 1), out)
         if b is not None:
             out += b
-        self.x, self.w, self.out_dhw = x, w, out_dhw
         self.patches = patches if getattr(self, "keep", True) else None
         return out.reshape((n,) + out_dhw + (k,))
 
@@ -196,6 +223,15 @@ class Conv3d(Function):
         k = w.shape[0]
         dy = xp.ascontiguousarray(dy)
         db = channel_sums(dy) if len(needs) > 2 and needs[2] else None
+        if self.algorithm == "planes":
+            patches, self.patches = self.patches, None                              # freed once dJ/dw has it
+            dy_pads = planes.transposed_pads(w.shape[1:4], self.stride, self.dilation, self.pads) if needs[0] else None
+            dxpad, dw = planes.backward(dy, lambda lo, hi: _pad(x[lo:hi], self.pads), w, patches, self.geometry,
+                                        needs[0] and dy_pads is None, needs[1])
+            del patches
+            if dy_pads is not None:
+                return planes.input_gradient(_pad(dy, dy_pads), w, self.dilation, x.shape[1:4]), dw, db
+            return (None if dxpad is None else _crop(dxpad, self.pads, x.shape)), dw, db
         dy_groups = dy.reshape(-1, groups, k // groups).transpose(1, 0, 2)         # (groups, rows, K / groups)
         dw = None
         if needs[1]:
