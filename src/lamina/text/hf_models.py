@@ -54,6 +54,11 @@ class Model:
         self.vocab = vocab
         self.id_to_token = {i: token for token, i in vocab.items()}
 
+    @property
+    def deterministic(self) -> bool:
+        """Whether a word always gives the same tokens (so that they may be cached)."""
+        return True
+
     def tokenize_spans(self, word: str) -> list[tuple[int, str, int, int]]:
         """(id, token, start, end) of each token of ``word``: it covers ``word[start:end]``."""
         raise NotImplementedError
@@ -88,6 +93,10 @@ class BPE(Model):
     @property
     def dropping(self) -> bool:
         return bool(self.dropout) and float(self.dropout) > 0.0
+
+    @property
+    def deterministic(self) -> bool:
+        return not self.dropping
 
     def _symbols(self, word: str) -> tuple[list[str], list[int], list[int]]:
         """The starting symbols and the character range [start, end) of each."""

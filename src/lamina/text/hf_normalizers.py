@@ -94,22 +94,24 @@ class Lowercase(Normalizer):
 
 
 _NOT_PRINTABLE_ASCII = re.compile(r"[^ -~]")         # the characters BertNormalizer may change
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
-def _not_a_mark(char: str) -> bool:
-    return unicodedata.category(char) != "Mn"
+def without_marks(text: AlignedString) -> AlignedString:
+    """``text`` without its combining marks (category Mn; no ASCII character is one)."""
+    return text.map_matches(_NON_ASCII, lambda char: "" if unicodedata.category(char) == "Mn" else char)
 
 
 def strip_accents(text: AlignedString) -> AlignedString:
     """NFD, then the combining marks (category Mn) removed."""
-    return text.unicode_normalize("NFD").filter(_not_a_mark)
+    return without_marks(text.unicode_normalize("NFD"))
 
 
 class StripAccents(Normalizer):
     type_name = "StripAccents"
 
     def normalize_aligned(self, text: AlignedString) -> AlignedString:
-        return text.filter(_not_a_mark)
+        return without_marks(text)
 
 
 class Strip(Normalizer):
@@ -169,6 +171,8 @@ class Replace(PatternReplacement, Normalizer):
     def normalize_aligned(self, text: AlignedString) -> AlignedString:
         if self._compiled is None and not self.pattern:     # an empty literal matches nothing
             return text
+        if self._compiled is None and len(self.pattern) == len(self.content) == 1:   # one character for one
+            return text.map_text(self.substitute)
         return text.replace_ranges(self.match_ranges(text.text), self.content)
 
 

@@ -12,9 +12,10 @@ a *behaviour* to the alternating runs of matched and unmatched text:
 ByteLevel cuts with GPT-2's pattern (:func:`~lamina.text.gpt2_pattern`) and spells every UTF-8
 byte as a printable character (:func:`~lamina.text.bytes_to_unicode`).
 
-Pre-tokenizers cut :class:`~lamina.text.hf_alignment.AlignedString` words (``split_aligned``), so
-each word keeps the original span of every character; ``split``/``pre_tokenize`` do the same on
-plain texts.
+Pre-tokenizers cut an :class:`~lamina.text.hf_alignment.AlignedString` into
+:class:`~lamina.text.hf_alignment.Words` (``cut``: the ranges of the words in it, and the spelling
+the model reads them in), so each word keeps the original span of every character;
+``split_aligned`` gives the words as aligned strings, ``split``/``pre_tokenize`` as plain texts.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from lamina.text.gpt2_tokenizer import bytes_to_unicode, gpt2_pattern
-from lamina.text.hf_alignment import AlignedString
+from lamina.text.hf_alignment import AlignedString, Span, Words
 from lamina.text.hf_normalizers import component_class, pattern_from_json, require
 from lamina.text.hf_patterns import compile_pattern
 from lamina.text.wordpiece import _is_punctuation
@@ -93,10 +94,6 @@ def split_runs(text: str, spans: Iterable[tuple[int, int]], behaviour: str, inve
     return [text[a:b] for a, b in run_ranges(len(text), spans, behaviour, invert)]
 
 
-def _cut(word: AlignedString, ranges: Iterable[tuple[int, int]]) -> list[AlignedString]:
-    return [word.slice(a, b) for a, b in ranges if b > a]
-
-
 def _char_spans(text: str, predicate: Callable[[str], bool]) -> list[tuple[int, int]]:
     return [(i, i + 1) for i, char in enumerate(text) if predicate(char)]
 
@@ -113,16 +110,23 @@ def _behaviour_name(behaviour: str) -> str:
 
 
 class PreTokenizer:
-    """Base: ``split_aligned(word, at_start) -> words``; ``at_start``: the word begins the input."""
+    """Base: ``cut(word, at_start) -> Words``; ``at_start``: the word begins the input."""
 
     type_name = ""
 
-    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+    def cut(self, word: AlignedString, at_start: bool) -> Words:
         raise NotImplementedError
 
+    def pre_tokenize_words(self, words: list[AlignedString], at_start: bool = True) -> list[Words]:
+        """Every word of ``words`` cut; only the first can be ``at_start``."""
+        return [self.cut(word, at_start and k == 0) for k, word in enumerate(words)]
+
     def pre_tokenize_aligned(self, words: list[AlignedString], at_start: bool = True) -> list[AlignedString]:
-        """Every word of ``words`` split; only the first can be ``at_start``."""
-        return [part for k, word in enumerate(words) for part in self.split_aligned(word, at_start and k == 0)]
+        """Every word of ``words`` split into aligned strings; only the first can be ``at_start``."""
+        return [part for cut in self.pre_tokenize_words(words, at_start) for part in cut.aligned()]
+
+    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+        return self.pre_tokenize_aligned([word], at_start)
 
     def split(self, word: str, at_start: bool) -> list[str]:
         return [part.text for part in self.split_aligned(AlignedString.original(word), at_start)]
@@ -147,14 +151,17 @@ class ByteLevel(PreTokenizer):
         self.add_prefix_space, self.use_regex, self.trim_offsets = add_prefix_space, use_regex, trim_offsets
         self._spelling = {b: char for b, char in bytes_to_unicode().items()}     # a str.translate table
 
-    def _spelled(self, char: str) -> str:
-        return char.encode("utf-8").decode("latin-1").translate(self._spelling)
+    def spelled(self, text: str) -> str:
+        """Each UTF-8 byte of ``text`` as its printable character."""
+        return text.encode("utf-8").decode("latin-1").translate(self._spelling)
 
-    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+    def cut(self, word: AlignedString, at_start: bool) -> Words:
         if self.add_prefix_space and not word.text.startswith(" "):
             word = word.prepend(" ")
-        ranges = [m.span() for m in gpt2_pattern().finditer(word.text)] if self.use_regex else [(0, len(word))]
-        return [part.map_text(self._spelled) for part in _cut(word, ranges)]
+        if not self.use_regex:
+            return Words(word, [(0, len(word))] if word.text else [], self.spelled)
+        # every alternative of the pattern takes at least one character: no empty words
+        return Words(word, [m.span() for m in gpt2_pattern().finditer(word.text)], self.spelled)
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "add_prefix_space": self.add_prefix_space,
@@ -171,15 +178,15 @@ class Whitespace(PreTokenizer):
 
     type_name = "Whitespace"
 
-    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
-        return _cut(word, (m.span() for m in _WHITESPACE_WORDS.finditer(word.text)))
+    def cut(self, word: AlignedString, at_start: bool) -> Words:
+        return Words(word, [m.span() for m in _WHITESPACE_WORDS.finditer(word.text)])
 
 
 class WhitespaceSplit(PreTokenizer):
     type_name = "WhitespaceSplit"
 
-    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
-        return _cut(word, (m.span() for m in _NON_SPACE.finditer(word.text)))
+    def cut(self, word: AlignedString, at_start: bool) -> Words:
+        return Words(word, [m.span() for m in _NON_SPACE.finditer(word.text)])
 
 
 class BertPreTokenizer(PreTokenizer):
@@ -187,9 +194,16 @@ class BertPreTokenizer(PreTokenizer):
 
     type_name = "BertPreTokenizer"
 
-    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
-        return [piece for part in _cut(word, (m.span() for m in _NON_SPACE.finditer(word.text)))
-                for piece in _cut(part, run_ranges(len(part), _char_spans(part.text, _is_punctuation), "isolated"))]
+    def cut(self, word: AlignedString, at_start: bool) -> Words:
+        ranges: list[Span] = []
+        for match in _NON_SPACE.finditer(word.text):
+            start, part = match.start(), match.group()
+            if part.isalnum():                      # no punctuation character is alphanumeric
+                ranges.append(match.span())
+                continue
+            ranges += [(start + a, start + b)
+                       for a, b in run_ranges(len(part), _char_spans(part, _is_punctuation), "isolated")]
+        return Words(word, ranges)
 
 
 class Punctuation(PreTokenizer):
@@ -198,8 +212,8 @@ class Punctuation(PreTokenizer):
     def __init__(self, behaviour: str = "isolated"):
         self.behaviour = behaviour
 
-    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
-        return _cut(word, run_ranges(len(word), _char_spans(word.text, _is_punctuation), self.behaviour))
+    def cut(self, word: AlignedString, at_start: bool) -> Words:
+        return Words(word, run_ranges(len(word), _char_spans(word.text, _is_punctuation), self.behaviour))
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "behavior": _behaviour_name(self.behaviour)}
@@ -217,9 +231,9 @@ class Digits(PreTokenizer):
     def __init__(self, individual_digits: bool = False):
         self.individual_digits = individual_digits
 
-    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+    def cut(self, word: AlignedString, at_start: bool) -> Words:
         spans = _char_spans(word.text, lambda c: unicodedata.category(c).startswith("N"))
-        return _cut(word, run_ranges(len(word), spans, "isolated" if self.individual_digits else "contiguous"))
+        return Words(word, run_ranges(len(word), spans, "isolated" if self.individual_digits else "contiguous"))
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "individual_digits": self.individual_digits}
@@ -236,9 +250,9 @@ class Split(PreTokenizer):
         self.kind, self.pattern, self.behaviour, self.invert = kind, pattern, behaviour, invert
         self._compiled = compile_pattern(pattern if kind == "Regex" else re.escape(pattern), kind == "Regex")
 
-    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+    def cut(self, word: AlignedString, at_start: bool) -> Words:
         spans = [match.span() for match in self._compiled.finditer(word.text) if match.end() > match.start()]
-        return _cut(word, run_ranges(len(word), spans, self.behaviour, self.invert))
+        return Words(word, run_ranges(len(word), spans, self.behaviour, self.invert))
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "pattern": {self.kind: self.pattern},
@@ -269,16 +283,16 @@ class Metaspace(PreTokenizer):
     def __init__(self, replacement: str = "\u2581", scheme: str = "always", split: bool = True):
         self.replacement, self.scheme, self.split_words = replacement, scheme, split
 
-    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
+    def cut(self, word: AlignedString, at_start: bool) -> Words:
         if " " in word.text:
             word = word.map_matches(_SPACE, lambda _: self.replacement)
         prepend = self.scheme == "always" or (self.scheme == "first" and at_start)
         if prepend and not word.text.startswith(self.replacement):
             word = word.prepend(self.replacement)
         if not self.split_words:
-            return [word] if word.text else []
+            return Words(word, [(0, len(word))] if word.text else [])
         spans = [(m.start(), m.end()) for m in re.finditer(re.escape(self.replacement), word.text)]
-        return _cut(word, run_ranges(len(word), spans, "merged_with_next"))
+        return Words(word, run_ranges(len(word), spans, "merged_with_next"))
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "replacement": self.replacement, "prepend_scheme": self.scheme,
@@ -296,13 +310,13 @@ class PreTokenizerSequence(PreTokenizer):
     def __init__(self, pre_tokenizers: list[PreTokenizer]):
         self.pre_tokenizers = pre_tokenizers
 
-    def split_aligned(self, word: AlignedString, at_start: bool) -> list[AlignedString]:
-        return self.pre_tokenize_aligned([word], at_start)
-
-    def pre_tokenize_aligned(self, words: list[AlignedString], at_start: bool = True) -> list[AlignedString]:
-        for pre_tokenizer in self.pre_tokenizers:
+    def pre_tokenize_words(self, words: list[AlignedString], at_start: bool = True) -> list[Words]:
+        """Each pre-tokenizer on the words of the one before; the last one's cuts."""
+        if not self.pre_tokenizers:
+            return [Words(word, [(0, len(word))]) for word in words]
+        for pre_tokenizer in self.pre_tokenizers[:-1]:
             words = pre_tokenizer.pre_tokenize_aligned(words, at_start)
-        return words
+        return self.pre_tokenizers[-1].pre_tokenize_words(words, at_start)
 
     def to_json(self) -> dict:
         return {"type": self.type_name, "pretokenizers": [p.to_json() for p in self.pre_tokenizers]}

@@ -144,17 +144,18 @@ class CharsMap:
             return self._apply_longest(text)
         if rule != "tokenizers":
             raise ValueError(f"CharsMap.apply: rule must be 'tokenizers' or 'sentencepiece', got {rule!r}")
-        pieces = []
+        replacements = []
         for start, end in grapheme_ranges(text.text):
             cluster = text.text[start:end]
             replaced = self.transform(cluster) if len(cluster.encode("utf-8")) < _MAX_CLUSTER_BYTES else None
             if replaced is not None:
-                pieces.append((replaced, text.span(start, end)))
+                replacements.append((start, end, replaced))
                 continue
             for k in range(start, end):
                 replaced = self.transform(text.text[k])
-                pieces.append((text.text[k] if replaced is None else replaced, text.spans[k]))
-        return AlignedString.from_pieces(pieces)
+                if replaced is not None:
+                    replacements.append((k, k + 1, replaced))
+        return text.with_replacements(replacements)
 
     def _apply_longest(self, text: AlignedString) -> AlignedString:
         data = text.text.encode("utf-8")
@@ -162,19 +163,17 @@ class CharsMap:
         for k, char in enumerate(text.text):
             char_at.extend([k] * len(char.encode("utf-8")))
         char_at.append(len(text.text))
-        pieces, at = [], 0
+        replacements, at = [], 0
         while at < len(data):
             first = char_at[at]
             match = self.longest_match(data, at)
             if match is None:
-                pieces.append((text.text[first], text.spans[first]))
                 at += len(text.text[first].encode("utf-8"))
                 continue
             length, pool_offset = match
-            last = char_at[at + length]
-            pieces.append((self.replacement(pool_offset), text.span(first, last)))
+            replacements.append((first, char_at[at + length], self.replacement(pool_offset)))
             at += length
-        return AlignedString.from_pieces(pieces)
+        return text.with_replacements(replacements)
 
     def normalize(self, text: str, rule: str = "tokenizers") -> str:
         return self.apply(AlignedString.original(text), rule).text

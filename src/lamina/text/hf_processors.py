@@ -136,9 +136,14 @@ def trim_offsets(encoding: Encoding, add_prefix_space: bool) -> Encoding:
     past the token's leading spaces (all but the one ``add_prefix_space`` added, on the text's
     first token), an end back before its trailing ones; a span never turns around."""
     out = Encoding(*(list(getattr(encoding, name)) for name in _COLUMNS))
-    for k, (token, (start, end)) in enumerate(zip(out.tokens, out.offsets)):
-        leading = len(token) - len(token.lstrip(_SPACES))
-        trailing = len(token) - len(token.rstrip(_SPACES))
+    edges: dict[str, tuple[int, int]] = {}           # the leading and trailing spaces of each token string
+    for k, token in enumerate(out.tokens):
+        if token not in edges:
+            edges[token] = (len(token) - len(token.lstrip(_SPACES)), len(token) - len(token.rstrip(_SPACES)))
+        leading, trailing = edges[token]
+        if not (leading or trailing):
+            continue
+        start, end = out.offsets[k]
         if leading and add_prefix_space and leading == 1 and (k == 0 or start == 0):
             leading = 0
         if leading:

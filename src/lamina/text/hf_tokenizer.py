@@ -21,7 +21,9 @@ the path of the entry in the file.
 Each token also gets its offsets, the (start, end) characters of the input it stands for: the
 normalizer keeps the original span of every normalized character
 (:class:`~lamina.text.hf_alignment.AlignedString`), the pre-tokenizer cuts with those spans and the
-model says which characters of its word each token covers. Calling the tokenizer
+model says which characters of its word each token covers. A word's tokens and the characters
+they cover are kept (a cache of up to 32768 words) unless the model draws at random (BPE dropout),
+so a word met again costs a look-up. Calling the tokenizer
 (:meth:`HFTokenizer.__call__`) gives a Hugging Face-style :class:`~lamina.text.hf_batch.BatchEncoding`.
 """
 
@@ -30,15 +32,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from lamina.io.atomic import write_bytes_atomic
-from lamina.text.hf_alignment import AlignedString
+from lamina.text.hf_alignment import AlignedString, Words
 from lamina.text.hf_batch import BatchEncoding, padding_length, truncation_strategy
 from lamina.text.hf_decoders import Decoder, decoder_from_json
 from lamina.text.hf_models import Model, model_from_json
@@ -58,6 +60,7 @@ __all__ = ["AddedToken", "BatchEncoding", "Encoding", "HFTokenizer"]
 
 _WORD_CHAR = re.compile(r"\w")
 _PAD_NAMES = ("[PAD]", "<pad>", "<|pad|>")
+_WORD_CACHE_LIMIT = 1 << 15
 
 
 @dataclass
@@ -119,6 +122,67 @@ def _content_range(text: str, start: int, end: int, token: AddedToken) -> tuple[
     return (at, at + len(token.content)) if at >= 0 else (start, end)
 
 
+class _WordTokens(NamedTuple):
+    """The tokens of one word: ids, strings, and the characters ``[starts[k], ends[k])`` of the word each covers."""
+
+    ids: list[int]
+    tokens: list[str]
+    starts: list[int]
+    ends: list[int]
+
+
+class _TextColumns:
+    """One text's tokens, gathered word by word as the words are encoded; :meth:`encoding` then
+    places them all at once: a token's offsets from the characters of its word it covers and where
+    the word starts in its aligned source, its word id from the number of tokens of each word."""
+
+    def __init__(self):
+        self.ids: list[int] = []
+        self.tokens: list[str] = []
+        self.starts: list[int] = []             # per token: the characters [start, end) of its word it covers
+        self.ends: list[int] = []
+        self.word_starts: list[int] = []        # per word: where it starts in its source
+        self.counts: list[int] = []             # per word: its number of tokens
+        self.sources: list[tuple[AlignedString, int]] = []     # the source of each run of tokens, and its length
+        self.special_at: list[int] = []
+
+    def add_source(self, source: AlignedString, n_tokens: int) -> None:
+        """The last ``n_tokens`` tokens came from words of ``source``."""
+        if self.sources and self.sources[-1][0] is source:
+            n_tokens += self.sources.pop()[1]
+        if n_tokens:
+            self.sources.append((source, n_tokens))
+
+    def add_token(self, token: AddedToken, source: AlignedString, start: int, end: int) -> None:
+        """An added token, a word of its own covering ``source.text[start:end]``."""
+        if token.special:
+            self.special_at.append(len(self.ids))
+        self.ids.append(token.id)
+        self.tokens.append(token.content)
+        self.starts.append(0)
+        self.ends.append(end - start)
+        self.word_starts.append(start)
+        self.counts.append(1)
+        self.add_source(source, 1)
+
+    def encoding(self) -> Encoding:
+        counts = np.asarray(self.counts, dtype=np.int64)
+        shift = np.repeat(np.asarray(self.word_starts, dtype=np.int64), counts)
+        starts = (shift + np.asarray(self.starts, dtype=np.int64)).tolist()
+        ends = (shift + np.asarray(self.ends, dtype=np.int64)).tolist()
+        offsets: list[tuple[int, int]] = []
+        done = 0
+        for source, n_tokens in self.sources:
+            offsets += source.spans_of(starts[done:done + n_tokens], ends[done:done + n_tokens])
+            done += n_tokens
+        word_ids = np.repeat(np.arange(len(counts)), counts).tolist()
+        n = len(self.ids)
+        special = [0] * n
+        for k in self.special_at:
+            special[k] = 1
+        return Encoding(self.ids, self.tokens, [0] * n, special, [1] * n, offsets, word_ids, [0] * n)
+
+
 class HFTokenizer:
     """A ``tokenizer.json`` pipeline (see the module docstring). Build it with
     :meth:`from_file` or :meth:`from_str`; the constructor takes the parsed components."""
@@ -135,6 +199,7 @@ class HFTokenizer:
         self._added_by_content = {t.content: t for t in self.added_tokens}
         self._raw_tokens = [t for t in self.added_tokens if not t.normalized]
         self._normalized_tokens = [t for t in self.added_tokens if t.normalized]
+        self._word_caches: dict[tuple[Model, Callable | None], dict[str, _WordTokens]] = {}
 
     # -- files --------------------------------------------------------------------------------
     @classmethod
@@ -212,33 +277,60 @@ class HFTokenizer:
     def _encode_text(self, text: str) -> Encoding:
         """Steps 1 and 2 of the module docstring, without special tokens: every token with its
         offsets in ``text``, its word (a pre-tokenized word or an added token) and sequence 0."""
-        out = Encoding()
-        word = 0
+        out = _TextColumns()
+        whole = AlignedString.original(text)
         for start, end, token in _split_at(text, self._raw_tokens):
             if token is not None:
-                out.append(token.id, token.content, special=token.special,
-                           offset=_content_range(text, start, end, token), word=word, sequence=0)
-                word += 1
+                out.add_token(token, whole, *_content_range(text, start, end, token))
                 continue
             piece = AlignedString.original(text[start:end], start)
             normalized = self.normalizer.normalize_aligned(piece) if self.normalizer is not None else piece
             for k, (a, b, inner) in enumerate(_split_at(normalized.text, self._normalized_tokens)):
                 if inner is not None:
-                    a, b = _content_range(normalized.text, a, b, inner)
-                    out.append(inner.id, inner.content, special=inner.special, offset=normalized.span(a, b),
-                               word=word, sequence=0)
-                    word += 1
+                    out.add_token(inner, normalized, *_content_range(normalized.text, a, b, inner))
                     continue
                 chunk = normalized.slice(a, b)
-                words = [chunk] if self.pre_tokenizer is None else self.pre_tokenizer.pre_tokenize_aligned(
-                    [chunk], start == 0 and k == 0)
-                for aligned in words:
-                    spans = aligned.spans                   # in order: a token's span is first start .. last end
-                    for token_id, token_string, first, last in self.model.tokenize_spans(aligned.text):
-                        out.append(token_id, token_string, offset=(spans[first][0], spans[last - 1][1]), word=word,
-                                   sequence=0)
-                    word += 1
-        return out
+                cuts = [Words(chunk, [(0, len(chunk))])] if self.pre_tokenizer is None else (
+                    self.pre_tokenizer.pre_tokenize_words([chunk], start == 0 and k == 0))
+                for words in cuts:
+                    self._add_words(out, words)
+        return out.encoding()
+
+    def _add_words(self, out: _TextColumns, words: Words) -> None:
+        """The tokens of each of ``words`` added to ``out`` (from the word cache, when the model allows it)."""
+        keep = self.model.deterministic
+        cache = self._word_caches.setdefault((self.model, words.spell), {}) if keep else {}
+        text, ids, tokens, starts, ends = words.source.text, out.ids, out.tokens, out.starts, out.ends
+        add_word_start, add_count = out.word_starts.append, out.counts.append
+        before = len(ids)
+        for a, b in words.ranges:
+            raw = text[a:b]
+            found = cache.get(raw)
+            if found is None:
+                found = self._word_tokens(raw, words.spell)
+                if keep:
+                    if len(cache) >= _WORD_CACHE_LIMIT:
+                        cache.clear()
+                    cache[raw] = found
+            found_ids, found_tokens, found_starts, found_ends = found
+            ids += found_ids
+            tokens += found_tokens
+            starts += found_starts
+            ends += found_ends
+            add_word_start(a)
+            add_count(len(found_ids))
+        out.add_source(words.source, len(ids) - before)
+
+    def _word_tokens(self, raw: str, spell: Callable[[str], str] | None) -> _WordTokens:
+        """The model's tokens of the word ``raw`` read through ``spell``, each with the characters
+        of ``raw`` it covers (an empty word has no tokens)."""
+        word = AlignedString.original(raw)
+        if spell is not None:
+            word = word.map_text(spell)
+        pieces = self.model.tokenize_spans(word.text) if raw else []
+        spans = [word.span(first, last) for _, _, first, last in pieces]
+        return _WordTokens([p[0] for p in pieces], [p[1] for p in pieces], [s for s, _ in spans],
+                           [e for _, e in spans])
 
     def _truncation_settings(self, max_length: int | None) -> tuple[int | None, str, bool]:
         """(max_length, strategy, from the left) from the arguments and the file's truncation."""
