@@ -19,7 +19,10 @@ back to back; the ratio of the times is the median of the rounds' ratios, see ``
 At these sizes every call is a few small matrix products: one thread is fastest for both
 frameworks (more threads only add synchronisation).
 
-Usage: python benchmarks/generation_speed.py [--repeats N] [--threads N]
+``--profile N`` prints instead the N functions with the most own time in a cProfile of
+cached greedy decoding (three decodes of NEW_TOKENS tokens), to see where a step's time goes.
+
+Usage: python benchmarks/generation_speed.py [--repeats N] [--threads N] [--profile N]
 """
 
 from __future__ import annotations
@@ -137,11 +140,27 @@ def compare(name: str, first, second, repeats: int, first_label: str, second_lab
           f"({low:.2f}-{high:.2f})")
 
 
+def profile_greedy(model, prompt: list[int], top: int) -> None:
+    """The ``top`` functions by own time in a cProfile of three cached greedy decodes."""
+    import cProfile
+    import pstats
+
+    beam_search_ids(model, prompt, None, 1, NEW_TOKENS)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(3):
+        beam_search_ids(model, prompt, None, 1, NEW_TOKENS)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="threads of torch and of the BLAS calls NumPy makes (default 1)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="print the N functions with the most own time in cached greedy decoding, and stop")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
@@ -151,6 +170,9 @@ def main() -> None:
     vocab = Vocabulary(CHARACTERS, pad=None, unk=None, bos="^")       # no end token: every decode runs on
     text = "".join(np.random.default_rng(0).choice(list(CHARACTERS), PROMPT - 1))
     prompt = list(vocab.encode(text, add_bos=True))
+    if args.profile:
+        profile_greedy(model, prompt, args.profile)
+        return
     print(f"transformer LM: {LAYERS} layers, d_model {D_MODEL}, {HEADS} heads, vocabulary {VOCAB}; prompt {PROMPT} "
           f"tokens, {NEW_TOKENS} new tokens; threads {args.threads}, {args.repeats} rounds\n")
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy
+
 from lamina import backend
 from lamina.autograd import autocast_state, graph
 from lamina.autograd.tensor import Tensor
+
+_ndarray = numpy.ndarray
 
 
 class Function:
@@ -73,29 +77,34 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params) -> Tensor:
-        """Run the op on tensors (or array-likes), recording the node when needed."""
+        """Run the op on tensors (or array-likes), recording the node when needed. With the
+        graph off (``no_grad``) or no input requiring grad, nothing is recorded: the output
+        is a constant tensor and the node, with whatever its forward saved, is dropped."""
         fn = cls.__new__(cls)
         if params:
             fn.__dict__.update(params)
-        tensors = _as_tensors(inputs)
+        tensors = inputs
+        for x in inputs:
+            if not isinstance(x, Tensor):
+                tensors = _as_tensors(inputs)
+                break
         if cls.autocast_policy is not None and autocast_state.state.dtype is not None:
             tensors = _autocast(cls.autocast_policy, tensors)
         # NumPy gives 0-d results as scalars; a tensor's data is always an array.
-        out = backend.xp.asarray(fn.forward(*[t.data for t in tensors]))
-        if graph._mode.enabled:
-            needs = tuple(t.requires_grad for t in tensors)
-            if any(needs):
-                fn.inputs = tensors
-                fn.needs_grad = needs
-                result = Tensor.__new__(Tensor)
-                result.data = out
-                result.grad = None
-                result.requires_grad = True
-                result._ctx = fn
-                return result
+        out = fn.forward(*[t.data for t in tensors])
+        if type(out) is not _ndarray or backend.xp is not numpy:
+            out = backend.xp.asarray(out)
         result = Tensor.__new__(Tensor)
         result.data = out
         result.grad = None
+        if graph._mode.enabled:
+            for t in tensors:
+                if t.requires_grad:
+                    fn.inputs = tensors
+                    fn.needs_grad = tuple(t.requires_grad for t in tensors)
+                    result.requires_grad = True
+                    result._ctx = fn
+                    return result
         result.requires_grad = False
         result._ctx = None
         return result

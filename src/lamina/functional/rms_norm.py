@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lamina.autograd import Tensor
+from lamina import backend
+from lamina.autograd import Tensor, is_grad_enabled
 from lamina.errors import ShapeError
 
 __all__ = ["rms_norm"]
@@ -31,5 +32,22 @@ def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, eps: flo
     elif not float(eps) > 0:
         raise ValueError(f"rms_norm: eps must be positive or None, got {eps!r}")
     axes = tuple(range(x.ndim - k, x.ndim))
+    if not _records(x, weight):
+        return Tensor._wrap(_rms_norm_values(x.data, axes, None if weight is None else weight.data, eps))
     y = x * ((x * x).mean(axis=axes, keepdims=True) + float(eps)).rsqrt()
+    return y if weight is None else y * weight
+
+
+def _records(x: Tensor, weight) -> bool:
+    """Whether the ops would record a graph (else the values are computed on the arrays)."""
+    if x.dtype.kind != "f" or not isinstance(weight, (Tensor, type(None))):
+        return True                                  # the ops' own casts decide
+    return is_grad_enabled() and (x.requires_grad or weight is not None and weight.requires_grad)
+
+
+def _rms_norm_values(x, axes: tuple[int, ...], weight, eps: float):
+    """The values of the recorded ops above on the arrays, op for op (eps in x's dtype, as a
+    number meeting a tensor is): inference and cached decoding skip the graph's bookkeeping."""
+    xp = backend.xp
+    y = x * xp.reciprocal(xp.sqrt((x * x).mean(axis=axes, keepdims=True) + xp.asarray(eps, dtype=x.dtype)))
     return y if weight is None else y * weight

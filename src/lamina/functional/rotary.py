@@ -51,9 +51,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from lamina import backend
-from lamina.autograd import Tensor
+from lamina.autograd import Tensor, is_grad_enabled
 from lamina.errors import ShapeError
-from lamina.functional.arithmetic import add, mul, sub
 from lamina.functional.shape import concat, getitem
 
 __all__ = ["ROPE_TYPES", "check_rope_scaling", "rope_depends_on_length", "rotary_angles", "rotary_embedding",
@@ -236,6 +235,15 @@ def rotary_embedding(x, offset: int = 0, base: float = 10000.0, positions=None, 
     if per_row:                             # (N, T, d/2) -> (N, 1, ..., T, d/2)
         cos, sin = (a.reshape(x.shape[0], *(1,) * (x.ndim - 3), t, d // 2) for a in (cos, sin))
     half = d // 2
-    first = getitem(x, (Ellipsis, slice(0, half)))
-    second = getitem(x, (Ellipsis, slice(half, d)))
-    return concat([sub(mul(first, cos), mul(second, sin)), add(mul(first, sin), mul(second, cos))], axis=-1)
+    if x.requires_grad and is_grad_enabled():
+        first = getitem(x, (Ellipsis, slice(0, half)))
+        second = getitem(x, (Ellipsis, slice(half, d)))
+        return concat(list(_turned(first, second, cos, sin)), axis=-1)
+    # nothing to record (inference, a cached decoding step): the same products on the arrays
+    return Tensor._wrap(backend.xp.concatenate(_turned(x.data[..., :half], x.data[..., half:], cos, sin), axis=-1))
+
+
+def _turned(first, second, cos, sin) -> tuple:
+    """(x1 cos - x2 sin, x1 sin + x2 cos): the two halves of the features turned, on tensors
+    (recorded ops) or on arrays alike."""
+    return first * cos - second * sin, first * sin + second * cos

@@ -108,6 +108,7 @@ class MultiHeadAttention(Module):
 
     # start_caching always succeeds; each call is then checked to be one the cache can serve
     cacheable = True
+    _key_store = _value_store = None     # while caching without a window: (N, g, capacity, d) arrays
 
     def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
                  kernel_init="xavier_uniform", bias_init="zeros", rotary: bool = False, rotary_base: float = 10000.0,
@@ -218,21 +219,21 @@ class MultiHeadAttention(Module):
         return F.rotary_embedding(heads, offset=offset, positions=positions, frequencies=theta,
                                   attention_factor=factor)
 
-    def _project_step(self, x, positions=None) -> tuple[Tensor, Tensor, Tensor]:
-        """Q, K and V of a cached call (no graph is recorded): one product with the whole
-        ``in_weight`` instead of three, split into heads; the LoRA adapters and rotary
+    def _project_step(self, x, positions=None) -> tuple:
+        """The arrays Q, K and V of a cached call (no graph is recorded): one product with the
+        whole ``in_weight`` instead of three, split into heads; the LoRA adapters and rotary
         positions as in :meth:`_project`."""
-        if any(self._modules.get(name) is not None for name in LORA_ADAPTERS):
-            return tuple(self._project(x, part, self.cached_steps, positions) for part in range(3))
+        modules = self._modules
+        if modules and any(modules.get(name) is not None for name in LORA_ADAPTERS):
+            return tuple(self._project(x, part, self._steps_read, positions).data for part in range(3))
         y = linear(x, self.in_weight, self.in_bias if self.use_bias else None).data
         n, t = x.shape[0], x.shape[1]
         heads = []
         for part in range(3):
             count = self.num_heads if part == 0 else self.num_kv_heads
             split = y[..., self.projection_columns(part)].reshape(n, t, count, self.head_dim).transpose(0, 2, 1, 3)
-            split = Tensor._wrap(split)
             if self.rotary and part < 2:
-                split = self._rotate(split, self.cached_steps, positions)
+                split = self._rotate(Tensor._wrap(split), self._steps_read, positions).data
             heads.append(split)
         return tuple(heads)
 
@@ -254,7 +255,10 @@ class MultiHeadAttention(Module):
                                            enable_gqa=self.num_kv_heads != self.num_heads)
         heads, weights = out if return_weights else (out, None)
         n, t_q = q.shape[0], q.shape[2]
-        joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.query_dim)
+        if self._caching:                            # no graph: the same values, without two nodes
+            joined = Tensor._wrap(heads.data.transpose(0, 2, 1, 3).reshape(n, t_q, self.query_dim))
+        else:
+            joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.query_dim)
         y = linear(joined, self.out_weight, self.out_bias if self.use_bias else None)
         return (y, weights) if return_weights else y
 
@@ -350,13 +354,16 @@ class MultiHeadAttention(Module):
             raise ValueError(f"{self._label()}: start_caching while already caching keys and values; "
                              "stop_caching first")
         self._caching = True
-        self._cached_keys = self._cached_values = None
-        self._steps_read = 0
+        self._clear_cache()
 
     def stop_caching(self) -> None:
         """Drop the cached keys and values; calls are independent again."""
         self._caching = False
+        self._clear_cache()
+
+    def _clear_cache(self) -> None:
         self._cached_keys = self._cached_values = None
+        self._key_store = self._value_store = None
         self._steps_read = 0
 
     def reorder_cache(self, rows) -> None:
@@ -370,6 +377,12 @@ class MultiHeadAttention(Module):
             cache_rows(self, rows, None)
             return
         index = cache_rows(self, rows, self._cached_keys.shape[0])
+        if self._key_store is not None and len(index) == self._key_store.shape[0]:
+            held = self._cached_keys.shape[2]         # the same number of rows: reordered in the stores
+            for store in (self._key_store, self._value_store):
+                store[:, :, :held] = store[index, :, :held]
+            return
+        self._key_store = self._value_store = None
         self._cached_keys = self._cached_keys[index]
         self._cached_values = self._cached_values[index]
 
@@ -396,22 +409,51 @@ class MultiHeadAttention(Module):
         q, k, v = self._project_step(query, positions)
         xp = backend.xp
         held = 0 if self._cached_keys is None else int(self._cached_keys.shape[2])
-        if self._cached_keys is not None:
-            if self._cached_keys.shape[0] != query.shape[0]:
-                raise ShapeError(f"{label}: a query of batch size {query.shape[0]} continues a cached sequence "
-                                 f"of batch size {self._cached_keys.shape[0]}; stop_caching to start another")
-            k = Tensor._wrap(xp.concatenate([self._cached_keys, k.data], axis=2))
-            v = Tensor._wrap(xp.concatenate([self._cached_values, v.data], axis=2))
-        kept = k.shape[2] if self.window is None else self.window - 1
-        self._cached_keys = k.data[:, :, max(k.shape[2] - kept, 0):]
-        self._cached_values = v.data[:, :, max(v.shape[2] - kept, 0):]
+        if self._cached_keys is not None and self._cached_keys.shape[0] != query.shape[0]:
+            raise ShapeError(f"{label}: a query of batch size {query.shape[0]} continues a cached sequence "
+                             f"of batch size {self._cached_keys.shape[0]}; stop_caching to start another")
+        k, v = self._extend_cache(k, v)
         t = query.shape[1]
-        self._steps_read += t
-        keep = xp.arange(k.shape[2])[None, :] <= (held + xp.arange(t))[:, None]
+        self.__dict__["_steps_read"] += t
+        # one new step sees every key held (nothing to mask); t steps see the causal pattern shifted by held
+        keep = None if t == 1 else xp.arange(k.shape[2])[None, :] <= (held + xp.arange(t))[:, None]
         full, _ = self._positional_mask(keep, True, t, k.shape[2], offset=held)
         if key_mask is not None:
             full = self._cached_key_mask(full, key_mask, query.shape[0], k.shape[2])
-        return q, k, v, full
+        return Tensor._wrap(q), Tensor._wrap(k), Tensor._wrap(v), full
+
+    def _extend_cache(self, k, v) -> tuple:
+        """K and V (N, g, c + t, d) of the c cached steps and the t new ones ``k``, ``v``, the
+        cache updated. Without a window the cache is the first c steps of two stores that
+        grow by doubling, so a step copies its own keys and values only, not the whole cache
+        (the same values as concatenating); a window keeps the last window - 1 steps."""
+        xp = backend.xp
+        cached = self._cached_keys
+        if self.window is not None:
+            if cached is not None:
+                k = xp.concatenate([cached, k], axis=2)
+                v = xp.concatenate([self._cached_values, v], axis=2)
+            start = max(k.shape[2] - (self.window - 1), 0)
+            self._cached_keys, self._cached_values = k[:, :, start:], v[:, :, start:]
+            return k, v
+        held = 0 if cached is None else cached.shape[2]
+        total = held + k.shape[2]
+        store = self._key_store
+        if store is None or store.shape[2] < total or store.shape[0] != k.shape[0] or store.dtype != k.dtype:
+            n, g, _, d = k.shape
+            stores = []
+            for old, new in ((cached, k), (self._cached_values, v)):
+                grown = xp.empty((n, g, max(16, 2 * total), d), dtype=new.dtype)
+                if held:
+                    grown[:, :, :held] = old
+                stores.append(grown)
+            self._key_store, self._value_store = store, _ = stores
+        store[:, :, held:total] = k
+        self._value_store[:, :, held:total] = v
+        keys, values = store[:, :, :total], self._value_store[:, :, :total]
+        # plain attributes, set each step without Module.__setattr__'s checks for weights and sub-layers
+        self.__dict__.update(_cached_keys=keys, _cached_values=values)
+        return keys, values
 
     def _cached_key_mask(self, full, key_mask, n: int, t_k: int):
         """``full`` with the keys that ``key_mask`` (N, S), False on padding, marks out masked
@@ -424,6 +466,8 @@ class MultiHeadAttention(Module):
                              f"(every step read so far, this call's included; True = a real key), got {km.dtype} "
                              f"{tuple(km.shape)}")
         km = km[:, None, None, steps - t_k:]
+        if full is None:
+            return km
         if full.dtype == bool:
             return full & km
         return backend.xp.where(km, full, -backend.xp.inf).astype(full.dtype)

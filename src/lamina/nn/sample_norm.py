@@ -94,13 +94,24 @@ SMALL_LAYER_NORM = 1 << 13
 a handful of whole-array operations cost less than arranging chunks and threads."""
 
 
+def _row_means(a):
+    """``a.mean(axis=1, keepdims=True)`` for a 2-D ``a``, without the microseconds of its Python
+    wrapper: the same sum divided by the count in a's dtype, which rounds as the mean's float64
+    division does for float32 and float64 (float16, whose mean sums in float32, takes the mean)."""
+    if a.dtype.itemsize < 4:
+        return a.mean(axis=1, keepdims=True)
+    total = a.sum(axis=1, keepdims=True)
+    total /= a.shape[1]
+    return total
+
+
 def _standardize_rows(rows, eps: float, gamma, beta):
     """:func:`_standardize` for one group and one position: ``rows`` (M, D) normalised each
     over its D values; (y (M, 1, D), mu (M, 1), 1/sigma (M, 1))."""
     xp = backend.xp
-    mean = rows.mean(axis=1, keepdims=True)
+    mean = _row_means(rows)
     centred = rows - mean
-    inv_std = 1.0 / xp.sqrt(xp.square(centred).mean(axis=1, keepdims=True) + eps)
+    inv_std = 1.0 / xp.sqrt(_row_means(xp.square(centred)) + eps)
     centred *= inv_std
     centred *= gamma
     centred += beta

@@ -147,7 +147,7 @@ class _ModelReader:
         return _log_softmax(scores[:, -1]), texts
 
     def select(self, texts: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        unchanged = len(rows) == len(texts) and np.array_equal(rows, np.arange(len(texts)))
+        unchanged = rows.tolist() == list(range(len(texts)))
         if self.incremental and not unchanged:       # greedy decoding keeps its one row throughout
             reorder_caches(self.model, rows)
         return texts[rows]
