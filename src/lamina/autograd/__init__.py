@@ -1,8 +1,9 @@
 """The reverse-mode differentiation engine: tensors, graph nodes, backward, gradcheck,
-derivatives of derivatives, a profiler of the ops, and views of the graph (``Tensor.grad_fn``,
-:func:`to_dot`)."""
+derivatives of derivatives, a profiler of the ops, views of the graph (``Tensor.grad_fn``,
+:func:`to_dot`), and functions with a hand-written backward in PyTorch's form (:class:`CustomFunction`)."""
 
 from lamina.autograd.checkpoint import checkpoint, checkpoint_sequential
+from lamina.autograd.custom_function import CustomFunction, FunctionCtx, once_differentiable
 from lamina.autograd.derivatives import grad, hessian, hvp, jacobian, jvp, vjp
 from lamina.autograd.dot import DotSource, to_dot
 from lamina.autograd.function import Function, differentiable_ops
@@ -12,7 +13,7 @@ from lamina.autograd.graph import enable_grad, is_grad_enabled, is_recomputing, 
 from lamina.autograd.profiler import profile, record_function
 from lamina.autograd.tensor import Tensor, tensor
 
-__all__ = ["AccumulateGrad", "DotSource", "Function", "GradFn", "Tensor", "checkpoint", "checkpoint_sequential",
-           "differentiable_ops", "enable_grad", "grad", "gradcheck", "gradgradcheck", "hessian", "hvp",
-           "is_grad_enabled", "is_recomputing", "jacobian", "jvp", "no_grad", "profile",
-           "record_function", "tensor", "to_dot", "vjp"]
+__all__ = ["AccumulateGrad", "CustomFunction", "DotSource", "Function", "FunctionCtx", "GradFn", "Tensor",
+           "checkpoint", "checkpoint_sequential", "differentiable_ops", "enable_grad", "grad", "gradcheck",
+           "gradgradcheck", "hessian", "hvp", "is_grad_enabled", "is_recomputing", "jacobian", "jvp", "no_grad",
+           "once_differentiable", "profile", "record_function", "tensor", "to_dot", "vjp"]
