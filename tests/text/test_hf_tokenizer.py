@@ -73,18 +73,26 @@ def test_a_bert_tokenizer_json_encodes_as_wordpiece_tokenizer(bert):
         ours, theirs = hf.encode_full(first, second), bert.encode(first, second)
         assert ours.ids == theirs["input_ids"] and ours.type_ids == theirs["token_type_ids"]
         assert ours.attention_mask == theirs["attention_mask"]
+        # truncation: each text keeps a prefix of its tokens, together filling max_length (which text
+        # loses how many tokens: tests/text/test_hf_truncation.py)
+        a, b = (bert.encode(t, add_special_tokens=False)["input_ids"] for t in (first, second))
         for max_length in (5, 6, 7):
-            assert hf.encode(first, second, max_length=max_length) == bert.encode(first, second,
-                                                                                 max_length=max_length)["input_ids"]
+            cut = hf.encode_full(first, second, max_length=max_length)
+            kept_a, kept_b = cut.sequence_ids.count(0), cut.sequence_ids.count(1)
+            assert len(cut) == min(max_length, len(a) + len(b) + 3)
+            assert cut.ids == [bert.cls_id, *a[:kept_a], bert.sep_id, *b[:kept_b], bert.sep_id]
 
 
 def test_a_bert_tokenizer_json_batches_as_wordpiece_tokenizer(bert):
     hf = HFTokenizer.from_str(bert.to_hf_json())
     texts, pairs = BERT_TEXTS[:4], ["x", "the dog", "", "quick quick quick"]
-    for max_length in (None, 8):
-        ours, theirs = hf.encode_batch(texts, pairs, max_length=max_length), bert.encode_batch(texts, pairs, max_length)
-        for key in ("input_ids", "token_type_ids", "attention_mask"):
-            np.testing.assert_array_equal(ours[key], theirs[key])
+    ours, theirs = hf.encode_batch(texts, pairs), bert.encode_batch(texts, pairs)
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        np.testing.assert_array_equal(ours[key], theirs[key])
+    cut = hf.encode_batch(texts, pairs, max_length=8)
+    for row, (text, pair) in enumerate(zip(texts, pairs)):
+        ids = hf.encode(text, pair, max_length=8)
+        assert cut["input_ids"][row].tolist() == ids + [bert.pad_id] * (8 - len(ids))
     cased = WordPieceTokenizer(bert.id_to_token, lower_case=False)
     hf_cased = HFTokenizer.from_str(cased.to_hf_json())
     for text in BERT_TEXTS:

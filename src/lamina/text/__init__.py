@@ -24,6 +24,7 @@ from lamina.text.generate import (
 from lamina.text.generation_ids import GenerateOutput, GenerationMixin, build_processors, generate_ids
 from lamina.text.gpt2_tokenizer import ENDOFTEXT, GPT2Tokenizer, bytes_to_unicode, gpt2_pattern
 from lamina.text.hf_convert import gpt2_tokenizer_json, wordpiece_tokenizer_json
+from lamina.text.hf_question_answering import answer_token_positions
 from lamina.text.hf_tokenizer import AddedToken, BatchEncoding, Encoding, HFTokenizer
 from lamina.text.logits_processors import (
     LogitsProcessor,
@@ -59,7 +60,7 @@ __all__ = [
     "pad_sequences", "reorder_caches", "sample_text", "sample_texts", "sample_token", "shifted_pairs", "skipgram_pairs",
     "subsample_words", "tokenizer_from_config", "word_tokens", "WordPieceTokenizer", "basic_tokenize",
     "AddedToken", "Encoding", "HFTokenizer", "gpt2_tokenizer_json", "wordpiece_tokenizer_json",
-    "BatchEncoding", "align_labels_with_tokens", "align_word_labels",
+    "BatchEncoding", "align_labels_with_tokens", "align_word_labels", "answer_token_positions",
     "CTCHypothesis", "ctc_collapse", "ctc_greedy_decode", "ctc_ids_to_text", "ctc_prefix_beam_search",
     "GenerateOutput", "GenerationMixin", "build_processors", "generate_ids",
     "LogitsProcessor", "LogitsProcessorList", "MinNewTokensLogitsProcessor", "MinPLogitsWarper",

@@ -18,7 +18,7 @@ import numpy as np
 from lamina.autograd import Tensor
 from lamina.text.hf_processors import Encoding
 
-__all__ = ["BatchEncoding", "padding_length", "truncation_strategy"]
+__all__ = ["BatchEncoding", "call_inputs", "padding_length", "truncation_strategy"]
 
 _COLUMN_SOURCES = {"input_ids": "ids", "token_type_ids": "type_ids", "attention_mask": "attention_mask",
                    "special_tokens_mask": "special_tokens_mask", "offset_mapping": "offsets"}
@@ -34,6 +34,28 @@ def truncation_strategy(truncation: Any) -> str | None:
         raise ValueError(f"truncation must be True, False, 'longest_first', 'only_first', 'only_second' or "
                          f"'do_not_truncate', got {truncation!r}")
     return _STRATEGIES[truncation]
+
+
+def call_inputs(text: Any, text_pair: Any, split_into_words: bool = False,
+                who: str = "HFTokenizer.__call__") -> tuple[bool, list, list | None]:
+    """(batched, texts, pairs or None) of a tokenizer call's arguments: a str (or, with
+    ``split_into_words``, a list of words) is one example, a sequence of them a batch."""
+    def is_batch(value: Any) -> bool:
+        if split_into_words:
+            return isinstance(value, (list, tuple)) and len(value) > 0 and not isinstance(value[0], str)
+        return not isinstance(value, str)
+
+    batched = is_batch(text)
+    texts = list(text) if batched else [text]
+    if text_pair is None:
+        return batched, texts, None
+    if is_batch(text_pair) != batched:
+        kinds = "lists of words or both batches of them" if split_into_words else "str or both be sequences"
+        raise TypeError(f"{who}: text and text_pair must both be {kinds}")
+    pairs = list(text_pair) if batched else [text_pair]
+    if len(pairs) != len(texts):
+        raise ValueError(f"{who}: {len(texts)} texts but {len(pairs)} pairs")
+    return batched, texts, pairs
 
 
 def padding_length(padding: Any, lengths: Sequence[int], max_length: int | None,
@@ -82,6 +104,15 @@ class BatchEncoding(dict):
             array = np.asarray(rows, dtype=np.int64).reshape(shape)
             columns[key] = Tensor(array) if return_tensors == "lamina" else array
         return cls(columns, encodings, batched)
+
+    def add_vector(self, key: str, values: list[int], return_tensors: str | None = None) -> None:
+        """A column of one number per row (``length``, ``overflow_to_sample_mapping``): a list
+        (one number when a single text was given), or an int64 array or tensor (N,)."""
+        if return_tensors is None:
+            self[key] = values if self.is_batched else values[0]
+            return
+        array = np.asarray(values, dtype=np.int64)
+        self[key] = Tensor(array) if return_tensors == "lamina" else array
 
     def __getattr__(self, name: str):
         try:

@@ -28,7 +28,8 @@ class Encoding:
     real (0 for padding), its ``offsets`` (start, end) in its own input text ((0, 0) for special
     tokens), its word index (``word_ids``: the pre-tokenized word, None for tokens the
     post-processor or padding added) and its ``sequence_ids`` (0: the text, 1: the pair, None
-    for added special tokens and padding)."""
+    for added special tokens and padding). A truncated encoding keeps the windows of tokens that
+    did not fit in ``overflowing``, each an encoding of its own (see :mod:`lamina.text.hf_truncation`)."""
 
     ids: list[int] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
@@ -38,6 +39,7 @@ class Encoding:
     offsets: list[tuple[int, int]] = field(default_factory=list)
     word_ids: list[int | None] = field(default_factory=list)
     sequence_ids: list[int | None] = field(default_factory=list)
+    overflowing: list[Encoding] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -71,10 +73,17 @@ class Encoding:
         keep = slice(len(self) - length, None) if from_left else slice(0, length)
         return Encoding(*(getattr(self, name)[keep] for name in _COLUMNS))
 
+    def sliced(self, start: int, end: int) -> Encoding:
+        """The tokens ``[start, end)`` (without overflowing windows)."""
+        return Encoding(*(getattr(self, name)[start:end] for name in _COLUMNS))
+
     def padded(self, length: int, pad_id: int, pad_token: str, pad_type_id: int = 0, left: bool = False) -> Encoding:
-        """Padding tokens (attention 0, special, no word or sequence) added up to ``length``."""
+        """Padding tokens (attention 0, special, no word or sequence) added up to ``length``, to the
+        overflowing windows as well."""
+        windows = [window.padded(length, pad_id, pad_token, pad_type_id, left)
+                   for window in self.overflowing] if self.overflowing else []
         missing = length - len(self)
-        if missing <= 0:
+        if missing <= 0 and not windows:
             return self
         pad = Encoding()
         for _ in range(missing):
@@ -82,6 +91,7 @@ class Encoding:
         out = Encoding()
         for part in (pad, self) if left else (self, pad):
             out.extend(part)
+        out.overflowing = windows
         return out
 
     # -- alignment queries (as the ``tokenizers`` Encoding) -----------------------------------

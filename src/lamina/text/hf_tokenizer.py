@@ -10,8 +10,10 @@ A file holds a pipeline; :meth:`HFTokenizer.encode` runs it on a text:
 2. the normalizer maps each remaining piece to a normalized text (NFKC, lower case, '▁' for
    spaces...), the pre-tokenizer cuts it into words, the model encodes each word
    (BPE, WordPiece, Unigram or WordLevel);
-3. truncation to ``max_length`` (the longer text of a pair loses its last token first), then the
-   post-processor adds the special tokens and token types ([CLS] A [SEP] B [SEP]).
+3. truncation to ``max_length`` with the ``tokenizers`` library's strategies, side and stride
+   (:mod:`lamina.text.hf_truncation`; the tokens cut off form overflowing windows), then the
+   post-processor adds the special tokens and token types ([CLS] A [SEP] B [SEP]) to the kept
+   part and to every window.
 
 :meth:`HFTokenizer.decode` maps ids to token strings, drops the special ones if asked, and runs
 the decoder. The components are in :mod:`lamina.text.hf_normalizers`, ``hf_pre_tokenizers``,
@@ -33,7 +35,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,7 +43,7 @@ import numpy as np
 
 from lamina.io.atomic import write_bytes_atomic
 from lamina.text.hf_alignment import AlignedString, Words
-from lamina.text.hf_batch import BatchEncoding, padding_length, truncation_strategy
+from lamina.text.hf_batch import BatchEncoding, call_inputs, padding_length, truncation_strategy
 from lamina.text.hf_decoders import Decoder, decoder_from_json
 from lamina.text.hf_models import Model, model_from_json
 from lamina.text.hf_normalizers import Normalizer, normalizer_from_json
@@ -55,6 +57,7 @@ from lamina.text.hf_processors import (
     default_process,
     post_processor_from_json,
 )
+from lamina.text.hf_truncation import truncate_pair
 
 __all__ = ["AddedToken", "BatchEncoding", "Encoding", "HFTokenizer"]
 
@@ -181,6 +184,16 @@ class _TextColumns:
         for k in self.special_at:
             special[k] = 1
         return Encoding(self.ids, self.tokens, [0] * n, special, [1] * n, offsets, word_ids, [0] * n)
+
+
+def _with_windows(rows: list[Encoding]) -> tuple[list[Encoding], list[int]]:
+    """Each encoding followed by its overflowing windows, and the index of the encoding each came from."""
+    out, samples = [], []
+    for k, row in enumerate(rows):
+        for part in (replace(row, overflowing=[]), *row.overflowing):
+            out.append(part)
+            samples.append(k)
+    return out, samples
 
 
 class HFTokenizer:
@@ -332,66 +345,99 @@ class HFTokenizer:
         return _WordTokens([p[0] for p in pieces], [p[1] for p in pieces], [s for s, _ in spans],
                            [e for _, e in spans])
 
-    def _truncation_settings(self, max_length: int | None) -> tuple[int | None, str, bool]:
-        """(max_length, strategy, from the left) from the arguments and the file's truncation."""
+    def _truncation_settings(self, max_length: int | None) -> tuple[int | None, str, bool, int]:
+        """(max_length, strategy, from the left, stride) from the arguments and the file's truncation."""
         settings = self.truncation or {}
         if max_length is None:
             max_length = settings.get("max_length")
-        return max_length, settings.get("strategy", "LongestFirst"), settings.get("direction", "Right") == "Left"
+        return (max_length, settings.get("strategy", "LongestFirst"), settings.get("direction", "Right") == "Left",
+                int(settings.get("stride", 0)))
 
     def _truncate(self, first: Encoding, second: Encoding | None, max_length: int | None,
-                  add_special_tokens: bool, strategy: str = "LongestFirst",
-                  from_left: bool = False) -> tuple[Encoding, Encoding | None]:
+                  add_special_tokens: bool, strategy: str = "LongestFirst", from_left: bool = False,
+                  stride: int = 0) -> tuple[Encoding, Encoding | None]:
+        """Both texts cut to fit ``max_length`` with the special tokens (see
+        :mod:`lamina.text.hf_truncation`), each with its overflowing windows."""
         if max_length is None:
             return first, second
         extra = self.post_processor.added_count(second is not None) if (
             add_special_tokens and self.post_processor is not None) else 0
-        budget = max_length - extra
-        if budget < 0:
+        if max_length < extra:
             raise ValueError(f"HFTokenizer.encode: max_length={max_length} leaves no room for the {extra} special "
                              "tokens")
-        n1, n2 = len(first), 0 if second is None else len(second)
-        if n1 + n2 <= budget:
-            return first, second
-        if second is None or strategy == "OnlyFirst":
-            n1 = max(budget - n2, 0)
-        elif strategy == "OnlySecond":
-            n2 = max(budget - n1, 0)
-        else:                                       # LongestFirst: the longer loses a token, ties the first
-            while n1 + n2 > budget:
-                if n1 >= n2:
-                    n1 -= 1
-                else:
-                    n2 -= 1
-        if n1 + n2 > budget:
-            raise ValueError(f"HFTokenizer.encode: cannot truncate to max_length={max_length} with the strategy "
-                             f"{strategy}")
-        return first.truncated(n1, from_left), None if second is None else second.truncated(n2, from_left)
+        try:
+            return truncate_pair(first, second, max_length - extra, strategy, stride, from_left)
+        except ValueError as error:
+            raise ValueError(f"HFTokenizer.encode: max_length={max_length}: {error}") from None
 
-    def _encode_one(self, text: str, pair: str | None, add_special_tokens: bool, max_length: int | None,
-                    strategy: str = "LongestFirst", from_left: bool = False) -> Encoding:
-        for name, value in (("text", text), ("pair", pair)):
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"HFTokenizer.encode: {name} must be a str, got {type(value).__name__}")
-        first = self._encode_text(text)
-        second = None if pair is None else self._encode_text(pair)
-        first, second = self._truncate(first, second, max_length, add_special_tokens, strategy, from_left)
+    def _join(self, first: Encoding, second: Encoding | None, add_special_tokens: bool) -> Encoding:
         if add_special_tokens and self.post_processor is not None:
             return self.post_processor.process(first, second)
         return default_process(first, second)
 
-    def encode_full(self, text: str, pair: str | None = None, add_special_tokens: bool = True,
-                    max_length: int | None = None) -> Encoding:
+    def _post_process(self, first: Encoding, second: Encoding | None, add_special_tokens: bool) -> Encoding:
+        """The post-processor's encoding of the texts; its overflowing windows pair every window
+        of one text with the other's kept part and windows, in the ``tokenizers`` library's order:
+        each window of the first with the second's kept part, then with each window of the second;
+        then the first's kept part with each window of the second. Every window gets the token
+        types of its text (the ``tokenizers`` library leaves the windows of a second text at type 0: its
+        issue #1908)."""
+        out = self._join(first, second, add_special_tokens)
+        seconds = [] if second is None else second.overflowing
+        if not (first.overflowing or seconds):
+            return out
+        windows = []
+        for window in first.overflowing:
+            windows.append(self._join(window, second, add_special_tokens))
+            windows += [self._join(window, other, add_special_tokens) for other in seconds]
+        windows += [self._join(first, other, add_special_tokens) for other in seconds]
+        return replace(out, overflowing=windows)
+
+    def _encode_words(self, words: Sequence[str]) -> Encoding:
+        """Pre-split words, each encoded as a text of its own: its tokens get the word's index as
+        their word id and offsets within the word (as the ``tokenizers`` library gives them)."""
+        out = Encoding()
+        for index, word in enumerate(words):
+            encoding = self._encode_text(word)
+            encoding.word_ids = [index] * len(encoding)
+            out.extend(encoding)
+        return out
+
+    def _encode_input(self, value: Any, name: str, split_into_words: bool) -> Encoding:
+        if not split_into_words:
+            if not isinstance(value, str):
+                raise TypeError(f"HFTokenizer.encode: {name} must be a str, got {type(value).__name__}")
+            return self._encode_text(value)
+        if isinstance(value, str) or not all(isinstance(word, str) for word in value):
+            raise TypeError(f"HFTokenizer.encode: with is_split_into_words, {name} must be a list of str (words), "
+                            f"got {value!r:.60}")
+        return self._encode_words(value)
+
+    def _encode_one(self, text: str | Sequence[str], pair: str | Sequence[str] | None, add_special_tokens: bool,
+                    max_length: int | None, strategy: str = "LongestFirst", from_left: bool = False,
+                    stride: int = 0, split_into_words: bool = False) -> Encoding:
+        first = self._encode_input(text, "text", split_into_words)
+        second = None if pair is None else self._encode_input(pair, "pair", split_into_words)
+        first, second = self._truncate(first, second, max_length, add_special_tokens, strategy, from_left, stride)
+        return self._post_process(first, second, add_special_tokens)
+
+    def encode_full(self, text: str | Sequence[str], pair: str | Sequence[str] | None = None,
+                    add_special_tokens: bool = True, max_length: int | None = None,
+                    is_split_into_words: bool = False) -> Encoding:
         """The :class:`Encoding` (ids, tokens, type ids, special-token mask, attention mask,
         offsets, word and sequence ids) of ``text`` (and ``pair``), truncated to ``max_length``
-        (default: the file's truncation)."""
-        return self._encode_one(text, pair, add_special_tokens, *self._truncation_settings(max_length))
+        (default: the file's truncation, with its strategy, direction and stride; the tokens
+        that do not fit go to ``overflowing``). With ``is_split_into_words`` the text and pair
+        are lists of words (see :meth:`__call__`)."""
+        return self._encode_one(text, pair, add_special_tokens, *self._truncation_settings(max_length),
+                                split_into_words=is_split_into_words)
 
-    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True,
-               max_length: int | None = None) -> list[int]:
+    def encode(self, text: str | Sequence[str], pair: str | Sequence[str] | None = None,
+               add_special_tokens: bool = True, max_length: int | None = None,
+               is_split_into_words: bool = False) -> list[int]:
         """The ids of ``text`` (and ``pair``), with the post-processor's special tokens unless
         ``add_special_tokens=False``."""
-        return self.encode_full(text, pair, add_special_tokens, max_length).ids
+        return self.encode_full(text, pair, add_special_tokens, max_length, is_split_into_words).ids
 
     def tokenize(self, text: str) -> list[str]:
         """The token strings of ``text``, without special tokens added."""
@@ -423,7 +469,7 @@ class HFTokenizer:
         settings = self.padding or {}
         if left is None:
             left = settings.get("direction", "Right") == "Left"
-        if all(len(e) >= length for e in encodings):
+        if all(len(e) >= length and all(len(w) >= length for w in e.overflowing) for e in encodings):
             return list(encodings)
         fill, token = self._pad_token(pad_id, who)
         pad_type = int(settings.get("pad_type_id", 0))
@@ -457,43 +503,60 @@ class HFTokenizer:
             return any(type_id for _, _, type_id in processor.pair or [])
         return isinstance(processor, BertProcessing) and not isinstance(processor, RobertaProcessing)
 
-    def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
-                 add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
-                 max_length: int | None = None, padding_side: str | None = None,
-                 pad_to_multiple_of: int | None = None, return_tensors: str | None = None,
-                 return_offsets_mapping: bool = False, return_token_type_ids: bool | None = None,
-                 return_attention_mask: bool = True, return_special_tokens_mask: bool = False,
+    def __call__(self, text: Any, text_pair: Any = None, *, add_special_tokens: bool = True,
+                 padding: bool | str = False, truncation: bool | str | None = None, max_length: int | None = None,
+                 stride: int = 0, is_split_into_words: bool = False, pad_to_multiple_of: int | None = None,
+                 padding_side: str | None = None, truncation_side: str | None = None,
+                 return_tensors: str | None = None, return_token_type_ids: bool | None = None,
+                 return_attention_mask: bool | None = None, return_overflowing_tokens: bool = False,
+                 return_special_tokens_mask: bool = False, return_offsets_mapping: bool = False,
                  return_length: bool = False) -> BatchEncoding:
-        """Encode a text or a batch of texts (and pairs) as Hugging Face tokenizers do.
+        """Encode a text or a batch of texts (and pairs) as Hugging Face fast tokenizers do.
 
-        ``truncation`` (True/'longest_first', 'only_first', 'only_second') cuts each row to
-        ``max_length`` (default: the file's); without it nothing is cut. ``padding``
-        (True/'longest': to the longest row, 'max_length') pads on ``padding_side`` ('right',
-        'left'; default: the file's). The result has ``input_ids``, ``attention_mask``,
-        ``token_type_ids`` (when the post-processor gives types, or asked), ``offset_mapping``
-        (``return_offsets_mapping``), ``special_tokens_mask`` and ``length`` when asked, as lists
-        or, with ``return_tensors`` 'np' or 'lamina', arrays or tensors (N, T)."""
-        batched = not isinstance(text, str)
-        texts = [text] if not batched else list(text)
-        if text_pair is None:
-            pairs = None
-        else:
-            if isinstance(text_pair, str) == batched:
-                raise TypeError("HFTokenizer.__call__: text and text_pair must both be str or both be sequences")
-            pairs = [text_pair] if not batched else list(text_pair)
-            if len(pairs) != len(texts):
-                raise ValueError(f"HFTokenizer.__call__: {len(texts)} texts but {len(pairs)} pairs")
+        ``truncation`` (True/'longest_first', 'only_first', 'only_second'; False/'do_not_truncate')
+        cuts each example to ``max_length`` (default: the file's) from ``truncation_side`` ('right',
+        'left'; default: the file's direction), the way :mod:`lamina.text.hf_truncation` describes;
+        without it nothing is cut. The tokens cut off form overflowing windows of the same size,
+        consecutive ones sharing ``stride`` tokens; each window is a full encoding (special tokens,
+        the other text of a pair, offsets, word and sequence ids). With
+        ``return_overflowing_tokens`` every window is a row of its own, after its example's kept
+        row, and ``overflow_to_sample_mapping`` gives each row's example (the result is then a
+        batch even for one text). ``padding`` (True/'longest': to the longest row, 'max_length')
+        pads on ``padding_side`` ('right', 'left'; default: the file's).
+
+        ``is_split_into_words``: each text (and pair) is a list of words, a batch a list of such
+        lists. Each word is normalized, pre-tokenized and encoded on its own; its tokens get the
+        word's index as word id and offsets within the word, not within the joined text (as the
+        ``tokenizers`` library gives them).
+
+        The result has ``input_ids``, ``token_type_ids`` (when the post-processor gives types, or
+        asked; ``return_token_type_ids=False`` leaves them out), ``attention_mask`` (unless
+        ``return_attention_mask=False``), ``special_tokens_mask``, ``offset_mapping`` and ``length``
+        (each row's length, padding included, as fast tokenizers count it) when asked, as lists or,
+        with ``return_tensors`` 'np' or 'lamina', arrays or tensors (N, T)."""
+        batched, texts, pairs = call_inputs(text, text_pair, is_split_into_words)
         if padding_side not in (None, "left", "right"):
             raise ValueError(f"HFTokenizer.__call__: padding_side must be 'left' or 'right', got {padding_side!r}")
+        if truncation_side not in (None, "left", "right"):
+            raise ValueError(f"HFTokenizer.__call__: truncation_side must be 'left' or 'right', got "
+                             f"{truncation_side!r}")
         strategy = truncation_strategy(truncation)
         limit = None
         if strategy is not None:
             limit = max_length if max_length is not None else (self.truncation or {}).get("max_length")
             if limit is None:
                 raise ValueError("HFTokenizer.__call__: truncation needs max_length (none given and none in the file)")
-        from_left = (self.truncation or {}).get("direction", "Right") == "Left"
+        if truncation_side is None:
+            from_left = (self.truncation or {}).get("direction", "Right") == "Left"
+        else:
+            from_left = truncation_side == "left"
         rows = [self._encode_one(t, None if pairs is None else pairs[k], add_special_tokens, limit,
-                                 strategy or "LongestFirst", from_left) for k, t in enumerate(texts)]
+                                 strategy or "LongestFirst", from_left, stride, is_split_into_words)
+                for k, t in enumerate(texts)]
+        samples = None
+        if return_overflowing_tokens:
+            rows, samples = _with_windows(rows)
+            batched = True
         length = padding_length(padding, [len(row) for row in rows], max_length, pad_to_multiple_of)
         if length is not None:
             left = None if padding_side is None else padding_side == "left"
@@ -501,7 +564,7 @@ class HFTokenizer:
         keys = ["input_ids"]
         if return_token_type_ids or (return_token_type_ids is None and self._gives_token_types()):
             keys.append("token_type_ids")
-        if return_attention_mask:
+        if return_attention_mask or return_attention_mask is None:
             keys.append("attention_mask")
         if return_special_tokens_mask:
             keys.append("special_tokens_mask")
@@ -509,8 +572,9 @@ class HFTokenizer:
             keys.append("offset_mapping")
         out = BatchEncoding.from_encodings(rows, batched, keys, return_tensors)
         if return_length:
-            lengths = [sum(row.attention_mask) for row in rows]
-            out["length"] = (lengths if batched else lengths[0]) if return_tensors is None else np.asarray(lengths)
+            out.add_vector("length", [len(row) for row in rows], return_tensors)
+        if samples is not None:
+            out.add_vector("overflow_to_sample_mapping", samples, return_tensors)
         return out
 
     # -- decoding -----------------------------------------------------------------------------
