@@ -400,8 +400,8 @@ def test_keras_speech_state_spaces_sparse_and_graph_example(tmp_path, monkeypatc
 
 def test_keras_masks_beams_offsets_and_speech_pretraining_example():
     """The masked Keras tagger trains, the diverse beams come back with their scores best first,
-    each token's offsets point at its text, the labels skip special tokens, and the wav2vec 2.0
-    pretraining loss has gradients."""
+    each token's offsets point at its text, the labels skip special tokens, the wav2vec 2.0
+    pretraining loss has gradients and the custom function's backward gives 2x."""
     import numpy as np
 
     text = README.read_text()
@@ -419,3 +419,4 @@ def test_keras_masks_beams_offsets_and_speech_pretraining_example():
     assert names["labels"][0][0] == -100 and names["labels"][0][1:4] == [0, 1, 2]
     assert np.isfinite(float(names["out"].loss.numpy()))
     assert all(p.grad is not None for p in names["pretraining"].quantizer.parameters())
+    np.testing.assert_allclose(names["x3"].grad, [6.0])
