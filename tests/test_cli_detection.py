@@ -148,3 +148,27 @@ def test_detect_refuses_other_models_and_missing_or_broken_images(run, tmp_path,
     code, _, err = exit_of(capsys, "detect", str(out / "model.safetensors"), str(broken), "--out",
                            str(tmp_path / "drawn"))
     assert code == 1 and "broken.png" in err
+
+
+def test_augment_trains_on_moved_boxes_and_none_keeps_the_plain_run(run, tmp_path, capsys):
+    from lamina.cli.detection import CANVAS, build_augmentation
+
+    _, plain = run
+    same = train_detector(command("train-detector", *TINY, "--seed", "3", "--augment", "none", "--test-scenes", "0",
+                                  "--out", str(tmp_path / "none")))
+    assert same["losses"] == plain["losses"]
+    for name in ("flip", "ssd"):
+        result = train_detector(command("train-detector", *TINY, "--seed", "3", "--augment", name, "--out",
+                                        str(tmp_path / name)))
+        assert np.isfinite(result["losses"]["total"]).all() and result["losses"]["total"] != plain["losses"]["total"]
+        assert lamina.load_bundle(tmp_path / name / "model.safetensors").info["augment"] == name
+    images, boxes, labels = digit_scenes(3, seed=2)
+    augment = build_augmentation("ssd", seed=0)
+    for image, b, lab in zip(images, boxes, labels):
+        moved, target = augment(image.astype(np.float32) / 255, {"boxes": b, "labels": lab})
+        assert moved.shape == (CANVAS, CANVAS, 1) and len(target["boxes"]) == len(target["labels"]) >= 1
+    assert build_augmentation("none", seed=0) is None
+    code, _, err = exit_of(capsys, "train-detector", "--augment", "mosaic")
+    assert code == 2 and "--augment" in err and "mosaic" in err
+    code, out, _ = exit_of(capsys, "train-detector", "--help")
+    assert "--augment" in out and "ssd" in out

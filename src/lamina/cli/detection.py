@@ -9,7 +9,8 @@ A run writes
 ``model.safetensors`` (its ``info`` has the class names and what the labels are shifted by),
 ``cost.png`` (the loss terms per step) and ``detections.png`` (held-out scenes with the
 predicted boxes in colour and the true ones dashed), and prints COCO's metrics
-(:func:`lamina.vision.coco_evaluate`) on the held-out scenes.
+(:func:`lamina.vision.coco_evaluate`) on the held-out scenes. ``--augment flip`` or ``ssd``
+augments the training scenes with their boxes (:mod:`lamina.data.detection_transforms`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ CLASS_NAMES = [str(digit) for digit in range(10)]
 CANVAS = 48                       # the scenes' height and width in pixels
 SHOWN = 8                         # held-out scenes drawn in detections.png
 DEFAULT_STEPS = {"retinanet": 600, "fcos": 600, "fasterrcnn": 250, "ssd": 600}   # each well under a minute
+AUGMENTATIONS = ("none", "flip", "ssd")
 
 score_fraction = _argument_type(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
@@ -66,6 +68,32 @@ def _scenes(count: int, seed: int, offset: int) -> tuple[np.ndarray, list[dict]]
     images, boxes, labels = digit_scenes(count, canvas=CANVAS, seed=seed)
     return (images / np.float32(255)).astype(np.float32), [{"boxes": b, "labels": lab + offset}
                                                            for b, lab in zip(boxes, labels)]
+
+
+def build_augmentation(name: str, seed: int):
+    """The training augmentation ``name`` (one of AUGMENTATIONS) as a callable on (image, target),
+    or None for 'none': 'flip' mirrors left-right with probability 1/2; 'ssd' is torchvision's
+    SSD recipe (:func:`lamina.data.detection_transforms.ssd_augmentation`) resized back to the
+    scene size, since every batch needs one size and these detectors ask for no fixed input.
+    Its draws come from their own generator, so the batches drawn stay those of 'none'."""
+    from lamina.data import detection_transforms as dt
+
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"build_augmentation: unknown augmentation {name!r}; expected one of {AUGMENTATIONS}")
+    if name == "none":
+        return None
+    rng = np.random.default_rng([seed, 1])
+    if name == "flip":
+        return dt.RandomHorizontalFlip(0.5, rng=rng)
+    return dt.ssd_augmentation((CANVAS, CANVAS), fill=0.0, rng=rng)
+
+
+def _augmented(augment, images: np.ndarray, targets: list[dict]) -> tuple[np.ndarray, list[dict]]:
+    """A mini-batch with ``augment`` applied to each scene (the input unchanged when it is None)."""
+    if augment is None:
+        return images, targets
+    pairs = [augment(image, target) for image, target in zip(images, targets)]
+    return np.stack([image for image, _ in pairs]).astype(np.float32), [target for _, target in pairs]
 
 
 def detect_batch(model, images: np.ndarray, offset: int, batch_size: int = 32) -> list[dict]:
@@ -108,11 +136,14 @@ def train_detector(args: argparse.Namespace) -> dict:
           f"{CANVAS}x{CANVAS} pixels; {model.num_parameters():,} parameters")
     optimizer = optim.Adam(model.parameters(trainable_only=True), lr=args.lr)
     rng = np.random.default_rng(args.seed)
+    augmentation = getattr(args, "augment", "none")
+    augment = build_augmentation(augmentation, args.seed)
     losses: dict[str, list[float]] = {}
     model.train()
     for step in range(1, steps + 1):
         batch = rng.choice(args.scenes, args.batch_size, replace=False)
-        terms = model(lamina.tensor(train_images[batch]), [train_targets[i] for i in batch])
+        batch_images, batch_targets = _augmented(augment, train_images[batch], [train_targets[i] for i in batch])
+        terms = model(lamina.tensor(batch_images), batch_targets)
         total = sum(terms.values())
         optimizer.zero_grad()
         total.backward()
@@ -127,7 +158,8 @@ def train_detector(args: argparse.Namespace) -> dict:
     metrics = coco_evaluate(found, truths, len(CLASS_NAMES)) if args.test_scenes else {}
     info = {"kind": "detector", "model": args.model, "class_names": CLASS_NAMES, "label_offset": offset,
             "channels": 1, "steps": steps, "batch_size": args.batch_size, "lr": args.lr,
-            "scenes": args.scenes, "seed": args.seed, "final_loss": losses["total"][-1],
+            "scenes": args.scenes, "seed": args.seed, "augment": augmentation,
+            "final_loss": losses["total"][-1],
             "coco": {key: None if np.isnan(value) else value for key, value in metrics.items()}}
     lamina.save(model, out / "model.safetensors", info=info)
     plot_losses(losses, out / "cost.png", title=f"{args.model} on digit scenes")
@@ -270,6 +302,10 @@ def add_commands(sub) -> None:
                    help="held-out scenes for the metrics and detections.png (default 64; 0: none)")
     t.add_argument("--score-threshold", type=score_fraction, default=0.5,
                    help="the lowest score of a box drawn in detections.png (default 0.5)")
+    t.add_argument("--augment", choices=AUGMENTATIONS, default="none",
+                   help="training augmentation of boxes and images: none; flip (left-right, p 0.5); ssd "
+                        "(torchvision's SSD recipe: photometric distortion, zoom out, IoU crop, flip, resized "
+                        "back to 48x48) (default none)")
     t.add_argument("--out", default=None, help="output directory (default runs/detector-<timestamp>)")
     t.add_argument("--seed", type=int, default=0, help="random seed of the weights, scenes and batches (default 0)")
     t.add_argument("--verbose", type=int, default=1, help="0: quiet; 1: ten progress lines")

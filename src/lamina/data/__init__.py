@@ -1,5 +1,6 @@
 """lamina.data: datasets, mini-batch loading, splits, label encoding and preprocessing; image
-folders and per-sample image transforms (:mod:`lamina.data.transforms`); random fields and
+folders and per-sample image transforms (:mod:`lamina.data.transforms`; for detection, moving
+boxes, masks and keypoints with the image, :mod:`lamina.data.detection_transforms`); random fields and
 PDE solutions for operator learning (:mod:`lamina.data.pde`, 1-D; :mod:`lamina.data.pde2d`,
 Darcy flow and Navier-Stokes).
 
@@ -8,7 +9,7 @@ generators seeded explicitly or from :func:`lamina.backend.rng`, so
 :func:`lamina.manual_seed` makes it reproducible.
 """
 
-from lamina.data import transforms
+from lamina.data import detection_boxes, detection_transforms, transforms
 from lamina.data.collate import default_collate
 from lamina.data.dataset import ArrayDataset, Dataset
 from lamina.data.datasets import (
@@ -114,4 +115,5 @@ __all__ = [
     "burgers_dataset", "burgers_solve", "gaussian_random_field_1d", "heat_dataset", "heat_solve",
     "darcy_flow_dataset", "darcy_matrix", "darcy_solve", "gaussian_random_field_2d", "navier_stokes_2d_solve",
     "navier_stokes_dataset", "navier_stokes_forcing",
+    "detection_boxes", "detection_transforms",
 ]
