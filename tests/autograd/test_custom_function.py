@@ -23,7 +23,15 @@ from lamina.train import Trainer
 
 # -- the examples, in lamina and in torch ----------------------------------------------------
 
-class Exp(CustomFunction):
+def in_both(body: type) -> tuple[type, type]:
+    """``body``'s static methods as a lamina CustomFunction (named as ``body``) and as a
+    torch.autograd.Function (``Torch`` + the name): the same code runs in both."""
+    methods = {key: value for key, value in vars(body).items() if isinstance(value, staticmethod)}
+    return (type(body.__name__, (CustomFunction,), {**methods, "__doc__": body.__doc__}),
+            type("Torch" + body.__name__, (torch.autograd.Function,), methods))
+
+
+class Exp:
     """y = e^x, saving its output: dJ/dx = dJ/dy * y."""
 
     @staticmethod
@@ -38,20 +46,7 @@ class Exp(CustomFunction):
         return dy * y
 
 
-class TorchExp(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = x.exp()
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        (y,) = ctx.saved_tensors
-        return dy * y
-
-
-class Linear(CustomFunction):
+class Linear:
     """y = x W^T + b (b optional); each gradient is computed only if needed."""
 
     @staticmethod
@@ -70,24 +65,7 @@ class Linear(CustomFunction):
         return dx, dw, db
 
 
-class TorchLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias=None):
-        ctx.save_for_backward(x, weight, bias)
-        y = x @ weight.T
-        return y if bias is None else y + bias
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, bias = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        dx = dy @ weight if needs[0] else None
-        dw = dy.T @ x if needs[1] else None
-        db = dy.sum(0) if bias is not None and needs[2] else None
-        return dx, dw, db
-
-
-class MulConstant(CustomFunction):
+class MulConstant:
     """y = c x for a number c (not a tensor): its gradient is None."""
 
     @staticmethod
@@ -100,18 +78,7 @@ class MulConstant(CustomFunction):
         return dy * ctx.constant, None
 
 
-class TorchMulConstant(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, constant):
-        ctx.constant = constant
-        return x * constant
-
-    @staticmethod
-    def backward(ctx, dy):
-        return dy * ctx.constant, None
-
-
-class MulConstantSetup(CustomFunction):
+class MulConstantSetup:
     """MulConstant in PyTorch 2's form: forward without ctx, then setup_context."""
 
     @staticmethod
@@ -127,18 +94,10 @@ class MulConstantSetup(CustomFunction):
         return dy * ctx.constant, None
 
 
-class TorchMulConstantSetup(torch.autograd.Function):
-    @staticmethod
-    def forward(x, constant=2.0):
-        return x * constant
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.constant = inputs[1]
-
-    @staticmethod
-    def backward(ctx, dy):
-        return dy * ctx.constant, None
+Exp, TorchExp = in_both(Exp)
+Linear, TorchLinear = in_both(Linear)
+MulConstant, TorchMulConstant = in_both(MulConstant)
+MulConstantSetup, TorchMulConstantSetup = in_both(MulConstantSetup)
 
 
 def _sin_cos(base, name: str, record: list | None = None, materialize: bool = True):
