@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +44,7 @@ from lamina.io.atomic import write_bytes_atomic
 from lamina.text.hf_alignment import AlignedString, Words
 from lamina.text.hf_batch import BatchEncoding, call_inputs, padding_length, truncation_strategy
 from lamina.text.hf_decoders import Decoder, decoder_from_json
+from lamina.text.hf_encoding_parts import AddedToken, TextColumns, WordTokens, content_range, split_at_added_tokens
 from lamina.text.hf_models import Model, model_from_json
 from lamina.text.hf_normalizers import Normalizer, normalizer_from_json
 from lamina.text.hf_pre_tokenizers import PreTokenizer, pre_tokenizer_from_json
@@ -61,129 +61,8 @@ from lamina.text.hf_truncation import truncate_pair
 
 __all__ = ["AddedToken", "BatchEncoding", "Encoding", "HFTokenizer"]
 
-_WORD_CHAR = re.compile(r"\w")
 _PAD_NAMES = ("[PAD]", "<pad>", "<|pad|>")
 _WORD_CACHE_LIMIT = 1 << 15
-
-
-@dataclass
-class AddedToken:
-    """An entry of ``added_tokens``: a string kept whole, with its id."""
-
-    id: int
-    content: str
-    single_word: bool = False
-    lstrip: bool = False
-    rstrip: bool = False
-    normalized: bool = True
-    special: bool = False
-
-    @classmethod
-    def from_json(cls, data: Any, path: str) -> AddedToken:
-        if not isinstance(data, dict) or "id" not in data or not data.get("content"):
-            raise ValueError(f"tokenizer.json: {path} must be an object with an 'id' and a non-empty 'content'")
-        return cls(int(data["id"]), str(data["content"]), bool(data.get("single_word", False)),
-                   bool(data.get("lstrip", False)), bool(data.get("rstrip", False)),
-                   bool(data.get("normalized", not data.get("special", False))), bool(data.get("special", False)))
-
-
-def _split_at(text: str, tokens: list[AddedToken]) -> list[tuple[int, int, AddedToken | None]]:
-    """``text`` cut at the leftmost-longest occurrences of ``tokens``: (start, end, None) for
-    text between them, (start, end, token) for each occurrence (with the whitespace its
-    ``lstrip``/``rstrip`` take)."""
-    if not tokens or not text:
-        return [(0, len(text), None)]
-    by_content = {t.content: t for t in tokens}
-    pattern = re.compile("|".join(re.escape(c) for c in sorted(by_content, key=len, reverse=True)))
-    out: list[tuple[int, int, AddedToken | None]] = []
-    done, search_from = 0, 0
-    while (match := pattern.search(text, search_from)) is not None:
-        start, end = match.span()
-        token = by_content[match.group()]
-        if token.single_word and ((start > 0 and _WORD_CHAR.match(text[start - 1]))
-                                  or (end < len(text) and _WORD_CHAR.match(text[end]))):
-            search_from = start + 1
-            continue
-        if token.lstrip:
-            while start > done and text[start - 1].isspace():
-                start -= 1
-        if token.rstrip:
-            while end < len(text) and text[end].isspace():
-                end += 1
-        if start > done:
-            out.append((done, start, None))
-        out.append((start, end, token))
-        done = search_from = end
-    if done < len(text):
-        out.append((done, len(text), None))
-    return out
-
-
-def _content_range(text: str, start: int, end: int, token: AddedToken) -> tuple[int, int]:
-    """Where the token's content lies in ``text[start:end]`` (a match with the spaces it strips)."""
-    at = text.find(token.content, start, end)
-    return (at, at + len(token.content)) if at >= 0 else (start, end)
-
-
-class _WordTokens(NamedTuple):
-    """The tokens of one word: ids, strings, and the characters ``[starts[k], ends[k])`` of the word each covers."""
-
-    ids: list[int]
-    tokens: list[str]
-    starts: list[int]
-    ends: list[int]
-
-
-class _TextColumns:
-    """One text's tokens, gathered word by word as the words are encoded; :meth:`encoding` then
-    places them all at once: a token's offsets from the characters of its word it covers and where
-    the word starts in its aligned source, its word id from the number of tokens of each word."""
-
-    def __init__(self):
-        self.ids: list[int] = []
-        self.tokens: list[str] = []
-        self.starts: list[int] = []             # per token: the characters [start, end) of its word it covers
-        self.ends: list[int] = []
-        self.word_starts: list[int] = []        # per word: where it starts in its source
-        self.counts: list[int] = []             # per word: its number of tokens
-        self.sources: list[tuple[AlignedString, int]] = []     # the source of each run of tokens, and its length
-        self.special_at: list[int] = []
-
-    def add_source(self, source: AlignedString, n_tokens: int) -> None:
-        """The last ``n_tokens`` tokens came from words of ``source``."""
-        if self.sources and self.sources[-1][0] is source:
-            n_tokens += self.sources.pop()[1]
-        if n_tokens:
-            self.sources.append((source, n_tokens))
-
-    def add_token(self, token: AddedToken, source: AlignedString, start: int, end: int) -> None:
-        """An added token, a word of its own covering ``source.text[start:end]``."""
-        if token.special:
-            self.special_at.append(len(self.ids))
-        self.ids.append(token.id)
-        self.tokens.append(token.content)
-        self.starts.append(0)
-        self.ends.append(end - start)
-        self.word_starts.append(start)
-        self.counts.append(1)
-        self.add_source(source, 1)
-
-    def encoding(self) -> Encoding:
-        counts = np.asarray(self.counts, dtype=np.int64)
-        shift = np.repeat(np.asarray(self.word_starts, dtype=np.int64), counts)
-        starts = (shift + np.asarray(self.starts, dtype=np.int64)).tolist()
-        ends = (shift + np.asarray(self.ends, dtype=np.int64)).tolist()
-        offsets: list[tuple[int, int]] = []
-        done = 0
-        for source, n_tokens in self.sources:
-            offsets += source.spans_of(starts[done:done + n_tokens], ends[done:done + n_tokens])
-            done += n_tokens
-        word_ids = np.repeat(np.arange(len(counts)), counts).tolist()
-        n = len(self.ids)
-        special = [0] * n
-        for k in self.special_at:
-            special[k] = 1
-        return Encoding(self.ids, self.tokens, [0] * n, special, [1] * n, offsets, word_ids, [0] * n)
 
 
 def _with_windows(rows: list[Encoding]) -> tuple[list[Encoding], list[int]]:
@@ -212,7 +91,7 @@ class HFTokenizer:
         self._added_by_content = {t.content: t for t in self.added_tokens}
         self._raw_tokens = [t for t in self.added_tokens if not t.normalized]
         self._normalized_tokens = [t for t in self.added_tokens if t.normalized]
-        self._word_caches: dict[tuple[Model, Callable | None], dict[str, _WordTokens]] = {}
+        self._word_caches: dict[tuple[Model, Callable | None], dict[str, WordTokens]] = {}
 
     # -- files --------------------------------------------------------------------------------
     @classmethod
@@ -290,17 +169,17 @@ class HFTokenizer:
     def _encode_text(self, text: str) -> Encoding:
         """Steps 1 and 2 of the module docstring, without special tokens: every token with its
         offsets in ``text``, its word (a pre-tokenized word or an added token) and sequence 0."""
-        out = _TextColumns()
+        out = TextColumns()
         whole = AlignedString.original(text)
-        for start, end, token in _split_at(text, self._raw_tokens):
+        for start, end, token in split_at_added_tokens(text, self._raw_tokens):
             if token is not None:
-                out.add_token(token, whole, *_content_range(text, start, end, token))
+                out.add_token(token, whole, *content_range(text, start, end, token))
                 continue
             piece = AlignedString.original(text[start:end], start)
             normalized = self.normalizer.normalize_aligned(piece) if self.normalizer is not None else piece
-            for k, (a, b, inner) in enumerate(_split_at(normalized.text, self._normalized_tokens)):
+            for k, (a, b, inner) in enumerate(split_at_added_tokens(normalized.text, self._normalized_tokens)):
                 if inner is not None:
-                    out.add_token(inner, normalized, *_content_range(normalized.text, a, b, inner))
+                    out.add_token(inner, normalized, *content_range(normalized.text, a, b, inner))
                     continue
                 chunk = normalized.slice(a, b)
                 cuts = [Words(chunk, [(0, len(chunk))])] if self.pre_tokenizer is None else (
@@ -309,7 +188,7 @@ class HFTokenizer:
                     self._add_words(out, words)
         return out.encoding()
 
-    def _add_words(self, out: _TextColumns, words: Words) -> None:
+    def _add_words(self, out: TextColumns, words: Words) -> None:
         """The tokens of each of ``words`` added to ``out`` (from the word cache, when the model allows it)."""
         keep = self.model.deterministic
         cache = self._word_caches.setdefault((self.model, words.spell), {}) if keep else {}
@@ -334,7 +213,7 @@ class HFTokenizer:
             add_count(len(found_ids))
         out.add_source(words.source, len(ids) - before)
 
-    def _word_tokens(self, raw: str, spell: Callable[[str], str] | None) -> _WordTokens:
+    def _word_tokens(self, raw: str, spell: Callable[[str], str] | None) -> WordTokens:
         """The model's tokens of the word ``raw`` read through ``spell``, each with the characters
         of ``raw`` it covers (an empty word has no tokens)."""
         word = AlignedString.original(raw)
@@ -342,7 +221,7 @@ class HFTokenizer:
             word = word.map_text(spell)
         pieces = self.model.tokenize_spans(word.text) if raw else []
         spans = [word.span(first, last) for _, _, first, last in pieces]
-        return _WordTokens([p[0] for p in pieces], [p[1] for p in pieces], [s for s, _ in spans],
+        return WordTokens([p[0] for p in pieces], [p[1] for p in pieces], [s for s, _ in spans],
                            [e for _, e in spans])
 
     def _truncation_settings(self, max_length: int | None) -> tuple[int | None, str, bool, int]:
