@@ -1,5 +1,6 @@
 """lamina.keras masks: Embedding(mask_zero) and Masking make them, layers pass them on, the
-recurrent layers, GlobalAveragePooling1D, MultiHeadAttention and the loss use them; and the
+recurrent layers (Keras 3's zero_output_for_mask: masked steps repeat the previous output,
+or give zeros), GlobalAveragePooling1D, MultiHeadAttention and the loss use them; and the
 recurrent layers' variational dropout, checked against the same step-by-step torch run."""
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ def _layer(kind: str, units: int = 4, **options):
     return layer
 
 
-def _torch_run(kind: str, layer, x, mask, go_backwards: bool = False, x_keep=None, h_keep=None):
-    """Keras's carry rule step by step in torch: h_t = m_t h_new + (1 - m_t) h_{t-1}, zeros out
-    at masked steps; ``x_keep`` (N, D) and ``h_keep`` (N, H) scale the input and the state fed
-    to the products at every step (variational dropout). Returns (outputs (N, T, H), final h,
-    torch leaves by name)."""
+def _torch_run(kind: str, layer, x, mask, go_backwards: bool = False, x_keep=None, h_keep=None,
+               zero_output: bool = False):
+    """Keras's carry rule step by step in torch: h_t = m_t h_new + (1 - m_t) h_{t-1}; the output
+    at a masked step repeats the previous output, y_t = m_t h_new + (1 - m_t) y_{t-1} from
+    y_0 = 0 (Keras 3's zero_output_for_mask=False), or is zero with ``zero_output``;
+    ``x_keep`` (N, D) and ``h_keep`` (N, H) scale the input and the state fed to the products
+    at every step (variational dropout). Returns (outputs (N, T, H), final h, torch leaves by
+    name)."""
     leaves = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in layer.state_dict().items()}
     x = torch.tensor(x, requires_grad=True)
     leaves["x"] = x
@@ -48,7 +52,7 @@ def _torch_run(kind: str, layer, x, mask, go_backwards: bool = False, x_keep=Non
         x_steps = x
     n, steps, _ = x.shape
     units = leaves["recurrent_kernel"].shape[0]
-    h = c = torch.zeros(n, units, dtype=torch.float64)
+    h = c = y = torch.zeros(n, units, dtype=torch.float64)
     outputs = []
     for t in range(steps):
         xt, mt = x_steps[:, t], m[:, t:t + 1]
@@ -69,7 +73,8 @@ def _torch_run(kind: str, layer, x, mask, go_backwards: bool = False, x_keep=Non
             new_c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             new_h = torch.sigmoid(o) * torch.tanh(new_c)
         h, c = mt * new_h + (1 - mt) * h, mt * new_c + (1 - mt) * c
-        outputs.append(mt * new_h)
+        y = mt * new_h if zero_output else mt * new_h + (1 - mt) * y
+        outputs.append(y)
     return torch.stack(outputs, 1), h, leaves
 
 
@@ -118,6 +123,21 @@ def test_the_fused_ops_take_general_masks_with_first_and_second_derivatives():
         gru(randn(2, 4, 3), None, randn(3, 12), randn(4, 12), lengths=np.array([4, 2]), mask=mask)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_zero_output_for_mask_gives_zeros_at_the_masked_steps(kind, float64):
+    layer = _layer(kind, return_sequences=True, zero_output_for_mask=True)
+    assert layer.get_config()["zero_output_for_mask"] and not _layer(kind).zero_output_for_mask
+    x, mask = randn(3, 6, 3), _masks("left")
+    sequence = layer(lamina.tensor(x), mask=mask)
+    reference, _, _ = _torch_run(kind, layer, x, mask, zero_output=True)
+    np.testing.assert_allclose(sequence.numpy(), reference.detach().numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(sequence.numpy()[~mask], 0.0)
+    carried = _layer(kind, return_sequences=True)(lamina.tensor(x), mask=_masks("holes")).numpy()
+    np.testing.assert_array_equal(carried[0, 1], carried[0, 0])        # mask [1, 0, ...]: step 0 repeated
+    np.testing.assert_array_equal(carried[1, 0], 0.0)                   # [0, 1, ...]: nothing read yet
+    assert check_gradients(lambda v: layer(v, mask=_masks("holes")), x)
+
+
 def test_go_backwards_reads_the_sequence_and_its_mask_from_the_end(float64):
     layer = _layer("LSTM", return_sequences=True, return_state=True, go_backwards=True)
     _compare_with_torch("LSTM", layer, randn(3, 6, 3), _masks("holes"), go_backwards=True)
@@ -137,9 +157,10 @@ def test_right_padding_equals_the_trimmed_sequences(kind, float64):
         piece = lamina.tensor(x[i:i + 1, :length])
         seq_i, final_i = layer(piece)[:2]
         np.testing.assert_allclose(sequence.numpy()[i, :length], seq_i.numpy()[0], rtol=1e-12)
-        np.testing.assert_array_equal(sequence.numpy()[i, length:], 0.0)
+        carried = np.broadcast_to(seq_i.numpy()[0, -1], sequence.numpy()[i, length:].shape)
+        np.testing.assert_allclose(sequence.numpy()[i, length:], carried, rtol=1e-12)
         np.testing.assert_allclose(final.numpy()[i], final_i.numpy()[0], rtol=1e-12)
-        term = seq_i.sum() + final_i.sum()
+        term = seq_i.sum() + seq_i[:, -1].sum() * float(6 - length) + final_i.sum()
         total = term if total is None else total + term
     total.backward()
     for name, p in layer.named_parameters():
@@ -151,8 +172,8 @@ def test_bidirectional_with_a_mask(float64):
     layer.build((None, 6, 3))
     x, mask = randn(3, 6, 3), _masks("holes")
     out = layer(lamina.tensor(x), mask=mask).numpy()
-    forward, _, _ = _torch_run("GRU", layer.forward_layer, x, mask)
-    backward, _, _ = _torch_run("GRU", layer.backward_layer, x, mask, go_backwards=True)
+    forward, _, _ = _torch_run("GRU", layer.forward_layer, x, mask, zero_output=True)
+    backward, _, _ = _torch_run("GRU", layer.backward_layer, x, mask, go_backwards=True, zero_output=True)
     expected = torch.cat([forward, backward.flip(1)], dim=-1).detach().numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(out[~mask], 0.0)

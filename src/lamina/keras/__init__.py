@@ -13,8 +13,10 @@ The models are lamina Modules and every method hands its work to :class:`lamina.
 arguments (:mod:`lamina.keras.layers`); optimizers, losses, metrics and callbacks take Keras's
 string identifiers and defaults; :mod:`lamina.keras.datasets` loads mnist, fashion_mnist, cifar10
 and digits as Keras's ``load_data`` does. Masks (``Embedding(mask_zero=True)``, ``Masking``) pass
-from layer to layer as in Keras (:mod:`lamina.keras.masking`); a model of several outputs takes
-one loss per output and ``loss_weights`` (:mod:`lamina.keras.outputs`).
+from layer to layer as in Keras (:mod:`lamina.keras.masking`) and reach the recurrent and
+attention layers (:mod:`lamina.keras.recurrent`, :mod:`lamina.keras.attention`); a model of
+several outputs takes one loss per output, ``loss_weights`` and metrics per output, logged as
+``"<output>_<metric>"`` (:mod:`lamina.keras.outputs`).
 """
 
 from lamina.keras import callbacks, datasets, layers, losses, metrics, optimizers, utils

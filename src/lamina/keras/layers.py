@@ -15,7 +15,8 @@ batch variance (as PyTorch), Keras's the biased one. ``LeakyReLU`` has Keras's s
 :class:`lamina.keras.pooling.SamePooling` (TensorFlow's SAME rule). Options lamina does not
 have (``data_format="channels_first"``, regularizers, constraints) raise a ValueError naming
 the layer and the option. ``MultiHeadAttention``, ``Rescaling`` and ``Resizing`` are small
-layers of their own (see their docstrings). Masks (``Embedding(mask_zero=True)``,
+layers of their own (see their docstrings); ``Attention`` and ``AdditiveAttention`` are
+Keras's, with its masks (:mod:`lamina.keras.attention`). Masks (``Embedding(mask_zero=True)``,
 ``Masking``) are :mod:`lamina.keras.masking`'s; the recurrent layers, with masks and
 dropout, :mod:`lamina.keras.recurrent`'s.
 """
@@ -27,7 +28,7 @@ import numpy as np
 from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
-from lamina.keras.attention import ProjectedAttention
+from lamina.keras.attention import AdditiveAttention, Attention, ProjectedAttention
 from lamina.keras.masking import Embedding as KerasEmbedding
 from lamina.keras.masking import Masking as MaskingLayer
 from lamina.keras.masking import mask_of
@@ -35,9 +36,7 @@ from lamina.keras.pooling import GlobalAveragePooling1D as MaskedAveragePooling1
 from lamina.keras.pooling import SamePooling
 from lamina.keras.recurrent import KerasBidirectional, KerasGRU, KerasLSTM, KerasSimpleRNN
 from lamina.nn import (
-    AdditiveAttention,
     AlphaDropout,
-    Attention,
     CategoryEncoding,
     ConvLSTM2D,
     Cropping2D,
@@ -359,12 +358,14 @@ def Masking(mask_value: float = 0.0, name=None, **options):  # noqa: N802
 
 
 def _recurrent_options(what: str, options: dict, activation: str = "tanh", recurrent_activation="sigmoid") -> dict:
-    """Keras's dropout rates (see :mod:`lamina.keras.recurrent`; ``seed`` is accepted, the masks
-    come from lamina's generator, :func:`lamina.manual_seed`); refuses other activations."""
+    """Keras's dropout rates and ``zero_output_for_mask`` (see :mod:`lamina.keras.recurrent`;
+    ``seed`` is accepted, the masks come from lamina's generator, :func:`lamina.manual_seed`);
+    refuses other activations."""
     if activation != "tanh" or recurrent_activation != "sigmoid":
         raise ValueError(f"{what}: only activation='tanh' and recurrent_activation='sigmoid' are supported")
     options.pop("seed", None)
-    return {"dropout": options.pop("dropout", 0.0), "recurrent_dropout": options.pop("recurrent_dropout", 0.0)}
+    return {"dropout": options.pop("dropout", 0.0), "recurrent_dropout": options.pop("recurrent_dropout", 0.0),
+            "zero_output_for_mask": bool(options.pop("zero_output_for_mask", False))}
 
 
 def SimpleRNN(units: int, activation="tanh", use_bias: bool = True, kernel_initializer="glorot_uniform",  # noqa: N802
@@ -440,7 +441,10 @@ class MultiHeadAttention(Module):
     otherwise as :class:`lamina.keras.attention.ProjectedAttention` (four Dense projections).
     Either way Keras's parameter count: E_q h d_k + E_k h d_k + E_v h d_v + h d_v E_q weights
     plus 2 h d_k + h d_v + E_q biases. ``attention_mask`` (N, T_q, T_k), True where a query
-    may attend (and-ed with the masks the value and key carry, if any); ``use_causal_mask``;
+    may attend, and-ed as Keras does with the query's mask (rows) and the value's and key's
+    (columns): the masks the tensors carry, or ``query_mask=``, ``value_mask=``,
+    ``key_mask=`` (N, T); a fully masked query row gets zero attention weights (no NaN), its
+    output the output projection's bias; the output carries the query's mask. ``use_causal_mask``;
     ``return_attention_scores`` also returns the weights (N, h, T_q, T_k). A key of another
     width than the value must be passed positionally (``mha(query, value, key)``) when
     ``value_dim`` equals ``key_dim``, so that the first call sees it.
@@ -472,8 +476,8 @@ class MultiHeadAttention(Module):
         self.built = True
 
     def forward(self, query, value, key=None, attention_mask=None, return_attention_scores: bool = False,
-                use_causal_mask: bool = False, training=None):
-        attention_mask = self._with_key_masks(query, value, key, attention_mask)
+                use_causal_mask: bool = False, training=None, query_mask=None, value_mask=None, key_mask=None):
+        attention_mask = self._combined_mask(query, value, key, attention_mask, query_mask, value_mask, key_mask)
         if isinstance(self.attention, ProjectedAttention):
             return self.attention(query, value, key, attention_mask=attention_mask,
                                   return_attention_scores=return_attention_scores, use_causal_mask=use_causal_mask)
@@ -482,19 +486,31 @@ class MultiHeadAttention(Module):
                               return_weights=return_attention_scores)
 
     @staticmethod
-    def _with_key_masks(query, value, key, attention_mask):
-        """``attention_mask`` and-ed with the masks of the value and key (a masked key step is
-        attended by no query), as Keras does; the query's mask passes on to the output."""
-        masks = [m for m in (mask_of(value), mask_of(key)) if m is not None]
+    def _combined_mask(query, value, key, attention_mask, query_mask=None, value_mask=None, key_mask=None):
+        """Keras's attention mask: ``attention_mask`` and-ed with the query's mask (N, T_q, 1),
+        the value's and the key's (N, 1, T_k) (each given, or the one the tensor carries; the
+        key's only for a key other than the value). A query row so masked that it attends to
+        no key gets zero weights, hence a zero context and the output projection's bias (as
+        Keras's masked softmax, which multiplies the weights by the mask)."""
+        def given(mask, tensor):
+            mask = mask_of(tensor) if mask is None else mask
+            return None if mask is None else np.asarray(mask.data if isinstance(mask, Tensor) else mask, dtype=bool)
+
+        t_q, t_k = query.shape[1], value.shape[1]
+        masks = []
+        q_mask = given(query_mask, query)
+        if q_mask is not None:
+            masks.append(q_mask[:, :, None])
+        for mask in (given(value_mask, value), None if key is None or key is value else given(key_mask, key)):
+            if mask is not None:
+                masks.append(mask[:, None, :])
         if not masks:
             return attention_mask
-        keys = np.logical_and.reduce(masks)
-        t_q = query.shape[1]
-        auto = np.broadcast_to(keys[:, None, :], (keys.shape[0], t_q, keys.shape[1]))
+        auto = np.logical_and.reduce([np.broadcast_to(m, (m.shape[0], t_q, t_k)) for m in masks])
         if attention_mask is None:
             return auto
-        given = np.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
-        return given.astype(bool) & auto
+        given_mask = np.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
+        return given_mask.astype(bool) & auto
 
     def compute_mask(self, inputs, mask=None):
         """The query's mask."""

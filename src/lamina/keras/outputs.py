@@ -9,6 +9,12 @@ layer name) and w_i from ``loss_weights`` (a list or a dict; 1 where not given).
 reduced as Keras does (the mean over the samples; over the unmasked steps of a masked
 sequence output), and is logged under Keras's name ``"<output layer>_loss"``.
 
+``compile(metrics=...)`` takes, as Keras 3 does, a list with one entry per output (a metric or
+a list of them), a dict by output layer name (outputs left out get none), and, as Keras 2
+did, one list of metrics applied to every output when its length differs from the number
+of outputs. Each is logged as ``"<output layer>_<metric>"`` (``"dense_1_accuracy"``), the
+metric named by its identifier; a name met twice gets ``_1``, ``_2`` (:func:`output_metrics`).
+
 lamina's Trainer takes one output and one label array per sample, so during training the
 outputs are flattened per sample and joined into one (N, sum_i |y_pred_i|) tensor
 (:class:`PackedOutputs`) and the labels likewise into one (N, sum_i |y_true_i|) float64 array
@@ -24,9 +30,10 @@ from lamina.autograd import Tensor
 from lamina.keras import losses
 from lamina.keras.masking import mask_of, masked_loss
 from lamina.nn.module import Module
-from lamina.train import MeanMetric
+from lamina.train import EpochMetric, MeanMetric
 
-__all__ = ["LabelLayout", "OutputLoss", "PackedOutputs", "WeightedLosses", "pack_labels", "per_output"]
+__all__ = ["LabelLayout", "OutputLoss", "OutputMetric", "PackedOutputs", "WeightedLosses", "output_metrics",
+           "pack_labels", "per_output"]
 
 
 def per_output(value, names: list[str], what: str, default=None) -> list:
@@ -138,3 +145,55 @@ class OutputLoss(MeanMetric):
         pred = self.weighted.packer.parts(np.asarray(y_pred))[self.index]
         label = self.weighted.layout.parts(y_true)[self.index]
         return float(self.weighted.one(self.index, Tensor(pred), label).item())
+
+
+class OutputMetric(EpochMetric):
+    """A metric of one output: ``metric`` fed that output's predictions and labels, cut from
+    the packed ones, logged as ``name``."""
+
+    def __init__(self, weighted: WeightedLosses, index: int, metric: EpochMetric, name: str):
+        self.weighted, self.index, self.metric, self.name = weighted, index, metric, name
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+    def update(self, y_pred, y_true) -> float:
+        pred = self.weighted.packer.parts(np.asarray(y_pred))[self.index]
+        label = self.weighted.layout.parts(y_true)[self.index]
+        if isinstance(self.weighted.losses[self.index], losses.SparseCategoricalCrossentropy):
+            label = losses.sparse_labels(label)
+        return self.metric.update(pred, label)
+
+    def result(self) -> float:
+        return self.metric.result()
+
+
+def _metric_lists(metrics, names: list[str]) -> list[list]:
+    """The metrics of each output (see the module notes)."""
+    if isinstance(metrics, dict):
+        chosen = per_output(metrics, names, "metrics", None)
+    elif isinstance(metrics, (list, tuple)) and len(metrics) == len(names):
+        chosen = list(metrics)
+    elif isinstance(metrics, (list, tuple)):
+        if any(isinstance(m, (list, tuple, dict)) for m in metrics):
+            raise ValueError(f"compile: metrics holds {len(metrics)} lists for the model's {len(names)} outputs "
+                             f"{names}; give one entry per output, a dict by output name, or one flat list for "
+                             "every output")
+        chosen = [list(metrics)] * len(names)
+    else:
+        chosen = [metrics] * len(names)
+    return [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m] for m in chosen]
+
+
+def output_metrics(metrics, names: list[str], weighted: WeightedLosses, resolve) -> list[OutputMetric]:
+    """The compiled metrics of a model of several outputs, named ``"<output>_<metric>"``;
+    ``resolve(identifier, loss)`` makes one metric."""
+    made, seen = [], {}
+    for index, (name, identifiers) in enumerate(zip(names, _metric_lists(metrics, names))):
+        for identifier in identifiers:
+            metric = resolve(identifier, weighted.losses[index])
+            label = f"{name}_{identifier if isinstance(identifier, str) else metric.name}"
+            count = seen.get(label, 0)
+            seen[label] = count + 1
+            made.append(OutputMetric(weighted, index, metric, label if count == 0 else f"{label}_{count}"))
+    return made

@@ -3,11 +3,19 @@ variational dropout.
 
 Masks: the layers read their input's mask (:mod:`lamina.keras.masking`) or take
 ``mask=`` (N, T), True at the steps to read. A masked step carries the state,
-h^<t> = m_t h_new + (1 - m_t) h^<t-1> (any mask: right or left padding, holes), and outputs
-zeros; the final state is the one after the last read step. With ``go_backwards`` the
-sequence and its mask are read from the end. ``return_sequences=True`` passes the mask on.
-The fused kernels of :mod:`lamina.functional.recurrent` run masked sequences as they run
-padded ones.
+h^<t> = m_t h_new + (1 - m_t) h^<t-1> (any mask: right or left padding, holes); the final
+state is the one after the last read step. With ``go_backwards`` the sequence and its mask
+are read from the end. ``return_sequences=True`` passes the mask on. The fused kernels of
+:mod:`lamina.functional.recurrent` run masked sequences as they run padded ones.
+
+The output at a masked step follows Keras 3's ``zero_output_for_mask`` (default False): it
+repeats the previous step's output, y^<t> = m_t h_new + (1 - m_t) y^<t-1> with y^<0> = 0 (in
+reading order), so it is the output of the last read step, or zeros before the first one
+(Keras's TensorFlow and torch backends; its JAX backend repeats the carried state, which
+differs only before the first read step with a nonzero initial state). ``Bidirectional``
+sets ``zero_output_for_mask`` to ``return_sequences`` on both directions, as Keras does, so
+its outputs are zeros at the masked steps. ``lengths=`` (lamina's packed lengths, not a
+Keras argument) keeps PyTorch's zeros at the padded steps.
 
 Dropout (Gal and Ghahramani's variational dropout, as Keras's cells): in training, with
 ``dropout`` p one mask M_x (N, D) per sequence drops input features and with
@@ -37,7 +45,7 @@ from lamina.keras.masking import mask_of
 from lamina.nn.dropout import dropout_mask
 from lamina.nn.layer import register_layer
 
-__all__ = ["KerasBidirectional", "KerasGRU", "KerasLSTM", "KerasSimpleRNN"]
+__all__ = ["KerasBidirectional", "KerasGRU", "KerasLSTM", "KerasSimpleRNN", "carry_outputs"]
 
 
 def _rate(value, what: str) -> float:
@@ -45,6 +53,18 @@ def _rate(value, what: str) -> float:
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"{what} must lie in [0, 1), got {value!r}")
     return rate
+
+
+def carry_outputs(sequence: Tensor, read) -> Tensor:
+    """y (N, T, H), zeros at the skipped steps, with each skipped step given the output of
+    the last read step before it (zeros before the first): y~ = P y with the constant
+    P[n, t, s] = 1 where s is the last read step <= t of row n. ``read`` (N, T) booleans."""
+    read = np.asarray(read, dtype=bool)
+    steps = read.shape[1]
+    index = np.where(read, np.arange(steps)[None, :], -1)
+    last = np.maximum.accumulate(index, axis=1)                       # (N, T); -1: none read yet
+    pick = (last[:, :, None] == np.arange(steps)[None, None, :]).astype(sequence.dtype)
+    return Tensor(backend.xp.asarray(pick)) @ sequence
 
 
 def _blocks(a, count: int) -> list:
@@ -57,8 +77,10 @@ class _KerasRecurrent:
 
     one_bias = False
 
-    def __init__(self, *args, dropout: float = 0.0, recurrent_dropout: float = 0.0, **kwargs):
+    def __init__(self, *args, dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 zero_output_for_mask: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         self.dropout = _rate(dropout, f"{type(self).__name__}: dropout")
         self.recurrent_dropout = _rate(recurrent_dropout, f"{type(self).__name__}: recurrent_dropout")
         self.dropout_masks = (None, None)
@@ -89,8 +111,13 @@ class _KerasRecurrent:
         return mask if self.return_sequences else None
 
     def _run(self, x, states, lengths, mask=None):
-        if not self._dropping:
-            return super()._run(x, states, lengths, mask)
+        results = self._run_dropping(x, states, lengths, mask) if self._dropping else super()._run(
+            x, states, lengths, mask)
+        if mask is None or self.zero_output_for_mask or not self.return_sequences:
+            return results
+        return (carry_outputs(results[0], mask), *results[1:])
+
+    def _run_dropping(self, x, states, lengths, mask=None):
         n, steps, d = x.shape
         if mask is None and lengths is not None:
             mask = np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
@@ -118,7 +145,8 @@ class _KerasRecurrent:
         return (stack(outputs, axis=1), *state)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "dropout": self.dropout, "recurrent_dropout": self.recurrent_dropout}
+        return {**super().get_config(), "dropout": self.dropout, "recurrent_dropout": self.recurrent_dropout,
+                "zero_output_for_mask": self.zero_output_for_mask}
 
 
 @register_layer
@@ -163,9 +191,16 @@ class KerasLSTM(_KerasRecurrent, nn.LSTM):
 @register_layer
 class KerasBidirectional(nn.Bidirectional):
     """lamina's Bidirectional reading its input's mask: both directions skip the masked
-    steps (the backward one reads the sequence and its mask from the end)."""
+    steps (the backward one reads the sequence and its mask from the end) and, as Keras
+    forces ``zero_output_for_mask = return_sequences`` on them, output zeros there."""
 
     default_name = "bidirectional"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for layer in (self.forward_layer, self.backward_layer):
+            if hasattr(layer, "zero_output_for_mask"):
+                layer.zero_output_for_mask = layer.return_sequences
 
     def forward(self, x, initial_state=None, lengths=None, mask=None, training=None):
         if mask is None and lengths is None:

@@ -26,7 +26,15 @@ from lamina.keras import losses, optimizers
 from lamina.keras import metrics as keras_metrics
 from lamina.keras.callbacks import History
 from lamina.keras.masking import MaskedLoss, tracking_masks, uses_masks
-from lamina.keras.outputs import LabelLayout, OutputLoss, PackedOutputs, WeightedLosses, pack_labels, per_output
+from lamina.keras.outputs import (
+    LabelLayout,
+    OutputLoss,
+    PackedOutputs,
+    WeightedLosses,
+    output_metrics,
+    pack_labels,
+    per_output,
+)
 from lamina.optim import clip_grad_norm
 from lamina.train import Callback, ProgressBar, Trainer
 
@@ -104,7 +112,9 @@ class KerasTraining:
         object or ``fn(y_true, y_pred)``) and the metrics (names or objects) for training.
         A model of several outputs takes one loss for all or one per output (a list, or a
         dict by output layer name) and ``loss_weights`` w_i: the loss is sum_i w_i L_i, each
-        L_i logged as ``"<output>_loss"`` (see :mod:`lamina.keras.outputs`)."""
+        L_i logged as ``"<output>_loss"``; its metrics are one entry per output, a dict by
+        output name or one list for all, logged as ``"<output>_<metric>"`` (see
+        :mod:`lamina.keras.outputs`)."""
         where = f"{type(self).__name__}.compile"
         unknown = sorted(set(options) - set(EXECUTION_OPTIONS))
         if unknown:
@@ -118,9 +128,9 @@ class KerasTraining:
         weights = per_output(loss_weights, names, "loss_weights", 1.0)
         self.__dict__["_packer"] = None
         if len(names) > 1:
-            if metrics:
-                raise ValueError(f"{where}: metrics on a model of several outputs are not supported; each "
-                                 "output's loss is logged as '<output>_loss'")
+            if weighted_metrics:
+                raise ValueError(f"{where}: weighted_metrics on a model of several outputs are not supported; "
+                                 "give metrics=")
             specs = per_output(loss, names, "loss")
             if any(s is None for s in specs):
                 raise ValueError(f"{where}: every output needs a loss; got {dict(zip(names, specs))}")
@@ -128,6 +138,7 @@ class KerasTraining:
             weighted = WeightedLosses([losses.get(s) for s in specs], weights, self._packer)
             self.loss = losses.Loss(weighted, name="loss")
             self.compiled_metrics = [OutputLoss(weighted, i, f"{name}_loss") for i, name in enumerate(names)]
+            self.compiled_metrics += output_metrics(metrics, names, weighted, keras_metrics.get)
         else:
             self.loss = losses.get(loss)
             self.compiled_metrics = [keras_metrics.get(m, self.loss) for m in _as_list(metrics)]
