@@ -33,7 +33,6 @@ from lamina.errors import ShapeError
 from lamina.functional._util import sum_to, unbroadcast
 from lamina.functional.activation import softmax
 from lamina.functional.elementwise import where
-from lamina.functional.shape import expand_dims, reshape
 
 __all__ = ["ScaledDotProductAttention", "scaled_dot_product_attention"]
 
@@ -46,20 +45,43 @@ def _swap(a):
     return a.swapaxes(-1, -2)
 
 
+def _grouped_shapes(q_shape, k_shape, v_shape, group: int) -> tuple:
+    """The shapes of grouped-query attention's operands seen by one broadcast product: Q
+    (..., h_q, T_q, d) as (..., h_kv, group, T_q, d), K and V (..., h_kv, T_k, d) as
+    (..., h_kv, 1, T_k, d); no values move."""
+    h_kv = q_shape[-3] // group
+    return (q_shape[:-3] + (h_kv, group) + q_shape[-2:], k_shape[:-2] + (1,) + k_shape[-2:],
+            v_shape[:-2] + (1,) + v_shape[-2:])
+
+
+def _merged_heads_shape(grouped_shape) -> tuple:
+    """(..., h_kv, group, T, d) -> (..., h_kv group, T, d)."""
+    return grouped_shape[:-4] + (grouped_shape[-4] * grouped_shape[-3],) + grouped_shape[-2:]
+
+
 class ScaledDotProductAttention(Function):
     """C = softmax(Q K^T scale + mask) V as one node (see the module docstring).
 
     Hyperparameters: ``scale``; ``keep`` (a boolean array broadcastable to the scores, or
     None); ``bias`` (an additive float array, or None); ``dropout`` (the probability of
-    zeroing a weight, with the kept weights scaled by 1 / (1 - dropout)).
+    zeroing a weight, with the kept weights scaled by 1 / (1 - dropout)); ``group`` (0, or
+    grouped-query attention's h_q / h_kv: the node then takes Q (..., h_q, T_q, d) and K, V
+    (..., h_kv, T_k, d) and computes on the views of :func:`_grouped_shapes`, with ``keep``
+    and ``bias`` broadcastable to the grouped scores (..., h_kv, group, T_q, T_k); the
+    gradients of K and V sum over each group).
     """
 
     keep = None
     bias = None
     dropout = 0.0
+    group = 0
 
     def forward(self, q, k, v):
         xp = backend.xp
+        if self.group:
+            self.shapes = (q.shape, k.shape, v.shape)
+            grouped = _grouped_shapes(q.shape, k.shape, v.shape, self.group)
+            q, k, v = (x.reshape(shape) for x, shape in zip((q, k, v), grouped))
         self.q, self.k, self.v = q, k, v
         e = _mm(q, _swap(k))
         e *= self.scale
@@ -85,9 +107,17 @@ class ScaledDotProductAttention(Function):
             self.drop = keep.astype(e.dtype) / e.dtype.type(1 - self.dropout)
             e = e * self.drop
         self.weights = e
-        return _mm(e, v)
+        out = _mm(e, v)
+        return out.reshape(_merged_heads_shape(out.shape)) if self.group else out
 
     def backward(self, dc):
+        if self.group:
+            dc = dc.reshape(dc.shape[:-3] + (dc.shape[-3] // self.group, self.group) + dc.shape[-2:])
+            grads = self._backward_on_views(dc)
+            return tuple(None if g is None else g.reshape(shape) for g, shape in zip(grads, self.shapes))
+        return self._backward_on_views(dc)
+
+    def _backward_on_views(self, dc):
         need_q, need_k, need_v = self.needs_grad
         q, k, v = self.q, self.k, self.v
         dv = unbroadcast(_mm(_swap(self.weights), dc), v.shape) if need_v else None
@@ -111,6 +141,10 @@ class ScaledDotProductAttention(Function):
         """The same VJP by tensor ops. alpha depends on Q and K, so it is computed again from
         the input tensors by recorded ops; the masks and the dropout mask are constants."""
         q, k, v = self.inputs
+        if self.group:
+            grouped = _grouped_shapes(q.shape, k.shape, v.shape, self.group)
+            q, k, v = (x.reshape(shape) for x, shape in zip((q, k, v), grouped))
+            dc = dc.reshape(dc.shape[:-3] + (dc.shape[-3] // self.group, self.group) + dc.shape[-2:])
         need_q, need_k, need_v = self.needs_grad
         alpha = self._weights_tensor(q, k)
         weights = alpha if self.drop is None else alpha * self.drop
@@ -123,6 +157,9 @@ class ScaledDotProductAttention(Function):
             de = alpha * (da - (da * alpha).sum(axis=-1, keepdims=True)) * self.scale
             dq = sum_to(de @ k, q.shape) if need_q else None
             dk = sum_to(_swap(de) @ q, k.shape) if need_k else None
+        if self.group:
+            originals = [x.shape for x in self.inputs]
+            return tuple(None if g is None else g.reshape(shape) for g, shape in zip((dq, dk, dv), originals))
         return dq, dk, dv
 
     def _weights_tensor(self, q, k) -> Tensor:
@@ -177,9 +214,9 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropo
 
     ``enable_gqa``: grouped-query attention, as PyTorch's. The heads axis (-3) of Q has
     h_q entries and that of K and V h_kv, h_q a multiple of h_kv; query head i attends with
-    key/value head i // (h_q / h_kv). The K/V heads are not copied: Q is viewed as
-    (..., h_kv, h_q / h_kv, T_q, d) against K and V (..., h_kv, 1, T_k, d), so each K/V
-    head's gradient sums over its group.
+    key/value head i // (h_q / h_kv). The K/V heads are not copied: inside one node Q is
+    viewed as (..., h_kv, h_q / h_kv, T_q, d) against K and V (..., h_kv, 1, T_k, d), so each
+    K/V head's gradient sums over its group.
     """
     q, k, v = (x if isinstance(x, Tensor) else Tensor(x) for x in (q, k, v))
     if enable_gqa:
@@ -190,11 +227,17 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropo
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ShapeError(f"scaled_dot_product_attention: q {q.shape} and k {k.shape} must share the feature "
                          f"size d, and k and v {v.shape} the number of keys T_k")
+    return _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group=0)
+
+
+def _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group: int):
+    """The checked call as one ScaledDotProductAttention node (``group``: see the class)."""
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"scaled_dot_product_attention: dropout must be in [0, 1), got {dropout}")
     keep, bias = _mask_arrays(mask, causal, q.shape[-2], k.shape[-2], q.dtype)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    out = ScaledDotProductAttention.apply(q, k, v, scale=scale, keep=keep, bias=bias, dropout=float(dropout))
+    out = ScaledDotProductAttention.apply(q, k, v, scale=scale, keep=keep, bias=bias, dropout=float(dropout),
+                                          group=group)
     if not return_weights:
         return out
     node = out._ctx
@@ -202,9 +245,11 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropo
         weights = node.alpha
     else:  # computed without a graph: recompute the weights alone
         probe = ScaledDotProductAttention()
-        probe.__dict__.update(scale=scale, keep=keep, bias=bias, dropout=0.0)
+        probe.__dict__.update(scale=scale, keep=keep, bias=bias, dropout=0.0, group=group)
         probe.forward(q.data, k.data, v.data)
         weights = probe.alpha
+    if group:
+        weights = weights.reshape(_merged_heads_shape(weights.shape))
     return out, Tensor._wrap(weights.copy())
 
 
@@ -218,16 +263,11 @@ def _grouped_query_attention(q, k, v, mask, causal, dropout, scale, return_weigh
         raise ShapeError(f"scaled_dot_product_attention(enable_gqa=True): q has {h_q} heads, k {h_kv} and v "
                          f"{v.shape[-3]} (shapes {q.shape}, {k.shape}, {v.shape}); expected k and v to share "
                          "a number of heads that divides the number of query heads")
-    group = h_q // h_kv
-    grouped_q = reshape(q, *q.shape[:-3], h_kv, group, *q.shape[-2:])
-    out = scaled_dot_product_attention(grouped_q, expand_dims(k, -3), expand_dims(v, -3),
-                                       mask=_grouped_mask(mask, h_q, h_kv), causal=causal, dropout=dropout,
-                                       scale=scale, return_weights=return_weights)
-    heads, weights = out if return_weights else (out, None)
-    heads = reshape(heads, *heads.shape[:-4], h_q, *heads.shape[-2:])
-    if not return_weights:
-        return heads
-    return heads, Tensor._wrap(weights.data.reshape(weights.shape[:-4] + (h_q,) + weights.shape[-2:]))
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ShapeError(f"scaled_dot_product_attention(enable_gqa=True): q {q.shape} and k {k.shape} must share "
+                         f"the feature size d, and k and v {v.shape} the number of keys T_k")
+    return _attention_node(q, k, v, _grouped_mask(mask, h_q, h_kv), causal, dropout, scale, return_weights,
+                           group=h_q // h_kv)
 
 
 def _grouped_mask(mask, h_q: int, h_kv: int):

@@ -15,11 +15,11 @@ from __future__ import annotations
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional._util import channel_sums, per_channel
+from lamina.functional._util import PER_CHANNEL_MIN, channel_sums, per_channel
 from lamina.nn import init as initializers
 from lamina.nn.activation import activate_fresh, activation_config, get_activation
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
-from lamina.nn.module import Module, as_tensor
+from lamina.nn.module import Module, as_tensor, read_parameter
 
 
 class LinearFunction(Function):
@@ -35,7 +35,10 @@ class LinearFunction(Function):
         self.x2, self.w = x2, w
         z = parallel.matmul(x2, w)
         if b is not None:
-            per_channel(backend.xp.add, z, b, z)
+            if z.size < PER_CHANNEL_MIN:        # per_channel's own fallback, without its checks
+                z += b
+            else:
+                per_channel(backend.xp.add, z, b, z)
         return z.reshape(x.shape[:-1] + (w.shape[1],)) if x.ndim != 2 else z
 
     def backward(self, dy):
@@ -107,17 +110,22 @@ class Dense(Module):
         self.built = True
 
     def forward(self, x) -> Tensor:
-        return self.apply_weights(x, self.weight)
+        return self.apply_weights(x, read_parameter(self, "weight"))
 
     def apply_weights(self, x, weight, activate: bool = True) -> Tensor:
         """The layer's computation with ``weight`` in place of its own (used by DropConnect);
-        ``activate=False`` leaves out the activation (inference fusion applies it in place)."""
-        x = as_tensor(x)
-        n_in = self.weight.shape[0]
-        if x.ndim == 0 or x.shape[-1] != n_in:
+        ``activate=False`` leaves out the activation (inference fusion applies it in place).
+        Without an activation it records one node."""
+        if type(x) is not Tensor:
+            x = as_tensor(x)
+        n_in = weight.shape[0]
+        if not x.data.shape or x.data.shape[-1] != n_in:
             raise input_error(self, x, f"(batch, ..., {n_in}): the last axis must have the {n_in} "
                                        "features the layer was built for")
-        z = linear(x, weight, self.bias if self.use_bias else None)
+        if self.use_bias:
+            z = LinearFunction.apply(x, weight, read_parameter(self, "bias"))
+        else:
+            z = LinearFunction.apply(x, weight)
         return activate_fresh(self.activation, z) if self.activation is not None and activate else z
 
     def compute_output_shape(self, input_shape):

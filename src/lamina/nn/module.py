@@ -146,9 +146,14 @@ class Module:
 
     def __getattr__(self, key: str):
         d = self.__dict__
-        for registry in ("_parameters", "_buffers", "_modules"):
-            if registry in d and key in d[registry]:
-                return d[registry][key]
+        if "_modules" in d:                  # set last of the three registries
+            for registry in (d["_parameters"], d["_buffers"], d["_modules"]):
+                if key in registry:
+                    return registry[key]
+        else:
+            for registry in ("_parameters", "_buffers"):
+                if registry in d and key in d[registry]:
+                    return d[registry][key]
         raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
 
     def __delattr__(self, key: str) -> None:
@@ -186,6 +191,9 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
 
     def __call__(self, *inputs, **kwargs):
+        """Build on the first call, then run ``forward``. A built module called with tensors
+        while no interceptor is installed (no hooks, summary, profiler or tracing) goes straight
+        to ``forward`` after three truth tests."""
         if _SYMBOLIC_CALL and (_holds_placeholder(inputs) or _holds_placeholder(kwargs.values())):
             return _SYMBOLIC_CALL[0](self, *inputs, **kwargs)  # building a functional Model
         if not self.built:
@@ -196,7 +204,9 @@ class Module:
             object.__setattr__(self, "build_input_shape", shape)
         if _CALL_INTERCEPTORS:
             return _intercepted_call(self, inputs, kwargs, len(_CALL_INTERCEPTORS) - 1)
-        return self.forward(*inputs, **kwargs)
+        if kwargs:
+            return self.forward(*inputs, **kwargs)
+        return self.forward(*inputs)
 
     # -- hooks ---------------------------------------------------------------
     def register_forward_pre_hook(self, hook: Callable) -> HookHandle:
@@ -464,6 +474,15 @@ def _shape_of(x):
         return [_shape_of(v) for v in x]
     shape = getattr(x, "shape", None)
     return tuple(shape) if shape is not None else None
+
+
+def read_parameter(module: Module, name: str):
+    """``getattr(module, name)`` for a hot path: a registered parameter is read from the
+    registry, skipping the ordinary lookup that fails (raising an exception inside the
+    interpreter) before :meth:`Module.__getattr__`; anything else (a parametrized weight, a
+    buffer) is read as the attribute."""
+    found = module.__dict__["_parameters"].get(name)
+    return getattr(module, name) if found is None else found
 
 
 def as_tensor(x) -> Tensor:

@@ -26,7 +26,7 @@ from lamina.nn.attention import first_shape, mask_array
 from lamina.nn.cache_rows import cache_rows
 from lamina.nn.dense import linear
 from lamina.nn.layer import dropout_rate, input_error, positive_int, register_layer
-from lamina.nn.module import Module, as_tensor
+from lamina.nn.module import Module, as_tensor, read_parameter
 
 __all__ = ["MultiHeadAttention"]
 
@@ -226,7 +226,8 @@ class MultiHeadAttention(Module):
         modules = self._modules
         if modules and any(modules.get(name) is not None for name in LORA_ADAPTERS):
             return tuple(self._project(x, part, self._steps_read, positions).data for part in range(3))
-        y = linear(x, self.in_weight, self.in_bias if self.use_bias else None).data
+        bias = read_parameter(self, "in_bias") if self.use_bias else None
+        y = linear(x, read_parameter(self, "in_weight"), bias).data
         n, t = x.shape[0], x.shape[1]
         heads = []
         for part in range(3):
@@ -259,7 +260,8 @@ class MultiHeadAttention(Module):
             joined = Tensor._wrap(heads.data.transpose(0, 2, 1, 3).reshape(n, t_q, self.query_dim))
         else:
             joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.query_dim)
-        y = linear(joined, self.out_weight, self.out_bias if self.use_bias else None)
+        y = linear(joined, read_parameter(self, "out_weight"),
+                   read_parameter(self, "out_bias") if self.use_bias else None)
         return (y, weights) if return_weights else y
 
     def _positional_mask(self, full, causal: bool, t_q: int, t_k: int, offset: int = 0):

@@ -16,7 +16,7 @@ from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional._util import CHANNEL_ROW, channel_sums, repeated, sum_to
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
-from lamina.nn.module import Module, as_tensor
+from lamina.nn.module import Module, as_tensor, read_parameter
 
 __all__ = ["GroupNorm", "GroupNormFunction", "LayerNorm", "LayerNormFunction"]
 
@@ -284,7 +284,7 @@ def standardized_backward_graph(dy, x, gamma, axes: tuple[int, ...], eps: float,
 def _affine_operands(layer: Module, shape: tuple[int, ...], dtype):
     """(gamma, beta) for the layer's function: its parameters, or constants 1 and 0."""
     if layer.affine:
-        return layer.weight, layer.bias
+        return read_parameter(layer, "weight"), read_parameter(layer, "bias")
     xp = backend.xp
     return Tensor._wrap(xp.ones(shape, dtype=dtype)), Tensor._wrap(xp.zeros(shape, dtype=dtype))
 
@@ -359,12 +359,15 @@ class LayerNorm(Module):
     def forward(self, x) -> Tensor:
         x = as_tensor(x)
         normalized = self.normalized_shape
-        if x.ndim < 2:
-            raise input_error(self, x, f"(batch, ..., {', '.join(map(str, normalized))}) with at least 2 axes")
-        k = self._trailing(tuple(x.shape), "input of shape")
-        if tuple(x.shape[x.ndim - k:]) != normalized:
-            raise input_error(self, x, f"the normalised axes {_axes_repr(self.axes)} of shape {normalized} "
-                                       "(the shape the layer was built for)")
+        shape = x.data.shape
+        # the usual last-axis norm needs only the last check below (_trailing's answer is 1 then)
+        if not (self.axes == (-1,) and len(shape) >= 2 and shape[-1:] == normalized):
+            if x.ndim < 2:
+                raise input_error(self, x, f"(batch, ..., {', '.join(map(str, normalized))}) with at least 2 axes")
+            k = self._trailing(tuple(shape), "input of shape")
+            if tuple(shape[x.ndim - k:]) != normalized:
+                raise input_error(self, x, f"the normalised axes {_axes_repr(self.axes)} of shape {normalized} "
+                                           "(the shape the layer was built for)")
         gamma, beta = _affine_operands(self, normalized, x.dtype)
         return LayerNormFunction.apply(x, gamma, beta, eps=self.eps)
 

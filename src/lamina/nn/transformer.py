@@ -206,25 +206,30 @@ class TransformerEncoderLayer(Module):
                              "call start_caching (or use lamina.text.caching_keys_values) first")
         self.self_attention.reorder_cache(rows)
 
+    # The sub-modules are read from the registry: each Module.__getattr__ lookup first fails
+    # the ordinary one, at the cost of an exception, a few times per layer call.
     def _attend(self, x, mask, key_mask, causal: bool) -> Tensor:
-        return self.dropout1(self.self_attention(x, mask=mask, key_mask=key_mask, causal=causal))
+        layers = self._modules
+        return layers["dropout1"](layers["self_attention"](x, mask=mask, key_mask=key_mask, causal=causal))
 
     def _feed_forward(self, x) -> Tensor:
-        return self.dropout2(self.linear2(self.dropout(self.linear1(x))))
+        layers = self._modules
+        return layers["dropout2"](layers["linear2"](layers["dropout"](layers["linear1"](x))))
 
     def forward(self, x, mask=None, key_mask=None, causal: bool | None = None) -> Tensor:
         x = as_tensor(x)
         _check_sequence(self, x, self.d_model)
         causal = self.causal if causal is None else bool(causal)
-        if self.caching and (mask is not None or not causal):
+        if (mask is not None or not causal) and self.caching:
             raise ValueError(f"{self._label()}: while caching keys and values a call takes no mask (a key_mask "
                              f"over every step read only) and must be causal (got "
                              f"mask={'given' if mask is not None else None}, causal={causal})")
+        norm1, norm2 = self._modules["norm1"], self._modules["norm2"]
         if self.norm_first:
-            x = F.add(x, self._attend(self.norm1(x), mask, key_mask, causal))
-            return F.add(x, self._feed_forward(self.norm2(x)))
-        x = self.norm1(F.add(x, self._attend(x, mask, key_mask, causal)))
-        return self.norm2(F.add(x, self._feed_forward(x)))
+            x = F.add(x, self._attend(norm1(x), mask, key_mask, causal))
+            return F.add(x, self._feed_forward(norm2(x)))
+        x = norm1(F.add(x, self._attend(x, mask, key_mask, causal)))
+        return norm2(F.add(x, self._feed_forward(x)))
 
     def macs(self, input_shapes, output_shapes) -> int:
         """Per sample: the self-attention's count (4 T E^2 + 2 T^2 E) and the feed-forward
