@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
+import lamina
 from lamina.cli import build_parser, main
-from lamina.cli.rl import train_rl
+from lamina.cli.rl import load_state, train_rl
+from lamina.io import load_file, save_file
+
+
+def rebuilt_dqn(state: dict):
+    """The agent a resume starts from: built from the saved settings, then given the saved state."""
+    settings = state["settings"]
+    agent = lamina.rl.DQNAgent.from_preset(lamina.rl.make(state["env"]), settings["preset"], seed=settings["seed"],
+                                           **settings["overrides"])
+    agent.load_state_dict(state["agent"])
+    return agent
 
 
 def test_train_rl_runs_dqn_and_ppo_and_prints_the_figures(capsys):
@@ -22,3 +36,83 @@ def test_train_rl_runs_dqn_and_ppo_and_prints_the_figures(capsys):
 def test_train_rl_refuses_dqn_on_continuous_actions():
     with pytest.raises(SystemExit, match="dqn needs discrete actions; Pendulum-v1"):
         main(["train-rl", "--algo", "dqn", "--env", "Pendulum-v1", "--steps", "10"])
+
+
+def test_train_rl_saves_resumes_and_evaluates_a_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train-rl", "--algo", "dqn", "--env", "Chain-v0", "--steps", "120", "--eval-episodes", "1",
+            "--prioritized", "--out", str(out)]
+    first = train_rl(build_parser().parse_args(args))
+    for name in ("policy.safetensors", "returns.csv", "returns.json", "learning_curve.png", "state.safetensors"):
+        assert (out / name).stat().st_size > 0, name
+    assert not list(out.glob("*.pkl"))
+    saved = json.loads((out / "returns.json").read_text())
+    assert saved["steps"] == 120 and len(saved["returns"]) == first["episodes"]
+    assert (out / "returns.csv").read_text().splitlines()[0] == "episode,return"
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    state = load_state(out)
+    assert state["algo"] == "dqn" and state["env"] == "Chain-v0" and state["steps"] == 120
+    assert state["returns"] == saved["returns"]
+    agent = rebuilt_dqn(state)
+    assert agent.env_steps == 120 and agent.steps_done == 120 and agent.prioritized and len(agent.buffer) == 120
+    assert agent.lr_decay_steps == 120 and agent.optimizer.lr == 0.0      # the zoo preset, scaled to the run
+    assert agent.buffer.beta == 1.0 and agent.buffer.tree.total == 120.0     # every stored priority still 1
+    params = [id(p) for p in agent.policy_net.parameters()]
+    assert [id(p) for group in agent.optimizer.param_groups for p in group["params"]] == params
+    policy = lamina.load_bundle(out / "policy.safetensors").model.state_dict()
+    for name, value in agent.policy_net.state_dict().items():
+        np.testing.assert_array_equal(value, policy[name])
+    np.testing.assert_array_equal(agent.buffer.tree.nodes, state["agent"]["buffer"]["tree"])
+
+    resumed = train_rl(build_parser().parse_args(args + ["--resume"]))
+    state = load_state(out)
+    agent = rebuilt_dqn(state)
+    assert agent.env_steps == 240 and agent.steps_done == 240 and len(agent.buffer) == 240
+    assert agent.lr_decay_steps == 240           # the decay stretched over both runs
+    assert resumed["episodes"] > first["episodes"] and state["returns"][:first["episodes"]] == saved["returns"]
+    assert lamina.load_bundle(out / "policy.safetensors").info["steps"] == 240
+
+    capsys.readouterr()
+    figures = train_rl(build_parser().parse_args(["train-rl", "--evaluate", str(out), "--eval-episodes", "2"]))
+    printed = capsys.readouterr().out
+    assert f"dqn policy from {out} on Chain-v0: greedy evaluation over 2 episodes" in printed
+    greedy = lamina.rl.evaluate_policy(agent, lamina.rl.make("Chain-v0"), n_episodes=2, seed=1000)
+    assert figures["eval_return"] == np.mean(greedy)
+
+
+def test_train_rl_ppo_resumes_its_optimizer_state(tmp_path):
+    out = tmp_path / "ppo"
+    args = ["train-rl", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "256", "--num-envs", "2",
+            "--eval-episodes", "1", "--out", str(out)]
+    train_rl(build_parser().parse_args(args))
+    first = load_state(out)
+    steps_taken = first["agent"]["optimizer"]["step_count"]
+    assert steps_taken > 0 and first["settings"] == {"seed": 0}
+    train_rl(build_parser().parse_args(args + ["--resume"]))
+    state = load_state(out)
+    assert state["steps"] == 512 and state["agent"]["optimizer"]["step_count"] == 2 * steps_taken
+    assert not np.array_equal(state["agent"]["policy"]["actor.dense.weight"],
+                              first["agent"]["policy"]["actor.dense.weight"])
+
+
+def test_train_rl_resume_checks_what_the_state_file_holds(tmp_path):
+    out = tmp_path / "run"
+    train_rl(build_parser().parse_args(["train-rl", "--algo", "dqn", "--env", "Chain-v0", "--steps", "20",
+                                        "--eval-episodes", "1", "--out", str(out)]))
+    arrays, metadata = load_file(out / "state.safetensors")
+    for change, message in [({"format": "lamina-checkpoint-1"}, "is not a saved train-rl run"),
+                            ({"algo": "a2c"}, "unknown algorithm 'a2c'"),
+                            ({"env": "Pong-v5"}, "trained on 'Pong-v5', which is not one of"),
+                            ({"algo": "ppo"}, "says ppo but holds a 'dqn' agent")]:
+        save_file(arrays, out / "state.safetensors", {**metadata, **change})
+        with pytest.raises(SystemExit, match=message):
+            main(["train-rl", "--resume", "--out", str(out), "--steps", "10"])
+
+
+def test_train_rl_resume_and_evaluate_need_a_saved_run(tmp_path):
+    with pytest.raises(SystemExit, match="--resume needs --out DIR"):
+        main(["train-rl", "--resume"])
+    with pytest.raises(SystemExit, match="--resume found no state.safetensors"):
+        main(["train-rl", "--resume", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--evaluate found no policy.safetensors"):
+        main(["train-rl", "--evaluate", str(tmp_path)])

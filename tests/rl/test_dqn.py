@@ -12,6 +12,7 @@ import torch
 
 from helpers import assert_close
 from lamina.rl import (
+    DQN_PRESETS,
     Batch,
     Chain,
     DQNAgent,
@@ -20,6 +21,7 @@ from lamina.rl import (
     dqn_loss,
     dqn_targets,
     evaluate_policy,
+    make,
     mlp,
     train_dqn,
 )
@@ -126,3 +128,58 @@ def test_dqn_solves_the_chain_and_the_grid_world():
         greedy = evaluate_policy(agent, env, n_episodes=3, seed=0)
         np.testing.assert_allclose(greedy, env.unwrapped.optimal_return, rtol=1e-6)
     assert time.perf_counter() - start < 10
+
+
+def test_linear_epsilon_falls_to_its_floor_and_stays():
+    agent = DQNAgent(2, 2, hidden=(4,), eps_start=1.0, eps_end=0.04, eps_decay=100, eps_schedule="linear", seed=0)
+    for _ in range(25):
+        agent.act(np.zeros(2))
+    assert agent.epsilon == pytest.approx(1.0 - 0.96 * 0.25)
+    agent.steps_done = 500
+    assert agent.epsilon == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="eps_schedule must be 'exponential' or 'linear', got 'cosine'"):
+        DQNAgent(2, 2, eps_schedule="cosine")
+
+
+def test_observe_trains_in_rounds_and_copies_the_target_periodically():
+    agent = DQNAgent(3, 2, hidden=(8,), batch_size=4, learning_starts=10, train_freq=5, gradient_steps=3,
+                     target_update_interval=7, grad_clip=None, max_grad_norm=1.0, lr_decay_steps=40, seed=0)
+    rng = np.random.default_rng(0)
+    target_before = [p.data.copy() for p in agent.target_net.parameters()]
+    for step in range(1, 21):
+        agent.observe(rng.standard_normal(3), step % 2, 1.0, rng.standard_normal(3), False)
+        rounds = sum(1 for k in range(1, step + 1) if k >= 10 and k % 5 == 0)
+        assert agent.optimizer.step_count == 3 * rounds, f"after {step} steps"
+        targets_equal = all(np.array_equal(a.data, b.data) for a, b in
+                            zip(agent.policy_net.parameters(), agent.target_net.parameters()))
+        if step % 7 == 0:
+            assert targets_equal
+        if step == 13:                                 # trained at 10 but copied last at 7 (before training)
+            assert not targets_equal
+            assert all(np.array_equal(a.data, b) for a, b in zip(agent.target_net.parameters(), target_before))
+    assert agent.optimizer.lr == pytest.approx(3e-4 * 0.5)
+
+
+def test_prioritized_agent_updates_the_priorities_of_its_batches():
+    agent = DQNAgent(3, 2, hidden=(8,), batch_size=8, prioritized=True, beta=0.4, beta_steps=20, seed=0)
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        agent.observe(rng.standard_normal(3), 0, 1.0, rng.standard_normal(3), False)
+    assert agent.buffer.beta == pytest.approx(0.4 + 0.6 * 10 / 20)
+    priorities = agent.buffer.tree[np.arange(10)]
+    assert not np.allclose(priorities, 1.0)            # set from the TD errors of the replayed batches
+    assert agent.buffer.max_priority >= priorities.max()
+
+
+def test_zoo_preset_dqn_clearly_improves_on_cartpole_in_a_small_budget():
+    """The zoo settings scaled down (a smaller network, shorter schedules): after 6000 steps the
+    greedy policy balances the pole over three times longer than the first, nearly random, episodes."""
+    env = make("CartPole-v1")
+    agent = DQNAgent.from_preset(env, "zoo", seed=0, hidden=(64, 64), learning_starts=500, train_freq=64,
+                                 gradient_steps=32, eps_decay=2000, target_update_interval=64, lr_decay_steps=6000)
+    assert agent.double and agent.eps_schedule == "linear" and DQN_PRESETS["zoo"]["train_freq"] == 256
+    returns = train_dqn(env, total_steps=6000, agent=agent, seed=0)
+    greedy = evaluate_policy(agent, make("CartPole-v1"), n_episodes=3, seed=7)
+    assert greedy.mean() > 3 * np.mean(returns[:20]) and greedy.mean() > 60
+    with pytest.raises(ValueError, match="no preset 'atari'"):
+        DQNAgent.from_preset(env, "atari")

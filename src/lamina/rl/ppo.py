@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 
 import numpy
 
-from lamina import optim
+from lamina import backend, optim
 from lamina.autograd import Tensor, no_grad, tensor
-from lamina.backend import get_default_dtype, manual_seed
+from lamina.backend import get_default_dtype, get_rng_state, manual_seed, set_rng_state, to_numpy
 from lamina.distributions import Categorical, Distribution, Normal
 from lamina.functional import clip, exp, maximum, mean, minimum
 from lamina.nn import Module
@@ -40,6 +40,8 @@ class ActorCritic(Module):
         self.critic = mlp(obs_dim, hidden, 1, activation, orthogonal(math.sqrt(2)), orthogonal(1.0))
         if self.continuous:
             self.add_parameter("log_std", numpy.full(n_out, log_std_init, dtype=get_default_dtype()))
+        for p in self.parameters():     # orthogonal weights come column-major; a loaded state is row-major,
+            p.data = backend.xp.ascontiguousarray(p.data)   # and products must round alike in both
         self.built = True
 
     def distribution(self, obs: Tensor) -> Distribution:
@@ -140,6 +142,27 @@ class PPO:
         self.vf_coef, self.ent_coef, self.max_grad_norm = vf_coef, ent_coef, max_grad_norm
         self.normalize_advantages = normalize_advantages
         self.rng = seeded_generator(seed)
+
+    def state_dict(self) -> dict:
+        """Everything that changes while training, for :meth:`load_state_dict`: the actor-critic's
+        weights, the optimizer's state and learning rate, the minibatch shuffling generator's state
+        and lamina's global generator's state (actions are drawn from it). Holds only dicts,
+        lists, numbers, strings and arrays (copies)."""
+        return {"algorithm": "ppo",
+                "policy": {name: numpy.array(to_numpy(value)) for name, value in self.policy.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "lr": self.optimizer.lr,
+                "rng": self.rng.bit_generator.state, "global_rng": get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` into a PPO built with the same settings; this also sets
+        lamina's global generator (see :func:`lamina.manual_seed`) to the saved state."""
+        if state.get("algorithm") != "ppo":
+            raise ValueError(f"PPO.load_state_dict: the state is from {state.get('algorithm')!r}, not 'ppo'")
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.lr = state["lr"]
+        self.rng.bit_generator.state = state["rng"]
+        set_rng_state(state["global_rng"])
 
     def predict(self, obs, deterministic: bool = True):
         """The action for one observation: the mode of pi (``deterministic``) or a draw from it;

@@ -19,6 +19,9 @@ class Batch(NamedTuple):
     terminated: numpy.ndarray
 
 
+_ARRAYS = ("obs", "actions", "rewards", "next_obs", "terminated")
+
+
 class ReplayBuffer:
     """The last ``capacity`` transitions in circular arrays: ``add`` is O(1) and overwrites the
     oldest transition once full; ``sample`` draws ``batch_size`` distinct stored transitions
@@ -54,3 +57,27 @@ class ReplayBuffer:
         index = self.rng.choice(self.size, size=batch_size, replace=False)
         return Batch(self.obs[index], self.actions[index], self.rewards[index], self.next_obs[index],
                      self.terminated[index])
+
+    def state_dict(self) -> dict:
+        """The stored transitions (copies of the arrays), the write position, the number stored
+        and the sampling generator's state (``bit_generator.state``, a JSON-ready dict)."""
+        return {"arrays": {name: getattr(self, name).copy() for name in _ARRAYS}, "position": self.position,
+                "size": self.size, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` into a buffer of the same capacity, shapes and dtypes."""
+        label = type(self).__name__
+        arrays = state["arrays"]
+        for name in _ARRAYS:
+            own, saved = getattr(self, name), numpy.asarray(arrays[name])
+            if saved.shape != own.shape or saved.dtype != own.dtype:
+                raise ValueError(f"{label}.load_state_dict: {name!r} is {saved.dtype} {saved.shape} in the state "
+                                 f"but {own.dtype} {own.shape} in the buffer")
+        position, size = int(state["position"]), int(state["size"])
+        if not (0 <= position < self.capacity and 0 <= size <= self.capacity):
+            raise ValueError(f"{label}.load_state_dict: position {position} and size {size} do not fit a "
+                             f"capacity of {self.capacity}")
+        for name in _ARRAYS:
+            getattr(self, name)[...] = arrays[name]
+        self.position, self.size = position, size
+        self.rng.bit_generator.state = state["rng"]
