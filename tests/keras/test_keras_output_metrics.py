@@ -93,4 +93,6 @@ def test_bad_metric_arguments_are_refused():
     with pytest.raises(ValueError, match="one entry per output"):
         model.compile(optimizer="adam", loss="mse", metrics=[["mae"], ["mse"], ["mae"]])
     with pytest.raises(ValueError, match="weighted_metrics"):
-        model.compile(optimizer="adam", loss="mse", weighted_metrics=["mae"])
+        model.compile(optimizer="adam", loss="mse", weighted_metrics={"other": ["mae"]})
+    with pytest.raises(ValueError, match="takes no sample weights"):
+        model.compile(optimizer="adam", loss="mse", weighted_metrics=["auc"])

@@ -15,8 +15,9 @@ string identifiers and defaults; :mod:`lamina.keras.datasets` loads mnist, fashi
 and digits as Keras's ``load_data`` does. Masks (``Embedding(mask_zero=True)``, ``Masking``) pass
 from layer to layer as in Keras (:mod:`lamina.keras.masking`) and reach the recurrent and
 attention layers (:mod:`lamina.keras.recurrent`, :mod:`lamina.keras.attention`); a model of
-several outputs takes one loss per output, ``loss_weights`` and metrics per output, logged as
-``"<output>_<metric>"`` (:mod:`lamina.keras.outputs`).
+several outputs takes one loss per output, ``loss_weights`` and metrics (and ``weighted_metrics``)
+per output, logged as ``"<output>_<metric>"`` (:mod:`lamina.keras.outputs`); the metrics of a
+masked sequence output count its unmasked steps only.
 """
 
 from lamina.keras import callbacks, datasets, layers, losses, metrics, optimizers, utils

@@ -9,6 +9,12 @@ outputs, sparse for integer labels). Values are means over the epoch's
 samples. ``Precision`` and ``Recall`` are Keras's: every value of ``y_pred`` above the
 threshold 0.5 is a positive prediction, every nonzero value of ``y_true`` a positive label,
 counted over the whole epoch (on one-hot rows, that is micro-averaging over the classes).
+
+Every metric but AUC takes sample weights as Keras's do (:meth:`_Mean.update`): with
+per-sample (or per-step) values v and weights w, the epoch's value is
+sum_n mean(v_n w_n) / sum_n mean(w_n), each mean over the sample's steps; Precision and
+Recall count w for each prediction. A masked sequence output gives the mask as the weights
+(times the sample weights of ``weighted_metrics``): a masked step counts for nothing.
 """
 
 from __future__ import annotations
@@ -31,43 +37,94 @@ def _arrays(y_pred, y_true) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(backend.to_numpy(y_pred)), np.asarray(backend.to_numpy(y_true))
 
 
+def _binary_hits(scores: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
+    """Per sample (per step): the fraction of its last axis where (y_pred > threshold) is the label."""
+    hits = ((scores > threshold) == (labels.reshape(scores.shape) > 0.5)).astype(np.float64)
+    return hits if hits.ndim == 1 else hits.mean(axis=-1)
+
+
+def _categorical_hits(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    if labels.shape != scores.shape:        # integer labels given anyway: compare with them
+        return _sparse_hits(scores, labels)
+    return (scores.argmax(axis=-1) == labels.argmax(axis=-1)).astype(np.float64)
+
+
+def _sparse_hits(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return (scores.argmax(axis=-1) == labels.reshape(scores.shape[:-1])).astype(np.float64)
+
+
+def _errors(scores: np.ndarray, labels: np.ndarray, power: int) -> np.ndarray:
+    """|y_pred - y_true|^power, averaged over the last axis of a sample (or step) of several values."""
+    errors = np.abs(scores - labels.reshape(scores.shape)) ** power
+    return errors if errors.ndim == 1 else errors.mean(axis=-1)
+
+
 def binary_accuracy(y_pred, y_true, threshold: float = 0.5) -> float:
     """The fraction of values where (y_pred > threshold) equals the 0/1 label."""
-    scores, labels = _arrays(y_pred, y_true)
-    return float(((scores > threshold) == (labels.reshape(scores.shape) > 0.5)).mean())
+    return float(_binary_hits(*_arrays(y_pred, y_true), threshold).mean())
 
 
 def categorical_accuracy(y_pred, y_true) -> float:
     """The fraction of rows whose highest score is the position of the one-hot label's 1."""
-    scores, labels = _arrays(y_pred, y_true)
-    if labels.shape != scores.shape:        # integer labels given anyway: compare with them
-        return sparse_categorical_accuracy(scores, labels)
-    return float((scores.argmax(axis=-1) == labels.argmax(axis=-1)).mean())
+    return float(_categorical_hits(*_arrays(y_pred, y_true)).mean())
 
 
 def sparse_categorical_accuracy(y_pred, y_true) -> float:
     """The fraction of rows whose highest score is at the integer label."""
-    scores, labels = _arrays(y_pred, y_true)
-    return float((scores.argmax(axis=-1) == labels.reshape(scores.shape[:-1])).mean())
+    return float(_sparse_hits(*_arrays(y_pred, y_true)).mean())
 
 
-def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     k = min(k, scores.shape[-1])
     top = np.argpartition(-scores, k - 1, axis=-1)[..., :k]
-    return float((top == labels[..., None]).any(axis=-1).mean())
+    return (top == labels[..., None]).any(axis=-1).astype(np.float64)
+
+
+def _as_weights(weights, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keras's ``reduce_to_samplewise_values``: values averaged down to the weights' rank
+    (or weights squeezed to the values'), weights broadcast to the values' shape."""
+    weights = np.asarray(weights, dtype=np.float64)
+    while weights.ndim > max(values.ndim, 1) and weights.shape[-1] == 1:
+        weights = weights[..., 0]
+    if values.ndim > weights.ndim:
+        values = values.mean(axis=tuple(range(weights.ndim, values.ndim)))
+    return values, np.broadcast_to(weights, values.shape)
 
 
 class _Mean(MeanMetric):
-    """A per-batch function averaged over the epoch's samples, named as Keras logs it."""
+    """Per-sample (or per-step) values averaged over the epoch's samples, optionally weighted
+    (Keras's ``Mean``: sum_n mean(v_n w_n) / sum_n mean(w_n)), named as Keras logs it."""
 
-    function = staticmethod(lambda y_pred, y_true: 0.0)
+    function = staticmethod(lambda scores, labels: np.zeros(len(scores)))
     default_name = "metric"
+    takes_sample_weight = True
 
     def __init__(self, name: str | None = None):
         super().__init__(self._compute, name or self.default_name)
 
+    def values(self, y_pred, y_true) -> np.ndarray:
+        """The metric of each sample (each step of a sequence output)."""
+        return np.asarray(self.function(*_arrays(y_pred, y_true)), dtype=np.float64)
+
     def _compute(self, y_pred, y_true) -> float:
-        return self.function(y_pred, y_true)
+        return float(self.values(y_pred, y_true).mean())
+
+    def update(self, y_pred, y_true, sample_weight=None) -> float:
+        values = self.values(y_pred, y_true)
+        if values.ndim == 0:                        # one value for the batch: each sample's
+            values = np.full(len(backend.to_numpy(y_pred)), float(values))
+        if sample_weight is None:
+            totals, counts = values.reshape(len(values), -1).mean(axis=1), np.ones(len(values))
+        else:
+            values, weights = _as_weights(sample_weight, values)
+            totals = (values * weights).reshape(len(values), -1).mean(axis=1)
+            counts = weights.reshape(len(values), -1).mean(axis=1)
+        self.total += float(totals.sum())
+        self.count += float(counts.sum())
+        return float(totals.sum() / max(counts.sum(), 1e-12))
+
+    def result(self) -> float:
+        return self.total / self.count if self.count else 0.0
 
 
 class BinaryAccuracy(_Mean):
@@ -77,18 +134,18 @@ class BinaryAccuracy(_Mean):
         self.threshold = float(threshold)
         super().__init__(name)
 
-    def _compute(self, y_pred, y_true) -> float:
-        return binary_accuracy(y_pred, y_true, self.threshold)
+    def values(self, y_pred, y_true) -> np.ndarray:
+        return _binary_hits(*_arrays(y_pred, y_true), self.threshold)
 
 
 class CategoricalAccuracy(_Mean):
     default_name = "categorical_accuracy"
-    function = staticmethod(categorical_accuracy)
+    function = staticmethod(_categorical_hits)
 
 
 class SparseCategoricalAccuracy(_Mean):
     default_name = "sparse_categorical_accuracy"
-    function = staticmethod(sparse_categorical_accuracy)
+    function = staticmethod(_sparse_hits)
 
 
 class TopKCategoricalAccuracy(_Mean):
@@ -100,7 +157,7 @@ class TopKCategoricalAccuracy(_Mean):
         self.k = int(k)
         super().__init__(name)
 
-    def _compute(self, y_pred, y_true) -> float:
+    def values(self, y_pred, y_true) -> np.ndarray:
         scores, labels = _arrays(y_pred, y_true)
         return _top_k(scores, labels.argmax(axis=-1), self.k)
 
@@ -110,19 +167,19 @@ class SparseTopKCategoricalAccuracy(TopKCategoricalAccuracy):
 
     default_name = "sparse_top_k_categorical_accuracy"
 
-    def _compute(self, y_pred, y_true) -> float:
+    def values(self, y_pred, y_true) -> np.ndarray:
         scores, labels = _arrays(y_pred, y_true)
         return _top_k(scores, labels.reshape(scores.shape[:-1]).astype(np.int64), self.k)
 
 
 class MeanAbsoluteError(_Mean):
     default_name = "mean_absolute_error"
-    function = staticmethod(lambda y_pred, y_true: float(np.abs(np.subtract(*_arrays(y_pred, y_true))).mean()))
+    function = staticmethod(lambda scores, labels: _errors(scores, labels, 1))
 
 
 class MeanSquaredError(_Mean):
     default_name = "mean_squared_error"
-    function = staticmethod(lambda y_pred, y_true: float((np.subtract(*_arrays(y_pred, y_true)) ** 2).mean()))
+    function = staticmethod(lambda scores, labels: _errors(scores, labels, 2))
 
 
 class RootMeanSquaredError(MeanSquaredError):
@@ -138,6 +195,7 @@ class _Counts(EpochMetric):
     """True and false positives and negatives of ``y_pred > thresholds`` over the epoch."""
 
     default_name = "metric"
+    takes_sample_weight = True
 
     def __init__(self, thresholds: float | None = None, name: str | None = None):
         self.threshold = 0.5 if thresholds is None else float(thresholds)
@@ -147,14 +205,18 @@ class _Counts(EpochMetric):
     def reset(self) -> None:
         self.tp = self.fp = self.fn = 0
 
-    def update(self, y_pred, y_true) -> float:
+    def update(self, y_pred, y_true, sample_weight=None) -> float:
         scores, labels = _arrays(y_pred, y_true)
         if labels.size == scores.size:
             labels = labels.reshape(scores.shape)
         predicted, actual = scores > self.threshold, labels > 0.5
-        self.tp += int((predicted & actual).sum())
-        self.fp += int((predicted & ~actual).sum())
-        self.fn += int((~predicted & actual).sum())
+        weights = np.ones(scores.shape)
+        if sample_weight is not None:
+            given = np.asarray(sample_weight, dtype=np.float64)
+            weights = np.broadcast_to(given.reshape(given.shape + (1,) * (scores.ndim - given.ndim)), scores.shape)
+        self.tp += float((weights * (predicted & actual)).sum())
+        self.fp += float((weights * (predicted & ~actual)).sum())
+        self.fn += float((weights * (~predicted & actual)).sum())
         return self.result()
 
     def result(self) -> float:
@@ -207,13 +269,24 @@ class _AccuracyByShape(_Mean):
 
     default_name = "accuracy"
 
-    def _compute(self, y_pred, y_true) -> float:
+    def values(self, y_pred, y_true) -> np.ndarray:
         scores, labels = _arrays(y_pred, y_true)
         if scores.ndim == 1 or scores.shape[-1] == 1:
-            return binary_accuracy(scores, labels)
+            return _binary_hits(scores, labels, 0.5)
         if labels.shape == scores.shape:
-            return categorical_accuracy(scores, labels)
-        return sparse_categorical_accuracy(scores, labels)
+            return _categorical_hits(scores, labels)
+        return _sparse_hits(scores, labels)
+
+
+class _Function(_Mean):
+    """A callable ``fn(y_true, y_pred)`` in Keras's argument order giving a value per sample."""
+
+    def __init__(self, fn):
+        self.fn_of_labels = fn
+        super().__init__(getattr(fn, "__name__", "metric"))
+
+    def values(self, y_pred, y_true) -> np.ndarray:
+        return np.asarray(backend.to_numpy(self.fn_of_labels(y_true, y_pred)), dtype=np.float64)
 
 
 def _accuracy_for(loss) -> type[_Mean]:
@@ -243,7 +316,6 @@ def get(identifier, loss=None) -> EpochMetric:
         raise ValueError(f"lamina.keras.metrics.get: unknown metric {identifier!r}; expected one of "
                          f"{sorted({*ACCURACY_NAMES, *METRICS})}, a metric object or a callable metric(y_true, y_pred)")
     if callable(identifier):
-        name = getattr(identifier, "__name__", "metric")
-        return MeanMetric(lambda y_pred, y_true: float(np.mean(backend.to_numpy(identifier(y_true, y_pred)))), name)
+        return _Function(identifier)
     raise TypeError(f"lamina.keras.metrics.get: expected a metric name, object or callable, got "
                     f"{type(identifier).__name__}")

@@ -11,7 +11,8 @@ All are lamina Modules with Keras's training methods (:class:`~lamina.keras.trai
   takes that argument (True in ``fit``, False in ``evaluate`` and ``predict``).
 
 ``save(path)`` writes :func:`lamina.save`'s file (architecture as JSON, weights as safetensors,
-whatever the extension: ``"model.keras"`` works) with the compile settings given as strings;
+whatever the extension: ``"model.keras"`` works) with the compile settings given as names
+(losses and metrics per output as lists or dicts, ``weighted_metrics``, ``loss_weights``);
 :func:`load_model` rebuilds the model and compiles it again from them. A subclassed model
 has no architecture to write unless it is registered with ``get_config``
 (:func:`lamina.nn.register_layer`): save its weights with ``save_weights`` instead.
@@ -146,5 +147,6 @@ def load_model(filepath: str | os.PathLike, custom_objects=None, compile: bool =
     model = loaded.model
     settings = loaded.info.get("keras_compile") if loaded.info else None
     if compile and settings and settings.get("optimizer") and settings.get("loss") and hasattr(model, "compile"):
-        model.compile(optimizer=settings["optimizer"], loss=settings["loss"], metrics=settings.get("metrics"))
+        model.compile(optimizer=settings["optimizer"], loss=settings["loss"], metrics=settings.get("metrics"),
+                      weighted_metrics=settings.get("weighted_metrics"), loss_weights=settings.get("loss_weights"))
     return model

@@ -14,6 +14,12 @@ a list of them), a dict by output layer name (outputs left out get none), and, a
 did, one list of metrics applied to every output when its length differs from the number
 of outputs. Each is logged as ``"<output layer>_<metric>"`` (``"dense_1_accuracy"``), the
 metric named by its identifier; a name met twice gets ``_1``, ``_2`` (:func:`output_metrics`).
+``weighted_metrics=`` takes the same forms; those metrics also weigh the samples by the
+sample (and class) weights, logged as ``"<output>_weighted_<metric>"``.
+
+Every metric of a masked sequence output takes the output's mask m (N, T) as its weights,
+times the sample weights w (N,) for a weighted metric, w_n m_nt, as Keras's ``apply_mask``
+does (:func:`step_weights`; :class:`OutputMasks` holds the masks of the last forward).
 
 lamina's Trainer takes one output and one label array per sample, so during training the
 outputs are flattened per sample and joined into one (N, sum_i |y_pred_i|) tensor
@@ -32,8 +38,8 @@ from lamina.keras.masking import mask_of, masked_loss
 from lamina.nn.module import Module
 from lamina.train import EpochMetric, MeanMetric
 
-__all__ = ["LabelLayout", "OutputLoss", "OutputMetric", "PackedOutputs", "WeightedLosses", "output_metrics",
-           "pack_labels", "per_output"]
+__all__ = ["LabelLayout", "OutputLoss", "OutputMasks", "OutputMetric", "PackedOutputs", "WeightedLosses",
+           "output_metrics", "pack_labels", "per_output", "step_weights"]
 
 
 def per_output(value, names: list[str], what: str, default=None) -> list:
@@ -130,6 +136,8 @@ class WeightedLosses:
         total = None
         for i, (pred, label) in enumerate(zip(preds, labels)):
             term = self.one(i, pred, label, reduction) * self.weights[i]
+            if reduction == "none" and term.ndim > 1:      # a masked sequence output's steps: per sample
+                term = F.mean(term, axis=tuple(range(1, term.ndim)))
             total = term if total is None else total + term
         return total
 
@@ -147,36 +155,72 @@ class OutputLoss(MeanMetric):
         return float(self.weighted.one(self.index, Tensor(pred), label).item())
 
 
-class OutputMetric(EpochMetric):
-    """A metric of one output: ``metric`` fed that output's predictions and labels, cut from
-    the packed ones, logged as ``name``."""
+class OutputMasks:
+    """The masks of the model's outputs at its last forward (None for an output without one)."""
 
-    def __init__(self, weighted: WeightedLosses, index: int, metric: EpochMetric, name: str):
-        self.weighted, self.index, self.metric, self.name = weighted, index, metric, name
+    def __init__(self):
+        self.masks: list = []
+
+    def of(self, index: int):
+        return self.masks[index] if index < len(self.masks) else None
+
+
+def step_weights(mask, y_pred, sample_weight=None) -> np.ndarray | None:
+    """The weights a metric gives each sample (N,) or step (N, T): the sample weights, the
+    output's mask where ``y_pred`` is a masked sequence (N, T, ...), or both multiplied."""
+    if mask is not None and tuple(np.shape(y_pred)[:2]) != mask.shape:
+        mask = None
+    if mask is None:
+        return None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    steps = mask.astype(np.float64)
+    return steps if sample_weight is None else steps * np.asarray(sample_weight, dtype=np.float64).reshape(-1, 1)
+
+
+class OutputMetric(EpochMetric):
+    """A metric of one output: ``metric`` fed that output's predictions and labels (cut from
+    the packed ones of a model of several outputs, ``weighted``), weighted by the output's
+    mask and, with ``sample_weighted``, the sample weights; logged as ``name``."""
+
+    takes_sample_weight = True
+
+    def __init__(self, metric: EpochMetric, name: str, masks: OutputMasks, weighted: WeightedLosses | None = None,
+                 index: int = 0, sample_weighted: bool = False):
+        self.metric, self.name, self.masks = metric, name, masks
+        self.weighted, self.index, self.sample_weighted = weighted, index, sample_weighted
 
     def reset(self) -> None:
         self.metric.reset()
 
-    def update(self, y_pred, y_true) -> float:
+    def _parts(self, y_pred, y_true):
+        if self.weighted is None:
+            return y_pred, y_true
         pred = self.weighted.packer.parts(np.asarray(y_pred))[self.index]
         label = self.weighted.layout.parts(y_true)[self.index]
         if isinstance(self.weighted.losses[self.index], losses.SparseCategoricalCrossentropy):
             label = losses.sparse_labels(label)
-        return self.metric.update(pred, label)
+        return pred, label
+
+    def update(self, y_pred, y_true, sample_weight=None) -> float:
+        pred, label = self._parts(y_pred, y_true)
+        given = sample_weight if self.sample_weighted else None
+        weights = step_weights(self.masks.of(self.index), pred, given)
+        if weights is None or not getattr(self.metric, "takes_sample_weight", False):
+            return self.metric.update(pred, label)
+        return self.metric.update(pred, label, weights)
 
     def result(self) -> float:
         return self.metric.result()
 
 
-def _metric_lists(metrics, names: list[str]) -> list[list]:
+def _metric_lists(metrics, names: list[str], what: str) -> list[list]:
     """The metrics of each output (see the module notes)."""
     if isinstance(metrics, dict):
-        chosen = per_output(metrics, names, "metrics", None)
+        chosen = per_output(metrics, names, what, None)
     elif isinstance(metrics, (list, tuple)) and len(metrics) == len(names):
         chosen = list(metrics)
     elif isinstance(metrics, (list, tuple)):
         if any(isinstance(m, (list, tuple, dict)) for m in metrics):
-            raise ValueError(f"compile: metrics holds {len(metrics)} lists for the model's {len(names)} outputs "
+            raise ValueError(f"compile: {what} holds {len(metrics)} lists for the model's {len(names)} outputs "
                              f"{names}; give one entry per output, a dict by output name, or one flat list for "
                              "every output")
         chosen = [list(metrics)] * len(names)
@@ -185,15 +229,19 @@ def _metric_lists(metrics, names: list[str]) -> list[list]:
     return [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m] for m in chosen]
 
 
-def output_metrics(metrics, names: list[str], weighted: WeightedLosses, resolve) -> list[OutputMetric]:
-    """The compiled metrics of a model of several outputs, named ``"<output>_<metric>"``;
-    ``resolve(identifier, loss)`` makes one metric."""
+def output_metrics(metrics, names: list[str], weighted: WeightedLosses, resolve, masks: OutputMasks,
+                   sample_weighted: bool = False) -> list[OutputMetric]:
+    """The compiled metrics of a model of several outputs, named ``"<output>_<metric>"``
+    (``"<output>_weighted_<metric>"`` with ``sample_weighted``); ``resolve(identifier, loss)``
+    makes one metric."""
     made, seen = [], {}
-    for index, (name, identifiers) in enumerate(zip(names, _metric_lists(metrics, names))):
+    infix, what = ("weighted_", "weighted_metrics") if sample_weighted else ("", "metrics")
+    for index, (name, identifiers) in enumerate(zip(names, _metric_lists(metrics, names, what))):
         for identifier in identifiers:
             metric = resolve(identifier, weighted.losses[index])
-            label = f"{name}_{identifier if isinstance(identifier, str) else metric.name}"
+            label = f"{name}_{infix}{identifier if isinstance(identifier, str) else metric.name}"
             count = seen.get(label, 0)
             seen[label] = count + 1
-            made.append(OutputMetric(weighted, index, metric, label if count == 0 else f"{label}_{count}"))
+            made.append(OutputMetric(metric, label if count == 0 else f"{label}_{count}", masks, weighted, index,
+                                     sample_weighted))
     return made

@@ -25,10 +25,12 @@ from lamina.io import load_file, save_file
 from lamina.keras import losses, optimizers
 from lamina.keras import metrics as keras_metrics
 from lamina.keras.callbacks import History
-from lamina.keras.masking import MaskedLoss, tracking_masks, uses_masks
+from lamina.keras.masking import MaskedLoss, mask_of, tracking_masks, uses_masks
 from lamina.keras.outputs import (
     LabelLayout,
     OutputLoss,
+    OutputMasks,
+    OutputMetric,
     PackedOutputs,
     WeightedLosses,
     output_metrics,
@@ -73,15 +75,22 @@ class KerasTrainer(Trainer):
     """lamina's Trainer with what Keras's models add: masks pass from layer to layer in
     every forward (:mod:`lamina.keras.masking`), and ``clipnorm`` clips each weight's
     gradient to its own norm before the update (then ``clipvalue`` and ``global_clipnorm``
-    as the Trainer does)."""
+    as the Trainer does). After each forward, ``output_masks`` holds the outputs' masks for
+    the metrics; the weighted metrics keep their own names."""
 
-    def __init__(self, *args, clipnorm: float | None = None, **kwargs):
+    def __init__(self, *args, clipnorm: float | None = None, output_masks: OutputMasks | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.clipnorm = clipnorm
+        self.output_masks = output_masks
+        self.weighted_metrics = [(metric.name, metric) for _, metric in self.weighted_metrics]
 
     def _forward(self, x, for_loss: bool):
         with tracking_masks(self.model):
-            return super()._forward(x, for_loss)
+            out, logits = super()._forward(x, for_loss)
+        if self.output_masks is not None:
+            packed = isinstance(self.model, PackedOutputs)
+            self.output_masks.masks = list(self.model.masks) if packed else [mask_of(out)]
+        return out, logits
 
     def _update(self, group: list) -> None:
         if self.clipnorm is not None:
@@ -114,7 +123,10 @@ class KerasTraining:
         dict by output layer name) and ``loss_weights`` w_i: the loss is sum_i w_i L_i, each
         L_i logged as ``"<output>_loss"``; its metrics are one entry per output, a dict by
         output name or one list for all, logged as ``"<output>_<metric>"`` (see
-        :mod:`lamina.keras.outputs`)."""
+        :mod:`lamina.keras.outputs`). ``weighted_metrics`` take the same forms and also weigh
+        the samples by ``sample_weight`` and ``class_weight`` (logged as ``"weighted_<metric>"``,
+        ``"<output>_weighted_<metric>"``). The metrics of a masked sequence output leave its
+        masked steps out, as Keras's do."""
         where = f"{type(self).__name__}.compile"
         unknown = sorted(set(options) - set(EXECUTION_OPTIONS))
         if unknown:
@@ -127,10 +139,8 @@ class KerasTraining:
         names = self._output_names()
         weights = per_output(loss_weights, names, "loss_weights", 1.0)
         self.__dict__["_packer"] = None
+        masks = self.__dict__["_output_masks"] = OutputMasks()
         if len(names) > 1:
-            if weighted_metrics:
-                raise ValueError(f"{where}: weighted_metrics on a model of several outputs are not supported; "
-                                 "give metrics=")
             specs = per_output(loss, names, "loss")
             if any(s is None for s in specs):
                 raise ValueError(f"{where}: every output needs a loss; got {dict(zip(names, specs))}")
@@ -138,15 +148,22 @@ class KerasTraining:
             weighted = WeightedLosses([losses.get(s) for s in specs], weights, self._packer)
             self.loss = losses.Loss(weighted, name="loss")
             self.compiled_metrics = [OutputLoss(weighted, i, f"{name}_loss") for i, name in enumerate(names)]
-            self.compiled_metrics += output_metrics(metrics, names, weighted, keras_metrics.get)
+            self.compiled_metrics += output_metrics(metrics, names, weighted, keras_metrics.get, masks)
+            self.compiled_weighted_metrics = output_metrics(weighted_metrics, names, weighted, keras_metrics.get,
+                                                            masks, sample_weighted=True)
         else:
             self.loss = losses.get(loss)
-            self.compiled_metrics = [keras_metrics.get(m, self.loss) for m in _as_list(metrics)]
+            made = [keras_metrics.get(m, self.loss) for m in _as_list(metrics)]
+            self.compiled_metrics = [OutputMetric(m, m.name, masks) for m in made]
+            made = [keras_metrics.get(m, self.loss) for m in _as_list(weighted_metrics)]
+            self.compiled_weighted_metrics = [OutputMetric(m, f"weighted_{m.name}", masks, sample_weighted=True)
+                                              for m in made]
+        for metric in self.compiled_weighted_metrics:
+            if not getattr(metric.metric, "takes_sample_weight", False):
+                raise ValueError(f"{where}: the weighted metric {metric.name!r} ({type(metric.metric).__name__}) "
+                                 "takes no sample weights; give it in metrics=")
         self._loss_weight = weights[0] if len(names) == 1 else 1.0
-        self.compiled_weighted_metrics = list(_as_list(weighted_metrics))
-        self._compile_config = {"optimizer": optimizer if isinstance(optimizer, str) else None,
-                                "loss": loss if isinstance(loss, str) else None,
-                                "metrics": [m for m in _as_list(metrics) if isinstance(m, str)]}
+        self._compile_config = compile_config(optimizer, loss, metrics, weighted_metrics, loss_weights)
         self._compiled = True
 
     def _trainer(self, where: str, callbacks=(), verbose=0) -> Trainer:
@@ -162,7 +179,7 @@ class KerasTraining:
         if self._loss_weight != 1.0:
             loss = functools.partial(_weighted, loss=loss, weight=float(self._loss_weight))
         return KerasTrainer(self._trainer_model(), loss=loss, optimizer=self.optimizer, metrics=self.compiled_metrics,
-                            weighted_metrics=self.compiled_weighted_metrics,
+                            weighted_metrics=self.compiled_weighted_metrics, output_masks=self._output_masks,
                             callbacks=[*_reporting(verbose), *callbacks], **clipping)
 
     def __call__(self, *inputs, **kwargs):
@@ -249,7 +266,8 @@ class KerasTraining:
     def _results(self, logs: dict, return_dict: bool):
         if return_dict:
             return logs
-        values = [logs["loss"], *(logs[m.name] for m in self.compiled_metrics)]
+        metrics = (*self.compiled_metrics, *self.compiled_weighted_metrics)
+        values = [logs["loss"], *(logs[m.name] for m in metrics)]
         return values[0] if len(values) == 1 else values
 
     def evaluate(self, x=None, y=None, batch_size: int | None = None, verbose="auto", sample_weight=None,
@@ -291,11 +309,14 @@ class KerasTraining:
         weights = np.array([class_weight.get(int(c), 1.0) for c in classes], dtype=np.float64)
         return weights if sample_weight is None else weights * np.asarray(sample_weight, dtype=np.float64)
 
-    def _batch_results(self, loss: float, out, y, return_dict: bool):
+    def _batch_results(self, loss: float, out, y, weights, return_dict: bool):
         logs = {"loss": loss}
-        for metric in self.compiled_metrics:
+        for metric in (*self.compiled_metrics, *self.compiled_weighted_metrics):
             metric.reset()
-            metric.update(out, y)
+            if metric in self.compiled_weighted_metrics:
+                metric.update(out, y, weights)
+            else:
+                metric.update(out, y)
             logs[metric.name] = metric.result()
         return self._results(logs, return_dict)
 
@@ -303,12 +324,13 @@ class KerasTraining:
         """One optimizer step on the batch (x, y); returns its loss (and metrics)."""
         trainer = self._trainer("train_on_batch")
         y = self._labels(y)
+        weights = self._batch_weights(y, sample_weight, class_weight)
         self.train()
         try:
-            loss, out = trainer.train_step(x, y, self._batch_weights(y, sample_weight, class_weight))
+            loss, out = trainer.train_step(x, y, weights)
         finally:
             self.eval()
-        return self._batch_results(loss, out, y, return_dict)
+        return self._batch_results(loss, out, y, weights, return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
         """The loss (and metrics) on the batch (x, y), without training."""
@@ -354,6 +376,34 @@ class KerasTraining:
         if metadata.get("format") != "lamina-keras-weights-1":   # a whole-model file: weights under model/
             arrays = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
         self.load_state_dict(arrays)
+
+
+def _saved(value):
+    """``value`` when JSON can keep it and ``compile`` can read it back (names, numbers, None,
+    lists and dicts of them), else None."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_saved(v) for v in value]
+        return None if any(v is None and w is not None for v, w in zip(items, value)) else items
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = {k: _saved(v) for k, v in value.items()}
+        return None if any(items[k] is None and value[k] is not None for k in value) else items
+    return None
+
+
+def compile_config(optimizer, loss, metrics, weighted_metrics, loss_weights) -> dict:
+    """The ``compile`` arguments that can be saved with the model and given again on loading
+    (Keras's ``compile_config``): names, nested lists and dicts of names, numbers. A flat
+    metric list holding objects keeps its names; other settings holding objects are left out."""
+    def names_only(value):
+        if isinstance(value, (list, tuple)) and not any(isinstance(v, (list, tuple, dict)) for v in value):
+            return [v for v in value if isinstance(v, str)]
+        return value
+
+    return {"optimizer": optimizer if isinstance(optimizer, str) else None, "loss": _saved(loss),
+            "metrics": _saved(names_only(metrics)), "weighted_metrics": _saved(names_only(weighted_metrics)),
+            "loss_weights": _saved(loss_weights)}
 
 
 def _weighted(y_pred, y_true, loss, weight: float, reduction: str = "mean"):
