@@ -2,7 +2,13 @@
 
 from lamina import functional
 from lamina.autograd import Function, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
-from lamina.backend import get_default_dtype, manual_seed, set_default_dtype
+from lamina.backend import (
+    are_deterministic_algorithms_enabled,
+    get_default_dtype,
+    manual_seed,
+    set_default_dtype,
+    use_deterministic_algorithms,
+)
 from lamina.errors import GradcheckError, ShapeError
 from lamina.functional import concat, pad, stack, where
 from lamina.parallel import get_num_threads, set_num_threads
@@ -40,3 +46,4 @@ __all__ += ["sparse"]
 from lamina import rl  # noqa: E402
 
 __all__ += ["rl"]
+__all__ += ["are_deterministic_algorithms_enabled", "use_deterministic_algorithms"]

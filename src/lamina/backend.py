@@ -13,6 +13,7 @@ import os
 import random
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -69,6 +70,66 @@ def manual_seed(seed: int) -> None:
     _rng = numpy.random.default_rng(seed)
     numpy.random.seed(seed % 2**32)
     random.seed(seed)
+
+
+class _Deterministic:
+    """The switch of :func:`use_deterministic_algorithms` and the modules told of a change."""
+
+    enabled = False
+    warn_only = False
+    listeners: list = []
+
+
+def use_deterministic_algorithms(mode: bool, warn_only: bool = False) -> None:
+    """Make every op's result depend only on its inputs and the thread count (as PyTorch's switch).
+
+    On, lamina's threads never hand work to a route chosen by timing: products take one
+    route fixed by their shapes and :func:`lamina.set_num_threads` (see :mod:`lamina.parallel`),
+    and every BLAS library is held on one thread (NumPy code outside lamina included) until
+    the mode is turned off. Off (the default), products use OpenBLAS's own threads while
+    lamina's are idle, and float32 results may differ in the last bits from run to run.
+    An op that cannot be made deterministic calls :func:`alert_not_deterministic`: an error,
+    or with ``warn_only`` a warning.
+
+    Results still differ between thread counts, NumPy/BLAS builds and CPUs (each picks its
+    own kernels). On a GPU (CuPy) the accumulating scatters (``xp.add.at``: scatter_add and
+    the backward passes of indexing, embedding and adaptive pooling) add in an order set by
+    the hardware; the mode does not change them, nor does it alert for them yet.
+    """
+    if not isinstance(mode, bool) or not isinstance(warn_only, bool):
+        raise TypeError(f"use_deterministic_algorithms: expected bools for mode and warn_only, "
+                        f"got {mode!r} and {warn_only!r}")
+    _Deterministic.enabled, _Deterministic.warn_only = mode, warn_only
+    for listener in _Deterministic.listeners:
+        listener(mode)
+
+
+def are_deterministic_algorithms_enabled() -> bool:
+    """Whether :func:`use_deterministic_algorithms` is on."""
+    return _Deterministic.enabled
+
+
+def is_deterministic_algorithms_warn_only_enabled() -> bool:
+    """Whether the deterministic mode only warns about ops that cannot follow it."""
+    return _Deterministic.warn_only
+
+
+def on_deterministic_change(listener) -> None:
+    """Call ``listener(mode)`` at each :func:`use_deterministic_algorithms` (for modules above this one)."""
+    _Deterministic.listeners.append(listener)
+
+
+def alert_not_deterministic(op: str) -> None:
+    """For an op with no deterministic implementation: under the deterministic mode, a
+    RuntimeError naming ``op`` (a warning with ``warn_only``); nothing otherwise."""
+    if not _Deterministic.enabled:
+        return
+    message = (f"{op} has no deterministic implementation on {xp.__name__}, but "
+               f"use_deterministic_algorithms(True) is on; turn it off, or pass warn_only=True to be warned only")
+    if _Deterministic.warn_only:
+        warnings.warn(message, UserWarning, stacklevel=2)
+    else:
+        raise RuntimeError(message)
 
 
 class _RandomScope(threading.local):

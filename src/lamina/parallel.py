@@ -19,7 +19,12 @@ OpenBLAS's own setting.
 
 Every chunk writes its own slice of the output; partial sums are added per thread in a
 fixed order, then across threads in thread order, so for a given number of threads the
-results do not depend on timing.
+results of the chunked passes do not depend on timing. The one choice made by timing is
+:func:`matmul`'s, and the BLAS thread count, which one thread's :class:`one_blas_thread`
+may restore while another's products run. Under :func:`lamina.use_deterministic_algorithms`
+both are fixed: products always take the route for busy threads (split by shape and thread
+count, single-threaded BLAS), and every BLAS library is held on one thread until the mode
+is turned off, so each result depends only on the inputs and :func:`set_num_threads`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ _threads = max(1, min(os.cpu_count() or 1, 8))
 _workers: list = []
 _workers_key = (-1, 0)
 _dispatch = threading.Lock()               # one caller at a time hands out work to the workers
+_deterministic = False                      # follows backend.use_deterministic_algorithms
 
 
 class _ThreadState(threading.local):
@@ -141,6 +147,8 @@ class _Blas:
             except Exception:  # noqa: BLE001 - no threadpoolctl, or a library it cannot drive
                 found = []
             cls.libraries = [cls._functions(c) for c in found]
+            if _deterministic:
+                _pin_blas()
         return cls.libraries
 
     @staticmethod
@@ -183,6 +191,36 @@ def find_blas_again() -> None:
     _Blas.searched = False
 
 
+_pinned: list[tuple] = []
+"""(set function, thread count to give back) of each BLAS library the deterministic mode
+moved to one thread."""
+
+
+def _pin_blas() -> None:
+    for get, set_ in _Blas.libraries:
+        before = get()
+        if before != 1:
+            set_(1)
+            _pinned.append((set_, before))
+
+
+def _follow_deterministic(mode: bool) -> None:
+    """Fix (or free again) what timing could change: see the module docstring."""
+    global _deterministic
+    _deterministic = mode
+    if mode:
+        if backend.xp.__name__ == "numpy":
+            _Blas.get()
+            _pin_blas()
+    else:
+        for set_, before in _pinned:
+            set_(before)
+        _pinned.clear()
+
+
+backend.on_deterministic_change(_follow_deterministic)
+
+
 def blas_num_threads() -> list[int]:
     """The thread count of each BLAS library lamina controls (see :class:`one_blas_thread`)."""
     return [get() for get, _ in _Blas.get()]
@@ -190,8 +228,9 @@ def blas_num_threads() -> list[int]:
 
 def blas_threads_welcome() -> bool:
     """Whether a BLAS call made now may use the library's own threads: lamina's threads
-    have been idle for QUIET_S seconds and this is not one of them (see the module docstring)."""
-    return not _local.inside and time.perf_counter() - _last_region[0] > QUIET_S
+    have been idle for QUIET_S seconds and this is not one of them (see the module docstring);
+    never under the deterministic mode."""
+    return not (_deterministic or _local.inside) and time.perf_counter() - _last_region[0] > QUIET_S
 
 
 def _parallel_ok(count: int, work: int, threshold: int) -> bool:
@@ -365,9 +404,9 @@ def elementwise(fn, x, cost: int = 1, out=None):
 
 def matmul(a, b, out=None):
     """``a @ b`` for lamina's ops: OpenBLAS with its own threads while lamina's threads are
-    idle (see the module docstring); otherwise single-threaded BLAS, a large 2-D product
-    split among lamina's threads by the rows of ``a`` (or the columns of ``b`` when ``a``
-    has too few rows)."""
+    idle (see the module docstring); otherwise, and always under the deterministic mode,
+    single-threaded BLAS, a large 2-D product split among lamina's threads by the rows of
+    ``a`` (or the columns of ``b`` when ``a`` has too few rows)."""
     xp = backend.xp
     if blas_threads_welcome():
         return xp.matmul(a, b, out=out)
