@@ -16,7 +16,9 @@ token is the position where the path first enters its row, times 0.02 s. A word 
 grouped by :func:`split_to_word_tokens`) runs from its first token's time to the next word's;
 its probability is the mean probability of its tokens (softmax over the text tokens).
 :func:`merge_punctuations` joins leading punctuation to the next word and trailing punctuation
-to the previous one, as Whisper.
+to the previous one, as Whisper. :func:`add_word_timestamps` then applies Whisper's word
+duration heuristics (over-long words cut at sentence ends, after pauses and at segment
+boundaries; see :func:`fit_segment_to_words`).
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ import numpy as np
 from lamina.autograd import Tensor
 from lamina.models.whisper_decoding import TIME_PRECISION, WhisperSegment, WhisperSpecialTokens, WhisperWord
 
-__all__ = ["APPEND_PUNCTUATIONS", "PREPEND_PUNCTUATIONS", "WordTiming", "add_word_timestamps",
-           "default_alignment_heads", "dtw", "find_alignment", "median_filter", "merge_punctuations",
-           "split_to_word_tokens"]
+__all__ = ["APPEND_PUNCTUATIONS", "PREPEND_PUNCTUATIONS", "SENTENCE_END_MARKS", "WordTiming", "add_word_timestamps",
+           "default_alignment_heads", "dtw", "find_alignment", "fit_segment_to_words", "median_filter",
+           "merge_punctuations", "split_to_word_tokens", "truncate_at_sentence_ends", "word_duration_limits"]
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -202,21 +204,90 @@ def find_alignment(model, features, specials: WhisperSpecialTokens, text_tokens:
             for word, group, a, b in zip(words, word_tokens, bounds[:-1], bounds[1:], strict=True)]
 
 
+SENTENCE_END_MARKS = ".。!！?？"
+MAX_MEDIAN_WORD_DURATION = 0.7
+
+
+def word_duration_limits(timings: Sequence[WordTiming]) -> tuple[float, float]:
+    """Whisper's ``median_duration`` = min(0.7, median of the non-zero word durations end - start)
+    (0 when there are none) and ``max_duration`` = 2 * median_duration."""
+    durations = np.asarray([t.end - t.start for t in timings], dtype=np.float64)
+    durations = durations[durations.nonzero()]
+    median_duration = min(MAX_MEDIAN_WORD_DURATION, float(np.median(durations)) if len(durations) else 0.0)
+    return median_duration, 2 * median_duration
+
+
+def truncate_at_sentence_ends(timings: list[WordTiming], max_duration: float) -> None:
+    """In place, before punctuation is merged (Whisper's hack at sentence boundaries): for
+    i >= 1, a word longer than ``max_duration`` that is itself a mark of ``SENTENCE_END_MARKS``
+    keeps its start (end = start + max_duration); one that follows such a mark keeps its end
+    (start = end - max_duration). Nothing changes when no word has a non-zero duration."""
+    if not any(t.end - t.start for t in timings):
+        return
+    for previous, timing in zip(timings, timings[1:]):
+        if timing.end - timing.start > max_duration:
+            if timing.word in SENTENCE_END_MARKS:
+                timing.end = timing.start + max_duration
+            elif previous.word in SENTENCE_END_MARKS:
+                timing.start = timing.end - max_duration
+
+
+def fit_segment_to_words(segment: WhisperSegment, words: list[WhisperWord], last_speech_timestamp: float,
+                         median_duration: float, max_duration: float) -> tuple[WhisperSegment, list[WhisperWord]]:
+    """Whisper's boundary rules for a segment with ``words`` (times in seconds of the audio):
+
+    * after a pause (words[0].end - last_speech_timestamp > 4 median_duration) a first word longer
+      than max_duration, or first two words longer than 2 max_duration together, are cut: if the
+      second is longer than max_duration, both meet at max(words[1].end / 2, words[1].end -
+      max_duration); then words[0].start = max(0, words[0].end - max_duration);
+    * if segment.start < words[0].end and segment.start - 0.5 > words[0].start (first word too
+      long), words[0].start = max(0, min(words[0].end - median_duration, segment.start)), else
+      the segment starts at words[0].start;
+    * if segment.end > words[-1].start and segment.end + 0.5 < words[-1].end (last word too long),
+      words[-1].end = max(words[-1].start + median_duration, segment.end), else the segment ends
+      at words[-1].end."""
+    times = [[w.start, w.end] for w in words]
+    first, last = times[0], times[-1]
+    after_pause = first[1] - last_speech_timestamp > median_duration * 4
+    if after_pause and (first[1] - first[0] > max_duration
+                        or (len(times) > 1 and times[1][1] - first[0] > max_duration * 2)):
+        if len(times) > 1 and times[1][1] - times[1][0] > max_duration:
+            boundary = max(times[1][1] / 2, times[1][1] - max_duration)
+            first[1] = times[1][0] = boundary
+        first[0] = max(0.0, first[1] - max_duration)
+    start, end = segment.start, segment.end
+    if start < first[1] and start - 0.5 > first[0]:
+        first[0] = max(0.0, min(first[1] - median_duration, start))
+    else:
+        start = first[0]
+    if end > last[0] and end + 0.5 < last[1]:
+        last[1] = max(last[0] + median_duration, end)
+    else:
+        end = last[1]
+    words = [w._replace(start=a, end=b) for w, (a, b) in zip(words, times, strict=True)]
+    return segment._replace(start=start, end=end), words
+
+
 def add_word_timestamps(model, features, segments: Sequence[WhisperSegment], specials: WhisperSpecialTokens,
                         tokenizer, language: str | None, task: str | None, num_frames: int, time_offset: float,
                         alignment_heads: Sequence[tuple[int, int]] | None = None,
                         prepend_punctuations: str = PREPEND_PUNCTUATIONS,
-                        append_punctuations: str = APPEND_PUNCTUATIONS, encoded=None) -> list[WhisperSegment]:
+                        append_punctuations: str = APPEND_PUNCTUATIONS, encoded=None,
+                        last_speech_timestamp: float = 0.0) -> list[WhisperSegment]:
     """The ``segments`` of one window (``features`` (1, num_mel_bins, frames), ``num_frames`` of
-    audio, starting ``time_offset`` s into the audio) with their ``words``: the window's text is
-    aligned at once (:func:`find_alignment`), punctuation merged, and the words handed out to
-    the segments in order; a segment with words then runs from its first word's start to its
-    last word's end (Whisper's usual case; its heuristics that shorten over-long words are left
-    out), one left without words (its text merged into a neighbour's word) becomes the point
-    where the previous word ends."""
+    audio, starting ``time_offset`` s into the audio) with their ``words``, as Whisper's
+    ``add_word_timestamps``: the window's text is aligned at once (:func:`find_alignment`), long
+    words cut at sentence ends (:func:`word_duration_limits`, :func:`truncate_at_sentence_ends`),
+    punctuation merged, the words (times rounded to 0.01 s) handed out to the segments in order,
+    and each segment with words fitted to them (:func:`fit_segment_to_words`; the speech before
+    the first segment ends at ``last_speech_timestamp``, before a later one at the previous
+    segment's end). A segment left without words (its text merged into a neighbour's word)
+    becomes the point where the previous segment ends."""
     text = [t for segment in segments for t in segment.tokens]
     timings = find_alignment(model, features, specials, text, num_frames, tokenizer, language, task,
                              alignment_heads, encoded=encoded)
+    median_duration, max_duration = word_duration_limits(timings)
+    truncate_at_sentence_ends(timings, max_duration)
     merge_punctuations(timings, prepend_punctuations, append_punctuations)
     per_segment, index = [], 0
     for segment in segments:
@@ -230,14 +301,27 @@ def add_word_timestamps(model, features, segments: Sequence[WhisperSegment], spe
             taken += len(timing.tokens)
             index += 1
         per_segment.append(words)
-    timed = [words for words in per_segment if words]
-    if not timed:
+    if not any(per_segment):
         return list(segments)
-    out, anchor = [], timed[0][0].start
+    out = []
     for segment, words in zip(segments, per_segment, strict=True):
         if words:
-            out.append(segment._replace(start=words[0].start, end=words[-1].end, words=tuple(words)))
-            anchor = words[-1].end
+            segment, words = fit_segment_to_words(segment, words, last_speech_timestamp, median_duration,
+                                                  max_duration)
+            out.append(segment._replace(words=tuple(words)))
+            last_speech_timestamp = segment.end
         else:                                  # its text went to a neighbour's word: a point between them
-            out.append(segment._replace(start=anchor, end=anchor))
-    return out
+            out.append(segment)
+    first_timed = next(s.start for s in out if s.words)
+    return [s if s.words else s._replace(start=e, end=e)
+            for s, e in zip(out, _previous_ends(out, first_timed), strict=True)]
+
+
+def _previous_ends(segments: list[WhisperSegment], first: float) -> list[float]:
+    """For each segment, the end of the last segment with words before it (``first`` if none)."""
+    ends, anchor = [], first
+    for segment in segments:
+        ends.append(anchor)
+        if segment.words:
+            anchor = segment.end
+    return ends

@@ -1,9 +1,11 @@
 """Whisper's long-form transcription (openai-whisper's ``transcribe``): sequential 30 s windows
 with temperature fallback, silence skipping, the previous text as a prompt and word timestamps.
 
-Each window is decoded by :func:`decode_window` at a temperature T: greedy (T = 0), beam search
-(T = 0 and ``beam_width`` > 1) or ``best_of`` samples from softmax(scores / T), the best of them
-by sum log p / length. Of the decoded tokens y_1 .. y_n (the end token y_{n+1} not counted):
+Each window is decoded by :func:`decode_window` at a temperature T: greedy (T = 0), Whisper's
+beam search (T = 0 and ``beam_width`` > 1, ``patience``) or ``best_of`` samples from
+softmax(scores / T); of the candidates the best is the one of highest sum log p / penalty,
+penalty = length when ``length_penalty`` is None, else ((5 + length) / 6) ** length_penalty
+(:func:`likelihood_scores`). Of the decoded tokens y_1 .. y_n (the end token y_{n+1} not counted):
 
     avg_logprob       = (sum_{i=1}^{n+1} log p(y_i | y_<i)) / (n + 1)
                         p the softmax at T = 1 of the scores after the suppression and the
@@ -33,15 +35,12 @@ With ``condition_on_previous_text`` the prompt of a window is
 
 from __future__ import annotations
 
-import math
-import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
 
-from lamina.autograd import Tensor, no_grad
+from lamina.autograd import no_grad
 from lamina.models.whisper_alignment import (
     APPEND_PUNCTUATIONS,
     PREPEND_PUNCTUATIONS,
@@ -53,205 +52,24 @@ from lamina.models.whisper_decoding import (
     WhisperSegment,
     WhisperSpecialTokens,
     WhisperTimestampRules,
+    WhisperWord,
     timestamp_segments,
 )
 from lamina.models.whisper_features import CHUNK_SECONDS, HOP_LENGTH, N_FRAMES, SAMPLE_RATE, whisper_log_mel_spectrogram
+from lamina.models.whisper_window import (
+    DEFAULT_TEMPERATURES,
+    WindowDecoding,
+    compression_ratio,
+    decode_window,
+    decode_with_fallback,
+    is_silent,
+    likelihood_scores,
+    token_compression_ratio,
+)
 
 __all__ = ["DEFAULT_TEMPERATURES", "WhisperTranscription", "WindowDecoding", "compression_ratio", "decode_window",
-           "decode_with_fallback", "token_compression_ratio", "transcribe"]
-
-DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-
-
-def compression_ratio(text: str) -> float:
-    """Whisper's repetition measure: len(b) / len(zlib.compress(b)), b the UTF-8 bytes of ``text``."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
-
-
-def token_compression_ratio(tokens: Sequence[int], vocab_size: int) -> float:
-    """The compression ratio of token ids, each written in floor(log2(vocab_size) / 8) + 1
-    little-endian bytes (Hugging Face's measure when no text is at hand)."""
-    width = int(math.log2(vocab_size) / 8) + 1
-    data = b"".join(int(t).to_bytes(width, "little") for t in tokens)
-    return len(data) / len(zlib.compress(data)) if data else 0.0
-
-
-@dataclass(frozen=True)
-class WindowDecoding:
-    """One window's decoding: the ``tokens`` after the prompt (the end token left out), their
-    ``sum_logprob`` (with the end token's), ``no_speech_prob`` (None without a <|nocaptions|>
-    token), the ``temperature``, ``compression_ratio`` and ``text`` ('' without a tokenizer)."""
-    tokens: list[int]
-    sum_logprob: float
-    no_speech_prob: float | None
-    temperature: float
-    compression_ratio: float
-    text: str = ""
-    ended: bool = True
-
-    @property
-    def avg_logprob(self) -> float:
-        """sum_logprob / (len(tokens) + 1), as Whisper."""
-        return self.sum_logprob / (len(self.tokens) + 1)
-
-
-def _array(x) -> np.ndarray:
-    return x.numpy() if isinstance(x, Tensor) else np.asarray(x)
-
-
-def _log_softmax(scores: np.ndarray) -> np.ndarray:
-    top = scores.max(axis=-1, keepdims=True)
-    shifted = scores - np.where(np.isfinite(top), top, 0.0)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def _mask(tokens: Sequence[int] | None, vocab_size: int) -> np.ndarray:
-    mask = np.zeros(vocab_size, dtype=bool)
-    if tokens is not None:
-        mask[np.asarray(list(tokens), dtype=np.int64)] = True
-    return mask
-
-
-class _Filter:
-    """The scores -> log-probabilities of one step: suppression (``begin`` at the first new
-    token), then the logits processor, then log-softmax."""
-
-    def __init__(self, vocab_size: int, prompt_length: int, suppress, begin_suppress, processor: Callable | None):
-        self.suppress = _mask(suppress, vocab_size)
-        self.begin = self.suppress | _mask(begin_suppress, vocab_size)
-        self.prompt_length, self.processor = prompt_length, processor
-
-    def __call__(self, ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        scores = logits.astype(np.float64)
-        scores[:, self.begin if ids.shape[1] == self.prompt_length else self.suppress] = -np.inf
-        if self.processor is not None:
-            scores = np.asarray(self.processor(ids, scores), dtype=np.float64)
-        return _log_softmax(scores)
-
-
-def _no_speech_prob(logits: np.ndarray, prompt: Sequence[int], specials: WhisperSpecialTokens) -> float | None:
-    if specials.no_captions is None or specials.start_of_transcript not in prompt:
-        return None
-    sot_index = len(prompt) - 1 - list(prompt)[::-1].index(specials.start_of_transcript)
-    return float(np.exp(_log_softmax(logits[0, sot_index].astype(np.float64))[specials.no_captions]))
-
-
-def _sample(model, encoded, prompt: np.ndarray, steps: int, temperature: float, n: int, filters: _Filter,
-            end: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` rows decoded together on the cache: (ids, sum log p, ended, the prompt's logits)."""
-    memory = encoded if n == 1 else Tensor(np.repeat(_array(encoded), n, axis=0))
-    ids = np.repeat(prompt[None, :], n, axis=0)
-    caches = [{} for _ in range(model.config["decoder_layers"])]
-    logits = _array(model.decode(ids, memory, caches, 0))
-    prompt_logits = logits
-    total, done = np.zeros(n), np.zeros(n, dtype=bool)
-    for step in range(steps):
-        log_p = filters(ids, logits[:, -1])
-        if temperature == 0:
-            token = log_p.argmax(axis=-1)
-        else:
-            p = np.exp((log_p - log_p.max(axis=-1, keepdims=True)) / temperature)
-            cumulative = np.cumsum(p, axis=-1)
-            cumulative /= cumulative[:, -1:]
-            token = (cumulative > rng.random(n)[:, None]).argmax(axis=-1)
-        token = np.where(done, end, token)
-        total += np.where(done, 0.0, log_p[np.arange(n), token])
-        ids = np.concatenate([ids, token[:, None]], axis=1)
-        done |= token == end
-        if done.all() or step == steps - 1:
-            break
-        logits = _array(model.decode(ids[:, -1:], memory, caches, ids.shape[1] - 1))
-    return ids, total, done, prompt_logits
-
-
-def _score(model, encoded, prompt: list[int], tokens: list[int], ended: bool, filters: _Filter,
-           end: int) -> tuple[float, np.ndarray]:
-    """The summed log-probability of ``tokens`` (+ the end token when ``ended``) read in one pass,
-    and the pass's logits."""
-    full = np.asarray([prompt + tokens + ([end] if ended else [])], dtype=np.int64)
-    logits = _array(model.decode(full[:, :-1], encoded))
-    total = 0.0
-    for k in range(len(prompt), full.shape[1]):
-        total += float(filters(full[:, :k], logits[:, k - 1])[0, full[0, k]])
-    return total, logits
-
-
-def _until_end(row: Sequence[int], end: int) -> tuple[list[int], bool]:
-    tokens = []
-    for token in (int(t) for t in row):
-        if token == end:
-            return tokens, True
-        tokens.append(token)
-    return tokens, False
-
-
-def decode_window(model, features, prompt: Sequence[int], specials: WhisperSpecialTokens, *, max_new_tokens: int,
-                  temperature: float = 0.0, best_of: int = 1, beam_width: int = 1, length_penalty: float = 0.0,
-                  suppress_tokens: Sequence[int] | None = None, begin_suppress_tokens: Sequence[int] | None = None,
-                  logits_processor: Callable | None = None, tokenizer=None, rng: np.random.Generator | None = None,
-                  encoded=None) -> WindowDecoding:
-    """Decode one window's ``features`` (1, num_mel_bins, frames) after ``prompt`` (see the module
-    docstring). ``model`` has ``encode(features)``, ``decode(ids, encoded, caches=None, offset=0)``
-    -> logits (B, t, vocab), ``generate`` (beam search) and ``config['decoder_layers']``;
-    ``encoded`` skips the encoder when given."""
-    who = "decode_window"
-    if temperature < 0:
-        raise ValueError(f"{who}: temperature must be >= 0, got {temperature}")
-    if best_of < 1 or beam_width < 1:
-        raise ValueError(f"{who}: best_of and beam_width must be >= 1, got {best_of} and {beam_width}")
-    rng = np.random.default_rng() if rng is None else rng
-    prompt_ids = [int(t) for t in prompt]
-    encoded = model.encode(features) if encoded is None else encoded
-    end = specials.end_of_text
-    vocab_size = model.config["vocab_size"]
-    filters = _Filter(vocab_size, len(prompt_ids), suppress_tokens, begin_suppress_tokens, logits_processor)
-    if temperature == 0 and beam_width > 1:
-        row = model.generate(features, max_new_tokens=max_new_tokens, decoder_prompt_ids=prompt_ids,
-                             beam_width=beam_width, suppress_tokens=suppress_tokens,
-                             begin_suppress_tokens=begin_suppress_tokens, length_penalty=length_penalty,
-                             logits_processor=logits_processor)[0]
-        tokens, ended = _until_end(row[len(prompt_ids):], end)
-        total, logits = _score(model, encoded, prompt_ids, tokens, ended, filters, end)
-    else:
-        n = best_of if temperature > 0 else 1
-        ids, totals, done, logits = _sample(model, encoded, np.asarray(prompt_ids, dtype=np.int64), max_new_tokens,
-                                            temperature, n, filters, end, rng)
-        rows = [_until_end(row[len(prompt_ids):], end) for row in ids]
-        best = int(np.argmax([totals[i] / max(len(rows[i][0]), 1) for i in range(n)]))
-        (tokens, ended), total = rows[best], float(totals[best])
-    text_tokens = [t for t in tokens if t < end]
-    if tokenizer is not None:
-        text = tokenizer.decode(text_tokens).strip()
-        ratio = compression_ratio(text)
-    else:
-        text, ratio = "", token_compression_ratio(text_tokens, vocab_size)
-    return WindowDecoding(tokens, total, _no_speech_prob(logits, prompt_ids, specials), float(temperature), ratio,
-                          text, ended)
-
-
-def _silent(result: WindowDecoding, no_speech_threshold: float | None, logprob_threshold: float | None) -> bool:
-    return (no_speech_threshold is not None and result.no_speech_prob is not None
-            and result.no_speech_prob > no_speech_threshold
-            and logprob_threshold is not None and result.avg_logprob < logprob_threshold)
-
-
-def decode_with_fallback(decode_at: Callable[[float], WindowDecoding], temperatures: Sequence[float],
-                         compression_ratio_threshold: float | None = 2.4, logprob_threshold: float | None = -1.0,
-                         no_speech_threshold: float | None = 0.6) -> WindowDecoding:
-    """``decode_at(t)`` for t in ``temperatures`` until a result passes (see the module
-    docstring); the last result when none does."""
-    if not len(temperatures):
-        raise ValueError("decode_with_fallback: temperatures is empty")
-    for t in temperatures:
-        result = decode_at(float(t))
-        ratio = result.compression_ratio
-        too_repetitive = compression_ratio_threshold is not None and ratio > compression_ratio_threshold
-        unlikely = logprob_threshold is not None and result.avg_logprob < logprob_threshold
-        if not (too_repetitive or unlikely) or _silent(result, no_speech_threshold, logprob_threshold):
-            break
-    return result
-
+           "decode_with_fallback", "is_segment_anomaly", "likelihood_scores", "seek_clips", "skip_hallucinations",
+           "token_compression_ratio", "transcribe", "word_anomaly_score"]
 
 class WhisperTranscription(list):
     """:func:`transcribe`'s result: the list of :class:`WhisperSegment` (as before), with
@@ -323,6 +141,125 @@ def _window_segments(result: WindowDecoding, specials: WhisperSpecialTokens, off
     return found, taken, advance, not lone_ending
 
 
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH                     # 100 log-mel frames
+HALLUCINATION_PUNCTUATION = PREPEND_PUNCTUATIONS + APPEND_PUNCTUATIONS
+
+
+def seek_clips(clip_timestamps: str | Sequence[float] | None, content_frames: int) -> list[tuple[int, int]]:
+    """Whisper's ``clip_timestamps``: 'start,end,start,end,...' seconds (or a sequence of them)
+    -> (start, end) frame pairs, each time round(t * 100); none gives [(0, content_frames)],
+    an odd count ends the last clip at ``content_frames``."""
+    if isinstance(clip_timestamps, str):
+        clip_timestamps = [float(t) for t in clip_timestamps.split(",")] if clip_timestamps.strip() else []
+    points = [round(float(t) * FRAMES_PER_SECOND) for t in (clip_timestamps or [])]
+    if not points:
+        points.append(0)
+    if len(points) % 2:
+        points.append(content_frames)
+    return list(zip(points[::2], points[1::2], strict=True))
+
+
+def word_anomaly_score(word: WhisperWord) -> float:
+    """Whisper's score of an unlikely word (duration = end - start):
+    [probability < 0.15] + 15 (0.133 - duration) [duration < 0.133] + (duration - 2) [duration > 2]."""
+    duration = word.end - word.start
+    score = 1.0 if word.probability < 0.15 else 0.0
+    if duration < 0.133:
+        score += (0.133 - duration) * 15
+    if duration > 2.0:
+        score += duration - 2.0
+    return score
+
+
+def is_segment_anomaly(segment: WhisperSegment | None) -> bool:
+    """Whisper's test of a likely hallucinated segment: of its first 8 words that are not
+    punctuation (a word contained in Whisper's punctuation string), the sum of
+    :func:`word_anomaly_score` is >= 3 or >= (their number - 0.01). False without words."""
+    if segment is None or not segment.words:
+        return False
+    words = [w for w in segment.words if w.word not in HALLUCINATION_PUNCTUATION][:8]
+    score = sum(word_anomaly_score(w) for w in words)
+    return score >= 3 or score + 0.01 >= len(words)
+
+
+def _next_with_words(segments: Sequence[WhisperSegment]) -> WhisperSegment | None:
+    return next((s for s in segments if s.words), None)
+
+
+def _last_end(segments: Sequence[WhisperSegment]) -> float | None:
+    """Whisper's ``get_end``: the last word's end, else the last segment's end (None: no segments)."""
+    ends = [w.end for s in segments for w in s.words]
+    return ends[-1] if ends else segments[-1].end if segments else None
+
+
+def skip_hallucinations(segments: Sequence[WhisperSegment], threshold: float, seek: int, previous_seek: int,
+                        window_frames: int, seek_by_words: bool, last_speech_timestamp: float,
+                        content_frames: int) -> tuple[int | None, int]:
+    """Whisper's ``hallucination_silence_threshold`` for a window that starts at frame
+    ``previous_seek`` (time_offset), holds ``window_frames`` of audio and has word-timed
+    ``segments``; ``seek`` is where the next window would start. Returns (how many segments are
+    kept, None to drop the whole window; the next seek):
+
+    * unless the window ended with a lone timestamp, the next window starts at the last word's
+      end if more than ``threshold`` s of the 30 s window remain after it, else after the window;
+    * the window is dropped, the next one starting at its first worded segment, when that segment
+      is an anomaly (:func:`is_segment_anomaly`) more than ``threshold`` s after time_offset;
+    * the segments are cut before the first anomalous one with silence before (its start more
+      than ``threshold`` after the previous speech, before ``threshold`` s, or less than 2 s into
+      the window) and after (the next worded segment's first word more than ``threshold`` after
+      its end, or that segment anomalous, or less than 2 s left of the 30 s window); the next
+      window then starts at max(time_offset + 1, its start), or at the end of the audio if less
+      than ``threshold`` s of it remain after that segment."""
+    time_offset = previous_seek * HOP_LENGTH / SAMPLE_RATE
+    window_end_time = (previous_seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE
+    segment_duration = window_frames * HOP_LENGTH / SAMPLE_RATE
+    content_duration = content_frames * HOP_LENGTH / SAMPLE_RATE
+    if seek_by_words:
+        last_word_end = _last_end(segments)
+        if last_word_end is not None and last_word_end > time_offset:
+            if window_end_time - last_word_end > threshold:
+                seek = round(last_word_end * FRAMES_PER_SECOND)
+            else:
+                seek = previous_seek + window_frames
+    first = _next_with_words(segments)
+    if first is not None and is_segment_anomaly(first):
+        gap = first.start - time_offset
+        if gap > threshold:
+            return None, previous_seek + round(gap * FRAMES_PER_SECOND)
+    last_end = last_speech_timestamp
+    for index, segment in enumerate(segments):
+        if not segment.words:
+            continue
+        if is_segment_anomaly(segment):
+            following = _next_with_words(segments[index + 1:])
+            next_start = following.words[0].start if following is not None else time_offset + segment_duration
+            silence_before = (segment.start - last_end > threshold or segment.start < threshold
+                              or segment.start - time_offset < 2.0)
+            silence_after = (next_start - segment.end > threshold or is_segment_anomaly(following)
+                             or window_end_time - segment.end < 2.0)
+            if silence_before and silence_after:
+                seek = round(max(time_offset + 1, segment.start) * FRAMES_PER_SECOND)
+                if content_duration - segment.end < threshold:
+                    seek = content_frames
+                return index, seek
+        last_end = segment.end
+    return len(segments), seek
+
+
+def _tokens_of_first(taken: list[int], segments: int, specials: WhisperSpecialTokens) -> list[int]:
+    """The prompt tokens of a window's first ``segments`` complete ``<|a|> text <|b|>`` segments."""
+    if segments == 0:
+        return []
+    opened, closed = False, 0
+    for i, token in enumerate(taken):
+        if specials.is_timestamp(token):
+            closed += opened
+            opened = not opened
+            if closed == segments:
+                return taken[:i + 1]
+    return taken
+
+
 def _initial_prompt(initial_prompt, tokenizer) -> list[int]:
     if initial_prompt is None:
         return []
@@ -340,11 +277,13 @@ def transcribe(model, audio, specials: WhisperSpecialTokens, language: str | Non
                compression_ratio_threshold: float | None = 2.4, logprob_threshold: float | None = -1.0,
                no_speech_threshold: float | None = 0.6, condition_on_previous_text: bool = True,
                initial_prompt: str | Sequence[int] | None = None, prompt_reset_on_temperature: float = 0.5,
-               best_of: int = 1, beam_width: int = 1, length_penalty: float = 0.0,
+               best_of: int = 1, beam_width: int = 1, length_penalty: float | None = None,
+               patience: float | None = None,
                suppress_tokens: Sequence[int] | None = None, begin_suppress_tokens: Sequence[int] | None = None,
                word_timestamps: bool = False, alignment_heads: Sequence[tuple[int, int]] | None = None,
                prepend_punctuations: str = PREPEND_PUNCTUATIONS, append_punctuations: str = APPEND_PUNCTUATIONS,
-               seed: int | None = None) -> WhisperTranscription:
+               seed: int | None = None, clip_timestamps: str | Sequence[float] | None = None,
+               hallucination_silence_threshold: float | None = None) -> WhisperTranscription:
     """Transcribe 16 kHz ``audio`` (samples,) of any length with ``model`` (a :class:`Whisper`,
     whose ``config['num_mel_bins']`` sets the features), 30 s at a time, as openai-whisper's
     ``transcribe`` (see the module docstring for the fallback, silence and prompt rules).
@@ -358,7 +297,14 @@ def transcribe(model, audio, specials: WhisperSpecialTokens, language: str | Non
     ``encode`` for a text ``initial_prompt``) gives the texts and Whisper's compression ratio;
     it is needed for ``word_timestamps`` (see :func:`lamina.models.whisper_alignment.add_word_timestamps`,
     ``alignment_heads`` (layer, head) pairs, default all heads of the later half of the decoder).
-    ``seed`` seeds the sampling at temperatures above 0. Returns a :class:`WhisperTranscription`."""
+    ``seed`` seeds the sampling at temperatures above 0. ``beam_width``, ``patience`` and
+    ``length_penalty`` are Whisper's beam_size, patience and length_penalty (see
+    :func:`decode_window`). ``clip_timestamps`` ('start,end,...' seconds or a sequence, see
+    :func:`seek_clips`) limits the decoding to those ranges: a window starts no earlier than its
+    clip's start and holds no audio past its end. ``hallucination_silence_threshold`` (s, with
+    ``word_timestamps``) skips silence around likely hallucinations (:func:`skip_hallucinations`):
+    a dropped window or segments leave no text and no prompt tokens. Returns a
+    :class:`WhisperTranscription`."""
     who = "transcribe"
     samples = np.asarray(audio.numpy() if hasattr(audio, "numpy") else audio)
     if samples.ndim != 1:
@@ -377,15 +323,24 @@ def transcribe(model, audio, specials: WhisperSpecialTokens, language: str | Non
     steps = n_ctx // 2 - len(sot_prompt) if max_new_tokens is None else int(max_new_tokens)
     rng = np.random.default_rng(seed)
     decode_options = {"best_of": best_of, "beam_width": beam_width, "length_penalty": length_penalty,
+                      "patience": patience,
                       "suppress_tokens": suppress_tokens, "begin_suppress_tokens": begin_suppress_tokens}
-    segments, reset_since, seek = WhisperTranscription(language=language), 0, 0
+    segments, reset_since = WhisperTranscription(language=language), 0
+    clips = seek_clips(clip_timestamps, content_frames)
+    clip_index, seek, last_speech_timestamp = 0, clips[0][0], 0.0
     mode = model.training
     model.eval()
     try:
         with no_grad():
-            while seek < content_frames:
+            while clip_index < len(clips):
+                clip_start, clip_end = clips[clip_index]
+                seek = max(seek, clip_start)
+                if seek >= clip_end:
+                    clip_index += 1
+                    seek = clips[clip_index][0] if clip_index < len(clips) else seek
+                    continue
                 offset = seek * HOP_LENGTH / SAMPLE_RATE
-                window_frames = min(N_FRAMES, content_frames - seek)
+                window_frames = min(N_FRAMES, content_frames - seek, clip_end - seek)
                 window = np.zeros((1, n_mels, N_FRAMES), dtype=mel.dtype)
                 window[0, :, :window_frames] = mel[:, seek:seek + window_frames]
                 context = previous[reset_since:][-(n_ctx // 2 - 1):]
@@ -398,23 +353,34 @@ def transcribe(model, audio, specials: WhisperSpecialTokens, language: str | Non
                                     tokenizer=tokenizer, **decode_options)
                 result = decode_with_fallback(lambda t, decode_at=decode_at: decode_at(temperature=t), temperatures,
                                               compression_ratio_threshold, logprob_threshold, no_speech_threshold)
-                if _silent(result, no_speech_threshold, logprob_threshold):
+                if is_silent(result, no_speech_threshold, logprob_threshold):
                     seek += window_frames
                     continue
                 found, taken, advance, seek_by_words = _window_segments(result, specials, offset, window_frames,
                                                                        return_timestamps, tokenizer)
+                previous_seek, seek = seek, seek + advance
                 if word_timestamps:
                     found = add_word_timestamps(model, window, found, specials, tokenizer, language, task,
                                                 window_frames, offset, alignment_heads, prepend_punctuations,
-                                                append_punctuations, encoded=encoded)
-                    ends = [w.end for s in found for w in s.words]
-                    if seek_by_words and ends and ends[-1] > offset:
-                        advance = round(ends[-1] * SAMPLE_RATE / HOP_LENGTH) - seek
+                                                append_punctuations, encoded=encoded,
+                                                last_speech_timestamp=last_speech_timestamp)
+                    last_end = _last_end(found)
+                    if seek_by_words and last_end is not None and last_end > offset:
+                        seek = round(last_end * FRAMES_PER_SECOND)
+                    if hallucination_silence_threshold is not None:
+                        kept, seek = skip_hallucinations(found, hallucination_silence_threshold, seek, previous_seek,
+                                                         window_frames, seek_by_words, last_speech_timestamp,
+                                                         content_frames)
+                        if kept is None:
+                            continue
+                        if kept < len(found):
+                            found, taken = found[:kept], _tokens_of_first(taken, kept, specials)
+                    last_end = _last_end(found)
+                    last_speech_timestamp = last_speech_timestamp if last_end is None else last_end
                 segments.extend(found)
                 previous.extend(taken)
                 if not condition_on_previous_text or result.temperature > prompt_reset_on_temperature:
                     reset_since = len(previous)
-                seek += advance
     finally:
         model.train(mode)
     return segments
