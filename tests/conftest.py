@@ -16,3 +16,12 @@ def _seeded():
     lamina.set_default_dtype(np.float32)
     yield
     lamina.set_default_dtype(np.float32)
+
+
+@pytest.fixture
+def two_threads():
+    """lamina's thread pool at two threads for the test, then back to its count."""
+    before = lamina.parallel.get_num_threads()
+    lamina.parallel.set_num_threads(2)
+    yield
+    lamina.parallel.set_num_threads(before)

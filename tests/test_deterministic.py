@@ -15,14 +15,6 @@ from lamina import functional as F
 
 
 @pytest.fixture
-def two_threads():
-    before = parallel.get_num_threads()
-    parallel.set_num_threads(2)
-    yield
-    parallel.set_num_threads(before)
-
-
-@pytest.fixture
 def deterministic(two_threads):
     before = (lamina.are_deterministic_algorithms_enabled(), backend.is_deterministic_algorithms_warn_only_enabled())
     lamina.use_deterministic_algorithms(True)

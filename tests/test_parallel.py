@@ -15,14 +15,6 @@ from lamina import functional as F
 from lamina import nn, parallel
 
 
-@pytest.fixture
-def two_threads():
-    before = parallel.get_num_threads()
-    parallel.set_num_threads(2)
-    yield
-    parallel.set_num_threads(before)
-
-
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_set_num_threads_rejects_non_positive_ints(bad):
     with pytest.raises(ValueError, match="set_num_threads"):

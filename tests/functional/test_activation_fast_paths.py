@@ -163,14 +163,6 @@ def test_prelu_fast_form_matches_torch(shared):
     np.testing.assert_allclose(layer.alpha.grad, theirs.weight.grad.numpy(), rtol=1e-10)
 
 
-@pytest.fixture
-def two_threads():
-    before = lamina.parallel.get_num_threads()
-    lamina.parallel.set_num_threads(2)
-    yield
-    lamina.parallel.set_num_threads(before)
-
-
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_fast_forms_in_blocks_on_threads(two_threads, name):
     """Arrays large enough to be shared by two threads (lamina.parallel.elementwise_chain): the

@@ -10,11 +10,11 @@ import pytest
 import torch
 from scipy import ndimage
 from torch_whisper_reference import WhisperForConditionalGeneration
-from whisper_checks import SPECIALS, VOCAB
+from whisper_checks import SPECIALS, VOCAB, Words, tiny_whisper
 
 from helpers import assert_close, randn
 from lamina import models
-from lamina.models.whisper import N_FRAMES, SAMPLE_RATE, WHISPER_CONFIGS
+from lamina.models.whisper import SAMPLE_RATE, WHISPER_CONFIGS
 from lamina.models.whisper_alignment import (
     WordTiming,
     default_alignment_heads,
@@ -168,17 +168,8 @@ def test_words_are_timed_by_their_attention():
 
 
 # -- a tiny Whisper end to end --------------------------------------------------------------------
-class Words:
-    """Even tokens start a word (' a', ' c', ...), odd ones continue it; 9 is a full stop."""
-
-    def decode(self, ids):
-        return "".join("." if i == 9 else (" " if i % 2 == 0 else "") + "abcdefghij"[i] for i in ids)
-
-
 def test_a_tiny_whisper_transcribes_with_every_option_and_word_timestamps():
-    model = models.whisper("test", vocab_size=VOCAB, max_source_positions=N_FRAMES // 2, max_target_positions=40,
-                           pad_token_id=10, bos_token_id=10, eos_token_id=10, decoder_start_token_id=11)
-    model.build()
+    model = tiny_whisper()
     seconds = 45.0
     audio = np.random.default_rng(4).standard_normal(int(seconds * SAMPLE_RATE)).astype(np.float32) * 0.1
     specials_and_prompts = list(range(11, 19))

@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_whisper_transcribe import ScriptedWhisper, _audio, _expected_windows, ts
-from whisper_checks import SPECIALS, VOCAB
+from whisper_checks import SPECIALS, VOCAB, Words, tiny_whisper
 
 from lamina import models
 from lamina.autograd import Tensor
 from lamina.models import whisper_window as window_module
-from lamina.models.whisper import N_FRAMES, SAMPLE_RATE
+from lamina.models.whisper import SAMPLE_RATE
 from lamina.models.whisper_transcribe import decode_window, likelihood_scores, seek_clips
 
 END = SPECIALS.end_of_text
@@ -156,15 +156,8 @@ def test_only_the_clipped_ranges_are_decoded():
 
 
 # -- a tiny Whisper -------------------------------------------------------------------------------
-class Words:
-    def decode(self, ids):
-        return "".join("." if i == 9 else (" " if i % 2 == 0 else "") + "abcdefghij"[i] for i in ids)
-
-
 def test_a_tiny_whisper_transcribes_with_the_new_options():
-    model = models.whisper("test", vocab_size=VOCAB, max_source_positions=N_FRAMES // 2, max_target_positions=40,
-                           pad_token_id=10, bos_token_id=10, eos_token_id=10, decoder_start_token_id=11)
-    model.build()
+    model = tiny_whisper()
     audio = np.random.default_rng(4).standard_normal(int(40 * SAMPLE_RATE)).astype(np.float32) * 0.1
     result = models.transcribe(model, audio, SPECIALS, language="en", tokenizer=Words(), beam_width=3, patience=2.0,
                                length_penalty=1.0, word_timestamps=True, hallucination_silence_threshold=1.0,
