@@ -8,6 +8,17 @@ import re
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
+def run_section(title: str) -> dict:
+    """The names the first Python block after the README heading ``title`` defines, run with
+    its printing captured."""
+    section = README.read_text().split(title, 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    names: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, str(README), "exec"), names)
+    return names
+
+
 def test_logistic_regression_example_runs_and_learns():
     text = README.read_text()
     section = text.split("## Logistic regression with the raw engine", 1)[1]
@@ -236,12 +247,7 @@ def test_graphs_densities_processes_and_self_supervision_example_runs():
     digits, the integer model keeps the float model's accuracy, and the calibrated error is small."""
     import numpy as np
 
-    text = README.read_text()
-    section = text.split("## Graphs, densities, Gaussian processes, self-supervision", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, str(README), "exec"), names)
+    names = run_section("## Graphs, densities, Gaussian processes, self-supervision")
     moons = names["moons"]
     covariance = np.cov(moons.T)
     gaussian_nll = 0.5 * np.log(np.linalg.det(2 * np.pi * np.e * covariance))
@@ -304,12 +310,7 @@ def test_pytorch_names_diffusion_distributions_and_generation_example_runs():
     import pytest
     from scipy.special import digamma, gammaln
 
-    text = README.read_text()
-    section = text.split("## PyTorch names, diffusion, more distributions, faster generation", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, str(README), "exec"), names)
+    names = run_section("## PyTorch names, diffusion, more distributions, faster generation")
     moons = names["moons"]
     for drawn in (names["samples"], names["quick"]):
         nearest = np.sqrt(((drawn[:, None, :] - moons[None, ::4, :]) ** 2).sum(-1)).min(axis=1)
@@ -339,12 +340,7 @@ def test_preprocessing_einops_func_fft_onnx_import_and_more_models_example(tmp_p
     import numpy as np
 
     monkeypatch.chdir(tmp_path)                     # the example writes net.onnx
-    text = README.read_text()
-    section = text.split("## Preprocessing layers, weighted fits, einops, torch.func, FFT, ONNX import", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, str(README), "exec"), names)
+    names = run_section("## Preprocessing layers, weighted fits, einops, torch.func, FFT, ONNX import")
     lamina = names["lamina"]
     assert names["sentiment"](names["texts"][:3]).shape == (3, 2)
     history = names["history"]
@@ -377,12 +373,7 @@ def test_keras_speech_state_spaces_sparse_and_graph_example(tmp_path, monkeypatc
     import numpy as np
 
     monkeypatch.chdir(tmp_path)                     # the example writes graph.png
-    text = README.read_text()
-    section = text.split("## Keras's API, speech, state spaces, sparse tensors, the graph drawn", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, str(README), "exec"), names)
+    names = run_section("## Keras's API, speech, state spaces, sparse tensors, the graph drawn")
     history = names["history"].history
     assert len(history["loss"]) == 2 and len(history["val_accuracy"]) == 2
     assert (tmp_path / "graph.png").stat().st_size > 1000
@@ -404,11 +395,7 @@ def test_keras_masks_beams_offsets_and_speech_pretraining_example():
     pretraining loss has gradients and the custom function's backward gives 2x."""
     import numpy as np
 
-    text = README.read_text()
-    section = text.split("## Masks in Keras, beams, token offsets, speech pretraining and long form", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    exec(compile(code, str(README), "exec"), names)
+    names = run_section("## Masks in Keras, beams, token offsets, speech pretraining and long form")
     assert names["tagger"].predict(names["ids"], verbose=0).shape == (3, 2)
     beams = names["beams"]
     assert beams.sequences.shape[0] == 4 and beams.sequences_scores.shape == (4,)
