@@ -16,7 +16,7 @@ from torch_wav2vec2_reference import Wav2Vec2ForCTC
 import lamina
 from helpers import assert_close, check_gradients, randn
 from lamina import models, optim, saving
-from lamina.models.wav2vec2 import hf_wav2vec2_table
+from lamina.models.wav2vec2_weights import hf_wav2vec2_table
 from lamina.nn import init
 from lamina.text import ctc_greedy_decode
 

@@ -19,7 +19,7 @@ import lamina
 from helpers import assert_close, check_gradients, randn
 from lamina import functional as F
 from lamina import models, optim, saving
-from lamina.models.wav2vec2 import hf_wav2vec2_table
+from lamina.models.wav2vec2_weights import hf_wav2vec2_table
 from lamina.models.wav2vec2_pretraining import codevector_perplexity, contrastive_logits, contrastive_loss
 from lamina.nn import init
 

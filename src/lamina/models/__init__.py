@@ -519,7 +519,6 @@ from lamina.models.wav2vec2 import (
     Wav2Vec2ForCTC,
     Wav2Vec2Model,
     Wav2Vec2PositionalConvEmbedding,
-    load_hf_wav2vec2_state_dict,
     wav2vec2,
     wav2vec2_input_values,
 )
@@ -532,6 +531,7 @@ from lamina.models.wav2vec2_pretraining import (
     gumbel_temperature,
     wav2vec2_pretraining,
 )
+from lamina.models.wav2vec2_weights import hf_wav2vec2_table, load_hf_wav2vec2_state_dict
 from lamina.models.whisper import (
     WHISPER_CONFIGS,
     Whisper,
@@ -647,7 +647,7 @@ __all__ = [
     "decode_with_fallback", "transcribe",
     "WAV2VEC2_CONFIGS", "Wav2Vec2Attention", "Wav2Vec2ConvLayer", "Wav2Vec2Encoder", "Wav2Vec2EncoderLayer",
     "Wav2Vec2FeatureEncoder", "Wav2Vec2FeatureProjection", "Wav2Vec2FeedForward", "Wav2Vec2ForCTC",
-    "Wav2Vec2Model", "Wav2Vec2PositionalConvEmbedding", "load_hf_wav2vec2_state_dict", "wav2vec2",
+    "Wav2Vec2Model", "Wav2Vec2PositionalConvEmbedding", "hf_wav2vec2_table", "load_hf_wav2vec2_state_dict", "wav2vec2",
     "wav2vec2_input_values", "WAV2VEC2_PRETRAINING_CONFIGS", "Wav2Vec2ForPreTraining",
     "Wav2Vec2GumbelVectorQuantizer", "Wav2Vec2PreTrainingOutput", "compute_mask_indices", "gumbel_temperature",
     "sample_negative_indices", "wav2vec2_pretraining",

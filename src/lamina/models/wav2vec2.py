@@ -1,9 +1,10 @@
 """wav2vec 2.0 (Baevski et al., "wav2vec 2.0: A Framework for Self-Supervised Learning of Speech
 Representations", 2020) with a CTC head, in the layout of Hugging Face's ``Wav2Vec2ForCTC``, so
-that its published weights load with :func:`load_hf_wav2vec2_state_dict`.
+that its published weights load with
+:func:`lamina.models.wav2vec2_weights.load_hf_wav2vec2_state_dict`.
 
 Input: raw 16 kHz audio, each utterance normalised to zero mean and unit variance
-(:func:`wav2vec2_input_values`, as HF's ``Wav2Vec2FeatureExtractor``):
+(:func:`~lamina.models.wav2vec2_features.wav2vec2_input_values`, as HF's ``Wav2Vec2FeatureExtractor``):
 
     x = (a - mean(a)) / sqrt(var(a) + 1e-7)        over the utterance's own samples
 
@@ -54,34 +55,34 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.hf_weights import (
     ConfigBuiltModel,
-    HFWeight,
     build_children,
-    copied,
-    linear,
-    load_hf_state_dict,
     main_input_shape,
-    read_state_dict,
+)
+from lamina.models.wav2vec2_features import (
+    INIT_STD,
+    Wav2Vec2ConvLayer,
+    Wav2Vec2FeatureEncoder,
+    Wav2Vec2FeatureProjection,
+    Wav2Vec2PositionalConvEmbedding,
+    batch_shape,
+    linear_init,
+    wav2vec2_input_values,
 )
 from lamina.models.wav2vec2_masking import compute_mask_indices
 from lamina.models.whisper import WhisperAttention
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
-from lamina.nn.conv1d import Conv1D
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout
 from lamina.nn.layer import dropout_rate as checked_rate
 from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
-from lamina.nn.sample_norm import GroupNorm, LayerNorm
-from lamina.nn.weight_norms import WeightNorm
+from lamina.nn.sample_norm import LayerNorm
 
-__all__ = ["SPEC_AUGMENT_DEFAULTS", "WAV2VEC2_CONFIGS", "Wav2Vec2Attention", "Wav2Vec2ConvLayer", "Wav2Vec2Encoder",
-           "Wav2Vec2EncoderLayer", "Wav2Vec2FeatureEncoder", "Wav2Vec2FeatureProjection", "Wav2Vec2FeedForward",
-           "Wav2Vec2ForCTC", "Wav2Vec2Model", "Wav2Vec2PositionalConvEmbedding", "load_hf_wav2vec2_state_dict",
-           "wav2vec2", "wav2vec2_input_values", "wav2vec2_model"]
-
-INIT_STD = 0.02
-"""The standard deviation of Hugging Face's normal initialization of the Linear weights."""
+__all__ = ["INIT_STD", "SPEC_AUGMENT_DEFAULTS", "WAV2VEC2_CONFIGS", "Wav2Vec2Attention", "Wav2Vec2ConvLayer",
+           "Wav2Vec2Encoder", "Wav2Vec2EncoderLayer", "Wav2Vec2FeatureEncoder", "Wav2Vec2FeatureProjection",
+           "Wav2Vec2FeedForward", "Wav2Vec2ForCTC", "Wav2Vec2Model", "Wav2Vec2PositionalConvEmbedding", "wav2vec2",
+           "wav2vec2_input_values", "wav2vec2_model"]
 
 _LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
           "feat_extract_norm": "layer", "conv_bias": True, "do_stable_layer_norm": True}
@@ -98,205 +99,10 @@ WAV2VEC2_CONFIGS = {
 _NEG = -1e9          # added to the scores of padded keys
 
 
-# -- input ----------------------------------------------------------------------------------
-def wav2vec2_input_values(audio, padding_value: float = 0.0, do_normalize: bool = True,
-                          eps: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
-    """``(input_values, attention_mask)`` for a batch of utterances (a list of 1-D arrays, or
-    one 2-D array of equal-length rows), as HF's ``Wav2Vec2FeatureExtractor``: each
-    utterance normalised over its own samples, x = (a - mean(a)) / sqrt(var(a) + eps), then
-    padded at the end with ``padding_value`` to the longest; the mask (batch, samples) is 1
-    on real samples. float32 unless the audio is float64."""
-    rows = [np.asarray(a) for a in (audio if isinstance(audio, (list, tuple)) else list(np.asarray(audio)))]
-    if not rows or any(row.ndim != 1 or row.size == 0 for row in rows):
-        raise ShapeError(f"wav2vec2_input_values: expected a non-empty batch of non-empty 1-D utterances, got "
-                         f"shapes {[row.shape for row in rows]}")
-    dtype = np.float64 if all(row.dtype == np.float64 for row in rows) else np.float32
-    length = max(row.size for row in rows)
-    values = np.full((len(rows), length), padding_value, dtype=dtype)
-    mask = np.zeros((len(rows), length), dtype=np.int64)
-    for i, row in enumerate(rows):
-        row = row.astype(np.float64)
-        if do_normalize:
-            row = (row - row.mean()) / np.sqrt(row.var() + eps)
-        values[i, :row.size] = row
-        mask[i, :row.size] = 1
-    return values, mask
-
-
-# -- layers ---------------------------------------------------------------------------------
-def _normal():
-    return initializers.normal(std=INIT_STD)
-
-
-def _batch(input_shape) -> tuple:
-    """(batch,) from the shape of the first input ((None,) when unknown)."""
-    return main_input_shape(input_shape)[:1] or (None,)
-
-
 def _frames_mask(mask) -> np.ndarray | None:
     """A (batch, frames) mask as a boolean array, or None."""
     return None if mask is None else np.asarray(mask).astype(bool)
 
-
-@register_layer
-class Wav2Vec2ConvLayer(Module):
-    """One conv of the feature encoder, gelu(norm(conv(x))) on (batch, steps, channels):
-    sub-modules ``conv`` and, for ``norm`` 'group' (one group per channel, each channel
-    normalised over time) or 'layer' (over the channels of each step), ``layer_norm``."""
-
-    def __init__(self, filters: int, kernel_size: int, stride: int, use_bias: bool = False,
-                 norm: str | None = None, name: str | None = None):
-        super().__init__(name=name)
-        if norm not in (None, "group", "layer"):
-            raise ValueError(f"Wav2Vec2ConvLayer: norm must be None, 'group' or 'layer', got {norm!r}")
-        self.config = {"filters": positive_int(filters, "Wav2Vec2ConvLayer: filters"), "kernel_size": kernel_size,
-                       "stride": stride, "use_bias": bool(use_bias), "norm": norm}
-        self.conv = Conv1D(filters, kernel_size, stride=stride, use_bias=use_bias, kernel_init="he_normal")
-        if norm == "group":
-            self.layer_norm = GroupNorm(filters, eps=1e-5)
-        elif norm == "layer":
-            self.layer_norm = LayerNorm(-1, eps=1e-5)
-
-    def build(self, input_shape) -> None:
-        shape = main_input_shape(input_shape)
-        out = (shape[0], None, self.config["filters"])
-        pairs = [(self.conv, shape)]
-        if self.config["norm"] == "group":
-            pairs.append((self.layer_norm, (shape[0], 1, None, self.config["filters"])))
-        elif self.config["norm"] == "layer":
-            pairs.append((self.layer_norm, out))
-        build_children(pairs)
-        self.built = True
-
-    def forward(self, x) -> Tensor:
-        x = self.conv(x)
-        if self.config["norm"] == "group":
-            n, steps, c = x.shape
-            x = F.reshape(self.layer_norm(F.reshape(x, n, 1, steps, c)), n, steps, c)
-        elif self.config["norm"] == "layer":
-            x = self.layer_norm(x)
-        return F.gelu(x)
-
-    def compute_output_shape(self, input_shape):
-        steps = input_shape[1]
-        k, s = self.config["kernel_size"], self.config["stride"]
-        return (input_shape[0], None if steps is None else (steps - k) // s + 1, self.config["filters"])
-
-    def get_config(self) -> dict:
-        return {**self.config, "name": self.name}
-
-
-@register_layer
-class Wav2Vec2FeatureEncoder(Module):
-    """Audio (batch, samples) -> features (batch, frames, conv_dim[-1]) by the conv stack
-    ``conv_layers`` (see the module docstring)."""
-
-    def __init__(self, conv_dim: Sequence[int] = (512,) * 7, conv_kernel: Sequence[int] = (10, 3, 3, 3, 3, 2, 2),
-                 conv_stride: Sequence[int] = (5, 2, 2, 2, 2, 2, 2), conv_bias: bool = False,
-                 feat_extract_norm: str = "group", name: str | None = None):
-        super().__init__(name=name)
-        if not len(conv_dim) == len(conv_kernel) == len(conv_stride) or not conv_dim:
-            raise ValueError(f"Wav2Vec2FeatureEncoder: conv_dim {tuple(conv_dim)}, conv_kernel {tuple(conv_kernel)} "
-                             f"and conv_stride {tuple(conv_stride)} must have the same non-zero length")
-        if feat_extract_norm not in ("group", "layer"):
-            raise ValueError(f"Wav2Vec2FeatureEncoder: feat_extract_norm must be 'group' or 'layer', got "
-                             f"{feat_extract_norm!r}")
-        self.conv_kernel, self.conv_stride = tuple(conv_kernel), tuple(conv_stride)
-        self.config = {"conv_dim": tuple(conv_dim), "conv_kernel": self.conv_kernel, "conv_stride": self.conv_stride,
-                       "conv_bias": bool(conv_bias), "feat_extract_norm": feat_extract_norm}
-        norms = ["layer"] * len(conv_dim) if feat_extract_norm == "layer" else ["group"] + [None] * (len(conv_dim) - 1)
-        self.conv_layers = ModuleList([Wav2Vec2ConvLayer(c, k, s, conv_bias, norm)
-                                       for c, k, s, norm in zip(conv_dim, conv_kernel, conv_stride, norms)])
-
-    def output_lengths(self, lengths) -> np.ndarray:
-        """Frames for ``lengths`` samples: L <- floor((L - k) / s) + 1 per conv."""
-        lengths = np.asarray(lengths, dtype=np.int64)
-        for k, s in zip(self.conv_kernel, self.conv_stride):
-            lengths = (lengths - k) // s + 1
-        return lengths
-
-    def build(self, input_shape) -> None:
-        shape = _batch(input_shape) + (None, 1)
-        for layer in self.conv_layers:
-            build_children([(layer, shape)])
-            shape = (shape[0], None, layer.config["filters"])
-        self.built = True
-
-    def forward(self, input_values) -> Tensor:
-        x = as_tensor(input_values)
-        if x.ndim != 2:
-            raise ShapeError(f"{self._label()}: expected audio (batch, samples), got shape {tuple(x.shape)}")
-        if self.output_lengths(x.shape[1]) < 1:
-            raise ShapeError(f"{self._label()}: {x.shape[1]} samples are too few for one frame of the conv stack "
-                             f"(kernels {self.conv_kernel}, strides {self.conv_stride})")
-        x = F.reshape(x, x.shape[0], x.shape[1], 1)
-        for layer in self.conv_layers:
-            x = layer(x)
-        return x
-
-    def get_config(self) -> dict:
-        return {**self.config, "name": self.name}
-
-
-@register_layer
-class Wav2Vec2FeatureProjection(Module):
-    """h = dropout(projection(layer_norm(z))): conv features to the model width."""
-
-    def __init__(self, hidden_size: int, layer_norm_eps: float = 1e-5, dropout: float = 0.0,
-                 name: str | None = None):
-        super().__init__(name=name)
-        self.hidden_size = positive_int(hidden_size, "Wav2Vec2FeatureProjection: hidden_size")
-        self.config = {"hidden_size": hidden_size, "layer_norm_eps": layer_norm_eps, "dropout": dropout}
-        self.layer_norm = LayerNorm(-1, eps=layer_norm_eps)
-        self.projection = Dense(hidden_size, kernel_init=_normal())
-        self.dropout = Dropout(checked_rate(dropout, "Wav2Vec2FeatureProjection"))
-
-    def build(self, input_shape) -> None:
-        build_children([(self.layer_norm, input_shape), (self.projection, input_shape)])
-        self.built = True
-
-    def forward(self, x) -> Tensor:
-        return self.project(x)[0]
-
-    def project(self, x) -> tuple[Tensor, Tensor]:
-        """(h, LN(z)): the projected states and the normalised features before the projection
-        (the quantizer's input in pretraining)."""
-        normed = self.layer_norm(x)
-        return self.dropout(self.projection(normed)), normed
-
-    def get_config(self) -> dict:
-        return {**self.config, "name": self.name}
-
-
-@register_layer
-class Wav2Vec2PositionalConvEmbedding(Module):
-    """Relative positions from a grouped convolution over time, gelu(conv(h)) with the extra
-    frame of an even kernel removed. ``conv`` is a :class:`lamina.nn.WeightNorm` over a
-    :class:`Conv1D` (weight (K, f, c / groups)) normalising over the kernel axis: one gain
-    per kernel tap, HF's ``weight_norm(conv, dim=2)``."""
-
-    def __init__(self, hidden_size: int, kernel_size: int = 128, groups: int = 16, name: str | None = None):
-        super().__init__(name=name)
-        self.hidden_size = positive_int(hidden_size, "Wav2Vec2PositionalConvEmbedding: hidden_size")
-        self.kernel_size = positive_int(kernel_size, "Wav2Vec2PositionalConvEmbedding: kernel_size")
-        self.groups = positive_int(groups, "Wav2Vec2PositionalConvEmbedding: groups")
-        std = 2.0 * (kernel_size * hidden_size / groups) ** -0.5
-        self.conv = WeightNorm(Conv1D(hidden_size, kernel_size, padding=kernel_size // 2, groups=groups,
-                                      kernel_init=initializers.normal(std=std)), axis=1)
-
-    def build(self, input_shape) -> None:
-        build_children([(self.conv, (None, None, self.hidden_size))])
-        self.built = True
-
-    def forward(self, x) -> Tensor:
-        x = self.conv(x)
-        if self.kernel_size % 2 == 0:
-            x = x[:, :-1]
-        return F.gelu(x)
-
-    def get_config(self) -> dict:
-        return {"hidden_size": self.hidden_size, "kernel_size": self.kernel_size, "groups": self.groups,
-                "name": self.name}
 
 
 @register_layer
@@ -306,7 +112,7 @@ class Wav2Vec2Attention(WhisperAttention):
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, name: str | None = None):
         super().__init__(embed_dim, num_heads, dropout, name=name)
-        self.k_proj = Dense(embed_dim, kernel_init=_normal())
+        self.k_proj = Dense(embed_dim, kernel_init=linear_init())
 
 
 @register_layer
@@ -321,8 +127,8 @@ class Wav2Vec2FeedForward(Module):
         self.config = {"hidden_size": hidden_size, "intermediate_size": intermediate_size,
                        "activation_dropout": activation_dropout, "hidden_dropout": hidden_dropout}
         self.intermediate_dropout = Dropout(checked_rate(activation_dropout, "Wav2Vec2FeedForward"))
-        self.intermediate_dense = Dense(intermediate_size, kernel_init=_normal())
-        self.output_dense = Dense(hidden_size, kernel_init=_normal())
+        self.intermediate_dense = Dense(intermediate_size, kernel_init=linear_init())
+        self.output_dense = Dense(hidden_size, kernel_init=linear_init())
         self.output_dropout = Dropout(checked_rate(hidden_dropout, "Wav2Vec2FeedForward"))
 
     def build(self, input_shape) -> None:
@@ -408,7 +214,7 @@ class Wav2Vec2Encoder(Module):
             for _ in range(positive_int(num_layers, "Wav2Vec2Encoder: num_layers"))])
 
     def build(self, input_shape) -> None:
-        shape = _batch(input_shape) + (None, self.hidden_size)
+        shape = batch_shape(input_shape) + (None, self.hidden_size)
         build_children([(self.pos_conv_embed, shape), (self.layer_norm, shape),
                         *((layer, shape) for layer in self.layers)])
         self.built = True
@@ -464,7 +270,7 @@ class Wav2Vec2Model(Module):
         self.spec_augment = {**SPEC_AUGMENT_DEFAULTS, **(spec_augment or {})}
 
     def build(self, input_shape) -> None:
-        batch = _batch(input_shape)
+        batch = batch_shape(input_shape)
         conv_dim = self.feature_extractor.conv_layers[-1].config["filters"]
         build_children([(self.feature_extractor, (*batch, None)), (self.feature_projection, (*batch, None, conv_dim)),
                         (self.encoder, (*batch, None, self.encoder.hidden_size))])
@@ -592,10 +398,10 @@ class Wav2Vec2ForCTC(ConfigBuiltModel):
                        "ctc_zero_infinity": bool(ctc_zero_infinity)}
         self.wav2vec2 = wav2vec2_model(self.config)
         self.dropout = Dropout(checked_rate(final_dropout, "Wav2Vec2ForCTC"))
-        self.lm_head = Dense(vocab_size, kernel_init=_normal())
+        self.lm_head = Dense(vocab_size, kernel_init=linear_init())
 
     def build(self, input_shape=None) -> None:
-        batch = _batch(input_shape)
+        batch = batch_shape(input_shape)
         build_children([(self.wav2vec2, (*batch, None)), (self.lm_head, (*batch, None, self.config["hidden_size"]))])
         self.built = True
 
@@ -645,76 +451,3 @@ def wav2vec2(config: str = "base", **options) -> Wav2Vec2ForCTC:
     if config not in WAV2VEC2_CONFIGS:
         raise ValueError(f"wav2vec2: config must be one of {tuple(WAV2VEC2_CONFIGS)}, got {config!r}")
     return Wav2Vec2ForCTC(**{**WAV2VEC2_CONFIGS[config], **options})
-
-
-# -- Hugging Face weights -------------------------------------------------------------------
-_POS = "wav2vec2.encoder.pos_conv_embed.conv."
-_WEIGHT_NORM_NAMES = {"g": ("weight_g", "parametrizations.weight.original0"),
-                      "v": ("weight_v", "parametrizations.weight.original1")}
-
-
-def _conv(key: str) -> HFWeight:
-    """A PyTorch ``Conv1d`` weight (out, in, k), lamina's Conv1D weight (out, k, in) transposed."""
-    return HFWeight((key,), lambda w: w.transpose(0, 2, 1))
-
-
-def hf_wav2vec2_table(model: Module, parametrizations: bool = False) -> dict[str, HFWeight]:
-    """The state-dict key of a :class:`Wav2Vec2ForCTC` or
-    :class:`lamina.models.wav2vec2_pretraining.Wav2Vec2ForPreTraining` -> Hugging Face's
-    weight. The names are HF's
-    but for the weight-normed positional conv (``conv.g``, ``conv.v``, ``conv.layer.bias``:
-    HF's ``weight_g`` (1, 1, k), ``weight_v`` and ``bias``, or with ``parametrizations``
-    ``parametrizations.weight.original0`` / ``original1``); Linear and Conv1d weights are
-    transposed."""
-    which = 1 if parametrizations else 0
-    table: dict[str, HFWeight] = {}
-    for key in model.state_dict():
-        if key.startswith(_POS):
-            part = key[len(_POS):]
-            if part == "g":
-                table[key] = HFWeight((_POS + _WEIGHT_NORM_NAMES["g"][which],), lambda g: g.reshape(-1))
-            elif part == "v":
-                table[key] = _conv(_POS + _WEIGHT_NORM_NAMES["v"][which])
-            else:
-                table[key] = copied(_POS + part.removeprefix("layer."))
-        elif key.endswith(".conv.weight"):
-            table[key] = _conv(key)
-        elif key.endswith(("_proj.weight", "_dense.weight", ".projection.weight", "lm_head.weight",
-                           "project_hid.weight", "project_q.weight")):
-            table[key] = linear(key)
-        else:
-            table[key] = copied(key)
-    return table
-
-
-_PRETRAINING_KEYS = ("quantizer.", "project_q.", "project_hid.")
-
-
-def load_hf_wav2vec2_state_dict(model: Module, state_dict, strict: bool = True) -> None:
-    """Load Hugging Face ``Wav2Vec2ForCTC`` or ``Wav2Vec2ForPreTraining`` weights into ``model``
-    (a :class:`Wav2Vec2ForCTC` or a :class:`~lamina.models.wav2vec2_pretraining.Wav2Vec2ForPreTraining`;
-    a mapping of arrays or torch tensors, or safetensors files, see
-    :func:`lamina.models.hf_weights.read_state_dict`). The positional conv's weight norm may be
-    stored either way HF has saved it (``weight_g`` / ``weight_v`` or
-    ``parametrizations.weight.original0`` / ``original1``). The pretraining model loads the
-    quantizer's and projections' keys (``quantizer.codevectors``, ``quantizer.weight_proj.*``,
-    ``project_q.*``, ``project_hid.*``) and ignores a CTC head (``lm_head.*``); the CTC model
-    ignores the pretraining keys. ``strict``: every weight present and every other key used,
-    else a KeyError listing them; a mis-shaped value raises :class:`lamina.ShapeError` naming
-    the weight."""
-    from lamina.models.wav2vec2_pretraining import Wav2Vec2ForPreTraining  # it builds on this module
-
-    who = "load_hf_wav2vec2_state_dict"
-    if not isinstance(model, (Wav2Vec2ForCTC, Wav2Vec2ForPreTraining)):
-        raise TypeError(f"{who}: expected a Wav2Vec2ForCTC or Wav2Vec2ForPreTraining model, got "
-                        f"{type(model).__name__}")
-    arrays: Mapping = read_state_dict(state_dict, who)
-    if not model.built:
-        model.build()
-    parametrizations = _POS + _WEIGHT_NORM_NAMES["g"][1] in arrays
-    left_out = ("lm_head.",) if isinstance(model, Wav2Vec2ForPreTraining) else _PRETRAINING_KEYS
-
-    def ignored(key: str) -> bool:
-        return key.startswith(left_out)
-
-    load_hf_state_dict(model, arrays, hf_wav2vec2_table(model, parametrizations), ignored, strict, who)
