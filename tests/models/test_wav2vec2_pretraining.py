@@ -19,8 +19,8 @@ import lamina
 from helpers import assert_close, check_gradients, randn
 from lamina import functional as F
 from lamina import models, optim, saving
-from lamina.models.wav2vec2_weights import hf_wav2vec2_table
 from lamina.models.wav2vec2_pretraining import codevector_perplexity, contrastive_logits, contrastive_loss
+from lamina.models.wav2vec2_weights import hf_wav2vec2_table
 from lamina.nn import init
 
 
