@@ -10,6 +10,7 @@ from tests.helpers import randn
 import lamina
 from lamina import keras
 from lamina.keras import layers
+from lamina.train import R2Score
 
 
 def _model():
@@ -95,4 +96,4 @@ def test_bad_metric_arguments_are_refused():
     with pytest.raises(ValueError, match="weighted_metrics"):
         model.compile(optimizer="adam", loss="mse", weighted_metrics={"other": ["mae"]})
     with pytest.raises(ValueError, match="takes no sample weights"):
-        model.compile(optimizer="adam", loss="mse", weighted_metrics=["auc"])
+        model.compile(optimizer="adam", loss="mse", weighted_metrics=[R2Score()])

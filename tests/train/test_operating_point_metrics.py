@@ -41,9 +41,9 @@ def test_fbeta_equals_sklearn_with_and_without_weights(beta, average):
         assert metric.result() == pytest.approx(expected, rel=1e-12)
 
 
-def sklearn_at_constraint(kind, target, scores, labels):
-    precision, recall, _ = precision_recall_curve(labels, scores)
-    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+def sklearn_at_constraint(kind, target, scores, labels, weights=None):
+    precision, recall, _ = precision_recall_curve(labels, scores, sample_weight=weights)
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False, sample_weight=weights)
     best, given = {"precision_at_recall": (precision, recall), "recall_at_precision": (recall, precision),
                    "sensitivity_at_specificity": (tpr, 1 - fpr),
                    "specificity_at_sensitivity": (1 - fpr, tpr)}[kind]
@@ -64,6 +64,20 @@ def test_rates_at_a_constraint_equal_sklearn_curves(metric_class, target):
     metric.reset()
     metric.update(scores[:, None], labels[:, None])          # (samples, 1) shapes alike
     assert metric.result() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("metric_class", [PrecisionAtRecall, RecallAtPrecision, SensitivityAtSpecificity,
+                                          SpecificityAtSensitivity])
+@pytest.mark.parametrize("target", (0.75, 0.9))
+def test_sample_weights_weigh_the_counts_as_sklearn(metric_class, target):
+    scores, labels = binary_scores(seed=4)
+    weights = np.random.default_rng(5).uniform(0.0, 3.0, len(labels))
+    metric = metric_class(target)
+    for batch in np.array_split(np.arange(len(labels)), 3):
+        metric.update(scores[batch], labels[batch], weights[batch])
+    expected = sklearn_at_constraint(metric_class.name, target, scores, labels, weights)
+    assert metric.result() == pytest.approx(expected, rel=1e-12)
+    assert expected != pytest.approx(sklearn_at_constraint(metric_class.name, target, scores, labels), rel=1e-6)
 
 
 def test_an_unreachable_target_gives_0_and_two_class_softmax_outputs_rank_by_class_1():

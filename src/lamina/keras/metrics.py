@@ -10,10 +10,11 @@ samples. ``Precision`` and ``Recall`` are Keras's: every value of ``y_pred`` abo
 threshold 0.5 is a positive prediction, every nonzero value of ``y_true`` a positive label,
 counted over the whole epoch (on one-hot rows, that is micro-averaging over the classes).
 
-Every metric but AUC takes sample weights as Keras's do (:meth:`_Mean.update`): with
+Every metric takes sample weights as Keras's do (:meth:`_Mean.update`): with
 per-sample (or per-step) values v and weights w, the epoch's value is
 sum_n mean(v_n w_n) / sum_n mean(w_n), each mean over the sample's steps; Precision and
-Recall count w for each prediction. A masked sequence output gives the mask as the weights
+Recall count w for each prediction, AUC weighs each pair of predictions by the product of
+their weights. A masked sequence output gives the mask as the weights
 (times the sample weights of ``weighted_metrics``): a masked step counts for nothing.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from lamina import backend
+from lamina.errors import ShapeError
 from lamina.keras import losses
 from lamina.train import AUC as _AUC
 from lamina.train import EpochMetric, MeanMetric
@@ -241,13 +243,69 @@ class Recall(_Counts):
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
 
 
-class AUC(_AUC):
-    """Area under the ROC curve of a binary classifier (lamina's exact AUC, not Keras's
-    200-threshold approximation)."""
+class AUC(EpochMetric):
+    """Area under the ROC curve, as Keras's ``AUC`` computes it for binary and multi-label
+    outputs, but exact (lamina's :class:`lamina.train.AUC`, the pair-counting formula) where
+    Keras approximates it on ``num_thresholds`` thresholds.
 
-    def __init__(self, name: str | None = None):
-        super().__init__()
+    Every score is one prediction, as Keras's: the outputs, labels and sample weights are
+    flattened together (weights broadcast over the trailing axes, so a masked sequence output's
+    step weights drop its masked steps), unless ``multi_label`` is set: then each class (last
+    axis) has its own AUC and the result is their mean, weighted by ``label_weights`` when
+    given. ``from_logits`` is accepted for Keras's sake: a sigmoid keeps the order of the
+    scores, so the AUC is the same either way."""
+
+    takes_sample_weight = True
+
+    def __init__(self, name: str | None = None, multi_label: bool = False, label_weights=None,
+                 from_logits: bool = False):
         self.name = name or "auc"
+        self.multi_label, self.from_logits = bool(multi_label), bool(from_logits)
+        self.label_weights = None if label_weights is None else np.asarray(label_weights, dtype=np.float64)
+        self.reset()
+
+    def reset(self) -> None:
+        self.curves: list[_AUC] = []
+
+    def update(self, y_pred, y_true, sample_weight=None) -> float:
+        scores, labels = _arrays(y_pred, y_true)
+        if labels.size == scores.size:
+            labels = labels.reshape(scores.shape)
+        if labels.shape != scores.shape:
+            raise ShapeError(f"AUC: labels of shape {labels.shape} for outputs of shape {scores.shape}; expected "
+                             "one 0/1 label per output")
+        weights = None
+        if sample_weight is not None:
+            given = np.asarray(backend.to_numpy(sample_weight), dtype=np.float64)
+            try:
+                weights = np.broadcast_to(given.reshape(given.shape + (1,) * (scores.ndim - given.ndim)),
+                                          scores.shape)
+            except ValueError:
+                raise ShapeError(f"AUC: sample_weight of shape {given.shape} does not fit outputs of shape "
+                                 f"{scores.shape}") from None
+        columns = scores.shape[-1] if self.multi_label and scores.ndim > 1 else 1
+        if self.multi_label and scores.ndim < 2:
+            raise ShapeError(f"AUC(multi_label=True): expected outputs (samples, labels), got shape {scores.shape}")
+        if self.label_weights is not None and self.label_weights.shape != (columns,):
+            raise ShapeError(f"AUC: label_weights of shape {self.label_weights.shape} for {columns} labels")
+        if not self.curves:
+            self.curves = [_AUC() for _ in range(columns)]
+        elif len(self.curves) != columns:
+            raise ShapeError(f"AUC: a batch of {columns} labels after batches of {len(self.curves)}")
+        batch = []
+        for j, curve in enumerate(self.curves):
+            column = [None if a is None else (a[..., j] if self.multi_label else a).reshape(-1)
+                      for a in (scores, labels, weights)]
+            batch.append(curve.update(*column))
+        return float(np.mean(batch))
+
+    def result(self) -> float:
+        if not self.curves:
+            raise ValueError("AUC: no samples in this epoch; call update() with scores and labels first")
+        values = np.array([curve.result() for curve in self.curves])
+        if self.label_weights is None:
+            return float(values.mean())
+        return float(values @ self.label_weights / self.label_weights.sum())
 
 
 METRICS = {

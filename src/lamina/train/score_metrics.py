@@ -58,37 +58,44 @@ def _positive_scores(scores: np.ndarray) -> np.ndarray:
     return scores[:, 1] if looks_like_probabilities else scores[:, 1] - scores[:, 0]
 
 
-def _counts_per_score(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _counts_per_score(scores: np.ndarray, labels: np.ndarray,
+                      weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Positives and negatives at each distinct score, from the lowest score to the highest
-    (tied scores form one group, as in scikit-learn's ROC and precision-recall curves)."""
+    (tied scores form one group, as in scikit-learn's ROC and precision-recall curves);
+    with ``weights``, their summed sample weights."""
     order = np.argsort(scores, kind="stable")
     ranked, hits = scores[order], labels[order]
     starts = np.flatnonzero(np.concatenate(([True], ranked[1:] != ranked[:-1])))
+    if weights is not None:
+        w = weights[order]
+        return np.add.reduceat(hits * w, starts), np.add.reduceat((1 - hits) * w, starts)
     positives = np.add.reduceat(hits, starts)
     negatives = np.diff(np.append(starts, len(ranked))) - positives
     return positives, negatives
 
 
-def _roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+def _roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
     """NaN when the labels hold one class only or a score is NaN (see :class:`AUC`)."""
     if len(scores) == 0 or np.isnan(scores).any():
         return float("nan")
-    positives, negatives = _counts_per_score(scores, labels)
-    p, n = int(positives.sum()), int(negatives.sum())
+    positives, negatives = _counts_per_score(scores, labels, weights)
+    p, n = positives.sum(), negatives.sum()
     if p == 0 or n == 0:
         return float("nan")
     below = np.cumsum(negatives) - negatives                   # negatives scored lower than the group
-    twice_wins = int((positives * (2 * below + negatives)).sum())
-    return twice_wins / (2 * p * n)                            # integers: one rounding
+    twice_wins = (positives * (2 * below + negatives)).sum()
+    if weights is None:
+        return int(twice_wins) / (2 * int(p) * int(n))         # integers: one rounding
+    return float(twice_wins / (2 * p * n))
 
 
-def _average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+def _average_precision(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
     """0 when there is no positive label, NaN when a score is NaN (see :class:`AveragePrecision`)."""
     if len(scores) == 0 or np.isnan(scores).any():
         return float("nan")
-    positives, negatives = _counts_per_score(scores, labels)
+    positives, negatives = _counts_per_score(scores, labels, weights)
     positives, negatives = positives[::-1], negatives[::-1]   # thresholds from the highest score down
-    total = int(positives.sum())
+    total = positives.sum()
     if total == 0:
         return 0.0
     true_pos = np.cumsum(positives)
@@ -96,31 +103,66 @@ def _average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((positives * precision).sum() / total)
 
 
+def _sample_weights(sample_weight, samples: int, who: str) -> np.ndarray:
+    """One finite, non-negative weight per sample, float64."""
+    weights = np.asarray(backend.to_numpy(sample_weight), dtype=np.float64)
+    if weights.ndim == 2 and weights.shape[1] == 1:
+        weights = weights.reshape(-1)
+    if weights.shape != (samples,):
+        raise ShapeError(f"{who}: sample_weight of shape {weights.shape} for {samples} samples; expected one "
+                         f"weight per sample, shape ({samples},)")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"{who}: sample weights must be finite and non-negative, got "
+                         f"{weights[~np.isfinite(weights) | (weights < 0)][0]!r}")
+    return weights
+
+
 class _RankingMetric(EpochMetric):
     """Keeps every score and label of the epoch (the ranking of all of them decides).
     ``update`` returns the value of that batch alone (NaN where it is undefined for the
-    batch): recomputing the epoch's value at every batch would cost O(n log n) per batch."""
+    batch): recomputing the epoch's value at every batch would cost O(n log n) per batch.
+
+    ``sample_weight`` (one non-negative weight per sample) weighs each sample's count, as
+    scikit-learn's ``sample_weight``; samples of weight 0 are left out (a Keras mask gives
+    its masked steps weight 0). Without weights the counts stay exact integers."""
+
+    takes_sample_weight = True
 
     def reset(self) -> None:
         self.scores: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
+        self.weights: list[np.ndarray] = []
+        self.weighted = False
 
-    def update(self, scores, y_true) -> float:
-        scores, labels = _binary_scores(scores, y_true, type(self).__name__)
+    def update(self, scores, y_true, sample_weight=None) -> float:
+        who = type(self).__name__
+        scores, labels = _binary_scores(scores, y_true, who)
         if self.scores and scores.shape[1:] != self.scores[0].shape[1:]:
-            raise ShapeError(f"{type(self).__name__}: scores of shape {scores.shape} after batches of "
+            raise ShapeError(f"{who}: scores of shape {scores.shape} after batches of "
                              f"shape (*, {', '.join(map(str, self.scores[0].shape[1:]))}); one epoch needs "
                              "one kind of output")
+        weights = np.ones(len(labels)) if sample_weight is None else _sample_weights(sample_weight, len(labels), who)
+        self.weighted = self.weighted or sample_weight is not None
         self.scores.append(scores)
         self.labels.append(labels)
-        return self._value(_positive_scores(scores), labels)
+        self.weights.append(weights)
+        return self._value(*self._kept(_positive_scores(scores), labels, weights, sample_weight is not None))
 
-    def _epoch(self) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _kept(scores, labels, weights, weighted: bool) -> tuple:
+        """(scores, labels, weights or None) of the samples of nonzero weight."""
+        if not weighted:
+            return scores, labels, None
+        kept = weights > 0
+        return scores[kept], labels[kept], weights[kept]
+
+    def _epoch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if not self.scores:
-            return np.zeros(0), np.zeros(0, dtype=np.int64)
-        return _positive_scores(np.concatenate(self.scores)), np.concatenate(self.labels)
+            return np.zeros(0), np.zeros(0, dtype=np.int64), None
+        return self._kept(_positive_scores(np.concatenate(self.scores)), np.concatenate(self.labels),
+                          np.concatenate(self.weights), self.weighted)
 
-    def _value(self, scores: np.ndarray, labels: np.ndarray) -> float:
+    def _value(self, scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None) -> float:
         raise NotImplementedError
 
 
@@ -132,7 +174,9 @@ class AUC(_RankingMetric):
     above a random negative, ties counting one half. This equals the trapezoidal area under
     the ROC curve through the points (FP/N, TP/P) at each distinct threshold, which is what
     ``sklearn.metrics.roc_auc_score`` computes. It is computed from the sorted scores as
-    exact integer counts divided once.
+    exact integer counts divided once. With sample weights w every pair counts w_i w_j:
+    AUC = sum_ij w_i w_j ([s_i > s_j] + 1/2 [s_i = s_j]) / (W_P W_N), W_P and W_N the summed
+    weights of the positives and of the negatives (``roc_auc_score(sample_weight=w)``).
 
     Scores: one per sample, shape (samples,) or (samples, 1) (a sigmoid output or a logit:
     only their order matters), or two-class outputs (samples, 2): softmax probabilities
@@ -151,17 +195,18 @@ class AUC(_RankingMetric):
     def __init__(self):
         self.reset()
 
-    def _value(self, scores, labels) -> float:
-        return _roc_auc(scores, labels)
+    def _value(self, scores, labels, weights) -> float:
+        return _roc_auc(scores, labels, weights)
 
     def result(self) -> float:
-        scores, labels = self._epoch()
+        scores, labels, weights = self._epoch()
         if len(labels) == 0:
-            raise ValueError("AUC: no samples in this epoch; call update() with scores and labels first")
+            raise ValueError("AUC: no samples in this epoch (or only samples of weight 0); call update() with scores "
+                             "and labels first")
         if labels.min() == labels.max():
             raise ValueError(f"AUC: all {len(labels)} labels of the epoch are {int(labels[0])}; ROC AUC needs "
                              "both classes (use a validation set holding positives and negatives)")
-        return _roc_auc(scores, labels)
+        return _roc_auc(scores, labels, weights)
 
 
 class AveragePrecision(_RankingMetric):
@@ -173,7 +218,8 @@ class AveragePrecision(_RankingMetric):
 
     over the distinct scores taken as thresholds from the highest down, with P_k = TP_k /
     (TP_k + FP_k) and R_k = TP_k / (number of positives) counting the samples scored at or
-    above threshold k (R_0 = 0); tied scores form one step. Scores and labels as for
+    above threshold k (R_0 = 0); tied scores form one step. With sample weights the counts
+    are sums of weights (``average_precision_score(sample_weight=w)``). Scores and labels as for
     :class:`AUC`. An epoch without a positive label gives 0 with a warning (as
     scikit-learn), one of positives only gives 1; a NaN score gives NaN.
     """
@@ -183,18 +229,18 @@ class AveragePrecision(_RankingMetric):
     def __init__(self):
         self.reset()
 
-    def _value(self, scores, labels) -> float:
-        return _average_precision(scores, labels)
+    def _value(self, scores, labels, weights) -> float:
+        return _average_precision(scores, labels, weights)
 
     def result(self) -> float:
-        scores, labels = self._epoch()
+        scores, labels, weights = self._epoch()
         if len(labels) == 0:
-            raise ValueError("AveragePrecision: no samples in this epoch; call update() with scores and "
-                             "labels first")
+            raise ValueError("AveragePrecision: no samples in this epoch (or only samples of weight 0); call "
+                             "update() with scores and labels first")
         if not labels.any():
             warnings.warn("AveragePrecision: no positive label in this epoch; the average precision is 0",
                           stacklevel=2)
-        return _average_precision(scores, labels)
+        return _average_precision(scores, labels, weights)
 
 
 def _regression_pair(predictions, y_true, who: str) -> tuple[np.ndarray, np.ndarray]:

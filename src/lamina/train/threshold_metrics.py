@@ -9,7 +9,8 @@ distinct score of the epoch, and one above them all (nothing predicted positive)
 result is exact where Keras evaluates a grid of ``num_thresholds`` values in [0, 1]; the
 rates are those of scikit-learn's ``precision_recall_curve`` and ``roc_curve``. Scores and
 labels as for :class:`~lamina.train.score_metrics.AUC` (probabilities, logits or two-class
-outputs: only the order of the scores matters).
+outputs: only the order of the scores matters). Sample weights weigh the counts, as
+scikit-learn's ``sample_weight`` and Keras's.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ def _share(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros(len(a)), where=b > 0)
 
 
-def operating_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+def operating_points(scores: np.ndarray, labels: np.ndarray,
+                     weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Precision, recall (sensitivity) and specificity at each threshold, from nothing
-    predicted positive to everything (thresholds at the distinct scores, highest first)."""
-    positives, negatives = _counts_per_score(scores, labels)
+    predicted positive to everything (thresholds at the distinct scores, highest first);
+    with ``weights``, TP, FP, TN and FN are sums of sample weights."""
+    positives, negatives = _counts_per_score(scores, labels, weights)
     true_pos = np.concatenate(([0], np.cumsum(positives[::-1]))).astype(np.float64)
     false_pos = np.concatenate(([0], np.cumsum(negatives[::-1]))).astype(np.float64)
     p, n = true_pos[-1], false_pos[-1]
@@ -53,12 +56,12 @@ class _AtConstraint(_RankingMetric):
         self.target = float(target)
         self.reset()
 
-    def _value(self, scores: np.ndarray, labels: np.ndarray) -> float:
+    def _value(self, scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None) -> float:
         if len(scores) == 0:
             return 0.0
         if np.isnan(scores).any():
             return float("nan")
-        rates = operating_points(scores, labels)
+        rates = operating_points(scores, labels, weights)
         feasible = rates[self.given] >= self.target
         return float(rates[self.best][feasible].max()) if feasible.any() else 0.0
 
