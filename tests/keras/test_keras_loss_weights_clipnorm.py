@@ -10,7 +10,7 @@ from tests.helpers import randn
 
 import lamina
 from lamina import keras
-from lamina.keras import layers
+from lamina.keras import layers, optimizers
 
 
 @pytest.fixture
@@ -96,3 +96,31 @@ def test_clipnorm_clips_each_gradient_to_its_own_norm(float64):
                                    err_msg=name)
     with pytest.raises(ValueError, match="clipnorm must be a positive number"):
         keras.optimizers.Adam(clipnorm=0.0)
+
+
+def test_the_output_losses_weigh_the_samples_as_the_total_does():
+    lamina.manual_seed(4)
+    model = _two_output_model()
+    model.compile(optimizer=optimizers.SGD(learning_rate=1e-12), loss=["mse", "sparse_categorical_crossentropy"],
+                  loss_weights=[0.5, 2.0])
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((10, 3)).astype(np.float32)
+    y_scores, y_classes = rng.standard_normal((10, 2)).astype(np.float32), rng.integers(0, 3, 10)
+    weights = rng.uniform(0.0, 2.0, 10)
+    scores, probabilities = (np.asarray(a, dtype=np.float64) for a in model.predict(x, verbose=0))
+    mse = ((scores - y_scores) ** 2).mean(axis=1)
+    cross_entropy = -np.log(probabilities[np.arange(10), y_classes])
+    expected = {"scores_loss": (weights @ mse) / 10, "classes_loss": (weights @ cross_entropy) / 10}
+    logs = model.evaluate(x, [y_scores, y_classes], batch_size=4, sample_weight=weights, verbose=0,
+                          return_dict=True)
+    for name in expected:                  # batches of 4, 4 and 2: sum w L / batch size, averaged by size
+        assert logs[name] == pytest.approx(expected[name], rel=1e-5), name
+    assert logs["loss"] == pytest.approx(0.5 * logs["scores_loss"] + 2.0 * logs["classes_loss"], rel=1e-5)
+    history = model.fit(x, [y_scores, y_classes], batch_size=4, epochs=1, sample_weight=weights, shuffle=False,
+                        verbose=0)
+    assert history.history["classes_loss"][0] == pytest.approx(expected["classes_loss"], rel=1e-5)
+    unweighted = model.evaluate(x, [y_scores, y_classes], batch_size=4, verbose=0, return_dict=True)
+    assert unweighted["classes_loss"] == pytest.approx(cross_entropy.mean(), rel=1e-5)
+    one = model.train_on_batch(x, [y_scores, y_classes], sample_weight=weights, return_dict=True)
+    assert one["scores_loss"] == pytest.approx(expected["scores_loss"], rel=1e-5)
+    assert one["loss"] == pytest.approx(0.5 * one["scores_loss"] + 2.0 * one["classes_loss"], rel=1e-5)

@@ -143,23 +143,39 @@ class WeightedLosses:
 
 
 class OutputLoss(MeanMetric):
-    """The loss of one output, averaged over the epoch's samples (Keras's ``<name>_loss``)."""
+    """The loss of one output, averaged over the epoch's samples (Keras's ``<name>_loss``).
+    With sample (or class) weights w the batch's value is sum_n w_n L_i(n) over the batch
+    size (or over sum_n w_n, following the Trainer's ``weight_normalization``), as the total
+    loss weighs them, so the logged total is still sum_i w_i L_i of the logged outputs'."""
 
-    def __init__(self, weighted: WeightedLosses, index: int, name: str):
-        self.weighted, self.index = weighted, index
+    def __init__(self, weighted: WeightedLosses, index: int, name: str, masks: OutputMasks | None = None):
+        self.weighted, self.index, self.masks = weighted, index, masks
         super().__init__(self._compute, name)
 
     def _compute(self, y_pred, y_true) -> float:
-        pred = self.weighted.packer.parts(np.asarray(y_pred))[self.index]
+        pred = Tensor(self.weighted.packer.parts(np.asarray(y_pred))[self.index])
         label = self.weighted.layout.parts(y_true)[self.index]
-        return float(self.weighted.one(self.index, Tensor(pred), label).item())
+        weights = None if self.masks is None else self.masks.batch_weights
+        if weights is None:
+            return float(self.weighted.one(self.index, pred, label).item())
+        losses_ = np.asarray(self.weighted.one(self.index, pred, label, reduction="none").data, dtype=np.float64)
+        if losses_.ndim > 1:
+            losses_ = losses_.mean(axis=tuple(range(1, losses_.ndim)))
+        total = float(losses_ @ weights)
+        if self.masks.weight_normalization == "batch_size":
+            return total / len(weights)
+        return total / max(float(weights.sum()), np.finfo(np.float64).tiny)
 
 
 class OutputMasks:
-    """The masks of the model's outputs at its last forward (None for an output without one)."""
+    """The masks of the model's outputs at its last forward (None for an output without one),
+    and the sample weights of the batch being scored (``batch_weights``, None when it has
+    none) with the Trainer's ``weight_normalization``, for the outputs' losses."""
 
     def __init__(self):
         self.masks: list = []
+        self.batch_weights: np.ndarray | None = None
+        self.weight_normalization = "batch_size"
 
     def of(self, index: int):
         return self.masks[index] if index < len(self.masks) else None

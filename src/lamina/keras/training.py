@@ -92,6 +92,13 @@ class KerasTrainer(Trainer):
             self.output_masks.masks = list(self.model.masks) if packed else [mask_of(out)]
         return out, logits
 
+    def _weights_of(self, y, w, class_table, where: str):
+        weights = super()._weights_of(y, w, class_table, where)
+        if self.output_masks is not None:                  # the outputs' losses weigh by them too
+            self.output_masks.batch_weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+            self.output_masks.weight_normalization = self.weight_normalization
+        return weights
+
     def _update(self, group: list) -> None:
         if self.clipnorm is not None:
             clip_each_norm(self.model.parameters(), self.clipnorm)
@@ -147,7 +154,7 @@ class KerasTraining:
             self.__dict__["_packer"] = PackedOutputs(self)
             weighted = WeightedLosses([losses.get(s) for s in specs], weights, self._packer)
             self.loss = losses.Loss(weighted, name="loss")
-            self.compiled_metrics = [OutputLoss(weighted, i, f"{name}_loss") for i, name in enumerate(names)]
+            self.compiled_metrics = [OutputLoss(weighted, i, f"{name}_loss", masks) for i, name in enumerate(names)]
             self.compiled_metrics += output_metrics(metrics, names, weighted, keras_metrics.get, masks)
             self.compiled_weighted_metrics = output_metrics(weighted_metrics, names, weighted, keras_metrics.get,
                                                             masks, sample_weighted=True)
@@ -311,6 +318,9 @@ class KerasTraining:
 
     def _batch_results(self, loss: float, out, y, weights, return_dict: bool):
         logs = {"loss": loss}
+        masks = self.__dict__.get("_output_masks")
+        if masks is not None:                              # the outputs' losses weigh by the batch's weights
+            masks.batch_weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         for metric in (*self.compiled_metrics, *self.compiled_weighted_metrics):
             metric.reset()
             if metric in self.compiled_weighted_metrics:
