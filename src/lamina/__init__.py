@@ -10,14 +10,15 @@ from lamina.backend import (
     use_deterministic_algorithms,
 )
 from lamina.errors import GradcheckError, ShapeError
-from lamina.functional import concat, pad, stack, where
+from lamina.functional import concat, odeint, odeint_adjoint, pad, stack, where
 from lamina.parallel import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "ShapeError", "Tensor", "concat", "enable_grad", "functional",
-    "get_default_dtype", "get_num_threads", "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "pad",
+    "get_default_dtype", "get_num_threads", "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "odeint",
+    "odeint_adjoint", "pad",
     "set_default_dtype", "set_num_threads", "stack", "tensor", "where",
 ]
 

@@ -189,6 +189,8 @@ from lamina.functional.math_parity import (
     sinh,
     trunc,
 )
+from lamina.functional.ode import odeint
+from lamina.functional.ode_adjoint import odeint_adjoint
 from lamina.functional.padding import pad2d, pixel_shuffle, pixel_unshuffle
 from lamina.functional.padding_nd import pad1d, pad3d
 from lamina.functional.parity_extra import (
@@ -403,3 +405,4 @@ __all__ += ["relative_lp_loss"]  # operator learning (losses_relative)
 __all__ += [  # more PyTorch-named ops (parity_extra)
     "atleast_1d", "atleast_2d", "atleast_3d", "combinations", "histogram", "index_reduce", "isin", "nan_to_num",
 ]
+__all__ += ["odeint", "odeint_adjoint"]  # neural ODEs (ode, ode_adjoint)

@@ -145,6 +145,7 @@ from lamina.nn.noise import (
 )
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
+from lamina.nn.ode_block import ODEBlock
 from lamina.nn.orthogonal import orthogonal
 from lamina.nn.padding import (
     CircularPad1D,
@@ -245,3 +246,4 @@ __all__ += [  # Keras-style preprocessing layers
     "TextVectorization",
 ]
 __all__ += ["MambaBlock"]  # selective state-space mixer (mamba)
+__all__ += ["ODEBlock"]  # neural ODE layer (ode_block)
