@@ -47,6 +47,8 @@ from lamina.functional.conv3d import conv3d
 from lamina.functional.conv_lstm import conv_lstm
 from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.conv_transpose_nd import conv_transpose1d, conv_transpose3d
+from lamina.functional.crf import crf_log_partition, crf_marginals, crf_path_score
+from lamina.functional.crf_decode import crf_nbest_paths
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
 from lamina.functional.fake_quantize import (
@@ -406,3 +408,4 @@ __all__ += [  # more PyTorch-named ops (parity_extra)
     "atleast_1d", "atleast_2d", "atleast_3d", "combinations", "histogram", "index_reduce", "isin", "nan_to_num",
 ]
 __all__ += ["odeint", "odeint_adjoint"]  # neural ODEs (ode, ode_adjoint)
+__all__ += ["crf_log_partition", "crf_marginals", "crf_nbest_paths", "crf_path_score"]  # linear-chain CRF (crf)

@@ -149,6 +149,7 @@ from lamina.models.bert import (
     bert_parameter_count,
     load_hf_bert_state_dict,
 )
+from lamina.models.bilstm_crf import BiLSTMCRF
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.classic import lenet5, logistic_regression, mlp
 from lamina.models.clip import (
@@ -660,3 +661,4 @@ __all__ = [
     "AttentionPool2d", "CLIPBottleneck", "CLIPImageProcessor", "ModifiedResNet", "ResNetCLIP", "clip_resnet",
     "load_openai_clip_state_dict", "zero_shot_classify",
 ]
+__all__ += ["BiLSTMCRF"]  # sequence tagging (bilstm_crf)

@@ -75,6 +75,7 @@ from lamina.nn.conv_lstm import ConvLSTM2D
 from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.conv_transpose_nd import Conv1DTranspose, Conv3DTranspose
 from lamina.nn.convert import fully_connected_to_conv
+from lamina.nn.crf import CRF
 from lamina.nn.dense import Dense, linear
 from lamina.nn.distance import CosineSimilarity, PairwiseDistance
 from lamina.nn.dropout import DropConnect, Dropout
@@ -247,3 +248,4 @@ __all__ += [  # Keras-style preprocessing layers
 ]
 __all__ += ["MambaBlock"]  # selective state-space mixer (mamba)
 __all__ += ["ODEBlock"]  # neural ODE layer (ode_block)
+__all__ += ["CRF"]  # linear-chain conditional random field (crf)

@@ -48,6 +48,7 @@ from lamina.text.skipgram import (
     skipgram_pairs,
     subsample_words,
 )
+from lamina.text.tagging import bio_allowed_transitions, bio_spans, entity_scores
 from lamina.text.token_labels import align_labels_with_tokens, align_word_labels
 from lamina.text.vocabulary import Vocabulary, word_tokens
 from lamina.text.wordpiece import WordPieceTokenizer, basic_tokenize
@@ -67,3 +68,4 @@ __all__ = [
     "NoBadWordsLogitsProcessor", "NoRepeatNGramLogitsProcessor", "RepetitionPenaltyLogitsProcessor",
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "TypicalLogitsWarper",
 ]
+__all__ += ["bio_allowed_transitions", "bio_spans", "entity_scores"]  # entity spans and metrics (tagging)
