@@ -112,7 +112,11 @@ def test_every_optimizer_choice_builds_its_optimizer():
                 "rmsprop": (optim.RMSProp, {}), "adagrad": (optim.Adagrad, {}), "adamax": (optim.Adamax, {}),
                 "nadam": (optim.NAdam, {}), "adadelta": (optim.Adadelta, {}), "radam": (optim.RAdam, {}),
                 "lion": (optim.Lion, {}), "adafactor": (optim.Adafactor, {}), "asgd": (optim.ASGD, {}),
-                "lamb": (optim.LAMB, {}), "lars": (optim.LARS, {"momentum": 0.9})}
+                "lamb": (optim.LAMB, {}), "lars": (optim.LARS, {"momentum": 0.9}),
+                "sgd_schedulefree": (optim.SGDScheduleFree, {"momentum": 0.9}),
+                "adamw_schedulefree": (optim.AdamWScheduleFree, {}),
+                "radam_schedulefree": (optim.RAdamScheduleFree, {}), "prodigy": (optim.Prodigy, {}),
+                "dadapt_adam": (optim.DAdaptAdam, {})}
     assert set(OPTIMIZERS) == set(expected)
     for name in OPTIMIZERS:
         opt = build_optimizer(name, [Parameter(np.zeros(2))], lr=0.02, weight_decay=0.001)

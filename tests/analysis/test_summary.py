@@ -239,6 +239,8 @@ def test_optimizer_state_counts_match_the_optimizers():
     for name in OPTIMIZERS:
         w = nn.Parameter(np.ones((3, 2)))
         opt = build_optimizer(name, [w], lr=0.01)
+        if hasattr(opt, "train_mode"):
+            opt.train()                      # schedule-free: steps only in training mode
         w.grad = np.full((3, 2), 0.5)
         opt.step()
         arrays = [v for v in opt.state[0].values() if isinstance(v, np.ndarray) and v.shape == w.shape]

@@ -6,7 +6,8 @@ import argparse
 import math
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamax", "nadam", "adadelta",
-              "radam", "lion", "adafactor", "asgd", "lamb", "lars")
+              "radam", "lion", "adafactor", "asgd", "lamb", "lars", "sgd_schedulefree", "adamw_schedulefree",
+              "radam_schedulefree", "prodigy", "dadapt_adam")
 SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "inverse_time", "cosine_restarts",
              "onecycle", "cyclic")
 
@@ -67,6 +68,16 @@ def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
         return optim.LAMB(params, lr=lr, weight_decay=weight_decay)
     if name == "lars":
         return optim.LARS(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd_schedulefree":
+        return optim.SGDScheduleFree(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw_schedulefree":
+        return optim.AdamWScheduleFree(params, lr=lr, weight_decay=weight_decay)
+    if name == "radam_schedulefree":
+        return optim.RAdamScheduleFree(params, lr=lr, weight_decay=weight_decay)
+    if name == "prodigy":
+        return optim.Prodigy(params, lr=lr, weight_decay=weight_decay)
+    if name == "dadapt_adam":
+        return optim.DAdaptAdam(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 

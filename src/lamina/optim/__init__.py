@@ -26,6 +26,7 @@ from lamina.optim.adamax import Adamax
 from lamina.optim.asgd import ASGD
 from lamina.optim.averaging import AveragedModel, update_batch_norm
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
+from lamina.optim.d_adaptation import DAdaptAdam
 from lamina.optim.dp import DPOptimizer
 from lamina.optim.ewa import ExponentialMovingAverage
 from lamina.optim.lamb import LAMB, LARS
@@ -35,11 +36,13 @@ from lamina.optim.lookahead import Lookahead
 from lamina.optim.muon import Muon
 from lamina.optim.nadam import NAdam
 from lamina.optim.optimizer import Optimizer
+from lamina.optim.prodigy import Prodigy
 from lamina.optim.radam import RAdam
 from lamina.optim.regularizers import Regularizer, elastic_net, l1, l2
 from lamina.optim.rmsprop import RMSProp, RMSprop
 from lamina.optim.rprop import Rprop
 from lamina.optim.sam import SAM
+from lamina.optim.schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
 from lamina.optim.schedules import (
     ChainedSchedule,
     ConstantFactor,
@@ -74,4 +77,5 @@ __all__ = [
     "ChainedSchedule", "ConstantFactor", "CyclicLR", "LambdaSchedule", "LinearFactor", "MultiplicativeSchedule",
     "PiecewiseConstant", "SequentialSchedule", "DPOptimizer", "privacy",
     "ASGD", "Adafactor", "LAMB", "LARS", "Muon", "SparseAdam",
+    "AdamWScheduleFree", "DAdaptAdam", "Prodigy", "RAdamScheduleFree", "SGDScheduleFree",
 ]

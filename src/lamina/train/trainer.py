@@ -172,6 +172,40 @@ def _output_layer(model):
     return layers[-1] if layers else None
 
 
+def _set_optimizer_mode(optimizer, training: bool) -> bool | None:
+    """Put an optimizer with training and evaluation modes (``train()``, ``eval()`` and
+    ``train_mode``: the schedule-free ones), or the one a wrapper (SAM, Lookahead) holds, in
+    the mode asked for; returns the mode it was in (None for an optimizer without modes,
+    left alone)."""
+    while not hasattr(optimizer, "train_mode") and hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    if not (hasattr(optimizer, "train_mode") and callable(getattr(optimizer, "train", None))
+            and callable(getattr(optimizer, "eval", None))):
+        return None
+    before = bool(optimizer.train_mode)
+    if training:
+        optimizer.train()
+    else:
+        optimizer.eval()
+    return before
+
+
+def _with_evaluation_weights(method):
+    """Run a Trainer method with the optimizer in evaluation mode (the model's weights then
+    the schedule-free average x), and put back the mode it was in."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        before = _set_optimizer_mode(self.optimizer, training=False)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if before:
+                _set_optimizer_mode(self.optimizer, training=True)
+
+    return run
+
+
 class Trainer:
     """Fit ``model`` by mini-batch gradient descent, evaluate it, predict with it.
 
@@ -179,7 +213,12 @@ class Trainer:
     cross-entropy (maybe with options fixed by ``functools.partial``) after a Softmax last
     layer is computed from the logits in one stable op. ``optimizer``: a
     :class:`lamina.optim.Optimizer` or a wrapper of one (``Lookahead``; ``SAM``, which gets a
-    closure recomputing the step's mini-batches). ``metrics``: names (see
+    closure recomputing the step's mini-batches). An optimizer with ``train()``/``eval()``
+    modes (the schedule-free ones, :mod:`lamina.optim.schedule_free`) is put in training mode
+    for each epoch's steps and in evaluation mode after them, so that validation, the
+    callbacks' ``on_epoch_end``, checkpoints, ``evaluate``, ``predict`` and the model ``fit``
+    returns see the averaged weights x (``evaluate`` and ``predict`` put back the mode they
+    found). ``metrics``: names (see
     :func:`lamina.train.metrics.get_metric`), :class:`~lamina.train.metrics.EpochMetric`
     objects or callables, each reported per epoch (and ``val_`` ones on the validation set).
     ``callbacks``: :class:`~lamina.train.callbacks.Callback` objects; a progress bar is added
@@ -345,7 +384,9 @@ class Trainer:
 
     def train_step(self, x, y, w=None) -> tuple[float, np.ndarray]:
         """One optimizer step on the mini-batch (x, y), with sample weights ``w`` if given,
-        whatever ``accumulate`` is; returns the cost and the model's output."""
+        whatever ``accumulate`` is; returns the cost and the model's output. A schedule-free
+        optimizer is put in (and left in) training mode."""
+        _set_optimizer_mode(self.optimizer, training=True)
         self.optimizer.zero_grad()
         loss, out = self._backward(x, y, 1.0, self._weights_of(y, w, self._class_weights, "Trainer.train_step"))
         self._update([(x, y, w)])
@@ -661,9 +702,11 @@ class Trainer:
         for epoch in range(start, epochs):
             self.epoch = epoch
             self.model.train()
+            _set_optimizer_mode(self.optimizer, training=True)
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch, logs)
             logs = self._train_epoch(loader)
+            _set_optimizer_mode(self.optimizer, training=False)
             if logs.pop("batches") == 0 and self._stream is not None:
                 warnings.warn(f"Trainer.fit: the training data ran out of batches at epoch {epoch + 1} (a pass "
                               f"yielded none); training stopped", RuntimeWarning, stacklevel=3)
@@ -755,6 +798,7 @@ class Trainer:
         logs["batches"] = batches
         return logs
 
+    @_with_evaluation_weights
     def evaluate(self, data, batch_size: int = 256, sample_weight=None, steps: int | None = None) -> dict[str, float]:
         """Cost and metrics on ``data`` ((x, y) or (x, y, w), a Dataset or a DataLoader) in
         evaluation mode; ``sample_weight`` weighs the samples of (x, y) arrays (the class
@@ -781,6 +825,7 @@ class Trainer:
                 seen += n
         return {"loss": total / max(seen, 1), **{name: metric.result() for name, metric in metrics}}
 
+    @_with_evaluation_weights
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """The model's outputs for ``x`` (one array, or a tuple or list of arrays for a model of
         several inputs) in evaluation mode, batch by batch."""
