@@ -25,6 +25,7 @@ from lamina.data.datasets import (
     read_idx,
     read_idx_file,
 )
+from lamina.data.few_shot import FewShotTask, FewShotTasks
 from lamina.data.graphs import (
     Graph,
     GraphBatch,
@@ -66,6 +67,7 @@ from lamina.data.samplers import (
     SubsetRandomSampler,
     WeightedRandomSampler,
 )
+from lamina.data.sinusoid import SinusoidTasks
 from lamina.data.split import train_val_test_split
 from lamina.data.subsets import ConcatDataset, Subset, random_split
 from lamina.data.timeseries import TimeSeriesDataset, ar_process, seasonal_series, sliding_windows
@@ -116,4 +118,5 @@ __all__ = [
     "darcy_flow_dataset", "darcy_matrix", "darcy_solve", "gaussian_random_field_2d", "navier_stokes_2d_solve",
     "navier_stokes_dataset", "navier_stokes_forcing",
     "detection_boxes", "detection_transforms",
+    "FewShotTask", "FewShotTasks", "SinusoidTasks",
 ]

@@ -40,6 +40,7 @@ from lamina.train.forecast_metrics import (
 from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
 from lamina.train.history import History
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
+from lamina.train.meta import MAML, FastLearner, MetaSGD, Reptile
 from lamina.train.metrics import (
     F1Score,
     FBetaScore,
@@ -102,4 +103,5 @@ __all__ = [
     "BackupAndRestore", "ReduceLROnPlateau", "SwapEMAWeights",
     "FBetaScore", "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity", "SpecificityAtSensitivity",
     "cosine_similarity", "log_cosh_error",
+    "MAML", "FastLearner", "MetaSGD", "Reptile",
 ]
