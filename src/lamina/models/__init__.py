@@ -63,6 +63,8 @@ Layouts follow the published models so that published weights map onto them:
   grouped-query attention, RMSNorm, SwiGLU; TinyLlama, Llama 2 and Llama 3 sizes);
   :func:`load_hf_llama_state_dict` loads its weights. :class:`Mistral` (:func:`mistral`):
   Hugging Face's MistralForCausalLM, a Llama with sliding-window attention.
+  :func:`load_gguf_llama` builds one from a llama.cpp GGUF file (quantized or not) and
+  :func:`save_gguf_llama` writes one (:mod:`lamina.models.llama_gguf`).
 * :class:`Mamba` (:func:`mamba`): Hugging Face's MambaForCausalLM, selective state-space
   layers (:class:`lamina.nn.MambaBlock`) decoding at constant cost per token;
   :func:`load_hf_mamba_state_dict` loads its weights.
@@ -306,6 +308,13 @@ from lamina.models.llama import (
     llama,
     llama_parameter_count,
     load_hf_llama_state_dict,
+)
+from lamina.models.llama_gguf import (
+    deinterleave_rotary_rows,
+    interleave_rotary_rows,
+    llama_config_from_gguf,
+    load_gguf_llama,
+    save_gguf_llama,
 )
 from lamina.models.lraspp import LRASPP, LRASPPHead, lraspp_mobilenet_v3_large
 from lamina.models.mamba import (
@@ -636,6 +645,8 @@ __all__ = [
     "BERT", "BertEmbeddings", "BertForMaskedLM", "BertLayer", "bert", "bert_parameter_count",
     "load_hf_bert_state_dict",
     "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "llama_parameter_count", "load_hf_llama_state_dict",
+    "deinterleave_rotary_rows", "interleave_rotary_rows", "llama_config_from_gguf", "load_gguf_llama",
+    "save_gguf_llama",
     "T5", "T5_CONFIGS", "T5Attention", "T5Block", "T5DenseFF", "T5Stack", "load_hf_t5_state_dict", "t5",
     "MISTRAL_CONFIGS", "Mistral", "load_hf_mistral_state_dict", "mistral",
     "MAMBA_CONFIGS", "Mamba", "MambaBackbone", "MambaLayer", "load_hf_mamba_state_dict", "mamba",

@@ -22,6 +22,7 @@ from lamina.text.generate import (
     sample_token,
 )
 from lamina.text.generation_ids import GenerateOutput, GenerationMixin, build_processors, generate_ids
+from lamina.text.gguf_tokenizer import tokenizer_from_gguf, tokenizer_json_from_gguf
 from lamina.text.gpt2_tokenizer import ENDOFTEXT, GPT2Tokenizer, bytes_to_unicode, gpt2_pattern
 from lamina.text.hf_convert import gpt2_tokenizer_json, wordpiece_tokenizer_json
 from lamina.text.hf_question_answering import answer_token_positions
@@ -69,3 +70,4 @@ __all__ = [
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "TypicalLogitsWarper",
 ]
 __all__ += ["bio_allowed_transitions", "bio_spans", "entity_scores"]  # entity spans and metrics (tagging)
+__all__ += ["tokenizer_from_gguf", "tokenizer_json_from_gguf"]  # llama.cpp GGUF tokenizers
