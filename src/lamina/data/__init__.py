@@ -38,6 +38,17 @@ from lamina.data.graphs import (
     to_undirected,
 )
 from lamina.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, UnreadableImageError, find_classes, read_image
+from lamina.data.interactions import (
+    InteractionDataset,
+    Interactions,
+    implicit_training_data,
+    leave_one_out_split,
+    load_movielens,
+    sample_negatives,
+    synthetic_implicit,
+    synthetic_ratings,
+    temporal_split,
+)
 from lamina.data.iterable import IterableDataset
 from lamina.data.labels import one_hot
 from lamina.data.loader import DataLoader
@@ -119,4 +130,6 @@ __all__ = [
     "navier_stokes_dataset", "navier_stokes_forcing",
     "detection_boxes", "detection_transforms",
     "FewShotTask", "FewShotTasks", "SinusoidTasks",
+    "InteractionDataset", "Interactions", "implicit_training_data", "leave_one_out_split", "load_movielens",
+    "sample_negatives", "synthetic_implicit", "synthetic_ratings", "temporal_split",
 ]

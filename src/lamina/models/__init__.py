@@ -94,6 +94,9 @@ Layouts follow the published models so that published weights map onto them:
   CLIP's processor and :func:`zero_shot_classify` gives class probabilities in one call.
 * :class:`SkipGram`: Word2Vec's skip-gram with negative sampling, the notes' learned
   embedding matrix.
+* Recommenders: :class:`MatrixFactorization` (biased MF for ratings; :func:`als` for implicit
+  feedback), :class:`GMF`, :class:`NCFMLP` and :class:`NeuMF` (neural collaborative filtering),
+  :class:`TwoTower` (retrieval, in-batch softmax with the logQ correction) and :class:`DLRM`.
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
   :mod:`lamina.vision` decodes into boxes.
 * :class:`FeaturePyramidNetwork` and :func:`resnet_fpn_backbone` (:class:`BackboneWithFPN`),
@@ -224,6 +227,7 @@ from lamina.models.diffusion import (
     make_schedule,
     timestep_embedding,
 )
+from lamina.models.dlrm import DLRM, dot_interaction
 from lamina.models.efficientnet import (
     FusedMBConv,
     MBConv,
@@ -333,6 +337,7 @@ from lamina.models.mask_rcnn import (
     MaskRoIHeads,
     maskrcnn_resnet50_fpn,
 )
+from lamina.models.matrix_factorization import MatrixFactorization, als
 from lamina.models.maxvit import (
     MaxVitLayer,
     MaxVitMBConv,
@@ -364,6 +369,7 @@ from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mobilenet_v3_large_fpn
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
+from lamina.models.ncf import GMF, NCF, NCFMLP, NeuMF
 from lamina.models.projection import projection_head
 from lamina.models.raft import (
     RAFT,
@@ -504,6 +510,7 @@ from lamina.models.t5 import T5, T5_CONFIGS, T5Attention, T5Block, T5DenseFF, T5
 from lamina.models.timm_weights import load_timm_state_dict
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transfer import transfer
+from lamina.models.two_tower import TwoTower, in_batch_softmax_loss, item_log_frequencies
 from lamina.models.unet import DoubleConv, UNet, unet
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 from lamina.models.video import Conv2Plus1D, VideoBasicBlock, mc3_18, midplanes, r2plus1d_18, r3d_18, video_resnet
@@ -673,3 +680,5 @@ __all__ = [
     "load_openai_clip_state_dict", "zero_shot_classify",
 ]
 __all__ += ["BiLSTMCRF"]  # sequence tagging (bilstm_crf)
+__all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "TwoTower", "als", "dot_interaction",
+            "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders

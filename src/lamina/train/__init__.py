@@ -57,6 +57,18 @@ from lamina.train.metrics import (
 from lamina.train.monitor import HistogramMonitor
 from lamina.train.privacy import PrivacyMonitor, make_private
 from lamina.train.profiling import ProfileSteps
+from lamina.train.ranking_metrics import (
+    auc_per_user,
+    evaluate_sampled,
+    hit_rate_at_k,
+    mean_reciprocal_rank,
+    ndcg_at_k,
+    rank_items,
+    ranking_metrics,
+    recall_at_k,
+    recommend,
+    score_items,
+)
 from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score, mean_absolute_error, r2_score
 from lamina.train.search import SearchResult, Trial, coarse_to_fine, grid_search, random_search, tune_trainer
 from lamina.train.search_space import Choice, Distribution, IntUniform, LogUniform, Uniform
@@ -104,4 +116,6 @@ __all__ = [
     "FBetaScore", "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity", "SpecificityAtSensitivity",
     "cosine_similarity", "log_cosh_error",
     "MAML", "FastLearner", "MetaSGD", "Reptile",
+    "auc_per_user", "evaluate_sampled", "hit_rate_at_k", "mean_reciprocal_rank", "ndcg_at_k", "rank_items",
+    "ranking_metrics", "recall_at_k", "recommend", "score_items",
 ]
