@@ -27,6 +27,9 @@ from lamina.text.gpt2_tokenizer import ENDOFTEXT, GPT2Tokenizer, bytes_to_unicod
 from lamina.text.hf_convert import gpt2_tokenizer_json, wordpiece_tokenizer_json
 from lamina.text.hf_question_answering import answer_token_positions
 from lamina.text.hf_tokenizer import AddedToken, BatchEncoding, Encoding, HFTokenizer
+from lamina.text.hf_trainers import BpeTrainer, WordLevelTrainer, WordPieceTrainer
+from lamina.text.hf_training import byte_level_alphabet
+from lamina.text.hf_unigram_trainer import UnigramTrainer
 from lamina.text.logits_processors import (
     LogitsProcessor,
     LogitsProcessorList,
@@ -70,4 +73,6 @@ __all__ = [
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "TypicalLogitsWarper",
 ]
 __all__ += ["bio_allowed_transitions", "bio_spans", "entity_scores"]  # entity spans and metrics (tagging)
+__all__ += ["BpeTrainer", "UnigramTrainer", "WordLevelTrainer", "WordPieceTrainer",  # tokenizer.json trainers
+            "byte_level_alphabet"]
 __all__ += ["tokenizer_from_gguf", "tokenizer_json_from_gguf"]  # llama.cpp GGUF tokenizers

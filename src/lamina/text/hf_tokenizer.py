@@ -27,6 +27,8 @@ model says which characters of its word each token covers. A word's tokens and t
 they cover are kept (a cache of up to 32768 words) unless the model draws at random (BPE dropout),
 so a word met again costs a look-up. Calling the tokenizer
 (:meth:`HFTokenizer.__call__`) gives a Hugging Face-style :class:`~lamina.text.hf_batch.BatchEncoding`.
+:meth:`HFTokenizer.train_from_iterator` and :meth:`HFTokenizer.train_new_from_iterator` learn a new
+model from texts (:mod:`lamina.text.hf_training`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ from lamina.text.hf_processors import (
     default_process,
     post_processor_from_json,
 )
+from lamina.text.hf_trainers import Trainer
+from lamina.text.hf_training import train_new, trained_model
 from lamina.text.hf_truncation import truncate_pair
 
 __all__ = ["AddedToken", "BatchEncoding", "Encoding", "HFTokenizer"]
@@ -141,6 +145,47 @@ class HFTokenizer:
         """Write the tokenizer.json to ``path`` atomically; returns the path."""
         write_bytes_atomic(path, self.to_str().encode("utf-8"))
         return Path(path)
+
+    # -- training (lamina.text.hf_training) -------------------------------------------------------
+    def train_from_iterator(self, iterator: Iterable[Any], trainer: Trainer | None = None,
+                            length: int | None = None) -> None:
+        """Replace the model by one ``trainer`` (a :class:`~lamina.text.hf_trainers.BpeTrainer`,
+        ``WordPieceTrainer``, ``UnigramTrainer`` or ``WordLevelTrainer`` matching the model; None:
+        the model kind's default trainer) learns from the texts (or lists of texts) of
+        ``iterator``, normalized and pre-tokenized by this tokenizer; the trainer's special
+        tokens become added tokens. ``length`` (the number of texts) is accepted for
+        compatibility and not needed."""
+        model, added = trained_model(self, iterator, trainer, "HFTokenizer.train_from_iterator")
+        self.__init__(model, self.normalizer, self.pre_tokenizer, self.post_processor, self.decoder, added,
+                      self.truncation, self.padding)
+
+    def train(self, files: Sequence[str | os.PathLike], trainer: Trainer | None = None) -> None:
+        """:meth:`train_from_iterator` on the lines (with their line endings) of UTF-8 text ``files``."""
+        if isinstance(files, str | os.PathLike):
+            files = [files]
+
+        def lines():
+            for path in files:
+                try:
+                    with open(path, encoding="utf-8", newline="") as handle:
+                        yield from handle
+                except FileNotFoundError:
+                    raise FileNotFoundError(f"HFTokenizer.train: no file at {os.fspath(path)}") from None
+
+        model, added = trained_model(self, lines(), trainer, "HFTokenizer.train")
+        self.__init__(model, self.normalizer, self.pre_tokenizer, self.post_processor, self.decoder, added,
+                      self.truncation, self.padding)
+
+    def train_new_from_iterator(self, text_iterator: Iterable[Any], vocab_size: int, length: int | None = None,
+                                new_special_tokens: Iterable[str | AddedToken] | None = None,
+                                special_tokens_map: dict[str, str] | None = None, **kwargs: Any) -> HFTokenizer:
+        """A new tokenizer of the same kind (normalizer, pre-tokenizer, post-processor with its
+        special ids remapped, decoder, model settings) with a vocabulary of ``vocab_size``
+        trained on ``text_iterator``, as transformers' fast tokenizers'
+        ``train_new_from_iterator``: the special added tokens keep their place first in the
+        vocabulary (renamed through ``special_tokens_map``), ``new_special_tokens`` follow them,
+        and ``kwargs`` go to the trainer (see :func:`lamina.text.hf_training.train_new`)."""
+        return train_new(self, text_iterator, vocab_size, length, new_special_tokens, special_tokens_map, kwargs)
 
     # -- vocabulary ---------------------------------------------------------------------------
     @property
