@@ -77,6 +77,7 @@ from lamina.nn.conv_transpose_nd import Conv1DTranspose, Conv3DTranspose
 from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.crf import CRF
 from lamina.nn.dense import Dense, linear
+from lamina.nn.dense4bit import Dense4bit
 from lamina.nn.distance import CosineSimilarity, PairwiseDistance
 from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.embedding import Embedding, embedding
@@ -167,6 +168,8 @@ from lamina.nn.per_sample import PerSampleGradients, per_sample_gradients
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D, MaxUnpool2D
 from lamina.nn.preprocessing import CategoryEncoding, Discretization, Hashing, Normalization
 from lamina.nn.qat import QATConv2D, QATDense, calibrate, fuse_conv_bn, prepare_qat
+from lamina.nn.qlora import prepare_model_for_kbit_training, quantize_model_4bit
+from lamina.nn.quant4 import QuantState, dequantize_4bit, quantize_4bit
 from lamina.nn.rearrange import Rearrange, Reduce
 from lamina.nn.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from lamina.nn.reshape import Flatten, Identity, Reshape, Unflatten
@@ -247,5 +250,9 @@ __all__ += [  # Keras-style preprocessing layers
     "TextVectorization",
 ]
 __all__ += ["MambaBlock"]  # selective state-space mixer (mamba)
-__all__ += ["ODEBlock"]  # neural ODE layer (ode_block)
 __all__ += ["CRF"]  # linear-chain conditional random field (crf)
+__all__ += ["ODEBlock"]  # neural ODE layer (ode_block)
+__all__ += [  # 4-bit weights and QLoRA (quant4, dense4bit, qlora)
+    "Dense4bit", "QuantState", "dequantize_4bit", "prepare_model_for_kbit_training", "quantize_4bit",
+    "quantize_model_4bit",
+]

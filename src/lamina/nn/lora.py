@@ -16,6 +16,14 @@ name or predicate) in place, each replaced by a :class:`LoRADense` that holds th
 layer as ``base``. A :class:`~lamina.nn.MultiHeadAttention` chosen as a target gets adapters
 on its query and value projections (peft's default for attention; ``attention_parts``
 chooses others) as its sub-modules ``lora_q`` and ``lora_v``.
+
+QLoRA (Dettmers et al. 2023): the frozen base may be a 4-bit :class:`~lamina.nn.Dense4bit`
+(:func:`lamina.nn.quantize_model_4bit`); the adapter, in float, learns on top of the
+dequantized weight. Merging into a 4-bit base (:func:`merge_lora`) dequantizes W, adds
+(alpha / r) A B and quantizes the sum again in the layer's format (the outputs then change by
+the new rounding, as peft's merge does; unmerging subtracts and quantizes again, so it is not
+exact), or with ``dequantize=True`` first replaces the base by a float Dense holding the
+dequantized W, so that the merge is exact and the merged model is float.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.nn.activation import activate_fresh
 from lamina.nn.dense import Dense, linear
+from lamina.nn.dense4bit import Dense4bit
 from lamina.nn.dropout import DropoutFunction
 from lamina.nn.layer import dropout_rate, positive_int
 from lamina.nn.module import Module
@@ -74,38 +83,52 @@ class LoRAAdapter(Module):
 
 
 class LoRADense(Module):
-    """A built :class:`Dense` ``dense`` (frozen) with a LoRA term on its weight:
-    g(x W + b + (alpha / r) dropout(x) A B), g the layer's activation. The original layer is
-    the sub-module ``base`` and the adapter ``lora`` (:class:`LoRAAdapter`)."""
+    """A built :class:`Dense` or :class:`~lamina.nn.Dense4bit` ``dense`` (frozen) with a LoRA
+    term on its weight: g(x W + b + (alpha / r) dropout(x) A B), g the layer's activation. The
+    original layer is the sub-module ``base`` and the adapter ``lora`` (:class:`LoRAAdapter`;
+    over a 4-bit base, in the base's compute dtype or the default dtype)."""
 
-    def __init__(self, dense: Dense, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+    def __init__(self, dense: Dense | Dense4bit, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
                  name: str | None = None):
-        if not isinstance(dense, Dense):
-            raise TypeError(f"LoRADense: expected a Dense layer to adapt, got {type(dense).__name__}")
+        if not isinstance(dense, (Dense, Dense4bit)):
+            raise TypeError(f"LoRADense: expected a Dense or Dense4bit layer to adapt, got {type(dense).__name__}")
         if not dense.built:
             raise ValueError(f"LoRADense: {dense._label()} has no weights yet; call it on an input or build it "
                              "before adapting it")
         super().__init__(name=name or dense.name)
         dense.freeze()
         self.base = dense
-        w = dense.weight
-        self.lora = LoRAAdapter(w.shape[0], w.shape[1], r, alpha, dropout, dtype=w.dtype)
+        if isinstance(dense, Dense4bit):
+            shape, dtype = (dense.in_features, dense.units), dense.compute_dtype
+        else:
+            shape, dtype = dense.weight.shape, dense.weight.dtype
+        self.lora = LoRAAdapter(shape[0], shape[1], r, alpha, dropout, dtype=dtype)
         self.built = True
 
     def forward(self, x) -> Tensor:
         base = self.base
-        z = base.apply_weights(x, base.weight, activate=False)
+        if isinstance(base, Dense4bit):
+            z = base.apply_weights(x, activate=False)
+        else:
+            z = base.apply_weights(x, base.weight, activate=False)
         if not self.lora.merged:
             z = z + self.lora(x)
         return z if base.activation is None else activate_fresh(base.activation, z)
 
     def merge(self) -> None:
-        """Fold the adapter into the weight: W <- W + (alpha / r) A B (the outputs do not change)."""
-        _fold(self.base.weight, self.lora, +1, self._label())
+        """Fold the adapter into the weight: W <- W + (alpha / r) A B (the outputs do not change;
+        a 4-bit weight is quantized again, see the module's docstring)."""
+        self._fold(+1)
 
     def unmerge(self) -> None:
         """Undo :meth:`merge`: W <- W - (alpha / r) A B."""
-        _fold(self.base.weight, self.lora, -1, self._label())
+        self._fold(-1)
+
+    def _fold(self, sign: int) -> None:
+        if isinstance(self.base, Dense4bit):
+            _fold_4bit(self.base, self.lora, sign, self._label())
+        else:
+            _fold(self.base.weight, self.lora, sign, self._label())
 
     def compute_output_shape(self, input_shape):
         return self.base.compute_output_shape(input_shape)
@@ -122,6 +145,16 @@ def _fold(weight, adapter: LoRAAdapter, sign: int, label: str, columns: slice = 
         updated = weight.data.copy()
         updated[:, columns] += sign * adapter.delta_weight()
         weight.data = updated
+    adapter.merged = sign > 0
+
+
+def _fold_4bit(layer: Dense4bit, adapter: LoRAAdapter, sign: int, label: str) -> None:
+    """W_4bit <- quantize(dequantize(W_4bit) + sign (alpha / r) A B), in the layer's format."""
+    if adapter.merged == (sign > 0):
+        state = "already merged" if adapter.merged else "not merged"
+        raise ValueError(f"{label}: the LoRA adapter is {state}")
+    weight = layer.dequantized_weight(backend.xp.float64)
+    layer.set_weight(weight + sign * adapter.delta_weight().astype(backend.xp.float64))
     adapter.merged = sign > 0
 
 
@@ -148,10 +181,11 @@ def _selector(target) -> Callable[[str, Module], bool]:
                      f"(path, module) -> bool, got {target!r}")
 
 
-def apply_lora(model: Module, r: int = 8, alpha: float = 16.0, target=(Dense,), dropout: float = 0.0,
+def apply_lora(model: Module, r: int = 8, alpha: float = 16.0, target=(Dense, Dense4bit), dropout: float = 0.0,
                attention_parts: tuple[str, ...] = ("q", "v")) -> Module:
     """Freeze the built ``model`` and add LoRA adapters (rank ``r``, scale alpha / r, input
-    dropout ``dropout``) to the layers ``target`` chooses: a layer type or tuple of types,
+    dropout ``dropout``) to the layers ``target`` chooses (Dense and 4-bit Dense4bit by default):
+    a layer type or tuple of types,
     module names (dotted paths as ``named_modules`` gives them, or their last components) or
     a predicate ``(path, module) -> bool``. A chosen Dense is replaced in its parent by a
     :class:`LoRADense`; a chosen MultiHeadAttention gets adapters on the projections named in
@@ -166,13 +200,13 @@ def apply_lora(model: Module, r: int = 8, alpha: float = 16.0, target=(Dense,), 
     chosen = _selector(target)
     found = []
     for path, module in _adaptable(model):
-        if isinstance(module, (Dense, MultiHeadAttention)) and chosen(path, module):
+        if isinstance(module, (Dense, Dense4bit, MultiHeadAttention)) and chosen(path, module):
             if not module.built:
                 raise ValueError(f"apply_lora: {module._label()} ({path or 'the model'}) has no weights yet; call "
                                  "the model on an input first")
             found.append((path, module))
     if not found:
-        raise ValueError(f"apply_lora: no Dense or MultiHeadAttention layer of {model._label()} matches the "
+        raise ValueError(f"apply_lora: no Dense, Dense4bit or MultiHeadAttention layer of {model._label()} matches the "
                          f"target {target!r}")
     model.freeze()
     for path, module in found:
@@ -212,14 +246,21 @@ def _attention_adapters(module: Module):
     return [(part, module._modules[name]) for part, name in enumerate(LORA_ADAPTERS) if name in module._modules]
 
 
-def merge_lora(model: Module, unload: bool = False) -> Module:
+def merge_lora(model: Module, unload: bool = False, dequantize: bool = False) -> Module:
     """Fold every adapter of ``model`` into its layer's weight, W <- W + (alpha / r) A B (the
     outputs stay the same to rounding). ``unload=True`` also removes the adapters, putting
     back the plain Dense layers: the model is then the pretrained architecture with new
     weights (savable and exportable as before). Returns the model (the Dense when ``model``
-    itself is a LoRADense and ``unload`` is true)."""
+    itself is a LoRADense and ``unload`` is true).
+
+    A 4-bit base (QLoRA) is dequantized, merged and quantized again in its format (it stays a
+    Dense4bit; the outputs move by the new 4-bit rounding); ``dequantize=True`` replaces it by
+    a float Dense with the dequantized weight first, so that the merge is exact and the
+    merged layers are float (8 times the bytes of NF4)."""
     for path, module in list(model.named_modules()):
         if isinstance(module, LoRADense):
+            if dequantize and isinstance(module.base, Dense4bit):
+                module.base = module.base.to_dense().freeze()
             if not module.lora.merged:
                 module.merge()
             if unload:
