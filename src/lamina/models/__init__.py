@@ -94,6 +94,10 @@ Layouts follow the published models so that published weights map onto them:
   CLIP's processor and :func:`zero_shot_classify` gives class probabilities in one call.
 * :class:`SkipGram`: Word2Vec's skip-gram with negative sampling, the notes' learned
   embedding matrix.
+* :class:`MaskedAutoencoderViT` (:func:`mae_vit_base_patch16` ..): masked autoencoders in the MAE
+  reference's layout, with :class:`MAEClassifier` for fine-tuning and linear probing;
+  :class:`DINOHead` and :class:`DINOLoss` for DINO self-distillation
+  (:class:`lamina.train.DINOTrainer`).
 * Recommenders: :class:`MatrixFactorization` (biased MF for ratings; :func:`als` for implicit
   feedback), :class:`GMF`, :class:`NCFMLP` and :class:`NeuMF` (neural collaborative filtering),
   :class:`TwoTower` (retrieval, in-batch softmax with the logQ correction) and :class:`DLRM`.
@@ -227,6 +231,7 @@ from lamina.models.diffusion import (
     make_schedule,
     timestep_embedding,
 )
+from lamina.models.dino import DINOHead, DINOLoss, dino_cross_entropy
 from lamina.models.dlrm import DLRM, dot_interaction
 from lamina.models.efficientnet import (
     FusedMBConv,
@@ -321,6 +326,19 @@ from lamina.models.llama_gguf import (
     save_gguf_llama,
 )
 from lamina.models.lraspp import LRASPP, LRASPPHead, lraspp_mobilenet_v3_large
+from lamina.models.mae import (
+    MAE_CONFIGS,
+    MAEClassifier,
+    MaskedAutoencoderViT,
+    mae_vit_base_patch16,
+    mae_vit_huge_patch14,
+    mae_vit_large_patch16,
+    masking_indices,
+    patchify,
+    random_masking,
+    sincos_position_embedding,
+    unpatchify,
+)
 from lamina.models.mamba import (
     MAMBA_CONFIGS,
     Mamba,
@@ -680,5 +698,9 @@ __all__ = [
     "load_openai_clip_state_dict", "zero_shot_classify",
 ]
 __all__ += ["BiLSTMCRF"]  # sequence tagging (bilstm_crf)
+__all__ += ["MAE_CONFIGS", "MAEClassifier", "MaskedAutoencoderViT", "mae_vit_base_patch16", "mae_vit_huge_patch14",
+            "mae_vit_large_patch16", "masking_indices", "patchify", "random_masking", "sincos_position_embedding",
+            "unpatchify"]  # masked autoencoders (mae)
+__all__ += ["DINOHead", "DINOLoss", "dino_cross_entropy"]  # self-distillation (dino)
 __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "TwoTower", "als", "dot_interaction",
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders

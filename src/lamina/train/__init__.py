@@ -26,6 +26,7 @@ from lamina.train.callbacks import (
 )
 from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
 from lamina.train.diffusion import DiffusionTrainer, train_diffusion
+from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
 from lamina.train.forecast_metrics import (
@@ -106,6 +107,7 @@ __all__ = [
     "Distiller",
     "train_distillation", "ProfileSteps", "PrivacyMonitor", "make_private",
     "contrastive_pretrain", "encode", "linear_probe",
+    "DINOTrainer", "MultiCrop", "MultiCropWrapper", "cosine_schedule",
     "ReliabilityDiagram", "TemperatureScaling", "expected_calibration_error", "maximum_calibration_error",
     "negative_log_likelihood", "plot_reliability_diagram", "reliability_diagram",
     "DiceScore", "MeanClassAccuracy", "MeanIoU", "PixelAccuracy", "dice_per_class", "iou_per_class",
