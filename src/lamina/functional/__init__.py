@@ -56,6 +56,8 @@ from lamina.functional.fake_quantize import (
     fake_quantize_per_channel,
     fake_quantize_per_tensor,
 )
+from lamina.functional.flex import flex_attention
+from lamina.functional.flex_masks import BlockMask, and_masks, create_block_mask, noop_mask, or_masks
 from lamina.functional.fold import fold, unfold
 from lamina.functional.fractional_pool import fractional_max_pool2d, fractional_max_pool2d_with_indices
 from lamina.functional.fractional_pool3d import fractional_max_pool3d, fractional_max_pool3d_with_indices
@@ -409,5 +411,9 @@ __all__ += ["class_prototypes", "prototypical_logits", "prototypical_loss"]  # f
 __all__ += [  # more PyTorch-named ops (parity_extra)
     "atleast_1d", "atleast_2d", "atleast_3d", "combinations", "histogram", "index_reduce", "isin", "nan_to_num",
 ]
+
 __all__ += ["odeint", "odeint_adjoint"]  # neural ODEs (ode, ode_adjoint)
+__all__ += [  # flex attention under PyTorch's names (flex, flex_masks)
+    "BlockMask", "and_masks", "create_block_mask", "flex_attention", "noop_mask", "or_masks",
+]
 __all__ += ["crf_log_partition", "crf_marginals", "crf_nbest_paths", "crf_path_score"]  # linear-chain CRF (crf)

@@ -21,6 +21,9 @@ scores where it is True (the others get weight 0); a float mask is added to the 
 ``causal=True`` lets query t attend to keys t' <= t only (aligned at the first positions when
 T_q != T_k). A query whose every key is masked gets all-zero weights, hence a zero context
 (PyTorch gives NaN there).
+
+``block_size`` (an int, or "auto") computes the same attention block by block
+(:mod:`lamina.functional.attention_blockwise`): memory grows as T block instead of T_q T_k.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional._util import sum_to, unbroadcast
 from lamina.functional.activation import softmax
+from lamina.functional.attention_blockwise import AUTO_BLOCK, BlockwiseAttention
 from lamina.functional.elementwise import where
 
 __all__ = ["ScaledDotProductAttention", "scaled_dot_product_attention"]
@@ -202,7 +206,7 @@ def _mask_arrays(mask, causal: bool, t_q: int, t_k: int, dtype):
 
 def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropout: float = 0.0,
                                  scale: float | None = None, return_weights: bool = False,
-                                 enable_gqa: bool = False):
+                                 enable_gqa: bool = False, block_size: int | str | None = None):
     """C = softmax(Q K^T / sqrt(d) + mask) V for Q (..., T_q, d), K (..., T_k, d),
     V (..., T_k, d_v); leading axes broadcast. Returns C (..., T_q, d_v).
 
@@ -217,23 +221,34 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropo
     key/value head i // (h_q / h_kv). The K/V heads are not copied: inside one node Q is
     viewed as (..., h_kv, h_q / h_kv, T_q, d) against K and V (..., h_kv, 1, T_k, d), so each
     K/V head's gradient sums over its group.
+
+    ``block_size``: None computes the weights alpha (..., T_q, T_k) at once. An int, or
+    "auto" (256), computes the same result block by block with the online softmax, keeping
+    for backward only C and the log-sum-exp of each query row (FlashAttention's recurrence,
+    :class:`lamina.functional.attention_blockwise.BlockwiseAttention`): memory for the
+    scores is (..., block, block) instead of (..., T_q, T_k), and blocks that ``causal`` or a
+    boolean mask removes entirely are skipped. It needs ``dropout=0`` and
+    ``return_weights=False``.
     """
     q, k, v = (x if isinstance(x, Tensor) else Tensor(x) for x in (q, k, v))
     if enable_gqa:
-        return _grouped_query_attention(q, k, v, mask, causal, dropout, scale, return_weights)
+        return _grouped_query_attention(q, k, v, mask, causal, dropout, scale, return_weights, block_size)
     if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
         raise ShapeError(f"scaled_dot_product_attention: q, k and v need at least 2 axes (..., T, d), got "
                          f"shapes {q.shape}, {k.shape}, {v.shape}")
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ShapeError(f"scaled_dot_product_attention: q {q.shape} and k {k.shape} must share the feature "
                          f"size d, and k and v {v.shape} the number of keys T_k")
-    return _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group=0)
+    return _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group=0, block_size=block_size)
 
 
-def _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group: int):
-    """The checked call as one ScaledDotProductAttention node (``group``: see the class)."""
+def _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group: int, block_size=None):
+    """The checked call as one ScaledDotProductAttention node (``group``: see the class), or
+    with ``block_size`` as one BlockwiseAttention node."""
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"scaled_dot_product_attention: dropout must be in [0, 1), got {dropout}")
+    if block_size is not None:
+        return _blockwise_node(q, k, v, mask, causal, dropout, scale, return_weights, group, block_size)
     keep, bias = _mask_arrays(mask, causal, q.shape[-2], k.shape[-2], q.dtype)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     out = ScaledDotProductAttention.apply(q, k, v, scale=scale, keep=keep, bias=bias, dropout=float(dropout),
@@ -253,7 +268,33 @@ def _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group
     return out, Tensor._wrap(weights.copy())
 
 
-def _grouped_query_attention(q, k, v, mask, causal, dropout, scale, return_weights):
+def _block_rows(block_size) -> int:
+    if block_size == "auto":
+        return AUTO_BLOCK
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"scaled_dot_product_attention: block_size must be None, a positive int or 'auto', "
+                         f"got {block_size!r}")
+    return block_size
+
+
+def _blockwise_node(q, k, v, mask, causal, dropout, scale, return_weights, group: int, block_size):
+    """The checked call as one BlockwiseAttention node; with ``group``, on the grouped views
+    of :func:`_grouped_shapes` (reshapes on the graph: no values move)."""
+    block = _block_rows(block_size)
+    if dropout > 0 or return_weights:
+        raise ValueError(f"scaled_dot_product_attention(block_size={block_size!r}): the blockwise path never "
+                         f"holds the weights, so it supports neither dropout (got {dropout}) nor "
+                         f"return_weights (got {return_weights}); use block_size=None for them")
+    keep, bias = _mask_arrays(mask, False, q.shape[-2], k.shape[-2], q.dtype)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if group:
+        grouped = _grouped_shapes(q.shape, k.shape, v.shape, group)
+        q, k, v = (x.reshape(shape) for x, shape in zip((q, k, v), grouped))
+    out = BlockwiseAttention.apply(q, k, v, scale=scale, keep=keep, bias=bias, causal=bool(causal), block=block)
+    return out.reshape(_merged_heads_shape(out.shape)) if group else out
+
+
+def _grouped_query_attention(q, k, v, mask, causal, dropout, scale, return_weights, block_size=None):
     """scaled_dot_product_attention with h_q query heads sharing h_kv key/value heads."""
     if q.ndim < 3 or k.ndim < 3 or v.ndim < 3:
         raise ShapeError(f"scaled_dot_product_attention(enable_gqa=True): q, k and v need a heads axis "
@@ -267,7 +308,7 @@ def _grouped_query_attention(q, k, v, mask, causal, dropout, scale, return_weigh
         raise ShapeError(f"scaled_dot_product_attention(enable_gqa=True): q {q.shape} and k {k.shape} must share "
                          f"the feature size d, and k and v {v.shape} the number of keys T_k")
     return _attention_node(q, k, v, _grouped_mask(mask, h_q, h_kv), causal, dropout, scale, return_weights,
-                           group=h_q // h_kv)
+                           group=h_q // h_kv, block_size=block_size)
 
 
 def _grouped_mask(mask, h_q: int, h_kv: int):

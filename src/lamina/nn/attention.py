@@ -11,6 +11,10 @@ alpha^<t,t'> = softmax over t' of the scores e^<t,t'>
 The Transformer's attention with learned projections, :class:`MultiHeadAttention`, is in
 :mod:`lamina.nn.multi_head_attention`. Masks are boolean with True = attend (or float,
 added to the scores) everywhere in lamina.
+
+PyTorch's ``torch.nn.attention.flex_attention`` names (:func:`flex_attention`,
+:func:`create_block_mask`, :class:`BlockMask`, :func:`and_masks`, :func:`or_masks`,
+:func:`noop_mask`) can be imported from here as well (:mod:`lamina.functional.flex`).
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.attention import scaled_dot_product_attention
+from lamina.functional.flex import flex_attention
+from lamina.functional.flex_masks import BlockMask, and_masks, create_block_mask, noop_mask, or_masks
 from lamina.nn import init as initializers
 from lamina.nn.dense import linear
 from lamina.nn.layer import input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["AdditiveAttention", "Attention", "first_shape", "mask_array"]
+# where torch has them (torch.nn.attention.flex_attention)
+__all__ += ["BlockMask", "and_masks", "create_block_mask", "flex_attention", "noop_mask", "or_masks"]
 
 
 def first_shape(input_shape):
