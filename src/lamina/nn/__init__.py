@@ -6,7 +6,7 @@ themselves with ``get_config()`` for saving architectures (:func:`layer_to_confi
 :func:`layer_from_config`, :func:`register_layer` for your own layers).
 """
 
-from lamina.nn import functional, init, parametrize, prune, qat, quantize
+from lamina.nn import functional, init, merging, parametrize, prune, qat, quantize
 from lamina.nn.activation import (
     ACTIVATIONS,
     ELU,
@@ -131,6 +131,7 @@ from lamina.nn.losses import (
 from lamina.nn.lp_pool import LPPool1D, LPPool2D, LPPool3D
 from lamina.nn.mamba import MambaBlock
 from lamina.nn.merge import Add, Concatenate
+from lamina.nn.merging import merge_models
 from lamina.nn.module import Module
 from lamina.nn.moe import MixtureOfExperts
 from lamina.nn.multi_head_attention import MultiHeadAttention
@@ -256,3 +257,4 @@ __all__ += [  # 4-bit weights and QLoRA (quant4, dense4bit, qlora)
     "Dense4bit", "QuantState", "dequantize_4bit", "prepare_model_for_kbit_training", "quantize_4bit",
     "quantize_model_4bit",
 ]
+__all__ += ["merge_models", "merging"]  # model soups, task arithmetic, TIES, DARE, SLERP, Fisher (merging)
