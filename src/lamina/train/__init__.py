@@ -40,6 +40,7 @@ from lamina.train.forecast_metrics import (
 )
 from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
 from lamina.train.history import History
+from lamina.train.hyperband import ASHA, asha_search, hyperband, hyperband_schedule, successive_halving
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
 from lamina.train.meta import MAML, FastLearner, MetaSGD, Reptile
 from lamina.train.metrics import (
@@ -58,6 +59,7 @@ from lamina.train.metrics import (
 from lamina.train.monitor import HistogramMonitor
 from lamina.train.privacy import PrivacyMonitor, make_private
 from lamina.train.profiling import ProfileSteps
+from lamina.train.pruning import MedianPruner, PruningCallback, TrialPruned
 from lamina.train.ranking_metrics import (
     auc_per_user,
     evaluate_sampled,
@@ -92,6 +94,7 @@ from lamina.train.threshold_metrics import (
     SensitivityAtSpecificity,
     SpecificityAtSensitivity,
 )
+from lamina.train.tpe import ParzenEstimator, tpe_search
 from lamina.train.trainer import Trainer
 from lamina.train.weighting import WeightedMean
 
@@ -113,6 +116,8 @@ __all__ = [
     "DiceScore", "MeanClassAccuracy", "MeanIoU", "PixelAccuracy", "dice_per_class", "iou_per_class",
     "mean_class_accuracy", "mean_iou", "pixel_accuracy", "pixel_confusion_matrix",
     "bayesian_search", "expected_improvement",
+    "ASHA", "MedianPruner", "ParzenEstimator", "PruningCallback", "TrialPruned", "asha_search", "hyperband",
+    "hyperband_schedule", "successive_halving", "tpe_search",
     "WeightedMean",
     "BackupAndRestore", "ReduceLROnPlateau", "SwapEMAWeights",
     "FBetaScore", "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity", "SpecificityAtSensitivity",

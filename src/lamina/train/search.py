@@ -34,19 +34,25 @@ import numpy as np
 
 import lamina
 from lamina.io import write_bytes_atomic
+from lamina.train.pruning import MedianPruner, PruningCallback, TrialPruned
 from lamina.train.search_space import as_distribution, check_space, sample_config, zoom_space
 from lamina.train.trainer import Trainer
 
 __all__ = ["SearchResult", "Trial", "coarse_to_fine", "grid_search", "random_search", "tune_trainer"]
 
 DIRECTIONS = ("maximize", "minimize")
-STRATEGIES = ("random", "bayes")
+STRATEGIES = ("random", "bayes", "tpe")
+SCHEDULERS = (None, "hyperband", "asha")
 
 
 @dataclass
 class Trial:
     """One evaluated configuration. ``score`` is NaN and ``error`` says why when it failed;
-    ``stage`` is the coarse-to-fine round (0 for a plain search)."""
+    ``stage`` is the coarse-to-fine round or the Hyperband bracket (0 for a plain search).
+
+    Multi-fidelity searches (:mod:`lamina.train.hyperband`) evaluate one configuration at
+    several budgets: ``config_id`` names the configuration, ``rung`` the step of the halving
+    and ``resource`` the budget (e.g. epochs) it was trained for; all None elsewhere."""
 
     index: int
     config: dict[str, Any]
@@ -55,6 +61,9 @@ class Trial:
     seconds: float = 0.0
     error: str | None = None
     stage: int = 0
+    config_id: int | None = None
+    rung: int | None = None
+    resource: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -68,12 +77,15 @@ def _cell(value: Any) -> str:
 
 
 class SearchResult:
-    """The trials of a search in the order they ran, and the best one by ``direction``."""
+    """The trials of a search in the order they ran, and the best one by ``direction``.
+    ``budget`` is the total resource a multi-fidelity search spent (None for the others)."""
 
-    def __init__(self, trials: list[Trial], direction: str = "maximize", spaces: Iterable[Mapping] = ()):
+    def __init__(self, trials: list[Trial], direction: str = "maximize", spaces: Iterable[Mapping] = (),
+                 budget: float | None = None):
         self.trials = list(trials)
         self.direction = direction
         self.spaces = list(spaces)
+        self.budget = budget
 
     def ranked(self) -> list[Trial]:
         """The successful trials best first (ties in the order they ran), then the failed ones."""
@@ -94,12 +106,14 @@ class SearchResult:
 
     def _columns(self) -> list[str]:
         names = ["trial"] + (["stage"] if any(t.stage for t in self.trials) else [])
+        names += ["config", "rung", "resource"] if any(t.resource is not None for t in self.trials) else []
         names += list(dict.fromkeys(k for t in self.trials for k in t.config))
         names += ["score"] + list(dict.fromkeys(k for t in self.trials for k in t.metrics)) + ["seconds"]
         return names + (["error"] if any(not t.ok for t in self.trials) else [])
 
     def _row(self, trial: Trial) -> dict[str, Any]:
-        return {"trial": trial.index, "stage": trial.stage, **trial.config, "score": trial.score,
+        return {"trial": trial.index, "stage": trial.stage, "config": trial.config_id, "rung": trial.rung,
+                "resource": trial.resource, **trial.config, "score": trial.score,
                 **trial.metrics, "seconds": trial.seconds, "error": trial.error or ""}
 
     def table(self, top: int | None = None) -> str:
@@ -238,18 +252,30 @@ def coarse_to_fine(objective: Callable[[dict], Any], space: Mapping[str, Any], t
     return _finish("coarse_to_fine", done, direction, spaces)
 
 
-def tune_trainer(build: Callable[[dict], Any], data, val, space: Mapping[str, Any], trials: int, epochs: int,
+def tune_trainer(build: Callable[[dict], Any], data, val, space: Mapping[str, Any], trials: int | None, epochs: int,
                  batch_size: int = 32, metric: str = "val_accuracy", seed: int = 0, direction: str | None = None,
                  loss: Any = "categorical_cross_entropy", callback: Callable[[Trial], None] | None = None,
-                 csv_path: str | os.PathLike | None = None, strategy: str = "random") -> SearchResult:
-    """Random search (``strategy='random'``) or Bayesian optimization (``'bayes'``, see
-    :func:`lamina.train.bayesian.bayesian_search`) over training runs, each scored on the
-    validation data ``val``.
+                 csv_path: str | os.PathLike | None = None, strategy: str = "random", scheduler: str | None = None,
+                 eta: int = 3, grace_period: int = 1, pruner: MedianPruner | None = None) -> SearchResult:
+    """Search over training runs, each scored on the validation data ``val``.
+
+    ``strategy`` picks the configurations: random search (``'random'``), Bayesian
+    optimization (``'bayes'``, :func:`lamina.train.bayesian.bayesian_search`) or TPE
+    (``'tpe'``, :func:`lamina.train.tpe.tpe_search`). ``scheduler`` shares out the epochs:
+    None trains every configuration for ``epochs`` epochs; ``'hyperband'``
+    (:func:`lamina.train.hyperband.hyperband` with ``max_resource=epochs`` and ``eta``; it sets
+    its own number of configurations, so ``trials`` must be None) and ``'asha'``
+    (:func:`lamina.train.hyperband.asha_search`, ``trials`` configurations, ``max_t=epochs``,
+    ``grace_period``, ``reduction_factor=eta``) train many configurations for a few epochs and
+    continue the best ones where they stopped (resumed, not retrained). Both schedulers draw
+    configurations at random. ``pruner``: a :class:`lamina.train.pruning.MedianPruner` that
+    stops a run early when ``metric`` falls behind the median of the completed runs at the same
+    epoch (the trial is recorded as failed, its error saying why; with ``scheduler=None`` only).
 
     For each configuration: ``lamina.manual_seed(seed)`` (every trial starts from the same
     random state, so configurations, not luck, are compared), ``build(config)`` returns a
     :class:`Trainer` or ``(model, optimizer)`` (then trained with ``loss``), the trainer fits
-    ``data`` for ``epochs`` epochs, and the score is ``metric`` of the last epoch (``val_``
+    ``data``, and the score is ``metric`` of the last epoch (``val_``
     names are computed on ``val``); the last epoch's other logs are recorded with it. A run
     whose training cost diverges (NaN or infinite) is a failed trial.
 
@@ -261,28 +287,66 @@ def tune_trainer(build: Callable[[dict], Any], data, val, space: Mapping[str, An
         raise ValueError("tune_trainer: val is required; hyperparameters are tuned on validation data")
     if strategy not in STRATEGIES:
         raise ValueError(f"tune_trainer: strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"tune_trainer: scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+    if scheduler is not None and strategy != "random":
+        raise ValueError(f"tune_trainer: scheduler={scheduler!r} draws configurations at random; "
+                         f"strategy={strategy!r} works with scheduler=None only")
+    if scheduler is not None and pruner is not None:
+        raise ValueError(f"tune_trainer: give a scheduler ({scheduler!r}) or a pruner, not both; both stop runs early")
+    if scheduler == "hyperband" and trials is not None:
+        raise ValueError(f"tune_trainer: Hyperband sets its own numbers of configurations from epochs and eta; "
+                         f"pass trials=None, got trials={trials!r}")
     if direction is None:
         direction = "minimize" if metric.endswith("loss") or "error" in metric else "maximize"
+    started = itertools.count()
 
-    def objective(config: dict) -> dict[str, float]:
-        lamina.manual_seed(seed)
-        built = build(config)
-        if isinstance(built, tuple) and len(built) == 2:
-            built = Trainer(built[0], loss, built[1], verbose=0)
-        if not isinstance(built, Trainer):
-            raise TypeError(f"build(config) must return a Trainer or (model, optimizer), got {type(built).__name__}")
-        history = built.fit(data, val=val, epochs=epochs, batch_size=batch_size, seed=seed)
+    def train(config: dict, epochs_to: int, trainer: Trainer | None = None) -> tuple[dict[str, float], Trainer]:
+        start = 0 if trainer is None else len(trainer.history.epochs)
+        watch = None
+        if trainer is None:
+            lamina.manual_seed(seed)
+            trainer = build(config)
+            if isinstance(trainer, tuple) and len(trainer) == 2:
+                trainer = Trainer(trainer[0], loss, trainer[1], verbose=0)
+            if not isinstance(trainer, Trainer):
+                raise TypeError(f"build(config) must return a Trainer or (model, optimizer), "
+                                f"got {type(trainer).__name__}")
+            if pruner is not None:
+                watch = PruningCallback(pruner, next(started), metric)
+                watch.set_trainer(trainer)
+                trainer.callbacks.append(watch)
+        history = trainer.fit(data, val=val, epochs=epochs_to, batch_size=batch_size, seed=seed, initial_epoch=start)
         final = {k: v[-1] for k, v in history.epoch.items() if len(v) == len(history.epochs) and k != "samples_per_s"}
         if not math.isfinite(final.get("loss", math.nan)):
             raise FloatingPointError(f"the training cost diverged to {final.get('loss', math.nan)}")
         if metric not in final:
             raise KeyError(f"metric {metric!r} is not in the last epoch's logs {sorted(final)}")
-        return {"score": final.pop(metric), **final}
+        if watch is not None and watch.pruned_at is not None:
+            raise TrialPruned(watch.message())
+        return {"score": final.pop(metric), **final}, trainer
 
+    def objective(config: dict) -> dict[str, float]:
+        return train(config, epochs)[0]
+
+    def resumed(config: dict, resource: float, state: Trainer | None) -> dict[str, Any]:
+        logs, trainer = train(config, max(1, round(resource)), state)
+        return {**logs, "state": trainer}
+
+    options = {"seed": seed, "direction": direction, "callback": callback, "csv_path": csv_path}
+    if scheduler is not None:
+        from lamina.train.hyperband import asha_search, hyperband  # it builds on this module
+
+        if scheduler == "hyperband":
+            return hyperband(resumed, space, epochs, eta=eta, resume=True, **options)
+        return asha_search(resumed, space, trials, max_t=epochs, grace_period=grace_period,
+                                     reduction_factor=eta, resume=True, **options)
     if strategy == "bayes":
         from lamina.train.bayesian import bayesian_search  # it builds on this module
 
-        return bayesian_search(objective, space, trials, seed=seed, direction=direction, callback=callback,
-                               csv_path=csv_path)
-    return random_search(objective, space, trials, seed=seed, direction=direction, callback=callback,
-                         csv_path=csv_path)
+        return bayesian_search(objective, space, trials, **options)
+    if strategy == "tpe":
+        from lamina.train.tpe import tpe_search  # it builds on this module
+
+        return tpe_search(objective, space, trials, **options)
+    return random_search(objective, space, trials, **options)
