@@ -101,7 +101,7 @@ def test_train_rl_resume_checks_what_the_state_file_holds(tmp_path):
                                         "--eval-episodes", "1", "--out", str(out)]))
     arrays, metadata = load_file(out / "state.safetensors")
     for change, message in [({"format": "lamina-checkpoint-1"}, "is not a saved train-rl run"),
-                            ({"algo": "a2c"}, "unknown algorithm 'a2c'"),
+                            ({"algo": "reinforce"}, "unknown algorithm 'reinforce'"),
                             ({"env": "Pong-v5"}, "trained on 'Pong-v5', which is not one of"),
                             ({"algo": "ppo"}, "says ppo but holds a 'dqn' agent")]:
         save_file(arrays, out / "state.safetensors", {**metadata, **change})
@@ -116,3 +116,40 @@ def test_train_rl_resume_and_evaluate_need_a_saved_run(tmp_path):
         main(["train-rl", "--resume", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="--evaluate found no policy.safetensors"):
         main(["train-rl", "--evaluate", str(tmp_path)])
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3", "ddpg"])
+def test_train_rl_runs_saves_resumes_and_evaluates_the_off_policy_agents(tmp_path, capsys, algo):
+    out = tmp_path / algo
+    args = ["train-rl", "--algo", algo, "--env", "Pendulum-v1", "--eval-episodes", "1", "--out", str(out)]
+    first = train_rl(build_parser().parse_args(args + ["--steps", "260"]))     # updates from step 256 on
+    assert f"{algo} on Pendulum-v1: 260 steps" in capsys.readouterr().out and first["episodes"] == 1
+    state = load_state(out)
+    assert state["settings"] == {"seed": 0, "buffer_size": 260}
+    cls = {"sac": lamina.rl.SAC, "td3": lamina.rl.TD3, "ddpg": lamina.rl.DDPG}[algo]
+    agent = cls.for_env(lamina.rl.make("Pendulum-v1"), seed=0, buffer_size=260)
+    agent.load_state_dict(state["agent"])
+    assert agent.env_steps == 260 and agent.updates == 5 and len(agent.buffer) == 260
+    train_rl(build_parser().parse_args(args + ["--steps", "5", "--resume"]))
+    state = load_state(out)
+    assert state["steps"] == 265 and state["agent"]["updates"] == 10 and len(state["returns"]) == 1
+    agent.load_state_dict(state["agent"])
+    figures = train_rl(build_parser().parse_args(["train-rl", "--evaluate", str(out), "--eval-episodes", "2"]))
+    greedy = lamina.rl.evaluate_policy(agent, lamina.rl.make("Pendulum-v1"), n_episodes=2, seed=1000)
+    assert figures["eval_return"] == pytest.approx(np.mean(greedy), rel=1e-4)
+
+
+def test_train_rl_runs_and_resumes_a2c(tmp_path):
+    out = tmp_path / "a2c"
+    args = ["train-rl", "--algo", "a2c", "--env", "CartPole-v1", "--steps", "200", "--num-envs", "2",
+            "--eval-episodes", "1", "--out", str(out)]
+    train_rl(build_parser().parse_args(args))
+    first = load_state(out)
+    assert first["agent"]["algorithm"] == "a2c" and first["agent"]["optimizer"]["step_count"] == 20
+    train_rl(build_parser().parse_args(args + ["--resume"]))
+    assert load_state(out)["agent"]["optimizer"]["step_count"] == 40
+
+
+def test_train_rl_refuses_the_off_policy_agents_on_discrete_actions():
+    with pytest.raises(SystemExit, match=r"sac needs continuous actions; CartPole-v1 has Discrete\(2\)"):
+        main(["train-rl", "--algo", "sac", "--env", "CartPole-v1", "--steps", "10"])

@@ -1,16 +1,17 @@
-"""``lamina train-rl``: train DQN or PPO on one of :mod:`lamina.rl`'s environments and report
-the returns it reaches; with ``--out DIR`` also save the run, continue it with ``--resume``,
-and score a saved policy with ``--evaluate DIR``.
+"""``lamina train-rl``: train DQN, PPO, A2C, SAC, TD3 or DDPG on one of :mod:`lamina.rl`'s
+environments and report the returns it reaches; with ``--out DIR`` also save the run, continue it
+with ``--resume``, and score a saved policy with ``--evaluate DIR``.
 
 A run directory holds ``policy.safetensors`` (the greedy policy's network, :func:`lamina.save`:
-DQN's Q-network or PPO's actor), ``returns.csv`` and ``returns.json`` (the return of every
-finished episode), ``learning_curve.png`` and ``state.safetensors``, the whole agent for
-``--resume`` (its ``state_dict()``: arrays as tensors, the rest as JSON metadata, with the
-settings that rebuild it): networks, optimizer state, random generators, and for DQN the target
-network, the replay buffer (with its priorities) and the exploration and learning schedules' step
-counts. A resumed run restarts its environments from a reset (an episode cut by the save is not
-counted); a DQN learning rate that decays to 0 over the run has its decay stretched over the new
-total.
+DQN's Q-network, PPO's or A2C's actor, or for SAC, TD3 and DDPG the deterministic policy rescaled
+to the action bounds, :meth:`OffPolicyAgent.greedy_network`), ``returns.csv`` and ``returns.json``
+(the return of every finished episode), ``learning_curve.png`` and ``state.safetensors``, the
+whole agent for ``--resume`` (its ``state_dict()``: arrays as tensors, the rest as JSON metadata,
+with the settings that rebuild it): networks, optimizer state, random generators, and for DQN,
+SAC, TD3 and DDPG the target networks and the replay buffer (DQN's with its priorities and the
+exploration and learning schedules' step counts; SAC's with its entropy temperature). A resumed
+run restarts its environments from a reset (an episode cut by the save is not counted); a DQN
+learning rate that decays to 0 over the run has its decay stretched over the new total.
 """
 
 from __future__ import annotations
@@ -30,30 +31,42 @@ from lamina.io import load_file, save_file
 from lamina.io.atomic import write_bytes_atomic
 from lamina.io.state import flatten_state, unflatten_state
 from lamina.rl import (
+    A2C,
+    DDPG,
     DQN_PRESETS,
     ENVIRONMENTS,
     PPO,
     PRESET_STEPS,
+    SAC,
+    TD3,
     ActorCritic,
     Discrete,
     DQNAgent,
     GreedyPolicy,
+    OffPolicyAgent,
     evaluate_policy,
     make,
+    train_a2c,
     train_dqn,
     train_ppo,
 )
+from lamina.rl.off_policy import train_off_policy
 
 POLICY_FILE, STATE_FILE = "policy.safetensors", "state.safetensors"
 STATE_FORMAT = "lamina-rl-run-1"
+OFF_POLICY = {"sac": SAC, "td3": TD3, "ddpg": DDPG}
+ALGORITHMS = ("dqn", "ppo", "a2c", *OFF_POLICY)
+OFF_POLICY_STEPS = 20000
+"""Default steps of SAC, TD3 and DDPG (RL Baselines3 Zoo's budget for Pendulum-v1)."""
 
 
 def add_commands(sub) -> None:
     """The ``train-rl`` parser, added to the subparsers ``sub``."""
-    p = sub.add_parser("train-rl", help="train a reinforcement-learning agent (DQN or PPO)",
-                       description="Train DQN (discrete actions) or PPO on an environment, then print the mean "
-                                   "return of the last 20 training episodes and of greedy evaluation episodes.")
-    p.add_argument("--algo", choices=("dqn", "ppo"), default="dqn", help="algorithm (default dqn)")
+    p = sub.add_parser("train-rl", help="train a reinforcement-learning agent (DQN, PPO, A2C, SAC, TD3, DDPG)",
+                       description="Train DQN (discrete actions), PPO, A2C, or SAC, TD3 or DDPG (continuous "
+                                   "actions) on an environment, then print the mean return of the last 20 training "
+                                   "episodes and of greedy evaluation episodes.")
+    p.add_argument("--algo", choices=ALGORITHMS, default="dqn", help="algorithm (default dqn)")
     p.add_argument("--env", choices=sorted(ENVIRONMENTS), default="CartPole-v1", help="environment (default "
                    "CartPole-v1)")
     p.add_argument("--preset", choices=sorted(DQN_PRESETS), default="zoo",
@@ -62,9 +75,10 @@ def add_commands(sub) -> None:
     p.add_argument("--prioritized", action=argparse.BooleanOptionalAction, default=None,
                    help="DQN with (or without) prioritized experience replay (default: as the preset says)")
     p.add_argument("--steps", type=positive_int, default=None,
-                   help="environment steps (default 50000 for dqn zoo, 20000 for dqn tutorial, 100000 for ppo); "
-                        "with --resume, the steps to add")
-    p.add_argument("--num-envs", type=positive_int, default=4, help="PPO's copies of the environment (default 4)")
+                   help="environment steps (default 50000 for dqn zoo, 20000 for dqn tutorial, 100000 for ppo and "
+                        "a2c, 20000 for sac, td3 and ddpg); with --resume, the steps to add")
+    p.add_argument("--num-envs", type=positive_int, default=4,
+                   help="PPO's and A2C's copies of the environment (default 4)")
     p.add_argument("--eval-episodes", type=positive_int, default=10, help="greedy evaluation episodes (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", type=Path, default=None,
@@ -91,7 +105,10 @@ def train_rl(args: argparse.Namespace) -> dict[str, float]:
     env = make(env_name)
     if algo == "dqn" and not isinstance(env.action_space, Discrete):
         raise SystemExit(f"lamina train-rl: dqn needs discrete actions; {env_name} has {env.action_space} "
-                         "(use --algo ppo)")
+                         "(use --algo ppo, a2c, sac, td3 or ddpg)")
+    if algo in OFF_POLICY and isinstance(env.action_space, Discrete):
+        raise SystemExit(f"lamina train-rl: {algo} needs continuous actions; {env_name} has {env.action_space} "
+                         "(use --algo dqn, ppo or a2c)")
     start = time.perf_counter()
     if algo == "dqn":
         if settings is None:
@@ -110,14 +127,23 @@ def train_rl(args: argparse.Namespace) -> dict[str, float]:
             if agent.lr_decay_steps:
                 agent.lr_decay_steps = steps_before + steps     # stretched over the new total, else it stays at 0
         new_returns = train_dqn(env, total_steps=steps, agent=agent, seed=args.seed + steps_before)
+    elif algo in OFF_POLICY:
+        steps = args.steps or OFF_POLICY_STEPS
+        settings = settings or {"seed": args.seed, "buffer_size": min(1_000_000, steps)}
+        agent = OFF_POLICY[algo].for_env(env, seed=settings["seed"], buffer_size=settings["buffer_size"])
+        if args.resume:
+            agent.load_state_dict(state["agent"])
+        new_returns = train_off_policy(OFF_POLICY[algo], env, steps, agent, args.seed + steps_before)
     else:
         steps = args.steps or 100000
         settings = settings or {"seed": args.seed}
-        agent = PPO(ActorCritic(env.observation_space.shape[0], env.action_space), seed=settings["seed"])
+        policy = ActorCritic(env.observation_space.shape[0], env.action_space)
+        agent = (PPO if algo == "ppo" else A2C)(policy, seed=settings["seed"])
         if args.resume:
             agent.load_state_dict(state["agent"])
-        new_returns = train_ppo(env_name, total_steps=steps, num_envs=args.num_envs, ppo=agent,
-                                seed=args.seed + steps_before)
+        train = train_ppo if algo == "ppo" else train_a2c
+        new_returns = train(env_name, total_steps=steps, num_envs=args.num_envs, seed=args.seed + steps_before,
+                            **{"ppo" if algo == "ppo" else "a2c": agent})
     seconds = time.perf_counter() - start
     returns = returns + new_returns
     greedy = evaluate_policy(agent, make(env_name), n_episodes=args.eval_episodes, seed=args.seed + 1000)
@@ -134,7 +160,11 @@ def train_rl(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _policy_network(agent):
-    return agent.policy_net if isinstance(agent, DQNAgent) else agent.policy.actor
+    if isinstance(agent, DQNAgent):
+        return agent.policy_net
+    if isinstance(agent, OffPolicyAgent):
+        return agent.greedy_network()
+    return agent.policy.actor
 
 
 def save_run(out: Path, algo: str, env_name: str, agent, returns: list[float], steps: int,
@@ -171,8 +201,9 @@ def load_state(out: Path) -> dict:
         raise SystemExit(f"lamina train-rl: {path} is not a saved train-rl run (format {metadata.get('format')!r}, "
                          f"expected {STATE_FORMAT!r})")
     algo, env_name = metadata.get("algo"), metadata.get("env")
-    if algo not in ("dqn", "ppo"):
-        raise SystemExit(f"lamina train-rl: {path} holds an agent of unknown algorithm {algo!r} (expected dqn or ppo)")
+    if algo not in ALGORITHMS:
+        raise SystemExit(f"lamina train-rl: {path} holds an agent of unknown algorithm {algo!r} (expected one of "
+                         f"{', '.join(ALGORITHMS)})")
     if env_name not in ENVIRONMENTS:
         raise SystemExit(f"lamina train-rl: {path} was trained on {env_name!r}, which is not one of "
                          f"{sorted(ENVIRONMENTS)}")

@@ -1,23 +1,50 @@
 """Reinforcement learning: environments with Gymnasium's interface (CartPole-v1, Pendulum-v1,
 MountainCar-v0 and tiny Chain / GridWorld tasks, a vector of environments, a time limit), an
 experience-replay buffer (uniform or prioritized), deep Q-learning (DQN, Double DQN, the PyTorch
-tutorial's and RL Baselines3 Zoo's settings) and proximal policy optimization
-(PPO with GAE, discrete and continuous actions)."""
+tutorial's and RL Baselines3 Zoo's settings), proximal policy optimization and advantage
+actor-critic (PPO and A2C with GAE, discrete and continuous actions), and the off-policy
+continuous-control agents SAC, TD3 and DDPG."""
 
+from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.classic_control import CartPole, MountainCar, Pendulum, angle_normalize
 from lamina.rl.dqn import DQN_PRESETS, PRESET_STEPS, DQNAgent, dqn_loss, dqn_targets, train_dqn
 from lamina.rl.env import Env, TimeLimit, Wrapper
 from lamina.rl.evaluation import GreedyPolicy, evaluate_policy
 from lamina.rl.networks import copy_weights, mlp, soft_update
+from lamina.rl.off_policy import OffPolicyAgent, QNetwork
 from lamina.rl.ppo import PPO, ActorCritic, clipped_surrogate_loss, compute_gae, ppo_loss, train_ppo, value_loss
 from lamina.rl.prioritized import PrioritizedBatch, PrioritizedReplayBuffer, SumTree
 from lamina.rl.registry import ENVIRONMENTS, make
 from lamina.rl.replay import Batch, ReplayBuffer
+from lamina.rl.sac import (
+    SAC,
+    SquashedGaussianActor,
+    sac_actor_loss,
+    sac_critic_loss,
+    sac_targets,
+    sac_temperature_loss,
+    squashed_gaussian_log_prob,
+    train_sac,
+)
 from lamina.rl.spaces import Box, Discrete, Space
+from lamina.rl.td3 import (
+    DDPG,
+    TD3,
+    DeterministicActor,
+    td3_actor_loss,
+    td3_critic_loss,
+    td3_targets,
+    train_ddpg,
+    train_td3,
+)
 from lamina.rl.toy import Chain, GridWorld
 from lamina.rl.vector import VectorEnv
 
 __all__ = [
+    "A2C", "DDPG", "SAC", "TD3", "DeterministicActor", "OffPolicyAgent", "QNetwork", "SquashedGaussianActor",
+    "a2c_loss", "sac_actor_loss", "sac_critic_loss", "sac_targets", "sac_temperature_loss",
+    "squashed_gaussian_log_prob", "td3_actor_loss", "td3_critic_loss", "td3_targets", "train_a2c", "train_ddpg",
+    "train_sac", "train_td3",
     "DQN_PRESETS", "ENVIRONMENTS", "PPO", "PRESET_STEPS", "ActorCritic", "Batch", "Box", "CartPole", "Chain",
     "DQNAgent", "Discrete", "Env", "GreedyPolicy", "GridWorld", "MountainCar", "Pendulum", "PrioritizedBatch",
     "PrioritizedReplayBuffer", "ReplayBuffer", "Space", "SumTree", "TimeLimit", "VectorEnv", "Wrapper",

@@ -131,6 +131,8 @@ class PPO:
     (Adam, eps 1e-5, gradient norm clipped to ``max_grad_norm``; advantages normalized per
     minibatch when ``normalize_advantages``)."""
 
+    algorithm = "ppo"
+
     def __init__(self, policy: ActorCritic, lr: float = 3e-4, n_steps: int = 128, n_epochs: int = 4,
                  minibatch_size: int = 64, gamma: float = 0.99, gae_lambda: float = 0.95, clip_range: float = 0.2,
                  vf_coef: float = 0.5, ent_coef: float = 0.0, max_grad_norm: float | None = 0.5,
@@ -148,7 +150,7 @@ class PPO:
         weights, the optimizer's state and learning rate, the minibatch shuffling generator's state
         and lamina's global generator's state (actions are drawn from it). Holds only dicts,
         lists, numbers, strings and arrays (copies)."""
-        return {"algorithm": "ppo",
+        return {"algorithm": self.algorithm,
                 "policy": {name: numpy.array(to_numpy(value)) for name, value in self.policy.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(), "lr": self.optimizer.lr,
                 "rng": self.rng.bit_generator.state, "global_rng": get_rng_state()}
@@ -156,8 +158,9 @@ class PPO:
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` into a PPO built with the same settings; this also sets
         lamina's global generator (see :func:`lamina.manual_seed`) to the saved state."""
-        if state.get("algorithm") != "ppo":
-            raise ValueError(f"PPO.load_state_dict: the state is from {state.get('algorithm')!r}, not 'ppo'")
+        if state.get("algorithm") != self.algorithm:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state is from {state.get('algorithm')!r}, "
+                             f"not {self.algorithm!r}")
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.optimizer.lr = state["lr"]
