@@ -22,9 +22,10 @@ import numpy
 
 from lamina import optim
 from lamina.autograd import Tensor, no_grad, tensor
-from lamina.backend import manual_seed, to_numpy
+from lamina.backend import to_numpy
 from lamina.functional import mean, smooth_l1_loss, take_along_dim
 from lamina.nn import Module
+from lamina.rl.agent_loop import as_env, make_agent, run_agent
 from lamina.rl.env import Env
 from lamina.rl.networks import copy_weights, mlp, obs_tensor, soft_update
 from lamina.rl.prioritized import PrioritizedReplayBuffer
@@ -244,13 +245,6 @@ def _weights(net: Module) -> dict[str, numpy.ndarray]:
     return {name: numpy.array(to_numpy(value)) for name, value in net.state_dict().items()}
 
 
-def _as_env(env) -> Env:
-    if isinstance(env, str):
-        from lamina.rl.registry import make
-        return make(env)
-    return env
-
-
 def train_dqn(env: Env | str, total_steps: int = 10000, agent: DQNAgent | None = None, seed: int | None = None,
               max_episodes: int | None = None, **agent_kwargs) -> list[float]:
     """Train ``agent`` (by default ``DQNAgent.for_env(env, seed=seed, **agent_kwargs)``) on ``env``
@@ -258,26 +252,6 @@ def train_dqn(env: Env | str, total_steps: int = 10000, agent: DQNAgent | None =
     environment step as in PyTorch's tutorial (other schedules as the agent's settings say,
     see :meth:`DQNAgent.observe`). Truncated episodes still bootstrap from their last
     state; terminated ones do not. Returns the return of every finished episode."""
-    env = _as_env(env)
-    if agent is None:
-        if seed is not None:
-            manual_seed(seed)
-        agent = DQNAgent.for_env(env, seed=seed, **agent_kwargs)
-    elif agent_kwargs:
-        raise TypeError(f"train_dqn: agent settings {sorted(agent_kwargs)} given with a ready agent")
-    returns: list[float] = []
-    obs, _ = env.reset(seed=seed)
-    episode_return = 0.0
-    for _ in range(total_steps):
-        action = agent.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        agent.observe(obs, action, reward, next_obs, terminated)
-        episode_return += reward
-        obs = next_obs
-        if terminated or truncated:
-            returns.append(episode_return)
-            if max_episodes is not None and len(returns) >= max_episodes:
-                break
-            obs, _ = env.reset()
-            episode_return = 0.0
-    return returns
+    env = as_env(env)
+    agent = make_agent(DQNAgent, env, agent, seed, agent_kwargs, "train_dqn")
+    return run_agent(env, agent, total_steps, seed, max_episodes)

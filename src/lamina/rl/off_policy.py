@@ -17,11 +17,12 @@ import numpy
 
 from lamina import backend, nn
 from lamina.autograd import Tensor, tensor
-from lamina.backend import manual_seed, to_numpy
+from lamina.backend import to_numpy
 from lamina.functional import concat, mean
 from lamina.nn import Module
 from lamina.optim import Optimizer
 from lamina.parallel import one_blas_thread
+from lamina.rl.agent_loop import as_env, make_agent, run_agent
 from lamina.rl.env import Env
 from lamina.rl.networks import mlp
 from lamina.rl.replay import Batch, ReplayBuffer
@@ -268,13 +269,6 @@ class OffPolicyAgent:
         self.load_extra_state(state)
 
 
-def _as_env(env) -> Env:
-    if isinstance(env, str):
-        from lamina.rl.registry import make
-        return make(env)
-    return env
-
-
 def train_off_policy(agent_class: type[OffPolicyAgent], env: Env | str, total_steps: int,
                      agent: OffPolicyAgent | None, seed: int | None, **agent_kwargs) -> list[float]:
     """The loop of :func:`train_sac`, :func:`train_td3` and :func:`train_ddpg`: ``total_steps``
@@ -284,24 +278,6 @@ def train_off_policy(agent_class: type[OffPolicyAgent], env: Env | str, total_st
     name = f"train_{agent_class.algorithm}"
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"{name}: total_steps must be a positive int, got {total_steps!r}")
-    env = _as_env(env)
-    if agent is None:
-        if seed is not None:
-            manual_seed(seed)
-        agent = agent_class.for_env(env, seed=seed, **agent_kwargs)
-    elif agent_kwargs:
-        raise TypeError(f"{name}: agent settings {sorted(agent_kwargs)} given with a ready agent")
-    returns: list[float] = []
-    obs, _ = env.reset(seed=seed)
-    episode_return = 0.0
-    for _ in range(total_steps):
-        action = agent.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        agent.observe(obs, action, reward, next_obs, terminated)
-        episode_return += reward
-        obs = next_obs
-        if terminated or truncated:
-            returns.append(episode_return)
-            obs, _ = env.reset()
-            episode_return = 0.0
-    return returns
+    env = as_env(env)
+    agent = make_agent(agent_class, env, agent, seed, agent_kwargs, name)
+    return run_agent(env, agent, total_steps, seed)
