@@ -117,6 +117,9 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`SSD` (:func:`ssd300_vgg16`, :func:`ssdlite320_mobilenet_v3_large`): single-shot
   detectors on default boxes with hard negative mining, in the same interface;
   :func:`lraspp_mobilenet_v3_large`: the LR-ASPP segmentation head on a dilated MobileNet v3.
+* :class:`NeRF` (the original layout; :class:`TinyNeRF` for CPUs) and :class:`NeRFRenderer`: a
+  neural radiance field rendered coarse then fine, trained by :func:`nerf_train_step`
+  (rays, sampling and volume rendering in :mod:`lamina.vision.nerf`).
 * :class:`RAFT` (:func:`raft_large`, :func:`raft_small`, any size with :func:`raft`): optical
   flow by recurrent all-pairs field transforms in torchvision's layout (feature and context
   encoders, :class:`CorrBlock`'s correlation pyramid and lookup, :class:`UpdateBlock` with
@@ -388,6 +391,8 @@ from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mob
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
 from lamina.models.ncf import GMF, NCF, NCFMLP, NeuMF
+from lamina.models.nerf import NeRF, TinyNeRF
+from lamina.models.nerf_render import NeRFRenderer, mse_to_psnr, nerf_train_step
 from lamina.models.projection import projection_head
 from lamina.models.raft import (
     RAFT,
@@ -704,3 +709,4 @@ __all__ += ["MAE_CONFIGS", "MAEClassifier", "MaskedAutoencoderViT", "mae_vit_bas
 __all__ += ["DINOHead", "DINOLoss", "dino_cross_entropy"]  # self-distillation (dino)
 __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "TwoTower", "als", "dot_interaction",
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders
+__all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)

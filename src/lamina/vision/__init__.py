@@ -3,7 +3,8 @@ bounding boxes, IoU and non-max suppression, a YOLO-style grid detector's target
 decoding, average precision and COCO's metrics; the sliding window done as a convolution (a classifier's
 Dense head turned into convolutions), a small detection dataset of handwritten digits, and
 DETR's Hungarian matching of a set of predictions to the objects; optical flow's loss, end-point
-error, warping, colour coding and synthetic pairs (:mod:`lamina.vision.flow`)."""
+error, warping, colour coding and synthetic pairs (:mod:`lamina.vision.flow`); neural radiance fields' rays,
+sampling, positional encoding, volume rendering and synthetic scenes (:mod:`lamina.vision.nerf`)."""
 
 from lamina.vision.anchors import AnchorGenerator, BoxCoder
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
@@ -26,6 +27,15 @@ from lamina.vision.flow import (
 )
 from lamina.vision.matching import HungarianMatcher, matching_cost
 from lamina.vision.metrics import average_precision, mean_average_precision
+from lamina.vision.nerf import (
+    get_rays,
+    load_blender_scene,
+    positional_encoding,
+    sample_pdf,
+    stratified_samples,
+    synthetic_nerf_scene,
+    volume_render,
+)
 from lamina.vision.ops import (
     batched_nms,
     box_convert,
@@ -63,3 +73,5 @@ __all__ = [
     "non_max_suppression", "sliding_window_count", "window_origins", "window_stride",
     "endpoint_error", "flow_to_color", "make_colorwheel", "sequence_loss", "synthetic_flow_pairs", "warp",
 ]
+__all__ += ["get_rays", "load_blender_scene", "positional_encoding", "sample_pdf", "stratified_samples",
+            "synthetic_nerf_scene", "volume_render"]  # neural radiance fields (nerf)
