@@ -269,6 +269,7 @@ from lamina.functional.shape_parity import (
 )
 from lamina.functional.similarity import cdist, cosine_similarity, normalize, pairwise_distance
 from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, mish, silu, softplus
+from lamina.functional.sparse_softmax import entmax15, sparsemax
 from lamina.functional.special import (
     digamma,
     erf,
@@ -417,3 +418,4 @@ __all__ += [  # flex attention under PyTorch's names (flex, flex_masks)
     "BlockMask", "and_masks", "create_block_mask", "flex_attention", "noop_mask", "or_masks",
 ]
 __all__ += ["crf_log_partition", "crf_marginals", "crf_nbest_paths", "crf_path_score"]  # linear-chain CRF (crf)
+__all__ += ["entmax15", "sparsemax"]  # sparse probability maps (sparse_softmax)

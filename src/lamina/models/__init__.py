@@ -292,6 +292,7 @@ from lamina.models.fpn import (
     LastLevelP6P7,
     resnet_fpn_backbone,
 )
+from lamina.models.ft_transformer import FTTransformer, reglu
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
 from lamina.models.gaussian_process import GaussianProcessRegressor
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
@@ -530,6 +531,8 @@ from lamina.models.swin import (
     swin_v2_t,
 )
 from lamina.models.t5 import T5, T5_CONFIGS, T5Attention, T5Block, T5DenseFF, T5Stack, load_hf_t5_state_dict, t5
+from lamina.models.tabnet import GhostBatchNorm, TabNet
+from lamina.models.tabular_baselines import TabMLP, TabResNet
 from lamina.models.timm_weights import load_timm_state_dict
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transfer import transfer
@@ -710,3 +713,4 @@ __all__ += ["DINOHead", "DINOLoss", "dino_cross_entropy"]  # self-distillation (
 __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "TwoTower", "als", "dot_interaction",
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders
 __all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)
+__all__ += ["FTTransformer", "GhostBatchNorm", "TabMLP", "TabNet", "TabResNet", "reglu"]  # tabular data

@@ -183,6 +183,7 @@ from lamina.nn.sequential import Sequential
 from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.spectral_conv import SpectralConv1D, SpectralConv2D, spectral_conv1d, spectral_conv2d
 from lamina.nn.stochastic_depth import StochasticDepth, stochastic_depth
+from lamina.nn.tabular import FeatureTokenizer, PeriodicEmbeddings, PiecewiseLinearEncoding, quantile_bins
 from lamina.nn.text_preprocessing import TextVectorization
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
 from lamina.nn.transformer_decoder import TransformerDecoderLayer, from_torch_state_dict
@@ -258,3 +259,6 @@ __all__ += [  # 4-bit weights and QLoRA (quant4, dense4bit, qlora)
     "quantize_model_4bit",
 ]
 __all__ += ["merge_models", "merging"]  # model soups, task arithmetic, TIES, DARE, SLERP, Fisher (merging)
+__all__ += [  # inputs of tabular models (tabular)
+    "FeatureTokenizer", "PeriodicEmbeddings", "PiecewiseLinearEncoding", "quantile_bins",
+]
