@@ -140,6 +140,7 @@ from lamina.functional.losses_more import (
 )
 from lamina.functional.losses_prototypical import class_prototypes, prototypical_logits, prototypical_loss
 from lamina.functional.losses_relative import relative_lp_loss
+from lamina.functional.losses_rnnt import rnnt_loss
 from lamina.functional.losses_segmentation import (
     dice_loss,
     focal_tversky_loss,
@@ -419,3 +420,4 @@ __all__ += [  # flex attention under PyTorch's names (flex, flex_masks)
 ]
 __all__ += ["crf_log_partition", "crf_marginals", "crf_nbest_paths", "crf_path_score"]  # linear-chain CRF (crf)
 __all__ += ["entmax15", "sparsemax"]  # sparse probability maps (sparse_softmax)
+__all__ += ["rnnt_loss"]  # RNN-Transducer loss (losses_rnnt)

@@ -85,6 +85,9 @@ Layouts follow the published models so that published weights map onto them:
   (:func:`wav2vec2_pretraining`) adds the Gumbel quantizer and the contrastive and diversity
   losses, with SpecAugment masks (:func:`compute_mask_indices`), negatives
   (:func:`sample_negative_indices`) and the temperature schedule (:func:`gumbel_temperature`).
+* :class:`Conformer` (:class:`ConformerLayer`): torchaudio's Conformer encoder over (batch, frames,
+  dim) features with lengths; :class:`ConformerTransducer` adds an LSTM prediction network and a
+  joiner, trained with :func:`lamina.functional.rnnt_loss` and read by greedy decoding.
 * :class:`CLIP` (:func:`clip`): Hugging Face's CLIPModel, an image tower and a text tower
   trained contrastively, with its parameter counts; :func:`load_hf_clip_state_dict` loads its
   weights and :func:`zero_shot_classifier` classifies images by the captions of class names.
@@ -180,6 +183,7 @@ from lamina.models.clip import (
 from lamina.models.clip_openai import load_openai_clip_state_dict
 from lamina.models.clip_processing import CLIPImageProcessor, zero_shot_classify
 from lamina.models.clip_resnet import AttentionPool2d, CLIPBottleneck, ModifiedResNet, ResNetCLIP, clip_resnet
+from lamina.models.conformer import Conformer, ConformerConvolution, ConformerFeedForward, ConformerLayer
 from lamina.models.convmixer import (
     CONVMIXER_CONFIGS,
     ConvMixerResidual,
@@ -535,6 +539,7 @@ from lamina.models.tabnet import GhostBatchNorm, TabNet
 from lamina.models.tabular_baselines import TabMLP, TabResNet
 from lamina.models.timm_weights import load_timm_state_dict
 from lamina.models.torchvision import load_torchvision_state_dict
+from lamina.models.transducer import ConformerTransducer
 from lamina.models.transfer import transfer
 from lamina.models.two_tower import TwoTower, in_batch_softmax_loss, item_log_frequencies
 from lamina.models.unet import DoubleConv, UNet, unet
@@ -714,3 +719,6 @@ __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "Two
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders
 __all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)
 __all__ += ["FTTransformer", "GhostBatchNorm", "TabMLP", "TabNet", "TabResNet", "reglu"]  # tabular data
+__all__ += [  # speech recognition: Conformer encoder, RNN-Transducer (conformer, transducer)
+    "Conformer", "ConformerConvolution", "ConformerFeedForward", "ConformerLayer", "ConformerTransducer",
+]
