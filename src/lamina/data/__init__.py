@@ -69,6 +69,19 @@ from lamina.data.pde2d import (
     navier_stokes_dataset,
     navier_stokes_forcing,
 )
+from lamina.data.point_clouds import (
+    SHAPES,
+    Jitter,
+    ModelNet,
+    PointDropout,
+    RandomRotation,
+    RandomScale,
+    SyntheticShapes,
+    normalize_cloud,
+    read_off,
+    sample_mesh,
+    sample_shape,
+)
 from lamina.data.preprocessing import MeanSubtraction, NotFittedError, Preprocessor, Standardizer
 from lamina.data.samplers import (
     PoissonSampler,
@@ -133,3 +146,5 @@ __all__ = [
     "InteractionDataset", "Interactions", "implicit_training_data", "leave_one_out_split", "load_movielens",
     "sample_negatives", "synthetic_implicit", "synthetic_ratings", "temporal_split",
 ]
+__all__ += ["SHAPES", "Jitter", "ModelNet", "PointDropout", "RandomRotation", "RandomScale", "SyntheticShapes",
+            "normalize_cloud", "read_off", "sample_mesh", "sample_shape"]  # point clouds (point_clouds)

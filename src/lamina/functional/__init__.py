@@ -210,6 +210,16 @@ from lamina.functional.parity_extra import (
     nan_to_num,
 )
 from lamina.functional.penalties import gradient_penalty
+from lamina.functional.point_cloud import (
+    ball_query,
+    farthest_point_sample,
+    group_points,
+    interpolate_features,
+    inverse_distance_weights,
+    knn,
+    three_interpolate,
+    three_nn,
+)
 from lamina.functional.pool3d import avg_pool3d, global_avg_pool3d, max_pool3d
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 from lamina.functional.recurrent import gru, lstm, simple_rnn
@@ -420,4 +430,8 @@ __all__ += [  # flex attention under PyTorch's names (flex, flex_masks)
 ]
 __all__ += ["crf_log_partition", "crf_marginals", "crf_nbest_paths", "crf_path_score"]  # linear-chain CRF (crf)
 __all__ += ["entmax15", "sparsemax"]  # sparse probability maps (sparse_softmax)
+__all__ += [  # point clouds: sampling, grouping, interpolation (point_cloud)
+    "ball_query", "farthest_point_sample", "group_points", "interpolate_features", "inverse_distance_weights", "knn",
+    "three_interpolate", "three_nn",
+]
 __all__ += ["rnnt_loss"]  # RNN-Transducer loss (losses_rnnt)

@@ -229,6 +229,7 @@ from lamina.models.detr import (
     detr_resnet50,
     sine_position_encoding,
 )
+from lamina.models.dgcnn import DGCNN, EdgeConv, edge_features
 from lamina.models.diffusion import (
     DenoisingMLP,
     DenoisingUNet,
@@ -398,6 +399,8 @@ from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet
 from lamina.models.ncf import GMF, NCF, NCFMLP, NeuMF
 from lamina.models.nerf import NeRF, TinyNeRF
 from lamina.models.nerf_render import NeRFRenderer, mse_to_psnr, nerf_train_step
+from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
+from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
 from lamina.models.projection import projection_head
 from lamina.models.raft import (
     RAFT,
@@ -719,6 +722,8 @@ __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "Two
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders
 __all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)
 __all__ += ["FTTransformer", "GhostBatchNorm", "TabMLP", "TabNet", "TabResNet", "reglu"]  # tabular data
+__all__ += ["DGCNN", "EdgeConv", "PointNet", "PointNet2", "PointNetSegmentation", "SetAbstraction", "SharedMLP",
+            "TNet", "edge_features", "pointnet2_msg", "pointnet2_ssg", "transform_regularizer"]  # point clouds
 __all__ += [  # speech recognition: Conformer encoder, RNN-Transducer (conformer, transducer)
     "Conformer", "ConformerConvolution", "ConformerFeedForward", "ConformerLayer", "ConformerTransducer",
 ]
