@@ -134,6 +134,8 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`DiffusionModel`: denoising diffusion (DDPM training, DDPM and DDIM sampling,
   classifier-free guidance) on a :class:`NoiseSchedule`, with the time-conditioned
   denoisers :class:`DenoisingMLP` (vectors) and :class:`DenoisingUNet` (NHWC images).
+* :class:`FlowMatchingModel`: flow matching (conditional, Lipman's and minibatch optimal
+  transport paths, rectified flow's reflow), sampled with :func:`lamina.odeint`.
 * :func:`transfer`: a trained classifier repurposed for a new task (course notes, Transfer
   learning): new output layer, base frozen but for its last ``trainable`` layers.
 * :class:`GaussianProcessRegressor`: exact Gaussian-process regression (Cholesky), its
@@ -260,6 +262,14 @@ from lamina.models.efficientnet import (
 )
 from lamina.models.faster_rcnn import FasterRCNN, fasterrcnn_resnet50_fpn
 from lamina.models.fcos import FCOS, FCOSHead, fcos_resnet50_fpn
+from lamina.models.flow_matching import FlowMatchingModel, flow_matching_loss, reflow_pairs, straightness
+from lamina.models.flow_matching_ot import optimal_assignment, sinkhorn, squared_distances, wasserstein2
+from lamina.models.flow_matching_paths import (
+    ConditionalFlowMatcher,
+    ExactOptimalTransportConditionalFlowMatcher,
+    TargetConditionalFlowMatcher,
+    make_matcher,
+)
 from lamina.models.flows import (
     ActNorm,
     AffineCoupling,
@@ -722,6 +732,9 @@ __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "Two
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders
 __all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)
 __all__ += ["FTTransformer", "GhostBatchNorm", "TabMLP", "TabNet", "TabResNet", "reglu"]  # tabular data
+__all__ += ["ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatcher", "FlowMatchingModel",
+            "TargetConditionalFlowMatcher", "flow_matching_loss", "make_matcher", "optimal_assignment",
+            "reflow_pairs", "sinkhorn", "squared_distances", "straightness", "wasserstein2"]  # flow matching
 __all__ += ["DGCNN", "EdgeConv", "PointNet", "PointNet2", "PointNetSegmentation", "SetAbstraction", "SharedMLP",
             "TNet", "edge_features", "pointnet2_msg", "pointnet2_ssg", "transform_regularizer"]  # point clouds
 __all__ += [  # speech recognition: Conformer encoder, RNN-Transducer (conformer, transducer)

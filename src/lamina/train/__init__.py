@@ -29,6 +29,7 @@ from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
+from lamina.train.flow_matching import FlowMatchingTrainer, reflow, train_flow_matching
 from lamina.train.forecast_metrics import (
     mae,
     mape,
@@ -107,6 +108,7 @@ __all__ = [
     "Trial", "Uniform", "accuracy", "binary_accuracy", "coarse_to_fine", "confusion_matrix", "find_learning_rate",
     "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy", "top_k_error", "tune_trainer",
     "WeightAveraging", "GANTrainer", "VAETrainer", "train_gan", "train_vae", "DiffusionTrainer", "train_diffusion",
+    "FlowMatchingTrainer", "reflow", "train_flow_matching",
     "Distiller",
     "train_distillation", "ProfileSteps", "PrivacyMonitor", "make_private",
     "contrastive_pretrain", "encode", "linear_probe",
