@@ -297,6 +297,7 @@ from lamina.functional.special import (
     xlogy,
 )
 from lamina.functional.spectral import hamming_window, hann_window, istft, magnitude, spectrogram, stft
+from lamina.functional.spiking_losses import ce_count_loss, ce_rate_loss, mse_count_loss
 from lamina.functional.stats_parity import (
     all,
     amax,
@@ -318,6 +319,16 @@ from lamina.functional.stats_parity import (
     renorm,
     std_mean,
     var_mean,
+)
+from lamina.functional.surrogates import (
+    SURROGATES,
+    Surrogate,
+    spike_atan,
+    spike_fast_sigmoid,
+    spike_sigmoid,
+    spike_straight_through,
+    spike_triangular,
+    surrogate,
 )
 from lamina.functional.torch_losses import (
     binary_cross_entropy_with_logits,
@@ -435,3 +446,7 @@ __all__ += [  # point clouds: sampling, grouping, interpolation (point_cloud)
     "three_interpolate", "three_nn",
 ]
 __all__ += ["rnnt_loss"]  # RNN-Transducer loss (losses_rnnt)
+__all__ += [  # spike functions with surrogate gradients and spike-record losses (surrogates, spiking_losses)
+    "SURROGATES", "Surrogate", "ce_count_loss", "ce_rate_loss", "mse_count_loss", "spike_atan", "spike_fast_sigmoid",
+    "spike_sigmoid", "spike_straight_through", "spike_triangular", "surrogate",
+]

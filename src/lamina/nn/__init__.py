@@ -6,7 +6,7 @@ themselves with ``get_config()`` for saving architectures (:func:`layer_to_confi
 :func:`layer_from_config`, :func:`register_layer` for your own layers).
 """
 
-from lamina.nn import functional, init, merging, parametrize, prune, qat, quantize
+from lamina.nn import functional, init, merging, parametrize, prune, qat, quantize, spikegen
 from lamina.nn.activation import (
     ACTIVATIONS,
     ELU,
@@ -182,6 +182,8 @@ from lamina.nn.sequence_utils import pad_sequence
 from lamina.nn.sequential import Sequential
 from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.spectral_conv import SpectralConv1D, SpectralConv2D, spectral_conv1d, spectral_conv2d
+from lamina.nn.spiking import Lapicque, Leaky, RLeaky, SpikingNeuron, Synaptic
+from lamina.nn.spiking_sequence import SpikingSequential
 from lamina.nn.stochastic_depth import StochasticDepth, stochastic_depth
 from lamina.nn.tabular import FeatureTokenizer, PeriodicEmbeddings, PiecewiseLinearEncoding, quantile_bins
 from lamina.nn.text_preprocessing import TextVectorization
@@ -261,4 +263,7 @@ __all__ += [  # 4-bit weights and QLoRA (quant4, dense4bit, qlora)
 __all__ += ["merge_models", "merging"]  # model soups, task arithmetic, TIES, DARE, SLERP, Fisher (merging)
 __all__ += [  # inputs of tabular models (tabular)
     "FeatureTokenizer", "PeriodicEmbeddings", "PiecewiseLinearEncoding", "quantile_bins",
+]
+__all__ += [  # spiking neurons, sequences over time, spike encoders (spiking, spiking_sequence, spikegen)
+    "Lapicque", "Leaky", "RLeaky", "SpikingNeuron", "SpikingSequential", "Synaptic", "spikegen",
 ]
