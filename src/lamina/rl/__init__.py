@@ -3,13 +3,17 @@ MountainCar-v0 and tiny Chain / GridWorld tasks, a vector of environments, a tim
 experience-replay buffer (uniform or prioritized), deep Q-learning (DQN, Double DQN, the PyTorch
 tutorial's and RL Baselines3 Zoo's settings), proximal policy optimization and advantage
 actor-critic (PPO and A2C with GAE, discrete and continuous actions), and the off-policy
-continuous-control agents SAC, TD3 and DDPG."""
+continuous-control agents SAC, TD3 and DDPG; and for board games (tic-tac-toe, Connect Four)
+Monte Carlo tree search (UCT, PUCT) and AlphaZero self-play."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
+from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
 from lamina.rl.classic_control import CartPole, MountainCar, Pendulum, angle_normalize
 from lamina.rl.dqn import DQN_PRESETS, PRESET_STEPS, DQNAgent, dqn_loss, dqn_targets, train_dqn
 from lamina.rl.env import Env, TimeLimit, Wrapper
 from lamina.rl.evaluation import GreedyPolicy, evaluate_policy
+from lamina.rl.games import ConnectFour, Game, KInARow, TicTacToe
+from lamina.rl.mcts import MCTS, MCTSPlayer, RandomPlayer, RolloutEvaluator, play_game, play_match, visit_policy
 from lamina.rl.networks import copy_weights, mlp, soft_update
 from lamina.rl.off_policy import OffPolicyAgent, QNetwork
 from lamina.rl.ppo import PPO, ActorCritic, clipped_surrogate_loss, compute_gae, ppo_loss, train_ppo, value_loss
@@ -41,6 +45,9 @@ from lamina.rl.toy import Chain, GridWorld
 from lamina.rl.vector import VectorEnv
 
 __all__ = [
+    "AlphaZero", "ConnectFour", "Game", "KInARow", "MCTS", "MCTSPlayer", "NetworkEvaluator", "PolicyValueNet",
+    "RandomPlayer", "RolloutEvaluator", "TicTacToe", "alphazero_loss", "play_game", "play_match", "train_alphazero",
+    "visit_policy",
     "A2C", "DDPG", "SAC", "TD3", "DeterministicActor", "OffPolicyAgent", "QNetwork", "SquashedGaussianActor",
     "a2c_loss", "sac_actor_loss", "sac_critic_loss", "sac_targets", "sac_temperature_loss",
     "squashed_gaussian_log_prob", "td3_actor_loss", "td3_critic_loss", "td3_targets", "train_a2c", "train_ddpg",
