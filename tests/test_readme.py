@@ -407,3 +407,145 @@ def test_keras_masks_beams_offsets_and_speech_pretraining_example():
     assert np.isfinite(float(names["out"].loss.numpy()))
     assert all(p.grad is not None for p in names["pretraining"].quantizer.parameters())
     np.testing.assert_allclose(names["x3"].grad, [6.0])
+
+
+def test_neural_ode_example():
+    """The spiral has a state per time, and the ODE block's adjoint backward reaches its field."""
+    names = run_section("### Neural ODEs")
+    assert names["spiral"].shape == (50, 1, 2) and names["h"].shape == (4, 8)
+    block = names["block"]
+    assert block.nfe_forward > 0 and block.nfe_backward > 0
+    assert all(p.grad is not None for p in block.parameters())
+
+
+def test_crf_tagging_example():
+    """The BiLSTM-CRF fits its three sentences: every entity found, the paths legal BIO."""
+    names = run_section("### Sequence tagging with a CRF")
+    assert names["scores"]["f1"] == 1.0
+    assert names["paths"] == [list(row[m]) for row, m in zip(names["tags"], names["mask"])]
+
+
+def test_meta_learning_example():
+    """MAML's outer step reaches the wrapped weights through the inner steps; a 5-way 1-shot
+    digit task has its relabelled classes and a finite prototypical loss."""
+    import numpy as np
+
+    names = run_section("### Meta-learning")
+    assert all(p.grad is not None for p in names["model"].parameters())
+    np.testing.assert_array_equal(names["y_s"], np.arange(5))
+    assert len(set(names["tasks"][0].classes.tolist())) == 5
+    assert np.isfinite(names["loss"].item())
+
+
+def test_tokenizer_training_example():
+    """The trained tokenizers have the sizes asked for, special tokens first and no unknowns on their text."""
+    names = run_section("### Training tokenizers")
+    tokenizer = names["tokenizer"]
+    assert tokenizer.vocab_size == 50 and tokenizer.token_to_id("[UNK]") == 0
+    assert names["unigram"].vocab_size == 40 and names["smaller"].vocab_size == 40
+    assert "[UNK]" not in tokenizer.tokenize("the lazy fox") and len(names["ids"]) < len("the lazy fox")
+
+
+def test_recommender_example():
+    """NeuMF trained for three epochs ranks held-out items above chance; ALS recommends unseen items."""
+    names = run_section("### Recommender systems")
+    assert names["scores"]["hit_rate"] > 0.25             # 10 of 100 candidates: 0.1 by chance
+    train_items = names["train"].items_of()
+    assert all(not set(row) & set(train_items[user].tolist()) for user, row in enumerate(names["items"].tolist()))
+
+
+def test_masked_autoencoder_and_dino_example():
+    """The MAE trains and reconstructs, its encoder is probed, and the DINO run keeps a frozen
+    teacher that follows the student."""
+    import numpy as np
+
+    names = run_section("### Masked autoencoders and DINO")
+    assert np.isfinite(names["loss"].item()) and names["reconstructed"].shape == (32, 8, 8, 1)
+    assert names["mask"].shape == (32, 4) and np.all(names["mask"].sum(axis=1) == 2)
+    assert names["probe"]["test_accuracy"] > 0.3
+    trainer = names["trainer"]
+    assert len(names["history"]["loss"]) == 1 and trainer.iteration == 4
+    assert all(not p.trainable and p.grad is None for p in trainer.teacher.parameters())
+
+
+def test_model_merging_example():
+    """The greedy soup scores at least its best ingredient on the rows it was chosen on, and every
+    merge gives back the model's entries."""
+    names = run_section("### Merging fine-tuned models")
+    accuracy, ingredients = names["accuracy"], names["ingredients"]
+    assert accuracy(names["greedy"]) >= max(accuracy(state) for state in ingredients)
+    assert names["kept"] and set(names["kept"]) <= {0, 1, 2}
+    for merged in ("soup", "halfway", "both", "without_low", "ties", "dare"):
+        assert list(names[merged]) == list(names["base"])
+
+
+def test_hyperband_asha_tpe_example():
+    """Every search of the example finds the learning rate the objective peaks at, 10^-2.5."""
+    import math
+
+    names = run_section("### Hyperband, ASHA, TPE and pruning")
+    assert names["brackets"][0] == [(27, 1), (9, 3), (3, 9), (1, 27)]
+    for search in ("hb", "asha", "tpe"):
+        assert abs(math.log10(names[search].best_config["lr"]) + 2.5) < 0.3
+
+
+def test_nerf_example():
+    """The example's NeRF fits its training rays (PSNR well above the start) and renders a view."""
+    names = run_section("### Neural radiance fields")
+    assert names["metrics"]["psnr"] > 15.0
+    assert names["image"]["rgb"].shape == (16, 16, 3)
+
+
+def test_tabular_example():
+    """TabNet fits breast cancer, its importances sum to one, the other pieces give their shapes."""
+    names = run_section("### Deep learning for tabular data")
+    model, x, y = names["model"], names["x"], names["y"]
+    assert (model(x).numpy().argmax(axis=1) == y).mean() > 0.85
+    assert abs(names["importances"].sum() - 1) < 1e-5
+    assert names["encoding"](x).shape == (569, 240) and names["ft"](x).shape == (569, 2)
+
+
+def test_tree_search_and_alphazero_example():
+    """UCT finds the block, the short AlphaZero run records its iterations, its player finishes its games."""
+    names = run_section("### Tree search and AlphaZero")
+    assert int(names["visits"].argmax()) == 2 and names["visits"].sum() == 300
+    assert len(names["agent"].history) == 2
+    assert sum(names["record"][key] for key in ("wins", "draws", "losses")) == 10
+
+
+def test_conformer_and_rnnt_example():
+    """The loss is finite and positive, the encoder keeps its shape, greedy decoding gives one
+    label list per utterance, free of the blank."""
+    names = run_section("### Conformer and the RNN-Transducer loss")
+    assert names["loss"].item() > 0 and names["states"].shape == (2, 10, 16)
+    assert len(names["labels"]) == 2 and all(0 <= k < 4 for row in names["labels"] for k in row)
+
+
+def test_point_cloud_example():
+    """The example's PointNet classifies unseen synthetic shapes and the grouping gives its shapes."""
+    names = run_section("### Point clouds")
+    assert names["accuracy"] > 0.85
+    assert names["centres"].shape == (2, 16, 3) and names["groups"].shape == (2, 16, 8, 3)
+
+
+def test_flow_matching_example():
+    """The example's samples are far closer to the moons than the source is, along straight paths."""
+    names = run_section("### Flow matching")
+    wasserstein2, x1 = names["wasserstein2"], names["x1"]
+    assert wasserstein2(names["samples"], x1) < 0.5 * wasserstein2(names["x0"], x1)
+    assert names["straightness"](names["model"], names["x0"], steps=10) < 0.5
+
+
+def test_spiking_network_example():
+    """The rate-coded spiking network learns the digits through time, well above chance."""
+    names = run_section("### Spiking neural networks")
+    assert names["spk_rec"].shape == (25, 297, 10)
+    assert names["spikegen"].accuracy_rate(names["spk_rec"], names["y"][1500:]) > 0.7
+
+
+def test_gguf_and_qlora_example():
+    """The Q8_0 round trip stays close to the float model; only the adapters train over NF4."""
+    names = run_section("### llama.cpp files and 4-bit fine-tuning")
+    assert names["file"].metadata["general.architecture"] == "llama"
+    assert 0 < names["gap"] < 0.05 * max(1.0, abs(names["reference"]).max())
+    assert names["trainable"] and all("lora" in n for n, p in names["qlora"].named_parameters() if p.requires_grad)
