@@ -50,6 +50,13 @@ from lamina.data.interactions import (
     temporal_split,
 )
 from lamina.data.iterable import IterableDataset
+from lamina.data.knowledge_graph import (
+    TREE_RELATIONS,
+    KnowledgeGraph,
+    read_triples,
+    split_triples,
+    synthetic_knowledge_graph,
+)
 from lamina.data.labels import one_hot
 from lamina.data.loader import DataLoader
 from lamina.data.mixing import CutMix, MixUp
@@ -148,3 +155,5 @@ __all__ = [
 ]
 __all__ += ["SHAPES", "Jitter", "ModelNet", "PointDropout", "RandomRotation", "RandomScale", "SyntheticShapes",
             "normalize_cloud", "read_off", "sample_mesh", "sample_shape"]  # point clouds (point_clouds)
+__all__ += ["TREE_RELATIONS", "KnowledgeGraph", "read_triples", "split_triples",
+            "synthetic_knowledge_graph"]  # knowledge graphs (knowledge_graph)

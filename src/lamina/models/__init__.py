@@ -104,6 +104,10 @@ Layouts follow the published models so that published weights map onto them:
 * Recommenders: :class:`MatrixFactorization` (biased MF for ratings; :func:`als` for implicit
   feedback), :class:`GMF`, :class:`NCFMLP` and :class:`NeuMF` (neural collaborative filtering),
   :class:`TwoTower` (retrieval, in-batch softmax with the logQ correction) and :class:`DLRM`.
+* Knowledge-graph embeddings (:mod:`lamina.models.kge`): :class:`TransE`, :class:`DistMult`,
+  :class:`ComplEx`, :class:`RotatE`, trained by :func:`fit_kge` (:func:`margin_ranking_loss`,
+  :func:`self_adversarial_loss` on :func:`corrupt_triples`, :func:`one_to_n_loss`) and scored by
+  filtered link prediction (:func:`evaluate_link_prediction`: MRR, Hits@k, realistic ties).
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
   :mod:`lamina.vision` decodes into boxes.
 * :class:`FeaturePyramidNetwork` and :func:`resnet_fpn_backbone` (:class:`BackboneWithFPN`),
@@ -328,6 +332,20 @@ from lamina.models.keypoint_rcnn import (
     KeypointRCNNPredictor,
     KeypointRoIHeads,
     keypointrcnn_resnet50_fpn,
+)
+from lamina.models.kge import ComplEx, DistMult, KGEModel, RotatE, TransE
+from lamina.models.kge_evaluation import (
+    evaluate_link_prediction,
+    filtered_ranks,
+    link_prediction_metrics,
+    ranks_from_scores,
+)
+from lamina.models.kge_losses import (
+    corrupt_triples,
+    fit_kge,
+    margin_ranking_loss,
+    one_to_n_loss,
+    self_adversarial_loss,
 )
 from lamina.models.llama import (
     Llama,
@@ -740,3 +758,6 @@ __all__ += ["DGCNN", "EdgeConv", "PointNet", "PointNet2", "PointNetSegmentation"
 __all__ += [  # speech recognition: Conformer encoder, RNN-Transducer (conformer, transducer)
     "Conformer", "ConformerConvolution", "ConformerFeedForward", "ConformerLayer", "ConformerTransducer",
 ]
+__all__ += ["ComplEx", "DistMult", "KGEModel", "RotatE", "TransE", "corrupt_triples", "evaluate_link_prediction",
+            "filtered_ranks", "fit_kge", "link_prediction_metrics", "margin_ranking_loss", "one_to_n_loss",
+            "ranks_from_scores", "self_adversarial_loss"]  # knowledge-graph embeddings (kge)
