@@ -108,6 +108,9 @@ Layouts follow the published models so that published weights map onto them:
   :class:`ComplEx`, :class:`RotatE`, trained by :func:`fit_kge` (:func:`margin_ranking_loss`,
   :func:`self_adversarial_loss` on :func:`corrupt_triples`, :func:`one_to_n_loss`) and scored by
   filtered link prediction (:func:`evaluate_link_prediction`: MRR, Hits@k, realistic ties).
+* Equivariant graph networks on point sets (:mod:`lamina.models.equivariant`): :class:`EGNN`
+  (E(n)-equivariant layers, graph readout) and :class:`SchNet` (continuous-filter convolutions;
+  energies and forces -dE/dx).
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
   :mod:`lamina.vision` decodes into boxes.
 * :class:`FeaturePyramidNetwork` and :func:`resnet_fpn_backbone` (:class:`BackboneWithFPN`),
@@ -264,6 +267,7 @@ from lamina.models.efficientnet import (
     efficientnet_v2_m,
     efficientnet_v2_s,
 )
+from lamina.models.equivariant import EGNN, SchNet
 from lamina.models.faster_rcnn import FasterRCNN, fasterrcnn_resnet50_fpn
 from lamina.models.fcos import FCOS, FCOSHead, fcos_resnet50_fpn
 from lamina.models.flow_matching import FlowMatchingModel, flow_matching_loss, reflow_pairs, straightness
@@ -755,6 +759,7 @@ __all__ += ["ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatch
             "reflow_pairs", "sinkhorn", "squared_distances", "straightness", "wasserstein2"]  # flow matching
 __all__ += ["DGCNN", "EdgeConv", "PointNet", "PointNet2", "PointNetSegmentation", "SetAbstraction", "SharedMLP",
             "TNet", "edge_features", "pointnet2_msg", "pointnet2_ssg", "transform_regularizer"]  # point clouds
+__all__ += ["EGNN", "SchNet"]  # equivariant graph networks
 __all__ += [  # speech recognition: Conformer encoder, RNN-Transducer (conformer, transducer)
     "Conformer", "ConformerConvolution", "ConformerFeedForward", "ConformerLayer", "ConformerTransducer",
 ]

@@ -88,6 +88,8 @@ from lamina.nn.fractional_pool import FractionalMaxPool2D, FractionalMaxPool3D
 from lamina.nn.functional_call import functional_call
 from lamina.nn.functional_model import Input, Model
 from lamina.nn.graph import (
+    CFConv,
+    EGNNLayer,
     GATConv,
     GCNConv,
     GINConv,
@@ -223,6 +225,7 @@ __all__ = [
     "ConvLSTM2D", "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
     "from_torch_state_dict",
     "ChannelShuffle", "StochasticDepth", "channel_shuffle", "stochastic_depth",
+    "CFConv", "EGNNLayer",
     "GATConv", "GCNConv", "GINConv", "GlobalAddPool", "GlobalMaxPool", "GlobalMeanPool", "SAGEConv",
     "global_add_pool", "global_max_pool", "global_mean_pool",
     "qat", "FakeQuantize", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",

@@ -6,6 +6,8 @@ Messages are gathered per edge with :func:`lamina.functional.take_rows` and redu
 target node with the segment reductions of :mod:`lamina.functional.segment`.
 """
 
+from lamina.nn.graph.cfconv import CFConv, cosine_cutoff, edge_lengths, gaussian_rbf, shifted_softplus
+from lamina.nn.graph.egnn import EGNNLayer
 from lamina.nn.graph.gat import GATConv
 from lamina.nn.graph.gcn import GCNConv, gcn_norm
 from lamina.nn.graph.gin import GINConv
@@ -22,4 +24,5 @@ from lamina.nn.graph.sage import SAGEConv, aggregate
 __all__ = [
     "GATConv", "GCNConv", "GINConv", "GlobalAddPool", "GlobalMaxPool", "GlobalMeanPool", "SAGEConv", "aggregate",
     "gcn_norm", "global_add_pool", "global_max_pool", "global_mean_pool",
+    "CFConv", "EGNNLayer", "cosine_cutoff", "edge_lengths", "gaussian_rbf", "shifted_softplus",
 ]
