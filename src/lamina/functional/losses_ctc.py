@@ -324,24 +324,25 @@ class ConnectionistTemporalClassification(Function):
 # -- argument checks ---------------------------------------------------------------------
 
 
-def _integers(values, name: str):
+def integer_array(values, name: str, who: str):
+    """``values`` (a tensor or array-like) as an array of integers, or a ValueError naming ``who``."""
     xp = backend.xp
     data = values.data if isinstance(values, Tensor) else xp.asarray(values)
     if data.dtype.kind not in "iu":
-        raise ValueError(f"{_FN}: {name} must hold integers, got dtype {data.dtype}")
+        raise ValueError(f"{who}: {name} must hold integers, got dtype {data.dtype}")
     return data.astype(xp.intp, copy=False)
 
 
-def _lengths(values, name: str, batch: int, low: int, high: int):
-    """One length per sample, each in [low, high]."""
-    lengths = _integers(values, name)
+def sample_lengths(values, name: str, batch: int, low: int, high: int, who: str, per: str):
+    """One length per sample of ``per`` (the batch's main input), each in [low, high]."""
+    lengths = integer_array(values, name, who)
     if lengths.shape != (batch,):
-        raise ShapeError(f"{_FN}: {name} must have shape ({batch},), one per sample of log_probs, "
-                         f"got shape {lengths.shape}")
+        raise ShapeError(f"{who}: {name} must have shape ({batch},), one per sample of {per}, got shape "
+                         f"{lengths.shape}")
     outside = (lengths < low) | (lengths > high)
     if bool(outside.any()):
         i = int(backend.xp.argmax(outside))
-        raise ValueError(f"{_FN}: {name} must lie in [{low}, {high}], got {int(lengths[i])} for sample {i}")
+        raise ValueError(f"{who}: {name} must lie in [{low}, {high}], got {int(lengths[i])} for sample {i}")
     return lengths
 
 
@@ -349,15 +350,15 @@ def _padded_targets(targets, target_lengths, batch: int):
     """((N, S) labels, (N,) lengths) from padded rows or from the labels of all samples one
     after another."""
     xp = backend.xp
-    labels = _integers(targets, "targets")
+    labels = integer_array(targets, "targets", _FN)
     if labels.ndim == 2:
         if labels.shape[0] != batch:
             raise ShapeError(f"{_FN}: padded targets must have shape ({batch}, S), got shape {labels.shape}")
-        return labels, _lengths(target_lengths, "target_lengths", batch, 0, labels.shape[1])
+        return labels, sample_lengths(target_lengths, "target_lengths", batch, 0, labels.shape[1], _FN, "log_probs")
     if labels.ndim != 1:
         raise ShapeError(f"{_FN}: targets must be padded (N, S) or concatenated (sum of target_lengths,), "
                          f"got shape {labels.shape}")
-    lengths = _lengths(target_lengths, "target_lengths", batch, 0, labels.size)
+    lengths = sample_lengths(target_lengths, "target_lengths", batch, 0, labels.size, _FN, "log_probs")
     total = int(lengths.sum())
     if total != labels.size:
         raise ShapeError(f"{_FN}: concatenated targets hold {labels.size} labels but target_lengths add up "
@@ -434,7 +435,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank: int = 0, 
     batch, frames, classes = log_probs.shape
     if not isinstance(blank, numbers.Integral) or isinstance(blank, bool) or not 0 <= blank < classes:
         raise ValueError(f"{_FN}: blank must be an integer in [0, {classes}), got {blank!r}")
-    inputs = _lengths(input_lengths, "input_lengths", batch, 1, frames)
+    inputs = sample_lengths(input_lengths, "input_lengths", batch, 1, frames, _FN, "log_probs")
     padded, lengths = _padded_targets(targets, target_lengths, batch)
     _check_labels(padded, lengths, classes, blank)
     needed = _frames_needed(padded, lengths)

@@ -44,6 +44,7 @@ from lamina.errors import ShapeError
 from lamina.functional.activation import log_softmax
 from lamina.functional.arithmetic import neg
 from lamina.functional.loss import _check_reduction
+from lamina.functional.losses_ctc import integer_array, sample_lengths
 from lamina.functional.losses_more import _prediction
 from lamina.functional.math_parity import logaddexp
 from lamina.functional.reduce import mean
@@ -205,33 +206,14 @@ class RNNTransducerLoss(Function):
 # -- argument checks ---------------------------------------------------------------------
 
 
-def _integers(values, name: str):
-    xp = backend.xp
-    data = values.data if isinstance(values, Tensor) else xp.asarray(values)
-    if data.dtype.kind not in "iu":
-        raise ValueError(f"{_FN}: {name} must hold integers, got dtype {data.dtype}")
-    return data.astype(xp.intp, copy=False)
-
-
-def _lengths(values, name: str, batch: int, low: int, high: int):
-    """One length per sample, each in [low, high]."""
-    lengths = _integers(values, name)
-    if lengths.shape != (batch,):
-        raise ShapeError(f"{_FN}: {name} must have shape ({batch},), one per sample of logits, got shape "
-                         f"{lengths.shape}")
-    outside = (lengths < low) | (lengths > high)
-    if bool(outside.any()):
-        i = int(backend.xp.argmax(outside))
-        raise ValueError(f"{_FN}: {name} must lie in [{low}, {high}], got {int(lengths[i])} for sample {i}")
-    return lengths
 
 
 def _checked_targets(targets, target_lengths, batch: int, width: int, classes: int, blank: int):
-    labels = _integers(targets, "targets")
+    labels = integer_array(targets, "targets", _FN)
     if labels.shape != (batch, width - 1):
         raise ShapeError(f"{_FN}: targets must have shape (batch, max target length) = ({batch}, {width - 1}) "
                          f"for logits with U + 1 = {width} label positions, got shape {labels.shape}")
-    lengths = _lengths(target_lengths, "target_lengths", batch, 0, width - 1)
+    lengths = sample_lengths(target_lengths, "target_lengths", batch, 0, width - 1, _FN, "logits")
     xp = backend.xp
     inside = xp.arange(width - 1)[None, :] < lengths[:, None]
     bad = inside & ((labels < 0) | (labels >= classes) | (labels == blank))
@@ -272,7 +254,7 @@ def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank: int = -1, c
     blank = int(blank) % classes
     if not isinstance(clamp, numbers.Real) or isinstance(clamp, bool):
         raise ValueError(f"{_FN}: clamp must be a number (<= 0 for no clamping), got {clamp!r}")
-    lengths = _lengths(logit_lengths, "logit_lengths", batch, 1, frames)
+    lengths = sample_lengths(logit_lengths, "logit_lengths", batch, 1, frames, _FN, "logits")
     labels, label_counts = _checked_targets(targets, target_lengths, batch, width, classes, blank)
     return RNNTransducerLoss.apply(
         logits, targets=labels, logit_lengths=lengths, target_lengths=label_counts, blank=blank,
