@@ -68,6 +68,22 @@ def _schedule_from(schedule, num_timesteps: int) -> NoiseSchedule:
                     f"got {type(schedule).__name__}")
 
 
+def class_labels(labels, n: int, num_classes: int | None, who: str) -> np.ndarray | None:
+    """The class labels of ``n`` samples for a class-conditional net of ``num_classes`` classes
+    (one label broadcast to all), as int64; None for None; a ValueError naming ``who`` when the
+    net is unconditional or a label is out of range."""
+    if labels is None:
+        return None
+    if num_classes is None:
+        raise ValueError(f"{who}: got labels, but the net has no num_classes (it is unconditional)")
+    values = np.asarray(backend.to_numpy(labels.data) if isinstance(labels, Tensor) else labels)
+    if values.ndim == 0:
+        values = np.full(n, values)
+    if values.shape != (n,) or values.dtype.kind not in "iu" or values.min() < 0 or values.max() >= num_classes:
+        raise ValueError(f"{who}: labels must be {n} integers in [0, {num_classes}), got {describe(values)}")
+    return values.astype(np.int64)
+
+
 @register_layer
 class DiffusionModel(Module):
     """A denoiser ``net`` (called as ``net(x_t, t)``, or ``net(x_t, t, y)`` with class labels)
@@ -128,19 +144,7 @@ class DiffusionModel(Module):
         return x0
 
     def _labels(self, labels, n: int, who: str) -> np.ndarray | None:
-        if labels is None:
-            return None
-        if self.num_classes is None:
-            raise ValueError(f"{self._label()}.{who}: got labels, but the net has no num_classes (it is "
-                             "unconditional)")
-        values = np.asarray(backend.to_numpy(labels.data) if isinstance(labels, Tensor) else labels)
-        if values.ndim == 0:
-            values = np.full(n, values)
-        if values.shape != (n,) or values.dtype.kind not in "iu" or values.min() < 0 \
-                or values.max() >= self.num_classes:
-            raise ValueError(f"{self._label()}.{who}: labels must be {n} integers in [0, {self.num_classes}), "
-                             f"got {describe(values)}")
-        return values.astype(np.int64)
+        return class_labels(labels, n, self.num_classes, f"{self._label()}.{who}")
 
     # -- training -------------------------------------------------------------------------
     def loss(self, x0, labels=None, t=None, noise=None) -> Tensor:

@@ -40,6 +40,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.functional.ode import odeint
+from lamina.models.diffusion import class_labels
 from lamina.models.flow_matching_paths import ConditionalFlowMatcher, make_matcher
 from lamina.nn.layer import describe, layer_from_config, layer_to_config, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor, evaluation_mode
@@ -119,19 +120,7 @@ class FlowMatchingModel(Module):
         return flow_matching_loss(self, x1, x0, self.matcher, labels=labels, t=t, couple=couple)
 
     def _labels(self, labels, n: int, who: str) -> np.ndarray | None:
-        if labels is None:
-            return None
-        if self.num_classes is None:
-            raise ValueError(f"{self._label()}.{who}: got labels, but the net has no num_classes (it is "
-                             "unconditional)")
-        values = np.asarray(backend.to_numpy(labels.data) if isinstance(labels, Tensor) else labels)
-        if values.ndim == 0:
-            values = np.full(n, values)
-        if values.shape != (n,) or values.dtype.kind not in "iu" or values.min() < 0 \
-                or values.max() >= self.num_classes:
-            raise ValueError(f"{self._label()}.{who}: labels must be {n} integers in [0, {self.num_classes}), "
-                             f"got {describe(values)}")
-        return values.astype(np.int64)
+        return class_labels(labels, n, self.num_classes, f"{self._label()}.{who}")
 
     # -- sampling ------------------------------------------------------------------------
     def _start(self, n, start, who: str) -> Tensor:
