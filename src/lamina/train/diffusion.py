@@ -36,36 +36,38 @@ from lamina.nn.module import Module, evaluation_mode
 from lamina.optim import Adam, AveragedModel, clip_grad_norm
 from lamina.train.generative import _check_epochs, _EpochLoop, _samples
 
-__all__ = ["DiffusionTrainer", "train_diffusion"]
+__all__ = ["AdamLossTrainer", "DiffusionTrainer", "train_diffusion"]
 
 CHECKPOINT_FORMAT = "lamina-diffusion-checkpoint-1"
 
 
-class DiffusionTrainer(_EpochLoop):
-    """Adam steps on a :class:`~lamina.models.DiffusionModel`'s loss.
+class AdamLossTrainer(_EpochLoop):
+    """Adam steps on one generative model's ``loss`` (the base of :class:`DiffusionTrainer` and
+    :class:`~lamina.train.FlowMatchingTrainer`).
 
     ``lr``: Adam's learning rate (:attr:`optimizer`). ``ema``: None, or the decay beta in
     [0, 1) of the weight average kept in :attr:`ema_model` (a copy of the model, sampled like
-    it), updated after every step and carried across :meth:`fit` calls. ``clip_norm``: the
+    it), updated after every step and carried across ``fit`` calls. ``clip_norm``: the
     largest global gradient norm (None: no clipping). :attr:`history` holds the per-epoch mean
-    ``loss`` over every :meth:`fit` so far.
+    ``loss`` over every ``fit`` so far.
     """
 
     log_names = ("loss",)
+    model_class: type = Module
 
-    def __init__(self, model: DiffusionModel, lr: float = 1e-3, ema: float | None = None,
-                 clip_norm: float | None = None, callbacks=None):
-        if not isinstance(model, DiffusionModel):
-            raise TypeError(f"DiffusionTrainer: the model must be a DiffusionModel, got {type(model).__name__}")
+    def __init__(self, model, lr: float = 1e-3, ema: float | None = None, clip_norm: float | None = None,
+                 callbacks=None):
+        who, wanted = type(self).__name__, self.model_class.__name__
+        if not isinstance(model, self.model_class):
+            raise TypeError(f"{who}: the model must be a {wanted}, got {type(model).__name__}")
         if ema is not None and (isinstance(ema, bool) or not isinstance(ema, numbers.Real) or not 0 <= ema < 1):
-            raise ValueError(f"DiffusionTrainer: ema must be None or a decay in [0, 1), got {ema!r}")
+            raise ValueError(f"{who}: ema must be None or a decay in [0, 1), got {ema!r}")
         if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, numbers.Real)
                                       or not clip_norm > 0):
-            raise ValueError(f"DiffusionTrainer: clip_norm must be None or a number > 0, got {clip_norm!r}")
+            raise ValueError(f"{who}: clip_norm must be None or a number > 0, got {clip_norm!r}")
         self.model, self.lr, self.ema, self.clip_norm = model, lr, ema, clip_norm
         self.optimizer: Adam | None = None
         self.averaged: AveragedModel | None = None
-        self.checkpoint: str | os.PathLike | None = None
         super().__init__(callbacks)
 
     @property
@@ -73,29 +75,26 @@ class DiffusionTrainer(_EpochLoop):
         return (self.model,)
 
     @property
-    def ema_model(self) -> DiffusionModel | None:
+    def ema_model(self):
         """The model with the averaged weights (None without ``ema`` or before training)."""
         return None if self.averaged is None else self.averaged.module
+
+    def _first_call(self, sample: Tensor, labels) -> None:
+        """Call the model once on one sample, which builds its weights."""
+        raise NotImplementedError
 
     def _prepare(self, x: np.ndarray, labels) -> None:
         """Build the model on the data (its weights exist before Adam is made), then Adam and the average."""
         if not self.model.built or not self.model.net.built:
-            sample = Tensor(backend.xp.asarray(x[:1]))
             with no_grad(), evaluation_mode(self.model):
-                steps = np.zeros(1, dtype=np.int64)
-                if labels is None:
-                    self.model(sample, steps)
-                else:
-                    self.model(sample, steps, labels[:1])
+                self._first_call(Tensor(backend.xp.asarray(x[:1])), None if labels is None else labels[:1])
         if self.optimizer is None:
             self.optimizer = Adam(self.model, lr=self.lr)
         if self.ema is not None and self.averaged is None:
             self.averaged = AveragedModel(self.model, decay=self.ema)
 
-    def train_step(self, batch) -> dict[str, float]:
-        """One Adam step on a batch of samples, or of (samples, labels); returns its 'loss'."""
-        x, labels = batch if isinstance(batch, tuple) else (batch, None)
-        loss = self.model.loss(x, labels=labels)
+    def _step(self, loss: Tensor) -> dict[str, float]:
+        """One Adam step on ``loss`` (clipped, then averaged); returns its 'loss'."""
         self.optimizer.zero_grad()
         loss.backward()
         if self.clip_norm is not None:
@@ -104,6 +103,27 @@ class DiffusionTrainer(_EpochLoop):
         if self.averaged is not None:
             self.averaged.update(self.model)
         return {"loss": float(loss.item())}
+
+
+class DiffusionTrainer(AdamLossTrainer):
+    """Adam steps on a :class:`~lamina.models.DiffusionModel`'s loss (``lr``, ``ema`` and
+    ``clip_norm`` as :class:`AdamLossTrainer`'s)."""
+
+    model_class = DiffusionModel
+
+    def __init__(self, model: DiffusionModel, lr: float = 1e-3, ema: float | None = None,
+                 clip_norm: float | None = None, callbacks=None):
+        super().__init__(model, lr, ema, clip_norm, callbacks)
+        self.checkpoint: str | os.PathLike | None = None
+
+    def _first_call(self, sample: Tensor, labels) -> None:
+        steps = np.zeros(1, dtype=np.int64)
+        self.model(sample, steps) if labels is None else self.model(sample, steps, labels)
+
+    def train_step(self, batch) -> dict[str, float]:
+        """One Adam step on a batch of samples, or of (samples, labels); returns its 'loss'."""
+        x, labels = batch if isinstance(batch, tuple) else (batch, None)
+        return self._step(self.model.loss(x, labels=labels))
 
     def fit(self, x, labels=None, epochs: int = 1, batch_size: int = 64, seed: int | None = None,
             checkpoint: str | os.PathLike | None = None, resume_from: str | os.PathLike | None = None

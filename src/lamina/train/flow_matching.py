@@ -18,67 +18,33 @@ batch's ``loss`` in ``on_batch_end`` and the epoch's mean in ``on_epoch_end``.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from lamina import backend
-from lamina.autograd import Tensor, no_grad
+from lamina.autograd import Tensor
 from lamina.models.flow_matching import FlowMatchingModel, reflow_pairs
 from lamina.nn.layer import positive_int
-from lamina.nn.module import Module, evaluation_mode
-from lamina.optim import Adam, AveragedModel, clip_grad_norm
-from lamina.train.generative import _check_epochs, _EpochLoop, _samples
+from lamina.train.diffusion import AdamLossTrainer
+from lamina.train.generative import _check_epochs, _samples
 
 __all__ = ["FlowMatchingTrainer", "reflow", "train_flow_matching"]
 
 
-class FlowMatchingTrainer(_EpochLoop):
-    """Adam steps on a :class:`~lamina.models.FlowMatchingModel`'s loss.
+class FlowMatchingTrainer(AdamLossTrainer):
+    """Adam steps on a :class:`~lamina.models.FlowMatchingModel`'s loss (``lr``, ``ema`` and
+    ``clip_norm`` as :class:`~lamina.train.diffusion.AdamLossTrainer`'s)."""
 
-    ``lr``: Adam's learning rate (:attr:`optimizer`). ``ema``: None, or the decay in [0, 1)
-    of the weight average kept in :attr:`ema_model`. ``clip_norm``: the largest global
-    gradient norm (None: no clipping). :attr:`history` holds the per-epoch mean ``loss``.
-    """
-
-    log_names = ("loss",)
+    model_class = FlowMatchingModel
 
     def __init__(self, model: FlowMatchingModel, lr: float = 1e-3, ema: float | None = None,
                  clip_norm: float | None = None, callbacks=None):
-        if not isinstance(model, FlowMatchingModel):
-            raise TypeError(f"FlowMatchingTrainer: the model must be a FlowMatchingModel, got {type(model).__name__}")
-        if ema is not None and (isinstance(ema, bool) or not isinstance(ema, numbers.Real) or not 0 <= ema < 1):
-            raise ValueError(f"FlowMatchingTrainer: ema must be None or a decay in [0, 1), got {ema!r}")
-        if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, numbers.Real)
-                                      or not clip_norm > 0):
-            raise ValueError(f"FlowMatchingTrainer: clip_norm must be None or a number > 0, got {clip_norm!r}")
-        self.model, self.lr, self.ema, self.clip_norm = model, lr, ema, clip_norm
-        self.optimizer: Adam | None = None
-        self.averaged: AveragedModel | None = None
+        super().__init__(model, lr, ema, clip_norm, callbacks)
         self._source: np.ndarray | None = None
         self._labels: np.ndarray | None = None
         self._paired = False
-        super().__init__(callbacks)
 
-    @property
-    def models(self) -> tuple[Module, ...]:
-        return (self.model,)
-
-    @property
-    def ema_model(self) -> FlowMatchingModel | None:
-        """The model with the averaged weights (None without ``ema`` or before training)."""
-        return None if self.averaged is None else self.averaged.module
-
-    def _prepare(self, x: np.ndarray, labels) -> None:
-        """Build the model on the data (its weights exist before Adam is made), then Adam and the average."""
-        if not self.model.built or not self.model.net.built:
-            sample = Tensor(backend.xp.asarray(x[:1]))
-            with no_grad(), evaluation_mode(self.model):
-                self.model(sample, 0.0) if labels is None else self.model(sample, 0.0, labels[:1])
-        if self.optimizer is None:
-            self.optimizer = Adam(self.model, lr=self.lr)
-        if self.ema is not None and self.averaged is None:
-            self.averaged = AveragedModel(self.model, decay=self.ema)
+    def _first_call(self, sample: Tensor, labels) -> None:
+        self.model(sample, 0.0) if labels is None else self.model(sample, 0.0, labels)
 
     def train_step(self, batch) -> dict[str, float]:
         """One Adam step on a batch of (data, row numbers); returns its 'loss'."""
@@ -89,15 +55,7 @@ class FlowMatchingTrainer(_EpochLoop):
             picks = rows if self._paired else backend.rng().integers(0, len(self._source), len(rows))
             x0 = self._source[picks]
         labels = None if self._labels is None else self._labels[rows]
-        loss = self.model.loss(x1, x0=x0, labels=labels, couple=not self._paired)
-        self.optimizer.zero_grad()
-        loss.backward()
-        if self.clip_norm is not None:
-            clip_grad_norm(self.model, self.clip_norm)
-        self.optimizer.step()
-        if self.averaged is not None:
-            self.averaged.update(self.model)
-        return {"loss": float(loss.item())}
+        return self._step(self.model.loss(x1, x0=x0, labels=labels, couple=not self._paired))
 
     def fit(self, x1, x0=None, labels=None, paired: bool = False, epochs: int = 1, batch_size: int = 64,
             seed: int | None = None) -> dict[str, list[float]]:
