@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from torch_point_clouds import TorchPointModels, perturb
+from torch_point_clouds import TorchPointModels, fit_clouds, perturb
 
 import lamina
 from helpers import assert_close
@@ -85,19 +85,9 @@ def test_learns_synthetic_shapes():
     x, y = SyntheticShapes(40, 64, seed=0).arrays()
     xt, yt = SyntheticShapes(20, 64, seed=1).arrays()
     model = DGCNN(5, k=10, edge_widths=(32, 32), emb_dims=64, head_widths=(32,), dropout=0.0)
-    optimizer = lamina.optim.Adam(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
     start = time.perf_counter()
-    for _ in range(10):
-        model.train()
-        order = rng.permutation(len(x))
-        for first in range(0, len(x), 25):
-            rows = order[first:first + 25]
-            optimizer.zero_grad()
-            lamina.functional.cross_entropy(model(x[rows]), y[rows]).backward()
-            optimizer.step()
+    fit_clouds(model, x, y, epochs=10)
     seconds = time.perf_counter() - start
-    model.eval()
     with lamina.no_grad():
         accuracy = (model(xt).numpy().argmax(axis=1) == yt).mean()
     print(f"DGCNN: test accuracy {accuracy:.3f} after {seconds:.1f} s")

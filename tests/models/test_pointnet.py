@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from torch_point_clouds import TorchPointModels, perturb
+from torch_point_clouds import TorchPointModels, fit_clouds, perturb
 
 import lamina
 from helpers import assert_close, compare_with_torch
@@ -105,22 +105,13 @@ def test_errors_name_the_model():
         transform_regularizer(np.zeros((2, 3, 4)))
 
 
-def train(model, x, y, epochs: int, lr: float, batch_size: int = 25, regulariser: float = 0.0):
-    optimizer = lamina.optim.Adam(model.parameters(), lr=lr)
-    rng = np.random.default_rng(0)
-    for _ in range(epochs):
-        model.train()
-        order = rng.permutation(len(x))
-        for start in range(0, len(x), batch_size):
-            rows = order[start:start + batch_size]
-            optimizer.zero_grad()
-            logits, a = model.forward_with_transform(x[rows])
-            loss = lamina.functional.cross_entropy(logits, y[rows])
-            if a is not None and regulariser:
-                loss = loss + regulariser * transform_regularizer(a)
-            loss.backward()
-            optimizer.step()
-    model.eval()
+def regularised_loss(regulariser: float):
+    """Cross-entropy plus ``regulariser`` times the feature transform's orthogonality penalty."""
+    def loss_fn(model, xb, yb):
+        logits, a = model.forward_with_transform(xb)
+        loss = lamina.functional.cross_entropy(logits, yb)
+        return loss if a is None or not regulariser else loss + regulariser * transform_regularizer(a)
+    return loss_fn
 
 
 @pytest.mark.parametrize("tnets", [False, True])
@@ -133,7 +124,7 @@ def test_learns_synthetic_shapes(tnets):
                      global_widths=(64, 128), head_widths=(64,), tnet_widths=(32, 64), tnet_head_widths=(32,),
                      dropout=0.0)
     start = time.perf_counter()
-    train(model, x, y, epochs=10 if tnets else 8, lr=3e-3, regulariser=1e-3)
+    fit_clouds(model, x, y, epochs=10 if tnets else 8, loss_fn=regularised_loss(1e-3))
     seconds = time.perf_counter() - start
     with lamina.no_grad():
         accuracy = (model(xt).numpy().argmax(axis=1) == yt).mean()

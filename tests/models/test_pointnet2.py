@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from torch_point_clouds import TorchPointModels, perturb
+from torch_point_clouds import TorchPointModels, fit_clouds, perturb
 
 import lamina
 from lamina import functional as F
@@ -94,19 +94,9 @@ def test_learns_synthetic_shapes():
     xt, yt = SyntheticShapes(20, 128, seed=1).arrays()
     model = PointNet2(5, [(32, (0.8,), (16,), ((32, 32),)), (None, (), (), ((64, 128),))], head_widths=(64,),
                       dropout=0.0)
-    optimizer = lamina.optim.Adam(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
     start = time.perf_counter()
-    for _ in range(12):
-        model.train()
-        order = rng.permutation(len(x))
-        for first in range(0, len(x), 25):
-            rows = order[first:first + 25]
-            optimizer.zero_grad()
-            lamina.functional.cross_entropy(model(x[rows]), y[rows]).backward()
-            optimizer.step()
+    fit_clouds(model, x, y, epochs=12)
     seconds = time.perf_counter() - start
-    model.eval()
     with lamina.no_grad():
         accuracy = (model(xt).numpy().argmax(axis=1) == yt).mean()
     print(f"PointNet++: test accuracy {accuracy:.3f} after {seconds:.1f} s")

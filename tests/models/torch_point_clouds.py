@@ -95,3 +95,26 @@ class TorchPointModels:
         for i in range(head):
             h = self.mlp(f"head.{i}", h, 1, leaky=True)
         return self.dense("classifier", h)
+
+
+def fit_clouds(model, x, y, epochs: int, lr: float = 3e-3, batch_size: int = 25, loss_fn=None) -> None:
+    """The learning tests' loop: Adam on shuffled mini-batches (seeded), each batch's cost
+    ``loss_fn(model, x_batch, y_batch)`` (cross-entropy of ``model(x_batch)`` by default);
+    the model is left in evaluation mode."""
+    import lamina
+
+    optimizer = lamina.optim.Adam(model.parameters(), lr=lr)
+    rng = np.random.default_rng(0)
+    for _ in range(epochs):
+        model.train()
+        order = rng.permutation(len(x))
+        for first in range(0, len(x), batch_size):
+            rows = order[first:first + batch_size]
+            optimizer.zero_grad()
+            if loss_fn is None:
+                loss = lamina.functional.cross_entropy(model(x[rows]), y[rows])
+            else:
+                loss = loss_fn(model, x[rows], y[rows])
+            loss.backward()
+            optimizer.step()
+    model.eval()
