@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import time
-import tracemalloc
 
 import numpy as np
 import torch
+from memory import child_peak_mb, peak_growth_mb, tracemalloc_mb
 
 import lamina
 import lamina.functional as F
@@ -59,46 +57,13 @@ def _steps(length: int, causal: bool) -> dict:
     return {"lamina dense": lamina_step(None), "lamina blockwise": lamina_step("auto"), "torch sdpa": torch_step}
 
 
-def _rss_kib() -> tuple[int, int]:
-    values = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(("VmHWM", "VmRSS")):
-                key, value = line.split(":")
-                values[key] = int(value.split()[0])
-    return values["VmRSS"], values["VmHWM"]
-
-
 def _child_peak(length: int, causal: bool, system: str) -> None:
     """In a fresh process: the growth of the peak resident set over one step, after one warm-up."""
-    step = _steps(length, causal)[system]
-    step()
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")                                   # VmHWM starts again from the current RSS
-    before, _ = _rss_kib()
-    step()
-    print((_rss_kib()[1] - before) / 1024)
+    print(peak_growth_mb(_steps(length, causal)[system]))
 
 
 def peak_rss_mb(length: int, causal: bool, system: str) -> float | None:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", LAMINA_MALLOC_TUNING="0")
-    command = [sys.executable, __file__, "--peak", str(length), system] + (["--causal"] if causal else [])
-    try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=True)
-        return float(done.stdout.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
-        return None
-
-
-def tracemalloc_mb(step) -> float:
-    """Peak of NumPy's allocations during one step (after one untraced step)."""
-    step()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    step()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return (peak - base) / 2**20
+    return child_peak_mb(__file__, ["--peak", str(length), system] + (["--causal"] if causal else []), timeout=900)
 
 
 def best_times(steps: dict, repeats: int) -> dict:

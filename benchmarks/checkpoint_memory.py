@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import torch
+from memory import child_peak_mb, peak_growth_mb
 from pairing import paired_ratios
 
 import lamina
@@ -71,35 +70,12 @@ def _steps() -> dict:
             "torch": theirs(None), "torch checkpointed": theirs(SEGMENTS)}
 
 
-def _rss_kib() -> tuple[int, int]:
-    values = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(("VmHWM", "VmRSS")):
-                key, value = line.split(":")
-                values[key] = int(value.split()[0])
-    return values["VmRSS"], values["VmHWM"]
-
-
 def _child_peak(key: str) -> None:
-    step = _steps()[key]
-    for _ in range(2):
-        step()
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")                                   # the peak starts again from the current RSS
-    before, _ = _rss_kib()
-    step()
-    print((_rss_kib()[1] - before) / 1024)
+    print(peak_growth_mb(_steps()[key], warmup=2))
 
 
 def peak_mb(key: str) -> float | None:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", LAMINA_MALLOC_TUNING="0")
-    try:
-        done = subprocess.run([sys.executable, __file__, "--peak", key], env=env, capture_output=True, text=True,
-                              timeout=600, check=True)
-        return float(done.stdout.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
-        return None
+    return child_peak_mb(__file__, ["--peak", key])
 
 
 def timed(step, settle_s: float = 0.15) -> float:

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import time
-import tracemalloc
 
 import numpy as np
 import torch
+from memory import child_peak_mb, peak_growth_mb, tracemalloc_mb
 
 import lamina
 import lamina.functional as F
@@ -110,54 +109,16 @@ CASES = {
 }
 
 
-def _rss_kib() -> tuple[int, int]:
-    vals = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(("VmHWM", "VmRSS")):
-                key, value = line.split(":")
-                vals[key] = int(value.split()[0])
-    return vals["VmRSS"], vals["VmHWM"]
-
-
 def _child_peak(case: str, key: str) -> None:
     """In a fresh process: growth of the peak resident set over one step (after warm-up)."""
     torch.set_num_threads(os.cpu_count())
-    step = CASES[case]()[key]
-    for _ in range(WARMUP):
-        step()
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")                                   # reset VmHWM to the current RSS
-    before, _ = _rss_kib()
-    step()
-    _, peak = _rss_kib()
-    print((peak - before) / 1024)
+    print(peak_growth_mb(CASES[case]()[key], WARMUP))
 
 
 def peak_rss_mb(case: str, key: str) -> float | None:
-    """Peak resident-set growth of one step, measured the same way for every system: in a
-    child process where glibc serves every allocation over 64 KiB with mmap (returned on
-    free; lamina's own malloc tuning is switched off there), so the resident set follows
-    the live arrays of NumPy and PyTorch alike."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0",
-               LAMINA_MALLOC_TUNING="0")
-    try:
-        done = subprocess.run([sys.executable, __file__, "--peak", case, key], env=env,
-                              capture_output=True, text=True, timeout=600, check=True)
-        return float(done.stdout.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
-        return None
-
-
-def tracemalloc_mb(step) -> float:
-    """Peak of NumPy's allocations during one step (NumPy reports them to tracemalloc)."""
-    step()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    step()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return (peak - base) / 2**20
+    """Peak resident-set growth of one step, measured the same way for every system
+    (:func:`memory.child_peak_mb`)."""
+    return child_peak_mb(__file__, ["--peak", case, key])
 
 
 def run_case(name: str, runners: dict, repeats: int) -> dict:
