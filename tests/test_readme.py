@@ -549,3 +549,12 @@ def test_gguf_and_qlora_example():
     assert names["file"].metadata["general.architecture"] == "llama"
     assert 0 < names["gap"] < 0.05 * max(1.0, abs(names["reference"]).max())
     assert names["trainable"] and all("lora" in n for n, p in names["qlora"].named_parameters() if p.requires_grad)
+
+
+def test_preference_optimization_example():
+    """DPO moves the tiny GPT-2's greedy completions to even digits; the reward model ranks held-out pairs."""
+    names = run_section("### Preference optimization: DPO and reward models")
+    dpo, even = names["dpo"], names["even"]
+    assert names["history"]["val_rewards/accuracies"][-1] > 0.95
+    assert even(dpo.model) > even(dpo.ref_model) + 0.2
+    assert names["judge"].evaluate(names["pairs"](100))["accuracy"] > 0.9

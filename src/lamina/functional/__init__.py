@@ -138,6 +138,15 @@ from lamina.functional.losses_more import (
     nll_loss,
     smooth_l1,
 )
+from lamina.functional.losses_preference import (
+    DPO_LOSS_TYPES,
+    dpo_loss,
+    kto_loss,
+    orpo_loss,
+    reward_model_loss,
+    sequence_log_probs,
+    simpo_loss,
+)
 from lamina.functional.losses_prototypical import class_prototypes, prototypical_logits, prototypical_loss
 from lamina.functional.losses_relative import relative_lp_loss
 from lamina.functional.losses_rnnt import rnnt_loss
@@ -391,7 +400,8 @@ __all__ = [
     "cosine_similarity_loss", "gaussian_nll_loss", "hinge_embedding_loss", "kl_div", "log_cosh",
     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "multilabel_margin_loss",
     "multilabel_soft_margin_loss", "poisson", "poisson_nll_loss", "soft_margin_loss", "squared_hinge",
-    "distillation_loss", "conv3d", "max_pool3d", "avg_pool3d", "global_avg_pool3d",
+    "distillation_loss", "DPO_LOSS_TYPES", "dpo_loss", "kto_loss", "orpo_loss", "reward_model_loss",
+    "sequence_log_probs", "simpo_loss", "conv3d", "max_pool3d", "avg_pool3d", "global_avg_pool3d",
     "conv_lstm", "rotary_angles", "rotary_embedding", "rotary_frequencies", "rotary_parameters", "check_rope_scaling",
     "rope_depends_on_length", "ROPE_TYPES", "alibi_bias", "alibi_slopes",
     "sliding_window_mask",

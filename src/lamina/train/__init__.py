@@ -58,6 +58,8 @@ from lamina.train.metrics import (
     top_k_error,
 )
 from lamina.train.monitor import HistogramMonitor
+from lamina.train.preference import DPOTrainer, ORPOTrainer, RewardTrainer, SimPOTrainer, adapters_disabled
+from lamina.train.preference_data import PreferenceBatch, PreferenceDataset
 from lamina.train.privacy import PrivacyMonitor, make_private
 from lamina.train.profiling import ProfileSteps
 from lamina.train.pruning import MedianPruner, PruningCallback, TrialPruned
@@ -73,6 +75,7 @@ from lamina.train.ranking_metrics import (
     recommend,
     score_items,
 )
+from lamina.train.reward_model import RewardModel, final_hidden_states
 from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score, mean_absolute_error, r2_score
 from lamina.train.search import SearchResult, Trial, coarse_to_fine, grid_search, random_search, tune_trainer
 from lamina.train.search_space import Choice, Distribution, IntUniform, LogUniform, Uniform
@@ -128,3 +131,5 @@ __all__ = [
     "auc_per_user", "evaluate_sampled", "hit_rate_at_k", "mean_reciprocal_rank", "ndcg_at_k", "rank_items",
     "ranking_metrics", "recall_at_k", "recommend", "score_items",
 ]
+__all__ += ["DPOTrainer", "ORPOTrainer", "PreferenceBatch", "PreferenceDataset", "RewardModel", "RewardTrainer",
+            "SimPOTrainer", "adapters_disabled", "final_hidden_states"]  # preference optimization
