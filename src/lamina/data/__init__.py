@@ -11,6 +11,7 @@ generators seeded explicitly or from :func:`lamina.backend.rng`, so
 
 from lamina.data import detection_boxes, detection_transforms, transforms
 from lamina.data.collate import default_collate
+from lamina.data.continual import permuted_tasks, rotated_tasks, split_tasks
 from lamina.data.dataset import ArrayDataset, Dataset
 from lamina.data.datasets import (
     CIFAR10_CLASSES,
@@ -159,3 +160,4 @@ __all__ += ["SHAPES", "Jitter", "ModelNet", "PointDropout", "RandomRotation", "R
             "normalize_cloud", "read_off", "sample_mesh", "sample_shape"]  # point clouds (point_clouds)
 __all__ += ["TREE_RELATIONS", "KnowledgeGraph", "read_triples", "split_triples",
             "synthetic_knowledge_graph"]  # knowledge graphs (knowledge_graph)
+__all__ += ["permuted_tasks", "rotated_tasks", "split_tasks"]  # continual-learning benchmarks (continual)

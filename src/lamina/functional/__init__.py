@@ -49,6 +49,7 @@ from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.conv_transpose_nd import conv_transpose1d, conv_transpose3d
 from lamina.functional.crf import crf_log_partition, crf_marginals, crf_path_score
 from lamina.functional.crf_decode import crf_nbest_paths
+from lamina.functional.domain_adaptation import coral_loss, gradient_reversal, mmd_loss
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
 from lamina.functional.fake_quantize import (
@@ -460,3 +461,4 @@ __all__ += [  # spike functions with surrogate gradients and spike-record losses
     "SURROGATES", "Surrogate", "ce_count_loss", "ce_rate_loss", "mse_count_loss", "spike_atan", "spike_fast_sigmoid",
     "spike_sigmoid", "spike_straight_through", "spike_triangular", "surrogate",
 ]
+__all__ += ["coral_loss", "gradient_reversal", "mmd_loss"]  # domain adaptation (domain_adaptation)

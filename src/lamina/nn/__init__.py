@@ -87,6 +87,7 @@ from lamina.nn.fold import Fold, Unfold
 from lamina.nn.fractional_pool import FractionalMaxPool2D, FractionalMaxPool3D
 from lamina.nn.functional_call import functional_call
 from lamina.nn.functional_model import Input, Model
+from lamina.nn.gradient_reversal import GradientReversal
 from lamina.nn.graph import (
     CFConv,
     EGNNLayer,
@@ -270,3 +271,4 @@ __all__ += [  # inputs of tabular models (tabular)
 __all__ += [  # spiking neurons, sequences over time, spike encoders (spiking, spiking_sequence, spikegen)
     "Lapicque", "Leaky", "RLeaky", "SpikingNeuron", "SpikingSequential", "Synaptic", "spikegen",
 ]
+__all__ += ["GradientReversal"]  # domain-adversarial training (gradient_reversal)

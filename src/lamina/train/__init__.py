@@ -1,6 +1,7 @@
 """The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
 hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
+from lamina.train import continual
 from lamina.train.averaging import SwapEMAWeights, WeightAveraging
 from lamina.train.backup import BackupAndRestore
 from lamina.train.bayesian import bayesian_search, expected_improvement
@@ -28,6 +29,7 @@ from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
 from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
 from lamina.train.distillation import Distiller, train_distillation
+from lamina.train.domain_adaptation import DANN, dann_lambda, train_dann
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
 from lamina.train.flow_matching import FlowMatchingTrainer, reflow, train_flow_matching
 from lamina.train.forecast_metrics import (
@@ -131,5 +133,6 @@ __all__ = [
     "auc_per_user", "evaluate_sampled", "hit_rate_at_k", "mean_reciprocal_rank", "ndcg_at_k", "rank_items",
     "ranking_metrics", "recall_at_k", "recommend", "score_items",
 ]
+__all__ += ["DANN", "continual", "dann_lambda", "train_dann"]  # continual learning, domain adaptation
 __all__ += ["DPOTrainer", "ORPOTrainer", "PreferenceBatch", "PreferenceDataset", "RewardModel", "RewardTrainer",
             "SimPOTrainer", "adapters_disabled", "final_hidden_states"]  # preference optimization
