@@ -13,6 +13,13 @@ propagation, Image retrieval, Visualization feature vectors):
   :func:`integrated_gradients`: which pixels a class score depends on.
 * :func:`grad_cam`, :func:`grad_cam_plus_plus`, :func:`score_cam`,
   :func:`occlusion_sensitivity`: where in an image a class is found; :func:`plot_cam` draws it.
+* attributions as in Captum and SHAP: :func:`input_x_gradient`, :func:`guided_backprop`,
+  :func:`deconvnet`, :func:`guided_grad_cam` (modified ReLU backward rules);
+  :func:`deeplift`, :func:`deeplift_shap`, :func:`gradient_shap` (against reference inputs);
+  :func:`feature_ablation`, :func:`shapley_value_sampling`, :func:`kernel_shap`, :func:`lime`
+  (by perturbing feature groups); :func:`lrp` (layer-wise relevance propagation with the
+  :class:`LRPZero`, :class:`LRPEpsilon`, :class:`LRPGamma` and :class:`LRPZBox` rules);
+  :func:`infidelity` and :func:`sensitivity_max` score them.
 * :func:`fgsm`, :func:`targeted_adversarial`: inputs changed, by back propagation, to fool
   the classifier.
 * :func:`extract_features`, :class:`FeatureIndex`: image signatures and nearest-neighbour
@@ -30,8 +37,11 @@ The architecture tables are computed by tracing the model on a zero-sample batch
 """
 
 from lamina.analysis.adversarial import TargetedAttack, fgsm, targeted_adversarial
+from lamina.analysis.attribution import deconvnet, guided_backprop, guided_grad_cam, input_x_gradient
+from lamina.analysis.attribution_metrics import infidelity, sensitivity_max
 from lamina.analysis.cam import grad_cam, grad_cam_plus_plus, occlusion_sensitivity, plot_cam, score_cam
 from lamina.analysis.compare import compare_architectures, native_input_shape, zoo_builder
+from lamina.analysis.deeplift import deeplift, deeplift_shap, gradient_shap
 from lamina.analysis.embedding import plot_embedding, reduce_dimensions
 from lamina.analysis.graph_drawing import GraphStats, draw_graph, graph_stats
 from lamina.analysis.hessian import (
@@ -42,10 +52,13 @@ from lamina.analysis.hessian import (
     hessian_vector_product,
 )
 from lamina.analysis.layer_rules import layer_hyperparameters, layer_macs
+from lamina.analysis.lrp import LRPEpsilon, LRPGamma, LRPRule, LRPZBox, LRPZero, lrp, lrp_relevances
+from lamina.analysis.perturbation import feature_ablation, shapley_value_sampling
 from lamina.analysis.receptive import receptive_field, receptive_fields
 from lamina.analysis.retrieval import FeatureIndex, extract_features, mean_average_precision_at_k, precision_at_k
 from lamina.analysis.saliency import input_gradient, integrated_gradients, saliency_map, smooth_grad
 from lamina.analysis.summary import OPTIMIZER_STATES, Summary, summary
+from lamina.analysis.surrogate import kernel_shap, lime
 from lamina.analysis.trace import LayerCall, Trace, trace
 
 __all__ = [
@@ -57,4 +70,7 @@ __all__ = [
     "occlusion_sensitivity", "plot_cam", "plot_embedding", "precision_at_k", "receptive_field", "receptive_fields",
     "reduce_dimensions", "saliency_map", "score_cam", "smooth_grad", "summary", "targeted_adversarial", "trace",
     "zoo_builder",
+    "LRPEpsilon", "LRPGamma", "LRPRule", "LRPZBox", "LRPZero", "deconvnet", "deeplift", "deeplift_shap",
+    "feature_ablation", "gradient_shap", "guided_backprop", "guided_grad_cam", "infidelity", "input_x_gradient",
+    "kernel_shap", "lime", "lrp", "lrp_relevances", "sensitivity_max", "shapley_value_sampling",
 ]
