@@ -558,3 +558,10 @@ def test_preference_optimization_example():
     assert names["history"]["val_rewards/accuracies"][-1] > 0.95
     assert even(dpo.model) > even(dpo.ref_model) + 0.2
     assert names["judge"].evaluate(names["pairs"](100))["accuracy"] > 0.9
+
+
+def test_vqvae_and_pixelcnn_prior_example():
+    names = run_section("### Discrete latents: VQ-VAE and PixelCNN priors")
+    assert names["out"].perplexity > 10
+    assert names["images"].shape == (8, 8, 8, 1)
+    assert names["prior"].bits_per_dim(names["maps"]).item() < 4

@@ -370,6 +370,16 @@ from lamina.functional.unpool_nd import (
     max_unpool1d,
     max_unpool3d,
 )
+from lamina.functional.vector_quantize import (
+    VQResult,
+    codebook_perplexity,
+    finite_scalar_quantize,
+    fsq_codes_to_indices,
+    fsq_indices_to_codes,
+    nearest_codes,
+    straight_through,
+    vector_quantize,
+)
 
 _tensor_methods.install()
 
@@ -462,3 +472,7 @@ __all__ += [  # spike functions with surrogate gradients and spike-record losses
     "spike_sigmoid", "spike_straight_through", "spike_triangular", "surrogate",
 ]
 __all__ += ["coral_loss", "gradient_reversal", "mmd_loss"]  # domain adaptation (domain_adaptation)
+__all__ += [  # vector quantisation and finite scalar quantisation (vector_quantize)
+    "VQResult", "codebook_perplexity", "finite_scalar_quantize", "fsq_codes_to_indices", "fsq_indices_to_codes",
+    "nearest_codes", "straight_through", "vector_quantize",
+]

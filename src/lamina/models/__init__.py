@@ -431,6 +431,7 @@ from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet
 from lamina.models.ncf import GMF, NCF, NCFMLP, NeuMF
 from lamina.models.nerf import NeRF, TinyNeRF
 from lamina.models.nerf_render import NeRFRenderer, mse_to_psnr, nerf_train_step
+from lamina.models.pixelcnn import GatedPixelCNN, GatedPixelCNNLayer, PixelCNN
 from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
 from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
 from lamina.models.projection import projection_head
@@ -590,6 +591,7 @@ from lamina.models.vit import (
     vit_l_16,
     vit_l_32,
 )
+from lamina.models.vqvae import VQVAE, VQVAEOutput
 from lamina.models.wav2vec2 import (
     WAV2VEC2_CONFIGS,
     Wav2Vec2Attention,
@@ -766,3 +768,4 @@ __all__ += [  # speech recognition: Conformer encoder, RNN-Transducer (conformer
 __all__ += ["ComplEx", "DistMult", "KGEModel", "RotatE", "TransE", "corrupt_triples", "evaluate_link_prediction",
             "filtered_ranks", "fit_kge", "link_prediction_metrics", "margin_ranking_loss", "one_to_n_loss",
             "ranks_from_scores", "self_adversarial_loss"]  # knowledge-graph embeddings (kge)
+__all__ += ["GatedPixelCNN", "GatedPixelCNNLayer", "PixelCNN", "VQVAE", "VQVAEOutput"]  # pixelcnn, vqvae

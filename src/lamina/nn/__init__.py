@@ -133,6 +133,7 @@ from lamina.nn.losses import (
 )
 from lamina.nn.lp_pool import LPPool1D, LPPool2D, LPPool3D
 from lamina.nn.mamba import MambaBlock
+from lamina.nn.masked_conv import MaskedConv2D, causal_mask
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.merging import merge_models
 from lamina.nn.module import Module
@@ -195,6 +196,7 @@ from lamina.nn.transformer_decoder import TransformerDecoderLayer, from_torch_st
 from lamina.nn.transformer_model import Transformer, TransformerDecoder, TransformerEncoder
 from lamina.nn.unpool_nd import MaxUnpool1D, MaxUnpool3D
 from lamina.nn.upsample import Upsample, UpsamplingBilinear2D, UpsamplingNearest2D
+from lamina.nn.vector_quantizer import FSQ, ResidualVQ, VectorQuantizer, VectorQuantizerEMA
 from lamina.nn.weight_norms import SpectralNorm, WeightNorm
 from lamina.nn.wrappers import TimeDistributed
 
@@ -272,3 +274,4 @@ __all__ += [  # spiking neurons, sequences over time, spike encoders (spiking, s
     "Lapicque", "Leaky", "RLeaky", "SpikingNeuron", "SpikingSequential", "Synaptic", "spikegen",
 ]
 __all__ += ["GradientReversal"]  # domain-adversarial training (gradient_reversal)
+__all__ += ["FSQ", "MaskedConv2D", "ResidualVQ", "VectorQuantizer", "VectorQuantizerEMA", "causal_mask"]  # VQ, PixelCNN
