@@ -565,3 +565,14 @@ def test_vqvae_and_pixelcnn_prior_example():
     assert names["out"].perplexity > 10
     assert names["images"].shape == (8, 8, 8, 1)
     assert names["prior"].bits_per_dim(names["maps"]).item() < 4
+
+
+def test_uncertainty_and_conformal_example():
+    """Conformal APS sets near the stated coverage, predictive probabilities, CQR-ready intervals."""
+    names = run_section("### Predictive uncertainty and conformal prediction")
+    np, coverage, sets, y_test = names["np"], names["coverage"], names["sets"], names["y_test"]
+    assert coverage(sets, y_test) > 0.84 and names["mean_set_size"](sets) < 2
+    np.testing.assert_allclose(names["probs"].sum(axis=1), 1.0, rtol=1e-9)
+    assert np.all(names["summary"].mutual_information >= -1e-12)
+    lower, upper = names["intervals"]
+    assert np.all(lower <= upper)

@@ -149,6 +149,7 @@ from lamina.functional.losses_preference import (
     simpo_loss,
 )
 from lamina.functional.losses_prototypical import class_prototypes, prototypical_logits, prototypical_loss
+from lamina.functional.losses_quantile import pinball_loss
 from lamina.functional.losses_relative import relative_lp_loss
 from lamina.functional.losses_rnnt import rnnt_loss
 from lamina.functional.losses_segmentation import (
@@ -451,6 +452,7 @@ __all__ += [  # PyTorch-named activations, encodings, 1-D convolution and poolin
 ]
 __all__ += ["pack", "rearrange", "repeat", "unpack"]  # einops-style axis algebra (rearrange)
 __all__ += ["relative_lp_loss"]  # operator learning (losses_relative)
+__all__ += ["pinball_loss"]  # quantile regression (losses_quantile)
 __all__ += ["class_prototypes", "prototypical_logits", "prototypical_loss"]  # few-shot (losses_prototypical)
 __all__ += [  # more PyTorch-named ops (parity_extra)
     "atleast_1d", "atleast_2d", "atleast_3d", "combinations", "histogram", "index_reduce", "isin", "nan_to_num",

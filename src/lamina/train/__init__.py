@@ -25,6 +25,17 @@ from lamina.train.callbacks import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
+from lamina.train.conformal import (
+    ConformalClassifier,
+    ConformalRegressor,
+    conformal_quantile,
+    coverage,
+    cv_plus_intervals,
+    interval_coverage,
+    mean_set_size,
+    mean_width,
+    size_stratified_coverage,
+)
 from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
 from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
@@ -44,6 +55,7 @@ from lamina.train.forecast_metrics import (
 from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
 from lamina.train.history import History
 from lamina.train.hyperband import ASHA, asha_search, hyperband, hyperband_schedule, successive_halving
+from lamina.train.laplace import LastLayerLaplace
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
 from lamina.train.meta import MAML, FastLearner, MetaSGD, Reptile
 from lamina.train.metrics import (
@@ -93,6 +105,7 @@ from lamina.train.segmentation_metrics import (
     pixel_accuracy,
     pixel_confusion_matrix,
 )
+from lamina.train.swag import SWAG, CollectSWAG
 from lamina.train.tensorboard import SummaryWriter, TensorBoard
 from lamina.train.threshold_metrics import (
     PrecisionAtRecall,
@@ -102,6 +115,7 @@ from lamina.train.threshold_metrics import (
 )
 from lamina.train.tpe import ParzenEstimator, tpe_search
 from lamina.train.trainer import Trainer
+from lamina.train.uncertainty import DeepEnsemble, PredictiveSummary, mc_dropout_predict, predictive_summary
 from lamina.train.weighting import WeightedMean
 
 __all__ = [
@@ -132,6 +146,10 @@ __all__ = [
     "MAML", "FastLearner", "MetaSGD", "Reptile",
     "auc_per_user", "evaluate_sampled", "hit_rate_at_k", "mean_reciprocal_rank", "ndcg_at_k", "rank_items",
     "ranking_metrics", "recall_at_k", "recommend", "score_items",
+    "ConformalClassifier", "ConformalRegressor", "conformal_quantile", "coverage", "cv_plus_intervals",
+    "interval_coverage", "mean_set_size", "mean_width", "size_stratified_coverage",
+    "DeepEnsemble", "PredictiveSummary", "mc_dropout_predict", "predictive_summary",
+    "SWAG", "CollectSWAG", "LastLayerLaplace",
 ]
 __all__ += ["DANN", "continual", "dann_lambda", "train_dann"]  # continual learning, domain adaptation
 __all__ += ["DPOTrainer", "ORPOTrainer", "PreferenceBatch", "PreferenceDataset", "RewardModel", "RewardTrainer",
