@@ -101,6 +101,13 @@ from lamina.functional.indexing_parity import (
 )
 from lamina.functional.interpolate import interpolate
 from lamina.functional.linalg_structure import diag_embed, diagonal, trace, tril, triu
+from lamina.functional.linear_attention import (
+    FEATURE_MAPS,
+    favor_features,
+    linear_attention,
+    orthogonal_random_features,
+    performer_attention,
+)
 from lamina.functional.loss import (
     binary_cross_entropy,
     categorical_cross_entropy,
@@ -237,6 +244,12 @@ from lamina.functional.recurrent import gru, lstm, simple_rnn
 from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.reduce_more import cumprod, cumsum, logsumexp, norm, prod, std
 from lamina.functional.resize import crop2d, upsample2d, zero_pad2d
+from lamina.functional.retention import (
+    retention_chunkwise,
+    retention_decay_mask,
+    retention_parallel,
+    retention_recurrent,
+)
 from lamina.functional.rms_norm import rms_norm
 from lamina.functional.rotary import (
     ROPE_TYPES,
@@ -248,6 +261,7 @@ from lamina.functional.rotary import (
     rotary_parameters,
 )
 from lamina.functional.rrelu import rrelu
+from lamina.functional.rwkv import rwkv_wkv_parallel, rwkv_wkv_recurrent
 from lamina.functional.scan_parity import (
     cummax,
     cummin,
@@ -477,4 +491,9 @@ __all__ += ["coral_loss", "gradient_reversal", "mmd_loss"]  # domain adaptation 
 __all__ += [  # vector quantisation and finite scalar quantisation (vector_quantize)
     "VQResult", "codebook_perplexity", "finite_scalar_quantize", "fsq_codes_to_indices", "fsq_indices_to_codes",
     "nearest_codes", "straight_through", "vector_quantize",
+]
+__all__ += [  # linear-time sequence mixing (linear_attention, retention, rwkv)
+    "FEATURE_MAPS", "favor_features", "linear_attention", "orthogonal_random_features", "performer_attention",
+    "retention_chunkwise", "retention_decay_mask", "retention_parallel", "retention_recurrent",
+    "rwkv_wkv_parallel", "rwkv_wkv_recurrent",
 ]

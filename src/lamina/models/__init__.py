@@ -498,8 +498,10 @@ from lamina.models.retinanet import (
     RetinaNetRegressionHead,
     retinanet_resnet50_fpn,
 )
+from lamina.models.retnet import RetNet, RetNetLayer
 from lamina.models.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from lamina.models.rpn import RegionProposalNetwork, RPNHead
+from lamina.models.rwkv import RWKV, RWKVBlock
 from lamina.models.s3d import ConvBN3D, SepInceptionBlock3D, TemporalSeparableConv, s3d
 from lamina.models.segformer import (
     SEGFORMER_VARIANTS,
@@ -769,3 +771,4 @@ __all__ += ["ComplEx", "DistMult", "KGEModel", "RotatE", "TransE", "corrupt_trip
             "filtered_ranks", "fit_kge", "link_prediction_metrics", "margin_ranking_loss", "one_to_n_loss",
             "ranks_from_scores", "self_adversarial_loss"]  # knowledge-graph embeddings (kge)
 __all__ += ["GatedPixelCNN", "GatedPixelCNNLayer", "PixelCNN", "VQVAE", "VQVAEOutput"]  # pixelcnn, vqvae
+__all__ += ["RWKV", "RWKVBlock", "RetNet", "RetNetLayer"]  # linear-time language models (retnet, rwkv)

@@ -105,6 +105,7 @@ from lamina.nn.graph import (
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D, InstanceNorm3D
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
+from lamina.nn.linear_attention import LinearAttention, PerformerAttention
 from lamina.nn.lookup import IntegerLookup, StringLookup
 from lamina.nn.lora import LoRAAdapter, LoRADense, apply_lora, lora_state_dict, merge_lora, unmerge_lora
 from lamina.nn.losses import (
@@ -179,8 +180,10 @@ from lamina.nn.rearrange import Rearrange, Reduce
 from lamina.nn.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from lamina.nn.reshape import Flatten, Identity, Reshape, Unflatten
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
+from lamina.nn.retention import MultiScaleRetention
 from lamina.nn.revin import RevIN
 from lamina.nn.rms_norm import RMSNorm
+from lamina.nn.rwkv import RWKVChannelMix, RWKVTimeMix
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequence_utils import pad_sequence
 from lamina.nn.sequential import Sequential
@@ -275,3 +278,5 @@ __all__ += [  # spiking neurons, sequences over time, spike encoders (spiking, s
 ]
 __all__ += ["GradientReversal"]  # domain-adversarial training (gradient_reversal)
 __all__ += ["FSQ", "MaskedConv2D", "ResidualVQ", "VectorQuantizer", "VectorQuantizerEMA", "causal_mask"]  # VQ, PixelCNN
+__all__ += ["LinearAttention", "MultiScaleRetention", "PerformerAttention", "RWKVChannelMix",
+            "RWKVTimeMix"]  # linear-time sequence mixers (linear_attention, retention, rwkv)
