@@ -588,3 +588,10 @@ def test_linear_time_sequence_example_runs():
     first = names["same"][0].numpy()
     assert all(np.allclose(s.numpy(), first, atol=1e-5) for s in names["same"])
     assert names["ids"].shape == (1, 13)
+
+
+def test_sets_and_latent_arrays_example():
+    names = run_section("### Sets and latent arrays")
+    assert names["accuracy"] > 0.97
+    assert names["logits"].shape == (4, 10) and names["scores"].shape == (2, 10)
+    assert names["slots"].shape == (2, 4, 32)

@@ -111,6 +111,10 @@ Layouts follow the published models so that published weights map onto them:
 * Equivariant graph networks on point sets (:mod:`lamina.models.equivariant`): :class:`EGNN`
   (E(n)-equivariant layers, graph readout) and :class:`SchNet` (continuous-filter convolutions;
   energies and forces -dE/dx).
+* Sets and latent arrays: :class:`DeepSets`, :class:`SetTransformer` (ISAB/SAB encoder, PMA
+  pooling; padding masks), :class:`Perceiver` and :class:`PerceiverIO` (cross-attention into a
+  latent array, Fourier position features for images) and :class:`SlotAttentionAutoEncoder`
+  (object discovery with :class:`lamina.nn.SlotAttention` and a spatial broadcast decoder).
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
   :mod:`lamina.vision` decodes into boxes.
 * :class:`FeaturePyramidNetwork` and :func:`resnet_fpn_backbone` (:class:`BackboneWithFPN`),
@@ -431,6 +435,13 @@ from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet
 from lamina.models.ncf import GMF, NCF, NCFMLP, NeuMF
 from lamina.models.nerf import NeRF, TinyNeRF
 from lamina.models.nerf_render import NeRFRenderer, mse_to_psnr, nerf_train_step
+from lamina.models.perceiver import (
+    Perceiver,
+    PerceiverBlock,
+    PerceiverEncoder,
+    PerceiverIO,
+    fourier_position_features,
+)
 from lamina.models.pixelcnn import GatedPixelCNN, GatedPixelCNNLayer, PixelCNN
 from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
 from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
@@ -530,6 +541,7 @@ from lamina.models.segmentation import (
 )
 from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
+from lamina.models.set_models import DeepSets, SetTransformer
 from lamina.models.shufflenet import (
     ShuffleNetV2Unit,
     shufflenet_v2,
@@ -537,6 +549,12 @@ from lamina.models.shufflenet import (
     shufflenet_v2_x1_0,
     shufflenet_v2_x1_5,
     shufflenet_v2_x2_0,
+)
+from lamina.models.slot_autoencoder import (
+    SlotAttentionAutoEncoder,
+    SlotReconstruction,
+    SoftPositionEmbed,
+    position_grid,
 )
 from lamina.models.squeeze_excitation import SqueezeExcitation
 from lamina.models.squeezenet import Fire, squeezenet, squeezenet1_0, squeezenet1_1
@@ -770,5 +788,8 @@ __all__ += [  # speech recognition: Conformer encoder, RNN-Transducer (conformer
 __all__ += ["ComplEx", "DistMult", "KGEModel", "RotatE", "TransE", "corrupt_triples", "evaluate_link_prediction",
             "filtered_ranks", "fit_kge", "link_prediction_metrics", "margin_ranking_loss", "one_to_n_loss",
             "ranks_from_scores", "self_adversarial_loss"]  # knowledge-graph embeddings (kge)
+__all__ += ["DeepSets", "Perceiver", "PerceiverBlock", "PerceiverEncoder", "PerceiverIO", "SetTransformer",
+            "SlotAttentionAutoEncoder", "SlotReconstruction", "SoftPositionEmbed", "fourier_position_features",
+            "position_grid"]  # sets, latent arrays and slots (set_models, perceiver, slot_autoencoder)
 __all__ += ["GatedPixelCNN", "GatedPixelCNNLayer", "PixelCNN", "VQVAE", "VQVAEOutput"]  # pixelcnn, vqvae
 __all__ += ["RWKV", "RWKVBlock", "RetNet", "RetNetLayer"]  # linear-time language models (retnet, rwkv)

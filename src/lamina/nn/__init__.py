@@ -187,6 +187,9 @@ from lamina.nn.rwkv import RWKVChannelMix, RWKVTimeMix
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.sequence_utils import pad_sequence
 from lamina.nn.sequential import Sequential
+from lamina.nn.set_attention import ISAB, MAB, PMA, SAB, multihead_attention
+from lamina.nn.set_layers import DeepSetsPooling, PermEquivariant
+from lamina.nn.slot_attention import SlotAttention
 from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.spectral_conv import SpectralConv1D, SpectralConv2D, spectral_conv1d, spectral_conv2d
 from lamina.nn.spiking import Lapicque, Leaky, RLeaky, SpikingNeuron, Synaptic
@@ -277,6 +280,9 @@ __all__ += [  # spiking neurons, sequences over time, spike encoders (spiking, s
     "Lapicque", "Leaky", "RLeaky", "SpikingNeuron", "SpikingSequential", "Synaptic", "spikegen",
 ]
 __all__ += ["GradientReversal"]  # domain-adversarial training (gradient_reversal)
+__all__ += [  # sets: Deep Sets, Set Transformer blocks, Slot Attention (set_layers, set_attention, slot_attention)
+    "DeepSetsPooling", "ISAB", "MAB", "PMA", "PermEquivariant", "SAB", "SlotAttention", "multihead_attention",
+]
 __all__ += ["FSQ", "MaskedConv2D", "ResidualVQ", "VectorQuantizer", "VectorQuantizerEMA", "causal_mask"]  # VQ, PixelCNN
 __all__ += ["LinearAttention", "MultiScaleRetention", "PerformerAttention", "RWKVChannelMix",
             "RWKVTimeMix"]  # linear-time sequence mixers (linear_attention, retention, rwkv)
