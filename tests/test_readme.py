@@ -595,3 +595,9 @@ def test_sets_and_latent_arrays_example():
     assert names["accuracy"] > 0.97
     assert names["logits"].shape == (4, 10) and names["scores"].shape == (2, 10)
     assert names["slots"].shape == (2, 4, 32)
+
+
+def test_federated_learning_example():
+    names = run_section("### Federated learning")
+    accuracy = names["result"].test_accuracy
+    assert len(accuracy) == 6 and accuracy[-1] > 0.85

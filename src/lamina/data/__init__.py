@@ -62,6 +62,12 @@ from lamina.data.labels import one_hot
 from lamina.data.loader import DataLoader
 from lamina.data.mixing import CutMix, MixUp
 from lamina.data.molecules import SpringMolecules, batch_point_sets, radius_graph, spring_molecules
+from lamina.data.partition import (
+    dirichlet_partition,
+    iid_partition,
+    quantity_skew_partition,
+    shard_partition,
+)
 from lamina.data.pde import (
     burgers_dataset,
     burgers_solve,
@@ -161,3 +167,5 @@ __all__ += ["SHAPES", "Jitter", "ModelNet", "PointDropout", "RandomRotation", "R
 __all__ += ["TREE_RELATIONS", "KnowledgeGraph", "read_triples", "split_triples",
             "synthetic_knowledge_graph"]  # knowledge graphs (knowledge_graph)
 __all__ += ["permuted_tasks", "rotated_tasks", "split_tasks"]  # continual-learning benchmarks (continual)
+__all__ += ["dirichlet_partition", "iid_partition", "quantity_skew_partition",
+            "shard_partition"]  # federated client splits (partition)

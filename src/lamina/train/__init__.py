@@ -1,7 +1,7 @@
 """The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
 hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
-from lamina.train import continual
+from lamina.train import continual, federated
 from lamina.train.averaging import SwapEMAWeights, WeightAveraging
 from lamina.train.backup import BackupAndRestore
 from lamina.train.bayesian import bayesian_search, expected_improvement
@@ -42,6 +42,7 @@ from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_s
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.domain_adaptation import DANN, dann_lambda, train_dann
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
+from lamina.train.federated import SCAFFOLD, FedAdagrad, FedAdam, FedAvg, FedAvgM, FederatedResult, FedProx, FedYogi
 from lamina.train.flow_matching import FlowMatchingTrainer, reflow, train_flow_matching
 from lamina.train.forecast_metrics import (
     mae,
@@ -154,3 +155,5 @@ __all__ = [
 __all__ += ["DANN", "continual", "dann_lambda", "train_dann"]  # continual learning, domain adaptation
 __all__ += ["DPOTrainer", "ORPOTrainer", "PreferenceBatch", "PreferenceDataset", "RewardModel", "RewardTrainer",
             "SimPOTrainer", "adapters_disabled", "final_hidden_states"]  # preference optimization
+__all__ += ["SCAFFOLD", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedProx", "FedYogi",
+            "FederatedResult", "federated"]  # federated learning (federated)
