@@ -48,3 +48,7 @@ from lamina import rl  # noqa: E402
 
 __all__ += ["rl"]
 __all__ += ["are_deterministic_algorithms_enabled", "use_deterministic_algorithms"]
+
+from lamina import distributed  # noqa: E402
+
+__all__ += ["distributed"]

@@ -14,6 +14,7 @@ import json
 import os
 
 from lamina import backend
+from lamina.distributed import DistributedDataParallel
 from lamina.io import load_file, save_file
 from lamina.io.state import flatten_state, unflatten_state
 from lamina.saving import model_config
@@ -37,10 +38,16 @@ def save(path: str | os.PathLike, trainer, epoch: int) -> None:
     tree, extra = flatten_state(state, "state")
     arrays.update(extra)
     metadata = {"format": FORMAT, "state": json.dumps(tree)}
-    config = _model_config(trainer.model)
+    config = _model_config(_unwrapped(trainer.model))
     if config is not None:
         metadata["config"] = json.dumps(config)
     save_file(arrays, path, metadata)
+
+
+def _unwrapped(model):
+    """The model a DistributedDataParallel wraps (its state dict is the wrapped model's, so the
+    checkpoint loads as that model); any other model itself."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def _model_config(model):

@@ -31,6 +31,7 @@ from lamina.data import ArrayDataset, DataLoader, Subset
 from lamina.data.dataset import is_multi_input, num_samples, take
 from lamina.data.iterable import is_iterable_dataset
 from lamina.data.subsets import fetches_whole_batches, is_labelled
+from lamina.distributed import is_main_process
 from lamina.errors import ShapeError
 from lamina.nn import Model, Sequential
 from lamina.optim import clip_grad_norm, clip_grad_value
@@ -299,7 +300,8 @@ class Trainer:
         self.schedule = schedule
         self.callbacks: list[Callback] = list(callbacks)
         if not any(isinstance(c, ProgressBar) for c in self.callbacks):
-            self.callbacks.insert(0, ProgressBar(verbose=verbose))
+            # in a distributed run only rank 0 shows progress
+            self.callbacks.insert(0, ProgressBar(verbose=verbose if is_main_process() else 0))
         for cb in self.callbacks:
             cb.set_trainer(self)
         self.stop_training = False
@@ -703,6 +705,8 @@ class Trainer:
             self.epoch = epoch
             self.model.train()
             _set_optimizer_mode(self.optimizer, training=True)
+            if hasattr(loader.sampler, "set_epoch"):   # a DistributedSampler: a new order every epoch
+                loader.sampler.set_epoch(epoch)
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch, logs)
             logs = self._train_epoch(loader)
@@ -841,7 +845,10 @@ class Trainer:
         return np.concatenate(outputs) if outputs else np.zeros((0,))
 
     def save_checkpoint(self, path: str | os.PathLike, epoch: int | None = None) -> None:
-        """Write a training checkpoint (see :mod:`lamina.train.checkpoint`) atomically."""
+        """Write a training checkpoint (see :mod:`lamina.train.checkpoint`) atomically; in a
+        distributed run, on rank 0 only (every rank holds the same weights)."""
+        if not is_main_process():
+            return
         checkpoint.save(path, self, self.epoch + 1 if epoch is None else epoch)
 
     def request_checkpoint(self, path: str | os.PathLike, epoch: int) -> None:
