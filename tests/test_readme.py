@@ -601,3 +601,13 @@ def test_federated_learning_example():
     names = run_section("### Federated learning")
     accuracy = names["result"].test_accuracy
     assert len(accuracy) == 6 and accuracy[-1] > 0.85
+
+
+def test_audio_synthesis_example():
+    import numpy as np
+
+    names = run_section("### Audio synthesis: Griffin-Lim, resampling and WaveNet")
+    assert names["rebuilt"].shape == (1, 8000) and names["upsampled"].shape == (1, 16000)
+    assert names["linear"].shape == (1, 129, 126) and names["linear"].numpy().min() >= 0
+    assert names["loss"].item() < 0.1
+    np.testing.assert_array_equal(names["song"][0], np.tile(names["pattern"], 4))

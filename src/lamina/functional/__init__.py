@@ -42,6 +42,15 @@ from lamina.functional.audio import (
     mfcc,
     mfcc_from_mel,
 )
+from lamina.functional.audio_effects import deemphasis, fade, preemphasis
+from lamina.functional.audio_synthesis import (
+    griffinlim,
+    inverse_mel_scale,
+    mu_law_decoding,
+    mu_law_encoding,
+    resample,
+    resample_kernel,
+)
 from lamina.functional.conv import conv2d
 from lamina.functional.conv3d import conv3d
 from lamina.functional.conv_lstm import conv_lstm
@@ -496,4 +505,8 @@ __all__ += [  # linear-time sequence mixing (linear_attention, retention, rwkv)
     "FEATURE_MAPS", "favor_features", "linear_attention", "orthogonal_random_features", "performer_attention",
     "retention_chunkwise", "retention_decay_mask", "retention_parallel", "retention_recurrent",
     "rwkv_wkv_parallel", "rwkv_wkv_recurrent",
+]
+__all__ += [  # audio synthesis and effects (audio_synthesis, audio_effects)
+    "deemphasis", "fade", "griffinlim", "inverse_mel_scale", "mu_law_decoding", "mu_law_encoding", "preemphasis",
+    "resample", "resample_kernel",
 ]

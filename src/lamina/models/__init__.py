@@ -637,6 +637,7 @@ from lamina.models.wav2vec2_pretraining import (
     wav2vec2_pretraining,
 )
 from lamina.models.wav2vec2_weights import hf_wav2vec2_table, load_hf_wav2vec2_state_dict
+from lamina.models.wavenet import WaveNet, WaveNetLayer
 from lamina.models.whisper import (
     WHISPER_CONFIGS,
     Whisper,
@@ -793,3 +794,4 @@ __all__ += ["DeepSets", "Perceiver", "PerceiverBlock", "PerceiverEncoder", "Perc
             "position_grid"]  # sets, latent arrays and slots (set_models, perceiver, slot_autoencoder)
 __all__ += ["GatedPixelCNN", "GatedPixelCNNLayer", "PixelCNN", "VQVAE", "VQVAEOutput"]  # pixelcnn, vqvae
 __all__ += ["RWKV", "RWKVBlock", "RetNet", "RetNetLayer"]  # linear-time language models (retnet, rwkv)
+__all__ += ["WaveNet", "WaveNetLayer"]  # autoregressive waveform model (wavenet)

@@ -53,6 +53,8 @@ from lamina.nn.adaptive3d import AdaptiveAvgPool3D, AdaptiveMaxPool3D
 from lamina.nn.adaptive_softmax import AdaptiveLogSoftmaxWithLoss
 from lamina.nn.attention import AdditiveAttention, Attention
 from lamina.nn.audio import MFCC, AmplitudeToDB, FrequencyMasking, MelSpectrogram, Spectrogram, TimeMasking
+from lamina.nn.audio_effects import Deemphasis, Fade, Preemphasis
+from lamina.nn.audio_synthesis import GriffinLim, InverseMelScale, MuLawDecoding, MuLawEncoding, Resample
 from lamina.nn.augmentation import (
     RandomBrightness,
     RandomContrast,
@@ -286,3 +288,5 @@ __all__ += [  # sets: Deep Sets, Set Transformer blocks, Slot Attention (set_lay
 __all__ += ["FSQ", "MaskedConv2D", "ResidualVQ", "VectorQuantizer", "VectorQuantizerEMA", "causal_mask"]  # VQ, PixelCNN
 __all__ += ["LinearAttention", "MultiScaleRetention", "PerformerAttention", "RWKVChannelMix",
             "RWKVTimeMix"]  # linear-time sequence mixers (linear_attention, retention, rwkv)
+__all__ += ["Deemphasis", "Fade", "GriffinLim", "InverseMelScale", "MuLawDecoding", "MuLawEncoding",  # audio synthesis
+            "Preemphasis", "Resample"]
