@@ -611,3 +611,12 @@ def test_audio_synthesis_example():
     assert names["linear"].shape == (1, 129, 126) and names["linear"].numpy().min() >= 0
     assert names["loss"].item() < 0.1
     np.testing.assert_array_equal(names["song"][0], np.tile(names["pattern"], 4))
+
+
+def test_image_quality_and_style_transfer_example():
+    import numpy as np
+
+    names = run_section("### Image quality, super-resolution and style transfer")
+    assert names["sr"].shape == (2, 32, 32, 3)
+    assert all(np.isfinite(q.item()) for q in names["quality"])
+    assert names["history"]["style"][-1] < names["history"]["style"][0] / 2

@@ -73,6 +73,16 @@ from lamina.functional.fractional_pool import fractional_max_pool2d, fractional_
 from lamina.functional.fractional_pool3d import fractional_max_pool3d, fractional_max_pool3d_with_indices
 from lamina.functional.glu import glu
 from lamina.functional.grid_sample import affine_grid, grid_sample
+from lamina.functional.image_quality import (
+    MS_SSIM_WEIGHTS,
+    gaussian_window,
+    gram_matrix,
+    ms_ssim,
+    psnr,
+    ssim,
+    ssim_loss,
+    total_variation,
+)
 from lamina.functional.indexing import (
     argmax,
     argmin,
@@ -506,6 +516,8 @@ __all__ += [  # linear-time sequence mixing (linear_attention, retention, rwkv)
     "retention_chunkwise", "retention_decay_mask", "retention_parallel", "retention_recurrent",
     "rwkv_wkv_parallel", "rwkv_wkv_recurrent",
 ]
+__all__ += ["MS_SSIM_WEIGHTS", "gaussian_window", "gram_matrix", "ms_ssim", "psnr", "ssim", "ssim_loss",
+            "total_variation"]  # image quality, style and restoration losses (image_quality)
 __all__ += [  # audio synthesis and effects (audio_synthesis, audio_effects)
     "deemphasis", "fade", "griffinlim", "inverse_mel_scale", "mu_law_decoding", "mu_law_encoding", "preemphasis",
     "resample", "resample_kernel",

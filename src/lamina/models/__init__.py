@@ -574,6 +574,15 @@ from lamina.models.ssdlite import (
     SSDLiteRegressionHead,
     ssdlite320_mobilenet_v3_large,
 )
+from lamina.models.super_resolution import (
+    EDSR,
+    ESPCN,
+    SRCNN,
+    DnCNN,
+    EDSRResidualBlock,
+    SRResNet,
+    SRResNetBlock,
+)
 from lamina.models.swin import (
     PatchMerging,
     PatchMergingV2,
@@ -597,6 +606,7 @@ from lamina.models.timm_weights import load_timm_state_dict
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transducer import ConformerTransducer
 from lamina.models.transfer import transfer
+from lamina.models.transformer_net import TransformerNet
 from lamina.models.two_tower import TwoTower, in_batch_softmax_loss, item_log_frequencies
 from lamina.models.unet import DoubleConv, UNet, unet
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
@@ -794,4 +804,6 @@ __all__ += ["DeepSets", "Perceiver", "PerceiverBlock", "PerceiverEncoder", "Perc
             "position_grid"]  # sets, latent arrays and slots (set_models, perceiver, slot_autoencoder)
 __all__ += ["GatedPixelCNN", "GatedPixelCNNLayer", "PixelCNN", "VQVAE", "VQVAEOutput"]  # pixelcnn, vqvae
 __all__ += ["RWKV", "RWKVBlock", "RetNet", "RetNetLayer"]  # linear-time language models (retnet, rwkv)
+__all__ += ["DnCNN", "EDSR", "EDSRResidualBlock", "ESPCN", "SRCNN", "SRResNet", "SRResNetBlock",
+            "TransformerNet"]  # super-resolution, denoising, fast style transfer (super_resolution, transformer_net)
 __all__ += ["WaveNet", "WaveNetLayer"]  # autoregressive waveform model (wavenet)

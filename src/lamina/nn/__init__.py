@@ -173,6 +173,7 @@ from lamina.nn.padding import (
 )
 from lamina.nn.parameter import Parameter
 from lamina.nn.per_sample import PerSampleGradients, per_sample_gradients
+from lamina.nn.perceptual_loss import PerceptualLoss
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D, MaxUnpool2D
 from lamina.nn.preprocessing import CategoryEncoding, Discretization, Hashing, Normalization
 from lamina.nn.qat import QATConv2D, QATDense, calibrate, fuse_conv_bn, prepare_qat
@@ -288,5 +289,6 @@ __all__ += [  # sets: Deep Sets, Set Transformer blocks, Slot Attention (set_lay
 __all__ += ["FSQ", "MaskedConv2D", "ResidualVQ", "VectorQuantizer", "VectorQuantizerEMA", "causal_mask"]  # VQ, PixelCNN
 __all__ += ["LinearAttention", "MultiScaleRetention", "PerformerAttention", "RWKVChannelMix",
             "RWKVTimeMix"]  # linear-time sequence mixers (linear_attention, retention, rwkv)
+__all__ += ["PerceptualLoss"]  # perceptual (feature and style) losses (perceptual_loss)
 __all__ += ["Deemphasis", "Fade", "GriffinLim", "InverseMelScale", "MuLawDecoding", "MuLawEncoding",  # audio synthesis
             "Preemphasis", "Resample"]

@@ -60,6 +60,8 @@ from lamina.vision.sliding import (
     window_origins,
     window_stride,
 )
+from lamina.vision.style_transfer import style_transfer
+from lamina.vision.super_resolution import DEGRADATIONS, sr_pairs
 
 __all__ = [
     "AnchorGenerator", "BoxCoder", "COCO_AREA_RANGES", "coco_evaluate", "format_coco_metrics",
@@ -75,3 +77,4 @@ __all__ = [
 ]
 __all__ += ["get_rays", "load_blender_scene", "positional_encoding", "sample_pdf", "stratified_samples",
             "synthetic_nerf_scene", "volume_render"]  # neural radiance fields (nerf)
+__all__ += ["DEGRADATIONS", "sr_pairs", "style_transfer"]  # super-resolution pairs, neural style transfer
