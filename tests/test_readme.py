@@ -312,7 +312,7 @@ def test_pytorch_names_diffusion_distributions_and_generation_example_runs():
 
     names = run_section("## PyTorch names, diffusion, more distributions, faster generation")
     moons = names["moons"]
-    for drawn in (names["samples"], names["quick"]):
+    for drawn in (names["samples"], names["quick"], names["fast"]):
         nearest = np.sqrt(((drawn[:, None, :] - moons[None, ::4, :]) ** 2).sum(-1)).min(axis=1)
         assert np.mean(nearest < 0.25) > 0.8
     assert names["trainer"].evaluate((names["features"], names["labels"]))["accuracy"] > 0.9

@@ -144,7 +144,10 @@ Layouts follow the published models so that published weights map onto them:
   :class:`MaskedAutoregressive`), with exact ``log_prob`` and ``sample``.
 * :class:`DiffusionModel`: denoising diffusion (DDPM training, DDPM and DDIM sampling,
   classifier-free guidance) on a :class:`NoiseSchedule`, with the time-conditioned
-  denoisers :class:`DenoisingMLP` (vectors) and :class:`DenoisingUNet` (NHWC images).
+  denoisers :class:`DenoisingMLP` (vectors) and :class:`DenoisingUNet` (NHWC images);
+  :mod:`lamina.models.schedulers` has diffusers' schedulers (:class:`DPMSolverMultistepScheduler`,
+  :class:`EulerDiscreteScheduler`, ...) for its ``sample(scheduler=...)``, and EDM
+  (:class:`EDMPrecond`, :func:`edm_loss`, :func:`edm_sampler`).
 * :class:`FlowMatchingModel`: flow matching (conditional, Lipman's and minibatch optimal
   transport paths, rectified flow's reflow), sampled with :func:`lamina.odeint`.
 * :func:`transfer`: a trained classifier repurposed for a new task (course notes, Transfer
@@ -514,6 +517,20 @@ from lamina.models.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from lamina.models.rpn import RegionProposalNetwork, RPNHead
 from lamina.models.rwkv import RWKV, RWKVBlock
 from lamina.models.s3d import ConvBN3D, SepInceptionBlock3D, TemporalSeparableConv, s3d
+from lamina.models.schedulers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EDMPrecond,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    edm_loss,
+    edm_sampler,
+    karras_sigmas,
+)
 from lamina.models.segformer import (
     SEGFORMER_VARIANTS,
     SegformerAttention,
@@ -807,3 +824,6 @@ __all__ += ["RWKV", "RWKVBlock", "RetNet", "RetNetLayer"]  # linear-time languag
 __all__ += ["DnCNN", "EDSR", "EDSRResidualBlock", "ESPCN", "SRCNN", "SRResNet", "SRResNetBlock",
             "TransformerNet"]  # super-resolution, denoising, fast style transfer (super_resolution, transformer_net)
 __all__ += ["WaveNet", "WaveNetLayer"]  # autoregressive waveform model (wavenet)
+__all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "EDMPrecond",  # diffusion samplers
+            "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",  # and EDM
+            "LMSDiscreteScheduler", "PNDMScheduler", "edm_loss", "edm_sampler", "karras_sigmas"]  # (schedulers)

@@ -17,6 +17,10 @@ network's output into predictions x_0^ and eps^:
   + sigma z, sigma = eta sqrt((1 - abar_prev) / (1 - abar_t) (1 - abar_t / abar_prev)):
   deterministic for eta = 0, DDPM's step for eta = 1.
 
+``scheduler=`` samples instead with one of :mod:`lamina.models.schedulers` (diffusers'
+interface: DDPM, DDIM, PNDM, Euler, Euler ancestral, Heun, LMS, DPM-Solver++), made for the
+model's betas and prediction by :meth:`DiffusionModel.make_scheduler`.
+
 ``clip_x0`` clips x_0^ (to [-c, c] or a (low, high) range, e.g. the data's) and recomputes
 eps^ from it. It matters most for DDIM when alpha_bar_{T-1} is tiny (the cosine schedule's
 is about 1e-6 for T = 50): there x_0^ = (x_t - sqrt(1 - abar) eps^) / sqrt(abar) multiplies
@@ -55,6 +59,7 @@ __all__ = ["PREDICTIONS", "SAMPLERS", "SCHEDULES", "DenoisingMLP", "DenoisingUNe
 
 PREDICTIONS = ("eps", "x0", "v")
 SAMPLERS = ("ddpm", "ddim")
+SCHEDULER_PREDICTIONS = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
 
 def _schedule_from(schedule, num_timesteps: int) -> NoiseSchedule:
@@ -185,22 +190,27 @@ class DiffusionModel(Module):
                              "timesteps")
         return np.round(np.linspace(self.num_timesteps - 1, 0, steps))[::-1].astype(np.int64)
 
+    def guided_output(self, x_t, steps: np.ndarray, labels=None, guidance_scale: float = 1.0) -> Tensor:
+        """The net's output at ``x_t`` and the N timesteps ``steps`` (ints, or floats for the
+        schedulers that use them), with classifier-free guidance when ``guidance_scale`` != 1."""
+        x_t = as_tensor(x_t)
+        n = x_t.shape[0]
+        if labels is None:
+            return self(x_t, steps)
+        if guidance_scale == 1:
+            return self(x_t, steps, labels)
+        both = self(F.concat([x_t, x_t], axis=0), np.concatenate([steps, steps]),
+                    np.concatenate([labels, np.full(n, self.net.null_class)]))
+        conditional, unconditional = both[:n], both[n:]
+        return unconditional + guidance_scale * (conditional - unconditional)
+
     def predict_x0_eps(self, x_t, t, labels=None, guidance_scale: float = 1.0,
                        clip_x0=None) -> tuple[Tensor, Tensor]:
         """The net's predictions (x_0^, eps^) at ``x_t`` and timesteps ``t`` (with classifier-free
         guidance when ``guidance_scale`` != 1; x_0^ clipped to ``clip_x0`` and eps^ recomputed)."""
         x_t = as_tensor(x_t)
-        n = x_t.shape[0]
-        steps = self.schedule.timesteps(t, n, f"{self._label()}.predict_x0_eps")
-        if labels is None:
-            out = self(x_t, steps)
-        elif guidance_scale == 1:
-            out = self(x_t, steps, labels)
-        else:
-            both = self(F.concat([x_t, x_t], axis=0), np.concatenate([steps, steps]),
-                        np.concatenate([labels, np.full(n, self.net.null_class)]))
-            conditional, unconditional = both[:n], both[n:]
-            out = unconditional + guidance_scale * (conditional - unconditional)
+        steps = self.schedule.timesteps(t, x_t.shape[0], f"{self._label()}.predict_x0_eps")
+        out = self.guided_output(x_t, steps, labels, guidance_scale)
         schedule = self.schedule
         if self.prediction == "eps":
             x0, eps = schedule.predict_x0(x_t, steps, out), out
@@ -215,20 +225,23 @@ class DiffusionModel(Module):
         return x0, eps
 
     def sample(self, n: int, steps: int | None = None, method: str = "ddpm", eta: float = 0.0, clip_x0=None,
-               labels=None, guidance_scale: float = 1.0, start=None) -> np.ndarray:
+               labels=None, guidance_scale: float = 1.0, start=None, scheduler=None) -> np.ndarray:
         """``n`` samples, a NumPy array (n, *sample_shape), drawn with the sampler ``method``
         ('ddpm' or 'ddim', see the module notes) over ``steps`` timesteps (None: all T), without
         recording a graph. ``eta``: DDIM's noise scale (0: deterministic). ``clip_x0``: a number
         c (x_0^ clipped to [-c, c]) or a (low, high) pair. ``labels`` (n ints, or one) and
         ``guidance_scale``: classifier-free guidance. ``start``: x_T (default: N(0, I) from
-        lamina's generator, which also gives the noise of the steps)."""
+        lamina's generator, which also gives the noise of the steps). ``scheduler``: sample
+        instead with a :mod:`lamina.models.schedulers` scheduler (an instance made for this
+        model's betas and prediction, or its class name, see :meth:`make_scheduler`) over
+        ``steps`` timesteps (default 50), ``eta`` passed to DDIM's."""
         who = f"{self._label()}.sample"
         n = positive_int(n, f"{who}: n")
         if method not in SAMPLERS:
             raise ValueError(f"{who}: method must be one of {SAMPLERS}, got {method!r}")
         if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
             raise ValueError(f"{who}: eta must be a number >= 0, got {eta!r}")
-        if method == "ddpm" and eta != 0:
+        if method == "ddpm" and eta != 0 and scheduler is None:
             raise ValueError(f"{who}: eta sets the noise of DDIM steps; method='ddpm' always adds the posterior's")
         if self.sample_shape is None:
             raise RuntimeError(f"{who}: the sample shape is unknown; give sample_shape= or train the model first")
@@ -247,6 +260,12 @@ class DiffusionModel(Module):
         if tuple(x.shape) != shape:
             raise ShapeError(f"{who}: start of {describe(x)} must have shape {shape}")
 
+        if scheduler is not None:
+            if method != "ddpm" or clip_x0 is not None:
+                raise ValueError(f"{who}: with a scheduler, set clipping in its config (clip_sample, thresholding) "
+                                 "and leave method and clip_x0 at their defaults")
+            return self._sample_with_scheduler(scheduler, steps, x, y, guidance_scale, eta, rng)
+
         def noise():
             return Tensor._wrap(backend.xp.asarray(rng.standard_normal(shape), dtype=dtype))
 
@@ -262,6 +281,56 @@ class DiffusionModel(Module):
                     mean, variance = respaced.posterior_mean_variance(x0, x, k)
                     x = mean + Tensor._wrap(backend.xp.sqrt(variance.data)) * noise() if k > 0 else mean
         return np.asarray(backend.to_numpy(x.data))
+
+    def make_scheduler(self, name: str, **config):
+        """The scheduler class ``name`` (e.g. 'DPMSolverMultistepScheduler') for this model: its
+        training betas and prediction type, no clipping unless ``config`` asks."""
+        from lamina.models.schedulers import SCHEDULERS
+
+        if name not in SCHEDULERS:
+            raise ValueError(f"{self._label()}.make_scheduler: name must be one of {sorted(SCHEDULERS)}, got {name!r}")
+        settings = {"num_train_timesteps": self.num_timesteps, "trained_betas": self.schedule.betas,
+                    "prediction_type": SCHEDULER_PREDICTIONS[self.prediction]}
+        if "clip_sample" in SCHEDULERS[name].defaults:
+            settings["clip_sample"] = False
+        return SCHEDULERS[name](**{**settings, **config})
+
+    def _checked_scheduler(self, scheduler, who: str):
+        from lamina.models.schedulers import Scheduler
+
+        if isinstance(scheduler, str):
+            return self.make_scheduler(scheduler)
+        if not isinstance(scheduler, Scheduler):
+            raise TypeError(f"{who}: scheduler must be a lamina.models.schedulers scheduler or its class name, got "
+                            f"{type(scheduler).__name__}")
+        expected = SCHEDULER_PREDICTIONS[self.prediction]
+        if scheduler.config["prediction_type"] != expected:
+            raise ValueError(f"{who}: the model predicts {self.prediction!r}, so the scheduler needs prediction_type="
+                             f"{expected!r}, got {scheduler.config['prediction_type']!r}")
+        if len(scheduler) != self.num_timesteps or not np.allclose(scheduler.alphas_cumprod, self.schedule.alpha_bars,
+                                                                   rtol=1e-6, atol=0):
+            raise ValueError(f"{who}: the scheduler's {len(scheduler)} training betas differ from the model's "
+                             f"{self.num_timesteps}; build it with model.make_scheduler(name)")
+        return scheduler
+
+    def _sample_with_scheduler(self, scheduler, steps, x: Tensor, labels, guidance_scale: float, eta: float,
+                               rng) -> np.ndarray:
+        who = f"{self._label()}.sample"
+        scheduler = self._checked_scheduler(scheduler, who)
+        scheduler.set_timesteps(min(50, self.num_timesteps) if steps is None else steps)
+        extra = {"eta": eta} if type(scheduler).__name__ == "DDIMScheduler" else {}
+        if eta != 0 and not extra:
+            raise ValueError(f"{who}: eta is DDIM's noise scale; {type(scheduler).__name__} takes none")
+        dtype = x.dtype
+        sample = np.asarray(backend.to_numpy(x.data)) * scheduler.init_noise_sigma
+        n = sample.shape[0]
+        with no_grad(), evaluation_mode(self):
+            for t in scheduler.timesteps:
+                inputs = backend.xp.asarray(scheduler.scale_model_input(sample, t), dtype=dtype)
+                out = self.guided_output(inputs, np.full(n, t), labels, guidance_scale)
+                sample = scheduler.step(np.asarray(backend.to_numpy(out.data)), t, sample, generator=rng,
+                                        **extra).prev_sample
+        return sample.astype(dtype)
 
     # -- configuration ---------------------------------------------------------------------
     def get_config(self) -> dict:

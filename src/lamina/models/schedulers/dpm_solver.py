@@ -1,0 +1,140 @@
+"""DPM-Solver++ multistep (Lu et al. 2022), data-prediction form, orders 1 to 3.
+
+With alpha_s = 1 / sqrt(sigma_s^2 + 1), sigma'_s = sigma_s alpha_s (the x_t-space noise scale),
+lambda_s = log(alpha_s / sigma'_s), h = lambda_t - lambda_s0 and D_k the x_0^ of the last
+steps (newest first), the step from s0 to t is
+
+    x_t = (sigma'_t / sigma'_s0) x_s0 - alpha_t (e^{-h} - 1) D_0                      (order 1)
+          - alpha_t (e^{-h} - 1) D1 / 2                                         (+ 2, midpoint)
+          + alpha_t ((e^{-h} - 1) / h + 1) D1                                      (+ 2, heun)
+          + alpha_t ((e^{-h} - 1) / h + 1) D1' - alpha_t ((e^{-h} - 1 + h) / h^2 - 1/2) D2  (3)
+
+D1 = (D_0 - D_1) / r0 with r0 = h_0 / h, h_0 = lambda_s0 - lambda_s1; for order 3, D1' =
+D1_0 + r0 / (r0 + r1) (D1_0 - D1_1) and D2 = (D1_0 - D1_1) / (r0 + r1). The first steps use
+lower orders (no history yet); ``lower_order_final`` also lowers the last steps (when fewer
+than 15), and a final step to sigma = 0 is always first order. Timesteps: 'linspace'
+rounds linspace(0, T-1, n+1) reversed, dropping the 0; 'leading' k (T // (n+1)) +
+steps_offset; 'trailing' round(T - k T / n) - 1; ``use_karras_sigmas`` as in :mod:`sigma`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lamina.models.schedulers.base import (
+    COMMON_DEFAULTS,
+    Scheduler,
+    SchedulerOutput,
+    as_array,
+    karras_sigmas,
+)
+
+__all__ = ["DPMSolverMultistepScheduler"]
+
+SOLVER_TYPES = ("midpoint", "heun")
+FINAL_SIGMAS = ("zero", "sigma_min")
+
+
+class DPMSolverMultistepScheduler(Scheduler):
+    """DPM-Solver++ (module notes): ``solver_order`` 1-3, ``solver_type`` 'midpoint' or 'heun',
+    ``lower_order_final``, ``final_sigmas_type`` 'zero' or 'sigma_min', Karras sigmas."""
+
+    defaults = {**COMMON_DEFAULTS, "thresholding": False, "dynamic_thresholding_ratio": 0.995,
+                "sample_max_value": 1.0, "timestep_spacing": "linspace", "solver_order": 2,
+                "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": True,
+                "use_karras_sigmas": False, "final_sigmas_type": "zero"}
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        c = self.config
+        if c["solver_order"] not in (1, 2, 3):
+            raise ValueError(f"DPMSolverMultistepScheduler: solver_order must be 1, 2 or 3, got {c['solver_order']!r}")
+        if c["solver_type"] not in SOLVER_TYPES:
+            raise ValueError(f"DPMSolverMultistepScheduler: solver_type must be one of {SOLVER_TYPES}, got "
+                             f"{c['solver_type']!r}")
+        if c["algorithm_type"] != "dpmsolver++":
+            raise ValueError(f"DPMSolverMultistepScheduler: only algorithm_type='dpmsolver++' is implemented, got "
+                             f"{c['algorithm_type']!r}")
+        if c["final_sigmas_type"] not in FINAL_SIGMAS:
+            raise ValueError(f"DPMSolverMultistepScheduler: final_sigmas_type must be one of {FINAL_SIGMAS}, got "
+                             f"{c['final_sigmas_type']!r}")
+        self.order = c["solver_order"]
+
+    def _set_timesteps(self, n: int) -> None:
+        T, spacing = self.config["num_train_timesteps"], self.config["timestep_spacing"]
+        if spacing == "linspace":
+            timesteps = np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
+        elif spacing == "leading":
+            timesteps = (np.arange(n + 1) * (T // (n + 1))).round()[::-1][:-1] + self.config["steps_offset"]
+        else:
+            timesteps = np.round(np.arange(T, 0, -T / n)) - 1
+        sigmas = np.interp(timesteps, np.arange(T), self.train_sigmas)
+        if self.config["use_karras_sigmas"]:
+            sigmas = karras_sigmas(n, float(self.train_sigmas[0]), float(self.train_sigmas[-1]))
+            timesteps = np.interp(np.log(sigmas), np.log(self.train_sigmas), np.arange(T)).round()
+        last = 0.0 if self.config["final_sigmas_type"] == "zero" else float(self.train_sigmas[0])
+        self.timesteps = timesteps.astype(np.int64)
+        self.sigmas = np.concatenate([sigmas, [last]])
+        self.model_outputs: list[np.ndarray] = []
+        self.lower_order_nums = 0
+
+    @staticmethod
+    def alpha_sigma(sigma: float) -> tuple[float, float]:
+        """(alpha_t, sigma'_t) of the x_t-space at noise level sigma."""
+        alpha = 1.0 / np.sqrt(sigma ** 2 + 1)
+        return alpha, sigma * alpha
+
+    def _lambda(self, index: int) -> tuple[float, float, float]:
+        alpha, sigma = self.alpha_sigma(float(self.sigmas[index]))
+        with np.errstate(divide="ignore"):
+            return alpha, sigma, float(np.log(alpha) - np.log(sigma))
+
+    def convert_model_output(self, model_output: np.ndarray, sample: np.ndarray, index: int) -> np.ndarray:
+        """x_0^ from the net's output at step ``index`` (thresholded when asked)."""
+        alpha, _ = self.alpha_sigma(float(self.sigmas[index]))
+        x0 = self.x0_and_eps(model_output, sample, alpha ** 2)[0]
+        return self.threshold(x0) if self.config["thresholding"] else x0
+
+    def _update(self, sample: np.ndarray, order: int, i: int) -> np.ndarray:
+        alpha_t, sigma_t, lambda_t = self._lambda(i + 1)
+        _, sigma_s0, lambda_s0 = self._lambda(i)
+        h = lambda_t - lambda_s0
+        phi = np.expm1(-h)                         # e^{-h} - 1
+        outputs = self.model_outputs
+        x = (sigma_t / sigma_s0) * sample - alpha_t * phi * outputs[-1]
+        if order == 1:
+            return x
+        lambda_s1 = self._lambda(i - 1)[2]
+        r0 = (lambda_s0 - lambda_s1) / h
+        d1_0 = (outputs[-1] - outputs[-2]) / r0
+        if order == 2:
+            if self.config["solver_type"] == "midpoint":
+                return x - 0.5 * alpha_t * phi * d1_0
+            return x + alpha_t * (phi / h + 1) * d1_0
+        r1 = (lambda_s1 - self._lambda(i - 2)[2]) / h
+        d1_1 = (outputs[-2] - outputs[-3]) / r1
+        d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        return x + alpha_t * (phi / h + 1) * d1 - alpha_t * ((phi + h) / h ** 2 - 0.5) * d2
+
+    def step(self, model_output, timestep, sample, generator=None) -> SchedulerOutput:
+        i = self._begin_step(timestep, "step")
+        output, x = as_array(model_output, "DPMSolverMultistepScheduler.step"), as_array(
+            sample, "DPMSolverMultistepScheduler.step")
+        n, c = len(self.timesteps), self.config
+        few = c["lower_order_final"] and n < 15
+        lower_final = i == n - 1 and (few or c["final_sigmas_type"] == "zero")
+        lower_second = i == n - 2 and few
+        x0 = self.convert_model_output(output, x, i)
+        self.model_outputs = [*self.model_outputs, x0][-c["solver_order"]:]
+        if c["solver_order"] == 1 or self.lower_order_nums < 1 or lower_final:
+            order = 1
+        elif c["solver_order"] == 2 or self.lower_order_nums < 2 or lower_second:
+            order = 2
+        else:
+            order = 3
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prev = self._update(x, order, i)
+        self.lower_order_nums = min(self.lower_order_nums + 1, c["solver_order"])
+        self.step_index = i + 1
+        return SchedulerOutput(prev.astype(x.dtype), x0.astype(x.dtype))
