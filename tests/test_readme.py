@@ -620,3 +620,15 @@ def test_image_quality_and_style_transfer_example():
     assert names["sr"].shape == (2, 32, 32, 3)
     assert all(np.isfinite(q.item()) for q in names["quality"])
     assert names["history"]["style"][-1] < names["history"]["style"][0] / 2
+
+
+def test_neural_process_and_capsule_example():
+    import numpy as np
+
+    names = run_section("### Neural processes and capsule networks")
+    task, mean, std = names["task"], names["mean"].numpy(), names["std"].numpy()
+    assert mean.shape == std.shape == (8, 50, 1)
+    nll = np.mean(0.5 * np.log(2 * np.pi * std ** 2) + (task.target_y - mean) ** 2 / (2 * std ** 2))
+    prior_nll = np.mean(0.5 * np.log(2 * np.pi) + task.target_y ** 2 / 2)
+    assert nll < prior_nll - 0.3
+    assert names["out"].lengths.shape == (2, 10) and np.isfinite(names["cost"].item())

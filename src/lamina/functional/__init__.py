@@ -51,6 +51,7 @@ from lamina.functional.audio_synthesis import (
     resample,
     resample_kernel,
 )
+from lamina.functional.capsules import capsule_margin_loss, dynamic_routing, squash
 from lamina.functional.conv import conv2d
 from lamina.functional.conv3d import conv3d
 from lamina.functional.conv_lstm import conv_lstm
@@ -516,6 +517,7 @@ __all__ += [  # linear-time sequence mixing (linear_attention, retention, rwkv)
     "retention_chunkwise", "retention_decay_mask", "retention_parallel", "retention_recurrent",
     "rwkv_wkv_parallel", "rwkv_wkv_recurrent",
 ]
+__all__ += ["capsule_margin_loss", "dynamic_routing", "squash"]  # capsule networks (capsules)
 __all__ += ["MS_SSIM_WEIGHTS", "gaussian_window", "gram_matrix", "ms_ssim", "psnr", "ssim", "ssim_loss",
             "total_variation"]  # image quality, style and restoration losses (image_quality)
 __all__ += [  # audio synthesis and effects (audio_synthesis, audio_effects)

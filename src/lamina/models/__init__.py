@@ -157,6 +157,11 @@ Layouts follow the published models so that published weights map onto them:
   the kernels of :mod:`lamina.models.kernels` (:class:`RBF`, :class:`Matern`,
   :class:`RationalQuadratic`, :class:`Periodic`, :class:`DotProduct`, :class:`White`,
   :class:`Constant`, :class:`ScaleKernel`, sums and products).
+* :class:`ConditionalNeuralProcess`, :class:`NeuralProcess`, :class:`AttentiveNeuralProcess`:
+  neural processes (distributions over functions from context sets, the NP's ELBO, the ANP's
+  self- and cross-attention), trained on :class:`GPCurves` tasks.
+* :class:`CapsNet` (:func:`capsnet_mnist`, :func:`capsnet_digits`): capsules routed by
+  agreement (:class:`lamina.nn.DigitCapsules`), the margin loss and a masked reconstruction.
 * :class:`FNO1D`, :class:`FNO2D`: Fourier neural operators (lifting, Fourier blocks of
   spectral convolutions, projection) mapping functions on periodic grids of any resolution.
 * :class:`TCN`, :class:`NBEATS`, :class:`DLinear`, :class:`PatchTST` (:func:`tcn`, :func:`nbeats`,
@@ -182,6 +187,7 @@ from lamina.models.bert import (
 )
 from lamina.models.bilstm_crf import BiLSTMCRF
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
+from lamina.models.capsnet import CapsNet, CapsNetOutput, capsnet_digits, capsnet_mnist
 from lamina.models.classic import lenet5, logistic_regression, mlp
 from lamina.models.clip import (
     CLIP,
@@ -326,6 +332,7 @@ from lamina.models.ft_transformer import FTTransformer, reglu
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
 from lamina.models.gaussian_process import GaussianProcessRegressor
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
+from lamina.models.gp_curves import GPCurves, NPTask
 from lamina.models.gpt2 import GPT2, GPT2Block, gpt2, gpt2_parameter_count, load_hf_gpt2_state_dict
 from lamina.models.inception import (
     InceptionA,
@@ -438,6 +445,12 @@ from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet
 from lamina.models.ncf import GMF, NCF, NCFMLP, NeuMF
 from lamina.models.nerf import NeRF, TinyNeRF
 from lamina.models.nerf_render import NeRFRenderer, mse_to_psnr, nerf_train_step
+from lamina.models.neural_process import (
+    AttentiveNeuralProcess,
+    ConditionalNeuralProcess,
+    MultiheadCrossAttention,
+    NeuralProcess,
+)
 from lamina.models.perceiver import (
     Perceiver,
     PerceiverBlock,
@@ -823,6 +836,9 @@ __all__ += ["GatedPixelCNN", "GatedPixelCNNLayer", "PixelCNN", "VQVAE", "VQVAEOu
 __all__ += ["RWKV", "RWKVBlock", "RetNet", "RetNetLayer"]  # linear-time language models (retnet, rwkv)
 __all__ += ["DnCNN", "EDSR", "EDSRResidualBlock", "ESPCN", "SRCNN", "SRResNet", "SRResNetBlock",
             "TransformerNet"]  # super-resolution, denoising, fast style transfer (super_resolution, transformer_net)
+__all__ += ["AttentiveNeuralProcess", "ConditionalNeuralProcess", "GPCurves", "MultiheadCrossAttention",
+            "NPTask", "NeuralProcess"]  # neural processes (neural_process, gp_curves)
+__all__ += ["CapsNet", "CapsNetOutput", "capsnet_digits", "capsnet_mnist"]  # capsule networks (capsnet)
 __all__ += ["WaveNet", "WaveNetLayer"]  # autoregressive waveform model (wavenet)
 __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "EDMPrecond",  # diffusion samplers
             "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",  # and EDM

@@ -67,6 +67,7 @@ from lamina.nn.augmentation import (
 from lamina.nn.augmentation_more import ColorJitter, RandomErasing, RandomGrayscale, RandomResizedCrop
 from lamina.nn.bayesian import BayesianDense, bayesian_kl, gaussian_kl, mc_predict
 from lamina.nn.bilinear import Bilinear, bilinear
+from lamina.nn.capsules import CapsuleLayer, DigitCapsules, PrimaryCapsules, capsule_lengths
 from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
 from lamina.nn.channel_shuffle import ChannelShuffle, channel_shuffle
 from lamina.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList
@@ -290,5 +291,6 @@ __all__ += ["FSQ", "MaskedConv2D", "ResidualVQ", "VectorQuantizer", "VectorQuant
 __all__ += ["LinearAttention", "MultiScaleRetention", "PerformerAttention", "RWKVChannelMix",
             "RWKVTimeMix"]  # linear-time sequence mixers (linear_attention, retention, rwkv)
 __all__ += ["PerceptualLoss"]  # perceptual (feature and style) losses (perceptual_loss)
+__all__ += ["CapsuleLayer", "DigitCapsules", "PrimaryCapsules", "capsule_lengths"]  # capsule networks (capsules)
 __all__ += ["Deemphasis", "Fade", "GriffinLim", "InverseMelScale", "MuLawDecoding", "MuLawEncoding",  # audio synthesis
             "Preemphasis", "Resample"]
