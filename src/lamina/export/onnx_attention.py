@@ -99,6 +99,12 @@ def _check_attention(layer: nn.MultiHeadAttention, value: Value, causal: bool) -
         raise NotImplementedError(f"export_onnx: {layer._label()} has a {kind!r} rope_scaling, whose rotary "
                                   "frequencies change with the length of each call; the export fixes them, so "
                                   "it takes the static kinds only ('default', 'linear', 'llama3', 'yarn')")
+    unwritten = [option for option, used in (
+        ("out_bias", layer.use_out_bias != layer.use_bias), ("rotary_dims", layer.rotary_dims != layer.head_dim),
+        ("scale", layer.scale is not None), ("logit_softcap", layer.logit_softcap is not None)) if used]
+    if unwritten:
+        raise NotImplementedError(f"export_onnx: {layer._label()} sets {', '.join(unwritten)}, which the ONNX "
+                                  "export of attention does not write")
     if layer.window is not None and not causal:
         raise ValueError(f"export_onnx: {layer._label()} has a sliding window (window={layer.window}), which is "
                          "causal; it runs inside a causal TransformerEncoderLayer only")

@@ -325,6 +325,7 @@ from lamina.functional.shape_parity import (
 )
 from lamina.functional.similarity import cdist, cosine_similarity, normalize, pairwise_distance
 from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, mish, silu, softplus
+from lamina.functional.softcapped_attention import softcapped_attention
 from lamina.functional.sparse_softmax import entmax15, sparsemax
 from lamina.functional.special import (
     digamma,
@@ -429,6 +430,7 @@ __all__ = [
     "leaky_relu", "log", "log_softmax", "lstm", "matmul", "max", "max_pool2d", "maximum", "mean",
     "mean_absolute_error", "mean_squared_error", "min", "minimum", "mish", "mul", "multiclass_hinge", "neg",
     "nll_loss", "pad", "power", "relu", "reshape", "scaled_dot_product_attention", "selu", "sigmoid", "silu",
+    "softcapped_attention",
     "simple_rnn", "smooth_l1", "softmax", "softplus", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes",
     "tanh", "transpose", "upsample2d", "var", "where", "zero_pad2d", "binary_focal_loss", "categorical_focal_loss",
     "argmax", "argmin", "chunk", "flip", "gather", "index_select", "masked_fill", "repeat_interleave", "roll",

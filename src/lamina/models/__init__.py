@@ -62,7 +62,10 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`Llama` (:func:`llama`): Hugging Face's LlamaForCausalLM (rotary positions,
   grouped-query attention, RMSNorm, SwiGLU; TinyLlama, Llama 2 and Llama 3 sizes);
   :func:`load_hf_llama_state_dict` loads its weights. :class:`Mistral` (:func:`mistral`):
-  Hugging Face's MistralForCausalLM, a Llama with sliding-window attention.
+  Hugging Face's MistralForCausalLM, a Llama with sliding-window attention. Built on Llama
+  too: :class:`Qwen2`, :class:`Gemma`, :class:`Gemma2`, :class:`Phi3` and :class:`Mixtral`
+  (sparse mixture of experts); :class:`GPTNeoX` is Pythia's (parallel residual, partial
+  rotary); each has its ``load_hf_*_state_dict``.
   :func:`load_gguf_llama` builds one from a llama.cpp GGUF file (quantized or not) and
   :func:`save_gguf_llama` writes one (:mod:`lamina.models.llama_gguf`).
 * :class:`Mamba` (:func:`mamba`): Hugging Face's MambaForCausalLM, selective state-space
@@ -331,9 +334,32 @@ from lamina.models.fpn import (
 from lamina.models.ft_transformer import FTTransformer, reglu
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
 from lamina.models.gaussian_process import GaussianProcessRegressor
+from lamina.models.gemma import (
+    GEMMA2_CONFIGS,
+    GEMMA_CONFIGS,
+    Gemma,
+    Gemma2,
+    Gemma2DecoderLayer,
+    GemmaDecoderLayer,
+    GemmaRMSNorm,
+    gemma,
+    gemma2,
+    gemma_parameter_count,
+    load_hf_gemma2_state_dict,
+    load_hf_gemma_state_dict,
+)
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
 from lamina.models.gp_curves import GPCurves, NPTask
 from lamina.models.gpt2 import GPT2, GPT2Block, gpt2, gpt2_parameter_count, load_hf_gpt2_state_dict
+from lamina.models.gpt_neox import (
+    GPT_NEOX_CONFIGS,
+    GPTNeoX,
+    GPTNeoXLayer,
+    GPTNeoXMLP,
+    gpt_neox,
+    gpt_neox_parameter_count,
+    load_hf_gpt_neox_state_dict,
+)
 from lamina.models.inception import (
     InceptionA,
     InceptionB,
@@ -420,6 +446,16 @@ from lamina.models.maxvit import (
     maxvit_t,
 )
 from lamina.models.mistral import MISTRAL_CONFIGS, Mistral, load_hf_mistral_state_dict, mistral
+from lamina.models.mixtral import (
+    MIXTRAL_CONFIGS,
+    Mixtral,
+    MixtralDecoderLayer,
+    MixtralSparseMoeBlock,
+    load_balancing_loss,
+    load_hf_mixtral_state_dict,
+    mixtral,
+    mixtral_parameter_count,
+)
 from lamina.models.mlp_mixer import (
     MIXER_CONFIGS,
     RESMLP_CONFIGS,
@@ -458,10 +494,12 @@ from lamina.models.perceiver import (
     PerceiverIO,
     fourier_position_features,
 )
+from lamina.models.phi3 import PHI3_CONFIGS, Phi3, load_hf_phi3_state_dict, phi3, phi3_parameter_count
 from lamina.models.pixelcnn import GatedPixelCNN, GatedPixelCNNLayer, PixelCNN
 from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
 from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
 from lamina.models.projection import projection_head
+from lamina.models.qwen2 import QWEN2_CONFIGS, Qwen2, load_hf_qwen2_state_dict, qwen2, qwen2_parameter_count
 from lamina.models.raft import (
     RAFT,
     ConvGRU,
@@ -785,6 +823,14 @@ __all__ = [
     "save_gguf_llama",
     "T5", "T5_CONFIGS", "T5Attention", "T5Block", "T5DenseFF", "T5Stack", "load_hf_t5_state_dict", "t5",
     "MISTRAL_CONFIGS", "Mistral", "load_hf_mistral_state_dict", "mistral",
+    "QWEN2_CONFIGS", "Qwen2", "load_hf_qwen2_state_dict", "qwen2", "qwen2_parameter_count",
+    "GEMMA2_CONFIGS", "GEMMA_CONFIGS", "Gemma", "Gemma2", "Gemma2DecoderLayer", "GemmaDecoderLayer", "GemmaRMSNorm",
+    "gemma", "gemma2", "gemma_parameter_count", "load_hf_gemma2_state_dict", "load_hf_gemma_state_dict",
+    "PHI3_CONFIGS", "Phi3", "load_hf_phi3_state_dict", "phi3", "phi3_parameter_count",
+    "GPT_NEOX_CONFIGS", "GPTNeoX", "GPTNeoXLayer", "GPTNeoXMLP", "gpt_neox", "gpt_neox_parameter_count",
+    "load_hf_gpt_neox_state_dict",
+    "MIXTRAL_CONFIGS", "Mixtral", "MixtralDecoderLayer", "MixtralSparseMoeBlock", "load_balancing_loss",
+    "load_hf_mixtral_state_dict", "mixtral", "mixtral_parameter_count",
     "MAMBA_CONFIGS", "Mamba", "MambaBackbone", "MambaLayer", "load_hf_mamba_state_dict", "mamba",
     "mamba_parameter_count",
     "WHISPER_CONFIGS", "Whisper", "WhisperAttention", "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder",

@@ -36,6 +36,7 @@ num_attention_heads; ``sliding_window`` limits each query to the last keys (Mist
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 from lamina import functional as F
 from lamina.autograd import Tensor
@@ -85,6 +86,10 @@ Llama-2-7b/13b/70b, Meta-Llama-3-8B (the original Llama 3, without rope scaling)
 Llama-3.1-8B and Llama-3.2-1B (with their 'llama3' rope scaling)."""
 
 
+_ACTIVATIONS = {"silu": F.silu, "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh")}
+"""Hugging Face's names of the gate activations of the gated MLPs."""
+
+
 def _normal(std: float):
     return initializers.normal(std=std)
 
@@ -93,11 +98,15 @@ def _normal(std: float):
 class LlamaMLP(Module):
     """The SwiGLU feed-forward network: down_proj(silu(gate_proj(x)) * up_proj(x)), with
     ``intermediate_size`` hidden units; sub-layers ``gate_proj``, ``up_proj``, ``down_proj``
-    (Dense, weights (in, out), N(0, ``initializer_range``), no bias unless ``mlp_bias``)."""
+    (Dense, weights (in, out), N(0, ``initializer_range``), no bias unless ``mlp_bias``).
+    ``hidden_act`` 'gelu_pytorch_tanh' (Gemma's GeGLU) puts the tanh GELU in place of silu."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, mlp_bias: bool = False,
-                 initializer_range: float = 0.02, name: str | None = None):
+                 initializer_range: float = 0.02, hidden_act: str = "silu", name: str | None = None):
         super().__init__(name=name)
+        if hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"LlamaMLP: hidden_act must be one of {tuple(_ACTIVATIONS)}, got {hidden_act!r}")
+        self.hidden_act = hidden_act
         self.hidden_size = positive_int(hidden_size, "LlamaMLP: hidden_size")
         self.intermediate_size = positive_int(intermediate_size, "LlamaMLP: intermediate_size")
         self.mlp_bias = bool(mlp_bias)
@@ -117,14 +126,15 @@ class LlamaMLP(Module):
         self.built = True
 
     def forward(self, x) -> Tensor:
-        return self.down_proj(F.mul(F.silu(self.gate_proj(x)), self.up_proj(x)))
+        return self.down_proj(F.mul(_ACTIVATIONS[self.hidden_act](self.gate_proj(x)), self.up_proj(x)))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.hidden_size,)
 
     def get_config(self) -> dict:
         return {"hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
-                "mlp_bias": self.mlp_bias, "initializer_range": self.initializer_range, "name": self.name}
+                "mlp_bias": self.mlp_bias, "initializer_range": self.initializer_range,
+                "hidden_act": self.hidden_act, "name": self.name}
 
 
 @register_layer
@@ -138,16 +148,19 @@ class LlamaDecoderLayer(Module):
     ``rope_theta`` and ``num_key_value_heads`` key/value heads; ``key_mask`` (N, T) is False
     for padding keys; ``position_ids`` (N, T) the rotary positions of each step (default
     0 .. T - 1, continuing while caching). Keys and values are cached through the attention layer (see
-    :func:`lamina.text.caching_keys_values`)."""
+    :func:`lamina.text.caching_keys_values`). ``hidden_act`` is the MLP's gate activation;
+    ``attention_options`` more arguments of the attention layer (``out_bias``, ``scale``,
+    ``logit_softcap``: see :class:`~lamina.nn.MultiHeadAttention`)."""
 
     def __init__(self, hidden_size: int, num_attention_heads: int, intermediate_size: int,
                  num_key_value_heads: int | None = None, rms_norm_eps: float = 1e-6, rope_theta: float = 10000.0,
                  attention_bias: bool = False, mlp_bias: bool = False, attention_dropout: float = 0.0,
                  initializer_range: float = 0.02, head_dim: int | None = None, rope_scaling: Mapping | None = None,
                  sliding_window: int | None = None, max_position_embeddings: int | None = None,
-                 name: str | None = None):
+                 hidden_act: str = "silu", attention_options: Mapping | None = None, name: str | None = None):
         super().__init__(name=name)
         self.hidden_size = positive_int(hidden_size, "LlamaDecoderLayer: hidden_size")
+        self.attention_options = dict(attention_options or {})
         self.num_attention_heads = positive_int(num_attention_heads, "LlamaDecoderLayer: num_attention_heads")
         self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
         self.rms_norm_eps = float(rms_norm_eps)
@@ -160,9 +173,12 @@ class LlamaDecoderLayer(Module):
                                             kernel_init=_normal(initializer_range), rotary=True,
                                             rotary_base=self.rope_theta, num_kv_heads=self.num_key_value_heads,
                                             head_dim=head_dim, rotary_scaling=rope_scaling, window=sliding_window,
-                                            rotary_max_positions=max_position_embeddings)
+                                            rotary_max_positions=max_position_embeddings,
+                                            **self.attention_options)
         self.post_attention_layernorm = RMSNorm(hidden_size, eps=self.rms_norm_eps)
-        self.mlp = LlamaMLP(hidden_size, intermediate_size, mlp_bias, initializer_range)
+        self.mlp = LlamaMLP(hidden_size, intermediate_size, mlp_bias, initializer_range, hidden_act)
+        self.mlp_options = {"intermediate_size": self.mlp.intermediate_size, "mlp_bias": self.mlp.mlp_bias,
+                            "initializer_range": self.mlp.initializer_range, "hidden_act": hidden_act}
 
     @property
     def streamable(self) -> bool:
@@ -188,13 +204,13 @@ class LlamaDecoderLayer(Module):
 
     def get_config(self) -> dict:
         return {"hidden_size": self.hidden_size, "num_attention_heads": self.num_attention_heads,
-                "intermediate_size": self.mlp.intermediate_size, "num_key_value_heads": self.num_key_value_heads,
+                "num_key_value_heads": self.num_key_value_heads, **self.mlp_options,
                 "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
-                "attention_bias": self.attention_bias, "mlp_bias": self.mlp.mlp_bias,
-                "attention_dropout": self.attention_dropout, "initializer_range": self.mlp.initializer_range,
+                "attention_bias": self.attention_bias, "attention_dropout": self.attention_dropout,
                 "head_dim": self.self_attn.head_dim, "rope_scaling": self.self_attn.rotary_scaling,
                 "sliding_window": self.self_attn.window,
-                "max_position_embeddings": self.self_attn.rotary_max_positions, "name": self.name}
+                "max_position_embeddings": self.self_attn.rotary_max_positions,
+                "attention_options": self.attention_options, "name": self.name}
 
 
 @register_layer
@@ -266,15 +282,29 @@ class Llama(GenerationMixin, Module):
         self.initializer_range = float(initializer_range)
         init = _normal(self.initializer_range)
         self.embed_tokens = Embedding(vocab_size, hidden_size, embeddings_init=init)
-        self.layers = ModuleList([
-            LlamaDecoderLayer(hidden_size, num_attention_heads, intermediate_size, self.num_key_value_heads,
-                              self.rms_norm_eps, self.rope_theta, self.attention_bias, self.mlp_bias,
-                              self.attention_dropout, self.initializer_range, self.head_dim, self.rope_scaling,
-                              self.sliding_window, self.max_position_embeddings)
-            for _ in range(num_hidden_layers)])
+        self.layers = ModuleList([self.decoder_layer(i) for i in range(num_hidden_layers)])
         self.norm = RMSNorm(hidden_size, eps=self.rms_norm_eps)
         if not self.tie_word_embeddings:
             self.lm_head = Dense(vocab_size, use_bias=False, kernel_init=init)
+
+    def decoder_layer(self, index: int) -> LlamaDecoderLayer:
+        """Block ``index`` of the model, made of :meth:`layer_arguments`."""
+        return LlamaDecoderLayer(**self.layer_arguments(index))
+
+    def layer_arguments(self, index: int) -> dict:
+        """The arguments of block ``index``; the families built on Llama add theirs (their own
+        options are set before Llama's ``__init__`` makes the blocks)."""
+        return {"hidden_size": self.hidden_size, "num_attention_heads": self.num_attention_heads,
+                "intermediate_size": self.intermediate_size, "num_key_value_heads": self.num_key_value_heads,
+                "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
+                "attention_bias": self.attention_bias, "mlp_bias": self.mlp_bias,
+                "attention_dropout": self.attention_dropout, "initializer_range": self.initializer_range,
+                "head_dim": self.head_dim, "rope_scaling": self.rope_scaling,
+                "sliding_window": self.layer_window(index), "max_position_embeddings": self.max_position_embeddings}
+
+    def layer_window(self, index: int) -> int | None:
+        """The sliding window of block ``index``: ``sliding_window`` in every block."""
+        return self.sliding_window
 
     @property
     def max_len(self) -> int:
@@ -303,10 +333,13 @@ class Llama(GenerationMixin, Module):
         x = self.embed_tokens(ids)
         for layer in self.layers:
             x = layer(x, key_mask=key_mask, position_ids=position_ids)
-        x = self.norm(x)
+        return self.logits(self.norm(x))
+
+    def logits(self, hidden) -> Tensor:
+        """The scores of the final hidden states: ``lm_head``, or the token table when tied."""
         if self.tie_word_embeddings:
-            return F.matmul(x, F.transpose(self.embed_tokens.weight, 1, 0))
-        return self.lm_head(x)
+            return F.matmul(hidden, F.transpose(self.embed_tokens.weight, 1, 0))
+        return self.lm_head(hidden)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.vocab_size,)
@@ -389,12 +422,26 @@ def hf_llama_table(model: Llama) -> dict[str, HFWeight]:
     return table
 
 
-def _ignored_keys(model: Llama):
+def hf_ignored_keys(model: Module):
     """Keys some checkpoints carry that the model does not use: the rotary frequencies
     buffer, and the head of a tied model (a copy of the token table)."""
     def ignored(key: str) -> bool:
         return key.endswith("rotary_emb.inv_freq") or (model.tie_word_embeddings and key == "lm_head.weight")
     return ignored
+
+
+def load_hf_decoder_weights(model: Module, state_dict, kind: type, table_of, strict: bool, who: str,
+                            prefix: str = "model.", ignored=None) -> None:
+    """Load a Hugging Face causal language model's weights into ``model`` (an instance of
+    ``kind``): the keys lose ``prefix``, an unbuilt model is built, and ``table_of(model)``
+    (lamina key -> :class:`~lamina.models.hf_weights.HFWeight`) says how each array is made;
+    keys ``ignored`` accepts (default :func:`hf_ignored_keys`) may be left over."""
+    if not isinstance(model, kind):
+        raise TypeError(f"{who}: expected a {kind.__name__} model, got {type(model).__name__}")
+    arrays = {key.removeprefix(prefix): value for key, value in read_state_dict(state_dict, who).items()}
+    if not model.built:
+        model.build((None, 1))
+    load_hf_state_dict(model, arrays, table_of(model), ignored or hf_ignored_keys(model), strict, who)
 
 
 def load_hf_llama_state_dict(model: Llama, state_dict, strict: bool = True) -> None:
@@ -409,10 +456,4 @@ def load_hf_llama_state_dict(model: Llama, state_dict, strict: bool = True) -> N
     and ``lm_head.weight`` of a tied model, are ignored. An unbuilt model is built first.
     ``strict``: every weight present and every key used, else a KeyError listing them; a
     mis-shaped value raises :class:`lamina.ShapeError` naming the weight."""
-    who = "load_hf_llama_state_dict"
-    if not isinstance(model, Llama):
-        raise TypeError(f"{who}: expected a Llama model, got {type(model).__name__}")
-    arrays = {key.removeprefix("model."): value for key, value in read_state_dict(state_dict, who).items()}
-    if not model.built:
-        model.build((None, 1))
-    load_hf_state_dict(model, arrays, hf_llama_table(model), _ignored_keys(model), strict, who)
+    load_hf_decoder_weights(model, state_dict, Llama, hf_llama_table, strict, "load_hf_llama_state_dict")

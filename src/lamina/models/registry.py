@@ -9,8 +9,9 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
 * ``"detection"``: box (and mask or keypoint) detectors (RetinaNet, FCOS, DETR, Faster/Mask/Keypoint R-CNN,
   SSD, SSDlite, the grid detector);
 * ``"video"``: clip classifiers on NDHWC clips (R3D, MC3, R(2+1)D, S3D);
-* ``"language"``: models of token ids (GPT-2, BERT, Llama, Mistral, Mamba, T5, the RNN and transformer language
-  models), Whisper (speech to token ids) and wav2vec 2.0 (speech to CTC label scores);
+* ``"language"``: models of token ids (GPT-2, BERT, Llama, Mistral, Qwen2, Gemma, Gemma 2, Phi-3,
+  GPT-NeoX, Mixtral, Mamba, T5, the RNN and transformer language models), Whisper (speech to
+  token ids) and wav2vec 2.0 (speech to CTC label scores);
 * ``"generative"``: models that produce samples or densities (DCGAN, RealNVP);
 * ``"multimodal"``: models of images and text together (CLIP, with ViT or ResNet image towers);
 * ``"flow"``: optical flow between two images (RAFT large and small);
@@ -102,6 +103,11 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("bert", "bert"),
         *_named("llama", "llama"),
         *_named("mistral", "mistral"),
+        *_named("qwen2", "qwen2"),
+        *_named("gemma", "gemma", "gemma2"),
+        *_named("phi3", "phi3"),
+        *_named("gpt_neox", "gpt_neox"),
+        *_named("mixtral", "mixtral"),
         *_named("mamba", "mamba"),
         *_named("t5", "t5"),
         *_named("whisper", "whisper"),

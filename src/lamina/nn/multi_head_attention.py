@@ -21,6 +21,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor, is_grad_enabled
 from lamina.errors import ShapeError
 from lamina.functional.attention import scaled_dot_product_attention
+from lamina.functional.softcapped_attention import softcapped_attention
 from lamina.nn import init as initializers
 from lamina.nn.attention import first_shape, mask_array
 from lamina.nn.cache_rows import cache_rows
@@ -101,6 +102,13 @@ class MultiHeadAttention(Module):
     :func:`lamina.functional.sliding_window_mask`): query i sees the keys i - w < j <= i,
     and the cache keeps only the keys and values of the last w - 1 steps.
 
+    Options of some published language models: ``out_bias`` (default ``use_bias``) gives the
+    output projection a bias or not on its own (Qwen2's biased q/k/v and unbiased o);
+    ``rotary_dims`` r turns only the first r features of each head, the others passing as they
+    are (GPT-NeoX's partial rotary); ``scale`` replaces 1 / sqrt(d) on the scores (Gemma 2's
+    query_pre_attn_scalar^-1/2); ``logit_softcap`` c caps the scores softly, s -> c tanh(s / c),
+    before the mask (Gemma 2; see :func:`lamina.functional.softcapped_attention`).
+
     LoRA adapters (:func:`lamina.nn.apply_lora`) are the sub-modules ``lora_q``, ``lora_k``
     and ``lora_v``: when present (and not merged), each adds its low-rank term to the
     projection of the queries, keys or values.
@@ -114,7 +122,9 @@ class MultiHeadAttention(Module):
                  kernel_init="xavier_uniform", bias_init="zeros", rotary: bool = False, rotary_base: float = 10000.0,
                  num_kv_heads: int | None = None, alibi: bool = False, window: int | None = None,
                  head_dim: int | None = None, rotary_scaling: Mapping | None = None,
-                 rotary_max_positions: int | None = None, name: str | None = None):
+                 rotary_max_positions: int | None = None, out_bias: bool | None = None,
+                 rotary_dims: int | None = None, scale: float | None = None, logit_softcap: float | None = None,
+                 name: str | None = None):
         super().__init__(name=name)
         positive_int(embed_dim, "MultiHeadAttention: embed_dim")
         positive_int(num_heads, "MultiHeadAttention: num_heads")
@@ -137,9 +147,21 @@ class MultiHeadAttention(Module):
             positive_int(window, "MultiHeadAttention: window")
         self.window = window
         self.rotary = bool(rotary)
-        if self.rotary and self.head_dim % 2:
+        self.rotary_dims = self.head_dim if rotary_dims is None else positive_int(
+            rotary_dims, "MultiHeadAttention: rotary_dims")
+        if self.rotary and self.head_dim % 2 and rotary_dims is None:
             raise ValueError(f"MultiHeadAttention: rotary positions turn pairs of features; each head has "
                              f"{self.head_dim} (embed_dim {embed_dim} / num_heads {num_heads}), expected even")
+        if self.rotary and (self.rotary_dims % 2 or self.rotary_dims > self.head_dim):
+            raise ValueError(f"MultiHeadAttention: rotary positions turn pairs of features; rotary_dims "
+                             f"{self.rotary_dims} rotary features of a head of {self.head_dim}, expected an even "
+                             "number at most the head's")
+        if scale is not None and not float(scale) > 0:
+            raise ValueError(f"MultiHeadAttention: scale must be > 0 or None, got {scale!r}")
+        self.scale = None if scale is None else float(scale)
+        if logit_softcap is not None and not float(logit_softcap) > 0:
+            raise ValueError(f"MultiHeadAttention: logit_softcap must be > 0 or None, got {logit_softcap!r}")
+        self.logit_softcap = None if logit_softcap is None else float(logit_softcap)
         if not float(rotary_base) > 0:
             raise ValueError(f"MultiHeadAttention: rotary_base must be > 0, got {rotary_base!r}")
         self.rotary_base = float(rotary_base)
@@ -148,9 +170,10 @@ class MultiHeadAttention(Module):
             rotary_max_positions, "MultiHeadAttention: rotary_max_positions")
         # theta_j of the rotary angles and the factor of cos and sin, computed once (within the context)
         self.rotary_frequencies, self.rotary_attention_factor = (F.rotary_parameters(
-            self.head_dim, self.rotary_base, self.rotary_scaling, self.rotary_max_positions,
+            self.rotary_dims, self.rotary_base, self.rotary_scaling, self.rotary_max_positions,
             who=f"MultiHeadAttention{'' if name is None else f' {name!r}'}") if self.rotary else (None, 1.0))
         self.use_bias = bool(use_bias)
+        self.use_out_bias = self.use_bias if out_bias is None else bool(out_bias)
         self.dropout = dropout_rate(dropout, "MultiHeadAttention")
         self.kernel_init = kernel_init
         self.bias_init = bias_init
@@ -173,7 +196,7 @@ class MultiHeadAttention(Module):
         if self.use_bias:
             self.add_parameter("in_bias", initializers.get(self.bias_init)((width,), e, width, dtype))
         self.add_parameter("out_weight", kernel((self.query_dim, e), self.query_dim, e, dtype))
-        if self.use_bias:
+        if self.use_out_bias:
             self.add_parameter("out_bias", initializers.get(self.bias_init)((e,), e, e, dtype))
         self.built = True
 
@@ -214,8 +237,13 @@ class MultiHeadAttention(Module):
         (N, h, T, d), with the frequencies of a call over offset + T positions."""
         theta, factor = self.rotary_frequencies, self.rotary_attention_factor
         if F.rope_depends_on_length(self.rotary_scaling):
-            theta, factor = F.rotary_parameters(self.head_dim, self.rotary_base, self.rotary_scaling,
+            theta, factor = F.rotary_parameters(self.rotary_dims, self.rotary_base, self.rotary_scaling,
                                                 self.rotary_max_positions, length=offset + heads.shape[2])
+        r = self.rotary_dims
+        if r < self.head_dim:             # partial rotary: the features past r pass unturned
+            turned = F.rotary_embedding(F.getitem(heads, (Ellipsis, slice(0, r))), offset=offset,
+                                        positions=positions, frequencies=theta, attention_factor=factor)
+            return F.concat([turned, F.getitem(heads, (Ellipsis, slice(r, None)))], axis=-1)
         return F.rotary_embedding(heads, offset=offset, positions=positions, frequencies=theta,
                                   attention_factor=factor)
 
@@ -251,9 +279,15 @@ class MultiHeadAttention(Module):
             q, k, v, full = self._inputs(query, key, value, mask, key_mask, keys_values, positions)
             drop = self.dropout if self.training else 0.0
             full, causal = self._positional_mask(full, causal, q.shape[2], k.shape[2])
-        out = scaled_dot_product_attention(q, k, v, mask=full, causal=causal, dropout=drop,
-                                           return_weights=return_weights,
-                                           enable_gqa=self.num_kv_heads != self.num_heads)
+        if self.logit_softcap is not None:
+            if drop or return_weights:
+                raise ValueError(f"{self._label()}: soft-capped attention (logit_softcap={self.logit_softcap}) "
+                                 "supports neither attention dropout nor return_weights")
+            out = softcapped_attention(q, k, v, mask=full, causal=causal, scale=self.scale, cap=self.logit_softcap)
+        else:
+            out = scaled_dot_product_attention(q, k, v, mask=full, causal=causal, dropout=drop, scale=self.scale,
+                                               return_weights=return_weights,
+                                               enable_gqa=self.num_kv_heads != self.num_heads)
         heads, weights = out if return_weights else (out, None)
         n, t_q = q.shape[0], q.shape[2]
         if self._caching:                            # no graph: the same values, without two nodes
@@ -261,7 +295,7 @@ class MultiHeadAttention(Module):
         else:
             joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.query_dim)
         y = linear(joined, read_parameter(self, "out_weight"),
-                   read_parameter(self, "out_bias") if self.use_bias else None)
+                   read_parameter(self, "out_bias") if self.use_out_bias else None)
         return (y, weights) if return_weights else y
 
     def _positional_mask(self, full, causal: bool, t_q: int, t_k: int, offset: int = 0):
@@ -548,6 +582,10 @@ class MultiHeadAttention(Module):
             **({"head_dim": self.head_dim} if self.query_dim != self.embed_dim else {}),
             **({"rotary_scaling": self.rotary_scaling} if self.rotary_scaling is not None else {}),
             **({"rotary_max_positions": self.rotary_max_positions} if self.rotary_max_positions is not None else {}),
+            **({"out_bias": self.use_out_bias} if self.use_out_bias != self.use_bias else {}),
+            **({"rotary_dims": self.rotary_dims} if self.rotary_dims != self.head_dim else {}),
+            **({"scale": self.scale} if self.scale is not None else {}),
+            **({"logit_softcap": self.logit_softcap} if self.logit_softcap is not None else {}),
             "name": self.name,
         }
 
