@@ -59,6 +59,7 @@ from lamina.data.knowledge_graph import (
     synthetic_knowledge_graph,
 )
 from lamina.data.labels import one_hot
+from lamina.data.link_split import LinkSplit, negative_sampling, train_test_split_edges
 from lamina.data.loader import DataLoader
 from lamina.data.mixing import CutMix, MixUp
 from lamina.data.molecules import SpringMolecules, batch_point_sets, radius_graph, spring_molecules
@@ -152,6 +153,7 @@ __all__ = [
     "IterableDataset", "WorkerInfo", "default_collate", "get_worker_info",
     "Graph", "GraphBatch", "add_remaining_self_loops", "add_self_loops", "collate_graphs", "degree",
     "normalized_adjacency", "remove_self_loops", "to_undirected",
+    "LinkSplit", "negative_sampling", "train_test_split_edges",
     "SpringMolecules", "batch_point_sets", "radius_graph", "spring_molecules",
     "IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "UnreadableImageError", "find_classes", "read_image", "transforms",
     "burgers_dataset", "burgers_solve", "gaussian_random_field_1d", "heat_dataset", "heat_solve",

@@ -360,6 +360,7 @@ from lamina.models.gpt_neox import (
     gpt_neox_parameter_count,
     load_hf_gpt_neox_state_dict,
 )
+from lamina.models.graph_autoencoder import GAE, VGAE, InnerProductDecoder
 from lamina.models.inception import (
     InceptionA,
     InceptionB,
@@ -487,6 +488,7 @@ from lamina.models.neural_process import (
     MultiheadCrossAttention,
     NeuralProcess,
 )
+from lamina.models.node2vec import Node2Vec
 from lamina.models.perceiver import (
     Perceiver,
     PerceiverBlock,
@@ -885,6 +887,7 @@ __all__ += ["DnCNN", "EDSR", "EDSRResidualBlock", "ESPCN", "SRCNN", "SRResNet", 
 __all__ += ["AttentiveNeuralProcess", "ConditionalNeuralProcess", "GPCurves", "MultiheadCrossAttention",
             "NPTask", "NeuralProcess"]  # neural processes (neural_process, gp_curves)
 __all__ += ["CapsNet", "CapsNetOutput", "capsnet_digits", "capsnet_mnist"]  # capsule networks (capsnet)
+__all__ += ["GAE", "VGAE", "InnerProductDecoder", "Node2Vec"]  # graph autoencoders, node2vec
 __all__ += ["WaveNet", "WaveNetLayer"]  # autoregressive waveform model (wavenet)
 __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "EDMPrecond",  # diffusion samplers
             "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",  # and EDM
