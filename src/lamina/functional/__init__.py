@@ -292,6 +292,14 @@ from lamina.functional.scan_parity import (
 )
 from lamina.functional.segment import segment_max, segment_mean, segment_softmax, segment_sum, take_rows
 from lamina.functional.selective_scan import selective_scan
+from lamina.functional.semi_supervised import (
+    consistency_loss,
+    fixmatch_unlabeled_loss,
+    flexmatch_class_thresholds,
+    linear_rampup,
+    sharpen,
+    sigmoid_rampup,
+)
 from lamina.functional.shape import (
     broadcast_to,
     concat,
@@ -510,6 +518,10 @@ __all__ += [  # spike functions with surrogate gradients and spike-record losses
     "spike_sigmoid", "spike_straight_through", "spike_triangular", "surrogate",
 ]
 __all__ += ["coral_loss", "gradient_reversal", "mmd_loss"]  # domain adaptation (domain_adaptation)
+__all__ += [  # semi-supervised learning (semi_supervised)
+    "consistency_loss", "fixmatch_unlabeled_loss", "flexmatch_class_thresholds", "linear_rampup", "sharpen",
+    "sigmoid_rampup",
+]
 __all__ += [  # vector quantisation and finite scalar quantisation (vector_quantize)
     "VQResult", "codebook_perplexity", "finite_scalar_quantize", "fsq_codes_to_indices", "fsq_indices_to_codes",
     "nearest_codes", "straight_through", "vector_quantize",

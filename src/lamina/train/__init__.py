@@ -1,7 +1,8 @@
 """The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
 hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
-from lamina.train import continual, federated
+from lamina.train import active, continual, federated, semi_supervised
+from lamina.train.active import ActiveLearningLoop
 from lamina.train.averaging import SwapEMAWeights, WeightAveraging
 from lamina.train.backup import BackupAndRestore
 from lamina.train.bayesian import bayesian_search, expected_improvement
@@ -106,6 +107,14 @@ from lamina.train.segmentation_metrics import (
     pixel_accuracy,
     pixel_confusion_matrix,
 )
+from lamina.train.semi_supervised import (
+    FixMatch,
+    FlexMatch,
+    MeanTeacher,
+    MixMatch,
+    PseudoLabel,
+    SupervisedBaseline,
+)
 from lamina.train.swag import SWAG, CollectSWAG
 from lamina.train.tensorboard import SummaryWriter, TensorBoard
 from lamina.train.threshold_metrics import (
@@ -157,3 +166,5 @@ __all__ += ["DPOTrainer", "ORPOTrainer", "PreferenceBatch", "PreferenceDataset",
             "SimPOTrainer", "adapters_disabled", "final_hidden_states"]  # preference optimization
 __all__ += ["SCAFFOLD", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedProx", "FedYogi",
             "FederatedResult", "federated"]  # federated learning (federated)
+__all__ += ["ActiveLearningLoop", "FixMatch", "FlexMatch", "MeanTeacher", "MixMatch", "PseudoLabel",
+            "SupervisedBaseline", "active", "semi_supervised"]  # semi-supervised and active learning
