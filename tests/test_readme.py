@@ -632,3 +632,9 @@ def test_neural_process_and_capsule_example():
     prior_nll = np.mean(0.5 * np.log(2 * np.pi) + task.target_y ** 2 / 2)
     assert nll < prior_nll - 0.3
     assert names["out"].lengths.shape == (2, 10) and np.isfinite(names["cost"].item())
+
+
+def test_sentence_embedding_example():
+    names = run_section("### Sentence embeddings and retrieval")
+    assert [hit[0]["corpus_id"] for hit in names["hits"]] == [0, 1, 2, 3]
+    assert names["loss"].item() < 0.1 and not names["bm25"].any()

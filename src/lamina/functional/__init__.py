@@ -186,6 +186,21 @@ from lamina.functional.losses_segmentation import (
     lovasz_softmax_loss,
     tversky_loss,
 )
+from lamina.functional.losses_sentence import (
+    angle_loss,
+    cos_sim,
+    cosent_loss,
+    cosine_similarity_mse_loss,
+    dot_score,
+    matryoshka_loss,
+    multiple_negatives_ranking_loss,
+    multiple_negatives_symmetric_ranking_loss,
+    online_contrastive_loss,
+    pairwise_angle_sim,
+    pairwise_cos_sim,
+    sentence_contrastive_loss,
+    sentence_triplet_loss,
+)
 from lamina.functional.losses_ssl import barlow_twins_loss, info_nce_loss, nt_xent_loss, vicreg_loss
 from lamina.functional.losses_vae import gaussian_kl, reparameterize, vae_loss
 from lamina.functional.lp_pool import lp_pool1d, lp_pool2d, lp_pool3d
@@ -537,4 +552,9 @@ __all__ += ["MS_SSIM_WEIGHTS", "gaussian_window", "gram_matrix", "ms_ssim", "psn
 __all__ += [  # audio synthesis and effects (audio_synthesis, audio_effects)
     "deemphasis", "fade", "griffinlim", "inverse_mel_scale", "mu_law_decoding", "mu_law_encoding", "preemphasis",
     "resample", "resample_kernel",
+]
+__all__ += [  # sentence-embedding losses and similarities (losses_sentence)
+    "angle_loss", "cos_sim", "cosent_loss", "cosine_similarity_mse_loss", "dot_score", "matryoshka_loss",
+    "multiple_negatives_ranking_loss", "multiple_negatives_symmetric_ranking_loss", "online_contrastive_loss",
+    "pairwise_angle_sim", "pairwise_cos_sim", "sentence_contrastive_loss", "sentence_triplet_loss",
 ]

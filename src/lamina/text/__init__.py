@@ -3,6 +3,7 @@ and merges.txt), BERT's WordPiece tokenizer, Hugging Face tokenizer.json files (
 padded batches, language-model windows, and skip-gram pairs with negative sampling for learning word embeddings
 (Word2Vec)."""
 
+from lamina.text import embeddings
 from lamina.text.beam import Hypothesis, beam_search, beam_search_ids, beam_search_text
 from lamina.text.bpe import GPT2_SPLIT, BPETokenizer, tokenizer_from_config
 from lamina.text.corpora import load_names, load_tiny_shakespeare
@@ -76,3 +77,4 @@ __all__ += ["bio_allowed_transitions", "bio_spans", "entity_scores"]  # entity s
 __all__ += ["BpeTrainer", "UnigramTrainer", "WordLevelTrainer", "WordPieceTrainer",  # tokenizer.json trainers
             "byte_level_alphabet"]
 __all__ += ["tokenizer_from_gguf", "tokenizer_json_from_gguf"]  # llama.cpp GGUF tokenizers
+__all__ += ["embeddings"]  # sentence embeddings and retrieval (lamina.text.embeddings)

@@ -55,6 +55,7 @@ from lamina.train.forecast_metrics import (
     smape,
 )
 from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
+from lamina.train.gradcache import cached_mnrl_backward
 from lamina.train.history import History
 from lamina.train.hyperband import ASHA, asha_search, hyperband, hyperband_schedule, successive_halving
 from lamina.train.laplace import LastLayerLaplace
@@ -91,6 +92,7 @@ from lamina.train.ranking_metrics import (
     recommend,
     score_items,
 )
+from lamina.train.retrieval import retrieval_metrics, retrieval_metrics_from_rankings
 from lamina.train.reward_model import RewardModel, final_hidden_states
 from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score, mean_absolute_error, r2_score
 from lamina.train.search import SearchResult, Trial, coarse_to_fine, grid_search, random_search, tune_trainer
@@ -168,3 +170,5 @@ __all__ += ["SCAFFOLD", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedProx",
             "FederatedResult", "federated"]  # federated learning (federated)
 __all__ += ["ActiveLearningLoop", "FixMatch", "FlexMatch", "MeanTeacher", "MixMatch", "PseudoLabel",
             "SupervisedBaseline", "active", "semi_supervised"]  # semi-supervised and active learning
+__all__ += ["cached_mnrl_backward", "retrieval_metrics",
+            "retrieval_metrics_from_rankings"]  # sentence embeddings (retrieval, gradcache)
