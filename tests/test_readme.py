@@ -638,3 +638,10 @@ def test_sentence_embedding_example():
     names = run_section("### Sentence embeddings and retrieval")
     assert [hit[0]["corpus_id"] for hit in names["hits"]] == [0, 1, 2, 3]
     assert names["loss"].item() < 0.1 and not names["bm25"].any()
+
+
+def test_architecture_search_example_runs():
+    names = run_section("### Differentiable architecture search (DARTS)")
+    result = names["result"]
+    assert len(result.genotypes) == 1 and len(result.genotype.reduce) == 4
+    assert names["logits"].shape == names["auxiliary_logits"].shape == (8, 10)

@@ -6,7 +6,7 @@ themselves with ``get_config()`` for saving architectures (:func:`layer_to_confi
 :func:`layer_from_config`, :func:`register_layer` for your own layers).
 """
 
-from lamina.nn import functional, init, merging, parametrize, prune, qat, quantize, spikegen
+from lamina.nn import functional, init, merging, nas, parametrize, prune, qat, quantize, spikegen
 from lamina.nn.activation import (
     ACTIVATIONS,
     ELU,
@@ -307,3 +307,4 @@ __all__ += ["PerceptualLoss"]  # perceptual (feature and style) losses (perceptu
 __all__ += ["CapsuleLayer", "DigitCapsules", "PrimaryCapsules", "capsule_lengths"]  # capsule networks (capsules)
 __all__ += ["Deemphasis", "Fade", "GriffinLim", "InverseMelScale", "MuLawDecoding", "MuLawEncoding",  # audio synthesis
             "Preemphasis", "Resample"]
+__all__ += ["nas"]  # architecture search spaces: DARTS cells, genotypes (nas)

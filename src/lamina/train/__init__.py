@@ -1,7 +1,7 @@
 """The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
 hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
-from lamina.train import active, continual, federated, semi_supervised
+from lamina.train import active, continual, federated, nas, semi_supervised
 from lamina.train.active import ActiveLearningLoop
 from lamina.train.averaging import SwapEMAWeights, WeightAveraging
 from lamina.train.backup import BackupAndRestore
@@ -75,6 +75,7 @@ from lamina.train.metrics import (
     top_k_error,
 )
 from lamina.train.monitor import HistogramMonitor
+from lamina.train.nas import Architect, DartsResult, darts_search
 from lamina.train.preference import DPOTrainer, ORPOTrainer, RewardTrainer, SimPOTrainer, adapters_disabled
 from lamina.train.preference_data import PreferenceBatch, PreferenceDataset
 from lamina.train.privacy import PrivacyMonitor, make_private
@@ -172,3 +173,4 @@ __all__ += ["ActiveLearningLoop", "FixMatch", "FlexMatch", "MeanTeacher", "MixMa
             "SupervisedBaseline", "active", "semi_supervised"]  # semi-supervised and active learning
 __all__ += ["cached_mnrl_backward", "retrieval_metrics",
             "retrieval_metrics_from_rankings"]  # sentence embeddings (retrieval, gradcache)
+__all__ += ["Architect", "DartsResult", "darts_search", "nas"]  # architecture search (nas)
