@@ -32,11 +32,34 @@ The computation graph of a loss (course notes, Back propagation on computation g
 The curvature of a loss surface (course notes, Second-order optimization), by Hessian-vector
 products: :func:`hessian_vector_product`, :func:`hessian_eigenvalues`, :func:`hessian_trace`.
 
+Anomaly and out-of-distribution scores (:mod:`lamina.analysis.anomaly`; higher: more anomalous):
+:func:`reconstruction_error`, :func:`reconstruction_map` (autoencoders), :class:`PatchCore`
+(with :func:`greedy_coreset`, :func:`locally_aware_patches`), :func:`max_softmax_score`,
+:func:`energy_score`, :func:`odin_score`, :func:`mahalanobis_score` (with
+:func:`fit_class_gaussians`, :func:`mahalanobis_input_score`), :func:`knn_ood_score`. Deep SVDD
+and the detection metrics are in :mod:`lamina.train.anomaly`.
+
 The architecture tables are computed by tracing the model on a zero-sample batch with shape-only weights
 (:mod:`lamina.analysis.trace`): no weight is allocated, so VGG16's table costs milliseconds.
 """
 
 from lamina.analysis.adversarial import TargetedAttack, fgsm, targeted_adversarial
+from lamina.analysis.anomaly import (
+    ClassGaussians,
+    PatchCore,
+    energy_score,
+    fit_class_gaussians,
+    greedy_coreset,
+    knn_ood_score,
+    locally_aware_patches,
+    mahalanobis_input_score,
+    mahalanobis_score,
+    max_softmax_score,
+    odin_perturbation,
+    odin_score,
+    reconstruction_error,
+    reconstruction_map,
+)
 from lamina.analysis.attribution import deconvnet, guided_backprop, guided_grad_cam, input_x_gradient
 from lamina.analysis.attribution_metrics import infidelity, sensitivity_max
 from lamina.analysis.cam import grad_cam, grad_cam_plus_plus, occlusion_sensitivity, plot_cam, score_cam
@@ -74,3 +97,6 @@ __all__ = [
     "feature_ablation", "gradient_shap", "guided_backprop", "guided_grad_cam", "infidelity", "input_x_gradient",
     "kernel_shap", "lime", "lrp", "lrp_relevances", "sensitivity_max", "shapley_value_sampling",
 ]
+__all__ += ["ClassGaussians", "PatchCore", "energy_score", "fit_class_gaussians", "greedy_coreset", "knn_ood_score",
+            "locally_aware_patches", "mahalanobis_input_score", "mahalanobis_score", "max_softmax_score",
+            "odin_perturbation", "odin_score", "reconstruction_error", "reconstruction_map"]  # anomaly, OOD

@@ -3,6 +3,7 @@ hyperparameter search on validation data, the learning-rate range test, TensorBo
 
 from lamina.train import active, continual, federated, nas, semi_supervised
 from lamina.train.active import ActiveLearningLoop
+from lamina.train.anomaly import DeepSVDD, OODMetrics, deep_svdd_loss, fpr_at_tpr, ood_metrics, svdd_center, svdd_radius
 from lamina.train.averaging import SwapEMAWeights, WeightAveraging
 from lamina.train.backup import BackupAndRestore
 from lamina.train.bayesian import bayesian_search, expected_improvement
@@ -174,3 +175,5 @@ __all__ += ["ActiveLearningLoop", "FixMatch", "FlexMatch", "MeanTeacher", "MixMa
 __all__ += ["cached_mnrl_backward", "retrieval_metrics",
             "retrieval_metrics_from_rankings"]  # sentence embeddings (retrieval, gradcache)
 __all__ += ["Architect", "DartsResult", "darts_search", "nas"]  # architecture search (nas)
+__all__ += ["DeepSVDD", "OODMetrics", "deep_svdd_loss", "fpr_at_tpr", "ood_metrics", "svdd_center",
+            "svdd_radius"]  # anomaly and out-of-distribution detection
