@@ -161,6 +161,25 @@ def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     return float(np.mean(log_norm - scaled[np.arange(len(labels)), labels]))
 
 
+def golden_section_minimum(cost, low: float, high: float, tol: float) -> float:
+    """The minimiser of a unimodal ``cost`` on [low, high], by golden-section search: the
+    bracket shrinks by (sqrt(5) - 1) / 2 each step, one new evaluation per step, until it is
+    narrower than ``tol``; returns its midpoint."""
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    cost_a, cost_b = cost(a), cost(b)
+    while high - low > tol:
+        if cost_a <= cost_b:
+            high, b, cost_b = b, a, cost_a
+            a = high - ratio * (high - low)
+            cost_a = cost(a)
+        else:
+            low, a, cost_a = a, b, cost_b
+            b = low + ratio * (high - low)
+            cost_b = cost(b)
+    return (low + high) / 2
+
+
 class TemperatureScaling:
     """Post-hoc calibration by one temperature: ``fit(logits, labels)`` on held-out data finds
     T minimizing the NLL (golden-section search over log T in [``min_temperature``,
@@ -180,19 +199,7 @@ class TemperatureScaling:
         logits, labels = _logits_and_labels(logits, labels, "TemperatureScaling.fit")
         cost = lambda log_t: _nll(logits, labels, math.exp(log_t))        # noqa: E731
         low, high = math.log(self.min_temperature), math.log(self.max_temperature)
-        ratio = (math.sqrt(5) - 1) / 2
-        a, b = high - ratio * (high - low), low + ratio * (high - low)
-        cost_a, cost_b = cost(a), cost(b)
-        while high - low > self.tol:
-            if cost_a <= cost_b:
-                high, b, cost_b = b, a, cost_a
-                a = high - ratio * (high - low)
-                cost_a = cost(a)
-            else:
-                low, a, cost_a = a, b, cost_b
-                b = low + ratio * (high - low)
-                cost_b = cost(b)
-        self.temperature = math.exp((low + high) / 2)
+        self.temperature = math.exp(golden_section_minimum(cost, low, high, self.tol))
         self.nll_before, self.nll_after = _nll(logits, labels, 1.0), _nll(logits, labels, self.temperature)
         return self
 

@@ -34,6 +34,7 @@ from lamina.autograd import Tensor, no_grad
 from lamina.backend import rng as lamina_rng
 from lamina.nn import Dense
 from lamina.nn.module import Module, evaluation_mode
+from lamina.train.calibration import golden_section_minimum
 from lamina.train.uncertainty import model_input
 
 __all__ = ["LastLayerLaplace"]
@@ -209,20 +210,7 @@ class LastLayerLaplace:
             raise ValueError(f"LastLayerLaplace.optimize_prior_precision: method must be 'marglik' or 'gridsearch', "
                              f"got {method!r}")
         cost = lambda log_prior: -self.log_marginal_likelihood(math.exp(log_prior))   # noqa: E731
-        a_end, b_end = math.log(low), math.log(high)
-        ratio = (math.sqrt(5) - 1) / 2
-        a, b = b_end - ratio * (b_end - a_end), a_end + ratio * (b_end - a_end)
-        cost_a, cost_b = cost(a), cost(b)
-        while b_end - a_end > tol:
-            if cost_a <= cost_b:
-                b_end, b, cost_b = b, a, cost_a
-                a = b_end - ratio * (b_end - a_end)
-                cost_a = cost(a)
-            else:
-                a_end, a, cost_a = a, b, cost_b
-                b = a_end + ratio * (b_end - a_end)
-                cost_b = cost(b)
-        self.prior_precision = math.exp((a_end + b_end) / 2)
+        self.prior_precision = math.exp(golden_section_minimum(cost, math.log(low), math.log(high), tol))
         return self.prior_precision
 
     def _grid_search(self, x_val, y_val, grid: np.ndarray) -> float:
