@@ -645,3 +645,9 @@ def test_architecture_search_example_runs():
     result = names["result"]
     assert len(result.genotypes) == 1 and len(result.genotype.reduce) == 4
     assert names["logits"].shape == names["auxiliary_logits"].shape == (8, 10)
+
+
+def test_tracking_example_runs():
+    names = run_section("### Multi-object tracking: SORT, ByteTrack and MOTA / IDF1")
+    sort, byte = names["scores"]["SORT"], names["scores"]["ByteTrack"]
+    assert byte["mota"] > sort["mota"] + 0.2 and byte["idf1"] > 0.7

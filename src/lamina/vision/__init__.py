@@ -4,7 +4,8 @@ decoding, average precision and COCO's metrics; the sliding window done as a con
 Dense head turned into convolutions), a small detection dataset of handwritten digits, and
 DETR's Hungarian matching of a set of predictions to the objects; optical flow's loss, end-point
 error, warping, colour coding and synthetic pairs (:mod:`lamina.vision.flow`); neural radiance fields' rays,
-sampling, positional encoding, volume rendering and synthetic scenes (:mod:`lamina.vision.nerf`)."""
+sampling, positional encoding, volume rendering and synthetic scenes (:mod:`lamina.vision.nerf`); multi-object
+tracking with SORT and ByteTrack, MOTA / MOTP / IDF1 and the MOTChallenge format (:mod:`lamina.vision.tracking`)."""
 
 from lamina.vision.anchors import AnchorGenerator, BoxCoder
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
@@ -62,6 +63,18 @@ from lamina.vision.sliding import (
 )
 from lamina.vision.style_transfer import style_transfer
 from lamina.vision.super_resolution import DEGRADATIONS, sr_pairs
+from lamina.vision.tracking import (
+    SORT,
+    ByteTrack,
+    KalmanBoxFilter,
+    MOTAccumulator,
+    evaluate_mot,
+    mot_summary,
+    read_mot,
+    synthetic_mot_scene,
+    track_sequence,
+    write_mot,
+)
 
 __all__ = [
     "AnchorGenerator", "BoxCoder", "COCO_AREA_RANGES", "coco_evaluate", "format_coco_metrics",
@@ -78,3 +91,5 @@ __all__ = [
 __all__ += ["get_rays", "load_blender_scene", "positional_encoding", "sample_pdf", "stratified_samples",
             "synthetic_nerf_scene", "volume_render"]  # neural radiance fields (nerf)
 __all__ += ["DEGRADATIONS", "sr_pairs", "style_transfer"]  # super-resolution pairs, neural style transfer
+__all__ += ["SORT", "ByteTrack", "KalmanBoxFilter", "MOTAccumulator", "evaluate_mot", "mot_summary", "read_mot",
+            "synthetic_mot_scene", "track_sequence", "write_mot"]  # multi-object tracking
