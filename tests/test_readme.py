@@ -651,3 +651,9 @@ def test_tracking_example_runs():
     names = run_section("### Multi-object tracking: SORT, ByteTrack and MOTA / IDF1")
     sort, byte = names["scores"]["SORT"], names["scores"]["ByteTrack"]
     assert byte["mota"] > sort["mota"] + 0.2 and byte["idf1"] > 0.7
+
+
+def test_text_recognition_example_reads_digit_lines():
+    names = run_section("### Text recognition: CRNN and CTC")
+    assert len(names["read"]) == 50 and all(set(text) <= set("0123456789") for text in names["read"])
+    assert names["vision"].character_error_rate(names["read"], names["test_texts"]) < 0.3

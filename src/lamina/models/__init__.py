@@ -225,6 +225,7 @@ from lamina.models.convnext import (
     convnext_small,
     convnext_tiny,
 )
+from lamina.models.crnn import CRNN
 from lamina.models.deit import (
     DEIT_CONFIGS,
     DeiT,
@@ -857,6 +858,7 @@ __all__ = [
     "load_openai_clip_state_dict", "zero_shot_classify",
 ]
 __all__ += ["BiLSTMCRF"]  # sequence tagging (bilstm_crf)
+__all__ += ["CRNN"]  # text recognition (crnn)
 __all__ += ["MAE_CONFIGS", "MAEClassifier", "MaskedAutoencoderViT", "mae_vit_base_patch16", "mae_vit_huge_patch14",
             "mae_vit_large_patch16", "masking_indices", "patchify", "random_masking", "sincos_position_embedding",
             "unpatchify"]  # masked autoencoders (mae)

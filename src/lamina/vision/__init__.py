@@ -9,6 +9,7 @@ tracking with SORT and ByteTrack, MOTA / MOTP / IDF1 and the MOTChallenge format
 
 from lamina.vision.anchors import AnchorGenerator, BoxCoder
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
+from lamina.vision.charset import CharsetMapper
 from lamina.vision.coco_eval import COCO_AREA_RANGES, coco_evaluate, format_coco_metrics
 from lamina.vision.detection import (
     Detections,
@@ -37,6 +38,13 @@ from lamina.vision.nerf import (
     synthetic_nerf_scene,
     volume_render,
 )
+from lamina.vision.ocr_metrics import (
+    character_error_rate,
+    edit_distance,
+    normalized_edit_distance,
+    recognition_metrics,
+    word_accuracy,
+)
 from lamina.vision.ops import (
     batched_nms,
     box_convert,
@@ -63,6 +71,7 @@ from lamina.vision.sliding import (
 )
 from lamina.vision.style_transfer import style_transfer
 from lamina.vision.super_resolution import DEGRADATIONS, sr_pairs
+from lamina.vision.text_lines import TextLineDataset, collate_text_lines, synthetic_text_lines
 from lamina.vision.tracking import (
     SORT,
     ByteTrack,
@@ -93,3 +102,6 @@ __all__ += ["get_rays", "load_blender_scene", "positional_encoding", "sample_pdf
 __all__ += ["DEGRADATIONS", "sr_pairs", "style_transfer"]  # super-resolution pairs, neural style transfer
 __all__ += ["SORT", "ByteTrack", "KalmanBoxFilter", "MOTAccumulator", "evaluate_mot", "mot_summary", "read_mot",
             "synthetic_mot_scene", "track_sequence", "write_mot"]  # multi-object tracking
+__all__ += ["CharsetMapper", "TextLineDataset", "character_error_rate", "collate_text_lines", "edit_distance",
+            "normalized_edit_distance", "recognition_metrics", "synthetic_text_lines",
+            "word_accuracy"]  # text recognition: label conversion, synthetic lines, metrics
