@@ -560,13 +560,6 @@ def test_preference_optimization_example():
     assert names["judge"].evaluate(names["pairs"](100))["accuracy"] > 0.9
 
 
-def test_vqvae_and_pixelcnn_prior_example():
-    names = run_section("### Discrete latents: VQ-VAE and PixelCNN priors")
-    assert names["out"].perplexity > 10
-    assert names["images"].shape == (8, 8, 8, 1)
-    assert names["prior"].bits_per_dim(names["maps"]).item() < 4
-
-
 def test_uncertainty_and_conformal_example():
     """Conformal APS sets near the stated coverage, predictive probabilities, CQR-ready intervals."""
     names = run_section("### Predictive uncertainty and conformal prediction")
@@ -576,6 +569,14 @@ def test_uncertainty_and_conformal_example():
     assert np.all(names["summary"].mutual_information >= -1e-12)
     lower, upper = names["intervals"]
     assert np.all(lower <= upper)
+
+
+def test_vqvae_and_pixelcnn_prior_example():
+    names = run_section("### Discrete latents: VQ-VAE and PixelCNN priors")
+    assert names["out"].perplexity > 10
+    assert names["images"].shape == (8, 8, 8, 1)
+    assert names["prior"].bits_per_dim(names["maps"]).item() < 4
+
 
 
 def test_linear_time_sequence_example_runs():
@@ -603,16 +604,6 @@ def test_federated_learning_example():
     assert len(accuracy) == 6 and accuracy[-1] > 0.85
 
 
-def test_audio_synthesis_example():
-    import numpy as np
-
-    names = run_section("### Audio synthesis: Griffin-Lim, resampling and WaveNet")
-    assert names["rebuilt"].shape == (1, 8000) and names["upsampled"].shape == (1, 16000)
-    assert names["linear"].shape == (1, 129, 126) and names["linear"].numpy().min() >= 0
-    assert names["loss"].item() < 0.1
-    np.testing.assert_array_equal(names["song"][0], np.tile(names["pattern"], 4))
-
-
 def test_image_quality_and_style_transfer_example():
     import numpy as np
 
@@ -632,6 +623,17 @@ def test_neural_process_and_capsule_example():
     prior_nll = np.mean(0.5 * np.log(2 * np.pi) + task.target_y ** 2 / 2)
     assert nll < prior_nll - 0.3
     assert names["out"].lengths.shape == (2, 10) and np.isfinite(names["cost"].item())
+
+
+
+def test_audio_synthesis_example():
+    import numpy as np
+
+    names = run_section("### Audio synthesis: Griffin-Lim, resampling and WaveNet")
+    assert names["rebuilt"].shape == (1, 8000) and names["upsampled"].shape == (1, 16000)
+    assert names["linear"].shape == (1, 129, 126) and names["linear"].numpy().min() >= 0
+    assert names["loss"].item() < 0.1
+    np.testing.assert_array_equal(names["song"][0], np.tile(names["pattern"], 4))
 
 
 def test_sentence_embedding_example():
@@ -657,3 +659,12 @@ def test_text_recognition_example_reads_digit_lines():
     names = run_section("### Text recognition: CRNN and CTC")
     assert len(names["read"]) == 50 and all(set(text) <= set("0123456789") for text in names["read"])
     assert names["vision"].character_error_rate(names["read"], names["test_texts"]) < 0.3
+
+
+def test_anomaly_and_ood_example():
+    """Deep SVDD separates the normal digit; the OOD scores separate unseen digits."""
+    names = run_section("### Anomaly and out-of-distribution detection")
+    zeros, others, svdd, ood_metrics = names["zeros"], names["others"], names["svdd"], names["ood_metrics"]
+    x = names["x"]
+    assert ood_metrics(svdd.score(x[zeros]), svdd.score(x[others])).auroc > 0.9
+    assert ood_metrics(names["inside"], names["outside"]).auroc > 0.85      # the last score printed (kNN)
