@@ -15,7 +15,8 @@ ShuffleNet v2, RegNet, MnasNet, EfficientNetV2 and the FCN / DeepLabv3 segmentat
 are written out from MatMul and Softmax (with rotary positions, grouped-query heads, ALiBi and
 sliding windows), a mixture of experts weighs all its experts by the top-k gates
 (:mod:`lamina.export.onnx_experts`), and GPT-2 and BERT (with its masked-LM head) export whole
-(:mod:`lamina.export.onnx_gpt2_bert`), as do Llama and Mistral (:mod:`lamina.export.onnx_llama`);
+(:mod:`lamina.export.onnx_gpt2_bert`), as do Llama and Mistral (:mod:`lamina.export.onnx_llama`)
+and Qwen2, Phi-3, Gemma, Gemma 2, GPT-NeoX and Mixtral (:mod:`lamina.export.onnx_lm_families`);
 spectral convolutions and the Fourier neural operators go through ONNX's DFT
 (:mod:`lamina.export.onnx_spectral`, grid sizes fixed at export). The graph reads and writes
 what the lamina model does: images NHWC (batch, h, w, c), any batch size; sequences
@@ -45,6 +46,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_gpt2_bert,
     onnx_layers,
     onnx_llama,
+    onnx_lm_families,
     onnx_maxvit,
     onnx_mlp_zoo,
     onnx_more_layers,
@@ -86,7 +88,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
         model.build(shape)
     nn.prune.apply_masks(model)         # pruned weights as of now, not as of the last call
     first = next((m for m in model.modules() if not isinstance(m, nn.Sequential)), None)
-    ids = isinstance(first, nn.Embedding) or isinstance(model, onnx_gpt2_bert.ID_MODELS + onnx_llama.ID_MODELS)
+    ids = isinstance(first, nn.Embedding) or isinstance(model, onnx_gpt2_bert.ID_MODELS + onnx_llama.ID_MODELS
+                                                           + onnx_lm_families.ID_MODELS)
     graph = Graph(onnx, dtype, opset)
     value = Value(graph.fresh("input"), shape)
     out = graph.layout(convert(graph, model, value), "nhwc")

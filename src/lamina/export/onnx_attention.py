@@ -15,8 +15,12 @@ the 1 / sqrt(d) is folded into W_q and b_q. The layer's options export too (see
 :mod:`lamina.export.onnx_attention_positions`): rotary positions turn Q and K by angles
 computed from the runtime length, grouped-query heads (g key/value heads) are repeated to
 the h query heads by Expand, ALiBi adds -m_h |t - t'| to the scores and a sliding window of
-w keeps t - w < t' <= t. LoRA adapters not yet merged are folded into W_q, W_k or W_v,
-W + (alpha / r) A B. Cross-attention (a separate key or value) and masks given at call time
+w keeps t - w < t' <= t. The options of published language models export as well: a
+``scale`` in place of 1 / sqrt(d) (folded the same way), ``logit_softcap`` c turning the
+scores into c tanh(s / c) before any bias or mask, ``rotary_dims`` r < d turning only the
+first r features of each head (Slice, the rotary turn, Concat) and ``out_bias`` giving the
+output projection a bias or none on its own. LoRA adapters not yet merged are folded into
+W_q, W_k or W_v, W + (alpha / r) A B. Cross-attention (a separate key or value) and masks given at call time
 do not reach a layer inside a ``Sequential``, so they have no form here.
 """
 
@@ -90,6 +94,28 @@ def _effective_in_projection(layer: nn.MultiHeadAttention) -> np.ndarray:
     return weight
 
 
+def _rotate_heads(graph: Graph, heads: str, tables: tuple[str, str], layer: nn.MultiHeadAttention,
+                  hint: str) -> str:
+    """The rotary turn of ``heads`` (N, h, T, d); with partial rotary (r = ``rotary_dims`` < d)
+    only the first r features turn, [rotate(x[..., :r]), x[..., r:]]."""
+    r, d = layer.rotary_dims, layer.head_dim
+    if r == d:
+        return rotate(graph, heads, tables, d, hint)
+    axis = graph.constant([-1], f"{hint}_rotary_axis", np.int64)
+    bounds = [graph.constant([edge], f"{hint}_rotary_edge{i}", np.int64) for i, edge in enumerate((0, r, d))]
+    turning = graph.node("Slice", [heads, bounds[0], bounds[1], axis], f"{hint}_rotary_part")
+    passing = graph.node("Slice", [heads, bounds[1], bounds[2], axis], f"{hint}_pass_part")
+    return graph.node("Concat", [rotate(graph, turning, tables, r, f"{hint}_part"), passing],
+                      f"{hint}_partly_rotated", axis=-1)
+
+
+def _soft_cap(graph: Graph, scores: str, cap: float, hint: str) -> str:
+    """c tanh(s / c) of the scores, before any bias or mask."""
+    shrunk = graph.node("Mul", [scores, graph.constant(1.0 / cap, f"{hint}_inverse_cap")], f"{hint}_shrunk_scores")
+    return graph.node("Mul", [graph.node("Tanh", [shrunk], f"{hint}_tanh_scores"),
+                              graph.constant(cap, f"{hint}_cap")], f"{hint}_capped_scores")
+
+
 def _check_attention(layer: nn.MultiHeadAttention, value: Value, causal: bool) -> None:
     if len(value.shape) != 3:
         raise NotImplementedError(f"export_onnx: {layer._label()} expects a sequence (batch, time, features), got "
@@ -99,12 +125,6 @@ def _check_attention(layer: nn.MultiHeadAttention, value: Value, causal: bool) -
         raise NotImplementedError(f"export_onnx: {layer._label()} has a {kind!r} rope_scaling, whose rotary "
                                   "frequencies change with the length of each call; the export fixes them, so "
                                   "it takes the static kinds only ('default', 'linear', 'llama3', 'yarn')")
-    unwritten = [option for option, used in (
-        ("out_bias", layer.use_out_bias != layer.use_bias), ("rotary_dims", layer.rotary_dims != layer.head_dim),
-        ("scale", layer.scale is not None), ("logit_softcap", layer.logit_softcap is not None)) if used]
-    if unwritten:
-        raise NotImplementedError(f"export_onnx: {layer._label()} sets {', '.join(unwritten)}, which the ONNX "
-                                  "export of attention does not write")
     if layer.window is not None and not causal:
         raise ValueError(f"export_onnx: {layer._label()} has a sliding window (window={layer.window}), which is "
                          "causal; it runs inside a causal TransformerEncoderLayer only")
@@ -117,7 +137,7 @@ def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, cau
     the projections."""
     _check_attention(layer, value, causal)
     d, x = layer.head_dim, value.name
-    scale = 1.0 / np.sqrt(d)
+    scale = 1.0 / np.sqrt(d) if layer.scale is None else layer.scale
     w = _effective_in_projection(layer)
     b = layer.in_bias.numpy() if layer.use_bias else None
 
@@ -133,16 +153,18 @@ def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, cau
     if layer.rotary or g != h:
         k = _heads(graph, x, w_k, b_k, g, d, _HEADS_FIRST, f"{hint}_k_heads")
         if layer.rotary:
-            tables = rotary_tables(graph, positions, d, layer.rotary_base, f"{hint}_rotary",
+            tables = rotary_tables(graph, positions, layer.rotary_dims, layer.rotary_base, f"{hint}_rotary",
                                    layer.rotary_frequencies, layer.rotary_attention_factor)
-            q = rotate(graph, q, tables, d, f"{hint}_q")
-            k = rotate(graph, k, tables, d, f"{hint}_k")
+            q = _rotate_heads(graph, q, tables, layer, f"{hint}_q")
+            k = _rotate_heads(graph, k, tables, layer, f"{hint}_k")
         k = graph.node("Transpose", [_repeat_heads(graph, k, layer, f"{hint}_k")], f"{hint}_k",
                        perm=[0, 1, 3, 2])
     else:
         k = _heads(graph, x, w_k, b_k, g, d, _KEYS_TRANSPOSED, f"{hint}_k")
     v = _repeat_heads(graph, _heads(graph, x, w_v, b_v, g, d, _HEADS_FIRST, f"{hint}_v"), layer, f"{hint}_v")
     scores = graph.node("MatMul", [q, k], f"{hint}_scores")                        # (N, h, T, T)
+    if layer.logit_softcap is not None:
+        scores = _soft_cap(graph, scores, layer.logit_softcap, hint)
     offset = offsets(graph, positions, hint) if layer.alibi or causal else None
     if layer.alibi:
         scores = graph.node("Add", [scores, alibi_bias(graph, offset, h, hint)], f"{hint}_biased_scores")
@@ -156,7 +178,7 @@ def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, cau
     joined = graph.node("Reshape", [context, graph.constant([0, 0, layer.query_dim], f"{hint}_join", np.int64)],
                         f"{hint}_joined")
     out_weight = graph.constant(layer.out_weight.numpy(), f"{hint}_out_weight")
-    if not layer.use_bias:
+    if not layer.use_out_bias:
         return graph.like(value, graph.node("MatMul", [joined, out_weight], hint))
     out = graph.node("MatMul", [joined, out_weight], f"{hint}_out_matmul")
     return graph.like(value, graph.node("Add", [out, graph.constant(layer.out_bias.numpy(), f"{hint}_out_bias")],

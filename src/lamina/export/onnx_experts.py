@@ -24,7 +24,7 @@ from lamina import nn
 from lamina.export.onnx_activations import layer_activation
 from lamina.export.onnx_graph import Graph, Value, label, register_converter
 
-__all__: list[str] = []
+__all__ = ["routing_weights"]
 
 
 def _ints(graph: Graph, values, hint: str) -> str:
@@ -42,15 +42,15 @@ def _check_exact(layer: nn.MixtureOfExperts, value: Value) -> None:
                                   f"features), got a value of shape {value.shape}")
 
 
-def _gate_weights(graph: Graph, layer: nn.MixtureOfExperts, x: str, hint: str) -> str:
-    """(..., E): the renormalized top-k router probabilities, 0 for the experts not chosen."""
+def routing_weights(graph: Graph, router_weight: np.ndarray, top_k: int, x: str, hint: str) -> str:
+    """(..., E): the top-k router probabilities softmax(x W_r) renormalized to sum 1, 0 for
+    the experts not chosen (ties to the lower index)."""
     probabilities = graph.node("Softmax", [graph.node("MatMul", [x, graph.constant(
-        layer.router.weight.numpy(), f"{hint}_router_weight")], f"{hint}_router_logits")], f"{hint}_router",
-        axis=-1)
+        router_weight, f"{hint}_router_weight")], f"{hint}_router_logits")], f"{hint}_router", axis=-1)
     top = graph.fresh(f"{hint}_top_probabilities")
     chosen = graph.fresh(f"{hint}_chosen")
     graph.nodes.append(graph.helper.make_node(
-        "TopK", [probabilities, _ints(graph, [layer.top_k], f"{hint}_k")], [top, chosen], name=top,
+        "TopK", [probabilities, _ints(graph, [top_k], f"{hint}_k")], [top, chosen], name=top,
         axis=-1, largest=1, sorted=1))
     total = graph.node("ReduceSum", [top, _ints(graph, [-1], f"{hint}_gate_axis")], f"{hint}_top_total",
                        keepdims=1)
@@ -85,7 +85,7 @@ def _mixture_of_experts(graph: Graph, layer, value: Value) -> Value:
     _check_exact(layer, value)
     value = graph.layout(value, "nhwc")
     hint = label(layer)
-    weights = _gate_weights(graph, layer, value.name, hint)
+    weights = routing_weights(graph, layer.router.weight.numpy(), layer.top_k, value.name, hint)
     row = graph.node("Unsqueeze", [weights, _ints(graph, [-2], f"{hint}_row_axis")], f"{hint}_weight_rows")
     mixed = graph.node("MatMul", [row, _all_experts(graph, layer, value, hint)], f"{hint}_mixed")
     out = graph.node("Squeeze", [mixed, _ints(graph, [-2], f"{hint}_mixed_axis")], hint)

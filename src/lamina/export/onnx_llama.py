@@ -16,22 +16,32 @@ head reuses the token table's initializer.
 
 from __future__ import annotations
 
+from lamina.export.onnx_activations import ACTIVATIONS
 from lamina.export.onnx_attention import self_attention
 from lamina.export.onnx_branching import add_values
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 from lamina.models.llama import Llama, LlamaDecoderLayer, LlamaMLP
 
-__all__ = ["ID_MODELS"]
+__all__ = ["ID_MODELS", "decode", "embed_tokens"]
 
 ID_MODELS = (Llama,)
 """The models of this module whose graph input is int64 token ids (Mistral is a Llama)."""
 
 
+_GATE_ACTIVATIONS = {"gelu_pytorch_tanh": "gelu_tanh"}
+"""Hugging Face's names of LlamaMLP's gates other than silu -> lamina's activation names."""
+
+
 @register_converter(LlamaMLP)
 def _llama_mlp(graph: Graph, layer: LlamaMLP, value: Value) -> Value:
+    """down_proj(act(gate_proj(x)) * up_proj(x)), act silu (SwiGLU) or the tanh GELU (GeGLU)."""
     hint = label(layer)
     gate = convert(graph, layer.gate_proj, value)
-    gated = graph.node("Mul", [gate.name, graph.node("Sigmoid", [gate.name], f"{hint}_sigmoid")], f"{hint}_silu")
+    if layer.hidden_act == "silu":
+        gated = graph.node("Mul", [gate.name, graph.node("Sigmoid", [gate.name], f"{hint}_sigmoid")],
+                           f"{hint}_silu")
+    else:
+        gated = ACTIVATIONS[_GATE_ACTIVATIONS[layer.hidden_act]](graph, gate, f"{hint}_{layer.hidden_act}").name
     up = convert(graph, layer.up_proj, value)
     product = graph.like(up, graph.node("Mul", [gated, up.name], f"{hint}_product"))
     return convert(graph, layer.down_proj, product)
@@ -47,16 +57,26 @@ def _llama_decoder_layer(graph: Graph, layer: LlamaDecoderLayer, value: Value) -
                       f"{hint}_residual2")
 
 
-@register_converter(Llama)
-def _llama(graph: Graph, model: Llama, ids: Value) -> Value:
-    hint = label(model)
-    table = graph.constant(model.embed_tokens.weight.numpy(), f"{hint}_embed_tokens_weight")
-    x = Value(graph.node("Gather", [table, ids.name], f"{hint}_embed_tokens", axis=0),
-              (*ids.shape, model.hidden_size))
+def embed_tokens(graph: Graph, model: Llama, ids: Value) -> tuple[str, Value]:
+    """The token table's initializer and the embeddings E[x] (N, T, hidden_size) of ``ids``."""
+    table = graph.constant(model.embed_tokens.weight.numpy(), f"{label(model)}_embed_tokens_weight")
+    return table, Value(graph.node("Gather", [table, ids.name], f"{label(model)}_embed_tokens", axis=0),
+                        (*ids.shape, model.hidden_size))
+
+
+def decode(graph: Graph, model: Llama, x: Value, table: str) -> Value:
+    """The blocks, the final norm and the head (E^T of the token ``table`` when tied) on ``x``."""
     for layer in model.layers:
         x = convert(graph, layer, x)
     x = convert(graph, model.norm, x)
     if not model.tie_word_embeddings:
         return convert(graph, model.lm_head, x)
+    hint = label(model)
     transposed = graph.node("Transpose", [table], f"{hint}_table_transposed", perm=[1, 0])
     return Value(graph.node("MatMul", [x.name, transposed], f"{hint}_logits"), (*x.shape[:-1], model.vocab_size))
+
+
+@register_converter(Llama)
+def _llama(graph: Graph, model: Llama, ids: Value) -> Value:
+    table, x = embed_tokens(graph, model, ids)
+    return decode(graph, model, x, table)

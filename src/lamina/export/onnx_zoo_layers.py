@@ -65,7 +65,7 @@ from lamina.nn.lora import LoRADense
 from lamina.nn.lp_pool import LPPool1D, LPPool2D, LPPool3D
 from lamina.nn.padding import _PadND
 
-__all__: list[str] = []
+__all__ = ["rms_norm"]
 
 _CHANNELS_FIRST = {3: [0, 2, 1], 5: [0, 4, 1, 2, 3]}     # (N, L, C) -> (N, C, L); NDHWC -> NCDHW
 _CHANNELS_LAST = {3: [0, 2, 1], 5: [0, 2, 3, 4, 1]}
@@ -104,7 +104,12 @@ def _slice(graph: Graph, x: str, axis: int, start: int, end: int, hint: str) -> 
 # -- normalization, activations ----------------------------------------------------------------
 @register_converter(nn.RMSNorm)
 def _rms_norm(graph: Graph, layer, value: Value) -> Value:
-    """y = x / sqrt(mean(x^2) + eps) * w, the mean over the layer's trailing axes."""
+    return rms_norm(graph, layer, value, layer.weight.numpy() if layer.elementwise_affine else None)
+
+
+def rms_norm(graph: Graph, layer, value: Value, weight) -> Value:
+    """y = x / sqrt(mean(x^2) + eps) * ``weight`` (none when None), the mean over the layer's
+    trailing axes."""
     value = graph.layout(value, "nhwc")
     hint = label(layer)
     rank = len(value.shape)
@@ -113,11 +118,10 @@ def _rms_norm(graph: Graph, layer, value: Value) -> Value:
     mean = _reduce_mean(graph, square, list(range(rank - layer.axes, rank)), f"{hint}_mean_square")
     root = graph.node("Sqrt", [graph.node("Add", [mean, graph.constant(eps, f"{hint}_eps")], f"{hint}_plus_eps")],
                       f"{hint}_rms")
-    if not layer.elementwise_affine:
+    if weight is None:
         return graph.like(value, graph.node("Div", [value.name, root], hint))
     normalized = graph.node("Div", [value.name, root], f"{hint}_normalized")
-    return graph.like(value, graph.node("Mul", [normalized, graph.constant(layer.weight.numpy(), f"{hint}_weight")],
-                                        hint))
+    return graph.like(value, graph.node("Mul", [normalized, graph.constant(weight, f"{hint}_weight")], hint))
 
 
 @register_converter(nn.GLU)
