@@ -110,8 +110,6 @@ def test_bad_conv_arguments():
         nn.MaxPool2D(2, padding="same")
     with pytest.raises(ValueError, match="at most half"):
         nn.MaxPool2D(2, padding=2)
-    with pytest.raises(ValueError, match=r"Conv2D: dilation \(2, 2\) needs stride 1, got stride \(2, 2\)"):
-        nn.Conv2D(4, 3, stride=2, dilation=2)
     with pytest.raises(ValueError, match="SeparableConv2D: kernel_size, stride and dilation must be positive"):
         nn.SeparableConv2D(4, 3, dilation=0)
     too_wide = r"Conv2D.*9x9 kernel \(3x3 dilated by \(4, 4\)\) is larger than the padded input"

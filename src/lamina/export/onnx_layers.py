@@ -320,7 +320,14 @@ def _pool(op: str, **extra):
 
 
 register_converter(nn.MaxPool2D)(_pool("MaxPool"))
-register_converter(nn.AvgPool2D)(_pool("AveragePool", count_include_pad=1))
+
+
+@register_converter(nn.AvgPool2D)
+def _avg_pool(graph: Graph, layer, value: Value) -> Value:
+    if layer.divisor_override is not None:
+        raise NotImplementedError(f"export_onnx: {layer._label()} has divisor_override={layer.divisor_override}, "
+                                  f"which ONNX's AveragePool cannot express")
+    return _pool("AveragePool", count_include_pad=int(layer.count_include_pad))(graph, layer, value)
 
 
 @register_converter(nn.GlobalAvgPool2D)

@@ -28,7 +28,7 @@ from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
 from lamina.functional import conv_gemm
 from lamina.functional._util import per_channel, repeated
-from lamina.functional.conv_dilated import DilatedConv2d
+from lamina.functional.conv_dilated import DilatedConv2d, strided_dilated_conv2d
 from lamina.functional.conv_fft import Conv2dFFT
 from lamina.functional.fold import conv_gradients_graph
 from lamina.functional.im2col import clipped, conv_pads, gradient_pads, offset_view, out_size, pad_nhwc, pair
@@ -250,8 +250,10 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[in
     algorithm: ``'im2col'`` (patch matrix + GEMM) or ``'fft'`` (convolution theorem).
     dilation: d or (d_h, d_w), the spacing of the kernel's taps (atrous convolution):
     v[n, y, x, k] = b[k] + sum_{i, j, c} xpad[n, y + d_h i, x + d_w j, c] w[k, i, j, c], a
-    kernel of extent d (f - 1) + 1 in place of f in the output size and in 'same'. Only
-    with stride 1 (as Keras; PyTorch allows both).
+    kernel of extent d (f - 1) + 1 in place of f in the output size and in 'same':
+    floor((h + 2p - d_h (f_h - 1) - 1) / s_h) + 1 rows. Any stride (as PyTorch); with both a
+    stride and a dilation the windows are gathered as patch rows
+    (:func:`lamina.functional.conv_dilated.strided_dilated_conv2d`), whatever ``algorithm``.
 
     epilogue: for inference only (no gradient), a function applied in place to each finished
     chunk of v while it is in the cache, such as a batch norm's multiply-add and a ReLU
@@ -285,8 +287,6 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[in
     dilation = pair(dilation, "dilation", op)
     if min(dilation) < 1:
         raise ValueError(f"{op}: dilation must be positive, got {dilation}")
-    if dilation != (1, 1) and stride != (1, 1):
-        raise ValueError(f"{op}: dilation {dilation} needs stride 1, got stride {stride}")
     eh, ew = dilation[0] * (fh - 1) + 1, dilation[1] * (fw - 1) + 1
     pads = conv_pads(padding, (h, wd), (eh, ew), stride, op)
     hp, wp = h + pads[0] + pads[1], wd + pads[2] + pads[3]
@@ -308,6 +308,12 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int | tuple[in
         kind, params = Conv2dFFT, {}
     else:
         raise ValueError(f"{op}: algorithm must be 'im2col' or 'fft', got {algorithm!r}")
+    if dilation != (1, 1) and stride != (1, 1):
+        out_hw = (out_size(hp, eh, stride[0], 0, 0), out_size(wp, ew, stride[1], 0, 0))
+        v = strided_dilated_conv2d(x, w, b, pads, stride, dilation, groups, out_hw)
+        if epilogue is not None:
+            epilogue(v.data)
+        return v
     if dilation != (1, 1):
         return DilatedConv2d.apply(*inputs, pads=pads, dilation=dilation, groups=groups, inner=kind,
                                    inner_params=params)

@@ -11,13 +11,17 @@ the undilated kernels as one batch d_h d_w times larger, and their outputs are i
 back. Backward runs the same steps in reverse: dJ/dv split into phases, the undilated
 backward, dJ/dx gathered from the phases (each input pixel lies in exactly one of them).
 Nothing but the phases (the inner convolution's input) is kept for backward.
+
+With a stride s as well, output y reads xpad[s y + d i]: :func:`strided_dilated_conv2d`
+gathers those windows as patch rows (unfold with stride and dilation) and multiplies them by
+the filters, v_g = P(x) W_g^T + b, from recorded ops, so every derivative comes with them.
 """
 
 from __future__ import annotations
 
 from lamina import backend
-from lamina.autograd import Function
-from lamina.functional.fold import conv_gradients_graph
+from lamina.autograd import Function, Tensor
+from lamina.functional.fold import conv_gradients_graph, conv_patch_rows
 from lamina.functional.im2col import clipped
 
 
@@ -113,3 +117,30 @@ class DilatedConv2d(Function):
         """The same gradients by recorded ops: patch rows of taps ``dilation`` apart."""
         x, w = self.inputs[:2]
         return conv_gradients_graph(x, w, dy, self.pads, (1, 1), self.dilation, self.groups, self.needs_grad)
+
+
+def _as_tensor(a) -> Tensor:
+    if isinstance(a, Tensor):
+        return a
+    data = backend.xp.asarray(a)
+    return Tensor(data, dtype=data.dtype)
+
+
+def strided_dilated_conv2d(x, w, b, pads, stride, dilation, groups: int, out_hw) -> Tensor:
+    """v[n, y, x, k] = b[k] + sum_{i, j, c} xpad[n, s_h y + d_h i, s_w x + d_w j, c] w[k, i, j, c]
+    as patch rows times filters: (groups, N L, f_h f_w C / groups) @ (groups, f_h f_w C / groups,
+    K / groups), the groups' outputs side by side in the channels. A depthwise convolution
+    (one input channel per group) multiplies the rows' taps by the filters element-wise and
+    adds them up instead (a batch of one-column products is slow)."""
+    x, w = _as_tensor(x), _as_tensor(w)
+    n, c = x.shape[0], x.shape[3]
+    k, fh, fw, cg = w.shape
+    if cg == 1 and groups == c:
+        rows = conv_patch_rows(x, (fh, fw), pads, stride, dilation, 1).reshape(-1, fh * fw, c, 1)
+        taps = w.reshape(c, k // c, fh * fw).transpose(2, 0, 1)                # (f_h f_w, C, multiplier)
+        v = (rows * taps).sum(axis=1).reshape(n, out_hw[0], out_hw[1], k)
+    else:
+        rows = conv_patch_rows(x, (fh, fw), pads, stride, dilation, groups)
+        filters = w.reshape(groups, k // groups, -1).swapaxes(1, 2)
+        v = (rows @ filters).transpose(1, 0, 2).reshape(n, out_hw[0], out_hw[1], k)
+    return v if b is None else v + _as_tensor(b)

@@ -110,21 +110,38 @@ def _read_maxima(pool: MaxPool3d, u):
     return out
 
 
+def _inside_counts(outs: Triple, s: Triple, f: Triple, pads, spatial: Triple, dtype):
+    """(D', H', W', 1): how many input values (not padding) each window holds, the product
+    of the per-axis counts min(start + f, n) - max(start, 0)."""
+    xp = backend.xp
+    axes = [xp.asarray([min(i * si - p + fi, n) - max(i * si - p, 0) for i in range(o)], dtype=dtype)
+            for o, si, fi, (p, _), n in zip(outs, s, f, pads, spatial)]
+    return (axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :])[..., None]
+
+
 class AvgPool3d(Function):
-    """The mean of each window, the zero padding counted in the window size (PyTorch's
-    count_include_pad=True): v = (sum of the f_d f_h f_w taps) / (f_d f_h f_w)."""
+    """The sum of each window times ``scale``: 1 / ``divisor`` when one is given, else
+    1 / (f_d f_h f_w) with the zero padding counted (``include_pad``, PyTorch's
+    count_include_pad=True), or 1 / (the window's input values) without."""
 
     def forward(self, x):
         xpad = _pad(x, self.pads)
         windows = _window_view(xpad, self.f, self.outs, self.s)
         self.x_shape, self.padded_shape = x.shape, xpad.shape
+        divisor, include_pad = getattr(self, "divisor", None), getattr(self, "include_pad", True)
+        if divisor is not None:
+            self.scale = x.dtype.type(1.0 / divisor)
+        elif include_pad or not any(q for pair in self.pads for q in pair):
+            self.scale = x.dtype.type(1.0 / math.prod(self.f))
+        else:
+            self.scale = 1.0 / _inside_counts(self.outs, self.s, self.f, self.pads, x.shape[1:4], x.dtype)
         out = windows.sum(axis=(4, 5, 6))
-        out *= out.dtype.type(1.0 / math.prod(self.f))
+        out *= self.scale
         return out
 
     def backward(self, dy):
         xp = backend.xp
-        share = dy * dy.dtype.type(1.0 / math.prod(self.f))
+        share = dy * self.scale
         dxpad = xp.zeros(self.padded_shape, dtype=dy.dtype)
         windows = xp.broadcast_to(share[:, :, :, :, None, None, None, :], share.shape[:4] + tuple(self.f)
                                   + share.shape[4:])
@@ -149,13 +166,20 @@ def max_pool3d(x: Tensor, pool_size: int | Triple, stride: int | Triple | None =
 
 
 def avg_pool3d(x: Tensor, pool_size: int | Triple, stride: int | Triple | None = None,
-               padding: int | Triple = 0) -> Tensor:
-    """Average pooling of NDHWC volumes, arguments as :func:`max_pool3d`. The zero padding
-    counts in the window size (PyTorch's default count_include_pad=True): every window is
-    divided by f_d f_h f_w. dJ/dx: each input of a window gets 1 / (f_d f_h f_w) of its
-    upstream gradient."""
-    f, s, pads, outs = _pool_geometry(_shape_of(x), pool_size, stride, padding, "avg_pool3d")
-    return AvgPool3d.apply(x, f=f, s=s, pads=pads, outs=outs)
+               padding: int | Triple = 0, count_include_pad: bool = True,
+               divisor_override: int | None = None) -> Tensor:
+    """Average pooling of NDHWC volumes, arguments as :func:`max_pool3d`. With
+    ``count_include_pad=True`` (the default, as PyTorch) the zero padding counts in the
+    window size: every window is divided by f_d f_h f_w; with ``False`` by its input values
+    alone; ``divisor_override`` d divides every window's sum by d instead. dJ/dx: each input
+    of a window gets its upstream gradient over that divisor."""
+    op = "avg_pool3d"
+    f, s, pads, outs = _pool_geometry(_shape_of(x), pool_size, stride, padding, op)
+    if divisor_override is not None and (isinstance(divisor_override, bool) or not isinstance(divisor_override, int)
+                                         or divisor_override < 1):
+        raise ValueError(f"{op}: divisor_override must be a positive int or None, got {divisor_override!r}")
+    return AvgPool3d.apply(x, f=f, s=s, pads=pads, outs=outs, include_pad=bool(count_include_pad),
+                           divisor=divisor_override)
 
 
 def global_avg_pool3d(x: Tensor) -> Tensor:

@@ -235,18 +235,25 @@ SMALL_C = 16
 
 
 class AvgPool2d(Function):
-    """Mean over each window, padding counted (PyTorch's count_include_pad=True)."""
+    """Sum over each window times ``scale``: 1 / ``divisor`` when one is given, else 1 / (the
+    window size), counting the zero padding when ``include_pad`` (PyTorch's
+    count_include_pad=True) and only the input values otherwise."""
 
     def forward(self, x):
         xp = backend.xp
         f, s, outs, (ph, pw) = self.f, self.s, self.outs, self.p
+        include_pad, divisor = getattr(self, "include_pad", True), getattr(self, "divisor", None)
         n, h, w, c = x.shape
         # window size counted up to the end of the padding (not the ceil-mode overhang)
-        if _last_window_whole(outs[0], s[0], f[0], h, ph) and _last_window_whole(outs[1], s[1], f[1], w, pw):
+        whole = _last_window_whole(outs[0], s[0], f[0], h, ph) and _last_window_whole(outs[1], s[1], f[1], w, pw)
+        uniform = whole and (include_pad or not any(self.p))
+        if divisor is not None:
+            self.scale = 1.0 / divisor
+        elif uniform:
             self.scale = 1.0 / (f[0] * f[1])
         else:
-            size_h = _window_sizes(outs[0], s[0], f[0], h, ph)
-            size_w = _window_sizes(outs[1], s[1], f[1], w, pw)
+            size_h = _window_sizes(outs[0], s[0], f[0], h, ph, include_pad)
+            size_w = _window_sizes(outs[1], s[1], f[1], w, pw, include_pad)
             sizes = xp.asarray(size_h, dtype=x.dtype)[:, None] * xp.asarray(size_w, dtype=x.dtype)[None, :]
             self.scale = (1.0 / sizes)[:, :, None]
         self.x_shape = x.shape
@@ -331,11 +338,14 @@ def _last_window_whole(count: int, stride: int, f: int, size: int, pad: int) -> 
     return (count - 1) * stride - pad + f <= size + pad
 
 
-def _window_sizes(count: int, stride: int, f: int, size: int, pad: int) -> list[int]:
+def _window_sizes(count: int, stride: int, f: int, size: int, pad: int, include_pad: bool = True) -> list[int]:
     """The number of (input or padding) values in each of ``count`` windows along one axis:
-    f, but less for a ceil-mode window that runs past the padding."""
+    f, but less for a ceil-mode window that runs past the padding; without ``include_pad``,
+    the input values alone."""
     starts = [i * stride - pad for i in range(count)]
-    return [min(start + f, size + pad) - start for start in starts]
+    if include_pad:
+        return [min(start + f, size + pad) - start for start in starts]
+    return [min(start + f, size) - max(start, 0) for start in starts]
 
 
 @functools.lru_cache(maxsize=32)
@@ -385,13 +395,20 @@ def max_pool2d(x: Tensor, pool_size: int | tuple[int, int], stride: int | tuple[
 
 
 def avg_pool2d(x: Tensor, pool_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
-               padding: int | tuple[int, int] = 0, ceil_mode: bool = False) -> Tensor:
-    """Average pooling of NHWC images, arguments as :func:`max_pool2d`; zero padding is
-    counted in the window size (PyTorch's default ``count_include_pad=True``), the
-    ceil-mode overhang past the padding is not. dJ/dx: 1/(window size) of each window's
-    upstream gradient to every input of the window."""
-    f, s, pads, outs, p = _geometry(_shape_of(x), pool_size, stride, padding, ceil_mode, "avg_pool2d")
-    return AvgPool2d.apply(x, f=f, s=s, pads=pads, outs=outs, p=p)
+               padding: int | tuple[int, int] = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None) -> Tensor:
+    """Average pooling of NHWC images, arguments as :func:`max_pool2d`: each window's sum
+    divided by its size. ``count_include_pad=True`` (the default, as PyTorch) counts the zero
+    padding in that size, ``False`` the input values alone; the ceil-mode overhang past the
+    padding is never counted. ``divisor_override`` d: every sum divided by d instead.
+    dJ/dx: each window's upstream gradient over that divisor to every input of the window."""
+    op = "avg_pool2d"
+    f, s, pads, outs, p = _geometry(_shape_of(x), pool_size, stride, padding, ceil_mode, op)
+    if divisor_override is not None and (isinstance(divisor_override, bool) or not isinstance(divisor_override, int)
+                                         or divisor_override < 1):
+        raise ValueError(f"{op}: divisor_override must be a positive int or None, got {divisor_override!r}")
+    return AvgPool2d.apply(x, f=f, s=s, pads=pads, outs=outs, p=p, include_pad=bool(count_include_pad),
+                           divisor=divisor_override)
 
 
 def global_avg_pool2d(x: Tensor) -> Tensor:

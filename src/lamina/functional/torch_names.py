@@ -169,20 +169,15 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = Fal
                count_include_pad: bool = True) -> Tensor:
     """Average pooling of (N, L, C) sequences (:func:`lamina.functional.avg_pool2d` on images
     of height 1). ``count_include_pad=False`` divides each window's sum by its input values
-    alone: the average of x over the average of ones."""
+    alone."""
     op = "avg_pool1d"
     x = _sequences(input, op)
     k = _single(kernel_size, "kernel_size", op)
     s = k if stride is None else _single(stride, "stride", op)
     p = _single(padding, "padding", op)
 
-    def pool(values):
-        return _as_sequences(avg_pool2d(_as_images(values), (1, k), (1, s), (0, p), ceil_mode))
-
-    averages = pool(x)
-    if count_include_pad or p == 0:
-        return averages
-    return averages / pool(Tensor._wrap(backend.xp.ones((1, x.shape[1], 1), dtype=x.dtype))).data
+    return _as_sequences(avg_pool2d(_as_images(x), (1, k), (1, s), (0, p), ceil_mode,
+                                    count_include_pad=count_include_pad))
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,  # noqa: A002

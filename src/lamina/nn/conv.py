@@ -8,7 +8,7 @@ A Conv2D layer holds K filters of shape (f_h, f_w, c_in) as one weight tensor
 Output volume for an (h, w, c) input, padding p and stride s:
 (floor((h + 2p - f_h) / s) + 1, floor((w + 2p - f_w) / s) + 1, K); 'valid' is p = 0 and
 'same' gives ceil(h / s) x ceil(w / s) (the input size at stride 1). A dilation d spaces
-the kernel's taps d pixels apart: f becomes d (f - 1) + 1 in those sizes (stride 1 only).
+the kernel's taps d pixels apart: f becomes d (f - 1) + 1 in those sizes (any stride).
 Learned parameters: K (f_h f_w c_in / groups + 1), whatever the dilation.
 
 The arithmetic lives in :func:`lamina.functional.conv2d` (imported when first needed);
@@ -140,8 +140,6 @@ def _set_conv_options(layer: Module, kernel_size, stride, padding, use_bias, act
     if min(layer.kernel_size) < 1 or min(layer.stride) < 1 or min(layer.dilation) < 1:
         raise ValueError(f"{what}: kernel_size, stride and dilation must be positive, got {kernel_size!r}, "
                          f"{stride!r}, {dilation!r}")
-    if layer.dilation != (1, 1) and layer.stride != (1, 1):
-        raise ValueError(f"{what}: dilation {layer.dilation} needs stride 1, got stride {layer.stride}")
     layer.padding = normalize_padding(padding, what)
     layer.use_bias = bool(use_bias)
     layer.activation = get_activation(activation)
@@ -228,7 +226,7 @@ class Conv2D(_Conv):
     channels and the filters into that many independent convolutions (AlexNet's two
     towers; groups = c_in is a depthwise convolution). ``dilation`` d spaces the taps d
     pixels apart (atrous convolution: a receptive field of d (f - 1) + 1 for f^2 weights;
-    stride 1 only). Defaults: He uniform weights (fan_in = f_h f_w c_in / groups), zero
+    any stride). Defaults: He uniform weights (fan_in = f_h f_w c_in / groups), zero
     biases.
     """
 
@@ -370,5 +368,3 @@ class SeparableConv2D(Module):
     def extra_repr(self) -> str:
         multiplier = f", depth_multiplier={self.depth_multiplier}" if self.depth_multiplier != 1 else ""
         return f"{self.filters}, {conv_repr(self)}{multiplier}"
-
-

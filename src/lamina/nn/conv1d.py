@@ -127,8 +127,8 @@ class Conv1D(Module):
     ``w.transpose(0, 2, 1)``); ``bias``: (K,). ``padding``: 'valid', 'same' (ceil(L / s)
     steps, the extra zero of an even kernel on the right), 'causal' (d (f - 1) zeros on the
     left: output t depends on inputs up to t only) or an int p (p zeros at both ends).
-    ``dilation`` d spaces the taps d steps apart (receptive field d (f - 1) + 1; stride 1
-    only, as Keras). ``groups`` splits the channels and the filters into independent
+    ``dilation`` d spaces the taps d steps apart (receptive field d (f - 1) + 1; any
+    stride, as PyTorch). ``groups`` splits the channels and the filters into independent
     convolutions (groups = c_in: depthwise). Defaults: He uniform weights
     (fan_in = f c_in / groups), zero biases. ``algorithm``: as :func:`lamina.functional.conv2d`.
     """
@@ -144,8 +144,6 @@ class Conv1D(Module):
         self.groups = _positive(groups, "Conv1D: groups")
         if self.filters % self.groups:
             raise ValueError(f"Conv1D: groups={self.groups} must divide filters={self.filters}")
-        if self.dilation != 1 and self.stride != 1:
-            raise ValueError(f"Conv1D: dilation {self.dilation} needs stride 1, got stride {self.stride}")
         if algorithm not in ("im2col", "fft"):
             raise ValueError(f"Conv1D: algorithm must be 'im2col' or 'fft', got {algorithm!r}")
         self.padding = _sequence_padding(padding, "Conv1D")

@@ -151,9 +151,44 @@ class MaxPool2D(_Pool2D):
 @register_layer
 class AvgPool2D(_Pool2D):
     """Average pooling: each output is the mean of its (f_h, f_w) window, per channel; the
-    gradient is shared equally among the window's elements."""
+    gradient is shared equally among the window's elements. As PyTorch's AvgPool2d, the
+    zero padding counts in the window size unless ``count_include_pad=False``, and
+    ``divisor_override`` d divides every window's sum by d instead
+    (:func:`lamina.functional.avg_pool2d`)."""
 
     _kernel_name = "avg_pool2d"
+
+    def __init__(self, pool_size=2, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override: int | None = None, name: str | None = None):
+        super().__init__(pool_size, stride, padding, ceil_mode, name=name)
+        self.count_include_pad = bool(count_include_pad)
+        if divisor_override is not None and (isinstance(divisor_override, bool)
+                                             or not isinstance(divisor_override, int) or divisor_override < 1):
+            raise ValueError(f"AvgPool2D: divisor_override must be a positive int or None, got {divisor_override!r}")
+        self.divisor_override = divisor_override
+
+    def forward(self, x) -> Tensor:
+        x = self._checked(x)
+        return _kernel(self._kernel_name)(x, compact(self.pool_size), stride=compact(self.stride),
+                                          padding=compact(self.padding), ceil_mode=self.ceil_mode,
+                                          count_include_pad=self.count_include_pad,
+                                          divisor_override=self.divisor_override)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        if not self.count_include_pad:
+            config["count_include_pad"] = False
+        if self.divisor_override is not None:
+            config["divisor_override"] = self.divisor_override
+        return config
+
+    def extra_repr(self) -> str:
+        parts = [super().extra_repr()]
+        if not self.count_include_pad:
+            parts.append("count_include_pad=False")
+        if self.divisor_override is not None:
+            parts.append(f"divisor_override={self.divisor_override}")
+        return ", ".join(parts)
 
 
 @register_layer

@@ -47,8 +47,7 @@ def batch_norm(channels: int, affine: bool) -> BatchNorm:
 
 class NASConv(Module):
     """A bias-free convolution with its weight (K, f, f, c_in / groups) made at once
-    (He normal). Dilation with stride > 1 is computed at stride 1 and subsampled, which
-    gives the same pixels as a strided dilated convolution."""
+    (He normal), any stride with any dilation."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  dilation: int = 1, groups: int = 1):
@@ -64,10 +63,6 @@ class NASConv(Module):
 
     def forward(self, x) -> Tensor:
         x = as_tensor(x)
-        if self.dilation != 1 and self.stride != 1:
-            y = F.conv2d(x, self.weight, None, stride=1, padding=self.padding, groups=self.groups,
-                         dilation=self.dilation)
-            return y[:, ::self.stride, ::self.stride, :]
         return F.conv2d(x, self.weight, None, stride=self.stride, padding=self.padding, groups=self.groups,
                         dilation=self.dilation)
 
@@ -172,7 +167,7 @@ class MaxPool3x3(Module):
 
 class AvgPoolExcludePad(Module):
     """3x3 average pooling, padding 1, each mean over the window's pixels inside the image
-    (PyTorch's ``count_include_pad=False``): avg_pool(x) / avg_pool(1)."""
+    (PyTorch's ``count_include_pad=False``)."""
 
     def __init__(self, stride: int):
         super().__init__()
@@ -180,10 +175,7 @@ class AvgPoolExcludePad(Module):
         self.built = True
 
     def forward(self, x) -> Tensor:
-        x = as_tensor(x)
-        ones = backend.xp.ones((1,) + tuple(x.shape[1:3]) + (1,), dtype=x.dtype)
-        inside = F.avg_pool2d(Tensor(ones), 3, stride=self.stride, padding=1)
-        return F.avg_pool2d(x, 3, stride=self.stride, padding=1) / inside
+        return F.avg_pool2d(as_tensor(x), 3, stride=self.stride, padding=1, count_include_pad=False)
 
 
 class NormalizedPool(Module):
