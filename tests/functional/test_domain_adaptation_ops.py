@@ -18,17 +18,7 @@ from helpers import (
     randn,
 )
 from lamina.errors import ShapeError
-
-
-class TorchReversal(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, lambda_):
-        ctx.lambda_ = lambda_
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, dy):
-        return -ctx.lambda_ * dy, None
+from torch_gradient_reversal import TorchReversal
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

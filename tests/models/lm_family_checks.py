@@ -8,9 +8,20 @@ import numpy as np
 import pytest
 import torch
 from reference_checks import assert_gradients_match_the_table, backward_with_one_upstream
+from torch_lm_families_reference import DecoderForCausalLM
 
 import lamina
 from helpers import assert_close
+
+
+def loaded_pair(model_class, load, family: str, config: dict, seed: int = 0):
+    """The float64 PyTorch reference of ``family`` made with ``config`` after seeding torch with
+    ``seed``, and a lamina ``model_class(**config)`` given its weights by ``load``: (model, reference)."""
+    torch.manual_seed(seed)
+    reference = DecoderForCausalLM({**config, "family": family}).double()
+    model = model_class(**config)
+    load(model, reference.state_dict())
+    return model, reference
 
 
 def assert_logits_and_gradients_match(model, reference, table, vocab_size: int, steps: int = 9) -> None:

@@ -13,9 +13,9 @@ from lm_family_checks import (
     assert_loader_errors,
     assert_logits_and_gradients_match,
     assert_padding_matches,
+    loaded_pair,
 )
 from reference_checks import assert_gradients_match_the_table
-from torch_lm_families_reference import DecoderForCausalLM
 
 import lamina
 from helpers import assert_close
@@ -29,12 +29,7 @@ TINY = {"vocab_size": 13, "hidden_size": 16, "intermediate_size": 12, "num_hidde
 
 
 def _pair(seed: int = 0, **options):
-    config = {**TINY, **options}
-    torch.manual_seed(seed)
-    reference = DecoderForCausalLM({**config, "family": "mixtral"}).double()
-    model = models.Mixtral(**config)
-    models.load_hf_mixtral_state_dict(model, reference.state_dict())
-    return model, reference
+    return loaded_pair(models.Mixtral, models.load_hf_mixtral_state_dict, "mixtral", {**TINY, **options}, seed)
 
 
 def test_logits_and_gradients_equal_the_reference(f64):

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from language_model_checks import assert_cached_generation_equals_rerun
 from lm_family_checks import (
     assert_left_padded_greedy_generation,
     assert_loader_errors,
     assert_logits_and_gradients_match,
     assert_padding_matches,
+    loaded_pair,
 )
-from torch_lm_families_reference import DecoderForCausalLM
 
 import lamina
 from lamina import models
@@ -28,12 +27,7 @@ LONGROPE = {"short_factor": [1.0, 1.7], "long_factor": [2.5, 6.0]}
 
 
 def _pair(seed: int = 0, **options):
-    config = {**TINY, **options}
-    torch.manual_seed(seed)
-    reference = DecoderForCausalLM({**config, "family": "phi3"}).double()
-    model = models.Phi3(**config)
-    models.load_hf_phi3_state_dict(model, reference.state_dict())
-    return model, reference
+    return loaded_pair(models.Phi3, models.load_hf_phi3_state_dict, "phi3", {**TINY, **options}, seed)
 
 
 @pytest.mark.parametrize("options", [

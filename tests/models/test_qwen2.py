@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from language_model_checks import assert_cached_generation_equals_rerun
 from lm_family_checks import (
     assert_left_padded_greedy_generation,
     assert_loader_errors,
     assert_logits_and_gradients_match,
     assert_padding_matches,
+    loaded_pair,
 )
-from torch_lm_families_reference import DecoderForCausalLM
 
 from lamina import models
 from lamina.models.qwen2 import hf_qwen2_table
@@ -25,12 +24,7 @@ TINY = {"vocab_size": 13, "hidden_size": 16, "intermediate_size": 24, "num_hidde
 
 
 def _pair(seed: int = 0, **options):
-    config = {**TINY, **options}
-    torch.manual_seed(seed)
-    reference = DecoderForCausalLM({**config, "family": "qwen2"}).double()
-    model = models.Qwen2(**config)
-    models.load_hf_qwen2_state_dict(model, reference.state_dict())
-    return model, reference
+    return loaded_pair(models.Qwen2, models.load_hf_qwen2_state_dict, "qwen2", {**TINY, **options}, seed)
 
 
 @pytest.mark.parametrize("options", [

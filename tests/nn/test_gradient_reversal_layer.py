@@ -5,22 +5,11 @@ config round trip."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 import lamina
 import lamina.nn as nn
 from helpers import compare_with_torch, randn
-
-
-class TorchReversal(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, lambda_):
-        ctx.lambda_ = lambda_
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, dy):
-        return -ctx.lambda_ * dy, None
+from torch_gradient_reversal import TorchReversal
 
 
 def test_layer_matches_torch_inside_a_network():

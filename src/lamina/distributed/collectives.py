@@ -123,6 +123,18 @@ def broadcast(tensor: Any, src: int = 0) -> None:
             _before_next_chunk(group, stop, flat.size, "broadcast")
 
 
+def _root_arrays(arrays: list | None, group, root: int, like: np.ndarray, op: str, role: str,
+                 use: str) -> list | None:
+    """On rank ``root``, ``op``'s list of ``world_size`` arrays shaped as ``like`` (checked, and
+    required there: the root ``use``s them); None on the other ranks."""
+    if group.rank != root:
+        return None
+    if arrays is None:
+        raise ValueError(f"lamina.distributed.{op}: rank {root} is {role} and needs a {op}_list of "
+                         f"{group.world_size} arrays to {use}")
+    return _array_list(arrays, group.world_size, like, op, f"{op}_list")
+
+
 def all_gather(tensor_list: list, tensor: Any) -> None:
     """Fill ``tensor_list`` (``world_size`` arrays shaped as ``tensor``) with every rank's ``tensor``."""
     group = _group("all_gather")
@@ -138,12 +150,7 @@ def gather(tensor: Any, gather_list: list | None = None, dst: int = 0) -> None:
     group = _group("gather")
     array = _array(tensor, "gather", "tensor")
     _check_root(dst, group, "gather", "dst")
-    outputs = None
-    if group.rank == dst:
-        if gather_list is None:
-            raise ValueError(f"lamina.distributed.gather: rank {dst} is dst and needs a gather_list of "
-                             f"{group.world_size} arrays to fill")
-        outputs = _array_list(gather_list, group.world_size, array, "gather", "gather_list")
+    outputs = _root_arrays(gather_list, group, dst, array, "gather", "dst", "fill")
     _agree(group, "gather", (dst, _describe(array)))
     _gather_into(group, array, outputs, "gather")
 
@@ -154,13 +161,9 @@ def scatter(tensor: Any, scatter_list: list | None = None, src: int = 0) -> None
     group = _group("scatter")
     array = _array(tensor, "scatter", "tensor")
     _check_root(src, group, "scatter", "src")
-    sources = None
-    if group.rank == src:
-        if scatter_list is None:
-            raise ValueError(f"lamina.distributed.scatter: rank {src} is src and needs a scatter_list of "
-                             f"{group.world_size} arrays to send")
-        sources = [np.ascontiguousarray(a).reshape(-1)
-                   for a in _array_list(scatter_list, group.world_size, array, "scatter", "scatter_list")]
+    sources = _root_arrays(scatter_list, group, src, array, "scatter", "src", "send")
+    if sources is not None:
+        sources = [np.ascontiguousarray(a).reshape(-1) for a in sources]
     _agree(group, "scatter", (src, _describe(array)))
     with _Flat(array) as flat:
         for start, stop in _chunks(flat.size, group.items_per_slot(flat.dtype)):

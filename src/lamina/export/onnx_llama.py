@@ -47,14 +47,22 @@ def _llama_mlp(graph: Graph, layer: LlamaMLP, value: Value) -> Value:
     return convert(graph, layer.down_proj, product)
 
 
+def sequential_block(graph: Graph, layer, value: Value, attention: str = "self_attn",
+                     feed_forward: str = "mlp") -> Value:
+    """x = v + attention(input_layernorm(v)), then x + feed_forward(post_attention_layernorm(x)):
+    a pre-norm decoder block whose sub-layers are ``layer``'s attributes ``attention`` and
+    ``feed_forward`` (their names also name the nodes)."""
+    hint = label(layer)
+    attended = self_attention(graph, getattr(layer, attention), convert(graph, layer.input_layernorm, value),
+                              causal=True, hint=f"{hint}_{attention}")
+    x = add_values(graph, [value, attended], f"{hint}_residual1")
+    fed = convert(graph, getattr(layer, feed_forward), convert(graph, layer.post_attention_layernorm, x))
+    return add_values(graph, [x, fed], f"{hint}_residual2")
+
+
 @register_converter(LlamaDecoderLayer)
 def _llama_decoder_layer(graph: Graph, layer: LlamaDecoderLayer, value: Value) -> Value:
-    hint = label(layer)
-    attended = self_attention(graph, layer.self_attn, convert(graph, layer.input_layernorm, value), causal=True,
-                              hint=f"{hint}_self_attn")
-    x = add_values(graph, [value, attended], f"{hint}_residual1")
-    return add_values(graph, [x, convert(graph, layer.mlp, convert(graph, layer.post_attention_layernorm, x))],
-                      f"{hint}_residual2")
+    return sequential_block(graph, layer, value)
 
 
 def embed_tokens(graph: Graph, model: Llama, ids: Value) -> tuple[str, Value]:

@@ -26,7 +26,7 @@ from lamina.export.onnx_attention import self_attention
 from lamina.export.onnx_branching import add_values
 from lamina.export.onnx_experts import routing_weights
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
-from lamina.export.onnx_llama import decode, embed_tokens
+from lamina.export.onnx_llama import decode, embed_tokens, sequential_block
 from lamina.export.onnx_zoo_layers import rms_norm
 from lamina.models.gemma import Gemma, Gemma2, Gemma2DecoderLayer, GemmaRMSNorm
 from lamina.models.gpt_neox import GPTNeoX, GPTNeoXLayer, GPTNeoXMLP
@@ -93,16 +93,13 @@ def _gpt_neox_mlp(graph: Graph, layer: GPTNeoXMLP, value: Value) -> Value:
 
 @register_converter(GPTNeoXLayer)
 def _gpt_neox_layer(graph: Graph, layer: GPTNeoXLayer, value: Value) -> Value:
+    if not layer.use_parallel_residual:
+        return sequential_block(graph, layer, value, attention="attention")
     hint = label(layer)
     attended = self_attention(graph, layer.attention, convert(graph, layer.input_layernorm, value), causal=True,
                               hint=f"{hint}_attention")
-    if layer.use_parallel_residual:
-        fed = convert(graph, layer.mlp, convert(graph, layer.post_attention_layernorm, value))
-        return add_values(graph, [add_values(graph, [value, attended], f"{hint}_residual1"), fed],
-                          f"{hint}_residual2")
-    x = add_values(graph, [value, attended], f"{hint}_residual1")
-    return add_values(graph, [x, convert(graph, layer.mlp, convert(graph, layer.post_attention_layernorm, x))],
-                      f"{hint}_residual2")
+    fed = convert(graph, layer.mlp, convert(graph, layer.post_attention_layernorm, value))
+    return add_values(graph, [add_values(graph, [value, attended], f"{hint}_residual1"), fed], f"{hint}_residual2")
 
 
 @register_converter(GPTNeoX)
@@ -131,9 +128,4 @@ def _mixtral_experts(graph: Graph, layer: MixtralSparseMoeBlock, value: Value) -
 
 @register_converter(MixtralDecoderLayer)
 def _mixtral_decoder_layer(graph: Graph, layer: MixtralDecoderLayer, value: Value) -> Value:
-    hint = label(layer)
-    attended = self_attention(graph, layer.self_attn, convert(graph, layer.input_layernorm, value), causal=True,
-                              hint=f"{hint}_self_attn")
-    x = add_values(graph, [value, attended], f"{hint}_residual1")
-    mixed = convert(graph, layer.block_sparse_moe, convert(graph, layer.post_attention_layernorm, x))
-    return add_values(graph, [x, mixed], f"{hint}_residual2")
+    return sequential_block(graph, layer, value, feed_forward="block_sparse_moe")

@@ -22,6 +22,7 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.decoder_lm import DecoderLM
 from lamina.models.hf_weights import HFWeight, build_children, copied, linear
 from lamina.models.llama import load_hf_decoder_weights
 from lamina.nn import init as initializers
@@ -32,7 +33,6 @@ from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.sample_norm import LayerNorm
-from lamina.text.generation_ids import GenerationMixin
 
 __all__ = ["GPTNeoX", "GPTNeoXLayer", "GPTNeoXMLP", "GPT_NEOX_CONFIGS", "gpt_neox", "gpt_neox_parameter_count",
            "load_hf_gpt_neox_state_dict"]
@@ -156,7 +156,7 @@ class GPTNeoXLayer(Module):
 
 
 @register_layer
-class GPTNeoX(GenerationMixin, Module):
+class GPTNeoX(DecoderLM):
     """GPT-NeoX / Pythia language model (Hugging Face's ``GPTNeoXForCausalLM``): token ids
     (N, T) -> next-token scores (N, T, ``vocab_size``) (see the module docstring). Sub-modules
     carry Hugging Face's names without ``gpt_neox.``: ``embed_in``, ``layers`` (a ModuleList of
@@ -184,36 +184,18 @@ class GPTNeoX(GenerationMixin, Module):
         self.final_layer_norm = LayerNorm(eps=float(layer_norm_eps))
         self.embed_out = Dense(vocab_size, use_bias=False, kernel_init=init)
 
-    @property
-    def max_len(self) -> int:
-        """The context the model was trained for: ``max_position_embeddings``."""
-        return self.max_position_embeddings
+    def token_embedding(self) -> Module:
+        return self.embed_in
 
-    @property
-    def streamable(self) -> bool:
-        """True while caching keys and values: a sequence fed in pieces gives one call's scores."""
-        return all(layer.streamable for layer in self.layers)
+    def final_norm(self) -> Module:
+        return self.final_layer_norm
 
-    def build(self, input_shape) -> None:
-        ids = tuple(input_shape)
-        if len(ids) != 2:
-            raise ValueError(f"{self._label()}: expected token ids of shape (batch, time), got input shape {ids}")
-        hidden = ids + (self.hidden_size,)
-        for layer, shape in ((self.embed_in, ids), *((block, hidden) for block in self.layers),
-                             (self.final_layer_norm, hidden), (self.embed_out, hidden)):
-            if not layer.built:
-                layer.build(shape)
-                layer.built = True
-        self.built = True
+    def head_layers(self) -> tuple[Module, ...]:
+        return (self.embed_out,)
 
-    def forward(self, ids, key_mask=None, position_ids=None) -> Tensor:
-        x = self.embed_in(ids)
-        for layer in self.layers:
-            x = layer(x, key_mask=key_mask, position_ids=position_ids)
-        return self.embed_out(self.final_layer_norm(x))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape) + (self.vocab_size,)
+    def logits(self, hidden) -> Tensor:
+        """The scores of the final hidden states: ``embed_out``."""
+        return self.embed_out(hidden)
 
     def get_config(self) -> dict:
         first = self.layers[0].get_config()

@@ -40,6 +40,7 @@ from functools import partial
 
 from lamina import functional as F
 from lamina.autograd import Tensor
+from lamina.models.decoder_lm import DecoderLM
 from lamina.models.hf_weights import HFWeight, copied, joined_linear, linear, load_hf_state_dict, read_state_dict
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
@@ -49,7 +50,6 @@ from lamina.nn.layer import dropout_rate, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.rms_norm import RMSNorm
-from lamina.text.generation_ids import GenerationMixin
 
 __all__ = ["LLAMA_CONFIGS", "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "llama_parameter_count",
            "load_hf_llama_state_dict"]
@@ -214,7 +214,7 @@ class LlamaDecoderLayer(Module):
 
 
 @register_layer
-class Llama(GenerationMixin, Module):
+class Llama(DecoderLM):
     """Llama language model (Hugging Face's ``LlamaForCausalLM``): token ids (N, T) ->
     next-token scores (N, T, ``vocab_size``) (see the module docstring for the formulas).
 
@@ -306,43 +306,20 @@ class Llama(GenerationMixin, Module):
         """The sliding window of block ``index``: ``sliding_window`` in every block."""
         return self.sliding_window
 
-    @property
-    def max_len(self) -> int:
-        """The context the model was trained for: ``max_position_embeddings``."""
-        return self.max_position_embeddings
+    def token_embedding(self) -> Module:
+        return self.embed_tokens
 
-    @property
-    def streamable(self) -> bool:
-        """True while caching keys and values: a sequence fed in pieces gives one call's scores."""
-        return all(layer.streamable for layer in self.layers)
+    def final_norm(self) -> Module:
+        return self.norm
 
-    def build(self, input_shape) -> None:
-        ids = tuple(input_shape)
-        if len(ids) != 2:
-            raise ValueError(f"{self._label()}: expected token ids of shape (batch, time), got input shape {ids}")
-        hidden = ids + (self.hidden_size,)
-        head = () if self.tie_word_embeddings else ((self.lm_head, hidden),)
-        for layer, shape in ((self.embed_tokens, ids), *((block, hidden) for block in self.layers),
-                             (self.norm, hidden), *head):
-            if not layer.built:
-                layer.build(shape)
-                layer.built = True
-        self.built = True
-
-    def forward(self, ids, key_mask=None, position_ids=None) -> Tensor:
-        x = self.embed_tokens(ids)
-        for layer in self.layers:
-            x = layer(x, key_mask=key_mask, position_ids=position_ids)
-        return self.logits(self.norm(x))
+    def head_layers(self) -> tuple[Module, ...]:
+        return () if self.tie_word_embeddings else (self.lm_head,)
 
     def logits(self, hidden) -> Tensor:
         """The scores of the final hidden states: ``lm_head``, or the token table when tied."""
         if self.tie_word_embeddings:
             return F.matmul(hidden, F.transpose(self.embed_tokens.weight, 1, 0))
         return self.lm_head(hidden)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape) + (self.vocab_size,)
 
     def get_config(self) -> dict:
         return {"vocab_size": self.vocab_size, "hidden_size": self.hidden_size,

@@ -104,7 +104,22 @@ def _upsampler(scale: int, filters: int) -> nn.Sequential:
     return nn.Sequential(*layers, name="upsampler")
 
 
-class EDSR(Block):
+class _SkipTrunk(Block):
+    """tail(upsampler(h + body(h))), h = head(x): EDSR's and SRResNet's trunk, a skip from the
+    head around the residual body; subclasses make ``head``, ``body``, ``upsampler`` and ``tail``."""
+
+    def trace(self, shape, step):
+        shape = nhwc(self, shape)
+        features = step(self.head, shape)
+        features = residual_sum(self, step(self.body, features), features)
+        return step(self.tail, step(self.upsampler, features))
+
+    def reconstruct(self, x) -> Tensor:
+        features = self.head(x)
+        return self.tail(self.upsampler(features + self.body(features)))
+
+
+class EDSR(_SkipTrunk):
     """EDSR: head Conv3x3 (``filters``) -> body (``blocks`` residual blocks + Conv3x3) with a
     skip from the head -> upsampler (x ``scale``) -> Conv3x3 (``channels``). ``mean`` (one value
     per channel, e.g. DIV2K's RGB mean (0.4488, 0.4371, 0.4040) times the data range) is
@@ -129,17 +144,10 @@ class EDSR(Block):
         self.upsampler = _upsampler(scale, filters)
         self.tail = nn.Conv2D(channels, 3, padding="same", name="tail")
 
-    def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        features = step(self.head, shape)
-        features = residual_sum(self, step(self.body, features), features)
-        return step(self.tail, step(self.upsampler, features))
-
     def forward(self, x) -> Tensor:
         if self.mean is not None:
             x = x - Tensor(self.mean, dtype=x.dtype)
-        features = self.head(x)
-        out = self.tail(self.upsampler(features + self.body(features)))
+        out = self.reconstruct(x)
         return out if self.mean is None else out + Tensor(self.mean, dtype=out.dtype)
 
 
@@ -167,7 +175,7 @@ class SRResNetBlock(Block):
         return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
 
 
-class SRResNet(Block):
+class SRResNet(_SkipTrunk):
     """SRResNet: Conv9x9 (``filters``) - PReLU -> ``blocks`` residual blocks + Conv3x3 - BN with a
     skip from the head -> log2(``scale``) x (Conv3x3 (4 ``filters``) - pixel shuffle 2 - PReLU) ->
     Conv9x9 (``channels``). PReLUs have one slope each (PyTorch's ``nn.PReLU()``). The paper's
@@ -195,15 +203,8 @@ class SRResNet(Block):
         self.upsampler = nn.Sequential(*stages, name="upsampler")
         self.tail = nn.Conv2D(channels, 9, padding="same", name="tail")
 
-    def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        features = step(self.head, shape)
-        features = residual_sum(self, step(self.body, features), features)
-        return step(self.tail, step(self.upsampler, features))
-
     def forward(self, x) -> Tensor:
-        features = self.head(x)
-        return self.tail(self.upsampler(features + self.body(features)))
+        return self.reconstruct(x)
 
 
 class DnCNN(Block):

@@ -54,6 +54,17 @@ def gcn_norm(edge_index: np.ndarray, num_nodes: int, edge_weight: Tensor | None,
     return edge_index, F.take_rows(inv_sqrt, source) * edge_weight * F.take_rows(inv_sqrt, target)
 
 
+def build_node_projection(layer: Module, input_shape) -> None:
+    """Give ``layer`` its projection of the node features: ``weight`` (F, out_features),
+    Glorot-initialised, and a zero ``bias`` (out_features,) when ``layer.use_bias``."""
+    n_in = node_shape(layer, input_shape)[1]
+    dtype = backend.get_default_dtype()
+    layer.add_parameter("weight", initializers.xavier_uniform((n_in, layer.out_features), dtype=dtype))
+    if layer.use_bias:
+        layer.add_parameter("bias", initializers.zeros((layer.out_features,), dtype=dtype))
+    layer.built = True
+
+
 @register_layer
 class GCNConv(Module):
     """Graph convolution: H = D^-1/2 (A + I) D^-1/2 X W + b for node features X (N, F),
@@ -73,12 +84,7 @@ class GCNConv(Module):
         self.use_bias = bool(bias)
 
     def build(self, input_shape) -> None:
-        n_in = node_shape(self, input_shape)[1]
-        dtype = backend.get_default_dtype()
-        self.add_parameter("weight", initializers.xavier_uniform((n_in, self.out_features), dtype=dtype))
-        if self.use_bias:
-            self.add_parameter("bias", initializers.zeros((self.out_features,), dtype=dtype))
-        self.built = True
+        build_node_projection(self, input_shape)
 
     def forward(self, x, edge_index, edge_weight=None) -> Tensor:
         """H for node features x and the graph as ``edge_index`` (2, E) with optional

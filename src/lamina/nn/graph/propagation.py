@@ -23,7 +23,7 @@ from lamina.autograd import Tensor
 from lamina.nn import init as initializers
 from lamina.nn.dense import linear
 from lamina.nn.graph._inputs import graph_inputs, node_shape
-from lamina.nn.graph.gcn import gcn_norm
+from lamina.nn.graph.gcn import build_node_projection, gcn_norm
 from lamina.nn.graph.sage import AGGREGATIONS
 from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
@@ -128,12 +128,7 @@ class SGConv(Module):
         self._cache = None
 
     def build(self, input_shape) -> None:
-        n_in = node_shape(self, input_shape)[1]
-        dtype = backend.get_default_dtype()
-        self.add_parameter("weight", initializers.xavier_uniform((n_in, self.out_features), dtype=dtype))
-        if self.use_bias:
-            self.add_parameter("bias", initializers.zeros((self.out_features,), dtype=dtype))
-        self.built = True
+        build_node_projection(self, input_shape)
 
     def forward(self, x, edge_index, edge_weight=None) -> Tensor:
         x, edge_index, edge_weight = graph_inputs(self, x, edge_index, edge_weight, self.weight.shape[0])
