@@ -116,7 +116,7 @@ def test_errors_name_the_function_the_shapes_and_what_was_expected():
     with pytest.raises(lamina.ShapeError, match=r"bias of shape \(5,\)"):
         conv_transpose2d(x, np.zeros((3, 3, 3, 5)), np.zeros(3))
     with pytest.raises(ValueError, match=r"output_padding must be at least 0 and smaller than the "
-                                         r"stride \(2, 2\), got 2"):
+                                         r"stride \(2, 2\) or the dilation \(1, 1\) along each axis, got 2"):
         conv_transpose2d(x, np.zeros((3, 3, 3, 5)), stride=2, output_padding=2)
     with pytest.raises(ValueError, match=r"padding='same'.*output_padding must be 0"):
         conv_transpose2d(x, np.zeros((3, 3, 3, 5)), stride=2, padding="same", output_padding=1)

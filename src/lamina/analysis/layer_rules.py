@@ -78,9 +78,9 @@ def layer_macs(module: Module, input_shapes: list[tuple[int, ...]], output_shape
         mid = x[-1] * module.depth_multiplier
         return h_out * w_out * mid * fh * fw + h_out * w_out * k * mid
     if isinstance(module, Conv2DTranspose) and len(x) == 3:
-        h, w, c_in = x                       # each input value meets f_h f_w K weights
+        h, w, c_in = x                       # each input value meets f_h f_w K / groups weights
         fh, fw = module.kernel_size
-        return h * w * c_in * fh * fw * module.filters
+        return h * w * c_in * fh * fw * (module.filters // module.groups)
     if isinstance(module, _Pool2D) and len(y) == 3:
         h_out, w_out, c = y
         fh, fw = module.pool_size
@@ -193,6 +193,8 @@ def layer_hyperparameters(module: Module, input_shapes: list[tuple[int, ...]] | 
             parts.append(f"m={module.depth_multiplier}")
         if getattr(module, "output_padding", (0, 0)) != (0, 0):
             parts.append(f"op={_size(module.output_padding)}")
+        if getattr(module, "groups", 1) != 1:
+            parts.append(f"g={module.groups}")
     elif isinstance(module, Conv1D):
         parts += [f"K={module.filters}", f"f={module.kernel_size}", f"s={module.stride}", f"p={module.padding}"]
         if module.dilation != 1:

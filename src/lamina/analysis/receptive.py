@@ -104,7 +104,8 @@ def layer_window(module: Module, input_shape: tuple[int, ...] | None) -> tuple[i
 
 def _transposed_field(field: Field, module: Conv2DTranspose) -> Field | None:
     rh, rw, jh, jw = field
-    (fh, fw), (sh, sw) = module.kernel_size, module.stride
+    (sh, sw) = module.stride
+    fh, fw = ((f - 1) * q + 1 for f, q in zip(module.kernel_size, module.dilation))
     if jh % sh or jw % sw:
         return None
     return rh + (-(-fh // sh) - 1) * jh, rw + (-(-fw // sw) - 1) * jw, jh // sh, jw // sw

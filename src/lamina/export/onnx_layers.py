@@ -261,25 +261,45 @@ def _separable_conv2d(graph: Graph, layer, value: Value) -> Value:
 
 @register_converter(nn.Conv2DTranspose)
 def _conv2d_transpose(graph: Graph, layer, value: Value) -> Value:
-    """y[n, s i + a - p, s j + b - p, c] += sum_k x[n, i, j, k] w[k, a, b, c] + b[c]: ONNX's
-    ConvTranspose, whose weight (C_in, C_out, f_h, f_w) is lamina's (c_in, f_h, f_w, K)
-    transposed. Its ``output_padding`` adds the rows and columns at the bottom and right that
-    lamina's size has beyond (h - 1) s + f - p_top - p_bottom: the layer's output_padding, or
-    s - f for a 'same' layer whose kernel is smaller than its stride."""
+    """y[n, s i + q a - p, s j + q b - p, c] += sum_k x[n, i, j, k] w[k, a, b, c] + b[c]:
+    ONNX's ConvTranspose (with ``dilations`` q and ``group``), whose weight
+    (C_in, C_out / groups, f_h, f_w) is lamina's (c_in, f_h, f_w, K / groups) transposed.
+
+    The rows and columns that lamina's size has beyond (h - 1) s + q (f - 1) + 1 - p_top -
+    p_bottom (the layer's output_padding, or s - f for a 'same' layer whose kernel is smaller
+    than its stride) first uncrop the bottom/right padding, then go to ConvTranspose's
+    ``output_padding``; ONNX Runtime takes that only below the stride, so the rest (possible
+    with a dilation) is a zero Pad before the bias, rows no input reaches."""
     value = graph.layout(value, "nchw")
     hint = label(layer)
     pads, out_hw = transpose_geometry(value.shape[1:3], layer.kernel_size, layer.stride, compact(layer.padding),
-                                      compact(layer.output_padding), "export_onnx")
+                                      compact(layer.output_padding), "export_onnx", layer.dilation)
     top, bottom, left, right = pads
-    extra = [out - ((n - 1) * s + f - before - after)
-             for out, n, s, f, before, after in zip(out_hw, value.shape[1:3], layer.stride, layer.kernel_size,
-                                                   (top, left), (bottom, right))]
+    extra = [out - ((n - 1) * s + q * (f - 1) + 1 - before - after)
+             for out, n, s, q, f, before, after in zip(out_hw, value.shape[1:3], layer.stride, layer.dilation,
+                                                      layer.kernel_size, (top, left), (bottom, right))]
+    uncropped = [min(e, after) for e, after in zip(extra, (bottom, right))]
+    bottom, right = bottom - uncropped[0], right - uncropped[1]
+    extra = [e - u for e, u in zip(extra, uncropped)]
+    padded = [e if e >= s else 0 for e, s in zip(extra, layer.stride)]
+    extra = [e - p for e, p in zip(extra, padded)]
     inputs = [value.name, graph.constant(layer.weight.numpy().transpose(0, 3, 1, 2), f"{hint}_weight")]
-    if layer.use_bias:
+    bias_inside = layer.use_bias and not any(padded)
+    if bias_inside:
         inputs.append(graph.constant(layer.bias.numpy(), f"{hint}_bias"))
-    out = graph.node("ConvTranspose", inputs, hint, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                     pads=[top, left, bottom, right], output_padding=extra)
-    return layer_activation(graph, layer, Value(out, (value.shape[0], *out_hw, layer.filters), "nchw"))
+    out = graph.node("ConvTranspose", inputs, hint if not any(padded) else f"{hint}_conv",
+                     kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                     pads=[top, left, bottom, right], output_padding=extra, dilations=list(layer.dilation),
+                     group=layer.groups)
+    result = Value(out, (value.shape[0], *out_hw, layer.filters), "nchw")
+    if any(padded):
+        widths = graph.constant([0, 0, 0, 0, 0, 0, *padded], f"{hint}_pads", np.int64)
+        name = f"{hint}_padded" if layer.use_bias else hint
+        result = graph.like(result, graph.node("Pad", [out, widths], name))
+        if layer.use_bias:
+            bias = graph.channel_vector(layer.bias.numpy(), result, f"{hint}_bias")
+            result = graph.like(result, graph.node("Add", [result.name, bias], hint))
+    return layer_activation(graph, layer, result)
 
 
 @register_converter(nn.Conv1D)
@@ -322,11 +342,16 @@ def _pool(op: str, **extra):
 register_converter(nn.MaxPool2D)(_pool("MaxPool"))
 
 
-@register_converter(nn.AvgPool2D)
-def _avg_pool(graph: Graph, layer, value: Value) -> Value:
+def refuse_divisor_override(layer) -> None:
+    """ONNX's AveragePool divides by the window size only: refuse a layer with a divisor_override."""
     if layer.divisor_override is not None:
         raise NotImplementedError(f"export_onnx: {layer._label()} has divisor_override={layer.divisor_override}, "
                                   f"which ONNX's AveragePool cannot express")
+
+
+@register_converter(nn.AvgPool2D)
+def _avg_pool(graph: Graph, layer, value: Value) -> Value:
+    refuse_divisor_override(layer)
     return _pool("AveragePool", count_include_pad=int(layer.count_include_pad))(graph, layer, value)
 
 

@@ -49,6 +49,7 @@ from lamina import nn
 from lamina.errors import ShapeError
 from lamina.export.onnx_activations import layer_activation
 from lamina.export.onnx_graph import Graph, Value, label, register_converter
+from lamina.export.onnx_layers import refuse_divisor_override
 from lamina.functional.conv3d import conv3d_pads
 from lamina.functional.interpolate import output_size, resize_matrix
 
@@ -99,7 +100,7 @@ def _conv3d(graph: Graph, layer, value: Value) -> Value:
 
 def _pool3d(op: str, **extra):
     """A window of f_d x f_h x f_w moved by the stride, p on both sides of each axis (-inf
-    for the max, zeros counted in the mean: count_include_pad, as lamina's AvgPool3D)."""
+    for the max, zeros counted in the mean unless the layer's count_include_pad is False)."""
     def write(graph: Graph, layer, value: Value) -> Value:
         _check_rank(layer, value, 5, _VOLUMES)
         hint = label(layer)
@@ -111,7 +112,12 @@ def _pool3d(op: str, **extra):
 
 
 register_converter(nn.MaxPool3D)(_pool3d("MaxPool"))
-register_converter(nn.AvgPool3D)(_pool3d("AveragePool", count_include_pad=1))
+
+
+@register_converter(nn.AvgPool3D)
+def _avg_pool3d(graph: Graph, layer, value: Value) -> Value:
+    refuse_divisor_override(layer)
+    return _pool3d("AveragePool", count_include_pad=int(layer.count_include_pad))(graph, layer, value)
 
 
 @register_converter(nn.GlobalAvgPool3D)

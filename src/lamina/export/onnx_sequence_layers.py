@@ -30,6 +30,7 @@ import numpy as np
 from lamina import nn
 from lamina.errors import ShapeError
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
+from lamina.export.onnx_layers import refuse_divisor_override
 
 __all__ = ["additive_attention", "dot_product_attention"]
 
@@ -52,7 +53,12 @@ def _pool1d(op: str, **extra):
 
 
 register_converter(nn.MaxPool1D)(_pool1d("MaxPool"))
-register_converter(nn.AvgPool1D)(_pool1d("AveragePool", count_include_pad=1))
+
+
+@register_converter(nn.AvgPool1D)
+def _avg_pool1d(graph: Graph, layer, value: Value) -> Value:
+    refuse_divisor_override(layer)
+    return _pool1d("AveragePool", count_include_pad=int(layer.count_include_pad))(graph, layer, value)
 
 
 def _global_pool1d(op: str):

@@ -28,7 +28,7 @@ from lamina.functional.conv3d import conv3d
 from lamina.functional.indexing import flip
 from lamina.functional.shape import getitem, pad, reshape, transpose
 
-__all__ = ["conv_transpose1d", "conv_transpose3d", "conv_transpose_output_length"]
+__all__ = ["conv_transpose1d", "conv_transpose3d", "conv_transpose_output_length", "spread_conv_transpose"]
 
 
 def conv_transpose_output_length(n: int, f: int, stride: int, padding: int, output_padding: int = 0,
@@ -108,14 +108,29 @@ def _conv_transpose(x, w, b, stride, padding, output_padding, groups, dilation, 
     if min(outs) < 1:
         raise ShapeError(f"{op}: padding {padding} crops the whole output of x of shape {tuple(x.shape)} "
                          f"(output size {outs}); expected a positive output size")
+    return spread_conv_transpose(x, w, b, stride, tuple((p, p) for p in padding), output_padding, dilation, groups)
+
+
+def spread_conv_transpose(x: Tensor, w: Tensor, b: Tensor | None, stride: tuple[int, ...],
+                          pads: tuple[tuple[int, int], ...], output_padding: tuple[int, ...],
+                          dilation: tuple[int, ...], groups: int) -> Tensor:
+    """The transposed convolution of 1 to 3 spatial axes as the stride-1 convolution of the
+    module's recipe, for checked arguments: ``pads`` (before, after) per axis, the padding of
+    the convolution whose adjoint this is (unequal for the adjoint of a 'same' convolution)."""
+    d = w.ndim - 2
+    kernel = tuple(w.shape[1:-1])
     for axis in range(d):
-        border = dilation[axis] * (kernel[axis] - 1) - padding[axis]
-        x = _zero_inserted(x, axis + 1, stride[axis], border, border + output_padding[axis])
+        reach = dilation[axis] * (kernel[axis] - 1)
+        before, after = pads[axis]
+        x = _zero_inserted(x, axis + 1, stride[axis], reach - before, reach - after + output_padding[axis])
     weights = _adjoint_weights(w, groups)
     if d == 1:              # a 1-D convolution is a 2-D one over a height of 1
-        y = conv2d(reshape(x, (x.shape[0], 1, *x.shape[1:])), reshape(weights, (c_out, 1, *weights.shape[1:])), b,
-                   groups=groups, dilation=(1, dilation[0]))
+        y = conv2d(reshape(x, (x.shape[0], 1, *x.shape[1:])),
+                   reshape(weights, (weights.shape[0], 1, *weights.shape[1:])), b, groups=groups,
+                   dilation=(1, dilation[0]))
         return reshape(y, (y.shape[0], *y.shape[2:]))
+    if d == 2:
+        return conv2d(x, weights, b, groups=groups, dilation=dilation)
     return conv3d(x, weights, b, groups=groups, dilation=dilation)
 
 

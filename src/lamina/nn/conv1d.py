@@ -28,7 +28,7 @@ from lamina.nn import init as initializers
 from lamina.nn.activation import activate_fresh, activation_config, get_activation
 from lamina.nn.layer import check_shape_ndim, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
-from lamina.nn.pooling import pool_output_length
+from lamina.nn.pooling import average_options_config, average_options_repr, pool_output_length, set_average_options
 
 __all__ = [
     "AvgPool1D", "Conv1D", "GlobalAvgPool1D", "GlobalMaxPool1D", "MaxPool1D", "conv1d_output_length",
@@ -357,10 +357,31 @@ class MaxPool1D(_Pool1D):
 
 @register_layer
 class AvgPool1D(_Pool1D):
-    """Average pooling over steps: each output is the mean of its window, per channel, the
-    zero padding counted (PyTorch's count_include_pad=True)."""
+    """Average pooling over steps: each output is the mean of its window, per channel. As
+    PyTorch's AvgPool1d, the zero padding counts in the window size unless
+    ``count_include_pad=False``, and ``divisor_override`` d divides every window's sum by d
+    instead."""
 
     _kernel_name = "avg_pool2d"
+
+    def __init__(self, pool_size=2, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override: int | None = None, name: str | None = None):
+        super().__init__(pool_size, stride, padding, ceil_mode, name=name)
+        set_average_options(self, count_include_pad, divisor_override)
+
+    def forward(self, x) -> Tensor:
+        x = _checked(self, x)
+        self._output_steps(x.shape)
+        z = F.avg_pool2d(_as_image(x), (1, self.pool_size), stride=(1, self.stride), padding=(0, self.padding),
+                         ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad,
+                         divisor_override=self.divisor_override)
+        return _as_sequence(z)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **average_options_config(self)}
+
+    def extra_repr(self) -> str:
+        return ", ".join([super().extra_repr(), *average_options_repr(self)])
 
 
 class _GlobalPool1D(Module):

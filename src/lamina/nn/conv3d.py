@@ -25,6 +25,7 @@ from lamina.nn import init as initializers
 from lamina.nn.activation import activate_fresh, activation_config, get_activation
 from lamina.nn.layer import check_shape_ndim, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
+from lamina.nn.pooling import average_options_config, average_options_repr, set_average_options
 
 __all__ = ["AvgPool3D", "Conv3D", "GlobalAvgPool3D", "MaxPool3D"]
 
@@ -307,10 +308,29 @@ class MaxPool3D(_Pool3D):
 
 @register_layer
 class AvgPool3D(_Pool3D):
-    """Average pooling: each output is the mean of its window, per channel, the zero padding
-    counted in the window size (PyTorch's count_include_pad=True)."""
+    """Average pooling: each output is the mean of its window, per channel. As PyTorch's
+    AvgPool3d, the zero padding counts in the window size unless ``count_include_pad=False``,
+    and ``divisor_override`` d divides every window's sum by d instead."""
 
     _kernel = staticmethod(avg_pool3d)
+
+    def __init__(self, pool_size=2, stride=None, padding=0, count_include_pad: bool = True,
+                 divisor_override: int | None = None, name: str | None = None):
+        super().__init__(pool_size, stride, padding, name=name)
+        set_average_options(self, count_include_pad, divisor_override)
+
+    def forward(self, x) -> Tensor:
+        x = as_tensor(x)
+        _check_volumes(self, x)
+        self._output_dhw(x.shape)
+        return avg_pool3d(x, self.pool_size, stride=self.stride, padding=self.padding,
+                          count_include_pad=self.count_include_pad, divisor_override=self.divisor_override)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **average_options_config(self)}
+
+    def extra_repr(self) -> str:
+        return ", ".join([super().extra_repr(), *average_options_repr(self)])
 
 
 @register_layer

@@ -117,6 +117,31 @@ class _Pool2D(Module):
         return ", ".join(parts)
 
 
+def set_average_options(layer: Module, count_include_pad: bool, divisor_override: int | None) -> None:
+    """Check and store the options every average pooling layer shares with PyTorch's:
+    whether the zero padding counts in a window's size, and a divisor replacing that size."""
+    if divisor_override is not None and (isinstance(divisor_override, bool)
+                                         or not isinstance(divisor_override, int) or divisor_override < 1):
+        raise ValueError(f"{type(layer).__name__}: divisor_override must be a positive int or None, got "
+                         f"{divisor_override!r}")
+    layer.count_include_pad = bool(count_include_pad)
+    layer.divisor_override = divisor_override
+
+
+def average_options_config(layer: Module) -> dict:
+    """The average pooling options that differ from the defaults, JSON-ready."""
+    config = {}
+    if not layer.count_include_pad:
+        config["count_include_pad"] = False
+    if layer.divisor_override is not None:
+        config["divisor_override"] = layer.divisor_override
+    return config
+
+
+def average_options_repr(layer: Module) -> list[str]:
+    return [f"{key}={value}" for key, value in average_options_config(layer).items()]
+
+
 @register_layer
 class MaxPool2D(_Pool2D):
     """Max pooling: each output is the largest value in its (f_h, f_w) window, per channel;
@@ -161,11 +186,7 @@ class AvgPool2D(_Pool2D):
     def __init__(self, pool_size=2, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
                  divisor_override: int | None = None, name: str | None = None):
         super().__init__(pool_size, stride, padding, ceil_mode, name=name)
-        self.count_include_pad = bool(count_include_pad)
-        if divisor_override is not None and (isinstance(divisor_override, bool)
-                                             or not isinstance(divisor_override, int) or divisor_override < 1):
-            raise ValueError(f"AvgPool2D: divisor_override must be a positive int or None, got {divisor_override!r}")
-        self.divisor_override = divisor_override
+        set_average_options(self, count_include_pad, divisor_override)
 
     def forward(self, x) -> Tensor:
         x = self._checked(x)
@@ -175,20 +196,10 @@ class AvgPool2D(_Pool2D):
                                           divisor_override=self.divisor_override)
 
     def get_config(self) -> dict:
-        config = super().get_config()
-        if not self.count_include_pad:
-            config["count_include_pad"] = False
-        if self.divisor_override is not None:
-            config["divisor_override"] = self.divisor_override
-        return config
+        return {**super().get_config(), **average_options_config(self)}
 
     def extra_repr(self) -> str:
-        parts = [super().extra_repr()]
-        if not self.count_include_pad:
-            parts.append("count_include_pad=False")
-        if self.divisor_override is not None:
-            parts.append(f"divisor_override={self.divisor_override}")
-        return ", ".join(parts)
+        return ", ".join([super().extra_repr(), *average_options_repr(self)])
 
 
 @register_layer
