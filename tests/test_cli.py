@@ -116,7 +116,8 @@ def test_every_optimizer_choice_builds_its_optimizer():
                 "sgd_schedulefree": (optim.SGDScheduleFree, {"momentum": 0.9}),
                 "adamw_schedulefree": (optim.AdamWScheduleFree, {}),
                 "radam_schedulefree": (optim.RAdamScheduleFree, {}), "prodigy": (optim.Prodigy, {}),
-                "dadapt_adam": (optim.DAdaptAdam, {})}
+                "dadapt_adam": (optim.DAdaptAdam, {}), "adabelief": (optim.AdaBelief, {}),
+                "adan": (optim.Adan, {}), "ademamix": (optim.AdEMAMix, {})}
     assert set(OPTIMIZERS) == set(expected)
     for name in OPTIMIZERS:
         opt = build_optimizer(name, [Parameter(np.zeros(2))], lr=0.02, weight_decay=0.001)

@@ -51,11 +51,12 @@ __all__ = ["OPTIMIZER_STATES", "Summary", "summary"]
 
 # values of optimizer state kept per trainable parameter (adafactor: row and column means of
 # each matrix only, negligible next to the matrix; schedule-free: z and Adam's v; prodigy: the
-# moments, s and the starting weights; dadapt_adam: the moments and s)
+# moments, s and the starting weights; dadapt_adam: the moments and s; adan: three averages
+# and the previous gradient; ademamix: two momenta and Adam's v)
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adagrad": 1, "adam": 2, "adamw": 2,
                     "adamax": 2, "nadam": 2, "radam": 2, "adadelta": 2, "lion": 1, "adafactor": 0, "asgd": 1,
                     "lamb": 2, "lars": 1, "sgd_schedulefree": 1, "adamw_schedulefree": 2, "radam_schedulefree": 2,
-                    "prodigy": 4, "dadapt_adam": 3}
+                    "prodigy": 4, "dadapt_adam": 3, "adabelief": 2, "adan": 4, "ademamix": 3}
 
 
 # -- formatting --------------------------------------------------------------------------

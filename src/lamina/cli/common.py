@@ -7,7 +7,7 @@ import math
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamax", "nadam", "adadelta",
               "radam", "lion", "adafactor", "asgd", "lamb", "lars", "sgd_schedulefree", "adamw_schedulefree",
-              "radam_schedulefree", "prodigy", "dadapt_adam")
+              "radam_schedulefree", "prodigy", "dadapt_adam", "adabelief", "adan", "ademamix")
 SCHEDULES = ("none", "cosine", "step", "exponential", "linear", "polynomial", "inverse_time", "cosine_restarts",
              "onecycle", "cyclic")
 
@@ -78,6 +78,12 @@ def build_optimizer(name: str, params, lr: float, weight_decay: float = 0.0):
         return optim.Prodigy(params, lr=lr, weight_decay=weight_decay)
     if name == "dadapt_adam":
         return optim.DAdaptAdam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adabelief":
+        return optim.AdaBelief(params, lr=lr, weight_decay=weight_decay)
+    if name == "adan":
+        return optim.Adan(params, lr=lr, weight_decay=weight_decay)
+    if name == "ademamix":
+        return optim.AdEMAMix(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 

@@ -18,11 +18,14 @@ for values that minimise the cost J, here by first-order updates from dJ/dw::
 """
 
 from lamina.optim import privacy, regularizers, schedules
+from lamina.optim.adabelief import AdaBelief
 from lamina.optim.adadelta import Adadelta
 from lamina.optim.adafactor import Adafactor
 from lamina.optim.adagrad import Adagrad
 from lamina.optim.adam import Adam, AdamW
 from lamina.optim.adamax import Adamax
+from lamina.optim.adan import Adan
+from lamina.optim.ademamix import AdEMAMix
 from lamina.optim.asgd import ASGD
 from lamina.optim.averaging import AveragedModel, update_batch_norm
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
@@ -66,6 +69,9 @@ from lamina.optim.schedules import (
     Warmup,
 )
 from lamina.optim.sgd import SGD
+from lamina.optim.shampoo import Shampoo
+from lamina.optim.soap import SOAP
+from lamina.optim.sophia import SophiaG
 from lamina.optim.sparse_adam import SparseAdam
 
 __all__ = [
@@ -78,4 +84,5 @@ __all__ = [
     "PiecewiseConstant", "SequentialSchedule", "DPOptimizer", "privacy",
     "ASGD", "Adafactor", "LAMB", "LARS", "Muon", "SparseAdam",
     "AdamWScheduleFree", "DAdaptAdam", "Prodigy", "RAdamScheduleFree", "SGDScheduleFree",
+    "SOAP", "AdaBelief", "AdEMAMix", "Adan", "Shampoo", "SophiaG",
 ]
