@@ -26,6 +26,7 @@ from lamina.train.callbacks import (
     ProgressBar,
     ReduceLROnPlateau,
     TerminateOnNaN,
+    main_process_only,
 )
 from lamina.train.conformal import (
     ConformalClassifier,
@@ -177,3 +178,4 @@ __all__ += ["cached_mnrl_backward", "retrieval_metrics",
 __all__ += ["Architect", "DartsResult", "darts_search", "nas"]  # architecture search (nas)
 __all__ += ["DeepSVDD", "OODMetrics", "deep_svdd_loss", "fpr_at_tpr", "ood_metrics", "svdd_center",
             "svdd_radius"]  # anomaly and out-of-distribution detection
+__all__ += ["main_process_only"]  # rank-0 guard for callbacks that write files

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from lamina.train.callbacks import Callback
+from lamina.train.callbacks import Callback, main_process_only
 
 __all__ = ["BackupAndRestore"]
 
@@ -51,10 +51,12 @@ class BackupAndRestore(Callback):
     def checkpoint_to_resume(self) -> str | None:
         return self.path if os.path.isfile(self.path) else None
 
+    @main_process_only
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
         self.trainer.request_checkpoint(self.path, epoch=epoch + 1)
 
+    @main_process_only
     def on_train_end(self, logs: dict) -> None:
         if not self.delete_checkpoint:
             return

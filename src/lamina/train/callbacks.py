@@ -7,14 +7,29 @@ setting ``trainer.stop_training = True`` ends training after the current batch o
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import sys
 
 import numpy as np
 
+from lamina.distributed import is_main_process
 from lamina.io import atomic_write
 from lamina.optim.schedules.plateau import higher_is_better
+
+
+def main_process_only(method):
+    """A callback method that writes files: in a distributed run it runs on rank 0 only (every
+    rank holds the same weights and the same reduced logs), elsewhere always."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if is_main_process():
+            return method(self, *args, **kwargs)
+        return None
+
+    return run
 
 
 class Callback:
@@ -282,6 +297,10 @@ class CSVLogger(Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
+        self._write()
+
+    @main_process_only
+    def _write(self) -> None:
         fields = list(dict.fromkeys(k for row in self.rows for k in row))
         import io
 

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from lamina.train.callbacks import Callback
+from lamina.train.callbacks import Callback, main_process_only
 
 FILE_VERSION = "brain.Event:2"
 CRC32C_POLYNOMIAL = 0x82F63B78
@@ -321,6 +321,7 @@ class TensorBoard(Callback):
             self._writers[run] = SummaryWriter(os.path.join(self.log_dir, run))
         return self._writers[run]
 
+    @main_process_only
     def on_batch_end(self, iteration: int, logs: dict) -> None:
         if self.update_freq == "epoch" or iteration % self.update_freq:
             return
@@ -329,6 +330,7 @@ class TensorBoard(Callback):
             if name != "batch_size":
                 writer.add_scalar(f"batch_{name}", value, iteration)
 
+    @main_process_only
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         train = self.writer("train")
         for name, value in logs.items():

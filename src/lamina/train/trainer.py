@@ -39,6 +39,7 @@ from lamina.train import checkpoint
 from lamina.train.callbacks import Callback, ProgressBar
 from lamina.train.history import History
 from lamina.train.metrics import get_metric
+from lamina.train.rank_logs import reduce_over_ranks, trains_over_ranks
 from lamina.train.weighting import (
     NORMALIZATIONS,
     check_weights,
@@ -245,6 +246,17 @@ class Trainer:
     mini-batch (``iteration`` counts mini-batches); ``steps`` counts the optimizer steps the
     fit loop has taken. A callback that stops training in the middle of a group ends it
     without that group's step.
+
+    Distributed training (a :class:`lamina.distributed.DistributedDataParallel` model in an
+    initialised process group, each rank fitting its shard of a
+    :class:`~lamina.distributed.DistributedSampler`): the epoch's loss and metrics are reduced
+    over the ranks (:mod:`lamina.train.rank_logs`), each rank's mean weighted by its sample
+    count, so that every rank logs, and its callbacks see, the values over the whole data;
+    metrics that are not means of per-sample values (precision, recall, F1) are averaged the
+    same way, which only approximates their value on the whole data. The per-batch history
+    stays per rank. Validation is not sharded: each rank evaluates the whole ``val`` data it is
+    given and so logs the same ``val_`` values. Progress, checkpoints and the file-writing
+    callbacks act on rank 0 only.
 
     Sample and class weights (``fit``'s ``sample_weight``, ``class_weight`` and (x, y, w)
     data; see :mod:`lamina.train.weighting`): a weighted mini-batch of m samples costs
@@ -710,8 +722,11 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch, logs)
             logs = self._train_epoch(loader)
+            batches, samples = logs.pop("batches"), logs.pop("samples")
+            if trains_over_ranks(self.model):
+                logs = reduce_over_ranks(logs, samples)
             _set_optimizer_mode(self.optimizer, training=False)
-            if logs.pop("batches") == 0 and self._stream is not None:
+            if batches == 0 and self._stream is not None:
                 warnings.warn(f"Trainer.fit: the training data ran out of batches at epoch {epoch + 1} (a pass "
                               f"yielded none); training stopped", RuntimeWarning, stacklevel=3)
                 break
@@ -799,7 +814,7 @@ class Trainer:
         logs = {"loss": total_loss / max(seen, 1)}
         logs.update({name: metric.result() for name, metric in (*self.metrics, *self.weighted_metrics)})
         logs["samples_per_s"] = seen / max(time.perf_counter() - started, 1e-9)
-        logs["batches"] = batches
+        logs["batches"], logs["samples"] = batches, seen
         return logs
 
     @_with_evaluation_weights
