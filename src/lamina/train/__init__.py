@@ -60,6 +60,8 @@ from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
 from lamina.train.gradcache import cached_mnrl_backward
 from lamina.train.history import History
 from lamina.train.hyperband import ASHA, asha_search, hyperband, hyperband_schedule, successive_halving
+from lamina.train.kto import KTOTrainer
+from lamina.train.kto_data import CompletionRows, UnpairedBatch, UnpairedPreferenceDataset, kl_completion_order
 from lamina.train.laplace import LastLayerLaplace
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
 from lamina.train.meta import MAML, FastLearner, MetaSGD, Reptile
@@ -169,6 +171,8 @@ __all__ = [
 __all__ += ["DANN", "continual", "dann_lambda", "train_dann"]  # continual learning, domain adaptation
 __all__ += ["DPOTrainer", "ORPOTrainer", "PreferenceBatch", "PreferenceDataset", "RewardModel", "RewardTrainer",
             "SimPOTrainer", "adapters_disabled", "final_hidden_states"]  # preference optimization
+__all__ += ["CompletionRows", "KTOTrainer", "UnpairedBatch", "UnpairedPreferenceDataset",
+            "kl_completion_order"]  # KTO
 __all__ += ["SCAFFOLD", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedProx", "FedYogi",
             "FederatedResult", "federated"]  # federated learning (federated)
 __all__ += ["ActiveLearningLoop", "FixMatch", "FlexMatch", "MeanTeacher", "MixMatch", "PseudoLabel",

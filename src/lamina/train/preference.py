@@ -85,10 +85,29 @@ def _completion_tokens(batch: PreferenceBatch) -> np.ndarray:
     return batch.completion_mask[:, 1:].sum(axis=1)
 
 
+class _BatchMeans:
+    """Means of logged quantities over batches, each batch weighted by its size; a quantity a batch
+    does not log (KTO's rewards of a group it lacks) is averaged over the batches that do."""
+
+    def __init__(self):
+        self.totals: dict[str, float] = {}
+        self.weights: dict[str, int] = {}
+
+    def add(self, logs: dict[str, float], size: int) -> None:
+        for key, value in logs.items():
+            self.totals[key] = self.totals.get(key, 0.0) + value * size
+            self.weights[key] = self.weights.get(key, 0) + size
+
+    def result(self) -> dict[str, float]:
+        return {key: value / self.weights[key] for key, value in self.totals.items()}
+
+
 class _PairTrainer:
     """What the preference trainers share: the optimizer, the steps, evaluation and fit."""
 
     who = "PreferenceTrainer"
+    batch_type: type = PreferenceBatch
+    dataset_type: type = PreferenceDataset
 
     def __init__(self, model: Module, optimizer=None, lr: float = 1e-4, clip_norm: float | None = None,
                  disable_dropout: bool = True):
@@ -122,9 +141,9 @@ class _PairTrainer:
         return contextlib.nullcontext(self.model)
 
     def _check_batch(self, batch) -> PreferenceBatch:
-        if not isinstance(batch, PreferenceBatch):
-            raise TypeError(f"{self.who}: expected a PreferenceBatch (PreferenceDataset.collate), got "
-                            f"{type(batch).__name__}")
+        if not isinstance(batch, self.batch_type):
+            raise TypeError(f"{self.who}: expected a {self.batch_type.__name__} "
+                            f"({self.dataset_type.__name__}.collate), got {type(batch).__name__}")
         return batch
 
     def train_step(self, batch: PreferenceBatch) -> dict[str, float]:
@@ -145,19 +164,17 @@ class _PairTrainer:
     def evaluate(self, data: PreferenceDataset, batch_size: int = 32) -> dict[str, float]:
         """The logged quantities over all of ``data``'s pairs (means weighted by batch size),
         without gradients, dropout off."""
-        totals: dict[str, float] = {}
+        means = _BatchMeans()
         with no_grad(), evaluation_mode(self.model):
             for batch in self._dataset(data).batches(batch_size):
-                _, logs = self.compute_loss(batch)
-                for key, value in logs.items():
-                    totals[key] = totals.get(key, 0.0) + value * batch.num_pairs
-        return {key: value / len(data) for key, value in totals.items()}
+                means.add(self.compute_loss(batch)[1], len(batch))
+        return means.result()
 
     def _dataset(self, data) -> PreferenceDataset:
-        if not isinstance(data, PreferenceDataset):
-            raise TypeError(f"{self.who}: expected a PreferenceDataset, got {type(data).__name__}")
+        if not isinstance(data, self.dataset_type):
+            raise TypeError(f"{self.who}: expected a {self.dataset_type.__name__}, got {type(data).__name__}")
         if not len(data):
-            raise ValueError(f"{self.who}: the dataset holds no pairs")
+            raise ValueError(f"{self.who}: the dataset is empty")
         return data
 
     def fit(self, data: PreferenceDataset, epochs: int = 1, batch_size: int = 8, shuffle: bool = True,
@@ -168,13 +185,12 @@ class _PairTrainer:
         epochs = positive_int(epochs, f"{self.who}.fit: epochs")
         rng = np.random.default_rng(seed) if seed is not None else backend.rng()
         for _ in range(epochs):
-            totals: dict[str, float] = {}
+            means = _BatchMeans()
             for batch in data.batches(batch_size, shuffle=shuffle, seed=int(rng.integers(2 ** 31))):
                 logs = self.train_step(batch)
                 self.history.record_iteration(logs)
-                for key, value in logs.items():
-                    totals[key] = totals.get(key, 0.0) + value * batch.num_pairs
-            logs = {key: value / len(data) for key, value in totals.items()}
+                means.add(logs, len(batch))
+            logs = means.result()
             if eval_data is not None:
                 logs.update({f"val_{key}": value for key, value in self.evaluate(eval_data, batch_size).items()})
             self.history.record_epoch(len(self.history.epochs) + 1, logs)
@@ -210,8 +226,8 @@ class DPOTrainer(_PairTrainer):
         self.label_smoothing = float(label_smoothing)
         self.average_log_prob = loss_type == "ipo" if average_log_prob is None else bool(average_log_prob)
         if not model.built:
-            raise ValueError(f"{self.who}: the model is not built (never called, so never trained); DPO starts "
-                             "from a trained model, which also serves as the reference")
+            raise ValueError(f"{self.who}: the model is not built (never called, so never trained); training "
+                             "against a reference starts from a trained model, which also serves as the reference")
         self.uses_adapters = ref_model is None and _has_adapters(model)
         if ref_model is None and not self.uses_adapters:
             ref_model = copy.deepcopy(model)

@@ -20,6 +20,29 @@ from lamina.nn.layer import positive_int
 __all__ = ["PreferenceBatch", "PreferenceDataset"]
 
 
+def cut_row(prompt: np.ndarray, completion: np.ndarray, max_length: int | None) -> tuple[np.ndarray, int]:
+    """(prompt + completion, the prompt's length), cut to ``max_length``: first the prompt from the
+    left (at least one token kept), then the completion from the right."""
+    if max_length is not None and prompt.size + completion.size > max_length:
+        keep = max(1, max_length - completion.size)
+        prompt = prompt[-keep:]
+        completion = completion[:max_length - prompt.size]
+    return np.concatenate([prompt, completion]), prompt.size
+
+
+def pad_rows(rows: list[tuple[np.ndarray, int]], pad_token_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask, completion_mask) of ``cut_row`` rows right-padded to the longest."""
+    width = max(ids.size for ids, _ in rows)
+    input_ids = np.full((len(rows), width), pad_token_id, dtype=np.int64)
+    attention = np.zeros((len(rows), width), dtype=bool)
+    completion = np.zeros((len(rows), width), dtype=bool)
+    for r, (ids, prompt_length) in enumerate(rows):
+        input_ids[r, :ids.size] = ids
+        attention[r, :ids.size] = True
+        completion[r, prompt_length:ids.size] = True
+    return input_ids, attention, completion
+
+
 @dataclass
 class PreferenceBatch:
     """One collated batch of ``num_pairs`` pairs (see the module notes): ``input_ids``,
@@ -31,6 +54,9 @@ class PreferenceBatch:
     completion_mask: np.ndarray
     num_pairs: int
     margins: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.num_pairs
 
     @property
     def chosen(self) -> slice:
@@ -102,32 +128,21 @@ class PreferenceDataset:
         return self.prompts[i], self.chosen[i], self.rejected[i]
 
     def _row(self, prompt: np.ndarray, completion: np.ndarray) -> tuple[np.ndarray, int]:
-        """(prompt + completion, the prompt's length), cut to ``max_length``."""
-        if self.max_length is not None and prompt.size + completion.size > self.max_length:
-            keep = max(1, self.max_length - completion.size)
-            prompt = prompt[-keep:]
-            completion = completion[:self.max_length - prompt.size]
-        return np.concatenate([prompt, completion]), prompt.size
+        return cut_row(prompt, completion, self.max_length)
 
     def collate(self, indices) -> PreferenceBatch:
         """The pairs at ``indices`` as one :class:`PreferenceBatch`."""
         indices = [int(i) for i in np.asarray(indices).ravel()]
         rows = [self._row(self.prompts[i], self.chosen[i]) for i in indices]
         rows += [self._row(self.prompts[i], self.rejected[i]) for i in indices]
-        width = max(ids.size for ids, _ in rows)
-        input_ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int64)
-        attention = np.zeros((len(rows), width), dtype=bool)
-        completion = np.zeros((len(rows), width), dtype=bool)
-        for r, (ids, prompt_length) in enumerate(rows):
-            input_ids[r, :ids.size] = ids
-            attention[r, :ids.size] = True
-            completion[r, prompt_length:ids.size] = True
+        input_ids, attention, completion = pad_rows(rows, self.pad_token_id)
         margins = None if self.margins is None else self.margins[indices]
         return PreferenceBatch(input_ids, attention, completion, len(indices), margins)
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int | None = None) -> Iterator[PreferenceBatch]:
-        """Collated batches of ``batch_size`` pairs (the last may be smaller), in order or shuffled."""
-        batch_size = positive_int(batch_size, "PreferenceDataset.batches: batch_size")
+        """Collated batches of ``batch_size`` pairs (rows of an unpaired dataset; the last batch may be
+        smaller), in order or shuffled."""
+        batch_size = positive_int(batch_size, f"{type(self).__name__}.batches: batch_size")
         rng = np.random.default_rng(seed) if seed is not None else backend.rng()
         order = rng.permutation(len(self)) if shuffle else np.arange(len(self))
         for start in range(0, len(self), batch_size):
