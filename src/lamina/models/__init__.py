@@ -575,12 +575,14 @@ from lamina.models.schedulers import (
     DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSinglestepScheduler,
     EDMPrecond,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
+    UniPCMultistepScheduler,
     edm_loss,
     edm_sampler,
     karras_sigmas,
@@ -894,3 +896,4 @@ __all__ += ["WaveNet", "WaveNetLayer"]  # autoregressive waveform model (wavenet
 __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "EDMPrecond",  # diffusion samplers
             "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",  # and EDM
             "LMSDiscreteScheduler", "PNDMScheduler", "edm_loss", "edm_sampler", "karras_sigmas"]  # (schedulers)
+__all__ += ["DPMSolverSinglestepScheduler", "UniPCMultistepScheduler"]  # single-step DPM-Solver, UniPC

@@ -20,6 +20,7 @@ from lamina.models.schedulers.base import (
     make_betas,
 )
 from lamina.models.schedulers.discrete import DDIMScheduler, DDPMScheduler, PNDMScheduler
+from lamina.models.schedulers.dpm_singlestep import DPMSolverSinglestepScheduler, singlestep_orders
 from lamina.models.schedulers.dpm_solver import DPMSolverMultistepScheduler
 from lamina.models.schedulers.edm import EDMPrecond, edm_coefficients, edm_loss, edm_sampler
 from lamina.models.schedulers.sigma import (
@@ -28,12 +29,15 @@ from lamina.models.schedulers.sigma import (
     HeunDiscreteScheduler,
     LMSDiscreteScheduler,
 )
+from lamina.models.schedulers.unipc import UniPCMultistepScheduler
 
 SCHEDULERS = {cls.__name__: cls for cls in (
     DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
-    HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler)}
+    HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler,
+    DPMSolverSinglestepScheduler)}
 
 __all__ = ["BETA_SCHEDULES", "PREDICTION_TYPES", "SCHEDULERS", "TIMESTEP_SPACINGS", "DDIMScheduler", "DDPMScheduler",
-           "DPMSolverMultistepScheduler", "EDMPrecond", "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler",
-           "HeunDiscreteScheduler", "LMSDiscreteScheduler", "PNDMScheduler", "Scheduler", "SchedulerOutput",
-           "edm_coefficients", "edm_loss", "edm_sampler", "karras_sigmas", "make_betas"]
+           "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "EDMPrecond",
+           "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
+           "PNDMScheduler", "Scheduler", "SchedulerOutput", "UniPCMultistepScheduler", "edm_coefficients", "edm_loss",
+           "edm_sampler", "karras_sigmas", "make_betas", "singlestep_orders"]

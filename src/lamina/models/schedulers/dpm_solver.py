@@ -1,4 +1,5 @@
-"""DPM-Solver++ multistep (Lu et al. 2022), data-prediction form, orders 1 to 3.
+"""DPM-Solver++ multistep (Lu et al. 2022), data-prediction form, orders 1 to 3, and the
+original DPM-Solver (noise-prediction form).
 
 With alpha_s = 1 / sqrt(sigma_s^2 + 1), sigma'_s = sigma_s alpha_s (the x_t-space noise scale),
 lambda_s = log(alpha_s / sigma'_s), h = lambda_t - lambda_s0 and D_k the x_0^ of the last
@@ -11,7 +12,16 @@ steps (newest first), the step from s0 to t is
 
 D1 = (D_0 - D_1) / r0 with r0 = h_0 / h, h_0 = lambda_s0 - lambda_s1; for order 3, D1' =
 D1_0 + r0 / (r0 + r1) (D1_0 - D1_1) and D2 = (D1_0 - D1_1) / (r0 + r1). The first steps use
-lower orders (no history yet); ``lower_order_final`` also lowers the last steps (when fewer
+lower orders (no history yet). ``algorithm_type='dpmsolver'`` works on the eps^ of the
+last steps instead (D_k), with phi = e^h - 1:
+
+    x_t = (alpha_t / alpha_s0) x_s0 - sigma'_t phi D_0                                 (order 1)
+          - sigma'_t phi D1 / 2                                                 (+ 2, midpoint)
+          - sigma'_t (phi / h - 1) D1                                               (+ 2, heun)
+          - sigma'_t (phi / h - 1) D1' - sigma'_t ((phi - h) / h^2 - 1/2) D2                 (3)
+
+and needs ``final_sigmas_type='sigma_min'`` (the step to sigma' = 0 is undefined). In both
+forms ``lower_order_final`` also lowers the last steps (when fewer
 than 15), and a final step to sigma = 0 is always first order. Timesteps: 'linspace'
 rounds linspace(0, T-1, n+1) reversed, dropping the 0; 'leading' k (T // (n+1)) +
 steps_offset; 'trailing' round(T - k T / n) - 1; ``use_karras_sigmas`` as in :mod:`sigma`.
@@ -32,12 +42,14 @@ from lamina.models.schedulers.base import (
 __all__ = ["DPMSolverMultistepScheduler"]
 
 SOLVER_TYPES = ("midpoint", "heun")
+ALGORITHM_TYPES = ("dpmsolver++", "dpmsolver")
 FINAL_SIGMAS = ("zero", "sigma_min")
 
 
 class DPMSolverMultistepScheduler(Scheduler):
-    """DPM-Solver++ (module notes): ``solver_order`` 1-3, ``solver_type`` 'midpoint' or 'heun',
-    ``lower_order_final``, ``final_sigmas_type`` 'zero' or 'sigma_min', Karras sigmas."""
+    """DPM-Solver++ or DPM-Solver (``algorithm_type``, module notes): ``solver_order`` 1-3,
+    ``solver_type`` 'midpoint' or 'heun', ``lower_order_final``, ``final_sigmas_type`` 'zero' or
+    'sigma_min', Karras sigmas."""
 
     defaults = {**COMMON_DEFAULTS, "thresholding": False, "dynamic_thresholding_ratio": 0.995,
                 "sample_max_value": 1.0, "timestep_spacing": "linspace", "solver_order": 2,
@@ -52,12 +64,15 @@ class DPMSolverMultistepScheduler(Scheduler):
         if c["solver_type"] not in SOLVER_TYPES:
             raise ValueError(f"DPMSolverMultistepScheduler: solver_type must be one of {SOLVER_TYPES}, got "
                              f"{c['solver_type']!r}")
-        if c["algorithm_type"] != "dpmsolver++":
-            raise ValueError(f"DPMSolverMultistepScheduler: only algorithm_type='dpmsolver++' is implemented, got "
+        if c["algorithm_type"] not in ALGORITHM_TYPES:
+            raise ValueError(f"DPMSolverMultistepScheduler: algorithm_type must be one of {ALGORITHM_TYPES}, got "
                              f"{c['algorithm_type']!r}")
         if c["final_sigmas_type"] not in FINAL_SIGMAS:
             raise ValueError(f"DPMSolverMultistepScheduler: final_sigmas_type must be one of {FINAL_SIGMAS}, got "
                              f"{c['final_sigmas_type']!r}")
+        if c["algorithm_type"] == "dpmsolver" and c["final_sigmas_type"] == "zero":
+            raise ValueError("DPMSolverMultistepScheduler: algorithm_type='dpmsolver' cannot step to sigma = 0; "
+                             "use final_sigmas_type='sigma_min'")
         self.order = c["solver_order"]
 
     def _set_timesteps(self, n: int) -> None:
@@ -90,17 +105,23 @@ class DPMSolverMultistepScheduler(Scheduler):
             return alpha, sigma, float(np.log(alpha) - np.log(sigma))
 
     def convert_model_output(self, model_output: np.ndarray, sample: np.ndarray, index: int) -> np.ndarray:
-        """x_0^ from the net's output at step ``index`` (thresholded when asked)."""
-        alpha, _ = self.alpha_sigma(float(self.sigmas[index]))
-        x0 = self.x0_and_eps(model_output, sample, alpha ** 2)[0]
-        return self.threshold(x0) if self.config["thresholding"] else x0
+        """x_0^ (thresholded when asked) from the net's output at step ``index``, or eps^ for
+        'dpmsolver' (from the thresholded x_0^ when thresholding)."""
+        alpha, sigma = self.alpha_sigma(float(self.sigmas[index]))
+        x0, eps = self.x0_and_eps(model_output, sample, alpha ** 2)
+        if self.config["thresholding"]:
+            x0 = self.threshold(x0)
+            eps = (sample - alpha * x0) / sigma
+        return x0 if self.config["algorithm_type"] == "dpmsolver++" else eps
 
     def _update(self, sample: np.ndarray, order: int, i: int) -> np.ndarray:
         alpha_t, sigma_t, lambda_t = self._lambda(i + 1)
-        _, sigma_s0, lambda_s0 = self._lambda(i)
+        alpha_s0, sigma_s0, lambda_s0 = self._lambda(i)
         h = lambda_t - lambda_s0
-        phi = np.expm1(-h)                         # e^{-h} - 1
         outputs = self.model_outputs
+        if self.config["algorithm_type"] == "dpmsolver":
+            return self._noise_update(sample, order, i, h, alpha_t / alpha_s0, sigma_t)
+        phi = np.expm1(-h)                         # e^{-h} - 1
         x = (sigma_t / sigma_s0) * sample - alpha_t * phi * outputs[-1]
         if order == 1:
             return x
@@ -116,6 +137,34 @@ class DPMSolverMultistepScheduler(Scheduler):
         d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
         d2 = (d1_0 - d1_1) / (r0 + r1)
         return x + alpha_t * (phi / h + 1) * d1 - alpha_t * ((phi + h) / h ** 2 - 0.5) * d2
+
+    def _differences(self, i: int, h: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(D1, D1', D2) of the module notes at step ``i`` (None where the history is short)."""
+        outputs = self.model_outputs
+        if len(outputs) < 2:
+            return None, None, None
+        lambda_s0, lambda_s1 = self._lambda(i)[2], self._lambda(i - 1)[2]
+        r0 = (lambda_s0 - lambda_s1) / h
+        d1_0 = (outputs[-1] - outputs[-2]) / r0
+        if len(outputs) < 3:
+            return d1_0, None, None
+        r1 = (lambda_s1 - self._lambda(i - 2)[2]) / h
+        d1_1 = (outputs[-2] - outputs[-3]) / r1
+        return d1_0, d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1), (d1_0 - d1_1) / (r0 + r1)
+
+    def _noise_update(self, sample: np.ndarray, order: int, i: int, h: float, alpha_ratio: float,
+                      sigma_t: float) -> np.ndarray:
+        """The DPM-Solver step (noise form, module notes)."""
+        phi = np.expm1(h)                          # e^h - 1
+        x = alpha_ratio * sample - sigma_t * phi * self.model_outputs[-1]
+        if order == 1:
+            return x
+        d1_0, d1, d2 = self._differences(i, h)
+        if order == 2:
+            if self.config["solver_type"] == "midpoint":
+                return x - 0.5 * sigma_t * phi * d1_0
+            return x - sigma_t * (phi / h - 1) * d1_0
+        return x - sigma_t * (phi / h - 1) * d1 - sigma_t * ((phi - h) / h ** 2 - 0.5) * d2
 
     def step(self, model_output, timestep, sample, generator=None) -> SchedulerOutput:
         i = self._begin_step(timestep, "step")
