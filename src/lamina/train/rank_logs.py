@@ -9,13 +9,17 @@ it saw gives the mean over the whole data, as one process would log it:
 for every logged mean (the loss, accuracy, ...); ``samples_per_s`` is summed (the throughput of
 all ranks together). Every rank gets the same values, so decisions taken from them
 (``EarlyStopping``, ``ReduceLROnPlateau``, a plateau schedule) agree across ranks.
+
+A stop decided inside an epoch by one rank only (``TerminateOnNaN`` seeing a NaN on its shard)
+is shared the same way (:func:`any_rank_stops`), so that no rank is left waiting for the others
+in the next collective.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from lamina.distributed import DistributedDataParallel, all_reduce, is_initialized
+from lamina.distributed import DistributedDataParallel, ReduceOp, all_reduce, is_initialized
 
 THROUGHPUT = "samples_per_s"
 
@@ -40,3 +44,11 @@ def reduce_over_ranks(logs: dict, samples: int) -> dict:
     if THROUGHPUT in logs:
         reduced[THROUGHPUT] = float(totals[-1])
     return reduced
+
+
+def any_rank_stops(stop: bool) -> bool:
+    """Whether any rank asks to stop: the maximum over the ranks of ``stop`` as 0 or 1, the same
+    answer on every rank. A collective call: every rank of the group must make it."""
+    flag = np.array([int(bool(stop))], dtype=np.int64)
+    all_reduce(flag, ReduceOp.MAX)
+    return bool(flag[0])

@@ -39,7 +39,7 @@ from lamina.train import checkpoint
 from lamina.train.callbacks import Callback, ProgressBar
 from lamina.train.history import History
 from lamina.train.metrics import get_metric
-from lamina.train.rank_logs import reduce_over_ranks, trains_over_ranks
+from lamina.train.rank_logs import any_rank_stops, reduce_over_ranks, trains_over_ranks
 from lamina.train.weighting import (
     NORMALIZATIONS,
     check_weights,
@@ -256,7 +256,8 @@ class Trainer:
     same way, which only approximates their value on the whole data. The per-batch history
     stays per rank. Validation is not sharded: each rank evaluates the whole ``val`` data it is
     given and so logs the same ``val_`` values. Progress, checkpoints and the file-writing
-    callbacks act on rank 0 only.
+    callbacks act on rank 0 only. A stop asked for in ``on_batch_end`` on one rank
+    (``TerminateOnNaN`` on a NaN of its shard) stops every rank after that same batch.
 
     Sample and class weights (``fit``'s ``sample_weight``, ``class_weight`` and (x, y, w)
     data; see :mod:`lamina.train.weighting`): a weighted mini-batch of m samples costs
@@ -778,6 +779,7 @@ class Trainer:
         mini-batches; returns the epoch's mean loss, metrics and samples per second."""
         started, seen, batches = time.perf_counter(), 0, 0
         total_loss = 0.0
+        over_ranks = trains_over_ranks(self.model)
         for _, metric in (*self.metrics, *self.weighted_metrics):
             metric.reset()
         for group in self._groups(self._epoch_batches(loader)):
@@ -807,6 +809,8 @@ class Trainer:
                 self.history.record_iteration(batch_logs)
                 for cb in self.callbacks:
                     cb.on_batch_end(self.iteration, {**batch_logs, "batch_size": n})
+                if over_ranks:               # a stop on one rank stops them all at this batch
+                    self.stop_training = any_rank_stops(self.stop_training)
                 if self.stop_training:
                     break
             if self.stop_training:
