@@ -70,10 +70,13 @@ def performer(q, k, v, w, causal, eps=1e-6):
     root = q.shape[-1] ** -0.25
     q, k = q * root, k * root
     fq = favor(q, w, (q @ w.T).amax(-1, keepdim=True))
-    fk = favor(k, w, (k @ w.T).amax((-2, -1), keepdim=True))
-    weights = fq @ fk.transpose(-1, -2)
     if causal:
+        # the keys' offset for query t: the largest key logit up to step t
+        seen = torch.cummax((k @ w.T).amax(-1), dim=-1).values[..., None]
+        weights = (fq * torch.exp(-seen)) @ favor(k, w).transpose(-1, -2)
         weights = weights * torch.tril(torch.ones(weights.shape[-2:], dtype=weights.dtype))
+    else:
+        weights = fq @ favor(k, w, (k @ w.T).amax((-2, -1), keepdim=True)).transpose(-1, -2)
     return (weights @ v) / (weights.sum(-1, keepdim=True) + eps)
 
 

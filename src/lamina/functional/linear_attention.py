@@ -78,45 +78,69 @@ def _feature_map(who: str, feature_map) -> Callable[[Tensor], Tensor]:
 
 
 def kernel_attention(fq: Tensor, fk: Tensor, v: Tensor, causal: bool = False, chunk_size: int = 64,
-                     eps: float = 1e-6) -> Tensor:
+                     eps: float = 1e-6, state=None, return_state: bool = False):
     """out = phi(Q) S / (phi(Q) z + eps) on the features fq = phi(Q) (..., T_q, m),
-    fk = phi(K) (..., T_k, m) and v (..., T_k, d_v) (see the module docstring)."""
+    fk = phi(K) (..., T_k, m) and v (..., T_k, d_v) (see the module docstring). Causal only:
+    the sums carried in from earlier steps ``state`` = (S (..., m, d_v), z (..., m, 1))
+    (default zeros), and with ``return_state`` the pair (out, the sums after the last step)."""
     if not causal:
         keys_values = matmul(swapaxes(fk, -1, -2), v)                       # (..., m, d_v)
         key_sum = reduce_sum(fk, axis=-2, keepdims=True)                   # (..., 1, m)
         return matmul(fq, keys_values) / (matmul(fq, swapaxes(key_sum, -1, -2)) + eps)
-    steps = fq.shape[-2]
-    xp = backend.xp
-    state = Tensor._wrap(xp.zeros((*fq.shape[:-2], fq.shape[-1], v.shape[-1]), dtype=v.dtype))
-    key_sum = Tensor._wrap(xp.zeros((*fq.shape[:-2], fq.shape[-1], 1), dtype=v.dtype))
+    sums = _initial_sums(fq, v) if state is None else tuple(_as_tensor(s) for s in state)
     outputs = []
-    for start in range(0, steps, chunk_size):
-        stop = min(start + chunk_size, steps)
-        qc, kc, vc = fq[..., start:stop, :], fk[..., start:stop, :], v[..., start:stop, :]
-        lower = xp.tril(xp.ones((stop - start, stop - start), dtype=v.dtype))
-        scores = matmul(qc, swapaxes(kc, -1, -2)) * lower
-        numerator = matmul(scores, vc) + matmul(qc, state)
-        denominator = reduce_sum(scores, axis=-1, keepdims=True) + matmul(qc, key_sum)
-        outputs.append(numerator / (denominator + eps))
-        if stop < steps:
-            state = state + matmul(swapaxes(kc, -1, -2), vc)
-            key_sum = key_sum + swapaxes(reduce_sum(kc, axis=-2, keepdims=True), -1, -2)
-    return outputs[0] if len(outputs) == 1 else concat(outputs, axis=-2)
+    for start in range(0, fq.shape[-2], chunk_size):
+        chunk = slice(start, start + chunk_size)
+        out, sums = _causal_chunk(fq[..., chunk, :], fk[..., chunk, :], v[..., chunk, :], sums, eps)
+        outputs.append(out)
+    out = outputs[0] if len(outputs) == 1 else concat(outputs, axis=-2)
+    return (out, sums) if return_state else out
+
+
+def _initial_sums(fq: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    xp, batch, m = backend.xp, fq.shape[:-2], fq.shape[-1]
+    return (Tensor._wrap(xp.zeros((*batch, m, v.shape[-1]), dtype=v.dtype)),
+            Tensor._wrap(xp.zeros((*batch, m, 1), dtype=v.dtype)))
+
+
+def _causal_chunk(qc: Tensor, kc: Tensor, vc: Tensor, sums, eps: float):
+    """One chunk of causal attention: the masked (chunk x chunk) scores for the keys inside it,
+    the carried sums (S, z) for the earlier keys. Returns (out, the sums after the chunk)."""
+    keys_values, key_sum = sums
+    size = qc.shape[-2]
+    lower = backend.xp.tril(backend.xp.ones((size, size), dtype=vc.dtype))
+    scores = matmul(qc, swapaxes(kc, -1, -2)) * lower
+    numerator = matmul(scores, vc) + matmul(qc, keys_values)
+    denominator = reduce_sum(scores, axis=-1, keepdims=True) + matmul(qc, key_sum)
+    keys_values = keys_values + matmul(swapaxes(kc, -1, -2), vc)
+    key_sum = key_sum + swapaxes(reduce_sum(kc, axis=-2, keepdims=True), -1, -2)
+    return numerator / (denominator + eps), (keys_values, key_sum)
 
 
 def linear_attention(q, k, v, feature_map: str | Callable = "elu+1", causal: bool = False, chunk_size: int = 64,
-                     eps: float = 1e-6) -> Tensor:
+                     eps: float = 1e-6, state=None, return_state: bool = False):
     """Linear attention out (..., T_q, d_v) for q (..., T_q, d), k (..., T_k, d), v (..., T_k, d_v):
     out_t = phi(q_t) sum_s phi(k_s)^T v_s / (phi(q_t) . sum_s phi(k_s) + eps), s over every key
     or, ``causal``, s <= t (prefix sums, computed ``chunk_size`` steps at a time).
-    ``feature_map``: 'elu+1' (default), 'relu', 'identity' or a callable on tensors."""
+    ``feature_map``: 'elu+1' (default), 'relu', 'identity' or a callable on tensors.
+
+    Causal only, to continue a sequence: ``state`` = (S (..., d, d_v), z (..., d, 1)), the sums
+    over the earlier keys (default zeros); ``return_state`` returns (out, the sums after the
+    last step), so that two calls on the halves of a sequence give the outputs of one."""
     who = "linear_attention"
     q, k, v = _as_tensor(q), _as_tensor(k), _as_tensor(v)
     _check_qkv(who, q, k, v, causal)
+    _check_chunk_and_state(who, chunk_size, causal, state, return_state)
+    phi = _feature_map(who, feature_map)
+    return kernel_attention(phi(q), phi(k), v, causal, chunk_size, eps, state, return_state)
+
+
+def _check_chunk_and_state(who: str, chunk_size, causal: bool, state, return_state: bool) -> None:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"{who}: chunk_size must be a positive int, got {chunk_size!r}")
-    phi = _feature_map(who, feature_map)
-    return kernel_attention(phi(q), phi(k), v, causal, chunk_size, eps)
+    if (state is not None or return_state) and not causal:
+        raise ValueError(f"{who}: state and return_state carry the sums of a causal sequence; they need "
+                         "causal=True")
 
 
 def orthogonal_random_features(num_features: int, dim: int, seed: int | None = None, dtype=None) -> np.ndarray:
@@ -156,20 +180,58 @@ def favor_features(x, projection, offset=None) -> Tensor:
 
 
 def performer_attention(q, k, v, projection, causal: bool = False, scale: float | None = None,
-                        chunk_size: int = 64, eps: float = 1e-6) -> Tensor:
+                        chunk_size: int = 64, eps: float = 1e-6, state=None, return_state: bool = False):
     """FAVOR+ attention (..., T_q, d_v): linear attention with the features
     phi(q sqrt(scale)) and phi(k sqrt(scale)) of :func:`favor_features` (``scale`` default
     1 / sqrt(d)), an unbiased estimate of softmax(q k^T scale) v's weights. For stability each
     query's features are divided by their largest exp (it cancels in the ratio) and the keys'
-    by the largest over all keys and features of the row (also cancelling)."""
+    by the largest exp over the keys the query sees and their features: every key of the row,
+    or, ``causal``, the keys up to the query's step (so no later key reaches it, not even
+    through ``eps``).
+
+    Causal only, to continue a sequence: ``state`` = (S (..., m, d_v), z (..., m, 1), c (..., 1, 1)),
+    the sums over the earlier keys with their features divided by exp(c), c the largest key
+    logit so far; ``return_state`` returns (out, that state after the last step)."""
     who = "performer_attention"
     q, k, v = _as_tensor(q), _as_tensor(k), _as_tensor(v)
     _check_qkv(who, q, k, v, causal)
+    _check_chunk_and_state(who, chunk_size, causal, state, return_state)
     root = math.sqrt(q.shape[-1] ** -0.5 if scale is None else scale)
     qn, kn = q * root, k * root
     query_features = favor_features(qn, projection, _log_max(qn, projection, (-1,)))
-    key_features = favor_features(kn, projection, _log_max(kn, projection, (-2, -1)))
-    return kernel_attention(query_features, key_features, v, causal, chunk_size, eps)
+    if not causal:
+        key_features = favor_features(kn, projection, _log_max(kn, projection, (-2, -1)))
+        return kernel_attention(query_features, key_features, v, False, chunk_size, eps)
+    key_logits = _log_max(kn, projection, (-1,))                          # (..., T, 1)
+    if state is None:
+        sums, offset = _initial_sums(query_features, v), None
+    else:
+        *sums, offset = (_as_tensor(s) for s in state)
+    outputs = []
+    for start in range(0, q.shape[-2], chunk_size):
+        chunk = slice(start, start + chunk_size)
+        running = _prefix_max(key_logits[..., chunk, :], offset)          # (..., c, 1)
+        top = running[..., -1:, :]
+        if offset is not None:
+            sums = tuple(s * exp(offset - top) for s in sums)
+        fq = query_features[..., chunk, :] * exp(top - running)
+        fk = favor_features(kn[..., chunk, :], projection, top)
+        out, sums = _causal_chunk(fq, fk, v[..., chunk, :], sums, eps)
+        outputs.append(out)
+        offset = top
+    out = outputs[0] if len(outputs) == 1 else concat(outputs, axis=-2)
+    return (out, (*sums, offset)) if return_state else out
+
+
+def _prefix_max(logits: Tensor, carried: Tensor | None) -> Tensor:
+    """Step t's max(carried, logits_1 .. logits_t) for logits (..., c, 1)."""
+    size = logits.shape[-2]
+    xp = backend.xp
+    hidden = xp.where(xp.tril(xp.ones((size, size), dtype=bool)), 0.0, -xp.inf).astype(logits.dtype)
+    rows = swapaxes(logits, -1, -2) + hidden                               # (..., c, c), later steps at -inf
+    if carried is not None:
+        rows = concat([rows, carried + xp.zeros((size, 1), dtype=logits.dtype)], axis=-1)
+    return reduce_max(rows, axis=-1, keepdims=True)
 
 
 def _log_max(x: Tensor, projection, axes: tuple[int, ...]) -> Tensor:
