@@ -133,12 +133,52 @@ def test_weight_norm_gradients_match_torch(f64, kind):
     assert_close(wrapped.layer.bias.grad, module.bias.grad.numpy(), 1e-12, "bias gradient")
 
 
+def test_weight_norm_of_a_grouped_conv_transpose_is_per_output_channel_as_in_torch(f64):
+    """A grouped transposed convolution is one ungrouped one per group; torch's weight_norm
+    with dim=1 (the output channels of a ConvTranspose2d weight) on each gives the
+    reference: one gain per output channel, normalised over its own group's inputs."""
+    groups, c_in, k = 2, 4, 6
+    x = randn(2, 3, 3, c_in)
+    wrapped = WeightNorm(Conv2DTranspose(k, 3, stride=2, groups=groups))
+    wrapped.build(x.shape)
+    assert wrapped.g.shape == (k,) and wrapped.v.shape == (c_in, 3, 3, k // groups)
+    g = np.random.default_rng(7).uniform(0.5, 2.0, k)
+    wrapped.g.data = g.copy()
+    v = wrapped.v.numpy()
+    modules = []
+    for i in range(groups):
+        module = parametrizations.weight_norm(torch.nn.ConvTranspose2d(2, 3, 3, stride=2).double(), dim=1)
+        with torch.no_grad():
+            module.parametrizations.weight.original0.copy_(torch.from_numpy(g[3 * i:3 * i + 3]).reshape(1, 3, 1, 1))
+            module.parametrizations.weight.original1.copy_(torch.from_numpy(v[2 * i:2 * i + 2].transpose(0, 3, 1, 2)))
+            module.bias.copy_(torch.from_numpy(wrapped.layer.bias.numpy()[3 * i:3 * i + 3]))
+        modules.append(module)
+    xl = lamina.tensor(x, requires_grad=True)
+    out = wrapped(xl)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+    out_t = torch.cat([module(part) for module, part in zip(modules, xt.split(2, dim=1))], dim=1)
+    assert_close(out.numpy(), out_t.detach().numpy().transpose(0, 2, 3, 1), 1e-12, "output")
+    upstream = randn(*out.shape, seed=3)
+    out.backward(upstream)
+    (out_t * torch.from_numpy(upstream.transpose(0, 3, 1, 2).copy())).sum().backward()
+    assert_close(xl.grad, xt.grad.numpy().transpose(0, 2, 3, 1), 1e-12, "input gradient")
+    torch_g_grad = np.concatenate([m.parametrizations.weight.original0.grad.numpy().reshape(-1) for m in modules])
+    assert_close(wrapped.g.grad, torch_g_grad, 1e-12, "g gradient")
+    torch_v_grad = np.concatenate([m.parametrizations.weight.original1.grad.numpy().transpose(0, 2, 3, 1)
+                                   for m in modules])
+    assert_close(wrapped.v.grad, torch_v_grad, 1e-12, "v gradient")
+    torch_bias_grad = np.concatenate([m.bias.grad.numpy() for m in modules])
+    assert_close(wrapped.layer.bias.grad, torch_bias_grad, 1e-12, "bias gradient")
+
+
 @pytest.mark.parametrize("make, shape", [
     (lambda: WeightNorm(Dense(3, activation="tanh")), (4, 5)),
     (lambda: WeightNorm(Conv2D(2, 2, padding=1)), (1, 3, 3, 2)),
+    (lambda: WeightNorm(Conv2DTranspose(4, 2, stride=2, groups=2)), (1, 2, 2, 4)),
     (lambda: SpectralNorm(Dense(3, activation="tanh")).eval(), (4, 5)),
     (lambda: SpectralNorm(Conv2D(2, 2)).eval(), (1, 3, 3, 2)),
-], ids=["weight_norm_dense", "weight_norm_conv2d", "spectral_norm_dense", "spectral_norm_conv2d"])
+], ids=["weight_norm_dense", "weight_norm_conv2d", "weight_norm_grouped_conv2d_transpose",
+        "spectral_norm_dense", "spectral_norm_conv2d"])
 def test_gradcheck(f64, make, shape):
     """SpectralNorm in evaluation: u and v stay fixed, so its gradient (u and v constant) is
     the exact gradient of the function each evaluation computes."""

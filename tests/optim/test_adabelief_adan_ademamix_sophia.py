@@ -23,7 +23,7 @@ from lamina.train import Trainer
 
 
 def adabelief_reference(p, g, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0, amsgrad=False,
-                        weight_decouple=True, fixed_decay=False):
+                        weight_decouple=True, fixed_decay=False, rectify=False, degenerated_to_sgd=True):
     beta1, beta2 = betas
     if not state:
         state.update(step=0, m=torch.zeros_like(p), s=torch.zeros_like(p), s_max=torch.zeros_like(p))
@@ -39,8 +39,25 @@ def adabelief_reference(p, g, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, wei
     if amsgrad:
         state["s_max"] = torch.maximum(state["s_max"], s)
         s = state["s_max"]
+    if rectify:
+        adabelief_rectified_reference(p, state, t, lr, beta1, beta2, eps, degenerated_to_sgd)
+        return
     denom = s.sqrt() / math.sqrt(1 - beta2**t) + eps
     p.sub_(lr / (1 - beta1**t) * state["m"] / denom)
+
+
+def adabelief_rectified_reference(p, state, t, lr, beta1, beta2, eps, degenerated_to_sgd):
+    """RAdam's rectified step as adabelief-pytorch 0.2 takes it: rectified Adam from
+    rho_t >= 5 on (with the variance s, never its running maximum), SGD with momentum or
+    no step before."""
+    rho_max = 2 / (1 - beta2) - 1
+    rho = rho_max - 2 * t * beta2**t / (1 - beta2**t)
+    state.setdefault("rhos", []).append(rho)
+    if rho >= 5:
+        r = math.sqrt((rho - 4) / (rho_max - 4) * (rho - 2) / rho * rho_max / (rho_max - 2))
+        p.sub_(lr * r * math.sqrt(1 - beta2**t) / (1 - beta1**t) * state["m"] / (state["s"].sqrt() + eps))
+    elif degenerated_to_sgd:
+        p.sub_(lr / (1 - beta1**t) * state["m"])
 
 
 def adan_reference(p, g, state, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0, no_prox=False):
@@ -110,6 +127,10 @@ CASES = [
       "weight_decouple": False}),
     ("adabelief-fixed-decay", AdaBelief, adabelief_reference,
      {"lr": 0.02, "weight_decay": 0.01, "fixed_decay": True, "eps": 1e-8}),
+    ("adabelief-rectify", AdaBelief, adabelief_reference, {"lr": 0.01, "betas": (0.9, 0.99), "rectify": True}),
+    ("adabelief-rectify-no-sgd-amsgrad", AdaBelief, adabelief_reference,
+     {"lr": 0.02, "betas": (0.8, 0.95), "eps": 1e-8, "weight_decay": 0.05, "amsgrad": True, "rectify": True,
+      "degenerated_to_sgd": False}),
     ("adan", Adan, adan_reference, {"lr": 0.01}),
     ("adan-prox", Adan, adan_reference, {"lr": 0.02, "weight_decay": 0.3, "betas": (0.9, 0.8, 0.95), "eps": 1e-3}),
     ("adan-no-prox", Adan, adan_reference, {"lr": 0.02, "weight_decay": 0.3, "no_prox": True}),
@@ -165,6 +186,9 @@ def test_follows_the_reference_step_for_step(name, ours, reference, kwargs):
     if clipped:   # both regimes of Sophia's clip were exercised
         ratios = np.concatenate(clipped)
         assert (ratios == 1).any() and (ratios < 0.999).any()
+    if kwargs.get("rectify"):   # both regimes of the rectification, and a rho_t in (4, 5)
+        rhos = np.array(tstate[0]["rhos"])
+        assert (rhos <= 4).any() and ((rhos > 4) & (rhos < 5)).any() and (rhos >= 5).any()
 
 
 def _run_with_hessian(opt, params, steps: int, start: int = 0) -> None:
@@ -233,6 +257,8 @@ BAD = [
     (AdaBelief, {"betas": (0.9, 1.0)}, "beta2"),
     (AdaBelief, {"eps": -1e-8}, "eps"),
     (AdaBelief, {"amsgrad": 1}, "amsgrad"),
+    (AdaBelief, {"rectify": "yes"}, "rectify"),
+    (AdaBelief, {"degenerated_to_sgd": None}, "degenerated_to_sgd"),
     (Adan, {"betas": (0.9, 0.9)}, "triple"),
     (Adan, {"betas": (0.98, -0.1, 0.99)}, "beta2"),
     (Adan, {"betas": (0.98, 0.92, 1.5)}, "beta3"),

@@ -21,7 +21,11 @@ v first); the estimate converges to the same sigma either way.
 
 The output-unit axis is the last one of a Dense weight (n_in, units) and of a
 Conv2DTranspose weight (c_in, f_h, f_w, K), the first one of the convolution weights
-(K, f_h, f_w, c_in) and (K, f, c_in); ``axis`` names it for other layers.
+(K, f_h, f_w, c_in) and (K, f, c_in); ``axis`` names it for other layers. A grouped
+Conv2DTranspose's last axis holds K/groups units of every group (output channel
+k = group K/groups + j sits at index j among the input channels of its group), so
+WeightNorm gives it K gains, one per output channel, each normalising its group's slice
+only, as separate ungrouped transposed convolutions per group would.
 
 How the wrapped layer gets the computed weight: the wrapper takes the layer's weight
 parameter over (it becomes g and v, or weight_orig) and before each call sets the layer's
@@ -165,7 +169,8 @@ class WeightNorm(_WeightWrapper):
     others under ``layer.``); they start at g = ||w||, v = w, so the wrapped layer initially
     computes what the plain one does. The wrapped layer builds on the first call if it is not
     built yet. ``weight`` names the layer's weight parameter and ``axis`` its output-unit
-    axis (default: the last for Dense and Conv2DTranspose, the first for convolutions).
+    axis (default: the last for Dense and Conv2DTranspose, the first for convolutions; a
+    grouped Conv2DTranspose gets one gain per output channel, see the module docstring).
     """
 
     def __init__(self, layer, weight: str = "weight", axis: int | None = None, name: str | None = None):
@@ -174,11 +179,15 @@ class WeightNorm(_WeightWrapper):
 
     def _adopt(self, weight: Parameter) -> None:
         data = weight.data
+        self.unit_groups = self._unit_groups()
         if self.shape_only:
-            self.g = Parameter(initializers.meta_array((data.shape[self.unit_axis],), data.dtype))
+            units = data.shape[self.unit_axis] * self.unit_groups
+            self.g = Parameter(initializers.meta_array((units,), data.dtype))
             self.v = Parameter(data)
             return
-        norms = backend.xp.sqrt((data * data).sum(axis=self._reduced_axes(data.ndim)))
+        grouped = self._grouped_shape(data.shape)
+        norms = backend.xp.sqrt((data * data).reshape(grouped).sum(axis=self._norm_axes(len(grouped))))
+        norms = norms.reshape(-1)
         dead = numpy.flatnonzero(backend.to_numpy(norms) == 0)
         if dead.size:
             raise ValueError(f"{self._label()}: output units {dead.tolist()} of the wrapped {self.layer._label()} "
@@ -187,14 +196,40 @@ class WeightNorm(_WeightWrapper):
         self.g = Parameter(norms, trainable=weight.trainable, dtype=data.dtype)
         self.v = Parameter(data.copy(), trainable=weight.trainable, dtype=data.dtype)
 
+    def _unit_groups(self) -> int:
+        """How many groups share the output-unit axis: a grouped Conv2DTranspose's, with the
+        default axis; 1 otherwise."""
+        if self.axis is None and isinstance(self.layer, Conv2DTranspose):
+            return self.layer.groups
+        return 1
+
+    def _grouped_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """v's shape with its first (input-channel) axis split into (groups, c_in / groups)
+        when units are grouped; unchanged otherwise."""
+        if self.unit_groups == 1:
+            return tuple(shape)
+        return (self.unit_groups, shape[0] // self.unit_groups, *shape[1:])
+
+    def _norm_axes(self, ndim: int) -> tuple[int, ...]:
+        """The axes of the grouped view of v that each unit's norm runs over."""
+        if self.unit_groups == 1:
+            return self._reduced_axes(ndim)
+        return tuple(range(1, ndim - 1))
+
     def compute_weight(self) -> Tensor:
-        """w = g v / ||v|| with g broadcast along the output-unit axis."""
+        """w = g v / ||v|| with g broadcast along the output-unit axis (along the group and
+        unit axes of v's grouped view for a grouped Conv2DTranspose)."""
         v = self.v
         if self.shape_only:
             return v.detach()
-        norm = F.sqrt(F.sum(F.mul(v, v), axis=self._reduced_axes(v.ndim), keepdims=True))
-        gain = F.reshape(self.g, tuple(-1 if i == self.unit_axis else 1 for i in range(v.ndim)))
-        return F.mul(v, F.div(gain, norm))
+        grouped_shape = self._grouped_shape(v.shape)
+        grouped = F.reshape(v, grouped_shape) if self.unit_groups > 1 else v
+        ndim = len(grouped_shape)
+        norm_axes = self._norm_axes(ndim)
+        norm = F.sqrt(F.sum(F.mul(grouped, grouped), axis=norm_axes, keepdims=True))
+        gain = F.reshape(self.g, tuple(1 if i in norm_axes else grouped_shape[i] for i in range(ndim)))
+        weight = F.mul(grouped, F.div(gain, norm))
+        return F.reshape(weight, v.shape) if self.unit_groups > 1 else weight
 
     def extra_repr(self) -> str:
         return f"weight={self.weight_name!r}"
