@@ -62,11 +62,12 @@ def _call(layer, values, *args):
 
 
 # -- torch references ----------------------------------------------------------------------
-def torch_gatv2(x, weight_l, weight_r, att, bias, heads, concat):
+def torch_gatv2(x, weight_l, bias_l, weight_r, bias_r, att, bias, heads, concat):
+    """PyG's GATv2Conv: lin_l / lin_r are Linear layers with biases (bias_* may be 0)."""
     edges = _with_self_loops()
     src, dst = _t(edges[0]), _t(edges[1])
     c = att.shape[1]
-    left, right = (x @ weight_l).view(N, heads, c), (x @ weight_r).view(N, heads, c)
+    left, right = (x @ weight_l + bias_l).view(N, heads, c), (x @ weight_r + bias_r).view(N, heads, c)
     scores = (torch.nn.functional.leaky_relu(left[src] + right[dst], 0.2) * att).sum(-1)
     alpha = _torch_softmax(scores, edges[1])
     out = _torch_sum(left[src] * alpha[..., None], edges[1])
@@ -119,20 +120,53 @@ def torch_appnp(x, edge_weight, k, alpha):
                                                 (2, True, True)])
 def test_gatv2_matches_torch(heads, concat, share):
     layer = _built(nn.GATv2Conv(2, heads=heads, concat=concat, share_weights=share))
-    arrays = (randn(N, F_IN, seed=1), randn(F_IN, 2 * heads, seed=2), randn(F_IN, 2 * heads, seed=3),
-              randn(heads, 2, seed=4), randn(*layer.bias.shape, seed=5))
+    width = 2 * heads
+    arrays = (randn(N, F_IN, seed=1), randn(F_IN, width, seed=2), randn(width, seed=6), randn(F_IN, width, seed=3),
+              randn(width, seed=7), randn(heads, 2, seed=4), randn(*layer.bias.shape, seed=5))
 
-    def ours(x, wl, wr, att, bias):
-        values = {"weight_l": wl, "att": att, "bias": bias}
+    def ours(x, wl, bl, wr, br, att, bias):
+        values = {"weight_l": wl, "bias_l": bl, "att": att, "bias": bias}
         if not share:
-            values["weight_r"] = wr
+            values.update(weight_r=wr, bias_r=br)
         return _call(layer, values, x, EDGES)
 
-    def theirs(x, wl, wr, att, bias):
-        return torch_gatv2(x, wl, wl if share else wr, att, bias, heads, concat)
+    def theirs(x, wl, bl, wr, br, att, bias):
+        right = (wl, bl) if share else (wr, br)
+        return torch_gatv2(x, wl, bl, *right, att, bias, heads, concat)
 
     compare_with_torch(ours, theirs, *arrays, dtype=np.float64)
     assert check_gradients(ours, *arrays)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_gatv2_without_bias_matches_torch(share):
+    layer = _built(nn.GATv2Conv(2, heads=2, bias=False, share_weights=share))
+    arrays = (randn(N, F_IN, seed=1), randn(F_IN, 4, seed=2), randn(F_IN, 4, seed=3), randn(2, 2, seed=4))
+
+    def ours(x, wl, wr, att):
+        values = {"weight_l": wl, "att": att} if share else {"weight_l": wl, "weight_r": wr, "att": att}
+        return _call(layer, values, x, EDGES)
+
+    def theirs(x, wl, wr, att):
+        return torch_gatv2(x, wl, 0.0, wl if share else wr, 0.0, att, 0.0, 2, True)
+
+    compare_with_torch(ours, theirs, *arrays, dtype=np.float64)
+    assert check_gradients(ours, *arrays)
+
+
+@pytest.mark.parametrize("bias,share,names", [
+    (True, False, {"weight_l", "bias_l", "weight_r", "bias_r", "att", "bias"}),
+    (True, True, {"weight_l", "bias_l", "att", "bias"}),
+    (False, False, {"weight_l", "weight_r", "att"}),
+    (False, True, {"weight_l", "att"})])
+def test_gatv2_parameters_follow_bias_and_share_weights(bias, share, names):
+    layer = _built(nn.GATv2Conv(2, heads=3, bias=bias, share_weights=share))
+    assert {name for name, _ in layer.named_parameters()} == names
+    if bias:
+        assert layer.bias_l.shape == (6,)
+    twin = nn.layer_from_config(nn.layer_to_config(layer))
+    assert twin.get_config() == layer.get_config()
+    assert {name for name, _ in _built(twin).named_parameters()} == names
 
 
 def test_gatv2_attention_is_a_softmax_and_dropout_acts_only_in_training():

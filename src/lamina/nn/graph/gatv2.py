@@ -1,7 +1,8 @@
 """Dynamic graph attention (Brody, Alon & Yahav, 2022), ``GATv2Conv``, as PyTorch Geometric's.
 
-Per head k (H heads of C features), with left and right projections x_l = x W_l and
-x_r = x W_r split into heads (W_r = W_l with ``share_weights``):
+Per head k (H heads of C features), with left and right projections x_l = x W_l + b_l and
+x_r = x W_r + b_r split into heads (parameters ``weight_l``, ``bias_l``, ``weight_r``,
+``bias_r``; with ``share_weights`` the right projection is the left one, W_r = W_l, b_r = b_l):
 
     e_ji     = a^k . LeakyReLU(x_l[j]^k + x_r[i]^k)               for every edge j -> i
     alpha_ji = softmax of e_ji over the in-edges of i
@@ -9,7 +10,8 @@ x_r = x W_r split into heads (W_r = W_l with ``share_weights``):
 
 The nonlinearity sits between the sum and the attention vector, so the ranking of the
 neighbours can depend on the receiving node (GATConv's cannot). Heads are concatenated
-(N, H C) or averaged (N, C), then the bias is added. ``add_self_loops`` gives every node
+(N, H C) or averaged (N, C), then the output ``bias`` is added; ``bias=False`` drops all
+three biases (b_l, b_r and the output one). ``add_self_loops`` gives every node
 exactly one loop i -> i; ``dropout`` drops attention coefficients (edges) in training.
 """
 
@@ -51,9 +53,11 @@ class GATv2Conv(Module):
         n_in = node_shape(self, input_shape)[1]
         dtype = backend.get_default_dtype()
         h, c = self.heads, self.out_features
-        self.add_parameter("weight_l", initializers.xavier_uniform((n_in, h * c), dtype=dtype))
-        if not self.share_weights:
-            self.add_parameter("weight_r", initializers.xavier_uniform((n_in, h * c), dtype=dtype))
+        sides = ("l",) if self.share_weights else ("l", "r")
+        for side in sides:
+            self.add_parameter(f"weight_{side}", initializers.xavier_uniform((n_in, h * c), dtype=dtype))
+            if self.use_bias:
+                self.add_parameter(f"bias_{side}", initializers.zeros((h * c,), dtype=dtype))
         self.add_parameter("att", initializers.xavier_uniform((h, c), 1, c, dtype=dtype))
         if self.use_bias:
             self.add_parameter("bias", initializers.zeros((h * c if self.concat else c,), dtype=dtype))
@@ -65,8 +69,8 @@ class GATv2Conv(Module):
         if self.add_self_loops:
             edge_index, _ = add_self_loops(remove_self_loops(edge_index)[0], n)
         source, target = edge_index
-        left = F.reshape(linear(x, self.weight_l), (n, h, c))
-        right = left if self.share_weights else F.reshape(linear(x, self.weight_r), (n, h, c))
+        left = self._project(x, "l")
+        right = left if self.share_weights else self._project(x, "r")
         hidden = F.leaky_relu(F.take_rows(left, source) + F.take_rows(right, target), self.negative_slope)
         alpha = F.segment_softmax(F.sum(hidden * self.att, axis=-1), target, n)     # (E, H)
         if self.training and self.dropout > 0:
@@ -76,6 +80,12 @@ class GATv2Conv(Module):
         if self.use_bias:
             out = out + self.bias
         return (out, (edge_index, alpha)) if return_attention else out
+
+    def _project(self, x, side: str):
+        """x W_side (+ b_side) split into heads: (N, H, C)."""
+        bias = getattr(self, f"bias_{side}") if self.use_bias else None
+        projected = linear(x, getattr(self, f"weight_{side}"), bias)
+        return F.reshape(projected, (x.shape[0], self.heads, self.out_features))
 
     def compute_output_shape(self, input_shape):
         width = self.heads * self.out_features if self.concat else self.out_features
