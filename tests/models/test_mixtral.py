@@ -6,6 +6,7 @@ cached and left-padded generation, Mixtral-8x7B's parameter count and the loader
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from language_model_checks import assert_cached_generation_equals_rerun
 from lm_family_checks import (
@@ -18,7 +19,7 @@ from lm_family_checks import (
 from reference_checks import assert_gradients_match_the_table
 
 import lamina
-from helpers import assert_close
+from helpers import assert_close, check_gradients
 from lamina import models
 from lamina.models.mixtral import hf_mixtral_table
 from lamina.nn import init
@@ -96,3 +97,42 @@ def test_loader_errors(f64):
                          "layers.1.block_sparse_moe.experts.3.w3.weight",
                          models.Mixtral(**{**TINY, "intermediate_size": 10}), "experts.0.gate_proj.weight",
                          "Mixtral")
+
+
+def test_router_jitter_noise_acts_in_training_only(f64):
+    jittered, reference = _pair(3, router_jitter_noise=0.2)
+    plain, _ = _pair(3)
+    ids = np.random.default_rng(3).integers(0, 13, size=(2, 7))
+    jittered.eval()
+    assert_close(jittered(ids).numpy(), reference(torch.tensor(ids)).detach().numpy(), 1e-10, "eval logits")
+    jittered.train()
+    assert np.abs(jittered(ids).numpy() - plain(ids).numpy()).max() > 1e-3
+    again = models.Mixtral(**jittered.get_config())
+    assert again.router_jitter_noise == 0.2 and again.layers[1].block_sparse_moe.router_jitter_noise == 0.2
+
+
+def test_router_jitter_noise_scales_the_router_input_by_seeded_uniform_noise(f64):
+    block = models.MixtralSparseMoeBlock(6, 5, num_local_experts=3, initializer_range=0.5, router_jitter_noise=0.3)
+    x = np.random.default_rng(4).standard_normal((2, 4, 6))
+    block.build(x.shape)
+    lamina.backend.manual_seed(11)
+    out = block(x).numpy()
+    lamina.backend.manual_seed(11)
+    noise = lamina.backend.rng().uniform(0.7, 1.3, size=(8, 6))
+    expected_logits = (x.reshape(8, 6) * noise) @ block.gate.weight.numpy()
+    assert_close(block.router_logits.numpy(), expected_logits, 1e-12, "router logits")
+    block.eval()
+    calm = block(x).numpy()
+    assert_close(block.router_logits.numpy(), x.reshape(8, 6) @ block.gate.weight.numpy(), 1e-12, "eval logits")
+    assert np.abs(out - calm).max() > 1e-3
+    block.router_jitter_noise = 0.0
+    block.train()
+    assert_close(block(x).numpy(), calm, 1e-12, "training without noise")
+    block.router_jitter_noise = 0.3
+
+    def seeded(inputs):           # the same noise on every call, so that differences are taken
+        lamina.backend.manual_seed(11)
+        return block(inputs)
+    assert check_gradients(seeded, x)
+    with pytest.raises(ValueError, match=r"Mixtral: router_jitter_noise must be a finite number >= 0, got -0.1"):
+        models.Mixtral(**TINY, router_jitter_noise=-0.1)

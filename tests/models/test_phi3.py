@@ -1,7 +1,8 @@
 """Phi-3 in Hugging Face's layout against a PyTorch reference of Phi3ForCausalLM: the fused
 qkv_proj and gate_up_proj split by the loader, LongRoPE ('longrope' or the older 'su') with
-its short and long factors around original_max_position_embeddings, cached and left-padded
-generation, the parameter count of Phi-3-mini and the loader's errors."""
+its short and long factors around original_max_position_embeddings, partial rotary
+(partial_rotary_factor, Phi-4-mini's), cached and left-padded generation, the parameter count
+of Phi-3-mini and the loader's errors."""
 
 from __future__ import annotations
 
@@ -37,7 +38,11 @@ def _pair(seed: int = 0, **options):
      "original_max_position_embeddings": 8},
     # within the original context of 16: the short factors; 'su' is LongRoPE's former name
     {"rope_scaling": {"type": "su", **LONGROPE}, "max_position_embeddings": 64,
-     "original_max_position_embeddings": 16}])
+     "original_max_position_embeddings": 16},
+    # partial rotary: 2 of 4 features, 6 of 8, and LongRoPE's factors over the 4 turned of 8
+    {"partial_rotary_factor": 0.5}, {"head_dim": 8, "partial_rotary_factor": 0.75},
+    {"head_dim": 8, "partial_rotary_factor": 0.5, "rope_scaling": {"rope_type": "longrope", **LONGROPE},
+     "max_position_embeddings": 32, "original_max_position_embeddings": 8}])
 def test_logits_and_gradients_equal_the_reference(f64, options):
     model, reference = _pair(**options)
     assert_logits_and_gradients_match(model, reference, hf_phi3_table(model), TINY["vocab_size"])
@@ -80,3 +85,24 @@ def test_loader_splits_the_fused_weights_and_checks_them(f64):
                          "self_attn.in_weight", "Phi3")
     with pytest.raises(lamina.ShapeError, match=r"Phi3.*layers.0.mlp.gate_up_proj.weight has shape \(48, 16\)"):
         models.load_hf_phi3_state_dict(models.Phi3(**{**TINY, "intermediate_size": 20}), arrays)
+
+
+def test_partial_rotary_turns_only_the_first_features_and_round_trips(f64):
+    model, _ = _pair(head_dim=8, partial_rotary_factor=0.75)
+    assert model.layers[0].self_attn.rotary_dims == 6
+    again = models.Phi3(**model.get_config())
+    assert again.partial_rotary_factor == 0.75 and again.layers[1].self_attn.rotary_dims == 6
+    plain, _ = _pair(head_dim=8)
+    assert plain.layers[0].self_attn.rotary_dims == 8
+    ids = np.random.default_rng(1).integers(0, 13, size=(1, 7))
+    assert np.abs(model(ids).numpy() - plain(ids).numpy()).max() > 1e-4
+    assert_cached_generation_equals_rerun(lambda vocab_size: models.Phi3(
+        **{**TINY, "vocab_size": vocab_size, "head_dim": 8, "partial_rotary_factor": 0.75,
+           "max_position_embeddings": 16, "initializer_range": 0.5}))
+
+
+@pytest.mark.parametrize("factor, message", [(0.0, r"in \(0, 1\], got 0.0"), (1.5, r"in \(0, 1\], got 1.5"),
+                                             (0.75, "head_dim 4 turns 3 features")])
+def test_partial_rotary_factor_errors(factor, message):
+    with pytest.raises(ValueError, match=rf"Phi3: partial_rotary_factor.*{message}"):
+        models.Phi3(**TINY, partial_rotary_factor=factor)

@@ -72,7 +72,9 @@ class Attention(nn.Module):
         q = q.view(n, t, self.h, self.d).transpose(1, 2)
         k = k.view(n, t, self.g, self.d).transpose(1, 2)
         v = v.view(n, t, self.g, self.d).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        r = cos.shape[-1]                       # Phi-3's partial rotary: the first r features turned
+        q_turned, k_turned = apply_rotary_pos_emb(q[..., :r], k[..., :r], cos, sin)
+        q, k = torch.cat((q_turned, q[..., r:]), dim=-1), torch.cat((k_turned, k[..., r:]), dim=-1)
         k, v = repeat_kv(k, self.h // self.g), repeat_kv(v, self.h // self.g)
         scores = q @ k.transpose(2, 3) * self.scaling
         if self.softcap is not None:
@@ -212,7 +214,8 @@ class DecoderModel(nn.Module):
         scaling = config.get("rope_scaling")
         if scaling is not None and "original_max_position_embeddings" in config:
             scaling = {**scaling, "original_max_position_embeddings": config["original_max_position_embeddings"]}
-        self.rotary_emb = LlamaRotaryEmbedding(head_dim, config.get("rope_theta", 10000.0), scaling,
+        rotary_dims = int(head_dim * config.get("partial_rotary_factor", 1.0))
+        self.rotary_emb = LlamaRotaryEmbedding(rotary_dims, config.get("rope_theta", 10000.0), scaling,
                                                config.get("max_position_embeddings", 2048))
 
     def forward(self, ids, key_padding=None):

@@ -271,7 +271,8 @@ class Llama(DecoderLM):
             raise ValueError(f"Llama: num_key_value_heads {self.num_key_value_heads} must divide "
                              f"num_attention_heads {num_attention_heads}")
         self.max_position_embeddings = positive_int(max_position_embeddings, "Llama: max_position_embeddings")
-        F.check_rope_scaling(self.rope_scaling, self.head_dim, self.max_position_embeddings, type(self).__name__)
+        F.check_rope_scaling(self.rope_scaling, self.rotary_dims(), self.max_position_embeddings,
+                             type(self).__name__)
         if not float(rms_norm_eps) > 0:
             raise ValueError(f"Llama: rms_norm_eps must be > 0, got {rms_norm_eps!r}")
         self.rms_norm_eps = float(rms_norm_eps)
@@ -301,6 +302,10 @@ class Llama(DecoderLM):
                 "attention_dropout": self.attention_dropout, "initializer_range": self.initializer_range,
                 "head_dim": self.head_dim, "rope_scaling": self.rope_scaling,
                 "sliding_window": self.layer_window(index), "max_position_embeddings": self.max_position_embeddings}
+
+    def rotary_dims(self) -> int:
+        """The features of each head that the rotary positions turn: all ``head_dim``."""
+        return self.head_dim
 
     def layer_window(self, index: int) -> int | None:
         """The sliding window of block ``index``: ``sliding_window`` in every block."""

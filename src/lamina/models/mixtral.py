@@ -16,7 +16,10 @@ over the tokens of every block together, M of them):
 is ``model.router_aux_loss`` after each call (a scalar on the graph; Hugging Face adds
 ``router_aux_loss_coef`` times it to the training loss); with a ``key_mask`` only the real
 tokens count. The experts are :class:`~lamina.models.LlamaMLP` s, ``w1``, ``w3`` and ``w2``
-being their ``gate_proj``, ``up_proj`` and ``down_proj``.
+being their ``gate_proj``, ``up_proj`` and ``down_proj``. In training, ``router_jitter_noise``
+eps > 0 multiplies each block's input by noise u ~ U(1 - eps, 1 + eps), drawn per element from
+:func:`lamina.backend.rng`, before the router (and the experts, which see the same x u), as
+Hugging Face's block does; in evaluation the input passes unchanged.
 """
 
 from __future__ import annotations
@@ -53,10 +56,12 @@ MIXTRAL_CONFIGS = {
 class MixtralSparseMoeBlock(Module):
     """Top-k routed SwiGLU experts on (N, T, hidden_size) (see the module docstring): the
     router ``gate`` (a Dense without bias, hidden -> E) and ``experts`` (a ModuleList of
-    :class:`~lamina.models.LlamaMLP`). ``router_logits`` (N T, E) holds the last call's logits."""
+    :class:`~lamina.models.LlamaMLP`). ``router_logits`` (N T, E) holds the last call's logits.
+    ``router_jitter_noise`` eps >= 0: in training, the input times U(1 - eps, 1 + eps) noise."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, num_local_experts: int = 8,
-                 num_experts_per_tok: int = 2, initializer_range: float = 0.02, name: str | None = None):
+                 num_experts_per_tok: int = 2, initializer_range: float = 0.02, router_jitter_noise: float = 0.0,
+                 name: str | None = None):
         super().__init__(name=name)
         self.hidden_size = positive_int(hidden_size, "MixtralSparseMoeBlock: hidden_size")
         self.num_local_experts = positive_int(num_local_experts, "MixtralSparseMoeBlock: num_local_experts")
@@ -65,6 +70,7 @@ class MixtralSparseMoeBlock(Module):
             raise ValueError(f"MixtralSparseMoeBlock: num_experts_per_tok {num_experts_per_tok} is more than the "
                              f"{num_local_experts} experts")
         self.initializer_range = float(initializer_range)
+        self.router_jitter_noise = _jitter_noise(router_jitter_noise, "MixtralSparseMoeBlock")
         self.gate = Dense(num_local_experts, use_bias=False, kernel_init=initializers.normal(std=initializer_range))
         self.experts = ModuleList([LlamaMLP(hidden_size, intermediate_size, initializer_range=initializer_range)
                                    for _ in range(num_local_experts)])
@@ -80,6 +86,8 @@ class MixtralSparseMoeBlock(Module):
         x = as_tensor(x)
         xp = backend.xp
         flat = F.reshape(x, -1, self.hidden_size)
+        if self.training and self.router_jitter_noise > 0:
+            flat = flat * Tensor._wrap(self._jitter(flat.shape, flat.dtype))
         m, k = flat.shape[0], self.num_experts_per_tok
         logits = self.gate(flat)
         self.router_logits = logits
@@ -100,13 +108,27 @@ class MixtralSparseMoeBlock(Module):
         y = (per_slot * F.reshape(F.transpose(gates), k, m, 1)).sum(axis=0)
         return F.reshape(y, *x.shape)
 
+    def _jitter(self, shape, dtype):
+        """Noise U(1 - eps, 1 + eps) of ``shape``, eps = ``router_jitter_noise``."""
+        eps = self.router_jitter_noise
+        return backend.xp.asarray(backend.rng().uniform(1.0 - eps, 1.0 + eps, size=tuple(shape)).astype(dtype))
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
     def get_config(self) -> dict:
         return {"hidden_size": self.hidden_size, "intermediate_size": self.experts[0].intermediate_size,
                 "num_local_experts": self.num_local_experts, "num_experts_per_tok": self.num_experts_per_tok,
-                "initializer_range": self.initializer_range, "name": self.name}
+                "initializer_range": self.initializer_range, "router_jitter_noise": self.router_jitter_noise,
+                "name": self.name}
+
+
+def _jitter_noise(value: float, who: str) -> float:
+    """``value`` as a float, checked to be a finite number >= 0."""
+    eps = float(value)
+    if not 0.0 <= eps < float("inf"):
+        raise ValueError(f"{who}: router_jitter_noise must be a finite number >= 0, got {value!r}")
+    return eps
 
 
 def load_balancing_loss(router_logits, num_experts: int, top_k: int, token_mask=None) -> Tensor:
@@ -136,11 +158,13 @@ class MixtralDecoderLayer(LlamaDecoderLayer):
     :class:`MixtralSparseMoeBlock`, ``block_sparse_moe`` (Hugging Face's name)."""
 
     def __init__(self, hidden_size: int, num_attention_heads: int, intermediate_size: int, *args,
-                 num_local_experts: int = 8, num_experts_per_tok: int = 2, **kwargs):
+                 num_local_experts: int = 8, num_experts_per_tok: int = 2, router_jitter_noise: float = 0.0,
+                 **kwargs):
         super().__init__(hidden_size, num_attention_heads, intermediate_size, *args, **kwargs)
         del self._modules["mlp"]
         self.block_sparse_moe = MixtralSparseMoeBlock(hidden_size, intermediate_size, num_local_experts,
-                                                      num_experts_per_tok, kwargs.get("initializer_range", 0.02))
+                                                      num_experts_per_tok, kwargs.get("initializer_range", 0.02),
+                                                      router_jitter_noise)
 
     def build(self, input_shape) -> None:
         shape = tuple(input_shape)
@@ -157,7 +181,7 @@ class MixtralDecoderLayer(LlamaDecoderLayer):
     def get_config(self) -> dict:
         moe = self.block_sparse_moe
         return {**super().get_config(), "num_local_experts": moe.num_local_experts,
-                "num_experts_per_tok": moe.num_experts_per_tok}
+                "num_experts_per_tok": moe.num_experts_per_tok, "router_jitter_noise": moe.router_jitter_noise}
 
 
 @register_layer
@@ -166,18 +190,20 @@ class Mixtral(Llama):
     ``MixtralConfig``'s defaults (Mixtral-8x7B's sizes) whose blocks are
     :class:`MixtralDecoderLayer` s of ``num_local_experts`` experts, ``num_experts_per_tok``
     per token. After each call ``router_aux_loss`` is the load-balancing loss of its tokens
-    (see the module docstring) and ``router_aux_loss_coef`` the weight Hugging Face gives it.
+    (see the module docstring) and ``router_aux_loss_coef`` the weight Hugging Face gives it;
+    ``router_jitter_noise`` (default 0: none) the training noise on each router's input.
     Other arguments and the call are Llama's."""
 
     def __init__(self, vocab_size: int = 32000, hidden_size: int = 4096, intermediate_size: int = 14336,
                  num_hidden_layers: int = 32, num_attention_heads: int = 32, num_key_value_heads: int | None = 8,
                  max_position_embeddings: int = 131072, rms_norm_eps: float = 1e-5, rope_theta: float = 1e6,
                  num_local_experts: int = 8, num_experts_per_tok: int = 2, router_aux_loss_coef: float = 0.001,
-                 **options):
+                 router_jitter_noise: float = 0.0, **options):
         Module.__init__(self, name=options.get("name"))     # the options layer_arguments reads, set first
         self.num_local_experts = positive_int(num_local_experts, "Mixtral: num_local_experts")
         self.num_experts_per_tok = positive_int(num_experts_per_tok, "Mixtral: num_experts_per_tok")
         self.router_aux_loss_coef = float(router_aux_loss_coef)
+        self.router_jitter_noise = _jitter_noise(router_jitter_noise, "Mixtral")
         self.router_aux_loss = None
         super().__init__(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
                          num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
@@ -186,7 +212,8 @@ class Mixtral(Llama):
 
     def decoder_layer(self, index: int) -> MixtralDecoderLayer:
         return MixtralDecoderLayer(**self.layer_arguments(index), num_local_experts=self.num_local_experts,
-                                   num_experts_per_tok=self.num_experts_per_tok)
+                                   num_experts_per_tok=self.num_experts_per_tok,
+                                   router_jitter_noise=self.router_jitter_noise)
 
     def forward(self, ids, key_mask=None, position_ids=None) -> Tensor:
         scores = super().forward(ids, key_mask=key_mask, position_ids=position_ids)
@@ -199,7 +226,8 @@ class Mixtral(Llama):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "num_local_experts": self.num_local_experts,
-                "num_experts_per_tok": self.num_experts_per_tok, "router_aux_loss_coef": self.router_aux_loss_coef}
+                "num_experts_per_tok": self.num_experts_per_tok, "router_aux_loss_coef": self.router_aux_loss_coef,
+                "router_jitter_noise": self.router_jitter_noise}
 
 
 def mixtral(config: str = "tiny", **options) -> Mixtral:

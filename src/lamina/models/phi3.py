@@ -9,7 +9,8 @@ which :func:`load_hf_phi3_state_dict` splits (the first is already lamina's ``in
 transposed). The long-context versions use LongRoPE (``rope_scaling`` of type 'longrope',
 formerly 'su', with ``short_factor`` / ``long_factor``; see
 :func:`lamina.functional.rotary_parameters`), the original context being the config's
-``original_max_position_embeddings``.
+``original_max_position_embeddings``. ``partial_rotary_factor`` f (Phi-4-mini's 0.75) turns
+only the first r = int(f head_dim) features of each head, the others passing unturned.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from lamina.errors import ShapeError
 from lamina.models.hf_weights import HFWeight, linear
 from lamina.models.llama import Llama, hf_llama_table, llama_parameter_count, load_hf_decoder_weights
 from lamina.nn.layer import register_layer
+from lamina.nn.module import Module
 
 __all__ = ["PHI3_CONFIGS", "Phi3", "load_hf_phi3_state_dict", "phi3", "phi3_parameter_count"]
 
@@ -52,12 +54,19 @@ class Phi3(Llama):
     """Phi-3 language model (Hugging Face's ``Phi3ForCausalLM``): a :class:`Llama` with
     ``Phi3Config``'s defaults (Phi-3-mini's sizes). ``original_max_position_embeddings``
     (default ``max_position_embeddings``) is the context LongRoPE scales from: it is put in a
-    'longrope' (or 'su') ``rope_scaling`` that lacks it. Other arguments and the call are Llama's."""
+    'longrope' (or 'su') ``rope_scaling`` that lacks it. ``partial_rotary_factor`` f in (0, 1]
+    turns the first r = int(f head_dim) features of each head (r even; a LongRoPE's factors then
+    hold r / 2 values). Other arguments and the call are Llama's."""
 
     def __init__(self, vocab_size: int = 32064, hidden_size: int = 3072, intermediate_size: int = 8192,
                  num_hidden_layers: int = 32, num_attention_heads: int = 32, num_key_value_heads: int | None = None,
                  max_position_embeddings: int = 4096, original_max_position_embeddings: int | None = None,
-                 rms_norm_eps: float = 1e-5, rope_scaling: Mapping | None = None, **options):
+                 rms_norm_eps: float = 1e-5, rope_scaling: Mapping | None = None, partial_rotary_factor: float = 1.0,
+                 **options):
+        if not 0.0 < float(partial_rotary_factor) <= 1.0:
+            raise ValueError(f"Phi3: partial_rotary_factor must be in (0, 1], got {partial_rotary_factor!r}")
+        Module.__init__(self, name=options.get("name"))     # the options layer_arguments reads, set first
+        self.partial_rotary_factor = float(partial_rotary_factor)
         original = max_position_embeddings if original_max_position_embeddings is None else int(
             original_max_position_embeddings)
         super().__init__(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
@@ -66,8 +75,23 @@ class Phi3(Llama):
                          rms_norm_eps=rms_norm_eps, rope_scaling=_longrope(rope_scaling, original), **options)
         self.original_max_position_embeddings = original
 
+    def rotary_dims(self) -> int:
+        """r = int(``partial_rotary_factor`` ``head_dim``), the features of each head turned."""
+        r = int(self.head_dim * self.partial_rotary_factor)
+        if r < 2 or r % 2:
+            raise ValueError(f"Phi3: partial_rotary_factor {self.partial_rotary_factor} of head_dim {self.head_dim} "
+                             f"turns {r} features; expected an even number, at least 2")
+        return r
+
+    def layer_arguments(self, index: int) -> dict:
+        arguments = super().layer_arguments(index)
+        if self.rotary_dims() < self.head_dim:
+            arguments["attention_options"] = {"rotary_dims": self.rotary_dims()}
+        return arguments
+
     def get_config(self) -> dict:
-        return {**super().get_config(), "original_max_position_embeddings": self.original_max_position_embeddings}
+        return {**super().get_config(), "original_max_position_embeddings": self.original_max_position_embeddings,
+                "partial_rotary_factor": self.partial_rotary_factor}
 
 
 def phi3(config: str = "tiny", **options) -> Phi3:
