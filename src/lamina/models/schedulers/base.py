@@ -133,6 +133,16 @@ class Scheduler:
         self.timesteps: np.ndarray | None = None
         self.step_index: int | None = None
 
+    def check_solver_options(self, **choices) -> None:
+        """Refuse a solver's config value outside its choices: ``solver_order`` in 1-3 and each
+        ``key=allowed`` given, naming the scheduler, the key and what was expected."""
+        name, c = type(self).__name__, self.config
+        if c["solver_order"] not in (1, 2, 3):
+            raise ValueError(f"{name}: solver_order must be 1, 2 or 3, got {c['solver_order']!r}")
+        for key, allowed in choices.items():
+            if c[key] not in allowed:
+                raise ValueError(f"{name}: {key} must be one of {allowed}, got {c[key]!r}")
+
     @classmethod
     def from_config(cls, config: dict, **overrides) -> Scheduler:
         """A scheduler from a config dict (keys it does not know, e.g. another scheduler's, are

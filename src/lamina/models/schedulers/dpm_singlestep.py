@@ -64,12 +64,8 @@ class DPMSolverSinglestepScheduler(Scheduler):
     def __init__(self, **config):
         super().__init__(**config)
         c, name = self.config, "DPMSolverSinglestepScheduler"
-        if c["solver_order"] not in (1, 2, 3):
-            raise ValueError(f"{name}: solver_order must be 1, 2 or 3, got {c['solver_order']!r}")
-        for key, allowed in (("solver_type", SOLVER_TYPES), ("algorithm_type", ALGORITHM_TYPES),
-                             ("final_sigmas_type", FINAL_SIGMAS)):
-            if c[key] not in allowed:
-                raise ValueError(f"{name}: {key} must be one of {allowed}, got {c[key]!r}")
+        self.check_solver_options(solver_type=SOLVER_TYPES, algorithm_type=ALGORITHM_TYPES,
+                                  final_sigmas_type=FINAL_SIGMAS)
         if c["algorithm_type"] == "dpmsolver" and c["final_sigmas_type"] == "zero":
             raise ValueError(f"{name}: algorithm_type='dpmsolver' cannot step to sigma = 0; use "
                              "final_sigmas_type='sigma_min'")

@@ -59,17 +59,8 @@ class DPMSolverMultistepScheduler(Scheduler):
     def __init__(self, **config):
         super().__init__(**config)
         c = self.config
-        if c["solver_order"] not in (1, 2, 3):
-            raise ValueError(f"DPMSolverMultistepScheduler: solver_order must be 1, 2 or 3, got {c['solver_order']!r}")
-        if c["solver_type"] not in SOLVER_TYPES:
-            raise ValueError(f"DPMSolverMultistepScheduler: solver_type must be one of {SOLVER_TYPES}, got "
-                             f"{c['solver_type']!r}")
-        if c["algorithm_type"] not in ALGORITHM_TYPES:
-            raise ValueError(f"DPMSolverMultistepScheduler: algorithm_type must be one of {ALGORITHM_TYPES}, got "
-                             f"{c['algorithm_type']!r}")
-        if c["final_sigmas_type"] not in FINAL_SIGMAS:
-            raise ValueError(f"DPMSolverMultistepScheduler: final_sigmas_type must be one of {FINAL_SIGMAS}, got "
-                             f"{c['final_sigmas_type']!r}")
+        self.check_solver_options(solver_type=SOLVER_TYPES, algorithm_type=ALGORITHM_TYPES,
+                                  final_sigmas_type=FINAL_SIGMAS)
         if c["algorithm_type"] == "dpmsolver" and c["final_sigmas_type"] == "zero":
             raise ValueError("DPMSolverMultistepScheduler: algorithm_type='dpmsolver' cannot step to sigma = 0; "
                              "use final_sigmas_type='sigma_min'")

@@ -45,14 +45,7 @@ class UniPCMultistepScheduler(Scheduler):
     def __init__(self, **config):
         super().__init__(**config)
         c = self.config
-        if c["solver_order"] not in (1, 2, 3):
-            raise ValueError(f"UniPCMultistepScheduler: solver_order must be 1, 2 or 3, got {c['solver_order']!r}")
-        if c["solver_type"] not in SOLVER_TYPES:
-            raise ValueError(f"UniPCMultistepScheduler: solver_type must be one of {SOLVER_TYPES}, got "
-                             f"{c['solver_type']!r}")
-        if c["final_sigmas_type"] not in FINAL_SIGMAS:
-            raise ValueError(f"UniPCMultistepScheduler: final_sigmas_type must be one of {FINAL_SIGMAS}, got "
-                             f"{c['final_sigmas_type']!r}")
+        self.check_solver_options(solver_type=SOLVER_TYPES, final_sigmas_type=FINAL_SIGMAS)
         if not c["predict_x0"] and c["final_sigmas_type"] == "zero":
             raise ValueError("UniPCMultistepScheduler: predict_x0=False cannot step to sigma = 0 (the noise form "
                              "divides by it); use final_sigmas_type='sigma_min'")
