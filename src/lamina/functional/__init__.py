@@ -151,6 +151,7 @@ from lamina.functional.losses_extra import (
     squared_hinge,
 )
 from lamina.functional.losses_focal import binary_focal_loss, categorical_focal_loss
+from lamina.functional.losses_mdn import mdn_log_prob, mdn_loss, mdn_mean, mdn_mode, mdn_sample
 from lamina.functional.losses_metric import (
     contrastive_loss,
     cosine_embedding_loss,
@@ -399,6 +400,13 @@ from lamina.functional.surrogates import (
     spike_triangular,
     surrogate,
 )
+from lamina.functional.survival import (
+    COX_TIES,
+    breslow_baseline_hazard,
+    concordance_index,
+    cox_ph_loss,
+    survival_function,
+)
 from lamina.functional.torch_losses import (
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -557,4 +565,8 @@ __all__ += [  # sentence-embedding losses and similarities (losses_sentence)
     "angle_loss", "cos_sim", "cosent_loss", "cosine_similarity_mse_loss", "dot_score", "matryoshka_loss",
     "multiple_negatives_ranking_loss", "multiple_negatives_symmetric_ranking_loss", "online_contrastive_loss",
     "pairwise_angle_sim", "pairwise_cos_sim", "sentence_contrastive_loss", "sentence_triplet_loss",
+]
+__all__ += ["mdn_log_prob", "mdn_loss", "mdn_mean", "mdn_mode", "mdn_sample"]  # mixture density networks
+__all__ += [  # survival analysis (survival)
+    "COX_TIES", "breslow_baseline_hazard", "concordance_index", "cox_ph_loss", "survival_function",
 ]

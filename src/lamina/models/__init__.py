@@ -226,6 +226,7 @@ from lamina.models.convnext import (
     convnext_tiny,
 )
 from lamina.models.crnn import CRNN
+from lamina.models.deepsurv import DeepSurv
 from lamina.models.deit import (
     DEIT_CONFIGS,
     DeiT,
@@ -897,3 +898,4 @@ __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "ED
             "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",  # and EDM
             "LMSDiscreteScheduler", "PNDMScheduler", "edm_loss", "edm_sampler", "karras_sigmas"]  # (schedulers)
 __all__ += ["DPMSolverSinglestepScheduler", "UniPCMultistepScheduler"]  # single-step DPM-Solver, UniPC
+__all__ += ["DeepSurv"]  # survival analysis (deepsurv)

@@ -65,7 +65,16 @@ from lamina.nn.augmentation import (
     RandomSaturation,
 )
 from lamina.nn.augmentation_more import ColorJitter, RandomErasing, RandomGrayscale, RandomResizedCrop
-from lamina.nn.bayesian import BayesianDense, bayesian_kl, gaussian_kl, mc_predict
+from lamina.nn.bayesian import (
+    BayesianDense,
+    BayesianLayer,
+    bayesian_kl,
+    elbo_loss,
+    gaussian_kl,
+    mc_predict,
+    scale_mixture_log_prob,
+)
+from lamina.nn.bayesian_conv import BayesianConv2D
 from lamina.nn.bilinear import Bilinear, bilinear
 from lamina.nn.capsules import CapsuleLayer, DigitCapsules, PrimaryCapsules, capsule_lengths
 from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
@@ -151,6 +160,7 @@ from lamina.nn.mamba import MambaBlock
 from lamina.nn.masked_conv import MaskedConv2D, causal_mask
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.merging import merge_models
+from lamina.nn.mixture_density import MixtureDensityHead
 from lamina.nn.module import Module
 from lamina.nn.moe import MixtureOfExperts
 from lamina.nn.multi_head_attention import MultiHeadAttention
@@ -257,6 +267,7 @@ __all__ = [
     "qat", "FakeQuantize", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
     "QATConv2D", "QATDense", "calibrate", "fuse_conv_bn", "prepare_qat",
     "BayesianDense", "bayesian_kl", "gaussian_kl", "mc_predict",
+    "BayesianConv2D", "BayesianLayer", "elbo_loss", "scale_mixture_log_prob", "MixtureDensityHead",
     "AmplitudeToDB", "FrequencyMasking", "MFCC", "MelSpectrogram", "Spectrogram", "TimeMasking",
     "GLU", "LogSoftmax", "RReLU", "Softmax2D", "Conv1DTranspose", "Conv3DTranspose", "LPPool1D", "LPPool2D", "LPPool3D",
     "RMSNorm", "Unflatten", "CircularPad1D", "CircularPad2D", "CircularPad3D", "ConstantPad1D", "ConstantPad2D",
