@@ -32,6 +32,18 @@ from lamina.optim.clip import clip_grad_norm, clip_grad_value
 from lamina.optim.d_adaptation import DAdaptAdam
 from lamina.optim.dp import DPOptimizer
 from lamina.optim.ewa import ExponentialMovingAverage
+from lamina.optim.gradient_surgery import (
+    SURGERY_METHODS,
+    cagrad,
+    combine_task_gradients,
+    graddrop,
+    imtl_g,
+    mgda,
+    min_norm_frank_wolfe,
+    min_norm_two,
+    pcgrad,
+    project_conflicting,
+)
 from lamina.optim.lamb import LAMB, LARS
 from lamina.optim.lbfgs import LBFGS
 from lamina.optim.lion import Lion
@@ -86,3 +98,5 @@ __all__ = [
     "AdamWScheduleFree", "DAdaptAdam", "Prodigy", "RAdamScheduleFree", "SGDScheduleFree",
     "SOAP", "AdaBelief", "AdEMAMix", "Adan", "Shampoo", "SophiaG",
 ]
+__all__ += ["SURGERY_METHODS", "cagrad", "combine_task_gradients", "graddrop", "imtl_g", "mgda",
+            "min_norm_frank_wolfe", "min_norm_two", "pcgrad", "project_conflicting"]  # multi-task gradient surgery

@@ -79,6 +79,7 @@ from lamina.train.metrics import (
     top_k_error,
 )
 from lamina.train.monitor import HistogramMonitor
+from lamina.train.multitask import MultiTaskModel, MultiTaskTrainer, load_digit_tasks
 from lamina.train.nas import Architect, DartsResult, darts_search
 from lamina.train.preference import DPOTrainer, ORPOTrainer, RewardTrainer, SimPOTrainer, adapters_disabled
 from lamina.train.preference_data import PreferenceBatch, PreferenceDataset
@@ -123,6 +124,14 @@ from lamina.train.semi_supervised import (
     SupervisedBaseline,
 )
 from lamina.train.swag import SWAG, CollectSWAG
+from lamina.train.task_weighting import (
+    DynamicWeightAverage,
+    EqualWeighting,
+    GradNorm,
+    LossWeighting,
+    RandomLossWeighting,
+    UncertaintyWeighting,
+)
 from lamina.train.tensorboard import SummaryWriter, TensorBoard
 from lamina.train.threshold_metrics import (
     PrecisionAtRecall,
@@ -183,3 +192,5 @@ __all__ += ["Architect", "DartsResult", "darts_search", "nas"]  # architecture s
 __all__ += ["DeepSVDD", "OODMetrics", "deep_svdd_loss", "fpr_at_tpr", "ood_metrics", "svdd_center",
             "svdd_radius"]  # anomaly and out-of-distribution detection
 __all__ += ["main_process_only"]  # rank-0 guard for callbacks that write files
+__all__ += ["DynamicWeightAverage", "EqualWeighting", "GradNorm", "LossWeighting", "MultiTaskModel",
+            "MultiTaskTrainer", "RandomLossWeighting", "UncertaintyWeighting", "load_digit_tasks"]  # multi-task
