@@ -31,6 +31,7 @@ from lamina.optim.averaging import AveragedModel, update_batch_norm
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
 from lamina.optim.d_adaptation import DAdaptAdam
 from lamina.optim.dp import DPOptimizer
+from lamina.optim.evolution import CMAES, PGPE, SNES, XNES, OpenAIES, evolve_module
 from lamina.optim.ewa import ExponentialMovingAverage
 from lamina.optim.gradient_surgery import (
     SURGERY_METHODS,
@@ -100,3 +101,4 @@ __all__ = [
 ]
 __all__ += ["SURGERY_METHODS", "cagrad", "combine_task_gradients", "graddrop", "imtl_g", "mgda",
             "min_norm_frank_wolfe", "min_norm_two", "pcgrad", "project_conflicting"]  # multi-task gradient surgery
+__all__ += ["CMAES", "OpenAIES", "PGPE", "SNES", "XNES", "evolution", "evolve_module"]  # evolution strategies

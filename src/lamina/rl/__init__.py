@@ -4,7 +4,8 @@ experience-replay buffer (uniform or prioritized), deep Q-learning (DQN, Double 
 tutorial's and RL Baselines3 Zoo's settings), proximal policy optimization and advantage
 actor-critic (PPO and A2C with GAE, discrete and continuous actions), and the off-policy
 continuous-control agents SAC, TD3 and DDPG; and for board games (tic-tac-toe, Connect Four)
-Monte Carlo tree search (UCT, PUCT) and AlphaZero self-play."""
+Monte Carlo tree search (UCT, PUCT) and AlphaZero self-play; neuroevolution (a policy's weights
+searched by an evolution strategy of :mod:`lamina.optim.evolution`)."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
@@ -15,6 +16,7 @@ from lamina.rl.evaluation import GreedyPolicy, evaluate_policy
 from lamina.rl.games import ConnectFour, Game, KInARow, TicTacToe
 from lamina.rl.mcts import MCTS, MCTSPlayer, RandomPlayer, RolloutEvaluator, play_game, play_match, visit_policy
 from lamina.rl.networks import copy_weights, mlp, soft_update
+from lamina.rl.neuroevolution import episode_return, evolve_policy
 from lamina.rl.off_policy import OffPolicyAgent, QNetwork
 from lamina.rl.ppo import PPO, ActorCritic, clipped_surrogate_loss, compute_gae, ppo_loss, train_ppo, value_loss
 from lamina.rl.prioritized import PrioritizedBatch, PrioritizedReplayBuffer, SumTree
@@ -58,3 +60,4 @@ __all__ = [
     "angle_normalize", "clipped_surrogate_loss", "compute_gae", "copy_weights", "dqn_loss", "dqn_targets",
     "evaluate_policy", "make", "mlp", "ppo_loss", "soft_update", "train_dqn", "train_ppo", "value_loss",
 ]
+__all__ += ["episode_return", "evolve_policy"]  # neuroevolution
