@@ -170,6 +170,10 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`TCN`, :class:`NBEATS`, :class:`DLinear`, :class:`PatchTST` (:func:`tcn`, :func:`nbeats`,
   :func:`dlinear`, :func:`patchtst`): forecasters of (batch, input_length, channels) windows
   (:mod:`lamina.models.forecasting`).
+* :class:`RBM` (CD-k and persistent CD, pseudo-likelihood, exact and AIS log partition),
+  :class:`HopfieldNetwork` (Hebbian and Storkey rules), :class:`SelfOrganizingMap` (Kohonen)
+  and :class:`EchoStateNetwork` (a reservoir with a ridge read-out): classic energy-based,
+  associative and reservoir models.
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
@@ -363,6 +367,7 @@ from lamina.models.gpt_neox import (
     load_hf_gpt_neox_state_dict,
 )
 from lamina.models.graph_autoencoder import GAE, VGAE, InnerProductDecoder
+from lamina.models.hopfield_network import HopfieldNetwork
 from lamina.models.inception import (
     InceptionA,
     InceptionB,
@@ -523,6 +528,7 @@ from lamina.models.raft import (
     raft_small,
     upsample_flow,
 )
+from lamina.models.rbm import RBM
 from lamina.models.registry import MODEL_GROUPS, get_model, get_model_builder, list_models
 from lamina.models.regnet import (
     RegNetBlock,
@@ -544,6 +550,7 @@ from lamina.models.regnet import (
     regnet_y_400mf,
     regnet_y_800mf,
 )
+from lamina.models.reservoir import EchoStateNetwork
 from lamina.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -630,6 +637,7 @@ from lamina.models.slot_autoencoder import (
     SoftPositionEmbed,
     position_grid,
 )
+from lamina.models.som import SelfOrganizingMap
 from lamina.models.squeeze_excitation import SqueezeExcitation
 from lamina.models.squeezenet import Fire, squeezenet, squeezenet1_0, squeezenet1_1
 from lamina.models.ssd import (
@@ -899,3 +907,4 @@ __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "ED
             "LMSDiscreteScheduler", "PNDMScheduler", "edm_loss", "edm_sampler", "karras_sigmas"]  # (schedulers)
 __all__ += ["DPMSolverSinglestepScheduler", "UniPCMultistepScheduler"]  # single-step DPM-Solver, UniPC
 __all__ += ["DeepSurv"]  # survival analysis (deepsurv)
+__all__ += ["EchoStateNetwork", "HopfieldNetwork", "RBM", "SelfOrganizingMap"]  # energy-based, associative, reservoir

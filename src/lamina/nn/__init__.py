@@ -126,6 +126,7 @@ from lamina.nn.graph import (
     global_mean_pool,
 )
 from lamina.nn.hooks import HookHandle, capture_activations
+from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_retrieval
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D, InstanceNorm3D
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.linear_attention import LinearAttention, PerformerAttention
@@ -319,3 +320,4 @@ __all__ += ["CapsuleLayer", "DigitCapsules", "PrimaryCapsules", "capsule_lengths
 __all__ += ["Deemphasis", "Fade", "GriffinLim", "InverseMelScale", "MuLawDecoding", "MuLawEncoding",  # audio synthesis
             "Preemphasis", "Resample"]
 __all__ += ["nas"]  # architecture search spaces: DARTS cells, genotypes (nas)
+__all__ += ["Hopfield", "HopfieldLayer", "HopfieldPooling", "hopfield_retrieval"]  # modern Hopfield layers
