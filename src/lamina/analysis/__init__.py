@@ -66,6 +66,13 @@ from lamina.analysis.cam import grad_cam, grad_cam_plus_plus, occlusion_sensitiv
 from lamina.analysis.compare import compare_architectures, native_input_shape, zoo_builder
 from lamina.analysis.deeplift import deeplift, deeplift_shap, gradient_shap
 from lamina.analysis.embedding import plot_embedding, reduce_dimensions
+from lamina.analysis.embedding_accuracy import (
+    cluster_scores,
+    embedding_accuracy,
+    kmeans,
+    mean_average_precision_at_r,
+    r_precision,
+)
 from lamina.analysis.graph_drawing import GraphStats, draw_graph, graph_stats
 from lamina.analysis.hessian import (
     HessianEigenpairs,
@@ -100,3 +107,5 @@ __all__ = [
 __all__ += ["ClassGaussians", "PatchCore", "energy_score", "fit_class_gaussians", "greedy_coreset", "knn_ood_score",
             "locally_aware_patches", "mahalanobis_input_score", "mahalanobis_score", "max_softmax_score",
             "odin_perturbation", "odin_score", "reconstruction_error", "reconstruction_map"]  # anomaly, OOD
+__all__ += ["cluster_scores", "embedding_accuracy", "kmeans", "mean_average_precision_at_r",
+            "r_precision"]  # metric-learning accuracy: precision@1, R-precision, MAP@R, NMI, AMI (embedding_accuracy)

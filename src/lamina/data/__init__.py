@@ -10,6 +10,7 @@ generators seeded explicitly or from :func:`lamina.backend.rng`, so
 """
 
 from lamina.data import detection_boxes, detection_transforms, transforms
+from lamina.data.class_sampler import MPerClassSampler
 from lamina.data.collate import default_collate
 from lamina.data.continual import permuted_tasks, rotated_tasks, split_tasks
 from lamina.data.dataset import ArrayDataset, Dataset
@@ -171,3 +172,4 @@ __all__ += ["TREE_RELATIONS", "KnowledgeGraph", "read_triples", "split_triples",
 __all__ += ["permuted_tasks", "rotated_tasks", "split_tasks"]  # continual-learning benchmarks (continual)
 __all__ += ["dirichlet_partition", "iid_partition", "quantity_skew_partition",
             "shard_partition"]  # federated client splits (partition)
+__all__ += ["MPerClassSampler"]  # m samples per class in every batch (class_sampler)

@@ -135,6 +135,19 @@ from lamina.functional.loss import (
 )
 from lamina.functional.losses_ctc import ctc_loss
 from lamina.functional.losses_distill import distillation_loss
+from lamina.functional.losses_embedding import (
+    batch_all_triplet_loss,
+    batch_hard_triplet_loss,
+    circle_loss,
+    lifted_structure_loss,
+    multi_similarity_loss,
+    npair_loss,
+    proxy_anchor_loss,
+    proxy_nca_loss,
+    semi_hard_triplet_loss,
+    soft_triple_loss,
+    supervised_contrastive_loss,
+)
 from lamina.functional.losses_extra import (
     cosine_similarity_loss,
     gaussian_nll_loss,
@@ -249,6 +262,7 @@ from lamina.functional.math_parity import (
     sinh,
     trunc,
 )
+from lamina.functional.miners import distance_matrix, mine_pairs, mine_triplets
 from lamina.functional.ode import odeint
 from lamina.functional.ode_adjoint import odeint_adjoint
 from lamina.functional.padding import pad2d, pixel_shuffle, pixel_unshuffle
@@ -565,6 +579,11 @@ __all__ += [  # sentence-embedding losses and similarities (losses_sentence)
     "angle_loss", "cos_sim", "cosent_loss", "cosine_similarity_mse_loss", "dot_score", "matryoshka_loss",
     "multiple_negatives_ranking_loss", "multiple_negatives_symmetric_ranking_loss", "online_contrastive_loss",
     "pairwise_angle_sim", "pairwise_cos_sim", "sentence_contrastive_loss", "sentence_triplet_loss",
+]
+__all__ += [  # deep metric learning: proxy, pair and batch triplet losses, miners (losses_embedding, miners)
+    "batch_all_triplet_loss", "batch_hard_triplet_loss", "circle_loss", "distance_matrix", "lifted_structure_loss",
+    "mine_pairs", "mine_triplets", "multi_similarity_loss", "npair_loss", "proxy_anchor_loss", "proxy_nca_loss",
+    "semi_hard_triplet_loss", "soft_triple_loss", "supervised_contrastive_loss",
 ]
 __all__ += ["mdn_log_prob", "mdn_loss", "mdn_mean", "mdn_mode", "mdn_sample"]  # mixture density networks
 __all__ += [  # survival analysis (survival)

@@ -51,6 +51,15 @@ from lamina.nn.adaptive import (
 )
 from lamina.nn.adaptive3d import AdaptiveAvgPool3D, AdaptiveMaxPool3D
 from lamina.nn.adaptive_softmax import AdaptiveLogSoftmaxWithLoss
+from lamina.nn.angular_margin import (
+    ArcFaceLoss,
+    CenterLoss,
+    CombinedMarginLoss,
+    CosFaceLoss,
+    NormalizedSoftmaxLoss,
+    SphereFaceLoss,
+    SubCenterArcFace,
+)
 from lamina.nn.attention import AdditiveAttention, Attention
 from lamina.nn.audio import MFCC, AmplitudeToDB, FrequencyMasking, MelSpectrogram, Spectrogram, TimeMasking
 from lamina.nn.audio_effects import Deemphasis, Fade, Preemphasis
@@ -320,4 +329,8 @@ __all__ += ["CapsuleLayer", "DigitCapsules", "PrimaryCapsules", "capsule_lengths
 __all__ += ["Deemphasis", "Fade", "GriffinLim", "InverseMelScale", "MuLawDecoding", "MuLawEncoding",  # audio synthesis
             "Preemphasis", "Resample"]
 __all__ += ["nas"]  # architecture search spaces: DARTS cells, genotypes (nas)
+__all__ += [  # embedding losses with learnable class centres (angular_margin)
+    "ArcFaceLoss", "CenterLoss", "CombinedMarginLoss", "CosFaceLoss", "NormalizedSoftmaxLoss", "SphereFaceLoss",
+    "SubCenterArcFace",
+]
 __all__ += ["Hopfield", "HopfieldLayer", "HopfieldPooling", "hopfield_retrieval"]  # modern Hopfield layers
