@@ -59,6 +59,7 @@ from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.conv_transpose_nd import conv_transpose1d, conv_transpose3d
 from lamina.functional.crf import crf_log_partition, crf_marginals, crf_path_score
 from lamina.functional.crf_decode import crf_nbest_paths
+from lamina.functional.deq import DEQStats, deq_fixed_point, jacobian_penalty
 from lamina.functional.domain_adaptation import coral_loss, gradient_reversal, mmd_loss
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
@@ -66,6 +67,14 @@ from lamina.functional.fake_quantize import (
     fake_quantize_learnable_per_tensor,
     fake_quantize_per_channel,
     fake_quantize_per_tensor,
+)
+from lamina.functional.fixed_point import (
+    FixedPointError,
+    FixedPointResult,
+    anderson_acceleration,
+    broyden,
+    fixed_point_iteration,
+    solve_fixed_point,
 )
 from lamina.functional.flex import flex_attention
 from lamina.functional.flex_masks import BlockMask, and_masks, create_block_mask, noop_mask, or_masks
@@ -540,6 +549,10 @@ __all__ += [  # more PyTorch-named ops (parity_extra)
 ]
 
 __all__ += ["odeint", "odeint_adjoint"]  # neural ODEs (ode, ode_adjoint)
+__all__ += [  # fixed-point solvers and deep equilibrium layers (fixed_point, deq)
+    "DEQStats", "FixedPointError", "FixedPointResult", "anderson_acceleration", "broyden", "deq_fixed_point",
+    "fixed_point_iteration", "jacobian_penalty", "solve_fixed_point",
+]
 __all__ += [  # flex attention under PyTorch's names (flex, flex_masks)
     "BlockMask", "and_masks", "create_block_mask", "flex_attention", "noop_mask", "or_masks",
 ]

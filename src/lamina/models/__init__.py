@@ -247,6 +247,7 @@ from lamina.models.deit import (
     hard_distillation_loss,
 )
 from lamina.models.densenet import DenseBlock, DenseLayer, densenet, densenet121, densenet169, densenet201
+from lamina.models.deq import DEQMLP, ContractiveCell, ContractiveConvCell, DEQConvNet
 from lamina.models.detector import grid_detector
 from lamina.models.detr import (
     DETR,
@@ -908,3 +909,4 @@ __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "ED
 __all__ += ["DPMSolverSinglestepScheduler", "UniPCMultistepScheduler"]  # single-step DPM-Solver, UniPC
 __all__ += ["DeepSurv"]  # survival analysis (deepsurv)
 __all__ += ["EchoStateNetwork", "HopfieldNetwork", "RBM", "SelfOrganizingMap"]  # energy-based, associative, reservoir
+__all__ += ["ContractiveCell", "ContractiveConvCell", "DEQConvNet", "DEQMLP"]  # deep equilibrium classifiers (deq)

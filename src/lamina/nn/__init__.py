@@ -99,6 +99,7 @@ from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.crf import CRF
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dense4bit import Dense4bit
+from lamina.nn.deq import DEQ
 from lamina.nn.distance import CosineSimilarity, PairwiseDistance
 from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.embedding import Embedding, embedding
@@ -136,6 +137,7 @@ from lamina.nn.graph import (
 )
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_retrieval
+from lamina.nn.implicit_representation import FourierFeatures, SineLayer, Siren
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D, InstanceNorm3D
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.linear_attention import LinearAttention, PerformerAttention
@@ -334,3 +336,4 @@ __all__ += [  # embedding losses with learnable class centres (angular_margin)
     "SubCenterArcFace",
 ]
 __all__ += ["Hopfield", "HopfieldLayer", "HopfieldPooling", "hopfield_retrieval"]  # modern Hopfield layers
+__all__ += ["DEQ", "FourierFeatures", "SineLayer", "Siren"]  # implicit layers (deq, implicit_representation)

@@ -27,6 +27,7 @@ from lamina.vision.flow import (
     synthetic_flow_pairs,
     warp,
 )
+from lamina.vision.implicit_image import fit_image, image_coordinates
 from lamina.vision.matching import HungarianMatcher, matching_cost
 from lamina.vision.metrics import average_precision, mean_average_precision
 from lamina.vision.nerf import (
@@ -105,3 +106,4 @@ __all__ += ["SORT", "ByteTrack", "KalmanBoxFilter", "MOTAccumulator", "evaluate_
 __all__ += ["CharsetMapper", "TextLineDataset", "character_error_rate", "collate_text_lines", "edit_distance",
             "normalized_edit_distance", "recognition_metrics", "synthetic_text_lines",
             "word_accuracy"]  # text recognition: label conversion, synthetic lines, metrics
+__all__ += ["fit_image", "image_coordinates"]  # images as functions of coordinates (implicit_image)
