@@ -55,7 +55,8 @@ Layouts follow the published models so that published weights map onto them:
   of separable spatial + temporal convolutions) likewise.
 * :func:`rnn_language_model`, :func:`rnn_classifier`, :func:`transformer_language_model`:
   models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
-  with attention of the notes' translation model.
+  with attention of the notes' translation model; :class:`ShowAttendTell`: Xu et al.'s image
+  captioner with soft attention.
 * :class:`GPT2` (:func:`gpt2`) and :class:`BERT` / :class:`BertForMaskedLM` (:func:`bert`):
   Hugging Face's GPT2LMHeadModel, BertModel and BertForMaskedLM, with their parameter counts;
   :func:`load_hf_gpt2_state_dict` and :func:`load_hf_bert_state_dict` load their weights.
@@ -624,6 +625,7 @@ from lamina.models.segmentation import (
 from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
 from lamina.models.set_models import DeepSets, SetTransformer
+from lamina.models.show_attend_tell import ShowAttendTell
 from lamina.models.shufflenet import (
     ShuffleNetV2Unit,
     shufflenet_v2,
@@ -909,4 +911,5 @@ __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "ED
 __all__ += ["DPMSolverSinglestepScheduler", "UniPCMultistepScheduler"]  # single-step DPM-Solver, UniPC
 __all__ += ["DeepSurv"]  # survival analysis (deepsurv)
 __all__ += ["EchoStateNetwork", "HopfieldNetwork", "RBM", "SelfOrganizingMap"]  # energy-based, associative, reservoir
+__all__ += ["ShowAttendTell"]  # image captioning with soft attention (show_attend_tell)
 __all__ += ["ContractiveCell", "ContractiveConvCell", "DEQConvNet", "DEQMLP"]  # deep equilibrium classifiers (deq)

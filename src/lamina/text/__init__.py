@@ -44,6 +44,22 @@ from lamina.text.logits_processors import (
     TopPLogitsWarper,
     TypicalLogitsWarper,
 )
+from lamina.text.metrics import (
+    BLEUScore,
+    CHRFScore,
+    RougeScore,
+    bleu,
+    chrf,
+    cider,
+    cider_d,
+    corpus_bleu,
+    corpus_bleu_tokens,
+    meteor_exact,
+    rouge_corpus,
+    rouge_scores,
+    sentence_bleu,
+    sentence_chrf,
+)
 from lamina.text.sequences import language_model_windows, pad_sequences, shifted_pairs
 from lamina.text.skipgram import (
     analogy,
@@ -78,3 +94,6 @@ __all__ += ["BpeTrainer", "UnigramTrainer", "WordLevelTrainer", "WordPieceTraine
             "byte_level_alphabet"]
 __all__ += ["tokenizer_from_gguf", "tokenizer_json_from_gguf"]  # llama.cpp GGUF tokenizers
 __all__ += ["embeddings"]  # sentence embeddings and retrieval (lamina.text.embeddings)
+__all__ += ["BLEUScore", "CHRFScore", "RougeScore", "bleu", "chrf", "cider", "cider_d",  # generation metrics
+            "corpus_bleu", "corpus_bleu_tokens", "meteor_exact", "rouge_corpus", "rouge_scores", "sentence_bleu",
+            "sentence_chrf"]

@@ -19,6 +19,7 @@ from lamina.vision.detection import (
     grid_detection_loss,
     localization_loss,
 )
+from lamina.vision.digit_captions import DIGIT_WORDS, digit_caption_vocabulary, digit_captions
 from lamina.vision.flow import (
     endpoint_error,
     flow_to_color,
@@ -107,3 +108,4 @@ __all__ += ["CharsetMapper", "TextLineDataset", "character_error_rate", "collate
             "normalized_edit_distance", "recognition_metrics", "synthetic_text_lines",
             "word_accuracy"]  # text recognition: label conversion, synthetic lines, metrics
 __all__ += ["fit_image", "image_coordinates"]  # images as functions of coordinates (implicit_image)
+__all__ += ["DIGIT_WORDS", "digit_caption_vocabulary", "digit_captions"]  # a synthetic captioning task
