@@ -81,6 +81,7 @@ from lamina.functional.flex_masks import BlockMask, and_masks, create_block_mask
 from lamina.functional.fold import fold, unfold
 from lamina.functional.fractional_pool import fractional_max_pool2d, fractional_max_pool2d_with_indices
 from lamina.functional.fractional_pool3d import fractional_max_pool3d, fractional_max_pool3d_with_indices
+from lamina.functional.gan_losses import gan_loss, logistic_d_loss, logistic_g_loss, r1_penalty
 from lamina.functional.glu import glu
 from lamina.functional.grid_sample import affine_grid, grid_sample
 from lamina.functional.image_quality import (
@@ -492,7 +493,8 @@ __all__ = [
     "margin_ranking_loss", "triplet_margin_loss", "einsum", "atan2", "cos", "expm1", "floor", "log1p", "log2",
     "log10", "reciprocal", "round", "rsqrt", "sign", "sin", "square", "tan", "cumprod", "cumsum", "logsumexp",
     "norm", "prod", "std", "cdist", "cosine_similarity", "normalize", "pairwise_distance",
-    "affine_grid", "grid_sample", "gaussian_kl", "reparameterize", "vae_loss", "gradient_penalty",
+    "affine_grid", "grid_sample", "gaussian_kl", "reparameterize", "vae_loss", "gradient_penalty", "gan_loss",
+    "logistic_d_loss", "logistic_g_loss", "r1_penalty",
     "celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink", "threshold",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "pad2d",
     "pixel_shuffle", "pixel_unshuffle", "fold", "unfold", "max_pool2d_with_indices", "max_unpool2d", "interpolate",

@@ -175,6 +175,11 @@ Layouts follow the published models so that published weights map onto them:
   :class:`HopfieldNetwork` (Hebbian and Storkey rules), :class:`SelfOrganizingMap` (Kohonen)
   and :class:`EchoStateNetwork` (a reservoir with a ridge read-out): classic energy-based,
   associative and reservoir models.
+* :class:`Pix2PixGenerator` (the reference U-Net, "unet_256"), :class:`PatchGANDiscriminator`
+  (70x70 PatchGAN, PixelGAN), :class:`ResnetGenerator` (CycleGAN's "resnet_9blocks") and
+  StyleGAN2's blocks (:class:`EqualizedDense`, :class:`MappingNetwork`, :class:`ModulatedConv2D`,
+  :class:`StyleGAN2Generator`); trained by :class:`lamina.train.Pix2PixTrainer` and
+  :class:`lamina.train.CycleGANTrainer`.
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
@@ -231,6 +236,7 @@ from lamina.models.convnext import (
     convnext_tiny,
 )
 from lamina.models.crnn import CRNN
+from lamina.models.cyclegan import ResnetBlock, ResnetGenerator
 from lamina.models.deepsurv import DeepSurv
 from lamina.models.deit import (
     DEIT_CONFIGS,
@@ -506,6 +512,7 @@ from lamina.models.perceiver import (
     fourier_position_features,
 )
 from lamina.models.phi3 import PHI3_CONFIGS, Phi3, load_hf_phi3_state_dict, phi3, phi3_parameter_count
+from lamina.models.pix2pix import PatchGANDiscriminator, Pix2PixGenerator
 from lamina.models.pixelcnn import GatedPixelCNN, GatedPixelCNNLayer, PixelCNN
 from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
 from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
@@ -658,6 +665,19 @@ from lamina.models.ssdlite import (
     SSDLiteHead,
     SSDLiteRegressionHead,
     ssdlite320_mobilenet_v3_large,
+)
+from lamina.models.stylegan2 import (
+    EqualizedConv2D,
+    EqualizedDense,
+    MappingNetwork,
+    ModulatedConv2D,
+    NoiseInjection,
+    PathLengthPenalty,
+    StyleGAN2Generator,
+    SynthesisLayer,
+    ToRGB,
+    modulated_conv2d,
+    pixel_norm,
 )
 from lamina.models.super_resolution import (
     EDSR,
@@ -913,3 +933,7 @@ __all__ += ["DeepSurv"]  # survival analysis (deepsurv)
 __all__ += ["EchoStateNetwork", "HopfieldNetwork", "RBM", "SelfOrganizingMap"]  # energy-based, associative, reservoir
 __all__ += ["ShowAttendTell"]  # image captioning with soft attention (show_attend_tell)
 __all__ += ["ContractiveCell", "ContractiveConvCell", "DEQConvNet", "DEQMLP"]  # deep equilibrium classifiers (deq)
+__all__ += ["PatchGANDiscriminator", "Pix2PixGenerator", "ResnetBlock", "ResnetGenerator"]  # pix2pix, cyclegan
+__all__ += ["EqualizedConv2D", "EqualizedDense", "MappingNetwork", "ModulatedConv2D", "NoiseInjection",
+            "PathLengthPenalty", "StyleGAN2Generator", "SynthesisLayer", "ToRGB", "modulated_conv2d",
+            "pixel_norm"]  # stylegan2

@@ -60,6 +60,7 @@ from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
 from lamina.train.gradcache import cached_mnrl_backward
 from lamina.train.history import History
 from lamina.train.hyperband import ASHA, asha_search, hyperband, hyperband_schedule, successive_halving
+from lamina.train.image_translation import CycleGANTrainer, ImagePool, Pix2PixTrainer, linear_decay_factor
 from lamina.train.kto import KTOTrainer
 from lamina.train.kto_data import CompletionRows, UnpairedBatch, UnpairedPreferenceDataset, kl_completion_order
 from lamina.train.laplace import LastLayerLaplace
@@ -194,3 +195,4 @@ __all__ += ["DeepSVDD", "OODMetrics", "deep_svdd_loss", "fpr_at_tpr", "ood_metri
 __all__ += ["main_process_only"]  # rank-0 guard for callbacks that write files
 __all__ += ["DynamicWeightAverage", "EqualWeighting", "GradNorm", "LossWeighting", "MultiTaskModel",
             "MultiTaskTrainer", "RandomLossWeighting", "UncertaintyWeighting", "load_digit_tasks"]  # multi-task
+__all__ += ["CycleGANTrainer", "ImagePool", "Pix2PixTrainer", "linear_decay_factor"]  # image-to-image GANs
