@@ -6,7 +6,7 @@ themselves with ``get_config()`` for saving architectures (:func:`layer_to_confi
 :func:`layer_from_config`, :func:`register_layer` for your own layers).
 """
 
-from lamina.nn import functional, init, merging, nas, parametrize, prune, qat, quantize, spikegen
+from lamina.nn import compression, functional, init, merging, nas, parametrize, prune, qat, quantize, spikegen
 from lamina.nn.activation import (
     ACTIVATIONS,
     ELU,
@@ -88,6 +88,7 @@ from lamina.nn.bilinear import Bilinear, bilinear
 from lamina.nn.capsules import CapsuleLayer, DigitCapsules, PrimaryCapsules, capsule_lengths
 from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
 from lamina.nn.channel_shuffle import ChannelShuffle, channel_shuffle
+from lamina.nn.compression import compress_model, factorize_conv, factorize_dense, prune_filters
 from lamina.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from lamina.nn.conv1d import AvgPool1D, Conv1D, GlobalAvgPool1D, GlobalMaxPool1D, MaxPool1D
@@ -337,3 +338,4 @@ __all__ += [  # embedding losses with learnable class centres (angular_margin)
 ]
 __all__ += ["Hopfield", "HopfieldLayer", "HopfieldPooling", "hopfield_retrieval"]  # modern Hopfield layers
 __all__ += ["DEQ", "FourierFeatures", "SineLayer", "Siren"]  # implicit layers (deq, implicit_representation)
+__all__ += ["compress_model", "compression", "factorize_conv", "factorize_dense", "prune_filters"]  # compression

@@ -64,6 +64,7 @@ from lamina.train.image_translation import CycleGANTrainer, ImagePool, Pix2PixTr
 from lamina.train.kto import KTOTrainer
 from lamina.train.kto_data import CompletionRows, UnpairedBatch, UnpairedPreferenceDataset, kl_completion_order
 from lamina.train.laplace import LastLayerLaplace
+from lamina.train.lottery import LotteryResult, LotteryRound, iterative_magnitude_pruning
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
 from lamina.train.meta import MAML, FastLearner, MetaSGD, Reptile
 from lamina.train.metrics import (
@@ -196,3 +197,4 @@ __all__ += ["main_process_only"]  # rank-0 guard for callbacks that write files
 __all__ += ["DynamicWeightAverage", "EqualWeighting", "GradNorm", "LossWeighting", "MultiTaskModel",
             "MultiTaskTrainer", "RandomLossWeighting", "UncertaintyWeighting", "load_digit_tasks"]  # multi-task
 __all__ += ["CycleGANTrainer", "ImagePool", "Pix2PixTrainer", "linear_decay_factor"]  # image-to-image GANs
+__all__ += ["LotteryResult", "LotteryRound", "iterative_magnitude_pruning"]  # lottery tickets (lottery)
