@@ -62,6 +62,7 @@ from lamina.data.knowledge_graph import (
 from lamina.data.labels import one_hot
 from lamina.data.link_split import LinkSplit, negative_sampling, train_test_split_edges
 from lamina.data.loader import DataLoader
+from lamina.data.memory_tasks import BabiLike, babi_like_task, convex_hull_task, copy_task, sort_numbers_task
 from lamina.data.mixing import CutMix, MixUp
 from lamina.data.molecules import SpringMolecules, batch_point_sets, radius_graph, spring_molecules
 from lamina.data.partition import (
@@ -173,3 +174,5 @@ __all__ += ["permuted_tasks", "rotated_tasks", "split_tasks"]  # continual-learn
 __all__ += ["dirichlet_partition", "iid_partition", "quantity_skew_partition",
             "shard_partition"]  # federated client splits (partition)
 __all__ += ["MPerClassSampler"]  # m samples per class in every batch (class_sampler)
+__all__ += ["BabiLike", "babi_like_task", "convex_hull_task", "copy_task",
+            "sort_numbers_task"]  # pointer and memory network tasks (memory_tasks)

@@ -461,6 +461,7 @@ from lamina.models.maxvit import (
     maxvit,
     maxvit_t,
 )
+from lamina.models.memory_network import MemN2N, position_encoding
 from lamina.models.mistral import MISTRAL_CONFIGS, Mistral, load_hf_mistral_state_dict, mistral
 from lamina.models.mixtral import (
     MIXTRAL_CONFIGS,
@@ -504,6 +505,17 @@ from lamina.models.neural_process import (
     NeuralProcess,
 )
 from lamina.models.node2vec import Node2Vec
+from lamina.models.ntm import (
+    NTM,
+    NTMCell,
+    NTMState,
+    circular_shift,
+    content_addressing,
+    erase_and_add,
+    interpolate,
+    memory_read,
+    sharpen,
+)
 from lamina.models.perceiver import (
     Perceiver,
     PerceiverBlock,
@@ -514,6 +526,7 @@ from lamina.models.perceiver import (
 from lamina.models.phi3 import PHI3_CONFIGS, Phi3, load_hf_phi3_state_dict, phi3, phi3_parameter_count
 from lamina.models.pix2pix import PatchGANDiscriminator, Pix2PixGenerator
 from lamina.models.pixelcnn import GatedPixelCNN, GatedPixelCNNLayer, PixelCNN
+from lamina.models.pointer_network import PointerNetwork, pointer_logits
 from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
 from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
 from lamina.models.projection import projection_head
@@ -937,3 +950,6 @@ __all__ += ["PatchGANDiscriminator", "Pix2PixGenerator", "ResnetBlock", "ResnetG
 __all__ += ["EqualizedConv2D", "EqualizedDense", "MappingNetwork", "ModulatedConv2D", "NoiseInjection",
             "PathLengthPenalty", "StyleGAN2Generator", "SynthesisLayer", "ToRGB", "modulated_conv2d",
             "pixel_norm"]  # stylegan2
+__all__ += ["MemN2N", "NTM", "NTMCell", "NTMState", "PointerNetwork", "circular_shift", "content_addressing",
+            "erase_and_add", "interpolate", "memory_read", "pointer_logits", "position_encoding",
+            "sharpen"]  # pointer and memory-augmented networks (pointer_network, memory_network, ntm)
