@@ -39,6 +39,12 @@ Anomaly and out-of-distribution scores (:mod:`lamina.analysis.anomaly`; higher: 
 :func:`fit_class_gaussians`, :func:`mahalanobis_input_score`), :func:`knn_ood_score`. Deep SVDD
 and the detection metrics are in :mod:`lamina.train.anomaly`.
 
+Mechanistic interpretability of language models (:mod:`lamina.analysis.interpretability`):
+:func:`run_with_cache` and :func:`run_with_hooks` (activations by module path, patched at will),
+:func:`logit_lens`, :func:`activation_patching`, :func:`attribution_patching`, :func:`patching_grid`,
+:func:`train_probe` and :func:`probe_layers` (linear probes), :func:`loss_recovered` (a sparse
+autoencoder spliced into the model).
+
 The architecture tables are computed by tracing the model on a zero-sample batch with shape-only weights
 (:mod:`lamina.analysis.trace`): no weight is allocated, so VGG16's table costs milliseconds.
 """
@@ -81,6 +87,23 @@ from lamina.analysis.hessian import (
     hessian_trace,
     hessian_vector_product,
 )
+from lamina.analysis.interpretability import (
+    ActivationCache,
+    LinearProbe,
+    LogitLens,
+    PatchingResult,
+    activation_patching,
+    attribution_patching,
+    logit_difference,
+    logit_lens,
+    loss_recovered,
+    patching_grid,
+    probe_layers,
+    run_with_cache,
+    run_with_hooks,
+    train_probe,
+    transformer_parts,
+)
 from lamina.analysis.layer_rules import layer_hyperparameters, layer_macs
 from lamina.analysis.lrp import LRPEpsilon, LRPGamma, LRPRule, LRPZBox, LRPZero, lrp, lrp_relevances
 from lamina.analysis.perturbation import feature_ablation, shapley_value_sampling
@@ -109,3 +132,7 @@ __all__ += ["ClassGaussians", "PatchCore", "energy_score", "fit_class_gaussians"
             "odin_perturbation", "odin_score", "reconstruction_error", "reconstruction_map"]  # anomaly, OOD
 __all__ += ["cluster_scores", "embedding_accuracy", "kmeans", "mean_average_precision_at_r",
             "r_precision"]  # metric-learning accuracy: precision@1, R-precision, MAP@R, NMI, AMI (embedding_accuracy)
+__all__ += ["ActivationCache", "LinearProbe", "LogitLens", "PatchingResult", "activation_patching",
+            "attribution_patching", "logit_difference", "logit_lens", "loss_recovered", "patching_grid",
+            "probe_layers", "run_with_cache", "run_with_hooks", "train_probe",
+            "transformer_parts"]  # mechanistic interpretability (interpretability)

@@ -661,6 +661,7 @@ from lamina.models.slot_autoencoder import (
     position_grid,
 )
 from lamina.models.som import SelfOrganizingMap
+from lamina.models.sparse_autoencoder import FeatureActivity, SAEOutput, SparseAutoencoder
 from lamina.models.squeeze_excitation import SqueezeExcitation
 from lamina.models.squeezenet import Fire, squeezenet, squeezenet1_0, squeezenet1_1
 from lamina.models.ssd import (
@@ -953,3 +954,4 @@ __all__ += ["EqualizedConv2D", "EqualizedDense", "MappingNetwork", "ModulatedCon
 __all__ += ["MemN2N", "NTM", "NTMCell", "NTMState", "PointerNetwork", "circular_shift", "content_addressing",
             "erase_and_add", "interpolate", "memory_read", "pointer_logits", "position_encoding",
             "sharpen"]  # pointer and memory-augmented networks (pointer_network, memory_network, ntm)
+__all__ += ["FeatureActivity", "SAEOutput", "SparseAutoencoder"]  # dictionary learning (sparse_autoencoder)

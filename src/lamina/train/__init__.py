@@ -125,6 +125,7 @@ from lamina.train.semi_supervised import (
     PseudoLabel,
     SupervisedBaseline,
 )
+from lamina.train.sparse_autoencoder import SAETrainingHistory, resample_dead_features, train_sparse_autoencoder
 from lamina.train.swag import SWAG, CollectSWAG
 from lamina.train.task_weighting import (
     DynamicWeightAverage,
@@ -143,6 +144,7 @@ from lamina.train.threshold_metrics import (
 )
 from lamina.train.tpe import ParzenEstimator, tpe_search
 from lamina.train.trainer import Trainer
+from lamina.train.tuned_lens import train_tuned_lens
 from lamina.train.uncertainty import DeepEnsemble, PredictiveSummary, mc_dropout_predict, predictive_summary
 from lamina.train.weighting import WeightedMean
 
@@ -198,3 +200,5 @@ __all__ += ["DynamicWeightAverage", "EqualWeighting", "GradNorm", "LossWeighting
             "MultiTaskTrainer", "RandomLossWeighting", "UncertaintyWeighting", "load_digit_tasks"]  # multi-task
 __all__ += ["CycleGANTrainer", "ImagePool", "Pix2PixTrainer", "linear_decay_factor"]  # image-to-image GANs
 __all__ += ["LotteryResult", "LotteryRound", "iterative_magnitude_pruning"]  # lottery tickets (lottery)
+__all__ += ["SAETrainingHistory", "resample_dead_features", "train_sparse_autoencoder",
+            "train_tuned_lens"]  # sparse autoencoders, tuned lens (interpretability)
