@@ -5,7 +5,8 @@ tutorial's and RL Baselines3 Zoo's settings), proximal policy optimization and a
 actor-critic (PPO and A2C with GAE, discrete and continuous actions), and the off-policy
 continuous-control agents SAC, TD3 and DDPG; and for board games (tic-tac-toe, Connect Four)
 Monte Carlo tree search (UCT, PUCT) and AlphaZero self-play; neuroevolution (a policy's weights
-searched by an evolution strategy of :mod:`lamina.optim.evolution`)."""
+searched by an evolution strategy of :mod:`lamina.optim.evolution`); offline RL from fixed datasets
+(:mod:`lamina.rl.offline`: behaviour cloning, CQL, IQL, the Decision Transformer) and GAIL."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
@@ -18,6 +19,20 @@ from lamina.rl.mcts import MCTS, MCTSPlayer, RandomPlayer, RolloutEvaluator, pla
 from lamina.rl.networks import copy_weights, mlp, soft_update
 from lamina.rl.neuroevolution import episode_return, evolve_policy
 from lamina.rl.off_policy import OffPolicyAgent, QNetwork
+from lamina.rl.offline import (
+    GAIL,
+    IQL,
+    BehaviorCloning,
+    ContinuousCQL,
+    DecisionTransformer,
+    DiscreteCQL,
+    OfflineDataset,
+    collect_dataset,
+    concatenate_datasets,
+    d4rl_style_dataset,
+    evaluate_decision_transformer,
+    train_decision_transformer,
+)
 from lamina.rl.ppo import PPO, ActorCritic, clipped_surrogate_loss, compute_gae, ppo_loss, train_ppo, value_loss
 from lamina.rl.prioritized import PrioritizedBatch, PrioritizedReplayBuffer, SumTree
 from lamina.rl.registry import ENVIRONMENTS, make
@@ -61,3 +76,6 @@ __all__ = [
     "evaluate_policy", "make", "mlp", "ppo_loss", "soft_update", "train_dqn", "train_ppo", "value_loss",
 ]
 __all__ += ["episode_return", "evolve_policy"]  # neuroevolution
+__all__ += ["BehaviorCloning", "ContinuousCQL", "DecisionTransformer", "DiscreteCQL", "GAIL", "IQL",
+            "OfflineDataset", "collect_dataset", "concatenate_datasets", "d4rl_style_dataset",
+            "evaluate_decision_transformer", "train_decision_transformer"]  # offline

@@ -1,0 +1,37 @@
+"""Offline reinforcement learning and imitation from a fixed dataset of transitions: D4RL-style
+datasets collected from a policy (:class:`OfflineDataset`, :func:`collect_dataset`,
+:func:`d4rl_style_dataset`), behaviour cloning and its filtered "%BC" form, discrete
+and continuous conservative Q-learning (CQL), implicit Q-learning (IQL), the Decision
+Transformer, and generative adversarial imitation (GAIL) with PPO."""
+
+from lamina.rl.offline.bc import BehaviorCloning, bc_loss, gaussian_log_likelihood
+from lamina.rl.offline.continuous_cql import ContinuousCQL, continuous_cql_regularizer
+from lamina.rl.offline.cql import DiscreteCQL, discrete_cql_loss, discrete_cql_regularizer, q_learning_targets
+from lamina.rl.offline.dataset import (
+    D4RL_KINDS,
+    OfflineDataset,
+    cartpole_expert,
+    check_action_space,
+    collect_dataset,
+    concatenate_datasets,
+    d4rl_style_dataset,
+    normalize_returns,
+    normalized_score,
+)
+from lamina.rl.offline.decision_transformer import (
+    DecisionTransformer,
+    decision_transformer_loss,
+    evaluate_decision_transformer,
+    train_decision_transformer,
+)
+from lamina.rl.offline.gail import GAIL, GAIL_REWARDS, Discriminator, discriminator_loss, gail_reward
+from lamina.rl.offline.iql import IQL, MAX_ADVANTAGE_WEIGHT, advantage_weights, expectile_loss, policy_log_prob
+
+__all__ = [
+    "D4RL_KINDS", "GAIL", "GAIL_REWARDS", "IQL", "MAX_ADVANTAGE_WEIGHT", "BehaviorCloning", "ContinuousCQL",
+    "DecisionTransformer", "Discriminator", "DiscreteCQL", "OfflineDataset", "advantage_weights", "bc_loss",
+    "cartpole_expert", "check_action_space", "collect_dataset", "concatenate_datasets", "continuous_cql_regularizer",
+    "d4rl_style_dataset", "decision_transformer_loss", "discrete_cql_loss", "discrete_cql_regularizer",
+    "discriminator_loss", "evaluate_decision_transformer", "expectile_loss", "gail_reward", "gaussian_log_likelihood",
+    "normalize_returns", "normalized_score", "policy_log_prob", "q_learning_targets", "train_decision_transformer",
+]
