@@ -39,6 +39,7 @@ from lamina.nn.activation_extra import (
     Threshold,
 )
 from lamina.nn.activation_more import GLU, LogSoftmax, RReLU, Softmax2D
+from lamina.nn.adapters import BottleneckAdapter, WithAdapter, apply_bottleneck_adapters
 from lamina.nn.adaptive import (
     AdaptiveAvgPool1D,
     AdaptiveAvgPool2D,
@@ -102,6 +103,7 @@ from lamina.nn.dense import Dense, linear
 from lamina.nn.dense4bit import Dense4bit
 from lamina.nn.deq import DEQ
 from lamina.nn.distance import CosineSimilarity, PairwiseDistance
+from lamina.nn.dora import DoRADense, apply_dora
 from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.embedding import Embedding, embedding
 from lamina.nn.embedding_bag import EmbeddingBag, embedding_bag
@@ -138,10 +140,12 @@ from lamina.nn.graph import (
 )
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_retrieval
+from lamina.nn.ia3 import IA3Dense, IA3Scale, apply_ia3
 from lamina.nn.implicit_representation import FourierFeatures, SineLayer, Siren
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D, InstanceNorm3D
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.linear_attention import LinearAttention, PerformerAttention
+from lamina.nn.loha import LoHaDense, LoKrDense, VeRADense, apply_loha, apply_lokr, apply_vera
 from lamina.nn.lookup import IntegerLookup, StringLookup
 from lamina.nn.lora import LoRAAdapter, LoRADense, apply_lora, lora_state_dict, merge_lora, unmerge_lora
 from lamina.nn.losses import (
@@ -207,10 +211,29 @@ from lamina.nn.padding import (
     ZeroPad3D,
 )
 from lamina.nn.parameter import Parameter
+from lamina.nn.peft import (
+    AdapterConfig,
+    IA3Config,
+    LoHaConfig,
+    LoKrConfig,
+    LoraConfig,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptTuningConfig,
+    VeraConfig,
+    adapter_state_dict,
+    get_peft_model,
+    load_adapter,
+    merge_adapters,
+    print_trainable_parameters,
+    save_adapter,
+    unmerge_adapters,
+)
 from lamina.nn.per_sample import PerSampleGradients, per_sample_gradients
 from lamina.nn.perceptual_loss import PerceptualLoss
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D, MaxUnpool2D
 from lamina.nn.preprocessing import CategoryEncoding, Discretization, Hashing, Normalization
+from lamina.nn.prompt_tuning import PrefixTuningLM, PromptTuningLM
 from lamina.nn.qat import QATConv2D, QATDense, calibrate, fuse_conv_bn, prepare_qat
 from lamina.nn.qlora import prepare_model_for_kbit_training, quantize_model_4bit
 from lamina.nn.quant4 import QuantState, dequantize_4bit, quantize_4bit
@@ -339,3 +362,10 @@ __all__ += [  # embedding losses with learnable class centres (angular_margin)
 __all__ += ["Hopfield", "HopfieldLayer", "HopfieldPooling", "hopfield_retrieval"]  # modern Hopfield layers
 __all__ += ["DEQ", "FourierFeatures", "SineLayer", "Siren"]  # implicit layers (deq, implicit_representation)
 __all__ += ["compress_model", "compression", "factorize_conv", "factorize_dense", "prune_filters"]  # compression
+__all__ += [  # parameter-efficient fine-tuning beyond LoRA (dora, ia3, adapters, loha, prompt_tuning, peft)
+    "AdapterConfig", "BottleneckAdapter", "DoRADense", "IA3Config", "IA3Dense", "IA3Scale", "LoHaConfig", "LoHaDense",
+    "LoKrConfig", "LoKrDense", "LoraConfig", "PrefixTuningConfig", "PrefixTuningLM", "PromptEncoderConfig",
+    "PromptTuningConfig", "PromptTuningLM", "VeRADense", "VeraConfig", "WithAdapter", "adapter_state_dict",
+    "apply_bottleneck_adapters", "apply_dora", "apply_ia3", "apply_loha", "apply_lokr", "apply_vera", "get_peft_model",
+    "load_adapter", "merge_adapters", "print_trainable_parameters", "save_adapter", "unmerge_adapters",
+]

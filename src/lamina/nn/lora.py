@@ -182,7 +182,7 @@ def _selector(target) -> Callable[[str, Module], bool]:
 
 
 def apply_lora(model: Module, r: int = 8, alpha: float = 16.0, target=(Dense, Dense4bit), dropout: float = 0.0,
-               attention_parts: tuple[str, ...] = ("q", "v")) -> Module:
+               attention_parts: tuple[str, ...] = ("q", "v"), use_dora: bool = False) -> Module:
     """Freeze the built ``model`` and add LoRA adapters (rank ``r``, scale alpha / r, input
     dropout ``dropout``) to the layers ``target`` chooses (Dense and 4-bit Dense4bit by default):
     a layer type or tuple of types,
@@ -191,8 +191,14 @@ def apply_lora(model: Module, r: int = 8, alpha: float = 16.0, target=(Dense, De
     :class:`LoRADense`; a chosen MultiHeadAttention gets adapters on the projections named in
     ``attention_parts`` ('q', 'k', 'v'). Only the adapters learn afterwards (unfreeze other
     layers, such as a new head, by hand). Returns the model (the new LoRADense when ``model``
-    itself is a Dense)."""
+    itself is a Dense). ``use_dora=True`` makes DoRA adapters instead
+    (:func:`lamina.nn.apply_dora`; float Dense layers only)."""
     from lamina.nn.functional_model import Model
+
+    if use_dora:
+        from lamina.nn.dora import apply_dora
+
+        return apply_dora(model, r, alpha, Dense if target == (Dense, Dense4bit) else target, dropout)
 
     parts = tuple(attention_parts)
     if not parts or any(p not in _PARTS for p in parts):

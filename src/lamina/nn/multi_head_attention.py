@@ -34,6 +34,10 @@ __all__ = ["MultiHeadAttention"]
 LORA_ADAPTERS = ("lora_q", "lora_k", "lora_v")
 """The names of the sub-modules that adapt the projections of the queries, keys and values."""
 
+IA3_SCALES = ("ia3_q", "ia3_k", "ia3_v")
+"""The names of the sub-modules whose vector ``scaling`` rescales the projected queries, keys
+or values (IA3, :func:`lamina.nn.apply_ia3`)."""
+
 
 @register_layer
 class MultiHeadAttention(Module):
@@ -111,7 +115,11 @@ class MultiHeadAttention(Module):
 
     LoRA adapters (:func:`lamina.nn.apply_lora`) are the sub-modules ``lora_q``, ``lora_k``
     and ``lora_v``: when present (and not merged), each adds its low-rank term to the
-    projection of the queries, keys or values.
+    projection of the queries, keys or values. IA3 vectors (:func:`lamina.nn.apply_ia3`) are
+    the sub-modules ``ia3_q``, ``ia3_k`` and ``ia3_v``, each multiplying its projection by its
+    ``scaling``. Prefix tuning (:class:`lamina.nn.PrefixTuningLM`) sets the attribute
+    ``prefix_keys_values`` for the duration of a call: keys and values every query sees
+    before the call's own.
     """
 
     # start_caching always succeeds; each call is then checked to be one the cache can serve
@@ -225,6 +233,9 @@ class MultiHeadAttention(Module):
         adapter = self._modules.get(LORA_ADAPTERS[part])
         if adapter is not None and not adapter.merged:
             y = y + adapter(x)
+        scale = self._modules.get(IA3_SCALES[part])
+        if scale is not None and not scale.merged:
+            y = y * scale.scaling
         n, t = x.shape[0], x.shape[1]
         heads = self.num_heads if part == 0 else self.num_kv_heads
         heads = F.transpose(F.reshape(y, n, t, heads, self.head_dim), 0, 2, 1, 3)
@@ -252,7 +263,7 @@ class MultiHeadAttention(Module):
         whole ``in_weight`` instead of three, split into heads; the LoRA adapters and rotary
         positions as in :meth:`_project`."""
         modules = self._modules
-        if modules and any(modules.get(name) is not None for name in LORA_ADAPTERS):
+        if modules and any(modules.get(name) is not None for name in LORA_ADAPTERS + IA3_SCALES):
             return tuple(self._project(x, part, self._steps_read, positions).data for part in range(3))
         bias = read_parameter(self, "in_bias") if self.use_bias else None
         y = linear(x, read_parameter(self, "in_weight"), bias).data
@@ -279,6 +290,9 @@ class MultiHeadAttention(Module):
             q, k, v, full = self._inputs(query, key, value, mask, key_mask, keys_values, positions)
             drop = self.dropout if self.training else 0.0
             full, causal = self._positional_mask(full, causal, q.shape[2], k.shape[2])
+            prefix = self.__dict__.get("prefix_keys_values")
+            if prefix is not None:
+                k, v, full, causal = self._attach_prefix(prefix, q, k, v, full, causal)
         if self.logit_softcap is not None:
             if drop or return_weights:
                 raise ValueError(f"{self._label()}: soft-capped attention (logit_softcap={self.logit_softcap}) "
@@ -317,6 +331,28 @@ class MultiHeadAttention(Module):
             else:
                 full = full + bias
         return full, causal
+
+    def _attach_prefix(self, prefix, q, k, v, full, causal: bool):
+        """(K, V, mask, causal) with the keys and values ``prefix`` = (P_k, P_v), each
+        (N or 1, g, P, d), placed before the call's own (prefix tuning,
+        :class:`lamina.nn.PrefixTuningLM`): every query sees all P of them, then the keys the
+        mask lets it see among the call's own."""
+        pk, pv = prefix
+        n, t_q, t_k = q.shape[0], q.shape[2], k.shape[2]
+        p = pk.shape[2]
+        if self.alibi or self.window is not None:
+            raise ValueError(f"{self._label()}: prefix keys and values do not combine with ALiBi or a sliding window")
+        if pk.shape[0] != n:
+            pk, pv = (F.broadcast_to(a, (n,) + tuple(a.shape[1:])) for a in (pk, pv))
+        xp = backend.xp
+        keep = xp.ones((t_q, p + t_k), dtype=bool)
+        if causal:
+            keep[:, p:] = xp.arange(t_k)[None, :] <= xp.arange(t_q)[:, None]
+        if full is not None:
+            pad = xp.ones(full.shape[:-1] + (p,), dtype=full.dtype) if full.dtype == bool else \
+                xp.zeros(full.shape[:-1] + (p,), dtype=full.dtype)
+            full = xp.concatenate([pad, xp.broadcast_to(full, full.shape[:-1] + (t_k,))], axis=-1)
+        return F.concat([pk, k], axis=2), F.concat([pv, v], axis=2), _keep_also(full, keep), False
 
     def _inputs(self, query, key, value, mask, key_mask, keys_values, positions=None):
         """The heads' (Q, K, V), each (N, h, T, d), and the mask of one ordinary call."""
