@@ -60,6 +60,15 @@ from lamina.data.knowledge_graph import (
     synthetic_knowledge_graph,
 )
 from lamina.data.labels import one_hot
+from lamina.data.letor import (
+    LetorData,
+    ListwiseDataset,
+    collate_lists,
+    read_letor,
+    synthetic_ltr,
+    synthetic_relevance,
+    write_letor,
+)
 from lamina.data.link_split import LinkSplit, negative_sampling, train_test_split_edges
 from lamina.data.loader import DataLoader
 from lamina.data.memory_tasks import BabiLike, babi_like_task, convex_hull_task, copy_task, sort_numbers_task
@@ -176,3 +185,5 @@ __all__ += ["dirichlet_partition", "iid_partition", "quantity_skew_partition",
 __all__ += ["MPerClassSampler"]  # m samples per class in every batch (class_sampler)
 __all__ += ["BabiLike", "babi_like_task", "convex_hull_task", "copy_task",
             "sort_numbers_task"]  # pointer and memory network tasks (memory_tasks)
+__all__ += ["LetorData", "ListwiseDataset", "collate_lists", "read_letor", "synthetic_ltr", "synthetic_relevance",
+            "write_letor"]  # learning-to-rank data (letor)

@@ -174,6 +174,15 @@ from lamina.functional.losses_extra import (
     squared_hinge,
 )
 from lamina.functional.losses_focal import binary_focal_loss, categorical_focal_loss
+from lamina.functional.losses_listwise import (
+    approx_ndcg_loss,
+    listmle_loss,
+    listnet_loss,
+    neural_ndcg_loss,
+    neural_sort,
+    sinkhorn_scaling,
+    softmax_loss,
+)
 from lamina.functional.losses_mdn import mdn_log_prob, mdn_loss, mdn_mean, mdn_mode, mdn_sample
 from lamina.functional.losses_metric import (
     contrastive_loss,
@@ -201,6 +210,14 @@ from lamina.functional.losses_preference import (
 )
 from lamina.functional.losses_prototypical import class_prototypes, prototypical_logits, prototypical_loss
 from lamina.functional.losses_quantile import pinball_loss
+from lamina.functional.losses_ranking import (
+    LAMBDA_WEIGHTINGS,
+    PADDING_LABEL,
+    lambda_loss,
+    pointwise_rmse,
+    rank_hinge_loss,
+    ranknet_loss,
+)
 from lamina.functional.losses_relative import relative_lp_loss
 from lamina.functional.losses_rnnt import rnnt_loss
 from lamina.functional.losses_segmentation import (
@@ -603,4 +620,9 @@ __all__ += [  # deep metric learning: proxy, pair and batch triplet losses, mine
 __all__ += ["mdn_log_prob", "mdn_loss", "mdn_mean", "mdn_mode", "mdn_sample"]  # mixture density networks
 __all__ += [  # survival analysis (survival)
     "COX_TIES", "breslow_baseline_hazard", "concordance_index", "cox_ph_loss", "survival_function",
+]
+__all__ += [  # learning to rank (losses_ranking, losses_listwise)
+    "LAMBDA_WEIGHTINGS", "PADDING_LABEL", "approx_ndcg_loss", "lambda_loss", "listmle_loss", "listnet_loss",
+    "neural_ndcg_loss", "neural_sort", "pointwise_rmse", "rank_hinge_loss", "ranknet_loss", "sinkhorn_scaling",
+    "softmax_loss",
 ]

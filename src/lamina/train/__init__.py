@@ -66,6 +66,7 @@ from lamina.train.kto_data import CompletionRows, UnpairedBatch, UnpairedPrefere
 from lamina.train.laplace import LastLayerLaplace
 from lamina.train.lottery import LotteryResult, LotteryRound, iterative_magnitude_pruning
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
+from lamina.train.ltr_metrics import dcg, err, ltr_metrics, map_at_k, mrr, ndcg, precision_at_k
 from lamina.train.meta import MAML, FastLearner, MetaSGD, Reptile
 from lamina.train.metrics import (
     F1Score,
@@ -202,3 +203,4 @@ __all__ += ["CycleGANTrainer", "ImagePool", "Pix2PixTrainer", "linear_decay_fact
 __all__ += ["LotteryResult", "LotteryRound", "iterative_magnitude_pruning"]  # lottery tickets (lottery)
 __all__ += ["SAETrainingHistory", "resample_dead_features", "train_sparse_autoencoder",
             "train_tuned_lens"]  # sparse autoencoders, tuned lens (interpretability)
+__all__ += ["dcg", "err", "ltr_metrics", "map_at_k", "mrr", "ndcg", "precision_at_k"]  # graded ranking (ltr_metrics)
