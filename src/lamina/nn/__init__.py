@@ -6,7 +6,7 @@ themselves with ``get_config()`` for saving architectures (:func:`layer_to_confi
 :func:`layer_from_config`, :func:`register_layer` for your own layers).
 """
 
-from lamina.nn import compression, functional, init, merging, nas, parametrize, prune, qat, quantize, spikegen
+from lamina.nn import compression, functional, init, merging, nas, parametrize, prune, ptq, qat, quantize, spikegen
 from lamina.nn.activation import (
     ACTIVATIONS,
     ELU,
@@ -234,6 +234,7 @@ from lamina.nn.perceptual_loss import PerceptualLoss
 from lamina.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D, MaxUnpool2D
 from lamina.nn.preprocessing import CategoryEncoding, Discretization, Hashing, Normalization
 from lamina.nn.prompt_tuning import PrefixTuningLM, PromptTuningLM
+from lamina.nn.ptq import QuantDense, awq_quantize, gptq_quantize, smooth_quant
 from lamina.nn.qat import QATConv2D, QATDense, calibrate, fuse_conv_bn, prepare_qat
 from lamina.nn.qlora import prepare_model_for_kbit_training, quantize_model_4bit
 from lamina.nn.quant4 import QuantState, dequantize_4bit, quantize_4bit
@@ -369,3 +370,4 @@ __all__ += [  # parameter-efficient fine-tuning beyond LoRA (dora, ia3, adapters
     "apply_bottleneck_adapters", "apply_dora", "apply_ia3", "apply_loha", "apply_lokr", "apply_vera", "get_peft_model",
     "load_adapter", "merge_adapters", "print_trainable_parameters", "save_adapter", "unmerge_adapters",
 ]
+__all__ += ["QuantDense", "awq_quantize", "gptq_quantize", "ptq", "smooth_quant"]  # GPTQ, AWQ, SmoothQuant (ptq)
