@@ -45,10 +45,15 @@ Mechanistic interpretability of language models (:mod:`lamina.analysis.interpret
 :func:`train_probe` and :func:`probe_layers` (linear probes), :func:`loss_recovered` (a sparse
 autoencoder spliced into the model).
 
+Fairness of binary classifiers (:mod:`lamina.analysis.fairness`, as fairlearn and AIF360):
+:class:`MetricFrame` and the group metrics, :func:`reweighing`, :class:`CorrelationRemover`,
+:class:`ExponentiatedGradient`, :class:`ThresholdOptimizer`.
+
 The architecture tables are computed by tracing the model on a zero-sample batch with shape-only weights
 (:mod:`lamina.analysis.trace`): no weight is allocated, so VGG16's table costs milliseconds.
 """
 
+from lamina.analysis import fairness
 from lamina.analysis.adversarial import TargetedAttack, fgsm, targeted_adversarial
 from lamina.analysis.anomaly import (
     ClassGaussians,
@@ -78,6 +83,13 @@ from lamina.analysis.embedding_accuracy import (
     kmeans,
     mean_average_precision_at_r,
     r_precision,
+)
+from lamina.analysis.fairness import (
+    CorrelationRemover,
+    ExponentiatedGradient,
+    MetricFrame,
+    ThresholdOptimizer,
+    reweighing,
 )
 from lamina.analysis.graph_drawing import GraphStats, draw_graph, graph_stats
 from lamina.analysis.hessian import (
@@ -136,3 +148,5 @@ __all__ += ["ActivationCache", "LinearProbe", "LogitLens", "PatchingResult", "ac
             "attribution_patching", "logit_difference", "logit_lens", "loss_recovered", "patching_grid",
             "probe_layers", "run_with_cache", "run_with_hooks", "train_probe",
             "transformer_parts"]  # mechanistic interpretability (interpretability)
+__all__ += ["CorrelationRemover", "ExponentiatedGradient", "MetricFrame", "ThresholdOptimizer", "fairness",
+            "reweighing"]  # fairness assessment and mitigation (fairness)

@@ -45,6 +45,15 @@ from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_s
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.domain_adaptation import DANN, dann_lambda, train_dann
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
+from lamina.train.fairness import (
+    AdversarialDebiasing,
+    FairnessPenaltyLoss,
+    TrainedClassifier,
+    adversary_advantage,
+    demographic_parity_penalty,
+    equalized_odds_penalty,
+    fair_labels,
+)
 from lamina.train.federated import SCAFFOLD, FedAdagrad, FedAdam, FedAvg, FedAvgM, FederatedResult, FedProx, FedYogi
 from lamina.train.flow_matching import FlowMatchingTrainer, reflow, train_flow_matching
 from lamina.train.forecast_metrics import (
@@ -204,3 +213,6 @@ __all__ += ["LotteryResult", "LotteryRound", "iterative_magnitude_pruning"]  # l
 __all__ += ["SAETrainingHistory", "resample_dead_features", "train_sparse_autoencoder",
             "train_tuned_lens"]  # sparse autoencoders, tuned lens (interpretability)
 __all__ += ["dcg", "err", "ltr_metrics", "map_at_k", "mrr", "ndcg", "precision_at_k"]  # graded ranking (ltr_metrics)
+__all__ += ["AdversarialDebiasing", "FairnessPenaltyLoss", "TrainedClassifier", "adversary_advantage",
+            "demographic_parity_penalty", "equalized_odds_penalty",
+            "fair_labels"]  # fairness mitigations in training (fairness)
