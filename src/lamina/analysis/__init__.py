@@ -21,7 +21,11 @@ propagation, Image retrieval, Visualization feature vectors):
   :class:`LRPZero`, :class:`LRPEpsilon`, :class:`LRPGamma` and :class:`LRPZBox` rules);
   :func:`infidelity` and :func:`sensitivity_max` score them.
 * :func:`fgsm`, :func:`targeted_adversarial`: inputs changed, by back propagation, to fool
-  the classifier.
+  the classifier; :func:`pgd`, :func:`bim`, :func:`mifgsm`, :func:`apgd`, :func:`cw_l2`,
+  :func:`deepfool` and :func:`robust_accuracy` (:mod:`lamina.analysis.attacks`).
+* certified robustness: :class:`SmoothedClassifier` (randomized smoothing,
+  :mod:`lamina.analysis.certify`); :func:`interval_bounds`, :func:`crown_bounds`,
+  :func:`certified_accuracy` (:mod:`lamina.analysis.bounds`).
 * :func:`extract_features`, :class:`FeatureIndex`: image signatures and nearest-neighbour
   retrieval; :func:`precision_at_k`, :func:`mean_average_precision_at_k` score it.
 * :func:`reduce_dimensions`, :func:`plot_embedding`: feature vectors drawn in 2-D (PCA, t-SNE).
@@ -71,9 +75,26 @@ from lamina.analysis.anomaly import (
     reconstruction_error,
     reconstruction_map,
 )
+from lamina.analysis.attacks import apgd, bim, cw_l2, cw_objective, deepfool, mifgsm, pgd, robust_accuracy
 from lamina.analysis.attribution import deconvnet, guided_backprop, guided_grad_cam, input_x_gradient
 from lamina.analysis.attribution_metrics import infidelity, sensitivity_max
+from lamina.analysis.bounds import (
+    Bounds,
+    certified_accuracy,
+    crown_bounds,
+    input_box,
+    interval_bounds,
+    margin_specification,
+    worst_case_margins,
+)
 from lamina.analysis.cam import grad_cam, grad_cam_plus_plus, occlusion_sensitivity, plot_cam, score_cam
+from lamina.analysis.certify import (
+    ABSTAIN,
+    Certificate,
+    SmoothedClassifier,
+    certified_radius,
+    clopper_pearson_lower,
+)
 from lamina.analysis.compare import compare_architectures, native_input_shape, zoo_builder
 from lamina.analysis.deeplift import deeplift, deeplift_shap, gradient_shap
 from lamina.analysis.embedding import plot_embedding, reduce_dimensions
@@ -148,5 +169,9 @@ __all__ += ["ActivationCache", "LinearProbe", "LogitLens", "PatchingResult", "ac
             "attribution_patching", "logit_difference", "logit_lens", "loss_recovered", "patching_grid",
             "probe_layers", "run_with_cache", "run_with_hooks", "train_probe",
             "transformer_parts"]  # mechanistic interpretability (interpretability)
+__all__ += ["apgd", "bim", "cw_l2", "cw_objective", "deepfool", "mifgsm", "pgd", "robust_accuracy",  # attacks
+            "ABSTAIN", "Bounds", "Certificate", "SmoothedClassifier", "certified_accuracy", "certified_radius",
+            "clopper_pearson_lower", "crown_bounds", "input_box", "interval_bounds", "margin_specification",
+            "worst_case_margins"]  # certified robustness
 __all__ += ["CorrelationRemover", "ExponentiatedGradient", "MetricFrame", "ThresholdOptimizer", "fairness",
             "reweighing"]  # fairness assessment and mitigation (fairness)

@@ -3,6 +3,18 @@ hyperparameter search on validation data, the learning-rate range test, TensorBo
 
 from lamina.train import active, continual, federated, nas, semi_supervised
 from lamina.train.active import ActiveLearningLoop
+from lamina.train.adversarial_training import (
+    AdversarialTrainer,
+    FastAdversarialTraining,
+    FreeAdversarialTraining,
+    GaussianAugmentation,
+    IBPTraining,
+    MARTLoss,
+    PGDAdversarialTraining,
+    TRADESLoss,
+    mart_loss,
+    trades_loss,
+)
 from lamina.train.anomaly import DeepSVDD, OODMetrics, deep_svdd_loss, fpr_at_tpr, ood_metrics, svdd_center, svdd_radius
 from lamina.train.averaging import SwapEMAWeights, WeightAveraging
 from lamina.train.backup import BackupAndRestore
@@ -212,6 +224,9 @@ __all__ += ["CycleGANTrainer", "ImagePool", "Pix2PixTrainer", "linear_decay_fact
 __all__ += ["LotteryResult", "LotteryRound", "iterative_magnitude_pruning"]  # lottery tickets (lottery)
 __all__ += ["SAETrainingHistory", "resample_dead_features", "train_sparse_autoencoder",
             "train_tuned_lens"]  # sparse autoencoders, tuned lens (interpretability)
+__all__ += ["AdversarialTrainer", "FastAdversarialTraining", "FreeAdversarialTraining", "GaussianAugmentation",
+            "IBPTraining", "MARTLoss", "PGDAdversarialTraining", "TRADESLoss", "mart_loss",
+            "trades_loss"]  # adversarial training and certified training (adversarial_training)
 __all__ += ["dcg", "err", "ltr_metrics", "map_at_k", "mrr", "ndcg", "precision_at_k"]  # graded ranking (ltr_metrics)
 __all__ += ["AdversarialDebiasing", "FairnessPenaltyLoss", "TrainedClassifier", "adversary_advantage",
             "demographic_parity_penalty", "equalized_odds_penalty",
