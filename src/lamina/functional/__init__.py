@@ -51,6 +51,7 @@ from lamina.functional.audio_synthesis import (
     resample,
     resample_kernel,
 )
+from lamina.functional.bsplines import b_spline_basis, extended_grid, gaussian_rbf_basis
 from lamina.functional.capsules import capsule_margin_loss, dynamic_routing, squash
 from lamina.functional.conv import conv2d
 from lamina.functional.conv3d import conv3d
@@ -626,3 +627,4 @@ __all__ += [  # learning to rank (losses_ranking, losses_listwise)
     "neural_ndcg_loss", "neural_sort", "pointwise_rmse", "rank_hinge_loss", "ranknet_loss", "sinkhorn_scaling",
     "softmax_loss",
 ]
+__all__ += ["b_spline_basis", "extended_grid", "gaussian_rbf_basis"]  # KAN bases (bsplines)

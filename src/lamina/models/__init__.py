@@ -386,6 +386,7 @@ from lamina.models.inception import (
     InceptionV3Aux,
     inception_v3,
 )
+from lamina.models.kan import KAN
 from lamina.models.keypoint_rcnn import (
     KeypointRCNN,
     KeypointRCNNHeads,
@@ -955,3 +956,4 @@ __all__ += ["MemN2N", "NTM", "NTMCell", "NTMState", "PointerNetwork", "circular_
             "erase_and_add", "interpolate", "memory_read", "pointer_logits", "position_encoding",
             "sharpen"]  # pointer and memory-augmented networks (pointer_network, memory_network, ntm)
 __all__ += ["FeatureActivity", "SAEOutput", "SparseAutoencoder"]  # dictionary learning (sparse_autoencoder)
+__all__ += ["KAN"]  # Kolmogorov-Arnold networks (kan)

@@ -143,6 +143,8 @@ from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfiel
 from lamina.nn.ia3 import IA3Dense, IA3Scale, apply_ia3
 from lamina.nn.implicit_representation import FourierFeatures, SineLayer, Siren
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D, InstanceNorm3D
+from lamina.nn.kan import FastKANLayer, KANLinear
+from lamina.nn.kan_symbolic import SYMBOLIC_FUNCTIONS, SymbolicFit, fit_symbolic
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.linear_attention import LinearAttention, PerformerAttention
 from lamina.nn.loha import LoHaDense, LoKrDense, VeRADense, apply_loha, apply_lokr, apply_vera
@@ -371,3 +373,4 @@ __all__ += [  # parameter-efficient fine-tuning beyond LoRA (dora, ia3, adapters
     "load_adapter", "merge_adapters", "print_trainable_parameters", "save_adapter", "unmerge_adapters",
 ]
 __all__ += ["QuantDense", "awq_quantize", "gptq_quantize", "ptq", "smooth_quant"]  # GPTQ, AWQ, SmoothQuant (ptq)
+__all__ += ["FastKANLayer", "KANLinear", "SYMBOLIC_FUNCTIONS", "SymbolicFit", "fit_symbolic"]  # Kolmogorov-Arnold
