@@ -18,7 +18,12 @@ sliding windows), a mixture of experts weighs all its experts by the top-k gates
 (:mod:`lamina.export.onnx_gpt2_bert`), as do Llama and Mistral (:mod:`lamina.export.onnx_llama`)
 and Qwen2, Phi-3, Gemma, Gemma 2, GPT-NeoX and Mixtral (:mod:`lamina.export.onnx_lm_families`);
 spectral convolutions and the Fourier neural operators go through ONNX's DFT
-(:mod:`lamina.export.onnx_spectral`, grid sizes fixed at export). The graph reads and writes
+(:mod:`lamina.export.onnx_spectral`, grid sizes fixed at export). The adapters (DoRA, IA3,
+LoHa, LoKr, VeRA, bottleneck adapters, GPT-2 prompt tuning) and the quantized Dense export as
+the weights they compute now (:mod:`lamina.export.onnx_adapters`), as do SIREN, Fourier features,
+the Bayesian layers (their posterior means) and the modern Hopfield layers
+(:mod:`lamina.export.onnx_research_layers`) and KANLinear (:mod:`lamina.export.onnx_kan`);
+prefix tuning and the mixture density head's three outputs have no form. The graph reads and writes
 what the lamina model does: images NHWC (batch, h, w, c), any batch size; sequences
 (batch, time, features) or word ids, any length. ONNX's convolution, pooling
 and normalization operators want NCHW, so a value changes layout only where the next layer
@@ -40,10 +45,12 @@ import numpy as np
 from lamina import nn
 from lamina.errors import ShapeError
 from lamina.export import (  # noqa: F401  (converters)
+    onnx_adapters,
     onnx_attention,
     onnx_branching,
     onnx_experts,
     onnx_gpt2_bert,
+    onnx_kan,
     onnx_layers,
     onnx_llama,
     onnx_lm_families,
@@ -52,6 +59,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_more_layers,
     onnx_rearrange,
     onnx_recurrent,
+    onnx_research_layers,
     onnx_segformer,
     onnx_sequence_layers,
     onnx_spatial_layers,
@@ -89,7 +97,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
     nn.prune.apply_masks(model)         # pruned weights as of now, not as of the last call
     first = next((m for m in model.modules() if not isinstance(m, nn.Sequential)), None)
     ids = isinstance(first, nn.Embedding) or isinstance(model, onnx_gpt2_bert.ID_MODELS + onnx_llama.ID_MODELS
-                                                           + onnx_lm_families.ID_MODELS)
+                                                           + onnx_lm_families.ID_MODELS + onnx_adapters.ID_MODELS)
     graph = Graph(onnx, dtype, opset)
     value = Value(graph.fresh("input"), shape)
     out = graph.layout(convert(graph, model, value), "nhwc")

@@ -20,7 +20,9 @@ w keeps t - w < t' <= t. The options of published language models export as well
 scores into c tanh(s / c) before any bias or mask, ``rotary_dims`` r < d turning only the
 first r features of each head (Slice, the rotary turn, Concat) and ``out_bias`` giving the
 output projection a bias or none on its own. LoRA adapters not yet merged are folded into
-W_q, W_k or W_v, W + (alpha / r) A B. Cross-attention (a separate key or value) and masks given at call time
+W_q, W_k or W_v, W + (alpha / r) A B, and IA3 vectors not yet merged scale the columns (and
+biases) of their projection, (x W + b) * l = x (W diag(l)) + b * l. Prefix keys and values
+(prefix tuning) are refused. Cross-attention (a separate key or value) and masks given at call time
 do not reach a layer inside a ``Sequential``, so they have no form here.
 """
 
@@ -41,7 +43,7 @@ from lamina.export.onnx_attention_positions import (
 from lamina.export.onnx_branching import add_values
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
 from lamina.functional.rotary import rope_depends_on_length
-from lamina.nn.multi_head_attention import LORA_ADAPTERS
+from lamina.nn.multi_head_attention import IA3_SCALES, LORA_ADAPTERS
 
 __all__: list[str] = []
 
@@ -82,16 +84,25 @@ def _repeat_heads(graph: Graph, heads: str, layer: nn.MultiHeadAttention, hint: 
     return graph.node("Reshape", [copies, shape], f"{hint}_heads")
 
 
-def _effective_in_projection(layer: nn.MultiHeadAttention) -> np.ndarray:
-    """``in_weight`` with the LoRA adapters not yet merged folded in: W + (alpha / r) A B on
-    the columns of the projection each adapts (what the layer computes in evaluation)."""
-    weight = layer.in_weight.numpy()
+def _effective_in_projection(layer: nn.MultiHeadAttention) -> tuple[np.ndarray, np.ndarray | None]:
+    """(``in_weight``, ``in_bias`` or None) as the layer computes them in evaluation, copies
+    with the adapters not yet merged folded in: on the columns of each adapted projection
+    W + (alpha / r) A B (LoRA), then W diag(l) and b * l (IA3, which scales the projection
+    after the LoRA term)."""
+    weight = np.array(layer.in_weight.numpy())
+    bias = np.array(layer.in_bias.numpy()) if layer.use_bias else None
     for part, name in enumerate(LORA_ADAPTERS):
         adapter = layer._modules.get(name)
         if adapter is not None and not adapter.merged:
-            weight = weight.copy()
             weight[:, layer.projection_columns(part)] += np.asarray(adapter.delta_weight())
-    return weight
+    for part, name in enumerate(IA3_SCALES):
+        scale = layer._modules.get(name)
+        if scale is not None and not scale.merged:
+            columns = layer.projection_columns(part)
+            weight[:, columns] *= scale.scaling.numpy()
+            if bias is not None:
+                bias[columns] *= scale.scaling.numpy()
+    return weight, bias
 
 
 def _rotate_heads(graph: Graph, heads: str, tables: tuple[str, str], layer: nn.MultiHeadAttention,
@@ -120,6 +131,9 @@ def _check_attention(layer: nn.MultiHeadAttention, value: Value, causal: bool) -
     if len(value.shape) != 3:
         raise NotImplementedError(f"export_onnx: {layer._label()} expects a sequence (batch, time, features), got "
                                   f"a value of shape {value.shape}")
+    if layer.__dict__.get("prefix_keys_values") is not None:
+        raise NotImplementedError(f"export_onnx: {layer._label()} has prefix keys and values attached (prefix "
+                                  "tuning, PrefixTuningLM); they have no ONNX form: export the model without them")
     if layer.rotary and rope_depends_on_length(layer.rotary_scaling):
         kind = layer.rotary_scaling.get("rope_type", layer.rotary_scaling.get("type"))
         raise NotImplementedError(f"export_onnx: {layer._label()} has a {kind!r} rope_scaling, whose rotary "
@@ -133,13 +147,12 @@ def _check_attention(layer: nn.MultiHeadAttention, value: Value, causal: bool) -
 def self_attention(graph: Graph, layer: nn.MultiHeadAttention, value: Value, causal: bool, hint: str) -> Value:
     """``layer(x, causal=causal)`` (evaluation mode: no dropout) for x = ``value`` (N, T, E),
     with the layer's rotary positions, grouped key/value heads, ALiBi biases and sliding
-    window (:mod:`lamina.export.onnx_attention_positions`) and its LoRA adapters folded into
-    the projections."""
+    window (:mod:`lamina.export.onnx_attention_positions`) and its LoRA and IA3 adapters
+    folded into the projections."""
     _check_attention(layer, value, causal)
     d, x = layer.head_dim, value.name
     scale = 1.0 / np.sqrt(d) if layer.scale is None else layer.scale
-    w = _effective_in_projection(layer)
-    b = layer.in_bias.numpy() if layer.use_bias else None
+    w, b = _effective_in_projection(layer)
 
     def part(k: int):
         cols = layer.projection_columns(k)
@@ -193,14 +206,17 @@ def _multi_head_attention(graph: Graph, layer, value: Value) -> Value:
 @register_converter(nn.TransformerEncoderLayer)
 def _encoder_layer(graph: Graph, layer, value: Value) -> Value:
     """Post-norm: x = norm1(x + attention(x)), x = norm2(x + ffn(x)); pre-norm:
-    x = x + attention(norm1(x)), x = x + ffn(norm2(x)), with ffn(x) = linear2(linear1(x))."""
+    x = x + attention(norm1(x)), x = x + ffn(norm2(x)), with ffn(x) = linear2(linear1(x)).
+    The sub-layers ``dropout1`` and ``dropout2`` after each branch are converted too: the
+    identity, or a bottleneck adapter (:class:`lamina.nn.WithAdapter`) in their place."""
     hint = label(layer)
 
     def attend(x: Value) -> Value:
-        return self_attention(graph, layer.self_attention, x, layer.causal, f"{hint}_attention")
+        attended = self_attention(graph, layer.self_attention, x, layer.causal, f"{hint}_attention")
+        return convert(graph, layer.dropout1, attended)        # identity, or a WithAdapter
 
     def feed_forward(x: Value) -> Value:
-        return convert(graph, layer.linear2, convert(graph, layer.linear1, x))
+        return convert(graph, layer.dropout2, convert(graph, layer.linear2, convert(graph, layer.linear1, x)))
 
     if layer.norm_first:
         x = add_values(graph, [value, attend(convert(graph, layer.norm1, value))], f"{hint}_residual1")
