@@ -52,3 +52,7 @@ __all__ += ["are_deterministic_algorithms_enabled", "use_deterministic_algorithm
 from lamina import distributed  # noqa: E402
 
 __all__ += ["distributed"]
+
+from lamina import manifolds  # noqa: E402
+
+__all__ += ["manifolds"]

@@ -527,6 +527,13 @@ from lamina.models.perceiver import (
 from lamina.models.phi3 import PHI3_CONFIGS, Phi3, load_hf_phi3_state_dict, phi3, phi3_parameter_count
 from lamina.models.pix2pix import PatchGANDiscriminator, Pix2PixGenerator
 from lamina.models.pixelcnn import GatedPixelCNN, GatedPixelCNNLayer, PixelCNN
+from lamina.models.poincare_embeddings import (
+    PoincareEmbeddingResult,
+    balanced_tree,
+    reconstruction_metrics,
+    train_poincare_embeddings,
+    transitive_closure,
+)
 from lamina.models.pointer_network import PointerNetwork, pointer_logits
 from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
 from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
@@ -957,3 +964,5 @@ __all__ += ["MemN2N", "NTM", "NTMCell", "NTMState", "PointerNetwork", "circular_
             "sharpen"]  # pointer and memory-augmented networks (pointer_network, memory_network, ntm)
 __all__ += ["FeatureActivity", "SAEOutput", "SparseAutoencoder"]  # dictionary learning (sparse_autoencoder)
 __all__ += ["KAN"]  # Kolmogorov-Arnold networks (kan)
+__all__ += ["PoincareEmbeddingResult", "balanced_tree", "reconstruction_metrics", "train_poincare_embeddings",
+            "transitive_closure"]  # Poincaré embeddings of hierarchies (poincare_embeddings)

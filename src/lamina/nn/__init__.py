@@ -140,6 +140,7 @@ from lamina.nn.graph import (
 )
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_retrieval
+from lamina.nn.hyperbolic import HypAct, HyperbolicMLR, HypLinear, PoincareEmbedding
 from lamina.nn.ia3 import IA3Dense, IA3Scale, apply_ia3
 from lamina.nn.implicit_representation import FourierFeatures, SineLayer, Siren
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D, InstanceNorm3D
@@ -176,6 +177,7 @@ from lamina.nn.losses import (
 )
 from lamina.nn.lp_pool import LPPool1D, LPPool2D, LPPool3D
 from lamina.nn.mamba import MambaBlock
+from lamina.nn.manifold_parameter import ManifoldParameter
 from lamina.nn.masked_conv import MaskedConv2D, causal_mask
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.merging import merge_models
@@ -374,3 +376,4 @@ __all__ += [  # parameter-efficient fine-tuning beyond LoRA (dora, ia3, adapters
 ]
 __all__ += ["QuantDense", "awq_quantize", "gptq_quantize", "ptq", "smooth_quant"]  # GPTQ, AWQ, SmoothQuant (ptq)
 __all__ += ["FastKANLayer", "KANLinear", "SYMBOLIC_FUNCTIONS", "SymbolicFit", "fit_symbolic"]  # Kolmogorov-Arnold
+__all__ += ["HypAct", "HypLinear", "HyperbolicMLR", "ManifoldParameter", "PoincareEmbedding"]  # hyperbolic layers

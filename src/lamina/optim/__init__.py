@@ -55,6 +55,7 @@ from lamina.optim.optimizer import Optimizer
 from lamina.optim.prodigy import Prodigy
 from lamina.optim.radam import RAdam
 from lamina.optim.regularizers import Regularizer, elastic_net, l1, l2
+from lamina.optim.riemannian import RiemannianAdam, RiemannianSGD
 from lamina.optim.rmsprop import RMSProp, RMSprop
 from lamina.optim.rprop import Rprop
 from lamina.optim.sam import SAM
@@ -90,7 +91,8 @@ from lamina.optim.sparse_adam import SparseAdam
 __all__ = [
     "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "CosineDecay", "CosineDecayRestarts", "ExponentialDecay",
     "ExponentialMovingAverage", "InverseSqrtDecay", "InverseTimeDecay", "LinearDecay", "NAdam", "OneCycle",
-    "Optimizer", "PolynomialDecay", "RAdam", "RMSProp", "RMSprop", "ReduceOnPlateau", "Regularizer", "Schedule",
+    "Optimizer", "PolynomialDecay", "RAdam", "RMSProp", "RMSprop", "ReduceOnPlateau", "Regularizer",
+    "RiemannianAdam", "RiemannianSGD", "Schedule",
     "StepDecay", "Warmup", "clip_grad_norm", "clip_grad_value", "elastic_net", "l1", "l2", "regularizers",
     "schedules", "AveragedModel", "update_batch_norm", "LBFGS", "Lion", "Lookahead", "Rprop", "SAM",
     "ChainedSchedule", "ConstantFactor", "CyclicLR", "LambdaSchedule", "LinearFactor", "MultiplicativeSchedule",
