@@ -122,6 +122,8 @@ from lamina.data.sinusoid import SinusoidTasks
 from lamina.data.split import train_val_test_split
 from lamina.data.subsets import ConcatDataset, Subset, random_split
 from lamina.data.timeseries import TimeSeriesDataset, ar_process, seasonal_series, sliding_windows
+from lamina.data.tsc_synthetic import CBF_CLASSES, WAVEFORM_CLASSES, cylinder_bell_funnel, synthetic_waveforms
+from lamina.data.ucr import pad_series, read_ts, read_ucr_tsv, write_ts, write_ucr_tsv, z_normalize
 from lamina.data.whitening import PCAWhitening, ZCAWhitening
 from lamina.data.workers import WorkerInfo, get_worker_info
 
@@ -187,3 +189,5 @@ __all__ += ["BabiLike", "babi_like_task", "convex_hull_task", "copy_task",
             "sort_numbers_task"]  # pointer and memory network tasks (memory_tasks)
 __all__ += ["LetorData", "ListwiseDataset", "collate_lists", "read_letor", "synthetic_ltr", "synthetic_relevance",
             "write_letor"]  # learning-to-rank data (letor)
+__all__ += ["CBF_CLASSES", "WAVEFORM_CLASSES", "cylinder_bell_funnel", "pad_series", "read_ts", "read_ucr_tsv",
+            "synthetic_waveforms", "write_ts", "write_ucr_tsv", "z_normalize"]  # time-series classification data

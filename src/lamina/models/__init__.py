@@ -180,6 +180,8 @@ Layouts follow the published models so that published weights map onto them:
   StyleGAN2's blocks (:class:`EqualizedDense`, :class:`MappingNetwork`, :class:`ModulatedConv2D`,
   :class:`StyleGAN2Generator`); trained by :class:`lamina.train.Pix2PixTrainer` and
   :class:`lamina.train.CycleGANTrainer`.
+* :class:`Rocket`, :class:`MiniRocket`, :class:`MultiRocket`, :class:`RocketClassifier`, :class:`FCN`,
+  :class:`ResNet1D`, :class:`InceptionTime`: time-series classification (:mod:`lamina.models.tsc`).
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
@@ -734,6 +736,23 @@ from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transducer import ConformerTransducer
 from lamina.models.transfer import transfer
 from lamina.models.transformer_net import TransformerNet
+from lamina.models.tsc import (
+    FCN,
+    MINIROCKET_KERNEL_INDICES,
+    ConvBlock1D,
+    InceptionModule1D,
+    InceptionTime,
+    InceptionTimeEnsemble,
+    MiniRocket,
+    MultiRocket,
+    ResNet1D,
+    ResNetBlock1D,
+    Rocket,
+    RocketClassifier,
+    inception_kernel_sizes,
+    minirocket_dilations,
+    minirocket_kernels,
+)
 from lamina.models.two_tower import TwoTower, in_batch_softmax_loss, item_log_frequencies
 from lamina.models.unet import DoubleConv, UNet, unet
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
@@ -966,3 +985,8 @@ __all__ += ["FeatureActivity", "SAEOutput", "SparseAutoencoder"]  # dictionary l
 __all__ += ["KAN"]  # Kolmogorov-Arnold networks (kan)
 __all__ += ["PoincareEmbeddingResult", "balanced_tree", "reconstruction_metrics", "train_poincare_embeddings",
             "transitive_closure"]  # Poincaré embeddings of hierarchies (poincare_embeddings)
+__all__ += [  # time-series classification (tsc)
+    "FCN", "MINIROCKET_KERNEL_INDICES", "ConvBlock1D", "InceptionModule1D", "InceptionTime", "InceptionTimeEnsemble",
+    "MiniRocket", "MultiRocket", "ResNet1D", "ResNetBlock1D", "Rocket", "RocketClassifier", "inception_kernel_sizes",
+    "minirocket_dilations", "minirocket_kernels",
+]
