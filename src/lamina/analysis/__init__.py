@@ -46,6 +46,7 @@ and the detection metrics are in :mod:`lamina.train.anomaly`.
 Mechanistic interpretability of language models (:mod:`lamina.analysis.interpretability`):
 :func:`run_with_cache` and :func:`run_with_hooks` (activations by module path, patched at will),
 :func:`logit_lens`, :func:`activation_patching`, :func:`attribution_patching`, :func:`patching_grid`,
+:func:`enable_head_hooks` and :func:`head_contributions` (per-head outputs of the attention layers),
 :func:`train_probe` and :func:`probe_layers` (linear probes), :func:`loss_recovered` (a sparse
 autoencoder spliced into the model).
 
@@ -127,6 +128,8 @@ from lamina.analysis.interpretability import (
     PatchingResult,
     activation_patching,
     attribution_patching,
+    enable_head_hooks,
+    head_contributions,
     logit_difference,
     logit_lens,
     loss_recovered,
@@ -169,6 +172,7 @@ __all__ += ["ActivationCache", "LinearProbe", "LogitLens", "PatchingResult", "ac
             "attribution_patching", "logit_difference", "logit_lens", "loss_recovered", "patching_grid",
             "probe_layers", "run_with_cache", "run_with_hooks", "train_probe",
             "transformer_parts"]  # mechanistic interpretability (interpretability)
+__all__ += ["enable_head_hooks", "head_contributions"]  # per-head outputs (interpretability)
 __all__ += ["apgd", "bim", "cw_l2", "cw_objective", "deepfool", "mifgsm", "pgd", "robust_accuracy",  # attacks
             "ABSTAIN", "Bounds", "Certificate", "SmoothedClassifier", "certified_accuracy", "certified_radius",
             "clopper_pearson_lower", "crown_bounds", "input_box", "interval_bounds", "margin_specification",

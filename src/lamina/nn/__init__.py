@@ -138,6 +138,7 @@ from lamina.nn.graph import (
     global_max_pool,
     global_mean_pool,
 )
+from lamina.nn.head_hooks import HeadOutputs
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_retrieval
 from lamina.nn.hyperbolic import HypAct, HyperbolicMLR, HypLinear, PoincareEmbedding
@@ -377,3 +378,4 @@ __all__ += [  # parameter-efficient fine-tuning beyond LoRA (dora, ia3, adapters
 __all__ += ["QuantDense", "awq_quantize", "gptq_quantize", "ptq", "smooth_quant"]  # GPTQ, AWQ, SmoothQuant (ptq)
 __all__ += ["FastKANLayer", "KANLinear", "SYMBOLIC_FUNCTIONS", "SymbolicFit", "fit_symbolic"]  # Kolmogorov-Arnold
 __all__ += ["HypAct", "HypLinear", "HyperbolicMLR", "ManifoldParameter", "PoincareEmbedding"]  # hyperbolic layers
+__all__ += ["HeadOutputs"]  # the per-head hook point of MultiHeadAttention

@@ -26,6 +26,7 @@ from lamina.nn import init as initializers
 from lamina.nn.attention import first_shape, mask_array
 from lamina.nn.cache_rows import cache_rows
 from lamina.nn.dense import linear
+from lamina.nn.head_hooks import HEAD_OUTPUTS, HeadOutputs
 from lamina.nn.layer import dropout_rate, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor, read_parameter
 
@@ -120,6 +121,11 @@ class MultiHeadAttention(Module):
     ``scaling``. Prefix tuning (:class:`lamina.nn.PrefixTuningLM`) sets the attribute
     ``prefix_keys_values`` for the duration of a call: keys and values every query sees
     before the call's own.
+
+    Per-head outputs: :meth:`enable_head_hooks` adds the sub-module ``head_outputs`` (see
+    :mod:`lamina.nn.head_hooks`) through which the heads' contexts z (N, T, h, d) pass just
+    before the output projection, in every call (cached ones too), so that forward hooks can
+    read or patch each head; :meth:`disable_head_hooks` removes it.
     """
 
     # start_caching always succeeds; each call is then checked to be one the cache can serve
@@ -304,10 +310,17 @@ class MultiHeadAttention(Module):
                                                enable_gqa=self.num_kv_heads != self.num_heads)
         heads, weights = out if return_weights else (out, None)
         n, t_q = q.shape[0], q.shape[2]
+        hook = self._modules.get(HEAD_OUTPUTS)     # z (N, T, h, d) passes through it when head hooks are on
         if self._caching:                            # no graph: the same values, without two nodes
-            joined = Tensor._wrap(heads.data.transpose(0, 2, 1, 3).reshape(n, t_q, self.query_dim))
+            z = heads.data.transpose(0, 2, 1, 3)
+            if hook is not None:
+                z = hook(Tensor._wrap(z)).data
+            joined = Tensor._wrap(z.reshape(n, t_q, self.query_dim))
         else:
-            joined = F.reshape(F.transpose(heads, 0, 2, 1, 3), n, t_q, self.query_dim)
+            z = F.transpose(heads, 0, 2, 1, 3)
+            if hook is not None:
+                z = hook(z)
+            joined = F.reshape(z, n, t_q, self.query_dim)
         y = linear(joined, read_parameter(self, "out_weight"),
                    read_parameter(self, "out_bias") if self.use_out_bias else None)
         return (y, weights) if return_weights else y
@@ -369,6 +382,24 @@ class MultiHeadAttention(Module):
         full = self._mask(mask, key_mask, query.shape[0], query.shape[1], key.shape[1])
         return (self._project(query, 0, positions=positions), self._project(key, 1, positions=positions),
                 self._project(value, 2), full)
+
+    # -- per-head hook point -----------------------------------------------------
+    @property
+    def head_hooks_enabled(self) -> bool:
+        """Whether the heads' contexts pass through the sub-module ``head_outputs``."""
+        return HEAD_OUTPUTS in self._modules
+
+    def enable_head_hooks(self) -> HeadOutputs:
+        """Add (once) and return the sub-module ``head_outputs`` that the heads' contexts
+        z (N, T, h, d) pass through before the output projection: hooks on it see (and may
+        replace) each head's output. Outputs stay bit-identical while no hook changes z."""
+        if not self.head_hooks_enabled:
+            self.head_outputs = HeadOutputs(self.num_heads, self.head_dim)
+        return self._modules[HEAD_OUTPUTS]
+
+    def disable_head_hooks(self) -> None:
+        """Remove the sub-module ``head_outputs`` (and the hooks on it), if present."""
+        self._modules.pop(HEAD_OUTPUTS, None)
 
     # -- fixed keys and values, projected once -------------------------------------
     def project_keys_values(self, key, value=None) -> tuple[Tensor, Tensor]:

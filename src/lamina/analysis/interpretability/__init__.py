@@ -7,6 +7,8 @@
   (through trained affine translators, :class:`TunedLens`, for the tuned lens).
 * :func:`activation_patching`, :func:`attribution_patching`, :func:`patching_grid`,
   :func:`logit_difference`: which activations carry the difference between a clean and a corrupted input.
+* :func:`enable_head_hooks`, :func:`head_contributions`: per-head outputs of the attention layers
+  (cached, patched with ``heads=`` or ``component='head'``) and what each head adds to the residual stream.
 * :func:`train_probe`, :func:`probe_layers`: linear probes, per layer.
 * :func:`feature_l0`, :func:`explained_variance`, :func:`loss_recovered`: scores of a sparse
   autoencoder (the model is :class:`lamina.models.SparseAutoencoder`, its training
@@ -19,6 +21,12 @@ from lamina.analysis.interpretability.activation_cache import (
     run_with_cache,
     run_with_hooks,
     transformer_parts,
+)
+from lamina.analysis.interpretability.heads import (
+    disable_head_hooks,
+    enable_head_hooks,
+    head_contributions,
+    head_hook_names,
 )
 from lamina.analysis.interpretability.lens import LogitLens, TunedLens, logit_lens
 from lamina.analysis.interpretability.patching import (
@@ -40,7 +48,8 @@ from lamina.analysis.interpretability.sae_metrics import (
 
 __all__ = [
     "COMPONENTS", "ActivationCache", "LinearProbe", "LogitLens", "PatchingResult", "ProbeScore", "SpliceScores",
-    "TransformerParts", "TunedLens", "activation_patching", "attribution_patching", "explained_variance", "feature_l0",
+    "TransformerParts", "TunedLens", "activation_patching", "attribution_patching", "disable_head_hooks",
+    "enable_head_hooks", "explained_variance", "feature_l0", "head_contributions", "head_hook_names",
     "logit_difference", "logit_lens", "loss_recovered", "next_token_loss", "patching_grid", "probe_layers",
     "run_with_cache", "run_with_hooks", "train_probe", "transformer_parts",
 ]

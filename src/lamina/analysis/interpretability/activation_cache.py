@@ -15,7 +15,8 @@
   (:meth:`ActivationCache.decompose_residual`). A branch is the output of the block's
   attention (and MLP) as added to the stream: GPT-2's ``dropout1`` / ``dropout2``,
   Llama's ``self_attn`` / ``mlp``. Attention layers hand back the heads already mixed by
-  the output projection, so activations are per block and branch, not per head.
+  the output projection; their per-head outputs are recorded once their head hooks are on
+  (:func:`~lamina.analysis.interpretability.enable_head_hooks`).
 
 Both runs put the model in evaluation mode for the call (each module's mode comes back).
 Hooks are removed afterwards, also when the forward raises.
@@ -60,8 +61,19 @@ def resolve_modules(model: Module, names: Sequence[str] | str | None, who: str) 
     wanted = [names] if isinstance(names, str) else list(names)
     for name in wanted:
         if name not in named:
+            _refuse_disabled_head_hooks(named, name, who)
             raise _unknown_name_error(who, name, list(named))
     return [(name, named[name]) for name in wanted]
+
+
+def _refuse_disabled_head_hooks(named: Mapping[str, Module], name: str, who: str) -> None:
+    """A clear error for the per-head outputs ``'<attention>.head_outputs'`` of an attention layer
+    whose head hooks are off."""
+    layer, _, last = name.rpartition(".")
+    if last == "head_outputs" and callable(getattr(named.get(layer), "enable_head_hooks", None)):
+        raise ValueError(f"{who}: {name!r}: head hooks are not enabled on {layer!r}; call "
+                         "lamina.analysis.interpretability.enable_head_hooks(model) (or the layer's "
+                         "enable_head_hooks()) first")
 
 
 def _host(value):
@@ -127,11 +139,14 @@ class ActivationCache(Mapping):
     module with several outputs), in the order the names were asked for (``named_modules`` order
     by default). ``parts`` (a
     :class:`TransformerParts`, when the model is a decoder language model) lets
-    :meth:`residual_stream` and :meth:`decompose_residual` find the residual stream."""
+    :meth:`residual_stream` and :meth:`decompose_residual` find the residual stream; ``model``
+    (the model run) lets :func:`~lamina.analysis.interpretability.head_contributions` read its weights."""
 
-    def __init__(self, activations: Mapping[str, Any], parts: TransformerParts | None = None):
+    def __init__(self, activations: Mapping[str, Any], parts: TransformerParts | None = None,
+                 model: Module | None = None):
         self._activations = dict(activations)
         self.parts = parts
+        self.model = model
 
     def __getitem__(self, name: str):
         if name not in self._activations:
@@ -199,7 +214,7 @@ def run_with_cache(model: Module, inputs, names: Sequence[str] | str | None = No
         if silent:
             raise ValueError(f"{who}: the sub-modules {silent} did not run")
     order = [name for name, _ in wanted if name in recorded]
-    return _host(output), ActivationCache({name: recorded[name] for name in order}, _parts_or_none(model))
+    return _host(output), ActivationCache({name: recorded[name] for name in order}, _parts_or_none(model), model)
 
 
 @dataclass(frozen=True)

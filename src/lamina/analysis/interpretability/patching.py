@@ -18,8 +18,9 @@ one forward and one backward pass on the corrupted input, to first order:
 which is exact when m depends linearly on a. Activations are (batch, position, ...): a position
 is an index on axis 1; the dot product sums over the batch and the remaining axes.
 
-Attention layers hand back their heads already mixed by the output projection, so patching is
-per module output (block, attention branch, MLP branch), not per head.
+Patching is per module output (block, attention branch, MLP branch), and per head once the
+attention layers' head hooks are on (:func:`~lamina.analysis.interpretability.enable_head_hooks`):
+``heads=`` patches the per-head outputs z (batch, position, head, feature) one head at a time.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from lamina.analysis.interpretability.activation_cache import (
     run_with_hooks,
     transformer_parts,
 )
+from lamina.analysis.interpretability.heads import head_hook_names
 from lamina.analysis.saliency import input_analysis
 from lamina.autograd import Tensor, grad, no_grad, tensor
 from lamina.errors import ShapeError
@@ -48,7 +50,10 @@ __all__ = ["COMPONENTS", "PatchingResult", "activation_patching", "attribution_p
 Metric = Callable[[Tensor], Tensor]
 
 COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
-"""What :func:`patching_grid` patches in each block: its input, its output, its attention or MLP branch."""
+"""What :func:`patching_grid` patches in each block: its input, its output, its attention or MLP branch
+(and, with ``component='head'``, each head's output)."""
+
+HEAD_COMPONENT = "head"
 
 
 def logit_difference(logits: Tensor, correct, wrong, position: int = -1) -> Tensor:
@@ -68,13 +73,16 @@ def logit_difference(logits: Tensor, correct, wrong, position: int = -1) -> Tens
 @dataclass
 class PatchingResult:
     """``scores[i, j]``: the normalised metric of patching ``names[i]`` at ``positions[j]`` (None:
-    every position at once); ``clean_metric`` and ``corrupted_metric``: m_clean and m_corr."""
+    every position at once); ``clean_metric`` and ``corrupted_metric``: m_clean and m_corr.
+    Per head (``heads`` not None), ``scores[i, k, j]``: patching head ``heads[k]`` of ``names[i]``
+    at ``positions[j]``."""
 
     names: list[str]
     positions: list[int | None]
     scores: np.ndarray
     clean_metric: float
     corrupted_metric: float
+    heads: list[int] | None = None
 
 
 def _positions(positions, length: int, who: str) -> list[int | None]:
@@ -90,6 +98,39 @@ def _positions(positions, length: int, who: str) -> list[int | None]:
     if bad:
         raise ValueError(f"{who}: positions {bad} are outside a sequence of length {length}")
     return chosen
+
+
+def _heads(heads, sources: Sequence, names: Sequence[str], who: str) -> list[int] | None:
+    """The head indices ``heads`` ('each', a list, or None: no per-head patching) checked against the
+    per-head activations ``sources`` (batch, position, head, feature) of ``names``."""
+    if heads is None:
+        return None
+    counts = set()
+    for name, source in zip(names, sources):
+        if not isinstance(source, np.ndarray) or source.ndim != 4:
+            raise ValueError(f"{who}: {name!r} outputs an activation of shape {np.shape(source)}; per-head patching "
+                             "needs per-head outputs (batch, position, head, feature): the names of head hook points "
+                             "('<attention layer>.head_outputs', see enable_head_hooks)")
+        counts.add(source.shape[2])
+    if isinstance(heads, str):
+        if heads != "each":
+            raise ValueError(f"{who}: heads must be 'each', None or a list of head indices, got {heads!r}")
+        if len(counts) > 1:
+            raise ValueError(f"{who}: heads='each' over layers of {sorted(counts)} heads; give the indices")
+        return list(range(counts.pop())) if counts else []
+    chosen = [int(k) for k in heads]
+    fewest = min(counts, default=0)
+    bad = [k for k in chosen if not 0 <= k < fewest]
+    if bad:
+        raise ValueError(f"{who}: head indices {bad} are out of range for attention layers of {fewest} heads "
+                         f"(0 .. {fewest - 1})")
+    return chosen
+
+
+def _cell(position: int | None, head: int | None) -> tuple:
+    """The index of one patch in a (batch, position, ...) activation."""
+    where = (slice(None), slice(None) if position is None else position)
+    return where if head is None else where + (head,)
 
 
 def _metric_value(metric: Metric, output) -> float:
@@ -114,10 +155,13 @@ def _normaliser(clean_metric: float, corrupted_metric: float, who: str) -> float
 
 
 def activation_patching(model: Module, clean, corrupted, metric: Metric, names: Sequence[str] | str,
-                        positions="each", **kwargs) -> PatchingResult:
+                        positions="each", heads=None, **kwargs) -> PatchingResult:
     """Patch each of ``names`` at each of ``positions`` ('each' position of axis 1, a list of them,
     or None for the whole activation) from the clean run into the corrupted one, one at a time;
-    ``metric(output)`` is a scalar Tensor (e.g. :func:`logit_difference`). ``kwargs`` go to the model."""
+    ``metric(output)`` is a scalar Tensor (e.g. :func:`logit_difference`). ``heads`` ('each' or a
+    list of indices) patches one head at a time of per-head outputs (names of head hook points,
+    see :func:`enable_head_hooks`); the scores are then (names, heads, positions). ``kwargs`` go
+    to the model."""
     who = "activation_patching"
     _check_pair(clean, corrupted, who)
     names = [names] if isinstance(names, str) else list(names)
@@ -126,30 +170,33 @@ def activation_patching(model: Module, clean, corrupted, metric: Metric, names: 
     clean_metric, corrupted_metric = _metric_value(metric, clean_output), _metric_value(metric, corrupted_output)
     scale = _normaliser(clean_metric, corrupted_metric, who)
     chosen = _positions(positions, np.shape(clean)[1], who)
-    scores = np.empty((len(names), len(chosen)))
+    chosen_heads = _heads(heads, [clean_cache[name] for name in names], names, who)
+    per_name = [None] if chosen_heads is None else chosen_heads
+    scores = np.empty((len(names), len(per_name), len(chosen)))
     for i, name in enumerate(names):
         source = clean_cache[name]
         if not isinstance(source, np.ndarray):
             raise TypeError(f"{who}: {name!r} outputs a {type(source).__name__}; only a tensor output can be patched")
-        for j, position in enumerate(chosen):
-            def patch(activation, _, source=source, position=position):
-                patched = backend.to_numpy(activation.data).copy()
-                if position is None:
-                    patched[...] = source
-                else:
-                    patched[:, position] = source[:, position]
-                return patched
-            with no_grad():
-                output = run_with_hooks(model, corrupted, [(name, patch)], **kwargs)
-            scores[i, j] = (_metric_value(metric, output) - corrupted_metric) / scale
-    return PatchingResult(names, chosen, scores, clean_metric, corrupted_metric)
+        for k, head in enumerate(per_name):
+            for j, position in enumerate(chosen):
+                cell = _cell(position, head)
+
+                def patch(activation, _, source=source, cell=cell):
+                    patched = backend.to_numpy(activation.data).copy()
+                    patched[cell] = source[cell]
+                    return patched
+                with no_grad():
+                    output = run_with_hooks(model, corrupted, [(name, patch)], **kwargs)
+                scores[i, k, j] = (_metric_value(metric, output) - corrupted_metric) / scale
+    scores = scores[:, 0] if chosen_heads is None else scores
+    return PatchingResult(names, chosen, scores, clean_metric, corrupted_metric, chosen_heads)
 
 
 def attribution_patching(model: Module, clean, corrupted, metric: Metric, names: Sequence[str] | str,
-                         positions="each", **kwargs) -> PatchingResult:
+                         positions="each", heads=None, **kwargs) -> PatchingResult:
     """The first-order estimate of :func:`activation_patching`'s scores, same arguments and layout:
-    (a_clean - a_corr) . dm/da at the corrupted run, over the patched positions, divided by
-    m_clean - m_corr. One clean forward, one corrupted forward and one backward pass."""
+    (a_clean - a_corr) . dm/da at the corrupted run, over the patched positions (and head), divided
+    by m_clean - m_corr. One clean forward, one corrupted forward and one backward pass."""
     who = "attribution_patching"
     _check_pair(clean, corrupted, who)
     names = [names] if isinstance(names, str) else list(names)
@@ -174,18 +221,26 @@ def attribution_patching(model: Module, clean, corrupted, metric: Metric, names:
     clean_metric, corrupted_metric = _metric_value(metric, clean_output), float(backend.to_numpy(value.data))
     scale = _normaliser(clean_metric, corrupted_metric, who)
     chosen = _positions(positions, np.shape(clean)[1], who)
-    scores = np.empty((len(names), len(chosen)))
+    chosen_heads = _heads(heads, [clean_cache[name] for name in names], names, who)
+    per_name = [None] if chosen_heads is None else chosen_heads
+    scores = np.empty((len(names), len(per_name), len(chosen)))
     for i, (name, gradient) in enumerate(zip(names, gradients)):
         change = (clean_cache[name] - corrupted_values[name]).astype(np.float64)
         slope = np.zeros(change.shape) if gradient is None else backend.to_numpy(gradient).astype(np.float64)
-        per_position = (change * slope).reshape(change.shape[0], change.shape[1], -1).sum(axis=(0, 2))
-        for j, position in enumerate(chosen):
-            scores[i, j] = (per_position.sum() if position is None else per_position[position]) / scale
-    return PatchingResult(names, chosen, scores, clean_metric, corrupted_metric)
+        cells = (change * slope).reshape(change.shape[:2] + ((-1,) if chosen_heads is None else (change.shape[2], -1)))
+        per_cell = cells.sum(axis=(0, cells.ndim - 1))                 # (T,) or (T, heads)
+        for k, head in enumerate(per_name):
+            column = per_cell if head is None else per_cell[:, head]
+            for j, position in enumerate(chosen):
+                scores[i, k, j] = (column.sum() if position is None else column[position]) / scale
+    scores = scores[:, 0] if chosen_heads is None else scores
+    return PatchingResult(names, chosen, scores, clean_metric, corrupted_metric, chosen_heads)
 
 
 def component_names(model: Module, component: str, who: str) -> list[str]:
-    """The module paths of ``component`` (one of :data:`COMPONENTS`) in each block."""
+    """The module paths of ``component`` (one of :data:`COMPONENTS`, or 'head') in each block."""
+    if component == HEAD_COMPONENT:
+        return head_hook_names(model, who)
     parts = transformer_parts(model)
     if component == "resid_pre":
         return parts.resid_pre
@@ -193,20 +248,23 @@ def component_names(model: Module, component: str, who: str) -> list[str]:
         return list(parts.blocks)
     branches = {"attn_out": parts.attention_outputs, "mlp_out": parts.mlp_outputs}
     if component not in branches:
-        raise ValueError(f"{who}: component must be one of {COMPONENTS}, got {component!r}")
+        raise ValueError(f"{who}: component must be one of {COMPONENTS + (HEAD_COMPONENT,)}, got {component!r}")
     if branches[component] is None:
         raise TypeError(f"{who}: the blocks of {type(model).__name__} have no separate {component} module")
     return branches[component]
 
 
 def patching_grid(model: Module, clean, corrupted, metric: Metric, component: str = "resid_pre",
-                  positions="each", method: str = "activation", **kwargs) -> PatchingResult:
+                  positions="each", method: str = "activation", heads="each", **kwargs) -> PatchingResult:
     """Layers x positions: the normalised metric of patching ``component`` of each block of a decoder
     language model (see :func:`transformer_parts`) at each position, by actual patching
-    (``method='activation'``) or its first-order estimate (``'attribution'``)."""
+    (``method='activation'``) or its first-order estimate (``'attribution'``). With
+    ``component='head'`` (the head hooks enabled, see :func:`enable_head_hooks`) each of ``heads``
+    of each block is patched alone: layers x heads x positions (``positions=None``: all at once)."""
     who = "patching_grid"
     names = component_names(model, component, who)
     runs = {"activation": activation_patching, "attribution": attribution_patching}
     if method not in runs:
         raise ValueError(f"{who}: method must be one of {tuple(runs)}, got {method!r}")
-    return runs[method](model, clean, corrupted, metric, names, positions, **kwargs)
+    return runs[method](model, clean, corrupted, metric, names, positions,
+                        heads=heads if component == HEAD_COMPONENT else None, **kwargs)
