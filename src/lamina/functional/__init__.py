@@ -410,6 +410,7 @@ from lamina.functional.special import (
 )
 from lamina.functional.spectral import hamming_window, hann_window, istft, magnitude, spectrogram, stft
 from lamina.functional.spiking_losses import ce_count_loss, ce_rate_loss, mse_count_loss
+from lamina.functional.splines import rational_quadratic_spline
 from lamina.functional.stats_parity import (
     all,
     amax,
@@ -628,3 +629,4 @@ __all__ += [  # learning to rank (losses_ranking, losses_listwise)
     "softmax_loss",
 ]
 __all__ += ["b_spline_basis", "extended_grid", "gaussian_rbf_basis"]  # KAN bases (bsplines)
+__all__ += ["rational_quadratic_spline"]  # neural spline flows' monotone spline (splines)

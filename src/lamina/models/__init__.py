@@ -145,7 +145,10 @@ Layouts follow the published models so that published weights map onto them:
   metrics and synthetic data.
 * :class:`NormalizingFlow`, :func:`realnvp`: densities by change of variables through
   invertible layers (:class:`AffineCoupling`, :class:`ActNorm`, :class:`Permute`,
-  :class:`MaskedAutoregressive`), with exact ``log_prob`` and ``sample``.
+  :class:`MaskedAutoregressive`), with exact ``log_prob`` and ``sample``; more layers:
+  :class:`SplineCoupling`, :class:`SplineAutoregressive` (neural spline flows),
+  :class:`PlanarFlow`, :class:`RadialFlow`, :class:`InverseAutoregressive`,
+  :class:`BatchNormFlow`; :class:`Glow` for NHWC images and :class:`CNF` (FFJORD).
 * :class:`DiffusionModel`: denoising diffusion (DDPM training, DDPM and DDIM sampling,
   classifier-free guidance) on a :class:`NoiseSchedule`, with the time-conditioned
   denoisers :class:`DenoisingMLP` (vectors) and :class:`DenoisingUNet` (NHWC images);
@@ -191,6 +194,7 @@ builders by name (:mod:`lamina.models.registry`).
 from lamina.models import kernels
 from lamina.models.alexnet import alexnet, zfnet
 from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
+from lamina.models.batchnorm_flow import BatchNormFlow
 from lamina.models.bert import (
     BERT,
     BertEmbeddings,
@@ -220,6 +224,7 @@ from lamina.models.clip import (
 from lamina.models.clip_openai import load_openai_clip_state_dict
 from lamina.models.clip_processing import CLIPImageProcessor, zero_shot_classify
 from lamina.models.clip_resnet import AttentionPool2d, CLIPBottleneck, ModifiedResNet, ResNetCLIP, clip_resnet
+from lamina.models.cnf import CNF, CNFDynamics, CNFResult
 from lamina.models.conformer import Conformer, ConformerConvolution, ConformerFeedForward, ConformerLayer
 from lamina.models.convmixer import (
     CONVMIXER_CONFIGS,
@@ -363,6 +368,16 @@ from lamina.models.gemma import (
     gemma_parameter_count,
     load_hf_gemma2_state_dict,
     load_hf_gemma_state_dict,
+)
+from lamina.models.glow import (
+    ActNorm2D,
+    AffineCoupling2D,
+    Glow,
+    GlowStep,
+    InvertibleConv1x1,
+    SplitPrior,
+    Squeeze2D,
+    dequantize,
 )
 from lamina.models.googlenet import GoogLeNet, InceptionAux, InceptionModule, googlenet
 from lamina.models.gp_curves import GPCurves, NPTask
@@ -672,6 +687,7 @@ from lamina.models.slot_autoencoder import (
 )
 from lamina.models.som import SelfOrganizingMap
 from lamina.models.sparse_autoencoder import FeatureActivity, SAEOutput, SparseAutoencoder
+from lamina.models.spline_flows import SplineAutoregressive, SplineCoupling
 from lamina.models.squeeze_excitation import SqueezeExcitation
 from lamina.models.squeezenet import Fire, squeezenet, squeezenet1_0, squeezenet1_1
 from lamina.models.ssd import (
@@ -755,6 +771,7 @@ from lamina.models.tsc import (
 )
 from lamina.models.two_tower import TwoTower, in_batch_softmax_loss, item_log_frequencies
 from lamina.models.unet import DoubleConv, UNet, unet
+from lamina.models.variational_flows import InverseAutoregressive, PlanarFlow, RadialFlow
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 from lamina.models.video import Conv2Plus1D, VideoBasicBlock, mc3_18, midplanes, r2plus1d_18, r3d_18, video_resnet
 from lamina.models.vit import (
@@ -990,3 +1007,6 @@ __all__ += [  # time-series classification (tsc)
     "MiniRocket", "MultiRocket", "ResNet1D", "ResNetBlock1D", "Rocket", "RocketClassifier", "inception_kernel_sizes",
     "minirocket_dilations", "minirocket_kernels",
 ]
+__all__ += ["ActNorm2D", "AffineCoupling2D", "BatchNormFlow", "CNF", "CNFDynamics", "CNFResult", "Glow", "GlowStep",
+            "InverseAutoregressive", "InvertibleConv1x1", "PlanarFlow", "RadialFlow", "SplineAutoregressive",
+            "SplineCoupling", "SplitPrior", "Squeeze2D", "dequantize"]  # more normalizing flows (glow, cnf, ...)
