@@ -119,6 +119,13 @@ from lamina.data.samplers import (
     WeightedRandomSampler,
 )
 from lamina.data.sinusoid import SinusoidTasks
+from lamina.data.speakers import (
+    SpeakerVoice,
+    random_speakers,
+    synthesize_utterance,
+    synthetic_speakers,
+    trial_pairs,
+)
 from lamina.data.split import train_val_test_split
 from lamina.data.subsets import ConcatDataset, Subset, random_split
 from lamina.data.timeseries import TimeSeriesDataset, ar_process, seasonal_series, sliding_windows
@@ -191,3 +198,5 @@ __all__ += ["LetorData", "ListwiseDataset", "collate_lists", "read_letor", "synt
             "write_letor"]  # learning-to-rank data (letor)
 __all__ += ["CBF_CLASSES", "WAVEFORM_CLASSES", "cylinder_bell_funnel", "pad_series", "read_ts", "read_ucr_tsv",
             "synthetic_waveforms", "write_ts", "write_ucr_tsv", "z_normalize"]  # time-series classification data
+__all__ += ["SpeakerVoice", "random_speakers", "synthesize_utterance", "synthetic_speakers",
+            "trial_pairs"]  # synthetic speakers and trial lists (speakers)

@@ -243,6 +243,7 @@ from lamina.functional.losses_sentence import (
     sentence_contrastive_loss,
     sentence_triplet_loss,
 )
+from lamina.functional.losses_speaker import ge2e_loss, ge2e_similarity
 from lamina.functional.losses_ssl import barlow_twins_loss, info_nce_loss, nt_xent_loss, vicreg_loss
 from lamina.functional.losses_vae import gaussian_kl, reparameterize, vae_loss
 from lamina.functional.lp_pool import lp_pool1d, lp_pool2d, lp_pool3d
@@ -630,3 +631,4 @@ __all__ += [  # learning to rank (losses_ranking, losses_listwise)
 ]
 __all__ += ["b_spline_basis", "extended_grid", "gaussian_rbf_basis"]  # KAN bases (bsplines)
 __all__ += ["rational_quadratic_spline"]  # neural spline flows' monotone spline (splines)
+__all__ += ["ge2e_loss", "ge2e_similarity"]  # speaker verification (losses_speaker)

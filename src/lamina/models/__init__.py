@@ -287,6 +287,7 @@ from lamina.models.diffusion import (
 )
 from lamina.models.dino import DINOHead, DINOLoss, dino_cross_entropy
 from lamina.models.dlrm import DLRM, dot_interaction
+from lamina.models.ecapa import ECAPA_TDNN, Res2NetBlock1D, SEBlock1D, SERes2NetBlock
 from lamina.models.efficientnet import (
     FusedMBConv,
     MBConv,
@@ -687,6 +688,14 @@ from lamina.models.slot_autoencoder import (
 )
 from lamina.models.som import SelfOrganizingMap
 from lamina.models.sparse_autoencoder import FeatureActivity, SAEOutput, SparseAutoencoder
+from lamina.models.speaker import (
+    AttentiveStatisticsPooling,
+    StatisticsPooling,
+    TDNNBlock,
+    XVector,
+    frame_mask,
+    masked_statistics,
+)
 from lamina.models.spline_flows import SplineAutoregressive, SplineCoupling
 from lamina.models.squeeze_excitation import SqueezeExcitation
 from lamina.models.squeezenet import Fire, squeezenet, squeezenet1_0, squeezenet1_1
@@ -1010,3 +1019,6 @@ __all__ += [  # time-series classification (tsc)
 __all__ += ["ActNorm2D", "AffineCoupling2D", "BatchNormFlow", "CNF", "CNFDynamics", "CNFResult", "Glow", "GlowStep",
             "InverseAutoregressive", "InvertibleConv1x1", "PlanarFlow", "RadialFlow", "SplineAutoregressive",
             "SplineCoupling", "SplitPrior", "Squeeze2D", "dequantize"]  # more normalizing flows (glow, cnf, ...)
+__all__ += ["AttentiveStatisticsPooling", "ECAPA_TDNN", "Res2NetBlock1D", "SEBlock1D", "SERes2NetBlock",
+            "StatisticsPooling", "TDNNBlock", "XVector", "frame_mask",
+            "masked_statistics"]  # speaker embeddings (speaker, ecapa)

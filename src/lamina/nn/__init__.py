@@ -112,6 +112,7 @@ from lamina.nn.fold import Fold, Unfold
 from lamina.nn.fractional_pool import FractionalMaxPool2D, FractionalMaxPool3D
 from lamina.nn.functional_call import functional_call
 from lamina.nn.functional_model import Input, Model
+from lamina.nn.ge2e import GE2ELoss
 from lamina.nn.gradient_reversal import GradientReversal
 from lamina.nn.graph import (
     APPNP,
@@ -379,3 +380,4 @@ __all__ += ["QuantDense", "awq_quantize", "gptq_quantize", "ptq", "smooth_quant"
 __all__ += ["FastKANLayer", "KANLinear", "SYMBOLIC_FUNCTIONS", "SymbolicFit", "fit_symbolic"]  # Kolmogorov-Arnold
 __all__ += ["HypAct", "HypLinear", "HyperbolicMLR", "ManifoldParameter", "PoincareEmbedding"]  # hyperbolic layers
 __all__ += ["HeadOutputs"]  # the per-head hook point of MultiHeadAttention
+__all__ += ["GE2ELoss"]  # generalized end-to-end speaker loss (ge2e)

@@ -105,6 +105,7 @@ from lamina.train.metrics import (
 from lamina.train.monitor import HistogramMonitor
 from lamina.train.multitask import MultiTaskModel, MultiTaskTrainer, load_digit_tasks
 from lamina.train.nas import Architect, DartsResult, darts_search
+from lamina.train.plda import LDA, PLDA, class_scatter
 from lamina.train.preference import DPOTrainer, ORPOTrainer, RewardTrainer, SimPOTrainer, adapters_disabled
 from lamina.train.preference_data import PreferenceBatch, PreferenceDataset
 from lamina.train.privacy import PrivacyMonitor, make_private
@@ -148,6 +149,15 @@ from lamina.train.semi_supervised import (
     SupervisedBaseline,
 )
 from lamina.train.sparse_autoencoder import SAETrainingHistory, resample_dead_features, train_sparse_autoencoder
+from lamina.train.speaker_metrics import (
+    as_norm,
+    cosine_scores,
+    detection_error_curve,
+    eer,
+    min_dcf,
+    normalize_scores,
+    s_norm,
+)
 from lamina.train.swag import SWAG, CollectSWAG
 from lamina.train.task_weighting import (
     DynamicWeightAverage,
@@ -231,3 +241,5 @@ __all__ += ["dcg", "err", "ltr_metrics", "map_at_k", "mrr", "ndcg", "precision_a
 __all__ += ["AdversarialDebiasing", "FairnessPenaltyLoss", "TrainedClassifier", "adversary_advantage",
             "demographic_parity_penalty", "equalized_odds_penalty",
             "fair_labels"]  # fairness mitigations in training (fairness)
+__all__ += ["LDA", "PLDA", "as_norm", "class_scatter", "cosine_scores", "detection_error_curve", "eer", "min_dcf",
+            "normalize_scores", "s_norm"]  # speaker verification scoring (speaker_metrics, plda)
