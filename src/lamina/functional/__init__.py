@@ -131,6 +131,7 @@ from lamina.functional.indexing_parity import (
     unique,
 )
 from lamina.functional.interpolate import interpolate
+from lamina.functional.keypoints import keypoint_mse_loss, soft_argmax_2d
 from lamina.functional.linalg_structure import diag_embed, diagonal, trace, tril, triu
 from lamina.functional.linear_attention import (
     FEATURE_MAPS,
@@ -632,3 +633,4 @@ __all__ += [  # learning to rank (losses_ranking, losses_listwise)
 __all__ += ["b_spline_basis", "extended_grid", "gaussian_rbf_basis"]  # KAN bases (bsplines)
 __all__ += ["rational_quadratic_spline"]  # neural spline flows' monotone spline (splines)
 __all__ += ["ge2e_loss", "ge2e_similarity"]  # speaker verification (losses_speaker)
+__all__ += ["keypoint_mse_loss", "soft_argmax_2d"]  # heatmap pose regression (keypoints)

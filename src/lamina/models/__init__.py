@@ -394,6 +394,7 @@ from lamina.models.gpt_neox import (
 )
 from lamina.models.graph_autoencoder import GAE, VGAE, InnerProductDecoder
 from lamina.models.hopfield_network import HopfieldNetwork
+from lamina.models.hrnet import HRNet, HRNetModule, hrnet_lite
 from lamina.models.inception import (
     InceptionA,
     InceptionB,
@@ -555,6 +556,12 @@ from lamina.models.poincare_embeddings import (
 from lamina.models.pointer_network import PointerNetwork, pointer_logits
 from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
 from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
+from lamina.models.pose import (
+    SimpleBaseline,
+    SimpleBaselineHead,
+    TopDownPoseEstimator,
+    simple_baseline_resnet,
+)
 from lamina.models.projection import projection_head
 from lamina.models.qwen2 import QWEN2_CONFIGS, Qwen2, load_hf_qwen2_state_dict, qwen2, qwen2_parameter_count
 from lamina.models.raft import (
@@ -1022,3 +1029,6 @@ __all__ += ["ActNorm2D", "AffineCoupling2D", "BatchNormFlow", "CNF", "CNFDynamic
 __all__ += ["AttentiveStatisticsPooling", "ECAPA_TDNN", "Res2NetBlock1D", "SEBlock1D", "SERes2NetBlock",
             "StatisticsPooling", "TDNNBlock", "XVector", "frame_mask",
             "masked_statistics"]  # speaker embeddings (speaker, ecapa)
+__all__ += ["SimpleBaseline", "SimpleBaselineHead", "TopDownPoseEstimator",
+            "simple_baseline_resnet"]  # top-down heatmap pose estimation (pose)
+__all__ += ["HRNet", "HRNetModule", "hrnet_lite"]  # high-resolution networks for heatmaps (hrnet)

@@ -5,7 +5,9 @@ Dense head turned into convolutions), a small detection dataset of handwritten d
 DETR's Hungarian matching of a set of predictions to the objects; optical flow's loss, end-point
 error, warping, colour coding and synthetic pairs (:mod:`lamina.vision.flow`); neural radiance fields' rays,
 sampling, positional encoding, volume rendering and synthetic scenes (:mod:`lamina.vision.nerf`); multi-object
-tracking with SORT and ByteTrack, MOTA / MOTP / IDF1 and the MOTChallenge format (:mod:`lamina.vision.tracking`)."""
+tracking with SORT and ByteTrack, MOTA / MOTP / IDF1 and the MOTChallenge format (:mod:`lamina.vision.tracking`);
+top-down pose estimation's heatmap codecs and crops (:mod:`lamina.vision.pose_codecs`), PCK, OKS and keypoint
+AP (:mod:`lamina.vision.pose_metrics`) and synthetic stick figures (:mod:`lamina.vision.pose_synthetic`)."""
 
 from lamina.vision.anchors import AnchorGenerator, BoxCoder
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
@@ -62,6 +64,28 @@ from lamina.vision.ops import (
     remove_small_boxes,
     sigmoid_focal_loss,
 )
+from lamina.vision.pose_codecs import (
+    bbox_to_center_scale,
+    decode_heatmaps,
+    encode_heatmaps,
+    fix_aspect_ratio,
+    flip_heatmaps,
+    gaussian_blur_heatmaps,
+    get_warp_matrix,
+    heatmap_maximum,
+    transform_points,
+    warp_affine,
+)
+from lamina.vision.pose_metrics import (
+    COCO_KEYPOINT_AREA_RANGES,
+    COCO_SIGMAS,
+    coco_keypoint_evaluate,
+    oks,
+    pck,
+)
+from lamina.vision.pose_metrics import auc as pck_auc
+from lamina.vision.pose_metrics import epe as keypoint_epe
+from lamina.vision.pose_synthetic import STICK_FLIP_PAIRS, STICK_LIMBS, stick_figures
 from lamina.vision.roi import MultiScaleRoIAlign, fpn_levels, roi_align, roi_pool, rois_from_boxes
 from lamina.vision.scenes import digit_scenes
 from lamina.vision.sliding import (
@@ -109,3 +133,7 @@ __all__ += ["CharsetMapper", "TextLineDataset", "character_error_rate", "collate
             "word_accuracy"]  # text recognition: label conversion, synthetic lines, metrics
 __all__ += ["fit_image", "image_coordinates"]  # images as functions of coordinates (implicit_image)
 __all__ += ["DIGIT_WORDS", "digit_caption_vocabulary", "digit_captions"]  # a synthetic captioning task
+__all__ += ["bbox_to_center_scale", "decode_heatmaps", "encode_heatmaps", "fix_aspect_ratio", "flip_heatmaps",
+            "gaussian_blur_heatmaps", "get_warp_matrix", "heatmap_maximum", "transform_points", "warp_affine",
+            "COCO_KEYPOINT_AREA_RANGES", "COCO_SIGMAS", "coco_keypoint_evaluate", "keypoint_epe", "oks", "pck",
+            "pck_auc", "STICK_FLIP_PAIRS", "STICK_LIMBS", "stick_figures"]  # top-down pose: codecs, metrics, data
