@@ -175,6 +175,20 @@ from lamina.functional.losses_extra import (
     soft_margin_loss,
     squared_hinge,
 )
+from lamina.functional.losses_feature_distill import (
+    attention_map,
+    attention_transfer_loss,
+    crd_loss,
+    dkd_loss,
+    dkd_terms,
+    hint_loss,
+    nst_loss,
+    pkt_loss,
+    rkd_angle_loss,
+    rkd_distance_loss,
+    rkd_loss,
+    similarity_preserving_loss,
+)
 from lamina.functional.losses_focal import binary_focal_loss, categorical_focal_loss
 from lamina.functional.losses_listwise import (
     approx_ndcg_loss,
@@ -634,3 +648,6 @@ __all__ += ["b_spline_basis", "extended_grid", "gaussian_rbf_basis"]  # KAN base
 __all__ += ["rational_quadratic_spline"]  # neural spline flows' monotone spline (splines)
 __all__ += ["ge2e_loss", "ge2e_similarity"]  # speaker verification (losses_speaker)
 __all__ += ["keypoint_mse_loss", "soft_argmax_2d"]  # heatmap pose regression (keypoints)
+__all__ += ["attention_map", "attention_transfer_loss", "crd_loss", "dkd_loss", "dkd_terms", "hint_loss", "nst_loss",
+            "pkt_loss", "rkd_angle_loss", "rkd_distance_loss", "rkd_loss",
+            "similarity_preserving_loss"]  # feature and relational distillation (losses_feature_distill)

@@ -66,6 +66,7 @@ from lamina.train.fairness import (
     equalized_odds_penalty,
     fair_labels,
 )
+from lamina.train.feature_distillation import FEATURE_LOSSES, FeatureDistiller, born_again, resolve_layer
 from lamina.train.federated import SCAFFOLD, FedAdagrad, FedAdam, FedAvg, FedAvgM, FederatedResult, FedProx, FedYogi
 from lamina.train.flow_matching import FlowMatchingTrainer, reflow, train_flow_matching
 from lamina.train.forecast_metrics import (
@@ -243,3 +244,5 @@ __all__ += ["AdversarialDebiasing", "FairnessPenaltyLoss", "TrainedClassifier", 
             "fair_labels"]  # fairness mitigations in training (fairness)
 __all__ += ["LDA", "PLDA", "as_norm", "class_scatter", "cosine_scores", "detection_error_curve", "eer", "min_dcf",
             "normalize_scores", "s_norm"]  # speaker verification scoring (speaker_metrics, plda)
+__all__ += ["FEATURE_LOSSES", "FeatureDistiller", "born_again",
+            "resolve_layer"]  # feature distillation and born-again networks (feature_distillation)
