@@ -132,10 +132,10 @@ class Distiller(Trainer):
         return self.loss(out, teacher_logits, y)
 
     # -- checks before training ----------------------------------------------
-    def _validate(self, x, y) -> None:
+    def _validate(self, x, y) -> int:
         """The Trainer's checks, then: both models give logits of one shape, and the labels
-        fit their classes."""
-        super()._validate(x, y)
+        fit their classes. Returns the Trainer's count of classes."""
+        counted = super()._validate(x, y)
         inputs = [lamina.tensor(np.asarray(values[:2])) for values in _input_list(x)]
         with no_grad(), evaluation_mode(self.model):
             student = _logits(self.model, inputs).numpy()
@@ -153,6 +153,7 @@ class Distiller(Trainer):
             if labels.min() < 0 or labels.max() >= classes:
                 raise ValueError(f"Distiller.fit: labels must lie in [0, {classes}) for models of {classes} "
                                  f"classes; found values from {labels.min()} to {labels.max()}")
+        return counted
 
     # -- fit ------------------------------------------------------------------
     def fit(self, train, val=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
