@@ -28,6 +28,17 @@ from lamina.data.datasets import (
     read_idx_file,
 )
 from lamina.data.few_shot import FewShotTask, FewShotTasks
+from lamina.data.graph_encodings import laplacian_pe, random_sign_flip, random_walk_pe, shortest_path_distances
+from lamina.data.graph_sampling import (
+    ClusterLoader,
+    GraphSAINTEdgeSampler,
+    GraphSAINTNodeSampler,
+    GraphSAINTRandomWalkSampler,
+    NeighborLoader,
+    SubgraphBatch,
+    induced_subgraph,
+    partition_graph,
+)
 from lamina.data.graphs import (
     Graph,
     GraphBatch,
@@ -39,6 +50,7 @@ from lamina.data.graphs import (
     remove_self_loops,
     to_undirected,
 )
+from lamina.data.hetero_graph import HeteroGraph, HomogeneousView
 from lamina.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, UnreadableImageError, find_classes, read_image
 from lamina.data.interactions import (
     InteractionDataset,
@@ -200,3 +212,6 @@ __all__ += ["CBF_CLASSES", "WAVEFORM_CLASSES", "cylinder_bell_funnel", "pad_seri
             "synthetic_waveforms", "write_ts", "write_ucr_tsv", "z_normalize"]  # time-series classification data
 __all__ += ["SpeakerVoice", "random_speakers", "synthesize_utterance", "synthetic_speakers",
             "trial_pairs"]  # synthetic speakers and trial lists (speakers)
+__all__ += ["ClusterLoader", "GraphSAINTEdgeSampler", "GraphSAINTNodeSampler", "GraphSAINTRandomWalkSampler",
+            "HeteroGraph", "HomogeneousView", "NeighborLoader", "SubgraphBatch", "induced_subgraph", "laplacian_pe",
+            "partition_graph", "random_sign_flip", "random_walk_pe", "shortest_path_distances"]  # graph sampling

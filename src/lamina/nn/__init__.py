@@ -117,6 +117,7 @@ from lamina.nn.gradient_reversal import GradientReversal
 from lamina.nn.graph import (
     APPNP,
     AttentionalAggregation,
+    CentralityEncoding,
     CFConv,
     ChebConv,
     EGNNLayer,
@@ -128,7 +129,11 @@ from lamina.nn.graph import (
     GlobalAddPool,
     GlobalMaxPool,
     GlobalMeanPool,
+    GPSLayer,
     GraphConv,
+    GraphormerLayer,
+    HeteroConv,
+    RGCNConv,
     SAGEConv,
     SAGPooling,
     Set2Set,
@@ -381,3 +386,4 @@ __all__ += ["FastKANLayer", "KANLinear", "SYMBOLIC_FUNCTIONS", "SymbolicFit", "f
 __all__ += ["HypAct", "HypLinear", "HyperbolicMLR", "ManifoldParameter", "PoincareEmbedding"]  # hyperbolic layers
 __all__ += ["HeadOutputs"]  # the per-head hook point of MultiHeadAttention
 __all__ += ["GE2ELoss"]  # generalized end-to-end speaker loss (ge2e)
+__all__ += ["CentralityEncoding", "GPSLayer", "GraphormerLayer", "HeteroConv", "RGCNConv"]  # graph transformers

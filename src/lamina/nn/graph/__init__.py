@@ -13,6 +13,9 @@ from lamina.nn.graph.gat import GATConv
 from lamina.nn.graph.gatv2 import GATv2Conv
 from lamina.nn.graph.gcn import GCNConv, gcn_norm
 from lamina.nn.graph.gin import GINConv
+from lamina.nn.graph.gps import GPSLayer
+from lamina.nn.graph.graphormer import CentralityEncoding, GraphormerLayer
+from lamina.nn.graph.hetero_conv import HeteroConv
 from lamina.nn.graph.pool import (
     GlobalAddPool,
     GlobalMaxPool,
@@ -23,6 +26,7 @@ from lamina.nn.graph.pool import (
 )
 from lamina.nn.graph.propagation import APPNP, ChebConv, GCN2Conv, GraphConv, SGConv, propagate
 from lamina.nn.graph.readout import AttentionalAggregation, Set2Set
+from lamina.nn.graph.rgcn import RGCNConv
 from lamina.nn.graph.sage import SAGEConv, aggregate
 from lamina.nn.graph.topk_pool import SAGPooling, TopKPooling, filter_adjacency, topk_nodes
 from lamina.nn.graph.transformer_conv import TransformerConv
@@ -35,3 +39,4 @@ __all__ = [
     "Set2Set", "TopKPooling", "TransformerConv", "dense_diff_pool", "filter_adjacency", "propagate",
     "to_dense_adj", "to_dense_batch", "topk_nodes",
 ]
+__all__ += ["CentralityEncoding", "GPSLayer", "GraphormerLayer", "HeteroConv", "RGCNConv"]  # graph transformers
