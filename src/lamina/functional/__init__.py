@@ -309,6 +309,17 @@ from lamina.functional.math_parity import (
 from lamina.functional.miners import distance_matrix, mine_pairs, mine_triplets
 from lamina.functional.ode import odeint
 from lamina.functional.ode_adjoint import odeint_adjoint
+from lamina.functional.optimal_transport import emd, emd2, ot_cost_matrix, sliced_wasserstein, wasserstein_1d
+from lamina.functional.optimal_transport_entropic import (
+    barycenter,
+    entropic_gromov_wasserstein,
+    sinkhorn,
+    sinkhorn2,
+    sinkhorn_balance,
+    sinkhorn_divergence,
+    sinkhorn_potentials,
+    unbalanced_sinkhorn,
+)
 from lamina.functional.padding import pad2d, pixel_shuffle, pixel_unshuffle
 from lamina.functional.padding_nd import pad1d, pad3d
 from lamina.functional.parity_extra import (
@@ -651,3 +662,8 @@ __all__ += ["keypoint_mse_loss", "soft_argmax_2d"]  # heatmap pose regression (k
 __all__ += ["attention_map", "attention_transfer_loss", "crd_loss", "dkd_loss", "dkd_terms", "hint_loss", "nst_loss",
             "pkt_loss", "rkd_angle_loss", "rkd_distance_loss", "rkd_loss",
             "similarity_preserving_loss"]  # feature and relational distillation (losses_feature_distill)
+__all__ += [  # optimal transport (optimal_transport, optimal_transport_entropic)
+    "barycenter", "emd", "emd2", "entropic_gromov_wasserstein", "ot_cost_matrix", "sinkhorn", "sinkhorn2",
+    "sinkhorn_balance", "sinkhorn_divergence", "sinkhorn_potentials", "sliced_wasserstein", "unbalanced_sinkhorn",
+    "wasserstein_1d",
+]

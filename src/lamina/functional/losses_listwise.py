@@ -29,7 +29,7 @@ from lamina.functional import reduce as R
 from lamina.functional.activation import log_softmax, sigmoid, softmax
 from lamina.functional.arithmetic import matmul
 from lamina.functional.elementwise import abs as absolute
-from lamina.functional.elementwise import clip, log
+from lamina.functional.elementwise import log
 from lamina.functional.indexing import flip, gather, masked_fill
 from lamina.functional.losses_ranking import (
     EPS,
@@ -42,6 +42,7 @@ from lamina.functional.losses_ranking import (
     positive_number,
     ranking_inputs,
 )
+from lamina.functional.optimal_transport_entropic import sinkhorn_balance
 from lamina.functional.scan_parity import logcumsumexp
 
 __all__ = ["approx_ndcg_loss", "listmle_loss", "listnet_loss", "neural_ndcg_loss", "neural_sort",
@@ -164,14 +165,8 @@ def sinkhorn_scaling(matrix, mask=None, tol: float = 1e-6, max_iter: int = 50) -
     outside = ~(valid[:, :, None] & valid[:, None, :])
     padded_block = ~valid[:, :, None] & ~valid[:, None, :]
     p = masked_fill(masked_fill(p, outside, 0.0), padded_block, 1.0)     # no all-zero row or column
-    for _ in range(max_iter):
-        p = p / clip(R.sum(p, axis=1, keepdims=True), EPS, None)
-        p = p / clip(R.sum(p, axis=2, keepdims=True), EPS, None)
-        values = backend.to_numpy(p.data)
-        row_error = np.abs(values.sum(axis=2) - 1.0)[valid]
-        column_error = np.abs(values.sum(axis=1) - 1.0)[valid]
-        if row_error.max(initial=0.0) < tol and column_error.max(initial=0.0) < tol:
-            break
+    p = sinkhorn_balance(p, num_iter=max_iter, tol=tol, columns_first=True, floor=EPS, row_mask=valid,
+                         column_mask=valid)
     return masked_fill(p, outside, 0.0)
 
 

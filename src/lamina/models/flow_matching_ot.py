@@ -7,7 +7,7 @@ for measuring samples.
   algorithm, SciPy's ``linear_sum_assignment``).
 * :func:`sinkhorn`: the entropy-regularised plan P = argmin <P, C> - reg H(P) with marginals
   a and b, by Sinkhorn's iterations on the dual potentials in the log domain (stable for a
-  small ``reg``):
+  small ``reg``; the loop is :func:`lamina.functional.sinkhorn_potentials`):
 
       f <- reg (log a - logsumexp_j((g_j - C_ij) / reg)),
       g <- reg (log b - logsumexp_i((f_i - C_ij) / reg)),
@@ -28,6 +28,7 @@ import numpy as np
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.functional.optimal_transport_entropic import sinkhorn_potentials
 
 __all__ = ["optimal_assignment", "sinkhorn", "squared_distances", "wasserstein2"]
 
@@ -65,11 +66,6 @@ def optimal_assignment(x, y, who: str = "optimal_assignment") -> np.ndarray:
     return permutation
 
 
-def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
-    top = values.max(axis=axis, keepdims=True)
-    return (top + np.log(np.exp(values - top).sum(axis=axis, keepdims=True))).squeeze(axis)
-
-
 def sinkhorn(a, b, cost, reg: float = 0.05, iters: int = 200) -> np.ndarray:
     """The entropy-regularised optimal transport plan (n, m) between the weights ``a`` (n,)
     and ``b`` (m,) (non-negative, equal sums) for the cost matrix ``cost`` (n, m), after
@@ -89,10 +85,10 @@ def sinkhorn(a, b, cost, reg: float = 0.05, iters: int = 200) -> np.ndarray:
         raise ValueError(f"sinkhorn: iters must be a positive int, got {iters!r}")
     with np.errstate(divide="ignore"):
         log_a, log_b = np.log(a), np.log(b)
-    f, g = np.zeros(a.size), np.zeros(b.size)
-    for _ in range(int(iters)):
-        f = reg * (log_a - _logsumexp((g[None, :] - cost) / reg, axis=1))
-        g = reg * (log_b - _logsumexp((f[:, None] - cost) / reg, axis=0))
+    cost_tensor = Tensor(cost, dtype=np.float64)
+    f, g = sinkhorn_potentials(Tensor(log_a, dtype=np.float64), Tensor(log_b, dtype=np.float64), cost_tensor,
+                               float(reg), int(iters))
+    f, g = backend.to_numpy(f.data), backend.to_numpy(g.data)
     return np.exp((f[:, None] + g[None, :] - cost) / reg)
 
 
