@@ -258,6 +258,15 @@ from lamina.functional.losses_sentence import (
     sentence_contrastive_loss,
     sentence_triplet_loss,
 )
+from lamina.functional.losses_siamese import (
+    byol_loss,
+    moco_logits,
+    moco_v2_loss,
+    moco_v3_loss,
+    simsiam_loss,
+    sinkhorn_knopp,
+    swav_loss,
+)
 from lamina.functional.losses_speaker import ge2e_loss, ge2e_similarity
 from lamina.functional.losses_ssl import barlow_twins_loss, info_nce_loss, nt_xent_loss, vicreg_loss
 from lamina.functional.losses_vae import gaussian_kl, reparameterize, vae_loss
@@ -667,3 +676,5 @@ __all__ += [  # optimal transport (optimal_transport, optimal_transport_entropic
     "sinkhorn_balance", "sinkhorn_divergence", "sinkhorn_potentials", "sliced_wasserstein", "unbalanced_sinkhorn",
     "wasserstein_1d",
 ]
+__all__ += ["byol_loss", "moco_logits", "moco_v2_loss", "moco_v3_loss", "simsiam_loss", "sinkhorn_knopp",
+            "swav_loss"]  # momentum-encoder and clustering self-supervision (losses_siamese)

@@ -675,6 +675,7 @@ from lamina.models.segmentation import (
     fcn_resnet50,
     fcn_resnet101,
 )
+from lamina.models.self_supervised import MoCoQueue, SwAVPrototypes
 from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
 from lamina.models.set_models import DeepSets, SetTransformer
@@ -1032,3 +1033,4 @@ __all__ += ["AttentiveStatisticsPooling", "ECAPA_TDNN", "Res2NetBlock1D", "SEBlo
 __all__ += ["SimpleBaseline", "SimpleBaselineHead", "TopDownPoseEstimator",
             "simple_baseline_resnet"]  # top-down heatmap pose estimation (pose)
 __all__ += ["HRNet", "HRNetModule", "hrnet_lite"]  # high-resolution networks for heatmaps (hrnet)
+__all__ += ["MoCoQueue", "SwAVPrototypes"]  # MoCo queue, SwAV prototypes (self_supervised)

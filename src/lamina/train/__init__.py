@@ -149,6 +149,18 @@ from lamina.train.semi_supervised import (
     PseudoLabel,
     SupervisedBaseline,
 )
+from lamina.train.siamese import (
+    BYOLTrainer,
+    MoCoV2Trainer,
+    MoCoV3Trainer,
+    SiameseTrainer,
+    SimSiamTrainer,
+    SwAVTrainer,
+    embedding_std,
+    knn_accuracy,
+    momentum_schedule,
+    momentum_update,
+)
 from lamina.train.sparse_autoencoder import SAETrainingHistory, resample_dead_features, train_sparse_autoencoder
 from lamina.train.speaker_metrics import (
     as_norm,
@@ -246,3 +258,5 @@ __all__ += ["LDA", "PLDA", "as_norm", "class_scatter", "cosine_scores", "detecti
             "normalize_scores", "s_norm"]  # speaker verification scoring (speaker_metrics, plda)
 __all__ += ["FEATURE_LOSSES", "FeatureDistiller", "born_again",
             "resolve_layer"]  # feature distillation and born-again networks (feature_distillation)
+__all__ += ["BYOLTrainer", "MoCoV2Trainer", "MoCoV3Trainer", "SiameseTrainer", "SimSiamTrainer", "SwAVTrainer",
+            "embedding_std", "knn_accuracy", "momentum_schedule", "momentum_update"]  # MoCo, BYOL, SimSiam, SwAV
