@@ -384,6 +384,13 @@ from lamina.functional.scan_parity import (
     logcumsumexp,
     trapezoid,
 )
+from lamina.functional.score_matching import (
+    contrastive_divergence_loss,
+    denoising_score_matching_loss,
+    nce_loss,
+    score_matching_loss,
+    sliced_score_matching_loss,
+)
 from lamina.functional.segment import segment_max, segment_mean, segment_softmax, segment_sum, take_rows
 from lamina.functional.selective_scan import selective_scan
 from lamina.functional.semi_supervised import (
@@ -678,3 +685,5 @@ __all__ += [  # optimal transport (optimal_transport, optimal_transport_entropic
 ]
 __all__ += ["byol_loss", "moco_logits", "moco_v2_loss", "moco_v3_loss", "simsiam_loss", "sinkhorn_knopp",
             "swav_loss"]  # momentum-encoder and clustering self-supervision (losses_siamese)
+__all__ += ["contrastive_divergence_loss", "denoising_score_matching_loss", "nce_loss", "score_matching_loss",
+            "sliced_score_matching_loss"]  # energy-based models and score matching (score_matching)

@@ -516,6 +516,7 @@ from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mob
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
 from lamina.models.ncf import GMF, NCF, NCFMLP, NeuMF
+from lamina.models.ncsn import NCSNMLP, annealed_langevin_sample, geometric_sigmas
 from lamina.models.nerf import NeRF, TinyNeRF
 from lamina.models.nerf_render import NeRFRenderer, mse_to_psnr, nerf_train_step
 from lamina.models.neural_process import (
@@ -1034,3 +1035,4 @@ __all__ += ["SimpleBaseline", "SimpleBaselineHead", "TopDownPoseEstimator",
             "simple_baseline_resnet"]  # top-down heatmap pose estimation (pose)
 __all__ += ["HRNet", "HRNetModule", "hrnet_lite"]  # high-resolution networks for heatmaps (hrnet)
 __all__ += ["MoCoQueue", "SwAVPrototypes"]  # MoCo queue, SwAV prototypes (self_supervised)
+__all__ += ["NCSNMLP", "annealed_langevin_sample", "geometric_sigmas"]  # noise-conditional score networks (ncsn)

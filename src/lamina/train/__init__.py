@@ -56,6 +56,14 @@ from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.domain_adaptation import DANN, dann_lambda, train_dann
+from lamina.train.energy_based import (
+    EBMTrainer,
+    JEMTrainer,
+    PersistentSampler,
+    ReplayBuffer,
+    jem_energy,
+    sgld_sample,
+)
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
 from lamina.train.fairness import (
     AdversarialDebiasing,
@@ -260,3 +268,5 @@ __all__ += ["FEATURE_LOSSES", "FeatureDistiller", "born_again",
             "resolve_layer"]  # feature distillation and born-again networks (feature_distillation)
 __all__ += ["BYOLTrainer", "MoCoV2Trainer", "MoCoV3Trainer", "SiameseTrainer", "SimSiamTrainer", "SwAVTrainer",
             "embedding_std", "knn_accuracy", "momentum_schedule", "momentum_update"]  # MoCo, BYOL, SimSiam, SwAV
+__all__ += ["EBMTrainer", "JEMTrainer", "PersistentSampler", "ReplayBuffer", "jem_energy",
+            "sgld_sample"]  # energy-based models: SGLD, replay buffer, CD, JEM (energy_based)
