@@ -27,6 +27,13 @@ from lamina.data.datasets import (
     read_idx,
     read_idx_file,
 )
+from lamina.data.dynamics import (
+    damped_oscillator_trajectory,
+    lorenz_trajectory,
+    slow_manifold_trajectory,
+    traveling_wave_field,
+    van_der_pol_trajectory,
+)
 from lamina.data.few_shot import FewShotTask, FewShotTasks
 from lamina.data.graph_encodings import laplacian_pe, random_sign_flip, random_walk_pe, shortest_path_distances
 from lamina.data.graph_sampling import (
@@ -215,3 +222,5 @@ __all__ += ["SpeakerVoice", "random_speakers", "synthesize_utterance", "syntheti
 __all__ += ["ClusterLoader", "GraphSAINTEdgeSampler", "GraphSAINTNodeSampler", "GraphSAINTRandomWalkSampler",
             "HeteroGraph", "HomogeneousView", "NeighborLoader", "SubgraphBatch", "induced_subgraph", "laplacian_pe",
             "partition_graph", "random_sign_flip", "random_walk_pe", "shortest_path_distances"]  # graph sampling
+__all__ += ["damped_oscillator_trajectory", "lorenz_trajectory", "slow_manifold_trajectory", "traveling_wave_field",
+            "van_der_pol_trajectory"]  # trajectories of dynamical systems (dynamics)

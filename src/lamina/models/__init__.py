@@ -185,6 +185,9 @@ Layouts follow the published models so that published weights map onto them:
   :class:`lamina.train.CycleGANTrainer`.
 * :class:`Rocket`, :class:`MiniRocket`, :class:`MultiRocket`, :class:`RocketClassifier`, :class:`FCN`,
   :class:`ResNet1D`, :class:`InceptionTime`: time-series classification (:mod:`lamina.models.tsc`).
+* :class:`SINDy` (feature libraries, :class:`STLSQ`, :class:`SR3`, finite-difference and Savitzky-Golay
+  derivatives), :class:`DMD` and :class:`HankelDMD` (exact DMD, optimal hard threshold) and
+  :class:`KoopmanAutoencoder`: data-driven dynamics.
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
@@ -287,6 +290,7 @@ from lamina.models.diffusion import (
 )
 from lamina.models.dino import DINOHead, DINOLoss, dino_cross_entropy
 from lamina.models.dlrm import DLRM, dot_interaction
+from lamina.models.dmd import DMD, HankelDMD, optimal_svht_coefficient, svd_rank
 from lamina.models.ecapa import ECAPA_TDNN, Res2NetBlock1D, SEBlock1D, SERes2NetBlock
 from lamina.models.efficientnet import (
     FusedMBConv,
@@ -427,6 +431,7 @@ from lamina.models.kge_losses import (
     one_to_n_loss,
     self_adversarial_loss,
 )
+from lamina.models.koopman import KoopmanAutoencoder, KoopmanLoss
 from lamina.models.llama import (
     Llama,
     LlamaDecoderLayer,
@@ -688,6 +693,15 @@ from lamina.models.shufflenet import (
     shufflenet_v2_x1_0,
     shufflenet_v2_x1_5,
     shufflenet_v2_x2_0,
+)
+from lamina.models.sindy import SR3, STLSQ, SINDy, finite_difference, savgol_derivative
+from lamina.models.sindy_library import (
+    ConcatLibrary,
+    CustomLibrary,
+    FeatureLibrary,
+    FourierLibrary,
+    PolynomialLibrary,
+    TensoredLibrary,
 )
 from lamina.models.slot_autoencoder import (
     SlotAttentionAutoEncoder,
@@ -1036,3 +1050,7 @@ __all__ += ["SimpleBaseline", "SimpleBaselineHead", "TopDownPoseEstimator",
 __all__ += ["HRNet", "HRNetModule", "hrnet_lite"]  # high-resolution networks for heatmaps (hrnet)
 __all__ += ["MoCoQueue", "SwAVPrototypes"]  # MoCo queue, SwAV prototypes (self_supervised)
 __all__ += ["NCSNMLP", "annealed_langevin_sample", "geometric_sigmas"]  # noise-conditional score networks (ncsn)
+__all__ += ["ConcatLibrary", "CustomLibrary", "DMD", "FeatureLibrary", "FourierLibrary", "HankelDMD",
+            "KoopmanAutoencoder", "KoopmanLoss", "PolynomialLibrary", "SINDy", "SR3", "STLSQ", "TensoredLibrary",
+            "finite_difference", "optimal_svht_coefficient", "savgol_derivative",
+            "svd_rank"]  # data-driven dynamics (sindy, sindy_library, dmd, koopman)
