@@ -78,6 +78,7 @@ from lamina.data.knowledge_graph import (
     split_triples,
     synthetic_knowledge_graph,
 )
+from lamina.data.label_noise import inject_label_noise, noise_transition_matrix
 from lamina.data.labels import one_hot
 from lamina.data.letor import (
     LetorData,
@@ -224,3 +225,4 @@ __all__ += ["ClusterLoader", "GraphSAINTEdgeSampler", "GraphSAINTNodeSampler", "
             "partition_graph", "random_sign_flip", "random_walk_pe", "shortest_path_distances"]  # graph sampling
 __all__ += ["damped_oscillator_trajectory", "lorenz_trajectory", "slow_manifold_trajectory", "traveling_wave_field",
             "van_der_pol_trajectory"]  # trajectories of dynamical systems (dynamics)
+__all__ += ["inject_label_noise", "noise_transition_matrix"]  # synthetic label noise (label_noise)

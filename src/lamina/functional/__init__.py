@@ -215,6 +215,15 @@ from lamina.functional.losses_more import (
     nll_loss,
     smooth_l1,
 )
+from lamina.functional.losses_noisy import (
+    backward_corrected_loss,
+    bootstrap_loss,
+    estimate_transition_matrix,
+    forward_corrected_loss,
+    generalized_cross_entropy,
+    symmetric_cross_entropy,
+    taylor_cross_entropy,
+)
 from lamina.functional.losses_preference import (
     DPO_LOSS_TYPES,
     dpo_loss,
@@ -687,3 +696,6 @@ __all__ += ["byol_loss", "moco_logits", "moco_v2_loss", "moco_v3_loss", "simsiam
             "swav_loss"]  # momentum-encoder and clustering self-supervision (losses_siamese)
 __all__ += ["contrastive_divergence_loss", "denoising_score_matching_loss", "nce_loss", "score_matching_loss",
             "sliced_score_matching_loss"]  # energy-based models and score matching (score_matching)
+__all__ += ["backward_corrected_loss", "bootstrap_loss", "estimate_transition_matrix", "forward_corrected_loss",
+            "generalized_cross_entropy", "symmetric_cross_entropy",
+            "taylor_cross_entropy"]  # noisy-label losses (losses_noisy)

@@ -93,6 +93,7 @@ from lamina.train.hyperband import ASHA, asha_search, hyperband, hyperband_sched
 from lamina.train.image_translation import CycleGANTrainer, ImagePool, Pix2PixTrainer, linear_decay_factor
 from lamina.train.kto import KTOTrainer
 from lamina.train.kto_data import CompletionRows, UnpairedBatch, UnpairedPreferenceDataset, kl_completion_order
+from lamina.train.label_model import LabelModel, lf_summary, majority_vote
 from lamina.train.laplace import LastLayerLaplace
 from lamina.train.lottery import LotteryResult, LotteryRound, iterative_magnitude_pruning
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
@@ -114,6 +115,15 @@ from lamina.train.metrics import (
 from lamina.train.monitor import HistogramMonitor
 from lamina.train.multitask import MultiTaskModel, MultiTaskTrainer, load_digit_tasks
 from lamina.train.nas import Architect, DartsResult, darts_search
+from lamina.train.noisy_labels import (
+    CoTeaching,
+    CoTeachingPlus,
+    confident_joint,
+    cross_val_predict_proba,
+    estimate_noise_rate,
+    find_label_issues,
+    label_quality_scores,
+)
 from lamina.train.plda import LDA, PLDA, class_scatter
 from lamina.train.preference import DPOTrainer, ORPOTrainer, RewardTrainer, SimPOTrainer, adapters_disabled
 from lamina.train.preference_data import PreferenceBatch, PreferenceDataset
@@ -270,3 +280,6 @@ __all__ += ["BYOLTrainer", "MoCoV2Trainer", "MoCoV3Trainer", "SiameseTrainer", "
             "embedding_std", "knn_accuracy", "momentum_schedule", "momentum_update"]  # MoCo, BYOL, SimSiam, SwAV
 __all__ += ["EBMTrainer", "JEMTrainer", "PersistentSampler", "ReplayBuffer", "jem_energy",
             "sgld_sample"]  # energy-based models: SGLD, replay buffer, CD, JEM (energy_based)
+__all__ += ["CoTeaching", "CoTeachingPlus", "LabelModel", "confident_joint", "cross_val_predict_proba",
+            "estimate_noise_rate", "find_label_issues", "label_quality_scores", "lf_summary",
+            "majority_vote"]  # noisy labels (noisy_labels), weak supervision (label_model)
