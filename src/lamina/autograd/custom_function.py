@@ -144,6 +144,7 @@ def _record(cls: type[CustomFunction], ctx: FunctionCtx, args: tuple, outputs: t
     node.ctx = ctx
     node.inputs = tuple(a for a in args if isinstance(a, Tensor))
     node.needs_grad = tuple(t.requires_grad for t in node.inputs)
+    node.graph_depth = graph.depth_above(node.inputs)
     node.positions = tuple(i for i, a in enumerate(args) if isinstance(a, Tensor))
     node.argument_count = len(args)
     node.output_specs = tuple((o.shape, o.dtype) if isinstance(o, Tensor) else None for o in fresh)
@@ -157,6 +158,7 @@ def _record(cls: type[CustomFunction], ctx: FunctionCtx, args: tuple, outputs: t
         for i in differentiable:
             slot = cls._output_class.__new__(cls._output_class)
             slot.inputs, slot.needs_grad, slot.index, slot.count = (hub,), (True,), i, len(fresh)
+            slot.graph_depth = node.graph_depth + 1
             _attach(fresh[i], slot)
     return tuple(fresh)
 

@@ -102,6 +102,7 @@ class Function:
                 if t.requires_grad:
                     fn.inputs = tensors
                     fn.needs_grad = tuple(t.requires_grad for t in tensors)
+                    fn.graph_depth = graph.depth_above(tensors)
                     result.requires_grad = True
                     result._ctx = fn
                     return result

@@ -4,11 +4,28 @@ Backward visits the nodes in reverse topological order (built iteratively, so a 
 of any length works), hands each node its upstream gradient dJ/dy, and receives the
 downstream gradients dJ/dx_i. Gradients reaching a value along several branches add
 up (multivariable chain rule).
+
+:func:`grad` (through :func:`gradients` and :func:`graph_gradients`) runs only the part of
+the graph between the output and the tensors asked about, as PyTorch's engine does: one
+pass over the topological order marks the nodes on a path to a wanted tensor (a node is on
+one if it is wanted or one of its inputs is), and only their VJPs run. A node off every such
+path is skipped whole: its VJP does not run, its hooks do not fire and, without
+``retain_graph``, its saved arrays are kept (only the nodes that ran free theirs), so a later
+backward through that part still works. The walk that lists the nodes stops early too: each
+node records its ``graph_depth`` (1 + its deepest input's, leaves 0), so a node no deeper than
+the shallowest wanted tensor cannot have one below it and is not expanded (PyTorch's
+topological numbers). A loop that takes ``grad`` of a small function at each step of a
+growing graph (a trace inside an ODE solve, a Hessian-vector product per iteration, with the
+wanted tensor computed in that step) then costs each call its own few nodes, not the whole
+graph so far; with wanted leaves the walk still lists the whole graph above them, but runs
+only the VJPs on the way. :meth:`Tensor.backward` reaches every leaf, so it runs every node
+as before.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from typing import TYPE_CHECKING
 
@@ -31,6 +48,10 @@ _node_observer = None
 instead of ``vjp(g)`` (``vjp`` is the node's bound ``backward`` or ``backward_graph``); it
 must return ``vjp(g)``. The profiler (:mod:`lamina.autograd.profiler`) sets it to time each
 node's backward and puts None back; with None, a node costs one comparison more."""
+_prune_to_wanted = True
+"""Whether :func:`gradients` and :func:`graph_gradients` skip the nodes off every path to a
+wanted tensor, and stop the walk at the wanted tensors' depth (their results are the same
+either way; tests turn it off to compare)."""
 
 
 def is_grad_enabled() -> bool:
@@ -95,8 +116,31 @@ class recomputing:
         _recomputing = self._previous
 
 
-def topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors that ``root`` depends on (requiring grad), each after all its inputs."""
+def depth_above(inputs) -> float:
+    """The ``graph_depth`` of a node with these ``inputs``: 1 + the deepest input's, a leaf or
+    a constant being 0, so a node is deeper than everything it depends on. A node without the
+    number (a :class:`CustomFunction`'s, one freed by backward) counts as infinitely deep, and
+    so does every node built on it."""
+    deepest = 0
+    for t in inputs:                         # on every recorded op: plain comparisons are quickest
+        fn = t._ctx
+        if fn is not None:
+            depth = getattr(fn, "graph_depth", math.inf)
+            if depth > deepest:
+                deepest = depth
+    return deepest + 1
+
+
+def depth_floor(wanted) -> float:
+    """The smallest ``graph_depth`` among the ``wanted`` tensors (0 for a leaf, or for one
+    whose depth is unknown): no node this deep or shallower has a wanted tensor below it."""
+    return min((getattr(t._ctx, "graph_depth", 0) if t._ctx is not None else 0 for t in wanted), default=0)
+
+
+def topological_order(root: Tensor, floor: float = 0) -> list[Tensor]:
+    """Tensors that ``root`` depends on (requiring grad), each after all its inputs. A node
+    of ``graph_depth`` at most ``floor`` is listed but not expanded (with ``floor`` 0, every
+    node is): ``floor`` from :func:`depth_floor` stops the walk where nothing wanted lies below."""
     order: list[Tensor] = []
     visited: set[int] = set()
     stack: list[tuple[Tensor, bool]] = [(root, False)]
@@ -110,11 +154,29 @@ def topological_order(root: Tensor) -> list[Tensor]:
         visited.add(id(node))
         stack.append((node, True))
         fn = node._ctx
-        if fn is not None and fn.inputs is not None:
+        if fn is not None and fn.inputs is not None and getattr(fn, "graph_depth", math.inf) > floor:
             for parent in fn.inputs:
                 if parent.requires_grad and id(parent) not in visited:
                     stack.append((parent, False))
     return order
+
+
+def _paths_to(order: list[Tensor], wanted) -> tuple[set[int], set[int]]:
+    """(ids of the tensors of ``order`` on a path to one of ``wanted`` (ids), ids of those whose
+    node's VJP must run): a tensor is on a path if it is wanted or its VJP must run, and that VJP
+    must run if one of its inputs is on a path. ``order`` lists inputs before their consumers,
+    so one pass decides. A node freed by an earlier backward no longer knows its inputs: it
+    counts as running, so that reaching it raises as it always did."""
+    running: set[int] = set()
+    reaching: set[int] = set()
+    for node in order:
+        fn = node._ctx
+        if fn is not None and (fn.inputs is None or any(id(parent) in reaching for parent in fn.inputs)):
+            running.add(id(node))
+            reaching.add(id(node))
+        elif id(node) in wanted:
+            reaching.add(id(node))
+    return reaching, running
 
 
 def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
@@ -125,7 +187,8 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
 def gradients(root: Tensor, grad, wanted: list[Tensor], retain_graph: bool = False) -> list:
     """dJ/dt for each tensor t of ``wanted`` (``None`` where ``root`` does not depend on t),
     given ``grad`` = dJ/droot, without touching any leaf's ``grad``."""
-    found = _sweep(root, grad, retain_graph, wanted={id(t): None for t in wanted})
+    floor = depth_floor(wanted) if _prune_to_wanted else 0
+    found = _sweep(root, grad, retain_graph, wanted={id(t): None for t in wanted}, floor=floor)
     results, seen = [], {id(grad)}
     for t in wanted:
         g = found[id(t)]
@@ -148,12 +211,13 @@ def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor]) -> list:
     and no leaf's ``grad`` changes."""
     found: dict[int, Tensor | None] = {id(t): None for t in wanted}
     grads: dict[int, Tensor] = {id(root): grad}
-    order = topological_order(root)
+    order = topological_order(root, depth_floor(wanted) if _prune_to_wanted else 0)
+    reaching, running = _paths_to(order, found if _prune_to_wanted else {id(t) for t in order})
     with enable_grad():
         while order:
             node = order.pop()
             g = grads.pop(id(node), None)
-            if g is None:
+            if g is None or id(node) not in reaching:
                 continue
             hooks = getattr(node, "_hooks", None)
             if hooks:
@@ -163,7 +227,7 @@ def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor]) -> list:
             if id(node) in found:
                 found[id(node)] = g
             fn = node._ctx
-            if fn is None:
+            if fn is None or id(node) not in running:
                 continue
             if fn.inputs is None:
                 raise RuntimeError(
@@ -175,7 +239,7 @@ def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor]) -> list:
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for parent, pg in zip(fn.inputs, input_grads):
-                if pg is None or not parent.requires_grad:
+                if pg is None or id(parent) not in reaching:
                     continue
                 if pg.shape != parent.shape:
                     pg = pg.reshape(parent.shape)
@@ -184,17 +248,22 @@ def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor]) -> list:
     return [found[id(t)] for t in wanted]
 
 
-def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None):
+def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None, floor: float = 0):
     """The reverse sweep from ``root``. With ``wanted`` None, leaves accumulate their
     gradients in ``grad``; otherwise the gradients reaching the wanted tensors (a dict keyed
-    by id) are stored there, and no leaf is touched."""
+    by id) are stored there, no leaf is touched, and only the nodes on a path to a wanted
+    tensor run (and, without ``retain_graph``, are freed); the walk stops at ``floor``
+    (see :func:`topological_order`)."""
     grads = {id(root): grad}
     handed_to_leaves: set[int] = {id(grad)}  # the caller's array: a leaf gets a copy of it
-    order = topological_order(root)
+    order = topological_order(root, floor)
+    reaching = running = None                # None: every node (backward reaches all leaves)
+    if wanted is not None:
+        reaching, running = _paths_to(order, wanted if _prune_to_wanted else {id(t) for t in order})
     while order:
         node = order.pop()                   # dropped from the list once handled: its value can go
         g = grads.pop(id(node), None)
-        if g is None:
+        if g is None or (reaching is not None and id(node) not in reaching):
             continue
         hooks = getattr(node, "_hooks", None)
         if hooks:
@@ -209,6 +278,8 @@ def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None):
             if wanted is None:
                 _accumulate_leaf(node, g, handed_to_leaves)
             continue
+        if running is not None and id(node) not in running:
+            continue
         if wanted is None and getattr(node, "_retains_grad", False):
             node.grad = g.copy() if node.grad is None else node.grad + g
         if fn.inputs is None:
@@ -220,7 +291,7 @@ def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None):
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         for parent, pg in zip(fn.inputs, input_grads):
-            if pg is None or not parent.requires_grad:
+            if pg is None or not parent.requires_grad or (reaching is not None and id(parent) not in reaching):
                 continue
             key = id(parent)
             previous = grads.get(key)
