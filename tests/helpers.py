@@ -8,6 +8,11 @@ Tolerances are relative to the scale of the reference: |a - b| <= rtol * (|b| + 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import pathlib
+import re
+
 import numpy as np
 import torch
 
@@ -185,6 +190,41 @@ class DeviceArray:
 
     def __len__(self):
         return len(self.values)
+
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_example(title: str) -> str:
+    """The first ```python block of the README section whose ``### `` heading starts with ``title``
+    (searched up to the next heading)."""
+    text = README.read_text()
+    start = re.search(rf"^### {re.escape(title)}", text, re.M)
+    if start is None:
+        raise LookupError(f"README.md has no section whose heading starts with '### {title}'")
+    end = re.compile(r"^#{2,3} ", re.M).search(text, start.end())
+    section = text[start.start():end.start() if end else len(text)]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    if block is None:
+        raise LookupError(f"README.md section '### {title}' has no ```python block")
+    return block.group(1)
+
+
+def run_readme_section(title: str, replace: dict[str, str] | None = None) -> tuple[str, dict]:
+    """Run the README section's first python block (see ``readme_example``) with stdout captured.
+
+    ``replace`` maps strings of the code to what to run instead (each must occur). Returns what
+    the code printed and its namespace.
+    """
+    code = readme_example(title)
+    for old, new in (replace or {}).items():
+        if old not in code:
+            raise LookupError(f"README.md section '### {title}': '{old}' is not in its example")
+        code = code.replace(old, new)
+    printed, names = io.StringIO(), {}
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, str(README), "exec"), names)
+    return printed.getvalue(), names
 
 
 def watch_call_lengths(model) -> list[int]:

@@ -11,6 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression, Ridge
 
 import lamina
+from helpers import run_readme_section
 from lamina import functional as F
 from lamina import models, nn, optim
 from lamina.analysis.interpretability import (
@@ -329,17 +330,8 @@ def test_loss_recovered_is_one_for_the_identity_and_zero_for_zeros(first_token_m
 # -- the README's example ---------------------------------------------------------------------------
 
 def test_readme_interpretability_example_runs_and_keeps_its_promises():
-    import contextlib
-    import io
-    import pathlib
-    import re
 
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Mechanistic interpretability: caches, logit lens", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, str(readme), "exec"), names)
+    _, names = run_readme_section("Mechanistic interpretability: caches, logit lens")
     np.testing.assert_array_equal(names["grid"].scores[0], [1, 0, 0, 0, 0, 0])
     assert names["estimate"].scores.shape == names["grid"].scores.shape == (2, LENGTH)
     assert names["scores"]["h.1"].test > 0.9

@@ -3,10 +3,6 @@ and sliced distances, Sinkhorn's plans, costs and gradients against a PyTorch re
 unrolled iterations, the Sinkhorn divergence, unbalanced transport, barycenters,
 Gromov-Wasserstein, and fitting a point cloud to two moons; the README's example runs."""
 
-import contextlib
-import io
-import pathlib
-import re
 
 import numpy as np
 import pytest
@@ -17,9 +13,8 @@ from tests.helpers import check_gradients, check_second_derivatives, compare_wit
 
 import lamina
 import lamina.functional as F
+from helpers import run_readme_section
 from lamina.errors import ShapeError
-
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 
 def clouds(n=6, m=7, d=2, seed=0, shift=1.0):
@@ -307,11 +302,7 @@ def test_a_cloud_fitted_to_two_moons_by_the_sinkhorn_divergence():
 
 
 def test_readme_example_runs():
-    section = README.read_text().split("### Optimal transport", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, str(README), "exec"), {})
-    values = dict(line.split(" = ") for line in out.getvalue().splitlines())
+    printed, _ = run_readme_section("Optimal transport")
+    values = dict(line.split(" = ") for line in printed.splitlines())
     assert float(values["emd"]) <= float(values["sinkhorn"])
     assert float(values["divergence"]) > 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ import torch
 from sklearn.datasets import load_digits
 
 import lamina
-from helpers import check_gradients, compare_with_torch, randn
+from helpers import check_gradients, compare_with_torch, randn, run_readme_section
 from lamina.autograd import jacobian
 from lamina.errors import ShapeError
 from lamina.models.glow import (
@@ -256,13 +255,9 @@ def test_tiny_glow_improves_bits_per_dim_on_digits():
     assert final < first - 0.3
 
 
-def test_readme_flows_example_runs(tmp_path, monkeypatch, capsys):
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### More normalizing flows: Glow"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def test_readme_flows_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
-    printed = capsys.readouterr().out
+    printed, _ = run_readme_section("More normalizing flows: Glow")
     nll = float(re.search(r"spline flow NLL ([-\d.]+)", printed).group(1))
     assert nll < 1.5                                 # a Gaussian fit of the moons scores about 1.89
     assert "bits/dim" in printed and "CNF log p" in printed

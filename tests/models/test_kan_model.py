@@ -1,15 +1,13 @@
 """models.KAN: learning pykan's example, grid updates, grid extension, pruning, plots and the
 symbolic read-out."""
 
-import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import lamina
-from helpers import assert_close
+from helpers import assert_close, run_readme_section
 from lamina import models, nn, optim
 from lamina.errors import ShapeError
 
@@ -193,8 +191,5 @@ def test_kan_errors(float64):
 
 
 def test_readme_kan_example(tmp_path, monkeypatch):
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Kolmogorov-Arnold networks"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
+    run_readme_section("Kolmogorov-Arnold networks")

@@ -5,9 +5,6 @@ generator tells the truth."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import pathlib
 import re
 
 import numpy as np
@@ -15,7 +12,7 @@ import pytest
 import torch
 
 import lamina
-from helpers import assert_close
+from helpers import assert_close, run_readme_section
 from lamina import functional as F
 from lamina import optim
 from lamina.data import babi_like_task
@@ -159,13 +156,8 @@ def test_errors():
 def test_readme_example_runs():
     """The README's section on pointer, memory and Turing networks runs and prints what its
     comments say."""
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Pointer networks, end-to-end memory networks", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, str(readme), "exec"), {})
-    lines = out.getvalue().splitlines()
+    printed, _ = run_readme_section("Pointer networks, end-to-end memory networks")
+    lines = printed.splitlines()
     assert float(lines[0]) > 0.7
     assert "? " in lines[1] and lines[1].split("? ")[0].split()[-2] == "is"
     assert float(lines[2]) > 0.9

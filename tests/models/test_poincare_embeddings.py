@@ -2,22 +2,17 @@
 distances, and 2-D hyperbolic embeddings of a tree beating 2-D Euclidean ones; the README's
 example runs."""
 
-import contextlib
-import io
-import pathlib
-import re
 
 import numpy as np
 import pytest
 
+from helpers import run_readme_section
 from lamina.models import (
     balanced_tree,
     reconstruction_metrics,
     train_poincare_embeddings,
     transitive_closure,
 )
-
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_tree_and_closure():
@@ -67,11 +62,7 @@ def test_bad_arguments():
 
 
 def test_readme_example_runs():
-    section = README.read_text().split("### Hyperbolic embeddings and Riemannian optimisation", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, str(README), "exec"), {})
-    lines = [line.split() for line in out.getvalue().splitlines()]
+    printed, _ = run_readme_section("Hyperbolic embeddings and Riemannian optimisation")
+    lines = [line.split() for line in printed.splitlines()]
     (_, rank_h, map_h), (_, rank_e, map_e) = lines
     assert float(rank_h) < float(rank_e) and float(map_h) > float(map_e)

@@ -3,17 +3,13 @@ the ResNet model's parameter count, config round trip; the top-down estimator's 
 decode back to image coordinates, the flip test with keypoint pairs; learning stick figures
 beats the mean pose; the README example runs; errors."""
 
-import contextlib
-import io
-import pathlib
-import re
 
 import numpy as np
 import pytest
 import torch
 
 import lamina
-from helpers import assert_close
+from helpers import assert_close, run_readme_section
 from lamina import nn
 from lamina.functional import keypoint_mse_loss, l1_loss, soft_argmax_2d
 from lamina.models import SimpleBaseline, SimpleBaselineHead, TopDownPoseEstimator, simple_baseline_resnet
@@ -221,12 +217,7 @@ def test_errors_are_clear():
 
 
 def test_readme_example_runs():
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Top-down pose estimation: SimpleBaseline, HRNet", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        exec(compile(code, str(readme), "exec"), names)
+    printed, names = run_readme_section("Top-down pose estimation: SimpleBaseline, HRNet")
     assert names["keypoints"].shape == (32, 9, 2)
-    pck_line = next(line for line in printed.getvalue().splitlines() if line.startswith("PCK@0.2"))
+    pck_line = next(line for line in printed.splitlines() if line.startswith("PCK@0.2"))
     assert float(pck_line.split()[1]) > 0.75

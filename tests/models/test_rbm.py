@@ -3,11 +3,7 @@ the energy summed over hidden states; the CD gradient against autograd of the fr
 scikit-learn's BernoulliRBM on the same weights; Gibbs sampling against the exact
 distribution; the exact log partition and AIS; learning on binarized digits; errors."""
 
-import contextlib
-import io
 import itertools
-import pathlib
-import re
 
 import numpy as np
 import pytest
@@ -16,7 +12,7 @@ from sklearn.datasets import load_digits
 from sklearn.neural_network import BernoulliRBM
 
 import lamina
-from helpers import assert_close, check_gradients, compare_with_torch, randn
+from helpers import assert_close, check_gradients, compare_with_torch, randn, run_readme_section
 from lamina import parallel
 from lamina.errors import ShapeError
 from lamina.models import RBM
@@ -245,13 +241,8 @@ def test_errors():
 def test_readme_example_runs():
     """The README's section on energy-based and associative models runs and prints what its
     comments say."""
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Energy-based and associative models", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, str(readme), "exec"), {})
-    lines = out.getvalue().splitlines()
+    printed, _ = run_readme_section("Energy-based and associative models")
+    lines = printed.splitlines()
     exact, estimate = (float(v) for v in lines[0].split())
     assert abs(exact - estimate) < 0.1
     assert lines[1] == lines[2] == lines[-1] == "True"

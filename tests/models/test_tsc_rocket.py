@@ -1,16 +1,13 @@
 """ROCKET and MiniRocket against direct loops over positions written from the papers, their
 kernel distributions, and the ridge pipeline learning the cylinder-bell-funnel task."""
 
-import contextlib
-import io
 import itertools
-import pathlib
-import re
 import time
 
 import numpy as np
 import pytest
 
+from helpers import run_readme_section
 from lamina.data import NotFittedError, cylinder_bell_funnel
 from lamina.errors import ShapeError
 from lamina.models import (
@@ -297,14 +294,8 @@ def test_rocket_classifier_learns_cbf(kind, kernels, cbf):
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Time-series classification: ROCKET", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        names: dict = {}
-        exec(compile(code, str(readme), "exec"), names)
-    accuracy = float(out.getvalue().split("MiniRocket accuracy")[1])
+    printed, names = run_readme_section("Time-series classification: ROCKET")
+    accuracy = float(printed.split("MiniRocket accuracy")[1])
     assert accuracy > 0.95
     assert names["x_read"].shape == (200, 128, 1) and (tmp_path / "CBF_TRAIN.tsv").exists()

@@ -12,7 +12,7 @@ import torch.nn.functional as TF
 from torch.distributions import Categorical, MixtureSameFamily, Normal, kl_divergence
 
 import lamina
-from helpers import check_gradients, compare_with_torch, randn
+from helpers import check_gradients, compare_with_torch, randn, run_readme_section
 from lamina import functional as F
 from lamina.nn import (
     BayesianConv2D,
@@ -294,17 +294,8 @@ def test_errors_name_the_layer_and_values():
 
 
 def test_the_readme_example_runs():
-    import contextlib
-    import io
-    import pathlib
-    import re
 
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Bayesian layers, mixture density networks and survival analysis", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, str(readme), "exec"), names)
+    _, names = run_readme_section("Bayesian layers, mixture density networks and survival analysis")
     assert names["std_in_gap"].mean() > 2 * names["std_on_data"].mean()
     assert F.concordance_index(names["durations"], names["deepsurv"](names["covariates"]).numpy(),
                                names["events"]) > 0.7

@@ -1,17 +1,13 @@
 """The GPS and Graphormer-lite graph transformer layers and their positional / structural
 encodings, plus the README's large-graph example."""
 
-import contextlib
-import io
-import pathlib
-import re
 
 import numpy as np
 import pytest
 import torch
 
 import lamina
-from helpers import check_gradients, compare_with_torch, randn
+from helpers import check_gradients, compare_with_torch, randn, run_readme_section
 from lamina import nn
 from lamina.data import (
     laplacian_pe,
@@ -226,13 +222,8 @@ def test_graphormer_layer_matches_a_torch_rewrite():
 
 
 def test_readme_large_graph_example_runs():
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Graphs at scale, heterogeneous graphs and graph transformers", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, str(readme), "exec"), {})
-    lines = out.getvalue().splitlines()
+    printed, _ = run_readme_section("Graphs at scale, heterogeneous graphs and graph transformers")
+    lines = printed.splitlines()
     assert float(lines[0].rsplit(" ", 1)[1]) > 0.8          # SAGE trained on neighbour samples
     assert float(lines[1].rsplit(" ", 1)[1]) > 0.8          # R-GCN on a heterogeneous graph
     assert lines[2:] == ["GPS output (60, 16)", "Graphormer output (60, 16)"]

@@ -5,17 +5,14 @@ against torch's double backward, the coordinate grid, and fitting one 32x32 imag
 from __future__ import annotations
 
 import contextlib
-import io
 import math
-import pathlib
-import re
 
 import numpy as np
 import pytest
 import torch
 
 import lamina
-from helpers import assert_close, compare_double_backward_with_torch, randn
+from helpers import assert_close, compare_double_backward_with_torch, randn, run_readme_section
 from lamina import nn, parallel
 from lamina.autograd import Tensor, grad, gradcheck
 from lamina.errors import ShapeError
@@ -203,13 +200,8 @@ def test_siren_and_fourier_features_fit_an_image_far_better_than_a_relu_mlp():
 
 
 def test_readme_example_runs():
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Implicit layers: deep equilibrium models and SIREN", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert "steps=200" in code
-    names: dict = {}
-    with _single_threaded(), contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code.replace("steps=200", "steps=60"), str(readme), "exec"), names)
+    with _single_threaded():
+        _, names = run_readme_section("Implicit layers: deep equilibrium models and SIREN", {"steps=200": "steps=60"})
     assert names["result"].converged and names["result"].steps < 30
     assert names["dx"].shape == (4, 16) and names["dw"].shape == (16, 16)
     assert names["history"]["psnr"][-1] > 25

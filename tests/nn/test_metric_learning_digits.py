@@ -7,6 +7,7 @@ import pytest
 import lamina
 import lamina.functional as F
 import lamina.nn as nn
+from helpers import run_readme_section
 from lamina.analysis import embedding_accuracy
 from lamina.data import load_digits
 
@@ -61,14 +62,8 @@ def test_learned_embedding_beats_raw_pixels(digits, method):
 
 
 def test_readme_example_runs():
-    import pathlib
-    import re
 
-    text = pathlib.Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
-    section = text.split("### Deep metric learning: margin losses, miners, MAP@R", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    _, namespace = run_readme_section("Deep metric learning: margin losses, miners, MAP@R")
     scores = embedding_accuracy(namespace["x"][1200:], namespace["y"][1200:], include=RANKING)
     assert namespace["embedding_accuracy"](namespace["test"], namespace["y"][1200:], metric="cosine",
                                            include=RANKING)["mean_average_precision_at_r"] > \

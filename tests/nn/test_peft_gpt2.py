@@ -7,15 +7,13 @@ adapter files); and each method lowering a toy task's loss with the base weights
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import lamina
-from helpers import assert_close, randn
+from helpers import assert_close, randn, run_readme_section
 from lamina import nn
 from lamina.models import GPT2, Llama
 from lamina.text import caching_keys_values, generate_ids
@@ -346,10 +344,7 @@ def test_each_method_learns_a_toy_task_with_the_base_frozen(method):
 
 
 def test_readme_peft_example_runs():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### Parameter-efficient fine-tuning beyond LoRA", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    exec(compile(code, "README.md", "exec"), {})
+    run_readme_section("Parameter-efficient fine-tuning beyond LoRA")
 
 
 def test_bert_block_adapters_act_before_the_residual_and_norm(f64):

@@ -5,17 +5,14 @@ on the sphere, evolving a module's weights, and the errors."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import pathlib
-import re
 
 import numpy as np
 import pytest
 import torch
 
 import lamina
+from helpers import run_readme_section
 from lamina import nn
 from lamina.optim.evolution import (
     CMAES,
@@ -370,11 +367,6 @@ def test_errors_name_what_was_wrong():
 # ---- README -------------------------------------------------------------------------------
 
 def test_readme_example_runs():
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Evolution strategies and neuroevolution", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, str(readme), "exec"), names)
+    _, names = run_readme_section("Evolution strategies and neuroevolution")
     assert names["result"].f <= 1e-8
     assert names["policy_result"].f <= -475

@@ -6,16 +6,13 @@ published formula) and exact-match METEOR."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import run_readme_section
 from lamina.text import (
     bleu,
     chrf,
@@ -364,14 +361,8 @@ def test_meteor_exact_by_hand():
 
 
 def test_readme_section_runs():
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Generation metrics and image captioning", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    out = io.StringIO()
-    names: dict = {}
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, str(readme), "exec"), names)
-    lines = out.getvalue().splitlines()
+    printed, names = run_readme_section("Generation metrics and image captioning")
+    lines = printed.splitlines()
     assert lines[0].startswith("BLEU = ") and float(lines[1]) == pytest.approx(5 / 6)
     assert names["maps"].shape[:1] == (50,) and names["maps"].shape[2:] == (2, 8)
     np.testing.assert_allclose(names["maps"].sum(axis=(2, 3)), 1.0, rtol=1e-5)

@@ -1,12 +1,11 @@
 """SGLD, the replay buffer, contrastive divergence on 2-D rings and JEM on the digits."""
 
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import lamina
+from helpers import run_readme_section
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.data.datasets.digits import load_digits
@@ -178,7 +177,4 @@ def test_trainers_check_their_inputs():
 
 
 def test_readme_energy_based_example_runs():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### Energy-based models and score matching", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    exec(compile(code, "README energy-based example", "exec"), {})
+    run_readme_section("Energy-based models and score matching")

@@ -7,12 +7,11 @@ the same CNN trained alone.
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 import pytest
 
 import lamina
+from helpers import run_readme_section
 from lamina import nn, optim
 from lamina.data import load_digits
 from lamina.errors import ShapeError
@@ -170,11 +169,7 @@ def test_on_the_digits_hints_plus_kd_learn_as_well_as_the_labels_alone(digits, t
 
 
 def test_readme_example_runs_and_its_cost_falls():
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Feature distillation: hints, attention transfer", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    names: dict = {}
-    exec(compile(code, str(readme), "exec"), names)
+    _, names = run_readme_section("Feature distillation: hints, attention transfer")
     history = names["history"]
     assert history["loss"][-1] < history["loss"][0]
     assert names["distiller"].adapters[0].parameters()[0].shape == (32, 1, 1, 8)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import lamina
+from helpers import run_readme_section
 from lamina.data.datasets import load_digits
 from lamina.errors import ShapeError
 from lamina.models import PatchGANDiscriminator, Pix2PixGenerator, ResnetGenerator
@@ -176,16 +177,7 @@ def test_cyclegan_costs_follow_the_formula():
 
 
 def test_readme_example_runs():
-    import contextlib
-    import io
-    import pathlib
-    import re
 
-    text = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = text.split("### Image-to-image GANs: pix2pix, CycleGAN and StyleGAN2's blocks", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, "README image-to-image example", "exec"), names)
+    _, names = run_readme_section("Image-to-image GANs: pix2pix, CycleGAN and StyleGAN2's blocks")
     assert names["l1"] < 0.7 * np.abs(names["blurred"][1000:1300] - names["digits"][1000:1300]).mean()
     assert names["samples"].shape == (4, 16, 16, 1)

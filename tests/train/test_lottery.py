@@ -5,15 +5,11 @@ its accuracy; the README example."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import pathlib
-import re
-
 import numpy as np
 import pytest
 
 import lamina
+from helpers import run_readme_section
 from lamina import functional as F
 from lamina import nn, optim
 from lamina.data import load_digits, train_val_test_split
@@ -173,15 +169,10 @@ def test_a_ticket_at_83_percent_sparsity_keeps_the_accuracy_on_digits():
 
 
 def test_readme_example_runs():
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Compression: low-rank layers, filter pruning and lottery tickets", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        exec(compile(code, str(readme), "exec"), names)
+    printed, names = run_readme_section("Compression: low-rank layers, filter pruning and lottery tickets")
     report, thin, tickets = names["report"], names["thin"], names["tickets"]
     assert report.params_after < report.params_before and report.macs_after < report.macs_before
     assert names["error"] < 1 and len(names["chain"]) == 4
     assert thin["conv2d"].filters == 12 and thin["conv2d_1"].weight.shape == (32, 3, 3, 12)
     assert tickets.sparsities == pytest.approx([0, 0.2, 0.36, 0.488], abs=0.01)
-    assert "48.8%" in printed.getvalue()
+    assert "48.8%" in printed

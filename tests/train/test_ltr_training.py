@@ -1,22 +1,15 @@
 """An MLP scorer trained with each ranking loss on the synthetic task (the README's example):
 every loss ranks far better than random scoring."""
 
-import contextlib
-import io
-import pathlib
 import re
 
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-TITLE = "### Learning to rank: RankNet, LambdaLoss, ListNet, ListMLE, ApproxNDCG, NeuralNDCG"
+from helpers import run_readme_section
+
+TITLE = "Learning to rank: RankNet, LambdaLoss, ListNet, ListMLE, ApproxNDCG, NeuralNDCG"
 
 
 def run_readme_example() -> tuple[str, dict]:
-    section = README.read_text().split(TITLE, 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    out, names = io.StringIO(), {}
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, str(README), "exec"), names)
-    return out.getvalue(), names
+    return run_readme_section(TITLE)
 
 
 def test_every_loss_learns_to_rank_far_above_random():

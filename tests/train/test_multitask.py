@@ -1,17 +1,13 @@
 """Multi-task learning: the shared-trunk model, loss weightings against torch rewrites of their
 formulas, the surgery trainer's gradients, and two-task digits trained by every method."""
 
-import contextlib
-import io
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import lamina
-from helpers import check_gradients, positive
+from helpers import check_gradients, positive, run_readme_section
 from lamina import functional as F
 from lamina import nn
 from lamina.optim import SGD, Adam, mgda
@@ -249,12 +245,7 @@ def test_errors_name_the_problem():
 
 
 def test_readme_example_runs_and_learns():
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = text.split("### Multi-task learning", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, "README multi-task example", "exec"), names)
+    _, names = run_readme_section("Multi-task learning")
     assert (names["out"]["digit"].numpy().argmax(1) == names["targets"]["digit"][1200:]).mean() > 0.8
     assert names["history"][-1]["ink"] < names["history"][0]["ink"]
     assert set(names["uw"].variances()) == {"digit", "ink"}

@@ -1,17 +1,14 @@
 """MoCo v2/v3, BYOL, SimSiam and SwAV trainers: momentum updates and schedules, the queue,
 prototype freezing, multi-crop, the monitors, and learning on scikit-learn's digits."""
 
-import contextlib
 import copy
-import io
 import math
-import pathlib
-import re
 
 import numpy as np
 import pytest
 
 import lamina
+from helpers import run_readme_section
 from lamina import functional as F
 from lamina import nn
 from lamina.data import load_digits
@@ -233,11 +230,6 @@ def test_pretrained_encoder_beats_random_one_without_collapse(method, random_pro
 # ---- README ---------------------------------------------------------------------------------
 
 def test_readme_example_runs():
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("### Momentum encoders and online clustering: MoCo, BYOL, SimSiam, SwAV", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    names: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, str(readme), "exec"), names)
+    _, names = run_readme_section("Momentum encoders and online clustering: MoCo, BYOL, SimSiam, SwAV")
     assert names["history"]["embedding_std"][-1] > 0.03
     assert names["history"]["knn_accuracy"][-1] > 0.68          # a random encoder's: 0.61

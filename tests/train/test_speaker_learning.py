@@ -1,19 +1,16 @@
 """A small x-vector trained on synthetic speakers verifies held-out speakers better than raw
 mean-MFCC cosine scoring; the README's speaker-verification example runs."""
 
-import re
-from pathlib import Path
 
 import numpy as np
 
 import lamina
+from helpers import run_readme_section
 from lamina import functional as F
 from lamina import nn, optim
 from lamina.data.speakers import synthetic_speakers, trial_pairs
 from lamina.models.speaker import XVector
 from lamina.train.speaker_metrics import cosine_scores, eer, min_dcf
-
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def mfcc_frames(waveforms):
@@ -55,13 +52,6 @@ def test_xvector_trained_with_ge2e_beats_mean_mfcc_scoring():
     assert xvector_eer < baseline_eer - 0.1 and xvector_eer < 0.6 * baseline_eer, (baseline_eer, xvector_eer)
 
 
-def _readme_block(title: str) -> str:
-    text = README.read_text()
-    section = text[text.index(f"### {title}"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
 def test_readme_speaker_verification_example_runs():
-    namespace: dict = {}
-    exec(compile(_readme_block("Speaker verification"), "README", "exec"), namespace)
+    _, namespace = run_readme_section("Speaker verification")
     assert 0.0 <= namespace["rate"] <= 0.5

@@ -57,14 +57,18 @@ class FixedPointResult:
         return min(self.residuals) if self.residuals else math.inf
 
 
+def _check_count(value, name: str, who: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{who}: {name} must be an int >= 1, got {value!r}")
+
+
 class _Problem:
     """f as a map on (batch, n) float arrays, with the bookkeeping every solver shares."""
 
     def __init__(self, f: Callable, z0, tol: float, max_iter: int, stop_mode: str, who: str):
         if not callable(f):
             raise TypeError(f"{who}: f must be callable, got {type(f).__name__}")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"{who}: max_iter must be an int >= 1, got {max_iter!r}")
+        _check_count(max_iter, "max_iter", who)
         if not tol >= 0:
             raise ValueError(f"{who}: tol must be >= 0, got {tol!r}")
         if stop_mode not in ("rel", "abs"):
@@ -142,8 +146,7 @@ def anderson_acceleration(f: Callable, z0, m: int = 5, lam: float = 1e-4, beta: 
     ends up dominating once the residuals fall below about sqrt(lam) and the iteration
     slows to a running average of the last m steps (fine for tolerances of 1e-2 to 1e-4)."""
     who = "anderson_acceleration"
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ValueError(f"{who}: m must be an int >= 1, got {m!r}")
+    _check_count(m, "m", who)
     problem = _Problem(f, z0, tol, max_iter, stop_mode, who)
     batch, n = problem.start.shape
     xs = numpy.zeros((batch, m, n), dtype=problem.dtype)
@@ -180,8 +183,7 @@ def broyden(f: Callable, z0, tol: float = 1e-6, max_iter: int = 50, memory: int 
     At most ``max_iter`` evaluations of f."""
     who = "broyden"
     memory = max_iter if memory is None else memory
-    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
-        raise ValueError(f"{who}: memory must be an int >= 1, got {memory!r}")
+    _check_count(memory, "memory", who)
     problem = _Problem(f, z0, tol, max_iter, stop_mode, who)
     batch, n = problem.start.shape
     us = numpy.zeros((batch, n, memory), dtype=problem.dtype)

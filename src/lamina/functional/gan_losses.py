@@ -24,8 +24,9 @@ It is differentiable with respect to D's weights (the input gradient is taken wi
 
 from __future__ import annotations
 
-from lamina.autograd import Tensor, enable_grad, grad
+from lamina.autograd import Tensor, enable_grad
 from lamina.errors import ShapeError
+from lamina.functional.penalties import _squared_input_gradient_norms
 from lamina.functional.smooth_activation import softplus
 
 __all__ = ["GAN_MODES", "gan_loss", "logistic_d_loss", "logistic_g_loss", "r1_penalty"]
@@ -64,13 +65,7 @@ def r1_penalty(discriminator, real) -> Tensor:
     values = real.data if isinstance(real, Tensor) else Tensor(real).data
     if values.ndim < 2:
         raise ShapeError(f"r1_penalty: real must be a batch (m, ...), got shape {tuple(values.shape)}")
-    m = values.shape[0]
     x = Tensor(values, requires_grad=True, dtype=values.dtype)
     with enable_grad():
-        logits = discriminator(x)
-        if not isinstance(logits, Tensor) or logits.shape not in ((m,), (m, 1)):
-            shape = getattr(logits, "shape", type(logits).__name__)
-            raise ShapeError(f"r1_penalty: the discriminator must give one logit per image, (m,) or (m, 1) with "
-                             f"m = {m}; it gave {shape}")
-        (slope,) = grad(logits.sum(), x, create_graph=True)
-        return (slope * slope).reshape(m, -1).sum(axis=1).mean()
+        squared = _squared_input_gradient_norms(discriminator, x, "r1_penalty: the discriminator", "logit per image")
+        return squared.mean()

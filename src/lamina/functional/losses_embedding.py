@@ -25,6 +25,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.activation import relu, softmax
 from lamina.functional.elementwise import sqrt, where
+from lamina.functional.miners import _labels
 from lamina.functional.reduce_more import logsumexp
 from lamina.functional.shape import concat
 from lamina.functional.similarity import normalize
@@ -48,11 +49,7 @@ def _batch(embeddings, labels, fn: str) -> tuple[Tensor, np.ndarray]:
     x = embeddings if isinstance(embeddings, Tensor) else Tensor(embeddings)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ShapeError(f"{fn}: embeddings must have shape (N, D) with N, D >= 1, got shape {x.shape}")
-    y = np.asarray(backend.to_numpy(labels.data if isinstance(labels, Tensor) else labels))
-    if y.shape != (x.shape[0],):
-        raise ShapeError(f"{fn}: labels must have shape ({x.shape[0]},), one per embedding, got shape {y.shape}")
-    if y.dtype.kind not in "iu":
-        raise ValueError(f"{fn}: labels must be integers, got dtype {y.dtype}")
+    y = _labels(labels, x.shape[0], fn)
     return x, y
 
 

@@ -28,16 +28,22 @@ DISTANCES = ("euclidean", "squared_euclidean", "cosine")
 TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
 
 
+def _labels(labels, n: int, fn: str) -> np.ndarray:
+    """``labels`` as a NumPy array of ``n`` integers, one per embedding."""
+    y = np.asarray(backend.to_numpy(labels.data if isinstance(labels, Tensor) else labels))
+    if y.shape != (n,):
+        raise ShapeError(f"{fn}: labels must have shape ({n},), one per embedding, got shape {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: labels must be integers, got dtype {y.dtype}")
+    return y
+
+
 def _values(embeddings, labels, fn: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(backend.to_numpy(embeddings.data if isinstance(embeddings, Tensor) else embeddings),
                    dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ShapeError(f"{fn}: embeddings must have shape (N, D) with N >= 1, got shape {x.shape}")
-    y = np.asarray(backend.to_numpy(labels.data if isinstance(labels, Tensor) else labels))
-    if y.shape != (x.shape[0],):
-        raise ShapeError(f"{fn}: labels must have shape ({x.shape[0]},), one per embedding, got shape {y.shape}")
-    if y.dtype.kind not in "iu":
-        raise ValueError(f"{fn}: labels must be integers, got dtype {y.dtype}")
+    y = _labels(labels, x.shape[0], fn)
     return x, y
 
 

@@ -28,6 +28,21 @@ def _values(x, like_dtype=None):
     return data if like_dtype is None else data.astype(like_dtype, copy=False)
 
 
+def _squared_input_gradient_norms(model, x: Tensor, who: str, output: str) -> Tensor:
+    """||d model(x)_i / d x_i||^2 for each sample i of the batch ``x`` (m, ...) (which must
+    require gradients), on the graph (``create_graph``) so a penalty of it trains the model's
+    weights. ``model`` must give one value per sample, (m,) or (m, 1); ``who`` (e.g. "r1_penalty:
+    the discriminator") and ``output`` (e.g. "logit per image") name it in the error."""
+    m = x.shape[0]
+    with enable_grad():
+        values = model(x)
+        if not isinstance(values, Tensor) or values.shape not in ((m,), (m, 1)):
+            shape = getattr(values, "shape", type(values).__name__)
+            raise ShapeError(f"{who} must give one {output}, (m,) or (m, 1) with m = {m}; it gave {shape}")
+        (slope,) = grad(values.sum(), x, create_graph=True)
+        return (slope * slope).reshape(m, -1).sum(axis=1)
+
+
 def gradient_penalty(critic, real, fake, eps=None, target: float = 1.0) -> Tensor:
     """The WGAN-GP penalty (1/m) sum_i (||dD(x^_i)/dx^_i|| - ``target``)^2 at
     x^ = eps real + (1 - eps) fake, a scalar tensor on the graph of ``critic``'s weights.
@@ -53,11 +68,6 @@ def gradient_penalty(critic, real, fake, eps=None, target: float = 1.0) -> Tenso
     eps = eps.reshape(mix_shape)
     mixed = Tensor(eps * real_values + (1 - eps) * fake_values, requires_grad=True, dtype=real_values.dtype)
     with enable_grad():
-        scores = critic(mixed)
-        if not isinstance(scores, Tensor) or scores.shape not in ((m,), (m, 1)):
-            shape = getattr(scores, "shape", type(scores).__name__)
-            raise ShapeError(f"gradient_penalty: the critic must give one score per sample, (m,) or (m, 1) with "
-                             f"m = {m}; it gave {shape}")
-        (slope,) = grad(scores.sum(), mixed, create_graph=True)
-        norms = ((slope * slope).reshape(m, -1).sum(axis=1) + _TINY).sqrt()
+        squared = _squared_input_gradient_norms(critic, mixed, "gradient_penalty: the critic", "score per sample")
+        norms = (squared + _TINY).sqrt()
         return ((norms - target) ** 2).mean()

@@ -23,7 +23,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, checkpoint, enable_grad, grad, is_grad_enabled, no_grad
 from lamina.errors import ShapeError
-from lamina.models.flows import InvertibleLayer, _hidden_sizes
+from lamina.models.flows import InvertibleLayer, _hidden_sizes, _sample_dtype
 from lamina.nn import Dense, ModuleList
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
@@ -194,12 +194,7 @@ class CNF(InvertibleLayer):
 
     def sample(self, num_samples: int, dtype=None) -> Tensor:
         """``num_samples`` standard normal codes carried back from T to 0 (only z: no trace), off the graph."""
-        positive_int(num_samples, f"{self._label()}.sample: num_samples")
-        if not self.built:
-            raise RuntimeError(f"{self._label()}.sample: the feature count is unknown; build the flow or call it first")
-        if dtype is None:
-            params = self.parameters()
-            dtype = params[0].dtype if params else backend.get_default_dtype()
+        dtype = _sample_dtype(self, num_samples, dtype)
         with no_grad():
             codes = backend.rng().standard_normal((num_samples, self.features)).astype(dtype)
             z = Tensor._wrap(backend.xp.asarray(codes))

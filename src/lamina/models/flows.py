@@ -61,7 +61,39 @@ def _hidden_sizes(hidden, who: str) -> tuple[int, ...]:
     return tuple(positive_int(n, f"{who}: hidden") for n in sizes)
 
 
-class InvertibleLayer(Module):
+def _sample_dtype(flow: Module, num_samples: int, dtype):
+    """The checks of a flow's ``sample`` (``num_samples`` positive, the flow built) and the dtype
+    to draw in: ``dtype``, else the parameters' (the default dtype without parameters)."""
+    positive_int(num_samples, f"{flow._label()}.sample: num_samples")
+    if not flow.built:
+        raise RuntimeError(f"{flow._label()}.sample: the feature count is unknown; build the flow or call it first")
+    if dtype is None:
+        params = flow.parameters()
+        dtype = params[0].dtype if params else backend.get_default_dtype()
+    return dtype
+
+
+class _CheckedFlowLayer(Module):
+    """``forward(x)`` -> (y, log|det dy/dx|) and ``inverse(y)`` -> (x, log|det dx/dy|) on the
+    tensor :meth:`_checked` validates; subclasses implement the three."""
+
+    def _checked(self, x, method: str) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x) -> tuple[Tensor, Tensor]:
+        return self._forward(self._checked(x, "forward"))
+
+    def inverse(self, y) -> tuple[Tensor, Tensor]:
+        return self._inverse(self._checked(y, "inverse"))
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class InvertibleLayer(_CheckedFlowLayer):
     """The base of the flow layers: inputs of shape (batch, features), ``forward(x)`` ->
     (y, log|det dy/dx|) and ``inverse(y)`` -> (x, log|det dx/dy|), each log-determinant one
     value per sample. Subclasses implement :meth:`_forward` and :meth:`_inverse` on checked
@@ -86,18 +118,6 @@ class InvertibleLayer(Module):
             raise ShapeError(f"{self._label()}.{method}: got an input of {describe(x)}; expected "
                              f"(batch, {self.features})")
         return x
-
-    def forward(self, x) -> tuple[Tensor, Tensor]:
-        return self._forward(self._checked(x, "forward"))
-
-    def inverse(self, y) -> tuple[Tensor, Tensor]:
-        return self._inverse(self._checked(y, "inverse"))
-
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
-    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -414,12 +434,7 @@ class NormalizingFlow(Module):
     def sample(self, num_samples: int, dtype=None) -> Tensor:
         """``num_samples`` draws: base samples through the inverse pass, off the graph (in
         ``dtype``, by default the parameters')."""
-        positive_int(num_samples, f"{self._label()}.sample: num_samples")
-        if not self.built:
-            raise RuntimeError(f"{self._label()}.sample: the feature count is unknown; build the flow or call it first")
-        if dtype is None:
-            params = self.parameters()
-            dtype = params[0].dtype if params else backend.get_default_dtype()
+        dtype = _sample_dtype(self, num_samples, dtype)
         with no_grad():
             z = as_tensor(self.base(dtype).sample((num_samples,)))
             return self.inverse(z)[0]

@@ -25,6 +25,7 @@ from lamina import backend, linalg
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
+from lamina.models.flows import _CheckedFlowLayer
 from lamina.nn import Conv2D, ModuleList, Sequential
 from lamina.nn.layer import describe, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
@@ -68,7 +69,7 @@ def dequantize(images, n_bits: int = 8, input_bits: int = 8, rng=None) -> np.nda
     return (k + rng.random(k.shape)) / 2 ** n_bits - 0.5
 
 
-class ImageFlowLayer(Module):
+class ImageFlowLayer(_CheckedFlowLayer):
     """The base of the image flow layers: NHWC inputs, ``forward``/``inverse`` returning the
     output and the log-determinant per image. Subclasses implement ``_forward``/``_inverse``."""
 
@@ -91,12 +92,6 @@ class ImageFlowLayer(Module):
             raise ShapeError(f"{self._label()}.{method}: got an input of {describe(x)}; expected (batch, height, "
                              f"width, {self.image_shape[-1]})")
         return x
-
-    def forward(self, x) -> tuple[Tensor, Tensor]:
-        return self._forward(self._checked(x, "forward"))
-
-    def inverse(self, y) -> tuple[Tensor, Tensor]:
-        return self._inverse(self._checked(y, "inverse"))
 
 
 @register_layer

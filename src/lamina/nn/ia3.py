@@ -25,7 +25,7 @@ from lamina.nn.activation import activate_fresh
 from lamina.nn.dense import Dense
 from lamina.nn.module import Module
 from lamina.nn.multi_head_attention import IA3_SCALES, MultiHeadAttention
-from lamina.nn.peft_targets import ADAPTED_LAYERS, chosen_layers, selector, swap
+from lamina.nn.peft_targets import ADAPTED_LAYERS, chosen_built_layers, selector, swap
 
 __all__ = ["IA3Dense", "IA3Scale", "apply_ia3"]
 
@@ -127,11 +127,7 @@ def apply_ia3(model: Module, target=(Dense, MultiHeadAttention), feedforward=(),
     if not parts or any(p not in _PARTS for p in parts):
         raise ValueError(f"apply_ia3: attention_parts must name some of 'q', 'k', 'v', got {attention_parts!r}")
     on_input = selector(feedforward) if feedforward else (lambda path, module: False)
-    found = chosen_layers(model, target, (Dense, MultiHeadAttention), "apply_ia3")
-    for path, module in found:
-        if not module.built:
-            raise ValueError(f"apply_ia3: {module._label()} ({path or 'the model'}) has no weights yet; call the "
-                             "model on an input first")
+    found = chosen_built_layers(model, target, (Dense, MultiHeadAttention), "apply_ia3")
     model.freeze()
     result = model
     for path, module in found:

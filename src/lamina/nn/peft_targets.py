@@ -84,13 +84,19 @@ def swap(model: Module, path: str, new: Module, who: str) -> Module:
     return model
 
 
+def chosen_built_layers(model: Module, target, kinds: tuple[type, ...], who: str) -> list[tuple[str, Module]]:
+    """:func:`chosen_layers`, each of which must already have its weights (else ValueError)."""
+    found = chosen_layers(model, target, kinds, who)
+    for path, module in found:
+        if not module.built:
+            raise ValueError(f"{who}: {module._label()} ({path or 'the model'}) has no weights yet; call the model "
+                             "on an input first")
+    return found
+
+
 def replace_dense(model: Module, target, make: Callable[[Dense], Module], who: str) -> Module:
     """Freeze ``model`` and replace each Dense layer ``target`` chooses by ``make(dense)``."""
-    found = chosen_layers(model, target, (Dense,), who)
-    for path, dense in found:
-        if not dense.built:
-            raise ValueError(f"{who}: {dense._label()} ({path or 'the model'}) has no weights yet; call the model "
-                             "on an input first")
+    found = chosen_built_layers(model, target, (Dense,), who)
     model.freeze()
     result = model
     for path, dense in found:

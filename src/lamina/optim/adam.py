@@ -73,15 +73,10 @@ class Adam(BetasOptimizer):
 
     def _validate(self, hp: dict) -> None:
         super()._validate(hp)
-        if not isinstance(hp["amsgrad"], bool):
-            raise ValueError(f"{self._name}: invalid amsgrad {hp['amsgrad']!r} (must be True or False)")
+        _check_amsgrad(self, hp)
 
     def _init_state(self, p: Tensor, group: dict) -> dict[str, Any]:
-        xp = backend.xp
-        state = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
-        if group["amsgrad"]:
-            state["max_exp_avg_sq"] = xp.zeros_like(p.data)
-        return state
+        return _adam_state(p, group)
 
     def _update(self, p: Tensor, grad, state: dict[str, Any], group: dict) -> None:
         xp = backend.xp
@@ -144,3 +139,17 @@ def _check_betas_eps(opt: Optimizer, hp: dict) -> None:
     opt._check_number("beta1", betas[0], low=0.0, high=1.0, high_open=True)
     opt._check_number("beta2", betas[1], low=0.0, high=1.0, high_open=True)
     opt._check_number("eps", hp["eps"], low=0.0)
+
+
+def _check_amsgrad(opt: Optimizer, hp: dict) -> None:
+    if not isinstance(hp["amsgrad"], bool):
+        raise ValueError(f"{opt._name}: invalid amsgrad {hp['amsgrad']!r} (must be True or False)")
+
+
+def _adam_state(p: Tensor, group: dict) -> dict[str, Any]:
+    """Adam's first state: step 0, zero moments like ``p`` (and their running maximum with amsgrad)."""
+    xp = backend.xp
+    state = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
+    if group["amsgrad"]:
+        state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+    return state

@@ -33,8 +33,9 @@ from typing import Any
 from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.manifolds import Euclidean
-from lamina.optim.adam import _check_betas_eps, _pair
+from lamina.optim.adam import _adam_state, _check_amsgrad, _check_betas_eps, _pair
 from lamina.optim.optimizer import Optimizer, ParamsLike
+from lamina.optim.sgd import _check_momentum
 
 __all__ = ["RiemannianAdam", "RiemannianSGD"]
 
@@ -99,13 +100,7 @@ class RiemannianSGD(_RiemannianOptimizer):
 
     def _validate(self, hp: dict) -> None:
         super()._validate(hp)
-        self._check_number("momentum", hp["momentum"], low=0.0)
-        self._check_number("dampening", hp["dampening"], low=0.0, high=1.0)
-        if not isinstance(hp["nesterov"], bool):
-            raise ValueError(f"{self._name}: invalid nesterov {hp['nesterov']!r} (must be True or False)")
-        if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
-            raise ValueError(f"{self._name}: nesterov=True needs momentum > 0 and dampening == 0, got "
-                             f"momentum={hp['momentum']!r}, dampening={hp['dampening']!r}")
+        _check_momentum(self, hp)
 
     def _init_state(self, p: Tensor, group: dict) -> dict[str, Any]:
         return {"step": 0}
@@ -145,15 +140,10 @@ class RiemannianAdam(_RiemannianOptimizer):
     def _validate(self, hp: dict) -> None:
         super()._validate(hp)
         _check_betas_eps(self, hp)
-        if not isinstance(hp["amsgrad"], bool):
-            raise ValueError(f"{self._name}: invalid amsgrad {hp['amsgrad']!r} (must be True or False)")
+        _check_amsgrad(self, hp)
 
     def _init_state(self, p: Tensor, group: dict) -> dict[str, Any]:
-        xp = backend.xp
-        state = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
-        if group["amsgrad"]:
-            state["max_exp_avg_sq"] = xp.zeros_like(p.data)
-        return state
+        return _adam_state(p, group)
 
     def _update(self, p: Tensor, grad, state: dict[str, Any], group: dict) -> None:
         xp = backend.xp

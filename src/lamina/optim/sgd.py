@@ -46,15 +46,7 @@ class SGD(Optimizer):
 
     def _validate(self, hp: dict) -> None:
         super()._validate(hp)
-        self._check_number("momentum", hp["momentum"], low=0.0)
-        self._check_number("dampening", hp["dampening"], low=0.0, high=1.0)
-        if not isinstance(hp["nesterov"], bool):
-            raise ValueError(f"{self._name}: invalid nesterov {hp['nesterov']!r} (must be True or False)")
-        if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
-            raise ValueError(
-                f"{self._name}: nesterov=True needs momentum > 0 and dampening == 0, got "
-                f"momentum={hp['momentum']!r}, dampening={hp['dampening']!r}"
-            )
+        _check_momentum(self, hp)
 
     def _update(self, p: Tensor, grad, state: dict[str, Any], group: dict) -> None:
         momentum = group["momentum"]
@@ -76,3 +68,15 @@ class SGD(Optimizer):
             else:
                 d = buf
         axpy(-group["lr"], d, p.data)
+
+
+def _check_momentum(opt: Optimizer, hp: dict) -> None:
+    """SGD's checks: ``momentum`` >= 0, ``dampening`` in [0, 1], ``nesterov`` a bool that needs
+    momentum > 0 and no dampening."""
+    opt._check_number("momentum", hp["momentum"], low=0.0)
+    opt._check_number("dampening", hp["dampening"], low=0.0, high=1.0)
+    if not isinstance(hp["nesterov"], bool):
+        raise ValueError(f"{opt._name}: invalid nesterov {hp['nesterov']!r} (must be True or False)")
+    if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
+        raise ValueError(f"{opt._name}: nesterov=True needs momentum > 0 and dampening == 0, got "
+                         f"momentum={hp['momentum']!r}, dampening={hp['dampening']!r}")

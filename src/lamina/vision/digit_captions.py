@@ -23,6 +23,20 @@ def digit_caption_vocabulary() -> Vocabulary:
     return Vocabulary(DIGIT_WORDS + ("a", "left", "of"), level="word", bos="<s>", eos="</s>")
 
 
+def _enlarged_digit_glyphs(digits: tuple[np.ndarray, np.ndarray] | None, scale: int, who: str,
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(glyphs (M, 8 scale, 8 scale) in [0, 1], labels (M,)) from ``digits`` (images (M, 8, 8) or
+    (M, 8, 8, 1) with values 0-255, labels (M,); scikit-learn's 1797 when None), each glyph
+    enlarged ``scale`` times by pixel replication; ``who`` names the caller in errors."""
+    images, labels = load_digits(size=8) if digits is None else digits
+    images = np.asarray(images, dtype=np.float32).reshape(len(images), 8, 8) / 255.0
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(images) or not len(images):
+        raise ValueError(f"{who}: digits must be non-empty (images, labels) of one length, got {len(images)} "
+                         f"images and {len(labels)} labels")
+    return images.repeat(scale, axis=1).repeat(scale, axis=2), labels
+
+
 def digit_captions(count: int, digits_per_image: int = 3, digits: tuple[np.ndarray, np.ndarray] | None = None,
                    style: str = "names", scale: int = 1, noise: float = 0.0, seed: int = 0,
                    ) -> tuple[np.ndarray, list[str]]:
@@ -41,13 +55,7 @@ def digit_captions(count: int, digits_per_image: int = 3, digits: tuple[np.ndarr
     if count < 0 or digits_per_image < 1 or scale < 1 or noise < 0:
         raise ValueError(f"{who}: need count >= 0, digits_per_image >= 1, scale >= 1 and noise >= 0; got "
                          f"count={count}, digits_per_image={digits_per_image}, scale={scale}, noise={noise}")
-    images, labels = load_digits(size=8) if digits is None else digits
-    images = np.asarray(images, dtype=np.float32).reshape(len(images), 8, 8) / 255.0
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != len(images) or not len(images):
-        raise ValueError(f"{who}: digits must be non-empty (images, labels) of one length, got {len(images)} "
-                         f"images and {len(labels)} labels")
-    glyphs = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    glyphs, labels = _enlarged_digit_glyphs(digits, scale, who)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(glyphs), (count, digits_per_image))
     out = np.concatenate([glyphs[picks[:, k]] for k in range(digits_per_image)], axis=2)[..., None]

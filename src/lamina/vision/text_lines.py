@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lamina.data import load_digits
+from lamina.vision.digit_captions import _enlarged_digit_glyphs
 
 __all__ = ["TextLineDataset", "collate_text_lines", "synthetic_text_lines"]
 
@@ -45,13 +45,7 @@ def synthetic_text_lines(count: int, digits: tuple[np.ndarray, np.ndarray] | Non
     if count < 0 or scale < 1 or height < 8 * scale or noise < 0:
         raise ValueError(f"{who}: need count >= 0, scale >= 1, height >= 8 * scale and noise >= 0; got "
                          f"count={count}, scale={scale}, height={height}, noise={noise}")
-    images, labels = load_digits(size=8) if digits is None else digits
-    images = np.asarray(images, dtype=np.float32).reshape(len(images), 8, 8) / 255.0
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != len(images) or not len(images):
-        raise ValueError(f"{who}: digits must be non-empty (images, labels) of one length, got {len(images)} "
-                         f"images and {len(labels)} labels")
-    glyphs = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    glyphs, labels = _enlarged_digit_glyphs(digits, scale, who)
     size = 8 * scale
     rng = np.random.default_rng(seed)
     lines, texts = [], []

@@ -1,13 +1,12 @@
 """GPTQ, AWQ and SmoothQuant on whole language models (a tiny Llama trained briefly, a tiny GPT-2)."""
 
 import copy
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import lamina
+from helpers import run_readme_section
 from lamina import functional as F
 from lamina import models, optim
 from lamina.nn import Dense
@@ -196,7 +195,4 @@ def test_model_level_errors(llama):
 
 
 def test_readme_example_runs():
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    section = readme.split("### Post-training quantization of language models", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    exec(compile(code, "README.md", "exec"), {})
+    run_readme_section("Post-training quantization of language models")

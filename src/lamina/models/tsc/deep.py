@@ -130,26 +130,9 @@ class _GapClassifier(Block):
         return maps[np.arange(len(a)), :, classes]
 
 
-@register_layer
-class FCN(_GapClassifier):
-    """Wang et al.'s fully convolutional network: ``filters`` (128, 256, 128) convolutions of
-    ``kernel_sizes`` (8, 5, 3) taps, each :class:`ConvBlock1D`, global average pooling, Dense
-    to ``num_classes`` logits. Sub-layers ``block0`` .. ``block2``, ``pool``, ``head``."""
-
-    default_name = "fcn"
-
-    def __init__(self, num_classes: int, in_channels: int = 1, filters=(128, 256, 128), kernel_sizes=(8, 5, 3),
-                 name: str | None = None):
-        super().__init__(name=name)
-        self.in_channels = positive_int(in_channels, "FCN: in_channels")
-        self.filters = tuple(positive_int(f, "FCN: filters") for f in filters)
-        self.kernel_sizes = tuple(positive_int(k, "FCN: kernel_sizes") for k in kernel_sizes)
-        if len(self.filters) != len(self.kernel_sizes) or not self.filters:
-            raise ValueError(f"FCN: filters {filters} and kernel_sizes {kernel_sizes} must be non-empty and of "
-                             "equal length")
-        for i, (f, k) in enumerate(zip(self.filters, self.kernel_sizes)):
-            setattr(self, f"block{i}", ConvBlock1D(f, k, name=f"block{i}"))
-        self._make_head(num_classes)
+class _StackedGapClassifier(_GapClassifier):
+    """A :class:`_GapClassifier` whose features are sub-layers ``block0`` .. (one per entry of
+    ``filters``) applied in turn."""
 
     def _blocks(self):
         return [self._modules[f"block{i}"] for i in range(len(self.filters))]
@@ -169,6 +152,28 @@ class FCN(_GapClassifier):
     def get_config(self) -> dict:
         return {"num_classes": self.num_classes, "in_channels": self.in_channels, "filters": self.filters,
                 "kernel_sizes": self.kernel_sizes, "name": self.name}
+
+
+@register_layer
+class FCN(_StackedGapClassifier):
+    """Wang et al.'s fully convolutional network: ``filters`` (128, 256, 128) convolutions of
+    ``kernel_sizes`` (8, 5, 3) taps, each :class:`ConvBlock1D`, global average pooling, Dense
+    to ``num_classes`` logits. Sub-layers ``block0`` .. ``block2``, ``pool``, ``head``."""
+
+    default_name = "fcn"
+
+    def __init__(self, num_classes: int, in_channels: int = 1, filters=(128, 256, 128), kernel_sizes=(8, 5, 3),
+                 name: str | None = None):
+        super().__init__(name=name)
+        self.in_channels = positive_int(in_channels, "FCN: in_channels")
+        self.filters = tuple(positive_int(f, "FCN: filters") for f in filters)
+        self.kernel_sizes = tuple(positive_int(k, "FCN: kernel_sizes") for k in kernel_sizes)
+        if len(self.filters) != len(self.kernel_sizes) or not self.filters:
+            raise ValueError(f"FCN: filters {filters} and kernel_sizes {kernel_sizes} must be non-empty and of "
+                             "equal length")
+        for i, (f, k) in enumerate(zip(self.filters, self.kernel_sizes)):
+            setattr(self, f"block{i}", ConvBlock1D(f, k, name=f"block{i}"))
+        self._make_head(num_classes)
 
 
 @register_layer
@@ -219,7 +224,7 @@ class ResNetBlock1D(Block):
 
 
 @register_layer
-class ResNet1D(_GapClassifier):
+class ResNet1D(_StackedGapClassifier):
     """Wang et al.'s ResNet for time-series classification: :class:`ResNetBlock1D` blocks of
     ``filters`` (64, 128, 128), global average pooling, Dense. Sub-layers ``block0`` ..,
     ``pool``, ``head``."""
@@ -239,25 +244,6 @@ class ResNet1D(_GapClassifier):
             setattr(self, f"block{i}", ResNetBlock1D(c_in, f, self.kernel_sizes, name=f"block{i}"))
             c_in = f
         self._make_head(num_classes)
-
-    def _blocks(self):
-        return [self._modules[f"block{i}"] for i in range(len(self.filters))]
-
-    def _trace_features(self, shape, step):
-        for block in self._blocks():
-            shape = step(block, shape)
-        return shape
-
-    def features(self, x) -> Tensor:
-        x = as_tensor(x)
-        _check_series(self, x, self.in_channels)
-        for block in self._blocks():
-            x = block(x)
-        return x
-
-    def get_config(self) -> dict:
-        return {"num_classes": self.num_classes, "in_channels": self.in_channels, "filters": self.filters,
-                "kernel_sizes": self.kernel_sizes, "name": self.name}
 
 
 @register_layer

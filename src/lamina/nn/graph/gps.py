@@ -44,6 +44,32 @@ def add_attention_parameters(layer: Module, channels: int) -> None:
         layer.add_parameter(f"{part}_bias", initializers.zeros((channels,), dtype=dtype))
 
 
+def _build_attention(layer: Module, input_shape) -> None:
+    """Check that the nodes of ``input_shape`` are ``layer.channels`` wide and add the attention
+    parameters for them."""
+    c = node_shape(layer, input_shape)[1]
+    if c != layer.channels:
+        raise ValueError(f"{layer._label()}: node features of width {c}; expected channels = {layer.channels}")
+    add_attention_parameters(layer, c)
+
+
+def _graph_batch_inputs(layer: Module, x, edge_index, batch) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    """x (N, layer.channels) and edge_index checked as :func:`graph_inputs` does, and ``batch``
+    as one graph id per node (every node in graph 0 when None)."""
+    x, edge_index, _ = graph_inputs(layer, x, edge_index, None, layer.channels)
+    n = x.shape[0]
+    batch = np.zeros(n, dtype=np.int64) if batch is None else np.asarray(getattr(batch, "data", batch))
+    if batch.shape != (n,):
+        raise ValueError(f"{layer._label()}: batch must give one graph id per node, shape ({n},), got "
+                         f"{batch.shape}")
+    return x, edge_index, batch
+
+
+def _same_graph_bias(batch: np.ndarray, dtype) -> Tensor:
+    """(N, N) score bias: 0 between nodes of one graph, ``BLOCKED`` across graphs."""
+    return Tensor(np.where(batch[:, None] == batch[None, :], 0.0, BLOCKED).astype(dtype), dtype=dtype)
+
+
 def graph_attention(layer: Module, x: Tensor, heads: int, bias: Tensor) -> Tensor:
     """softmax(Q K^T / sqrt(d) + bias) V per head over the rows of x (N, C), heads of
     d = C / heads features, concatenated and projected; ``bias`` (N, N) or (heads, N, N)."""
@@ -79,24 +105,15 @@ class GPSLayer(Module):
         self.norm_local, self.norm_attention, self.norm_out = LayerNorm(), LayerNorm(), LayerNorm()
 
     def build(self, input_shape) -> None:
-        c = node_shape(self, input_shape)[1]
-        if c != self.channels:
-            raise ValueError(f"{self._label()}: node features of width {c}; expected channels = {self.channels}")
-        add_attention_parameters(self, c)
+        _build_attention(self, input_shape)
         self.built = True
 
     def attention(self, x: Tensor, batch: np.ndarray) -> Tensor:
         """Multi-head self-attention of x (N, C) restricted to pairs of nodes in one graph."""
-        blocked = np.where(batch[:, None] == batch[None, :], 0.0, BLOCKED).astype(x.dtype)
-        return graph_attention(self, x, self.heads, Tensor(blocked, dtype=x.dtype))
+        return graph_attention(self, x, self.heads, _same_graph_bias(batch, x.dtype))
 
     def forward(self, x, edge_index, batch=None) -> Tensor:
-        x, edge_index, _ = graph_inputs(self, x, edge_index, None, self.channels)
-        n = x.shape[0]
-        batch = np.zeros(n, dtype=np.int64) if batch is None else np.asarray(getattr(batch, "data", batch))
-        if batch.shape != (n,):
-            raise ValueError(f"{self._label()}: batch must give one graph id per node, shape ({n},), got "
-                             f"{batch.shape}")
+        x, edge_index, batch = _graph_batch_inputs(self, x, edge_index, batch)
         h = self.norm_attention(self.attention(x, batch) + x)
         if self.local is not None:
             h = h + self.norm_local(self.local(x, edge_index) + x)

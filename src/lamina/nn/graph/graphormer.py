@@ -24,7 +24,7 @@ from lamina.data.graphs import degree
 from lamina.nn import init as initializers
 from lamina.nn.dense import Dense
 from lamina.nn.graph._inputs import graph_inputs, node_shape
-from lamina.nn.graph.gps import BLOCKED, add_attention_parameters, graph_attention
+from lamina.nn.graph.gps import _build_attention, _graph_batch_inputs, _same_graph_bias, graph_attention
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 from lamina.nn.sample_norm import LayerNorm
@@ -72,10 +72,7 @@ class GraphormerLayer(Module):
         self.ffn = Sequential(Dense(ffn_ratio * self.channels, activation="relu"), Dense(self.channels))
 
     def build(self, input_shape) -> None:
-        c = node_shape(self, input_shape)[1]
-        if c != self.channels:
-            raise ValueError(f"{self._label()}: node features of width {c}; expected channels = {self.channels}")
-        add_attention_parameters(self, c)
+        _build_attention(self, input_shape)
         self.add_parameter("spatial_bias", initializers.zeros((self.max_distance + 2, self.heads),
                                                               dtype=backend.get_default_dtype()))
         self.built = True
@@ -86,16 +83,11 @@ class GraphormerLayer(Module):
         return np.where(distance < 0, self.max_distance + 1, np.minimum(distance, self.max_distance))
 
     def forward(self, x, edge_index, batch=None) -> Tensor:
-        x, edge_index, _ = graph_inputs(self, x, edge_index, None, self.channels)
+        x, edge_index, batch = _graph_batch_inputs(self, x, edge_index, batch)
         n = x.shape[0]
-        batch = np.zeros(n, dtype=np.int64) if batch is None else np.asarray(getattr(batch, "data", batch))
-        if batch.shape != (n,):
-            raise ValueError(f"{self._label()}: batch must give one graph id per node, shape ({n},), got "
-                             f"{batch.shape}")
         spatial = F.reshape(F.take_rows(self.spatial_bias, self.distance_index(edge_index, batch).reshape(-1)),
                             (n, n, self.heads))
-        blocked = np.where(batch[:, None] == batch[None, :], 0.0, BLOCKED).astype(x.dtype)
-        bias = F.transpose(spatial, 2, 0, 1) + Tensor(blocked, dtype=x.dtype)
+        bias = F.transpose(spatial, 2, 0, 1) + _same_graph_bias(batch, x.dtype)
         h = x + graph_attention(self, self.norm_attention(x), self.heads, bias)
         return h + self.ffn(self.norm_ffn(h))
 
