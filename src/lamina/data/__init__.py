@@ -10,6 +10,7 @@ generators seeded explicitly or from :func:`lamina.backend.rng`, so
 """
 
 from lamina.data import detection_boxes, detection_transforms, transforms
+from lamina.data.causal import CausalData, check_treatment, confounded_data, ihdp_like
 from lamina.data.class_sampler import MPerClassSampler
 from lamina.data.collate import default_collate
 from lamina.data.continual import permuted_tasks, rotated_tasks, split_tasks
@@ -226,3 +227,4 @@ __all__ += ["ClusterLoader", "GraphSAINTEdgeSampler", "GraphSAINTNodeSampler", "
 __all__ += ["damped_oscillator_trajectory", "lorenz_trajectory", "slow_manifold_trajectory", "traveling_wave_field",
             "van_der_pol_trajectory"]  # trajectories of dynamical systems (dynamics)
 __all__ += ["inject_label_noise", "noise_transition_matrix"]  # synthetic label noise (label_noise)
+__all__ += ["CausalData", "check_treatment", "confounded_data", "ihdp_like"]  # causal benchmarks (causal)

@@ -210,6 +210,7 @@ from lamina.models.bert import (
 from lamina.models.bilstm_crf import BiLSTMCRF
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.capsnet import CapsNet, CapsNetOutput, capsnet_digits, capsnet_mnist
+from lamina.models.causal import CFRNet, DragonNet, TARNet, representation_ipm, treatment_weights
 from lamina.models.classic import lenet5, logistic_regression, mlp
 from lamina.models.clip import (
     CLIP,
@@ -1054,3 +1055,4 @@ __all__ += ["ConcatLibrary", "CustomLibrary", "DMD", "FeatureLibrary", "FourierL
             "KoopmanAutoencoder", "KoopmanLoss", "PolynomialLibrary", "SINDy", "SR3", "STLSQ", "TensoredLibrary",
             "finite_difference", "optimal_svht_coefficient", "savgol_derivative",
             "svd_rank"]  # data-driven dynamics (sindy, sindy_library, dmd, koopman)
+__all__ += ["CFRNet", "DragonNet", "TARNet", "representation_ipm", "treatment_weights"]  # treatment effects (causal)

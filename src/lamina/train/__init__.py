@@ -40,6 +40,24 @@ from lamina.train.callbacks import (
     TerminateOnNaN,
     main_process_only,
 )
+from lamina.train.causal import (
+    DRLearner,
+    LinearRegressor,
+    MLPRegressor,
+    PropensityModel,
+    SLearner,
+    TLearner,
+    XLearner,
+    auuc_score,
+    average_treatment_effect,
+    average_treatment_effect_on_treated,
+    cumulative_gain_curve,
+    fit_causal_net,
+    pehe,
+    policy_risk,
+    qini_coefficient,
+    qini_curve,
+)
 from lamina.train.conformal import (
     ConformalClassifier,
     ConformalRegressor,
@@ -283,3 +301,7 @@ __all__ += ["EBMTrainer", "JEMTrainer", "PersistentSampler", "ReplayBuffer", "je
 __all__ += ["CoTeaching", "CoTeachingPlus", "LabelModel", "confident_joint", "cross_val_predict_proba",
             "estimate_noise_rate", "find_label_issues", "label_quality_scores", "lf_summary",
             "majority_vote"]  # noisy labels (noisy_labels), weak supervision (label_model)
+__all__ += ["DRLearner", "LinearRegressor", "MLPRegressor", "PropensityModel", "SLearner", "TLearner", "XLearner",
+            "auuc_score", "average_treatment_effect", "average_treatment_effect_on_treated", "cumulative_gain_curve",
+            "fit_causal_net", "pehe", "policy_risk", "qini_coefficient",
+            "qini_curve"]  # treatment effects: meta-learners, uplift metrics (causal)
