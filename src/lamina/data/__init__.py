@@ -148,6 +148,7 @@ from lamina.data.speakers import (
     trial_pairs,
 )
 from lamina.data.split import train_val_test_split
+from lamina.data.spurious import colored_digits, corrupt_images
 from lamina.data.subsets import ConcatDataset, Subset, random_split
 from lamina.data.timeseries import TimeSeriesDataset, ar_process, seasonal_series, sliding_windows
 from lamina.data.tsc_synthetic import CBF_CLASSES, WAVEFORM_CLASSES, cylinder_bell_funnel, synthetic_waveforms
@@ -228,3 +229,4 @@ __all__ += ["damped_oscillator_trajectory", "lorenz_trajectory", "slow_manifold_
             "van_der_pol_trajectory"]  # trajectories of dynamical systems (dynamics)
 __all__ += ["inject_label_noise", "noise_transition_matrix"]  # synthetic label noise (label_noise)
 __all__ += ["CausalData", "check_treatment", "confounded_data", "ihdp_like"]  # causal benchmarks (causal)
+__all__ += ["colored_digits", "corrupt_images"]  # distribution-shift benchmarks (spurious)

@@ -131,6 +131,7 @@ from lamina.functional.indexing_parity import (
     unique,
 )
 from lamina.functional.interpolate import interpolate
+from lamina.functional.invariance_penalties import irm_penalty, vrex_penalty
 from lamina.functional.keypoints import keypoint_mse_loss, soft_argmax_2d
 from lamina.functional.linalg_structure import diag_embed, diagonal, trace, tril, triu
 from lamina.functional.linear_attention import (
@@ -699,3 +700,4 @@ __all__ += ["contrastive_divergence_loss", "denoising_score_matching_loss", "nce
 __all__ += ["backward_corrected_loss", "bootstrap_loss", "estimate_transition_matrix", "forward_corrected_loss",
             "generalized_cross_entropy", "symmetric_cross_entropy",
             "taylor_cross_entropy"]  # noisy-label losses (losses_noisy)
+__all__ += ["irm_penalty", "vrex_penalty"]  # environment invariance (invariance_penalties)

@@ -106,6 +106,7 @@ from lamina.train.forecast_metrics import (
 )
 from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
 from lamina.train.gradcache import cached_mnrl_backward
+from lamina.train.group_robust import GroupDRO, group_accuracies, jtt_weights
 from lamina.train.history import History
 from lamina.train.hyperband import ASHA, asha_search, hyperband, hyperband_schedule, successive_halving
 from lamina.train.image_translation import CycleGANTrainer, ImagePool, Pix2PixTrainer, linear_decay_factor
@@ -217,6 +218,14 @@ from lamina.train.task_weighting import (
     UncertaintyWeighting,
 )
 from lamina.train.tensorboard import SummaryWriter, TensorBoard
+from lamina.train.test_time_adaptation import (
+    Tent,
+    adapt_batchnorm,
+    batchnorm_layers,
+    marginal_entropy,
+    memo_predict,
+    prediction_entropy,
+)
 from lamina.train.threshold_metrics import (
     PrecisionAtRecall,
     RecallAtPrecision,
@@ -305,3 +314,6 @@ __all__ += ["DRLearner", "LinearRegressor", "MLPRegressor", "PropensityModel", "
             "auuc_score", "average_treatment_effect", "average_treatment_effect_on_treated", "cumulative_gain_curve",
             "fit_causal_net", "pehe", "policy_risk", "qini_coefficient",
             "qini_curve"]  # treatment effects: meta-learners, uplift metrics (causal)
+__all__ += ["GroupDRO", "Tent", "adapt_batchnorm", "batchnorm_layers", "group_accuracies", "jtt_weights",
+            "marginal_entropy", "memo_predict",
+            "prediction_entropy"]  # distribution shift (group_robust, test_time_adaptation)
