@@ -229,6 +229,13 @@ from lamina.models.clip_openai import load_openai_clip_state_dict
 from lamina.models.clip_processing import CLIPImageProcessor, zero_shot_classify
 from lamina.models.clip_resnet import AttentionPool2d, CLIPBottleneck, ModifiedResNet, ResNetCLIP, clip_resnet
 from lamina.models.cnf import CNF, CNFDynamics, CNFResult
+from lamina.models.concept_bottleneck import (
+    DIGIT_CONCEPTS,
+    ConceptBottleneck,
+    digit_concepts,
+    fit_concept_bottleneck,
+    intervention_accuracy,
+)
 from lamina.models.conformer import Conformer, ConformerConvolution, ConformerFeedForward, ConformerLayer
 from lamina.models.convmixer import (
     CONVMIXER_CONFIGS,
@@ -410,6 +417,7 @@ from lamina.models.inception import (
     InceptionV3Aux,
     inception_v3,
 )
+from lamina.models.interpretable import NAM, MonotonicDense, MonotonicNetwork
 from lamina.models.kan import KAN
 from lamina.models.keypoint_rcnn import (
     KeypointRCNN,
@@ -570,6 +578,14 @@ from lamina.models.pose import (
     simple_baseline_resnet,
 )
 from lamina.models.projection import projection_head
+from lamina.models.protopnet import (
+    ProtoPNet,
+    PrototypeMatch,
+    prototype_cluster_cost,
+    prototype_distances,
+    prototype_separation_cost,
+    prototype_similarity,
+)
 from lamina.models.qwen2 import QWEN2_CONFIGS, Qwen2, load_hf_qwen2_state_dict, qwen2, qwen2_parameter_count
 from lamina.models.raft import (
     RAFT,
@@ -1056,3 +1072,7 @@ __all__ += ["ConcatLibrary", "CustomLibrary", "DMD", "FeatureLibrary", "FourierL
             "finite_difference", "optimal_svht_coefficient", "savgol_derivative",
             "svd_rank"]  # data-driven dynamics (sindy, sindy_library, dmd, koopman)
 __all__ += ["CFRNet", "DragonNet", "TARNet", "representation_ipm", "treatment_weights"]  # treatment effects (causal)
+__all__ += ["DIGIT_CONCEPTS", "NAM", "ConceptBottleneck", "MonotonicDense", "MonotonicNetwork", "ProtoPNet",
+            "PrototypeMatch", "digit_concepts", "fit_concept_bottleneck", "intervention_accuracy",
+            "prototype_cluster_cost", "prototype_distances", "prototype_separation_cost",
+            "prototype_similarity"]  # interpretable by design (interpretable, concept_bottleneck, protopnet)
