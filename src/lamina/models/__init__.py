@@ -299,6 +299,7 @@ from lamina.models.diffusion import (
 from lamina.models.dino import DINOHead, DINOLoss, dino_cross_entropy
 from lamina.models.dlrm import DLRM, dot_interaction
 from lamina.models.dmd import DMD, HankelDMD, optimal_svht_coefficient, svd_rank
+from lamina.models.early_exit import EarlyExitNetwork, EarlyExitResult
 from lamina.models.ecapa import ECAPA_TDNN, Res2NetBlock1D, SEBlock1D, SERes2NetBlock
 from lamina.models.efficientnet import (
     FusedMBConv,
@@ -1076,3 +1077,4 @@ __all__ += ["DIGIT_CONCEPTS", "NAM", "ConceptBottleneck", "MonotonicDense", "Mon
             "PrototypeMatch", "digit_concepts", "fit_concept_bottleneck", "intervention_accuracy",
             "prototype_cluster_cost", "prototype_distances", "prototype_separation_cost",
             "prototype_similarity"]  # interpretable by design (interpretable, concept_bottleneck, protopnet)
+__all__ += ["EarlyExitNetwork", "EarlyExitResult"]  # early exits (early_exit)

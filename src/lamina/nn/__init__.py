@@ -90,6 +90,7 @@ from lamina.nn.capsules import CapsuleLayer, DigitCapsules, PrimaryCapsules, cap
 from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
 from lamina.nn.channel_shuffle import ChannelShuffle, channel_shuffle
 from lamina.nn.compression import compress_model, factorize_conv, factorize_dense, prune_filters
+from lamina.nn.conditioning import ConditionalBatchNorm, FiLM
 from lamina.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList
 from lamina.nn.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from lamina.nn.conv1d import AvgPool1D, Conv1D, GlobalAvgPool1D, GlobalMaxPool1D, MaxPool1D
@@ -148,6 +149,7 @@ from lamina.nn.head_hooks import HeadOutputs
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_retrieval
 from lamina.nn.hyperbolic import HypAct, HyperbolicMLR, HypLinear, PoincareEmbedding
+from lamina.nn.hypernetwork import HyperNetwork
 from lamina.nn.ia3 import IA3Dense, IA3Scale, apply_ia3
 from lamina.nn.implicit_representation import FourierFeatures, SineLayer, Siren
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D, InstanceNorm3D
@@ -189,6 +191,7 @@ from lamina.nn.masked_conv import MaskedConv2D, causal_mask
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.merging import merge_models
 from lamina.nn.mixture_density import MixtureDensityHead
+from lamina.nn.mixture_of_depths import MixtureOfDepths
 from lamina.nn.module import Module
 from lamina.nn.moe import MixtureOfExperts
 from lamina.nn.multi_head_attention import MultiHeadAttention
@@ -387,3 +390,4 @@ __all__ += ["HypAct", "HypLinear", "HyperbolicMLR", "ManifoldParameter", "Poinca
 __all__ += ["HeadOutputs"]  # the per-head hook point of MultiHeadAttention
 __all__ += ["GE2ELoss"]  # generalized end-to-end speaker loss (ge2e)
 __all__ += ["CentralityEncoding", "GPSLayer", "GraphormerLayer", "HeteroConv", "RGCNConv"]  # graph transformers
+__all__ += ["ConditionalBatchNorm", "FiLM", "HyperNetwork", "MixtureOfDepths"]  # conditional computation
