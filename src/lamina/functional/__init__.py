@@ -141,6 +141,7 @@ from lamina.functional.linear_attention import (
     orthogonal_random_features,
     performer_attention,
 )
+from lamina.functional.linear_scan import complex_linear_scan, linear_scan, log_linear_scan
 from lamina.functional.loss import (
     binary_cross_entropy,
     categorical_cross_entropy,
@@ -701,3 +702,4 @@ __all__ += ["backward_corrected_loss", "bootstrap_loss", "estimate_transition_ma
             "generalized_cross_entropy", "symmetric_cross_entropy",
             "taylor_cross_entropy"]  # noisy-label losses (losses_noisy)
 __all__ += ["irm_penalty", "vrex_penalty"]  # environment invariance (invariance_penalties)
+__all__ += ["complex_linear_scan", "linear_scan", "log_linear_scan"]  # first-order linear recurrences (linear_scan)

@@ -185,11 +185,13 @@ from lamina.nn.losses import (
     TripletMarginWithDistanceLoss,
 )
 from lamina.nn.lp_pool import LPPool1D, LPPool2D, LPPool3D
+from lamina.nn.lru import LRU
 from lamina.nn.mamba import MambaBlock
 from lamina.nn.manifold_parameter import ManifoldParameter
 from lamina.nn.masked_conv import MaskedConv2D, causal_mask
 from lamina.nn.merge import Add, Concatenate
 from lamina.nn.merging import merge_models
+from lamina.nn.min_rnn import MinGRU, MinLSTM
 from lamina.nn.mixture_density import MixtureDensityHead
 from lamina.nn.mixture_of_depths import MixtureOfDepths
 from lamina.nn.module import Module
@@ -270,6 +272,7 @@ from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.spectral_conv import SpectralConv1D, SpectralConv2D, spectral_conv1d, spectral_conv2d
 from lamina.nn.spiking import Lapicque, Leaky, RLeaky, SpikingNeuron, Synaptic
 from lamina.nn.spiking_sequence import SpikingSequential
+from lamina.nn.ssm import S4D
 from lamina.nn.stochastic_depth import StochasticDepth, stochastic_depth
 from lamina.nn.tabular import FeatureTokenizer, PeriodicEmbeddings, PiecewiseLinearEncoding, quantile_bins
 from lamina.nn.text_preprocessing import TextVectorization
@@ -281,6 +284,7 @@ from lamina.nn.upsample import Upsample, UpsamplingBilinear2D, UpsamplingNearest
 from lamina.nn.vector_quantizer import FSQ, ResidualVQ, VectorQuantizer, VectorQuantizerEMA
 from lamina.nn.weight_norms import SpectralNorm, WeightNorm
 from lamina.nn.wrappers import TimeDistributed
+from lamina.nn.xlstm import mLSTM, sLSTM
 
 __all__ = [
     "LoRAAdapter", "LoRADense", "apply_lora", "lora_state_dict", "merge_lora", "unmerge_lora", "MixtureOfExperts",
@@ -391,3 +395,4 @@ __all__ += ["HeadOutputs"]  # the per-head hook point of MultiHeadAttention
 __all__ += ["GE2ELoss"]  # generalized end-to-end speaker loss (ge2e)
 __all__ += ["CentralityEncoding", "GPSLayer", "GraphormerLayer", "HeteroConv", "RGCNConv"]  # graph transformers
 __all__ += ["ConditionalBatchNorm", "FiLM", "HyperNetwork", "MixtureOfDepths"]  # conditional computation
+__all__ += ["LRU", "MinGRU", "MinLSTM", "S4D", "mLSTM", "sLSTM"]  # recurrent layers (lru, min_rnn, ssm, xlstm)
