@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from interpretability_toys import (
+    LENGTH,
+    VOCAB,
+    clean_corrupted_pair,
+    clean_minus_corrupted,
+    first_token_gpt2,
+    tiny_gpt2,
+)
 from sklearn.linear_model import LogisticRegression, Ridge
 
 import lamina
 from helpers import run_readme_section
 from lamina import functional as F
-from lamina import models, nn, optim
+from lamina import models, nn
 from lamina.analysis.interpretability import (
     COMPONENTS,
     TunedLens,
@@ -34,49 +42,18 @@ from lamina.analysis.interpretability import (
 from lamina.errors import ShapeError
 from lamina.train import train_tuned_lens
 
-VOCAB, LENGTH = 8, 6
-
-
-def _gpt2(**options):
-    lamina.manual_seed(0)
-    return models.GPT2(vocab_size=VOCAB, n_positions=LENGTH, n_embd=16, n_layer=2, n_head=2, embd_pdrop=0.0,
-                       resid_pdrop=0.0, attn_pdrop=0.0, **options)
-
 
 @pytest.fixture(scope="module")
 def first_token_model():
     """A tiny GPT-2 trained (about a second) to predict, at every position, the sequence's first token."""
-    lamina.manual_seed(0)
-    model = _gpt2()
-    rng = np.random.default_rng(0)
-    optimizer = optim.Adam(model, lr=0.01)
-    for _ in range(150):
-        ids = rng.integers(0, VOCAB, size=(32, LENGTH))
-        loss = F.categorical_cross_entropy(model(ids), np.repeat(ids[:, :1], LENGTH, axis=1), from_logits=True)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert float(loss.numpy()) < 0.05
+    model = first_token_gpt2()
     return model
-
-
-def _pair(seed: int = 1):
-    """Clean prompts starting with token 2 and corrupted ones starting with 5, otherwise equal."""
-    clean = np.random.default_rng(seed).integers(0, VOCAB, size=(4, LENGTH))
-    clean[:, 0] = 2
-    corrupted = clean.copy()
-    corrupted[:, 0] = 5
-    return clean, corrupted
-
-
-def _metric(logits):
-    return logit_difference(logits, 2, 5)
 
 
 # -- cache and hooks ---------------------------------------------------------------------------------
 
 def test_cache_holds_every_named_module_with_its_shape_and_the_residual_decomposition_sums_up():
-    model = _gpt2()
+    model = tiny_gpt2()
     ids = np.random.default_rng(0).integers(0, VOCAB, size=(3, LENGTH))
     logits, cache = run_with_cache(model, ids)
     assert list(cache) == [name for name, _ in model.named_modules() if name and name != "h"]  # the list never runs
@@ -103,7 +80,7 @@ def test_llama_blocks_are_recognised():
 
 
 def test_unknown_names_suggest_close_matches():
-    model = _gpt2()
+    model = tiny_gpt2()
     ids = np.zeros((1, 3), dtype=np.int64)
     with pytest.raises(ValueError, match=r"'h\.0\.dropout'.*did you mean.*h\.0\.dropout1"):
         run_with_cache(model, ids, ["h.0.dropout"])
@@ -114,14 +91,14 @@ def test_unknown_names_suggest_close_matches():
 
 
 def test_a_patch_of_the_wrong_shape_is_refused():
-    model = _gpt2()
+    model = tiny_gpt2()
     ids = np.zeros((2, 4), dtype=np.int64)
     with pytest.raises(ShapeError, match=r"'h\.0'.*\(2, 3, 16\).*\(2, 4, 16\)"):
         run_with_hooks(model, ids, [("h.0", lambda a, name: np.zeros((2, 3, 16)))])
 
 
 def test_replacing_every_activation_with_itself_leaves_the_logits_exactly():
-    model = _gpt2()
+    model = tiny_gpt2()
     ids = np.random.default_rng(2).integers(0, VOCAB, size=(2, LENGTH))
     clean, _ = run_with_cache(model, ids, [])
     seen = []
@@ -137,22 +114,22 @@ def test_replacing_every_activation_with_itself_leaves_the_logits_exactly():
 
 
 def test_patching_the_whole_last_residual_gives_the_clean_logits_exactly():
-    model = _gpt2()
-    clean, corrupted = _pair()
+    model = tiny_gpt2()
+    clean, corrupted = clean_corrupted_pair()
     clean_logits, cache = run_with_cache(model, clean, ["h.1"])
     with lamina.no_grad():
         patched = run_with_hooks(model, corrupted, [("h.1", lambda a, name: cache["h.1"])]).numpy()
     assert np.array_equal(patched, clean_logits)
-    result = activation_patching(model, clean, corrupted, _metric, "h.1", positions=None)
+    result = activation_patching(model, clean, corrupted, clean_minus_corrupted, "h.1", positions=None)
     assert result.scores.shape == (1, 1) and result.scores[0, 0] == 1.0
 
 
 # -- activation and attribution patching ------------------------------------------------------------
 
 def test_patching_grid_finds_where_the_first_token_travels(first_token_model):
-    clean, corrupted = _pair()
-    pre = patching_grid(first_token_model, clean, corrupted, _metric, "resid_pre")
-    post = patching_grid(first_token_model, clean, corrupted, _metric, "resid_post")
+    clean, corrupted = clean_corrupted_pair()
+    pre = patching_grid(first_token_model, clean, corrupted, clean_minus_corrupted, "resid_pre")
+    post = patching_grid(first_token_model, clean, corrupted, clean_minus_corrupted, "resid_post")
     assert pre.names == ["drop", "h.0"] and post.names == ["h.0", "h.1"] and pre.scores.shape == (2, LENGTH)
     assert pre.clean_metric > 5 > -5 > pre.corrupted_metric
     np.testing.assert_array_equal(pre.scores[0], [1, 0, 0, 0, 0, 0])       # the embeddings differ at 0 only
@@ -195,11 +172,12 @@ def test_attribution_patching_is_first_order_accurate_for_small_differences():
 
 
 def test_attribution_patching_tracks_patching_on_a_trained_gpt2(first_token_model):
-    clean, corrupted = _pair()
+    clean, corrupted = clean_corrupted_pair()
     actual, estimate = [], []
     for component in COMPONENTS:
-        actual.append(patching_grid(first_token_model, clean, corrupted, _metric, component).scores.ravel())
-        estimate.append(patching_grid(first_token_model, clean, corrupted, _metric, component,
+        actual.append(patching_grid(first_token_model, clean, corrupted, clean_minus_corrupted,
+                                    component).scores.ravel())
+        estimate.append(patching_grid(first_token_model, clean, corrupted, clean_minus_corrupted, component,
                                       method="attribution").scores.ravel())
     correlation = np.corrcoef(np.concatenate(actual), np.concatenate(estimate))[0, 1]
     assert correlation > 0.75, correlation                                    # measured 0.86
@@ -210,14 +188,14 @@ def test_attribution_patching_tracks_patching_on_a_trained_gpt2(first_token_mode
 
 
 def test_patching_errors_are_clear():
-    model = _gpt2()
-    clean, corrupted = _pair()
+    model = tiny_gpt2()
+    clean, corrupted = clean_corrupted_pair()
     with pytest.raises(ShapeError, match="clean inputs of shape"):
-        activation_patching(model, clean, corrupted[:, :3], _metric, "h.0")
+        activation_patching(model, clean, corrupted[:, :3], clean_minus_corrupted, "h.0")
     with pytest.raises(ValueError, match="component must be one of"):
-        patching_grid(model, clean, corrupted, _metric, "heads")
+        patching_grid(model, clean, corrupted, clean_minus_corrupted, "heads")
     with pytest.raises(ValueError, match="nothing to restore"):
-        activation_patching(model, clean, clean, _metric, "h.0")
+        activation_patching(model, clean, clean, clean_minus_corrupted, "h.0")
     with pytest.raises(TypeError, match="not a decoder language model"):
         transformer_parts(nn.Sequential(nn.Dense(3)))
 
@@ -225,7 +203,7 @@ def test_patching_errors_are_clear():
 # -- logit lens ------------------------------------------------------------------------------------
 
 def test_logit_lens_last_layer_equals_the_model_and_the_first_token_rises(first_token_model):
-    clean, _ = _pair()
+    clean, _ = clean_corrupted_pair()
     logits, _ = run_with_cache(first_token_model, clean, [])
     lens = logit_lens(first_token_model, clean)
     assert lens.names == ["drop", "h.0", "h.1"] and lens.logits.shape == (3, 4, LENGTH, VOCAB)

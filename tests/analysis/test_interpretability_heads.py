@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from interpretability_toys import (
+    LENGTH,
+    VOCAB,
+    clean_corrupted_pair,
+    clean_minus_corrupted,
+    first_token_gpt2,
+    tiny_gpt2,
+)
 
 import lamina
-from lamina import functional as F
-from lamina import models, nn, optim
+from lamina import models, nn
 from lamina.analysis.interpretability import (
     activation_patching,
     attribution_patching,
@@ -25,14 +32,6 @@ from lamina.analysis.interpretability import (
     run_with_hooks,
 )
 
-VOCAB, LENGTH = 8, 6
-
-
-def _gpt2():
-    lamina.manual_seed(0)
-    return models.GPT2(vocab_size=VOCAB, n_positions=LENGTH, n_embd=16, n_layer=2, n_head=2, embd_pdrop=0.0,
-                       resid_pdrop=0.0, attn_pdrop=0.0)
-
 
 @pytest.fixture
 def f64():
@@ -45,32 +44,9 @@ def f64():
 def first_token_model():
     """The tiny GPT-2 of test_interpretability (same recipe): trained to predict, at every
     position, the sequence's first token; head hooks on."""
-    lamina.manual_seed(0)
-    model = _gpt2()
-    rng = np.random.default_rng(0)
-    optimizer = optim.Adam(model, lr=0.01)
-    for _ in range(150):
-        ids = rng.integers(0, VOCAB, size=(32, LENGTH))
-        loss = F.categorical_cross_entropy(model(ids), np.repeat(ids[:, :1], LENGTH, axis=1), from_logits=True)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert float(loss.numpy()) < 0.05
+    model = first_token_gpt2()
     enable_head_hooks(model)
     return model
-
-
-def _pair(seed: int = 1):
-    """Clean prompts starting with token 2 and corrupted ones starting with 5, otherwise equal."""
-    clean = np.random.default_rng(seed).integers(0, VOCAB, size=(4, LENGTH))
-    clean[:, 0] = 2
-    corrupted = clean.copy()
-    corrupted[:, 0] = 5
-    return clean, corrupted
-
-
-def _metric(logits):
-    return logit_difference(logits, 2, 5)
 
 
 def _llama():
@@ -81,7 +57,7 @@ def _llama():
 
 # -- cache and contributions -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make, attention", [(_gpt2, "h.{}.self_attention"), (_llama, "layers.{}.self_attn")],
+@pytest.mark.parametrize("make, attention", [(tiny_gpt2, "h.{}.self_attention"), (_llama, "layers.{}.self_attn")],
                          ids=["gpt2", "llama_gqa"])
 def test_head_contributions_sum_to_the_attention_output(f64, make, attention):
     model = make()
@@ -104,13 +80,13 @@ def test_head_contributions_sum_to_the_attention_output(f64, make, attention):
 
 
 def test_patching_one_head_with_its_clean_value_restores_exactly_its_contribution(f64):
-    model = _gpt2()
+    model = tiny_gpt2()
     model(np.zeros((1, 2), dtype=np.int64))
     rng = np.random.default_rng(1)
     for p in model.parameters():                     # off the small initial weights
         p.data = p.data + 0.3 * rng.standard_normal(p.shape)
     hooks = enable_head_hooks(model)
-    clean, corrupted = _pair()
+    clean, corrupted = clean_corrupted_pair()
     _, clean_cache = run_with_cache(model, clean)
     _, corrupted_cache = run_with_cache(model, corrupted)
     head = 1
@@ -137,7 +113,7 @@ def test_patching_one_head_with_its_clean_value_restores_exactly_its_contributio
 # -- patching per head ---------------------------------------------------------------------------------
 
 def test_patching_every_head_of_a_layer_is_patching_its_attention_branch(first_token_model):
-    clean, corrupted = _pair()
+    clean, corrupted = clean_corrupted_pair()
     hooks = head_hook_names(first_token_model)
     _, cache = run_with_cache(first_token_model, clean)
     for layer, name in enumerate(hooks):
@@ -149,20 +125,21 @@ def test_patching_every_head_of_a_layer_is_patching_its_attention_branch(first_t
 
 
 def test_the_head_grid_finds_the_head_that_moves_the_first_token(first_token_model):
-    clean, corrupted = _pair()
-    grid = patching_grid(first_token_model, clean, corrupted, _metric, "head", positions=None)
+    clean, corrupted = clean_corrupted_pair()
+    grid = patching_grid(first_token_model, clean, corrupted, clean_minus_corrupted, "head", positions=None)
     assert grid.names == head_hook_names(first_token_model) and grid.heads == [0, 1]
     assert grid.scores.shape == (2, 2, 1)
     scores = grid.scores[..., 0]
     # measured [[0.60, 0.16], [0.22, 0.13]]: block 0's head 0 moves most of the first token
     layer, head = np.unravel_index(np.argmax(scores), scores.shape)
     assert scores[layer, head] > 0.5 and np.sort(scores.ravel())[-2] < 0.5 * scores[layer, head]
-    each = patching_grid(first_token_model, clean, corrupted, _metric, "head")
+    each = patching_grid(first_token_model, clean, corrupted, clean_minus_corrupted, "head")
     assert each.scores.shape == (2, 2, LENGTH) and each.positions == list(range(LENGTH))
     # only the last position's output is read by the metric: patching elsewhere in the last block does nothing
     np.testing.assert_array_equal(each.scores[1, :, :-1], 0)
     np.testing.assert_array_equal(each.scores[1, :, -1], scores[1])
-    one = activation_patching(first_token_model, clean, corrupted, _metric, grid.names[layer], None, heads=[head])
+    one = activation_patching(first_token_model, clean, corrupted, clean_minus_corrupted, grid.names[layer], None,
+                              heads=[head])
     assert one.scores.shape == (1, 1, 1) and one.scores[0, 0, 0] == scores[layer, head]
 
 
@@ -188,9 +165,10 @@ def test_attribution_per_head_equals_patching_when_the_model_is_linear_after_the
 
 
 def test_attribution_per_head_tracks_patching_on_the_trained_gpt2(first_token_model):
-    clean, corrupted = _pair()
-    actual = patching_grid(first_token_model, clean, corrupted, _metric, "head").scores.ravel()
-    estimate = patching_grid(first_token_model, clean, corrupted, _metric, "head", method="attribution").scores.ravel()
+    clean, corrupted = clean_corrupted_pair()
+    actual = patching_grid(first_token_model, clean, corrupted, clean_minus_corrupted, "head").scores.ravel()
+    estimate = patching_grid(first_token_model, clean, corrupted, clean_minus_corrupted, "head",
+                             method="attribution").scores.ravel()
     correlation = np.corrcoef(actual, estimate)[0, 1]
     assert correlation > 0.8, correlation                                  # measured 0.95
     strongest = np.argmax(np.abs(actual))
@@ -200,19 +178,19 @@ def test_attribution_per_head_tracks_patching_on_the_trained_gpt2(first_token_mo
 # -- errors --------------------------------------------------------------------------------------------
 
 def test_per_head_errors_are_clear():
-    model = _gpt2()
-    clean, corrupted = _pair()
+    model = tiny_gpt2()
+    clean, corrupted = clean_corrupted_pair()
     with pytest.raises(ValueError, match=r"head hooks are not enabled on 'h\.0\.self_attention'.*enable_head_hooks"):
-        patching_grid(model, clean, corrupted, _metric, "head")
+        patching_grid(model, clean, corrupted, clean_minus_corrupted, "head")
     with pytest.raises(ValueError, match=r"'h\.1\.self_attention\.head_outputs': head hooks are not enabled"):
         run_with_cache(model, clean, ["h.1.self_attention.head_outputs"])
     hooks = enable_head_hooks(model)
     with pytest.raises(ValueError, match=r"head indices \[2\] are out of range for attention layers of 2 heads"):
-        activation_patching(model, clean, corrupted, _metric, hooks, None, heads=[0, 2])
+        activation_patching(model, clean, corrupted, clean_minus_corrupted, hooks, None, heads=[0, 2])
     with pytest.raises(ValueError, match=r"head indices \[-1\]"):
-        attribution_patching(model, clean, corrupted, _metric, hooks, None, heads=[-1])
+        attribution_patching(model, clean, corrupted, clean_minus_corrupted, hooks, None, heads=[-1])
     with pytest.raises(ValueError, match=r"'h\.0' outputs an activation of shape \(4, 6, 16\); per-head patching"):
-        activation_patching(model, clean, corrupted, _metric, "h.0", None, heads="each")
+        activation_patching(model, clean, corrupted, clean_minus_corrupted, "h.0", None, heads="each")
     _, cache = run_with_cache(model, clean, ["h.0"])
     with pytest.raises(KeyError, match=r"lacks the per-head outputs 'h\.1\.self_attention\.head_outputs'"):
         head_contributions(cache, 1)

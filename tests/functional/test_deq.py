@@ -243,56 +243,46 @@ def test_convolutional_cell_is_a_contraction_and_its_implicit_gradient_is_exact(
         np.testing.assert_allclose(ours, reference, rtol=1e-9, atol=1e-11)
 
 
-def test_deq_convnet_learns_digits():
+def _digits_accuracy(model, flatten: bool, epochs: int, after_training=None) -> float:
+    """Train ``model`` on 1400 of the 8x8 digits (Adam, batches of 100), call ``after_training``
+    (if given) and return the test accuracy on the rest, single-threaded."""
     from lamina.data import load_digits
     from lamina.optim import Adam
 
     with _single_threaded():
         backend.manual_seed(0)
         images, labels = load_digits(size=8)
-        x = images.astype(np.float32) / 255
+        x = (images.reshape(len(images), -1) if flatten else images).astype(np.float32) / 255
         order = np.random.default_rng(0).permutation(len(x))
         train, test = order[:1400], order[1400:]
-        model = DEQConvNet(channels=8, tol=1e-3, max_iter=20)
         model(x[:2])
         optimizer = Adam(model.parameters(), lr=1e-2)
         rng = np.random.default_rng(1)
-        for _ in range(3):
+        for _ in range(epochs):
             shuffled = rng.permutation(train)
             for i in range(0, len(shuffled), 100):
                 batch = shuffled[i:i + 100]
                 optimizer.zero_grad()
                 F.cross_entropy(model(Tensor(x[batch])), labels[batch]).backward()
                 optimizer.step()
+        if after_training is not None:
+            after_training()
         model.eval()
-        accuracy = float((model(Tensor(x[test])).data.argmax(axis=1) == labels[test]).mean())
+        return float((model(Tensor(x[test])).data.argmax(axis=1) == labels[test]).mean())
+
+
+def test_deq_convnet_learns_digits():
+    accuracy = _digits_accuracy(DEQConvNet(channels=8, tol=1e-3, max_iter=20), flatten=False, epochs=3)
     print(f"DEQ conv net digits test accuracy {accuracy:.3f}")
     assert accuracy > 0.85
 
 
 def test_deq_mlp_learns_digits():
-    from lamina.data import load_digits
-    from lamina.optim import Adam
+    model = DEQMLP(hidden=32, tol=1e-3, max_iter=20)
 
-    with _single_threaded():
-        backend.manual_seed(0)
-        images, labels = load_digits(size=8)
-        x = images.reshape(len(images), -1).astype(np.float32) / 255
-        order = np.random.default_rng(0).permutation(len(x))
-        train, test = order[:1400], order[1400:]
-        model = DEQMLP(hidden=32, tol=1e-3, max_iter=20)
-        model(x[:2])
-        optimizer = Adam(model.parameters(), lr=1e-2)
-        rng = np.random.default_rng(1)
-        for _ in range(5):
-            shuffled = rng.permutation(train)
-            for i in range(0, len(shuffled), 100):
-                batch = shuffled[i:i + 100]
-                optimizer.zero_grad()
-                F.cross_entropy(model(Tensor(x[batch])), labels[batch]).backward()
-                optimizer.step()
+    def solver_stats_kept():
         assert model.deq.stats.backward is not None and model.deq.stats.forward.steps <= 20
-        model.eval()
-        accuracy = float((model(Tensor(x[test])).data.argmax(axis=1) == labels[test]).mean())
+
+    accuracy = _digits_accuracy(model, flatten=True, epochs=5, after_training=solver_stats_kept)
     print(f"DEQ MLP digits test accuracy {accuracy:.3f}")
     assert accuracy > 0.88
