@@ -103,6 +103,7 @@ from lamina.nn.crf import CRF
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dense4bit import Dense4bit
 from lamina.nn.deq import DEQ
+from lamina.nn.differential_attention import DifferentialAttention
 from lamina.nn.distance import CosineSimilarity, PairwiseDistance
 from lamina.nn.dora import DoRADense, apply_dora
 from lamina.nn.dropout import DropConnect, Dropout
@@ -148,6 +149,7 @@ from lamina.nn.graph import (
 from lamina.nn.head_hooks import HeadOutputs
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_retrieval
+from lamina.nn.hyena import HyenaOperator
 from lamina.nn.hyperbolic import HypAct, HyperbolicMLR, HypLinear, PoincareEmbedding
 from lamina.nn.hypernetwork import HyperNetwork
 from lamina.nn.ia3 import IA3Dense, IA3Scale, apply_ia3
@@ -155,6 +157,7 @@ from lamina.nn.implicit_representation import FourierFeatures, SineLayer, Siren
 from lamina.nn.instance_norm import InstanceNorm1D, InstanceNorm2D, InstanceNorm3D
 from lamina.nn.kan import FastKANLayer, KANLinear
 from lamina.nn.kan_symbolic import SYMBOLIC_FUNCTIONS, SymbolicFit, fit_symbolic
+from lamina.nn.latent_attention import MultiHeadLatentAttention
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer, registered_layers
 from lamina.nn.linear_attention import LinearAttention, PerformerAttention
 from lamina.nn.loha import LoHaDense, LoKrDense, VeRADense, apply_loha, apply_lokr, apply_vera
@@ -396,3 +399,5 @@ __all__ += ["GE2ELoss"]  # generalized end-to-end speaker loss (ge2e)
 __all__ += ["CentralityEncoding", "GPSLayer", "GraphormerLayer", "HeteroConv", "RGCNConv"]  # graph transformers
 __all__ += ["ConditionalBatchNorm", "FiLM", "HyperNetwork", "MixtureOfDepths"]  # conditional computation
 __all__ += ["LRU", "MinGRU", "MinLSTM", "S4D", "mLSTM", "sLSTM"]  # recurrent layers (lru, min_rnn, ssm, xlstm)
+__all__ += ["DifferentialAttention", "HyenaOperator",
+            "MultiHeadLatentAttention"]  # sequence mixers (differential_attention, hyena, latent_attention)
