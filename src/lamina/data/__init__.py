@@ -17,16 +17,29 @@ from lamina.data.continual import permuted_tasks, rotated_tasks, split_tasks
 from lamina.data.dataset import ArrayDataset, Dataset
 from lamina.data.datasets import (
     CIFAR10_CLASSES,
+    EMNIST_CLASSES,
     FASHION_MNIST_CLASSES,
+    KMNIST_CLASSES,
+    STL10_CLASSES,
     ChecksumError,
     extract_cifar10_archive,
     load_cifar10,
+    load_cifar100,
+    load_cifar100_classes,
     load_digits,
+    load_emnist,
     load_fashion_mnist,
+    load_imdb,
+    load_kmnist,
     load_mnist,
+    load_stl10,
+    load_svhn,
     read_cifar10_bin,
+    read_cifar100_bin,
     read_idx,
     read_idx_file,
+    read_stl10_images,
+    read_svhn_mat,
 )
 from lamina.data.dynamics import (
     damped_oscillator_trajectory,
@@ -230,3 +243,6 @@ __all__ += ["damped_oscillator_trajectory", "lorenz_trajectory", "slow_manifold_
 __all__ += ["inject_label_noise", "noise_transition_matrix"]  # synthetic label noise (label_noise)
 __all__ += ["CausalData", "check_treatment", "confounded_data", "ihdp_like"]  # causal benchmarks (causal)
 __all__ += ["colored_digits", "corrupt_images"]  # distribution-shift benchmarks (spurious)
+__all__ += ["EMNIST_CLASSES", "KMNIST_CLASSES", "STL10_CLASSES", "load_cifar100", "load_cifar100_classes",
+            "load_emnist", "load_imdb", "load_kmnist", "load_stl10", "load_svhn", "read_cifar100_bin",
+            "read_stl10_images", "read_svhn_mat"]  # more standard datasets (datasets)

@@ -27,10 +27,13 @@ from urllib.request import urlopen
 __all__ = [
     "ChecksumError",
     "cache_dir",
+    "check_file_md5",
     "check_sha256",
     "download",
     "download_dir",
     "find_file",
+    "maybe_gunzip",
+    "md5_file",
     "missing_files_error",
     "read_maybe_gzip",
     "search_dirs",
@@ -42,7 +45,7 @@ _DOWNLOAD_CHUNK = 1 << 20
 
 
 class ChecksumError(ValueError):
-    """A file's SHA-256 digest differs from the known digest of the canonical file."""
+    """A file's SHA-256 (or MD5) digest differs from the known digest of the canonical file."""
 
 
 def cache_dir(name: str) -> Path:
@@ -115,6 +118,26 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def md5_file(path: str | os.PathLike) -> str:
+    """Hex MD5 of a file, read in chunks (for publishers that document only an MD5)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_DOWNLOAD_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_file_md5(path: str | os.PathLike, expected: str | None, what: str | None = None) -> None:
+    """Raise :class:`ChecksumError` unless the file's MD5 is ``expected`` (no-op when None)."""
+    if expected is None:
+        return
+    actual = md5_file(path)
+    if actual != expected.lower():
+        raise ChecksumError(f"{what or path}: MD5 mismatch: expected {expected.lower()}, got {actual}. "
+                            f"The file is corrupt, truncated or not the canonical one; delete it "
+                            f"and fetch it again.")
+
+
 def check_sha256(data: bytes, expected: str | None, what: str) -> None:
     """Raise :class:`ChecksumError` unless ``sha256(data) == expected`` (no-op when None)."""
     if expected is None:
@@ -126,18 +149,25 @@ def check_sha256(data: bytes, expected: str | None, what: str) -> None:
                             f"and fetch it again.")
 
 
+def maybe_gunzip(data: bytes, what: str) -> tuple[bytes, bool]:
+    """Decompress ``data`` when it is gzip data (by its magic bytes): ``(content, was_gzip)``.
+
+    A corrupt gzip stream raises ValueError naming ``what``.
+    """
+    if data[:2] != b"\x1f\x8b":
+        return data, False
+    try:
+        return gzip.decompress(data), True
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{what}: corrupt gzip data ({exc})") from exc
+
+
 def read_maybe_gzip(path: Path) -> tuple[bytes, bool]:
     """Read ``path``; decompress it when it is gzip data (by its magic bytes, not its name).
 
     Returns ``(content, was_gzip)``; a corrupt gzip stream raises ValueError naming the file.
     """
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw, False
-    try:
-        return gzip.decompress(raw), True
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
+    return maybe_gunzip(path.read_bytes(), str(path))
 
 
 def download(urls: Sequence[str], dest: Path, check: Callable[[Path], None] | None = None,
