@@ -582,6 +582,8 @@ from lamina.models.projection import projection_head
 from lamina.models.protopnet import (
     ProtoPNet,
     PrototypeMatch,
+    fine_tune_last_layer,
+    last_layer_l1,
     prototype_cluster_cost,
     prototype_distances,
     prototype_separation_cost,
@@ -1074,7 +1076,8 @@ __all__ += ["ConcatLibrary", "CustomLibrary", "DMD", "FeatureLibrary", "FourierL
             "svd_rank"]  # data-driven dynamics (sindy, sindy_library, dmd, koopman)
 __all__ += ["CFRNet", "DragonNet", "TARNet", "representation_ipm", "treatment_weights"]  # treatment effects (causal)
 __all__ += ["DIGIT_CONCEPTS", "NAM", "ConceptBottleneck", "MonotonicDense", "MonotonicNetwork", "ProtoPNet",
-            "PrototypeMatch", "digit_concepts", "fit_concept_bottleneck", "intervention_accuracy",
-            "prototype_cluster_cost", "prototype_distances", "prototype_separation_cost",
+            "PrototypeMatch", "digit_concepts", "fine_tune_last_layer", "fit_concept_bottleneck",
+            "intervention_accuracy", "last_layer_l1", "prototype_cluster_cost", "prototype_distances",
+            "prototype_separation_cost",
             "prototype_similarity"]  # interpretable by design (interpretable, concept_bottleneck, protopnet)
 __all__ += ["EarlyExitNetwork", "EarlyExitResult"]  # early exits (early_exit)

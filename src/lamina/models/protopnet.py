@@ -10,6 +10,13 @@ and subtracts a weight times the separation cost (the same to the closest protot
 class): :func:`prototype_cluster_cost`, :func:`prototype_separation_cost`. :meth:`ProtoPNet.push`
 projects each prototype onto its nearest training patch of its own class, and
 :meth:`ProtoPNet.explain` lists the prototypes that drove a prediction and where they matched.
+
+After a push the paper trains the last layer alone (features and prototypes fixed) on
+
+    CE(logits, y) + lambda * sum_{j, k: class(j) != k} |W_jk|,        lambda = 1e-4,
+
+the L1 term (:func:`last_layer_l1`) pulling the weights from prototypes to the classes they do
+not belong to towards 0: :func:`fine_tune_last_layer`.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["PrototypeMatch", "ProtoPNet", "prototype_cluster_cost", "prototype_distances",
-           "prototype_separation_cost", "prototype_similarity"]
+__all__ = ["PrototypeMatch", "ProtoPNet", "fine_tune_last_layer", "last_layer_l1", "prototype_cluster_cost",
+           "prototype_distances", "prototype_separation_cost", "prototype_similarity"]
 
 
 def prototype_distances(features, prototypes) -> Tensor:
@@ -62,6 +69,18 @@ def prototype_separation_cost(min_distances, labels, prototype_class) -> Tensor:
     own = _own_class_mask(labels, np.asarray(prototype_class))
     far = float(np.asarray(d.data).max()) + 1.0 if d.shape[0] else 1.0
     return (d + far * own).min(axis=1).mean()
+
+
+def last_layer_l1(last_layer, prototype_class) -> Tensor:
+    """sum over prototypes j and classes k with class(j) != k of |W_jk|, for W (M, C) and
+    ``prototype_class`` (M,): the L1 norm of the weights to the wrong classes."""
+    w = as_tensor(last_layer)
+    prototype_class = np.asarray(prototype_class)
+    if w.ndim != 2 or prototype_class.shape != (w.shape[0],):
+        raise ShapeError(f"last_layer_l1: expected a last layer (M, C) and prototype classes (M,), got "
+                         f"{tuple(w.shape)} and {prototype_class.shape}")
+    wrong = prototype_class[:, None] != np.arange(w.shape[1])[None, :]
+    return (F.abs(w) * Tensor(wrong.astype(w.dtype))).sum()
 
 
 @dataclass
@@ -126,6 +145,17 @@ class ProtoPNet(Module):
             min_d, labels, self.prototype_class) - separation_weight * prototype_separation_cost(
             min_d, labels, self.prototype_class))
 
+    def last_layer_loss(self, images, labels, l1: float = 1e-4) -> Tensor:
+        """CE + l1 * :func:`last_layer_l1`: the objective of the last-layer stage."""
+        return F.cross_entropy(self(images), labels) + l1 * last_layer_l1(self.last_layer, self.prototype_class)
+
+    def similarities(self, images, batch_size: int = 256) -> np.ndarray:
+        """log((d + 1) / (d + eps)) (N, M) of every image and prototype, without a graph."""
+        with no_grad():
+            parts = [prototype_similarity(self.head(self.feature_map(images[start:start + batch_size]))[1],
+                                          self.eps).numpy() for start in range(0, len(images), batch_size)]
+        return np.concatenate(parts)
+
     def push(self, images, labels, batch_size: int = 256) -> None:
         """Set each prototype to its nearest feature-map patch among the training images of its
         class (exactly that patch's vector); records the patch in ``push_sources``."""
@@ -164,3 +194,33 @@ class ProtoPNet(Module):
             matches.append(PrototypeMatch(int(j), int(self.prototype_class[j]), float(similarity[j]),
                                           float(contribution[j]), (int(row), int(col)), self.push_sources[j]))
         return predicted, matches
+
+
+def fine_tune_last_layer(model: ProtoPNet, images, labels, epochs: int = 20, lr: float = 0.01, l1: float = 1e-4,
+                         batch_size: int = 64, seed: int = 0) -> list[float]:
+    """Train only ``model.last_layer`` with Adam on CE + l1 * :func:`last_layer_l1` (the stage
+    that follows :meth:`ProtoPNet.push`); the features and prototypes stay as they are, so the
+    similarities are computed once. Returns the mean loss of each epoch."""
+    from lamina.optim import Adam  # same rank as models: imported when used
+
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"fine_tune_last_layer: epochs must be a positive int, got {epochs!r}")
+    labels = np.asarray(labels)
+    if len(labels) != len(images):
+        raise ShapeError(f"fine_tune_last_layer: {len(images)} images but {len(labels)} labels")
+    model.eval()
+    similarity = model.similarities(images).astype(model.last_layer.dtype)
+    optimizer = Adam([model.last_layer], lr=lr)
+    rng = np.random.default_rng(seed)
+    history = []
+    for _ in range(epochs):
+        total = 0.0
+        for rows in np.array_split(rng.permutation(len(labels)), max(1, -(-len(labels) // batch_size))):
+            optimizer.zero_grad()
+            logits = F.matmul(Tensor(similarity[rows]), model.last_layer)
+            loss = F.cross_entropy(logits, labels[rows]) + l1 * last_layer_l1(model.last_layer, model.prototype_class)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.numpy()) * len(rows)
+        history.append(total / len(labels))
+    return history

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from lamina import backend
 from lamina.autograd import Tensor
-from lamina.nn.activation import activate_fresh, get_activation
+from lamina.nn.activation import activate_fresh, get_activation, serialize_activation
 from lamina.nn.dense import linear
+from lamina.nn.layer import build_for_shape, input_shape_config, layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module
 from lamina.nn.peft_targets import ADAPTED_LAYERS, chosen_layers
 from lamina.nn.transformer import TransformerEncoderLayer
@@ -31,6 +32,7 @@ __all__ = ["BottleneckAdapter", "WithAdapter", "apply_bottleneck_adapters"]
 _PLACEMENTS = {"houlsby": ("dropout1", "dropout2"), "pfeiffer": ("dropout2",)}
 
 
+@register_layer
 class BottleneckAdapter(Module):
     """h -> h + act(h W_down + b_down) W_up + b_up for features ``d`` and a bottleneck of
     ``m`` units; parameters ``down_weight`` (d, m), ``down_bias``, ``up_weight`` (m, d),
@@ -48,6 +50,7 @@ class BottleneckAdapter(Module):
         xp, rng = backend.xp, backend.rng()
         self.activation_spec = activation
         self.activation = get_activation(activation)
+        self.up_std = float(up_std)
         self.add_parameter("down_weight", xp.asarray(rng.normal(0.0, 0.01, (features, bottleneck)).astype(dtype)))
         self.add_parameter("down_bias", xp.zeros((bottleneck,), dtype=dtype))
         up = rng.normal(0.0, up_std, (bottleneck, features)) if up_std else xp.zeros((bottleneck, features))
@@ -59,11 +62,19 @@ class BottleneckAdapter(Module):
         inner = activate_fresh(self.activation, linear(h, self.down_weight, self.down_bias))
         return h + linear(inner, self.up_weight, self.up_bias)
 
+    def get_config(self) -> dict:
+        features, bottleneck = self.down_weight.shape
+        act = self.activation
+        return {"features": int(features), "bottleneck": int(bottleneck),
+                "activation": serialize_activation(act if isinstance(act, Module) else self.activation_spec),
+                "up_std": self.up_std, "dtype": self.down_weight.dtype.name, "name": self.name}
+
     def extra_repr(self) -> str:
         features, bottleneck = self.down_weight.shape
         return f"{features} -> {bottleneck} -> {features}, activation={self.activation_spec}"
 
 
+@register_layer
 class WithAdapter(Module):
     """``layer`` followed by ``adapter``: adapter(layer(x)), standing in for the layer."""
 
@@ -79,6 +90,17 @@ class WithAdapter(Module):
 
     def forward(self, x) -> Tensor:
         return self.adapter(self.layer(x))
+
+    def get_config(self) -> dict:
+        return {"layer": layer_to_config(self.layer), "layer_input_shape": input_shape_config(self.layer),
+                "adapter": layer_to_config(self.adapter), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> WithAdapter:
+        """The wrapped layer is built for the input shape it had (see :func:`~lamina.nn.layer.build_for_shape`)."""
+        config = dict(config)
+        layer = build_for_shape(layer_from_config(config.pop("layer")), config.pop("layer_input_shape"))
+        return cls(layer, layer_from_config(config.pop("adapter")), **config)
 
 
 ADAPTED_LAYERS.extend([BottleneckAdapter, WithAdapter])

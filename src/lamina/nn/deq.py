@@ -7,11 +7,13 @@ from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.functional.deq import GRADIENTS, DEQStats, deq_fixed_point, jacobian_penalty
 from lamina.functional.fixed_point import SOLVERS
+from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["DEQ"]
 
 
+@register_layer
 class DEQ(Module):
     """The equilibrium z* = ``f(z*, x)`` of the module ``f`` for the input x (``forward(x, z0=None)``,
     z0 zeros of x's shape by default: give f an input already mapped to the state's size).
@@ -75,6 +77,19 @@ class DEQ(Module):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        return {"f": layer_to_config(self.f), "solver": self.solver, "tol": self.tol, "max_iter": self.max_iter,
+                "solver_options": self.solver_options, "backward_solver": self.backward_solver,
+                "backward_tol": self.backward_tol, "backward_max_iter": self.backward_max_iter,
+                "gradient": self.gradient, "phantom_steps": self.phantom_steps,
+                "phantom_damping": self.phantom_damping, "jacobian_samples": self.jacobian_samples,
+                "raise_on_failure": self.raise_on_failure, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> DEQ:
+        config = dict(config)
+        return cls(layer_from_config(config.pop("f")), **config)
 
     def extra_repr(self) -> str:
         return f"solver={self.solver!r}, tol={self.tol}, max_iter={self.max_iter}, gradient={self.gradient!r}"

@@ -27,17 +27,20 @@ from lamina.autograd import Tensor, no_grad
 from lamina.nn.activation import activate_fresh
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dropout import DropoutFunction
-from lamina.nn.lora import LoRAAdapter
+from lamina.nn.layer import register_layer
+from lamina.nn.lora import LoRAAdapter, adapted_base_config, adapted_base_from_config
 from lamina.nn.module import Module
 from lamina.nn.peft_targets import ADAPTED_LAYERS, check_dense, check_rank, replace_dense
 
 __all__ = ["DoRADense", "apply_dora"]
 
 
+@register_layer
 class DoRADense(Module):
     """A built :class:`Dense` ``dense`` (frozen, the sub-module ``base``) adapted by DoRA:
     the LoRA factors in the sub-module ``lora`` and the magnitude ``magnitude`` (n_out,);
-    see the module docstring for the formula. The layer's activation acts last."""
+    see the module docstring for the formula. The layer's activation acts last. While merged,
+    the buffer ``merge_factor`` (n_out,) keeps m / ||W + s A B||_c for :meth:`unmerge`."""
 
     def __init__(self, dense: Dense, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
                  name: str | None = None):
@@ -50,7 +53,6 @@ class DoRADense(Module):
         self.lora = LoRAAdapter(n_in, n_out, r, alpha, dropout, dtype=dense.weight.dtype)
         xp = backend.xp
         self.add_parameter("magnitude", xp.sqrt((dense.weight.data ** 2).sum(axis=0)))
-        self._merge_factor = None
         self.built = True
 
     @property
@@ -84,7 +86,7 @@ class DoRADense(Module):
         with no_grad():
             factor = self.magnitude.data / self.weight_norm().data
             self.base.weight.data = (self.base.weight.data + self.lora.delta_weight()) * factor
-        self._merge_factor = factor
+        self.register_buffer("merge_factor", factor)
         self.lora.merged = True
 
     def unmerge(self) -> None:
@@ -92,12 +94,28 @@ class DoRADense(Module):
         if not self.lora.merged:
             raise ValueError(f"{self._label()}: the DoRA adapter is not merged")
         with no_grad():
-            self.base.weight.data = self.base.weight.data / self._merge_factor - self.lora.delta_weight()
-        self._merge_factor = None
+            self.base.weight.data = self.base.weight.data / self._buffers.pop("merge_factor") \
+                - self.lora.delta_weight()
         self.lora.merged = False
 
     def compute_output_shape(self, input_shape):
         return self.base.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        lora = self.lora
+        return {**adapted_base_config(self.base), "r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
+                "merged": lora.merged, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> DoRADense:
+        """A fresh layer; a merged one holds a placeholder ``merge_factor`` that the state dict replaces."""
+        config = dict(config)
+        merged = config.pop("merged", False)
+        layer = cls(adapted_base_from_config(config), **config)
+        if merged:
+            layer.register_buffer("merge_factor", backend.xp.ones_like(layer.magnitude.data))
+            layer.lora.merged = True
+        return layer
 
     def extra_repr(self) -> str:
         return self.base.extra_repr() + f", r={self.lora.r}, alpha={self.lora.alpha:g}, dora"

@@ -24,9 +24,9 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.manifolds import PoincareBall
 from lamina.manifolds.base import dot, norm
-from lamina.nn.activation import get_activation
+from lamina.nn.activation import get_activation, serialize_activation
 from lamina.nn.embedding import check_ids, embedding
-from lamina.nn.layer import positive_int
+from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.manifold_parameter import ManifoldParameter
 from lamina.nn.module import Module, as_tensor
 
@@ -50,6 +50,7 @@ def _check_features(layer: Module, x: Tensor, expected: int) -> None:
         raise ShapeError(f"{layer._label()}: expected points (..., {expected}), got shape {tuple(x.shape)}")
 
 
+@register_layer
 class HypLinear(Module):
     """The Möbius linear layer of HGCN: (..., in_features) points -> (..., out_features).
 
@@ -82,16 +83,22 @@ class HypLinear(Module):
             out = ball.projx(ball.mobius_add(out, shift))
         return out
 
+    def get_config(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features, "ball": self.ball.c,
+                "bias": self.use_bias, "name": self.name}
+
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, c={self.ball.c:g}, bias={self.use_bias}"
 
 
+@register_layer
 class HypAct(Module):
     """act applied in the tangent space at the origin: exp_0^{c_out}(act(log_0^{c_in}(x)))."""
 
     def __init__(self, activation="relu", ball_in=1.0, ball_out=None, name: str | None = None):
         super().__init__(name=name)
         self.activation = get_activation(activation)
+        self.activation_spec = activation
         if self.activation is None:
             raise ValueError(f"HypAct: expected an activation, got {activation!r}")
         self.ball_in = _ball(ball_in, "HypAct")
@@ -102,22 +109,30 @@ class HypAct(Module):
         tangent = self.activation(self.ball_in.logmap0(as_tensor(x)))
         return self.ball_out.projx(self.ball_out.expmap0(tangent))
 
+    def get_config(self) -> dict:
+        act = self.activation
+        return {"activation": serialize_activation(act if isinstance(act, Module) else self.activation_spec),
+                "ball_in": self.ball_in.c, "ball_out": self.ball_out.c, "name": self.name}
+
     def extra_repr(self) -> str:
         return f"c_in={self.ball_in.c:g}, c_out={self.ball_out.c:g}"
 
 
+@register_layer
 class PoincareEmbedding(Module):
     """A table of ``num_embeddings`` points of the ball of dimension ``dim``, a
     :class:`ManifoldParameter` drawn from U(-init_scale, init_scale) (near the origin, as
     Nickel and Kiela); ids (...) -> points (..., dim). Train it with
     :class:`lamina.optim.RiemannianSGD` or :class:`lamina.optim.RiemannianAdam`."""
 
+    reads_ids = True
+
     def __init__(self, num_embeddings: int, dim: int, ball=1.0, init_scale: float = 1e-3,
                  name: str | None = None):
         super().__init__(name=name)
         positive_int(num_embeddings, "PoincareEmbedding: num_embeddings")
         positive_int(dim, "PoincareEmbedding: dim")
-        self.num_embeddings, self.dim = num_embeddings, dim
+        self.num_embeddings, self.dim, self.init_scale = num_embeddings, dim, init_scale
         self.ball = _ball(ball, "PoincareEmbedding")
         self.weight = ManifoldParameter(_uniform((num_embeddings, dim), init_scale), self.ball)
         self.built = True
@@ -129,10 +144,15 @@ class PoincareEmbedding(Module):
         """The hyperbolic distances between the points of ``ids_a`` and ``ids_b`` (broadcast)."""
         return self.ball.dist(self(ids_a), self(ids_b))
 
+    def get_config(self) -> dict:
+        return {"num_embeddings": self.num_embeddings, "dim": self.dim, "ball": self.ball.c,
+                "init_scale": self.init_scale, "name": self.name}
+
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.dim}, c={self.ball.c:g}"
 
 
+@register_layer
 class HyperbolicMLR(Module):
     """Hyperbolic multinomial logistic regression: points (..., in_features) -> logits
     (..., num_classes) (see the module docstring). The offsets p'_k and normals a'_k,
@@ -153,6 +173,10 @@ class HyperbolicMLR(Module):
         x = as_tensor(x)
         _check_features(self, x, self.in_features)
         return hyperbolic_mlr(x, self.offsets, self.normals, self.ball)
+
+    def get_config(self) -> dict:
+        return {"in_features": self.in_features, "num_classes": self.num_classes, "ball": self.ball.c,
+                "name": self.name}
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.num_classes}, c={self.ball.c:g}"

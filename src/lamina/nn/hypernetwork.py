@@ -27,6 +27,7 @@ from lamina.functional import concat
 from lamina.nn import init as initializers
 from lamina.nn.dense import linear
 from lamina.nn.functional_call import functional_call
+from lamina.nn.layer import build_for_shape, input_shape_config, layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module, as_tensor
 
 
@@ -38,6 +39,7 @@ def _positive(what: str, value, allow_none: bool = False):
     return value
 
 
+@register_layer
 class HyperNetwork(Module):
     """Generate the parameters of the built module ``target`` and run it with them:
     ``hyper(*inputs, task=...)`` equals ``target(*inputs)`` with the generated parameters.
@@ -67,7 +69,8 @@ class HyperNetwork(Module):
         self.target_shapes = [tuple(p.shape) for _, p in named]
         self.target_size = sum(math.prod(s) for s in self.target_shapes)
         self.num_chunks = math.ceil(self.target_size / self.chunk_size)
-        self._create_parameters(_positive("task_dim", task_dim))
+        self.task_dim = _positive("task_dim", task_dim)
+        self._create_parameters(self.task_dim)
         self.built = True
 
     def _create_parameters(self, task_dim: int) -> None:
@@ -141,6 +144,22 @@ class HyperNetwork(Module):
         own = sum(int(p.data.size) for p in self.parameters())
         return {"target": self.target_size, "hypernetwork": own,
                 "generated_per_call": self.num_chunks * self.chunk_size}
+
+    def get_config(self) -> dict:
+        """The generator's arguments and the target's config with the input shape(s) it was built
+        for (None: built at construction)."""
+        return {"target": layer_to_config(self.target), "target_input_shape": input_shape_config(self.target),
+                "embedding_dim": self.embedding_dim, "chunk_size": self.chunk_size, "hidden": self.hidden,
+                "num_tasks": self.num_tasks, "task_dim": self.task_dim, "condition_dim": self.condition_dim,
+                "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> HyperNetwork:
+        """The target is rebuilt and built by a call on zeros of its input shape(s) (its own
+        weights do not matter: the hypernetwork generates them)."""
+        config = dict(config)
+        target = build_for_shape(layer_from_config(config.pop("target")), config.pop("target_input_shape"))
+        return cls(target, **config)
 
     def extra_repr(self) -> str:
         kind = "conditional" if self.conditional else "static"

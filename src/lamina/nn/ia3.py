@@ -23,6 +23,8 @@ from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.nn.activation import activate_fresh
 from lamina.nn.dense import Dense
+from lamina.nn.layer import register_layer
+from lamina.nn.lora import adapted_base_config, adapted_base_from_config
 from lamina.nn.module import Module
 from lamina.nn.multi_head_attention import IA3_SCALES, MultiHeadAttention
 from lamina.nn.peft_targets import ADAPTED_LAYERS, chosen_built_layers, selector, swap
@@ -30,6 +32,7 @@ from lamina.nn.peft_targets import ADAPTED_LAYERS, chosen_built_layers, selector
 __all__ = ["IA3Dense", "IA3Scale", "apply_ia3"]
 
 
+@register_layer
 class IA3Scale(Module):
     """One learned rescaling vector, the parameter ``scaling`` (features,), starting at ones."""
 
@@ -43,6 +46,18 @@ class IA3Scale(Module):
     def forward(self, x) -> Tensor:
         return x * self.scaling
 
+    def get_config(self) -> dict:
+        return {"features": int(self.scaling.shape[0]), "dtype": self.scaling.dtype.name, "merged": self.merged,
+                "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> IA3Scale:
+        config = dict(config)
+        merged = config.pop("merged", False)
+        scale = cls(**config)
+        scale.merged = merged
+        return scale
+
     def extra_repr(self) -> str:
         return f"{self.scaling.shape[0]}" + (", merged" if self.merged else "")
 
@@ -52,6 +67,7 @@ def _check_merge(scale: IA3Scale, sign: int, label: str) -> None:
         raise ValueError(f"{label}: the IA3 vector is {'already' if scale.merged else 'not'} merged")
 
 
+@register_layer
 class IA3Dense(Module):
     """A built Dense ``dense`` (frozen, the sub-module ``base``) with an IA3 vector ``ia3``
     (:class:`IA3Scale`) on its input (``feedforward=True``) or its output (see the module
@@ -105,6 +121,18 @@ class IA3Dense(Module):
 
     def compute_output_shape(self, input_shape):
         return self.base.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        return {**adapted_base_config(self.base), "feedforward": self.feedforward, "merged": self.ia3.merged,
+                "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> IA3Dense:
+        config = dict(config)
+        merged = config.pop("merged", False)
+        layer = cls(adapted_base_from_config(config), **config)
+        layer.ia3.merged = merged
+        return layer
 
     def extra_repr(self) -> str:
         return self.base.extra_repr() + (", ia3 on the input" if self.feedforward else ", ia3 on the output")

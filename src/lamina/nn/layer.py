@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import re
 
+from lamina import backend
+from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.nn.module import Module
 
-__all__ = ["default_name", "layer_from_config", "layer_to_config", "register_layer", "registered_layers"]
+__all__ = ["build_for_shape", "default_name", "input_shape_config", "layer_from_config", "layer_to_config",
+           "register_layer", "registered_layers"]
 
 _REGISTRY: dict[str, type[Module]] = {}
 
@@ -73,6 +76,31 @@ def layer_from_config(config: dict) -> Module:
             f"layer_from_config: unknown layer class {class_name!r}; registered: {sorted(_REGISTRY)}"
         )
     return cls.from_config(dict(config.get("config", {})))
+
+
+def input_shape_config(layer: Module) -> list | None:
+    """The input shape ``layer`` was built for as JSON lists, the batch axis None (a list of
+    shapes for several inputs; None for a layer built at construction): what a wrapper that
+    needs its child built puts in its config, for :func:`build_for_shape`."""
+    def as_list(shape):
+        if shape and isinstance(shape[0], (list, tuple)):
+            return [as_list(s) for s in shape]
+        return [None] + [None if n is None else int(n) for n in shape[1:]]
+
+    shape = layer.build_input_shape
+    return None if shape is None else as_list(shape)
+
+
+def build_for_shape(layer: Module, shape: list | None) -> Module:
+    """Build ``layer`` by a call (no graph) on one sample of zeros of ``shape`` (from
+    :func:`input_shape_config`; integer zeros for a layer that reads ids); returns it."""
+    if shape is None:
+        return layer
+    shapes = shape if shape and isinstance(shape[0], list) else [shape]
+    dtype = "int64" if reads_ids(layer) else backend.get_default_dtype()
+    with no_grad():
+        layer(*[Tensor(backend.xp.zeros([1] + [1 if n is None else n for n in s[1:]], dtype=dtype)) for s in shapes])
+    return layer
 
 
 def default_name(layer: Module | type[Module]) -> str:

@@ -36,7 +36,8 @@ from lamina.autograd import Tensor, no_grad
 from lamina.nn.activation import activate_fresh
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dropout import DropoutFunction
-from lamina.nn.layer import dropout_rate
+from lamina.nn.layer import dropout_rate, register_layer
+from lamina.nn.lora import adapted_base_config, adapted_base_from_config
 from lamina.nn.module import Module
 from lamina.nn.peft_targets import ADAPTED_LAYERS, check_dense, check_rank, chosen_layers, replace_dense, swap
 
@@ -76,6 +77,22 @@ class DeltaDense(Module):
     def shape(self) -> tuple[int, int]:
         return tuple(self.base.weight.shape)
 
+    def adapter_config(self) -> dict:
+        """The constructor arguments of a subclass other than the base layer, dropout and name."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {**adapted_base_config(self.base), **self.adapter_config(), "dropout": self.dropout,
+                "merged": self.merged, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> DeltaDense:
+        config = dict(config)
+        merged = config.pop("merged", False)
+        layer = cls(adapted_base_from_config(config), **config)
+        layer.merged = merged
+        return layer
+
     def delta_weight(self) -> Tensor:
         raise NotImplementedError
 
@@ -108,6 +125,7 @@ class DeltaDense(Module):
         return self.base.compute_output_shape(input_shape)
 
 
+@register_layer
 class LoHaDense(DeltaDense):
     """LoHa on a Dense layer: Delta W = (alpha / r) (A1 B1) * (A2 B2), parameters ``A1``,
     ``B1``, ``A2``, ``B2`` (see the module docstring)."""
@@ -129,6 +147,9 @@ class LoHaDense(DeltaDense):
     def delta_weight(self) -> Tensor:
         return F.matmul(self.A1, self.B1) * F.matmul(self.A2, self.B2) * self.scaling
 
+    def adapter_config(self) -> dict:
+        return {"r": self.r, "alpha": self.alpha}
+
     def extra_repr(self) -> str:
         return self.base.extra_repr() + f", LoHa r={self.r}, alpha={self.alpha:g}"
 
@@ -141,6 +162,7 @@ def kron(a, b) -> Tensor:
     return F.reshape(outer, p * s, q * t)
 
 
+@register_layer
 class LoKrDense(DeltaDense):
     """LoKr on a Dense layer: Delta W = (alpha / r) kron(W1, A2 B2), parameters ``W1``,
     ``A2``, ``B2`` (see the module docstring)."""
@@ -162,10 +184,14 @@ class LoKrDense(DeltaDense):
     def delta_weight(self) -> Tensor:
         return kron(self.W1, F.matmul(self.A2, self.B2)) * self.scaling
 
+    def adapter_config(self) -> dict:
+        return {"r": self.r, "alpha": self.alpha}
+
     def extra_repr(self) -> str:
         return self.base.extra_repr() + f", LoKr W1 {tuple(self.W1.shape)}, r={self.r}, alpha={self.alpha:g}"
 
 
+@register_layer
 class VeRADense(DeltaDense):
     """VeRA on a Dense layer: Delta W = A diag(d) B diag(b) with the shared frozen ``A``
     (n_in, r) and ``B`` (r, n_out) (buffers: views of the model-wide pair) and the
@@ -202,6 +228,23 @@ class VeRADense(DeltaDense):
             x = DropoutFunction.apply(x, rate=self.dropout)
         z = z + linear(linear(x, Tensor._wrap(self.A)) * self.d, Tensor._wrap(self.B)) * self.b
         return z if base.activation is None else activate_fresh(base.activation, z)
+
+    def adapter_config(self) -> dict:
+        return {"r": int(self.d.shape[0])}
+
+    @classmethod
+    def from_config(cls, config: dict) -> VeRADense:
+        """A layer with placeholder zeros for its frozen A and B (buffers the state dict fills;
+        they are then the layer's own arrays, no longer views of one model-wide pair)."""
+        config = dict(config)
+        merged, r = config.pop("merged", False), config.pop("r")
+        base = adapted_base_from_config(config)
+        n_in, n_out = base.weight.shape
+        dtype = base.weight.dtype
+        layer = cls(base, backend.xp.zeros((n_in, r), dtype=dtype), backend.xp.zeros((r, n_out), dtype=dtype),
+                    **config)
+        layer.merged = merged
+        return layer
 
     def extra_repr(self) -> str:
         return self.base.extra_repr() + f", VeRA r={self.d.shape[0]}"

@@ -38,13 +38,14 @@ from lamina.nn.activation import activate_fresh
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dense4bit import Dense4bit
 from lamina.nn.dropout import DropoutFunction
-from lamina.nn.layer import dropout_rate, positive_int
+from lamina.nn.layer import dropout_rate, layer_from_config, layer_to_config, positive_int, register_layer
 from lamina.nn.module import Module
 from lamina.nn.multi_head_attention import LORA_ADAPTERS, MultiHeadAttention
 
 __all__ = ["LoRAAdapter", "LoRADense", "apply_lora", "lora_state_dict", "merge_lora", "unmerge_lora"]
 
 
+@register_layer
 class LoRAAdapter(Module):
     """The low-rank term delta(x) = (alpha / r) dropout(x) A B of one projection, with A
     (in_features, r) and B (r, out_features) its parameters ``A`` and ``B``."""
@@ -77,11 +78,25 @@ class LoRAAdapter(Module):
         """(alpha / r) A B as an array (n_in, n_out): what merging adds to the weight."""
         return (self.A.data @ self.B.data) * self.A.data.dtype.type(self.scaling)
 
+    def get_config(self) -> dict:
+        n_in, n_out = self.A.shape[0], self.B.shape[1]
+        return {"in_features": int(n_in), "out_features": int(n_out), "r": self.r, "alpha": self.alpha,
+                "dropout": self.dropout, "dtype": self.A.dtype.name, "merged": self.merged, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> LoRAAdapter:
+        config = dict(config)
+        merged = config.pop("merged", False)
+        adapter = cls(**config)
+        adapter.merged = merged
+        return adapter
+
     def extra_repr(self) -> str:
         n_in, n_out = self.A.shape[0], self.B.shape[1]
         return f"{n_in} -> {n_out}, r={self.r}, alpha={self.alpha:g}" + (", merged" if self.merged else "")
 
 
+@register_layer
 class LoRADense(Module):
     """A built :class:`Dense` or :class:`~lamina.nn.Dense4bit` ``dense`` (frozen) with a LoRA
     term on its weight: g(x W + b + (alpha / r) dropout(x) A B), g the layer's activation. The
@@ -133,8 +148,37 @@ class LoRADense(Module):
     def compute_output_shape(self, input_shape):
         return self.base.compute_output_shape(input_shape)
 
+    def get_config(self) -> dict:
+        lora = self.lora
+        return {**adapted_base_config(self.base), "r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
+                "merged": lora.merged, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> LoRADense:
+        config = dict(config)
+        merged = config.pop("merged", False)
+        layer = cls(adapted_base_from_config(config), **config)
+        layer.lora.merged = merged
+        return layer
+
     def extra_repr(self) -> str:
         return self.base.extra_repr() + f", r={self.lora.r}, alpha={self.lora.alpha:g}"
+
+
+def adapted_base_config(base: Module) -> dict:
+    """The part of an adapted layer's config that describes its built ``base`` (a Dense or
+    Dense4bit): ``{"base": its config, "in_features": the input width it was built for}``."""
+    n_in = base.in_features if isinstance(base, Dense4bit) else base.weight.shape[0]
+    return {"base": layer_to_config(base), "in_features": int(n_in)}
+
+
+def adapted_base_from_config(config: dict) -> Module:
+    """The base layer of :func:`adapted_base_config`, built (fresh weights); pops both keys
+    from ``config``."""
+    base = layer_from_config(config.pop("base"))
+    base.build((None, config.pop("in_features")))
+    base.built = True
+    return base
 
 
 def _fold(weight, adapter: LoRAAdapter, sign: int, label: str, columns: slice = slice(None)) -> None:

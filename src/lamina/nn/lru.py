@@ -21,11 +21,13 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.linear_scan import complex_linear_scan
+from lamina.nn.layer import register_layer
 from lamina.nn.module import Module
 
 __all__ = ["LRU"]
 
 
+@register_layer
 class LRU(Module):
     """Linear Recurrent Unit on (N, T, ``features``) with a complex state of ``state_size``
     entries (formulas in the module docstring)."""
@@ -110,6 +112,10 @@ class LRU(Module):
             lam_re, lam_im = self.eigenvalues()
             u_re, u_im = lam_re * h_re - lam_im * h_im + u_re, lam_re * h_im + lam_im * h_re + u_im
         return self._readout(u_re, u_im, x_t), (u_re, u_im)
+
+    def get_config(self) -> dict:
+        return {"features": self.features, "state_size": self.state_size, "r_min": self.r_min, "r_max": self.r_max,
+                "max_phase": self.max_phase, "name": self.name}
 
     def extra_repr(self) -> str:
         return f"{self.features}, state_size={self.state_size}, r_min={self.r_min}, r_max={self.r_max}"

@@ -27,6 +27,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.linear_scan import linear_scan, log_linear_scan
+from lamina.nn.layer import register_layer
 from lamina.nn.module import Module
 
 __all__ = ["MinGRU", "MinLSTM", "log_positive_activation", "positive_activation"]
@@ -109,10 +110,14 @@ class _MinimalRNN(Module):
         h = b if state is None else a * state + b
         return h, h
 
+    def get_config(self) -> dict:
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size, "mode": self.mode, "name": self.name}
+
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, mode={self.mode!r}"
 
 
+@register_layer
 class MinGRU(_MinimalRNN):
     """minGRU: h_t = (1 - z_t) h_{t-1} + z_t h~_t with gate and candidate from x_t only
     (module docstring)."""
@@ -129,6 +134,7 @@ class MinGRU(_MinimalRNN):
         return -F.softplus(gate), -F.softplus(-gate) + log_positive_activation(candidate)
 
 
+@register_layer
 class MinLSTM(_MinimalRNN):
     """minLSTM: h_t = f'_t h_{t-1} + i'_t h~_t with f', i' the normalised forget and input
     gates (module docstring)."""

@@ -29,6 +29,7 @@ from lamina.errors import ShapeError
 from lamina.functional import sigmoid
 from lamina.nn import init as initializers
 from lamina.nn.dense import linear
+from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module, as_tensor
 
 
@@ -39,6 +40,7 @@ def check_capacity(capacity) -> float:
     return float(capacity)
 
 
+@register_layer
 class MixtureOfDepths(Module):
     """Route the top ``capacity`` fraction of each sequence's tokens through ``block``.
 
@@ -91,6 +93,14 @@ class MixtureOfDepths(Module):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self) -> dict:
+        return {"block": layer_to_config(self.block), "capacity": self.capacity, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> MixtureOfDepths:
+        config = dict(config)
+        return cls(layer_from_config(config.pop("block")), **config)
 
     def extra_repr(self) -> str:
         return f"capacity={self.capacity}"

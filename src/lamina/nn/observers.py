@@ -28,6 +28,7 @@ from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.fake_quantize import fake_quantize_per_channel, fake_quantize_per_tensor
+from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module
 from lamina.nn.quantize_ops import QUANTIZED_RANGES, quant_dtype
 
@@ -111,11 +112,17 @@ class _Observer(Module):
         return calculate_qparams(self.min_val, self.max_val, self.quant_min, self.quant_max, self.symmetric,
                                  self.dtype, self.eps, self.custom_range)
 
+    def get_config(self) -> dict:
+        quant_min, quant_max = (self.quant_min, self.quant_max) if self.custom_range else (None, None)
+        return {"dtype": str(self.dtype), "qscheme": self.qscheme, "quant_min": quant_min, "quant_max": quant_max,
+                "eps": self.eps, "name": self.name}
+
     def extra_repr(self) -> str:
         return (f"dtype={self.dtype}, qscheme={self.qscheme}, quant_min={self.quant_min}, "
                 f"quant_max={self.quant_max}")
 
 
+@register_layer
 class MinMaxObserver(_Observer):
     """Keeps the smallest and largest value of every input it sees (buffers ``min_val`` and
     ``max_val``, +inf and -inf before the first); see the module's docstring for the parameters."""
@@ -141,6 +148,7 @@ class MinMaxObserver(_Observer):
         return x
 
 
+@register_layer
 class MovingAverageMinMaxObserver(MinMaxObserver):
     """Keeps moving averages of the inputs' min and max: the first batch's own, then
     m <- m + c (m_batch - m) with c = ``averaging_constant``."""
@@ -154,6 +162,9 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
                              f"got {averaging_constant!r}")
         self.averaging_constant = float(averaging_constant)
 
+    def get_config(self) -> dict:
+        return {"averaging_constant": self.averaging_constant, **super().get_config()}
+
     def _update(self, low, high) -> None:
         if not self._observed():
             self.min_val, self.max_val = backend.xp.asarray(low), backend.xp.asarray(high)
@@ -163,6 +174,7 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
         self.max_val = (self.max_val + c * (high - self.max_val)).astype(numpy.float32)
 
 
+@register_layer
 class PerChannelMinMaxObserver(_Observer):
     """Keeps the min and max of each slice of the inputs along ``ch_axis`` (buffers of one value
     per channel, empty before the first input); symmetric per channel by default, for weights."""
@@ -198,10 +210,26 @@ class PerChannelMinMaxObserver(_Observer):
         self.min_val, self.max_val = low, high
         return x
 
+    def get_config(self) -> dict:
+        """The settings, and ``channels``: how many channels the observed range has (0 before the
+        first input), the length of the buffers a state dict fills."""
+        return {"ch_axis": self.ch_axis, **super().get_config(), "channels": int(self.min_val.size)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> PerChannelMinMaxObserver:
+        config = dict(config)
+        channels = config.pop("channels", 0)
+        observer = cls(**config)
+        if channels:
+            observer.min_val = backend.xp.zeros((channels,), numpy.float32)
+            observer.max_val = backend.xp.zeros((channels,), numpy.float32)
+        return observer
+
     def extra_repr(self) -> str:
         return f"ch_axis={self.ch_axis}, {super().extra_repr()}"
 
 
+@register_layer
 class FakeQuantize(Module):
     """Observe, then fake-quantize (see the module's docstring). Buffers ``scale`` and
     ``zero_point`` hold the parameters in use (one per channel for a per-channel observer).
@@ -265,6 +293,20 @@ class FakeQuantize(Module):
             return fake_quantize_per_channel(x, self.scale, self.zero_point, self.observer.ch_axis, self.quant_min,
                                              self.quant_max)
         return fake_quantize_per_tensor(x, self.scale, self.zero_point, self.quant_min, self.quant_max)
+
+    def get_config(self) -> dict:
+        return {"observer": layer_to_config(self.observer), "observe_in_eval": self.observe_in_eval,
+                "observer_enabled": self.observer_enabled, "fake_quant_enabled": self.fake_quant_enabled,
+                "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> FakeQuantize:
+        """A fake quantization whose ``scale`` and ``zero_point`` have the shapes the observer's
+        (placeholder) range gives them; a state dict then fills both."""
+        config = dict(config)
+        observer_enabled, fake_quant_enabled = config.pop("observer_enabled"), config.pop("fake_quant_enabled")
+        fake_quant = cls(layer_from_config(config.pop("observer")), **config)
+        return fake_quant.enable_observer(observer_enabled).enable_fake_quant(fake_quant_enabled)
 
     def extra_repr(self) -> str:
         return (f"quant_min={self.quant_min}, quant_max={self.quant_max}, observer_enabled={self.observer_enabled}, "

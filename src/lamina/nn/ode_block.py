@@ -8,6 +8,7 @@ from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.functional.ode import METHODS, odeint
 from lamina.functional.ode_adjoint import odeint_adjoint
+from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["ODEBlock"]
@@ -15,6 +16,7 @@ __all__ = ["ODEBlock"]
 _ADJOINT_KEYWORDS = {"adjoint_method", "adjoint_rtol", "adjoint_atol", "adjoint_options"}
 
 
+@register_layer
 class ODEBlock(Module):
     """h(t_1) for dh/dt = ``func(t, h)`` from h(t_0) = the input, ``t = (t_0, t_1)``.
 
@@ -89,6 +91,16 @@ class ODEBlock(Module):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        return {"func": layer_to_config(self.func), "t": list(self.t), "method": self.method, "rtol": self.rtol,
+                "atol": self.atol, "options": self.options, "adjoint": self.adjoint,
+                "adjoint_options": self.adjoint_options, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> ODEBlock:
+        config = dict(config)
+        return cls(layer_from_config(config.pop("func")), **config)
 
     def extra_repr(self) -> str:
         return f"t={self.t}, method={self.method!r}, adjoint={self.adjoint}"

@@ -41,7 +41,14 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.nn.dense import Dense
-from lamina.nn.layer import positive_int
+from lamina.nn.layer import (
+    build_for_shape,
+    input_shape_config,
+    layer_from_config,
+    layer_to_config,
+    positive_int,
+    register_layer,
+)
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.multi_head_attention import MultiHeadAttention
 
@@ -134,10 +141,25 @@ class _VirtualTokensLM(Module):
         start = p + (self._held or 0)
         return xp.broadcast_to(xp.arange(start, start + t, dtype=xp.int64), (n, t))
 
+    def model_config(self) -> dict:
+        """The frozen model's part of the config: its config and the input shape it was built for."""
+        return {"model": layer_to_config(self.model), "model_input_shape": input_shape_config(self.model)}
+
+    @staticmethod
+    def model_from_config(config: dict) -> Module:
+        """The model of :meth:`model_config`, built (fresh weights); pops both keys from ``config``."""
+        return build_for_shape(layer_from_config(config.pop("model")), config.pop("model_input_shape"))
+
+    @classmethod
+    def from_config(cls, config: dict) -> Module:
+        config = dict(config)
+        return cls(cls.model_from_config(config), **config)
+
     def extra_repr(self) -> str:
         return f"num_virtual_tokens={self.num_virtual_tokens}"
 
 
+@register_layer
 class PromptTuningLM(_VirtualTokensLM):
     """A frozen GPT-2-style or DecoderLM ``model`` with ``num_virtual_tokens`` learned input embeddings
     (the parameter ``prompt`` (P, E)) before every text: ``lm(ids, key_mask=None,
@@ -173,7 +195,7 @@ class PromptTuningLM(_VirtualTokensLM):
         self.add_parameter("prompt", xp.asarray(prompt).astype(table.dtype))
         if prompt_encoder not in (None, "mlp"):
             raise ValueError(f"{who}: prompt_encoder must be None or 'mlp', got {prompt_encoder!r}")
-        self.prompt_encoder = prompt_encoder
+        self.prompt_encoder, self.encoder_hidden_size = prompt_encoder, encoder_hidden_size
         if prompt_encoder == "mlp":
             features = table.shape[1]
             hidden = features if encoder_hidden_size is None else positive_int(
@@ -186,6 +208,13 @@ class PromptTuningLM(_VirtualTokensLM):
             for layer in (self.encoder_hidden, self.encoder_hidden_2, self.encoder_out):
                 for param in layer.parameters():
                     param.data = param.data.astype(table.dtype)
+
+    def get_config(self) -> dict:
+        """The model, P and the encoder; the prompt itself (however it was initialised) is a
+        parameter of the state dict."""
+        return {**self.model_config(), "num_virtual_tokens": self.num_virtual_tokens,
+                "prompt_encoder": self.prompt_encoder, "encoder_hidden_size": self.encoder_hidden_size,
+                "name": self.name}
 
     def virtual_embeddings(self) -> Tensor:
         """The P vectors placed before the text: ``prompt``, or with the P-tuning encoder
@@ -230,6 +259,7 @@ class PromptTuningLM(_VirtualTokensLM):
         return model.logits(h)
 
 
+@register_layer
 class PrefixTuningLM(_VirtualTokensLM):
     """A frozen causal language ``model`` (called as ``model(ids, key_mask=..., position_ids=...)``)
     whose attention layers read ``num_virtual_tokens`` learned keys and values before the
@@ -255,7 +285,7 @@ class PrefixTuningLM(_VirtualTokensLM):
         width = self.num_layers * 2 * self.kv_heads * self.head_dim
         dtype = first.in_weight.dtype
         p, rng = num_virtual_tokens, backend.rng()
-        self.prefix_projection = bool(prefix_projection)
+        self.prefix_projection, self.encoder_hidden_size = bool(prefix_projection), encoder_hidden_size
         if self.prefix_projection:
             features = first.embed_dim
             hidden = features if encoder_hidden_size is None else positive_int(
@@ -270,6 +300,11 @@ class PrefixTuningLM(_VirtualTokensLM):
                     param.data = param.data.astype(dtype)
         else:
             self.add_parameter("prefix", backend.xp.asarray(rng.standard_normal((p, width)).astype(dtype)))
+
+    def get_config(self) -> dict:
+        return {**self.model_config(), "num_virtual_tokens": self.num_virtual_tokens,
+                "prefix_projection": self.prefix_projection, "encoder_hidden_size": self.encoder_hidden_size,
+                "name": self.name}
 
     def prefix_table(self) -> Tensor:
         """The keys and values of every layer as one tensor (P, L 2 g d)."""

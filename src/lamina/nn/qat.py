@@ -41,6 +41,7 @@ from lamina import backend
 from lamina.autograd import no_grad
 from lamina.nn.conv import Conv2D
 from lamina.nn.dense import Dense
+from lamina.nn.layer import input_shape_config, layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module, evaluation_mode
 from lamina.nn.normalization import BatchNorm
 from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
@@ -88,24 +89,53 @@ class _QATLayer:
     def forward(self, x):
         return self.apply_weights(self.input_fake_quant(x), self.fake_quantized_weight())
 
+    def get_config(self) -> dict:
+        """The float layer's config, the input shape it was built for and both fake quantizations."""
+        return {**super().get_config(), "input_shape": input_shape_config(self),
+                "weight_fake_quant": layer_to_config(self.weight_fake_quant),
+                "input_fake_quant": layer_to_config(self.input_fake_quant)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Module:
+        """A fresh float layer built for the saved input shape, in its QAT form with the saved
+        fake quantizations (their ranges filled by the state dict)."""
+        config = dict(config)
+        shape = config.pop("input_shape")
+        if shape is None:
+            raise ValueError(f"{cls.__name__}.from_config: the config holds no input shape to build the layer for")
+        weight_fake_quant = layer_from_config(config.pop("weight_fake_quant"))
+        input_fake_quant = layer_from_config(config.pop("input_fake_quant"))
+        layer = cls.float_layer.from_config(config)
+        layer.build(tuple(shape))
+        layer.built = True
+        layer.build_input_shape = tuple(shape)
+        qat = cls.from_float(layer, (weight_fake_quant.quant_min, weight_fake_quant.quant_max),
+                             input_fake_quant.observer)
+        qat.weight_fake_quant, qat.input_fake_quant = weight_fake_quant, input_fake_quant
+        return qat
+
     def quantization_repr(self) -> str:
         w, a = self.weight_fake_quant, self.input_fake_quant
         return f"weight=[{w.quant_min}, {w.quant_max}] per channel, input=[{a.quant_min}, {a.quant_max}]"
 
 
+@register_layer
 class QATDense(_QATLayer, Dense):
     """A Dense layer that fake-quantizes its input (per tensor) and weight (per unit) at every call."""
 
     channel_axis = 1
+    float_layer = Dense
 
     def extra_repr(self) -> str:
         return f"{Dense.extra_repr(self)}, {self.quantization_repr()}"
 
 
+@register_layer
 class QATConv2D(_QATLayer, Conv2D):
     """A Conv2D layer that fake-quantizes its input (per tensor) and filters (per filter) at every call."""
 
     channel_axis = 0
+    float_layer = Conv2D
 
     def extra_repr(self) -> str:
         return f"{Conv2D.extra_repr(self)}, {self.quantization_repr()}"

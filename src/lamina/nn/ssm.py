@@ -27,11 +27,13 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.nn.dense import Dense
+from lamina.nn.layer import register_layer
 from lamina.nn.module import Module
 
 __all__ = ["S4D"]
 
 
+@register_layer
 class S4D(Module):
     """S4D layer on (N, T, ``features``) with ``state_size`` complex modes per channel
     (formulas in the module docstring). ``init``: ``"lin"`` or ``"inv"``."""
@@ -44,6 +46,7 @@ class S4D(Module):
         if not 0 < dt_min < dt_max:
             raise ValueError(f"S4D: need 0 < dt_min < dt_max, got dt_min={dt_min}, dt_max={dt_max}")
         self.features, self.state_size, self.init = features, state_size, init
+        self.dt_min, self.dt_max = dt_min, dt_max
         xp, rng, dtype = backend.xp, backend.rng(), backend.get_default_dtype()
         n = xp.arange(state_size)
         if init == "lin":
@@ -129,6 +132,10 @@ class S4D(Module):
             new_im = new_im + bar_re * s_im + bar_im * s_re
         y = 2.0 * (self.C_re * new_re - self.C_im * new_im).sum(axis=-1) + self.D * x_t
         return self._output(y), (new_re, new_im)
+
+    def get_config(self) -> dict:
+        return {"features": self.features, "state_size": self.state_size, "init": self.init, "dt_min": self.dt_min,
+                "dt_max": self.dt_max, "name": self.name}
 
     def extra_repr(self) -> str:
         return f"{self.features}, state_size={self.state_size}, init={self.init!r}"

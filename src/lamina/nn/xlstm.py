@@ -35,11 +35,13 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.nn.layer import register_layer
 from lamina.nn.module import Module
 
 __all__ = ["mLSTM", "sLSTM"]
 
 
+@register_layer
 class mLSTM(Module):  # noqa: N801  (the paper's name)
     """Single-head mLSTM layer (N, T, ``input_size``) -> (N, T, ``hidden_size``) (formulas in
     the module docstring). ``forward`` uses the parallel form; :meth:`step` the recurrence
@@ -109,10 +111,14 @@ class mLSTM(Module):  # noqa: N801  (the paper's name)
         denominator = F.maximum(F.abs((n * q).sum(axis=1, keepdims=True)), F.exp(-m_new)[:, None])
         return o * numerator / denominator, (c, n, m_new)
 
+    def get_config(self) -> dict:
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size, "name": self.name}
+
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"
 
 
+@register_layer
 class sLSTM(Module):  # noqa: N801  (the paper's name)
     """sLSTM layer (N, T, ``input_size``) -> (N, T, ``hidden_size``) (formulas in the module
     docstring; one head). ``forward`` runs :meth:`step` over time; the state is (h, c, n, m),
@@ -171,6 +177,9 @@ class sLSTM(Module):  # noqa: N801  (the paper's name)
         n = f_gate * n + i_gate
         h = F.sigmoid(o) * c / n
         return h, (h, c, n, m_new)
+
+    def get_config(self) -> dict:
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size, "name": self.name}
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"

@@ -26,7 +26,7 @@ from lamina.nn import init as initializers
 from lamina.nn.dense import Dense, linear
 from lamina.nn.graph._inputs import graph_inputs, node_shape
 from lamina.nn.graph.gin import GINConv
-from lamina.nn.layer import positive_int
+from lamina.nn.layer import layer_from_config, layer_to_config, positive_int, register_layer
 from lamina.nn.module import Module
 from lamina.nn.sample_norm import LayerNorm
 from lamina.nn.sequential import Sequential
@@ -83,6 +83,7 @@ def graph_attention(layer: Module, x: Tensor, heads: int, bias: Tensor) -> Tenso
     return linear(mixed, layer.output_weight, layer.output_bias)
 
 
+@register_layer
 class GPSLayer(Module):
     """``GPSLayer(channels, conv=None, heads=1)``: ``forward(x, edge_index, batch=None)`` on x
     (N, channels); ``batch`` (N,) says which graph each node is in (one graph when None).
@@ -101,6 +102,7 @@ class GPSLayer(Module):
         if conv is not False and not isinstance(conv, Module):
             raise TypeError(f"GPSLayer: conv must be a Module, None or False, got {type(conv).__name__}")
         self.local = conv if conv is not False else None
+        self.mlp_ratio = positive_int(mlp_ratio, "GPSLayer: mlp_ratio")
         self.mlp = Sequential(Dense(mlp_ratio * self.channels, activation="relu"), Dense(self.channels))
         self.norm_local, self.norm_attention, self.norm_out = LayerNorm(), LayerNorm(), LayerNorm()
 
@@ -121,6 +123,18 @@ class GPSLayer(Module):
 
     def compute_output_shape(self, input_shape):
         return node_shape(self, input_shape)
+
+    def get_config(self) -> dict:
+        conv = False if self.local is None else layer_to_config(self.local)
+        return {"channels": self.channels, "conv": conv, "heads": self.heads, "mlp_ratio": self.mlp_ratio,
+                "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> GPSLayer:
+        config = dict(config)
+        if isinstance(config.get("conv"), dict):
+            config["conv"] = layer_from_config(config["conv"])
+        return cls(**config)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, heads={self.heads}, local={type(self.local).__name__}"

@@ -25,7 +25,7 @@ from lamina.nn import init as initializers
 from lamina.nn.dense import Dense
 from lamina.nn.graph._inputs import graph_inputs, node_shape
 from lamina.nn.graph.gps import _build_attention, _graph_batch_inputs, _same_graph_bias, graph_attention
-from lamina.nn.layer import positive_int
+from lamina.nn.layer import positive_int, register_layer
 from lamina.nn.module import Module
 from lamina.nn.sample_norm import LayerNorm
 from lamina.nn.sequential import Sequential
@@ -33,6 +33,7 @@ from lamina.nn.sequential import Sequential
 __all__ = ["CentralityEncoding", "GraphormerLayer"]
 
 
+@register_layer
 class CentralityEncoding(Module):
     """``forward(x, edge_index)``: x (N, C) plus learned embeddings of each node's in- and
     out-degree (degrees above ``max_degree`` share the last embedding)."""
@@ -55,7 +56,11 @@ class CentralityEncoding(Module):
         d_out = np.minimum(degree(edge_index[0], n, dtype=np.int64), self.max_degree)
         return x + F.take_rows(self.in_degree, d_in) + F.take_rows(self.out_degree, d_out)
 
+    def get_config(self) -> dict:
+        return {"max_degree": self.max_degree, "name": self.name}
 
+
+@register_layer
 class GraphormerLayer(Module):
     """``forward(x, edge_index, batch=None)`` on x (N, channels), ``batch`` (N,) the graph of
     each node (one graph when None); output (N, channels)."""
@@ -69,6 +74,7 @@ class GraphormerLayer(Module):
             raise ValueError(f"GraphormerLayer: heads = {heads} must divide channels = {channels}")
         self.max_distance = positive_int(max_distance, "GraphormerLayer: max_distance")
         self.norm_attention, self.norm_ffn = LayerNorm(), LayerNorm()
+        self.ffn_ratio = positive_int(ffn_ratio, "GraphormerLayer: ffn_ratio")
         self.ffn = Sequential(Dense(ffn_ratio * self.channels, activation="relu"), Dense(self.channels))
 
     def build(self, input_shape) -> None:
@@ -93,6 +99,10 @@ class GraphormerLayer(Module):
 
     def compute_output_shape(self, input_shape):
         return node_shape(self, input_shape)
+
+    def get_config(self) -> dict:
+        return {"channels": self.channels, "heads": self.heads, "max_distance": self.max_distance,
+                "ffn_ratio": self.ffn_ratio, "name": self.name}
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, heads={self.heads}, max_distance={self.max_distance}"

@@ -18,6 +18,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.data.graphs import check_edge_index
 from lamina.errors import ShapeError
+from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["HeteroConv"]
@@ -29,6 +30,7 @@ def _key(edge_type) -> str:
     return "__".join(edge_type)
 
 
+@register_layer
 class HeteroConv(Module):
     """``HeteroConv({edge_type: conv, ...}, aggr)``; ``forward(x_dict, edge_index_dict)``
     returns {node_type: features} for every node type some edge type points to."""
@@ -95,6 +97,17 @@ class HeteroConv(Module):
         for o in outputs[1:]:
             total = total + o
         return total / len(outputs) if self.aggr == "mean" else total
+
+    def get_config(self) -> dict:
+        # JSON has no tuple keys: the convolutions as [[src_type, relation, dst_type], conv config] pairs
+        convs = [[list(edge_type), layer_to_config(self.conv(edge_type))] for edge_type in self.edge_types]
+        return {"convs": convs, "aggr": self.aggr, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> HeteroConv:
+        config = dict(config)
+        config["convs"] = {tuple(edge_type): layer_from_config(conv) for edge_type, conv in config["convs"]}
+        return cls(**config)
 
     def extra_repr(self) -> str:
         return f"{len(self.edge_types)} edge types, aggr={self.aggr!r}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy
 
 from lamina.autograd import Tensor, no_grad
+from lamina.nn.layer import build_for_shape, input_shape_config, register_layer
 from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.ptq.group_quant import QuantizedWeight, read_packed, register_packed
 
@@ -27,6 +28,7 @@ PROJECTIONS = {"in_weight": "in_", "out_weight": "out_"}
 """The projections of an attention layer and the prefixes of their buffers."""
 
 
+@register_layer
 class QuantMultiHeadAttention(MultiHeadAttention):
     """A :class:`~lamina.nn.MultiHeadAttention` whose quantized projections are read from
     their packed buffers (see the module's docstring); made by :func:`quantize_projection`."""
@@ -48,6 +50,33 @@ class QuantMultiHeadAttention(MultiHeadAttention):
         """The projection ``name`` as float (its former dtype), from its integers."""
         dtype = self.__dict__["_quantized_projections"][name][4]
         return self.quantized_projection(name).dequantize(dtype)
+
+    def get_config(self) -> dict:
+        """The attention's config, the input shape(s) it was built for and, per quantized
+        projection, its shape, bits, group size, symmetry and float dtype."""
+        held = self.__dict__.get("_quantized_projections", {})
+        quantized = {name: {"shape": list(shape), "bits": bits, "group_size": size, "sym": sym,
+                            "dtype": numpy.dtype(dtype).name}
+                     for name, (shape, bits, size, sym, dtype) in held.items()}
+        return {**super().get_config(), "input_shape": input_shape_config(self), "quantized": quantized}
+
+    @classmethod
+    def from_config(cls, config: dict) -> QuantMultiHeadAttention:
+        """A fresh attention built for the saved input shape(s), its quantized projections
+        placeholder integers (zeros, unit scales) that a state dict replaces."""
+        config = dict(config)
+        shape, quantized = config.pop("input_shape"), config.pop("quantized")
+        layer = build_for_shape(MultiHeadAttention.from_config(config), shape)
+        for name, spec in quantized.items():
+            (n_in, n_out), size = spec["shape"], spec["group_size"]
+            placeholder = QuantizedWeight(numpy.zeros((n_in, n_out), numpy.uint8),
+                                          numpy.ones((n_in // size, n_out), numpy.float32),
+                                          numpy.zeros((n_in // size, n_out), numpy.uint8),
+                                          (numpy.arange(n_in) // size).astype(numpy.int32), spec["bits"], size,
+                                          spec["sym"])
+            layer._parameters[name].data = layer._parameters[name].data.astype(spec["dtype"])
+            quantize_projection(layer, name, placeholder)
+        return layer
 
     def extra_repr(self) -> str:
         held = self.__dict__.get("_quantized_projections", {})

@@ -20,9 +20,9 @@ import numpy
 from lamina.autograd import Tensor
 from lamina.autograd.function import cast
 from lamina.errors import ShapeError
-from lamina.nn.activation import activate_fresh
+from lamina.nn.activation import activate_fresh, activation_config, get_activation
 from lamina.nn.dense import Dense, LinearFunction
-from lamina.nn.layer import check_shape_ndim, input_error
+from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.ptq.group_quant import (
     QuantizedWeight,
@@ -36,6 +36,7 @@ from lamina.nn.ptq.group_quant import (
 __all__ = ["QuantDense"]
 
 
+@register_layer
 class QuantDense(Module):
     """A fully connected layer a = g(x W + b) with W (n_in, units) held as b-bit group-quantized
     integers. Built from a trained :class:`Dense` with :meth:`from_dense`, either by
@@ -122,6 +123,27 @@ class QuantDense(Module):
     def compute_output_shape(self, input_shape):
         shape = check_shape_ndim(self, input_shape, tuple(range(1, 9)), "(batch, ..., features)")
         return shape[:-1] + (self.units,)
+
+    def get_config(self) -> dict:
+        return {"in_features": self.in_features, "units": self.units, "bits": self.bits,
+                "group_size": self.group_size, "sym": self.sym, "use_bias": self.use_bias,
+                "activation": activation_config(self), "input_scale": self.has_input_scale, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> QuantDense:
+        """A layer of the configured shape and format holding placeholder integers (zeros, unit
+        scales), bias and input scale, which a state dict then replaces."""
+        n_in, units, size = config["in_features"], config["units"], config["group_size"]
+        n_groups = n_in // size
+        placeholder = QuantizedWeight(numpy.zeros((n_in, units), numpy.uint8),
+                                      numpy.ones((n_groups, units), numpy.float32),
+                                      numpy.zeros((n_groups, units), numpy.uint8),
+                                      (numpy.arange(n_in) // size).astype(numpy.int32), config["bits"], size,
+                                      config["sym"])
+        activation = get_activation(config.get("activation"))
+        spec = None if isinstance(activation, Module) else config.get("activation")
+        return cls(placeholder, numpy.zeros(units, numpy.float32) if config["use_bias"] else None, activation, spec,
+                   numpy.ones(n_in, numpy.float32) if config["input_scale"] else None, name=config.get("name"))
 
     def extra_repr(self) -> str:
         kind = "sym" if self.sym else "asym"

@@ -24,8 +24,9 @@ from collections.abc import Iterable
 import numpy
 
 from lamina.autograd import Tensor, no_grad
-from lamina.nn.activation import activate_fresh
+from lamina.nn.activation import activate_fresh, activation_config
 from lamina.nn.dense import Dense, LinearFunction
+from lamina.nn.layer import register_layer
 from lamina.nn.module import Module, as_tensor, evaluation_mode, intercept_calls
 from lamina.nn.ptq.scaling import ScaleGroup, fold_scales, scale_groups
 from lamina.nn.ptq.sequential import (
@@ -108,6 +109,7 @@ def fake_quantize_absmax(v: numpy.ndarray, axis: int, bits: int = 8) -> numpy.nd
     return (numpy.round(v / a) * a).astype(v.dtype)
 
 
+@register_layer
 class W8A8Dense(Module):
     """A Dense layer computed on 8-bit fake-quantized operands (see the module's docstring):
     the weight per output unit, the input per token; inference only (a constant weight)."""
@@ -132,6 +134,19 @@ class W8A8Dense(Module):
             inputs.append(Tensor._wrap(self.bias.astype(x.dtype)))
         z = LinearFunction.apply(*inputs)
         return activate_fresh(self.activation, z) if self.activation is not None else z
+
+    def get_config(self) -> dict:
+        in_features, units = self.weight.shape
+        return {"in_features": int(in_features), "units": int(units), "bits": self.bits, "use_bias": self.use_bias,
+                "activation": activation_config(self), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> W8A8Dense:
+        """A layer of the configured shape made from a fresh Dense; a state dict then gives its weight."""
+        dense = Dense(config["units"], activation=config.get("activation"), use_bias=config["use_bias"],
+                      name=config.get("name"))
+        dense.build((None, config["in_features"]))
+        return cls(dense, config["bits"])
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]} -> {self.weight.shape[1]}, W{self.bits}A{self.bits} per token"
