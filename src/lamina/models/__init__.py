@@ -115,6 +115,8 @@ Layouts follow the published models so that published weights map onto them:
 * Equivariant graph networks on point sets (:mod:`lamina.models.equivariant`): :class:`EGNN`
   (E(n)-equivariant layers, graph readout) and :class:`SchNet` (continuous-filter convolutions;
   energies and forces -dE/dx).
+* :class:`P4CNN` (:func:`p4cnn`): a small p4 / p4m group-equivariant CNN whose logits are invariant
+  to quarter turns (and mirrors) of the image (:mod:`lamina.nn.group_conv`).
 * Sets and latent arrays: :class:`DeepSets`, :class:`SetTransformer` (ISAB/SAB encoder, PMA
   pooling; padding masks), :class:`Perceiver` and :class:`PerceiverIO` (cross-attention into a
   latent array, Fourier position features for images) and :class:`SlotAttentionAutoEncoder`
@@ -552,6 +554,7 @@ from lamina.models.ntm import (
     memory_read,
     sharpen,
 )
+from lamina.models.p4cnn import P4CNN, p4cnn
 from lamina.models.perceiver import (
     Perceiver,
     PerceiverBlock,
@@ -1081,3 +1084,4 @@ __all__ += ["DIGIT_CONCEPTS", "NAM", "ConceptBottleneck", "MonotonicDense", "Mon
             "prototype_separation_cost",
             "prototype_similarity"]  # interpretable by design (interpretable, concept_bottleneck, protopnet)
 __all__ += ["EarlyExitNetwork", "EarlyExitResult"]  # early exits (early_exit)
+__all__ += ["P4CNN", "p4cnn"]  # group-equivariant CNN (p4cnn)

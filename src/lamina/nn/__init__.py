@@ -146,6 +146,7 @@ from lamina.nn.graph import (
     global_max_pool,
     global_mean_pool,
 )
+from lamina.nn.group_conv import GroupBatchNorm, GroupPool, P4ConvP4, P4ConvZ2, P4MConvP4M, P4MConvZ2
 from lamina.nn.head_hooks import HeadOutputs
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_retrieval
@@ -399,5 +400,7 @@ __all__ += ["GE2ELoss"]  # generalized end-to-end speaker loss (ge2e)
 __all__ += ["CentralityEncoding", "GPSLayer", "GraphormerLayer", "HeteroConv", "RGCNConv"]  # graph transformers
 __all__ += ["ConditionalBatchNorm", "FiLM", "HyperNetwork", "MixtureOfDepths"]  # conditional computation
 __all__ += ["LRU", "MinGRU", "MinLSTM", "S4D", "mLSTM", "sLSTM"]  # recurrent layers (lru, min_rnn, ssm, xlstm)
+__all__ += ["GroupBatchNorm", "GroupPool", "P4ConvP4", "P4ConvZ2", "P4MConvP4M",
+            "P4MConvZ2"]  # p4 / p4m group-equivariant convolutions (group_conv)
 __all__ += ["DifferentialAttention", "HyenaOperator",
             "MultiHeadLatentAttention"]  # sequence mixers (differential_attention, hyena, latent_attention)
