@@ -86,6 +86,7 @@ from lamina.functional.gan_losses import gan_loss, logistic_d_loss, logistic_g_l
 from lamina.functional.glu import glu
 from lamina.functional.grid_sample import affine_grid, grid_sample
 from lamina.functional.group_conv import group_action, group_conv2d, group_filter_bank, group_pool
+from lamina.functional.hmm import hmm_log_likelihood
 from lamina.functional.image_quality import (
     MS_SSIM_WEIGHTS,
     gaussian_window,
@@ -704,4 +705,5 @@ __all__ += ["backward_corrected_loss", "bootstrap_loss", "estimate_transition_ma
             "taylor_cross_entropy"]  # noisy-label losses (losses_noisy)
 __all__ += ["irm_penalty", "vrex_penalty"]  # environment invariance (invariance_penalties)
 __all__ += ["complex_linear_scan", "linear_scan", "log_linear_scan"]  # first-order linear recurrences (linear_scan)
+__all__ += ["hmm_log_likelihood"]  # hidden Markov model forward algorithm (hmm)
 __all__ += ["group_action", "group_conv2d", "group_filter_bank", "group_pool"]  # p4 / p4m group convolutions

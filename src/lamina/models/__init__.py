@@ -166,6 +166,10 @@ Layouts follow the published models so that published weights map onto them:
   the kernels of :mod:`lamina.models.kernels` (:class:`RBF`, :class:`Matern`,
   :class:`RationalQuadratic`, :class:`Periodic`, :class:`DotProduct`, :class:`White`,
   :class:`Constant`, :class:`ScaleKernel`, sums and products).
+* Classical probabilistic models (:mod:`lamina.models.statespace`): :class:`HiddenMarkovModel`
+  (forward-backward, Viterbi, Baum-Welch), :class:`KalmanFilter` (filter, RTS smoother,
+  :func:`kalman_log_likelihood` for gradients), :class:`ParticleFilter` and
+  :class:`GaussianMixture` (EM from k-means++, BIC/AIC).
 * :class:`ConditionalNeuralProcess`, :class:`NeuralProcess`, :class:`AttentiveNeuralProcess`:
   neural processes (distributions over functions from context sets, the NP's ELBO, the ANP's
   self- and cross-attention), trained on :class:`GPCurves` tasks.
@@ -761,6 +765,17 @@ from lamina.models.ssdlite import (
     SSDLiteRegressionHead,
     ssdlite320_mobilenet_v3_large,
 )
+from lamina.models.statespace import (
+    GaussianMixture,
+    HiddenMarkovModel,
+    KalmanFilter,
+    ParticleFilter,
+    ParticleFilterResult,
+    kalman_log_likelihood,
+    multinomial_resample,
+    stratified_resample,
+    systematic_resample,
+)
 from lamina.models.stylegan2 import (
     EqualizedConv2D,
     EqualizedDense,
@@ -1085,3 +1100,6 @@ __all__ += ["DIGIT_CONCEPTS", "NAM", "ConceptBottleneck", "MonotonicDense", "Mon
             "prototype_similarity"]  # interpretable by design (interpretable, concept_bottleneck, protopnet)
 __all__ += ["EarlyExitNetwork", "EarlyExitResult"]  # early exits (early_exit)
 __all__ += ["P4CNN", "p4cnn"]  # group-equivariant CNN (p4cnn)
+__all__ += ["GaussianMixture", "HiddenMarkovModel", "KalmanFilter", "ParticleFilter", "ParticleFilterResult",
+            "kalman_log_likelihood", "multinomial_resample", "stratified_resample",
+            "systematic_resample"]  # HMMs, Kalman and particle filters, Gaussian mixtures (statespace)
