@@ -177,6 +177,10 @@ Layouts follow the published models so that published weights map onto them:
   agreement (:class:`lamina.nn.DigitCapsules`), the margin loss and a masked reconstruction.
 * :class:`FNO1D`, :class:`FNO2D`: Fourier neural operators (lifting, Fourier blocks of
   spectral convolutions, projection) mapping functions on periodic grids of any resolution.
+* Physics-informed learning (:mod:`lamina.models.physics`): :class:`PINN` (input derivatives by
+  :func:`derivative`, :func:`laplacian`; :class:`Poisson1D`, :class:`Heat1D`, :class:`Burgers1D`),
+  :class:`DeepONet`, :class:`HamiltonianNN` and :class:`LagrangianNN`, with the symplectic
+  integrators :func:`leapfrog` and :func:`symplectic_euler`.
 * :class:`TCN`, :class:`NBEATS`, :class:`DLinear`, :class:`PatchTST` (:func:`tcn`, :func:`nbeats`,
   :func:`dlinear`, :func:`patchtst`): forecasters of (batch, input_length, channels) windows
   (:mod:`lamina.models.forecasting`).
@@ -567,6 +571,28 @@ from lamina.models.perceiver import (
     fourier_position_features,
 )
 from lamina.models.phi3 import PHI3_CONFIGS, Phi3, load_hf_phi3_state_dict, phi3, phi3_parameter_count
+from lamina.models.physics import (
+    PINN,
+    Burgers1D,
+    DeepONet,
+    HamiltonianNN,
+    Heat1D,
+    LagrangianNN,
+    PDEProblem,
+    PINNLoss,
+    Poisson1D,
+    antiderivative_data,
+    derivative,
+    gradient,
+    hamiltonian_vector_field,
+    lagrangian_acceleration,
+    laplacian,
+    leapfrog,
+    mlp_network,
+    relative_l2_error,
+    stormer_verlet,
+    symplectic_euler,
+)
 from lamina.models.pix2pix import PatchGANDiscriminator, Pix2PixGenerator
 from lamina.models.pixelcnn import GatedPixelCNN, GatedPixelCNNLayer, PixelCNN
 from lamina.models.poincare_embeddings import (
@@ -1103,3 +1129,7 @@ __all__ += ["P4CNN", "p4cnn"]  # group-equivariant CNN (p4cnn)
 __all__ += ["GaussianMixture", "HiddenMarkovModel", "KalmanFilter", "ParticleFilter", "ParticleFilterResult",
             "kalman_log_likelihood", "multinomial_resample", "stratified_resample",
             "systematic_resample"]  # HMMs, Kalman and particle filters, Gaussian mixtures (statespace)
+__all__ += ["PINN", "Burgers1D", "DeepONet", "HamiltonianNN", "Heat1D", "LagrangianNN", "PDEProblem", "PINNLoss",
+            "Poisson1D", "antiderivative_data", "derivative", "gradient", "hamiltonian_vector_field",
+            "lagrangian_acceleration", "laplacian", "leapfrog", "mlp_network", "relative_l2_error", "stormer_verlet",
+            "symplectic_euler"]  # physics-informed learning (physics)
