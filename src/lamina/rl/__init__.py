@@ -6,16 +6,33 @@ actor-critic (PPO and A2C with GAE, discrete and continuous actions), and the of
 continuous-control agents SAC, TD3 and DDPG; and for board games (tic-tac-toe, Connect Four)
 Monte Carlo tree search (UCT, PUCT) and AlphaZero self-play; neuroevolution (a policy's weights
 searched by an evolution strategy of :mod:`lamina.optim.evolution`); offline RL from fixed datasets
-(:mod:`lamina.rl.offline`: behaviour cloning, CQL, IQL, the Decision Transformer) and GAIL."""
+(:mod:`lamina.rl.offline`: behaviour cloning, CQL, IQL, the Decision Transformer) and GAIL;
+multi-armed and contextual bandits (:mod:`lamina.rl.bandits`) and cooperative multi-agent
+learning (:mod:`lamina.rl.multiagent`: a PettingZoo-style API, independent Q-learning, VDN,
+QMIX, MADDPG)."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
+from lamina.rl.bandits import (
+    KLUCB,
+    UCB1,
+    BernoulliBandit,
+    EpsilonGreedy,
+    GaussianBandit,
+    LinearContextualBandit,
+    LinearThompsonSampling,
+    LinUCB,
+    NeuralLinearBandit,
+    ThompsonSampling,
+    run_bandit,
+)
 from lamina.rl.classic_control import CartPole, MountainCar, Pendulum, angle_normalize
 from lamina.rl.dqn import DQN_PRESETS, PRESET_STEPS, DQNAgent, dqn_loss, dqn_targets, train_dqn
 from lamina.rl.env import Env, TimeLimit, Wrapper
 from lamina.rl.evaluation import GreedyPolicy, evaluate_policy
 from lamina.rl.games import ConnectFour, Game, KInARow, TicTacToe
 from lamina.rl.mcts import MCTS, MCTSPlayer, RandomPlayer, RolloutEvaluator, play_game, play_match, visit_policy
+from lamina.rl.multiagent import MADDPG, QMIX, VDN, IndependentQLearning, ParallelEnv, QMixer, TwoStepGame, VDNMixer
 from lamina.rl.networks import copy_weights, mlp, soft_update
 from lamina.rl.neuroevolution import episode_return, evolve_policy
 from lamina.rl.off_policy import OffPolicyAgent, QNetwork
@@ -79,3 +96,7 @@ __all__ += ["episode_return", "evolve_policy"]  # neuroevolution
 __all__ += ["BehaviorCloning", "ContinuousCQL", "DecisionTransformer", "DiscreteCQL", "GAIL", "IQL",
             "OfflineDataset", "collect_dataset", "concatenate_datasets", "d4rl_style_dataset",
             "evaluate_decision_transformer", "train_decision_transformer"]  # offline
+__all__ += ["KLUCB", "UCB1", "BernoulliBandit", "EpsilonGreedy", "GaussianBandit", "LinUCB", "LinearContextualBandit",
+            "LinearThompsonSampling", "NeuralLinearBandit", "ThompsonSampling", "run_bandit"]  # bandits
+__all__ += ["MADDPG", "QMIX", "VDN", "IndependentQLearning", "ParallelEnv", "QMixer", "TwoStepGame",
+            "VDNMixer"]  # multiagent
