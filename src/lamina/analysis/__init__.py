@@ -36,6 +36,12 @@ The computation graph of a loss (course notes, Back propagation on computation g
 The curvature of a loss surface (course notes, Second-order optimization), by Hessian-vector
 products: :func:`hessian_vector_product`, :func:`hessian_eigenvalues`, :func:`hessian_trace`.
 
+Which training examples a prediction owes to (:mod:`lamina.analysis.influence`,
+:mod:`lamina.analysis.data_valuation`): :func:`influence_scores` and :func:`self_influence`
+(influence functions), :func:`tracin_scores` and :func:`tracin_self_influence` (TracIn),
+:func:`representer_scores` (representer points), :func:`knn_shapley` and :func:`tmc_data_shapley`
+(data Shapley values).
+
 Anomaly and out-of-distribution scores (:mod:`lamina.analysis.anomaly`; higher: more anomalous):
 :func:`reconstruction_error`, :func:`reconstruction_map` (autoencoders), :class:`PatchCore`
 (with :func:`greedy_coreset`, :func:`locally_aware_patches`), :func:`max_softmax_score`,
@@ -97,6 +103,13 @@ from lamina.analysis.certify import (
     clopper_pearson_lower,
 )
 from lamina.analysis.compare import compare_architectures, native_input_shape, zoo_builder
+from lamina.analysis.data_valuation import (
+    DataShapley,
+    Representers,
+    knn_shapley,
+    representer_scores,
+    tmc_data_shapley,
+)
 from lamina.analysis.deeplift import deeplift, deeplift_shap, gradient_shap
 from lamina.analysis.embedding import plot_embedding, reduce_dimensions
 from lamina.analysis.embedding_accuracy import (
@@ -121,6 +134,7 @@ from lamina.analysis.hessian import (
     hessian_trace,
     hessian_vector_product,
 )
+from lamina.analysis.influence import influence_scores, self_influence, tracin_scores, tracin_self_influence
 from lamina.analysis.interpretability import (
     ActivationCache,
     LinearProbe,
@@ -179,3 +193,6 @@ __all__ += ["apgd", "bim", "cw_l2", "cw_objective", "deepfool", "mifgsm", "pgd",
             "worst_case_margins"]  # certified robustness
 __all__ += ["CorrelationRemover", "ExponentiatedGradient", "MetricFrame", "ThresholdOptimizer", "fairness",
             "reweighing"]  # fairness assessment and mitigation (fairness)
+__all__ += ["DataShapley", "Representers", "influence_scores", "knn_shapley", "representer_scores",
+            "self_influence", "tmc_data_shapley", "tracin_scores",
+            "tracin_self_influence"]  # training-data attribution (influence, data_valuation)
