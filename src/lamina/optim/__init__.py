@@ -45,6 +45,7 @@ from lamina.optim.gradient_surgery import (
     pcgrad,
     project_conflicting,
 )
+from lamina.optim.kfac import EKFAC, KFAC, exact_fisher_block, kronecker_factors
 from lamina.optim.lamb import LAMB, LARS
 from lamina.optim.lbfgs import LBFGS
 from lamina.optim.lion import Lion
@@ -100,6 +101,7 @@ __all__ = [
     "ASGD", "Adafactor", "LAMB", "LARS", "Muon", "SparseAdam",
     "AdamWScheduleFree", "DAdaptAdam", "Prodigy", "RAdamScheduleFree", "SGDScheduleFree",
     "SOAP", "AdaBelief", "AdEMAMix", "Adan", "Shampoo", "SophiaG",
+    "EKFAC", "KFAC", "exact_fisher_block", "kronecker_factors",
 ]
 __all__ += ["SURGERY_METHODS", "cagrad", "combine_task_gradients", "graddrop", "imtl_g", "mgda",
             "min_norm_frank_wolfe", "min_norm_two", "pcgrad", "project_conflicting"]  # multi-task gradient surgery
