@@ -157,6 +157,9 @@ Layouts follow the published models so that published weights map onto them:
   :mod:`lamina.models.schedulers` has diffusers' schedulers (:class:`DPMSolverMultistepScheduler`,
   :class:`EulerDiscreteScheduler`, ...) for its ``sample(scheduler=...)``, and EDM
   (:class:`EDMPrecond`, :func:`edm_loss`, :func:`edm_sampler`).
+* :class:`ConsistencyModel`: consistency models (training from data and distillation from a
+  denoiser; one- and few-step sampling) and :class:`MaskGIT` (a bidirectional transformer over
+  tokens with cosine-scheduled parallel decoding).
 * :class:`FlowMatchingModel`: flow matching (conditional, Lipman's and minibatch optimal
   transport paths, rectified flow's reflow), sampled with :func:`lamina.odeint`.
 * :func:`transfer`: a trained classifier repurposed for a new task (course notes, Transfer
@@ -247,6 +250,18 @@ from lamina.models.concept_bottleneck import (
     intervention_accuracy,
 )
 from lamina.models.conformer import Conformer, ConformerConvolution, ConformerFeedForward, ConformerLayer
+from lamina.models.consistency import (
+    CONSISTENCY_METRICS,
+    ConsistencyModel,
+    consistency_coefficients,
+    consistency_times,
+    ct_discretization_steps,
+    ct_target_decay,
+    gaussian_mixture_denoiser,
+    ict_discretization_steps,
+    lognormal_step_probabilities,
+    pseudo_huber_distance,
+)
 from lamina.models.convmixer import (
     CONVMIXER_CONFIGS,
     ConvMixerResidual,
@@ -497,6 +512,7 @@ from lamina.models.mask_rcnn import (
     MaskRoIHeads,
     maskrcnn_resnet50_fpn,
 )
+from lamina.models.maskgit import MaskGIT, cosine_mask_schedule, mask_schedule_counts, masked_token_loss
 from lamina.models.matrix_factorization import MatrixFactorization, als
 from lamina.models.maxvit import (
     MaxVitLayer,
@@ -1083,6 +1099,11 @@ __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "ED
             "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",  # and EDM
             "LMSDiscreteScheduler", "PNDMScheduler", "edm_loss", "edm_sampler", "karras_sigmas"]  # (schedulers)
 __all__ += ["DPMSolverSinglestepScheduler", "UniPCMultistepScheduler"]  # single-step DPM-Solver, UniPC
+__all__ += ["CONSISTENCY_METRICS", "ConsistencyModel", "consistency_coefficients", "consistency_times",
+            "ct_discretization_steps", "ct_target_decay", "gaussian_mixture_denoiser", "ict_discretization_steps",
+            "lognormal_step_probabilities", "pseudo_huber_distance"]  # consistency models (consistency)
+__all__ += ["MaskGIT", "cosine_mask_schedule", "mask_schedule_counts",
+            "masked_token_loss"]  # masked generative transformer (maskgit)
 __all__ += ["DeepSurv"]  # survival analysis (deepsurv)
 __all__ += ["EchoStateNetwork", "HopfieldNetwork", "RBM", "SelfOrganizingMap"]  # energy-based, associative, reservoir
 __all__ += ["ShowAttendTell"]  # image captioning with soft attention (show_attend_tell)

@@ -69,6 +69,7 @@ from lamina.train.conformal import (
     mean_width,
     size_stratified_coverage,
 )
+from lamina.train.consistency import ConsistencyTrainer, train_consistency
 from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
 from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
@@ -117,6 +118,7 @@ from lamina.train.laplace import LastLayerLaplace
 from lamina.train.lottery import LotteryResult, LotteryRound, iterative_magnitude_pruning
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
 from lamina.train.ltr_metrics import dcg, err, ltr_metrics, map_at_k, mrr, ndcg, precision_at_k
+from lamina.train.maskgit import train_maskgit
 from lamina.train.meta import MAML, FastLearner, MetaSGD, Reptile
 from lamina.train.metrics import (
     F1Score,
@@ -272,6 +274,7 @@ __all__ = [
     "SWAG", "CollectSWAG", "LastLayerLaplace",
 ]
 __all__ += ["DANN", "continual", "dann_lambda", "train_dann"]  # continual learning, domain adaptation
+__all__ += ["ConsistencyTrainer", "train_consistency", "train_maskgit"]  # few-step generative models
 __all__ += ["DPOTrainer", "ORPOTrainer", "PreferenceBatch", "PreferenceDataset", "RewardModel", "RewardTrainer",
             "SimPOTrainer", "adapters_disabled", "final_hidden_states"]  # preference optimization
 __all__ += ["CompletionRows", "KTOTrainer", "UnpairedBatch", "UnpairedPreferenceDataset",
