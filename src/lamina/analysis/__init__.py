@@ -34,7 +34,14 @@ The computation graph of a loss (course notes, Back propagation on computation g
 :func:`draw_graph` draws it, :func:`graph_stats` counts its nodes and the memory kept for backward.
 
 The curvature of a loss surface (course notes, Second-order optimization), by Hessian-vector
-products: :func:`hessian_vector_product`, :func:`hessian_eigenvalues`, :func:`hessian_trace`.
+products: :func:`hessian_vector_product`, :func:`hessian_eigenvalues`, :func:`lanczos_eigenvalues`,
+:func:`hessian_trace`.
+
+The shape of a loss surface (:mod:`lamina.analysis.landscape`, :mod:`lamina.analysis.mode_connectivity`):
+:func:`random_direction` (filter-normalised), :func:`pca_directions`, :func:`loss_surface_1d`,
+:func:`loss_surface_2d`, :func:`linear_interpolation`, :func:`epsilon_sharpness`, :func:`plot_surface`;
+curves of low loss between two trained models, :class:`BezierCurve` and :class:`PolygonalChain`, trained
+by :func:`train_curve` and measured by :func:`curve_losses` and :func:`loss_barrier`.
 
 Which training examples a prediction owes to (:mod:`lamina.analysis.influence`,
 :mod:`lamina.analysis.data_valuation`): :func:`influence_scores` and :func:`self_influence`
@@ -133,6 +140,7 @@ from lamina.analysis.hessian import (
     hessian_eigenvalues,
     hessian_trace,
     hessian_vector_product,
+    lanczos_eigenvalues,
 )
 from lamina.analysis.influence import influence_scores, self_influence, tracin_scores, tracin_self_influence
 from lamina.analysis.interpretability import (
@@ -154,8 +162,27 @@ from lamina.analysis.interpretability import (
     train_probe,
     transformer_parts,
 )
+from lamina.analysis.landscape import (
+    PCADirections,
+    epsilon_sharpness,
+    linear_interpolation,
+    loss_surface_1d,
+    loss_surface_2d,
+    normalize_direction,
+    pca_directions,
+    plot_surface,
+    random_direction,
+)
 from lamina.analysis.layer_rules import layer_hyperparameters, layer_macs
 from lamina.analysis.lrp import LRPEpsilon, LRPGamma, LRPRule, LRPZBox, LRPZero, lrp, lrp_relevances
+from lamina.analysis.mode_connectivity import (
+    BezierCurve,
+    Curve,
+    PolygonalChain,
+    curve_losses,
+    loss_barrier,
+    train_curve,
+)
 from lamina.analysis.perturbation import feature_ablation, shapley_value_sampling
 from lamina.analysis.receptive import receptive_field, receptive_fields
 from lamina.analysis.retrieval import FeatureIndex, extract_features, mean_average_precision_at_k, precision_at_k
@@ -196,3 +223,7 @@ __all__ += ["CorrelationRemover", "ExponentiatedGradient", "MetricFrame", "Thres
 __all__ += ["DataShapley", "Representers", "influence_scores", "knn_shapley", "representer_scores",
             "self_influence", "tmc_data_shapley", "tracin_scores",
             "tracin_self_influence"]  # training-data attribution (influence, data_valuation)
+__all__ += ["BezierCurve", "Curve", "PCADirections", "PolygonalChain", "curve_losses", "epsilon_sharpness",
+            "lanczos_eigenvalues", "linear_interpolation", "loss_barrier", "loss_surface_1d", "loss_surface_2d",
+            "normalize_direction", "pca_directions", "plot_surface", "random_direction",
+            "train_curve"]  # loss landscapes and mode connectivity (landscape, mode_connectivity, hessian)
