@@ -60,6 +60,15 @@ from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.conv_transpose_nd import conv_transpose1d, conv_transpose3d
 from lamina.functional.crf import crf_log_partition, crf_marginals, crf_path_score
 from lamina.functional.crf_decode import crf_nbest_paths
+from lamina.functional.depth_losses import (
+    berhu_loss,
+    depth_to_normals,
+    edge_aware_smoothness,
+    gradient_matching_loss,
+    scale_and_shift,
+    scale_invariant_log_loss,
+    scale_shift_invariant_loss,
+)
 from lamina.functional.deq import DEQStats, deq_fixed_point, jacobian_penalty
 from lamina.functional.domain_adaptation import coral_loss, gradient_reversal, mmd_loss
 from lamina.functional.einsum import einsum
@@ -707,3 +716,7 @@ __all__ += ["irm_penalty", "vrex_penalty"]  # environment invariance (invariance
 __all__ += ["complex_linear_scan", "linear_scan", "log_linear_scan"]  # first-order linear recurrences (linear_scan)
 __all__ += ["hmm_log_likelihood"]  # hidden Markov model forward algorithm (hmm)
 __all__ += ["group_action", "group_conv2d", "group_filter_bank", "group_pool"]  # p4 / p4m group convolutions
+__all__ += [  # monocular depth losses and surface normals (depth_losses)
+    "berhu_loss", "depth_to_normals", "edge_aware_smoothness", "gradient_matching_loss", "scale_and_shift",
+    "scale_invariant_log_loss", "scale_shift_invariant_loss",
+]

@@ -71,6 +71,7 @@ from lamina.train.conformal import (
 )
 from lamina.train.consistency import ConsistencyTrainer, train_consistency
 from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
+from lamina.train.depth_metrics import DEPTH_METRICS, depth_metrics, normal_metrics
 from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
 from lamina.train.distillation import Distiller, train_distillation
@@ -145,6 +146,7 @@ from lamina.train.noisy_labels import (
     find_label_issues,
     label_quality_scores,
 )
+from lamina.train.panoptic_metrics import PanopticSegments, panoptic_quality
 from lamina.train.plda import LDA, PLDA, class_scatter
 from lamina.train.preference import DPOTrainer, ORPOTrainer, RewardTrainer, SimPOTrainer, adapters_disabled
 from lamina.train.preference_data import PreferenceBatch, PreferenceDataset
@@ -320,3 +322,5 @@ __all__ += ["DRLearner", "LinearRegressor", "MLPRegressor", "PropensityModel", "
 __all__ += ["GroupDRO", "Tent", "adapt_batchnorm", "batchnorm_layers", "group_accuracies", "jtt_weights",
             "marginal_entropy", "memo_predict",
             "prediction_entropy"]  # distribution shift (group_robust, test_time_adaptation)
+__all__ += ["DEPTH_METRICS", "PanopticSegments", "depth_metrics", "normal_metrics",
+            "panoptic_quality"]  # dense prediction metrics (depth_metrics, panoptic_metrics)
