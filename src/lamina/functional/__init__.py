@@ -423,6 +423,7 @@ from lamina.functional.semi_supervised import (
     sharpen,
     sigmoid_rampup,
 )
+from lamina.functional.separation_losses import permutation_invariant_loss, sdr, si_sdr, si_sdr_loss, si_snr, snr
 from lamina.functional.shape import (
     broadcast_to,
     concat,
@@ -497,6 +498,12 @@ from lamina.functional.stats_parity import (
     renorm,
     std_mean,
     var_mean,
+)
+from lamina.functional.stft_losses import (
+    log_stft_magnitude_loss,
+    multi_resolution_stft_loss,
+    spectral_convergence_loss,
+    stft_magnitude,
 )
 from lamina.functional.surrogates import (
     SURROGATES,
@@ -719,4 +726,8 @@ __all__ += ["group_action", "group_conv2d", "group_filter_bank", "group_pool"]  
 __all__ += [  # monocular depth losses and surface normals (depth_losses)
     "berhu_loss", "depth_to_normals", "edge_aware_smoothness", "gradient_matching_loss", "scale_and_shift",
     "scale_invariant_log_loss", "scale_shift_invariant_loss",
+]
+__all__ += [  # source separation metrics, PIT and STFT losses (separation_losses, stft_losses)
+    "log_stft_magnitude_loss", "multi_resolution_stft_loss", "permutation_invariant_loss", "sdr", "si_sdr",
+    "si_sdr_loss", "si_snr", "snr", "spectral_convergence_loss", "stft_magnitude",
 ]

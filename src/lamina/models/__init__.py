@@ -262,6 +262,7 @@ from lamina.models.consistency import (
     lognormal_step_probabilities,
     pseudo_huber_distance,
 )
+from lamina.models.conv_tasnet import ChannelwiseLayerNorm, ConvTasNet, GlobalLayerNorm, TemporalConvBlock
 from lamina.models.convmixer import (
     CONVMIXER_CONFIGS,
     ConvMixerResidual,
@@ -1154,3 +1155,4 @@ __all__ += ["PINN", "Burgers1D", "DeepONet", "HamiltonianNN", "Heat1D", "Lagrang
             "Poisson1D", "antiderivative_data", "derivative", "gradient", "hamiltonian_vector_field",
             "lagrangian_acceleration", "laplacian", "leapfrog", "mlp_network", "relative_l2_error", "stormer_verlet",
             "symplectic_euler"]  # physics-informed learning (physics)
+__all__ += ["ChannelwiseLayerNorm", "ConvTasNet", "GlobalLayerNorm", "TemporalConvBlock"]  # separation (conv_tasnet)
