@@ -21,6 +21,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.gpt2 import INITIALIZER_RANGE
 from lamina.models.hf_weights import HFWeight, copied, joined_linear, linear, load_hf_state_dict, read_state_dict
 from lamina.nn import init as initializers
@@ -76,6 +77,7 @@ class BertLayer(TransformerEncoderLayer):
                 "activation": self.activation, "name": self.name}
 
 
+@register_with_arguments
 class BertEmbeddings(Module):
     """dropout(LayerNorm(word_embeddings[ids] + position_embeddings[0 .. T - 1] +
     token_type_embeddings[token_type_ids])) for ids (N, T), T <= ``max_position_embeddings``."""

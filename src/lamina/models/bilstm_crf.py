@@ -17,11 +17,13 @@ from __future__ import annotations
 from lamina import backend, nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn.layer import dropout_rate, positive_int
 
 __all__ = ["BiLSTMCRF"]
 
 
+@register_with_arguments
 class BiLSTMCRF(nn.Module):
     """Embedding + bidirectional LSTM (``num_layers`` stacked) + Dense emissions + CRF.
 

@@ -23,6 +23,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.capsules import capsule_margin_loss
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Conv2D, Dense, Sequential
 from lamina.nn.capsules import DigitCapsules, PrimaryCapsules, capsule_lengths
 from lamina.nn.layer import positive_int
@@ -44,6 +45,7 @@ class CapsNetOutput(tuple):
     reconstructions = property(lambda self: self[2])
 
 
+@register_with_arguments
 class CapsNet(Module):
     """A capsule network with a reconstruction decoder, for NHWC images of ``input_shape``.
 

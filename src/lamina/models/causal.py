@@ -31,6 +31,7 @@ from lamina.functional.domain_adaptation import mmd_loss
 from lamina.functional.elementwise import log
 from lamina.functional.optimal_transport_entropic import sinkhorn_divergence
 from lamina.functional.shape import concat
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, Sequential
 from lamina.nn.module import Module, as_tensor
 
@@ -72,6 +73,7 @@ def _factual(outcomes: Tensor, t: np.ndarray) -> Tensor:
     return outcomes[:, 1] * tt + outcomes[:, 0] * (1.0 - tt)
 
 
+@register_with_arguments
 class TARNet(Module):
     """Phi: Dense layers of ``representation`` widths; h_0, h_1: Dense layers of ``head``
     widths then one linear unit each. ``alpha`` = 0 (TARNet) has no IPM term."""
@@ -116,6 +118,7 @@ class TARNet(Module):
         return total
 
 
+@register_with_arguments
 class CFRNet(TARNet):
     """TARNet with the IPM penalty on (default alpha = 1)."""
 
@@ -124,6 +127,7 @@ class CFRNet(TARNet):
         super().__init__(representation, head, activation, alpha, ipm, reweight, sinkhorn_reg, name=name)
 
 
+@register_with_arguments
 class DragonNet(Module):
     """Z: Dense layers of ``representation`` widths; Q(0, .), Q(1, .): Dense layers of ``head``
     widths then one unit; g: one logistic unit on Z. ``alpha``, ``beta``: the weights of the

@@ -23,6 +23,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, checkpoint, enable_grad, grad, is_grad_enabled, no_grad
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.flows import InvertibleLayer, _hidden_sizes, _sample_dtype
 from lamina.nn import Dense, ModuleList
 from lamina.nn.layer import positive_int
@@ -34,6 +35,7 @@ TRACE_ESTIMATORS = ("exact", "hutchinson")
 TRACE_NOISE = ("gaussian", "rademacher")
 
 
+@register_with_arguments
 class CNFDynamics(Module):
     """f(z, t): a Dense network (``hidden`` widths, ``activation``) that sees the time as one
     more input at every layer; ``forward(t, z)`` as the ODE solvers call it."""
@@ -116,6 +118,7 @@ class CNFResult(NamedTuple):
     kinetic_energy: Tensor | None
 
 
+@register_with_arguments(modules=("dynamics",))
 class CNF(InvertibleLayer):
     """A continuous normalizing flow over (batch, features) with ``dynamics`` f(t, z) (a module
     called as ``dynamics(t, z)``, e.g. :class:`CNFDynamics`) integrated from 0 to ``end_time``.

@@ -19,6 +19,7 @@ import numpy as np
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["DIGIT_CONCEPTS", "ConceptBottleneck", "digit_concepts", "fit_concept_bottleneck", "intervention_accuracy"]
@@ -59,6 +60,7 @@ def _check_concepts(concepts, n_concepts: int, who: str) -> np.ndarray:
     return values
 
 
+@register_with_arguments(modules=("concept_model", "label_model"))
 class ConceptBottleneck(Module):
     """``concept_model`` maps x to (N, n_concepts) concept logits, ``label_model`` maps concept
     probabilities (N, n_concepts) to label logits. ``forward`` returns (concept logits, label logits)."""

@@ -59,6 +59,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.schedulers.base import karras_sigmas, rng_from
 from lamina.models.schedulers.edm import edm_coefficients
 from lamina.nn.layer import describe, positive_int
@@ -200,6 +201,7 @@ def _denoiser_function(denoiser, dtype) -> Callable[[np.ndarray, np.ndarray], np
                     f"function of arrays, got {type(denoiser).__name__}")
 
 
+@register_with_arguments(modules=("net",))
 class ConsistencyModel(Module):
     """A consistency model f(x, t) around a net F called as ``net(x, c_noise)`` (e.g.
     :class:`~lamina.models.DenoisingMLP` or :class:`~lamina.models.DenoisingUNet`), with
@@ -378,9 +380,6 @@ class ConsistencyModel(Module):
                 noisy = x + math.sqrt(tau ** 2 - self.eps ** 2) * rng.standard_normal(shape)
                 x = backend.to_numpy(self(Tensor._wrap(backend.xp.asarray(noisy, dtype=dtype)), float(tau)).data)
         return np.asarray(x)
-
-    def get_config(self) -> dict:
-        return {"sigma_data": self.sigma_data, "eps": self.eps, "T": self.T, "rho": self.rho, "name": self.name}
 
     def extra_repr(self) -> str:
         return f"sigma_data={self.sigma_data}, eps={self.eps}, T={self.T}"

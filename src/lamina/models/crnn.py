@@ -30,6 +30,7 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.conv import Conv2D
 from lamina.nn.dense import Dense
@@ -74,6 +75,7 @@ def _pool_pair(pool, who: str):
     return int(pair[0]), int(pair[1])
 
 
+@register_with_arguments
 class CRNN(Module):
     """The CRNN text recogniser (module docstring).
 

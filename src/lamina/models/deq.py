@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from lamina import functional as F
 from lamina.autograd import Tensor
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import DEQ, Conv2D, Dense, Flatten, GlobalAvgPool2D
 from lamina.nn import init as initializers
 from lamina.nn.layer import positive_int
@@ -38,6 +39,7 @@ def _check_cell(who: str, contraction: float, activation: str) -> None:
         raise ValueError(f"{who}: activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
 
 
+@register_with_arguments
 class ContractiveCell(Module):
     """f(z, u) = sigma(z W + u) with W (units, units) rescaled to ||W||_F <= ``contraction``
     (module docstring); ``activation`` 'tanh' or 'relu'."""
@@ -59,6 +61,7 @@ class ContractiveCell(Module):
         return _ACTIVATIONS[self.activation](z @ self.scaled_weight() + u)
 
 
+@register_with_arguments
 class DEQMLP(Module):
     """Flatten, inject (``Dense(hidden)``), the equilibrium of a :class:`ContractiveCell` found by
     :class:`lamina.nn.DEQ` (``solver``, ``tol``, ``max_iter`` and the other keywords in
@@ -81,6 +84,7 @@ class DEQMLP(Module):
         return self.head(self.deq(self.inject(flat)))
 
 
+@register_with_arguments
 class ContractiveConvCell(Module):
     """f(z, u) = sigma(z * K + u) for NHWC z, K (channels, f, f, channels) a 'same' convolution
     rescaled to ||K||_F <= ``contraction`` / f (module docstring)."""
@@ -105,6 +109,7 @@ class ContractiveConvCell(Module):
         return _ACTIVATIONS[self.activation](F.conv2d(z, self.scaled_weight(), padding="same") + u)
 
 
+@register_with_arguments
 class DEQConvNet(Module):
     """NHWC images: inject (a 'same' ``Conv2D(channels, kernel_size)``), the equilibrium of a
     :class:`ContractiveConvCell` found by :class:`lamina.nn.DEQ` (``solver``, ``tol``, ``max_iter``,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from lamina import functional as F
 from lamina.autograd import Tensor
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.pointnet import SharedMLP, built_dense
 from lamina.nn import ModuleList
 from lamina.nn.layer import dropout_rate, input_error, positive_int
@@ -41,6 +42,7 @@ def _leaky_mlp(in_features: int, widths) -> SharedMLP:
     return SharedMLP(in_features, widths, use_bias=False, activation="leaky_relu", negative_slope=NEGATIVE_SLOPE)
 
 
+@register_with_arguments
 class EdgeConv(Module):
     """x'_i = max over the k nearest neighbours j of MLP([x_j - x_i, x_i]): (B, N, ``in_channels``)
     -> (B, N, widths[-1]); the MLP is Dense (no bias) -> BatchNorm -> LeakyReLU(0.2) per width."""
@@ -62,6 +64,7 @@ class EdgeConv(Module):
         return F.max(self.mlp(edge_features(x, self.k)), axis=2)
 
 
+@register_with_arguments
 class DGCNN(Module):
     """DGCNN classification: points (B, N, ``channels``) -> logits (B, ``num_classes``) (module
     docstring); ``edge_widths`` one EdgeConv each, defaults the paper's."""

@@ -22,6 +22,7 @@ import numpy as np
 from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.functional import cross_entropy
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.module import Module, as_tensor, evaluation_mode
 
@@ -47,6 +48,7 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
+@register_with_arguments(modules=("stages", "exits"))
 class EarlyExitNetwork(Module):
     """``stages`` and ``exits`` (one classifier per stage, same count); ``loss_weights`` w_i
     (default all 1). Calling the network returns the list of every branch's logits."""

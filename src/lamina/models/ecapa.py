@@ -24,6 +24,7 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.speaker import (
     AttentiveStatisticsPooling,
     TDNNBlock,
@@ -37,6 +38,7 @@ from lamina.nn.module import Module
 __all__ = ["ECAPA_TDNN", "Res2NetBlock1D", "SEBlock1D", "SERes2NetBlock"]
 
 
+@register_with_arguments
 class Res2NetBlock1D(Module):
     """The Res2Net layer of the module docstring on (B, T, C): ``channels`` C divisible by
     ``scale``; sub-layers ``blocks.0`` .. ``blocks.(scale - 2)`` (:class:`TDNNBlock`)."""
@@ -60,6 +62,7 @@ class Res2NetBlock1D(Module):
         return F.concat(outputs, axis=-1)
 
 
+@register_with_arguments
 class SEBlock1D(Module):
     """Squeeze-excitation over time: x (B, T, C) times sigma(conv2(ReLU(conv1(z)))), z the mean
     over the valid frames (B, 1, C); ``conv1`` to ``se_channels``, ``conv2`` back to C (1 tap)."""
@@ -79,6 +82,7 @@ class SEBlock1D(Module):
         return x * gates
 
 
+@register_with_arguments
 class SERes2NetBlock(Module):
     """TDNN (1 tap) -> :class:`Res2NetBlock1D` -> TDNN (1 tap) -> :class:`SEBlock1D`, plus the
     input (through a 1-tap Conv1D ``shortcut`` when its channels differ from ``channels``).
@@ -106,6 +110,7 @@ class SERes2NetBlock(Module):
         return self.se_block(h, lengths) + residual
 
 
+@register_with_arguments
 class ECAPA_TDNN(Module):  # noqa: N801 - the paper's and SpeechBrain's name
     """ECAPA-TDNN (see the module docstring): features (B, T, F) -> (B, ``embedding_dim``).
 

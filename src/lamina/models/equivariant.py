@@ -18,6 +18,7 @@ import numpy as np
 
 from lamina import functional as F
 from lamina.autograd import Tensor, grad
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Embedding, ModuleList
 from lamina.nn.graph import CFConv, EGNNLayer, global_add_pool, global_mean_pool
 from lamina.nn.graph.cfconv import shifted_softplus
@@ -36,6 +37,7 @@ def _readout_name(readout: str, who: str) -> str:
     return readout
 
 
+@register_with_arguments
 class EGNN(Module):
     """``model(h, x, edge_index, batch=None, edge_attr=None, num_graphs=None)`` -> (G,
     ``out_features``) for node features h (N, ``in_features``) and coordinates x (N, D); the
@@ -69,6 +71,7 @@ class EGNN(Module):
         return self.head_out(F.silu(self.head_hidden(pooled)))
 
 
+@register_with_arguments
 class SchNet(Module):
     """``model(types, x, edge_index, batch=None, num_graphs=None)`` -> energies (G,) for integer
     atom types (N,) in [0, ``num_types``) and coordinates x (N, D)."""

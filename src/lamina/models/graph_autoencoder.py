@@ -24,6 +24,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.data.graphs import check_edge_index
 from lamina.data.link_split import negative_sampling
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["GAE", "VGAE", "InnerProductDecoder", "average_precision_score", "roc_auc_score"]
@@ -62,6 +63,7 @@ def average_precision_score(labels, scores) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+@register_with_arguments
 class InnerProductDecoder(Module):
     """Scores sigma(z_j . z_i) of the pairs j -> i of ``edge_index`` (logits without ``sigmoid``),
     or of all pairs with :meth:`forward_all`."""
@@ -78,6 +80,7 @@ class InnerProductDecoder(Module):
         return F.sigmoid(logits) if sigmoid else logits
 
 
+@register_with_arguments(modules=("encoder", "decoder"))
 class GAE(Module):
     """Graph autoencoder around an ``encoder`` (any module: ``encode(*args)`` calls it) and a
     ``decoder`` (an :class:`InnerProductDecoder` by default)."""
@@ -117,6 +120,7 @@ class GAE(Module):
         return roc_auc_score(labels, scores), average_precision_score(labels, scores)
 
 
+@register_with_arguments(modules=("encoder", "decoder"))
 class VGAE(GAE):
     """Variational graph autoencoder: the encoder returns (mu, logstd), each (N, D);
     ``encode`` samples z (the mean in evaluation) and keeps mu and logstd for :meth:`kl_loss`."""

@@ -24,6 +24,7 @@ import numpy
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, Sequential
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
@@ -46,6 +47,7 @@ def _mlp(widths, out: int, activation: str) -> Sequential:
     return Sequential(*layers, Dense(out, kernel_init="xavier_uniform"))
 
 
+@register_with_arguments
 class KoopmanAutoencoder(Module):
     """A Koopman autoencoder for ``n_states`` with ``latent_dim`` observables (module
     docstring); ``hidden`` the widths of the encoder's (and, reversed, the decoder's) hidden

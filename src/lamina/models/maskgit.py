@@ -42,7 +42,7 @@ from lamina.errors import ShapeError
 from lamina.models.schedulers.base import rng_from
 from lamina.nn.dense import Dense
 from lamina.nn.embedding import Embedding
-from lamina.nn.layer import describe, positive_int
+from lamina.nn.layer import describe, positive_int, register_layer
 from lamina.nn.module import Module, evaluation_mode
 from lamina.nn.sample_norm import LayerNorm
 from lamina.nn.transformer import PositionEmbedding, TransformerEncoderLayer
@@ -93,6 +93,7 @@ def masked_token_loss(logits, tokens, mask) -> Tensor:
     return F.cross_entropy(logits, targets, ignore_index=IGNORED)
 
 
+@register_layer
 class MaskGIT(Module):
     """A bidirectional transformer over sequences of ``seq_len`` tokens from a vocabulary of
     ``vocab_size`` (the id ``vocab_size`` is [MASK], :attr:`mask_id`): token embeddings plus

@@ -24,6 +24,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, Module, Sequential
 
 __all__ = ["NCSNMLP", "annealed_langevin_sample", "geometric_sigmas"]
@@ -38,6 +39,7 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> np.ndar
     return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), levels))
 
 
+@register_with_arguments
 class NCSNMLP(Module):
     """s(x, sigma) = MLP([x, log sigma]) / sigma for data rows x (n, dim): ``hidden`` units in
     each of ``depth`` SiLU layers; the levels are ``geometric_sigmas(sigma_max, sigma_min, levels)``."""

@@ -37,6 +37,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.distributions import Normal, kl_divergence
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, ModuleList, Sequential
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
@@ -59,6 +60,7 @@ def _tile(rows: Tensor, count: int) -> Tensor:
     return F.broadcast_to(rows[:, None, :], (rows.shape[0], count, rows.shape[1]))
 
 
+@register_with_arguments
 class MultiheadCrossAttention(Module):
     """Multihead attention without biases, as the neural-process reference's: queries (B, n_q,
     d_k) and keys (B, n_k, d_k) through a shared MLP of ``key_sizes`` (``key_mlp``), values
@@ -148,6 +150,7 @@ class _NeuralProcessBase(Module):
             return self(context_x, context_y, target_x, **kwargs)
 
 
+@register_with_arguments
 class ConditionalNeuralProcess(_NeuralProcessBase):
     """The CNP (module docstring): ``encoder`` MLP of ``encoder_sizes`` on [x, y], averaged over
     the context; ``decoder`` MLP of ``decoder_sizes`` + 2 d_y on [r, x*]. The defaults are the
@@ -174,6 +177,7 @@ class ConditionalNeuralProcess(_NeuralProcessBase):
         return -F.mean(self._log_likelihood(mean, std, target_y))
 
 
+@register_with_arguments
 class NeuralProcess(_NeuralProcessBase):
     """The NP (module docstring): ``latent_encoder`` MLP of ``encoder_sizes`` on [x, y], averaged,
     then ``latent_hidden`` (Dense (r_dim + latent_dim) / 2, ReLU), ``latent_mean`` and
@@ -252,6 +256,7 @@ class NeuralProcess(_NeuralProcessBase):
         return (loss, log_likelihood, kl) if return_parts else loss
 
 
+@register_with_arguments
 class AttentiveNeuralProcess(NeuralProcess):
     """The ANP (module docstring): the NP with a deterministic path, ``self_attention_layers``
     SAB blocks (``num_heads`` heads, layer norms) after each encoder MLP

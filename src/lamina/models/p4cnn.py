@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, ReLU, Sequential
 from lamina.nn.group_conv import GroupBatchNorm, GroupPool, P4ConvP4, P4ConvZ2, P4MConvP4M, P4MConvZ2
 from lamina.nn.layer import positive_int
@@ -26,6 +27,7 @@ __all__ = ["P4CNN", "p4cnn"]
 _LAYERS = {"p4": (P4ConvZ2, P4ConvP4), "p4m": (P4MConvZ2, P4MConvP4M)}
 
 
+@register_with_arguments
 class P4CNN(Module):
     """A rotation- (p4) or rotation-and-mirror- (p4m) invariant classifier of NHWC images (module
     docstring). Sub-layers ``features`` (the group convolutions), ``group_pool`` and

@@ -33,6 +33,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, LayerNorm, ModuleList
 from lamina.nn import init as initializers
 from lamina.nn.layer import input_error, positive_int
@@ -66,6 +67,7 @@ def fourier_position_features(index_shape: tuple[int, ...], num_bands: int,
     return backend.xp.asarray(features, dtype=dtype or backend.get_default_dtype())
 
 
+@register_with_arguments
 class PerceiverBlock(Module):
     """One pre-norm attention block of the Perceiver IO reference (module docstring): queries
     (batch, T, ``dim``) attend over a context (batch, S, c) (cross-attention) or over themselves
@@ -117,6 +119,7 @@ class PerceiverBlock(Module):
         return f"dim={self.dim}, num_heads={self.num_heads}, widening_factor={self.widening_factor}"
 
 
+@register_with_arguments
 class PerceiverEncoder(Module):
     """Inputs -> the final latent array (batch, ``num_latents``, ``latent_dim``) (module
     docstring): ``num_repeats`` times a cross-attention (``cross_heads`` heads, MLP widening
@@ -177,6 +180,7 @@ class PerceiverEncoder(Module):
                 f"latent_blocks={self.latent_blocks}, share_weights={self.share_weights}, num_bands={self.num_bands}")
 
 
+@register_with_arguments
 class Perceiver(Module):
     """The Perceiver classifier: :class:`PerceiverEncoder` (``encoder_options`` are its keyword
     arguments), the final latents averaged over their index, a Dense layer to ``num_classes``
@@ -196,6 +200,7 @@ class Perceiver(Module):
         return f"num_classes={self.num_classes}"
 
 
+@register_with_arguments
 class PerceiverIO(Module):
     """Perceiver IO: :class:`PerceiverEncoder` (``encoder_options``), then ``num_outputs``
     learned output queries (parameter ``queries`` (O, ``query_dim``), default query_dim the

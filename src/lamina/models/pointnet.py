@@ -23,6 +23,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import BatchNorm, Dense, ModuleList
 from lamina.nn.layer import dropout_rate, input_error, positive_int
 from lamina.nn.layer_functions import dropout
@@ -48,6 +49,7 @@ def _built_norm(channels: int) -> BatchNorm:
     return layer
 
 
+@register_with_arguments
 class SharedMLP(Module):
     """Dense -> BatchNorm -> activation for each width, applied to the last axis of any
     (B, ..., ``in_features``) input, so every point (or edge) is mapped by the same weights.
@@ -94,6 +96,7 @@ def _cloud(layer: Module, x, channels: int) -> Tensor:
     return x
 
 
+@register_with_arguments
 class TNet(Module):
     """A (B, k, k) transform predicted from points (B, N, k): shared MLP ``widths``, max over the
     points, MLP ``head_widths``, a Dense layer of k^2 units started at zero, plus the identity."""
@@ -144,6 +147,7 @@ class PointNetFeatures(Module):
         return local, F.max(self.global_mlp(local), axis=1), transform
 
 
+@register_with_arguments
 class PointNet(Module):
     """PointNet classification: points (B, N, ``channels``) -> logits (B, ``num_classes``) (module
     docstring). :meth:`forward_with_transform` also gives the feature transform for
@@ -172,6 +176,7 @@ class PointNet(Module):
         return self.forward_with_transform(x)[0]
 
 
+@register_with_arguments
 class PointNetSegmentation(Module):
     """PointNet segmentation: points (B, N, ``channels``) -> per-point logits (B, N, ``num_classes``)
     from each point's local feature joined with the cloud feature, [l_n, g], through the shared

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from lamina import functional as F
 from lamina.autograd import Tensor
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.pointnet import SharedMLP, built_dense
 from lamina.nn import ModuleList
 from lamina.nn.layer import dropout_rate, input_error, positive_int
@@ -35,6 +36,7 @@ MSG_LEVELS = [(512, (0.1, 0.2, 0.4), (16, 32, 128), ((32, 32, 64), (64, 64, 128)
               (None, (), (), ((256, 512, 1024),))]
 
 
+@register_with_arguments
 class SetAbstraction(Module):
     """One level: (xyz (B, N, 3), features (B, N, ``in_features``) or None when 0) -> (centres
     (B, S, 3), features (B, S, sum of the MLPs' last widths)). ``npoint=None`` groups all the
@@ -73,6 +75,7 @@ class SetAbstraction(Module):
         return centres, scales[0] if len(scales) == 1 else F.concat(scales, axis=-1)
 
 
+@register_with_arguments
 class PointNet2(Module):
     """PointNet++ classification: points (B, N, ``channels``) -> logits (B, ``num_classes``) through
     the set abstraction ``levels`` ((npoint, radii, nsamples, mlps) each, the last with npoint None)

@@ -32,6 +32,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import check_input, finish
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn.module import Module
 
 __all__ = [
@@ -163,6 +164,7 @@ class BottleneckBlock(_Built):
 BLOCKS = {"residual": ResidualBlock, "bottleneck": BottleneckBlock}
 
 
+@register_with_arguments
 class FeatureEncoder(_Built):
     """The feature (and context) encoder: a 7 x 7 stride-2 ``convnormrelu`` to layers[0]
     channels, three stages ``layer1``..``layer3`` of two blocks each (first strides
@@ -269,6 +271,7 @@ def index_pyramid(pyramid: Sequence[Tensor], coords, radius: int) -> Tensor:
     return F.concat(features, axis=-1)
 
 
+@register_with_arguments
 class CorrBlock(Module):
     """The correlation block: ``build_pyramid(fmap1, fmap2)`` keeps the pyramid of
     ``num_levels`` levels, ``index_pyramid(coords)`` reads it around the coordinates with
@@ -298,6 +301,7 @@ class CorrBlock(Module):
 
 
 # -- the update block ---------------------------------------------------------------------
+@register_with_arguments
 class MotionEncoder(_Built):
     """[relu(conv(concat(corr branch, flow branch))), flow]: the correlation features through
     ``convcorr1`` (1 x 1) and ``convcorr2`` (3 x 3, if two corr layers), the flow through
@@ -333,6 +337,7 @@ class MotionEncoder(_Built):
         return F.concat([self.conv(F.concat([corr, motion], axis=-1)), flow], axis=-1)
 
 
+@register_with_arguments
 class ConvGRU(_Built):
     """A convolutional GRU cell, ``gru(h, x)``:
 
@@ -359,6 +364,7 @@ class ConvGRU(_Built):
         return h + z * (q - h)
 
 
+@register_with_arguments
 class RecurrentBlock(_Built):
     """One or two :class:`ConvGRU` cells in turn (``convgru1``, ``convgru2``), each with its own
     kernel: RAFT large's separable (1 x 5) then (5 x 1) pair, RAFT small's single 3 x 3."""
@@ -383,6 +389,7 @@ class RecurrentBlock(_Built):
         return h
 
 
+@register_with_arguments
 class FlowHead(_Built):
     """delta flow = conv2(relu(conv1(h))), 3 x 3 convolutions to ``hidden_size`` then 2 channels."""
 
@@ -399,6 +406,7 @@ class FlowHead(_Built):
         return self.conv2(F.relu(self.conv1(_tensor(x))))
 
 
+@register_with_arguments(modules=("motion_encoder", "recurrent_block", "flow_head"))
 class UpdateBlock(_Built):
     """``update(h, context, corr_features, flow) -> (h', delta_flow)``: the motion encoder,
     the recurrent block on [context, motion features], the flow head on h'."""
@@ -418,6 +426,7 @@ class UpdateBlock(_Built):
         return hidden_state, self.flow_head(hidden_state)
 
 
+@register_with_arguments
 class MaskPredictor(_Built):
     """The convex-upsampling weights: multiplier * conv(convrelu(h)), 8 * 8 * 9 channels (for
     each of the 8 x 8 fine pixels of a coarse one, a logit per coarse 3 x 3 neighbour).
@@ -470,6 +479,7 @@ def upsample_flow(flow, up_mask=None) -> Tensor:
 
 
 # -- the model ------------------------------------------------------------------------------
+@register_with_arguments(modules=("feature_encoder", "context_encoder", "corr_block", "update_block", "mask_predictor"))
 class RAFT(Module):
     """RAFT (module docstring): ``feature_encoder``, ``context_encoder``, ``corr_block``,
     ``update_block`` and an optional ``mask_predictor`` (convex upsampling; bilinear

@@ -34,6 +34,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
 from lamina.nn.layer import positive_int
 from lamina.nn.module import as_tensor
@@ -73,6 +74,7 @@ def free_energy(v, weight, visible_bias, hidden_bias, visible: str = "bernoulli"
     return 0.5 * F.sum(F.square(v - visible_bias), axis=1) - hidden_term
 
 
+@register_with_arguments
 class RBM(Module):
     """A restricted Boltzmann machine (module docstring) with ``visible`` units 'bernoulli' or
     'gaussian' (unit variance: standardize the data first).
@@ -327,9 +329,6 @@ class RBM(Module):
             else:
                 v = mean_activation + rng.standard_normal(v.shape)
         return log_z + float(_logsumexp(log_weights) - math.log(n_chains))
-
-    def get_config(self) -> dict:
-        return {"n_visible": self.n_visible, "n_hidden": self.n_hidden, "visible": self.visible, "name": self.name}
 
     def extra_repr(self) -> str:
         return f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, visible={self.visible!r}"

@@ -27,6 +27,7 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, check_input, concat_shapes, finish, nhwc
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.resnet import resnet
 from lamina.nn.layer import register_layer
 
@@ -115,6 +116,7 @@ def deeplabv3_head(in_channels: int, num_classes: int, name: str = "classifier")
                          nn.BatchNorm(name="2"), nn.ReLU(name="3"), nn.Conv2D(num_classes, 1, name="4"), name=name)
 
 
+@register_with_arguments(modules=("backbone", "classifier", "aux_classifier"))
 class SegmentationModel(Block):
     """backbone -> classifier (and aux_classifier on the ``aux_layer`` features), the scores
     resized to the input's height and width (bilinear, align_corners=False)."""

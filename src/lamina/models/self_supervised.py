@@ -10,6 +10,7 @@ import numpy as np
 from lamina import backend, nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 
@@ -57,6 +58,7 @@ class MoCoQueue(Module):
         return f"dim={self.dim}, size={self.size}"
 
 
+@register_with_arguments
 class SwAVPrototypes(nn.Dense):
     """K prototype vectors c_k in the embedding space, as a Dense layer without bias whose
     kernel's columns are the prototypes: scores = z C, (N, D) -> (N, K). SwAV keeps each c_k

@@ -11,6 +11,7 @@ booleans (True for the real elements) for sets of different sizes in one batch.
 from __future__ import annotations
 
 from lamina.autograd import Tensor
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, ModuleList
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
@@ -20,6 +21,7 @@ from lamina.nn.set_layers import DeepSetsPooling, check_set, set_mask
 __all__ = ["DeepSets", "SetTransformer"]
 
 
+@register_with_arguments(modules=("phi", "rho"))
 class DeepSets(Module):
     """y = rho(pool_i phi(x_i)) for sets x (batch, n, d): ``phi`` maps each element (any module
     acting on the last axis, e.g. Dense layers; called on (batch, n, d)), ``pool`` ('sum',
@@ -44,6 +46,7 @@ class DeepSets(Module):
         return f"pool={self.pool!r}"
 
 
+@register_with_arguments
 class SetTransformer(Module):
     """The Set Transformer: sets (batch, n, d_in) -> (batch, ``num_outputs``, ``dim_output``).
 

@@ -23,6 +23,7 @@ import numpy
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Conv2D, Dense, LayerNorm, ModuleList
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor
@@ -38,6 +39,7 @@ def position_grid(height: int, width: int, dtype=None):
     return backend.xp.asarray(grid, dtype=dtype or backend.get_default_dtype())
 
 
+@register_with_arguments
 class SoftPositionEmbed(Module):
     """x + Dense(grid): the position grid's four channels projected to the ``channels`` of the
     NHWC feature map x (batch, h, w, channels) and added. Sub-layer ``dense``."""
@@ -67,6 +69,7 @@ class SlotReconstruction:
     slots: Tensor
 
 
+@register_with_arguments
 class SlotAttentionAutoEncoder(Module):
     """The object-discovery autoencoder (module docstring) for images of ``resolution`` (h, w)
     and ``image_channels`` c. ``model(images, slots=None, seed=None)`` returns a

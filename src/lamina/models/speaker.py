@@ -26,6 +26,7 @@ from lamina import backend, nn
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 
@@ -89,6 +90,7 @@ def _uniform_weights(mask: np.ndarray, dtype) -> Tensor:
     return Tensor._wrap(backend.xp.asarray(weights[:, :, None], dtype=dtype))
 
 
+@register_with_arguments
 class StatisticsPooling(Module):
     """[mean; std] over the valid frames of every channel: (B, T, C) -> (B, 2C), the mean
     first. std = sqrt(max(var, eps)) with the biased variance (divided by the valid frames)."""
@@ -104,6 +106,7 @@ class StatisticsPooling(Module):
         return F.concat([mean, std], axis=-1)
 
 
+@register_with_arguments
 class TDNNBlock(Module):
     """Conv1D (``kernel_size`` taps, ``dilation``) -> ReLU -> BatchNorm, sub-layers ``conv`` and
     ``bn`` (SpeechBrain's TDNNBlock; Kaldi's TDNN layer). ``padding``: 'same' (zeros; frames kept)
@@ -120,6 +123,7 @@ class TDNNBlock(Module):
         return self.bn(F.relu(self.conv(x)))
 
 
+@register_with_arguments
 class AttentiveStatisticsPooling(Module):
     """Channel- and context-dependent attentive statistics pooling (ECAPA-TDNN's ASP),
     (B, T, C) -> (B, 2C) as [mu~; sigma~].
@@ -159,6 +163,7 @@ class AttentiveStatisticsPooling(Module):
         return F.concat([mean, std], axis=-1)
 
 
+@register_with_arguments
 class XVector(Module):
     """The x-vector network (see the module docstring): features (B, T, F) with T >= 15 ->
     embeddings (B, ``embedding_dim``).

@@ -21,6 +21,7 @@ from __future__ import annotations
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.models.blocks import Block, PathBlock, nhwc, residual_sum
+from lamina.models.constructor_config import register_with_arguments
 
 __all__ = ["DnCNN", "EDSR", "ESPCN", "SRCNN", "EDSRResidualBlock", "SRResNet", "SRResNetBlock"]
 
@@ -31,6 +32,7 @@ def _positive(value, what: str) -> int:
     return value
 
 
+@register_with_arguments
 class SRCNN(PathBlock):
     """SRCNN's 9-1-5 network: Conv 9x9 (``filters[0]``) - ReLU - Conv 1x1 (``filters[1]``) -
     ReLU - Conv 5x5 (``channels``), all 'same'. Input: the bicubic-upsampled image."""
@@ -48,6 +50,7 @@ class SRCNN(PathBlock):
         return self.extraction, self.mapping, self.reconstruction
 
 
+@register_with_arguments
 class ESPCN(PathBlock):
     """ESPCN: Conv 5x5 (``filters[0]``) - tanh - Conv 3x3 (``filters[1]``) - tanh - Conv 3x3
     (``channels * scale^2``) - pixel shuffle (``scale``); (N, H, W, c) -> (N, H r, W r, c)."""
@@ -68,6 +71,7 @@ class ESPCN(PathBlock):
         return self.conv1, self.conv2, self.subpixel, self.shuffle
 
 
+@register_with_arguments
 class EDSRResidualBlock(Block):
     """x + res_scale * Conv3x3(ReLU(Conv3x3(x))), no batch norm (EDSR's ResBlock)."""
 
@@ -119,6 +123,7 @@ class _SkipTrunk(Block):
         return self.tail(self.upsampler(features + self.body(features)))
 
 
+@register_with_arguments
 class EDSR(_SkipTrunk):
     """EDSR: head Conv3x3 (``filters``) -> body (``blocks`` residual blocks + Conv3x3) with a
     skip from the head -> upsampler (x ``scale``) -> Conv3x3 (``channels``). ``mean`` (one value
@@ -151,6 +156,7 @@ class EDSR(_SkipTrunk):
         return out if self.mean is None else out + Tensor(self.mean, dtype=out.dtype)
 
 
+@register_with_arguments
 class SRResNetBlock(Block):
     """x + BN(Conv3x3(PReLU(BN(Conv3x3(x))))) (SRResNet's residual block)."""
 
@@ -175,6 +181,7 @@ class SRResNetBlock(Block):
         return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
 
 
+@register_with_arguments
 class SRResNet(_SkipTrunk):
     """SRResNet: Conv9x9 (``filters``) - PReLU -> ``blocks`` residual blocks + Conv3x3 - BN with a
     skip from the head -> log2(``scale``) x (Conv3x3 (4 ``filters``) - pixel shuffle 2 - PReLU) ->
@@ -207,6 +214,7 @@ class SRResNet(_SkipTrunk):
         return self.reconstruct(x)
 
 
+@register_with_arguments
 class DnCNN(Block):
     """DnCNN: Conv3x3 (``filters``) - ReLU, ``depth - 2`` x (Conv3x3 without bias - BatchNorm -
     ReLU), Conv3x3 (``channels``) giving the noise estimate v(y); the output is y - v(y).

@@ -18,6 +18,7 @@ from __future__ import annotations
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.models.blocks import Block, PathBlock, nhwc, residual_sum
+from lamina.models.constructor_config import register_with_arguments
 
 __all__ = ["TransformerNet"]
 
@@ -60,6 +61,7 @@ class _ResidualBlock(Block):
         return x + self.norm(self.conv(self.pad(self.first(x))))
 
 
+@register_with_arguments
 class TransformerNet(PathBlock):
     """Johnson et al.'s feed-forward style network (layout in the module docstring): an image
     (N, H, W, channels) to a stylised one of the same size (H and W multiples of 4 give exactly

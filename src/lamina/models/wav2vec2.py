@@ -53,6 +53,7 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.hf_weights import (
     ConfigBuiltModel,
     build_children,
@@ -249,6 +250,7 @@ SPEC_AUGMENT_DEFAULTS = {"apply_spec_augment": True, "mask_time_prob": 0.05, "ma
 """Hugging Face's ``Wav2Vec2Config`` SpecAugment settings."""
 
 
+@register_with_arguments(modules=("feature_extractor", "feature_projection", "encoder"))
 class Wav2Vec2Model(Module):
     """HF's ``Wav2Vec2Model``: ``feature_extractor``, ``feature_projection``, ``encoder`` and
     ``masked_spec_embed`` (SpecAugment's mask vector). Audio (batch, samples) -> states

@@ -19,6 +19,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, Sequential
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
@@ -32,6 +33,7 @@ def _mlp(hidden: Sequence[int], width: int, activation: str, activate_last: bool
     return Sequential(*layers, last)
 
 
+@register_with_arguments
 class DeepONet(Module):
     """An unstacked DeepONet for input functions sampled at ``num_sensors`` points and query
     points of ``coordinate_dim`` coordinates; ``latent_dim`` is the number p of basis terms.

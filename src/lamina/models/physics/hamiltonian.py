@@ -18,6 +18,7 @@ import numpy
 
 from lamina import functional as F
 from lamina.autograd import Tensor, enable_grad, grad
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.physics._state import (
     as_column,
     check_state,
@@ -47,6 +48,7 @@ def hamiltonian_vector_field(hamiltonian: Callable, states, create_graph: bool =
     return F.concat([dh[:, n:], -dh[:, :n]], axis=1)
 
 
+@register_with_arguments
 class HamiltonianNN(Module):
     """A Hamiltonian network for ``dim`` degrees of freedom (states (N, 2 dim) = (q, p)):
     ``network`` maps a state to H (``hidden`` widths, a smooth ``activation``).

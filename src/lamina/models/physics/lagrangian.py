@@ -19,6 +19,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor, enable_grad, grad
 from lamina.errors import ShapeError
 from lamina.functional.linalg import solve
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.physics._state import (
     as_column,
     check_state,
@@ -62,6 +63,7 @@ def lagrangian_acceleration(lagrangian: Callable, q, qdot, create_graph: bool = 
     return acceleration if create_graph else Tensor._wrap(acceleration.data)
 
 
+@register_with_arguments
 class LagrangianNN(Module):
     """A Lagrangian network for ``dim`` coordinates: ``network`` maps (q, q') (N, 2 dim) to L
     (``hidden`` widths; softplus by default, as in the paper: its second derivatives are

@@ -28,6 +28,7 @@ import numpy as np
 from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.schedulers.base import karras_sigmas, rng_from
 from lamina.nn.layer import describe
 from lamina.nn.module import Module, as_tensor, evaluation_mode
@@ -43,6 +44,7 @@ def edm_coefficients(sigma, sigma_data: float = 0.5) -> dict[str, np.ndarray]:
             "c_in": 1.0 / np.sqrt(total), "c_noise": np.log(sigma) / 4}
 
 
+@register_with_arguments(modules=("net",))
 class EDMPrecond(Module):
     """The denoiser D(x; sigma) of a net F (called as ``net(x, c_noise)``, or with labels) by
     EDM's preconditioning (module notes). Calling it takes a batch x (N, ...) and sigma (one
@@ -73,9 +75,6 @@ class EDMPrecond(Module):
         inner = column(c["c_in"]) * x
         out = self.net(inner, c["c_noise"]) if labels is None else self.net(inner, c["c_noise"], labels)
         return column(c["c_skip"]) * x + column(c["c_out"]) * out
-
-    def get_config(self) -> dict:
-        return {"sigma_data": self.sigma_data, "name": self.name}
 
     def extra_repr(self) -> str:
         return f"sigma_data={self.sigma_data}"
