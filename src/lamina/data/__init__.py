@@ -152,6 +152,15 @@ from lamina.data.samplers import (
     SubsetRandomSampler,
     WeightedRandomSampler,
 )
+from lamina.data.sequences_rec import (
+    SequenceSplit,
+    leave_one_out_sequences,
+    next_item_examples,
+    pad_sequences,
+    sample_unseen_items,
+    synthetic_markov_sequences,
+    user_sequences,
+)
 from lamina.data.sinusoid import SinusoidTasks
 from lamina.data.speakers import (
     SpeakerVoice,
@@ -246,3 +255,5 @@ __all__ += ["colored_digits", "corrupt_images"]  # distribution-shift benchmarks
 __all__ += ["EMNIST_CLASSES", "KMNIST_CLASSES", "STL10_CLASSES", "load_cifar100", "load_cifar100_classes",
             "load_emnist", "load_imdb", "load_kmnist", "load_stl10", "load_svhn", "read_cifar100_bin",
             "read_stl10_images", "read_svhn_mat"]  # more standard datasets (datasets)
+__all__ += ["SequenceSplit", "leave_one_out_sequences", "next_item_examples", "pad_sequences", "sample_unseen_items",
+            "synthetic_markov_sequences", "user_sequences"]  # next-item recommendation data (sequences_rec)

@@ -108,6 +108,8 @@ Layouts follow the published models so that published weights map onto them:
 * Recommenders: :class:`MatrixFactorization` (biased MF for ratings; :func:`als` for implicit
   feedback), :class:`GMF`, :class:`NCFMLP` and :class:`NeuMF` (neural collaborative filtering),
   :class:`TwoTower` (retrieval, in-batch softmax with the logQ correction) and :class:`DLRM`.
+  Next-item recommenders (:mod:`lamina.models.sequential_rec`): :class:`GRU4Rec`, :class:`SASRec`
+  (causal self-attention) and :class:`BERT4Rec` (cloze masking), trained by :func:`fit_sequential`.
 * Knowledge-graph embeddings (:mod:`lamina.models.kge`): :class:`TransE`, :class:`DistMult`,
   :class:`ComplEx`, :class:`RotatE`, trained by :func:`fit_kge` (:func:`margin_ranking_loss`,
   :func:`self_adversarial_loss` on :func:`corrupt_triples`, :func:`one_to_n_loss`) and scored by
@@ -754,6 +756,14 @@ from lamina.models.segmentation import (
 from lamina.models.self_supervised import MoCoQueue, SwAVPrototypes
 from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
+from lamina.models.sequential_rec import (
+    BERT4Rec,
+    GRU4Rec,
+    SASRec,
+    cloze_mask,
+    fit_sequential,
+    sequence_attention_mask,
+)
 from lamina.models.set_models import DeepSets, SetTransformer
 from lamina.models.show_attend_tell import ShowAttendTell
 from lamina.models.shufflenet import (
@@ -1070,6 +1080,8 @@ __all__ += ["MAE_CONFIGS", "MAEClassifier", "MaskedAutoencoderViT", "mae_vit_bas
 __all__ += ["DINOHead", "DINOLoss", "dino_cross_entropy"]  # self-distillation (dino)
 __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "TwoTower", "als", "dot_interaction",
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders
+__all__ += ["BERT4Rec", "GRU4Rec", "SASRec", "cloze_mask", "fit_sequential",
+            "sequence_attention_mask"]  # sequential recommenders (sequential_rec)
 __all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)
 __all__ += ["FTTransformer", "GhostBatchNorm", "TabMLP", "TabNet", "TabResNet", "reglu"]  # tabular data
 __all__ += ["ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatcher", "FlowMatchingModel",

@@ -190,6 +190,7 @@ from lamina.train.semi_supervised import (
     PseudoLabel,
     SupervisedBaseline,
 )
+from lamina.train.sequential_rec import evaluate_next_item, next_item_metrics
 from lamina.train.siamese import (
     BYOLTrainer,
     MoCoV2Trainer,
@@ -270,6 +271,7 @@ __all__ = [
     "MAML", "FastLearner", "MetaSGD", "Reptile",
     "auc_per_user", "evaluate_sampled", "hit_rate_at_k", "mean_reciprocal_rank", "ndcg_at_k", "rank_items",
     "ranking_metrics", "recall_at_k", "recommend", "score_items",
+    "evaluate_next_item", "next_item_metrics",
     "ConformalClassifier", "ConformalRegressor", "conformal_quantile", "coverage", "cv_plus_intervals",
     "interval_coverage", "mean_set_size", "mean_width", "size_stratified_coverage",
     "DeepEnsemble", "PredictiveSummary", "mc_dropout_predict", "predictive_summary",
