@@ -60,6 +60,7 @@ from lamina.functional.conv_transpose import conv_transpose2d
 from lamina.functional.conv_transpose_nd import conv_transpose1d, conv_transpose3d
 from lamina.functional.crf import crf_log_partition, crf_marginals, crf_path_score
 from lamina.functional.crf_decode import crf_nbest_paths
+from lamina.functional.deform_conv import deform_conv2d
 from lamina.functional.depth_losses import (
     berhu_loss,
     depth_to_normals,
@@ -731,3 +732,4 @@ __all__ += [  # source separation metrics, PIT and STFT losses (separation_losse
     "log_stft_magnitude_loss", "multi_resolution_stft_loss", "permutation_invariant_loss", "sdr", "si_sdr",
     "si_sdr_loss", "si_snr", "snr", "spectral_convergence_loss", "stft_magnitude",
 ]
+__all__ += ["deform_conv2d"]  # deformable convolution, DCNv1/v2 (deform_conv)

@@ -100,6 +100,7 @@ from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.conv_transpose_nd import Conv1DTranspose, Conv3DTranspose
 from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.crf import CRF
+from lamina.nn.deform_conv import DeformConv2D
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dense4bit import Dense4bit
 from lamina.nn.deq import DEQ
@@ -404,3 +405,4 @@ __all__ += ["GroupBatchNorm", "GroupPool", "P4ConvP4", "P4ConvZ2", "P4MConvP4M",
             "P4MConvZ2"]  # p4 / p4m group-equivariant convolutions (group_conv)
 __all__ += ["DifferentialAttention", "HyenaOperator",
             "MultiHeadLatentAttention"]  # sequence mixers (differential_attention, hyena, latent_attention)
+__all__ += ["DeformConv2D"]  # deformable convolution (deform_conv)
