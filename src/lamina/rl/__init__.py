@@ -9,7 +9,8 @@ searched by an evolution strategy of :mod:`lamina.optim.evolution`); offline RL 
 (:mod:`lamina.rl.offline`: behaviour cloning, CQL, IQL, the Decision Transformer) and GAIL;
 multi-armed and contextual bandits (:mod:`lamina.rl.bandits`) and cooperative multi-agent
 learning (:mod:`lamina.rl.multiagent`: a PettingZoo-style API, independent Q-learning, VDN,
-QMIX, MADDPG)."""
+QMIX, MADDPG); and model-based RL (:mod:`lamina.rl.model_based`: probabilistic ensembles, PETS
+with CEM / MPPI planning, MBPO-style model rollouts, the PlaNet / Dreamer RSSM world model)."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
@@ -32,6 +33,16 @@ from lamina.rl.env import Env, TimeLimit, Wrapper
 from lamina.rl.evaluation import GreedyPolicy, evaluate_policy
 from lamina.rl.games import ConnectFour, Game, KInARow, TicTacToe
 from lamina.rl.mcts import MCTS, MCTSPlayer, RandomPlayer, RolloutEvaluator, play_game, play_match, visit_policy
+from lamina.rl.model_based import (
+    RSSM,
+    CEMPlanner,
+    MBPOAgent,
+    MPPIPlanner,
+    PETSAgent,
+    ProbabilisticEnsemble,
+    TrajectorySampling,
+    model_rollouts,
+)
 from lamina.rl.multiagent import MADDPG, QMIX, VDN, IndependentQLearning, ParallelEnv, QMixer, TwoStepGame, VDNMixer
 from lamina.rl.networks import copy_weights, mlp, soft_update
 from lamina.rl.neuroevolution import episode_return, evolve_policy
@@ -100,3 +111,5 @@ __all__ += ["KLUCB", "UCB1", "BernoulliBandit", "EpsilonGreedy", "GaussianBandit
             "LinearThompsonSampling", "NeuralLinearBandit", "ThompsonSampling", "run_bandit"]  # bandits
 __all__ += ["MADDPG", "QMIX", "VDN", "IndependentQLearning", "ParallelEnv", "QMixer", "TwoStepGame",
             "VDNMixer"]  # multiagent
+__all__ += ["RSSM", "CEMPlanner", "MBPOAgent", "MPPIPlanner", "PETSAgent", "ProbabilisticEnsemble",
+            "TrajectorySampling", "model_rollouts"]  # model_based
