@@ -63,6 +63,13 @@ Mechanistic interpretability of language models (:mod:`lamina.analysis.interpret
 :func:`train_probe` and :func:`probe_layers` (linear probes), :func:`loss_recovered` (a sparse
 autoencoder spliced into the model).
 
+What a trained model leaks about its training data (:mod:`lamina.analysis.privacy_attacks`,
+:mod:`lamina.analysis.privacy_audit`, :mod:`lamina.analysis.model_inversion`): membership
+inference by :func:`loss_threshold_attack`, :func:`confidence_attack`, :func:`entropy_attack`,
+:func:`shadow_model_attack` and :func:`lira`, scored by :func:`attack_report` (AUC, TPR at low
+FPR, ROC on log axes); :func:`model_inversion` (a class's input recovered by gradient descent);
+:func:`empirical_epsilon` (a DP audit: the epsilon an attack proves, with Clopper-Pearson bounds).
+
 Fairness of binary classifiers (:mod:`lamina.analysis.fairness`, as fairlearn and AIF360):
 :class:`MetricFrame` and the group metrics, :func:`reweighing`, :class:`CorrelationRemover`,
 :class:`ExponentiatedGradient`, :class:`ThresholdOptimizer`.
@@ -183,7 +190,27 @@ from lamina.analysis.mode_connectivity import (
     loss_barrier,
     train_curve,
 )
+from lamina.analysis.model_inversion import Inversion, model_inversion
 from lamina.analysis.perturbation import feature_ablation, shapley_value_sampling
+from lamina.analysis.privacy_attacks import (
+    ThresholdAttack,
+    best_threshold,
+    confidence_attack,
+    entropy_attack,
+    lira,
+    lira_confidence,
+    loss_threshold_attack,
+    shadow_model_attack,
+)
+from lamina.analysis.privacy_audit import (
+    AttackReport,
+    EpsilonAudit,
+    attack_report,
+    clopper_pearson_interval,
+    empirical_epsilon,
+    membership_roc,
+    plot_roc,
+)
 from lamina.analysis.receptive import receptive_field, receptive_fields
 from lamina.analysis.retrieval import FeatureIndex, extract_features, mean_average_precision_at_k, precision_at_k
 from lamina.analysis.saliency import input_gradient, integrated_gradients, saliency_map, smooth_grad
@@ -223,6 +250,10 @@ __all__ += ["CorrelationRemover", "ExponentiatedGradient", "MetricFrame", "Thres
 __all__ += ["DataShapley", "Representers", "influence_scores", "knn_shapley", "representer_scores",
             "self_influence", "tmc_data_shapley", "tracin_scores",
             "tracin_self_influence"]  # training-data attribution (influence, data_valuation)
+__all__ += ["AttackReport", "EpsilonAudit", "Inversion", "ThresholdAttack", "attack_report", "best_threshold",
+            "clopper_pearson_interval", "confidence_attack", "empirical_epsilon", "entropy_attack", "lira",
+            "lira_confidence", "loss_threshold_attack", "membership_roc", "model_inversion", "plot_roc",
+            "shadow_model_attack"]  # privacy attacks and audits (privacy_attacks, privacy_audit, model_inversion)
 __all__ += ["BezierCurve", "Curve", "PCADirections", "PolygonalChain", "curve_losses", "epsilon_sharpness",
             "lanczos_eigenvalues", "linear_interpolation", "loss_barrier", "loss_surface_1d", "loss_surface_2d",
             "normalize_direction", "pca_directions", "plot_surface", "random_direction",
