@@ -60,7 +60,7 @@ from lamina.nn.normalization import BatchNorm
 from lamina.nn.parameter import Parameter
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 
-__all__ = ["PerSampleGradients", "per_sample_gradients"]
+__all__ = ["PerSampleGradients", "gradient_tap", "per_sample_gradients"]
 
 REDUCTIONS = ("sum", "mean")
 
@@ -79,7 +79,8 @@ class _Tap(Function):
         return (dy,)
 
 
-def _tap(z: Tensor, on_gradient: Callable) -> Tensor:
+def gradient_tap(z: Tensor, on_gradient: Callable) -> Tensor:
+    """z unchanged, with ``on_gradient(dJ/dz)`` called when the backward pass reaches it."""
     return _Tap.apply(z, on_gradient=on_gradient) if z.requires_grad else z
 
 
@@ -283,7 +284,7 @@ def _dense_rule(tracker, module, params, inputs, kwargs, forward):
         if "bias" in params:
             tracker.add(params["bias"], dz.reshape(dz.shape[0], -1, dz.shape[-1]).sum(axis=1))
 
-    z = _tap(z, on_gradient)
+    z = gradient_tap(z, on_gradient)
     return activate_fresh(module.activation, z) if module.activation is not None else z
 
 
@@ -319,7 +320,7 @@ def _conv_rule(tracker, module, params, inputs, kwargs, forward):
         if "bias" in params:
             tracker.add(params["bias"], dz.reshape(n, -1, k).sum(axis=1))
 
-    z = _tap(z, on_gradient)
+    z = gradient_tap(z, on_gradient)
     return activate_fresh(module.activation, z) if module.activation is not None else z
 
 
@@ -338,7 +339,7 @@ def _embedding_rule(tracker, module, params, inputs, kwargs, forward):
             g[:, module.padding_idx] = 0
         tracker.add(params["weight"], g)
 
-    return _tap(out, on_gradient)
+    return gradient_tap(out, on_gradient)
 
 
 def _norm_rule_fits(module, params, inputs) -> bool:
@@ -374,7 +375,7 @@ def _norm_rule(tracker, module, params, inputs, kwargs, forward):
         if "bias" in params:
             tracker.add(params["bias"], _sum_to(dy, params["bias"].shape))
 
-    return _tap(out, on_gradient)
+    return gradient_tap(out, on_gradient)
 
 
 def _sample(value, i: int, n: int):
@@ -409,7 +410,7 @@ def _per_sample_loop(tracker, module, params, inputs, kwargs, forward):
                 tracker.add(p, g)
         return on_gradient
 
-    tapped = [_tap(o, backprop_output(i)) if isinstance(o, Tensor) else o for i, o in enumerate(outputs)]
+    tapped = [gradient_tap(o, backprop_output(i)) if isinstance(o, Tensor) else o for i, o in enumerate(outputs)]
     if isinstance(out, Tensor):
         return tapped[0]
     return type(out)(tapped) if type(out) in (tuple, list) else out

@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from lamina import backend
-from lamina.autograd import Function, graph
+from lamina.autograd import graph
 from lamina.autograd.derivatives import grad as gradients_of
 from lamina.functional import cross_entropy
 from lamina.functional.fold import WindowGeometry, unfold_array
@@ -23,7 +23,7 @@ from lamina.nn.activation import activate_fresh
 from lamina.nn.conv import Conv2D
 from lamina.nn.dense import Dense
 from lamina.nn.module import Module, as_tensor, intercept_calls
-from lamina.nn.per_sample import PerSampleGradients
+from lamina.nn.per_sample import PerSampleGradients, gradient_tap
 
 __all__ = ["FactorRecorder", "exact_fisher_block", "gradient_matrix", "kronecker_factors", "preconditioned_layers",
            "split_matrix", "supported"]
@@ -73,20 +73,6 @@ def split_matrix(module: Module, matrix) -> tuple[Any, Any]:
 
 # -- recording the factors ----------------------------------------------------------------------
 
-class _Tap(Function):
-    """The identity on a layer's pre-activation z; backward hands dJ/dz to ``on_gradient``."""
-
-    def forward(self, z):
-        return z
-
-    def backward(self, dy):
-        self.on_gradient(dy)
-        return (dy,)
-
-    def backward_graph(self, dy):
-        return (dy,)
-
-
 class _Batch:
     """The sums one batch adds to a layer's statistics: A's, G's and (for EKFAC) the raw rows."""
 
@@ -122,7 +108,7 @@ class FactorRecorder:
     """Records, for the chosen layers, the sums that make A and G while attached.
 
     Every call of a recorded layer made with the graph recorded runs the layer's weights
-    without its activation, passes z through a :class:`_Tap` and applies the activation;
+    without its activation, passes z through a :func:`~lamina.nn.per_sample.gradient_tap` and applies the activation;
     when backward reaches the tap, the layer's abar (once per call) and g are added to
     :attr:`batches`: g = dJ/dz, times N when J is the mean of the N per-sample losses
     (``loss_reduction='mean'``) and the backward is the loss's own (not ``sampling``). Hooks
@@ -203,7 +189,7 @@ def _intercept(module: Module, inputs: tuple, kwargs: dict, forward: Callable):
             for recorder in watchers:
                 recorder.observe(module, call, dz)
 
-        z = _Tap.apply(z, on_gradient=on_gradient)
+        z = gradient_tap(z, on_gradient)
     return activate_fresh(module.activation, z) if module.activation is not None else z
 
 

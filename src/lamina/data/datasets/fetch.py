@@ -109,22 +109,22 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
+def _file_digest(path: str | os.PathLike, digest) -> str:
+    """Hex ``digest`` (a hashlib object) of a file, read in chunks."""
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_DOWNLOAD_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    return _file_digest(path, hashlib.sha256())
 
 
 def md5_file(path: str | os.PathLike) -> str:
     """Hex MD5 of a file, read in chunks (for publishers that document only an MD5)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_DOWNLOAD_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return _file_digest(path, hashlib.md5(usedforsecurity=False))
 
 
 def check_file_md5(path: str | os.PathLike, expected: str | None, what: str | None = None) -> None:

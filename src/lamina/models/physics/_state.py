@@ -24,6 +24,14 @@ def scalar_network(input_dim: int, hidden, activation: str) -> Sequential:
     return network
 
 
+def field_array(time_derivative: Callable, states) -> numpy.ndarray:
+    """``time_derivative(states, create_graph=False)`` as an array, off the graph, for states of any
+    shape (..., 2 dim): what an integrator calls."""
+    states = numpy.asarray(states)
+    flat = states.reshape(-1, states.shape[-1]) if states.ndim else states
+    return time_derivative(flat, create_graph=False).numpy().reshape(states.shape)
+
+
 def leaf(values, dtype=None) -> Tensor:
     """``values`` as a tensor that requires grad: itself if it already does, else a fresh leaf
     (of ``dtype`` if given, else its own floating dtype)."""

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy
-
 from lamina import functional as F
 from lamina.autograd import Tensor, enable_grad, grad
 from lamina.models.constructor_config import register_with_arguments
 from lamina.models.physics._state import (
     as_column,
     check_state,
+    field_array,
     fit_pairs,
     leaf,
     mean_squared,
@@ -85,9 +84,7 @@ class HamiltonianNN(Module):
     def field(self, states):
         """The vector field as an array, off the graph: what an integrator calls (states of any shape
         (..., 2 dim))."""
-        states = numpy.asarray(states)
-        flat = states.reshape(-1, states.shape[-1]) if states.ndim else states
-        return self.time_derivative(flat, create_graph=False).numpy().reshape(states.shape)
+        return field_array(self.time_derivative, states)
 
     def loss(self, states, derivatives) -> Tensor:
         """mean ||field(x) - dx/dt||^2 over the pairs (states (N, 2 dim), derivatives alike)."""

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy
-
 from lamina import functional as F
 from lamina.autograd import Tensor, enable_grad, grad
 from lamina.errors import ShapeError
@@ -23,6 +21,7 @@ from lamina.models.constructor_config import register_with_arguments
 from lamina.models.physics._state import (
     as_column,
     check_state,
+    field_array,
     fit_pairs,
     gradient_or_zeros,
     leaf,
@@ -108,9 +107,7 @@ class LagrangianNN(Module):
     def field(self, states):
         """(q', q'') as an array, off the graph: what an integrator calls (states of any shape
         (..., 2 dim))."""
-        states = numpy.asarray(states)
-        flat = states.reshape(-1, states.shape[-1]) if states.ndim else states
-        return self.time_derivative(flat, create_graph=False).numpy().reshape(states.shape)
+        return field_array(self.time_derivative, states)
 
     def loss(self, states, accelerations) -> Tensor:
         """mean ||q''(states) - accelerations||^2 (accelerations (N, dim))."""
