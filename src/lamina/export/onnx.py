@@ -22,7 +22,10 @@ spectral convolutions and the Fourier neural operators go through ONNX's DFT
 LoHa, LoKr, VeRA, bottleneck adapters, GPT-2 prompt tuning) and the quantized Dense export as
 the weights they compute now (:mod:`lamina.export.onnx_adapters`), as do SIREN, Fourier features,
 the Bayesian layers (their posterior means) and the modern Hopfield layers
-(:mod:`lamina.export.onnx_research_layers`) and KANLinear (:mod:`lamina.export.onnx_kan`);
+(:mod:`lamina.export.onnx_research_layers`) and KANLinear (:mod:`lamina.export.onnx_kan`); the
+p4 / p4m group convolutions and P4CNN, DeformConv2D (opset 19) and Conv-TasNet
+(:mod:`lamina.export.onnx_new_layers`), and minGRU / minLSTM, differential and multi-head latent
+attention and the Hyena operator (:mod:`lamina.export.onnx_new_sequence_layers`) export too;
 prefix tuning and the mixture density head's three outputs have no form. The graph reads and writes
 what the lamina model does: images NHWC (batch, h, w, c), any batch size; sequences
 (batch, time, features) or word ids, any length. ONNX's convolution, pooling
@@ -57,6 +60,8 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_maxvit,
     onnx_mlp_zoo,
     onnx_more_layers,
+    onnx_new_layers,
+    onnx_new_sequence_layers,
     onnx_rearrange,
     onnx_recurrent,
     onnx_research_layers,
@@ -114,7 +119,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
 
 _SEQUENCE_LAYERS = (nn.SimpleRNN, nn.GRU, nn.LSTM, nn.Bidirectional, nn.MultiHeadAttention,
                     nn.TransformerEncoderLayer, nn.PositionalEncoding, nn.PositionEmbedding, nn.Conv1D, nn.MaxPool1D,
-                    nn.AvgPool1D, nn.GlobalAvgPool1D, nn.GlobalMaxPool1D, nn.TimeDistributed)
+                    nn.AvgPool1D, nn.GlobalAvgPool1D, nn.GlobalMaxPool1D, nn.TimeDistributed, nn.MinGRU, nn.MinLSTM,
+                    nn.DifferentialAttention, nn.MultiHeadLatentAttention, nn.HyenaOperator)
 _FIXED_LENGTH_LAYERS = (nn.Flatten, nn.Reshape, nn.Rearrange, nn.Reduce)   # their Reshapes hold the lengths
 # layers that read axis 1 as an image's height: outside a TimeDistributed, axis 1 is no time axis
 _IMAGE_LAYERS = (nn.Conv2D, nn.DepthwiseConv2D, nn.SeparableConv2D, nn.Conv2DTranspose, nn.MaxPool2D, nn.AvgPool2D,
