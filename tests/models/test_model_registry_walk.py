@@ -286,13 +286,18 @@ CASES = {
                                                          [nn.Dense(2), nn.Dense(2)], loss_weights=(0.3, 0.7)),
                          _x(2, 3), "save"),
     "SwAVPrototypes": (lambda: models.SwAVPrototypes(5, name="protos"), _x(2, 3), "save"),
+    # differentiable trees for tabular data
+    "SoftDecisionTree": (lambda: models.SoftDecisionTree(2, 3, 4, inverse_temperature=2.0), _x(5, 4), "save"),
+    "NeuralDecisionForest": (lambda: models.NeuralDecisionForest(2, 2, 4, 3), _x(5, 4), "save"),
+    "ObliviousDecisionTrees": (lambda: models.ObliviousDecisionTrees(4, 3, depth=2, tree_dim=2), _x(6, 4), "save"),
+    "NODE": (lambda: models.NODE(2, 3, 2, 2, 4, output_dim=1), _x(6, 4), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 78 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 82 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -74,6 +74,7 @@ from lamina.functional.deq import DEQStats, deq_fixed_point, jacobian_penalty
 from lamina.functional.domain_adaptation import coral_loss, gradient_reversal, mmd_loss
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
+from lamina.functional.entmoid import entmoid15
 from lamina.functional.fake_quantize import (
     fake_quantize_learnable_per_tensor,
     fake_quantize_per_channel,
@@ -651,7 +652,7 @@ __all__ += [  # flex attention under PyTorch's names (flex, flex_masks)
     "BlockMask", "and_masks", "create_block_mask", "flex_attention", "noop_mask", "or_masks",
 ]
 __all__ += ["crf_log_partition", "crf_marginals", "crf_nbest_paths", "crf_path_score"]  # linear-chain CRF (crf)
-__all__ += ["entmax15", "sparsemax"]  # sparse probability maps (sparse_softmax)
+__all__ += ["entmax15", "entmoid15", "sparsemax"]  # sparse probability maps (sparse_softmax, entmoid)
 __all__ += [  # point clouds: sampling, grouping, interpolation (point_cloud)
     "ball_query", "farthest_point_sample", "group_points", "interpolate_features", "inverse_distance_weights", "knn",
     "three_interpolate", "three_nn",

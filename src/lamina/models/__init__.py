@@ -569,6 +569,7 @@ from lamina.models.neural_process import (
     MultiheadCrossAttention,
     NeuralProcess,
 )
+from lamina.models.node import NODE, ObliviousDecisionTrees
 from lamina.models.node2vec import Node2Vec
 from lamina.models.ntm import (
     NTM,
@@ -789,6 +790,7 @@ from lamina.models.slot_autoencoder import (
     SoftPositionEmbed,
     position_grid,
 )
+from lamina.models.soft_trees import NeuralDecisionForest, SoftDecisionTree, routing_probabilities
 from lamina.models.som import SelfOrganizingMap
 from lamina.models.sparse_autoencoder import FeatureActivity, SAEOutput, SparseAutoencoder
 from lamina.models.speaker import (
@@ -1168,3 +1170,6 @@ __all__ += ["PINN", "Burgers1D", "DeepONet", "HamiltonianNN", "Heat1D", "Lagrang
             "lagrangian_acceleration", "laplacian", "leapfrog", "mlp_network", "relative_l2_error", "stormer_verlet",
             "symplectic_euler"]  # physics-informed learning (physics)
 __all__ += ["ChannelwiseLayerNorm", "ConvTasNet", "GlobalLayerNorm", "TemporalConvBlock"]  # separation (conv_tasnet)
+__all__ += [  # differentiable trees for tabular data (soft_trees, node)
+    "NODE", "NeuralDecisionForest", "ObliviousDecisionTrees", "SoftDecisionTree", "routing_probabilities",
+]
