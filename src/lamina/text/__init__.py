@@ -6,6 +6,13 @@ padded batches, language-model windows, and skip-gram pairs with negative sampli
 from lamina.text import embeddings
 from lamina.text.beam import Hypothesis, beam_search, beam_search_ids, beam_search_text
 from lamina.text.bpe import GPT2_SPLIT, BPETokenizer, tokenizer_from_config
+from lamina.text.constrained import (
+    ChoiceLogitsProcessor,
+    PrefixAllowedTokensLogitsProcessor,
+    RegexLogitsProcessor,
+    TokenIndex,
+    vocabulary_strings,
+)
 from lamina.text.corpora import load_names, load_tiny_shakespeare
 from lamina.text.ctc_decode import (
     CTCHypothesis,
@@ -31,6 +38,7 @@ from lamina.text.hf_tokenizer import AddedToken, BatchEncoding, Encoding, HFToke
 from lamina.text.hf_trainers import BpeTrainer, WordLevelTrainer, WordPieceTrainer
 from lamina.text.hf_training import byte_level_alphabet
 from lamina.text.hf_unigram_trainer import UnigramTrainer
+from lamina.text.json_schema import JSONSchemaLogitsProcessor, regex_from_schema
 from lamina.text.logits_processors import (
     LogitsProcessor,
     LogitsProcessorList,
@@ -60,6 +68,7 @@ from lamina.text.metrics import (
     sentence_bleu,
     sentence_chrf,
 )
+from lamina.text.regex_fsm import DFA, RegexSyntaxError, compile_regex, escape_regex
 from lamina.text.sequences import language_model_windows, pad_sequences, shifted_pairs
 from lamina.text.skipgram import (
     analogy,
@@ -97,3 +106,6 @@ __all__ += ["embeddings"]  # sentence embeddings and retrieval (lamina.text.embe
 __all__ += ["BLEUScore", "CHRFScore", "RougeScore", "bleu", "chrf", "cider", "cider_d",  # generation metrics
             "corpus_bleu", "corpus_bleu_tokens", "meteor_exact", "rouge_corpus", "rouge_scores", "sentence_bleu",
             "sentence_chrf"]
+__all__ += ["ChoiceLogitsProcessor", "DFA", "JSONSchemaLogitsProcessor",  # constrained generation
+            "PrefixAllowedTokensLogitsProcessor", "RegexLogitsProcessor", "RegexSyntaxError", "TokenIndex",
+            "compile_regex", "escape_regex", "regex_from_schema", "vocabulary_strings"]

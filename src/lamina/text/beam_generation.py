@@ -307,9 +307,14 @@ def assemble_beams(prompts: np.ndarray, best, pad: int | None) -> tuple[np.ndarr
 
 def for_prompt_length(processors: LogitsProcessorList, length: int) -> LogitsProcessorList:
     """``processors`` for a prompt of ``length`` tokens (a padded row decoded alone)."""
-    return LogitsProcessorList(
-        MinNewTokensLogitsProcessor(length, p.min_new_tokens, p.eos_token_id)
-        if isinstance(p, MinNewTokensLogitsProcessor) and p.prompt_length != length else p for p in processors)
+    def adapted(p):
+        if isinstance(p, MinNewTokensLogitsProcessor) and p.prompt_length != length:
+            return MinNewTokensLogitsProcessor(length, p.min_new_tokens, p.eos_token_id)
+        if hasattr(p, "with_prompt_length") and getattr(p, "prompt_length", None) != length:   # constrained ones
+            return p.with_prompt_length(length)
+        return p
+
+    return LogitsProcessorList(adapted(p) for p in processors)
 
 
 def beam_search_output(model, ids: np.ndarray, mask: np.ndarray, settings: BeamSettings,

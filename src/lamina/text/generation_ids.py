@@ -34,6 +34,7 @@ import numpy as np
 
 from lamina.autograd import Tensor
 from lamina.text.beam_generation import BeamSettings, beam_search_output, for_prompt_length
+from lamina.text.constrained import PrefixAllowedTokensLogitsProcessor
 from lamina.text.generate import sample_token
 from lamina.text.generation_reader import _forward_options, _Reader
 from lamina.text.logits_processors import (
@@ -147,10 +148,13 @@ def build_processors(prompt_length: int, *, do_sample: bool = False, temperature
                      top_k: int | None = None, top_p: float | None = None, typical_p: float | None = None,
                      min_p: float | None = None, repetition_penalty: float | None = None,
                      no_repeat_ngram_size: int | None = None, bad_words_ids=None, min_new_tokens: int = 0,
-                     eos_token_id=None, logits_processor: Sequence | None = None) -> LogitsProcessorList:
+                     eos_token_id=None, logits_processor: Sequence | None = None,
+                     prefix_allowed_tokens_fn: Callable | None = None, num_beams: int = 1) -> LogitsProcessorList:
     """The processors of :func:`generate_ids`'s options, in Hugging Face's order: repetition
-    penalty, n-gram ban, bad words, minimum new tokens, then ``logits_processor`` (the
-    user's), then, when sampling, temperature, top-k, top-p, min-p, typical-p."""
+    penalty, n-gram ban, bad words, minimum new tokens, ``prefix_allowed_tokens_fn`` (prompt
+    ``row // num_beams``), then ``logits_processor`` (the
+    user's, each with a ``with_prompt_length`` method given the prompt's length), then, when
+    sampling, temperature, top-k, top-p, min-p, typical-p."""
     eos = _eos_ids(eos_token_id)
     processors = []
     if repetition_penalty is not None and repetition_penalty != 1.0:
@@ -161,7 +165,10 @@ def build_processors(prompt_length: int, *, do_sample: bool = False, temperature
         processors.append(NoBadWordsLogitsProcessor(bad_words_ids, eos or None))
     if min_new_tokens and eos:
         processors.append(MinNewTokensLogitsProcessor(prompt_length, min_new_tokens, eos))
-    processors += list(logits_processor or ())
+    if prefix_allowed_tokens_fn is not None:
+        processors.append(PrefixAllowedTokensLogitsProcessor(prefix_allowed_tokens_fn, num_beams))
+    processors += [p.with_prompt_length(prompt_length) if hasattr(p, "with_prompt_length") else p
+                   for p in logits_processor or ()]     # the constrained ones track the tokens after the prompt
     if do_sample:
         if temperature != 1.0:
             processors.append(TemperatureLogitsWarper(temperature))
@@ -360,6 +367,7 @@ def generate_ids(model, input_ids, *, max_new_tokens: int | None = None, max_len
                  diversity_penalty: float = 0.0, seed: int | None = None,
                  generator: np.random.Generator | None = None, streamer: Callable | None = None,
                  return_dict_in_generate: bool = False, logits_processor: Sequence | None = None,
+                 prefix_allowed_tokens_fn: Callable | None = None,
                  assistant_model=None, num_assistant_tokens: int = 5):
     """Continue the prompts ``input_ids`` (B, T) (or (T,)) with a causal language model
     (ids (N, T) -> scores (N, T, V)), as Hugging Face's ``model.generate``.
@@ -371,9 +379,10 @@ def generate_ids(model, input_ids, *, max_new_tokens: int | None = None, max_len
       from ``generator`` (a numpy Generator) or ``numpy.random.default_rng(seed)``, one
       :func:`lamina.text.sample_token` per unfinished row and step, in row order.
     * Processing (see :mod:`lamina.text.logits_processors`): ``repetition_penalty``,
-      ``no_repeat_ngram_size``, ``bad_words_ids``, and ``logits_processor``, a list of your
-      own processors ``(input_ids, scores) -> scores``, applied after those and before the
-      warpers.
+      ``no_repeat_ngram_size``, ``bad_words_ids``, ``prefix_allowed_tokens_fn`` (Hugging
+      Face's: ``fn(batch_id, ids)`` -> the allowed next ids), and ``logits_processor``, a
+      list of your own processors ``(input_ids, scores) -> scores`` (such as
+      :class:`lamina.text.RegexLogitsProcessor`), applied after those and before the warpers.
     * End: ``eos_token_id`` (int or list); a row that chose one is continued with
       ``pad_token_id`` (default: the first end token), and generation stops once every row
       has ended.
@@ -416,7 +425,9 @@ def generate_ids(model, input_ids, *, max_new_tokens: int | None = None, max_len
                                   top_p=top_p, typical_p=typical_p, min_p=min_p,
                                   repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                                   bad_words_ids=bad_words_ids, min_new_tokens=min_new_tokens, eos_token_id=eos,
-                                  logits_processor=logits_processor)
+                                  logits_processor=logits_processor,
+                                  prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+                                  num_beams=num_beams // max(int(num_beam_groups), 1))
     stream = _Streamer(streamer)
     options = _Options(max_new, processors, bool(do_sample), eos, pad, rng, stream)
     stream.prompt(ids)
