@@ -340,6 +340,7 @@ from lamina.functional.math_parity import (
     trunc,
 )
 from lamina.functional.miners import distance_matrix, mine_pairs, mine_triplets
+from lamina.functional.ms_deform_attn import deformable_reference_points, ms_deform_attn
 from lamina.functional.ode import odeint
 from lamina.functional.ode_adjoint import odeint_adjoint
 from lamina.functional.optimal_transport import emd, emd2, ot_cost_matrix, sliced_wasserstein, wasserstein_1d
@@ -734,3 +735,4 @@ __all__ += [  # source separation metrics, PIT and STFT losses (separation_losse
     "si_sdr_loss", "si_snr", "snr", "spectral_convergence_loss", "stft_magnitude",
 ]
 __all__ += ["deform_conv2d"]  # deformable convolution, DCNv1/v2 (deform_conv)
+__all__ += ["deformable_reference_points", "ms_deform_attn"]  # multi-scale deformable attention

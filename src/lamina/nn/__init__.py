@@ -201,6 +201,7 @@ from lamina.nn.mixture_density import MixtureDensityHead
 from lamina.nn.mixture_of_depths import MixtureOfDepths
 from lamina.nn.module import Module
 from lamina.nn.moe import MixtureOfExperts
+from lamina.nn.ms_deform_attn import DeformableTransformerEncoderLayer, MultiScaleDeformableAttention
 from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.nn.noise import (
     AlphaDropout,
@@ -406,3 +407,5 @@ __all__ += ["GroupBatchNorm", "GroupPool", "P4ConvP4", "P4ConvZ2", "P4MConvP4M",
 __all__ += ["DifferentialAttention", "HyenaOperator",
             "MultiHeadLatentAttention"]  # sequence mixers (differential_attention, hyena, latent_attention)
 __all__ += ["DeformConv2D"]  # deformable convolution (deform_conv)
+__all__ += ["DeformableTransformerEncoderLayer",
+            "MultiScaleDeformableAttention"]  # multi-scale deformable attention (ms_deform_attn)
