@@ -565,6 +565,13 @@ from lamina.functional.vector_quantize import (
     straight_through,
     vector_quantize,
 )
+from lamina.functional.vocoder_losses import (
+    feature_matching_loss,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    mel_spectrogram_l1_loss,
+    vocoder_log_mel_spectrogram,
+)
 
 _tensor_methods.install()
 
@@ -736,3 +743,5 @@ __all__ += [  # source separation metrics, PIT and STFT losses (separation_losse
 ]
 __all__ += ["deform_conv2d"]  # deformable convolution, DCNv1/v2 (deform_conv)
 __all__ += ["deformable_reference_points", "ms_deform_attn"]  # multi-scale deformable attention
+__all__ += ["feature_matching_loss", "lsgan_discriminator_loss", "lsgan_generator_loss", "mel_spectrogram_l1_loss",
+            "vocoder_log_mel_spectrogram"]  # GAN vocoder losses (vocoder_losses)

@@ -434,6 +434,15 @@ from lamina.models.gpt_neox import (
     load_hf_gpt_neox_state_dict,
 )
 from lamina.models.graph_autoencoder import GAE, VGAE, InnerProductDecoder
+from lamina.models.hifigan import (
+    HiFiGANGenerator,
+    HiFiGANResBlock,
+    MultiPeriodDiscriminator,
+    MultiScaleDiscriminator,
+    NormalizedConv,
+    PeriodDiscriminator,
+    ScaleDiscriminator,
+)
 from lamina.models.hopfield_network import HopfieldNetwork
 from lamina.models.hrnet import HRNet, HRNetModule, hrnet_lite
 from lamina.models.inception import (
@@ -1173,3 +1182,5 @@ __all__ += ["ChannelwiseLayerNorm", "ConvTasNet", "GlobalLayerNorm", "TemporalCo
 __all__ += [  # differentiable trees for tabular data (soft_trees, node)
     "NODE", "NeuralDecisionForest", "ObliviousDecisionTrees", "SoftDecisionTree", "routing_probabilities",
 ]
+__all__ += ["HiFiGANGenerator", "HiFiGANResBlock", "MultiPeriodDiscriminator", "MultiScaleDiscriminator",
+            "NormalizedConv", "PeriodDiscriminator", "ScaleDiscriminator"]  # GAN vocoders (hifigan)

@@ -241,6 +241,7 @@ from lamina.train.tpe import ParzenEstimator, tpe_search
 from lamina.train.trainer import Trainer
 from lamina.train.tuned_lens import train_tuned_lens
 from lamina.train.uncertainty import DeepEnsemble, PredictiveSummary, mc_dropout_predict, predictive_summary
+from lamina.train.vocoder import VocoderTrainer
 from lamina.train.weighting import WeightedMean
 
 __all__ = [
@@ -326,3 +327,4 @@ __all__ += ["GroupDRO", "Tent", "adapt_batchnorm", "batchnorm_layers", "group_ac
             "prediction_entropy"]  # distribution shift (group_robust, test_time_adaptation)
 __all__ += ["DEPTH_METRICS", "PanopticSegments", "depth_metrics", "normal_metrics",
             "panoptic_quality"]  # dense prediction metrics (depth_metrics, panoptic_metrics)
+__all__ += ["VocoderTrainer"]  # GAN vocoders (vocoder)
