@@ -3,7 +3,10 @@
 Start the processes with :func:`spawn`, join them with :func:`init_process_group`, then use the
 collectives (:func:`all_reduce`, :func:`broadcast`, ...) on NumPy arrays and lamina Tensors,
 wrap the model in :class:`DistributedDataParallel`, and give each rank its share of the data
-with :class:`DistributedSampler`::
+with :class:`DistributedSampler`. Beyond data parallelism: :class:`ZeroRedundancyOptimizer`
+shards the optimizer state (and gradients) over the ranks, :class:`ColumnParallelDense` and
+:class:`RowParallelDense` split a layer's weight (tensor parallelism), and :class:`Pipeline`
+runs a model cut into stages, one per rank, over micro-batches (pipeline parallelism)::
 
     import lamina.distributed as dist
 
@@ -25,8 +28,11 @@ from lamina.distributed.collectives import (
     broadcast,
     broadcast_object_list,
     gather,
+    recv,
+    recv_array,
     reduce_scatter,
     scatter,
+    send,
 )
 from lamina.distributed.ddp import DistributedDataParallel
 from lamina.distributed.group import (
@@ -39,11 +45,24 @@ from lamina.distributed.group import (
     is_main_process,
 )
 from lamina.distributed.launch import ProcessContext, ProcessExitedException, ProcessRaisedException, spawn
+from lamina.distributed.pipeline import Pipeline
 from lamina.distributed.sampler import DistributedSampler
+from lamina.distributed.tensor_parallel import (
+    ColumnParallelDense,
+    RowParallelDense,
+    copy_to_parallel_region,
+    gather_from_parallel_region,
+    reduce_from_parallel_region,
+    tensor_parallel_mlp,
+)
+from lamina.distributed.zero import ZeroRedundancyOptimizer, partition_parameters
 
 __all__ = [
-    "DistributedDataParallel", "DistributedError", "DistributedSampler", "ProcessContext", "ProcessExitedException",
-    "ProcessRaisedException", "ReduceOp", "all_gather", "all_gather_object", "all_reduce", "barrier", "broadcast",
-    "broadcast_object_list", "destroy_process_group", "gather", "get_rank", "get_world_size", "init_process_group",
-    "is_initialized", "is_main_process", "reduce_scatter", "scatter", "spawn",
+    "ColumnParallelDense", "DistributedDataParallel", "DistributedError", "DistributedSampler", "Pipeline",
+    "ProcessContext", "ProcessExitedException", "ProcessRaisedException", "ReduceOp", "RowParallelDense",
+    "ZeroRedundancyOptimizer", "all_gather", "all_gather_object", "all_reduce", "barrier", "broadcast",
+    "broadcast_object_list", "copy_to_parallel_region", "destroy_process_group", "gather",
+    "gather_from_parallel_region", "get_rank", "get_world_size", "init_process_group", "is_initialized",
+    "is_main_process", "partition_parameters", "recv", "recv_array", "reduce_from_parallel_region",
+    "reduce_scatter", "scatter", "send", "spawn", "tensor_parallel_mlp",
 ]

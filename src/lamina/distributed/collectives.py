@@ -11,6 +11,9 @@ Reductions are deterministic and give every rank the same bits: the chunk is spl
 ``((x_0 op x_1) op x_2) ...``, and every rank copies the combined chunk (a small array is
 combined by every rank, in the same order from the same values). ``AVG`` is the sum
 divided by ``world_size`` (floating arrays only).
+
+:func:`send` and :func:`recv` are point to point: only the two ranks take part, the array
+going over their own link, in order (a ``recv`` gets the sender's oldest unreceived ``send``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from lamina.distributed.group import ProcessGroup, _group
 from lamina.errors import ShapeError
 
 __all__ = ["ReduceOp", "all_gather", "all_gather_object", "all_reduce", "barrier", "broadcast",
-           "broadcast_object_list", "gather", "reduce_scatter", "scatter"]
+           "broadcast_object_list", "gather", "recv", "recv_array", "reduce_scatter", "scatter", "send"]
 
 
 class ReduceOp(enum.Enum):
@@ -197,7 +200,48 @@ def broadcast_object_list(object_list: list, src: int = 0) -> None:
     object_list[:] = items[src][1]
 
 
+def send(tensor: Any, dst: int, tag: int = 0) -> None:
+    """Send ``tensor`` (an array or Tensor) to rank ``dst``, which takes it with :func:`recv`.
+    Returns once it is on its way (a large array: once ``dst`` has started reading it)."""
+    group = _group("send")
+    array = _array(tensor, "send", "tensor")
+    _check_peer(dst, group, "send", "dst")
+    group.send_to(dst, ("send", int(tag), array.copy()), "send")
+
+
+def recv(tensor: Any, src: int, tag: int = 0) -> int:
+    """Fill ``tensor`` (an array or Tensor) with the array that rank ``src`` sent with
+    :func:`send`; returns ``src``. The shape, dtype and tag must match the send's."""
+    group = _group("recv")
+    array = _array(tensor, "recv", "tensor")
+    received = recv_array(src, tag)
+    if received.shape != array.shape or received.dtype != array.dtype:
+        raise ShapeError(f"lamina.distributed.recv: rank {src} sent an array of shape {received.shape} and dtype "
+                         f"{received.dtype} to rank {group.rank}, which receives into shape {array.shape} and dtype "
+                         f"{array.dtype}")
+    array[...] = received
+    return src
+
+
+def recv_array(src: int, tag: int = 0) -> np.ndarray:
+    """The array that rank ``src`` sent with :func:`send`, whatever its shape (a new array)."""
+    group = _group("recv")
+    _check_peer(src, group, "recv", "src")
+    _, sent_tag, array = group.receive_from(src, "recv")
+    if sent_tag != tag:
+        raise ValueError(f"lamina.distributed.recv: rank {group.rank} expected tag {tag} from rank {src}, which "
+                         f"sent tag {sent_tag}; sends and receives between two ranks must come in the same order")
+    return array
+
+
 # -- helpers ------------------------------------------------------------------------------
+
+def _check_peer(peer: Any, group: ProcessGroup, what: str, name: str) -> None:
+    _check_root(peer, group, what, name)
+    if peer == group.rank:
+        raise ValueError(f"lamina.distributed.{what}: {name}={peer} is this rank; point-to-point messages go to "
+                         "another rank")
+
 
 def _gather_into(group: ProcessGroup, array: np.ndarray, outputs: list | None, what: str) -> None:
     source = np.ascontiguousarray(array).reshape(-1)

@@ -17,6 +17,12 @@ resource tracker in every process that opens it, which on Python 3.11 warns abou
 blocks other processes still use). Shared memory against pipes alone (``benchmarks/
 distributed_speed.py``): a pipe copies an array through the kernel twice and a relay through
 rank 0 twice more; the slots are written and read once each.
+
+Point to point: every pair of ranks also shares a direct link (a Unix socket made when the
+group starts), which ``send`` and ``recv`` use, so that messages between two ranks never mix
+with the collectives' messages on the star. A thread per link writes the sends in order, so a
+send returns at once even when the receiver is itself sending (two ranks exchanging large
+arrays would otherwise each wait for the other to read).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ import json
 import mmap
 import multiprocessing.connection
 import os
+import queue
 import secrets
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +55,9 @@ DEFAULT_SLOT_BYTES = 16 * 2**20
 DEFAULT_TIMEOUT_S = 1800.0
 TCP_AUTHKEY = b"lamina.distributed"
 CONNECT_RETRY_S = 0.01
+SEND_FLUSH_S = 5.0
+"""How long closing the group waits for queued sends: a receiver has read every send it takes
+before it reaches ``destroy_process_group``, so only sends nobody receives can still wait."""
 
 _default_group: ProcessGroup | None = None
 
@@ -63,6 +74,8 @@ class ProcessGroup:
         self.rank, self.world_size = rank, world_size
         self.slot_bytes, self.timeout = slot_bytes, timeout
         self._links, self._listener = links, listener
+        self._peers: list[Any] = [None] * world_size
+        self._senders: list[_Sender | None] = [None] * world_size
         self._block: mmap.mmap | None = None
         self.rendezvous_file: Path | None = None      # rank 0 removes it when the group ends
 
@@ -87,6 +100,20 @@ class ProcessGroup:
         self._send(self._links[0], item, 0, what)
         return self._receive(self._links[0], 0, what)
 
+    def send_to(self, peer: int, item: Any, what: str = "send") -> None:
+        """Send ``item`` (pickled) to rank ``peer`` over the pair's own link, in the order of
+        the calls; returns once it is queued."""
+        sender = self._senders[peer]
+        if sender is None:
+            sender = self._senders[peer] = _Sender(self._peers[peer])
+        if sender.failure is not None:
+            raise self._gone(peer, what) from sender.failure
+        sender.items.put(item)
+
+    def receive_from(self, peer: int, what: str = "recv") -> Any:
+        """The next item rank ``peer`` sent to this rank with :meth:`send_to`."""
+        return self._receive(self._peers[peer], peer, what)
+
     def _send(self, link: Any, item: Any, peer: int, what: str) -> None:
         try:
             link.send(item)
@@ -108,7 +135,10 @@ class ProcessGroup:
                                 f"process ended, or it destroyed the process group); see that rank's error")
 
     def close(self) -> None:
-        for link in self._links:
+        for sender in self._senders:
+            if sender is not None:
+                sender.finish(min(self.timeout, SEND_FLUSH_S))
+        for link in self._links + self._peers:
             if link is not None:
                 link.close()
         if self._listener is not None:
@@ -119,6 +149,30 @@ class ProcessGroup:
         if self._block is not None:
             with contextlib.suppress(BufferError):    # an array still viewing it keeps the mapping alive
                 self._block.close()
+
+
+class _Sender:
+    """A thread writing the items put in ``items`` to ``link``, in order, until :meth:`finish`."""
+
+    _DONE = object()
+
+    def __init__(self, link: Any) -> None:
+        self.link, self.items, self.failure = link, queue.Queue(), None
+        self.thread = threading.Thread(target=self._run, name="lamina-distributed-send", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.items.get()) is not self._DONE:
+            try:
+                self.link.send(item)
+            except (BrokenPipeError, ConnectionResetError, EOFError, OSError) as error:
+                self.failure = error
+                return
+
+    def finish(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) until everything queued is written."""
+        self.items.put(self._DONE)
+        self.thread.join(timeout)
 
 
 # -- the default group --------------------------------------------------------------------
@@ -168,6 +222,7 @@ def init_process_group(backend: str = "shm", init_method: str | None = None, *, 
         group.rendezvous_file = Path(init_method.removeprefix("file://"))
     try:
         group._block = _shared_block(group, world_size * slot_bytes)
+        _link_pairs(group)
     except BaseException:
         group.close()
         raise
@@ -308,6 +363,29 @@ def _connect(init_method: str, rank: int, world_size: int, timeout: float) -> An
     if refusal is not None:
         raise ValueError(refusal)
     return link
+
+
+def _link_pairs(group: ProcessGroup) -> None:
+    """A direct link between every pair of ranks: each rank listens, rank j connects to every
+    rank below it (in order) and then accepts the ranks above, so no rank waits on one that
+    waits on it."""
+    if group.world_size == 1:
+        return
+    authkey = secrets.token_bytes(32)
+    listener = multiprocessing.connection.Listener(family="AF_UNIX", authkey=authkey)
+    try:
+        addresses = group.exchange((listener.address, authkey.hex()), "init_process_group")
+        for lower in range(group.rank):
+            address, key = addresses[lower]
+            link = multiprocessing.connection.Client(address, family="AF_UNIX", authkey=bytes.fromhex(key))
+            link.send(group.rank)
+            group._peers[lower] = link
+        listener._listener._socket.settimeout(group.timeout)
+        for _ in range(group.rank + 1, group.world_size):
+            link = listener.accept()
+            group._peers[link.recv()] = link
+    finally:
+        listener.close()
 
 
 def _host_port(init_method: str) -> tuple[str, int]:
