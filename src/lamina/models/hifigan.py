@@ -327,6 +327,18 @@ def _waveforms(module: Module, wave) -> Tensor:
     return wave
 
 
+def _scores_and_features(convs, conv_post, x):
+    """A sub-discriminator's stack: leaky ReLU 0.1 after each of ``convs``, then ``conv_post``;
+    (scores flattened per example, the feature maps of every layer)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
+        features.append(x)
+    x = conv_post(x)
+    features.append(x)
+    return F.reshape(x, (x.shape[0], -1)), features
+
+
 def period_view(wave, period: int) -> Tensor:
     """Waveforms (batch, T) -> images (batch, ceil(T / p), p, 1): reflect-padded on the right by
     (p - T mod p) mod p samples, sample t at row t // p and column t mod p."""
@@ -369,13 +381,7 @@ class PeriodDiscriminator(Module):
 
     def forward(self, wave):
         x = period_view(_waveforms(self, wave), self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return F.reshape(x, (x.shape[0], -1)), features
+        return _scores_and_features(self.convs, self.conv_post, x)
 
     def get_config(self) -> dict:
         return {"period": self.period, "kernel_size": self.kernel_size, "stride": self.stride,
@@ -447,13 +453,7 @@ class ScaleDiscriminator(Module):
     def forward(self, wave):
         x = _waveforms(self, wave)
         x = F.reshape(x, (*x.shape, 1))
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return F.reshape(x, (x.shape[0], -1)), features
+        return _scores_and_features(self.convs, self.conv_post, x)
 
     def get_config(self) -> dict:
         return {"channels": list(self.channels), "groups": list(self.groups), "norm": self.norm, "name": self.name}
