@@ -32,6 +32,7 @@ from lamina.rl.dqn import DQN_PRESETS, PRESET_STEPS, DQNAgent, dqn_loss, dqn_tar
 from lamina.rl.env import Env, TimeLimit, Wrapper
 from lamina.rl.evaluation import GreedyPolicy, evaluate_policy
 from lamina.rl.games import ConnectFour, Game, KInARow, TicTacToe
+from lamina.rl.gflownet import GFlowNet, HyperGrid, SequenceEnv, train_gflownet
 from lamina.rl.mcts import MCTS, MCTSPlayer, RandomPlayer, RolloutEvaluator, play_game, play_match, visit_policy
 from lamina.rl.model_based import (
     RSSM,
@@ -113,3 +114,4 @@ __all__ += ["MADDPG", "QMIX", "VDN", "IndependentQLearning", "ParallelEnv", "QMi
             "VDNMixer"]  # multiagent
 __all__ += ["RSSM", "CEMPlanner", "MBPOAgent", "MPPIPlanner", "PETSAgent", "ProbabilisticEnsemble",
             "TrajectorySampling", "model_rollouts"]  # model_based
+__all__ += ["GFlowNet", "HyperGrid", "SequenceEnv", "train_gflownet"]  # gflownet
