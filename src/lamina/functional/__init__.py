@@ -356,6 +356,7 @@ from lamina.functional.optimal_transport_entropic import (
 )
 from lamina.functional.padding import pad2d, pixel_shuffle, pixel_unshuffle
 from lamina.functional.padding_nd import pad1d, pad3d
+from lamina.functional.paged_attention import paged_attention
 from lamina.functional.parity_extra import (
     atleast_1d,
     atleast_2d,
@@ -745,3 +746,4 @@ __all__ += ["deform_conv2d"]  # deformable convolution, DCNv1/v2 (deform_conv)
 __all__ += ["deformable_reference_points", "ms_deform_attn"]  # multi-scale deformable attention
 __all__ += ["feature_matching_loss", "lsgan_discriminator_loss", "lsgan_generator_loss", "mel_spectrogram_l1_loss",
             "vocoder_log_mel_spectrogram"]  # GAN vocoder losses (vocoder_losses)
+__all__ += ["paged_attention"]  # decode-step attention over a paged key/value cache (paged_attention)

@@ -3,7 +3,7 @@ and merges.txt), BERT's WordPiece tokenizer, Hugging Face tokenizer.json files (
 padded batches, language-model windows, and skip-gram pairs with negative sampling for learning word embeddings
 (Word2Vec)."""
 
-from lamina.text import embeddings
+from lamina.text import embeddings, serving
 from lamina.text.beam import Hypothesis, beam_search, beam_search_ids, beam_search_text
 from lamina.text.bpe import GPT2_SPLIT, BPETokenizer, tokenizer_from_config
 from lamina.text.constrained import (
@@ -70,6 +70,13 @@ from lamina.text.metrics import (
 )
 from lamina.text.regex_fsm import DFA, RegexSyntaxError, compile_regex, escape_regex
 from lamina.text.sequences import language_model_windows, pad_sequences, shifted_pairs
+from lamina.text.serving import (
+    BlockManager,
+    LLMEngine,
+    NoFreeBlocksError,
+    RequestOutput,
+    SamplingParams,
+)
 from lamina.text.skipgram import (
     analogy,
     keep_probabilities,
@@ -109,3 +116,5 @@ __all__ += ["BLEUScore", "CHRFScore", "RougeScore", "bleu", "chrf", "cider", "ci
 __all__ += ["ChoiceLogitsProcessor", "DFA", "JSONSchemaLogitsProcessor",  # constrained generation
             "PrefixAllowedTokensLogitsProcessor", "RegexLogitsProcessor", "RegexSyntaxError", "TokenIndex",
             "compile_regex", "escape_regex", "regex_from_schema", "vocabulary_strings"]
+__all__ += ["BlockManager", "LLMEngine", "NoFreeBlocksError", "RequestOutput", "SamplingParams",  # serving
+            "serving"]
