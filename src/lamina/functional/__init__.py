@@ -368,6 +368,7 @@ from lamina.functional.parity_extra import (
     nan_to_num,
 )
 from lamina.functional.penalties import gradient_penalty
+from lamina.functional.perturbed import PerturbedOptimizer
 from lamina.functional.point_cloud import (
     ball_query,
     farthest_point_sample,
@@ -461,7 +462,9 @@ from lamina.functional.shape_parity import (
 )
 from lamina.functional.similarity import cdist, cosine_similarity, normalize, pairwise_distance
 from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, mish, silu, softplus
+from lamina.functional.soft_sort import soft_rank, soft_sort, soft_topk
 from lamina.functional.softcapped_attention import softcapped_attention
+from lamina.functional.sorting_networks import soft_sort_matrix, sorting_network
 from lamina.functional.sparse_softmax import entmax15, sparsemax
 from lamina.functional.special import (
     digamma,
@@ -747,3 +750,5 @@ __all__ += ["deformable_reference_points", "ms_deform_attn"]  # multi-scale defo
 __all__ += ["feature_matching_loss", "lsgan_discriminator_loss", "lsgan_generator_loss", "mel_spectrogram_l1_loss",
             "vocoder_log_mel_spectrogram"]  # GAN vocoder losses (vocoder_losses)
 __all__ += ["paged_attention"]  # decode-step attention over a paged key/value cache (paged_attention)
+__all__ += ["PerturbedOptimizer", "soft_rank", "soft_sort", "soft_sort_matrix", "soft_topk",  # soft sorting
+            "sorting_network"]  # and ranking (soft_sort, sorting_networks, perturbed)
