@@ -147,6 +147,17 @@ from lamina.train.noisy_labels import (
     label_quality_scores,
 )
 from lamina.train.panoptic_metrics import PanopticSegments, panoptic_quality
+from lamina.train.pbt import (
+    Exploit,
+    PBTResult,
+    apply_hyperparameters,
+    copy_member,
+    explore_config,
+    pbt_trainer,
+    plot_pbt,
+    population_based_training,
+    quantile_members,
+)
 from lamina.train.plda import LDA, PLDA, class_scatter
 from lamina.train.preference import DPOTrainer, ORPOTrainer, RewardTrainer, SimPOTrainer, adapters_disabled
 from lamina.train.preference_data import PreferenceBatch, PreferenceDataset
@@ -328,3 +339,5 @@ __all__ += ["GroupDRO", "Tent", "adapt_batchnorm", "batchnorm_layers", "group_ac
 __all__ += ["DEPTH_METRICS", "PanopticSegments", "depth_metrics", "normal_metrics",
             "panoptic_quality"]  # dense prediction metrics (depth_metrics, panoptic_metrics)
 __all__ += ["VocoderTrainer"]  # GAN vocoders (vocoder)
+__all__ += ["Exploit", "PBTResult", "apply_hyperparameters", "copy_member", "explore_config", "pbt_trainer",
+            "plot_pbt", "population_based_training", "quantile_members"]  # population-based training (pbt)
