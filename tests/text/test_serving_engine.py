@@ -135,7 +135,7 @@ def test_bad_requests_are_rejected(model):
     with pytest.raises(ValueError, match="non-empty"):
         engine.add_request([], max_new_tokens=3)
     with pytest.raises(TypeError, match="GPT2"):
-        LLMEngine(models.llama("tiny"))
+        LLMEngine(lamina.nn.Dense(3))
 
 
 def test_readme_serving_example_runs():

@@ -6,18 +6,16 @@ When a running sequence needs a block and none is free, the most recently admitt
 preempted: its blocks are freed and it waits again, to be recomputed from its prompt and the
 tokens it already produced.
 
-The engine runs lamina's :class:`~lamina.models.GPT2` with its own inference-only forward
-pass that reads the model's weights (the model class is not changed):
-
-    x = W_te[token] + W_pe[position]
-    per block: x += attention(ln_1(x)) over the paged cache;  x += c_proj(gelu_tanh(c_fc(ln_2(x))))
-    logits = ln_f(x) W_te^T
+The engine runs lamina's :class:`~lamina.models.GPT2` and :class:`~lamina.models.Llama`
+(with Mistral and Qwen2, built the same way) through small inference-only forward passes that
+read the model's weights (:mod:`lamina.text.serving.runners`). Each request's scores pass its
+``SamplingParams``' repetition penalty and logits processors (such as
+:class:`lamina.text.RegexLogitsProcessor`, for constrained generation) before the choice.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,8 +24,10 @@ import numpy as np
 
 from lamina import functional as F
 from lamina.autograd import no_grad
+from lamina.text.logits_processors import RepetitionPenaltyLogitsProcessor, TopPLogitsWarper
 from lamina.text.serving.block_manager import BlockManager
 from lamina.text.serving.paged_attention import prefill_attention, write_paged_cache
+from lamina.text.serving.runners import runner_for
 
 __all__ = ["LLMEngine", "RequestOutput", "SamplingParams"]
 
@@ -35,13 +35,38 @@ __all__ = ["LLMEngine", "RequestOutput", "SamplingParams"]
 @dataclass(frozen=True)
 class SamplingParams:
     """``temperature`` 0 is greedy decoding; otherwise the next token is drawn from
-    softmax(logits / temperature), kept to the ``top_k`` best when given; ``seed`` seeds the
-    request's own generator; generation stops at ``eos_token_id``."""
+    softmax(logits / temperature), kept to the ``top_k`` best and the ``top_p`` nucleus when
+    given; ``seed`` seeds the request's own generator; generation stops at ``eos_token_id``.
+    Before the choice, the scores of each request pass ``repetition_penalty`` (Hugging Face's)
+    and then ``logits_processors`` (lamina's :class:`~lamina.text.LogitsProcessor` s or any
+    ``(ids (1, t), scores (1, V)) -> scores``), called with the request's prompt and generated
+    ids; a processor with ``with_prompt_length`` (:class:`~lamina.text.RegexLogitsProcessor`)
+    is copied for each request, so one ``SamplingParams`` may serve many."""
 
     temperature: float = 0.0
     top_k: int | None = None
     seed: int | None = None
     eos_token_id: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    logits_processors: Sequence = ()
+
+    def __post_init__(self):
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"SamplingParams: top_p must lie in (0, 1], got {self.top_p!r}")
+        bad = next((p for p in self.logits_processors if not callable(p)), None)
+        if bad is not None:
+            raise TypeError(f"SamplingParams: every logits processor must be callable (ids, scores) -> scores, "
+                            f"got {type(bad).__name__}")
+
+    def processors_for(self, prompt_length: int) -> list:
+        """The processors of one request whose prompt has ``prompt_length`` tokens."""
+        processors = [] if self.repetition_penalty is None else [
+            RepetitionPenaltyLogitsProcessor(self.repetition_penalty)]
+        for processor in self.logits_processors:
+            copy = getattr(processor, "with_prompt_length", None)
+            processors.append(copy(prompt_length) if copy else processor)
+        return processors
 
 
 @dataclass
@@ -61,6 +86,7 @@ class _Sequence:
     max_new_tokens: int
     params: SamplingParams
     rng: np.random.Generator
+    processors: list
     output_ids: list[int] = field(default_factory=list)
 
     @property
@@ -68,42 +94,9 @@ class _Sequence:
         return self.prompt_ids + self.output_ids
 
 
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
-
-
-def _gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-
-
-class _GPT2Weights:
-    """The raw arrays of a built GPT-2, read once."""
-
-    def __init__(self, model):
-        if not getattr(model, "built", False):
-            raise ValueError("LLMEngine: build the model first (e.g. model.build((None, 1)))")
-        arr = np.asarray
-        self.wte, self.wpe = arr(model.wte.weight.data), arr(model.wpe.weight.data)
-        self.eps = model.layer_norm_epsilon
-        self.heads, self.head_dim = model.n_head, model.n_embd // model.n_head
-        self.ln_f = (arr(model.ln_f.weight.data), arr(model.ln_f.bias.data), model.ln_f.eps)
-        self.blocks = []
-        for block in model.h:
-            attn = block.self_attention
-            self.blocks.append({
-                "ln_1": (arr(block.norm1.weight.data), arr(block.norm1.bias.data), block.norm1.eps),
-                "qkv": (arr(attn.in_weight.data), arr(attn.in_bias.data)),
-                "proj": (arr(attn.out_weight.data), arr(attn.out_bias.data)),
-                "ln_2": (arr(block.norm2.weight.data), arr(block.norm2.bias.data), block.norm2.eps),
-                "fc": (arr(block.linear1.weight.data), arr(block.linear1.bias.data)),
-                "mlp_proj": (arr(block.linear2.weight.data), arr(block.linear2.bias.data)),
-            })
-
-
 class LLMEngine:
-    """Serve a built lamina GPT-2 ``model`` to many requests at once (see the module docstring).
+    """Serve a built lamina GPT-2 or Llama-layout (Llama, Mistral, Qwen2) ``model`` to many
+    requests at once (see the module docstring).
 
     ``max_num_seqs``: the most sequences running together; ``num_blocks`` cache blocks of
     ``block_size`` tokens per layer; ``enable_prefix_caching`` reuses the blocks of shared
@@ -115,18 +108,16 @@ class LLMEngine:
 
     def __init__(self, model, max_num_seqs: int = 8, num_blocks: int = 64, block_size: int = 16,
                  enable_prefix_caching: bool = True):
-        if "GPT2" not in {cls.__name__ for cls in type(model).__mro__}:
-            raise TypeError(f"LLMEngine: supports lamina's GPT2 models, got {type(model).__name__}")
         if int(max_num_seqs) < 1:
             raise ValueError(f"LLMEngine: max_num_seqs must be positive, got {max_num_seqs}")
         self.model = model
-        self.weights = _GPT2Weights(model)
+        self.runner = runner_for(model)
         self.max_num_seqs = int(max_num_seqs)
         self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching)
-        w = self.weights
-        shape = (len(w.blocks), num_blocks, block_size, w.heads, w.head_dim)
-        self.key_cache = np.zeros(shape, dtype=w.wte.dtype)
-        self.value_cache = np.zeros(shape, dtype=w.wte.dtype)
+        runner = self.runner
+        shape = (runner.num_layers, num_blocks, block_size, runner.kv_heads, runner.head_dim)
+        self.key_cache = np.zeros(shape, dtype=runner.dtype)
+        self.value_cache = np.zeros(shape, dtype=runner.dtype)
         self.waiting: deque[_Sequence] = deque()
         self.running: list[_Sequence] = []
         self._ids = itertools.count()
@@ -141,9 +132,9 @@ class LLMEngine:
             raise ValueError(f"LLMEngine.add_request: needs a non-empty prompt and max_new_tokens >= 1, got "
                              f"{len(prompt)} tokens and {max_new_tokens}")
         total = len(prompt) + int(max_new_tokens)
-        if total > self.model.n_positions:
+        if total > self.runner.max_positions:
             raise ValueError(f"LLMEngine.add_request: prompt {len(prompt)} + max_new_tokens {max_new_tokens} exceeds "
-                             f"the model's n_positions {self.model.n_positions}")
+                             f"the model's {self.runner.context_name} {self.runner.max_positions}")
         manager = self.block_manager
         if -(-total // manager.block_size) > manager.num_blocks:
             raise ValueError(f"LLMEngine.add_request: {total} tokens need {-(-total // manager.block_size)} blocks of "
@@ -151,7 +142,7 @@ class LLMEngine:
         params = params or SamplingParams()
         request_id = next(self._ids)
         self.waiting.append(_Sequence(request_id, prompt, int(max_new_tokens), params,
-                                      np.random.default_rng(params.seed)))
+                                      np.random.default_rng(params.seed), params.processors_for(len(prompt))))
         return request_id
 
     def has_unfinished_requests(self) -> bool:
@@ -221,11 +212,17 @@ class LLMEngine:
 
     def _sample(self, logits: np.ndarray, seq: _Sequence) -> int:
         params = seq.params
+        if seq.processors:
+            ids = np.array([seq.token_ids])
+            for processor in seq.processors:
+                logits = np.asarray(processor(ids, logits[None]))[0]
         if params.temperature <= 0:
             return int(np.argmax(logits))
         z = logits.astype(np.float64) / params.temperature
         if params.top_k is not None and params.top_k < z.size:
             z[z < np.partition(z, -params.top_k)[-params.top_k]] = -np.inf
+        if params.top_p is not None:
+            z = TopPLogitsWarper(params.top_p)(np.array([seq.token_ids]), z[None])[0]
         p = np.exp(z - z.max())
         return int(seq.rng.choice(z.size, p=p / p.sum()))
 
@@ -244,7 +241,7 @@ class LLMEngine:
             write_paged_cache(self.key_cache[layer], self.value_cache[layer], k, v, slots)
             return prefill_attention(q, self.key_cache[layer], self.value_cache[layer], table, start, scale)
 
-        logits = self._forward(np.asarray(tokens)[positions], positions, attend)
+        logits = self.runner.forward(np.asarray(tokens)[positions], positions, attend)
         return self._sample(logits[-1], seq)
 
     def _decode(self, decoding: list[tuple[_Sequence, int]]) -> list[int]:
@@ -262,19 +259,5 @@ class LLMEngine:
                 out = F.paged_attention(q, self.key_cache[layer], self.value_cache[layer], block_tables, lens, scale)
             return np.asarray(out.data)
 
-        logits = self._forward(np.array([seq.output_ids[-1] for seq in seqs]), lens - 1, attend)
+        logits = self.runner.forward(np.array([seq.output_ids[-1] for seq in seqs]), lens - 1, attend)
         return [self._sample(row, seq) for row, seq in zip(logits, seqs)]
-
-    def _forward(self, tokens: np.ndarray, positions: np.ndarray, attend) -> np.ndarray:
-        """Scores (T, vocab) of tokens at ``positions``; ``attend(layer, q, k, v, scale)`` stores
-        the new keys and values (T, h, d) and returns the attention output (T, h, d)."""
-        w = self.weights
-        x = w.wte[tokens] + w.wpe[positions]
-        t, scale = len(tokens), 1.0 / math.sqrt(w.head_dim)
-        for layer, block in enumerate(w.blocks):
-            qkv = _layer_norm(x, *block["ln_1"]) @ block["qkv"][0] + block["qkv"][1]
-            q, k, v = (part.reshape(t, w.heads, w.head_dim) for part in np.split(qkv, 3, axis=-1))
-            x = x + attend(layer, q, k, v, scale).reshape(t, -1) @ block["proj"][0] + block["proj"][1]
-            hidden = _gelu_tanh(_layer_norm(x, *block["ln_2"]) @ block["fc"][0] + block["fc"][1])
-            x = x + hidden @ block["mlp_proj"][0] + block["mlp_proj"][1]
-        return _layer_norm(x, *w.ln_f) @ w.wte.T
