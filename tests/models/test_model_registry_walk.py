@@ -291,13 +291,17 @@ CASES = {
     "NeuralDecisionForest": (lambda: models.NeuralDecisionForest(2, 2, 4, 3), _x(5, 4), "save"),
     "ObliviousDecisionTrees": (lambda: models.ObliviousDecisionTrees(4, 3, depth=2, tree_dim=2), _x(6, 4), "save"),
     "NODE": (lambda: models.NODE(2, 3, 2, 2, 4, output_dim=1), _x(6, 4), "save"),
+    # neural cellular automata (every cell fires, so that a step is deterministic)
+    "NeuralCA": (lambda: models.NeuralCA(4, hidden=3, fire_rate=1.0), _x(1, 5, 5, 4), "save"),
+    "SelfClassifyingCA": (lambda: models.SelfClassifyingCA(2, hidden_channels=1, hidden=3, fire_rate=1.0),
+                          _x(1, 5, 5, 4), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 82 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 84 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -203,6 +203,8 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`SINDy` (feature libraries, :class:`STLSQ`, :class:`SR3`, finite-difference and Savitzky-Golay
   derivatives), :class:`DMD` and :class:`HankelDMD` (exact DMD, optimal hard threshold) and
   :class:`KoopmanAutoencoder`: data-driven dynamics.
+* :class:`NeuralCA` (grown by :func:`train_nca` with a sample pool and damage) and
+  :class:`SelfClassifyingCA`: neural cellular automata (:mod:`lamina.models.nca`).
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
@@ -568,6 +570,17 @@ from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mobilenet_v3_large_fpn
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
+from lamina.models.nca import (
+    NCATrainResult,
+    NeuralCA,
+    SelfClassifyingCA,
+    circle_damage_masks,
+    nca_perception_kernels,
+    normalize_gradients,
+    soft_life_step,
+    train_nca,
+    train_self_classifying_ca,
+)
 from lamina.models.ncf import GMF, NCF, NCFMLP, NeuMF
 from lamina.models.ncsn import NCSNMLP, annealed_langevin_sample, geometric_sigmas
 from lamina.models.nerf import NeRF, TinyNeRF
@@ -1184,3 +1197,6 @@ __all__ += [  # differentiable trees for tabular data (soft_trees, node)
 ]
 __all__ += ["HiFiGANGenerator", "HiFiGANResBlock", "MultiPeriodDiscriminator", "MultiScaleDiscriminator",
             "NormalizedConv", "PeriodDiscriminator", "ScaleDiscriminator"]  # GAN vocoders (hifigan)
+__all__ += ["NCATrainResult", "NeuralCA", "SelfClassifyingCA", "circle_damage_masks", "nca_perception_kernels",
+            "normalize_gradients", "soft_life_step", "train_nca",
+            "train_self_classifying_ca"]  # neural cellular automata (nca)
