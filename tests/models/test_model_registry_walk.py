@@ -40,6 +40,8 @@ ALLOW_LIST = {
                                 "depend on the training set that fit() keeps, not on weights",
     "WhisperModel": "Whisper's encoder-decoder container: its WhisperEncoder and WhisperDecoder are built "
                     "by Whisper from Whisper's own config and describe none of their own",
+    "ToMeEncoder": "a way of running a ViT's encoder that apply_tome swaps in: a saved model keeps its plain "
+                   "encoder, and apply_tome is called again after loading",
     "Node2Vec": "built around its training graph: the constructor takes the edge_index array (data, "
                 "not architecture) and a random seed for the walks",
 }

@@ -529,6 +529,7 @@ from lamina.functional.survival import (
     cox_ph_loss,
     survival_function,
 )
+from lamina.functional.token_merging import bipartite_soft_matching, merge_wavg, proportional_attention
 from lamina.functional.torch_losses import (
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -752,3 +753,4 @@ __all__ += ["feature_matching_loss", "lsgan_discriminator_loss", "lsgan_generato
 __all__ += ["paged_attention"]  # decode-step attention over a paged key/value cache (paged_attention)
 __all__ += ["PerturbedOptimizer", "soft_rank", "soft_sort", "soft_sort_matrix", "soft_topk",  # soft sorting
             "sorting_network"]  # and ranking (soft_sort, sorting_networks, perturbed)
+__all__ += ["bipartite_soft_matching", "merge_wavg", "proportional_attention"]  # token merging, ToMe (token_merging)

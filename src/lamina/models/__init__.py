@@ -351,6 +351,12 @@ from lamina.models.efficientnet import (
 from lamina.models.equivariant import EGNN, SchNet
 from lamina.models.faster_rcnn import FasterRCNN, fasterrcnn_resnet50_fpn
 from lamina.models.fcos import FCOS, FCOSHead, fcos_resnet50_fpn
+from lamina.models.flexivit import (
+    patch_resize_matrix,
+    pi_resize_matrix,
+    resize_patch_embedding,
+    resize_position_embedding,
+)
 from lamina.models.flow_matching import FlowMatchingModel, flow_matching_loss, reflow_pairs, straightness
 from lamina.models.flow_matching_ot import optimal_assignment, sinkhorn, squared_distances, wasserstein2
 from lamina.models.flow_matching_paths import (
@@ -931,6 +937,8 @@ from lamina.models.vit import (
     vit_l_16,
     vit_l_32,
 )
+from lamina.models.vit_registers import RegisterTokens, ViTWithRegisters, drop_registers, vit_with_registers
+from lamina.models.vit_tome import ToMeEncoder, apply_tome, remove_tome, tome_encoder_macs, tome_token_counts
 from lamina.models.vqvae import VQVAE, VQVAEOutput
 from lamina.models.wav2vec2 import (
     WAV2VEC2_CONFIGS,
@@ -1200,3 +1208,6 @@ __all__ += ["HiFiGANGenerator", "HiFiGANResBlock", "MultiPeriodDiscriminator", "
 __all__ += ["NCATrainResult", "NeuralCA", "SelfClassifyingCA", "circle_damage_masks", "nca_perception_kernels",
             "normalize_gradients", "soft_life_step", "train_nca",
             "train_self_classifying_ca"]  # neural cellular automata (nca)
+__all__ += ["RegisterTokens", "ToMeEncoder", "ViTWithRegisters", "apply_tome", "drop_registers",  # ViT add-ons
+            "patch_resize_matrix", "pi_resize_matrix", "remove_tome", "resize_patch_embedding",
+            "resize_position_embedding", "tome_encoder_macs", "tome_token_counts", "vit_with_registers"]
