@@ -381,6 +381,8 @@ from lamina.functional.point_cloud import (
 )
 from lamina.functional.pool3d import avg_pool3d, global_avg_pool3d, max_pool3d
 from lamina.functional.pooling import avg_pool2d, global_avg_pool2d, max_pool2d
+from lamina.functional.projections import project_box, project_l1_ball, project_simplex
+from lamina.functional.qp_layer import qp_solve
 from lamina.functional.recurrent import gru, lstm, simple_rnn
 from lamina.functional.reduce import max, mean, min, sum, var
 from lamina.functional.reduce_more import cumprod, cumsum, logsumexp, norm, prod, std
@@ -631,6 +633,7 @@ __all__ = [
     "rot90", "tensordot", "tril_indices", "triu_indices", "unflatten", "vander",
     "conv_transpose1d", "conv_transpose3d", "glu", "lp_pool1d", "lp_pool2d", "lp_pool3d", "pad1d", "pad3d",
     "rms_norm", "rrelu", "selective_scan",
+    "project_box", "project_l1_ball", "project_simplex", "qp_solve",
 ]
 __all__ += [  # PyTorch-named math, statistics and scans
     "acos", "acosh", "addcdiv", "addcmul", "allclose", "asin", "asinh", "atan", "atanh", "ceil", "clamp", "copysign",

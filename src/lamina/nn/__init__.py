@@ -217,6 +217,7 @@ from lamina.nn.noise import (
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
 from lamina.nn.ode_block import ODEBlock
+from lamina.nn.optnet import OptNetLayer
 from lamina.nn.orthogonal import orthogonal
 from lamina.nn.padding import (
     CircularPad1D,
@@ -338,6 +339,7 @@ __all__ = [
     "AdaptiveLogSoftmaxWithLoss", "FractionalMaxPool2D", "FractionalMaxPool3D", "MaxUnpool1D", "MaxUnpool3D",
     "orthogonal", "pad_sequence", "parametrize",
     "SpectralConv1D", "SpectralConv2D", "spectral_conv1d", "spectral_conv2d",
+    "OptNetLayer",
 ]
 __all__ += [  # loss modules under PyTorch's names
     "BCELoss", "BCEWithLogitsLoss", "CTCLoss", "CosineEmbeddingLoss", "CrossEntropyLoss", "GaussianNLLLoss",
