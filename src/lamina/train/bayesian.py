@@ -44,7 +44,7 @@ from lamina.train.search_space import (
     sample_config,
 )
 
-__all__ = ["UnitCube", "bayesian_search", "expected_improvement", "upper_confidence_bound"]
+__all__ = ["UnitCube", "bayesian_search", "expected_improvement", "gp_surrogate", "upper_confidence_bound"]
 
 ACQUISITIONS = ("ei", "ucb")
 
@@ -124,7 +124,7 @@ def _check_count(who: str, name: str, value, minimum: int) -> None:
         raise ValueError(f"{who}: {name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _surrogate(points: np.ndarray, values: np.ndarray):
+def gp_surrogate(points: np.ndarray, values: np.ndarray):
     """A GP (Matern 5/2 with one length scale per coordinate, learned noise) fitted to the
     scores, normalized to mean 0 and variance 1."""
     kernel = kernels.ScaleKernel(kernels.Matern(length_scale=0.3, nu=2.5, ard=True))
@@ -178,7 +178,7 @@ def bayesian_search(objective: Callable[[dict], Any], space: Mapping[str, Any], 
         else:
             scores[~succeeded] = scores[succeeded].min()
             points = np.array([cube.encode(t.config) for t in done])
-            gp = _surrogate(points, scores)
+            gp = gp_surrogate(points, scores)
             pool = _candidates(cube, points[np.argmax(scores)], rng, candidates, max(candidates // 10, 1))
             mean, std = (np.asarray(a, dtype=np.float64) for a in gp.predict(pool, return_std=True))
             value = expected_improvement(mean, std, scores.max(), xi * scores.std()) if acquisition == "ei" \

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from lamina.train.bayesian import UnitCube, _surrogate, upper_confidence_bound
+from lamina.train.bayesian import UnitCube, gp_surrogate, upper_confidence_bound
 from lamina.train.search import DIRECTIONS, SearchResult, Trial
 from lamina.train.search_space import (
     Choice,
@@ -225,7 +225,8 @@ class _PB2:
         if len(self.changes) < 3 or np.ptp(self.changes) == 0:
             return options[int(rng.integers(len(options)))]
         if self._fitted_on != len(self.changes):
-            self._model, self._fitted_on = _surrogate(np.array(self.points), np.array(self.changes)), len(self.changes)
+            self._model = gp_surrogate(np.array(self.points), np.array(self.changes))
+            self._fitted_on = len(self.changes)
         time = np.full((len(options), 1), step / self.total_steps)
         points = np.hstack([time, np.array([self.cube.encode(c) for c in options])])
         mean, std = self._model.predict(points, return_std=True)
