@@ -286,6 +286,7 @@ from lamina.nn.text_preprocessing import TextVectorization
 from lamina.nn.transformer import PositionalEncoding, PositionEmbedding, TransformerEncoderLayer
 from lamina.nn.transformer_decoder import TransformerDecoderLayer, from_torch_state_dict
 from lamina.nn.transformer_model import Transformer, TransformerDecoder, TransformerEncoder
+from lamina.nn.ttt import TTTMLP, TTTLinear
 from lamina.nn.unpool_nd import MaxUnpool1D, MaxUnpool3D
 from lamina.nn.upsample import Upsample, UpsamplingBilinear2D, UpsamplingNearest2D
 from lamina.nn.vector_quantizer import FSQ, ResidualVQ, VectorQuantizer, VectorQuantizerEMA
@@ -411,3 +412,4 @@ __all__ += ["DifferentialAttention", "HyenaOperator",
 __all__ += ["DeformConv2D"]  # deformable convolution (deform_conv)
 __all__ += ["DeformableTransformerEncoderLayer",
             "MultiScaleDeformableAttention"]  # multi-scale deformable attention (ms_deform_attn)
+__all__ += ["TTTMLP", "TTTLinear"]  # test-time-training sequence mixers (ttt)
