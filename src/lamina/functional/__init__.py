@@ -75,6 +75,18 @@ from lamina.functional.domain_adaptation import coral_loss, gradient_reversal, m
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
 from lamina.functional.entmoid import entmoid15
+from lamina.functional.evidential import (
+    DirichletUncertainty,
+    dirichlet_kl_uniform,
+    dirichlet_uncertainty,
+    edl_digamma_loss,
+    edl_log_loss,
+    edl_mse_loss,
+    evidential_regression_loss,
+    nig_nll,
+    nig_regularizer,
+    nig_uncertainty,
+)
 from lamina.functional.fake_quantize import (
     fake_quantize_learnable_per_tensor,
     fake_quantize_per_channel,
@@ -757,3 +769,6 @@ __all__ += ["paged_attention"]  # decode-step attention over a paged key/value c
 __all__ += ["PerturbedOptimizer", "soft_rank", "soft_sort", "soft_sort_matrix", "soft_topk",  # soft sorting
             "sorting_network"]  # and ranking (soft_sort, sorting_networks, perturbed)
 __all__ += ["bipartite_soft_matching", "merge_wavg", "proportional_attention"]  # token merging, ToMe (token_merging)
+__all__ += ["DirichletUncertainty", "dirichlet_kl_uniform", "dirichlet_uncertainty", "edl_digamma_loss",
+            "edl_log_loss", "edl_mse_loss", "evidential_regression_loss", "nig_nll", "nig_regularizer",
+            "nig_uncertainty"]  # evidential deep learning (evidential)

@@ -110,6 +110,7 @@ from lamina.nn.dora import DoRADense, apply_dora
 from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.embedding import Embedding, embedding
 from lamina.nn.embedding_bag import EmbeddingBag, embedding_bag
+from lamina.nn.evidential import DirichletHead, NormalInverseGammaHead
 from lamina.nn.flat_parameters import parameters_to_vector, vector_to_parameters
 from lamina.nn.fold import Fold, Unfold
 from lamina.nn.fractional_pool import FractionalMaxPool2D, FractionalMaxPool3D
@@ -413,3 +414,4 @@ __all__ += ["DeformConv2D"]  # deformable convolution (deform_conv)
 __all__ += ["DeformableTransformerEncoderLayer",
             "MultiScaleDeformableAttention"]  # multi-scale deformable attention (ms_deform_attn)
 __all__ += ["TTTMLP", "TTTLinear"]  # test-time-training sequence mixers (ttt)
+__all__ += ["DirichletHead", "NormalInverseGammaHead"]  # evidential output heads (evidential)
