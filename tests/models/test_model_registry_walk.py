@@ -42,6 +42,8 @@ ALLOW_LIST = {
                     "by Whisper from Whisper's own config and describe none of their own",
     "ToMeEncoder": "a way of running a ViT's encoder that apply_tome swaps in: a saved model keeps its plain "
                    "encoder, and apply_tome is called again after loading",
+    "TGN": "its node memory and neighbour history are the event stream's state (reset_memory, update), which "
+           "an architecture config and weights do not hold",
     "Node2Vec": "built around its training graph: the constructor takes the edge_index array (data, "
                 "not architecture) and a random seed for the walks",
 }

@@ -172,6 +172,7 @@ from lamina.data.speakers import (
 from lamina.data.split import train_val_test_split
 from lamina.data.spurious import colored_digits, corrupt_images
 from lamina.data.subsets import ConcatDataset, Subset, random_split
+from lamina.data.temporal_graph import LastNeighborSampler, TemporalEvents
 from lamina.data.timeseries import TimeSeriesDataset, ar_process, seasonal_series, sliding_windows
 from lamina.data.tsc_synthetic import CBF_CLASSES, WAVEFORM_CLASSES, cylinder_bell_funnel, synthetic_waveforms
 from lamina.data.ucr import pad_series, read_ts, read_ucr_tsv, write_ts, write_ucr_tsv, z_normalize
@@ -199,6 +200,8 @@ __all__ = [
     "PCAWhitening",
     "Preprocessor",
     "Standardizer",
+    "LastNeighborSampler",
+    "TemporalEvents",
     "TimeSeriesDataset",
     "ar_process",
     "seasonal_series",

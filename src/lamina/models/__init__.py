@@ -900,6 +900,7 @@ from lamina.models.swin import (
 from lamina.models.t5 import T5, T5_CONFIGS, T5Attention, T5Block, T5DenseFF, T5Stack, load_hf_t5_state_dict, t5
 from lamina.models.tabnet import GhostBatchNorm, TabNet
 from lamina.models.tabular_baselines import TabMLP, TabResNet
+from lamina.models.tgn import TGN, last_messages
 from lamina.models.timm_weights import load_timm_state_dict
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transducer import ConformerTransducer
@@ -1139,6 +1140,7 @@ __all__ += ["AttentiveNeuralProcess", "ConditionalNeuralProcess", "GPCurves", "M
             "NPTask", "NeuralProcess"]  # neural processes (neural_process, gp_curves)
 __all__ += ["CapsNet", "CapsNetOutput", "capsnet_digits", "capsnet_mnist"]  # capsule networks (capsnet)
 __all__ += ["GAE", "VGAE", "InnerProductDecoder", "Node2Vec"]  # graph autoencoders, node2vec
+__all__ += ["TGN", "last_messages"]  # temporal graph networks
 __all__ += ["WaveNet", "WaveNetLayer"]  # autoregressive waveform model (wavenet)
 __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "EDMPrecond",  # diffusion samplers
             "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",  # and EDM

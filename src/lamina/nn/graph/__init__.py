@@ -28,6 +28,7 @@ from lamina.nn.graph.propagation import APPNP, ChebConv, GCN2Conv, GraphConv, SG
 from lamina.nn.graph.readout import AttentionalAggregation, Set2Set
 from lamina.nn.graph.rgcn import RGCNConv
 from lamina.nn.graph.sage import SAGEConv, aggregate
+from lamina.nn.graph.temporal import TemporalGraphAttention, TimeEncoder
 from lamina.nn.graph.topk_pool import SAGPooling, TopKPooling, filter_adjacency, topk_nodes
 from lamina.nn.graph.transformer_conv import TransformerConv
 
@@ -40,3 +41,4 @@ __all__ = [
     "to_dense_adj", "to_dense_batch", "topk_nodes",
 ]
 __all__ += ["CentralityEncoding", "GPSLayer", "GraphormerLayer", "HeteroConv", "RGCNConv"]  # graph transformers
+__all__ += ["TemporalGraphAttention", "TimeEncoder"]  # temporal graphs
