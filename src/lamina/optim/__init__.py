@@ -45,9 +45,11 @@ from lamina.optim.gradient_surgery import (
     pcgrad,
     project_conflicting,
 )
+from lamina.optim.hypergradient import HDSGD, HDAdam
 from lamina.optim.kfac import EKFAC, KFAC, exact_fisher_block, kronecker_factors
 from lamina.optim.lamb import LAMB, LARS
 from lamina.optim.lbfgs import LBFGS
+from lamina.optim.learned import LearnedOptimizer, LSTMOptimizer, preprocess_gradients
 from lamina.optim.lion import Lion
 from lamina.optim.lookahead import Lookahead
 from lamina.optim.muon import Muon
@@ -102,6 +104,7 @@ __all__ = [
     "AdamWScheduleFree", "DAdaptAdam", "Prodigy", "RAdamScheduleFree", "SGDScheduleFree",
     "SOAP", "AdaBelief", "AdEMAMix", "Adan", "Shampoo", "SophiaG",
     "EKFAC", "KFAC", "exact_fisher_block", "kronecker_factors",
+    "HDAdam", "HDSGD", "LSTMOptimizer", "LearnedOptimizer", "preprocess_gradients",
 ]
 __all__ += ["SURGERY_METHODS", "cagrad", "combine_task_gradients", "graddrop", "imtl_g", "mgda",
             "min_norm_frank_wolfe", "min_norm_two", "pcgrad", "project_conflicting"]  # multi-task gradient surgery
