@@ -111,6 +111,7 @@ from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.embedding import Embedding, embedding
 from lamina.nn.embedding_bag import EmbeddingBag, embedding_bag
 from lamina.nn.evidential import DirichletHead, NormalInverseGammaHead
+from lamina.nn.expert_choice import ExpertChoiceMoE
 from lamina.nn.flat_parameters import parameters_to_vector, vector_to_parameters
 from lamina.nn.fold import Fold, Unfold
 from lamina.nn.fractional_pool import FractionalMaxPool2D, FractionalMaxPool3D
@@ -278,6 +279,7 @@ from lamina.nn.sequential import Sequential
 from lamina.nn.set_attention import ISAB, MAB, PMA, SAB, multihead_attention
 from lamina.nn.set_layers import DeepSetsPooling, PermEquivariant
 from lamina.nn.slot_attention import SlotAttention
+from lamina.nn.soft_moe import SoftMoE
 from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.spectral_conv import SpectralConv1D, SpectralConv2D, spectral_conv1d, spectral_conv2d
 from lamina.nn.spiking import Lapicque, Leaky, RLeaky, SpikingNeuron, Synaptic
@@ -299,6 +301,7 @@ from lamina.nn.xlstm import mLSTM, sLSTM
 
 __all__ = [
     "LoRAAdapter", "LoRADense", "apply_lora", "lora_state_dict", "merge_lora", "unmerge_lora", "MixtureOfExperts",
+    "SoftMoE", "ExpertChoiceMoE",
     "ACTIVATIONS", "Activation", "Add", "AdditiveAttention", "Attention", "AvgPool1D", "AvgPool2D", "BatchNorm",
     "Bidirectional", "Concatenate", "Conv1D", "Conv2D", "Conv2DTranspose", "Cropping2D", "Dense",
     "DepthwiseConv2D", "DropConnect", "Dropout", "ELU", "Embedding", "Flatten", "GELU", "GRU", "GlobalAvgPool1D",

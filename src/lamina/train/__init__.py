@@ -71,6 +71,15 @@ from lamina.train.conformal import (
 )
 from lamina.train.consistency import ConsistencyTrainer, train_consistency
 from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
+from lamina.train.data_pruning import (
+    ForgettingTracker,
+    SelfPacedSchedule,
+    el2n_from_probabilities,
+    el2n_scores,
+    grand_scores,
+    prune_dataset,
+    self_paced_weights,
+)
 from lamina.train.depth_metrics import DEPTH_METRICS, depth_metrics, normal_metrics
 from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
@@ -339,5 +348,7 @@ __all__ += ["GroupDRO", "Tent", "adapt_batchnorm", "batchnorm_layers", "group_ac
 __all__ += ["DEPTH_METRICS", "PanopticSegments", "depth_metrics", "normal_metrics",
             "panoptic_quality"]  # dense prediction metrics (depth_metrics, panoptic_metrics)
 __all__ += ["VocoderTrainer"]  # GAN vocoders (vocoder)
+__all__ += ["ForgettingTracker", "SelfPacedSchedule", "el2n_from_probabilities", "el2n_scores", "grand_scores",
+            "prune_dataset", "self_paced_weights"]  # data pruning, forgetting, self-paced (data_pruning)
 __all__ += ["Exploit", "PBTResult", "apply_hyperparameters", "copy_member", "explore_config", "pbt_trainer",
             "plot_pbt", "population_based_training", "quantile_members"]  # population-based training (pbt)
