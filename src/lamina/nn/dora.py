@@ -28,7 +28,7 @@ from lamina.nn.activation import activate_fresh
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dropout import DropoutFunction
 from lamina.nn.layer import register_layer
-from lamina.nn.lora import LoRAAdapter, adapted_base_config, adapted_base_from_config
+from lamina.nn.lora import LoRAAdapter, adapted_base_from_config, lora_layer_config
 from lamina.nn.module import Module
 from lamina.nn.peft_targets import ADAPTED_LAYERS, check_dense, check_rank, replace_dense
 
@@ -102,9 +102,7 @@ class DoRADense(Module):
         return self.base.compute_output_shape(input_shape)
 
     def get_config(self) -> dict:
-        lora = self.lora
-        return {**adapted_base_config(self.base), "r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
-                "merged": lora.merged, "name": self.name}
+        return lora_layer_config(self)
 
     @classmethod
     def from_config(cls, config: dict) -> DoRADense:

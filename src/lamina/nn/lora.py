@@ -149,9 +149,7 @@ class LoRADense(Module):
         return self.base.compute_output_shape(input_shape)
 
     def get_config(self) -> dict:
-        lora = self.lora
-        return {**adapted_base_config(self.base), "r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
-                "merged": lora.merged, "name": self.name}
+        return lora_layer_config(self)
 
     @classmethod
     def from_config(cls, config: dict) -> LoRADense:
@@ -163,6 +161,13 @@ class LoRADense(Module):
 
     def extra_repr(self) -> str:
         return self.base.extra_repr() + f", r={self.lora.r}, alpha={self.lora.alpha:g}"
+
+
+def lora_layer_config(layer: Module) -> dict:
+    """The config of a layer adapting ``layer.base`` by its ``layer.lora`` factors (LoRA, DoRA)."""
+    lora = layer.lora
+    return {**adapted_base_config(layer.base), "r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
+            "merged": lora.merged, "name": layer.name}
 
 
 def adapted_base_config(base: Module) -> dict:

@@ -29,7 +29,7 @@ from lamina.data.datasets.fetch import (
 )
 from lamina.io.atomic import write_bytes_atomic
 
-__all__ = ["ArchiveSource", "extract_tar_members", "iter_tar_members", "locate_in_archive",
+__all__ = ["ArchiveSource", "download_archive", "extract_tar_members", "iter_tar_members", "locate_in_archive",
            "read_tar_members"]
 
 
@@ -113,6 +113,19 @@ class ArchiveSource:
         check_file_md5(path, self.md5, f"{self.title} archive {path}")
 
 
+def download_archive(source: ArchiveSource, data_dir, dirs: Sequence[Path], described: Sequence[str],
+                     download_allowed: bool, verify: bool) -> Path:
+    """Download ``source.archive`` into the download directory (checked against ``source.md5``
+    with ``verify``); when not allowed or failing, FileNotFoundError names ``described`` and ``dirs``."""
+    if not download_allowed:
+        raise missing_files_error(source.title, described, dirs, "download=False: not downloading.")
+    target = download_dir(source.name, data_dir)
+    try:
+        return download(source.urls, target / source.archive, check=source.check_archive if verify else None)
+    except OSError as exc:
+        raise missing_files_error(source.title, described, dirs, f"Download into {target} failed: {exc}") from exc
+
+
 def locate_in_archive(source: ArchiveSource, wanted: Sequence[str], data_dir: str | os.PathLike | None,
                       download_allowed: bool, verify: bool,
                       system_dirs: Sequence[str] = ()) -> tuple[dict[str, Path], Path | None]:
@@ -135,15 +148,8 @@ def locate_in_archive(source: ArchiveSource, wanted: Sequence[str], data_dir: st
             source.check_archive(archive)
         return extracted, archive
     described = [f"{source.folder}/{m}" for m in missing] + [f"(or the archive {source.archive})"]
-    if not download_allowed:
-        raise missing_files_error(source.title, described, dirs, "download=False: not downloading.")
-    target = download_dir(source.name, data_dir)
-    try:
-        archive = download(source.urls, target / source.archive,
-                           check=source.check_archive if verify else None)
-    except OSError as exc:
-        raise missing_files_error(source.title, described, dirs, f"Download into {target} failed: {exc}") from exc
+    archive = download_archive(source, data_dir, dirs, described, download_allowed, verify)
     if not source.members:
         return extracted, archive
-    out_dir = extract_tar_members(archive, source.folder, set(source.members), target, source.max_member_bytes)
+    out_dir = extract_tar_members(archive, source.folder, set(source.members), archive.parent, source.max_member_bytes)
     return extracted | {n: out_dir / n for n in missing}, None

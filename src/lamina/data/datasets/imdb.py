@@ -19,9 +19,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from lamina.data.datasets.archives import ArchiveSource, iter_tar_members
-from lamina.data.datasets.fetch import download as fetch_download
-from lamina.data.datasets.fetch import download_dir, find_file, missing_files_error, search_dirs
+from lamina.data.datasets.archives import ArchiveSource, download_archive, iter_tar_members
+from lamina.data.datasets.fetch import find_file, search_dirs
 
 __all__ = ["load_imdb"]
 
@@ -84,15 +83,7 @@ def _locate(data_dir, download_allowed: bool, verify: bool) -> tuple[Path, bool]
             SOURCE.check_archive(archive)
         return archive, False
     described = [SOURCE.archive, f"(or an extracted {SOURCE.folder}/ with train/ and test/)"]
-    if not download_allowed:
-        raise missing_files_error(SOURCE.title, described, dirs, "download=False: not downloading.")
-    target = download_dir(SOURCE.name, data_dir)
-    try:
-        archive = fetch_download(SOURCE.urls, target / SOURCE.archive,
-                                 check=SOURCE.check_archive if verify else None)
-    except OSError as exc:
-        raise missing_files_error(SOURCE.title, described, dirs, f"Download into {target} failed: {exc}") from exc
-    return archive, False
+    return download_archive(SOURCE, data_dir, dirs, described, download_allowed, verify), False
 
 
 def _texts(reviews: dict[str, str]) -> list[str]:
