@@ -8,6 +8,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import lamina  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each worker process has a core of its own: more threads per worker would only fight
+    # over the cores (OpenBLAS's spinning threads make small products many times slower).
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    lamina.parallel.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seeded():

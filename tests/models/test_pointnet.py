@@ -124,7 +124,7 @@ def test_learns_synthetic_shapes(tnets):
                      global_widths=(64, 128), head_widths=(64,), tnet_widths=(32, 64), tnet_head_widths=(32,),
                      dropout=0.0)
     start = time.perf_counter()
-    fit_clouds(model, x, y, epochs=10 if tnets else 8, loss_fn=regularised_loss(1e-3))
+    fit_clouds(model, x, y, epochs=10 if tnets else 8, lr=1e-3 if tnets else 3e-3, loss_fn=regularised_loss(1e-3))
     seconds = time.perf_counter() - start
     with lamina.no_grad():
         accuracy = (model(xt).numpy().argmax(axis=1) == yt).mean()
