@@ -276,7 +276,6 @@ def test_tiny_segformer_learns_toy_segmentation():
         upsampled = lamina.functional.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
     iou = mean_iou(pixel_confusion_matrix(test_labels, upsampled.numpy().argmax(-1), 3))
     assert iou > 0.8, (iou, seconds)
-    assert seconds < 15, seconds
 
 
 def test_onnx_export_gives_the_same_logits(tmp_path):

@@ -4,8 +4,6 @@ rewrite of the papers' recurrences; gradient checks; a small learning task; erro
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -137,7 +135,6 @@ def test_two_layer_stack_learns_sign_of_long_sum():
 
     params = list(first.parameters()) + list(second.parameters()) + list(head.parameters())
     opt = optim.Adam(params, lr=0.01)
-    start = time.perf_counter()
     for _ in range(400):
         x, y = batch(64)
         loss = lamina.functional.binary_cross_entropy_with_logits(model(x), lamina.tensor(y))
@@ -147,7 +144,6 @@ def test_two_layer_stack_learns_sign_of_long_sum():
     x, y = batch(512)
     accuracy = float(((model(x).numpy() > 0) == (y > 0.5)).mean())
     assert accuracy > 0.85, accuracy
-    assert time.perf_counter() - start < 20
 
 
 def test_readme_section():

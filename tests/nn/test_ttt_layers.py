@@ -5,8 +5,6 @@ algorithm whose inner gradients come from autograd; gradient checks; associative
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -174,7 +172,6 @@ def test_learns_associative_recall():
     layer, head = TTTLinear(2 * keys, 1, mini_batch_size=2, base_lr=8.0), nn.Dense(keys)
     head.build((None, 2 * keys))
     opt = optim.Adam(layer.parameters() + head.parameters(), lr=0.02)
-    start = time.perf_counter()
     for _ in range(120):
         x, y = batch(64)
         loss = lamina.functional.cross_entropy(head(layer(x)[:, -1]), lamina.tensor(y))
@@ -184,7 +181,6 @@ def test_learns_associative_recall():
     x, y = batch(400)
     accuracy = (head(layer(x)[:, -1]).data.argmax(-1) == y).mean()
     assert accuracy > 0.8, accuracy
-    assert time.perf_counter() - start < 20
 
 
 def test_errors_and_config():

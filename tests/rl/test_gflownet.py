@@ -5,8 +5,6 @@ making every loss zero, and trajectory balance learning an 8x8 hypergrid."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -216,15 +214,12 @@ def test_training_learns_the_8x8_hypergrid(kind, fraction):
     uniform = G.l1_distance(G.terminating_distribution(env, mask / mask.sum(1, keepdims=True)), target)
     lamina.manual_seed(0)
     gfn = G.GFlowNet(env, hidden=(64, 64))
-    start = time.perf_counter()
     history = G.train_gflownet(gfn, kind, steps=200, batch_size=16, lr=3e-3, epsilon=0.05, seed=0)
-    seconds = time.perf_counter() - start
     learned = G.l1_distance(G.learned_distribution(gfn), target)
     assert learned < fraction * uniform, (learned, uniform)      # TB about 0.05, DB / SubTB 0.15, uniform 1.40
     assert G.modes_found(history["visited"], G.find_modes(env)) == 4
     if kind == "tb":
         assert abs(gfn.log_z.item() - np.log(np.exp(env.log_reward(terminal)).sum())) < 0.2
-    assert seconds < 15
 
 
 def test_replay_and_learned_backward_policy_train():

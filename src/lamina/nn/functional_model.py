@@ -49,7 +49,7 @@ from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.nn.layer import default_name, layer_from_config, layer_to_config, register_layer
-from lamina.nn.module import _SYMBOLIC_CALL, Module, evaluation_mode
+from lamina.nn.module import _SYMBOLIC_CALL, Module, build_on_first_call, evaluation_mode
 
 __all__ = ["Input", "Model", "Node", "SymbolicTensor", "call_symbolic", "is_symbolic"]
 
@@ -180,9 +180,7 @@ def call_symbolic(layer: Module, *inputs, **kwargs):
     input_shape = shapes[0] if len(shapes) == 1 else shapes
     try:
         if not layer.built:
-            layer.build(input_shape)
-            layer.built = True
-            object.__setattr__(layer, "build_input_shape", input_shape)
+            build_on_first_call(layer, input_shape)
         specs, returns_sequence = _output_specs(layer, inputs, kwargs, input_shape)
     except ShapeError as exc:
         raise ShapeError(f"{layer._label()} cannot be called on inputs of shape {input_shape}: {exc}") from exc

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy
 
 from lamina import backend
-from lamina.autograd import Tensor
+from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.nn.hooks import HookHandle, ModuleHooks
 from lamina.nn.parameter import Parameter
@@ -71,6 +71,11 @@ def evaluation_mode(model: Module) -> Iterator[Module]:
 # What a call on symbolic placeholders runs instead of the forward pass: empty until the first
 # ``lamina.nn.Input``, so that programs without functional models pay one truth test.
 _SYMBOLIC_CALL: list[Callable] = []
+
+
+# The modules whose lazy build (on their first call) is running: while one is, ``Module.build``
+# only marks a module built, for the call that follows builds its children.
+_LAZY_BUILDS: list = []
 
 
 # The modules that have hooks; while there is one, _run_module_hooks is _CALL_INTERCEPTORS[0].
@@ -184,8 +189,34 @@ class Module:
 
     # -- running -------------------------------------------------------------
     def build(self, input_shape) -> None:
-        """Create the weights for inputs of ``input_shape`` (batch axis included)."""
+        """Create the weights for inputs of ``input_shape`` (batch axis included).
+
+        A model of one input that only holds other modules (no ``build`` of its own) builds
+        them when this is called explicitly, as Keras's ``Model.build`` does: it runs once on
+        zeros of that shape (a sample of one where the batch axis is None; integer zeros for a
+        model that reads ids), without the graph and in evaluation mode, so that no running
+        statistic moves. For several inputs (whose kinds a shape cannot tell), where an axis
+        beyond the batch is None, and in the lazy build of a first call, it only marks the
+        module built, and its children build on their first calls."""
+        if not _LAZY_BUILDS and type(self).build is Module.build and any(not m.built for m in self.children()):
+            self._build_by_running(input_shape)
         self.built = True
+
+    def _build_by_running(self, input_shape) -> None:
+        from lamina.nn.layer import reads_ids  # layer.py builds on this module
+
+        shape = input_shape
+        if isinstance(shape, list) and shape and isinstance(shape[0], (list, tuple)):
+            return                                   # several inputs
+        if not isinstance(shape, (list, tuple)) or not all(n is None or isinstance(n, int) for n in shape):
+            raise ShapeError(f"{self._label()}.build: expected an input shape (a tuple of ints, None for the batch "
+                             f"axis) or a list of them, got {input_shape!r}")
+        if not shape or any(n is None for n in shape[1:]):
+            return
+        dtype = "int64" if reads_ids(self) else backend.get_default_dtype()
+        zeros = Tensor(backend.xp.zeros([1 if n is None else n for n in shape], dtype=dtype))
+        with no_grad(), evaluation_mode(self):
+            self(zeros)
 
     def forward(self, *inputs):
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
@@ -198,10 +229,7 @@ class Module:
             return _SYMBOLIC_CALL[0](self, *inputs, **kwargs)  # building a functional Model
         if not self.built:
             shapes = [_shape_of(x) for x in inputs]
-            shape = shapes[0] if len(shapes) == 1 else shapes
-            self.build(shape)
-            self.built = True
-            object.__setattr__(self, "build_input_shape", shape)
+            build_on_first_call(self, shapes[0] if len(shapes) == 1 else shapes)
         if _CALL_INTERCEPTORS:
             return _intercepted_call(self, inputs, kwargs, len(_CALL_INTERCEPTORS) - 1)
         if kwargs:
@@ -466,6 +494,18 @@ def _holds_placeholder(values) -> bool:
     ``values`` or in a list or tuple among them."""
     return any(getattr(v, "is_symbolic", False) is True or (isinstance(v, (list, tuple)) and _holds_placeholder(v))
                for v in values)
+
+
+def build_on_first_call(module: Module, input_shape) -> None:
+    """The lazy build before a module's first call on inputs of ``input_shape``: ``build``,
+    which only creates the module's own weights (its children build on their own calls)."""
+    _LAZY_BUILDS.append(module)
+    try:
+        module.build(input_shape)
+    finally:
+        _LAZY_BUILDS.pop()
+    module.built = True
+    object.__setattr__(module, "build_input_shape", input_shape)
 
 
 def _shape_of(x):
