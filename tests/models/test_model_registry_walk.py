@@ -284,6 +284,10 @@ CASES = {
                    lambda: (_normal(3, 2), np.array([0.5, 1.0, 2.0], np.float32)), "config"),
     "ConsistencyModel": (lambda: models.ConsistencyModel(models.DenoisingMLP(hidden=(4,), time_dim=4), T=10.0),
                          lambda: (_normal(3, 2), np.array([0.5, 1.0, 2.0], np.float32)), "config"),
+    "DiT": (lambda: models.DiT(4, 2, 1, dim=8, depth=1, num_heads=2, num_classes=2, learn_sigma=True, time_dim=4),
+            lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), np.array([0, 2])), "save"),
+    "DiTBlock": (lambda: models.DiTBlock(8, 2, mlp_ratio=2.0), lambda: (_normal(2, 3, 8), _normal(2, 5, seed=1)),
+                 "config"),
     # wrappers of registered sub-models, heads
     "ConceptBottleneck": (lambda: models.ConceptBottleneck(nn.Dense(3), nn.Dense(2), 3), _x(2, 4), "save"),
     "EarlyExitNetwork": (lambda: models.EarlyExitNetwork([nn.Dense(4, activation="relu"), nn.Dense(4)],
@@ -299,13 +303,34 @@ CASES = {
     "NeuralCA": (lambda: models.NeuralCA(4, hidden=3, fire_rate=1.0), _x(1, 5, 5, 4), "save"),
     "SelfClassifyingCA": (lambda: models.SelfClassifyingCA(2, hidden_channels=1, hidden=3, fire_rate=1.0),
                           _x(1, 5, 5, 4), "save"),
+    # joint-embedding predictive architecture (I-JEPA): the loss for fixed masks, and its parts
+    "IJEPA": (lambda: models.IJEPA(img_size=4, patch_size=2, in_chans=1, embed_dim=4, depth=1, num_heads=1,
+                                   predictor_embed_dim=4, predictor_depth=1, loss="l1"), _x(2, 4, 4, 1), "save",
+              {"masks": models.multiblock_masks(2, 2, num_targets=1, target_scale=(0.2, 0.3), min_keep=1, rng=0)}),
+    "IJEPAEncoder": (lambda: models.IJEPAEncoder(4, 2, 1, embed_dim=4, depth=1, num_heads=1), _x(2, 4, 4, 1),
+                     "save"),
+    "IJEPAPredictor": (lambda: models.IJEPAPredictor(2, embed_dim=4, predictor_embed_dim=4, depth=1, num_heads=1),
+                       _x(2, 3, 4), "config", {"context_indices": np.array([[0, 1, 2], [1, 2, 3]]),
+                                               "target_indices": np.array([[[3], [0]]])}),
+    # forecasting: the Temporal Fusion Transformer and its blocks
+    "TemporalFusionTransformer": (lambda: models.TemporalFusionTransformer(2, 3, 2, hidden=4, num_heads=2, horizon=3),
+                                  lambda: (_normal(2, 2), _normal(2, 5, 3, seed=1), _normal(2, 3, 2, seed=2)),
+                                  "save"),
+    "GatedResidualNetwork": (lambda: models.GatedResidualNetwork(3, 4, 5, context_size=2),
+                             lambda: (_normal(2, 4, 3), _normal(2, 2, seed=1)), "save"),
+    "VariableSelectionNetwork": (lambda: models.VariableSelectionNetwork(3, 4, 5, context_size=2),
+                                 lambda: (_normal(2, 4, 3, 4), _normal(2, 2, seed=1)), "save"),
+    "InterpretableMultiHeadAttention": (lambda: models.InterpretableMultiHeadAttention(4, 2),
+                                        lambda: (_normal(2, 3, 4), _normal(2, 5, 4, seed=1), _normal(2, 5, 4, seed=2)),
+                                        "save"),
+    "StaticCovariateEncoder": (lambda: models.StaticCovariateEncoder(4), _x(2, 4), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 84 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 89 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

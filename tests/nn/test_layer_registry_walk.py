@@ -282,6 +282,13 @@ CASES = {
     "QuantMultiHeadAttention": (_quant_attention, lambda: (_points(2, 3, 8),), "save"),
     "MixtureOfDepths": (lambda: nn.MixtureOfDepths(nn.Dense(3, activation="tanh"), capacity=0.5),
                         lambda: (_sequence(2, 6, 3),), "save"),
+    "BitLinear": (lambda: nn.BitLinear(4, activation="relu", use_bias=True, norm=False), _DENSE_IN, "save"),
+    "BitLinear-norm": (lambda: nn.BitLinear(3, eps=1e-5), lambda: (_sequence(2, 4, 3),), "save"),
+    "HashGridEncoding": (lambda: nn.HashGridEncoding(3, num_levels=3, log2_hashmap_size=6, base_resolution=2),
+                         lambda: (_points(4, 3) + 0.5,), "save"),
+    "HashGridMLP": (lambda: nn.HashGridMLP(2, 2, hidden=4, encoding={"num_levels": 2, "log2_hashmap_size": 4,
+                                                                     "bounds": (-1, 1)}),
+                    lambda: (_points(4, 2),), "save"),
 }
 
 

@@ -70,6 +70,11 @@ inference by :func:`loss_threshold_attack`, :func:`confidence_attack`, :func:`en
 FPR, ROC on log axes); :func:`model_inversion` (a class's input recovered by gradient descent);
 :func:`empirical_epsilon` (a DP audit: the epsilon an attack proves, with Clopper-Pearson bounds).
 
+Scores of a generative model's samples on feature vectors (:mod:`lamina.analysis.generative_metrics`):
+:func:`fid` (with :func:`frechet_distance`, :func:`feature_statistics`), :func:`kid` (with
+:func:`polynomial_mmd2`), :func:`inception_score`, :func:`precision_recall_density_coverage`, and
+the running :class:`FID` and :class:`KID`.
+
 Fairness of binary classifiers (:mod:`lamina.analysis.fairness`, as fairlearn and AIF360):
 :class:`MetricFrame` and the group metrics, :func:`reweighing`, :class:`CorrelationRemover`,
 :class:`ExponentiatedGradient`, :class:`ThresholdOptimizer`.
@@ -139,6 +144,18 @@ from lamina.analysis.fairness import (
     MetricFrame,
     ThresholdOptimizer,
     reweighing,
+)
+from lamina.analysis.generative_metrics import (
+    FID,
+    KID,
+    GenerativeScores,
+    feature_statistics,
+    fid,
+    frechet_distance,
+    inception_score,
+    kid,
+    polynomial_mmd2,
+    precision_recall_density_coverage,
 )
 from lamina.analysis.graph_drawing import GraphStats, draw_graph, graph_stats
 from lamina.analysis.hessian import (
@@ -258,3 +275,6 @@ __all__ += ["BezierCurve", "Curve", "PCADirections", "PolygonalChain", "curve_lo
             "lanczos_eigenvalues", "linear_interpolation", "loss_barrier", "loss_surface_1d", "loss_surface_2d",
             "normalize_direction", "pca_directions", "plot_surface", "random_direction",
             "train_curve"]  # loss landscapes and mode connectivity (landscape, mode_connectivity, hessian)
+__all__ += ["FID", "GenerativeScores", "KID", "feature_statistics", "fid", "frechet_distance", "inception_score",
+            "kid", "polynomial_mmd2",
+            "precision_recall_density_coverage"]  # scores of generated samples (generative_metrics)

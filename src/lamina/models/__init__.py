@@ -104,7 +104,8 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`MaskedAutoencoderViT` (:func:`mae_vit_base_patch16` ..): masked autoencoders in the MAE
   reference's layout, with :class:`MAEClassifier` for fine-tuning and linear probing;
   :class:`DINOHead` and :class:`DINOLoss` for DINO self-distillation
-  (:class:`lamina.train.DINOTrainer`).
+  (:class:`lamina.train.DINOTrainer`); :class:`IJEPA` (:func:`multiblock_masks`) for I-JEPA's
+  prediction of target-block representations (:class:`lamina.train.IJEPATrainer`).
 * Recommenders: :class:`MatrixFactorization` (biased MF for ratings; :func:`als` for implicit
   feedback), :class:`GMF`, :class:`NCFMLP` and :class:`NeuMF` (neural collaborative filtering),
   :class:`TwoTower` (retrieval, in-batch softmax with the logQ correction) and :class:`DLRM`.
@@ -155,7 +156,8 @@ Layouts follow the published models so that published weights map onto them:
   :class:`BatchNormFlow`; :class:`Glow` for NHWC images and :class:`CNF` (FFJORD).
 * :class:`DiffusionModel`: denoising diffusion (DDPM training, DDPM and DDIM sampling,
   classifier-free guidance) on a :class:`NoiseSchedule`, with the time-conditioned
-  denoisers :class:`DenoisingMLP` (vectors) and :class:`DenoisingUNet` (NHWC images);
+  denoisers :class:`DenoisingMLP` (vectors), :class:`DenoisingUNet` and :class:`DiT` (the
+  Diffusion Transformer, :func:`dit_s` .. :func:`dit_xl`) for NHWC images;
   :mod:`lamina.models.schedulers` has diffusers' schedulers (:class:`DPMSolverMultistepScheduler`,
   :class:`EulerDiscreteScheduler`, ...) for its ``sample(scheduler=...)``, and EDM
   (:class:`EDMPrecond`, :func:`edm_loss`, :func:`edm_sampler`).
@@ -189,6 +191,8 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`TCN`, :class:`NBEATS`, :class:`DLinear`, :class:`PatchTST` (:func:`tcn`, :func:`nbeats`,
   :func:`dlinear`, :func:`patchtst`): forecasters of (batch, input_length, channels) windows
   (:mod:`lamina.models.forecasting`).
+* :class:`TemporalFusionTransformer`: quantile forecasts from static, past and known-future inputs,
+  with variable-selection and attention weights to explain them (:mod:`lamina.models.forecasting`).
 * :class:`RBM` (CD-k and persistent CD, pseudo-likelihood, exact and AIS log partition),
   :class:`HopfieldNetwork` (Hebbian and Storkey rules), :class:`SelfOrganizingMap` (Kohonen)
   and :class:`EchoStateNetwork` (a reservoir with a ridge read-out): classic energy-based,
@@ -327,6 +331,7 @@ from lamina.models.diffusion import (
     timestep_embedding,
 )
 from lamina.models.dino import DINOHead, DINOLoss, dino_cross_entropy
+from lamina.models.dit import DIT_CONFIGS, DiT, DiTBlock, dit_b, dit_l, dit_s, dit_xl
 from lamina.models.dlrm import DLRM, dot_interaction
 from lamina.models.dmd import DMD, HankelDMD, optimal_svht_coefficient, svd_rank
 from lamina.models.early_exit import EarlyExitNetwork, EarlyExitResult
@@ -382,9 +387,14 @@ from lamina.models.forecasting import (
     NBEATS,
     TCN,
     DLinear,
+    GatedResidualNetwork,
+    InterpretableMultiHeadAttention,
     NBeatsBlock,
     PatchTST,
+    StaticCovariateEncoder,
     TemporalBlock,
+    TemporalFusionTransformer,
+    VariableSelectionNetwork,
     dlinear,
     fourier_basis,
     moving_average_matrix,
@@ -453,6 +463,16 @@ from lamina.models.hifigan import (
 )
 from lamina.models.hopfield_network import HopfieldNetwork
 from lamina.models.hrnet import HRNet, HRNetModule, hrnet_lite
+from lamina.models.ijepa import (
+    IJEPA,
+    IJEPAEncoder,
+    IJEPAPredictor,
+    MultiBlockMasks,
+    ema_momentum_schedule,
+    ijepa_loss,
+    multiblock_masks,
+    target_layer_norm,
+)
 from lamina.models.inception import (
     InceptionA,
     InceptionB,
@@ -1100,6 +1120,8 @@ __all__ = [
     "FNO1D", "FNO2D", "grid_coordinates",
     "NBEATS", "TCN", "DLinear", "NBeatsBlock", "PatchTST", "TemporalBlock", "dlinear", "fourier_basis",
     "moving_average_matrix", "nbeats", "patchtst", "polynomial_basis", "tcn", "tcn_receptive_field",
+    "GatedResidualNetwork", "InterpretableMultiHeadAttention", "StaticCovariateEncoder", "TemporalFusionTransformer",
+    "VariableSelectionNetwork",
     "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",
     "clip", "clip_parameter_count", "clip_tokenize", "load_hf_clip_state_dict", "zero_shot_classifier",
     "AttentionPool2d", "CLIPBottleneck", "CLIPImageProcessor", "ModifiedResNet", "ResNetCLIP", "clip_resnet",
@@ -1111,6 +1133,8 @@ __all__ += ["MAE_CONFIGS", "MAEClassifier", "MaskedAutoencoderViT", "mae_vit_bas
             "mae_vit_large_patch16", "masking_indices", "patchify", "random_masking", "sincos_position_embedding",
             "unpatchify"]  # masked autoencoders (mae)
 __all__ += ["DINOHead", "DINOLoss", "dino_cross_entropy"]  # self-distillation (dino)
+__all__ += ["IJEPA", "IJEPAEncoder", "IJEPAPredictor", "MultiBlockMasks", "ema_momentum_schedule", "ijepa_loss",
+            "multiblock_masks", "target_layer_norm"]  # joint-embedding predictive architecture (ijepa)
 __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "TwoTower", "als", "dot_interaction",
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders
 __all__ += ["BERT4Rec", "GRU4Rec", "SASRec", "cloze_mask", "fit_sequential",
@@ -1146,6 +1170,7 @@ __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "ED
             "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",  # and EDM
             "LMSDiscreteScheduler", "PNDMScheduler", "edm_loss", "edm_sampler", "karras_sigmas"]  # (schedulers)
 __all__ += ["DPMSolverSinglestepScheduler", "UniPCMultistepScheduler"]  # single-step DPM-Solver, UniPC
+__all__ += ["DIT_CONFIGS", "DiT", "DiTBlock", "dit_b", "dit_l", "dit_s", "dit_xl"]  # diffusion transformer (dit)
 __all__ += ["CONSISTENCY_METRICS", "ConsistencyModel", "consistency_coefficients", "consistency_times",
             "ct_discretization_steps", "ct_target_decay", "gaussian_mixture_denoiser", "ict_discretization_steps",
             "lognormal_step_probabilities", "pseudo_huber_distance"]  # consistency models (consistency)

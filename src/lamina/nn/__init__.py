@@ -86,6 +86,7 @@ from lamina.nn.bayesian import (
 )
 from lamina.nn.bayesian_conv import BayesianConv2D
 from lamina.nn.bilinear import Bilinear, bilinear
+from lamina.nn.bitlinear import BitLinear, PackedBitLinear, absmax_quantize, absmean_ternary
 from lamina.nn.capsules import CapsuleLayer, DigitCapsules, PrimaryCapsules, capsule_lengths
 from lamina.nn.cells import GRUCell, LSTMCell, SimpleRNNCell
 from lamina.nn.channel_shuffle import ChannelShuffle, channel_shuffle
@@ -152,6 +153,7 @@ from lamina.nn.graph import (
     global_mean_pool,
 )
 from lamina.nn.group_conv import GroupBatchNorm, GroupPool, P4ConvP4, P4ConvZ2, P4MConvP4M, P4MConvZ2
+from lamina.nn.hash_encoding import HashGridEncoding, HashGridMLP, hash_grid_encode
 from lamina.nn.head_hooks import HeadOutputs
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_retrieval
@@ -395,6 +397,7 @@ __all__ += [  # embedding losses with learnable class centres (angular_margin)
 ]
 __all__ += ["Hopfield", "HopfieldLayer", "HopfieldPooling", "hopfield_retrieval"]  # modern Hopfield layers
 __all__ += ["DEQ", "FourierFeatures", "SineLayer", "Siren"]  # implicit layers (deq, implicit_representation)
+__all__ += ["HashGridEncoding", "HashGridMLP", "hash_grid_encode"]  # Instant-NGP hash encoding
 __all__ += ["compress_model", "compression", "factorize_conv", "factorize_dense", "prune_filters"]  # compression
 __all__ += [  # parameter-efficient fine-tuning beyond LoRA (dora, ia3, adapters, loha, prompt_tuning, peft)
     "AdapterConfig", "BottleneckAdapter", "DoRADense", "IA3Config", "IA3Dense", "IA3Scale", "LoHaConfig", "LoHaDense",
@@ -420,3 +423,4 @@ __all__ += ["DeformableTransformerEncoderLayer",
             "MultiScaleDeformableAttention"]  # multi-scale deformable attention (ms_deform_attn)
 __all__ += ["TTTMLP", "TTTLinear"]  # test-time-training sequence mixers (ttt)
 __all__ += ["DirichletHead", "NormalInverseGammaHead"]  # evidential output heads (evidential)
+__all__ += ["BitLinear", "PackedBitLinear", "absmax_quantize", "absmean_ternary"]  # BitNet b1.58 (bitlinear)

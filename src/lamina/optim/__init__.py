@@ -33,6 +33,7 @@ from lamina.optim.d_adaptation import DAdaptAdam
 from lamina.optim.dp import DPOptimizer
 from lamina.optim.evolution import CMAES, PGPE, SNES, XNES, OpenAIES, evolve_module
 from lamina.optim.ewa import ExponentialMovingAverage
+from lamina.optim.galore import GaLore, optimizer_state_bytes
 from lamina.optim.gradient_surgery import (
     SURGERY_METHODS,
     cagrad,
@@ -108,4 +109,5 @@ __all__ = [
 ]
 __all__ += ["SURGERY_METHODS", "cagrad", "combine_task_gradients", "graddrop", "imtl_g", "mgda",
             "min_norm_frank_wolfe", "min_norm_two", "pcgrad", "project_conflicting"]  # multi-task gradient surgery
+__all__ += ["GaLore", "optimizer_state_bytes"]  # gradient low-rank projection (galore)
 __all__ += ["CMAES", "OpenAIES", "PGPE", "SNES", "XNES", "evolution", "evolve_module"]  # evolution strategies

@@ -120,6 +120,7 @@ from lamina.train.gradcache import cached_mnrl_backward
 from lamina.train.group_robust import GroupDRO, group_accuracies, jtt_weights
 from lamina.train.history import History
 from lamina.train.hyperband import ASHA, asha_search, hyperband, hyperband_schedule, successive_halving
+from lamina.train.ijepa import IJEPATrainer
 from lamina.train.image_translation import CycleGANTrainer, ImagePool, Pix2PixTrainer, linear_decay_factor
 from lamina.train.kto import KTOTrainer
 from lamina.train.kto_data import CompletionRows, UnpairedBatch, UnpairedPreferenceDataset, kl_completion_order
@@ -278,6 +279,7 @@ __all__ = [
     "train_distillation", "ProfileSteps", "PrivacyMonitor", "make_private",
     "contrastive_pretrain", "encode", "linear_probe",
     "DINOTrainer", "MultiCrop", "MultiCropWrapper", "cosine_schedule",
+    "IJEPATrainer",
     "ReliabilityDiagram", "TemperatureScaling", "expected_calibration_error", "maximum_calibration_error",
     "negative_log_likelihood", "plot_reliability_diagram", "reliability_diagram",
     "DiceScore", "MeanClassAccuracy", "MeanIoU", "PixelAccuracy", "dice_per_class", "iou_per_class",

@@ -15,6 +15,11 @@ the TCN mixes them in its convolutions.
   each mapped to the horizon by one linear layer over time.
 * :class:`PatchTST` (Nie et al., 2023): each channel cut into overlapping patches that are the
   tokens of a Transformer encoder, a flatten head, reversible instance normalisation.
+* :class:`TemporalFusionTransformer` (Lim et al., 2021): static, past and known-future inputs,
+  variable selection, an LSTM encoder-decoder and interpretable causal attention, giving
+  quantile forecasts (batch, horizon, n_quantiles) and the weights that explain them; its
+  blocks :class:`GatedResidualNetwork`, :class:`VariableSelectionNetwork`,
+  :class:`InterpretableMultiHeadAttention` and :class:`StaticCovariateEncoder`.
 
 The builders :func:`tcn`, :func:`nbeats`, :func:`dlinear` and :func:`patchtst` are registered in
 the ``"forecasting"`` group of :func:`lamina.models.list_models`.
@@ -24,8 +29,17 @@ from lamina.models.forecasting.dlinear import DLinear, dlinear, moving_average_m
 from lamina.models.forecasting.nbeats import NBEATS, NBeatsBlock, fourier_basis, nbeats, polynomial_basis
 from lamina.models.forecasting.patchtst import PatchTST, patchtst
 from lamina.models.forecasting.tcn import TCN, TemporalBlock, tcn, tcn_receptive_field
+from lamina.models.forecasting.tft import (
+    GatedResidualNetwork,
+    InterpretableMultiHeadAttention,
+    StaticCovariateEncoder,
+    TemporalFusionTransformer,
+    VariableSelectionNetwork,
+)
 
 __all__ = [
     "NBEATS", "TCN", "DLinear", "NBeatsBlock", "PatchTST", "TemporalBlock", "dlinear", "fourier_basis",
     "moving_average_matrix", "nbeats", "patchtst", "polynomial_basis", "tcn", "tcn_receptive_field",
+    "GatedResidualNetwork", "InterpretableMultiHeadAttention", "StaticCovariateEncoder", "TemporalFusionTransformer",
+    "VariableSelectionNetwork",
 ]
