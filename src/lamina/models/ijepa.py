@@ -38,8 +38,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, nhwc
-from lamina.models.deit import DeiTBlock
-from lamina.models.mae import sincos_position_embedding
+from lamina.models.mae import setup_patch_encoder, sincos_position_embedding, vit_blocks
 from lamina.nn import init as initializers
 from lamina.nn.layer import input_error, pair, positive_int, register_layer
 from lamina.nn.module import as_tensor
@@ -184,11 +183,6 @@ def ema_momentum_schedule(start: float = 0.996, end: float = 1.0, steps: int = 1
 # -- the networks ---------------------------------------------------------------------------
 
 
-def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, name: str) -> nn.Sequential:
-    hidden = int(dim * mlp_ratio)
-    return nn.Sequential(*[DeiTBlock(dim, heads, hidden, name=str(k)) for k in range(depth)], name=name)
-
-
 def _fixed_positions(dim: int, grid: tuple[int, int], dtype):
     rows = grid[0] * grid[1]
     if initializers.is_meta():
@@ -250,23 +244,8 @@ class IJEPAEncoder(Block):
                  num_heads: int = 3, mlp_ratio: float = 4.0, name: str | None = None):
         super().__init__(name=name)
         fn = "IJEPAEncoder"
-        self.img_size = pair(img_size, f"{fn}: img_size")
-        self.patch_size = positive_int(patch_size, f"{fn}: patch_size")
-        self.in_chans = positive_int(in_chans, f"{fn}: in_chans")
-        self.embed_dim = positive_int(embed_dim, f"{fn}: embed_dim")
-        self.depth = positive_int(depth, f"{fn}: depth")
-        self.num_heads = positive_int(num_heads, f"{fn}: num_heads")
-        self.mlp_ratio = float(mlp_ratio)
-        if any(n % self.patch_size for n in self.img_size):
-            raise ValueError(f"{fn}: img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
+        setup_patch_encoder(self, img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, fn)
         _check_dim(self.embed_dim, self.num_heads, fn, "embed_dim")
-        self.grid_size = (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.input_shape = (None, *self.img_size, self.in_chans)
-        self.patch_embed = nn.Sequential(nn.Conv2D(self.embed_dim, self.patch_size, stride=self.patch_size,
-                                                   name="proj"),
-                                         nn.Reshape((-1, self.embed_dim), name="flatten"), name="patch_embed")
-        self.blocks = _blocks(self.embed_dim, self.depth, self.num_heads, self.mlp_ratio, "blocks")
         self.norm = nn.LayerNorm(-1, eps=LAYER_NORM_EPS, name="norm")
 
     def trace(self, shape, step):
@@ -329,7 +308,7 @@ class IJEPAPredictor(Block):
         self.mlp_ratio = float(mlp_ratio)
         _check_dim(self.predictor_embed_dim, self.num_heads, fn, "predictor_embed_dim")
         self.predictor_embed = nn.Dense(self.predictor_embed_dim, name="predictor_embed")
-        self.predictor_blocks = _blocks(self.predictor_embed_dim, self.depth, self.num_heads, self.mlp_ratio,
+        self.predictor_blocks = vit_blocks(self.predictor_embed_dim, self.depth, self.num_heads, self.mlp_ratio,
                                         "predictor_blocks")
         self.predictor_norm = nn.LayerNorm(-1, eps=LAYER_NORM_EPS, name="predictor_norm")
         self.predictor_proj = nn.Dense(self.embed_dim, name="predictor_proj")

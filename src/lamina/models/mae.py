@@ -168,7 +168,8 @@ def random_masking(x, mask_ratio: float, noise=None):
 # -- the models --------------------------------------------------------------------------
 
 
-def _blocks(dim: int, depth: int, heads: int, mlp_ratio: float, name: str) -> nn.Sequential:
+def vit_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, name: str) -> nn.Sequential:
+    """``depth`` pre-norm ViT blocks of width ``dim`` (MLP width ``dim * mlp_ratio``), named 0, 1, ..."""
     hidden = int(dim * mlp_ratio)
     return nn.Sequential(*[DeiTBlock(dim, heads, hidden, name=str(k)) for k in range(depth)], name=name)
 
@@ -195,27 +196,32 @@ def _reference_init(model: Block) -> None:
     proj.bias.data[...] = 0
 
 
+def setup_patch_encoder(layer: Block, img_size, patch_size: int, in_chans: int, embed_dim: int, depth: int,
+                        num_heads: int, mlp_ratio: float, fn: str) -> None:
+    """Check and keep a ViT encoder's sizes on ``layer`` (``fn`` names it in errors) and give it
+    ``patch_embed`` (a p x p / p convolution ``proj`` to ``embed_dim``, flattened to tokens) and
+    ``blocks``; also ``grid_size``, ``num_patches`` and ``input_shape``."""
+    layer.img_size = pair(img_size, f"{fn}: img_size")
+    layer.patch_size = positive_int(patch_size, f"{fn}: patch_size")
+    layer.in_chans = positive_int(in_chans, f"{fn}: in_chans")
+    layer.embed_dim = positive_int(embed_dim, f"{fn}: embed_dim")
+    layer.depth = positive_int(depth, f"{fn}: depth")
+    layer.num_heads = positive_int(num_heads, f"{fn}: num_heads")
+    layer.mlp_ratio = float(mlp_ratio)
+    if any(n % layer.patch_size for n in layer.img_size):
+        raise ValueError(f"{fn}: img_size {layer.img_size} must be a multiple of patch_size {layer.patch_size}")
+    if embed_dim % num_heads:
+        raise ValueError(f"{fn}: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+    layer.grid_size = (layer.img_size[0] // layer.patch_size, layer.img_size[1] // layer.patch_size)
+    layer.num_patches = layer.grid_size[0] * layer.grid_size[1]
+    layer.input_shape = (None, *layer.img_size, layer.in_chans)
+    layer.patch_embed = _patch_embed(layer.patch_size, embed_dim)
+    layer.blocks = vit_blocks(embed_dim, depth, num_heads, mlp_ratio, "blocks")
+
+
 class _PatchEncoder(Block):
     """What the autoencoder and the classifier share: the image checks, the patch embedding and
     the class token with its position embedding."""
-
-    def _setup(self, img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, fn: str) -> None:
-        self.img_size = pair(img_size, f"{fn}: img_size")
-        self.patch_size = positive_int(patch_size, f"{fn}: patch_size")
-        self.in_chans = positive_int(in_chans, f"{fn}: in_chans")
-        self.embed_dim = positive_int(embed_dim, f"{fn}: embed_dim")
-        self.depth = positive_int(depth, f"{fn}: depth")
-        self.num_heads = positive_int(num_heads, f"{fn}: num_heads")
-        self.mlp_ratio = float(mlp_ratio)
-        if any(n % self.patch_size for n in self.img_size):
-            raise ValueError(f"{fn}: img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
-        if embed_dim % num_heads:
-            raise ValueError(f"{fn}: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-        self.grid_size = (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.input_shape = (None, *self.img_size, self.in_chans)
-        self.patch_embed = _patch_embed(self.patch_size, embed_dim)
-        self.blocks = _blocks(embed_dim, depth, num_heads, mlp_ratio, "blocks")
 
     def _image_shape(self, shape) -> tuple:
         shape = nhwc(self, shape)
@@ -263,7 +269,7 @@ class MaskedAutoencoderViT(_PatchEncoder):
                  name: str | None = None):
         super().__init__(name=name)
         fn = "MaskedAutoencoderViT"
-        self._setup(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, fn)
+        setup_patch_encoder(self, img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, fn)
         self.decoder_embed_dim = positive_int(decoder_embed_dim, f"{fn}: decoder_embed_dim")
         self.decoder_depth = positive_int(decoder_depth, f"{fn}: decoder_depth")
         self.decoder_num_heads = positive_int(decoder_num_heads, f"{fn}: decoder_num_heads")
@@ -277,7 +283,7 @@ class MaskedAutoencoderViT(_PatchEncoder):
         self.norm_pix_loss = bool(norm_pix_loss)
         self.norm = nn.LayerNorm(-1, eps=LAYER_NORM_EPS, name="norm")
         self.decoder_embed = nn.Dense(decoder_embed_dim, name="decoder_embed")
-        self.decoder_blocks = _blocks(decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio,
+        self.decoder_blocks = vit_blocks(decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio,
                                       "decoder_blocks")
         self.decoder_norm = nn.LayerNorm(-1, eps=LAYER_NORM_EPS, name="decoder_norm")
         self.decoder_pred = nn.Dense(self.patch_size ** 2 * self.in_chans, name="decoder_pred")
@@ -385,7 +391,8 @@ class MAEClassifier(_PatchEncoder):
                  depth: int = 24, num_heads: int = 16, mlp_ratio: float = 4.0, num_classes: int = 0,
                  global_pool: bool = True, name: str | None = None):
         super().__init__(name=name)
-        self._setup(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, "MAEClassifier")
+        setup_patch_encoder(self, img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio,
+                            "MAEClassifier")
         if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 0:
             raise ValueError(f"MAEClassifier: num_classes must be an int >= 0 (0: features), got {num_classes!r}")
         self.num_classes, self.global_pool = int(num_classes), bool(global_pool)

@@ -26,11 +26,10 @@ import numpy as np
 
 from lamina import backend
 from lamina.autograd import Tensor
-from lamina.errors import ShapeError
 from lamina.functional.rms_norm import rms_norm
 from lamina.nn import init as initializers
 from lamina.nn.activation import activation_config, get_activation
-from lamina.nn.dense import LinearFunction
+from lamina.nn.dense import LinearFunction, add_dense_weights
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
 from lamina.nn.module import Module, as_tensor, read_parameter
 
@@ -83,14 +82,7 @@ class BitLinear(Module):
         initializers.get(bias_init)
 
     def build(self, input_shape) -> None:
-        shape = check_shape_ndim(self, input_shape, tuple(range(1, 9)), "(batch, ..., features)")
-        n_in = shape[-1]
-        if n_in is None:
-            raise ShapeError(f"{self._label()}: the feature (last) axis of the input shape {shape} must be known")
-        dtype = backend.get_default_dtype()
-        self.add_parameter("weight", initializers.get(self.kernel_init)((n_in, self.units), n_in, self.units, dtype))
-        if self.use_bias:
-            self.add_parameter("bias", initializers.get(self.bias_init)((self.units,), n_in, self.units, dtype))
+        add_dense_weights(self, input_shape)
         self.built = True
 
     def compute_output_shape(self, input_shape):

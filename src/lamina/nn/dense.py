@@ -70,6 +70,19 @@ def linear(x, w, b=None) -> Tensor:
     return LinearFunction.apply(x, w, b)
 
 
+def add_dense_weights(layer: Module, input_shape) -> None:
+    """Give ``layer`` (with ``units``, ``use_bias``, ``kernel_init``, ``bias_init``) its ``weight``
+    (n_in, units) and ``bias`` (units,) for inputs (batch, ..., n_in)."""
+    shape = check_shape_ndim(layer, input_shape, tuple(range(1, 9)), "(batch, ..., features)")
+    n_in = shape[-1]
+    if n_in is None:
+        raise ShapeError(f"{layer._label()}: the feature (last) axis of the input shape {shape} must be known")
+    dtype = backend.get_default_dtype()
+    layer.add_parameter("weight", initializers.get(layer.kernel_init)((n_in, layer.units), n_in, layer.units, dtype))
+    if layer.use_bias:
+        layer.add_parameter("bias", initializers.get(layer.bias_init)((layer.units,), n_in, layer.units, dtype))
+
+
 @register_layer
 class Dense(Module):
     """A fully connected layer: a = g(x W + b), W of shape (n_in, units).
@@ -98,15 +111,7 @@ class Dense(Module):
         initializers.get(bias_init)
 
     def build(self, input_shape) -> None:
-        shape = check_shape_ndim(self, input_shape, tuple(range(1, 9)), "(batch, ..., features)")
-        n_in = shape[-1]
-        if n_in is None:
-            raise ShapeError(f"{self._label()}: the feature (last) axis of the input shape {shape} must be known")
-        dtype = backend.get_default_dtype()
-        w = initializers.get(self.kernel_init)((n_in, self.units), n_in, self.units, dtype)
-        self.add_parameter("weight", w)
-        if self.use_bias:
-            self.add_parameter("bias", initializers.get(self.bias_init)((self.units,), n_in, self.units, dtype))
+        add_dense_weights(self, input_shape)
         self.built = True
 
     def forward(self, x) -> Tensor:
