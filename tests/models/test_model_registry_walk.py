@@ -242,6 +242,16 @@ CASES = {
                                                          latent_blocks=1, latent_heads=2, latent_widening=1,
                                                          share_weights=False), _x(2, 5, 3), "save"),
     "PerceiverBlock": (lambda: models.PerceiverBlock(4, num_heads=2, widening_factor=2), _x(2, 5, 4), "save"),
+    # Flamingo: a frozen vision encoder and decoder LM joined by a resampler and gated cross-attention
+    "PerceiverResampler": (lambda: models.PerceiverResampler(4, depth=1, num_latents=2, num_heads=2, max_frames=2),
+                           _x(1, 2, 2, 3, 4), "save"),
+    "GatedCrossAttentionBlock": (lambda: models.GatedCrossAttentionBlock(4, num_heads=2, ff_mult=1, media_dim=3),
+                                 lambda: (_normal(1, 4, 4), _normal(1, 2, 2, 3, seed=1),
+                                          np.array([[0, 1, 0, 1]], dtype=bool)), "save"),
+    "Flamingo": (lambda: models.Flamingo(nn.Conv2D(4, 2, stride=2), models.Llama(
+        vocab_size=5, hidden_size=4, intermediate_size=6, num_hidden_layers=2, num_attention_heads=2), vision_dim=4,
+        media_token_id=0, cross_attn_every=2, num_latents=2, resampler_depth=1, ff_mult=1),
+                 lambda: (np.array([[3, 0, 2, 4]]), _normal(1, 1, 4, 4, 3)), "config"),
     # neural processes
     "ConditionalNeuralProcess": (lambda: models.ConditionalNeuralProcess(1, encoder_sizes=(4, 4), decoder_sizes=(4,)),
                                  lambda: (_normal(2, 5, 1), _normal(2, 5, 1, seed=1), _normal(2, 3, 1, seed=2)),
@@ -284,6 +294,16 @@ CASES = {
                    lambda: (_normal(3, 2), np.array([0.5, 1.0, 2.0], np.float32)), "config"),
     "ConsistencyModel": (lambda: models.ConsistencyModel(models.DenoisingMLP(hidden=(4,), time_dim=4), T=10.0),
                          lambda: (_normal(3, 2), np.array([0.5, 1.0, 2.0], np.float32)), "config"),
+    # latent diffusion: the KL autoencoder, its parts, and the diffusion model over its latents
+    "KLResidualBlock": (lambda: models.KLResidualBlock(4, groups=2), _x(1, 4, 4, 2), "save"),
+    "KLEncoder": (lambda: models.KLEncoder(4, channels=(2, 4), groups=2), _x(1, 4, 4, 1), "save"),
+    "KLDecoder": (lambda: models.KLDecoder(1, channels=(2, 4), groups=2), _x(1, 2, 2, 2), "save"),
+    "AutoencoderKL": (lambda: models.AutoencoderKL(1, 2, channels=(2, 4), groups=2, scaling_factor=0.5),
+                      _x(1, 4, 4, 1), "save"),
+    "LatentDiffusion": (lambda: models.LatentDiffusion(
+        models.AutoencoderKL(1, 2, channels=(2, 4), groups=2),
+        models.DiffusionModel(models.DenoisingUNet(2, (1,), groups=2), schedule="cosine", num_timesteps=10)),
+        lambda: (_normal(2, 2, 2, 2), np.array([3, 7])), "save"),
     "DiT": (lambda: models.DiT(4, 2, 1, dim=8, depth=1, num_heads=2, num_classes=2, learn_sigma=True, time_dim=4),
             lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), np.array([0, 2])), "save"),
     "DiTBlock": (lambda: models.DiTBlock(8, 2, mlp_ratio=2.0), lambda: (_normal(2, 3, 8), _normal(2, 5, seed=1)),
@@ -312,6 +332,11 @@ CASES = {
     "IJEPAPredictor": (lambda: models.IJEPAPredictor(2, embed_dim=4, predictor_embed_dim=4, depth=1, num_heads=1),
                        _x(2, 3, 4), "config", {"context_indices": np.array([[0, 1, 2], [1, 2, 3]]),
                                                "target_indices": np.array([[[3], [0]]])}),
+    # neural audio codec (residual vector quantisation)
+    "AudioCodec": (lambda: models.AudioCodec(channels=2, strides=(2, 3), dim=3, num_quantizers=2, codebook_size=4,
+                                             seed=0), _x(2, 12, 1), "save"),
+    # 2-D Gaussian splatting: an image as Gaussians (no inputs: calling it draws the image)
+    "GaussianImage": (lambda: models.GaussianImage(5, 4, 6, channels=2, mode="alpha", seed=0), lambda: (), "save"),
     # forecasting: the Temporal Fusion Transformer and its blocks
     "TemporalFusionTransformer": (lambda: models.TemporalFusionTransformer(2, 3, 2, hidden=4, num_heads=2, horizon=3),
                                   lambda: (_normal(2, 2), _normal(2, 5, 3, seed=1), _normal(2, 3, 2, seed=2)),
@@ -324,13 +349,48 @@ CASES = {
                                         lambda: (_normal(2, 3, 4), _normal(2, 5, 4, seed=1), _normal(2, 5, 4, seed=2)),
                                         "save"),
     "StaticCovariateEncoder": (lambda: models.StaticCovariateEncoder(4), _x(2, 4), "save"),
+    # promptable segmentation (Segment Anything) and its parts
+    "SegmentAnything": (lambda: models.tiny_sam(8, embed_dim=8, depth=1, num_heads=2, mlp_dim=4, encoder_widths=(4,),
+                                                iou_head_hidden_dim=4), _x(1, 8, 8, 3), "save",
+                        {"points": np.array([[[2.0, 3.0]]]), "labels": np.array([[1]])}),
+    "SAMPromptEncoder": (lambda: models.SAMPromptEncoder(4, 2, 8, mask_in_chans=4),
+                         lambda: (_normal(1, 2, 2), np.array([[1, 0]]), _normal(1, 4, seed=1),
+                                  _normal(1, 8, 8, 1, seed=2)), "config"),
+    "SAMAttention": (lambda: models.SAMAttention(4, 2, downsample_rate=2),
+                     lambda: (_normal(1, 2, 4), _normal(1, 3, 4, seed=1), _normal(1, 3, 4, seed=2)), "config"),
+    "TwoWayAttentionBlock": (lambda: models.TwoWayAttentionBlock(4, 2, 6),
+                             lambda: tuple(_normal(1, t, 4, seed=t) for t in (2, 3, 2, 3)), "config"),
+    "TwoWayTransformer": (lambda: models.TwoWayTransformer(1, 4, 2, 6),
+                          lambda: (_normal(1, 2, 2, 4), _normal(1, 2, 2, 4, seed=1), _normal(1, 3, 4, seed=2)),
+                          "config"),
+    "SAMMaskDecoder": (lambda: models.SAMMaskDecoder(8, models.TwoWayTransformer(1, 8, 2, 4), num_multimask_outputs=2,
+                                                     iou_head_depth=2, iou_head_hidden_dim=4),
+                       lambda: (_normal(1, 2, 2, 8), _normal(1, 2, 2, 8, seed=1), _normal(1, 2, 8, seed=2),
+                                _normal(1, 2, 2, 8, seed=3)), "config"),
+    # text to speech: FastSpeech 2 and its blocks (token ids, durations and masks as inputs)
+    "FastSpeech2": (lambda: models.FastSpeech2(6, n_mels=3, hidden=4, num_heads=2, encoder_layers=1, decoder_layers=1,
+                                               filter_size=6, kernel_sizes=(3, 1), predictor_filter_size=4, n_bins=4,
+                                               postnet_layers=2, postnet_channels=4),
+                    lambda: (np.array([[1, 2, 3], [4, 5, 0]]),), "save"),
+    "FFTBlock": (lambda: models.FFTBlock(4, 2, 6, kernel_sizes=(3, 1)),
+                 lambda: (_normal(2, 3, 4), np.array([[True, True, True], [True, False, False]])), "config"),
+    "VariancePredictor": (lambda: models.VariancePredictor(4), lambda: (_normal(2, 3, 4), np.ones((2, 3), bool)),
+                          "config"),
+    "VarianceAdaptor": (lambda: models.VarianceAdaptor(4, filter_size=4, n_bins=4),
+                        lambda: (_normal(2, 3, 4), np.array([[True, True, True], [True, True, False]])), "config"),
+    "LengthRegulator": (models.LengthRegulator, lambda: (_normal(2, 3, 4), np.array([[1, 2, 0], [3, 1, 1]])),
+                        "config"),
+    "PostNet": (lambda: models.PostNet(3, channels=4, layers=2), _x(2, 5, 3), "save"),
+    # Mamba-2 (state-space duality)
+    "Mamba2LM": (lambda: models.Mamba2LM(5, 4, n_layer=1, d_state=3, headdim=4, chunk_size=2),
+                 lambda: (_ids(2, 5),), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 89 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 99 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -284,11 +284,18 @@ CASES = {
                         lambda: (_sequence(2, 6, 3),), "save"),
     "BitLinear": (lambda: nn.BitLinear(4, activation="relu", use_bias=True, norm=False), _DENSE_IN, "save"),
     "BitLinear-norm": (lambda: nn.BitLinear(3, eps=1e-5), lambda: (_sequence(2, 4, 3),), "save"),
+    "ResidualVQ": (lambda: nn.ResidualVQ(3, 4, 3, quantizer_dropout=True, seed=0), lambda: (_sequence(2, 5, 3),),
+                   "save"),
+    "ResidualVQ-ema": (lambda: nn.ResidualVQ(2, 5, 3, ema=True, quantizer_dropout=True, seed=1, decay=0.9,
+                                             dead_code_threshold=0.5), lambda: (_sequence(2, 5, 3),), "save",
+                       {"n_q": 1}),
     "HashGridEncoding": (lambda: nn.HashGridEncoding(3, num_levels=3, log2_hashmap_size=6, base_resolution=2),
                          lambda: (_points(4, 3) + 0.5,), "save"),
     "HashGridMLP": (lambda: nn.HashGridMLP(2, 2, hidden=4, encoding={"num_levels": 2, "log2_hashmap_size": 4,
                                                                      "bounds": (-1, 1)}),
                     lambda: (_points(4, 2),), "save"),
+    "Mamba2Block": (lambda: nn.Mamba2Block(4, d_state=3, d_conv=2, headdim=2, ngroups=2, chunk_size=2),
+                    lambda: (_sequence(2, 5, 4),), "save"),
 }
 
 

@@ -6,7 +6,9 @@ wrap the model in :class:`DistributedDataParallel`, and give each rank its share
 with :class:`DistributedSampler`. Beyond data parallelism: :class:`ZeroRedundancyOptimizer`
 shards the optimizer state (and gradients) over the ranks, :class:`ColumnParallelDense` and
 :class:`RowParallelDense` split a layer's weight (tensor parallelism), and :class:`Pipeline`
-runs a model cut into stages, one per rank, over micro-batches (pipeline parallelism)::
+runs a model cut into stages, one per rank, over micro-batches (pipeline parallelism).
+:func:`new_group` makes subgroups that every collective and wrapper takes as ``group=``, and
+:class:`DeviceMesh` the data- and tensor-parallel groups of a 2-D mesh, to combine them::
 
     import lamina.distributed as dist
 
@@ -37,6 +39,7 @@ from lamina.distributed.collectives import (
 from lamina.distributed.ddp import DistributedDataParallel
 from lamina.distributed.group import (
     DistributedError,
+    GroupMember,
     destroy_process_group,
     get_rank,
     get_world_size,
@@ -47,6 +50,7 @@ from lamina.distributed.group import (
 from lamina.distributed.launch import ProcessContext, ProcessExitedException, ProcessRaisedException, spawn
 from lamina.distributed.pipeline import Pipeline
 from lamina.distributed.sampler import DistributedSampler
+from lamina.distributed.subgroup import DeviceMesh, Subgroup, device_mesh_groups, get_process_group_ranks, new_group
 from lamina.distributed.tensor_parallel import (
     ColumnParallelDense,
     RowParallelDense,
@@ -58,11 +62,12 @@ from lamina.distributed.tensor_parallel import (
 from lamina.distributed.zero import ZeroRedundancyOptimizer, partition_parameters
 
 __all__ = [
-    "ColumnParallelDense", "DistributedDataParallel", "DistributedError", "DistributedSampler", "Pipeline",
-    "ProcessContext", "ProcessExitedException", "ProcessRaisedException", "ReduceOp", "RowParallelDense",
-    "ZeroRedundancyOptimizer", "all_gather", "all_gather_object", "all_reduce", "barrier", "broadcast",
-    "broadcast_object_list", "copy_to_parallel_region", "destroy_process_group", "gather",
-    "gather_from_parallel_region", "get_rank", "get_world_size", "init_process_group", "is_initialized",
-    "is_main_process", "partition_parameters", "recv", "recv_array", "reduce_from_parallel_region",
-    "reduce_scatter", "scatter", "send", "spawn", "tensor_parallel_mlp",
+    "ColumnParallelDense", "DeviceMesh", "DistributedDataParallel", "DistributedError", "DistributedSampler",
+    "GroupMember", "Pipeline", "ProcessContext", "ProcessExitedException", "ProcessRaisedException", "ReduceOp",
+    "RowParallelDense", "Subgroup", "ZeroRedundancyOptimizer", "all_gather", "all_gather_object", "all_reduce",
+    "barrier", "broadcast", "broadcast_object_list", "copy_to_parallel_region", "destroy_process_group",
+    "device_mesh_groups", "gather", "gather_from_parallel_region", "get_process_group_ranks", "get_rank",
+    "get_world_size", "init_process_group", "is_initialized", "is_main_process", "new_group",
+    "partition_parameters", "recv", "recv_array", "reduce_from_parallel_region", "reduce_scatter", "scatter",
+    "send", "spawn", "tensor_parallel_mlp",
 ]

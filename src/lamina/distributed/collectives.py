@@ -14,6 +14,10 @@ divided by ``world_size`` (floating arrays only).
 
 :func:`send` and :func:`recv` are point to point: only the two ranks take part, the array
 going over their own link, in order (a ``recv`` gets the sender's oldest unreceived ``send``).
+
+Every collective takes ``group=``: a subgroup from :func:`~lamina.distributed.new_group` (None:
+the default group). ``src`` and ``dst`` are global ranks, as in ``torch.distributed``; the
+lists (``tensor_list``, ...) hold one array per rank of the group, in group-rank order.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from lamina.autograd import Tensor
-from lamina.distributed.group import ProcessGroup, _group
+from lamina.distributed.group import ProcessGroup, resolve_group
 from lamina.errors import ShapeError
 
 __all__ = ["ReduceOp", "all_gather", "all_gather_object", "all_reduce", "barrier", "broadcast",
@@ -48,15 +52,15 @@ _COMBINE: dict[ReduceOp, Callable] = {ReduceOp.SUM: np.add, ReduceOp.AVG: np.add
                                       ReduceOp.MIN: np.minimum, ReduceOp.PRODUCT: np.multiply}
 
 
-def barrier() -> None:
-    """Return once every rank has called it."""
-    _group("barrier").exchange(("barrier",), "barrier")
+def barrier(group: Any = None) -> None:
+    """Return once every rank (of ``group``) has called it."""
+    resolve_group(group, "barrier").exchange(("barrier",), "barrier")
 
 
-def all_reduce(tensor: Any, op: ReduceOp = ReduceOp.SUM) -> None:
+def all_reduce(tensor: Any, op: ReduceOp = ReduceOp.SUM, group: Any = None) -> None:
     """Replace ``tensor`` (an array or Tensor, same shape and dtype on every rank) on every rank
     by ``op`` over the ranks' values, element by element."""
-    group, op = _group("all_reduce"), _reduce_op(op, "all_reduce")
+    group, op = resolve_group(group, "all_reduce"), _reduce_op(op, "all_reduce")
     array = _array(tensor, "all_reduce", "tensor")
     _check_average(op, array, "all_reduce")
     small = array.nbytes <= SMALL_ARRAY_BYTES
@@ -81,10 +85,10 @@ def all_reduce(tensor: Any, op: ReduceOp = ReduceOp.SUM) -> None:
             _before_next_chunk(group, stop, flat.size, "all_reduce")
 
 
-def reduce_scatter(output: Any, input_list: list, op: ReduceOp = ReduceOp.SUM) -> None:
+def reduce_scatter(output: Any, input_list: list, op: ReduceOp = ReduceOp.SUM, group: Any = None) -> None:
     """Rank r's ``output`` becomes ``op`` over the ranks of their ``input_list[r]`` (a list of
     ``world_size`` arrays shaped as ``output``)."""
-    group, op = _group("reduce_scatter"), _reduce_op(op, "reduce_scatter")
+    group, op = resolve_group(group, "reduce_scatter"), _reduce_op(op, "reduce_scatter")
     target = _array(output, "reduce_scatter", "output")
     inputs = _array_list(input_list, group.world_size, target, "reduce_scatter", "input_list")
     _check_average(op, target, "reduce_scatter")
@@ -103,11 +107,11 @@ def reduce_scatter(output: Any, input_list: list, op: ReduceOp = ReduceOp.SUM) -
             _before_next_chunk(group, stop, flat.size, "reduce_scatter")
 
 
-def broadcast(tensor: Any, src: int = 0) -> None:
-    """Copy rank ``src``'s ``tensor`` into every rank's ``tensor``."""
-    group = _group("broadcast")
+def broadcast(tensor: Any, src: int = 0, group: Any = None) -> None:
+    """Copy (global) rank ``src``'s ``tensor`` into every rank's ``tensor``."""
+    group = resolve_group(group, "broadcast")
     array = _array(tensor, "broadcast", "tensor")
-    _check_root(src, group, "broadcast", "src")
+    src = _check_root(src, group, "broadcast", "src")
     small = array.nbytes <= SMALL_ARRAY_BYTES
     sent = array.copy() if small and group.rank == src else None
     calls = _agree(group, "broadcast", (src, _describe(array)), payload=sent)
@@ -138,32 +142,32 @@ def _root_arrays(arrays: list | None, group, root: int, like: np.ndarray, op: st
     return _array_list(arrays, group.world_size, like, op, f"{op}_list")
 
 
-def all_gather(tensor_list: list, tensor: Any) -> None:
+def all_gather(tensor_list: list, tensor: Any, group: Any = None) -> None:
     """Fill ``tensor_list`` (``world_size`` arrays shaped as ``tensor``) with every rank's ``tensor``."""
-    group = _group("all_gather")
+    group = resolve_group(group, "all_gather")
     array = _array(tensor, "all_gather", "tensor")
     outputs = _array_list(tensor_list, group.world_size, array, "all_gather", "tensor_list")
     _agree(group, "all_gather", (_describe(array),))
     _gather_into(group, array, outputs, "all_gather")
 
 
-def gather(tensor: Any, gather_list: list | None = None, dst: int = 0) -> None:
-    """Fill rank ``dst``'s ``gather_list`` (``world_size`` arrays shaped as ``tensor``; None on
-    the other ranks) with every rank's ``tensor``."""
-    group = _group("gather")
+def gather(tensor: Any, gather_list: list | None = None, dst: int = 0, group: Any = None) -> None:
+    """Fill (global) rank ``dst``'s ``gather_list`` (``world_size`` arrays shaped as ``tensor``;
+    None on the other ranks) with every rank's ``tensor``."""
+    group = resolve_group(group, "gather")
     array = _array(tensor, "gather", "tensor")
-    _check_root(dst, group, "gather", "dst")
+    dst = _check_root(dst, group, "gather", "dst")
     outputs = _root_arrays(gather_list, group, dst, array, "gather", "dst", "fill")
     _agree(group, "gather", (dst, _describe(array)))
     _gather_into(group, array, outputs, "gather")
 
 
-def scatter(tensor: Any, scatter_list: list | None = None, src: int = 0) -> None:
-    """Copy ``scatter_list[r]`` of rank ``src`` (``world_size`` arrays shaped as ``tensor``) into
-    rank r's ``tensor``."""
-    group = _group("scatter")
+def scatter(tensor: Any, scatter_list: list | None = None, src: int = 0, group: Any = None) -> None:
+    """Copy ``scatter_list[r]`` of (global) rank ``src`` (``world_size`` arrays shaped as
+    ``tensor``) into group rank r's ``tensor``."""
+    group = resolve_group(group, "scatter")
     array = _array(tensor, "scatter", "tensor")
-    _check_root(src, group, "scatter", "src")
+    src = _check_root(src, group, "scatter", "src")
     sources = _root_arrays(scatter_list, group, src, array, "scatter", "src", "send")
     if sources is not None:
         sources = [np.ascontiguousarray(a).reshape(-1) for a in sources]
@@ -179,19 +183,19 @@ def scatter(tensor: Any, scatter_list: list | None = None, src: int = 0) -> None
             _before_next_chunk(group, stop, flat.size, "scatter")
 
 
-def all_gather_object(object_list: list, obj: Any) -> None:
+def all_gather_object(object_list: list, obj: Any, group: Any = None) -> None:
     """Fill ``object_list`` (of ``world_size`` items) with every rank's ``obj`` (pickled)."""
-    group = _group("all_gather_object")
+    group = resolve_group(group, "all_gather_object")
     if not isinstance(object_list, list) or len(object_list) != group.world_size:
         raise ValueError(f"lamina.distributed.all_gather_object: object_list must be a list of world_size = "
                          f"{group.world_size} items to fill; got {_length_of(object_list)}")
     object_list[:] = [item for _, item in _agree(group, "all_gather_object", (), payload=obj)]
 
 
-def broadcast_object_list(object_list: list, src: int = 0) -> None:
-    """Replace the items of every rank's ``object_list`` by those of rank ``src`` (pickled)."""
-    group = _group("broadcast_object_list")
-    _check_root(src, group, "broadcast_object_list", "src")
+def broadcast_object_list(object_list: list, src: int = 0, group: Any = None) -> None:
+    """Replace the items of every rank's ``object_list`` by those of (global) rank ``src`` (pickled)."""
+    group = resolve_group(group, "broadcast_object_list")
+    src = _check_root(src, group, "broadcast_object_list", "src")
     if not isinstance(object_list, list):
         raise TypeError(f"lamina.distributed.broadcast_object_list: object_list must be a list; got "
                         f"{type(object_list).__name__}")
@@ -200,21 +204,22 @@ def broadcast_object_list(object_list: list, src: int = 0) -> None:
     object_list[:] = items[src][1]
 
 
-def send(tensor: Any, dst: int, tag: int = 0) -> None:
-    """Send ``tensor`` (an array or Tensor) to rank ``dst``, which takes it with :func:`recv`.
-    Returns once it is on its way (a large array: once ``dst`` has started reading it)."""
-    group = _group("send")
+def send(tensor: Any, dst: int, group: Any = None, tag: int = 0) -> None:
+    """Send ``tensor`` (an array or Tensor) to (global) rank ``dst``, which takes it with
+    :func:`recv`. Returns once it is on its way (a large array: once ``dst`` has started reading
+    it). With ``group``, both ranks must be members of it."""
+    group = resolve_group(group, "send")
     array = _array(tensor, "send", "tensor")
     _check_peer(dst, group, "send", "dst")
-    group.send_to(dst, ("send", int(tag), array.copy()), "send")
+    group.base.send_to(dst, ("send", int(tag), array.copy()), "send")
 
 
-def recv(tensor: Any, src: int, tag: int = 0) -> int:
-    """Fill ``tensor`` (an array or Tensor) with the array that rank ``src`` sent with
+def recv(tensor: Any, src: int, group: Any = None, tag: int = 0) -> int:
+    """Fill ``tensor`` (an array or Tensor) with the array that (global) rank ``src`` sent with
     :func:`send`; returns ``src``. The shape, dtype and tag must match the send's."""
-    group = _group("recv")
+    group = resolve_group(group, "recv")
     array = _array(tensor, "recv", "tensor")
-    received = recv_array(src, tag)
+    received = recv_array(src, tag, group)
     if received.shape != array.shape or received.dtype != array.dtype:
         raise ShapeError(f"lamina.distributed.recv: rank {src} sent an array of shape {received.shape} and dtype "
                          f"{received.dtype} to rank {group.rank}, which receives into shape {array.shape} and dtype "
@@ -223,11 +228,11 @@ def recv(tensor: Any, src: int, tag: int = 0) -> int:
     return src
 
 
-def recv_array(src: int, tag: int = 0) -> np.ndarray:
-    """The array that rank ``src`` sent with :func:`send`, whatever its shape (a new array)."""
-    group = _group("recv")
+def recv_array(src: int, tag: int = 0, group: Any = None) -> np.ndarray:
+    """The array that (global) rank ``src`` sent with :func:`send`, whatever its shape (a new array)."""
+    group = resolve_group(group, "recv")
     _check_peer(src, group, "recv", "src")
-    _, sent_tag, array = group.receive_from(src, "recv")
+    _, sent_tag, array = group.base.receive_from(src, "recv")
     if sent_tag != tag:
         raise ValueError(f"lamina.distributed.recv: rank {group.rank} expected tag {tag} from rank {src}, which "
                          f"sent tag {sent_tag}; sends and receives between two ranks must come in the same order")
@@ -238,7 +243,7 @@ def recv_array(src: int, tag: int = 0) -> np.ndarray:
 
 def _check_peer(peer: Any, group: ProcessGroup, what: str, name: str) -> None:
     _check_root(peer, group, what, name)
-    if peer == group.rank:
+    if peer == group.base.rank:
         raise ValueError(f"lamina.distributed.{what}: {name}={peer} is this rank; point-to-point messages go to "
                          "another rank")
 
@@ -260,7 +265,7 @@ def _gather_into(group: ProcessGroup, array: np.ndarray, outputs: list | None, w
 def _before_next_chunk(group: ProcessGroup, stop: int, size: int, what: str) -> None:
     """Wait until every rank has read the chunk before the slots are overwritten with the next.
     After the last chunk no wait is needed: the next collective starts with an exchange."""
-    if stop < size:
+    if stop < size or group.fence_last_chunk:
         group.exchange(None, what)
 
 
@@ -312,9 +317,16 @@ def _check_average(op: ReduceOp, array: np.ndarray, what: str) -> None:
                         f"is not an integer); got dtype {array.dtype}; use ReduceOp.SUM and divide")
 
 
-def _check_root(root: Any, group: ProcessGroup, what: str, name: str) -> None:
-    if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < group.world_size:
-        raise ValueError(f"lamina.distributed.{what}: {name} must be a rank in [0, {group.world_size}); got {root!r}")
+def _check_root(root: Any, group: ProcessGroup, what: str, name: str) -> int:
+    """The group rank of global rank ``root``, which must belong to ``group``."""
+    local = None
+    if not isinstance(root, bool) and isinstance(root, (int, np.integer)):
+        local = group.group_rank(int(root))
+    if local is None:
+        where = (f"a rank in [0, {group.world_size})" if group.base is group
+                 else f"a (global) rank of the group, one of {group.ranks}")
+        raise ValueError(f"lamina.distributed.{what}: {name} must be {where}; got {root!r}")
+    return local
 
 
 def _array(value: Any, what: str, name: str) -> np.ndarray:

@@ -26,6 +26,10 @@ wrapper) are accepted too. Buffers (batch-norm statistics) are copied from rank 
 forward pass in training mode with ``broadcast_buffers=True``. The hooks fire in any sweep
 through the parameters: take ``lamina.autograd.grad`` of an output (a gradient penalty, say)
 from a forward pass made under :meth:`no_sync`, whose gradients are left alone.
+
+``process_group`` (or ``group``): a subgroup from :func:`~lamina.distributed.new_group` to
+average over instead of the default group (the data-parallel group of a 2-D mesh); the
+weights are then copied from the subgroup's first rank.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import numpy as np
 from lamina.autograd import Tensor, is_grad_enabled
 from lamina.autograd.graph import topological_order
 from lamina.distributed.collectives import ReduceOp, all_reduce, broadcast
-from lamina.distributed.group import _group
+from lamina.distributed.group import pick_group, resolve_group
 from lamina.nn.module import Module
 
 __all__ = ["DistributedDataParallel"]
@@ -69,14 +73,14 @@ class _Bucket:
 
 class DistributedDataParallel(Module):
     """Wrap a built ``module`` so that its gradients are averaged over the ranks of the default
-    process group after each backward pass; see the module's text. Call it as the module.
+    process group (or of ``process_group``) after each backward pass; see the module's text. Call it as the module.
     ``device_ids`` and ``output_device`` are accepted for PyTorch's signature (CPU only)."""
 
     def __init__(self, module: Module, device_ids: Any = None, output_device: Any = None,
                  broadcast_buffers: bool = True, bucket_cap_mb: float = 25.0,
-                 find_unused_parameters: bool = False) -> None:
+                 find_unused_parameters: bool = False, process_group: Any = None, group: Any = None) -> None:
         super().__init__()
-        group = _group("DistributedDataParallel")
+        group = resolve_group(pick_group(process_group, group, "DistributedDataParallel"), "DistributedDataParallel")
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel: expected a lamina.nn.Module; got {type(module).__name__}")
         if not module.parameters() and not module.built:
@@ -87,6 +91,7 @@ class DistributedDataParallel(Module):
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be positive; got {bucket_cap_mb!r}")
         self.module = module
         object.__setattr__(self, "world_size", group.world_size)
+        object.__setattr__(self, "process_group", group)
         object.__setattr__(self, "broadcast_buffers", bool(broadcast_buffers))
         object.__setattr__(self, "find_unused_parameters", bool(find_unused_parameters))
         object.__setattr__(self, "bucket_cap_mb", float(bucket_cap_mb))
@@ -99,7 +104,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_next_bucket", len(self._buckets))
         object.__setattr__(self, "_armed", False)
         object.__setattr__(self, "_arrived", 0)
-        _broadcast_arrays([p.data for p in module.parameters()])
+        _broadcast_arrays([p.data for p in module.parameters()], group)
         self._sync_buffers()
         hook_owner = weakref.ref(self)
         object.__setattr__(self, "_hook_handles",
@@ -193,7 +198,7 @@ class DistributedDataParallel(Module):
                 if i != current:
                     grad = self._params[i].grad
                     bucket.part(i, self._params[i])[...] = 0 if grad is None else grad
-            all_reduce(bucket.flat, ReduceOp.AVG)
+            all_reduce(bucket.flat, ReduceOp.AVG, group=self.process_group)
             for i in bucket.indices:
                 if i != current:
                     self._params[i].grad = bucket.part(i, self._params[i]).copy()
@@ -219,7 +224,7 @@ class DistributedDataParallel(Module):
             return
         arrays = [value if value.flags.writeable and value.flags.c_contiguous else np.array(value)
                   for _, _, value in buffers]
-        _broadcast_arrays(arrays)
+        _broadcast_arrays(arrays, self.process_group)
         for (owner, key, value), array in zip(buffers, arrays):
             if array is not value:
                 owner._buffers[key] = array
@@ -264,15 +269,15 @@ def _make_buckets(params: list[Tensor], cap_bytes: int) -> list[_Bucket]:
     return buckets
 
 
-def _broadcast_arrays(arrays: list[np.ndarray]) -> None:
-    """Copy rank 0's ``arrays`` into every rank's, one flat transfer per dtype."""
+def _broadcast_arrays(arrays: list[np.ndarray], process_group: Any) -> None:
+    """Copy the first rank's ``arrays`` into every rank's of ``process_group``, one flat transfer per dtype."""
     by_dtype: dict[np.dtype, list[np.ndarray]] = {}
     for array in arrays:
         by_dtype.setdefault(array.dtype, []).append(array)
     for dtype in sorted(by_dtype, key=str):
         group = by_dtype[dtype]
         flat = np.concatenate([a.reshape(-1) for a in group]) if group else np.zeros(0, dtype)
-        broadcast(flat, src=0)
+        broadcast(flat, src=process_group.global_rank(0), group=process_group)
         start = 0
         for array in group:
             array[...] = flat[start:start + array.size].reshape(array.shape)

@@ -22,11 +22,14 @@ Point to point: every pair of ranks also shares a direct link (a Unix socket mad
 group starts), which ``send`` and ``recv`` use, so that messages between two ranks never mix
 with the collectives' messages on the star. A thread per link writes the sends in order, so a
 send returns at once even when the receiver is itself sending (two ranks exchanging large
-arrays would otherwise each wait for the other to read).
+arrays would otherwise each wait for the other to read). Every message on a link names its
+channel (point to point, or one subgroup's control messages, see :mod:`lamina.distributed.
+subgroup`); a message read while waiting for another channel is kept for its own reader.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import json
@@ -45,7 +48,7 @@ import numpy as np
 
 from lamina.io.atomic import write_bytes_atomic
 
-__all__ = ["DistributedError", "ProcessGroup", "destroy_process_group", "get_rank", "get_world_size",
+__all__ = ["DistributedError", "GroupMember", "ProcessGroup", "destroy_process_group", "get_rank", "get_world_size",
            "init_process_group", "is_initialized", "is_main_process"]
 
 BACKENDS = ("shm", "gloo")
@@ -66,8 +69,27 @@ class DistributedError(RuntimeError):
     """Another rank went away (its process ended) or did not answer in time."""
 
 
+class GroupMember:
+    """``GroupMember.NON_GROUP_MEMBER``: what :func:`~lamina.distributed.new_group` returns on
+    the ranks it leaves out, as ``torch.distributed``'s."""
+
+    NON_GROUP_MEMBER: Any = None
+
+
+class _NonGroupMember:
+    def __repr__(self) -> str:
+        return "GroupMember.NON_GROUP_MEMBER"
+
+
+GroupMember.NON_GROUP_MEMBER = _NonGroupMember()
+
+
 class ProcessGroup:
     """``world_size`` processes joined by :func:`init_process_group`; see the module's text."""
+
+    fence_last_chunk = False
+    """Whether a collective waits, after its last chunk, until every rank has read the slots:
+    needed once subgroups exist, whose next collective may overwrite a slot another rank still reads."""
 
     def __init__(self, rank: int, world_size: int, links: list[Any], listener: Any, slot_bytes: int,
                  timeout: float) -> None:
@@ -77,7 +99,29 @@ class ProcessGroup:
         self._peers: list[Any] = [None] * world_size
         self._senders: list[_Sender | None] = [None] * world_size
         self._block: mmap.mmap | None = None
+        self._waiting: dict[tuple[int, Any], collections.deque] = {}    # read on a link, for another channel
+        self.subgroups_made = 0
         self.rendezvous_file: Path | None = None      # rank 0 removes it when the group ends
+
+    @property
+    def ranks(self) -> list[int]:
+        """The global ranks of the group, in group-rank order."""
+        return list(range(self.world_size))
+
+    def global_rank(self, group_rank: int) -> int:
+        return group_rank
+
+    def group_rank(self, global_rank: int) -> int | None:
+        """The rank within this group of global rank ``global_rank`` (None for a non-member)."""
+        return global_rank if 0 <= global_rank < self.world_size else None
+
+    @property
+    def base(self) -> ProcessGroup:
+        """The default group, whose links and shared memory this group uses."""
+        return self
+
+    def __deepcopy__(self, memo: dict) -> ProcessGroup:
+        return self                     # a handle on the processes, shared by copies of a model
 
     def slot(self, rank: int, dtype: np.dtype, count: int, offset: int = 0) -> np.ndarray:
         """``count`` items of ``dtype`` in rank ``rank``'s slot, starting ``offset`` items in."""
@@ -100,19 +144,26 @@ class ProcessGroup:
         self._send(self._links[0], item, 0, what)
         return self._receive(self._links[0], 0, what)
 
-    def send_to(self, peer: int, item: Any, what: str = "send") -> None:
+    def send_to(self, peer: int, item: Any, what: str = "send", channel: Any = "p2p") -> None:
         """Send ``item`` (pickled) to rank ``peer`` over the pair's own link, in the order of
-        the calls; returns once it is queued."""
+        the calls, on ``channel``; returns once it is queued."""
         sender = self._senders[peer]
         if sender is None:
             sender = self._senders[peer] = _Sender(self._peers[peer])
         if sender.failure is not None:
             raise self._gone(peer, what) from sender.failure
-        sender.items.put(item)
+        sender.items.put((channel, item))
 
-    def receive_from(self, peer: int, what: str = "recv") -> Any:
-        """The next item rank ``peer`` sent to this rank with :meth:`send_to`."""
-        return self._receive(self._peers[peer], peer, what)
+    def receive_from(self, peer: int, what: str = "recv", channel: Any = "p2p") -> Any:
+        """The next item rank ``peer`` sent to this rank on ``channel`` with :meth:`send_to`."""
+        waiting = self._waiting.get((peer, channel))
+        if waiting:
+            return waiting.popleft()
+        while True:
+            arrived_on, item = self._receive(self._peers[peer], peer, what)
+            if arrived_on == channel:
+                return item
+            self._waiting.setdefault((peer, arrived_on), collections.deque()).append(item)
 
     def _send(self, link: Any, item: Any, peer: int, what: str) -> None:
         try:
@@ -229,9 +280,14 @@ def init_process_group(backend: str = "shm", init_method: str | None = None, *, 
     _default_group = group
 
 
-def destroy_process_group() -> None:
-    """Leave the default group (once every rank has got here) and free its channels."""
+def destroy_process_group(group: Any = None) -> None:
+    """Leave the default group (once every rank has got here) and free its channels; given a
+    subgroup, only forget it (on this rank: no communication), as ``torch.distributed``'s."""
     global _default_group
+    if group is not None and group is not _default_group:
+        if group is not GroupMember.NON_GROUP_MEMBER:
+            resolve_group(group, "destroy_process_group").destroy()
+        return
     group = _group("destroy_process_group")
     try:
         group.exchange("destroy_process_group", "destroy_process_group")
@@ -244,14 +300,21 @@ def is_initialized() -> bool:
     return _default_group is not None
 
 
-def get_rank() -> int:
-    """This process's rank in the default group."""
-    return _group("get_rank").rank
+def get_rank(group: Any = None) -> int:
+    """This process's rank in ``group`` (the default group when None); -1 on a rank that is
+    not a member (given ``GroupMember.NON_GROUP_MEMBER``), as ``torch.distributed``'s."""
+    if group is GroupMember.NON_GROUP_MEMBER:
+        _group("get_rank")
+        return -1
+    return resolve_group(group, "get_rank").rank
 
 
-def get_world_size() -> int:
-    """How many processes the default group holds."""
-    return _group("get_world_size").world_size
+def get_world_size(group: Any = None) -> int:
+    """How many processes ``group`` (the default group when None) holds; -1 on a non-member."""
+    if group is GroupMember.NON_GROUP_MEMBER:
+        _group("get_world_size")
+        return -1
+    return resolve_group(group, "get_world_size").world_size
 
 
 def is_main_process() -> bool:
@@ -265,6 +328,31 @@ def _group(where: str) -> ProcessGroup:
         raise RuntimeError(f"lamina.distributed.{where}: no process group; call "
                            "lamina.distributed.init_process_group(...) in every process first")
     return _default_group
+
+
+def resolve_group(group: Any, where: str) -> Any:
+    """The group a call named ``where`` works in: the default group for None, else ``group``
+    (a subgroup this rank belongs to, still alive)."""
+    default = _group(where)
+    if group is None or group is default:
+        return default
+    if group is GroupMember.NON_GROUP_MEMBER:
+        raise RuntimeError(f"lamina.distributed.{where}: rank {default.rank} is not a member of this group "
+                           "(new_group returned GroupMember.NON_GROUP_MEMBER here); only the group's ranks call "
+                           "its collectives")
+    if getattr(group, "base", None) is not default:
+        raise ValueError(f"lamina.distributed.{where}: group must be None, the default group or a group made by "
+                         f"new_group since init_process_group; got {group!r}")
+    if group.destroyed:
+        raise RuntimeError(f"lamina.distributed.{where}: {group!r} was destroyed with destroy_process_group(group)")
+    return group
+
+
+def pick_group(process_group: Any, group: Any, where: str) -> Any:
+    """The group given as ``process_group`` (PyTorch's keyword) or ``group``; one of them at most."""
+    if process_group is not None and group is not None and process_group is not group:
+        raise ValueError(f"{where}: pass the group as process_group or as group, not two different groups")
+    return process_group if process_group is not None else group
 
 
 def _check_rank(rank: int, world_size: int) -> None:

@@ -12,7 +12,9 @@ Schedules: ``"gpipe"`` runs every forward, then every backward (M sets of activa
 ``"1f1b"`` (PipeDream-Flush) runs R - r - 1 forwards to fill the pipeline, then alternates one
 forward and one backward, so stage r keeps at most R - r micro-batches' activations.
 Activations and gradients travel by :func:`~lamina.distributed.send` and
-:func:`~lamina.distributed.recv_array` between neighbours only.
+:func:`~lamina.distributed.recv_array` between neighbours only. With ``process_group`` (or
+``group``), a subgroup from :func:`~lamina.distributed.new_group`, stage r runs on the group's
+rank r (the pipeline group of a 2-D mesh, other pipelines training beside it).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from lamina.autograd import Tensor, no_grad
 from lamina.distributed.collectives import recv_array, send
-from lamina.distributed.group import _group
+from lamina.distributed.group import pick_group, resolve_group
 from lamina.nn.module import Module
 
 __all__ = ["Pipeline"]
@@ -38,11 +40,8 @@ class Pipeline:
     the stages it does not run) and calls :meth:`train_step` together."""
 
     def __init__(self, stages: Sequence[Module | None], micro_batches: int, process_group: Any = None,
-                 schedule: str = "gpipe") -> None:
-        group = _group("Pipeline")
-        if process_group is not None and process_group is not group:
-            raise ValueError("Pipeline: process_group must be None or the default group (the one "
-                             "init_process_group made)")
+                 schedule: str = "gpipe", group: Any = None) -> None:
+        group = resolve_group(pick_group(process_group, group, "Pipeline"), "Pipeline")
         if len(stages) != group.world_size:
             raise ValueError(f"Pipeline: {len(stages)} stages for world_size = {group.world_size} ranks; rank r runs "
                              "stage r, so give one stage per rank")
@@ -57,6 +56,9 @@ class Pipeline:
         self.micro_batches, self.schedule = micro_batches, schedule
         self.rank, self.world_size = group.rank, group.world_size
         self.is_first, self.is_last = group.rank == 0, group.rank == group.world_size - 1
+        self.group = group
+        self._before = None if self.is_first else group.global_rank(group.rank - 1)
+        self._after = None if self.is_last else group.global_rank(group.rank + 1)
         self.max_in_flight = 0          # the most micro-batches whose activations were kept at once
 
     def parameters(self) -> list[Tensor]:
@@ -98,12 +100,12 @@ class Pipeline:
                 if self.is_first:
                     y = self.stage(chunk)
                 else:
-                    received = recv_array(self.rank - 1)
+                    received = recv_array(self._before, group=self.group)
                     y = self.stage(Tensor(received, dtype=received.dtype))
                 if self.is_last:
                     outputs.append(y.data)
                 else:
-                    send(y.data, self.rank + 1)
+                    send(y.data, self._after, group=self.group)
         return np.concatenate(outputs) if self.is_last else None
 
     def _forward(self, inputs: Any, labels: Any, loss_fn: Callable | None) -> tuple[Tensor | None, Tensor]:
@@ -111,21 +113,21 @@ class Pipeline:
             x = None
             y = self.stage(inputs)
         else:
-            received = recv_array(self.rank - 1)
+            received = recv_array(self._before, group=self.group)
             x = Tensor(received, requires_grad=True, dtype=received.dtype)
             y = self.stage(x)
         if self.is_last:
             return x, loss_fn(y, labels) / self.micro_batches
-        send(y.data, self.rank + 1)
+        send(y.data, self._after, group=self.group)
         return x, y
 
     def _backward(self, x: Tensor | None, y: Tensor) -> None:
         if self.is_last:
             y.backward()
         else:
-            y.backward(recv_array(self.rank + 1))
+            y.backward(recv_array(self._after, group=self.group))
         if not self.is_first:
-            send(x.grad if x.grad is not None else np.zeros(x.shape, x.dtype), self.rank - 1)
+            send(x.grad if x.grad is not None else np.zeros(x.shape, x.dtype), self._before, group=self.group)
 
     def _split(self, batch: Any, what: str) -> list[Any]:
         array = batch.data if isinstance(batch, Tensor) else batch

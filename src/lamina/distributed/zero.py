@@ -16,6 +16,8 @@ plain model, not DDP). In both, the step equals one optimizer's step on the aver
 ``consolidate_state_dict(to)`` collects the shards' states on rank ``to``, whose
 ``state_dict()`` then has the layout of one ``optimizer_class`` over all the parameters (the
 same indices), and ``load_state_dict`` takes such a dict on every rank, each keeping its shard.
+``process_group`` (or ``group``): shard over a subgroup (the data-parallel group of a 2-D
+mesh) instead of the default group; ranks are then ranks within it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from lamina.autograd import Tensor
 from lamina.distributed.collectives import ReduceOp, all_gather, all_gather_object, broadcast, reduce_scatter
-from lamina.distributed.group import ProcessGroup, _group
+from lamina.distributed.group import ProcessGroup, pick_group, resolve_group
 from lamina.nn.module import Module
 
 __all__ = ["ZeroRedundancyOptimizer", "partition_parameters"]
@@ -55,11 +57,8 @@ class ZeroRedundancyOptimizer:
     """
 
     def __init__(self, params: Module | Iterable[Tensor], optimizer_class: Callable, process_group: Any = None,
-                 stage: int = 1, **defaults: Any) -> None:
-        group = _group("ZeroRedundancyOptimizer")
-        if process_group is not None and process_group is not group:
-            raise ValueError("ZeroRedundancyOptimizer: process_group must be None or the default group (the one "
-                             "init_process_group made); lamina.distributed has no other groups")
+                 stage: int = 1, group: Any = None, **defaults: Any) -> None:
+        group = resolve_group(pick_group(process_group, group, "ZeroRedundancyOptimizer"), "ZeroRedundancyOptimizer")
         if stage not in (1, 2):
             raise ValueError(f"ZeroRedundancyOptimizer: stage must be 1 (optimizer state sharded) or 2 (optimizer "
                              f"state and gradients sharded); got {stage!r}")
@@ -79,7 +78,7 @@ class ZeroRedundancyOptimizer:
         self.defaults = dict(defaults)
         self._consolidated: dict | None = None
         flat = np.concatenate([p.data.reshape(-1) for p in self.params])
-        broadcast(flat, src=0)
+        broadcast(flat, src=group.global_rank(0), group=group)
         self._unpack(flat, range(len(self.params)))
 
     # -- the step -----------------------------------------------------------------------
@@ -95,7 +94,7 @@ class ZeroRedundancyOptimizer:
         mine = np.zeros(width, dtype=self.dtype)
         mine[:self.shard_sizes[self.rank]] = self._pack(self.local_indices, "data")
         shards = [np.empty(width, dtype=self.dtype) for _ in range(self.world_size)]
-        all_gather(shards, mine)
+        all_gather(shards, mine, group=self.group)
         for rank, shard in enumerate(self.shards):
             if rank != self.rank:
                 self._unpack(shards[rank], shard)
@@ -116,7 +115,7 @@ class ZeroRedundancyOptimizer:
             flat[:self.shard_sizes[rank]] = self._pack(shard, "grad")
             inputs.append(flat)
         mine = np.empty(width, dtype=self.dtype)
-        reduce_scatter(mine, inputs, ReduceOp.AVG)
+        reduce_scatter(mine, inputs, ReduceOp.AVG, group=self.group)
         for p in self.params:
             p.grad = None                       # only this rank's shard keeps a gradient
         start = 0
@@ -161,7 +160,7 @@ class ZeroRedundancyOptimizer:
         """Collect every shard's optimizer state on rank ``to`` (every rank calls it)."""
         local = self.optim.state_dict() if self.optim is not None else None
         states: list[Any] = [None] * self.world_size
-        all_gather_object(states, local)
+        all_gather_object(states, local, group=self.group)
         self._consolidated = self._merge(states) if self.rank == to else None
 
     def state_dict(self) -> dict[str, Any]:

@@ -497,7 +497,9 @@ from lamina.functional.special import (
 )
 from lamina.functional.spectral import hamming_window, hann_window, istft, magnitude, spectrogram, stft
 from lamina.functional.spiking_losses import ce_count_loss, ce_rate_loss, mse_count_loss
+from lamina.functional.splatting import covariance_to_conic, rasterize_gaussians_2d
 from lamina.functional.splines import rational_quadratic_spline
+from lamina.functional.ssd import ssd, ssd_reference
 from lamina.functional.stats_parity import (
     all,
     amax,
@@ -644,7 +646,7 @@ __all__ = [
     "block_diag", "cartesian_prod", "cross", "diag", "diagflat", "kron", "meshgrid", "movedim", "narrow", "outer",
     "rot90", "tensordot", "tril_indices", "triu_indices", "unflatten", "vander",
     "conv_transpose1d", "conv_transpose3d", "glu", "lp_pool1d", "lp_pool2d", "lp_pool3d", "pad1d", "pad3d",
-    "rms_norm", "rrelu", "selective_scan",
+    "rms_norm", "rrelu", "selective_scan", "ssd", "ssd_reference",
     "project_box", "project_l1_ball", "project_simplex", "qp_solve",
 ]
 __all__ += [  # PyTorch-named math, statistics and scans
@@ -772,3 +774,4 @@ __all__ += ["bipartite_soft_matching", "merge_wavg", "proportional_attention"]  
 __all__ += ["DirichletUncertainty", "dirichlet_kl_uniform", "dirichlet_uncertainty", "edl_digamma_loss",
             "edl_log_loss", "edl_mse_loss", "evidential_regression_loss", "nig_nll", "nig_regularizer",
             "nig_uncertainty"]  # evidential deep learning (evidential)
+__all__ += ["covariance_to_conic", "rasterize_gaussians_2d"]  # 2-D Gaussian splatting (splatting)

@@ -71,7 +71,8 @@ Layouts follow the published models so that published weights map onto them:
   :func:`save_gguf_llama` writes one (:mod:`lamina.models.llama_gguf`).
 * :class:`Mamba` (:func:`mamba`): Hugging Face's MambaForCausalLM, selective state-space
   layers (:class:`lamina.nn.MambaBlock`) decoding at constant cost per token;
-  :func:`load_hf_mamba_state_dict` loads its weights.
+  :func:`load_hf_mamba_state_dict` loads its weights. :class:`Mamba2LM`: Mamba-2 layers
+  (:class:`lamina.nn.Mamba2Block`, the chunked state-space-duality scan).
 * :class:`T5` (:func:`t5`): Hugging Face's T5ForConditionalGeneration (relative position
   bias, v1.0 and v1.1 feed-forwards, greedy and beam generation with a key/value cache);
   :func:`load_hf_t5_state_dict` loads its weights.
@@ -161,6 +162,8 @@ Layouts follow the published models so that published weights map onto them:
   :mod:`lamina.models.schedulers` has diffusers' schedulers (:class:`DPMSolverMultistepScheduler`,
   :class:`EulerDiscreteScheduler`, ...) for its ``sample(scheduler=...)``, and EDM
   (:class:`EDMPrecond`, :func:`edm_loss`, :func:`edm_sampler`).
+* :class:`LatentDiffusion`: a diffusion model on the scaled latents of a frozen
+  :class:`AutoencoderKL` (Stable Diffusion's KL autoencoder, :func:`estimate_scaling_factor`).
 * :class:`ConsistencyModel`: consistency models (training from data and distillation from a
   denoiser; one- and few-step sampling) and :class:`MaskGIT` (a bidirectional transformer over
   tokens with cosine-scheduled parallel decoding).
@@ -217,6 +220,7 @@ builders by name (:mod:`lamina.models.registry`).
 
 from lamina.models import kernels
 from lamina.models.alexnet import alexnet, zfnet
+from lamina.models.audio_codec import AudioCodec, CodecOutput, CodecResidualUnit
 from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
 from lamina.models.batchnorm_flow import BatchNormFlow
 from lamina.models.bert import (
@@ -355,7 +359,18 @@ from lamina.models.efficientnet import (
 )
 from lamina.models.equivariant import EGNN, SchNet
 from lamina.models.faster_rcnn import FasterRCNN, fasterrcnn_resnet50_fpn
+from lamina.models.fastspeech2 import (
+    FastSpeech2,
+    FFTBlock,
+    LengthRegulator,
+    PostNet,
+    VarianceAdaptor,
+    VariancePredictor,
+    fastspeech2_loss,
+    frame_energy,
+)
 from lamina.models.fcos import FCOS, FCOSHead, fcos_resnet50_fpn
+from lamina.models.flamingo import Flamingo, GatedCrossAttentionBlock, PerceiverResampler, media_attention_mask
 from lamina.models.flexivit import (
     patch_resize_matrix,
     pi_resize_matrix,
@@ -414,6 +429,7 @@ from lamina.models.fpn import (
 )
 from lamina.models.ft_transformer import FTTransformer, reglu
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
+from lamina.models.gaussian_image import GaussianImage
 from lamina.models.gaussian_process import GaussianProcessRegressor
 from lamina.models.gemma import (
     GEMMA2_CONFIGS,
@@ -507,6 +523,15 @@ from lamina.models.kge_losses import (
     self_adversarial_loss,
 )
 from lamina.models.koopman import KoopmanAutoencoder, KoopmanLoss
+from lamina.models.latent_diffusion import (
+    AutoencoderKL,
+    DiagonalGaussian,
+    KLDecoder,
+    KLEncoder,
+    KLResidualBlock,
+    LatentDiffusion,
+    estimate_scaling_factor,
+)
 from lamina.models.llama import (
     Llama,
     LlamaDecoderLayer,
@@ -545,6 +570,7 @@ from lamina.models.mamba import (
     mamba,
     mamba_parameter_count,
 )
+from lamina.models.mamba2 import Mamba2LM
 from lamina.models.mask_rcnn import (
     MaskRCNN,
     MaskRCNNHeads,
@@ -761,6 +787,17 @@ from lamina.models.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from lamina.models.rpn import RegionProposalNetwork, RPNHead
 from lamina.models.rwkv import RWKV, RWKVBlock
 from lamina.models.s3d import ConvBN3D, SepInceptionBlock3D, TemporalSeparableConv, s3d
+from lamina.models.sam import (
+    SAMAttention,
+    SAMMaskDecoder,
+    SAMOutput,
+    SAMPromptEncoder,
+    SegmentAnything,
+    TwoWayAttentionBlock,
+    TwoWayTransformer,
+    sam_loss,
+    tiny_sam,
+)
 from lamina.models.schedulers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -1103,7 +1140,7 @@ __all__ = [
     "MIXTRAL_CONFIGS", "Mixtral", "MixtralDecoderLayer", "MixtralSparseMoeBlock", "load_balancing_loss",
     "load_hf_mixtral_state_dict", "mixtral", "mixtral_parameter_count",
     "MAMBA_CONFIGS", "Mamba", "MambaBackbone", "MambaLayer", "load_hf_mamba_state_dict", "mamba",
-    "mamba_parameter_count",
+    "mamba_parameter_count", "Mamba2LM",
     "WHISPER_CONFIGS", "Whisper", "WhisperAttention", "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder",
     "WhisperEncoderLayer", "WhisperModel", "load_hf_whisper_state_dict", "pad_or_trim", "whisper",
     "whisper_log_mel_spectrogram", "whisper_sinusoids",
@@ -1156,7 +1193,11 @@ __all__ += ["ComplEx", "DistMult", "KGEModel", "RotatE", "TransE", "corrupt_trip
 __all__ += ["DeepSets", "Perceiver", "PerceiverBlock", "PerceiverEncoder", "PerceiverIO", "SetTransformer",
             "SlotAttentionAutoEncoder", "SlotReconstruction", "SoftPositionEmbed", "fourier_position_features",
             "position_grid"]  # sets, latent arrays and slots (set_models, perceiver, slot_autoencoder)
+__all__ += ["Flamingo", "GatedCrossAttentionBlock", "PerceiverResampler",
+            "media_attention_mask"]  # vision added to a frozen language model (flamingo)
 __all__ += ["GatedPixelCNN", "GatedPixelCNNLayer", "PixelCNN", "VQVAE", "VQVAEOutput"]  # pixelcnn, vqvae
+__all__ += ["AutoencoderKL", "DiagonalGaussian", "KLDecoder", "KLEncoder", "KLResidualBlock",  # latent diffusion
+            "LatentDiffusion", "estimate_scaling_factor"]
 __all__ += ["RWKV", "RWKVBlock", "RetNet", "RetNetLayer"]  # linear-time language models (retnet, rwkv)
 __all__ += ["DnCNN", "EDSR", "EDSRResidualBlock", "ESPCN", "SRCNN", "SRResNet", "SRResNetBlock",
             "TransformerNet"]  # super-resolution, denoising, fast style transfer (super_resolution, transformer_net)
@@ -1232,9 +1273,15 @@ __all__ += [  # differentiable trees for tabular data (soft_trees, node)
 ]
 __all__ += ["HiFiGANGenerator", "HiFiGANResBlock", "MultiPeriodDiscriminator", "MultiScaleDiscriminator",
             "NormalizedConv", "PeriodDiscriminator", "ScaleDiscriminator"]  # GAN vocoders (hifigan)
+__all__ += ["FFTBlock", "FastSpeech2", "LengthRegulator", "PostNet", "VarianceAdaptor",  # text to speech
+            "VariancePredictor", "fastspeech2_loss", "frame_energy"]  # (fastspeech2)
+__all__ += ["AudioCodec", "CodecOutput", "CodecResidualUnit"]  # neural audio codec with residual VQ (audio_codec)
 __all__ += ["NCATrainResult", "NeuralCA", "SelfClassifyingCA", "circle_damage_masks", "nca_perception_kernels",
             "normalize_gradients", "soft_life_step", "train_nca",
             "train_self_classifying_ca"]  # neural cellular automata (nca)
 __all__ += ["RegisterTokens", "ToMeEncoder", "ViTWithRegisters", "apply_tome", "drop_registers",  # ViT add-ons
             "patch_resize_matrix", "pi_resize_matrix", "remove_tome", "resize_patch_embedding",
             "resize_position_embedding", "tome_encoder_macs", "tome_token_counts", "vit_with_registers"]
+__all__ += ["GaussianImage"]  # an image as 2-D Gaussians, fitted by splatting (gaussian_image)
+__all__ += ["SAMAttention", "SAMMaskDecoder", "SAMOutput", "SAMPromptEncoder", "SegmentAnything",
+            "TwoWayAttentionBlock", "TwoWayTransformer", "sam_loss", "tiny_sam"]  # promptable segmentation (sam)

@@ -198,6 +198,7 @@ from lamina.nn.losses import (
 from lamina.nn.lp_pool import LPPool1D, LPPool2D, LPPool3D
 from lamina.nn.lru import LRU
 from lamina.nn.mamba import MambaBlock
+from lamina.nn.mamba2 import Mamba2Block
 from lamina.nn.manifold_parameter import ManifoldParameter
 from lamina.nn.masked_conv import MaskedConv2D, causal_mask
 from lamina.nn.merge import Add, Concatenate
@@ -366,6 +367,7 @@ __all__ += [  # Keras-style preprocessing layers
     "TextVectorization",
 ]
 __all__ += ["MambaBlock"]  # selective state-space mixer (mamba)
+__all__ += ["Mamba2Block"]  # state-space duality mixer (mamba2)
 __all__ += ["CRF"]  # linear-chain conditional random field (crf)
 __all__ += ["ODEBlock"]  # neural ODE layer (ode_block)
 __all__ += [  # 4-bit weights and QLoRA (quant4, dense4bit, qlora)

@@ -20,14 +20,18 @@ in the first case and drifts away in the second). Its loss is the commitment ter
 beta ||z - sg(e_k)||^2 alone. ``dead_code_threshold``: a code whose (unsmoothed) cluster size
 falls below it is restarted on a random input vector of the batch.
 
-:class:`ResidualVQ` (SoundStream, Zeghidour et al. 2021) quantises the input, then what the
-first codes left over, and so on: z_q = sum_s e^(s), r^(s+1) = r^(s) - sg(e^(s)).
+:class:`ResidualVQ` (SoundStream, Zeghidour et al. 2021; EnCodec) quantises the input, then what
+the first codes left over, and so on: z_q = sum_s e^(s), r^(s+1) = r^(s) - sg(e^(s)); z is coded
+by Q indices, Q log2(K) bits. Quantizer dropout trains every prefix of the stages, so that the
+first n_q of them can code at a lower bitrate.
 
 :class:`FSQ` (Mentzer et al. 2023) rounds each of d bounded channels to a few levels
 (:func:`lamina.functional.finite_scalar_quantize`): no codebook, no loss.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy
 
@@ -218,10 +222,18 @@ class ResidualVQ(Module):
     """``num_quantizers`` quantisers in turn, each on the residual the previous ones left:
     quantized = z + sg(sum_s e^(s) - z), loss = sum of the stages' losses, indices (..., Q),
     perplexity: that of the first stage. ``ema=True`` uses :class:`VectorQuantizerEMA`
-    stages (the other keywords go to them)."""
+    stages (the other keywords go to them).
+
+    With ``quantizer_dropout`` (SoundStream) each example of a training batch (the first axis)
+    uses only its first n ~ U{1, ..., Q} stages, so that one model serves every bitrate: its
+    later indices are -1 and each stage's loss and EMA step see only the examples that use it.
+    ``n_q`` (at call or :meth:`encode` time) uses the first ``n_q`` stages for every example.
+    ``seed`` fixes the dropout draws and, with ``ema=True``, the stages' initial codebooks and
+    restarts (a different stream per stage)."""
 
     def __init__(self, num_quantizers: int, num_embeddings: int, dim: int, commitment_cost: float = 0.25,
-                 ema: bool = False, name: str | None = None, **ema_options):
+                 ema: bool = False, quantizer_dropout: bool = False, seed: int | None = None, name: str | None = None,
+                 **ema_options):
         super().__init__(name=name)
         self.num_quantizers = positive_int(num_quantizers, "ResidualVQ: num_quantizers")
         self.dim = positive_int(dim, "ResidualVQ: dim")
@@ -229,45 +241,120 @@ class ResidualVQ(Module):
         if ema_options and not self.ema:
             raise ValueError(f"ResidualVQ: {sorted(ema_options)} apply to ema=True only")
         self.ema_options = ema_options
-        kind = VectorQuantizerEMA if self.ema else VectorQuantizer
+        self.quantizer_dropout = bool(quantizer_dropout)
+        self.seed = seed
+        self._rng = None if seed is None else numpy.random.default_rng(seed)
         for s in range(self.num_quantizers):
-            setattr(self, f"stage{s}", kind(num_embeddings, dim, commitment_cost, **ema_options))
+            if self.ema:
+                stage = VectorQuantizerEMA(num_embeddings, dim, commitment_cost, seed=self._stage_seed(s),
+                                           **ema_options)
+            else:
+                stage = VectorQuantizer(num_embeddings, dim, commitment_cost)
+            setattr(self, f"stage{s}", stage)
         self.built = True
 
     @property
     def stages(self) -> list[_Codebook]:
         return [getattr(self, f"stage{s}") for s in range(self.num_quantizers)]
 
-    def forward(self, z) -> VQResult:
+    def _stage_seed(self, s: int) -> int | None:
+        if self.seed is None:
+            return None
+        return int(numpy.random.SeedSequence((self.seed, s + 1)).generate_state(1)[0])
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.stage0.num_embeddings
+
+    def bits_per_vector(self, n_q: int | None = None) -> float:
+        """n_q log2(num_embeddings): the bits that code one vector with the first ``n_q``
+        stages (all by default)."""
+        return self._stage_count(n_q) * math.log2(self.num_embeddings)
+
+    def _stage_count(self, n_q) -> int:
+        if n_q is None:
+            return self.num_quantizers
+        if isinstance(n_q, bool) or int(n_q) != n_q or not 1 <= int(n_q) <= self.num_quantizers:
+            raise ValueError(f"{self._label()}: n_q must be an int in [1, {self.num_quantizers}], got {n_q!r}")
+        return int(n_q)
+
+    def forward(self, z, n_q: int | None = None) -> VQResult:
+        """Quantise z (..., dim) with the first ``n_q`` stages (all by default; a random count
+        per example in training with ``quantizer_dropout`` and no ``n_q``)."""
         z = as_tensor(z)
         _check_vectors(self, z, self.dim)
-        residual, total, loss, indices, perplexity = z, 0, None, [], None
-        for stage in self.stages:
+        count = self._stage_count(n_q)
+        xp = backend.xp
+        batch = z.shape[0] if z.ndim > 1 else 1
+        if self.training and self.quantizer_dropout and n_q is None:
+            generator = backend.rng() if self._rng is None else self._rng
+            used = xp.asarray(generator.integers(1, self.num_quantizers + 1, batch))
+        else:
+            used = xp.full(batch, count)
+        examples = z if z.ndim > 1 else z.reshape((1, self.dim))
+        total = xp.zeros(examples.shape, dtype=examples.dtype)
+        indices = xp.full((*examples.shape[:-1], count), -1, dtype=xp.int64)
+        loss, perplexity = None, None
+        for s, stage in enumerate(self.stages[:int(used.max())]):
+            rows = xp.flatnonzero(used > s)
+            every = len(rows) == batch
+            residual = examples - Tensor._wrap(total) if every else examples[rows] - Tensor._wrap(total[rows])
             out = stage(residual)
             codes = out.quantized.data
-            total = total + codes
-            residual = residual - Tensor._wrap(codes)
+            if every:
+                total = total + codes
+                indices[..., s] = out.indices
+            else:
+                total[rows] += codes
+                indices[rows, ..., s] = out.indices
             loss = out.loss if loss is None else loss + out.loss
-            indices.append(out.indices)
             perplexity = out.perplexity if perplexity is None else perplexity
-        return VQResult(straight_through(z, total), loss, perplexity, backend.xp.stack(indices, axis=-1))
+        if z.ndim == 1:
+            total, indices = total[0], indices[0]
+        return VQResult(straight_through(z, total), loss, perplexity, indices)
+
+    def encode(self, z, n_q: int | None = None) -> numpy.ndarray:
+        """The indices (..., n_q) of z (..., dim) with the first ``n_q`` stages (all by
+        default): no loss, no update, no dropout."""
+        z = as_tensor(z)
+        _check_vectors(self, z, self.dim)
+        residual, indices = z.data, []
+        for stage in self.stages[:self._stage_count(n_q)]:
+            table = stage.codebook.data
+            found = nearest_codes(residual, table)
+            residual = residual - table[found]
+            indices.append(found)
+        return backend.xp.stack(indices, axis=-1)
 
     def lookup(self, indices) -> Tensor:
-        """The summed codes of ``indices`` (..., Q): shape (..., dim)."""
-        indices = backend.xp.asarray(indices.data if isinstance(indices, Tensor) else indices)
-        if indices.ndim < 1 or indices.shape[-1] != self.num_quantizers:
-            raise ShapeError(f"{self._label()}: indices of shape {tuple(indices.shape)}; expected (..., "
-                             f"{self.num_quantizers}), one index per stage")
+        """The summed codes of ``indices`` (..., n) of the first n <= Q stages, -1 marking a
+        stage an example did not use: shape (..., dim)."""
+        xp = backend.xp
+        indices = xp.asarray(indices.data if isinstance(indices, Tensor) else indices)
+        if indices.ndim < 1 or not 1 <= indices.shape[-1] <= self.num_quantizers:
+            raise ShapeError(f"{self._label()}: indices of shape {tuple(indices.shape)}; expected (..., n) with "
+                             f"1 <= n <= {self.num_quantizers}, one index per stage")
+        if indices.dtype.kind in "iu" and indices.size and indices.min() < -1:
+            raise ValueError(f"{self._label()}: code indices must be in [0, {self.num_embeddings}) or -1 for an "
+                             f"unused stage, got a minimum of {indices.min()}")
         out = None
-        for s, stage in enumerate(self.stages):
-            codes = stage.lookup(indices[..., s])
+        for s in range(indices.shape[-1]):
+            column = indices[..., s]
+            unused = column == -1
+            codes = self.stages[s].lookup(xp.where(unused, 0, column) if unused.any() else column)
+            if unused.any():
+                codes = codes * Tensor._wrap((~unused)[..., None].astype(codes.dtype))
             out = codes if out is None else out + codes
         return out
+
+    decode = lookup
 
     def get_config(self) -> dict:
         first = self.stage0
         return {"num_quantizers": self.num_quantizers, "num_embeddings": first.num_embeddings, "dim": self.dim,
-                "commitment_cost": first.commitment_cost, "ema": self.ema, "name": self.name, **self.ema_options}
+                "commitment_cost": first.commitment_cost, "ema": self.ema,
+                "quantizer_dropout": self.quantizer_dropout, "seed": self.seed, "name": self.name,
+                **self.ema_options}
 
 
 @register_layer
