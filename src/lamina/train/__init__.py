@@ -126,6 +126,21 @@ from lamina.train.kto import KTOTrainer
 from lamina.train.kto_data import CompletionRows, UnpairedBatch, UnpairedPreferenceDataset, kl_completion_order
 from lamina.train.label_model import LabelModel, lf_summary, majority_vote
 from lamina.train.laplace import LastLayerLaplace
+from lamina.train.lm_rl import (
+    CompletionRollout,
+    GRPOTrainer,
+    PPOTrainer,
+    RLOOTrainer,
+    completion_log_probs,
+    completion_mask,
+    group_advantages,
+    grpo_loss,
+    k3_kl,
+    ppo_lm_losses,
+    rloo_advantages,
+    rloo_loss,
+    token_gae,
+)
 from lamina.train.lottery import LotteryResult, LotteryRound, iterative_magnitude_pruning
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
 from lamina.train.ltr_metrics import dcg, err, ltr_metrics, map_at_k, mrr, ndcg, precision_at_k
@@ -304,6 +319,9 @@ __all__ += ["DANN", "continual", "dann_lambda", "train_dann"]  # continual learn
 __all__ += ["ConsistencyTrainer", "train_consistency", "train_maskgit"]  # few-step generative models
 __all__ += ["DPOTrainer", "ORPOTrainer", "PreferenceBatch", "PreferenceDataset", "RewardModel", "RewardTrainer",
             "SimPOTrainer", "adapters_disabled", "final_hidden_states"]  # preference optimization
+__all__ += ["CompletionRollout", "GRPOTrainer", "PPOTrainer", "RLOOTrainer", "completion_log_probs", "completion_mask",
+            "group_advantages", "grpo_loss", "k3_kl", "ppo_lm_losses", "rloo_advantages", "rloo_loss",
+            "token_gae"]  # online RL of language models: GRPO, RLOO, PPO (lm_rl)
 __all__ += ["CompletionRows", "KTOTrainer", "UnpairedBatch", "UnpairedPreferenceDataset",
             "kl_completion_order"]  # KTO
 __all__ += ["SCAFFOLD", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedProx", "FedYogi",
