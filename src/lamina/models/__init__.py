@@ -60,6 +60,8 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`GPT2` (:func:`gpt2`) and :class:`BERT` / :class:`BertForMaskedLM` (:func:`bert`):
   Hugging Face's GPT2LMHeadModel, BertModel and BertForMaskedLM, with their parameter counts;
   :func:`load_hf_gpt2_state_dict` and :func:`load_hf_bert_state_dict` load their weights.
+* :class:`MedusaHeads`, :func:`medusa_loss`, :func:`medusa_generate`: Medusa's extra heads and
+  greedy decoding that checks a tree of their guesses (:func:`medusa_tree`) in one call.
 * :class:`Llama` (:func:`llama`): Hugging Face's LlamaForCausalLM (rotary positions,
   grouped-query attention, RMSNorm, SwiGLU; TinyLlama, Llama 2 and Llama 3 sizes);
   :func:`load_hf_llama_state_dict` loads its weights. :class:`Mistral` (:func:`mistral`):
@@ -587,6 +589,16 @@ from lamina.models.maxvit import (
     RelativePositionalMultiHeadAttention,
     maxvit,
     maxvit_t,
+)
+from lamina.models.medusa import (
+    MedusaHeads,
+    MedusaOutput,
+    MedusaTree,
+    cartesian_tree,
+    medusa_decode,
+    medusa_generate,
+    medusa_loss,
+    medusa_tree,
 )
 from lamina.models.memory_network import MemN2N, position_encoding
 from lamina.models.mistral import MISTRAL_CONFIGS, Mistral, load_hf_mistral_state_dict, mistral
@@ -1141,6 +1153,8 @@ __all__ = [
     "load_hf_mixtral_state_dict", "mixtral", "mixtral_parameter_count",
     "MAMBA_CONFIGS", "Mamba", "MambaBackbone", "MambaLayer", "load_hf_mamba_state_dict", "mamba",
     "mamba_parameter_count", "Mamba2LM",
+    "MedusaHeads", "MedusaOutput", "MedusaTree", "cartesian_tree", "medusa_decode", "medusa_generate", "medusa_loss",
+    "medusa_tree",
     "WHISPER_CONFIGS", "Whisper", "WhisperAttention", "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder",
     "WhisperEncoderLayer", "WhisperModel", "load_hf_whisper_state_dict", "pad_or_trim", "whisper",
     "whisper_log_mel_spectrogram", "whisper_sinusoids",

@@ -59,10 +59,18 @@ class DecoderLM(GenerationMixin, Module):
         self.built = True
 
     def forward(self, ids, key_mask=None, position_ids=None) -> Tensor:
+        return self.logits(self.hidden_states(ids, key_mask=key_mask, position_ids=position_ids))
+
+    def hidden_states(self, ids, key_mask=None, position_ids=None, mask=None) -> Tensor:
+        """The final hidden states final_norm(h_L) (N, T, ``hidden_size``); ``mask`` (T, T)
+        (while caching (T, S + T) over the S cached steps and the new ones), True = attend,
+        replaces the causal mask for the layers that take one (Llama's; a tree of candidates,
+        :func:`lamina.models.medusa_generate`)."""
         x = self.token_embedding()(ids)
+        masked = {} if mask is None else {"mask": mask}
         for layer in self.layers:
-            x = layer(x, key_mask=key_mask, position_ids=position_ids)
-        return self.logits(self.final_norm()(x))
+            x = layer(x, key_mask=key_mask, position_ids=position_ids, **masked)
+        return self.final_norm()(x)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.vocab_size,)

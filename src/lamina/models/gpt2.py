@@ -158,11 +158,20 @@ class GPT2(GenerationMixin, Module):
         self.built = True
 
     def forward(self, ids, key_mask=None, position_ids=None) -> Tensor:
+        return self.logits(self.hidden_states(ids, key_mask=key_mask, position_ids=position_ids))
+
+    def hidden_states(self, ids, key_mask=None, position_ids=None, mask=None) -> Tensor:
+        """The final hidden states ln_f(h_L) (N, T, ``n_embd``) of ``ids``; ``mask`` (T, T)
+        (while caching (T, S + T) over the S cached steps and the new ones), True = attend,
+        replaces the causal mask (a tree of candidates, :func:`lamina.models.medusa_generate`)."""
         x = self.drop(self.wpe(self.wte(ids), positions=position_ids))
         for block in self.h:
-            x = block(x, key_mask=key_mask)
-        x = self.ln_f(x)
-        return F.matmul(x, F.transpose(self.wte.weight, 1, 0))
+            x = block(x, mask=mask, key_mask=key_mask)
+        return self.ln_f(x)
+
+    def logits(self, hidden) -> Tensor:
+        """The next-token scores hidden W_te^T (..., ``vocab_size``) of final hidden states."""
+        return F.matmul(hidden, F.transpose(self.wte.weight, 1, 0))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.vocab_size,)

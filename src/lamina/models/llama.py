@@ -147,7 +147,8 @@ class LlamaDecoderLayer(Module):
     ``self_attn`` is a :class:`~lamina.nn.MultiHeadAttention` with rotary positions of base
     ``rope_theta`` and ``num_key_value_heads`` key/value heads; ``key_mask`` (N, T) is False
     for padding keys; ``position_ids`` (N, T) the rotary positions of each step (default
-    0 .. T - 1, continuing while caching). Keys and values are cached through the attention layer (see
+    0 .. T - 1, continuing while caching); ``mask`` (T, T), while caching (T, S + T), True =
+    attend, replaces the causal one (a tree of candidates). Keys and values are cached through the attention layer (see
     :func:`lamina.text.caching_keys_values`). ``hidden_act`` is the MLP's gate activation;
     ``attention_options`` more arguments of the attention layer (``out_bias``, ``scale``,
     ``logit_softcap``: see :class:`~lamina.nn.MultiHeadAttention`)."""
@@ -193,9 +194,10 @@ class LlamaDecoderLayer(Module):
                 layer.built = True
         self.built = True
 
-    def forward(self, x, key_mask=None, position_ids=None) -> Tensor:
+    def forward(self, x, key_mask=None, position_ids=None, mask=None) -> Tensor:
         x = as_tensor(x)
-        attended = self.self_attn(self.input_layernorm(x), key_mask=key_mask, causal=True, positions=position_ids)
+        attended = self.self_attn(self.input_layernorm(x), mask=mask, key_mask=key_mask, causal=True,
+                                  positions=position_ids)
         x = F.add(x, attended)
         return F.add(x, self.mlp(self.post_attention_layernorm(x)))
 

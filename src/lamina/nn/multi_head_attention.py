@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy
+
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, is_grad_enabled
@@ -65,12 +67,15 @@ class MultiHeadAttention(Module):
 
     Key/value cache (incremental decoding): between :meth:`start_caching` and
     :meth:`stop_caching` consecutive calls continue one sequence. Each call must be causal
-    self-attention (``mha(x, causal=True)``, no ``mask`` nor ``key_mask``) in evaluation mode
+    self-attention (``mha(x, causal=True)``) in evaluation mode
     under ``no_grad``; the layer keeps K and V of every step read so far, and a call on t new
     steps after s cached ones attends over all s + t keys, its query i (position s + i)
     seeing the keys t' <= s + i. The outputs equal the last t rows of one causal call on the
     whole sequence, at O(t (s + t)) cost instead of O((s + t)^2). :meth:`reorder_cache` keeps
-    and reorders the cached rows (the sequences of the batch), as beam search needs.
+    and reorders the cached rows (the sequences of the batch), as beam search needs. A ``mask``
+    (t, s + t) replaces the shifted causal pattern (a tree of candidate continuations, each
+    seeing the cache and its ancestors; not with ALiBi or a window), and
+    :meth:`keep_cache_steps` then keeps the accepted steps.
 
     Rotary positions (``rotary=True``; Su et al.'s RoPE, see
     :func:`lamina.functional.rotary_embedding`): each head's queries and keys are rotated by
@@ -493,7 +498,9 @@ class MultiHeadAttention(Module):
         """(Q, K, V, mask) of a call that continues the cached sequence: Q of the t new steps,
         K and V of the c cached and the t new ones, and keep (t, c + t) with
         keep[i, t'] = (t' <= c + i), the causal mask shifted by the c steps held (also
-        limited to the window, and turned into the ALiBi bias, when the layer has them)."""
+        limited to the window, and turned into the ALiBi bias, when the layer has them). A
+        ``mask`` (t, c + t), (N, t, c + t) or (N, h, t, c + t), boolean or additive, replaces
+        the shifted causal one (a tree of candidate continuations read in one call)."""
         label = self._label()
         if key is not None or value is not None or keys_values is not None:
             raise ValueError(f"{label}: cannot cache keys and values for cross-attention (a key, value or "
@@ -501,9 +508,9 @@ class MultiHeadAttention(Module):
         if not causal:
             raise ValueError(f"{label}: cannot cache keys and values for non-causal self-attention: every step "
                              "would see later steps, which change with each new token; call it with causal=True")
-        if mask is not None:
-            raise ValueError(f"{label}: cannot cache keys and values with a mask; while caching, the masks are "
-                             "the causal one over the cached and new steps and a key_mask over all of them")
+        if mask is not None and (self.window is not None or self.alibi):
+            raise ValueError(f"{label}: while caching, a mask over the cached and new steps does not combine with "
+                             "a sliding window or ALiBi (both assume the steps follow one another)")
         if self.training or is_grad_enabled():
             raise ValueError(f"{label}: the key/value cache is for evaluation only; call eval() on the model "
                              "and run it under lamina.no_grad()")
@@ -515,12 +522,15 @@ class MultiHeadAttention(Module):
         if self._cached_keys is not None and self._cached_keys.shape[0] != query.shape[0]:
             raise ShapeError(f"{label}: a query of batch size {query.shape[0]} continues a cached sequence "
                              f"of batch size {self._cached_keys.shape[0]}; stop_caching to start another")
-        k, v = self._extend_cache(k, v)
         t = query.shape[1]
+        if mask is not None:                # e.g. a tree of candidates: each sees the cache and its ancestors
+            full = self._mask(mask, None, query.shape[0], t, held + t)
+        k, v = self._extend_cache(k, v)
         self.__dict__["_steps_read"] += t
-        # one new step sees every key held (nothing to mask); t steps see the causal pattern shifted by held
-        keep = None if t == 1 else xp.arange(k.shape[2])[None, :] <= (held + xp.arange(t))[:, None]
-        full, _ = self._positional_mask(keep, True, t, k.shape[2], offset=held)
+        if mask is None:
+            # one new step sees every key held (nothing to mask); t steps see the causal pattern shifted by held
+            keep = None if t == 1 else xp.arange(k.shape[2])[None, :] <= (held + xp.arange(t))[:, None]
+            full, _ = self._positional_mask(keep, True, t, k.shape[2], offset=held)
         if key_mask is not None:
             full = self._cached_key_mask(full, key_mask, query.shape[0], k.shape[2])
         return Tensor._wrap(q), Tensor._wrap(k), Tensor._wrap(v), full
@@ -596,6 +606,33 @@ class MultiHeadAttention(Module):
         self._cached_keys = self._cached_keys[:, :, :kept]
         self._cached_values = self._cached_values[:, :, :kept]
         self._steps_read = steps
+
+    def keep_cache_steps(self, steps) -> None:
+        """Keep only the cached steps ``steps`` (increasing indices among the steps read), in
+        that order: the next call continues the sequence they make (the accepted path of a
+        tree of candidates read in one call, :func:`lamina.models.medusa_generate`). Refused
+        when not caching and for a sliding-window layer."""
+        label = self._label()
+        if not self._caching:
+            raise ValueError(f"{label}: keep_cache_steps needs a key/value cache, and the layer is not caching")
+        if self.window is not None:
+            raise ValueError(f"{label}: keep_cache_steps is not available with a sliding window "
+                             f"(window={self.window})")
+        index = numpy.asarray(steps)
+        if (index.ndim != 1 or (index.size and index.dtype.kind not in "iu")
+                or (index.size and (index[0] < 0 or index[-1] >= self._steps_read))
+                or numpy.any(numpy.diff(index) <= 0)):
+            raise ValueError(f"{label}: keep_cache_steps takes increasing step indices in [0, {self._steps_read}), "
+                             f"got {steps!r}")
+        if self._cached_keys is not None:
+            xp = backend.xp
+            keys, values = self._cached_keys[:, :, xp.asarray(index)], self._cached_values[:, :, xp.asarray(index)]
+            if self._key_store is not None:     # written back into the stores, which keep their room to grow
+                self._key_store[:, :, :len(index)] = keys
+                self._value_store[:, :, :len(index)] = values
+                keys, values = self._key_store[:, :, :len(index)], self._value_store[:, :, :len(index)]
+            self.__dict__.update(_cached_keys=keys, _cached_values=values)
+        self._steps_read = len(index)
 
     def _mask(self, mask, key_mask, n: int, t_q: int, t_k: int):
         """One mask broadcastable to the scores (N, h, T_q, T_k)."""

@@ -220,10 +220,9 @@ class TransformerEncoderLayer(Module):
         x = as_tensor(x)
         _check_sequence(self, x, self.d_model)
         causal = self.causal if causal is None else bool(causal)
-        if (mask is not None or not causal) and self.caching:
-            raise ValueError(f"{self._label()}: while caching keys and values a call takes no mask (a key_mask "
-                             f"over every step read only) and must be causal (got "
-                             f"mask={'given' if mask is not None else None}, causal={causal})")
+        if not causal and self.caching:
+            raise ValueError(f"{self._label()}: while caching keys and values a call must be causal (a mask over "
+                             f"the cached and new steps may replace the causal one), got causal={causal}")
         norm1, norm2 = self._modules["norm1"], self._modules["norm2"]
         if self.norm_first:
             x = F.add(x, self._attend(norm1(x), mask, key_mask, causal))

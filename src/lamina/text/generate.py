@@ -72,7 +72,8 @@ def caching_keys_values(model) -> Iterator[None]:
     layers add the encodings of positions s, s + 1, ...; its per-step layers need nothing.
     For evaluation only (``model.eval()``, under ``lamina.no_grad()``). After: the caches
     cleared. Refused (ValueError naming the layer) for a model with no such layer, for a
-    non-causal encoder layer, and, at the call, for cross-attention or masks. The whole
+    non-causal encoder layer, and, at the call, for cross-attention (a ``mask`` over the cached
+    and new steps replaces the shifted causal one). The whole
     model gives the outputs of one call on the sequence only if its other layers act on each
     step alone: ``model.streamable`` is then True within the block."""
     layers = _cache_layers(model)
