@@ -149,6 +149,11 @@ def _tiny_raft():
                 flow_head_hidden_size=4, mask_hidden_size=4, input_shape=(16, 16, 3))
 
 
+def _controlled_unet():
+    unet = models.DenoisingUNet(2, (1, 2), groups=2, num_classes=2)
+    return models.ControlledDenoiser(unet, models.ControlNet(unet, 1, conditioning_filters=(2,)))
+
+
 # name -> (model factory, inputs factory, how the copy is made: "save" (lamina.save/lamina.load)
 # or "config" (JSON config + state dict, the model built on the real inputs)[, keyword arguments of the call])
 CASES = {
@@ -229,6 +234,11 @@ CASES = {
     "SEBlock1D": (lambda: models.SEBlock1D(4, se_channels=2), _x(2, 6, 4), "save"),
     "SERes2NetBlock": (lambda: models.SERes2NetBlock(4, res2net_scale=2, se_channels=2), _x(2, 6, 4), "save"),
     "Wav2Vec2Model": (_wav2vec2_model, _x(1, 20), "save"),
+    "HuBERTModel": (lambda: models.HuBERTModel(num_clusters=3, final_dim=2, hidden_size=4, num_hidden_layers=1,
+                                               num_attention_heads=2, intermediate_size=6, conv_dim=(4, 4),
+                                               conv_kernel=(4, 2), conv_stride=(2, 2), num_conv_pos_embeddings=2,
+                                               num_conv_pos_embedding_groups=2), _x(1, 20), "save",
+                    {"mask_time_indices": np.array([[0, 1, 1, 0]], dtype=bool)}),
     # sequences and tokens
     "BertEmbeddings": (lambda: models.BertEmbeddings(7, 4, 6, 2, 0.0, 1e-6), lambda: (_ids(2, 5),), "save"),
     "BiLSTMCRF": (lambda: models.BiLSTMCRF(7, 3, embed_dim=4, hidden=4, padding_idx=0), lambda: (_ids(2, 5),),
@@ -309,6 +319,10 @@ CASES = {
             lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), np.array([0, 2])), "save"),
     "DiTBlock": (lambda: models.DiTBlock(8, 2, mlp_ratio=2.0), lambda: (_normal(2, 3, 8), _normal(2, 5, seed=1)),
                  "config"),
+    "ControlNet": (lambda: models.ControlNet(models.DenoisingUNet(2, (1, 2), groups=2), 1, conditioning_filters=(2,)),
+                   lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), _normal(2, 4, 4, 1, seed=1)), "save"),
+    "ControlledDenoiser": (_controlled_unet, lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), np.array([0, 2])), "save",
+                           {"control": _normal(2, 4, 4, 1, seed=1)}),
     # wrappers of registered sub-models, heads
     "ConceptBottleneck": (lambda: models.ConceptBottleneck(nn.Dense(3), nn.Dense(2), 3), _x(2, 4), "save"),
     "EarlyExitNetwork": (lambda: models.EarlyExitNetwork([nn.Dense(4, activation="relu"), nn.Dense(4)],
@@ -385,6 +399,9 @@ CASES = {
     # Mamba-2 (state-space duality)
     "Mamba2LM": (lambda: models.Mamba2LM(5, 4, n_layer=1, d_state=3, headdim=4, chunk_size=2),
                  lambda: (_ids(2, 5),), "save"),
+    # learned perceptual image similarity: a frozen backbone and non-negative lin weights
+    "LPIPS": (lambda: models.LPIPS(nn.Sequential(nn.Conv2D(3, 3, name="0"), nn.ReLU(name="1")), layers=("1",),
+                                   channels=(3,)), lambda: (_normal(2, 4, 4, 3), _normal(2, 4, 4, 3, seed=1)), "save"),
 }
 
 

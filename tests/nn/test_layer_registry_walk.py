@@ -359,11 +359,13 @@ def test_registered_layer_round_trips(case, tmp_path):
 def test_registration_leaves_onnx_export_support_as_it_was():
     """Registering a layer adds no ONNX converter: the layers that have one (by their class or a
     base class) are exactly those given converters of their own (minGRU and minLSTM by
-    :mod:`lamina.export.onnx_new_sequence_layers`)."""
+    :mod:`lamina.export.onnx_new_sequence_layers`, BitLinear, the hash grids and the Mamba-2
+    block by :mod:`lamina.export.onnx_generative_layers`)."""
     classes = {type(case[0]()) for case in CASES.values()}
     has = {cls.__name__ for cls in classes if any(k in _CONVERTERS for k in cls.__mro__)}
-    assert has == {"BottleneckAdapter", "DoRADense", "IA3Dense", "IA3Scale", "LoHaDense", "LoKrDense", "LoRADense",
-                   "MinGRU", "MinLSTM", "PrefixTuningLM", "PromptTuningLM", "QATConv2D", "QATDense", "QuantDense",
+    assert has == {"BitLinear", "BottleneckAdapter", "DoRADense", "HashGridEncoding", "HashGridMLP",
+                   "IA3Dense", "IA3Scale", "LoHaDense", "LoKrDense", "LoRADense", "Mamba2Block", "MinGRU", "MinLSTM",
+                   "PrefixTuningLM", "PromptTuningLM", "QATConv2D", "QATDense", "QuantDense",
                    "QuantMultiHeadAttention", "VeRADense", "WithAdapter"}
 
 

@@ -63,6 +63,12 @@ Mechanistic interpretability of language models (:mod:`lamina.analysis.interpret
 :func:`train_probe` and :func:`probe_layers` (linear probes), :func:`loss_recovered` (a sparse
 autoencoder spliced into the model).
 
+Locating and editing facts in language models (:mod:`lamina.analysis.model_editing`):
+:func:`causal_trace` and :func:`traced_probability` (corrupted subject, restored states),
+:func:`second_moment_statistics` (C = E[k k^T] of an MLP's keys), :func:`rome_edit` (rank-one
+update, :func:`rank_one_update`) and :func:`memit_edit` (least squares over layers,
+:func:`memit_update`), each returning a :class:`ModelEdit` that ``undo()`` reverts.
+
 What a trained model leaks about its training data (:mod:`lamina.analysis.privacy_attacks`,
 :mod:`lamina.analysis.privacy_audit`, :mod:`lamina.analysis.model_inversion`): membership
 inference by :func:`loss_threshold_attack`, :func:`confidence_attack`, :func:`entropy_attack`,
@@ -207,6 +213,20 @@ from lamina.analysis.mode_connectivity import (
     loss_barrier,
     train_curve,
 )
+from lamina.analysis.model_editing import (
+    CausalTrace,
+    EditRequest,
+    ModelEdit,
+    ValueObjective,
+    causal_trace,
+    memit_edit,
+    memit_update,
+    mlp_projection,
+    rank_one_update,
+    rome_edit,
+    second_moment_statistics,
+    traced_probability,
+)
 from lamina.analysis.model_inversion import Inversion, model_inversion
 from lamina.analysis.perturbation import feature_ablation, shapley_value_sampling
 from lamina.analysis.privacy_attacks import (
@@ -278,3 +298,6 @@ __all__ += ["BezierCurve", "Curve", "PCADirections", "PolygonalChain", "curve_lo
 __all__ += ["FID", "GenerativeScores", "KID", "feature_statistics", "fid", "frechet_distance", "inception_score",
             "kid", "polynomial_mmd2",
             "precision_recall_density_coverage"]  # scores of generated samples (generative_metrics)
+__all__ += ["CausalTrace", "EditRequest", "ModelEdit", "ValueObjective", "causal_trace", "memit_edit",
+            "memit_update", "mlp_projection", "rank_one_update", "rome_edit", "second_moment_statistics",
+            "traced_probability"]  # locating and editing facts: causal tracing, ROME, MEMIT (model_editing)

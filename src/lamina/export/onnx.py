@@ -25,8 +25,10 @@ the Bayesian layers (their posterior means) and the modern Hopfield layers
 (:mod:`lamina.export.onnx_research_layers`) and KANLinear (:mod:`lamina.export.onnx_kan`); the
 p4 / p4m group convolutions and P4CNN, DeformConv2D (opset 19) and Conv-TasNet
 (:mod:`lamina.export.onnx_new_layers`), and minGRU / minLSTM, differential and multi-head latent
-attention and the Hyena operator (:mod:`lamina.export.onnx_new_sequence_layers`) export too;
-prefix tuning and the mixture density head's three outputs have no form. The graph reads and writes
+attention and the Hyena operator (:mod:`lamina.export.onnx_new_sequence_layers`), and BitLinear,
+the hash-grid encoding and its MLP, the Mamba-2 block, the DiT and TFT's gated residual network
+(:mod:`lamina.export.onnx_generative_layers`) export too; prefix tuning and the mixture density
+head's three outputs have no form. The graph reads and writes
 what the lamina model does: images NHWC (batch, h, w, c), any batch size; sequences
 (batch, time, features) or word ids, any length. ONNX's convolution, pooling
 and normalization operators want NCHW, so a value changes layout only where the next layer
@@ -35,7 +37,8 @@ MaxUnpool2D, which reads two inputs (the pooled map and the indices), has no ONN
 
 Layers without a converter raise an error that names them; :func:`register_converter` adds
 one: ``fn(graph, layer, value) -> value`` in the style of those in
-:mod:`lamina.export.onnx_layers`.
+:mod:`lamina.export.onnx_layers`. A layer reading more than the model's input (a DiT's timesteps
+and labels) declares further graph inputs through ``Graph.add_input``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_attention,
     onnx_branching,
     onnx_experts,
+    onnx_generative_layers,
     onnx_gpt2_bert,
     onnx_kan,
     onnx_layers,
@@ -87,7 +91,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
     ``input_shape``: one sample's shape, e.g. (28, 28, 1) (default: the shape the model was
     built for); the batch axis is left free. Inputs are ``dtype`` (float32 by default) and
     weights are stored in it; a model starting with an Embedding takes int64 ids. The graph
-    has one input, 'input', and one output, 'output'. ``check`` runs ONNX's model checker
+    has the input 'input' (and those a layer adds, e.g. a DiT's 'timestep' and 'label') and
+    one output, 'output'. ``check`` runs ONNX's model checker
     before writing. The file is written atomically. Returns the path.
     """
     try:
@@ -120,7 +125,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
 _SEQUENCE_LAYERS = (nn.SimpleRNN, nn.GRU, nn.LSTM, nn.Bidirectional, nn.MultiHeadAttention,
                     nn.TransformerEncoderLayer, nn.PositionalEncoding, nn.PositionEmbedding, nn.Conv1D, nn.MaxPool1D,
                     nn.AvgPool1D, nn.GlobalAvgPool1D, nn.GlobalMaxPool1D, nn.TimeDistributed, nn.MinGRU, nn.MinLSTM,
-                    nn.DifferentialAttention, nn.MultiHeadLatentAttention, nn.HyenaOperator)
+                    nn.DifferentialAttention, nn.MultiHeadLatentAttention, nn.HyenaOperator,
+                    nn.Mamba2Block)
 _FIXED_LENGTH_LAYERS = (nn.Flatten, nn.Reshape, nn.Rearrange, nn.Reduce)   # their Reshapes hold the lengths
 # layers that read axis 1 as an image's height: outside a TimeDistributed, axis 1 is no time axis
 _IMAGE_LAYERS = (nn.Conv2D, nn.DepthwiseConv2D, nn.SeparableConv2D, nn.Conv2DTranspose, nn.MaxPool2D, nn.AvgPool2D,

@@ -40,6 +40,7 @@ class Graph:
         self.initializers: list = []
         self._used: set[str] = set()
         self._relaid: dict[tuple[str, str], Value] = {}
+        self.extra_inputs: list = []    # inputs a converter adds beside the model's ('timestep', ...)
 
     def fresh(self, hint: str) -> str:
         name, k = hint, 1
@@ -62,6 +63,18 @@ class Graph:
         self.initializers.append(self.onnx.numpy_helper.from_array(np.array(value, dtype=dtype), name))
         return name
 
+    def add_input(self, name: str, dtype, dims: list) -> str:
+        """A further graph input ``name`` (of numpy ``dtype``, ``dims`` with 'batch' for the free
+        axis), for a converter whose layer reads more than the model's input; made once."""
+        if any(made.name == name for made in self.extra_inputs):
+            return name
+        if name in self._used:
+            raise ValueError(f"export_onnx: the graph input name {name!r} is taken by a node of the graph")
+        self._used.add(name)
+        elem = self.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        self.extra_inputs.append(self.helper.make_tensor_value_info(name, elem, dims))
+        return name
+
     def node(self, op: str, inputs: list[str], hint: str, **attributes) -> str:
         out = self.fresh(hint)
         self.nodes.append(self.helper.make_node(op, inputs, [out], name=out, **attributes))
@@ -69,12 +82,12 @@ class Graph:
 
     def save(self, path: str | os.PathLike, name: str, input_name: str, input_elem: int, input_dims: list,
              output_name: str, output_dims: list, check: bool = True) -> Path:
-        """Write the graph ``name`` as an ONNX model (opset ``self.opset``) with one input and
-        one output (``output_name``, of the export's float type) to ``path``, atomically,
-        after ONNX's full model check when ``check``. Returns the path."""
+        """Write the graph ``name`` as an ONNX model (opset ``self.opset``) with one input (then
+        those of :meth:`add_input`) and one output (``output_name``, of the export's float type)
+        to ``path``, atomically, after ONNX's full model check when ``check``. Returns the path."""
         helper = self.helper
         graph = helper.make_graph(
-            self.nodes, name, [helper.make_tensor_value_info(input_name, input_elem, input_dims)],
+            self.nodes, name, [helper.make_tensor_value_info(input_name, input_elem, input_dims), *self.extra_inputs],
             [helper.make_tensor_value_info(output_name, helper.np_dtype_to_tensor_dtype(self.dtype), output_dims)],
             initializer=self.initializers)
         proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="lamina")

@@ -214,6 +214,9 @@ Layouts follow the published models so that published weights map onto them:
   :class:`KoopmanAutoencoder`: data-driven dynamics.
 * :class:`NeuralCA` (grown by :func:`train_nca` with a sample pool and damage) and
   :class:`SelfClassifyingCA`: neural cellular automata (:mod:`lamina.models.nca`).
+* :class:`LPIPS`: the learned perceptual image distance, calibrated on 2AFC judgements by
+  :func:`train_lpips`, with the reference's lin weights read by :func:`load_lpips_weights`
+  (:mod:`lamina.models.lpips`).
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
@@ -276,6 +279,7 @@ from lamina.models.consistency import (
     lognormal_step_probabilities,
     pseudo_huber_distance,
 )
+from lamina.models.controlnet import ControlledDenoiser, ControlNet
 from lamina.models.conv_tasnet import ChannelwiseLayerNorm, ConvTasNet, GlobalLayerNorm, TemporalConvBlock
 from lamina.models.convmixer import (
     CONVMIXER_CONFIGS,
@@ -481,6 +485,19 @@ from lamina.models.hifigan import (
 )
 from lamina.models.hopfield_network import HopfieldNetwork
 from lamina.models.hrnet import HRNet, HRNetModule, hrnet_lite
+from lamina.models.hubert import (
+    HUBERT_CONFIGS,
+    HuBERTModel,
+    HuBERTOutput,
+    hubert,
+    hubert_frame_geometry,
+    hubert_logits,
+    hubert_loss,
+    hubert_mfcc_frames,
+    hubert_targets_from_features,
+    hubert_targets_from_mfcc,
+    kmeans_fit,
+)
 from lamina.models.ijepa import (
     IJEPA,
     IJEPAEncoder,
@@ -548,6 +565,16 @@ from lamina.models.llama_gguf import (
     llama_config_from_gguf,
     load_gguf_llama,
     save_gguf_llama,
+)
+from lamina.models.lpips import (
+    LPIPS,
+    TwoAFCResult,
+    alexnet_features,
+    load_lpips_backbone,
+    load_lpips_weights,
+    lpips_loss,
+    train_lpips,
+    two_afc_agreement,
 )
 from lamina.models.lraspp import LRASPP, LRASPPHead, lraspp_mobilenet_v3_large
 from lamina.models.mae import (
@@ -1226,6 +1253,7 @@ __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "ED
             "LMSDiscreteScheduler", "PNDMScheduler", "edm_loss", "edm_sampler", "karras_sigmas"]  # (schedulers)
 __all__ += ["DPMSolverSinglestepScheduler", "UniPCMultistepScheduler"]  # single-step DPM-Solver, UniPC
 __all__ += ["DIT_CONFIGS", "DiT", "DiTBlock", "dit_b", "dit_l", "dit_s", "dit_xl"]  # diffusion transformer (dit)
+__all__ += ["ControlNet", "ControlledDenoiser"]  # spatial control of a frozen denoiser (controlnet)
 __all__ += ["CONSISTENCY_METRICS", "ConsistencyModel", "consistency_coefficients", "consistency_times",
             "ct_discretization_steps", "ct_target_decay", "gaussian_mixture_denoiser", "ict_discretization_steps",
             "lognormal_step_probabilities", "pseudo_huber_distance"]  # consistency models (consistency)
@@ -1287,6 +1315,9 @@ __all__ += [  # differentiable trees for tabular data (soft_trees, node)
 ]
 __all__ += ["HiFiGANGenerator", "HiFiGANResBlock", "MultiPeriodDiscriminator", "MultiScaleDiscriminator",
             "NormalizedConv", "PeriodDiscriminator", "ScaleDiscriminator"]  # GAN vocoders (hifigan)
+__all__ += ["HUBERT_CONFIGS", "HuBERTModel", "HuBERTOutput", "hubert", "hubert_frame_geometry", "hubert_logits",
+            "hubert_loss", "hubert_mfcc_frames", "hubert_targets_from_features", "hubert_targets_from_mfcc",
+            "kmeans_fit"]  # HuBERT masked prediction of clustered targets (hubert)
 __all__ += ["FFTBlock", "FastSpeech2", "LengthRegulator", "PostNet", "VarianceAdaptor",  # text to speech
             "VariancePredictor", "fastspeech2_loss", "frame_energy"]  # (fastspeech2)
 __all__ += ["AudioCodec", "CodecOutput", "CodecResidualUnit"]  # neural audio codec with residual VQ (audio_codec)
@@ -1299,3 +1330,5 @@ __all__ += ["RegisterTokens", "ToMeEncoder", "ViTWithRegisters", "apply_tome", "
 __all__ += ["GaussianImage"]  # an image as 2-D Gaussians, fitted by splatting (gaussian_image)
 __all__ += ["SAMAttention", "SAMMaskDecoder", "SAMOutput", "SAMPromptEncoder", "SegmentAnything",
             "TwoWayAttentionBlock", "TwoWayTransformer", "sam_loss", "tiny_sam"]  # promptable segmentation (sam)
+__all__ += ["LPIPS", "TwoAFCResult", "alexnet_features", "load_lpips_backbone", "load_lpips_weights", "lpips_loss",
+            "train_lpips", "two_afc_agreement"]  # learned perceptual image similarity (lpips)

@@ -222,6 +222,20 @@ class TimeResidualBlock(Module):
         return f"{self.filters}, groups={self.groups}"
 
 
+def unet_down_path(net: Module, h: Tensor, e: Tensor) -> tuple[list[Tensor], Tensor]:
+    """The down path of :class:`DenoisingUNet` from the stem's output ``h`` and the time features
+    ``e``: each ``net.down_blocks[l]`` (its output kept as skip_l), then ``net.downsamplers[l]``
+    but at the last level, then ``net.middle``. Returns (skips, middle output); shared by the
+    U-Net and the trainable copy of its encoder in :class:`~lamina.models.ControlNet`."""
+    skips = []
+    for level, block in enumerate(net.down_blocks):
+        h = block(h, e)
+        skips.append(h)
+        if level < len(net.downsamplers):
+            h = net.downsamplers[level](h)
+    return skips, net.middle(h, e)
+
+
 @register_layer
 class DenoisingUNet(_TimeConditioned):
     """A small time-conditioned U-Net for NHWC images: (N, H, W, C) and N timesteps ->
@@ -280,25 +294,34 @@ class DenoisingUNet(_TimeConditioned):
             raise ShapeError(f"{self._label()}: got an input of shape {tuple(shape)}; its height and width must be "
                              f"divisible by 2^(levels - 1) = {factor} ({len(self.multipliers)} levels)")
 
-    def forward(self, x, t, y=None) -> Tensor:
+    def forward(self, x, t, y=None, residuals=None) -> Tensor:
+        """The denoised prediction; ``residuals`` (optional, e.g. a :class:`~lamina.models.ControlNet`'s
+        outputs): one tensor per level and one for the middle block, added to the skips skip_l
+        and to the middle block's output before the up path reads them."""
         x = as_tensor(x)
         if x.ndim != 4 or x.shape[3] != self.channels:
             raise input_error(self, x, f"a 4-D NHWC batch (batch, height, width, {self.channels})")
         self._check_size(x.shape)
         e = self.time_features(t, y, x)
-        h = self.stem(x)
-        skips = []
-        for level, block in enumerate(self.down_blocks):
-            h = block(h, e)
-            skips.append(h)
-            if level < len(self.downsamplers):
-                h = self.downsamplers[level](h)
-        h = self.middle(h, e)
+        skips, h = unet_down_path(self, self.stem(x), e)
+        if residuals is not None:
+            skips, h = self._with_residuals(skips, h, residuals)
         for level in range(len(self.up_blocks) - 1, -1, -1):
             h = self.up_blocks[level](F.concat([skips[level], h], axis=-1), e)
             if level > 0:
                 h = self.up_convs[level - 1](self.upsamplers[level - 1](h))
         return self.head(F.silu(self.head_norm(h)))
+
+    def _with_residuals(self, skips: list, h: Tensor, residuals) -> tuple[list, Tensor]:
+        residuals = list(residuals)
+        if len(residuals) != len(skips) + 1:
+            raise ValueError(f"{self._label()}: got {len(residuals)} residuals; expected {len(skips) + 1} (one per "
+                             "level, then one for the middle block)")
+        for k, (r, s) in enumerate(zip(residuals, [*skips, h])):
+            if tuple(r.shape) != tuple(s.shape):
+                raise ShapeError(f"{self._label()}: residual {k} has shape {tuple(r.shape)}; the feature map it adds "
+                                 f"to has shape {tuple(s.shape)}")
+        return [s + r for s, r in zip(skips, residuals)], h + residuals[-1]
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0] if isinstance(input_shape, list) else input_shape)
