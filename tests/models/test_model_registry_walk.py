@@ -244,6 +244,8 @@ CASES = {
     "BiLSTMCRF": (lambda: models.BiLSTMCRF(7, 3, embed_dim=4, hidden=4, padding_idx=0), lambda: (_ids(2, 5),),
                   "save"),
     "MaskGIT": (lambda: models.MaskGIT(6, 4, d_model=4, num_heads=2, num_layers=1), lambda: (_ids(2, 4),), "save"),
+    "DiscreteDiffusionLM": (lambda: models.DiscreteDiffusionLM(5, 4, dim=4, depth=1, heads=2, time_conditioning=True),
+                            lambda: (_ids(2, 4), np.array([0.2, 0.7])), "save"),
     "MedusaHeads": (lambda: models.MedusaHeads(4, 5, 2, num_layers=2), _x(2, 3, 4), "save"),
     "Perceiver": (lambda: models.Perceiver(3, num_latents=2, latent_dim=4, latent_blocks=1, latent_heads=2,
                                            latent_widening=1), _x(2, 5, 3), "save"),

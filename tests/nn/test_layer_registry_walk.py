@@ -192,6 +192,12 @@ def _qat_dense():
     return _observed(nn.QATDense.from_float(_built_dense(4, 3), (-127, 127), _activation_observer()), 2, 3)
 
 
+def _fp8_dense():
+    layer = lamina.amp.FP8Dense(4, amax_history_len=3)
+    layer(lamina.tensor(_points(2, 3), requires_grad=True)).sum().backward()      # a step of scaling state
+    return layer
+
+
 def _qat_conv():
     conv = nn.Conv2D(3, 3, padding="same")
     conv(np.zeros((1, 5, 5, 2), np.float32))
@@ -273,6 +279,7 @@ CASES = {
     "FakeQuantize-per-channel": (lambda: _observed(nn.FakeQuantize(nn.PerChannelMinMaxObserver(ch_axis=-1)), 2, 3),
                                  _DENSE_IN, "save"),
     "QATDense": (_qat_dense, _DENSE_IN, "save"),
+    "FP8Dense": (_fp8_dense, _DENSE_IN, "save"),
     "QATConv2D": (_qat_conv, lambda: (_points(1, 5, 5, 2),), "save"),
     "PromptTuningLM": (lambda: nn.PromptTuningLM(_gpt2(), 3), _ids, "save"),
     "PromptTuningLM-encoder": (lambda: nn.PromptTuningLM(_gpt2(), 2, prompt_encoder="mlp", encoder_hidden_size=5),
@@ -363,7 +370,7 @@ def test_registration_leaves_onnx_export_support_as_it_was():
     block by :mod:`lamina.export.onnx_generative_layers`)."""
     classes = {type(case[0]()) for case in CASES.values()}
     has = {cls.__name__ for cls in classes if any(k in _CONVERTERS for k in cls.__mro__)}
-    assert has == {"BitLinear", "BottleneckAdapter", "DoRADense", "HashGridEncoding", "HashGridMLP",
+    assert has == {"BitLinear", "BottleneckAdapter", "DoRADense", "FP8Dense", "HashGridEncoding", "HashGridMLP",
                    "IA3Dense", "IA3Scale", "LoHaDense", "LoKrDense", "LoRADense", "Mamba2Block", "MinGRU", "MinLSTM",
                    "PrefixTuningLM", "PromptTuningLM", "QATConv2D", "QATDense", "QuantDense",
                    "QuantMultiHeadAttention", "VeRADense", "WithAdapter"}
