@@ -14,11 +14,10 @@ the rounds. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
+from pairing import compare_rounds
 
 import lamina
 from lamina import nn
@@ -80,18 +79,8 @@ def main() -> None:
     got, expected = ours(), theirs()
     for a, b in zip(got, expected):
         np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-3, atol=1e-3)
-    ratios = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        ours()
-        ours_s = time.perf_counter() - start
-        start = time.perf_counter()
-        theirs()
-        theirs_s = time.perf_counter() - start
-        ratios.append(theirs_s / ours_s)
-        print(f"lamina {ours_s * 1e3:8.1f} ms   torch {theirs_s * 1e3:8.1f} ms")
-    print(f"{args.points} points, {args.dim}-D, 16 levels, 2^19 rows: torch/lamina time ratio "
-          f"{statistics.median(ratios):.2f} (median of {args.repeats}; above 1: lamina is faster)")
+    compare_rounds(f"{args.points} points, {args.dim}-D, 16 levels, 2^19 rows, forward + backward",
+                   ours, theirs, args.repeats)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ lamina is faster), the median over the rounds. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
+from pairing import compare_rounds
 
 import lamina
 from lamina import functional as F
@@ -73,18 +72,8 @@ def main() -> None:
     for a, b in zip(ours(), theirs()):
         scale = np.abs(b.numpy()).max()
         np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-3, atol=1e-3 * scale)
-    ratios = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        ours()
-        ours_s = time.perf_counter() - start
-        start = time.perf_counter()
-        theirs()
-        theirs_s = time.perf_counter() - start
-        ratios.append(theirs_s / ours_s)
-        print(f"lamina {ours_s * 1e3:8.1f} ms   torch {theirs_s * 1e3:8.1f} ms")
-    print(f"{size}x{size} image, {n} Gaussians, mode {args.mode}: torch/lamina time ratio "
-          f"{statistics.median(ratios):.2f} (median of {args.repeats}; above 1: lamina is faster)")
+    compare_rounds(f"{size}x{size} image, {n} Gaussians, mode {args.mode}, forward + backward",
+                   ours, theirs, args.repeats)
 
 
 if __name__ == "__main__":
