@@ -23,8 +23,8 @@ from lamina.models import (
     d3pm_betas,
     d3pm_transition_matrix,
     subs_log_probs,
-    train_discrete_diffusion,
 )
+from lamina.train import train_discrete_diffusion
 
 
 @pytest.fixture(autouse=True)

@@ -348,7 +348,6 @@ from lamina.models.discrete_diffusion import (
     d3pm_betas,
     d3pm_transition_matrix,
     subs_log_probs,
-    train_discrete_diffusion,
 )
 from lamina.models.dit import DIT_CONFIGS, DiT, DiTBlock, dit_b, dit_l, dit_s, dit_xl
 from lamina.models.dlrm import DLRM, dot_interaction
@@ -1269,7 +1268,7 @@ __all__ += ["CONSISTENCY_METRICS", "ConsistencyModel", "consistency_coefficients
 __all__ += ["MaskGIT", "cosine_mask_schedule", "mask_schedule_counts",
             "masked_token_loss"]  # masked generative transformer (maskgit)
 __all__ += ["D3PM", "DiscreteDiffusionLM", "MaskedDiffusion", "d3pm_betas", "d3pm_transition_matrix",
-            "subs_log_probs", "train_discrete_diffusion"]  # discrete diffusion language models (discrete_diffusion)
+            "subs_log_probs"]  # discrete diffusion language models (discrete_diffusion)
 __all__ += ["DeepSurv"]  # survival analysis (deepsurv)
 __all__ += ["EchoStateNetwork", "HopfieldNetwork", "RBM", "SelfOrganizingMap"]  # energy-based, associative, reservoir
 __all__ += ["ShowAttendTell"]  # image captioning with soft attention (show_attend_tell)

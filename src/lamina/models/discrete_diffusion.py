@@ -36,7 +36,7 @@ Example::
 
     lm = DiscreteDiffusionLM(vocab_size=4, seq_len=8, dim=32, depth=2, heads=4)
     mdlm = MaskedDiffusion(vocab_size=4)
-    train_discrete_diffusion(lm, mdlm, tokens, epochs=10, batch_size=64, lr=3e-3)
+    lamina.train.train_discrete_diffusion(lm, mdlm, tokens, epochs=10, batch_size=64, lr=3e-3)
     samples = mdlm.sample(lm, 16, seq_len=8, steps=32)
     mdlm.nll_bound(lm, tokens)["perplexity"]
 """
@@ -44,7 +44,6 @@ Example::
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -58,13 +57,13 @@ from lamina.models.schedulers.base import rng_from
 from lamina.nn.dense import Dense
 from lamina.nn.embedding import Embedding
 from lamina.nn.layer import describe, positive_int, register_layer
-from lamina.nn.module import Module, evaluation_mode
+from lamina.nn.module import Module
 from lamina.nn.sample_norm import LayerNorm
 from lamina.nn.transformer import PositionEmbedding, TransformerEncoderLayer
 from lamina.nn.transformer_model import TransformerEncoder
 
 __all__ = ["D3PM", "DiscreteDiffusionLM", "MaskedDiffusion", "d3pm_betas", "d3pm_transition_matrix",
-           "subs_log_probs", "train_discrete_diffusion"]
+           "subs_log_probs"]
 
 Denoiser = Callable[[np.ndarray, np.ndarray], Tensor]
 TINY = 1e-30
@@ -455,40 +454,3 @@ class DiscreteDiffusionLM(Module):
 
     def extra_repr(self) -> str:
         return f"vocab_size={self.vocab_size}, seq_len={self.seq_len}, dim={self.dim}, depth={self.depth}"
-
-
-def train_discrete_diffusion(model: Module, process: D3PM | MaskedDiffusion, tokens, epochs: int = 1,
-                             batch_size: int = 64, lr: float = 1e-3, clip_norm: float | None = 1.0,
-                             seed: int | None = None) -> dict[str, list[float]]:
-    """Adam steps (learning rate ``lr``, gradients clipped to the global norm ``clip_norm``) on
-    ``process.training_loss(model, batch)`` over ``epochs`` epochs of shuffled batches of the ids
-    ``tokens`` (n, seq_len), noise and order drawn from ``seed``. Returns ``{'loss': [...]}``, one
-    mean per epoch; the model is left in evaluation mode."""
-    from lamina.optim import Adam, clip_grad_norm
-
-    ids = _ids(tokens, process.vocab_size - 1, "train_discrete_diffusion")
-    epochs = positive_int(epochs, "train_discrete_diffusion: epochs")
-    batch_size = positive_int(batch_size, "train_discrete_diffusion: batch_size")
-    if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, numbers.Real)
-                                  or not clip_norm > 0):
-        raise ValueError(f"train_discrete_diffusion: clip_norm must be None or a number > 0, got {clip_norm!r}")
-    if not model.built:
-        with no_grad(), evaluation_mode(model):
-            model(ids[:1], np.zeros(1))
-    optimizer, rng = Adam(model, lr=lr), np.random.default_rng(seed)
-    history: dict[str, list[float]] = {"loss": []}
-    model.train()
-    for _ in range(epochs):
-        order, total = rng.permutation(len(ids)), 0.0
-        for first in range(0, len(ids), batch_size):
-            batch = ids[order[first:first + batch_size]]
-            optimizer.zero_grad()
-            loss = process.training_loss(model, batch, rng)
-            loss.backward()
-            if clip_norm is not None:
-                clip_grad_norm(model, clip_norm)
-            optimizer.step()
-            total += float(loss.item()) * len(batch)
-        history["loss"].append(total / len(ids))
-    model.eval()
-    return history

@@ -83,6 +83,7 @@ from lamina.train.data_pruning import (
 from lamina.train.depth_metrics import DEPTH_METRICS, depth_metrics, normal_metrics
 from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
+from lamina.train.discrete_diffusion import train_discrete_diffusion
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.domain_adaptation import DANN, dann_lambda, train_dann
 from lamina.train.energy_based import (
@@ -316,7 +317,8 @@ __all__ = [
     "SWAG", "CollectSWAG", "LastLayerLaplace",
 ]
 __all__ += ["DANN", "continual", "dann_lambda", "train_dann"]  # continual learning, domain adaptation
-__all__ += ["ConsistencyTrainer", "train_consistency", "train_maskgit"]  # few-step generative models
+__all__ += ["ConsistencyTrainer", "train_consistency", "train_discrete_diffusion",
+            "train_maskgit"]  # few-step generative models, discrete diffusion
 __all__ += ["DPOTrainer", "ORPOTrainer", "PreferenceBatch", "PreferenceDataset", "RewardModel", "RewardTrainer",
             "SimPOTrainer", "adapters_disabled", "final_hidden_states"]  # preference optimization
 __all__ += ["CompletionRollout", "GRPOTrainer", "PPOTrainer", "RLOOTrainer", "completion_log_probs", "completion_mask",

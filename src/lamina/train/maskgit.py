@@ -3,14 +3,12 @@ shuffled mini-batches of token sequences (masks drawn from lamina's generator)."
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from lamina.autograd import no_grad
 from lamina.models.maskgit import MaskGIT
-from lamina.nn.layer import describe, positive_int
-from lamina.optim import Adam, clip_grad_norm
+from lamina.nn.layer import describe
+from lamina.train.token_sequences import fit_token_sequences
 
 __all__ = ["train_maskgit"]
 
@@ -27,29 +25,8 @@ def train_maskgit(model: MaskGIT, tokens, epochs: int = 1, batch_size: int = 64,
     ids = np.asarray(tokens)
     if ids.ndim != 2 or len(ids) == 0 or ids.dtype.kind not in "iu":
         raise ValueError(f"train_maskgit: tokens must be integer ids (n, seq_len) with n >= 1, got {describe(ids)}")
-    epochs = positive_int(epochs, "train_maskgit: epochs")
-    batch_size = positive_int(batch_size, "train_maskgit: batch_size")
-    if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, numbers.Real)
-                                  or not clip_norm > 0):
-        raise ValueError(f"train_maskgit: clip_norm must be None or a number > 0, got {clip_norm!r}")
     if not model.built:
         with no_grad():
             model(ids[:1])     # builds the weights before Adam is made
-    optimizer = Adam(model, lr=lr)
-    order_rng = np.random.default_rng(seed)
-    history: dict[str, list[float]] = {"loss": []}
-    model.train()
-    for _ in range(epochs):
-        order, total = order_rng.permutation(len(ids)), 0.0
-        for first in range(0, len(ids), batch_size):
-            batch = ids[order[first:first + batch_size]]
-            optimizer.zero_grad()
-            loss = model.loss(batch)
-            loss.backward()
-            if clip_norm is not None:
-                clip_grad_norm(model, clip_norm)
-            optimizer.step()
-            total += float(loss.item()) * len(batch)
-        history["loss"].append(total / len(ids))
-    model.eval()
-    return history
+    return fit_token_sequences(model, model.loss, ids, epochs, batch_size, lr, clip_norm,
+                               np.random.default_rng(seed), "train_maskgit")
