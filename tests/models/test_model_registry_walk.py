@@ -349,6 +349,15 @@ CASES = {
     "IJEPAPredictor": (lambda: models.IJEPAPredictor(2, embed_dim=4, predictor_embed_dim=4, depth=1, num_heads=1),
                        _x(2, 3, 4), "config", {"context_indices": np.array([[0, 1, 2], [1, 2, 3]]),
                                                "target_indices": np.array([[[3], [0]]])}),
+    # video transformers
+    "TimeSformer": (lambda: models.TimeSformer(2, 4, 2, 1, dim=4, depth=1, heads=2, num_classes=2),
+                    _x(1, 2, 4, 4, 1), "save"),
+    "TimeSformerBlock": (lambda: models.TimeSformerBlock(4, 2, 2, mlp_ratio=2.0), _x(2, 9, 4), "save"),
+    "VideoMAE": (lambda: models.VideoMAE(2, 4, 2, 2, 1, dim=4, depth=1, heads=2, decoder_dim=4, decoder_depth=1,
+                                         decoder_heads=1, mask_ratio=0.5), _x(2, 2, 4, 4, 1), "save",
+                 {"mask": np.array([[1, 0, 1, 0], [0, 1, 1, 0]], bool)}),
+    "VideoMAEClassifier": (lambda: models.VideoMAEClassifier(2, 4, 2, 2, 1, dim=4, depth=1, heads=2, num_classes=2),
+                           _x(1, 2, 4, 4, 1), "save"),
     # neural audio codec (residual vector quantisation)
     "AudioCodec": (lambda: models.AudioCodec(channels=2, strides=(2, 3), dim=3, num_quantizers=2, codebook_size=4,
                                              seed=0), _x(2, 12, 1), "save"),
@@ -404,6 +413,20 @@ CASES = {
     # learned perceptual image similarity: a frozen backbone and non-negative lin weights
     "LPIPS": (lambda: models.LPIPS(nn.Sequential(nn.Conv2D(3, 3, name="0"), nn.ReLU(name="1")), layers=("1",),
                                    channels=(3,)), lambda: (_normal(2, 4, 4, 3), _normal(2, 4, 4, 3, seed=1)), "save"),
+    # SigLIP: CLIP's towers with the sigmoid loss and a learnable bias
+    "SigLIP": (lambda: models.siglip("tiny"), lambda: (_normal(2, 16, 16, 3), _ids(2, 4, high=300)), "save"),
+    # the normalized Transformer (hidden states and weights on the unit sphere)
+    "NGPT": (lambda: models.NGPT(6, 8, 2, 2, d_ff=12, alpha_mlp_init=0.1), lambda: (_ids(2, 5),), "save"),
+    "NGPTBlock": (lambda: models.NGPTBlock(8, 2, d_ff=6, rope_base=100.0), _x(2, 4, 8), "save"),
+    # click-through-rate models: field ids (and dense features), or behaviour histories (0 pads)
+    "DeepFM": (lambda: models.DeepFM((5, 3), embed_dim=2, mlp_dims=(3,), num_dense=1),
+               lambda: (_ids(3, 2, high=3), _normal(3, 1)), "save"),
+    "DCNv2": (lambda: models.DCNv2((5, 3), embed_dim=2, num_cross_layers=1, mlp_dims=(3,), structure="parallel",
+                                   low_rank=2, num_experts=2), lambda: (_ids(3, 2, high=3),), "save"),
+    "DIN": (lambda: models.DIN(6, embed_dim=2, attention_mlp=(3,), mlp_dims=(3,), category_vocab=2),
+            lambda: (np.array([[1, 2, 0], [3, 0, 0]]), np.array([4, 5]), np.array([[1, 0, 0], [1, 0, 0]]),
+                     np.array([0, 1])), "save"),
+    "Dice": (models.Dice, _x(3, 4), "config"),
 }
 
 

@@ -303,6 +303,13 @@ CASES = {
                     lambda: (_points(4, 2),), "save"),
     "Mamba2Block": (lambda: nn.Mamba2Block(4, d_state=3, d_conv=2, headdim=2, ngroups=2, chunk_size=2),
                     lambda: (_sequence(2, 5, 4),), "save"),
+    "DyT": (lambda: nn.DyT(3, alpha_init=0.7), lambda: (_sequence(2, 4, 3),), "save"),
+    "RandomFeatureGaussianProcess": (lambda: nn.RandomFeatureGaussianProcess(3, num_inducing=8, likelihood="logistic",
+                                                                             normalize_input=True, scale=0.5),
+                                     _DENSE_IN, "save", {"return_variance": True}),
+    "BoundedSpectralNorm": (lambda: nn.BoundedSpectralNorm(_built_dense(4, 3), norm_bound=0.5), _DENSE_IN, "save"),
+    "SNGPResMLP": (lambda: nn.SNGPResMLP(2, hidden=4, num_layers=2, gp={"num_inducing": 6, "momentum": 0.9}),
+                   _DENSE_IN, "save", {"return_variance": True}),
 }
 
 
@@ -367,11 +374,13 @@ def test_registration_leaves_onnx_export_support_as_it_was():
     """Registering a layer adds no ONNX converter: the layers that have one (by their class or a
     base class) are exactly those given converters of their own (minGRU and minLSTM by
     :mod:`lamina.export.onnx_new_sequence_layers`, BitLinear, the hash grids and the Mamba-2
-    block by :mod:`lamina.export.onnx_generative_layers`)."""
+    block by :mod:`lamina.export.onnx_generative_layers`; BoundedSpectralNorm by SpectralNorm's, which
+    exports the weight the wrapper computes)."""
     classes = {type(case[0]()) for case in CASES.values()}
     has = {cls.__name__ for cls in classes if any(k in _CONVERTERS for k in cls.__mro__)}
-    assert has == {"BitLinear", "BottleneckAdapter", "DoRADense", "FP8Dense", "HashGridEncoding", "HashGridMLP",
-                   "IA3Dense", "IA3Scale", "LoHaDense", "LoKrDense", "LoRADense", "Mamba2Block", "MinGRU", "MinLSTM",
+    assert has == {"BitLinear", "BottleneckAdapter", "BoundedSpectralNorm", "DoRADense", "FP8Dense",
+                   "HashGridEncoding", "HashGridMLP", "IA3Dense", "IA3Scale", "LoHaDense", "LoKrDense", "LoRADense",
+                   "Mamba2Block", "MinGRU", "MinLSTM",
                    "PrefixTuningLM", "PromptTuningLM", "QATConv2D", "QATDense", "QuantDense",
                    "QuantMultiHeadAttention", "VeRADense", "WithAdapter"}
 

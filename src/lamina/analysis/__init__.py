@@ -69,6 +69,10 @@ Locating and editing facts in language models (:mod:`lamina.analysis.model_editi
 update, :func:`rank_one_update`) and :func:`memit_edit` (least squares over layers,
 :func:`memit_update`), each returning a :class:`ModelEdit` that ``undo()`` reverts.
 
+Concepts a class relies on (:mod:`lamina.analysis.tcav`, TCAV): :func:`concept_activation_vector`
+(a linear classifier's normal at a layer), :func:`directional_derivatives`, :func:`tcav_score` and
+:func:`tcav` (scores over random sets with the t-test against random CAVs).
+
 What a trained model leaks about its training data (:mod:`lamina.analysis.privacy_attacks`,
 :mod:`lamina.analysis.privacy_audit`, :mod:`lamina.analysis.model_inversion`): membership
 inference by :func:`loss_threshold_attack`, :func:`confidence_attack`, :func:`entropy_attack`,
@@ -253,6 +257,16 @@ from lamina.analysis.retrieval import FeatureIndex, extract_features, mean_avera
 from lamina.analysis.saliency import input_gradient, integrated_gradients, saliency_map, smooth_grad
 from lamina.analysis.summary import OPTIMIZER_STATES, Summary, summary
 from lamina.analysis.surrogate import kernel_shap, lime
+from lamina.analysis.tcav import (
+    CAV,
+    TCAVResult,
+    concept_activation_vector,
+    directional_derivatives,
+    layer_activations,
+    layer_gradients,
+    tcav,
+    tcav_score,
+)
 from lamina.analysis.trace import LayerCall, Trace, trace
 
 __all__ = [
@@ -301,3 +315,5 @@ __all__ += ["FID", "GenerativeScores", "KID", "feature_statistics", "fid", "frec
 __all__ += ["CausalTrace", "EditRequest", "ModelEdit", "ValueObjective", "causal_trace", "memit_edit",
             "memit_update", "mlp_projection", "rank_one_update", "rome_edit", "second_moment_statistics",
             "traced_probability"]  # locating and editing facts: causal tracing, ROME, MEMIT (model_editing)
+__all__ += ["CAV", "TCAVResult", "concept_activation_vector", "directional_derivatives", "layer_activations",
+            "layer_gradients", "tcav", "tcav_score"]  # testing with concept activation vectors (tcav)

@@ -50,6 +50,7 @@ from lamina.distributed.group import (
 from lamina.distributed.launch import ProcessContext, ProcessExitedException, ProcessRaisedException, spawn
 from lamina.distributed.pipeline import Pipeline
 from lamina.distributed.sampler import DistributedSampler
+from lamina.distributed.siglip import ring_shift, siglip_loss_ring
 from lamina.distributed.subgroup import DeviceMesh, Subgroup, device_mesh_groups, get_process_group_ranks, new_group
 from lamina.distributed.tensor_parallel import (
     ColumnParallelDense,
@@ -68,6 +69,6 @@ __all__ = [
     "barrier", "broadcast", "broadcast_object_list", "copy_to_parallel_region", "destroy_process_group",
     "device_mesh_groups", "gather", "gather_from_parallel_region", "get_process_group_ranks", "get_rank",
     "get_world_size", "init_process_group", "is_initialized", "is_main_process", "new_group",
-    "partition_parameters", "recv", "recv_array", "reduce_from_parallel_region", "reduce_scatter", "scatter",
-    "send", "spawn", "tensor_parallel_mlp",
+    "partition_parameters", "recv", "recv_array", "reduce_from_parallel_region", "reduce_scatter",
+    "ring_shift", "scatter", "send", "siglip_loss_ring", "spawn", "tensor_parallel_mlp",
 ]

@@ -303,6 +303,13 @@ from lamina.functional.losses_siamese import (
     sinkhorn_knopp,
     swav_loss,
 )
+from lamina.functional.losses_siglip import (
+    SIGLIP_BIAS_INIT,
+    SIGLIP_LOG_TEMPERATURE_INIT,
+    siglip_block_loss,
+    siglip_logits,
+    siglip_loss,
+)
 from lamina.functional.losses_speaker import ge2e_loss, ge2e_similarity
 from lamina.functional.losses_ssl import barlow_twins_loss, info_nce_loss, nt_xent_loss, vicreg_loss
 from lamina.functional.losses_vae import gaussian_kl, reparameterize, vae_loss
@@ -752,6 +759,8 @@ __all__ += ["backward_corrected_loss", "bootstrap_loss", "estimate_transition_ma
             "generalized_cross_entropy", "symmetric_cross_entropy",
             "taylor_cross_entropy"]  # noisy-label losses (losses_noisy)
 __all__ += ["irm_penalty", "vrex_penalty"]  # environment invariance (invariance_penalties)
+__all__ += ["SIGLIP_BIAS_INIT", "SIGLIP_LOG_TEMPERATURE_INIT", "siglip_block_loss", "siglip_logits",
+            "siglip_loss"]  # SigLIP's sigmoid image-text loss (losses_siglip)
 __all__ += ["complex_linear_scan", "linear_scan", "log_linear_scan"]  # first-order linear recurrences (linear_scan)
 __all__ += ["hmm_log_likelihood"]  # hidden Markov model forward algorithm (hmm)
 __all__ += ["group_action", "group_conv2d", "group_filter_bank", "group_pool"]  # p4 / p4m group convolutions

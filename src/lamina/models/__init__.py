@@ -102,6 +102,8 @@ Layouts follow the published models so that published weights map onto them:
   tower (:class:`ModifiedResNet`, :class:`AttentionPool2d`); :func:`load_openai_clip_state_dict`
   loads OpenAI's checkpoints (ResNet and ViT); :class:`CLIPImageProcessor` preprocesses images as
   CLIP's processor and :func:`zero_shot_classify` gives class probabilities in one call.
+  :class:`SigLIP` (:func:`siglip`) trains CLIP's towers with the pairwise sigmoid loss and a
+  learnable bias.
 * :class:`SkipGram`: Word2Vec's skip-gram with negative sampling, the notes' learned
   embedding matrix.
 * :class:`MaskedAutoencoderViT` (:func:`mae_vit_base_patch16` ..): masked autoencoders in the MAE
@@ -112,6 +114,8 @@ Layouts follow the published models so that published weights map onto them:
 * Recommenders: :class:`MatrixFactorization` (biased MF for ratings; :func:`als` for implicit
   feedback), :class:`GMF`, :class:`NCFMLP` and :class:`NeuMF` (neural collaborative filtering),
   :class:`TwoTower` (retrieval, in-batch softmax with the logQ correction) and :class:`DLRM`.
+  Click-through-rate models (:mod:`lamina.models.ctr`): :class:`DeepFM`, :class:`DCNv2` and
+  :class:`DIN` (with the :class:`Dice` activation).
   Next-item recommenders (:mod:`lamina.models.sequential_rec`): :class:`GRU4Rec`, :class:`SASRec`
   (causal self-attention) and :class:`BERT4Rec` (cloze masking), trained by :func:`fit_sequential`.
 * Knowledge-graph embeddings (:mod:`lamina.models.kge`): :class:`TransE`, :class:`DistMult`,
@@ -298,6 +302,7 @@ from lamina.models.convnext import (
     convnext_tiny,
 )
 from lamina.models.crnn import CRNN
+from lamina.models.ctr import DIN, DCNv2, DeepFM, Dice, fm_interaction
 from lamina.models.cyclegan import ResnetBlock, ResnetGenerator
 from lamina.models.deepsurv import DeepSurv
 from lamina.models.deit import (
@@ -690,6 +695,7 @@ from lamina.models.neural_process import (
     MultiheadCrossAttention,
     NeuralProcess,
 )
+from lamina.models.ngpt import NGPT, NGPTBlock, normalize_ngpt_weights
 from lamina.models.node import NODE, ObliviousDecisionTrees
 from lamina.models.node2vec import Node2Vec
 from lamina.models.ntm import (
@@ -907,6 +913,7 @@ from lamina.models.shufflenet import (
     shufflenet_v2_x1_5,
     shufflenet_v2_x2_0,
 )
+from lamina.models.siglip import SigLIP, siglip
 from lamina.models.sindy import SR3, STLSQ, SINDy, finite_difference, savgol_derivative
 from lamina.models.sindy_library import (
     ConcatLibrary,
@@ -1032,6 +1039,15 @@ from lamina.models.unet import DoubleConv, UNet, unet
 from lamina.models.variational_flows import InverseAutoregressive, PlanarFlow, RadialFlow
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 from lamina.models.video import Conv2Plus1D, VideoBasicBlock, mc3_18, midplanes, r2plus1d_18, r3d_18, video_resnet
+from lamina.models.video_transformers import (
+    TimeSformer,
+    TimeSformerBlock,
+    VideoMAE,
+    VideoMAEClassifier,
+    sinusoid_table,
+    tube_masking,
+    tubelet_targets,
+)
 from lamina.models.vit import (
     ClassTokenEmbedding,
     VisionTransformer,
@@ -1212,6 +1228,7 @@ __all__ = [
     "clip", "clip_parameter_count", "clip_tokenize", "load_hf_clip_state_dict", "zero_shot_classifier",
     "AttentionPool2d", "CLIPBottleneck", "CLIPImageProcessor", "ModifiedResNet", "ResNetCLIP", "clip_resnet",
     "load_openai_clip_state_dict", "zero_shot_classify",
+    "SigLIP", "siglip",
 ]
 __all__ += ["BiLSTMCRF"]  # sequence tagging (bilstm_crf)
 __all__ += ["CRNN"]  # text recognition (crnn)
@@ -1223,6 +1240,7 @@ __all__ += ["IJEPA", "IJEPAEncoder", "IJEPAPredictor", "MultiBlockMasks", "ema_m
             "multiblock_masks", "target_layer_norm"]  # joint-embedding predictive architecture (ijepa)
 __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "TwoTower", "als", "dot_interaction",
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders
+__all__ += ["DCNv2", "DIN", "DeepFM", "Dice", "fm_interaction"]  # click-through-rate models (ctr)
 __all__ += ["BERT4Rec", "GRU4Rec", "SASRec", "cloze_mask", "fit_sequential",
             "sequence_attention_mask"]  # sequential recommenders (sequential_rec)
 __all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)
@@ -1342,3 +1360,6 @@ __all__ += ["SAMAttention", "SAMMaskDecoder", "SAMOutput", "SAMPromptEncoder", "
             "TwoWayAttentionBlock", "TwoWayTransformer", "sam_loss", "tiny_sam"]  # promptable segmentation (sam)
 __all__ += ["LPIPS", "TwoAFCResult", "alexnet_features", "load_lpips_backbone", "load_lpips_weights", "lpips_loss",
             "train_lpips", "two_afc_agreement"]  # learned perceptual image similarity (lpips)
+__all__ += ["NGPT", "NGPTBlock", "normalize_ngpt_weights"]  # the normalized Transformer (ngpt)
+__all__ += ["TimeSformer", "TimeSformerBlock", "VideoMAE", "VideoMAEClassifier",  # video transformers
+            "sinusoid_table", "tube_masking", "tubelet_targets"]

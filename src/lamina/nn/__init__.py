@@ -109,6 +109,7 @@ from lamina.nn.differential_attention import DifferentialAttention
 from lamina.nn.distance import CosineSimilarity, PairwiseDistance
 from lamina.nn.dora import DoRADense, apply_dora
 from lamina.nn.dropout import DropConnect, Dropout
+from lamina.nn.dyt import DyT, replace_norms_with_dyt
 from lamina.nn.embedding import Embedding, embedding
 from lamina.nn.embedding_bag import EmbeddingBag, embedding_bag
 from lamina.nn.evidential import DirichletHead, NormalInverseGammaHead
@@ -282,6 +283,7 @@ from lamina.nn.sequential import Sequential
 from lamina.nn.set_attention import ISAB, MAB, PMA, SAB, multihead_attention
 from lamina.nn.set_layers import DeepSetsPooling, PermEquivariant
 from lamina.nn.slot_attention import SlotAttention
+from lamina.nn.sngp import BoundedSpectralNorm, RandomFeatureGaussianProcess, SNGPResMLP, mean_field_logits
 from lamina.nn.soft_moe import SoftMoE
 from lamina.nn.spatial_transformer import SpatialTransformer
 from lamina.nn.spectral_conv import SpectralConv1D, SpectralConv2D, spectral_conv1d, spectral_conv2d
@@ -426,3 +428,6 @@ __all__ += ["DeformableTransformerEncoderLayer",
 __all__ += ["TTTMLP", "TTTLinear"]  # test-time-training sequence mixers (ttt)
 __all__ += ["DirichletHead", "NormalInverseGammaHead"]  # evidential output heads (evidential)
 __all__ += ["BitLinear", "PackedBitLinear", "absmax_quantize", "absmean_ternary"]  # BitNet b1.58 (bitlinear)
+__all__ += ["BoundedSpectralNorm", "RandomFeatureGaussianProcess", "SNGPResMLP",
+            "mean_field_logits"]  # spectral-normalized neural Gaussian process (sngp)
+__all__ += ["DyT", "replace_norms_with_dyt"]  # normalization-free transformers: Dynamic Tanh (dyt)

@@ -23,9 +23,11 @@ from lamina.optim.adadelta import Adadelta
 from lamina.optim.adafactor import Adafactor
 from lamina.optim.adagrad import Adagrad
 from lamina.optim.adam import Adam, AdamW
+from lamina.optim.adam_mini import AdamMini
 from lamina.optim.adamax import Adamax
 from lamina.optim.adan import Adan
 from lamina.optim.ademamix import AdEMAMix
+from lamina.optim.adopt import ADOPT
 from lamina.optim.asgd import ASGD
 from lamina.optim.averaging import AveragedModel, update_batch_norm
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
@@ -53,6 +55,7 @@ from lamina.optim.lbfgs import LBFGS
 from lamina.optim.learned import LearnedOptimizer, LSTMOptimizer, preprocess_gradients
 from lamina.optim.lion import Lion
 from lamina.optim.lookahead import Lookahead
+from lamina.optim.mars import MARS
 from lamina.optim.muon import Muon
 from lamina.optim.nadam import NAdam
 from lamina.optim.optimizer import Optimizer
@@ -111,3 +114,4 @@ __all__ += ["SURGERY_METHODS", "cagrad", "combine_task_gradients", "graddrop", "
             "min_norm_frank_wolfe", "min_norm_two", "pcgrad", "project_conflicting"]  # multi-task gradient surgery
 __all__ += ["GaLore", "optimizer_state_bytes"]  # gradient low-rank projection (galore)
 __all__ += ["CMAES", "OpenAIES", "PGPE", "SNES", "XNES", "evolution", "evolve_module"]  # evolution strategies
+__all__ += ["ADOPT", "AdamMini", "MARS"]  # recent Adam variants

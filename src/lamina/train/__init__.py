@@ -240,6 +240,7 @@ from lamina.train.siamese import (
     momentum_schedule,
     momentum_update,
 )
+from lamina.train.sngp import ResetCovariance, SNGPPrediction, sngp_predict
 from lamina.train.sparse_autoencoder import SAETrainingHistory, resample_dead_features, train_sparse_autoencoder
 from lamina.train.speaker_metrics import (
     as_norm,
@@ -374,3 +375,4 @@ __all__ += ["ForgettingTracker", "SelfPacedSchedule", "el2n_from_probabilities",
             "prune_dataset", "self_paced_weights"]  # data pruning, forgetting, self-paced (data_pruning)
 __all__ += ["Exploit", "PBTResult", "apply_hyperparameters", "copy_member", "explore_config", "pbt_trainer",
             "plot_pbt", "population_based_training", "quantile_members"]  # population-based training (pbt)
+__all__ += ["ResetCovariance", "SNGPPrediction", "sngp_predict"]  # SNGP training and prediction (sngp)
