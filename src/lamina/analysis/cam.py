@@ -100,22 +100,20 @@ def _layer(model: Module, x, layer, fn: str) -> tuple[str, Module]:
     return _last_spatial_layer(model, x, fn) if layer is None else _named_layer(model, layer, fn)
 
 
-def _activation(model: Module, x, target, layer, fn: str, gradient: bool):
-    """(A, dS_c/dA or None, classes c) as arrays for the NHWC batch ``x``, A the layer's
-    output (N, h, w, K); the caller holds :func:`input_analysis`.
-
-    A forward hook hands the rest of the model a leaf tensor holding A's values, so that
-    backward stops there: the parameters and the input are out of the graph."""
-    if gradient and not is_grad_enabled():
-        raise RuntimeError(f"{fn}: needs gradients, but it was called inside lamina.no_grad()")
-    name, module = _layer(model, x, layer, fn)
+def run_to_layer_leaf(model: Module, x, name: str, module: Module, fn: str, gradient: bool,
+                      spatial: bool = False) -> tuple[Tensor, Tensor]:
+    """(a, logits): the model run on ``x`` with a forward hook that hands the rest of the model a
+    leaf tensor ``a`` holding ``module``'s output (named ``name``), so that a backward pass from
+    the logits stops there, leaving the parameters and the input out of the graph; ``a`` needs
+    a gradient when ``gradient``. ``spatial``: the output must be a 4-D NHWC tensor. ``fn``
+    names the caller in errors."""
     seen: list[Tensor] = []
 
     def as_leaf(_module, _inputs, output):
-        if not isinstance(output, Tensor) or output.ndim != 4:
-            shape = output.shape if isinstance(output, Tensor) else type(output).__name__
-            raise ShapeError(f"{fn}: the output of layer {name!r} is {shape}; expected a 4-D NHWC tensor "
-                             "(batch, height, width, channels)")
+        if not isinstance(output, Tensor) or (spatial and output.ndim != 4):
+            got = output.shape if isinstance(output, Tensor) else f"a {type(output).__name__}"
+            expected = "a 4-D NHWC tensor (batch, height, width, channels)" if spatial else "one tensor"
+            raise ShapeError(f"{fn}: the output of layer {name!r} is {got}; expected {expected}")
         seen.append(tensor(output.data, requires_grad=gradient, dtype=output.dtype))
         return seen[-1]
 
@@ -131,10 +129,22 @@ def _activation(model: Module, x, target, layer, fn: str, gradient: bool):
     if len(seen) != 1:
         raise ValueError(f"{fn}: layer {name!r} ran {len(seen)} times in one forward pass of {model._label()}; "
                          "expected exactly once")
+    return seen[0], logits
+
+
+def _activation(model: Module, x, target, layer, fn: str, gradient: bool):
+    """(A, dS_c/dA or None, classes c) as arrays for the NHWC batch ``x``, A the layer's
+    output (N, h, w, K); the caller holds :func:`input_analysis`.
+
+    A forward hook hands the rest of the model a leaf tensor holding A's values, so that
+    backward stops there: the parameters and the input are out of the graph."""
+    if gradient and not is_grad_enabled():
+        raise RuntimeError(f"{fn}: needs gradients, but it was called inside lamina.no_grad()")
+    name, module = _layer(model, x, layer, fn)
+    activation, logits = run_to_layer_leaf(model, x, name, module, fn, gradient, spatial=True)
     if logits.ndim != 2:
         raise ShapeError(f"{fn}: the model's output has shape {logits.shape}; expected (batch, classes)")
     classes = class_indices(target, logits.data, fn)
-    activation = seen[0]
     if not gradient:
         return activation.data, None, classes
     chosen_scores(logits, classes, "logit", fn).backward()

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from lamina import backend
-from lamina.analysis.cam import _named_layer
-from lamina.analysis.saliency import as_input_batch, chosen_scores, input_analysis, model_logits
-from lamina.autograd import Tensor, is_grad_enabled, no_grad, tensor
+from lamina.analysis.cam import _named_layer, run_to_layer_leaf
+from lamina.analysis.saliency import as_input_batch, chosen_scores, input_analysis
+from lamina.autograd import is_grad_enabled
 from lamina.errors import ShapeError
 from lamina.nn.module import Module
 
@@ -80,27 +80,7 @@ def _layer_output(model: Module, x, layer, fn: str, gradient: bool, class_index=
     if gradient and not is_grad_enabled():
         raise RuntimeError(f"{fn}: needs gradients, but it was called inside lamina.no_grad()")
     name, module = _named_layer(model, layer, fn)
-    seen: list[Tensor] = []
-
-    def as_leaf(_module, _inputs, output):
-        if not isinstance(output, Tensor):
-            raise ShapeError(f"{fn}: the output of layer {name!r} is a {type(output).__name__}; expected one tensor")
-        seen.append(tensor(output.data, requires_grad=gradient, dtype=output.dtype))
-        return seen[-1]
-
-    handle = module.register_forward_hook(as_leaf)
-    try:
-        if gradient:
-            logits = model_logits(model, tensor(x, dtype=x.dtype))
-        else:
-            with no_grad():
-                logits = model_logits(model, tensor(x, dtype=x.dtype))
-    finally:
-        handle.remove()
-    if len(seen) != 1:
-        raise ValueError(f"{fn}: layer {name!r} ran {len(seen)} times in one forward pass of {model._label()}; "
-                         "expected exactly once")
-    activation = seen[0]
+    activation, logits = run_to_layer_leaf(model, x, name, module, fn, gradient)
     if not gradient:
         return activation.data, None
     if logits.ndim != 2:
