@@ -154,6 +154,20 @@ def _controlled_unet():
     return models.ControlledDenoiser(unet, models.ControlNet(unet, 1, conditioning_filters=(2,)))
 
 
+def _tiny_dit():
+    return models.DiT(4, 2, 1, dim=8, depth=2, num_heads=2, num_classes=2, class_dropout=0.0, time_dim=4)
+
+
+def _controlled_dit():
+    dit = _tiny_dit()
+    return models.ControlledDenoiser(dit, models.DiTControlNet(dit, 2, conditioning_scale=0.5))
+
+
+def _tiny_qformer():
+    return models.QFormer(num_queries=2, hidden=4, depth=2, heads=2, vision_dim=6, vocab_size=5, intermediate=6,
+                          max_text_len=4, embed_dim=3)
+
+
 # name -> (model factory, inputs factory, how the copy is made: "save" (lamina.save/lamina.load)
 # or "config" (JSON config + state dict, the model built on the real inputs)[, keyword arguments of the call])
 CASES = {
@@ -325,6 +339,10 @@ CASES = {
                    lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), _normal(2, 4, 4, 1, seed=1)), "save"),
     "ControlledDenoiser": (_controlled_unet, lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), np.array([0, 2])), "save",
                            {"control": _normal(2, 4, 4, 1, seed=1)}),
+    "DiTControlNet": (lambda: models.DiTControlNet(_tiny_dit(), 1, num_control_blocks=2),
+                      lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), _normal(2, 4, 4, 1, seed=1)), "save"),
+    "ControlledDenoiser (DiT)": (_controlled_dit, lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), np.array([0, 2])),
+                                 "save", {"control": _normal(2, 4, 4, 2, seed=1)}),
     # wrappers of registered sub-models, heads
     "ConceptBottleneck": (lambda: models.ConceptBottleneck(nn.Dense(3), nn.Dense(2), 3), _x(2, 4), "save"),
     "EarlyExitNetwork": (lambda: models.EarlyExitNetwork([nn.Dense(4, activation="relu"), nn.Dense(4)],
@@ -375,6 +393,11 @@ CASES = {
                                         lambda: (_normal(2, 3, 4), _normal(2, 5, 4, seed=1), _normal(2, 5, 4, seed=2)),
                                         "save"),
     "StaticCovariateEncoder": (lambda: models.StaticCovariateEncoder(4), _x(2, 4), "save"),
+    "ChronosModel": (lambda: models.ChronosModel(8, context_length=4, prediction_length=2, d_model=4, d_kv=2, d_ff=4,
+                                                 num_layers=1, num_heads=2),
+                     lambda: (_ids(2, 5, high=8), _ids(2, 3, high=8, seed=1)), "save"),
+    "ChronosGPT2Model": (lambda: models.ChronosGPT2Model(8, context_length=4, prediction_length=2, n_embd=4, n_layer=1,
+                                                         n_head=2), lambda: (_ids(2, 5, high=8),), "save"),
     # promptable segmentation (Segment Anything) and its parts
     "SegmentAnything": (lambda: models.tiny_sam(8, embed_dim=8, depth=1, num_heads=2, mlp_dim=4, encoder_widths=(4,),
                                                 iou_head_hidden_dim=4), _x(1, 8, 8, 3), "save",
@@ -415,9 +438,21 @@ CASES = {
                                    channels=(3,)), lambda: (_normal(2, 4, 4, 3), _normal(2, 4, 4, 3, seed=1)), "save"),
     # SigLIP: CLIP's towers with the sigmoid loss and a learnable bias
     "SigLIP": (lambda: models.siglip("tiny"), lambda: (_normal(2, 16, 16, 3), _ids(2, 4, high=300)), "save"),
+    # CLAP: CLIP's text tower and loss with a log-mel front end and a CNN14-style audio tower
+    "CLAP": (lambda: models.clap(front_end={"sample_rate": 8000, "n_fft": 64, "hop_length": 32, "n_mels": 16}),
+             lambda: (_normal(2, 512), _ids(2, 4, high=300)), "save"),
+    "CNN14Block": (lambda: models.CNN14Block(3), _x(2, 4, 6, 2), "save"),
+    "CNN14Encoder": (lambda: models.CNN14Encoder((2, 3), embed_dim=4), _x(2, 8, 8), "save"),
+    "LogMelFrontEnd": (lambda: models.LogMelFrontEnd(8000, n_fft=64, hop_length=32, n_mels=8), _x(2, 256), "save"),
     # the normalized Transformer (hidden states and weights on the unit sphere)
     "NGPT": (lambda: models.NGPT(6, 8, 2, 2, d_ff=12, alpha_mlp_init=0.1), lambda: (_ids(2, 5),), "save"),
     "NGPTBlock": (lambda: models.NGPTBlock(8, 2, d_ff=6, rope_base=100.0), _x(2, 4, 8), "save"),
+    # BLIP-2's Q-Former: learned queries and text in shared layers, a frozen image encoder
+    "QFormerLayer": (lambda: models.QFormerLayer(4, 2, 6, cross_attention=True),
+                     lambda: (_normal(2, 5, 4), 2, _normal(2, 3, 6, seed=1)), "config"),
+    "QFormer": (lambda: _tiny_qformer(), lambda: (_normal(2, 3, 6), _ids(2, 4)), "save"),
+    "BLIP2Stage1": (lambda: models.BLIP2Stage1(nn.Conv2D(6, 2, stride=2), _tiny_qformer(), eos_token_id=2),
+                    lambda: (_normal(2, 4, 4, 3), _ids(2, 4)), "save"),
     # click-through-rate models: field ids (and dense features), or behaviour histories (0 pads)
     "DeepFM": (lambda: models.DeepFM((5, 3), embed_dim=2, mlp_dims=(3,), num_dense=1),
                lambda: (_ids(3, 2, high=3), _normal(3, 1)), "save"),
@@ -433,7 +468,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 99 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 104 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

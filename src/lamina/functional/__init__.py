@@ -226,6 +226,7 @@ from lamina.functional.losses_listwise import (
     sinkhorn_scaling,
     softmax_loss,
 )
+from lamina.functional.losses_lm_distill import TOKEN_DIVERGENCES, generalized_jsd, token_divergence
 from lamina.functional.losses_mdn import mdn_log_prob, mdn_loss, mdn_mean, mdn_mode, mdn_sample
 from lamina.functional.losses_metric import (
     contrastive_loss,
@@ -784,3 +785,5 @@ __all__ += ["DirichletUncertainty", "dirichlet_kl_uniform", "dirichlet_uncertain
             "edl_log_loss", "edl_mse_loss", "evidential_regression_loss", "nig_nll", "nig_regularizer",
             "nig_uncertainty"]  # evidential deep learning (evidential)
 __all__ += ["covariance_to_conic", "rasterize_gaussians_2d"]  # 2-D Gaussian splatting (splatting)
+__all__ += ["TOKEN_DIVERGENCES", "generalized_jsd",
+            "token_divergence"]  # token-level divergences for LM distillation (losses_lm_distill)

@@ -104,6 +104,9 @@ Layouts follow the published models so that published weights map onto them:
   CLIP's processor and :func:`zero_shot_classify` gives class probabilities in one call.
   :class:`SigLIP` (:func:`siglip`) trains CLIP's towers with the pairwise sigmoid loss and a
   learnable bias.
+  :class:`CLAP` (:func:`clap`) pairs CLIP's text tower with an audio tower (a log-mel front end,
+  :class:`LogMelFrontEnd`, and a CNN14-style :class:`CNN14Encoder` or any audio encoder);
+  :func:`zero_shot_audio_classifier` and :func:`audio_text_retrieval` (recall@k) evaluate it.
 * :class:`SkipGram`: Word2Vec's skip-gram with negative sampling, the notes' learned
   embedding matrix.
 * :class:`MaskedAutoencoderViT` (:func:`mae_vit_base_patch16` ..): masked autoencoders in the MAE
@@ -202,6 +205,10 @@ Layouts follow the published models so that published weights map onto them:
   (:mod:`lamina.models.forecasting`).
 * :class:`TemporalFusionTransformer`: quantile forecasts from static, past and known-future inputs,
   with variable-selection and attention weights to explain them (:mod:`lamina.models.forecasting`).
+* :class:`ChronosModel`: a T5 language model over mean-scaled, binned values
+  (:class:`MeanScaleUniformBins`) giving sampled forecasts (:class:`ChronosGPT2Model`: its
+  decoder-only variant); :func:`tsmixup` and :func:`kernel_synth` augment its training data
+  (:mod:`lamina.models.forecasting`).
 * :class:`RBM` (CD-k and persistent CD, pseudo-likelihood, exact and AIS log partition),
   :class:`HopfieldNetwork` (Hebbian and Storkey rules), :class:`SelfOrganizingMap` (Kohonen)
   and :class:`EchoStateNetwork` (a reservoir with a ridge read-out): classic energy-based,
@@ -245,6 +252,17 @@ from lamina.models.bilstm_crf import BiLSTMCRF
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.capsnet import CapsNet, CapsNetOutput, capsnet_digits, capsnet_mnist
 from lamina.models.causal import CFRNet, DragonNet, TARNet, representation_ipm, treatment_weights
+from lamina.models.clap import (
+    CLAP,
+    CLAPOutput,
+    CNN14Block,
+    CNN14Encoder,
+    LogMelFrontEnd,
+    audio_text_retrieval,
+    clap,
+    retrieval_recall_at_k,
+    zero_shot_audio_classifier,
+)
 from lamina.models.classic import lenet5, logistic_regression, mlp
 from lamina.models.clip import (
     CLIP,
@@ -283,7 +301,7 @@ from lamina.models.consistency import (
     lognormal_step_probabilities,
     pseudo_huber_distance,
 )
-from lamina.models.controlnet import ControlledDenoiser, ControlNet
+from lamina.models.controlnet import ControlledDenoiser, ControlNet, DiTControlNet
 from lamina.models.conv_tasnet import ChannelwiseLayerNorm, ConvTasNet, GlobalLayerNorm, TemporalConvBlock
 from lamina.models.convmixer import (
     CONVMIXER_CONFIGS,
@@ -420,9 +438,13 @@ from lamina.models.fno import FNO1D, FNO2D, grid_coordinates
 from lamina.models.forecasting import (
     NBEATS,
     TCN,
+    ChronosForecast,
+    ChronosGPT2Model,
+    ChronosModel,
     DLinear,
     GatedResidualNetwork,
     InterpretableMultiHeadAttention,
+    MeanScaleUniformBins,
     NBeatsBlock,
     PatchTST,
     StaticCovariateEncoder,
@@ -431,12 +453,15 @@ from lamina.models.forecasting import (
     VariableSelectionNetwork,
     dlinear,
     fourier_basis,
+    kernel_synth,
     moving_average_matrix,
     nbeats,
     patchtst,
     polynomial_basis,
+    sample_gaussian_process,
     tcn,
     tcn_receptive_field,
+    tsmixup,
 )
 from lamina.models.fpn import (
     BackboneWithFPN,
@@ -768,6 +793,14 @@ from lamina.models.protopnet import (
     prototype_distances,
     prototype_separation_cost,
     prototype_similarity,
+)
+from lamina.models.qformer import (
+    BLIP2Stage1,
+    QFormer,
+    QFormerLayer,
+    image_text_contrastive_loss,
+    mine_hard_negatives,
+    qformer_attention_mask,
 )
 from lamina.models.qwen2 import QWEN2_CONFIGS, Qwen2, load_hf_qwen2_state_dict, qwen2, qwen2_parameter_count
 from lamina.models.raft import (
@@ -1224,11 +1257,15 @@ __all__ = [
     "moving_average_matrix", "nbeats", "patchtst", "polynomial_basis", "tcn", "tcn_receptive_field",
     "GatedResidualNetwork", "InterpretableMultiHeadAttention", "StaticCovariateEncoder", "TemporalFusionTransformer",
     "VariableSelectionNetwork",
+    "ChronosForecast", "ChronosGPT2Model", "ChronosModel", "MeanScaleUniformBins", "kernel_synth",
+    "sample_gaussian_process", "tsmixup",
     "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",
     "clip", "clip_parameter_count", "clip_tokenize", "load_hf_clip_state_dict", "zero_shot_classifier",
     "AttentionPool2d", "CLIPBottleneck", "CLIPImageProcessor", "ModifiedResNet", "ResNetCLIP", "clip_resnet",
     "load_openai_clip_state_dict", "zero_shot_classify",
     "SigLIP", "siglip",
+    "CLAP", "CLAPOutput", "CNN14Block", "CNN14Encoder", "LogMelFrontEnd", "audio_text_retrieval", "clap",
+    "retrieval_recall_at_k", "zero_shot_audio_classifier",
 ]
 __all__ += ["BiLSTMCRF"]  # sequence tagging (bilstm_crf)
 __all__ += ["CRNN"]  # text recognition (crnn)
@@ -1279,7 +1316,7 @@ __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "ED
             "LMSDiscreteScheduler", "PNDMScheduler", "edm_loss", "edm_sampler", "karras_sigmas"]  # (schedulers)
 __all__ += ["DPMSolverSinglestepScheduler", "UniPCMultistepScheduler"]  # single-step DPM-Solver, UniPC
 __all__ += ["DIT_CONFIGS", "DiT", "DiTBlock", "dit_b", "dit_l", "dit_s", "dit_xl"]  # diffusion transformer (dit)
-__all__ += ["ControlNet", "ControlledDenoiser"]  # spatial control of a frozen denoiser (controlnet)
+__all__ += ["ControlNet", "ControlledDenoiser", "DiTControlNet"]  # spatial control of a frozen denoiser (controlnet)
 __all__ += ["CONSISTENCY_METRICS", "ConsistencyModel", "consistency_coefficients", "consistency_times",
             "ct_discretization_steps", "ct_target_decay", "gaussian_mixture_denoiser", "ict_discretization_steps",
             "lognormal_step_probabilities", "pseudo_huber_distance"]  # consistency models (consistency)
@@ -1361,5 +1398,7 @@ __all__ += ["SAMAttention", "SAMMaskDecoder", "SAMOutput", "SAMPromptEncoder", "
 __all__ += ["LPIPS", "TwoAFCResult", "alexnet_features", "load_lpips_backbone", "load_lpips_weights", "lpips_loss",
             "train_lpips", "two_afc_agreement"]  # learned perceptual image similarity (lpips)
 __all__ += ["NGPT", "NGPTBlock", "normalize_ngpt_weights"]  # the normalized Transformer (ngpt)
+__all__ += ["BLIP2Stage1", "QFormer", "QFormerLayer", "image_text_contrastive_loss",  # BLIP-2 (qformer)
+            "mine_hard_negatives", "qformer_attention_mask"]
 __all__ += ["TimeSformer", "TimeSformerBlock", "VideoMAE", "VideoMAEClassifier",  # video transformers
             "sinusoid_table", "tube_masking", "tubelet_targets"]

@@ -178,7 +178,10 @@ class DiT(_TimeConditioned):
             labels = np.where(backend.rng().random(n) < self.class_dropout, self.num_classes, labels)
         return labels
 
-    def forward(self, x, t, y=None) -> Tensor:
+    def forward(self, x, t, y=None, residuals=None) -> Tensor:
+        """The denoised prediction; ``residuals`` (optional, e.g. a
+        :class:`~lamina.models.DiTControlNet`'s outputs): k tensors (N, P, dim), k <= depth,
+        the j-th added to the output of block j."""
         x = as_tensor(x)
         if x.ndim != 4 or tuple(x.shape[1:]) != (*self.image_size, self.in_channels):
             raise input_error(self, x, f"a 4-D NHWC batch (batch, {self.image_size[0]}, {self.image_size[1]}, "
@@ -187,11 +190,25 @@ class DiT(_TimeConditioned):
         n = x.shape[0]
         tokens = F.reshape(self.patch_embed(x), n, -1, self.dim)
         h = tokens + Tensor._wrap(backend.xp.asarray(self.position_table.astype(x.dtype)))
-        for block in self.blocks:
+        residuals = self._checked_residuals(residuals, h)
+        for k, block in enumerate(self.blocks):
             h = block(h, c)
+            if k < len(residuals):
+                h = h + residuals[k]
         shift, scale = _chunks(self.final_modulation(F.silu(c)), 2, self.dim)
         h = self.final_linear(_modulate(self.final_norm(h), shift, scale))
         return unpatchify(h, self.patch_size, self.image_size)
+
+    def _checked_residuals(self, residuals, tokens: Tensor) -> list:
+        residuals = [] if residuals is None else list(residuals)
+        if len(residuals) > self.depth:
+            raise ValueError(f"{self._label()}: got {len(residuals)} residuals; expected at most depth = "
+                             f"{self.depth} (one per block, from the first)")
+        for k, r in enumerate(residuals):
+            if tuple(r.shape) != tuple(tokens.shape):
+                raise ShapeError(f"{self._label()}: residual {k} has shape {tuple(r.shape)}; the tokens it adds to "
+                                 f"have shape {tuple(tokens.shape)}")
+        return residuals
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape[0] if isinstance(input_shape, list) else input_shape)

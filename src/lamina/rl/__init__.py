@@ -4,13 +4,15 @@ experience-replay buffer (uniform or prioritized), deep Q-learning (DQN, Double 
 tutorial's and RL Baselines3 Zoo's settings), proximal policy optimization and advantage
 actor-critic (PPO and A2C with GAE, discrete and continuous actions), and the off-policy
 continuous-control agents SAC, TD3 and DDPG; and for board games (tic-tac-toe, Connect Four)
-Monte Carlo tree search (UCT, PUCT) and AlphaZero self-play; neuroevolution (a policy's weights
-searched by an evolution strategy of :mod:`lamina.optim.evolution`); offline RL from fixed datasets
+Monte Carlo tree search (UCT, PUCT) and AlphaZero self-play, and MuZero's search in a learned
+model's latent space (:mod:`lamina.rl.muzero`); neuroevolution (a policy's weights searched by
+an evolution strategy of :mod:`lamina.optim.evolution`); offline RL from fixed datasets
 (:mod:`lamina.rl.offline`: behaviour cloning, CQL, IQL, the Decision Transformer) and GAIL;
 multi-armed and contextual bandits (:mod:`lamina.rl.bandits`) and cooperative multi-agent
 learning (:mod:`lamina.rl.multiagent`: a PettingZoo-style API, independent Q-learning, VDN,
 QMIX, MADDPG); and model-based RL (:mod:`lamina.rl.model_based`: probabilistic ensembles, PETS
-with CEM / MPPI planning, MBPO-style model rollouts, the PlaNet / Dreamer RSSM world model)."""
+with CEM / MPPI planning, MBPO-style model rollouts, the PlaNet / Dreamer RSSM world model) with
+Dreamer's actor-critic learning in imagination (:mod:`lamina.rl.dreamer`)."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
@@ -29,6 +31,16 @@ from lamina.rl.bandits import (
 )
 from lamina.rl.classic_control import CartPole, MountainCar, Pendulum, angle_normalize
 from lamina.rl.dqn import DQN_PRESETS, PRESET_STEPS, DQNAgent, dqn_loss, dqn_targets, train_dqn
+from lamina.rl.dreamer import (
+    DreamerActor,
+    DreamerAgent,
+    DreamerWorldModel,
+    SequenceReplay,
+    dreamer_model_loss,
+    lambda_returns,
+    run_dreamer_episode,
+    train_dreamer,
+)
 from lamina.rl.env import Env, TimeLimit, Wrapper
 from lamina.rl.evaluation import GreedyPolicy, evaluate_policy
 from lamina.rl.games import ConnectFour, Game, KInARow, TicTacToe
@@ -45,6 +57,17 @@ from lamina.rl.model_based import (
     model_rollouts,
 )
 from lamina.rl.multiagent import MADDPG, QMIX, VDN, IndependentQLearning, ParallelEnv, QMixer, TwoStepGame, VDNMixer
+from lamina.rl.muzero import (
+    LatentMCTS,
+    MinMaxStats,
+    MuZero,
+    MuZeroNet,
+    inverse_value_transform,
+    muzero_loss,
+    muzero_targets,
+    train_muzero,
+    value_transform,
+)
 from lamina.rl.networks import copy_weights, mlp, soft_update
 from lamina.rl.neuroevolution import episode_return, evolve_policy
 from lamina.rl.off_policy import OffPolicyAgent, QNetwork
@@ -115,3 +138,7 @@ __all__ += ["MADDPG", "QMIX", "VDN", "IndependentQLearning", "ParallelEnv", "QMi
 __all__ += ["RSSM", "CEMPlanner", "MBPOAgent", "MPPIPlanner", "PETSAgent", "ProbabilisticEnsemble",
             "TrajectorySampling", "model_rollouts"]  # model_based
 __all__ += ["GFlowNet", "HyperGrid", "SequenceEnv", "train_gflownet"]  # gflownet
+__all__ += ["LatentMCTS", "MinMaxStats", "MuZero", "MuZeroNet", "inverse_value_transform", "muzero_loss",
+            "muzero_targets", "train_muzero", "value_transform"]  # muzero
+__all__ += ["DreamerActor", "DreamerAgent", "DreamerWorldModel", "SequenceReplay", "dreamer_model_loss",
+            "lambda_returns", "run_dreamer_episode", "train_dreamer"]  # dreamer

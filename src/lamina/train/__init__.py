@@ -127,6 +127,7 @@ from lamina.train.kto import KTOTrainer
 from lamina.train.kto_data import CompletionRows, UnpairedBatch, UnpairedPreferenceDataset, kl_completion_order
 from lamina.train.label_model import LabelModel, lf_summary, majority_vote
 from lamina.train.laplace import LastLayerLaplace
+from lamina.train.lm_distillation import GKDTrainer, completion_logits
 from lamina.train.lm_rl import (
     CompletionRollout,
     GRPOTrainer,
@@ -376,3 +377,4 @@ __all__ += ["ForgettingTracker", "SelfPacedSchedule", "el2n_from_probabilities",
 __all__ += ["Exploit", "PBTResult", "apply_hyperparameters", "copy_member", "explore_config", "pbt_trainer",
             "plot_pbt", "population_based_training", "quantile_members"]  # population-based training (pbt)
 __all__ += ["ResetCovariance", "SNGPPrediction", "sngp_predict"]  # SNGP training and prediction (sngp)
+__all__ += ["GKDTrainer", "completion_logits"]  # generalized knowledge distillation of LMs (lm_distillation)

@@ -20,11 +20,24 @@ the TCN mixes them in its convolutions.
   quantile forecasts (batch, horizon, n_quantiles) and the weights that explain them; its
   blocks :class:`GatedResidualNetwork`, :class:`VariableSelectionNetwork`,
   :class:`InterpretableMultiHeadAttention` and :class:`StaticCovariateEncoder`.
+* :class:`ChronosModel` (Ansari et al., 2024): a T5 language model over mean-scaled values put in
+  uniform bins (:class:`MeanScaleUniformBins`), forecasting univariate series (batch, time) by
+  sampled trajectories (:class:`ChronosGPT2Model`: its decoder-only variant); the augmentations
+  :func:`tsmixup` and :func:`kernel_synth`.
 
 The builders :func:`tcn`, :func:`nbeats`, :func:`dlinear` and :func:`patchtst` are registered in
 the ``"forecasting"`` group of :func:`lamina.models.list_models`.
 """
 
+from lamina.models.forecasting.chronos import (
+    ChronosForecast,
+    ChronosGPT2Model,
+    ChronosModel,
+    MeanScaleUniformBins,
+    kernel_synth,
+    sample_gaussian_process,
+    tsmixup,
+)
 from lamina.models.forecasting.dlinear import DLinear, dlinear, moving_average_matrix
 from lamina.models.forecasting.nbeats import NBEATS, NBeatsBlock, fourier_basis, nbeats, polynomial_basis
 from lamina.models.forecasting.patchtst import PatchTST, patchtst
@@ -41,5 +54,6 @@ __all__ = [
     "NBEATS", "TCN", "DLinear", "NBeatsBlock", "PatchTST", "TemporalBlock", "dlinear", "fourier_basis",
     "moving_average_matrix", "nbeats", "patchtst", "polynomial_basis", "tcn", "tcn_receptive_field",
     "GatedResidualNetwork", "InterpretableMultiHeadAttention", "StaticCovariateEncoder", "TemporalFusionTransformer",
-    "VariableSelectionNetwork",
+    "VariableSelectionNetwork", "ChronosForecast", "ChronosGPT2Model", "ChronosModel", "MeanScaleUniformBins",
+    "kernel_synth", "sample_gaussian_process", "tsmixup",
 ]
