@@ -92,6 +92,22 @@ class _ControlBase(_TimeConditioned):
         self.built = True
         object.__setattr__(self, "build_input_shape", [shape, (None,), (*shape[:3], self.conditioning_channels)])
 
+    def _run_once_and_copy(self, shape: tuple) -> None:
+        """Create the weights by one run (no graph) on zeros of ``shape`` (None, H, W, C) and, for a
+        ControlNet made from a denoiser, copy that denoiser's weights into the copy."""
+        dtype = backend.get_default_dtype()
+        x = Tensor(np.zeros((1, *shape[1:]), dtype=dtype), dtype=dtype)
+        control = np.zeros((1, *shape[1:3], self.conditioning_channels), dtype=dtype)
+        self.built = True
+        with no_grad():
+            self.forward(x, np.zeros(1, dtype=np.int64), control)
+        source = self._source
+        if source is not None:
+            if not source.built:
+                source.build((1, *shape[1:]))
+            self._copy_from(source)
+            object.__setattr__(self, "_source", None)
+
     def copied_names(self) -> list[str]:
         """The state-dict names of the copy (those shared with the denoiser)."""
         return [key for key in self.state_dict() if not key.startswith(self._own_prefixes)]
@@ -190,18 +206,7 @@ class ControlNet(_ControlBase):
                              "channels) with known sizes")
         self._check_size(shape)
         self.channels = int(shape[3])
-        dtype = backend.get_default_dtype()
-        x = Tensor(np.zeros((1, *shape[1:]), dtype=dtype), dtype=dtype)
-        control = np.zeros((1, *shape[1:3], self.conditioning_channels), dtype=dtype)
-        self.built = True
-        with no_grad():
-            self.forward(x, np.zeros(1, dtype=np.int64), control)
-        source = self._source
-        if source is not None:
-            if not source.built:
-                source.build((1, *shape[1:]))
-            self.copy_encoder_from(source)
-            object.__setattr__(self, "_source", None)
+        self._run_once_and_copy(shape)
 
     def copy_encoder_from(self, denoiser: DenoisingUNet) -> None:
         """Set the encoder copy to ``denoiser``'s weights (time and class features, stem, down
@@ -312,19 +317,8 @@ class DiTControlNet(_ControlBase):
         return shape
 
     def build(self, input_shape) -> None:
-        shape = self._checked_shape(tuple(input_shape[0] if isinstance(input_shape, list) else input_shape))
-        dtype = backend.get_default_dtype()
-        x = Tensor(np.zeros((1, *shape[1:]), dtype=dtype), dtype=dtype)
-        control = np.zeros((1, *shape[1:3], self.conditioning_channels), dtype=dtype)
-        self.built = True
-        with no_grad():
-            self.forward(x, np.zeros(1, dtype=np.int64), control)
-        source = self._source
-        if source is not None:
-            if not source.built:
-                source.build((1, *shape[1:]))
-            self.copy_weights_from(source)
-            object.__setattr__(self, "_source", None)
+        self._run_once_and_copy(self._checked_shape(tuple(input_shape[0] if isinstance(input_shape, list)
+                                                          else input_shape)))
 
     def copy_weights_from(self, dit: DiT) -> None:
         """Set the copy to ``dit``'s weights (time and class features, patch embedding, the

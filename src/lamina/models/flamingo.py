@@ -43,21 +43,10 @@ from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, LayerNorm, ModuleList
 from lamina.nn import init as initializers
 from lamina.nn.layer import input_error, positive_int
+from lamina.nn.linear_attention import merge_heads, split_heads
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["Flamingo", "GatedCrossAttentionBlock", "PerceiverResampler", "media_attention_mask"]
-
-
-def _heads(x, num_heads: int):
-    """(N, T, h d) -> (N, h, T, d)."""
-    n, t, width = x.shape
-    return F.transpose(F.reshape(x, n, t, num_heads, width // num_heads), 0, 2, 1, 3)
-
-
-def _join_heads(x):
-    """(N, h, T, d) -> (N, T, h d)."""
-    n, h, t, d = x.shape
-    return F.reshape(F.transpose(x, 0, 2, 1, 3), n, t, h * d)
 
 
 class _FeedForward(Module):
@@ -90,10 +79,10 @@ class _ResamplerLayer(Module):
     def forward(self, features, latents) -> Tensor:
         x, z = self.norm_media(features), self.norm_latents(latents)
         kv = F.concat([x, z], axis=1)
-        attended = F.scaled_dot_product_attention(_heads(self.to_q(z), self.num_heads),
-                                                  _heads(self.to_k(kv), self.num_heads),
-                                                  _heads(self.to_v(kv), self.num_heads))
-        latents = latents + self.to_out(_join_heads(attended))
+        attended = F.scaled_dot_product_attention(split_heads(self.to_q(z), self.num_heads),
+                                                  split_heads(self.to_k(kv), self.num_heads),
+                                                  split_heads(self.to_v(kv), self.num_heads))
+        latents = latents + self.to_out(merge_heads(attended))
         return latents + self.ff(latents)
 
 
@@ -220,11 +209,11 @@ class GatedCrossAttentionBlock(Module):
     def _cross_attention(self, x, media, attend, keep) -> Tensor:
         n, m, tokens, width = media.shape
         flat = F.reshape(media, n, m * tokens, width)
-        attended = F.scaled_dot_product_attention(_heads(self.to_q(self.norm(x)), self.num_heads),
-                                                  _heads(self.to_k(flat), self.num_heads),
-                                                  _heads(self.to_v(flat), self.num_heads),
+        attended = F.scaled_dot_product_attention(split_heads(self.to_q(self.norm(x)), self.num_heads),
+                                                  split_heads(self.to_k(flat), self.num_heads),
+                                                  split_heads(self.to_v(flat), self.num_heads),
                                                   mask=attend)
-        return self.to_out(_join_heads(attended)) * keep
+        return self.to_out(merge_heads(attended)) * keep
 
     def forward(self, x, media, media_locations) -> Tensor:
         x, media = as_tensor(x), as_tensor(media)

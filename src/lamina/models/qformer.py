@@ -42,6 +42,7 @@ from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, Embedding, LayerNorm, ModuleList
 from lamina.nn import init as initializers
 from lamina.nn.layer import input_error, positive_int
+from lamina.nn.linear_attention import merge_heads, split_heads
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["BLIP2Stage1", "QFormer", "QFormerLayer", "image_text_contrastive_loss", "mine_hard_negatives",
@@ -85,16 +86,6 @@ def qformer_attention_mask(num_queries: int, num_text: int, kind: str, text_mask
     return allowed
 
 
-def _heads(x, num_heads: int):
-    n, t, width = x.shape
-    return F.transpose(F.reshape(x, n, t, num_heads, width // num_heads), 0, 2, 1, 3)
-
-
-def _join_heads(x):
-    n, h, t, d = x.shape
-    return F.reshape(F.transpose(x, 0, 2, 1, 3), n, t, h * d)
-
-
 class _Attention(Module):
     """Multi-head attention softmax(Q K^T / sqrt(d)) V with biased projections (BERT's)."""
 
@@ -104,10 +95,10 @@ class _Attention(Module):
         self.query, self.key, self.value, self.out = (Dense(hidden, kernel_init=_normal()) for _ in range(4))
 
     def forward(self, x, context, mask=None) -> Tensor:
-        attended = F.scaled_dot_product_attention(_heads(self.query(x), self.heads),
-                                                  _heads(self.key(context), self.heads),
-                                                  _heads(self.value(context), self.heads), mask=mask)
-        return self.out(_join_heads(attended))
+        attended = F.scaled_dot_product_attention(split_heads(self.query(x), self.heads),
+                                                  split_heads(self.key(context), self.heads),
+                                                  split_heads(self.value(context), self.heads), mask=mask)
+        return self.out(merge_heads(attended))
 
 
 class _FeedForward(Module):
