@@ -1,14 +1,16 @@
-"""A ControlNet learns spatial control: a tiny unconditional U-Net pretrained on 8x8 images of
-one vertical bar at a random column, then a ControlNet trained (the U-Net frozen) with the
-bar's position mask as the control image. Controlled samples put the bar in the column the
-control says far more often than the unconditional model's 1 in 8."""
+"""A ControlNet learns spatial control: a tiny unconditional denoiser (a U-Net, or a DiT with
+a DiTControlNet) pretrained on 8x8 images of one vertical bar at a random column, then a
+ControlNet trained (the denoiser frozen) with the bar's position mask as the control image.
+Controlled samples put the bar in the column the control says far more often than the
+unconditional model's 1 in 8."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import lamina
-from lamina.models import ControlledDenoiser, ControlNet, DenoisingUNet, DiffusionModel
+from lamina.models import ControlledDenoiser, ControlNet, DenoisingUNet, DiffusionModel, DiT, DiTControlNet
 from lamina.optim import Adam
 
 SIZE = 8
@@ -39,20 +41,34 @@ def train(model: DiffusionModel, params, steps: int, rng, controlled: Controlled
         optimizer.step()
 
 
-def test_controlnet_puts_the_bar_where_the_control_says():
+def _unet_pair():
+    unet = DenoisingUNet(base_filters=8, multipliers=(1, 2), groups=4)
+    return unet, lambda: ControlNet(unet, conditioning_channels=1, conditioning_filters=(8,))
+
+
+def _dit_pair():
+    dit = DiT(SIZE, 2, 1, dim=32, depth=2, num_heads=4, time_dim=16)
+    return dit, lambda: DiTControlNet(dit, conditioning_channels=1)
+
+
+PAIRS = {"unet": _unet_pair, "dit": _dit_pair}
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_controlnet_puts_the_bar_where_the_control_says(kind):
     lamina.manual_seed(0)
     rng = np.random.default_rng(0)
-    unet = DenoisingUNet(base_filters=8, multipliers=(1, 2), groups=4)
-    pretrained = DiffusionModel(unet, schedule="cosine", num_timesteps=50)
+    denoiser, make_controlnet = PAIRS[kind]()
+    pretrained = DiffusionModel(denoiser, schedule="cosine", num_timesteps=50)
     train(pretrained, pretrained, 80, rng)
     columns = np.arange(64) % SIZE
     unconditional = np.mean(bar_columns(pretrained.sample(64, steps=10, method="ddim")) == columns)
 
-    controlled = ControlledDenoiser(unet, ControlNet(unet, conditioning_channels=1, conditioning_filters=(8,)))
-    frozen = {k: v.copy() for k, v in unet.state_dict().items()}
+    controlled = ControlledDenoiser(denoiser, make_controlnet())
+    frozen = {k: v.copy() for k, v in denoiser.state_dict().items()}
     model = DiffusionModel(controlled, schedule="cosine", num_timesteps=50)
     train(model, controlled, 120, rng, controlled)
     controlled.set_control(bars(columns)[1])
     hits = np.mean(bar_columns(model.sample(64, steps=10, method="ddim")) == columns)
-    assert all(np.array_equal(v, frozen[k]) for k, v in unet.state_dict().items())
+    assert all(np.array_equal(v, frozen[k]) for k, v in denoiser.state_dict().items())
     assert unconditional < 0.35 and hits > 0.7 and hits > unconditional + 0.4, (unconditional, hits)
