@@ -1045,6 +1045,7 @@ from lamina.models.t5 import T5, T5_CONFIGS, T5Attention, T5Block, T5DenseFF, T5
 from lamina.models.tabnet import GhostBatchNorm, TabNet
 from lamina.models.tabular_baselines import TabMLP, TabResNet
 from lamina.models.tgn import TGN, last_messages
+from lamina.models.timesformer import TimeSformer, TimeSformerBlock
 from lamina.models.timm_weights import load_timm_state_dict
 from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transducer import ConformerTransducer
@@ -1072,15 +1073,7 @@ from lamina.models.unet import DoubleConv, UNet, unet
 from lamina.models.variational_flows import InverseAutoregressive, PlanarFlow, RadialFlow
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 from lamina.models.video import Conv2Plus1D, VideoBasicBlock, mc3_18, midplanes, r2plus1d_18, r3d_18, video_resnet
-from lamina.models.video_transformers import (
-    TimeSformer,
-    TimeSformerBlock,
-    VideoMAE,
-    VideoMAEClassifier,
-    sinusoid_table,
-    tube_masking,
-    tubelet_targets,
-)
+from lamina.models.videomae import VideoMAE, VideoMAEClassifier, sinusoid_table, tube_masking, tubelet_targets
 from lamina.models.vit import (
     ClassTokenEmbedding,
     VisionTransformer,
