@@ -198,6 +198,11 @@ CASES = {
     "InnerProductDecoder": (models.InnerProductDecoder, lambda: (_normal(4, 3), _EDGES), "config"),
     # images
     "SRCNN": (lambda: models.SRCNN(1, filters=(4, 2)), _x(1, 6, 6, 1), "save"),
+    "PoolingMixer": (lambda: models.PoolingMixer(3), _x(1, 4, 5, 2), "save"),
+    "PoolFormerBlock": (lambda: models.PoolFormerBlock(4, mlp_ratio=2, layer_scale_init=0.5), _x(1, 4, 4, 4), "save"),
+    "ConvNeXtV2Block": (lambda: models.ConvNeXtV2Block(3, stochastic_depth_prob=0.1), _x(2, 4, 4, 3), "save"),
+    "MobileViTBlock": (lambda: models.MobileViTBlock(3, 4, depth=1, num_heads=2, patch_size=(1, 2)),
+                       _x(2, 2, 4, 3), "save"),
     "ESPCN": (lambda: models.ESPCN(2, channels=1, filters=(4, 2)), _x(1, 4, 4, 1), "save"),
     "EDSR": (lambda: models.EDSR(2, channels=3, filters=4, blocks=1, res_scale=0.1, mean=(0.4, 0.5, 0.6)),
              _x(1, 4, 4, 3), "save"),
@@ -468,7 +473,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 104 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 105 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

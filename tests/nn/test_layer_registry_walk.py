@@ -304,6 +304,7 @@ CASES = {
     "Mamba2Block": (lambda: nn.Mamba2Block(4, d_state=3, d_conv=2, headdim=2, ngroups=2, chunk_size=2),
                     lambda: (_sequence(2, 5, 4),), "save"),
     "DyT": (lambda: nn.DyT(3, alpha_init=0.7), lambda: (_sequence(2, 4, 3),), "save"),
+    "GlobalResponseNorm": (lambda: nn.GlobalResponseNorm(3, eps=1e-5), lambda: (_points(2, 3, 4, 3),), "save"),
     "RandomFeatureGaussianProcess": (lambda: nn.RandomFeatureGaussianProcess(3, num_inducing=8, likelihood="logistic",
                                                                              normalize_input=True, scale=0.5),
                                      _DENSE_IN, "save", {"return_variance": True}),

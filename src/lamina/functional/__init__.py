@@ -487,6 +487,12 @@ from lamina.functional.smooth_activation import gelu, hard_sigmoid, hard_swish, 
 from lamina.functional.soft_sort import soft_rank, soft_sort, soft_topk
 from lamina.functional.softcapped_attention import softcapped_attention
 from lamina.functional.sorting_networks import soft_sort_matrix, sorting_network
+from lamina.functional.sparse_attention_patterns import (
+    bigbird_mask,
+    block_sparse_attention,
+    expand_block_mask,
+    longformer_mask,
+)
 from lamina.functional.sparse_softmax import entmax15, sparsemax
 from lamina.functional.special import (
     digamma,
@@ -787,3 +793,5 @@ __all__ += ["DirichletUncertainty", "dirichlet_kl_uniform", "dirichlet_uncertain
 __all__ += ["covariance_to_conic", "rasterize_gaussians_2d"]  # 2-D Gaussian splatting (splatting)
 __all__ += ["TOKEN_DIVERGENCES", "generalized_jsd",
             "token_divergence"]  # token-level divergences for LM distillation (losses_lm_distill)
+__all__ += ["bigbird_mask", "block_sparse_attention", "expand_block_mask",
+            "longformer_mask"]  # Longformer / BigBird patterns (sparse_attention_patterns)

@@ -24,7 +24,8 @@ Layouts follow the published models so that published weights map onto them:
   :func:`efficientnet_v2_s` .. :func:`efficientnet_v2_l` (FusedMBConv then MBConv stages),
   :func:`mnasnet0_5` .. :func:`mnasnet1_3` (searched inverted residual stacks) and
   :func:`convnext_tiny` .. :func:`convnext_large` (7x7 depthwise convs, LayerNorm, layer
-  scale): torchvision's layouts, names and parameter counts.
+  scale): torchvision's layouts, names and parameter counts; :func:`convnextv2_atto` ..
+  :func:`convnextv2_tiny` (ConvNeXt V2: global response normalization, no layer scale).
 * :func:`regnet_y_400mf` .. :func:`regnet_y_128gf`, :func:`regnet_x_400mf` ..
   :func:`regnet_x_32gf` (stage widths and depths generated from w_0, w_a, w_m: :func:`regnet`)
   and :func:`swin_t`, :func:`swin_s`, :func:`swin_b` (attention in shifted windows with a
@@ -313,11 +314,17 @@ from lamina.models.convmixer import (
 )
 from lamina.models.convnext import (
     ConvNeXtBlock,
+    ConvNeXtV2Block,
     convnext,
     convnext_base,
     convnext_large,
     convnext_small,
     convnext_tiny,
+    convnextv2_atto,
+    convnextv2_femto,
+    convnextv2_nano,
+    convnextv2_pico,
+    convnextv2_tiny,
 )
 from lamina.models.crnn import CRNN
 from lamina.models.ctr import DIN, DCNv2, DeepFM, Dice, fm_interaction
@@ -699,6 +706,16 @@ from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mobilenet_v3_large_fpn
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
+from lamina.models.mobilevit import (
+    MOBILEVIT_CONFIGS,
+    MobileViTBlock,
+    fold_patches,
+    mobilevit,
+    mobilevit_s,
+    mobilevit_xs,
+    mobilevit_xxs,
+    unfold_patches,
+)
 from lamina.models.nca import (
     NCATrainResult,
     NeuralCA,
@@ -777,6 +794,17 @@ from lamina.models.poincare_embeddings import (
 from lamina.models.pointer_network import PointerNetwork, pointer_logits
 from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
 from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
+from lamina.models.poolformer import (
+    POOLFORMER_CONFIGS,
+    PoolFormerBlock,
+    PoolingMixer,
+    poolformer,
+    poolformer_m36,
+    poolformer_m48,
+    poolformer_s12,
+    poolformer_s24,
+    poolformer_s36,
+)
 from lamina.models.pose import (
     SimpleBaseline,
     SimpleBaselineHead,
@@ -1360,6 +1388,10 @@ __all__ += ["DIGIT_CONCEPTS", "NAM", "ConceptBottleneck", "MonotonicDense", "Mon
             "prototype_similarity"]  # interpretable by design (interpretable, concept_bottleneck, protopnet)
 __all__ += ["EarlyExitNetwork", "EarlyExitResult"]  # early exits (early_exit)
 __all__ += ["P4CNN", "p4cnn"]  # group-equivariant CNN (p4cnn)
+__all__ += ["MOBILEVIT_CONFIGS", "MobileViTBlock", "fold_patches", "mobilevit", "mobilevit_s",  # MobileViT
+            "mobilevit_xs", "mobilevit_xxs", "unfold_patches"]
+__all__ += ["POOLFORMER_CONFIGS", "PoolFormerBlock", "PoolingMixer", "poolformer", "poolformer_m36",  # MetaFormer
+            "poolformer_m48", "poolformer_s12", "poolformer_s24", "poolformer_s36"]
 __all__ += ["GaussianMixture", "HiddenMarkovModel", "KalmanFilter", "ParticleFilter", "ParticleFilterResult",
             "kalman_log_likelihood", "multinomial_resample", "stratified_resample",
             "systematic_resample"]  # HMMs, Kalman and particle filters, Gaussian mixtures (statespace)
@@ -1395,3 +1427,5 @@ __all__ += ["BLIP2Stage1", "QFormer", "QFormerLayer", "image_text_contrastive_lo
             "mine_hard_negatives", "qformer_attention_mask"]
 __all__ += ["TimeSformer", "TimeSformerBlock", "VideoMAE", "VideoMAEClassifier",  # video transformers
             "sinusoid_table", "tube_masking", "tubelet_targets"]
+__all__ += ["ConvNeXtV2Block", "convnextv2_atto", "convnextv2_femto", "convnextv2_nano", "convnextv2_pico",
+            "convnextv2_tiny"]  # ConvNeXt V2 (convnext)

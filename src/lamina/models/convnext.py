@@ -18,6 +18,13 @@ p l / (L - 1). Configurations (blocks per stage, widths, p) and parameters with 
 tiny (3, 3, 9, 3), (96, 192, 384, 768), 0.1: 28,589,128; small (3, 3, 27, 3), same widths,
 0.4: 50,223,688; base (3, 3, 27, 3), (128, 256, 512, 1024), 0.5: 88,591,464; large (3, 3, 27,
 3), (192, 384, 768, 1536), 0.5: 197,767,336.
+
+ConvNeXt V2 (Woo et al. 2023, ``version=2``): each block puts a GlobalResponseNorm of the 4C
+features between the GELU and the second FC and drops the layer scale; the rest is unchanged.
+Configurations and parameters with 1000 classes: atto (2, 2, 6, 2), (40, 80, 160, 320):
+3,708,400; femto (2, 2, 6, 2), (48, 96, 192, 384): 5,233,240; pico (2, 2, 6, 2), (64, 128,
+256, 512): 9,066,280; nano (2, 2, 8, 2), (80, 160, 320, 640): 15,623,800; tiny (3, 3, 9, 3),
+(96, 192, 384, 768): 28,635,496.
 """
 
 from __future__ import annotations
@@ -30,8 +37,9 @@ from lamina.autograd import Tensor
 from lamina.models.blocks import Block, check_input, classifier_layers, finish, nhwc_channels
 from lamina.nn.layer import register_layer
 
-__all__ = ["CONVNEXT_CONFIGS", "ConvNeXtBlock", "convnext", "convnext_base", "convnext_large", "convnext_small",
-           "convnext_tiny"]
+__all__ = ["CONVNEXTV2_CONFIGS", "CONVNEXT_CONFIGS", "ConvNeXtBlock", "ConvNeXtV2Block", "convnext", "convnext_base",
+           "convnext_large", "convnext_small", "convnext_tiny", "convnextv2_atto", "convnextv2_femto",
+           "convnextv2_nano", "convnextv2_pico", "convnextv2_tiny"]
 
 # variant -> (blocks per stage, channels per stage, stochastic-depth probability)
 CONVNEXT_CONFIGS: dict[str, tuple[tuple[int, ...], tuple[int, ...], float]] = {
@@ -40,7 +48,33 @@ CONVNEXT_CONFIGS: dict[str, tuple[tuple[int, ...], tuple[int, ...], float]] = {
     "base": ((3, 3, 27, 3), (128, 256, 512, 1024), 0.5),
     "large": ((3, 3, 27, 3), (192, 384, 768, 1536), 0.5),
 }
+# ConvNeXt V2 (Woo et al. 2023): variant -> the same triple (p: the paper's ImageNet-1K fine-tuning)
+CONVNEXTV2_CONFIGS: dict[str, tuple[tuple[int, ...], tuple[int, ...], float]] = {
+    "atto": ((2, 2, 6, 2), (40, 80, 160, 320), 0.1),
+    "femto": ((2, 2, 6, 2), (48, 96, 192, 384), 0.1),
+    "pico": ((2, 2, 6, 2), (64, 128, 256, 512), 0.1),
+    "nano": ((2, 2, 8, 2), (80, 160, 320, 640), 0.2),
+    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768), 0.2),
+}
 LAYER_NORM_EPS = 1e-6
+
+
+def _branch(channels: int, global_response_norm: bool) -> nn.Sequential:
+    """7x7 depthwise conv '0', LayerNorm '2', Dense 4C '3', GELU '4', [GlobalResponseNorm
+    'grn' (V2)], Dense C '5'."""
+    layers = [nn.Conv2D(channels, 7, padding=3, groups=channels, name="0"),
+              nn.LayerNorm(-1, eps=LAYER_NORM_EPS, name="2"),
+              nn.Dense(4 * channels, name="3"),
+              nn.GELU(name="4")]
+    if global_response_norm:
+        layers.append(nn.GlobalResponseNorm(4 * channels, name="grn"))
+    return nn.Sequential(*layers, nn.Dense(channels, name="5"), name="block")
+
+
+def _check_channels(channels, layer: str) -> int:
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"{layer}: channels must be a positive int, got {channels!r}")
+    return channels
 
 
 @register_layer
@@ -57,17 +91,9 @@ class ConvNeXtBlock(Block):
     def __init__(self, channels: int, layer_scale_init: float = 1e-6, stochastic_depth_prob: float = 0.0,
                  name: str | None = None):
         super().__init__(name=name)
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"ConvNeXtBlock: channels must be a positive int, got {channels!r}")
+        _check_channels(channels, "ConvNeXtBlock")
         self.channels, self.layer_scale_init = channels, float(layer_scale_init)
-        self.block = nn.Sequential(
-            nn.Conv2D(channels, 7, padding=3, groups=channels, name="0"),
-            nn.LayerNorm(-1, eps=LAYER_NORM_EPS, name="2"),
-            nn.Dense(4 * channels, name="3"),
-            nn.GELU(name="4"),
-            nn.Dense(channels, name="5"),
-            name="block",
-        )
+        self.block = _branch(channels, global_response_norm=False)
         self.stochastic_depth = nn.StochasticDepth(stochastic_depth_prob, "row", name="stochastic_depth")
 
     def trace(self, shape, step):
@@ -92,6 +118,33 @@ class ConvNeXtBlock(Block):
         return f"{self.channels}, p={self.stochastic_depth.p:.3g}"
 
 
+@register_layer
+class ConvNeXtV2Block(Block):
+    """The ConvNeXt V2 block: out = x + stochastic_depth(block(x)) with ``block`` the V1 branch
+    plus a :class:`~lamina.nn.GlobalResponseNorm` ('grn') after the GELU, and no layer scale."""
+
+    default_name = "convnextv2_block"
+
+    def __init__(self, channels: int, stochastic_depth_prob: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.channels = _check_channels(channels, "ConvNeXtV2Block")
+        self.block = _branch(channels, global_response_norm=True)
+        self.stochastic_depth = nn.StochasticDepth(stochastic_depth_prob, "row", name="stochastic_depth")
+
+    def trace(self, shape, step):
+        shape = nhwc_channels(self, shape, self.channels, "channels")
+        return step(self.block, shape)
+
+    def forward(self, x) -> Tensor:
+        return F.add(self.stochastic_depth(self.block(x)), x)
+
+    def get_config(self) -> dict:
+        return {"channels": self.channels, "stochastic_depth_prob": self.stochastic_depth.p, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, p={self.stochastic_depth.p:.3g}"
+
+
 def _check_config(block_setting, channels) -> tuple[tuple[int, ...], tuple[int, ...]]:
     blocks = tuple(block_setting) if isinstance(block_setting, (tuple, list)) else ()
     widths = tuple(channels) if isinstance(channels, (tuple, list)) else ()
@@ -105,10 +158,13 @@ def _check_config(block_setting, channels) -> tuple[tuple[int, ...], tuple[int, 
 def convnext(block_setting: Sequence[int] = (3, 3, 9, 3), channels: Sequence[int] = (96, 192, 384, 768),
              stochastic_depth_prob: float = 0.1, layer_scale: float = 1e-6, num_classes: int = 1000,
              input_shape: tuple[int, int, int] = (224, 224, 3), classifier_activation: str | None = None,
-             name: str = "convnext") -> nn.Sequential:
+             name: str = "convnext", version: int = 1) -> nn.Sequential:
     """A ConvNeXt (unbuilt) in torchvision's layout: stage i has ``block_setting[i]`` blocks of
     ``channels[i]`` channels (see the module docstring). Outputs logits unless
-    ``classifier_activation``."""
+    ``classifier_activation``. ``version=2`` gives ConvNeXt V2: :class:`ConvNeXtV2Block`s
+    (global response normalization, no layer scale: ``layer_scale`` is then unused)."""
+    if version not in (1, 2) or isinstance(version, bool):
+        raise ValueError(f"{name}: version must be 1 or 2, got {version!r}")
     blocks, widths = _check_config(block_setting, channels)
     if not 0 <= stochastic_depth_prob < 1:
         raise ValueError(f"{name}: stochastic_depth_prob must be in [0, 1), got {stochastic_depth_prob!r}")
@@ -120,7 +176,8 @@ def convnext(block_setting: Sequence[int] = (3, 3, 9, 3), channels: Sequence[int
         stage_blocks = []
         for i in range(count):
             p = stochastic_depth_prob * index / max(total - 1, 1)
-            stage_blocks.append(ConvNeXtBlock(width, layer_scale, p, name=str(i)))
+            stage_blocks.append(ConvNeXtBlock(width, layer_scale, p, name=str(i)) if version == 1
+                                else ConvNeXtV2Block(width, p, name=str(i)))
             index += 1
         features.append(nn.Sequential(*stage_blocks))
         if stage + 1 < len(widths):
@@ -174,3 +231,46 @@ def convnext_large(num_classes: int = 1000, input_shape: tuple[int, int, int] = 
                   classifier_activation: str | None = None) -> nn.Sequential:
     """ConvNeXt-L: blocks (3, 3, 27, 3), widths (192, 384, 768, 1536), p = 0.5; 197,767,336 parameters."""
     return _variant("large", num_classes, input_shape, stochastic_depth_prob, classifier_activation)
+
+
+def _v2_variant(variant: str, num_classes: int, input_shape, stochastic_depth_prob: float | None,
+                classifier_activation: str | None) -> nn.Sequential:
+    blocks, widths, p = CONVNEXTV2_CONFIGS[variant]
+    return convnext(blocks, widths, p if stochastic_depth_prob is None else stochastic_depth_prob,
+                    num_classes=num_classes, input_shape=input_shape, classifier_activation=classifier_activation,
+                    name=f"convnextv2_{variant}", version=2)
+
+
+def convnextv2_atto(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
+                    stochastic_depth_prob: float | None = None,
+                    classifier_activation: str | None = None) -> nn.Sequential:
+    """ConvNeXt V2-Atto: blocks (2, 2, 6, 2), widths (40, 80, 160, 320); 3,708,400 parameters."""
+    return _v2_variant("atto", num_classes, input_shape, stochastic_depth_prob, classifier_activation)
+
+
+def convnextv2_femto(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
+                     stochastic_depth_prob: float | None = None,
+                     classifier_activation: str | None = None) -> nn.Sequential:
+    """ConvNeXt V2-Femto: blocks (2, 2, 6, 2), widths (48, 96, 192, 384); 5,233,240 parameters."""
+    return _v2_variant("femto", num_classes, input_shape, stochastic_depth_prob, classifier_activation)
+
+
+def convnextv2_pico(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
+                    stochastic_depth_prob: float | None = None,
+                    classifier_activation: str | None = None) -> nn.Sequential:
+    """ConvNeXt V2-Pico: blocks (2, 2, 6, 2), widths (64, 128, 256, 512); 9,066,280 parameters."""
+    return _v2_variant("pico", num_classes, input_shape, stochastic_depth_prob, classifier_activation)
+
+
+def convnextv2_nano(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
+                    stochastic_depth_prob: float | None = None,
+                    classifier_activation: str | None = None) -> nn.Sequential:
+    """ConvNeXt V2-Nano: blocks (2, 2, 8, 2), widths (80, 160, 320, 640); 15,623,800 parameters."""
+    return _v2_variant("nano", num_classes, input_shape, stochastic_depth_prob, classifier_activation)
+
+
+def convnextv2_tiny(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3),
+                    stochastic_depth_prob: float | None = None,
+                    classifier_activation: str | None = None) -> nn.Sequential:
+    """ConvNeXt V2-Tiny: blocks (3, 3, 9, 3), widths (96, 192, 384, 768); 28,635,496 parameters."""
+    return _v2_variant("tiny", num_classes, input_shape, stochastic_depth_prob, classifier_activation)

@@ -55,14 +55,14 @@ def make_divisible(value: float, divisor: int = ROUND_NEAREST) -> int:
 
 
 def conv_bn_relu6(filters: int, kernel_size: int, stride: int = 1, groups: int = 1,
-                  name: str | None = None) -> nn.Sequential:
-    """Conv2D ('same' padding (f - 1) / 2, no bias) - BatchNorm - ReLU6 as a Sequential of
-    layers named '0', '1', '2' (torchvision's ``Conv2dNormActivation``)."""
+                  name: str | None = None, activation: str = "relu6") -> nn.Sequential:
+    """Conv2D ('same' padding (f - 1) / 2, no bias) - BatchNorm - ReLU6 (or ``activation``) as a
+    Sequential of layers named '0', '1', '2' (torchvision's ``Conv2dNormActivation``)."""
     return nn.Sequential(
         nn.Conv2D(filters, kernel_size, stride=stride, padding=(kernel_size - 1) // 2, groups=groups,
                   use_bias=False, name="0"),
         nn.BatchNorm(name="1"),
-        nn.ReLU6(name="2"),
+        nn.ReLU6(name="2") if activation == "relu6" else nn.Activation(activation, name="2"),
         name=name,
     )
 
@@ -72,24 +72,25 @@ class InvertedResidual(Block):
     """MobileNet v2's block (see the module docstring): sub-layer ``conv``, a Sequential of
     [expansion ConvBNReLU6 (when ``expand_ratio`` != 1)], the depthwise ConvBNReLU6, the 1x1
     projection and its BN; the input is added to the output when ``stride`` is 1 and
-    ``in_channels`` equals ``out_channels``. The expanded width is round(t c_in)."""
+    ``in_channels`` equals ``out_channels``. The expanded width is round(t c_in). ``activation``
+    replaces ReLU6 (MobileViT's blocks use 'silu')."""
 
     default_name = "inverted_residual"
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand_ratio: float = 6,
-                 name: str | None = None):
+                 name: str | None = None, activation: str = "relu6"):
         super().__init__(name=name)
         if stride not in (1, 2):
             raise ValueError(f"InvertedResidual: stride must be 1 or 2, got {stride!r}")
         if not expand_ratio >= 1:
             raise ValueError(f"InvertedResidual: expand_ratio must be at least 1, got {expand_ratio!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.stride, self.expand_ratio = int(stride), expand_ratio
+        self.stride, self.expand_ratio, self.activation = int(stride), expand_ratio, activation
         self.hidden_channels = int(round(in_channels * expand_ratio))
         self.use_shortcut = self.stride == 1 and self.in_channels == self.out_channels
         hidden = self.hidden_channels
-        layers = [conv_bn_relu6(hidden, 1)] if expand_ratio != 1 else []
-        layers += [conv_bn_relu6(hidden, 3, stride=stride, groups=hidden),
+        layers = [conv_bn_relu6(hidden, 1, activation=activation)] if expand_ratio != 1 else []
+        layers += [conv_bn_relu6(hidden, 3, stride=stride, groups=hidden, activation=activation),
                    nn.Conv2D(out_channels, 1, use_bias=False), nn.BatchNorm()]
         for i, layer in enumerate(layers):
             layer.name = str(i)
@@ -104,8 +105,9 @@ class InvertedResidual(Block):
         return F.add(x, out) if self.use_shortcut else out
 
     def get_config(self) -> dict:
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "stride": self.stride,
-                "expand_ratio": self.expand_ratio, "name": self.name}
+        config = {"in_channels": self.in_channels, "out_channels": self.out_channels, "stride": self.stride,
+                  "expand_ratio": self.expand_ratio, "name": self.name}
+        return config if self.activation == "relu6" else {**config, "activation": self.activation}
 
     def extra_repr(self) -> str:
         shortcut = ", shortcut" if self.use_shortcut else ""

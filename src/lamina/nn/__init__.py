@@ -153,6 +153,7 @@ from lamina.nn.graph import (
     global_max_pool,
     global_mean_pool,
 )
+from lamina.nn.grn import GlobalResponseNorm, global_response_norm
 from lamina.nn.group_conv import GroupBatchNorm, GroupPool, P4ConvP4, P4ConvZ2, P4MConvP4M, P4MConvZ2
 from lamina.nn.hash_encoding import HashGridEncoding, HashGridMLP, hash_grid_encode
 from lamina.nn.head_hooks import HeadOutputs
@@ -431,3 +432,4 @@ __all__ += ["BitLinear", "PackedBitLinear", "absmax_quantize", "absmean_ternary"
 __all__ += ["BoundedSpectralNorm", "RandomFeatureGaussianProcess", "SNGPResMLP",
             "mean_field_logits"]  # spectral-normalized neural Gaussian process (sngp)
 __all__ += ["DyT", "replace_norms_with_dyt"]  # normalization-free transformers: Dynamic Tanh (dyt)
+__all__ += ["GlobalResponseNorm", "global_response_norm"]  # ConvNeXt V2 global response normalization (grn)
