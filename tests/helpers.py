@@ -250,3 +250,15 @@ class FixedBigram(lamina.nn.Module):
 
     def forward(self, ids):
         return lamina.tensor(self.table[ids.numpy()])
+
+
+def train_classifier(model, x, labels, batches, optimizer) -> None:
+    """The learning tests' loop: one ``optimizer`` step on the cross-entropy of
+    ``model(x[rows])`` against ``labels[rows]`` for each index array ``rows`` of ``batches``."""
+    import lamina
+
+    for rows in batches:
+        loss = lamina.functional.cross_entropy(model(lamina.tensor(x[rows])), labels[rows])
+        optimizer.zero_grad()                # after the first call, which builds a lazy model
+        loss.backward()
+        optimizer.step()

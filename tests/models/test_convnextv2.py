@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import lamina
-from helpers import check_gradients, compare_with_torch, randn, run_readme_section
-from lamina import functional as F
+from helpers import check_gradients, compare_with_torch, randn, run_readme_section, train_classifier
 from lamina import models, nn
 from lamina.autograd import no_grad
 from lamina.data import load_digits
@@ -142,12 +141,8 @@ def test_a_small_convnextv2_learns_digits():
     model.build((None, 8, 8, 1))
     optimizer = Adam(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(1)
-    for _ in range(8):
-        for batch in np.array_split(rng.permutation(train), len(train) // 64):
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(lamina.tensor(x[batch])), labels[batch])
-            loss.backward()
-            optimizer.step()
+    batches = (rows for _ in range(8) for rows in np.array_split(rng.permutation(train), len(train) // 64))
+    train_classifier(model, x, labels, batches, optimizer)
     model.eval()
     with no_grad():
         accuracy = float((model(x[test]).numpy().argmax(-1) == labels[test]).mean())

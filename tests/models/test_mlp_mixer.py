@@ -11,8 +11,7 @@ from timm_checks import compare_with_reference
 from zoo_checks import check_config_and_save_load, check_published_size, eval_output, random_inputs
 
 import lamina
-from helpers import check_gradients, randn
-from lamina import functional as F
+from helpers import check_gradients, randn, train_classifier
 from lamina import models
 from lamina.analysis import summary
 from lamina.data import load_digits
@@ -116,12 +115,8 @@ def test_a_small_mixer_learns_digits():
     model.build((None, 8, 8, 1))
     optimizer = Adam(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(1)
-    for _ in range(8):
-        for batch in np.array_split(rng.permutation(train), len(train) // 64):
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(lamina.tensor(x[batch])), labels[batch])
-            loss.backward()
-            optimizer.step()
+    batches = (rows for _ in range(8) for rows in np.array_split(rng.permutation(train), len(train) // 64))
+    train_classifier(model, x, labels, batches, optimizer)
     accuracy = float((eval_output(model, x[test]).argmax(axis=1) == labels[test]).mean())
     print(f"tiny Mixer on 8x8 digits: held-out accuracy {accuracy:.3f} in {time.perf_counter() - start:.1f} s")
     assert accuracy > 0.9

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import lamina
-from helpers import check_gradients, randn, run_readme_section
-from lamina import functional as F
+from helpers import check_gradients, randn, run_readme_section, train_classifier
 from lamina import models
 from lamina.backend import manual_seed
 from lamina.data import load_digits
@@ -151,14 +150,9 @@ def test_tiny_mobilevit_learns_digits():
     model = models.mobilevit(TINY, num_classes=10, input_shape=(16, 16, 1), num_heads=2, dropout=0.0)
     optimizer = lamina.optim.Adam(model, lr=0.005)
     rng = np.random.default_rng(0)
-    for _ in range(5):
-        order = rng.permutation(len(x_train))
-        for start in range(0, len(order), 64):
-            batch = order[start:start + 64]
-            loss = F.cross_entropy(model(lamina.tensor(x_train[batch])), lamina.tensor(y_train[batch]))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    train_classifier(model, x_train, y_train, (order[start:start + 64] for _ in range(5)
+                                               for order in [rng.permutation(len(x_train))]
+                                               for start in range(0, len(order), 64)), optimizer)
     model.eval()
     with lamina.no_grad():
         accuracy = float(np.mean(model(lamina.tensor(x_test)).numpy().argmax(-1) == y_test))

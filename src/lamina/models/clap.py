@@ -29,6 +29,7 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.models.clip import CLIP, LOGIT_SCALE_INIT, ZeroShotClassifier, clip_loss, clip_tokenize
 from lamina.models.hf_weights import build_children
+from lamina.models.siglip import sigmoid_pair_scores
 from lamina.nn.audio import MelSpectrogram
 from lamina.nn.conv import Conv2D
 from lamina.nn.dense import Dense
@@ -283,14 +284,8 @@ class CLAP(CLIP):
             return CLAPOutput(out.logits_per_image, out.logits_per_text, out.image_embeds, out.text_embeds, out.loss)
         audio_embeds = F.normalize(self.get_audio_features(waveforms), axis=-1)
         text_embeds = F.normalize(self.get_text_features(input_ids, attention_mask), axis=-1)
-        logits_per_audio = F.siglip_logits(audio_embeds, text_embeds, self.logit_scale, self.logit_bias)
-        loss = None
-        if return_loss:
-            if audio_embeds.shape[0] != text_embeds.shape[0]:
-                raise ShapeError(f"{self._label()}: return_loss needs as many texts as clips (matching pairs), got "
-                                 f"{text_embeds.shape[0]} texts and {audio_embeds.shape[0]} clips")
-            loss = F.siglip_loss(audio_embeds, text_embeds, self.logit_scale, self.logit_bias, normalize=False)
-        return CLAPOutput(logits_per_audio, F.transpose(logits_per_audio, 1, 0), audio_embeds, text_embeds, loss)
+        logits, transposed, loss = sigmoid_pair_scores(self, audio_embeds, text_embeds, return_loss, "clips")
+        return CLAPOutput(logits, transposed, audio_embeds, text_embeds, loss)
 
     def contrastive_loss(self, audio_embeds, text_embeds) -> Tensor:
         """The training loss of unit-length embeddings (N, D) of N matching pairs: CLIP's

@@ -24,6 +24,20 @@ from lamina.nn.layer import register_layer
 __all__ = ["SigLIP", "siglip"]
 
 
+def sigmoid_pair_scores(model, embeds, text_embeds, return_loss: bool, what: str) -> tuple:
+    """(logits (N, M), their transpose, SigLIP loss or None) of unit-length embeddings of N
+    inputs (``what`` names them in errors) and M texts, with ``model``'s ``logit_scale`` t' and
+    ``logit_bias`` b; the loss needs matching pairs (N = M)."""
+    logits = F.siglip_logits(embeds, text_embeds, model.logit_scale, model.logit_bias)
+    loss = None
+    if return_loss:
+        if embeds.shape[0] != text_embeds.shape[0]:
+            raise ShapeError(f"{model._label()}: return_loss needs as many texts as {what} (matching pairs), got "
+                             f"{text_embeds.shape[0]} texts and {embeds.shape[0]} {what}")
+        loss = F.siglip_loss(embeds, text_embeds, model.logit_scale, model.logit_bias, normalize=False)
+    return logits, F.transpose(logits, 1, 0), loss
+
+
 @register_layer
 class SigLIP(CLIP):
     """:class:`CLIP` with SigLIP's logits and loss (see the module docstring): ``model(
@@ -46,14 +60,8 @@ class SigLIP(CLIP):
     def forward(self, pixel_values, input_ids, attention_mask=None, return_loss: bool = False) -> CLIPOutput:
         image_embeds = F.normalize(self.get_image_features(pixel_values), axis=-1)
         text_embeds = F.normalize(self.get_text_features(input_ids, attention_mask), axis=-1)
-        logits_per_image = F.siglip_logits(image_embeds, text_embeds, self.logit_scale, self.logit_bias)
-        loss = None
-        if return_loss:
-            if image_embeds.shape[0] != text_embeds.shape[0]:
-                raise ShapeError(f"{self._label()}: return_loss needs as many texts as images (matching pairs), got "
-                                 f"{text_embeds.shape[0]} texts and {image_embeds.shape[0]} images")
-            loss = F.siglip_loss(image_embeds, text_embeds, self.logit_scale, self.logit_bias, normalize=False)
-        return CLIPOutput(logits_per_image, F.transpose(logits_per_image, 1, 0), image_embeds, text_embeds, loss)
+        logits, transposed, loss = sigmoid_pair_scores(self, image_embeds, text_embeds, return_loss, "images")
+        return CLIPOutput(logits, transposed, image_embeds, text_embeds, loss)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "logit_bias_init_value": self.logit_bias_init_value}
