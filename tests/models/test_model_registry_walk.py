@@ -198,6 +198,11 @@ CASES = {
     "InnerProductDecoder": (models.InnerProductDecoder, lambda: (_normal(4, 3), _EDGES), "config"),
     # images
     "SRCNN": (lambda: models.SRCNN(1, filters=(4, 2)), _x(1, 6, 6, 1), "save"),
+    "CenterNet": (lambda: models.centernet_small(2, in_channels=1, width=2, head_channels=2, score_thresh=0.0,
+                                                 detections_per_img=5), _x(1, 8, 8, 1), "save"),
+    "CenterNetHead": (lambda: models.CenterNetHead(3, 2, head_channels=2), _x(1, 4, 4, 3), "save"),
+    "Mask2Former": (lambda: models.Mask2Former(2, widths=(4, 4, 4), hidden_dim=8, num_heads=2, num_queries=3,
+                                               num_layers=2, dim_feedforward=8), _x(1, 8, 8, 3), "save"),
     "PoolingMixer": (lambda: models.PoolingMixer(3), _x(1, 4, 5, 2), "save"),
     "PoolFormerBlock": (lambda: models.PoolFormerBlock(4, mlp_ratio=2, layer_scale_init=0.5), _x(1, 4, 4, 4), "save"),
     "ConvNeXtV2Block": (lambda: models.ConvNeXtV2Block(3, stochastic_depth_prob=0.1), _x(2, 4, 4, 3), "save"),
@@ -260,6 +265,19 @@ CASES = {
                     {"mask_time_indices": np.array([[0, 1, 1, 0]], dtype=bool)}),
     # sequences and tokens
     "BertEmbeddings": (lambda: models.BertEmbeddings(7, 4, 6, 2, 0.0, 1e-6), lambda: (_ids(2, 5),), "save"),
+    "ELECTRA": (lambda: models.ELECTRA(7, embedding_size=4, hidden_size=6, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=5, generator_hidden_size=2, generator_num_hidden_layers=1,
+                                       generator_intermediate_size=3, max_position_embeddings=6),
+                lambda: (_ids(2, 5),), "save"),
+    "DebertaLayer": (lambda: models.DebertaLayer(4, 2, 6, 2), lambda: (_normal(2, 5, 4), _normal(4, 4, seed=1)),
+                     "config"),
+    "DebertaEncoder": (lambda: models.DebertaEncoder(7, hidden_size=4, num_hidden_layers=1, num_attention_heads=2,
+                                                     intermediate_size=6, max_relative_positions=2),
+                       lambda: (_ids(2, 5),), "save"),
+    "DebertaForMaskedLM": (lambda: models.DebertaForMaskedLM(7, max_position_embeddings=6, hidden_size=4,
+                                                             num_hidden_layers=2, num_attention_heads=2,
+                                                             intermediate_size=6, max_relative_positions=2),
+                           lambda: (_ids(2, 5),), "save"),
     "BiLSTMCRF": (lambda: models.BiLSTMCRF(7, 3, embed_dim=4, hidden=4, padding_idx=0), lambda: (_ids(2, 5),),
                   "save"),
     "MaskGIT": (lambda: models.MaskGIT(6, 4, d_model=4, num_heads=2, num_layers=1), lambda: (_ids(2, 4),), "save"),
@@ -386,6 +404,14 @@ CASES = {
                                              seed=0), _x(2, 12, 1), "save"),
     # 2-D Gaussian splatting: an image as Gaussians (no inputs: calling it draws the image)
     "GaussianImage": (lambda: models.GaussianImage(5, 4, 6, channels=2, mode="alpha", seed=0), lambda: (), "save"),
+    # long-horizon forecasters (Informer with every query active: ProbSparse samples keys at random)
+    "Autoformer": (lambda: models.Autoformer(12, 4, channels=2, d_model=4, encoder_layers=1, dim_feedforward=4,
+                                             moving_average=5), _x(2, 12, 2), "save"),
+    "Informer": (lambda: models.Informer(8, 3, channels=2, d_model=4, num_heads=2, dim_feedforward=4, factor=10.0),
+                 _x(2, 8, 2), "save"),
+    "NHiTS": (lambda: models.NHiTS(12, 4, channels=2, pool_kernel_sizes=(4, 1), downsample_factors=(2, 1), units=4),
+              _x(2, 12, 2), "save"),
+    "TSMixer": (lambda: models.TSMixer(12, 4, channels=2, blocks=1, ff_dim=3), _x(2, 12, 2), "save"),
     # forecasting: the Temporal Fusion Transformer and its blocks
     "TemporalFusionTransformer": (lambda: models.TemporalFusionTransformer(2, 3, 2, hidden=4, num_heads=2, horizon=3),
                                   lambda: (_normal(2, 2), _normal(2, 5, 3, seed=1), _normal(2, 3, 2, seed=2)),
@@ -452,6 +478,13 @@ CASES = {
     # the normalized Transformer (hidden states and weights on the unit sphere)
     "NGPT": (lambda: models.NGPT(6, 8, 2, 2, d_ff=12, alpha_mlp_init=0.1), lambda: (_ids(2, 5),), "save"),
     "NGPTBlock": (lambda: models.NGPTBlock(8, 2, d_ff=6, rope_base=100.0), _x(2, 4, 8), "save"),
+    # Transformer-XL: relative attention over a memory of past segments
+    "TransformerXL": (lambda: models.TransformerXL(6, d_model=4, num_heads=2, num_layers=2, d_ff=6, mem_len=2),
+                      lambda: (_ids(2, 3, high=6),), "save"),
+    "TransformerXLLayer": (lambda: models.TransformerXLLayer(4, 2, 6, d_head=3),
+                           lambda: (_normal(2, 3, 4), _normal(2, 2, 4, seed=1)), "save"),
+    "RelativeMultiHeadAttention": (lambda: models.RelativeMultiHeadAttention(4, 2),
+                                   lambda: (_normal(2, 3, 4), _normal(2, 2, 4, seed=1)), "save"),
     # BLIP-2's Q-Former: learned queries and text in shared layers, a frozen image encoder
     "QFormerLayer": (lambda: models.QFormerLayer(4, 2, 6, cross_attention=True),
                      lambda: (_normal(2, 5, 4), 2, _normal(2, 3, 6, seed=1)), "config"),
@@ -473,7 +506,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 105 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 110 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -311,6 +311,14 @@ CASES = {
     "BoundedSpectralNorm": (lambda: nn.BoundedSpectralNorm(_built_dense(4, 3), norm_bound=0.5), _DENSE_IN, "save"),
     "SNGPResMLP": (lambda: nn.SNGPResMLP(2, hidden=4, num_layers=2, gp={"num_inducing": 6, "momentum": 0.9}),
                    _DENSE_IN, "save", {"return_variance": True}),
+    "NoisyDense": (lambda: nn.NoisyDense(4, sigma0=0.4, activation="relu"), _DENSE_IN, "save"),
+    "NoisyDense-independent": (lambda: nn.NoisyDense(2, factorised=False), _DENSE_IN, "save"),
+    "LinformerAttention": (lambda: nn.LinformerAttention(4, 8, proj_dim=3, num_heads=2), lambda: (_sequence(2, 6, 4),),
+                           "save"),
+    "NystromAttention": (lambda: nn.NystromAttention(4, 2, num_landmarks=3, conv_kernel_size=3),
+                         lambda: (_sequence(2, 6, 4),), "save"),
+    "LSHAttention": (lambda: nn.LSHAttention(4, 2, num_buckets=4, num_hashes=2, chunk_size=3, causal=True, seed=1),
+                     lambda: (_sequence(2, 6, 4),), "save"),
 }
 
 

@@ -72,6 +72,13 @@ from lamina.functional.depth_losses import (
 )
 from lamina.functional.deq import DEQStats, deq_fixed_point, jacobian_penalty
 from lamina.functional.domain_adaptation import coral_loss, gradient_reversal, mmd_loss
+from lamina.functional.efficient_attention import (
+    linformer_attention,
+    lsh_attention,
+    lsh_buckets,
+    nystrom_attention,
+    nystrom_pinv,
+)
 from lamina.functional.einsum import einsum
 from lamina.functional.elementwise import abs, clip, exp, log, maximum, minimum, sqrt, where
 from lamina.functional.entmoid import entmoid15
@@ -795,3 +802,5 @@ __all__ += ["TOKEN_DIVERGENCES", "generalized_jsd",
             "token_divergence"]  # token-level divergences for LM distillation (losses_lm_distill)
 __all__ += ["bigbird_mask", "block_sparse_attention", "expand_block_mask",
             "longformer_mask"]  # Longformer / BigBird patterns (sparse_attention_patterns)
+__all__ += ["linformer_attention", "lsh_attention", "lsh_buckets", "nystrom_attention",
+            "nystrom_pinv"]  # Linformer, Nystromformer, Reformer LSH attention (efficient_attention)

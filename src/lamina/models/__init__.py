@@ -39,6 +39,9 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`segformer` ('b0'..'b5'): SegFormer, a Mix Transformer encoder and an all-MLP decode
   head in Hugging Face's layout (:class:`SegformerForSemanticSegmentation`, logits at 1/4 of the
   input, :func:`segformer_loss`; weights from :func:`load_hf_segformer_state_dict`).
+* :class:`Mask2Former`: segmentation by mask classification (masked-attention decoder over an
+  FPN pixel decoder; :class:`MaskClassificationLoss`, :func:`semantic_inference`,
+  :func:`panoptic_inference`).
 * :func:`unet`: U-Net for segmentation (per-pixel logits; 'same' or the paper's 'valid'
   padding); :func:`vit` and :func:`vit_b_16`: the Vision Transformer (patches, a class
   token, pre-norm encoder layers); :func:`vit_b_16`, :func:`vit_b_32`, :func:`vit_l_16`,
@@ -61,6 +64,10 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`GPT2` (:func:`gpt2`) and :class:`BERT` / :class:`BertForMaskedLM` (:func:`bert`):
   Hugging Face's GPT2LMHeadModel, BertModel and BertForMaskedLM, with their parameter counts;
   :func:`load_hf_gpt2_state_dict` and :func:`load_hf_bert_state_dict` load their weights.
+* :class:`ELECTRA` with :func:`electra_pretraining_loss` (a generator and a replaced-token
+  discriminator sharing embeddings); :class:`DebertaEncoder` / :class:`DebertaForMaskedLM`
+  (disentangled attention over relative positions, :func:`disentangled_attention`, and the
+  enhanced mask decoder).
 * :class:`MedusaHeads`, :func:`medusa_loss`, :func:`medusa_generate`: Medusa's extra heads and
   greedy decoding that checks a tree of their guesses (:func:`medusa_tree`) in one call.
 * :class:`Llama` (:func:`llama`): Hugging Face's LlamaForCausalLM (rotary positions,
@@ -141,6 +148,9 @@ Layouts follow the published models so that published weights map onto them:
   :class:`RetinaNet` (:func:`retinanet_resnet50_fpn`) and :class:`FCOS`
   (:func:`fcos_resnet50_fpn`): one-stage detectors with torchvision's layouts, names, losses
   and parameter counts; ``model(images)`` detects, ``model(images, targets)`` gives the losses.
+* :class:`CenterNet` (:func:`centernet_small`): anchor-free detection of objects as the peaks of
+  class heatmaps (Gaussian targets, penalty-reduced focal loss, 3x3 max-pool decoding), in the
+  same interface.
 * :class:`DETR` (:func:`detr_resnet50`): the detection transformer, a set of learned object
   queries matched one to one to the objects (Hungarian matching), in Facebook's layout.
 * :class:`FasterRCNN` (:func:`fasterrcnn_resnet50_fpn`, :func:`fasterrcnn_mobilenet_v3_large_fpn`
@@ -204,6 +214,8 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`TCN`, :class:`NBEATS`, :class:`DLinear`, :class:`PatchTST` (:func:`tcn`, :func:`nbeats`,
   :func:`dlinear`, :func:`patchtst`): forecasters of (batch, input_length, channels) windows
   (:mod:`lamina.models.forecasting`).
+* :class:`Autoformer`, :class:`Informer`, :class:`NHiTS`, :class:`TSMixer`: long-horizon forecasters of
+  the same windows (:mod:`lamina.models.forecasting`).
 * :class:`TemporalFusionTransformer`: quantile forecasts from static, past and known-future inputs,
   with variable-selection and attention weights to explain them (:mod:`lamina.models.forecasting`).
 * :class:`ChronosModel`: a T5 language model over mean-scaled, binned values
@@ -253,6 +265,16 @@ from lamina.models.bilstm_crf import BiLSTMCRF
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.capsnet import CapsNet, CapsNetOutput, capsnet_digits, capsnet_mnist
 from lamina.models.causal import CFRNet, DragonNet, TARNet, representation_ipm, treatment_weights
+from lamina.models.centernet import (
+    CenterNet,
+    CenterNetHead,
+    centernet_decode,
+    centernet_focal_loss,
+    centernet_small,
+    centernet_targets,
+    draw_gaussian,
+    gaussian_radius,
+)
 from lamina.models.clap import (
     CLAP,
     CLAPOutput,
@@ -329,6 +351,13 @@ from lamina.models.convnext import (
 from lamina.models.crnn import CRNN
 from lamina.models.ctr import DIN, DCNv2, DeepFM, Dice, fm_interaction
 from lamina.models.cyclegan import ResnetBlock, ResnetGenerator
+from lamina.models.deberta import (
+    DebertaEncoder,
+    DebertaForMaskedLM,
+    DebertaLayer,
+    disentangled_attention,
+    relative_position_buckets,
+)
 from lamina.models.deepsurv import DeepSurv
 from lamina.models.deit import (
     DEIT_CONFIGS,
@@ -401,6 +430,13 @@ from lamina.models.efficientnet import (
     efficientnet_v2_m,
     efficientnet_v2_s,
 )
+from lamina.models.electra import (
+    ELECTRA,
+    ElectraPretrainingOutput,
+    electra_pretraining_loss,
+    random_token_mask,
+    replaced_token_labels,
+)
 from lamina.models.equivariant import EGNN, SchNet
 from lamina.models.faster_rcnn import FasterRCNN, fasterrcnn_resnet50_fpn
 from lamina.models.fastspeech2 import (
@@ -445,29 +481,40 @@ from lamina.models.fno import FNO1D, FNO2D, grid_coordinates
 from lamina.models.forecasting import (
     NBEATS,
     TCN,
+    Autoformer,
     ChronosForecast,
     ChronosGPT2Model,
     ChronosModel,
     DLinear,
     GatedResidualNetwork,
+    Informer,
     InterpretableMultiHeadAttention,
     MeanScaleUniformBins,
     NBeatsBlock,
+    NHiTS,
     PatchTST,
     StaticCovariateEncoder,
     TemporalBlock,
     TemporalFusionTransformer,
+    TSMixer,
     VariableSelectionNetwork,
+    auto_correlation,
     dlinear,
     fourier_basis,
+    full_attention,
     kernel_synth,
+    linear_interpolation_matrix,
     moving_average_matrix,
     nbeats,
     patchtst,
     polynomial_basis,
+    prob_sparse_attention,
+    query_sparsity,
     sample_gaussian_process,
+    series_decomposition,
     tcn,
     tcn_receptive_field,
+    time_delay_correlation,
     tsmixup,
 )
 from lamina.models.fpn import (
@@ -645,6 +692,15 @@ from lamina.models.mamba import (
     mamba_parameter_count,
 )
 from lamina.models.mamba2 import Mamba2LM
+from lamina.models.mask2former import (
+    Mask2Former,
+    MaskClassificationLoss,
+    mask_matching_cost,
+    masked_attention,
+    masked_attention_mask,
+    panoptic_inference,
+    semantic_inference,
+)
 from lamina.models.mask_rcnn import (
     MaskRCNN,
     MaskRCNNHeads,
@@ -1079,6 +1135,13 @@ from lamina.models.torchvision import load_torchvision_state_dict
 from lamina.models.transducer import ConformerTransducer
 from lamina.models.transfer import transfer
 from lamina.models.transformer_net import TransformerNet
+from lamina.models.transformer_xl import (
+    RelativeMultiHeadAttention,
+    TransformerXL,
+    TransformerXLLayer,
+    relative_shift,
+    sinusoidal_relative_encoding,
+)
 from lamina.models.tsc import (
     FCN,
     MINIROCKET_KERNEL_INDICES,
@@ -1243,6 +1306,8 @@ __all__ = [
     "GPT2", "GPT2Block", "gpt2", "gpt2_parameter_count", "load_hf_gpt2_state_dict",
     "BERT", "BertEmbeddings", "BertForMaskedLM", "BertLayer", "bert", "bert_parameter_count",
     "load_hf_bert_state_dict",
+    "DebertaEncoder", "DebertaForMaskedLM", "DebertaLayer", "disentangled_attention", "relative_position_buckets",
+    "ELECTRA", "ElectraPretrainingOutput", "electra_pretraining_loss", "random_token_mask", "replaced_token_labels",
     "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "llama_parameter_count", "load_hf_llama_state_dict",
     "deinterleave_rotary_rows", "interleave_rotary_rows", "llama_config_from_gguf", "load_gguf_llama",
     "save_gguf_llama",
@@ -1276,6 +1341,8 @@ __all__ = [
     "FNO1D", "FNO2D", "grid_coordinates",
     "NBEATS", "TCN", "DLinear", "NBeatsBlock", "PatchTST", "TemporalBlock", "dlinear", "fourier_basis",
     "moving_average_matrix", "nbeats", "patchtst", "polynomial_basis", "tcn", "tcn_receptive_field",
+    "Autoformer", "Informer", "NHiTS", "TSMixer", "auto_correlation", "full_attention", "linear_interpolation_matrix",
+    "prob_sparse_attention", "query_sparsity", "series_decomposition", "time_delay_correlation",
     "GatedResidualNetwork", "InterpretableMultiHeadAttention", "StaticCovariateEncoder", "TemporalFusionTransformer",
     "VariableSelectionNetwork",
     "ChronosForecast", "ChronosGPT2Model", "ChronosModel", "MeanScaleUniformBins", "kernel_synth",
@@ -1429,3 +1496,9 @@ __all__ += ["TimeSformer", "TimeSformerBlock", "VideoMAE", "VideoMAEClassifier",
             "sinusoid_table", "tube_masking", "tubelet_targets"]
 __all__ += ["ConvNeXtV2Block", "convnextv2_atto", "convnextv2_femto", "convnextv2_nano", "convnextv2_pico",
             "convnextv2_tiny"]  # ConvNeXt V2 (convnext)
+__all__ += ["RelativeMultiHeadAttention", "TransformerXL", "TransformerXLLayer", "relative_shift",
+            "sinusoidal_relative_encoding"]  # segment-level recurrence (transformer_xl)
+__all__ += ["Mask2Former", "MaskClassificationLoss", "mask_matching_cost", "masked_attention",  # mask2former
+            "masked_attention_mask", "panoptic_inference", "semantic_inference"]
+__all__ += ["CenterNet", "CenterNetHead", "centernet_decode", "centernet_focal_loss", "centernet_small",
+            "centernet_targets", "draw_gaussian", "gaussian_radius"]  # objects as points (centernet)

@@ -110,6 +110,7 @@ from lamina.nn.distance import CosineSimilarity, PairwiseDistance
 from lamina.nn.dora import DoRADense, apply_dora
 from lamina.nn.dropout import DropConnect, Dropout
 from lamina.nn.dyt import DyT, replace_norms_with_dyt
+from lamina.nn.efficient_attention import LinformerAttention, LSHAttention, NystromAttention
 from lamina.nn.embedding import Embedding, embedding
 from lamina.nn.embedding_bag import EmbeddingBag, embedding_bag
 from lamina.nn.evidential import DirichletHead, NormalInverseGammaHead
@@ -223,6 +224,7 @@ from lamina.nn.noise import (
     SpatialDropout1D,
     SpatialDropout2D,
 )
+from lamina.nn.noisy import NoisyDense, reset_noise
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
 from lamina.nn.ode_block import ODEBlock
@@ -433,3 +435,6 @@ __all__ += ["BoundedSpectralNorm", "RandomFeatureGaussianProcess", "SNGPResMLP",
             "mean_field_logits"]  # spectral-normalized neural Gaussian process (sngp)
 __all__ += ["DyT", "replace_norms_with_dyt"]  # normalization-free transformers: Dynamic Tanh (dyt)
 __all__ += ["GlobalResponseNorm", "global_response_norm"]  # ConvNeXt V2 global response normalization (grn)
+__all__ += ["NoisyDense", "reset_noise"]  # noisy networks for exploration (noisy)
+__all__ += ["LSHAttention", "LinformerAttention",
+            "NystromAttention"]  # Linformer, Nystromformer, Reformer LSH (efficient_attention)

@@ -12,7 +12,8 @@ multi-armed and contextual bandits (:mod:`lamina.rl.bandits`) and cooperative mu
 learning (:mod:`lamina.rl.multiagent`: a PettingZoo-style API, independent Q-learning, VDN,
 QMIX, MADDPG); and model-based RL (:mod:`lamina.rl.model_based`: probabilistic ensembles, PETS
 with CEM / MPPI planning, MBPO-style model rollouts, the PlaNet / Dreamer RSSM world model) with
-Dreamer's actor-critic learning in imagination (:mod:`lamina.rl.dreamer`)."""
+Dreamer's actor-critic learning in imagination (:mod:`lamina.rl.dreamer`); Rainbow (:mod:`lamina.rl.rainbow`: noisy
+dueling C51 networks, n-step returns, Double DQN and prioritized replay)."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
@@ -87,6 +88,16 @@ from lamina.rl.offline import (
 )
 from lamina.rl.ppo import PPO, ActorCritic, clipped_surrogate_loss, compute_gae, ppo_loss, train_ppo, value_loss
 from lamina.rl.prioritized import PrioritizedBatch, PrioritizedReplayBuffer, SumTree
+from lamina.rl.rainbow import (
+    NStepBuffer,
+    NStepTransition,
+    RainbowAgent,
+    RainbowNetwork,
+    c51_loss,
+    categorical_projection,
+    dueling_logits,
+    train_rainbow,
+)
 from lamina.rl.registry import ENVIRONMENTS, make
 from lamina.rl.replay import Batch, ReplayBuffer
 from lamina.rl.sac import (
@@ -142,3 +153,5 @@ __all__ += ["LatentMCTS", "MinMaxStats", "MuZero", "MuZeroNet", "inverse_value_t
             "muzero_targets", "train_muzero", "value_transform"]  # muzero
 __all__ += ["DreamerActor", "DreamerAgent", "DreamerWorldModel", "SequenceReplay", "dreamer_model_loss",
             "lambda_returns", "run_dreamer_episode", "train_dreamer"]  # dreamer
+__all__ += ["NStepBuffer", "NStepTransition", "RainbowAgent", "RainbowNetwork", "c51_loss", "categorical_projection",
+            "dueling_logits", "train_rainbow"]  # rainbow

@@ -24,11 +24,27 @@ the TCN mixes them in its convolutions.
   uniform bins (:class:`MeanScaleUniformBins`), forecasting univariate series (batch, time) by
   sampled trajectories (:class:`ChronosGPT2Model`: its decoder-only variant); the augmentations
   :func:`tsmixup` and :func:`kernel_synth`.
+* :class:`Autoformer` (Wu et al., 2021): series decomposition blocks (:func:`series_decomposition`)
+  and Auto-Correlation (:func:`auto_correlation`, FFT autocorrelation and time-delay aggregation)
+  in an encoder-decoder with progressive decomposition.
+* :class:`Informer` (Zhou et al., 2021): ProbSparse self-attention (:func:`prob_sparse_attention`,
+  the query sparsity :func:`query_sparsity`), self-attention distilling and a generative decoder
+  with start tokens.
+* :class:`NHiTS` (Challu et al., 2023): multi-rate input pooling and hierarchical interpolation
+  (:func:`linear_interpolation_matrix`) of the forecasts of stacked residual blocks.
+* :class:`TSMixer` (Chen et al., 2023): time-mixing and feature-mixing MLPs and a temporal
+  projection.
 
 The builders :func:`tcn`, :func:`nbeats`, :func:`dlinear` and :func:`patchtst` are registered in
 the ``"forecasting"`` group of :func:`lamina.models.list_models`.
 """
 
+from lamina.models.forecasting.autoformer import (
+    Autoformer,
+    auto_correlation,
+    series_decomposition,
+    time_delay_correlation,
+)
 from lamina.models.forecasting.chronos import (
     ChronosForecast,
     ChronosGPT2Model,
@@ -39,7 +55,9 @@ from lamina.models.forecasting.chronos import (
     tsmixup,
 )
 from lamina.models.forecasting.dlinear import DLinear, dlinear, moving_average_matrix
+from lamina.models.forecasting.informer import Informer, full_attention, prob_sparse_attention, query_sparsity
 from lamina.models.forecasting.nbeats import NBEATS, NBeatsBlock, fourier_basis, nbeats, polynomial_basis
+from lamina.models.forecasting.nhits import NHiTS, linear_interpolation_matrix
 from lamina.models.forecasting.patchtst import PatchTST, patchtst
 from lamina.models.forecasting.tcn import TCN, TemporalBlock, tcn, tcn_receptive_field
 from lamina.models.forecasting.tft import (
@@ -49,6 +67,7 @@ from lamina.models.forecasting.tft import (
     TemporalFusionTransformer,
     VariableSelectionNetwork,
 )
+from lamina.models.forecasting.tsmixer import TSMixer
 
 __all__ = [
     "NBEATS", "TCN", "DLinear", "NBeatsBlock", "PatchTST", "TemporalBlock", "dlinear", "fourier_basis",
@@ -56,4 +75,6 @@ __all__ = [
     "GatedResidualNetwork", "InterpretableMultiHeadAttention", "StaticCovariateEncoder", "TemporalFusionTransformer",
     "VariableSelectionNetwork", "ChronosForecast", "ChronosGPT2Model", "ChronosModel", "MeanScaleUniformBins",
     "kernel_synth", "sample_gaussian_process", "tsmixup",
+    "Autoformer", "Informer", "NHiTS", "TSMixer", "auto_correlation", "full_attention", "linear_interpolation_matrix",
+    "prob_sparse_attention", "query_sparsity", "series_decomposition", "time_delay_correlation",
 ]
