@@ -281,6 +281,8 @@ CASES = {
     "BiLSTMCRF": (lambda: models.BiLSTMCRF(7, 3, embed_dim=4, hidden=4, padding_idx=0), lambda: (_ids(2, 5),),
                   "save"),
     "MaskGIT": (lambda: models.MaskGIT(6, 4, d_model=4, num_heads=2, num_layers=1), lambda: (_ids(2, 4),), "save"),
+    "MultiStreamLM": (lambda: models.MultiStreamLM(2, 4, d_model=4, num_heads=2, num_layers=1, max_len=6,
+                                                   num_classes=2), lambda: (_ids(2, 2, 5), np.array([1, 2])), "save"),
     "DiscreteDiffusionLM": (lambda: models.DiscreteDiffusionLM(5, 4, dim=4, depth=1, heads=2, time_conditioning=True),
                             lambda: (_ids(2, 4), np.array([0.2, 0.7])), "save"),
     "MedusaHeads": (lambda: models.MedusaHeads(4, 5, 2, num_layers=2), _x(2, 3, 4), "save"),
@@ -506,7 +508,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 110 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 111 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

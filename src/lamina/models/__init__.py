@@ -69,7 +69,8 @@ Layouts follow the published models so that published weights map onto them:
   (disentangled attention over relative positions, :func:`disentangled_attention`, and the
   enhanced mask decoder).
 * :class:`MedusaHeads`, :func:`medusa_loss`, :func:`medusa_generate`: Medusa's extra heads and
-  greedy decoding that checks a tree of their guesses (:func:`medusa_tree`) in one call.
+  greedy decoding that checks a tree of their guesses (:func:`medusa_tree`) in one call;
+  :func:`typical_acceptance` and :func:`medusa_generate_batch` (several prompts at once).
 * :class:`Llama` (:func:`llama`): Hugging Face's LlamaForCausalLM (rotary positions,
   grouped-query attention, RMSNorm, SwiGLU; TinyLlama, Llama 2 and Llama 3 sizes);
   :func:`load_hf_llama_state_dict` loads its weights. :class:`Mistral` (:func:`mistral`):
@@ -187,6 +188,9 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`ConsistencyModel`: consistency models (training from data and distillation from a
   denoiser; one- and few-step sampling) and :class:`MaskGIT` (a bidirectional transformer over
   tokens with cosine-scheduled parallel decoding).
+* :class:`MultiStreamLM`: MusicGen's language model over K parallel codebook streams (the codes
+  of an :class:`AudioCodec`) laid out by :func:`build_pattern` ('parallel', 'delay',
+  'flatten'), with class conditioning and classifier-free guidance.
 * :class:`FlowMatchingModel`: flow matching (conditional, Lipman's and minibatch optimal
   transport paths, rectified flow's reflow), sampled with :func:`lamina.odeint`.
 * :func:`transfer`: a trained classifier repurposed for a new task (course notes, Transfer
@@ -727,7 +731,9 @@ from lamina.models.medusa import (
     medusa_generate,
     medusa_loss,
     medusa_tree,
+    typical_acceptance,
 )
+from lamina.models.medusa_batch import medusa_generate_batch
 from lamina.models.memory_network import MemN2N, position_encoding
 from lamina.models.mistral import MISTRAL_CONFIGS, Mistral, load_hf_mistral_state_dict, mistral
 from lamina.models.mixtral import (
@@ -771,6 +777,17 @@ from lamina.models.mobilevit import (
     mobilevit_xs,
     mobilevit_xxs,
     unfold_patches,
+)
+from lamina.models.musicgen import (
+    CODEBOOK_PATTERNS,
+    MultiStreamLM,
+    build_pattern,
+    multi_stream_loss,
+    pattern_length,
+    pattern_mask,
+    pattern_positions,
+    revert_pattern,
+    sample_codebooks,
 )
 from lamina.models.nca import (
     NCATrainResult,
@@ -1324,7 +1341,7 @@ __all__ = [
     "MAMBA_CONFIGS", "Mamba", "MambaBackbone", "MambaLayer", "load_hf_mamba_state_dict", "mamba",
     "mamba_parameter_count", "Mamba2LM",
     "MedusaHeads", "MedusaOutput", "MedusaTree", "cartesian_tree", "medusa_decode", "medusa_generate", "medusa_loss",
-    "medusa_tree",
+    "medusa_tree", "medusa_generate_batch", "typical_acceptance",
     "WHISPER_CONFIGS", "Whisper", "WhisperAttention", "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder",
     "WhisperEncoderLayer", "WhisperModel", "load_hf_whisper_state_dict", "pad_or_trim", "whisper",
     "whisper_log_mel_spectrogram", "whisper_sinusoids",
@@ -1502,3 +1519,6 @@ __all__ += ["Mask2Former", "MaskClassificationLoss", "mask_matching_cost", "mask
             "masked_attention_mask", "panoptic_inference", "semantic_inference"]
 __all__ += ["CenterNet", "CenterNetHead", "centernet_decode", "centernet_focal_loss", "centernet_small",
             "centernet_targets", "draw_gaussian", "gaussian_radius"]  # objects as points (centernet)
+__all__ += ["CODEBOOK_PATTERNS", "MultiStreamLM", "build_pattern", "multi_stream_loss", "pattern_length",
+            "pattern_mask", "pattern_positions", "revert_pattern",
+            "sample_codebooks"]  # language models of parallel codebook streams (musicgen)

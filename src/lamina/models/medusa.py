@@ -22,6 +22,17 @@ its ancestors and itself; its position is prefix length + depth). A node is acce
 token is the model's argmax at its parent and its parent is accepted; the deepest accepted
 path is kept (its keys and values gathered into the cache), the model's argmax after its last
 node becomes the next root. The output is the model's own greedy decoding, in fewer calls.
+
+Typical acceptance (``acceptance="typical"``, the paper's sampling mode): with p = softmax(z / T)
+the model's distribution at a node's parent, the node's token x is accepted when
+
+    p(x) > min(epsilon, delta * exp(-H(p))),   H(p) = -sum_v p(v) log p(v)
+
+(delta = sqrt(epsilon) unless given), and each root is drawn from p at the last accepted node, so
+every call keeps at least one token. It does not sample the model's own distribution exactly
+(a confident model accepts its likely guesses, an unsure one only its most likely ones); at
+T = 0 it is greedy acceptance. :func:`lamina.models.medusa_generate_batch` decodes several
+prompts at once.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ from lamina.nn.multi_head_attention import MultiHeadAttention
 from lamina.text.generate import caching_keys_values
 
 __all__ = ["MedusaHeads", "MedusaOutput", "MedusaTree", "cartesian_tree", "medusa_decode", "medusa_generate",
-           "medusa_loss", "medusa_tree"]
+           "medusa_loss", "medusa_tree", "typical_acceptance"]
 
 
 @register_layer
@@ -191,6 +202,71 @@ def cartesian_tree(sizes: Sequence[int]) -> MedusaTree:
     return medusa_tree(choices)
 
 
+# -- acceptance --------------------------------------------------------------------------------
+def typical_acceptance(logits, tokens, temperature: float = 0.7, epsilon: float = 0.09,
+                       delta: float | None = None) -> np.ndarray:
+    """Typical acceptance (Cai et al., 2024): True where ``tokens[i]`` has
+    p(x) > min(``epsilon``, ``delta`` exp(-H(p))) under p = softmax(``logits[i]`` / temperature),
+    ``logits`` (..., V) the model's scores before each token and ``tokens`` (...); delta =
+    sqrt(epsilon) when None. At ``temperature`` 0, True where the token is the argmax."""
+    z = np.asarray(logits, dtype=np.float64)
+    x = np.asarray(tokens, dtype=np.int64)
+    if z.ndim < 1 or x.shape != z.shape[:-1]:
+        raise ValueError(f"typical_acceptance: expected logits (..., V) and tokens (...), got {z.shape} and {x.shape}")
+    if x.size and not (0 <= x.min() and x.max() < z.shape[-1]):
+        raise ValueError(f"typical_acceptance: tokens must lie in [0, {z.shape[-1]}), got [{x.min()}, {x.max()}]")
+    _check_typical(temperature, epsilon, delta, "typical_acceptance")
+    if temperature == 0:
+        return x == np.argmax(z, axis=-1)
+    z = z / temperature
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    entropy = -np.sum(p * np.log(np.where(p > 0, p, 1.0)), axis=-1)
+    threshold = np.minimum(epsilon, (math.sqrt(epsilon) if delta is None else delta) * np.exp(-entropy))
+    return np.take_along_axis(p, x[..., None], axis=-1)[..., 0] > threshold
+
+
+def _check_typical(temperature, epsilon, delta, who: str) -> None:
+    if not temperature >= 0 or not epsilon > 0 or not (delta is None or delta >= 0):
+        raise ValueError(f"{who}: needs temperature >= 0, epsilon > 0 and delta >= 0 (or None), got "
+                         f"temperature={temperature!r}, epsilon={epsilon!r}, delta={delta!r}")
+
+
+class _Acceptance:
+    """How a decoding step keeps guesses and picks each root: greedy, or typical (seeded)."""
+
+    def __init__(self, acceptance: str, temperature: float, epsilon: float, delta: float | None, seed, who: str):
+        if acceptance not in ("greedy", "typical"):
+            raise ValueError(f"{who}: acceptance must be 'greedy' or 'typical', got {acceptance!r}")
+        _check_typical(temperature, epsilon, delta, who)
+        self.temperature = 0.0 if acceptance == "greedy" else float(temperature)
+        self.epsilon, self.delta = epsilon, delta
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+    def draw(self, logits: np.ndarray) -> int:
+        """The root after a node: the argmax (T = 0) or a draw from softmax(logits / T)."""
+        if self.temperature == 0:
+            return int(np.argmax(logits))
+        z = np.asarray(logits, dtype=np.float64) / self.temperature
+        p = np.exp(z - z.max())
+        return int(self.rng.choice(len(p), p=p / p.sum()))
+
+    def path(self, tree: MedusaTree, node_tokens: np.ndarray, logits: np.ndarray, usable: int | None = None) -> list:
+        """The deepest path of accepted nodes (the first such among equals), root first; only
+        the first ``usable`` nodes count (a tree pruned for this row)."""
+        keep = typical_acceptance(logits[tree.parent[1:]], node_tokens[1:], self.temperature, self.epsilon,
+                                  self.delta)
+        ok = np.zeros(len(tree), dtype=bool)
+        ok[0] = True
+        for i in range(1, len(tree) if usable is None else usable):      # parents come first
+            ok[i] = ok[tree.parent[i]] and keep[i - 1]
+        end = int(np.argmax(np.where(ok, tree.depth, -1)))
+        path = [end]
+        while tree.parent[path[-1]] >= 0:
+            path.append(int(tree.parent[path[-1]]))
+        return path[::-1]
+
+
 # -- decoding ------------------------------------------------------------------------------------
 @dataclass
 class MedusaOutput:
@@ -236,8 +312,30 @@ def _commit(model, steps: np.ndarray) -> None:
             layer.crop_cache(len(steps))
 
 
+def _node_tokens(tree: MedusaTree, root: int, guesses: np.ndarray) -> np.ndarray:
+    """(n,) the tree's tokens: the root, then each node's rank among its head's (K, V) scores."""
+    ranked = np.argsort(-guesses, axis=-1, kind="stable")
+    return np.array([root] + [ranked[d - 1, r] for d, r in zip(tree.depth[1:], tree.rank[1:])], dtype=np.int64)
+
+
+def _checked_tree(tree, heads: MedusaHeads) -> MedusaTree:
+    tree = _as_tree(tree, heads.num_heads)
+    if max(tree.top, default=0) > heads.vocab_size:
+        raise ValueError(f"medusa_generate: the tree takes the top {max(tree.top)} tokens of a head over "
+                         f"{heads.vocab_size} tokens")
+    return tree
+
+
+def _check_model(model, who: str) -> None:
+    for method in ("hidden_states", "logits"):
+        if not callable(getattr(model, method, None)):
+            raise TypeError(f"{who}: the model must offer {method}() (as GPT2 does), "
+                            f"{type(model).__name__} does not")
+
+
 def medusa_decode(model, heads: MedusaHeads, prompt, max_new_tokens: int, tree=None,
-                  eos_token_id: int | None = None) -> MedusaOutput:
+                  eos_token_id: int | None = None, acceptance: str = "greedy", temperature: float = 0.7,
+                  epsilon: float = 0.09, delta: float | None = None, seed=None) -> MedusaOutput:
     """:func:`medusa_generate` on a model already caching (inside
     :func:`lamina.text.caching_keys_values`, ``eval()``, ``no_grad``), whose caches it leaves
     holding the prompt and every new token but the last, as plain decoding does."""
@@ -246,39 +344,27 @@ def medusa_decode(model, heads: MedusaHeads, prompt, max_new_tokens: int, tree=N
     if prompt.size == 0 or steps < 1:
         raise ValueError(f"medusa_generate: needs a prompt of >= 1 token and max_new_tokens >= 1, got "
                          f"{prompt.size} tokens and {max_new_tokens!r}")
-    tree = _as_tree(tree, heads.num_heads)
-    if max(tree.top, default=0) > heads.vocab_size:
-        raise ValueError(f"medusa_generate: the tree takes the top {max(tree.top)} tokens of a head over "
-                         f"{heads.vocab_size} tokens")
+    rule = _Acceptance(acceptance, temperature, epsilon, delta, seed, "medusa_generate")
+    full = _checked_tree(tree, heads)
     hidden = model.hidden_states(tensor(prompt[None]))
     last = hidden[:, -1:]
-    root = int(np.argmax(model.logits(last).numpy()[0, -1]))
+    root = rule.draw(model.logits(last).numpy()[0, -1])
     held = prompt.size
     tokens, accepted = [root], []
-    full, context = tree, getattr(model, "max_len", None)
+    context = getattr(model, "max_len", None)
     while len(tokens) < steps and eos_token_id not in tokens:
         tree = _pruned(full, steps - len(tokens) - 1, None if context is None else context - held)
-        guesses = heads(last).numpy()[0, 0]                       # (K, V)
-        ranked = np.argsort(-guesses, axis=-1, kind="stable")
-        node_tokens = np.array([root] + [ranked[d - 1, r] for d, r in zip(tree.depth[1:], tree.rank[1:])])
+        node_tokens = _node_tokens(tree, root, heads(last).numpy()[0, 0])
         hidden = model.hidden_states(tensor(node_tokens[None]), position_ids=tree.position_ids(held)[None],
                                      mask=tree.attention_mask(held))
-        best = np.argmax(model.logits(hidden).numpy()[0], axis=-1)          # the model's token after each node
-        ok = np.zeros(len(tree), dtype=bool)
-        ok[0] = True
-        for i in range(1, len(tree)):                  # parents come first
-            ok[i] = ok[tree.parent[i]] and node_tokens[i] == best[tree.parent[i]]
-        end = int(np.argmax(np.where(ok, tree.depth, -1)))
-        path = [end]
-        while tree.parent[path[-1]] >= 0:
-            path.append(int(tree.parent[path[-1]]))
-        path.reverse()
+        logits = model.logits(hidden).numpy()[0]          # the model's scores after each node
+        path = rule.path(tree, node_tokens, logits)
         _commit(model, np.concatenate([np.arange(held), held + np.array(path)]))
         held += len(path)
         accepted.append(len(path))
-        root = int(best[end])
+        root = rule.draw(logits[path[-1]])
         tokens.extend([int(t) for t in node_tokens[path[1:]]] + [root])
-        last = hidden[:, end:end + 1]
+        last = hidden[:, path[-1]:path[-1] + 1]
     tokens = tokens[:steps]
     if eos_token_id is not None and eos_token_id in tokens:
         tokens = tokens[:tokens.index(eos_token_id) + 1]
@@ -288,22 +374,25 @@ def medusa_decode(model, heads: MedusaHeads, prompt, max_new_tokens: int, tree=N
 
 
 def medusa_generate(model, heads: MedusaHeads, prompt, max_new_tokens: int, tree=None,
-                    eos_token_id: int | None = None) -> MedusaOutput:
-    """Greedy Medusa decoding of one ``prompt`` (T,) for ``max_new_tokens``: the same tokens
-    as the model's greedy decoding (stopping after ``eos_token_id`` when given), and the mean
-    number of tokens each call of the model kept. ``tree``: a :class:`MedusaTree`, a list of
-    paths for :func:`medusa_tree`, or None (the top 2 of the first two heads, 7 nodes). The
-    model must offer ``hidden_states(ids, position_ids=, mask=)`` and ``logits(hidden)``:
+                    eos_token_id: int | None = None, acceptance: str = "greedy", temperature: float = 0.7,
+                    epsilon: float = 0.09, delta: float | None = None, seed=None) -> MedusaOutput:
+    """Medusa decoding of one ``prompt`` (T,) for ``max_new_tokens`` (stopping after
+    ``eos_token_id`` when given), and the mean number of tokens each call of the model kept.
+    ``acceptance="greedy"``: the same tokens as the model's greedy decoding. ``"typical"``:
+    typical acceptance at ``temperature`` with ``epsilon`` and ``delta`` (see
+    :func:`typical_acceptance`), the roots drawn with ``seed`` (an int or a
+    ``numpy.random.Generator``); it changes the distribution of the text (see the module
+    docstring). ``tree``: a :class:`MedusaTree`, a list of paths for :func:`medusa_tree`, or
+    None (the top 2 of the first two heads, 7 nodes). The model must offer
+    ``hidden_states(ids, position_ids=, mask=)`` and ``logits(hidden)``:
     :class:`~lamina.models.GPT2`, and :class:`~lamina.models.Llama` and the models whose
     layers are its decoder layer (not with a sliding window)."""
-    for method in ("hidden_states", "logits"):
-        if not callable(getattr(model, method, None)):
-            raise TypeError(f"medusa_generate: the model must offer {method}() (as GPT2 does), "
-                            f"{type(model).__name__} does not")
+    _check_model(model, "medusa_generate")
     was_training = model.training
     model.eval()
     try:
         with no_grad(), caching_keys_values(model):
-            return medusa_decode(model, heads, prompt, max_new_tokens, tree, eos_token_id)
+            return medusa_decode(model, heads, prompt, max_new_tokens, tree, eos_token_id, acceptance, temperature,
+                                 epsilon, delta, seed)
     finally:
         model.train(was_training)
