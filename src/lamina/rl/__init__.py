@@ -13,7 +13,8 @@ learning (:mod:`lamina.rl.multiagent`: a PettingZoo-style API, independent Q-lea
 QMIX, MADDPG); and model-based RL (:mod:`lamina.rl.model_based`: probabilistic ensembles, PETS
 with CEM / MPPI planning, MBPO-style model rollouts, the PlaNet / Dreamer RSSM world model) with
 Dreamer's actor-critic learning in imagination (:mod:`lamina.rl.dreamer`); Rainbow (:mod:`lamina.rl.rainbow`: noisy
-dueling C51 networks, n-step returns, Double DQN and prioritized replay)."""
+dueling C51 networks, n-step returns, Double DQN and prioritized replay); IMPALA's V-trace
+off-policy actor-critic with lagged actors (:mod:`lamina.rl.impala`)."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
@@ -46,6 +47,7 @@ from lamina.rl.env import Env, TimeLimit, Wrapper
 from lamina.rl.evaluation import GreedyPolicy, evaluate_policy
 from lamina.rl.games import ConnectFour, Game, KInARow, TicTacToe
 from lamina.rl.gflownet import GFlowNet, HyperGrid, SequenceEnv, train_gflownet
+from lamina.rl.impala import IMPALAAgent, VTraceReturns, impala_loss, train_impala, vtrace
 from lamina.rl.mcts import MCTS, MCTSPlayer, RandomPlayer, RolloutEvaluator, play_game, play_match, visit_policy
 from lamina.rl.model_based import (
     RSSM,
@@ -155,3 +157,4 @@ __all__ += ["DreamerActor", "DreamerAgent", "DreamerWorldModel", "SequenceReplay
             "lambda_returns", "run_dreamer_episode", "train_dreamer"]  # dreamer
 __all__ += ["NStepBuffer", "NStepTransition", "RainbowAgent", "RainbowNetwork", "c51_loss", "categorical_projection",
             "dueling_logits", "train_rainbow"]  # rainbow
+__all__ += ["IMPALAAgent", "VTraceReturns", "impala_loss", "train_impala", "vtrace"]  # impala
