@@ -502,13 +502,30 @@ CASES = {
             lambda: (np.array([[1, 2, 0], [3, 0, 0]]), np.array([4, 5]), np.array([[1, 0, 0], [1, 0, 0]]),
                      np.array([0, 1])), "save"),
     "Dice": (models.Dice, _x(3, 4), "config"),
+    # normalizer-free ResNets (nfnet) and GhostNet (ghostnet)
+    "ScaledActivation": (lambda: models.ScaledActivation("gelu"), _x(2, 3), "save"),
+    "NFBlock": (lambda: models.NFBlock(3, 4, stride=2, alpha=0.3, beta=1.2, activation="silu", skipinit=True),
+                _x(1, 4, 4, 3), "save"),
+    "NFResNet": (lambda: models.NFResNet((1, 1), (4, 6), num_classes=2, stem_channels=4, stem_kernel=3,
+                                         stem_stride=1, stem_pool=True, skipinit=True), _x(1, 8, 8, 3), "save"),
+    "GhostModule": (lambda: models.GhostModule(3, 5, ratio=3, dw_size=3), _x(1, 4, 4, 3), "save"),
+    "GhostBottleneck": (lambda: models.GhostBottleneck(3, 8, 4, dw_kernel_size=5, stride=2, se_ratio=0.25),
+                        _x(1, 6, 6, 3), "save"),
+    "GhostNet": (lambda: models.GhostNet(2, width=0.25, dropout=0.1, config=(((3, 8, 8, 0.25, 2),),)),
+                 _x(1, 8, 8, 3), "save"),
+    # NeuS: a signed distance network, a colour network and the inverse deviation of their renderer
+    "SDFNetwork": (lambda: models.SDFNetwork(4, 2, feature_size=2, radius=0.4, pos_freqs=1), _x(5, 3), "save"),
+    "ColorNetwork": (lambda: models.ColorNetwork(2, 4, 1, dir_freqs=1),
+                     lambda: (_normal(5, 3), _normal(5, 3, seed=1), _normal(5, 3, seed=2), _normal(5, 2, seed=3)),
+                     "save"),
+    "NeuS": (lambda: models.NeuS(4, 1, 2, 4, 1, radius=0.4), lambda: (_normal(5, 3), _normal(5, 3, seed=1)), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 111 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 120 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -319,6 +319,8 @@ CASES = {
                          lambda: (_sequence(2, 6, 4),), "save"),
     "LSHAttention": (lambda: nn.LSHAttention(4, 2, num_buckets=4, num_hashes=2, chunk_size=3, causal=True, seed=1),
                      lambda: (_sequence(2, 6, 4),), "save"),
+    "ScaledStdConv2D": (lambda: nn.ScaledStdConv2D(4, 3, stride=2, padding=1, groups=2, gamma=1.7, eps=1e-5),
+                        lambda: (_points(1, 5, 5, 2),), "save"),
 }
 
 

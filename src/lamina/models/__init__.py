@@ -26,6 +26,10 @@ Layouts follow the published models so that published weights map onto them:
   :func:`convnext_tiny` .. :func:`convnext_large` (7x7 depthwise convs, LayerNorm, layer
   scale): torchvision's layouts, names and parameter counts; :func:`convnextv2_atto` ..
   :func:`convnextv2_tiny` (ConvNeXt V2: global response normalization, no layer scale).
+* :class:`NFResNet` (:func:`nf_resnet18`, :func:`nf_resnet34`, :func:`nf_resnet_cifar`):
+  normalizer-free ResNets (scaled weight standardization, scaled activations, analytic
+  variance tracking; train them with :class:`lamina.optim.AGC`), and :class:`GhostNet`
+  (:func:`ghostnet_1_0`: Ghost modules, 5,182,508 parameters).
 * :func:`regnet_y_400mf` .. :func:`regnet_y_128gf`, :func:`regnet_x_400mf` ..
   :func:`regnet_x_32gf` (stage widths and depths generated from w_0, w_a, w_m: :func:`regnet`)
   and :func:`swin_t`, :func:`swin_s`, :func:`swin_b` (attention in shifted windows with a
@@ -165,6 +169,8 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`NeRF` (the original layout; :class:`TinyNeRF` for CPUs) and :class:`NeRFRenderer`: a
   neural radiance field rendered coarse then fine, trained by :func:`nerf_train_step`
   (rays, sampling and volume rendering in :mod:`lamina.vision.nerf`).
+* :class:`NeuS`: a signed distance function and a colour network rendered with unbiased,
+  occlusion-aware weights (:func:`neus_weights`), trained with the Eikonal loss (:func:`neus_train_step`).
 * :class:`RAFT` (:func:`raft_large`, :func:`raft_small`, any size with :func:`raft`): optical
   flow by recurrent all-pairs field transforms in torchvision's layout (feature and context
   encoders, :class:`CorrBlock`'s correlation pyramid and lookup, :class:`UpdateBlock` with
@@ -547,6 +553,15 @@ from lamina.models.gemma import (
     load_hf_gemma2_state_dict,
     load_hf_gemma_state_dict,
 )
+from lamina.models.ghostnet import (
+    GHOSTNET_CONFIG,
+    GhostBottleneck,
+    GhostModule,
+    GhostNet,
+    ghostnet_0_5,
+    ghostnet_1_0,
+    ghostnet_1_3,
+)
 from lamina.models.glow import (
     ActNorm2D,
     AffineCoupling2D,
@@ -809,6 +824,26 @@ from lamina.models.neural_process import (
     ConditionalNeuralProcess,
     MultiheadCrossAttention,
     NeuralProcess,
+)
+from lamina.models.neus import (
+    ColorNetwork,
+    NeuS,
+    SDFNetwork,
+    eikonal_loss,
+    level_set_points,
+    neus_render,
+    neus_train_step,
+    neus_weights,
+    surface_chamfer_distance,
+)
+from lamina.models.nfnet import (
+    ACTIVATION_GAMMAS,
+    NFBlock,
+    NFResNet,
+    ScaledActivation,
+    nf_resnet18,
+    nf_resnet34,
+    nf_resnet_cifar,
 )
 from lamina.models.ngpt import NGPT, NGPTBlock, normalize_ngpt_weights
 from lamina.models.node import NODE, ObliviousDecisionTrees
@@ -1386,6 +1421,8 @@ __all__ += ["DCNv2", "DIN", "DeepFM", "Dice", "fm_interaction"]  # click-through
 __all__ += ["BERT4Rec", "GRU4Rec", "SASRec", "cloze_mask", "fit_sequential",
             "sequence_attention_mask"]  # sequential recommenders (sequential_rec)
 __all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)
+__all__ += ["ColorNetwork", "NeuS", "SDFNetwork", "eikonal_loss", "level_set_points", "neus_render",
+            "neus_train_step", "neus_weights", "surface_chamfer_distance"]  # implicit surfaces (neus)
 __all__ += ["FTTransformer", "GhostBatchNorm", "TabMLP", "TabNet", "TabResNet", "reglu"]  # tabular data
 __all__ += ["ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatcher", "FlowMatchingModel",
             "TargetConditionalFlowMatcher", "flow_matching_loss", "make_matcher", "optimal_assignment",
@@ -1522,3 +1559,7 @@ __all__ += ["CenterNet", "CenterNetHead", "centernet_decode", "centernet_focal_l
 __all__ += ["CODEBOOK_PATTERNS", "MultiStreamLM", "build_pattern", "multi_stream_loss", "pattern_length",
             "pattern_mask", "pattern_positions", "revert_pattern",
             "sample_codebooks"]  # language models of parallel codebook streams (musicgen)
+__all__ += ["ACTIVATION_GAMMAS", "NFBlock", "NFResNet", "ScaledActivation", "nf_resnet18", "nf_resnet34",
+            "nf_resnet_cifar"]  # normalizer-free ResNets (nfnet)
+__all__ += ["GHOSTNET_CONFIG", "GhostBottleneck", "GhostModule", "GhostNet", "ghostnet_0_5", "ghostnet_1_0",
+            "ghostnet_1_3"]  # cheap feature maps from depthwise transforms (ghostnet)

@@ -281,6 +281,7 @@ from lamina.nn.revin import RevIN
 from lamina.nn.rms_norm import RMSNorm
 from lamina.nn.rwkv import RWKVChannelMix, RWKVTimeMix
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
+from lamina.nn.scaled_std_conv import ScaledStdConv2D, scaled_standardized_weight
 from lamina.nn.sequence_utils import pad_sequence
 from lamina.nn.sequential import Sequential
 from lamina.nn.set_attention import ISAB, MAB, PMA, SAB, multihead_attention
@@ -436,5 +437,6 @@ __all__ += ["BoundedSpectralNorm", "RandomFeatureGaussianProcess", "SNGPResMLP",
 __all__ += ["DyT", "replace_norms_with_dyt"]  # normalization-free transformers: Dynamic Tanh (dyt)
 __all__ += ["GlobalResponseNorm", "global_response_norm"]  # ConvNeXt V2 global response normalization (grn)
 __all__ += ["NoisyDense", "reset_noise"]  # noisy networks for exploration (noisy)
+__all__ += ["ScaledStdConv2D", "scaled_standardized_weight"]  # normalizer-free convolution (scaled_std_conv)
 __all__ += ["LSHAttention", "LinformerAttention",
             "NystromAttention"]  # Linformer, Nystromformer, Reformer LSH (efficient_attention)

@@ -28,6 +28,7 @@ from lamina.optim.adamax import Adamax
 from lamina.optim.adan import Adan
 from lamina.optim.ademamix import AdEMAMix
 from lamina.optim.adopt import ADOPT
+from lamina.optim.agc import AGC, adaptive_clip_grad, unitwise_norm
 from lamina.optim.asgd import ASGD
 from lamina.optim.averaging import AveragedModel, update_batch_norm
 from lamina.optim.clip import clip_grad_norm, clip_grad_value
@@ -100,7 +101,8 @@ __all__ = [
     "ExponentialMovingAverage", "InverseSqrtDecay", "InverseTimeDecay", "LinearDecay", "NAdam", "OneCycle",
     "Optimizer", "PolynomialDecay", "RAdam", "RMSProp", "RMSprop", "ReduceOnPlateau", "Regularizer",
     "RiemannianAdam", "RiemannianSGD", "Schedule",
-    "StepDecay", "Warmup", "clip_grad_norm", "clip_grad_value", "elastic_net", "l1", "l2", "regularizers",
+    "StepDecay", "Warmup", "AGC", "adaptive_clip_grad", "unitwise_norm",
+    "clip_grad_norm", "clip_grad_value", "elastic_net", "l1", "l2", "regularizers",
     "schedules", "AveragedModel", "update_batch_norm", "LBFGS", "Lion", "Lookahead", "Rprop", "SAM",
     "ChainedSchedule", "ConstantFactor", "CyclicLR", "LambdaSchedule", "LinearFactor", "MultiplicativeSchedule",
     "PiecewiseConstant", "SequentialSchedule", "DPOptimizer", "privacy",
