@@ -280,6 +280,8 @@ CASES = {
                            lambda: (_ids(2, 5),), "save"),
     "BiLSTMCRF": (lambda: models.BiLSTMCRF(7, 3, embed_dim=4, hidden=4, padding_idx=0), lambda: (_ids(2, 5),),
                   "save"),
+    "CPC": (lambda: models.CPC(encoder=((3, 4, 2), (3, 3, 2)), context_dim=4, prediction_steps=2, num_negatives=3,
+                               negative_source="batch", seed=1), _x(2, 30), "save"),
     "MaskGIT": (lambda: models.MaskGIT(6, 4, d_model=4, num_heads=2, num_layers=1), lambda: (_ids(2, 4),), "save"),
     "MultiStreamLM": (lambda: models.MultiStreamLM(2, 4, d_model=4, num_heads=2, num_layers=1, max_len=6,
                                                    num_classes=2), lambda: (_ids(2, 2, 5), np.array([1, 2])), "save"),
@@ -356,6 +358,12 @@ CASES = {
         models.AutoencoderKL(1, 2, channels=(2, 4), groups=2),
         models.DiffusionModel(models.DenoisingUNet(2, (1,), groups=2), schedule="cosine", num_timesteps=10)),
         lambda: (_normal(2, 2, 2, 2), np.array([3, 7])), "save"),
+    "SpatialCrossTransformer": (lambda: models.SpatialCrossTransformer(4, 3, num_heads=2, groups=2),
+                                lambda: (_normal(2, 2, 2, 4), _normal(2, 5, 3, seed=1)), "config"),
+    "CrossAttentionUNet": (lambda: models.CrossAttentionUNet(2, (1, 2), groups=2, context_dim=3,
+                                                             attention_levels=(1,)),
+                           lambda: (_normal(2, 4, 4, 1), np.array([3, 7])), "save",
+                           {"context": _normal(2, 5, 3, seed=1)}),
     "DiT": (lambda: models.DiT(4, 2, 1, dim=8, depth=1, num_heads=2, num_classes=2, learn_sigma=True, time_dim=4),
             lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), np.array([0, 2])), "save"),
     "DiTBlock": (lambda: models.DiTBlock(8, 2, mlp_ratio=2.0), lambda: (_normal(2, 3, 8), _normal(2, 5, seed=1)),
@@ -525,7 +533,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 120 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 123 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

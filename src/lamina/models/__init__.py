@@ -189,6 +189,8 @@ Layouts follow the published models so that published weights map onto them:
   :mod:`lamina.models.schedulers` has diffusers' schedulers (:class:`DPMSolverMultistepScheduler`,
   :class:`EulerDiscreteScheduler`, ...) for its ``sample(scheduler=...)``, and EDM
   (:class:`EDMPrecond`, :func:`edm_loss`, :func:`edm_sampler`).
+* :class:`CrossAttentionUNet`: a :class:`DenoisingUNet` conditioned on a sequence (text) by
+  :class:`SpatialCrossTransformer` blocks, Stable Diffusion's cross-attention.
 * :class:`LatentDiffusion`: a diffusion model on the scaled latents of a frozen
   :class:`AutoencoderKL` (Stable Diffusion's KL autoencoder, :func:`estimate_scaling_factor`).
 * :class:`ConsistencyModel`: consistency models (training from data and distillation from a
@@ -358,6 +360,7 @@ from lamina.models.convnext import (
     convnextv2_pico,
     convnextv2_tiny,
 )
+from lamina.models.cpc import CPC, NEGATIVE_SOURCES, cpc_features, cpc_info_nce, cpc_negative_indices
 from lamina.models.crnn import CRNN
 from lamina.models.ctr import DIN, DCNv2, DeepFM, Dice, fm_interaction
 from lamina.models.cyclegan import ResnetBlock, ResnetGenerator
@@ -409,6 +412,7 @@ from lamina.models.diffusion import (
     make_schedule,
     timestep_embedding,
 )
+from lamina.models.diffusion_cross_attention import CrossAttentionUNet, SpatialCrossTransformer
 from lamina.models.dino import DINOHead, DINOLoss, dino_cross_entropy
 from lamina.models.discrete_diffusion import (
     D3PM,
@@ -1459,6 +1463,7 @@ __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "ED
 __all__ += ["DPMSolverSinglestepScheduler", "UniPCMultistepScheduler"]  # single-step DPM-Solver, UniPC
 __all__ += ["DIT_CONFIGS", "DiT", "DiTBlock", "dit_b", "dit_l", "dit_s", "dit_xl"]  # diffusion transformer (dit)
 __all__ += ["ControlNet", "ControlledDenoiser", "DiTControlNet"]  # spatial control of a frozen denoiser (controlnet)
+__all__ += ["CrossAttentionUNet", "SpatialCrossTransformer"]  # text conditioning (diffusion_cross_attention)
 __all__ += ["CONSISTENCY_METRICS", "ConsistencyModel", "consistency_coefficients", "consistency_times",
             "ct_discretization_steps", "ct_target_decay", "gaussian_mixture_denoiser", "ict_discretization_steps",
             "lognormal_step_probabilities", "pseudo_huber_distance"]  # consistency models (consistency)
@@ -1563,3 +1568,5 @@ __all__ += ["ACTIVATION_GAMMAS", "NFBlock", "NFResNet", "ScaledActivation", "nf_
             "nf_resnet_cifar"]  # normalizer-free ResNets (nfnet)
 __all__ += ["GHOSTNET_CONFIG", "GhostBottleneck", "GhostModule", "GhostNet", "ghostnet_0_5", "ghostnet_1_0",
             "ghostnet_1_3"]  # cheap feature maps from depthwise transforms (ghostnet)
+__all__ += ["CPC", "NEGATIVE_SOURCES", "cpc_features", "cpc_info_nce",  # contrastive predictive coding (cpc)
+            "cpc_negative_indices"]

@@ -29,7 +29,10 @@ the net's error in eps^ by 1 / sqrt(abar), which no later deterministic step was
 Classifier-free guidance (Ho and Salimans 2022): a denoiser with ``num_classes`` is trained
 with its labels replaced by the "no class" label at the rate ``label_dropout``; sampling with
 ``labels`` and ``guidance_scale`` w uses out = out(x, t, no class) + w (out(x, t, y) -
-out(x, t, no class)) (w = 1: plain conditional).
+out(x, t, no class)) (w = 1: plain conditional). A net taking a ``context`` sequence
+(:class:`~lamina.models.CrossAttentionUNet`, text conditioning) is guided the same way: the
+context is swapped for the net's learned null context at the same rate in training, and
+sampling with ``context`` mixes the context's and the null context's outputs.
 
 Example::
 
@@ -136,9 +139,18 @@ class DiffusionModel(Module):
         self.sample_shape = tuple(int(n) for n in sample)
         self.built = True
 
-    def forward(self, x_t, t, y=None) -> Tensor:
-        """The net's output at the noisy samples ``x_t`` and timesteps ``t`` (labels ``y``)."""
+    def forward(self, x_t, t, y=None, context=None) -> Tensor:
+        """The net's output at the noisy samples ``x_t`` and timesteps ``t`` (labels ``y``, a
+        conditioning sequence ``context``)."""
+        if context is not None:
+            return self.net(x_t, t, y, context=context)
         return self.net(x_t, t) if y is None else self.net(x_t, t, y)
+
+    def _run(self, x_t, t, y, context) -> Tensor:
+        """The model called with only the conditions given (a first call records the shapes of
+        its positional inputs, which must not hold None)."""
+        inputs = (x_t, t) if y is None else (x_t, t, y)
+        return self(*inputs) if context is None else self(*inputs, context=context)
 
     def _checked_data(self, x0, who: str) -> Tensor:
         x0 = as_tensor(x0)
@@ -151,12 +163,34 @@ class DiffusionModel(Module):
     def _labels(self, labels, n: int, who: str) -> np.ndarray | None:
         return class_labels(labels, n, self.num_classes, f"{self._label()}.{who}")
 
+    def _context(self, context, n: int, who: str) -> Tensor | None:
+        """The conditioning sequence as (n, length, dim) (one (length, dim) sequence is
+        repeated), checked to suit a net that has a null context."""
+        if context is None:
+            return None
+        if not callable(getattr(self.net, "null_context", None)):
+            raise ValueError(f"{self._label()}.{who}: got a context, but the net takes none (it has no null_context)")
+        context = as_tensor(context)
+        if context.ndim == 2:
+            context = F.reshape(context, 1, *context.shape)
+        if context.ndim == 3 and context.shape[0] == 1 and n > 1:
+            context = F.concat([context] * n, axis=0)
+        if context.ndim != 3 or context.shape[0] != n:
+            raise ShapeError(f"{self._label()}.{who}: got a context of {describe(context)}; expected ({n}, length, "
+                             "dim) or one (length, dim) sequence")
+        return context
+
+    def _null_context(self, context: Tensor) -> Tensor:
+        return self.net.null_context(context.shape[0], context.shape[1])
+
     # -- training -------------------------------------------------------------------------
-    def loss(self, x0, labels=None, t=None, noise=None) -> Tensor:
+    def loss(self, x0, labels=None, t=None, noise=None, context=None) -> Tensor:
         """The mean squared error of the net's prediction (eps, x_0 or v) at x_t = q_sample(x_0,
         t, eps), over every value of the batch ``x0``. ``t`` (default: uniform on 0 .. T-1) and
         ``noise`` (default: N(0, I)) are drawn from lamina's generator unless given; class
-        ``labels`` are swapped for "no class" at the rate ``label_dropout``."""
+        ``labels`` are swapped for "no class", and the rows of the conditioning sequence
+        ``context`` for the net's null context, at the rate ``label_dropout`` (one draw per
+        sample drops both)."""
         x0 = self._checked_data(x0, "loss")
         n, rng = x0.shape[0], backend.rng()
         steps = rng.integers(0, self.num_timesteps, n) if t is None else self.schedule.timesteps(
@@ -167,10 +201,15 @@ class DiffusionModel(Module):
         if noise.shape != x0.shape:
             raise ShapeError(f"{self._label()}.loss: noise of {describe(noise)} does not match x0 of {describe(x0)}")
         x_t = self.schedule.q_sample(x0, steps, noise)
-        y = self._labels(labels, n, "loss")
-        if y is not None and self.label_dropout > 0:
-            y = np.where(rng.random(n) < self.label_dropout, self.net.null_class, y)
-        output = self(x_t, steps) if y is None else self(x_t, steps, y)
+        y, context = self._labels(labels, n, "loss"), self._context(context, n, "loss")
+        if (y is not None or context is not None) and self.label_dropout > 0:
+            dropped = rng.random(n) < self.label_dropout
+            if y is not None:
+                y = np.where(dropped, self.net.null_class, y)
+            if context is not None:
+                keep = Tensor._wrap(backend.xp.asarray((~dropped).reshape(n, 1, 1), dtype=context.dtype))
+                context = context * keep + self._null_context(context) * (1.0 - keep)
+        output = self._run(x_t, steps, y, context)
         target = {"eps": noise, "x0": x0, "v": self.schedule.velocity(x0, steps, noise)}[self.prediction]
         if output.shape != target.shape:
             raise ShapeError(f"{self._label()}.loss: the net gives {describe(output)} for inputs of "
@@ -190,27 +229,32 @@ class DiffusionModel(Module):
                              "timesteps")
         return np.round(np.linspace(self.num_timesteps - 1, 0, steps))[::-1].astype(np.int64)
 
-    def guided_output(self, x_t, steps: np.ndarray, labels=None, guidance_scale: float = 1.0) -> Tensor:
+    def guided_output(self, x_t, steps: np.ndarray, labels=None, guidance_scale: float = 1.0,
+                      context=None) -> Tensor:
         """The net's output at ``x_t`` and the N timesteps ``steps`` (ints, or floats for the
-        schedulers that use them), with classifier-free guidance when ``guidance_scale`` != 1."""
+        schedulers that use them), with classifier-free guidance when ``guidance_scale`` != 1:
+        the conditional output (``labels``, ``context``) against the unconditional one (no
+        class, the null context)."""
         x_t = as_tensor(x_t)
         n = x_t.shape[0]
-        if labels is None:
+        if labels is None and context is None:
             return self(x_t, steps)
         if guidance_scale == 1:
-            return self(x_t, steps, labels)
-        both = self(F.concat([x_t, x_t], axis=0), np.concatenate([steps, steps]),
-                    np.concatenate([labels, np.full(n, self.net.null_class)]))
+            return self._run(x_t, steps, labels, context)
+        both = self._run(F.concat([x_t, x_t], axis=0), np.concatenate([steps, steps]),
+                    None if labels is None else np.concatenate([labels, np.full(n, self.net.null_class)]),
+                    None if context is None else F.concat([context, self._null_context(context)], axis=0))
         conditional, unconditional = both[:n], both[n:]
         return unconditional + guidance_scale * (conditional - unconditional)
 
     def predict_x0_eps(self, x_t, t, labels=None, guidance_scale: float = 1.0,
-                       clip_x0=None) -> tuple[Tensor, Tensor]:
+                       clip_x0=None, context=None) -> tuple[Tensor, Tensor]:
         """The net's predictions (x_0^, eps^) at ``x_t`` and timesteps ``t`` (with classifier-free
         guidance when ``guidance_scale`` != 1; x_0^ clipped to ``clip_x0`` and eps^ recomputed)."""
         x_t = as_tensor(x_t)
         steps = self.schedule.timesteps(t, x_t.shape[0], f"{self._label()}.predict_x0_eps")
-        out = self.guided_output(x_t, steps, labels, guidance_scale)
+        context = self._context(context, x_t.shape[0], "predict_x0_eps")
+        out = self.guided_output(x_t, steps, labels, guidance_scale, context)
         schedule = self.schedule
         if self.prediction == "eps":
             x0, eps = schedule.predict_x0(x_t, steps, out), out
@@ -225,7 +269,7 @@ class DiffusionModel(Module):
         return x0, eps
 
     def sample(self, n: int, steps: int | None = None, method: str = "ddpm", eta: float = 0.0, clip_x0=None,
-               labels=None, guidance_scale: float = 1.0, start=None, scheduler=None) -> np.ndarray:
+               labels=None, guidance_scale: float = 1.0, start=None, scheduler=None, context=None) -> np.ndarray:
         """``n`` samples, a NumPy array (n, *sample_shape), drawn with the sampler ``method``
         ('ddpm' or 'ddim', see the module notes) over ``steps`` timesteps (None: all T), without
         recording a graph. ``eta``: DDIM's noise scale (0: deterministic). ``clip_x0``: a number
@@ -234,7 +278,9 @@ class DiffusionModel(Module):
         lamina's generator, which also gives the noise of the steps). ``scheduler``: sample
         instead with a :mod:`lamina.models.schedulers` scheduler (an instance made for this
         model's betas and prediction, or its class name, see :meth:`make_scheduler`) over
-        ``steps`` timesteps (default 50), ``eta`` passed to DDIM's."""
+        ``steps`` timesteps (default 50), ``eta`` passed to DDIM's. ``context``: a conditioning
+        sequence (n, length, dim), or one (length, dim) for all, for a net that takes one;
+        guided by ``guidance_scale`` against the null context."""
         who = f"{self._label()}.sample"
         n = positive_int(n, f"{who}: n")
         if method not in SAMPLERS:
@@ -246,9 +292,9 @@ class DiffusionModel(Module):
         if self.sample_shape is None:
             raise RuntimeError(f"{who}: the sample shape is unknown; give sample_shape= or train the model first")
         clip = _clip_range(clip_x0, who)
-        y = self._labels(labels, n, "sample")
-        if guidance_scale != 1 and y is None:
-            raise ValueError(f"{who}: guidance_scale={guidance_scale!r} needs labels to guide towards")
+        y, context = self._labels(labels, n, "sample"), self._context(context, n, "sample")
+        if guidance_scale != 1 and y is None and context is None:
+            raise ValueError(f"{who}: guidance_scale={guidance_scale!r} needs labels or a context to guide towards")
         timesteps = self.sampling_timesteps(steps)
         params = self.parameters()
         dtype = params[0].dtype if params else backend.get_default_dtype()
@@ -264,7 +310,7 @@ class DiffusionModel(Module):
             if method != "ddpm" or clip_x0 is not None:
                 raise ValueError(f"{who}: with a scheduler, set clipping in its config (clip_sample, thresholding) "
                                  "and leave method and clip_x0 at their defaults")
-            return self._sample_with_scheduler(scheduler, steps, x, y, guidance_scale, eta, rng)
+            return self._sample_with_scheduler(scheduler, steps, x, y, guidance_scale, eta, rng, context)
 
         def noise():
             return Tensor._wrap(backend.xp.asarray(rng.standard_normal(shape), dtype=dtype))
@@ -273,7 +319,7 @@ class DiffusionModel(Module):
         with no_grad(), evaluation_mode(self):
             for k in range(len(timesteps) - 1, -1, -1):
                 t = timesteps[k]
-                x0, eps = self.predict_x0_eps(x, t, y, guidance_scale, clip)
+                x0, eps = self.predict_x0_eps(x, t, y, guidance_scale, clip, context)
                 if method == "ddim":
                     previous = timesteps[k - 1] if k > 0 else -1
                     x = self.schedule.ddim_step(x0, eps, t, previous, eta, noise() if eta > 0 and k > 0 else None)
@@ -314,7 +360,7 @@ class DiffusionModel(Module):
         return scheduler
 
     def _sample_with_scheduler(self, scheduler, steps, x: Tensor, labels, guidance_scale: float, eta: float,
-                               rng) -> np.ndarray:
+                               rng, context=None) -> np.ndarray:
         who = f"{self._label()}.sample"
         scheduler = self._checked_scheduler(scheduler, who)
         scheduler.set_timesteps(min(50, self.num_timesteps) if steps is None else steps)
@@ -327,7 +373,7 @@ class DiffusionModel(Module):
         with no_grad(), evaluation_mode(self):
             for t in scheduler.timesteps:
                 inputs = backend.xp.asarray(scheduler.scale_model_input(sample, t), dtype=dtype)
-                out = self.guided_output(inputs, np.full(n, t), labels, guidance_scale)
+                out = self.guided_output(inputs, np.full(n, t), labels, guidance_scale, context)
                 sample = scheduler.step(np.asarray(backend.to_numpy(out.data)), t, sample, generator=rng,
                                         **extra).prev_sample
         return sample.astype(dtype)

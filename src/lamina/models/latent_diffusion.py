@@ -415,8 +415,8 @@ class LatentDiffusion(Module):
             with no_grad(), evaluation_mode(self):
                 self(as_tensor(latents)[:1], np.zeros(1, dtype=np.int64))
 
-    def forward(self, z_t, t, y=None) -> Tensor:
-        return self.diffusion(z_t, t, y)
+    def forward(self, z_t, t, y=None, context=None) -> Tensor:
+        return self.diffusion(z_t, t, y) if context is None else self.diffusion(z_t, t, y, context=context)
 
     def encode_latents(self, x, sample: bool = True) -> Tensor:
         """scaling_factor * z for images ``x``, z a posterior sample (or mean), with no graph
@@ -450,18 +450,19 @@ class LatentDiffusion(Module):
         with no_grad(), evaluation_mode(self.autoencoder):
             return self.autoencoder.decode(latents * (1.0 / self.scaling_factor))
 
-    def loss(self, x, labels=None, encoded: bool = False) -> Tensor:
-        """The diffusion loss (:meth:`DiffusionModel.loss`) on the scaled latents of images ``x``
-        (``encoded``: ``x`` holds such latents already, e.g. cached from :meth:`encode_latents`)."""
+    def loss(self, x, labels=None, encoded: bool = False, context=None) -> Tensor:
+        """The diffusion loss (:meth:`DiffusionModel.loss`, with ``labels`` or a conditioning
+        sequence ``context``) on the scaled latents of images ``x`` (``encoded``: ``x`` holds such
+        latents already, e.g. cached from :meth:`encode_latents`)."""
         latents = x if encoded else self.encode_latents(x)
         self._built_on(latents)
-        return self.diffusion.loss(latents, labels)
+        return self.diffusion.loss(latents, labels, context=context)
 
-    def train_step(self, x, optimizer, labels=None, encoded: bool = False) -> float:
+    def train_step(self, x, optimizer, labels=None, encoded: bool = False, context=None) -> float:
         """One optimizer step on :meth:`loss` of the batch ``x``; its value. ``optimizer`` should
         hold the diffusion model's parameters (``Adam(ldm.diffusion)``); the autoencoder gets no
         gradient."""
-        loss = self.loss(x, labels, encoded)
+        loss = self.loss(x, labels, encoded, context)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -480,7 +481,7 @@ class LatentDiffusion(Module):
                scheduler=None, return_latents: bool = False, **options):
         """``n`` decoded images (a NumPy array): latents drawn by :meth:`DiffusionModel.sample`
         (``steps``, ``labels`` and ``guidance_scale``, ``scheduler`` and its ``options``: method,
-        eta, clip_x0, start) and decoded. ``image_shape`` (H, W) fixes the latent size when the
+        eta, clip_x0, start, context) and decoded. ``image_shape`` (H, W) fixes the latent size when the
         diffusion model has not seen latents yet. ``return_latents``: (images, scaled latents)."""
         if image_shape is not None:
             self._note_latent_shape(self.latent_shape_of(image_shape))
