@@ -34,6 +34,7 @@ ALLOW_LIST = {
     "InvertibleLayer": _BASE,
     "KGEModel": _BASE,
     "DINOLoss": _TRAINING,
+    "IBOTLoss": _TRAINING,
     "MoCoQueue": _TRAINING,
     "PINN": "wraps a PDEProblem, a set of Python callables (residual, boundary and initial conditions)",
     "GaussianProcessRegressor": "its kernels (lamina.models.kernels) are not registered, and its predictions "
@@ -397,6 +398,9 @@ CASES = {
               {"masks": models.multiblock_masks(2, 2, num_targets=1, target_scale=(0.2, 0.3), min_keep=1, rng=0)}),
     "IJEPAEncoder": (lambda: models.IJEPAEncoder(4, 2, 1, embed_dim=4, depth=1, num_heads=1), _x(2, 4, 4, 1),
                      "save"),
+    # DINOv2 / iBOT: the backbone whose masked patches take the mask token
+    "MaskedViTEncoder": (lambda: models.MaskedViTEncoder(2, d_model=4, depth=1, num_heads=2, mlp_dim=8),
+                         _x(2, 4, 4, 1), "save", {"masks": np.array([[True, False, False, True], [False] * 4])}),
     "IJEPAPredictor": (lambda: models.IJEPAPredictor(2, embed_dim=4, predictor_embed_dim=4, depth=1, num_heads=1),
                        _x(2, 3, 4), "config", {"context_indices": np.array([[0, 1, 2], [1, 2, 3]]),
                                                "target_indices": np.array([[[3], [0]]])}),

@@ -125,7 +125,10 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`MaskedAutoencoderViT` (:func:`mae_vit_base_patch16` ..): masked autoencoders in the MAE
   reference's layout, with :class:`MAEClassifier` for fine-tuning and linear probing;
   :class:`DINOHead` and :class:`DINOLoss` for DINO self-distillation
-  (:class:`lamina.train.DINOTrainer`); :class:`IJEPA` (:func:`multiblock_masks`) for I-JEPA's
+  (:class:`lamina.train.DINOTrainer`), and DINOv2's additions: iBOT's masked patch
+  self-distillation (:class:`MaskedViTEncoder`, :func:`block_masks`, :class:`IBOTLoss`),
+  :func:`sinkhorn_knopp_centering` and :func:`koleo_loss` (:class:`lamina.train.DINOv2Trainer`);
+  :class:`IJEPA` (:func:`multiblock_masks`) for I-JEPA's
   prediction of target-block representations (:class:`lamina.train.IJEPATrainer`).
 * Recommenders: :class:`MatrixFactorization` (biased MF for ratings; :func:`als` for implicit
   feedback), :class:`GMF`, :class:`NCFMLP` and :class:`NeuMF` (neural collaborative filtering),
@@ -414,6 +417,7 @@ from lamina.models.diffusion import (
 )
 from lamina.models.diffusion_cross_attention import CrossAttentionUNet, SpatialCrossTransformer
 from lamina.models.dino import DINOHead, DINOLoss, dino_cross_entropy
+from lamina.models.dinov2 import koleo_loss, sinkhorn_knopp_centering
 from lamina.models.discrete_diffusion import (
     D3PM,
     DiscreteDiffusionLM,
@@ -613,6 +617,7 @@ from lamina.models.hubert import (
     hubert_targets_from_mfcc,
     kmeans_fit,
 )
+from lamina.models.ibot import IBOTLoss, MaskedViTEncoder, block_masks, ibot_patch_cross_entropy
 from lamina.models.ijepa import (
     IJEPA,
     IJEPAEncoder,
@@ -1417,6 +1422,8 @@ __all__ += ["MAE_CONFIGS", "MAEClassifier", "MaskedAutoencoderViT", "mae_vit_bas
             "mae_vit_large_patch16", "masking_indices", "patchify", "random_masking", "sincos_position_embedding",
             "unpatchify"]  # masked autoencoders (mae)
 __all__ += ["DINOHead", "DINOLoss", "dino_cross_entropy"]  # self-distillation (dino)
+__all__ += ["IBOTLoss", "MaskedViTEncoder", "block_masks", "ibot_patch_cross_entropy", "koleo_loss",  # DINOv2
+            "sinkhorn_knopp_centering"]
 __all__ += ["IJEPA", "IJEPAEncoder", "IJEPAPredictor", "MultiBlockMasks", "ema_momentum_schedule", "ijepa_loss",
             "multiblock_masks", "target_layer_norm"]  # joint-embedding predictive architecture (ijepa)
 __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "TwoTower", "als", "dot_interaction",

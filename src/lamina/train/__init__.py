@@ -83,6 +83,7 @@ from lamina.train.data_pruning import (
 from lamina.train.depth_metrics import DEPTH_METRICS, depth_metrics, normal_metrics
 from lamina.train.diffusion import DiffusionTrainer, train_diffusion
 from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
+from lamina.train.dinov2 import DINOv2Networks, DINOv2Trainer
 from lamina.train.discrete_diffusion import train_discrete_diffusion
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.domain_adaptation import DANN, dann_lambda, train_dann
@@ -297,6 +298,7 @@ __all__ = [
     "train_distillation", "ProfileSteps", "PrivacyMonitor", "make_private",
     "contrastive_pretrain", "encode", "linear_probe",
     "DINOTrainer", "MultiCrop", "MultiCropWrapper", "cosine_schedule",
+    "DINOv2Networks", "DINOv2Trainer",
     "IJEPATrainer",
     "ReliabilityDiagram", "TemperatureScaling", "expected_calibration_error", "maximum_calibration_error",
     "negative_log_likelihood", "plot_reliability_diagram", "reliability_diagram",
