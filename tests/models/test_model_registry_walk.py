@@ -231,6 +231,8 @@ CASES = {
                                                                          decoder_layers=1, kernel_size=3),
                                  _x(1, 8, 8, 3), "config", {"seed": 3}),
     "SoftPositionEmbed": (lambda: models.SoftPositionEmbed(3), _x(1, 4, 5, 3), "save"),
+    "SuperGlue": (lambda: models.SuperGlue(4, (4,), num_layers=1, num_heads=2, sinkhorn_iterations=3),
+                  lambda: models.synthetic_matching_pairs(2, 5, 4, seed=0).inputs(), "save", {"image_size": (8, 8)}),
     "RAFT": (_tiny_raft, lambda: (_normal(1, 16, 16, 3), _normal(1, 16, 16, 3, seed=1)), "config",
              {"num_flow_updates": 1}),
     "FeatureEncoder": (lambda: models.FeatureEncoder("bottleneck", (4, 4, 4, 4, 6), norm="instance"),
@@ -537,7 +539,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 123 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 124 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

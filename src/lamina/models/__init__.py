@@ -179,6 +179,9 @@ Layouts follow the published models so that published weights map onto them:
   encoders, :class:`CorrBlock`'s correlation pyramid and lookup, :class:`UpdateBlock` with
   its ConvGRU, convex or bilinear upsampling); :mod:`lamina.vision.flow` has its loss,
   metrics and synthetic data.
+* :class:`SuperGlue`: learned feature matching (keypoint encoder, attentional GNN of self-
+  and cross-attention, log-space Sinkhorn with dustbins; :func:`superglue_loss`,
+  :func:`superglue_match`, :func:`synthetic_matching_pairs`).
 * :class:`NormalizingFlow`, :func:`realnvp`: densities by change of variables through
   invertible layers (:class:`AffineCoupling`, :class:`ActNorm`, :class:`Permute`,
   :class:`MaskedAutoregressive`), with exact ``log_prob`` and ``sample``; more layers:
@@ -1170,6 +1173,15 @@ from lamina.models.super_resolution import (
     SRResNet,
     SRResNetBlock,
 )
+from lamina.models.superglue import (
+    MatchingPairs,
+    SuperGlue,
+    log_optimal_transport,
+    matching_precision_recall,
+    superglue_loss,
+    superglue_match,
+    synthetic_matching_pairs,
+)
 from lamina.models.swin import (
     PatchMerging,
     PatchMergingV2,
@@ -1338,6 +1350,8 @@ __all__ = [
     "RAFT", "ConvGRU", "CorrBlock", "FeatureEncoder", "FlowHead", "MaskPredictor", "MotionEncoder", "RecurrentBlock",
     "UpdateBlock", "correlation_pyramid", "correlation_volume", "index_pyramid", "make_coords_grid", "raft",
     "raft_large", "raft_small", "upsample_flow",
+    "MatchingPairs", "SuperGlue", "log_optimal_transport", "matching_precision_recall", "superglue_loss",
+    "superglue_match", "synthetic_matching_pairs",
     "RegNetBlock", "regnet", "regnet_block_params", "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf",
     "regnet_x_16gf", "regnet_x_32gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf",
     "regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_y_400mf", "regnet_y_800mf",
