@@ -202,6 +202,20 @@ CASES = {
     "CenterNet": (lambda: models.centernet_small(2, in_channels=1, width=2, head_channels=2, score_thresh=0.0,
                                                  detections_per_img=5), _x(1, 8, 8, 1), "save"),
     "CenterNetHead": (lambda: models.CenterNetHead(3, 2, head_channels=2), _x(1, 4, 4, 3), "save"),
+    # EfficientDet: BiFPN layers on EfficientNet features, separable class and box nets (the parts
+    # take a list of maps, which a saved input shape reads as several inputs: rebuilt from configs)
+    "BiFPNLayer": (lambda: models.BiFPNLayer(3, 3), lambda: ([_normal(1, 4, 3, 3), _normal(1, 2, 2, 3, seed=1),
+                                                              _normal(1, 1, 1, 3, seed=2)],), "config"),
+    "BiFPN": (lambda: models.BiFPN([2, 3], 3, num_layers=2, num_levels=3),
+              lambda: ([_normal(2, 4, 4, 2), _normal(2, 2, 2, 3, seed=1)],), "config"),
+    "EfficientDetHead": (lambda: models.EfficientDetHead(3, 2, 2, num_layers=1, num_levels=2),
+                         lambda: ([_normal(2, 2, 2, 3), _normal(2, 1, 1, 3, seed=1)],), "config"),
+    "EfficientNetFeatures": (lambda: models.EfficientNetFeatures(0.25, 0.1, returned_stages=(2, 3)), _x(1, 8, 8, 3),
+                             "save"),
+    "EfficientDet": (lambda: models.efficientdet_tiny(2, input_shape=(16, 16, 3), score_thresh=0.0,
+                                                      detections_per_img=5), _x(1, 16, 16, 3), "save"),
+    "YOLOX": (lambda: models.YOLOX(2, 1, width=2, stem_stride=1, score_thresh=0.0, detections_per_img=5),
+              _x(1, 16, 16, 1), "save"),
     "Mask2Former": (lambda: models.Mask2Former(2, widths=(4, 4, 4), hidden_dim=8, num_heads=2, num_queries=3,
                                                num_layers=2, dim_feedforward=8), _x(1, 8, 8, 3), "save"),
     "PoolingMixer": (lambda: models.PoolingMixer(3), _x(1, 4, 5, 2), "save"),
@@ -309,6 +323,11 @@ CASES = {
         vocab_size=5, hidden_size=4, intermediate_size=6, num_hidden_layers=2, num_attention_heads=2), vision_dim=4,
         media_token_id=0, cross_attn_every=2, num_latents=2, resampler_depth=1, ff_mult=1),
                  lambda: (np.array([[3, 0, 2, 4]]), _normal(1, 1, 4, 4, 3)), "config"),
+    # LLaVA: projected patch features of a vision encoder spliced into a decoder LM's inputs
+    "LLaVA": (lambda: models.LLaVA(models.vit(4, 2, num_classes=2, d_model=4, depth=2, num_heads=2, mlp_dim=4),
+                                   models.Llama(vocab_size=5, hidden_size=4, intermediate_size=6, num_hidden_layers=1,
+                                                num_attention_heads=2), image_token_id=1),
+              lambda: (np.array([[1, 2, 1, 4]]), _normal(2, 4, 4, 3)), "config"),
     # neural processes
     "ConditionalNeuralProcess": (lambda: models.ConditionalNeuralProcess(1, encoder_sizes=(4, 4), decoder_sizes=(4,)),
                                  lambda: (_normal(2, 5, 1), _normal(2, 5, 1, seed=1), _normal(2, 3, 1, seed=2)),
@@ -539,7 +558,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 124 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 130 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -156,9 +156,13 @@ Layouts follow the published models so that published weights map onto them:
   :class:`RetinaNet` (:func:`retinanet_resnet50_fpn`) and :class:`FCOS`
   (:func:`fcos_resnet50_fpn`): one-stage detectors with torchvision's layouts, names, losses
   and parameter counts; ``model(images)`` detects, ``model(images, targets)`` gives the losses.
+* :class:`EfficientDet` (:func:`efficientdet_d0`): BiFPN (:class:`BiFPNLayer`, fast normalised
+  fusion) and separable class and box nets on EfficientNet features, trained as RetinaNet.
 * :class:`CenterNet` (:func:`centernet_small`): anchor-free detection of objects as the peaks of
   class heatmaps (Gaussian targets, penalty-reduced focal loss, 3x3 max-pool decoding), in the
   same interface.
+* :class:`YOLOX` (:func:`yolox_nano`, :func:`yolox_tiny`): an anchor-free YOLO (CSP-Darknet, PAFPN,
+  decoupled head) trained with SimOTA label assignment, in the same interface.
 * :class:`DETR` (:func:`detr_resnet50`): the detection transformer, a set of learned object
   queries matched one to one to the objects (Hungarian matching), in Facebook's layout.
 * :class:`FasterRCNN` (:func:`fasterrcnn_resnet50_fpn`, :func:`fasterrcnn_mobilenet_v3_large_fpn`
@@ -434,6 +438,16 @@ from lamina.models.dlrm import DLRM, dot_interaction
 from lamina.models.dmd import DMD, HankelDMD, optimal_svht_coefficient, svd_rank
 from lamina.models.early_exit import EarlyExitNetwork, EarlyExitResult
 from lamina.models.ecapa import ECAPA_TDNN, Res2NetBlock1D, SEBlock1D, SERes2NetBlock
+from lamina.models.efficientdet import (
+    BiFPN,
+    BiFPNLayer,
+    EfficientDet,
+    EfficientDetHead,
+    EfficientNetFeatures,
+    efficientdet_d0,
+    efficientdet_tiny,
+    fast_normalized_fusion,
+)
 from lamina.models.efficientnet import (
     FusedMBConv,
     MBConv,
@@ -688,6 +702,15 @@ from lamina.models.llama_gguf import (
     llama_config_from_gguf,
     load_gguf_llama,
     save_gguf_llama,
+)
+from lamina.models.llava import (
+    IGNORE_INDEX,
+    LLaVA,
+    SplicedInputs,
+    answer_labels,
+    freeze_for_stage,
+    llava_loss,
+    splice_image_tokens,
 )
 from lamina.models.lpips import (
     LPIPS,
@@ -1309,6 +1332,7 @@ from lamina.models.whisper_transcribe import (
     transcribe,
 )
 from lamina.models.word2vec import SkipGram, negative_sampling_loss
+from lamina.models.yolox import YOLOX, simota_assign, yolox_decode, yolox_iou_loss, yolox_nano, yolox_tiny
 
 __all__ = [
     "AdaptiveAvgPool2D", "AttentionSeq2Seq", "BasicBlock", "Block", "Bottleneck", "BranchingNetwork", "ConvBN",
@@ -1359,6 +1383,8 @@ __all__ = [
     "Conv2Plus1D", "VideoBasicBlock", "mc3_18", "midplanes", "r2plus1d_18", "r3d_18", "video_resnet",
     "ConvBN3D", "SepInceptionBlock3D", "TemporalSeparableConv", "s3d",
     "FusedMBConv", "efficientnet_v2", "efficientnet_v2_l", "efficientnet_v2_m", "efficientnet_v2_s",
+    "BiFPN", "BiFPNLayer", "EfficientDet", "EfficientDetHead", "EfficientNetFeatures", "efficientdet_d0",
+    "efficientdet_tiny", "fast_normalized_fusion",
     "MnasNetBlock", "mnasnet", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
     "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32",
     "PatchMergingV2", "ShiftedWindowAttentionV2", "SwinTransformerBlockV2", "swin_v2", "swin_v2_b", "swin_v2_s",
@@ -1466,6 +1492,8 @@ __all__ += ["DeepSets", "Perceiver", "PerceiverBlock", "PerceiverEncoder", "Perc
             "position_grid"]  # sets, latent arrays and slots (set_models, perceiver, slot_autoencoder)
 __all__ += ["Flamingo", "GatedCrossAttentionBlock", "PerceiverResampler",
             "media_attention_mask"]  # vision added to a frozen language model (flamingo)
+__all__ += ["IGNORE_INDEX", "LLaVA", "SplicedInputs", "answer_labels", "freeze_for_stage",  # llava
+            "llava_loss", "splice_image_tokens"]
 __all__ += ["GatedPixelCNN", "GatedPixelCNNLayer", "PixelCNN", "VQVAE", "VQVAEOutput"]  # pixelcnn, vqvae
 __all__ += ["AutoencoderKL", "DiagonalGaussian", "KLDecoder", "KLEncoder", "KLResidualBlock",  # latent diffusion
             "LatentDiffusion", "estimate_scaling_factor"]
@@ -1582,6 +1610,8 @@ __all__ += ["Mask2Former", "MaskClassificationLoss", "mask_matching_cost", "mask
             "masked_attention_mask", "panoptic_inference", "semantic_inference"]
 __all__ += ["CenterNet", "CenterNetHead", "centernet_decode", "centernet_focal_loss", "centernet_small",
             "centernet_targets", "draw_gaussian", "gaussian_radius"]  # objects as points (centernet)
+__all__ += ["YOLOX", "simota_assign", "yolox_decode", "yolox_iou_loss", "yolox_nano",  # anchor-free YOLO (yolox)
+            "yolox_tiny"]
 __all__ += ["CODEBOOK_PATTERNS", "MultiStreamLM", "build_pattern", "multi_stream_loss", "pattern_length",
             "pattern_mask", "pattern_positions", "revert_pattern",
             "sample_codebooks"]  # language models of parallel codebook streams (musicgen)

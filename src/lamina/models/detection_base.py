@@ -230,7 +230,7 @@ class DetectionModel(DetectorBase):
     # -- running -------------------------------------------------------------------------
     def forward(self, images, targets=None):
         x, checked = self._checked_inputs(images, targets)
-        features = list(self.backbone(self.normalize(x)).values())
+        features = self.extract_features(self.normalize(x))
         head_outputs = self.head(features)
         anchors = self.anchor_generator.grid_anchors(tuple(x.shape[1:3]), [tuple(f.shape[1:3]) for f in features])
         level_sizes = [len(a) for a in anchors]
@@ -238,6 +238,10 @@ class DetectionModel(DetectorBase):
         if self.training:
             return self.compute_loss(checked, head_outputs, anchors, level_sizes)
         return self.postprocess_detections(head_outputs, anchors, level_sizes, tuple(x.shape[1:3]))
+
+    def extract_features(self, images: Tensor) -> list[Tensor]:
+        """The maps the head runs on, finest first: the backbone's dict of maps as a list."""
+        return list(self.backbone(images).values())
 
     def compute_loss(self, targets, head_outputs, anchors, level_sizes) -> dict[str, Tensor]:
         raise NotImplementedError
