@@ -13,7 +13,8 @@ in batches, in evaluation mode and without the graph). All sums are taken in flo
 * :func:`precision_recall_density_coverage`: the k-nearest-neighbour precision and recall of
   Kynkäänniemi et al. 2019, density and coverage of Naeem et al. 2020.
 * :class:`FID`, :class:`KID`: the same scores accumulated batch by batch (``update``,
-  ``compute``, ``reset``; ``result`` as the epoch metrics of :mod:`lamina.train`).
+  ``compute``, ``reset``; ``result`` as the epoch metrics of :mod:`lamina.train`, whose
+  :class:`~lamina.train.FIDMetric` and :class:`~lamina.train.KIDMetric` give them to the Trainer).
 """
 
 from __future__ import annotations

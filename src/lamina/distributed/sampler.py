@@ -12,6 +12,11 @@ each :meth:`set_epoch`.
 It is a :class:`lamina.data.Sampler`: a :class:`~lamina.data.DataLoader` takes it as
 ``sampler=`` (the loader's own generator is not used). The :class:`~lamina.train.Trainer`
 calls ``set_epoch`` at the start of every epoch; in a loop of your own, call it yourself.
+
+With ``group=`` (a :func:`~lamina.distributed.new_group` subgroup, such as the ``dp_group`` of a
+:class:`~lamina.distributed.DeviceMesh`) R and r are the group's world size and this process's
+rank in it: the data is shared among the group's members only (the tensor-parallel ranks of one
+data-parallel replica, which are in different data-parallel groups, then read the same share).
 """
 
 from __future__ import annotations
@@ -23,19 +28,23 @@ from typing import Any
 
 import numpy as np
 
-from lamina.distributed.group import get_rank, get_world_size
+from lamina.distributed.group import GroupMember, get_rank, get_world_size
 
 __all__ = ["DistributedSampler"]
 
 
 class DistributedSampler:
-    """Rank ``rank``'s share of ``dataset`` among ``num_replicas`` ranks (defaults: the
-    default process group's rank and world size); see the module's text."""
+    """Rank ``rank``'s share of ``dataset`` among ``num_replicas`` ranks (defaults: this
+    process's rank in ``group`` and its world size, the default process group when ``group`` is
+    None); see the module's text."""
 
     def __init__(self, dataset: Any, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False) -> None:
-        num_replicas = get_world_size() if num_replicas is None else num_replicas
-        rank = get_rank() if rank is None else rank
+                 seed: int = 0, drop_last: bool = False, group: Any = None) -> None:
+        if group is GroupMember.NON_GROUP_MEMBER and (num_replicas is None or rank is None):
+            raise ValueError("DistributedSampler: this process is not a member of group (got "
+                             "GroupMember.NON_GROUP_MEMBER from new_group); pass the group this rank belongs to")
+        num_replicas = get_world_size(group) if num_replicas is None else num_replicas
+        rank = get_rank(group) if rank is None else rank
         if isinstance(num_replicas, bool) or not isinstance(num_replicas, numbers.Integral) or num_replicas < 1:
             raise ValueError(f"DistributedSampler: num_replicas must be a positive integer; got {num_replicas!r}")
         if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank < num_replicas:

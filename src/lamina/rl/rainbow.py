@@ -25,6 +25,7 @@ import numpy
 
 from lamina import nn, optim
 from lamina.autograd import Tensor, no_grad, tensor
+from lamina.backend import get_rng_state, set_rng_state, to_numpy
 from lamina.functional import log_softmax, mean, softmax
 from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
@@ -210,6 +211,43 @@ class RainbowAgent:
                              f"{env.observation_space} and {env.action_space}")
         return cls(env.observation_space.shape[0], env.action_space.n, **kwargs)
 
+    def state_dict(self) -> dict:
+        """Everything that changes while training, for :meth:`load_state_dict`: both networks'
+        weights (with their current noise), the optimizer's state and learning rate, the
+        prioritized replay buffer with each slot's discount, the n-step transitions still pending,
+        the step count and lamina's global generator's state (the noise is drawn from it). Holds
+        only dicts, lists, numbers, strings and arrays (copies), ready for
+        :func:`lamina.io.state.flatten_state`."""
+        pending = [{"obs": numpy.array(obs), "action": int(action), "reward": float(reward),
+                    "next_obs": numpy.array(next_obs), "terminated": bool(terminated)}
+                   for obs, action, reward, next_obs, terminated in self.n_step.pending]
+        return {"algorithm": "rainbow", "online_net": _weights(self.online_net),
+                "target_net": _weights(self.target_net), "optimizer": self.optimizer.state_dict(),
+                "lr": self.optimizer.lr, "buffer": self.buffer.state_dict(), "discounts": self.discounts.copy(),
+                "n_step_pending": pending, "env_steps": self.env_steps, "global_rng": get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` into an agent built with the same settings; this also sets
+        lamina's global generator (see :func:`lamina.manual_seed`) to the saved state."""
+        if state.get("algorithm") != "rainbow":
+            raise ValueError(f"RainbowAgent.load_state_dict: the state is from {state.get('algorithm')!r}, "
+                             f"not 'rainbow'")
+        discounts = numpy.asarray(state["discounts"], dtype=numpy.float64)
+        if discounts.shape != self.discounts.shape:
+            raise ValueError(f"RainbowAgent.load_state_dict: the state has {discounts.shape[0]} replay slots but "
+                             f"the agent {self.discounts.shape[0]}")
+        self.online_net.load_state_dict(state["online_net"])
+        self.target_net.load_state_dict(state["target_net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.lr = state["lr"]
+        self.buffer.load_state_dict(state["buffer"])
+        self.discounts[...] = discounts
+        self.n_step.pending = deque((numpy.asarray(step["obs"]), int(step["action"]), float(step["reward"]),
+                                     numpy.asarray(step["next_obs"]), bool(step["terminated"]))
+                                    for step in state["n_step_pending"])
+        self.env_steps = int(state["env_steps"])
+        set_rng_state(state["global_rng"])
+
     def predict(self, obs, deterministic: bool = True) -> int:
         """argmax_a Q(obs, a) with the mean weights (``deterministic=False``: with fresh noise)."""
         if not deterministic:
@@ -268,6 +306,11 @@ class RainbowAgent:
         entropy = -(target * numpy.log(numpy.where(target > 0, target, 1.0))).sum(axis=1)
         self.buffer.update_priorities(indices, numpy.maximum(per_row.numpy() - entropy, 0.0))  # KL(m || p)
         return float(loss.item())
+
+
+def _weights(net: Module) -> dict[str, numpy.ndarray]:
+    """Copies of a network's parameters and buffers by name."""
+    return {name: numpy.array(to_numpy(value)) for name, value in net.state_dict().items()}
 
 
 def train_rainbow(env: Env | str, total_steps: int = 10000, agent: RainbowAgent | None = None,

@@ -107,6 +107,7 @@ from lamina.train.fairness import (
 )
 from lamina.train.feature_distillation import FEATURE_LOSSES, FeatureDistiller, born_again, resolve_layer
 from lamina.train.federated import SCAFFOLD, FedAdagrad, FedAdam, FedAvg, FedAvgM, FederatedResult, FedProx, FedYogi
+from lamina.train.fid_metrics import FIDMetric, KIDMetric
 from lamina.train.flow_matching import FlowMatchingTrainer, reflow, train_flow_matching
 from lamina.train.forecast_metrics import (
     mae,
@@ -293,6 +294,7 @@ __all__ = [
     "Trial", "Uniform", "accuracy", "binary_accuracy", "coarse_to_fine", "confusion_matrix", "find_learning_rate",
     "grid_search", "mean_absolute_error", "r2_score", "random_search", "top_k_accuracy", "top_k_error", "tune_trainer",
     "WeightAveraging", "GANTrainer", "VAETrainer", "train_gan", "train_vae", "DiffusionTrainer", "train_diffusion",
+    "FIDMetric", "KIDMetric",
     "FlowMatchingTrainer", "reflow", "train_flow_matching",
     "Distiller",
     "train_distillation", "ProfileSteps", "PrivacyMonitor", "make_private",
