@@ -447,6 +447,12 @@ CASES = {
     "NHiTS": (lambda: models.NHiTS(12, 4, channels=2, pool_kernel_sizes=(4, 1), downsample_factors=(2, 1), units=4),
               _x(2, 12, 2), "save"),
     "TSMixer": (lambda: models.TSMixer(12, 4, channels=2, blocks=1, ff_dim=3), _x(2, 12, 2), "save"),
+    "TimesNet": (lambda: models.TimesNet(8, 3, channels=2, d_model=4, d_ff=3, blocks=1, top_k=2, num_kernels=2),
+                 _x(2, 8, 2), "save"),
+    "TimesBlock": (lambda: models.TimesBlock(8, 3, 4, top_k=2, num_kernels=2), _x(2, 8, 3), "save"),
+    "InceptionBlock2D": (lambda: models.InceptionBlock2D(2, 3, num_kernels=2), _x(2, 3, 4, 2), "save"),
+    "ITransformer": (lambda: models.ITransformer(8, 3, channels=2, d_model=4, num_heads=2, dim_feedforward=4,
+                                                 layers=1), _x(2, 8, 2), "save"),
     # forecasting: the Temporal Fusion Transformer and its blocks
     "TemporalFusionTransformer": (lambda: models.TemporalFusionTransformer(2, 3, 2, hidden=4, num_heads=2, horizon=3),
                                   lambda: (_normal(2, 2), _normal(2, 5, 3, seed=1), _normal(2, 3, 2, seed=2)),
@@ -558,7 +564,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 130 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 134 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

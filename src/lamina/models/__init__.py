@@ -238,6 +238,8 @@ Layouts follow the published models so that published weights map onto them:
   (:mod:`lamina.models.forecasting`).
 * :class:`Autoformer`, :class:`Informer`, :class:`NHiTS`, :class:`TSMixer`: long-horizon forecasters of
   the same windows (:mod:`lamina.models.forecasting`).
+* :class:`TimesNet` (2-D Inception convolutions over the series folded by its FFT periods) and
+  :class:`ITransformer` (attention across variate tokens): forecasters of the same windows.
 * :class:`TemporalFusionTransformer`: quantile forecasts from static, past and known-future inputs,
   with variable-selection and attention weights to explain them (:mod:`lamina.models.forecasting`).
 * :class:`ChronosModel`: a T5 language model over mean-scaled, binned values
@@ -522,8 +524,10 @@ from lamina.models.forecasting import (
     ChronosModel,
     DLinear,
     GatedResidualNetwork,
+    InceptionBlock2D,
     Informer,
     InterpretableMultiHeadAttention,
+    ITransformer,
     MeanScaleUniformBins,
     NBeatsBlock,
     NHiTS,
@@ -531,16 +535,23 @@ from lamina.models.forecasting import (
     StaticCovariateEncoder,
     TemporalBlock,
     TemporalFusionTransformer,
+    TimesBlock,
+    TimesNet,
     TSMixer,
     VariableSelectionNetwork,
     auto_correlation,
+    autoformer,
     dlinear,
+    fft_periods,
+    fold_periods,
     fourier_basis,
     full_attention,
+    informer,
     kernel_synth,
     linear_interpolation_matrix,
     moving_average_matrix,
     nbeats,
+    nhits,
     patchtst,
     polynomial_basis,
     prob_sparse_attention,
@@ -549,8 +560,11 @@ from lamina.models.forecasting import (
     series_decomposition,
     tcn,
     tcn_receptive_field,
+    tft,
     time_delay_correlation,
+    tsmixer,
     tsmixup,
+    unfold_periods,
 )
 from lamina.models.fpn import (
     BackboneWithFPN,
@@ -1443,9 +1457,10 @@ __all__ = [
     "NBEATS", "TCN", "DLinear", "NBeatsBlock", "PatchTST", "TemporalBlock", "dlinear", "fourier_basis",
     "moving_average_matrix", "nbeats", "patchtst", "polynomial_basis", "tcn", "tcn_receptive_field",
     "Autoformer", "Informer", "NHiTS", "TSMixer", "auto_correlation", "full_attention", "linear_interpolation_matrix",
+    "ITransformer", "InceptionBlock2D", "TimesBlock", "TimesNet", "fft_periods", "fold_periods", "unfold_periods",
     "prob_sparse_attention", "query_sparsity", "series_decomposition", "time_delay_correlation",
     "GatedResidualNetwork", "InterpretableMultiHeadAttention", "StaticCovariateEncoder", "TemporalFusionTransformer",
-    "VariableSelectionNetwork",
+    "VariableSelectionNetwork", "autoformer", "informer", "nhits", "tft", "tsmixer",
     "ChronosForecast", "ChronosGPT2Model", "ChronosModel", "MeanScaleUniformBins", "kernel_synth",
     "sample_gaussian_process", "tsmixup",
     "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",

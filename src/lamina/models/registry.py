@@ -16,7 +16,7 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
 * ``"multimodal"``: models of images and text together (CLIP, with ViT or ResNet image towers);
 * ``"flow"``: optical flow between two images (RAFT large and small);
 * ``"forecasting"``: time-series forecasters of (batch, input_length, channels) windows (TCN, N-BEATS,
-  DLinear, PatchTST).
+  DLinear, PatchTST, Autoformer, Informer, N-HiTS, TSMixer) and the Temporal Fusion Transformer.
 
 Names are the builders' own (``get_model("resnet18")`` calls :func:`resnet18`). lamina
 ships no pretrained weights: convert published ones with :func:`load_torchvision_state_dict`,
@@ -130,7 +130,8 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("raft", "raft_large", "raft_small"),
     ],
     "forecasting": [
-        *_named("forecasting", "tcn", "nbeats", "dlinear", "patchtst"),
+        *_named("forecasting", "tcn", "nbeats", "dlinear", "patchtst", "autoformer", "informer", "nhits", "tsmixer",
+                "tft"),
     ],
 }
 

@@ -34,14 +34,21 @@ the TCN mixes them in its convolutions.
   (:func:`linear_interpolation_matrix`) of the forecasts of stacked residual blocks.
 * :class:`TSMixer` (Chen et al., 2023): time-mixing and feature-mixing MLPs and a temporal
   projection.
+* :class:`TimesNet` (Wu et al., 2023): the series folded into 2-D by its main FFT periods
+  (:func:`fft_periods`, :func:`fold_periods`, :func:`unfold_periods`) and mixed by 2-D Inception
+  convolutions (:class:`TimesBlock`, :class:`InceptionBlock2D`); forecasts or class logits.
+* :class:`ITransformer` (Liu et al., 2024): each variate's window one token of a Transformer
+  encoder that attends across the variates.
 
-The builders :func:`tcn`, :func:`nbeats`, :func:`dlinear` and :func:`patchtst` are registered in
-the ``"forecasting"`` group of :func:`lamina.models.list_models`.
+The builders :func:`tcn`, :func:`nbeats`, :func:`dlinear`, :func:`patchtst`, :func:`autoformer`,
+:func:`informer`, :func:`nhits`, :func:`tsmixer` and :func:`tft` are registered in the
+``"forecasting"`` group of :func:`lamina.models.list_models`.
 """
 
 from lamina.models.forecasting.autoformer import (
     Autoformer,
     auto_correlation,
+    autoformer,
     series_decomposition,
     time_delay_correlation,
 )
@@ -55,9 +62,10 @@ from lamina.models.forecasting.chronos import (
     tsmixup,
 )
 from lamina.models.forecasting.dlinear import DLinear, dlinear, moving_average_matrix
-from lamina.models.forecasting.informer import Informer, full_attention, prob_sparse_attention, query_sparsity
+from lamina.models.forecasting.informer import Informer, full_attention, informer, prob_sparse_attention, query_sparsity
+from lamina.models.forecasting.itransformer import ITransformer
 from lamina.models.forecasting.nbeats import NBEATS, NBeatsBlock, fourier_basis, nbeats, polynomial_basis
-from lamina.models.forecasting.nhits import NHiTS, linear_interpolation_matrix
+from lamina.models.forecasting.nhits import NHiTS, linear_interpolation_matrix, nhits
 from lamina.models.forecasting.patchtst import PatchTST, patchtst
 from lamina.models.forecasting.tcn import TCN, TemporalBlock, tcn, tcn_receptive_field
 from lamina.models.forecasting.tft import (
@@ -66,8 +74,17 @@ from lamina.models.forecasting.tft import (
     StaticCovariateEncoder,
     TemporalFusionTransformer,
     VariableSelectionNetwork,
+    tft,
 )
-from lamina.models.forecasting.tsmixer import TSMixer
+from lamina.models.forecasting.timesnet import (
+    InceptionBlock2D,
+    TimesBlock,
+    TimesNet,
+    fft_periods,
+    fold_periods,
+    unfold_periods,
+)
+from lamina.models.forecasting.tsmixer import TSMixer, tsmixer
 
 __all__ = [
     "NBEATS", "TCN", "DLinear", "NBeatsBlock", "PatchTST", "TemporalBlock", "dlinear", "fourier_basis",
@@ -77,4 +94,6 @@ __all__ = [
     "kernel_synth", "sample_gaussian_process", "tsmixup",
     "Autoformer", "Informer", "NHiTS", "TSMixer", "auto_correlation", "full_attention", "linear_interpolation_matrix",
     "prob_sparse_attention", "query_sparsity", "series_decomposition", "time_delay_correlation",
+    "autoformer", "informer", "nhits", "tft", "tsmixer",
+    "ITransformer", "InceptionBlock2D", "TimesBlock", "TimesNet", "fft_periods", "fold_periods", "unfold_periods",
 ]

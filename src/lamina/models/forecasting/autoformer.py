@@ -17,7 +17,7 @@ from lamina.models.forecasting.dlinear import moving_average_matrix
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["Autoformer", "auto_correlation", "series_decomposition", "time_delay_correlation"]
+__all__ = ["Autoformer", "auto_correlation", "autoformer", "series_decomposition", "time_delay_correlation"]
 
 
 def series_decomposition(x, kernel_size: int) -> tuple[Tensor, Tensor]:
@@ -216,3 +216,8 @@ class Autoformer(Module):
             trend = F.add(trend, layer_trend)
         y = F.add(trend, self.projection(self.decoder_norm(h)))
         return y[:, -self.horizon:]
+
+
+def autoformer(input_length: int = 96, horizon: int = 24, channels: int = 1, **options) -> Autoformer:
+    """An :class:`Autoformer` forecaster (defaults: d_model 64, 2 encoder and 1 decoder layers, moving average 25)."""
+    return Autoformer(input_length, horizon, channels, **options)

@@ -16,7 +16,7 @@ from lamina.models.forecasting._embedding import CircularConv, built
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["Informer", "full_attention", "prob_sparse_attention", "query_sparsity"]
+__all__ = ["Informer", "full_attention", "informer", "prob_sparse_attention", "query_sparsity"]
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -246,3 +246,8 @@ class Informer(Module):
         for layer in self.decoder:
             h = layer(h, memory)
         return self.projection(self.decoder_norm(h))[:, -self.horizon:]
+
+
+def informer(input_length: int = 96, horizon: int = 24, channels: int = 1, **options) -> Informer:
+    """An :class:`Informer` forecaster (defaults: d_model 64, 4 heads, 2 distilled encoder layers, factor 5)."""
+    return Informer(input_length, horizon, channels, **options)

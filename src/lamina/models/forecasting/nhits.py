@@ -16,7 +16,7 @@ from lamina.models.forecasting._embedding import built
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["NHiTS", "linear_interpolation_matrix"]
+__all__ = ["NHiTS", "linear_interpolation_matrix", "nhits"]
 
 
 def linear_interpolation_matrix(knots: int, size: int) -> np.ndarray:
@@ -103,3 +103,9 @@ class NHiTS(Module):
             residual = F.sub(residual, backcast)
             forecast = F.add(forecast, block_forecast)
         return from_per_channel(forecast, self.channels)
+
+
+def nhits(input_length: int = 96, horizon: int = 24, channels: int = 1, **options) -> NHiTS:
+    """An :class:`NHiTS` forecaster (defaults: 3 stacks pooling by 2, 2, 1 and interpolating from 1/4, 1/2
+    and all of the horizon's points, MLPs of 2 layers of 256 units)."""
+    return NHiTS(input_length, horizon, channels, **options)

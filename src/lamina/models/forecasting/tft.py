@@ -33,7 +33,7 @@ from lamina.nn.module import Module, as_tensor
 
 __all__ = [
     "GatedResidualNetwork", "InterpretableMultiHeadAttention", "StaticCovariateEncoder", "TemporalFusionTransformer",
-    "VariableSelectionNetwork",
+    "VariableSelectionNetwork", "tft",
 ]
 
 
@@ -367,3 +367,11 @@ class TemporalFusionTransformer(Module):
         """The mean pinball loss of ``forecast`` (batch, horizon, n_quantiles) for the targets
         (batch, horizon) at the model's quantile levels."""
         return F.pinball_loss(forecast, target, quantiles=self.quantiles)
+
+
+def tft(num_static: int = 0, num_past_inputs: int = 1, num_future_inputs: int = 1, horizon: int = 24,
+        **options) -> TemporalFusionTransformer:
+    """A :class:`TemporalFusionTransformer` (defaults: no static inputs, the target's history as the one
+    past input, one known-future input, hidden 16, 4 heads, the quantiles 0.1, 0.5 and 0.9). Unlike
+    the window forecasters it reads ``(static, past, future)`` and returns quantile forecasts."""
+    return TemporalFusionTransformer(num_static, num_past_inputs, num_future_inputs, horizon=horizon, **options)

@@ -11,7 +11,7 @@ from lamina.models.forecasting._embedding import built
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["TSMixer"]
+__all__ = ["TSMixer", "tsmixer"]
 
 _ALONG_TIME = (0, 2, 1)
 
@@ -71,3 +71,9 @@ class TSMixer(Module):
             x = mixer(x)
         y = F.transpose(self.projection(F.transpose(x, _ALONG_TIME)), _ALONG_TIME)
         return self.revin(y, "denorm") if self.revin is not None else y
+
+
+def tsmixer(input_length: int = 96, horizon: int = 24, channels: int = 1, **options) -> TSMixer:
+    """A :class:`TSMixer` forecaster (defaults: 2 mixer blocks, feature MLPs of 64 units, reversible
+    instance normalisation)."""
+    return TSMixer(input_length, horizon, channels, **options)
