@@ -552,6 +552,18 @@ CASES = {
                         _x(1, 6, 6, 3), "save"),
     "GhostNet": (lambda: models.GhostNet(2, width=0.25, dropout=0.1, config=(((3, 8, 8, 0.25, 2),),)),
                  _x(1, 8, 8, 3), "save"),
+    # CoAtNet (coatnet) and LeViT (levit)
+    "CoAtNetRelativeAttention": (lambda: models.CoAtNetRelativeAttention(3, 4, (2, 3), head_dim=2),
+                                 _x(1, 2, 3, 3), "save"),
+    "CoAtNetTransformerBlock": (lambda: models.CoAtNetTransformerBlock(3, 4, 2, head_dim=2, downsample=True),
+                                _x(1, 4, 4, 3), "save"),
+    "CoAtNet": (lambda: models.CoAtNet(3, 8, 4, (4, 4, 4, 4), (1, 1, 1, 1), head_dim=2), _x(1, 8, 8, 3), "save"),
+    "LinearNorm": (lambda: models.LinearNorm(3, 4), _x(2, 5, 3), "save"),
+    "LeViTAttention": (lambda: models.LeViTAttention(4, 2, 2, 2.0, (2, 3)), _x(2, 6, 4), "save"),
+    "LeViTAttentionSubsample": (lambda: models.LeViTAttentionSubsample(4, 6, 2, 2, 2.0, 3), _x(2, 9, 4), "save"),
+    "LeViTBlock": (lambda: models.LeViTBlock(4, 2, 2, 2), _x(2, 4, 4), "save"),
+    "LeViTDownsample": (lambda: models.LeViTDownsample(4, 6, 2, 2, 3), _x(2, 9, 4), "save"),
+    "LeViT": (lambda: models.LeViT(3, 32, (8, 16), (2, 2), (1, 1), 4), _x(2, 32, 32, 3), "save"),
     # NeuS: a signed distance network, a colour network and the inverse deviation of their renderer
     "SDFNetwork": (lambda: models.SDFNetwork(4, 2, feature_size=2, radius=0.4, pos_freqs=1), _x(5, 3), "save"),
     "ColorNetwork": (lambda: models.ColorNetwork(2, 4, 1, dir_freqs=1),
@@ -564,7 +576,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 134 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 143 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -37,6 +37,10 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`swin_v2_t`, :func:`swin_v2_s`, :func:`swin_v2_b` (scaled cosine attention, a bias
   from an MLP on log-spaced offsets, post-norm blocks) and :func:`maxvit_t` (MBConv, then
   attention in blocks and in a dilated grid): torchvision's layouts, names and parameter counts.
+* :class:`CoAtNet` (:func:`coatnet_0`: MBConv stages, then transformer stages with a learned
+  2-D relative attention bias) and :class:`LeViT` (:func:`levit_128s`: a convolutional stem,
+  attention biases over (|dx|, |dy|), Linear + BatchNorm layers, shrinking attention, a
+  distillation head averaged at inference).
 * :func:`fcn_resnet50`, :func:`fcn_resnet101`, :func:`deeplabv3_resnet50`,
   :func:`deeplabv3_resnet101`: semantic segmentation on a dilated ResNet (FCN head, ASPP),
   torchvision's layouts, names and parameter counts.
@@ -328,6 +332,14 @@ from lamina.models.clip_openai import load_openai_clip_state_dict
 from lamina.models.clip_processing import CLIPImageProcessor, zero_shot_classify
 from lamina.models.clip_resnet import AttentionPool2d, CLIPBottleneck, ModifiedResNet, ResNetCLIP, clip_resnet
 from lamina.models.cnf import CNF, CNFDynamics, CNFResult
+from lamina.models.coatnet import (
+    COATNET_0,
+    CoAtNet,
+    CoAtNetRelativeAttention,
+    CoAtNetTransformerBlock,
+    coatnet_0,
+    coatnet_tiny,
+)
 from lamina.models.concept_bottleneck import (
     DIGIT_CONCEPTS,
     ConceptBottleneck,
@@ -701,6 +713,18 @@ from lamina.models.latent_diffusion import (
     KLResidualBlock,
     LatentDiffusion,
     estimate_scaling_factor,
+)
+from lamina.models.levit import (
+    LEVIT_128S,
+    LeViT,
+    LeViTAttention,
+    LeViTAttentionSubsample,
+    LeViTBlock,
+    LeViTDownsample,
+    LinearNorm,
+    levit_128s,
+    levit_attention_bias_index,
+    levit_tiny,
 )
 from lamina.models.llama import (
     Llama,
@@ -1636,3 +1660,7 @@ __all__ += ["GHOSTNET_CONFIG", "GhostBottleneck", "GhostModule", "GhostNet", "gh
             "ghostnet_1_3"]  # cheap feature maps from depthwise transforms (ghostnet)
 __all__ += ["CPC", "NEGATIVE_SOURCES", "cpc_features", "cpc_info_nce",  # contrastive predictive coding (cpc)
             "cpc_negative_indices"]
+__all__ += ["COATNET_0", "CoAtNet", "CoAtNetRelativeAttention", "CoAtNetTransformerBlock",  # conv + attention (coatnet)
+            "coatnet_0", "coatnet_tiny"]
+__all__ += ["LEVIT_128S", "LeViT", "LeViTAttention", "LeViTAttentionSubsample", "LeViTBlock",  # (levit)
+            "LeViTDownsample", "LinearNorm", "levit_128s", "levit_attention_bias_index", "levit_tiny"]

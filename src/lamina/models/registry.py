@@ -69,6 +69,8 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
                 "convnextv2_atto", "convnextv2_femto", "convnextv2_pico", "convnextv2_nano", "convnextv2_tiny"),
         *_named("swin", "swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"),
         *_named("maxvit", "maxvit_t"),
+        *_named("coatnet", "coatnet_0"),
+        *_named("levit", "levit_128s"),
         *_named("vit", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"),
         *_named("mlp_mixer", "mixer_s32_224", "mixer_s16_224", "mixer_b32_224", "mixer_b16_224", "mixer_l16_224",
                 "resmlp_12_224", "resmlp_24_224"),
