@@ -79,6 +79,9 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`MedusaHeads`, :func:`medusa_loss`, :func:`medusa_generate`: Medusa's extra heads and
   greedy decoding that checks a tree of their guesses (:func:`medusa_tree`) in one call;
   :func:`typical_acceptance` and :func:`medusa_generate_batch` (several prompts at once).
+* :func:`build_datastore`, :func:`knn_lm_log_probs`, :func:`knn_lm_perplexity`,
+  :func:`knn_lm_generate`: kNN-LM (a language model interpolated with the next tokens of its
+  nearest hidden states in a datastore of text, :class:`KNNDatastore`).
 * :class:`Llama` (:func:`llama`): Hugging Face's LlamaForCausalLM (rotary positions,
   grouped-query attention, RMSNorm, SwiGLU; TinyLlama, Llama 2 and Llama 3 sizes);
   :func:`load_hf_llama_state_dict` loads its weights. :class:`Mistral` (:func:`mistral`):
@@ -703,6 +706,14 @@ from lamina.models.kge_losses import (
     margin_ranking_loss,
     one_to_n_loss,
     self_adversarial_loss,
+)
+from lamina.models.knn_lm import (
+    KNNDatastore,
+    build_datastore,
+    knn_distribution,
+    knn_lm_generate,
+    knn_lm_log_probs,
+    knn_lm_perplexity,
 )
 from lamina.models.koopman import KoopmanAutoencoder, KoopmanLoss
 from lamina.models.latent_diffusion import (
@@ -1464,6 +1475,8 @@ __all__ = [
     "mamba_parameter_count", "Mamba2LM",
     "MedusaHeads", "MedusaOutput", "MedusaTree", "cartesian_tree", "medusa_decode", "medusa_generate", "medusa_loss",
     "medusa_tree", "medusa_generate_batch", "typical_acceptance",
+    "KNNDatastore", "build_datastore", "knn_distribution", "knn_lm_generate", "knn_lm_log_probs",
+    "knn_lm_perplexity",
     "WHISPER_CONFIGS", "Whisper", "WhisperAttention", "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder",
     "WhisperEncoderLayer", "WhisperModel", "load_hf_whisper_state_dict", "pad_or_trim", "whisper",
     "whisper_log_mel_spectrogram", "whisper_sinusoids",
