@@ -169,6 +169,10 @@ def _tiny_qformer():
                           max_text_len=4, embed_dim=3)
 
 
+_TINY_BERT = {"vocab_size": 6, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 6, "max_position_embeddings": 8}
+
+
 # name -> (model factory, inputs factory, how the copy is made: "save" (lamina.save/lamina.load)
 # or "config" (JSON config + state dict, the model built on the real inputs)[, keyword arguments of the call])
 CASES = {
@@ -185,6 +189,21 @@ CASES = {
     "SetAbstraction": (lambda: models.SetAbstraction(0, 4, (0.4,), (3,), ((4,),)), _x(2, 8, 3), "save"),
     "DGCNN": (lambda: models.DGCNN(3, k=3, edge_widths=(4, 4), emb_dims=6, head_widths=(4,)), _x(2, 6, 3), "save"),
     "EdgeConv": (lambda: models.EdgeConv(3, (4,), k=3), _x(2, 6, 3), "save"),
+    "PointTransformerLayer": (lambda: models.PointTransformerLayer(4, 3, k=3),
+                              lambda: (_normal(2, 6, 3), _normal(2, 6, 4, seed=1)), "save"),
+    "PointTransformerBlock": (lambda: models.PointTransformerBlock(4, k=3),
+                              lambda: (_normal(2, 6, 3), _normal(2, 6, 4, seed=1)), "save"),
+    "TransitionDown": (lambda: models.TransitionDown(4, 5, stride=2, k=3),
+                       lambda: (_normal(2, 8, 3), _normal(2, 8, 4, seed=1)), "save"),
+    "TransitionUp": (lambda: models.TransitionUp(5, 4, 3), lambda: (_normal(2, 4, 3), _normal(2, 4, 5, seed=1),
+                                                                    _normal(2, 8, 3, seed=2),
+                                                                    _normal(2, 8, 4, seed=3)), "save"),
+    "PointTransformerClassifier": (lambda: models.PointTransformerClassifier(3, widths=(4, 6), blocks=(1, 1),
+                                                                             strides=(1, 2), k=3, head_widths=(4,)),
+                                   _x(2, 8, 3), "save"),
+    "PointTransformerSegmentation": (lambda: models.PointTransformerSegmentation(3, widths=(4, 6), blocks=(1, 1),
+                                                                                 strides=(1, 2), k=3),
+                                     _x(2, 8, 3), "save"),
     "DeepSets": (lambda: models.DeepSets(nn.Dense(4, activation="relu"), nn.Dense(2), pool="mean"),
                  _x(2, 5, 3), "save"),
     "SetTransformer": (lambda: models.SetTransformer(2, dim_hidden=4, num_heads=2, num_inducing=3,
@@ -502,6 +521,14 @@ CASES = {
     "LengthRegulator": (models.LengthRegulator, lambda: (_normal(2, 3, 4), np.array([[1, 2, 0], [3, 1, 1]])),
                         "config"),
     "PostNet": (lambda: models.PostNet(3, channels=4, layers=2), _x(2, 5, 3), "save"),
+    # Tacotron 2 and its location-sensitive attention (pre-net dropout off: it stays on in evaluation)
+    "LocationSensitiveAttention": (lambda: models.LocationSensitiveAttention(4, location_filters=2, location_kernel=3),
+                                   lambda: (_normal(2, 3), _normal(2, 5, 4, seed=1), _normal(2, 5, seed=2)), "save"),
+    "Tacotron2": (lambda: models.Tacotron2(6, n_mels=3, embed_dim=4, encoder_kernel_size=3, prenet_units=4,
+                                           prenet_dropout=0.0, attention_rnn_units=5, decoder_units=4, attention_dim=3,
+                                           location_filters=2, location_kernel=3, frames_per_step=2,
+                                           postnet_channels=4, postnet_layers=2),
+                  lambda: (np.array([[1, 2, 3], [4, 5, 0]]), _normal(2, 4, 3, seed=1)), "config"),
     # Mamba-2 (state-space duality)
     "Mamba2LM": (lambda: models.Mamba2LM(5, 4, n_layer=1, d_state=3, headdim=4, chunk_size=2),
                  lambda: (_ids(2, 5),), "save"),
@@ -570,13 +597,23 @@ CASES = {
                      lambda: (_normal(5, 3), _normal(5, 3, seed=1), _normal(5, 3, seed=2), _normal(5, 2, seed=3)),
                      "save"),
     "NeuS": (lambda: models.NeuS(4, 1, 2, 4, 1, radius=0.4), lambda: (_normal(5, 3), _normal(5, 3, seed=1)), "save"),
+    # class-conditional GANs (BigGAN): class ids a sample of zeros cannot stand for
+    "ProjectionHead": (lambda: models.ProjectionHead(3, 4), lambda: (_normal(2, 4), _ids(2, high=3)), "config"),
+    "BigGANGenerator": (lambda: models.BigGANGenerator(2, 8, 1, z_dim=4, shared_dim=3, widths=(8, 8)),
+                        lambda: (_normal(2, 4), _ids(2, high=2)), "config"),
+    "BigGANDiscriminator": (lambda: models.BigGANDiscriminator(2, 8, 1, widths=(8, 8)),
+                            lambda: (_normal(2, 8, 8, 1), _ids(2, high=2)), "config"),
+    # neural retrievers: DPR's dual encoder and ColBERT
+    "DPRDualEncoder": (lambda: models.DPRDualEncoder(**_TINY_BERT), lambda: (_ids(2, 3), _ids(3, 4, seed=1)), "save"),
+    "ColBERT": (lambda: models.ColBERT(dim=3, query_maxlen=5, mask_token_id=5, skiplist=(4,), **_TINY_BERT),
+                lambda: (_ids(2, 3, high=4) + 1, _ids(3, 4, seed=1)), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 143 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 156 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -321,6 +321,8 @@ CASES = {
                      lambda: (_sequence(2, 6, 4),), "save"),
     "ScaledStdConv2D": (lambda: nn.ScaledStdConv2D(4, 3, stride=2, padding=1, groups=2, gamma=1.7, eps=1e-5),
                         lambda: (_points(1, 5, 5, 2),), "save"),
+    "SelfAttention2D": (lambda: nn.SelfAttention2D(8, reduction=4, spectral_norm=True), lambda: (_points(2, 4, 6, 8),),
+                        "save"),
 }
 
 

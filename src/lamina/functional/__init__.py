@@ -112,7 +112,14 @@ from lamina.functional.flex_masks import BlockMask, and_masks, create_block_mask
 from lamina.functional.fold import fold, unfold
 from lamina.functional.fractional_pool import fractional_max_pool2d, fractional_max_pool2d_with_indices
 from lamina.functional.fractional_pool3d import fractional_max_pool3d, fractional_max_pool3d_with_indices
-from lamina.functional.gan_losses import gan_loss, logistic_d_loss, logistic_g_loss, r1_penalty
+from lamina.functional.gan_losses import (
+    gan_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+    logistic_d_loss,
+    logistic_g_loss,
+    r1_penalty,
+)
 from lamina.functional.glu import glu
 from lamina.functional.grid_sample import affine_grid, grid_sample
 from lamina.functional.group_conv import group_action, group_conv2d, group_filter_bank, group_pool
@@ -637,7 +644,7 @@ __all__ = [
     "log10", "reciprocal", "round", "rsqrt", "sign", "sin", "square", "tan", "cumprod", "cumsum", "logsumexp",
     "norm", "prod", "std", "cdist", "cosine_similarity", "normalize", "pairwise_distance",
     "affine_grid", "grid_sample", "gaussian_kl", "reparameterize", "vae_loss", "gradient_penalty", "gan_loss",
-    "logistic_d_loss", "logistic_g_loss", "r1_penalty",
+    "logistic_d_loss", "logistic_g_loss", "r1_penalty", "hinge_d_loss", "hinge_g_loss",
     "celu", "hardshrink", "hardtanh", "log_sigmoid", "softmin", "softshrink", "softsign", "tanhshrink", "threshold",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "pad2d",
     "pixel_shuffle", "pixel_unshuffle", "fold", "unfold", "max_pool2d_with_indices", "max_unpool2d", "interpolate",

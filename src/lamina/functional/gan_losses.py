@@ -20,16 +20,22 @@ R1 (Mescheder et al. 2018), StyleGAN2's regulariser of the discriminator on real
 
 It is differentiable with respect to D's weights (the input gradient is taken with
 ``create_graph=True``), so every op of D needs a differentiable backward.
+
+The hinge costs of SAGAN and BigGAN (Lim & Ye 2017; Miyato et al. 2018):
+
+    D: mean relu(1 - D(x)) + mean relu(1 + D(G(z))),     G: -mean D(G(z))
 """
 
 from __future__ import annotations
 
 from lamina.autograd import Tensor, enable_grad
 from lamina.errors import ShapeError
+from lamina.functional.activation import relu
 from lamina.functional.penalties import _squared_input_gradient_norms
 from lamina.functional.smooth_activation import softplus
 
-__all__ = ["GAN_MODES", "gan_loss", "logistic_d_loss", "logistic_g_loss", "r1_penalty"]
+__all__ = ["GAN_MODES", "gan_loss", "hinge_d_loss", "hinge_g_loss", "logistic_d_loss", "logistic_g_loss",
+           "r1_penalty"]
 
 GAN_MODES = ("vanilla", "lsgan", "wgangp")
 
@@ -56,6 +62,19 @@ def logistic_d_loss(real_logits, fake_logits) -> Tensor:
 def logistic_g_loss(fake_logits) -> Tensor:
     """The non-saturating generator cost: mean softplus(-D(G(z)))."""
     return gan_loss(fake_logits, True)
+
+
+def hinge_d_loss(real_logits, fake_logits) -> Tensor:
+    """The hinge cost of the discriminator: mean relu(1 - D(x)) + mean relu(1 + D(G(z)))."""
+    real = real_logits if isinstance(real_logits, Tensor) else Tensor(real_logits)
+    fake = fake_logits if isinstance(fake_logits, Tensor) else Tensor(fake_logits)
+    return relu(1.0 - real).mean() + relu(1.0 + fake).mean()
+
+
+def hinge_g_loss(fake_logits) -> Tensor:
+    """The hinge generator cost: -mean D(G(z))."""
+    fake = fake_logits if isinstance(fake_logits, Tensor) else Tensor(fake_logits)
+    return -fake.mean()
 
 
 def r1_penalty(discriminator, real) -> Tensor:

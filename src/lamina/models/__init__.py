@@ -292,6 +292,15 @@ from lamina.models.bert import (
     bert_parameter_count,
     load_hf_bert_state_dict,
 )
+from lamina.models.biggan import (
+    BIGGAN_PRESETS,
+    BigGANDiscriminator,
+    BigGANGenerator,
+    ProjectionHead,
+    biggan_small,
+    orthogonal_regularization,
+    truncated_normal,
+)
 from lamina.models.bilstm_crf import BiLSTMCRF
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
 from lamina.models.capsnet import CapsNet, CapsNetOutput, capsnet_digits, capsnet_mnist
@@ -983,6 +992,18 @@ from lamina.models.poincare_embeddings import (
     train_poincare_embeddings,
     transitive_closure,
 )
+from lamina.models.point_transformer import (
+    PointTransformerBlock,
+    PointTransformerClassifier,
+    PointTransformerLayer,
+    PointTransformerSegmentation,
+    TransitionDown,
+    TransitionUp,
+    interpolation_weights,
+    nearest_neighbours,
+    point_transformer_classifier,
+    point_transformer_segmentation,
+)
 from lamina.models.pointer_network import PointerNetwork, pointer_logits
 from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
 from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
@@ -1089,6 +1110,15 @@ from lamina.models.retinanet import (
     retinanet_resnet50_fpn,
 )
 from lamina.models.retnet import RetNet, RetNetLayer
+from lamina.models.retrievers import (
+    ColBERT,
+    DenseIndex,
+    DPRDualEncoder,
+    augment_queries,
+    document_token_mask,
+    in_batch_negatives_loss,
+    late_interaction_scores,
+)
 from lamina.models.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from lamina.models.rpn import RegionProposalNetwork, RPNHead
 from lamina.models.rwkv import RWKV, RWKVBlock
@@ -1273,6 +1303,7 @@ from lamina.models.swin import (
 from lamina.models.t5 import T5, T5_CONFIGS, T5Attention, T5Block, T5DenseFF, T5Stack, load_hf_t5_state_dict, t5
 from lamina.models.tabnet import GhostBatchNorm, TabNet
 from lamina.models.tabular_baselines import TabMLP, TabResNet
+from lamina.models.tacotron2 import LocationSensitiveAttention, Tacotron2, tacotron2_loss
 from lamina.models.tgn import TGN, last_messages
 from lamina.models.timesformer import TimeSformer, TimeSformerBlock
 from lamina.models.timm_weights import load_timm_state_dict
@@ -1456,6 +1487,8 @@ __all__ = [
     "GPT2", "GPT2Block", "gpt2", "gpt2_parameter_count", "load_hf_gpt2_state_dict",
     "BERT", "BertEmbeddings", "BertForMaskedLM", "BertLayer", "bert", "bert_parameter_count",
     "load_hf_bert_state_dict",
+    "ColBERT", "DPRDualEncoder", "DenseIndex", "augment_queries", "document_token_mask", "in_batch_negatives_loss",
+    "late_interaction_scores",
     "DebertaEncoder", "DebertaForMaskedLM", "DebertaLayer", "disentangled_attention", "relative_position_buckets",
     "ELECTRA", "ElectraPretrainingOutput", "electra_pretraining_loss", "random_token_mask", "replaced_token_labels",
     "Llama", "LlamaDecoderLayer", "LlamaMLP", "llama", "llama_parameter_count", "load_hf_llama_state_dict",
@@ -1532,6 +1565,9 @@ __all__ += ["ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatch
             "reflow_pairs", "sinkhorn", "squared_distances", "straightness", "wasserstein2"]  # flow matching
 __all__ += ["DGCNN", "EdgeConv", "PointNet", "PointNet2", "PointNetSegmentation", "SetAbstraction", "SharedMLP",
             "TNet", "edge_features", "pointnet2_msg", "pointnet2_ssg", "transform_regularizer"]  # point clouds
+__all__ += ["PointTransformerBlock", "PointTransformerClassifier", "PointTransformerLayer",
+            "PointTransformerSegmentation", "TransitionDown", "TransitionUp", "interpolation_weights",
+            "nearest_neighbours", "point_transformer_classifier", "point_transformer_segmentation"]  # point transformer
 __all__ += ["EGNN", "SchNet"]  # equivariant graph networks
 __all__ += [  # speech recognition: Conformer encoder, RNN-Transducer (conformer, transducer)
     "Conformer", "ConformerConvolution", "ConformerFeedForward", "ConformerLayer", "ConformerTransducer",
@@ -1580,6 +1616,8 @@ __all__ += ["PatchGANDiscriminator", "Pix2PixGenerator", "ResnetBlock", "ResnetG
 __all__ += ["EqualizedConv2D", "EqualizedDense", "MappingNetwork", "ModulatedConv2D", "NoiseInjection",
             "PathLengthPenalty", "StyleGAN2Generator", "SynthesisLayer", "ToRGB", "modulated_conv2d",
             "pixel_norm"]  # stylegan2
+__all__ += ["BIGGAN_PRESETS", "BigGANDiscriminator", "BigGANGenerator", "ProjectionHead", "biggan_small",
+            "orthogonal_regularization", "truncated_normal"]  # SAGAN / BigGAN (biggan)
 __all__ += ["MemN2N", "NTM", "NTMCell", "NTMState", "PointerNetwork", "circular_shift", "content_addressing",
             "erase_and_add", "interpolate", "memory_read", "pointer_logits", "position_encoding",
             "sharpen"]  # pointer and memory-augmented networks (pointer_network, memory_network, ntm)
@@ -1637,6 +1675,7 @@ __all__ += ["HUBERT_CONFIGS", "HuBERTModel", "HuBERTOutput", "hubert", "hubert_f
             "kmeans_fit"]  # HuBERT masked prediction of clustered targets (hubert)
 __all__ += ["FFTBlock", "FastSpeech2", "LengthRegulator", "PostNet", "VarianceAdaptor",  # text to speech
             "VariancePredictor", "fastspeech2_loss", "frame_energy"]  # (fastspeech2)
+__all__ += ["LocationSensitiveAttention", "Tacotron2", "tacotron2_loss"]  # Tacotron 2
 __all__ += ["AudioCodec", "CodecOutput", "CodecResidualUnit"]  # neural audio codec with residual VQ (audio_codec)
 __all__ += ["NCATrainResult", "NeuralCA", "SelfClassifyingCA", "circle_damage_masks", "nca_perception_kernels",
             "normalize_gradients", "soft_life_step", "train_nca",

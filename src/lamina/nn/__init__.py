@@ -282,6 +282,7 @@ from lamina.nn.rms_norm import RMSNorm
 from lamina.nn.rwkv import RWKVChannelMix, RWKVTimeMix
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.scaled_std_conv import ScaledStdConv2D, scaled_standardized_weight
+from lamina.nn.self_attention_2d import SelfAttention2D
 from lamina.nn.sequence_utils import pad_sequence
 from lamina.nn.sequential import Sequential
 from lamina.nn.set_attention import ISAB, MAB, PMA, SAB, multihead_attention
@@ -438,5 +439,6 @@ __all__ += ["DyT", "replace_norms_with_dyt"]  # normalization-free transformers:
 __all__ += ["GlobalResponseNorm", "global_response_norm"]  # ConvNeXt V2 global response normalization (grn)
 __all__ += ["NoisyDense", "reset_noise"]  # noisy networks for exploration (noisy)
 __all__ += ["ScaledStdConv2D", "scaled_standardized_weight"]  # normalizer-free convolution (scaled_std_conv)
+__all__ += ["SelfAttention2D"]  # SAGAN / BigGAN self-attention on feature maps (self_attention_2d)
 __all__ += ["LSHAttention", "LinformerAttention",
             "NystromAttention"]  # Linformer, Nystromformer, Reformer LSH (efficient_attention)

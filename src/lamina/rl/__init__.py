@@ -14,7 +14,8 @@ QMIX, MADDPG); and model-based RL (:mod:`lamina.rl.model_based`: probabilistic e
 with CEM / MPPI planning, MBPO-style model rollouts, the PlaNet / Dreamer RSSM world model) with
 Dreamer's actor-critic learning in imagination (:mod:`lamina.rl.dreamer`); Rainbow (:mod:`lamina.rl.rainbow`: noisy
 dueling C51 networks, n-step returns, Double DQN and prioritized replay); IMPALA's V-trace
-off-policy actor-critic with lagged actors (:mod:`lamina.rl.impala`)."""
+off-policy actor-critic with lagged actors (:mod:`lamina.rl.impala`); R2D2's recurrent replay DQN
+(:mod:`lamina.rl.r2d2`: stored-state sequences with burn-in, rescaled n-step double-Q targets)."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
@@ -90,6 +91,20 @@ from lamina.rl.offline import (
 )
 from lamina.rl.ppo import PPO, ActorCritic, clipped_surrogate_loss, compute_gae, ppo_loss, train_ppo, value_loss
 from lamina.rl.prioritized import PrioritizedBatch, PrioritizedReplayBuffer, SumTree
+from lamina.rl.r2d2 import (
+    R2D2Agent,
+    R2D2Network,
+    SequenceReplayBuffer,
+    SequenceWriter,
+    StoredSequence,
+    inverse_value_rescale,
+    r2d2_loss,
+    rescaled_n_step_targets,
+    sequence_priorities,
+    train_r2d2,
+    unroll,
+    value_rescale,
+)
 from lamina.rl.rainbow import (
     NStepBuffer,
     NStepTransition,
@@ -123,7 +138,7 @@ from lamina.rl.td3 import (
     train_ddpg,
     train_td3,
 )
-from lamina.rl.toy import Chain, GridWorld
+from lamina.rl.toy import Chain, CueMemory, GridWorld
 from lamina.rl.vector import VectorEnv
 
 __all__ = [
@@ -158,3 +173,6 @@ __all__ += ["DreamerActor", "DreamerAgent", "DreamerWorldModel", "SequenceReplay
 __all__ += ["NStepBuffer", "NStepTransition", "RainbowAgent", "RainbowNetwork", "c51_loss", "categorical_projection",
             "dueling_logits", "train_rainbow"]  # rainbow
 __all__ += ["IMPALAAgent", "VTraceReturns", "impala_loss", "train_impala", "vtrace"]  # impala
+__all__ += ["CueMemory", "R2D2Agent", "R2D2Network", "SequenceReplayBuffer", "SequenceWriter", "StoredSequence",
+            "inverse_value_rescale", "r2d2_loss", "rescaled_n_step_targets", "sequence_priorities", "train_r2d2",
+            "unroll", "value_rescale"]  # r2d2

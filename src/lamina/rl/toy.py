@@ -84,3 +84,40 @@ class GridWorld(Env):
         terminated = self.cell == (self.size - 1, self.size - 1)
         reward = self.goal_reward if terminated else self.step_reward
         return self._observation(), reward, terminated, False, {}
+
+
+class CueMemory(Env):
+    """Remember the cue: the first observation shows one of two cues (a one-hot code drawn at
+    random), then ``delay`` blank steps follow, then a decision step (its observation's third
+    entry is 1) where action == cue pays +1 and the other action -1, and the episode terminates.
+    Actions before the decision change nothing and pay 0. An agent without memory sees the same
+    decision observation for both cues, so it is right half of the time at best (expected
+    return 0); one that remembers the cue earns 1 every episode."""
+
+    def __init__(self, delay: int = 3):
+        if delay < 0:
+            raise ValueError(f"CueMemory: delay must be >= 0, got {delay}")
+        self.delay = delay
+        self.observation_space = Box(0.0, 1.0, shape=(3,), dtype=numpy.float32)
+        self.action_space = Discrete(2)
+        self.cue, self.t = 0, 0
+
+    def _observation(self) -> numpy.ndarray:
+        obs = numpy.zeros(3, dtype=numpy.float32)
+        if self.t == 0:
+            obs[self.cue] = 1.0
+        if self.t == self.delay + 1:
+            obs[2] = 1.0
+        return obs
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.cue, self.t = int(self.np_random.integers(2)), 0
+        return self._observation(), {}
+
+    def step(self, action):
+        _check_action(self, action)
+        if self.t == self.delay + 1:
+            return numpy.zeros(3, dtype=numpy.float32), 1.0 if int(action) == self.cue else -1.0, True, False, {}
+        self.t += 1
+        return self._observation(), 0.0, False, False, {}
