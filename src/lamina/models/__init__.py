@@ -44,6 +44,10 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`fcn_resnet50`, :func:`fcn_resnet101`, :func:`deeplabv3_resnet50`,
   :func:`deeplabv3_resnet101`: semantic segmentation on a dilated ResNet (FCN head, ASPP),
   torchvision's layouts, names and parameter counts.
+* :func:`pspnet_resnet50` (:func:`pspnet`, :func:`pspnet_small`): PSPNet, a pyramid pooling module
+  (:class:`PyramidPooling`, bins 1, 2, 3, 6) on a dilated backbone, with an aux head (:func:`pspnet_loss`);
+  :class:`UNetPlusPlus` (:func:`unet_plus_plus`): UNet++, nested dense skip pathways, deep supervision
+  (:func:`unet_plus_plus_loss`) and pruning at inference.
 * :func:`segformer` ('b0'..'b5'): SegFormer, a Mix Transformer encoder and an all-MLP decode
   head in Hugging Face's layout (:class:`SegformerForSemanticSegmentation`, logits at 1/4 of the
   input, :func:`segformer_loss`; weights from :func:`load_hf_segformer_state_dict`).
@@ -1035,6 +1039,15 @@ from lamina.models.protopnet import (
     prototype_separation_cost,
     prototype_similarity,
 )
+from lamina.models.pspnet import (
+    PSP_BINS,
+    PyramidPooling,
+    psp_head,
+    pspnet,
+    pspnet_loss,
+    pspnet_resnet50,
+    pspnet_small,
+)
 from lamina.models.qformer import (
     BLIP2Stage1,
     QFormer,
@@ -1337,6 +1350,7 @@ from lamina.models.tsc import (
 )
 from lamina.models.two_tower import TwoTower, in_batch_softmax_loss, item_log_frequencies
 from lamina.models.unet import DoubleConv, UNet, unet
+from lamina.models.unet_plus_plus import UNET_PLUS_PLUS_MODES, UNetPlusPlus, unet_plus_plus, unet_plus_plus_loss
 from lamina.models.variational_flows import InverseAutoregressive, PlanarFlow, RadialFlow
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 from lamina.models.video import Conv2Plus1D, VideoBasicBlock, mc3_18, midplanes, r2plus1d_18, r3d_18, video_resnet
@@ -1412,6 +1426,15 @@ from lamina.models.whisper_transcribe import (
     transcribe,
 )
 from lamina.models.word2vec import SkipGram, negative_sampling_loss
+from lamina.models.xlnet import (
+    TwoStreamRelativeAttention,
+    XLNetLayer,
+    XLNetLM,
+    bidirectional_relative_encoding,
+    partial_prediction_mask,
+    permutation_masks,
+    sample_factorization_order,
+)
 from lamina.models.yolox import YOLOX, simota_assign, yolox_decode, yolox_iou_loss, yolox_nano, yolox_tiny
 
 __all__ = [
@@ -1697,6 +1720,9 @@ __all__ += ["ConvNeXtV2Block", "convnextv2_atto", "convnextv2_femto", "convnextv
             "convnextv2_tiny"]  # ConvNeXt V2 (convnext)
 __all__ += ["RelativeMultiHeadAttention", "TransformerXL", "TransformerXLLayer", "relative_shift",
             "sinusoidal_relative_encoding"]  # segment-level recurrence (transformer_xl)
+__all__ += ["TwoStreamRelativeAttention", "XLNetLM", "XLNetLayer", "bidirectional_relative_encoding",
+            "partial_prediction_mask", "permutation_masks",
+            "sample_factorization_order"]  # permutation language modelling (xlnet)
 __all__ += ["Mask2Former", "MaskClassificationLoss", "mask_matching_cost", "masked_attention",  # mask2former
             "masked_attention_mask", "panoptic_inference", "semantic_inference"]
 __all__ += ["CenterNet", "CenterNetHead", "centernet_decode", "centernet_focal_loss", "centernet_small",
@@ -1716,3 +1742,7 @@ __all__ += ["COATNET_0", "CoAtNet", "CoAtNetRelativeAttention", "CoAtNetTransfor
             "coatnet_0", "coatnet_tiny"]
 __all__ += ["LEVIT_128S", "LeViT", "LeViTAttention", "LeViTAttentionSubsample", "LeViTBlock",  # (levit)
             "LeViTDownsample", "LinearNorm", "levit_128s", "levit_attention_bias_index", "levit_tiny"]
+__all__ += ["PSP_BINS", "PyramidPooling", "psp_head", "pspnet", "pspnet_loss", "pspnet_resnet50",  # PSPNet (pspnet)
+            "pspnet_small"]
+__all__ += ["UNET_PLUS_PLUS_MODES", "UNetPlusPlus", "unet_plus_plus",  # nested U-Net (unet_plus_plus)
+            "unet_plus_plus_loss"]

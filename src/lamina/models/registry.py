@@ -5,7 +5,7 @@ Every builder is listed once, in :data:`_BUILDERS`, under the task it solves:
 * ``"classification"``: image classifiers (NHWC images in, class logits out), from
   :func:`lenet5` to :func:`vit_h_14`, and timm's MLP-Mixer, ResMLP, ConvMixer and DeiT (weights by
   :func:`load_timm_state_dict`);
-* ``"segmentation"``: per-pixel classifiers (FCN, DeepLabV3, LR-ASPP, SegFormer, U-Net);
+* ``"segmentation"``: per-pixel classifiers (FCN, DeepLabV3, LR-ASPP, SegFormer, U-Net, PSPNet, UNet++);
 * ``"detection"``: box (and mask or keypoint) detectors (RetinaNet, FCOS, DETR, Faster/Mask/Keypoint R-CNN,
   SSD, SSDlite, the grid detector);
 * ``"video"``: clip classifiers on NDHWC clips (R3D, MC3, R(2+1)D, S3D);
@@ -86,6 +86,8 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("lraspp", "lraspp_mobilenet_v3_large"),
         *_named("segformer", "segformer"),
         *_named("unet", "unet"),
+        *_named("pspnet", "pspnet_resnet50"),
+        *_named("unet_plus_plus", "unet_plus_plus"),
     ],
     "detection": [
         *_named("retinanet", "retinanet_resnet50_fpn"),
