@@ -164,6 +164,10 @@ def _controlled_dit():
     return models.ControlledDenoiser(dit, models.DiTControlNet(dit, 2, conditioning_scale=0.5))
 
 
+def _user_item_graph():
+    return models.normalized_adjacency([0, 1, 1, 2, 3], [0, 0, 2, 4, 3], 4, 5)
+
+
 def _tiny_qformer():
     return models.QFormer(num_queries=2, hidden=4, depth=2, heads=2, vision_dim=6, vocab_size=5, intermediate=6,
                           max_text_len=4, embed_dim=3)
@@ -618,13 +622,19 @@ CASES = {
     "DPRDualEncoder": (lambda: models.DPRDualEncoder(**_TINY_BERT), lambda: (_ids(2, 3), _ids(3, 4, seed=1)), "save"),
     "ColBERT": (lambda: models.ColBERT(dim=3, query_maxlen=5, mask_token_id=5, skiplist=(4,), **_TINY_BERT),
                 lambda: (_ids(2, 3, high=4) + 1, _ids(3, 4, seed=1)), "save"),
+    # graph collaborative filtering: (users, items) pairs scored on the normalised user-item graph
+    "LightGCN": (lambda: models.LightGCN(4, 5, dim=3, num_layers=2),
+                 lambda: (_ids(3, high=4), _ids(3, seed=1), _user_item_graph()), "save"),
+    "NGCF": (lambda: models.NGCF(4, 5, dim=3, layer_sizes=(4, 2)),
+             lambda: (_ids(3, high=4), _ids(3, seed=1), _user_item_graph()), "save"),
+    "NGCFLayer": (lambda: models.NGCFLayer(3, 2), lambda: (_normal(9, 3), _user_item_graph()), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 156 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 159 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

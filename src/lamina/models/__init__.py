@@ -144,6 +144,9 @@ Layouts follow the published models so that published weights map onto them:
 * Recommenders: :class:`MatrixFactorization` (biased MF for ratings; :func:`als` for implicit
   feedback), :class:`GMF`, :class:`NCFMLP` and :class:`NeuMF` (neural collaborative filtering),
   :class:`TwoTower` (retrieval, in-batch softmax with the logQ correction) and :class:`DLRM`.
+  Graph collaborative filtering (:mod:`lamina.models.lightgcn`): :class:`LightGCN` and
+  :class:`NGCF` on :func:`normalized_adjacency`, trained with :func:`bpr_loss` by :func:`fit_bpr`,
+  evaluated by :func:`full_ranking_metrics`.
   Click-through-rate models (:mod:`lamina.models.ctr`): :class:`DeepFM`, :class:`DCNv2` and
   :class:`DIN` (with the :class:`Dice` activation).
   Next-item recommenders (:mod:`lamina.models.sequential_rec`): :class:`GRU4Rec`, :class:`SASRec`
@@ -749,6 +752,17 @@ from lamina.models.levit import (
     levit_128s,
     levit_attention_bias_index,
     levit_tiny,
+)
+from lamina.models.lightgcn import (
+    NGCF,
+    LightGCN,
+    NGCFLayer,
+    bpr_loss,
+    fit_bpr,
+    full_ranking_metrics,
+    lightgcn_propagate,
+    ngcf_propagate,
+    normalized_adjacency,
 )
 from lamina.models.llama import (
     Llama,
@@ -1576,6 +1590,8 @@ __all__ += ["IJEPA", "IJEPAEncoder", "IJEPAPredictor", "MultiBlockMasks", "ema_m
             "multiblock_masks", "target_layer_norm"]  # joint-embedding predictive architecture (ijepa)
 __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "TwoTower", "als", "dot_interaction",
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders
+__all__ += ["LightGCN", "NGCF", "NGCFLayer", "bpr_loss", "fit_bpr", "full_ranking_metrics", "lightgcn_propagate",
+            "ngcf_propagate", "normalized_adjacency"]  # graph collaborative filtering (lightgcn)
 __all__ += ["DCNv2", "DIN", "DeepFM", "Dice", "fm_interaction"]  # click-through-rate models (ctr)
 __all__ += ["BERT4Rec", "GRU4Rec", "SASRec", "cloze_mask", "fit_sequential",
             "sequence_attention_mask"]  # sequential recommenders (sequential_rec)
