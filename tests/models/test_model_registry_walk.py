@@ -312,6 +312,18 @@ CASES = {
                                        intermediate_size=5, generator_hidden_size=2, generator_num_hidden_layers=1,
                                        generator_intermediate_size=3, max_position_embeddings=6),
                 lambda: (_ids(2, 5),), "save"),
+    "AlbertLayer": (lambda: models.AlbertLayer(4, 2, 6), _x(2, 5, 4), "save"),
+    "AlbertModel": (lambda: models.AlbertModel(7, embedding_size=3, hidden_size=4, num_hidden_layers=2,
+                                               num_attention_heads=2, intermediate_size=6, share="ffn",
+                                               max_position_embeddings=6), lambda: (_ids(2, 5),), "save"),
+    "AlbertForMaskedLM": (lambda: models.AlbertForMaskedLM(vocab_size=7, embedding_size=3, hidden_size=4,
+                                                           num_hidden_layers=2, num_attention_heads=2,
+                                                           intermediate_size=6, max_position_embeddings=6),
+                          lambda: (_ids(2, 5),), "save"),
+    "AlbertForPreTraining": (lambda: models.AlbertForPreTraining(vocab_size=7, embedding_size=3, hidden_size=4,
+                                                                 num_hidden_layers=2, num_attention_heads=2,
+                                                                 intermediate_size=6, max_position_embeddings=6,
+                                                                 share="none"), lambda: (_ids(2, 5),), "save"),
     "DebertaLayer": (lambda: models.DebertaLayer(4, 2, 6, 2), lambda: (_normal(2, 5, 4), _normal(4, 4, seed=1)),
                      "config"),
     "DebertaEncoder": (lambda: models.DebertaEncoder(7, hidden_size=4, num_hidden_layers=1, num_attention_heads=2,
@@ -606,6 +618,14 @@ CASES = {
     "LeViTBlock": (lambda: models.LeViTBlock(4, 2, 2, 2), _x(2, 4, 4), "save"),
     "LeViTDownsample": (lambda: models.LeViTDownsample(4, 6, 2, 2, 3), _x(2, 9, 4), "save"),
     "LeViT": (lambda: models.LeViT(3, 32, (8, 16), (2, 2), (1, 1), 4), _x(2, 32, 32, 3), "save"),
+    # CaiT (cait)
+    "LayerScale": (lambda: models.LayerScale(4, 0.1), _x(2, 3, 4), "save"),
+    "TalkingHeadsAttention": (lambda: models.TalkingHeadsAttention(4, 2), _x(2, 3, 4), "save"),
+    "ClassAttention": (lambda: models.ClassAttention(4, 2), _x(2, 3, 4), "save"),
+    "CaiTBlock": (lambda: models.CaiTBlock(4, 2, mlp_ratio=1.5, layer_scale_init=0.5), _x(2, 3, 4), "save"),
+    "ClassAttentionBlock": (lambda: models.ClassAttentionBlock(4, 2, mlp_ratio=1.5), _x(2, 3, 4), "save"),
+    "CaiT": (lambda: models.cait(2, 4, 1, 2, mlp_ratio=1.5, num_classes=3, input_shape=(4, 4, 1)), _x(2, 4, 4, 1),
+             "save"),
     # NeuS: a signed distance network, a colour network and the inverse deviation of their renderer
     "SDFNetwork": (lambda: models.SDFNetwork(4, 2, feature_size=2, radius=0.4, pos_freqs=1), _x(5, 3), "save"),
     "ColorNetwork": (lambda: models.ColorNetwork(2, 4, 1, dir_freqs=1),
@@ -628,13 +648,15 @@ CASES = {
     "NGCF": (lambda: models.NGCF(4, 5, dim=3, layer_sizes=(4, 2)),
              lambda: (_ids(3, high=4), _ids(3, seed=1), _user_item_graph()), "save"),
     "NGCFLayer": (lambda: models.NGCFLayer(3, 2), lambda: (_normal(9, 3), _user_item_graph()), "save"),
+    "WaveRNN": (lambda: models.WaveRNN(8, 6, mode="single", bits=9, local_channels=3, hop_length=4,
+                                       upsample="learned"), lambda: (_ids(2, 9, high=512), _normal(2, 3, 3)), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 159 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 170 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

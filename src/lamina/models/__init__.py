@@ -65,6 +65,9 @@ Layouts follow the published models so that published weights map onto them:
   :func:`deit_tiny_patch16_224` .. :func:`deit_base_distilled_patch16_224` (:class:`DeiT`: a ViT
   with an optional distillation token; :func:`hard_distillation_loss`): timm's layouts, names and
   parameter counts; :func:`load_timm_state_dict` loads timm's weights.
+* :func:`cait_xxs24`, :func:`cait_xxs36`, :func:`cait_s24`, :func:`cait_tiny` (:class:`CaiT`:
+  LayerScale, talking-heads self-attention on the patches, then class attention that updates
+  the class token only; :mod:`lamina.models.cait`).
 * :func:`r3d_18`, :func:`mc3_18`, :func:`r2plus1d_18` (:func:`video_resnet`): video
   classifiers on NDHWC clips (3-D, mixed and (2+1)-D convolutions), torchvision's
   ``models.video`` layouts, names and parameter counts; :func:`s3d` (an Inception network
@@ -80,6 +83,9 @@ Layouts follow the published models so that published weights map onto them:
   discriminator sharing embeddings); :class:`DebertaEncoder` / :class:`DebertaForMaskedLM`
   (disentangled attention over relative positions, :func:`disentangled_attention`, and the
   enhanced mask decoder).
+* :class:`AlbertModel`, :class:`AlbertForMaskedLM`, :class:`AlbertForPreTraining`: ALBERT's
+  factorised embedding and cross-layer sharing, its sentence-order head (:func:`sop_pairs`,
+  :func:`ngram_mask`, :func:`albert_pretraining_loss`); :func:`load_hf_albert_state_dict`.
 * :class:`MedusaHeads`, :func:`medusa_loss`, :func:`medusa_generate`: Medusa's extra heads and
   greedy decoding that checks a tree of their guesses (:func:`medusa_tree`) in one call;
   :func:`typical_acceptance` and :func:`medusa_generate_batch` (several prompts at once).
@@ -286,6 +292,19 @@ builders by name (:mod:`lamina.models.registry`).
 """
 
 from lamina.models import kernels
+from lamina.models.albert import (
+    ALBERT_SHARING,
+    AlbertForMaskedLM,
+    AlbertForPreTraining,
+    AlbertLayer,
+    AlbertModel,
+    AlbertPretrainingOutput,
+    albert_parameter_count,
+    albert_pretraining_loss,
+    load_hf_albert_state_dict,
+    ngram_mask,
+    sop_pairs,
+)
 from lamina.models.alexnet import alexnet, zfnet
 from lamina.models.audio_codec import AudioCodec, CodecOutput, CodecResidualUnit
 from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
@@ -310,6 +329,21 @@ from lamina.models.biggan import (
 )
 from lamina.models.bilstm_crf import BiLSTMCRF
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, BranchingNetwork, ConvBN
+from lamina.models.cait import (
+    CAIT_CONFIGS,
+    CaiT,
+    CaiTBlock,
+    ClassAttention,
+    ClassAttentionBlock,
+    LayerScale,
+    TalkingHeadsAttention,
+    cait,
+    cait_layer_scale_init,
+    cait_s24,
+    cait_tiny,
+    cait_xxs24,
+    cait_xxs36,
+)
 from lamina.models.capsnet import CapsNet, CapsNetOutput, capsnet_digits, capsnet_mnist
 from lamina.models.causal import CFRNet, DragonNet, TARNet, representation_ipm, treatment_weights
 from lamina.models.centernet import (
@@ -1408,6 +1442,7 @@ from lamina.models.wav2vec2_pretraining import (
 )
 from lamina.models.wav2vec2_weights import hf_wav2vec2_table, load_hf_wav2vec2_state_dict
 from lamina.models.wavenet import WaveNet, WaveNetLayer
+from lamina.models.wavernn import WaveRNN, merge_coarse_fine, split_coarse_fine
 from lamina.models.whisper import (
     WHISPER_CONFIGS,
     Whisper,
@@ -1578,6 +1613,9 @@ __all__ = [
     "CLAP", "CLAPOutput", "CNN14Block", "CNN14Encoder", "LogMelFrontEnd", "audio_text_retrieval", "clap",
     "retrieval_recall_at_k", "zero_shot_audio_classifier",
 ]
+__all__ += ["ALBERT_SHARING", "AlbertForMaskedLM", "AlbertForPreTraining", "AlbertLayer", "AlbertModel",
+            "AlbertPretrainingOutput", "albert_parameter_count", "albert_pretraining_loss",
+            "load_hf_albert_state_dict", "ngram_mask", "sop_pairs"]  # ALBERT (albert)
 __all__ += ["BiLSTMCRF"]  # sequence tagging (bilstm_crf)
 __all__ += ["CRNN"]  # text recognition (crnn)
 __all__ += ["MAE_CONFIGS", "MAEClassifier", "MaskedAutoencoderViT", "mae_vit_base_patch16", "mae_vit_huge_patch14",
@@ -1630,9 +1668,13 @@ __all__ += ["DnCNN", "EDSR", "EDSRResidualBlock", "ESPCN", "SRCNN", "SRResNet", 
 __all__ += ["AttentiveNeuralProcess", "ConditionalNeuralProcess", "GPCurves", "MultiheadCrossAttention",
             "NPTask", "NeuralProcess"]  # neural processes (neural_process, gp_curves)
 __all__ += ["CapsNet", "CapsNetOutput", "capsnet_digits", "capsnet_mnist"]  # capsule networks (capsnet)
+__all__ += ["CAIT_CONFIGS", "CaiT", "CaiTBlock", "ClassAttention", "ClassAttentionBlock", "LayerScale",
+            "TalkingHeadsAttention", "cait", "cait_layer_scale_init", "cait_s24", "cait_tiny", "cait_xxs24",
+            "cait_xxs36"]  # class-attention image transformers (cait)
 __all__ += ["GAE", "VGAE", "InnerProductDecoder", "Node2Vec"]  # graph autoencoders, node2vec
 __all__ += ["TGN", "last_messages"]  # temporal graph networks
 __all__ += ["WaveNet", "WaveNetLayer"]  # autoregressive waveform model (wavenet)
+__all__ += ["WaveRNN", "merge_coarse_fine", "split_coarse_fine"]  # dual-softmax GRU vocoder (wavernn)
 __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "EDMPrecond",  # diffusion samplers
             "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",  # and EDM
             "LMSDiscreteScheduler", "PNDMScheduler", "edm_loss", "edm_sampler", "karras_sigmas"]  # (schedulers)

@@ -80,6 +80,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
         *_named("deit", "deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224",
                 "deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224",
                 "deit_base_distilled_patch16_224"),
+        *_named("cait", "cait_xxs24", "cait_xxs36", "cait_s24"),
     ],
     "segmentation": [
         *_named("segmentation", "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"),
