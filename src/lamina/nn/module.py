@@ -109,11 +109,13 @@ def _forget_unhooked_modules() -> None:
         _stop_running_hooks()
 
 
-def _intercepted_call(module: Module, inputs: tuple, kwargs: dict, level: int):
+def _intercepted_call(module: Module, inputs: tuple, kwargs: dict, interceptors: tuple, level: int):
+    # ``interceptors`` is the list as it stood when the call began: one removed meanwhile (a
+    # dropped tracker's) does not shift the others under a call in progress
     if level < 0:
         return module.forward(*inputs, **kwargs)
-    return _CALL_INTERCEPTORS[level](module, inputs, kwargs,
-                                     lambda: _intercepted_call(module, inputs, kwargs, level - 1))
+    return interceptors[level](module, inputs, kwargs,
+                               lambda: _intercepted_call(module, inputs, kwargs, interceptors, level - 1))
 
 
 class Module:
@@ -231,7 +233,8 @@ class Module:
             shapes = [_shape_of(x) for x in inputs]
             build_on_first_call(self, shapes[0] if len(shapes) == 1 else shapes)
         if _CALL_INTERCEPTORS:
-            return _intercepted_call(self, inputs, kwargs, len(_CALL_INTERCEPTORS) - 1)
+            interceptors = tuple(_CALL_INTERCEPTORS)
+            return _intercepted_call(self, inputs, kwargs, interceptors, len(interceptors) - 1)
         if kwargs:
             return self.forward(*inputs, **kwargs)
         return self.forward(*inputs)

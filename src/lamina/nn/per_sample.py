@@ -125,6 +125,8 @@ class PerSampleGradients:
             if not _ATTACHED:
                 _INTERCEPTION.enter_context(intercept_calls(_intercept))
             _ATTACHED.append(weakref.ref(self) if weak else self)
+            if weak:
+                weakref.finalize(self, _stop_if_unused)
         return self
 
     def detach(self) -> None:
@@ -204,6 +206,13 @@ _ATTACHED: list = []
 
 def _resolve(entry) -> PerSampleGradients | None:
     return entry() if isinstance(entry, weakref.ref) else entry
+
+
+def _stop_if_unused() -> None:
+    """A weakly attached tracker was dropped: once no tracker is left, calls are no longer
+    intercepted (inference fusion and the call fast path come back)."""
+    if not _live_trackers():
+        _INTERCEPTION.close()
 
 
 def _live_trackers() -> list[PerSampleGradients]:
