@@ -241,6 +241,23 @@ CASES = {
               _x(1, 16, 16, 1), "save"),
     "Mask2Former": (lambda: models.Mask2Former(2, widths=(4, 4, 4), hidden_dim=8, num_heads=2, num_queries=3,
                                                num_layers=2, dim_feedforward=8), _x(1, 8, 8, 3), "save"),
+    "DeformableDETR": (lambda: models.deformable_detr_small(2, input_shape=(16, 16, 3), hidden_dim=8, num_heads=2,
+                                                            dim_feedforward=8, num_queries=3, norm_groups=2,
+                                                            num_feature_levels=3, with_box_refine=True),
+                       _x(1, 16, 16, 3), "save"),
+    "DeformableDetrConvBackbone": (lambda: models.DeformableDetrConvBackbone((4, 4, 4), 2), _x(1, 8, 8, 3), "save"),
+    "DeformableDetrResNetBackbone": (lambda: models.DeformableDetrResNetBackbone(18), _x(1, 32, 32, 3), "save"),
+    "DeformableDetrTransformer": (lambda: models.DeformableDetrTransformer(8, 2, 1, 1, 8, 0.0, 2, 2),
+                                  lambda: ([_normal(1, 2, 2, 8), _normal(1, 1, 1, 8, seed=1)],
+                                           [_normal(1, 2, 2, 8, seed=2), _normal(1, 1, 1, 8, seed=3)],
+                                           _normal(3, 16, seed=4)), "save"),
+    "DeformableDetrEncoderLayer": (lambda: models.DeformableDetrEncoderLayer(8, 8, 0.0, 2, 2, 2),
+                                   lambda: (_normal(1, 5, 8), _normal(1, 5, 8, seed=1),
+                                            np.full((1, 5, 2, 2), 0.4, np.float32), [(2, 2), (1, 1)]), "save"),
+    "DeformableDetrDecoderLayer": (lambda: models.DeformableDetrDecoderLayer(8, 8, 0.0, 2, 2, 2),
+                                   lambda: (_normal(1, 3, 8), _normal(1, 3, 8, seed=1),
+                                            np.full((1, 3, 2, 4), 0.4, np.float32), _normal(1, 5, 8, seed=2),
+                                            [(2, 2), (1, 1)]), "save"),
     "PoolingMixer": (lambda: models.PoolingMixer(3), _x(1, 4, 5, 2), "save"),
     "PoolFormerBlock": (lambda: models.PoolFormerBlock(4, mlp_ratio=2, layer_scale_init=0.5), _x(1, 4, 4, 4), "save"),
     "ConvNeXtV2Block": (lambda: models.ConvNeXtV2Block(3, stochastic_depth_prob=0.1), _x(2, 4, 4, 3), "save"),
@@ -447,6 +464,12 @@ CASES = {
     "NeuralDecisionForest": (lambda: models.NeuralDecisionForest(2, 2, 4, 3), _x(5, 4), "save"),
     "ObliviousDecisionTrees": (lambda: models.ObliviousDecisionTrees(4, 3, depth=2, tree_dim=2), _x(6, 4), "save"),
     "NODE": (lambda: models.NODE(2, 3, 2, 2, 4, output_dim=1), _x(6, 4), "save"),
+    "TabTransformer": (lambda: models.TabTransformer(2, (3, 4), d_out=2, d_token=8, n_blocks=1, attention_heads=2,
+                                                     continuous_normalization="batch", mlp_hidden=(5,)),
+                       lambda: (_normal(3, 2), _ids(3, 2, high=3)), "save"),
+    "SAINT": (lambda: models.SAINT(2, (3, 4), d_out=2, d_token=4, n_blocks=1, attention_heads=2, intersample_heads=2,
+                                   num_hidden=3, head_hidden=5), lambda: (_normal(3, 2), _ids(3, 2, high=3)), "save"),
+    "IntersampleAttention": (lambda: models.IntersampleAttention(6, heads=2), _x(3, 3, 2), "save"),
     # neural cellular automata (every cell fires, so that a step is deterministic)
     "NeuralCA": (lambda: models.NeuralCA(4, hidden=3, fire_rate=1.0), _x(1, 5, 5, 4), "save"),
     "SelfClassifyingCA": (lambda: models.SelfClassifyingCA(2, hidden_channels=1, hidden=3, fire_rate=1.0),
@@ -640,6 +663,9 @@ CASES = {
                             lambda: (_normal(2, 8, 8, 1), _ids(2, high=2)), "config"),
     # neural retrievers: DPR's dual encoder and ColBERT
     "DPRDualEncoder": (lambda: models.DPRDualEncoder(**_TINY_BERT), lambda: (_ids(2, 3), _ids(3, 4, seed=1)), "save"),
+    # OWL-ViT: open-vocabulary detection on a CLIP
+    "OWLViT": (lambda: models.OWLViT(models.clip("tiny"), box_hidden=8),
+               lambda: (_normal(2, 16, 16, 3), _ids(3, 2, high=300)), "save"),
     "ColBERT": (lambda: models.ColBERT(dim=3, query_maxlen=5, mask_token_id=5, skiplist=(4,), **_TINY_BERT),
                 lambda: (_ids(2, 3, high=4) + 1, _ids(3, 4, seed=1)), "save"),
     # graph collaborative filtering: (users, items) pairs scored on the normalised user-item graph
@@ -656,7 +682,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 170 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 180 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -185,6 +185,9 @@ Layouts follow the published models so that published weights map onto them:
   decoupled head) trained with SimOTA label assignment, in the same interface.
 * :class:`DETR` (:func:`detr_resnet50`): the detection transformer, a set of learned object
   queries matched one to one to the objects (Hungarian matching), in Facebook's layout.
+* :class:`OWLViT`: open-vocabulary detection on a :class:`CLIP`, each image token a box scored
+  against text (or image-region) query embeddings; :class:`OWLViTCriterion` (matching, focal or
+  BCE and box losses), :func:`owlvit_postprocess`.
 * :class:`FasterRCNN` (:func:`fasterrcnn_resnet50_fpn`, :func:`fasterrcnn_mobilenet_v3_large_fpn`
   on a :class:`MobileNetBackboneWithFPN`): the two-stage detector, a
   :class:`RegionProposalNetwork` and :class:`RoIHeads`, in the same interface;
@@ -449,6 +452,21 @@ from lamina.models.deberta import (
     relative_position_buckets,
 )
 from lamina.models.deepsurv import DeepSurv
+from lamina.models.deformable_detr import (
+    DeformableDETR,
+    DeformableDetrConvBackbone,
+    DeformableDetrCriterion,
+    DeformableDetrDecoderLayer,
+    DeformableDetrEncoderLayer,
+    DeformableDetrResNetBackbone,
+    DeformableDetrTransformer,
+    deformable_detr_resnet50,
+    deformable_detr_small,
+    deformable_position_encoding,
+    focal_matching_cost,
+    inverse_sigmoid,
+    refine_boxes,
+)
 from lamina.models.deit import (
     DEIT_CONFIGS,
     DeiT,
@@ -1004,6 +1022,14 @@ from lamina.models.ntm import (
     memory_read,
     sharpen,
 )
+from lamina.models.owlvit import (
+    OWLViT,
+    OWLViTCriterion,
+    OWLViTOutput,
+    owlvit_box_bias,
+    owlvit_matching_cost,
+    owlvit_postprocess,
+)
 from lamina.models.p4cnn import P4CNN, p4cnn
 from lamina.models.perceiver import (
     Perceiver,
@@ -1184,6 +1210,7 @@ from lamina.models.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from lamina.models.rpn import RegionProposalNetwork, RPNHead
 from lamina.models.rwkv import RWKV, RWKVBlock
 from lamina.models.s3d import ConvBN3D, SepInceptionBlock3D, TemporalSeparableConv, s3d
+from lamina.models.saint import SAINT, IntersampleAttention
 from lamina.models.sam import (
     SAMAttention,
     SAMMaskDecoder,
@@ -1362,6 +1389,7 @@ from lamina.models.swin import (
     swin_v2_t,
 )
 from lamina.models.t5 import T5, T5_CONFIGS, T5Attention, T5Block, T5DenseFF, T5Stack, load_hf_t5_state_dict, t5
+from lamina.models.tab_transformer import TabTransformer
 from lamina.models.tabnet import GhostBatchNorm, TabNet
 from lamina.models.tabular_baselines import TabMLP, TabResNet
 from lamina.models.tacotron2 import LocationSensitiveAttention, Tacotron2, tacotron2_loss
@@ -1548,6 +1576,10 @@ __all__ = [
     "fcos_resnet50_fpn", "resnet_fpn_backbone", "retinanet_resnet50_fpn",
     "DETR", "DetrAttention", "DetrBackbone", "DetrDecoderLayer", "DetrEncoderLayer", "DetrMLP", "DetrTransformer",
     "SetCriterion", "detr_resnet50", "sine_position_encoding",
+    "DeformableDETR", "DeformableDetrConvBackbone", "DeformableDetrCriterion", "DeformableDetrDecoderLayer",
+    "DeformableDetrEncoderLayer", "DeformableDetrResNetBackbone", "DeformableDetrTransformer",
+    "deformable_detr_resnet50", "deformable_detr_small", "deformable_position_encoding", "focal_matching_cost",
+    "inverse_sigmoid", "refine_boxes",
     "FastRCNNPredictor", "FasterRCNN", "RPNHead", "RegionProposalNetwork", "RoIHeads", "TwoMLPHead",
     "fasterrcnn_resnet50_fpn", "MaskRCNN", "MaskRCNNHeads", "MaskRCNNPredictor", "MaskRoIHeads",
     "maskrcnn_resnet50_fpn", "KeypointRCNN", "KeypointRCNNHeads", "KeypointRCNNPredictor", "KeypointRoIHeads",
@@ -1636,7 +1668,8 @@ __all__ += ["BERT4Rec", "GRU4Rec", "SASRec", "cloze_mask", "fit_sequential",
 __all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)
 __all__ += ["ColorNetwork", "NeuS", "SDFNetwork", "eikonal_loss", "level_set_points", "neus_render",
             "neus_train_step", "neus_weights", "surface_chamfer_distance"]  # implicit surfaces (neus)
-__all__ += ["FTTransformer", "GhostBatchNorm", "TabMLP", "TabNet", "TabResNet", "reglu"]  # tabular data
+__all__ += ["FTTransformer", "GhostBatchNorm", "IntersampleAttention", "SAINT", "TabMLP", "TabNet", "TabResNet",
+            "TabTransformer", "reglu"]  # tabular data
 __all__ += ["ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatcher", "FlowMatchingModel",
             "TargetConditionalFlowMatcher", "flow_matching_loss", "make_matcher", "optimal_assignment",
             "reflow_pairs", "sinkhorn", "squared_distances", "straightness", "wasserstein2"]  # flow matching
@@ -1734,6 +1767,8 @@ __all__ += ["DIGIT_CONCEPTS", "NAM", "ConceptBottleneck", "MonotonicDense", "Mon
             "prototype_similarity"]  # interpretable by design (interpretable, concept_bottleneck, protopnet)
 __all__ += ["EarlyExitNetwork", "EarlyExitResult"]  # early exits (early_exit)
 __all__ += ["P4CNN", "p4cnn"]  # group-equivariant CNN (p4cnn)
+__all__ += ["OWLViT", "OWLViTCriterion", "OWLViTOutput", "owlvit_box_bias", "owlvit_matching_cost",  # (owlvit)
+            "owlvit_postprocess"]  # open-vocabulary detection
 __all__ += ["MOBILEVIT_CONFIGS", "MobileViTBlock", "fold_patches", "mobilevit", "mobilevit_s",  # MobileViT
             "mobilevit_xs", "mobilevit_xxs", "unfold_patches"]
 __all__ += ["POOLFORMER_CONFIGS", "PoolFormerBlock", "PoolingMixer", "poolformer", "poolformer_m36",  # MetaFormer
