@@ -262,3 +262,46 @@ def train_classifier(model, x, labels, batches, optimizer) -> None:
         optimizer.zero_grad()                # after the first call, which builds a lazy model
         loss.backward()
         optimizer.step()
+
+
+def perturb_parameters(module, seed: int = 3, scale: float = 0.3) -> None:
+    """Add ``scale`` times standard normal noise to every parameter, so that checks do not meet
+    the special values of an initialisation (zeros, ones)."""
+    rng = np.random.default_rng(seed)
+    for p in module.parameters():
+        p.data = (p.data + scale * rng.standard_normal(p.shape)).astype(p.dtype)
+
+
+def shuffled_digits(size: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(x, labels): the 1797 digits resized to ``size`` x ``size``, scaled to [0, 1], in an order
+    drawn from ``rng``."""
+    from lamina.data import load_digits
+
+    x, labels = load_digits(size=size)
+    order = rng.permutation(len(x))
+    return (x.astype(np.float32) / 255.0)[order], labels[order]
+
+
+def accuracy(model, x, labels) -> float:
+    """The fraction of ``x`` that ``model``, in evaluation mode, classifies as ``labels``."""
+    model.eval()
+    with lamina.no_grad():
+        predicted = model(lamina.tensor(x)).numpy().argmax(axis=1)
+    return float(np.mean(predicted == labels))
+
+
+def compare_layer_with_torch(layer, params, reference, x, rtol: float = 1e-10, atol: float = 1e-12) -> None:
+    """A float64 ``layer`` against ``reference(x, *params)`` written in torch: the outputs on
+    ``x`` within ``rtol``/``atol``, the gradients (of a random projection of the output) with
+    respect to ``x`` and to each of the layer's parameters ``params`` within ten times those."""
+    xl = lamina.tensor(x, requires_grad=True, dtype=np.float64)
+    theirs = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
+    xt = torch.tensor(x, requires_grad=True)
+    yl, yt = layer(xl), reference(xt, *theirs)
+    np.testing.assert_allclose(yl.numpy(), yt.detach().numpy(), rtol=rtol, atol=atol)
+    up = randn(*yl.shape, seed=5)
+    (yl * lamina.tensor(up)).sum().backward()
+    (yt * torch.tensor(up)).sum().backward()
+    np.testing.assert_allclose(xl.grad, xt.grad.numpy(), rtol=10 * rtol, atol=10 * atol)
+    for ours, expected in zip(params, theirs):
+        np.testing.assert_allclose(ours.grad, expected.grad.numpy(), rtol=10 * rtol, atol=10 * atol)

@@ -9,9 +9,17 @@ import pytest
 import torch
 
 import lamina
-from helpers import check_gradients, randn, run_readme_section
+from helpers import (
+    accuracy,
+    check_gradients,
+    compare_layer_with_torch,
+    perturb_parameters,
+    randn,
+    run_readme_section,
+    shuffled_digits,
+    train_classifier,
+)
 from lamina import models, optim
-from lamina.data import load_digits
 
 
 @pytest.fixture
@@ -20,12 +28,6 @@ def float64():
     lamina.backend.set_default_dtype(np.float64)
     yield
     lamina.backend.set_default_dtype(previous)
-
-
-def _perturb(module, seed=3, scale=0.3):
-    rng = np.random.default_rng(seed)
-    for p in module.parameters():
-        p.data = (p.data + scale * rng.standard_normal(p.shape)).astype(p.dtype)
 
 
 # -- torch rewrite of the published formula ---------------------------------------------------
@@ -52,21 +54,14 @@ def test_relative_attention_matches_the_torch_rewrite(float64, in_channels, grid
     layer = models.CoAtNetRelativeAttention(in_channels, 8, grid, head_dim=4)
     x = randn(2, *grid, in_channels, seed=1)
     layer(lamina.tensor(x))
-    _perturb(layer)
+    perturb_parameters(layer)
     params = [layer.qkv.weight, layer.qkv.bias, layer.proj.weight, layer.proj.bias,
               layer.relative_position_bias_table]
-    xl = lamina.tensor(x, requires_grad=True, dtype=np.float64)
-    theirs = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
-    xt = torch.tensor(x, requires_grad=True)
-    yl = layer(xl)
-    yt = torch_relative_attention(xt, *theirs, heads=2)
-    np.testing.assert_allclose(yl.numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
-    up = randn(*yl.shape, seed=5)
-    (yl * lamina.tensor(up)).sum().backward()
-    (yt * torch.tensor(up)).sum().backward()
-    np.testing.assert_allclose(xl.grad, xt.grad.numpy(), rtol=1e-9, atol=1e-11)
-    for ours, reference in zip(params, theirs):
-        np.testing.assert_allclose(ours.grad, reference.grad.numpy(), rtol=1e-9, atol=1e-11)
+
+    def reference(xt, *p):
+        return torch_relative_attention(xt, *p, heads=2)
+
+    compare_layer_with_torch(layer, params, reference, x)
 
 
 def test_attention_bias_depends_on_the_offset_only(float64):
@@ -85,7 +80,7 @@ def test_transformer_block_gradients(float64, downsample):
     block = models.CoAtNetTransformerBlock(in_channels, 6, 2, head_dim=3, downsample=downsample)
     x = randn(2, 4 if downsample else 2, 4 if downsample else 2, in_channels, seed=2)
     assert block(lamina.tensor(x)).shape == (2, 2, 2, 6)
-    _perturb(block, scale=0.1)
+    perturb_parameters(block, scale=0.1)
     assert check_gradients(lambda t: block(t), x)
 
 
@@ -93,7 +88,7 @@ def test_tiny_coatnet_gradients(float64):
     model = models.CoAtNet(3, 8, 4, (4, 4, 4, 4), (1, 1, 1, 1), head_dim=2)
     x = randn(2, 8, 8, 1, seed=4)
     assert model(lamina.tensor(x)).shape == (2, 3)
-    _perturb(model, scale=0.1)
+    perturb_parameters(model, scale=0.1)
     model.eval()                                                  # BatchNorm statistics fixed
     assert check_gradients(lambda t: model(t), x)
 
@@ -144,25 +139,14 @@ def test_wrong_map_size_is_reported():
 # -- learning ------------------------------------------------------------------------------------
 def test_tiny_coatnet_learns_the_digits():
     lamina.manual_seed(0)
-    x, y = load_digits(size=32)
-    x = x.astype(np.float32) / 255.0
     rng = np.random.default_rng(0)
-    order = rng.permutation(len(x))
-    x, y = x[order], y[order]
+    x, y = shuffled_digits(32, rng)
     model = models.coatnet_tiny(10, 32)
     model(lamina.tensor(x[:2]))
-    opt = optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        rows = rng.integers(0, 1400, 32)
-        loss = lamina.functional.cross_entropy(model(lamina.tensor(x[rows])), y[rows])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    with lamina.no_grad():
-        predicted = model(lamina.tensor(x[1400:])).numpy().argmax(axis=1)
+    train_classifier(model, x, y, (rng.integers(0, 1400, 32) for _ in range(150)),
+                     optim.Adam(model.parameters(), lr=1e-2))
     # measured: 0.84 on the 397 held-out digits (chance: 0.1)
-    assert np.mean(predicted == y[1400:]) > 0.5
+    assert accuracy(model, x[1400:], y[1400:]) > 0.5
 
 
 def test_readme_example():

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import lamina
-from helpers import check_gradients, randn
+from helpers import accuracy, check_gradients, compare_layer_with_torch, perturb_parameters, randn, shuffled_digits
 from lamina import models, optim
-from lamina.data import load_digits
 
 
 @pytest.fixture
@@ -20,12 +19,6 @@ def float64():
     lamina.backend.set_default_dtype(np.float64)
     yield
     lamina.backend.set_default_dtype(previous)
-
-
-def _perturb(module, seed=3, scale=0.3):
-    rng = np.random.default_rng(seed)
-    for p in module.parameters():
-        p.data = (p.data + scale * rng.standard_normal(p.shape)).astype(p.dtype)
 
 
 # -- torch rewrite of the published formulas ---------------------------------------------------
@@ -77,33 +70,19 @@ def torch_levit_subsample(x, kv_w, kv_g, kv_b, q_w, q_g, q_b, proj_w, proj_g, pr
     return torch_linear_norm(out, proj_w, proj_g, proj_b, eps)
 
 
-def _compare(layer, params, reference, x):
-    xl = lamina.tensor(x, requires_grad=True, dtype=np.float64)
-    theirs = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
-    xt = torch.tensor(x, requires_grad=True)
-    yl, yt = layer(xl), reference(xt, *theirs)
-    np.testing.assert_allclose(yl.numpy(), yt.detach().numpy(), rtol=1e-9, atol=1e-11)
-    up = randn(*yl.shape, seed=5)
-    (yl * lamina.tensor(up)).sum().backward()
-    (yt * torch.tensor(up)).sum().backward()
-    np.testing.assert_allclose(xl.grad, xt.grad.numpy(), rtol=1e-8, atol=1e-10)
-    for ours, theirs_param in zip(params, theirs):
-        np.testing.assert_allclose(ours.grad, theirs_param.grad.numpy(), rtol=1e-8, atol=1e-10)
-
-
 @pytest.mark.parametrize("resolution", [(3, 3), (2, 3)])
 def test_attention_with_biases_matches_the_torch_rewrite(float64, resolution):
     layer = models.LeViTAttention(6, key_dim=3, num_heads=2, attn_ratio=2, resolution=resolution)
     x = randn(2, resolution[0] * resolution[1], 6, seed=1)
     layer(lamina.tensor(x))
-    _perturb(layer)
+    perturb_parameters(layer)
     params = [*_linear_norm_params(layer.qkv), *_linear_norm_params(layer.proj), layer.attention_biases]
     eps = layer.qkv.norm.eps
 
     def reference(xt, *p):
         return torch_levit_attention(xt, *p, heads=2, key_dim=3, eps=eps, resolution=resolution)
 
-    _compare(layer, params, reference, x)
+    compare_layer_with_torch(layer, params, reference, x, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("resolution", [(4, 4), (3, 5)])
@@ -112,7 +91,7 @@ def test_shrinking_attention_matches_the_torch_rewrite(float64, resolution):
     x = randn(2, resolution[0] * resolution[1], 4, seed=2)
     out = layer(lamina.tensor(x))
     assert out.shape == (2, ((resolution[0] + 1) // 2) * ((resolution[1] + 1) // 2), 6)
-    _perturb(layer)
+    perturb_parameters(layer)
     params = [*_linear_norm_params(layer.kv), *_linear_norm_params(layer.q), *_linear_norm_params(layer.proj),
               layer.attention_biases]
     eps = layer.kv.norm.eps
@@ -120,7 +99,7 @@ def test_shrinking_attention_matches_the_torch_rewrite(float64, resolution):
     def reference(xt, *p):
         return torch_levit_subsample(xt, *p, heads=2, key_dim=2, eps=eps, resolution=resolution, stride=2)
 
-    _compare(layer, params, reference, x)
+    compare_layer_with_torch(layer, params, reference, x, rtol=1e-9, atol=1e-11)
 
 
 def test_bias_index_uses_absolute_offsets():
@@ -135,8 +114,8 @@ def test_blocks_gradients(float64):
     x = randn(3, 4, 4, seed=3)
     block(lamina.tensor(x))
     down(lamina.tensor(randn(3, 9, 4, seed=4)))
-    _perturb(block, scale=0.1)
-    _perturb(down, scale=0.1)
+    perturb_parameters(block, scale=0.1)
+    perturb_parameters(down, scale=0.1)
     assert check_gradients(lambda t: block(t), x)
     assert check_gradients(lambda t: down(t), randn(3, 9, 4, seed=4))
 
@@ -146,7 +125,7 @@ def test_folded_linear_norm_equals_the_layer_in_evaluation(float64):
     x = randn(4, 6, 5, seed=6)
     for seed in range(3):                            # move the running statistics
         layer(lamina.tensor(randn(4, 6, 5, seed=seed)))
-    _perturb(layer)
+    perturb_parameters(layer)
     layer.eval()
     weight, bias = layer.folded()
     np.testing.assert_allclose(layer(lamina.tensor(x)).numpy(), x @ weight + bias, rtol=1e-10, atol=1e-12)
@@ -200,11 +179,8 @@ def test_levit_128s_parameter_count():
 # -- learning ------------------------------------------------------------------------------------
 def test_tiny_levit_learns_the_digits():
     lamina.manual_seed(0)
-    x, y = load_digits(size=32)
-    x = x.astype(np.float32) / 255.0
     rng = np.random.default_rng(0)
-    order = rng.permutation(len(x))
-    x, y = x[order], y[order]
+    x, y = shuffled_digits(32, rng)
     model = models.levit_tiny(10, 32)
     model(lamina.tensor(x[:2]))
     opt = optim.Adam(model.parameters(), lr=1e-2)
@@ -216,8 +192,5 @@ def test_tiny_levit_learns_the_digits():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval()
-    with lamina.no_grad():
-        predicted = model(lamina.tensor(x[1400:])).numpy().argmax(axis=1)
     # measured: 0.91 on the 397 held-out digits (chance: 0.1)
-    assert np.mean(predicted == y[1400:]) > 0.6
+    assert accuracy(model, x[1400:], y[1400:]) > 0.6

@@ -10,12 +10,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as tF
+from forecast_series import (
+    check_tiny_model_gradients,
+    forecast_mae,
+    forecast_windows,
+    saved_and_loaded_outputs,
+    train_forecaster,
+)
 
 import lamina
 from helpers import check_gradients, compare_with_torch, randn, run_readme_section
-from lamina import functional as F
-from lamina import nn, optim
-from lamina.data import TimeSeriesDataset, seasonal_series
+from lamina.data import seasonal_series
 from lamina.models import (
     Autoformer,
     Informer,
@@ -157,33 +162,14 @@ WITHOUT_REVIN = {**TINY, "tsmixer": lambda: TSMixer(12, 4, channels=2, blocks=1,
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_float64_gradients_of_a_tiny_model(name):
     model = WITHOUT_REVIN[name]()
-    model.to(dtype=np.float64)
-    model.eval()
-    parameters = dict(model.named_parameters())
-    keys = list(parameters)
-    arrays = [np.asarray(parameters[key].numpy(), dtype=np.float64) for key in keys]
-    arrays = [a + 0.1 * randn(*a.shape, seed=i) for i, a in enumerate(arrays)]   # no parameter left at 0 or 1
-
-    def function(x, *params):
-        return nn.functional_call(model, dict(zip(keys, params)), x)
-
-    x = randn(1, model.input_length, 2, seed=12)
-    assert check_gradients(function, x, *arrays)
+    assert check_tiny_model_gradients(model, randn(1, model.input_length, 2, seed=12))
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_saved_model_is_loaded_with_its_outputs(name, tmp_path):
     model = TINY[name]()
-    model.eval()
-    x = randn(3, model.input_length, 2).astype(np.float32)
-    path = tmp_path / f"{name}.safetensors"
-    lamina.save(model, path)
-    loaded = lamina.load(path)
-    loaded.eval()
-    with lamina.no_grad():
-        y = model(x).numpy()
-        np.testing.assert_array_equal(loaded(x).numpy(), y)
-    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
+    y = saved_and_loaded_outputs(model, randn(3, model.input_length, 2).astype(np.float32),
+                                 tmp_path / f"{name}.safetensors")
     assert y.shape == (3, model.horizon, 2)
 
 
@@ -215,30 +201,18 @@ LEARNERS = {
 @pytest.fixture(scope="module")
 def seasonal_data():
     series = seasonal_series(1200, periods=(24, 12), amplitudes=(1.0, 0.5), noise=0.5, seed=0)
-    return TimeSeriesDataset(series, INPUT, HORIZON, splits=(0.7, 0.1))
+    return forecast_windows(series, INPUT, HORIZON)
 
 
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_learns_a_two_season_series_better_than_a_naive_forecast(name, seasonal_data):
     start = time.perf_counter()
     make, steps, lr, batch, kind = LEARNERS[name]
-    x, y = seasonal_data.windows("train")
-    x_test, y_test = seasonal_data.windows("test")
+    x, y, x_test, y_test = seasonal_data
     naive = seasonal_naive_forecast(x_test, HORIZON, SEASON) if kind == "seasonal" else naive_forecast(x_test, HORIZON)
     baseline = mae(y_test, naive)
     lamina.manual_seed(0)
-    model = make()
-    optimizer = optim.Adam(model.parameters(), lr=lr)
-    rng = np.random.default_rng(0)
-    for _ in range(steps):
-        rows = rng.choice(len(x), batch, replace=False)
-        loss = F.mean(F.square(model(x[rows]) - y[rows]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    with lamina.no_grad():
-        score = mae(y_test, model(x_test).numpy())
+    score = forecast_mae(train_forecaster(make(), x, y, steps, lr, batch), x_test, y_test)
     print(f"{name}: test MAE {score:.3f}, {kind} naive {baseline:.3f} ({time.perf_counter() - start:.1f} s)")
     assert score < (0.92 if kind == "seasonal" else 0.75) * baseline
 

@@ -12,12 +12,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as tF
+from forecast_series import (
+    check_tiny_model_gradients,
+    forecast_mae,
+    forecast_windows,
+    saved_and_loaded_outputs,
+    train_forecaster,
+)
 
 import lamina
-from helpers import check_gradients, compare_with_torch, randn, run_readme_section
-from lamina import functional as F
-from lamina import nn, optim
-from lamina.data import TimeSeriesDataset, seasonal_series
+from helpers import compare_with_torch, randn, run_readme_section
+from lamina import nn
+from lamina.data import seasonal_series
 from lamina.models import ITransformer, TimesBlock, TimesNet, fft_periods, fold_periods, unfold_periods
 from lamina.train import mae, seasonal_naive_forecast
 
@@ -141,33 +147,13 @@ WITHOUT_REVIN = {
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_float64_gradients_of_a_tiny_model(name):
-    model = WITHOUT_REVIN[name]()
-    model.to(dtype=np.float64)
-    model.eval()
-    parameters = dict(model.named_parameters())
-    keys = list(parameters)
-    arrays = [np.asarray(parameters[key].numpy(), dtype=np.float64) + 0.1 * randn(*parameters[key].shape, seed=i)
-              for i, key in enumerate(keys)]
-
-    def function(x, *params):
-        return nn.functional_call(model, dict(zip(keys, params)), x)
-
-    assert check_gradients(function, randn(2, 8, 2, seed=12), *arrays)
+    assert check_tiny_model_gradients(WITHOUT_REVIN[name](), randn(2, 8, 2, seed=12))
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_saved_model_is_loaded_with_its_outputs(name, tmp_path):
     model = TINY[name]()
-    model.eval()
-    x = randn(3, 8, 2).astype(np.float32)
-    path = tmp_path / "model.safetensors"
-    lamina.save(model, path)
-    loaded = lamina.load(path)
-    loaded.eval()
-    with lamina.no_grad():
-        y = model(x).numpy()
-        np.testing.assert_array_equal(loaded(x).numpy(), y)
-    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
+    y = saved_and_loaded_outputs(model, randn(3, 8, 2).astype(np.float32), tmp_path / "model.safetensors")
     assert y.shape == ((3, 3) if model.__class__ is TimesNet and model.num_classes else (3, 3, 2))
 
 
@@ -185,31 +171,14 @@ def test_input_errors():
 
 
 # -- learning ----------------------------------------------------------------------------------------
-def train(model, x, y, steps, lr, batch=32):
-    optimizer = optim.Adam(model.parameters(), lr=lr)
-    rng = np.random.default_rng(0)
-    for _ in range(steps):
-        rows = rng.choice(len(x), batch, replace=False)
-        loss = F.mean(F.square(model(x[rows]) - y[rows]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    return model
-
-
 def test_timesnet_learns_a_multi_seasonal_series_better_than_the_seasonal_naive_forecast():
     start = time.perf_counter()
     series = seasonal_series(900, periods=(12, 8), amplitudes=(1.0, 0.6), noise=0.3, channels=3, seed=0)
-    data = TimeSeriesDataset(series, 36, 12, splits=(0.7, 0.1))
-    x, y = data.windows("train")
-    x_test, y_test = data.windows("test")
+    x, y, x_test, y_test = forecast_windows(series, 36, 12)
     baseline = mae(y_test, seasonal_naive_forecast(x_test, 12, 24))
     lamina.manual_seed(0)
-    model = train(TimesNet(36, 12, channels=3, d_model=8, d_ff=8, blocks=1, top_k=2, num_kernels=2, dropout=0.0),
-                  x, y, 150, 1e-2)
-    with lamina.no_grad():
-        score = mae(y_test, model(x_test).numpy())
+    model = TimesNet(36, 12, channels=3, d_model=8, d_ff=8, blocks=1, top_k=2, num_kernels=2, dropout=0.0)
+    score = forecast_mae(train_forecaster(model, x, y, 150, 1e-2), x_test, y_test)
     print(f"TimesNet: test MAE {score:.3f}, seasonal naive {baseline:.3f} ({time.perf_counter() - start:.1f} s)")
     assert score < 0.85 * baseline
 
@@ -236,14 +205,12 @@ def per_channel_linear_forecast(x, y, x_test):
 
 def test_itransformer_uses_a_leading_channel_better_than_a_per_channel_linear_model():
     start = time.perf_counter()
-    data = TimeSeriesDataset(lagged_pair(1500, 4, seed=0), 16, 4, splits=(0.7, 0.1))
-    x, y = data.windows("train")
-    x_test, y_test = data.windows("test")
+    x, y, x_test, y_test = forecast_windows(lagged_pair(1500, 4, seed=0), 16, 4)
     linear = per_channel_linear_forecast(x, y, x_test)
     baseline = mae(y_test, linear), mae(y_test[..., 1], linear[..., 1])
     lamina.manual_seed(0)
-    model = train(ITransformer(16, 4, channels=2, d_model=32, num_heads=2, dim_feedforward=32, layers=1,
-                               dropout=0.0), x, y, 400, 3e-3)
+    model = train_forecaster(ITransformer(16, 4, channels=2, d_model=32, num_heads=2, dim_feedforward=32, layers=1,
+                                          dropout=0.0), x, y, 400, 3e-3)
     with lamina.no_grad():
         forecast = model(x_test).numpy()
     score, follower = mae(y_test, forecast), mae(y_test[..., 1], forecast[..., 1])

@@ -4,18 +4,17 @@ against a NumPy reference with its own NMS, config/save/load, and a detector lea
 rectangles of two classes."""
 
 import math
-import time
 
 import numpy as np
 import pytest
 import torch
 from detection_checks import check_round_trip
+from rectangle_detection import learn_rectangles
 
 import lamina
 from helpers import assert_close, check_gradients, compare_with_torch, run_readme_section
-from lamina import models, optim
+from lamina import models
 from lamina.models.yolox import decode_boxes
-from lamina.vision import mean_average_precision
 
 
 # -- references ---------------------------------------------------------------------------------------
@@ -237,63 +236,13 @@ def test_bad_inputs_raise_clear_errors():
         models.yolox_decode(np.zeros((1, 3, 7)), np.zeros((4, 2)), np.ones(4), (8, 8))
 
 
-def rectangle_scenes(count, size=32, seed=0):
-    """Scenes of 1 to 3 disjoint filled rectangles (6 to 14 pixels a side) on faint noise: class
-    0 at intensity 0.9, class 1 at 0.45."""
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(0, 0.1, size=(count, size, size, 1)).astype(np.float32)
-    targets = []
-    for image in images:
-        boxes, labels = [], []
-        for _ in range(rng.integers(1, 4)):
-            for _ in range(20):
-                w, h = rng.integers(6, 15, size=2)
-                x1, y1 = rng.integers(0, size - w + 1), rng.integers(0, size - h + 1)
-                box = np.array([x1, y1, x1 + w, y1 + h], dtype=np.float64)
-                if all(box[0] >= b[2] or box[2] <= b[0] or box[1] >= b[3] or box[3] <= b[1] for b in boxes):
-                    labels.append(int(rng.integers(0, 2)))
-                    image[y1:y1 + h, x1:x1 + w] = 0.9 if labels[-1] == 0 else 0.45
-                    boxes.append(box)
-                    break
-        targets.append({"boxes": np.array(boxes), "labels": np.array(labels, dtype=np.int64)})
-    return images, targets
-
-
-def _map(found, targets):
-    return mean_average_precision([(d["boxes"], d["scores"], d["labels"]) for d in found],
-                                  [(t["boxes"], t["labels"]) for t in targets], 2)
-
-
 def test_yolox_learns_rectangles_of_two_classes():
     """100 Adam steps on 256 scenes (about 10 s on one thread, more on a busy machine): mAP@0.5
     on 64 new scenes about 0.8-0.9 (0.80 after 80 steps, 0.94 after 120; an untrained model and a
     box of the mean size at the image centre both score about 0)."""
     lamina.manual_seed(0)
-    images, targets = rectangle_scenes(320, seed=0)
     model = models.YOLOX(2, 1, width=4, stem_stride=1, bn_momentum=0.9)
-    model.build((None, 32, 32, 1))
-    test_images, test_targets = images[256:], targets[256:]
-    with lamina.no_grad():
-        untrained = _map(model.eval()(lamina.tensor(test_images)), test_targets)
-    mean_size = np.ptp(np.concatenate([t["boxes"] for t in targets[:256]]).reshape(-1, 2, 2), axis=1).mean(axis=0)
-    centre_box = np.concatenate([16 - mean_size / 2, 16 + mean_size / 2])
-    constant = _map([{"boxes": np.stack([centre_box] * 2), "scores": np.ones(2), "labels": np.arange(2)}
-                     for _ in test_targets], test_targets)
-    optimizer = optim.Adam(model.parameters(), lr=1e-2)
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    model.train()
-    for _ in range(100):
-        batch = rng.choice(256, 16, replace=False)
-        losses = model(lamina.tensor(images[batch]), [targets[i] for i in batch])
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
-    seconds = time.perf_counter() - start
-    with lamina.no_grad():
-        trained = _map(model.eval()(lamina.tensor(test_images)), test_targets)
-    print(f"YOLOX on rectangles: mAP@0.5 {untrained:.3f} (constant box {constant:.3f}) -> {trained:.3f} "
-          f"after {seconds:.1f} s")
+    untrained, constant, trained, _ = learn_rectangles("YOLOX", model, 100, 1e-2)
     assert trained > 0.6 and trained > max(untrained, constant) + 0.5
 
 

@@ -110,6 +110,16 @@ class RelativeMultiHeadAttention(Module):
         self.attention_dropout.built = True
         self.built = True
 
+    def _with_memory(self, x: Tensor, memory) -> Tensor:
+        """[memory ; x] along time (N, M + T, ``d_model``), the memory read through a stop-gradient."""
+        if memory is None:
+            return x
+        memory = as_tensor(memory).detach()
+        if memory.ndim != 3 or memory.shape[0] != x.shape[0] or memory.shape[-1] != self.d_model:
+            raise ShapeError(f"{self._label()}: memory {memory.shape} must be (batch {x.shape[0]}, steps, "
+                             f"{self.d_model}) for the segment {x.shape}")
+        return F.concat([memory, x], axis=1)
+
     def _heads(self, x: Tensor) -> Tensor:
         """(N, L, H d_head) -> (N, H, L, d_head)."""
         n, length, _ = x.shape
@@ -120,14 +130,7 @@ class RelativeMultiHeadAttention(Module):
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise input_error(self, x, f"a segment of shape (batch, time, {self.d_model})")
         n, t, _ = x.shape
-        if memory is None:
-            context = x
-        else:
-            memory = as_tensor(memory).detach()
-            if memory.ndim != 3 or memory.shape[0] != n or memory.shape[-1] != self.d_model:
-                raise ShapeError(f"{self._label()}: memory {memory.shape} must be (batch {n}, steps, "
-                                 f"{self.d_model}) for the segment {x.shape}")
-            context = F.concat([memory, x], axis=1)
+        context = self._with_memory(x, memory)
         k_len = context.shape[1]
         width = self.num_heads * self.d_head
         w_q = F.getitem(self.qkv_weight, (slice(None), slice(0, width)))
@@ -224,24 +227,27 @@ class TransformerXL(Module):
     scaled by sqrt(d_model) (as the paper's code); the output layer is a Dense head.
     """
 
+    layer_class = TransformerXLLayer
+
     def __init__(self, vocab_size: int, d_model: int = 64, num_heads: int = 2, num_layers: int = 2,
                  d_ff: int = 128, mem_len: int = 16, d_head: int | None = None, dropout: float = 0.0,
                  layer_norm_eps: float = 1e-5, name: str | None = None):
         super().__init__(name=name)
-        self.vocab_size = positive_int(vocab_size, "TransformerXL: vocab_size")
-        self.d_model = positive_int(d_model, "TransformerXL: d_model")
-        self.num_heads = positive_int(num_heads, "TransformerXL: num_heads")
-        self.num_layers = positive_int(num_layers, "TransformerXL: num_layers")
-        self.d_ff = positive_int(d_ff, "TransformerXL: d_ff")
+        label = type(self).__name__
+        self.vocab_size = positive_int(vocab_size, f"{label}: vocab_size")
+        self.d_model = positive_int(d_model, f"{label}: d_model")
+        self.num_heads = positive_int(num_heads, f"{label}: num_heads")
+        self.num_layers = positive_int(num_layers, f"{label}: num_layers")
+        self.d_ff = positive_int(d_ff, f"{label}: d_ff")
         if int(mem_len) != mem_len or mem_len < 0:
-            raise ValueError(f"TransformerXL: mem_len must be a non-negative integer, got {mem_len!r}")
+            raise ValueError(f"{label}: mem_len must be a non-negative integer, got {mem_len!r}")
         self.mem_len = int(mem_len)
-        self.dropout = dropout_rate(dropout, "TransformerXL")
+        self.dropout = dropout_rate(dropout, label)
         self.layer_norm_eps = float(layer_norm_eps)
         self.embeddings = Embedding(vocab_size, d_model, embeddings_init=initializers.normal(std=d_model ** -0.5))
         self.embedding_dropout = Dropout(self.dropout)
-        self.layers = ModuleList([TransformerXLLayer(d_model, num_heads, d_ff, d_head=d_head, dropout=dropout,
-                                                     layer_norm_eps=layer_norm_eps) for _ in range(num_layers)])
+        self.layers = ModuleList([self.layer_class(d_model, num_heads, d_ff, d_head=d_head, dropout=dropout,
+                                                   layer_norm_eps=layer_norm_eps) for _ in range(num_layers)])
         self.d_head = self.layers[0].d_head
         self.head = Dense(vocab_size, kernel_init="xavier_uniform")
 
@@ -250,12 +256,16 @@ class TransformerXL(Module):
         if len(ids) != 2:
             raise ValueError(f"{self._label()}: expected token ids of shape (batch, time), got input shape {ids}")
         hidden = ids + (self.d_model,)
+        self._build_own_parameters()
         for layer, shape in ((self.embeddings, ids), (self.embedding_dropout, hidden),
                              *((layer, hidden) for layer in self.layers), (self.head, hidden)):
             if not layer.built:
                 layer.build(shape)
                 layer.built = True
         self.built = True
+
+    def _build_own_parameters(self) -> None:
+        """Parameters of the model itself, made before its layers' (none here)."""
 
     def forward(self, ids, mems=None, mask=None) -> tuple[Tensor, list[Tensor]]:
         if mems is not None and len(mems) != self.num_layers:

@@ -26,14 +26,10 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.transformer_xl import RelativeMultiHeadAttention, TransformerXLLayer, relative_shift
+from lamina.models.transformer_xl import RelativeMultiHeadAttention, TransformerXL, TransformerXLLayer, relative_shift
 from lamina.nn import init as initializers
-from lamina.nn.containers import ModuleList
-from lamina.nn.dense import Dense
-from lamina.nn.dropout import Dropout
-from lamina.nn.embedding import Embedding
-from lamina.nn.layer import dropout_rate, positive_int, register_layer
-from lamina.nn.module import Module, as_tensor, build_on_first_call
+from lamina.nn.layer import register_layer
+from lamina.nn.module import as_tensor, build_on_first_call
 
 __all__ = ["TwoStreamRelativeAttention", "XLNetLM", "XLNetLayer", "bidirectional_relative_encoding",
            "partial_prediction_mask", "permutation_masks", "sample_factorization_order"]
@@ -129,14 +125,7 @@ class TwoStreamRelativeAttention(RelativeMultiHeadAttention):
             if g.shape != h.shape:
                 raise ShapeError(f"{self._label()}: the query stream {g.shape} must match the content stream "
                                  f"{h.shape}")
-        if memory is None:
-            context = h
-        else:
-            memory = as_tensor(memory).detach()
-            if memory.ndim != 3 or memory.shape[0] != n or memory.shape[-1] != self.d_model:
-                raise ShapeError(f"{self._label()}: memory {memory.shape} must be (batch {n}, steps, "
-                                 f"{self.d_model}) for the segment {h.shape}")
-            context = F.concat([memory, h], axis=1)
+        context = self._with_memory(h, memory)
         k_len = context.shape[1]
         default_content, default_query = _identity_masks(t, k_len - t)
         width = self.num_heads * self.d_head
@@ -205,7 +194,7 @@ class XLNetLayer(TransformerXLLayer):
 
 
 @register_layer
-class XLNetLM(Module):
+class XLNetLM(TransformerXL):
     """An XLNet permutation language model.
 
     ``model(ids, mems=None, perm_order=None)`` -> (logits, new_mems): ``logits`` (N, T,
@@ -220,40 +209,17 @@ class XLNetLM(Module):
     query stream's input at every position.
     """
 
+    layer_class = XLNetLayer
+
     def __init__(self, vocab_size: int, d_model: int = 64, num_heads: int = 2, num_layers: int = 2,
                  d_ff: int = 128, mem_len: int = 0, d_head: int | None = None, dropout: float = 0.0,
                  layer_norm_eps: float = 1e-5, name: str | None = None):
-        super().__init__(name=name)
-        self.vocab_size = positive_int(vocab_size, "XLNetLM: vocab_size")
-        self.d_model = positive_int(d_model, "XLNetLM: d_model")
-        self.num_heads = positive_int(num_heads, "XLNetLM: num_heads")
-        self.num_layers = positive_int(num_layers, "XLNetLM: num_layers")
-        self.d_ff = positive_int(d_ff, "XLNetLM: d_ff")
-        if int(mem_len) != mem_len or mem_len < 0:
-            raise ValueError(f"XLNetLM: mem_len must be a non-negative integer, got {mem_len!r}")
-        self.mem_len = int(mem_len)
-        self.dropout = dropout_rate(dropout, "XLNetLM")
-        self.layer_norm_eps = float(layer_norm_eps)
-        self.embeddings = Embedding(vocab_size, d_model, embeddings_init=initializers.normal(std=d_model ** -0.5))
-        self.embedding_dropout = Dropout(self.dropout)
-        self.layers = ModuleList([XLNetLayer(d_model, num_heads, d_ff, d_head=d_head, dropout=dropout,
-                                             layer_norm_eps=layer_norm_eps) for _ in range(num_layers)])
-        self.d_head = self.layers[0].d_head
-        self.head = Dense(vocab_size, kernel_init="xavier_uniform")
+        super().__init__(vocab_size, d_model=d_model, num_heads=num_heads, num_layers=num_layers, d_ff=d_ff,
+                         mem_len=mem_len, d_head=d_head, dropout=dropout, layer_norm_eps=layer_norm_eps, name=name)
 
-    def build(self, input_shape) -> None:
-        ids = tuple(input_shape[0]) if isinstance(input_shape, list) else tuple(input_shape)
-        if len(ids) != 2:
-            raise ValueError(f"{self._label()}: expected token ids of shape (batch, time), got input shape {ids}")
-        hidden = ids + (self.d_model,)
+    def _build_own_parameters(self) -> None:
         d, dtype = self.d_model, backend.get_default_dtype()
         self.add_parameter("mask_embedding", initializers.normal(std=d ** -0.5)((d,), d, d, dtype))
-        for layer, shape in ((self.embeddings, ids), (self.embedding_dropout, hidden),
-                             *((layer, hidden) for layer in self.layers), (self.head, hidden)):
-            if not layer.built:
-                layer.build(shape)
-                layer.built = True
-        self.built = True
 
     def streams(self, ids, mems=None, perm_order=None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """(h, g, new_mems): the last layer's content and query streams (N, T, ``d_model``)."""
@@ -294,22 +260,3 @@ class XLNetLM(Module):
         rows, cols = np.nonzero(targets)
         logits = self.head(F.getitem(g, (rows, cols)))                        # (P, vocab)
         return F.cross_entropy(logits, ids[rows, cols])
-
-    def _new_memory(self, memory: Tensor | None, x: Tensor) -> Tensor | None:
-        if self.mem_len == 0:
-            return None
-        states = x.detach() if memory is None else F.concat([memory.detach(), x.detach()], axis=1)
-        return F.getitem(states, (slice(None), slice(-self.mem_len, None))).detach()
-
-    def compute_output_shape(self, input_shape):
-        ids = tuple(input_shape[0]) if isinstance(input_shape, list) else tuple(input_shape)
-        return ids + (self.vocab_size,)
-
-    def get_config(self) -> dict:
-        return {"vocab_size": self.vocab_size, "d_model": self.d_model, "num_heads": self.num_heads,
-                "num_layers": self.num_layers, "d_ff": self.d_ff, "mem_len": self.mem_len, "d_head": self.d_head,
-                "dropout": self.dropout, "layer_norm_eps": self.layer_norm_eps, "name": self.name}
-
-    def extra_repr(self) -> str:
-        return (f"vocab_size={self.vocab_size}, d_model={self.d_model}, num_heads={self.num_heads}, "
-                f"num_layers={self.num_layers}, mem_len={self.mem_len}")

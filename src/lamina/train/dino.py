@@ -206,11 +206,7 @@ class DINOTrainer:
 
     def train_step(self, images, epoch: int) -> float:
         """One step on a batch (the module docstring); returns the loss."""
-        if not 0 <= epoch < self.epochs:
-            raise ValueError(f"DINOTrainer.train_step: epoch {epoch} is outside [0, {self.epochs})")
-        if self.iteration >= len(self.momentum_schedule):
-            raise RuntimeError(f"DINOTrainer.train_step: all {len(self.momentum_schedule)} steps of the schedule "
-                               "(epochs * steps_per_epoch) are done")
+        self._check_step(epoch)
         for module in (self.augment, self.loss):
             if isinstance(module, Module):
                 module.train()
@@ -221,6 +217,21 @@ class DINOTrainer:
         with no_grad():
             teacher_output = self.teacher(crops[:2])
         loss = self.loss(self.student(crops), teacher_output, epoch)
+        self._descend(loss, epoch)
+        return loss.item()
+
+    def _check_step(self, epoch: int) -> None:
+        """Refuse an epoch outside the schedules, or a step past their end."""
+        label = f"{type(self).__name__}.train_step"
+        if not 0 <= epoch < self.epochs:
+            raise ValueError(f"{label}: epoch {epoch} is outside [0, {self.epochs})")
+        if self.iteration >= len(self.momentum_schedule):
+            raise RuntimeError(f"{label}: all {len(self.momentum_schedule)} steps of the schedule "
+                               "(epochs * steps_per_epoch) are done")
+
+    def _descend(self, loss: Tensor, epoch: int) -> None:
+        """The student's optimizer step on ``loss`` (gradients clipped, the last layer frozen
+        in the first ``freeze_last_layer`` epochs), then the teacher's EMA update."""
         self.optimizer.zero_grad()
         loss.backward()
         if self.clip_grad is not None:
@@ -232,7 +243,6 @@ class DINOTrainer:
         with no_grad():
             self.update_teacher(float(self.momentum_schedule[self.iteration]))
         self.iteration += 1
-        return loss.item()
 
     def fit(self, x, batch_size: int = 64, seed: int | None = None) -> dict[str, list[float]]:
         """``epochs`` passes over the images ``x`` in shuffled batches of ``batch_size`` (the

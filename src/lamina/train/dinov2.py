@@ -166,11 +166,7 @@ class DINOv2Trainer(DINOTrainer):
 
     def train_step(self, images, epoch: int) -> float:
         """One step on a batch (the module docstring); returns the weighted loss."""
-        if not 0 <= epoch < self.epochs:
-            raise ValueError(f"DINOv2Trainer.train_step: epoch {epoch} is outside [0, {self.epochs})")
-        if self.iteration >= len(self.momentum_schedule):
-            raise RuntimeError(f"DINOv2Trainer.train_step: all {len(self.momentum_schedule)} steps of the schedule "
-                               "(epochs * steps_per_epoch) are done")
+        self._check_step(epoch)
         images = as_tensor(images)
         if images.ndim != 4 or images.shape[0] < 2:
             raise ShapeError(f"DINOv2Trainer.train_step: expected a 4-D NHWC batch of at least 2 images, got shape "
@@ -184,16 +180,6 @@ class DINOv2Trainer(DINOTrainer):
         parts = self.losses(crops, self.masks(F.concat(crops[:2], axis=0)), epoch)
         loss = F.add(F.add(F.mul(parts["dino"], self.dino_weight), F.mul(parts["ibot"], self.ibot_weight)),
                      F.mul(parts["koleo"], self.koleo_weight))
-        self.optimizer.zero_grad()
-        loss.backward()
-        if self.clip_grad is not None:
-            self._clip()
-        if epoch < self.freeze_last_layer:
-            for p in self._last_layer_parameters():
-                p.grad = None
-        self.optimizer.step()
-        with no_grad():
-            self.update_teacher(float(self.momentum_schedule[self.iteration]))
-        self.iteration += 1
+        self._descend(loss, epoch)
         self.last_losses = {key: value.item() for key, value in parts.items()}
         return loss.item()
