@@ -27,7 +27,9 @@ p4 / p4m group convolutions and P4CNN, DeformConv2D (opset 19) and Conv-TasNet
 (:mod:`lamina.export.onnx_new_layers`), and minGRU / minLSTM, differential and multi-head latent
 attention and the Hyena operator (:mod:`lamina.export.onnx_new_sequence_layers`), and BitLinear,
 the hash-grid encoding and its MLP, the Mamba-2 block, the DiT and TFT's gated residual network
-(:mod:`lamina.export.onnx_generative_layers`) export too; prefix tuning and the mixture density
+(:mod:`lamina.export.onnx_generative_layers`), and ScaledStdConv2D, SelfAttention2D, NoisyDense (its mean
+weights), the Linformer and Nystromformer attentions and CaiT's LayerScale, talking-heads and class
+attention (:mod:`lamina.export.onnx_recent_layers`) export too; prefix tuning and the mixture density
 head's three outputs have no form. The graph reads and writes
 what the lamina model does: images NHWC (batch, h, w, c), any batch size; sequences
 (batch, time, features) or word ids, any length. ONNX's convolution, pooling
@@ -67,6 +69,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_new_layers,
     onnx_new_sequence_layers,
     onnx_rearrange,
+    onnx_recent_layers,
     onnx_recurrent,
     onnx_research_layers,
     onnx_segformer,
