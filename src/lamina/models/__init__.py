@@ -154,7 +154,8 @@ Layouts follow the published models so that published weights map onto them:
   :class:`NGCF` on :func:`normalized_adjacency`, trained with :func:`bpr_loss` by :func:`fit_bpr`,
   evaluated by :func:`full_ranking_metrics`.
   Click-through-rate models (:mod:`lamina.models.ctr`): :class:`DeepFM`, :class:`DCNv2` and
-  :class:`DIN` (with the :class:`Dice` activation).
+  :class:`DIN` (with the :class:`Dice` activation); (:mod:`lamina.models.ctr_more`)
+  :class:`WideAndDeep`, :class:`AutoInt` (:class:`InteractingLayer`) and :class:`XDeepFM` (:class:`CIN`).
   Next-item recommenders (:mod:`lamina.models.sequential_rec`): :class:`GRU4Rec`, :class:`SASRec`
   (causal self-attention) and :class:`BERT4Rec` (cloze masking), trained by :func:`fit_sequential`.
 * Knowledge-graph embeddings (:mod:`lamina.models.kge`): :class:`TransE`, :class:`DistMult`,
@@ -443,6 +444,7 @@ from lamina.models.convnext import (
 from lamina.models.cpc import CPC, NEGATIVE_SOURCES, cpc_features, cpc_info_nce, cpc_negative_indices
 from lamina.models.crnn import CRNN
 from lamina.models.ctr import DIN, DCNv2, DeepFM, Dice, fm_interaction
+from lamina.models.ctr_more import CIN, AutoInt, InteractingLayer, WideAndDeep, XDeepFM
 from lamina.models.cyclegan import ResnetBlock, ResnetGenerator
 from lamina.models.deberta import (
     DebertaEncoder,
@@ -1663,6 +1665,7 @@ __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "Two
 __all__ += ["LightGCN", "NGCF", "NGCFLayer", "bpr_loss", "fit_bpr", "full_ranking_metrics", "lightgcn_propagate",
             "ngcf_propagate", "normalized_adjacency"]  # graph collaborative filtering (lightgcn)
 __all__ += ["DCNv2", "DIN", "DeepFM", "Dice", "fm_interaction"]  # click-through-rate models (ctr)
+__all__ += ["CIN", "AutoInt", "InteractingLayer", "WideAndDeep", "XDeepFM"]  # more CTR models (ctr_more)
 __all__ += ["BERT4Rec", "GRU4Rec", "SASRec", "cloze_mask", "fit_sequential",
             "sequence_attention_mask"]  # sequential recommenders (sequential_rec)
 __all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)
