@@ -173,6 +173,8 @@ def _tiny_qformer():
                           max_text_len=4, embed_dim=3)
 
 
+_TINY_BART = {"vocab_size": 7, "d_model": 4, "encoder_layers": 1, "decoder_layers": 2, "encoder_attention_heads": 2,
+              "decoder_attention_heads": 2, "encoder_ffn_dim": 6, "decoder_ffn_dim": 5, "max_position_embeddings": 8}
 _TINY_BERT = {"vocab_size": 6, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 2,
               "intermediate_size": 6, "max_position_embeddings": 8}
 
@@ -341,6 +343,17 @@ CASES = {
                                                                  num_hidden_layers=2, num_attention_heads=2,
                                                                  intermediate_size=6, max_position_embeddings=6,
                                                                  share="none"), lambda: (_ids(2, 5),), "save"),
+    # BART (bart)
+    "BartAttention": (lambda: models.BartAttention(4, 2), _x(2, 5, 4), "save"),
+    "BartEncoderLayer": (lambda: models.BartEncoderLayer(4, 2, 6), _x(2, 5, 4), "save"),
+    "BartDecoderLayer": (lambda: models.BartDecoderLayer(4, 2, 6),
+                         lambda: (_normal(2, 5, 4), _normal(2, 3, 4, seed=1)), "save"),
+    "BartEncoder": (lambda: models.BartEncoder(4, 2, 2, 6, max_position_embeddings=8), _x(2, 5, 4), "save"),
+    "BartDecoder": (lambda: models.BartDecoder(4, 1, 2, 6, max_position_embeddings=8),
+                    lambda: (_normal(2, 5, 4), _normal(2, 3, 4, seed=1)), "save"),
+    "BartModel": (lambda: models.BartModel(**_TINY_BART), lambda: (_ids(2, 5, high=7),), "save"),
+    "BartForConditionalGeneration": (lambda: models.BartForConditionalGeneration(**_TINY_BART),
+                                     lambda: (_ids(2, 5, high=7),), "save"),
     "DebertaLayer": (lambda: models.DebertaLayer(4, 2, 6, 2), lambda: (_normal(2, 5, 4), _normal(4, 4, seed=1)),
                      "config"),
     "DebertaEncoder": (lambda: models.DebertaEncoder(7, hidden_size=4, num_hidden_layers=1, num_attention_heads=2,
@@ -637,6 +650,16 @@ CASES = {
                         _x(1, 6, 6, 3), "save"),
     "GhostNet": (lambda: models.GhostNet(2, width=0.25, dropout=0.1, config=(((3, 8, 8, 0.25, 2),),)),
                  _x(1, 8, 8, 3), "save"),
+    # attention over convolution branches: SKNet and ResNeSt (resnest)
+    "SKConv": (lambda: models.SKConv(4, stride=2, branches=3, groups=2, reduction=2, min_dim=3), _x(2, 5, 5, 4),
+               "save"),
+    "SplitAttention": (lambda: models.SplitAttention(6, groups=2, radix=3, reduction=3, min_inter=2),
+                       _x(2, 4, 4, 6), "save"),
+    "SKBlock": (lambda: models.SKBlock(3, 2, stride=2, groups=2, base_width=64, min_dim=2), _x(2, 4, 4, 3), "save"),
+    "ResNeStBottleneck": (lambda: models.ResNeStBottleneck(3, 2, stride=2, groups=2, base_width=64, min_inter=2),
+                          _x(2, 5, 5, 3), "save"),
+    "SKNet": (lambda: models.sknet_tiny(3), _x(2, 6, 6, 1), "save"),
+    "ResNeSt": (lambda: models.resnest_tiny(3), _x(2, 6, 6, 1), "save"),
     # CoAtNet (coatnet) and LeViT (levit)
     "CoAtNetRelativeAttention": (lambda: models.CoAtNetRelativeAttention(3, 4, (2, 3), head_dim=2),
                                  _x(1, 2, 3, 3), "save"),
@@ -690,7 +713,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 180 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 193 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -173,6 +173,14 @@ from lamina.data.split import train_val_test_split
 from lamina.data.spurious import colored_digits, corrupt_images
 from lamina.data.subsets import ConcatDataset, Subset, random_split
 from lamina.data.temporal_graph import LastNeighborSampler, TemporalEvents
+from lamina.data.text_noising import (
+    document_rotation,
+    infill_spans,
+    sentence_permutation,
+    text_infilling,
+    token_deletion,
+    token_masking,
+)
 from lamina.data.timeseries import TimeSeriesDataset, ar_process, seasonal_series, sliding_windows
 from lamina.data.tsc_synthetic import CBF_CLASSES, WAVEFORM_CLASSES, cylinder_bell_funnel, synthetic_waveforms
 from lamina.data.ucr import pad_series, read_ts, read_ucr_tsv, write_ts, write_ucr_tsv, z_normalize
@@ -260,3 +268,5 @@ __all__ += ["EMNIST_CLASSES", "KMNIST_CLASSES", "STL10_CLASSES", "load_cifar100"
             "read_stl10_images", "read_svhn_mat"]  # more standard datasets (datasets)
 __all__ += ["SequenceSplit", "leave_one_out_sequences", "next_item_examples", "pad_sequences", "sample_unseen_items",
             "synthetic_markov_sequences", "user_sequences"]  # next-item recommendation data (sequences_rec)
+__all__ += ["document_rotation", "infill_spans", "sentence_permutation", "text_infilling", "token_deletion",
+            "token_masking"]  # BART's document corruptions (text_noising)

@@ -108,6 +108,10 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`T5` (:func:`t5`): Hugging Face's T5ForConditionalGeneration (relative position
   bias, v1.0 and v1.1 feed-forwards, greedy and beam generation with a key/value cache);
   :func:`load_hf_t5_state_dict` loads its weights.
+* :class:`BartForConditionalGeneration` (:func:`bart`, :class:`BartModel`): Hugging Face's BART
+  (learned positions with offset 2, post-norm layers, the LM head tied to the token table plus
+  ``final_logits_bias``; greedy and beam generation with a key/value cache); its noising
+  functions are in :mod:`lamina.data.text_noising`.
 * :class:`Whisper` (:func:`whisper`): Hugging Face's WhisperForConditionalGeneration, a speech
   recognizer (log-mel features by :func:`whisper_log_mel_spectrogram`, greedy and beam
   generation with a key/value cache); :func:`load_hf_whisper_state_dict` loads its weights.
@@ -312,6 +316,18 @@ from lamina.models.albert import (
 from lamina.models.alexnet import alexnet, zfnet
 from lamina.models.audio_codec import AudioCodec, CodecOutput, CodecResidualUnit
 from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
+from lamina.models.bart import (
+    BART_CONFIGS,
+    BartAttention,
+    BartDecoder,
+    BartDecoderLayer,
+    BartEncoder,
+    BartEncoderLayer,
+    BartForConditionalGeneration,
+    BartModel,
+    bart,
+    shift_tokens_right,
+)
 from lamina.models.batchnorm_flow import BatchNormFlow
 from lamina.models.bert import (
     BERT,
@@ -1175,6 +1191,18 @@ from lamina.models.regnet import (
     regnet_y_800mf,
 )
 from lamina.models.reservoir import EchoStateNetwork
+from lamina.models.resnest import (
+    ResNeSt,
+    ResNeStBottleneck,
+    SKBlock,
+    SKConv,
+    SKNet,
+    SplitAttention,
+    resnest50,
+    resnest_tiny,
+    sknet50,
+    sknet_tiny,
+)
 from lamina.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -1842,3 +1870,7 @@ __all__ += ["PSP_BINS", "PyramidPooling", "psp_head", "pspnet", "pspnet_loss", "
             "pspnet_small"]
 __all__ += ["UNET_PLUS_PLUS_MODES", "UNetPlusPlus", "unet_plus_plus",  # nested U-Net (unet_plus_plus)
             "unet_plus_plus_loss"]
+__all__ += ["ResNeSt", "ResNeStBottleneck", "SKBlock", "SKConv", "SKNet", "SplitAttention", "resnest50",
+            "resnest_tiny", "sknet50", "sknet_tiny"]  # attention over convolution branches (resnest)
+__all__ += ["BART_CONFIGS", "BartAttention", "BartDecoder", "BartDecoderLayer", "BartEncoder", "BartEncoderLayer",
+            "BartForConditionalGeneration", "BartModel", "bart", "shift_tokens_right"]  # BART (bart)
