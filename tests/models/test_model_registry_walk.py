@@ -281,6 +281,14 @@ CASES = {
     "CRNN": (lambda: models.CRNN(4, in_channels=1, height=8, hidden=4, channels=(4, 4), pools=((2, 2), (2, 1)),
                                  charset="abc"), _x(2, 8, 12, 1), "save"),
     "PyramidPooling": (lambda: models.PyramidPooling(4, bins=(1, 2, 3)), _x(1, 6, 6, 4), "save"),
+    "SegNet": (lambda: models.SegNet(2, stages=((2,), (3, 2))), _x(1, 6, 5, 1), "save"),
+    "ENet": (lambda: models.enet_small(2, (8, 8, 1), widths=(4, 8, 8)), _x(1, 8, 8, 1), "save"),
+    "ENetInitialBlock": (lambda: models.ENetInitialBlock(1, 4), _x(1, 4, 4, 1), "save"),
+    "ENetBottleneck": (lambda: models.ENetBottleneck(4, "asymmetric", kernel=3), _x(1, 4, 4, 4), "save"),
+    "ENetDownsampling": (lambda: models.ENetDownsampling(2, 4), _x(1, 4, 4, 2), "save"),
+    "ENetUpsampling": (lambda: models.ENetUpsampling(4, 2),
+                       lambda: (_normal(1, 2, 2, 4), lamina.functional.max_pool2d_with_indices(
+                           _normal(1, 4, 4, 2, seed=1), 2)[1]), "config"),
     "UNetPlusPlus": (lambda: models.UNetPlusPlus(2, depth=2, base_filters=2, level=2, mode="fast"), _x(1, 8, 8, 1),
                      "save"),
     "SegmentationModel": (lambda: models.SegmentationModel(nn.Sequential(nn.Conv2D(4, 3, stride=2, padding="same")),
@@ -320,6 +328,11 @@ CASES = {
     "SEBlock1D": (lambda: models.SEBlock1D(4, se_channels=2), _x(2, 6, 4), "save"),
     "SERes2NetBlock": (lambda: models.SERes2NetBlock(4, res2net_scale=2, se_channels=2), _x(2, 6, 4), "save"),
     "Wav2Vec2Model": (_wav2vec2_model, _x(1, 20), "save"),
+    # QuartzNet and Jasper (quartznet)
+    "TCSConv1D": (lambda: models.TCSConv1D(3, 4, 3, stride=2), _x(2, 7, 3), "save"),
+    "QuartzNetBlock": (lambda: models.QuartzNetBlock(3, 4, 3, repeat=2, dilation=2), _x(2, 7, 3), "save"),
+    "QuartzNet": (lambda: models.QuartzNet(3, 4, prologue=(4, 3, 2), blocks=((4, 3), (5, 3)), repeat=2,
+                                           epilogue=((4, 3, 2),), dense_residual=True), _x(2, 9, 3), "save"),
     "HuBERTModel": (lambda: models.HuBERTModel(num_clusters=3, final_dim=2, hidden_size=4, num_hidden_layers=1,
                                                num_attention_heads=2, intermediate_size=6, conv_dim=(4, 4),
                                                conv_kernel=(4, 2), conv_stride=(2, 2), num_conv_pos_embeddings=2,
@@ -713,7 +726,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 193 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 202 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -48,6 +48,9 @@ Layouts follow the published models so that published weights map onto them:
   (:class:`PyramidPooling`, bins 1, 2, 3, 6) on a dilated backbone, with an aux head (:func:`pspnet_loss`);
   :class:`UNetPlusPlus` (:func:`unet_plus_plus`): UNet++, nested dense skip pathways, deep supervision
   (:func:`unet_plus_plus_loss`) and pruning at inference.
+* :func:`segnet_vgg16` (:class:`SegNet`, :func:`segnet_small`): SegNet, a VGG16 encoder and a decoder
+  that max-unpools at the encoder's pooling indices; :func:`enet` (:class:`ENet`, :func:`enet_small`):
+  ENet's initial block and regular, dilated, asymmetric, downsampling and upsampling bottlenecks.
 * :func:`segformer` ('b0'..'b5'): SegFormer, a Mix Transformer encoder and an all-MLP decode
   head in Hugging Face's layout (:class:`SegformerForSemanticSegmentation`, logits at 1/4 of the
   input, :func:`segformer_loss`; weights from :func:`load_hf_segformer_state_dict`).
@@ -129,6 +132,10 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`Conformer` (:class:`ConformerLayer`): torchaudio's Conformer encoder over (batch, frames,
   dim) features with lengths; :class:`ConformerTransducer` adds an LSTM prediction network and a
   joiner, trained with :func:`lamina.functional.rnnt_loss` and read by greedy decoding.
+* :class:`QuartzNet` (:func:`quartznet_5x5`, :func:`quartznet_15x5`, :func:`quartznet_tiny`): a
+  convolutional CTC recogniser of time-channel separable convolutions (:class:`TCSConv1D`) in
+  residual blocks (:class:`QuartzNetBlock`); Jasper's plain convolutions and dense residual as
+  options (:func:`jasper_tiny`); :func:`greedy_transcribe` and :func:`word_error_rate`.
 * :class:`CLIP` (:func:`clip`): Hugging Face's CLIPModel, an image tower and a text tower
   trained contrastively, with its parameter counts; :func:`load_hf_clip_state_dict` loads its
   weights and :func:`zero_shot_classifier` classifies images by the captions of class names.
@@ -574,6 +581,17 @@ from lamina.models.electra import (
     electra_pretraining_loss,
     random_token_mask,
     replaced_token_labels,
+)
+from lamina.models.enet import (
+    ENET_KINDS,
+    ENET_MIDDLE_PATTERN,
+    ENet,
+    ENetBottleneck,
+    ENetDownsampling,
+    ENetInitialBlock,
+    ENetUpsampling,
+    enet,
+    enet_small,
 )
 from lamina.models.equivariant import EGNN, SchNet
 from lamina.models.faster_rcnn import FasterRCNN, fasterrcnn_resnet50_fpn
@@ -1148,6 +1166,21 @@ from lamina.models.qformer import (
     mine_hard_negatives,
     qformer_attention_mask,
 )
+from lamina.models.quartznet import (
+    JASPER_TINY,
+    QUARTZNET_TINY,
+    QuartzNet,
+    QuartzNetBlock,
+    TCSConv1D,
+    conv_output_length,
+    greedy_transcribe,
+    jasper_tiny,
+    quartznet_5x5,
+    quartznet_15x5,
+    quartznet_ctc_loss,
+    quartznet_tiny,
+    word_error_rate,
+)
 from lamina.models.qwen2 import QWEN2_CONFIGS, Qwen2, load_hf_qwen2_state_dict, qwen2, qwen2_parameter_count
 from lamina.models.raft import (
     RAFT,
@@ -1293,6 +1326,7 @@ from lamina.models.segmentation import (
     fcn_resnet50,
     fcn_resnet101,
 )
+from lamina.models.segnet import SEGNET_VGG16_STAGES, SegNet, segnet_small, segnet_vgg16
 from lamina.models.self_supervised import MoCoQueue, SwAVPrototypes
 from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
@@ -1576,6 +1610,8 @@ __all__ = [
     "DenoisingMLP", "DenoisingUNet", "DiffusionModel", "NoiseSchedule", "TimeResidualBlock", "make_schedule",
     "timestep_embedding",
     "GaussianProcessRegressor", "kernels",
+    "ENET_KINDS", "ENET_MIDDLE_PATTERN", "ENet", "ENetBottleneck", "ENetDownsampling", "ENetInitialBlock",
+    "ENetUpsampling", "enet", "enet_small", "SEGNET_VGG16_STAGES", "SegNet", "segnet_small", "segnet_vgg16",
     "ASPP", "SegmentationModel", "deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101",
     "SEGFORMER_VARIANTS", "SegformerAttention", "SegformerConfig", "SegformerDecodeHead",
     "SegformerEfficientSelfAttention", "SegformerEncoder", "SegformerForSemanticSegmentation", "SegformerLayer",
@@ -1713,6 +1749,9 @@ __all__ += ["EGNN", "SchNet"]  # equivariant graph networks
 __all__ += [  # speech recognition: Conformer encoder, RNN-Transducer (conformer, transducer)
     "Conformer", "ConformerConvolution", "ConformerFeedForward", "ConformerLayer", "ConformerTransducer",
 ]
+__all__ += ["JASPER_TINY", "QUARTZNET_TINY", "QuartzNet", "QuartzNetBlock", "TCSConv1D",  # quartznet
+            "conv_output_length", "greedy_transcribe", "jasper_tiny", "quartznet_5x5", "quartznet_15x5",
+            "quartznet_ctc_loss", "quartznet_tiny", "word_error_rate"]
 __all__ += ["ComplEx", "DistMult", "KGEModel", "RotatE", "TransE", "corrupt_triples", "evaluate_link_prediction",
             "filtered_ranks", "fit_kge", "link_prediction_metrics", "margin_ranking_loss", "one_to_n_loss",
             "ranks_from_scores", "self_adversarial_loss"]  # knowledge-graph embeddings (kge)
