@@ -29,7 +29,8 @@ attention and the Hyena operator (:mod:`lamina.export.onnx_new_sequence_layers`)
 the hash-grid encoding and its MLP, the Mamba-2 block, the DiT and TFT's gated residual network
 (:mod:`lamina.export.onnx_generative_layers`), and ScaledStdConv2D, SelfAttention2D, NoisyDense (its mean
 weights), the Linformer and Nystromformer attentions and CaiT's LayerScale, talking-heads and class
-attention (:mod:`lamina.export.onnx_recent_layers`) export too; prefix tuning and the mixture density
+attention (:mod:`lamina.export.onnx_recent_layers`), the whole CaiT and ConvNeXt V2
+(:mod:`lamina.export.onnx_cait_convnextv2`) export too; prefix tuning and the mixture density
 head's three outputs have no form. The graph reads and writes
 what the lamina model does: images NHWC (batch, h, w, c), any batch size; sequences
 (batch, time, features) or word ids, any length. ONNX's convolution, pooling
@@ -56,6 +57,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_adapters,
     onnx_attention,
     onnx_branching,
+    onnx_cait_convnextv2,
     onnx_experts,
     onnx_generative_layers,
     onnx_gpt2_bert,
