@@ -324,8 +324,8 @@ def test_config_round_trip_summary_and_saving(make, tmp_path):
 
 
 def test_registry_and_input_errors():
-    assert list_models("forecasting") == ["autoformer", "dlinear", "informer", "nbeats", "nhits", "patchtst", "tcn",
-                                          "tft", "tsmixer"]
+    assert list_models("forecasting") == ["autoformer", "dlinear", "informer", "itransformer", "nbeats", "nhits",
+                                          "patchtst", "tcn", "tft", "timesnet", "tsmixer"]
     model = get_model("dlinear", input_length=16, horizon=4, channels=3)
     assert isinstance(model, DLinear) and model(randn(2, 16, 3)).shape == (2, 4, 3)
     with pytest.raises(lamina.errors.ShapeError, match=r"DLinear.*\(batch, 16, 3\)"):

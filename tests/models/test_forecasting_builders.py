@@ -1,6 +1,6 @@
-"""The forecasting builders of Autoformer, Informer, N-HiTS, TSMixer and the TFT: registered in the
-``"forecasting"`` group, they build the same model as the class (same parameters for the same
-seed), pass their options through, forecast windows of the requested shape and save/load."""
+"""The forecasting builders of Autoformer, Informer, N-HiTS, TSMixer, TimesNet, iTransformer and the TFT:
+registered in the ``"forecasting"`` group, they build the same model as the class (same parameters for
+the same seed), pass their options through, forecast windows of the requested shape and save/load."""
 
 import numpy as np
 import pytest
@@ -9,22 +9,29 @@ import lamina
 from lamina.models import (
     Autoformer,
     Informer,
+    ITransformer,
     NHiTS,
     TemporalFusionTransformer,
+    TimesNet,
     TSMixer,
     autoformer,
     get_model,
     informer,
+    itransformer,
     list_models,
     nhits,
     tft,
+    timesnet,
     tsmixer,
 )
 
 WINDOW_BUILDERS = [("autoformer", autoformer, Autoformer, {"moving_average": 5, "d_model": 8}),
                    ("informer", informer, Informer, {"d_model": 8, "num_heads": 2}),
                    ("nhits", nhits, NHiTS, {"units": 8}),
-                   ("tsmixer", tsmixer, TSMixer, {"ff_dim": 8})]
+                   ("tsmixer", tsmixer, TSMixer, {"ff_dim": 8}),
+                   ("timesnet", timesnet, TimesNet, {"d_model": 8, "d_ff": 8, "top_k": 2, "num_kernels": 2}),
+                   ("itransformer", itransformer, ITransformer, {"d_model": 8, "num_heads": 2,
+                                                                 "dim_feedforward": 8})]
 
 
 def same_parameters(a, b):
@@ -36,7 +43,7 @@ def same_parameters(a, b):
 
 def test_the_builders_are_registered_in_the_forecasting_group():
     names = list_models("forecasting")
-    for name in ("autoformer", "informer", "nhits", "tsmixer", "tft"):
+    for name in ("autoformer", "informer", "nhits", "tsmixer", "tft", "timesnet", "itransformer"):
         assert name in names
         assert list_models(include=name) == [name]
 

@@ -136,7 +136,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
     ],
     "forecasting": [
         *_named("forecasting", "tcn", "nbeats", "dlinear", "patchtst", "autoformer", "informer", "nhits", "tsmixer",
-                "tft"),
+                "tft", "timesnet", "itransformer"),
     ],
 }
 

@@ -3,15 +3,18 @@ the agent acts, the environment steps, the agent observes the transition (and le
 its schedule says so), episodes restart when they end.
 
 An agent here has ``for_env(env, seed=..., **settings)``, ``act(obs)`` and
-``observe(obs, action, reward, next_obs, terminated)``.
+``observe(obs, action, reward, next_obs, terminated)``; an ``observe`` that also takes
+``truncated`` (Rainbow's n-step buffer, R2D2's sequences) is given it.
 """
 
 from __future__ import annotations
 
+import inspect
+
 from lamina.backend import manual_seed
 from lamina.rl.env import Env
 
-__all__ = ["as_env", "make_agent", "run_agent"]
+__all__ = ["as_env", "make_agent", "observes_truncation", "run_agent"]
 
 
 def as_env(env) -> Env:
@@ -34,19 +37,30 @@ def make_agent(agent_class, env: Env, agent, seed: int | None, settings: dict, w
     return agent
 
 
+def observes_truncation(agent) -> bool:
+    """Whether ``agent.observe`` takes a ``truncated`` argument."""
+    parameters = inspect.signature(agent.observe).parameters
+    return "truncated" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
 def run_agent(env: Env, agent, total_steps: int, seed: int | None = None,
               max_episodes: int | None = None) -> list[float]:
     """``total_steps`` environment steps of ``agent`` (fewer when ``max_episodes`` episodes end
     first), the environment reset with ``seed`` at the start. Truncated episodes still
-    bootstrap from their last state in ``observe``; terminated ones do not. Returns the return
-    of every finished episode."""
+    bootstrap from their last state in ``observe``; terminated ones do not. An agent whose
+    ``observe`` takes ``truncated`` is told of truncations too. Returns the return of every
+    finished episode."""
+    tell_truncation = observes_truncation(agent)
     returns: list[float] = []
     obs, _ = env.reset(seed=seed)
     episode_return = 0.0
     for _ in range(total_steps):
         action = agent.act(obs)
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        agent.observe(obs, action, reward, next_obs, terminated)
+        if tell_truncation:
+            agent.observe(obs, action, reward, next_obs, terminated, truncated=truncated)
+        else:
+            agent.observe(obs, action, reward, next_obs, terminated)
         episode_return += reward
         obs = next_obs
         if terminated or truncated:

@@ -30,7 +30,7 @@ from lamina.autograd import Tensor, no_grad, tensor
 from lamina.functional import mean
 from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
-from lamina.rl.agent_loop import as_env, make_agent
+from lamina.rl.agent_loop import as_env, make_agent, run_agent
 from lamina.rl.env import Env
 from lamina.rl.networks import copy_weights, obs_tensor
 from lamina.rl.prioritized import SumTree
@@ -403,18 +403,5 @@ def train_r2d2(env: Env | str, total_steps: int = 10000, agent: R2D2Agent | None
     ``total_steps`` environment steps. Returns the return of every finished episode."""
     env = as_env(env)
     agent = make_agent(R2D2Agent, env, agent, seed, agent_kwargs, "train_r2d2")
-    returns: list[float] = []
-    obs, _ = env.reset(seed=seed)
-    agent.reset_state()
-    episode_return = 0.0
-    for _ in range(total_steps):
-        action = agent.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        agent.observe(obs, action, reward, next_obs, terminated, truncated)
-        episode_return += reward
-        obs = next_obs
-        if terminated or truncated:
-            returns.append(episode_return)
-            obs, _ = env.reset()
-            episode_return = 0.0
-    return returns
+    agent.reset_state()                                 # a ready agent may stop mid-episode
+    return run_agent(env, agent, total_steps, seed)

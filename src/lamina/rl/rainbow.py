@@ -29,7 +29,7 @@ from lamina.backend import get_rng_state, set_rng_state, to_numpy
 from lamina.functional import log_softmax, mean, softmax
 from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
-from lamina.rl.agent_loop import as_env, make_agent
+from lamina.rl.agent_loop import as_env, make_agent, run_agent
 from lamina.rl.env import Env
 from lamina.rl.networks import copy_weights, obs_tensor
 from lamina.rl.prioritized import PrioritizedReplayBuffer
@@ -320,17 +320,4 @@ def train_rainbow(env: Env | str, total_steps: int = 10000, agent: RainbowAgent 
     buffer. Returns the return of every finished episode."""
     env = as_env(env)
     agent = make_agent(RainbowAgent, env, agent, seed, agent_kwargs, "train_rainbow")
-    returns: list[float] = []
-    obs, _ = env.reset(seed=seed)
-    episode_return = 0.0
-    for _ in range(total_steps):
-        action = agent.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        agent.observe(obs, action, reward, next_obs, terminated, truncated)
-        episode_return += reward
-        obs = next_obs
-        if terminated or truncated:
-            returns.append(episode_return)
-            obs, _ = env.reset()
-            episode_return = 0.0
-    return returns
+    return run_agent(env, agent, total_steps, seed)

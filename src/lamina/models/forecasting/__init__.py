@@ -41,8 +41,8 @@ the TCN mixes them in its convolutions.
   encoder that attends across the variates.
 
 The builders :func:`tcn`, :func:`nbeats`, :func:`dlinear`, :func:`patchtst`, :func:`autoformer`,
-:func:`informer`, :func:`nhits`, :func:`tsmixer` and :func:`tft` are registered in the
-``"forecasting"`` group of :func:`lamina.models.list_models`.
+:func:`informer`, :func:`nhits`, :func:`tsmixer`, :func:`tft`, :func:`timesnet` and :func:`itransformer`
+are registered in the ``"forecasting"`` group of :func:`lamina.models.list_models`.
 """
 
 from lamina.models.forecasting.autoformer import (
@@ -63,7 +63,7 @@ from lamina.models.forecasting.chronos import (
 )
 from lamina.models.forecasting.dlinear import DLinear, dlinear, moving_average_matrix
 from lamina.models.forecasting.informer import Informer, full_attention, informer, prob_sparse_attention, query_sparsity
-from lamina.models.forecasting.itransformer import ITransformer
+from lamina.models.forecasting.itransformer import ITransformer, itransformer
 from lamina.models.forecasting.nbeats import NBEATS, NBeatsBlock, fourier_basis, nbeats, polynomial_basis
 from lamina.models.forecasting.nhits import NHiTS, linear_interpolation_matrix, nhits
 from lamina.models.forecasting.patchtst import PatchTST, patchtst
@@ -82,6 +82,7 @@ from lamina.models.forecasting.timesnet import (
     TimesNet,
     fft_periods,
     fold_periods,
+    timesnet,
     unfold_periods,
 )
 from lamina.models.forecasting.tsmixer import TSMixer, tsmixer
@@ -96,4 +97,5 @@ __all__ = [
     "prob_sparse_attention", "query_sparsity", "series_decomposition", "time_delay_correlation",
     "autoformer", "informer", "nhits", "tft", "tsmixer",
     "ITransformer", "InceptionBlock2D", "TimesBlock", "TimesNet", "fft_periods", "fold_periods", "unfold_periods",
+    "itransformer", "timesnet",
 ]

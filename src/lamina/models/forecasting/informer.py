@@ -49,6 +49,11 @@ def query_sparsity(queries, keys, sample_index: np.ndarray) -> np.ndarray:
     return sampled.max(-1) - sampled.sum(-1) / k.shape[2]
 
 
+def _sampled(factor: float, steps: int) -> int:
+    """min(steps, ceil(factor ceil(ln steps))): the keys sampled per query, or the active queries."""
+    return min(steps, int(math.ceil(factor * math.ceil(math.log(steps)))))
+
+
 def prob_sparse_attention(queries, keys, values, factor: float = 5.0, causal: bool = False,
                           sample_index: np.ndarray | None = None) -> Tensor:
     """ProbSparse self-attention over (batch, heads, L, E) tensors:
@@ -67,8 +72,7 @@ def prob_sparse_attention(queries, keys, values, factor: float = 5.0, causal: bo
     if causal and source != length:
         raise ValueError(f"prob_sparse_attention: causal attention needs as many keys as queries, got "
                          f"{length} queries and {source} keys")
-    samples = min(source, int(math.ceil(factor * math.ceil(math.log(source)))))
-    top = min(length, int(math.ceil(factor * math.ceil(math.log(length)))))
+    samples, top = _sampled(factor, source), _sampled(factor, length)
     if sample_index is None:
         sample_index = backend.rng().integers(0, source, (length, samples))
     sparsity = query_sparsity(queries, keys, np.asarray(sample_index))
@@ -87,14 +91,16 @@ def prob_sparse_attention(queries, keys, values, factor: float = 5.0, causal: bo
 
 
 class _AttentionLayer(Module):
-    """Multi-head projections around ProbSparse (``sparse``) or full attention."""
+    """Multi-head projections around ProbSparse (``sparse``) or full attention; in evaluation a
+    ``sample_seed`` (an int or a tuple of ints, or None) fixes ProbSparse's key sample."""
 
     def __init__(self, d_model: int, num_heads: int, factor: float, sparse: bool, causal: bool,
-                 name: str | None = None):
+                 sample_seed=None, name: str | None = None):
         super().__init__(name=name)
         if d_model % num_heads:
             raise ValueError(f"Informer: d_model {d_model} is not a multiple of num_heads {num_heads}")
         self.num_heads, self.factor, self.sparse, self.causal = num_heads, factor, sparse, causal
+        self.sample_seed = sample_seed
         for part in ("query", "key", "value", "out"):
             setattr(self, part, built(nn.Dense(d_model, name=part), (None, None, d_model)))
 
@@ -102,10 +108,16 @@ class _AttentionLayer(Module):
         batch, length, d = x.shape
         return F.transpose(F.reshape(x, (batch, length, self.num_heads, d // self.num_heads)), (0, 2, 1, 3))
 
+    def _sample_index(self, queries: int, keys: int) -> np.ndarray | None:
+        """The fixed key sample of evaluation mode; None (a fresh draw) when training or unseeded."""
+        if self.training or self.sample_seed is None:
+            return None
+        return np.random.default_rng(self.sample_seed).integers(0, keys, (queries, _sampled(self.factor, keys)))
+
     def forward(self, x, context) -> Tensor:
         q, k, v = self._heads(self.query(x)), self._heads(self.key(context)), self._heads(self.value(context))
         if self.sparse:
-            y = prob_sparse_attention(q, k, v, self.factor, self.causal)
+            y = prob_sparse_attention(q, k, v, self.factor, self.causal, self._sample_index(q.shape[2], k.shape[2]))
         else:
             y = full_attention(q, k, v, self.causal)
         batch, _, length, _ = y.shape
@@ -128,9 +140,10 @@ class _FeedForwardNorm(Module):
 
 
 class _EncoderLayer(Module):
-    def __init__(self, d_model, num_heads, dim_feedforward, factor, dropout, name=None):
+    def __init__(self, d_model, num_heads, dim_feedforward, factor, dropout, sample_seed=None, name=None):
         super().__init__(name=name)
-        self.attention = _AttentionLayer(d_model, num_heads, factor, sparse=True, causal=False, name="attention")
+        self.attention = _AttentionLayer(d_model, num_heads, factor, sparse=True, causal=False,
+                                         sample_seed=sample_seed, name="attention")
         self.norm = built(nn.LayerNorm(name="norm"), (None, None, d_model))
         self.feed_forward = _FeedForwardNorm(d_model, dim_feedforward, dropout, name="feed_forward")
         self.dropout = nn.Dropout(dropout, name="dropout")
@@ -153,10 +166,10 @@ class _Distilling(Module):
 
 
 class _DecoderLayer(Module):
-    def __init__(self, d_model, num_heads, dim_feedforward, factor, dropout, name=None):
+    def __init__(self, d_model, num_heads, dim_feedforward, factor, dropout, sample_seed=None, name=None):
         super().__init__(name=name)
         self.self_attention = _AttentionLayer(d_model, num_heads, factor, sparse=True, causal=True,
-                                              name="self_attention")
+                                              sample_seed=sample_seed, name="self_attention")
         self.cross_attention = _AttentionLayer(d_model, num_heads, factor, sparse=False, causal=False,
                                                name="cross_attention")
         self.norm1 = built(nn.LayerNorm(name="norm1"), (None, None, d_model))
@@ -192,14 +205,16 @@ class Informer(Module):
     Embed = circular convolution of kernel 3 (token embedding) + sinusoidal positions, then
     dropout. ``factor`` is c of the c ln L sampled keys and active queries; without
     ``distil`` the encoder keeps its length. Without time-stamp features, and the decoder's
-    self-attention output is not "mixed" (the reshape quirk of the paper's code). ProbSparse
-    layers draw their sampled keys from lamina's generator on every call, in evaluation too:
-    :func:`lamina.manual_seed` makes forecasts repeatable."""
+    self-attention output is not "mixed" (the reshape quirk of the paper's code). In training
+    the ProbSparse layers draw their sampled keys from lamina's generator on every call; in
+    evaluation each layer uses one fixed sample drawn from ``sample_seed`` (and its place in
+    the model), so the same window always gives the same forecast. ``sample_seed=None`` draws
+    in evaluation too, as the paper's code does."""
 
     def __init__(self, input_length: int, horizon: int, channels: int = 1, label_length: int | None = None,
                  d_model: int = 64, num_heads: int = 4, encoder_layers: int = 2, decoder_layers: int = 1,
                  dim_feedforward: int = 128, factor: float = 5.0, distil: bool = True, dropout: float = 0.05,
-                 name: str | None = None):
+                 sample_seed: int | None = 0, name: str | None = None):
         super().__init__(name=name)
         self.input_length = positive_int(input_length, "Informer: input_length")
         self.horizon = positive_int(horizon, "Informer: horizon")
@@ -215,15 +230,24 @@ class Informer(Module):
         dim_feedforward = positive_int(dim_feedforward, "Informer: dim_feedforward")
         encoder_layers = positive_int(encoder_layers, "Informer: encoder_layers")
         rate = check_rate(dropout, "Informer: dropout")
+        if sample_seed is not None and (isinstance(sample_seed, bool) or not isinstance(sample_seed, int)
+                                        or sample_seed < 0):
+            raise ValueError(f"Informer: sample_seed must be a non-negative int or None, got {sample_seed!r}")
+        self.sample_seed = sample_seed
+        decoder_layers = positive_int(decoder_layers, "Informer: decoder_layers")
+
+        def layer_seed(place: int):
+            return None if sample_seed is None else (sample_seed, place)
         self.encoder_embedding = CircularConv(self.channels, d_model, name="encoder_embedding")
         self.decoder_embedding = CircularConv(self.channels, d_model, name="decoder_embedding")
         self.dropout = nn.Dropout(rate, name="dropout")
-        self.encoder = nn.ModuleList([_EncoderLayer(d_model, num_heads, dim_feedforward, factor, rate)
-                                      for _ in range(encoder_layers)])
+        self.encoder = nn.ModuleList([_EncoderLayer(d_model, num_heads, dim_feedforward, factor, rate, layer_seed(i))
+                                      for i in range(encoder_layers)])
         self.distilling = nn.ModuleList([_Distilling(d_model) for _ in range(encoder_layers - 1)] if distil else [])
         self.encoder_norm = built(nn.LayerNorm(name="encoder_norm"), (None, None, d_model))
-        self.decoder = nn.ModuleList([_DecoderLayer(d_model, num_heads, dim_feedforward, factor, rate)
-                                      for _ in range(positive_int(decoder_layers, "Informer: decoder_layers"))])
+        self.decoder = nn.ModuleList([_DecoderLayer(d_model, num_heads, dim_feedforward, factor, rate,
+                                                    layer_seed(encoder_layers + i))
+                                      for i in range(decoder_layers)])
         self.decoder_norm = built(nn.LayerNorm(name="decoder_norm"), (None, None, d_model))
         self.projection = built(nn.Dense(self.channels, name="projection"), (None, None, d_model))
         self.built = True

@@ -11,7 +11,7 @@ from lamina.models.forecasting._embedding import built
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["ITransformer"]
+__all__ = ["ITransformer", "itransformer"]
 
 _ALONG_TIME = (0, 2, 1)
 
@@ -61,3 +61,10 @@ class ITransformer(Module):
             tokens = layer(tokens)
         y = F.transpose(self.projection(self.norm(tokens)), _ALONG_TIME)
         return self.revin(y, "denorm") if self.revin is not None else y
+
+
+
+def itransformer(input_length: int = 96, horizon: int = 24, channels: int = 1, **options) -> ITransformer:
+    """An :class:`ITransformer` forecaster (defaults: d_model 64, 4 heads, 2 encoder layers, reversible
+    instance normalisation)."""
+    return ITransformer(input_length, horizon, channels, **options)

@@ -17,7 +17,8 @@ from lamina.models.forecasting.informer import _sinusoid_positions
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["InceptionBlock2D", "TimesBlock", "TimesNet", "fft_periods", "fold_periods", "unfold_periods"]
+__all__ = ["InceptionBlock2D", "TimesBlock", "TimesNet", "fft_periods", "fold_periods", "timesnet",
+           "unfold_periods"]
 
 _ALONG_TIME = (0, 2, 1)
 
@@ -195,3 +196,10 @@ class TimesNet(Module):
         y = self.projection(e)
         y = self.revin(y, "denorm") if self.revin is not None else y
         return y[:, self.input_length:]
+
+
+
+def timesnet(input_length: int = 96, horizon: int = 24, channels: int = 1, **options) -> TimesNet:
+    """A :class:`TimesNet` forecaster (defaults: d_model 32, 2 TimesBlocks of the top 5 periods,
+    6 Inception kernels, reversible instance normalisation)."""
+    return TimesNet(input_length, horizon, channels, **options)
