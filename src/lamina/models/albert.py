@@ -29,14 +29,21 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.bert import BertEmbeddings, _ids_shape, _key_mask, _normal
+from lamina.models.bert import (
+    BertEmbeddings,
+    _hf_attention_table,
+    _hf_dense,
+    _hf_embeddings_table,
+    _hf_norm,
+    _ids_shape,
+    _key_mask,
+    _normal,
+)
 from lamina.models.constructor_config import register_with_arguments
 from lamina.models.hf_weights import (
     HFWeight,
     build_children,
     copied,
-    joined_linear,
-    linear,
     load_hf_state_dict,
     read_state_dict,
 )
@@ -394,46 +401,29 @@ def albert_pretraining_loss(model: AlbertForPreTraining, ids, mask, mask_token_i
 # -- Hugging Face weights -------------------------------------------------------------------
 def _block_table(group: int) -> dict[str, HFWeight]:
     hf = ours = f"encoder.albert_layer_groups.{group}.albert_layers.0."
-    qkv = [f"{hf}attention.{part}" for part in ("query", "key", "value")]
     return {
-        f"{ours}attention.in_weight": joined_linear(*(f"{key}.weight" for key in qkv)),
-        f"{ours}attention.in_bias": joined_linear(*(f"{key}.bias" for key in qkv)),
-        f"{ours}attention.out_weight": linear(f"{hf}attention.dense.weight"),
-        f"{ours}attention.out_bias": copied(f"{hf}attention.dense.bias"),
-        f"{ours}attention_norm.weight": copied(f"{hf}attention.LayerNorm.weight"),
-        f"{ours}attention_norm.bias": copied(f"{hf}attention.LayerNorm.bias"),
-        f"{ours}ffn.weight": linear(f"{hf}ffn.weight"),
-        f"{ours}ffn.bias": copied(f"{hf}ffn.bias"),
-        f"{ours}ffn_output.weight": linear(f"{hf}ffn_output.weight"),
-        f"{ours}ffn_output.bias": copied(f"{hf}ffn_output.bias"),
-        f"{ours}full_layer_layer_norm.weight": copied(f"{hf}full_layer_layer_norm.weight"),
-        f"{ours}full_layer_layer_norm.bias": copied(f"{hf}full_layer_layer_norm.bias"),
+        **_hf_attention_table(f"{ours}attention.", f"{hf}attention.", f"{hf}attention.dense"),
+        **_hf_norm(f"{ours}attention_norm", f"{hf}attention.LayerNorm"),
+        **_hf_dense(f"{ours}ffn", f"{hf}ffn"),
+        **_hf_dense(f"{ours}ffn_output", f"{hf}ffn_output"),
+        **_hf_norm(f"{ours}full_layer_layer_norm", f"{hf}full_layer_layer_norm"),
     }
 
 
 def hf_albert_table(model: AlbertModel, prefix: str = "") -> dict[str, HFWeight]:
     """:class:`AlbertModel`'s state-dict keys (each after ``prefix``) -> Hugging Face's names."""
-    table = {f"embeddings.{name}.weight": copied(f"embeddings.{name}.weight")
-             for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")}
-    table["embeddings.layer_norm.weight"] = copied("embeddings.LayerNorm.weight")
-    table["embeddings.layer_norm.bias"] = copied("embeddings.LayerNorm.bias")
-    table["encoder.embedding_hidden_mapping_in.weight"] = linear("encoder.embedding_hidden_mapping_in.weight")
-    table["encoder.embedding_hidden_mapping_in.bias"] = copied("encoder.embedding_hidden_mapping_in.bias")
+    mapping_in = "encoder.embedding_hidden_mapping_in"
+    table = {**_hf_embeddings_table(), **_hf_dense(mapping_in, mapping_in)}
     for group in range(len(model.encoder.albert_layer_groups)):
         table.update(_block_table(group))
     if model.add_pooling_layer:
-        table["pooler.weight"] = linear("pooler.weight")
-        table["pooler.bias"] = copied("pooler.bias")
+        table.update(_hf_dense("pooler", "pooler"))
     return {prefix + ours: weight for ours, weight in table.items()}
 
 
-_HEADS = {
-    "predictions_dense.weight": linear("predictions.dense.weight"),
-    "predictions_dense.bias": copied("predictions.dense.bias"),
-    "predictions_norm.weight": copied("predictions.LayerNorm.weight"),
-    "predictions_norm.bias": copied("predictions.LayerNorm.bias"),
-    "predictions_bias": copied("predictions.bias"),
-}
+_HEADS = {**_hf_dense("predictions_dense", "predictions.dense"),
+          **_hf_norm("predictions_norm", "predictions.LayerNorm"),
+          "predictions_bias": copied("predictions.bias")}
 
 
 def load_hf_albert_state_dict(model: AlbertModel | AlbertForMaskedLM, state_dict, strict: bool = True) -> None:
@@ -455,8 +445,7 @@ def load_hf_albert_state_dict(model: AlbertModel | AlbertForMaskedLM, state_dict
         model.build((None, 1))
     if isinstance(model, AlbertForPreTraining):
         table = {**hf_albert_table(albert, "albert."), **_HEADS,
-                 "sop_classifier.weight": linear("sop_classifier.classifier.weight"),
-                 "sop_classifier.bias": copied("sop_classifier.classifier.bias")}
+                 **_hf_dense("sop_classifier", "sop_classifier.classifier")}
         extra = ()
     elif isinstance(model, AlbertForMaskedLM):
         table, extra = {**hf_albert_table(albert, "albert."), **_HEADS}, ("pooler.", "sop_classifier.")

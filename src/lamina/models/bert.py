@@ -125,6 +125,15 @@ class BertEmbeddings(Module):
         return tuple(input_shape) + (self.hidden_size,)
 
 
+def _as_ids(ids, who: str) -> np.ndarray:
+    """Token ids (an array or a Tensor) as a NumPy integer array of shape (batch, time)."""
+    ids = np.asarray(backend.to_numpy(ids.data) if isinstance(ids, Tensor) else ids)
+    if ids.ndim != 2 or ids.dtype.kind not in "iu":
+        raise ShapeError(f"{who}: expected integer token ids of shape (batch, time), got {ids.dtype} ids of shape "
+                         f"{ids.shape}")
+    return ids
+
+
 def _key_mask(attention_mask, shape: tuple, who: str):
     """Hugging Face's attention mask (N, T), 1 on tokens and 0 on padding, as lamina's boolean key mask."""
     if attention_mask is None:
@@ -295,46 +304,61 @@ def bert_parameter_count(vocab_size: int = 30522, hidden_size: int = 768, num_hi
 
 
 # -- Hugging Face weights -------------------------------------------------------------------
+def _hf_dense(ours: str, hf: str) -> dict[str, HFWeight]:
+    """A Dense layer's 'weight' and 'bias' (lamina prefix ``ours``) from a PyTorch ``Linear`` ``hf``."""
+    return {f"{ours}.weight": linear(f"{hf}.weight"), f"{ours}.bias": copied(f"{hf}.bias")}
+
+
+def _hf_norm(ours: str, hf: str) -> dict[str, HFWeight]:
+    """A LayerNorm's 'weight' and 'bias' (lamina prefix ``ours``) copied from Hugging Face's ``hf``."""
+    return {f"{ours}.weight": copied(f"{hf}.weight"), f"{ours}.bias": copied(f"{hf}.bias")}
+
+
+def _hf_attention_table(ours: str, hf_qkv: str, hf_out: str) -> dict[str, HFWeight]:
+    """An attention layer's weights (lamina prefix ``ours``) from Hugging Face's separate
+    'query', 'key', 'value' projections (after ``hf_qkv``), joined into ``in_weight`` and
+    ``in_bias``, and its output projection ``hf_out``."""
+    qkv = [f"{hf_qkv}{part}" for part in ("query", "key", "value")]
+    return {
+        f"{ours}in_weight": joined_linear(*(f"{key}.weight" for key in qkv)),
+        f"{ours}in_bias": joined_linear(*(f"{key}.bias" for key in qkv)),
+        f"{ours}out_weight": linear(f"{hf_out}.weight"),
+        f"{ours}out_bias": copied(f"{hf_out}.bias"),
+    }
+
+
+def _hf_embeddings_table() -> dict[str, HFWeight]:
+    """:class:`BertEmbeddings`' word, position and token-type tables and LayerNorm (key prefix
+    'embeddings.') from Hugging Face's ``BertEmbeddings`` (also ALBERT's)."""
+    table = {f"embeddings.{name}.weight": copied(f"embeddings.{name}.weight")
+             for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")}
+    return {**table, **_hf_norm("embeddings.layer_norm", "embeddings.LayerNorm")}
+
+
 def _layer_table(i: int) -> dict[str, HFWeight]:
     hf, ours = f"encoder.layer.{i}.", f"layer.{i}."
-    qkv = [f"{hf}attention.self.{part}" for part in ("query", "key", "value")]
     return {
-        f"{ours}self_attention.in_weight": joined_linear(*(f"{key}.weight" for key in qkv)),
-        f"{ours}self_attention.in_bias": joined_linear(*(f"{key}.bias" for key in qkv)),
-        f"{ours}self_attention.out_weight": linear(f"{hf}attention.output.dense.weight"),
-        f"{ours}self_attention.out_bias": copied(f"{hf}attention.output.dense.bias"),
-        f"{ours}norm1.weight": copied(f"{hf}attention.output.LayerNorm.weight"),
-        f"{ours}norm1.bias": copied(f"{hf}attention.output.LayerNorm.bias"),
-        f"{ours}linear1.weight": linear(f"{hf}intermediate.dense.weight"),
-        f"{ours}linear1.bias": copied(f"{hf}intermediate.dense.bias"),
-        f"{ours}linear2.weight": linear(f"{hf}output.dense.weight"),
-        f"{ours}linear2.bias": copied(f"{hf}output.dense.bias"),
-        f"{ours}norm2.weight": copied(f"{hf}output.LayerNorm.weight"),
-        f"{ours}norm2.bias": copied(f"{hf}output.LayerNorm.bias"),
+        **_hf_attention_table(f"{ours}self_attention.", f"{hf}attention.self.", f"{hf}attention.output.dense"),
+        **_hf_norm(f"{ours}norm1", f"{hf}attention.output.LayerNorm"),
+        **_hf_dense(f"{ours}linear1", f"{hf}intermediate.dense"),
+        **_hf_dense(f"{ours}linear2", f"{hf}output.dense"),
+        **_hf_norm(f"{ours}norm2", f"{hf}output.LayerNorm"),
     }
 
 
 def hf_bert_table(model: BERT, prefix: str = "") -> dict[str, HFWeight]:
     """:class:`BERT`'s state-dict keys (after ``prefix``) -> Hugging Face's ``BertModel`` weights."""
-    table = {f"embeddings.{name}.weight": copied(f"embeddings.{name}.weight")
-             for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")}
-    table["embeddings.layer_norm.weight"] = copied("embeddings.LayerNorm.weight")
-    table["embeddings.layer_norm.bias"] = copied("embeddings.LayerNorm.bias")
+    table = _hf_embeddings_table()
     for i in range(model.num_hidden_layers):
         table.update(_layer_table(i))
     if model.add_pooling_layer:
-        table["pooler.weight"] = linear("pooler.dense.weight")
-        table["pooler.bias"] = copied("pooler.dense.bias")
+        table.update(_hf_dense("pooler", "pooler.dense"))
     return {prefix + ours: weight for ours, weight in table.items()}
 
 
-_MLM_HEAD = {
-    "transform.weight": linear("cls.predictions.transform.dense.weight"),
-    "transform.bias": copied("cls.predictions.transform.dense.bias"),
-    "transform_norm.weight": copied("cls.predictions.transform.LayerNorm.weight"),
-    "transform_norm.bias": copied("cls.predictions.transform.LayerNorm.bias"),
-    "decoder_bias": copied("cls.predictions.bias"),
-}
+_MLM_HEAD = {**_hf_dense("transform", "cls.predictions.transform.dense"),
+             **_hf_norm("transform_norm", "cls.predictions.transform.LayerNorm"),
+             "decoder_bias": copied("cls.predictions.bias")}
 
 
 def _hf_key(key: str) -> str:

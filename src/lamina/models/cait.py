@@ -41,11 +41,12 @@ from lamina import backend, nn
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.blocks import Block, check_input, finish, nhwc
+from lamina.models.blocks import Block, check_input, finish
 from lamina.models.constructor_config import register_with_arguments
+from lamina.models.deit import _embed_patches, _patch_embedding, _patch_image_shape, _tokens_shape
 from lamina.models.mlp_mixer import timm_mlp
 from lamina.nn import init as initializers
-from lamina.nn.layer import check_shape_ndim, input_error, positive_int
+from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["CAIT_CONFIGS", "CaiT", "CaiTBlock", "ClassAttention", "ClassAttentionBlock", "LayerScale",
@@ -66,13 +67,6 @@ def cait_layer_scale_init(depth: int) -> float:
     if depth <= 18:
         return 0.1
     return 1e-5 if depth <= 24 else 1e-6
-
-
-def _tokens_shape(layer, shape, features: int) -> tuple:
-    shape = check_shape_ndim(layer, shape, 3, f"tokens (batch, tokens, {features})")
-    if shape[2] not in (None, features):
-        raise ShapeError(f"{layer._label()}: got tokens of shape {tuple(shape)}; expected {features} features")
-    return tuple(shape)
 
 
 def _heads(layer, dim: int, num_heads: int) -> tuple[int, int]:
@@ -275,8 +269,7 @@ class CaiT(Block):
         self.depth = positive_int(depth, "CaiT: depth")
         self.layer_scale_init = cait_layer_scale_init(depth) if layer_scale_init is None else float(layer_scale_init)
         self.num_patches: int | None = None
-        self.patch_embed = nn.Sequential(nn.Conv2D(dim, patch_size, stride=patch_size, name="proj"),
-                                         nn.Reshape((-1, dim), name="flatten"), name="patch_embed")
+        self.patch_embed = _patch_embedding(dim, patch_size)
         self.blocks = nn.Sequential(*[CaiTBlock(dim, num_heads, mlp_ratio, self.layer_scale_init,
                                                 stochastic_depth_prob, name=str(k)) for k in range(depth)],
                                     name="blocks")
@@ -287,36 +280,22 @@ class CaiT(Block):
         self.norm = nn.LayerNorm(-1, eps=LAYER_NORM_EPS, name="norm")
         self.head = nn.Dense(num_classes, name="head")
 
-    def _image_shape(self, shape) -> tuple:
-        shape = nhwc(self, shape)
-        if any(n is None or n % self.patch_size for n in shape[1:3]):
-            raise ShapeError(f"{self._label()}: got images of shape {tuple(shape)}; their height and width must be "
-                             f"known multiples of the patch size {self.patch_size}")
-        return shape
-
     def trace(self, shape, step):
-        patches = step(self.patch_embed, self._image_shape(shape))
+        patches = step(self.patch_embed, _patch_image_shape(self, shape))
         step(self.blocks, patches)
         tokens = step(self.blocks_token_only, (patches[0], patches[1] + 1, self.dim))
         return step(self.head, step(self.norm, (tokens[0], self.dim)))
 
     def build(self, input_shape) -> None:
         super().build(input_shape)
-        shape = self._image_shape(input_shape)
+        shape = _patch_image_shape(self, input_shape)
         self.num_patches = (shape[1] // self.patch_size) * (shape[2] // self.patch_size)
         d, normal, dtype = self.dim, initializers.normal(POSITION_STD), backend.get_default_dtype()
         self.add_parameter("pos_embed", normal((1, self.num_patches, d), self.num_patches, d, dtype))
         self.add_parameter("cls_token", normal((1, 1, d), d, d, dtype))
 
     def forward(self, x) -> Tensor:
-        x = as_tensor(x)
-        if x.ndim != 4:
-            raise input_error(self, x, "a 4-D NHWC batch of images (batch, height, width, channels)")
-        patches = self.patch_embed(x)
-        if patches.shape[1] != self.num_patches:
-            raise input_error(self, x, f"images of {self.num_patches} patches of {self.patch_size}x{self.patch_size}, "
-                                       f"as the model was built for")
-        patches = self.blocks(F.add(patches, self.pos_embed))
+        patches = self.blocks(F.add(_embed_patches(self, as_tensor(x)), self.pos_embed))
         cls = F.broadcast_to(self.cls_token, (patches.shape[0], 1, self.dim))
         tokens = self.blocks_token_only(F.concat([cls, patches], axis=1))
         return self.head(self.norm(F.getitem(tokens, (slice(None), 0))))

@@ -27,7 +27,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.bert import _key_mask, _normal
+from lamina.models.bert import _as_ids, _key_mask, _normal
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
 from lamina.nn.embedding import Embedding
@@ -143,14 +143,6 @@ class DebertaLayer(Module):
                 "layer_norm_eps": self.layer_norm_eps, "name": self.name}
 
 
-def _ids(ids, who: str) -> np.ndarray:
-    ids = np.asarray(backend.to_numpy(ids.data) if isinstance(ids, Tensor) else ids)
-    if ids.ndim != 2 or ids.dtype.kind not in "iu":
-        raise ShapeError(f"{who}: expected integer token ids of shape (batch, time), got {ids.dtype} ids of shape "
-                         f"{ids.shape}")
-    return ids
-
-
 @register_layer
 class DebertaEncoder(Module):
     """DeBERTa's encoder: ids (N, T) -> hidden states (N, T, ``hidden_size``).
@@ -185,7 +177,7 @@ class DebertaEncoder(Module):
 
     def hidden_states(self, ids, attention_mask=None) -> list[Tensor]:
         """[h_0, h_1, .., h_L]: the embeddings and every block's output."""
-        ids = _ids(ids, self._label())
+        ids = _as_ids(ids, self._label())
         key_mask = _key_mask(attention_mask, ids.shape, self._label())
         table = self.relative_table()
         states = [self.embedding_norm(self.word_embeddings(ids))]
@@ -237,7 +229,7 @@ class DebertaForMaskedLM(Module):
 
     def decode(self, ids, attention_mask=None) -> Tensor:
         """The enhanced mask decoder's output I (N, T, hidden_size)."""
-        ids = _ids(ids, self._label())
+        ids = _as_ids(ids, self._label())
         n, length = ids.shape
         if length > self.max_position_embeddings:
             raise ShapeError(f"{self._label()}: the ids of shape {ids.shape} have {length} tokens, more than "

@@ -58,8 +58,16 @@ from lamina.functional.ms_deform_attn import deformable_reference_points, spatia
 from lamina.models.blocks import check_input, finish
 from lamina.models.constructor_config import register_with_arguments
 from lamina.models.detection_base import DetectorBase
-from lamina.models.detr import DetrAttention, DetrMLP, SetCriterion, _centres
-from lamina.models.fpn import RESNET_STAGES, _resnet_body
+from lamina.models.detr import (
+    DetrAttention,
+    DetrMLP,
+    SetCriterion,
+    _build_resnet_body,
+    _pixel_detections,
+    _sine_grid,
+    _train_or_detect,
+)
+from lamina.models.fpn import _resnet_body
 from lamina.models.resnet import BLOCKS
 from lamina.nn import init as initializers
 from lamina.nn.module import Module, as_tensor
@@ -80,17 +88,8 @@ def deformable_position_encoding(height: int, width: int, num_pos_feats: int, te
     sin(y / t_k) for even k, cos(y / t_k) for odd k."""
     if num_pos_feats < 2 or num_pos_feats % 2:
         raise ValueError(f"deformable_position_encoding: num_pos_feats must be even and >= 2, got {num_pos_feats!r}")
-    periods = float(temperature) ** (2 * (np.arange(num_pos_feats) // 2) / num_pos_feats)
-
-    def encode(size: int) -> np.ndarray:
-        angles = ((np.arange(size) + 0.5) / (size + 1e-6) * scale)[:, None] / periods
-        angles[:, 0::2], angles[:, 1::2] = np.sin(angles[:, 0::2]), np.cos(angles[:, 1::2])
-        return angles
-
-    rows, cols = encode(height), encode(width)
-    grid = np.concatenate([np.broadcast_to(rows[:, None, :], (height, width, num_pos_feats)),
-                           np.broadcast_to(cols[None, :, :], (height, width, num_pos_feats))], axis=-1)
-    return grid.astype(dtype)
+    y, x = ((np.arange(size) + 0.5) / (size + 1e-6) * scale for size in (height, width))
+    return _sine_grid(y, x, num_pos_feats, temperature, dtype)
 
 
 def inverse_sigmoid(x, eps: float = 1e-5) -> Tensor:
@@ -303,13 +302,7 @@ class DeformableDetrResNetBackbone(Module):
         self.body = _resnet_body(self.depth, 64, 4, True)
 
     def build(self, input_shape) -> None:
-        self.body.build(tuple(input_shape))
-        self.body.built = True
-        trained = list(reversed(RESNET_STAGES))[:self.trainable_layers] + (["bn1"] if self.trainable_layers == 5
-                                                                          else [])
-        for name, layer in self.body.named_children():
-            if name not in trained:
-                layer.freeze()
+        _build_resnet_body(self.body, input_shape, self.trainable_layers)
         self.built = True
 
     def forward(self, images) -> list[Tensor]:
@@ -366,28 +359,12 @@ class DeformableDetrCriterion(SetCriterion):
                          bbox_weight, giou_weight)
         self.focal_alpha = float(focal_alpha)
 
-    def losses(self, logits: Tensor, boxes: Tensor, targets: Sequence[dict], num_boxes: int) -> dict[str, Tensor]:
-        n, q, classes = logits.shape
-        matches = self.matcher(logits.numpy(), boxes.numpy(), targets)
-        onehot = np.zeros((n, q, classes), dtype=logits.dtype)
-        rows, matched_boxes = [], []
+    def class_loss(self, logits: Tensor, matches, targets: Sequence[dict], num_boxes: int) -> Tensor:
+        """The sigmoid focal loss of every (query, class) score against the matched labels, / ``num_boxes``."""
+        onehot = np.zeros(logits.shape, dtype=logits.dtype)
         for image, ((queries, objects), target) in enumerate(zip(matches, targets)):
             onehot[image, queries, np.asarray(target["labels"])[objects]] = 1.0
-            rows.append(image * q + queries)
-            matched_boxes.append(np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4)[objects])
-        loss_ce = vision.sigmoid_focal_loss(logits, onehot, alpha=self.focal_alpha, reduction="sum") / num_boxes
-        rows = np.concatenate(rows)
-        if len(rows) == 0:
-            loss_bbox = loss_giou = boxes.sum() * 0.0
-        else:
-            predicted = F.take_rows(F.reshape(boxes, n * q, 4), rows)
-            truth = np.concatenate(matched_boxes).astype(boxes.dtype)
-            loss_bbox = F.abs(predicted - Tensor(truth, dtype=truth.dtype)).sum() / num_boxes
-            truth_corners = np.concatenate([truth[:, :2] - truth[:, 2:] / 2, truth[:, :2] + truth[:, 2:] / 2], axis=1)
-            loss_giou = vision.generalized_box_iou_loss(vision.box_convert(predicted, "cxcywh", "xyxy"), truth_corners,
-                                                        reduction="sum", eps=0.0) / num_boxes
-        terms = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
-        return {key: value * self.weights[key] for key, value in terms.items()}
+        return vision.sigmoid_focal_loss(logits, onehot, alpha=self.focal_alpha, reduction="sum") / num_boxes
 
 
 # -- the model ---------------------------------------------------------------------------------------------
@@ -495,31 +472,21 @@ class DeformableDETR(DetectorBase):
         return outputs
 
     def forward(self, images, targets=None):
-        x, checked = self._checked_inputs(images, targets)
-        outputs = self.raw_outputs(self.normalize(x))
-        height, width = x.shape[1:3]
-        if self.training:
-            scale = np.array([width, height, width, height], dtype=np.float64)
-            return self.criterion(outputs, [{"labels": t["labels"], "boxes": _centres(t["boxes"] / scale)}
-                                            for t in checked])
-        return self.postprocess(outputs, (height, width))
+        return _train_or_detect(self, images, targets)
 
     def postprocess(self, outputs: dict, image_size: tuple[int, int]) -> list[dict[str, np.ndarray]]:
         """Per image the best (query, class) pairs (class docstring) for an image of (height, width)."""
         logits = outputs["pred_logits"].numpy().astype(np.float64)
         boxes = outputs["pred_boxes"].numpy().astype(np.float64)
         scores_all = 1.0 / (1.0 + np.exp(-logits))
-        height, width = image_size
-        scale = np.array([width, height, width, height], dtype=np.float64)
         classes = logits.shape[-1]
         detections = []
         for image_scores, image_boxes in zip(scores_all, boxes):
             flat = image_scores.reshape(-1)
             order = np.argsort(-flat, kind="stable")[:self.detections_per_img]
             order = order[flat[order] > self.score_thresh]
-            corners = vision.box_convert(image_boxes[order // classes], "cxcywh", "xyxy") * scale
-            detections.append({"boxes": corners.astype(np.float32), "scores": flat[order].astype(np.float32),
-                               "labels": (order % classes).astype(np.int64)})
+            detections.append(_pixel_detections(image_boxes[order // classes], flat[order], order % classes,
+                                               image_size))
         return detections
 
 

@@ -52,6 +52,33 @@ def _tokens_shape(layer, shape, features: int) -> tuple:
     return tuple(shape)
 
 
+def _patch_embedding(dim: int, patch_size: int) -> nn.Sequential:
+    """``patch_embed``: a ``patch_size`` x ``patch_size`` / ``patch_size`` convolution to ``dim``
+    channels (``proj``), its (N, h, w, dim) map flattened to (N, h w, dim) patch tokens."""
+    return nn.Sequential(nn.Conv2D(dim, patch_size, stride=patch_size, name="proj"),
+                         nn.Reshape((-1, dim), name="flatten"), name="patch_embed")
+
+
+def _patch_image_shape(model, shape) -> tuple:
+    """``shape`` checked as NHWC images whose height and width are known multiples of ``model.patch_size``."""
+    shape = nhwc(model, shape)
+    if any(n is None or n % model.patch_size for n in shape[1:3]):
+        raise ShapeError(f"{model._label()}: got images of shape {tuple(shape)}; their height and width must be "
+                         f"known multiples of the patch size {model.patch_size}")
+    return shape
+
+
+def _embed_patches(model, x) -> Tensor:
+    """``model.patch_embed`` of NHWC images ``x``, checked to give the ``model.num_patches`` it was built for."""
+    if x.ndim != 4:
+        raise input_error(model, x, "a 4-D NHWC batch of images (batch, height, width, channels)")
+    patches = model.patch_embed(x)
+    if patches.shape[1] != model.num_patches:
+        raise input_error(model, x, f"images of {model.num_patches} patches of {model.patch_size}x"
+                                    f"{model.patch_size}, as the model was built for")
+    return patches
+
+
 @register_layer
 class FusedQKVAttention(Module):
     """softmax(Q_h K_h^T / sqrt(d)) V_h for every head h, joined: (N, T, 3 D) [Q; K; V] ->
@@ -183,8 +210,7 @@ class DeiT(Block):
         self.mlp_ratio, self.distilled = float(mlp_ratio), bool(distilled)
         self.num_prefix_tokens = 2 if self.distilled else 1
         self.num_patches: int | None = None
-        self.patch_embed = nn.Sequential(nn.Conv2D(dim, patch_size, stride=patch_size, name="proj"),
-                                         nn.Reshape((-1, dim), name="flatten"), name="patch_embed")
+        self.patch_embed = _patch_embedding(dim, patch_size)
         hidden = int(dim * mlp_ratio)
         self.blocks = nn.Sequential(*[DeiTBlock(dim, num_heads, hidden, name=str(k)) for k in range(depth)],
                                     name="blocks")
@@ -193,15 +219,8 @@ class DeiT(Block):
         if self.distilled:
             self.head_dist = nn.Dense(num_classes, name="head_dist")
 
-    def _image_shape(self, shape) -> tuple:
-        shape = nhwc(self, shape)
-        if any(n is None or n % self.patch_size for n in shape[1:3]):
-            raise ShapeError(f"{self._label()}: got images of shape {tuple(shape)}; their height and width must be "
-                             f"known multiples of the patch size {self.patch_size}")
-        return shape
-
     def trace(self, shape, step):
-        shape = self._image_shape(shape)
+        shape = _patch_image_shape(self, shape)
         patches = step(self.patch_embed, shape)
         tokens = step(self.blocks, (patches[0], patches[1] + self.num_prefix_tokens, self.dim))
         pooled = (step(self.norm, tokens)[0], self.dim)
@@ -211,7 +230,7 @@ class DeiT(Block):
 
     def build(self, input_shape) -> None:
         super().build(input_shape)
-        shape = self._image_shape(input_shape)
+        shape = _patch_image_shape(self, input_shape)
         self.num_patches = (shape[1] // self.patch_size) * (shape[2] // self.patch_size)
         d, rows, dtype = self.dim, self.num_patches + self.num_prefix_tokens, backend.get_default_dtype()
         normal = initializers.normal(POSITION_STD)
@@ -225,12 +244,7 @@ class DeiT(Block):
         return [self.cls_token, self.dist_token] if self.distilled else [self.cls_token]
 
     def forward(self, x):
-        if x.ndim != 4:
-            raise input_error(self, x, "a 4-D NHWC batch of images (batch, height, width, channels)")
-        patches = self.patch_embed(x)
-        if patches.shape[1] != self.num_patches:
-            raise input_error(self, x, f"images of {self.num_patches} patches of {self.patch_size}x{self.patch_size}, "
-                                       f"as the model was built for")
+        patches = _embed_patches(self, x)
         batch = patches.shape[0]
         prefix = [F.broadcast_to(token, (batch, 1, self.dim)) for token in self.prefix_tokens()]
         z = self.norm(self.blocks(F.add(F.concat([*prefix, patches], axis=1), self.pos_embed)))

@@ -87,6 +87,13 @@ def sine_position_encoding(height: int, width: int, num_pos_feats: int, temperat
     x = np.arange(1, width + 1, dtype=np.float64)
     if normalize:
         y, x = y / (height + 1e-6) * scale, x / (width + 1e-6) * scale
+    return _sine_grid(y, x, num_pos_feats, temperature, dtype)
+
+
+def _sine_grid(y: np.ndarray, x: np.ndarray, num_pos_feats: int, temperature: float, dtype) -> np.ndarray:
+    """(len(y), len(x), 2 F): at cell (i, j) the F features of the row position y_i, then the F
+    of the column position x_j; with t_k = temperature^(2 floor(k / 2) / F), feature k of y is
+    sin(y / t_k) for even k and cos(y / t_k) for odd k."""
     periods = float(temperature) ** (2 * (np.arange(num_pos_feats) // 2) / num_pos_feats)
 
     def encode(values: np.ndarray) -> np.ndarray:
@@ -95,8 +102,9 @@ def sine_position_encoding(height: int, width: int, num_pos_feats: int, temperat
         return angles
 
     rows, cols = encode(y), encode(x)
-    grid = np.concatenate([np.broadcast_to(rows[:, None, :], (height, width, num_pos_feats)),
-                           np.broadcast_to(cols[None, :, :], (height, width, num_pos_feats))], axis=-1)
+    shape = (len(y), len(x), num_pos_feats)
+    grid = np.concatenate([np.broadcast_to(rows[:, None, :], shape), np.broadcast_to(cols[None, :, :], shape)],
+                          axis=-1)
     return grid.astype(dtype)
 
 
@@ -349,6 +357,17 @@ class DetrMLP(Module):
                 "num_layers": self.num_layers, "name": self.name}
 
 
+def _build_resnet_body(body: Module, input_shape, trainable_layers: int) -> None:
+    """Build a ResNet ``body`` for ``input_shape`` and freeze all but the last ``trainable_layers``
+    of conv1, layer1 .. layer4 (all five: bn1 trained too)."""
+    body.build(tuple(input_shape))
+    body.built = True
+    trained = list(reversed(RESNET_STAGES))[:trainable_layers] + (["bn1"] if trainable_layers == 5 else [])
+    for name, layer in body.named_children():
+        if name not in trained:
+            layer.freeze()
+
+
 @register_layer
 class DetrBackbone(Module):
     """A ResNet ``body`` (torchvision's names: conv1, bn1, layer1 ..) cut after stage
@@ -371,13 +390,7 @@ class DetrBackbone(Module):
         self.body = _resnet_body(self.depth, self.width, self.stages, self.frozen_batch_norm)
 
     def build(self, input_shape) -> None:
-        self.body.build(tuple(input_shape))
-        self.body.built = True
-        trained = list(reversed(RESNET_STAGES))[:self.trainable_layers] + (["bn1"] if self.trainable_layers == 5
-                                                                          else [])
-        for name, layer in self.body.named_children():
-            if name not in trained:
-                layer.freeze()
+        _build_resnet_body(self.body, input_shape, self.trainable_layers)
         self.built = True
 
     def forward(self, images) -> Tensor:
@@ -412,30 +425,63 @@ class SetCriterion:
 
     def losses(self, logits: Tensor, boxes: Tensor, targets: Sequence[dict], num_boxes: int) -> dict[str, Tensor]:
         """The three weighted terms of one set of outputs."""
-        n, q, classes = logits.shape
         matches = self.matcher(logits.numpy(), boxes.numpy(), targets)
+        terms = {"loss_ce": self.class_loss(logits, matches, targets, num_boxes),
+                 **self.box_losses(boxes, matches, targets, num_boxes)}
+        return {key: value * self.weights[key] for key, value in terms.items()}
+
+    def class_loss(self, logits: Tensor, matches, targets: Sequence[dict], num_boxes: int) -> Tensor:
+        """Cross-entropy of every query's class: its matched object's label, "no object" (the
+        last class, weight ``eos_coef``) for the unmatched queries."""
+        n, q, classes = logits.shape
         wanted = np.full((n, q), self.num_classes, dtype=np.int64)
-        rows, matched_boxes = [], []
         for image, ((queries, objects), target) in enumerate(zip(matches, targets)):
             wanted[image, queries] = np.asarray(target["labels"])[objects]
-            rows.append(image * q + queries)
-            matched_boxes.append(np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4)[objects])
         class_weights = np.ones(classes, dtype=logits.dtype)
         class_weights[-1] = self.eos_coef
-        loss_ce = F.cross_entropy(logits, wanted, weight=class_weights)
-        rows = np.concatenate(rows)
+        return F.cross_entropy(logits, wanted, weight=class_weights)
+
+    @staticmethod
+    def box_losses(boxes: Tensor, matches, targets: Sequence[dict], num_boxes: int) -> dict[str, Tensor]:
+        """'loss_bbox' (L1) and 'loss_giou' (1 - GIoU) of the matched queries' boxes, summed and
+        divided by ``num_boxes``; zeros (keeping the graph) when nothing is matched."""
+        n, q = boxes.shape[:2]
+        rows = np.concatenate([image * q + queries for image, (queries, _) in enumerate(matches)])
         if len(rows) == 0:
             zero = boxes.sum() * 0.0
-            loss_bbox = loss_giou = zero
-        else:
-            predicted = F.take_rows(F.reshape(boxes, n * q, 4), rows)
-            truth = np.concatenate(matched_boxes).astype(boxes.dtype)
-            loss_bbox = F.abs(predicted - Tensor(truth)).sum() / num_boxes
-            truth_corners = np.concatenate([truth[:, :2] - truth[:, 2:] / 2, truth[:, :2] + truth[:, 2:] / 2], axis=1)
-            loss_giou = vision.generalized_box_iou_loss(vision.box_convert(predicted, "cxcywh", "xyxy"), truth_corners,
-                                                        reduction="sum", eps=0.0) / num_boxes
-        terms = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
-        return {key: value * self.weights[key] for key, value in terms.items()}
+            return {"loss_bbox": zero, "loss_giou": zero}
+        predicted = F.take_rows(F.reshape(boxes, n * q, 4), rows)
+        truth = np.concatenate([np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4)[objects]
+                                for (_, objects), target in zip(matches, targets)]).astype(boxes.dtype)
+        loss_bbox = F.abs(predicted - Tensor(truth, dtype=truth.dtype)).sum() / num_boxes
+        truth_corners = np.concatenate([truth[:, :2] - truth[:, 2:] / 2, truth[:, :2] + truth[:, 2:] / 2], axis=1)
+        loss_giou = vision.generalized_box_iou_loss(vision.box_convert(predicted, "cxcywh", "xyxy"), truth_corners,
+                                                    reduction="sum", eps=0.0) / num_boxes
+        return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
+
+
+def _train_or_detect(model: DetectorBase, images, targets=None):
+    """DETR's and Deformable DETR's ``forward``: in training mode the criterion's losses for
+    ``targets`` (pixel (x1, y1, x2, y2) boxes, made normalised (cx, cy, w, h)), else
+    :meth:`postprocess`'s detections."""
+    x, checked = model._checked_inputs(images, targets)
+    outputs = model.raw_outputs(model.normalize(x))
+    height, width = x.shape[1:3]
+    if model.training:
+        scale = np.array([width, height, width, height], dtype=np.float64)
+        return model.criterion(outputs, [{"labels": t["labels"], "boxes": _centres(t["boxes"] / scale)}
+                                         for t in checked])
+    return model.postprocess(outputs, (height, width))
+
+
+def _pixel_detections(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                     image_size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """One image's detections: normalised (cx, cy, w, h) ``boxes`` as (x1, y1, x2, y2) pixels of
+    an image of (height, width), float32 ``scores`` and int64 ``labels``."""
+    height, width = image_size
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    corners = vision.box_convert(boxes, "cxcywh", "xyxy") * scale
+    return {"boxes": corners.astype(np.float32), "scores": scores.astype(np.float32), "labels": labels.astype(np.int64)}
 
 
 @register_layer
@@ -515,14 +561,7 @@ class DETR(DetectorBase):
         return outputs
 
     def forward(self, images, targets=None):
-        x, checked = self._checked_inputs(images, targets)
-        outputs = self.raw_outputs(self.normalize(x))
-        height, width = x.shape[1:3]
-        if self.training:
-            scale = np.array([width, height, width, height], dtype=np.float64)
-            return self.criterion(outputs, [{"labels": t["labels"], "boxes": _centres(t["boxes"] / scale)}
-                                            for t in checked])
-        return self.postprocess(outputs, (height, width))
+        return _train_or_detect(self, images, targets)
 
     def postprocess(self, outputs: dict, image_size: tuple[int, int]) -> list[dict[str, np.ndarray]]:
         """Per image the detections of ``outputs`` (see the class docstring) for an image of
@@ -531,16 +570,12 @@ class DETR(DetectorBase):
         boxes = outputs["pred_boxes"].numpy().astype(np.float64)
         probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
         probabilities /= probabilities.sum(axis=-1, keepdims=True)
-        height, width = image_size
-        scale = np.array([width, height, width, height], dtype=np.float64)
         detections = []
         for image_probabilities, image_boxes in zip(probabilities[..., :-1], boxes):
             scores, labels = image_probabilities.max(axis=-1), image_probabilities.argmax(axis=-1)
             keep = np.flatnonzero(scores > self.score_thresh)
             keep = keep[np.argsort(-scores[keep], kind="stable")]
-            corners = vision.box_convert(image_boxes[keep], "cxcywh", "xyxy") * scale
-            detections.append({"boxes": corners.astype(np.float32), "scores": scores[keep].astype(np.float32),
-                               "labels": labels[keep].astype(np.int64)})
+            detections.append(_pixel_detections(image_boxes[keep], scores[keep], labels[keep], image_size))
         return detections
 
     # -- configuration -------------------------------------------------------------------

@@ -28,7 +28,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.bert import BertEmbeddings, BertLayer, _key_mask, _normal
+from lamina.models.bert import BertEmbeddings, BertLayer, _as_ids, _key_mask, _normal
 from lamina.models.schedulers.base import rng_from
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
@@ -39,14 +39,6 @@ from lamina.nn.sample_norm import LayerNorm
 
 __all__ = ["ELECTRA", "ElectraPretrainingOutput", "electra_pretraining_loss", "random_token_mask",
            "replaced_token_labels"]
-
-
-def _as_ids(ids, who: str) -> np.ndarray:
-    ids = np.asarray(backend.to_numpy(ids.data) if isinstance(ids, Tensor) else ids)
-    if ids.ndim != 2 or ids.dtype.kind not in "iu":
-        raise ShapeError(f"{who}: expected integer token ids of shape (batch, time), got {ids.dtype} ids of shape "
-                         f"{ids.shape}")
-    return ids
 
 
 @register_layer
