@@ -129,6 +129,19 @@ class WaveNetLayer(Module):
                 "residual": self.residual, "name": self.name}
 
 
+def draw_levels(logits, temperature: float, rng) -> np.ndarray:
+    """One level per row of ``logits`` (..., levels): the argmax at ``temperature`` 0, else a draw
+    from softmax(logits / temperature) by inverse-CDF sampling with ``rng``'s uniforms."""
+    logits = backend.to_numpy(logits).astype(np.float64)
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    logits = logits / temperature
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    draws = (probs.cumsum(axis=-1) < rng.uniform(size=probs.shape[:-1] + (1,))).sum(axis=-1)
+    return np.minimum(draws, probs.shape[-1] - 1)
+
+
 @register_layer
 class WaveNet(Module):
     """WaveNet over mu-law codes (batch, steps) -> logits (batch, steps, Q) predicting the next
@@ -258,17 +271,6 @@ class WaveNet(Module):
         hidden = xp.maximum(xp.maximum(skips, 0.0) @ self.end_weight.data + self.end_bias.data, 0.0)
         return hidden @ self.output_weight.data + self.output_bias.data
 
-    @staticmethod
-    def _draw(logits, temperature: float, rng) -> np.ndarray:
-        logits = backend.to_numpy(logits).astype(np.float64)
-        if temperature == 0:
-            return logits.argmax(axis=-1)
-        logits = logits / temperature
-        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        probs /= probs.sum(axis=-1, keepdims=True)
-        draws = (probs.cumsum(axis=-1) < rng.uniform(size=probs.shape[:-1] + (1,))).sum(axis=-1)
-        return np.minimum(draws, probs.shape[-1] - 1)
-
     def generate(self, n: int, local=None, speakers=None, temperature: float = 1.0, seed: int | None = None,
                  prime=None, batch: int = 1, fast: bool = True) -> np.ndarray:
         """Draw ``n`` codes after ``prime`` (batch, P) (default: the code of silence, Q // 2, for
@@ -296,7 +298,7 @@ class WaveNet(Module):
             else:
                 for t in range(codes.shape[1] - 1, total - 1):
                     logits = self.forward(out[:, :t + 1], local, speakers).data[:, t]
-                    out[:, t + 1] = self._draw(logits, temperature, rng)
+                    out[:, t + 1] = draw_levels(logits, temperature, rng)
         return out
 
     def _generate_fast(self, out, primed: int, local_steps, speaker, temperature: float, rng) -> None:
@@ -314,7 +316,7 @@ class WaveNet(Module):
                 h, skip = layer.step(queue, t, h, local_t, speaker_data)
                 skips = skips + skip
             if t + 1 >= primed:
-                out[:, t + 1] = self._draw(self._head(skips), temperature, rng)
+                out[:, t + 1] = draw_levels(self._head(skips), temperature, rng)
 
     def get_config(self) -> dict:
         return {"quantization_channels": self.quantization_channels, "residual_channels": self.residual_channels,

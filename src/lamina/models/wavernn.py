@@ -34,6 +34,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.models.constructor_config import register_with_arguments
+from lamina.models.wavenet import draw_levels
 from lamina.nn import init as initializers
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, evaluation_mode
@@ -67,17 +68,6 @@ def _scaled(values, levels: int, dtype) -> Tensor:
     """Integer levels in [0, levels) as a constant of floats in [-1, 1]."""
     scaled = np.asarray(values, dtype=np.float64) * (2.0 / (levels - 1)) - 1.0
     return Tensor._constant(backend.xp.asarray(scaled), np.dtype(dtype))
-
-
-def _draw(logits, temperature: float, rng) -> np.ndarray:
-    logits = backend.to_numpy(logits).astype(np.float64)
-    if temperature == 0:
-        return logits.argmax(axis=-1)
-    logits = logits / temperature
-    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs /= probs.sum(axis=-1, keepdims=True)
-    draws = (probs.cumsum(axis=-1) < rng.uniform(size=probs.shape[:-1] + (1,))).sum(axis=-1)
-    return np.minimum(draws, probs.shape[-1] - 1)
 
 
 @register_with_arguments
@@ -272,7 +262,7 @@ class WaveRNN(Module):
         if self.mode == "single":
             x = _scaled(previous[:, None], self.levels, self.input_weight.dtype)
             h = self.cell(F.concat([x] + parts, axis=-1) if parts else x, h)
-            return _draw(self.head(h).data, temperature, rng), h
+            return draw_levels(self.head(h).data, temperature, rng), h
         coarse, fine = split_coarse_fine(previous)
         half = self.hidden_size // 2
 
@@ -282,9 +272,9 @@ class WaveRNN(Module):
             return F.concat([x] + parts, axis=-1) if parts else x
 
         coarse_state = self.cell(inputs(np.zeros_like(coarse)), h)[:, :half]      # blind to c_t
-        c_t = _draw(self.head(coarse_state, "coarse").data, temperature, rng)
+        c_t = draw_levels(self.head(coarse_state, "coarse").data, temperature, rng)
         h = self.cell(inputs(c_t), h)
-        f_t = _draw(self.head(h[:, half:], "fine").data, temperature, rng)
+        f_t = draw_levels(self.head(h[:, half:], "fine").data, temperature, rng)
         return merge_coarse_fine(c_t, f_t), h
 
     def generate(self, mels=None, length: int | None = None, temperature: float = 1.0, seed: int | None = None,
