@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ctr_checks import fit_ctr, logistic_regression_auc
 
 import lamina
-from lamina import functional as F
-from lamina import optim
 from lamina.models import DIN, DCNv2, DeepFM
 from lamina.models.graph_autoencoder import roc_auc_score
 
@@ -28,35 +27,6 @@ def _field_data(n: int, seed: int):
     return ids, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32), logit
 
 
-def _fit(model, inputs, labels, epochs: int, lr: float, batch: int = 128):
-    opt = optim.Adam(model, lr=lr)
-    rng = np.random.default_rng(0)
-    for _ in range(epochs):
-        for rows in np.array_split(rng.permutation(len(labels)), len(labels) // batch):
-            loss = F.binary_cross_entropy(model(*(x[rows] for x in inputs)), labels[rows], from_logits=True)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-
-
-def _logistic_regression_auc(train_ids, train_y, test_ids, test_y) -> float:
-    """Logistic regression on the one-hot fields, full-batch gradient descent (NumPy)."""
-    offsets = np.concatenate([[0], np.cumsum(FIELD_DIMS)[:-1]])
-
-    def one_hot(ids):
-        x = np.zeros((len(ids), sum(FIELD_DIMS)))
-        np.put_along_axis(x, ids + offsets, 1.0, axis=1)
-        return x
-
-    x, w, b = one_hot(train_ids), np.zeros(sum(FIELD_DIMS)), 0.0
-    for _ in range(500):
-        residual = 1 / (1 + np.exp(-(x @ w + b))) - train_y
-        w -= 0.5 * x.T @ residual / len(train_y)
-        b -= 0.5 * residual.mean()
-    return roc_auc_score(test_y, one_hot(test_ids) @ w + b)
-
-
 @pytest.fixture(scope="module")
 def field_data():
     return _field_data(3000, seed=1), _field_data(1000, seed=2)
@@ -70,9 +40,9 @@ def test_deepfm_and_dcnv2_beat_logistic_regression(name, field_data):
         model = DeepFM(FIELD_DIMS, embed_dim=4, mlp_dims=(16,))
     else:
         model = DCNv2(FIELD_DIMS, embed_dim=4, num_cross_layers=2, mlp_dims=(16,), low_rank=8)
-    _fit(model, (train_ids,), train_y, epochs=4, lr=0.03)
+    fit_ctr(model, (train_ids,), train_y, epochs=4, lr=0.03)
     learned = roc_auc_score(test_y, model(test_ids).numpy())
-    baseline = _logistic_regression_auc(train_ids, train_y, test_ids, test_y)
+    baseline = logistic_regression_auc(FIELD_DIMS, train_ids, train_y, test_ids, test_y)
     best = roc_auc_score(test_y, planted)
     print(f"{name}: AUC {learned:.3f}, logistic regression {baseline:.3f}, planted rule {best:.3f}")
     assert baseline < 0.6 and learned > baseline + 0.2
@@ -98,7 +68,7 @@ def test_din_beats_its_sum_pooled_base_model():
         lamina.manual_seed(0)
         model = DIN(40, embed_dim=4, attention_mlp=(16,), mlp_dims=(32, 16), category_vocab=10,
                     activation="dice", use_attention=use_attention)
-        _fit(model, *train, epochs=5, lr=0.02)
+        fit_ctr(model, *train, epochs=5, lr=0.02)
         aucs[use_attention] = roc_auc_score(test_y, model(*test).numpy())
     print(f"DIN: AUC {aucs[True]:.3f}, sum-pooled {aucs[False]:.3f}")
     assert aucs[True] > aucs[False] + 0.1

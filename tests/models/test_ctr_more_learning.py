@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ctr_checks import fit_ctr, logistic_regression_auc
 
 import lamina
-from lamina import functional as F
-from lamina import optim
 from lamina.models import AutoInt, WideAndDeep, XDeepFM
 from lamina.models.graph_autoencoder import roc_auc_score
 
@@ -31,35 +30,6 @@ def _field_data(n: int, seed: int):
     return ids, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32), logit
 
 
-def _fit(model, ids, labels, epochs: int = EPOCHS, lr: float = 0.03, batch: int = 128):
-    opt = optim.Adam(model, lr=lr)
-    rng = np.random.default_rng(0)
-    for _ in range(epochs):
-        for rows in np.array_split(rng.permutation(len(labels)), len(labels) // batch):
-            loss = F.binary_cross_entropy(model(ids[rows]), labels[rows], from_logits=True)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-
-
-def _logistic_regression_auc(train_ids, train_y, test_ids, test_y) -> float:
-    """Logistic regression on the one-hot fields, full-batch gradient descent (NumPy)."""
-    offsets = np.concatenate([[0], np.cumsum(FIELD_DIMS)[:-1]])
-
-    def one_hot(ids):
-        x = np.zeros((len(ids), sum(FIELD_DIMS)))
-        np.put_along_axis(x, ids + offsets, 1.0, axis=1)
-        return x
-
-    x, w, b = one_hot(train_ids), np.zeros(sum(FIELD_DIMS)), 0.0
-    for _ in range(500):
-        residual = 1 / (1 + np.exp(-(x @ w + b))) - train_y
-        w -= 0.5 * x.T @ residual / len(train_y)
-        b -= 0.5 * residual.mean()
-    return roc_auc_score(test_y, one_hot(test_ids) @ w + b)
-
-
 MODELS = {
     "WideAndDeep": lambda: WideAndDeep(FIELD_DIMS, embed_dim=4, mlp_dims=(16,)),
     "WideAndDeep+crosses": lambda: WideAndDeep(FIELD_DIMS, embed_dim=4, mlp_dims=(16,),
@@ -72,12 +42,12 @@ MODELS = {
 @pytest.fixture(scope="module")
 def aucs():
     (train_ids, train_y, _), (test_ids, test_y, planted) = _field_data(3000, seed=1), _field_data(1000, seed=2)
-    result = {"logistic regression": _logistic_regression_auc(train_ids, train_y, test_ids, test_y),
+    result = {"logistic regression": logistic_regression_auc(FIELD_DIMS, train_ids, train_y, test_ids, test_y),
               "planted rule": roc_auc_score(test_y, planted)}
     for name, make in MODELS.items():
         lamina.manual_seed(0)
         model = make()
-        _fit(model, train_ids, train_y)
+        fit_ctr(model, (train_ids,), train_y, epochs=EPOCHS, lr=0.03)
         result[name] = roc_auc_score(test_y, model(test_ids).numpy())
     print(", ".join(f"{name} {auc:.3f}" for name, auc in result.items()))
     return result
