@@ -29,11 +29,11 @@ from __future__ import annotations
 import numpy as np
 
 from lamina import functional as F
-from lamina.autograd import Tensor, no_grad
+from lamina.autograd import Tensor
 from lamina.models.constructor_config import register_with_arguments
 from lamina.models.encoder_decoder_cache import cached_keys_values
 from lamina.models.hf_weights import build_children, main_input_shape
-from lamina.models.t5_generation import t5_beam_search, t5_greedy_or_sample
+from lamina.models.t5_generation import generate_from_inputs
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
@@ -440,19 +440,8 @@ class BartForConditionalGeneration(Module):
         mask = None if attention_mask is None else _ids(attention_mask).astype(bool)
         if mask is not None and mask.shape != input_ids.shape:
             raise ValueError(f"{who}: attention_mask of shape {mask.shape} for input_ids {input_ids.shape}")
-        mode = self.training
-        self.eval()
-        try:
-            with no_grad():
-                encoded = self.encode(input_ids, mask)
-                if beam_width == 1:
-                    return t5_greedy_or_sample(self, encoded, mask, max_length, use_cache, False, 1.0, None, None,
-                                               None)
-                ids, scores = t5_beam_search(self, encoded, mask, max_length, beam_width, use_cache,
-                                             float(length_penalty), early_stopping)
-                return (ids, scores) if return_scores else ids
-        finally:
-            self.train(mode)
+        return generate_from_inputs(self, input_ids, mask, max_length, beam_width, use_cache, length_penalty,
+                                    early_stopping, return_scores)
 
     def compute_output_shape(self, input_shape):
         return main_input_shape(input_shape) + (self.vocab_size,)

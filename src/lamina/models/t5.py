@@ -37,7 +37,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from lamina import functional as F
-from lamina.autograd import Tensor, no_grad
+from lamina.autograd import Tensor
 from lamina.models.encoder_decoder_cache import cached_keys_values
 from lamina.models.hf_weights import (
     HFWeight,
@@ -48,7 +48,7 @@ from lamina.models.hf_weights import (
     main_input_shape,
     read_state_dict,
 )
-from lamina.models.t5_generation import t5_beam_search, t5_greedy_or_sample
+from lamina.models.t5_generation import generate_from_inputs
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
@@ -506,19 +506,8 @@ class T5(Module):
             raise ValueError(f"{who}: attention_mask of shape {mask.shape} for input_ids {input_ids.shape}")
         if not self.built:
             self.build(input_ids.shape)
-        mode = self.training
-        self.eval()
-        try:
-            with no_grad():
-                encoded = self.encode(input_ids, mask)
-                if beam_width == 1:
-                    return t5_greedy_or_sample(self, encoded, mask, max_length, use_cache, do_sample, temperature,
-                                               top_k, top_p, seed)
-                ids, scores = t5_beam_search(self, encoded, mask, max_length, beam_width, use_cache,
-                                             float(length_penalty), early_stopping)
-                return (ids, scores) if return_scores else ids
-        finally:
-            self.train(mode)
+        return generate_from_inputs(self, input_ids, mask, max_length, beam_width, use_cache, length_penalty,
+                                    early_stopping, return_scores, do_sample, temperature, top_k, top_p, seed)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.vocab_size,)

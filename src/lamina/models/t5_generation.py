@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lamina import functional as F
+from lamina.autograd import no_grad
 from lamina.text.generate import sample_token
 
-__all__ = ["BeamHypotheses", "t5_beam_search", "t5_greedy_or_sample"]
+__all__ = ["BeamHypotheses", "generate_from_inputs", "t5_beam_search", "t5_greedy_or_sample"]
 
 _UNREACHABLE = -1e9        # the initial sum of all beams but the first (they start identical)
 
@@ -169,3 +170,25 @@ def t5_beam_search(model, encoded, mask, max_length: int, width: int, use_cache:
         if len(ids) < longest:
             out[i, len(ids)] = eos
     return out, np.asarray([score for score, _ in best])
+
+
+def generate_from_inputs(model, input_ids, mask, max_length: int, beam_width: int, use_cache: bool,
+                         length_penalty: float, early_stopping, return_scores: bool, do_sample: bool = False,
+                         temperature: float = 1.0, top_k=None, top_p=None, seed=None):
+    """The decoding shared by the encoder-decoder models' ``generate`` (checked arguments): in
+    evaluation mode without a graph, encode once, then greedy or sampled decoding
+    (:func:`t5_greedy_or_sample`, ``beam_width`` 1) or :func:`t5_beam_search`; ids, or (ids,
+    scores) with ``return_scores``. The model's training mode is restored afterwards."""
+    mode = model.training
+    model.eval()
+    try:
+        with no_grad():
+            encoded = model.encode(input_ids, mask)
+            if beam_width == 1:
+                return t5_greedy_or_sample(model, encoded, mask, max_length, use_cache, do_sample, temperature,
+                                           top_k, top_p, seed)
+            ids, scores = t5_beam_search(model, encoded, mask, max_length, beam_width, use_cache,
+                                         float(length_penalty), early_stopping)
+            return (ids, scores) if return_scores else ids
+    finally:
+        model.train(mode)
