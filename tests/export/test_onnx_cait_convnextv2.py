@@ -4,10 +4,12 @@ parameter moved off its initial value, and the export leaves the weights as they
 
 from __future__ import annotations
 
+import functools
 import pathlib
 
 import numpy as np
 import pytest
+from onnx_checks import check_export
 
 import lamina
 from helpers import assert_close
@@ -18,29 +20,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-def _perturb(model: nn.Module) -> None:
-    """Every parameter moved off its initial value (GRN's zero gamma and beta would make it the identity)."""
-    rng = np.random.default_rng(7)
-    for parameter in model.parameters():
-        parameter.data[...] = parameter.data + 0.3 * rng.standard_normal(parameter.shape).astype(parameter.dtype)
-
-
-def _check(model: nn.Module, tmp_path, input_shape, what: str, rtol: float = 1e-5, opset: int = 17) -> None:
-    lamina.manual_seed(0)
-    model(lamina.tensor(np.zeros((1, *input_shape), dtype=np.float32)))
-    _perturb(model)
-    model.eval()
-    before = {name: np.array(value, copy=True) for name, value in model.state_dict().items()}
-    path = export_onnx(model, tmp_path / "model.onnx", input_shape=input_shape, opset=opset)
-    assert all(np.array_equal(before[name], value) for name, value in model.state_dict().items())
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = np.random.default_rng(batch).standard_normal((batch, *input_shape)).astype(np.float32)
-        with lamina.no_grad():
-            expected = model(lamina.tensor(x)).numpy()
-        (got,) = session.run(None, {"input": x})
-        assert got.shape == expected.shape, what
-        assert_close(got, expected, rtol=rtol, what=f"{what}, batch {batch}")
+_check = functools.partial(check_export, build=True, perturb_seed=7)
 
 
 def _grn_reference(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:

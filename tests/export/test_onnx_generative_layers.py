@@ -12,6 +12,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from onnx_checks import check_export, export_session, perturb
 
 import lamina
 from helpers import assert_close
@@ -25,42 +26,15 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-def _weights(model: nn.Module) -> dict:
-    return {name: np.array(value, copy=True) for name, value in model.state_dict().items()}
-
-
-def _perturb(model: nn.Module, scale: float = 0.3, seed: int = 3) -> nn.Module:
-    rng = np.random.default_rng(seed)
-    for _, p in model.named_parameters():
-        p.data = (p.data + scale * rng.standard_normal(p.shape)).astype(p.data.dtype)
-    return model
-
-
-def _export(model: nn.Module, tmp_path, input_shape, opset: int = 17):
-    """The session running ``model``'s export (which must leave its weights unchanged)."""
-    model.eval()
-    before = _weights(model)
-    path = export_onnx(model, tmp_path / "model.onnx", input_shape=input_shape, opset=opset)
-    after = _weights(model)
-    assert before.keys() == after.keys()
-    assert all(np.array_equal(before[name], after[name]) for name in before)
-    return path, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+_perturb = perturb
+_export = export_session
 
 
 def _check(model: nn.Module, tmp_path, input_shape, what: str, rtol: float = 1e-5, opset: int = 17,
            lengths=(), sample=None):
-    """ONNX Runtime's outputs equal lamina's for inputs of batch 1 and 3 (and ``lengths``
-    other steps); ``sample(shape, rng)`` draws them (standard normal by default)."""
-    path, session = _export(model, tmp_path, input_shape, opset)
-    sample = sample or (lambda shape, rng: rng.standard_normal(shape))
-    shapes = [(batch, *input_shape) for batch in (1, 3)] + [(2, steps, *input_shape[1:]) for steps in lengths]
-    for i, shape in enumerate(shapes):
-        x = sample(shape, np.random.default_rng(i)).astype(np.float32)
-        with lamina.no_grad():
-            expected = model(lamina.tensor(x)).numpy()
-        (got,) = session.run(None, {"input": x})
-        assert_close(got, expected, rtol=rtol, what=f"{what}, input {shape}")
-    return onnx.load(str(path))
+    """:func:`onnx_checks.check_export` returning the exported graph."""
+    return onnx.load(str(check_export(model, tmp_path, input_shape, what, rtol, opset, lengths=lengths,
+                                      sample=sample)))
 
 
 def _ops(proto) -> set:

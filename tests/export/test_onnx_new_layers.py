@@ -12,9 +12,9 @@ import pathlib
 
 import numpy as np
 import pytest
+from onnx_checks import check_export, perturb
 
 import lamina
-from helpers import assert_close
 from lamina import models, nn
 from lamina.export import export_onnx
 from lamina.export.onnx_new_layers import DEFORM_CONV_OPSET
@@ -24,36 +24,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-def _weights(model: nn.Module) -> dict:
-    return {name: np.array(value, copy=True) for name, value in model.state_dict().items()}
-
-
-def _check(model: nn.Module, tmp_path, input_shape, what: str, rtol: float = 1e-5, opset: int = 17,
-           lengths=()) -> None:
-    """ONNX Runtime's outputs equal lamina's for random inputs of batch 1 and 3 (and of each of
-    ``lengths`` more steps, for sequences), and the export changed none of the model's weights."""
-    model.eval()
-    before = _weights(model)
-    path = export_onnx(model, tmp_path / "model.onnx", input_shape=input_shape, opset=opset)
-    after = _weights(model)
-    assert before.keys() == after.keys()
-    assert all(np.array_equal(before[name], after[name]) for name in before)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    shapes = [(batch, *input_shape) for batch in (1, 3)] + [(2, steps, *input_shape[1:]) for steps in lengths]
-    for i, shape in enumerate(shapes):
-        x = np.random.default_rng(i).standard_normal(shape).astype(np.float32)
-        with lamina.no_grad():
-            expected = model(lamina.tensor(x)).numpy()
-        (got,) = session.run(None, {"input": x})
-        assert_close(got, expected, rtol=rtol, what=f"{what}, input {shape}")
-
-
-def _perturb(model: nn.Module, scale: float = 0.3, seed: int = 3) -> nn.Module:
-    """Every parameter moved off its initial value (zero biases, unit gains, zero offsets)."""
-    rng = np.random.default_rng(seed)
-    for _, p in model.named_parameters():
-        p.data = (p.data + scale * rng.standard_normal(p.shape)).astype(p.data.dtype)
-    return model
+_check = check_export
+_perturb = perturb
 
 
 def _train_statistics(model: nn.Module, input_shape) -> nn.Module:

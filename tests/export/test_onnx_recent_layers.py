@@ -6,52 +6,22 @@ layer named."""
 
 from __future__ import annotations
 
+import functools
 import pathlib
 
 import numpy as np
 import pytest
+from onnx_checks import check_export
 
 import lamina
-from helpers import assert_close
 from lamina import models, nn
 from lamina.export import export_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+_check = functools.partial(check_export, build=True, perturb_seed=7)
 
-def _weights(model: nn.Module) -> dict:
-    return {name: np.array(value, copy=True) for name, value in model.state_dict().items()}
-
-
-def _perturb(model: nn.Module) -> None:
-    """Every parameter moved off its initial value (a zero gamma would hide a whole branch)."""
-    rng = np.random.default_rng(7)
-    for parameter in model.parameters():
-        parameter.data[...] = parameter.data + 0.3 * rng.standard_normal(parameter.shape).astype(parameter.dtype)
-
-
-def _check(model: nn.Module, tmp_path, input_shape, what: str, rtol: float = 1e-5,
-           batches=(1, 3)) -> None:
-    """ONNX Runtime's outputs equal lamina's for random inputs of each batch size, and the
-    export changed none of the model's weights."""
-    lamina.manual_seed(0)
-    model(lamina.tensor(np.zeros((1, *input_shape), dtype=np.float32)))
-    _perturb(model)
-    model.eval()
-    before = _weights(model)
-    path = export_onnx(model, tmp_path / "model.onnx", input_shape=input_shape)
-    after = _weights(model)
-    assert before.keys() == after.keys()
-    assert all(np.array_equal(before[name], after[name]) for name in before)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch in batches:
-        x = np.random.default_rng(batch).standard_normal((batch, *input_shape)).astype(np.float32)
-        with lamina.no_grad():
-            expected = model(lamina.tensor(x)).numpy()
-        (got,) = session.run(None, {"input": x})
-        assert got.shape == expected.shape, what
-        assert_close(got, expected, rtol=rtol, what=f"{what}, batch {batch}")
 
 
 @pytest.mark.parametrize("options", [dict(), dict(stride=2, padding=1, groups=2, gamma=1.7, eps=1e-5),

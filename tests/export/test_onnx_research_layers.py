@@ -5,40 +5,21 @@ evaluation and the mixture density head are refused with the layer named."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
+from onnx_checks import check_export
 
 import lamina
-from helpers import assert_close
 from lamina import nn
 from lamina.export import export_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+_check = functools.partial(check_export, build=True)
 
-def _weights(model: nn.Module) -> dict:
-    return {name: np.array(value, copy=True) for name, value in model.state_dict().items()}
-
-
-def _check(model: nn.Module, tmp_path, input_shape, what: str, rtol: float = 1e-5, batches=(1, 3)) -> None:
-    """ONNX Runtime's outputs equal lamina's for random inputs of each batch size, and the
-    export changed none of the model's weights."""
-    lamina.manual_seed(0)
-    model(lamina.tensor(np.zeros((1, *input_shape), dtype=np.float32)))
-    model.eval()
-    before = _weights(model)
-    path = export_onnx(model, tmp_path / "model.onnx", input_shape=input_shape)
-    after = _weights(model)
-    assert before.keys() == after.keys()
-    assert all(np.array_equal(before[name], after[name]) for name in before)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch in batches:
-        x = np.random.default_rng(batch).standard_normal((batch, *input_shape)).astype(np.float32)
-        with lamina.no_grad():
-            expected = model(lamina.tensor(x)).numpy()
-        (got,) = session.run(None, {"input": x})
-        assert_close(got, expected, rtol=rtol, what=f"{what}, batch {batch}")
 
 
 def test_a_siren_exports(tmp_path):
