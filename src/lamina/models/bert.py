@@ -125,15 +125,6 @@ class BertEmbeddings(Module):
         return tuple(input_shape) + (self.hidden_size,)
 
 
-def _as_ids(ids, who: str) -> np.ndarray:
-    """Token ids (an array or a Tensor) as a NumPy integer array of shape (batch, time)."""
-    ids = np.asarray(backend.to_numpy(ids.data) if isinstance(ids, Tensor) else ids)
-    if ids.ndim != 2 or ids.dtype.kind not in "iu":
-        raise ShapeError(f"{who}: expected integer token ids of shape (batch, time), got {ids.dtype} ids of shape "
-                         f"{ids.shape}")
-    return ids
-
-
 def _key_mask(attention_mask, shape: tuple, who: str):
     """Hugging Face's attention mask (N, T), 1 on tokens and 0 on padding, as lamina's boolean key mask."""
     if attention_mask is None:

@@ -41,6 +41,7 @@ from lamina.models.hf_weights import (
     load_hf_state_dict,
     read_state_dict,
 )
+from lamina.models.id_inputs import token_ids
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
 from lamina.nn.conv import Conv2D
@@ -206,14 +207,6 @@ class CLIPVisionTransformer(Module):
         return {"config": dict(self.config), "name": self.name}
 
 
-def _ids(ids, who: str) -> np.ndarray:
-    ids = np.asarray(ids.numpy() if isinstance(ids, Tensor) else ids)
-    if ids.ndim != 2 or ids.dtype.kind not in "iu":
-        raise ShapeError(f"{who}: expected integer token ids of shape (batch, time), got {ids.dtype} ids of shape "
-                         f"{ids.shape}")
-    return ids
-
-
 @register_layer
 class CLIPTextTransformer(Module):
     """CLIP's text tower (Hugging Face's ``CLIPTextTransformer``): ids (N, T), T <=
@@ -250,7 +243,7 @@ class CLIPTextTransformer(Module):
         return found.argmax(axis=-1)
 
     def forward(self, input_ids, attention_mask=None) -> tuple[Tensor, Tensor]:
-        ids = _ids(input_ids, self._label())
+        ids = token_ids(input_ids, self._label())
         n, t = ids.shape
         if t > self.config["max_position_embeddings"]:
             raise ShapeError(f"{self._label()}: the ids of shape {ids.shape} have {t} tokens, more than "

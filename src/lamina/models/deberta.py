@@ -27,7 +27,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.bert import _as_ids, _key_mask, _normal
+from lamina.models.bert import _key_mask, _normal
+from lamina.models.id_inputs import token_ids
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
 from lamina.nn.embedding import Embedding
@@ -177,7 +178,7 @@ class DebertaEncoder(Module):
 
     def hidden_states(self, ids, attention_mask=None) -> list[Tensor]:
         """[h_0, h_1, .., h_L]: the embeddings and every block's output."""
-        ids = _as_ids(ids, self._label())
+        ids = token_ids(ids, self._label())
         key_mask = _key_mask(attention_mask, ids.shape, self._label())
         table = self.relative_table()
         states = [self.embedding_norm(self.word_embeddings(ids))]
@@ -229,7 +230,7 @@ class DebertaForMaskedLM(Module):
 
     def decode(self, ids, attention_mask=None) -> Tensor:
         """The enhanced mask decoder's output I (N, T, hidden_size)."""
-        ids = _as_ids(ids, self._label())
+        ids = token_ids(ids, self._label())
         n, length = ids.shape
         if length > self.max_position_embeddings:
             raise ShapeError(f"{self._label()}: the ids of shape {ids.shape} have {length} tokens, more than "

@@ -28,7 +28,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.bert import BertEmbeddings, BertLayer, _as_ids, _key_mask, _normal
+from lamina.models.bert import BertEmbeddings, BertLayer, _key_mask, _normal
+from lamina.models.id_inputs import token_ids
 from lamina.models.schedulers.base import rng_from
 from lamina.nn import init as initializers
 from lamina.nn.containers import ModuleList
@@ -121,7 +122,7 @@ class ELECTRA(Module):
         self.built = True
 
     def _encode(self, projection, layers, ids, token_type_ids, attention_mask) -> Tensor:
-        ids = _as_ids(ids, self._label())
+        ids = token_ids(ids, self._label())
         if not self.built:
             build_on_first_call(self, ids.shape)
         x = self.embeddings(ids, token_type_ids)
@@ -164,7 +165,7 @@ class ELECTRA(Module):
 def random_token_mask(ids, probability: float = 0.15, generator=None, attention_mask=None) -> np.ndarray:
     """A boolean mask (N, T) choosing each real token with ``probability`` (at least one per
     row); padding (``attention_mask`` 0) is never chosen."""
-    ids = _as_ids(ids, "random_token_mask")
+    ids = token_ids(ids, "random_token_mask")
     if not 0.0 < probability <= 1.0:
         raise ValueError(f"random_token_mask: probability must lie in (0, 1], got {probability}")
     real = np.ones(ids.shape, dtype=bool) if attention_mask is None else np.asarray(attention_mask) != 0
@@ -215,7 +216,7 @@ def electra_pretraining_loss(model: ELECTRA, ids, mask, mask_token_id: int, rtd_
     replacements are sampled from the generator with ``generator`` (a NumPy Generator, a seed
     or None), no gradient flowing through the sampling. With ``attention_mask``, L_RTD
     averages over the real tokens only."""
-    ids = _as_ids(ids, "electra_pretraining_loss")
+    ids = token_ids(ids, "electra_pretraining_loss")
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != ids.shape or not mask.any():
         raise ValueError(f"electra_pretraining_loss: mask must be a boolean array of the ids' shape {ids.shape} "

@@ -1,6 +1,9 @@
-"""Checks of the integer id inputs of recommender models, with errors naming the model."""
+"""Checks of integer id inputs (the user and item ids of recommenders, batches of token ids),
+with errors naming the model."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from lamina import backend
 from lamina.autograd import Tensor
@@ -31,3 +34,12 @@ def checked_pairs(users, items, n_users: int, n_items: int, who: str):
         raise ShapeError(f"{who}: users and items must pair up one to one, got {users.shape[0]} users and "
                          f"{items.shape[0]} items")
     return users, items
+
+
+def token_ids(ids, who: str) -> np.ndarray:
+    """Token ids (an array or a Tensor) as a NumPy integer array of shape (batch, time)."""
+    ids = np.asarray(backend.to_numpy(ids.data) if isinstance(ids, Tensor) else ids)
+    if ids.ndim != 2 or ids.dtype.kind not in "iu":
+        raise ShapeError(f"{who}: expected integer token ids of shape (batch, time), got {ids.dtype} ids of shape "
+                         f"{ids.shape}")
+    return ids

@@ -30,6 +30,7 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.models.bert import BERT
 from lamina.models.constructor_config import register_with_arguments
+from lamina.models.id_inputs import token_ids
 from lamina.nn.dense import Dense
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
@@ -38,14 +39,6 @@ __all__ = ["ColBERT", "DPRDualEncoder", "DenseIndex", "augment_queries", "docume
            "in_batch_negatives_loss", "late_interaction_scores"]
 
 _MASKED_OUT = -1e9   # a similarity no real token reaches, so max over j never picks a masked token
-
-
-def _ids(ids, who: str) -> np.ndarray:
-    ids = np.asarray(ids.numpy() if isinstance(ids, Tensor) else ids)
-    if ids.ndim != 2 or ids.dtype.kind not in "iu":
-        raise ShapeError(f"{who}: expected integer token ids of shape (batch, time), got shape {ids.shape} "
-                         f"dtype {ids.dtype}")
-    return ids
 
 
 def _bool_mask(mask, shape: tuple, what: str, who: str) -> np.ndarray:
@@ -112,11 +105,11 @@ class DPRDualEncoder(Module):
 
     def encode_queries(self, ids, attention_mask=None) -> Tensor:
         """E_Q(q): (N, hidden_size)."""
-        return self._cls(self.query_encoder, _ids(ids, self._label()), attention_mask)
+        return self._cls(self.query_encoder, token_ids(ids, self._label()), attention_mask)
 
     def encode_passages(self, ids, attention_mask=None) -> Tensor:
         """E_P(p): (N, hidden_size)."""
-        return self._cls(self.passage_encoder, _ids(ids, self._label()), attention_mask)
+        return self._cls(self.passage_encoder, token_ids(ids, self._label()), attention_mask)
 
     def forward(self, query_ids, passage_ids, query_mask=None, passage_mask=None) -> Tensor:
         queries = self.encode_queries(query_ids, query_mask)
@@ -145,7 +138,7 @@ class DenseIndex:
         return len(self.vectors)
 
     def _encode(self, encode, ids, attention_mask) -> np.ndarray:
-        ids = _ids(ids, "DenseIndex")
+        ids = token_ids(ids, "DenseIndex")
         mask = None if attention_mask is None else np.asarray(attention_mask)
         parts = []
         with no_grad():
@@ -180,7 +173,7 @@ class DenseIndex:
 def augment_queries(ids, query_maxlen: int, mask_token_id: int, pad_token_id: int = 0) -> np.ndarray:
     """ColBERT's query augmentation: query ids (N, T) cut or extended to (N, query_maxlen),
     every padding id (``pad_token_id``) and every added position set to ``mask_token_id``."""
-    ids = _ids(ids, "augment_queries")
+    ids = token_ids(ids, "augment_queries")
     positive_int(query_maxlen, "augment_queries: query_maxlen")
     out = np.full((ids.shape[0], query_maxlen), mask_token_id, dtype=ids.dtype)
     kept = ids[:, :query_maxlen]
@@ -191,7 +184,7 @@ def augment_queries(ids, query_maxlen: int, mask_token_id: int, pad_token_id: in
 def document_token_mask(ids, attention_mask=None, skiplist: Iterable[int] = (), pad_token_id: int = 0) -> np.ndarray:
     """The document tokens late interaction uses, boolean (N, T): not padding (attention mask
     0, or the id ``pad_token_id`` when no mask is given) and not in ``skiplist`` (punctuation)."""
-    ids = _ids(ids, "document_token_mask")
+    ids = token_ids(ids, "document_token_mask")
     keep = (ids != pad_token_id) if attention_mask is None else _bool_mask(
         attention_mask, ids.shape, "attention_mask", "document_token_mask")
     skip = np.asarray(list(skiplist), dtype=ids.dtype)
@@ -249,7 +242,7 @@ class ColBERT(Module):
 
     def encode_queries(self, ids) -> Tensor:
         """Query token vectors (N, query_maxlen, dim) of query ids (N, T), padding = ``pad_token_id``."""
-        ids = _ids(ids, self._label())
+        ids = token_ids(ids, self._label())
         augmented = augment_queries(ids, self.query_maxlen, self.mask_token_id, self.pad_token_id)
         attention = np.ones(augmented.shape, dtype=np.int64)
         if not self.attend_to_mask_tokens:
@@ -260,7 +253,7 @@ class ColBERT(Module):
 
     def encode_documents(self, ids, attention_mask=None) -> tuple[Tensor, np.ndarray]:
         """(document token vectors (N, T, dim), the boolean mask (N, T) of the tokens scored)."""
-        ids = _ids(ids, self._label())
+        ids = token_ids(ids, self._label())
         mask = document_token_mask(ids, attention_mask, self.skiplist, self.pad_token_id)
         attention = (ids != self.pad_token_id) if attention_mask is None else np.asarray(attention_mask)
         return self._token_vectors(ids, attention), mask
@@ -280,7 +273,7 @@ class ColBERT(Module):
         documents (Nd, Td) for each query; returns (scores, document indices), (Nq, C), each
         query's candidates sorted best first."""
         candidates = np.asarray(candidates)
-        query_ids, document_ids = _ids(query_ids, self._label()), _ids(document_ids, self._label())
+        query_ids, document_ids = token_ids(query_ids, self._label()), token_ids(document_ids, self._label())
         if candidates.ndim != 2 or len(candidates) != len(query_ids):
             raise ShapeError(f"{self._label()}.rerank: expected candidates (Nq={len(query_ids)}, C), got shape "
                              f"{candidates.shape}")
