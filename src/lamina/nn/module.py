@@ -5,9 +5,9 @@ PyTorch's bookkeeping (parameters, buffers and sub-modules registered by assignm
 weights in ``build(input_shape)`` on its first call, so ``Dense(120)`` needs no input
 size.
 
-Call interception (:func:`intercept_calls`) lets tools watch every module call (input and
-output shapes in execution order) without changing any layer; :mod:`lamina.analysis` uses it
-for :meth:`Module.summary`.
+Call interception (:func:`lamina.nn.call_interception.intercept_calls`) lets tools watch
+every module call (input and output shapes in execution order) without changing any layer;
+:mod:`lamina.analysis` uses it for :meth:`Module.summary`.
 
 Hooks (PyTorch's ``register_forward_pre_hook``, ``register_forward_hook``,
 ``register_full_backward_hook``; see :mod:`lamina.nn.hooks`) ride on the same mechanism: while
@@ -20,7 +20,6 @@ inference fusion, as under any interceptor, so that no hooked layer is skipped.
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -30,29 +29,20 @@ import numpy
 from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
+from lamina.nn.call_interception import (  # noqa: F401  (the lists and helpers are read here too)
+    _CALL_INTERCEPTORS,
+    _HOOKED_MODULES,
+    _forget_unhooked_modules,
+    _intercepted_call,
+    _run_module_hooks,
+    _stop_running_hooks,
+    intercept_calls,
+)
 from lamina.nn.hooks import HookHandle, ModuleHooks
 from lamina.nn.parameter import Parameter
 
 if TYPE_CHECKING:  # lamina.analysis imports lamina.nn, never the other way at import time
     from lamina.analysis import Summary
-
-# Functions f(module, inputs, kwargs, forward) -> output that wrap every module call while
-# installed by ``intercept_calls`` (the last installed is outermost); empty in normal use, when
-# ``Module.__call__`` pays only for one truth test of this list.
-_CALL_INTERCEPTORS: list[Callable] = []
-
-
-@contextlib.contextmanager
-def intercept_calls(interceptor: Callable) -> Iterator[None]:
-    """Within the block, every call ``module(*inputs, **kwargs)`` (after the lazy build) runs
-    ``interceptor(module, inputs, kwargs, forward)`` instead of the forward pass, where
-    ``forward()`` runs it and returns the output; the interceptor returns the call's result.
-    Nested calls (the layers inside a block) are intercepted too, in execution order."""
-    _CALL_INTERCEPTORS.append(interceptor)
-    try:
-        yield
-    finally:
-        _CALL_INTERCEPTORS.remove(interceptor)
 
 
 @contextlib.contextmanager
@@ -76,46 +66,6 @@ _SYMBOLIC_CALL: list[Callable] = []
 # The modules whose lazy build (on their first call) is running: while one is, ``Module.build``
 # only marks a module built, for the call that follows builds its children.
 _LAZY_BUILDS: list = []
-
-
-# The modules that have hooks; while there is one, _run_module_hooks is _CALL_INTERCEPTORS[0].
-_HOOKED_MODULES: weakref.WeakSet = weakref.WeakSet()
-
-
-def _run_module_hooks(module: Module, inputs: tuple, kwargs: dict, forward: Callable):
-    """The innermost interceptor while any module has hooks: a hooked module's forward with
-    its hooks around it. Being innermost, it calls ``module.forward`` itself, with the inputs
-    the pre-hooks may have replaced; by the time a hook runs, every level above has started,
-    so hooks may be added or removed (and this interceptor with them) from inside a hook."""
-    hooks = module.__dict__.get("_module_hooks")
-    if hooks:
-        return hooks.call(module, inputs, kwargs)
-    if not _HOOKED_MODULES:                  # the hooked modules were garbage-collected
-        _stop_running_hooks()
-    return forward()
-
-
-def _stop_running_hooks() -> None:
-    if _run_module_hooks in _CALL_INTERCEPTORS:
-        _CALL_INTERCEPTORS.remove(_run_module_hooks)
-
-
-def _forget_unhooked_modules() -> None:
-    """After a hook's removal: drop the modules left without hooks, and the interceptor with the last."""
-    for module in list(_HOOKED_MODULES):
-        if not module.__dict__.get("_module_hooks"):
-            _HOOKED_MODULES.discard(module)
-    if not _HOOKED_MODULES:
-        _stop_running_hooks()
-
-
-def _intercepted_call(module: Module, inputs: tuple, kwargs: dict, interceptors: tuple, level: int):
-    # ``interceptors`` is the list as it stood when the call began: one removed meanwhile (a
-    # dropped tracker's) does not shift the others under a call in progress
-    if level < 0:
-        return module.forward(*inputs, **kwargs)
-    return interceptors[level](module, inputs, kwargs,
-                               lambda: _intercepted_call(module, inputs, kwargs, interceptors, level - 1))
 
 
 class Module:
