@@ -58,15 +58,8 @@ from lamina.functional.ms_deform_attn import deformable_reference_points, spatia
 from lamina.models.blocks import check_input, finish
 from lamina.models.constructor_config import register_with_arguments
 from lamina.models.detection_base import DetectorBase
-from lamina.models.detr import (
-    DetrAttention,
-    DetrMLP,
-    SetCriterion,
-    _build_resnet_body,
-    _pixel_detections,
-    _sine_grid,
-    _train_or_detect,
-)
+from lamina.models.detr import DetrAttention, DetrMLP, _build_resnet_body
+from lamina.models.detr_common import SetCriterion, _pixel_detections, _sine_grid, _train_or_detect
 from lamina.models.fpn import _resnet_body
 from lamina.models.resnet import BLOCKS
 from lamina.nn import init as initializers
