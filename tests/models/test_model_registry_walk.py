@@ -33,6 +33,7 @@ ALLOW_LIST = {
     "BranchingNetwork": _BASE,
     "InvertibleLayer": _BASE,
     "KGEModel": _BASE,
+    "ReparamBlock": _BASE,
     "DINOLoss": _TRAINING,
     "IBOTLoss": _TRAINING,
     "MoCoQueue": _TRAINING,
@@ -693,6 +694,13 @@ CASES = {
     "ClassAttentionBlock": (lambda: models.ClassAttentionBlock(4, 2, mlp_ratio=1.5), _x(2, 3, 4), "save"),
     "CaiT": (lambda: models.cait(2, 4, 1, 2, mlp_ratio=1.5, num_classes=3, input_shape=(4, 4, 1)), _x(2, 4, 4, 1),
              "save"),
+    # structural re-parameterization: RepVGG (repvgg) and MobileOne (mobileone)
+    "RepVGGBlock": (lambda: models.RepVGGBlock(4, 4, groups=2), _x(1, 5, 5, 4), "save"),
+    "RepVGG": (lambda: models.RepVGG((1, 1, 1, 1), (0.0625, 0.0625, 0.0625, 0.0625), num_classes=3, in_channels=1),
+               _x(1, 8, 8, 1), "save"),
+    "MobileOneBlock": (lambda: models.MobileOneBlock(4, 4, 3, groups=4, num_conv_branches=2), _x(1, 5, 5, 4),
+                       "save"),
+    "MobileOne": (lambda: models.mobileone_tiny(3, input_shape=(8, 8, 1)), _x(1, 8, 8, 1), "save"),
     # NeuS: a signed distance network, a colour network and the inverse deviation of their renderer
     "SDFNetwork": (lambda: models.SDFNetwork(4, 2, feature_size=2, radius=0.4, pos_freqs=1), _x(5, 3), "save"),
     "ColorNetwork": (lambda: models.ColorNetwork(2, 4, 1, dir_freqs=1),
@@ -726,7 +734,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 202 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 206 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -73,6 +73,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_rearrange,
     onnx_recent_layers,
     onnx_recurrent,
+    onnx_reparam,
     onnx_research_layers,
     onnx_segformer,
     onnx_sequence_layers,

@@ -30,6 +30,9 @@ Layouts follow the published models so that published weights map onto them:
   normalizer-free ResNets (scaled weight standardization, scaled activations, analytic
   variance tracking; train them with :class:`lamina.optim.AGC`), and :class:`GhostNet`
   (:func:`ghostnet_1_0`: Ghost modules, 5,182,508 parameters).
+* :class:`RepVGG` (:func:`repvgg_a0`, :func:`repvgg_a1`, :func:`repvgg_a2`, :func:`repvgg_b0`) and
+  :class:`MobileOne` (:func:`mobileone_s0`, :func:`mobileone_s1`): structural re-parameterization,
+  multi-branch blocks folded into single convolutions by :func:`reparameterize`.
 * :func:`regnet_y_400mf` .. :func:`regnet_y_128gf`, :func:`regnet_x_400mf` ..
   :func:`regnet_x_32gf` (stage widths and depths generated from w_0, w_a, w_m: :func:`regnet`)
   and :func:`swin_t`, :func:`swin_s`, :func:`swin_b` (attention in shifted windows with a
@@ -984,6 +987,7 @@ from lamina.models.mobilenet import mobilenet
 from lamina.models.mobilenet_fpn import MobileNetBackboneWithFPN, fasterrcnn_mobilenet_v3_large_fpn
 from lamina.models.mobilenet_v2 import InvertedResidual, make_divisible, mobilenet_v2
 from lamina.models.mobilenet_v3 import MobileNetV3Block, mobilenet_v3, mobilenet_v3_large, mobilenet_v3_small
+from lamina.models.mobileone import MobileOne, MobileOneBlock, mobileone_s0, mobileone_s1, mobileone_tiny
 from lamina.models.mobilevit import (
     MOBILEVIT_CONFIGS,
     MobileViTBlock,
@@ -1225,6 +1229,8 @@ from lamina.models.regnet import (
     regnet_y_400mf,
     regnet_y_800mf,
 )
+from lamina.models.reparam import ReparamBlock, conv_bn_kernel, identity_kernel, reparameterize, reparameterized
+from lamina.models.repvgg import RepVGG, RepVGGBlock, repvgg_a0, repvgg_a1, repvgg_a2, repvgg_b0, repvgg_tiny
 from lamina.models.reservoir import EchoStateNetwork
 from lamina.models.resnest import (
     ResNeSt,
@@ -1915,3 +1921,6 @@ __all__ += ["ResNeSt", "ResNeStBottleneck", "SKBlock", "SKConv", "SKNet", "Split
             "resnest_tiny", "sknet50", "sknet_tiny"]  # attention over convolution branches (resnest)
 __all__ += ["BART_CONFIGS", "BartAttention", "BartDecoder", "BartDecoderLayer", "BartEncoder", "BartEncoderLayer",
             "BartForConditionalGeneration", "BartModel", "bart", "shift_tokens_right"]  # BART (bart)
+__all__ += ["MobileOne", "MobileOneBlock", "ReparamBlock", "RepVGG", "RepVGGBlock", "conv_bn_kernel",
+            "identity_kernel", "mobileone_s0", "mobileone_s1", "mobileone_tiny", "reparameterize", "reparameterized",
+            "repvgg_a0", "repvgg_a1", "repvgg_a2", "repvgg_b0", "repvgg_tiny"]  # re-parameterization (repvgg)
