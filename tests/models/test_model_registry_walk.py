@@ -728,6 +728,12 @@ CASES = {
     "NGCFLayer": (lambda: models.NGCFLayer(3, 2), lambda: (_normal(9, 3), _user_item_graph()), "save"),
     "WaveRNN": (lambda: models.WaveRNN(8, 6, mode="single", bits=9, local_channels=3, hop_length=4,
                                        upsample="learned"), lambda: (_ids(2, 9, high=512), _normal(2, 3, 3)), "save"),
+    # quantile distributional RL (lamina.rl.quantile, lamina.rl.iqn): observations and quantile fractions
+    "QRDQNNetwork": (lambda: lamina.rl.QRDQNNetwork(3, 2, hidden=(4,), n_quantiles=5), _x(2, 3), "save"),
+    "QuantileEmbedding": (lambda: lamina.rl.QuantileEmbedding(4, n_cos=6),
+                          lambda: (np.random.default_rng(0).random((2, 3)),), "save"),
+    "IQNNetwork": (lambda: lamina.rl.IQNNetwork(3, 2, hidden=(4,), head_hidden=4, n_cos=6),
+                   lambda: (_normal(2, 3), np.random.default_rng(1).random((2, 5))), "save"),
 }
 
 

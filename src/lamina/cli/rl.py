@@ -1,9 +1,9 @@
-"""``lamina train-rl``: train DQN, PPO, A2C, SAC, TD3 or DDPG on one of :mod:`lamina.rl`'s
+"""``lamina train-rl``: train DQN, PPO, A2C, TRPO, SAC, TD3 or DDPG on one of :mod:`lamina.rl`'s
 environments and report the returns it reaches; with ``--out DIR`` also save the run, continue it
 with ``--resume``, and score a saved policy with ``--evaluate DIR``.
 
 A run directory holds ``policy.safetensors`` (the greedy policy's network, :func:`lamina.save`:
-DQN's Q-network, PPO's or A2C's actor, or for SAC, TD3 and DDPG the deterministic policy rescaled
+DQN's Q-network, PPO's, A2C's or TRPO's actor, or for SAC, TD3 and DDPG the deterministic policy rescaled
 to the action bounds, :meth:`OffPolicyAgent.greedy_network`), ``returns.csv`` and ``returns.json``
 (the return of every finished episode), ``learning_curve.png`` and ``state.safetensors``, the
 whole agent for ``--resume`` (its ``state_dict()``: arrays as tensors, the rest as JSON metadata,
@@ -44,26 +44,29 @@ from lamina.rl import (
     DQNAgent,
     GreedyPolicy,
     OffPolicyAgent,
+    TRPOAgent,
     evaluate_policy,
     make,
     train_a2c,
     train_dqn,
     train_ppo,
+    train_trpo,
 )
 from lamina.rl.off_policy import train_off_policy
 
 POLICY_FILE, STATE_FILE = "policy.safetensors", "state.safetensors"
 STATE_FORMAT = "lamina-rl-run-1"
 OFF_POLICY = {"sac": SAC, "td3": TD3, "ddpg": DDPG}
-ALGORITHMS = ("dqn", "ppo", "a2c", *OFF_POLICY)
+ON_POLICY = {"ppo": (PPO, train_ppo), "a2c": (A2C, train_a2c), "trpo": (TRPOAgent, train_trpo)}
+ALGORITHMS = ("dqn", *ON_POLICY, *OFF_POLICY)
 OFF_POLICY_STEPS = 20000
 """Default steps of SAC, TD3 and DDPG (RL Baselines3 Zoo's budget for Pendulum-v1)."""
 
 
 def add_commands(sub) -> None:
     """The ``train-rl`` parser, added to the subparsers ``sub``."""
-    p = sub.add_parser("train-rl", help="train a reinforcement-learning agent (DQN, PPO, A2C, SAC, TD3, DDPG)",
-                       description="Train DQN (discrete actions), PPO, A2C, or SAC, TD3 or DDPG (continuous "
+    p = sub.add_parser("train-rl", help="train a reinforcement-learning agent (DQN, PPO, A2C, TRPO, SAC, TD3, DDPG)",
+                       description="Train DQN (discrete actions), PPO, A2C, TRPO, or SAC, TD3 or DDPG (continuous "
                                    "actions) on an environment, then print the mean return of the last 20 training "
                                    "episodes and of greedy evaluation episodes.")
     p.add_argument("--algo", choices=ALGORITHMS, default="dqn", help="algorithm (default dqn)")
@@ -75,10 +78,10 @@ def add_commands(sub) -> None:
     p.add_argument("--prioritized", action=argparse.BooleanOptionalAction, default=None,
                    help="DQN with (or without) prioritized experience replay (default: as the preset says)")
     p.add_argument("--steps", type=positive_int, default=None,
-                   help="environment steps (default 50000 for dqn zoo, 20000 for dqn tutorial, 100000 for ppo and "
-                        "a2c, 20000 for sac, td3 and ddpg); with --resume, the steps to add")
+                   help="environment steps (default 50000 for dqn zoo, 20000 for dqn tutorial, 100000 for ppo, "
+                        "a2c and trpo, 20000 for sac, td3 and ddpg); with --resume, the steps to add")
     p.add_argument("--num-envs", type=positive_int, default=4,
-                   help="PPO's and A2C's copies of the environment (default 4)")
+                   help="PPO's, A2C's and TRPO's copies of the environment (default 4)")
     p.add_argument("--eval-episodes", type=positive_int, default=10, help="greedy evaluation episodes (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", type=Path, default=None,
@@ -105,10 +108,10 @@ def train_rl(args: argparse.Namespace) -> dict[str, float]:
     env = make(env_name)
     if algo == "dqn" and not isinstance(env.action_space, Discrete):
         raise SystemExit(f"lamina train-rl: dqn needs discrete actions; {env_name} has {env.action_space} "
-                         "(use --algo ppo, a2c, sac, td3 or ddpg)")
+                         "(use --algo ppo, a2c, trpo, sac, td3 or ddpg)")
     if algo in OFF_POLICY and isinstance(env.action_space, Discrete):
         raise SystemExit(f"lamina train-rl: {algo} needs continuous actions; {env_name} has {env.action_space} "
-                         "(use --algo dqn, ppo or a2c)")
+                         "(use --algo dqn, ppo, a2c or trpo)")
     start = time.perf_counter()
     if algo == "dqn":
         if settings is None:
@@ -138,12 +141,12 @@ def train_rl(args: argparse.Namespace) -> dict[str, float]:
         steps = args.steps or 100000
         settings = settings or {"seed": args.seed}
         policy = ActorCritic(env.observation_space.shape[0], env.action_space)
-        agent = (PPO if algo == "ppo" else A2C)(policy, seed=settings["seed"])
+        agent_class, train = ON_POLICY[algo]
+        agent = agent_class(policy, seed=settings["seed"])
         if args.resume:
             agent.load_state_dict(state["agent"])
-        train = train_ppo if algo == "ppo" else train_a2c
         new_returns = train(env_name, total_steps=steps, num_envs=args.num_envs, seed=args.seed + steps_before,
-                            **{"ppo" if algo == "ppo" else "a2c": agent})
+                            **{algo: agent})
     seconds = time.perf_counter() - start
     returns = returns + new_returns
     greedy = evaluate_policy(agent, make(env_name), n_episodes=args.eval_episodes, seed=args.seed + 1000)

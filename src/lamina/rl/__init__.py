@@ -15,7 +15,10 @@ with CEM / MPPI planning, MBPO-style model rollouts, the PlaNet / Dreamer RSSM w
 Dreamer's actor-critic learning in imagination (:mod:`lamina.rl.dreamer`); Rainbow (:mod:`lamina.rl.rainbow`: noisy
 dueling C51 networks, n-step returns, Double DQN and prioritized replay); IMPALA's V-trace
 off-policy actor-critic with lagged actors (:mod:`lamina.rl.impala`); R2D2's recurrent replay DQN
-(:mod:`lamina.rl.r2d2`: stored-state sequences with burn-in, rescaled n-step double-Q targets)."""
+(:mod:`lamina.rl.r2d2`: stored-state sequences with burn-in, rescaled n-step double-Q targets);
+quantile distributional RL: QR-DQN (:mod:`lamina.rl.quantile`) and IQN with risk-sensitive
+policies (:mod:`lamina.rl.iqn`); trust region policy optimization (:mod:`lamina.rl.trpo`:
+conjugate gradient on Fisher-vector products, a KL-bounded line search)."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
@@ -49,6 +52,15 @@ from lamina.rl.evaluation import GreedyPolicy, evaluate_policy
 from lamina.rl.games import ConnectFour, Game, KInARow, TicTacToe
 from lamina.rl.gflownet import GFlowNet, HyperGrid, SequenceEnv, train_gflownet
 from lamina.rl.impala import IMPALAAgent, VTraceReturns, impala_loss, train_impala, vtrace
+from lamina.rl.iqn import (
+    DISTORTIONS,
+    IQNAgent,
+    IQNNetwork,
+    QuantileEmbedding,
+    cosine_features,
+    distort_taus,
+    train_iqn,
+)
 from lamina.rl.mcts import MCTS, MCTSPlayer, RandomPlayer, RolloutEvaluator, play_game, play_match, visit_policy
 from lamina.rl.model_based import (
     RSSM,
@@ -91,6 +103,14 @@ from lamina.rl.offline import (
 )
 from lamina.rl.ppo import PPO, ActorCritic, clipped_surrogate_loss, compute_gae, ppo_loss, train_ppo, value_loss
 from lamina.rl.prioritized import PrioritizedBatch, PrioritizedReplayBuffer, SumTree
+from lamina.rl.quantile import (
+    QRDQNAgent,
+    QRDQNNetwork,
+    QuantileAgent,
+    quantile_huber_loss,
+    quantile_midpoints,
+    train_qrdqn,
+)
 from lamina.rl.r2d2 import (
     R2D2Agent,
     R2D2Network,
@@ -139,6 +159,7 @@ from lamina.rl.td3 import (
     train_td3,
 )
 from lamina.rl.toy import Chain, CueMemory, GridWorld
+from lamina.rl.trpo import TRPOAgent, conjugate_gradient, fisher_vector_product, train_trpo
 from lamina.rl.vector import VectorEnv
 
 __all__ = [
@@ -176,3 +197,7 @@ __all__ += ["IMPALAAgent", "VTraceReturns", "impala_loss", "train_impala", "vtra
 __all__ += ["CueMemory", "R2D2Agent", "R2D2Network", "SequenceReplayBuffer", "SequenceWriter", "StoredSequence",
             "inverse_value_rescale", "r2d2_loss", "rescaled_n_step_targets", "sequence_priorities", "train_r2d2",
             "unroll", "value_rescale"]  # r2d2
+__all__ += ["DISTORTIONS", "IQNAgent", "IQNNetwork", "QRDQNAgent", "QRDQNNetwork", "QuantileAgent",
+            "QuantileEmbedding", "cosine_features", "distort_taus", "quantile_huber_loss", "quantile_midpoints",
+            "train_iqn", "train_qrdqn"]  # quantile, iqn
+__all__ += ["TRPOAgent", "conjugate_gradient", "fisher_vector_product", "train_trpo"]  # trpo
