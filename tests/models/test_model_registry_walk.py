@@ -694,6 +694,27 @@ CASES = {
     "ClassAttentionBlock": (lambda: models.ClassAttentionBlock(4, 2, mlp_ratio=1.5), _x(2, 3, 4), "save"),
     "CaiT": (lambda: models.cait(2, 4, 1, 2, mlp_ratio=1.5, num_classes=3, input_shape=(4, 4, 1)), _x(2, 4, 4, 1),
              "save"),
+    # masked image modelling (beit, simmim)
+    "BEiTAttention": (lambda: models.BEiTAttention(4, 2, (2, 2)), _x(2, 5, 4), "save"),
+    "BEiTBlock": (lambda: models.BEiTBlock(4, 2, (2, 2), mlp_ratio=1.5, layer_scale_init=0.5), _x(2, 5, 4), "save"),
+    "BEiT": (lambda: models.beit(4, 2, num_classes=3, dim=4, depth=1, num_heads=2, vocab_size=5, channels=1),
+             _x(2, 4, 4, 1), "save"),
+    "SimMIM": (lambda: models.SimMIM(2, 1, 4, 1, 2, 8), _x(2, 4, 4, 1), "save"),
+    # PVT v2 (pvt) and CvT (cvt)
+    "OverlapPatchEmbed": (lambda: models.OverlapPatchEmbed(4, 3, 2), _x(2, 5, 5, 3), "save"),
+    "SpatialReductionAttention": (lambda: models.SpatialReductionAttention(4, 2, sr_ratio=2), _x(2, 4, 4, 4),
+                                  "save"),
+    "PVTv2FFN": (lambda: models.PVTv2FFN(4, 6, linear=True), _x(2, 3, 3, 4), "save"),
+    "PVTv2Block": (lambda: models.PVTv2Block(4, 2, mlp_ratio=1.5, linear=True), _x(2, 3, 3, 4), "save"),
+    "PVTv2": (lambda: models.pvt_v2((4, 4, 4, 4), (1, 1, 1, 1), (1, 1, 1, 1), (1, 1, 1, 1), (2, 1, 1, 1),
+                                    num_classes=3, input_shape=(16, 16, 1)), _x(2, 16, 16, 1), "save"),
+    "ConvEmbed": (lambda: models.ConvEmbed(4, 3, 2, 1), _x(2, 5, 5, 3), "save"),
+    "ConvProjectionAttention": (lambda: models.ConvProjectionAttention(4, 2), _x(2, 4, 4, 4), "save"),
+    "CvTBlock": (lambda: models.CvTBlock(4, 2, mlp_ratio=1.5), _x(2, 3, 3, 4), "save"),
+    "CvT": (lambda: models.cvt((4, 4), (1, 1), (1, 2), mlp_ratio=1.5, num_classes=3, input_shape=(8, 8, 1),
+                               patch_sizes=(3, 3), strides=(2, 2), paddings=(1, 1)), _x(2, 8, 8, 1), "save"),
+    # differentiable neural computer (dnc)
+    "DNC": (lambda: models.DNC(3, memory_size=4, word_size=3, read_heads=2, hidden=5), _x(2, 3, 4), "save"),
     # structural re-parameterization: RepVGG (repvgg) and MobileOne (mobileone)
     "RepVGGBlock": (lambda: models.RepVGGBlock(4, 4, groups=2), _x(1, 5, 5, 4), "save"),
     "RepVGG": (lambda: models.RepVGG((1, 1, 1, 1), (0.0625, 0.0625, 0.0625, 0.0625), num_classes=3, in_channels=1),
@@ -728,6 +749,13 @@ CASES = {
     "NGCFLayer": (lambda: models.NGCFLayer(3, 2), lambda: (_normal(9, 3), _user_item_graph()), "save"),
     "WaveRNN": (lambda: models.WaveRNN(8, 6, mode="single", bits=9, local_channels=3, hop_length=4,
                                        upsample="learned"), lambda: (_ids(2, 9, high=512), _normal(2, 3, 3)), "save"),
+    # DiffWave (diffwave): audio, diffusion steps and mel frames
+    "DiffusionStepEmbedding": (lambda: models.DiffusionStepEmbedding(8, 6), lambda: (_ids(3, high=50),), "save"),
+    "SpectrogramUpsampler": (lambda: models.SpectrogramUpsampler((4, 2)), _x(2, 3, 4), "save"),
+    "DiffWaveResidualLayer": (lambda: models.DiffWaveResidualLayer(3, 2, step_channels=4, n_mels=2),
+                              lambda: (_normal(2, 5, 3), _normal(2, 4, seed=1), _normal(2, 5, 2, seed=2)), "save"),
+    "DiffWave": (lambda: models.diffwave_tiny(n_mels=3, residual_channels=4, residual_layers=2, dilation_cycle=2),
+                 lambda: (_normal(2, 32), _ids(2, high=50), _normal(2, 2, 3, seed=1)), "save"),
     # quantile distributional RL (lamina.rl.quantile, lamina.rl.iqn): observations and quantile fractions
     "QRDQNNetwork": (lambda: lamina.rl.QRDQNNetwork(3, 2, hidden=(4,), n_quantiles=5), _x(2, 3), "save"),
     "QuantileEmbedding": (lambda: lamina.rl.QuantileEmbedding(4, n_cos=6),
@@ -740,7 +768,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 206 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 224 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -74,6 +74,15 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`cait_xxs24`, :func:`cait_xxs36`, :func:`cait_s24`, :func:`cait_tiny` (:class:`CaiT`:
   LayerScale, talking-heads self-attention on the patches, then class attention that updates
   the class token only; :mod:`lamina.models.cait`).
+* :func:`pvt_v2_b0`, :func:`pvt_v2_b1`, :func:`pvt_v2_tiny` (:class:`PVTv2`: overlapping patch
+  embeddings, :class:`SpatialReductionAttention`, the convolutional :class:`PVTv2FFN`, four-stage
+  NHWC features; :mod:`lamina.models.pvt`) and :func:`cvt_13`, :func:`cvt_tiny` (:class:`CvT`:
+  convolutional token embedding, :class:`ConvProjectionAttention`; :mod:`lamina.models.cvt`).
+* :func:`beit_base_patch16_224`, :func:`beit_tiny` (:class:`BEiT`: relative position bias per
+  layer, LayerScale, masked visual-token prediction with :func:`beit_block_masking`,
+  :func:`beit_mim_loss`, :class:`PatchKMeansTokenizer`, :class:`VQVAETokenizer`) and
+  :class:`SimMIM` (masked-pixel L1 regression, :func:`simmim_masks`, :func:`simmim_loss`):
+  masked image modelling (:mod:`lamina.models.beit`, :mod:`lamina.models.simmim`).
 * :func:`r3d_18`, :func:`mc3_18`, :func:`r2plus1d_18` (:func:`video_resnet`): video
   classifiers on NDHWC clips (3-D, mixed and (2+1)-D convolutions), torchvision's
   ``models.video`` layouts, names and parameter counts; :func:`s3d` (an Inception network
@@ -237,6 +246,10 @@ Layouts follow the published models so that published weights map onto them:
   :mod:`lamina.models.schedulers` has diffusers' schedulers (:class:`DPMSolverMultistepScheduler`,
   :class:`EulerDiscreteScheduler`, ...) for its ``sample(scheduler=...)``, and EDM
   (:class:`EDMPrecond`, :func:`edm_loss`, :func:`edm_sampler`).
+* :class:`DiffWave` (:func:`diffwave_base`, :func:`diffwave_large`, :func:`diffwave_tiny`): the
+  diffusion vocoder of raw waveforms, conditioned on mel frames or unconditional; L1 or L2
+  noise-prediction loss, the full reverse process and fast sampling on a short variance
+  schedule with its steps aligned to training's (:func:`align_steps`, :data:`FAST_SCHEDULE`).
 * :class:`CrossAttentionUNet`: a :class:`DenoisingUNet` conditioned on a sequence (text) by
   :class:`SpatialCrossTransformer` blocks, Stable Diffusion's cross-attention.
 * :class:`LatentDiffusion`: a diffusion model on the scaled latents of a frozen
@@ -303,6 +316,8 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`LPIPS`: the learned perceptual image distance, calibrated on 2AFC judgements by
   :func:`train_lpips`, with the reference's lin weights read by :func:`load_lpips_weights`
   (:mod:`lamina.models.lpips`).
+* :class:`DNC`: the differentiable neural computer (dynamic allocation, temporal links,
+  :func:`memory_step` and its parts in :mod:`lamina.models.dnc_memory`).
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
@@ -339,6 +354,22 @@ from lamina.models.bart import (
     shift_tokens_right,
 )
 from lamina.models.batchnorm_flow import BatchNormFlow
+from lamina.models.beit import (
+    BEiT,
+    BEiTAttention,
+    BEiTBlock,
+    beit,
+    beit_base_patch16_224,
+    beit_relative_position_index,
+    beit_tiny,
+)
+from lamina.models.beit_pretraining import (
+    PatchKMeansTokenizer,
+    VQVAETokenizer,
+    beit_block_masking,
+    beit_mask_blocks,
+    beit_mim_loss,
+)
 from lamina.models.bert import (
     BERT,
     BertEmbeddings,
@@ -471,6 +502,7 @@ from lamina.models.cpc import CPC, NEGATIVE_SOURCES, cpc_features, cpc_info_nce,
 from lamina.models.crnn import CRNN
 from lamina.models.ctr import DIN, DCNv2, DeepFM, Dice, fm_interaction
 from lamina.models.ctr_more import CIN, AutoInt, InteractingLayer, WideAndDeep, XDeepFM
+from lamina.models.cvt import CVT_CONFIGS, ConvEmbed, ConvProjectionAttention, CvT, CvTBlock, cvt, cvt_13, cvt_tiny
 from lamina.models.cyclegan import ResnetBlock, ResnetGenerator
 from lamina.models.deberta import (
     DebertaEncoder,
@@ -536,6 +568,18 @@ from lamina.models.diffusion import (
     timestep_embedding,
 )
 from lamina.models.diffusion_cross_attention import CrossAttentionUNet, SpatialCrossTransformer
+from lamina.models.diffwave import (
+    DIFFWAVE_CONFIGS,
+    DiffusionStepEmbedding,
+    DiffWave,
+    DiffWaveResidualLayer,
+    SpectrogramUpsampler,
+    diffwave_base,
+    diffwave_large,
+    diffwave_step_features,
+    diffwave_tiny,
+)
+from lamina.models.diffwave_sampling import DIFFWAVE_LOSSES, FAST_SCHEDULE, align_steps
 from lamina.models.dino import DINOHead, DINOLoss, dino_cross_entropy
 from lamina.models.dinov2 import koleo_loss, sinkhorn_knopp_centering
 from lamina.models.discrete_diffusion import (
@@ -549,6 +593,19 @@ from lamina.models.discrete_diffusion import (
 from lamina.models.dit import DIT_CONFIGS, DiT, DiTBlock, dit_b, dit_l, dit_s, dit_xl
 from lamina.models.dlrm import DLRM, dot_interaction
 from lamina.models.dmd import DMD, HankelDMD, optimal_svht_coefficient, svd_rank
+from lamina.models.dnc import DNC, DNCState
+from lamina.models.dnc_memory import (
+    DNCMemoryState,
+    allocation_weighting,
+    content_weighting,
+    interface_size,
+    link_update,
+    memory_step,
+    oneplus,
+    parse_interface,
+    temporal_weightings,
+    usage_update,
+)
 from lamina.models.early_exit import EarlyExitNetwork, EarlyExitResult
 from lamina.models.ecapa import ECAPA_TDNN, Res2NetBlock1D, SEBlock1D, SERes2NetBlock
 from lamina.models.efficientdet import (
@@ -1164,6 +1221,18 @@ from lamina.models.pspnet import (
     pspnet_resnet50,
     pspnet_small,
 )
+from lamina.models.pvt import (
+    PVTV2_CONFIGS,
+    OverlapPatchEmbed,
+    PVTv2,
+    PVTv2Block,
+    PVTv2FFN,
+    SpatialReductionAttention,
+    pvt_v2,
+    pvt_v2_b0,
+    pvt_v2_b1,
+    pvt_v2_tiny,
+)
 from lamina.models.qformer import (
     BLIP2Stage1,
     QFormer,
@@ -1357,6 +1426,7 @@ from lamina.models.shufflenet import (
     shufflenet_v2_x2_0,
 )
 from lamina.models.siglip import SigLIP, siglip
+from lamina.models.simmim import SimMIM, simmim_loss, simmim_masks
 from lamina.models.sindy import SR3, STLSQ, SINDy, finite_difference, savgol_derivative
 from lamina.models.sindy_library import (
     ConcatLibrary,
@@ -1782,9 +1852,20 @@ __all__ += ["CapsNet", "CapsNetOutput", "capsnet_digits", "capsnet_mnist"]  # ca
 __all__ += ["CAIT_CONFIGS", "CaiT", "CaiTBlock", "ClassAttention", "ClassAttentionBlock", "LayerScale",
             "TalkingHeadsAttention", "cait", "cait_layer_scale_init", "cait_s24", "cait_tiny", "cait_xxs24",
             "cait_xxs36"]  # class-attention image transformers (cait)
+__all__ += ["OverlapPatchEmbed", "PVTV2_CONFIGS", "PVTv2", "PVTv2Block", "PVTv2FFN", "SpatialReductionAttention",
+            "pvt_v2", "pvt_v2_b0", "pvt_v2_b1", "pvt_v2_tiny"]  # pyramid vision transformer v2 (pvt)
+__all__ += ["CVT_CONFIGS", "ConvEmbed", "ConvProjectionAttention", "CvT", "CvTBlock", "cvt", "cvt_13",
+            "cvt_tiny"]  # convolutional vision transformers (cvt)
+__all__ += ["BEiT", "BEiTAttention", "BEiTBlock", "PatchKMeansTokenizer", "SimMIM", "VQVAETokenizer", "beit",
+            "beit_base_patch16_224", "beit_block_masking", "beit_mask_blocks", "beit_mim_loss",
+            "beit_relative_position_index", "beit_tiny", "simmim_loss",
+            "simmim_masks"]  # masked image modelling (beit, beit_pretraining, simmim)
 __all__ += ["GAE", "VGAE", "InnerProductDecoder", "Node2Vec"]  # graph autoencoders, node2vec
 __all__ += ["TGN", "last_messages"]  # temporal graph networks
 __all__ += ["WaveNet", "WaveNetLayer"]  # autoregressive waveform model (wavenet)
+__all__ += ["DIFFWAVE_CONFIGS", "DIFFWAVE_LOSSES", "DiffWave", "DiffWaveResidualLayer", "DiffusionStepEmbedding",
+            "FAST_SCHEDULE", "SpectrogramUpsampler", "align_steps", "diffwave_base", "diffwave_large",
+            "diffwave_step_features", "diffwave_tiny"]  # diffusion vocoder (diffwave, diffwave_sampling)
 __all__ += ["WaveRNN", "merge_coarse_fine", "split_coarse_fine"]  # dual-softmax GRU vocoder (wavernn)
 __all__ += ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "EDMPrecond",  # diffusion samplers
             "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",  # and EDM
@@ -1813,6 +1894,9 @@ __all__ += ["BIGGAN_PRESETS", "BigGANDiscriminator", "BigGANGenerator", "Project
 __all__ += ["MemN2N", "NTM", "NTMCell", "NTMState", "PointerNetwork", "circular_shift", "content_addressing",
             "erase_and_add", "interpolate", "memory_read", "pointer_logits", "position_encoding",
             "sharpen"]  # pointer and memory-augmented networks (pointer_network, memory_network, ntm)
+__all__ += ["DNC", "DNCMemoryState", "DNCState", "allocation_weighting", "content_weighting", "interface_size",
+            "link_update", "memory_step", "oneplus", "parse_interface", "temporal_weightings",
+            "usage_update"]  # differentiable neural computer (dnc)
 __all__ += ["FeatureActivity", "SAEOutput", "SparseAutoencoder"]  # dictionary learning (sparse_autoencoder)
 __all__ += ["KAN"]  # Kolmogorov-Arnold networks (kan)
 __all__ += ["PoincareEmbeddingResult", "balanced_tree", "reconstruction_metrics", "train_poincare_embeddings",

@@ -81,6 +81,8 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
                 "deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224",
                 "deit_base_distilled_patch16_224"),
         *_named("cait", "cait_xxs24", "cait_xxs36", "cait_s24"),
+        *_named("pvt", "pvt_v2_b0", "pvt_v2_b1"),
+        *_named("cvt", "cvt_13"),
     ],
     "segmentation": [
         *_named("segmentation", "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"),
