@@ -713,6 +713,12 @@ CASES = {
     "CvTBlock": (lambda: models.CvTBlock(4, 2, mlp_ratio=1.5), _x(2, 3, 3, 4), "save"),
     "CvT": (lambda: models.cvt((4, 4), (1, 1), (1, 2), mlp_ratio=1.5, num_classes=3, input_shape=(8, 8, 1),
                                patch_sizes=(3, 3), strides=(2, 2), paddings=(1, 1)), _x(2, 8, 8, 1), "save"),
+    # Griffin and Hawk (griffin): RG-LRU recurrent blocks and local multi-query attention
+    "LocalMQAttention": (lambda: models.LocalMQAttention(4, 2, window=2), _x(2, 3, 4), "save"),
+    "GriffinResidualBlock": (lambda: models.GriffinResidualBlock(4, "attention", num_heads=2, window=2,
+                                                                 mlp_expansion=2), _x(2, 3, 4), "save"),
+    "Griffin": (lambda: models.Griffin(7, 4, 3, num_heads=2, window=2), lambda: (_ids(2, 5, high=7),), "save"),
+    "Hawk": (lambda: models.Hawk(7, 4, 2, num_heads=2, lru_width=6), lambda: (_ids(2, 5, high=7),), "save"),
     # differentiable neural computer (dnc)
     "DNC": (lambda: models.DNC(3, memory_size=4, word_size=3, read_heads=2, hidden=5), _x(2, 3, 4), "save"),
     # structural re-parameterization: RepVGG (repvgg) and MobileOne (mobileone)
@@ -768,7 +774,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 224 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 228 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

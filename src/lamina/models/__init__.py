@@ -120,6 +120,9 @@ Layouts follow the published models so that published weights map onto them:
   layers (:class:`lamina.nn.MambaBlock`) decoding at constant cost per token;
   :func:`load_hf_mamba_state_dict` loads its weights. :class:`Mamba2LM`: Mamba-2 layers
   (:class:`lamina.nn.Mamba2Block`, the chunked state-space-duality scan).
+* :class:`Griffin` (:func:`griffin`) and :class:`Hawk` (:func:`hawk`): RG-LRU recurrent blocks
+  (:class:`lamina.nn.RGLRU`) mixed with local multi-query attention (:class:`LocalMQAttention`),
+  generating from a cached state; :func:`griffin_parameter_count`.
 * :class:`T5` (:func:`t5`): Hugging Face's T5ForConditionalGeneration (relative position
   bias, v1.0 and v1.1 feed-forwards, greedy and beam generation with a key/value cache);
   :func:`load_hf_t5_state_dict` loads its weights.
@@ -805,6 +808,16 @@ from lamina.models.gpt_neox import (
     load_hf_gpt_neox_state_dict,
 )
 from lamina.models.graph_autoencoder import GAE, VGAE, InnerProductDecoder
+from lamina.models.griffin import (
+    GRIFFIN_CONFIGS,
+    Griffin,
+    GriffinResidualBlock,
+    Hawk,
+    LocalMQAttention,
+    griffin,
+    griffin_parameter_count,
+    hawk,
+)
 from lamina.models.hifigan import (
     HiFiGANGenerator,
     HiFiGANResBlock,
@@ -1754,6 +1767,8 @@ __all__ = [
     "load_hf_mixtral_state_dict", "mixtral", "mixtral_parameter_count",
     "MAMBA_CONFIGS", "Mamba", "MambaBackbone", "MambaLayer", "load_hf_mamba_state_dict", "mamba",
     "mamba_parameter_count", "Mamba2LM",
+    "GRIFFIN_CONFIGS", "Griffin", "GriffinResidualBlock", "Hawk", "LocalMQAttention", "griffin",
+    "griffin_parameter_count", "hawk",
     "MedusaHeads", "MedusaOutput", "MedusaTree", "cartesian_tree", "medusa_decode", "medusa_generate", "medusa_loss",
     "medusa_tree", "medusa_generate_batch", "typical_acceptance",
     "KNNDatastore", "build_datastore", "knn_distribution", "knn_lm_generate", "knn_lm_log_probs",

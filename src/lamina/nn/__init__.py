@@ -278,6 +278,7 @@ from lamina.nn.reshape import Flatten, Identity, Reshape, Unflatten
 from lamina.nn.resize import Cropping2D, UpSampling2D, ZeroPadding2D
 from lamina.nn.retention import MultiScaleRetention
 from lamina.nn.revin import RevIN
+from lamina.nn.rglru import RGLRU, GriffinRecurrentBlock
 from lamina.nn.rms_norm import RMSNorm
 from lamina.nn.rwkv import RWKVChannelMix, RWKVTimeMix
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
@@ -423,6 +424,7 @@ __all__ += ["GE2ELoss"]  # generalized end-to-end speaker loss (ge2e)
 __all__ += ["CentralityEncoding", "GPSLayer", "GraphormerLayer", "HeteroConv", "RGCNConv"]  # graph transformers
 __all__ += ["ConditionalBatchNorm", "FiLM", "HyperNetwork", "MixtureOfDepths"]  # conditional computation
 __all__ += ["LRU", "MinGRU", "MinLSTM", "S4D", "mLSTM", "sLSTM"]  # recurrent layers (lru, min_rnn, ssm, xlstm)
+__all__ += ["RGLRU", "GriffinRecurrentBlock"]  # Griffin's real-gated linear recurrence (rglru)
 __all__ += ["GroupBatchNorm", "GroupPool", "P4ConvP4", "P4ConvZ2", "P4MConvP4M",
             "P4MConvZ2"]  # p4 / p4m group-equivariant convolutions (group_conv)
 __all__ += ["DifferentialAttention", "HyenaOperator",
