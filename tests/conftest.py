@@ -33,3 +33,11 @@ def two_threads():
     lamina.parallel.set_num_threads(2)
     yield
     lamina.parallel.set_num_threads(before)
+
+
+@pytest.fixture
+def float64():
+    """float64 as the default dtype for the test (gradient checks, float64 torch rewrites);
+    ``_seeded`` restores float32 after it."""
+    lamina.set_default_dtype(np.float64)
+    yield

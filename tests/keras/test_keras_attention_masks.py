@@ -13,14 +13,6 @@ from lamina import keras
 from lamina.keras import layers
 from lamina.keras.masking import mask_of, tracking_masks
 
-
-@pytest.fixture
-def float64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
-
-
 Q_MASK = np.array([[1, 1, 0], [1, 1, 1]], dtype=bool)
 V_MASK = np.array([[1, 1, 0, 1], [0, 1, 1, 0]], dtype=bool)
 

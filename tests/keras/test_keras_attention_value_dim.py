@@ -16,12 +16,6 @@ from lamina.keras.attention import ProjectedAttention
 HEADS, KEY_DIM, VALUE_DIM = 2, 3, 5
 
 
-@pytest.fixture
-def float64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
-
 
 def _torch_reference(weights, query, value, key, mask=None, causal=False):
     """Keras's attention written out in torch from the layer's weights."""

@@ -13,13 +13,6 @@ from lamina import keras
 from lamina.keras import layers, optimizers
 
 
-@pytest.fixture
-def float64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
-
-
 def _two_output_model():
     inputs = keras.Input((3,))
     hidden = layers.Dense(4, activation="tanh", name="hidden")(inputs)

@@ -19,12 +19,6 @@ from lamina.keras.masking import mask_of
 KINDS = ("SimpleRNN", "GRU", "LSTM")
 
 
-@pytest.fixture
-def float64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
-
 
 def _layer(kind: str, units: int = 4, **options):
     layer = getattr(layers, kind)(units, **options)

@@ -19,14 +19,6 @@ from lamina import models, optim
 from lamina.errors import ShapeError
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 # -- the torch rewrite ---------------------------------------------------------------------------
 def loop_index(h, w):
     """The bias-table row of every token pair [cls; patches], written out pair by pair."""

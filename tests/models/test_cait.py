@@ -19,14 +19,6 @@ from lamina.data import load_digits
 from lamina.errors import ShapeError
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 def _perturb(module, seed=3, scale=0.3):
     rng = np.random.default_rng(seed)
     for p in module.parameters():

@@ -22,14 +22,6 @@ from helpers import (
 from lamina import models, optim
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 # -- torch rewrite of the published formula ---------------------------------------------------
 def torch_relative_attention(x, w_qkv, b_qkv, w_proj, b_proj, table, heads):
     """softmax(q k^T / sqrt(d) + w[i - j]) v over all tokens of an NHWC map, the bias of the

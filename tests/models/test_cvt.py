@@ -20,14 +20,6 @@ from lamina import models, optim
 from lamina.errors import ShapeError
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 # -- the torch rewrite (NCHW inside, NHWC at the boundary) -----------------------------------------
 def torch_conv_projection(x, conv_w, bn_w, bn_b, stride):
     """BN(dwconv_3x3(x)) with the batch statistics (training), flattened to (N, h w, C)."""

@@ -18,14 +18,6 @@ from lamina import models, optim
 from lamina.errors import ShapeError
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 # -- torch rewrites of the published formulas (channels-first inside, as the paper's code) -----
 def torch_residual_layer(h, e, cond, step_w, step_b, conv_w, conv_b, cond_w, cond_b, out_w, out_b, dilation):
     """y = x + e D; z = conv_d(y) + conv1x1(c); u = sigmoid(z_1) tanh(z_2); [r, s] = conv1x1(u);

@@ -19,14 +19,6 @@ from lamina import models, optim
 from lamina.errors import ShapeError
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 def torch_rope_half(x, base=10000.0):
     """Rotate the first r = head_dim / 2 (even) features of x (..., T, head_dim) by position t:
     pairs (x_j, x_{j + r/2}) turn by t base^(-2j / r)."""

@@ -44,10 +44,6 @@ def fit_lbfgs(model, x, y, steps, update_grid_at=()):
     return model
 
 
-@pytest.fixture
-def float64():
-    lamina.set_default_dtype(np.float64)
-
 
 @pytest.fixture(scope="module")
 def trained():

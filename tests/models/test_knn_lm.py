@@ -15,12 +15,6 @@ from lamina import models
 V = 13
 
 
-@pytest.fixture
-def float64():
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(np.float32)
-
 
 def _gpt2(n_positions: int = 24, seed: int = 0) -> models.GPT2:
     lamina.manual_seed(seed)

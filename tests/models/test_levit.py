@@ -13,14 +13,6 @@ from helpers import accuracy, check_gradients, compare_layer_with_torch, perturb
 from lamina import models, optim
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 # -- torch rewrite of the published formulas ---------------------------------------------------
 def torch_linear_norm(x, weight, gamma, beta, eps):
     """Linear without bias, then BatchNorm1d with the batch statistics over all tokens."""

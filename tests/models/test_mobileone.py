@@ -18,15 +18,6 @@ from lamina import models, optim
 from lamina.data import load_digits
 from lamina.nn import BatchNorm, Conv2D, init
 
-
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 BLOCKS = {
     "3x3, k=3, identity": lambda: models.MobileOneBlock(4, 4, 3, num_conv_branches=3),
     "depthwise, stride 2": lambda: models.MobileOneBlock(4, 4, 3, stride=2, groups=4, num_conv_branches=2),

@@ -19,13 +19,6 @@ PUBLISHED_MILLIONS = {"xxs": 1.3, "xs": 2.3, "s": 5.6}
 TNF = torch.nn.functional
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.get_default_dtype()
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(previous)
-
 
 @pytest.mark.parametrize("patch", [2, (2, 3)])
 def test_unfold_fold_round_trip_is_exact(patch):

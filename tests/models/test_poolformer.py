@@ -18,13 +18,6 @@ from lamina.models import PoolFormerBlock, PoolingMixer
 PUBLISHED_MILLIONS = {"s12": 11.9, "s24": 21.4, "s36": 30.9, "m36": 56.2, "m48": 73.5}
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.get_default_dtype()
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(previous)
-
 
 def _torch_pooling(x_nhwc, pool_size=3):
     x = x_nhwc.permute(0, 3, 1, 2)

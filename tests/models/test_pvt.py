@@ -20,14 +20,6 @@ from lamina import models, optim
 from lamina.errors import ShapeError
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 # -- torch rewrites of the published formulas (NCHW inside, NHWC at the boundary) ------------------
 def _nchw(x):
     return x.permute(0, 3, 1, 2)

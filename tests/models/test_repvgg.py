@@ -22,14 +22,6 @@ from lamina.errors import ShapeError
 from lamina.nn import BatchNorm, Conv2D, init
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 def randomize_statistics(module, seed=7):
     """Running statistics away from (0, 1), so that evaluation-mode folding is exercised."""
     rng = np.random.default_rng(seed)

@@ -18,14 +18,6 @@ from lamina import models, optim
 from lamina.errors import ShapeError
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 def test_masks_cover_the_ratio_in_whole_mask_patches_and_are_reproducible():
     masks = models.simmim_masks(20, 192, 16, rng=0)                 # the paper's 192 / 32 / ratio 0.6 setting
     assert masks.shape == (20, 144)

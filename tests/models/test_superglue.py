@@ -16,14 +16,6 @@ from lamina import models
 from lamina.errors import ShapeError
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(previous)
-
-
 def _numpy_log_optimal_transport(scores, alpha, iterations):
     batch, n, m = scores.shape
     z = np.full((batch, n + 1, m + 1), alpha)

@@ -75,10 +75,6 @@ def _compare(layer, params, torch_fn, x):
         assert_close(p.grad, t.grad.numpy(), 1e-9, "parameter gradient")
 
 
-@pytest.fixture
-def float64():
-    lamina.set_default_dtype(np.float64)
-
 
 X = randn(4, 5, seed=1, scale=0.2)
 

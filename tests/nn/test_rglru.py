@@ -14,14 +14,6 @@ from lamina import nn
 from lamina.errors import ShapeError
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 # -- torch rewrites of the published formulas --------------------------------------------------
 def _block_diagonal(x, weight, bias):
     """W x + b with W = diag(weight[0], weight[1], ...) acting on consecutive feature blocks."""

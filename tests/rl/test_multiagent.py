@@ -100,13 +100,6 @@ def test_clear_errors():
         MultiAgentQLearner(2, 3, 2, 3, mixer="qtran")
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.get_default_dtype()
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(previous)
-
 
 @pytest.mark.parametrize("hypernet_layers", [1, 2])
 def test_qmix_mixer_is_monotonic_in_every_agent_q(hypernet_layers):

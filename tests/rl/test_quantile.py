@@ -23,14 +23,6 @@ from lamina.rl import (
 from lamina.rl.replay import Batch
 
 
-@pytest.fixture
-def float64():
-    before = lamina.get_default_dtype()
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(before)
-
-
 def _torch_quantile_huber(quantiles, targets, taus, kappa):
     """Dabney et al. (2018a), eq. 10, written out in torch: sum over i, mean over j, mean over the batch."""
     u = targets[:, None, :] - quantiles[:, :, None]

@@ -31,14 +31,6 @@ from lamina.rl.trpo import (
 from lamina.rl.vector import VectorEnv
 
 
-@pytest.fixture
-def float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(previous)
-
-
 def spd_matrix(n: int, seed: int) -> np.ndarray:
     a = randn(n, n, seed=seed)
     return a @ a.T + 0.5 * np.eye(n)

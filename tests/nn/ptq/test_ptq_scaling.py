@@ -20,14 +20,6 @@ from lamina.nn.ptq import (
 from lamina.nn.ptq.scaling import site_weight
 
 
-@pytest.fixture
-def float64():
-    before = lamina.backend.get_default_dtype()
-    lamina.backend.set_default_dtype(np.float64)
-    yield
-    lamina.backend.set_default_dtype(before)
-
-
 def built(layer, n_in, seed=0):
     lamina.manual_seed(seed)
     layer(np.zeros((1, n_in)))
