@@ -294,6 +294,14 @@ CASES = {
                      "save"),
     "SegmentationModel": (lambda: models.SegmentationModel(nn.Sequential(nn.Conv2D(4, 3, stride=2, padding="same")),
                                                            nn.Sequential(nn.Conv2D(2, 1))), _x(1, 6, 6, 3), "save"),
+    # PointRend (pointrend): a point head on a coarse network, refined by subdivision when evaluated
+    "PointHead": (lambda: models.PointHead(2, fc_dim=4, num_fc=2), lambda: (_normal(2, 5, 3), _normal(2, 5, 2, seed=1)),
+                  "save"),
+    "PointRendSemSeg": (lambda: models.PointRendSemSeg(nn.Sequential(nn.Conv2D(3, 3, padding=1)),
+                                                       nn.Sequential(nn.Conv2D(2, 3, stride=2, padding=1)),
+                                                       models.PointHead(2, fc_dim=4, num_fc=1), num_points=8,
+                                                       subdivision_steps=1, subdivision_num_points=5),
+                        _x(1, 6, 6, 1), "save"),
     "SlotAttentionAutoEncoder": (lambda: models.SlotAttentionAutoEncoder((8, 8), num_slots=2, channels=4, iters=1,
                                                                          hidden_dim=4, encoder_layers=1,
                                                                          decoder_layers=1, kernel_size=3),
@@ -774,7 +782,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 228 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 230 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -60,6 +60,12 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`Mask2Former`: segmentation by mask classification (masked-attention decoder over an
   FPN pixel decoder; :class:`MaskClassificationLoss`, :func:`semantic_inference`,
   :func:`panoptic_inference`).
+* :class:`SOLOv2`: instance segmentation by grid locations with dynamic mask kernels
+  (:func:`dynamic_mask_logits`, :func:`solo_targets`, :func:`matrix_nms`; :func:`solov2_tiny`,
+  :func:`solov2_resnet50_fpn`).
+* :class:`PointRendSemSeg`: PointRend, a coarse segmentation network refined at uncertain points
+  by a :class:`PointHead` (:func:`point_sample`, :func:`uncertain_points_with_randomness`, adaptive
+  subdivision; :func:`pointrend_from_segmentation` on FCN or DeepLabv3).
 * :func:`unet`: U-Net for segmentation (per-pixel logits; 'same' or the paper's 'valid'
   padding); :func:`vit` and :func:`vit_b_16`: the Vision Transformer (patches, a class
   token, pre-norm encoder layers); :func:`vit_b_16`, :func:`vit_b_32`, :func:`vit_l_16`,
@@ -1197,6 +1203,15 @@ from lamina.models.point_transformer import (
 from lamina.models.pointer_network import PointerNetwork, pointer_logits
 from lamina.models.pointnet import PointNet, PointNetSegmentation, SharedMLP, TNet, transform_regularizer
 from lamina.models.pointnet2 import PointNet2, SetAbstraction, pointnet2_msg, pointnet2_ssg
+from lamina.models.pointrend import (
+    PointHead,
+    PointRendSemSeg,
+    point_sample,
+    point_uncertainty,
+    pointrend_from_segmentation,
+    uncertain_points_on_grid,
+    uncertain_points_with_randomness,
+)
 from lamina.models.poolformer import (
     POOLFORMER_CONFIGS,
     PoolFormerBlock,
@@ -1995,6 +2010,10 @@ __all__ += ["TwoStreamRelativeAttention", "XLNetLM", "XLNetLayer", "bidirectiona
             "sample_factorization_order"]  # permutation language modelling (xlnet)
 __all__ += ["Mask2Former", "MaskClassificationLoss", "mask_matching_cost", "masked_attention",  # mask2former
             "masked_attention_mask", "panoptic_inference", "semantic_inference"]
+__all__ += ["SOLOv2", "coord_features", "dynamic_mask_logits", "matrix_nms", "solo_dice_loss",  # SOLOv2 (solo)
+            "solo_focal_loss", "solo_targets", "solov2_resnet50_fpn", "solov2_tiny"]
+__all__ += ["PointHead", "PointRendSemSeg", "point_sample", "point_uncertainty", "pointrend_from_segmentation",
+            "uncertain_points_on_grid", "uncertain_points_with_randomness"]  # PointRend (pointrend)
 __all__ += ["CenterNet", "CenterNetHead", "centernet_decode", "centernet_focal_loss", "centernet_small",
             "centernet_targets", "draw_gaussian", "gaussian_radius"]  # objects as points (centernet)
 __all__ += ["YOLOX", "simota_assign", "yolox_decode", "yolox_iou_loss", "yolox_nano",  # anchor-free YOLO (yolox)
