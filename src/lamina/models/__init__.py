@@ -1471,6 +1471,14 @@ from lamina.models.slot_autoencoder import (
     position_grid,
 )
 from lamina.models.soft_trees import NeuralDecisionForest, SoftDecisionTree, routing_probabilities
+from lamina.models.solo import SOLOv2, coord_features, solov2_resnet50_fpn, solov2_tiny
+from lamina.models.solo_ops import (
+    dynamic_mask_logits,
+    matrix_nms,
+    solo_dice_loss,
+    solo_focal_loss,
+    solo_targets,
+)
 from lamina.models.som import SelfOrganizingMap
 from lamina.models.sparse_autoencoder import FeatureActivity, SAEOutput, SparseAutoencoder
 from lamina.models.speaker import (
