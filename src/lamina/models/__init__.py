@@ -113,6 +113,9 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`build_datastore`, :func:`knn_lm_log_probs`, :func:`knn_lm_perplexity`,
   :func:`knn_lm_generate`: kNN-LM (a language model interpolated with the next tokens of its
   nearest hidden states in a datastore of text, :class:`KNNDatastore`).
+* :class:`RETRO` (:func:`retro`, :func:`retro_loss`): a decoder with chunked cross-attention
+  (:class:`ChunkedCrossAttention`) to neighbours retrieved every m tokens from a
+  :class:`RetroDatabase` (:func:`split_chunks`, :func:`retro_generate`).
 * :class:`Llama` (:func:`llama`): Hugging Face's LlamaForCausalLM (rotary positions,
   grouped-query attention, RMSNorm, SwiGLU; TinyLlama, Llama 2 and Llama 3 sizes);
   :func:`load_hf_llama_state_dict` loads its weights. :class:`Mistral` (:func:`mistral`):
@@ -266,6 +269,10 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`ConsistencyModel`: consistency models (training from data and distillation from a
   denoiser; one- and few-step sampling) and :class:`MaskGIT` (a bidirectional transformer over
   tokens with cosine-scheduled parallel decoding).
+* :class:`VQGAN` (:func:`vqgan_tiny`): Taming Transformers' VQ autoencoder (residual blocks,
+  GroupNorm, a :class:`NonLocalBlock` at the lowest resolution), trained with a perceptual and
+  a PatchGAN loss (:func:`lamina.train.vqgan_loss`), and :class:`VQGANTransformer`, its
+  autoregressive prior over the code indices.
 * :class:`MultiStreamLM`: MusicGen's language model over K parallel codebook streams (the codes
   of an :class:`AudioCodec`) laid out by :func:`build_pattern` ('parallel', 'delay',
   'flatten'), with class conditioning and classifier-free guidance.
@@ -1374,6 +1381,8 @@ from lamina.models.retrievers import (
     in_batch_negatives_loss,
     late_interaction_scores,
 )
+from lamina.models.retro import RETRO, RETRO_CONFIGS, ChunkedCrossAttention, retro, retro_loss
+from lamina.models.retro_retrieval import RetroDatabase, retro_generate, split_chunks
 from lamina.models.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from lamina.models.rpn import RegionProposalNetwork, RPNHead
 from lamina.models.rwkv import RWKV, RWKVBlock
@@ -1621,6 +1630,8 @@ from lamina.models.vit import (
 )
 from lamina.models.vit_registers import RegisterTokens, ViTWithRegisters, drop_registers, vit_with_registers
 from lamina.models.vit_tome import ToMeEncoder, apply_tome, remove_tome, tome_encoder_macs, tome_token_counts
+from lamina.models.vqgan import VQGAN, NonLocalBlock, VQGANOutput, VQGANResBlock, vqgan_tiny
+from lamina.models.vqgan_prior import VQGANTransformer
 from lamina.models.vqvae import VQVAE, VQVAEOutput
 from lamina.models.wav2vec2 import (
     WAV2VEC2_CONFIGS,
@@ -2050,3 +2061,6 @@ __all__ += ["BART_CONFIGS", "BartAttention", "BartDecoder", "BartDecoderLayer", 
 __all__ += ["MobileOne", "MobileOneBlock", "ReparamBlock", "RepVGG", "RepVGGBlock", "conv_bn_kernel",
             "identity_kernel", "mobileone_s0", "mobileone_s1", "mobileone_tiny", "reparameterize", "reparameterized",
             "repvgg_a0", "repvgg_a1", "repvgg_a2", "repvgg_b0", "repvgg_tiny"]  # re-parameterization (repvgg)
+__all__ += ["RETRO", "RETRO_CONFIGS", "ChunkedCrossAttention", "RetroDatabase", "retro", "retro_generate",
+            "retro_loss", "split_chunks"]  # RETRO (retro, retro_retrieval)
+__all__ += ["NonLocalBlock", "VQGAN", "VQGANOutput", "VQGANResBlock", "VQGANTransformer", "vqgan_tiny"]  # vqgan

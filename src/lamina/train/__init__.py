@@ -283,6 +283,14 @@ from lamina.train.trainer import Trainer
 from lamina.train.tuned_lens import train_tuned_lens
 from lamina.train.uncertainty import DeepEnsemble, PredictiveSummary, mc_dropout_predict, predictive_summary
 from lamina.train.vocoder import VocoderTrainer
+from lamina.train.vqgan import (
+    VQGANLoss,
+    VQGANTrainer,
+    adaptive_weight,
+    train_vqgan_prior,
+    vqgan_discriminator_loss,
+    vqgan_loss,
+)
 from lamina.train.weighting import WeightedMean
 
 __all__ = [
@@ -382,3 +390,5 @@ __all__ += ["Exploit", "PBTResult", "apply_hyperparameters", "copy_member", "exp
             "plot_pbt", "population_based_training", "quantile_members"]  # population-based training (pbt)
 __all__ += ["ResetCovariance", "SNGPPrediction", "sngp_predict"]  # SNGP training and prediction (sngp)
 __all__ += ["GKDTrainer", "completion_logits"]  # generalized knowledge distillation of LMs (lm_distillation)
+__all__ += ["VQGANLoss", "VQGANTrainer", "adaptive_weight", "train_vqgan_prior", "vqgan_discriminator_loss",
+            "vqgan_loss"]  # VQGAN training (vqgan)
