@@ -712,6 +712,10 @@ CASES = {
     "ClassAttentionBlock": (lambda: models.ClassAttentionBlock(4, 2, mlp_ratio=1.5), _x(2, 3, 4), "save"),
     "CaiT": (lambda: models.cait(2, 4, 1, 2, mlp_ratio=1.5, num_classes=3, input_shape=(4, 4, 1)), _x(2, 4, 4, 1),
              "save"),
+    # ESRGAN (esrgan)
+    "ResidualDenseBlock": (lambda: models.ResidualDenseBlock(4, 2), _x(1, 3, 3, 4), "save"),
+    "RRDB": (lambda: models.RRDB(4, 2), _x(1, 3, 3, 4), "save"),
+    "RRDBNet": (lambda: models.RRDBNet(2, 1, 2, filters=4, blocks=1, growth=2), _x(1, 3, 3, 1), "save"),
     # masked image modelling (beit, simmim)
     "BEiTAttention": (lambda: models.BEiTAttention(4, 2, (2, 2)), _x(2, 5, 4), "save"),
     "BEiTBlock": (lambda: models.BEiTBlock(4, 2, (2, 2), mlp_ratio=1.5, layer_scale_init=0.5), _x(2, 5, 4), "save"),
@@ -802,7 +806,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 237 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 240 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

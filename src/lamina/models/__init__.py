@@ -80,6 +80,10 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`cait_xxs24`, :func:`cait_xxs36`, :func:`cait_s24`, :func:`cait_tiny` (:class:`CaiT`:
   LayerScale, talking-heads self-attention on the patches, then class attention that updates
   the class token only; :mod:`lamina.models.cait`).
+* :func:`rrdbnet_x4`, :func:`rrdbnet_tiny` (:class:`RRDBNet`, ESRGAN's generator of
+  :class:`RRDB` blocks of :class:`ResidualDenseBlock`), :func:`esrgan_discriminator`,
+  :func:`relativistic_discriminator_loss`,
+  :func:`relativistic_generator_loss`, :func:`feature_l1_loss` (:mod:`lamina.models.esrgan`).
 * :func:`pvt_v2_b0`, :func:`pvt_v2_b1`, :func:`pvt_v2_tiny` (:class:`PVTv2`: overlapping patch
   embeddings, :class:`SpatialReductionAttention`, the convolutional :class:`PVTv2FFN`, four-stage
   NHWC features; :mod:`lamina.models.pvt`) and :func:`cvt_13`, :func:`cvt_tiny` (:class:`CvT`:
@@ -670,6 +674,17 @@ from lamina.models.enet import (
     enet_small,
 )
 from lamina.models.equivariant import EGNN, SchNet
+from lamina.models.esrgan import (
+    RRDB,
+    ResidualDenseBlock,
+    RRDBNet,
+    esrgan_discriminator,
+    feature_l1_loss,
+    relativistic_discriminator_loss,
+    relativistic_generator_loss,
+    rrdbnet_tiny,
+    rrdbnet_x4,
+)
 from lamina.models.faster_rcnn import FasterRCNN, fasterrcnn_resnet50_fpn
 from lamina.models.fastspeech2 import (
     FastSpeech2,
@@ -1901,6 +1916,9 @@ __all__ += ["CapsNet", "CapsNetOutput", "capsnet_digits", "capsnet_mnist"]  # ca
 __all__ += ["CAIT_CONFIGS", "CaiT", "CaiTBlock", "ClassAttention", "ClassAttentionBlock", "LayerScale",
             "TalkingHeadsAttention", "cait", "cait_layer_scale_init", "cait_s24", "cait_tiny", "cait_xxs24",
             "cait_xxs36"]  # class-attention image transformers (cait)
+__all__ += ["RRDB", "RRDBNet", "ResidualDenseBlock", "esrgan_discriminator", "feature_l1_loss",
+            "relativistic_discriminator_loss", "relativistic_generator_loss", "rrdbnet_tiny",
+            "rrdbnet_x4"]  # ESRGAN (esrgan)
 __all__ += ["OverlapPatchEmbed", "PVTV2_CONFIGS", "PVTv2", "PVTv2Block", "PVTv2FFN", "SpatialReductionAttention",
             "pvt_v2", "pvt_v2_b0", "pvt_v2_b1", "pvt_v2_tiny"]  # pyramid vision transformer v2 (pvt)
 __all__ += ["CVT_CONFIGS", "ConvEmbed", "ConvProjectionAttention", "CvT", "CvTBlock", "cvt", "cvt_13",

@@ -96,6 +96,7 @@ from lamina.train.energy_based import (
     sgld_sample,
 )
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
+from lamina.train.esrgan import ESRGANTrainer
 from lamina.train.fairness import (
     AdversarialDebiasing,
     FairnessPenaltyLoss,
@@ -353,6 +354,7 @@ __all__ += ["main_process_only"]  # rank-0 guard for callbacks that write files
 __all__ += ["DynamicWeightAverage", "EqualWeighting", "GradNorm", "LossWeighting", "MultiTaskModel",
             "MultiTaskTrainer", "RandomLossWeighting", "UncertaintyWeighting", "load_digit_tasks"]  # multi-task
 __all__ += ["CycleGANTrainer", "ImagePool", "Pix2PixTrainer", "linear_decay_factor"]  # image-to-image GANs
+__all__ += ["ESRGANTrainer"]  # ESRGAN super-resolution GAN (esrgan)
 __all__ += ["LotteryResult", "LotteryRound", "iterative_magnitude_pruning"]  # lottery tickets (lottery)
 __all__ += ["SAETrainingHistory", "resample_dead_features", "train_sparse_autoencoder",
             "train_tuned_lens"]  # sparse autoencoders, tuned lens (interpretability)

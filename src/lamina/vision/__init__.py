@@ -13,6 +13,19 @@ from lamina.vision.anchors import AnchorGenerator, BoxCoder
 from lamina.vision.boxes import box_area, center_to_corners, corners_to_center, iou, non_max_suppression
 from lamina.vision.charset import CharsetMapper
 from lamina.vision.coco_eval import COCO_AREA_RANGES, coco_evaluate, format_coco_metrics
+from lamina.vision.degradations import (
+    RealESRGANDegradation,
+    anisotropic_gaussian_kernel,
+    filter2d,
+    gaussian_noise,
+    generalized_gaussian_kernel,
+    isotropic_gaussian_kernel,
+    kernel_covariance,
+    plateau_kernel,
+    poisson_noise,
+    random_blur_kernel,
+    sinc_kernel,
+)
 from lamina.vision.detection import (
     Detections,
     decode_grid_predictions,
@@ -126,6 +139,9 @@ __all__ = [
 __all__ += ["get_rays", "load_blender_scene", "positional_encoding", "sample_pdf", "stratified_samples",
             "synthetic_nerf_scene", "volume_render"]  # neural radiance fields (nerf)
 __all__ += ["DEGRADATIONS", "sr_pairs", "style_transfer"]  # super-resolution pairs, neural style transfer
+__all__ += ["RealESRGANDegradation", "anisotropic_gaussian_kernel", "filter2d", "gaussian_noise",
+            "generalized_gaussian_kernel", "isotropic_gaussian_kernel", "kernel_covariance", "plateau_kernel",
+            "poisson_noise", "random_blur_kernel", "sinc_kernel"]  # Real-ESRGAN degradations (degradations)
 __all__ += ["SORT", "ByteTrack", "KalmanBoxFilter", "MOTAccumulator", "evaluate_mot", "mot_summary", "read_mot",
             "synthetic_mot_scene", "track_sequence", "write_mot"]  # multi-object tracking
 __all__ += ["CharsetMapper", "TextLineDataset", "character_error_rate", "collate_text_lines", "edit_distance",
