@@ -45,7 +45,8 @@ def model_config(model: Module) -> dict:
 
 def model_from_config(config: dict) -> Module:
     """Rebuild a model (fresh weights) from :func:`model_config`'s dict, built for its input
-    shape(s) by a call on one sample of zeros (integer zeros for a model that reads ids)."""
+    shape(s) by a call on one sample of zeros (integer zeros for a model that reads ids), or
+    on what the model's ``build_sample_inputs(shapes)`` gives where zeros would not do."""
     model = layer_from_config(config["architecture"])
     shape = config.get("input_shape")
     if shape is not None:
@@ -53,6 +54,10 @@ def model_from_config(config: dict) -> Module:
         dtype = np.int64 if reads_ids(model) else np.str_ if reads_strings(model) else backend.get_default_dtype()
         with no_grad():
             model.eval()
+            hook = getattr(model, "build_sample_inputs", None)
+            if hook is not None:                            # inputs zeros cannot stand for (LLaVA's)
+                model(*hook(shapes))
+                return model
             samples = [np.zeros((1, *[1 if n is None else n for n in s[1:]]), dtype=dtype) for s in shapes]
             model(*[a if a.dtype.kind == "U" else lamina.tensor(a) for a in samples])
     return model

@@ -251,6 +251,30 @@ def test_config_and_weights_round_trip(tmp_path):
     np.testing.assert_array_equal(twin(ids, images).numpy(), expected)
 
 
+@pytest.mark.parametrize("image_token_id, conv_tower", [(IMAGE, False), (0, True)])
+def test_lamina_save_and_load_give_back_an_equal_model(tmp_path, image_token_id, conv_tower):
+    # image_token_id 0: ids of zeros would hold a placeholder per token, not one per image
+    tower = nn.Conv2D(8, 4, stride=4) if conv_tower else _vit()
+    model = models.LLaVA(tower, _lm(), image_token_id=image_token_id, vision_layer=None if conv_tower else -2)
+    ids, images = np.array([[image_token_id, 2, 3, image_token_id], [4, image_token_id, 5, 6]]), _images(3)
+    model(ids, images)
+    for param in model.parameters():
+        param.data = param.data + np.float32(0.01)
+    model.eval()
+    expected = model(ids, images).numpy()
+    lamina.save(model, tmp_path / "llava.safetensors")
+    twin = lamina.load(tmp_path / "llava.safetensors")
+    assert isinstance(twin, models.LLaVA) and twin.get_config() == model.get_config()
+    np.testing.assert_array_equal(twin(ids, images).numpy(), expected)
+    np.testing.assert_array_equal(twin.generate(images[:1], ids[:1, :3], max_new_tokens=2),
+                                  model.generate(images[:1], ids[:1, :3], max_new_tokens=2))
+
+
+def test_build_sample_inputs_refuses_shapes_of_other_inputs():
+    with pytest.raises(lamina.errors.ShapeError, match=r"LLaVA.*\(N, T\), \(M, h, w, c\)"):
+        models.LLaVA(_vit(), _lm()).build_sample_inputs([[None, 4]])
+
+
 # -- learning ------------------------------------------------------------------------------
 COLOURS, CORNERS = 3, 4
 Q_COLOUR, Q_WHERE = 2, 3

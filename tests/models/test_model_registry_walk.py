@@ -417,7 +417,7 @@ CASES = {
     "LLaVA": (lambda: models.LLaVA(models.vit(4, 2, num_classes=2, d_model=4, depth=2, num_heads=2, mlp_dim=4),
                                    models.Llama(vocab_size=5, hidden_size=4, intermediate_size=6, num_hidden_layers=1,
                                                 num_attention_heads=2), image_token_id=1),
-              lambda: (np.array([[1, 2, 1, 4]]), _normal(2, 4, 4, 3)), "config"),
+              lambda: (np.array([[1, 2, 1, 4]]), _normal(2, 4, 4, 3)), "save"),
     # neural processes
     "ConditionalNeuralProcess": (lambda: models.ConditionalNeuralProcess(1, encoder_sizes=(4, 4), decoder_sizes=(4,)),
                                  lambda: (_normal(2, 5, 1), _normal(2, 5, 1, seed=1), _normal(2, 3, 1, seed=2)),
@@ -667,6 +667,11 @@ CASES = {
                 _x(1, 4, 4, 3), "save"),
     "NFResNet": (lambda: models.NFResNet((1, 1), (4, 6), num_classes=2, stem_channels=4, stem_kernel=3,
                                          stem_stride=1, stem_pool=True, skipinit=True), _x(1, 8, 8, 3), "save"),
+    # NFNet-F (nfnet_f): normalizer-free bottlenecks
+    "NFBottleneck": (lambda: models.NFBottleneck(3, 4, stride=2, beta=1.2, group_size=1, drop_path=0.1),
+                     _x(1, 4, 4, 3), "save"),
+    "NFNet": (lambda: models.NFNet((1, 1), (4, 8), num_classes=2, stem_widths=(2, 2, 4, 4), group_size=2),
+              _x(1, 8, 8, 3), "save"),
     "GhostModule": (lambda: models.GhostModule(3, 5, ratio=3, dw_size=3), _x(1, 4, 4, 3), "save"),
     "GhostBottleneck": (lambda: models.GhostBottleneck(3, 8, 4, dw_kernel_size=5, stride=2, se_ratio=0.25),
                         _x(1, 6, 6, 3), "save"),
@@ -796,6 +801,10 @@ CASES = {
                           lambda: (np.random.default_rng(0).random((2, 3)),), "save"),
     "IQNNetwork": (lambda: lamina.rl.IQNNetwork(3, 2, hidden=(4,), head_hidden=4, n_cos=6),
                    lambda: (_normal(2, 3), np.random.default_rng(1).random((2, 5))), "save"),
+    # curiosity (lamina.rl.curiosity): RND on observations, ICM on (s_t, s_t+1, a_t)
+    "RNDModule": (lambda: lamina.rl.RNDModule(3, feature_dim=2, hidden=(4,)), _x(2, 3), "save"),
+    "ICMModule": (lambda: lamina.rl.ICMModule(3, 2, feature_dim=2, hidden=(4,), beta=0.3, eta=0.5),
+                  lambda: (_normal(2, 3), _normal(2, 3, seed=1), np.array([1, 0])), "save"),
     # SOLOv2 (solo): instances (masks, labels, scores) in evaluation
     "SOLOv2": (lambda: models.solov2_tiny(2, widths=(4, 4, 4), fpn_channels=4, head_channels=4, mask_channels=4,
                                           mask_branch_channels=4, groups=2, score_thresh=0.0), _x(1, 16, 16, 3),
@@ -806,7 +815,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 240 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 242 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -28,7 +28,9 @@ Layouts follow the published models so that published weights map onto them:
   :func:`convnextv2_tiny` (ConvNeXt V2: global response normalization, no layer scale).
 * :class:`NFResNet` (:func:`nf_resnet18`, :func:`nf_resnet34`, :func:`nf_resnet_cifar`):
   normalizer-free ResNets (scaled weight standardization, scaled activations, analytic
-  variance tracking; train them with :class:`lamina.optim.AGC`), and :class:`GhostNet`
+  variance tracking; train them with :class:`lamina.optim.AGC`); :class:`NFNet`
+  (:func:`nfnet_f0`, :func:`nfnet_f1`: NFNet-F, normalizer-free bottlenecks
+  :class:`NFBottleneck` with grouped convolutions and squeeze-excite), and :class:`GhostNet`
   (:func:`ghostnet_1_0`: Ghost modules, 5,182,508 parameters).
 * :class:`RepVGG` (:func:`repvgg_a0`, :func:`repvgg_a1`, :func:`repvgg_a2`, :func:`repvgg_b0`) and
   :class:`MobileOne` (:func:`mobileone_s0`, :func:`mobileone_s1`): structural re-parameterization,
@@ -1148,6 +1150,7 @@ from lamina.models.nfnet import (
     nf_resnet34,
     nf_resnet_cifar,
 )
+from lamina.models.nfnet_f import NFNET_F_CONFIGS, NFBottleneck, NFNet, nfnet_f0, nfnet_f1
 from lamina.models.ngpt import NGPT, NGPTBlock, normalize_ngpt_weights
 from lamina.models.node import NODE, ObliviousDecisionTrees
 from lamina.models.node2vec import Node2Vec
@@ -2060,6 +2063,7 @@ __all__ += ["CODEBOOK_PATTERNS", "MultiStreamLM", "build_pattern", "multi_stream
             "sample_codebooks"]  # language models of parallel codebook streams (musicgen)
 __all__ += ["ACTIVATION_GAMMAS", "NFBlock", "NFResNet", "ScaledActivation", "nf_resnet18", "nf_resnet34",
             "nf_resnet_cifar"]  # normalizer-free ResNets (nfnet)
+__all__ += ["NFNET_F_CONFIGS", "NFBottleneck", "NFNet", "nfnet_f0", "nfnet_f1"]  # NFNet-F (nfnet_f)
 __all__ += ["GHOSTNET_CONFIG", "GhostBottleneck", "GhostModule", "GhostNet", "ghostnet_0_5", "ghostnet_1_0",
             "ghostnet_1_3"]  # cheap feature maps from depthwise transforms (ghostnet)
 __all__ += ["CPC", "NEGATIVE_SOURCES", "cpc_features", "cpc_info_nce",  # contrastive predictive coding (cpc)

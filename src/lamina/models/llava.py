@@ -211,6 +211,17 @@ class LLaVA(Module):
                 "projector": self.projector_kind, "image_token_id": self.image_token_id,
                 "vision_layer": self.vision_layer, "select": self.select, "name": self.name}
 
+    def build_sample_inputs(self, shapes: list) -> tuple[np.ndarray, Tensor]:
+        """What rebuilds the model from its saved input shapes [(N, T), (M, h, w, c)]
+        (:func:`lamina.saving.model_from_config`): the ids [[image_token_id]] and one black
+        image of the saved size, since ids of zeros need not hold one placeholder per image."""
+        if len(shapes) != 2 or len(shapes[1]) != 4:
+            raise ShapeError(f"{self._label()}: expected the input shapes [(N, T), (M, h, w, c)] of ids and images, "
+                             f"got {shapes}")
+        size = [1 if n is None else int(n) for n in shapes[1][1:]]
+        images = Tensor(backend.xp.zeros([1, *size], dtype=backend.get_default_dtype()))
+        return np.array([[self.image_token_id]], dtype=np.int64), images
+
     # -- images -----------------------------------------------------------------------------
     def _encoder_states(self, images) -> tuple[list, bool]:
         """(hidden states: the embeddings and each layer's output, whether token 0 is a class token)."""

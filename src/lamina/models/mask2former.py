@@ -47,6 +47,7 @@ from lamina.errors import ShapeError
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.models.constructor_config import register_with_arguments
 from lamina.models.detr_common import sine_position_encoding
+from lamina.models.mask2former_pixel import PIXEL_DECODERS, MSDeformPixelEncoder
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["Mask2Former", "MaskClassificationLoss", "mask_matching_cost", "masked_attention",
@@ -149,18 +150,24 @@ class Mask2Former(Module):
     :meth:`predict_semantic` gives (N, H, W) class ids, :meth:`predict_panoptic` per image a
     segment-id map and its segments. Weights are created at construction. Sizes: ``widths``
     the backbone's three stages, ``hidden_dim`` d, ``num_queries`` Q, ``num_layers`` L decoder
-    layers."""
+    layers. ``pixel_decoder`` 'fpn' (the FPN above) or 'msdeform' (the paper's: ``encoder_layers``
+    multi-scale deformable-attention encoder layers of ``n_points`` points over p_3 and p_2 before
+    the upsampling, :class:`~lamina.models.mask2former_pixel.MSDeformPixelEncoder`)."""
 
     default_name = "mask2former"
     stride = 2       # of the per-pixel embeddings (and the predicted masks)
 
     def __init__(self, num_classes: int, in_channels: int = 3, widths: Sequence[int] = (16, 32, 32),
                  hidden_dim: int = 32, num_heads: int = 4, num_queries: int = 8, num_layers: int = 3,
-                 dim_feedforward: int = 64, name: str | None = None):
+                 dim_feedforward: int = 64, pixel_decoder: str = "fpn", encoder_layers: int = 3, n_points: int = 4,
+                 name: str | None = None):
         super().__init__(name=name)
         if hidden_dim % 4 or hidden_dim % num_heads or len(widths) != 3:
             raise ValueError(f"Mask2Former: need hidden_dim a multiple of 4 and of num_heads, and 3 widths; got "
                              f"{hidden_dim}, {num_heads} and {tuple(widths)}")
+        if pixel_decoder not in PIXEL_DECODERS:
+            raise ValueError(f"Mask2Former: pixel_decoder must be one of {PIXEL_DECODERS}, got {pixel_decoder!r}")
+        self.pixel_decoder_type = pixel_decoder
         self.num_classes, self.in_channels, self.hidden_dim = int(num_classes), int(in_channels), int(hidden_dim)
         self.num_queries, self.num_layers, self.widths = int(num_queries), int(num_layers), tuple(widths)
         d = hidden_dim
@@ -168,6 +175,9 @@ class Mask2Former(Module):
                                       for i, w in enumerate(widths))
         self.lateral = nn.ModuleList(nn.Conv2D(d, 1, name=str(i)) for i in range(3))
         self.mask_features = nn.Conv2D(d, 3, padding="same", name="mask_features")
+        if pixel_decoder == "msdeform":
+            self.pixel_encoder = MSDeformPixelEncoder(d, num_heads, dim_feedforward, encoder_layers, n_points,
+                                                      name="pixel_encoder")
         self.level_embed = nn.Embedding(2, d, name="level_embed")
         self.query_feat = nn.Embedding(num_queries, d, name="query_feat")
         self.query_pos = nn.Embedding(num_queries, d, name="query_pos")
@@ -195,12 +205,17 @@ class Mask2Former(Module):
 
     # -- running -------------------------------------------------------------------------
     def pixel_decoder(self, images) -> tuple[list[Tensor], Tensor]:
-        """The attended levels [p_3 (1/8), p_2 (1/4)] and the per-pixel embeddings E (1/2)."""
+        """The attended levels [p_3 (1/8), p_2 (1/4)] and the per-pixel embeddings E (1/2);
+        with ``pixel_decoder="msdeform"`` p_3 and p_2 come from the deformable-attention
+        encoder (:mod:`lamina.models.mask2former_pixel`)."""
         features, x = [], images
         for conv in self.backbone:
             x = conv(x)
             features.append(x)
         p = self.lateral[2](features[2])
+        if self.pixel_decoder_type == "msdeform":
+            levels = self.pixel_encoder([p, self.lateral[1](features[1])])
+            return levels, self.mask_features(F.add(self.lateral[0](features[0]), F.upsample2d(levels[1], 2)))
         levels = [p]
         for i in (1, 0):
             p = F.add(self.lateral[i](features[i]), F.upsample2d(p, 2))

@@ -93,12 +93,17 @@ def input_shape_config(layer: Module) -> list | None:
 
 def build_for_shape(layer: Module, shape: list | None) -> Module:
     """Build ``layer`` by a call (no graph) on one sample of zeros of ``shape`` (from
-    :func:`input_shape_config`; integer zeros for a layer that reads ids); returns it."""
+    :func:`input_shape_config`; integer zeros for a layer that reads ids; what the layer's
+    ``build_sample_inputs(shapes)`` gives where it has one); returns it."""
     if shape is None:
         return layer
     shapes = shape if shape and isinstance(shape[0], list) else [shape]
     dtype = "int64" if reads_ids(layer) else backend.get_default_dtype()
+    hook = getattr(layer, "build_sample_inputs", None)
     with no_grad():
+        if hook is not None:
+            layer(*hook(shapes))
+            return layer
         layer(*[Tensor(backend.xp.zeros([1] + [1 if n is None else n for n in s[1:]], dtype=dtype)) for s in shapes])
     return layer
 

@@ -18,7 +18,10 @@ off-policy actor-critic with lagged actors (:mod:`lamina.rl.impala`); R2D2's rec
 (:mod:`lamina.rl.r2d2`: stored-state sequences with burn-in, rescaled n-step double-Q targets);
 quantile distributional RL: QR-DQN (:mod:`lamina.rl.quantile`) and IQN with risk-sensitive
 policies (:mod:`lamina.rl.iqn`); trust region policy optimization (:mod:`lamina.rl.trpo`:
-conjugate gradient on Fisher-vector products, a KL-bounded line search)."""
+conjugate gradient on Fisher-vector products, a KL-bounded line search); curiosity-driven
+exploration (:mod:`lamina.rl.exploration`: PPO with RND or ICM intrinsic rewards, the SparseChain
+corridor); Hindsight Experience Replay (:mod:`lamina.rl.her`) on goal environments
+(:mod:`lamina.rl.goal_env`: bit flipping, point reaching)."""
 
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
@@ -36,6 +39,7 @@ from lamina.rl.bandits import (
     run_bandit,
 )
 from lamina.rl.classic_control import CartPole, MountainCar, Pendulum, angle_normalize
+from lamina.rl.curiosity import ICMModule, RewardNormalizer, RNDModule, RunningMeanStd, icm_losses
 from lamina.rl.dqn import DQN_PRESETS, PRESET_STEPS, DQNAgent, dqn_loss, dqn_targets, train_dqn
 from lamina.rl.dreamer import (
     DreamerActor,
@@ -49,8 +53,26 @@ from lamina.rl.dreamer import (
 )
 from lamina.rl.env import Env, TimeLimit, Wrapper
 from lamina.rl.evaluation import GreedyPolicy, evaluate_policy
+from lamina.rl.exploration import (
+    CuriosityActorCritic,
+    CuriosityPPO,
+    ICMPPOAgent,
+    RNDPPOAgent,
+    train_curiosity_ppo,
+    train_icm_ppo,
+    train_rnd_ppo,
+)
 from lamina.rl.games import ConnectFour, Game, KInARow, TicTacToe
 from lamina.rl.gflownet import GFlowNet, HyperGrid, SequenceEnv, train_gflownet
+from lamina.rl.goal_env import BitFlipping, DictSpace, GoalEnv, PointReach
+from lamina.rl.her import (
+    HERAgent,
+    HindsightIndices,
+    HindsightReplayBuffer,
+    goal_conditioned,
+    success_rate,
+    train_her,
+)
 from lamina.rl.impala import IMPALAAgent, VTraceReturns, impala_loss, train_impala, vtrace
 from lamina.rl.iqn import (
     DISTORTIONS,
@@ -133,6 +155,7 @@ from lamina.rl.rainbow import (
     c51_loss,
     categorical_projection,
     dueling_logits,
+    nature_torso,
     train_rainbow,
 )
 from lamina.rl.registry import ENVIRONMENTS, make
@@ -158,7 +181,7 @@ from lamina.rl.td3 import (
     train_ddpg,
     train_td3,
 )
-from lamina.rl.toy import Chain, CueMemory, GridWorld
+from lamina.rl.toy import Chain, CueMemory, GridWorld, SparseChain
 from lamina.rl.trpo import TRPOAgent, conjugate_gradient, fisher_vector_product, train_trpo
 from lamina.rl.vector import VectorEnv
 
@@ -192,7 +215,7 @@ __all__ += ["LatentMCTS", "MinMaxStats", "MuZero", "MuZeroNet", "inverse_value_t
 __all__ += ["DreamerActor", "DreamerAgent", "DreamerWorldModel", "SequenceReplay", "dreamer_model_loss",
             "lambda_returns", "run_dreamer_episode", "train_dreamer"]  # dreamer
 __all__ += ["NStepBuffer", "NStepTransition", "RainbowAgent", "RainbowNetwork", "c51_loss", "categorical_projection",
-            "dueling_logits", "train_rainbow"]  # rainbow
+            "dueling_logits", "nature_torso", "train_rainbow"]  # rainbow
 __all__ += ["IMPALAAgent", "VTraceReturns", "impala_loss", "train_impala", "vtrace"]  # impala
 __all__ += ["CueMemory", "R2D2Agent", "R2D2Network", "SequenceReplayBuffer", "SequenceWriter", "StoredSequence",
             "inverse_value_rescale", "r2d2_loss", "rescaled_n_step_targets", "sequence_priorities", "train_r2d2",
@@ -201,3 +224,8 @@ __all__ += ["DISTORTIONS", "IQNAgent", "IQNNetwork", "QRDQNAgent", "QRDQNNetwork
             "QuantileEmbedding", "cosine_features", "distort_taus", "quantile_huber_loss", "quantile_midpoints",
             "train_iqn", "train_qrdqn"]  # quantile, iqn
 __all__ += ["TRPOAgent", "conjugate_gradient", "fisher_vector_product", "train_trpo"]  # trpo
+__all__ += ["BitFlipping", "DictSpace", "GoalEnv", "HERAgent", "HindsightIndices", "HindsightReplayBuffer",
+            "PointReach", "goal_conditioned", "success_rate", "train_her"]  # goal_env, her
+__all__ += ["CuriosityActorCritic", "CuriosityPPO", "ICMModule", "ICMPPOAgent", "RNDModule", "RNDPPOAgent",
+            "RewardNormalizer", "RunningMeanStd", "SparseChain", "icm_losses", "train_curiosity_ppo",
+            "train_icm_ppo", "train_rnd_ppo"]  # curiosity, exploration

@@ -48,14 +48,18 @@ def dqn_targets(target_net: Module, batch: Batch, gamma: float, online_net: Modu
 
 
 def dqn_loss(policy_net: Module, target_net: Module, batch: Batch, gamma: float, double: bool = False,
-             weights=None, return_td_errors: bool = False) -> Tensor | tuple[Tensor, numpy.ndarray]:
+             weights=None, return_td_errors: bool = False,
+             target_clip: tuple[float, float] | None = None) -> Tensor | tuple[Tensor, numpy.ndarray]:
     """The Huber (smooth L1, beta = 1) loss between Q(s, a) of ``policy_net`` and the target of
     :func:`dqn_targets`, averaged over the batch (with ``weights``: mean_i w_i Huber(delta_i));
     gradients reach ``policy_net`` only. With ``return_td_errors``, also returns the TD errors
-    delta = Q(s, a) - y as an array."""
+    delta = Q(s, a) - y as an array. ``target_clip`` (low, high) clips y into [low, high] (HER's
+    [-1 / (1 - gamma), 0] for rewards in [-1, 0])."""
     q = policy_net(obs_tensor(batch.obs))
     q_taken = take_along_dim(q, numpy.asarray(batch.actions, dtype=numpy.int64)[:, None], axis=1)
     targets = dqn_targets(target_net, batch, gamma, online_net=policy_net if double else None)
+    if target_clip is not None:
+        targets = numpy.clip(targets, *target_clip).astype(targets.dtype)
     if weights is None:
         loss = smooth_l1_loss(q_taken, tensor(targets[:, None]))
     else:
@@ -93,7 +97,8 @@ class DQNAgent:
     ``prioritized`` (a :class:`PrioritizedReplayBuffer` with ``alpha``; its beta rises linearly
     from ``beta`` to 1 over ``beta_steps`` environment steps) and ``lr_decay_steps`` (the
     learning rate falls linearly from ``lr`` to 0 over that many environment steps) and
-    ``kernel_init`` (the networks' weight initializer).
+    ``kernel_init`` (the networks' weight initializer) and ``target_clip`` (clip the targets y
+    into (low, high), see :func:`dqn_loss`).
 
     The exploration rate decays with the actions taken, exponentially
     (epsilon = eps_end + (eps_start - eps_end) exp(-steps / eps_decay)) or, with
@@ -108,7 +113,8 @@ class DQNAgent:
                  eps_schedule: str = "exponential", learning_starts: int = 0, train_freq: int = 1,
                  gradient_steps: int = 1, target_update_interval: int | None = None, prioritized: bool = False,
                  alpha: float = 0.6, beta: float = 0.4, beta_steps: int = 50000, priority_eps: float = 1e-6,
-                 lr_decay_steps: int | None = None, kernel_init="he_uniform"):
+                 lr_decay_steps: int | None = None, kernel_init="he_uniform",
+                 target_clip: tuple[float, float] | None = None):
         if eps_schedule not in ("exponential", "linear"):
             raise ValueError(f"DQNAgent: eps_schedule must be 'exponential' or 'linear', got {eps_schedule!r}")
         self.n_actions = n_actions
@@ -118,7 +124,7 @@ class DQNAgent:
         self.learning_starts, self.train_freq, self.gradient_steps = learning_starts, train_freq, gradient_steps
         self.target_update_interval = target_update_interval
         self.lr_start, self.lr_decay_steps = lr, lr_decay_steps
-        self.double = double
+        self.double, self.target_clip = double, target_clip
         self.policy_net = mlp(obs_dim, hidden, n_actions, kernel_init=kernel_init)
         self.target_net = mlp(obs_dim, hidden, n_actions, kernel_init=kernel_init)
         copy_weights(self.policy_net, self.target_net)
@@ -222,10 +228,10 @@ class DQNAgent:
         if self.prioritized:
             batch, weights, indices = self.buffer.sample(self.batch_size)
             loss, td_errors = dqn_loss(self.policy_net, self.target_net, batch, self.gamma, double=self.double,
-                                       weights=weights, return_td_errors=True)
+                                       weights=weights, return_td_errors=True, target_clip=self.target_clip)
         else:
             loss = dqn_loss(self.policy_net, self.target_net, self.buffer.sample(self.batch_size), self.gamma,
-                            double=self.double)
+                            double=self.double, target_clip=self.target_clip)
         self.optimizer.zero_grad()
         loss.backward()
         if self.max_grad_norm is not None:

@@ -17,6 +17,7 @@ see :class:`NStepBuffer`), bootstrapping with gamma_n = gamma^k.
 
 from __future__ import annotations
 
+import numbers
 from collections import deque
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -26,6 +27,7 @@ import numpy
 from lamina import nn, optim
 from lamina.autograd import Tensor, no_grad, tensor
 from lamina.backend import get_rng_state, set_rng_state, to_numpy
+from lamina.errors import ShapeError
 from lamina.functional import log_softmax, mean, softmax
 from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
@@ -36,7 +38,7 @@ from lamina.rl.prioritized import PrioritizedReplayBuffer
 from lamina.rl.spaces import Discrete
 
 __all__ = ["NStepBuffer", "NStepTransition", "RainbowAgent", "RainbowNetwork", "c51_loss", "categorical_projection",
-           "dueling_logits", "train_rainbow"]
+           "dueling_logits", "nature_torso", "train_rainbow"]
 
 
 def categorical_projection(next_probs, rewards, dones, gamma_n, support) -> numpy.ndarray:
@@ -94,30 +96,62 @@ def _stream(hidden: int, n_out: int, noisy: bool, sigma0: float) -> nn.Sequentia
     return nn.Sequential([nn.Dense(hidden, activation="relu"), nn.Dense(n_out)])
 
 
+def nature_torso() -> nn.Sequential:
+    """The convolutional torso of Mnih et al. (2015) (Nature DQN), kept by Rainbow: on NHWC
+    frames (N, h, w, c), conv 8x8/4 to 32 channels, conv 4x4/2 to 64, conv 3x3/1 to 64 (each
+    with ReLU, no padding), flattened in NHWC order (84x84 frames: 7 x 7 x 64 = 3136 features)."""
+    return nn.Sequential([nn.Conv2D(32, 8, stride=4, activation="relu"), nn.Conv2D(64, 4, stride=2, activation="relu"),
+                          nn.Conv2D(64, 3, stride=1, activation="relu"), nn.Flatten()])
+
+
+def _obs_shape(obs_dim) -> tuple[int, ...]:
+    shape = tuple(obs_dim) if isinstance(obs_dim, (tuple, list)) else (obs_dim,)
+    if len(shape) not in (1, 3) or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
+                                       for n in shape):
+        raise ValueError(f"RainbowNetwork: obs_dim must be a positive int (flat observations) or (height, width, "
+                         f"channels) of frames, got {obs_dim!r}")
+    if len(shape) == 3 and min(shape[:2]) < 36:
+        raise ValueError(f"RainbowNetwork: frames of {shape[0]}x{shape[1]} are too small for the Nature torso "
+                         "(8x8/4, 4x4/2, 3x3/1 convolutions need at least 36x36)")
+    return tuple(int(n) for n in shape)
+
+
 @register_with_arguments
 class RainbowNetwork(Module):
-    """A dueling C51 network on observation vectors: a torso of ReLU Dense layers ``hidden``, then
-    a value stream (-> N atoms) and an advantage stream (-> actions x N atoms), each a hidden layer
-    of ``stream_hidden`` and an output layer, NoisyDense (``noisy``) or Dense. Returns the atom
-    logits (batch, actions, N) of :func:`dueling_logits`; the support is ``atoms`` evenly spaced
-    values on [v_min, v_max]."""
+    """A dueling C51 network: a torso, then a value stream (-> N atoms) and an advantage
+    stream (-> actions x N atoms), each a hidden layer of ``stream_hidden`` and an output
+    layer, NoisyDense (``noisy``) or Dense. For observation vectors (``obs_dim`` an int) the
+    torso is ReLU Dense layers ``hidden``; for frames (``obs_dim`` = (height, width, channels),
+    e.g. (84, 84, 4), four stacked grey frames scaled to [0, 1]) it is the Nature-DQN
+    :func:`nature_torso` (``hidden`` unused; the paper's ``stream_hidden`` is 512). Returns the
+    atom logits (batch, actions, N) of :func:`dueling_logits`; the support is ``atoms`` evenly
+    spaced values on [v_min, v_max]."""
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64,), stream_hidden: int = 64,
-                 atoms: int = 51, v_min: float = -10.0, v_max: float = 10.0, noisy: bool = True,
-                 sigma0: float = 0.5):
+    def __init__(self, obs_dim: int | Sequence[int], n_actions: int, hidden: Sequence[int] = (64,),
+                 stream_hidden: int = 64, atoms: int = 51, v_min: float = -10.0, v_max: float = 10.0,
+                 noisy: bool = True, sigma0: float = 0.5):
         super().__init__()
         if atoms < 2 or not v_min < v_max:
             raise ValueError(f"RainbowNetwork: needs atoms >= 2 and v_min < v_max, got atoms={atoms}, "
                              f"v_min={v_min}, v_max={v_max}")
-        self.obs_dim, self.n_actions, self.atoms = obs_dim, n_actions, atoms
+        self.obs_shape = _obs_shape(obs_dim)
+        self.obs_dim = obs_dim if len(self.obs_shape) == 1 else self.obs_shape
+        self.n_actions, self.atoms = n_actions, atoms
         self.support = numpy.linspace(v_min, v_max, atoms)
-        self.torso = nn.Sequential([nn.Dense(units, activation="relu") for units in hidden])
+        if len(self.obs_shape) == 3:
+            self.torso = nature_torso()
+        else:
+            self.torso = nn.Sequential([nn.Dense(units, activation="relu") for units in hidden])
         self.value_stream = _stream(stream_hidden, atoms, noisy, sigma0)
         self.advantage_stream = _stream(stream_hidden, n_actions * atoms, noisy, sigma0)
-        self.build((None, obs_dim))
+        self.build((None, *self.obs_shape))
 
     def forward(self, obs) -> Tensor:
-        features = self.torso(obs if isinstance(obs, Tensor) else obs_tensor(obs))
+        obs = obs if isinstance(obs, Tensor) else obs_tensor(obs)
+        if tuple(obs.shape[1:]) != self.obs_shape:
+            raise ShapeError(f"RainbowNetwork: got observations of shape {tuple(obs.shape)}; expected "
+                             f"(batch, {', '.join(map(str, self.obs_shape))})")
+        features = self.torso(obs)
         advantage = self.advantage_stream(features).reshape(-1, self.n_actions, self.atoms)
         return dueling_logits(self.value_stream(features), advantage)
 
@@ -171,7 +205,8 @@ class NStepBuffer:
 
 
 class RainbowAgent:
-    """Rainbow on flat observations and discrete actions: a noisy dueling C51
+    """Rainbow on flat observations or frames (``obs_dim`` (h, w, c): the Nature-DQN torso)
+    and discrete actions: a noisy dueling C51
     :class:`RainbowNetwork` (no epsilon: the noise explores, redrawn before every action and
     every learning step), n-step returns (``n_step``), Double DQN (the online network picks
     a* = argmax_a Q(s', a), the target network gives p(s', a*)), proportional prioritized replay
@@ -181,8 +216,9 @@ class RainbowAgent:
     every ``target_update_interval`` environment steps. ``noisy=False`` builds the streams of
     plain Dense layers and leaves the agent without any exploration of its own."""
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64,), stream_hidden: int = 64,
-                 atoms: int = 51, v_min: float = -10.0, v_max: float = 10.0, gamma: float = 0.99, n_step: int = 3,
+    def __init__(self, obs_dim: int | Sequence[int], n_actions: int, hidden: Sequence[int] = (64,),
+                 stream_hidden: int = 64, atoms: int = 51, v_min: float = -10.0, v_max: float = 10.0,
+                 gamma: float = 0.99, n_step: int = 3,
                  lr: float = 1e-3, adam_eps: float = 1.5e-4, batch_size: int = 32, buffer_size: int = 10000,
                  learning_starts: int = 100, train_freq: int = 1, target_update_interval: int = 100,
                  alpha: float = 0.5, beta: float = 0.4, beta_steps: int = 10000, sigma0: float = 0.5,
@@ -196,7 +232,7 @@ class RainbowAgent:
         copy_weights(self.online_net, self.target_net)
         self.support = self.online_net.support
         self.optimizer = optim.Adam(self.online_net.parameters(), lr=lr, eps=adam_eps)
-        self.buffer = PrioritizedReplayBuffer(buffer_size, (obs_dim,), alpha=alpha, beta=beta,
+        self.buffer = PrioritizedReplayBuffer(buffer_size, self.online_net.obs_shape, alpha=alpha, beta=beta,
                                               seed=None if seed is None else seed + 1)
         self.discounts = numpy.ones(buffer_size)         # gamma^k of the transition in each slot
         self.n_step = NStepBuffer(n_step, gamma)
@@ -205,11 +241,13 @@ class RainbowAgent:
 
     @classmethod
     def for_env(cls, env: Env, **kwargs) -> RainbowAgent:
-        """An agent sized for ``env`` (a flat Box observation, a Discrete action space)."""
-        if not isinstance(env.action_space, Discrete) or len(env.observation_space.shape) != 1:
-            raise ValueError(f"RainbowAgent: needs flat observations and discrete actions, got "
+        """An agent sized for ``env`` (a flat Box observation or (height, width, channels)
+        frames, a Discrete action space)."""
+        shape = tuple(env.observation_space.shape)
+        if not isinstance(env.action_space, Discrete) or len(shape) not in (1, 3):
+            raise ValueError(f"RainbowAgent: needs flat observations or frames and discrete actions, got "
                              f"{env.observation_space} and {env.action_space}")
-        return cls(env.observation_space.shape[0], env.action_space.n, **kwargs)
+        return cls(shape[0] if len(shape) == 1 else shape, env.action_space.n, **kwargs)
 
     def state_dict(self) -> dict:
         """Everything that changes while training, for :meth:`load_state_dict`: both networks'

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from lamina.rl.classic_control import CartPole, MountainCar, Pendulum
 from lamina.rl.env import Env, TimeLimit
-from lamina.rl.toy import Chain, GridWorld
+from lamina.rl.goal_env import BitFlipping, PointReach
+from lamina.rl.toy import Chain, GridWorld, SparseChain
 
 ENVIRONMENTS: dict[str, tuple[Callable[..., Env], int | None]] = {
     "CartPole-v1": (CartPole, 500),
@@ -14,6 +15,9 @@ ENVIRONMENTS: dict[str, tuple[Callable[..., Env], int | None]] = {
     "MountainCar-v0": (MountainCar, 200),
     "Chain-v0": (Chain, 50),
     "GridWorld-v0": (GridWorld, 50),
+    "BitFlipping-v0": (BitFlipping, None),
+    "PointReach-v0": (PointReach, None),
+    "SparseChain-v0": (SparseChain, 60),
 }
 
 

@@ -79,7 +79,8 @@ class TD3(OffPolicyAgent):
     target actor and critics; every ``policy_delay``-th update the actor then steps on
     ``td3_actor_loss`` and the target actor and critics follow by
     theta' <- tau theta + (1 - tau) theta'. Exploration adds N(0, ``action_noise``^2) to
-    mu(s) and clips to [-1, 1]."""
+    mu(s) and clips to [-1, 1]. ``target_clip`` (low, high) clips the critics' targets y into
+    [low, high] (HER's [-1 / (1 - gamma), 0] for rewards in [-1, 0])."""
 
     algorithm = "td3"
 
@@ -87,7 +88,8 @@ class TD3(OffPolicyAgent):
                  gamma: float = 0.99, tau: float = 0.005, batch_size: int = 256, buffer_size: int = 1_000_000,
                  learning_starts: int = 100, train_freq: int = 1, gradient_steps: int = 1,
                  action_noise: float = 0.1, policy_delay: int = 2, target_policy_noise: float = 0.2,
-                 target_noise_clip: float = 0.5, n_critics: int = 2, seed: int | None = None):
+                 target_noise_clip: float = 0.5, n_critics: int = 2, seed: int | None = None,
+                 target_clip: tuple[float, float] | None = None):
         super().__init__(obs_dim, action_space, gamma=gamma, tau=tau, batch_size=batch_size, buffer_size=buffer_size,
                          learning_starts=learning_starts, train_freq=train_freq, gradient_steps=gradient_steps,
                          seed=seed)
@@ -102,6 +104,7 @@ class TD3(OffPolicyAgent):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label}: {name} must be a positive int, got {value!r}")
         self.action_noise, self.policy_delay = float(action_noise), policy_delay
+        self.target_clip = target_clip
         self.target_policy_noise, self.target_noise_clip = float(target_policy_noise), float(target_noise_clip)
         self.actor = DeterministicActor(obs_dim, self.action_dim, hidden)
         self.target_actor = DeterministicActor(obs_dim, self.action_dim, hidden)
@@ -134,6 +137,8 @@ class TD3(OffPolicyAgent):
             target_noise = self.target_policy_noise * self.rng.standard_normal((len(batch.rewards), self.action_dim))
         targets = td3_targets(self.target_actor, self.target_critics, batch, self.gamma, target_noise,
                               self.target_noise_clip)
+        if self.target_clip is not None:
+            targets = numpy.clip(targets, *self.target_clip).astype(numpy.float32)
         q_loss = td3_critic_loss(self.critics, batch, targets)
         self.critic_optimizer.zero_grad()
         q_loss.backward()
@@ -172,10 +177,11 @@ class DDPG(TD3):
     def __init__(self, obs_dim: int, action_space: Box, hidden: Sequence[int] = (256, 256), lr: float = 1e-3,
                  gamma: float = 0.99, tau: float = 0.005, batch_size: int = 256, buffer_size: int = 1_000_000,
                  learning_starts: int = 100, train_freq: int = 1, gradient_steps: int = 1,
-                 action_noise: float = 0.1, seed: int | None = None):
+                 action_noise: float = 0.1, seed: int | None = None,
+                 target_clip: tuple[float, float] | None = None):
         super().__init__(obs_dim, action_space, hidden, lr, gamma, tau, batch_size, buffer_size, learning_starts,
                          train_freq, gradient_steps, action_noise, policy_delay=1, target_policy_noise=0.0,
-                         target_noise_clip=0.0, n_critics=1, seed=seed)
+                         target_noise_clip=0.0, n_critics=1, seed=seed, target_clip=target_clip)
 
 
 def train_td3(env: Env | str, total_steps: int = 20000, agent: TD3 | None = None, seed: int | None = None,

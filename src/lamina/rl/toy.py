@@ -121,3 +121,13 @@ class CueMemory(Env):
             return numpy.zeros(3, dtype=numpy.float32), 1.0 if int(action) == self.cue else -1.0, True, False, {}
         self.t += 1
         return self._observation(), 0.0, False, False, {}
+
+
+class SparseChain(Chain):
+    """A hard-exploration corridor: :class:`Chain` with ``n`` = 30 cells by default and no
+    reward but the ``goal_reward`` at the far end. A uniformly random walk from cell 0 needs about
+    n^2 steps to get there, so within an episode of a few times n steps it almost never does;
+    an agent must be drawn to the cells it has not seen (curiosity, :mod:`lamina.rl.exploration`)."""
+
+    def __init__(self, n: int = 30, goal_reward: float = 1.0):
+        super().__init__(n, goal_reward=goal_reward, step_reward=0.0)
