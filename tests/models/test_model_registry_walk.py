@@ -566,6 +566,9 @@ CASES = {
                      lambda: (_ids(2, 5, high=8), _ids(2, 3, high=8, seed=1)), "save"),
     "ChronosGPT2Model": (lambda: models.ChronosGPT2Model(8, context_length=4, prediction_length=2, n_embd=4, n_layer=1,
                                                          n_head=2), lambda: (_ids(2, 5, high=8),), "save"),
+    # DeepAR (forecasting.deepar): a (batch, context + horizon) target window
+    "DeepAR": (lambda: models.DeepAR(4, 2, likelihood="student_t", hidden=3, layers=2, lags=(1, 2)), _x(2, 6),
+               "save"),
     # promptable segmentation (Segment Anything) and its parts
     "SegmentAnything": (lambda: models.tiny_sam(8, embed_dim=8, depth=1, num_heads=2, mlp_dim=4, encoder_widths=(4,),
                                                 iou_head_hidden_dim=4), _x(1, 8, 8, 3), "save",
@@ -815,7 +818,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 242 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 243 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

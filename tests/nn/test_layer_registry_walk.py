@@ -392,14 +392,16 @@ def test_registration_leaves_onnx_export_support_as_it_was():
     :mod:`lamina.export.onnx_new_sequence_layers`, BitLinear, the hash grids and the Mamba-2
     block by :mod:`lamina.export.onnx_generative_layers`; ScaledStdConv2D, SelfAttention2D, NoisyDense and
     the Linformer and Nystromformer attentions by :mod:`lamina.export.onnx_recent_layers`;
-    GlobalResponseNorm by :mod:`lamina.export.onnx_cait_convnextv2`; BoundedSpectralNorm by
+    GlobalResponseNorm by :mod:`lamina.export.onnx_cait_convnextv2`; RGLRU and GriffinRecurrentBlock by
+    :mod:`lamina.export.onnx_griffin`; BoundedSpectralNorm by
     SpectralNorm's, which exports the weight the wrapper computes)."""
     classes = {type(case[0]()) for case in CASES.values()}
     has = {cls.__name__ for cls in classes if any(k in _CONVERTERS for k in cls.__mro__)}
     assert has == {"BitLinear", "BottleneckAdapter", "BoundedSpectralNorm", "DoRADense", "FP8Dense",
-                   "GlobalResponseNorm", "HashGridEncoding", "HashGridMLP", "IA3Dense", "IA3Scale",
+                   "GlobalResponseNorm", "GriffinRecurrentBlock", "HashGridEncoding", "HashGridMLP", "IA3Dense",
+                   "IA3Scale",
                    "LinformerAttention", "LoHaDense", "LoKrDense", "LoRADense", "Mamba2Block", "MinGRU",
-                   "MinLSTM", "NoisyDense", "NystromAttention",
+                   "MinLSTM", "NoisyDense", "NystromAttention", "RGLRU",
                    "PrefixTuningLM", "PromptTuningLM", "QATConv2D", "QATDense", "QuantDense",
                    "QuantMultiHeadAttention", "ScaledStdConv2D", "SelfAttention2D", "VeRADense", "WithAdapter"}
 

@@ -30,8 +30,10 @@ the hash-grid encoding and its MLP, the Mamba-2 block, the DiT and TFT's gated r
 (:mod:`lamina.export.onnx_generative_layers`), and ScaledStdConv2D, SelfAttention2D, NoisyDense (its mean
 weights), the Linformer and Nystromformer attentions and CaiT's LayerScale, talking-heads and class
 attention (:mod:`lamina.export.onnx_recent_layers`), the whole CaiT and ConvNeXt V2
-(:mod:`lamina.export.onnx_cait_convnextv2`) export too; prefix tuning and the mixture density
-head's three outputs have no form. The graph reads and writes
+(:mod:`lamina.export.onnx_cait_convnextv2`) export too, as do PVT v2, CvT and BEiT's classifier
+(:mod:`lamina.export.onnx_pvt_cvt_beit`) and the RG-LRU, Griffin's recurrent block and the Hawk
+and Griffin language models (an ONNX Scan over time, :mod:`lamina.export.onnx_griffin`); prefix
+tuning and the mixture density head's three outputs have no form. The graph reads and writes
 what the lamina model does: images NHWC (batch, h, w, c), any batch size; sequences
 (batch, time, features) or word ids, any length. ONNX's convolution, pooling
 and normalization operators want NCHW, so a value changes layout only where the next layer
@@ -61,6 +63,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_experts,
     onnx_generative_layers,
     onnx_gpt2_bert,
+    onnx_griffin,
     onnx_kan,
     onnx_layers,
     onnx_llama,
@@ -70,6 +73,7 @@ from lamina.export import (  # noqa: F401  (converters)
     onnx_more_layers,
     onnx_new_layers,
     onnx_new_sequence_layers,
+    onnx_pvt_cvt_beit,
     onnx_rearrange,
     onnx_recent_layers,
     onnx_recurrent,
@@ -113,7 +117,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple | 
     nn.prune.apply_masks(model)         # pruned weights as of now, not as of the last call
     first = next((m for m in model.modules() if not isinstance(m, nn.Sequential)), None)
     ids = isinstance(first, nn.Embedding) or isinstance(model, onnx_gpt2_bert.ID_MODELS + onnx_llama.ID_MODELS
-                                                           + onnx_lm_families.ID_MODELS + onnx_adapters.ID_MODELS)
+                                                           + onnx_lm_families.ID_MODELS + onnx_adapters.ID_MODELS
+                                                           + onnx_griffin.ID_MODELS)
     graph = Graph(onnx, dtype, opset)
     value = Value(graph.fresh("input"), shape)
     out = graph.layout(convert(graph, model, value), "nhwc")
@@ -132,7 +137,7 @@ _SEQUENCE_LAYERS = (nn.SimpleRNN, nn.GRU, nn.LSTM, nn.Bidirectional, nn.MultiHea
                     nn.TransformerEncoderLayer, nn.PositionalEncoding, nn.PositionEmbedding, nn.Conv1D, nn.MaxPool1D,
                     nn.AvgPool1D, nn.GlobalAvgPool1D, nn.GlobalMaxPool1D, nn.TimeDistributed, nn.MinGRU, nn.MinLSTM,
                     nn.DifferentialAttention, nn.MultiHeadLatentAttention, nn.HyenaOperator,
-                    nn.Mamba2Block)
+                    nn.Mamba2Block, *onnx_griffin.SEQUENCE_LAYERS)
 _FIXED_LENGTH_LAYERS = (nn.Flatten, nn.Reshape, nn.Rearrange, nn.Reduce)   # their Reshapes hold the lengths
 # layers that read axis 1 as an image's height: outside a TimeDistributed, axis 1 is no time axis
 _IMAGE_LAYERS = (nn.Conv2D, nn.DepthwiseConv2D, nn.SeparableConv2D, nn.Conv2DTranspose, nn.MaxPool2D, nn.AvgPool2D,

@@ -319,6 +319,8 @@ Layouts follow the published models so that published weights map onto them:
   (:class:`MeanScaleUniformBins`) giving sampled forecasts (:class:`ChronosGPT2Model`: its
   decoder-only variant); :func:`tsmixup` and :func:`kernel_synth` augment its training data
   (:mod:`lamina.models.forecasting`).
+* :class:`DeepAR`: probabilistic forecasts from an autoregressive LSTM's Gaussian, Student-t or
+  negative binomial likelihood, by ancestral sample paths (:mod:`lamina.models.forecasting`).
 * :class:`RBM` (CD-k and persistent CD, pseudo-likelihood, exact and AIS log partition),
   :class:`HopfieldNetwork` (Hebbian and Storkey rules), :class:`SelfOrganizingMap` (Kohonen)
   and :class:`EchoStateNetwork` (a reservoir with a ridge read-out): classic energy-based,
@@ -734,6 +736,8 @@ from lamina.models.forecasting import (
     ChronosForecast,
     ChronosGPT2Model,
     ChronosModel,
+    DeepAR,
+    DeepARForecast,
     DLinear,
     GatedResidualNetwork,
     InceptionBlock2D,
@@ -758,12 +762,15 @@ from lamina.models.forecasting import (
     fold_periods,
     fourier_basis,
     full_attention,
+    gaussian_log_prob,
     informer,
+    item_scale,
     itransformer,
     kernel_synth,
     linear_interpolation_matrix,
     moving_average_matrix,
     nbeats,
+    negative_binomial_log_prob,
     nhits,
     patchtst,
     polynomial_basis,
@@ -771,6 +778,7 @@ from lamina.models.forecasting import (
     query_sparsity,
     sample_gaussian_process,
     series_decomposition,
+    student_t_log_prob,
     tcn,
     tcn_receptive_field,
     tft,
@@ -1848,6 +1856,7 @@ __all__ = [
     "VariableSelectionNetwork", "autoformer", "informer", "itransformer", "nhits", "tft", "timesnet", "tsmixer",
     "ChronosForecast", "ChronosGPT2Model", "ChronosModel", "MeanScaleUniformBins", "kernel_synth",
     "sample_gaussian_process", "tsmixup",
+    "DeepAR", "DeepARForecast", "gaussian_log_prob", "item_scale", "negative_binomial_log_prob", "student_t_log_prob",
     "CLIP", "CLIPEncoderLayer", "CLIPOutput", "CLIPTextTransformer", "CLIPVisionTransformer", "ZeroShotClassifier",
     "clip", "clip_parameter_count", "clip_tokenize", "load_hf_clip_state_dict", "zero_shot_classifier",
     "AttentionPool2d", "CLIPBottleneck", "CLIPImageProcessor", "ModifiedResNet", "ResNetCLIP", "clip_resnet",

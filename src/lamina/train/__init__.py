@@ -119,6 +119,7 @@ from lamina.train.forecast_metrics import (
     seasonal_naive_forecast,
     smape,
 )
+from lamina.train.forecast_samples import mean_weighted_quantile_loss, sample_crps, weighted_quantile_loss
 from lamina.train.generative import GANTrainer, VAETrainer, train_gan, train_vae
 from lamina.train.gradcache import cached_mnrl_backward
 from lamina.train.group_robust import GroupDRO, group_accuracies, jtt_weights
@@ -296,6 +297,7 @@ from lamina.train.weighting import WeightedMean
 
 __all__ = [
     "mae", "mape", "mase", "naive_forecast", "rmse", "seasonal_naive_forecast", "smape",
+    "mean_weighted_quantile_loss", "sample_crps", "weighted_quantile_loss",
     "AUC", "AveragePrecision", "CSVLogger", "Callback", "Choice", "Distribution", "EarlyStopping", "EpochMetric",
     "F1Score", "HistogramMonitor", "History", "IntUniform", "LRFinderResult", "LambdaCallback",
     "LearningRateScheduler", "LogUniform", "MeanAbsoluteError", "MeanMetric", "ModelCheckpoint", "Precision",

@@ -39,6 +39,11 @@ the TCN mixes them in its convolutions.
   convolutions (:class:`TimesBlock`, :class:`InceptionBlock2D`); forecasts or class logits.
 * :class:`ITransformer` (Liu et al., 2024): each variate's window one token of a Transformer
   encoder that attends across the variates.
+* :class:`DeepAR` (Salinas et al., 2020): an autoregressive LSTM giving the parameters of a
+  Gaussian, Student-t or negative binomial likelihood per step (:func:`gaussian_log_prob`,
+  :func:`student_t_log_prob`, :func:`negative_binomial_log_prob`, the item scale
+  :func:`item_scale`), trained by the negative log-likelihood and forecasting by ancestral
+  sample paths (:class:`DeepARForecast`).
 
 The builders :func:`tcn`, :func:`nbeats`, :func:`dlinear`, :func:`patchtst`, :func:`autoformer`,
 :func:`informer`, :func:`nhits`, :func:`tsmixer`, :func:`tft`, :func:`timesnet` and :func:`itransformer`
@@ -60,6 +65,13 @@ from lamina.models.forecasting.chronos import (
     kernel_synth,
     sample_gaussian_process,
     tsmixup,
+)
+from lamina.models.forecasting.deepar import DeepAR, DeepARForecast
+from lamina.models.forecasting.deepar_likelihoods import (
+    gaussian_log_prob,
+    item_scale,
+    negative_binomial_log_prob,
+    student_t_log_prob,
 )
 from lamina.models.forecasting.dlinear import DLinear, dlinear, moving_average_matrix
 from lamina.models.forecasting.informer import Informer, full_attention, informer, prob_sparse_attention, query_sparsity
@@ -98,4 +110,5 @@ __all__ = [
     "autoformer", "informer", "nhits", "tft", "tsmixer",
     "ITransformer", "InceptionBlock2D", "TimesBlock", "TimesNet", "fft_periods", "fold_periods", "unfold_periods",
     "itransformer", "timesnet",
+    "DeepAR", "DeepARForecast", "gaussian_log_prob", "item_scale", "negative_binomial_log_prob", "student_t_log_prob",
 ]
