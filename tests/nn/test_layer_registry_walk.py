@@ -242,6 +242,8 @@ CASES = {
     "S4D": (lambda: nn.S4D(3, 4, init="inv", dt_min=1e-2, dt_max=0.5), lambda: (_sequence(),), "save"),
     "sLSTM": (lambda: nn.sLSTM(3, 4), lambda: (_sequence(),), "save"),
     "mLSTM": (lambda: nn.mLSTM(3, 4), lambda: (_sequence(),), "save"),
+    "WeightDrop": (lambda: nn.WeightDrop(nn.LSTM(4, return_sequences=True), 0.3), lambda: (_sequence(),), "save"),
+    "LockedDropout": (lambda: nn.LockedDropout(0.3), lambda: (_sequence(),), "save"),
     "HeteroConv": (_hetero_conv, _hetero_inputs, "config"),
     "GPSLayer": (lambda: nn.GPSLayer(4, heads=2, mlp_ratio=3), lambda: (_points(5, 4), _EDGES), "config"),
     "GPSLayer-no-local": (lambda: nn.GPSLayer(4, conv=False), lambda: (_points(5, 4), _EDGES), "config"),

@@ -49,6 +49,9 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`fcn_resnet50`, :func:`fcn_resnet101`, :func:`deeplabv3_resnet50`,
   :func:`deeplabv3_resnet101`: semantic segmentation on a dilated ResNet (FCN head, ASPP),
   torchvision's layouts, names and parameter counts.
+* :func:`deeplabv3_plus_resnet50`, :func:`deeplabv3_plus_tiny` (:class:`DeepLabV3Plus`: ASPP at
+  output stride 16 or 8, optionally atrous separable (:class:`SeparableASPP`), and
+  :class:`DeepLabV3PlusDecoder` fusing stride-4 low-level features; :mod:`lamina.models.deeplabv3_plus`).
 * :func:`pspnet_resnet50` (:func:`pspnet`, :func:`pspnet_small`): PSPNet, a pyramid pooling module
   (:class:`PyramidPooling`, bins 1, 2, 3, 6) on a dilated backbone, with an aux head (:func:`pspnet_loss`);
   :class:`UNetPlusPlus` (:func:`unet_plus_plus`): UNet++, nested dense skip pathways, deep supervision
@@ -82,6 +85,9 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`cait_xxs24`, :func:`cait_xxs36`, :func:`cait_s24`, :func:`cait_tiny` (:class:`CaiT`:
   LayerScale, talking-heads self-attention on the patches, then class attention that updates
   the class token only; :mod:`lamina.models.cait`).
+* :func:`crossvit_9_240`, :func:`crossvit_tiny_240`, :func:`crossvit_tiny` (:class:`CrossViT`: two
+  branches of small and large patches, :class:`MultiScaleBlock` with :class:`CrossAttentionFusion`
+  of the class tokens; :mod:`lamina.models.crossvit`).
 * :func:`rrdbnet_x4`, :func:`rrdbnet_tiny` (:class:`RRDBNet`, ESRGAN's generator of
   :class:`RRDB` blocks of :class:`ResidualDenseBlock`), :func:`esrgan_discriminator`,
   :func:`relativistic_discriminator_loss`,
@@ -99,6 +105,9 @@ Layouts follow the published models so that published weights map onto them:
   classifiers on NDHWC clips (3-D, mixed and (2+1)-D convolutions), torchvision's
   ``models.video`` layouts, names and parameter counts; :func:`s3d` (an Inception network
   of separable spatial + temporal convolutions) likewise.
+* :class:`SlowFast` (:func:`slowfast_r50`, :func:`pack_pathways`: slow and fast pathways with
+  lateral connections) and :class:`ViViT` (:func:`vivit_b_16x2_fe`: tubelet embedding, factorised
+  encoder or factorised self-attention, :func:`inflate_patch_embedding`): video classifiers.
 * :func:`rnn_language_model`, :func:`rnn_classifier`, :func:`transformer_language_model`:
   models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
   with attention of the notes' translation model; :class:`ShowAttendTell`: Xu et al.'s image
@@ -119,6 +128,9 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`build_datastore`, :func:`knn_lm_log_probs`, :func:`knn_lm_perplexity`,
   :func:`knn_lm_generate`: kNN-LM (a language model interpolated with the next tokens of its
   nearest hidden states in a datastore of text, :class:`KNNDatastore`).
+* :class:`AWDLSTM` (:func:`awd_lstm_ptb`, :func:`awd_lstm_wt2`, :func:`awd_lstm_tiny`): the
+  weight-dropped LSTM language model with tied embeddings; :class:`ULMFiTClassifier` with
+  :func:`concat_pool` (:mod:`lamina.models.awd_lstm`).
 * :class:`RETRO` (:func:`retro`, :func:`retro_loss`): a decoder with chunked cross-attention
   (:class:`ChunkedCrossAttention`) to neighbours retrieved every m tokens from a
   :class:`RetroDatabase` (:func:`split_chunks`, :func:`retro_generate`).
@@ -197,6 +209,8 @@ Layouts follow the published models so that published weights map onto them:
   Click-through-rate models (:mod:`lamina.models.ctr`): :class:`DeepFM`, :class:`DCNv2` and
   :class:`DIN` (with the :class:`Dice` activation); (:mod:`lamina.models.ctr_more`)
   :class:`WideAndDeep`, :class:`AutoInt` (:class:`InteractingLayer`) and :class:`XDeepFM` (:class:`CIN`).
+  Multi-task recommenders on the same inputs (:mod:`lamina.models.multitask_rec`):
+  :class:`SharedBottom`, :class:`MMoE` and :class:`PLE` (with :class:`ExpertGroup`).
   Next-item recommenders (:mod:`lamina.models.sequential_rec`): :class:`GRU4Rec`, :class:`SASRec`
   (causal self-attention) and :class:`BERT4Rec` (cloze masking), trained by :func:`fit_sequential`.
 * Knowledge-graph embeddings (:mod:`lamina.models.kge`): :class:`TransE`, :class:`DistMult`,
@@ -365,6 +379,7 @@ from lamina.models.albert import (
 from lamina.models.alexnet import alexnet, zfnet
 from lamina.models.audio_codec import AudioCodec, CodecOutput, CodecResidualUnit
 from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
+from lamina.models.awd_lstm import AWDLSTM, ULMFiTClassifier, awd_lstm_ptb, awd_lstm_tiny, awd_lstm_wt2, concat_pool
 from lamina.models.bart import (
     BART_CONFIGS,
     BartAttention,
@@ -524,6 +539,16 @@ from lamina.models.convnext import (
 )
 from lamina.models.cpc import CPC, NEGATIVE_SOURCES, cpc_features, cpc_info_nce, cpc_negative_indices
 from lamina.models.crnn import CRNN
+from lamina.models.crossvit import (
+    CROSSVIT_CONFIGS,
+    CrossAttentionFusion,
+    CrossViT,
+    MultiScaleBlock,
+    crossvit,
+    crossvit_9_240,
+    crossvit_tiny,
+    crossvit_tiny_240,
+)
 from lamina.models.ctr import DIN, DCNv2, DeepFM, Dice, fm_interaction
 from lamina.models.ctr_more import CIN, AutoInt, InteractingLayer, WideAndDeep, XDeepFM
 from lamina.models.cvt import CVT_CONFIGS, ConvEmbed, ConvProjectionAttention, CvT, CvTBlock, cvt, cvt_13, cvt_tiny
@@ -534,6 +559,14 @@ from lamina.models.deberta import (
     DebertaLayer,
     disentangled_attention,
     relative_position_buckets,
+)
+from lamina.models.deeplabv3_plus import (
+    DeepLabV3Plus,
+    DeepLabV3PlusDecoder,
+    SeparableASPP,
+    deeplabv3_plus,
+    deeplabv3_plus_resnet50,
+    deeplabv3_plus_tiny,
 )
 from lamina.models.deepsurv import DeepSurv
 from lamina.models.deformable_detr import (
@@ -1106,6 +1139,7 @@ from lamina.models.mobilevit import (
     mobilevit_xxs,
     unfold_patches,
 )
+from lamina.models.multitask_rec import PLE, ExpertGroup, MMoE, SharedBottom
 from lamina.models.musicgen import (
     CODEBOOK_PATTERNS,
     MultiStreamLM,
@@ -1505,6 +1539,14 @@ from lamina.models.slot_autoencoder import (
     SoftPositionEmbed,
     position_grid,
 )
+from lamina.models.slowfast import (
+    SlowFast,
+    SlowFastBottleneck,
+    SlowFastLateral,
+    pack_pathways,
+    slowfast_r50,
+    slowfast_tiny,
+)
 from lamina.models.soft_trees import NeuralDecisionForest, SoftDecisionTree, routing_probabilities
 from lamina.models.solo import SOLOv2, coord_features, solov2_resnet50_fpn, solov2_tiny
 from lamina.models.solo_ops import (
@@ -1656,6 +1698,14 @@ from lamina.models.vit import (
 )
 from lamina.models.vit_registers import RegisterTokens, ViTWithRegisters, drop_registers, vit_with_registers
 from lamina.models.vit_tome import ToMeEncoder, apply_tome, remove_tome, tome_encoder_macs, tome_token_counts
+from lamina.models.vivit import (
+    FactorisedSelfAttentionBlock,
+    TubeletEmbedding,
+    ViViT,
+    inflate_patch_embedding,
+    vivit_b_16x2_fe,
+    vivit_tiny,
+)
 from lamina.models.vqgan import VQGAN, NonLocalBlock, VQGANOutput, VQGANResBlock, vqgan_tiny
 from lamina.models.vqgan_prior import VQGANTransformer
 from lamina.models.vqvae import VQVAE, VQVAEOutput
@@ -1884,6 +1934,7 @@ __all__ += ["LightGCN", "NGCF", "NGCFLayer", "bpr_loss", "fit_bpr", "full_rankin
             "ngcf_propagate", "normalized_adjacency"]  # graph collaborative filtering (lightgcn)
 __all__ += ["DCNv2", "DIN", "DeepFM", "Dice", "fm_interaction"]  # click-through-rate models (ctr)
 __all__ += ["CIN", "AutoInt", "InteractingLayer", "WideAndDeep", "XDeepFM"]  # more CTR models (ctr_more)
+__all__ += ["ExpertGroup", "MMoE", "PLE", "SharedBottom"]  # multi-task recommenders (multitask_rec)
 __all__ += ["BERT4Rec", "GRU4Rec", "SASRec", "cloze_mask", "fit_sequential",
             "sequence_attention_mask"]  # sequential recommenders (sequential_rec)
 __all__ += ["NeRF", "NeRFRenderer", "TinyNeRF", "mse_to_psnr", "nerf_train_step"]  # radiance fields (nerf)
@@ -1928,6 +1979,9 @@ __all__ += ["CapsNet", "CapsNetOutput", "capsnet_digits", "capsnet_mnist"]  # ca
 __all__ += ["CAIT_CONFIGS", "CaiT", "CaiTBlock", "ClassAttention", "ClassAttentionBlock", "LayerScale",
             "TalkingHeadsAttention", "cait", "cait_layer_scale_init", "cait_s24", "cait_tiny", "cait_xxs24",
             "cait_xxs36"]  # class-attention image transformers (cait)
+__all__ += ["CROSSVIT_CONFIGS", "CrossAttentionFusion", "CrossViT", "DeepLabV3Plus", "DeepLabV3PlusDecoder",
+            "MultiScaleBlock", "SeparableASPP", "crossvit", "crossvit_9_240", "crossvit_tiny", "crossvit_tiny_240",
+            "deeplabv3_plus", "deeplabv3_plus_resnet50", "deeplabv3_plus_tiny"]  # DeepLabv3+ and CrossViT
 __all__ += ["RRDB", "RRDBNet", "ResidualDenseBlock", "esrgan_discriminator", "feature_l1_loss",
             "relativistic_discriminator_loss", "relativistic_generator_loss", "rrdbnet_tiny",
             "rrdbnet_x4"]  # ESRGAN (esrgan)
@@ -2095,3 +2149,8 @@ __all__ += ["MobileOne", "MobileOneBlock", "ReparamBlock", "RepVGG", "RepVGGBloc
 __all__ += ["RETRO", "RETRO_CONFIGS", "ChunkedCrossAttention", "RetroDatabase", "retro", "retro_generate",
             "retro_loss", "split_chunks"]  # RETRO (retro, retro_retrieval)
 __all__ += ["NonLocalBlock", "VQGAN", "VQGANOutput", "VQGANResBlock", "VQGANTransformer", "vqgan_tiny"]  # vqgan
+__all__ += ["AWDLSTM", "ULMFiTClassifier", "awd_lstm_ptb", "awd_lstm_tiny", "awd_lstm_wt2",
+            "concat_pool"]  # AWD-LSTM and ULMFiT (awd_lstm)
+__all__ += ["SlowFast", "SlowFastBottleneck", "SlowFastLateral", "pack_pathways", "slowfast_r50",  # (slowfast)
+            "slowfast_tiny", "FactorisedSelfAttentionBlock", "TubeletEmbedding", "ViViT",  # ViViT (vivit)
+            "inflate_patch_embedding", "vivit_b_16x2_fe", "vivit_tiny"]

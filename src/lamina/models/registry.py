@@ -81,11 +81,13 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
                 "deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224",
                 "deit_base_distilled_patch16_224"),
         *_named("cait", "cait_xxs24", "cait_xxs36", "cait_s24"),
+        *_named("crossvit", "crossvit_9_240", "crossvit_tiny_240"),
         *_named("pvt", "pvt_v2_b0", "pvt_v2_b1"),
         *_named("cvt", "cvt_13"),
     ],
     "segmentation": [
         *_named("segmentation", "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"),
+        *_named("deeplabv3_plus", "deeplabv3_plus_resnet50"),
         *_named("lraspp", "lraspp_mobilenet_v3_large"),
         *_named("segformer", "segformer"),
         *_named("unet", "unet"),

@@ -75,6 +75,13 @@ from lamina.nn.augmentation import (
     RandomSaturation,
 )
 from lamina.nn.augmentation_more import ColorJitter, RandomErasing, RandomGrayscale, RandomResizedCrop
+from lamina.nn.awd_dropout import (
+    LockedDropout,
+    WeightDrop,
+    activation_regularization,
+    embedding_dropout,
+    temporal_activation_regularization,
+)
 from lamina.nn.bayesian import (
     BayesianDense,
     BayesianLayer,
@@ -444,3 +451,5 @@ __all__ += ["ScaledStdConv2D", "scaled_standardized_weight"]  # normalizer-free 
 __all__ += ["SelfAttention2D"]  # SAGAN / BigGAN self-attention on feature maps (self_attention_2d)
 __all__ += ["LSHAttention", "LinformerAttention",
             "NystromAttention"]  # Linformer, Nystromformer, Reformer LSH (efficient_attention)
+__all__ += ["LockedDropout", "WeightDrop", "activation_regularization", "embedding_dropout",  # AWD-LSTM
+            "temporal_activation_regularization"]

@@ -283,6 +283,14 @@ from lamina.train.threshold_metrics import (
 from lamina.train.tpe import ParzenEstimator, tpe_search
 from lamina.train.trainer import Trainer
 from lamina.train.tuned_lens import train_tuned_lens
+from lamina.train.ulmfit import (
+    NTASGD,
+    GradualUnfreezing,
+    SlantedTriangular,
+    batchify,
+    discriminative_param_groups,
+    variable_bptt_windows,
+)
 from lamina.train.uncertainty import DeepEnsemble, PredictiveSummary, mc_dropout_predict, predictive_summary
 from lamina.train.vocoder import VocoderTrainer
 from lamina.train.vqgan import (
@@ -396,3 +404,5 @@ __all__ += ["ResetCovariance", "SNGPPrediction", "sngp_predict"]  # SNGP trainin
 __all__ += ["GKDTrainer", "completion_logits"]  # generalized knowledge distillation of LMs (lm_distillation)
 __all__ += ["VQGANLoss", "VQGANTrainer", "adaptive_weight", "train_vqgan_prior", "vqgan_discriminator_loss",
             "vqgan_loss"]  # VQGAN training (vqgan)
+__all__ += ["NTASGD", "GradualUnfreezing", "SlantedTriangular", "batchify", "discriminative_param_groups",
+            "variable_bptt_windows"]  # AWD-LSTM training and ULMFiT fine-tuning (ulmfit)
