@@ -31,7 +31,13 @@ from lamina.nn import Module
 from lamina.rl.evaluation import evaluate_policy
 from lamina.rl.networks import copy_weights, mlp, soft_update
 from lamina.rl.off_policy import QNetwork, frozen
-from lamina.rl.offline.common import OfflineAgent, check_number, check_positive_int, net_tensor
+from lamina.rl.offline.common import (
+    OfflineAgent,
+    check_number,
+    check_positive_int,
+    net_tensor,
+    twin_critic_step,
+)
 from lamina.rl.offline.dataset import OfflineDataset
 from lamina.rl.replay import Batch
 from lamina.rl.spaces import Box, Space
@@ -166,13 +172,7 @@ class BCQ(OfflineAgent):
         self.vae_optimizer.step()
 
         y = net_tensor(self.vae, self.targets(batch))
-        q_loss = None
-        for critic in self.critics:
-            term = mean((critic(obs, actions) - y) ** 2)
-            q_loss = term if q_loss is None else q_loss + term
-        self.critic_optimizer.zero_grad()
-        q_loss.backward()
-        self.critic_optimizer.step()
+        q_loss = twin_critic_step(self.critics, self.critic_optimizer, obs, actions, y)
 
         with no_grad():
             sampled = self.vae.sample(obs, self.latent_noise(len(batch.rewards)))

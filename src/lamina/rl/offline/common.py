@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy
 
 from lamina.autograd import Tensor, tensor
+from lamina.functional import mean
 from lamina.nn import Module
 from lamina.parallel import one_blas_thread
 from lamina.rl.offline.dataset import OfflineDataset, check_action_space
@@ -120,3 +121,16 @@ class OfflineAgent:
         with one_blas_thread():
             action = self.policy_action(numpy.asarray(obs, dtype=numpy.float32)[None], deterministic)
         return int(action) + self.action_space.start if self.discrete else self.to_env(action)
+
+
+def twin_critic_step(critics, optimizer, obs: Tensor, actions: Tensor, targets: Tensor) -> Tensor:
+    """One descent step of sum_i mean((Q_i(s, a) - y)^2) over the critics (TD3's, BCQ's and
+    TD3+BC's regression to a shared target y); returns that loss."""
+    loss = None
+    for critic in critics:
+        term = mean((critic(obs, actions) - targets) ** 2)
+        loss = term if loss is None else loss + term
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss

@@ -22,7 +22,13 @@ from lamina.functional import mean
 from lamina.rl.networks import copy_weights, soft_update
 from lamina.rl.off_policy import QNetwork, frozen
 from lamina.rl.offline.bcq import train_offline
-from lamina.rl.offline.common import OfflineAgent, check_number, check_positive_int, net_tensor
+from lamina.rl.offline.common import (
+    OfflineAgent,
+    check_number,
+    check_positive_int,
+    net_tensor,
+    twin_critic_step,
+)
 from lamina.rl.offline.dataset import OfflineDataset
 from lamina.rl.replay import Batch
 from lamina.rl.spaces import Box, Space
@@ -115,13 +121,7 @@ class TD3BC(OfflineAgent):
     def update(self, batch: Batch) -> dict[str, float]:
         obs, actions = net_tensor(self.actor, batch.obs), net_tensor(self.actor, batch.actions)
         y = net_tensor(self.actor, self.targets(batch))
-        q_loss = None
-        for critic in self.critics:
-            term = mean((critic(obs, actions) - y) ** 2)
-            q_loss = term if q_loss is None else q_loss + term
-        self.critic_optimizer.zero_grad()
-        q_loss.backward()
-        self.critic_optimizer.step()
+        q_loss = twin_critic_step(self.critics, self.critic_optimizer, obs, actions, y)
         self.updates += 1
         stats = {"critic_loss": q_loss.item()}
         if self.updates % self.policy_delay == 0:
