@@ -141,14 +141,22 @@ def test_zoo_model_loads_in_a_fresh_process(tmp_path):
     import subprocess
     import sys
 
+    from threadpoolctl import threadpool_limits
+
     model = lamina.models.resnet_cifar(8)
     x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
     model.eval()
-    with lamina.no_grad():
-        expected = model(lamina.tensor(x)).numpy()
+    threads = lamina.parallel.get_num_threads()
+    lamina.parallel.set_num_threads(1)
+    try:              # one thread in both processes: BLAS may split a GEMM's sums differently per thread count
+        with lamina.no_grad(), threadpool_limits(1):
+            expected = model(lamina.tensor(x)).numpy()
+    finally:
+        lamina.parallel.set_num_threads(threads)
     lamina.save(model, tmp_path / "r8.safetensors")
     np.save(tmp_path / "x.npy", x)
-    code = ("import sys, numpy as np, lamina; m = lamina.load(sys.argv[1]); "
+    code = ("import sys, numpy as np, lamina; from threadpoolctl import threadpool_limits; "
+            "threadpool_limits(1); lamina.parallel.set_num_threads(1); m = lamina.load(sys.argv[1]); "
             "np.save(sys.argv[3], m(lamina.tensor(np.load(sys.argv[2]))).numpy())")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "r8.safetensors"), str(tmp_path / "x.npy"),
                     str(tmp_path / "y.npy")], check=True, capture_output=True)

@@ -217,8 +217,9 @@ class TabNet(Module):
         return importances, masks
 
     def feature_importances(self, x) -> numpy.ndarray:
-        """The importance of each feature over the rows of ``x``, summing to one."""
-        totals = self.explain(x)[0].sum(axis=0)
+        """The importance of each feature over the rows of ``x``, summing to one (in float64, so that
+        the sum is one to rounding whatever the model's dtype)."""
+        totals = self.explain(x)[0].sum(axis=0, dtype=numpy.float64)
         return totals / totals.sum()
 
     def get_config(self) -> dict:
