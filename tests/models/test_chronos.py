@@ -23,6 +23,7 @@ from lamina.models.forecasting.chronos import (
     sample_gaussian_process,
     tsmixup,
 )
+from lamina.parallel import one_blas_thread
 from lamina.train.forecast_metrics import naive_forecast
 
 
@@ -183,7 +184,7 @@ def _wql(y, quantiles, levels):
                  / np.sum(np.abs(y)))
 
 
-@pytest.mark.parametrize("backbone, steps", [("t5", 600), ("gpt2", 250)])
+@pytest.mark.parametrize("backbone, steps", [("t5", 1000), ("gpt2", 250)])
 def test_chronos_learns_to_forecast_sines(backbone, steps):
     """Held-out sines (new phases, amplitudes and levels) after a few seconds of training on
     sines and KernelSynth draws: the weighted quantile loss falls well below the naive
@@ -207,16 +208,20 @@ def test_chronos_learns_to_forecast_sines(backbone, steps):
 
     untrained = wql()
     optimizer = None
-    for _step in range(steps):
-        x = np.concatenate([_sines(rng, 24, context_length + horizon), synth[rng.integers(0, 48, 8)]])
-        loss = model.loss(x[:, :context_length], x[:, context_length:])
-        optimizer = optimizer or optim.Adam(model.parameters(), lr=1e-2)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with one_blas_thread():
+        for _step in range(steps):
+            x = np.concatenate([_sines(rng, 24, context_length + horizon), synth[rng.integers(0, 48, 8)]])
+            loss = model.loss(x[:, :context_length], x[:, context_length:])
+            optimizer = optimizer or optim.Adam(model.parameters(), lr=1e-2)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     chronos = wql()
     naive = _wql(future, np.repeat(naive_forecast(context, horizon)[:, None], 9, axis=1), (0.1, 0.2, 0.3, 0.4, 0.5,
                                                                                          0.6, 0.7, 0.8, 0.9))
+    # measured, t5, on an AMD EPYC host over 8 seeds (lamina.manual_seed and the data seed): WQL
+    # 0.043-0.069 after 1000 steps (0.067 here) against an untrained 0.66-0.96 and a naive 1.389;
+    # after 600 steps it still plateaued on some seeds (0.065-0.372; 0.216 here)
     assert chronos < 0.3 * naive and chronos < 0.3 * untrained, (chronos, naive, untrained)
 
 

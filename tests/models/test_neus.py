@@ -209,16 +209,21 @@ def test_learning_a_sphere_moves_the_zero_level_set_onto_it():
 
     radial_before, chamfer_before = surface_errors()
     optimizer = optim.Adam(model.parameters(), lr=5e-3)
+    schedule = optim.CosineDecay(5e-3, 300, final_lr=5e-4, optimizer=optimizer)  # a constant lr keeps it jittering
     start = time.perf_counter()
     with one_blas_thread():
-        for _ in range(250):
+        for _ in range(300):
             batch = rng.integers(0, len(rays_o), 64)
             stats = neus_train_step(model, optimizer, rays_o[batch], rays_d[batch], colors[batch], 1.5, 3.5,
                                     n_samples=24, background=(1.0, 1.0, 1.0), rng=rng)
+            schedule.step()
     seconds = time.perf_counter() - start
     radial_after, chamfer_after = surface_errors()
     assert radial_before > 0.15 and chamfer_before > 0.15     # the start is the sphere of radius 0.3
-    assert radial_after < 0.4 * radial_before and chamfer_after < 0.5 * chamfer_before, (
+    # measured on an AMD EPYC host over 9 data seeds: radial error after / before 0.049-0.068 (0.059
+    # here), Chamfer 0.166-0.179, Eikonal <= 0.011, s 290-373; a constant lr of 5e-3 for 250 steps
+    # left the radial ratio anywhere in 0.14-0.59 (0.44 here)
+    assert radial_after < 0.2 * radial_before and chamfer_after < 0.4 * chamfer_before, (
         radial_before, radial_after, chamfer_before, chamfer_after)
     assert stats["eikonal"] < 0.1 and stats["s"] > 50.0, stats  # a distance function, a sharpened surface
     assert seconds < 60.0
