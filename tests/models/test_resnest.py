@@ -164,8 +164,11 @@ def _digits():
     return x[order], digits.target[order]
 
 
-@pytest.mark.parametrize("build, lr", [(models.sknet_tiny, 0.01), (models.resnest_tiny, 0.03)])
+@pytest.mark.parametrize("build, lr", [(models.sknet_tiny, 0.01), (models.resnest_tiny, 0.01)])
 def test_tiny_presets_learn_digits(build, lr):
+    """100 Adam steps of 64 digits, then accuracy in evaluation mode on the 597 others. At lr 0.03
+    ResNeSt's BatchNorm running statistics (those of the attention's pooled features too) lag
+    its fast-moving weights: training-mode accuracy 0.92-0.95, evaluation mode 0.2-0.9."""
     lamina.manual_seed(0)
     x, y = _digits()
     train, test = slice(0, 1200), slice(1200, None)
@@ -179,6 +182,8 @@ def test_tiny_presets_learn_digits(build, lr):
     model.eval()
     with no_grad():
         accuracy = (model(lamina.tensor(x[test])).numpy().argmax(1) == y[test]).mean()
+    # measured on an AMD EPYC host (seeds 0-5, and seeds 0-1 with data orders 1 and 2): resnest_tiny
+    # 0.81-0.94, sknet_tiny 0.90-0.95 (seeds 0-3); chance is 0.1
     assert accuracy > 0.7, (build.__name__, accuracy, time.perf_counter() - start)
 
 

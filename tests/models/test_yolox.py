@@ -249,4 +249,6 @@ def test_yolox_learns_rectangles_of_two_classes():
 def test_readme_example_runs():
     printed, names = run_readme_section("YOLOX: an anchor-free YOLO with SimOTA")
     assert names["found"][0]["boxes"].shape[1] == 4 and printed.startswith("mAP@0.5")
+    # measured on an AMD EPYC host, 150 steps: 1.0 with seeds 0-9 (60 steps: 0.5-1.0; one missed
+    # rectangle of the four gives 0.75)
     assert float(printed.split()[-1]) > 0.6
