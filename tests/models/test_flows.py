@@ -242,7 +242,9 @@ def test_realnvp_learns_two_moons():
     optimizer = Adam(flow, lr=5e-3)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
-    for _ in range(400):
+    steps = 2000
+    for step in range(steps):
+        optimizer.lr = 5e-3 * (1 - step / steps)                           # a linear decay steadies the end
         optimizer.zero_grad()
         loss = -flow.log_prob(train[rng.choice(len(train), 256, replace=False)]).mean()
         loss.backward()
@@ -252,14 +254,17 @@ def test_realnvp_learns_two_moons():
     with lamina.no_grad():
         flow_ll = float(flow.log_prob(test).numpy().mean())
     gauss_ll = gaussian_log_likelihood(train, test)
-    # measured: flow -1.48 nats, the Gaussian -2.72; 2-4 s
+    # measured: flow -1.48 nats, the Gaussian -2.72; 2-4 s (400 steps at a constant rate)
+    # measured on an AMD EPYC host, 2000 steps, model and batch seeds 0-7: flow -1.24 to -1.50 nats; 6-11 s
     print(f"moons: flow {flow_ll:.3f}, Gaussian {gauss_ll:.3f} nats, {seconds:.1f} s")
     assert flow_ll > gauss_ll + 1.0, (flow_ll, gauss_ll, seconds)
-    samples = flow.sample(1000).numpy()
+    samples = flow.sample(3000).numpy()
     assert np.isfinite(samples).all()
-    gaussian = np.random.default_rng(1).multivariate_normal(train.mean(axis=0), np.cov(train.T), 1000)
+    gaussian = np.random.default_rng(1).multivariate_normal(train.mean(axis=0), np.cov(train.T), 3000)
     flow_gap, gauss_gap = energy_distance(samples, test), energy_distance(gaussian, test)
-    # measured: about 0.003 against the Gaussian's 0.031; a second moons sample: 0.0003
+    # measured: about 0.003 against the Gaussian's 0.031; a second moons sample: 0.0003 (1000 samples)
+    # measured on an AMD EPYC host, 3000 samples, seeds 0-7, three draws each: 0.0004-0.0042 against the
+    # Gaussian's 0.029 (400 steps, 1000 samples: 0.004-0.026, so the old set-up only just worked)
     print(f"energy distance: flow {flow_gap:.4f}, Gaussian {gauss_gap:.4f}")
     assert flow_gap < gauss_gap / 4, (flow_gap, gauss_gap)
 
