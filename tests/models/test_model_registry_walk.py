@@ -848,13 +848,16 @@ CASES = {
     "AWDLSTM": (lambda: models.AWDLSTM(6, 3, 4, 2), lambda: (_ids(2, 5, high=6),), "save"),
     "ULMFiTClassifier": (lambda: models.ULMFiTClassifier(6, 2, 3, 4, 2, head_hidden=3),
                          lambda: (_ids(2, 5, high=6),), "save"),
+    # prior-fitted networks (pfn): training points (x, class ids) and query points
+    "PFN": (lambda: models.PFN(2, 3, d_model=4, heads=2, layers=1, task="classification"),
+            lambda: (_normal(2, 5, 2), _ids(2, 5, high=3), _normal(2, 3, 2, seed=1)), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 260 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 261 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -130,6 +130,7 @@ from lamina.data.pde2d import (
     navier_stokes_dataset,
     navier_stokes_forcing,
 )
+from lamina.data.pfn_priors import GPPrior, MLPClassPrior, PriorBatch, rbf_covariance
 from lamina.data.point_clouds import (
     SHAPES,
     Jitter,
@@ -270,3 +271,4 @@ __all__ += ["SequenceSplit", "leave_one_out_sequences", "next_item_examples", "p
             "synthetic_markov_sequences", "user_sequences"]  # next-item recommendation data (sequences_rec)
 __all__ += ["document_rotation", "infill_spans", "sentence_permutation", "text_infilling", "token_deletion",
             "token_masking"]  # BART's document corruptions (text_noising)
+__all__ += ["GPPrior", "MLPClassPrior", "PriorBatch", "rbf_covariance"]  # priors of prior-fitted networks (pfn_priors)

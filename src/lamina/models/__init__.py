@@ -312,6 +312,9 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`ConditionalNeuralProcess`, :class:`NeuralProcess`, :class:`AttentiveNeuralProcess`:
   neural processes (distributions over functions from context sets, the NP's ELBO, the ANP's
   self- and cross-attention), trained on :class:`GPCurves` tasks.
+* :class:`PFN` (:func:`train_pfn`): prior-fitted networks (Müller et al. 2022), a Transformer
+  trained on datasets from a prior (:mod:`lamina.data.pfn_priors`) that predicts in context;
+  regression through the bar distribution (:func:`bar_log_density`, :class:`BarPrediction`).
 * :class:`CapsNet` (:func:`capsnet_mnist`, :func:`capsnet_digits`): capsules routed by
   agreement (:class:`lamina.nn.DigitCapsules`), the margin loss and a masked reconstruction.
 * :class:`FNO1D`, :class:`FNO2D`: Fourier neural operators (lifting, Fourier blocks of
@@ -380,6 +383,14 @@ from lamina.models.alexnet import alexnet, zfnet
 from lamina.models.audio_codec import AudioCodec, CodecOutput, CodecResidualUnit
 from lamina.models.autoencoder import VAE, Autoencoder, ConvAutoencoder
 from lamina.models.awd_lstm import AWDLSTM, ULMFiTClassifier, awd_lstm_ptb, awd_lstm_tiny, awd_lstm_wt2, concat_pool
+from lamina.models.bar_distribution import (
+    BarPrediction,
+    bar_borders,
+    bar_log_density,
+    bar_mean,
+    bar_quantiles,
+    bar_tail_scales,
+)
 from lamina.models.bart import (
     BART_CONFIGS,
     BartAttention,
@@ -1223,6 +1234,7 @@ from lamina.models.perceiver import (
     PerceiverIO,
     fourier_position_features,
 )
+from lamina.models.pfn import PFN, PFNTrainResult, pfn_attention_mask, train_pfn
 from lamina.models.phi3 import PHI3_CONFIGS, Phi3, load_hf_phi3_state_dict, phi3, phi3_parameter_count
 from lamina.models.physics import (
     PINN,
@@ -2154,3 +2166,5 @@ __all__ += ["AWDLSTM", "ULMFiTClassifier", "awd_lstm_ptb", "awd_lstm_tiny", "awd
 __all__ += ["SlowFast", "SlowFastBottleneck", "SlowFastLateral", "pack_pathways", "slowfast_r50",  # (slowfast)
             "slowfast_tiny", "FactorisedSelfAttentionBlock", "TubeletEmbedding", "ViViT",  # ViViT (vivit)
             "inflate_patch_embedding", "vivit_b_16x2_fe", "vivit_tiny"]
+__all__ += ["PFN", "PFNTrainResult", "pfn_attention_mask", "train_pfn", "BarPrediction", "bar_borders",  # (pfn)
+            "bar_log_density", "bar_mean", "bar_quantiles", "bar_tail_scales"]  # bar distribution
