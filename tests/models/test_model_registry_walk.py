@@ -851,13 +851,22 @@ CASES = {
     # prior-fitted networks (pfn): training points (x, class ids) and query points
     "PFN": (lambda: models.PFN(2, 3, d_model=4, heads=2, layers=1, task="classification"),
             lambda: (_normal(2, 5, 2), _ids(2, 5, high=3), _normal(2, 3, 2, seed=1)), "save"),
+    # CLIPSeg (clipseg): images and one text prompt each; the decoder takes activations and a condition
+    "CLIPSeg": (lambda: models.CLIPSeg(models.clip("tiny"), (0, 1), reduce_dim=4, num_heads=2, intermediate_size=6,
+                                       complex_head=True), lambda: (_normal(2, 16, 16, 3), _ids(2, 1, high=300)),
+                "save"),
+    "CLIPSegDecoder": (lambda: models.CLIPSegDecoder(6, 3, 2, 4, reduce_dim=4, num_heads=2, intermediate_size=6),
+                       lambda: ([_normal(2, 5, 6), _normal(2, 5, 6, seed=1)], _normal(2, 3, seed=2)), "save"),
+    # GloVe (glove): (word, context) id pairs
+    "GloVe": (lambda: models.GloVe(7, 3, x_max=10.0, alpha=0.5), lambda: (_ids(4, high=7), _ids(4, high=7, seed=1)),
+              "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 261 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 264 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -192,6 +192,8 @@ Layouts follow the published models so that published weights map onto them:
   :func:`zero_shot_audio_classifier` and :func:`audio_text_retrieval` (recall@k) evaluate it.
 * :class:`SkipGram`: Word2Vec's skip-gram with negative sampling, the notes' learned
   embedding matrix.
+* :class:`GloVe`: global vectors fitted to a corpus's co-occurrence counts by weighted least
+  squares (:func:`glove_loss`, :func:`glove_weights`) with AdaGrad.
 * :class:`MaskedAutoencoderViT` (:func:`mae_vit_base_patch16` ..): masked autoencoders in the MAE
   reference's layout, with :class:`MAEClassifier` for fine-tuning and linear probing;
   :class:`DINOHead` and :class:`DINOLoss` for DINO self-distillation
@@ -244,6 +246,9 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`OWLViT`: open-vocabulary detection on a :class:`CLIP`, each image token a box scored
   against text (or image-region) query embeddings; :class:`OWLViTCriterion` (matching, focal or
   BCE and box losses), :func:`owlvit_postprocess`.
+* :class:`CLIPSeg` (:func:`clipseg`): segmentation from text or image prompts, a small FiLM-conditioned
+  transformer decoder (:class:`CLIPSegDecoder`) on a frozen :class:`CLIP`'s activations;
+  :func:`clipseg_loss`, :func:`clipseg_segment`, :func:`visual_prompt_images`.
 * :class:`FasterRCNN` (:func:`fasterrcnn_resnet50_fpn`, :func:`fasterrcnn_mobilenet_v3_large_fpn`
   on a :class:`MobileNetBackboneWithFPN`): the two-stage detector, a
   :class:`RegionProposalNetwork` and :class:`RoIHeads`, in the same interface;
@@ -495,6 +500,14 @@ from lamina.models.clip import (
 from lamina.models.clip_openai import load_openai_clip_state_dict
 from lamina.models.clip_processing import CLIPImageProcessor, zero_shot_classify
 from lamina.models.clip_resnet import AttentionPool2d, CLIPBottleneck, ModifiedResNet, ResNetCLIP, clip_resnet
+from lamina.models.clipseg import (
+    CLIPSeg,
+    CLIPSegDecoder,
+    clipseg,
+    clipseg_loss,
+    clipseg_segment,
+    visual_prompt_images,
+)
 from lamina.models.cnf import CNF, CNFDynamics, CNFResult
 from lamina.models.coatnet import (
     COATNET_0,
@@ -867,6 +880,7 @@ from lamina.models.ghostnet import (
     ghostnet_1_0,
     ghostnet_1_3,
 )
+from lamina.models.glove import GloVe, glove_loss, glove_weights
 from lamina.models.glow import (
     ActNorm2D,
     AffineCoupling2D,
@@ -2076,6 +2090,8 @@ __all__ += ["EarlyExitNetwork", "EarlyExitResult"]  # early exits (early_exit)
 __all__ += ["P4CNN", "p4cnn"]  # group-equivariant CNN (p4cnn)
 __all__ += ["OWLViT", "OWLViTCriterion", "OWLViTOutput", "owlvit_box_bias", "owlvit_matching_cost",  # (owlvit)
             "owlvit_postprocess"]  # open-vocabulary detection
+__all__ += ["CLIPSeg", "CLIPSegDecoder", "clipseg", "clipseg_loss", "clipseg_segment",
+            "visual_prompt_images"]  # segmentation from text and image prompts (clipseg)
 __all__ += ["MOBILEVIT_CONFIGS", "MobileViTBlock", "fold_patches", "mobilevit", "mobilevit_s",  # MobileViT
             "mobilevit_xs", "mobilevit_xxs", "unfold_patches"]
 __all__ += ["POOLFORMER_CONFIGS", "PoolFormerBlock", "PoolingMixer", "poolformer", "poolformer_m36",  # MetaFormer
@@ -2166,5 +2182,6 @@ __all__ += ["AWDLSTM", "ULMFiTClassifier", "awd_lstm_ptb", "awd_lstm_tiny", "awd
 __all__ += ["SlowFast", "SlowFastBottleneck", "SlowFastLateral", "pack_pathways", "slowfast_r50",  # (slowfast)
             "slowfast_tiny", "FactorisedSelfAttentionBlock", "TubeletEmbedding", "ViViT",  # ViViT (vivit)
             "inflate_patch_embedding", "vivit_b_16x2_fe", "vivit_tiny"]
+__all__ += ["GloVe", "glove_loss", "glove_weights"]  # global word vectors (glove)
 __all__ += ["PFN", "PFNTrainResult", "pfn_attention_mask", "train_pfn", "BarPrediction", "bar_borders",  # (pfn)
             "bar_log_density", "bar_mean", "bar_quantiles", "bar_tail_scales"]  # bar distribution

@@ -1,7 +1,7 @@
 """Text for sequence models: vocabularies, a byte-pair-encoding tokenizer, GPT-2's tokenizer (its vocab.json
 and merges.txt), BERT's WordPiece tokenizer, Hugging Face tokenizer.json files (:class:`HFTokenizer`), corpora,
-padded batches, language-model windows, and skip-gram pairs with negative sampling for learning word embeddings
-(Word2Vec)."""
+padded batches, language-model windows, skip-gram pairs with negative sampling for learning word embeddings
+(Word2Vec), GloVe's co-occurrence matrix, and evaluations of word vectors (analogies, word similarity)."""
 
 from lamina.text import embeddings, serving
 from lamina.text.beam import Hypothesis, beam_search, beam_search_ids, beam_search_text
@@ -13,6 +13,7 @@ from lamina.text.constrained import (
     TokenIndex,
     vocabulary_strings,
 )
+from lamina.text.cooccurrence import cooccurrence_matrix
 from lamina.text.corpora import load_names, load_tiny_shakespeare
 from lamina.text.ctc_decode import (
     CTCHypothesis,
@@ -88,6 +89,12 @@ from lamina.text.skipgram import (
 from lamina.text.tagging import bio_allowed_transitions, bio_spans, entity_scores
 from lamina.text.token_labels import align_labels_with_tokens, align_word_labels
 from lamina.text.vocabulary import Vocabulary, word_tokens
+from lamina.text.word_vectors import (
+    ANALOGY_METHODS,
+    WordSimilarityResult,
+    analogy_accuracy,
+    word_similarity_spearman,
+)
 from lamina.text.wordpiece import WordPieceTokenizer, basic_tokenize
 
 __all__ = [
@@ -108,6 +115,8 @@ __all__ = [
 __all__ += ["bio_allowed_transitions", "bio_spans", "entity_scores"]  # entity spans and metrics (tagging)
 __all__ += ["BpeTrainer", "UnigramTrainer", "WordLevelTrainer", "WordPieceTrainer",  # tokenizer.json trainers
             "byte_level_alphabet"]
+__all__ += ["ANALOGY_METHODS", "WordSimilarityResult", "analogy_accuracy",  # GloVe's counts, word vector evaluation
+            "cooccurrence_matrix", "word_similarity_spearman"]
 __all__ += ["tokenizer_from_gguf", "tokenizer_json_from_gguf"]  # llama.cpp GGUF tokenizers
 __all__ += ["embeddings"]  # sentence embeddings and retrieval (lamina.text.embeddings)
 __all__ += ["BLEUScore", "CHRFScore", "RougeScore", "bleu", "chrf", "cider", "cider_d",  # generation metrics

@@ -19,7 +19,8 @@ makes, in three vectorised steps, as Mikolov et al.'s word2vec does:
 
 The model scores a context by u_o . v_c and is trained on labels [1, 0, ..., 0] (see
 :class:`lamina.models.SkipGram`). Afterwards the rows of its input table are the word
-vectors e_v, and :func:`most_similar` and :func:`analogy` read them by cosine similarity.
+vectors e_v, and :func:`most_similar` and :func:`analogy` (from :mod:`lamina.text.word_vectors`)
+read them by cosine similarity.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from lamina.errors import ShapeError
-from lamina.text.vocabulary import Vocabulary
+from lamina.text.word_vectors import analogy, most_similar
 
 __all__ = ["analogy", "keep_probabilities", "most_similar", "noise_distribution", "skipgram_pairs",
            "subsample_words"]
@@ -101,53 +102,6 @@ def _window_pairs(ids: np.ndarray, window: int, rng: np.random.Generator) -> tup
     valid = (np.abs(offsets) <= reach[:, None]) & (where >= 0) & (where < n)
     rows, cols = np.nonzero(valid)
     return ids[rows], ids[where[rows, cols]]
-
-
-def most_similar(embeddings, vocab: Vocabulary, word: str, k: int = 5) -> list[tuple[str, float]]:
-    """The ``k`` words whose vectors have the highest cosine similarity
-    e_v . e_w / (|e_v| |e_w|) with ``word``'s, best first, as (word, cosine) pairs.
-    ``embeddings``: (W, A), row v the vector of the vocabulary's id v. The word itself and
-    the vocabulary's special tokens (padding, unknown, ...) are left out."""
-    unit = _unit_rows(embeddings, vocab, "most_similar")
-    _check_positive(k, "k", "most_similar")
-    query = _word_id(vocab, word, "most_similar")
-    return _best(unit @ unit[query], vocab, {query}, k)
-
-
-def analogy(embeddings, vocab: Vocabulary, a: str, b: str, c: str, k: int = 1) -> list[tuple[str, float]]:
-    """"a is to b as c is to ?": the ``k`` words closest by cosine to e_b - e_a + e_c (each
-    vector scaled to unit length first), as (word, cosine) pairs, best first; a, b, c and
-    the special tokens are left out (else the answer would mostly be b or c)."""
-    unit = _unit_rows(embeddings, vocab, "analogy")
-    _check_positive(k, "k", "analogy")
-    ia, ib, ic = (_word_id(vocab, w, "analogy") for w in (a, b, c))
-    target = unit[ib] - unit[ia] + unit[ic]
-    target = target / max(float(np.linalg.norm(target)), np.finfo(np.float64).tiny)
-    return _best(unit @ target, vocab, {ia, ib, ic}, k)
-
-
-def _best(scores: np.ndarray, vocab: Vocabulary, exclude: set[int], k: int) -> list[tuple[str, float]]:
-    scores = scores.astype(np.float64)
-    specials = {vocab[s] for s in vocab.specials.values() if s is not None}
-    scores[list(exclude | specials)] = -np.inf
-    order = np.argsort(-scores, kind="stable")[:k]
-    tokens = vocab.tokens
-    return [(tokens[i], float(scores[i])) for i in order if np.isfinite(scores[i])]
-
-
-def _unit_rows(embeddings, vocab: Vocabulary, who: str) -> np.ndarray:
-    table = np.asarray(embeddings, dtype=np.float64)
-    if table.ndim != 2 or table.shape[0] != len(vocab):
-        raise ShapeError(f"{who}: embeddings must have shape (W, A) = ({len(vocab)}, A), one row per word of "
-                         f"the vocabulary, got shape {table.shape}")
-    norms = np.linalg.norm(table, axis=1, keepdims=True)
-    return table / np.maximum(norms, np.finfo(np.float64).tiny)
-
-
-def _word_id(vocab: Vocabulary, word: str, who: str) -> int:
-    if word not in vocab:
-        raise KeyError(f"{who}: {word!r} is not in the vocabulary of {len(vocab)} words")
-    return vocab[word]
 
 
 def _check_ids(ids, who: str) -> np.ndarray:
