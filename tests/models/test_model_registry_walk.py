@@ -40,6 +40,9 @@ ALLOW_LIST = {
     "PINN": "wraps a PDEProblem, a set of Python callables (residual, boundary and initial conditions)",
     "GaussianProcessRegressor": "its kernels (lamina.models.kernels) are not registered, and its predictions "
                                 "depend on the training set that fit() keeps, not on weights",
+    "SVGP": "its kernel (lamina.models.kernels) is not registered; its state dict holds the inducing points, "
+            "q(u) and the hyperparameters",
+    "DeepKernel": "a kernel of lamina.models.kernels (not registered) around any user network",
     "WhisperModel": "Whisper's encoder-decoder container: its WhisperEncoder and WhisperDecoder are built "
                     "by Whisper from Whisper's own config and describe none of their own",
     "ToMeEncoder": "a way of running a ViT's encoder that apply_tome swaps in: a saved model keeps its plain "
@@ -456,6 +459,8 @@ CASES = {
     "RBM": (lambda: models.RBM(4, 3, visible="gaussian", seed=1, dtype="float32"), _x(2, 4), "save"),
     "NCSNMLP": (lambda: models.NCSNMLP(2, hidden=4, depth=1, levels=3),
                 lambda: (_normal(3, 2), np.array([0.5, 0.1, 1.0], np.float32)), "config"),
+    "ScoreSDEMLP": (lambda: models.ScoreSDEMLP(2, hidden=(4,), time_dim=4, sde="ve", sigma_max=5.0),
+                    lambda: (_normal(3, 2), np.array([0.5, 0.1, 1.0])), "save"),
     "EDMPrecond": (lambda: models.EDMPrecond(models.DenoisingMLP(hidden=(4,), time_dim=4), sigma_data=0.4),
                    lambda: (_normal(3, 2), np.array([0.5, 1.0, 2.0], np.float32)), "config"),
     "ConsistencyModel": (lambda: models.ConsistencyModel(models.DenoisingMLP(hidden=(4,), time_dim=4), T=10.0),
@@ -801,6 +806,12 @@ CASES = {
     # OWL-ViT: open-vocabulary detection on a CLIP
     "OWLViT": (lambda: models.OWLViT(models.clip("tiny"), box_hidden=8),
                lambda: (_normal(2, 16, 16, 3), _ids(3, 2, high=300)), "save"),
+    # CLIPSeg (clipseg): images and one text prompt each; the decoder takes activations and a condition
+    "CLIPSeg": (lambda: models.CLIPSeg(models.clip("tiny"), (0, 1), reduce_dim=4, num_heads=2, intermediate_size=6,
+                                       complex_head=True), lambda: (_normal(2, 16, 16, 3), _ids(2, 1, high=300)),
+                "save"),
+    "CLIPSegDecoder": (lambda: models.CLIPSegDecoder(6, 3, 2, 4, reduce_dim=4, num_heads=2, intermediate_size=6),
+                       lambda: ([_normal(2, 5, 6), _normal(2, 5, 6, seed=1)], _normal(2, 3, seed=2)), "save"),
     "ColBERT": (lambda: models.ColBERT(dim=3, query_maxlen=5, mask_token_id=5, skiplist=(4,), **_TINY_BERT),
                 lambda: (_ids(2, 3, high=4) + 1, _ids(3, 4, seed=1)), "save"),
     # graph collaborative filtering: (users, items) pairs scored on the normalised user-item graph
@@ -844,6 +855,9 @@ CASES = {
                         lambda: (_normal(2, 3, 4), _normal(2, 5, 6, seed=1)), "save"),
     "CrossViT": (lambda: models.crossvit((2, 4), (8, 8), (4, 6), (1, 1), 2, 1.5, 1, 3, (8, 8, 1)), _x(2, 8, 8, 1),
                  "save"),
+    # GloVe (glove): (word, context) id pairs
+    "GloVe": (lambda: models.GloVe(7, 3, x_max=10.0, alpha=0.5), lambda: (_ids(4, high=7), _ids(4, high=7, seed=1)),
+              "save"),
     # AWD-LSTM and ULMFiT (awd_lstm): word ids
     "AWDLSTM": (lambda: models.AWDLSTM(6, 3, 4, 2), lambda: (_ids(2, 5, high=6),), "save"),
     "ULMFiTClassifier": (lambda: models.ULMFiTClassifier(6, 2, 3, 4, 2, head_hidden=3),
@@ -851,22 +865,20 @@ CASES = {
     # prior-fitted networks (pfn): training points (x, class ids) and query points
     "PFN": (lambda: models.PFN(2, 3, d_model=4, heads=2, layers=1, task="classification"),
             lambda: (_normal(2, 5, 2), _ids(2, 5, high=3), _normal(2, 3, 2, seed=1)), "save"),
-    # CLIPSeg (clipseg): images and one text prompt each; the decoder takes activations and a condition
-    "CLIPSeg": (lambda: models.CLIPSeg(models.clip("tiny"), (0, 1), reduce_dim=4, num_heads=2, intermediate_size=6,
-                                       complex_head=True), lambda: (_normal(2, 16, 16, 3), _ids(2, 1, high=300)),
-                "save"),
-    "CLIPSegDecoder": (lambda: models.CLIPSegDecoder(6, 3, 2, 4, reduce_dim=4, num_heads=2, intermediate_size=6),
-                       lambda: ([_normal(2, 5, 6), _normal(2, 5, 6, seed=1)], _normal(2, 3, seed=2)), "save"),
-    # GloVe (glove): (word, context) id pairs
-    "GloVe": (lambda: models.GloVe(7, 3, x_max=10.0, alpha=0.5), lambda: (_ids(4, high=7), _ids(4, high=7, seed=1)),
-              "save"),
+    # metric-based few-shot learners (matching_network, relation_network): (support x, support y, query x)
+    "SupportContextLSTM": (lambda: models.SupportContextLSTM(), _x(5, 3), "config"),
+    "AttentionLSTM": (lambda: models.AttentionLSTM(2), lambda: (_normal(4, 3), _normal(5, 3, seed=1)), "config"),
+    "MatchingNetwork": (lambda: models.MatchingNetwork(nn.Dense(3), processing_steps=2),
+                        lambda: (_normal(6, 2), np.arange(6) % 3, _normal(4, 2, seed=1)), "config"),
+    "RelationNetwork": (lambda: models.RelationNetwork(nn.Dense(3), nn.Dense(1), objective="cross_entropy"),
+                        lambda: (_normal(6, 2), np.arange(6) % 3, _normal(4, 2, seed=1)), "config"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 264 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 269 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

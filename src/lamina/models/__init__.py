@@ -228,6 +228,9 @@ Layouts follow the published models so that published weights map onto them:
   pooling; padding masks), :class:`Perceiver` and :class:`PerceiverIO` (cross-attention into a
   latent array, Fourier position features for images) and :class:`SlotAttentionAutoEncoder`
   (object discovery with :class:`lamina.nn.SlotAttention` and a spatial broadcast decoder).
+* Metric-based few-shot learners over an episode's support set: :class:`MatchingNetwork`
+  (cosine attention, full context embeddings :class:`SupportContextLSTM` and
+  :class:`AttentionLSTM`) and :class:`RelationNetwork` (a learned relation module).
 * :func:`grid_detector`: a small single-shot (YOLO-style) detector whose output volume
   :mod:`lamina.vision` decodes into boxes.
 * :class:`FeaturePyramidNetwork` and :func:`resnet_fpn_backbone` (:class:`BackboneWithFPN`),
@@ -303,6 +306,10 @@ Layouts follow the published models so that published weights map onto them:
   'flatten'), with class conditioning and classifier-free guidance.
 * :class:`FlowMatchingModel`: flow matching (conditional, Lipman's and minibatch optimal
   transport paths, rectified flow's reflow), sampled with :func:`lamina.odeint`.
+* :class:`ScoreSDEMLP`: score-based generative modelling through SDEs (:class:`VPSDE`,
+  :class:`subVPSDE`, :class:`VESDE`, :func:`score_sde_loss`), sampled by :func:`pc_sample`
+  (predictor-corrector) or :func:`ode_sample` (probability-flow ODE), with exact likelihoods
+  by :func:`ode_log_likelihood`.
 * :func:`transfer`: a trained classifier repurposed for a new task (course notes, Transfer
   learning): new output layer, base frozen but for its last ``trainable`` layers.
 * :class:`GaussianProcessRegressor`: exact Gaussian-process regression (Cholesky), its
@@ -310,6 +317,9 @@ Layouts follow the published models so that published weights map onto them:
   the kernels of :mod:`lamina.models.kernels` (:class:`RBF`, :class:`Matern`,
   :class:`RationalQuadratic`, :class:`Periodic`, :class:`DotProduct`, :class:`White`,
   :class:`Constant`, :class:`ScaleKernel`, sums and products).
+* :class:`SVGP`: the sparse variational GP (Hensman et al. 2013, whitened inducing points,
+  minibatch ELBO); :class:`DeepKernel`: deep kernel learning (Wilson et al. 2016), a kernel on
+  a network's features, trained through the exact marginal likelihood.
 * Classical probabilistic models (:mod:`lamina.models.statespace`): :class:`HiddenMarkovModel`
   (forward-backward, Viterbi, Baum-Welch), :class:`KalmanFilter` (filter, RTS smoother,
   :func:`kalman_log_likelihood` for gradients), :class:`ParticleFilter` and
@@ -584,6 +594,7 @@ from lamina.models.deberta import (
     disentangled_attention,
     relative_position_buckets,
 )
+from lamina.models.deep_kernel import DeepKernel
 from lamina.models.deeplabv3_plus import (
     DeepLabV3Plus,
     DeepLabV3PlusDecoder,
@@ -1098,6 +1109,13 @@ from lamina.models.mask_rcnn import (
     maskrcnn_resnet50_fpn,
 )
 from lamina.models.maskgit import MaskGIT, cosine_mask_schedule, mask_schedule_counts, masked_token_loss
+from lamina.models.matching_network import (
+    AttentionLSTM,
+    MatchingNetwork,
+    SupportContextLSTM,
+    episode_labels,
+    matching_log_probabilities,
+)
 from lamina.models.matrix_factorization import MatrixFactorization, als
 from lamina.models.maxvit import (
     MaxVitLayer,
@@ -1419,6 +1437,7 @@ from lamina.models.regnet import (
     regnet_y_400mf,
     regnet_y_800mf,
 )
+from lamina.models.relation_network import RELATION_OBJECTIVES, RelationNetwork, class_feature_sums, relation_pairs
 from lamina.models.reparam import ReparamBlock, conv_bn_kernel, identity_kernel, reparameterize, reparameterized
 from lamina.models.repvgg import RepVGG, RepVGGBlock, repvgg_a0, repvgg_a1, repvgg_a2, repvgg_b0, repvgg_tiny
 from lamina.models.reservoir import EchoStateNetwork
@@ -1501,6 +1520,17 @@ from lamina.models.schedulers import (
     edm_sampler,
     karras_sigmas,
 )
+from lamina.models.schedulers.score_sde import (
+    euler_maruyama_predictor,
+    langevin_corrector,
+    ode_log_likelihood,
+    ode_sample,
+    pc_sample,
+    probability_flow_ode,
+    reverse_diffusion_predictor,
+    reverse_sde,
+)
+from lamina.models.score_sde import SDE, VESDE, VPSDE, ScoreSDEMLP, make_sde, score_sde_loss, subVPSDE
 from lamina.models.segformer import (
     SEGFORMER_VARIANTS,
     SegformerAttention,
@@ -1653,6 +1683,7 @@ from lamina.models.superglue import (
     superglue_match,
     synthetic_matching_pairs,
 )
+from lamina.models.svgp import SVGP
 from lamina.models.swin import (
     PatchMerging,
     PatchMergingV2,
@@ -1836,7 +1867,7 @@ __all__ = [
     "projection_head",
     "DenoisingMLP", "DenoisingUNet", "DiffusionModel", "NoiseSchedule", "TimeResidualBlock", "make_schedule",
     "timestep_embedding",
-    "GaussianProcessRegressor", "kernels",
+    "GaussianProcessRegressor", "kernels", "SVGP", "DeepKernel",
     "ENET_KINDS", "ENET_MIDDLE_PATTERN", "ENet", "ENetBottleneck", "ENetDownsampling", "ENetInitialBlock",
     "ENetUpsampling", "enet", "enet_small", "SEGNET_VGG16_STAGES", "SegNet", "segnet_small", "segnet_vgg16",
     "ASPP", "SegmentationModel", "deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101",
@@ -2076,6 +2107,9 @@ __all__ += ["SimpleBaseline", "SimpleBaselineHead", "TopDownPoseEstimator",
 __all__ += ["HRNet", "HRNetModule", "hrnet_lite"]  # high-resolution networks for heatmaps (hrnet)
 __all__ += ["MoCoQueue", "SwAVPrototypes"]  # MoCo queue, SwAV prototypes (self_supervised)
 __all__ += ["NCSNMLP", "annealed_langevin_sample", "geometric_sigmas"]  # noise-conditional score networks (ncsn)
+__all__ += ["SDE", "VESDE", "VPSDE", "ScoreSDEMLP", "euler_maruyama_predictor", "langevin_corrector", "make_sde",
+            "ode_log_likelihood", "ode_sample", "pc_sample", "probability_flow_ode", "reverse_diffusion_predictor",
+            "reverse_sde", "score_sde_loss", "subVPSDE"]  # score-based SDEs (score_sde, schedulers.score_sde)
 __all__ += ["ConcatLibrary", "CustomLibrary", "DMD", "FeatureLibrary", "FourierLibrary", "HankelDMD",
             "KoopmanAutoencoder", "KoopmanLoss", "PolynomialLibrary", "SINDy", "SR3", "STLSQ", "TensoredLibrary",
             "finite_difference", "optimal_svht_coefficient", "savgol_derivative",
@@ -2185,3 +2219,6 @@ __all__ += ["SlowFast", "SlowFastBottleneck", "SlowFastLateral", "pack_pathways"
 __all__ += ["GloVe", "glove_loss", "glove_weights"]  # global word vectors (glove)
 __all__ += ["PFN", "PFNTrainResult", "pfn_attention_mask", "train_pfn", "BarPrediction", "bar_borders",  # (pfn)
             "bar_log_density", "bar_mean", "bar_quantiles", "bar_tail_scales"]  # bar distribution
+__all__ += ["AttentionLSTM", "MatchingNetwork", "RELATION_OBJECTIVES", "RelationNetwork", "SupportContextLSTM",
+            "class_feature_sums", "episode_labels", "matching_log_probabilities",
+            "relation_pairs"]  # metric-based few-shot learning (matching_network, relation_network)

@@ -13,7 +13,8 @@ The prediction at new inputs X* (K* = k(X*, X), v = L^-1 K*^T) is Gaussian with
     mean = m + K* alpha,        cov = k(X*, X*) - v^T v
 
 (Rasmussen & Williams, *Gaussian Processes for Machine Learning*, algorithm 2.1).
-The predictive variance is that of f, without the likelihood's ``noise``; a
+The predictive variance is that of f, without the likelihood's ``noise`` (``predict(...,
+include_noise=True)`` adds it); a
 :class:`~lamina.models.kernels.White` kernel in the kernel adds its noise level to it,
 as in scikit-learn.
 
@@ -257,14 +258,18 @@ class GaussianProcessRegressor(Module):
                 cov = prior - (v * v).sum(axis=0)
         return mean.data, cov.data
 
-    def predict(self, x, return_std: bool = False, return_cov: bool = False):
+    def predict(self, x, return_std: bool = False, return_cov: bool = False, include_noise: bool = False):
         """The posterior mean at x (m rows), and its standard deviation (``return_std``) or
         covariance (``return_cov``), as arrays in the targets' units: shapes (m,), (m,) and
         (m, m) for 1-D targets, (m, t), (m, t) and (m, m, t) for t targets. Before ``fit`` it
-        is the prior. Negative variances from rounding are set to 0."""
+        is the prior. The spread is that of f, or of y = f + eps with ``include_noise`` (the
+        likelihood's noise added to the variance). Negative variances from rounding are set to 0."""
         if return_std and return_cov:
             raise ValueError("GaussianProcessRegressor.predict: return_std and return_cov cannot both be True")
         mean, spread = self._latent(x, full_cov=return_cov)
+        if include_noise:
+            noise = backend.xp.asarray(self.noise.data, dtype=self.dtype)
+            spread = spread + (noise * backend.xp.eye(spread.shape[0], dtype=self.dtype) if return_cov else noise)
         one_target = not self.fitted or self.train_y.ndim == 1
         offset = 0.0 if not self.fitted else self.y_offset
         scale = backend.xp.ones((1,), self.dtype) if not self.fitted else self.y_scale.reshape(-1)

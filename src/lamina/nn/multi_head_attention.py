@@ -10,27 +10,29 @@ and later calls take the projections (``keys_values=``) in place of the memory.
 Masks are boolean with True = attend (or float, added to the scores), as everywhere in
 lamina; PyTorch's masks (``attn_mask``, ``key_padding_mask``) mark the positions to *ignore*
 with True, so pass their negation.
+
+The key/value cache is in :mod:`lamina.nn.multi_head_attention_cache`, the masks in
+:mod:`lamina.nn.multi_head_attention_masks`; the layer builds on both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy
-
 from lamina import backend
 from lamina import functional as F
-from lamina.autograd import Tensor, is_grad_enabled
+from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.functional.softcapped_attention import softcapped_attention
 from lamina.nn import init as initializers
-from lamina.nn.attention import first_shape, mask_array
-from lamina.nn.cache_rows import cache_rows
+from lamina.nn.attention import first_shape
 from lamina.nn.dense import linear
 from lamina.nn.head_hooks import HEAD_OUTPUTS, HeadOutputs
 from lamina.nn.layer import dropout_rate, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor, read_parameter
+from lamina.nn.multi_head_attention_cache import _KeyValueCache
+from lamina.nn.multi_head_attention_masks import _keep_also  # noqa: F401  (moved there, importable from here too)
 
 __all__ = ["MultiHeadAttention"]
 
@@ -43,7 +45,7 @@ or values (IA3, :func:`lamina.nn.apply_ia3`)."""
 
 
 @register_layer
-class MultiHeadAttention(Module):
+class MultiHeadAttention(_KeyValueCache, Module):
     """Multi-head attention: h heads attend in parallel, each in its own d = E / h subspace.
 
         Q_i = q W_q[:, i] + b_q,  K_i = k W_k[:, i] + b_k,  V_i = v W_v[:, i] + b_v
@@ -135,7 +137,6 @@ class MultiHeadAttention(Module):
 
     # start_caching always succeeds; each call is then checked to be one the cache can serve
     cacheable = True
-    _key_store = _value_store = None     # while caching without a window: (N, g, capacity, d) arrays
 
     def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
                  kernel_init="xavier_uniform", bias_init="zeros", rotary: bool = False, rotary_base: float = 10000.0,
@@ -330,48 +331,6 @@ class MultiHeadAttention(Module):
                    read_parameter(self, "out_bias") if self.use_out_bias else None)
         return (y, weights) if return_weights else y
 
-    def _positional_mask(self, full, causal: bool, t_q: int, t_k: int, offset: int = 0):
-        """(mask, causal) with the sliding window and the ALiBi bias folded into ``full``
-        for queries at positions offset + i and keys at j."""
-        xp = backend.xp
-        if self.window is not None:
-            if not causal:
-                raise ValueError(f"{self._label()}: a sliding window (window={self.window}) is causal; call the "
-                                 "layer with causal=True")
-            keep = F.sliding_window_mask(t_q, t_k, self.window, offset=offset).data
-            full, causal = _keep_also(full, keep), False
-        if self.alibi:
-            bias = F.alibi_bias(self.num_heads, t_q, t_k, offset=offset).data
-            if full is None:
-                full = bias
-            elif full.dtype == bool:
-                full = xp.where(full, bias, -xp.inf).astype(bias.dtype)
-            else:
-                full = full + bias
-        return full, causal
-
-    def _attach_prefix(self, prefix, q, k, v, full, causal: bool):
-        """(K, V, mask, causal) with the keys and values ``prefix`` = (P_k, P_v), each
-        (N or 1, g, P, d), placed before the call's own (prefix tuning,
-        :class:`lamina.nn.PrefixTuningLM`): every query sees all P of them, then the keys the
-        mask lets it see among the call's own."""
-        pk, pv = prefix
-        n, t_q, t_k = q.shape[0], q.shape[2], k.shape[2]
-        p = pk.shape[2]
-        if self.alibi or self.window is not None:
-            raise ValueError(f"{self._label()}: prefix keys and values do not combine with ALiBi or a sliding window")
-        if pk.shape[0] != n:
-            pk, pv = (F.broadcast_to(a, (n,) + tuple(a.shape[1:])) for a in (pk, pv))
-        xp = backend.xp
-        keep = xp.ones((t_q, p + t_k), dtype=bool)
-        if causal:
-            keep[:, p:] = xp.arange(t_k)[None, :] <= xp.arange(t_q)[:, None]
-        if full is not None:
-            pad = xp.ones(full.shape[:-1] + (p,), dtype=full.dtype) if full.dtype == bool else \
-                xp.zeros(full.shape[:-1] + (p,), dtype=full.dtype)
-            full = xp.concatenate([pad, xp.broadcast_to(full, full.shape[:-1] + (t_k,))], axis=-1)
-        return F.concat([pk, k], axis=2), F.concat([pv, v], axis=2), _keep_also(full, keep), False
-
     def _inputs(self, query, key, value, mask, key_mask, keys_values, positions=None):
         """The heads' (Q, K, V), each (N, h, T, d), and the mask of one ordinary call."""
         if keys_values is not None:
@@ -443,219 +402,6 @@ class MultiHeadAttention(Module):
         full = self._mask(mask, key_mask, n, query.shape[1], k.shape[2])
         return self._project(query, 0), k, v, full
 
-    # -- key/value cache ---------------------------------------------------------
-    @property
-    def caching(self) -> bool:
-        """Whether consecutive calls continue one sequence through the key/value cache."""
-        return self._caching
-
-    @property
-    def cached_steps(self) -> int:
-        """The number of steps s read through the cache (0 when not caching); with a sliding
-        window only the last window - 1 of them keep their keys and values."""
-        return self._steps_read
-
-    def start_caching(self) -> None:
-        """Start an empty key/value cache: the next call reads the first steps of a sequence,
-        each later call its next steps (see the class docstring)."""
-        if self._caching:
-            raise ValueError(f"{self._label()}: start_caching while already caching keys and values; "
-                             "stop_caching first")
-        self._caching = True
-        self._clear_cache()
-
-    def stop_caching(self) -> None:
-        """Drop the cached keys and values; calls are independent again."""
-        self._caching = False
-        self._clear_cache()
-
-    def _clear_cache(self) -> None:
-        self._cached_keys = self._cached_values = None
-        self._key_store = self._value_store = None
-        self._steps_read = 0
-
-    def reorder_cache(self, rows) -> None:
-        """Keep the cached rows ``rows`` (R,), in that order: row i of the cache becomes the
-        old row ``rows[i]``, so that the next call continues R sequences (rows may repeat, as
-        the parents of a beam's hypotheses do, or be left out). Refused when not caching."""
-        if not self._caching:
-            raise ValueError(f"{self._label()}: reorder_cache needs a key/value cache, and the layer is not caching; "
-                             "call start_caching (or use lamina.text.caching_keys_values) first")
-        if self._cached_keys is None:                   # nothing read yet: no rows to reorder
-            cache_rows(self, rows, None)
-            return
-        index = cache_rows(self, rows, self._cached_keys.shape[0])
-        if self._key_store is not None and len(index) == self._key_store.shape[0]:
-            held = self._cached_keys.shape[2]         # the same number of rows: reordered in the stores
-            for store in (self._key_store, self._value_store):
-                store[:, :, :held] = store[index, :, :held]
-            return
-        self._key_store = self._value_store = None
-        self._cached_keys = self._cached_keys[index]
-        self._cached_values = self._cached_values[index]
-
-    def _cached_inputs(self, query, key, value, mask, key_mask, causal: bool, keys_values, positions=None):
-        """(Q, K, V, mask) of a call that continues the cached sequence: Q of the t new steps,
-        K and V of the c cached and the t new ones, and keep (t, c + t) with
-        keep[i, t'] = (t' <= c + i), the causal mask shifted by the c steps held (also
-        limited to the window, and turned into the ALiBi bias, when the layer has them). A
-        ``mask`` (t, c + t), (N, t, c + t) or (N, h, t, c + t), boolean or additive, replaces
-        the shifted causal one (a tree of candidate continuations read in one call)."""
-        label = self._label()
-        if key is not None or value is not None or keys_values is not None:
-            raise ValueError(f"{label}: cannot cache keys and values for cross-attention (a key, value or "
-                             "keys_values was passed); the cache serves causal self-attention only")
-        if not causal:
-            raise ValueError(f"{label}: cannot cache keys and values for non-causal self-attention: every step "
-                             "would see later steps, which change with each new token; call it with causal=True")
-        if mask is not None and (self.window is not None or self.alibi):
-            raise ValueError(f"{label}: while caching, a mask over the cached and new steps does not combine with "
-                             "a sliding window or ALiBi (both assume the steps follow one another)")
-        if self.training or is_grad_enabled():
-            raise ValueError(f"{label}: the key/value cache is for evaluation only; call eval() on the model "
-                             "and run it under lamina.no_grad()")
-        query = as_tensor(query)
-        self._check_shape(query.shape, "query", query)
-        q, k, v = self._project_step(query, positions)
-        xp = backend.xp
-        held = 0 if self._cached_keys is None else int(self._cached_keys.shape[2])
-        if self._cached_keys is not None and self._cached_keys.shape[0] != query.shape[0]:
-            raise ShapeError(f"{label}: a query of batch size {query.shape[0]} continues a cached sequence "
-                             f"of batch size {self._cached_keys.shape[0]}; stop_caching to start another")
-        t = query.shape[1]
-        if mask is not None:                # e.g. a tree of candidates: each sees the cache and its ancestors
-            full = self._mask(mask, None, query.shape[0], t, held + t)
-        k, v = self._extend_cache(k, v)
-        self.__dict__["_steps_read"] += t
-        if mask is None:
-            # one new step sees every key held (nothing to mask); t steps see the causal pattern shifted by held
-            keep = None if t == 1 else xp.arange(k.shape[2])[None, :] <= (held + xp.arange(t))[:, None]
-            full, _ = self._positional_mask(keep, True, t, k.shape[2], offset=held)
-        if key_mask is not None:
-            full = self._cached_key_mask(full, key_mask, query.shape[0], k.shape[2])
-        return Tensor._wrap(q), Tensor._wrap(k), Tensor._wrap(v), full
-
-    def _extend_cache(self, k, v) -> tuple:
-        """K and V (N, g, c + t, d) of the c cached steps and the t new ones ``k``, ``v``, the
-        cache updated. Without a window the cache is the first c steps of two stores that
-        grow by doubling, so a step copies its own keys and values only, not the whole cache
-        (the same values as concatenating); a window keeps the last window - 1 steps."""
-        xp = backend.xp
-        cached = self._cached_keys
-        if self.window is not None:
-            if cached is not None:
-                k = xp.concatenate([cached, k], axis=2)
-                v = xp.concatenate([self._cached_values, v], axis=2)
-            start = max(k.shape[2] - (self.window - 1), 0)
-            self._cached_keys, self._cached_values = k[:, :, start:], v[:, :, start:]
-            return k, v
-        held = 0 if cached is None else cached.shape[2]
-        total = held + k.shape[2]
-        store = self._key_store
-        if store is None or store.shape[2] < total or store.shape[0] != k.shape[0] or store.dtype != k.dtype:
-            n, g, _, d = k.shape
-            stores = []
-            for old, new in ((cached, k), (self._cached_values, v)):
-                grown = xp.empty((n, g, max(16, 2 * total), d), dtype=new.dtype)
-                if held:
-                    grown[:, :, :held] = old
-                stores.append(grown)
-            self._key_store, self._value_store = store, _ = stores
-        store[:, :, held:total] = k
-        self._value_store[:, :, held:total] = v
-        keys, values = store[:, :, :total], self._value_store[:, :, :total]
-        # plain attributes, set each step without Module.__setattr__'s checks for weights and sub-layers
-        self.__dict__.update(_cached_keys=keys, _cached_values=values)
-        return keys, values
-
-    def _cached_key_mask(self, full, key_mask, n: int, t_k: int):
-        """``full`` with the keys that ``key_mask`` (N, S), False on padding, marks out masked
-        too; S = the steps read so far (this call's included), of which the cache attends over
-        the last ``t_k``."""
-        km = mask_array(key_mask)
-        steps = self._steps_read
-        if km.dtype != bool or km.shape != (n, steps):
-            raise ShapeError(f"{self._label()}: while caching, key_mask must be boolean of shape ({n}, {steps}) "
-                             f"(every step read so far, this call's included; True = a real key), got {km.dtype} "
-                             f"{tuple(km.shape)}")
-        km = km[:, None, None, steps - t_k:]
-        if full is None:
-            return km
-        if full.dtype == bool:
-            return full & km
-        return backend.xp.where(km, full, -backend.xp.inf).astype(full.dtype)
-
-    def crop_cache(self, steps: int) -> None:
-        """Forget every cached step after the first ``steps``: the next call continues the
-        sequence from step ``steps`` (as a rejected draft of speculative decoding needs).
-        Refused when not caching, for more steps than read, and for a sliding-window layer
-        whose dropped keys the shorter sequence would need again."""
-        label = self._label()
-        if not self._caching:
-            raise ValueError(f"{label}: crop_cache needs a key/value cache, and the layer is not caching")
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= self._steps_read:
-            raise ValueError(f"{label}: crop_cache keeps 0 .. {self._steps_read} steps (those read), got {steps!r}")
-        if self._cached_keys is None or steps == self._steps_read:
-            return
-        held = int(self._cached_keys.shape[2])
-        dropped = self._steps_read - steps
-        kept = held - dropped
-        if self.window is not None and kept < min(steps, self.window - 1):
-            raise ValueError(f"{label}: crop_cache to {steps} steps needs keys the sliding window "
-                             f"(window={self.window}) already dropped")
-        self._cached_keys = self._cached_keys[:, :, :kept]
-        self._cached_values = self._cached_values[:, :, :kept]
-        self._steps_read = steps
-
-    def keep_cache_steps(self, steps) -> None:
-        """Keep only the cached steps ``steps`` (increasing indices among the steps read), in
-        that order: the next call continues the sequence they make (the accepted path of a
-        tree of candidates read in one call, :func:`lamina.models.medusa_generate`). Refused
-        when not caching and for a sliding-window layer."""
-        label = self._label()
-        if not self._caching:
-            raise ValueError(f"{label}: keep_cache_steps needs a key/value cache, and the layer is not caching")
-        if self.window is not None:
-            raise ValueError(f"{label}: keep_cache_steps is not available with a sliding window "
-                             f"(window={self.window})")
-        index = numpy.asarray(steps)
-        if (index.ndim != 1 or (index.size and index.dtype.kind not in "iu")
-                or (index.size and (index[0] < 0 or index[-1] >= self._steps_read))
-                or numpy.any(numpy.diff(index) <= 0)):
-            raise ValueError(f"{label}: keep_cache_steps takes increasing step indices in [0, {self._steps_read}), "
-                             f"got {steps!r}")
-        if self._cached_keys is not None:
-            xp = backend.xp
-            keys, values = self._cached_keys[:, :, xp.asarray(index)], self._cached_values[:, :, xp.asarray(index)]
-            if self._key_store is not None:     # written back into the stores, which keep their room to grow
-                self._key_store[:, :, :len(index)] = keys
-                self._value_store[:, :, :len(index)] = values
-                keys, values = self._key_store[:, :, :len(index)], self._value_store[:, :, :len(index)]
-            self.__dict__.update(_cached_keys=keys, _cached_values=values)
-        self._steps_read = len(index)
-
-    def _mask(self, mask, key_mask, n: int, t_q: int, t_k: int):
-        """One mask broadcastable to the scores (N, h, T_q, T_k)."""
-        m = mask_array(mask)
-        if m is not None:
-            if m.ndim == 3:
-                m = m[:, None]
-            if m.ndim not in (2, 4) or m.shape[-2:] != (t_q, t_k):
-                raise ShapeError(f"{self._label()}: mask of shape {tuple(m.shape)}; expected ({t_q}, {t_k}), "
-                                 f"({n}, {t_q}, {t_k}) or ({n}, {self.num_heads}, {t_q}, {t_k})")
-        km = mask_array(key_mask)
-        if km is None:
-            return m
-        if km.dtype != bool or km.shape != (n, t_k):
-            raise ShapeError(f"{self._label()}: key_mask must be boolean of shape ({n}, {t_k}) (True = a real "
-                             f"key), got {km.dtype} {tuple(km.shape)}")
-        km = km[:, None, None, :]
-        if m is None:
-            return km
-        if m.dtype == bool:
-            return m & km
-        return backend.xp.where(km, m, -backend.xp.inf).astype(m.dtype)
-
     def macs(self, input_shapes, output_shapes) -> int:
         """Per sample: the projections E^2 (T_q + 2 T_k) + E^2 T_q, and the scores and the
         context 2 T_q T_k E (the softmax not counted)."""
@@ -699,12 +445,3 @@ class MultiHeadAttention(Module):
                   f", num_kv_heads={self.num_kv_heads}" if self.num_kv_heads != self.num_heads else "",
                   ", alibi=True" if self.alibi else "", f", window={self.window}" if self.window else ""]
         return text + "".join(extras)
-
-
-def _keep_also(full, keep):
-    """The mask ``full`` (None, boolean or additive) also hiding the keys ``keep`` leaves out."""
-    if full is None:
-        return keep
-    if full.dtype == bool:
-        return full & keep
-    return backend.xp.where(keep, full, -backend.xp.inf).astype(full.dtype)
