@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from lamina.errors import ShapeError
+from lamina.text.skipgram import _check_ids
 
 __all__ = ["cooccurrence_matrix"]
 
@@ -46,7 +46,7 @@ def cooccurrence_matrix(ids, vocab_size: int, window: int = 10, symmetric: bool 
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
         raise ValueError(f"{who}: window must be an int >= 1, got {window!r}")
     vocab_size = int(vocab_size)
-    ids = _check_ids(ids, vocab_size, who)
+    ids = _check_ids(ids, who, vocab_size)
     n = ids.shape[0]
     reach = min(int(window), max(n - 1, 0))
     if reach == 0:
@@ -70,16 +70,3 @@ def cooccurrence_matrix(ids, vocab_size: int, window: int = 10, symmetric: bool 
     matrix.sort_indices()
     return matrix
 
-
-def _check_ids(ids, vocab_size: int, who: str) -> np.ndarray:
-    array = np.asarray(ids)
-    if array.ndim != 1:
-        raise ShapeError(f"{who}: ids must be a 1-D sequence of word ids, got shape {array.shape}")
-    if array.size == 0:
-        return array.astype(np.int64)
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"{who}: ids must be integers, got dtype {array.dtype}")
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"{who}: word ids must lie in [0, {vocab_size}) (vocab_size), got ids from {low} to {high}")
-    return array.astype(np.int64, copy=False)

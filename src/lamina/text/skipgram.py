@@ -104,7 +104,8 @@ def _window_pairs(ids: np.ndarray, window: int, rng: np.random.Generator) -> tup
     return ids[rows], ids[where[rows, cols]]
 
 
-def _check_ids(ids, who: str) -> np.ndarray:
+def _check_ids(ids, who: str, vocab_size: int | None = None) -> np.ndarray:
+    """``ids`` as a 1-D int64 array of word ids >= 0 (and < ``vocab_size`` when given)."""
     array = np.asarray(ids)
     if array.ndim != 1:
         raise ShapeError(f"{who}: ids must be a 1-D sequence of word ids, got shape {array.shape}")
@@ -114,6 +115,9 @@ def _check_ids(ids, who: str) -> np.ndarray:
         raise TypeError(f"{who}: ids must be integers, got dtype {array.dtype}")
     if array.min() < 0:
         raise ValueError(f"{who}: word ids must be >= 0, got {int(array.min())}")
+    if vocab_size is not None and array.max() >= vocab_size:
+        raise ValueError(f"{who}: word ids must lie in [0, {vocab_size}) (vocab_size), got ids from "
+                         f"{int(array.min())} to {int(array.max())}")
     return array.astype(np.int64, copy=False)
 
 
