@@ -29,73 +29,38 @@ unstructured method counts (and ranks) only the entries the mask still keeps, a 
 only the slices that still have a kept entry, and the new mask is the old one with more zeros.
 The ranking uses w_orig * M.
 
-How the layer's forward uses the product: pruning moves the parameter object, in place in the
-module's parameter order, to ``<name>_orig`` (so an optimizer made before pruning still trains
-it), registers the mask as the buffer ``<name>_mask`` (both are in the state dict, so a model
-pruned the same way loads them) and registers a forward pre-hook that, before each call, sets
-the plain attribute ``module.<name>`` to ``<name>_orig * <name>_mask``, computed in the graph.
-The layer's own forward, checks and all, runs unchanged on it, for any layer and any parameter
-it reads as an attribute. Between calls ``module.<name>`` holds the product of the last call
-(or of the pruning): after an optimizer step or ``load_state_dict`` the next call refreshes it.
-
-Inference fusion (:mod:`lamina.nn.fusion`) reads a layer's weight attribute directly, without
-calling the layer. It cannot bypass the mask: while any module has a hook, every ``Sequential``
-runs its layers one call each, without fusion (:mod:`lamina.nn.module`), so each pruned layer's
-hook runs on every call. Fusion comes back once :func:`remove` has made every pruning permanent
-(and no other hook is left).
-
-A deep copy of a pruned module (``copy.deepcopy``, weight averaging, transfer learning) is
-pruned too: it has its own ``<name>_orig``, ``<name>_mask`` and hook, although a copy drops
-the hooks a user registered (:mod:`lamina.nn.hooks`).
+How a pruned parameter is held (the hook that gives the layer w_orig * M at each call, inference
+fusion, deep copies) is told in :mod:`lamina.nn.prune_masks`, beside :func:`remove`,
+:func:`apply_masks` and :func:`is_pruned`; :func:`sparsity` is in :mod:`lamina.nn.prune_sparsity`.
+All are importable from here.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import numpy
 
 from lamina import backend
-from lamina import functional as F
-from lamina.autograd import Tensor, no_grad
+from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.nn.hooks import HookHandle
 from lamina.nn.module import Module
+from lamina.nn.prune_masks import (  # noqa: F401  (moved there, importable from here too)
+    _ApplyMask,
+    _install,
+    _pruned,
+    _rename,
+    _set_product,
+    apply_masks,
+    is_pruned,
+    remove,
+)
+from lamina.nn.prune_sparsity import Sparsity, sparsity
 
 __all__ = ["Sparsity", "apply_masks", "custom_from_mask", "global_unstructured", "is_pruned", "l1_unstructured",
            "ln_structured", "random_unstructured", "remove", "sparsity"]
-
-class _ApplyMask:
-    """The forward pre-hook of one pruned parameter: ``module.<name> = <name>_orig * <name>_mask``.
-    It reads both from the module at each call, so ``load_state_dict`` may replace them. It
-    belongs to the module's computation, so a deep copy of the module keeps it."""
-
-    copied_with_module = True
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __call__(self, module: Module, inputs: tuple) -> None:
-        _set_product(module, self.name)
-
-
-def _set_product(module: Module, name: str) -> None:
-    orig = module._parameters[name + "_orig"]
-    mask = module._buffers[name + "_mask"]
-    # a plain attribute, not a registered parameter: the layer reads it, w_orig is what learns
-    object.__setattr__(module, name, F.mul(orig, Tensor._wrap(mask)))
-
-
-def _pruned(module: Module) -> dict[str, HookHandle]:
-    """Pruned parameter name -> the handle of its forward pre-hook, read from the module's hooks."""
-    hooks = module.__dict__.get("_module_hooks")
-    if not hooks:
-        return {}
-    return {hook.name: handle for handle, hook in hooks.forward_pre.items() if isinstance(hook, _ApplyMask)}
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -167,24 +132,6 @@ def _prune_entries(values: numpy.ndarray, keep: numpy.ndarray, amount, choose: C
 def _smallest_magnitudes(values: numpy.ndarray, k: int) -> numpy.ndarray:
     # a stable sort: among equal |w| the lower index comes first
     return numpy.argsort(numpy.abs(values), kind="stable")[:k]
-
-
-def _install(module: Module, name: str, keep: numpy.ndarray) -> None:
-    """Make ``keep`` the mask of ``module.<name>``, pruning the parameter first if it is not yet."""
-    if name not in _pruned(module):
-        _rename(module._parameters, name, name + "_orig")
-        module.register_forward_pre_hook(_ApplyMask(name))
-    dtype = module._parameters[name + "_orig"].data.dtype
-    module.register_buffer(name + "_mask", backend.xp.asarray(keep.astype(dtype)))
-    with no_grad():
-        _set_product(module, name)
-
-
-def _rename(registry: OrderedDict, old: str, new: str) -> None:
-    """Rename a key of ``registry`` in place, keeping its position (and so the parameter order)."""
-    items = [(new if key == old else key, value) for key, value in registry.items()]
-    registry.clear()
-    registry.update(items)
 
 
 def _target(module: Module, name: str) -> str:
@@ -317,89 +264,3 @@ def custom_from_mask(module: Module, name: str, mask) -> Module:
                          f"True), got also {others[:5].tolist()}")
     _install(module, name, keep & (given != 0))
     return module
-
-
-# -- making it permanent, and reporting ------------------------------------------------------------
-
-def remove(module: Module, name: str) -> Module:
-    """Make the pruning of ``module.<name>`` permanent: the parameter ``<name>`` (the same object
-    as ``<name>_orig``, back at its place) now holds w_orig * M, and ``<name>_orig``,
-    ``<name>_mask`` and the hook are gone, so the state dict has its usual keys. Pruned entries
-    are zero but free to learn again. Returns ``module``."""
-    who = "prune.remove"
-    if not isinstance(module, Module):
-        raise ValueError(f"{who}: expected a lamina Module, got {type(module).__name__}")
-    handles = _pruned(module)
-    if name not in handles:
-        raise ValueError(f"{who}: parameter {name!r} of {module._label()} is not pruned "
-                         f"(its pruned parameters: {sorted(handles)})")
-    handles[name].remove()
-    mask = module._buffers.pop(name + "_mask")
-    orig = module._parameters[name + "_orig"]
-    backend.xp.multiply(orig.data, mask, out=orig.data)
-    del module.__dict__[name]
-    _rename(module._parameters, name + "_orig", name)
-    return module
-
-
-def apply_masks(module: Module) -> Module:
-    """Set every pruned weight of ``module`` and its sub-modules to w_orig * M now, as their
-    next call would: for code that reads a layer's weights without calling it (ONNX export
-    does this first). Returns ``module``."""
-    with no_grad():
-        for owner in module.modules():
-            for name in _pruned(owner):
-                _set_product(owner, name)
-    return module
-
-
-def is_pruned(module: Module) -> bool:
-    """Whether ``module`` or any module below it has a pruned parameter."""
-    return any(_pruned(m) for m in module.modules())
-
-
-@dataclass(frozen=True)
-class Sparsity:
-    """The zeros of a module's parameters: ``counts`` maps each dotted parameter name (the name
-    the layer reads, ``'0.weight'`` for a pruned ``'0.weight_orig'``) to (zero entries, entries)
-    of the value the forward uses."""
-
-    counts: dict[str, tuple[int, int]]
-
-    @property
-    def fraction(self) -> float:
-        """The fraction of zero entries over all the parameters counted."""
-        total = sum(size for _, size in self.counts.values())
-        return sum(zeros for zeros, _ in self.counts.values()) / total if total else 0.0
-
-    def __getitem__(self, name: str) -> float:
-        """The fraction of zero entries of one parameter."""
-        zeros, size = self.counts[name]
-        return zeros / size if size else 0.0
-
-    def __str__(self) -> str:
-        width = max([len(name) for name in self.counts] + [5])
-        digits = max([len(str(size)) for _, size in self.counts.values()] + [1])
-        lines = [f"{name:<{width}}  {zeros:>{digits}} / {size:<{digits}}  {self[name]:6.1%} zero"
-                 for name, (zeros, size) in self.counts.items()]
-        lines.append(f"{'total':<{width}}  {'':>{2 * digits + 3}}  {self.fraction:6.1%} zero")
-        return "\n".join(lines)
-
-
-def sparsity(module: Module, pruned_only: bool = False) -> Sparsity:
-    """Count the exactly-zero entries of every parameter of ``module`` and its sub-modules (the
-    product w_orig * M for a pruned one); ``pruned_only`` counts only the pruned parameters."""
-    counts: dict[str, tuple[int, int]] = {}
-    seen: set[int] = set()
-    for path, owner in module.named_modules():
-        pruned = _pruned(owner)
-        for key, param in owner._parameters.items():
-            if id(param) in seen:
-                continue
-            seen.add(id(param))
-            name = key.removesuffix("_orig") if key.endswith("_orig") and key[:-5] in pruned else None
-            if name is None and pruned_only:
-                continue
-            values = param.data * owner._buffers[name + "_mask"] if name is not None else param.data
-            counts[f"{path}.{name or key}" if path else name or key] = (int((values == 0).sum()), int(values.size))
-    return Sparsity(counts)

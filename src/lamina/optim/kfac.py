@@ -37,7 +37,9 @@ S = E_i[(Q_A^T M_i Q_G)^2], re-estimated every statistics step::
 The Fisher: ``'empirical'`` uses the gradients of the training loss itself (no extra work);
 ``'mc'`` draws one target per sample from the model's predictive distribution and ``'true'``
 takes the exact expectation over the classes (one backward per class), both through
-:meth:`KFAC.backward_fisher`, called on the model's output before the loss's backward.
+:meth:`KFAC.backward_fisher`, called on the model's output before the loss's backward (the
+gradients seeding those backward passes are in :mod:`lamina.optim.kfac_fisher`; the recording of
+A and G in :mod:`lamina.optim.kfac_factors`).
 """
 
 from __future__ import annotations
@@ -45,8 +47,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Any
-
-import numpy
 
 from lamina import backend, parallel
 from lamina.autograd import Tensor
@@ -62,13 +62,10 @@ from lamina.optim.kfac_factors import (
     preconditioned_layers,
     split_matrix,
 )
+from lamina.optim.kfac_fisher import FISHERS, LIKELIHOODS, fisher_seed_gradients
 from lamina.optim.optimizer import Optimizer
 
 __all__ = ["EKFAC", "KFAC", "exact_fisher_block", "kronecker_factors"]
-
-FISHERS = ("empirical", "true", "mc")
-LIKELIHOODS = ("categorical", "gaussian")
-
 
 
 # -- the optimizer --------------------------------------------------------------------------------
@@ -178,31 +175,8 @@ class KFAC(Optimizer):
                              f"got {likelihood!r}")
         if not isinstance(output, Tensor) or not output.requires_grad:
             raise ValueError(f"{self._name}.backward_fisher: expects the model's output, a tensor on the graph")
-        xp = backend.xp
         out = output.data
-        rows = out.reshape(-1, out.shape[-1])
-        if likelihood == "categorical":
-            shifted = rows - rows.max(axis=1, keepdims=True)
-            probs = xp.exp(shifted)
-            probs /= probs.sum(axis=1, keepdims=True)
-        rng = numpy.random.default_rng(seed)
-        passes: list[tuple[Any, float]] = []
-        if fisher == "mc":
-            if likelihood == "categorical":
-                draws = (rng.random((rows.shape[0], 1)) > numpy.cumsum(backend.to_numpy(probs), axis=1)).sum(axis=1)
-                draws = numpy.minimum(draws, rows.shape[1] - 1)
-                onehot = xp.asarray(numpy.eye(rows.shape[1])[draws], dtype=out.dtype)
-                passes.append((probs - onehot, 1.0))
-            else:
-                passes.append((-xp.asarray(rng.standard_normal(rows.shape), dtype=out.dtype), 1.0))
-        else:
-            classes = rows.shape[1]
-            eye = xp.eye(classes, dtype=out.dtype)
-            for c in range(classes):
-                if likelihood == "categorical":
-                    passes.append((xp.sqrt(probs[:, c:c + 1]) * (probs - eye[c]), 1.0 / classes))
-                else:
-                    passes.append((xp.broadcast_to(eye[c], rows.shape), 1.0 / classes))
+        passes = fisher_seed_gradients(out, fisher, likelihood, seed)
         recorder = self.recorder
         params = [m.weight for m in self.layers]
         recorder.record_gradients = recorder.sampling = True
