@@ -284,6 +284,9 @@ CASES = {
     "ProtoPNet": (lambda: models.ProtoPNet(nn.Conv2D(4, 3), 2, 2, 4), _x(1, 5, 5, 3), "save"),
     "CRNN": (lambda: models.CRNN(4, in_channels=1, height=8, hidden=4, channels=(4, 4), pools=((2, 2), (2, 1)),
                                  charset="abc"), _x(2, 8, 12, 1), "save"),
+    "TrOCR": (lambda: models.TrOCR("abc", 4, patch=(2, 2), dim=4, encoder_layers=1, decoder_layers=1, heads=2,
+                                   decoder_dim=2, max_width=8, max_length=4),
+              lambda: (_normal(2, 4, 7, 1), np.array([7, 4]), _ids(2, 3, high=4)), "save"),
     "PyramidPooling": (lambda: models.PyramidPooling(4, bins=(1, 2, 3)), _x(1, 6, 6, 4), "save"),
     "SegNet": (lambda: models.SegNet(2, stages=((2,), (3, 2))), _x(1, 6, 5, 1), "save"),
     "ENet": (lambda: models.enet_small(2, (8, 8, 1), widths=(4, 8, 8)), _x(1, 8, 8, 1), "save"),
@@ -878,7 +881,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 269 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 270 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

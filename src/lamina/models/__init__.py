@@ -112,6 +112,8 @@ Layouts follow the published models so that published weights map onto them:
   models of token ids (course notes, RNN, NLP); :class:`AttentionSeq2Seq`: the encoder-decoder
   with attention of the notes' translation model; :class:`ShowAttendTell`: Xu et al.'s image
   captioner with soft attention.
+* :class:`TrOCR` (:func:`trocr_small`): a ViT encoder over patches of a text line and a
+  Transformer decoder writing its text (cross-entropy, greedy or beam decoding).
 * :class:`GPT2` (:func:`gpt2`) and :class:`BERT` / :class:`BertForMaskedLM` (:func:`bert`):
   Hugging Face's GPT2LMHeadModel, BertModel and BertForMaskedLM, with their parameter counts;
   :func:`load_hf_gpt2_state_dict` and :func:`load_hf_bert_state_dict` load their weights.
@@ -1719,6 +1721,7 @@ from lamina.models.transformer_xl import (
     relative_shift,
     sinusoidal_relative_encoding,
 )
+from lamina.models.trocr import TrOCR, trocr_small
 from lamina.models.tsc import (
     FCN,
     MINIROCKET_KERNEL_INDICES,
@@ -1977,6 +1980,7 @@ __all__ += ["ALBERT_SHARING", "AlbertForMaskedLM", "AlbertForPreTraining", "Albe
             "load_hf_albert_state_dict", "ngram_mask", "sop_pairs"]  # ALBERT (albert)
 __all__ += ["BiLSTMCRF"]  # sequence tagging (bilstm_crf)
 __all__ += ["CRNN"]  # text recognition (crnn)
+__all__ += ["TrOCR", "trocr_small"]  # Transformer text recognition (trocr)
 __all__ += ["MAE_CONFIGS", "MAEClassifier", "MaskedAutoencoderViT", "mae_vit_base_patch16", "mae_vit_huge_patch14",
             "mae_vit_large_patch16", "masking_indices", "patchify", "random_masking", "sincos_position_embedding",
             "unpatchify"]  # masked autoencoders (mae)
