@@ -231,6 +231,7 @@ from lamina.functional.losses_feature_distill import (
     similarity_preserving_loss,
 )
 from lamina.functional.losses_focal import binary_focal_loss, categorical_focal_loss
+from lamina.functional.losses_iwae import effective_sample_size, iwae_bound
 from lamina.functional.losses_listwise import (
     approx_ndcg_loss,
     listmle_loss,
@@ -811,3 +812,4 @@ __all__ += ["bigbird_mask", "block_sparse_attention", "expand_block_mask",
             "longformer_mask"]  # Longformer / BigBird patterns (sparse_attention_patterns)
 __all__ += ["linformer_attention", "lsh_attention", "lsh_buckets", "nystrom_attention",
             "nystrom_pinv"]  # Linformer, Nystromformer, Reformer LSH attention (efficient_attention)
+__all__ += ["effective_sample_size", "iwae_bound"]  # importance-weighted bounds (losses_iwae)

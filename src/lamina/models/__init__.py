@@ -376,6 +376,8 @@ Layouts follow the published models so that published weights map onto them:
   (:mod:`lamina.models.lpips`).
 * :class:`DNC`: the differentiable neural computer (dynamic allocation, temporal links,
   :func:`memory_step` and its parts in :mod:`lamina.models.dnc_memory`).
+* :class:`IWAE` (:func:`iwae_loss`, :func:`estimate_log_likelihood`): importance-weighted
+  autoencoders, trained with the IWAE or the doubly reparameterized (DReG) gradient.
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
@@ -973,6 +975,7 @@ from lamina.models.inception import (
     inception_v3,
 )
 from lamina.models.interpretable import NAM, MonotonicDense, MonotonicNetwork
+from lamina.models.iwae import IWAE, estimate_log_likelihood, importance_log_weights, iwae_loss
 from lamina.models.kan import KAN
 from lamina.models.keypoint_rcnn import (
     KeypointRCNN,
@@ -2226,3 +2229,5 @@ __all__ += ["PFN", "PFNTrainResult", "pfn_attention_mask", "train_pfn", "BarPred
 __all__ += ["AttentionLSTM", "MatchingNetwork", "RELATION_OBJECTIVES", "RelationNetwork", "SupportContextLSTM",
             "class_feature_sums", "episode_labels", "matching_log_probabilities",
             "relation_pairs"]  # metric-based few-shot learning (matching_network, relation_network)
+__all__ += ["IWAE", "estimate_log_likelihood", "importance_log_weights",
+            "iwae_loss"]  # importance-weighted autoencoders, DReG (iwae)
