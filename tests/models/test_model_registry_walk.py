@@ -620,6 +620,9 @@ CASES = {
     # Mamba-2 (state-space duality)
     "Mamba2LM": (lambda: models.Mamba2LM(5, 4, n_layer=1, d_state=3, headdim=4, chunk_size=2),
                  lambda: (_ids(2, 5),), "save"),
+    # DeltaNet, Gated DeltaNet and GLA decoders (fast_weight_lm)
+    "FastWeightLM": (lambda: models.FastWeightLM(5, 4, num_layers=1, mixer="gated_deltanet", ffn_dim=6, chunk_size=2,
+                                                 conv_size=2), lambda: (_ids(2, 5),), "save"),
     # learned perceptual image similarity: a frozen backbone and non-negative lin weights
     "LPIPS": (lambda: models.LPIPS(nn.Sequential(nn.Conv2D(3, 3, name="0"), nn.ReLU(name="1")), layers=("1",),
                                    channels=(3,)), lambda: (_normal(2, 4, 4, 3), _normal(2, 4, 4, 3, seed=1)), "save"),
@@ -884,7 +887,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 271 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 272 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ generators seeded explicitly or from :func:`lamina.backend.rng`, so
 """
 
 from lamina.data import detection_boxes, detection_transforms, transforms
+from lamina.data.associative_recall import associative_recall_task
 from lamina.data.causal import CausalData, check_treatment, confounded_data, ihdp_like
 from lamina.data.class_sampler import MPerClassSampler
 from lamina.data.collate import default_collate
@@ -248,6 +249,7 @@ __all__ += ["permuted_tasks", "rotated_tasks", "split_tasks"]  # continual-learn
 __all__ += ["dirichlet_partition", "iid_partition", "quantity_skew_partition",
             "shard_partition"]  # federated client splits (partition)
 __all__ += ["MPerClassSampler"]  # m samples per class in every batch (class_sampler)
+__all__ += ["associative_recall_task"]  # key-value recall of the fast weight papers (associative_recall)
 __all__ += ["BabiLike", "babi_like_task", "convex_hull_task", "copy_task",
             "sort_numbers_task"]  # pointer and memory network tasks (memory_tasks)
 __all__ += ["LetorData", "ListwiseDataset", "collate_lists", "read_letor", "synthetic_ltr", "synthetic_relevance",

@@ -61,6 +61,7 @@ from lamina.functional.conv_transpose_nd import conv_transpose1d, conv_transpose
 from lamina.functional.crf import crf_log_partition, crf_marginals, crf_path_score
 from lamina.functional.crf_decode import crf_nbest_paths
 from lamina.functional.deform_conv import deform_conv2d
+from lamina.functional.delta_rule import delta_rule_chunkwise, delta_rule_recurrent
 from lamina.functional.depth_losses import (
     berhu_loss,
     depth_to_normals,
@@ -119,6 +120,10 @@ from lamina.functional.gan_losses import (
     logistic_d_loss,
     logistic_g_loss,
     r1_penalty,
+)
+from lamina.functional.gated_linear_attention import (
+    gated_linear_attention_chunkwise,
+    gated_linear_attention_recurrent,
 )
 from lamina.functional.glu import glu
 from lamina.functional.grid_sample import affine_grid, grid_sample
@@ -735,6 +740,8 @@ __all__ += [  # linear-time sequence mixing (linear_attention, retention, rwkv)
     "retention_chunkwise", "retention_decay_mask", "retention_parallel", "retention_recurrent",
     "rwkv_wkv_parallel", "rwkv_wkv_recurrent",
 ]
+__all__ += ["delta_rule_chunkwise", "delta_rule_recurrent", "gated_linear_attention_chunkwise",
+            "gated_linear_attention_recurrent"]  # DeltaNet, Gated DeltaNet, GLA (delta_rule, gated_linear_attention)
 __all__ += ["capsule_margin_loss", "dynamic_routing", "squash"]  # capsule networks (capsules)
 __all__ += ["MS_SSIM_WEIGHTS", "gaussian_window", "gram_matrix", "ms_ssim", "psnr", "ssim", "ssim_loss",
             "total_variation"]  # image quality, style and restoration losses (image_quality)

@@ -149,6 +149,9 @@ Layouts follow the published models so that published weights map onto them:
   layers (:class:`lamina.nn.MambaBlock`) decoding at constant cost per token;
   :func:`load_hf_mamba_state_dict` loads its weights. :class:`Mamba2LM`: Mamba-2 layers
   (:class:`lamina.nn.Mamba2Block`, the chunked state-space-duality scan).
+* :class:`FastWeightLM`: a decoder on DeltaNet, Gated DeltaNet or gated linear attention layers
+  (:class:`lamina.nn.DeltaNet`, :class:`lamina.nn.GatedDeltaNet`, :class:`lamina.nn.GatedLinearAttention`)
+  with SwiGLU blocks, continuing from the mixers' states.
 * :class:`Griffin` (:func:`griffin`) and :class:`Hawk` (:func:`hawk`): RG-LRU recurrent blocks
   (:class:`lamina.nn.RGLRU`) mixed with local multi-query attention (:class:`LocalMQAttention`),
   generating from a cached state; :func:`griffin_parameter_count`.
@@ -761,6 +764,7 @@ from lamina.models.esrgan import (
     rrdbnet_tiny,
     rrdbnet_x4,
 )
+from lamina.models.fast_weight_lm import FAST_WEIGHT_MIXERS, FastWeightLM
 from lamina.models.faster_rcnn import FasterRCNN, fasterrcnn_resnet50_fpn
 from lamina.models.fastspeech2 import (
     FastSpeech2,
@@ -1940,6 +1944,7 @@ __all__ = [
     "load_hf_mixtral_state_dict", "mixtral", "mixtral_parameter_count",
     "MAMBA_CONFIGS", "Mamba", "MambaBackbone", "MambaLayer", "load_hf_mamba_state_dict", "mamba",
     "mamba_parameter_count", "Mamba2LM",
+    "FAST_WEIGHT_MIXERS", "FastWeightLM",
     "GRIFFIN_CONFIGS", "Griffin", "GriffinResidualBlock", "Hawk", "LocalMQAttention", "griffin",
     "griffin_parameter_count", "hawk",
     "MedusaHeads", "MedusaOutput", "MedusaTree", "cartesian_tree", "medusa_decode", "medusa_generate", "medusa_loss",

@@ -109,6 +109,7 @@ from lamina.nn.conv_transpose_nd import Conv1DTranspose, Conv3DTranspose
 from lamina.nn.convert import fully_connected_to_conv
 from lamina.nn.crf import CRF
 from lamina.nn.deform_conv import DeformConv2D
+from lamina.nn.delta_net import DeltaNet, GatedDeltaNet
 from lamina.nn.dense import Dense, linear
 from lamina.nn.dense4bit import Dense4bit
 from lamina.nn.deq import DEQ
@@ -127,6 +128,7 @@ from lamina.nn.fold import Fold, Unfold
 from lamina.nn.fractional_pool import FractionalMaxPool2D, FractionalMaxPool3D
 from lamina.nn.functional_call import functional_call
 from lamina.nn.functional_model import Input, Model
+from lamina.nn.gated_linear_attention import GatedLinearAttention
 from lamina.nn.ge2e import GE2ELoss
 from lamina.nn.gradient_reversal import GradientReversal
 from lamina.nn.graph import (
@@ -403,6 +405,7 @@ __all__ += [  # sets: Deep Sets, Set Transformer blocks, Slot Attention (set_lay
 __all__ += ["FSQ", "MaskedConv2D", "ResidualVQ", "VectorQuantizer", "VectorQuantizerEMA", "causal_mask"]  # VQ, PixelCNN
 __all__ += ["LinearAttention", "MultiScaleRetention", "PerformerAttention", "RWKVChannelMix",
             "RWKVTimeMix"]  # linear-time sequence mixers (linear_attention, retention, rwkv)
+__all__ += ["DeltaNet", "GatedDeltaNet", "GatedLinearAttention"]  # delta rule, GLA (delta_net, gated_linear_attention)
 __all__ += ["PerceptualLoss"]  # perceptual (feature and style) losses (perceptual_loss)
 __all__ += ["CapsuleLayer", "DigitCapsules", "PrimaryCapsules", "capsule_lengths"]  # capsule networks (capsules)
 __all__ += ["Deemphasis", "Fade", "GriffinLim", "InverseMelScale", "MuLawDecoding", "MuLawEncoding",  # audio synthesis
