@@ -7,21 +7,13 @@ import math
 import numpy
 
 from lamina.distributions import constraints
-from lamina.distributions.distribution import Distribution, broadcast_parameters
+from lamina.distributions.distribution import Distribution, _LocationScale, broadcast_parameters
 from lamina.functional import clip, expm1, log, log1p, sign, where
 
 
-class Laplace(Distribution):
+class Laplace(_LocationScale):
     """p(x) = e^(-|x - loc| / scale) / (2 scale); variance 2 scale^2, entropy 1 + log(2 scale);
     rsample loc - scale sign(u) log(1 - |u|), u ~ U(-1, 1)."""
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.real
-    has_rsample = True
-
-    def __init__(self, loc, scale, validate_args: bool | None = None):
-        self.loc, self.scale = broadcast_parameters(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
 
     @property
     def mean(self):

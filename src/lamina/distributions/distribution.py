@@ -243,3 +243,29 @@ class Distribution:
         shown = ", ".join(f"{name}: shape {tuple(getattr(self, name).shape)}" for name in self.arg_constraints
                           if name in self.__dict__)
         return f"{type(self).__name__}({shown})"
+
+
+class _LocationScale(Distribution):
+    """A family with a real location ``loc`` and a positive ``scale`` (broadcast together, the
+    batch shape theirs) on the reals, with reparameterized samples."""
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, loc, scale, validate_args: bool | None = None):
+        self.loc, self.scale = broadcast_parameters(loc, scale)
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+
+class _HalfScale(Distribution):
+    """A law of |X| for X centred at 0 with a positive ``scale`` (the batch shape its), on
+    [0, inf), with reparameterized samples."""
+
+    arg_constraints = {"scale": constraints.positive}
+    support = constraints.nonnegative
+    has_rsample = True
+
+    def __init__(self, scale, validate_args: bool | None = None):
+        (self.scale,) = broadcast_parameters(scale)
+        super().__init__(self.scale.shape, validate_args=validate_args)

@@ -10,14 +10,13 @@ import numpy
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.distributions import constraints
-from lamina.distributions.distribution import Distribution, broadcast_parameters
+from lamina.distributions.distribution import Distribution, _HalfScale, _LocationScale, broadcast_parameters
 from lamina.distributions.gamma import standard_gamma
+from lamina.distributions.normal import LOG_SQRT_2PI, SQRT_2
 from lamina.functional import atan, digamma, erf, erfinv, exp, lgamma, log, log1p, rsqrt, tan, where
 
 EULER_GAMMA = 0.57721566490153286061
 """The Euler-Mascheroni constant, the mean of the standard Gumbel distribution."""
-LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-SQRT_2 = math.sqrt(2.0)
 
 
 def _full(distribution: Distribution, value: float) -> Tensor:
@@ -31,18 +30,10 @@ def _open_unit_noise(distribution: Distribution, sample_shape):
     return numpy.clip(distribution._noise("random", sample_shape), info.tiny, 1.0 - info.eps)
 
 
-class Cauchy(Distribution):
+class Cauchy(_LocationScale):
     """p(x) = 1 / (pi scale (1 + z^2)), z = (x - loc) / scale; cdf 1/2 + atan(z) / pi, entropy
     log(4 pi scale); mean and variance do not exist (NaN and inf, as PyTorch); rsample
     loc + scale c, c standard Cauchy."""
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.real
-    has_rsample = True
-
-    def __init__(self, loc, scale, validate_args: bool | None = None):
-        self.loc, self.scale = broadcast_parameters(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
 
     @property
     def mean(self):
@@ -69,17 +60,9 @@ class Cauchy(Distribution):
         return log(self.scale) + math.log(4.0 * math.pi)
 
 
-class HalfCauchy(Distribution):
+class HalfCauchy(_HalfScale):
     """|X| for X ~ Cauchy(0, scale): p(x) = 2 / (pi scale (1 + (x / scale)^2)) on x >= 0; cdf
     2 atan(x / scale) / pi, entropy log(2 pi scale); mean and variance infinite."""
-
-    arg_constraints = {"scale": constraints.positive}
-    support = constraints.nonnegative
-    has_rsample = True
-
-    def __init__(self, scale, validate_args: bool | None = None):
-        (self.scale,) = broadcast_parameters(scale)
-        super().__init__(self.scale.shape, validate_args=validate_args)
 
     @property
     def mean(self):
@@ -106,18 +89,10 @@ class HalfCauchy(Distribution):
         return log(self.scale) + math.log(2.0 * math.pi)
 
 
-class HalfNormal(Distribution):
+class HalfNormal(_HalfScale):
     """|X| for X ~ N(0, scale^2): log p(x) = log 2 - x^2 / (2 scale^2) - log scale - log sqrt(2 pi)
     on x >= 0; mean scale sqrt(2 / pi), variance scale^2 (1 - 2 / pi), cdf erf(x / (scale sqrt 2)),
     entropy 1/2 + log(scale sqrt(pi / 2))."""
-
-    arg_constraints = {"scale": constraints.positive}
-    support = constraints.nonnegative
-    has_rsample = True
-
-    def __init__(self, scale, validate_args: bool | None = None):
-        (self.scale,) = broadcast_parameters(scale)
-        super().__init__(self.scale.shape, validate_args=validate_args)
 
     @property
     def mean(self):
@@ -144,18 +119,10 @@ class HalfNormal(Distribution):
         return log(self.scale) + (0.5 + LOG_SQRT_2PI - math.log(2.0))
 
 
-class Gumbel(Distribution):
+class Gumbel(_LocationScale):
     """The law of the maximum: log p(x) = -(z + e^-z) - log scale, z = (x - loc) / scale; cdf
     e^(-e^-z); mean loc + gamma scale (gamma Euler's constant), variance (pi scale)^2 / 6,
     entropy log scale + 1 + gamma; rsample loc - scale log(-log u), u ~ U(0, 1)."""
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.real
-    has_rsample = True
-
-    def __init__(self, loc, scale, validate_args: bool | None = None):
-        self.loc, self.scale = broadcast_parameters(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
 
     @property
     def mean(self):

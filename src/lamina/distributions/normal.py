@@ -5,25 +5,17 @@ from __future__ import annotations
 import math
 
 from lamina.distributions import constraints
-from lamina.distributions.distribution import Distribution, broadcast_parameters
+from lamina.distributions.distribution import _LocationScale
 from lamina.functional import erf, erfinv, exp, log
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 SQRT_2 = math.sqrt(2.0)
 
 
-class Normal(Distribution):
+class Normal(_LocationScale):
     """N(loc, scale^2): log p(x) = -(x - loc)^2 / (2 scale^2) - log scale - log sqrt(2 pi);
     entropy 1/2 + log sqrt(2 pi) + log scale; cdf (1 + erf((x - loc) / (scale sqrt 2))) / 2;
     rsample loc + scale eps, eps ~ N(0, 1)."""
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.real
-    has_rsample = True
-
-    def __init__(self, loc, scale, validate_args: bool | None = None):
-        self.loc, self.scale = broadcast_parameters(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
 
     @property
     def mean(self):
@@ -57,18 +49,15 @@ class Normal(Distribution):
         return self.loc + self.scale * erfinv(p * 2.0 - 1.0) * SQRT_2
 
 
-class LogNormal(Distribution):
+class LogNormal(_LocationScale):
     """The law of e^X for X ~ N(loc, scale^2): log p(y) = log N(log y) - log y; mean
     e^(loc + scale^2 / 2), variance (e^(scale^2) - 1) e^(2 loc + scale^2), entropy that of the
     normal plus loc."""
 
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.positive
-    has_rsample = True
 
     def __init__(self, loc, scale, validate_args: bool | None = None):
-        self.loc, self.scale = broadcast_parameters(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
+        super().__init__(loc, scale, validate_args=validate_args)
         self.base_dist = Normal(self.loc, self.scale, validate_args=False)
 
     @property

@@ -21,9 +21,9 @@ with stride 2; global average pooling; a dense classifier (``linear``). MobileOn
 from __future__ import annotations
 
 from lamina import nn
-from lamina.models.blocks import PathBlock, check_input, finish
+from lamina.models.blocks import check_input, finish
 from lamina.models.constructor_config import register_with_arguments
-from lamina.models.reparam import ReparamBlock, reparameterize
+from lamina.models.reparam import ReparamBlock, _ReparamNet
 from lamina.nn.layer import positive_int
 
 __all__ = ["MobileOne", "MobileOneBlock", "mobileone_s0", "mobileone_s1", "mobileone_tiny"]
@@ -60,7 +60,7 @@ class MobileOneBlock(ReparamBlock):
 
 
 @register_with_arguments
-class MobileOne(PathBlock):
+class MobileOne(_ReparamNet):
     """MobileOne (module docstring) with ``num_blocks`` units per stage, ``width_multipliers``
     (w1, w2, w3, w4) and ``num_conv_branches`` k: sub-layers ``stage0`` (a block), ``stage1`` to
     ``stage4`` (Sequentials of blocks '0', '1', ...: depthwise and pointwise in turn), ``gap``
@@ -72,35 +72,22 @@ class MobileOne(PathBlock):
     def __init__(self, num_blocks=(2, 8, 10, 1), width_multipliers=(0.75, 1.0, 1.0, 2.0), num_conv_branches: int = 4,
                  num_classes: int = 1000, deploy: bool = False, in_channels: int = 3, name: str | None = None):
         super().__init__(name=name)
-        if len(num_blocks) != 4 or len(width_multipliers) != 4:
-            raise ValueError(f"MobileOne: num_blocks and width_multipliers need 4 entries (stages 1-4), got "
-                             f"{num_blocks!r} and {width_multipliers!r}")
-        if not all(w > 0 for w in width_multipliers):
-            raise ValueError(f"MobileOne: width multipliers must be positive, got {width_multipliers!r}")
         self.deploy = bool(deploy)
-        channels = min(64, int(64 * width_multipliers[0]))
-        self.stage0 = MobileOneBlock(in_channels, channels, 3, stride=2, deploy=deploy, name="stage0")
         k = num_conv_branches
-        for s, (depth, base, multiplier) in enumerate(zip(num_blocks, (64, 128, 256, 512), width_multipliers), 1):
-            width = int(base * multiplier)
+
+        def stage(channels: int, width: int, depth: int) -> list:
             blocks = []
-            for b in range(positive_int(depth, "MobileOne: num_blocks entries")):
-                stride = 2 if b == 0 else 1
-                blocks.append(MobileOneBlock(channels, channels, 3, stride, groups=channels, num_conv_branches=k,
-                                             deploy=deploy, name=str(2 * b)))
+            for b in range(depth):
+                blocks.append(MobileOneBlock(channels, channels, 3, 2 if b == 0 else 1, groups=channels,
+                                             num_conv_branches=k, deploy=deploy, name=str(2 * b)))
                 blocks.append(MobileOneBlock(channels, width, 1, 1, num_conv_branches=k, deploy=deploy,
                                              name=str(2 * b + 1)))
                 channels = width
-            setattr(self, f"stage{s}", nn.Sequential(*blocks, name=f"stage{s}"))
-        self.gap = nn.GlobalAvgPool2D(name="gap")
-        self.linear = nn.Dense(positive_int(num_classes, "MobileOne: num_classes"), name="linear")
+            return blocks
 
-    def _path(self):
-        return (self.stage0, self.stage1, self.stage2, self.stage3, self.stage4, self.gap, self.linear)
-
-    def reparameterize(self) -> MobileOne:
-        """Fold every block in place (deploy mode; the outputs stay equal in evaluation mode)."""
-        return reparameterize(self)
+        self._build(num_blocks, width_multipliers, "width_multipliers",
+                    lambda channels: MobileOneBlock(in_channels, channels, 3, stride=2, deploy=deploy, name="stage0"),
+                    stage, num_classes)
 
 
 def _preset(num_blocks, widths, k: int, num_classes: int, input_shape, deploy: bool) -> MobileOne:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import copy
 
-from lamina import backend
+from lamina import backend, nn
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.models.blocks import Block, ConvBN, build_layer, nhwc_channels, residual_sum
+from lamina.models.blocks import Block, ConvBN, PathBlock, build_layer, nhwc_channels, residual_sum
 from lamina.nn import BatchNorm, Conv2D
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
@@ -154,6 +154,37 @@ class ReparamBlock(Block):
         extra = f", groups={self.groups}" if self.groups != 1 else ""
         return f"{self.in_channels} -> {self.out_channels}, {self.kernel_size}x{self.kernel_size}, " \
                f"stride={self.stride}{extra}{mode}"
+
+
+class _ReparamNet(PathBlock):
+    """What RepVGG and MobileOne share: a stem block ``stage0``; four stages ``stage1`` to
+    ``stage4`` of widths (64, 128, 256, 512) times the width multipliers, Sequentials of the
+    blocks ``stage_blocks(c_in, width, depth)`` makes; global average pooling ``gap`` and a
+    dense classifier ``linear``."""
+
+    def _build(self, num_blocks, widths, widths_name: str, stem, stage_blocks, num_classes: int) -> None:
+        what = type(self).__name__
+        if len(num_blocks) != 4 or len(widths) != 4:
+            raise ValueError(f"{what}: num_blocks and {widths_name} need 4 entries (stages 1-4), got "
+                             f"{num_blocks!r} and {widths!r}")
+        if not all(w > 0 for w in widths):
+            raise ValueError(f"{what}: width multipliers must be positive, got {widths!r}")
+        channels = min(64, int(64 * widths[0]))
+        self.stage0 = stem(channels)
+        for s, (depth, base, multiplier) in enumerate(zip(num_blocks, (64, 128, 256, 512), widths), 1):
+            width = int(base * multiplier)
+            blocks = stage_blocks(channels, width, positive_int(depth, f"{what}: num_blocks entries"))
+            setattr(self, f"stage{s}", nn.Sequential(*blocks, name=f"stage{s}"))
+            channels = width
+        self.gap = nn.GlobalAvgPool2D(name="gap")
+        self.linear = nn.Dense(positive_int(num_classes, f"{what}: num_classes"), name="linear")
+
+    def _path(self):
+        return (self.stage0, self.stage1, self.stage2, self.stage3, self.stage4, self.gap, self.linear)
+
+    def reparameterize(self) -> _ReparamNet:
+        """Fold every block in place (deploy mode; the outputs stay equal in evaluation mode)."""
+        return reparameterize(self)
 
 
 def reparameterize(model: Module) -> Module:

@@ -21,10 +21,9 @@ classes (training-time / deployed; the paper's table rounds the deployed ones do
 from __future__ import annotations
 
 from lamina import nn
-from lamina.models.blocks import PathBlock, check_input, finish
+from lamina.models.blocks import check_input, finish
 from lamina.models.constructor_config import register_with_arguments
-from lamina.models.reparam import ReparamBlock, reparameterize
-from lamina.nn.layer import positive_int
+from lamina.models.reparam import ReparamBlock, _ReparamNet
 
 __all__ = ["RepVGG", "RepVGGBlock", "repvgg_a0", "repvgg_a1", "repvgg_a2", "repvgg_b0", "repvgg_tiny"]
 
@@ -56,7 +55,7 @@ class RepVGGBlock(ReparamBlock):
 
 
 @register_with_arguments
-class RepVGG(PathBlock):
+class RepVGG(_ReparamNet):
     """RepVGG (module docstring) with ``num_blocks`` (d1, d2, d3, d4) blocks in stages 1-4 and
     ``width_multiplier`` (a, a, a, b) per stage: sub-layers ``stage0`` (a block) to ``stage4``
     (Sequentials of blocks '0', '1', ...), ``gap`` and ``linear``; outputs logits. ``deploy``
@@ -68,30 +67,15 @@ class RepVGG(PathBlock):
     def __init__(self, num_blocks=(2, 4, 14, 1), width_multiplier=(0.75, 0.75, 0.75, 2.5), num_classes: int = 1000,
                  deploy: bool = False, in_channels: int = 3, name: str | None = None):
         super().__init__(name=name)
-        if len(num_blocks) != 4 or len(width_multiplier) != 4:
-            raise ValueError(f"RepVGG: num_blocks and width_multiplier need 4 entries (stages 1-4), got "
-                             f"{num_blocks!r} and {width_multiplier!r}")
-        if not all(w > 0 for w in width_multiplier):
-            raise ValueError(f"RepVGG: width multipliers must be positive, got {width_multiplier!r}")
         self.deploy = bool(deploy)
-        channels = min(64, int(64 * width_multiplier[0]))
-        self.stage0 = RepVGGBlock(in_channels, channels, stride=2, deploy=deploy, name="stage0")
-        for s, (depth, base, multiplier) in enumerate(zip(num_blocks, (64, 128, 256, 512), width_multiplier), 1):
-            width = int(base * multiplier)
-            blocks = []
-            for b in range(positive_int(depth, "RepVGG: num_blocks entries")):
-                blocks.append(RepVGGBlock(channels, width, stride=2 if b == 0 else 1, deploy=deploy, name=str(b)))
-                channels = width
-            setattr(self, f"stage{s}", nn.Sequential(*blocks, name=f"stage{s}"))
-        self.gap = nn.GlobalAvgPool2D(name="gap")
-        self.linear = nn.Dense(positive_int(num_classes, "RepVGG: num_classes"), name="linear")
 
-    def _path(self):
-        return (self.stage0, self.stage1, self.stage2, self.stage3, self.stage4, self.gap, self.linear)
+        def stage(channels: int, width: int, depth: int) -> list:
+            return [RepVGGBlock(channels if b == 0 else width, width, stride=2 if b == 0 else 1, deploy=deploy,
+                                name=str(b)) for b in range(depth)]
 
-    def reparameterize(self) -> RepVGG:
-        """Fold every block in place (deploy mode; the outputs stay equal in evaluation mode)."""
-        return reparameterize(self)
+        self._build(num_blocks, width_multiplier, "width_multiplier",
+                    lambda channels: RepVGGBlock(in_channels, channels, stride=2, deploy=deploy, name="stage0"),
+                    stage, num_classes)
 
 
 def _preset(num_blocks, widths, num_classes: int, input_shape, deploy: bool) -> RepVGG:

@@ -40,6 +40,7 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.functional.vector_quantize import VQResult, vector_quantize
 from lamina.models.constructor_config import register_with_arguments
+from lamina.models.vqvae import _VQAutoencoder
 from lamina.nn import Conv2D, Dropout, GroupNorm, ModuleList, UpSampling2D, VectorQuantizer, ZeroPadding2D
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor, evaluation_mode
@@ -137,7 +138,7 @@ class NonLocalBlock(Module):
 
 
 @register_with_arguments
-class VQGAN(Module):
+class VQGAN(_VQAutoencoder):
     """The VQGAN autoencoder (module docstring) for NHWC images of ``channels`` channels whose
     sides are multiples of 2^(len(channel_multipliers) - 1) (the downsampling factor f).
     ``base_channels`` * each multiplier gives a level's width; ``num_res_blocks`` per level,
@@ -205,14 +206,6 @@ class VQGAN(Module):
         return 2 ** (len(self.multipliers) - 1)
 
     @property
-    def num_embeddings(self) -> int:
-        return self.quantizer.num_embeddings
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.quantizer.dim
-
-    @property
     def last_layer(self) -> Tensor:
         """The weight of the decoder's last convolution."""
         return self.decoder_out.weight
@@ -228,12 +221,7 @@ class VQGAN(Module):
     def encode(self, x) -> VQResult:
         """Images (N, H, W, C) -> the quantiser's output on the latent grid: quantized
         (N, h, w, D), loss, perplexity, indices (N, h, w)."""
-        x = as_tensor(x)
-        if x.ndim != 4 or x.shape[-1] != self.channels:
-            raise ShapeError(f"{self._label()}: got images of shape {tuple(x.shape)}; expected NHWC "
-                             f"(N, H, W, {self.channels})")
-        self.latent_shape(x.shape[1:3])
-        h = self.encoder_in(x)
+        h = self.encoder_in(self._checked_images(x))
         for stage in self.down:
             for layer in stage:
                 h = layer(h)
@@ -256,11 +244,7 @@ class VQGAN(Module):
 
     def decode(self, quantized) -> Tensor:
         """Codes (N, h, w, D) -> images (N, f h, f w, C)."""
-        quantized = as_tensor(quantized)
-        if quantized.ndim != 4 or quantized.shape[-1] != self.embedding_dim:
-            raise ShapeError(f"{self._label()}.decode: got codes of shape {tuple(quantized.shape)}; expected "
-                             f"(N, h, w, {self.embedding_dim})")
-        h = self.decoder_in(self.post_quant_conv(quantized))
+        h = self.decoder_in(self.post_quant_conv(self._checked_codes(quantized)))
         for layer in self.decoder_mid:
             h = layer(h)
         for stage in self.up:
@@ -270,10 +254,7 @@ class VQGAN(Module):
 
     def decode_indices(self, indices) -> Tensor:
         """Index maps (N, h, w) of ints in [0, num_embeddings) -> images."""
-        indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
-        if indices.ndim != 3:
-            raise ShapeError(f"{self._label()}.decode_indices: got indices of shape {indices.shape}; expected "
-                             "index maps (N, h, w)")
+        indices = self._checked_index_maps(indices)
         self.quantizer.lookup(indices)                           # checks the range
         codes = F.take_rows(self.codebook(), indices.reshape(-1))
         return self.decode(codes.reshape((*indices.shape, self.embedding_dim)))

@@ -59,8 +59,44 @@ class ResidualStack(Module):
         return x.relu()
 
 
+class _VQAutoencoder(Module):
+    """What VQVAE and VQGAN share: the codebook's size and the checks of images (N, H, W, C),
+    codes (N, h, w, D) and index maps (N, h, w); subclasses set ``channels`` and
+    ``quantizer`` and define :meth:`latent_shape`."""
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.quantizer.num_embeddings
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.quantizer.dim
+
+    def _checked_images(self, x) -> Tensor:
+        x = as_tensor(x)
+        if x.ndim != 4 or x.shape[-1] != self.channels:
+            raise ShapeError(f"{self._label()}: got images of shape {tuple(x.shape)}; expected NHWC "
+                             f"(N, H, W, {self.channels})")
+        self.latent_shape(x.shape[1:3])
+        return x
+
+    def _checked_codes(self, quantized) -> Tensor:
+        quantized = as_tensor(quantized)
+        if quantized.ndim != 4 or quantized.shape[-1] != self.embedding_dim:
+            raise ShapeError(f"{self._label()}.decode: got codes of shape {tuple(quantized.shape)}; expected "
+                             f"(N, h, w, {self.embedding_dim})")
+        return quantized
+
+    def _checked_index_maps(self, indices) -> np.ndarray:
+        indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+        if indices.ndim != 3:
+            raise ShapeError(f"{self._label()}.decode_indices: got indices of shape {indices.shape}; expected "
+                             "index maps (N, h, w)")
+        return indices
+
+
 @register_layer
-class VQVAE(Module):
+class VQVAE(_VQAutoencoder):
     """The VQ-VAE of the paper for NHWC images of ``channels`` channels whose height and
     width are multiples of 2^``downsamples``: ``hidden`` features (half of them before the
     last downsampling), residual stacks of ``num_residual_layers`` blocks of
@@ -94,14 +130,6 @@ class VQVAE(Module):
             self.forward(np.zeros((1, side, side, self.channels), dtype=backend.get_default_dtype()))
         self.built = True
 
-    @property
-    def num_embeddings(self) -> int:
-        return self.quantizer.num_embeddings
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.quantizer.dim
-
     def latent_shape(self, image_shape) -> tuple[int, int]:
         """The (h, w) of the index map of an image of (H, W[, C])."""
         factor = 2 ** self.downsamples
@@ -114,11 +142,7 @@ class VQVAE(Module):
     def encode(self, x) -> VQResult:
         """Images (N, H, W, C) -> the quantiser's output on the latent grid: quantized
         (N, h, w, D), loss, perplexity, indices (N, h, w)."""
-        x = as_tensor(x)
-        if x.ndim != 4 or x.shape[-1] != self.channels:
-            raise ShapeError(f"{self._label()}: got images of shape {tuple(x.shape)}; expected NHWC "
-                             f"(N, H, W, {self.channels})")
-        self.latent_shape(x.shape[1:3])
+        x = self._checked_images(x)
         for layer in self.down:
             x = layer(x)
         z = self.pre_quantize(self.encoder_stack(self.encoder_conv(x)))
@@ -126,22 +150,14 @@ class VQVAE(Module):
 
     def decode(self, quantized) -> Tensor:
         """Codes (N, h, w, D) -> images (N, h 2^d, w 2^d, C)."""
-        quantized = as_tensor(quantized)
-        if quantized.ndim != 4 or quantized.shape[-1] != self.embedding_dim:
-            raise ShapeError(f"{self._label()}.decode: got codes of shape {tuple(quantized.shape)}; expected "
-                             f"(N, h, w, {self.embedding_dim})")
-        x = self.decoder_stack(self.decoder_conv(quantized))
+        x = self.decoder_stack(self.decoder_conv(self._checked_codes(quantized)))
         for layer in self.up:
             x = layer(x)
         return x
 
     def decode_indices(self, indices) -> Tensor:
         """Index maps (N, h, w) of ints in [0, num_embeddings) -> images."""
-        indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
-        if indices.ndim != 3:
-            raise ShapeError(f"{self._label()}.decode_indices: got indices of shape {indices.shape}; expected "
-                             "index maps (N, h, w)")
-        return self.decode(self.quantizer.lookup(indices))
+        return self.decode(self.quantizer.lookup(self._checked_index_maps(indices)))
 
     def forward(self, x) -> VQVAEOutput:
         out = self.encode(x)

@@ -18,10 +18,10 @@ from __future__ import annotations
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.nn.dropout import _check_rate, dropout_mask
+from lamina.nn.dropout import _check_rate, _RateDropout, _WeightDropout, dropout_mask
 from lamina.nn.embedding import Embedding, EmbeddingFunction, check_ids
-from lamina.nn.layer import input_error, layer_from_config, layer_to_config, register_layer
-from lamina.nn.module import Module, as_tensor
+from lamina.nn.layer import input_error, register_layer
+from lamina.nn.module import as_tensor
 from lamina.nn.recurrent import _Recurrent
 
 __all__ = ["LockedDropout", "WeightDrop", "activation_regularization", "embedding_dropout",
@@ -29,37 +29,24 @@ __all__ = ["LockedDropout", "WeightDrop", "activation_regularization", "embeddin
 
 
 @register_layer
-class LockedDropout(Module):
+class LockedDropout(_RateDropout):
     """Variational (locked) dropout on sequences (N, T, D): in training one mask per sequence
     and feature, drawn once and applied at every step, d^<t> = x^<t> * m / keep_prob with
     m (N, 1, D) ~ Bernoulli(1 - ``rate``); the identity in evaluation."""
-
-    def __init__(self, rate: float = 0.5, name: str | None = None):
-        super().__init__(name=name)
-        self.rate = _check_rate(rate, "LockedDropout")
 
     def forward(self, x) -> Tensor:
         x = as_tensor(x)
         if x.ndim != 3:
             raise input_error(self, x, "(batch, time, features): one mask per sequence is shared over the time axis")
-        if not self.training or self.rate == 0.0:
+        if not self._dropping():
             return x
         n, _, d = x.shape
         dtype = x.dtype if x.dtype.kind == "f" else backend.get_default_dtype()
         return F.mul(x, Tensor._wrap(dropout_mask((n, 1, d), self.rate, dtype)))
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self) -> dict:
-        return {"rate": self.rate, "name": self.name}
-
-    def extra_repr(self) -> str:
-        return f"rate={self.rate}"
-
 
 @register_layer
-class WeightDrop(Module):
+class WeightDrop(_WeightDropout):
     """DropConnect on the hidden-to-hidden weights of a recurrent layer (an LSTM, GRU or
     SimpleRNN): in training each forward pass draws one mask M of ``recurrent_kernel``'s shape
     (H, G H) and runs the wrapped layer with W_aa * M / keep_prob at every step, so the
@@ -68,15 +55,10 @@ class WeightDrop(Module):
     arguments (``initial_state``, ``lengths``, ``mask``); its parameters appear under
     ``layer.`` (e.g. ``weight_drop.layer.recurrent_kernel``)."""
 
-    def __init__(self, layer: Module, rate: float = 0.5, name: str | None = None):
-        super().__init__(name=name)
-        if isinstance(layer, dict):
-            layer = layer_from_config(layer)
-        if not isinstance(layer, _Recurrent):
-            raise TypeError(f"WeightDrop: expected a recurrent layer (LSTM, GRU or SimpleRNN), got "
-                            f"{type(layer).__name__}")
-        self.layer = layer
-        self.rate = _check_rate(rate, "WeightDrop")
+    _expected = "a recurrent layer (LSTM, GRU or SimpleRNN)"
+
+    def _accepts(self, layer) -> bool:
+        return isinstance(layer, _Recurrent)
 
     def build(self, input_shape) -> None:
         if not self.layer.built:
@@ -87,8 +69,7 @@ class WeightDrop(Module):
 
     def dropped_recurrent_kernel(self) -> Tensor:
         """W_aa * M / keep_prob with a fresh mask M (on the graph of the raw W_aa)."""
-        weight = self.layer.recurrent_kernel
-        return F.mul(weight, Tensor._wrap(dropout_mask(weight.shape, self.rate, weight.dtype)))
+        return self._dropped(self.layer.recurrent_kernel)
 
     def forward(self, x, **kwargs):
         if not self.training or self.rate == 0.0:
@@ -108,15 +89,6 @@ class WeightDrop(Module):
 
     def reset_states(self) -> None:
         self.layer.reset_states()
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def get_config(self) -> dict:
-        return {"layer": layer_to_config(self.layer), "rate": self.rate, "name": self.name}
-
-    def extra_repr(self) -> str:
-        return f"rate={self.rate}"
 
 
 def embedding_dropout(embedding: Embedding, ids, rate: float, training: bool = True) -> Tensor:

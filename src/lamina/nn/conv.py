@@ -130,6 +130,35 @@ def conv_repr(layer: Module) -> str:
     return ", ".join(parts)
 
 
+def nd_conv_repr(layer: Module, unit) -> str:
+    """Conv1D's and Conv3D's hyperparameters: the filters and the kernel, then what differs
+    from the defaults (``unit``: a stride or dilation of 1 in the layer's form, 1 or (1, 1, 1))."""
+    parts = [f"{layer.filters}", f"kernel_size={layer.kernel_size}"]
+    if layer.stride != unit:
+        parts.append(f"stride={layer.stride}")
+    if layer.padding != "valid":
+        parts.append(f"padding={layer.padding!r}")
+    if layer.dilation != unit:
+        parts.append(f"dilation={layer.dilation}")
+    if layer.groups != 1:
+        parts.append(f"groups={layer.groups}")
+    if isinstance(layer.activation_spec, str):
+        parts.append(f"activation={layer.activation_spec!r}")
+    return ", ".join(parts)
+
+
+def grouped_input_channels(layer: Module, shape) -> int:
+    """c_in, the last axis of the input shape ``shape``, for a layer with ``layer.groups``
+    groups; a ShapeError when it is unknown or the groups do not divide it."""
+    c_in = shape[-1]
+    if c_in is None:
+        raise ShapeError(f"{layer._label()}: the channel (last) axis of {shape} must be known")
+    if c_in % layer.groups:
+        raise ShapeError(f"{layer._label()}: groups={layer.groups} must divide the {c_in} input channels "
+                         f"(input shape {shape})")
+    return c_in
+
+
 def _set_conv_options(layer: Module, kernel_size, stride, padding, use_bias, activation, kernel_init,
                       bias_init, algorithm, dilation) -> None:
     """Check and store the hyperparameters every convolution layer takes."""

@@ -26,6 +26,7 @@ from lamina.errors import ShapeError
 from lamina.functional.unpool_nd import max_pool1d_with_indices
 from lamina.nn import init as initializers
 from lamina.nn.activation import activate_fresh, activation_config, get_activation
+from lamina.nn.conv import grouped_input_channels, nd_conv_repr
 from lamina.nn.layer import check_shape_ndim, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.pooling import average_options_config, average_options_repr, pool_output_length, set_average_options
@@ -188,12 +189,7 @@ class Conv1D(Module):
 
     def build(self, input_shape) -> None:
         shape = check_shape_ndim(self, input_shape, 3, _SEQUENCE_SHAPE)
-        c_in = shape[-1]
-        if c_in is None:
-            raise ShapeError(f"{self._label()}: the channel (last) axis of {shape} must be known")
-        if c_in % self.groups:
-            raise ShapeError(f"{self._label()}: groups={self.groups} must divide the {c_in} input channels "
-                             f"(input shape {shape})")
+        c_in = grouped_input_channels(self, shape)
         self._output_steps(shape)
         w_shape = (self.filters, self.kernel_size, c_in // self.groups)
         initializers.add_weight_and_bias(self, w_shape, self.filters)
@@ -250,18 +246,7 @@ class Conv1D(Module):
         }
 
     def extra_repr(self) -> str:
-        parts = [f"{self.filters}", f"kernel_size={self.kernel_size}"]
-        if self.stride != 1:
-            parts.append(f"stride={self.stride}")
-        if self.padding != "valid":
-            parts.append(f"padding={self.padding!r}")
-        if self.dilation != 1:
-            parts.append(f"dilation={self.dilation}")
-        if self.groups != 1:
-            parts.append(f"groups={self.groups}")
-        if isinstance(self.activation_spec, str):
-            parts.append(f"activation={self.activation_spec!r}")
-        return ", ".join(parts)
+        return nd_conv_repr(self, 1)
 
 
 # -- pooling -----------------------------------------------------------------------------

@@ -54,26 +54,21 @@ def _check_rate(rate: float, what: str) -> float:
     return rate
 
 
-@register_layer
-class Dropout(Module):
-    """Inverted dropout: in training each unit is zeroed with probability ``rate`` and the
-    survivors scaled by 1 / keep_prob (keep_prob = 1 - rate); the identity in evaluation."""
-
-    streamable = True
+class _RateDropout(Module):
+    """What dropout layers with one ``rate`` share: the rate's check, keep_prob, the output
+    shape (the input's), the config {rate, name}, and :meth:`_dropping` (false in evaluation
+    or at rate 0, where the layer is the identity)."""
 
     def __init__(self, rate: float = 0.5, name: str | None = None):
         super().__init__(name=name)
-        self.rate = _check_rate(rate, "Dropout")
+        self.rate = _check_rate(rate, type(self).__name__)
 
     @property
     def keep_prob(self) -> float:
         return 1.0 - self.rate
 
-    def forward(self, x) -> Tensor:
-        x = as_tensor(x)
-        if not self.training or self.rate == 0.0:
-            return x
-        return DropoutFunction.apply(x, rate=self.rate)
+    def _dropping(self) -> bool:
+        return self.training and self.rate != 0.0
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -86,22 +81,64 @@ class Dropout(Module):
 
 
 @register_layer
-class DropConnect(Module):
+class Dropout(_RateDropout):
+    """Inverted dropout: in training each unit is zeroed with probability ``rate`` and the
+    survivors scaled by 1 / keep_prob (keep_prob = 1 - rate); the identity in evaluation."""
+
+    streamable = True
+
+    def forward(self, x) -> Tensor:
+        x = as_tensor(x)
+        if not self._dropping():
+            return x
+        return DropoutFunction.apply(x, rate=self.rate)
+
+
+class _WeightDropout(Module):
+    """What DropConnect and WeightDrop share: the wrapped ``layer`` (a config is rebuilt first;
+    :meth:`_accepts` checks it, ``_expected`` says what it must be), the ``rate``, a weight
+    times a fresh mask / keep_prob (:meth:`_dropped`), the wrapped layer's output shape, and
+    the config {layer, rate, name}."""
+
+    _expected = ""
+
+    def __init__(self, layer: Module, rate: float = 0.5, name: str | None = None):
+        super().__init__(name=name)
+        if isinstance(layer, dict):
+            layer = layer_from_config(layer)
+        if not self._accepts(layer):
+            raise TypeError(f"{type(self).__name__}: expected {self._expected}, got {type(layer).__name__}")
+        self.layer = layer
+        self.rate = _check_rate(rate, type(self).__name__)
+
+    def _accepts(self, layer) -> bool:
+        raise NotImplementedError
+
+    def _dropped(self, weight: Tensor) -> Tensor:
+        return F.mul(weight, Tensor._wrap(dropout_mask(weight.shape, self.rate, weight.dtype)))
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        return {"layer": layer_to_config(self.layer), "rate": self.rate, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+@register_layer
+class DropConnect(_WeightDropout):
     """DropConnect: drops *connections* instead of units. In training the wrapped layer
     (a Dense or Conv2D, anything with ``apply_weights(x, weight)``) runs with
     W * mask / keep_prob, a new mask of W's shape on every forward pass; its bias is not
     dropped. In evaluation it is the wrapped layer unchanged. The wrapped layer's
     parameters appear under ``layer.`` (e.g. ``drop_connect.layer.weight``)."""
 
-    def __init__(self, layer: Module, rate: float = 0.5, name: str | None = None):
-        super().__init__(name=name)
-        if isinstance(layer, dict):
-            layer = layer_from_config(layer)
-        if not (isinstance(layer, Module) and hasattr(layer, "apply_weights")):
-            raise TypeError(f"DropConnect: expected a Dense or Conv2D layer (with apply_weights), got "
-                            f"{type(layer).__name__}")
-        self.layer = layer
-        self.rate = _check_rate(rate, "DropConnect")
+    _expected = "a Dense or Conv2D layer (with apply_weights)"
+
+    def _accepts(self, layer) -> bool:
+        return isinstance(layer, Module) and hasattr(layer, "apply_weights")
 
     def build(self, input_shape) -> None:
         if not self.layer.built:
@@ -112,15 +149,4 @@ class DropConnect(Module):
     def forward(self, x) -> Tensor:
         if not self.training or self.rate == 0.0:
             return self.layer(x)
-        weight = self.layer.weight
-        masked = F.mul(weight, Tensor._wrap(dropout_mask(weight.shape, self.rate, weight.dtype)))
-        return self.layer.apply_weights(x, masked)
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def get_config(self) -> dict:
-        return {"layer": layer_to_config(self.layer), "rate": self.rate, "name": self.name}
-
-    def extra_repr(self) -> str:
-        return f"rate={self.rate}"
+        return self.layer.apply_weights(x, self._dropped(self.layer.weight))

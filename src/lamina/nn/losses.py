@@ -285,8 +285,8 @@ class KLDivLoss(_Loss):
 # -- pairs, triplets, sequences --------------------------------------------------------------
 
 
-class MarginRankingLoss(_Loss):
-    """max(0, -y (x1 - x2) + margin), called as ``loss(input1, input2, target)``."""
+class _MarginLoss(_Loss):
+    """A loss whose one option is its ``margin``."""
 
     _options = ("margin",)
     _defaults = {"margin": 0.0}
@@ -294,34 +294,29 @@ class MarginRankingLoss(_Loss):
     def __init__(self, margin: float = 0.0, reduction: str = "mean"):
         super().__init__(reduction)
         self.margin = float(margin)
+
+
+class MarginRankingLoss(_MarginLoss):
+    """max(0, -y (x1 - x2) + margin), called as ``loss(input1, input2, target)``."""
 
     def forward(self, input1, input2, target) -> Tensor:
         return T.margin_ranking_loss(input1, input2, target, margin=self.margin, reduction=self.reduction)
 
 
-class HingeEmbeddingLoss(_Loss):
+class HingeEmbeddingLoss(_MarginLoss):
     """x for alike pairs (y = 1), max(0, margin - x) for unlike ones (y = -1)."""
 
-    _options = ("margin",)
     _defaults = {"margin": 1.0}
 
     def __init__(self, margin: float = 1.0, reduction: str = "mean"):
-        super().__init__(reduction)
-        self.margin = float(margin)
+        super().__init__(margin, reduction)
 
     def forward(self, input, target) -> Tensor:  # noqa: A002
         return T.hinge_embedding_loss(input, target, margin=self.margin, reduction=self.reduction)
 
 
-class CosineEmbeddingLoss(_Loss):
+class CosineEmbeddingLoss(_MarginLoss):
     """1 - cos for alike rows, max(0, cos - margin) for unlike ones; ``loss(input1, input2, target)``."""
-
-    _options = ("margin",)
-    _defaults = {"margin": 0.0}
-
-    def __init__(self, margin: float = 0.0, reduction: str = "mean"):
-        super().__init__(reduction)
-        self.margin = float(margin)
 
     def forward(self, input1, input2, target) -> Tensor:
         return F.cosine_embedding_loss(input1, input2, target, margin=self.margin, reduction=self.reduction)

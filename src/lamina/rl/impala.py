@@ -20,11 +20,11 @@ import numpy
 
 from lamina import optim
 from lamina.autograd import Tensor, no_grad, tensor
-from lamina.backend import manual_seed, to_numpy
+from lamina.backend import to_numpy
 from lamina.functional import mean
 from lamina.rl.env import Env
 from lamina.rl.networks import obs_tensor
-from lamina.rl.ppo import PPO, ActorCritic, _vector_env
+from lamina.rl.ppo import PPO, ActorCritic, _draw_actions, _seeded_actor_critic, _train_rounds, _vector_env
 from lamina.rl.vector import VectorEnv
 
 
@@ -134,14 +134,9 @@ class IMPALAAgent(PPO):
         for _ in range(self.n_steps):
             with no_grad():
                 dist = self.actor.distribution(obs_tensor(obs))
-                actions = dist.sample()
-                log_probs = dist.log_prob(actions)
-                if self.actor.continuous:
-                    log_probs = log_probs.sum(axis=-1)
-            actions = actions.numpy()
-            env_actions = numpy.clip(actions, space.low, space.high) if self.actor.continuous else actions
+            actions, log_probs, env_actions = _draw_actions(dist, self.actor.continuous, space)
             next_obs, rewards, terminated, truncated, info = venv.step(env_actions)
-            for key, value in (("obs", obs), ("actions", actions), ("behaviour_logp", log_probs.numpy()),
+            for key, value in (("obs", obs), ("actions", actions), ("behaviour_logp", log_probs),
                                ("rewards", rewards), ("discounts", self.gamma * (1.0 - info["done"])),
                                ("dones", info["done"]), ("truncated", truncated & ~terminated),
                                ("final_obs", info["final_obs"])):
@@ -189,20 +184,7 @@ def train_impala(env: str | Env | Callable[[], Env] | VectorEnv, total_steps: in
     finished episode, in the order they finished."""
     venv = _vector_env(env, num_envs)
     if agent is None:
-        if seed is not None:
-            manual_seed(seed)
-        policy = ActorCritic(venv.single_observation_space.shape[0], venv.single_action_space, hidden=hidden)
-        agent = IMPALAAgent(policy, seed=seed, **agent_kwargs)
+        agent = IMPALAAgent(_seeded_actor_critic(venv, seed, hidden), seed=seed, **agent_kwargs)
     elif agent_kwargs:
         raise TypeError(f"train_impala: IMPALAAgent settings {sorted(agent_kwargs)} given with a ready agent")
-    obs, _ = venv.reset(seed=seed)
-    running = numpy.zeros(venv.num_envs)
-    returns: list[float] = []
-    for _ in range(max(1, total_steps // (agent.n_steps * venv.num_envs))):
-        trajectory, obs = agent.collect(venv, obs)
-        for rewards, dones in zip(trajectory["rewards"], trajectory["dones"]):
-            running += rewards
-            returns.extend(running[dones].tolist())
-            running[dones] = 0.0
-        agent.update(trajectory)
-    return returns
+    return _train_rounds(agent, venv, total_steps, seed)

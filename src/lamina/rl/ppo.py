@@ -188,16 +188,11 @@ class PPO:
         for _ in range(self.n_steps):
             with no_grad():
                 dist, values = self.policy(obs_tensor(obs))
-                actions = dist.sample()
-                log_probs = dist.log_prob(actions)
-                if self.policy.continuous:
-                    log_probs = log_probs.sum(axis=-1)
-            actions = actions.numpy()
-            env_actions = numpy.clip(actions, space.low, space.high) if self.policy.continuous else actions
+            actions, log_probs, env_actions = _draw_actions(dist, self.policy.continuous, space)
             next_obs, rewards, terminated, truncated, info = venv.step(env_actions)
             with no_grad():
                 next_values = self.policy.value(obs_tensor(info["final_obs"])).numpy()
-            for key, value in (("obs", obs), ("actions", actions), ("log_probs", log_probs.numpy()),
+            for key, value in (("obs", obs), ("actions", actions), ("log_probs", log_probs),
                                ("values", values.numpy()), ("next_values", next_values), ("rewards", rewards),
                                ("terminated", terminated), ("dones", info["done"])):
                 rollout[key].append(value)
@@ -240,6 +235,19 @@ class PPO:
 
 
 
+def _draw_actions(dist: Distribution, continuous: bool, space: Space) -> tuple[numpy.ndarray, ...]:
+    """Actions drawn from ``dist``, their log-probabilities (summed over the action axes of a
+    continuous policy), both without gradients, and the actions the environments take (clipped
+    to ``space`` when continuous; the drawn ones are kept for learning)."""
+    with no_grad():
+        actions = dist.sample()
+        log_probs = dist.log_prob(actions)
+        if continuous:
+            log_probs = log_probs.sum(axis=-1)
+    actions = actions.numpy()
+    return actions, log_probs.numpy(), numpy.clip(actions, space.low, space.high) if continuous else actions
+
+
 def _vector_env(env, num_envs: int) -> VectorEnv:
     if isinstance(env, VectorEnv):
         return env
@@ -264,21 +272,31 @@ def train_ppo(env: str | Env | Callable[[], Env] | VectorEnv, total_steps: int =
     every finished episode, in the order they finished."""
     venv = _vector_env(env, num_envs)
     if ppo is None:
-        if seed is not None:
-            manual_seed(seed)
-        space = venv.single_observation_space
-        policy = ActorCritic(space.shape[0], venv.single_action_space, hidden=hidden)
-        ppo = PPO(policy, seed=seed, **ppo_kwargs)
+        ppo = PPO(_seeded_actor_critic(venv, seed, hidden), seed=seed, **ppo_kwargs)
     elif ppo_kwargs:
         raise TypeError(f"train_ppo: PPO settings {sorted(ppo_kwargs)} given with a ready PPO")
+    return _train_rounds(ppo, venv, total_steps, seed)
+
+
+def _seeded_actor_critic(venv: VectorEnv, seed: int | None, hidden: Sequence[int]) -> ActorCritic:
+    """An ActorCritic for ``venv``'s spaces, its weights drawn after seeding with ``seed`` (if given)."""
+    if seed is not None:
+        manual_seed(seed)
+    return ActorCritic(venv.single_observation_space.shape[0], venv.single_action_space, hidden=hidden)
+
+
+def _train_rounds(agent, venv: VectorEnv, total_steps: int, seed: int | None) -> list[float]:
+    """Rounds of ``agent.collect`` (``agent.n_steps`` steps of every environment of ``venv``,
+    reset with ``seed``) and ``agent.update`` for about ``total_steps`` environment steps in
+    all; the return of every finished episode, in the order they finished."""
     obs, _ = venv.reset(seed=seed)
     running = numpy.zeros(venv.num_envs)
     returns: list[float] = []
-    for _ in range(max(1, total_steps // (ppo.n_steps * venv.num_envs))):
-        rollout, obs = ppo.collect(venv, obs)
-        for rewards, dones in zip(rollout["rewards"], rollout["dones"]):
+    for _ in range(max(1, total_steps // (agent.n_steps * venv.num_envs))):
+        batch, obs = agent.collect(venv, obs)
+        for rewards, dones in zip(batch["rewards"], batch["dones"]):
             running += rewards
             returns.extend(running[dones].tolist())
             running[dones] = 0.0
-        ppo.update(rollout)
+        agent.update(batch)
     return returns
