@@ -468,6 +468,17 @@ CASES = {
                    lambda: (_normal(3, 2), np.array([0.5, 1.0, 2.0], np.float32)), "config"),
     "ConsistencyModel": (lambda: models.ConsistencyModel(models.DenoisingMLP(hidden=(4,), time_dim=4), T=10.0),
                          lambda: (_normal(3, 2), np.array([0.5, 1.0, 2.0], np.float32)), "config"),
+    # guidance distillation: a denoiser and a diffusion model taking the guidance scale
+    "GuidanceDenoisingMLP": (lambda: models.GuidanceDenoisingMLP(hidden=(4,), time_dim=4, num_classes=2),
+                             lambda: (_normal(3, 2), np.array([1, 5, 9]), np.array([0, 2, 1])), "save",
+                             {"guidance": np.array([1.0, 2.5, 4.0])}),
+    "GuidanceDenoisingUNet": (lambda: models.GuidanceDenoisingUNet(2, (1, 2), groups=2, num_classes=2),
+                              lambda: (_normal(2, 4, 4, 1), np.array([3, 7]), np.array([0, 1])), "save",
+                              {"guidance": np.array([1.5, 3.0])}),
+    "GuidanceDistilledDiffusion": (lambda: models.GuidanceDistilledDiffusion(
+        models.GuidanceDenoisingMLP(hidden=(4,), time_dim=4, num_classes=2), schedule="cosine", num_timesteps=10),
+        lambda: (_normal(3, 2), np.array([1, 5, 9]), np.array([0, 2, 1])), "save",
+        {"guidance": np.array([1.0, 2.5, 4.0])}),
     # latent diffusion: the KL autoencoder, its parts, and the diffusion model over its latents
     "KLResidualBlock": (lambda: models.KLResidualBlock(4, groups=2), _x(1, 4, 4, 2), "save"),
     "KLEncoder": (lambda: models.KLEncoder(4, channels=(2, 4), groups=2), _x(1, 4, 4, 1), "save"),
@@ -887,7 +898,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 272 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 274 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -299,6 +299,10 @@ Layouts follow the published models so that published weights map onto them:
   :class:`SpatialCrossTransformer` blocks, Stable Diffusion's cross-attention.
 * :class:`LatentDiffusion`: a diffusion model on the scaled latents of a frozen
   :class:`AutoencoderKL` (Stable Diffusion's KL autoencoder, :func:`estimate_scaling_factor`).
+* :func:`progressive_distillation_loss` and :func:`grid_sample` (progressive distillation of a
+  :class:`DiffusionModel` into few DDIM steps) and :class:`GuidanceDistilledDiffusion` with
+  :class:`GuidanceDenoisingMLP` or :class:`GuidanceDenoisingUNet` (classifier-free guidance
+  distilled into one net call).
 * :class:`ConsistencyModel`: consistency models (training from data and distillation from a
   denoiser; one- and few-step sampling) and :class:`MaskGIT` (a bidirectional transformer over
   tokens with cosine-scheduled parallel decoding).
@@ -933,6 +937,12 @@ from lamina.models.griffin import (
     griffin_parameter_count,
     hawk,
 )
+from lamina.models.guidance_distillation import (
+    GuidanceDenoisingMLP,
+    GuidanceDenoisingUNet,
+    GuidanceDistilledDiffusion,
+    guidance_distillation_loss,
+)
 from lamina.models.hifigan import (
     HiFiGANGenerator,
     HiFiGANResBlock,
@@ -1348,6 +1358,14 @@ from lamina.models.pose import (
     SimpleBaselineHead,
     TopDownPoseEstimator,
     simple_baseline_resnet,
+)
+from lamina.models.progressive_distillation import (
+    DISTILLATION_WEIGHTINGS,
+    distillation_grid,
+    distillation_target,
+    distillation_weight,
+    grid_sample,
+    progressive_distillation_loss,
 )
 from lamina.models.projection import projection_head
 from lamina.models.protopnet import (
@@ -2079,6 +2097,10 @@ __all__ += ["CrossAttentionUNet", "SpatialCrossTransformer"]  # text conditionin
 __all__ += ["CONSISTENCY_METRICS", "ConsistencyModel", "consistency_coefficients", "consistency_times",
             "ct_discretization_steps", "ct_target_decay", "gaussian_mixture_denoiser", "ict_discretization_steps",
             "lognormal_step_probabilities", "pseudo_huber_distance"]  # consistency models (consistency)
+__all__ += ["DISTILLATION_WEIGHTINGS", "GuidanceDenoisingMLP", "GuidanceDenoisingUNet", "GuidanceDistilledDiffusion",
+            "distillation_grid", "distillation_target", "distillation_weight", "grid_sample",
+            "guidance_distillation_loss",
+            "progressive_distillation_loss"]  # diffusion distillation (progressive_distillation, guidance_distillation)
 __all__ += ["MaskGIT", "cosine_mask_schedule", "mask_schedule_counts",
             "masked_token_loss"]  # masked generative transformer (maskgit)
 __all__ += ["D3PM", "DiscreteDiffusionLM", "MaskedDiffusion", "d3pm_betas", "d3pm_transition_matrix",

@@ -82,6 +82,7 @@ from lamina.train.data_pruning import (
 )
 from lamina.train.depth_metrics import DEPTH_METRICS, depth_metrics, normal_metrics
 from lamina.train.diffusion import DiffusionTrainer, train_diffusion
+from lamina.train.diffusion_distillation import ProgressiveDistiller, guidance_distillation, progressive_distillation
 from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
 from lamina.train.dinov2 import DINOv2Networks, DINOv2Trainer
 from lamina.train.discrete_diffusion import train_discrete_diffusion
@@ -344,6 +345,8 @@ __all__ = [
 __all__ += ["DANN", "continual", "dann_lambda", "train_dann"]  # continual learning, domain adaptation
 __all__ += ["ConsistencyTrainer", "train_consistency", "train_discrete_diffusion",
             "train_maskgit"]  # few-step generative models, discrete diffusion
+__all__ += ["ProgressiveDistiller", "guidance_distillation",
+            "progressive_distillation"]  # diffusion distillation (diffusion_distillation)
 __all__ += ["DPOTrainer", "ORPOTrainer", "PreferenceBatch", "PreferenceDataset", "RewardModel", "RewardTrainer",
             "SimPOTrainer", "adapters_disabled", "final_hidden_states"]  # preference optimization
 __all__ += ["CompletionRollout", "GRPOTrainer", "PPOTrainer", "RLOOTrainer", "completion_log_probs", "completion_mask",
