@@ -69,6 +69,11 @@ Locating and editing facts in language models (:mod:`lamina.analysis.model_editi
 update, :func:`rank_one_update`) and :func:`memit_edit` (least squares over layers,
 :func:`memit_update`), each returning a :class:`ModelEdit` that ``undo()`` reverts.
 
+Explanations of graph neural networks (:mod:`lamina.analysis.gnn_explainer`,
+:mod:`lamina.analysis.pg_explainer`): :func:`gnn_explainer` (GNNExplainer's learned edge and
+feature masks), :class:`PGExplainer` (an edge-scoring MLP trained once), the baseline
+:func:`edge_gradient_saliency`, and :func:`explanation_auc`, :func:`fidelity` to score them.
+
 Concepts a class relies on (:mod:`lamina.analysis.tcav`, TCAV): :func:`concept_activation_vector`
 (a linear classifier's normal at a layer), :func:`directional_derivatives`, :func:`tcav_score` and
 :func:`tcav` (scores over random sets with the t-test against random CAVs).
@@ -167,7 +172,17 @@ from lamina.analysis.generative_metrics import (
     polynomial_mmd2,
     precision_recall_density_coverage,
 )
+from lamina.analysis.gnn_explainer import Explanation, gnn_explainer
 from lamina.analysis.graph_drawing import GraphStats, draw_graph, graph_stats
+from lamina.analysis.graph_explanation_metrics import explanation_auc, fidelity
+from lamina.analysis.graph_masks import (
+    Subgraph,
+    computation_subgraph,
+    edge_gradient_saliency,
+    mask_penalty,
+    masked_log_probability,
+    message_passing_depth,
+)
 from lamina.analysis.hessian import (
     HessianEigenpairs,
     TraceEstimate,
@@ -233,6 +248,7 @@ from lamina.analysis.model_editing import (
 )
 from lamina.analysis.model_inversion import Inversion, model_inversion
 from lamina.analysis.perturbation import feature_ablation, shapley_value_sampling
+from lamina.analysis.pg_explainer import PGExplainer, node_embeddings
 from lamina.analysis.privacy_attacks import (
     ThresholdAttack,
     best_threshold,
@@ -317,3 +333,6 @@ __all__ += ["CausalTrace", "EditRequest", "ModelEdit", "ValueObjective", "causal
             "traced_probability"]  # locating and editing facts: causal tracing, ROME, MEMIT (model_editing)
 __all__ += ["CAV", "TCAVResult", "concept_activation_vector", "directional_derivatives", "layer_activations",
             "layer_gradients", "tcav", "tcav_score"]  # testing with concept activation vectors (tcav)
+__all__ += ["Explanation", "PGExplainer", "Subgraph", "computation_subgraph", "edge_gradient_saliency",
+            "explanation_auc", "fidelity", "gnn_explainer", "mask_penalty", "masked_log_probability",
+            "message_passing_depth", "node_embeddings"]  # GNN explanations (gnn_explainer, pg_explainer)

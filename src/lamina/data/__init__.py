@@ -51,6 +51,7 @@ from lamina.data.dynamics import (
 )
 from lamina.data.few_shot import FewShotTask, FewShotTasks
 from lamina.data.graph_encodings import laplacian_pe, random_sign_flip, random_walk_pe, shortest_path_distances
+from lamina.data.graph_motifs import MotifGraph, ba_2motifs, ba_shapes, barabasi_albert
 from lamina.data.graph_sampling import (
     ClusterLoader,
     GraphSAINTEdgeSampler,
@@ -274,3 +275,4 @@ __all__ += ["SequenceSplit", "leave_one_out_sequences", "next_item_examples", "p
 __all__ += ["document_rotation", "infill_spans", "sentence_permutation", "text_infilling", "token_deletion",
             "token_masking"]  # BART's document corruptions (text_noising)
 __all__ += ["GPPrior", "MLPClassPrior", "PriorBatch", "rbf_covariance"]  # priors of prior-fitted networks (pfn_priors)
+__all__ += ["MotifGraph", "ba_2motifs", "ba_shapes", "barabasi_albert"]  # GNN explanation benchmarks (graph_motifs)
