@@ -10,6 +10,9 @@ gated linear attention), in the layout of the Gated DeltaNet and GLA papers' mod
 
 ``model(ids, states, return_state=True)`` continues from and returns every mixer's state, so a
 text read piece by piece (one token per call while generating) gets the scores of one call.
+The model is ``streamable``: within :func:`lamina.text.carrying_states` its mixers carry their
+states between calls themselves, so :func:`lamina.text.sample_text` reads the prompt once and
+then one token per call.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class FastWeightLM(Module):
     'gated_deltanet' or 'gla') with ``num_heads`` heads and ``mixer_options`` (use_short_conv,
     chunk_size, form ...), SwiGLU feed-forward blocks of ``ffn_dim`` (default 4 embed_dim)
     hidden features, RMSNorms of ``eps``. The embeddings start N(0, ``initializer_range``)."""
+
+    streamable = True           # embeddings, causal mixers and per-step layers
 
     def __init__(self, vocab_size: int, embed_dim: int = 64, num_layers: int = 2, num_heads: int = 2,
                  mixer: str = "deltanet", ffn_dim: int | None = None, eps: float = 1e-5,

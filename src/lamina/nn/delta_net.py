@@ -15,7 +15,9 @@ DeltaNet has alpha = 1 and no output gate by default; Gated DeltaNet decays the 
 alpha_t = exp(-exp(A_log) softplus(x W_a + dt_bias)) (Mamba-2's gate, one per head) and always
 gates the output. ``layer(x, state, return_state=True)`` continues from and returns the state
 (the last conv_size - 1 projected inputs (N, conv_size - 1, 3 embed_dim), the memory
-(N, H, d, d)), so a sequence read piece by piece gives the outputs of one call.
+(N, H, d, d)), so a sequence read piece by piece gives the outputs of one call. A ``stateful``
+layer carries that state between calls itself (``streamable``, as lamina's recurrent layers:
+:func:`lamina.text.carrying_states` reads a prompt once, then one token per call).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.delta_rule import delta_rule_chunkwise, delta_rule_recurrent
 from lamina.nn import init as initializers
+from lamina.nn.cache_rows import carried_state_rows
 from lamina.nn.dense import Dense
-from lamina.nn.layer import input_error, positive_int, register_layer
+from lamina.nn.layer import describe, input_error, positive_int, register_layer
 from lamina.nn.linear_attention import merge_heads, split_heads
 from lamina.nn.mamba import inverse_softplus_time_steps
 from lamina.nn.module import Module, as_tensor
@@ -45,9 +48,16 @@ class FastWeightMixer(Module):
     short causal convolutions (kernel ``conv_size``, then SiLU), the per-head RMSNorm (``eps``)
     with an optional SiLU output gate, and the state. ``form``: 'chunkwise' (``chunk_size``
     steps at a time) or 'recurrent' (one step at a time), the same values. Subclasses give
-    :meth:`_mix` (the heads' recurrence) and :meth:`_build_gates`."""
+    :meth:`_mix` (the heads' recurrence) and :meth:`_build_gates`.
+
+    ``stateful`` (an attribute, off at first; :func:`lamina.text.carrying_states` sets it):
+    a call given no ``state`` continues from the one the previous call ended with (the
+    convolutions' last inputs and the memory), so a sequence fed a step at a time gives the
+    outputs of one call; :meth:`reset_states` starts afresh, :meth:`reorder_states` keeps and
+    reorders the rows of the carried state (beam search)."""
 
     activate_without_conv = True
+    streamable = True           # causal: step t's output depends on steps 1..t only
 
     def __init__(self, embed_dim: int, num_heads: int, use_short_conv: bool, conv_size: int, use_gate: bool,
                  form: str, chunk_size: int, eps: float, name: str | None):
@@ -67,6 +77,8 @@ class FastWeightMixer(Module):
         self.chunk_size = positive_int(chunk_size, f"{who}: chunk_size")
         self.eps = float(eps)
         self.history = self.conv_size - 1 if self.use_short_conv else 0
+        self.stateful = False
+        self._carried = None
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
             Dense(embed_dim, use_bias=False, kernel_init="xavier_uniform") for _ in range(4))
         if self.use_gate:
@@ -122,6 +134,12 @@ class FastWeightMixer(Module):
         x = as_tensor(x)
         if x.ndim != 3 or x.shape[-1] != self.embed_dim or x.shape[1] < 1:
             raise input_error(self, x, f"(batch, time, {self.embed_dim}) with at least one step")
+        if state is None and self.stateful and self._carried is not None:
+            if self._carried[0].shape[0] != x.shape[0]:
+                raise ShapeError(f"{self._label()}: stateful layer carries states for a batch of "
+                                 f"{self._carried[0].shape[0]}, got an input of {describe(x)}; call reset_states() "
+                                 "before changing the batch size")
+            state = tuple(Tensor._wrap(s.astype(x.dtype, copy=False)) for s in self._carried)
         history, memory = self._check_state(state, x)
         qkv = F.concat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], axis=-1)
         kept = history
@@ -142,7 +160,21 @@ class FastWeightMixer(Module):
         if self.use_gate:
             y = y * F.silu(self.g_proj(x))
         out = self.out_proj(y)
+        if self.stateful:
+            self._carried = (kept.data, last.data)
         return (out, (kept, last)) if return_state else out
+
+    def reset_states(self) -> None:
+        """Forget the carried state: the next call starts a new sequence."""
+        self._carried = None
+
+    def reorder_states(self, rows) -> None:
+        """Keep the carried states of the rows ``rows`` (R,), in that order (row i becomes the
+        old row ``rows[i]``; rows may repeat or be left out). Refused for a layer that is not
+        stateful; nothing to do before its first call."""
+        index = carried_state_rows(self, rows, self._carried)
+        if self._carried is not None:
+            self._carried = tuple(array[index] for array in self._carried)
 
     def _mix(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, memory):
         raise NotImplementedError

@@ -291,6 +291,9 @@ class MultiHeadAttention(_KeyValueCache, Module):
 
     def forward(self, query, key=None, value=None, mask=None, key_mask=None, causal: bool = False,
                 return_weights: bool = False, keys_values: tuple[Tensor, Tensor] | None = None, positions=None):
+        sinks = self.__dict__.get("attention_sinks")     # lamina.text.attention_sinks: sinks + a window
+        if sinks is not None and self._caching:
+            return sinks(query, key, value, mask, key_mask, causal, return_weights, keys_values, positions)
         if positions is not None and (not self.rotary or key is not None or value is not None
                                       or keys_values is not None):
             raise ValueError(f"{self._label()}: positions (N, T) turn the queries and keys of rotary "

@@ -69,6 +69,8 @@ class _KeyValueCache(_AttentionMasks):
             cache_rows(self, rows, None)
             return
         index = cache_rows(self, rows, self._cached_keys.shape[0])
+        if self.__dict__.get("attention_sinks") is not None:     # lamina.text.attention_sinks keeps its own
+            self.attention_sinks.reorder(index)
         if self._key_store is not None and len(index) == self._key_store.shape[0]:
             held = self._cached_keys.shape[2]         # the same number of rows: reordered in the stores
             for store in (self._key_store, self._value_store):

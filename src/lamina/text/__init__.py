@@ -78,6 +78,7 @@ from lamina.text.serving import (
     RequestOutput,
     SamplingParams,
 )
+from lamina.text.sink_cache import attention_sinks
 from lamina.text.skipgram import (
     analogy,
     keep_probabilities,
@@ -113,6 +114,7 @@ __all__ = [
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "TypicalLogitsWarper",
 ]
 __all__ += ["bio_allowed_transitions", "bio_spans", "entity_scores"]  # entity spans and metrics (tagging)
+__all__ += ["attention_sinks"]  # StreamingLLM's key/value cache of sinks and a window
 __all__ += ["BpeTrainer", "UnigramTrainer", "WordLevelTrainer", "WordPieceTrainer",  # tokenizer.json trainers
             "byte_level_alphabet"]
 __all__ += ["ANALOGY_METHODS", "WordSimilarityResult", "analogy_accuracy",  # GloVe's counts, word vector evaluation

@@ -12,7 +12,9 @@ end-of-sequence token or ``max_length`` tokens. Three ways to feed the model:
   once and then one token per step, its attention layers keeping the keys and values of
   the tokens already read (:func:`caching_keys_values`), while the text fits in its
   context. A longer text shifts every token's position at each step, so from then on the
-  model reruns on the last ``context`` tokens.
+  model reruns on the last ``context`` tokens. With ``cache="sink"`` it keeps reading one
+  token per call past its context instead, through a cache of the first ``sink_tokens`` and the
+  last ``window`` tokens (:func:`lamina.text.attention_sinks`, StreamingLLM; rotary models).
 * rerun: any other model runs again on the whole text so far, or its last ``context``
   tokens, at every step: quadratic time in the length (or more).
 
@@ -199,7 +201,8 @@ def sample_token(scores, rng: np.random.Generator, temperature: float = 1.0, top
 
 def sample_text(model, vocab: Vocabulary, prompt: str = "", max_length: int = 50, temperature: float = 1.0,
                 top_k: int | None = None, seed: int | None = None, context: int | None = None,
-                stream: bool | None = None, top_p: float | None = None) -> str:
+                stream: bool | None = None, top_p: float | None = None, cache: str | None = None,
+                sink_tokens: int = 4, window: int | None = None) -> str:
     """Continue ``prompt`` (after the bos token, when the vocabulary has one) with tokens
     drawn from the model. ``temperature`` < 1 sharpens the distribution, > 1 flattens it;
     ``top_k`` draws among the k most likely tokens only; ``top_p`` (nucleus sampling,
@@ -220,16 +223,24 @@ def sample_text(model, vocab: Vocabulary, prompt: str = "", max_length: int = 50
     * ``False``: rerun the model on the text (or its last ``context`` tokens) at every step,
       with no carried state nor cache: the reference the other ways agree with.
 
+    ``cache="sink"`` (a causal model with rotary positions): the key/value cache keeps the
+    first ``sink_tokens`` tokens and the last ``window`` ones, their positions assigned within
+    the cache (Xiao et al. 2024's attention sinks, :func:`lamina.text.attention_sinks`), so
+    the model reads one token per call however long the text, in constant memory; while the
+    text has at most ``sink_tokens + window`` tokens it draws what the plain cache draws.
+
     Carried states and caches are cleared after. Returns the prompt and its continuation,
     special tokens left out. :func:`sample_texts` draws several continuations in one batch."""
     rng = np.random.default_rng(seed)
+    sinks = _sink_options("sample_text", cache, sink_tokens, window, stream)
     return _sample(model, vocab, prompt, [rng], max_length, temperature, top_k, context, stream, top_p,
-                   "sample_text")[0]
+                   "sample_text", sinks)[0]
 
 
 def sample_texts(model, vocab: Vocabulary, prompt: str = "", num_samples: int = 4, max_length: int = 50,
                  temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
-                 context: int | None = None, stream: bool | None = None, top_p: float | None = None) -> list[str]:
+                 context: int | None = None, stream: bool | None = None, top_p: float | None = None,
+                 cache: str | None = None, sink_tokens: int = 4, window: int | None = None) -> list[str]:
     """``num_samples`` continuations of ``prompt`` drawn as the rows of one batch: the model
     reads the prompt once, then the last token of every unfinished sample per call (its
     caches or carried states holding a row per sample; a sample that draws the end token
@@ -245,18 +256,37 @@ def sample_texts(model, vocab: Vocabulary, prompt: str = "", num_samples: int = 
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"sample_texts: seed must be an int or None, got {seed!r}")
     rngs = [np.random.default_rng(None if seed is None else seed + i) for i in range(num_samples)]
+    sinks = _sink_options("sample_texts", cache, sink_tokens, window, stream)
     return _sample(model, vocab, prompt, rngs, max_length, temperature, top_k, context, stream, top_p,
-                   "sample_texts")
+                   "sample_texts", sinks)
+
+
+def _sink_options(who: str, cache: str | None, sink_tokens: int, window: int | None,
+                  stream: bool | None) -> tuple[int, int] | None:
+    """(sink_tokens, window) for ``cache="sink"``, None for ``cache=None``; checked."""
+    if cache is None:
+        return None
+    if cache != "sink":
+        raise ValueError(f"{who}: cache must be None or 'sink', got {cache!r}")
+    from lamina.text.sink_cache import check_sink_options
+    check_sink_options(who, sink_tokens, window)
+    if stream is not None:
+        raise ValueError(f"{who}: cache='sink' reads through the key/value cache; leave stream=None, got {stream!r}")
+    return int(sink_tokens), int(window)
 
 
 def _sample(model, vocab: Vocabulary, prompt: str, rngs: list[np.random.Generator], max_length: int,
             temperature: float, top_k: int | None, context: int | None, stream: bool | None,
-            top_p: float | None, who: str) -> list[str]:
-    """One continuation of ``prompt`` per random stream of ``rngs``, drawn as one batch."""
-    if context is None:
+            top_p: float | None, who: str, sinks: tuple[int, int] | None = None) -> list[str]:
+    """One continuation of ``prompt`` per random stream of ``rngs``, drawn as one batch; through
+    an attention-sink cache of (sink tokens, window) when ``sinks`` is given."""
+    if context is None and sinks is None:
         context = _default_context(model)
     _check_options(who, vocab, temperature, top_k, top_p, context)
-    carry, cache = _reading(who, model, stream, context)
+    carry, cache = _reading(who, model, stream, context) if sinks is None else (False, True)
+    if sinks is not None and not _decodes_incrementally(model):
+        raise ValueError(f"{who}: cache='sink' needs a causal model that reads one token per call through its "
+                         f"key/value cache (attention, per-step layers); {type(model).__name__} is not one")
     prompt_ids = list(vocab.encode(prompt, add_bos=vocab.bos_id is not None))
     if not prompt_ids:
         raise ValueError(f"{who}: an empty prompt needs a vocabulary with a bos token to start from")
@@ -266,12 +296,15 @@ def _sample(model, vocab: Vocabulary, prompt: str, rngs: list[np.random.Generato
     model.eval()
     try:
         with no_grad(), carrying_states(model, carry=carry), contextlib.ExitStack() as caches:
-            if cache:
+            if sinks is not None:
+                from lamina.text.sink_cache import attention_sinks
+                caches.enter_context(attention_sinks(model, *sinks))
+            elif cache:
                 caches.enter_context(caching_keys_values(model))
             read = 0                        # the tokens of each text held in carried states or caches
             for _ in range(max_length):
                 length = len(texts[alive[0]])           # every unfinished text has the same length
-                if cache and context is not None and length > context:
+                if cache and sinks is None and context is not None and length > context:
                     caches.close()          # the positions shift from now on: rerun
                     cache = False
                 if (carry or cache) and read == 0:
