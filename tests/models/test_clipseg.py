@@ -237,8 +237,9 @@ def test_errors_name_the_model_and_the_shapes():
         model(_images())
     with pytest.raises(lamina.ShapeError, match=r"condition must be \(2, 16\).*\(2, 7\)"):
         model(_images(), prompt_embeds=np.ones((2, 7), np.float32))
-    with pytest.raises(lamina.ShapeError, match=r"\(batch, 16, 16, 3\), got shape \(2, 8, 8, 3\)"):
-        model(_images()[:, :8, :8], IDS)
+    with pytest.raises(lamina.ShapeError, match=r"\(batch, H, W, 3\) with H and W multiples of the patch size 4 "
+                                                r"\(the CLIP's own size: 16\), got shape \(2, 10, 8, 3\)"):
+        model(_images()[:, :10, :8], IDS)
     with pytest.raises(ValueError, match=r"extract_layers .* \[0, 2\).*\[1, 2\]"):
         models.CLIPSeg(models.clip("tiny"), extract_layers=(1, 2))
     with pytest.raises(TypeError, match="CLIP"):

@@ -4,8 +4,6 @@ paper's equations, gradient checks, permutation of the support set, errors, save
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -14,7 +12,6 @@ import lamina
 from helpers import check_gradients, compare_with_torch, randn
 from lamina import nn
 from lamina.errors import ShapeError
-from lamina.io import load_file, save_file
 from lamina.models import AttentionLSTM, MatchingNetwork, SupportContextLSTM, matching_log_probabilities
 from lamina.nn import functional_call
 
@@ -157,16 +154,18 @@ def test_errors_are_clear():
         AttentionLSTM(0)
 
 
-def test_save_and_load(tmp_path):
-    """Config and weights (a sample of zeros cannot stand for an episode, so the copy is built on one)."""
+@pytest.mark.parametrize("fce", [True, False])
+def test_save_and_load(tmp_path, fce):
+    """lamina.save / lamina.load: the copy is built on a one-sample episode of the saved shapes
+    (integer labels), then gives the same log-probabilities on the same episode."""
     xs, ys, xq, _ = _episode()
-    model = _model(True)
+    model = _model(fce)
     model.eval()
     expected = model(xs, ys, xq).numpy()
-    save_file({k: lamina.backend.to_numpy(v) for k, v in model.state_dict().items()}, tmp_path / "w.safetensors")
-    twin = nn.layer_from_config(json.loads(json.dumps(nn.layer_to_config(model))))
-    assert type(twin) is MatchingNetwork and twin.fce and twin.processing_steps == 2
-    twin.eval()
-    twin(xs, ys, xq)
-    twin.load_state_dict(load_file(tmp_path / "w.safetensors")[0])
+    lamina.save(model, tmp_path / "matching.safetensors")
+    twin = lamina.load(tmp_path / "matching.safetensors")
+    assert type(twin) is MatchingNetwork and twin.fce is fce and twin.processing_steps == 2
+    assert sorted(twin.state_dict()) == sorted(model.state_dict())
     np.testing.assert_array_equal(twin(xs, ys, xq).numpy(), expected)
+    with pytest.raises(ShapeError, match=r"MatchingNetwork: expected the saved shapes of \(support x"):
+        model.build_sample_inputs([[None, 6], [None]])

@@ -38,11 +38,6 @@ ALLOW_LIST = {
     "IBOTLoss": _TRAINING,
     "MoCoQueue": _TRAINING,
     "PINN": "wraps a PDEProblem, a set of Python callables (residual, boundary and initial conditions)",
-    "GaussianProcessRegressor": "its kernels (lamina.models.kernels) are not registered, and its predictions "
-                                "depend on the training set that fit() keeps, not on weights",
-    "SVGP": "its kernel (lamina.models.kernels) is not registered; its state dict holds the inducing points, "
-            "q(u) and the hyperparameters",
-    "DeepKernel": "a kernel of lamina.models.kernels (not registered) around any user network",
     "WhisperModel": "Whisper's encoder-decoder container: its WhisperEncoder and WhisperDecoder are built "
                     "by Whisper from Whisper's own config and describe none of their own",
     "ToMeEncoder": "a way of running a ViT's encoder that apply_tome swaps in: a saved model keeps its plain "
@@ -886,9 +881,30 @@ CASES = {
     "SupportContextLSTM": (lambda: models.SupportContextLSTM(), _x(5, 3), "config"),
     "AttentionLSTM": (lambda: models.AttentionLSTM(2), lambda: (_normal(4, 3), _normal(5, 3, seed=1)), "config"),
     "MatchingNetwork": (lambda: models.MatchingNetwork(nn.Dense(3), processing_steps=2),
-                        lambda: (_normal(6, 2), np.arange(6) % 3, _normal(4, 2, seed=1)), "config"),
+                        lambda: (_normal(6, 2), np.arange(6) % 3, _normal(4, 2, seed=1)), "save"),
     "RelationNetwork": (lambda: models.RelationNetwork(nn.Dense(3), nn.Dense(1), objective="cross_entropy"),
-                        lambda: (_normal(6, 2), np.arange(6) % 3, _normal(4, 2, seed=1)), "config"),
+                        lambda: (_normal(6, 2), np.arange(6) % 3, _normal(4, 2, seed=1)), "save"),
+    # GP kernels (kernels, registered as kernels.<name>; an ARD length scale is sized on the first call),
+    # exact GP regression with its training data, SVGP, deep kernels: rows (n, d)
+    "kernels.RBF": (lambda: models.kernels.RBF(0.7, ard=True), lambda: (_normal(5, 2), _normal(3, 2, seed=1)), "save"),
+    "kernels.Matern": (lambda: models.kernels.Matern([0.5, 1.2], nu=0.5), _x(5, 2), "save"),
+    "kernels.RationalQuadratic": (lambda: models.kernels.RationalQuadratic(0.8, alpha=2.0), _x(5, 2), "save"),
+    "kernels.Periodic": (lambda: models.kernels.Periodic(1.2, period=2.0), _x(5, 2), "save"),
+    "kernels.DotProduct": (lambda: models.kernels.DotProduct(0.5), _x(5, 2), "save"),
+    "kernels.White": (lambda: models.kernels.White(0.3), _x(5, 2), "save"),
+    "kernels.Constant": (lambda: models.kernels.Constant(2.0), _x(5, 2), "save"),
+    "kernels.ScaleKernel": (lambda: models.kernels.ScaleKernel(models.kernels.RBF(), 2.0), _x(5, 2), "save"),
+    "kernels.Sum": (lambda: models.kernels.ScaleKernel(models.kernels.RBF(ard=True)) + models.kernels.White(0.1),
+                    _x(5, 2), "save"),
+    "kernels.Product": (lambda: models.kernels.Periodic() * models.kernels.RBF(),
+                        lambda: (_normal(5, 2), _normal(3, 2, seed=1)), "save"),
+    "DeepKernel": (lambda: models.DeepKernel(models.kernels.ScaleKernel(models.kernels.RBF(ard=True)), nn.Dense(3)),
+                   _x(5, 2), "save"),
+    "GaussianProcessRegressor": (lambda: models.GaussianProcessRegressor(
+        models.kernels.ScaleKernel(models.kernels.RBF()) + models.kernels.White(0.1), mean="constant",
+        normalize_y=True).set_data(_normal(6, 2), _normal(6, seed=2)), lambda: (_normal(3, 2, seed=1),), "save"),
+    "SVGP": (lambda: models.SVGP(_normal(4, 2), models.kernels.ScaleKernel(models.kernels.Matern(nu=2.5)), noise=0.1),
+             lambda: (_normal(5, 2, seed=1),), "save"),
     # importance-weighted autoencoder (iwae): (reconstruction logits, mu, log_var), z = mu in evaluation
     "IWAE": (lambda: models.IWAE(2, hidden=(4,), input_shape=(3,), num_samples=3, estimator="dreg"), _x(2, 3),
              "save"),
@@ -898,7 +914,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 274 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 277 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

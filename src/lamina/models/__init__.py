@@ -256,7 +256,8 @@ Layouts follow the published models so that published weights map onto them:
   BCE and box losses), :func:`owlvit_postprocess`.
 * :class:`CLIPSeg` (:func:`clipseg`): segmentation from text or image prompts, a small FiLM-conditioned
   transformer decoder (:class:`CLIPSegDecoder`) on a frozen :class:`CLIP`'s activations;
-  :func:`clipseg_loss`, :func:`clipseg_segment`, :func:`visual_prompt_images`.
+  :func:`clipseg_loss`, :func:`clipseg_segment`, :func:`visual_prompt_images`; other image sizes
+  through :func:`clip_position_embedding` (the tower's position embeddings interpolated).
 * :class:`FasterRCNN` (:func:`fasterrcnn_resnet50_fpn`, :func:`fasterrcnn_mobilenet_v3_large_fpn`
   on a :class:`MobileNetBackboneWithFPN`): the two-stage detector, a
   :class:`RegionProposalNetwork` and :class:`RoIHeads`, in the same interface;
@@ -524,6 +525,7 @@ from lamina.models.clip_resnet import AttentionPool2d, CLIPBottleneck, ModifiedR
 from lamina.models.clipseg import (
     CLIPSeg,
     CLIPSegDecoder,
+    clip_position_embedding,
     clipseg,
     clipseg_loss,
     clipseg_segment,
@@ -2158,7 +2160,7 @@ __all__ += ["EarlyExitNetwork", "EarlyExitResult"]  # early exits (early_exit)
 __all__ += ["P4CNN", "p4cnn"]  # group-equivariant CNN (p4cnn)
 __all__ += ["OWLViT", "OWLViTCriterion", "OWLViTOutput", "owlvit_box_bias", "owlvit_matching_cost",  # (owlvit)
             "owlvit_postprocess"]  # open-vocabulary detection
-__all__ += ["CLIPSeg", "CLIPSegDecoder", "clipseg", "clipseg_loss", "clipseg_segment",
+__all__ += ["CLIPSeg", "CLIPSegDecoder", "clip_position_embedding", "clipseg", "clipseg_loss", "clipseg_segment",
             "visual_prompt_images"]  # segmentation from text and image prompts (clipseg)
 __all__ += ["MOBILEVIT_CONFIGS", "MobileViTBlock", "fold_patches", "mobilevit", "mobilevit_s",  # MobileViT
             "mobilevit_xs", "mobilevit_xxs", "unfold_patches"]

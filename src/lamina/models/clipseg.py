@@ -17,6 +17,12 @@ activations into a per-pixel logit map for a prompt given as text or as an examp
 paper). ``complex_head`` (the "refined" variant) puts a 3 x 3 convolution and ReLU before two
 transposed convolutions of kernels and strides p_1 p_2 = p (ReLU between). The CLIP is frozen:
 its parameters are set untrainable when the model is built and its outputs carry no gradient.
+
+Other image sizes (the paper segments 352 x 352 images with a CLIP trained at 224 x 224): any
+H x W whose sides are multiples of p gives a g_h x g_w grid of patches, g_h = H / p, g_w = W / p.
+The tower's position embeddings (a class row and an s x s grid, s = image_size / p) are then
+interpolated to that grid, bicubic with align_corners False, the class row kept
+(:func:`clip_position_embedding`), and the logits come at H x W.
 """
 
 from __future__ import annotations
@@ -30,19 +36,21 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.clip import CLIP, clip
+from lamina.models.clip import CLIP, CLIPVisionTransformer, clip
 from lamina.models.constructor_config import register_with_arguments
+from lamina.models.flexivit import resize_position_embedding
 from lamina.models.hf_weights import ConfigBuiltModel, build_children
 from lamina.nn.conditioning import FiLM
 from lamina.nn.containers import ModuleList
 from lamina.nn.conv import Conv2D
 from lamina.nn.conv_transpose import Conv2DTranspose
 from lamina.nn.dense import Dense
-from lamina.nn.layer import positive_int
+from lamina.nn.layer import pair, positive_int
 from lamina.nn.module import as_tensor
 from lamina.nn.transformer import TransformerEncoderLayer
 
-__all__ = ["CLIPSeg", "CLIPSegDecoder", "clipseg", "clipseg_loss", "clipseg_segment", "visual_prompt_images"]
+__all__ = ["CLIPSeg", "CLIPSegDecoder", "clip_position_embedding", "clipseg", "clipseg_loss", "clipseg_segment",
+           "visual_prompt_images"]
 
 
 def _head_factors(patch_size: int) -> tuple[int, int]:
@@ -51,11 +59,33 @@ def _head_factors(patch_size: int) -> tuple[int, int]:
     return first, patch_size // first
 
 
+def clip_position_embedding(vision_model: CLIPVisionTransformer, grid, mode: str = "bicubic") -> Tensor:
+    """(1, 1 + g_h g_w, E): the position embeddings of CLIP's image tower for a ``grid``
+    (g_h, g_w) of patches: its class row, then its s x s grid of rows (s = image_size /
+    patch_size) resized to g_h x g_w by :func:`~lamina.models.resize_position_embedding`
+    (``mode`` 'bicubic' or 'bilinear', align_corners False), which leaves them as they are at s x s."""
+    if not isinstance(vision_model, CLIPVisionTransformer):
+        raise TypeError(f"clip_position_embedding: expected a CLIPVisionTransformer (a CLIP's vision_model), got "
+                        f"{type(vision_model).__name__}")
+    if mode not in ("bicubic", "bilinear"):
+        raise ValueError(f"clip_position_embedding: mode must be 'bicubic' or 'bilinear', got {mode!r}")
+    g_h, g_w = pair(grid, "clip_position_embedding: grid")
+    if g_h < 1 or g_w < 1:
+        raise ValueError(f"clip_position_embedding: the grid must have positive sides, got {(g_h, g_w)}")
+    if not vision_model.built:
+        vision_model.build()
+    c = vision_model.config
+    side = c["image_size"] // c["patch_size"]
+    table = F.reshape(vision_model.position_embedding.weight, (1, vision_model.num_positions, c["hidden_size"]))
+    return resize_position_embedding(table, (g_h, g_w), (side, side), num_prefix_tokens=1, mode=mode)
+
+
 @register_with_arguments
 class CLIPSegDecoder(ConfigBuiltModel):
-    """CLIPSeg's decoder (module docstring): ``decoder(activations, condition)`` with S
-    activations (N, 1 + g^2, ``hidden_size``) in the tower's order (shallow first) and a
-    condition (N, ``condition_dim``) -> logits (N, g p, g p). Sub-modules ``reduces`` (S Dense
+    """CLIPSeg's decoder (module docstring): ``decoder(activations, condition, grid=None)``
+    with S activations (N, 1 + g_h g_w, ``hidden_size``) in the tower's order (shallow first)
+    and a condition (N, ``condition_dim``) -> logits (N, g_h p, g_w p); ``grid`` (g_h, g_w) is
+    the patch grid, square (g x g) when None. Sub-modules ``reduces`` (S Dense
     layers to ``reduce_dim``, the first for the deepest activation), ``film``
     (:class:`~lamina.nn.FiLM`), ``blocks`` (post-norm transformer encoder layers without
     dropout, ``num_heads`` heads, feed-forward width ``intermediate_size``, ``activation``)
@@ -100,35 +130,39 @@ class CLIPSegDecoder(ConfigBuiltModel):
                         *((block, tokens) for block in self.blocks), *zip(self.head, grid)])
         self.built = True
 
-    def _check(self, activations: Sequence, condition) -> tuple[list[Tensor], Tensor]:
+    def _check(self, activations: Sequence, condition, grid) -> tuple[list[Tensor], Tensor, tuple[int, int]]:
         acts = [as_tensor(a) for a in activations]
         condition = as_tensor(condition)
         if len(acts) != self.num_layers:
             raise ValueError(f"{self._label()}: expected {self.num_layers} activations, got {len(acts)}")
         first = acts[0].shape
         tokens = first[1] - 1 if len(first) == 3 else -1
-        side = math.isqrt(max(tokens, 0))
+        if grid is None:
+            side = math.isqrt(max(tokens, 0))
+            grid, expected = (side, side), "g^2, a class token and a g x g grid"
+        else:
+            grid = pair(grid, f"{self._label()}: grid")
+            expected = f"{grid[0]} * {grid[1]}, a class token and the grid {grid}"
         if (any(a.shape != first for a in acts) or len(first) != 3 or first[2] != self.hidden_size
-                or tokens < 1 or side * side != tokens):
-            raise ShapeError(f"{self._label()}: the activations must all be (batch, 1 + g^2, {self.hidden_size}) "
-                             f"(a class token and a g x g grid), got {[tuple(a.shape) for a in acts]}")
+                or tokens < 1 or grid[0] * grid[1] != tokens):
+            raise ShapeError(f"{self._label()}: the activations must all be (batch, 1 + {expected}, "
+                             f"{self.hidden_size}), got {[tuple(a.shape) for a in acts]}")
         if condition.ndim != 2 or condition.shape != (first[0], self.condition_dim):
             raise ShapeError(f"{self._label()}: the condition must be ({first[0]}, {self.condition_dim}) for "
                              f"activations of batch {first[0]}, got {tuple(condition.shape)}")
-        return acts, condition
+        return acts, condition, grid
 
-    def forward(self, activations: Sequence, condition) -> Tensor:
+    def forward(self, activations: Sequence, condition, grid=None) -> Tensor:
         self._ensure_built()
-        acts, condition = self._check(activations, condition)
+        acts, condition, (g_h, g_w) = self._check(activations, condition, grid)
         x = None
         for k, (a, reduce, block) in enumerate(zip(reversed(acts), self.reduces, self.blocks)):
             x = reduce(a) if x is None else F.add(reduce(a), x)
             if k == self.conditional_layer:
                 x = self.film(x, condition)
             x = block(x)
-        n, t, d = x.shape
-        side = math.isqrt(t - 1)
-        y = F.reshape(F.getitem(x, (slice(None), slice(1, None))), (n, side, side, d))
+        n, _, d = x.shape
+        y = F.reshape(F.getitem(x, (slice(None), slice(1, None))), (n, g_h, g_w, d))
         for i, layer in enumerate(self.head):
             y = layer(y) if i == len(self.head) - 1 else F.relu(layer(y))
         return F.reshape(y, y.shape[:3])
@@ -142,7 +176,8 @@ class CLIPSegDecoder(ConfigBuiltModel):
 class CLIPSeg(ConfigBuiltModel):
     """CLIPSeg on a frozen :class:`~lamina.models.CLIP` (module docstring): ``model(images,
     text_ids=None, prompt_embeds=None, attention_mask=None)`` -> logits (N, H, W) for NHWC
-    images (N, H, W, c) at the CLIP's image size, one prompt per image: text ids (N, T)
+    images (N, H, W, c), H and W multiples of the patch size (the CLIP's image size or any
+    other: module docstring), one prompt per image: text ids (N, T)
     through the text tower, or prompt embeddings (N, D) (D the CLIP's projection_dim; see
     :meth:`prompt_embeddings`). ``extract_layers``: indices (from 0) of the image tower's
     layers whose outputs feed the decoder (ViT-B/16: 3, 6, 9). Sub-modules ``clip`` and
@@ -175,20 +210,36 @@ class CLIPSeg(ConfigBuiltModel):
         self.built = True
 
     # -- the frozen CLIP ----------------------------------------------------------------
+    def patch_grid(self, image_shape) -> tuple[int, int]:
+        """(g_h, g_w) = (H / p, W / p) for images of shape (N, H, W, c), H and W multiples of p."""
+        c = self.clip.vision_config
+        p, channels = c["patch_size"], c["num_channels"]
+        shape = tuple(image_shape)
+        if len(shape) != 4 or shape[3] != channels or shape[1] < p or shape[2] < p or shape[1] % p or shape[2] % p:
+            raise ShapeError(f"{self._label()}: expected NHWC images (batch, H, W, {channels}) with H and W multiples "
+                             f"of the patch size {p} (the CLIP's own size: {c['image_size']}), got shape {shape}")
+        return shape[1] // p, shape[2] // p
+
     def image_activations(self, images) -> list[Tensor]:
-        """The outputs (N, 1 + P, E) of the image tower's ``extract_layers``, without gradient."""
+        """The outputs (N, 1 + g_h g_w, E) of the image tower's ``extract_layers``, without
+        gradient, for images (N, H, W, c) of a g_h x g_w grid of patches (:meth:`patch_grid`):
+        the tower's embedding (patches, class token, :func:`clip_position_embedding`) and its
+        layers up to the last one extracted."""
         self._ensure_built()
-        found: dict[int, Tensor] = {}
-        layers = self.clip.vision_model.layers
-        handles = [layers[i].register_forward_hook(lambda module, inputs, output, i=i: found.__setitem__(i, output))
-                   for i in self.extract_layers]
-        try:
-            with no_grad():
-                self.clip.vision_model(images)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return [found[i].detach() for i in self.extract_layers]
+        x = as_tensor(images)
+        grid = self.patch_grid(x.shape)
+        vision = self.clip.vision_model
+        n, e = x.shape[0], vision.config["hidden_size"]
+        found = []
+        with no_grad():
+            patches = F.reshape(vision.patch_embedding(x), (n, -1, e))
+            token = F.broadcast_to(F.reshape(vision.class_embedding, (1, 1, e)), (n, 1, e))
+            z = vision.pre_layrnorm(F.add(F.concat([token, patches], axis=1), clip_position_embedding(vision, grid)))
+            for i in range(self.extract_layers[-1] + 1):
+                z = vision.layers[i](z)
+                if i in self.extract_layers:
+                    found.append(z.detach())
+        return found
 
     def prompt_embeddings(self, text_ids=None, prompt_images=None, prompt_masks=None, text_weight=0.5,
                           attention_mask=None, background: float = 0.1) -> Tensor:
@@ -220,7 +271,8 @@ class CLIPSeg(ConfigBuiltModel):
         self._ensure_built()
         prompt = self.prompt_embeddings(text_ids, attention_mask=attention_mask) if prompt_embeds is None \
             else as_tensor(prompt_embeds)
-        return self.decoder(self.image_activations(images), prompt)
+        images = as_tensor(images)
+        return self.decoder(self.image_activations(images), prompt, grid=self.patch_grid(images.shape))
 
     def extra_repr(self) -> str:
         return f"extract_layers={self.extract_layers}, image_size={self.image_size}"
@@ -275,5 +327,5 @@ def clipseg_segment(model: CLIPSeg, image, text_ids=None, prompt_embeds=None, at
             else as_tensor(prompt_embeds)
         q = prompts.shape[0]
         activations = [F.broadcast_to(a, (q, *a.shape[1:])) for a in model.image_activations(x[None])]
-        probabilities = F.sigmoid(model.decoder(activations, prompts)).numpy()
+        probabilities = F.sigmoid(model.decoder(activations, prompts, grid=model.patch_grid(x[None].shape))).numpy()
     return probabilities if threshold is None else probabilities > threshold

@@ -59,9 +59,11 @@ def _module_from_config(config):
     return build_for_shape(layer_from_config(config), config.get("input_shape"))
 
 
-def register_with_arguments(cls: type[Module] | None = None, *, modules: Iterable[str] = ()) -> Callable:
-    """Class decorator: register ``cls`` and make its config its constructor arguments (module
-    docstring); ``modules`` names the arguments that are sub-modules."""
+def register_with_arguments(cls: type[Module] | None = None, *, modules: Iterable[str] = (),
+                            name: str | None = None) -> Callable:
+    """Class decorator: register ``cls`` (under ``name``, by default its class name) and make its
+    config its constructor arguments (module docstring); ``modules`` names the arguments that
+    are sub-modules."""
     module_arguments = tuple(modules)
 
     def decorate(klass: type[Module]) -> type[Module]:
@@ -109,6 +111,6 @@ def register_with_arguments(cls: type[Module] | None = None, *, modules: Iterabl
         klass.__init__ = __init__
         klass.get_config = get_config
         klass.from_config = classmethod(from_config)
-        return register_layer(klass)
+        return register_layer(klass, name=name)
 
     return decorate(cls) if cls is not None else decorate

@@ -15,12 +15,14 @@ from __future__ import annotations
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.kernels import Kernel
 from lamina.nn import Module
 
 __all__ = ["DeepKernel"]
 
 
+@register_with_arguments(modules=("base", "network"))
 class DeepKernel(Kernel):
     """k(x, x') = base(network(x), network(x')).
 
@@ -28,7 +30,7 @@ class DeepKernel(Kernel):
         base: the kernel on the features (e.g. ``ScaleKernel(RBF())``).
         network: a lamina module mapping rows (n, d) to features (n, p). A network whose layers
             infer their sizes is built for d features on the first call (or by the model
-            before fitting), in the base kernel's dtype.
+            before fitting), in the base kernel's dtype; one built already is cast to it here.
     """
 
     def __init__(self, base: Kernel, network: Module):
@@ -39,6 +41,8 @@ class DeepKernel(Kernel):
             raise TypeError(f"DeepKernel: network must be a lamina Module, got {type(network).__name__}")
         self.base = base
         self.network = network
+        if network.built:                 # as loading rebuilds it: in the default dtype
+            network.to(base.dtype)
         self._in_features = None
 
     def features(self, x: Tensor) -> Tensor:

@@ -22,6 +22,9 @@ Jitter: where K is not numerically positive definite (the Cholesky factorization
 jitter * mean(diag K) is added to the diagonal and the factorization tried again, with
 jitter = 1e-10, 1e-9, ..., 1e-4 in turn (float32 starts at 1e-6); beyond that the
 LinAlgError is raised. ``jitter_`` tells the last amount used (0 when none was needed).
+
+The training data are buffers of the state dict, so :func:`lamina.save` keeps them with the
+hyperparameters (the kernel saved by its config) and a loaded model predicts as the saved one.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.functional import diagonal
 from lamina.functional.linalg import cholesky, cholesky_solve, solve_triangular
-from lamina.models.kernels import RBF, Kernel, ScaleKernel, as_rows
+from lamina.models.constructor_config import register_with_arguments
+from lamina.models.kernels import RBF, Kernel, ScaleKernel, as_rows, match_length_scales
 from lamina.nn import Module, Parameter
 
 MEANS = ("zero", "constant")
@@ -48,6 +52,7 @@ def _jitters(dtype) -> list[float]:
     return [0.0] + [10.0 ** k for k in range(first, -3)]
 
 
+@register_with_arguments(modules=("kernel",))
 class GaussianProcessRegressor(Module):
     """Exact GP regression, as scikit-learn's GaussianProcessRegressor and GPyTorch's ExactGP.
 
@@ -283,6 +288,11 @@ class GaussianProcessRegressor(Module):
             return mean, (std[:, 0] if one_target else std)
         return mean
 
+    def forward(self, x) -> Tensor:
+        """:meth:`predict`'s mean at the rows of x, as a tensor off the graph (what calling the
+        model gives)."""
+        return Tensor._wrap(backend.xp.asarray(self.predict(x)))
+
     def sample_y(self, x, n_samples: int = 1, random_state: int | numpy.random.Generator | None = 0):
         """Draws of the posterior process at x (the prior before ``fit``): shape (m, n_samples)
         for 1-D targets, (m, t, n_samples) for t targets, as scikit-learn's. The covariance
@@ -310,6 +320,7 @@ class GaussianProcessRegressor(Module):
                 self.register_buffer(name, backend.xp.asarray(state[name], dtype=self.dtype))
         if self.fitted:
             self.kernel._check_features(self.train_x.shape[1])
+        match_length_scales(self, state)
         self._cache = None
         super().load_state_dict(state, strict=strict)
 

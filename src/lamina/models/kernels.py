@@ -15,6 +15,11 @@ properties (``length_scale``, ``period``, ...) give the values as tensors on the
 :meth:`Kernel.hyperparameters` gives them as arrays. ``parameter.freeze()`` holds one fixed
 during fitting.
 
+Every kernel class is registered (under ``kernels.<class name>``) with its constructor
+arguments as its config, a composite kernel with its parts' configs, so that a model holding
+a kernel saves with :func:`lamina.save`; an ARD length scale repeated for d features on the
+first call is repeated again when a state dict of d length scales is loaded.
+
 Parameters are created in float64 (Gaussian processes factor n x n matrices, whose
 conditioning costs float32 most of its digits); ``kernel.to(numpy.float32)`` casts them.
 Inputs are cast to the parameters' dtype.
@@ -30,6 +35,7 @@ from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional import cdist
+from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module, Parameter
 
 MATERN_NUS = (0.5, 1.5, 2.5)
@@ -97,6 +103,11 @@ class Kernel(Module):
         params = self.parameters()
         return params[0].dtype if params else numpy.dtype(numpy.float64)
 
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Module.load_state_dict, after :func:`match_length_scales`."""
+        match_length_scales(self, state)
+        super().load_state_dict(state, strict=strict)
+
     def hyperparameters(self) -> dict[str, numpy.ndarray]:
         """Every hyperparameter's value (not its log) by dotted name, as arrays."""
         return {name.replace("log_", "", 1): numpy.exp(backend.to_numpy(p.data))
@@ -128,6 +139,18 @@ def _as_kernel(other) -> Kernel:
     if isinstance(other, (int, float)) and not isinstance(other, bool):
         return Constant(float(other))
     raise TypeError(f"kernels combine with kernels or positive numbers, got {type(other).__name__}")
+
+
+def match_length_scales(root: Module, state: dict) -> None:
+    """Repeat the single length scale of every ARD kernel in ``root`` whose entry in ``state``
+    holds d of them (a kernel sized for d features on its first call, then saved), so that
+    loading that state into a freshly made copy finds the shapes it holds."""
+    for path, module in root.named_modules():
+        key = f"{path}.log_length_scale" if path else "log_length_scale"
+        if isinstance(module, Stationary) and module.ard and key in state:
+            size = int(numpy.size(state[key]))
+            if module.log_length_scale.size == 1 and size > 1:
+                module._check_features(size)
 
 
 def _ones(x: Tensor, dtype) -> Tensor:
@@ -168,6 +191,7 @@ class Stationary(Kernel):
         return _ones(x, self.dtype)
 
 
+@register_with_arguments(name="kernels.RBF")
 class RBF(Stationary):
     """Squared exponential: k = exp(-r^2 / 2), r = ||x1 - x2|| / l (scikit-learn's RBF)."""
 
@@ -176,6 +200,7 @@ class RBF(Stationary):
         return (-0.5 * (r * r)).exp()
 
 
+@register_with_arguments(name="kernels.Matern")
 class Matern(Stationary):
     """Matern kernels of smoothness nu, r = ||x1 - x2|| / l:
 
@@ -204,6 +229,7 @@ class Matern(Stationary):
         return f"nu={self.nu}, {super().extra_repr()}"
 
 
+@register_with_arguments(name="kernels.RationalQuadratic")
 class RationalQuadratic(Stationary):
     """k = (1 + r^2 / (2 alpha))^-alpha, r = ||x1 - x2|| / l: a scale mixture of RBF kernels
     (alpha -> infinity gives the RBF)."""
@@ -222,6 +248,7 @@ class RationalQuadratic(Stationary):
         return (-alpha * (1.0 + r * r / (2.0 * alpha)).log()).exp()
 
 
+@register_with_arguments(name="kernels.Periodic")
 class Periodic(Stationary):
     """Exp-sine-squared: k = exp(-2 sin^2(pi d / p) / l^2), d = ||x1 - x2|| (unscaled), period p."""
 
@@ -242,6 +269,7 @@ class Periodic(Stationary):
 ExpSineSquared = Periodic
 
 
+@register_with_arguments(name="kernels.DotProduct")
 class DotProduct(Kernel):
     """k = sigma_0^2 + x1 . x2: Bayesian linear regression with a N(0, sigma_0^2) bias."""
 
@@ -265,6 +293,7 @@ class DotProduct(Kernel):
 Linear = DotProduct
 
 
+@register_with_arguments(name="kernels.White")
 class White(Kernel):
     """Independent noise: K(x, x) = noise_level I; between two different sets of inputs
     (``kernel(x1, x2)``) it is 0, as scikit-learn's WhiteKernel, so a prediction's
@@ -288,6 +317,7 @@ class White(Kernel):
         return self.noise_level * _ones(x, self.dtype)
 
 
+@register_with_arguments(name="kernels.Constant")
 class Constant(Kernel):
     """k = c for every pair: a constant offset (in a sum) or an amplitude (in a product)."""
 
@@ -307,6 +337,7 @@ class Constant(Kernel):
         return self.constant_value * _ones(x, self.dtype)
 
 
+@register_with_arguments(modules=("base",), name="kernels.ScaleKernel")
 class ScaleKernel(Kernel):
     """k = outputscale * base: the base kernel with a learned amplitude (GPyTorch's name;
     scikit-learn writes it ConstantKernel * base)."""
@@ -327,6 +358,7 @@ class ScaleKernel(Kernel):
         return self.outputscale * self.base._diag(x)
 
 
+@register_with_arguments(modules=("k1", "k2"), name="kernels.Sum")
 class Sum(Kernel):
     """k = k1 + k2."""
 
@@ -341,6 +373,7 @@ class Sum(Kernel):
         return self.k1._diag(x) + self.k2._diag(x)
 
 
+@register_with_arguments(modules=("k1", "k2"), name="kernels.Product")
 class Product(Kernel):
     """k = k1 * k2 (entry by entry)."""
 

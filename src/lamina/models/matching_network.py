@@ -46,7 +46,8 @@ from lamina.models.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor
 
-__all__ = ["AttentionLSTM", "MatchingNetwork", "SupportContextLSTM", "episode_labels", "matching_log_probabilities"]
+__all__ = ["AttentionLSTM", "MatchingNetwork", "SupportContextLSTM", "episode_labels", "episode_sample_inputs",
+           "matching_log_probabilities"]
 
 _EXCLUDED = -1e30        # a log-weight that leaves a support sample out of a class's sum
 
@@ -65,6 +66,17 @@ def episode_labels(labels, count: int, who: str) -> np.ndarray:
         raise ValueError(f"{who}: the support labels must cover the classes 0 .. n-1 (each at least once); got "
                          f"{sorted(set(labels.tolist()))}")
     return labels.astype(np.int64)
+
+
+def episode_sample_inputs(shapes: list, who: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-sample episode of zeros for the saved input shapes [support x, support y, query x]:
+    a support sample of class 0 (integer labels, which zeros of the default dtype are not) and a
+    query sample. What :func:`lamina.load` builds an episode learner on."""
+    if len(shapes) != 3 or any(s is None or len(s) < 1 for s in shapes):
+        raise ShapeError(f"{who}: expected the saved shapes of (support x, support y, query x), got {shapes}")
+    dtype = backend.get_default_dtype()
+    support, _, query = (np.zeros((1, *[1 if n is None else int(n) for n in s[1:]]), dtype=dtype) for s in shapes)
+    return support, np.zeros(1, dtype=np.int64), query
 
 
 def _rows(x, name: str, who: str) -> Tensor:
@@ -205,6 +217,10 @@ class MatchingNetwork(Module):
             support = self.support_context(support)
             query = self.query_context(query, support)
         return support, query
+
+    def build_sample_inputs(self, shapes: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A one-sample episode of the saved shapes (:func:`episode_sample_inputs`)."""
+        return episode_sample_inputs(shapes, self._label())
 
     def forward(self, support_x, support_y, query_x) -> Tensor:
         episode_labels(support_y, as_tensor(support_x).shape[0], self._label())

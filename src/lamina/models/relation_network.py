@@ -24,7 +24,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.constructor_config import register_with_arguments
-from lamina.models.matching_network import episode_labels
+from lamina.models.matching_network import episode_labels, episode_sample_inputs
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["RELATION_OBJECTIVES", "RelationNetwork", "class_feature_sums", "relation_pairs"]
@@ -96,6 +96,10 @@ class RelationNetwork(Module):
             raise ShapeError(f"{self._label()}: the relation module must give one value per pair, shape ({q * n}, 1) "
                              f"or ({q * n},) for {q} queries x {n} classes; got shape {values.shape}")
         return F.reshape(values, (q, n))
+
+    def build_sample_inputs(self, shapes: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A one-sample episode of the saved shapes (:func:`~lamina.models.matching_network.episode_sample_inputs`)."""
+        return episode_sample_inputs(shapes, self._label())
 
     def forward(self, support_x, support_y, query_x) -> Tensor:
         return F.sigmoid(self.relation_logits(support_x, support_y, query_x))

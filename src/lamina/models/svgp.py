@@ -36,12 +36,14 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.functional import diagonal, tril
 from lamina.functional.linalg import cholesky, solve_triangular
+from lamina.models.constructor_config import register_with_arguments
 from lamina.models.kernels import RBF, Kernel, ScaleKernel, as_rows
 from lamina.nn import Module, Parameter
 
 __all__ = ["SVGP"]
 
 
+@register_with_arguments(modules=("kernel",))
 class SVGP(Module):
     """Sparse variational GP regression with a Gaussian likelihood (GPyTorch's
     ``ApproximateGP`` with a whitened ``VariationalStrategy``, GPflow's ``SVGP``).
