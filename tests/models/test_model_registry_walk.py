@@ -908,13 +908,19 @@ CASES = {
     # importance-weighted autoencoder (iwae): (reconstruction logits, mu, log_var), z = mu in evaluation
     "IWAE": (lambda: models.IWAE(2, hidden=(4,), input_shape=(3,), num_samples=3, estimator="dreg"), _x(2, 3),
              "save"),
+    "ODEFunc": (lambda: models.ODEFunc(3, hidden=(4, 2)), lambda: (0.0, _normal(2, 3)), "save"),
+    "ODERNN": (lambda: models.ODERNN(2, hidden=3, ode_hidden=4, reverse=True, method="euler"),
+               lambda: (_normal(2, 4, 2), np.array([0.0, 0.3, 1.0, 1.2]), _ids(2, 4, 2, high=2)), "save"),
+    "LatentODE": (lambda: models.LatentODE(2, latent_dim=3, rec_hidden=3, rec_ode_hidden=4, ode_hidden=4,
+                                           decoder_hidden=(3,), method="rk4", options={"step_size": 0.25}),
+                  lambda: (_normal(2, 4, 2), np.array([0.0, 0.3, 1.0, 1.2]), _ids(2, 4, 2, high=2)), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 277 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 280 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -86,6 +86,7 @@ from lamina.data.interactions import (
     synthetic_ratings,
     temporal_split,
 )
+from lamina.data.irregular import IrregularBatch, IrregularSines, irregular_sines, union_grid
 from lamina.data.iterable import IterableDataset
 from lamina.data.knowledge_graph import (
     TREE_RELATIONS,
@@ -276,3 +277,5 @@ __all__ += ["document_rotation", "infill_spans", "sentence_permutation", "text_i
             "token_masking"]  # BART's document corruptions (text_noising)
 __all__ += ["GPPrior", "MLPClassPrior", "PriorBatch", "rbf_covariance"]  # priors of prior-fitted networks (pfn_priors)
 __all__ += ["MotifGraph", "ba_2motifs", "ba_shapes", "barabasi_albert"]  # GNN explanation benchmarks (graph_motifs)
+__all__ += ["IrregularBatch", "IrregularSines", "irregular_sines",
+            "union_grid"]  # irregularly sampled series (irregular)

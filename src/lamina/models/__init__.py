@@ -386,6 +386,8 @@ Layouts follow the published models so that published weights map onto them:
   :func:`memory_step` and its parts in :mod:`lamina.models.dnc_memory`).
 * :class:`IWAE` (:func:`iwae_loss`, :func:`estimate_log_likelihood`): importance-weighted
   autoencoders, trained with the IWAE or the doubly reparameterized (DReG) gradient.
+* :class:`LatentODE` and :class:`ODERNN` (with :class:`ODEFunc`): latent ODEs and ODE-RNNs for
+  irregularly sampled time series (an ODE between observations, GRU jumps at them; masks).
 
 ``classifier_activation`` (None or an activation name) changes the output activation of
 any builder. :func:`list_models`, :func:`get_model` and :func:`get_model_builder` find the
@@ -1032,6 +1034,7 @@ from lamina.models.latent_diffusion import (
     LatentDiffusion,
     estimate_scaling_factor,
 )
+from lamina.models.latent_ode import LatentODE
 from lamina.models.levit import (
     LEVIT_128S,
     LeViT,
@@ -1271,6 +1274,7 @@ from lamina.models.ntm import (
     memory_read,
     sharpen,
 )
+from lamina.models.ode_rnn import ODERNN, ODEFunc, check_irregular_batch
 from lamina.models.owlvit import (
     OWLViT,
     OWLViTCriterion,
@@ -2260,3 +2264,5 @@ __all__ += ["AttentionLSTM", "MatchingNetwork", "RELATION_OBJECTIVES", "Relation
             "relation_pairs"]  # metric-based few-shot learning (matching_network, relation_network)
 __all__ += ["IWAE", "estimate_log_likelihood", "importance_log_weights",
             "iwae_loss"]  # importance-weighted autoencoders, DReG (iwae)
+__all__ += ["LatentODE", "ODEFunc", "ODERNN",
+            "check_irregular_batch"]  # irregular time series (latent_ode, ode_rnn)
