@@ -914,13 +914,23 @@ CASES = {
     "LatentODE": (lambda: models.LatentODE(2, latent_dim=3, rec_hidden=3, rec_ode_hidden=4, ode_hidden=4,
                                            decoder_hidden=(3,), method="rk4", options={"step_size": 0.25}),
                   lambda: (_normal(2, 4, 2), np.array([0.0, 0.3, 1.0, 1.2]), _ids(2, 4, 2, high=2)), "save"),
+    # data2vec (data2vec, data2vec_encoders): images or vector sequences; the student's features, or the loss
+    "Data2VecImageEncoder": (lambda: models.Data2VecImageEncoder(4, 2, 1, 4, depth=1, num_heads=2), _x(2, 4, 4, 1),
+                             "save"),
+    "Data2VecSequenceEncoder": (lambda: models.Data2VecSequenceEncoder(3, 4, depth=1, num_heads=2), _x(2, 5, 3),
+                                "save"),
+    "Data2VecDecoder": (lambda: models.Data2VecDecoder(4, 4, layers=2, groups=2, grid_size=(2, 2)), _x(2, 4, 4),
+                        "save"),
+    "Data2Vec": (lambda: models.Data2Vec(models.Data2VecSequenceEncoder(3, 4, depth=2, num_heads=2), top_k=2,
+                                         decoder=models.Data2VecDecoder(4, 4, layers=1, groups=2)), _x(2, 5, 3), "save",
+                 {"mask": np.array([[True, False, True, False, False], [False, True, True, False, True]])}),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 280 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 284 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

@@ -207,6 +207,9 @@ Layouts follow the published models so that published weights map onto them:
   :func:`sinkhorn_knopp_centering` and :func:`koleo_loss` (:class:`lamina.train.DINOv2Trainer`);
   :class:`IJEPA` (:func:`multiblock_masks`) for I-JEPA's
   prediction of target-block representations (:class:`lamina.train.IJEPATrainer`).
+  :class:`Data2Vec` (:class:`Data2VecImageEncoder`, :class:`Data2VecSequenceEncoder`,
+  :class:`Data2VecDecoder`): data2vec's regression of an EMA teacher's averaged top-K block
+  outputs at masked steps, on images or sequences, with data2vec 2.0's multiple masks.
 * Recommenders: :class:`MatrixFactorization` (biased MF for ratings; :func:`als` for implicit
   feedback), :class:`GMF`, :class:`NCFMLP` and :class:`NeuMF` (neural collaborative filtering),
   :class:`TwoTower` (retrieval, in-batch softmax with the logQ correction) and :class:`DLRM`.
@@ -602,6 +605,20 @@ from lamina.models.ctr import DIN, DCNv2, DeepFM, Dice, fm_interaction
 from lamina.models.ctr_more import CIN, AutoInt, InteractingLayer, WideAndDeep, XDeepFM
 from lamina.models.cvt import CVT_CONFIGS, ConvEmbed, ConvProjectionAttention, CvT, CvTBlock, cvt, cvt_13, cvt_tiny
 from lamina.models.cyclegan import ResnetBlock, ResnetGenerator
+from lamina.models.data2vec import (
+    Data2Vec,
+    data2vec_loss,
+    data2vec_random_masks,
+    data2vec_span_masks,
+    data2vec_targets,
+    instance_norm_over_time,
+)
+from lamina.models.data2vec_encoders import (
+    Data2VecDecoder,
+    Data2VecImageEncoder,
+    Data2VecSequenceEncoder,
+    sincos_1d_position_embedding,
+)
 from lamina.models.deberta import (
     DebertaEncoder,
     DebertaForMaskedLM,
@@ -2021,6 +2038,9 @@ __all__ += ["IBOTLoss", "MaskedViTEncoder", "block_masks", "ibot_patch_cross_ent
             "sinkhorn_knopp_centering"]
 __all__ += ["IJEPA", "IJEPAEncoder", "IJEPAPredictor", "MultiBlockMasks", "ema_momentum_schedule", "ijepa_loss",
             "multiblock_masks", "target_layer_norm"]  # joint-embedding predictive architecture (ijepa)
+__all__ += ["Data2Vec", "Data2VecDecoder", "Data2VecImageEncoder", "Data2VecSequenceEncoder", "data2vec_loss",
+            "data2vec_random_masks", "data2vec_span_masks", "data2vec_targets", "instance_norm_over_time",
+            "sincos_1d_position_embedding"]  # data2vec (data2vec, data2vec_encoders)
 __all__ += ["DLRM", "GMF", "NCF", "NCFMLP", "MatrixFactorization", "NeuMF", "TwoTower", "als", "dot_interaction",
             "in_batch_softmax_loss", "item_log_frequencies"]  # recommenders
 __all__ += ["LightGCN", "NGCF", "NGCFLayer", "bpr_loss", "fit_bpr", "full_ranking_metrics", "lightgcn_propagate",
