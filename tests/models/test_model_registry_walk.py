@@ -924,6 +924,16 @@ CASES = {
     "Data2Vec": (lambda: models.Data2Vec(models.Data2VecSequenceEncoder(3, 4, depth=2, num_heads=2), top_k=2,
                                          decoder=models.Data2VecDecoder(4, 4, layers=1, groups=2)), _x(2, 5, 3), "save",
                  {"mask": np.array([[True, False, True, False, False], [False, True, True, False, True]])}),
+    # diffusion policy (lamina.rl.offline): (noisy action sequences, diffusion steps, condition or obs history)
+    "ConditionalResidualBlock1D": (lambda: lamina.rl.offline.ConditionalResidualBlock1D(2, 3, 4, groups=1),
+                                   lambda: (_normal(2, 5, 2), _normal(2, 4, seed=1)), "save"),
+    "TemporalUNet": (lambda: lamina.rl.offline.TemporalUNet(2, 3, down_dims=(2, 4), kernel_size=3, groups=2,
+                                                            step_embed_dim=4),
+                     lambda: (_normal(2, 4, 2), _ids(2, high=10), _normal(2, 3, seed=1)), "save"),
+    "DiffusionPolicy": (lambda: lamina.rl.offline.DiffusionPolicy(3, 2, horizon=4, n_obs_steps=2, n_action_steps=2,
+                                                                  down_dims=(2, 4), kernel_size=3, groups=2,
+                                                                  step_embed_dim=4, num_timesteps=10),
+                        lambda: (_normal(2, 4, 2), _ids(2, high=10), _normal(2, 2, 3, seed=1)), "save"),
 }
 
 
