@@ -396,6 +396,11 @@ CASES = {
     "DiscreteDiffusionLM": (lambda: models.DiscreteDiffusionLM(5, 4, dim=4, depth=1, heads=2, time_conditioning=True),
                             lambda: (_ids(2, 4), np.array([0.2, 0.7])), "save"),
     "MedusaHeads": (lambda: models.MedusaHeads(4, 5, 2, num_layers=2), _x(2, 3, 4), "save"),
+    # multi-token prediction (multi_token): token ids around a tiny GPT-2
+    "MultiTokenHeads": (lambda: models.MultiTokenHeads(models.GPT2(7, 16, 4, 1, 2), 3, dim_feedforward=6),
+                        lambda: (_ids(2, 5, high=7),), "save"),
+    "MTPModules": (lambda: models.MTPModules(models.GPT2(7, 16, 4, 1, 2), depth=2, dim_feedforward=6),
+                   lambda: (_ids(2, 5, high=7),), "save"),
     "Perceiver": (lambda: models.Perceiver(3, num_latents=2, latent_dim=4, latent_blocks=1, latent_heads=2,
                                            latent_widening=1), _x(2, 5, 3), "save"),
     "PerceiverIO": (lambda: models.PerceiverIO(2, num_outputs=3, num_latents=2, latent_dim=4, latent_blocks=1,
@@ -940,7 +945,7 @@ CASES = {
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 284 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 286 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

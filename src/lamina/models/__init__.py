@@ -127,6 +127,9 @@ Layouts follow the published models so that published weights map onto them:
 * :class:`MedusaHeads`, :func:`medusa_loss`, :func:`medusa_generate`: Medusa's extra heads and
   greedy decoding that checks a tree of their guesses (:func:`medusa_tree`) in one call;
   :func:`typical_acceptance` and :func:`medusa_generate_batch` (several prompts at once).
+* :class:`MultiTokenHeads`, :func:`multi_token_loss`, :class:`MTPModules`, :func:`mtp_loss`,
+  :func:`self_speculative_generate`: multi-token prediction (Gloeckle et al.'s parallel heads,
+  DeepSeek-V3's sequential modules) and greedy decoding drafted by the model's own extra heads.
 * :func:`build_datastore`, :func:`knn_lm_log_probs`, :func:`knn_lm_perplexity`,
   :func:`knn_lm_generate`: kNN-LM (a language model interpolated with the next tokens of its
   nearest hidden states in a datastore of text, :class:`KNNDatastore`).
@@ -1223,6 +1226,7 @@ from lamina.models.mobilevit import (
     mobilevit_xxs,
     unfold_patches,
 )
+from lamina.models.multi_token import MTPModules, MultiTokenHeads, mtp_loss, multi_token_loss
 from lamina.models.multitask_rec import PLE, ExpertGroup, MMoE, SharedBottom
 from lamina.models.musicgen import (
     CODEBOOK_PATTERNS,
@@ -1607,6 +1611,7 @@ from lamina.models.segmentation import (
     fcn_resnet101,
 )
 from lamina.models.segnet import SEGNET_VGG16_STAGES, SegNet, segnet_small, segnet_vgg16
+from lamina.models.self_speculative import SelfSpeculativeOutput, self_speculative_generate
 from lamina.models.self_supervised import MoCoQueue, SwAVPrototypes
 from lamina.models.seq2seq import AttentionSeq2Seq
 from lamina.models.sequence import rnn_classifier, rnn_language_model, transformer_language_model
@@ -1990,6 +1995,8 @@ __all__ = [
     "griffin_parameter_count", "hawk",
     "MedusaHeads", "MedusaOutput", "MedusaTree", "cartesian_tree", "medusa_decode", "medusa_generate", "medusa_loss",
     "medusa_tree", "medusa_generate_batch", "typical_acceptance",
+    "MTPModules", "MultiTokenHeads", "SelfSpeculativeOutput", "mtp_loss", "multi_token_loss",
+    "self_speculative_generate",
     "KNNDatastore", "build_datastore", "knn_distribution", "knn_lm_generate", "knn_lm_log_probs",
     "knn_lm_perplexity",
     "WHISPER_CONFIGS", "Whisper", "WhisperAttention", "WhisperDecoder", "WhisperDecoderLayer", "WhisperEncoder",
