@@ -752,6 +752,13 @@ CASES = {
     "ClassAttentionBlock": (lambda: models.ClassAttentionBlock(4, 2, mlp_ratio=1.5), _x(2, 3, 4), "save"),
     "CaiT": (lambda: models.cait(2, 4, 1, 2, mlp_ratio=1.5, num_classes=3, input_shape=(4, 4, 1)), _x(2, 4, 4, 1),
              "save"),
+    # Vision Mamba (vision_mamba): tokens for the mixer and the block, images for the model
+    "VimMixer": (lambda: models.VimMixer(4, d_state=2, d_conv=3, bimamba=True), _x(2, 5, 4), "save"),
+    "VimBlock": (lambda: models.VimBlock(4, norm="layer", d_state=2, bimamba=False), _x(2, 5, 4), "save"),
+    "VisionMamba": (lambda: models.VisionMamba((4, 6), 2, 4, 2, 3, d_state=2, channels=1, cls_position="middle"),
+                    _x(2, 4, 6, 1), "save"),
+    "GatedCNNBlock": (lambda: models.GatedCNNBlock(4, expansion_ratio=2.0, kernel_size=3, conv_ratio=0.5),
+                      _x(2, 3, 3, 4), "save"),
     # SlowFast (slowfast) and ViViT (vivit): NTHWC clips; a lateral takes (slow, fast)
     "SlowFastBottleneck": (lambda: models.SlowFastBottleneck(3, 2, 4, temporal_kernel=3, stride=2),
                            _x(2, 2, 4, 4, 3), "save"),
@@ -856,6 +863,16 @@ CASES = {
     "RNDModule": (lambda: lamina.rl.RNDModule(3, feature_dim=2, hidden=(4,)), _x(2, 3), "save"),
     "ICMModule": (lambda: lamina.rl.ICMModule(3, 2, feature_dim=2, hidden=(4,), beta=0.3, eta=0.5),
                   lambda: (_normal(2, 3), _normal(2, 3, seed=1), np.array([1, 0])), "save"),
+    # diffusion policy (lamina.rl.offline): (noisy action sequences, diffusion steps, condition or obs history)
+    "ConditionalResidualBlock1D": (lambda: lamina.rl.offline.ConditionalResidualBlock1D(2, 3, 4, groups=1),
+                                   lambda: (_normal(2, 5, 2), _normal(2, 4, seed=1)), "save"),
+    "TemporalUNet": (lambda: lamina.rl.offline.TemporalUNet(2, 3, down_dims=(2, 4), kernel_size=3, groups=2,
+                                                            step_embed_dim=4),
+                     lambda: (_normal(2, 4, 2), _ids(2, high=10), _normal(2, 3, seed=1)), "save"),
+    "DiffusionPolicy": (lambda: lamina.rl.offline.DiffusionPolicy(3, 2, horizon=4, n_obs_steps=2, n_action_steps=2,
+                                                                  down_dims=(2, 4), kernel_size=3, groups=2,
+                                                                  step_embed_dim=4, num_timesteps=10),
+                        lambda: (_normal(2, 4, 2), _ids(2, high=10), _normal(2, 2, 3, seed=1)), "save"),
     # SOLOv2 (solo): instances (masks, labels, scores) in evaluation
     "SOLOv2": (lambda: models.solov2_tiny(2, widths=(4, 4, 4), fpn_channels=4, head_channels=4, mask_channels=4,
                                           mask_branch_channels=4, groups=2, score_thresh=0.0), _x(1, 16, 16, 3),
@@ -913,6 +930,7 @@ CASES = {
     # importance-weighted autoencoder (iwae): (reconstruction logits, mu, log_var), z = mu in evaluation
     "IWAE": (lambda: models.IWAE(2, hidden=(4,), input_shape=(3,), num_samples=3, estimator="dreg"), _x(2, 3),
              "save"),
+    # latent ODEs and ODE-RNNs (latent_ode, ode_rnn): (values, times, mask) on a shared grid; (t, h) for f
     "ODEFunc": (lambda: models.ODEFunc(3, hidden=(4, 2)), lambda: (0.0, _normal(2, 3)), "save"),
     "ODERNN": (lambda: models.ODERNN(2, hidden=3, ode_hidden=4, reverse=True, method="euler"),
                lambda: (_normal(2, 4, 2), np.array([0.0, 0.3, 1.0, 1.2]), _ids(2, 4, 2, high=2)), "save"),
@@ -929,23 +947,13 @@ CASES = {
     "Data2Vec": (lambda: models.Data2Vec(models.Data2VecSequenceEncoder(3, 4, depth=2, num_heads=2), top_k=2,
                                          decoder=models.Data2VecDecoder(4, 4, layers=1, groups=2)), _x(2, 5, 3), "save",
                  {"mask": np.array([[True, False, True, False, False], [False, True, True, False, True]])}),
-    # diffusion policy (lamina.rl.offline): (noisy action sequences, diffusion steps, condition or obs history)
-    "ConditionalResidualBlock1D": (lambda: lamina.rl.offline.ConditionalResidualBlock1D(2, 3, 4, groups=1),
-                                   lambda: (_normal(2, 5, 2), _normal(2, 4, seed=1)), "save"),
-    "TemporalUNet": (lambda: lamina.rl.offline.TemporalUNet(2, 3, down_dims=(2, 4), kernel_size=3, groups=2,
-                                                            step_embed_dim=4),
-                     lambda: (_normal(2, 4, 2), _ids(2, high=10), _normal(2, 3, seed=1)), "save"),
-    "DiffusionPolicy": (lambda: lamina.rl.offline.DiffusionPolicy(3, 2, horizon=4, n_obs_steps=2, n_action_steps=2,
-                                                                  down_dims=(2, 4), kernel_size=3, groups=2,
-                                                                  step_embed_dim=4, num_timesteps=10),
-                        lambda: (_normal(2, 4, 2), _ids(2, high=10), _normal(2, 2, 3, seed=1)), "save"),
 }
 
 
 def test_every_class_registered_by_its_arguments_is_round_tripped():
     """Every class made saveable by ``register_with_arguments`` has a case above (all are small and fast)."""
     by_arguments = {name for name, cls in public_model_classes().items() if "__wrapped__" in cls.__init__.__dict__}
-    assert len(by_arguments) == 286 and sorted(by_arguments - set(CASES)) == []
+    assert len(by_arguments) == 290 and sorted(by_arguments - set(CASES)) == []
 
 
 def _flat(output) -> list[np.ndarray]:

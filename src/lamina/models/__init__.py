@@ -85,6 +85,10 @@ Layouts follow the published models so that published weights map onto them:
 * :func:`cait_xxs24`, :func:`cait_xxs36`, :func:`cait_s24`, :func:`cait_tiny` (:class:`CaiT`:
   LayerScale, talking-heads self-attention on the patches, then class attention that updates
   the class token only; :mod:`lamina.models.cait`).
+* :func:`vim_tiny`, :func:`vim_small` (:class:`VisionMamba`: patch tokens and a middle class
+  token through bidirectional Mamba blocks, :class:`VimBlock` of :class:`VimMixer`;
+  :mod:`lamina.models.vision_mamba`); :class:`GatedCNNBlock`, MambaOut's Mamba block without
+  the state-space model (:mod:`lamina.models.gated_cnn`).
 * :func:`crossvit_9_240`, :func:`crossvit_tiny_240`, :func:`crossvit_tiny` (:class:`CrossViT`: two
   branches of small and large patches, :class:`MultiScaleBlock` with :class:`CrossAttentionFusion`
   of the class tokens; :mod:`lamina.models.crossvit`).
@@ -902,6 +906,7 @@ from lamina.models.fpn import (
 )
 from lamina.models.ft_transformer import FTTransformer, reglu
 from lamina.models.gan import dcgan_discriminator, dcgan_generator
+from lamina.models.gated_cnn import GatedCNNBlock
 from lamina.models.gaussian_image import GaussianImage
 from lamina.models.gaussian_process import GaussianProcessRegressor
 from lamina.models.gemma import (
@@ -1799,6 +1804,16 @@ from lamina.models.variational_flows import InverseAutoregressive, PlanarFlow, R
 from lamina.models.vgg import vgg, vgg11, vgg13, vgg16, vgg19
 from lamina.models.video import Conv2Plus1D, VideoBasicBlock, mc3_18, midplanes, r2plus1d_18, r3d_18, video_resnet
 from lamina.models.videomae import VideoMAE, VideoMAEClassifier, sinusoid_table, tube_masking, tubelet_targets
+from lamina.models.vision_mamba import (
+    CLS_POSITIONS,
+    VIM_CONFIGS,
+    VimBlock,
+    VimMixer,
+    VisionMamba,
+    vim_small,
+    vim_tiny,
+    vision_mamba_parameter_count,
+)
 from lamina.models.vit import (
     ClassTokenEmbedding,
     VisionTransformer,
@@ -2099,6 +2114,8 @@ __all__ += ["CapsNet", "CapsNetOutput", "capsnet_digits", "capsnet_mnist"]  # ca
 __all__ += ["CAIT_CONFIGS", "CaiT", "CaiTBlock", "ClassAttention", "ClassAttentionBlock", "LayerScale",
             "TalkingHeadsAttention", "cait", "cait_layer_scale_init", "cait_s24", "cait_tiny", "cait_xxs24",
             "cait_xxs36"]  # class-attention image transformers (cait)
+__all__ += ["CLS_POSITIONS", "VIM_CONFIGS", "VimBlock", "VimMixer", "VisionMamba", "vim_small", "vim_tiny",
+            "vision_mamba_parameter_count", "GatedCNNBlock"]  # Vision Mamba (vision_mamba), MambaOut (gated_cnn)
 __all__ += ["CROSSVIT_CONFIGS", "CrossAttentionFusion", "CrossViT", "DeepLabV3Plus", "DeepLabV3PlusDecoder",
             "MultiScaleBlock", "SeparableASPP", "crossvit", "crossvit_9_240", "crossvit_tiny", "crossvit_tiny_240",
             "deeplabv3_plus", "deeplabv3_plus_resnet50", "deeplabv3_plus_tiny"]  # DeepLabv3+ and CrossViT

@@ -81,6 +81,7 @@ _BY_GROUP: dict[str, list[tuple[str, Callable[..., Any]]]] = {
                 "deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224",
                 "deit_base_distilled_patch16_224"),
         *_named("cait", "cait_xxs24", "cait_xxs36", "cait_s24"),
+        *_named("vision_mamba", "vim_tiny", "vim_small"),
         *_named("crossvit", "crossvit_9_240", "crossvit_tiny_240"),
         *_named("pvt", "pvt_v2_b0", "pvt_v2_b1"),
         *_named("cvt", "cvt_13"),
