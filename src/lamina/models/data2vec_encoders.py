@@ -34,7 +34,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, nhwc
 from lamina.models.constructor_config import register_with_arguments
-from lamina.models.ijepa import target_layer_norm
+from lamina.models.ijepa import target_layer_norm, truncated_normal_weights
 from lamina.models.mae import setup_patch_encoder, sincos_position_embedding, vit_blocks
 from lamina.nn import init as initializers
 from lamina.nn.layer import check_shape_ndim, input_error, pair, positive_int
@@ -79,12 +79,7 @@ class Data2VecEncoderBase(Block):
         super().build(input_shape)
         if initializers.is_meta():
             return
-        draw = initializers.truncated_normal(INIT_STD)
-        for module in self.modules():
-            if isinstance(module, (nn.Dense, nn.Conv2D)):
-                module.weight.data[...] = draw(module.weight.shape, 1, 1, module.weight.dtype)
-                if module.use_bias:
-                    module.bias.data[...] = 0
+        truncated_normal_weights(self, INIT_STD)
 
     def embed(self, x) -> Tensor:
         raise NotImplementedError

@@ -190,17 +190,23 @@ def _fixed_positions(dim: int, grid: tuple[int, int], dtype):
     return backend.xp.asarray(sincos_position_embedding(dim, grid).reshape(1, rows, dim).astype(dtype))
 
 
+def truncated_normal_weights(root: nn.Module, std: float = INIT_STD) -> None:
+    """Every Dense and convolution weight under ``root`` drawn from N(0, std^2) truncated at
+    +-2 std, biases zero (LayerNorms keep 1 and 0): the ViT references' initialisation."""
+    draw = initializers.truncated_normal(std)
+    for module in root.modules():
+        if isinstance(module, (nn.Dense, nn.Conv2D)):
+            module.weight.data[...] = draw(module.weight.shape, 1, 1, module.weight.dtype)
+            if module.use_bias:
+                module.bias.data[...] = 0
+
+
 def _reference_init(block: Block, blocks: nn.Sequential) -> None:
     """Truncated N(0, 0.02^2) Dense and convolution weights, zero biases; the output projections
     of block l (attention ``proj`` and ``mlp.fc2``) divided by sqrt(2 l), l counted from 1."""
     if initializers.is_meta():
         return
-    draw = initializers.truncated_normal(INIT_STD)
-    for module in block.modules():
-        if isinstance(module, (nn.Dense, nn.Conv2D)):
-            module.weight.data[...] = draw(module.weight.shape, 1, 1, module.weight.dtype)
-            if module.use_bias:
-                module.bias.data[...] = 0
+    truncated_normal_weights(block)
     for layer, child in enumerate(blocks.children(), start=1):
         for dense in (child.attn.proj, child.mlp.fc2):
             dense.weight.data[...] = dense.weight.data / np.sqrt(2.0 * layer)

@@ -32,7 +32,7 @@ from lamina.functional.delta_rule import delta_rule_chunkwise, delta_rule_recurr
 from lamina.nn import init as initializers
 from lamina.nn.cache_rows import carried_state_rows
 from lamina.nn.dense import Dense
-from lamina.nn.layer import describe, input_error, positive_int, register_layer
+from lamina.nn.layer import describe, head_split, input_error, positive_int, register_layer
 from lamina.nn.linear_attention import merge_heads, split_heads
 from lamina.nn.mamba import inverse_softplus_time_steps
 from lamina.nn.module import Module, as_tensor
@@ -63,12 +63,7 @@ class FastWeightMixer(Module):
                  form: str, chunk_size: int, eps: float, name: str | None):
         super().__init__(name=name)
         who = type(self).__name__
-        self.embed_dim = positive_int(embed_dim, f"{who}: embed_dim")
-        self.num_heads = positive_int(num_heads, f"{who}: num_heads")
-        if embed_dim % num_heads:
-            raise ValueError(f"{who}: embed_dim {embed_dim} is not divisible by num_heads {num_heads}; each head "
-                             "gets embed_dim / num_heads features")
-        self.head_dim = embed_dim // num_heads
+        self.embed_dim, self.num_heads, self.head_dim = head_split(embed_dim, num_heads, who)
         self.use_short_conv, self.use_gate = bool(use_short_conv), bool(use_gate)
         self.conv_size = positive_int(conv_size, f"{who}: conv_size")
         if form not in FAST_WEIGHT_FORMS:

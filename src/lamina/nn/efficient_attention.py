@@ -30,7 +30,7 @@ from lamina.functional.efficient_attention import linformer_attention, lsh_atten
 from lamina.functional.shape import pad, reshape
 from lamina.nn import init as initializers
 from lamina.nn.dense import Dense
-from lamina.nn.layer import input_error, positive_int, register_layer
+from lamina.nn.layer import head_split, input_error, positive_int, register_layer
 from lamina.nn.linear_attention import merge_heads, split_heads
 from lamina.nn.module import Module, as_tensor
 
@@ -48,12 +48,7 @@ class _HeadedSelfAttention(Module):
     def __init__(self, embed_dim: int, num_heads: int, use_bias: bool, name: str | None):
         super().__init__(name=name)
         who = type(self).__name__
-        self.embed_dim = positive_int(embed_dim, f"{who}: embed_dim")
-        self.num_heads = positive_int(num_heads, f"{who}: num_heads")
-        if embed_dim % num_heads:
-            raise ValueError(f"{who}: embed_dim {embed_dim} is not divisible by num_heads {num_heads}; each head "
-                             "gets embed_dim / num_heads features")
-        self.head_dim = embed_dim // num_heads
+        self.embed_dim, self.num_heads, self.head_dim = head_split(embed_dim, num_heads, who)
         self.use_bias = bool(use_bias)
         for projection in self._projections:
             setattr(self, projection, Dense(embed_dim, use_bias=self.use_bias, kernel_init="xavier_uniform"))

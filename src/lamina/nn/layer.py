@@ -170,6 +170,17 @@ def positive_int(value, what: str) -> int:
     return value
 
 
+def head_split(embed_dim, num_heads, who: str) -> tuple[int, int, int]:
+    """(embed_dim, num_heads, head_dim = embed_dim / num_heads), each checked to be a positive
+    int and embed_dim a multiple of num_heads; ``who`` names the layer in the ValueError."""
+    embed_dim = positive_int(embed_dim, f"{who}: embed_dim")
+    num_heads = positive_int(num_heads, f"{who}: num_heads")
+    if embed_dim % num_heads:
+        raise ValueError(f"{who}: embed_dim {embed_dim} is not divisible by num_heads {num_heads}; each head "
+                         "gets embed_dim / num_heads features")
+    return embed_dim, num_heads, embed_dim // num_heads
+
+
 def dropout_rate(value, who: str) -> float:
     """A dropout probability checked to lie in [0, 1); ``who`` names the layer."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:

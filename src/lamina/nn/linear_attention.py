@@ -28,7 +28,7 @@ from lamina.functional.linear_attention import (
 from lamina.functional.shape import reshape, swapaxes
 from lamina.nn.cache_rows import carried_state_rows
 from lamina.nn.dense import Dense
-from lamina.nn.layer import describe, input_error, positive_int, register_layer
+from lamina.nn.layer import describe, head_split, input_error, positive_int, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["LinearAttention", "PerformerAttention", "merge_heads", "split_heads"]
@@ -57,12 +57,7 @@ class _KernelAttention(Module):
                  stateful: bool, name: str | None):
         super().__init__(name=name)
         who = type(self).__name__
-        self.embed_dim = positive_int(embed_dim, f"{who}: embed_dim")
-        self.num_heads = positive_int(num_heads, f"{who}: num_heads")
-        if embed_dim % num_heads:
-            raise ValueError(f"{who}: embed_dim {embed_dim} is not divisible by num_heads {num_heads}; each head "
-                             "gets embed_dim / num_heads features")
-        self.head_dim = embed_dim // num_heads
+        self.embed_dim, self.num_heads, self.head_dim = head_split(embed_dim, num_heads, who)
         self.causal, self.use_bias = bool(causal), bool(use_bias)
         self.chunk_size = positive_int(chunk_size, f"{who}: chunk_size")
         self.eps = float(eps)
