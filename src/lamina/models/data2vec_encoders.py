@@ -32,9 +32,9 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.blocks import Block, nhwc
+from lamina.models.blocks import Block
 from lamina.models.constructor_config import register_with_arguments
-from lamina.models.ijepa import target_layer_norm, truncated_normal_weights
+from lamina.models.ijepa import target_layer_norm, trace_patch_encoder, truncated_normal_weights
 from lamina.models.mae import setup_patch_encoder, sincos_position_embedding, vit_blocks
 from lamina.nn import init as initializers
 from lamina.nn.layer import check_shape_ndim, input_error, pair, positive_int
@@ -135,13 +135,7 @@ class Data2VecImageEncoder(Data2VecEncoderBase):
         self._table = sincos_position_embedding(self.embed_dim, self.grid_size)
 
     def trace(self, shape, step):
-        shape = nhwc(self, shape)
-        expected = (*self.img_size, self.in_chans)
-        if any(n is not None and n != want for n, want in zip(shape[1:], expected)):
-            raise ShapeError(f"{self._label()}: got images of shape {tuple(shape)}; the encoder was made for "
-                             f"(batch, {expected[0]}, {expected[1]}, {expected[2]})")
-        tokens = step(self.patch_embed, shape)
-        return step(self.norm, step(self.blocks, (tokens[0], self.num_patches, self.embed_dim)))
+        return trace_patch_encoder(self, shape, step)
 
     def embed(self, x) -> Tensor:
         """Patch tokens (N, T, D) of NHWC images, without positions."""

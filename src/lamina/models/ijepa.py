@@ -190,6 +190,18 @@ def _fixed_positions(dim: int, grid: tuple[int, int], dtype):
     return backend.xp.asarray(sincos_position_embedding(dim, grid).reshape(1, rows, dim).astype(dtype))
 
 
+def trace_patch_encoder(encoder: Block, shape, step):
+    """The traced shapes of a ViT encoder made by ``setup_patch_encoder`` with a final ``norm``:
+    NHWC images of its own size -> patch tokens -> blocks -> norm (N, T, D)."""
+    shape = nhwc(encoder, shape)
+    expected = (*encoder.img_size, encoder.in_chans)
+    if any(n is not None and n != want for n, want in zip(shape[1:], expected)):
+        raise ShapeError(f"{encoder._label()}: got images of shape {tuple(shape)}; the encoder was made for "
+                         f"(batch, {expected[0]}, {expected[1]}, {expected[2]})")
+    tokens = step(encoder.patch_embed, shape)
+    return step(encoder.norm, step(encoder.blocks, (tokens[0], encoder.num_patches, encoder.embed_dim)))
+
+
 def truncated_normal_weights(root: nn.Module, std: float = INIT_STD) -> None:
     """Every Dense and convolution weight under ``root`` drawn from N(0, std^2) truncated at
     +-2 std, biases zero (LayerNorms keep 1 and 0): the ViT references' initialisation."""
@@ -255,13 +267,7 @@ class IJEPAEncoder(Block):
         self.norm = nn.LayerNorm(-1, eps=LAYER_NORM_EPS, name="norm")
 
     def trace(self, shape, step):
-        shape = nhwc(self, _first_shape(shape))
-        expected = (*self.img_size, self.in_chans)
-        if any(n is not None and n != want for n, want in zip(shape[1:], expected)):
-            raise ShapeError(f"{self._label()}: got images of shape {tuple(shape)}; the encoder was made for "
-                             f"(batch, {expected[0]}, {expected[1]}, {expected[2]})")
-        tokens = step(self.patch_embed, shape)
-        return step(self.norm, step(self.blocks, (tokens[0], self.num_patches, self.embed_dim)))
+        return trace_patch_encoder(self, _first_shape(shape), step)
 
     def build(self, input_shape) -> None:
         super().build(input_shape)
