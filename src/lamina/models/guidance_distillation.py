@@ -40,7 +40,7 @@ from lamina.errors import ShapeError
 from lamina.models.constructor_config import register_with_arguments
 from lamina.models.diffusion import DiffusionModel, class_labels
 from lamina.models.diffusion_nets import DenoisingMLP, DenoisingUNet, timestep_embedding, unet_down_path
-from lamina.models.progressive_distillation import check_student
+from lamina.models.progressive_distillation import check_student, noise_like
 from lamina.nn import Dense
 from lamina.nn.layer import describe, input_error, positive_int, register_layer
 from lamina.nn.module import as_tensor, evaluation_mode
@@ -226,12 +226,7 @@ def guidance_distillation_loss(student: GuidanceDistilledDiffusion, teacher: Dif
         raise ValueError(f"{who}: scale_range must be (low, high) with low <= high, got {scale_range!r}")
     scales = _scales(rng.uniform(low, high, n) if guidance_scale is None else guidance_scale, n, who)
     steps = rng.integers(0, teacher.num_timesteps, n) if t is None else teacher.schedule.timesteps(t, n, who)
-    if noise is None:
-        noise = rng.standard_normal(x0.shape)
-    noise = Tensor._wrap(backend.xp.asarray(backend.to_numpy(noise.data) if isinstance(noise, Tensor) else noise,
-                                            dtype=x0.dtype))
-    if noise.shape != x0.shape:
-        raise ShapeError(f"{who}: noise of {describe(noise)} does not match x0 of {describe(x0)}")
+    noise = noise_like(x0, noise, rng, who)
     z_t = teacher.schedule.q_sample(Tensor._wrap(x0.data), steps, noise)
     with no_grad(), evaluation_mode(teacher):
         both = teacher(Tensor._wrap(backend.xp.concatenate([z_t.data, z_t.data])), np.concatenate([steps, steps]),

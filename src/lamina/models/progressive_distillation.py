@@ -135,6 +135,18 @@ def _teacher_two_steps(teacher: DiffusionModel, z_t: Tensor, t, t_mid, t_target,
     return np.asarray(backend.to_numpy(z_target.data))
 
 
+def noise_like(x0: Tensor, noise, rng, who: str) -> Tensor:
+    """The noise eps of a distillation step: ``noise`` (array or tensor) checked to have x0's
+    shape and cast to its dtype, or standard normal draws of ``rng`` when None."""
+    if noise is None:
+        noise = rng.standard_normal(x0.shape)
+    noise = Tensor._wrap(backend.xp.asarray(backend.to_numpy(noise.data) if isinstance(noise, Tensor) else noise,
+                                            dtype=x0.dtype))
+    if noise.shape != x0.shape:
+        raise ShapeError(f"{who}: noise of {describe(noise)} does not match x0 of {describe(x0)}")
+    return noise
+
+
 def progressive_distillation_loss(student: DiffusionModel, teacher: DiffusionModel, x0, steps: int,
                                   weighting: str = "snr_plus_one", labels=None, guidance_scale: float = 1.0,
                                   indices=None, noise=None) -> Tensor:
@@ -165,12 +177,7 @@ def progressive_distillation_loss(student: DiffusionModel, teacher: DiffusionMod
     indices = np.asarray(indices)
     if indices.shape != (n,) or indices.dtype.kind not in "iu" or indices.min() < 1 or indices.max() > steps:
         raise ValueError(f"{who}: indices must be {n} student steps in [1, {steps}], got {describe(indices)}")
-    if noise is None:
-        noise = rng.standard_normal(x0.shape)
-    noise = Tensor._wrap(backend.xp.asarray(backend.to_numpy(noise.data) if isinstance(noise, Tensor) else noise,
-                                            dtype=x0.dtype))
-    if noise.shape != x0.shape:
-        raise ShapeError(f"{who}: noise of {describe(noise)} does not match x0 of {describe(x0)}")
+    noise = noise_like(x0, noise, rng, who)
     labels = class_labels(labels, n, teacher.num_classes, who)
     if np.ndim(guidance_scale) != 0 and not (getattr(teacher, "guidance_as_input", False)
                                              and getattr(student, "guidance_as_input", False)):

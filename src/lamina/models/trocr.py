@@ -68,6 +68,7 @@ from lamina.nn.sample_norm import LayerNorm
 from lamina.nn.transformer import PositionEmbedding, TransformerEncoderLayer
 from lamina.nn.transformer_decoder import TransformerDecoderLayer
 from lamina.text.beam import Hypothesis, beam_search
+from lamina.text.generate import caching_layers
 
 __all__ = ["TrOCR", "trocr_small"]
 
@@ -294,15 +295,8 @@ class TrOCR(Module):
     # -- recognition ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def _caching(self) -> Iterator[None]:
-        started = []
-        try:
-            for layer in self.decoder:
-                layer.start_caching()
-                started.append(layer)
+        with caching_layers(self.decoder):
             yield
-        finally:
-            for layer in started:
-                layer.stop_caching()
 
     @contextlib.contextmanager
     def _evaluating(self) -> Iterator[None]:

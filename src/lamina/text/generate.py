@@ -67,6 +67,21 @@ def _cache_layers(model) -> list:
 
 
 @contextlib.contextmanager
+def caching_layers(layers) -> Iterator[None]:
+    """Within: each of ``layers`` caches (``start_caching``); after, even on an error, every
+    layer started is stopped again (``stop_caching``), its cache cleared."""
+    started = []
+    try:
+        for layer in layers:
+            layer.start_caching()
+            started.append(layer)
+        yield
+    finally:
+        for layer in started:
+            layer.stop_caching()
+
+
+@contextlib.contextmanager
 def caching_keys_values(model) -> Iterator[None]:
     """Within: consecutive calls of ``model`` continue one sequence. Its causal attention
     layers keep the keys and values of every step read and attend over them and the new
@@ -82,15 +97,8 @@ def caching_keys_values(model) -> Iterator[None]:
     if not layers:
         raise ValueError(f"caching_keys_values: {type(model).__name__} has no layer that caches keys and values "
                          "(TransformerEncoderLayer, MultiHeadAttention, PositionalEncoding, PositionEmbedding)")
-    started = []
-    try:
-        for layer in layers:
-            layer.start_caching()
-            started.append(layer)
+    with caching_layers(layers):
         yield
-    finally:
-        for layer in started:
-            layer.stop_caching()
 
 
 def reorder_caches(model, rows) -> None:
