@@ -174,6 +174,49 @@ class TorchStep:
         self.layer(self.x).backward(self.dy)
 
 
+class GemmBound:
+    """The three matrix products of an im2col convolution alone, on arrays made in advance:
+    v = P W, dJ/dW = P^T dJ/dv, dJ/dP = dJ/dv W^T, with P the (N h_out w_out, f_h f_w c)
+    patch matrix, over chunks of images (as lamina's kernels take them). No patch matrix is
+    built and no col2im runs: the ratio of PyTorch's time to this one is what an im2col
+    convolution made of nothing but its products would reach with NumPy's BLAS on this
+    machine (lamina's "rows" plan multiplies other shapes, so it may do a little better).
+    This tells a slow convolution from a slow BLAS."""
+
+    CHUNK_ROWS = 4096
+
+    def __init__(self, case):
+        _, shape, make, _, _ = CASES[case]
+        layer = make()
+        x = lamina.tensor(_inputs(case, np.random.default_rng(0)))
+        out_shape = layer(x).shape
+        k, fh, fw, c = layer.weight.shape
+        rows, depth = int(np.prod(out_shape[:3])), fh * fw * c
+        rng = np.random.default_rng(2)
+        self.p = rng.standard_normal((rows, depth), dtype=np.float32)
+        self.w = rng.standard_normal((depth, k), dtype=np.float32)
+        self.dy = rng.standard_normal((rows, k), dtype=np.float32)
+        self.v, self.dp = np.empty((rows, k), np.float32), np.empty((rows, depth), np.float32)
+        self.dw = np.empty((depth, k), np.float32)
+        per_image = rows // out_shape[0]
+        step = max(1, self.CHUNK_ROWS // per_image) * per_image
+        self.chunks = [slice(lo, min(rows, lo + step)) for lo in range(0, rows, step)]
+
+    def __call__(self):
+        self.dw[...] = 0
+        for s in self.chunks:
+            np.matmul(self.p[s], self.w, out=self.v[s])
+            self.dw += self.p[s].T @ self.dy[s]
+            np.matmul(self.dy[s], self.w.T, out=self.dp[s])
+
+
+def _plain_conv(case: str) -> bool:
+    """A dense 2-D convolution (no dilation, one group), which GemmBound describes."""
+    layer = CASES[case][2]()
+    return (type(layer) is nn.Conv2D and getattr(layer, "groups", 1) == 1
+            and tuple(np.atleast_1d(getattr(layer, "dilation", 1))) in ((1,), (1, 1)))
+
+
 SYSTEMS = {"lamina": lambda c: LaminaStep(c), "torch NCHW": lambda c: TorchStep(c, False),
            "torch channels_last": lambda c: TorchStep(c, True)}
 
@@ -215,6 +258,8 @@ def run(case: str, repeats: int) -> float:
     steps = {name: make(case) for name, make in SYSTEMS.items()}
     if CASES[case][4] is not True:
         del steps["torch channels_last"]
+    if _plain_conv(case):
+        steps["GEMMs alone"] = GemmBound(case)
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
@@ -233,6 +278,10 @@ def run(case: str, repeats: int) -> float:
     ratio, low, high = paired_ratios(times[best], times["lamina"])   # times: theirs / ours
     print(f"\n{title}: forward + backward, median of {repeats}")
     for name in steps:
+        if name == "GEMMs alone":
+            print(f"  {name:20s} {median[name] * 1e3:8.2f} ms   (NumPy's BLAS, im2col shapes, no copies: "
+                  f"ratio {median[best] / median[name]:.2f} vs {best})")
+            continue
         memory = peak_mb(case, name)
         mem = f"peak +{memory:7.1f} MiB" if memory is not None else "peak n/a"
         print(f"  {name:20s} {median[name] * 1e3:8.2f} ms   {mem}")
