@@ -1,16 +1,17 @@
 """Mini-batch iteration over a dataset, reshuffled every epoch, resumable bit-exactly,
-made in the training thread or in background worker threads or processes."""
+made in the training thread or in background worker threads or processes.
+
+The worker pools are in :mod:`lamina.data.loader_workers` and the resumable state in
+:mod:`lamina.data.loader_state` (base classes of :class:`DataLoader`).
+"""
 
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import math
 import multiprocessing
 import threading
-import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,17 +21,19 @@ from lamina import backend
 from lamina.data.collate import default_collate
 from lamina.data.dataset import Dataset
 from lamina.data.iterable import is_iterable_dataset
+from lamina.data.loader_state import _ResumableState
+from lamina.data.loader_workers import _WorkerBatches
 from lamina.data.processes import ProcessPool
 from lamina.data.samplers import Sampler
 from lamina.data.subsets import fetches_whole_batches, is_labelled
-from lamina.data.workers import ENDED, FAILED, WorkerInfo, WorkerPool, worker_error
+from lamina.data.workers import WorkerPool
 
 __all__ = ["DataLoader"]
 
 WORKER_MODES = ("thread", "process")
 
 
-class DataLoader:
+class DataLoader(_WorkerBatches, _ResumableState):
     """Iterate over ``dataset`` in mini-batches of NumPy arrays.
 
     Each ``for xb, yb in loader`` is one epoch: every sample appears exactly once (or
@@ -269,33 +272,7 @@ class DataLoader:
             self._in_progress = None
         self._epoch += 1
 
-    # -- map-style datasets --------------------------------------------------------
-    def _indexed(self, order: np.ndarray, start: int, epoch: int) -> Iterator[Any]:
-        stop = len(self)
-        if self.num_workers == 0:
-            for b in range(start, stop):
-                yield self._make_batch(self._batch_indices(order, b), epoch, b)
-            return
-        pool, owned = self._acquire_pool(epoch)
-        run = pool.start_run()
-        ahead = self.prefetch_factor * pool.num_workers
-        sent, ready = start, {}
-        try:
-            for b in range(start, stop):
-                while sent < stop and sent - b < ahead:
-                    task = self._task(pool, "_make_batch", self._batch_indices(order, sent), epoch, sent)
-                    pool.submit(sent % pool.num_workers, run, sent, task)
-                    sent += 1
-                while b not in ready:
-                    worker, index, value, status = self._next_result(pool, run, b % pool.num_workers, f"batch {b}")
-                    ready[index] = (worker, value, status)
-                worker, value, status = ready.pop(b)
-                if status == FAILED:
-                    raise worker_error(value, worker, b, traceback_text=getattr(value, "worker_traceback", None))
-                yield value
-        finally:
-            self._release_pool(pool, owned)
-
+    # -- making a batch ----------------------------------------------------------------
     def _batch_indices(self, order: np.ndarray | list, b: int) -> np.ndarray:
         if isinstance(order, list):
             return order[b]
@@ -349,36 +326,6 @@ class DataLoader:
                             f"got {type(result).__name__}")
         return result
 
-    # -- iterable datasets -----------------------------------------------------------
-    def _stream(self, epoch: int) -> Iterator[Any]:
-        if self.num_workers == 0:
-            yield from self._stream_batches(epoch, 0)
-            return
-        pool, owned = self._acquire_pool(epoch)
-        run = pool.start_run()
-        slots = pool.stream_slots(self.prefetch_factor)
-        for w in range(pool.num_workers):
-            pool.submit(w, run, w, self._task(pool, "_stream_batches", epoch, w), slots[w])
-        pending: dict[int, deque] = {w: deque() for w in range(pool.num_workers)}
-        turn = deque(range(pool.num_workers))
-        try:
-            while turn:
-                w = turn.popleft()
-                while not pending[w]:
-                    worker, index, value, status = self._next_result(pool, run, w, "its next batch")
-                    pending[worker].append((index, value, status))
-                index, value, status = pending[w].popleft()
-                if status == ENDED:
-                    continue
-                if status == FAILED:
-                    raise worker_error(value, w, index, what="its batch",
-                                       traceback_text=getattr(value, "worker_traceback", None))
-                slots[w].release()
-                turn.append(w)
-                yield value
-        finally:
-            self._release_pool(pool, owned)
-
     def _stream_batches(self, epoch: int, worker: int) -> Iterator[Any]:
         """One stream's batches: ``iter(dataset)`` read ``batch_size`` samples at a time,
         batch k made in the random scope keyed (epoch, worker, k)."""
@@ -393,148 +340,9 @@ class DataLoader:
                 batch = self._finish(samples)
             yield batch
 
-    # -- workers ---------------------------------------------------------------------
-    def _acquire_pool(self, epoch: int) -> tuple[WorkerPool | ProcessPool, bool]:
-        """A pool of workers and whether the caller owns it (closes it when done)."""
-        with self._pool_lock:
-            if self.persistent_workers and self._pool is not None and not self._pool.busy:
-                return self._pool, False
-            if self.worker_mode == "process":
-                # The processes get a copy of the loader without its pools (see __getstate__).
-                pool = ProcessPool(self._worker_infos(epoch), self.worker_init_fn, copy.copy(self),
-                                   self.multiprocessing_context)
-            else:
-                pool = WorkerPool(self._worker_infos(epoch), self.worker_init_fn)
-            if self.persistent_workers and self._pool is None:
-                self._pool = pool
-                weakref.finalize(self, pool.close)
-                return pool, False
-            return pool, True
-
-    def _release_pool(self, pool: WorkerPool | ProcessPool, owned: bool) -> None:
-        pool.end_run()
-        if owned or pool.broken:
-            pool.close()
-        if pool.broken and self._pool is pool:
-            self._pool = None                          # the next epoch starts new processes
-
-    def _task(self, pool: WorkerPool | ProcessPool, method: str, *args: Any) -> Any:
-        """Work for a worker: a call of ``self.<method>(*args)``; for a process, which holds a
-        copy of the loader, the method's name and arguments."""
-        if isinstance(pool, ProcessPool):
-            return method, args
-        return functools.partial(getattr(self, method), *args)
-
-    def _next_result(self, pool: WorkerPool | ProcessPool, run: int, worker: int, what: str) -> tuple:
-        """``pool.get(run)``, waiting at most ``timeout`` seconds when one is set."""
-        result = pool.get(run, self.timeout or None)
-        if result is None:
-            raise TimeoutError(f"DataLoader: timeout={self.timeout:g} s passed without worker {worker} "
-                               f"delivering {what}")
-        return result
-
-    def _worker_infos(self, epoch: int) -> list[WorkerInfo]:
-        seeds = np.random.SeedSequence(self._batch_seed, spawn_key=(epoch,)).spawn(self.num_workers)
-        return [WorkerInfo(w, self.num_workers, int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)), self.dataset)
-                for w, s in enumerate(seeds)]
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_pool"], state["_pool_lock"] = None, None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._pool_lock = threading.Lock()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The loader's resumable state: epoch counter, generator state, in-epoch position.
-
-        Taken between epochs, it resumes at the start of the next epoch. Taken while an
-        epoch is being iterated (e.g. after handing out batch ``k``), a loader restored
-        from it redraws the same permutation and continues with batch ``k + 1``. Over an
-        iterable dataset, a restored loader reads the stream again from its start and skips
-        the ``k + 1`` batches handed out, so it resumes exactly if the stream is the same.
-        """
-        state: dict[str, Any] = {
-            "epoch": self._epoch,
-            "num_samples": self._num_samples(),
-            "batch_size": self.batch_size,
-            "shuffle": self.shuffle,
-            "drop_last": self.drop_last,
-            "sampler": repr(self.sampler),
-        }
-        pending = self._in_progress if self._in_progress is not None else self._resume
-        if pending is not None and (self._iterable or pending["position"] < len(self)):
-            state["generator"] = copy.deepcopy(pending["pre_state"])
-            state["position"] = pending["position"]
-        else:
-            if pending is not None:
-                # Every batch of the epoch has been handed out; the loop just has not asked
-                # for the next one yet. Count the epoch as finished.
-                state["epoch"] = self._epoch + 1
-            state["generator"] = copy.deepcopy(self._generator.bit_generator.state)
-            state["position"] = 0
-        state["batch_seed"] = self._batch_seed
-        if hasattr(self.batch_transform, "state_dict"):
-            # Taken now, after the batches already handed out were mixed: a restored loader
-            # mixes the following batches with the same draws.
-            state["batch_transform"] = self.batch_transform.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict` (of a loader over the same data).
-
-        A saved ``batch_transform`` state is loaded into this loader's batch transform; a
-        state without one leaves the batch transform as it is.
-        """
-        missing = {"epoch", "generator", "position"} - set(state)
-        if missing:
-            raise KeyError(f"DataLoader.load_state_dict: state lacks {sorted(missing)}")
-        for key, mine in (("num_samples", self._num_samples()), ("batch_size", self.batch_size),
-                          ("shuffle", self.shuffle), ("drop_last", self.drop_last),
-                          ("sampler", repr(self.sampler))):
-            if key in state and state[key] != mine:
-                raise ValueError(
-                    f"DataLoader.load_state_dict: saved {key}={state[key]!r} but this loader has "
-                    f"{key}={mine!r}"
-                )
-        generator_state = copy.deepcopy(state["generator"])
-        if generator_state.get("bit_generator") != type(self._generator.bit_generator).__name__:
-            raise ValueError(
-                f"DataLoader.load_state_dict: saved generator is {generator_state.get('bit_generator')!r}, "
-                f"expected {type(self._generator.bit_generator).__name__!r}"
-            )
-        if "batch_transform" in state:
-            if not hasattr(self.batch_transform, "load_state_dict"):
-                raise ValueError(
-                    "DataLoader.load_state_dict: the state holds a batch_transform's state but this loader has "
-                    f"batch_transform={self.batch_transform!r}, which has no load_state_dict"
-                )
-            self.batch_transform.load_state_dict(state["batch_transform"])
-        if "batch_seed" in state:
-            self._batch_seed = int(state["batch_seed"])
-        with self._pool_lock:
-            if isinstance(self._pool, ProcessPool) and not self._pool.busy:
-                # Its processes hold a copy of the loader (and batch transform) from before.
-                self._pool.close()
-                self._pool = None
-        self._epoch = int(state["epoch"])
-        self._in_progress = None
-        position = int(state["position"])
-        if position > 0:
-            self._resume = {"pre_state": generator_state, "position": position}
-        else:
-            self._resume = None
-            self._generator.bit_generator.state = generator_state
-
-    def _num_samples(self) -> int | None:
-        return len(self.dataset) if hasattr(self.dataset, "__len__") else None
-
     def __repr__(self) -> str:
         workers = f", num_workers={self.num_workers}" if self.num_workers else ""
         if self.num_workers and self.worker_mode != "thread":
             workers += f", worker_mode={self.worker_mode!r}"
         return (f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"drop_last={self.drop_last}, seed={self.seed}, sampler={self.sampler!r}{workers})")
-

@@ -19,21 +19,48 @@ layers of their own (see their docstrings); ``Attention`` and ``AdditiveAttentio
 Keras's, with its masks (:mod:`lamina.keras.attention`). Masks (``Embedding(mask_zero=True)``,
 ``Masking``) are :mod:`lamina.keras.masking`'s; the recurrent layers, with masks and
 dropout, :mod:`lamina.keras.recurrent`'s.
+
+The Dense, convolution and pooling names are in :mod:`lamina.keras.conv_layers` and the layers
+of their own in :mod:`lamina.keras.own_layers`; this module re-exports them.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from lamina import functional as F
 from lamina import nn
-from lamina.autograd import Tensor
-from lamina.keras.attention import AdditiveAttention, Attention, ProjectedAttention
+from lamina.keras.attention import AdditiveAttention, Attention, ProjectedAttention  # noqa: F401
+from lamina.keras.conv_layers import (  # noqa: F401  (moved there, importable from here too)
+    _GLOBAL_AXES,
+    _IGNORED,
+    AveragePooling1D,
+    AveragePooling2D,
+    AveragePooling3D,
+    Conv1D,
+    Conv2D,
+    Conv2DTranspose,
+    Conv3D,
+    Dense,
+    DepthwiseConv2D,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GlobalAveragePooling3D,
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    GlobalMaxPooling3D,
+    MaxPooling1D,
+    MaxPooling2D,
+    MaxPooling3D,
+    SeparableConv2D,
+    _conv,
+    _finish,
+    _global,
+    _pool,
+)
 from lamina.keras.masking import Embedding as KerasEmbedding
 from lamina.keras.masking import Masking as MaskingLayer
-from lamina.keras.masking import mask_of
-from lamina.keras.pooling import GlobalAveragePooling1D as MaskedAveragePooling1D
-from lamina.keras.pooling import SamePooling
+from lamina.keras.masking import mask_of  # noqa: F401  (importable from here as before)
+from lamina.keras.own_layers import MultiHeadAttention, Rescaling, Resizing  # noqa: F401  (moved there)
+from lamina.keras.pooling import GlobalAveragePooling1D as MaskedAveragePooling1D  # noqa: F401
+from lamina.keras.pooling import SamePooling  # noqa: F401
 from lamina.keras.recurrent import KerasBidirectional, KerasGRU, KerasLSTM, KerasSimpleRNN
 from lamina.nn import (
     AlphaDropout,
@@ -58,7 +85,6 @@ from lamina.nn import (
     ZeroPadding2D,
 )
 from lamina.nn import Input as _lamina_input
-from lamina.nn.layer import register_layer
 from lamina.nn.module import Module
 
 Layer = Module
@@ -78,187 +104,12 @@ __all__ = [
     "KerasLSTM", "KerasSimpleRNN",
 ]
 
-_IGNORED = ("dtype",)                   # accepted: lamina layers take the input's dtype
-
-
-def _finish(what: str, layer: Module, options: dict) -> Module:
-    """Apply the arguments every Keras layer takes (``input_shape``) and refuse the rest."""
-    input_shape = options.pop("input_shape", None)
-    input_dim = options.pop("input_dim", None)
-    if input_dim is not None and input_shape is None:
-        input_shape = (input_dim,)
-    if options.pop("data_format", None) not in (None, "channels_last"):
-        raise ValueError(f"{what}: only data_format='channels_last' (NHWC) is supported")
-    if options.pop("trainable", True) is not True:
-        raise ValueError(f"{what}: trainable=False on a new layer is not supported; freeze its parameters "
-                         "(parameter.trainable = False) once the model is built")
-    for key in _IGNORED:
-        options.pop(key, None)
-    unsupported = {k: v for k, v in options.items() if v is not None}
-    if unsupported:
-        raise ValueError(f"{what}: option(s) {sorted(unsupported)} are not supported by lamina's "
-                         f"{type(layer).__name__}")
-    if input_shape is not None:
-        layer.keras_input_shape = (None, *tuple(input_shape))
-    return layer
-
 
 def Input(shape=None, batch_size=None, name: str | None = None, dtype="float32", **options):  # noqa: N802
     """A model input (a placeholder) for samples of ``shape`` (without the batch axis)."""
     if options:
         raise ValueError(f"Input: option(s) {sorted(options)} are not supported")
     return _lamina_input(shape, name=name, dtype=dtype)
-
-
-# -- dense and convolutions ----------------------------------------------------------------------
-def Dense(units: int, activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",  # noqa: N802
-          bias_initializer="zeros", name: str | None = None, **options) -> nn.Dense:
-    """y = activation(x W + b), W glorot-uniform."""
-    layer = nn.Dense(units, activation=activation, use_bias=use_bias, kernel_init=kernel_initializer,
-                     bias_init=bias_initializer, name=name)
-    return _finish("Dense", layer, options)
-
-
-def _conv(what, cls, filters, kernel_size, strides, padding, dilation_rate, groups, activation, use_bias,
-          kernel_initializer, bias_initializer, name, options):
-    layer = cls(filters, kernel_size, stride=strides, padding=padding, dilation=dilation_rate, groups=groups,
-                activation=activation, use_bias=use_bias, kernel_init=kernel_initializer,
-                bias_init=bias_initializer, name=name)
-    return _finish(what, layer, options)
-
-
-def Conv1D(filters: int, kernel_size, strides=1, padding="valid", dilation_rate=1, groups: int = 1,  # noqa: N802
-           activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-           name: str | None = None, **options) -> nn.Conv1D:
-    """1-D convolution of (N, L, C) sequences; padding 'valid', 'same' or 'causal'."""
-    return _conv("Conv1D", nn.Conv1D, filters, kernel_size, strides, padding, dilation_rate, groups, activation,
-                 use_bias, kernel_initializer, bias_initializer, name, options)
-
-
-def Conv2D(filters: int, kernel_size, strides=1, padding="valid", dilation_rate=1, groups: int = 1,  # noqa: N802
-           activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-           name: str | None = None, **options) -> nn.Conv2D:
-    """2-D convolution of NHWC images: f x f x C_in x filters weights plus filters biases."""
-    return _conv("Conv2D", nn.Conv2D, filters, kernel_size, strides, padding, dilation_rate, groups, activation,
-                 use_bias, kernel_initializer, bias_initializer, name, options)
-
-
-def Conv3D(filters: int, kernel_size, strides=1, padding="valid", dilation_rate=1, groups: int = 1,  # noqa: N802
-           activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-           name: str | None = None, **options) -> nn.Conv3D:
-    """3-D convolution of (N, D, H, W, C) volumes."""
-    return _conv("Conv3D", nn.Conv3D, filters, kernel_size, strides, padding, dilation_rate, groups, activation,
-                 use_bias, kernel_initializer, bias_initializer, name, options)
-
-
-def Conv2DTranspose(filters: int, kernel_size, strides=1, padding="valid", output_padding=None,  # noqa: N802
-                    activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
-                    bias_initializer="zeros", name: str | None = None, **options) -> nn.Conv2DTranspose:
-    """Transposed 2-D convolution ('valid': (H - 1) s + f; 'same': H s)."""
-    if options.get("dilation_rate", 1) in (1, (1, 1)):
-        options.pop("dilation_rate", None)
-    layer = nn.Conv2DTranspose(filters, kernel_size, stride=strides, padding=padding,
-                               output_padding=0 if output_padding is None else output_padding, use_bias=use_bias,
-                               activation=activation, kernel_init=kernel_initializer, bias_init=bias_initializer,
-                               name=name)
-    return _finish("Conv2DTranspose", layer, options)
-
-
-def DepthwiseConv2D(kernel_size, strides=1, padding="valid", depth_multiplier: int = 1,  # noqa: N802
-                    activation=None, use_bias: bool = True, depthwise_initializer="glorot_uniform",
-                    bias_initializer="zeros", dilation_rate=1, name: str | None = None,
-                    **options) -> nn.DepthwiseConv2D:
-    """One f x f filter per input channel (times ``depth_multiplier``)."""
-    layer = nn.DepthwiseConv2D(kernel_size, depth_multiplier=depth_multiplier, stride=strides, padding=padding,
-                               use_bias=use_bias, activation=activation, kernel_init=depthwise_initializer,
-                               bias_init=bias_initializer, dilation=dilation_rate, name=name)
-    return _finish("DepthwiseConv2D", layer, options)
-
-
-def SeparableConv2D(filters: int, kernel_size, strides=1, padding="valid", depth_multiplier: int = 1,  # noqa: N802
-                    activation=None, use_bias: bool = True, depthwise_initializer="glorot_uniform",
-                    pointwise_initializer="glorot_uniform", bias_initializer="zeros", dilation_rate=1,
-                    name: str | None = None, **options) -> nn.SeparableConv2D:
-    """A depthwise convolution then a 1 x 1 one; one bias, after the pointwise step."""
-    if pointwise_initializer != depthwise_initializer:
-        raise ValueError("SeparableConv2D: lamina's layer takes one initializer for both kernels; give "
-                         "depthwise_initializer and pointwise_initializer the same value")
-    layer = nn.SeparableConv2D(filters, kernel_size, depth_multiplier=depth_multiplier, stride=strides,
-                               padding=padding, use_bias=use_bias, activation=activation,
-                               kernel_init=depthwise_initializer, bias_init=bias_initializer,
-                               dilation=dilation_rate, name=name)
-    return _finish("SeparableConv2D", layer, options)
-
-
-# -- pooling ---------------------------------------------------------------------------------------
-def _pool(what: str, cls, pool_size, strides, padding, name, options):
-    mode = str(padding).lower()
-    if mode == "same":
-        kind = "max" if what.startswith("Max") else "average"
-        return _finish(what, SamePooling(kind, int(what[-2]), pool_size, strides, name=name), options)
-    if mode != "valid":
-        raise ValueError(f"{what}: padding={padding!r} is not supported; expected 'valid' or 'same'")
-    return _finish(what, cls(pool_size, stride=strides, name=name), options)
-
-
-def MaxPooling1D(pool_size=2, strides=None, padding="valid", name=None, **options):  # noqa: N802
-    return _pool("MaxPooling1D", nn.MaxPool1D, pool_size, strides, padding, name, options)
-
-
-def MaxPooling2D(pool_size=(2, 2), strides=None, padding="valid", name=None, **options):  # noqa: N802
-    return _pool("MaxPooling2D", nn.MaxPool2D, pool_size, strides, padding, name, options)
-
-
-def MaxPooling3D(pool_size=(2, 2, 2), strides=None, padding="valid", name=None, **options):  # noqa: N802
-    return _pool("MaxPooling3D", nn.MaxPool3D, pool_size, strides, padding, name, options)
-
-
-def AveragePooling1D(pool_size=2, strides=None, padding="valid", name=None, **options):  # noqa: N802
-    return _pool("AveragePooling1D", nn.AvgPool1D, pool_size, strides, padding, name, options)
-
-
-def AveragePooling2D(pool_size=(2, 2), strides=None, padding="valid", name=None, **options):  # noqa: N802
-    return _pool("AveragePooling2D", nn.AvgPool2D, pool_size, strides, padding, name, options)
-
-
-def AveragePooling3D(pool_size=(2, 2, 2), strides=None, padding="valid", name=None, **options):  # noqa: N802
-    return _pool("AveragePooling3D", nn.AvgPool3D, pool_size, strides, padding, name, options)
-
-
-_GLOBAL_AXES = {1: "l", 2: "h w", 3: "d h w"}
-
-
-def _global(what: str, dims: int, reduction: str, keepdims: bool, name, options) -> Module:
-    """Pool over the spatial axes: ``lamina.nn.Reduce('b h w c -> b c', reduction)``."""
-    axes = _GLOBAL_AXES[dims]
-    kept = " ".join("1" for _ in axes.split()) if keepdims else ""
-    pattern = f"b {axes} c -> b {kept} c".replace("  ", " ")
-    return _finish(what, nn.Reduce(pattern, reduction=reduction, name=name), options)
-
-
-def GlobalAveragePooling1D(keepdims: bool = False, name=None, **options):  # noqa: N802
-    """The mean over the time axis; over the unmasked steps of a masked input."""
-    return _finish("GlobalAveragePooling1D", MaskedAveragePooling1D(keepdims, name=name), options)
-
-
-def GlobalAveragePooling2D(keepdims: bool = False, name=None, **options):  # noqa: N802
-    return _global("GlobalAveragePooling2D", 2, "mean", keepdims, name, options)
-
-
-def GlobalAveragePooling3D(keepdims: bool = False, name=None, **options):  # noqa: N802
-    return _global("GlobalAveragePooling3D", 3, "mean", keepdims, name, options)
-
-
-def GlobalMaxPooling1D(keepdims: bool = False, name=None, **options):  # noqa: N802
-    return _global("GlobalMaxPooling1D", 1, "max", keepdims, name, options)
-
-
-def GlobalMaxPooling2D(keepdims: bool = False, name=None, **options):  # noqa: N802
-    return _global("GlobalMaxPooling2D", 2, "max", keepdims, name, options)
-
-
-def GlobalMaxPooling3D(keepdims: bool = False, name=None, **options):  # noqa: N802
-    return _global("GlobalMaxPooling3D", 3, "max", keepdims, name, options)
 
 
 # -- shapes, dropout, normalization, activations ------------------------------------------------------
@@ -426,139 +277,3 @@ def Add(name=None, **options):  # noqa: N802
 def Concatenate(axis: int = -1, name=None, **options):  # noqa: N802
     """A list of tensors joined along ``axis``."""
     return _finish("Concatenate", nn.Concatenate(axis=axis, name=name), options)
-
-
-# -- layers of their own ---------------------------------------------------------------------------------
-@register_layer(name="KerasMultiHeadAttention")
-class MultiHeadAttention(Module):
-    """Keras's multi-head attention: ``mha(query, value, key=None)``, ``num_heads`` heads with
-    keys of ``key_dim`` and values of ``value_dim`` (default ``key_dim``) features each, the
-    output projected back to the query's E features.
-
-    When the value heads are as wide as the key heads and the query, value (and key, if passed
-    positionally) share E, it is built on the first call as lamina's
-    :class:`lamina.nn.MultiHeadAttention` with ``embed_dim=E`` and ``head_dim=key_dim``;
-    otherwise as :class:`lamina.keras.attention.ProjectedAttention` (four Dense projections).
-    Either way Keras's parameter count: E_q h d_k + E_k h d_k + E_v h d_v + h d_v E_q weights
-    plus 2 h d_k + h d_v + E_q biases. ``attention_mask`` (N, T_q, T_k), True where a query
-    may attend, and-ed as Keras does with the query's mask (rows) and the value's and key's
-    (columns): the masks the tensors carry, or ``query_mask=``, ``value_mask=``,
-    ``key_mask=`` (N, T); a fully masked query row gets zero attention weights (no NaN), its
-    output the output projection's bias; the output carries the query's mask. ``use_causal_mask``;
-    ``return_attention_scores`` also returns the weights (N, h, T_q, T_k). A key of another
-    width than the value must be passed positionally (``mha(query, value, key)``) when
-    ``value_dim`` equals ``key_dim``, so that the first call sees it.
-    """
-
-    def __init__(self, num_heads: int, key_dim: int, value_dim: int | None = None, dropout: float = 0.0,
-                 use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 name: str | None = None):
-        super().__init__(name=name)
-        self.num_heads, self.key_dim, self.dropout = int(num_heads), int(key_dim), float(dropout)
-        self.value_dim = self.key_dim if value_dim is None else int(value_dim)
-        if min(self.num_heads, self.key_dim, self.value_dim) < 1:
-            raise ValueError(f"MultiHeadAttention: num_heads, key_dim and value_dim must be positive, got "
-                             f"{num_heads!r}, {key_dim!r}, {value_dim!r}")
-        self.use_bias, self.kernel_initializer, self.bias_initializer = bool(use_bias), kernel_initializer, \
-            bias_initializer
-
-    def build(self, input_shape) -> None:
-        shapes = list(input_shape) if input_shape and isinstance(input_shape[0], (tuple, list)) else [input_shape]
-        widths = {shape[-1] for shape in shapes}
-        if self.value_dim == self.key_dim and len(widths) == 1:
-            self.attention = nn.MultiHeadAttention(shapes[0][-1], self.num_heads, use_bias=self.use_bias,
-                                                   dropout=self.dropout, kernel_init=self.kernel_initializer,
-                                                   bias_init=self.bias_initializer, head_dim=self.key_dim)
-        else:
-            self.attention = ProjectedAttention(self.num_heads, self.key_dim, self.value_dim, dropout=self.dropout,
-                                                use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
-                                                bias_initializer=self.bias_initializer)
-        self.built = True
-
-    def forward(self, query, value, key=None, attention_mask=None, return_attention_scores: bool = False,
-                use_causal_mask: bool = False, training=None, query_mask=None, value_mask=None, key_mask=None):
-        attention_mask = self._combined_mask(query, value, key, attention_mask, query_mask, value_mask, key_mask)
-        if isinstance(self.attention, ProjectedAttention):
-            return self.attention(query, value, key, attention_mask=attention_mask,
-                                  return_attention_scores=return_attention_scores, use_causal_mask=use_causal_mask)
-        key = value if key is None else key
-        return self.attention(query, key, value, mask=attention_mask, causal=use_causal_mask,
-                              return_weights=return_attention_scores)
-
-    @staticmethod
-    def _combined_mask(query, value, key, attention_mask, query_mask=None, value_mask=None, key_mask=None):
-        """Keras's attention mask: ``attention_mask`` and-ed with the query's mask (N, T_q, 1),
-        the value's and the key's (N, 1, T_k) (each given, or the one the tensor carries; the
-        key's only for a key other than the value). A query row so masked that it attends to
-        no key gets zero weights, hence a zero context and the output projection's bias (as
-        Keras's masked softmax, which multiplies the weights by the mask)."""
-        def given(mask, tensor):
-            mask = mask_of(tensor) if mask is None else mask
-            return None if mask is None else np.asarray(mask.data if isinstance(mask, Tensor) else mask, dtype=bool)
-
-        t_q, t_k = query.shape[1], value.shape[1]
-        masks = []
-        q_mask = given(query_mask, query)
-        if q_mask is not None:
-            masks.append(q_mask[:, :, None])
-        for mask in (given(value_mask, value), None if key is None or key is value else given(key_mask, key)):
-            if mask is not None:
-                masks.append(mask[:, None, :])
-        if not masks:
-            return attention_mask
-        auto = np.logical_and.reduce([np.broadcast_to(m, (m.shape[0], t_q, t_k)) for m in masks])
-        if attention_mask is None:
-            return auto
-        given_mask = np.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
-        return given_mask.astype(bool) & auto
-
-    def compute_mask(self, inputs, mask=None):
-        """The query's mask."""
-        return mask
-
-    def get_config(self) -> dict:
-        return {"num_heads": self.num_heads, "key_dim": self.key_dim, "value_dim": self.value_dim,
-                "dropout": self.dropout, "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer, "name": self.name}
-
-
-@register_layer(name="KerasRescaling")
-class Rescaling(Module):
-    """y = x scale + offset (e.g. ``Rescaling(1 / 255)`` for pixel values)."""
-
-    def __init__(self, scale: float, offset: float = 0.0, name: str | None = None):
-        super().__init__(name=name)
-        self.scale, self.offset = float(scale), float(offset)
-
-    def forward(self, x) -> Tensor:
-        x = x if isinstance(x, Tensor) else Tensor(x)
-        return x * self.scale + self.offset
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self) -> dict:
-        return {"scale": self.scale, "offset": self.offset, "name": self.name}
-
-
-@register_layer(name="KerasResizing")
-class Resizing(Module):
-    """Resize NHWC images to ``height`` x ``width`` ('bilinear', 'nearest', 'bicubic', 'area'),
-    sampling at pixel centres (``align_corners=False``) without antialiasing."""
-
-    def __init__(self, height: int, width: int, interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
-                 name: str | None = None):
-        super().__init__(name=name)
-        if crop_to_aspect_ratio:
-            raise ValueError("Resizing: crop_to_aspect_ratio is not supported")
-        self.height, self.width, self.interpolation = int(height), int(width), interpolation
-
-    def forward(self, x) -> Tensor:
-        align = False if self.interpolation in ("bilinear", "bicubic") else None
-        return F.interpolate(x, size=(self.height, self.width), mode=self.interpolation, align_corners=align)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.height, self.width, input_shape[-1])
-
-    def get_config(self) -> dict:
-        return {"height": self.height, "width": self.width, "interpolation": self.interpolation, "name": self.name}
