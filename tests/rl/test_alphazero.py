@@ -154,9 +154,10 @@ def test_connect_four_self_play_runs():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_alphazero_learns_tictactoe(seed):
     game = TicTacToe()
-    agent = train_alphazero(game, iterations=10, arena_games=0, eval_games=0, seed=seed)   # 30 games each
+    agent = train_alphazero(game, iterations=6, arena_games=0, eval_games=0, seed=seed)    # 30 games each
     versus_random = play_match(game, agent.player(), RandomPlayer(game, seed=seed), 100)   # 50 on each side
+    # measured (6 iterations, seeds 0-4, OpenBLAS Haswell and SkylakeX alike): 90-93 wins, no loss
     assert versus_random["losses"] == 0 and versus_random["wins"] >= 70, versus_random
     uct = MCTSPlayer(MCTS.uct(game, n_simulations=100, seed=seed))
     versus_uct = play_match(game, agent.player(), uct, 10)
-    assert versus_uct["losses"] <= 1, versus_uct          # none lost for seeds 0 and 1
+    assert versus_uct["losses"] <= 1, versus_uct          # none lost for seeds 0-4 (one for seed 2 at 4 iterations)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import numpy as np
 import pytest
 
 import lamina
+from cli_checks import exit_of
 from lamina import functional as F
 from lamina import models, optim
 from lamina.text import (
@@ -269,30 +267,26 @@ def test_a_language_model_trains_samples_and_searches_on_bpe_ids():
     assert sample_text(model, tokenizer, max_length=5, seed=0) == sample_text(model, tokenizer, max_length=5, seed=0)
 
 
-def _lamina_cli(*args):
-    return subprocess.run([sys.executable, "-m", "lamina", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
 @pytest.mark.skipif(not SHARED_TEXT.is_dir(), reason="no shared text corpora beside the project")
-def test_the_cli_trains_samples_and_evaluates_a_bpe_language_model(tmp_path):
-    trained = _lamina_cli("train-text", "--tokenizer", "bpe", "--vocab-size", "300", "--data-dir", str(SHARED_TEXT),
-                          "--offline", "--limit", "500", "--epochs", "1", "--hidden", "16", "--out", str(tmp_path),
-                          "--verbose", "0", "--samples", "1")
-    assert trained.returncode == 0, trained.stderr
-    assert "300 tokens in the vocabulary" in trained.stdout
-    per_token = float(trained.stdout.split("test cost ")[1].split()[0])
-    per_character = float(trained.stdout.split("nats per token (perplexity")[1].split("), ")[1].split()[0])
+def test_the_cli_trains_samples_and_evaluates_a_bpe_language_model(tmp_path, capsys):
+    # in-process through lamina.cli.main (tests/test_cli.py runs train-text in a subprocess)
+    code, trained, err = exit_of(capsys, "train-text", "--tokenizer", "bpe", "--vocab-size", "300", "--data-dir",
+                                 str(SHARED_TEXT), "--offline", "--limit", "500", "--epochs", "1", "--hidden", "16",
+                                 "--out", str(tmp_path), "--verbose", "0", "--samples", "1")
+    assert code == 0, err
+    assert "300 tokens in the vocabulary" in trained
+    per_token = float(trained.split("test cost ")[1].split()[0])
+    per_character = float(trained.split("nats per token (perplexity")[1].split("), ")[1].split()[0])
     assert 0 < per_character < per_token                   # a subword stands for more than one character
     bundle = lamina.load_bundle(tmp_path / "model.safetensors")
     tokenizer = tokenizer_from_config(bundle.info["vocabulary"])
     assert isinstance(tokenizer, BPETokenizer) and len(tokenizer) == 300 and bundle.info["tokenizer"] == "bpe"
     assert bundle.info["test_loss_per_character"] == pytest.approx(per_character, abs=1e-4)
-    evaluated = _lamina_cli("evaluate", str(tmp_path / "model.safetensors"), "--data-dir", str(SHARED_TEXT),
-                            "--offline")
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert f"names test: cost {per_token:.4f} nats per token" in evaluated.stdout
-    assert f"{per_character:.4f} nats per character" in evaluated.stdout
-    drawn = _lamina_cli("sample", str(tmp_path / "model.safetensors"), "--count", "1", "--prompt", "ma",
-                        "--max-length", "5")
-    assert drawn.returncode == 0 and drawn.stdout.startswith("ma"), drawn.stderr   # any byte may follow
+    code, evaluated, err = exit_of(capsys, "evaluate", str(tmp_path / "model.safetensors"), "--data-dir",
+                                   str(SHARED_TEXT), "--offline")
+    assert code == 0, err
+    assert f"names test: cost {per_token:.4f} nats per token" in evaluated
+    assert f"{per_character:.4f} nats per character" in evaluated
+    code, drawn, err = exit_of(capsys, "sample", str(tmp_path / "model.safetensors"), "--count", "1", "--prompt", "ma",
+                               "--max-length", "5")
+    assert code == 0 and drawn.startswith("ma"), err   # any byte may follow
