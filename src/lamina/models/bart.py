@@ -31,7 +31,7 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.models.constructor_config import register_with_arguments
-from lamina.models.encoder_decoder_cache import cached_keys_values
+from lamina.models.encoder_decoder_cache import HeadProjections, cached_keys_values
 from lamina.models.hf_weights import build_children, main_input_shape
 from lamina.models.t5_generation import generate_from_inputs
 from lamina.nn import init as initializers
@@ -88,7 +88,7 @@ def shift_tokens_right(labels, pad_token_id: int, decoder_start_token_id: int) -
 
 
 @register_with_arguments
-class BartAttention(Module):
+class BartAttention(HeadProjections):
     """Multi-head attention with biased projections ``q_proj``, ``k_proj``, ``v_proj``,
     ``out_proj``: out_proj(concat_h softmax(q_h k_h^T / sqrt(d_head) + bias) v_h)."""
 
@@ -102,18 +102,6 @@ class BartAttention(Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
             Dense(embed_dim, kernel_init=_normal()) for _ in range(4))
         self.dropout = Dropout(checked_rate(dropout, "BartAttention"))
-
-    def build(self, input_shape) -> None:
-        shape = main_input_shape(input_shape)
-        build_children((layer, shape) for layer in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
-        self.built = True
-
-    def _heads(self, x: Tensor) -> Tensor:
-        n, t = x.shape[0], x.shape[1]
-        return F.transpose(F.reshape(x, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
-
-    def _keys_values(self, source: Tensor) -> tuple[Tensor, Tensor]:
-        return self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
 
     def forward(self, x, bias=None, key_value=None, cache: dict | None = None, cache_key: str = "self") -> Tensor:
         """``x`` (N, Tq, d); ``bias`` None or broadcasting to (N, heads, Tq, Tk) (masks);

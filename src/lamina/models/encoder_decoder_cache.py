@@ -1,5 +1,6 @@
-"""Keys and values of the attention layers of an encoder-decoder model (T5, Whisper) kept
-in a dict between decoding steps."""
+"""Keys and values of the attention layers of an encoder-decoder model (T5, BART, Whisper)
+kept in a dict between decoding steps, and the projections into heads that BART's and
+Whisper's attention layers share."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import Callable
 
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.nn.module import as_tensor
+from lamina.models.hf_weights import build_children, main_input_shape
+from lamina.nn.module import Module, as_tensor
 
-__all__ = ["cached_keys_values"]
+__all__ = ["HeadProjections", "cached_keys_values"]
 
 
 def cached_keys_values(project: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor, key_value,
@@ -29,3 +31,22 @@ def cached_keys_values(project: Callable[[Tensor], tuple[Tensor, Tensor]], x: Te
     if cache is not None:
         cache[cache_key] = (k, v)
     return k, v
+
+
+class HeadProjections(Module):
+    """Base of an attention layer with Dense projections ``q_proj``, ``k_proj``, ``v_proj``
+    and ``out_proj`` (made by the subclass) and ``num_heads`` heads of ``head_dim`` values:
+    builds the four on the input's shape, splits (N, T, d) into (N, heads, T, head_dim) and
+    projects a source into the keys and values that :func:`cached_keys_values` keeps."""
+
+    def build(self, input_shape) -> None:
+        shape = main_input_shape(input_shape)
+        build_children([(layer, shape) for layer in (self.q_proj, self.k_proj, self.v_proj, self.out_proj)])
+        self.built = True
+
+    def _heads(self, x: Tensor) -> Tensor:
+        n, t = x.shape[0], x.shape[1]
+        return F.transpose(F.reshape(x, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
+
+    def _keys_values(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        return self._heads(self.k_proj(source)), self._heads(self.v_proj(source))

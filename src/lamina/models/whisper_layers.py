@@ -15,7 +15,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.encoder_decoder_cache import cached_keys_values
+from lamina.models.encoder_decoder_cache import HeadProjections, cached_keys_values
 from lamina.models.hf_weights import build_children, main_input_shape
 from lamina.models.whisper_features import whisper_sinusoids
 from lamina.nn import init as initializers
@@ -47,7 +47,7 @@ def _ids(x) -> np.ndarray:
 
 
 @register_layer
-class WhisperAttention(Module):
+class WhisperAttention(HeadProjections):
     """Multi-head attention with Hugging Face's names: ``q_proj``, ``k_proj`` (no bias),
     ``v_proj`` and ``out_proj``, scores scaled by d_head^-0.5."""
 
@@ -64,18 +64,6 @@ class WhisperAttention(Module):
         self.v_proj = Dense(embed_dim, kernel_init=_normal())
         self.out_proj = Dense(embed_dim, kernel_init=_normal())
         self.dropout = Dropout(self.dropout_rate)
-
-    def build(self, input_shape) -> None:
-        shape = main_input_shape(input_shape)
-        build_children([(layer, shape) for layer in (self.q_proj, self.k_proj, self.v_proj, self.out_proj)])
-        self.built = True
-
-    def _heads(self, x: Tensor) -> Tensor:
-        n, t = x.shape[0], x.shape[1]
-        return F.transpose(F.reshape(x, n, t, self.num_heads, self.head_dim), 0, 2, 1, 3)
-
-    def _keys_values(self, source: Tensor) -> tuple[Tensor, Tensor]:
-        return self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
 
     def forward(self, x, key_value=None, mask=None, cache: dict | None = None, cache_key: str = "self",
                 scores_out: list | None = None) -> Tensor:
