@@ -1,4 +1,13 @@
-"""lamina: a deep-learning framework on NumPy with its own reverse-mode autodiff engine."""
+"""lamina: a deep-learning framework on NumPy with its own reverse-mode autodiff engine.
+
+``import lamina`` loads the engine, the ops, the layers, the optimizers, the data pipeline and
+saving; the larger packages above them (the model zoo, analysis, text, vision, reinforcement
+learning, ONNX export, ...) load on first use (``lamina.models``, ``from lamina import
+models``), and the first :func:`lamina.load` or registry lookup that needs one of their
+layers loads them all.
+"""
+
+import importlib
 
 from lamina import functional
 from lamina.autograd import Function, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
@@ -22,37 +31,40 @@ __all__ = [
     "set_default_dtype", "set_num_threads", "stack", "tensor", "where",
 ]
 
-from lamina import analysis, data, distributions, fft, linalg, models, nn, optim, text, vision  # noqa: E402
-from lamina.export import export_onnx, load_onnx  # noqa: E402
+from lamina import amp, data, fft, func, manifolds, nn, optim, sparse  # noqa: E402
+from lamina.amp import GradScaler, autocast  # noqa: E402
+from lamina.functional.rearrange import pack, rearrange, reduce, repeat, unpack  # noqa: E402
+from lamina.nn.layer import add_layer_source  # noqa: E402
 from lamina.saving import load, load_bundle, save  # noqa: E402
 
-__all__ += ["analysis", "data", "distributions", "export_onnx", "fft", "linalg", "load", "load_bundle", "models",
-            "nn", "optim", "save", "text", "vision"]
-__all__ += ["load_onnx"]
-
-from lamina import func  # noqa: E402
-from lamina.functional.rearrange import pack, rearrange, reduce, repeat, unpack  # noqa: E402
-
-__all__ += ["func", "pack", "rearrange", "reduce", "repeat", "unpack"]
-
-from lamina import amp  # noqa: E402
-from lamina.amp import GradScaler, autocast  # noqa: E402
-
-__all__ += ["GradScaler", "amp", "autocast"]
-
-from lamina import sparse  # noqa: E402
-
-__all__ += ["sparse"]
-
-from lamina import rl  # noqa: E402
-
-__all__ += ["rl"]
+__all__ += ["GradScaler", "amp", "autocast", "data", "fft", "func", "load", "load_bundle", "manifolds", "nn",
+            "optim", "pack", "rearrange", "reduce", "repeat", "save", "sparse", "unpack"]
 __all__ += ["are_deterministic_algorithms_enabled", "use_deterministic_algorithms"]
 
-from lamina import distributed  # noqa: E402
+_ON_FIRST_USE = ("analysis", "distributed", "distributions", "export", "linalg", "models", "rl", "text", "vision")
+"""Subpackages imported on first use rather than by ``import lamina``."""
 
-__all__ += ["distributed"]
+_NAMES_ON_FIRST_USE = {"export_onnx": "export", "load_onnx": "export"}
 
-from lamina import manifolds  # noqa: E402
+__all__ += [*_ON_FIRST_USE, *_NAMES_ON_FIRST_USE]
 
-__all__ += ["manifolds"]
+
+def __getattr__(name: str):
+    if name in _ON_FIRST_USE:
+        return importlib.import_module(f"lamina.{name}")
+    if name in _NAMES_ON_FIRST_USE:
+        return getattr(importlib.import_module(f"lamina.{_NAMES_ON_FIRST_USE[name]}"), name)
+    raise AttributeError(f"module 'lamina' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def _import_layer_packages() -> None:
+    """Every subpackage that registers layers, for a saved architecture that names one of them."""
+    for name in ("models", "rl", "export", "analysis", "text", "vision"):
+        importlib.import_module(f"lamina.{name}")
+
+
+add_layer_source(_import_layer_packages)

@@ -10,16 +10,30 @@ its weights, which travel in the state dict).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.nn.module import Module
 
-__all__ = ["build_for_shape", "default_name", "input_shape_config", "layer_from_config", "layer_to_config",
-           "register_layer", "registered_layers"]
+__all__ = ["add_layer_source", "build_for_shape", "default_name", "input_shape_config", "layer_from_config",
+           "layer_to_config", "register_layer", "registered_layers"]
 
 _REGISTRY: dict[str, type[Module]] = {}
+_SOURCES: list[Callable[[], object]] = []
+
+
+def add_layer_source(load: Callable[[], object]) -> None:
+    """Register ``load``, a function that imports modules registering more layers (a package
+    that ``import lamina`` leaves for first use, such as the model zoo). It runs once, the
+    first time the registry is read whole or misses a name."""
+    _SOURCES.append(load)
+
+
+def _load_sources() -> None:
+    while _SOURCES:
+        _SOURCES.pop(0)()
 
 
 def register_layer(cls: type[Module] | None = None, *, name: str | None = None):
@@ -41,7 +55,8 @@ def register_layer(cls: type[Module] | None = None, *, name: str | None = None):
 
 
 def registered_layers() -> dict[str, type[Module]]:
-    """A copy of the registry: class name -> class."""
+    """A copy of the registry, every layer package loaded: class name -> class."""
+    _load_sources()
     return dict(_REGISTRY)
 
 
@@ -70,6 +85,8 @@ def layer_from_config(config: dict) -> Module:
             f"layer_from_config: expected a dict with 'class_name' and 'config', got {config!r}"
         )
     class_name = config["class_name"]
+    if class_name not in _REGISTRY:
+        _load_sources()
     cls = _REGISTRY.get(class_name)
     if cls is None:
         raise ValueError(

@@ -1,0 +1,53 @@
+"""``import lamina`` leaves the large packages for first use, and nothing notices."""
+
+import subprocess
+import sys
+
+import pytest
+
+import lamina
+
+FRESH_PROCESS_CHECKS = """
+import sys
+import lamina
+
+later = ("analysis", "distributed", "distributions", "export", "linalg", "models", "rl", "text", "vision")
+loaded = [name for name in later if f"lamina.{name}" in sys.modules]
+assert not loaded, f"import lamina loaded {loaded}"
+assert "models" in dir(lamina) and "export_onnx" in dir(lamina)
+
+# a saved architecture naming a zoo layer finds it before the zoo is imported
+config = {"class_name": "BasicBlock", "config": {"filters": 4}}
+block = lamina.nn.layer_from_config(config)
+assert type(block).__module__ == "lamina.models.resnet", type(block).__module__
+assert "lamina.models" in sys.modules
+
+from lamina import text
+assert text is lamina.text
+assert callable(lamina.export_onnx) and lamina.export_onnx.__module__.startswith("lamina.export")
+print("ok")
+"""
+
+
+def test_the_large_packages_load_on_first_use_in_a_fresh_process():
+    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS_CHECKS], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_an_unknown_attribute_names_itself():
+    with pytest.raises(AttributeError, match="module 'lamina' has no attribute 'modles'"):
+        lamina.modles  # noqa: B018
+
+
+def test_the_registry_read_whole_holds_the_zoo_and_the_agents():
+    from lamina.models.resnet import BasicBlock
+
+    registered = lamina.nn.registered_layers()
+    assert registered["BasicBlock"] is BasicBlock
+    assert any(cls.__module__.startswith("lamina.rl.") for cls in registered.values())
+
+
+def test_every_public_name_resolves():
+    for name in lamina.__all__:
+        assert getattr(lamina, name) is not None, name
