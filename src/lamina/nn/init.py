@@ -146,7 +146,19 @@ def _standard_normal(shape, dtype):
 def _unit_uniform(shape, dtype):
     """Uniform on [-1, 1)."""
     draw_dtype = dtype if dtype in (numpy.float32, numpy.float64) else numpy.float64
-    return 2 * backend.rng().random(shape, dtype=draw_dtype) - 1
+    u = backend.rng().random(shape, dtype=draw_dtype)
+    u *= 2
+    u -= 1
+    return u
+
+
+def _scaled(draw, scale: float, shift: float | None = None):
+    """scale * draw (+ shift), in place: a large weight's one array is written once, not one new
+    array per operation (each costs its page faults again)."""
+    draw *= scale
+    if shift is not None:
+        draw += shift
+    return draw
 
 
 def _out(array, dtype):
@@ -174,7 +186,7 @@ def xavier_normal(shape, fan_in: int | None = None, fan_out: int | None = None, 
     """Glorot normal: W ~ N(0, 2 / (fan_in + fan_out))."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
     std = math.sqrt(2.0 / (fan_in + fan_out))
-    return _out(std * _standard_normal(shape, dtype), dtype)
+    return _out(_scaled(_standard_normal(shape, dtype), std), dtype)
 
 
 @_meta_aware
@@ -182,7 +194,7 @@ def xavier_uniform(shape, fan_in: int | None = None, fan_out: int | None = None,
     """Glorot uniform: W ~ U(-l, l), l = sqrt(6 / (fan_in + fan_out)) (variance l^2 / 3)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
-    return _out(limit * _unit_uniform(shape, dtype), dtype)
+    return _out(_scaled(_unit_uniform(shape, dtype), limit), dtype)
 
 
 @_meta_aware
@@ -190,7 +202,7 @@ def he_normal(shape, fan_in: int | None = None, fan_out: int | None = None, dtyp
     """Kaiming normal: W ~ N(0, 2 / fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
     std = math.sqrt(2.0 / fan_in)
-    return _out(std * _standard_normal(shape, dtype), dtype)
+    return _out(_scaled(_standard_normal(shape, dtype), std), dtype)
 
 
 @_meta_aware
@@ -198,14 +210,16 @@ def he_uniform(shape, fan_in: int | None = None, fan_out: int | None = None, dty
     """Kaiming uniform: W ~ U(-l, l), l = sqrt(6 / fan_in) (variance 2 / fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
     limit = math.sqrt(6.0 / fan_in)
-    return _out(limit * _unit_uniform(shape, dtype), dtype)
+    return _out(_scaled(_unit_uniform(shape, dtype), limit), dtype)
 
 
 @_meta_aware
 def lecun_normal(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """LeCun normal: W ~ N(0, 1 / fan_in), the notes' randn(fan_in, fan_out) / sqrt(fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
-    return _out(_standard_normal(shape, dtype) / math.sqrt(fan_in), dtype)
+    z = _standard_normal(shape, dtype)
+    z /= math.sqrt(fan_in)
+    return _out(z, dtype)
 
 
 @_meta_aware
@@ -213,7 +227,7 @@ def lecun_uniform(shape, fan_in: int | None = None, fan_out: int | None = None, 
     """LeCun uniform: W ~ U(-l, l), l = sqrt(3 / fan_in) (variance 1 / fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
     limit = math.sqrt(3.0 / fan_in)
-    return _out(limit * _unit_uniform(shape, dtype), dtype)
+    return _out(_scaled(_unit_uniform(shape, dtype), limit), dtype)
 
 
 # -- parametrised (factories) ----------------------------------------------------------
@@ -253,14 +267,14 @@ class _Normal(Initializer):
     name = "normal"
 
     def draw(self, shape, dtype):
-        return _out(self.params["mean"] + self.params["std"] * _standard_normal(shape, dtype), dtype)
+        return _out(_scaled(_standard_normal(shape, dtype), self.params["std"], self.params["mean"]), dtype)
 
 
 class _Uniform(Initializer):
     name = "uniform"
 
     def draw(self, shape, dtype):
-        return _out(self.params["limit"] * _unit_uniform(shape, dtype), dtype)
+        return _out(_scaled(_unit_uniform(shape, dtype), self.params["limit"]), dtype)
 
 
 class _TruncatedNormal(Initializer):
@@ -272,7 +286,7 @@ class _TruncatedNormal(Initializer):
         while outside.any():                 # about 4.6% of the draws each round
             z[outside] = _standard_normal(int(outside.sum()), dtype)
             outside = numpy.abs(z) > 2
-        return _out(self.params["mean"] + self.params["std"] * z, dtype)
+        return _out(_scaled(z, self.params["std"], self.params["mean"]), dtype)
 
 
 class _Orthogonal(Initializer):
