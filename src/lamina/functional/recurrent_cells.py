@@ -233,16 +233,18 @@ class GRUFunction(Function):
             where_padded(pad, 0, big_a)
             z = where_padded(pad, 1, z)
             rec = dfinal
-        dz = xp.empty((steps, n, 3, hidden), dtype=dtype)
-        dh_all = xp.empty((steps, n, hidden), dtype=dtype)
+        # each step's dZ overwrites its coefficients, and dA A (the input side's dZ_n) the
+        # step's A: neither is read again
+        dz = coef
+        dh = xp.empty_like(rec)
         tmp = xp.empty_like(rec)
         w_h_t = self.w_h.T
         dz3 = dz.reshape(steps, n, 3 * hidden)
         with parallel.one_blas_thread():      # per-step products: too small for BLAS threads
             for t in range(steps - 1, -1, -1):
-                dh = dh_all[t]
                 xp.add(dseq[t], rec, out=dh)
-                xp.multiply(dh[:, None, :], coef[t], out=dz[t])
+                dz[t] *= dh[:, None, :]
+                big_a[t] *= dh
                 parallel.matmul(dz3[t], w_h_t, out=rec)
                 xp.multiply(dh, z[t], out=tmp)
                 rec += tmp
@@ -251,7 +253,7 @@ class GRUFunction(Function):
         # the recurrent side first, then the n block becomes the input side's gradient
         has_bias = len(needs) == 6
         _, _, dw_h, db_h = weight_gradients(self, dz3, prev, (False, False, needs[3], has_bias and needs[5]))
-        xp.multiply(dh_all, big_a, out=dz[:, :, 2])
+        dz[:, :, 2] = big_a
         dx, dw_x, _, db_x = weight_gradients(self, dz3, prev, (needs[0], needs[2], False, has_bias and needs[4]))
         if has_bias:
             return dx, da0, dw_x, dw_h, db_x, db_h
@@ -358,14 +360,16 @@ class LSTMFunction(Function):
         dtype = out.dtype
         g4 = gates.reshape(steps, n, 4, hidden)
         o, i, f, cand = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]
-        # dZ_o = dA * q;  dC += dA * oc;  [dZ_i, dZ_f, dZ_g] = dC * p
-        q = xp.subtract(1, o)
+        # dZ_o = dA * q;  dC += dA * oc;  [dZ_i, dZ_f, dZ_g] = dC * p. q and p live in dz's
+        # blocks, and each step's dZ overwrites them there
+        dz = xp.empty((steps, n, 4, hidden), dtype=dtype)
+        q, p = dz[:, :, 0], dz[:, :, 1:]
+        xp.subtract(1, o, out=q)
         q *= o
         q *= tanh_c
         oc = xp.multiply(tanh_c, tanh_c)
         xp.subtract(1, oc, out=oc)
         oc *= o
-        p = xp.empty((steps, n, 3, hidden), dtype=dtype)
         xp.subtract(1, i, out=p[:, :, 0])
         p[:, :, 0] *= i
         p[:, :, 0] *= cand
@@ -385,7 +389,6 @@ class LSTMFunction(Function):
             f = where_padded(pad, 1, f)
             rec = dfinal
             dc = xp.array(dy[steps + 2], dtype=dtype)
-        dz = xp.empty((steps, n, 4, hidden), dtype=dtype)
         dz4 = dz.reshape(steps, n, 4 * hidden)
         dh = xp.empty_like(rec)
         tmp = xp.empty_like(rec)
@@ -395,8 +398,8 @@ class LSTMFunction(Function):
                 xp.add(dseq[t], rec, out=dh)
                 xp.multiply(dh, oc[t], out=tmp)
                 dc += tmp
-                xp.multiply(dh, q[t], out=dz[t, :, 0])
-                xp.multiply(dc[:, None, :], p[t], out=dz[t, :, 1:])
+                q[t] *= dh
+                p[t] *= dc[:, None, :]
                 dc *= f[t]
                 parallel.matmul(dz4[t], w_h_t, out=rec)
                 if t >= first_pad:                 # finished rows pass dA^<t> through

@@ -24,17 +24,22 @@ def _fold(positions: int, c: int) -> int:
     return max((r for r in range(1, max(CHANNEL_ROW // c, 1) + 1) if positions % r == 0), default=1)
 
 
-def _group_means(a, groups: int, c: int):
+def _group_means(a, groups: int, c: int, weights=None):
     """(N, G): the mean of each sample's group in ``a`` (N, S', W), W = r C (r positions side
-    by side): its S' r positions and C / G channels. The sums over the positions are one
-    GEMV per sample (a strided reduction over the group axes of (N, S, G, C/G) runs 40x
-    slower)."""
+    by side): its S' r positions and C / G channels; with ``weights`` (W,), the mean of
+    ``a`` times them, the product never formed. The sums over the positions are one GEMV per
+    sample (a strided reduction over the group axes of (N, S, G, C/G) runs 40x slower)."""
     xp = backend.xp
     n, rows, width = a.shape
     r = width // c
+    count = rows * r * (c // groups)
     sums = a[:, 0] if rows == 1 else xp.matmul(xp.ones(rows, dtype=a.dtype), a)     # (N, W)
+    if weights is not None:
+        if groups == 1:                                        # one GEMV over the W values
+            return xp.matmul(sums, weights)[:, None] / count
+        sums = sums * weights
     per_channel = sums.reshape(n, r, c).sum(axis=1) if r > 1 else sums
-    return per_channel.reshape(n, groups, c // groups).sum(axis=2) / (rows * r * (c // groups))
+    return per_channel.reshape(n, groups, c // groups).sum(axis=2) / count
 
 
 def _spread(v, c: int, width: int):
@@ -128,8 +133,10 @@ def _standardized_backward(dy, xv, mean, inv_std, gamma_row, groups: int, c: int
         g = dJ/dy gamma,   dJ/dx = (1/sigma) (g - mean g - x' mean(g x'))
         dJ/dgamma = sum dJ/dy x',   dJ/dbeta = sum dJ/dy   (over the samples and positions)
 
-    ``None`` for each gradient that ``needs`` (x, gamma, beta) says is not wanted. The
-    chunks' parts of dJ/dgamma and dJ/dbeta are added in chunk order (the same sums
+    ``None`` for each gradient that ``needs`` (x, gamma, beta) says is not wanted. Each chunk
+    holds one temporary, x': dJ/dy x' is formed in dJ/dx's own rows, and the means of g and
+    g x' are weighted sums of dJ/dy and dJ/dy x' (gamma applied to the sums over positions).
+    The chunks' parts of dJ/dgamma and dJ/dbeta are added in chunk order (the same sums
     whatever the threads' timing)."""
     xp = backend.xp
     need_x, need_gamma, need_beta = needs
@@ -141,16 +148,21 @@ def _standardized_backward(dy, xv, mean, inv_std, gamma_row, groups: int, c: int
         lo, hi = chunks[i]
         d = dy[lo:hi]
         scale = _spread(inv_std[lo:hi], c, width)
+        dbeta = _channel_totals(d, c) if need_beta else None
+        if not (need_x or need_gamma):
+            return None, dbeta
         x_part = xp.subtract(xv[lo:hi], _spread(mean[lo:hi], c, width))
         x_part *= scale
-        dbeta = _channel_totals(d, c) if need_beta else None
-        dgamma = _channel_totals(d * x_part, c) if need_gamma else None
+        d_x = xp.multiply(d, x_part, out=dx[lo:hi] if need_x else None)       # dJ/dy x'
+        dgamma = _channel_totals(d_x, c) if need_gamma else None
         if need_x:
+            mean_gx = _group_means(d_x, groups, c, gamma_row)
+            mean_g = _group_means(d, groups, c, gamma_row)
             out = dx[lo:hi]
-            g = d * gamma_row
-            xp.subtract(g, _spread(_group_means(g, groups, c), c, width), out=out)
-            g *= x_part
-            out -= x_part * _spread(_group_means(g, groups, c), c, width)
+            xp.multiply(d, gamma_row, out=out)
+            out -= _spread(mean_g, c, width)
+            x_part *= _spread(mean_gx, c, width)
+            out -= x_part
             out *= scale
         return dgamma, dbeta
     parts = parallel.map_chunks(chunk, len(chunks), 10 * dy.size)
