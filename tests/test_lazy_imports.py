@@ -1,11 +1,14 @@
-"""``import lamina`` leaves the large packages for first use, and nothing notices."""
+"""``import lamina`` and ``import lamina.train`` leave the large packages for first use, and
+nothing notices."""
 
+import importlib
 import subprocess
 import sys
 
 import pytest
 
 import lamina
+import lamina.train
 
 FRESH_PROCESS_CHECKS = """
 import sys
@@ -15,6 +18,17 @@ later = ("analysis", "distributed", "distributions", "export", "linalg", "models
 loaded = [name for name in later if f"lamina.{name}" in sys.modules]
 assert not loaded, f"import lamina loaded {loaded}"
 assert "models" in dir(lamina) and "export_onnx" in dir(lamina)
+
+# the fit loop and its callbacks and metrics come without the zoo, analysis, text or vision
+import lamina.train
+heavy = ("lamina.analysis", "lamina.export", "lamina.models", "lamina.rl", "lamina.text", "lamina.vision",
+         "scipy.stats")
+loaded = [name for name in heavy if name in sys.modules]
+assert not loaded, f"import lamina.train loaded {loaded}"
+assert "DINOTrainer" in dir(lamina.train) and "dino" in dir(lamina.train)
+from lamina.train import DINOTrainer
+assert DINOTrainer.__module__ == "lamina.train.dino" and "lamina.models" in sys.modules
+assert lamina.train.bayesian.__name__ == "lamina.train.bayesian"
 
 # a saved architecture naming a zoo layer finds it before the zoo is imported
 config = {"class_name": "BasicBlock", "config": {"filters": 4}}
@@ -38,6 +52,8 @@ def test_the_large_packages_load_on_first_use_in_a_fresh_process():
 def test_an_unknown_attribute_names_itself():
     with pytest.raises(AttributeError, match="module 'lamina' has no attribute 'modles'"):
         lamina.modles  # noqa: B018
+    with pytest.raises(AttributeError, match="module 'lamina.train' has no attribute 'Trainr'"):
+        lamina.train.Trainr  # noqa: B018
 
 
 def test_the_registry_read_whole_holds_the_zoo_and_the_agents():
@@ -51,3 +67,12 @@ def test_the_registry_read_whole_holds_the_zoo_and_the_agents():
 def test_every_public_name_resolves():
     for name in lamina.__all__:
         assert getattr(lamina, name) is not None, name
+
+
+def test_every_name_of_lamina_train_resolves_from_its_own_module():
+    for name in lamina.train.__all__:
+        assert getattr(lamina.train, name) is not None, name
+    for module, names in lamina.train._MODULES_ON_FIRST_USE.items():
+        source = importlib.import_module(f"lamina.train.{module}")
+        for name in names:
+            assert getattr(lamina.train, name) is getattr(source, name), name

@@ -1,24 +1,13 @@
 """The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
 hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
+import importlib
+
 from lamina.train import active, continual, federated, nas, semi_supervised
 from lamina.train.active import ActiveLearningLoop
-from lamina.train.adversarial_training import (
-    AdversarialTrainer,
-    FastAdversarialTraining,
-    FreeAdversarialTraining,
-    GaussianAugmentation,
-    IBPTraining,
-    MARTLoss,
-    PGDAdversarialTraining,
-    TRADESLoss,
-    mart_loss,
-    trades_loss,
-)
 from lamina.train.anomaly import DeepSVDD, OODMetrics, deep_svdd_loss, fpr_at_tpr, ood_metrics, svdd_center, svdd_radius
 from lamina.train.averaging import SwapEMAWeights, WeightAveraging
 from lamina.train.backup import BackupAndRestore
-from lamina.train.bayesian import bayesian_search, expected_improvement
 from lamina.train.calibration import (
     ReliabilityDiagram,
     TemperatureScaling,
@@ -69,8 +58,6 @@ from lamina.train.conformal import (
     mean_width,
     size_stratified_coverage,
 )
-from lamina.train.consistency import ConsistencyTrainer, train_consistency
-from lamina.train.contrastive import contrastive_pretrain, encode, linear_probe
 from lamina.train.data_pruning import (
     ForgettingTracker,
     SelfPacedSchedule,
@@ -81,11 +68,6 @@ from lamina.train.data_pruning import (
     self_paced_weights,
 )
 from lamina.train.depth_metrics import DEPTH_METRICS, depth_metrics, normal_metrics
-from lamina.train.diffusion import DiffusionTrainer, train_diffusion
-from lamina.train.diffusion_distillation import ProgressiveDistiller, guidance_distillation, progressive_distillation
-from lamina.train.dino import DINOTrainer, MultiCrop, MultiCropWrapper, cosine_schedule
-from lamina.train.dinov2 import DINOv2Networks, DINOv2Trainer
-from lamina.train.discrete_diffusion import train_discrete_diffusion
 from lamina.train.distillation import Distiller, train_distillation
 from lamina.train.domain_adaptation import DANN, dann_lambda, train_dann
 from lamina.train.energy_based import (
@@ -97,20 +79,8 @@ from lamina.train.energy_based import (
     sgld_sample,
 )
 from lamina.train.epoch_metric import EpochMetric, MeanMetric
-from lamina.train.esrgan import ESRGANTrainer
-from lamina.train.fairness import (
-    AdversarialDebiasing,
-    FairnessPenaltyLoss,
-    TrainedClassifier,
-    adversary_advantage,
-    demographic_parity_penalty,
-    equalized_odds_penalty,
-    fair_labels,
-)
 from lamina.train.feature_distillation import FEATURE_LOSSES, FeatureDistiller, born_again, resolve_layer
 from lamina.train.federated import SCAFFOLD, FedAdagrad, FedAdam, FedAvg, FedAvgM, FederatedResult, FedProx, FedYogi
-from lamina.train.fid_metrics import FIDMetric, KIDMetric
-from lamina.train.flow_matching import FlowMatchingTrainer, reflow, train_flow_matching
 from lamina.train.forecast_metrics import (
     mae,
     mape,
@@ -126,32 +96,13 @@ from lamina.train.gradcache import cached_mnrl_backward
 from lamina.train.group_robust import GroupDRO, group_accuracies, jtt_weights
 from lamina.train.history import History
 from lamina.train.hyperband import ASHA, asha_search, hyperband, hyperband_schedule, successive_halving
-from lamina.train.ijepa import IJEPATrainer
 from lamina.train.image_translation import CycleGANTrainer, ImagePool, Pix2PixTrainer, linear_decay_factor
-from lamina.train.kto import KTOTrainer
 from lamina.train.kto_data import CompletionRows, UnpairedBatch, UnpairedPreferenceDataset, kl_completion_order
 from lamina.train.label_model import LabelModel, lf_summary, majority_vote
 from lamina.train.laplace import LastLayerLaplace
-from lamina.train.lm_distillation import GKDTrainer, completion_logits
-from lamina.train.lm_rl import (
-    CompletionRollout,
-    GRPOTrainer,
-    PPOTrainer,
-    RLOOTrainer,
-    completion_log_probs,
-    completion_mask,
-    group_advantages,
-    grpo_loss,
-    k3_kl,
-    ppo_lm_losses,
-    rloo_advantages,
-    rloo_loss,
-    token_gae,
-)
 from lamina.train.lottery import LotteryResult, LotteryRound, iterative_magnitude_pruning
 from lamina.train.lr_finder import LRFinderResult, find_learning_rate
 from lamina.train.ltr_metrics import dcg, err, ltr_metrics, map_at_k, mrr, ndcg, precision_at_k
-from lamina.train.maskgit import train_maskgit
 from lamina.train.meta import MAML, FastLearner, MetaSGD, Reptile
 from lamina.train.metrics import (
     F1Score,
@@ -179,19 +130,7 @@ from lamina.train.noisy_labels import (
     label_quality_scores,
 )
 from lamina.train.panoptic_metrics import PanopticSegments, panoptic_quality
-from lamina.train.pbt import (
-    Exploit,
-    PBTResult,
-    apply_hyperparameters,
-    copy_member,
-    explore_config,
-    pbt_trainer,
-    plot_pbt,
-    population_based_training,
-    quantile_members,
-)
 from lamina.train.plda import LDA, PLDA, class_scatter
-from lamina.train.preference import DPOTrainer, ORPOTrainer, RewardTrainer, SimPOTrainer, adapters_disabled
 from lamina.train.preference_data import PreferenceBatch, PreferenceDataset
 from lamina.train.privacy import PrivacyMonitor, make_private
 from lamina.train.profiling import ProfileSteps
@@ -208,8 +147,6 @@ from lamina.train.ranking_metrics import (
     recommend,
     score_items,
 )
-from lamina.train.retrieval import retrieval_metrics, retrieval_metrics_from_rankings
-from lamina.train.reward_model import RewardModel, final_hidden_states
 from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError, R2Score, mean_absolute_error, r2_score
 from lamina.train.search import SearchResult, Trial, coarse_to_fine, grid_search, random_search, tune_trainer
 from lamina.train.search_space import Choice, Distribution, IntUniform, LogUniform, Uniform
@@ -233,21 +170,7 @@ from lamina.train.semi_supervised import (
     PseudoLabel,
     SupervisedBaseline,
 )
-from lamina.train.sequential_rec import evaluate_next_item, next_item_metrics
-from lamina.train.siamese import (
-    BYOLTrainer,
-    MoCoV2Trainer,
-    MoCoV3Trainer,
-    SiameseTrainer,
-    SimSiamTrainer,
-    SwAVTrainer,
-    embedding_std,
-    knn_accuracy,
-    momentum_schedule,
-    momentum_update,
-)
 from lamina.train.sngp import ResetCovariance, SNGPPrediction, sngp_predict
-from lamina.train.sparse_autoencoder import SAETrainingHistory, resample_dead_features, train_sparse_autoencoder
 from lamina.train.speaker_metrics import (
     as_norm,
     cosine_scores,
@@ -283,7 +206,6 @@ from lamina.train.threshold_metrics import (
 )
 from lamina.train.tpe import ParzenEstimator, tpe_search
 from lamina.train.trainer import Trainer
-from lamina.train.tuned_lens import train_tuned_lens
 from lamina.train.ulmfit import (
     NTASGD,
     GradualUnfreezing,
@@ -294,14 +216,6 @@ from lamina.train.ulmfit import (
 )
 from lamina.train.uncertainty import DeepEnsemble, PredictiveSummary, mc_dropout_predict, predictive_summary
 from lamina.train.vocoder import VocoderTrainer
-from lamina.train.vqgan import (
-    VQGANLoss,
-    VQGANTrainer,
-    adaptive_weight,
-    train_vqgan_prior,
-    vqgan_discriminator_loss,
-    vqgan_loss,
-)
 from lamina.train.weighting import WeightedMean
 
 __all__ = [
@@ -409,3 +323,59 @@ __all__ += ["VQGANLoss", "VQGANTrainer", "adaptive_weight", "train_vqgan_prior",
             "vqgan_loss"]  # VQGAN training (vqgan)
 __all__ += ["NTASGD", "GradualUnfreezing", "SlantedTriangular", "batchify", "discriminative_param_groups",
             "variable_bptt_windows"]  # AWD-LSTM training and ULMFiT fine-tuning (ulmfit)
+
+
+_MODULES_ON_FIRST_USE = {
+    "adversarial_training": ("AdversarialTrainer", "FastAdversarialTraining", "FreeAdversarialTraining",
+                             "GaussianAugmentation", "IBPTraining", "MARTLoss", "PGDAdversarialTraining",
+                             "TRADESLoss", "mart_loss", "trades_loss"),
+    "bayesian": ("bayesian_search", "expected_improvement"),
+    "consistency": ("ConsistencyTrainer", "train_consistency"),
+    "contrastive": ("contrastive_pretrain", "encode", "linear_probe"),
+    "diffusion": ("DiffusionTrainer", "train_diffusion"),
+    "diffusion_distillation": ("ProgressiveDistiller", "guidance_distillation", "progressive_distillation"),
+    "dino": ("DINOTrainer", "MultiCrop", "MultiCropWrapper", "cosine_schedule"),
+    "dinov2": ("DINOv2Networks", "DINOv2Trainer"),
+    "discrete_diffusion": ("train_discrete_diffusion",),
+    "esrgan": ("ESRGANTrainer",),
+    "fairness": ("AdversarialDebiasing", "FairnessPenaltyLoss", "TrainedClassifier", "adversary_advantage",
+                 "demographic_parity_penalty", "equalized_odds_penalty", "fair_labels"),
+    "fid_metrics": ("FIDMetric", "KIDMetric"),
+    "flow_matching": ("FlowMatchingTrainer", "reflow", "train_flow_matching"),
+    "ijepa": ("IJEPATrainer",),
+    "kto": ("KTOTrainer",),
+    "lm_distillation": ("GKDTrainer", "completion_logits"),
+    "lm_rl": ("CompletionRollout", "GRPOTrainer", "PPOTrainer", "RLOOTrainer", "completion_log_probs",
+              "completion_mask", "group_advantages", "grpo_loss", "k3_kl", "ppo_lm_losses", "rloo_advantages",
+              "rloo_loss", "token_gae"),
+    "maskgit": ("train_maskgit",),
+    "pbt": ("Exploit", "PBTResult", "apply_hyperparameters", "copy_member", "explore_config", "pbt_trainer",
+            "plot_pbt", "population_based_training", "quantile_members"),
+    "preference": ("DPOTrainer", "ORPOTrainer", "RewardTrainer", "SimPOTrainer", "adapters_disabled"),
+    "retrieval": ("retrieval_metrics", "retrieval_metrics_from_rankings"),
+    "reward_model": ("RewardModel", "final_hidden_states"),
+    "sequential_rec": ("evaluate_next_item", "next_item_metrics"),
+    "siamese": ("BYOLTrainer", "MoCoV2Trainer", "MoCoV3Trainer", "SiameseTrainer", "SimSiamTrainer", "SwAVTrainer",
+                "embedding_std", "knn_accuracy", "momentum_schedule", "momentum_update"),
+    "sparse_autoencoder": ("SAETrainingHistory", "resample_dead_features", "train_sparse_autoencoder"),
+    "tuned_lens": ("train_tuned_lens",),
+    "vqgan": ("VQGANLoss", "VQGANTrainer", "adaptive_weight", "train_vqgan_prior", "vqgan_discriminator_loss",
+              "vqgan_loss"),
+}
+"""Submodules that reach the model zoo, analysis, text or vision: imported when one of their
+names is first used (through the module ``__getattr__`` below), not by ``import lamina.train``."""
+
+_NAMES_ON_FIRST_USE = {name: module for module, names in _MODULES_ON_FIRST_USE.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _NAMES_ON_FIRST_USE.get(name)
+    if module is not None:
+        return getattr(importlib.import_module(f"lamina.train.{module}"), name)
+    if name in _MODULES_ON_FIRST_USE:
+        return importlib.import_module(f"lamina.train.{name}")
+    raise AttributeError(f"module 'lamina.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_MODULES_ON_FIRST_USE))

@@ -23,7 +23,6 @@ With one relevant item per user (leave-one-out) Recall@k equals HitRate@k.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 from lamina import backend
 from lamina.autograd import no_grad
@@ -137,6 +136,8 @@ def mean_reciprocal_rank(scores, relevant, exclude=None, per_user: bool = False)
 def _auc(scores, relevant, excluded) -> np.ndarray:
     """Mann-Whitney: (sum of the relevant items' ranks - R (R + 1) / 2) / (R N) over the
     kept items, ranks from 1 with ties averaged."""
+    from scipy.stats import rankdata  # SciPy's statistics take 0.3 s to import: on first use
+
     kept = ~excluded
     ranks = rankdata(np.where(kept, scores, -np.inf), axis=1) - excluded.sum(axis=1, keepdims=True)
     positives = relevant.sum(axis=1)
