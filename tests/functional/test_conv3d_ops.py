@@ -4,6 +4,7 @@ gradient checks, and the errors for bad input."""
 
 import numpy as np
 import pytest
+import torch
 import torch.nn.functional as TF
 
 import lamina
@@ -155,6 +156,23 @@ def test_max_pool_sends_the_gradient_of_a_tie_to_the_first_element():
     expected = np.zeros((1, 4, 4, 4, 1))
     expected[:, ::2, ::2, ::2] = 1.0         # each window's front-top-left element
     assert np.array_equal(x.grad, expected)
+
+
+@pytest.mark.parametrize("f, s, p", [(3, 2, 1), ((3, 2, 3), (2, 1, 1), (1, 1, 0)), (3, 1, 1)])
+def test_max_pool_sends_the_gradient_of_an_all_neg_inf_window_inside_the_input(f, s, p):
+    """-inf inputs tie with the -inf padding; PyTorch's (NCDHW) kernel picks the window's
+    first value inside the input."""
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((2, 4, 5, 3, 2))
+    x[rng.random(x.shape) < 0.8] = -np.inf
+    ours, theirs = lamina.tensor(x, requires_grad=True, dtype=np.float64), torch.tensor(x, requires_grad=True)
+    y = max_pool3d(ours, f, stride=s, padding=p)
+    expected = _ndhwc(TF.max_pool3d(_ncdhw(theirs).contiguous(), f, stride=s, padding=p))
+    np.testing.assert_array_equal(y.numpy(), expected.detach().numpy())
+    up = rng.standard_normal(y.shape)
+    y.backward(up)
+    expected.backward(torch.tensor(up))
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_average_pool_counts_the_zero_padding():

@@ -6,11 +6,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import torch.nn.functional as TF
 
 import lamina
 from helpers import assert_close, check_gradients, compare_with_torch, randn
 from lamina.functional.conv3d import conv3d
+from lamina.functional.conv_transpose_nd import conv_transpose3d
 
 conv3d_module = sys.modules["lamina.functional.conv3d"]      # the package re-exports the function
 
@@ -157,3 +159,36 @@ def test_planes_keep_patches_only_for_a_weight_gradient_and_rebuild_them():
     first = w.grad.copy()
     out.backward(up)                                                              # rebuilt from x
     assert_close(w.grad, 2 * first, 1e-12, "accumulated weight gradient")
+
+
+def _empty_batch_gradients(ours, theirs, shape, w_shape, channels_out):
+    """Values and dJ/dx, dJ/dw, dJ/db of an empty batch for lamina's and torch's op."""
+    x, w, b = np.zeros(shape), randn(*w_shape, seed=2), randn(channels_out, seed=3)
+    mine = [lamina.tensor(a, requires_grad=True, dtype=np.float64) for a in (x, w, b)]
+    reference = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    y, expected = ours(*mine), theirs(*reference)
+    assert y.shape == tuple(expected.shape)
+    y.backward(np.ones(y.shape))
+    expected.backward(torch.ones(expected.shape, dtype=torch.float64))
+    for a, t in zip(mine, reference):
+        assert a.grad.shape == tuple(t.grad.shape)
+        np.testing.assert_array_equal(a.grad, t.grad.numpy())
+
+
+@pytest.mark.parametrize("way", ["planes", "im2col"])
+@pytest.mark.parametrize("stride, padding", [(1, "valid"), (1, 1), (2, 1)])
+def test_an_empty_batch_gives_empty_input_and_zero_weight_gradients_as_torch(way, stride, padding, monkeypatch):
+    _recording(monkeypatch, way)
+    _empty_batch_gradients(lambda x, w, b: conv3d(x, w, b, stride=stride, padding=padding),
+                           lambda x, w, b: torch_conv3d(x, w, b, stride, padding, 1, 1),
+                           (0, 4, 5, 4, 2), (3, 2, 3, 2, 2), 3)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_an_empty_batch_through_a_transposed_convolution_matches_torch(stride):
+    def theirs(x, w, b):
+        out = TF.conv_transpose3d(x.permute(0, 4, 1, 2, 3), w.permute(0, 4, 1, 2, 3), b, stride=stride, padding=1)
+        return out.permute(0, 2, 3, 4, 1)
+
+    _empty_batch_gradients(lambda x, w, b: conv_transpose3d(x, w, b, stride=stride, padding=1), theirs,
+                           (0, 3, 4, 3, 2), (2, 3, 2, 3, 4), 4)

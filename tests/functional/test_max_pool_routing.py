@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import torch.nn.functional as TF
 
 import lamina
@@ -108,3 +109,39 @@ def test_double_backward_matches_torch(case, one_image_blocks):
     theirs = torch_max_pool(f, s, p, ceil)
     compare_double_backward_with_torch(lambda x: F.max_pool2d(x, f, s, p, ceil_mode=ceil) ** 2,
                                        lambda x: theirs(x) ** 2, nonzero(2, *shape[1:], seed=3))
+
+
+def _grads_where_every_value_is_neg_inf(ours, theirs, x):
+    """dJ/dx of lamina's and torch's pooling for one upstream gradient, in float64."""
+    tensor, reference = lamina.tensor(x, requires_grad=True, dtype=np.float64), torch.tensor(x, requires_grad=True)
+    y, expected = ours(tensor), theirs(reference)
+    np.testing.assert_array_equal(y.numpy(), expected.detach().numpy())
+    up = np.random.default_rng(5).standard_normal(y.shape)
+    y.backward(up)
+    expected.backward(torch.tensor(up))
+    return tensor.grad, reference.grad.numpy()
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case[3]], ids=_id)
+def test_windows_of_only_neg_inf_route_to_their_first_input_not_the_padding(case, one_image_blocks, garbage_empty):
+    """-inf inputs tie with the -inf padding: PyTorch routes such a window's gradient to its
+    first value inside the input."""
+    shape, f, s, p, ceil = case
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape)
+    x[rng.random(shape) < 0.8] = -np.inf
+    ours, theirs = _grads_where_every_value_is_neg_inf(lambda x: F.max_pool2d(x, f, s, p, ceil_mode=ceil),
+                                                       torch_max_pool(f, s, p, ceil), x)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_an_all_neg_inf_input_gives_each_window_its_first_input_in_1d_and_2d():
+    x = np.full((1, 4, 4, 1), -np.inf)
+    x[0, 0, 0, 0] = 1.0
+    ours, theirs = _grads_where_every_value_is_neg_inf(lambda x: F.max_pool2d(x, 3, 2, 1),
+                                                       torch_max_pool(3, 2, 1, False), x)
+    np.testing.assert_array_equal(ours, theirs)
+    line = np.full((2, 7, 3), -np.inf)
+    ours, theirs = _grads_where_every_value_is_neg_inf(
+        lambda x: F.max_pool1d(x, 3, 2, 1), lambda x: TF.max_pool1d(x.permute(0, 2, 1), 3, 2, 1).permute(0, 2, 1), line)
+    np.testing.assert_array_equal(ours, theirs)

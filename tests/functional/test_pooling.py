@@ -117,6 +117,46 @@ def test_pool_errors(fn):
         fn(np.zeros((2, 8, 8, 3), np.float32), 0)
 
 
+# (h, w, pool, stride, padding): in ceil mode a window may be longer than the padded input by
+# less than the stride; it is clipped to the input (PyTorch's rule)
+LONGER_THAN_INPUT = [
+    (2, 5, 3, 2, 0),                          # one window down, clipped from 3 rows to 2
+    (1, 4, (4, 3), (3, 2), (1, 1)),           # past the padding in height, the last window's in width
+    (3, 2, (3, 4), (1, 3), (1, 0)),           # four columns of pool, two of input
+]
+
+
+@pytest.mark.parametrize("include_pad", [True, False])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("h, w, f, s, p", LONGER_THAN_INPUT)
+def test_ceil_mode_window_longer_than_the_input_matches_torch(h, w, f, s, p, kind, include_pad):
+    x = np.random.default_rng(6).standard_normal((2, h, w, 3))
+    if kind == "max":
+        ours, theirs = F.max_pool2d, TF.max_pool2d
+    else:
+        def ours(x, *args, **kwargs):
+            return F.avg_pool2d(x, *args, count_include_pad=include_pad, **kwargs)
+
+        def theirs(x, *args, **kwargs):
+            return TF.avg_pool2d(x, *args, count_include_pad=include_pad, **kwargs)
+    layer = (lamina.nn.MaxPool2D(f, s, p, ceil_mode=True) if kind == "max"
+             else lamina.nn.AvgPool2D(f, s, p, ceil_mode=True, count_include_pad=include_pad))
+    expected = lambda x: theirs(x.permute(0, 3, 1, 2), f, s, p, ceil_mode=True).permute(0, 2, 3, 1)  # noqa: E731
+    compare_with_torch(lambda x: ours(x, f, s, p, ceil_mode=True), expected, x, dtype=np.float64)
+    compare_with_torch(layer, expected, x, dtype=np.float64)
+    assert layer.compute_output_shape((None, h, w, 3)) == (None,) + tuple(expected(torch.tensor(x)).shape[1:])
+
+
+@pytest.mark.parametrize("fn", [F.max_pool2d, F.avg_pool2d])
+def test_ceil_mode_refuses_a_window_longer_than_the_input_by_the_stride(fn):
+    with pytest.raises(ShapeError, match=rf"{fn.__name__}: pool 4x4 is larger than the padded input 2x6 .*ceil mode"):
+        fn(np.zeros((1, 2, 6, 1)), 4, stride=2, ceil_mode=True)
+    with pytest.raises(RuntimeError):
+        getattr(TF, fn.__name__)(torch.zeros((1, 1, 2, 6)), 4, stride=2, ceil_mode=True)
+    with pytest.raises(ShapeError, match="MaxPool2D.*larger than the input of shape"):
+        lamina.nn.MaxPool2D(4, 2, ceil_mode=True)(np.zeros((1, 2, 6, 1)))
+
+
 def test_global_avg_pool_error():
     with pytest.raises(ShapeError, match=r"global_avg_pool2d: .*\(8, 3\)"):
         F.global_avg_pool2d(np.zeros((8, 3), np.float32))

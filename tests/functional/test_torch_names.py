@@ -151,6 +151,16 @@ def test_embedding_max_norm_renormalizes_the_rows_looked_up_as_torch():
     np.testing.assert_array_equal(ours.numpy()[[3, 5]], table[[3, 5]])       # rows not looked up: untouched
 
 
+@pytest.mark.parametrize("norm_type", [float("inf"), 0.0, 1.0, 3.0])
+def test_embedding_max_norm_other_norm_types_as_torch(norm_type):
+    table = np.array([[3.0, -4.0, 0.5], [0.2, 0.1, 0.3], [0.0, 0.9, -0.2], [1.5, 0.0, 0.0], [0.1, 0.1, 0.1]])
+    ours, theirs = lamina.tensor(table.copy(), dtype=F64), torch.tensor(table.copy())
+    out = F.embedding(IDS, ours, max_norm=1.0, norm_type=norm_type)
+    expected = TF.embedding(torch.tensor(IDS), theirs, max_norm=1.0, norm_type=norm_type)
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["dropout", "dropout1d", "dropout2d", "dropout3d"])
 def test_dropout_statistics_and_evaluation_identity(name):
     fn = getattr(F, name)

@@ -54,6 +54,24 @@ def test_indices_point_at_the_first_maximum_of_a_tied_window():
     assert indices.item() == 0
 
 
+def test_a_window_of_only_neg_inf_points_inside_the_input_as_torch():
+    # the -inf padding ties with such a window's values: the index must still name an input position
+    x = np.full((1, 4, 4, 1), -np.inf)
+    x[0, 0, 0, 0] = 1.0
+    _, indices = nn.MaxPool2D(3, 2, 1, return_indices=True)(lamina.tensor(x))
+    _, expected = torch.nn.functional.max_pool2d(torch.tensor(x.transpose(0, 3, 1, 2)), 3, 2, 1, return_indices=True)
+    np.testing.assert_array_equal(np.asarray(indices).ravel(), expected.numpy().ravel())
+    x1 = np.full((1, 5, 1), -np.inf)
+    x1[0, 0, 0] = 2.0
+    _, indices = nn.MaxPool1D(3, 2, 1, return_indices=True)(lamina.tensor(x1))
+    _, expected = torch.nn.functional.max_pool1d(torch.tensor(x1.transpose(0, 2, 1)), 3, 2, 1, return_indices=True)
+    np.testing.assert_array_equal(np.asarray(indices).ravel(), expected.numpy().ravel())
+    x3 = np.full((1, 3, 3, 3, 1), -np.inf)
+    _, indices = F.max_pool3d_with_indices(lamina.tensor(x3), 2, 2, 1)
+    assert np.asarray(indices).min() >= 0       # every window's first position inside the input
+    assert np.asarray(indices).ravel()[[0, -1]].tolist() == [0, 13]  # window (1, 1, 1) starts at 1, 1, 1
+
+
 def test_unpooling_gradient_and_default_size():
     x = randn(1, 6, 6, 2, seed=3)
     _, indices = F.max_pool2d_with_indices(x, 2)

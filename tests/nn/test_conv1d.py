@@ -218,6 +218,7 @@ def test_causal_output_sees_no_future_step():
 
 @pytest.mark.parametrize("pool, stride, padding, ceil_mode, steps", [
     (2, None, 0, False, 8), (3, 2, 1, False, 9), (2, None, 0, True, 7), (3, 2, 0, False, 10), (4, 1, 2, False, 6),
+    (3, 2, 0, True, 2), (4, 3, 1, True, 1),      # ceil mode: one window, longer than the (padded) input
 ])
 def test_max_pool1d_matches_torch(pool, stride, padding, ceil_mode, steps):
     x = _x((2, steps, 3), steps)
@@ -227,6 +228,7 @@ def test_max_pool1d_matches_torch(pool, stride, padding, ceil_mode, steps):
 
 @pytest.mark.parametrize("pool, stride, padding, ceil_mode, steps", [
     (2, None, 0, False, 8), (3, 1, 1, False, 9), (3, 2, 0, True, 8), (2, None, 0, False, 20),
+    (3, 2, 0, True, 2), (4, 3, 1, True, 1), (5, 3, 2, True, 3),      # ceil mode: windows past the padding
 ])
 def test_avg_pool1d_matches_torch(pool, stride, padding, ceil_mode, steps):
     # 20 steps of 3 channels and disjoint windows take the 2-D op's row-sum path

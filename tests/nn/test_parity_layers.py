@@ -159,6 +159,24 @@ def test_rrelu_evaluation_uses_the_mean_slope_as_torch(f64):
     assert gradcheck_layer(layer, _x((2, 3), 1))
 
 
+def test_rrelu_gradient_at_zero_is_the_slope_as_torch(f64):
+    """At x = 0 (and -0) the gradient is the negative side's slope in evaluation and in
+    training, as PyTorch's (and as LeakyReLU's)."""
+    x = np.array([0.0, -0.0, 1.0, -1.0, 0.0])
+    layer, theirs = nn.RReLU(0.1, 0.4), torch.nn.RReLU(0.1, 0.4)
+    layer.eval()
+    theirs.eval()
+    ours, reference = lamina.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    layer(ours).sum().backward()
+    theirs(reference).sum().backward()
+    np.testing.assert_allclose(ours.grad, reference.grad.numpy(), rtol=1e-15)
+    layer.train()
+    ours = lamina.tensor(x, requires_grad=True)
+    layer(ours).sum().backward()
+    at_zero = ours.grad[[0, 1, 4]]
+    assert np.all((at_zero >= 0.1) & (at_zero <= 0.4)) and ours.grad[2] == 1.0
+
+
 def test_rrelu_training_draws_one_slope_per_negative_input(f64):
     layer = nn.RReLU(0.1, 0.4)
     x = lamina.tensor(_x((50, 40)), requires_grad=True)

@@ -111,6 +111,30 @@ def test_bidirectional_matches_torch(f64, cell):
         assert_close(ours.grad, theirs.grad.numpy().T, 1e-9, "weight gradient")
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_an_empty_batch_gives_empty_and_zero_gradients_as_torch(f64, cell, bidirectional):
+    steps, d, units = 4, 2, 3
+    layer, module = _layers(cell, units, d, return_sequences=True)
+    if bidirectional:
+        layer = Bidirectional(layer)
+        module = type(module)(d, units, batch_first=True, bidirectional=True, **(
+            {"nonlinearity": cell[4:]} if cell.startswith("rnn") else {}))
+    module.double()
+    layer.build((None, steps, d))
+    pairs = (copy_to_torch(layer.forward_layer, module) + copy_to_torch(layer.backward_layer, module, "_reverse")
+             if bidirectional else copy_to_torch(layer, module))
+    xl = lamina.tensor(np.zeros((0, steps, d)), requires_grad=True, dtype=np.float64)
+    xt = torch.zeros((0, steps, d), dtype=torch.float64, requires_grad=True)
+    out, out_t = layer(xl), module(xt)[0]
+    assert out.shape == tuple(out_t.shape)
+    out.backward(np.ones(out.shape))
+    out_t.sum().backward()
+    assert xl.grad.shape == tuple(xt.grad.shape)
+    for ours, theirs in pairs:
+        np.testing.assert_array_equal(ours.grad, theirs.grad.numpy().T)
+
+
 def test_bidirectional_merge_modes_and_states(f64):
     x = np.random.default_rng(3).standard_normal((2, 3, 2))
     concat = Bidirectional(GRU(3, return_sequences=True))

@@ -304,3 +304,20 @@ def test_layernorm_errors():
     with pytest.raises(lamina.ShapeError, match=r"LayerNorm 'ln'.*shape \(2, 4, 5, 6\) \(float32\).*\(5, 6\)"
                                                  r"|LayerNorm 'ln'.*shape \(2, 4, 5, 6\) \(float32\).*\(4, 6\)"):
         built(np.zeros((2, 4, 5, 6), dtype=np.float32))
+
+
+@pytest.mark.parametrize("shape, axes", [((2, 0), -1), ((2, 3, 0), (-2, -1)), ((0, 0), -1)])
+def test_layer_norm_over_no_values_is_empty_as_torch(f64, shape, axes):
+    layer = nn.LayerNorm(axes)
+    theirs = torch.nn.LayerNorm(shape[len(shape) - (1 if axes == -1 else 2):], dtype=torch.float64)
+    x = lamina.tensor(np.zeros(shape), requires_grad=True)
+    xt = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    y, yt = layer(x), theirs(xt)
+    assert y.shape == tuple(yt.shape)
+    y.backward(np.ones(y.shape))
+    yt.sum().backward()
+    assert x.grad.shape == tuple(xt.grad.shape)
+    assert layer.weight.grad.shape == tuple(theirs.weight.grad.shape)
+    assert layer.bias.grad.shape == tuple(theirs.bias.grad.shape)
+    graphed = lamina.autograd.grad((layer(x) ** 2).sum(), [x, layer.weight], create_graph=True)
+    assert [g.shape for g in graphed] == [x.shape, layer.weight.shape]

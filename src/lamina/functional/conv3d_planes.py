@@ -167,4 +167,6 @@ def backward(dy, xpad_of, w, patches, geometry: PlaneGeometry, need_x: bool, nee
 
     work = n * dp * rows * (fd * k + fh * fw * c)
     d_stacked = parallel.map_sum(image, n, work)
+    if need_w and d_stacked is None:            # no images (N = 0): dJ/dw = 0
+        d_stacked = xp.zeros(stacked.shape, dtype=dy.dtype)
     return dxpad, (unstacked_weights(d_stacked, w.shape) if need_w else None)

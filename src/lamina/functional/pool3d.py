@@ -17,7 +17,7 @@ from lamina.autograd import Function, Tensor, graph
 from lamina.errors import ShapeError
 from lamina.functional.conv3d import Triple, _check_ndhwc, _crop, _offset_view, _pad, _shape_of, _taps, triple
 from lamina.functional.im2col import strided_view, strides_of
-from lamina.functional.pooling import FixedRouting
+from lamina.functional.pooling import FixedRouting, first_inside_where_all_neg_inf
 from lamina.functional.reduce import mean
 
 __all__ = ["avg_pool3d", "global_avg_pool3d", "max_pool3d"]
@@ -71,7 +71,8 @@ def _spread(windows, dxpad, f: Triple, outs: Triple, s: Triple) -> None:
 class MaxPool3d(Function):
     """The maximum of each window (padding reads -inf). For backward, forward also records
     which tap holds each window's first maximum (argmax over the window in row-major order:
-    PyTorch's choice on ties); backward sends dJ/dv there."""
+    PyTorch's choice on ties; the first tap inside the input where every input value of the
+    window is -inf); backward sends dJ/dv there."""
 
     def forward(self, x):
         xp = backend.xp
@@ -84,7 +85,9 @@ class MaxPool3d(Function):
         rows = xp.ascontiguousarray(windows.transpose(0, 1, 2, 3, 7, 4, 5, 6)).reshape(
             windows.shape[:4] + (windows.shape[7], math.prod(self.f)))
         self.index = rows.argmax(axis=-1).astype(xp.min_scalar_type(rows.shape[-1] - 1))
-        return rows.max(axis=-1)
+        out = rows.max(axis=-1)
+        first_inside_where_all_neg_inf(out, self.index, tuple(p for p, _ in self.pads), self.s, self.f)
+        return out
 
     def backward(self, dy):
         xp = backend.xp

@@ -49,16 +49,16 @@ def _geometry(shape, pool_size, stride, padding, ceil_mode: bool, op: str):
         raise ValueError(f"{op}: padding {p} must be non-negative and at most half the pool size {f}")
     outs, pads = [], []
     for n_in, fi, si, pi, name in zip((h, w), f, s, p, ("height", "width")):
-        if fi > n_in + 2 * pi:
-            raise ShapeError(f"{op}: pool {f[0]}x{f[1]} is larger than the padded input "
-                             f"{h + 2 * p[0]}x{w + 2 * p[1]} ({name}) of x with shape {tuple(shape)}, "
-                             f"padding {p}")
-        if ceil_mode:
+        if ceil_mode:                          # a window may overhang the padding by less than s
             o = -(-(n_in + 2 * pi - fi) // si) + 1
             if (o - 1) * si >= n_in + pi:      # the last window must start inside the input or left pad
                 o -= 1
         else:
             o = (n_in + 2 * pi - fi) // si + 1
+        if o < 1:
+            raise ShapeError(f"{op}: pool {f[0]}x{f[1]} is larger than the padded input "
+                             f"{h + 2 * p[0]}x{w + 2 * p[1]} ({name}) of x with shape {tuple(shape)}, "
+                             f"padding {p}" + (f", stride {s} (ceil mode)" if ceil_mode else ""))
         outs.append(o)
         pads += [pi, max((o - 1) * si + fi - n_in - pi, 0)]
     return f, s, tuple(pads), tuple(outs), p
@@ -132,8 +132,9 @@ class MaxPool2d(Function):
     While the input is still in the cache, the forward also records which window offset
     holds each window's first maximum: with ne_k = [view_k != max] for the f_h f_w offsets
     k in order, that index is ne_0 (1 + ne_1 (1 + ... (1 + ne_{n-2}))), one small integer
-    per output value (a byte for windows of up to 256 values). Backward sends dJ/dv to
-    offset k where the index is k.
+    per output value (a byte for windows of up to 256 values); a window whose input values
+    are all -inf (tied with the -inf padding) gets its first offset inside the input, as
+    PyTorch. Backward sends dJ/dv to offset k where the index is k.
     """
 
     def forward(self, x):
@@ -161,6 +162,7 @@ class MaxPool2d(Function):
                     xp.maximum(o, view, out=o)
             if index is not None:
                 _first_maximum(views, o, index[lo:hi])
+                first_inside_where_all_neg_inf(o, index[lo:hi], (self.pads[0], self.pads[2]), s, f)
 
         parallel.split(chunk, n, xpad.size)
         self.x_shape, self.padded_shape, self.index = x.shape, xpad.shape, index
@@ -228,6 +230,29 @@ def _first_maximum(views: list, maximum, index) -> None:
         index += 1
         xp.not_equal(view, maximum, out=differs)
         index *= flags
+
+
+def first_inside_where_all_neg_inf(maximum, index, lead: tuple, s: tuple, f: tuple) -> None:
+    """Into ``index`` (N, *outs, C), window offsets in row-major order: for the windows that
+    reach into the leading padding ``lead`` (before each spatial axis) and whose ``maximum``
+    is -inf (every input value -inf, tied with the padding), the first offset inside the
+    input, PyTorch's choice, in place of the padding's. Along an axis that offset is
+    max(p - o s, 0) for window o; only the first ceil(p / s) windows reach into the padding,
+    so only those are read."""
+    if not any(lead):
+        return
+    xp = backend.xp
+    outs = maximum.shape[1:-1]
+    first = xp.zeros((), dtype=xp.int64)
+    for p, o, si, fi in zip(lead, outs, s, f):
+        first = first[..., None] * fi + xp.maximum(p - xp.arange(o) * si, 0)
+    border = [-(-p // si) for p, si in zip(lead, s)]
+    for axis, edge in enumerate(border):
+        if edge == 0:
+            continue
+        region = tuple(slice(b, None) for b in border[:axis]) + (slice(0, edge),)
+        where = (slice(None),) + region
+        xp.copyto(index[where], first[region][None, ..., None].astype(index.dtype), where=xp.isneginf(maximum[where]))
 
 
 SMALL_C = 16
@@ -386,7 +411,8 @@ def max_pool2d(x: Tensor, pool_size: int | tuple[int, int], stride: int | tuple[
 
     pool_size f or (f_h, f_w); stride s (default f); padding p or (p_h, p_w), at most f/2,
     filled with -inf. h_out = floor((h + 2p - f) / s) + 1 (ceil with ``ceil_mode``, PyTorch's
-    rule: the last window starts inside the input or the left padding).
+    rule: the last window starts inside the input or the left padding, and may reach past
+    the padding by less than s, so that f may exceed h + 2p by up to s - 1).
     dJ/dx: each window's upstream gradient goes to its maximum (the first one on ties).
     """
     f, s, pads, outs, _ = _geometry(_shape_of(x), pool_size, stride, padding, ceil_mode, "max_pool2d")

@@ -53,11 +53,12 @@ def weight_gradients(fn, dz, states, want):
     dz2 = dz.reshape(steps * n, gh)
     dx = None
     if want[0]:
-        dx = xp.ascontiguousarray(parallel.matmul(dz2, fn.w_x.T).reshape(steps, n, -1).transpose(1, 0, 2))
+        dx = parallel.matmul(dz2, fn.w_x.T).reshape(steps, n, fn.w_x.shape[0])
+        dx = xp.ascontiguousarray(dx.transpose(1, 0, 2))
     dw_x = parallel.matmul(fn.x2.T, dz2) if want[1] else None
     dw_h = None
     if want[2]:
-        prev = xp.ascontiguousarray(states).reshape(steps * n, -1)
+        prev = xp.ascontiguousarray(states).reshape(steps * n, states.shape[-1])
         dw_h = parallel.matmul(prev.T, dz2)
     db = channel_sums(dz2) if want[3] else None
     return dx, dw_x, dw_h, db

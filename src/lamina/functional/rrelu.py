@@ -1,11 +1,12 @@
 """Randomized leaky ReLU (Xu et al. 2015), as PyTorch's ``F.rrelu``:
 
-    y = x            where x >= 0
-    y = a x          where x < 0,
+    y = x            where x > 0
+    y = a x          where x <= 0,
 
 with a drawn uniformly from [lower, upper] for every element in training, and the mean slope
 a = (lower + upper) / 2 in evaluation. Given the slopes, y is linear in x (a product with a
-constant), so dJ/dx = dJ/dy times the slope actually used and every higher derivative is 0.
+constant), so dJ/dx = dJ/dy times the slope actually used (a at x = 0, as PyTorch's and
+:func:`lamina.functional.leaky_relu`'s) and every higher derivative is 0.
 The slopes come from :func:`lamina.backend.rng` (seed it with ``lamina.manual_seed``).
 """
 
@@ -25,8 +26,8 @@ def _check_bounds(lower: float, upper: float) -> tuple[float, float]:
 
 
 def rrelu_slopes(x: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False):
-    """The multiplier of every element of x: 1 where x >= 0, else the random (training) or
-    mean (evaluation) slope."""
+    """The multiplier of every element of x: 1 where x > 0, else (x <= 0) the random
+    (training) or mean (evaluation) slope."""
     lower, upper = _check_bounds(lower, upper)
     xp = backend.xp
     values = x.data if isinstance(x, Tensor) else xp.asarray(x)
@@ -34,10 +35,10 @@ def rrelu_slopes(x: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3, trai
         slopes = backend.rng().uniform(lower, upper, size=values.shape).astype(values.dtype)
     else:
         slopes = xp.full(values.shape, (lower + upper) / 2, dtype=values.dtype)
-    return xp.where(values >= 0, xp.ones((), dtype=values.dtype), slopes)
+    return xp.where(values > 0, xp.ones((), dtype=values.dtype), slopes)
 
 
 def rrelu(x: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False) -> Tensor:
-    """y = x where x >= 0, else a x with a ~ U(lower, upper) per element in training and
+    """y = x where x > 0, else a x with a ~ U(lower, upper) per element in training and
     a = (lower + upper) / 2 otherwise (PyTorch's defaults lower = 1/8, upper = 1/3)."""
     return x * rrelu_slopes(x, lower, upper, training)

@@ -18,11 +18,18 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional.im2col import pair, strided_view, strides_of
-from lamina.functional.pooling import FixedRouting, _geometry, _shape_of, max_pool2d
+from lamina.functional.pooling import (
+    FixedRouting,
+    _geometry,
+    _shape_of,
+    first_inside_where_all_neg_inf,
+    max_pool2d,
+)
 
 
 def _window_argmax(x, f, s, pads, outs):
-    """Flat (row * W + col) positions of each window's first maximum, (N, h_out, w_out, C)."""
+    """Flat (row * W + col) positions of each window's first maximum, (N, h_out, w_out, C); a
+    window of -inf input values only gets its first position inside the input (PyTorch's)."""
     xp = backend.xp
     n, h, w, c = x.shape
     pt, pb, pl, pr = pads
@@ -31,7 +38,9 @@ def _window_argmax(x, f, s, pads, outs):
     sn, s_h, s_w, s_c = strides_of(xpad)
     windows = strided_view(xpad, (n, outs[0], outs[1], f[0], f[1], c),
                            (sn, s_h * s[0], s_w * s[1], s_h, s_w, s_c))
-    k = windows.reshape(n, outs[0], outs[1], f[0] * f[1], c).argmax(axis=3)
+    flat = windows.reshape(n, outs[0], outs[1], f[0] * f[1], c)
+    k = flat.argmax(axis=3)
+    first_inside_where_all_neg_inf(flat.max(axis=3), k, (pt, pl), s, f)
     i, j = xp.divmod(k, f[1])
     rows = (xp.arange(outs[0]) * s[0] - pt)[None, :, None, None] + i
     cols = (xp.arange(outs[1]) * s[1] - pl)[None, None, :, None] + j

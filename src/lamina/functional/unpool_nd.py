@@ -15,6 +15,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.conv3d import triple
 from lamina.functional.pool3d import _pool_geometry, _window_view, max_pool3d
+from lamina.functional.pooling import first_inside_where_all_neg_inf
 from lamina.functional.shape import reshape
 from lamina.functional.unpool import MaxUnpool2d, max_pool2d_with_indices
 
@@ -59,7 +60,9 @@ def max_pool3d_with_indices(x, pool_size, stride=None, padding=0) -> tuple[Tenso
     (pd, _), (ph, _), (pw, _) = pads
     xpad[:, pd:pd + depth, ph:ph + height, pw:pw + width] = data
     windows = _window_view(xpad, f, outs, s).reshape((n,) + tuple(outs) + (-1, c))
-    a, b, k = xp.unravel_index(windows.argmax(axis=4), f)
+    first = windows.argmax(axis=4)
+    first_inside_where_all_neg_inf(windows.max(axis=4), first, (pd, ph, pw), s, f)
+    a, b, k = xp.unravel_index(first, f)
     starts = [(xp.arange(o) * si - p[0]) for o, si, p in zip(outs, s, pads)]
     d = starts[0][None, :, None, None, None] + a
     h = starts[1][None, None, :, None, None] + b

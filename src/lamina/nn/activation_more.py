@@ -61,7 +61,7 @@ class GLU(Module):
 
 @register_layer
 class RReLU(_Elementwise):
-    """Randomized leaky ReLU: in training each negative input gets its own slope drawn from
+    """Randomized leaky ReLU: in training each negative (or zero) input gets its own slope drawn from
     U(lower, upper) (from :func:`lamina.backend.rng`), in evaluation the mean slope
     (lower + upper) / 2. PyTorch's defaults lower = 1/8, upper = 1/3."""
 

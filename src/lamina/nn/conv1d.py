@@ -272,11 +272,12 @@ class _Pool1D(Module):
 
     def _output_steps(self, shape) -> int | None:
         n = shape[1]
-        if n is not None and self.pool_size > n + 2 * self.padding:
+        steps = pool_output_length(n, self.pool_size, self.stride, self.padding, self.ceil_mode)
+        if steps == 0:
+            least = self.pool_size - 2 * self.padding - (self.stride - 1 if self.ceil_mode else 0)
             raise ShapeError(f"{self._label()}: the pool of {self.pool_size} steps is longer than the input of "
-                             f"shape {tuple(shape)} (padding {self.padding}); expected at least "
-                             f"{self.pool_size - 2 * self.padding} steps")
-        return pool_output_length(n, self.pool_size, self.stride, self.padding, self.ceil_mode)
+                             f"shape {tuple(shape)} (padding {self.padding}); expected at least {least} steps")
+        return steps
 
     def compute_output_shape(self, input_shape):
         shape = check_shape_ndim(self, input_shape, 3, _SEQUENCE_SHAPE)

@@ -289,6 +289,6 @@ def _renormalize_rows(ids, weight, max_norm: float, norm_type: float) -> None:
     xp = backend.xp
     table = weight.data if isinstance(weight, Tensor) else weight
     rows = xp.unique(xp.asarray(ids.data if isinstance(ids, Tensor) else ids).reshape(-1))
-    norms = (xp.abs(table[rows]) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+    norms = xp.linalg.norm(table[rows], ord=norm_type, axis=1)  # the p-norm for any p, inf and 0 included
     too_long = norms > max_norm
     table[rows[too_long]] *= (max_norm / (norms[too_long] + 1e-7))[:, None].astype(table.dtype)

@@ -21,18 +21,17 @@ __all__ = ["AvgPool2D", "GlobalAvgPool2D", "MaxPool2D", "MaxUnpool2D", "pool_out
 
 
 def pool_output_length(n: int | None, f: int, s: int, p: int, ceil_mode: bool = False) -> int | None:
-    """Windows along one axis of length ``n`` (None stays None)."""
+    """Windows along one axis of length ``n`` (None stays None), 0 where none fits: in ceil
+    mode a window may reach past the padding by less than s, even where f > n + 2p."""
     if n is None:
         return None
     span = n + 2 * p - f
-    if span < 0:
-        return 0
     if not ceil_mode:
-        return span // s + 1
+        return span // s + 1 if span >= 0 else 0
     out = -(-span // s) + 1
     if (out - 1) * s >= n + p:  # the last window would start inside the right padding
         out -= 1
-    return out
+    return max(out, 0)
 
 
 def _kernel(name: str):
@@ -70,13 +69,14 @@ class _Pool2D(Module):
         for axis in (0, 1):
             n, f = shape[1 + axis], self.pool_size[axis]
             p = self.padding[axis]
-            if n is not None and f > n + 2 * p:
+            out = pool_output_length(n, f, self.stride[axis], p, self.ceil_mode)
+            if out == 0:
                 raise ShapeError(
                     f"{self._label()}: the {self.pool_size[0]}x{self.pool_size[1]} pool is larger than "
                     f"the input of shape {tuple(shown)} (padding {self.padding}); expected a height and "
-                    f"width of at least the pool size"
+                    f"width of at least the pool size" + (" less the stride" if self.ceil_mode else "")
                 )
-            outs.append(pool_output_length(n, f, self.stride[axis], p, self.ceil_mode))
+            outs.append(out)
         return outs[0], outs[1]
 
     def compute_output_shape(self, input_shape):

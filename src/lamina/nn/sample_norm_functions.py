@@ -185,11 +185,15 @@ class LayerNormFunction(Function):
 
     The input is viewed as M rows of D values (a group norm with one group and one
     position); only x (the input's own array), mu, 1/sigma and gamma are kept for backward.
-    Keyword: ``eps``.
+    With D = 0 there is nothing to normalise: the output and every gradient are empty, as
+    PyTorch's. Keyword: ``eps``.
     """
 
     def forward(self, x, gamma, beta):
         d = gamma.size
+        if d == 0:
+            self.xv = None
+            return backend.xp.empty(x.shape, dtype=x.dtype)
         xv = backend.xp.ascontiguousarray(x).reshape(x.size // d, 1, d)
         self.gamma = gamma.astype(x.dtype, copy=False).reshape(d)
         self.xv = xv
@@ -201,10 +205,14 @@ class LayerNormFunction(Function):
         return y.reshape(x.shape)
 
     def backward(self, dy):
+        gamma_shape = self.inputs[1].shape
+        if self.xv is None:                                 # D = 0: empty gradients
+            xp = backend.xp
+            return tuple(xp.zeros(shape, dtype=dy.dtype) if need else None
+                         for shape, need in zip((dy.shape, gamma_shape, gamma_shape), self.needs_grad))
         dyv = backend.xp.ascontiguousarray(dy).reshape(self.xv.shape)
         dx, dgamma, dbeta = _standardized_backward(dyv, self.xv, self.mean, self.inv_std, self.gamma, 1,
                                                    self.gamma.size, self.needs_grad)
-        gamma_shape = self.inputs[1].shape
         return (None if dx is None else dx.reshape(dy.shape),
                 None if dgamma is None else dgamma.reshape(gamma_shape),
                 None if dbeta is None else dbeta.reshape(gamma_shape))
@@ -214,6 +222,8 @@ class LayerNormFunction(Function):
         depend on x), on M rows of the D normalised values."""
         x, gamma, _ = self.inputs
         d = gamma.size
+        if d == 0:
+            return tuple(t * 0.0 if need else None for t, need in zip((dy, gamma, gamma), self.needs_grad))
         grads = standardized_backward_graph(dy.reshape(-1, d), x.reshape(-1, d), gamma.reshape(d), (1,), self.eps,
                                              self.needs_grad)
         return tuple(None if g is None else g.reshape(t.shape) for g, t in zip(grads, self.inputs))
