@@ -13,7 +13,7 @@ import torch.nn.functional as TF
 
 import lamina
 import lamina.functional as F
-from helpers import check_gradients, compare_with_torch, randn
+from helpers import check_gradients, check_second_derivatives, compare_with_torch, randn
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -376,3 +376,56 @@ def test_logits_given_as_probabilities_are_refused(loss):
     probabilities = np.array([[0.0, 1.0, 0.0], [0.2, 0.3, 0.5]], np.float32)
     assert np.isfinite(loss(lamina.tensor(probabilities), labels).numpy())
 
+
+
+def soft_targets(m, k, seed=0):
+    return softmax_rows(m, k, seed=seed)
+
+
+TARGET_GRADIENT_CASES = {
+    "bce_logits": (lambda z, y: F.binary_cross_entropy(z, y, from_logits=True),
+                   TF.binary_cross_entropy_with_logits, [randn(4, 3), probabilities(4, 3, seed=1)]),
+    "bce_logits_none": (lambda z, y: F.binary_cross_entropy(z, y, from_logits=True, reduction="none"),
+                        lambda z, y: TF.binary_cross_entropy_with_logits(z, y, reduction="none"),
+                        [randn(5), probabilities(5, seed=1)]),
+    "bce_probabilities": (F.binary_cross_entropy, TF.binary_cross_entropy,
+                          [probabilities(4, 3), probabilities(4, 3, seed=1)]),
+    "mse": (F.mean_squared_error, TF.mse_loss, [randn(4, 3), randn(4, 3, seed=1)]),
+    "cce_logits_soft": (lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True), TF.cross_entropy,
+                        [randn(4, 5), soft_targets(4, 5, seed=1)]),
+    "cce_logits_soft_sum_smoothed": (
+        lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True, reduction="sum", label_smoothing=0.2),
+        lambda z, y: TF.cross_entropy(z, y, reduction="sum", label_smoothing=0.2),
+        [randn(4, 5), soft_targets(4, 5, seed=1)]),
+    "cce_logits_soft_weighted_none": (
+        lambda z, y: F.categorical_cross_entropy(z, y, from_logits=True, reduction="none",
+                                                 class_weights=np.arange(1.0, 6.0)),
+        lambda z, y: TF.cross_entropy(z, y, reduction="none", weight=torch.arange(1.0, 6.0, dtype=z.dtype)),
+        [randn(4, 5), soft_targets(4, 5, seed=1)]),
+}
+
+
+@pytest.mark.parametrize("name", list(TARGET_GRADIENT_CASES))
+def test_a_target_that_requires_grad_gets_torchs_gradient(name):
+    ours, theirs, inputs = TARGET_GRADIENT_CASES[name]
+    compare_with_torch(ours, theirs, *inputs, dtype=np.float64, grad=[True, True])
+    assert check_gradients(ours, *inputs, grad=[True, True])
+
+
+def test_a_target_gradient_of_the_fused_losses_differentiates_again():
+    z, y = randn(3, 4), soft_targets(3, 4, seed=2)
+    assert check_second_derivatives(lambda a, b: F.categorical_cross_entropy(a, b, from_logits=True), z, y)
+    assert check_second_derivatives(lambda a, b: F.binary_cross_entropy(a, b, from_logits=True), z, y)
+
+
+def test_the_bce_with_logits_target_gradient_is_minus_the_logits():
+    z, y = (lamina.tensor(a, requires_grad=True, dtype=np.float64) for a in ([3.0, -2.0], [0.2, 0.7]))
+    F.binary_cross_entropy(z, y, from_logits=True, reduction="sum").backward()
+    np.testing.assert_allclose(y.grad, [-3.0, 2.0], rtol=1e-12)
+
+
+def test_a_target_without_grad_stays_a_constant_of_the_fused_node():
+    z = lamina.tensor(randn(6), requires_grad=True)
+    for y in (probabilities(6), lamina.tensor(probabilities(6))):
+        out = F.binary_cross_entropy(z, y, from_logits=True, reduction="none")
+        assert type(out._ctx).__name__ == "BinaryCrossEntropyWithLogits" and len(out._ctx.inputs) == 1

@@ -3,6 +3,8 @@ gradients, both precisions), their reprs and errors, and a Trainer that learns w
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,58 @@ def test_trainer_learns_with_cross_entropy_loss_on_logits():
     history = trainer.fit((x, y), epochs=6, batch_size=16, seed=0)
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert trainer.evaluate((x, y))["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name", ["BCEWithLogitsLoss", "BCELoss"])
+def test_binary_cross_entropy_modules_give_a_target_that_requires_grad_its_gradient(name, reduction):
+    x = randn(3, 4) if name == "BCEWithLogitsLoss" else positive(3, 4, low=0.05, high=0.95)
+    target = positive(3, 4, seed=1, low=0.05, high=0.95)
+    compare_with_torch(getattr(nn, name)(reduction=reduction), getattr(torch.nn, name)(reduction=reduction), x,
+                       target, dtype=np.float64, grad=[True, True])
+
+
+EMPTY = np.zeros((0,))
+EMPTY_MEANS = {                                  # a module's inputs, each without a value
+    "L1Loss": [EMPTY, EMPTY], "HuberLoss": [EMPTY, EMPTY], "SmoothL1Loss": [EMPTY, EMPTY],
+    "GaussianNLLLoss": [EMPTY, EMPTY, EMPTY], "MarginRankingLoss": [EMPTY, EMPTY, EMPTY],
+    "CrossEntropyLoss": [np.zeros((0, 3)), np.zeros(0, dtype=np.int64)],
+    "KLDivLoss": [np.zeros((0, 3)), np.zeros((0, 3))],
+}
+
+
+@pytest.mark.parametrize("name", list(EMPTY_MEANS))
+def test_the_mean_over_no_value_is_nan_as_torchs(name):
+    inputs = EMPTY_MEANS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # torch's notice that KLDivLoss's mean will change
+        theirs = getattr(torch.nn, name)()(*(torch.tensor(a) for a in inputs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = getattr(nn, name)()(*(lamina.tensor(a, requires_grad=a.dtype.kind == "f") for a in inputs))
+    assert np.isnan(theirs.item()) and np.isnan(ours.item())
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cross_entropy_with_every_target_ignored_is_nan_with_torchs_zero_gradient(weighted):
+    weight = positive(3, seed=4) if weighted else None
+    target = np.array([1, 1, 1, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = compare_with_torch(
+            lambda x: nn.CrossEntropyLoss(weight=weight, ignore_index=1)(x, target),
+            lambda x: torch.nn.CrossEntropyLoss(weight=None if weight is None else torch.tensor(weight),
+                                                ignore_index=1)(x, torch.tensor(target)),
+            randn(4, 3), dtype=np.float64)
+    assert np.isnan(out[0].item())
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("margin", [-0.5, 0.0])
+def test_multi_margin_loss_takes_any_margin_as_torch(margin, reduction):
+    target = labels(6, classes=4)
+    compare_with_torch(with_target(nn.MultiMarginLoss(margin=margin, reduction=reduction), target),
+                       with_torch_target(torch.nn.MultiMarginLoss(margin=margin, reduction=reduction), target),
+                       randn(6, 4, scale=0.3), dtype=np.float64)
+    with pytest.raises(ValueError, match="multiclass_hinge: margin must be a finite number >= 0"):
+        lamina.functional.multiclass_hinge(lamina.tensor(randn(6, 4)), target, margin=-0.5)

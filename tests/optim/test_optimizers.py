@@ -11,7 +11,20 @@ import torch
 import lamina
 from helpers import assert_close
 from lamina.nn import Module, Parameter
-from lamina.optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSProp, RMSprop
+from lamina.optim import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    NAdam,
+    Optimizer,
+    RAdam,
+    RMSProp,
+    RMSprop,
+    StepDecay,
+)
 
 SHAPES = [(4, 3), (4,), (2, 4), (2,)]
 _rng = np.random.default_rng(1234)
@@ -292,6 +305,22 @@ def test_param_groups_and_lr_setter_match_torch():
     assert lopt.param_groups[1]["lr"] == pytest.approx(0.005)
     for lp, tp in zip(lparams, tparams):
         assert_close(lp.data, tp.detach().numpy(), TOL, "param groups")
+
+
+def test_a_base_lr_of_zero_refuses_a_schedule_that_would_lose_the_groups_own_lrs():
+    a, b, c = (Parameter(np.zeros(2), dtype=np.float64) for _ in range(3))
+    opt = SGD([{"params": [a], "lr": 0.2}, {"params": [b], "lr": 0.1}], lr=0.0)
+    with pytest.raises(ValueError, match=r"SGD: cannot set lr to 0.5: the base lr is 0 but parameter group\(s\) "
+                                         r"\[0, 1\] have their own lr \[0.2, 0.1\]"):
+        StepDecay(0.5, 1, 0.5, optimizer=opt)
+    assert [g["lr"] for g in opt.param_groups] == [0.2, 0.1]
+    frozen = SGD([{"params": [a]}, {"params": [b]}], lr=0.0)          # groups that follow the base
+    frozen.lr = 0.5
+    assert [g["lr"] for g in frozen.param_groups] == [0.5, 0.5]
+    scaled = SGD([{"params": [c], "lr": 0.1}], lr=0.2)
+    scaled.lr = 0.0
+    scaled.lr = 0.4                                  # the ratio, known from a nonzero base, is kept
+    assert scaled.param_groups[0]["lr"] == pytest.approx(0.2)
 
 
 class _Lazy(Module):

@@ -150,6 +150,45 @@ def test_reduce_on_plateau_matches_torch(kwargs):
     assert opt.lr < 0.1  # the plateau did trigger reductions
 
 
+def _two_groups(make, lrs=(1.0, 0.1)):
+    a, b = (make(np.zeros(1)) for _ in range(2))
+    return [{"params": [a]}, {"params": [b], "lr": lrs[1]}], lrs[0]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"factor": 0.1, "patience": 0, "min_lr": 0.05},
+    {"factor": 0.5, "patience": 0, "min_lr": [0.3, 0.001]},
+    {"factor": 0.5, "patience": 1, "min_lr": [0.0, 0.02], "eps": 0.02, "cooldown": 1},
+])
+def test_reduce_on_plateau_floors_each_group_as_torch(kwargs):
+    groups, lr = _two_groups(lambda a: Parameter(a, dtype=np.float64))
+    opt = SGD(groups, lr=lr)
+    sched = ReduceOnPlateau(opt, **kwargs)
+    tgroups, _ = _two_groups(lambda a: torch.tensor(a, requires_grad=True))
+    topt = torch.optim.SGD(tgroups, lr=lr)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **kwargs)
+    for m in [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]:
+        sched.step(m)
+        tsched.step(m)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["lr"] for g in topt.param_groups], rel=1e-12)
+    opt.lr = opt.lr                          # the groups' scales hold their floors
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["lr"] for g in topt.param_groups], rel=1e-12)
+
+
+def test_reduce_on_plateau_restores_the_groups_floors_and_checks_min_lr_lists():
+    groups, lr = _two_groups(lambda a: Parameter(a, dtype=np.float64))
+    sched = ReduceOnPlateau(SGD(groups, lr=lr), factor=0.1, patience=0, min_lr=0.05)
+    for m in [1.0, 2.0, 3.0]:
+        sched.step(m)
+    saved = json.loads(json.dumps(sched.state_dict()))
+    groups, lr = _two_groups(lambda a: Parameter(a, dtype=np.float64))
+    opt = SGD(groups, lr=lr)
+    ReduceOnPlateau(opt, factor=0.1, patience=0, min_lr=0.05).load_state_dict(saved)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.05], rel=1e-12)
+    with pytest.raises(ValueError, match="min_lr lists 3 values but the optimizer has 2 parameter groups"):
+        ReduceOnPlateau(opt, min_lr=[0.1, 0.1, 0.1])
+
+
 def test_reduce_on_plateau_state_dict():
     opt = _optimizer(0.1)
     sched = ReduceOnPlateau(opt, patience=0, factor=0.5)

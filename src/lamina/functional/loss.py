@@ -1,7 +1,8 @@
 """Losses and costs, Keras-style: ``loss(y_pred, y_true)``.
 
 The cost is J = (1/m) sum_i L(y_hat_i, y_i) by default (``reduction='mean'``);
-``'sum'`` gives the sum and ``'none'`` the per-sample losses.
+``'sum'`` gives the sum and ``'none'`` the per-sample losses. A target tensor that
+requires grad gets dJ/dy, as in PyTorch; other targets are constants.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional import reduce as R
-from lamina.functional.activation import stable_sigmoid
+from lamina.functional.activation import log_softmax, stable_sigmoid
 from lamina.functional.elementwise import clip, log
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -41,6 +42,27 @@ def _targets(y_true, like: Tensor, fn: str):
     return data.astype(like.dtype, copy=False)
 
 
+def _differentiable_targets(y_true, like: Tensor, fn: str):
+    """:func:`_targets`, except that a target tensor that requires grad is kept as it is (on
+    the graph), so that the loss gives it dJ/dy as PyTorch does; an array otherwise."""
+    if not (isinstance(y_true, Tensor) and y_true.requires_grad):
+        return _targets(y_true, like, fn)
+    if y_true.shape != like.shape:
+        raise ShapeError(f"{fn}: y_pred has shape {like.shape} but y_true has shape {y_true.shape}")
+    if y_true.dtype != like.dtype:
+        raise TypeError(f"{fn}: y_true has dtype {y_true.dtype} but y_pred has dtype {like.dtype}; a target "
+                        "that needs a gradient must have the prediction's dtype")
+    return y_true
+
+
+def _fused(node, z, y, **params) -> Tensor:
+    """``node`` (a fused loss of scores z and targets y) applied: target arrays are constants
+    of the node, a target tensor is its second input and gets its gradient too."""
+    if isinstance(y, Tensor):
+        return node.apply(z, y, **params)
+    return node.apply(z, y=y, **params)
+
+
 def _per_sample(elementwise: Tensor) -> Tensor:
     """Average over every axis but the first: one loss per sample."""
     if elementwise.ndim <= 1:
@@ -50,19 +72,28 @@ def _per_sample(elementwise: Tensor) -> Tensor:
 
 class BinaryCrossEntropyWithLogits(Function):
     """L = -(y log sigma(z) + (1 - y) log(1 - sigma(z))) = max(z, 0) - z y + log(1 + e^-|z|);
-    dL/dz = sigma(z) - y."""
+    dL/dz = sigma(z) - y and dL/dy = -z. The targets y are the hyperparameter ``y`` (a
+    constant) or the second input (a tensor that gets dL/dy)."""
 
-    def forward(self, z):
+    def forward(self, z, *target):
         xp = backend.xp
+        if target:
+            self.y = target[0]
         y = self.y
         self.z = z
         return xp.maximum(z, 0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
 
     def backward(self, dy):
-        return (dy * (stable_sigmoid(self.z) - self.y),)
+        grad_z = dy * (stable_sigmoid(self.z) - self.y)
+        if len(self.needs_grad) == 1:
+            return (grad_z,)
+        return grad_z, (-(dy * self.z) if self.needs_grad[1] else None)
 
     def backward_graph(self, dy):
-        return (dy * (self.inputs[0].sigmoid() - self.y),)
+        z = self.inputs[0]
+        if len(self.inputs) == 1:
+            return (dy * (z.sigmoid() - self.y),)
+        return dy * (z.sigmoid() - self.inputs[1]), (-(dy * z) if self.needs_grad[1] else None)
 
 
 def _check_probabilities(y_pred, fn: str) -> None:
@@ -86,9 +117,9 @@ def binary_cross_entropy(y_pred, y_true, from_logits: bool = False, reduction: s
     _check_reduction(reduction, "binary_cross_entropy")
     if not from_logits:
         _check_probabilities(y_pred, "binary_cross_entropy")
-    y = _targets(y_true, y_pred, "binary_cross_entropy")
+    y = _differentiable_targets(y_true, y_pred, "binary_cross_entropy")
     if from_logits:
-        losses = BinaryCrossEntropyWithLogits.apply(y_pred, y=y)
+        losses = _fused(BinaryCrossEntropyWithLogits, y_pred, y)
     else:
         p = clip(y_pred, EPSILON, 1 - EPSILON)
         losses = -(y * log(p) + (1 - y) * log(1 - p))
@@ -101,26 +132,42 @@ class SoftmaxCrossEntropy(Function):
     L = -sum_j y_j log y_hat_j with y_hat = softmax(z); dL/dz = y_hat - y (course notes),
     so the cost J = mean L has dJ/dz = (y_hat - y) / m. ``y`` holds target rows (one-hot
     or soft); rows that do not add up to 1 give dL/dz = y_hat sum_j y_j - y. Hyperparameter
-    ``reduction`` ('mean', 'sum' or 'none') is applied in the node.
+    ``reduction`` ('mean', 'sum' or 'none') is applied in the node. The targets are the
+    hyperparameter ``y`` (a constant) or the second input (a tensor that gets
+    dL/dy_j = -log y_hat_j).
     """
 
-    def forward(self, z):
+    def forward(self, z, *target):
         shifted, probs, log_norm = _softmax_parts(z)
         self.probs = probs
-        return _apply_reduction(-(self.y * (shifted - log_norm)).sum(axis=-1), self.reduction)
+        if not target:
+            return _apply_reduction(-(self.y * (shifted - log_norm)).sum(axis=-1), self.reduction)
+        self.y = target[0]
+        shifted -= log_norm
+        self.log_probs = shifted
+        return _apply_reduction(-(self.y * shifted).sum(axis=-1), self.reduction)
 
     def backward(self, dy):
         scale = _reduced_grad(dy, self.probs.shape[:-1], self.reduction)
+        scale = scale[..., None] if self.reduction == "none" else scale
         totals = self.y.sum(axis=-1, keepdims=True)
         grad = self.probs if bool((totals == 1).all()) else self.probs * totals
-        return ((scale[..., None] if self.reduction == "none" else scale) * (grad - self.y),)
+        if len(self.needs_grad) == 1:
+            return (scale * (grad - self.y),)
+        return scale * (grad - self.y), (-(scale * self.log_probs) if self.needs_grad[1] else None)
 
     def backward_graph(self, dy):
         scale = _reduced_grad(dy, self.probs.shape[:-1], self.reduction)
-        totals = self.y.sum(axis=-1, keepdims=True)
-        probs = self.inputs[0].softmax(axis=-1)
-        grad = probs if bool((totals == 1).all()) else probs * totals
-        return ((scale.expand_dims(-1) if self.reduction == "none" else scale) * (grad - self.y),)
+        scale = scale.expand_dims(-1) if self.reduction == "none" else scale
+        z = self.inputs[0]
+        if len(self.inputs) == 1:
+            totals = self.y.sum(axis=-1, keepdims=True)
+            probs = z.softmax(axis=-1)
+            grad = probs if bool((totals == 1).all()) else probs * totals
+            return (scale * (grad - self.y),)
+        y = self.inputs[1]
+        grad = z.softmax(axis=-1) * R.sum(y, axis=-1, keepdims=True) - y
+        return scale * grad, (-(scale * log_softmax(z, axis=-1)) if self.needs_grad[1] else None)
 
 
 class SparseSoftmaxCrossEntropy(Function):
@@ -164,15 +211,20 @@ def _softmax_parts(z):
 
 
 def _apply_reduction(losses, reduction: str):
+    """The losses' mean (nan for none, as PyTorch's, without NumPy's warnings), sum or themselves."""
     if reduction == "none":
         return losses
     total = backend.xp.add.reduce(losses, axis=None)
-    return total / losses.dtype.type(max(losses.size, 1)) if reduction == "mean" else total
+    if reduction == "sum":
+        return total
+    t = losses.dtype.type
+    return total / t(losses.size) if losses.size else total * t(math.nan)
 
 
 def _reduced_grad(dy, shape, reduction: str):
     """dJ/dL_i for the samples: dy / m for the mean and dy for the sum (dy a scalar, the
-    same for every sample), dy itself (one per sample) for 'none'."""
+    same for every sample), dy itself (one per sample) for 'none'. (With m = 0 there is no
+    sample to scale: it divides by 1.)"""
     if reduction == "mean":
         return dy / dy.dtype.type(max(math.prod(shape), 1))
     return dy
@@ -213,7 +265,7 @@ def _one_hot(labels, like: Tensor):
 
 def _one_hot_targets(y_true, y_pred: Tensor, fn: str):
     labels = _integer_labels(y_true, y_pred, fn)
-    return _targets(y_true, y_pred, fn) if labels is None else _one_hot(labels, y_pred)
+    return _differentiable_targets(y_true, y_pred, fn) if labels is None else _one_hot(labels, y_pred)
 
 
 def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reduction: str = "mean",
@@ -265,7 +317,8 @@ def categorical_cross_entropy(y_pred, y_true, from_logits: bool = False, reducti
         if labels is not None:
             losses = SparseSoftmaxCrossEntropy.apply(y_pred, labels=labels, reduction=in_node)
         else:
-            losses = SoftmaxCrossEntropy.apply(y_pred, y=_targets(y_true, y_pred, fn), reduction=in_node)
+            losses = _fused(SoftmaxCrossEntropy, y_pred, _differentiable_targets(y_true, y_pred, fn),
+                            reduction=in_node)
         return losses if y_pred.ndim <= 2 else _reduce(_per_sample(losses), reduction)
     y = _one_hot_targets(y_true, y_pred, fn)
     p = clip(y_pred, EPSILON, 1 - EPSILON)
@@ -295,8 +348,12 @@ def _cross_entropy_ignoring(y_pred, y_true, ignore_index: int, from_logits: bool
     total = R.sum(losses)
     if reduction == "sum":
         return total
+    count = int(kept.sum())
+    if not count:
+        # the mean over no row is nan, as PyTorch's, whose gradient is then 0 (the rows' masks)
+        return total + total.dtype.type(math.nan)
     if class_weights is None:
-        return total / max(int(kept.sum()), 1)
+        return total / count
     weights = xp.asarray(getattr(class_weights, "data", class_weights), dtype=y_pred.dtype).reshape(-1)
     return total / weights[labels[kept]].sum()
 
@@ -316,12 +373,12 @@ def _weighted_cross_entropy(y_pred: Tensor, y_true, from_logits: bool, reduction
         raise ValueError(f"{fn}: class_weights must be {classes} finite values >= 0 (one per class of y_pred "
                          f"of shape {y_pred.shape}), got shape {weights.shape}")
     labels = _integer_labels(y_true, y_pred, fn)                 # checked once, kept for the mean
-    y = _targets(y_true, y_pred, fn) if labels is None else _one_hot(labels, y_pred)
+    y = _differentiable_targets(y_true, y_pred, fn) if labels is None else _one_hot(labels, y_pred)
     if label_smoothing:
         y = _smoothed(y, label_smoothing)
     y = y * weights
     if from_logits:
-        losses = SoftmaxCrossEntropy.apply(y_pred, y=y, reduction="none")
+        losses = _fused(SoftmaxCrossEntropy, y_pred, y, reduction="none")
     else:
         losses = -R.sum(y * log(clip(y_pred, EPSILON, 1 - EPSILON)), axis=-1)
     if reduction == "mean" and labels is not None:
@@ -332,6 +389,6 @@ def _weighted_cross_entropy(y_pred: Tensor, y_true, from_logits: bool, reduction
 def mean_squared_error(y_pred, y_true, reduction: str = "mean") -> Tensor:
     """L = mean over features of (y_hat - y)^2, one value per sample."""
     _check_reduction(reduction, "mean_squared_error")
-    y = _targets(y_true, y_pred, "mean_squared_error")
+    y = _differentiable_targets(y_true, y_pred, "mean_squared_error")
     diff = y_pred - y
     return _reduce(_per_sample(diff * diff), reduction)

@@ -363,8 +363,8 @@ def kl_div(input, target, log_target: bool = False, reduction: str = "mean") -> 
     total = R.sum(sums)
     if reduction == "batchmean":
         return total / (log_q.shape[0] if log_q.ndim else 1)
-    if reduction == "mean":
-        return total / max(log_q.size, 1)
+    if reduction == "mean":      # over no value: nan, as PyTorch's
+        return total / log_q.size if log_q.size else total + total.dtype.type(float("nan"))
     return total
 
 

@@ -33,20 +33,27 @@ def _divisors(shape: tuple[int, ...], per_sample: str) -> tuple[int, int]:
     return (inner if per_sample == "mean" else 1), (shape[0] if shape else 1)
 
 
+def _divide(total, count: int):
+    """total / count; nan for a count of 0 (a mean over nothing, as NumPy's and PyTorch's),
+    without NumPy's warnings."""
+    t = total.dtype.type
+    return total / t(count) if count else total * t(math.nan)
+
+
 def _reduce_samples(values, reduction: str, per_sample: str = "mean"):
-    """Per-sample losses (the mean or sum over every axis but the first), then reduced."""
+    """Per-sample losses (the mean or sum over every axis but the first), then reduced; the
+    mean of no values is nan."""
     d, m = _divisors(values.shape, per_sample)
-    t = values.dtype.type
     if reduction == "none":
         if values.ndim <= 1:
             return values
-        return values.reshape(m, -1 if m else 0).sum(axis=1) / t(max(d, 1))
-    total = values.sum()
-    return total / t(max(d * m if reduction == "mean" else d, 1))
+        return _divide(values.reshape(m, -1 if m else 0).sum(axis=1), d)
+    return _divide(values.sum(), d * m if reduction == "mean" else d)
 
 
 def _sample_scale(dy, shape: tuple[int, ...], reduction: str, per_sample: str = "mean"):
-    """dJ/dv for each value v of :func:`_reduce_samples`, broadcastable to ``shape``."""
+    """dJ/dv for each value v of :func:`_reduce_samples`, broadcastable to ``shape`` (a count
+    of 0 leaves no value to scale, so it divides by 1 instead)."""
     d, m = _divisors(shape, per_sample)
     t = dy.dtype.type
     if reduction == "none":

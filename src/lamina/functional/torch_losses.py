@@ -28,11 +28,10 @@ from lamina.errors import ShapeError
 from lamina.functional import loss as lamina_loss
 from lamina.functional import losses_extra, losses_metric, losses_more
 from lamina.functional import reduce as R
-from lamina.functional.activation import log_softmax
 from lamina.functional.elementwise import maximum, minimum, where
 from lamina.functional.indexing import gather
 from lamina.functional.loss import _check_reduction, categorical_cross_entropy
-from lamina.functional.losses_more import _check_number, _prediction
+from lamina.functional.losses_more import MultiMargin, _check_number, _class_labels, _prediction
 from lamina.functional.math_more import square
 from lamina.functional.shape import broadcast_to
 from lamina.functional.similarity import pairwise_distance
@@ -118,7 +117,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     the targets with the uniform distribution: (1 - eps) y + eps / C. ``'none'`` gives one
     loss per row, of the target's shape (class indices) or the input's without its last axis.
 
-    The work is :func:`lamina.functional.categorical_cross_entropy` with ``from_logits=True``.
+    The work is :func:`lamina.functional.categorical_cross_entropy` with ``from_logits=True``;
+    target probabilities that require grad get theirs, -w_j log softmax(z)_j per row.
     """
     fn = "cross_entropy"
     _check_reduction(reduction, fn)
@@ -135,22 +135,10 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     elif ignore_index != -100:
         raise ValueError(f"{fn}: ignore_index applies to class indices only, not to class probabilities (as "
                          f"PyTorch); got ignore_index={ignore_index!r} with probabilities of shape {x.shape}")
-    elif isinstance(labels, Tensor) and labels.requires_grad:
-        losses = _reduced(_soft_cross_entropy(rows, labels.reshape(-1, classes), weights, label_smoothing), reduction)
     else:
         losses = categorical_cross_entropy(rows, labels.reshape(-1, classes), from_logits=True, reduction=reduction,
                                            label_smoothing=label_smoothing, class_weights=weights)
     return losses.reshape(x.shape[:-1]) if reduction == "none" else losses
-
-
-def _soft_cross_entropy(rows: Tensor, targets: Tensor, weights, label_smoothing: float) -> Tensor:
-    """-sum_j w_j y_j log softmax(z)_j per row, composed from log_softmax so that target
-    probabilities that are tensors get their gradient -w_j log softmax(z)_j too."""
-    if label_smoothing:
-        targets = targets * (1.0 - label_smoothing) + label_smoothing / rows.shape[-1]
-    if weights is not None:
-        targets = targets * weights
-    return -R.sum(targets * log_softmax(rows, axis=-1), axis=-1)
 
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean") -> Tensor:  # noqa: A002
@@ -184,8 +172,9 @@ def multi_margin_loss(input, target, p: int = 1, margin: float = 1.0, weight=Non
                       reduction: str = "mean") -> Tensor:
     """Multi-class hinge loss of scores x over the LAST axis and class indices y:
     L = (1/C) sum_(j != y) w_y max(0, margin - x_y + x_j)^p, PyTorch's ``multi_margin_loss``
-    (p = 1 or 2). With p = 1 and no weight it is :func:`lamina.functional.multiclass_hinge`;
-    otherwise it is composed from gather, maximum and where."""
+    (p = 1 or 2), for any margin. With p = 1 and no weight it is the node of
+    :func:`lamina.functional.multiclass_hinge` (which asks for margin >= 0); otherwise it is
+    composed from gather, maximum and where."""
     fn = "multi_margin_loss"
     _check_reduction(reduction, fn)
     if p not in (1, 2):
@@ -197,7 +186,7 @@ def multi_margin_loss(input, target, p: int = 1, margin: float = 1.0, weight=Non
     classes = x.shape[-1]
     rows, flat = x.reshape(-1, classes), labels.reshape(-1).astype(backend.xp.int64)
     if p == 1 and weight is None:
-        losses = losses_more.multiclass_hinge(rows, flat, margin=margin, reduction=reduction)
+        losses = MultiMargin.apply(rows, labels=_class_labels(flat, rows, fn), margin=margin, reduction=reduction)
         return losses.reshape(labels.shape) if reduction == "none" else losses
     picked = gather(rows, 1, flat[:, None])
     others = backend.xp.arange(classes)[None, :] != flat[:, None]

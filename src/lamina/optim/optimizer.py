@@ -56,7 +56,9 @@ class Optimizer:
     The learning rate of every group can be set at once through ``optimizer.lr`` (what
     the schedules of :mod:`lamina.optim.schedules` do). A group created with its own
     ``lr`` keeps its ratio to the optimizer's ``lr``: setting ``optimizer.lr = a`` gives
-    that group ``a * group_lr / lr`` (its ``'lr_scale'`` entry).
+    that group ``a * group_lr / lr`` (its ``'lr_scale'`` entry). With ``lr=0`` that ratio
+    does not exist, so setting ``optimizer.lr`` while a group has an lr of its own is refused
+    (a ValueError that says so) rather than giving every group the same rate.
     """
 
     #: Entries of a parameter's state that are arrays shaped like the parameter.
@@ -168,6 +170,14 @@ class Optimizer:
     @lr.setter
     def lr(self, value: float) -> None:
         self._check_number("lr", value, low=0.0)
+        if self.defaults["lr"] == 0:
+            own = {k: group["lr"] for k, group in enumerate(self.param_groups) if group["lr"] != 0}
+            if own:
+                raise ValueError(
+                    f"{self._name}: cannot set lr to {value!r}: the base lr is 0 but parameter group(s) "
+                    f"{sorted(own)} have their own lr {list(own.values())}, which has no ratio to a base of 0 to "
+                    "keep; create the optimizer with a nonzero lr (e.g. the largest group's), and each group keeps "
+                    "its ratio to it")
         self.defaults["lr"] = float(value)
         for group in self.param_groups:
             group["lr"] = float(value) * group["lr_scale"]

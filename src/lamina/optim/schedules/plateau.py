@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 from lamina.optim.schedules.base import _check
@@ -30,9 +31,12 @@ class ReduceOnPlateau:
     its name says (:func:`higher_is_better`). A value is an improvement when it beats the
     best so far by more than ``threshold`` (relative: ``best*(1 - threshold)`` in min mode,
     ``best*(1 + threshold)`` in max mode; absolute with ``threshold_mode='abs'``). After
-    more than ``patience`` epochs without improvement the learning rate becomes
-    ``max(lr*factor, min_lr)`` (changes smaller than ``eps`` are skipped), then
-    ``cooldown`` epochs pass before bad epochs count again.
+    more than ``patience`` epochs without improvement each parameter group's learning rate
+    becomes ``max(lr*factor, min_lr)`` (``min_lr`` is one floor for all groups or a list of
+    one per group; a group whose change would be smaller than ``eps`` is left as it is), then
+    ``cooldown`` epochs pass before bad epochs count again. The optimizer's base ``lr``
+    follows the same rule (with the lowest floor), and a group that reached its floor gets
+    the ``lr_scale`` that keeps its learning rate there.
 
     Unlike the formula schedules its learning rate depends on the metrics seen, so
     ``schedule(t)`` (and ``lr``) return the current learning rate whatever t is.
@@ -41,7 +45,7 @@ class ReduceOnPlateau:
     per = "epoch"
 
     def __init__(self, optimizer: Any = None, mode: str = "min", factor: float = 0.1, patience: int = 10,
-                 threshold: float = 1e-4, min_lr: float = 0.0, threshold_mode: str = "rel",
+                 threshold: float = 1e-4, min_lr: float | Sequence[float] = 0.0, threshold_mode: str = "rel",
                  cooldown: int = 0, eps: float = 1e-8, monitor: str | None = None):
         if monitor is not None and not isinstance(monitor, str):
             raise TypeError(f"ReduceOnPlateau: monitor must be the name of a logged quantity or None, "
@@ -56,11 +60,16 @@ class ReduceOnPlateau:
             raise ValueError(f"ReduceOnPlateau: invalid factor {factor!r} (must be in [0, 1))")
         _check("ReduceOnPlateau", "patience", patience)
         _check("ReduceOnPlateau", "threshold", threshold)
-        _check("ReduceOnPlateau", "min_lr", min_lr)
+        floors = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr]
+        for floor in floors:
+            _check("ReduceOnPlateau", "min_lr", floor)
+        if not floors:
+            raise ValueError("ReduceOnPlateau: min_lr is an empty list (give a number or one per parameter group)")
         _check("ReduceOnPlateau", "cooldown", cooldown)
         self.mode, self.threshold_mode, self.monitor = mode, threshold_mode, monitor
         self.factor, self.patience, self.threshold = float(factor), int(patience), float(threshold)
-        self.min_lr, self.cooldown, self.eps = float(min_lr), int(cooldown), float(eps)
+        self.min_lr = [float(f) for f in floors] if isinstance(min_lr, (list, tuple)) else float(min_lr)
+        self.cooldown, self.eps = int(cooldown), float(eps)
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
@@ -70,6 +79,9 @@ class ReduceOnPlateau:
             self.attach(optimizer)
 
     def attach(self, optimizer: Any) -> ReduceOnPlateau:
+        groups = getattr(optimizer, "param_groups", None)
+        if groups:
+            self._floors(len(groups))
         self.optimizer = optimizer
         return self
 
@@ -105,18 +117,43 @@ class ReduceOnPlateau:
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
-            old = self.optimizer.lr
-            new = max(old * self.factor, self.min_lr)
-            if old - new > self.eps:
-                self.optimizer.lr = new
+            self._reduce()
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
         return self.optimizer.lr
 
+    def _floors(self, groups: int) -> list[float]:
+        """The min_lr of each of ``groups`` parameter groups."""
+        if not isinstance(self.min_lr, list):
+            return [self.min_lr] * groups
+        if len(self.min_lr) != groups:
+            raise ValueError(f"ReduceOnPlateau: min_lr lists {len(self.min_lr)} values but the optimizer has "
+                             f"{groups} parameter groups (give one per group, or one number for all)")
+        return self.min_lr
+
+    def _reduce(self) -> None:
+        """lr = max(lr*factor, min_lr) for the base learning rate and for each group (PyTorch's
+        rule, group by group), each left as it is when it would change by no more than eps."""
+        optimizer = self.optimizer
+        groups = list(getattr(optimizer, "param_groups", None) or [])
+        floors = self._floors(len(groups)) if groups else []
+        old_lrs = [group["lr"] for group in groups]
+        old = optimizer.lr
+        new = max(old * self.factor, min(self.min_lr) if isinstance(self.min_lr, list) else self.min_lr)
+        if old - new > self.eps:
+            optimizer.lr = new          # sets every group's lr too, by its lr_scale; redone below
+        base = optimizer.lr
+        for group, lr, floor in zip(groups, old_lrs, floors):
+            reduced = max(lr * self.factor, floor)
+            group["lr"] = reduced if lr - reduced > self.eps else lr
+            if "lr_scale" in group and base > 0:
+                group["lr_scale"] = group["lr"] / base
+
     def state_dict(self) -> dict[str, Any]:
         return {"schedule": "ReduceOnPlateau", "t": self.t, "best": self.best,
                 "num_bad_epochs": self.num_bad_epochs, "cooldown_counter": self.cooldown_counter,
-                "lr": self.optimizer.lr if self.optimizer is not None else None}
+                "lr": self.optimizer.lr if self.optimizer is not None else None,
+                "group_lrs": [group["lr"] for group in getattr(self.optimizer, "param_groups", None) or []]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         kind = state.get("schedule", "ReduceOnPlateau")
@@ -127,7 +164,14 @@ class ReduceOnPlateau:
         self.num_bad_epochs = int(state["num_bad_epochs"])
         self.cooldown_counter = int(state["cooldown_counter"])
         if self.optimizer is not None and state.get("lr") is not None:
-            self.optimizer.lr = float(state["lr"])
+            self.optimizer.lr = base = float(state["lr"])
+            groups = getattr(self.optimizer, "param_groups", None) or []
+            saved = state.get("group_lrs") or []
+            if len(saved) == len(groups):           # the groups' own floors, reached after the base
+                for group, lr in zip(groups, saved):
+                    group["lr"] = float(lr)
+                    if "lr_scale" in group and base > 0:
+                        group["lr_scale"] = group["lr"] / base
 
     def __repr__(self) -> str:
         return (f"ReduceOnPlateau(monitor={self.monitor!r}, mode={self.mode!r}, factor={self.factor}, "
