@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import lamina
 from lamina import backend
@@ -164,3 +165,32 @@ def test_rng_state_round_trip():
     a = backend.rng().random(4)
     backend.set_rng_state(state)
     np.testing.assert_array_equal(backend.rng().random(4), a)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5, -2.7, 3.0])
+def test_one_element_tensors_convert_to_python_numbers_as_torch(value):
+    for shape in ((), (1,), (1, 1)):
+        t = lamina.tensor(np.full(shape, value), dtype=np.float64)
+        expected = torch.full(shape, value, dtype=torch.float64)
+        assert bool(t) is bool(expected)
+        assert float(t) == float(expected) and isinstance(float(t), float)
+        assert int(t) == int(expected) and isinstance(int(t), int)
+
+
+def test_an_integer_tensor_of_one_element_is_an_index():
+    seq = [10, 11, 12, 13]
+    assert seq[lamina.tensor(np.array(2))] == seq[torch.tensor(2)] == 12
+    assert list(range(lamina.tensor([3]))) == [0, 1, 2]
+    for bad in (lamina.tensor(np.array(2.0)), lamina.tensor([1, 2])):
+        with pytest.raises(TypeError, match="only an integer tensor of one element can be an index"):
+            seq[bad]
+
+
+@pytest.mark.parametrize("shape", [(2,), (0,), (2, 3)])
+def test_truth_and_numbers_of_several_or_no_elements_are_refused(shape):
+    t = lamina.tensor(np.ones(shape))
+    with pytest.raises(ValueError, match=rf"bool\(tensor\): .* shape \({shape[0]},"):
+        bool(t)
+    for convert in (float, int):
+        with pytest.raises(ValueError, match=rf"{convert.__name__}\(tensor\): only a tensor of one element"):
+            convert(t)

@@ -109,3 +109,30 @@ def test_matches_torch_at_extreme_inputs(name):
     data = np.stack([EXTREMES, np.random.default_rng(1).permutation(EXTREMES)])
     data[data == 0.0] = 0.5  # no kink at 0
     compare_with_torch(STABILITY[name], theirs, data, dtype=np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["elu", "selu", "relu", "leaky_relu", "sigmoid", "tanh"])
+def test_zero_dimensional_input_matches_torch(name, dtype):
+    theirs = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}.get(name) or getattr(TF, name)
+    for value in (-2.0, 0.0, 0.7):
+        z = lamina.tensor(np.array(value), dtype=dtype, requires_grad=True)
+        a = getattr(F, name)(z)
+        a.backward()
+        tz = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        ta = theirs(tz)
+        ta.backward()
+        assert a.shape == () and a.dtype == dtype
+        np.testing.assert_allclose(a.numpy(), ta.item(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(z.grad, tz.grad.item(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape, axis", [((2, 0), 1), ((2, 0), 0), ((0, 3), -1), ((0,), 0)], ids=str)
+def test_softmax_of_an_empty_input_is_empty_as_torch(name, shape, axis, create_graph):
+    z = lamina.tensor(np.zeros(shape), dtype=np.float64, requires_grad=True)
+    a = getattr(F, name)(z, axis=axis)
+    assert a.shape == tuple(getattr(torch, name)(torch.zeros(shape, dtype=torch.float64), dim=axis).shape)
+    (grad,) = lamina.autograd.grad(a.sum(), [z], create_graph=create_graph)
+    assert grad.shape == shape

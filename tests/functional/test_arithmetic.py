@@ -125,3 +125,16 @@ def test_matmul_mismatch_raises_shape_error(a_shape, b_shape):
 def test_matmul_refuses_scalars():
     with pytest.raises(lamina.ShapeError, match="matmul"):
         lamina.tensor(2.0) @ lamina.tensor(np.ones(3))
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_pow_tensor_gradients_at_a_zero_or_negative_base_match_torch(create_graph):
+    a_np = np.array([0.0, 0.0, 0.0, -2.0, -2.0, 2.0, 0.0])
+    b_np = np.array([0.0, 2.0, -1.0, 2.0, 0.5, 0.0, 0.5])
+    a, b = (lamina.tensor(v, dtype=np.float64, requires_grad=True) for v in (a_np, b_np))
+    ta, tb = (torch.tensor(v, requires_grad=True) for v in (a_np, b_np))
+    grads = lamina.autograd.grad((a**b).sum(), [a, b], create_graph=create_graph)
+    (ta**tb).sum().backward()
+    for ours, theirs in zip(grads, (ta.grad, tb.grad)):
+        np.testing.assert_array_equal(ours.data if isinstance(ours, lamina.Tensor) else ours, theirs.numpy())

@@ -163,3 +163,18 @@ def test_subscripts_must_be_a_string_and_operands_given():
         einsum(["ij"], lamina.tensor(np.ones((2, 2))))
     with pytest.raises(ValueError, match="einsum: no operands"):
         einsum("ij->ji")
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+@pytest.mark.parametrize("subscripts, shapes", [("ij,jk->ik", [(2, 0), (0, 3)]), ("ij->j", [(0, 3)]),
+                                                ("ij,jk->ik", [(0, 2), (2, 3)]), ("ij,j->i", [(2, 0), (1,)]),
+                                                ("ii->i", [(0, 0)])], ids=str)
+def test_axes_of_length_zero_match_torch(subscripts, shapes, create_graph):
+    arrays = [np.ones(s) for s in shapes]
+    operands = [lamina.tensor(a, dtype=np.float64, requires_grad=True) for a in arrays]
+    y = einsum(subscripts, *operands)
+    expected = torch.einsum(subscripts, *(torch.tensor(a) for a in arrays))
+    assert y.shape == tuple(expected.shape)
+    np.testing.assert_array_equal(y.numpy(), expected.numpy())
+    grads = lamina.autograd.grad(y.sum(), operands, create_graph=create_graph)
+    assert [g.shape for g in grads] == shapes

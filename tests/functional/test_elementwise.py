@@ -117,3 +117,37 @@ def test_comparison_of_scalars_holds_an_array(symbol):
     result = COMPARISONS[symbol](x.sum(), 3.0)
     assert isinstance(result.data, np.ndarray) and result.shape == ()
     assert result.item() == COMPARISONS[symbol](3.0, 3.0)
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_maximum_and_minimum_propagate_nan_from_either_side(name, create_graph):
+    a_np, b_np = np.array([np.nan, 1.0, 2.0, 3.0]), np.array([1.0, np.nan, 2.0, 1.0])
+    a, b = (lamina.tensor(v, requires_grad=True) for v in (a_np, b_np))
+    ta, tb = (torch.tensor(v, requires_grad=True) for v in (a_np, b_np))
+    y, ty = getattr(F, name)(a, b), getattr(torch, name)(ta, tb)
+    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+    grads = lamina.autograd.grad(y.sum(), [a, b], create_graph=create_graph)
+    da, db = (g.data if isinstance(g, lamina.Tensor) else g for g in grads)
+    ty.sum().backward()
+    # a NaN routes the gradient to a, as torch does (torch also gives b a copy; a tie goes to a as documented)
+    np.testing.assert_array_equal(da[:2], ta.grad.numpy()[:2])
+    a_last = 1.0 if name == "maximum" else 0.0
+    np.testing.assert_array_equal(da, [1, 1, 1, a_last])
+    np.testing.assert_array_equal(db, [0, 0, 0, 1 - a_last])
+
+
+@pytest.mark.parametrize("method", [False, True])
+def test_clip_with_tensor_bounds_matches_torch_clamp(method):
+    x_np, low_np, high_np = np.array([-2.0, 0.5, 3.0, 0.2]), np.zeros(4), np.array([1.0, 1.0, 1.0, 0.1])
+    x, low, high = (lamina.tensor(v, dtype=np.float64, requires_grad=True) for v in (x_np, low_np, high_np))
+    tx, tlow, thigh = (torch.tensor(v, requires_grad=True) for v in (x_np, low_np, high_np))
+    y = x.clip(low, high) if method else F.clip(x, low, high)
+    ty = torch.clamp(tx, tlow, thigh)
+    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+    (y * lamina.tensor(np.arange(1.0, 5.0))).sum().backward()
+    (ty * torch.arange(1.0, 5.0, dtype=torch.float64)).sum().backward()
+    for ours, theirs in ((x, tx), (low, tlow), (high, thigh)):
+        np.testing.assert_array_equal(ours.grad, theirs.grad.numpy())
+    plain = lamina.tensor(x_np, dtype=np.float64)
+    np.testing.assert_array_equal(F.clip(plain, low, 1.0).numpy(), np.clip(x_np, 0.0, 1.0))

@@ -145,6 +145,14 @@ def test_argmax_argmin_match_torch(axis, keepdims):
             np.testing.assert_array_equal(got, theirs(torch.tensor(x), dim=axis, keepdim=keepdims).numpy())
 
 
+def test_argmax_and_argmin_along_a_full_axis_of_an_empty_input_are_empty_as_torch():
+    x = np.zeros((0, 3))
+    for ours, theirs in ((argmax, torch.argmax), (argmin, torch.argmin)):
+        assert ours(x, axis=1).shape == tuple(theirs(torch.tensor(x), dim=1).shape) == (0,)
+        with pytest.raises(lamina.ShapeError, match="no elements along axis 0"):
+            ours(x, axis=0)
+
+
 def test_argmax_takes_the_first_of_equal_values():
     x = np.array([[1.0, 4.0, 4.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
     np.testing.assert_array_equal(argmax(x, axis=1), [1, 0])

@@ -327,3 +327,16 @@ def test_errors_name_the_function_and_the_shapes(case):
     call, kind, message = ERRORS[case]
     with pytest.raises(kind, match=message):
         call()
+
+
+@pytest.mark.parametrize("sa, sb, dims", [((2, 0), (0, 3), 1), ((0, 2), (2, 3), 1), ((2, 3), (3, 0), 1),
+                                          ((2, 0, 4), (0, 4, 5), 2), ((2, 0), (2, 0), ([0, 1], [0, 1]))], ids=str)
+def test_tensordot_with_axes_of_length_zero_matches_torch(sa, sb, dims):
+    a = lamina.tensor(np.ones(sa), dtype=np.float64, requires_grad=True)
+    b = lamina.tensor(np.ones(sb), dtype=np.float64, requires_grad=True)
+    y = SP.tensordot(a, b, dims)
+    expected = torch.tensordot(torch.ones(sa, dtype=torch.float64), torch.ones(sb, dtype=torch.float64), dims)
+    np.testing.assert_array_equal(y.numpy(), expected.numpy())
+    assert y.shape == tuple(expected.shape)
+    y.sum().backward()
+    assert a.grad.shape == sa and b.grad.shape == sb

@@ -107,3 +107,36 @@ def test_bad_axis_raises_shape_error(name, axis):
     x = lamina.tensor(np.ones((2, 3, 4)))
     with pytest.raises(lamina.ShapeError, match=name):
         getattr(F, name)(x, axis=axis)
+
+
+@pytest.mark.parametrize("shape, axis, ddof", [((2,), None, 3), ((2,), None, 2), ((2, 0), 1, 1), ((2, 1), 1, 1),
+                                               ((2, 0), 1, 0)], ids=str)
+def test_var_refuses_ddof_that_leaves_no_degrees_of_freedom_as_std(shape, axis, ddof):
+    x = lamina.tensor(np.ones(shape), dtype=np.float64)
+    for name in ("var", "std"):
+        with pytest.raises(ValueError, match=rf"{name}: ddof={ddof} leaves n - ddof"):
+            getattr(F, name)(x, axis=axis, ddof=ddof)
+
+
+@pytest.mark.parametrize("ddof", [-1, 1.0, True])
+def test_var_refuses_a_ddof_that_is_not_a_count(ddof):
+    with pytest.raises(ValueError, match="var: ddof must be an int >= 0"):
+        F.var(lamina.tensor(np.ones(4)), ddof=ddof)
+
+
+@pytest.mark.parametrize("name", ["max", "min"])
+@pytest.mark.parametrize("shape, axis, keepdims", [((0, 3), 1, False), ((0, 3), 1, True), ((2, 0, 3), (0, 2), False)],
+                         ids=str)
+def test_max_and_min_over_non_empty_axes_of_an_empty_input_match_torch(name, shape, axis, keepdims):
+    x = lamina.tensor(np.zeros(shape), dtype=np.float64, requires_grad=True)
+    y = getattr(F, name)(x, axis=axis, keepdims=keepdims)
+    expected = getattr(torch, "a" + name)(torch.zeros(shape, dtype=torch.float64), dim=axis, keepdim=keepdims)
+    assert y.shape == tuple(expected.shape)
+    y.sum().backward()
+    assert x.grad.shape == shape
+
+
+@pytest.mark.parametrize("shape, axis", [((0, 3), 0), ((3, 0), 1), ((0, 3), None)], ids=str)
+def test_max_over_an_empty_axis_is_refused(shape, axis):
+    with pytest.raises(ValueError, match=r"max: no values to reduce over axes .* shape \(\d, \d\)"):
+        F.max(lamina.tensor(np.zeros(shape)), axis=axis)

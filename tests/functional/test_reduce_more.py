@@ -365,3 +365,15 @@ def test_cumsum_of_long_axes_matches_numpy(shape):
     upstream = randn(*shape, seed=8)
     y.backward(upstream)
     np.testing.assert_allclose(t.grad, np.cumsum(upstream[:, ::-1], axis=1)[:, ::-1], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+@pytest.mark.parametrize("shape, axis", [((0, 3), 1), ((0, 3), 0), ((2, 0), 1), ((2, 0, 3), (0, 2))], ids=str)
+def test_prod_of_an_input_with_an_empty_axis_matches_torch(shape, axis, create_graph):
+    x = lamina.tensor(np.zeros(shape), dtype=np.float64, requires_grad=True)
+    y = F.prod(x, axis=axis)
+    tx = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    ty = torch.prod(tx, dim=axis) if isinstance(axis, int) else tx.prod(dim=2).prod(dim=0)
+    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+    (grad,) = lamina.autograd.grad(y.sum(), [x], create_graph=create_graph)
+    assert grad.shape == shape

@@ -134,3 +134,30 @@ def test_model_with_the_new_activations_saves_and_loads(tmp_path):
     path = tmp_path / "m.lamina"
     lamina.save(model, path)
     np.testing.assert_array_equal(lamina.load(path)(x).numpy(), before)
+
+
+ZERO_D = {
+    "gelu": (F.gelu, TF.gelu),
+    "gelu_tanh": (lambda z: F.gelu(z, approximate="tanh"), lambda z: TF.gelu(z, approximate="tanh")),
+    "silu": (F.silu, TF.silu),
+    "softplus": (F.softplus, TF.softplus),
+    "mish": (F.mish, TF.mish),
+    "hard_sigmoid": (F.hard_sigmoid, TF.hardsigmoid),
+    "hard_swish": (F.hard_swish, TF.hardswish),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(ZERO_D))
+def test_zero_dimensional_input_matches_torch(name, dtype):
+    ours, theirs = ZERO_D[name]
+    for value in (-4.0, -0.7, 0.0, 0.7, 25.0):
+        z = lamina.tensor(np.array(value), dtype=dtype, requires_grad=True)
+        a = ours(z)
+        a.backward()
+        tz = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        ta = theirs(tz)
+        ta.backward()
+        assert a.shape == () and a.dtype == dtype
+        np.testing.assert_allclose(a.numpy(), ta.item(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(z.grad, tz.grad.item(), rtol=1e-5, atol=1e-6 if dtype == np.float32 else 1e-12)

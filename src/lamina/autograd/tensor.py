@@ -75,6 +75,31 @@ class Tensor:
     def item(self):
         return self.data.item()
 
+    def _one_value(self, what: str):
+        if self.data.size != 1:
+            raise ValueError(f"{what}: only a tensor of one element has a single value, got one of shape "
+                             f"{self.shape}" + ("; use .any() or .all()" if what == "bool(tensor)" else ""))
+        return self.data.item()
+
+    def __bool__(self) -> bool:
+        """The truth of a one-element tensor (of any number of axes), as NumPy and PyTorch;
+        more elements, or none, are ambiguous: a ValueError."""
+        return bool(self._one_value("bool(tensor)"))
+
+    def __float__(self) -> float:
+        return float(self._one_value("float(tensor)"))
+
+    def __int__(self) -> int:
+        """int() of the one value, truncated toward zero as Python's int(float)."""
+        return int(self._one_value("int(tensor)"))
+
+    def __index__(self) -> int:
+        """A one-element integer tensor as an index (``range(t)``, ``seq[t]``), as PyTorch."""
+        if self.data.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError(f"tensor index: only an integer tensor of one element can be an index, "
+                            f"got dtype {self.data.dtype} and shape {self.shape}")
+        return int(self.data.item())
+
     def detach(self) -> Tensor:
         """The same value, cut from the graph."""
         return Tensor._wrap(self.data)

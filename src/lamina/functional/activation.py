@@ -140,7 +140,7 @@ def select(mask, a, b, dtype, out=None):
     out[...] = mask
     if a == 1 and isinstance(b, (int, float)) and 0 <= b <= 1:
         return with_scalar(xp.maximum, out, b, out=out)     # max(m, b), with no temporary
-    rest = xp.subtract(1, out)
+    rest = xp.asarray(xp.subtract(1, out))      # an array even for a 0-d mask
     if isinstance(b, (int, float)):
         rest *= b
     else:
@@ -236,6 +236,9 @@ class Softmax(Function):
     """a_i = e^(z_i) / sum_j e^(z_j); dJ/dz_i = a_i (dJ/da_i - sum_j dJ/da_j a_j)."""
 
     def forward(self, z):
+        if z.size == 0:                  # an empty input (along the axis or not) has an empty result
+            self.a = backend.xp.empty_like(z)
+            return self.a
         e = backend.xp.exp(z - z.max(axis=self.axis, keepdims=True))
         self.a = e / e.sum(axis=self.axis, keepdims=True)
         return self.a
@@ -254,6 +257,9 @@ class LogSoftmax(Function):
 
     def forward(self, z):
         xp = backend.xp
+        if z.size == 0:                  # an empty input (along the axis or not) has an empty result
+            self.y = xp.empty_like(z)
+            return self.y
         shifted = z - z.max(axis=self.axis, keepdims=True)
         self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
         return self.y

@@ -7,6 +7,8 @@ other operand; broadcast operands get it summed back to their own shape.
 
 from __future__ import annotations
 
+import numpy
+
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
@@ -126,7 +128,11 @@ class PowScalar(Function):
 
 
 class Pow(Function):
-    """a ** b for tensors: d/da = b a^(b-1), d/db = a^b log a."""
+    """a ** b for tensors: d/da = b a^(b-1), d/db = a^b log a.
+
+    As PyTorch: d/da is 0 where b = 0 (also at a = 0, where a^(b-1) is infinite), d/db is 0
+    where a = 0 and b >= 0 (a^b log a -> 0 there), and d/db is NaN for a negative base.
+    """
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -136,23 +142,39 @@ class Pow(Function):
             raise shape_error("pow", a.shape, b.shape) from None
         return self.y
 
+    def _log_base(self):
+        """a, with 1 where a = 0 and b >= 0, so that a^b log(that) is 0 there; None when no a is 0."""
+        zero = self.a == 0
+        if not zero.any():
+            return None
+        return zero & (self.b >= 0)
+
     def backward(self, dy):
+        xp = backend.xp
         a, b, y = self.a, self.b, self.y
-        da = unbroadcast(dy * b * a ** (b - 1), a.shape) if self.needs_grad[0] else None
-        db = None
-        if self.needs_grad[1]:
-            xp = backend.xp
-            safe_log = xp.log(xp.where(a > 0, a, 1))
-            db = unbroadcast(dy * y * safe_log, b.shape)
+        da = db = None
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            if self.needs_grad[0]:
+                slope = b * a ** (b - 1)
+                b_zero = b == 0
+                if b_zero.any():
+                    slope = xp.where(b_zero, 0, slope)
+                da = unbroadcast(dy * slope, a.shape)
+            if self.needs_grad[1]:
+                at_zero = self._log_base()
+                db = unbroadcast(dy * y * xp.log(a if at_zero is None else xp.where(at_zero, 1, a)), b.shape)
         return da, db
 
     def backward_graph(self, dy):
         a, b = self.inputs
-        da = sum_to(dy * b * a ** (b - 1), a.shape) if self.needs_grad[0] else None
-        db = None
-        if self.needs_grad[1]:
-            safe_log = log(where(self.a > 0, a, 1.0))
-            db = sum_to(dy * self.recorded_output(self.y) * safe_log, b.shape)
+        da = db = None
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            if self.needs_grad[0]:
+                da = sum_to(where(self.b == 0, 0.0, dy * b * a ** (b - 1)), a.shape)
+            if self.needs_grad[1]:
+                at_zero = self._log_base()
+                db = sum_to(dy * self.recorded_output(self.y) * log(a if at_zero is None else where(at_zero, 1.0, a)),
+                            b.shape)
         return da, db
 
 

@@ -110,7 +110,10 @@ def _letter_sizes(terms, shapes, ellipsis: str, subscripts: str) -> dict[str, in
                 raise ShapeError(f"einsum: {name} of {subscripts!r} has length {seen} in one operand and {n} in "
                                  f"operand {k} (operand shapes {[tuple(s) for s in shapes]}); lengths must "
                                  f"match or be 1")
-            sizes[c] = max(seen, n)
+            if n != 1:                   # a length 1 broadcasts to the other, 0 included
+                sizes[c] = n
+            else:
+                sizes.setdefault(c, 1)
     return sizes
 
 

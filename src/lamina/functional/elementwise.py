@@ -108,27 +108,30 @@ class Where(Function):
 
 
 class Maximum(Function):
-    """Element-wise max(a, b) (course notes' max node); ties route the gradient to a."""
+    """Element-wise max(a, b) (course notes' max node); NaN in either operand propagates.
+
+    The gradient goes to b where b strictly wins and to a otherwise, so ties and NaNs route it to a.
+    """
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         try:
-            self.a_wins = a >= b if self.largest else a <= b
+            self.b_wins = a < b if self.largest else a > b
         except ValueError:
             raise shape_error("maximum" if self.largest else "minimum", a.shape, b.shape) from None
-        return backend.xp.where(self.a_wins, a, b)
+        return backend.xp.maximum(a, b) if self.largest else backend.xp.minimum(a, b)
 
     def backward(self, dy):
         zero = dy.dtype.type(0)
         sa, sb = self.shapes
-        da = unbroadcast(backend.xp.where(self.a_wins, dy, zero), sa) if self.needs_grad[0] else None
-        db = unbroadcast(backend.xp.where(self.a_wins, zero, dy), sb) if self.needs_grad[1] else None
+        da = unbroadcast(backend.xp.where(self.b_wins, zero, dy), sa) if self.needs_grad[0] else None
+        db = unbroadcast(backend.xp.where(self.b_wins, dy, zero), sb) if self.needs_grad[1] else None
         return da, db
 
     def backward_graph(self, dy):
         sa, sb = self.shapes
-        da = sum_to(where(self.a_wins, dy, 0.0), sa) if self.needs_grad[0] else None
-        db = sum_to(where(self.a_wins, 0.0, dy), sb) if self.needs_grad[1] else None
+        da = sum_to(where(self.b_wins, 0.0, dy), sa) if self.needs_grad[0] else None
+        db = sum_to(where(self.b_wins, dy, 0.0), sb) if self.needs_grad[1] else None
         return da, db
 
 
@@ -149,6 +152,12 @@ def abs(a) -> Tensor:  # noqa: A001
 
 
 def clip(a, low=None, high=None) -> Tensor:
+    """``a`` limited to [low, high] (either may be None); a tensor bound makes it
+    :func:`~lamina.functional.clamp`, whose bounds get their share of the gradient."""
+    if isinstance(low, Tensor) or isinstance(high, Tensor):
+        from lamina.functional.math_parity import clamp  # math_parity builds on this module
+
+        return clamp(a, low, high)
     return Clip.apply(a, low=low, high=high)
 
 

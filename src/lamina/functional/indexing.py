@@ -376,7 +376,9 @@ def _arg_extreme(x, axis, keepdims: bool, op: str, pick):
     a = _raw(x)
     if axis is not None:
         axis = _one_axis(axis, a.ndim, op)
-    if a.size == 0 or (axis is not None and a.shape[axis] == 0):
+    if axis is None and a.size == 0:
+        raise ShapeError(f"{op}: x of shape {a.shape} has no elements")
+    if axis is not None and a.shape[axis] == 0:
         raise ShapeError(f"{op}: x of shape {a.shape} has no elements along axis {axis}")
     return backend.xp.asarray(pick(a, axis=axis, keepdims=keepdims))
 

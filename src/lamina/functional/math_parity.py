@@ -6,7 +6,7 @@ The smooth one-input functions are primitives with the closed-form derivative:
 
 - sinh' = cosh, cosh' = sinh, asinh' = 1 / sqrt(x^2 + 1), acosh' = 1 / sqrt(x^2 - 1),
   atanh' = 1 / (1 - x^2), asin' = 1 / sqrt(1 - x^2), acos' = -1 / sqrt(1 - x^2),
-  atan' = 1 / (1 + x^2), (2^x)' = 2^x ln 2.
+  atan' = 1 / (1 + x^2), (2^x)' = 2^x ln 2, sinc' = (cos(pi x) - sinc x) / x (Taylor forms near 0).
 
 The two-input primitives: hypot h = sqrt(a^2 + b^2) (dh/da = a / h), logaddexp
 y = log(e^a + e^b) (dy/da = e^(a - y)), its base-2 twin, fmod and remainder
@@ -24,7 +24,7 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.functional._util import shape_error, sum_to, unbroadcast
 from lamina.functional.elementwise import clip, exp, where
-from lamina.functional.math_more import PiecewiseConstant, reciprocal, rsqrt, sin
+from lamina.functional.math_more import PiecewiseConstant, cos, reciprocal, rsqrt
 
 
 def as_tensor(x, like=None) -> Tensor:
@@ -47,6 +47,47 @@ class Sinh(Function):
 
     def backward_graph(self, dy):
         return (dy * cosh(self.inputs[0]),)
+
+
+class Sinc(Function):
+    """y = sin(u) / u with u = pi x (1 at x = 0); dy/dx = pi (cos u - y) / u.
+
+    Where |u| < eps^(1/6) of the dtype both lose their digits (the slope cancels, and for a
+    tiny u overflows), so there the Taylor forms y = 1 - u^2/6 + u^4/120 and
+    dy/dx = pi u (u^2/30 - 1/3) take over: their error is below eps."""
+
+    def forward(self, a):
+        xp = backend.xp
+        self.u = u = xp.asarray(a * math.pi)          # arrays even for a 0-d a
+        small = xp.abs(u) < numpy.finfo(u.dtype).eps ** (1 / 6)
+        self.small = small if small.any() else None
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            self.y = xp.asarray(xp.sin(u) / u)
+        if self.small is not None:
+            v = u[small] ** 2
+            self.y[small] = 1 - v / 6 * (1 - v / 20)
+        return self.y
+
+    def backward(self, dy):
+        xp = backend.xp
+        u = self.u
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            slope = xp.asarray((xp.cos(u) - self.y) / u)
+        if self.small is not None:
+            w = u[self.small]
+            slope[self.small] = w * (w * w / 30 - 1 / 3)
+        slope *= math.pi
+        return (dy * slope,)
+
+    def backward_graph(self, dy):
+        x = self.inputs[0]
+        if self.small is None:
+            u = x * math.pi
+            return (dy * (cos(u) - Sinc.apply(x)) / u * math.pi,)
+        u = where(self.small, 1.0, x) * math.pi
+        w = where(self.small, x, 0.0) * math.pi
+        slope = where(self.small, w * (w * w / 30.0 - 1.0 / 3.0), (cos(u) - Sinc.apply(x)) / u)
+        return (dy * slope * math.pi,)
 
 
 class Cosh(Function):
@@ -146,10 +187,7 @@ def exp2(x) -> Tensor:
 
 def sinc(x) -> Tensor:
     """The normalized sinc sin(pi x) / (pi x), 1 at x = 0 (where its gradient is 0)."""
-    x = as_tensor(x)
-    at_zero = x.data == 0
-    safe = where(at_zero, 1.0, x) * math.pi
-    return where(at_zero, 1.0, sin(safe) / safe)
+    return Sinc.apply(x)
 
 
 def trunc(x) -> Tensor:
@@ -342,7 +380,8 @@ def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
 
     With numbers it is :func:`~lamina.functional.clip`. With a tensor bound, as PyTorch:
     where min > max the result is max; x gets the gradient where min <= x <= max, min
-    where x < min (and min < max), max where x > max or max < min. NaN in x stays NaN.
+    where x < min < max, max where x > max or max < min, and none of them where x < min = max.
+    NaN in x stays NaN.
     """
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given, got neither")
@@ -356,20 +395,26 @@ def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
     a = x.data
     low = None if min is None else as_tensor(min, x).data
     high = None if max is None else as_tensor(max, x).data
+    stuck = None   # x < min == max: the value is that bound, and no input gets the gradient
     try:
         below = backend.xp.zeros(a.shape, dtype=bool) if low is None else a < low
         above = backend.xp.zeros(a.shape, dtype=bool) if high is None else a > high
         if low is not None and high is not None:
-            crossed = low > high
-            below, above = below & ~crossed, above | crossed
+            stuck = below & (low == high)
+            below, above = below & (low < high), above | (low > high)
     except ValueError:
         shapes = [a.shape] + [b.shape for b in (low, high) if b is not None]
         raise shape_error("clamp", *shapes) from None
-    out = where(~(below | above), x, 0.0)
+    if stuck is not None and not stuck.any():
+        stuck = None
+    outside = below | above if stuck is None else below | above | stuck
+    out = where(~outside, x, 0.0)
     if min is not None:
         out = where(below, min, out)
     if max is not None:
         out = where(above, max, out)
+    if stuck is not None:
+        out = where(stuck, backend.xp.broadcast_to(high, stuck.shape).astype(a.dtype), out)
     return out
 
 

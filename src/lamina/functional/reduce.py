@@ -55,10 +55,12 @@ class Extremum(Function):
 
     def forward(self, a):
         axes = normalize_axes(self.axis, a.ndim, "max" if self.largest else "min")
-        if a.size == 0:
-            raise ValueError(f"{'max' if self.largest else 'min'}: empty input of shape {a.shape}")
+        count = math.prod(a.shape[i] for i in axes)
+        if count == 0:
+            raise ValueError(f"{'max' if self.largest else 'min'}: no values to reduce over axes {axes} "
+                             f"of the input of shape {a.shape}; expected each reduced axis to be non-empty")
         kept = tuple(i for i in range(a.ndim) if i not in axes)
-        moved = a.transpose(kept + axes).reshape(tuple(a.shape[i] for i in kept) + (-1,))
+        moved = a.transpose(kept + axes).reshape(tuple(a.shape[i] for i in kept) + (count,))
         pick = moved.argmax(axis=-1) if self.largest else moved.argmin(axis=-1)
         self.pick, self.moved_shape = pick, moved.shape
         self.kept, self.axes, self.in_shape = kept, axes, a.shape
@@ -91,9 +93,18 @@ def mean(a, axis=None, keepdims: bool = False) -> Tensor:
 
 
 def var(a, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
-    """Variance (1/(n - ddof)) sum (x - mean)^2, built from primitives."""
+    """Variance (1/(n - ddof)) sum (x - mean)^2, built from primitives.
+
+    As ``std``, ddof is an int >= 0 and n - ddof must be positive: where PyTorch returns
+    inf or NaN (ddof >= n, or an empty axis), this raises a ValueError that says so.
+    """
+    if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
+        raise ValueError(f"var: ddof must be an int >= 0, got {ddof!r}")
     axes = normalize_axes(axis, a.ndim, "var")
     n = math.prod(a.shape[i] for i in axes)
+    if n - ddof <= 0:
+        raise ValueError(f"var: ddof={ddof} leaves n - ddof = {n - ddof} for n = {n} values "
+                         f"(input of shape {a.shape}, axes {axes}); expected n - ddof > 0")
     centred = a - mean(a, axis=axes, keepdims=True)
     return sum(centred * centred, axis=axes, keepdims=keepdims) * (1.0 / (n - ddof))
 

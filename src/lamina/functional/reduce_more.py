@@ -68,7 +68,7 @@ def _to_last(a, axes):
     """``a`` with the kept axes first and the ``axes`` merged into one last axis."""
     kept = tuple(i for i in range(a.ndim) if i not in axes)
     moved = a.transpose(kept + axes)
-    return moved.reshape(tuple(a.shape[i] for i in kept) + (-1,))
+    return moved.reshape(tuple(a.shape[i] for i in kept) + (math.prod(a.shape[i] for i in axes),))
 
 
 def _from_last(g, in_shape, axes):
@@ -97,7 +97,8 @@ def _recorded_kept(fn: Function, kept) -> Tensor:
 def _to_last_tensor(t: Tensor, axes) -> Tensor:
     """:func:`_to_last` for a tensor, by recorded ops."""
     kept = tuple(i for i in range(t.ndim) if i not in axes)
-    return t.transpose(kept + tuple(axes)).reshape(tuple(t.shape[i] for i in kept) + (-1,))
+    merged = math.prod(t.shape[i] for i in axes)      # not -1: a kept axis may have length 0
+    return t.transpose(kept + tuple(axes)).reshape(tuple(t.shape[i] for i in kept) + (merged,))
 
 
 def _from_last_tensor(g: Tensor, in_shape, axes) -> Tensor:

@@ -136,8 +136,9 @@ def tensordot(a, b, dims=2) -> Tensor:
     free_a = [i for i in range(len(sa)) if i not in axes_a]
     free_b = [j for j in range(len(sb)) if j not in axes_b]
     k = math.prod(sa[i] for i in axes_a)
-    left = reshape(transpose(a, *(free_a + list(axes_a))) if sa else a, (-1, k))
-    right = reshape(transpose(b, *(list(axes_b) + free_b)) if sb else b, (k, -1))
+    m, n = math.prod(sa[i] for i in free_a), math.prod(sb[j] for j in free_b)   # not -1: k may be 0
+    left = reshape(transpose(a, *(free_a + list(axes_a))) if sa else a, (m, k))
+    right = reshape(transpose(b, *(list(axes_b) + free_b)) if sb else b, (k, n))
     out_shape = tuple(sa[i] for i in free_a) + tuple(sb[j] for j in free_b)
     return reshape(matmul(left, right), out_shape)
 

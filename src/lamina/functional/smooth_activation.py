@@ -39,9 +39,9 @@ def _gelu_float32_into(z, slope, out):
     SciPy's double-precision erfc on float32 data."""
     xp = backend.xp
     f = z.dtype.type
-    a = xp.multiply(z, f(INV_SQRT_2))       # Phi(z) = erfc(-z / sqrt 2) / 2; a = |z| / sqrt 2
-    xp.abs(a, out=a)
-    t = xp.multiply(a, f(0.5))
+    a = xp.asarray(xp.multiply(z, f(INV_SQRT_2)))   # Phi(z) = erfc(-z / sqrt 2) / 2; a = |z| / sqrt 2
+    xp.abs(a, out=a)                                 # (asarray: an array, not a scalar, for a 0-d z)
+    t = xp.asarray(xp.multiply(a, f(0.5)))
     t += 1
     xp.reciprocal(t, out=t)
     poly = xp.full_like(t, f(_ERFC_P[-1]))
@@ -70,7 +70,7 @@ def _gelu_float32_into(z, slope, out):
 def _softplus_values(z):
     """log(1 + e^z) = max(z, 0) + log(1 + e^-|z|), without overflow for either sign."""
     xp = backend.xp
-    out = xp.abs(z)
+    out = xp.asarray(xp.abs(z))             # an array even for a 0-d z (NumPy returns a scalar)
     xp.negative(out, out=out)
     xp.exp(out, out=out)
     xp.log1p(out, out=out)
@@ -247,7 +247,7 @@ class HardSwish(_SlopeSaved):
 
     def forward(self, z):
         xp = backend.xp
-        self.slope = z / 3 + 0.5
+        self.slope = xp.asarray(z / 3 + 0.5)   # an array even for a 0-d z
         self.slope[z <= -3] = 0
         self.slope[z >= 3] = 1
         gate = xp.clip(z + 3, 0, 6)

@@ -198,7 +198,7 @@ def kthvalue(x, k: int, axis: int = -1, keepdims: bool = False):
         raise ValueError(f"kthvalue: k must be an int in [1, {n}] for axis {axis} of x of shape {x.shape}, got {k!r}")
     value = xp.partition(a, k - 1, axis=-1)[..., k - 1:k]
     hits = _hits(a, value)
-    index = hits.argmax(axis=-1)
+    index = xp.asarray(hits.argmax(axis=-1))       # an array even for one line, so that the writes below land
     repeated = hits.sum(axis=-1) > 1
     rows, flat_index = a.reshape(-1, n), index.reshape(-1)
     for r in xp.flatnonzero(repeated.reshape(-1)).tolist():
@@ -355,7 +355,7 @@ def any(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - PyTorch
 # -- covariance ----------------------------------------------------------------------------
 def cov(x, correction: int = 1, fweights=None, aweights=None) -> Tensor:
     """The covariance matrix of the variables in the rows of ``x`` (variables, observations),
-    or the variance of a 1-D x (a 0-d result), as ``torch.cov``.
+    or the variance of a 1-D x or of a single row (a 0-d result), as ``torch.cov``.
 
     With weights w = fweights * aweights (integer frequencies, float importances; either may
     be None), mean = sum_j w_j x_j / W, W = sum_j w_j, and
@@ -399,7 +399,7 @@ def cov(x, correction: int = 1, fweights=None, aweights=None) -> Tensor:
     factor = clamp(factor, min=0.0) if isinstance(factor, Tensor) else max(factor, 0)
     with numpy.errstate(divide="ignore", invalid="ignore"):
         c = (scaled @ centred.T) / factor
-    return reshape(c, ()) if x.ndim < 2 else c
+    return reshape(c, ()) if rows.shape[0] == 1 else c        # one variable: 0-d, as torch squeezes it
 
 
 def corrcoef(x) -> Tensor:
