@@ -12,7 +12,7 @@ import math
 
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
-from lamina.functional.activation import TRANSCENDENTAL_COST, chain_into, sigmoid, stable_sigmoid
+from lamina.functional.activation import TRANSCENDENTAL_COST, _sigmoid_into, chain_into, sigmoid, stable_sigmoid
 from lamina.functional.elementwise import where
 from lamina.functional.special import scipy_special
 
@@ -163,16 +163,27 @@ class GELU(_SlopeSaved):
         return _NormalCDF.apply(z) + _normal_density(z) * z
 
 
+def _silu_into(z, slope, out):
+    """SiLU's a = z sigma(z) (into ``out``) and da/dz = sigma(z) + a - a sigma(z) (into
+    ``slope``) for one block, the sigmoid held in ``slope`` meanwhile."""
+    _sigmoid_into(z, slope)
+    backend.xp.multiply(z, slope, out=out)
+    a_sigma = out * slope
+    slope += out
+    slope -= a_sigma
+
+
 class SiLU(_SlopeSaved):
     """a = z sigma(z) (swish with beta = 1); da/dz = sigma(z) (1 + z (1 - sigma(z))) =
     sigma(z) + a (1 - sigma(z))."""
 
     def forward(self, z):
-        s = stable_sigmoid(z)
-        a = z * s
-        self.slope = a * (1 - s)
-        self.slope += s
-        return a
+        xp = backend.xp
+        z = xp.asarray(z)
+        self.slope = xp.empty_like(z)
+        out = xp.empty_like(z)
+        parallel.elementwise_chain(_silu_into, [z, self.slope, out], 2 * TRANSCENDENTAL_COST)
+        return out
 
     def slope_of(self, z):
         s = sigmoid(z)
