@@ -115,6 +115,21 @@ def compare_double_backward_with_torch(lamina_fn, torch_fn, *arrays, rtol: float
         assert_close(actual, expected, rtol, f"second derivative (Hessian-vector product) of input {k}")
 
 
+def compare_scalar_with_torch(ours, theirs, values, dtype, grad_rtol: float = 1e-6, grad_atol: float = 1e-7) -> None:
+    """``ours`` on 0-d lamina tensors of ``dtype`` against ``theirs`` on float64 torch scalars,
+    at each of ``values``: a 0-d result of that dtype, the value and the gradient."""
+    for value in values:
+        z = lamina.tensor(np.array(value), dtype=dtype, requires_grad=True)
+        a = ours(z)
+        a.backward()
+        tz = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        ta = theirs(tz)
+        ta.backward()
+        assert a.shape == () and a.dtype == dtype, (value, a.shape, a.dtype)
+        np.testing.assert_allclose(a.numpy(), ta.item(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(z.grad, tz.grad.item(), rtol=grad_rtol, atol=grad_atol)
+
+
 def _float64_inputs(arrays, grad) -> list:
     """Tensors of float64 copies of ``arrays`` (requiring grad as ``grad`` says); integer
     arrays stay constant."""

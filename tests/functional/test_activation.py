@@ -12,7 +12,7 @@ import torch.nn.functional as TF
 import helpers
 import lamina
 import lamina.functional as F
-from helpers import compare_with_torch, op_table_tests, randn
+from helpers import compare_scalar_with_torch, compare_with_torch, op_table_tests, randn
 
 nonzero = functools.partial(helpers.nonzero, low=0.1, high=3.0)  # away from the kink of relu-likes
 
@@ -115,16 +115,7 @@ def test_matches_torch_at_extreme_inputs(name):
 @pytest.mark.parametrize("name", ["elu", "selu", "relu", "leaky_relu", "sigmoid", "tanh"])
 def test_zero_dimensional_input_matches_torch(name, dtype):
     theirs = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}.get(name) or getattr(TF, name)
-    for value in (-2.0, 0.0, 0.7):
-        z = lamina.tensor(np.array(value), dtype=dtype, requires_grad=True)
-        a = getattr(F, name)(z)
-        a.backward()
-        tz = torch.tensor(value, dtype=torch.float64, requires_grad=True)
-        ta = theirs(tz)
-        ta.backward()
-        assert a.shape == () and a.dtype == dtype
-        np.testing.assert_allclose(a.numpy(), ta.item(), rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(z.grad, tz.grad.item(), rtol=1e-6, atol=1e-7)
+    compare_scalar_with_torch(getattr(F, name), theirs, (-2.0, 0.0, 0.7), dtype)
 
 
 @pytest.mark.parametrize("create_graph", [False, True])

@@ -12,7 +12,7 @@ import torch.nn.functional as TF
 
 import lamina
 import lamina.functional as F
-from helpers import compare_with_torch, op_table_tests, randn
+from helpers import compare_scalar_with_torch, compare_with_torch, op_table_tests, randn
 from lamina import nn
 
 
@@ -151,13 +151,5 @@ ZERO_D = {
 @pytest.mark.parametrize("name", list(ZERO_D))
 def test_zero_dimensional_input_matches_torch(name, dtype):
     ours, theirs = ZERO_D[name]
-    for value in (-4.0, -0.7, 0.0, 0.7, 25.0):
-        z = lamina.tensor(np.array(value), dtype=dtype, requires_grad=True)
-        a = ours(z)
-        a.backward()
-        tz = torch.tensor(value, dtype=torch.float64, requires_grad=True)
-        ta = theirs(tz)
-        ta.backward()
-        assert a.shape == () and a.dtype == dtype
-        np.testing.assert_allclose(a.numpy(), ta.item(), rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(z.grad, tz.grad.item(), rtol=1e-5, atol=1e-6 if dtype == np.float32 else 1e-12)
+    compare_scalar_with_torch(ours, theirs, (-4.0, -0.7, 0.0, 0.7, 25.0), dtype, grad_rtol=1e-5,
+                              grad_atol=1e-6 if dtype == np.float32 else 1e-12)
