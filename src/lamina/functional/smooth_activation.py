@@ -164,13 +164,14 @@ class GELU(_SlopeSaved):
 
 
 def _silu_into(z, slope, out):
-    """SiLU's a = z sigma(z) (into ``out``) and da/dz = sigma(z) + a - a sigma(z) (into
+    """SiLU's a = z sigma(z) (into ``out``) and da/dz = sigma(z) + a (1 - sigma(z)) (into
     ``slope``) for one block, the sigmoid held in ``slope`` meanwhile."""
+    xp = backend.xp
     _sigmoid_into(z, slope)
-    backend.xp.multiply(z, slope, out=out)
-    a_sigma = out * slope
-    slope += out
-    slope -= a_sigma
+    xp.multiply(z, slope, out=out)
+    rest = xp.subtract(1, slope)
+    rest *= out
+    slope += rest
 
 
 class SiLU(_SlopeSaved):
