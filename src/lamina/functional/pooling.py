@@ -30,6 +30,22 @@ from lamina.errors import ShapeError
 from lamina.functional.im2col import check_nhwc, offset_view, pad_nhwc, pair
 
 
+def pool_output_length(n: int | None, f: int, s: int, p: int, ceil_mode: bool = False) -> int | None:
+    """Windows along one axis of length ``n`` (None stays None): floor((n + 2p - f) / s) + 1,
+    or with ``ceil_mode`` ceil((n + 2p - f) / s) + 1 less one if the last window would start
+    in the right padding (PyTorch's rule: a window may reach past the padding by less than s,
+    even where f > n + 2p); 0 where none fits."""
+    if n is None:
+        return None
+    span = n + 2 * p - f
+    if not ceil_mode:
+        return span // s + 1 if span >= 0 else 0
+    out = -(-span // s) + 1
+    if (out - 1) * s >= n + p:  # the last window would start inside the right padding
+        out -= 1
+    return max(out, 0)
+
+
 def _geometry(shape, pool_size, stride, padding, ceil_mode: bool, op: str):
     """Window sizes, strides, the (top, bottom, left, right) padding actually read (the
     bottom/right part may cover ceil-mode windows past the padding), the output size and
@@ -49,12 +65,7 @@ def _geometry(shape, pool_size, stride, padding, ceil_mode: bool, op: str):
         raise ValueError(f"{op}: padding {p} must be non-negative and at most half the pool size {f}")
     outs, pads = [], []
     for n_in, fi, si, pi, name in zip((h, w), f, s, p, ("height", "width")):
-        if ceil_mode:                          # a window may overhang the padding by less than s
-            o = -(-(n_in + 2 * pi - fi) // si) + 1
-            if (o - 1) * si >= n_in + pi:      # the last window must start inside the input or left pad
-                o -= 1
-        else:
-            o = (n_in + 2 * pi - fi) // si + 1
+        o = pool_output_length(n_in, fi, si, pi, ceil_mode)
         if o < 1:
             raise ShapeError(f"{op}: pool {f[0]}x{f[1]} is larger than the padded input "
                              f"{h + 2 * p[0]}x{w + 2 * p[1]} ({name}) of x with shape {tuple(shape)}, "

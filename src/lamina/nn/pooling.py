@@ -7,31 +7,18 @@ less one if the last window would start in the right padding (PyTorch's rule).
 GlobalAvgPool2D averages each whole feature map: (N, H, W, C) -> (N, C) (ResNet, GoogLeNet).
 
 The arithmetic lives in :mod:`lamina.functional` (``max_pool2d``, ``avg_pool2d``,
-``global_avg_pool2d``), imported when first needed.
+``global_avg_pool2d``, and the output-size rule ``pool_output_length``).
 """
 
 from __future__ import annotations
 
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.functional.pooling import pool_output_length
 from lamina.nn.layer import check_shape_ndim, compact, input_error, pair, register_layer
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["AvgPool2D", "GlobalAvgPool2D", "MaxPool2D", "MaxUnpool2D", "pool_output_length"]
-
-
-def pool_output_length(n: int | None, f: int, s: int, p: int, ceil_mode: bool = False) -> int | None:
-    """Windows along one axis of length ``n`` (None stays None), 0 where none fits: in ceil
-    mode a window may reach past the padding by less than s, even where f > n + 2p."""
-    if n is None:
-        return None
-    span = n + 2 * p - f
-    if not ceil_mode:
-        return span // s + 1 if span >= 0 else 0
-    out = -(-span // s) + 1
-    if (out - 1) * s >= n + p:  # the last window would start inside the right padding
-        out -= 1
-    return max(out, 0)
 
 
 def _kernel(name: str):

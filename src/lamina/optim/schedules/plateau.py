@@ -142,12 +142,9 @@ class ReduceOnPlateau:
         new = max(old * self.factor, min(self.min_lr) if isinstance(self.min_lr, list) else self.min_lr)
         if old - new > self.eps:
             optimizer.lr = new          # sets every group's lr too, by its lr_scale; redone below
-        base = optimizer.lr
         for group, lr, floor in zip(groups, old_lrs, floors):
             reduced = max(lr * self.factor, floor)
-            group["lr"] = reduced if lr - reduced > self.eps else lr
-            if "lr_scale" in group and base > 0:
-                group["lr_scale"] = group["lr"] / base
+            _set_group_lr(group, reduced if lr - reduced > self.eps else lr, optimizer.lr)
 
     def state_dict(self) -> dict[str, Any]:
         return {"schedule": "ReduceOnPlateau", "t": self.t, "best": self.best,
@@ -169,10 +166,15 @@ class ReduceOnPlateau:
             saved = state.get("group_lrs") or []
             if len(saved) == len(groups):           # the groups' own floors, reached after the base
                 for group, lr in zip(groups, saved):
-                    group["lr"] = float(lr)
-                    if "lr_scale" in group and base > 0:
-                        group["lr_scale"] = group["lr"] / base
+                    _set_group_lr(group, float(lr), base)
 
     def __repr__(self) -> str:
         return (f"ReduceOnPlateau(monitor={self.monitor!r}, mode={self.mode!r}, factor={self.factor}, "
                 f"patience={self.patience}, best={self.best}, t={self.t})")
+
+
+def _set_group_lr(group: dict, lr: float, base: float) -> None:
+    """A parameter group's lr, and the ``lr_scale`` that keeps it there when the base changes."""
+    group["lr"] = lr
+    if "lr_scale" in group and base > 0:
+        group["lr_scale"] = lr / base
