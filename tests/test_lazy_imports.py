@@ -1,5 +1,5 @@
-"""``import lamina`` and ``import lamina.train`` leave the large packages for first use, and
-nothing notices."""
+"""``import lamina``, ``import lamina.train``, ``import lamina.rl`` and the command line leave the
+large packages for first use, and nothing notices."""
 
 import importlib
 import subprocess
@@ -25,16 +25,29 @@ heavy = ("lamina.analysis", "lamina.export", "lamina.models", "lamina.rl", "lami
          "scipy.stats")
 loaded = [name for name in heavy if name in sys.modules]
 assert not loaded, f"import lamina.train loaded {loaded}"
-assert "DINOTrainer" in dir(lamina.train) and "dino" in dir(lamina.train)
-from lamina.train import DINOTrainer
-assert DINOTrainer.__module__ == "lamina.train.dino" and "lamina.models" in sys.modules
-assert lamina.train.bayesian.__name__ == "lamina.train.bayesian"
 
-# a saved architecture naming a zoo layer finds it before the zoo is imported
+# the agents and the command line come without the zoo
+import lamina.cli
+import lamina.rl
+assert "lamina.models" not in sys.modules, "import lamina.cli loaded the model zoo"
+
+# a saved architecture naming a zoo layer finds it before the zoo is imported, and so does one
+# naming a layer of an agent that is itself loaded on first use
 config = {"class_name": "BasicBlock", "config": {"filters": 4}}
 block = lamina.nn.layer_from_config(config)
 assert type(block).__module__ == "lamina.models.resnet", type(block).__module__
 assert "lamina.models" in sys.modules
+assert lamina.nn.registered_layers()["TemporalUNet"].__module__ == "lamina.rl.offline.temporal_unet"
+
+# the names loaded on first use resolve
+assert "DINOTrainer" in dir(lamina.train) and "dino" in dir(lamina.train)
+from lamina.train import DINOTrainer
+assert DINOTrainer.__module__ == "lamina.train.dino"
+assert lamina.train.bayesian.__name__ == "lamina.train.bayesian"
+assert "DecisionTransformer" in dir(lamina.rl) and "offline" in dir(lamina.rl)
+from lamina.rl import DecisionTransformer
+assert DecisionTransformer.__module__ == "lamina.rl.offline.decision_transformer"
+assert lamina.rl.offline.__name__ == "lamina.rl.offline"
 
 from lamina import text
 assert text is lamina.text
@@ -54,6 +67,8 @@ def test_an_unknown_attribute_names_itself():
         lamina.modles  # noqa: B018
     with pytest.raises(AttributeError, match="module 'lamina.train' has no attribute 'Trainr'"):
         lamina.train.Trainr  # noqa: B018
+    with pytest.raises(AttributeError, match="module 'lamina.rl' has no attribute 'DecisionTransformr'"):
+        lamina.rl.DecisionTransformr  # noqa: B018
 
 
 def test_the_registry_read_whole_holds_the_zoo_and_the_agents():
@@ -76,3 +91,14 @@ def test_every_name_of_lamina_train_resolves_from_its_own_module():
         source = importlib.import_module(f"lamina.train.{module}")
         for name in names:
             assert getattr(lamina.train, name) is getattr(source, name), name
+
+
+def test_every_name_of_lamina_rl_resolves_from_its_own_module():
+    import lamina.rl
+
+    for name in lamina.rl.__all__:
+        assert getattr(lamina.rl, name) is not None, name
+    for module, names in lamina.rl._MODULES_ON_FIRST_USE.items():
+        source = importlib.import_module(f"lamina.rl.{module}")
+        for name in names:
+            assert getattr(lamina.rl, name) is getattr(source, name), name

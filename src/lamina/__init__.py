@@ -63,7 +63,7 @@ def __dir__() -> list[str]:
 
 def _import_layer_packages() -> None:
     """Every subpackage that registers layers, for a saved architecture that names one of them."""
-    for name in ("models", "rl", "export", "analysis", "text", "vision"):
+    for name in ("models", "rl", "rl.offline", "export", "analysis", "text", "vision"):
         importlib.import_module(f"lamina.{name}")
 
 

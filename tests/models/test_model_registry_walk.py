@@ -21,9 +21,9 @@ from helpers import run_readme_section
 from lamina import models, nn
 from lamina.autograd import no_grad
 from lamina.io import load_file, save_file
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.raft import raft
 from lamina.models.wav2vec2 import Wav2Vec2ForCTC
+from lamina.nn.constructor_config import register_with_arguments
 
 # Public Module subclasses of lamina.models that cannot be saved by architecture config, and why.
 _BASE = "an abstract base class: its registered subclasses are the models"

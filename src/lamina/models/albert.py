@@ -39,7 +39,6 @@ from lamina.models.bert import (
     _key_mask,
     _normal,
 )
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.hf_weights import (
     HFWeight,
     build_children,
@@ -49,6 +48,7 @@ from lamina.models.hf_weights import (
 )
 from lamina.models.schedulers.base import rng_from
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout

@@ -30,11 +30,11 @@ import numpy as np
 
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.encoder_decoder_cache import HeadProjections, cached_keys_values
 from lamina.models.hf_weights import build_children, main_input_shape
 from lamina.models.t5_generation import generate_from_inputs
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout

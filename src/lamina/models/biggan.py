@@ -40,8 +40,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import BatchNorm, Conv2D, Dense, Embedding, FiLM, SelfAttention2D, SpectralNorm
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from lamina import backend, nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import dropout_rate, positive_int
 
 __all__ = ["BiLSTMCRF"]

@@ -42,10 +42,10 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, check_input, finish
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.deit import _embed_patches, _patch_embedding, _patch_image_shape, _tokens_shape
 from lamina.models.mlp_mixer import timm_mlp
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor
 

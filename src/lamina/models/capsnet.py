@@ -23,9 +23,9 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.capsules import capsule_margin_loss
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Conv2D, Dense, Sequential
 from lamina.nn.capsules import DigitCapsules, PrimaryCapsules, capsule_lengths
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 

@@ -31,8 +31,8 @@ from lamina.functional.domain_adaptation import mmd_loss
 from lamina.functional.elementwise import log
 from lamina.functional.optimal_transport_entropic import sinkhorn_divergence
 from lamina.functional.shape import concat
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, Sequential
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["CFRNet", "DragonNet", "TARNet", "representation_ipm", "treatment_weights"]

@@ -37,10 +37,10 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.models.clip import CLIP, CLIPVisionTransformer, clip
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.flexivit import resize_position_embedding
 from lamina.models.hf_weights import ConfigBuiltModel, build_children
 from lamina.nn.conditioning import FiLM
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.conv import Conv2D
 from lamina.nn.conv_transpose import Conv2DTranspose

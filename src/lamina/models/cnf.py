@@ -23,9 +23,9 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, checkpoint, enable_grad, grad, is_grad_enabled, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.flows import InvertibleLayer, _hidden_sizes, _sample_dtype
 from lamina.nn import Dense, ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 

@@ -30,11 +30,11 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, nhwc, nhwc_channels
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.maxvit import MaxVitMBConv
 from lamina.models.squeeze_excitation import conv_norm_activation
 from lamina.models.swin import relative_position_index
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 
 __all__ = ["COATNET_0", "CoAtNet", "CoAtNetRelativeAttention", "CoAtNetTransformerBlock", "coatnet_0",

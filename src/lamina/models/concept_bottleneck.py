@@ -19,7 +19,7 @@ import numpy as np
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["DIGIT_CONCEPTS", "ConceptBottleneck", "digit_concepts", "fit_concept_bottleneck", "intervention_accuracy"]

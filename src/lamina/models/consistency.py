@@ -59,9 +59,9 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.schedulers.base import karras_sigmas, rng_from
 from lamina.models.schedulers.edm import edm_coefficients
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import describe, positive_int
 from lamina.nn.module import Module, as_tensor, evaluation_mode
 

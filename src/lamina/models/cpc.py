@@ -37,7 +37,7 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.functional.activation import log_softmax, relu
 from lamina.functional.shape import concat, getitem
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 
 __all__ = ["CPC", "NEGATIVE_SOURCES", "cpc_features", "cpc_info_nce", "cpc_negative_indices"]

@@ -33,9 +33,9 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, check_input, finish
 from lamina.models.cait import ClassAttention
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.deit import DeiTBlock, _patch_embedding, _tokens_shape
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import as_tensor
 

@@ -35,10 +35,10 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, check_input, finish, nhwc, nhwc_channels
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.mlp_mixer import timm_mlp
 from lamina.models.pvt import check_heads, join_heads, split_heads
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import as_tensor
 

@@ -44,10 +44,10 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.data2vec_encoders import TARGET_LAYERS, Data2VecEncoderBase
 from lamina.models.ijepa import target_layer_norm
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import layer_from_config, layer_to_config, positive_int
 from lamina.nn.module import as_tensor
 

@@ -33,10 +33,10 @@ from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.ijepa import target_layer_norm, trace_patch_encoder, truncated_normal_weights
 from lamina.models.mae import setup_patch_encoder, sincos_position_embedding, vit_blocks
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import check_shape_ndim, input_error, pair, positive_int
 from lamina.nn.module import as_tensor
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.kernels import Kernel
 from lamina.nn import Module
+from lamina.nn.constructor_config import register_with_arguments
 
 __all__ = ["DeepKernel"]
 

@@ -31,9 +31,9 @@ from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, ConvBN, check_input, finish, nhwc
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.resnet import resnet
 from lamina.models.segmentation import ASPP, ImagePooling, _conv_bn_relu
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import check_shape_ndim, input_error, positive_int, register_layer
 from lamina.nn.module import as_tensor
 

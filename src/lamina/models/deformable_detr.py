@@ -56,13 +56,13 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.functional.ms_deform_attn import deformable_reference_points, spatial_shape_list
 from lamina.models.blocks import check_input, finish
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.detection_base import DetectorBase
 from lamina.models.detr import DetrAttention, DetrMLP, _build_resnet_body
 from lamina.models.detr_common import SetCriterion, _pixel_detections, _sine_grid, _train_or_detect
 from lamina.models.fpn import _resnet_body
 from lamina.models.resnet import BLOCKS
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.ms_deform_attn import DeformableTransformerEncoderLayer, MultiScaleDeformableAttention
 from lamina.vision.matching import matching_cost

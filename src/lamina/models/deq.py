@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import DEQ, Conv2D, Dense, Flatten, GlobalAvgPool2D
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 

@@ -24,9 +24,9 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.attention import scaled_dot_product_attention
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.diffusion_nets import DenoisingUNet
 from lamina.nn import Dense, GroupNorm, LayerNorm, ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import describe, input_error, positive_int
 from lamina.nn.module import Module, as_tensor
 

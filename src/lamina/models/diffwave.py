@@ -41,10 +41,10 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.diffwave_sampling import DiffWaveSampling
 from lamina.nn import ModuleList
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import describe, positive_int
 from lamina.nn.module import Module, as_tensor
 

@@ -17,9 +17,9 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.dnc_memory import DNCMemoryState, interface_size, memory_step
 from lamina.nn.cells import LSTMCell
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.dense import Dense
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor

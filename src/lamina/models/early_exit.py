@@ -22,7 +22,7 @@ import numpy as np
 from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.functional import cross_entropy
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.module import Module, as_tensor, evaluation_mode
 

@@ -24,7 +24,6 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.speaker import (
     AttentiveStatisticsPooling,
     TDNNBlock,
@@ -32,6 +31,7 @@ from lamina.models.speaker import (
     _sequence,
     _uniform_weights,
 )
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 

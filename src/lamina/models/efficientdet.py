@@ -40,11 +40,11 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import check_input, finish
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.efficientnet import EFFICIENTNET_STAGES, efficientnet
 from lamina.models.mobilenet_v2 import make_divisible
 from lamina.models.retinanet import RetinaNet, flatten_level, prior_bias, retinanet_anchor_sizes
 from lamina.nn import init
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, register_layer
 from lamina.nn.module import Module, as_tensor
 

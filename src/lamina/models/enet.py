@@ -29,7 +29,7 @@ from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, check_input, finish, nhwc_channels
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 
 __all__ = ["ENET_KINDS", "ENET_MIDDLE_PATTERN", "ENet", "ENetBottleneck", "ENetDownsampling",

@@ -18,8 +18,8 @@ import numpy as np
 
 from lamina import functional as F
 from lamina.autograd import Tensor, grad
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Embedding, ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.graph import CFConv, EGNNLayer, global_add_pool, global_mean_pool
 from lamina.nn.graph.cfconv import shifted_softplus
 from lamina.nn.graph.egnn import built_dense

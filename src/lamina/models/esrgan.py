@@ -37,7 +37,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional import concat, softplus
 from lamina.models.blocks import Block, concat_shapes, nhwc, residual_sum
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.perceptual_loss import PerceptualLoss
 
 __all__ = ["RRDB", "RRDBNet", "ResidualDenseBlock", "esrgan_discriminator", "feature_l1_loss",

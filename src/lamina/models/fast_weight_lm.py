@@ -18,8 +18,8 @@ then one token per call.
 from __future__ import annotations
 
 from lamina import functional as F
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.delta_net import DeltaNet, GatedDeltaNet
 from lamina.nn.dense import Dense

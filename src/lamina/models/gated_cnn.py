@@ -16,7 +16,7 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.models.blocks import Block, nhwc_channels
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import as_tensor
 

@@ -38,9 +38,9 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.functional import diagonal
 from lamina.functional.linalg import cholesky, cholesky_solve, solve_triangular
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.kernels import RBF, Kernel, ScaleKernel, as_rows, match_length_scales
 from lamina.nn import Module, Parameter
+from lamina.nn.constructor_config import register_with_arguments
 
 MEANS = ("zero", "constant")
 OPTIMIZERS = ("adam", "lbfgs")

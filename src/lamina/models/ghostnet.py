@@ -30,8 +30,8 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.models.blocks import Block, nhwc, nhwc_channels, residual_sum
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.squeeze_excitation import SqueezeExcitation, conv_norm_activation
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 
 __all__ = ["GHOSTNET_CONFIG", "GhostBottleneck", "GhostModule", "GhostNet", "ghostnet_0_5", "ghostnet_1_0",

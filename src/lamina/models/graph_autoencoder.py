@@ -24,7 +24,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.data.graphs import check_edge_index
 from lamina.data.link_split import negative_sampling
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["GAE", "VGAE", "InnerProductDecoder", "average_precision_score", "roc_auc_score"]

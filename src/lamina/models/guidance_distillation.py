@@ -37,11 +37,11 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.diffusion import DiffusionModel, class_labels
 from lamina.models.diffusion_nets import DenoisingMLP, DenoisingUNet, timestep_embedding, unet_down_path
 from lamina.models.progressive_distillation import check_student, noise_like
 from lamina.nn import Dense
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import describe, input_error, positive_int, register_layer
 from lamina.nn.module import as_tensor, evaluation_mode
 

@@ -45,7 +45,7 @@ from lamina.functional import reduce as R
 from lamina.functional.loss import BinaryCrossEntropyWithLogits
 from lamina.functional.losses_iwae import iwae_bound
 from lamina.models.autoencoder import VAE
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import as_tensor
 

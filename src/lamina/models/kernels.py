@@ -35,8 +35,8 @@ from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional import cdist
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module, Parameter
+from lamina.nn.constructor_config import register_with_arguments
 
 MATERN_NUS = (0.5, 1.5, 2.5)
 

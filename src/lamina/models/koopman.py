@@ -24,8 +24,8 @@ import numpy
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, Sequential
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 

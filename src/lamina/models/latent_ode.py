@@ -40,9 +40,9 @@ from lamina.errors import ShapeError
 from lamina.functional import reduce as R
 from lamina.functional.losses_vae import gaussian_kl, reparameterize
 from lamina.functional.ode import check_method
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.ode_rnn import ODERNN, ODEFunc, _built, _single_hidden, check_irregular_batch
 from lamina.nn import Dense, ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 

@@ -36,8 +36,8 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, nhwc
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.squeeze_excitation import conv_norm_activation
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import check_shape_ndim, positive_int
 
 __all__ = ["LEVIT_128S", "LeViT", "LeViTAttention", "LeViTAttentionSubsample", "LeViTBlock", "LeViTDownsample",

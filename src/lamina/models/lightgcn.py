@@ -33,12 +33,12 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.nn import ModuleList
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.dense import linear
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 from lamina.sparse import SparseTensor, mm, sparse_coo_tensor
 
-from .constructor_config import register_with_arguments
 from .id_inputs import checked_ids, checked_pairs
 
 __all__ = ["LightGCN", "NGCF", "NGCFLayer", "bpr_loss", "fit_bpr", "full_ranking_metrics", "lightgcn_propagate",

@@ -26,8 +26,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad, tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import GELU, Dense, Sequential
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.peft import get_peft_model

@@ -45,9 +45,9 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.attention import scaled_dot_product_attention
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.detr_common import sine_position_encoding
 from lamina.models.mask2former_pixel import PIXEL_DECODERS, MSDeformPixelEncoder
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["Mask2Former", "MaskClassificationLoss", "mask_matching_cost", "masked_attention",

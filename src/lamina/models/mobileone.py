@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from lamina import nn
 from lamina.models.blocks import check_input, finish
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.reparam import ReparamBlock, _ReparamNet
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 
 __all__ = ["MobileOne", "MobileOneBlock", "mobileone_s0", "mobileone_s1", "mobileone_tiny"]

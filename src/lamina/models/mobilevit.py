@@ -32,8 +32,8 @@ from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, check_input, classifier_layers, concat_shapes, finish, nhwc_channels
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.mobilenet_v2 import InvertedResidual
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import pair
 from lamina.nn.module import as_tensor
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from lamina import functional as F
 from lamina.autograd import Tensor, tensor
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
 from lamina.nn.module import Module

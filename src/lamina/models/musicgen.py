@@ -45,8 +45,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.schedulers.base import rng_from
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
 from lamina.nn.embedding import Embedding

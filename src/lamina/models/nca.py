@@ -32,8 +32,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
+from lamina.nn.constructor_config import register_with_arguments
 
 __all__ = ["NCATrainResult", "NeuralCA", "SelfClassifyingCA", "circle_damage_masks", "nca_perception_kernels",
            "normalize_gradients", "soft_life_step", "train_nca", "train_self_classifying_ca"]

@@ -24,8 +24,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, Module, Sequential
+from lamina.nn.constructor_config import register_with_arguments
 
 __all__ = ["NCSNMLP", "annealed_langevin_sample", "geometric_sigmas"]
 

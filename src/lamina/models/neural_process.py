@@ -37,8 +37,8 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.distributions import Normal, kl_divergence
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, ModuleList, Sequential
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 from lamina.nn.set_attention import SAB, multihead_attention

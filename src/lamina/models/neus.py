@@ -25,8 +25,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, enable_grad, grad, is_grad_enabled
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.parameter import Parameter

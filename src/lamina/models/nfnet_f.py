@@ -33,9 +33,9 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.models.blocks import Block, nhwc, nhwc_channels, residual_sum
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.nfnet import ScaledActivation, _activation_name, _positive_float, _positive_ints
 from lamina.models.squeeze_excitation import SqueezeExcitation
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 
 __all__ = ["NFNET_F_CONFIGS", "NFBottleneck", "NFNet", "nfnet_f0", "nfnet_f1"]

@@ -26,8 +26,8 @@ from __future__ import annotations
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 from lamina.nn.tabular import check_numbers

@@ -27,9 +27,9 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.ode import check_method, check_times
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.flows import _hidden_sizes
 from lamina.nn import Dense, GRUCell, ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 

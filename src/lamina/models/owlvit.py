@@ -34,7 +34,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.models.clip import CLIP
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
 from lamina.nn.layer import positive_int

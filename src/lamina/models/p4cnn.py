@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, ReLU, Sequential
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.group_conv import GroupBatchNorm, GroupPool, P4ConvP4, P4ConvZ2, P4MConvP4M, P4MConvZ2
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor

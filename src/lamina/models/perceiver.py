@@ -33,9 +33,9 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, LayerNorm, ModuleList
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.set_attention import multihead_attention

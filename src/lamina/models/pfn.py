@@ -36,8 +36,8 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.models.bar_distribution import BarPrediction, bar_borders, bar_log_density
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, Embedding, ModuleList, TransformerEncoderLayer
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 

@@ -23,8 +23,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import BatchNorm, Dense, ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import dropout_rate, input_error, positive_int
 from lamina.nn.layer_functions import dropout
 from lamina.nn.module import Module, as_tensor

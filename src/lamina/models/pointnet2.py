@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.pointnet import SharedMLP, built_dense
 from lamina.nn import ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import dropout_rate, input_error, positive_int
 from lamina.nn.layer_functions import dropout
 from lamina.nn.module import Module, as_tensor

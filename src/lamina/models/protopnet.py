@@ -29,7 +29,7 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["PrototypeMatch", "ProtoPNet", "fine_tune_last_layer", "last_layer_l1", "prototype_cluster_cost",

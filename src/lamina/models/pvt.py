@@ -38,7 +38,7 @@ from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, check_input, finish, nhwc, nhwc_channels
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import as_tensor
 

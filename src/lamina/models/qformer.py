@@ -38,9 +38,9 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, Embedding, LayerNorm, ModuleList
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.linear_attention import merge_heads, split_heads
 from lamina.nn.module import Module, as_tensor

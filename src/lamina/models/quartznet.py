@@ -37,8 +37,8 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.hf_weights import build_children
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.conv1d import Conv1D
 from lamina.nn.dropout import Dropout

@@ -35,7 +35,6 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import check_input, finish
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.raft_blocks import (  # noqa: F401  (moved there, importable from here too)
     BLOCKS,
     DOWNSAMPLE,
@@ -64,6 +63,7 @@ from lamina.models.raft_correlation import (  # noqa: F401  (moved there, import
     correlation_volume,
     index_pyramid,
 )
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module
 
 __all__ = [

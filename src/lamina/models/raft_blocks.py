@@ -13,7 +13,7 @@ import numpy as np
 from lamina import backend, nn
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module
 
 __all__ = [

@@ -12,8 +12,8 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.raft_blocks import _constant, _tensor
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module
 
 __all__ = ["CorrBlock", "correlation_pyramid", "correlation_volume", "index_pyramid"]

@@ -23,8 +23,8 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.matching_network import episode_labels, episode_sample_inputs
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["RELATION_OBJECTIVES", "RelationNetwork", "class_feature_sums", "relation_pairs"]

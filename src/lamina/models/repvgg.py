@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from lamina import nn
 from lamina.models.blocks import check_input, finish
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.reparam import ReparamBlock, _ReparamNet
+from lamina.nn.constructor_config import register_with_arguments
 
 __all__ = ["RepVGG", "RepVGGBlock", "repvgg_a0", "repvgg_a1", "repvgg_a2", "repvgg_b0", "repvgg_tiny"]
 

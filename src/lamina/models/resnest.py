@@ -33,7 +33,7 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.models.blocks import Block, nhwc, nhwc_channels, residual_sum
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 
 __all__ = ["ResNeSt", "ResNeStBottleneck", "SKBlock", "SKConv", "SKNet", "SplitAttention", "resnest50",

@@ -29,8 +29,8 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.models.bert import BERT
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.id_inputs import token_ids
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.dense import Dense
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor

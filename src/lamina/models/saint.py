@@ -35,11 +35,11 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.ft_transformer import _layer_norm
 from lamina.models.tab_transformer import _MLP, _FeedForward, _MultiHeadAttention, _normal, _TransformerLayer
 from lamina.models.tabular_baselines import _probability
 from lamina.nn import ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.tabular import check_categories, check_numbers

@@ -40,8 +40,8 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.autograd.function import cast
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Conv2D, Conv2DTranspose, Dense, FourierFeatures, LayerNorm, ModuleList, Sequential
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 

@@ -27,8 +27,8 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.models.blocks import AdaptiveAvgPool2D, Block, check_input, concat_shapes, finish, nhwc
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.resnet import resnet
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import register_layer
 
 __all__ = [

@@ -21,7 +21,7 @@ from __future__ import annotations
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.models.blocks import Block, check_input, finish, nhwc
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 
 __all__ = ["SEGNET_VGG16_STAGES", "SegNet", "segnet_small", "segnet_vgg16"]

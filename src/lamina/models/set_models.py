@@ -11,8 +11,8 @@ booleans (True for the real elements) for sets of different sizes in one batch.
 from __future__ import annotations
 
 from lamina.autograd import Tensor
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Dense, ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 from lamina.nn.set_attention import ISAB, PMA, SAB

@@ -25,8 +25,8 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block, nhwc
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.ibot import MaskedViTEncoder
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import pair, positive_int
 from lamina.nn.module import as_tensor
 

@@ -23,8 +23,8 @@ import numpy
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Conv2D, Dense, LayerNorm, ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor
 from lamina.nn.slot_attention import SlotAttention

@@ -34,7 +34,7 @@ from lamina import nn
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import check_shape_ndim, input_error, positive_int
 from lamina.nn.module import Module, as_tensor
 

@@ -39,7 +39,7 @@ import math
 from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 from lamina.nn.tabular import check_numbers

@@ -38,10 +38,10 @@ from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.fpn import BackboneWithFPN, FeaturePyramidNetwork
 from lamina.models.retinanet import head_conv, prior_bias
 from lamina.models.solo_ops import dynamic_mask_logits, matrix_nms, solo_dice_loss, solo_focal_loss, solo_targets
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["SOLOv2", "coord_features", "solov2_resnet50_fpn", "solov2_tiny"]

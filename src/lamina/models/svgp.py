@@ -36,9 +36,9 @@ from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.functional import diagonal, tril
 from lamina.functional.linalg import cholesky, solve_triangular
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.kernels import RBF, Kernel, ScaleKernel, as_rows
 from lamina.nn import Module, Parameter
+from lamina.nn.constructor_config import register_with_arguments
 
 __all__ = ["SVGP"]
 

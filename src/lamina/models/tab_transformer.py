@@ -28,10 +28,10 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.ft_transformer import _layer_norm
 from lamina.models.tabular_baselines import _probability, torch_style_dense
 from lamina.nn import BatchNorm, ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.layer_functions import dropout
 from lamina.nn.module import Module

@@ -36,9 +36,9 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad, tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.fastspeech2 import PostNet
 from lamina.nn.cells import LSTMCell
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.conv1d import Conv1D
 from lamina.nn.dense import Dense

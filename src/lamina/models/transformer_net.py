@@ -18,7 +18,7 @@ from __future__ import annotations
 from lamina import nn
 from lamina.autograd import Tensor
 from lamina.models.blocks import Block, PathBlock, nhwc, residual_sum
-from lamina.models.constructor_config import register_with_arguments
+from lamina.nn.constructor_config import register_with_arguments
 
 __all__ = ["TransformerNet"]
 

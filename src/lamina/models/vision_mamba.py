@@ -39,9 +39,9 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.selective_scan import selective_scan
 from lamina.models.blocks import Block, check_input, finish
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.deit import _embed_patches, _patch_embedding, _patch_image_shape, _tokens_shape
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, pair, positive_int
 from lamina.nn.mamba import inverse_softplus_time_steps
 from lamina.nn.module import Module, as_tensor

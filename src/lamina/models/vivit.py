@@ -37,9 +37,9 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.models.blocks import Block
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.mlp_mixer import timm_mlp
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import check_shape_ndim, input_error, pair, positive_int
 from lamina.nn.module import as_tensor
 

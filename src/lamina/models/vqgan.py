@@ -39,9 +39,9 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
 from lamina.functional.vector_quantize import VQResult, vector_quantize
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.vqvae import _VQAutoencoder
 from lamina.nn import Conv2D, Dropout, GroupNorm, ModuleList, UpSampling2D, VectorQuantizer, ZeroPadding2D
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor, evaluation_mode
 

@@ -19,9 +19,9 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.llama import Llama
 from lamina.models.vqgan import VQGAN
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, evaluation_mode
 

@@ -53,7 +53,6 @@ import numpy as np
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.hf_weights import (
     ConfigBuiltModel,
     build_children,
@@ -72,6 +71,7 @@ from lamina.models.wav2vec2_features import (
 from lamina.models.wav2vec2_masking import compute_mask_indices
 from lamina.models.whisper import WhisperAttention
 from lamina.nn import init as initializers
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.containers import ModuleList
 from lamina.nn.dense import Dense
 from lamina.nn.dropout import Dropout

@@ -51,9 +51,9 @@ from lamina import functional as F
 from lamina import nn, vision
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.detection_base import DetectorBase
 from lamina.nn import init
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.module import Module, as_tensor
 
 __all__ = ["YOLOX", "simota_assign", "yolox_decode", "yolox_iou_loss", "yolox_nano", "yolox_tiny"]

@@ -23,6 +23,8 @@ exploration (:mod:`lamina.rl.exploration`: PPO with RND or ICM intrinsic rewards
 corridor); Hindsight Experience Replay (:mod:`lamina.rl.her`) on goal environments
 (:mod:`lamina.rl.goal_env`: bit flipping, point reaching)."""
 
+import importlib
+
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
 from lamina.rl.bandits import (
@@ -109,20 +111,6 @@ from lamina.rl.muzero import (
 from lamina.rl.networks import copy_weights, mlp, soft_update
 from lamina.rl.neuroevolution import episode_return, evolve_policy
 from lamina.rl.off_policy import OffPolicyAgent, QNetwork
-from lamina.rl.offline import (
-    GAIL,
-    IQL,
-    BehaviorCloning,
-    ContinuousCQL,
-    DecisionTransformer,
-    DiscreteCQL,
-    OfflineDataset,
-    collect_dataset,
-    concatenate_datasets,
-    d4rl_style_dataset,
-    evaluate_decision_transformer,
-    train_decision_transformer,
-)
 from lamina.rl.ppo import PPO, ActorCritic, clipped_surrogate_loss, compute_gae, ppo_loss, train_ppo, value_loss
 from lamina.rl.prioritized import PrioritizedBatch, PrioritizedReplayBuffer, SumTree
 from lamina.rl.quantile import (
@@ -229,3 +217,28 @@ __all__ += ["BitFlipping", "DictSpace", "GoalEnv", "HERAgent", "HindsightIndices
 __all__ += ["CuriosityActorCritic", "CuriosityPPO", "ICMModule", "ICMPPOAgent", "RNDModule", "RNDPPOAgent",
             "RewardNormalizer", "RunningMeanStd", "SparseChain", "icm_losses", "train_curiosity_ppo",
             "train_icm_ppo", "train_rnd_ppo"]  # curiosity, exploration
+
+
+_MODULES_ON_FIRST_USE = {
+    "offline": ("BehaviorCloning", "ContinuousCQL", "DecisionTransformer", "DiscreteCQL", "GAIL", "IQL",
+                "OfflineDataset", "collect_dataset", "concatenate_datasets", "d4rl_style_dataset",
+                "evaluate_decision_transformer", "train_decision_transformer"),
+}
+"""Submodules built on the model zoo (the Decision Transformer's GPT-2 blocks, the diffusion
+policy's networks): imported when one of their names is first used (through the module
+``__getattr__`` below), not by ``import lamina.rl``."""
+
+_NAMES_ON_FIRST_USE = {name: module for module, names in _MODULES_ON_FIRST_USE.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _NAMES_ON_FIRST_USE.get(name)
+    if module is not None:
+        return getattr(importlib.import_module(f"lamina.rl.{module}"), name)
+    if name in _MODULES_ON_FIRST_USE:
+        return importlib.import_module(f"lamina.rl.{name}")
+    raise AttributeError(f"module 'lamina.rl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_MODULES_ON_FIRST_USE))

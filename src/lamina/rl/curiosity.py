@@ -14,8 +14,8 @@ from lamina.autograd import Tensor, tensor
 from lamina.backend import get_default_dtype
 from lamina.errors import ShapeError
 from lamina.functional import concat, log_softmax, mean
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.rl.networks import mlp, obs_tensor
 
 __all__ = ["ICMModule", "RNDModule", "RewardNormalizer", "RunningMeanStd", "icm_losses"]

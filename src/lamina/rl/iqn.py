@@ -30,8 +30,8 @@ from lamina.autograd import Tensor, no_grad, tensor
 from lamina.backend import get_default_dtype
 from lamina.errors import ShapeError
 from lamina.functional import cos
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.rl.agent_loop import as_env, make_agent, run_agent
 from lamina.rl.env import Env
 from lamina.rl.networks import obs_tensor

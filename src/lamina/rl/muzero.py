@@ -23,8 +23,8 @@ from lamina.autograd import Tensor, no_grad, tensor
 from lamina.backend import manual_seed
 from lamina.functional import amax, amin, concat, log_softmax, mean, one_hot
 from lamina.functional import sum as tensor_sum
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.rl.mcts import MCTS, Node, visit_policy
 from lamina.rl.networks import mlp, obs_tensor
 

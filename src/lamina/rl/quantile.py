@@ -23,8 +23,8 @@ from lamina.backend import to_numpy
 from lamina.errors import ShapeError
 from lamina.functional import abs as abs_
 from lamina.functional import mean, smooth_l1_loss
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.rl.agent_loop import as_env, make_agent, run_agent
 from lamina.rl.env import Env
 from lamina.rl.networks import copy_weights, obs_tensor

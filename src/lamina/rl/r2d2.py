@@ -28,8 +28,8 @@ import numpy
 from lamina import nn, optim
 from lamina.autograd import Tensor, no_grad, tensor
 from lamina.functional import mean
-from lamina.models.constructor_config import register_with_arguments
 from lamina.nn import Module
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.rl.agent_loop import as_env, make_agent, run_agent
 from lamina.rl.env import Env
 from lamina.rl.networks import copy_weights, obs_tensor

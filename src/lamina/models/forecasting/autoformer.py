@@ -10,10 +10,10 @@ import numpy as np
 from lamina import fft, nn
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.forecasting._common import check_rate, check_window, constant_tensor
 from lamina.models.forecasting._embedding import CircularConv, built
 from lamina.models.forecasting.dlinear import moving_average_matrix
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 

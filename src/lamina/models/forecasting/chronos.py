@@ -29,9 +29,9 @@ import numpy as np
 
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.gpt2 import GPT2
 from lamina.models.t5 import T5
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 

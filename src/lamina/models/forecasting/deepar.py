@@ -25,7 +25,6 @@ from lamina import backend, nn
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.forecasting._common import constant_tensor
 from lamina.models.forecasting.deepar_likelihoods import (
     LIKELIHOODS,
@@ -35,6 +34,7 @@ from lamina.models.forecasting.deepar_likelihoods import (
     likelihood_parameters,
     sample_likelihood,
 )
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, evaluation_mode
 

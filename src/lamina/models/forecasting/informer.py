@@ -10,9 +10,9 @@ import numpy as np
 from lamina import backend, nn
 from lamina import functional as F
 from lamina.autograd import Tensor
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.forecasting._common import check_rate, check_window, constant_tensor
 from lamina.models.forecasting._embedding import CircularConv, built
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 

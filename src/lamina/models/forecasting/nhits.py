@@ -10,9 +10,9 @@ import numpy as np
 from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.forecasting._common import check_rate, check_window, constant_tensor, from_per_channel, per_channel
 from lamina.models.forecasting._embedding import built
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 

@@ -10,10 +10,10 @@ from lamina import fft, nn
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.forecasting._common import check_rate, check_window, constant_tensor
 from lamina.models.forecasting._embedding import CircularConv, built
 from lamina.models.forecasting.informer import _sinusoid_positions
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import input_error, positive_int
 from lamina.nn.module import Module, as_tensor
 

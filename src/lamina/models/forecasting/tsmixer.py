@@ -5,9 +5,9 @@ from __future__ import annotations
 from lamina import functional as F
 from lamina import nn
 from lamina.autograd import Tensor
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.forecasting._common import check_rate, check_window
 from lamina.models.forecasting._embedding import built
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module, as_tensor
 

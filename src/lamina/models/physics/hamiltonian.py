@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 
 from lamina import functional as F
 from lamina.autograd import Tensor, enable_grad, grad
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.physics._state import (
     as_column,
     check_state,
@@ -27,6 +26,7 @@ from lamina.models.physics._state import (
     parameter_dtype,
     scalar_network,
 )
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 

@@ -17,7 +17,6 @@ from lamina import functional as F
 from lamina.autograd import Tensor, enable_grad, grad
 from lamina.errors import ShapeError
 from lamina.functional.linalg import solve
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.physics._state import (
     as_column,
     check_state,
@@ -29,6 +28,7 @@ from lamina.models.physics._state import (
     parameter_dtype,
     scalar_network,
 )
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import positive_int
 from lamina.nn.module import Module
 

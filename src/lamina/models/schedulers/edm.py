@@ -28,8 +28,8 @@ import numpy as np
 from lamina import backend
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.schedulers.base import karras_sigmas, rng_from
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import describe
 from lamina.nn.module import Module, as_tensor, evaluation_mode
 

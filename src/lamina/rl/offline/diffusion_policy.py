@@ -26,9 +26,9 @@ from lamina import backend, optim
 from lamina.autograd import Tensor, no_grad, tensor
 from lamina.errors import ShapeError
 from lamina.functional import reshape
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.diffusion import PREDICTIONS, SAMPLERS
 from lamina.models.diffusion_schedule import make_schedule
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import describe, positive_int
 from lamina.nn.module import Module, as_tensor, evaluation_mode
 from lamina.parallel import one_blas_thread

@@ -33,9 +33,9 @@ from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.errors import ShapeError
-from lamina.models.constructor_config import register_with_arguments
 from lamina.models.diffusion_nets import timestep_embedding
 from lamina.nn import Conv1D, Conv1DTranspose, Dense, GroupNorm, ModuleList
+from lamina.nn.constructor_config import register_with_arguments
 from lamina.nn.layer import describe, positive_int
 from lamina.nn.module import Module, as_tensor
 
