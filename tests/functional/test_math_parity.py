@@ -289,6 +289,25 @@ def test_clamp_with_crossed_bounds_and_nan_as_torch():
     compare_with_torch(F.clamp, torch.clamp, finite, low, high, dtype=np.float64)
 
 
+@pytest.mark.parametrize("bounds", ["tensors", "numbers"])
+def test_clamp_gives_nan_no_gradient_as_torch(bounds):
+    x_np, low_np, high_np = np.array([np.nan, 0.5, 2.0, -1.0]), np.zeros(4), np.ones(4)
+    x, tx = lamina.tensor(x_np, dtype=np.float64, requires_grad=True), torch.tensor(x_np, requires_grad=True)
+    if bounds == "tensors":
+        low, high = (lamina.tensor(v, dtype=np.float64, requires_grad=True) for v in (low_np, high_np))
+        tlow, thigh = (torch.tensor(v, requires_grad=True) for v in (low_np, high_np))
+    else:
+        low, high, tlow, thigh = 0.0, 1.0, 0.0, 1.0
+    y, ty = F.clamp(x, low, high), torch.clamp(tx, tlow, thigh)
+    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+    y.sum().backward()
+    ty.sum().backward()
+    np.testing.assert_array_equal(x.grad, tx.grad.numpy())
+    if bounds == "tensors":
+        np.testing.assert_array_equal(low.grad, tlow.grad.numpy())
+        np.testing.assert_array_equal(high.grad, thigh.grad.numpy())
+
+
 def test_logcumsumexp_keeps_small_early_terms():
     x = np.array([[-1000.0, 0.0, -2000.0, 800.0], [5.0, -np.inf, 3.0, 1.0]])
     compare_with_torch(lambda t: F.logcumsumexp(t, axis=1), lambda t: torch.logcumsumexp(t, dim=1), x,

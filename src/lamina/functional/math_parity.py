@@ -381,7 +381,7 @@ def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
     With numbers it is :func:`~lamina.functional.clip`. With a tensor bound, as PyTorch:
     where min > max the result is max; x gets the gradient where min <= x <= max, min
     where x < min < max, max where x > max or max < min, and none of them where x < min = max.
-    NaN in x stays NaN.
+    NaN in x stays NaN and gets no gradient.
     """
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given, got neither")
@@ -408,7 +408,10 @@ def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
     if stuck is not None and not stuck.any():
         stuck = None
     outside = below | above if stuck is None else below | above | stuck
-    out = where(~outside, x, 0.0)
+    nan = backend.xp.isnan(a)
+    out = where(~(outside | nan), x, 0.0)
+    if nan.any():
+        out = where(nan, a, out)    # NaN stays NaN, with no gradient (as with number bounds)
     if min is not None:
         out = where(below, min, out)
     if max is not None:
