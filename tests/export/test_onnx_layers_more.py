@@ -102,6 +102,21 @@ def test_group_norm_exports(name, tmp_path):
     _exports_alike(NORMS[name](), x, tmp_path, feed=2 * x + 1)
 
 
+CHANNELS_LAST_NORMS = {
+    "sequence_groups_2": (lambda: nn.GroupNorm(2), (3, 7, 6)),
+    "sequence_after_conv1d": (lambda: nn.Sequential(nn.Conv1D(6, 3), nn.GroupNorm(3, affine=False)), (2, 9, 4)),
+    "volume_groups_3": (lambda: nn.GroupNorm(3), (2, 3, 4, 2, 6)),
+    "volume_instance": (lambda: nn.GroupNorm(6), (2, 2, 3, 2, 6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHANNELS_LAST_NORMS))
+def test_group_norm_of_sequences_and_volumes_exports(name, tmp_path):
+    build, shape = CHANNELS_LAST_NORMS[name]
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    _exports_alike(build(), x, tmp_path, feed=2 * x + 1)
+
+
 def test_group_norm_at_opset_17_uses_no_group_normalization(tmp_path):
     model = nn.Sequential(nn.GroupNorm(2))
     x = _images(2, 3, 3, 4)

@@ -28,7 +28,8 @@ def _set_affine(layer, seed=0):
 def _compare_with_torch(layer, torch_module, x, dtype, *, nchw: bool, perm=None, seed: int = 0):
     """``layer`` (built here, in ``dtype``, with random gamma/beta) against ``torch_module``
     given the same weights: the output and the gradients of the input, weight and bias.
-    ``nchw``: torch sees the 4-D input as NCHW; ``perm`` takes lamina's weight to torch's layout."""
+    ``nchw``: torch sees an input of 3 or more axes channels-first (NCL, NCHW, NCDHW);
+    ``perm`` takes lamina's weight to torch's layout."""
     lamina.set_default_dtype(dtype)
     x = np.asarray(x, dtype=dtype)
     layer.build(x.shape)
@@ -41,10 +42,10 @@ def _compare_with_torch(layer, torch_module, x, dtype, *, nchw: bool, perm=None,
             theirs.copy_(torch.from_numpy(np.ascontiguousarray(value)))
 
     def to_torch(a):
-        return np.ascontiguousarray(a.transpose(0, 3, 1, 2) if nchw and a.ndim == 4 else a)
+        return np.ascontiguousarray(np.moveaxis(a, -1, 1) if nchw and a.ndim > 2 else a)
 
     def from_torch(a):
-        return a.transpose(0, 2, 3, 1) if nchw and a.ndim == 4 else a
+        return np.moveaxis(a, 1, -1) if nchw and a.ndim > 2 else a
 
     rtol = TOLERANCE[dtype]
     xl = lamina.tensor(x, requires_grad=True, dtype=dtype)
@@ -78,7 +79,7 @@ def test_layernorm_gradcheck(f64, axes, shape):
 
 
 @pytest.mark.parametrize("groups", [1, 2, 6])
-@pytest.mark.parametrize("shape", [(2, 3, 2, 6), (4, 6)])
+@pytest.mark.parametrize("shape", [(2, 3, 2, 6), (4, 6), (2, 3, 6), (2, 2, 1, 2, 6)])
 def test_groupnorm_gradcheck(f64, groups, shape):
     x = -1.0 + 2.0 * np.random.default_rng(2).standard_normal(shape)
     layer = nn.GroupNorm(groups)
@@ -127,6 +128,13 @@ def test_groupnorm_matches_torch(dtype, groups):
 def test_groupnorm_on_feature_vectors_matches_torch(dtype):
     x = np.random.default_rng(7).standard_normal((5, 12))
     _compare_with_torch(nn.GroupNorm(3, eps=1e-3), torch.nn.GroupNorm(3, 12, eps=1e-3), x, dtype, nchw=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 7, 6), (2, 3, 4, 5, 6), (2, 1, 2, 3, 2, 6)], ids=["NLC", "NDHWC", "rank6"])
+def test_groupnorm_on_sequences_and_volumes_matches_torch(dtype, shape):
+    x = 1.0 - 2.0 * np.random.default_rng(len(shape)).standard_normal(shape)
+    _compare_with_torch(nn.GroupNorm(3), torch.nn.GroupNorm(3, 6), x, dtype, nchw=True, seed=len(shape))
 
 
 def test_one_fused_node_each_and_double_backward_with_retained_graph(f64):
@@ -261,14 +269,16 @@ def test_groupnorm_errors():
     x = np.zeros((2, 4, 4, 6), dtype=np.float32)
     with pytest.raises(lamina.ShapeError, match=r"GroupNorm 'gn'.*\(2, 4, 4, 6\).*C=6.*groups=4.*divisible"):
         nn.GroupNorm(4, name="gn")(x)
-    with pytest.raises(lamina.ShapeError, match=r"GroupNorm 'gn'.*\(2, 16, 6\).*expected \(batch, channels\) or NHWC"):
-        nn.GroupNorm(2, name="gn")(np.zeros((2, 16, 6), dtype=np.float32))
+    with pytest.raises(lamina.ShapeError, match=r"GroupNorm 'gn'.*\(6,\).*expected \(batch, \.\.\., channels\)"):
+        nn.GroupNorm(2, name="gn")(np.zeros((6,), dtype=np.float32))
     built = nn.GroupNorm(2, name="gn")
     built(x)
     with pytest.raises(lamina.ShapeError, match=r"GroupNorm 'gn'.*shape \(2, 4, 4\) \(float32\).*C=6"):
         built(x[..., 0])
-    with pytest.raises(lamina.ShapeError, match=r"GroupNorm 'gn'.*\(2, 6, 4, 4\).*NCHW"):
+    with pytest.raises(lamina.ShapeError, match=r"GroupNorm 'gn'.*\(2, 6, 4, 4\).*channels-first.*NCHW"):
         built(x.transpose(0, 3, 1, 2))
+    with pytest.raises(lamina.ShapeError, match=r"GroupNorm 'gn'.*\(2, 6, 4\).*C=6 channels on the last axis"):
+        built(x[:, :, 0].transpose(0, 2, 1))
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="GroupNorm: groups must be a positive int"):
             nn.GroupNorm(bad)

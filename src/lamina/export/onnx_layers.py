@@ -193,18 +193,44 @@ def _group_norm(graph: Graph, layer, value: Value) -> Value:
     if len(value.shape) == 4 and groups == channels:
         inputs = [value.name, graph.constant(gamma, f"{hint}_scale"), graph.constant(beta, f"{hint}_bias")]
         return graph.like(value, graph.node("InstanceNormalization", inputs, hint, epsilon=layer.eps))
-    grouped = graph.node("Reshape", [value.name, graph.constant([0, groups, -1], f"{hint}_groups", np.int64)],
-                         f"{hint}_grouped")
-    normalized = graph.node("InstanceNormalization", [grouped, graph.constant(np.ones(groups), f"{hint}_ones"),
-                                                      graph.constant(np.zeros(groups), f"{hint}_zeros")],
-                            f"{hint}_normalized", epsilon=layer.eps)
-    dims = [0, channels, *value.shape[1:3]] if len(value.shape) == 4 else [0, channels]
-    out = graph.like(value, graph.node("Reshape", [normalized, graph.constant(dims, f"{hint}_shape", np.int64)],
-                                       f"{hint}_ungrouped" if layer.affine else hint))
+    out_name = f"{hint}_ungrouped" if layer.affine else hint
+    if len(value.shape) in (2, 4):
+        grouped = graph.node("Reshape", [value.name, graph.constant([0, groups, -1], f"{hint}_groups", np.int64)],
+                             f"{hint}_grouped")
+        normalized = _instance_norm_of_groups(graph, grouped, groups, layer.eps, hint)
+        dims = [0, channels, *value.shape[1:3]] if len(value.shape) == 4 else [0, channels]
+        out = graph.like(value, graph.node("Reshape", [normalized, graph.constant(dims, f"{hint}_shape", np.int64)],
+                                           out_name))
+    else:
+        out = graph.like(value, _group_norm_channels_last(graph, value, groups, layer.eps, hint, out_name))
     if not layer.affine:
         return out
     scaled = graph.node("Mul", [out.name, graph.channel_vector(gamma, out, f"{hint}_gamma")], f"{hint}_scaled")
     return graph.like(value, graph.node("Add", [scaled, graph.channel_vector(beta, out, f"{hint}_beta")], hint))
+
+
+def _instance_norm_of_groups(graph: Graph, grouped: str, groups: int, eps: float, hint: str) -> str:
+    """InstanceNormalization of (N, G, ...) values: each sample's group normalised alone."""
+    return graph.node("InstanceNormalization", [grouped, graph.constant(np.ones(groups), f"{hint}_ones"),
+                                                graph.constant(np.zeros(groups), f"{hint}_zeros")],
+                      f"{hint}_normalized", epsilon=eps)
+
+
+def _group_norm_channels_last(graph: Graph, value: Value, groups: int, eps: float, hint: str, out_name: str) -> str:
+    """Group normalization of channels-last (N, ..., C) values (sequences, volumes): viewed as
+    (N, S, G, C / G), the groups brought before the positions, normalised, and put back."""
+    channels = value.shape[-1]
+    split = graph.node("Reshape", [value.name, graph.constant([0, -1, groups, channels // groups],
+                                                              f"{hint}_split", np.int64)], f"{hint}_split")
+    first = graph.node("Transpose", [split], f"{hint}_groups_first", perm=[0, 2, 1, 3])
+    grouped = graph.node("Reshape", [first, graph.constant([0, groups, -1], f"{hint}_groups", np.int64)],
+                         f"{hint}_grouped")
+    normalized = _instance_norm_of_groups(graph, grouped, groups, eps, hint)
+    unflat = graph.node("Reshape", [normalized, graph.constant([0, groups, -1, channels // groups],
+                                                               f"{hint}_unflat", np.int64)], f"{hint}_unflat")
+    back = graph.node("Transpose", [unflat], f"{hint}_groups_back", perm=[0, 2, 1, 3])
+    dims = [0, *value.shape[1:]]
+    return graph.node("Reshape", [back, graph.constant(dims, f"{hint}_shape", np.int64)], out_name)
 
 
 @register_converter(nn.LocalResponseNorm)

@@ -175,11 +175,12 @@ def _axes_tuple(axes) -> tuple[int, ...]:
 
 @register_layer
 class GroupNorm(Module):
-    """Group normalization of (N, C) or NHWC (N, H, W, C) inputs: the C channels are split
-    into ``groups`` contiguous groups and each sample's group is normalised over H, W and
+    """Group normalization of channels-last inputs (N, ..., C): (N, C), sequences (N, L, C),
+    NHWC images (N, H, W, C), volumes (N, D, H, W, C). The C channels are split into
+    ``groups`` contiguous groups and each sample's group is normalised over its positions and
     its C / groups channels, y = gamma (x - mu) / sqrt(var + eps) + beta with the biased
     var, then gamma and beta act per channel: PyTorch's ``GroupNorm(groups, C)`` on the
-    NCHW input. ``groups=1`` normalises whole samples, ``groups=C`` each channel alone
+    channels-first input. ``groups=1`` normalises whole samples, ``groups=C`` each channel alone
     (instance normalization). The same in training and evaluation (no running statistics).
 
     Parameters ``weight`` (gamma, init 1) and ``bias`` (beta, init 0) of size C, also
@@ -187,7 +188,8 @@ class GroupNorm(Module):
     """
 
     default_name = "group_norm"
-    _EXPECTED = "(batch, channels) or NHWC (batch, height, width, channels)"
+    _EXPECTED = "(batch, ..., channels): (batch, channels), (batch, length, channels), NHWC or NDHWC"
+    _RANKS = (2, 3, 4, 5, 6)
 
     def __init__(self, groups: int, eps: float = 1e-5, affine: bool = True, name: str | None = None):
         super().__init__(name=name)
@@ -213,7 +215,7 @@ class GroupNorm(Module):
                              f"into groups={self.groups} equal groups; C must be divisible by groups")
 
     def build(self, input_shape) -> None:
-        shape = check_shape_ndim(self, input_shape, (2, 4), self._EXPECTED)
+        shape = check_shape_ndim(self, input_shape, self._RANKS, self._EXPECTED)
         c = shape[-1]
         if c is None:
             raise ShapeError(f"{self._label()}: the channel (last) axis of {shape} must be known")
@@ -228,16 +230,16 @@ class GroupNorm(Module):
     def forward(self, x) -> Tensor:
         x = as_tensor(x)
         c = self.num_channels
-        if x.ndim not in (2, 4) or x.shape[-1] != c:
+        if x.ndim not in self._RANKS or x.shape[-1] != c:
             hint = ""
-            if x.ndim == 4 and x.shape[1] == c:
-                hint = "; it looks like NCHW: transpose it with x.transpose(0, 2, 3, 1)"
+            if x.ndim > 2 and x.shape[1] == c:
+                hint = "; it looks channels-first: move the channels last, e.g. NCHW with x.transpose(0, 2, 3, 1)"
             raise input_error(self, x, f"{self._EXPECTED} with C={c} channels on the last axis{hint}")
         gamma, beta = _affine_operands(self, (c,), x.dtype)
         return GroupNormFunction.apply(x, gamma, beta, groups=self.groups, eps=self.eps)
 
     def compute_output_shape(self, input_shape):
-        shape = check_shape_ndim(self, input_shape, (2, 4), self._EXPECTED)
+        shape = check_shape_ndim(self, input_shape, self._RANKS, self._EXPECTED)
         self._check_channels(shape)
         if self.num_channels is not None and shape[-1] is not None and shape[-1] != self.num_channels:
             raise ShapeError(f"{self._label()}: input shape {shape} has {shape[-1]} channels; the layer "
