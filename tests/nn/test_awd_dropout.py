@@ -175,7 +175,7 @@ def test_bad_inputs_are_refused():
     with pytest.raises(TypeError, match="WeightDrop: expected a recurrent layer"):
         nn.WeightDrop(nn.Dense(3))
     with pytest.raises(ValueError, match="LockedDropout: rate"):
-        nn.LockedDropout(1.0)
+        nn.LockedDropout(1.01)
     with pytest.raises(ValueError, match="temporal_activation_regularization.*shape \\(2, 1, 3\\)"):
         nn.temporal_activation_regularization(np.ones((2, 1, 3)), 1.0)
     with pytest.raises(TypeError, match="embedding_dropout: expected an Embedding"):

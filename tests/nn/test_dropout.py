@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from nn_checks import gradcheck_layer
 
 import lamina
@@ -50,8 +51,25 @@ def test_dropout_eval_is_identity_and_rate_zero():
     assert layer(x) is x
     layer.train()
     assert nn.Dropout(0.0)(x) is x
-    with pytest.raises(ValueError, match="rate"):
-        nn.Dropout(1.0)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"Dropout: rate is the fraction dropped and must be in \[0, 1\]"):
+            nn.Dropout(bad)
+
+
+def test_rate_one_drops_everything_as_torch():
+    x_np = np.random.default_rng(1).standard_normal((4, 6))
+    x = lamina.tensor(x_np, requires_grad=True)
+    y = nn.Dropout(1.0)(x)
+    tx = torch.tensor(x_np, requires_grad=True)
+    ty = torch.nn.Dropout(1.0)(tx)
+    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+    y.sum().backward()
+    ty.sum().backward()
+    np.testing.assert_array_equal(x.grad, tx.grad.numpy())
+    assert not np.isnan(x.grad).any() and not x.grad.any()
+    dense = nn.Dense(3)
+    out = nn.DropConnect(dense, rate=1.0)(np.ones((2, 5), dtype=np.float32)).numpy()
+    np.testing.assert_array_equal(out, np.broadcast_to(dense.bias.numpy(), (2, 3)))
 
 
 def test_dropout_gradcheck():

@@ -23,8 +23,11 @@ __all__ = ["DropConnect", "Dropout", "DropoutFunction", "dropout_mask"]
 
 
 def dropout_mask(shape, rate: float, dtype):
-    """mask / keep_prob: 0 where dropped, 1 / keep_prob where kept (P(kept) = 1 - rate)."""
+    """mask / keep_prob: 0 where dropped, 1 / keep_prob where kept (P(kept) = 1 - rate);
+    all zeros at rate 1, where nothing is kept."""
     dtype = numpy.dtype(dtype)
+    if rate >= 1.0:
+        return backend.xp.zeros(tuple(shape), dtype=dtype)
     draw_dtype = dtype if dtype in (numpy.float32, numpy.float64) else numpy.float64
     keep = backend.rng().random(tuple(shape), dtype=draw_dtype) >= rate
     scaled = keep.astype(dtype)
@@ -49,8 +52,8 @@ class DropoutFunction(Function):
 
 def _check_rate(rate: float, what: str) -> float:
     rate = float(rate)
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{what}: rate is the fraction dropped and must be in [0, 1), got {rate!r}")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{what}: rate is the fraction dropped and must be in [0, 1], got {rate!r}")
     return rate
 
 
