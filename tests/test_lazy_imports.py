@@ -84,21 +84,13 @@ def test_every_public_name_resolves():
         assert getattr(lamina, name) is not None, name
 
 
-def test_every_name_of_lamina_train_resolves_from_its_own_module():
-    for name in lamina.train.__all__:
-        assert getattr(lamina.train, name) is not None, name
-    for module, names in lamina.train._MODULES_ON_FIRST_USE.items():
-        source = importlib.import_module(f"lamina.train.{module}")
+@pytest.mark.parametrize("package", ["lamina.train", "lamina.rl"])
+def test_every_name_of_the_package_resolves_from_its_own_module(package):
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    for submodule, names in module._MODULES_ON_FIRST_USE.items():
+        source = importlib.import_module(f"{package}.{submodule}")
+        assert getattr(module, submodule) is source and submodule in dir(module)
         for name in names:
-            assert getattr(lamina.train, name) is getattr(source, name), name
-
-
-def test_every_name_of_lamina_rl_resolves_from_its_own_module():
-    import lamina.rl
-
-    for name in lamina.rl.__all__:
-        assert getattr(lamina.rl, name) is not None, name
-    for module, names in lamina.rl._MODULES_ON_FIRST_USE.items():
-        source = importlib.import_module(f"lamina.rl.{module}")
-        for name in names:
-            assert getattr(lamina.rl, name) is getattr(source, name), name
+            assert getattr(module, name) is getattr(source, name), name

@@ -20,6 +20,7 @@ from lamina.backend import (
 )
 from lamina.errors import GradcheckError, ShapeError
 from lamina.functional import concat, odeint, odeint_adjoint, pad, stack, where
+from lamina.lazy import names_on_first_use
 from lamina.parallel import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -41,24 +42,13 @@ __all__ += ["GradScaler", "amp", "autocast", "data", "fft", "func", "load", "loa
             "optim", "pack", "rearrange", "reduce", "repeat", "save", "sparse", "unpack"]
 __all__ += ["are_deterministic_algorithms_enabled", "use_deterministic_algorithms"]
 
-_ON_FIRST_USE = ("analysis", "distributed", "distributions", "export", "linalg", "models", "rl", "text", "vision")
-"""Subpackages imported on first use rather than by ``import lamina``."""
+_MODULES_ON_FIRST_USE = {"analysis": (), "distributed": (), "distributions": (), "export": ("export_onnx", "load_onnx"),
+                         "linalg": (), "models": (), "rl": (), "text": (), "vision": ()}
+"""Subpackages imported on first use rather than by ``import lamina`` (with the names taken from them)."""
 
-_NAMES_ON_FIRST_USE = {"export_onnx": "export", "load_onnx": "export"}
+__all__ += [*_MODULES_ON_FIRST_USE, "export_onnx", "load_onnx"]
 
-__all__ += [*_ON_FIRST_USE, *_NAMES_ON_FIRST_USE]
-
-
-def __getattr__(name: str):
-    if name in _ON_FIRST_USE:
-        return importlib.import_module(f"lamina.{name}")
-    if name in _NAMES_ON_FIRST_USE:
-        return getattr(importlib.import_module(f"lamina.{_NAMES_ON_FIRST_USE[name]}"), name)
-    raise AttributeError(f"module 'lamina' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = names_on_first_use("lamina", _MODULES_ON_FIRST_USE, globals())
 
 
 def _import_layer_packages() -> None:

@@ -23,8 +23,7 @@ exploration (:mod:`lamina.rl.exploration`: PPO with RND or ICM intrinsic rewards
 corridor); Hindsight Experience Replay (:mod:`lamina.rl.her`) on goal environments
 (:mod:`lamina.rl.goal_env`: bit flipping, point reaching)."""
 
-import importlib
-
+from lamina.lazy import names_on_first_use
 from lamina.rl.a2c import A2C, a2c_loss, train_a2c
 from lamina.rl.alphazero import AlphaZero, NetworkEvaluator, PolicyValueNet, alphazero_loss, train_alphazero
 from lamina.rl.bandits import (
@@ -228,17 +227,4 @@ _MODULES_ON_FIRST_USE = {
 policy's networks): imported when one of their names is first used (through the module
 ``__getattr__`` below), not by ``import lamina.rl``."""
 
-_NAMES_ON_FIRST_USE = {name: module for module, names in _MODULES_ON_FIRST_USE.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _NAMES_ON_FIRST_USE.get(name)
-    if module is not None:
-        return getattr(importlib.import_module(f"lamina.rl.{module}"), name)
-    if name in _MODULES_ON_FIRST_USE:
-        return importlib.import_module(f"lamina.rl.{name}")
-    raise AttributeError(f"module 'lamina.rl' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_MODULES_ON_FIRST_USE))
+__getattr__, __dir__ = names_on_first_use("lamina.rl", _MODULES_ON_FIRST_USE, globals())

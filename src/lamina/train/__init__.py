@@ -1,8 +1,7 @@
 """The training workflow: the fit loop, callbacks, metrics, history and checkpoints, and
 hyperparameter search on validation data, the learning-rate range test, TensorBoard logs."""
 
-import importlib
-
+from lamina.lazy import names_on_first_use
 from lamina.train import active, continual, federated, nas, semi_supervised
 from lamina.train.active import ActiveLearningLoop
 from lamina.train.anomaly import DeepSVDD, OODMetrics, deep_svdd_loss, fpr_at_tpr, ood_metrics, svdd_center, svdd_radius
@@ -365,17 +364,4 @@ _MODULES_ON_FIRST_USE = {
 """Submodules that reach the model zoo, analysis, text or vision: imported when one of their
 names is first used (through the module ``__getattr__`` below), not by ``import lamina.train``."""
 
-_NAMES_ON_FIRST_USE = {name: module for module, names in _MODULES_ON_FIRST_USE.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _NAMES_ON_FIRST_USE.get(name)
-    if module is not None:
-        return getattr(importlib.import_module(f"lamina.train.{module}"), name)
-    if name in _MODULES_ON_FIRST_USE:
-        return importlib.import_module(f"lamina.train.{name}")
-    raise AttributeError(f"module 'lamina.train' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_MODULES_ON_FIRST_USE))
+__getattr__, __dir__ = names_on_first_use("lamina.train", _MODULES_ON_FIRST_USE, globals())
