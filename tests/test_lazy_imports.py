@@ -17,6 +17,7 @@ import lamina
 later = ("analysis", "distributed", "distributions", "export", "linalg", "models", "rl", "text", "vision")
 loaded = [name for name in later if f"lamina.{name}" in sys.modules]
 assert not loaded, f"import lamina loaded {loaded}"
+assert "scipy" not in sys.modules, "import lamina loaded SciPy"
 assert "models" in dir(lamina) and "export_onnx" in dir(lamina)
 
 # the fit loop and its callbacks and metrics come without the zoo, analysis, text or vision

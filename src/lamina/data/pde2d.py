@@ -33,12 +33,14 @@ float32 channels-last arrays (n_samples, s, s, channels), what FNO2D reads.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 
 from lamina.data.pde import _positive, _resolution
+
+if TYPE_CHECKING:
+    import scipy.sparse
 
 __all__ = [
     "darcy_flow_dataset", "darcy_matrix", "darcy_solve", "gaussian_random_field_2d", "navier_stokes_2d_solve",
@@ -84,6 +86,8 @@ def darcy_matrix(a) -> scipy.sparse.csr_matrix:
     """The matrix of the 5-point scheme for -div(a grad u) at the (s - 2)^2 interior nodes,
     numbered row-major (node (i, j), 1 <= i, j <= s - 2, is row (i - 1)(s - 2) + j - 1), from the
     permeability ``a`` (s, s) at every node (positive). Symmetric positive definite."""
+    import scipy.sparse  # SciPy loads on first use, not with lamina
+
     a = _square_fields(a, "darcy_matrix", "the permeability a")
     if a.ndim != 2:
         raise ValueError(f"darcy_matrix: expected one permeability field (s, s), got shape {a.shape}")
@@ -110,6 +114,8 @@ def darcy_solve(a, f=1.0) -> np.ndarray:
     module docstring on the nodes (i h, j h), h = 1 / (s - 1). ``a``: the permeability at the
     nodes, (s, s) or a batch (..., s, s); ``f``: a number or values at the nodes broadcastable
     to ``a``. Returns u at every node (boundary zeros included), float64, ``a``'s shape."""
+    import scipy.sparse.linalg
+
     a = _square_fields(a, "darcy_solve", "the permeability a")
     try:
         f = np.broadcast_to(np.asarray(f, dtype=np.float64), a.shape)

@@ -8,7 +8,6 @@ import contextlib
 import math
 
 import numpy
-from scipy.linalg import blas
 
 from lamina import backend, parallel
 from lamina.errors import ShapeError
@@ -88,6 +87,8 @@ def triangular_solve(a, b, lower: bool, transpose: bool = False, unit: bool = Fa
                 "diagonal")
     batch = numpy.broadcast_shapes(a_host.shape[:-2], b_host.shape[:-2])
     dtype = numpy.result_type(a_host, b_host)
+    from scipy.linalg import blas  # SciPy loads on first use, not with lamina
+
     trsm = blas.get_blas_funcs("trsm", (numpy.empty(0, dtype),))
     flat_a = numpy.broadcast_to(a_host, batch + a_host.shape[-2:]).reshape((-1,) + a_host.shape[-2:])
     flat_b = numpy.broadcast_to(b_host, batch + b_host.shape[-2:]).reshape((-1,) + b_host.shape[-2:])

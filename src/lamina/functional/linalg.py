@@ -11,7 +11,6 @@ gradients follow. A^T below is the transpose of the last two axes.
 from __future__ import annotations
 
 import numpy
-import scipy.linalg
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
@@ -220,12 +219,16 @@ class MatrixExp(Function):
     A^T in the direction G: L(A^T, G) = int_0^1 exp(s A^T) G exp((1 - s) A^T) ds."""
 
     def forward(self, a):
+        import scipy.linalg  # SciPy loads on first use, not with lamina
+
         check_matrix("matrix_exp", a.shape)
         self.a = a
         with lapack_threads(a.shape):
             return backend.xp.asarray(scipy.linalg.expm(_host(a))).astype(a.dtype, copy=False)
 
     def backward(self, dy):
+        import scipy.linalg
+
         a, g = _host(self.a), _host(dy)
         flat_a, flat_g = a.reshape((-1,) + a.shape[-2:]), g.reshape((-1,) + g.shape[-2:])
         with lapack_threads(a.shape):

@@ -29,7 +29,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import special
 
 __all__ = ["DEFAULT_ORDERS", "RDPAccountant", "compute_epsilon", "get_noise_multiplier", "rdp_subsampled_gaussian",
            "rdp_to_epsilon"]
@@ -51,6 +50,8 @@ def _log_sub(a: float, b: float) -> float:
 
 
 def _log_a_integer(q: float, sigma: float, alpha: int) -> float:
+    from scipy import special  # SciPy loads on first use, not with lamina
+
     terms = [special.gammaln(alpha + 1) - special.gammaln(k + 1) - special.gammaln(alpha - k + 1)
              + k * math.log(q) + (alpha - k) * math.log1p(-q) + (k * k - k) / (2 * sigma ** 2)
              for k in range(alpha + 1)]
@@ -60,6 +61,8 @@ def _log_a_integer(q: float, sigma: float, alpha: int) -> float:
 def _log_a_fractional(q: float, sigma: float, alpha: float) -> float:
     """The two series of the split integral: below z_0 mu_0 dominates, above it q N(1, sigma^2).
     Terms are summed in blocks until, past k = alpha, they are negligible."""
+    from scipy import special
+
     z0 = sigma ** 2 * math.log(1 / q - 1) + 0.5
     count = 64
     while True:
