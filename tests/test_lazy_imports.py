@@ -38,7 +38,9 @@ config = {"class_name": "BasicBlock", "config": {"filters": 4}}
 block = lamina.nn.layer_from_config(config)
 assert type(block).__module__ == "lamina.models.resnet", type(block).__module__
 assert "lamina.models" in sys.modules
-assert lamina.nn.registered_layers()["TemporalUNet"].__module__ == "lamina.rl.offline.temporal_unet"
+registered = lamina.nn.registered_layers()
+assert registered["TemporalUNet"].__module__ == "lamina.rl.offline.temporal_unet"
+assert registered["KerasSequential"].__module__ == "lamina.keras.models"     # a saved Keras-style model loads
 
 # the names loaded on first use resolve
 assert "DINOTrainer" in dir(lamina.train) and "dino" in dir(lamina.train)

@@ -53,7 +53,7 @@ __getattr__, __dir__ = names_on_first_use("lamina", _MODULES_ON_FIRST_USE, globa
 
 def _import_layer_packages() -> None:
     """Every subpackage that registers layers, for a saved architecture that names one of them."""
-    for name in ("models", "rl", "rl.offline", "export", "analysis", "text", "vision"):
+    for name in ("models", "rl", "rl.offline", "export", "analysis", "text", "vision", "keras"):
         importlib.import_module(f"lamina.{name}")
 
 

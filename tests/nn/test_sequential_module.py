@@ -161,8 +161,10 @@ def test_registry():
     model = nn.Sequential(nn.Dense(2), Scale(3.0))
     again = nn.layer_from_config(json.loads(json.dumps(nn.layer_to_config(model))))
     assert isinstance(again[1], Scale) and again[1].factor == 3.0 and again[1].name == "scale"
-    with pytest.raises(ValueError, match="unknown layer class 'Nope'"):
+    with pytest.raises(ValueError, match="unknown layer class 'Nope'.*register_layer"):
         nn.layer_from_config({"class_name": "Nope", "config": {}})
+    with pytest.raises(ValueError, match=r"unknown layer class 'Conv2d'.*closest registered names: \['Conv2D'"):
+        nn.layer_from_config({"class_name": "Conv2d", "config": {}})
 
     class Unregistered(nn.Module):
         pass

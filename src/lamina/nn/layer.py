@@ -9,6 +9,7 @@ its weights, which travel in the state dict).
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 
@@ -89,8 +90,12 @@ def layer_from_config(config: dict) -> Module:
         _load_sources()
     cls = _REGISTRY.get(class_name)
     if cls is None:
+        close = difflib.get_close_matches(str(class_name), list(_REGISTRY), n=5)
+        hint = f"; the closest registered names: {close}" if close else ""
         raise ValueError(
-            f"layer_from_config: unknown layer class {class_name!r}; registered: {sorted(_REGISTRY)}"
+            f"layer_from_config: unknown layer class {class_name!r} (none of the {len(_REGISTRY)} registered "
+            f"layers, lamina.nn.registered_layers(), has that name){hint}; a layer class of your own must be "
+            "registered with lamina.nn.register_layer before loading"
         )
     return cls.from_config(dict(config.get("config", {})))
 
