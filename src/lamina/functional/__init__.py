@@ -51,6 +51,7 @@ from lamina.functional.audio_synthesis import (
     resample,
     resample_kernel,
 )
+from lamina.functional.bessel import i0, i0e, i1, i1e
 from lamina.functional.bsplines import b_spline_basis, extended_grid, gaussian_rbf_basis
 from lamina.functional.capsules import capsule_margin_loss, dynamic_routing, squash
 from lamina.functional.conv import conv2d
@@ -665,7 +666,8 @@ __all__ = [
     "conv_lstm", "rotary_angles", "rotary_embedding", "rotary_frequencies", "rotary_parameters", "check_rope_scaling",
     "rope_depends_on_length", "ROPE_TYPES", "alibi_bias", "alibi_slopes",
     "sliding_window_mask",
-    "digamma", "erf", "erfc", "erfinv", "expit", "gammainc", "lgamma", "log_ndtr", "logit", "ndtr", "ndtri",
+    "digamma", "erf", "erfc", "erfinv", "expit", "gammainc", "i0", "i0e", "i1", "i1e", "lgamma", "log_ndtr", "logit",
+    "ndtr", "ndtri",
     "polygamma", "xlogy",
     "diag_embed", "diagonal", "trace", "tril", "triu",
     "segment_max", "segment_mean", "segment_softmax", "segment_sum", "take_rows",
