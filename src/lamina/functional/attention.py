@@ -66,8 +66,10 @@ def _merged_heads_shape(grouped_shape) -> tuple:
 class ScaledDotProductAttention(Function):
     """C = softmax(Q K^T scale + mask) V as one node (see the module docstring).
 
+    Inputs (Q, K, V) or (Q, K, V, B) with B a float mask that requires grad: an additive bias
+    broadcastable to the scores whose gradient is dJ/dB = de summed over its broadcast axes.
     Hyperparameters: ``scale``; ``keep`` (a boolean array broadcastable to the scores, or
-    None); ``bias`` (an additive float array, or None); ``dropout`` (the probability of
+    None); ``bias`` (an additive float array, or None; B's values when B is an input); ``dropout`` (the probability of
     zeroing a weight, with the kept weights scaled by 1 / (1 - dropout)); ``group`` (0, or
     grouped-query attention's h_q / h_kv: the node then takes Q (..., h_q, T_q, d) and K, V
     (..., h_kv, T_k, d) and computes on the views of :func:`_grouped_shapes`, with ``keep``
@@ -80,10 +82,12 @@ class ScaledDotProductAttention(Function):
     dropout = 0.0
     group = 0
 
-    def forward(self, q, k, v):
+    def forward(self, q, k, v, bias=None):
         xp = backend.xp
+        if bias is not None:
+            self.bias = bias.astype(q.dtype, copy=False)
         if self.group:
-            self.shapes = (q.shape, k.shape, v.shape)
+            self.shapes = (q.shape, k.shape, v.shape) + (() if bias is None else (bias.shape,))
             grouped = _grouped_shapes(q.shape, k.shape, v.shape, self.group)
             q, k, v = (x.reshape(shape) for x, shape in zip((q, k, v), grouped))
         self.q, self.k, self.v = q, k, v
@@ -122,11 +126,12 @@ class ScaledDotProductAttention(Function):
         return self._backward_on_views(dc)
 
     def _backward_on_views(self, dc):
-        need_q, need_k, need_v = self.needs_grad
+        need_q, need_k, need_v = self.needs_grad[:3]
+        need_bias = len(self.needs_grad) == 4 and self.needs_grad[3]
         q, k, v = self.q, self.k, self.v
         dv = unbroadcast(_mm(_swap(self.weights), dc), v.shape) if need_v else None
-        dq = dk = None
-        if need_q or need_k:
+        dq = dk = dbias = None
+        if need_q or need_k or need_bias:
             alpha = self.alpha
             da = _mm(dc, _swap(v))
             if self.drop is not None:
@@ -134,52 +139,65 @@ class ScaledDotProductAttention(Function):
             de = da
             de -= (da * alpha).sum(axis=-1, keepdims=True)
             de *= alpha
+            if need_bias:
+                dbias = unbroadcast(de, self.bias.shape).copy()   # the bias is added after the scale
             de *= self.scale
             if need_q:
                 dq = unbroadcast(_mm(de, k), q.shape)
             if need_k:
                 dk = unbroadcast(_mm(_swap(de), q), k.shape)
-        return dq, dk, dv
+        return (dq, dk, dv) if len(self.needs_grad) == 3 else (dq, dk, dv, dbias)
 
     def backward_graph(self, dc):
         """The same VJP by tensor ops. alpha depends on Q and K, so it is computed again from
-        the input tensors by recorded ops; the masks and the dropout mask are constants."""
-        q, k, v = self.inputs
+        the input tensors by recorded ops; the boolean mask and the dropout mask are constants,
+        the float mask too unless it is the input B."""
+        q, k, v = self.inputs[:3]
+        bias = self.inputs[3] if len(self.inputs) == 4 else self.bias
         if self.group:
             grouped = _grouped_shapes(q.shape, k.shape, v.shape, self.group)
             q, k, v = (x.reshape(shape) for x, shape in zip((q, k, v), grouped))
             dc = dc.reshape(dc.shape[:-3] + (dc.shape[-3] // self.group, self.group) + dc.shape[-2:])
-        need_q, need_k, need_v = self.needs_grad
-        alpha = self._weights_tensor(q, k)
+        need_q, need_k, need_v = self.needs_grad[:3]
+        need_bias = len(self.needs_grad) == 4 and self.needs_grad[3]
+        alpha = self._weights_tensor(q, k, bias)
         weights = alpha if self.drop is None else alpha * self.drop
         dv = sum_to(_swap(weights) @ dc, v.shape) if need_v else None
-        dq = dk = None
-        if need_q or need_k:
+        dq = dk = dbias = None
+        if need_q or need_k or need_bias:
             da = dc @ _swap(v)
             if self.drop is not None:
                 da = da * self.drop
-            de = alpha * (da - (da * alpha).sum(axis=-1, keepdims=True)) * self.scale
+            de = alpha * (da - (da * alpha).sum(axis=-1, keepdims=True))
+            dbias = sum_to(de, bias.shape) if need_bias else None
+            de = de * self.scale
             dq = sum_to(de @ k, q.shape) if need_q else None
             dk = sum_to(_swap(de) @ q, k.shape) if need_k else None
+        grads = (dq, dk, dv) if len(self.inputs) == 3 else (dq, dk, dv, dbias)
         if self.group:
             originals = [x.shape for x in self.inputs]
-            return tuple(None if g is None else g.reshape(shape) for g, shape in zip((dq, dk, dv), originals))
-        return dq, dk, dv
+            return tuple(None if g is None else g.reshape(shape) for g, shape in zip(grads, originals))
+        return grads
 
-    def _weights_tensor(self, q, k) -> Tensor:
+    def _weights_tensor(self, q, k, bias) -> Tensor:
         """alpha = softmax(Q K^T scale + bias) over the kept keys, by recorded ops: masked
         scores are set to half the dtype's lowest value before the softmax (a weight of
         exactly 0 there), and the result is multiplied by the mask, which also gives the
         all-zero weights of a query whose every key is masked."""
         xp = backend.xp
         e = (q @ _swap(k)) * self.scale
-        if self.bias is not None:
-            e = e + self.bias
+        if bias is not None:
+            e = e + bias
         if self.keep is None:
             return softmax(e, axis=-1)
         keep = xp.broadcast_to(self.keep, e.shape)
         e = where(keep, e, float(xp.finfo(e.dtype).min) / 2)     # e - max(e) stays finite
         return softmax(e, axis=-1) * keep
+
+
+def _is_learned_mask(mask) -> bool:
+    """Whether ``mask`` is a float tensor that requires grad (an additive bias being learned)."""
+    return isinstance(mask, Tensor) and mask.requires_grad and mask.dtype.kind == "f"
 
 
 def _mask_arrays(mask, causal: bool, t_q: int, t_k: int, dtype):
@@ -211,7 +229,9 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropo
     V (..., T_k, d_v); leading axes broadcast. Returns C (..., T_q, d_v).
 
     ``mask``: boolean (True = attend) or float (added to the scores), broadcastable to
-    (..., T_q, T_k). ``causal``: query t sees keys t' <= t. ``dropout``: probability of
+    (..., T_q, T_k); a float mask tensor that requires grad (a learned bias, relative
+    positions) gets its gradient, dJ/dmask = de summed over its broadcast axes.
+    ``causal``: query t sees keys t' <= t. ``dropout``: probability of
     zeroing each attention weight (pass 0 outside training). ``scale``: replaces
     1 / sqrt(d). ``return_weights``: also return alpha (..., T_q, T_k), after masking and
     before dropout, as a constant tensor (for inspection; no gradient flows through it).
@@ -251,8 +271,9 @@ def _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group
         return _blockwise_node(q, k, v, mask, causal, dropout, scale, return_weights, group, block_size)
     keep, bias = _mask_arrays(mask, causal, q.shape[-2], k.shape[-2], q.dtype)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    out = ScaledDotProductAttention.apply(q, k, v, scale=scale, keep=keep, bias=bias, dropout=float(dropout),
-                                          group=group)
+    learned = (mask,) if _is_learned_mask(mask) else ()
+    out = ScaledDotProductAttention.apply(q, k, v, *learned, scale=scale, keep=keep, bias=bias,
+                                          dropout=float(dropout), group=group)
     if not return_weights:
         return out
     node = out._ctx
@@ -285,6 +306,10 @@ def _blockwise_node(q, k, v, mask, causal, dropout, scale, return_weights, group
         raise ValueError(f"scaled_dot_product_attention(block_size={block_size!r}): the blockwise path never "
                          f"holds the weights, so it supports neither dropout (got {dropout}) nor "
                          f"return_weights (got {return_weights}); use block_size=None for them")
+    if _is_learned_mask(mask):
+        raise ValueError(f"scaled_dot_product_attention(block_size={block_size!r}): the blockwise path takes the "
+                         f"float mask (shape {tuple(mask.shape)}) as a constant, but it requires grad; use "
+                         "block_size=None to learn it")
     keep, bias = _mask_arrays(mask, False, q.shape[-2], k.shape[-2], q.dtype)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if group:
@@ -316,10 +341,10 @@ def _grouped_mask(mask, h_q: int, h_kv: int):
     grouped scores (..., h_kv, h_q / h_kv, T_q, T_k)."""
     if mask is None:
         return None
-    m = backend.xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
+    m = mask if _is_learned_mask(mask) else backend.xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
     if m.ndim >= 3 and m.shape[-3] == h_q:
         return m.reshape(m.shape[:-3] + (h_kv, h_q // h_kv) + m.shape[-2:])
     if m.ndim >= 3 and m.shape[-3] != 1:
         raise ShapeError(f"scaled_dot_product_attention(enable_gqa=True): a mask of shape {tuple(m.shape)} has "
                          f"{m.shape[-3]} heads; expected {h_q} (the query heads) or 1")
-    return m[..., None, :, :] if m.ndim >= 2 else m
+    return m.reshape(m.shape[:-2] + (1,) + m.shape[-2:]) if m.ndim >= 2 else m
