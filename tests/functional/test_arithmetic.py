@@ -138,3 +138,11 @@ def test_pow_tensor_gradients_at_a_zero_or_negative_base_match_torch(create_grap
     (ta**tb).sum().backward()
     for ours, theirs in zip(grads, (ta.grad, tb.grad)):
         np.testing.assert_array_equal(ours.data if isinstance(ours, lamina.Tensor) else ours, theirs.numpy())
+
+
+def test_an_integer_base_to_a_negative_integer_power_is_a_clear_error():
+    base, exponent = lamina.tensor(np.array([2, 3])), lamina.tensor(np.array([-1, 2]))
+    with pytest.raises(ValueError, match=r"pow: an integer base \(int64\) to a negative integer exponent.*float"):
+        base ** exponent
+    np.testing.assert_array_equal((base ** lamina.tensor(np.array([0, 2]))).numpy(), [1, 9])
+    np.testing.assert_allclose((lamina.tensor(np.array([2.0, 3.0])) ** exponent).numpy(), [0.5, 9.0])

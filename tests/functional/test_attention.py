@@ -68,3 +68,12 @@ def test_the_blockwise_path_refuses_a_learned_mask():
     bias = lamina.tensor(randn(4, 4, seed=27), requires_grad=True)
     with pytest.raises(ValueError, match=r"block_size=2.*float mask \(shape \(4, 4\)\).*requires grad.*None"):
         F.scaled_dot_product_attention(q, q, q, mask=bias, block_size=2)
+
+
+@pytest.mark.parametrize("block_size", [None, 2])
+@pytest.mark.parametrize("shapes", [((1, 2, 4), (1, 0, 4), (1, 0, 4)), ((1, 0, 4), (1, 3, 4), (1, 3, 4)),
+                                    ((1, 2, 0), (1, 2, 0), (1, 2, 3))], ids=["no_keys", "no_queries", "no_features"])
+def test_empty_axes_give_torchs_values_and_gradients(shapes, block_size):
+    arrays = [randn(*shape, seed=i) for i, shape in enumerate(shapes)]
+    compare_with_torch(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, block_size=block_size),
+                       torch.nn.functional.scaled_dot_product_attention, *arrays, dtype=np.float64)

@@ -78,6 +78,8 @@ CASES = {
                              [randn(2, 3, 4)]),
     "masked_fill_column_mask": (lambda x: masked_fill(x, COLUMN_MASK, 7.0),
                                 lambda x: x.masked_fill(_t(COLUMN_MASK), 7.0), [randn(3, 4)]),
+    "masked_fill_tensor_value": (lambda x, v: masked_fill(x, MASK, v), lambda x, v: x.masked_fill(_t(MASK), v),
+                                 [randn(3, 4), np.array(2.5)]),
     "sort_last_axis": (lambda x: sort(x)[0], lambda x: torch.sort(x)[0], [randn(3, 5)]),
     "sort_axis0_descending": (lambda x: sort(x, 0, descending=True)[0],
                               lambda x: torch.sort(x, 0, descending=True)[0], [randn(4, 3)]),
@@ -350,3 +352,8 @@ def test_topk_by_partition_keeps_the_earlier_of_tied_values_as_a_full_stable_sor
                 np.testing.assert_array_equal(indices, expected)
                 _, unsorted = topk(a, k, axis=axis, largest=largest, sorted=False)
                 np.testing.assert_array_equal(unsorted, np.sort(expected, axis=axis))
+
+
+def test_masked_fill_refuses_a_value_tensor_with_axes():
+    with pytest.raises(lamina.ShapeError, match=r"masked_fill: value must be a number or a 0-d tensor.*\(2,\)"):
+        masked_fill(lamina.tensor(randn(3, 2)), MASK[:, :2], lamina.tensor(randn(2)))

@@ -138,7 +138,10 @@ class Pow(Function):
         self.a, self.b = a, b
         try:
             self.y = a**b
-        except ValueError:
+        except ValueError as error:
+            if "negative integer powers" in str(error):
+                raise ValueError(f"pow: an integer base ({a.dtype}) to a negative integer exponent ({b.dtype}, least "
+                                 f"{b.min()}) has no integer result; make the base a float tensor") from None
             raise shape_error("pow", a.shape, b.shape) from None
         return self.y
 

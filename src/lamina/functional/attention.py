@@ -97,7 +97,10 @@ class ScaledDotProductAttention(Function):
             e = e + self.bias
         if self.keep is not None:
             e = xp.where(self.keep, e, -xp.inf)
-        top = e.max(axis=-1, keepdims=True)
+        if e.shape[-1]:
+            top = e.max(axis=-1, keepdims=True)
+        else:                                             # no keys: every query's context is 0
+            top = xp.full(e.shape[:-1] + (1,), -xp.inf, dtype=e.dtype)
         masked_rows = ~xp.isfinite(top)
         any_masked = bool(masked_rows.any())             # a query with every key masked
         if any_masked:
@@ -195,6 +198,11 @@ class ScaledDotProductAttention(Function):
         return softmax(e, axis=-1) * keep
 
 
+def _default_scale(d: int) -> float:
+    """1 / sqrt(d); with d = 0 the scores are all 0 whatever the scale, so 1."""
+    return 1.0 / math.sqrt(d) if d else 1.0
+
+
 def _is_learned_mask(mask) -> bool:
     """Whether ``mask`` is a float tensor that requires grad (an additive bias being learned)."""
     return isinstance(mask, Tensor) and mask.requires_grad and mask.dtype.kind == "f"
@@ -270,7 +278,7 @@ def _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group
     if block_size is not None:
         return _blockwise_node(q, k, v, mask, causal, dropout, scale, return_weights, group, block_size)
     keep, bias = _mask_arrays(mask, causal, q.shape[-2], k.shape[-2], q.dtype)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scale = _default_scale(q.shape[-1]) if scale is None else float(scale)
     learned = (mask,) if _is_learned_mask(mask) else ()
     out = ScaledDotProductAttention.apply(q, k, v, *learned, scale=scale, keep=keep, bias=bias,
                                           dropout=float(dropout), group=group)
@@ -311,7 +319,7 @@ def _blockwise_node(q, k, v, mask, causal, dropout, scale, return_weights, group
                          f"float mask (shape {tuple(mask.shape)}) as a constant, but it requires grad; use "
                          "block_size=None to learn it")
     keep, bias = _mask_arrays(mask, False, q.shape[-2], k.shape[-2], q.dtype)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scale = _default_scale(q.shape[-1]) if scale is None else float(scale)
     if group:
         grouped = _grouped_shapes(q.shape, k.shape, v.shape, group)
         q, k, v = (x.reshape(shape) for x, shape in zip((q, k, v), grouped))

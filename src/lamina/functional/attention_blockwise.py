@@ -208,6 +208,8 @@ class BlockwiseAttention(Function):
 
         lead = out.shape[:-2]
         terms = parallel.map_sum(query_block, len(row_blocks), self._work(lead, q.shape[-2], k.shape[-2]))
+        if terms is None:                                 # no query rows: K and V got nothing
+            terms = _Pair(xp.zeros(dk_shape, dtype=k.dtype), xp.zeros(dv_shape, dtype=v.dtype))
         return (unbroadcast(dq, q.shape) if need_q else None, _transposed(terms.first) if need_k else None,
                 _transposed(terms.second) if need_v else None)
 

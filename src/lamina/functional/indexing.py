@@ -289,15 +289,23 @@ def scatter_add(x, axis: int, index, src) -> Tensor:
     return ScatterAdd.apply(x, src, axis=axis, index=index)
 
 
-def masked_fill(x, mask, value: float) -> Tensor:
+def masked_fill(x, mask, value: float | Tensor) -> Tensor:
     """``value`` where the boolean ``mask`` (broadcast to x's shape) is True, else x; the
-    filled places get gradient 0."""
+    filled places get gradient 0. ``value`` may be a 0-d tensor (as in PyTorch), which then
+    gets the gradient of the places it fills."""
     shape = _shape_of(x)
     mask = _raw(mask)
     if mask.dtype != bool:
         raise ValueError(f"masked_fill: mask must be boolean, got dtype {mask.dtype}")
     if not _broadcasts_to(mask.shape, shape):
         raise ShapeError(f"masked_fill: mask of shape {mask.shape} cannot be broadcast to x of shape {shape}")
+    if isinstance(value, Tensor):
+        if value.ndim != 0:
+            raise ShapeError(f"masked_fill: value must be a number or a 0-d tensor, got a tensor of shape "
+                             f"{value.shape}")
+        if value.requires_grad:
+            return where(backend.xp.broadcast_to(mask, shape), value, x)
+        value = value.data
     return MaskedFill.apply(x, mask=mask, value=value)
 
 
