@@ -229,3 +229,24 @@ def test_trainer_refuses_amp_with_a_closure_optimizer():
     model = mlp()
     with pytest.raises(ValueError, match="amp"):
         Trainer(model, "categorical_cross_entropy", optim.sam.SAM(SGD(model, lr=0.1)), verbose=0, amp=True)
+
+
+@pytest.mark.parametrize("factors", [(2.0, 0.3), (1.0001, 0.5), (1.7, 0.77)])
+def test_factors_that_are_not_powers_of_two_round_as_torch(factors):
+    growth, backoff = factors
+    ours = GradScaler(init_scale=3.0, growth_factor=growth, backoff_factor=backoff, growth_interval=1)
+    theirs = torch.amp.GradScaler("cpu", init_scale=3.0, growth_factor=growth, backoff_factor=backoff,
+                                  growth_interval=1)
+    weight, t_weight = lamina.tensor([1.0], requires_grad=True), torch.tensor([1.0], requires_grad=True)
+    ours_opt, theirs_opt = SGD([weight], lr=0.1), torch.optim.SGD([t_weight], lr=0.1)
+    for step in range(12):
+        factor = float("inf") if step % 3 == 0 else 1.0      # backoffs and growths interleaved
+        ours_opt.zero_grad()
+        theirs_opt.zero_grad()
+        ours.scale((weight * factor).sum()).backward()
+        theirs.scale((t_weight * factor).sum()).backward()
+        ours.step(ours_opt)
+        theirs.step(theirs_opt)
+        ours.update()
+        theirs.update()
+        assert np.float32(ours.get_scale()) == np.float32(theirs.get_scale()), step

@@ -19,7 +19,8 @@ sees the true gradients)::
     scaler.update()
     optimizer.zero_grad()
 
-The scale is kept in float32, as torch keeps it, so the two agree to the bit.
+The scale is kept in float32, as torch keeps it, and each update is the float64 product of the
+scale and the factor rounded once to float32, as torch computes it, so the two agree to the bit.
 """
 
 from __future__ import annotations
@@ -126,13 +127,13 @@ class GradScaler:
 
     def _adapt(self, found_inf: bool) -> None:
         if found_inf:
-            self._scale = numpy.float32(self._scale * numpy.float32(self._backoff_factor))
+            self._scale = numpy.float32(numpy.float64(self._scale) * self._backoff_factor)
             self._growth_tracker = 0
             return
         successful = self._growth_tracker + 1
         if successful == self._growth_interval:
             with numpy.errstate(over="ignore"):         # an infinite scale is refused just below
-                grown = numpy.float32(self._scale * numpy.float32(self._growth_factor))
+                grown = numpy.float32(numpy.float64(self._scale) * self._growth_factor)
             if math.isfinite(grown):
                 self._scale = grown
             self._growth_tracker = 0
