@@ -209,3 +209,22 @@ def test_load_state_dict_rejects_other_data():
         other.load_state_dict(ref.state_dict())
     with pytest.raises(KeyError, match="generator"):
         ref.load_state_dict({"epoch": 0, "position": 0})
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_state_after_leaving_an_epoch_early_resumes_as_the_loader_does(num_workers):
+    x, y = _data(12)
+    ref = DataLoader(ArrayDataset(x, y), batch_size=3, seed=0, num_workers=num_workers)
+    for i, _ in enumerate(ref):
+        if i == 1:
+            break
+    state = ref.state_dict()
+    assert state["position"] == 0 and state["epoch"] == 0
+    fresh = DataLoader(ArrayDataset(x, y), batch_size=3, seed=0)
+    fresh.load_state_dict(state)
+    for _ in range(2):                                   # the abandoned epoch's successor, then the next
+        expected, got = [yb for _, yb in ref], [yb for _, yb in fresh]
+        assert len(expected) == len(got) == 4
+        for a, b in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert fresh.epoch == ref.epoch == 2

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from helpers import DeviceArray
+from lamina.errors import ShapeError
 from lamina.train import accuracy, binary_accuracy, confusion_matrix, top_k_accuracy, top_k_error
 
 
@@ -111,3 +112,72 @@ def test_accuracy_over_sequence_steps_leaves_out_ignored_labels():
     labels = np.array([[1, 1, 3], [2, -100, -100]])
     assert accuracy(scores, labels) == 3 / 4                # the two padded steps are not counted
     assert np.isnan(accuracy(scores, np.full((2, 3), -100)))
+
+
+@pytest.mark.parametrize("column", [True, False])
+def test_confusion_matrix_thresholds_probabilities_of_class_one(column):
+    from sklearn import metrics as sk
+
+    p, y = np.array([0.9, 0.2, 0.8, 0.1, 0.6]), np.array([1, 0, 1, 0, 0])
+    expected = sk.confusion_matrix(y, p > 0.5)
+    assert confusion_matrix(y, p[:, None] if column else p).tolist() == expected.tolist()
+
+
+def test_confusion_matrix_keeps_whole_float_class_ids():
+    m = confusion_matrix(np.array([0, 1, 2]), np.array([0.0, 2.0, 2.0]), num_classes=3)
+    assert m.tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
+
+
+def test_accuracy_reads_float_step_labels_as_class_ids():
+    import torch
+
+    s = np.random.default_rng(0).normal(size=(4, 5, 3))
+    y = np.random.default_rng(1).integers(0, 3, size=(4, 5))
+    expected = (torch.tensor(s).argmax(-1) == torch.tensor(y)).double().mean().item()
+    assert accuracy(s, y.astype(np.float32)) == pytest.approx(expected)
+    assert accuracy(s, np.eye(3)[y]) == pytest.approx(expected)          # one-hot rows of the scores' shape
+    with pytest.raises(ShapeError, match="accuracy"):
+        accuracy(s, y[:, :4])
+
+
+def test_confusion_metrics_take_step_labels_and_ignore_negative_ones():
+    from sklearn import metrics as sk
+
+    from lamina.train import F1Score, Precision, Recall
+
+    rng = np.random.default_rng(0)
+    s, y = rng.normal(size=(3, 5, 4)), rng.integers(0, 4, size=(3, 5))
+    y[0, 3:] = y[2, 1] = -100
+    kept = y >= 0
+    truth, predicted = y[kept], s.argmax(-1)[kept]
+    for metric, reference in [(F1Score, sk.f1_score), (Precision, sk.precision_score), (Recall, sk.recall_score)]:
+        got = metric(average="macro")
+        got.update(s[:2], y[:2])
+        got.update(s[2:], y[2:])
+        assert got.result() == pytest.approx(reference(truth, predicted, average="macro", zero_division=0))
+    w = np.array([1.0, 2.0, 0.5])
+    weighted = F1Score(average="weighted")
+    weighted.update(s, y, sample_weight=w)
+    step_weights = np.broadcast_to(w[:, None], y.shape)[kept]
+    expected = sk.f1_score(truth, predicted, average="weighted", sample_weight=step_weights)
+    assert weighted.result() == pytest.approx(expected)
+    flat = F1Score()
+    flat.update(s[0], np.array([0, 1, -100, 2, 3]))
+    assert flat.result() == pytest.approx(sk.f1_score([0, 1, 2, 3], s[0].argmax(-1)[[0, 1, 3, 4]], average="macro"))
+
+
+def test_mean_accuracy_weighs_batches_by_counted_labels_and_skips_all_ignored():
+    from lamina.train.epoch_metric import MeanMetric
+
+    mean = MeanMetric(accuracy, "accuracy")
+    eye = np.eye(3)[None]
+    mean.update(eye.repeat(2, 0), np.array([[0, 1, 2], [0, -100, -100]]))   # 4 labels, all right
+    mean.update(eye, np.array([[1, 2, -100]]))                             # 2 labels, both wrong
+    mean.update(eye, np.full((1, 3), -100))                                # nothing counted
+    assert mean.result() == pytest.approx(4 / 6)
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5])
+def test_top_k_accuracy_refuses_k_below_one(k):
+    with pytest.raises(ValueError, match="top_k_accuracy: k"):
+        top_k_accuracy(np.eye(3), np.arange(3), k)

@@ -161,3 +161,43 @@ def test_zoo_model_loads_in_a_fresh_process(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "r8.safetensors"), str(tmp_path / "x.npy"),
                     str(tmp_path / "y.npy")], check=True, capture_output=True)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+def _raw_file(path, header: dict, data: bytes):
+    encoded = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+    return path
+
+
+@pytest.mark.parametrize("entry, data, problem", [
+    ({"dtype": "F32", "shape": "12", "data_offsets": [0, 8]}, 8, "lists of integers"),
+    ({"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}, 8, "lists of integers"),
+    ({"dtype": "F32", "shape": [2], "data_offsets": [0, 8, 8]}, 8, "two of them"),
+    ({"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, 12, "4 bytes after the last tensor"),
+    ({"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}, 8, "leaves bytes 0..4 unused"),
+])
+def test_load_refuses_what_the_reference_library_refuses(tmp_path, entry, data, problem):
+    path = _raw_file(tmp_path / "bad.safetensors", {"a": entry}, bytes(data))
+    with pytest.raises(FormatError, match=f"bad.safetensors.*{problem}"):
+        load_file(path)
+    st = pytest.importorskip("safetensors.numpy")
+    with pytest.raises(Exception):  # noqa: B017 (the library's own error type varies between versions)
+        st.load_file(str(path))
+
+
+def test_load_refuses_overlapping_tensors(tmp_path):
+    header = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+              "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}
+    with pytest.raises(FormatError, match="'b' at bytes 4..8 overlaps"):
+        load_file(_raw_file(tmp_path / "bad.safetensors", header, bytes(8)))
+
+
+def test_big_endian_arrays_are_saved_little_endian(tmp_path):
+    arrays = {"w": np.arange(6, dtype=">f4").reshape(2, 3), "i": np.arange(3, dtype=">i8"), "b": np.array([True])}
+    save_file(arrays, tmp_path / "be.safetensors")
+    loaded, _ = load_file(tmp_path / "be.safetensors")
+    for name, array in arrays.items():
+        assert loaded[name].dtype == array.dtype.newbyteorder("=") and loaded[name].dtype.isnative
+        np.testing.assert_array_equal(loaded[name], array)
+    st = pytest.importorskip("safetensors.numpy")
+    np.testing.assert_array_equal(st.load_file(str(tmp_path / "be.safetensors"))["w"], arrays["w"])

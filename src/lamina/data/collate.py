@@ -18,8 +18,8 @@ def default_collate(samples: list) -> Any:
     - a sample that is a tuple ``(x, y, ...)`` gives a tuple of batches, one per component;
     - a dict sample gives a dict of batches, one per key (the keys of the first sample);
     - inside a component, a group of several inputs (a tuple or list of arrays, see
-      :func:`~lamina.data.dataset.is_multi_input`), a tuple of groups or a dict is collated
-      recursively in the same way;
+      :func:`~lamina.data.dataset.is_multi_input`), a tuple holding an array among numbers
+      (``(1, array)``), a tuple of groups or a dict is collated recursively in the same way;
     - anything else (an array, a number, a list of numbers) is stacked with ``np.stack``
       along a new first axis, the batch axis.
     """
@@ -35,10 +35,17 @@ def _collate_component(values: list) -> Any:
     first = values[0]
     if isinstance(first, Mapping):
         return _by_key(values)
-    if isinstance(first, (tuple, list)) and (is_multi_input(first) or any(
-            isinstance(item, (tuple, list, Mapping)) and not _is_number_list(item) for item in first)):
+    if isinstance(first, (tuple, list)) and (is_multi_input(first) or any(_is_component(item) for item in first)):
         return _columns(values, "default_collate")
     return np.stack([np.asarray(v) for v in values])
+
+
+def _is_component(item: Any) -> bool:
+    """Whether ``item`` makes the tuple or list holding it a tuple of components rather than
+    one array: a group, a dict, or an array with an axis (which cannot stand among numbers)."""
+    if isinstance(item, (tuple, list, Mapping)):
+        return not _is_number_list(item)
+    return len(getattr(item, "shape", ())) >= 1
 
 
 def _is_number_list(item: Any) -> bool:

@@ -117,7 +117,11 @@ class DataLoader(_WorkerBatches, _ResumableState):
     ``state_dict`` method; :meth:`load_state_dict` on a fresh loader over the same data
     (and a batch transform of the same kind) continues with exactly the batches the
     original would have produced. With workers the position is that of the batches
-    handed out; batches made ahead are made again after a restore.
+    handed out; batches made ahead are made again after a restore. An epoch is in progress
+    while its iterator is alive; an epoch left early (``break``, an exception, the iterator
+    dropped) is abandoned: the next ``iter(loader)`` starts a whole new epoch (a fresh
+    permutation; the epoch counter still counts only the epochs iterated to the end), and
+    a state taken then resumes there too.
     """
 
     def __init__(
@@ -260,14 +264,20 @@ class DataLoader(_WorkerBatches, _ResumableState):
             batches = self._indexed(order, start, epoch)
         progress = {"pre_state": pre_state, "position": start}
         self._in_progress = progress
+        finished = False
         try:
             for batch in batches:
                 progress["position"] += 1
                 yield batch
+            finished = True
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
+            if not finished and self._in_progress is progress:
+                # Abandoned (break, an exception, the iterator dropped): the next epoch is whole,
+                # drawn from the generator as it is now, and state_dict says so.
+                self._in_progress = None
         if self._in_progress is progress:
             self._in_progress = None
         self._epoch += 1

@@ -22,8 +22,10 @@ class _ResumableState:
         """The loader's resumable state: epoch counter, generator state, in-epoch position.
 
         Taken between epochs, it resumes at the start of the next epoch. Taken while an
-        epoch is being iterated (e.g. after handing out batch ``k``), a loader restored
-        from it redraws the same permutation and continues with batch ``k + 1``. Over an
+        epoch is being iterated (its iterator alive, after handing out batch ``k``), a loader
+        restored from it redraws the same permutation and continues with batch ``k + 1``.
+        Taken after an epoch was abandoned (``break``, an exception, the iterator dropped),
+        it resumes, as the loader itself does, with a whole new epoch. Over an
         iterable dataset, a restored loader reads the stream again from its start and skips
         the ``k + 1`` batches handed out, so it resumes exactly if the stream is the same.
         """

@@ -235,11 +235,27 @@ def _group_norm_channels_last(graph: Graph, value: Value, groups: int, eps: floa
 
 @register_converter(nn.LocalResponseNorm)
 def _local_response_norm(graph: Graph, layer, value: Value) -> Value:
-    """b = a / (k + alpha / n sum of a^2 over n neighbouring channels)^beta (ONNX's LRN)."""
+    """b_c = a_c / (k + alpha / n sum of a_c'^2 over c' in [c - floor(n/2), c + floor((n-1)/2)])^beta:
+    ONNX's LRN for an odd n; for an even n (where ONNX's window is [c - (n-1)/2, c + n/2] and
+    onnxruntime refuses it) the formula itself, the mean of the squares over the window an
+    AveragePool along the channels (zero-padded, the pads counted in the divisor n)."""
     value = graph.layout(value, "nchw")
-    out = graph.node("LRN", [value.name], label(layer), size=layer.size, alpha=layer.alpha, beta=layer.beta,
-                     bias=layer.k)
-    return graph.like(value, out)
+    n = layer.size
+    if n % 2:
+        out = graph.node("LRN", [value.name], label(layer), size=n, alpha=layer.alpha, beta=layer.beta,
+                         bias=layer.k)
+        return graph.like(value, out)
+    hint = label(layer)
+    squares = graph.node("Mul", [value.name, value.name], f"{hint}_squares")
+    rows_shape = graph.constant([0, 1, value.shape[-1], -1], f"{hint}_rows_shape", np.int64)
+    rows = graph.node("Reshape", [squares, rows_shape], f"{hint}_rows")            # (N, 1, C, H W)
+    mean = graph.node("AveragePool", [rows], f"{hint}_window", kernel_shape=[n, 1], strides=[1, 1],
+                      pads=[n // 2, 0, (n - 1) // 2, 0], count_include_pad=1)
+    mean = graph.node("Reshape", [mean, graph.node("Shape", [value.name], f"{hint}_shape")], f"{hint}_mean")
+    scaled = graph.node("Mul", [mean, graph.constant(layer.alpha, f"{hint}_alpha")], f"{hint}_scaled")
+    d = graph.node("Add", [scaled, graph.constant(layer.k, f"{hint}_k")], f"{hint}_d")
+    power = graph.node("Pow", [d, graph.constant(layer.beta, f"{hint}_beta")], f"{hint}_power")
+    return graph.like(value, graph.node("Div", [value.name, power], hint))
 
 
 # -- convolution, pooling ------------------------------------------------------------------
@@ -355,13 +371,29 @@ def _drop_connect(graph: Graph, layer, value: Value) -> Value:
     return convert(graph, layer.layer, value)
 
 
+def onnx_ceil_mode(sizes, kernel, stride, padding, out_sizes, ceil_mode: bool) -> int:
+    """The ceil_mode attribute of an ONNX pool giving lamina's (PyTorch's) ``out_sizes``
+    windows along the axes of ``sizes`` with ``padding`` at both ends. ONNX's ceil_mode keeps
+    a last window that starts in the end padding, which lamina drops; there ceil((n + 2 p -
+    f) / s) + 1 exceeds lamina's count by one, which then equals the floor count: such a pool
+    is written with ceil_mode 0 (the same windows, and as none of them overhangs the padded
+    input, the same divisors for an AveragePool)."""
+    if not ceil_mode:
+        return 0
+    ceil_out = [-(-(n + 2 * p - f) // s) + 1 for n, f, s, p in zip(sizes, kernel, stride, padding)]
+    return int(list(out_sizes) == ceil_out)
+
+
 def _pool(op: str, **extra):
     def write(graph: Graph, layer, value: Value) -> Value:
         value = graph.layout(value, "nchw")
         ph, pw = layer.padding
+        shape = layer.compute_output_shape(value.shape)
+        ceil_mode = onnx_ceil_mode(value.shape[1:3], layer.pool_size, layer.stride, layer.padding, shape[1:3],
+                                   layer.ceil_mode)
         out = graph.node(op, [value.name], label(layer), kernel_shape=list(layer.pool_size),
-                         strides=list(layer.stride), pads=[ph, pw, ph, pw], ceil_mode=int(layer.ceil_mode), **extra)
-        return Value(out, layer.compute_output_shape(value.shape), "nchw")
+                         strides=list(layer.stride), pads=[ph, pw, ph, pw], ceil_mode=ceil_mode, **extra)
+        return Value(out, shape, "nchw")
     return write
 
 

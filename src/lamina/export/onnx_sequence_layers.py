@@ -30,7 +30,7 @@ import numpy as np
 from lamina import nn
 from lamina.errors import ShapeError
 from lamina.export.onnx_graph import Graph, Value, convert, label, register_converter
-from lamina.export.onnx_layers import refuse_divisor_override
+from lamina.export.onnx_layers import onnx_ceil_mode, refuse_divisor_override
 
 __all__ = ["additive_attention", "dot_product_attention"]
 
@@ -40,15 +40,19 @@ _CHANNELS_FIRST = [0, 2, 1]       # (N, T, C) <-> (N, C, T)
 # -- pooling ---------------------------------------------------------------------------------
 def _pool1d(op: str, **extra):
     """Windows of f steps moved by s over the sequence with p steps of padding at both ends
-    (-inf for the max, zeros counted in the mean) and lamina's ceil_mode rule."""
+    (-inf for the max, zeros counted in the mean) and lamina's ceil_mode rule (a ceil_mode
+    pool that drops a last window starting in the padding is written with ONNX's ceil_mode
+    0 for the exported T: see :func:`lamina.export.onnx_layers.onnx_ceil_mode`)."""
     def write(graph: Graph, layer, value: Value) -> Value:
         hint = label(layer)
+        shape = layer.compute_output_shape(value.shape)
+        ceil_mode = onnx_ceil_mode(value.shape[1:2], [layer.pool_size], [layer.stride], [layer.padding], shape[1:2],
+                                   layer.ceil_mode)
         channels_first = graph.node("Transpose", [value.name], f"{hint}_ncl", perm=_CHANNELS_FIRST)
         pooled = graph.node(op, [channels_first], f"{hint}_pool", kernel_shape=[layer.pool_size],
-                            strides=[layer.stride], pads=[layer.padding, layer.padding],
-                            ceil_mode=int(layer.ceil_mode), **extra)
+                            strides=[layer.stride], pads=[layer.padding, layer.padding], ceil_mode=ceil_mode, **extra)
         out = graph.node("Transpose", [pooled], hint, perm=_CHANNELS_FIRST)
-        return Value(out, layer.compute_output_shape(value.shape))
+        return Value(out, shape)
     return write
 
 

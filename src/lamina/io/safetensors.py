@@ -4,9 +4,11 @@ Layout: an 8-byte little-endian header length n, n bytes of JSON header, then th
 little-endian tensor bytes. The header maps each name to ``{"dtype", "shape",
 "data_offsets": [begin, end]}`` (offsets into the byte buffer) and may hold string
 metadata under ``"__metadata__"``. BF16 tensors (most published language models) are read
-as float32, exactly; writing keeps to NumPy's dtypes. Reading validates every field, so a
+as float32, exactly; writing keeps to NumPy's dtypes (of either byte order: big-endian
+arrays are stored little-endian). Reading validates every field, so a
 damaged or hostile file raises :class:`FormatError` instead of running code or reading past
-the end.
+the end, and the tensors' data must fill the data part exactly (no gap, overlap or trailing
+bytes), as the ``safetensors`` package requires.
 """
 
 from __future__ import annotations
@@ -46,9 +48,9 @@ def save_file(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata:
     offset = 0
     for name, array in tensors.items():
         array = np.asarray(array, order="C")  # ascontiguousarray would turn a 0-d array into shape (1,)
-        if array.dtype not in _NAMES:
+        if array.dtype.newbyteorder("<") not in _NAMES:
             raise TypeError(f"safetensors.save_file: {name!r} has unsupported dtype {array.dtype}")
-        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)   # big-endian arrays are stored swapped
         header[name] = {"dtype": _NAMES[array.dtype], "shape": list(array.shape),
                         "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
@@ -86,14 +88,17 @@ def load_bytes(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, np.ndarr
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise FormatError(f"{source}: __metadata__ must map strings to strings")
     buffer = memoryview(blob)[8 + n:]
-    arrays = {}
+    arrays, spans = {}, []
     for name, entry in header.items():
         try:
             dtype = np.dtype(_DTYPES[entry["dtype"]]).newbyteorder("<")
-            shape = tuple(int(s) for s in entry["shape"])
-            begin, end = (int(o) for o in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
+            shape, offsets = entry["shape"], entry["data_offsets"]
+        except (KeyError, TypeError):
             raise FormatError(f"{source}: malformed header entry for {name!r}: {entry!r}") from None
+        if not _int_list(shape) or not (_int_list(offsets) and len(offsets) == 2):
+            raise FormatError(f"{source}: malformed header entry for {name!r}: {entry!r} (shape and data_offsets "
+                              "must be lists of integers, data_offsets two of them)")
+        shape, (begin, end) = tuple(shape), offsets
         if any(s < 0 for s in shape) or not 0 <= begin <= end <= len(buffer):
             raise FormatError(f"{source}: {name!r} points outside the data ({begin}..{end} of {len(buffer)} bytes); "
                               "the file is truncated or damaged")
@@ -101,7 +106,27 @@ def load_bytes(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, np.ndarr
             raise FormatError(f"{source}: {name!r} has {end - begin} bytes for shape {shape} of {dtype}")
         array = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
         arrays[name] = _bfloat16_to_float32(array) if entry["dtype"] == "BF16" else array
+        spans.append((begin, end, name))
+    _check_covered(sorted(spans), len(buffer), source)
     return arrays, metadata
+
+
+def _int_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def _check_covered(spans: list[tuple[int, int, str]], size: int, source: str) -> None:
+    """The tensors' byte ranges, sorted, must tile the data exactly: no gap, overlap or trailing bytes."""
+    position = 0
+    for begin, end, name in spans:
+        if begin != position:
+            problem = ("overlaps the tensor before it" if begin < position
+                       else f"leaves bytes {position}..{begin} unused")
+            raise FormatError(f"{source}: {name!r} at bytes {begin}..{end} {problem}; the file is damaged")
+        position = end
+    if position != size:
+        raise FormatError(f"{source}: {size - position} bytes after the last tensor's data ({position} of {size}); "
+                          "the file is damaged or not a safetensors file")
 
 
 def _bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:

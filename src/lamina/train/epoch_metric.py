@@ -28,7 +28,10 @@ class EpochMetric:
 
 
 class MeanMetric(EpochMetric):
-    """A per-batch metric ``fn(scores, labels)`` averaged over the samples of the epoch."""
+    """A per-batch metric ``fn(scores, labels)`` averaged over the epoch, each batch weighted
+    by what it counts: ``fn.batch_weight(scores, labels)`` where the metric defines it (the
+    labels :func:`~lamina.train.metrics.accuracy` counts, leaving out ignored ones), else its
+    number of samples. A batch of weight 0 (every label ignored) is left out."""
 
     def __init__(self, fn, name: str):
         self.fn, self.name = fn, name
@@ -39,8 +42,11 @@ class MeanMetric(EpochMetric):
 
     def update(self, scores, y_true) -> float:
         scores = backend.to_numpy(scores)             # a GPU batch comes to the host once
+        weigh = getattr(self.fn, "batch_weight", None)
+        n = len(scores) if weigh is None else weigh(scores, y_true)
+        if n == 0:
+            return float("nan")
         value = float(self.fn(scores, y_true))
-        n = len(scores)
         self.total += value * n
         self.count += n
         return value

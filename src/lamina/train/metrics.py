@@ -22,21 +22,34 @@ from lamina.train.score_metrics import AUC, AveragePrecision, MeanAbsoluteError,
 from lamina.train.segmentation_metrics import DiceScore, MeanClassAccuracy, MeanIoU, PixelAccuracy
 
 
-def _labels(y_true: np.ndarray) -> np.ndarray:
+def _labels(y_true: np.ndarray, scores_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Class ids from labels, whatever their dtype. Given the scores' shape (..., K): labels of
+    the scores' full shape are one-hot rows (argmax over the last axis), labels of the scores'
+    leading shape are the ids themselves (one per row, e.g. per sequence step). Otherwise
+    (N, K > 1) labels are one-hot rows and any other (N, ...) labels give one id per sample."""
     y_true = np.asarray(y_true)
+    if scores_shape is not None and len(scores_shape) >= 2:
+        if y_true.shape == tuple(scores_shape):
+            return y_true.argmax(axis=-1)
+        if y_true.shape == tuple(scores_shape[:-1]):
+            return y_true.astype(np.int64, copy=False)
     if y_true.ndim == 2 and y_true.shape[1] > 1:  # one-hot rows
         return y_true.argmax(axis=1)
     return y_true.reshape(len(y_true)).astype(np.int64)
 
 
 def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int = 5) -> float:
-    """Fraction of samples whose true class is among the ``k`` highest scores."""
+    """Fraction of samples whose true class is among the ``k`` highest scores; ``k`` >= 1, and
+    a ``k`` of at least the number of classes counts every sample (scikit-learn's
+    ``top_k_accuracy_score``)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"top_k_accuracy: k must be an integer >= 1, got {k!r}")
     scores = np.asarray(scores)
-    labels = _labels(y_true)
-    if scores.ndim != 2 or len(scores) != len(labels):
-        raise ShapeError(f"top_k_accuracy: scores of shape {scores.shape} for {len(labels)} labels; "
-                         "expected (samples, classes)")
-    k = min(k, scores.shape[1])
+    labels = _labels(y_true, scores.shape)
+    if scores.ndim != 2 or labels.shape != (len(scores),):
+        raise ShapeError(f"top_k_accuracy: scores of shape {scores.shape} for labels of shape {np.shape(y_true)}; "
+                         "expected scores (samples, classes)")
+    k = min(int(k), scores.shape[1])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     return float((top == labels[:, None]).any(axis=1).mean())
 
@@ -44,18 +57,31 @@ def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int = 5) -> float:
 def accuracy(scores: np.ndarray, y_true: np.ndarray) -> float:
     """Fraction classified right: argmax of the scores for several classes, a > 0.5 for one.
 
-    Integer labels may label every row of a sample (a sequence's steps: scores (N, T, K),
-    labels (N, T)); negative labels (an ``ignore_index`` such as -100 marking padding) are
-    left out of the count."""
+    Labels are class ids of the scores' leading shape (any dtype) or one-hot rows of the
+    scores' full shape, so they may label every row of a sample (a sequence's steps: scores
+    (N, T, K), labels (N, T)); negative labels (an ``ignore_index`` such as -100 marking
+    padding) are left out of the count, and a batch with none counted gives NaN."""
     scores = np.asarray(scores)
     if scores.ndim == 1 or scores.shape[-1] == 1:
         return binary_accuracy(scores, y_true)
-    labels = np.asarray(y_true)
-    if labels.shape == scores.shape[:-1] and labels.dtype.kind in "iu":
-        kept = labels >= 0
-        hits = scores.argmax(axis=-1) == labels
-        return float(hits[kept].mean()) if kept.any() else float("nan")
-    return float((scores.argmax(axis=-1) == _labels(y_true)).mean())
+    labels = _labels(y_true, scores.shape)
+    if labels.shape != scores.shape[:-1]:
+        raise ShapeError(f"accuracy: labels of shape {np.shape(y_true)} for scores of shape {scores.shape}; "
+                         f"expected class ids of shape {scores.shape[:-1]} or one-hot rows of shape {scores.shape}")
+    kept = labels >= 0
+    hits = scores.argmax(axis=-1) == labels
+    return float(hits[kept].mean()) if kept.any() else float("nan")
+
+
+def _counted_labels(scores: np.ndarray, y_true: np.ndarray) -> int:
+    """The number of labels :func:`accuracy` counts in a batch (its weight in an epoch's mean)."""
+    scores = np.asarray(scores)
+    if scores.ndim == 1 or scores.shape[-1] == 1:
+        return scores.size
+    return int(np.count_nonzero(_labels(y_true, scores.shape) >= 0))
+
+
+accuracy.batch_weight = _counted_labels
 
 
 def binary_accuracy(probabilities: np.ndarray, y_true: np.ndarray, threshold: float = 0.5) -> float:
@@ -69,14 +95,21 @@ def top_k_error(scores: np.ndarray, y_true: np.ndarray, k: int = 5) -> float:
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-    """Counts C[i, j] of samples of true class i predicted as class j."""
+    """Counts C[i, j] of samples of true class i predicted as class j. Predictions are class
+    ids, rows of scores (argmax) or, as in :func:`accuracy`, probabilities of class 1 (one
+    column, or 1-D floats that are not all whole numbers) thresholded at 0.5."""
     y_true = _labels(y_true)
     y_pred = np.asarray(y_pred)
-    if y_pred.ndim == 2:
+    if y_pred.ndim == 2 and y_pred.shape[1] == 1:
+        y_pred = y_pred[:, 0] > 0.5
+    elif y_pred.ndim == 2:
         y_pred = y_pred.argmax(axis=1)
+    elif y_pred.dtype.kind == "f" and np.any(y_pred != np.round(y_pred)):
+        y_pred = y_pred > 0.5
+    y_pred = y_pred.astype(np.int64)
     n = int(num_classes or max(y_true.max(initial=-1), y_pred.max(initial=-1)) + 1)
     matrix = np.zeros((n, n), dtype=np.int64)
-    np.add.at(matrix, (y_true, y_pred.astype(np.int64)), 1)
+    np.add.at(matrix, (y_true, y_pred), 1)
     return matrix
 
 
@@ -110,25 +143,41 @@ class _ConfusionMetric(EpochMetric):
     def update(self, scores, y_true, sample_weight=None) -> float:
         """Add a batch to the epoch's confusion matrix; with ``sample_weight`` (one weight
         >= 0 per sample, as ``Trainer(weighted_metrics=...)`` passes) each sample adds its
-        weight instead of 1, as scikit-learn's ``sample_weight``."""
+        weight instead of 1, as scikit-learn's ``sample_weight``. Labels are read as in
+        :func:`accuracy`: with one label per step (scores (N, T, K), labels (N, T)) every
+        step counts as a sample (of its sequence's weight), and negative labels are left out."""
         scores = backend.to_numpy(scores)
         if scores.ndim == 1 or scores.shape[-1] == 1:
             classes, predicted = 2, (scores.reshape(-1) > 0.5).astype(np.int64)
             labels = (np.asarray(y_true).reshape(-1) > 0.5).astype(np.int64)
+            if len(labels) != len(predicted):
+                raise ShapeError(f"{type(self).__name__}: scores of shape {scores.shape} for {len(labels)} labels")
+            weights = self._weights(sample_weight, len(labels))
         else:
-            classes, predicted, labels = scores.shape[-1], scores.argmax(axis=-1), _labels(y_true)
-        if len(labels) != len(predicted):
-            raise ShapeError(f"{type(self).__name__}: scores of shape {scores.shape} for {len(labels)} labels")
-        weights = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, np.float64)
-        if weights.shape != (len(labels),):
-            raise ShapeError(f"{type(self).__name__}: sample weights of shape {weights.shape} for "
-                             f"{len(labels)} samples; expected ({len(labels)},)")
+            classes, predicted, labels = scores.shape[-1], scores.argmax(axis=-1), _labels(y_true, scores.shape)
+            if labels.shape != predicted.shape:
+                raise ShapeError(f"{type(self).__name__}: labels of shape {np.shape(y_true)} for scores of shape "
+                                 f"{scores.shape}; expected class ids of shape {scores.shape[:-1]} or one-hot rows")
+            weights = self._weights(sample_weight, len(labels))
+            if labels.ndim > 1:                       # one label per step: each step a sample of its sequence's weight
+                weights = np.broadcast_to(weights.reshape((len(labels),) + (1,) * (labels.ndim - 1)), labels.shape)
+                predicted, labels, weights = predicted.ravel(), labels.ravel(), weights.ravel()
+            kept = labels >= 0                        # negative labels (-100, ...) are ignored
+            if not kept.all():
+                predicted, labels, weights = predicted[kept], labels[kept], weights[kept]
         counts = np.zeros((classes, classes))
         np.add.at(counts, (labels, predicted), weights)
         present = np.bincount(np.concatenate([labels, predicted]), minlength=classes) > 0
         self.matrix = counts if self.matrix is None else self.matrix + counts
         self.present = present if self.present is None else self.present | present
         return self.result()
+
+    def _weights(self, sample_weight, n: int) -> np.ndarray:
+        weights = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        if weights.shape != (n,):
+            raise ShapeError(f"{type(self).__name__}: sample weights of shape {weights.shape} for "
+                             f"{n} samples; expected ({n},)")
+        return weights
 
     def result(self) -> float:
         if self.matrix is None:
