@@ -239,3 +239,18 @@ def test_errors_name_the_function_and_shapes():
     grid[0, 1, 2, 0] = np.nan
     with pytest.raises(ValueError, match=r"grid_sample: the grid of shape \(2, 3, 3, 2\) holds NaN"):
         grid_sample(x, grid)
+
+
+@pytest.mark.parametrize("mode, padding_mode, align_corners", COMBINATIONS)
+def test_a_non_finite_pixel_reaches_only_the_points_that_read_it(mode, padding_mode, align_corners):
+    """Neighbours outside the image read nothing (not the edge pixel they are clipped to)."""
+    x = randn(2, 4, 5, 3, seed=6)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 3, 4, 1] = np.inf
+    x[1, 2, 2, 2] = -np.inf
+    grid = _grid(2, 5, 6, seed=7)
+    grid[0, 0, :2] = [[-1.9, -1.9], [-1.0, -1.0]]
+    grid[1, 1, :2] = [[1.2, 1.1], [1.0, 1.0]]
+    ours = grid_sample(_f64(x), _f64(grid), mode, padding_mode, align_corners).numpy()
+    theirs = _torch_grid_sample(mode, padding_mode, align_corners)(torch.tensor(x), torch.tensor(grid)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from tests.helpers import check_gradients, compare_with_torch, randn
 
+import lamina
 from lamina import functional as F
 from lamina import nn
 from lamina.errors import ShapeError
@@ -65,3 +66,46 @@ def test_bad_arguments_name_the_op():
         F.interpolate(x, scale_factor=0.1)
     with pytest.raises(ValueError, match="Upsample: give exactly one of size and scale_factor"):
         nn.Upsample()
+
+
+def _sources(n_in: int, mode: str, **resize) -> tuple[np.ndarray, np.ndarray]:
+    """The input row each output row copies, in lamina and in torch, for a column of 0..n_in-1."""
+    x = np.arange(float(n_in)).reshape(1, n_in, 1, 1)
+    ours = F.interpolate(x.astype(np.float64), mode=mode, **resize).numpy().ravel()
+    theirs = torch.nn.functional.interpolate(torch.tensor(x.transpose(0, 3, 1, 2)), mode=mode, **resize)
+    return ours, theirs.numpy().ravel()
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+def test_nearest_sources_on_exact_boundaries(mode):
+    # with a size: floor(i n_in / n_out) in integers, 49 * 2 / 98 = 1 exactly (float64 gives 0.99...)
+    ours, theirs = _sources(2, mode, size=(98, 1))
+    np.testing.assert_array_equal(ours, np.minimum(((2 * np.arange(98) + (mode != "nearest")) * 2) // 196, 1))
+    np.testing.assert_array_equal(ours, theirs)
+    for n_in, n_out in ((3, 7), (5, 15), (31, 93), (12, 36)):
+        ours, _ = _sources(n_in, mode, size=(n_out, 1))
+        rows = np.arange(n_out)
+        expected = (rows * n_in) // n_out if mode == "nearest" else ((2 * rows + 1) * n_in) // (2 * n_out)
+        np.testing.assert_array_equal(ours, expected)
+    # with a scale factor: torch's float32 1 / scale
+    for n_in, scale in ((31, 1.3), (40, 2.2), (17, 0.7), (3, 1.3), (25, 1 / 3), (11, 2.0)):
+        ours, theirs = _sources(n_in, mode, scale_factor=(scale, 1.0))
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"n_in={n_in}, scale_factor={scale}")
+
+
+def _with_bad_pixels(shape, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal(shape)
+    x[0, 1, 2, 0] = np.nan
+    x[-1, -1, 0, -1] = np.inf
+    x[-1, 2, 3, 0] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("case", CASES + [dict(size=(5, 4), mode="bicubic")],
+                         ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_a_non_finite_pixel_reaches_only_the_outputs_that_read_it(case):
+    x = _with_bad_pixels((2, 6, 5, 3))
+    ours = F.interpolate(lamina.tensor(x, dtype=np.float64), **case).numpy()
+    theirs = _theirs(case)(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert np.isfinite(ours).sum() > ours.size // 2

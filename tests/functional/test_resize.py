@@ -174,3 +174,15 @@ def test_errors():
     with pytest.raises(lamina.ShapeError, match=r"crop2d.*\(2, 4, 5, 3\)"):
         crop2d(x, ((0, 0), (4, 1)))
     assert crop2d(x, ((3, 0), (0, 4))).shape == (2, 1, 1, 3)  # one pixel may remain
+
+
+@pytest.mark.parametrize("size", [2, (2, 3), 4])
+def test_bilinear_upsampling_keeps_a_non_finite_pixel_to_the_outputs_that_read_it(size):
+    x = randn(2, 4, 5, 3, seed=5).astype(np.float64)
+    x[0, 1, 2, 0] = np.nan
+    x[1, 3, 0, 2] = np.inf
+    x[1, 0, 4, 1] = -np.inf
+    ours = upsample2d(lamina.tensor(x, dtype=np.float64), size, "bilinear").numpy()
+    theirs = _torch_interpolate(size, "bilinear")(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert np.isfinite(ours).sum() > ours.size // 2

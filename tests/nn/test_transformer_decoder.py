@@ -174,6 +174,33 @@ def test_encoder_stack_matches_torch_with_per_head_masks(f64):
     _check_parameter_grads(encoder, ref)
 
 
+def test_float_key_padding_masks_without_attention_masks_match_torch(f64):
+    rng = np.random.default_rng(4)
+    torch_layer = torch.nn.TransformerEncoderLayer(D, HEADS, 12, dropout=0.0, batch_first=True, dtype=torch.float64)
+    ref = torch.nn.TransformerEncoder(torch_layer, 1, enable_nested_tensor=False)
+    _randomize(ref, rng)
+    encoder = _loaded(TransformerEncoder(TransformerEncoderLayer(D, HEADS, 12, dropout=0.0), 1), ref, (N, T_SRC, D))
+    (src,), (src_t,) = _inputs(rng, (N, T_SRC, D))
+    padding = rng.standard_normal((N, T_SRC))
+    padding[0, 2] = -1e9
+    out = encoder(src, src_key_padding_mask=padding)
+    expected = ref.eval()(src_t, src_key_padding_mask=torch.from_numpy(padding))
+    assert_close(out.numpy(), expected.detach().numpy(), RTOL, "encoder output")
+
+    ref = torch.nn.TransformerDecoderLayer(D, HEADS, 12, dropout=0.0, batch_first=True, dtype=torch.float64)
+    _randomize(ref, rng)
+    layer = _loaded(TransformerDecoderLayer(D, HEADS, 12, dropout=0.0), ref, [(N, T_TGT, D), (N, T_SRC, D)])
+    (tgt, memory), (tgt_t, memory_t) = _inputs(rng, (N, T_TGT, D), (N, T_SRC, D))
+    masks = {"tgt_key_padding_mask": rng.standard_normal((N, T_TGT)), "memory_key_padding_mask": padding}
+    out = layer(tgt, memory, **masks)
+    expected = ref.eval()(tgt_t, memory_t, **_as_torch(masks))
+    assert_close(out.numpy(), expected.detach().numpy(), RTOL, "decoder layer output")
+    up = rng.standard_normal(out.shape)
+    out.backward(up)
+    (expected * torch.from_numpy(up)).sum().backward()
+    assert_close(memory.grad, memory_t.grad.numpy(), RTOL, "gradient of memory")
+
+
 def test_generate_square_subsequent_mask_is_torchs():
     ours = Transformer.generate_square_subsequent_mask(5)
     assert ours.dtype == np.float32

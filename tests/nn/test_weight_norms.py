@@ -209,6 +209,31 @@ def test_spectral_norm_sigma_converges_to_the_largest_singular_value(f64, make, 
     assert_close(out.numpy(), layer.apply_weights(lamina.tensor(x), lamina.tensor(raw / largest)).numpy(), 1e-10)
 
 
+@pytest.mark.parametrize("make, x, torch_layer", [
+    (lambda: nn.Conv1DTranspose(3, 2), randn(1, 5, 4), lambda: torch.nn.ConvTranspose1d(4, 3, 2)),
+    (lambda: nn.Conv3DTranspose(3, 2), randn(1, 3, 3, 3, 4),
+     lambda: torch.nn.ConvTranspose3d(4, 3, 2)),
+], ids=["conv1d_transpose", "conv3d_transpose"])
+def test_spectral_norm_of_nd_transposed_convolutions_uses_the_output_channels_as_torch(f64, make, x, torch_layer):
+    """sigma: the largest singular value of the (K, c_in f...) matrix, as torch's spectral_norm (dim=1)."""
+    layer = make()
+    layer(x)
+    raw = layer.weight.numpy().copy()                       # (c_in, f..., K)
+    by_output = np.linalg.svd(np.moveaxis(raw, -1, 0).reshape(raw.shape[-1], -1), compute_uv=False)[0]
+    wrapped = SpectralNorm(layer, n_power_iterations=300)
+    wrapped(x)
+    assert wrapped.u.shape == (raw.shape[-1],)
+    assert wrapped.sigma == pytest.approx(by_output, rel=1e-10)
+    module = torch_layer().double()
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(np.moveaxis(raw, -1, 1).copy()))   # (c_in, K, f...)
+    parametrizations.spectral_norm(module, n_power_iterations=300)
+    module.train()
+    module(torch.zeros(1, raw.shape[0], *(4,) * (raw.ndim - 2), dtype=torch.float64))
+    with torch.no_grad():
+        assert_close(np.moveaxis(module.weight.numpy(), 1, -1), wrapped.layer.weight.numpy(), 1e-10)
+
+
 @pytest.mark.parametrize("kind", ["dense", "conv2d"])
 @pytest.mark.parametrize("iterations", [1, 3])
 def test_spectral_norm_matches_torch_given_the_same_u(f64, kind, iterations):

@@ -12,7 +12,9 @@ disjoint (H / o_h, W / o_w) windows of plain pooling, which does the work.
 
 Otherwise the average over window (i, j) factors into a mean over rows then over columns,
 y = A_h x A_w^T per channel, A (o, n) holding 1 / (end_i - start_i) on window i's inputs:
-two matrix products forward, their transposes backward. The maximum factors the same way,
+two matrix products forward, their transposes backward (where the forward's products leave a
+NaN or inf, the windows are summed again one by one, so that it reaches only the windows that
+hold it rather than every output through 0 * NaN). The maximum factors the same way,
 over columns first (keeping the first column of each row's maximum), then over rows
 (keeping the first row): that is the first maximum in row-major window order, where
 PyTorch sends the gradient. Each step is one reduction per output column or row, never a
@@ -29,6 +31,7 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional.im2col import check_nhwc
+from lamina.functional.interpolate import resize_taps, tap_sum
 from lamina.functional.pooling import FixedRouting, avg_pool2d, max_pool2d
 from lamina.functional.shape import reshape
 
@@ -80,6 +83,9 @@ class AdaptiveAvgPool2d(Function):
         self.rows, self.cols = _mean_matrix(h, oh, x.dtype), _mean_matrix(w, ow, x.dtype)
         over_rows = xp.matmul(self.rows, x.reshape(n, h, w * c))                  # (n, oh, w c)
         out = xp.matmul(self.cols, over_rows.reshape(n * oh, w, c))               # (n oh, ow, c)
+        if not xp.isfinite(out).all():
+            over_rows = tap_sum(x, *resize_taps(oh, h, "area"), axis=1)
+            return tap_sum(over_rows, *resize_taps(ow, w, "area"), axis=2)
         return out.reshape(n, oh, ow, c)
 
     def backward(self, dy):
@@ -95,9 +101,17 @@ class AdaptiveAvgPool2d(Function):
 
 class AdaptiveMaxPool2d(Function):
     """y[n, i, j, c] = max over window (i, j) of x[n, :, :, c]; dJ/dy goes to the first
-    maximum in row-major order, added up where overlapping windows pick the same input."""
+    maximum in row-major order (the last NaN in a window holding one, as PyTorch), added up
+    where overlapping windows pick the same input."""
 
     def forward(self, x):
+        out = self._pool(x, _argmax)
+        if backend.xp.isnan(out).any():     # route to each window's last NaN instead, as PyTorch
+            out = self._pool(x, _argmax_last_nan)
+        return out
+
+    def _pool(self, x, argmax):
+        """The maxima, keeping in ``row`` and ``col`` the input ``argmax`` picks in each window."""
         xp = backend.xp
         n, h, w, c = x.shape
         oh, ow = self.outs
@@ -105,13 +119,13 @@ class AdaptiveMaxPool2d(Function):
         col_arg = xp.empty((n, h, ow, c), dtype=xp.intp)      # the column of each row's maximum
         for j, (start, end) in enumerate(adaptive_windows(w, ow)):
             window = x[:, :, start:end]
-            col_arg[:, :, j] = window.argmax(axis=2) + start
+            col_arg[:, :, j] = argmax(window, 2) + start
             col_max[:, :, j] = window.max(axis=2)
         out = xp.empty((n, oh, ow, c), dtype=x.dtype)
         self.row = xp.empty((n, oh, ow, c), dtype=xp.intp)
         for i, (start, end) in enumerate(adaptive_windows(h, oh)):
             window = col_max[:, start:end]
-            self.row[:, i] = window.argmax(axis=1) + start
+            self.row[:, i] = argmax(window, 1) + start
             out[:, i] = window.max(axis=1)
         self.col = xp.take_along_axis(col_arg, self.row, axis=1)
         self.x_shape = x.shape
@@ -128,6 +142,19 @@ class AdaptiveMaxPool2d(Function):
 
     def backward_graph(self, dy):
         return FixedRouting(self, _read_maxima).recorded(dy)
+
+
+def _argmax(window, axis: int):
+    return window.argmax(axis=axis)
+
+
+def _argmax_last_nan(window, axis: int):
+    """The first maximum's index along ``axis``, but the last NaN's where there is one: over
+    columns then rows, the last NaN of a window in row-major order."""
+    xp = backend.xp
+    nan = xp.isnan(window)
+    last = window.shape[axis] - 1 - xp.flip(nan, axis=axis).argmax(axis=axis)
+    return xp.where(nan.any(axis=axis), last, window.argmax(axis=axis))
 
 
 def _read_maxima(pool: AdaptiveMaxPool2d, u):

@@ -164,23 +164,25 @@ def source_pixels(coord, size: int, padding_mode: str = "zeros", align_corners: 
 # -- the sampling matrix --------------------------------------------------------------------
 def _bilinear_taps(u, v, h: int, w: int, first_pixel):
     """The four neighbours of each source point (u, v) = (column, row): their flat indices
-    (P, 4) into the (N H W) pixels, their weights (1 - f_u or f_u) (1 - f_v or f_v), and the
-    weights' derivatives in u and in v. Neighbours outside the image get weight 0."""
+    (P, 4) into the (N H W) pixels, their weights (1 - f_u or f_u) (1 - f_v or f_v), the
+    weights' derivatives in u and in v, and whether they lie inside the image. Neighbours
+    outside the image get weight 0 (and the index of a pixel inside it)."""
     xp = backend.xp
     u0, v0 = xp.floor(u), xp.floor(v)
     fu, fv = u - u0, v - v0
     along_u = ((u0, 1 - fu, -1.0), (u0 + 1, fu, 1.0))
     along_v = ((v0, 1 - fv, -1.0), (v0 + 1, fv, 1.0))
-    index, weight, d_u, d_v = [], [], [], []
+    index, weight, d_u, d_v, within = [], [], [], [], []
     for row, wv, sv in along_v:
         for col, wu, su in along_u:
-            inside = ((row >= 0) & (row < h) & (col >= 0) & (col < w)).astype(u.dtype)
+            within.append((row >= 0) & (row < h) & (col >= 0) & (col < w))
+            inside = within[-1].astype(u.dtype)
             index.append(first_pixel + xp.clip(row, 0, h - 1).astype(xp.intp) * w
                          + xp.clip(col, 0, w - 1).astype(xp.intp))
             weight.append(wu * wv * inside)
             d_u.append(su * wv * inside)
             d_v.append(wu * sv * inside)
-    return [xp.stack(taps, axis=1) for taps in (index, weight, d_u, d_v)]
+    return [xp.stack(taps, axis=1) for taps in (index, weight, d_u, d_v, within)]
 
 
 def _nearest_tap(u, v, h: int, w: int, first_pixel):
@@ -191,6 +193,18 @@ def _nearest_tap(u, v, h: int, w: int, first_pixel):
     inside = ((row >= 0) & (row < h) & (col >= 0) & (col < w)).astype(u.dtype)
     index = first_pixel + xp.clip(row, 0, h - 1).astype(xp.intp) * w + xp.clip(col, 0, w - 1).astype(xp.intp)
     return index[:, None], inside[:, None]
+
+
+def _inside_taps(index, values, inside, pixels):
+    """S x summed over the taps inside the image alone: a NaN or inf pixel then reaches only
+    the points with a tap on it (0 * NaN where that tap's weight is 0, as in PyTorch), not
+    the points whose weight-0 taps outside the image were clipped onto it."""
+    xp = backend.xp
+    out = None
+    for t in range(index.shape[1]):
+        term = xp.where(inside[:, t, None], values[:, t, None] * pixels[index[:, t]], 0)
+        out = term if out is None else out + term
+    return out
 
 
 class SamplingMatrix:
@@ -255,13 +269,17 @@ class GridSample(Function):
         first_pixel = xp.repeat(xp.arange(n, dtype=xp.intp) * (h * w), ho * wo)
         if self.mode == "nearest":
             index, weight = _nearest_tap(u, v, h, w, first_pixel)
+            inside = weight != 0
             self.d_u = self.d_v = None
         else:
-            index, weight, self.d_u, self.d_v = _bilinear_taps(u, v, h, w, first_pixel)
+            index, weight, self.d_u, self.d_v, inside = _bilinear_taps(u, v, h, w, first_pixel)
         self.matrix = SamplingMatrix(index, weight.astype(x.dtype, copy=False), n * h * w)
         self.pixels = x.reshape(n * h * w, c)
         self.shapes, self.grid_dtype = (x.shape, grid.shape), grid.dtype
-        return self.matrix.times(self.pixels).reshape(n, ho, wo, c)
+        out = self.matrix.times(self.pixels)
+        if not xp.isfinite(out).all():
+            out = _inside_taps(index, self.matrix.values, inside, self.pixels)
+        return out.reshape(n, ho, wo, c)
 
     def backward(self, dy):
         xp = backend.xp

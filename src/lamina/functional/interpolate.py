@@ -11,6 +11,10 @@ modes differ only in the rows of A. For output index i, with scale r = n_in / n_
 
     nearest         source floor(i r)                              (PyTorch's 'nearest')
     nearest-exact   source floor((i + 1/2) r)                      (the pixel whose centre is nearest)
+                    (with a size, in exact integer arithmetic: floor(i n_in / n_out) lands on the
+                    integer when i n_in / n_out is one; with a scale factor, as PyTorch rounds it:
+                    r = 1 / scale_factor and the product to float32, and 'nearest' copies rows at
+                    n_out = n_in and repeats each twice at n_out = 2 n_in)
     bilinear        u = (i + 1/2) r - 1/2 clamped at 0, the two pixels around u weighted by
                     distance; with align_corners u = i (n_in - 1) / (n_out - 1)
     bicubic         the four pixels around u (not clamped) with Keys' cubic weights (a = -0.75),
@@ -51,46 +55,99 @@ def _source(n_out: int, n_in: int, ratio: float, align_corners: bool):
     return (i + 0.5) * ratio - 0.5
 
 
+def _nearest_source(n_out: int, n_in: int, exact: bool, ratio: float | None):
+    """The source index of each output index for 'nearest' (``exact`` False) and 'nearest-exact'
+    (module docstring); ``ratio`` is 1 / scale_factor, or None for the exact n_in / n_out."""
+    i = numpy.arange(n_out)
+    if ratio is None:
+        src = ((2 * i + int(exact)) * n_in) // (2 * n_out)
+    elif not exact and n_out in (n_in, 2 * n_in):
+        src = i * n_in // n_out
+    else:
+        r = numpy.float32(ratio)
+        product = (i + 0.5) * numpy.float64(r) if exact else i.astype(numpy.float32) * r
+        src = numpy.floor(product.astype(numpy.float32)).astype(int)
+    return numpy.minimum(src, n_in - 1)
+
+
+def resize_taps(n_out: int, n_in: int, mode: str, ratio: float | None = None,
+                align_corners: bool = False) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """The input indices (n_out, k) each output index of one axis reads and their float64
+    weights (module docstring), one column per tap as PyTorch reads them: clamped indices
+    repeat, a weight may be 0, and -1 pads the shorter 'area' windows. ``ratio`` defaults
+    to n_in / n_out."""
+    r = n_in / n_out if ratio is None else ratio
+    rows = numpy.arange(n_out)
+    if mode in ("nearest", "nearest-exact"):
+        return _nearest_source(n_out, n_in, mode == "nearest-exact", ratio)[:, None], numpy.ones((n_out, 1))
+    if mode == "bilinear":
+        u = numpy.maximum(_source(n_out, n_in, r, align_corners), 0.0)
+        low = numpy.minimum(numpy.floor(u).astype(int), n_in - 1)
+        frac = u - low
+        return numpy.stack([low, numpy.minimum(low + 1, n_in - 1)], 1), numpy.stack([1 - frac, frac], 1)
+    if mode == "bicubic":
+        u = _source(n_out, n_in, r, align_corners)
+        base = numpy.floor(u).astype(int)
+        taps = base[:, None] + numpy.arange(-1, 3)
+        return numpy.clip(taps, 0, n_in - 1), _cubic(u[:, None] - taps)
+    if mode == "area":
+        lo, hi = (rows * n_in) // n_out, -(-((rows + 1) * n_in) // n_out)
+        taps = lo[:, None] + numpy.arange((hi - lo).max())
+        inside = taps < hi[:, None]
+        return numpy.where(inside, taps, -1), inside / (hi - lo)[:, None]
+    raise ValueError(f"interpolate: mode must be one of {list(MODES)}, got {mode!r}")
+
+
+def taps_matrix(index: numpy.ndarray, weight: numpy.ndarray, n_in: int) -> numpy.ndarray:
+    """The (n_out, n_in) matrix of taps (:func:`resize_taps`): the weights of repeated indices added."""
+    a = numpy.zeros((index.shape[0], n_in))
+    rows = numpy.broadcast_to(numpy.arange(index.shape[0])[:, None], index.shape)
+    used = index >= 0
+    numpy.add.at(a, (rows[used], index[used]), weight[used])
+    return a
+
+
 def resize_matrix(n_out: int, n_in: int, mode: str, ratio: float | None = None,
                   align_corners: bool = False) -> numpy.ndarray:
     """The (n_out, n_in) float64 matrix A of one axis (module docstring); ``ratio`` defaults
     to n_in / n_out."""
-    r = n_in / n_out if ratio is None else ratio
-    a = numpy.zeros((n_out, n_in))
-    rows = numpy.arange(n_out)
-    if mode in ("nearest", "nearest-exact"):
-        shift = 0.5 if mode == "nearest-exact" else 0.0
-        src = numpy.minimum(numpy.floor((rows + shift) * r).astype(int), n_in - 1)
-        a[rows, src] = 1.0
-    elif mode == "bilinear":
-        u = numpy.maximum(_source(n_out, n_in, r, align_corners), 0.0)
-        low = numpy.minimum(numpy.floor(u).astype(int), n_in - 1)
-        high = numpy.minimum(low + 1, n_in - 1)
-        frac = u - low
-        numpy.add.at(a, (rows, low), 1 - frac)
-        numpy.add.at(a, (rows, high), frac)
-    elif mode == "bicubic":
-        u = _source(n_out, n_in, r, align_corners)
-        base = numpy.floor(u).astype(int)
-        for k in range(-1, 3):
-            numpy.add.at(a, (rows, numpy.clip(base + k, 0, n_in - 1)), _cubic(u - (base + k)))
-    elif mode == "area":
-        for i in rows:
-            lo, hi = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
-            a[i, lo:hi] = 1.0 / (hi - lo)
-    else:
-        raise ValueError(f"interpolate: mode must be one of {list(MODES)}, got {mode!r}")
-    return a
+    return taps_matrix(*resize_taps(n_out, n_in, mode, ratio, align_corners), n_in)
+
+
+def tap_sum(x, index, weight, axis: int):
+    """sum over k of weight[:, k] x[index[:, k]] along ``axis`` of x (an index of -1 reads
+    nothing): what a matrix of these taps computes, but each output reads its own taps only,
+    so that a NaN or inf reaches just the outputs with a tap on it (0 * NaN where the tap's
+    weight is 0, as in PyTorch), not every output as 0 * NaN in the matrix product does."""
+    xp = backend.xp
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    out = None
+    for k in range(index.shape[1]):
+        column = index[:, k]
+        term = xp.take(x, xp.asarray(numpy.maximum(column, 0)), axis=axis)
+        term = term * xp.asarray(weight[:, k], dtype=x.dtype).reshape(shape)
+        if (column < 0).any():
+            term = xp.where(xp.asarray(column >= 0).reshape(shape), term, 0)
+        out = term if out is None else out + term
+    return out
 
 
 class Resize(Function):
-    """y = A_h x A_w^T per sample and channel; hyperparameters ``a_h`` and ``a_w``."""
+    """y = A_h x A_w^T per sample and channel; hyperparameters ``a_h`` and ``a_w``, and ``taps``
+    ((index, weight) of each axis, :func:`resize_taps`): where the products leave a NaN or
+    inf, y is summed again tap by tap (:func:`tap_sum`), so only the outputs that read a
+    non-finite input are non-finite."""
 
     def forward(self, x):
         n, h, w, c = x.shape
         ho, wo = self.a_h.shape[0], self.a_w.shape[0]
         rows = (self.a_h @ x.reshape(n, h, w * c)).reshape(n * ho, w, c)
-        return (self.a_w @ rows).reshape(n, ho, wo, c)
+        out = (self.a_w @ rows).reshape(n, ho, wo, c)
+        if backend.xp.isfinite(out).all():
+            return out
+        (index_h, weight_h), (index_w, weight_w) = self.taps
+        return tap_sum(tap_sum(x, index_h, weight_h, 1), index_w, weight_w, 2)
 
     def backward(self, dy):
         n, ho, wo, c = dy.shape
@@ -135,6 +192,7 @@ def interpolate(x, size=None, scale_factor=None, mode: str = "nearest", align_co
         ratios = (None, None)
     corners = bool(align_corners)
     dtype = x.dtype
-    a_h = resize_matrix(ho, x.shape[1], mode, None if corners else ratios[0], corners).astype(dtype)
-    a_w = resize_matrix(wo, x.shape[2], mode, None if corners else ratios[1], corners).astype(dtype)
-    return Resize.apply(x, a_h=backend.xp.asarray(a_h), a_w=backend.xp.asarray(a_w))
+    taps = tuple(resize_taps(o, n, mode, None if corners else r, corners) for o, n, r in zip((ho, wo), x.shape[1:3],
+                                                                                               ratios))
+    a_h, a_w = (backend.xp.asarray(taps_matrix(*t, n).astype(dtype)) for t, n in zip(taps, x.shape[1:3]))
+    return Resize.apply(x, a_h=a_h, a_w=a_w, taps=taps)

@@ -7,7 +7,9 @@ computed as PyTorch does, from the average pool of x^p times the kernel size k (
 ceil-mode window that overhangs the input is scaled as PyTorch scales it: by k over the number
 of inputs it covers). p = 1 is sum pooling; large p approaches max pooling. Channel-last:
 (N, L, C) sequences, (N, H, W, C) images and (N, D, H, W, C) volumes. Built from power, padding
-and average pooling, so its gradients of every order are theirs.
+and average pooling, so its gradients of every order are theirs, but for a window whose sum of
+x^p is 0 (all zero, common after a ReLU): there the root is taken of 1 and masked to 0, so the
+gradient is 0 as in PyTorch rather than 0 * inf = NaN.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.functional.elementwise import where
 from lamina.functional.pool3d import avg_pool3d
 from lamina.functional.pooling import avg_pool2d
 from lamina.functional.shape import pad, reshape
@@ -61,6 +64,15 @@ def _covered(n: int, k: int, s: int, out: int):
     return numpy.minimum(starts + k, n) - starts
 
 
+def _root(total: Tensor, p: float) -> Tensor:
+    """total^(1/p), with 0 (and a 0 gradient) where total is 0: the root's infinite slope there
+    would otherwise meet the zero slope of x^p and make every input of the window NaN."""
+    zero = total.data == 0
+    if not zero.any():
+        return total ** (1.0 / p)
+    return where(zero, 0.0, where(zero, 1.0, total) ** (1.0 / p))
+
+
 def lp_pool2d(x: Tensor, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
     """(sum of x^p over each f_h x f_w window)^(1/p) of NHWC images; ``stride`` defaults to
     the kernel size."""
@@ -70,7 +82,7 @@ def lp_pool2d(x: Tensor, norm_type: float, kernel_size, stride=None, ceil_mode: 
     kernel = _pair(kernel_size, "kernel_size", "lp_pool2d")
     stride = kernel if stride is None else _pair(stride, "stride", "lp_pool2d")
     mean = avg_pool2d(x ** p, kernel, stride, 0, ceil_mode)
-    return (mean * float(kernel[0] * kernel[1])) ** (1.0 / p)
+    return _root(mean * float(kernel[0] * kernel[1]), p)
 
 
 def lp_pool1d(x: Tensor, norm_type: float, kernel_size: int, stride: int | None = None,
@@ -106,9 +118,9 @@ def lp_pool3d(x: Tensor, norm_type: float, kernel_size, stride=None, ceil_mode: 
     k = float(math.prod(kernel))
     powered = x ** p
     if not any(overhang):
-        return (avg_pool3d(powered, kernel, stride) * k) ** (1.0 / p)
+        return _root(avg_pool3d(powered, kernel, stride) * k, p)
     powered = pad(powered, ((0, 0), *((0, e) for e in overhang), (0, 0)))
     d, h, w = (_covered(n, f, s, o) for n, f, s, o in zip(spatial, kernel, stride, outs))
     covered = d[:, None, None] * h[None, :, None] * w[None, None, :]
     scale = backend.xp.asarray((k * k / covered)[None, ..., None], dtype=powered.dtype)
-    return (avg_pool3d(powered, kernel, stride) * scale) ** (1.0 / p)
+    return _root(avg_pool3d(powered, kernel, stride) * scale, p)

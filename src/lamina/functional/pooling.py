@@ -144,8 +144,9 @@ class MaxPool2d(Function):
     holds each window's first maximum: with ne_k = [view_k != max] for the f_h f_w offsets
     k in order, that index is ne_0 (1 + ne_1 (1 + ... (1 + ne_{n-2}))), one small integer
     per output value (a byte for windows of up to 256 values); a window whose input values
-    are all -inf (tied with the -inf padding) gets its first offset inside the input, as
-    PyTorch. Backward sends dJ/dv to offset k where the index is k.
+    are all -inf (tied with the -inf padding) gets its first offset inside the input, and one
+    holding a NaN (its maximum) the offset of its last NaN, as PyTorch. Backward sends dJ/dv
+    to offset k where the index is k.
     """
 
     def forward(self, x):
@@ -173,6 +174,8 @@ class MaxPool2d(Function):
                     xp.maximum(o, view, out=o)
             if index is not None:
                 _first_maximum(views, o, index[lo:hi])
+                if xp.isnan(o.sum()):              # a NaN maximum (or maxima of inf and -inf: no NaN to find)
+                    _last_nan(views, index[lo:hi])
                 first_inside_where_all_neg_inf(o, index[lo:hi], (self.pads[0], self.pads[2]), s, f)
 
         parallel.split(chunk, n, xpad.size)
@@ -243,6 +246,14 @@ def _first_maximum(views: list, maximum, index) -> None:
         index *= flags
 
 
+def _last_nan(views: list, index) -> None:
+    """Into ``index``, for each window holding a NaN (whose maximum is NaN): the last k with
+    views[k] NaN, where PyTorch sends the gradient."""
+    xp = backend.xp
+    for k, view in enumerate(views):
+        index[xp.isnan(view)] = k
+
+
 def first_inside_where_all_neg_inf(maximum, index, lead: tuple, s: tuple, f: tuple) -> None:
     """Into ``index`` (N, *outs, C), window offsets in row-major order: for the windows that
     reach into the leading padding ``lead`` (before each spatial axis) and whose ``maximum``
@@ -302,7 +313,10 @@ class AvgPool2d(Function):
                 r = xp.add(rows[:, :, 0], rows[:, :, 1]) if f[0] > 1 else xp.array(rows[:, :, 0])
                 for i in range(2, f[0]):
                     r += rows[:, :, i]
-                xp.matmul(r.reshape(-1, f[1] * c), tiled, out=out[lo:hi].reshape(-1, c))
+                o = out[lo:hi].reshape(-1, c)
+                xp.matmul(r.reshape(-1, f[1] * c), tiled, out=o)
+                if not xp.isfinite(o).all():        # the product's 0 * NaN spread a NaN to every channel
+                    xp.multiply(r.reshape(-1, f[1], c).sum(axis=1), tiled.dtype.type(self.scale), out=o)
             parallel.split(tiles, n, x.size)
             return out
         xpad = pad_nhwc(x, self.pads, 0.0)
@@ -325,7 +339,9 @@ class AvgPool2d(Function):
     def _few_channels(self) -> bool:
         """Disjoint windows tiling the unpadded input, over fewer than SMALL_C channels: the
         sums then run over whole rows, and a tiny GEMM adds the f_w columns of each window
-        (NumPy's strided adds over a handful of channels are slow)."""
+        (NumPy's strided adds over a handful of channels are slow). Where that leaves a
+        non-finite value (the GEMM's 0 * NaN reaches every channel), the block is summed again
+        channel by channel, each way."""
         return (self.f == self.s and not any(self.pads) and self.x_shape[3] < SMALL_C
                 and _exact_tiling(self.f, self.s, self.pads, self.outs, self.x_shape))
 
@@ -343,7 +359,12 @@ class AvgPool2d(Function):
             spread = self._tiled_identity(dy.dtype).T
 
             def tiles(lo, hi):
-                row = xp.matmul(dy[lo:hi].reshape(-1, c), spread).reshape(hi - lo, outs[0], w * c)
+                g = dy[lo:hi].reshape(-1, c)
+                if xp.isfinite(g).all():
+                    row = xp.matmul(g, spread).reshape(hi - lo, outs[0], w * c)
+                else:                               # each channel's own NaN or inf, not 0 * NaN in the others
+                    scaled = (g * spread.dtype.type(self.scale)).reshape(hi - lo, outs[0], outs[1], 1, c)
+                    row = xp.broadcast_to(scaled, scaled.shape[:3] + (f[1], c)).reshape(hi - lo, outs[0], w * c)
                 rows = dx[lo:hi].reshape(hi - lo, outs[0], f[0], w * c)
                 for i in range(f[0]):
                     rows[:, :, i] = row

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import numbers
 
+import numpy
+
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
+from lamina.functional.interpolate import tap_sum
 from lamina.functional.shape import Pad
 
 __all__ = ["INTERPOLATIONS", "bilinear_weights", "crop2d", "edge_pairs", "scale_pair", "upsample2d",
@@ -96,6 +99,15 @@ def bilinear_weights(n: int, s: int, dtype=None):
     return a if dtype is None else a.astype(dtype)
 
 
+def _bilinear_taps(n: int, s: int):
+    """The two taps of each row of :func:`bilinear_weights` (NumPy): indices floor(u_i) and
+    min(floor(u_i) + 1, n - 1), weights 1 - frac(u_i) and frac(u_i), each (n s, 2)."""
+    src = numpy.maximum((numpy.arange(n * s) + 0.5) / s - 0.5, 0.0)
+    lo = numpy.floor(src)
+    frac = src - lo
+    return numpy.stack([lo, numpy.minimum(lo + 1, n - 1)], 1).astype(int), numpy.stack([1.0 - frac, frac], 1)
+
+
 class UpsampleNearest(Function):
     """y[n, i, j, c] = x[n, floor(i / s_h), floor(j / s_w), c]: each pixel repeated as an
     s_h x s_w block. Backward: dJ/dx[n, p, q, c] = the sum of dJ/dy over the block of (p, q),
@@ -121,8 +133,10 @@ class UpsampleBilinear(Function):
     """y = A_h x A_w^T per image and channel, A the (n s, n) interpolation matrices of
     :func:`bilinear_weights`: every output value the weighted sum of the (up to) four input
     pixels around its source point. Applied separably as two matrix products, along H
-    (x viewed as (N, H, W C)) and then along W (viewed as (N H_out, W, C)). Backward is the
-    transpose: dJ/dx = A_h^T dJ/dy A_w, the products with A_w^T then A_h^T in reverse order."""
+    (x viewed as (N, H, W C)) and then along W (viewed as (N H_out, W, C)); where that leaves a
+    NaN or inf, the two taps of each output are summed again alone (so that only the outputs
+    reading a non-finite pixel are non-finite, as in PyTorch). Backward is the transpose:
+    dJ/dx = A_h^T dJ/dy A_w, the products with A_w^T then A_h^T in reverse order."""
 
     def forward(self, x):
         n, h, w, c = x.shape
@@ -136,7 +150,11 @@ class UpsampleBilinear(Function):
         y = y.reshape(n * h * sh, w, c)
         if self.a_w is not None:
             y = parallel.matmul(self.a_w, y)
-        return y.reshape(n, h * sh, w * sw, c)
+        y = y.reshape(n, h * sh, w * sw, c)
+        if backend.xp.isfinite(y).all():
+            return y
+        y = tap_sum(x, *_bilinear_taps(h, sh), axis=1) if sh > 1 else x
+        return tap_sum(y, *_bilinear_taps(w, sw), axis=2) if sw > 1 else y
 
     def backward(self, dy):
         n, h, w, c = self.in_shape

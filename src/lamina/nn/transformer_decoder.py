@@ -86,7 +86,8 @@ def _lamina_masks(who: str, names: tuple[str, str], attn_mask, key_padding_mask,
                   num_heads: int):
     """PyTorch's ``attn_mask`` and ``key_padding_mask`` as the ``(mask, key_mask)`` that
     :class:`MultiHeadAttention` takes (True = attend): booleans are negated, a (N * h, T_q, T_k)
-    mask becomes (N, h, T_q, T_k), and a float key padding mask is added to the mask. ``who``
+    mask becomes (N, h, T_q, T_k), and a float key padding mask is added to the mask (or, without
+    one, broadcast to the (N, 1, T_q, T_k) mask). ``who``
     and ``names`` (the two arguments' names) label the errors."""
     mask = key_mask = None
     if attn_mask is not None:
@@ -108,7 +109,7 @@ def _lamina_masks(who: str, names: tuple[str, str], attn_mask, key_padding_mask,
             added = k[:, None, None, :]
             if mask is not None and mask.dtype == bool:
                 mask = backend.xp.where(mask, 0.0, -backend.xp.inf).astype(k.dtype)
-            mask = added if mask is None else mask + added
+            mask = backend.xp.broadcast_to(added, (batch, 1, t_q, t_k)) if mask is None else mask + added
     return mask, key_mask
 
 

@@ -26,6 +26,9 @@ Conv2DTranspose's last axis holds K/groups units of every group (output channel
 k = group K/groups + j sits at index j among the input channels of its group), so
 WeightNorm gives it K gains, one per output channel, each normalising its group's slice
 only, as separate ungrouped transposed convolutions per group would.
+The weights (c_in, f, K / groups) and (c_in, f_d, f_h, f_w, K / groups) of Conv1DTranspose and
+Conv3DTranspose keep their units on the last axis for SpectralNorm (the output channels, as
+PyTorch's spectral_norm, dim=1) and on the first for WeightNorm (as PyTorch's weight_norm, dim=0).
 
 How the wrapped layer gets the computed weight: the wrapper takes the layer's weight
 parameter over (it becomes g and v, or weight_orig) and before each call sets the layer's
@@ -46,6 +49,7 @@ from lamina import functional as F
 from lamina.autograd import Tensor, no_grad
 from lamina.nn import init as initializers
 from lamina.nn.conv_transpose import Conv2DTranspose
+from lamina.nn.conv_transpose_nd import Conv1DTranspose, Conv3DTranspose
 from lamina.nn.dense import Dense
 from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module
@@ -55,6 +59,8 @@ __all__ = ["SpectralNorm", "WeightNorm"]
 
 # layers whose weights keep the output units on the last axis; the others keep them first
 _UNITS_LAST = (Dense, Conv2DTranspose)
+# SpectralNorm's: the N-d transposed convolutions' output channels too
+_SPECTRAL_UNITS_LAST = (*_UNITS_LAST, Conv1DTranspose, Conv3DTranspose)
 
 # power iterations run when SpectralNorm takes a weight over, so that sigma starts close
 _WARMUP_ITERATIONS = 15
@@ -63,6 +69,9 @@ _WARMUP_ITERATIONS = 15
 class _WeightWrapper(Module):
     """What both wrappers share: taking the wrapped layer's weight over and substituting
     the computed weight for it during each call."""
+
+    # layers whose output-unit axis defaults to the weight's last one
+    _units_last: tuple[type, ...] = _UNITS_LAST
 
     def __init__(self, layer, weight: str, axis: int | None, name: str | None):
         super().__init__(name=name)
@@ -121,7 +130,7 @@ class _WeightWrapper(Module):
     def _resolve_axis(self, ndim: int) -> int:
         axis = self.axis
         if axis is None:
-            axis = -1 if isinstance(self.layer, _UNITS_LAST) else 0
+            axis = -1 if isinstance(self.layer, self._units_last) else 0
         if not -ndim <= axis < ndim:
             raise ValueError(f"{self._label()}: axis {self.axis} is out of range for the {ndim}-D weight "
                              f"{self.weight_name!r} of the wrapped {self.layer._label()}")
@@ -243,8 +252,11 @@ class SpectralNorm(_WeightWrapper):
 
     The raw weight is the trainable parameter ``weight_orig``; u (units,) and v (the other
     axes flattened) are buffers, saved in the state dict. ``eps`` guards the normalisation
-    of u and v. ``weight`` and ``axis`` as for :class:`WeightNorm`.
+    of u and v. ``weight`` and ``axis`` as for :class:`WeightNorm`, but the default axis of a
+    Conv1DTranspose or Conv3DTranspose weight is its last (output-channel) one, as PyTorch's.
     """
+
+    _units_last = _SPECTRAL_UNITS_LAST
 
     def __init__(self, layer, n_power_iterations: int = 1, eps: float = 1e-12, weight: str = "weight",
                  axis: int | None = None, name: str | None = None):
