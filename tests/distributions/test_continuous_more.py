@@ -251,3 +251,14 @@ def test_von_mises_has_no_rsample_and_student_t_no_cdf():
         D.VonMises(0.0, 1.0).rsample()
     with pytest.raises(NotImplementedError, match="StudentT.cdf is not implemented"):
         D.StudentT(3.0).cdf(0.5)
+
+
+@pytest.mark.parametrize("name", ["HalfNormal", "HalfCauchy"])
+def test_half_line_log_prob_is_minus_inf_below_zero_without_validation(name):
+    import torch
+
+    x = np.array([-1.0, 0.0, 1.5])
+    ours = getattr(D, name)(np.array(1.3), validate_args=False)
+    theirs = getattr(TD, name)(torch.tensor(1.3, dtype=torch.float64), validate_args=False)
+    np.testing.assert_allclose(ours.log_prob(x).numpy(), theirs.log_prob(_t(x)).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.cdf(x).numpy(), theirs.cdf(_t(x)).numpy(), rtol=1e-12)

@@ -88,6 +88,15 @@ def test_multinomial_entropy_is_exact():
     np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("probs", [[0.0, 1.0], [1.0, 0.0, 0.0], [[0.3, 0.7], [0.0, 1.0]]])
+def test_multinomial_entropy_with_a_certain_category_is_finite(probs):
+    probs = np.array(probs)
+    ours = D.Multinomial(4, probs=lamina.tensor(probs, dtype=np.float64)).entropy().numpy()
+    theirs = TD.Multinomial(4, probs=torch.tensor(probs)).entropy().numpy()
+    assert np.isfinite(ours).all()
+    np.testing.assert_allclose(ours, theirs, atol=1e-7)
+
+
 @pytest.mark.parametrize("name,method", [(n, m) for n, m in PAIRS if m in ("log_prob", "entropy")])
 def test_gradcheck(name, method):
     ours, _, arrays, grads = _inputs(name, method)
@@ -217,7 +226,7 @@ def test_expand_keeps_the_family_and_rejects_shapes_that_do_not_broadcast():
     (lambda: D.NegativeBinomial(-1.0, probs=0.5), r"NegativeBinomial: argument total_count must be >= 0; got -1"),
     (lambda: D.NegativeBinomial(2.0, probs=1.0), r"NegativeBinomial: argument probs must be in \[0, 1\); got 1"),
     (lambda: D.Multinomial(2.5, probs=[0.5, 0.5]), r"Multinomial: total_count must be a whole number >= 0"),
-    (lambda: D.Multinomial(3, probs=[0.5, 0.6]), r"Categorical: argument probs must be a probability vector"),
+    (lambda: D.Multinomial(3, probs=[0.5, -0.6]), r"Categorical: argument probs must be a vector of weights >= 0"),
 ])
 def test_bad_parameters(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -235,3 +244,14 @@ def test_bad_parameters(make, match):
 def test_values_outside_the_support(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("name", ["Categorical", "OneHotCategorical", "Multinomial", "RelaxedOneHotCategorical"])
+def test_unnormalized_probs_are_normalized_as_torch(name):
+    weights = np.array([[1.0, 2.0, 1.0], [0.0, 3.0, 1.0]])
+    lead = {"Multinomial": (4,), "RelaxedOneHotCategorical": (0.5,)}.get(name, ())
+    ours = getattr(D, name)(*lead, probs=lamina.tensor(weights))
+    theirs = getattr(TD, name)(*lead, probs=torch.tensor(weights))
+    np.testing.assert_allclose(ours.probs.numpy(), theirs.probs.numpy(), rtol=1e-12)
+    if name != "RelaxedOneHotCategorical":
+        np.testing.assert_allclose(ours.entropy().numpy(), theirs.entropy().numpy(), rtol=1e-9, atol=1e-7)

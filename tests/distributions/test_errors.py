@@ -13,9 +13,10 @@ from lamina.errors import ShapeError
 @pytest.mark.parametrize("make,match", [
     (lambda: D.Normal([0.0, 1.0], [1.0, -2.0]), r"Normal: argument scale must be > 0; got -2 at \(1,\)"),
     (lambda: D.Bernoulli(probs=[0.5, 1.5]), r"Bernoulli: argument probs must be in \[0, 1\]; got 1.5 at \(1,\)"),
-    (lambda: D.Categorical(probs=[[0.5, 0.2], [0.5, 0.5]]),
-     r"Categorical: argument probs must be a probability vector .*\[0.5, 0.2\] at \(0,\)"),
-    (lambda: D.Categorical(probs=[0.5, -0.1, 0.6]), r"Categorical: argument probs must be a probability vector"),
+    (lambda: D.Categorical(probs=[[0.5, 0.2], [0.0, 0.0]]),
+     r"Categorical: argument probs must be a vector of weights >= 0 with a positive, finite sum .*\[0, 0\] at \(1,\)"),
+    (lambda: D.Categorical(probs=[0.5, -0.1, 0.6]), r"Categorical: argument probs must be a vector of weights >= 0"),
+    (lambda: D.OneHotCategorical(probs=[-1.0, -1.0]), r"Categorical: argument probs must be a vector of weights >= 0"),
     (lambda: D.Gamma(1.0, 0.0), r"Gamma: argument rate must be > 0; got 0 at"),
     (lambda: D.Poisson(-1.0), r"Poisson: argument rate must be >= 0; got -1 at"),
     (lambda: D.Uniform([0.0, 2.0], [1.0, 1.0]), r"Uniform: argument high must be > low; .*\[\[1\]\]"),

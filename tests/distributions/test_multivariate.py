@@ -112,3 +112,11 @@ def test_batch_shapes_broadcast_and_errors_are_named():
         D.MultivariateNormal(np.zeros(3), covariance_matrix=np.eye(2))
     with pytest.raises(lamina.errors.ShapeError, match=r"must end with the event shape \(3,\)"):
         D.MultivariateNormal(np.zeros(3), covariance_matrix=np.eye(3)).log_prob(np.zeros(1))
+
+
+@pytest.mark.parametrize("kind", PARAMETERIZATIONS)
+def test_precision_matrix_gradient_matches_torch_without_symmetrizing(kind):
+    matrix = lower(2, seed=3) if kind == "scale_tril" else spd(2, seed=3)
+    compare_with_torch(lambda loc, m: D.MultivariateNormal(loc, **{kind: m}).precision_matrix,
+                       lambda loc, m: TD.MultivariateNormal(loc, **{kind: m}).precision_matrix,
+                       randn(2, 3, seed=4), matrix, dtype=np.float64, rtol=1e-9)

@@ -107,3 +107,32 @@ def test_gamma_rsample_gradient_matches_the_mean_on_average():
 def test_no_rsample_is_a_clear_error():
     with pytest.raises(NotImplementedError, match="Bernoulli has no reparameterized sample"):
         D.Bernoulli(probs=0.3).rsample()
+
+
+SCALAR_PARAMETERS = {
+    "poisson": lambda: D.Poisson(lamina.tensor(2.0)),
+    "binomial": lambda: D.Binomial(lamina.tensor(5.0), probs=lamina.tensor(0.3)),
+    "negative_binomial": lambda: D.NegativeBinomial(lamina.tensor(3.0), probs=lamina.tensor(0.4)),
+    "geometric": lambda: D.Geometric(probs=lamina.tensor(0.3)),
+    "bernoulli": lambda: D.Bernoulli(probs=lamina.tensor(0.3)),
+    "categorical": lambda: D.Categorical(probs=lamina.tensor([0.2, 0.8])),
+    "one_hot_categorical": lambda: D.OneHotCategorical(probs=lamina.tensor([0.2, 0.8])),
+    "multinomial": lambda: D.Multinomial(3, probs=lamina.tensor([0.2, 0.8])),
+    "half_normal": lambda: D.HalfNormal(lamina.tensor(1.0)),
+    "half_cauchy": lambda: D.HalfCauchy(lamina.tensor(1.0)),
+    "cauchy": lambda: D.Cauchy(lamina.tensor(0.0), lamina.tensor(1.0)),
+    "gumbel": lambda: D.Gumbel(lamina.tensor(0.0), lamina.tensor(1.0)),
+    "student_t": lambda: D.StudentT(lamina.tensor(3.0)),
+    "multivariate_normal": lambda: D.MultivariateNormal(lamina.tensor([0.0, 0.0]), scale_tril=np.eye(2)),
+    "relaxed_bernoulli": lambda: D.RelaxedBernoulli(lamina.tensor(0.5), probs=lamina.tensor(0.3)),
+    "relaxed_one_hot": lambda: D.RelaxedOneHotCategorical(lamina.tensor(0.5), probs=lamina.tensor([0.3, 0.7])),
+}
+
+
+@pytest.mark.parametrize("name", list(SCALAR_PARAMETERS))
+def test_draws_from_scalar_parameters_are_arrays_of_the_event_shape(name):
+    d = SCALAR_PARAMETERS[name]()
+    draw = d.sample()
+    assert isinstance(draw.data, np.ndarray)
+    assert draw.shape == d.event_shape
+    assert d.sample((3,)).shape == (3,) + d.event_shape

@@ -42,3 +42,18 @@ def test_errors():
         fft.fftfreq(0)
     with pytest.raises(ValueError, match=r"fftshift: dim 2 is out of range for 2 complex axes \(shape \(3, 4, 2\)\)"):
         fft.fftshift(randn(3, 4, 2), dim=2, complex_input=True)
+
+
+@pytest.mark.parametrize("dim", [np.int64(0), (np.int64(0),), [np.int32(-1)]])
+@pytest.mark.parametrize("name", ["fftshift", "ifftshift"])
+def test_shifts_take_numpy_integer_dims_as_torch(name, dim):
+    x = randn(5)
+    ours = getattr(fft, name)(lamina.tensor(x, dtype=np.float64), dim=dim).numpy()
+    np.testing.assert_array_equal(ours, getattr(torch.fft, name)(torch.tensor(x), dim=dim).numpy())
+    np.testing.assert_array_equal(fft.fftfreq(np.int64(5)).numpy(), fft.fftfreq(5).numpy())
+
+
+@pytest.mark.parametrize("dim", [1.5, (0.0,), True])
+def test_shifts_name_a_dim_that_is_not_an_int(dim):
+    with pytest.raises(ValueError, match=r"fftshift: dim must be an int or a sequence of ints"):
+        fft.fftshift(lamina.tensor(randn(4)), dim=dim)

@@ -248,3 +248,31 @@ def test_maximum_likelihood_recovers_a_gaussian_covariance():
     fitted = tril(raw).numpy()
     np.testing.assert_allclose(fitted @ fitted.T, sample_cov, atol=2e-3)
     np.testing.assert_allclose(sample_cov, true_factor @ true_factor.T, atol=0.3)
+
+
+# -- empty matrices and batches ------------------------------------------------------------------
+EMPTY = {
+    "solve_triangular_no_columns": (lambda a, b: linalg.solve_triangular(a, b, upper=True),
+                                    lambda a, b: torch.linalg.solve_triangular(a, b, upper=True),
+                                    [general(3, 3), np.zeros((3, 0))]),
+    "solve_triangular_empty_batch": (lambda a, b: linalg.solve_triangular(a, b, upper=False),
+                                     lambda a, b: torch.linalg.solve_triangular(a, b, upper=False),
+                                     [np.zeros((0, 3, 3)), np.zeros((0, 3, 2))]),
+    "cholesky_0x0": (linalg.cholesky, torch.linalg.cholesky, [np.zeros((0, 0))]),
+    "cholesky_empty_batch": (linalg.cholesky, torch.linalg.cholesky, [np.zeros((0, 2, 2))]),
+    "cholesky_solve_no_columns": (linalg.cholesky_solve, torch.cholesky_solve,
+                                  [np.zeros((3, 0)), np.linalg.cholesky(spd(3, 3))]),
+    "matrix_exp_0x0": (linalg.matrix_exp, torch.linalg.matrix_exp, [np.zeros((0, 0))]),
+    "matrix_exp_empty_batch": (linalg.matrix_exp, torch.linalg.matrix_exp, [np.zeros((0, 2, 2))]),
+}
+
+
+@pytest.mark.parametrize("name", list(EMPTY))
+def test_empty_matrices_and_batches_match_torch(name):
+    ours, theirs, arrays = EMPTY[name]
+    compare_with_torch(ours, theirs, *arrays, dtype=np.float64)
+
+
+def test_matrix_power_zero_is_on_the_graph_with_a_zero_gradient():
+    compare_with_torch(lambda a: linalg.matrix_power(a, 0), lambda a: torch.linalg.matrix_power(a, 0),
+                       general(2, 3, 3), dtype=np.float64)

@@ -236,3 +236,45 @@ def test_procrustes_by_gradient_descent():
     u_m, _, vh_m = np.linalg.svd(m)
     u, _, vh = linalg.svd(raw)
     np.testing.assert_allclose((u @ vh).numpy(), u_m @ vh_m, atol=1e-3)
+
+
+def test_frobenius_norm_gradient_at_zero_is_zero_as_torch():
+    zeros = np.zeros((2, 2, 3))
+    a, t = lamina.tensor(zeros, requires_grad=True, dtype=np.float64), torch.tensor(zeros, requires_grad=True)
+    linalg.matrix_norm(a).sum().backward()
+    torch.linalg.matrix_norm(t).sum().backward()
+    np.testing.assert_array_equal(a.grad, t.grad.numpy())                 # NaN would not match
+
+
+EMPTY = {
+    "svd_empty_batch": (lambda a: linalg.svd(a)[1], lambda a: torch.linalg.svd(a)[1], np.zeros((0, 2, 2))),
+    "svdvals_0x3": (linalg.svdvals, torch.linalg.svdvals, np.zeros((0, 3))),
+    "qr_empty_batch": (lambda a: linalg.qr(a), lambda a: torch.linalg.qr(a), np.zeros((0, 3, 3))),
+    "qr_0x0": (lambda a: linalg.qr(a), lambda a: torch.linalg.qr(a), np.zeros((0, 0))),
+    "qr_3x0": (lambda a: linalg.qr(a), lambda a: torch.linalg.qr(a), np.zeros((3, 0))),
+    "spectral_norm_0x3": (lambda a: linalg.matrix_norm(a, 2), lambda a: torch.linalg.matrix_norm(a, 2),
+                          np.zeros((0, 3))),
+    "spectral_norm_batch_3x0": (lambda a: linalg.matrix_norm(a, 2), lambda a: torch.linalg.matrix_norm(a, 2),
+                                np.zeros((2, 3, 0))),
+    "row_sum_norm_0x3": (lambda a: linalg.matrix_norm(a, float("inf")),
+                         lambda a: torch.linalg.matrix_norm(a, float("inf")), np.zeros((0, 3))),
+    "column_sum_norm_3x0": (lambda a: linalg.matrix_norm(a, 1), lambda a: torch.linalg.matrix_norm(a, 1),
+                            np.zeros((3, 0))),
+}
+
+
+@pytest.mark.parametrize("name", list(EMPTY))
+def test_empty_matrices_and_batches_match_torch(name):
+    ours, theirs, array = EMPTY[name]
+    if "norm" not in name:
+        compare_with_torch(ours, theirs, array, dtype=np.float64)
+        return
+    compare_with_torch(ours, theirs, array, dtype=np.float64, grad=False)   # torch's result is off its graph
+    a = lamina.tensor(array, requires_grad=True)
+    ours(a).sum().backward()
+    assert a.grad.shape == array.shape
+
+
+def test_smallest_singular_value_of_an_empty_matrix_is_an_error():
+    with pytest.raises(ValueError, match="no values to reduce"):
+        linalg.matrix_norm(lamina.tensor(np.zeros((0, 3))), -2)

@@ -103,3 +103,17 @@ def test_atan2_shape_mismatch_names_the_op_and_shapes():
 def test_round_rejects_non_integer_decimals(decimals):
     with pytest.raises(ValueError, match="round: decimals"):
         M.round(lamina.tensor(np.ones(3)), decimals=decimals)
+
+
+def test_atan2_gradient_at_the_origin_is_zero_as_torch():
+    y, x = np.array([0.0, 1.0, 0.0]), np.array([0.0, 2.0, -3.0])
+    ours = [lamina.tensor(v, requires_grad=True, dtype=np.float64) for v in (y, x)]
+    theirs = [torch.tensor(v, requires_grad=True) for v in (y, x)]
+    M.atan2(*ours).sum().backward()
+    torch.atan2(*theirs).sum().backward()
+    for v, t in zip(ours, theirs):
+        np.testing.assert_allclose(v.grad, t.grad.numpy(), rtol=1e-12)     # NaN would not match
+    a = lamina.tensor(np.array([0.0, 0.5]), requires_grad=True, dtype=np.float64)
+    b = lamina.tensor(np.array([0.0, 0.5]), requires_grad=True, dtype=np.float64)
+    (g,) = lamina.autograd.grad(M.atan2(a, b).sum(), [a], create_graph=True)
+    np.testing.assert_allclose(g.numpy(), [0.0, 1.0])

@@ -437,3 +437,14 @@ def test_sinc_second_derivative_near_zero_is_finite():
     # torch's own second derivative is NaN at 0 and off near it: compare where it holds
     np.testing.assert_allclose(curvature[[3, 4]], t_curvature.numpy()[[3, 4]], rtol=1e-8)
     np.testing.assert_allclose(curvature[:3], -np.pi**2 / 3, rtol=1e-8)
+
+
+@pytest.mark.parametrize("op", ["logaddexp", "logaddexp2"])
+def test_logaddexp_gradient_with_an_infinite_operand_follows_torch(op):
+    a, b = np.array([0.0, np.inf, -np.inf, 3.0]), np.array([np.inf, 0.0, 1.0, -2.0])
+    ours = [lamina.tensor(v, requires_grad=True, dtype=np.float64) for v in (a, b)]
+    theirs = [torch.tensor(v, requires_grad=True) for v in (a, b)]
+    getattr(F, op)(*ours).sum().backward()
+    getattr(torch, op)(*theirs).sum().backward()
+    for x, t in zip(ours, theirs):
+        np.testing.assert_allclose(x.grad, t.grad.numpy(), rtol=1e-12)    # NaN would not match

@@ -126,3 +126,9 @@ def test_polygamma_refuses_a_negative_order():
 
 def test_reexported():
     assert lamina.functional.lgamma is S.lgamma and lamina.functional.xlogy is S.xlogy
+
+
+def test_polygamma_takes_a_numpy_integer_order_as_torch():
+    x = positive(4, low=0.5)
+    ours = S.polygamma(np.int64(1), lamina.tensor(x, dtype=np.float64)).numpy()
+    np.testing.assert_allclose(ours, torch.polygamma(np.int64(1), torch.tensor(x)).numpy(), rtol=1e-9)

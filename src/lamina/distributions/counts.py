@@ -87,7 +87,8 @@ class Binomial(_BinaryProbsOrLogits):
         shape = self._extended_shape(sample_shape)
         n = numpy.broadcast_to(backend.to_numpy(self.total_count.data), shape).astype(numpy.int64)
         p = numpy.broadcast_to(backend.to_numpy(self.probs.data), shape).astype(numpy.float64)
-        return Tensor._wrap(backend.xp.asarray(backend.rng().binomial(n, p).astype(self.dtype)))
+        draws = backend.rng().binomial(n, p)            # a Python int for 0-d parameters
+        return Tensor._wrap(backend.xp.asarray(numpy.asarray(draws, dtype=self.dtype)))
 
     def log_prob(self, value):
         k = self._value(value, "log_prob")
@@ -184,7 +185,8 @@ class NegativeBinomial(_BinaryProbsOrLogits):
         r = numpy.broadcast_to(backend.to_numpy(self.total_count.data), shape).astype(numpy.float64)
         odds = numpy.broadcast_to(numpy.exp(backend.to_numpy(self.logits.data)), shape).astype(numpy.float64)
         rates = backend.rng().gamma(r, odds)
-        return Tensor._wrap(backend.xp.asarray(backend.rng().poisson(rates).astype(self.dtype)))
+        draws = backend.rng().poisson(rates)            # a Python int for 0-d parameters
+        return Tensor._wrap(backend.xp.asarray(numpy.asarray(draws, dtype=self.dtype)))
 
     def log_prob(self, value):
         k = self._value(value, "log_prob")
@@ -256,5 +258,14 @@ class Multinomial(Distribution):
                       self.dtype)
         p = self.probs
         log_binomial = (math.lgamma(n + 1.0) - lgamma(k + 1.0) - lgamma(-k + (n + 1.0))
-                        + k * log(p) + (-k + float(n)) * log1p(-p))
+                        + k * log(p) + self._failures(k, p))
         return cross + total(exp(log_binomial) * lgamma(k + 1.0), axis=(0, -1))
+
+    def _failures(self, k: Tensor, p: Tensor) -> Tensor:
+        """(n - k) log(1 - p), taking 0 log 0 = 0 where p = 1 and k = n (and -inf for k < n)."""
+        failures = -k + float(self.total_count)
+        sure = backend.to_numpy(p.data) == 1
+        if not sure.any():
+            return failures * log1p(-p)
+        return where(sure & (backend.to_numpy(k.data) < self.total_count), -math.inf,
+                     failures * log1p(-where(sure, 0.0, p)))

@@ -105,8 +105,8 @@ class Bernoulli(_BinaryProbsOrLogits):
         return self.probs * (1.0 - self.probs)
 
     def sample(self, sample_shape=()):
-        draw = self._noise("random", sample_shape) < self.probs.data
-        return Tensor._wrap(draw.astype(self.dtype))
+        draw = self._noise("random", sample_shape) < self.probs.data     # a NumPy scalar when 0-d
+        return Tensor._wrap(backend.xp.asarray(draw, dtype=self.dtype))
 
     def log_prob(self, value):
         value = self._value(value, "log_prob")
@@ -120,10 +120,22 @@ class Bernoulli(_BinaryProbsOrLogits):
         return _softplus(self.logits) - self.probs * self.logits
 
 
+class _Weights(constraints.Constraint):
+    """Probabilities before normalizing: entries >= 0 with a positive, finite sum (last axis)."""
+
+    description = "a vector of weights >= 0 with a positive, finite sum (normalized to probabilities)"
+    event_dim = 1
+
+    def check(self, x):
+        total = x.sum(axis=-1)
+        return (x >= 0).all(axis=-1) & (total > 0) & backend.xp.isfinite(total)
+
+
 class Categorical(_ProbsOrLogits):
-    """P(x = k) = p_k over k = 0..K-1 (the last axis of probs or logits); probs are normalized
-    to sum to 1 and logits to log-probabilities (logits - logsumexp(logits)). entropy
-    -sum_k p_k log p_k. Values are category indices; mean and variance are NaN, as in PyTorch."""
+    """P(x = k) = p_k over k = 0..K-1 (the last axis of probs or logits); probs (weights >= 0,
+    not all 0) are normalized to sum to 1, as in PyTorch, and logits to log-probabilities
+    (logits - logsumexp(logits)). entropy -sum_k p_k log p_k. Values are category indices; mean
+    and variance are NaN, as in PyTorch."""
 
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
     has_enumerate_support = True
@@ -145,6 +157,10 @@ class Categorical(_ProbsOrLogits):
             self.probs = given / given.sum(axis=-1, keepdims=True)
         else:
             self.logits = given - logsumexp(given, axis=-1, keepdims=True)
+
+    def _check_argument(self, name, value, constraint):
+        # probs are checked as given, before they are normalized onto the simplex
+        super()._check_argument(name, value, _Weights() if name == "probs" else constraint)
 
     def _probs_from_logits(self, logits):
         return softmax(logits, axis=-1)
@@ -267,8 +283,8 @@ class Poisson(Distribution):
 
     def sample(self, sample_shape=()):
         rate = numpy.broadcast_to(backend.to_numpy(self.rate.data), self._extended_shape(sample_shape))
-        draw = backend.rng().poisson(rate)
-        return Tensor._wrap(backend.xp.asarray(draw.astype(self.dtype)))
+        draw = backend.rng().poisson(rate)              # a Python int for a 0-d rate
+        return Tensor._wrap(backend.xp.asarray(numpy.asarray(draw, dtype=self.dtype)))
 
     def log_prob(self, value):
         value = self._value(value, "log_prob")

@@ -24,6 +24,12 @@ def _full(distribution: Distribution, value: float) -> Tensor:
     return Tensor._wrap(backend.xp.full(distribution.batch_shape, value, dtype=distribution.dtype))
 
 
+def _on_half_line(value: Tensor, log_p: Tensor) -> Tensor:
+    """``log_p`` where ``value`` >= 0, and -inf below the support (as PyTorch, when values are
+    not validated)."""
+    return where(value.data >= 0, log_p, -math.inf)
+
+
 def _open_unit_noise(distribution: Distribution, sample_shape):
     """Uniform noise in [tiny, 1 - eps], whose logarithms and those of 1 - u stay finite."""
     info = numpy.finfo(distribution.dtype)
@@ -76,8 +82,9 @@ class HalfCauchy(_HalfScale):
         return numpy.abs(self._noise("standard_cauchy", sample_shape)) * self.scale
 
     def log_prob(self, value):
-        z = self._value(value, "log_prob") / self.scale
-        return -log1p(z * z) - log(self.scale) + math.log(2.0 / math.pi)
+        value = self._value(value, "log_prob")
+        z = value / self.scale
+        return _on_half_line(value, -log1p(z * z) - log(self.scale) + math.log(2.0 / math.pi))
 
     def cdf(self, value):
         return atan(self._value(value, "cdf") / self.scale) * (2.0 / math.pi)
@@ -106,8 +113,9 @@ class HalfNormal(_HalfScale):
         return numpy.abs(self._noise("standard_normal", sample_shape)) * self.scale
 
     def log_prob(self, value):
-        z = self._value(value, "log_prob") / self.scale
-        return z * z * -0.5 - log(self.scale) + (math.log(2.0) - LOG_SQRT_2PI)
+        value = self._value(value, "log_prob")
+        z = value / self.scale
+        return _on_half_line(value, z * z * -0.5 - log(self.scale) + (math.log(2.0) - LOG_SQRT_2PI))
 
     def cdf(self, value):
         return erf(self._value(value, "cdf") / (self.scale * SQRT_2))

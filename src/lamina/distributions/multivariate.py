@@ -124,9 +124,12 @@ class MultivariateNormal(Distribution):
 
     @property
     def precision_matrix(self):
-        """Sigma^-1."""
+        """Sigma^-1 = (L L^T)^-1, through the Cholesky factor as PyTorch (so that the gradient with
+        respect to a given covariance matrix is symmetric, the Cholesky factorization's)."""
         given = self.__dict__.get("precision_matrix")
-        return inv(self.covariance_matrix) if given is None else given
+        if given is not None:
+            return given
+        return inv(matmul(self.scale_tril, _transposed(self.scale_tril)))
 
     @property
     def variance(self):

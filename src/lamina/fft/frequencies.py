@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from lamina import backend
 from lamina.autograd import Tensor
+from lamina.fft.transforms import _is_int
 from lamina.functional import roll
 
 __all__ = ["fftfreq", "fftshift", "ifftshift", "rfftfreq"]
 
 
 def _check_length(n, op: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not _is_int(n) or n < 1:
         raise ValueError(f"{op}: n must be an int >= 1, got {n!r}")
-    return n
+    return int(n)
 
 
 def _constant(values, dtype) -> Tensor:
@@ -37,13 +38,15 @@ def _shift_axes(x: Tensor, dim, complex_input: bool, op: str) -> tuple[int, ...]
     ndim = x.ndim - 1 if complex_input else x.ndim
     if complex_input and (x.ndim < 1 or x.shape[-1] != 2):
         raise ValueError(f"{op}: complex_input=True expects a (..., 2) tensor, got shape {x.shape}")
-    dims = range(ndim) if dim is None else ((dim,) if isinstance(dim, int) else tuple(dim))
+    dims = range(ndim) if dim is None else (tuple(dim) if isinstance(dim, (tuple, list)) else (dim,))
     axes = []
     for d in dims:
-        if isinstance(d, bool) or not isinstance(d, int) or not -ndim <= d < ndim:
+        if not _is_int(d):
+            raise ValueError(f"{op}: dim must be an int or a sequence of ints, got {dim!r}")
+        if not -ndim <= d < ndim:
             raise ValueError(f"{op}: dim {dim!r} is out of range for {ndim} "
                              f"{'complex ' if complex_input else ''}axes (shape {x.shape})")
-        axes.append(d % ndim)
+        axes.append(int(d) % ndim)
     return tuple(axes)
 
 

@@ -90,9 +90,12 @@ def triangular_solve(a, b, lower: bool, transpose: bool = False, unit: bool = Fa
     from scipy.linalg import blas  # SciPy loads on first use, not with lamina
 
     trsm = blas.get_blas_funcs("trsm", (numpy.empty(0, dtype),))
-    flat_a = numpy.broadcast_to(a_host, batch + a_host.shape[-2:]).reshape((-1,) + a_host.shape[-2:])
-    flat_b = numpy.broadcast_to(b_host, batch + b_host.shape[-2:]).reshape((-1,) + b_host.shape[-2:])
+    count = math.prod(batch)                         # not -1: a reshape cannot infer it when a size is 0
+    flat_a = numpy.broadcast_to(a_host, batch + a_host.shape[-2:]).reshape((count,) + a_host.shape[-2:])
+    flat_b = numpy.broadcast_to(b_host, batch + b_host.shape[-2:]).reshape((count,) + b_host.shape[-2:])
     out = numpy.empty(flat_b.shape, dtype=dtype)
+    if out.size == 0:
+        return backend.xp.asarray(out.reshape(batch + b_host.shape[-2:]))
     with parallel.one_blas_thread():  # BLAS threads on many small solves only wait on each other
         for k in range(out.shape[0]):
             out[k] = trsm(1.0, flat_a[k], flat_b[k], lower=int(lower), trans_a=int(transpose), diag=int(unit))
@@ -101,7 +104,8 @@ def triangular_solve(a, b, lower: bool, transpose: bool = False, unit: bool = Fa
 
 def pack(*arrays, batch: tuple[int, ...]):
     """Arrays that share the leading axes ``batch``, flattened and joined along one last axis."""
-    return backend.xp.concatenate([x.reshape(batch + (-1,)) for x in arrays], axis=-1)
+    cut = len(batch)
+    return backend.xp.concatenate([x.reshape(batch + (math.prod(x.shape[cut:]),)) for x in arrays], axis=-1)
 
 
 def unpack(packed, shapes):

@@ -24,6 +24,7 @@ from lamina.functional._linalg_util import (
     triangular_solve,
 )
 from lamina.functional._util import sum_to, unbroadcast
+from lamina.functional.elementwise import where
 from lamina.functional.linalg_structure import tril, triu
 from lamina.functional.shape import concat, expand_dims, squeeze
 
@@ -223,12 +224,16 @@ class MatrixExp(Function):
 
         check_matrix("matrix_exp", a.shape)
         self.a = a
+        if a.size == 0:                 # SciPy's expm fails on 0 x 0 matrices
+            return backend.xp.zeros_like(a)
         with lapack_threads(a.shape):
             return backend.xp.asarray(scipy.linalg.expm(_host(a))).astype(a.dtype, copy=False)
 
     def backward(self, dy):
         import scipy.linalg
 
+        if self.a.size == 0:
+            return (backend.xp.zeros_like(dy),)
         a, g = _host(self.a), _host(dy)
         flat_a, flat_g = a.reshape((-1,) + a.shape[-2:]), g.reshape((-1,) + g.shape[-2:])
         with lapack_threads(a.shape):
@@ -306,15 +311,16 @@ def cholesky_solve(b, l_factor, upper: bool = False) -> Tensor:
 
 
 def matrix_power(a, n: int) -> Tensor:
-    """A^n for an integer n by repeated squaring; A^0 = I and A^-n = (A^-1)^n."""
+    """A^n for an integer n by repeated squaring; A^0 = I (on the graph, with a zero gradient, as
+    torch) and A^-n = (A^-1)^n."""
     a = _as_tensor(a)
     check_matrix("matrix_power", a.shape)
     if int(n) != n:
         raise ValueError(f"matrix_power: expected an integer exponent, got {n!r}")
     n = int(n)
     if n == 0:
-        eye = backend.xp.eye(a.shape[-1], dtype=a.dtype)
-        return Tensor._wrap(backend.xp.ascontiguousarray(backend.xp.broadcast_to(eye, a.shape)))
+        eye = backend.xp.broadcast_to(backend.xp.eye(a.shape[-1], dtype=a.dtype), a.shape)
+        return where(backend.xp.ones(a.shape, dtype=bool), eye, a)
     base, result = (inv(a) if n < 0 else a), None
     n = abs(n)
     while n:

@@ -26,12 +26,12 @@ from lamina.functional._linalg_util import (
     unpack,
 )
 from lamina.functional.elementwise import abs as abs_
-from lamina.functional.elementwise import sqrt
 from lamina.functional.linalg import solve_triangular
 from lamina.functional.linalg_structure import tril
 from lamina.functional.reduce import max as max_
 from lamina.functional.reduce import min as min_
 from lamina.functional.reduce import sum as sum_
+from lamina.functional.reduce_more import norm
 from lamina.functional.shape import concat, expand_dims
 
 _UNUSED = None  # a factor whose upstream gradient is all zeros: its terms are skipped
@@ -340,19 +340,26 @@ def pinv(a, rtol: float | None = None) -> Tensor:
 def matrix_norm(a, ord="fro", keepdim: bool = False) -> Tensor:  # noqa: A002 - torch's name
     """A matrix norm over the last two axes: 'fro' (sqrt of the sum of squares), 'nuc' (sum of
     singular values), 2 / -2 (largest / smallest singular value), 1 / -1 (max / min absolute
-    column sum), inf / -inf (max / min absolute row sum)."""
+    column sum), inf / -inf (max / min absolute row sum). As torch, the norms that are a maximum
+    are 0 for an empty matrix, and those that are a minimum of no values raise an error."""
     check_matrix("matrix_norm", a.shape, square=False)
     inf = float("inf")
     if ord == "fro":
-        out = sqrt(sum_(a * a, axis=(-2, -1)))
+        out = norm(a, 2, axis=(-2, -1))           # its gradient at A = 0 is 0
     elif ord == "nuc":
         out = sum_(svdvals(a), axis=-1)
     elif ord in (2, -2):
         values = svdvals(a)
-        out = values[..., 0] if ord == 2 else values[..., -1]
+        if values.shape[-1] == 0:       # an empty matrix: 0 for 2 (as torch), a clear error for -2
+            out = sum_(values, axis=-1) if ord == 2 else min_(values, axis=-1)
+        else:
+            out = values[..., 0] if ord == 2 else values[..., -1]
     elif ord in (1, -1, inf, -inf):
         sums = sum_(abs_(a), axis=-2 if ord in (1, -1) else -1)
-        out = max_(sums, axis=-1) if ord > 0 else min_(sums, axis=-1)
+        if ord > 0:
+            out = max_(sums, axis=-1) if sums.shape[-1] else sum_(sums, axis=-1)   # 0 when empty, as torch
+        else:
+            out = min_(sums, axis=-1)
     else:
         raise ValueError(f"matrix_norm: ord must be 'fro', 'nuc', 2, -2, 1, -1, inf or -inf, got {ord!r}")
     return expand_dims(expand_dims(out, -1), -1) if keepdim else out

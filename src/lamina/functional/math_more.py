@@ -13,6 +13,7 @@ import math
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.functional._util import shape_error, sum_to, unbroadcast
+from lamina.functional.elementwise import where
 
 
 class Sin(Function):
@@ -162,8 +163,8 @@ class PiecewiseConstant(Function):
 class Atan2(Function):
     """The angle of the point (x, y): atan2(y, x) in (-pi, pi].
 
-    d/dy = x / (x^2 + y^2) and d/dx = -y / (x^2 + y^2); broadcast operands get their
-    gradient summed back to their own shape.
+    d/dy = x / (x^2 + y^2) and d/dx = -y / (x^2 + y^2), taken as 0 where x^2 + y^2 = 0 (as
+    PyTorch); broadcast operands get their gradient summed back to their own shape.
     """
 
     def forward(self, y, x):
@@ -175,14 +176,16 @@ class Atan2(Function):
 
     def backward(self, dout):
         y, x = self.y, self.x
-        scale = dout / (x * x + y * y)
+        squared = x * x + y * y
+        scale = dout / backend.xp.where(squared == 0, math.inf, squared)
         dy = unbroadcast(scale * x, y.shape) if self.needs_grad[0] else None
         dx = unbroadcast(-scale * y, x.shape) if self.needs_grad[1] else None
         return dy, dx
 
     def backward_graph(self, dout):
         y, x = self.inputs
-        scale = dout / (x * x + y * y)
+        squared = x * x + y * y
+        scale = dout / where(squared.data == 0, math.inf, squared)
         dy = sum_to(scale * x, y.shape) if self.needs_grad[0] else None
         dx = sum_to(-scale * y, x.shape) if self.needs_grad[1] else None
         return dy, dx

@@ -23,7 +23,8 @@ import numpy
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.functional._util import shape_error, sum_to, unbroadcast
-from lamina.functional.elementwise import clip, exp, where
+from lamina.functional.activation import sigmoid
+from lamina.functional.elementwise import clip, where
 from lamina.functional.math_more import PiecewiseConstant, cos, reciprocal, rsqrt
 
 
@@ -244,32 +245,35 @@ class Hypot(Function):
 
 
 class LogAddExp(Function):
-    """y = log_B(B^a + B^b) for base B = e or 2; dy/da = B^(a - y), dy/db = B^(b - y)
-    (the softmax weights of the pair)."""
+    """y = log_B(B^a + B^b) for base B = e or 2; dy/da = B^(a - y) = 1 / (1 + B^(b - a)) and
+    dy/db = 1 / (1 + B^(a - b)) (the softmax weights of the pair, written in the differences so
+    that one infinite operand takes the whole gradient, as in PyTorch)."""
 
     def forward(self, a, b):
         op = backend.xp.logaddexp2 if self.base2 else backend.xp.logaddexp
         try:
-            self.y = op(a, b)
+            y = op(a, b)
         except ValueError:
             raise shape_error("logaddexp2" if self.base2 else "logaddexp", a.shape, b.shape) from None
         self.a, self.b = a, b
-        return self.y
+        return y
 
-    def _weight(self, d):
-        return backend.xp.exp2(d) if self.base2 else backend.xp.exp(d)
+    def _share(self, d):
+        """1 / (1 + B^d): the weight of the operand that the other exceeds by d."""
+        with numpy.errstate(over="ignore"):
+            return 1.0 / (1.0 + (backend.xp.exp2(d) if self.base2 else backend.xp.exp(d)))
 
     def backward(self, dy):
-        da = unbroadcast(dy * self._weight(self.a - self.y), self.a.shape) if self.needs_grad[0] else None
-        db = unbroadcast(dy * self._weight(self.b - self.y), self.b.shape) if self.needs_grad[1] else None
+        d = self.b - self.a
+        da = unbroadcast(dy * self._share(d), self.a.shape) if self.needs_grad[0] else None
+        db = unbroadcast(dy * self._share(-d), self.b.shape) if self.needs_grad[1] else None
         return da, db
 
     def backward_graph(self, dy):
         a, b = self.inputs
-        y = self.recorded_output(self.y)
-        scale = math.log(2.0) if self.base2 else 1.0
-        da = sum_to(dy * exp((a - y) * scale), a.shape) if self.needs_grad[0] else None
-        db = sum_to(dy * exp((b - y) * scale), b.shape) if self.needs_grad[1] else None
+        d = (a - b) * (math.log(2.0) if self.base2 else 1.0)     # 1 / (1 + B^(b - a)) = sigmoid(d)
+        da = sum_to(dy * sigmoid(d), a.shape) if self.needs_grad[0] else None
+        db = sum_to(dy * sigmoid(-d), b.shape) if self.needs_grad[1] else None
         return da, db
 
 

@@ -14,6 +14,7 @@ differentiable twice or more:
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy
 
@@ -237,9 +238,9 @@ def digamma(x) -> Tensor:
 
 def polygamma(n: int, x) -> Tensor:
     """psi^(n)(x), the n-th derivative of digamma (n >= 0; n = 0 is digamma), element-wise."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"polygamma: n must be a whole number >= 0, got {n!r}")
-    return Polygamma.apply(x, n=n)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"polygamma: n must be a whole number >= 0 (an int), got {n!r}")
+    return Polygamma.apply(x, n=int(n))
 
 
 def erf(x) -> Tensor:
