@@ -22,11 +22,20 @@ TOLERANCE = {np.float32: 1e-5, np.float64: 1e-10}
 
 
 def assert_close(actual, expected, rtol: float, what: str = "values") -> None:
+    """|a - b| <= rtol (|b| + max|b|) over the finite values; NaN and +-inf must stand at the
+    same places in both (a NaN on one side only, or an inf against a finite value, fails)."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    scale = np.abs(expected).max() if expected.size else 0.0
-    err = np.abs(actual - expected) - rtol * (np.abs(expected) + scale)
+    finite = np.isfinite(expected)
+    special = (np.isnan(actual) != np.isnan(expected)) | (~finite & ~np.isnan(expected) & (actual != expected))
+    special |= finite & ~np.isfinite(actual)
+    if special.any():
+        i = tuple(int(j) for j in np.argwhere(special)[0])
+        raise AssertionError(f"{what}: lamina {actual[i]!r} vs torch {expected[i]!r} at {i} (non-finite on one side)")
+    scale = np.abs(expected[finite]).max() if finite.any() else 0.0
+    with np.errstate(invalid="ignore"):                   # inf - inf where both are inf, masked out
+        err = np.where(finite, np.abs(actual - expected) - rtol * (np.abs(expected) + scale), 0.0)
     if err.size and err.max() > 0:
         i = np.unravel_index(int(err.argmax()), err.shape)
         raise AssertionError(
