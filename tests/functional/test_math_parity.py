@@ -273,10 +273,20 @@ def test_quantile_interpolations_and_nan(interpolation):
 def test_nan_sums_skip_nan_and_pass_it_no_gradient():
     x = randn(3, 4)
     x[0, 1] = x[2, :] = np.nan
-    for op in ("nansum", "nanmean"):
+    some_nan = x[:2]                 # torch's nanmean gives an all-NaN row NaN gradients (0 / 0); lamina 0
+    for op, rows in (("nansum", x), ("nanmean", some_nan)):
         compare_with_torch(lambda t, op=op: getattr(F, op)(t, axis=1), lambda t, op=op: getattr(torch, op)(t, dim=1),
-                           x, dtype=np.float64)
+                           rows, dtype=np.float64)
         compare_with_torch(getattr(F, op), getattr(torch, op), x, dtype=np.float64)
+    t = lamina.tensor(x, dtype=np.float64, requires_grad=True)
+    mean = F.nanmean(t, axis=1)
+    assert np.isnan(mean.numpy()[2])
+    mean[:2].sum().backward()
+    np.testing.assert_array_equal(t.grad[2], 0.0)
+    t.grad = None
+    mean = F.nanmean(t, axis=1)
+    mean.sum().backward()            # the all-NaN row's NaN upstream stops at its NaN inputs
+    np.testing.assert_array_equal(t.grad[2], 0.0)
 
 
 def test_clamp_with_crossed_bounds_and_nan_as_torch():

@@ -87,7 +87,7 @@ class DeformConv2d(Function):
         self.samplers = []
         for g in range(g_count):
             r, q = rows[..., g, :].reshape(-1).astype(dtype), cols[..., g, :].reshape(-1).astype(dtype)
-            index, bare, d_q, d_r = _bilinear_taps(q, r, h, w, first_pixel)
+            index, bare, d_q, d_r, _ = _bilinear_taps(q, r, h, w, first_pixel)
             # the slopes too are 0 on the edges r = -1, q = -1 of the open range (torchvision's)
             in_range = _in_range(r, q, h, w)[:, None]
             bare, d_r, d_q = bare * in_range, d_r * in_range, d_q * in_range

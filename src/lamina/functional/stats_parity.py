@@ -128,7 +128,8 @@ def nansum(x, axis=None, keepdims: bool = False) -> Tensor:
 
 
 def nanmean(x, axis=None, keepdims: bool = False) -> Tensor:
-    """The mean over ``axis`` of the values that are not NaN (NaN where all are)."""
+    """The mean over ``axis`` of the values that are not NaN (NaN where all are). NaN values
+    get no gradient, also in a slice that is all NaN (where PyTorch's gradient is NaN)."""
     x = as_tensor(x)
     valid = ~backend.xp.isnan(x.data)
     count = valid.sum(axis=normalize_axes(axis, x.ndim, "nanmean"), keepdims=keepdims).astype(x.dtype)
