@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import numbers
 
-import numpy
-
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
-from lamina.functional.interpolate import tap_sum
+from lamina.functional.interpolate import resize_taps, tap_sum
 from lamina.functional.shape import Pad
 
 __all__ = ["INTERPOLATIONS", "bilinear_weights", "crop2d", "edge_pairs", "scale_pair", "upsample2d",
@@ -99,15 +97,6 @@ def bilinear_weights(n: int, s: int, dtype=None):
     return a if dtype is None else a.astype(dtype)
 
 
-def _bilinear_taps(n: int, s: int):
-    """The two taps of each row of :func:`bilinear_weights` (NumPy): indices floor(u_i) and
-    min(floor(u_i) + 1, n - 1), weights 1 - frac(u_i) and frac(u_i), each (n s, 2)."""
-    src = numpy.maximum((numpy.arange(n * s) + 0.5) / s - 0.5, 0.0)
-    lo = numpy.floor(src)
-    frac = src - lo
-    return numpy.stack([lo, numpy.minimum(lo + 1, n - 1)], 1).astype(int), numpy.stack([1.0 - frac, frac], 1)
-
-
 class UpsampleNearest(Function):
     """y[n, i, j, c] = x[n, floor(i / s_h), floor(j / s_w), c]: each pixel repeated as an
     s_h x s_w block. Backward: dJ/dx[n, p, q, c] = the sum of dJ/dy over the block of (p, q),
@@ -151,10 +140,10 @@ class UpsampleBilinear(Function):
         if self.a_w is not None:
             y = parallel.matmul(self.a_w, y)
         y = y.reshape(n, h * sh, w * sw, c)
-        if backend.xp.isfinite(y).all():
+        if backend.xp.isfinite(x).all():          # the input is non-finite exactly when the output is
             return y
-        y = tap_sum(x, *_bilinear_taps(h, sh), axis=1) if sh > 1 else x
-        return tap_sum(y, *_bilinear_taps(w, sw), axis=2) if sw > 1 else y
+        y = tap_sum(x, *resize_taps(h * sh, h, "bilinear", 1 / sh), axis=1) if sh > 1 else x
+        return tap_sum(y, *resize_taps(w * sw, w, "bilinear", 1 / sw), axis=2) if sw > 1 else y
 
     def backward(self, dy):
         n, h, w, c = self.in_shape
