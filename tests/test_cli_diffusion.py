@@ -41,6 +41,19 @@ def test_help_lists_the_options(capsys):
     assert "train-diffusion" in out and "sample-diffusion" in out
 
 
+def test_the_choices_are_the_model_s_own_read_when_needed(capsys):
+    from lamina.models.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES
+
+    _, out, _ = exit_of(capsys, "train-diffusion", "--help")
+    out = " ".join(out.split())
+    assert ", ".join(SCHEDULES) in out and ", ".join(PREDICTIONS) in out
+    _, out, _ = exit_of(capsys, "sample-diffusion", "--help")
+    assert ", ".join(SAMPLERS) in " ".join(out.split())
+    code, _, err = exit_of(capsys, "train-diffusion", "--schedule", "quadratic")
+    assert code == 2 and "invalid choice: 'quadratic' (choose from 'linear', 'cosine', 'sigmoid')" in err
+    assert command("train-diffusion", "--schedule", "sigmoid").schedule == "sigmoid"
+
+
 def test_a_conditional_run_writes_its_files_and_samples_one_column_per_class(conditional_run):
     out, result = conditional_run
     for name in ("model.safetensors", "cost.png", "samples.png"):

@@ -31,6 +31,8 @@ assert not loaded, f"import lamina.train loaded {loaded}"
 import lamina.cli
 import lamina.rl
 assert "lamina.models" not in sys.modules, "import lamina.cli loaded the model zoo"
+parser = lamina.cli.build_parser()               # what lamina --help builds: every command's parser
+assert "lamina.models" not in sys.modules, "building the command line's parser loaded the model zoo"
 
 # a saved architecture naming a zoo layer finds it before the zoo is imported, and so does one
 # naming a layer of an agent that is itself loaded on first use

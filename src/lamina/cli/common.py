@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
+from collections.abc import Iterator
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamax", "nadam", "adadelta",
               "radam", "lion", "adafactor", "asgd", "lamb", "lars", "sgd_schedulefree", "adamw_schedulefree",
@@ -26,6 +28,27 @@ def _argument_type(convert, accept, expected: str):
         return value
 
     return parse
+
+
+class ChoicesFrom:
+    """An argument's ``choices``, the tuple ``name`` of ``module``, read when first needed
+    (checking a value, or the command's own help), so that building the whole parser for
+    ``lamina --help`` does not import the module that defines them."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def _values(self) -> tuple:
+        return getattr(importlib.import_module(self.module), self.name)
+
+    def __contains__(self, value) -> bool:
+        return value in self._values()
+
+    def __iter__(self) -> Iterator:
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
 
 
 positive_int = _argument_type(int, lambda v: v >= 1, "a positive integer")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import lamina
-from lamina.cli.common import _argument_type, positive_int, positive_number, unit_interval
+from lamina.cli.common import ChoicesFrom, _argument_type, positive_int, positive_number, unit_interval
 from lamina.errors import ShapeError
 
 DATASETS = ("digits", "moons", "fashion-mnist", "folder")
@@ -307,7 +307,11 @@ def sample_diffusion(args: argparse.Namespace) -> np.ndarray:
 
 def add_commands(sub) -> None:
     """The diffusion commands' parsers, added to the subparsers ``sub``."""
-    from lamina.models.diffusion import PREDICTIONS, SAMPLERS, SCHEDULES
+    # the model's own lists, imported (with the zoo) only when a diffusion command runs or shows
+    # its help (a metavar keeps argparse from reading them while the parser is built)
+    PREDICTIONS = ChoicesFrom("lamina.models.diffusion", "PREDICTIONS")
+    SAMPLERS = ChoicesFrom("lamina.models.diffusion", "SAMPLERS")
+    SCHEDULES = ChoicesFrom("lamina.models.diffusion", "SCHEDULES")
 
     t = sub.add_parser("train-diffusion", help="train a denoising diffusion model (digits, moons, Fashion-MNIST)",
                        description="Train a denoising diffusion model (DDPM): a U-Net on images scaled to [-1, 1], "
@@ -324,9 +328,10 @@ def add_commands(sub) -> None:
     t.add_argument("--lr", type=positive_number, default=2e-3, help="Adam's learning rate (default 0.002)")
     t.add_argument("--timesteps", type=positive_int, default=200,
                    help="diffusion steps T (default 200; the linear schedule needs more than 20)")
-    t.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="noise schedule (default cosine)")
-    t.add_argument("--prediction", choices=PREDICTIONS, default="eps",
-                   help="what the net predicts: the noise eps, the clean x0, or v (default eps)")
+    t.add_argument("--schedule", choices=SCHEDULES, default="cosine", metavar="NAME",
+                   help="noise schedule: %(choices)s (default cosine)")
+    t.add_argument("--prediction", choices=PREDICTIONS, default="eps", metavar="TARGET",
+                   help="what the net predicts (%(choices)s): the noise eps, the clean x0, or v (default eps)")
     t.add_argument("--ema", type=unit_interval, default=0.99, metavar="DECAY",
                    help="keep v = DECAY v + (1 - DECAY) theta after every step and save v (default 0.99; 0: off)")
     t.add_argument("--base-filters", type=positive_int, default=None,
@@ -353,8 +358,8 @@ def add_commands(sub) -> None:
     s.add_argument("--count", type=positive_int, default=64, help="how many samples (default 64)")
     s.add_argument("--steps", type=positive_int, default=None,
                    help="timesteps to visit, evenly spaced (default: all T of the model)")
-    s.add_argument("--method", choices=SAMPLERS, default="ddpm",
-                   help="ddpm: ancestral steps; ddim: deterministic with --eta 0 (default ddpm)")
+    s.add_argument("--method", choices=SAMPLERS, default="ddpm", metavar="SAMPLER",
+                   help="%(choices)s; ddpm: ancestral steps; ddim: deterministic with --eta 0 (default ddpm)")
     s.add_argument("--eta", type=nonnegative_number, default=0.0,
                    help="DDIM's noise scale: 0 deterministic, 1 as DDPM (default 0)")
     s.add_argument("--guidance", type=positive_number, default=None, metavar="W",
