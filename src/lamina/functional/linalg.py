@@ -26,7 +26,7 @@ from lamina.functional._linalg_util import (
 from lamina.functional._util import sum_to, unbroadcast
 from lamina.functional.elementwise import where
 from lamina.functional.linalg_structure import tril, triu
-from lamina.functional.shape import concat, expand_dims, squeeze
+from lamina.functional.shape import concat, expand_dims, squeeze, swapaxes
 
 
 def _as_tensor(a) -> Tensor:
@@ -273,12 +273,18 @@ def logdet(a) -> Tensor:
     return logabs + xp.where(sign.data < 0, xp.asarray(xp.nan, dtype=logabs.dtype), xp.zeros((), logabs.dtype))
 
 
-def solve(a, b) -> Tensor:
+def solve(a, b, *, left: bool = True) -> Tensor:
     """X with A X = B for square A (..., n, n). B (..., n, k) is a batch of matrices, or, as
     torch.linalg.solve, a vector (n,) or a batch of vectors (..., n) when it is 1-D or has the
-    shape of A without its last axis. Batch axes broadcast."""
+    shape of A without its last axis. Batch axes broadcast. With ``left=False``, X with X A = B
+    for B (..., k, n), solved as A^T X^T = B^T."""
     a, b = _as_tensor(a), _as_tensor(b)
     check_matrix("solve", a.shape)
+    if not left:
+        if b.ndim < 2 or b.shape[-1] != a.shape[-1]:
+            raise ShapeError(f"solve(left=False): A of shape {a.shape} needs B of shape (..., k, {a.shape[-1]}); "
+                             f"got B of shape {b.shape}")
+        return swapaxes(solve(swapaxes(a, -1, -2), swapaxes(b, -1, -2)), -1, -2)
     n = a.shape[-1]
     vector = b.ndim == 1 or (b.ndim == a.ndim - 1 and tuple(b.shape) == tuple(a.shape[:-1]))
     rows = b.shape[-1] if vector else (b.shape[-2] if b.ndim >= 2 else None)

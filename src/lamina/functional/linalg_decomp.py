@@ -12,6 +12,8 @@ ops, whose gradients need no gaps.
 
 from __future__ import annotations
 
+import operator
+
 import numpy
 
 from lamina import backend
@@ -32,7 +34,7 @@ from lamina.functional.reduce import max as max_
 from lamina.functional.reduce import min as min_
 from lamina.functional.reduce import sum as sum_
 from lamina.functional.reduce_more import norm
-from lamina.functional.shape import concat, expand_dims
+from lamina.functional.shape import concat, expand_dims, transpose
 
 _UNUSED = None  # a factor whose upstream gradient is all zeros: its terms are skipped
 
@@ -258,15 +260,15 @@ def _pinv_gradient(a, p, g):
 
 
 class Pinv(Function):
-    """The Moore-Penrose pseudo-inverse (through the SVD, singular values below ``rtol``
-    times the largest taken as 0)."""
+    """The Moore-Penrose pseudo-inverse, through the SVD (or, for ``hermitian`` A, the
+    eigendecomposition): singular values at most max(atol, rtol sigma_max) are taken as 0."""
 
     def forward(self, a):
         check_matrix("pinv", a.shape, square=False)
-        options = {} if self.rtol is None else {"rtol": self.rtol}
         self.a = a
-        self.p = run_checked("pinv", lambda: backend.xp.linalg.pinv(a, **options), a,
-                             "not decomposable (no convergence)", "a finite matrix", numpy.linalg.pinv)
+        self.p = run_checked("pinv", lambda: _pseudo_inverse(a, self.atol, self.rtol, self.hermitian), a,
+                             "not decomposable (no convergence)", "a finite matrix",
+                             lambda m: _pseudo_inverse(m, self.atol, self.rtol, self.hermitian))
         return self.p
 
     def backward(self, dy):
@@ -276,11 +278,50 @@ class Pinv(Function):
         return (_pinv_gradient(self.inputs[0], self.recorded_output(self.p), dy),)
 
 
+def singular_value_cutoff(values, shape, dtype, atol, rtol):
+    """The tolerance max(atol, rtol sigma_max) of pinv and matrix_rank, per matrix (keeping a last
+    axis), from ``values`` (..., k) in any order; rtol defaults to eps max(m, n) when atol is not
+    given and to 0 when it is, as torch."""
+    xp = backend.xp
+    if rtol is None:
+        rtol = 0.0 if atol is not None and atol > 0 else xp.finfo(dtype).eps * max(shape[-2:], default=0)
+    largest = xp.max(values, axis=-1, keepdims=True, initial=0.0)
+    return xp.maximum(0.0 if atol is None else atol, rtol * largest)
+
+
+def _pseudo_inverse(a, atol, rtol, hermitian):
+    xp = backend.xp
+    if hermitian:
+        w, v = xp.linalg.eigh(a)
+        kept = xp.abs(w) > singular_value_cutoff(xp.abs(w), a.shape, a.dtype, atol, rtol)
+        inverse = xp.where(kept, 1.0 / xp.where(kept, w, 1.0), 0.0).astype(a.dtype)
+        return (v * inverse[..., None, :]) @ xp.swapaxes(v, -1, -2)
+    u, s, vt = xp.linalg.svd(a, full_matrices=False)
+    kept = s > singular_value_cutoff(s, a.shape, a.dtype, atol, rtol)
+    inverse = xp.where(kept, 1.0 / xp.where(kept, s, 1.0), 0.0).astype(a.dtype)
+    return (xp.swapaxes(vt, -1, -2) * inverse[..., None, :]) @ xp.swapaxes(u, -1, -2)
+
+
 # -- wrappers -------------------------------------------------------------------------------
 def _check_uplo(op: str, uplo: str) -> str:
     if uplo not in ("L", "U"):
         raise ValueError(f"{op}: UPLO must be 'L' or 'U', got {uplo!r}")
     return uplo
+
+
+def _two_axes(op: str, dim, ndim: int) -> tuple[int, int]:
+    """``dim`` as two distinct non-negative axes of an array of ``ndim`` axes, or a clear error."""
+    try:
+        rows, columns = (int(operator.index(d)) for d in dim)
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: dim must be a pair of axes, got {dim!r}") from None
+    if ndim < 2 or not (-ndim <= rows < ndim and -ndim <= columns < ndim):
+        raise ValueError(f"{op}: dim {tuple(dim)} is out of range for an input of {ndim} axes (a matrix "
+                         "or a batch of matrices is needed)")
+    rows, columns = rows % ndim, columns % ndim
+    if rows == columns:
+        raise ValueError(f"{op}: dim must name two different axes, got {tuple(dim)}")
+    return rows, columns
 
 
 def eigh(a, UPLO: str = "L") -> tuple[Tensor, Tensor]:  # noqa: N803 - torch's and NumPy's name
@@ -331,17 +372,34 @@ def qr(a, mode: str = "reduced") -> tuple[Tensor, Tensor]:
     return q, r
 
 
-def pinv(a, rtol: float | None = None) -> Tensor:
-    """The Moore-Penrose pseudo-inverse A^+ (..., n, m); its gradient assumes the rank does not
-    change near A."""
-    return Pinv.apply(a, rtol=rtol)
+def pinv(a, rtol: float | None = None, *, atol: float | None = None, hermitian: bool = False) -> Tensor:
+    """The Moore-Penrose pseudo-inverse A^+ (..., n, m), as torch.linalg.pinv: singular values
+    at most max(atol, rtol sigma_max) count as 0 (rtol defaults to eps max(m, n), or to 0 when
+    only atol is given); ``hermitian`` reads symmetric A through its eigendecomposition. The
+    gradient assumes the rank does not change near A."""
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and not (isinstance(value, (int, float, numpy.floating, numpy.integer))
+                                      and not isinstance(value, bool) and value >= 0):
+            raise ValueError(f"pinv: {name} must be a number >= 0 or None, got {value!r}")
+    if hermitian:
+        check_matrix("pinv", tuple(getattr(a, "shape", numpy.shape(a))))
+    return Pinv.apply(a, rtol=rtol, atol=atol, hermitian=bool(hermitian))
 
 
-def matrix_norm(a, ord="fro", keepdim: bool = False) -> Tensor:  # noqa: A002 - torch's name
-    """A matrix norm over the last two axes: 'fro' (sqrt of the sum of squares), 'nuc' (sum of
-    singular values), 2 / -2 (largest / smallest singular value), 1 / -1 (max / min absolute
-    column sum), inf / -inf (max / min absolute row sum). As torch, the norms that are a maximum
-    are 0 for an empty matrix, and those that are a minimum of no values raise an error."""
+def matrix_norm(a, ord="fro", dim=(-2, -1), keepdim: bool = False) -> Tensor:  # noqa: A002 - torch's name
+    """A matrix norm over the two axes ``dim`` (rows, columns; default the last two): 'fro' (sqrt
+    of the sum of squares), 'nuc' (sum of singular values), 2 / -2 (largest / smallest singular
+    value), 1 / -1 (max / min absolute column sum), inf / -inf (max / min absolute row sum). As
+    torch, the norms that are a maximum are 0 for an empty matrix, and those that are a minimum of
+    no values raise an error."""
+    rows, columns = _two_axes("matrix_norm", dim, a.ndim)
+    if (rows, columns) != (a.ndim - 2, a.ndim - 1):
+        order = [axis for axis in range(a.ndim) if axis not in (rows, columns)] + [rows, columns]
+        out = matrix_norm(transpose(a, *order), ord)
+        if keepdim:
+            for axis in sorted((rows, columns)):
+                out = expand_dims(out, axis)
+        return out
     check_matrix("matrix_norm", a.shape, square=False)
     inf = float("inf")
     if ord == "fro":
