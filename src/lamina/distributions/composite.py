@@ -68,6 +68,11 @@ class Independent(Distribution):
     def __repr__(self) -> str:
         return f"Independent({self.base_dist!r}, {self.reinterpreted_batch_ndims})"
 
+    @property
+    def mode(self) -> Tensor:
+        """The base distribution's mode."""
+        return self.base_dist.mode
+
 
 class MixtureSameFamily(Distribution):
     """p(x) = sum_k pi_k p_k(x): ``mixture_distribution`` a Categorical over K components with

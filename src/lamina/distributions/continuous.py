@@ -6,6 +6,8 @@ import math
 
 import numpy
 
+from lamina import backend
+from lamina.autograd import Tensor
 from lamina.distributions import constraints
 from lamina.distributions.distribution import Distribution, _LocationScale, broadcast_parameters
 from lamina.functional import clip, expm1, log, log1p, sign, where
@@ -95,6 +97,11 @@ class Uniform(Distribution):
     def icdf(self, value):
         return self.low + (self.high - self.low) * self._probability(value, "icdf")
 
+    @property
+    def mode(self) -> Tensor:
+        """Undefined (every value of [low, high) is as probable): NaN, as torch."""
+        return Tensor._wrap(backend.xp.full(self.high.shape, backend.xp.nan, dtype=self.high.dtype))
+
 
 class Exponential(Distribution):
     """p(x) = rate e^(-rate x) on x >= 0; mean 1 / rate, variance 1 / rate^2, entropy 1 - log rate,
@@ -134,3 +141,8 @@ class Exponential(Distribution):
 
     def icdf(self, value):
         return -log1p(-self._probability(value, "icdf")) / self.rate
+
+    @property
+    def mode(self) -> Tensor:
+        """The most probable value: 0."""
+        return Tensor._wrap(backend.xp.zeros(self.rate.shape, dtype=self.rate.dtype))

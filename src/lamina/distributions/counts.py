@@ -116,6 +116,12 @@ class Binomial(_BinaryProbsOrLogits):
         log_p = self.log_prob(self._support_values("entropy", expand=False))
         return -total(exp(log_p) * log_p, axis=0)
 
+    @property
+    def mode(self) -> Tensor:
+        """min(floor((n + 1) p), n)."""
+        n = self.total_count.data if isinstance(self.total_count, Tensor) else self.total_count
+        return Tensor._wrap(backend.xp.minimum(backend.xp.floor((n + 1) * self.probs.data), n).astype(self.probs.dtype))
+
 
 class Geometric(_BinaryProbsOrLogits):
     """The number of failures before the first success, each trial succeeding with probability
@@ -157,6 +163,11 @@ class Geometric(_BinaryProbsOrLogits):
     def entropy(self):
         return (_softplus(self.logits) - self.probs * self.logits) / self.probs
 
+    @property
+    def mode(self) -> Tensor:
+        """The most probable number of failures: 0."""
+        return Tensor._wrap(backend.xp.zeros(self.probs.shape, dtype=self.probs.dtype))
+
 
 class NegativeBinomial(_BinaryProbsOrLogits):
     """The number of successes (probability p each) before ``total_count`` r failures (r > 0
@@ -197,6 +208,13 @@ class NegativeBinomial(_BinaryProbsOrLogits):
             r_safe = where(certain, 1.0, r)
             return weights - where(certain, 0.0, lgamma(r_safe) + lgamma(k + 1.0) - lgamma(r_safe + k))
         return weights - (lgamma(r) + lgamma(k + 1.0) - lgamma(r + k))
+
+    @property
+    def mode(self) -> Tensor:
+        """max(floor((r - 1) p / (1 - p)), 0), as torch."""
+        r = self.total_count.data if isinstance(self.total_count, Tensor) else self.total_count
+        p = self.probs.data
+        return Tensor._wrap(backend.xp.maximum(backend.xp.floor((r - 1) * (p / (1 - p))), 0).astype(p.dtype))
 
 
 class Multinomial(Distribution):

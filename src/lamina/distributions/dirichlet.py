@@ -4,11 +4,13 @@ Gamma sampler's implicit gradient, and the normalization by the graph."""
 
 from __future__ import annotations
 
+from lamina import backend
+from lamina.autograd import Tensor
 from lamina.distributions import constraints
 from lamina.distributions.distribution import Distribution, broadcast_parameters
 from lamina.distributions.gamma import standard_gamma
 from lamina.errors import ShapeError
-from lamina.functional import digamma, lgamma, xlogy
+from lamina.functional import clip, digamma, lgamma, where, xlogy
 from lamina.functional import sum as total
 
 
@@ -56,3 +58,22 @@ class Dirichlet(Distribution):
         k = self.event_shape[0]
         return (total(lgamma(a), axis=-1) - lgamma(a0) + (a0 - k) * digamma(a0)
                 - total((a - 1.0) * digamma(a), axis=-1))
+
+    @property
+    def mode(self) -> Tensor:
+        """(alpha - 1)_+ / sum (alpha - 1)_+; when every alpha < 1 the density is unbounded at each
+        vertex, and the first vertex is returned, as torch."""
+        return dirichlet_mode(self.concentration)
+
+
+def dirichlet_mode(concentration: Tensor) -> Tensor:
+    """The mode of Dirichlet(alpha) over the last axis (see :attr:`Dirichlet.mode`)."""
+    xp = backend.xp
+    above = clip(concentration - 1.0, 0.0, None)
+    sums = total(above, axis=-1, keepdims=True)
+    all_below = xp.all(concentration.data < 1, axis=-1, keepdims=True)
+    if not xp.any(all_below):
+        return above / sums
+    vertex = xp.arange(concentration.shape[-1]) == 0
+    return where(all_below, Tensor._wrap(xp.broadcast_to(vertex, concentration.shape).astype(concentration.dtype)),
+                 above / where(all_below, 1.0, sums))

@@ -119,6 +119,12 @@ class Bernoulli(_BinaryProbsOrLogits):
     def entropy(self):
         return _softplus(self.logits) - self.probs * self.logits
 
+    @property
+    def mode(self) -> Tensor:
+        """1 where p > 1/2, 0 where p < 1/2, NaN at p = 1/2 (two modes), as torch."""
+        p = self.probs.data
+        return Tensor._wrap(backend.xp.where(p == 0.5, backend.xp.nan, p > 0.5).astype(p.dtype))
+
 
 class _Weights(constraints.Constraint):
     """Probabilities before normalizing: entries >= 0 with a positive, finite sum (last axis)."""
@@ -214,6 +220,11 @@ class Categorical(_ProbsOrLogits):
         """The category indices 0..K-1 (int64) along a new leading axis."""
         return self._enumerated(backend.xp.arange(self._num_events, dtype=numpy.int64), expand)
 
+    @property
+    def mode(self) -> Tensor:
+        """The most probable category (the first of a tie), as int64."""
+        return Tensor._wrap(backend.xp.argmax(self.probs.data, axis=-1).astype(backend.xp.int64))
+
 
 class OneHotCategorical(Distribution):
     """A categorical distribution whose values are one-hot vectors of length K (event shape
@@ -261,6 +272,13 @@ class OneHotCategorical(Distribution):
         """The K one-hot vectors along a new leading axis."""
         return self._enumerated(backend.xp.eye(self.event_shape[0], dtype=self.dtype), expand)
 
+    @property
+    def mode(self) -> Tensor:
+        """The one-hot vector of the most probable category."""
+        probs = self._categorical.probs.data
+        hot = backend.xp.argmax(probs, axis=-1)[..., None] == backend.xp.arange(probs.shape[-1])
+        return Tensor._wrap(hot.astype(probs.dtype))
+
 
 class Poisson(Distribution):
     """P(x = k) = rate^k e^(-rate) / k!: log P(k) = k log rate - rate - log Gamma(k + 1); mean and
@@ -289,3 +307,8 @@ class Poisson(Distribution):
     def log_prob(self, value):
         value = self._value(value, "log_prob")
         return xlogy(value, self.rate) - self.rate - lgamma(value + 1.0)
+
+    @property
+    def mode(self) -> Tensor:
+        """floor(rate)."""
+        return Tensor._wrap(backend.xp.floor(self.rate.data))

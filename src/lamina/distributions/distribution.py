@@ -244,6 +244,11 @@ class Distribution:
                           if name in self.__dict__)
         return f"{type(self).__name__}({shown})"
 
+    @property
+    def mode(self) -> Tensor:
+        """The most probable value (the argmax of the density), as torch's ``mode``."""
+        raise self._missing("mode")
+
 
 class _LocationScale(Distribution):
     """A family with a real location ``loc`` and a positive ``scale`` (broadcast together, the
@@ -257,6 +262,11 @@ class _LocationScale(Distribution):
         self.loc, self.scale = broadcast_parameters(loc, scale)
         super().__init__(self.loc.shape, validate_args=validate_args)
 
+    @property
+    def mode(self) -> Tensor:
+        """The most probable value: ``loc``."""
+        return self.loc
+
 
 class _HalfScale(Distribution):
     """A law of |X| for X centred at 0 with a positive ``scale`` (the batch shape its), on
@@ -269,3 +279,8 @@ class _HalfScale(Distribution):
     def __init__(self, scale, validate_args: bool | None = None):
         (self.scale,) = broadcast_parameters(scale)
         super().__init__(self.scale.shape, validate_args=validate_args)
+
+    @property
+    def mode(self) -> Tensor:
+        """The most probable value: 0."""
+        return Tensor._wrap(backend.xp.zeros(self.scale.shape, dtype=self.scale.dtype))

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy
 
 from lamina import backend
-from lamina.autograd import Function
+from lamina.autograd import Function, Tensor
 from lamina.distributions import constraints
 from lamina.distributions.distribution import Distribution, broadcast_parameters
-from lamina.functional import digamma, gammainc, lgamma, log, xlogy
+from lamina.functional import clip, digamma, gammainc, lgamma, log, stack, xlogy
 from lamina.functional.special import scipy_special
 
 RELATIVE_STEP = 1e-3
@@ -99,6 +99,11 @@ class Gamma(Distribution):
     def cdf(self, value):
         return gammainc(self.concentration, self.rate * self._value(value, "cdf"))
 
+    @property
+    def mode(self) -> Tensor:
+        """max((alpha - 1) / beta, 0) (also for Chi2)."""
+        return clip((self.concentration - 1.0) / self.rate, 0.0, None)
+
 
 class Beta(Distribution):
     """Beta(a, b) on [0, 1]: log p(x) = (a - 1) log x + (b - 1) log(1 - x) - log B(a, b),
@@ -141,3 +146,11 @@ class Beta(Distribution):
         a, b = self.concentration1, self.concentration0
         return (self._log_beta() - (a - 1.0) * digamma(a) - (b - 1.0) * digamma(b)
                 + (a + b - 2.0) * digamma(a + b))
+
+    @property
+    def mode(self) -> Tensor:
+        """The Dirichlet mode's first entry for concentrations (a, b), as torch: (a - 1)_+ / ((a - 1)_+
+        + (b - 1)_+), 1 when both are below 1 (the density is unbounded at both ends)."""
+        from lamina.distributions.dirichlet import dirichlet_mode
+
+        return dirichlet_mode(stack([self.concentration1, self.concentration0], axis=-1))[..., 0]

@@ -7,6 +7,7 @@ import math
 
 import numpy
 
+from lamina.autograd import Tensor
 from lamina.distributions import constraints
 from lamina.distributions.distribution import Distribution, broadcast_parameters
 from lamina.distributions.gamma import Gamma
@@ -67,6 +68,12 @@ class Weibull(Distribution):
         inverse = 1.0 / self.concentration
         return (1.0 - inverse) * EULER_GAMMA + log(self.scale * inverse) + 1.0
 
+    @property
+    def mode(self) -> Tensor:
+        """lambda ((k - 1) / k)^(1/k) (NaN for k < 1, as torch)."""
+        k = self.concentration
+        return self.scale * ((k - 1.0) / k) ** (1.0 / k)
+
 
 class Pareto(Distribution):
     """Pareto with scale x_m and shape alpha on x >= x_m: log p(x) = log alpha + alpha log x_m -
@@ -112,3 +119,8 @@ class Pareto(Distribution):
 
     def entropy(self):
         return log(self.scale / self.alpha) + 1.0 + 1.0 / self.alpha
+
+    @property
+    def mode(self) -> Tensor:
+        """The most probable value: the scale x_m."""
+        return self.scale

@@ -208,3 +208,8 @@ class StudentT(Distribution):
         half, half_next = df * 0.5, (df + 1.0) * 0.5
         log_beta = lgamma(half) + math.lgamma(0.5) - lgamma(half_next)
         return (log(self.scale) + half_next * (digamma(half_next) - digamma(half)) + log(df) * 0.5 + log_beta)
+
+    @property
+    def mode(self) -> Tensor:
+        """The most probable value: ``loc``."""
+        return self.loc

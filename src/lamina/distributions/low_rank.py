@@ -14,6 +14,7 @@ import math
 import numpy
 
 from lamina import backend
+from lamina.autograd import Tensor
 from lamina.distributions import constraints
 from lamina.distributions.distribution import Distribution, _float_dtype, as_tensor
 from lamina.distributions.kl import register_kl
@@ -91,6 +92,15 @@ class LowRankMultivariateNormal(Distribution):
     def scale_tril(self):
         return cholesky(self.covariance_matrix)
 
+    @property
+    def precision_matrix(self):
+        """Sigma^-1 by the Woodbury identity: D^-1 - (D^-1 W L^-T)(D^-1 W L^-T)^T with L the
+        Cholesky factor of the capacitance C = I + W^T D^-1 W (no d x d inverse)."""
+        inverse_diag = 1.0 / self.cov_diag
+        w_over_d = self.cov_factor * inverse_diag.reshape(*inverse_diag.shape, 1)
+        a = _transposed(solve_triangular(self._capacitance_tril(), _transposed(w_over_d), upper=False))
+        return _diag_embed(inverse_diag) - matmul(a, _transposed(a))
+
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
         k = self.cov_factor.shape[-1]
@@ -115,6 +125,11 @@ class LowRankMultivariateNormal(Distribution):
     def entropy(self):
         d = self._event_shape[0]
         return (self._log_det() + d * (1.0 + LOG_2PI)) * 0.5
+
+    @property
+    def mode(self) -> Tensor:
+        """The most probable value: ``loc``."""
+        return self.loc
 
 
 def _as_full(distribution):

@@ -16,6 +16,7 @@ import math
 import numpy
 
 from lamina import functional as F
+from lamina.autograd import Tensor
 from lamina.distributions import constraints
 from lamina.distributions.distribution import Distribution, _float_dtype, as_tensor
 from lamina.errors import ShapeError
@@ -150,6 +151,11 @@ class MultivariateNormal(Distribution):
     def entropy(self):
         d = self._event_shape[0]
         return _half_log_det(self.scale_tril) + 0.5 * d * (1.0 + LOG_2PI)
+
+    @property
+    def mode(self) -> Tensor:
+        """The most probable value: ``loc``."""
+        return self.loc
 
 
 def kl_multivariate_normal(p: MultivariateNormal, q: MultivariateNormal):

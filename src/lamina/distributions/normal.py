@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from lamina.autograd import Tensor
 from lamina.distributions import constraints
 from lamina.distributions.distribution import _LocationScale
 from lamina.functional import erf, erfinv, exp, log
@@ -84,3 +85,8 @@ class LogNormal(_LocationScale):
 
     def icdf(self, value):
         return exp(self.base_dist.icdf(self._probability(value, "icdf")))
+
+    @property
+    def mode(self) -> Tensor:
+        """exp(mu - sigma^2)."""
+        return exp(self.loc - self.scale * self.scale)

@@ -105,3 +105,8 @@ class VonMises(Distribution):
     def log_prob(self, value):
         value = self._value(value, "log_prob")
         return self.concentration * cos(value - self.loc) - log_bessel_i0(self.concentration) - math.log(2 * math.pi)
+
+    @property
+    def mode(self) -> Tensor:
+        """The most probable value: ``loc``."""
+        return self.loc
