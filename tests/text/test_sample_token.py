@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from lamina.text import sample_token
 
@@ -29,3 +30,12 @@ def test_bad_options_are_refused(options, message):
         sample_token(np.zeros(4), np.random.default_rng(0), **options)
     with pytest.raises(ValueError, match=r"shape \(V,\)"):
         sample_token(np.zeros((2, 4)), np.random.default_rng(0))
+
+
+def test_top_k_keeps_every_token_tied_with_the_kth():
+    scores = np.array([1.0, 1.0, 1.0, 0.0])
+    rng = np.random.default_rng(0)
+    counts = np.bincount([sample_token(scores, rng, top_k=2) for _ in range(600)], minlength=4)
+    kept = torch.topk(torch.tensor(scores, dtype=torch.float64), 2).values[-1]      # the top-k warpers' rule
+    allowed = (torch.tensor(scores, dtype=torch.float64) >= kept).numpy()
+    assert (counts[allowed] > 150).all() and (counts[~allowed] == 0).all()

@@ -74,6 +74,19 @@ def test_pad_sequences_pads_and_truncates_at_either_end():
         pad_sequences(seqs, padding="middle")
 
 
+def test_pad_sequences_keeps_the_features_of_each_step():
+    seqs = [np.arange(6).reshape(3, 2), np.ones((1, 2)), np.zeros((0, 2))]
+    out = pad_sequences(seqs, dtype="float32")
+    assert out.shape == (3, 3, 2) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0], seqs[0])
+    np.testing.assert_array_equal(out[1], [[0, 0], [0, 0], [1, 1]])
+    assert not out[2].any()
+    cut = pad_sequences(seqs, maxlen=2, padding="post", truncating="post", value=-1)
+    assert cut.tolist() == [[[0, 1], [2, 3]], [[1, 1], [-1, -1]], [[-1, -1], [-1, -1]]]
+    with pytest.raises(ValueError, match=r"sequence 1 has steps of shape \(3,\), sequence 0 of shape \(2,\)"):
+        pad_sequences([np.ones((2, 2)), np.ones((1, 3))])
+
+
 def test_shifted_pairs_mask_the_padding_of_the_targets():
     x, y = shifted_pairs([[2, 5, 6, 2], [2, 7, 2]], pad=0)
     assert x.tolist() == [[2, 5, 6], [2, 7, 0]] and y.tolist() == [[5, 6, 2], [7, 2, -100]]
@@ -121,8 +134,10 @@ def test_sample_text_follows_a_sharp_model_and_stops_at_eos():
     assert sample_text(model, vocab, max_length=2, seed=0) == "ab"
     assert model.training                                     # put back as it was
     flat = FixedBigram(np.zeros((6, 6)))
-    draws = {sample_text(flat, vocab, max_length=1, seed=s, top_k=1) for s in range(5)}
-    assert len(draws) == 1                                    # top_k=1: always the same token
+    nearly_flat = FixedBigram(np.eye(6)[[4] * 6] * 0.1)      # b a little likelier after any token
+    draws = {sample_text(nearly_flat, vocab, max_length=1, seed=s, top_k=1) for s in range(5)}
+    assert draws == {"b"}                                     # top_k=1: always the likeliest token
+    assert len({sample_text(flat, vocab, max_length=1, seed=s, top_k=1) for s in range(20)}) > 1   # all tied
     assert len({sample_text(flat, vocab, max_length=3, seed=s, temperature=5.0) for s in range(20)}) > 5
     with pytest.raises(ValueError, match="temperature must be > 0"):
         sample_text(model, vocab, temperature=0)

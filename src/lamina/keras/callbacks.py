@@ -62,7 +62,7 @@ class EarlyStopping(train.EarlyStopping):
 class ModelCheckpoint(train.ModelCheckpoint):
     """Save the model (or only its weights) at the end of each epoch, or only when
     ``monitor`` improves; ``{epoch}`` (and ``{epoch:02d}``) in ``filepath`` is the epoch number
-    from 1. Writes are atomic."""
+    from 1, ``{val_loss:.3f}`` and the like a logged value. Writes are atomic."""
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = False, mode: str = "auto",
@@ -77,7 +77,7 @@ class ModelCheckpoint(train.ModelCheckpoint):
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         if not self._due(epoch, logs):
             return
-        path = self.path.format(epoch=epoch + 1, **logs)
+        path = self._filename(epoch, logs)
         model = self.trainer.model
         if self.save_weights_only:
             model.save_weights(path)

@@ -180,10 +180,11 @@ def _reading(who: str, model, stream: bool | None, context: int | None) -> tuple
 def _draw(scores: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int | None,
           top_p: float | None) -> int:
     """One token drawn from softmax(``scores`` / temperature), kept to the ``top_k`` likeliest
-    and to the nucleus ``top_p``."""
+    (with every token tied with the k-th, as Hugging Face's top-k warper) and to the nucleus
+    ``top_p``."""
     z = scores.astype(np.float64) / temperature
     if top_k is not None:
-        z[np.argsort(z)[:-top_k]] = -np.inf
+        z[z < np.partition(z, -top_k)[-top_k]] = -np.inf
     p = np.exp(z - z.max())
     if top_p is not None:
         p = _nucleus(p / p.sum(), top_p)
@@ -193,8 +194,9 @@ def _draw(scores: np.ndarray, rng: np.random.Generator, temperature: float, top_
 def sample_token(scores, rng: np.random.Generator, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None) -> int:
     """One token id drawn with ``rng`` from softmax(``scores`` / temperature) over the (V,)
-    scores, kept to the ``top_k`` likeliest and then to the nucleus ``top_p``: the draw of
-    :func:`sample_text`, for decoders that compute the scores themselves."""
+    scores, kept to the ``top_k`` likeliest (and those tied with the k-th) and then to the
+    nucleus ``top_p``: the draw of :func:`sample_text`, for decoders that compute the scores
+    themselves."""
     scores = np.asarray(scores)
     if scores.ndim != 1:
         raise ValueError(f"sample_token: expected the scores of one step, shape (V,), got {scores.shape}")
@@ -213,8 +215,8 @@ def sample_text(model, vocab: Vocabulary, prompt: str = "", max_length: int = 50
                 sink_tokens: int = 4, window: int | None = None) -> str:
     """Continue ``prompt`` (after the bos token, when the vocabulary has one) with tokens
     drawn from the model. ``temperature`` < 1 sharpens the distribution, > 1 flattens it;
-    ``top_k`` draws among the k most likely tokens only; ``top_p`` (nucleus sampling,
-    Holtzman et al. 2020) among the fewest most likely tokens whose probabilities sum to at
+    ``top_k`` draws among the k most likely tokens only (and those tied with the k-th);
+    ``top_p`` (nucleus sampling, Holtzman et al. 2020) among the fewest most likely tokens whose probabilities sum to at
     least p (after ``temperature`` and ``top_k``). ``context``: the model reads at
     most the last ``context`` tokens (default: the smallest ``max_len`` of the model's
     position layers, if it has any, else the whole text so far).

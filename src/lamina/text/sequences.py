@@ -17,7 +17,9 @@ def pad_sequences(sequences: Sequence[Sequence[int]], maxlen: int | None = None,
     """An (m, maxlen) array of the sequences, padded with ``value`` and cut to ``maxlen``
     (default: the longest). ``padding``/``truncating`` 'pre' pads or cuts at the start, so
     the last steps, those a many-to-one RNN reads last, are the sequence's own (Keras's
-    defaults); 'post' at the end."""
+    defaults); 'post' at the end. Sequences of feature vectors (arrays of shape (length,
+    *features), the same features for all) give an (m, maxlen, *features) array, padded and
+    cut along the steps, as in Keras."""
     for what, side in (("padding", padding), ("truncating", truncating)):
         if side not in _SIDES:
             raise ValueError(f"pad_sequences: {what} must be one of {_SIDES}, got {side!r}")
@@ -26,9 +28,16 @@ def pad_sequences(sequences: Sequence[Sequence[int]], maxlen: int | None = None,
         maxlen = max(lengths, default=0)
     if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 0:
         raise ValueError(f"pad_sequences: maxlen must be an int >= 0, got {maxlen!r}")
-    out = np.full((len(sequences), maxlen), value, dtype=dtype)
-    for i, seq in enumerate(sequences):
-        seq = np.asarray(seq, dtype=dtype).reshape(-1)
+    steps = [np.asarray(seq, dtype=dtype) for seq in sequences]
+    features = next((seq.shape[1:] for seq in steps if len(seq)), ())
+    out = np.full((len(sequences), maxlen, *features), value, dtype=dtype)
+    for i, seq in enumerate(steps):
+        if not len(seq):
+            continue
+        if seq.shape[1:] != features:
+            first = next(j for j, s in enumerate(steps) if len(s))
+            raise ValueError(f"pad_sequences: sequence {i} has steps of shape {seq.shape[1:]}, sequence {first} "
+                             f"of shape {features}; all steps must have the same shape")
         if len(seq) > maxlen:
             seq = seq[len(seq) - maxlen:] if truncating == "pre" else seq[:maxlen]
         if len(seq):

@@ -197,6 +197,12 @@ class EarlyStopping(_Monitor):
             raise ValueError(f"EarlyStopping: start_from_epoch must be an integer >= 0, got {start_from_epoch!r}")
         self.patience, self.start_from_epoch, self.baseline = patience, int(start_from_epoch), baseline
         self.restore_best = restore_best if restore_best_weights is None else bool(restore_best_weights)
+        self.on_train_begin({})
+
+    def on_train_begin(self, logs: dict) -> None:
+        """Start afresh, as Keras does: an instance reused for another ``fit`` forgets the last one
+        (a resumed ``fit`` then loads the checkpoint's state)."""
+        self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.best_weights, self.stopped_epoch, self.best_epoch = 0, None, None, None
 
     def _beats_baseline(self, value: float) -> bool:
@@ -244,9 +250,10 @@ class EarlyStopping(_Monitor):
 
 class ModelCheckpoint(_Monitor):
     """Save a training checkpoint (model, optimizer, schedule, epoch, random states and the
-    callbacks' states) at the end of each epoch, or only when ``monitor`` improves. ``{epoch}``
-    in the path is replaced by the epoch number. The file is written once every callback has
-    finished the epoch, so it holds their states after that epoch. Writes are atomic."""
+    callbacks' states) at the end of each epoch, or only when ``monitor`` improves. The path is
+    formatted with the epoch number from 1 and the epoch's logs, as in Keras:
+    ``"m-{epoch:02d}-{val_loss:.3f}.st"``. The file is written once every callback has finished
+    the epoch, so it holds their states after that epoch. Writes are atomic."""
 
     def __init__(self, path: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto"):
@@ -266,9 +273,17 @@ class ModelCheckpoint(_Monitor):
         self.best = value
         return True
 
+    def _filename(self, epoch: int, logs: dict) -> str:
+        """The path formatted with ``epoch`` (counted from 1) and the logged quantities."""
+        try:
+            return self.path.format(epoch=epoch + 1, **logs)
+        except KeyError as error:
+            raise KeyError(f"{type(self).__name__}: the path {self.path!r} names {error.args[0]!r}, which is not "
+                           f"logged at epoch {epoch + 1}; logged: {sorted(logs)} (and 'epoch')") from None
+
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         if self._due(epoch, logs):
-            self.trainer.request_checkpoint(self.path.format(epoch=epoch + 1), epoch=epoch + 1)
+            self.trainer.request_checkpoint(self._filename(epoch, logs), epoch=epoch + 1)
 
     def state_dict(self) -> dict:
         return {"best": self.best}
@@ -288,12 +303,16 @@ class LearningRateScheduler(Callback):
 
 
 class CSVLogger(Callback):
-    """Append one row of epoch logs per epoch to a CSV file (rewritten atomically). A resumed
-    ``fit`` keeps the rows of the epochs before the checkpoint."""
+    """Append one row of epoch logs per epoch to a CSV file (rewritten atomically). Each ``fit``
+    starts a new file (Keras's ``append=False``); a resumed ``fit`` keeps the rows of the epochs
+    before the checkpoint."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
         self.rows: list[dict] = []
+
+    def on_train_begin(self, logs: dict) -> None:
+        self.rows = []
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
@@ -319,7 +338,9 @@ class CSVLogger(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Stop training as soon as the loss is NaN or infinite, naming the iteration."""
+    """Stop training as soon as the loss is NaN or infinite, naming the iteration. The epoch still
+    ends as in Keras (validation, ``on_epoch_end``, its row in the history and CSV log), but no
+    training checkpoint of its broken weights is written: the last good one stays."""
 
     def __init__(self):
         self.message = None

@@ -74,9 +74,11 @@ def restore(path: str | os.PathLike, trainer) -> tuple[int, list | None]:
     saved states (for :func:`restore_callbacks` once the callbacks have begun training)."""
     weights, state = read(path)
     trainer.model.load_state_dict(weights)
-    trainer.optimizer.load_state_dict(state["optimizer"])
     if trainer.schedule is not None and state["schedule"] is not None:
         trainer.schedule.load_state_dict(state["schedule"])
+    # after the schedule, which sets the rate of its position t: the saved rate wins, as it was
+    # when saved (a callback such as ReduceLROnPlateau may have changed it since the last step)
+    trainer.optimizer.load_state_dict(state["optimizer"])
     backend.set_rng_state(state["rng"])
     if trainer.loader is not None and state["loader"] is not None:
         trainer.loader.load_state_dict(state["loader"])

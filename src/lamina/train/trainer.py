@@ -308,16 +308,17 @@ class Trainer(_TrainerData):
                 warnings.warn(f"Trainer.fit: the training data ran out of batches at epoch {epoch + 1} (a pass "
                               f"yielded none); training stopped", RuntimeWarning, stacklevel=3)
                 break
-            due = (epoch + 1) % self.validation_freq == 0
-            validated = val is not None and due and math.isfinite(logs["loss"])
+            # validated even when the loss is not finite (as Keras): the callbacks then see a
+            # val_loss that is no improvement rather than a missing one
+            validated = val is not None and (epoch + 1) % self.validation_freq == 0
             if validated:
                 logs.update(self._validate_epoch(val, validation))
             self._step_epoch_schedule(logs, validated, val is not None)
             self.history.record_epoch(epoch + 1, logs)
-            if not math.isfinite(logs["loss"]) and self.stop_training:
-                break
             for cb in self.callbacks:
                 cb.on_epoch_end(epoch, logs)
+            if self.stop_training and not math.isfinite(logs["loss"]):
+                self._requested_checkpoints.clear()  # a stop on a NaN keeps the last good checkpoint
             self._write_requested_checkpoints()
             if self.stop_training:
                 break
@@ -411,7 +412,8 @@ class Trainer(_TrainerData):
     @_with_evaluation_weights
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """The model's outputs for ``x`` (one array, or a tuple or list of arrays for a model of
-        several inputs) in evaluation mode, batch by batch."""
+        several inputs) in evaluation mode, batch by batch. No samples give an empty array of the
+        model's output shape, (0, classes) for a classifier."""
         inputs = _input_list(x)
         self._check_input_count("Trainer.predict", len(inputs))
         n = num_samples(x, "Trainer.predict")
@@ -421,7 +423,20 @@ class Trainer(_TrainerData):
             for i in range(0, n, batch_size):
                 batch = [lamina.tensor(values[i:i + batch_size]) for values in inputs]
                 outputs.append(backend.to_numpy(self.model(*batch).data))
-        return np.concatenate(outputs) if outputs else np.zeros((0,))
+            if not outputs:
+                return self._empty_prediction(inputs)
+        return np.concatenate(outputs)
+
+    def _empty_prediction(self, inputs: list) -> np.ndarray:
+        """The outputs for zero samples: the model run on the empty batch, or, for a model that
+        cannot take one, an empty array shaped like its output for one sample of zeros."""
+        try:
+            return backend.to_numpy(self.model(*[lamina.tensor(values) for values in inputs]).data)
+        except Exception:  # noqa: BLE001 - a layer rejecting zero samples: one sample gives the shape
+            one = [lamina.tensor(np.zeros((1, *np.shape(values)[1:]), dtype=np.asarray(values).dtype))
+                   for values in inputs]
+            out = backend.to_numpy(self.model(*one).data)
+            return np.zeros((0, *out.shape[1:]), dtype=out.dtype)
 
     def save_checkpoint(self, path: str | os.PathLike, epoch: int | None = None) -> None:
         """Write a training checkpoint (see :mod:`lamina.train.checkpoint`) atomically; in a

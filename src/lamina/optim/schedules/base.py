@@ -66,6 +66,8 @@ class Schedule:
         return {"schedule": type(self).__name__, "t": self.t}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back the position t and set an attached optimizer's rate to the rate at t (a
+        training checkpoint then loads the optimizer's saved state, whose rate wins)."""
         kind = state.get("schedule", type(self).__name__)
         if kind != type(self).__name__:
             raise ValueError(f"{type(self).__name__}.load_state_dict: the state dict is from a {kind}")

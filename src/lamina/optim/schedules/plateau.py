@@ -9,9 +9,11 @@ from typing import Any
 
 from lamina.optim.schedules.base import _check
 
-HIGHER_IS_BETTER = ("acc", "f1", "precision", "recall", "auc", "r2")
-"""Parts of a logged quantity's name that make ``mode='auto'`` maximise it (losses and
-errors are minimised)."""
+HIGHER_IS_BETTER = ("acc", "f1", "fbeta", "precision", "recall", "auc", "r2", "iou", "dice", "similarity")
+"""Parts of a logged quantity's name that make ``mode='auto'`` maximise it: the accuracies,
+F-scores, precision, recall, AUCs, R^2, mean IoU, Dice score and cosine similarity that
+:func:`lamina.train.metrics.get_metric` logs (with their ``val_`` and ``weighted_`` forms).
+Losses, errors and every other name (mae, mse, logcosh, ...) are minimised."""
 
 
 def higher_is_better(name: str) -> bool:
