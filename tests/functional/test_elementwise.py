@@ -130,11 +130,27 @@ def test_maximum_and_minimum_propagate_nan_from_either_side(name, create_graph):
     grads = lamina.autograd.grad(y.sum(), [a, b], create_graph=create_graph)
     da, db = (g.data if isinstance(g, lamina.Tensor) else g for g in grads)
     ty.sum().backward()
-    # a NaN routes the gradient to a, as torch does (torch also gives b a copy; a tie goes to a as documented)
-    np.testing.assert_array_equal(da[:2], ta.grad.numpy()[:2])
+    # as torch: a NaN gives both operands the whole gradient, the tie at index 2 half each
+    np.testing.assert_array_equal(da, ta.grad.numpy())
+    np.testing.assert_array_equal(db, tb.grad.numpy())
     a_last = 1.0 if name == "maximum" else 0.0
-    np.testing.assert_array_equal(da, [1, 1, 1, a_last])
-    np.testing.assert_array_equal(db, [0, 0, 0, 1 - a_last])
+    np.testing.assert_array_equal(da, [1, 1, 0.5, a_last])
+    np.testing.assert_array_equal(db, [1, 1, 0.5, 1 - a_last])
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_maximum_and_minimum_split_ties_evenly_as_torch(name, create_graph):
+    a_np = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 0.0]])
+    b_np = np.array([2.0, 2.0, 0.0])                      # broadcast over the rows: ties in both
+    a, b = (lamina.tensor(v, dtype=np.float64, requires_grad=True) for v in (a_np, b_np))
+    ta, tb = (torch.tensor(v, requires_grad=True) for v in (a_np, b_np))
+    weights = np.arange(1.0, 7.0).reshape(2, 3)
+    y, ty = getattr(F, name)(a, b), getattr(torch, name)(ta, tb)
+    grads = lamina.autograd.grad((y * lamina.tensor(weights)).sum(), [a, b], create_graph=create_graph)
+    (ty * torch.tensor(weights)).sum().backward()
+    for ours, theirs in zip(grads, (ta, tb)):
+        np.testing.assert_array_equal(ours.data if isinstance(ours, lamina.Tensor) else ours, theirs.grad.numpy())
 
 
 @pytest.mark.parametrize("method", [False, True])

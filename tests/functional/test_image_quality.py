@@ -178,6 +178,30 @@ def test_data_range_must_be_positive(fn, data_range):
         fn(x, y, data_range=data_range)
 
 
+@pytest.mark.parametrize("fn", [F.psnr, F.ssim, F.ssim_loss])
+@pytest.mark.parametrize("data_range", [np.float32(2.5), np.int64(2), np.float64(2.5)])
+def test_data_range_may_be_a_numpy_scalar(fn, data_range):
+    x, y = images(1, 12, 12, 1)
+    np.testing.assert_allclose(fn(x, y, data_range=data_range).numpy(),
+                               fn(x, y, data_range=float(data_range)).numpy(), rtol=1e-12)
+
+
+def test_ms_ssim_data_range_may_be_a_numpy_scalar_but_not_a_bool():
+    x, y = images(1, 32, 32, 1)
+    np.testing.assert_allclose(F.ms_ssim(x, y, data_range=np.float32(2.0), kernel_size=3, weights=(0.5, 0.5)).numpy(),
+                               F.ms_ssim(x, y, data_range=2.0, kernel_size=3, weights=(0.5, 0.5)).numpy(), rtol=1e-12)
+    for flag in (True, np.bool_(True)):
+        with pytest.raises(ValueError, match="data_range must be a positive number"):
+            F.psnr(x, y, data_range=flag)
+
+
+@pytest.mark.parametrize("fn", [F.ssim, F.ms_ssim])
+def test_images_without_channels_are_refused_by_name(fn):
+    x = np.zeros((1, 16, 16, 0))
+    with pytest.raises(ShapeError, match=rf"{fn.__name__}: images need at least one channel.*\(1, 16, 16, 0\)"):
+        fn(x, x)
+
+
 @pytest.mark.parametrize("fn", [F.psnr, F.ssim, F.ms_ssim])
 def test_shape_mismatch(fn):
     x, _ = images(1, 12, 12, 1)

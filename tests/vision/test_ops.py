@@ -196,6 +196,42 @@ def test_losses_match_torch(name, reduction):
                            lambda a, b: theirs(a, b, reduction=reduction), MATCHED_A, MATCHED_B, dtype=dtype)
 
 
+# identical boxes, a shared left/right edge with a shared bottom, touching boxes of equal height
+SHARED_A = np.array([[1.0, 2.0, 4.0, 7.0], [4.0, 0.0, 5.0, 3.0], [0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0]])
+SHARED_B = np.array([[1.0, 2.0, 4.0, 7.0], [4.0, 2.0, 5.0, 3.0], [2.0, 0.0, 4.0, 2.0], [0.0, 1.0, 3.0, 2.0]])
+
+
+def _gradients_against_torch(ours, theirs, a, b):
+    la, lb = (lamina.tensor(v, dtype=np.float64, requires_grad=True) for v in (a, b))
+    ta, tb = (torch.tensor(v, requires_grad=True) for v in (a, b))
+    out, t_out = ours(la, lb), theirs(ta, tb)
+    weights = np.arange(1.0, out.size + 1).reshape(out.shape)
+    (out * lamina.tensor(weights)).sum().backward()
+    (t_out * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(out.numpy(), t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
+    for x, t in ((la, ta), (lb, tb)):
+        np.testing.assert_allclose(x.grad, t.grad.numpy(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(PAIRWISE) + list(LOSSES))
+def test_gradients_at_shared_edges_and_identical_boxes_match_torch(name):
+    ours, theirs = PAIRWISE[name] if name in PAIRWISE else LOSSES[name]
+    _gradients_against_torch(ours, theirs, SHARED_A, SHARED_B)
+    la = lamina.tensor(SHARED_A[:1], dtype=np.float64, requires_grad=True)
+    ours(la, SHARED_A[:1]).sum().backward()
+    np.testing.assert_allclose(la.grad, 0.0, atol=1e-8)     # identical boxes: a stationary point
+
+
+@pytest.mark.parametrize("name", ["complete_box_iou", "complete_box_iou_loss"])
+def test_complete_iou_of_inverted_boxes_uses_atan_of_the_ratio(name):
+    inverted = np.array([[0.0, 0.0, 2.0, -1.0], [3.0, 4.0, 1.0, 1.0]])   # y2 < y1; both x2 < x1 and y2 < y1
+    upright = np.array([[0.0, 0.0, 3.0, 1.0], [0.0, 0.0, 2.0, 5.0]])
+    ours, theirs = PAIRWISE[name] if name in PAIRWISE else LOSSES[name]
+    _gradients_against_torch(ours, theirs, inverted, upright)
+    if name == "complete_box_iou_loss":
+        np.testing.assert_allclose(ours(inverted[:1], upright[:1]), [2.6826922], rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["generalized_box_iou_loss", "distance_box_iou_loss"])
 def test_losses_gradcheck(name):
     assert check_gradients(lambda a, b: LOSSES[name][0](a, b, reduction="sum"), MATCHED_A, MATCHED_B)
@@ -220,6 +256,34 @@ def test_sigmoid_focal_loss_matches_torch(alpha, reduction):
                        logits, dtype=np.float64)
 
 
+@pytest.mark.parametrize("alpha", [0.25, 1.5, -1.0])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_sigmoid_focal_loss_gives_soft_targets_their_gradient_as_torch(alpha, reduction):
+    rng = np.random.default_rng(6)
+    logits, targets = rng.normal(0, 2, (3, 4)), rng.uniform(-0.5, 1.5, (3, 4))   # soft, some outside [0, 1]
+    z, y = (lamina.tensor(v, dtype=np.float64, requires_grad=True) for v in (logits, targets))
+    tz, ty = (torch.tensor(v, requires_grad=True) for v in (logits, targets))
+    out, t_out = sigmoid_focal_loss(z, y, alpha, 2.0, reduction), t_sigmoid_focal_loss(tz, ty, alpha, 2.0, reduction)
+    out.sum().backward()
+    t_out.sum().backward()
+    np.testing.assert_allclose(out.numpy(), t_out.detach().numpy(), rtol=1e-12)
+    for ours, theirs in ((z, tz), (y, ty)):
+        np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("alpha", [1.5, 0.25])
+@pytest.mark.parametrize("targets", [np.array([1.0, 0.0, 0.3]), np.array([2.0, -1.0, 0.5])])
+def test_sigmoid_focal_loss_accepts_what_torchvision_accepts(targets, alpha):
+    logits = np.array([0.3, -1.2, 2.0])
+    compare_with_torch(lambda z: sigmoid_focal_loss(z, targets, alpha, 2.0, "sum"),
+                       lambda z: t_sigmoid_focal_loss(z, torch.tensor(targets), alpha, 2.0, "sum"),
+                       logits, dtype=np.float64)
+    with pytest.raises(ShapeError, match="sigmoid_focal_loss"):
+        sigmoid_focal_loss(logits, targets[:2])
+    with pytest.raises(TypeError, match="sigmoid_focal_loss: alpha"):
+        sigmoid_focal_loss(logits, targets, alpha="0.25")
+
+
 # -- formats, clipping, selection ---------------------------------------------------------------
 
 
@@ -234,6 +298,20 @@ def test_box_convert_round_trips_and_has_gradients(fmt):
     assert check_gradients(lambda b: box_convert(b, fmt, "xyxy"), converted)
     with pytest.raises(ValueError, match="box_convert"):
         box_convert(A, "xyxy", "yxyx")
+
+
+@pytest.mark.parametrize("fmt", ["xyxy", "xywh", "cxcywh"])
+def test_box_convert_to_the_same_format_returns_a_copy(fmt):
+    boxes = A.copy()
+    out = box_convert(boxes, fmt, fmt)
+    assert out is not boxes and not np.shares_memory(out, boxes)
+    out[0, 0] = -1.0
+    np.testing.assert_array_equal(boxes, A)
+    given = lamina.tensor(A, requires_grad=True)
+    same = box_convert(given, fmt, fmt)
+    assert same is not given and not np.shares_memory(same.data, given.data)
+    (same * 2.0).sum().backward()
+    np.testing.assert_array_equal(given.grad, np.full(A.shape, 2.0))
 
 
 def test_clip_boxes_to_image_matches_torch():
@@ -273,6 +351,19 @@ def test_nms_and_batched_nms_match_greedy_references():
     assert kept.tolist() == sorted(expected, key=lambda i: -scores[i])
     assert len(kept) > len(nms(boxes, scores, 0.3))            # other classes no longer suppress
     assert batched_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=int), 0.5).shape == (0,)
+
+
+@pytest.mark.parametrize("shift", [-40.0, -25.0])
+def test_batched_nms_keeps_categories_apart_with_negative_coordinates(shift):
+    rng = np.random.default_rng(8)
+    boxes, scores, labels = _boxes(30, 9, spread=20.0) + shift, rng.uniform(size=30), rng.integers(0, 3, 30)
+    expected = []
+    for label in range(3):
+        chosen = np.flatnonzero(labels == label)
+        expected += chosen[_t_nms(torch.tensor(boxes[chosen]), torch.tensor(scores[chosen]), 0.3)].tolist()
+    assert batched_nms(boxes, scores, labels, 0.3).tolist() == sorted(expected, key=lambda i: -scores[i])
+    same = np.array([[-10.0, -10.0, -1.0, -1.0]] * 2)
+    assert batched_nms(same, np.array([0.9, 0.8]), np.array([0, 1]), 0.5).tolist() == [0, 1]
 
 
 # -- box coding and anchors ----------------------------------------------------------------------

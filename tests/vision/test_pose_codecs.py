@@ -51,6 +51,21 @@ def test_invisible_and_outside_keypoints_get_zero_weight_and_no_gaussian():
     assert heatmaps[0, :, :, 0].max() == 1.0 and not heatmaps[0, :, :, 1:].any()
 
 
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("sigma", [2.0, 1.5])
+def test_weight_is_zero_exactly_when_the_window_holds_no_cell_of_the_grid(sigma, unbiased):
+    # sigma 2: cells within 6 of mu; sigma 1.5: within 4.5, so 4 cells on either side
+    reach = int(3 * sigma)
+    inside = [-reach, 7 + reach]                    # the window's last (first) cell is 0 (7)
+    outside = [-reach - 1, 8 + reach]               # one cell further: the window misses the 8 x 8 grid
+    for coordinate, expected in [(c, 1.0) for c in inside] + [(c, 0.0) for c in outside]:
+        for point in ([coordinate, 3.0], [3.0, coordinate]):
+            heatmaps, weights = encode_heatmaps(np.array([[point]], dtype=float), None, (8, 8), (8, 8),
+                                                sigma=sigma, unbiased=unbiased)
+            assert weights.tolist() == [[expected]], point
+            assert (heatmaps.max() > 0) == bool(expected)
+
+
 def test_argmax_with_quarter_offset_is_within_a_quarter_cell():
     points = _subpixel_points(40, seed=1)
     heatmaps, _ = encode_heatmaps(points, None, (40, 40), (40, 40), unbiased=True)

@@ -142,6 +142,19 @@ def test_roi_align_of_a_constant_map_is_that_constant_inside():
     np.testing.assert_allclose(out, 3.0)
 
 
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("shape", [(1, 0, 4, 2), (1, 4, 0, 2), (2, 0, 0, 1)])
+def test_roi_align_of_an_empty_feature_map_is_zero(shape, aligned):
+    x = lamina.tensor(np.zeros(shape), dtype=np.float64, requires_grad=True)
+    boxes = np.array([[0, -0.5, -0.5, 0.2, 0.2], [0, 0.0, 0.0, 0.0, 0.0], [0, 1.0, 1.0, 5.0, 5.0]])
+    for sampling_ratio in (-1, 2):
+        out = roi_align(x, boxes, (2, 3), aligned=aligned, sampling_ratio=sampling_ratio)
+        assert out.shape == (3, 2, 3, shape[3])
+        assert not out.numpy().any()
+        out.sum().backward()
+        assert x.grad.shape == shape
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("scale", [SCALE, 1.0])
 def test_roi_pool_matches_the_reference(dtype, scale):

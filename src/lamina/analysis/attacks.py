@@ -299,7 +299,7 @@ def _margin_tensor(logits: Tensor, labels, targeted: bool, kappa: float) -> Tens
     shut = tensor(mask * -1e30, dtype=logits.dtype)  # the label's own logit never is the best other
     best_other = (logits + shut).max(axis=1)
     gap = best_other - chosen if targeted else chosen - best_other
-    return F.maximum(gap, tensor(xp.full(gap.shape, -kappa, dtype=logits.dtype)))
+    return F.clip(gap, -kappa, None)                  # torch's clamp(min=-kappa)
 
 
 def _from_tanh_space(w, clip):

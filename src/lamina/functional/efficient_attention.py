@@ -42,7 +42,7 @@ from lamina.errors import ShapeError
 from lamina.functional.activation import softmax
 from lamina.functional.arithmetic import matmul
 from lamina.functional.elementwise import abs as elementwise_abs
-from lamina.functional.elementwise import exp, maximum, sqrt, where
+from lamina.functional.elementwise import clip, exp, sqrt, where
 from lamina.functional.indexing import gather
 from lamina.functional.reduce import max as reduce_max
 from lamina.functional.reduce import mean
@@ -181,7 +181,7 @@ def lsh_attention(qk, v, rotations, chunk_size: int, causal: bool = False) -> Te
         return reshape(gather(x, 1, index), (batch, rounds, chunks, c, x.shape[-1]))
 
     queries, values = sort(qk), sort(v)
-    keys = queries / sqrt(maximum(reduce_sum(queries * queries, axis=-1, keepdims=True), NORM_FLOOR ** 2))
+    keys = queries / sqrt(clip(reduce_sum(queries * queries, axis=-1, keepdims=True), NORM_FLOOR ** 2, None))
     query_pos = order.reshape(batch, rounds, chunks, c)
     key_pos = query_pos
     if chunks > 1:

@@ -110,28 +110,39 @@ class Where(Function):
 class Maximum(Function):
     """Element-wise max(a, b) (course notes' max node); NaN in either operand propagates.
 
-    The gradient goes to b where b strictly wins and to a otherwise, so ties and NaNs route it to a.
+    As PyTorch's ``maximum``/``minimum``: the gradient goes to the strict winner, a tie splits
+    it evenly (dy/2 to each), and where either operand is NaN both get the whole of it.
     """
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         try:
-            self.b_wins = a < b if self.largest else a > b
+            return backend.xp.maximum(a, b) if self.largest else backend.xp.minimum(a, b)
         except ValueError:
             raise shape_error("maximum" if self.largest else "minimum", a.shape, b.shape) from None
-        return backend.xp.maximum(a, b) if self.largest else backend.xp.minimum(a, b)
+
+    def _routes(self):
+        """(a wins, b wins, tie) masks; with a NaN none holds, so neither operand is shut out."""
+        a, b = self.inputs[0].data, self.inputs[1].data
+        a_wins, b_wins = (a > b, a < b) if self.largest else (a < b, a > b)
+        return a_wins, b_wins, a == b
 
     def backward(self, dy):
+        xp = backend.xp
+        a_wins, b_wins, tie = self._routes()
         zero = dy.dtype.type(0)
+        share = xp.where(tie, dy * dy.dtype.type(0.5), dy)
         sa, sb = self.shapes
-        da = unbroadcast(backend.xp.where(self.b_wins, zero, dy), sa) if self.needs_grad[0] else None
-        db = unbroadcast(backend.xp.where(self.b_wins, dy, zero), sb) if self.needs_grad[1] else None
+        da = unbroadcast(xp.where(b_wins, zero, share), sa) if self.needs_grad[0] else None
+        db = unbroadcast(xp.where(a_wins, zero, share), sb) if self.needs_grad[1] else None
         return da, db
 
     def backward_graph(self, dy):
+        a_wins, b_wins, tie = self._routes()
+        share = where(tie, dy * 0.5, dy)
         sa, sb = self.shapes
-        da = sum_to(where(self.b_wins, 0.0, dy), sa) if self.needs_grad[0] else None
-        db = sum_to(where(self.b_wins, dy, 0.0), sb) if self.needs_grad[1] else None
+        da = sum_to(where(b_wins, 0.0, share), sa) if self.needs_grad[0] else None
+        db = sum_to(where(a_wins, 0.0, share), sb) if self.needs_grad[1] else None
         return da, db
 
 

@@ -16,6 +16,7 @@ All are composites of differentiable ops, so gradients (and their derivatives) c
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy
 
@@ -41,10 +42,13 @@ def _check_pair(x: Tensor, y: Tensor, op: str) -> None:
                          f"{tuple(x.shape)} and {tuple(y.shape)}")
 
 
-def _check_range(data_range: float, op: str) -> None:
-    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
+def _check_range(data_range: float, op: str) -> float:
+    """``data_range`` as a float: any finite positive real number (NumPy scalars too; not a bool)."""
+    ok = isinstance(data_range, numbers.Real) and not isinstance(data_range, (bool, numpy.bool_))
+    if not (ok and math.isfinite(data_range) and data_range > 0):
         raise ValueError(f"{op}: data_range must be a positive number (the span of pixel values, 1.0 for "
-                         f"[0, 1] images, 255 for bytes), got {data_range!r}")
+                         f"[0, 1] images, 255 for bytes), got {data_range!r} of type {type(data_range).__name__}")
+    return float(data_range)
 
 
 def _reduce(per_image: Tensor, reduction: str, op: str) -> Tensor:
@@ -62,7 +66,7 @@ def psnr(x, y, data_range: float = 1.0, reduction: str = "mean") -> Tensor:
     batch (``reduction='mean'``) or one per image (``'none'``). Identical images give +inf."""
     x, y = _tensor(x), _tensor(y)
     _check_pair(x, y, "psnr")
-    _check_range(data_range, "psnr")
+    data_range = _check_range(data_range, "psnr")
     mse = ((x - y) ** 2).mean(axis=(1, 2, 3))
     return _reduce(10.0 * (data_range ** 2 / mse).log10(), reduction, "psnr")
 
@@ -108,11 +112,14 @@ def _check_window_fits(shape, kernel_size: int, op: str, detail: str = "") -> No
 
 
 def _setup(x, y, data_range, kernel_size, sigma, op):
+    """The images as tensors, the window and ``data_range`` as a float, once checked."""
     x, y = _tensor(x), _tensor(y)
     _check_pair(x, y, op)
-    _check_range(data_range, op)
+    if x.shape[-1] == 0:
+        raise ShapeError(f"{op}: images need at least one channel, got shape {tuple(x.shape)}")
+    data_range = _check_range(data_range, op)
     window = gaussian_window(kernel_size, sigma, numpy.result_type(x.dtype, y.dtype))
-    return x, y, window
+    return x, y, window, data_range
 
 
 def ssim(x, y, data_range: float = 1.0, kernel_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
@@ -127,7 +134,7 @@ def ssim(x, y, data_range: float = 1.0, kernel_size: int = 11, sigma: float = 1.
     averaged over the valid positions and the channels of each image (conventions in the
     module docstring), then over the batch (``reduction='mean'``) or not (``'none'``).
     1 for identical images."""
-    x, y, window = _setup(x, y, data_range, kernel_size, sigma, "ssim")
+    x, y, window, data_range = _setup(x, y, data_range, kernel_size, sigma, "ssim")
     _check_window_fits(x.shape, kernel_size, "ssim")
     ssim_map, _ = _ssim_maps(x, y, data_range, window, k1, k2)
     return _reduce(ssim_map.mean(axis=(1, 2, 3)), reduction, "ssim")
@@ -159,7 +166,7 @@ def ms_ssim(x, y, data_range: float = 1.0, kernel_size: int = 11, sigma: float =
 
     The coarsest scale must still hold a window: H // 2^(M-1) and W // 2^(M-1) >= kernel_size
     (176 pixels for the default 11x11 window and 5 scales)."""
-    x, y, window = _setup(x, y, data_range, kernel_size, sigma, "ms_ssim")
+    x, y, window, data_range = _setup(x, y, data_range, kernel_size, sigma, "ms_ssim")
     scales = len(weights)
     if scales < 1:
         raise ValueError("ms_ssim: weights must hold one exponent per scale, got none")

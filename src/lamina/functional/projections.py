@@ -19,7 +19,7 @@ from lamina import backend
 from lamina.autograd import Tensor
 from lamina.functional import reduce as R
 from lamina.functional.elementwise import abs as absolute
-from lamina.functional.elementwise import maximum, minimum, where
+from lamina.functional.elementwise import clip, where
 
 __all__ = ["project_box", "project_l1_ball", "project_simplex"]
 
@@ -43,11 +43,7 @@ def project_box(x, lower=None, upper=None) -> Tensor:
     if lower is not None and upper is not None and np.any(np.asarray(backend.to_numpy(_tensor(lower).data))
                                                           > np.asarray(backend.to_numpy(_tensor(upper).data))):
         raise ValueError("project_box: every lower bound must be <= its upper bound")
-    if lower is not None:
-        x = maximum(x, lower)
-    if upper is not None:
-        x = minimum(x, upper)
-    return x
+    return clip(x, lower, upper)      # torch's clamp: a value on a bound keeps its gradient
 
 
 def _simplex_support(values: np.ndarray, radius: float) -> np.ndarray:

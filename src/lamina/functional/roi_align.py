@@ -37,6 +37,8 @@ def _axis_weights(start, bin_size, grid, out: int, length: int, dtype) -> np.nda
     the total weight pixel j gets from the samples of bin p, with samples that fall outside
     [-1, length] weighted 0 (torchvision's rules, one axis at a time)."""
     k_count = start.shape[0]
+    if length == 0:                      # an empty feature map: no pixel to sample, every bin is 0
+        return np.zeros((k_count, out, 0), dtype=dtype)
     most = max(int(grid.max()) if k_count else 1, 1)
     bins, steps = np.arange(out), np.arange(most)
     coord = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
@@ -94,19 +96,20 @@ class RoIAlign(Function):
         out = xp.zeros((k_count, out_h, self.cols.shape[1], x.shape[3]), dtype=x.dtype)
         height, width, channels = x.shape[1:]
         for image, boxes in self._groups():
-            rows = self.rows[boxes].reshape(-1, height)  # two matrix products (much faster than einsum)
-            over_rows = (rows @ x[image].reshape(height, -1)).reshape(len(boxes), out_h, width, channels)
+            # two matrix products (much faster than einsum); sizes spelt out, as H, W or C may be 0
+            rows = self.rows[boxes].reshape(len(boxes) * out_h, height)
+            over_rows = (rows @ x[image].reshape(height, width * channels)).reshape(len(boxes), out_h, width, channels)
             out[boxes] = xp.matmul(self.cols[boxes][:, None], over_rows)
         return out
 
     def backward(self, dy):
         xp = backend.xp
         dx = xp.zeros(self.in_shape, dtype=dy.dtype)
-        height = self.in_shape[1]
+        _, height, width, channels = self.in_shape
         for image, boxes in self._groups():
             over_cols = xp.matmul(self.cols[boxes].transpose(0, 2, 1)[:, None], dy[boxes])
-            rows = self.rows[boxes].reshape(-1, height)
-            dx[image] += (rows.T @ over_cols.reshape(rows.shape[0], -1)).reshape(dx.shape[1:])
+            rows = self.rows[boxes].reshape(len(boxes) * self.rows.shape[1], height)
+            dx[image] += (rows.T @ over_cols.reshape(rows.shape[0], width * channels)).reshape(dx.shape[1:])
         return (dx,)
 
     backward_graph = Function.linear_backward_graph

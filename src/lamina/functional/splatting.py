@@ -42,7 +42,7 @@ from lamina import backend
 from lamina.autograd import Tensor
 from lamina.autograd.function import Function
 from lamina.errors import ShapeError
-from lamina.functional.elementwise import exp, minimum
+from lamina.functional.elementwise import clip, exp
 from lamina.functional.math_more import cos, sin
 from lamina.functional.reduce_more import cumprod
 from lamina.functional.shape import concat, stack
@@ -164,7 +164,7 @@ class RasterizeGaussians2D(Function):
         w = exp((a * dx * dx + 2.0 * b * dx * dy + c * dy * dy) * -0.5)
         weights = w * opacities.reshape(1, -1)
         if self.mode == "alpha":
-            alpha = minimum(weights, ALPHA_MAX)
+            alpha = clip(weights, None, ALPHA_MAX)
             kept = cumprod(1.0 - alpha, axis=1)
             ones = Tensor._wrap(backend.xp.ones((kept.shape[0], 1), dtype=kept.dtype))
             weights = concat([ones, kept[:, :-1]], axis=1) * alpha

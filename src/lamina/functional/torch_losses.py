@@ -28,7 +28,8 @@ from lamina.errors import ShapeError
 from lamina.functional import loss as lamina_loss
 from lamina.functional import losses_extra, losses_metric, losses_more
 from lamina.functional import reduce as R
-from lamina.functional.elementwise import maximum, minimum, where
+from lamina.functional.activation import relu
+from lamina.functional.elementwise import clip, minimum, where
 from lamina.functional.indexing import gather
 from lamina.functional.loss import _check_reduction, categorical_cross_entropy
 from lamina.functional.losses_more import MultiMargin, _check_number, _class_labels, _prediction
@@ -190,7 +191,7 @@ def multi_margin_loss(input, target, p: int = 1, margin: float = 1.0, weight=Non
         return losses.reshape(labels.shape) if reduction == "none" else losses
     picked = gather(rows, 1, flat[:, None])
     others = backend.xp.arange(classes)[None, :] != flat[:, None]
-    terms = where(others, maximum(rows - picked + margin, 0.0), 0.0)
+    terms = where(others, relu(rows - picked + margin), 0.0)        # no gradient at the hinge, as torch
     if p == 2:
         terms = square(terms)
     losses = R.sum(terms, axis=1) / classes
@@ -348,4 +349,4 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
     d_positive, d_negative = distance(anchor, positive), distance(anchor, negative)
     if swap:
         d_negative = minimum(d_negative, distance(positive, negative))
-    return _reduced(maximum(d_positive - d_negative + margin, 0.0), reduction)
+    return _reduced(clip(d_positive - d_negative + margin, 0.0, None), reduction)   # torch's clamp_min

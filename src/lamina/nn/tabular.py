@@ -216,8 +216,8 @@ class PiecewiseLinearEncoding(Module):
         x = check_numbers(self._label(), x, self.n_features)
         xp = backend.xp
         ratio = (x[:, xp.asarray(self.feature_of_bin)] - self.left.astype(x.dtype)) / self.width.astype(x.dtype)
-        ratio = F.where(xp.asarray(self.clip_below), F.maximum(ratio, 0.0), ratio)
-        return F.where(xp.asarray(self.clip_above), F.minimum(ratio, 1.0), ratio)
+        ratio = F.where(xp.asarray(self.clip_below), F.clip(ratio, 0.0, None), ratio)   # clamps, as rtdl's
+        return F.where(xp.asarray(self.clip_above), F.clip(ratio, None, 1.0), ratio)
 
     def get_config(self) -> dict:
         return {"bins": [b.tolist() for b in self.bins], "name": self.name}

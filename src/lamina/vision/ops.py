@@ -21,16 +21,19 @@ with IoU = |A ∩ B| / (|A ∪ B| + eps) (and GIoU's |C| + eps) as torchvision c
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
+from lamina.functional.activation import sigmoid
 from lamina.functional.elementwise import clip, maximum, minimum, where
-from lamina.functional.losses_focal import binary_focal_loss
+from lamina.functional.losses_focal import BinaryFocal
 from lamina.functional.math_more import atan2
 from lamina.functional.shape import stack
+from lamina.functional.smooth_activation import softplus
 from lamina.vision.boxes import _greedy_nms
 
 __all__ = [
@@ -85,14 +88,15 @@ def _pairwise_sides(boxes_a: Tensor, boxes_b: Tensor, fn: str):
 
 def box_convert(boxes, in_fmt: str, out_fmt: str):
     """Convert boxes between 'xyxy' (corners), 'xywh' (top-left corner, width, height) and
-    'cxcywh' (centre, width, height)."""
+    'cxcywh' (centre, width, height). The result is always new, even for in_fmt == out_fmt
+    (a copy, as torchvision's clone)."""
     fn = "box_convert"
     for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
         if fmt not in FORMATS:
             raise ValueError(f"{fn}: {name} must be one of {FORMATS}, got {fmt!r}")
     given_tensor, (boxes,) = _tensors(fn, boxes)
     if in_fmt == out_fmt:
-        return _result(boxes, given_tensor)
+        return _result(boxes * 1.0, given_tensor)   # a new array or node, never the caller's boxes
     a, b, c, d = _sides(boxes)
     if in_fmt == "xywh":
         a, b, c, d = a, b, a + c, b + d
@@ -128,9 +132,17 @@ def _centre_distance_squared(a, b) -> Tensor:
     return ((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2) ** 2 + ((a[1] + a[3]) / 2 - (b[1] + b[3]) / 2) ** 2
 
 
+def _slope(w: Tensor, h: Tensor) -> Tensor:
+    """atan(w / h) for any sign of h, as atan2(s w, s h) with s = -1 where h < 0 and 1 elsewhere:
+    pi/2 sign(w) at h = 0 as atan(+-inf), with finite gradients there; 0 (not torchvision's NaN)
+    for a point box, w = h = 0."""
+    s = backend.xp.where(h.data < 0, -1.0, 1.0).astype(h.dtype, copy=False)
+    return atan2(w * s, h * s)
+
+
 def _aspect_term(a, b) -> Tensor:
-    """v = (4 / pi^2) (atan(w_a / h_a) - atan(w_b / h_b))^2; atan(w / h) = atan2(w, h) for h > 0."""
-    return (4 / math.pi**2) * (atan2(a[2] - a[0], a[3] - a[1]) - atan2(b[2] - b[0], b[3] - b[1])) ** 2
+    """v = (4 / pi^2) (atan(w_a / h_a) - atan(w_b / h_b))^2."""
+    return (4 / math.pi**2) * (_slope(a[2] - a[0], a[3] - a[1]) - _slope(b[2] - b[0], b[3] - b[1])) ** 2
 
 
 def _held(value: Tensor) -> Tensor:
@@ -244,23 +256,42 @@ def complete_box_iou_loss(boxes_a, boxes_b, reduction: str = "none", eps: float 
     return _result(_reduce(loss + alpha * v, reduction, fn), given_tensor)
 
 
+def _focal_terms(logits: Tensor, y, alpha: float, gamma: float) -> Tensor:
+    """The loss values composed from recorded ops, so that targets on the graph get dL/dy."""
+    ce = (1 - y) * logits + softplus(-logits, threshold=math.inf)
+    p = sigmoid(logits)
+    loss = ce * (1 - (p * y + (1 - p) * (1 - y))) ** gamma
+    return (alpha * y + (1 - alpha) * (1 - y)) * loss if alpha >= 0 else loss
+
+
 def sigmoid_focal_loss(inputs, targets, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "none") -> Tensor:
     """torchvision's focal loss on logits, value by value:
 
         L = alpha_t (1 - p_t)^gamma BCE(sigma(z), y),   p_t = p y + (1 - p)(1 - y),
 
-    alpha_t = alpha y + (1 - alpha)(1 - y), and no weighting for alpha < 0. ``reduction``:
-    'none' keeps the input's shape, 'mean' and 'sum' reduce over every value. Built on
-    :func:`lamina.functional.binary_focal_loss`."""
+    alpha_t = alpha y + (1 - alpha)(1 - y) for any alpha >= 0, and no weighting for alpha < 0.
+    Targets may be soft or lie outside [0, 1] as in torchvision, and a target tensor that
+    requires grad gets dL/dy. ``reduction``: 'none' keeps the input's shape, 'mean' and 'sum'
+    reduce over every value. Targets in [0, 1] off the graph with gamma >= 0 take the fused
+    node of :func:`lamina.functional.binary_focal_loss`; the rest is composed from sigmoid
+    and softplus."""
     fn = "sigmoid_focal_loss"
     if reduction not in REDUCTIONS:
         raise ValueError(f"{fn}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    for name, value in (("alpha", alpha), ("gamma", gamma)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"{fn}: {name} must be a real number, got {value!r}")
     logits = inputs if isinstance(inputs, Tensor) else Tensor(np.asarray(inputs), dtype=np.asarray(inputs).dtype)
-    target = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+    target = targets.data if isinstance(targets, Tensor) else backend.xp.asarray(targets)
     if target.shape != logits.shape:
         raise ShapeError(f"{fn}: inputs {logits.shape} and targets {target.shape} must have the same shape")
-    values = binary_focal_loss(logits.reshape(-1), target.reshape(-1), gamma=gamma,
-                               alpha=None if alpha < 0 else alpha, from_logits=True, reduction=reduction)
+    y = target.astype(logits.dtype, copy=False)
+    on_graph = isinstance(targets, Tensor) and targets.requires_grad
+    if on_graph or gamma < 0 or (y.size and not bool(backend.xp.all((y >= 0) & (y <= 1)))):
+        values = _focal_terms(logits, targets if on_graph else y, float(alpha), float(gamma))
+        return values if reduction == "none" else _reduce(values, reduction, fn)
+    values = BinaryFocal.apply(logits.reshape(-1), y=y.reshape(-1), gamma=float(gamma),
+                               alpha=None if alpha < 0 else float(alpha), from_logits=True, reduction=reduction)
     return values.reshape(logits.shape) if reduction == "none" else values
 
 
@@ -292,8 +323,9 @@ def nms(boxes, scores, iou_threshold: float) -> np.ndarray:
 
 def batched_nms(boxes, scores, idxs, iou_threshold: float) -> np.ndarray:
     """NMS within each category ``idxs`` (N integers): boxes of different categories never
-    suppress each other. Every box is shifted by idx * (max coordinate + 1), which puts the
-    categories apart, and one NMS runs on the shifted boxes."""
+    suppress each other. Every box is shifted by idx * (max coordinate - min coordinate + 1),
+    which puts the categories apart whatever the signs of the coordinates, and one NMS runs on
+    the shifted boxes."""
     fn = "batched_nms"
     boxes, scores = _boxes_and_scores(boxes, scores, fn)
     idxs = _plain(idxs).reshape(-1)
@@ -302,7 +334,7 @@ def batched_nms(boxes, scores, idxs, iou_threshold: float) -> np.ndarray:
                          f"dtype {idxs.dtype}")
     if boxes.size == 0:
         return np.zeros(0, dtype=np.int64)
-    offsets = idxs.astype(np.float64) * (boxes.max() + 1)
+    offsets = idxs.astype(np.float64) * (boxes.max() - boxes.min() + 1)
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 

@@ -14,10 +14,11 @@ Heatmaps (MSRA, Xiao et al. 2018). A keypoint at p (input pixels) sits at p / st
 
     G(x, y) = exp(-((x - mu_x)^2 + (y - mu_y)^2) / (2 sigma^2)),
 
-mu the keypoint rounded to the nearest cell and the Gaussian cut to the (6 sigma + 1)^2 window
-around it, or, with ``unbiased=True`` (Zhang et al. 2020, DARK), mu the exact sub-pixel point
-and the Gaussian not cut. A keypoint weighs its visibility (COCO's 2 counted as 1); one below
-0.5 or whose window misses the grid has no Gaussian, and the latter weighs 0.
+mu the keypoint rounded to the nearest cell and the Gaussian cut to its window, the cells within
+3 sigma of mu on each axis ((6 sigma + 1)^2 cells for integer 3 sigma), or, with ``unbiased=True``
+(Zhang et al. 2020, DARK), mu the exact sub-pixel point and the Gaussian not cut. A keypoint
+weighs its visibility (COCO's 2 counted as 1); one below 0.5 or whose window holds no cell of
+the grid has no Gaussian, and the latter weighs 0.
 
 Decoding. ``argmax`` takes the highest cell (x, y) and moves it a quarter cell towards the
 higher neighbour along each axis, sign(h(x+1, y) - h(x-1, y)) / 4 and likewise in y. ``dark``
@@ -163,9 +164,8 @@ def encode_heatmaps(keypoints, visible, input_size, heatmap_size, sigma: float =
             if visible[n, k] < 0.5:
                 continue
             mu = points[n, k] if unbiased else np.floor(points[n, k] + 0.5)
-            left, top = mu - radius
-            right, bottom = mu + radius + 1
-            if left >= width or top >= height or right < 0 or bottom < 0:
+            (left, top), (right, bottom) = np.ceil(mu - radius), np.floor(mu + radius)   # cells |c - mu| <= 3 sigma
+            if left > width - 1 or top > height - 1 or right < 0 or bottom < 0:
                 weights[n, k] = 0.0
                 continue
             gaussian = np.exp(-((xs - mu[0]) ** 2 + (ys - mu[1]) ** 2) / (2 * sigma ** 2))

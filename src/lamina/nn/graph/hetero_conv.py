@@ -88,11 +88,8 @@ class HeteroConv(Module):
     def _combine(self, outputs: list[Tensor]) -> Tensor:
         if len(outputs) == 1:
             return outputs[0]
-        if self.aggr == "max":
-            out = outputs[0]
-            for o in outputs[1:]:
-                out = F.maximum(out, o)
-            return out
+        if self.aggr == "max":              # stack(...).max(dim=0): a tie's gradient goes to one relation
+            return F.stack(outputs, axis=0).max(axis=0)
         total = outputs[0]
         for o in outputs[1:]:
             total = total + o
