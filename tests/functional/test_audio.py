@@ -73,6 +73,30 @@ def test_stft_gradients_and_second_derivatives():
         lambda a: torch.stft(a, 16, 4, 12, torch.tensor(window), return_complex=True).abs(), x)
 
 
+@pytest.mark.parametrize("mode", ["circular", "replicate"])
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5])
+def test_stft_gradient_when_the_padding_wraps_more_than_once(mode, length):
+    # n_fft // 2 = 4 padded samples on each side of fewer than 4 samples repeat a source in one border;
+    # torch's pad refuses this, so its reference pads by indexing
+    x = randn(2, length, seed=12)
+    dy = randn(2, 5, 1 + (length + 8 - 8) // 2, 2, seed=13)
+    positions = np.arange(-4, length + 4)
+    index = positions % length if mode == "circular" else np.clip(positions, 0, length - 1)
+
+    def theirs(a):
+        w = torch.ones(8, dtype=a.dtype)
+        return torch.view_as_real(torch.stft(a[..., index], 8, 2, window=w, center=False, return_complex=True))
+
+    xl = lamina.tensor(x, dtype=np.float64, requires_grad=True)
+    out = F.stft(xl, 8, 2, center=True, pad_mode=mode)
+    (out * lamina.tensor(dy, dtype=np.float64)).sum().backward()
+    xt = torch.tensor(x, requires_grad=True)
+    ref = theirs(xt)
+    (ref * torch.tensor(dy)).sum().backward()
+    assert_close(out.numpy(), ref.detach().numpy(), 1e-12)
+    assert_close(xl.grad, xt.grad.numpy(), 1e-12)
+
+
 ISTFT_CASES = {
     "hann_centre": (64, 16, None, True, False, True, None),
     "no_centre_normalized": (63, 10, None, False, True, True, None),
@@ -148,6 +172,25 @@ def test_windows_match_torch(length, periodic):
                  torch.hann_window(length, periodic, dtype=torch.float64).numpy(), 1e-14)
     assert_close(F.hamming_window(length, periodic, dtype=np.float64).numpy(),
                  torch.hamming_window(length, periodic, dtype=torch.float64).numpy(), 1e-14)
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+@pytest.mark.parametrize("length", [0, 1, 2, 8, 31])
+def test_blackman_bartlett_and_kaiser_windows_match_torch(length, periodic):
+    for name in ("blackman_window", "bartlett_window"):
+        assert_close(getattr(F, name)(length, periodic, dtype=np.float64).numpy(),
+                     getattr(torch, name)(length, periodic, dtype=torch.float64).numpy(), 1e-14, name)
+    for beta in (0.0, 5.0, 12.0):
+        assert_close(F.kaiser_window(length, periodic, beta, dtype=np.float64).numpy(),
+                     torch.kaiser_window(length, periodic, beta, dtype=torch.float64).numpy(), 1e-13, "kaiser_window")
+    assert F.kaiser_window(length).dtype == np.float32
+
+
+def test_windows_refuse_bad_lengths_and_beta():
+    with pytest.raises(ValueError, match="blackman_window: window_length must be an int >= 0, got -1"):
+        F.blackman_window(-1)
+    with pytest.raises(ValueError, match="kaiser_window: beta must be a finite number, got inf"):
+        F.kaiser_window(8, beta=float("inf"))
 
 
 @pytest.mark.parametrize("power", [1.0, 2.0, 0.5])

@@ -116,6 +116,8 @@ CASES = {
     "renorm_p3": (lambda x: F.renorm(x, 3, 1, 1.0), lambda x: torch.renorm(x, 3, 1, 1.0), [randn(4, 3, scale=1.5)]),
     "dist": (F.dist, torch.dist, [X, randn(4, seed=1)]),
     "dist_p3": (lambda a, b: F.dist(a, b, 3), lambda a, b: torch.dist(a, b, 3), [X, randn(3, 4, seed=1)]),
+    "dist_minus_inf": (lambda a, b: F.dist(a, b, -np.inf), lambda a, b: torch.dist(a, b, -np.inf),
+                       [X, randn(3, 4, seed=1)]),
     "diff": (lambda x: F.diff(x, n=2, axis=0), lambda x: torch.diff(x, n=2, dim=0), [randn(5, 3)]),
     "diff_ends": (lambda x, p: F.diff(x, prepend=p, append=2.0),
                   lambda x, p: torch.diff(x, prepend=p, append=torch.full((3, 1), 2.0, dtype=x.dtype)),
@@ -208,6 +210,12 @@ def test_median_and_nanmedian_with_nan():
 def test_whole_reductions_split_the_gradient_among_ties_as_torch(op):
     x = np.array([[2.0, 1.0, 2.0], [3.0, 2.0, 3.0], [np.nan, 0.0, 2.0]]) if op == "nanmedian" else ties(3, 5, seed=1)
     compare_with_torch(getattr(F, op), getattr(torch, op), x, dtype=np.float64)
+
+
+@pytest.mark.parametrize("p", [-np.inf, np.inf])
+def test_dist_extreme_norms_split_the_gradient_among_ties_as_torch(p):
+    compare_with_torch(lambda a, b: F.dist(a, b, p), lambda a, b: torch.dist(a, b, p), ties(3, 5, seed=1) + 0.5,
+                       ties(5, seed=2), dtype=np.float64)
 
 
 def test_amax_splits_the_gradient_among_ties_along_an_axis():
@@ -383,6 +391,7 @@ def test_tensor_methods():
     (lambda: F.trapezoid(randn(2, 3), np.arange(4.0)), ShapeError, r"trapezoid: x of length 4.*\(2, 3\)"),
     (lambda: F.std_mean(randn(1, 3), axis=0), ValueError, r"std_mean: correction=1 leaves .* \(1, 3\)"),
     (lambda: F.renorm(randn(2, 3), 0, 0, 1.0), ValueError, "renorm: p must be a number > 0"),
+    (lambda: F.dist(randn(2, 3), randn(3), -1.0), ValueError, r"dist: p must be a number >= 0 or -inf, got -1.0"),
 ])
 def test_errors_name_the_function_and_shapes(call, error, words):
     with pytest.raises(error, match=words):

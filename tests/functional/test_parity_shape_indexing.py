@@ -220,6 +220,47 @@ def test_unique_matches_torch(axis):
     np.testing.assert_array_equal(counts, t_counts.numpy())
 
 
+def test_unique_keeps_every_nan_apart_as_torch():
+    x = np.array([[np.nan, 1.0, np.nan], [1.0, -np.nan, 0.0]])
+    values, inverse, counts = IP.unique(x, return_inverse=True, return_counts=True)
+    t_values, t_inverse, t_counts = torch.unique(T(x), return_inverse=True, return_counts=True)
+    np.testing.assert_array_equal(values.numpy(), t_values.numpy())
+    np.testing.assert_array_equal(inverse, t_inverse.numpy())
+    np.testing.assert_array_equal(counts, t_counts.numpy())
+    rows = np.array([[np.nan, 1.0], [0.0, 1.0], [np.nan, 1.0], [0.0, 1.0]])
+    values, inverse, counts = IP.unique(rows, return_inverse=True, return_counts=True, axis=0)
+    np.testing.assert_array_equal(values.numpy(), [[0.0, 1.0], [np.nan, 1.0], [np.nan, 1.0]])
+    np.testing.assert_array_equal(inverse, [1, 0, 2, 0])
+    np.testing.assert_array_equal(counts, [2, 1, 1])    # torch's row order (and so grouping) around NaN rows varies
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1])
+def test_unique_consecutive_matches_torch(axis):
+    x = np.array([[1.0, 1.0, 2.0], [1.0, 1.0, 2.0], [np.nan, 0.0, 0.0], [np.nan, 0.0, 0.0], [1.0, 1.0, 2.0]])
+    for inverse in (False, True):
+        for counts in (False, True):
+            ours = IP.unique_consecutive(x, return_inverse=inverse, return_counts=counts, axis=axis)
+            theirs = torch.unique_consecutive(T(x), return_inverse=inverse, return_counts=counts, dim=axis)
+            ours, theirs = (ours, theirs) if inverse or counts else ((ours,), (theirs,))
+            assert len(ours) == len(theirs)
+            for a, b in zip(ours, theirs):
+                a = a if isinstance(a, np.ndarray) else a.numpy()
+                assert a.shape == b.shape and a.dtype == b.numpy().dtype
+                np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_unique_consecutive_of_empty_and_scalar_inputs_as_torch():
+    for x, axis in [(np.zeros(0), None), (np.zeros((0, 3)), 0), (np.array(3.0), None), (np.zeros((2, 0)), None)]:
+        ours = IP.unique_consecutive(x, return_inverse=True, return_counts=True, axis=axis)
+        theirs = torch.unique_consecutive(T(x), return_inverse=True, return_counts=True, dim=axis)
+        for a, b in zip(ours, theirs):
+            a = a if isinstance(a, np.ndarray) else a.numpy()
+            assert a.shape == b.shape
+            np.testing.assert_array_equal(a, b.numpy())
+    with pytest.raises(lamina.ShapeError, match=r"unique_consecutive: slices along axis 0 of x of shape \(3, 0\)"):
+        IP.unique_consecutive(np.zeros((3, 0)), axis=0)
+
+
 def test_unique_of_an_empty_input_is_empty():
     assert IP.unique(np.zeros(0)).shape == (0,)
 
@@ -244,6 +285,31 @@ def test_searchsorted_with_a_sorter_matches_torch():
     values = np.array([0.0, 2.0, 2.5, 6.0])
     np.testing.assert_array_equal(IP.searchsorted(seq, values, sorter=sorter),
                                   torch.searchsorted(T(seq), T(values), sorter=T(sorter)).numpy())
+
+
+@pytest.mark.parametrize("use_sorter", [False, True])
+def test_searchsorted_with_an_empty_last_axis_matches_torch(use_sorter):
+    for seq, values in [(np.ones((2, 3)), np.zeros((2, 0))), (np.zeros((2, 0)), np.ones((2, 1))),
+                        (np.zeros((2, 0)), np.zeros((2, 0)))]:
+        sorter = np.zeros(seq.shape, np.int64) if use_sorter else None
+        expected = torch.searchsorted(T(seq), T(values), sorter=None if sorter is None else T(sorter)).numpy()
+        ours = IP.searchsorted(seq, values, sorter=sorter)
+        assert ours.shape == expected.shape
+        np.testing.assert_array_equal(ours, expected)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_searchsorted_and_bucketize_compare_with_nan_as_torch(side):
+    nan = np.nan
+    seq = np.array([[1.0, 2.0, nan], [1.0, nan, nan], [-1.0, 0.0, 3.0]])
+    values = np.array([[nan, np.inf, 1.5], [0.0, 1.0, 2.0], [nan, 3.0, -5.0]])
+    np.testing.assert_array_equal(IP.searchsorted(seq, values, side=side),
+                                  torch.searchsorted(T(seq), T(values), side=side).numpy())
+    for row in seq:
+        np.testing.assert_array_equal(IP.searchsorted(row, values, side=side),
+                                      torch.searchsorted(T(row), T(values), side=side).numpy())
+        np.testing.assert_array_equal(IP.bucketize(values, row, right=side == "right"),
+                                      torch.bucketize(T(values), T(row), right=side == "right").numpy())
 
 
 @pytest.mark.parametrize("bins, low, high", [(4, 0.0, 0.0), (5, -1.0, 2.0), (3, 0.0, 3.0)])

@@ -47,6 +47,14 @@ CASES = {
     "cdist": (S.cdist, torch.cdist, [randn(4, 3), randn(5, 3, seed=1)]),
     "cdist_batched": (S.cdist, torch.cdist, [randn(2, 4, 3), randn(2, 5, 3, seed=1)]),
     "cdist_batch_broadcast": (S.cdist, torch.cdist, [randn(2, 1, 4, 3), randn(3, 5, 3, seed=1)]),
+    "cdist_p1": (lambda a, b: S.cdist(a, b, 1), lambda a, b: torch.cdist(a, b, 1), [randn(4, 3), randn(5, 3, seed=1)]),
+    "cdist_p3_batch_broadcast": (lambda a, b: S.cdist(a, b, 3), lambda a, b: torch.cdist(a, b, 3),
+                                 [randn(2, 1, 4, 3), randn(3, 5, 3, seed=1)]),
+    "cdist_p0_5": (lambda a, b: S.cdist(a, b, 0.5), lambda a, b: torch.cdist(a, b, 0.5),
+                   [randn(4, 3), randn(5, 3, seed=1)]),
+    "cdist_inf": (lambda a, b: S.cdist(a, b, np.inf), lambda a, b: torch.cdist(a, b, np.inf),
+                  [randn(2, 4, 3), randn(2, 5, 3, seed=1)]),
+    "cdist_p0": (lambda a, b: S.cdist(a, b, 0), lambda a, b: torch.cdist(a, b, 0), [randn(4, 3), randn(5, 3, seed=1)]),
 }
 
 test_matches_torch, test_gradcheck = op_table_tests(CASES)
@@ -138,6 +146,14 @@ def test_cdist_at_zero_distance_has_zero_gradient_as_torch(dtype):
     np.testing.assert_array_equal(y.grad, np.zeros((4, 2)))
 
 
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0, 1.5, 3.0, np.inf])
+def test_cdist_of_any_p_with_repeated_coordinates_and_rows_matches_torch(p):
+    # a row of a equals a row of b, other pairs share coordinates, and max |difference| ties
+    a = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [1.0, -2.0, 4.0]])
+    b = np.array([[1.0, 2.0, 3.0], [1.0, -2.0, 3.0], [3.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    compare_with_torch(lambda x, y: S.cdist(x, y, p), lambda x, y: torch.cdist(x, y, p), a, b, dtype=np.float64)
+
+
 def test_cdist_values_match_the_distances_of_every_pair():
     a, b = randn(3, 4), randn(5, 4, seed=1)
     out = S.cdist(lamina.tensor(a, dtype=np.float64), lamina.tensor(b, dtype=np.float64)).numpy()
@@ -190,6 +206,8 @@ def test_shapes_that_do_not_fit_raise_shape_errors_naming_the_op():
         S.cdist(randn(4), randn(5, 4))
     with pytest.raises(lamina.ShapeError, match=r"cdist: the leading \(batch\) axes of shapes \(2, 3, 4\) and \(5, 6"):
         S.cdist(randn(2, 3, 4), randn(5, 6, 4))
+    with pytest.raises(lamina.ShapeError, match=r"cdist: .*\(3, 4\) and \(5, 3\).*same length d"):
+        S.cdist(randn(3, 4), randn(5, 3), p=1)
     with pytest.raises(lamina.ShapeError, match=r"cosine_similarity: axis 2"):
         S.cosine_similarity(randn(3, 4), randn(3, 4), axis=2)
 
@@ -204,3 +222,5 @@ def test_bad_orders_and_eps_raise_value_errors():
     with pytest.raises(ValueError, match=r"cosine_similarity: axis must be one int"):
         S.cosine_similarity(randn(3, 4), randn(3, 4), axis=(0, 1))
 
+    with pytest.raises(ValueError, match=r"cdist: p must be a number >= 0 \(or inf\), got -1"):
+        S.cdist(randn(3, 4), randn(2, 4), p=-1)

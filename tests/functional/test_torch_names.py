@@ -104,6 +104,14 @@ def test_embedding_padding_row_gets_no_gradient_as_torch():
                        lambda w: TF.embedding(torch.tensor(IDS), w, padding_idx=1), randn(6, 3), dtype=F64)
 
 
+@pytest.mark.parametrize("p", [0.0, float("inf"), 0.5, 1.0, 2.0, 3.0])
+def test_pdist_of_every_p_matches_torch_with_ties_and_repeated_rows(p):
+    # rows 0 and 3 coincide, coordinates repeat within pairs and max |difference| ties
+    x = np.array([[1.0, 2.0, 3.0], [1.0, 5.0, 3.0], [0.0, 2.0, 4.0], [1.0, 2.0, 3.0], [-2.0, -1.0, 3.0]])
+    compare_with_torch(lambda a: F.pdist(a, p), lambda a: TF.pdist(a, p), x, dtype=F64)
+    compare_with_torch(lambda a: F.pdist(a, p), lambda a: TF.pdist(a, p), randn(4, 3), dtype=F64)
+
+
 def test_max_pool1d_indices_match_torch():
     x = randn(2, 9, 3)
     _, ours = F.max_pool1d(lamina.tensor(x), 3, 2, return_indices=True)
@@ -238,6 +246,7 @@ def test_gumbel_softmax_hard_passes_the_soft_gradient():
     (lambda: F.conv1d(randn(2, 4), randn(3, 2, 4)), r"conv1d: expected sequences \(N, L, C\)"),
     (lambda: F.max_pool1d(randn(2, 6, 3), 2, dilation=2), "max_pool1d: dilation must be 1"),
     (lambda: F.pdist(randn(2, 3, 4)), r"pdist: expected a 2-D input"),
+    (lambda: F.pdist(randn(2, 3), -1.0), r"pdist: p must be a number >= 0 \(or inf\), got -1.0"),
     (lambda: F.gumbel_softmax(randn(2, 3), tau=0), "gumbel_softmax: tau must be a positive number"),
 ])
 def test_errors_name_the_function(call, message):

@@ -96,6 +96,20 @@ def test_learnable_scale_and_zero_point_follow_torch_lsq(zero_point):
                        x, np.array([0.3]), np.array([zero_point]), rtol=1e-5)
 
 
+@pytest.mark.parametrize("scale", [0.13099317, 0.3, 0.0771])
+def test_learnable_gradients_round_z_plus_x_over_s_once_as_torch(scale):
+    # x / s near a half-way point: z + x / s is rounded once (torch's fused multiply-add), not x / s first
+    s = np.float32(scale)
+    x = ((np.arange(-12, 26) + 0.5) * s).astype(np.float32)
+    xl, sl, zl = (lamina.tensor(a, requires_grad=True) for a in (x, np.array([s]), np.array([7.0], np.float32)))
+    F.fake_quantize_learnable_per_tensor(xl, sl, zl, 0, 15).sum().backward()
+    xt, st, zt = (torch.tensor(a, requires_grad=True) for a in (x, np.array([s]), np.array([7.0], np.float32)))
+    torch._fake_quantize_learnable_per_tensor_affine(xt, st, zt, 0, 15, 1.0).sum().backward()
+    np.testing.assert_array_equal(xl.grad, xt.grad.numpy())
+    np.testing.assert_allclose(sl.grad, st.grad.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(zl.grad, zt.grad.numpy(), rtol=1e-6)
+
+
 def test_fake_quantize_errors_name_what_is_wrong():
     x = lamina.tensor(randn(3, 4).astype(np.float32))
     with pytest.raises(ValueError, match="fake_quantize_per_tensor: expected quant_min <= quant_max"):

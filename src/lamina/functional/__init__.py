@@ -174,6 +174,7 @@ from lamina.functional.indexing_parity import (
     take,
     take_along_dim,
     unique,
+    unique_consecutive,
 )
 from lamina.functional.interpolate import interpolate
 from lamina.functional.invariance_penalties import irm_penalty, vrex_penalty
@@ -530,7 +531,17 @@ from lamina.functional.special import (
     polygamma,
     xlogy,
 )
-from lamina.functional.spectral import hamming_window, hann_window, istft, magnitude, spectrogram, stft
+from lamina.functional.spectral import (
+    bartlett_window,
+    blackman_window,
+    hamming_window,
+    hann_window,
+    istft,
+    kaiser_window,
+    magnitude,
+    spectrogram,
+    stft,
+)
 from lamina.functional.spiking_losses import ce_count_loss, ce_rate_loss, mse_count_loss
 from lamina.functional.splatting import covariance_to_conic, rasterize_gaussians_2d
 from lamina.functional.splines import rational_quadratic_spline
@@ -674,11 +685,12 @@ __all__ = [
     "barlow_twins_loss", "info_nce_loss", "nt_xent_loss", "vicreg_loss",
     "fake_quantize_learnable_per_tensor", "fake_quantize_per_channel", "fake_quantize_per_tensor",
     "dice_loss", "focal_tversky_loss", "jaccard_loss", "lovasz_softmax_loss", "tversky_loss",
-    "amplitude_to_db", "dct_matrix", "hamming_window", "hann_window", "hz_to_mel", "istft", "magnitude",
+    "amplitude_to_db", "bartlett_window", "blackman_window", "dct_matrix", "hamming_window", "hann_window",
+    "hz_to_mel", "istft", "kaiser_window", "magnitude",
     "mel_filterbank", "mel_spectrogram", "mel_to_hz", "mfcc", "mfcc_from_mel", "spectrogram", "stft",
     "argsort", "bincount", "bucketize", "histc", "index_add", "index_copy", "index_fill", "masked_scatter",
     "masked_select", "msort", "nonzero", "scatter", "scatter_reduce", "searchsorted", "take", "take_along_dim",
-    "unique",
+    "unique", "unique_consecutive",
     "block_diag", "cartesian_prod", "cross", "diag", "diagflat", "kron", "meshgrid", "movedim", "narrow", "outer",
     "rot90", "tensordot", "tril_indices", "triu_indices", "unflatten", "vander",
     "conv_transpose1d", "conv_transpose3d", "glu", "lp_pool1d", "lp_pool2d", "lp_pool3d", "pad1d", "pad3d",

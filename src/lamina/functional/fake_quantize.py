@@ -126,10 +126,20 @@ def fake_quantize_per_channel(x, scale, zero_point, axis: int, quant_min: int, q
                               quant_min=quant_min, quant_max=quant_max)
 
 
+def _fused_shift(x, inverse, zero_point: int):
+    """z + x · (1 / s) rounded once to x's precision, as the fused multiply-add of PyTorch's
+    learnable kernel (float32 only: the product of two float32 numbers is exact in float64);
+    float64 x takes the product and the sum in float64."""
+    if x.dtype != numpy.float32:
+        return x * inverse.astype(x.dtype) + zero_point
+    return (x.astype(numpy.float64) * numpy.float64(inverse) + zero_point).astype(numpy.float32)
+
+
 class LearnableFakeQuantize(Function):
     """Fake quantization per tensor with the scale and zero point as inputs (LSQ): the gradient
     of x is the straight-through one, those of s and z as in the module's docstring (PyTorch's
-    CPU kernel: the forward rounds z to the nearest integer, the backward takes trunc(z + 1/2))."""
+    CPU kernel: the forward rounds z to the nearest integer and x / s before adding it, the
+    backward takes trunc(z + 1/2) and rounds z + x / s once)."""
 
     def forward(self, x, scale, zero_point):
         self.scale_value = numpy.float32(scale.reshape(-1)[0])
@@ -145,7 +155,7 @@ class LearnableFakeQuantize(Function):
         s, x = self.scale_value, self.x
         inverse = numpy.float32(1) / s
         z = int(numpy.clip(self.zero_point_value + numpy.float32(0.5), self.quant_min, self.quant_max))
-        q = xp.rint(numpy.float32(z) + x * inverse.astype(x.dtype))
+        q = xp.rint(_fused_shift(x, inverse, z))
         below, above = q < self.quant_min, q > self.quant_max
         inside = ~(below | above)
         y = ((xp.clip(q, self.quant_min, self.quant_max) - z) * s).astype(numpy.float32)

@@ -1,6 +1,6 @@
 """Indexing, scatter and search ops after PyTorch: take, take_along_dim, scatter, scatter_reduce,
 index_add, index_copy, index_fill, masked_select, masked_scatter, nonzero, argsort, msort,
-unique, searchsorted, bucketize, histc and bincount.
+unique, unique_consecutive, searchsorted, bucketize, histc and bincount.
 
 Most are composites of gather, scatter_add, getitem, where and masked_fill, which have first
 and second derivatives. Two reductions need their own backward: scatter_reduce's "amax"/"amin"
@@ -13,6 +13,8 @@ row-major order of the index, and only that value gets a gradient.
 """
 
 from __future__ import annotations
+
+import math
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
@@ -382,18 +384,53 @@ def unique(x, sorted: bool = True, return_inverse: bool = False, return_counts: 
     """The distinct values of x in increasing order (distinct slices along ``axis``, compared
     lexicographically), as ``torch.unique``; with ``return_inverse`` also where each value (slice)
     of x went, in x's shape (of length x.shape[axis]), and with ``return_counts`` how often each
-    occurs. The values are a constant tensor; the result is sorted even when ``sorted`` is False."""
+    occurs. As in torch, NaN equals nothing, itself included: each NaN (each slice holding one)
+    is a value of its own, NaN sorting last (torch leaves the order of slices holding a NaN
+    unspecified). The values are a constant tensor; the result is sorted even when ``sorted`` is
+    False."""
     xp = backend.xp
     a = _raw(x)
     if axis is not None:
         axis = _one_axis(axis, a.ndim, "unique")
-    values, inverse, counts = xp.unique(a, return_inverse=True, return_counts=True, axis=axis)
+        values, inverse, counts = xp.unique(a, return_inverse=True, return_counts=True, axis=axis)
+    else:
+        values, inverse, counts = xp.unique(a, return_inverse=True, return_counts=True, equal_nan=False)
     inverse = inverse.reshape(a.shape if axis is None else (a.shape[axis],)).astype(xp.int64)
     out = [Tensor._wrap(values)]
     if return_inverse:
         out.append(inverse)
     if return_counts:
         out.append(counts.astype(xp.int64))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def unique_consecutive(x, return_inverse: bool = False, return_counts: bool = False, axis: int | None = None):
+    """The first value of every run of equal consecutive values of x (flattened), or the first
+    slice along ``axis`` of every run of equal consecutive slices, as ``torch.unique_consecutive``;
+    with ``return_inverse`` also the run each value (slice) belongs to, in x's shape (of length
+    x.shape[axis]), and with ``return_counts`` the length of each run. NaN equals nothing, so
+    it (a slice holding it) starts a run of its own. The values are a constant tensor."""
+    xp = backend.xp
+    a = _raw(x)
+    if axis is None:
+        lines = a.reshape(-1)
+        starts = lines[1:] != lines[:-1]
+    else:
+        axis = _one_axis(axis, a.ndim, "unique_consecutive")
+        others = math.prod(a.shape[:axis] + a.shape[axis + 1:])
+        if others == 0 and a.shape[axis]:
+            raise ShapeError(f"unique_consecutive: slices along axis {axis} of x of shape {a.shape} are empty")
+        lines = xp.moveaxis(a, axis, 0).reshape(a.shape[axis], others)
+        starts = (lines[1:] != lines[:-1]).any(axis=1)
+    first = xp.concatenate([xp.ones(min(lines.shape[0], 1), dtype=bool), starts])
+    heads = xp.flatnonzero(first)
+    values = lines[heads] if axis is None else xp.take(a, heads, axis=axis)
+    out = [Tensor._wrap(values)]
+    if return_inverse:
+        inverse = xp.cumsum(first) - 1
+        out.append(inverse.reshape(a.shape if axis is None else (a.shape[axis],)).astype(xp.int64))
+    if return_counts:
+        out.append(xp.diff(xp.concatenate([heads, xp.asarray([lines.shape[0]])])).astype(xp.int64))
     return out[0] if len(out) == 1 else tuple(out)
 
 
@@ -413,7 +450,9 @@ def searchsorted(sorted_sequence, values, right: bool = False, side: str | None 
     ``sorted_sequence`` to keep it sorted: before equal entries (``side="left"``) or after them
     (``right=True`` or ``side="right"``), as ``torch.searchsorted``. A sequence of more than one axis
     is a batch of rows, each searched for the matching row of ``values``. ``sorter`` holds the
-    indices that sort an unsorted sequence along its last axis."""
+    indices that sort an unsorted sequence along its last axis. Comparisons with NaN are false,
+    as in torch's binary search: a NaN value lands after the whole row, and a row ending in NaN
+    (sorted as torch.sort leaves it) is searched as torch searches it."""
     xp = backend.xp
     seq, vals = _raw(sorted_sequence), _raw(values)
     side = _side(right, side, "searchsorted")
@@ -426,15 +465,40 @@ def searchsorted(sorted_sequence, values, right: bool = False, side: str | None 
                              f"{seq.shape}")
         seq = xp.take_along_axis(seq, sorter, axis=-1)
     dtype = xp.int32 if out_int32 else xp.int64
-    if seq.ndim == 1:
-        return xp.asarray(xp.searchsorted(seq, vals, side=side)).astype(dtype)
-    if vals.ndim != seq.ndim or vals.shape[:-1] != seq.shape[:-1]:
+    if seq.ndim > 1 and (vals.ndim != seq.ndim or vals.shape[:-1] != seq.shape[:-1]):
         raise ShapeError(f"searchsorted: values of shape {vals.shape} must share the leading axes of "
                          f"sorted_sequence of shape {seq.shape}")
-    rows, queries = seq.reshape(-1, seq.shape[-1]), vals.reshape(-1, vals.shape[-1])
+    if seq.shape[-1] and seq.dtype.kind == "f" and xp.isnan(seq[..., -1]).any():
+        return _compare_search(seq, vals, side).astype(dtype)
+    if seq.ndim == 1:
+        return xp.asarray(xp.searchsorted(seq, vals, side=side)).astype(dtype)
+    n_rows = math.prod(seq.shape[:-1])
+    rows, queries = seq.reshape(n_rows, seq.shape[-1]), vals.reshape(n_rows, vals.shape[-1])
     out = xp.stack([xp.searchsorted(r, q, side=side) for r, q in zip(rows, queries)]) if rows.size else \
         xp.zeros(queries.shape, dtype=dtype)
     return out.reshape(vals.shape).astype(dtype)
+
+
+def _compare_search(seq, vals, side: str):
+    """torch's binary search with IEEE comparisons, for a sequence ending in NaN: step right of
+    the middle entry m unless m >= v (m > v on the right side), so every comparison with NaN
+    steps right (NumPy instead orders NaN after every number)."""
+    xp = backend.xp
+    n = seq.shape[-1]
+    rows = seq.reshape((1, n)) if seq.ndim == 1 else seq
+    queries = vals.reshape((1, -1)) if seq.ndim == 1 else vals
+    start = xp.zeros(queries.shape, dtype=xp.int64)
+    end = xp.full(queries.shape, n, dtype=xp.int64)
+    while True:
+        active = start < end
+        if not active.any():
+            break
+        middle = (start + end) // 2
+        value = xp.take_along_axis(rows, xp.minimum(middle, n - 1), axis=-1)
+        right = ~(value >= queries) if side == "left" else ~(value > queries)
+        start = xp.where(active & right, middle + 1, start)
+        end = xp.where(active & ~right, middle, end)
+    return start.reshape(vals.shape)
 
 
 def bucketize(x, boundaries, right: bool = False, out_int32: bool = False):

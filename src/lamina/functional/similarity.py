@@ -1,9 +1,10 @@
 """How alike two vectors are: cosine similarity, normalisation to unit norm, the distance
-between paired vectors, and the matrix of Euclidean distances between two sets of rows
-(the course notes' image retrieval: the stored signature vectors nearest a query's).
+between paired vectors, and the matrix of p-norm (by default Euclidean) distances between two
+sets of rows (the course notes' image retrieval: the stored signature vectors nearest a query's).
 
 Each follows the PyTorch function of the same name, eps included, so values and
-gradients agree with it; :func:`cdist` is one node, the others are built from primitives.
+gradients agree with it; :func:`cdist` with p = 2 is one node, the others are built from
+primitives.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from lamina.functional._util import normalize_axes, sum_to, unbroadcast
 from lamina.functional.elementwise import clip, where
 from lamina.functional.reduce import sum as reduce_sum
 from lamina.functional.reduce_more import norm, vector_order
-from lamina.functional.shape import broadcast_to
+from lamina.functional.shape import broadcast_to, expand_dims
 
 #: Pairs whose squared distance is below this fraction of ||a_i||^2 + ||b_j||^2 are computed from
 #: their difference: there the matrix-product form has lost more than two digits.
@@ -188,8 +189,75 @@ class Cdist(Function):
         return da, db
 
 
-def cdist(a, b) -> Tensor:
-    """The Euclidean distances ||a_i - b_j||_2 between every row of ``a`` (..., n, d) and
-    every row of ``b`` (..., m, d), as ``torch.cdist`` with p=2: shape (..., n, m), the
-    leading axes broadcast. The gradient at a zero distance is 0, as in PyTorch."""
-    return Cdist.apply(a, b)
+def _count_differences(diff: Tensor) -> Tensor:
+    """sum_k min(ceil |d_k|, 1) over the last axis (NaN stays NaN), kept on the graph with gradient 0."""
+    xp = backend.xp
+    count = xp.minimum(xp.ceil(xp.abs(diff.data)), 1).sum(axis=-1)
+    return Tensor._wrap(count.astype(diff.dtype, copy=False)) + reduce_sum(diff[..., :0], axis=-1)
+
+
+def _max_difference(diff: Tensor) -> Tensor:
+    """max_k |d_k| over the last axis (0 for no coordinates), every k attaining it getting the
+    whole gradient: sum of the tied |d_k| less (ties - 1) times the constant maximum."""
+    size = diff.abs()
+    if size.shape[-1] == 0:
+        return reduce_sum(size, axis=-1)
+    largest = size.data.max(axis=-1)
+    ties = size.data == largest[..., None]
+    surplus = (ties.sum(axis=-1) - 1) * largest
+    return reduce_sum(where(ties, size, 0.0), axis=-1) - Tensor._wrap(surplus.astype(diff.dtype, copy=False))
+
+
+def _off_zero(t: Tensor) -> Tensor:
+    """t with its zeros replaced by 1: a power of it has a finite slope where t is 0."""
+    return where(t.data == 0, 1.0, t)
+
+
+def _root(total: Tensor, p: float) -> Tensor:
+    """total ** (1 / p), with gradient 0 where total is 0."""
+    if p <= 1:
+        return total ** (1.0 / p)
+    return where(total.data == 0, 0.0, _off_zero(total) ** (1.0 / p))
+
+
+def difference_norm(diff: Tensor, p: float) -> Tensor:
+    """||d||_p over the last axis of differences d, with the values and gradients of torch's
+    ``cdist`` / ``pdist``: p = 0 counts the nonzero d_k (gradient 0), p = inf is max_k |d_k|
+    (every k attaining it gets the whole gradient), else (sum_k |d_k|^p)^(1/p), whose gradient
+    is taken as 0 where d_k = 0 or the norm is 0 and the power's slope is infinite."""
+    if p == 0:
+        return _count_differences(diff)
+    if p == float("inf"):
+        return _max_difference(diff)
+    if p == 2:
+        return _root(reduce_sum(diff * diff, axis=-1), 2.0)
+    size = diff.abs()
+    if p < 1:
+        size = where(size.data == 0, 0.0, _off_zero(size) ** float(p))
+    else:
+        size = size ** float(p)
+    return _root(reduce_sum(size, axis=-1), float(p))
+
+
+def cdist(a, b, p: float = 2.0) -> Tensor:
+    """The p-norm distances ||a_i - b_j||_p between every row of ``a`` (..., n, d) and every
+    row of ``b`` (..., m, d), as ``torch.cdist``: shape (..., n, m), the leading axes
+    broadcast. p = 2 (Euclidean, one node, see :class:`Cdist`) is the default; any p >= 0
+    is accepted: p = 0 counts the coordinates that differ, p = inf takes the largest
+    |a_ik - b_jk|, other p form the differences (..., n, m, d) (see :func:`difference_norm`).
+    The gradient at a zero distance is 0, as in PyTorch."""
+    if not isinstance(p, numbers.Real) or isinstance(p, bool) or not p >= 0:
+        raise ValueError(f"cdist: p must be a number >= 0 (or inf), got {p!r}")
+    if p == 2:
+        return Cdist.apply(a, b)
+    a, b = _as_tensors(a, b)
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-1]:
+        raise ShapeError(f"cdist: operands of shapes {a.shape} and {b.shape} do not fit; expected rows "
+                         f"(..., n, d) and (..., m, d) of the same length d")
+    try:
+        _broadcast_shape("cdist", a.shape[:-2], b.shape[:-2])
+    except ShapeError:
+        raise ShapeError(f"cdist: the leading (batch) axes of shapes {a.shape} and {b.shape} cannot be "
+                         f"broadcast together") from None
+    diff = expand_dims(a, -2) - expand_dims(b, -3)
+    return difference_norm(diff, float(p))

@@ -30,7 +30,8 @@ from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional import elementwise, shape
 
-__all__ = ["hamming_window", "hann_window", "istft", "magnitude", "spectrogram", "stft"]
+__all__ = ["bartlett_window", "blackman_window", "hamming_window", "hann_window", "istft", "kaiser_window", "magnitude",
+           "spectrogram", "stft"]
 
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
@@ -49,8 +50,9 @@ def _fft():
 # -- windows ----------------------------------------------------------------------------------
 
 
-def _cosine_window(length: int, alpha: float, periodic: bool, dtype, name: str) -> Tensor:
-    """alpha - (1 - alpha) cos(2 pi n / M), M = length when periodic, else length - 1."""
+def _sampled_window(length: int, periodic: bool, dtype, name: str, formula) -> Tensor:
+    """formula(n, M) for n = 0 .. length - 1, M = length when periodic (the symmetric window of
+    length + 1 without its last sample), else length - 1; a window of length 1 is [1]."""
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError(f"{name}: window_length must be an int >= 0, got {length!r}")
     xp = backend.xp
@@ -59,8 +61,14 @@ def _cosine_window(length: int, alpha: float, periodic: bool, dtype, name: str) 
         return Tensor._wrap(xp.ones(1, dtype=dtype))
     period = length if periodic else length - 1
     n = xp.arange(length, dtype=xp.float64)
-    values = alpha - (1.0 - alpha) * xp.cos(2.0 * math.pi * n / period)
-    return Tensor._wrap(values.astype(dtype))
+    return Tensor._wrap(formula(n, period).astype(dtype))
+
+
+def _cosine_window(length: int, alpha: float, periodic: bool, dtype, name: str) -> Tensor:
+    """alpha - (1 - alpha) cos(2 pi n / M), M = length when periodic, else length - 1."""
+    xp = backend.xp
+    return _sampled_window(length, periodic, dtype, name,
+                           lambda n, period: alpha - (1.0 - alpha) * xp.cos(2.0 * math.pi * n / period))
 
 
 def hann_window(window_length: int, periodic: bool = True, dtype=None) -> Tensor:
@@ -73,6 +81,39 @@ def hamming_window(window_length: int, periodic: bool = True, dtype=None) -> Ten
     """w[n] = 0.54 - 0.46 cos(2 pi n / M), M = window_length (periodic, as
     ``torch.hamming_window``) or window_length - 1 (symmetric)."""
     return _cosine_window(window_length, 0.54, periodic, dtype, "hamming_window")
+
+
+def blackman_window(window_length: int, periodic: bool = True, dtype=None) -> Tensor:
+    """w[n] = 0.42 - 0.5 cos(2 pi n / M) + 0.08 cos(4 pi n / M), M = window_length (periodic,
+    as ``torch.blackman_window``) or window_length - 1 (symmetric); summed in torch's order, so
+    that the ends are exactly 0."""
+    xp = backend.xp
+    return _sampled_window(window_length, periodic, dtype, "blackman_window",
+                           lambda n, period: 0.08 * xp.cos(4.0 * math.pi * n / period)
+                           - 0.5 * xp.cos(2.0 * math.pi * n / period) + 0.42)
+
+
+def bartlett_window(window_length: int, periodic: bool = True, dtype=None) -> Tensor:
+    """The triangle w[n] = 1 - |2 n / M - 1|, M = window_length (periodic, as
+    ``torch.bartlett_window``) or window_length - 1 (symmetric)."""
+    xp = backend.xp
+    return _sampled_window(window_length, periodic, dtype, "bartlett_window",
+                           lambda n, period: 1.0 - xp.abs(2.0 * n / period - 1.0))
+
+
+def kaiser_window(window_length: int, periodic: bool = True, beta: float = 12.0, dtype=None) -> Tensor:
+    """w[n] = I0(beta sqrt(1 - (2 n / M - 1)^2)) / I0(beta), I0 the modified Bessel function of
+    order 0, M = window_length (periodic, as ``torch.kaiser_window``) or window_length - 1
+    (symmetric)."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta):
+        raise ValueError(f"kaiser_window: beta must be a finite number, got {beta!r}")
+    xp = backend.xp
+
+    def formula(n, period):
+        ratio = xp.clip(2.0 * n / period - 1.0, -1.0, 1.0)
+        return xp.i0(beta * xp.sqrt(1.0 - ratio * ratio)) / xp.i0(float(beta))
+
+    return _sampled_window(window_length, periodic, dtype, "kaiser_window", formula)
 
 
 # -- shared pieces ----------------------------------------------------------------------------
@@ -166,8 +207,10 @@ def _unpad_signal(grad, size: int, pad: int, mode: str):
     for border in (slice(0, pad), slice(pad + size, None)):
         if mode == "replicate":
             out[..., int(index[border][0])] += grad[..., border].sum(axis=-1)
-        else:                           # reflect and circular: a border's sources are distinct
+        elif pad <= size:               # reflect (pad < size) and circular: a border's sources are distinct
             out[..., index[border]] += grad[..., border]
+        else:                           # circular wider than the signal wraps a border more than once
+            backend.xp.add.at(out, (Ellipsis, index[border]), grad[..., border])
     return out
 
 

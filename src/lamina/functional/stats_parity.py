@@ -437,12 +437,18 @@ def renorm(x, p: float, axis: int, maxnorm: float) -> Tensor:
 
 
 def dist(a, b, p: float = 2) -> Tensor:
-    """The p-norm of a - b over all values (broadcast); p = 0 counts the nonzero differences
-    (no gradient)."""
+    """The p-norm of a - b over all values (broadcast), as ``torch.dist``; p = 0 counts the
+    nonzero differences (no gradient), p = inf takes max |a - b| and p = -inf min |a - b| (the
+    gradient shared evenly among tied differences)."""
     a = as_tensor(a, b)
     difference = a - b
     if p == 0:
         return Tensor._wrap(backend.xp.asarray(backend.xp.count_nonzero(difference.data), dtype=difference.dtype))
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or p < 0:
-        raise ValueError(f"dist: p must be a number >= 0, got {p!r}")
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not (p >= 0 or p == -math.inf):
+        raise ValueError(f"dist: p must be a number >= 0 or -inf, got {p!r}")
+    if p == -math.inf:
+        if difference.size == 0:
+            raise ValueError(f"dist: p=-inf of empty inputs (difference of shape {difference.shape}) is a minimum "
+                             "of no values")
+        return amin(absolute(difference))
     return vector_norm(difference, p, None, keepdims=False)

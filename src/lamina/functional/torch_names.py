@@ -12,19 +12,18 @@ both sets.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.functional import reduce as R
 from lamina.functional.activation import softmax
 from lamina.functional.activation_extra import hardtanh, log_sigmoid
 from lamina.functional.conv import conv2d
 from lamina.functional.elementwise import where
 from lamina.functional.pooling import avg_pool2d, max_pool2d
 from lamina.functional.shape import reshape
+from lamina.functional.similarity import difference_norm
 from lamina.functional.smooth_activation import hard_sigmoid, hard_swish
 from lamina.functional.unpool_nd import max_pool1d_with_indices
 
@@ -111,18 +110,18 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
 
 def pdist(input, p: float = 2.0) -> Tensor:  # noqa: A002
     """The p-norm distances ||x_i - x_j||_p between every pair of rows i < j of ``input``
-    (N, M), in row-major order: shape (N (N - 1) / 2,), as ``torch.nn.functional.pdist``.
-    Composed from indexing, power and sums (rows that coincide have no finite gradient)."""
+    (N, M), in row-major order: shape (N (N - 1) / 2,), as ``torch.nn.functional.pdist``; p = 0
+    counts the differing coordinates (gradient 0) and p = inf takes max_k |x_ik - x_jk| (each
+    coordinate that attains it gets the whole gradient, as torch's). Composed from indexing,
+    power and sums; where |x_ik - x_jk| or the distance is 0 and the power has an infinite
+    slope, the gradient is 0, as torch's."""
     x = _tensor(input)
     if x.ndim != 2:
         raise ShapeError(f"pdist: expected a 2-D input (N, M), got shape {x.shape}")
-    if not (isinstance(p, numbers.Real) and p > 0 and math.isfinite(p)):
-        raise ValueError(f"pdist: p must be a positive finite number, got {p!r}")
+    if not (isinstance(p, numbers.Real) and not isinstance(p, bool) and p >= 0):
+        raise ValueError(f"pdist: p must be a number >= 0 (or inf), got {p!r}")
     rows, cols = backend.xp.triu_indices(x.shape[0], 1)
-    diff = x[rows] - x[cols]
-    if p == 2:
-        return R.sum(diff * diff, axis=-1).sqrt()
-    return R.sum(diff.abs() ** float(p), axis=-1) ** (1.0 / p)
+    return difference_norm(x[rows] - x[cols], float(p))
 
 
 # -- 1-D convolution and pooling ---------------------------------------------------------------
