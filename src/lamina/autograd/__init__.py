@@ -9,11 +9,12 @@ from lamina.autograd.dot import DotSource, to_dot
 from lamina.autograd.function import Function, differentiable_ops
 from lamina.autograd.grad_fn import AccumulateGrad, GradFn
 from lamina.autograd.gradcheck import gradcheck, gradgradcheck
-from lamina.autograd.graph import enable_grad, is_grad_enabled, is_recomputing, no_grad
+from lamina.autograd.graph import enable_grad, is_grad_enabled, is_recomputing, mark_modified, no_grad
 from lamina.autograd.profiler import profile, record_function
 from lamina.autograd.tensor import Tensor, tensor
 
 __all__ = ["AccumulateGrad", "CustomFunction", "DotSource", "Function", "FunctionCtx", "GradFn", "Tensor",
            "checkpoint", "checkpoint_sequential", "differentiable_ops", "enable_grad", "grad", "gradcheck",
-           "gradgradcheck", "hessian", "hvp", "is_grad_enabled", "is_recomputing", "jacobian", "jvp", "no_grad",
-           "once_differentiable", "profile", "record_function", "tensor", "to_dot", "vjp"]
+           "gradgradcheck", "hessian", "hvp", "is_grad_enabled", "is_recomputing", "jacobian", "jvp",
+           "mark_modified", "no_grad", "once_differentiable", "profile", "record_function", "tensor", "to_dot",
+           "vjp"]

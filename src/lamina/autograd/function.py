@@ -103,6 +103,7 @@ class Function:
                     fn.inputs = tensors
                     fn.needs_grad = tuple(t.requires_grad for t in tensors)
                     fn.graph_depth = graph.depth_above(tensors)
+                    fn.recorded_at = graph._modifications
                     result.requires_grad = True
                     result._ctx = fn
                     return result

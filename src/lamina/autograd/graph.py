@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
 from lamina import backend
@@ -52,6 +53,12 @@ _prune_to_wanted = True
 """Whether :func:`gradients` and :func:`graph_gradients` skip the nodes off every path to a
 wanted tensor, and stop the walk at the wanted tensors' depth (their results are the same
 either way; tests turn it off to compare)."""
+_modifications = 0
+"""How many times :func:`mark_modified` has run. Every recorded node keeps the count of its
+time (``recorded_at``); a node whose count is the current one has seen no array change since."""
+_modified_at: dict[int, list] = {}
+"""id(tensor) -> [weak reference to it, the value of ``_modifications`` when its array was last
+changed in place] (keyed by id: a tensor's ``==`` is elementwise; the entry goes with the tensor)."""
 
 
 def is_grad_enabled() -> bool:
@@ -114,6 +121,66 @@ class recomputing:
     def __exit__(self, *exc) -> None:
         global _recomputing
         _recomputing = self._previous
+
+
+def mark_modified(*tensors) -> None:
+    """Record that the arrays of ``tensors`` were just changed in place (an optimizer's step,
+    weight clipping). A backward through an op recorded before the change
+    that saved one of those arrays for its VJP then raises instead of silently using the new
+    values, as PyTorch's version counters do; an op whose VJP does not read the value (an
+    addition) still runs. Code that writes into ``tensor.data`` in place calls this to get the
+    check (assigning a new array to ``data`` needs none: the recorded ops keep the old one)."""
+    global _modifications
+    _modifications += 1
+    for t in tensors:
+        entry = _modified_at.get(id(t))
+        if entry is not None and entry[0]() is t:
+            entry[1] = _modifications
+        else:
+            _modified_at[id(t)] = [weakref.ref(t, functools.partial(_forget, id(t))), _modifications]
+
+
+def _forget(key: int, _ref) -> None:
+    _modified_at.pop(key, None)
+
+
+def _changed_at(t) -> int | None:
+    entry = _modified_at.get(id(t))
+    return entry[1] if entry is not None and entry[0]() is t else None
+
+
+def check_unmodified(fn, who: str) -> None:
+    """Raise if an input of the node ``fn`` was changed in place after ``fn`` was recorded and
+    ``fn`` keeps that input's array (or a view of it) for its VJP."""
+    recorded = getattr(fn, "recorded_at", _modifications)
+    if recorded == _modifications:
+        return
+    for position, t in enumerate(fn.inputs):
+        changed = _changed_at(t)
+        if changed is not None and changed > recorded and _keeps(fn, t.data):
+            raise RuntimeError(
+                f"{who} through {type(fn).__name__}: its input {position} (shape {tuple(t.shape)}, {t.dtype}) "
+                "was changed in place (by an optimizer's step, or code that called mark_modified) after the op "
+                "was recorded, and the op saved that value for its gradient, which would now be computed from "
+                "the new one; run backward before changing the tensor, or the forward pass again after it"
+            )
+
+
+def _keeps(fn, array, depth: int = 0) -> bool:
+    """Whether the node ``fn`` holds ``array``, or an array sharing its memory, among what it
+    saved (its attributes, one level into tuples, lists and nested nodes)."""
+    xp_ndarray = type(array)
+    for name, value in vars(fn).items():
+        if name == "inputs":
+            continue
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if isinstance(v, xp_ndarray):
+                if v is array or backend.xp.may_share_memory(v, array):
+                    return True
+            elif depth == 0 and hasattr(v, "inputs") and hasattr(v, "backward") and _keeps(v, array, 1):
+                return True
+    return False
 
 
 def depth_above(inputs) -> float:
@@ -234,6 +301,8 @@ def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor]) -> list:
                     f"grad(create_graph=True) through {type(fn).__name__}: its saved arrays were freed by an "
                     "earlier backward; call that one with retain_graph=True"
                 )
+            if getattr(fn, "recorded_at", _modifications) != _modifications:
+                check_unmodified(fn, "grad(create_graph=True)")
             input_grads = (fn.backward_graph(g) if _node_observer is None
                            else _node_observer(fn.backward_graph, g))
             if not isinstance(input_grads, tuple):
@@ -287,6 +356,8 @@ def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None, floor: f
                 f"backward through {type(fn).__name__} a second time: its saved arrays were "
                 "freed after the first backward; call backward(retain_graph=True) the first time"
             )
+        if getattr(fn, "recorded_at", _modifications) != _modifications:
+            check_unmodified(fn, "backward")
         input_grads = fn.backward(g) if _node_observer is None else _node_observer(fn.backward, g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)

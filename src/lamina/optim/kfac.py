@@ -206,6 +206,7 @@ class KFAC(Optimizer):
             if due:
                 self._update_scales()
             self._apply_update()
+            self._mark_updated()
         self.step_count += 1
         self.recorder.batches.clear()
         self.recorder.recording = self.step_count % self._group["T_stats"] == 0

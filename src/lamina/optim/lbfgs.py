@@ -31,6 +31,7 @@ from typing import Any
 
 from lamina import backend, parallel
 from lamina.autograd import Tensor
+from lamina.autograd.graph import mark_modified
 from lamina.optim.inplace import axpy
 from lamina.optim.lbfgs_line_search import (  # noqa: F401  (moved there, importable from here too)
     BRACKET_TOLERANCE,
@@ -161,6 +162,7 @@ class LBFGS(Optimizer):
             if getattr(p, "trainable", True):
                 axpy(t, d[offset:offset + n].reshape(p.data.shape), p.data)
             offset += n
+        mark_modified(*params)
 
     def _evaluator_along(self, closure: Callable[[], Any], params: list[Tensor], d) -> Callable:
         """``evaluate(t)``: the cost and flat gradient at w + t d, for the line search; puts
@@ -173,6 +175,7 @@ class LBFGS(Optimizer):
             grad = self._flat_grad(params)
             for p, w in zip(params, start):
                 p.data[...] = w
+            mark_modified(*params)
             return cost, grad
 
         return evaluate

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lamina import backend
+from lamina.autograd.graph import mark_modified
 from lamina.optim.inplace import axpy
 from lamina.optim.optimizer import Optimizer
 from lamina.optim.wrapper import OptimizerWrapper
@@ -65,6 +66,7 @@ class Lookahead(OptimizerWrapper):
                     slow = self.slow_weights[i]
                     axpy(self.alpha, p.data - slow, slow)
                     p.data[...] = slow
+            mark_modified(*params)
         return loss
 
     # -- state -------------------------------------------------------------------

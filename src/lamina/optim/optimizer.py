@@ -23,6 +23,7 @@ from typing import Any
 
 from lamina import backend, parallel
 from lamina.autograd import Tensor
+from lamina.autograd.graph import mark_modified
 from lamina.nn.module import Module
 from lamina.optim.inplace import axpy
 
@@ -224,7 +225,13 @@ class Optimizer:
         self.step_count += 1
         with parallel.one_blas_thread():  # two BLAS libraries' spinning threads would meet
             self._update_all()
+        self._mark_updated()
         return loss
+
+    def _mark_updated(self) -> None:
+        """Tell the engine that the parameters with a gradient changed in place, so that a
+        backward through a graph recorded before the step raises instead of using new weights."""
+        mark_modified(*[p for _, p, _ in self._indexed() if p.grad is not None])
 
     def _update_all(self) -> None:
         for i, p, group in self._indexed():

@@ -15,6 +15,7 @@ from typing import Any
 
 from lamina import backend
 from lamina.autograd import Tensor
+from lamina.autograd.graph import mark_modified
 from lamina.optim.inplace import axpy
 from lamina.optim.lbfgs import LBFGS
 from lamina.optim.optimizer import Optimizer
@@ -109,6 +110,7 @@ class SAM(OptimizerWrapper):
             self._saved_weights[i] = p.data.copy()
             e_w = xp.abs(p.data) * d if self.adaptive else d     # T_w (T_w g) = T_w^2 g
             axpy(scale, e_w, p.data)
+        mark_modified(*[p for _, p, _ in found])
         if zero_grad:
             self.zero_grad()
 
@@ -126,6 +128,7 @@ class SAM(OptimizerWrapper):
         params = self.optimizer.params
         for i, w in self._saved_weights.items():
             params[i].data[...] = w
+        mark_modified(*[params[i] for i in self._saved_weights])
         self._saved_weights = {}
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
