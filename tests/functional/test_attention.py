@@ -77,3 +77,20 @@ def test_empty_axes_give_torchs_values_and_gradients(shapes, block_size):
     arrays = [randn(*shape, seed=i) for i, shape in enumerate(shapes)]
     compare_with_torch(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, block_size=block_size),
                        torch.nn.functional.scaled_dot_product_attention, *arrays, dtype=np.float64)
+
+
+def test_torch_keyword_names_are_accepted():
+    q, k, v = randn(2, 2, 5, 4, seed=40), randn(2, 2, 6, 4, seed=41), randn(2, 2, 6, 3, seed=42)
+    mask = np.random.default_rng(43).random((5, 6)) > 0.4
+    mask[:, 0] = True
+    compare_with_torch(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=lamina.tensor(mask),
+                                                                      dropout_p=0.0),
+                       lambda a, b, c: torch.nn.functional.scaled_dot_product_attention(
+                           a, b, c, attn_mask=torch.tensor(mask), dropout_p=0.0),
+                       q, k, v, dtype=np.float64, rtol=1e-10)
+    compare_with_torch(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True),
+                       lambda a, b, c: torch.nn.functional.scaled_dot_product_attention(a, b, c, is_causal=True),
+                       q, k, v, dtype=np.float64, rtol=1e-10)
+    with pytest.raises(TypeError, match="got both causal= and is_causal="):
+        F.scaled_dot_product_attention(lamina.tensor(q), lamina.tensor(k), lamina.tensor(v), causal=True,
+                                       is_causal=True)

@@ -232,7 +232,8 @@ def _mask_arrays(mask, causal: bool, t_q: int, t_k: int, dtype):
 
 def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropout: float = 0.0,
                                  scale: float | None = None, return_weights: bool = False,
-                                 enable_gqa: bool = False, block_size: int | str | None = None):
+                                 enable_gqa: bool = False, block_size: int | str | None = None, *,
+                                 attn_mask=None, dropout_p: float | None = None, is_causal: bool | None = None):
     """C = softmax(Q K^T / sqrt(d) + mask) V for Q (..., T_q, d), K (..., T_k, d),
     V (..., T_k, d_v); leading axes broadcast. Returns C (..., T_q, d_v).
 
@@ -257,7 +258,13 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropo
     scores is (..., block, block) instead of (..., T_q, T_k), and blocks that ``causal`` or a
     boolean mask removes entirely are skipped. It needs ``dropout=0`` and
     ``return_weights=False``.
+
+    PyTorch's keyword names are accepted too: ``attn_mask`` for ``mask``, ``dropout_p`` for
+    ``dropout`` and ``is_causal`` for ``causal`` (the same meanings).
     """
+    mask = _torch_keyword("attn_mask", attn_mask, "mask", mask, None)
+    dropout = _torch_keyword("dropout_p", dropout_p, "dropout", dropout, 0.0)
+    causal = _torch_keyword("is_causal", is_causal, "causal", causal, False)
     q, k, v = (x if isinstance(x, Tensor) else Tensor(x) for x in (q, k, v))
     if enable_gqa:
         return _grouped_query_attention(q, k, v, mask, causal, dropout, scale, return_weights, block_size)
@@ -268,6 +275,17 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, dropo
         raise ShapeError(f"scaled_dot_product_attention: q {q.shape} and k {k.shape} must share the feature "
                          f"size d, and k and v {v.shape} the number of keys T_k")
     return _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group=0, block_size=block_size)
+
+
+def _torch_keyword(torch_name: str, torch_value, name: str, value, default):
+    """The argument given under PyTorch's keyword ``torch_name`` or lamina's ``name``, not both."""
+    if torch_value is None:
+        return value
+    if value is not default and value is not None and not (isinstance(value, (bool, float, int))
+                                                           and value == default):
+        raise TypeError(f"scaled_dot_product_attention: got both {name}= and {torch_name}= (the same argument); "
+                        "give one")
+    return torch_value
 
 
 def _attention_node(q, k, v, mask, causal, dropout, scale, return_weights, group: int, block_size=None):
