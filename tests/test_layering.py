@@ -11,7 +11,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "lamina"
 
 RANK = {
     "backend": 0, "errors": 0, "io": 0, "lazy": 0, "parallel": 1, "autograd": 2, "functional": 3, "fft": 3.5,
-    "linalg": 4,
+    "linalg": 4, "special": 4,
     "data": 3, "text": 4, "nn": 4, "distributions": 4, "optim": 5, "models": 5, "func": 5, "analysis": 5, "vision": 4.5,
     "amp": 5, "sparse": 3.5, "distributed": 5, "manifolds": 3.5,
     "saving": 6, "export": 6, "rl": 6, "train": 7, "cli": 8, "keras": 8, "__main__": 9,

@@ -14,7 +14,7 @@ FRESH_PROCESS_CHECKS = """
 import sys
 import lamina
 
-later = ("analysis", "distributed", "distributions", "export", "linalg", "models", "rl", "text", "vision")
+later = ("analysis", "distributed", "distributions", "export", "linalg", "models", "rl", "special", "text", "vision")
 loaded = [name for name in later if f"lamina.{name}" in sys.modules]
 assert not loaded, f"import lamina loaded {loaded}"
 assert "scipy" not in sys.modules, "import lamina loaded SciPy"

@@ -43,7 +43,7 @@ __all__ += ["GradScaler", "amp", "autocast", "data", "fft", "func", "load", "loa
 __all__ += ["are_deterministic_algorithms_enabled", "use_deterministic_algorithms"]
 
 _MODULES_ON_FIRST_USE = {"analysis": (), "distributed": (), "distributions": (), "export": ("export_onnx", "load_onnx"),
-                         "linalg": (), "models": (), "rl": (), "text": (), "vision": ()}
+                         "linalg": (), "models": (), "rl": (), "special": (), "text": (), "vision": ()}
 """Subpackages imported on first use rather than by ``import lamina`` (with the names taken from them)."""
 
 __all__ += [*_MODULES_ON_FIRST_USE, "export_onnx", "load_onnx"]
