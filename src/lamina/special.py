@@ -1,7 +1,8 @@
 """``lamina.special``: the special functions under ``torch.special``'s names, with gradients.
 
 Most live in :mod:`lamina.functional` (gamma and error functions, the modified Bessel functions
-of the first kind); :mod:`lamina.functional.special_more` adds the rest. ``psi`` and ``gammaln``
+of the first kind); :mod:`lamina.functional.special_more` adds the rest, and
+:mod:`lamina.functional.orthogonal_polynomials` the classical orthogonal polynomials. ``psi`` and ``gammaln``
 are ``digamma`` and ``lgamma``; ``modified_bessel_i0`` and ``modified_bessel_i1`` are ``i0`` and
 ``i1``. Arguments follow torch (``dim`` where torch has one)::
 
@@ -20,6 +21,20 @@ from lamina.functional.activation import softmax as _softmax
 from lamina.functional.bessel import i0, i0e, i1, i1e
 from lamina.functional.math_more import expm1, log1p, round  # noqa: A004 - torch's name
 from lamina.functional.math_parity import exp2, sinc
+from lamina.functional.orthogonal_polynomials import (
+    chebyshev_polynomial_t,
+    chebyshev_polynomial_u,
+    chebyshev_polynomial_v,
+    chebyshev_polynomial_w,
+    hermite_polynomial_h,
+    hermite_polynomial_he,
+    laguerre_polynomial_l,
+    legendre_polynomial_p,
+    shifted_chebyshev_polynomial_t,
+    shifted_chebyshev_polynomial_u,
+    shifted_chebyshev_polynomial_v,
+    shifted_chebyshev_polynomial_w,
+)
 from lamina.functional.reduce_more import logsumexp as _logsumexp
 from lamina.functional.special import (
     digamma,
@@ -76,7 +91,11 @@ def logsumexp(input, dim, keepdim: bool = False) -> Tensor:  # noqa: A002 - torc
     return _logsumexp(input, dim, keepdim)
 
 
-__all__ = ["airy_ai", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "digamma", "entr", "erf", "erfc", "erfcx",
+__all__ = ["airy_ai", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "chebyshev_polynomial_t",
+           "chebyshev_polynomial_u", "chebyshev_polynomial_v", "chebyshev_polynomial_w", "hermite_polynomial_h",
+           "hermite_polynomial_he", "laguerre_polynomial_l", "legendre_polynomial_p", "shifted_chebyshev_polynomial_t",
+           "shifted_chebyshev_polynomial_u", "shifted_chebyshev_polynomial_v", "shifted_chebyshev_polynomial_w",
+           "digamma", "entr", "erf", "erfc", "erfcx",
            "erfinv", "exp2", "expit", "expm1", "gammainc", "gammaincc", "gammaln", "i0", "i0e", "i1", "i1e",
            "log1p", "log_ndtr", "log_softmax", "logit", "logsumexp", "modified_bessel_i0", "modified_bessel_i1",
            "modified_bessel_k0", "modified_bessel_k1", "multigammaln", "ndtr", "ndtri", "polygamma", "psi", "round",
