@@ -329,3 +329,11 @@ def compare_layer_with_torch(layer, params, reference, x, rtol: float = 1e-10, a
     np.testing.assert_allclose(xl.grad, xt.grad.numpy(), rtol=10 * rtol, atol=10 * atol)
     for ours, expected in zip(params, theirs):
         np.testing.assert_allclose(ours.grad, expected.grad.numpy(), rtol=10 * rtol, atol=10 * atol)
+
+
+def swap_in(module, name: str, value) -> None:
+    """Put the tensor ``value`` where ``module`` holds the parameter ``name`` (or the tensor an
+    earlier call put there), so that a function of it can be compared or gradient-checked: a
+    parameter takes only a Parameter, so the old one is deleted first (as in PyTorch)."""
+    delattr(module, name)
+    setattr(module, name, value)

@@ -24,6 +24,7 @@ from lamina.io import FormatError, load_file, save_file
 from lamina.nn import layer_from_config, layer_to_config
 from lamina.nn.layer import reads_ids, reads_strings
 from lamina.nn.module import Module
+from lamina.nn.prune_masks import _pruned
 
 FORMAT = "lamina-model-1"
 _READABLE = (FORMAT, "lamina-checkpoint-1")
@@ -68,6 +69,7 @@ def save(model: Module, path: str | os.PathLike, preprocessing: Preprocessor | N
     """Write ``model`` (built), an optional fitted preprocessor and ``info`` to ``path`` atomically."""
     if not model.built:
         raise RuntimeError(f"lamina.save: {model._label()} has no weights yet; call it on an input first")
+    _refuse_pruned(model)
     arrays = {f"model/{k}": backend.to_numpy(v) for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "config": json.dumps(model_config(model))}
     if preprocessing is not None:
@@ -76,6 +78,16 @@ def save(model: Module, path: str | os.PathLike, preprocessing: Preprocessor | N
     if info is not None:
         metadata["info"] = json.dumps(info)
     save_file(arrays, path, metadata)
+
+
+def _refuse_pruned(model: Module) -> None:
+    """A pruned parameter is held as ``<name>_orig`` and ``<name>_mask`` behind a hook that an
+    architecture config cannot describe, so the file would not load: refuse it here."""
+    pruned = [f"{path}.{name}" if path else name for path, module in model.named_modules() for name in _pruned(module)]
+    if pruned:
+        raise ValueError(f"lamina.save: {model._label()} has pruned parameters {pruned}, which a model file cannot "
+                         "hold; make the pruning permanent first with lamina.nn.prune.remove(module, name) for "
+                         "each (or save its state_dict, which loads into a model pruned the same way)")
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.gaussian_process import GaussianProcessRegressor as SklearnGP
 from sklearn.gaussian_process import kernels as sk
-from tests.helpers import check_gradients, check_second_derivatives, compare_with_torch, positive
+from tests.helpers import check_gradients, check_second_derivatives, compare_with_torch, positive, swap_in
 
 import lamina
 from lamina.errors import ShapeError
@@ -97,22 +97,17 @@ def test_several_targets_match_sklearn():
     np.testing.assert_allclose(cov, reference.predict(x_new, return_cov=True)[1], rtol=1e-8, atol=1e-8)
 
 
-def _swap_in(module, name, value):
-    """Replace a module's parameter by the tensor ``value`` (an input of gradcheck)."""
-    setattr(module, name, value)
-
-
 def test_log_marginal_likelihood_gradcheck():
     kernel = kernels.ScaleKernel(kernels.Matern(1.0, nu=2.5) + kernels.RationalQuadratic(0.5, 2.0)) + \
         kernels.White(0.1)
     gp = GaussianProcessRegressor(kernel, noise=0.05, mean="constant").fit(X, Y, optimizer=None)
 
     def lml(log_scale, log_length, log_alpha, log_noise, mean):
-        _swap_in(kernel.k1, "log_outputscale", log_scale)
-        _swap_in(kernel.k1.base.k1, "log_length_scale", log_length)
-        _swap_in(kernel.k1.base.k2, "log_alpha", log_alpha)
-        _swap_in(gp, "log_noise", log_noise)
-        _swap_in(gp, "mean_constant", mean)
+        swap_in(kernel.k1, "log_outputscale", log_scale)
+        swap_in(kernel.k1.base.k1, "log_length_scale", log_length)
+        swap_in(kernel.k1.base.k2, "log_alpha", log_alpha)
+        swap_in(gp, "log_noise", log_noise)
+        swap_in(gp, "mean_constant", mean)
         return gp.log_marginal_likelihood()
 
     start = [np.log([0.7]), np.log([1.3]), np.log([0.5]), np.log(0.05), np.asarray(0.2)]
@@ -149,7 +144,7 @@ def _lamina_kernel(kernel, *names):
     def run(x1, x2, *values):
         for name, value in zip(names, values):
             owner, _, attr = name.rpartition(".")
-            _swap_in(kernel.get_submodule(owner), attr, value)
+            swap_in(kernel.get_submodule(owner), attr, value)
         return kernel(x1, x2)
     return run
 
@@ -317,8 +312,8 @@ def test_log_marginal_likelihood_second_derivatives():
     gp = GaussianProcessRegressor(kernel, noise=0.05).fit(X[:8, :1], Y[:8], optimizer=None)
 
     def lml(log_length, log_noise):
-        _swap_in(kernel.base, "log_length_scale", log_length)
-        _swap_in(gp, "log_noise", log_noise)
+        swap_in(kernel.base, "log_length_scale", log_length)
+        swap_in(gp, "log_noise", log_noise)
         return gp.log_marginal_likelihood()
 
     assert check_second_derivatives(lml, np.log([0.8]), np.log(0.05))

@@ -15,7 +15,7 @@ import torch
 from sklearn.datasets import load_digits
 
 import lamina
-from helpers import check_gradients, compare_with_torch, randn, run_readme_section
+from helpers import check_gradients, compare_with_torch, randn, run_readme_section, swap_in
 from lamina.autograd import jacobian
 from lamina.errors import ShapeError
 from lamina.models.glow import (
@@ -117,7 +117,8 @@ def test_coupling_and_conv1x1_match_torch():
 
     def ours(x, *params):
         for conv, (w, b) in zip(convs, zip(params[0::2], params[1::2])):
-            conv.weight, conv.bias = w, b
+            swap_in(conv, "weight", w)
+            swap_in(conv, "bias", b)
         return list(layer(x))
 
     arrays = [p.numpy() for _, p in layer.named_parameters()]
@@ -127,7 +128,8 @@ def test_coupling_and_conv1x1_match_torch():
     conv = LAYERS["conv1x1_lu"]()
 
     def conv_ours(x, lower, upper, log_s):
-        conv.lower, conv.upper, conv.log_s = lower, upper, log_s
+        for name, value in (("lower", lower), ("upper", upper), ("log_s", log_s)):
+            swap_in(conv, name, value)
         return list(conv(x))
 
     def conv_torch(x, lower, upper, log_s):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from tests.helpers import check_gradients, run_readme_section
+from tests.helpers import check_gradients, run_readme_section, swap_in
 
 from lamina.errors import ShapeError
 from lamina.models import SVGP, GaussianProcessRegressor, kernels
@@ -71,8 +71,10 @@ def test_elbo_gradcheck():
     gp = _model(Z[:4])
 
     def elbo(z, mean, scale, log_noise, log_length):
-        gp.inducing_points, gp.variational_mean, gp.variational_scale_tril = z, mean, scale
-        gp.log_noise, gp.kernel.base.log_length_scale = log_noise, log_length
+        for owner, name, value in ((gp, "inducing_points", z), (gp, "variational_mean", mean),
+                                   (gp, "variational_scale_tril", scale), (gp, "log_noise", log_noise),
+                                   (gp.kernel.base, "log_length_scale", log_length)):
+            swap_in(owner, name, value)
         return gp.elbo(X[:8], Y[:8], num_data=20)
 
     start = [Z[:4], gp.variational_mean.data, gp.variational_scale_tril.data, np.log(0.07), np.log([0.9, 1.6])]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lamina
-from helpers import check_gradients, compare_with_torch, randn
+from helpers import check_gradients, compare_with_torch, randn, swap_in
 from lamina.autograd import jacobian
 from lamina.models.batchnorm_flow import BatchNormFlow
 from lamina.models.flows import NormalizingFlow
@@ -81,7 +81,7 @@ def torch_radial(z, center, raw_alpha, raw_beta):
 def with_params(layer, names):
     def run(z, *values):
         for name, v in zip(names, values):
-            setattr(layer, name, v)
+            swap_in(layer, name, v)
         return list(layer(z))
     return run
 

@@ -86,6 +86,22 @@ def test_errors_name_the_model_and_the_names():
         functional_call(lambda x: x, {}, randn(1, 3))
 
 
+def test_a_tied_parameter_is_replaced_in_every_layer_like_torch_func():
+    model = nn.Sequential(nn.Dense(4, use_bias=False), nn.Dense(4, use_bias=False))
+    model.build((None, 4))
+    model[1].weight = model[0].weight                          # tied
+    x, w = randn(2, 4), randn(4, 4, seed=1)
+    ours = functional_call(model, {"dense.weight": w}, x).numpy()
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4, bias=False), torch.nn.Linear(4, 4, bias=False)).double()
+    net[1].weight = net[0].weight
+    theirs = torch.func.functional_call(net, {"0.weight": torch.tensor(w.T.copy())}, (torch.tensor(x),))
+    assert_close(ours, theirs.detach().numpy(), 1e-12, "output with a tied weight replaced")
+    assert model[0].weight is model[1].weight and not np.array_equal(model[0].weight.numpy(), w)
+    with pytest.raises(ValueError, match="'dense.weight' and 'dense_1.weight' of Sequential are tied"):
+        functional_call(model, {"dense.weight": w, "dense_1.weight": w.copy()}, x)
+    assert model[0].weight is model[1].weight
+
+
 def test_a_maml_step_matches_torch_func():
     """Outer loss at the weights after one inner SGD step on a support batch, differentiated
     through the step (second derivatives) with respect to the starting weights."""

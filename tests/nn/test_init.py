@@ -153,3 +153,26 @@ def test_truncated_normal_stays_within_two_standard_deviations():
     assert init.serialize(init.truncated_normal(0.1)) == {"name": "truncated_normal", "std": 0.1, "mean": 0.0}
     with init.meta():
         assert init.is_meta_array(init.truncated_normal()((300, 300)))
+
+
+@pytest.mark.parametrize("name", ["xavier_normal", "xavier_uniform", "he_normal", "he_uniform", "lecun_normal",
+                                  "lecun_uniform", "orthogonal", "zeros", "normal", "truncated_normal"])
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (3, 3, 3, 0), (0,)])
+def test_a_weight_with_no_entries_is_drawn_empty(name, shape):
+    if name == "orthogonal" and len(shape) < 2:
+        pytest.skip("orthogonal needs a weight of 2 axes or more")
+    weight = init.get(name)(shape)
+    assert weight.shape == shape and weight.dtype == lamina.backend.get_default_dtype()
+
+
+def test_a_layer_without_inputs_builds_and_runs_like_torch():
+    torch = pytest.importorskip("torch")
+    with pytest.warns(UserWarning):
+        expected = torch.nn.Linear(0, 3)(torch.zeros(2, 0))
+    dense = nn.Dense(3)
+    out = dense(lamina.tensor(np.zeros((2, 0))))
+    assert out.shape == tuple(expected.shape) and dense.weight.shape == (0, 3)
+    np.testing.assert_array_equal(out.numpy(), dense.bias.numpy()[None].repeat(2, 0))
+    conv = nn.Conv2D(3, 3)
+    assert conv(lamina.tensor(np.zeros((1, 5, 5, 0)))).shape == (1, 3, 3, 3)
+    assert init.he_uniform((3,), fan_in=0).tolist() == [0.0, 0.0, 0.0]   # a bias drawn from a fan of 0

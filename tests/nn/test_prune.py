@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import gc
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -349,6 +350,26 @@ def test_a_deep_copy_stays_pruned_and_can_be_made_permanent():
         prune.remove(layer, "weight")
     assert not prune.is_pruned(duplicate)
     assert sorted(duplicate.state_dict()) == sorted(plain_mlp().state_dict())
+
+
+def test_a_pickled_pruned_module_stays_pruned_and_drops_user_hooks():
+    model = plain_mlp()
+    x = randn(6, 5, seed=8).astype(np.float32)
+    prune.l1_unstructured(model[0], "weight", 0.5)
+    calls = []
+    model[0].register_forward_hook(lambda m, i, o: calls.append(m.name))
+    restored = pickle.loads(pickle.dumps(model))
+    assert prune.is_pruned(restored)
+    layer = restored[0]
+    layer.weight_orig.data += 1.0                              # an optimizer step
+    out = restored(x)
+    assert calls == []                                         # the user's hook is not pickled
+    np.testing.assert_array_equal(layer.weight.numpy(), layer.weight_orig.numpy() * layer.weight_mask)
+    out.sum().backward()
+    assert layer.weight_orig.grad is not None
+    np.testing.assert_array_equal(layer.weight_orig.grad[layer.weight_mask == 0], 0.0)
+    prune.remove(layer, "weight")
+    assert not prune.is_pruned(restored)
 
 
 # -- random pruning, ties, custom masks -----------------------------------------------------------------

@@ -195,3 +195,42 @@ def test_evaluation_mode_gives_every_module_its_own_mode_back():
             assert same is model and not any(m.training for m in model.modules())
             raise RuntimeError("inside")
     assert [m.training for m in model.modules()] == [True, True, True, False]
+
+
+def test_insert_extend_pop_set_and_delete_keep_names_and_order_like_a_list():
+    import torch
+
+    import lamina.nn as lnn
+
+    model = lnn.Sequential(lnn.Dense(4), lnn.ReLU(), lnn.Dense(2))
+    reference = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    for index in (1, -1, 5, -6):
+        model.insert(index, lnn.Tanh())
+        reference.insert(index, torch.nn.Tanh())
+    with pytest.raises(IndexError, match="Sequential.insert: index 8 out of range for 7 layers"):
+        model.insert(8, lnn.Tanh())
+    assert [type(m).__name__ for m in model] == [
+        {"Linear": "Dense"}.get(type(m).__name__, type(m).__name__) for m in reference]
+    assert list(model._modules) == ["tanh_3", "dense", "tanh", "relu", "tanh_1", "dense_1", "tanh_2"]
+    assert type(model.pop()).__name__ == "Tanh" and type(model.pop(0)).__name__ == "Tanh"
+    del model[1]
+    del model["tanh_1"]
+    assert list(model._modules) == ["dense", "relu", "dense_1"]
+    model[0] = lnn.Dense(5)
+    assert list(model._modules) == ["dense", "relu", "dense_1"] and model[0].units == 5
+    model.extend([lnn.ReLU(), lnn.Dense(3)])
+    del model[1:3]
+    assert list(model._modules) == ["dense", "relu_1", "dense_2"]
+    assert model(lamina.tensor(np.ones((2, 3)))).shape == (2, 3)
+
+
+def test_a_refused_replacement_leaves_the_sequential_as_it_was():
+    import lamina.nn as lnn
+
+    model = lnn.Sequential(lnn.Dense(4), lnn.ReLU(name="act"), lnn.Dense(2))
+    before = list(model._modules.items())
+    with pytest.raises(ValueError, match="two layers named 'act'"):
+        model[0] = lnn.Dense(4, name="act")
+    with pytest.raises(TypeError, match="expected a layer"):
+        model[2] = "dense"
+    assert list(model._modules.items()) == before

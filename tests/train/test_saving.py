@@ -137,6 +137,40 @@ def test_save_unbuilt_model_is_refused(tmp_path):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+def test_save_refuses_a_pruned_model_until_the_pruning_is_permanent(tmp_path):
+    from lamina.nn import module as module_state
+    from lamina.nn import prune
+
+    model = small_model()
+    prune.l1_unstructured(model[0], "weight", 0.5)
+    path = tmp_path / "m.safetensors"
+    try:
+        with pytest.raises(ValueError, match=r"lamina.save: Sequential has pruned parameters \['dense.weight'\].*"
+                                             r"prune.remove"):
+            lamina.save(model, path)
+        assert not path.exists()
+        prune.remove(model[0], "weight")
+        lamina.save(model, path)
+    finally:
+        module_state._HOOKED_MODULES.clear()
+        module_state._stop_running_hooks()
+    loaded = lamina.load(path)
+    np.testing.assert_array_equal(loaded[0].weight.numpy(), model[0].weight.numpy())
+    assert (loaded[0].weight.numpy() == 0).sum() >= model[0].weight.size // 2
+
+
+def test_a_model_with_tied_weights_saves_and_loads(tmp_path):
+    model = nn.Sequential(nn.Dense(4, use_bias=False), nn.Dense(4, use_bias=False))
+    model(lamina.tensor(np.ones((2, 4))))
+    model[1].weight = model[0].weight
+    path = tmp_path / "m.safetensors"
+    lamina.save(model, path)
+    loaded = lamina.load(path)
+    x = np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)
+    with lamina.no_grad():
+        np.testing.assert_allclose(loaded(lamina.tensor(x)).numpy(), model(lamina.tensor(x)).numpy(), rtol=1e-6)
+
+
 def test_zoo_model_loads_in_a_fresh_process(tmp_path):
     import subprocess
     import sys

@@ -312,7 +312,7 @@ class GaussianProcessRegressor(Module):
         return samples[:, 0] if one_target else samples
 
     # -- saving ----------------------------------------------------------------
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+    def load_state_dict(self, state: dict, strict: bool = True):
         """The hyperparameters and, where the state holds them, the training data (of any size)."""
         state = dict(state)
         for name in _DATA_BUFFERS:
@@ -322,7 +322,7 @@ class GaussianProcessRegressor(Module):
             self.kernel._check_features(self.train_x.shape[1])
         match_length_scales(self, state)
         self._cache = None
-        super().load_state_dict(state, strict=strict)
+        return super().load_state_dict(state, strict=strict)
 
     def extra_repr(self) -> str:
         return f"noise={float(self.noise.item()):.4g}, mean={self.mean!r}, normalize_y={self.normalize_y}"

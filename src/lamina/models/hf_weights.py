@@ -136,7 +136,7 @@ class ConfigBuiltModel(Module):
             self.build()
             self.built = True
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+    def load_state_dict(self, state: dict, strict: bool = True):
         """:meth:`Module.load_state_dict`, building the model first when it is not built yet."""
         self._ensure_built()
-        super().load_state_dict(state, strict=strict)
+        return super().load_state_dict(state, strict=strict)

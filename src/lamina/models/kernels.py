@@ -103,10 +103,10 @@ class Kernel(Module):
         params = self.parameters()
         return params[0].dtype if params else numpy.dtype(numpy.float64)
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+    def load_state_dict(self, state: dict, strict: bool = True):
         """Module.load_state_dict, after :func:`match_length_scales`."""
         match_length_scales(self, state)
-        super().load_state_dict(state, strict=strict)
+        return super().load_state_dict(state, strict=strict)
 
     def hyperparameters(self) -> dict[str, numpy.ndarray]:
         """Every hyperparameter's value (not its log) by dotted name, as arrays."""

@@ -41,31 +41,61 @@ def _slot(model: Module, name: str) -> tuple[dict, str, bool]:
                    f"its names are {known}")
 
 
+def _places(model: Module, held: list) -> dict[int, list[tuple[dict, str]]]:
+    """For each object of ``held`` (by identity): every (registry, key) of the model's modules
+    holding it, so that a tied parameter is found in each layer that uses it."""
+    wanted = {id(value) for value in held}
+    places: dict[int, list[tuple[dict, str]]] = {}
+    for module in model.modules():
+        for registry in (module._parameters, module._buffers):
+            for key, value in registry.items():
+                if id(value) in wanted:
+                    places.setdefault(id(value), []).append((registry, key))
+    return places
+
+
 def functional_call(model: Module, values: Mapping[str, object], *args, **kwargs):
     """``model(*args, **kwargs)`` computed with ``values`` (name -> tensor or array) in place of
     the parameters and buffers of those names; the module's own are put back afterwards, even
     if the call raises. Names not given keep the module's values. The model must be built
-    (call it once, or ``build(input_shape)``), so that its parameters have names."""
+    (call it once, or ``build(input_shape)``), so that its parameters have names.
+
+    A parameter (or buffer) held in several places, tied weights (``m[1].weight = m[0].weight``)
+    or a sub-module used twice, is replaced in every place, as ``torch.func.functional_call``
+    does with ``tie_weights=True``; tied names given different values are an error."""
     if not isinstance(model, Module):
         raise TypeError(f"functional_call: expected a Module, got {type(model).__name__}")
     if not model.built and not any(m.built for m in model.modules()):
         raise ValueError(f"functional_call: {type(model).__name__} has no weights yet; call it once or "
                          "build(input_shape) first")
+    given: dict[int, tuple[str, object, object]] = {}     # id(own value) -> (name, value, replacement)
+    owns = []
+    for name, value in values.items():
+        registry, key, is_buffer = _slot(model, name)
+        current = registry[key]
+        if id(current) in given:
+            first, first_value, _ = given[id(current)]
+            if first_value is not value:
+                raise ValueError(f"functional_call: {first!r} and {name!r} of {type(model).__name__} are tied "
+                                 "(one parameter or buffer) but were given different values")
+            continue
+        if isinstance(value, Tensor):
+            replacement = value.data if is_buffer else value       # buffers are arrays, off the graph
+        else:
+            replacement = backend.xp.asarray(value, dtype=current.dtype)
+            replacement = replacement if is_buffer else Tensor(replacement, dtype=current.dtype)
+        if tuple(replacement.shape) != tuple(current.shape):
+            raise ShapeError(f"functional_call: {name!r} of {type(model).__name__} has shape "
+                             f"{tuple(current.shape)}, got a value of shape {tuple(replacement.shape)}")
+        given[id(current)] = (name, value, replacement)
+        owns.append(current)
     swapped: list[tuple[dict, str, object]] = []
     try:
-        for name, value in values.items():
-            registry, key, is_buffer = _slot(model, name)
-            current = registry[key]
-            if isinstance(value, Tensor):
-                replacement = value.data if is_buffer else value       # buffers are arrays, off the graph
-            else:
-                replacement = backend.xp.asarray(value, dtype=current.dtype)
-                replacement = replacement if is_buffer else Tensor(replacement, dtype=current.dtype)
-            if tuple(replacement.shape) != tuple(current.shape):
-                raise ShapeError(f"functional_call: {name!r} of {type(model).__name__} has shape "
-                                 f"{tuple(current.shape)}, got a value of shape {tuple(replacement.shape)}")
-            swapped.append((registry, key, current))
-            registry[key] = replacement
+        for own_id, places in _places(model, owns).items():
+            replacement = given[own_id][2]
+            for registry, key in places:
+                swapped.append((registry, key, registry[key]))
+                registry[key] = replacement
         return model(*args, **kwargs)
     finally:
         for registry, key, original in reversed(swapped):

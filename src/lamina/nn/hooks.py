@@ -65,10 +65,11 @@ class ModuleHooks:
     """One module's hooks by kind, each a dict handle -> hook in registration order.
 
     A copy of a module (``copy.deepcopy``, as the analysis tools and weight averaging make)
-    starts without the hooks a caller registered, and hooks are never pickled: they belong to
-    the module object the caller registered them on, not to the model's description or
-    weights. A hook that is part of the module's own computation (pruning's mask) says so with
-    a true ``copied_with_module`` attribute; a deep copy keeps a copy of it."""
+    starts without the hooks a caller registered, and a pickled module leaves them out: they
+    belong to the module object the caller registered them on, not to the model's description
+    or weights. A hook that is part of the module's own computation (pruning's mask) says so
+    with a true ``copied_with_module`` attribute; a deep copy keeps a copy of it, and a pickle
+    holds it (it must be picklable itself)."""
 
     KINDS = ("forward_pre", "forward", "backward")
 
@@ -80,17 +81,25 @@ class ModuleHooks:
     def __bool__(self) -> bool:
         return bool(self.forward_pre or self.forward or self.backward)
 
+    def _own_hooks(self) -> dict[str, list[tuple[Callable, Callable]]]:
+        """The hooks marked ``copied_with_module`` with their handles' ``on_remove``, by kind, in
+        registration order: what a deep copy or a pickle of the module keeps."""
+        return {kind: [(hook, handle.on_remove) for handle, hook in getattr(self, kind).items()
+                       if getattr(hook, "copied_with_module", False) is True] for kind in self.KINDS}
+
     def __deepcopy__(self, memo) -> ModuleHooks:
         copied = ModuleHooks()
-        for kind in self.KINDS:
-            kept = getattr(copied, kind)
-            for handle, hook in getattr(self, kind).items():
-                if getattr(hook, "copied_with_module", False) is True:
-                    kept[HookHandle(kept, handle.on_remove)] = copy.deepcopy(hook, memo)
+        copied.__setstate__(copy.deepcopy(self._own_hooks(), memo))
         return copied
 
     def __reduce__(self):
-        return ModuleHooks, ()
+        return ModuleHooks, (), self._own_hooks()
+
+    def __setstate__(self, state: dict[str, list[tuple[Callable, Callable]]]) -> None:
+        for kind, hooks in state.items():
+            kept = getattr(self, kind)
+            for hook, on_remove in hooks:
+                kept[HookHandle(kept, on_remove)] = hook
 
     def add(self, kind: str, hook: Callable, who: str, on_remove: Callable[[], None]) -> HookHandle:
         """Register ``hook`` under ``kind`` (one of :attr:`KINDS`); ``who`` names the caller in errors."""

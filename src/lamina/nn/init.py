@@ -19,6 +19,9 @@ returns a new array of ``shape``; fans default to :func:`fans` of the shape and 
 * ``lecun_normal`` / ``lecun_uniform``: Var(W) = 1 / fan_in, the notes'
   ``W = randn(fan_in, fan_out) / sqrt(fan_in)`` (the right choice before SELU).
 
+A fan of 0 (a layer with no inputs: its weight has no entries) scales by 0 rather than
+dividing by it, so ``Dense(3)`` builds on inputs of 0 features, as PyTorch's ``Linear(0, 3)``.
+
 Beyond the notes: the factories ``orthogonal(gain=1)`` (Saxe et al.: the units' weight
 vectors orthonormal, times ``gain``, which keeps the norm of a signal through many linear
 layers or recurrent steps) and ``truncated_normal(std=0.05, mean=0)`` (N(mean, std^2) with
@@ -138,6 +141,12 @@ def _resolve(shape, fan_in, fan_out, dtype):
     return shape, fan_in, fan_out, dtype
 
 
+def _root(numerator: float, fan: int) -> float:
+    """sqrt(numerator / fan), the scale of a variance-scaling initializer; 0 for a fan of 0 (a
+    layer with no inputs, whose weight has no entries), as PyTorch's bias bound 1/sqrt(fan_in)."""
+    return math.sqrt(numerator / fan) if fan else 0.0
+
+
 def _standard_normal(shape, dtype):
     draw_dtype = dtype if dtype in (numpy.float32, numpy.float64) else numpy.float64
     return backend.rng().standard_normal(shape, dtype=draw_dtype)
@@ -185,7 +194,7 @@ def ones(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=Non
 def xavier_normal(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """Glorot normal: W ~ N(0, 2 / (fan_in + fan_out))."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
-    std = math.sqrt(2.0 / (fan_in + fan_out))
+    std = _root(2.0, fan_in + fan_out)
     return _out(_scaled(_standard_normal(shape, dtype), std), dtype)
 
 
@@ -193,7 +202,7 @@ def xavier_normal(shape, fan_in: int | None = None, fan_out: int | None = None, 
 def xavier_uniform(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """Glorot uniform: W ~ U(-l, l), l = sqrt(6 / (fan_in + fan_out)) (variance l^2 / 3)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    limit = _root(6.0, fan_in + fan_out)
     return _out(_scaled(_unit_uniform(shape, dtype), limit), dtype)
 
 
@@ -201,7 +210,7 @@ def xavier_uniform(shape, fan_in: int | None = None, fan_out: int | None = None,
 def he_normal(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """Kaiming normal: W ~ N(0, 2 / fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
-    std = math.sqrt(2.0 / fan_in)
+    std = _root(2.0, fan_in)
     return _out(_scaled(_standard_normal(shape, dtype), std), dtype)
 
 
@@ -209,7 +218,7 @@ def he_normal(shape, fan_in: int | None = None, fan_out: int | None = None, dtyp
 def he_uniform(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """Kaiming uniform: W ~ U(-l, l), l = sqrt(6 / fan_in) (variance 2 / fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
-    limit = math.sqrt(6.0 / fan_in)
+    limit = _root(6.0, fan_in)
     return _out(_scaled(_unit_uniform(shape, dtype), limit), dtype)
 
 
@@ -218,7 +227,10 @@ def lecun_normal(shape, fan_in: int | None = None, fan_out: int | None = None, d
     """LeCun normal: W ~ N(0, 1 / fan_in), the notes' randn(fan_in, fan_out) / sqrt(fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
     z = _standard_normal(shape, dtype)
-    z /= math.sqrt(fan_in)
+    if fan_in:
+        z /= math.sqrt(fan_in)
+    else:
+        z *= 0.0
     return _out(z, dtype)
 
 
@@ -226,7 +238,7 @@ def lecun_normal(shape, fan_in: int | None = None, fan_out: int | None = None, d
 def lecun_uniform(shape, fan_in: int | None = None, fan_out: int | None = None, dtype=None):
     """LeCun uniform: W ~ U(-l, l), l = sqrt(3 / fan_in) (variance 1 / fan_in)."""
     shape, fan_in, fan_out, dtype = _resolve(shape, fan_in, fan_out, dtype)
-    limit = math.sqrt(3.0 / fan_in)
+    limit = _root(3.0, fan_in)
     return _out(_scaled(_unit_uniform(shape, dtype), limit), dtype)
 
 
@@ -298,6 +310,8 @@ class _Orthogonal(Initializer):
         # U: one row per unit, its weight vector: a dense (n_in, n_out) weight is U^T, a
         # convolution (K, f_h, f_w, c_in) weight is U with its rows reshaped to filters
         units = shape[1] if len(shape) == 2 else shape[0]
+        if math.prod(shape) == 0:
+            return backend.xp.zeros(shape, dtype=dtype)
         inputs = math.prod(shape) // units
         tall, short = max(units, inputs), min(units, inputs)
         q, r = numpy.linalg.qr(_standard_normal((tall, short), numpy.float64))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy
 
@@ -89,13 +89,17 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         for registry in (self._parameters, self._buffers, self._modules):
             if key in registry and not _same_kind(registry, self, value):
+                if registry is self._parameters and value is not None and not isinstance(value, Module):
+                    raise TypeError(f"{self._label()}: cannot assign a {type(value).__name__} as parameter {key!r} "
+                                    "(a Parameter or None expected); wrap it, lamina.nn.Parameter(array), or "
+                                    f"write the values into {key}.data")
                 del registry[key]
         if isinstance(value, Parameter):
             self._parameters[key] = value
         elif isinstance(value, Module):
             self._modules[key] = value
         elif key in self._buffers:
-            self._buffers[key] = value
+            self._buffers[key] = _checked_buffer(self, key, value, "")
         else:
             object.__setattr__(self, key, value)
             return
@@ -129,7 +133,20 @@ class Module:
                 _CALL_INTERCEPTORS.insert(0, _run_module_hooks)
 
     def register_buffer(self, name: str, array) -> None:
-        """A non-trainable array saved in the state dict (running means and the like)."""
+        """A non-trainable array saved in the state dict (running means and the like): an
+        array (NumPy's or the backend's, a NumPy scalar included), a Tensor, or None (an empty
+        slot, left out of the state dict). It may take the place of a plain attribute or of a
+        buffer of that name, not of a parameter or a sub-module."""
+        if not isinstance(name, str):
+            raise TypeError(f"{self._label()}.register_buffer: the name must be a str, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"{self._label()}.register_buffer: the name must be non-empty and hold no '.' (a dotted "
+                           f"key would read as a path into a sub-module), got {name!r}")
+        for registry, kind in ((self._parameters, "parameter"), (self._modules, "sub-module")):
+            if name in registry:
+                raise KeyError(f"{self._label()}.register_buffer: attribute {name!r} already exists (a {kind}); "
+                               f"delete it first (del module.{name}) or choose another name")
+        array = _checked_buffer(self, name, array, ".register_buffer")
         self.__dict__.pop(name, None)
         self._buffers[name] = array
 
@@ -246,12 +263,23 @@ class Module:
 
     # -- traversal -----------------------------------------------------------
     def children(self) -> Iterator[Module]:
-        yield from self._modules.values()
+        for _, child in self.named_children():
+            yield child
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+    def named_modules(self, prefix: str = "", remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
+        """Self (named ``prefix``) and every module below it by dotted path, depth first. A
+        module reachable by several paths (one layer stored under two names) comes once,
+        under its first path, unless ``remove_duplicate`` is False."""
+        return self._modules_reached(prefix, set() if remove_duplicate else None)
+
+    def _modules_reached(self, prefix: str, seen: set | None) -> Iterator[tuple[str, Module]]:
+        if seen is not None:
+            if id(self) in seen:
+                return
+            seen.add(id(self))
         yield prefix, self
         for key, child in self._modules.items():
-            yield from child.named_modules(f"{prefix}.{key}" if prefix else key)
+            yield from child._modules_reached(f"{prefix}.{key}" if prefix else key, seen)
 
     def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():
@@ -259,11 +287,17 @@ class Module:
 
     def apply(self, fn: Callable[[Module], object]) -> Module:
         """Call ``fn(module)`` on every sub-module, children before their parent, then on
-        self (to initialise weights, say); returns self."""
-        for child in self.children():
-            child.apply(fn)
-        fn(self)
+        self (to initialise weights, say), once per module however many paths reach it;
+        returns self."""
+        self._apply_each_once(fn, set())
         return self
+
+    def _apply_each_once(self, fn: Callable[[Module], object], seen: set) -> None:
+        seen.add(id(self))
+        for child in self._modules.values():
+            if id(child) not in seen:
+                child._apply_each_once(fn, seen)
+        fn(self)
 
     def named_parameters(self, prefix: str = "", trainable_only: bool = False) -> Iterator[tuple[str, Parameter]]:
         seen: set[int] = set()
@@ -286,7 +320,12 @@ class Module:
         return sum(p.size for p in self.parameters(trainable_only=trainable_only))
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
-        yield from self._modules.items()
+        """The direct sub-modules by name; one stored under two names comes once, under the first."""
+        seen: set[int] = set()
+        for key, child in self._modules.items():
+            if id(child) not in seen:
+                seen.add(id(child))
+                yield key, child
 
     def get_submodule(self, target: str) -> Module:
         """The sub-module at dotted path ``target`` ('' is self), as named by ``named_modules``."""
@@ -355,21 +394,29 @@ class Module:
             p.unfreeze()
         return self
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget every parameter's gradient: None, or with ``set_to_none=False`` the existing
+        gradients filled with zeros in place (as PyTorch's method)."""
         for p in self.parameters():
-            p.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.fill(0)
 
     # -- state ---------------------------------------------------------------
     def state_dict(self) -> OrderedDict:
-        """Every parameter and buffer by dotted name, as arrays (no copies)."""
-        state = OrderedDict((name, p.data) for name, p in self.named_parameters())
-        state.update((name, buf) for name, buf in self.named_buffers() if buf is not None)
-        return state
+        """Every parameter, then every buffer, by dotted name, as arrays (no copies). A module or
+        parameter reachable by several paths (a layer stored twice, tied weights) is under each
+        path, as in PyTorch, so that the state loads back into the same architecture."""
+        slots = self._state_slots()
+        return OrderedDict((name, value) for name, (_, _, value) in slots.items())
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """Copy arrays into the parameters and buffers, checking names and shapes first."""
+    def load_state_dict(self, state: dict, strict: bool = True) -> IncompatibleKeys:
+        """Copy arrays into the parameters and buffers, checking names and shapes first.
+        Returns the model's names the state lacks and the state's names the model lacks
+        (``missing_keys``, ``unexpected_keys``), which ``strict`` refuses."""
         own = self._state_slots()
-        if not own and state:
+        if not own and state and not self.built:
             raise RuntimeError(
                 f"{self._label()}.load_state_dict: the module has no weights yet; build it first "
                 "(call it on an input or call build(input_shape))"
@@ -397,12 +444,18 @@ class Module:
                 owner._parameters[attr].data = value.copy()
             else:
                 owner._buffers[attr] = value.copy()
+        return IncompatibleKeys(missing, unexpected)
 
     def _state_slots(self) -> dict:
+        """Dotted name -> (owning module, attribute, array) for every parameter, then every
+        buffer that is not None, along every path (a shared module or tied parameter is under
+        each of its names)."""
+        modules = list(self.named_modules(remove_duplicate=False))
         slots = {}
-        for path, module in self.named_modules():
+        for path, module in modules:
             for attr, p in module._parameters.items():
                 slots[f"{path}.{attr}" if path else attr] = (module, attr, p.data)
+        for path, module in modules:
             for attr, buf in module._buffers.items():
                 if buf is not None:
                     slots[f"{path}.{attr}" if path else attr] = (module, attr, buf)
@@ -432,6 +485,22 @@ class Module:
             child_repr = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({key}): {child_repr}")
         return "\n".join(lines) + ("\n)" if len(lines) > 1 else ")")
+
+
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`Module.load_state_dict` returns (PyTorch's named tuple): the model's names
+    the state lacked and the state's names the model does not have."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _checked_buffer(module: Module, name: str, value, who: str):
+    """``value`` if a buffer may hold it (an array, a NumPy scalar, a Tensor or None), else a TypeError."""
+    if value is None or isinstance(value, (numpy.ndarray, numpy.generic, backend.xp.ndarray, Tensor)):
+        return value
+    raise TypeError(f"{module._label()}{who}: buffer {name!r} must be an array, a Tensor or None, "
+                    f"got {type(value).__name__} {value!r:.60}")
 
 
 def _same_kind(registry, module, value) -> bool:

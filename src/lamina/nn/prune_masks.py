@@ -21,7 +21,8 @@ hook runs on every call. Fusion comes back once :func:`remove` has made every pr
 
 A deep copy of a pruned module (``copy.deepcopy``, weight averaging, transfer learning) is
 pruned too: it has its own ``<name>_orig``, ``<name>_mask`` and hook, although a copy drops
-the hooks a user registered (:mod:`lamina.nn.hooks`).
+the hooks a user registered (:mod:`lamina.nn.hooks`). So is a pickled one (sent to another
+process, say): the pickle holds the hook with the module.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ __all__ = ["apply_masks", "is_pruned", "remove"]
 class _ApplyMask:
     """The forward pre-hook of one pruned parameter: ``module.<name> = <name>_orig * <name>_mask``.
     It reads both from the module at each call, so ``load_state_dict`` may replace them. It
-    belongs to the module's computation, so a deep copy of the module keeps it."""
+    belongs to the module's computation, so a deep copy or a pickle of the module keeps it."""
 
     copied_with_module = True
 

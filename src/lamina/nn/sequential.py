@@ -27,7 +27,9 @@ class Sequential(Module):
     """A stack of layers: ``Sequential(Dense(64, 'relu'), Dense(10))`` or ``Sequential([...])``.
 
     Supports ``len``, iteration, ``model[i]`` (a layer), ``model['dense_1']`` (by name),
-    ``model[i:j]`` (a Sequential sharing the same layer objects) and :meth:`append`.
+    ``model[i:j]`` (a Sequential sharing the same layer objects), and, as PyTorch's,
+    :meth:`append`, :meth:`extend`, :meth:`insert`, :meth:`pop`, ``model[i] = layer`` and
+    ``del model[i]`` (an index, a slice or a name).
     Building it (on the first call, or with :meth:`build`) builds each layer in turn from the
     previous layer's ``compute_output_shape``.
     """
@@ -46,6 +48,59 @@ class Sequential(Module):
     # -- container -----------------------------------------------------------
     def append(self, layer: Module) -> Sequential:
         """Add ``layer`` at the end (named automatically if it has no name); returns self."""
+        key = self._key_for(layer)
+        self._modules[key] = layer
+        return self
+
+    def extend(self, layers) -> Sequential:
+        """Append each of ``layers`` in turn; returns self."""
+        for layer in layers:
+            self.append(layer)
+        return self
+
+    def insert(self, index: int, layer: Module) -> Sequential:
+        """Put ``layer`` before position ``index`` (-len <= index <= len, as PyTorch's; len
+        appends); returns self."""
+        items = list(self._modules.items())
+        try:
+            index = operator.index(index)
+        except TypeError:
+            raise TypeError(f"Sequential.insert: the index must be an int, got {type(index).__name__}") from None
+        if not -len(items) <= index <= len(items):
+            raise IndexError(f"Sequential.insert: index {index} out of range for {len(items)} layers")
+        key = self._key_for(layer)
+        items.insert(index + len(items) if index < 0 else index, (key, layer))
+        self._reorder(items)
+        return self
+
+    def pop(self, index: int | str = -1) -> Module:
+        """Remove the layer at ``index`` (or named ``index``) and return it."""
+        layer = self[index]
+        del self[index]
+        return layer
+
+    def __setitem__(self, index, layer: Module) -> None:
+        """Replace the layer at ``index`` (or named ``index``) by ``layer``, in the same place."""
+        if isinstance(index, slice):
+            raise TypeError("Sequential: a slice cannot be assigned; replace one layer at a time (an index or a name)")
+        old = self[index]
+        items = list(self._modules.items())
+        position = next(i for i, (_, existing) in enumerate(items) if existing is old)
+        del self._modules[items[position][0]]          # its name is free for the new layer
+        try:
+            items[position] = (self._key_for(layer), layer)
+        finally:
+            self._reorder(items)                       # the old layer stays if the new one is refused
+
+    def __delitem__(self, index) -> None:
+        if isinstance(index, slice):
+            doomed = {id(layer) for layer in self.layers[index]}
+        else:
+            doomed = {id(self[index])}
+        self._reorder([(key, layer) for key, layer in self._modules.items() if id(layer) not in doomed])
+
+    def _key_for(self, layer: Module) -> str:
+        """The name ``layer`` will be stored under (naming it if it has none), after the checks."""
         if not isinstance(layer, Module):
             raise TypeError(f"Sequential: expected a layer (a Module), got {type(layer).__name__}")
         if any(existing is layer for existing in self._modules.values()):
@@ -54,11 +109,14 @@ class Sequential(Module):
             key = str(layer.name)
             if key in self._modules:
                 raise ValueError(f"Sequential: two layers named {key!r}; layer names must be unique")
-        else:
-            key = self._free_name(default_name(layer))
-            layer.name = key
-        self._modules[key] = layer
-        return self
+            return key
+        key = self._free_name(default_name(layer))
+        layer.name = key
+        return key
+
+    def _reorder(self, items: list) -> None:
+        self._modules.clear()
+        self._modules.update(items)
 
     def _free_name(self, base: str) -> str:
         if base not in self._modules:
