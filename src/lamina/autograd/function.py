@@ -27,6 +27,10 @@ class Function:
     #: dtype), ``"float32"`` (cast up to float32), ``"promote"`` (cast to the widest one),
     #: or ``None`` (leave them). :mod:`lamina.amp.policy` sets it on the listed ops.
     autocast_policy: str | None = None
+    #: For the check of in-place changes (:func:`lamina.autograd.graph.check_unmodified`): input
+    #: position -> the positions of the inputs whose gradients read that input's value (a product's
+    #: factor serves only the other factor's gradient, a bias none), or None: assume every gradient does.
+    value_used_for: dict[int, tuple[int, ...]] | None = None
 
     def forward(self, *xs):
         raise NotImplementedError

@@ -144,43 +144,57 @@ def _forget(key: int, _ref) -> None:
     _modified_at.pop(key, None)
 
 
-def _changed_at(t) -> int | None:
-    entry = _modified_at.get(id(t))
-    return entry[1] if entry is not None and entry[0]() is t else None
-
-
 def check_unmodified(fn, who: str) -> None:
-    """Raise if an input of the node ``fn`` was changed in place after ``fn`` was recorded and
-    ``fn`` keeps that input's array (or a view of it) for its VJP."""
+    """Raise if an array the node ``fn`` keeps for its VJP shares memory with a tensor changed in
+    place after ``fn`` was recorded (the tensor itself, a view of it such as ``w.T``, or an
+    input computed from it by a reshape or a slice), unless the op declares, through
+    ``value_used_for``, that only the gradients of inputs which need none would read it."""
     recorded = getattr(fn, "recorded_at", _modifications)
     if recorded == _modifications:
         return
-    for position, t in enumerate(fn.inputs):
-        changed = _changed_at(t)
-        if changed is not None and changed > recorded and _keeps(fn, t.data):
-            raise RuntimeError(
-                f"{who} through {type(fn).__name__}: its input {position} (shape {tuple(t.shape)}, {t.dtype}) "
-                "was changed in place (by an optimizer's step, or code that called mark_modified) after the op "
-                "was recorded, and the op saved that value for its gradient, which would now be computed from "
-                "the new one; run backward before changing the tensor, or the forward pass again after it"
-            )
+    changed = [t for t in (entry[0]() for entry in list(_modified_at.values()) if entry[1] > recorded)
+               if t is not None]
+    if not changed:
+        return
+    for array in _saved_arrays(fn):
+        for t in changed:
+            if array is t.data or backend.xp.may_share_memory(array, t.data):
+                if _value_read(fn, array):
+                    raise RuntimeError(
+                        f"{who} through {type(fn).__name__}: an array it saved for its gradient shares memory with "
+                        f"a tensor of shape {tuple(t.shape)} ({t.dtype}) changed in place after the op was "
+                        "recorded (by an optimizer's step, or code that called mark_modified), so the gradient "
+                        "would be computed from the new values; run backward before changing the tensor, or the "
+                        "forward pass again after it"
+                    )
 
 
-def _keeps(fn, array, depth: int = 0) -> bool:
-    """Whether the node ``fn`` holds ``array``, or an array sharing its memory, among what it
-    saved (its attributes, one level into tuples, lists and nested nodes)."""
-    xp_ndarray = type(array)
+def _saved_arrays(fn, depth: int = 0):
+    """The arrays the node ``fn`` keeps (its attributes, one level into tuples, lists and nested
+    nodes), its inputs' arrays excepted (it does not read those unless it kept them)."""
+    array_type = backend.xp.ndarray
     for name, value in vars(fn).items():
         if name == "inputs":
             continue
-        values = value if isinstance(value, (tuple, list)) else (value,)
-        for v in values:
-            if isinstance(v, xp_ndarray):
-                if v is array or backend.xp.may_share_memory(v, array):
-                    return True
-            elif depth == 0 and hasattr(v, "inputs") and hasattr(v, "backward") and _keeps(v, array, 1):
-                return True
-    return False
+        for v in (value if isinstance(value, (tuple, list)) else (value,)):
+            if isinstance(v, array_type):
+                yield v
+            elif depth == 0 and hasattr(v, "inputs") and hasattr(v, "backward"):
+                yield from _saved_arrays(v, 1)
+
+
+def _value_read(fn, array) -> bool:
+    """Whether the VJP will read ``array``: an op's ``value_used_for`` maps an input's position
+    to the inputs whose gradients read that input's value (input i of a product serves the other
+    factor's gradient only); without it, or for an array that is not an input's, assume so."""
+    used_for = getattr(type(fn), "value_used_for", None)
+    if used_for is None or fn.inputs is None:
+        return True
+    for position, t in enumerate(fn.inputs):
+        if array is t.data or backend.xp.may_share_memory(array, t.data):
+            readers = used_for.get(position)
+            return readers is None or any(fn.needs_grad[r] for r in readers if r < len(fn.needs_grad))
+    return True
 
 
 def depth_above(inputs) -> float:

@@ -51,6 +51,7 @@ class Sub(Function):
 
 
 class Mul(Function):
+    value_used_for = {0: (1,), 1: (0,)}          # each factor's value serves the other's gradient
     def forward(self, a, b):
         self.a, self.b = a, b
         try:
@@ -183,6 +184,7 @@ class Pow(Function):
 
 class MatMul(Function):
     """C = A @ B (batched, 1-D operands as NumPy): dJ/dA = dJ/dC B^T, dJ/dB = A^T dJ/dC."""
+    value_used_for = {0: (1,), 1: (0,)}          # each factor's value serves the other's gradient
 
     def forward(self, a, b):
         self.a, self.b = a, b

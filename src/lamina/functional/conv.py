@@ -167,6 +167,7 @@ class Conv2d(Function):
     """v = x * w + b by im2col + GEMM; hyperparameters ``stride`` (s_h, s_w), ``pads``
     (top, bottom, left, right), ``groups`` and ``keep`` (whether dJ/dw will be needed, so
     that the patch matrices are kept for it; they are rebuilt when missing)."""
+    value_used_for = {0: (1,), 1: (0,), 2: ()}   # x serves dJ/dw, w serves dJ/dx, the bias neither
 
     def forward(self, x, w, b=None):
         xp = backend.xp

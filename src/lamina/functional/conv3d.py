@@ -193,6 +193,7 @@ class Conv3d(Function):
     Hyperparameters: ``stride``, ``dilation`` (triples), ``pads`` (three (before, after)
     pairs), ``groups`` and ``keep`` (keep the patch matrices, or the planes' Q, for dJ/dw;
     backward rebuilds them from x when they are missing)."""
+    value_used_for = {0: (1,), 1: (0,), 2: ()}   # x serves dJ/dw, w serves dJ/dx, the bias neither
 
     def forward(self, x, w, b=None):
         xp = backend.xp

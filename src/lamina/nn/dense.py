@@ -28,6 +28,7 @@ class LinearFunction(Function):
     dJ/dX = dJ/dZ W^T,  dJ/dW = X^T dJ/dZ,  dJ/db = sum over the rows of dJ/dZ
     (leading axes of X are folded into the rows first).
     """
+    value_used_for = {0: (1,), 1: (0,), 2: ()}   # x serves dJ/dw, w serves dJ/dx, the bias neither
 
     def forward(self, x, w, b=None):
         self.in_shape = x.shape
