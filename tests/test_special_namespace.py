@@ -132,3 +132,22 @@ def test_every_torch_special_name_is_offered():
     theirs = {n for n in dir(torch.special) if not n.startswith("_") and callable(getattr(torch.special, n))
               and n not in ("Tensor", "common_args", "multi_dim_common")}
     assert sorted(theirs - set(special.__all__)) == []
+
+
+def test_far_arguments_as_torch():
+    x = np.array([1e8, -1e8, 1e7 + 1.0, -2e7])        # SciPy's Airy functions give NaN out here
+    ours = special.airy_ai(lamina.tensor(x, dtype=np.float64)).numpy()
+    np.testing.assert_allclose(ours, torch.special.airy_ai(torch.tensor(x)).numpy(), rtol=1e-4, atol=1e-12)
+    inside, outside = np.array([-0.999e6, -0.5e6]), np.array([-1.001e6, -2e6])   # SciPy's, the asymptotic form
+    for points in (inside, outside):
+        np.testing.assert_allclose(special.airy_ai(lamina.tensor(points, dtype=np.float64)).numpy(),
+                                   torch.special.airy_ai(torch.tensor(points)).numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(special.spherical_bessel_j0(lamina.tensor(np.array([np.inf, -np.inf]))).numpy(),
+                                  [0.0, 0.0])
+
+
+def test_polynomials_of_integers_are_float32_and_degree_zero_stays_on_the_graph():
+    assert special.chebyshev_polynomial_t(lamina.tensor(np.array([1, 2])), 3).dtype == np.float32
+    x = lamina.tensor(np.array([0.5, 2.0]), requires_grad=True)
+    special.hermite_polynomial_h(x, 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])

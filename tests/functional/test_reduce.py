@@ -140,3 +140,9 @@ def test_max_and_min_over_non_empty_axes_of_an_empty_input_match_torch(name, sha
 def test_max_over_an_empty_axis_is_refused(shape, axis):
     with pytest.raises(ValueError, match=r"max: no values to reduce over axes .* shape \(\d, \d\)"):
         F.max(lamina.tensor(np.zeros(shape)), axis=axis)
+
+
+def test_amax_and_amin_of_infinite_extremes_as_torch():
+    x = np.array([[np.inf, 1.0, np.inf], [2.0, -np.inf, -np.inf]])
+    for ours, theirs in ((F.amax, torch.amax), (F.amin, torch.amin)):
+        compare_with_torch(lambda t, f=ours: f(t, axis=1), lambda t, f=theirs: f(t, 1), x, dtype=np.float64, rtol=1e-12)

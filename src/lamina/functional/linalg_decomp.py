@@ -12,6 +12,7 @@ ops, whose gradients need no gaps.
 
 from __future__ import annotations
 
+import numbers
 import operator
 
 import numpy
@@ -280,13 +281,31 @@ class Pinv(Function):
 
 def singular_value_cutoff(values, shape, dtype, atol, rtol):
     """The tolerance max(atol, rtol sigma_max) of pinv and matrix_rank, per matrix (keeping a last
-    axis), from ``values`` (..., k) in any order; rtol defaults to eps max(m, n) when atol is not
-    given and to 0 when it is, as torch."""
+    axis), from ``values`` (..., k) in any order; atol and rtol are numbers or arrays with one per
+    matrix. rtol defaults to eps max(m, n) where atol is not given or 0, and to 0 where it is
+    positive, as torch."""
     xp = backend.xp
+    atol = xp.zeros((), dtype=dtype) if atol is None else xp.asarray(atol, dtype=dtype)[..., None]
     if rtol is None:
-        rtol = 0.0 if atol is not None and atol > 0 else xp.finfo(dtype).eps * max(shape[-2:], default=0)
+        rtol = xp.where(atol > 0, 0.0, xp.finfo(dtype).eps * max(shape[-2:], default=0))
+    else:
+        rtol = xp.asarray(rtol, dtype=dtype)[..., None]
     largest = xp.max(values, axis=-1, keepdims=True, initial=0.0)
-    return xp.maximum(0.0 if atol is None else atol, rtol * largest)
+    return xp.maximum(atol, rtol * largest)
+
+
+def tolerance(op: str, name: str, value):
+    """``value`` of pinv's or matrix_rank's ``atol`` / ``rtol`` as None, a float, or an array of
+    them (from a Tensor or an array, one per matrix), each >= 0; else a ValueError naming ``op``."""
+    if value is None:
+        return None
+    data = value.data if isinstance(value, Tensor) else value
+    if isinstance(data, bool) or not isinstance(data, (numbers.Real, numpy.ndarray, backend.xp.ndarray)):
+        raise ValueError(f"{op}: {name} must be a number >= 0, an array or Tensor of them, or None, got {value!r}")
+    array = backend.xp.asarray(data, dtype=numpy.float64)
+    if array.dtype.kind not in "fiu" or bool(backend.xp.any(~(array >= 0))):
+        raise ValueError(f"{op}: {name} must be >= 0, got {value!r}")
+    return float(array) if array.ndim == 0 else array
 
 
 def _pseudo_inverse(a, atol, rtol, hermitian):
@@ -372,15 +391,13 @@ def qr(a, mode: str = "reduced") -> tuple[Tensor, Tensor]:
     return q, r
 
 
-def pinv(a, rtol: float | None = None, *, atol: float | None = None, hermitian: bool = False) -> Tensor:
+def pinv(a, rtol=None, *, atol=None, hermitian: bool = False) -> Tensor:
     """The Moore-Penrose pseudo-inverse A^+ (..., n, m), as torch.linalg.pinv: singular values
-    at most max(atol, rtol sigma_max) count as 0 (rtol defaults to eps max(m, n), or to 0 when
-    only atol is given); ``hermitian`` reads symmetric A through its eigendecomposition. The
-    gradient assumes the rank does not change near A."""
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        if value is not None and not (isinstance(value, (int, float, numpy.floating, numpy.integer))
-                                      and not isinstance(value, bool) and value >= 0):
-            raise ValueError(f"pinv: {name} must be a number >= 0 or None, got {value!r}")
+    at most max(atol, rtol sigma_max) count as 0 (numbers, or Tensors with one per matrix; rtol
+    defaults to eps max(m, n), or to 0 where a positive atol is given); ``hermitian`` reads
+    symmetric A through its eigendecomposition. The gradient assumes the rank does not change
+    near A."""
+    rtol, atol = tolerance("pinv", "rtol", rtol), tolerance("pinv", "atol", atol)
     if hermitian:
         check_matrix("pinv", tuple(getattr(a, "shape", numpy.shape(a))))
     return Pinv.apply(a, rtol=rtol, atol=atol, hermitian=bool(hermitian))
@@ -409,7 +426,10 @@ def matrix_norm(a, ord="fro", dim=(-2, -1), keepdim: bool = False) -> Tensor:  #
     elif ord in (2, -2):
         values = svdvals(a)
         if values.shape[-1] == 0:       # an empty matrix: 0 for 2 (as torch), a clear error for -2
-            out = sum_(values, axis=-1) if ord == 2 else min_(values, axis=-1)
+            if ord == -2:
+                raise ValueError(f"matrix_norm: ord -2 (the smallest singular value) of an empty matrix (shape "
+                                 f"{a.shape}) is a minimum of no values")
+            out = sum_(values, axis=-1)
         else:
             out = values[..., 0] if ord == 2 else values[..., -1]
     elif ord in (1, -1, inf, -inf):

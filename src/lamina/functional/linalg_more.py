@@ -17,11 +17,11 @@ from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional._linalg_util import check_matrix
-from lamina.functional.arithmetic import matmul, power
+from lamina.functional.arithmetic import matmul
 from lamina.functional.elementwise import abs as abs_
-from lamina.functional.elementwise import minimum
+from lamina.functional.elementwise import minimum, where
 from lamina.functional.linalg import _as_tensor, cholesky, inv, solve
-from lamina.functional.linalg_decomp import matrix_norm, pinv, singular_value_cutoff, svdvals
+from lamina.functional.linalg_decomp import matrix_norm, pinv, singular_value_cutoff, svdvals, tolerance
 from lamina.functional.reduce import sum as sum_
 from lamina.functional.reduce_more import cumprod
 from lamina.functional.reduce_more import norm as vector_norm_12
@@ -45,27 +45,37 @@ def _axes(dim, ndim: int, op: str) -> tuple[int, ...]:
 
 
 def vector_norm(x, ord=2, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A002 - torch's name
-    """||x||_p over the axes ``dim`` (None: all of them, as one vector), as torch.linalg.vector_norm:
+    """||x||_p over the axes ``dim`` (None or (): all of them, as one vector), as torch.linalg.vector_norm:
     (sum |x_i|^p)^(1/p) for any real p, max |x_i| for inf, min |x_i| for -inf, and the number of
-    non-zero entries for 0 (its gradient is 0). The gradient of the 2-norm at x = 0 is 0, as torch's."""
+    non-zero entries for 0 (its gradient is 0). As torch's, the gradient is 0 at zero entries
+    and at a zero norm, and a negative p gives 0 (gradient 0) wherever an entry is 0."""
     x = _as_tensor(x)
     if not isinstance(ord, numbers.Real) or isinstance(ord, bool):
         raise ValueError(f"vector_norm: ord must be a real number (or inf / -inf), got {ord!r}")
-    axes = _axes(dim, x.ndim, "vector_norm") if x.ndim else None
-    if x.size == 0 and (ord < 0 or ord == -math.inf):
-        raise ValueError(f"vector_norm: ord {ord} of an empty input (shape {x.shape}) is a minimum of no values")
+    axes = _axes(None if dim == () else dim, x.ndim, "vector_norm") if x.ndim else None
+    reduced = x.size if axes is None else math.prod(x.shape[a] for a in axes)
+    if reduced == 0 and ord < 0:
+        raise ValueError(f"vector_norm: ord {ord} over no values (input of shape {x.shape}, dim {dim!r}) is a "
+                         "minimum of no values")
     if ord == math.inf:
-        out = amax(abs_(x), axis=axes, keepdims=keepdim) if x.size else sum_(abs_(x), axis=axes, keepdims=keepdim)
-    elif ord == -math.inf:
-        out = amin(abs_(x), axis=axes, keepdims=keepdim)
-    elif ord == 0:                                   # min(|x|, 0) keeps the count on the graph, with gradient 0
+        return amax(abs_(x), axis=axes, keepdims=keepdim) if reduced else sum_(abs_(x), axis=axes, keepdims=keepdim)
+    if ord == -math.inf:
+        return amin(abs_(x), axis=axes, keepdims=keepdim)
+    if ord == 0:                                     # min(|x|, 0) keeps the count on the graph, with gradient 0
+        finite = where(backend.xp.isnan(x.data), 0.0, x)
         counted = Tensor._wrap((x.data != 0).astype(x.dtype))
-        out = sum_(counted + minimum(abs_(x), 0.0), axis=axes, keepdims=keepdim)
-    elif ord in (1, 2):
-        out = vector_norm_12(x, ord, axis=axes, keepdims=keepdim)
-    else:
-        out = power(sum_(power(abs_(x), float(ord)), axis=axes, keepdims=keepdim), 1.0 / ord)
-    return out
+        return sum_(counted + minimum(abs_(finite), 0.0), axis=axes, keepdims=keepdim)
+    if ord in (1, 2):
+        return vector_norm_12(x, ord, axis=axes, keepdims=keepdim)
+    size = abs_(x)
+    zero = size.data == 0
+    terms = where(zero, 0.0, where(zero, 1.0, size) ** float(ord))
+    total = sum_(terms, axis=axes, keepdims=keepdim)
+    if ord > 0:
+        empty = total.data == 0
+        return where(empty, 0.0, where(empty, 1.0, total) ** (1.0 / ord))
+    any_zero = backend.xp.any(zero, axis=axes, keepdims=keepdim)
+    return where(any_zero, 0.0, where(any_zero, 1.0, total) ** (1.0 / ord))
 
 
 def norm(a, ord=None, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A002 - torch's name
@@ -87,11 +97,13 @@ def norm(a, ord=None, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A002 
     raise ValueError(f"norm: dim must be an int or a pair of ints, got {dim!r}")
 
 
-def matrix_rank(a, *, atol: float | None = None, rtol: float | None = None, hermitian: bool = False) -> Tensor:
+def matrix_rank(a, *, atol=None, rtol=None, hermitian: bool = False) -> Tensor:
     """The number of singular values (absolute eigenvalues when ``hermitian``) above
-    max(atol, rtol sigma_max), as int64 (rtol defaults as in :func:`pinv`); not differentiable."""
+    max(atol, rtol sigma_max), as int64 (atol and rtol numbers, or Tensors with one per matrix;
+    rtol defaults as in :func:`pinv`); not differentiable."""
     a = _as_tensor(a)
     check_matrix("matrix_rank", a.shape, square=hermitian)
+    atol, rtol = tolerance("matrix_rank", "atol", atol), tolerance("matrix_rank", "rtol", rtol)
     xp = backend.xp
     if a.shape[-1] == 0 or a.shape[-2] == 0:
         return Tensor._wrap(xp.zeros(a.shape[:-2], dtype=xp.int64))
@@ -103,15 +115,25 @@ def matrix_rank(a, *, atol: float | None = None, rtol: float | None = None, herm
 def cond(a, p=None) -> Tensor:
     """The condition number kappa(A): sigma_max / sigma_min for p None or 2 (sigma_min / sigma_max
     for -2; A may be rectangular), else ||A||_p ||A^-1||_p for square A (p 'fro', 'nuc', 1, -1,
-    inf, -inf), as torch.linalg.cond."""
+    inf, -inf; inf for a singular A, and 0 for an empty one), as torch.linalg.cond."""
     a = _as_tensor(a)
+    xp = backend.xp
     if p is None or p in (2, -2):
         check_matrix("cond", a.shape, square=False)
+        if a.shape[-1] == 0 or a.shape[-2] == 0:
+            return Tensor._wrap(xp.zeros(a.shape[:-2], dtype=a.dtype))
         values = svdvals(a)
         ratio = values[..., 0] / values[..., -1]
         return ratio if p != -2 else 1.0 / ratio
     check_matrix("cond", a.shape)
-    return matrix_norm(a, p) * matrix_norm(inv(a), p)
+    if a.shape[-1] == 0:
+        return Tensor._wrap(xp.zeros(a.shape[:-2], dtype=a.dtype))
+    inverse, info = inv_ex(a)
+    singular = info.data != 0
+    if not xp.any(singular):
+        return matrix_norm(a, p) * matrix_norm(inverse, p)
+    safe = where(singular[..., None, None], Tensor._wrap(xp.eye(a.shape[-1], dtype=a.dtype)), inverse)
+    return where(singular, xp.inf, matrix_norm(a, p) * matrix_norm(safe, p))
 
 
 def multi_dot(tensors) -> Tensor:
@@ -183,7 +205,8 @@ def lstsq(a, b, rcond: float | None = None, *, driver: str | None = None) -> Lst
     """min_X ||A X - B||_F for A (..., m, n) and B (..., m, k) (or (..., m)): X = A^+ B, with
     singular values at most rcond sigma_max dropped (default eps max(m, n)). Returns
     (solution, residuals, rank, singular_values) as torch's 'gelsd' driver: residuals, the squared
-    column norms of A X - B, only when m > n and every A has full rank (else empty). Gradients
+    column norms of A X - B, only when m > n and every A has full rank (else empty); a negative
+    ``rcond`` means machine precision, as LAPACK's. Gradients
     flow through the solution (constant rank assumed)."""
     if driver not in (None, "gels", "gelsy", "gelsd", "gelss"):
         raise ValueError(f"lstsq: driver must be None, 'gels', 'gelsy', 'gelsd' or 'gelss', got {driver!r}")
@@ -194,15 +217,15 @@ def lstsq(a, b, rcond: float | None = None, *, driver: str | None = None) -> Lst
     if bm.ndim < 2 or bm.shape[-2] != a.shape[-2]:
         raise ShapeError(f"lstsq: A of shape {a.shape} needs B of shape (..., {a.shape[-2]}, k) or "
                          f"(..., {a.shape[-2]}); got B of shape {b.shape}")
+    if rcond is not None and rcond < 0:              # LAPACK's rule: machine precision
+        rcond = float(backend.xp.finfo(a.dtype).eps)
     solution = matmul(pinv(a, rtol=rcond), bm)
     xp = backend.xp
     m, n = a.shape[-2], a.shape[-1]
     values = xp.linalg.svd(a.data, compute_uv=False) if m and n else xp.zeros(a.shape[:-2] + (0,), a.dtype)
     rank = xp.sum(values > singular_value_cutoff(values, a.shape, a.dtype, None, rcond), axis=-1).astype(xp.int64)
     if m > n and bool(xp.all(rank == n)):
-        residuals = sum_((matmul(a, solution) - bm) ** 2, axis=-2)
-        if vector:
-            residuals = residuals[..., 0]
+        residuals = sum_((matmul(a, solution) - bm) ** 2, axis=-2)      # (..., k), (..., 1) for a vector B
     else:
         residuals = Tensor._wrap(xp.zeros((0,), dtype=a.dtype))
     if vector:

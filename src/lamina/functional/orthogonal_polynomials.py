@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 from lamina import backend
 from lamina.autograd import Tensor
-from lamina.functional.elementwise import where
+from lamina.functional.elementwise import abs as abs_
+from lamina.functional.elementwise import minimum, where
 from lamina.functional.shape import broadcast_to
 
 
@@ -33,14 +34,14 @@ def _degrees(n, who: str):
 
 
 def _polynomial(x, n, first: Callable, step: Callable, who: str) -> Tensor:
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    x = _floating(x)
     degrees = _degrees(n, who)
     xp = backend.xp
     shape = xp.broadcast_shapes(x.shape, degrees.shape)
     if x.shape != shape:
         x = broadcast_to(x, shape)
     degrees = xp.broadcast_to(degrees, shape)
-    before = Tensor._wrap(xp.ones(shape, dtype=x.dtype))
+    before = Tensor._wrap(xp.ones(shape, dtype=x.dtype)) + minimum(abs_(x), 0.0)   # 1, on the graph of x
     out = where(degrees == 0, before, 0.0)
     top = int(degrees.max()) if degrees.size else 0
     if top < 1:
@@ -51,6 +52,13 @@ def _polynomial(x, n, first: Callable, step: Callable, who: str) -> Tensor:
         before, current = current, step(k, x, current, before)
         out = where(degrees == k + 1, current, out)
     return out
+
+
+def _floating(x) -> Tensor:
+    """x as a tensor of a floating dtype (integers take the default one, as torch)."""
+    if isinstance(x, Tensor):
+        return x if x.dtype.kind == "f" else Tensor._wrap(x.data.astype(backend.get_default_dtype()))
+    return Tensor(x)
 
 
 def _chebyshev_step(k, x, p, q):
@@ -78,8 +86,7 @@ def chebyshev_polynomial_w(x, n) -> Tensor:
 
 
 def _shifted(x) -> Tensor:
-    x = x if isinstance(x, Tensor) else Tensor(x)
-    return 2.0 * x - 1.0
+    return 2.0 * _floating(x) - 1.0
 
 
 def shifted_chebyshev_polynomial_t(x, n) -> Tensor:

@@ -129,14 +129,35 @@ BesselK0e = _bessel("BesselK0e", "k0e", "k0e", "y = e^x K_0(x); dy/dx = y - e^x 
 BesselK1e = _bessel("BesselK1e", "k1e", "k1e", "y = e^x K_1(x); dy/dx = y (1 - 1 / x) - e^x K_0(x).")
 
 
+#: Beyond this |x| (and SciPy's Airy functions give NaN from about 5e6): Ai and Ai' have underflowed to
+#: 0 for large positive x, and for large negative x their leading asymptotic terms are within 1e-9.
+AIRY_ASYMPTOTIC = 1e6
+
+
+def _airy(x, derivative: bool):
+    """Ai(x) or Ai'(x) on arrays: SciPy's inside +-AIRY_ASYMPTOTIC, the asymptotic forms outside
+    (Ai(-z) ~ pi^(-1/2) z^(-1/4) sin(zeta + pi/4), Ai'(-z) ~ -pi^(-1/2) z^(1/4) cos(zeta + pi/4),
+    zeta = 2/3 z^(3/2); both 0 for large positive x)."""
+    xp = backend.xp
+    inside = xp.abs(x) < AIRY_ASYMPTOTIC
+    value = scipy_special("airy")(xp.where(inside, x, 0.0))[1 if derivative else 0]
+    if bool(xp.all(inside)):
+        return value
+    with _quiet():
+        z = xp.where(x < 0, -x, 1.0)
+        phase = 2.0 / 3.0 * z ** 1.5 + math.pi / 4
+        far = (-(z ** 0.25) * xp.cos(phase) if derivative else z ** -0.25 * xp.sin(phase)) / math.sqrt(math.pi)
+    return xp.where(inside, value, xp.where(x < 0, far, 0.0))
+
+
 class AiryAiPrime(_Unary):
     """y = Ai'(x); dy/dx = x Ai(x) (Airy's equation)."""
 
     def value(self, x):
-        return scipy_special("airy")(x)[1]
+        return _airy(x, True)
 
     def slope(self, x, y):
-        return x * _in_dtype_of(scipy_special("airy")(x)[0], x)
+        return x * _in_dtype_of(_airy(x, False), x)
 
     def slope_of(self, x, y):
         return x * airy_ai(x)
@@ -146,21 +167,22 @@ class AiryAi(_Unary):
     """y = Ai(x); dy/dx = Ai'(x)."""
 
     def value(self, x):
-        return scipy_special("airy")(x)[0]
+        return _airy(x, False)
 
     def slope(self, x, y):
-        return _in_dtype_of(scipy_special("airy")(x)[1], x)
+        return _in_dtype_of(_airy(x, True), x)
 
     def slope_of(self, x, y):
         return AiryAiPrime.apply(x)
 
 
 class SphericalJ0(_Unary):
-    """y = j_0(x) = sin(x) / x (1 at 0); dy/dx = (x cos x - sin x) / x^2 (0 at 0)."""
+    """y = j_0(x) = sin(x) / x (1 at 0, 0 at +-inf); dy/dx = (x cos x - sin x) / x^2 (0 at 0)."""
 
     def value(self, x):
         xp = backend.xp
-        return xp.where(x == 0, 1.0, xp.sin(x) / xp.where(x == 0, 1.0, x))
+        with _quiet():
+            return xp.where(x == 0, 1.0, xp.where(xp.isinf(x), 0.0, xp.sin(x) / xp.where(x == 0, 1.0, x)))
 
     def slope(self, x, y):
         xp = backend.xp

@@ -25,7 +25,7 @@ import math
 import numpy
 
 from lamina import backend
-from lamina.autograd import Tensor
+from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional._selection import (
     INSERTION_RUN,
@@ -66,12 +66,26 @@ def _kept_shape(shape, axes) -> tuple[int, ...]:
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
+class SpreadGradient(Function):
+    """y = ``value`` (the extreme, computed already, keepdims shape); dJ/dx = dJ/dy / count where
+    ``hit`` (the elements equal to it, ``count`` of them per line) and 0 elsewhere. A node of its
+    own, so that an infinite extreme stays infinite (no x - y term)."""
+
+    def forward(self, x):
+        return self.value
+
+    def backward(self, dy):
+        return (backend.xp.where(self.hit, dy / self.count, 0).astype(dy.dtype, copy=False),)
+
+    def backward_graph(self, dy):
+        return (where(self.hit, dy / Tensor._wrap(self.count), 0.0),)
+
+
 def _spread(x: Tensor, value, hit, axes, keepdims: bool) -> Tensor:
     """``value`` (an array of the keepdims shape) as a tensor whose gradient is split evenly
     among the elements of x where ``hit`` holds."""
     count = backend.xp.maximum(hit.sum(axis=axes, keepdims=True), 1).astype(x.dtype)
-    y = Tensor._wrap(value)
-    out = y + add_up(where(hit, x - y, 0.0), axis=axes, keepdims=True) / Tensor._wrap(count)
+    out = SpreadGradient.apply(x, value=backend.xp.asarray(value, dtype=x.dtype), hit=hit, count=count)
     return out if keepdims else reshape(out, tuple(n for i, n in enumerate(x.shape) if i not in axes))
 
 
