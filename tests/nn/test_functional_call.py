@@ -154,3 +154,11 @@ def test_parameters_to_vector_and_back():
         nn.vector_to_parameters(flat[:-1], params)
     with pytest.raises(TypeError, match=r"parameters_to_vector: parameters\[0\] is a ndarray"):
         nn.parameters_to_vector([flat])
+
+
+def test_an_unknown_name_lists_every_path_tied_aliases_included():
+    model = nn.Sequential(nn.Dense(4, use_bias=False, name="a"), nn.Dense(4, use_bias=False, name="b"))
+    model(lamina.tensor(np.ones((2, 4))))
+    model.b.weight = model.a.weight
+    with pytest.raises(KeyError, match=r"its names are \['a.weight', 'b.weight'\]"):
+        nn.functional_call(model, {"c.weight": np.ones((4, 4))}, lamina.tensor(np.ones((2, 4))))

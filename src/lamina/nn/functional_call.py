@@ -36,7 +36,7 @@ def _slot(model: Module, name: str) -> tuple[dict, str, bool]:
             return owner._parameters, attr, False
         if attr in owner._buffers:
             return owner._buffers, attr, True
-    known = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    known = list(model.state_dict())            # every path, tied aliases included
     raise KeyError(f"functional_call: {type(model).__name__} has no parameter or buffer named {name!r}; "
                    f"its names are {known}")
 
