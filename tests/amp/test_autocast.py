@@ -258,3 +258,23 @@ def test_ops_with_policy_lists_the_classes_and_their_subclasses():
     assert InstanceNormFunction in ops_with_policy("float32")
     with pytest.raises(ValueError, match="unknown policy"):
         ops_with_policy("half")
+
+
+@pytest.mark.parametrize("kind", ["float mask", "blockwise", "blockwise with a float mask", "learned mask"])
+def test_attention_with_a_float_mask_or_in_blocks_runs_in_the_lower_dtype_as_torch(kind):
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, 2, 5, 4)).astype(np.float32)
+    mask = rng.standard_normal((5, 5)).astype(np.float32)
+    kwargs = {"block_size": 2} if "blockwise" in kind else {}
+    if "mask" in kind:
+        kwargs["mask"] = lamina.tensor(mask, requires_grad=kind == "learned mask")
+    query = lamina.tensor(q, requires_grad=True)
+    with lamina.amp.autocast(dtype="float16"):
+        out = F.scaled_dot_product_attention(query, lamina.tensor(q), lamina.tensor(q), **kwargs)
+    with torch.autocast("cpu", dtype=torch.float16):
+        reference = torch.nn.functional.scaled_dot_product_attention(
+            torch.tensor(q), torch.tensor(q), torch.tensor(q), attn_mask=torch.tensor(mask) if "mask" in kind else None)
+    assert out.dtype == np.float16 and reference.dtype == torch.float16
+    np.testing.assert_allclose(out.numpy(), reference.numpy(), atol=3e-3)
+    out.sum().backward()
+    assert query.grad.dtype == np.float32                        # the gradient comes back in the input's dtype

@@ -28,6 +28,7 @@ _POLICY: dict[str, dict[str, tuple[str, ...]]] = {
         "lamina.functional.conv_dilated": ("DilatedConv2d",),
         "lamina.functional.conv_transpose": ("ConvTranspose2d",),
         "lamina.functional.attention": ("ScaledDotProductAttention",),
+        "lamina.functional.attention_blockwise": ("BlockwiseAttention",),
         "lamina.functional.recurrent_cells": ("SimpleRNNFunction", "GRUFunction", "LSTMFunction"),
         "lamina.functional.conv_lstm": ("ConvLSTMFunction",),
         "lamina.nn.dense": ("LinearFunction",),

@@ -86,6 +86,8 @@ class ScaledDotProductAttention(Function):
         xp = backend.xp
         if bias is not None:
             self.bias = bias.astype(q.dtype, copy=False)
+        elif self.bias is not None and self.bias.dtype != q.dtype:     # autocast lowered q, k and v
+            self.bias = self.bias.astype(q.dtype)
         if self.group:
             self.shapes = (q.shape, k.shape, v.shape) + (() if bias is None else (bias.shape,))
             grouped = _grouped_shapes(q.shape, k.shape, v.shape, self.group)

@@ -124,6 +124,8 @@ class BlockwiseAttention(Function):
 
     def forward(self, q, k, v):
         xp = backend.xp
+        if self.bias is not None and self.bias.dtype != q.dtype:      # autocast lowered q, k and v
+            self.bias = self.bias.astype(q.dtype)
         masks = [m.shape[:-2] for m in (self.keep, self.bias) if m is not None and m.ndim > 2]
         lead = xp.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], *masks)
         t_q, t_k = q.shape[-2], k.shape[-2]
