@@ -210,3 +210,20 @@ def test_a_slice_of_a_sequential_cannot_be_assigned():
     with pytest.raises(TypeError, match="a slice cannot be assigned"):
         model[0:2] = nn.Tanh()
     assert len(model) == 3
+
+
+def test_a_module_cannot_take_a_parameter_slot_nor_a_value_a_sub_module_slot_like_torch():
+    layer = nn.Dense(2)
+    layer(lamina.tensor(np.ones((1, 3))))
+    with pytest.raises(TypeError, match="cannot assign a ReLU as parameter 'weight'"):
+        layer.weight = nn.ReLU()
+    model = nn.Sequential(nn.Dense(2, name="a"))
+    with pytest.raises(TypeError, match="cannot assign a int as sub-module 'a'"):
+        model.a = 3
+    with pytest.raises(TypeError):
+        torch.nn.Sequential(torch.nn.Linear(2, 2)).__setattr__("0", 3)
+    model.a = None                                   # None empties the slot, as in torch
+    assert [name for name, _ in model.named_modules()] == [""]
+    del layer.weight
+    layer.weight = nn.ReLU()                         # after del the name is free
+    assert "weight" not in dict(layer.named_parameters())

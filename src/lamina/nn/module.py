@@ -89,10 +89,13 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         for registry in (self._parameters, self._buffers, self._modules):
             if key in registry and not _same_kind(registry, self, value):
-                if registry is self._parameters and value is not None and not isinstance(value, Module):
+                if registry is self._parameters and value is not None:
                     raise TypeError(f"{self._label()}: cannot assign a {type(value).__name__} as parameter {key!r} "
-                                    "(a Parameter or None expected); wrap it, lamina.nn.Parameter(array), or "
-                                    f"write the values into {key}.data")
+                                    "(a Parameter or None expected); wrap it, lamina.nn.Parameter(array), write "
+                                    f"the values into {key}.data, or delete the parameter first (del module.{key})")
+                if registry is self._modules and value is not None:
+                    raise TypeError(f"{self._label()}: cannot assign a {type(value).__name__} as sub-module {key!r} "
+                                    f"(a Module or None expected); delete the sub-module first (del module.{key})")
                 del registry[key]
         if isinstance(value, Parameter):
             self._parameters[key] = value
