@@ -199,15 +199,19 @@ def _quiet():
 class GammaInc(Function):
     """P(a, x) = gamma(a, x) / Gamma(a), the regularized lower incomplete gamma function (the
     CDF of Gamma(a, 1) at x); dP/dx = x^(a-1) e^(-x) / Gamma(a). The derivative in a has no
-    closed form and is not provided (as in PyTorch)."""
+    closed form and is not provided (as in PyTorch). Subclasses change ``name`` (the SciPy
+    function and the op's name in errors) and ``sign`` (of dy/dx)."""
+
+    name = "gammainc"
+    sign = 1.0
 
     def forward(self, a, x):
         self.a, self.x = a, x
-        return _in_dtype_of(scipy_special("gammainc")(a, x), a, x)
+        return _in_dtype_of(scipy_special(self.name)(a, x), a, x)
 
     def _refuse_a(self):
         if self.needs_grad[0]:
-            raise NotImplementedError("gammainc(a, x): the derivative with respect to a is not implemented; "
+            raise NotImplementedError(f"{self.name}(a, x): the derivative with respect to a is not implemented; "
                                       "pass a as a constant (detach it)")
 
     def backward(self, dy):
@@ -216,13 +220,13 @@ class GammaInc(Function):
         a, x = self.a, self.x
         with _quiet():
             log_density = scipy_special("xlogy")(a - 1, x) - x - scipy_special("gammaln")(a)
-        return None, unbroadcast(dy * _in_dtype_of(xp.exp(log_density), a, x), x.shape)
+        return None, unbroadcast(self.sign * dy * _in_dtype_of(xp.exp(log_density), a, x), x.shape)
 
     def backward_graph(self, dy):
         self._refuse_a()
         a, x = self.inputs
         a = Tensor._wrap(a.data)
-        return None, sum_to(dy * exp(xlogy(a - 1.0, x) - x - lgamma(a)), x.shape)
+        return None, sum_to(self.sign * dy * exp(xlogy(a - 1.0, x) - x - lgamma(a)), x.shape)
 
 
 # -- wrappers -----------------------------------------------------------------------------

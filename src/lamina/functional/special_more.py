@@ -20,19 +20,14 @@ import numbers
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.functional._util import sum_to, unbroadcast
-from lamina.functional.elementwise import exp, log, where
+from lamina.functional.bessel import _over_x
+from lamina.functional.elementwise import log, where
 from lamina.functional.math_more import cos, log1p, sin
 from lamina.functional.reduce import sum as sum_
 from lamina.functional.shape import stack
-from lamina.functional.special import _in_dtype_of, _quiet, _Unary, lgamma, scipy_special
+from lamina.functional.special import GammaInc, _in_dtype_of, _quiet, _Unary, lgamma, scipy_special
 
 TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-
-
-def _over_x(values, x):
-    """values / x, x = 0 taken as 1 (callers replace those entries)."""
-    xp = backend.xp
-    return values / xp.where(x == 0, xp.ones((), dtype=x.dtype), x)
 
 
 def _tensor_over_x(values: Tensor, x: Tensor) -> Tensor:
@@ -225,33 +220,12 @@ class Xlog1py(Function):
         return dx, dy
 
 
-class GammaIncc(Function):
+class GammaIncc(GammaInc):
     """Q(a, x) = 1 - P(a, x), the regularized upper incomplete gamma function (computed directly,
     precise where it is small); dQ/dx = -x^(a-1) e^(-x) / Gamma(a), none in a (as PyTorch)."""
 
-    def forward(self, a, x):
-        self.a, self.x = a, x
-        return _in_dtype_of(scipy_special("gammaincc")(a, x), a, x)
-
-    def _refuse_a(self):
-        if self.needs_grad[0]:
-            raise NotImplementedError("gammaincc(a, x): the derivative with respect to a is not implemented; "
-                                      "pass a as a constant (detach it)")
-
-    def backward(self, dy):
-        self._refuse_a()
-        a, x = self.a, self.x
-        with _quiet():
-            log_density = scipy_special("xlogy")(a - 1, x) - x - scipy_special("gammaln")(a)
-        return None, unbroadcast(-dy * _in_dtype_of(backend.xp.exp(log_density), a, x), x.shape)
-
-    def backward_graph(self, dy):
-        self._refuse_a()
-        from lamina.functional.special import xlogy
-
-        a, x = self.inputs
-        a = Tensor._wrap(a.data)
-        return None, sum_to(-dy * exp(xlogy(a - 1.0, x) - x - lgamma(a)), x.shape)
+    name = "gammaincc"
+    sign = -1.0
 
 
 class Zeta(Function):
