@@ -239,6 +239,13 @@ from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMa
 from lamina.nn.ode_block import ODEBlock
 from lamina.nn.optnet import OptNetLayer
 from lamina.nn.orthogonal import orthogonal
+from lamina.nn.packed_sequence import (
+    PackedSequence,
+    pack_padded_sequence,
+    pack_sequence,
+    pad_packed_sequence,
+    unpack_sequence,
+)
 from lamina.nn.padding import (
     CircularPad1D,
     CircularPad2D,
@@ -293,7 +300,7 @@ from lamina.nn.rwkv import RWKVChannelMix, RWKVTimeMix
 from lamina.nn.sample_norm import GroupNorm, LayerNorm
 from lamina.nn.scaled_std_conv import ScaledStdConv2D, scaled_standardized_weight
 from lamina.nn.self_attention_2d import SelfAttention2D
-from lamina.nn.sequence_utils import pad_sequence
+from lamina.nn.sequence_utils import pad_sequence, unpad_sequence
 from lamina.nn.sequential import Sequential
 from lamina.nn.set_attention import ISAB, MAB, PMA, SAB, multihead_attention
 from lamina.nn.set_layers import DeepSetsPooling, PermEquivariant
@@ -364,7 +371,8 @@ __all__ = [
     "ZeroPad3D", "RevIN",
     "AdaptiveAvgPool3D", "AdaptiveMaxPool3D",
     "AdaptiveLogSoftmaxWithLoss", "FractionalMaxPool2D", "FractionalMaxPool3D", "MaxUnpool1D", "MaxUnpool3D",
-    "orthogonal", "pad_sequence", "parametrize",
+    "orthogonal", "pad_sequence", "parametrize", "unpad_sequence",
+    "PackedSequence", "pack_padded_sequence", "pack_sequence", "pad_packed_sequence", "unpack_sequence",
     "SpectralConv1D", "SpectralConv2D", "spectral_conv1d", "spectral_conv2d",
     "OptNetLayer",
 ]

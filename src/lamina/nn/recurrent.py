@@ -40,6 +40,18 @@ own last real step down to its first, and the padded steps stay at the end. Bidi
 gives the lengths to both directions. The lengths come from the data, e.g. for word ids
 padded with ``pad_id``: ``lengths = (ids != pad_id).sum(axis=1)``. A general mask (left
 padding, holes) is ``layer(x, mask=mask)``, mask (N, T) booleans True at the steps to read.
+
+Packed sequences (PyTorch's ``torch.nn.utils.rnn``, :mod:`lamina.nn.packed_sequence`): a
+:class:`~lamina.nn.packed_sequence.PackedSequence` input is run as its padded batch with its
+lengths (the same as ``layer(padded, lengths=lengths)``), and every output sequence comes back
+packed like the input (same ``batch_sizes``, ``sorted_indices`` and ``unsorted_indices``), as
+PyTorch's layers return it. The rest keeps the layer's own form: without
+``return_sequences`` the output is the final state (N, H); the final states of
+``return_state`` and an ``initial_state`` are in the batch's original order (PyTorch's h_n and
+hx too). So ``LSTM(H, return_sequences=True, return_state=True)(packed)`` gives
+``[packed output, a^<T>, c^<T>]`` where PyTorch gives ``(packed output, (h_n, c_n))``. With
+``go_backwards`` the packed output holds each sequence's outputs in its reading order (from
+its last step). ``lengths`` and ``mask`` are refused with a packed input (it has its lengths).
 """
 
 from __future__ import annotations
@@ -68,7 +80,8 @@ from lamina.nn.layer import (
     positive_int,
     register_layer,
 )
-from lamina.nn.module import Module, as_tensor
+from lamina.nn.module import Module, as_tensor, build_on_first_call
+from lamina.nn.packed_sequence import PackedSequence, pack_as, pad_packed_sequence
 
 __all__ = ["GRU", "LSTM", "Bidirectional", "SimpleRNN"]
 
@@ -92,6 +105,31 @@ def add_recurrent_weights(module: Module, d: int) -> None:
         bias[h:2 * h] = 1
     module.add_parameter("bias", bias)
     module.add_parameter("recurrent_bias", initializers.zeros((gh,), h, gh, dtype))
+
+
+def _unpacked(who: str, packed: PackedSequence, lengths, mask) -> tuple:
+    """The padded batch (N, T, F) and the lengths (N,) of a packed input."""
+    if lengths is not None or mask is not None:
+        raise ValueError(f"{who}: a PackedSequence input carries its own lengths; got lengths= or mask= with it")
+    if packed.data.ndim != 2:
+        raise ShapeError(f"{who}: a packed input must hold (sum of lengths, features) data, got data of shape "
+                         f"{tuple(packed.data.shape)}")
+    return pad_packed_sequence(packed, batch_first=True)
+
+
+def _packed_outputs(outputs, template: PackedSequence, sequences: int):
+    """``outputs`` with its first ``sequences`` items (the output sequences, batch-first padded)
+    packed like ``template``; the final states stay as they are."""
+    if isinstance(outputs, list):
+        return [pack_as(o, template) if i < sequences else o for i, o in enumerate(outputs)]
+    return pack_as(outputs, template) if sequences else outputs
+
+
+def _build_for_packed(module: Module, inputs: tuple) -> None:
+    """The lazy build of a recurrent layer first called on a PackedSequence: from the shape
+    (N, T, F) of the padded batch it stands for."""
+    if not module.built and inputs and isinstance(inputs[0], PackedSequence):
+        build_on_first_call(module, inputs[0].padded_shape)
 
 
 class _Recurrent(Module):
@@ -132,11 +170,20 @@ class _Recurrent(Module):
         return self.kernel.shape[0] if self.built else None
 
     # -- running -------------------------------------------------------------------------
+    def __call__(self, *inputs, **kwargs):
+        _build_for_packed(self, inputs)
+        return super().__call__(*inputs, **kwargs)
+
     def forward(self, x, initial_state=None, lengths=None, mask=None):
         """``lengths``: None, or the number of real steps of each sequence, (N,) integers in
         [1, T] (see the module notes). ``mask``: None, or a boolean (N, T) array, True at the
         steps to read (a general mask, Keras's: a skipped step carries the state and outputs
-        zeros); with ``go_backwards`` the mask is reversed with the sequence."""
+        zeros); with ``go_backwards`` the mask is reversed with the sequence. ``x`` may be a
+        PackedSequence: the output sequence is then packed the same way (see the module notes)."""
+        if isinstance(x, PackedSequence):
+            padded, lengths = _unpacked(self._label(), x, lengths, mask)
+            outputs = self.forward(padded, initial_state, lengths=lengths)
+            return _packed_outputs(outputs, x, int(self.return_sequences))
         x = as_tensor(x)
         d = self.kernel.shape[0]
         if x.ndim != 3 or x.shape[-1] != d or x.shape[1] < 1:
@@ -356,7 +403,8 @@ class Bidirectional(Module):
     ``[output, *forward states, *backward states]``; ``initial_state`` is the list of the
     forward states followed by the backward ones. ``lengths`` (N,) go to both directions:
     the backward one reads each sequence from its own last real step, and both outputs are
-    zeros at the padded steps (PyTorch's bidirectional layers on a packed sequence).
+    zeros at the padded steps (PyTorch's bidirectional layers on a packed sequence). A
+    PackedSequence input gives packed output sequences (see the module notes).
     """
 
     def __init__(self, layer, merge_mode: str | None = "concat", name: str | None = None):
@@ -383,8 +431,19 @@ class Bidirectional(Module):
                 layer.build_input_shape = shape
         self.built = True
 
+    def __call__(self, *inputs, **kwargs):
+        _build_for_packed(self, inputs)
+        return super().__call__(*inputs, **kwargs)
+
     def forward(self, x, initial_state=None, lengths=None, mask=None):
-        """``lengths`` or a general ``mask`` (N, T) go to both directions (see the module notes)."""
+        """``lengths`` or a general ``mask`` (N, T) go to both directions (see the module notes).
+        A PackedSequence ``x``: each output sequence (both with ``merge_mode=None``) is packed
+        like it, both directions having read each sequence for its own length."""
+        if isinstance(x, PackedSequence):
+            padded, lengths = _unpacked(self._label(), x, lengths, mask)
+            outputs = self.forward(padded, initial_state, lengths=lengths)
+            count = (2 if self.merge_mode is None else 1) if self.forward_layer.return_sequences else 0
+            return _packed_outputs(outputs, x, count)
         x = as_tensor(x)
         if x.ndim == 3:           # (other inputs: the wrapped layer's error)
             lengths = check_lengths(self._label(), lengths, tuple(x.shape))

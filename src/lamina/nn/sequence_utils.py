@@ -1,17 +1,21 @@
 """``pad_sequence``: tensors of different lengths stacked into one padded batch, as
 ``torch.nn.utils.rnn.pad_sequence`` (for lists of token ids as arrays, see
-:func:`lamina.text.pad_sequences`)."""
+:func:`lamina.text.pad_sequences`), and its inverse ``unpad_sequence``. Packed sequences
+(``pack_padded_sequence``, ...) are in :mod:`lamina.nn.packed_sequence`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy
+
+from lamina import backend
 from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.nn.module import as_tensor
 
-__all__ = ["pad_sequence"]
+__all__ = ["pad_sequence", "unpad_sequence"]
 
 
 def pad_sequence(sequences: Sequence, batch_first: bool = True, padding_value: float = 0.0,
@@ -23,7 +27,8 @@ def pad_sequence(sequences: Sequence, batch_first: bool = True, padding_value: f
     batch's gradient.
 
     PyTorch packs a padded batch (``pack_padded_sequence``) so that its recurrent layers skip
-    the padding; lamina's recurrent layers take the lengths instead::
+    the padding; lamina's recurrent layers take packed sequences
+    (:mod:`lamina.nn.packed_sequence`) or the lengths directly::
 
         lengths = numpy.array([len(s) for s in sequences])
         outputs = lstm(pad_sequence(sequences), lengths=lengths)
@@ -49,3 +54,38 @@ def pad_sequence(sequences: Sequence, batch_first: bool = True, padding_value: f
         steps = (missing, 0) if padding_side == "left" else (0, missing)
         padded.append(F.pad(t, (steps,) + ((0, 0),) * len(trailing), value=padding_value) if missing else t)
     return F.stack(padded, axis=0 if batch_first else 1)
+
+
+def _unpad_lengths(lengths, batch: int, steps: int, shape: tuple) -> list[int]:
+    """The lengths as B ints in [0, T], checked."""
+    raw = lengths.data if isinstance(lengths, Tensor) else lengths
+    data = backend.to_numpy(raw) if not isinstance(raw, (list, tuple)) else numpy.asarray(raw)
+    data = numpy.asarray(data)
+    if data.size and data.dtype.kind not in "iu":
+        raise TypeError(f"unpad_sequence: lengths must be integers, got an array of dtype {data.dtype}")
+    if data.shape != (batch,):
+        raise ShapeError(f"unpad_sequence: lengths must have shape (B,) = ({batch},) for a padded batch of shape "
+                         f"{shape}, got shape {data.shape}")
+    if batch and (data.min() < 0 or data.max() > steps):
+        raise ValueError(f"unpad_sequence: lengths must lie in [0, T] = [0, {steps}] for a padded batch of shape "
+                         f"{shape}, got {data.tolist()}")
+    return [int(n) for n in data]
+
+
+def unpad_sequence(padded_sequences, lengths, batch_first: bool = True) -> list[Tensor]:
+    """The inverse of :func:`pad_sequence` for padding on the right: the list of sequences
+    padded[i, :lengths[i]] (L_i, *) from a padded batch (B, T, *) with ``batch_first``
+    (lamina's default; PyTorch's is False) or (T, B, *), 0 <= lengths[i] <= T (a list or
+    integer array (B,)), as ``torch.nn.utils.rnn.unpad_sequence``. Differentiable: each
+    sequence's gradient goes to its slice of the batch."""
+    x = as_tensor(padded_sequences)
+    shape = tuple(x.shape)
+    if x.ndim < 2:
+        layout = "(B, T, *)" if batch_first else "(T, B, *)"
+        raise ShapeError(f"unpad_sequence: expected a padded batch {layout} (batch_first={batch_first}), got shape "
+                         f"{shape}")
+    batch, steps = (shape[0], shape[1]) if batch_first else (shape[1], shape[0])
+    sizes = _unpad_lengths(lengths, batch, steps, shape)
+    if batch_first:
+        return [F.getitem(x, (i, slice(0, n))) for i, n in enumerate(sizes)]
+    return [F.getitem(x, (slice(0, n), i)) for i, n in enumerate(sizes)]
