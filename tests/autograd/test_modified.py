@@ -89,7 +89,7 @@ def _lamina_then_torch(build, changed_weights):
 def _factors(library, x_needs_grad):
     if library == "lamina":
         return (lamina.tensor(randn(2, 3), requires_grad=x_needs_grad, dtype=np.float64),
-                nn.Parameter(randn(4, 3, seed=1)))
+                nn.Parameter(randn(4, 3, seed=1), dtype=np.float64))
     return (torch.tensor(randn(2, 3), requires_grad=x_needs_grad),
             torch.nn.Parameter(torch.tensor(randn(4, 3, seed=1))))
 

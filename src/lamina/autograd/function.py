@@ -31,6 +31,10 @@ class Function:
     #: position -> the positions of the inputs whose gradients read that input's value (a product's
     #: factor serves only the other factor's gradient, a bias none), or None: assume every gradient does.
     value_used_for: dict[int, tuple[int, ...]] | None = None
+    #: How the inputs' dtypes meet, as PyTorch's type promotion (:func:`result_dtype`): ``None``
+    #: leaves them to NumPy; ``"promote"`` casts them to their common dtype; ``"float"`` does too,
+    #: then takes integer and boolean inputs to the default float dtype (true division, exp, ...).
+    dtype_rule: str | None = None
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -92,6 +96,12 @@ class Function:
             if not isinstance(x, Tensor):
                 tensors = _as_tensors(inputs)
                 break
+        if cls.dtype_rule is not None:
+            dtype = tensors[0].data.dtype
+            for t in tensors:
+                if dtype.kind != "f" or (t.data.dtype is not dtype and t.data.dtype != dtype):
+                    tensors = _promoted(cls.dtype_rule, inputs, tensors)
+                    break
         if cls.autocast_policy is not None and autocast_state.state.dtype is not None:
             tensors = _autocast(cls.autocast_policy, tensors)
         # NumPy gives 0-d results as scalars; a tensor's data is always an array.
@@ -168,6 +178,78 @@ def _autocast(policy: str, tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     else:
         target = max(floats, key=lambda d: d.itemsize)
     return tuple(cast(t, target) if t.dtype.kind == "f" and t.dtype != xp.float64 else t for t in tensors)
+
+
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def _widest(dtypes: list) -> numpy.dtype:
+    """The common dtype of those in the highest category (bool < integer < float < complex):
+    an integer meeting a float takes the float's dtype, as PyTorch's (NumPy would widen int64
+    with float32 to float64)."""
+    top = max(_CATEGORY[d.kind] for d in dtypes)
+    found = None
+    for d in dtypes:
+        if _CATEGORY[d.kind] == top:
+            found = d if found is None else numpy.promote_types(found, d)
+    return found
+
+
+def _default_of(category: int) -> numpy.dtype:
+    xp = backend.xp
+    if category == 1:
+        return xp.dtype(xp.int64)
+    default = xp.dtype(backend.get_default_dtype())
+    if category == 3:
+        return xp.dtype(xp.complex128 if default == xp.float64 else xp.complex64)
+    return default
+
+
+def result_dtype(dims: list, zero_dims: list, numbers: list, to_float: bool = False) -> numpy.dtype:
+    """PyTorch's result dtype of an element-wise op from its operands' dtypes, in three
+    classes: tensors with dimensions, 0-d tensors, and plain numbers or arrays (``numbers``).
+
+    The tensors with dimensions decide among themselves (the highest category, then the
+    widest); a 0-d tensor counts only when its category is higher than theirs (a float32
+    tensor times a float64 0-d tensor stays float32); a number only when its category is
+    higher than all tensors', and then as the default dtype of its category (an integer tensor
+    plus 0.5 gives the default float dtype, float32). ``to_float``: integer or boolean results
+    become the default float dtype (true division)."""
+    result = _widest(dims) if dims else None
+    if zero_dims:
+        zero = _widest(zero_dims)
+        if result is None or _CATEGORY[zero.kind] > _CATEGORY[result.kind]:
+            result = zero
+    if numbers:
+        if result is None:
+            result = _widest(numbers)
+        else:
+            top = max(_CATEGORY[d.kind] for d in numbers)
+            if top > _CATEGORY[result.kind]:
+                result = _default_of(top)
+    if to_float and result.kind in "biu":
+        result = _default_of(2)
+    return result
+
+
+def _promoted(rule: str, inputs: tuple, tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """``tensors`` cast to the op's result dtype (:func:`result_dtype`); the inputs that were
+    not tensors count as plain numbers. Nothing is done when they share a float dtype."""
+    first = tensors[0].data.dtype
+    if all(t.data.dtype == first for t in tensors[1:]) and (rule == "promote" or first.kind == "f"):
+        return tensors
+    dims, zero_dims, numbers = [], [], []
+    for given, t in zip(inputs, tensors):
+        if not isinstance(given, Tensor):
+            numbers.append(t.data.dtype)
+        elif t.data.ndim:
+            dims.append(t.data.dtype)
+        else:
+            zero_dims.append(t.data.dtype)
+    if not dims and not zero_dims:                  # no tensor at all: the values decide as tensors
+        dims, numbers = numbers, []
+    target = result_dtype(dims, zero_dims, numbers, to_float=rule == "float")
+    return tuple(t if t.data.dtype == target else cast(t, target) for t in tensors)
 
 
 def differentiable_ops() -> list[str]:

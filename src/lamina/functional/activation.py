@@ -67,6 +67,7 @@ def _sigmoid_grad(dy, a, out):
 
 class Sigmoid(Function):
     """a = sigma(z); da/dz = a (1 - a)."""
+    dtype_rule = "float"
 
     def forward(self, z):
         self.a = stable_sigmoid(z)
@@ -88,6 +89,7 @@ def _tanh_grad(dy, a, out):
 
 class Tanh(Function):
     """a = tanh z; da/dz = 1 - a^2. With ``inplace``, a is written over z's array."""
+    dtype_rule = "float"
 
     inplace = False
 

@@ -17,6 +17,7 @@ from lamina.functional.elementwise import log, where
 
 
 class Add(Function):
+    dtype_rule = "promote"
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         try:
@@ -34,6 +35,7 @@ class Add(Function):
 
 
 class Sub(Function):
+    dtype_rule = "promote"
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         try:
@@ -51,6 +53,7 @@ class Sub(Function):
 
 
 class Mul(Function):
+    dtype_rule = "promote"
     value_used_for = {0: (1,), 1: (0,)}          # each factor's value serves the other's gradient
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -73,6 +76,7 @@ class Mul(Function):
 
 
 class Div(Function):
+    dtype_rule = "float"
     def forward(self, a, b):
         self.a, self.b = a, b
         try:
@@ -134,6 +138,7 @@ class Pow(Function):
     As PyTorch: d/da is 0 where b = 0 (also at a = 0, where a^(b-1) is infinite), d/db is 0
     where a = 0 and b >= 0 (a^b log a -> 0 there), and d/db is NaN for a negative base.
     """
+    dtype_rule = "promote"
 
     def forward(self, a, b):
         self.a, self.b = a, b

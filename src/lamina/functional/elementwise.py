@@ -12,6 +12,7 @@ from lamina.functional._util import shape_error, sum_to, unbroadcast
 
 
 class Exp(Function):
+    dtype_rule = "float"
     def forward(self, a):
         self.y = backend.xp.exp(a)
         return self.y
@@ -24,6 +25,7 @@ class Exp(Function):
 
 
 class Log(Function):
+    dtype_rule = "float"
     def forward(self, a):
         self.a = a
         return backend.xp.log(a)
@@ -36,6 +38,7 @@ class Log(Function):
 
 
 class Sqrt(Function):
+    dtype_rule = "float"
     def forward(self, a):
         self.y = backend.xp.sqrt(a)
         return self.y
@@ -85,6 +88,7 @@ class Clip(Function):
 
 class Where(Function):
     """cond ? a : b, the condition a constant boolean array."""
+    dtype_rule = "promote"
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
@@ -113,6 +117,7 @@ class Maximum(Function):
     As PyTorch's ``maximum``/``minimum``: the gradient goes to the strict winner, a tie splits
     it evenly (dy/2 to each), and where either operand is NaN both get the whole of it.
     """
+    dtype_rule = "promote"
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape

@@ -18,6 +18,7 @@ from lamina.functional.elementwise import where
 
 class Sin(Function):
     """y = sin x; dy/dx = cos x."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.a = a
@@ -32,6 +33,7 @@ class Sin(Function):
 
 class Cos(Function):
     """y = cos x; dy/dx = -sin x."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.a = a
@@ -61,6 +63,7 @@ class Tan(Function):
 
 class Log1p(Function):
     """y = log(1 + x), exact for small x; dy/dx = 1 / (1 + x)."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.a = a
@@ -75,6 +78,7 @@ class Log1p(Function):
 
 class Expm1(Function):
     """y = e^x - 1, exact for small x; dy/dx = e^x = y + 1."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.y = backend.xp.expm1(a)
@@ -118,6 +122,7 @@ class Reciprocal(Function):
 
 class Rsqrt(Function):
     """y = 1 / sqrt(x); dy/dx = -x^(-3/2) / 2 = -y^3 / 2."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.y = backend.xp.reciprocal(backend.xp.sqrt(a))
@@ -166,6 +171,7 @@ class Atan2(Function):
     d/dy = x / (x^2 + y^2) and d/dx = -y / (x^2 + y^2), taken as 0 where x^2 + y^2 = 0 (as
     PyTorch); broadcast operands get their gradient summed back to their own shape.
     """
+    dtype_rule = "float"
 
     def forward(self, y, x):
         self.y, self.x = y, x

@@ -221,6 +221,7 @@ def heaviside(x, values) -> Tensor:
 # -- two inputs ----------------------------------------------------------------------------
 class Hypot(Function):
     """h = sqrt(a^2 + b^2), computed without overflow; dh/da = a / h, dh/db = b / h."""
+    dtype_rule = "float"
 
     def forward(self, a, b):
         try:
