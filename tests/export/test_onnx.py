@@ -63,6 +63,7 @@ LAYERS = {
     "prelu_shared": lambda: nn.PReLU(shared=True),
     "layer_norm": lambda: nn.Sequential(nn.Conv2D(3, 1), nn.LayerNorm()),
     "layer_norm_image": lambda: nn.LayerNorm(axes=(-3, -2, -1)),
+    "layer_norm_no_bias": lambda: nn.Sequential(nn.Conv2D(3, 1), nn.LayerNorm(bias=False)),
     "softmax_channels": lambda: nn.Sequential(nn.Conv2D(3, 1), nn.Softmax()),
     "zero_padding_after_conv": lambda: nn.Sequential(nn.Conv2D(2, 1), nn.ZeroPadding2D(((1, 2), (0, 3)))),
     "zero_padding": lambda: nn.ZeroPadding2D(1),

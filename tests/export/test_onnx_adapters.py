@@ -212,6 +212,15 @@ def test_an_attention_layer_with_a_prefix_attached_is_refused(tmp_path):
         export_onnx(model, tmp_path / "model.onnx", input_shape=(STEPS, 8))
 
 
+@pytest.mark.parametrize("options", [{"add_bias_kv": True}, {"add_zero_attn": True}, {"kdim": 6}])
+def test_attention_options_the_export_does_not_write_are_refused(options, tmp_path):
+    attention = nn.MultiHeadAttention(8, 2, **options)
+    model = nn.Sequential(attention)
+    model.build((2, STEPS, 8))
+    with pytest.raises(NotImplementedError, match=attention._label()):
+        export_onnx(model, tmp_path / "model.onnx", input_shape=(STEPS, 8))
+
+
 @pytest.mark.parametrize("input_scale", [False, True])
 def test_a_quantized_dense_exports_its_dequantized_weight(input_scale, tmp_path):
     dense = _jiggle(_dense_model("relu")).layers[0]

@@ -134,6 +134,11 @@ def _check_attention(layer: nn.MultiHeadAttention, value: Value, causal: bool) -
     if layer.__dict__.get("prefix_keys_values") is not None:
         raise NotImplementedError(f"export_onnx: {layer._label()} has prefix keys and values attached (prefix "
                                   "tuning, PrefixTuningLM); they have no ONNX form: export the model without them")
+    extras = [option for option in ("add_bias_kv", "add_zero_attn") if getattr(layer, option, False)]
+    if extras or getattr(layer, "separate_projections", False):
+        what = ", ".join(extras) if extras else "kdim/vdim different from embed_dim"
+        raise NotImplementedError(f"export_onnx: {layer._label()} has {what}, which the export does not "
+                                  "write; export a layer without it")
     if layer.rotary and rope_depends_on_length(layer.rotary_scaling):
         kind = layer.rotary_scaling.get("rope_type", layer.rotary_scaling.get("type"))
         raise NotImplementedError(f"export_onnx: {layer._label()} has a {kind!r} rope_scaling, whose rotary "

@@ -171,7 +171,7 @@ def _layer_norm(graph: Graph, layer, value: Value) -> Value:
     shape = layer.normalized_shape
     gamma = layer.weight.numpy() if layer.affine else np.ones(shape)
     inputs = [value.name, graph.constant(gamma, f"{hint}_scale")]
-    if layer.affine:
+    if layer.affine and layer.beta is not None:           # LayerNorm(bias=False) has no shift
         inputs.append(graph.constant(layer.bias.numpy(), f"{hint}_bias"))
     out = graph.node("LayerNormalization", inputs, hint, axis=-len(shape), epsilon=layer.eps)
     return graph.like(value, out)

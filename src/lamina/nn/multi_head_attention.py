@@ -129,14 +129,26 @@ class MultiHeadAttention(_KeyValueCache, Module):
     ``prefix_keys_values`` for the duration of a call: keys and values every query sees
     before the call's own.
 
+    PyTorch's remaining options: ``add_bias_kv`` learns a key ``bias_k`` and a value ``bias_v``
+    (each (g d,), PyTorch's (1, 1, E) ``bias_k``/``bias_v`` flattened, drawn Xavier-normal as
+    PyTorch's) appended as one more key/value position after the call's T_k projected ones,
+    and ``add_zero_attn`` appends a zero key and value after those, so that the keys are
+    [K; b_k; 0] and the values [V; b_v; 0]. Every query sees the appended positions, whatever
+    the ``mask``, ``key_mask`` or ``causal`` (PyTorch pads its masks with an allowed column),
+    and the returned weights have T_k + 1 or T_k + 2 columns. ``kdim`` and ``vdim`` (default
+    E): the features of the keys and values fed in, when they differ from the queries'; the
+    projections are then three parameters, ``q_weight`` (E, h d), ``k_weight`` (kdim, g d)
+    and ``v_weight`` (vdim, g d) (the transposes of PyTorch's ``q_proj_weight``,
+    ``k_proj_weight``, ``v_proj_weight``), in place of ``in_weight``; ``in_bias`` is as
+    before. ``average_weights=True`` in a call with ``return_weights=True`` returns the
+    weights averaged over the heads, (N, T_q, T_k), as PyTorch's ``average_attn_weights``.
+    None of these three options works with the key/value cache (PyTorch has none).
+
     Per-head outputs: :meth:`enable_head_hooks` adds the sub-module ``head_outputs`` (see
     :mod:`lamina.nn.head_hooks`) through which the heads' contexts z (N, T, h, d) pass just
     before the output projection, in every call (cached ones too), so that forward hooks can
     read or patch each head; :meth:`disable_head_hooks` removes it.
     """
-
-    # start_caching always succeeds; each call is then checked to be one the cache can serve
-    cacheable = True
 
     def __init__(self, embed_dim: int, num_heads: int, use_bias: bool = True, dropout: float = 0.0,
                  kernel_init="xavier_uniform", bias_init="zeros", rotary: bool = False, rotary_base: float = 10000.0,
@@ -144,7 +156,8 @@ class MultiHeadAttention(_KeyValueCache, Module):
                  head_dim: int | None = None, rotary_scaling: Mapping | None = None,
                  rotary_max_positions: int | None = None, out_bias: bool | None = None,
                  rotary_dims: int | None = None, scale: float | None = None, logit_softcap: float | None = None,
-                 name: str | None = None):
+                 add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
+                 vdim: int | None = None, name: str | None = None):
         super().__init__(name=name)
         positive_int(embed_dim, "MultiHeadAttention: embed_dim")
         positive_int(num_heads, "MultiHeadAttention: num_heads")
@@ -199,6 +212,9 @@ class MultiHeadAttention(_KeyValueCache, Module):
         self.bias_init = bias_init
         initializers.get(kernel_init)
         initializers.get(bias_init)
+        self.add_bias_kv, self.add_zero_attn = bool(add_bias_kv), bool(add_zero_attn)
+        self.kdim = embed_dim if kdim is None else positive_int(kdim, "MultiHeadAttention: kdim")
+        self.vdim = embed_dim if vdim is None else positive_int(vdim, "MultiHeadAttention: vdim")
         self._caching = False
         self._cached_keys = None           # (N, g, s, d) arrays of the steps read, while caching
         self._cached_values = None
@@ -210,9 +226,16 @@ class MultiHeadAttention(_KeyValueCache, Module):
         e = self.embed_dim
         dtype = backend.get_default_dtype()
         kernel = initializers.get(self.kernel_init)
-        # PyTorch draws the (3E, E) in-projection as one matrix: fans E and 3E
         width = self.query_dim + 2 * self.kv_dim
-        self.add_parameter("in_weight", kernel((e, width), e, width, dtype))
+        if self.separate_projections:      # PyTorch draws q_proj_weight, k_proj_weight, v_proj_weight apart
+            for part, fan_in in zip("qkv", (e, self.kdim, self.vdim)):
+                fan_out = self.query_dim if part == "q" else self.kv_dim
+                self.add_parameter(f"{part}_weight", kernel((fan_in, fan_out), fan_in, fan_out, dtype))
+        else:                              # PyTorch draws the (3E, E) in-projection as one matrix: fans E and 3E
+            self.add_parameter("in_weight", kernel((e, width), e, width, dtype))
+        if self.add_bias_kv:               # PyTorch's (1, 1, E) xavier_normal_: fans E and E
+            for name in ("bias_k", "bias_v"):
+                self.add_parameter(name, initializers.get("xavier_normal")((self.kv_dim,), e, e, dtype))
         if self.use_bias:
             self.add_parameter("in_bias", initializers.get(self.bias_init)((width,), e, width, dtype))
         self.add_parameter("out_weight", kernel((self.query_dim, e), self.query_dim, e, dtype))
@@ -220,10 +243,23 @@ class MultiHeadAttention(_KeyValueCache, Module):
             self.add_parameter("out_bias", initializers.get(self.bias_init)((e,), e, e, dtype))
         self.built = True
 
+    @property
+    def separate_projections(self) -> bool:
+        """Whether the keys or values have their own width (``kdim``/``vdim`` != E), so that
+        the projections are ``q_weight``, ``k_weight``, ``v_weight`` instead of ``in_weight``."""
+        return self.kdim != self.embed_dim or self.vdim != self.embed_dim
+
+    def projection_weight(self, part: int) -> Tensor:
+        """W_q (part 0), W_k (1) or W_v (2): columns of ``in_weight``, or the separate weight."""
+        if self.separate_projections:
+            return self._parameters["qkv"[part] + "_weight"]
+        return F.getitem(self.in_weight, (slice(None), self.projection_columns(part)))
+
     def _check_shape(self, shape, what: str, x=None):
-        ok = shape is not None and len(shape) == 3 and shape[-1] in (None, self.embed_dim)
+        width = {"key": self.kdim, "value": self.vdim}.get(what, self.embed_dim)
+        ok = shape is not None and len(shape) == 3 and shape[-1] in (None, width)
         if not ok:
-            expected = f"a {what} of shape (batch, time, {self.embed_dim})"
+            expected = f"a {what} of shape (batch, time, {width})"
             if x is not None:
                 raise input_error(self, x, expected)
             raise ShapeError(f"{self._label()}: got an input shape {shape}; expected {expected}")
@@ -239,9 +275,8 @@ class MultiHeadAttention(_KeyValueCache, Module):
         and values); queries and keys turned by their positions from ``offset`` (or
         ``positions`` (N, T)) when the layer is rotary."""
         cols = self.projection_columns(part)
-        w = F.getitem(self.in_weight, (slice(None), cols))
         b = F.getitem(self.in_bias, cols) if self.use_bias else None
-        y = linear(x, w, b)
+        y = linear(x, self.projection_weight(part), b)
         adapter = self._modules.get(LORA_ADAPTERS[part])
         if adapter is not None and not adapter.merged:
             y = y + adapter(x)
@@ -290,10 +325,12 @@ class MultiHeadAttention(_KeyValueCache, Module):
         return tuple(heads)
 
     def forward(self, query, key=None, value=None, mask=None, key_mask=None, causal: bool = False,
-                return_weights: bool = False, keys_values: tuple[Tensor, Tensor] | None = None, positions=None):
+                return_weights: bool = False, keys_values: tuple[Tensor, Tensor] | None = None, positions=None,
+                average_weights: bool = False):
         sinks = self.__dict__.get("attention_sinks")     # lamina.text.attention_sinks: sinks + a window
         if sinks is not None and self._caching:
-            return sinks(query, key, value, mask, key_mask, causal, return_weights, keys_values, positions)
+            out = sinks(query, key, value, mask, key_mask, causal, return_weights, keys_values, positions)
+            return _averaged(out) if return_weights and average_weights else out
         if positions is not None and (not self.rotary or key is not None or value is not None
                                       or keys_values is not None):
             raise ValueError(f"{self._label()}: positions (N, T) turn the queries and keys of rotary "
@@ -308,6 +345,8 @@ class MultiHeadAttention(_KeyValueCache, Module):
             prefix = self.__dict__.get("prefix_keys_values")
             if prefix is not None:
                 k, v, full, causal = self._attach_prefix(prefix, q, k, v, full, causal)
+            if self.add_bias_kv or self.add_zero_attn:
+                k, v, full, causal = self._append_keys_values(q, k, v, full, causal)
         if self.logit_softcap is not None:
             if drop or return_weights:
                 raise ValueError(f"{self._label()}: soft-capped attention (logit_softcap={self.logit_softcap}) "
@@ -332,7 +371,9 @@ class MultiHeadAttention(_KeyValueCache, Module):
             joined = F.reshape(z, n, t_q, self.query_dim)
         y = linear(joined, read_parameter(self, "out_weight"),
                    read_parameter(self, "out_bias") if self.use_out_bias else None)
-        return (y, weights) if return_weights else y
+        if not return_weights:
+            return y
+        return _averaged((y, weights)) if average_weights else (y, weights)
 
     def _inputs(self, query, key, value, mask, key_mask, keys_values, positions=None):
         """The heads' (Q, K, V), each (N, h, T, d), and the mask of one ordinary call."""
@@ -370,10 +411,12 @@ class MultiHeadAttention(_KeyValueCache, Module):
 
     # -- fixed keys and values, projected once -------------------------------------
     def project_keys_values(self, key, value=None) -> tuple[Tensor, Tensor]:
-        """The heads' keys and values (K, V), each (N, h, T_k, d), of ``key`` (N, T_k, E) and
-        ``value`` (default: ``key``): K_i = k W_k[:, i] + b_k and V_i = v W_v[:, i] + b_v.
-        Passed back as ``keys_values=(K, V)`` they stand for ``key`` and ``value`` in any later
-        call (with the weights unchanged), which then projects its query alone."""
+        """The heads' keys and values (K, V), each (N, h, T_k, d), of ``key`` (N, T_k, kdim) and
+        ``value`` (N, T_k, vdim) (default: ``key``): K_i = k W_k[:, i] + b_k and
+        V_i = v W_v[:, i] + b_v. Passed back as ``keys_values=(K, V)`` they stand for ``key``
+        and ``value`` in any later call (with the weights unchanged), which then projects its
+        query alone (and appends ``bias_k``/``bias_v`` and the zero position, when the layer
+        has them, as for ``key`` and ``value``)."""
         key = as_tensor(key)
         value = key if value is None else as_tensor(value)
         for what, x in (("key", key), ("value", value)):
@@ -382,7 +425,7 @@ class MultiHeadAttention(_KeyValueCache, Module):
             raise ShapeError(f"{self._label()}.project_keys_values: key {key.shape} and value {value.shape} must "
                              "share the batch size and the number of steps")
         if not self.built:
-            self.build(key.shape)
+            self.build(key.shape[:2] + (self.embed_dim,))
             self.built = True
         return self._project(key, 1), self._project(value, 2)
 
@@ -406,14 +449,15 @@ class MultiHeadAttention(_KeyValueCache, Module):
         return self._project(query, 0), k, v, full
 
     def macs(self, input_shapes, output_shapes) -> int:
-        """Per sample: the projections E^2 (T_q + 2 T_k) + E^2 T_q, and the scores and the
-        context 2 T_q T_k E (the softmax not counted)."""
+        """Per sample: the projections E^2 (T_q + 2 T_k) + E^2 T_q (kdim E and vdim E in place
+        of two E^2 of the keys' and values'), and the scores and the context 2 T_q T_k E (the
+        softmax not counted)."""
         t_q = output_shapes[0][0]
         e = self.embed_dim
         key = input_shapes[1] if len(input_shapes) > 1 else None       # self-attention: none
-        t_k = key[0] if key is not None and len(key) == 2 and key[-1] == e else t_q
+        t_k = key[0] if key is not None and len(key) == 2 and key[-1] == self.kdim else t_q
         q = self.query_dim
-        return 2 * e * q * t_q + 2 * e * self.kv_dim * t_k + 2 * t_q * t_k * q
+        return 2 * e * q * t_q + (self.kdim + self.vdim) * self.kv_dim * t_k + 2 * t_q * t_k * q
 
     def compute_output_shape(self, input_shape):
         shape = first_shape(input_shape)
@@ -439,6 +483,10 @@ class MultiHeadAttention(_KeyValueCache, Module):
             **({"rotary_dims": self.rotary_dims} if self.rotary_dims != self.head_dim else {}),
             **({"scale": self.scale} if self.scale is not None else {}),
             **({"logit_softcap": self.logit_softcap} if self.logit_softcap is not None else {}),
+            **({"add_bias_kv": True} if self.add_bias_kv else {}),
+            **({"add_zero_attn": True} if self.add_zero_attn else {}),
+            **({"kdim": self.kdim} if self.kdim != self.embed_dim else {}),
+            **({"vdim": self.vdim} if self.vdim != self.embed_dim else {}),
             "name": self.name,
         }
 
@@ -446,5 +494,15 @@ class MultiHeadAttention(_KeyValueCache, Module):
         text = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
         extras = [", use_bias=False" if not self.use_bias else "", ", rotary=True" if self.rotary else "",
                   f", num_kv_heads={self.num_kv_heads}" if self.num_kv_heads != self.num_heads else "",
-                  ", alibi=True" if self.alibi else "", f", window={self.window}" if self.window else ""]
+                  ", alibi=True" if self.alibi else "", f", window={self.window}" if self.window else "",
+                  ", add_bias_kv=True" if self.add_bias_kv else "",
+                  ", add_zero_attn=True" if self.add_zero_attn else "",
+                  f", kdim={self.kdim}" if self.kdim != self.embed_dim else "",
+                  f", vdim={self.vdim}" if self.vdim != self.embed_dim else ""]
         return text + "".join(extras)
+
+
+def _averaged(result: tuple) -> tuple:
+    """(y, weights) with the weights (N, h, T_q, T_k) averaged over the heads: (N, T_q, T_k)."""
+    y, weights = result
+    return y, F.mean(weights, axis=1)

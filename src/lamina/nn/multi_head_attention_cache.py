@@ -39,9 +39,27 @@ class _KeyValueCache(_AttentionMasks):
         window only the last window - 1 of them keep their keys and values."""
         return self._steps_read
 
+    @property
+    def cacheable(self) -> bool:
+        """Whether :meth:`start_caching` can succeed: none of the options the cache does not
+        serve is on."""
+        return not self._uncached_options()
+
+    def _uncached_options(self) -> list[str]:
+        """The options of the layer that the cache does not serve (PyTorch's, which has no
+        cache): the appended bias and zero keys and values, and keys and values of their own width."""
+        options = [name for name in ("add_bias_kv", "add_zero_attn") if getattr(self, name)]
+        return options + [f"{name}={getattr(self, name)}" for name in ("kdim", "vdim")
+                          if getattr(self, name) != self.embed_dim]
+
     def start_caching(self) -> None:
         """Start an empty key/value cache: the next call reads the first steps of a sequence,
-        each later call its next steps (see the class docstring)."""
+        each later call its next steps (see the class docstring). Refused for a layer with
+        ``add_bias_kv``, ``add_zero_attn``, ``kdim`` or ``vdim``."""
+        options = self._uncached_options()
+        if options:
+            raise ValueError(f"{self._label()}: cannot cache keys and values with {', '.join(options)}; the cache "
+                             "serves causal self-attention over the projected steps alone")
         if self._caching:
             raise ValueError(f"{self._label()}: start_caching while already caching keys and values; "
                              "stop_caching first")

@@ -1,6 +1,7 @@
 """The masks of :class:`~lamina.nn.MultiHeadAttention`: a call's ``mask`` and ``key_mask``
 made one mask broadcastable to the scores (N, h, T_q, T_k), the sliding window and the ALiBi
-bias folded into it, and the keys and values of prefix tuning placed before the call's own.
+bias folded into it, the keys and values of prefix tuning placed before the call's own, and
+PyTorch's extra positions (``add_bias_kv``, ``add_zero_attn``) after them.
 ``_AttentionMasks`` is a base class of the layer (through its key/value cache,
 :mod:`lamina.nn.multi_head_attention_cache`).
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from lamina import backend
 from lamina import functional as F
+from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.nn.attention import mask_array
 
@@ -82,6 +84,32 @@ class _AttentionMasks:
                 xp.zeros(full.shape[:-1] + (p,), dtype=full.dtype)
             full = xp.concatenate([pad, xp.broadcast_to(full, full.shape[:-1] + (t_k,))], axis=-1)
         return F.concat([pk, k], axis=2), F.concat([pv, v], axis=2), _keep_also(full, keep), False
+
+    def _append_keys_values(self, q, k, v, full, causal: bool):
+        """(K, V, mask, causal) with PyTorch's extra positions after the T_k keys and values
+        (N, g, T_k, d): K' = [K; b_k; 0], V' = [V; b_v; 0], the learned ``bias_k``/``bias_v``
+        when ``add_bias_kv`` and the zeros when ``add_zero_attn``. The causal pattern (over
+        the T_k keys) is folded into the mask, and the mask gets an allowed column per extra
+        position: every query sees them (as PyTorch's padded ``attn_mask`` and
+        ``key_padding_mask``), so a query whose keys are all masked still attends somewhere."""
+        xp = backend.xp
+        n, g, t_k, d = k.shape
+        keys, values = [k], [v]
+        if self.add_bias_kv:
+            for parts, name in ((keys, "bias_k"), (values, "bias_v")):
+                parts.append(F.broadcast_to(F.reshape(getattr(self, name), 1, g, 1, d), (n, g, 1, d)))
+        if self.add_zero_attn:
+            zero = xp.zeros((n, g, 1, d), dtype=k.dtype)
+            keys.append(Tensor._wrap(zero))
+            values.append(Tensor._wrap(zero))
+        extra = len(keys) - 1
+        if causal:
+            full = _keep_also(full, xp.arange(t_k)[None, :] <= xp.arange(q.shape[2])[:, None])
+        if full is not None:
+            shape = full.shape[:-1] + (extra,)
+            pad = xp.ones(shape, dtype=bool) if full.dtype == bool else xp.zeros(shape, dtype=full.dtype)
+            full = xp.concatenate([full, pad], axis=-1)
+        return F.concat(keys, axis=2), F.concat(values, axis=2), full, False
 
 
 def _keep_also(full, keep):

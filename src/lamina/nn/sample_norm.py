@@ -38,11 +38,14 @@ __all__ = ["GroupNorm", "GroupNormFunction", "LayerNorm", "LayerNormFunction"]
 
 
 def _affine_operands(layer: Module, shape: tuple[int, ...], dtype):
-    """(gamma, beta) for the layer's function: its parameters, or constants 1 and 0."""
-    if layer.affine:
-        return read_parameter(layer, "weight"), read_parameter(layer, "bias")
+    """(gamma, beta) for the layer's function: its parameters, or constants 1 and 0 (beta
+    alone when the layer has a weight but no bias)."""
     xp = backend.xp
-    return Tensor._wrap(xp.ones(shape, dtype=dtype)), Tensor._wrap(xp.zeros(shape, dtype=dtype))
+    if not layer.affine:
+        return Tensor._wrap(xp.ones(shape, dtype=dtype)), Tensor._wrap(xp.zeros(shape, dtype=dtype))
+    if not getattr(layer, "use_bias", True):
+        return read_parameter(layer, "weight"), Tensor._wrap(xp.zeros(shape, dtype=dtype))
+    return read_parameter(layer, "weight"), read_parameter(layer, "bias")
 
 
 def _check_eps(layer: str, eps) -> float:
@@ -62,17 +65,19 @@ class LayerNorm(Module):
     ``axes=(-3, -2, -1)`` a whole NHWC image. The same in training and evaluation (no
     running statistics). Parameters ``weight`` (gamma, init 1) and ``bias`` (beta, init 0)
     of the normalised shape, also reachable as ``gamma`` and ``beta``; ``affine=False``
-    leaves them out.
+    (PyTorch's ``elementwise_affine=False``) leaves them out, ``bias=False`` (PyTorch's
+    ``bias=False``) leaves out beta alone: y = gamma (x - mu) / sqrt(var + eps).
     """
 
     default_name = "layer_norm"
 
     def __init__(self, axes: int | tuple[int, ...] = -1, eps: float = 1e-5, affine: bool = True,
-                 name: str | None = None):
+                 bias: bool = True, name: str | None = None):
         super().__init__(name=name)
         self.axes = _axes_tuple(axes)
         self.eps = _check_eps("LayerNorm", eps)
         self.affine = bool(affine)
+        self.use_bias = bool(bias)
         self.normalized_shape: tuple[int, ...] | None = None
 
     @property
@@ -109,7 +114,8 @@ class LayerNorm(Module):
         if self.affine:
             xp, dtype = backend.xp, backend.get_default_dtype()
             self.add_parameter("weight", xp.ones(self.normalized_shape, dtype=dtype))
-            self.add_parameter("bias", xp.zeros(self.normalized_shape, dtype=dtype))
+            if self.use_bias:
+                self.add_parameter("bias", xp.zeros(self.normalized_shape, dtype=dtype))
         self.built = True
 
     def forward(self, x) -> Tensor:
@@ -139,12 +145,13 @@ class LayerNorm(Module):
 
     def get_config(self) -> dict:
         axes = self.axes[0] if len(self.axes) == 1 else list(self.axes)
-        return {"axes": axes, "eps": self.eps, "affine": self.affine, "name": self.name}
+        bias = {} if self.use_bias else {"bias": False}      # older configs stay as they were
+        return {"axes": axes, "eps": self.eps, "affine": self.affine, **bias, "name": self.name}
 
     def extra_repr(self) -> str:
         normalized = self.normalized_shape if self.normalized_shape is not None else "?"
         return (f"{normalized}, axes={_axes_repr(self.axes)}, eps={self.eps}"
-                + ("" if self.affine else ", affine=False"))
+                + ("" if self.affine else ", affine=False") + ("" if self.use_bias else ", bias=False"))
 
 
 def _axes_repr(axes: tuple[int, ...]):

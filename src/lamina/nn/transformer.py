@@ -60,7 +60,7 @@ def _check_sequence(layer: Module, x: Tensor, features: int | None) -> None:
 
 
 def set_sizes(layer: Module, d_model: int, num_heads: int, dim_feedforward: int, dropout: float,
-              norm_first: bool, layer_norm_eps: float) -> None:
+              norm_first: bool, layer_norm_eps: float, bias: bool = True) -> None:
     """Check and store a Transformer layer's sizes and options (named errors)."""
     who = type(layer).__name__
     layer.d_model = positive_int(d_model, f"{who}: d_model")
@@ -69,6 +69,7 @@ def set_sizes(layer: Module, d_model: int, num_heads: int, dim_feedforward: int,
     layer.dropout_rate = dropout_rate(dropout, who)
     layer.norm_first = bool(norm_first)
     layer.layer_norm_eps = float(layer_norm_eps)
+    layer.use_bias = bool(bias)
     if d_model % num_heads:
         raise ValueError(f"{who}: d_model {d_model} is not divisible by num_heads {num_heads}")
 
@@ -84,13 +85,14 @@ def layer_config(layer: Module) -> dict:
         "activation": activation_config(layer.linear1),
         "norm_first": layer.norm_first,
         "layer_norm_eps": layer.layer_norm_eps,
+        **({} if layer.use_bias else {"bias": False}),      # older configs stay as they were
     }
 
 
 def layer_repr(layer: Module) -> str:
-    """The sizes of a Transformer layer, and norm_first when set, for ``extra_repr``."""
+    """The sizes of a Transformer layer, and norm_first and bias=False when set, for ``extra_repr``."""
     text = f"d_model={layer.d_model}, num_heads={layer.num_heads}, dim_feedforward={layer.dim_feedforward}"
-    return text + (", norm_first=True" if layer.norm_first else "")
+    return text + (", norm_first=True" if layer.norm_first else "") + ("" if layer.use_bias else ", bias=False")
 
 
 @register_layer
@@ -126,7 +128,9 @@ class TransformerEncoderLayer(Module):
     ``linear1.weight.T``, ``linear2.weight`` = ``linear2.weight.T``, the biases and norms
     as they are. The Dense layers start Xavier-uniform (as ``torch.nn.Transformer`` resets
     its weights) with zero biases (PyTorch's ``nn.Linear`` draws its bias, and a lone
-    layer's weights, from U(-1/sqrt(n_in), 1/sqrt(n_in))).
+    layer's weights, from U(-1/sqrt(n_in), 1/sqrt(n_in))). ``bias=False`` (PyTorch's) leaves
+    out every bias: the attention's ``in_bias`` and ``out_bias``, the Dense layers' and the
+    norms' beta (y = gamma (x - mu) / sqrt(var + eps)).
 
     ``rotary=True`` gives the self-attention rotary positions, ``alibi=True`` ALiBi's linear
     distance biases (either way a stack of such layers needs no position layer),
@@ -142,22 +146,22 @@ class TransformerEncoderLayer(Module):
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", norm_first: bool = False, layer_norm_eps: float = 1e-5, causal: bool = False,
                  rotary: bool = False, alibi: bool = False, num_kv_heads: int | None = None,
-                 window: int | None = None, name: str | None = None):
+                 window: int | None = None, bias: bool = True, name: str | None = None):
         super().__init__(name=name)
-        set_sizes(self, d_model, num_heads, dim_feedforward, dropout, norm_first, layer_norm_eps)
+        set_sizes(self, d_model, num_heads, dim_feedforward, dropout, norm_first, layer_norm_eps, bias)
         self.causal = bool(causal)
         self.rotary, self.alibi = bool(rotary), bool(alibi)
         self.num_kv_heads, self.window = num_kv_heads, window
-        rate = self.dropout_rate
-        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=rate, rotary=self.rotary, alibi=self.alibi,
-                                                 num_kv_heads=num_kv_heads, window=window)
+        rate, bias = self.dropout_rate, self.use_bias
+        self.self_attention = MultiHeadAttention(d_model, num_heads, use_bias=bias, dropout=rate, rotary=self.rotary,
+                                                 alibi=self.alibi, num_kv_heads=num_kv_heads, window=window)
         self.dropout1 = Dropout(rate)
-        self.norm1 = LayerNorm(-1, eps=layer_norm_eps)
-        self.linear1 = Dense(dim_feedforward, activation=activation, kernel_init="xavier_uniform")
+        self.norm1 = LayerNorm(-1, eps=layer_norm_eps, bias=bias)
+        self.linear1 = Dense(dim_feedforward, activation=activation, use_bias=bias, kernel_init="xavier_uniform")
         self.dropout = Dropout(rate)
-        self.linear2 = Dense(d_model, kernel_init="xavier_uniform")
+        self.linear2 = Dense(d_model, use_bias=bias, kernel_init="xavier_uniform")
         self.dropout2 = Dropout(rate)
-        self.norm2 = LayerNorm(-1, eps=layer_norm_eps)
+        self.norm2 = LayerNorm(-1, eps=layer_norm_eps, bias=bias)
 
     def build(self, input_shape) -> None:
         shape = _sequence_shape(self, input_shape, self.d_model)

@@ -211,6 +211,8 @@ class TransformerDecoderLayer(Module):
     ``dropout`` acts in training mode on both attentions' weights, inside the feed-forward
     network and on the three branches. ``activation``: 'relu', 'gelu' or any activation
     Dense accepts. The Dense layers start Xavier-uniform with zero biases, as the attentions.
+    ``bias=False`` (PyTorch's) leaves out every bias: both attentions' ``in_bias`` and
+    ``out_bias``, the Dense layers' and the three norms' beta.
     Sub-layers, in PyTorch's order: ``self_attention``, ``cross_attention`` (PyTorch's
     ``multihead_attn``), ``linear1``, ``dropout``, ``linear2``, ``norm1`` .. ``norm3``,
     ``dropout1`` .. ``dropout3``.
@@ -236,18 +238,19 @@ class TransformerDecoderLayer(Module):
     cacheable = True
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 activation="relu", norm_first: bool = False, layer_norm_eps: float = 1e-5, name: str | None = None):
+                 activation="relu", norm_first: bool = False, layer_norm_eps: float = 1e-5, bias: bool = True,
+                 name: str | None = None):
         super().__init__(name=name)
-        set_sizes(self, d_model, num_heads, dim_feedforward, dropout, norm_first, layer_norm_eps)
-        rate = self.dropout_rate
-        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=rate)
-        self.cross_attention = MultiHeadAttention(d_model, num_heads, dropout=rate)
-        self.linear1 = Dense(dim_feedforward, activation=activation, kernel_init="xavier_uniform")
+        set_sizes(self, d_model, num_heads, dim_feedforward, dropout, norm_first, layer_norm_eps, bias)
+        rate, bias = self.dropout_rate, self.use_bias
+        self.self_attention = MultiHeadAttention(d_model, num_heads, use_bias=bias, dropout=rate)
+        self.cross_attention = MultiHeadAttention(d_model, num_heads, use_bias=bias, dropout=rate)
+        self.linear1 = Dense(dim_feedforward, activation=activation, use_bias=bias, kernel_init="xavier_uniform")
         self.dropout = Dropout(rate)
-        self.linear2 = Dense(d_model, kernel_init="xavier_uniform")
-        self.norm1 = LayerNorm(-1, eps=layer_norm_eps)
-        self.norm2 = LayerNorm(-1, eps=layer_norm_eps)
-        self.norm3 = LayerNorm(-1, eps=layer_norm_eps)
+        self.linear2 = Dense(d_model, use_bias=bias, kernel_init="xavier_uniform")
+        self.norm1 = LayerNorm(-1, eps=layer_norm_eps, bias=bias)
+        self.norm2 = LayerNorm(-1, eps=layer_norm_eps, bias=bias)
+        self.norm3 = LayerNorm(-1, eps=layer_norm_eps, bias=bias)
         self.dropout1 = Dropout(rate)
         self.dropout2 = Dropout(rate)
         self.dropout3 = Dropout(rate)

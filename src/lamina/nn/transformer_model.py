@@ -92,12 +92,14 @@ class TransformerEncoder(_Stack):
     (if given), as ``torch.nn.TransformerEncoder``: ``encoder(src, mask=None,
     src_key_padding_mask=None, is_causal=None)`` with PyTorch's masks (see the module
     docstring), src (N, T, d_model) -> (N, T, d_model). ``is_causal=None`` leaves each layer
-    its own ``causal`` setting; True or False overrides it."""
+    its own ``causal`` setting; True or False overrides it. PyTorch's ``enable_nested_tensor``
+    and ``mask_check`` (speed switches of its padded fast path) are accepted and change
+    nothing: lamina has no nested tensors, and the masks are always checked."""
 
     layer_type = TransformerEncoderLayer
 
     def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None,
-                 name: str | None = None):
+                 enable_nested_tensor: bool = True, mask_check: bool = True, name: str | None = None):
         super().__init__(encoder_layer, num_layers, norm, name=name)
 
     def build(self, input_shape) -> None:
@@ -223,24 +225,39 @@ class Transformer(Module):
     which attend over the cached ones (see :class:`TransformerDecoder`), and
     :meth:`stop_caching` after. The cache is the decoder's: ``model(src, tgt)`` while caching
     reruns the encoder at every call.
+
+    ``bias=False`` (PyTorch's) leaves out every bias of both stacks: the attentions', the
+    feed-forward layers' and the norms' (the final ``encoder.norm`` and ``decoder.norm`` too).
+    ``custom_encoder`` and ``custom_decoder`` (PyTorch's) replace the stacks the other options
+    would build: any modules called as ``encoder(src, mask=, src_key_padding_mask=,
+    is_causal=)`` and ``decoder(tgt, memory, tgt_mask=, memory_mask=, tgt_key_padding_mask=,
+    memory_key_padding_mask=, tgt_is_causal=, memory_is_causal=)`` returning (N, T, d_model),
+    as :class:`TransformerEncoder` and :class:`TransformerDecoder` are (the cache needs the
+    decoder's ``start_caching``).
     """
 
     cacheable = True
 
-
     def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
                  dim_feedforward: int = 2048, dropout: float = 0.1, activation="relu", norm_first: bool = False,
-                 layer_norm_eps: float = 1e-5, name: str | None = None):
+                 layer_norm_eps: float = 1e-5, custom_encoder: Module | None = None,
+                 custom_decoder: Module | None = None, bias: bool = True, name: str | None = None):
         super().__init__(name=name)
+        for what, custom in (("custom_encoder", custom_encoder), ("custom_decoder", custom_decoder)):
+            if custom is not None and not isinstance(custom, Module):
+                raise TypeError(f"Transformer: {what} must be a Module or None, got {type(custom).__name__}")
         options = {"dim_feedforward": dim_feedforward, "dropout": dropout, "activation": activation,
-                   "norm_first": norm_first, "layer_norm_eps": layer_norm_eps}
+                   "norm_first": norm_first, "layer_norm_eps": layer_norm_eps,
+                   **({} if bias else {"bias": False})}     # older configs stay as they were
         self.d_model, self.nhead = d_model, nhead
-        self.encoder = TransformerEncoder(TransformerEncoderLayer(d_model, nhead, **options), num_encoder_layers,
-                                          norm=LayerNorm(-1, eps=layer_norm_eps))
-        self.decoder = TransformerDecoder(TransformerDecoderLayer(d_model, nhead, **options), num_decoder_layers,
-                                          norm=LayerNorm(-1, eps=layer_norm_eps))
+        norm = {"eps": layer_norm_eps, "bias": bool(bias)}
+        self.encoder = custom_encoder if custom_encoder is not None else TransformerEncoder(
+            TransformerEncoderLayer(d_model, nhead, **options), num_encoder_layers, norm=LayerNorm(-1, **norm))
+        self.decoder = custom_decoder if custom_decoder is not None else TransformerDecoder(
+            TransformerDecoderLayer(d_model, nhead, **options), num_decoder_layers, norm=LayerNorm(-1, **norm))
         self._options = {"d_model": d_model, "nhead": nhead, "num_encoder_layers": num_encoder_layers,
                          "num_decoder_layers": num_decoder_layers, **options}
+        self._custom = {"custom_encoder": custom_encoder is not None, "custom_decoder": custom_decoder is not None}
 
     @staticmethod
     def generate_square_subsequent_mask(size: int, dtype=None):
@@ -308,8 +325,23 @@ class Transformer(Module):
         return tgt[:-1] + (self.d_model,)
 
     def get_config(self) -> dict:
-        activation = activation_config(self.decoder.layers[0].linear1)
-        return {**self._options, "activation": activation, "name": self.name}
+        config = dict(self._options)
+        built = [stack for key, stack in (("custom_decoder", self.decoder), ("custom_encoder", self.encoder))
+                 if not self._custom[key]]
+        if built:                            # the activation as its feed-forward layers save it
+            config["activation"] = activation_config(built[0].layers[0].linear1)
+        for key, stack in (("custom_encoder", self.encoder), ("custom_decoder", self.decoder)):
+            if self._custom[key]:
+                config[key] = layer_to_config(stack)
+        return {**config, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Module:
+        config = dict(config)
+        for key in ("custom_encoder", "custom_decoder"):
+            if config.get(key) is not None:
+                config[key] = layer_from_config(config[key])
+        return cls(**config)
 
     def extra_repr(self) -> str:
         o = self._options
