@@ -10,6 +10,7 @@ import torch
 
 import lamina
 from helpers import assert_close
+from lamina import nn
 from lamina.errors import ShapeError
 from lamina.nn.layer import layer_from_config, layer_to_config
 from lamina.nn.multi_head_attention import MultiHeadAttention
@@ -261,3 +262,12 @@ def test_float32_keeps_its_dtype_and_matches_torch():
     assert out.dtype == weights.dtype == np.float32
     assert_close(out.numpy(), expected.detach().numpy(), 1e-5, "output")
     assert_close(weights.numpy(), expected_weights.detach().numpy(), 1e-5, "weights")
+
+
+@pytest.mark.parametrize("adapt", [lambda m: nn.apply_lora(m, target=nn.MultiHeadAttention),
+                                   lambda m: nn.apply_ia3(m)])
+def test_column_adapters_refuse_separate_projections(adapt):
+    model = nn.Sequential(nn.MultiHeadAttention(8, 2, kdim=6))
+    model.build((2, 3, 8))
+    with pytest.raises(NotImplementedError, match=r"kdim=6, vdim=8 different from embed_dim=8"):
+        adapt(model)

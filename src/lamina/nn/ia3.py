@@ -160,6 +160,7 @@ def apply_ia3(model: Module, target=(Dense, MultiHeadAttention), feedforward=(),
     result = model
     for path, module in found:
         if isinstance(module, MultiHeadAttention):
+            module.require_joint_projection("apply_ia3")
             for part in parts:
                 columns = module.projection_columns(_PARTS[part])
                 setattr(module, IA3_SCALES[_PARTS[part]],

@@ -266,6 +266,7 @@ def apply_lora(model: Module, r: int = 8, alpha: float = 16.0, target=(Dense, De
     model.freeze()
     for path, module in found:
         if isinstance(module, MultiHeadAttention):
+            module.require_joint_projection("apply_lora")
             for part in parts:
                 columns = module.projection_columns(_PARTS[part])
                 width = columns.stop - columns.start

@@ -249,6 +249,14 @@ class MultiHeadAttention(_KeyValueCache, Module):
         the projections are ``q_weight``, ``k_weight``, ``v_weight`` instead of ``in_weight``."""
         return self.kdim != self.embed_dim or self.vdim != self.embed_dim
 
+    def require_joint_projection(self, who: str) -> None:
+        """Refuse, naming ``who``, a layer whose projections are separate (``kdim``/``vdim``):
+        adapters and quantizers that work on the columns of ``in_weight`` do not apply to it."""
+        if self.separate_projections:
+            raise NotImplementedError(f"{who}: {self._label()} has kdim={self.kdim}, vdim={self.vdim} different "
+                                      f"from embed_dim={self.embed_dim}, so its projections are q_weight, k_weight "
+                                      "and v_weight, not the in_weight this works on")
+
     def projection_weight(self, part: int) -> Tensor:
         """W_q (part 0), W_k (1) or W_v (2): columns of ``in_weight``, or the separate weight."""
         if self.separate_projections:

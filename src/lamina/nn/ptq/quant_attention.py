@@ -92,6 +92,7 @@ def quantize_projection(layer: MultiHeadAttention, name: str, quantized: Quantiz
         raise TypeError(f"{who}: expected a MultiHeadAttention, got {type(layer).__name__}")
     if name not in PROJECTIONS:
         raise ValueError(f"{who}: name must be one of {tuple(PROJECTIONS)}, got {name!r}")
+    layer.require_joint_projection(who)
     param = layer._parameters.get(name)
     if param is None:
         raise ValueError(f"{who}: {layer._label()}.{name} is not a float parameter (already quantized?)")
