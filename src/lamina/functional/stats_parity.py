@@ -450,19 +450,32 @@ def renorm(x, p: float, axis: int, maxnorm: float) -> Tensor:
     return x * where(too_long, maxnorm / (where(too_long, size, 1.0) + 1e-7), 1.0)
 
 
+def _small_power_norm(difference: Tensor, p: float) -> Tensor:
+    """(sum |d|^p)^(1/p) for p < 1 (p != 0), negative p included, with |0|^p taken as 0 (p > 0)
+    or inf (p < 0) and no gradient to a zero difference, as PyTorch's norm backward masks it:
+    for p < 0 a zero difference makes the sum inf and the result 0, with a zero gradient."""
+    zero = difference.data == 0
+    safe = where(zero, 1.0, absolute(difference))        # keeps 0^p, and its gradient, out of the graph
+    powers = where(zero, 0.0 if p > 0 else math.inf, safe ** p)
+    return add_up(powers) ** (1.0 / p)
+
+
 def dist(a, b, p: float = 2) -> Tensor:
-    """The p-norm of a - b over all values (broadcast), as ``torch.dist``; p = 0 counts the
-    nonzero differences (no gradient), p = inf takes max |a - b| and p = -inf min |a - b| (the
-    gradient shared evenly among tied differences)."""
+    """The p-norm of a - b over all values (broadcast), as ``torch.dist``: (sum |a - b|^p)^(1/p)
+    for any finite p != 0 (for 0 < p < 1 and p < 0 not a norm, but torch's formula; p < 0 gives
+    0 when a difference is 0); p = 0 counts the nonzero differences (no gradient), p = inf takes
+    max |a - b| and p = -inf min |a - b| (the gradient shared evenly among tied differences)."""
     a = as_tensor(a, b)
     difference = a - b
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or math.isnan(p):
+        raise ValueError(f"dist: p must be a real number (inf and -inf included), got {p!r}")
     if p == 0:
         return Tensor._wrap(backend.xp.asarray(backend.xp.count_nonzero(difference.data), dtype=difference.dtype))
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or not (p >= 0 or p == -math.inf):
-        raise ValueError(f"dist: p must be a number >= 0 or -inf, got {p!r}")
+    if p < 0 and difference.size == 0:
+        raise ValueError(f"dist: p={p} of empty inputs (difference of shape {difference.shape}) has no value: "
+                         "a negative p needs at least one difference")
     if p == -math.inf:
-        if difference.size == 0:
-            raise ValueError(f"dist: p=-inf of empty inputs (difference of shape {difference.shape}) is a minimum "
-                             "of no values")
         return amin(absolute(difference))
+    if p < 1:
+        return _small_power_norm(difference, p)
     return vector_norm(difference, p, None, keepdims=False)

@@ -167,6 +167,7 @@ from lamina.nn.grn import GlobalResponseNorm, global_response_norm
 from lamina.nn.group_conv import GroupBatchNorm, GroupPool, P4ConvP4, P4ConvZ2, P4MConvP4M, P4MConvZ2
 from lamina.nn.hash_encoding import HashGridEncoding, HashGridMLP, hash_grid_encode
 from lamina.nn.head_hooks import HeadOutputs
+from lamina.nn.histogram_observer import HistogramObserver
 from lamina.nn.hooks import HookHandle, capture_activations
 from lamina.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_retrieval
 from lamina.nn.hyena import HyenaOperator
@@ -235,7 +236,16 @@ from lamina.nn.noise import (
 )
 from lamina.nn.noisy import NoisyDense, reset_noise
 from lamina.nn.normalization import BatchNorm, LocalResponseNorm
-from lamina.nn.observers import FakeQuantize, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
+from lamina.nn.observers import (
+    FakeQuantize,
+    FixedQParamsObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    NoopObserver,
+    PerChannelMinMaxObserver,
+    PlaceholderObserver,
+)
 from lamina.nn.ode_block import ODEBlock
 from lamina.nn.optnet import OptNetLayer
 from lamina.nn.orthogonal import orthogonal
@@ -361,6 +371,8 @@ __all__ = [
     "APPNP", "AttentionalAggregation", "ChebConv", "GATv2Conv", "GCN2Conv", "GraphConv", "SAGPooling", "SGConv",
     "Set2Set", "TemporalGraphAttention", "TimeEncoder", "TopKPooling", "TransformerConv",
     "qat", "FakeQuantize", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
+    "FixedQParamsObserver", "HistogramObserver", "MovingAveragePerChannelMinMaxObserver", "NoopObserver",
+    "PlaceholderObserver",
     "QATConv2D", "QATDense", "calibrate", "fuse_conv_bn", "prepare_qat",
     "BayesianDense", "bayesian_kl", "gaussian_kl", "mc_predict",
     "BayesianConv2D", "BayesianLayer", "elbo_loss", "scale_mixture_log_prob", "MixtureDensityHead",

@@ -8,10 +8,18 @@ integers [q_min, q_max] (:meth:`calculate_qparams`), the same numbers as PyTorch
 * symmetric: s = max(max(-min, max) / ((q_max - q_min) / 2), eps), z = 0 for int8, and for uint8
   128 (the full range) or (q_min + q_max) // 2 (a range of one's own).
 
+The integer range [q_min, q_max] is the dtype's (uint8 0..255, int8 -128..127) or one's own;
+``reduce_range=True`` takes one bit less, as PyTorch's (0..127, -64..63, a range of one's own
+halved: q // 2), for kernels whose 16-bit sums would otherwise overflow.
+
 :class:`MinMaxObserver` keeps the smallest and largest value seen, :class:`MovingAverageMinMaxObserver`
-a moving average of each batch's min and max (m <- m + c (m_batch - m)), and
-:class:`PerChannelMinMaxObserver` the min and max of each slice along an axis (for weights).
+a moving average of each batch's min and max (m <- m + c (m_batch - m)),
+:class:`PerChannelMinMaxObserver` the min and max of each slice along an axis (for weights) and
+:class:`MovingAveragePerChannelMinMaxObserver` their moving averages;
+:class:`~lamina.nn.histogram_observer.HistogramObserver` chooses the range from a histogram.
 Before anything is observed the parameters are s = 1, z = 0, as PyTorch's.
+:class:`FixedQParamsObserver` gives parameters fixed beforehand; :class:`NoopObserver` and
+:class:`PlaceholderObserver` record nothing (the identity, carrying a dtype).
 
 :class:`FakeQuantize` puts an observer in front of :func:`lamina.functional.fake_quantize_per_tensor`
 (or per channel): in training it observes each input and updates its ``scale`` and
@@ -32,8 +40,13 @@ from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import Module
 from lamina.nn.quantize_ops import QUANTIZED_RANGES, quant_dtype
 
-__all__ = ["FakeQuantize", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
-           "calculate_qparams"]
+__all__ = ["FakeQuantize", "FixedQParamsObserver", "MinMaxObserver", "MovingAverageMinMaxObserver",
+           "MovingAveragePerChannelMinMaxObserver", "NoopObserver", "PerChannelMinMaxObserver", "PlaceholderObserver",
+           "calculate_qparams", "default_fake_quant", "default_fixed_qparams_range_0to1_observer",
+           "default_fixed_qparams_range_neg1to1_observer", "default_observer", "default_per_channel_weight_fake_quant",
+           "default_per_channel_weight_observer", "default_weight_fake_quant", "default_weight_observer",
+           "observer_quant_range", "per_channel_weight_observer_range_neg_127_to_127",
+           "weight_observer_range_neg_127_to_127"]
 
 QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric")
 
@@ -64,13 +77,60 @@ def _values(x):
     return data.astype(numpy.float32, copy=False)
 
 
+def observer_quant_range(dtype: str, quant_min: int | None, quant_max: int | None, reduce_range: bool,
+                         who: str) -> tuple[int, int]:
+    """The integer range [q_min, q_max] an observer quantizes to, as PyTorch's ``calculate_qmin_qmax``:
+    the full range of ``dtype`` (uint8 0..255, int8 -128..127), or ``reduce_range`` one bit less
+    (0..127, -64..63); a range of one's own, checked (ints, q_min <= 0 <= q_max, q_min < q_max,
+    inside the dtype's range), with ``reduce_range`` halved: (q_min // 2, q_max // 2)."""
+    full = QUANTIZED_RANGES[dtype]
+    if quant_min is None and quant_max is None:
+        return (full[0] // 2, full[1] // 2) if reduce_range else full
+    if quant_min is None or quant_max is None:
+        raise ValueError(f"{who}: give both quant_min and quant_max, or neither (the full {dtype} range); got "
+                         f"quant_min={quant_min!r}, quant_max={quant_max!r}")
+    integers = all(isinstance(q, (int, numpy.integer)) and not isinstance(q, bool) for q in (quant_min, quant_max))
+    if not integers or not quant_min <= 0 <= quant_max or quant_min >= quant_max or quant_min < full[0] \
+            or quant_max > full[1]:
+        raise ValueError(f"{who}: the range [quant_min, quant_max] must be ints with quant_min <= 0 <= quant_max, "
+                         f"quant_min < quant_max, inside the {dtype} range {list(full)}; got "
+                         f"[{quant_min!r}, {quant_max!r}]")
+    quant_min, quant_max = int(quant_min), int(quant_max)
+    return (quant_min // 2, quant_max // 2) if reduce_range else (quant_min, quant_max)
+
+
+def _check_eps(eps, who: str) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, numpy.floating)) or not 0 < eps < numpy.inf:
+        raise ValueError(f"{who}: eps must be a positive finite number (the smallest scale), got {eps!r}")
+    return float(eps)
+
+
+def _check_averaging_constant(c, who: str) -> float:
+    if isinstance(c, bool) or not isinstance(c, (int, float, numpy.floating)) or not 0 < c <= 1:
+        raise ValueError(f"{who}: averaging_constant must be in (0, 1], got {c!r}")
+    return float(c)
+
+
+def _moving_average(observer, low, high) -> None:
+    """The first range as it is, then m <- m + c (m_batch - m) for the min and for the max."""
+    if not observer._observed():
+        observer.min_val, observer.max_val = backend.xp.asarray(low), backend.xp.asarray(high)
+        return
+    c = numpy.float32(observer.averaging_constant)
+    observer.min_val = (observer.min_val + c * (low - observer.min_val)).astype(numpy.float32)
+    observer.max_val = (observer.max_val + c * (high - observer.max_val)).astype(numpy.float32)
+
+
 class _Observer(Module):
-    """The settings every observer shares: the integer type, the scheme, the range, eps."""
+    """The settings every observer shares: the integer type, the scheme, the range, eps.
+    ``reduce_range`` quantizes to one bit less (see :func:`observer_quant_range`); PyTorch
+    refuses it for a symmetric uint8 quantization, and so does lamina."""
 
     per_channel = False
 
     def __init__(self, dtype: str = "uint8", qscheme: str = "per_tensor_affine", quant_min: int | None = None,
-                 quant_max: int | None = None, eps: float = _EPS, name: str | None = None):
+                 quant_max: int | None = None, eps: float = _EPS, name: str | None = None, *,
+                 reduce_range: bool = False):
         super().__init__(name=name)
         who = type(self).__name__
         self.dtype = quant_dtype(dtype, who)
@@ -78,23 +138,18 @@ class _Observer(Module):
         if qscheme not in schemes:
             raise ValueError(f"{who}: qscheme must be one of {schemes}, got {qscheme!r}")
         self.qscheme = qscheme
+        if not isinstance(reduce_range, (bool, numpy.bool_)):
+            raise ValueError(f"{who}: reduce_range must be a bool, got {reduce_range!r}")
+        self.reduce_range = bool(reduce_range)
+        if self.reduce_range and self.symmetric and self.dtype == "uint8":
+            raise ValueError(f"{who}: reduce_range is not available for a symmetric uint8 quantization "
+                             f"(qscheme={qscheme!r}, dtype='uint8'), as in PyTorch")
         self.custom_range = quant_min is not None and quant_max is not None
-        self.quant_min, self.quant_max = self._check_range(quant_min, quant_max, who)
-        self.eps = float(eps)
+        self.quant_min, self.quant_max = observer_quant_range(self.dtype, quant_min, quant_max, self.reduce_range,
+                                                              who)
+        self.given_range = (int(quant_min), int(quant_max)) if self.custom_range else (None, None)
+        self.eps = _check_eps(eps, who)
         self.built = True
-
-    def _check_range(self, quant_min, quant_max, who: str) -> tuple[int, int]:
-        full = QUANTIZED_RANGES[self.dtype]
-        if not self.custom_range:
-            if (quant_min is None) != (quant_max is None):
-                raise ValueError(f"{who}: give both quant_min and quant_max, or neither (the full {self.dtype} range)")
-            return full
-        if not (isinstance(quant_min, int) and isinstance(quant_max, int)) or not quant_min <= 0 <= quant_max \
-                or quant_min >= quant_max or quant_min < full[0] or quant_max > full[1]:
-            raise ValueError(f"{who}: the range [quant_min, quant_max] must be ints with quant_min <= 0 <= quant_max, "
-                             f"quant_min < quant_max, inside the {self.dtype} range {list(full)}; got "
-                             f"[{quant_min!r}, {quant_max!r}]")
-        return quant_min, quant_max
 
     @property
     def symmetric(self) -> bool:
@@ -113,13 +168,14 @@ class _Observer(Module):
                                  self.dtype, self.eps, self.custom_range)
 
     def get_config(self) -> dict:
-        quant_min, quant_max = (self.quant_min, self.quant_max) if self.custom_range else (None, None)
+        quant_min, quant_max = self.given_range
         return {"dtype": str(self.dtype), "qscheme": self.qscheme, "quant_min": quant_min, "quant_max": quant_max,
-                "eps": self.eps, "name": self.name}
+                "eps": self.eps, "reduce_range": self.reduce_range, "name": self.name}
 
     def extra_repr(self) -> str:
+        reduced = ", reduce_range=True" if self.reduce_range else ""
         return (f"dtype={self.dtype}, qscheme={self.qscheme}, quant_min={self.quant_min}, "
-                f"quant_max={self.quant_max}")
+                f"quant_max={self.quant_max}{reduced}")
 
 
 @register_layer
@@ -128,8 +184,9 @@ class MinMaxObserver(_Observer):
     ``max_val``, +inf and -inf before the first); see the module's docstring for the parameters."""
 
     def __init__(self, dtype: str = "uint8", qscheme: str = "per_tensor_affine", quant_min: int | None = None,
-                 quant_max: int | None = None, eps: float = _EPS, name: str | None = None):
-        super().__init__(dtype, qscheme, quant_min, quant_max, eps, name)
+                 quant_max: int | None = None, eps: float = _EPS, name: str | None = None, *,
+                 reduce_range: bool = False):
+        super().__init__(dtype, qscheme, quant_min, quant_max, eps, name, reduce_range=reduce_range)
         self.reset_min_max_vals()
 
     def reset_min_max_vals(self) -> None:
@@ -155,23 +212,15 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
 
     def __init__(self, averaging_constant: float = 0.01, dtype: str = "uint8", qscheme: str = "per_tensor_affine",
                  quant_min: int | None = None, quant_max: int | None = None, eps: float = _EPS,
-                 name: str | None = None):
-        super().__init__(dtype, qscheme, quant_min, quant_max, eps, name)
-        if not 0 < averaging_constant <= 1:
-            raise ValueError(f"MovingAverageMinMaxObserver: averaging_constant must be in (0, 1], "
-                             f"got {averaging_constant!r}")
-        self.averaging_constant = float(averaging_constant)
+                 name: str | None = None, *, reduce_range: bool = False):
+        super().__init__(dtype, qscheme, quant_min, quant_max, eps, name, reduce_range=reduce_range)
+        self.averaging_constant = _check_averaging_constant(averaging_constant, type(self).__name__)
 
     def get_config(self) -> dict:
         return {"averaging_constant": self.averaging_constant, **super().get_config()}
 
     def _update(self, low, high) -> None:
-        if not self._observed():
-            self.min_val, self.max_val = backend.xp.asarray(low), backend.xp.asarray(high)
-            return
-        c = numpy.float32(self.averaging_constant)
-        self.min_val = (self.min_val + c * (low - self.min_val)).astype(numpy.float32)
-        self.max_val = (self.max_val + c * (high - self.max_val)).astype(numpy.float32)
+        _moving_average(self, low, high)
 
 
 @register_layer
@@ -183,8 +232,10 @@ class PerChannelMinMaxObserver(_Observer):
 
     def __init__(self, ch_axis: int = 0, dtype: str = "int8", qscheme: str = "per_channel_symmetric",
                  quant_min: int | None = None, quant_max: int | None = None, eps: float = _EPS,
-                 name: str | None = None):
-        super().__init__(dtype, qscheme, quant_min, quant_max, eps, name)
+                 name: str | None = None, *, reduce_range: bool = False):
+        super().__init__(dtype, qscheme, quant_min, quant_max, eps, name, reduce_range=reduce_range)
+        if isinstance(ch_axis, bool) or not isinstance(ch_axis, (int, numpy.integer)):
+            raise ValueError(f"{type(self).__name__}: ch_axis must be an int, got {ch_axis!r}")
         self.ch_axis = int(ch_axis)
         self.reset_min_max_vals()
 
@@ -202,13 +253,16 @@ class PerChannelMinMaxObserver(_Observer):
                              f"{tuple(values.shape)}")
         rows = backend.xp.moveaxis(values, self.ch_axis, 0).reshape(values.shape[self.ch_axis], -1)
         low, high = rows.min(axis=1), rows.max(axis=1)
+        if self.min_val.size and self.min_val.shape != low.shape:
+            raise ShapeError(f"{self._label()}: an input of shape {tuple(values.shape)} has {low.shape[0]} "
+                             f"channels along axis {self.ch_axis}; earlier inputs had {self.min_val.shape[0]}")
+        self._update(low, high)
+        return x
+
+    def _update(self, low, high) -> None:
         if self.min_val.size:
-            if self.min_val.shape != low.shape:
-                raise ShapeError(f"{self._label()}: an input of shape {tuple(values.shape)} has {low.shape[0]} "
-                                 f"channels along axis {self.ch_axis}; earlier inputs had {self.min_val.shape[0]}")
             low, high = backend.xp.minimum(low, self.min_val), backend.xp.maximum(high, self.max_val)
         self.min_val, self.max_val = low, high
-        return x
 
     def get_config(self) -> dict:
         """The settings, and ``channels``: how many channels the observed range has (0 before the
@@ -227,6 +281,113 @@ class PerChannelMinMaxObserver(_Observer):
 
     def extra_repr(self) -> str:
         return f"ch_axis={self.ch_axis}, {super().extra_repr()}"
+
+
+@register_layer
+class MovingAveragePerChannelMinMaxObserver(PerChannelMinMaxObserver):
+    """Keeps, per channel along ``ch_axis``, moving averages of the inputs' min and max: the first
+    input's own, then m_k <- m_k + c (m_batch,k - m_k) with c = ``averaging_constant``."""
+
+    def __init__(self, averaging_constant: float = 0.01, ch_axis: int = 0, dtype: str = "int8",
+                 qscheme: str = "per_channel_symmetric", quant_min: int | None = None, quant_max: int | None = None,
+                 eps: float = _EPS, name: str | None = None, *, reduce_range: bool = False):
+        super().__init__(ch_axis, dtype, qscheme, quant_min, quant_max, eps, name, reduce_range=reduce_range)
+        self.averaging_constant = _check_averaging_constant(averaging_constant, type(self).__name__)
+
+    def _update(self, low, high) -> None:
+        _moving_average(self, low, high)
+
+    def get_config(self) -> dict:
+        return {"averaging_constant": self.averaging_constant, **super().get_config()}
+
+    def extra_repr(self) -> str:
+        return f"averaging_constant={self.averaging_constant}, {super().extra_repr()}"
+
+
+@register_layer
+class FixedQParamsObserver(_Observer):
+    """Observes nothing: its parameters are the ``scale`` and ``zero_point`` it was given (buffers),
+    as PyTorch's, for outputs whose range is known beforehand (a sigmoid's [0, 1]: scale 1/256,
+    zero point 0). Per tensor only."""
+
+    def __init__(self, scale: float, zero_point: int, dtype: str = "uint8", qscheme: str = "per_tensor_affine",
+                 quant_min: int | None = None, quant_max: int | None = None, name: str | None = None):
+        super().__init__(dtype, qscheme, quant_min, quant_max, name=name)
+        who = type(self).__name__
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, numpy.floating)) or not 0 < scale < numpy.inf:
+            raise ValueError(f"{who}: scale must be a positive finite number, got {scale!r}")
+        if isinstance(zero_point, bool) or not isinstance(zero_point, (int, numpy.integer)) \
+                or not self.quant_min <= zero_point <= self.quant_max:
+            raise ValueError(f"{who}: zero_point must be an int in [quant_min, quant_max] = "
+                             f"[{self.quant_min}, {self.quant_max}], got {zero_point!r}")
+        self.register_buffer("scale", backend.xp.asarray(numpy.float32(scale)).reshape(()))
+        self.register_buffer("zero_point", backend.xp.asarray(numpy.int64(zero_point)).reshape(()))
+
+    def forward(self, x):
+        """Return ``x`` unchanged."""
+        return x
+
+    def calculate_qparams(self):
+        """The fixed (scale, zero_point), 0-d arrays."""
+        return self.scale, self.zero_point
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        del config["eps"], config["reduce_range"]
+        return {"scale": float(self.scale), "zero_point": int(self.zero_point), **config}
+
+    def extra_repr(self) -> str:
+        return f"scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}, {super().extra_repr()}"
+
+
+class _PassThroughObserver(Module):
+    """An observer that records nothing and only carries its settings (the dtype of a later
+    conversion): the identity, with no quantization parameters to give."""
+
+    def __init__(self, dtype: str, name: str | None = None):
+        super().__init__(name=name)
+        if not isinstance(dtype, str):
+            raise ValueError(f"{type(self).__name__}: dtype must be a str (such as 'float16'), got {dtype!r}")
+        self.dtype = dtype
+        self.built = True
+
+    def forward(self, x):
+        """Return ``x`` unchanged."""
+        return x
+
+    def calculate_qparams(self):
+        raise RuntimeError(f"{self._label()}: calculate_qparams is not defined for an observer that records nothing; "
+                           "use MinMaxObserver or another observer that watches its inputs")
+
+    def get_config(self) -> dict:
+        return {"dtype": self.dtype, "name": self.name}
+
+    def extra_repr(self) -> str:
+        return f"dtype={self.dtype}"
+
+
+@register_layer
+class NoopObserver(_PassThroughObserver):
+    """PyTorch's NoopObserver: the identity, carrying a dtype (float16 by default)."""
+
+    def __init__(self, dtype: str = "float16", name: str | None = None):
+        super().__init__(dtype, name)
+
+
+@register_layer
+class PlaceholderObserver(_PassThroughObserver):
+    """PyTorch's PlaceholderObserver: the identity, carrying a dtype (float32 by default) and
+    ``is_dynamic`` (the later quantization takes each input's own range)."""
+
+    def __init__(self, dtype: str = "float32", is_dynamic: bool = False, name: str | None = None):
+        super().__init__(dtype, name)
+        self.is_dynamic = bool(is_dynamic)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "is_dynamic": self.is_dynamic}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, is_dynamic={self.is_dynamic}"
 
 
 @register_layer
@@ -276,6 +437,10 @@ class FakeQuantize(Module):
     def disable_fake_quant(self) -> FakeQuantize:
         return self.enable_fake_quant(False)
 
+    def calculate_qparams(self):
+        """The observer's (scale, zero_point) for what it has seen, as PyTorch's FakeQuantize gives."""
+        return self.observer.calculate_qparams()
+
     def observe(self, x) -> None:
         """Show ``x`` to the observer and take its new parameters."""
         self.observer(x)
@@ -311,3 +476,60 @@ class FakeQuantize(Module):
     def extra_repr(self) -> str:
         return (f"quant_min={self.quant_min}, quant_max={self.quant_max}, observer_enabled={self.observer_enabled}, "
                 f"fake_quant_enabled={self.fake_quant_enabled}")
+
+
+# -- PyTorch's default observers and fake quantizations (fresh modules, one per call) --------------
+
+def default_observer() -> MinMaxObserver:
+    """``torch.ao.quantization.default_observer``: min-max, uint8 affine to 0..127."""
+    return MinMaxObserver(quant_min=0, quant_max=127)
+
+
+def default_weight_observer() -> MinMaxObserver:
+    """``default_weight_observer``: min-max, int8 symmetric per tensor."""
+    return MinMaxObserver("int8", "per_tensor_symmetric")
+
+
+def default_per_channel_weight_observer() -> PerChannelMinMaxObserver:
+    """``default_per_channel_weight_observer``: min-max per channel along axis 0, int8 symmetric."""
+    return PerChannelMinMaxObserver(0, "int8", "per_channel_symmetric")
+
+
+def weight_observer_range_neg_127_to_127() -> MinMaxObserver:
+    """``weight_observer_range_neg_127_to_127``: int8 symmetric to -127..127, eps 2^-12."""
+    return MinMaxObserver("int8", "per_tensor_symmetric", -127, 127, eps=2 ** -12)
+
+
+def per_channel_weight_observer_range_neg_127_to_127() -> PerChannelMinMaxObserver:
+    """``per_channel_weight_observer_range_neg_127_to_127``: as above, per channel along axis 0."""
+    return PerChannelMinMaxObserver(0, "int8", "per_channel_symmetric", -127, 127, eps=2 ** -12)
+
+
+def default_fixed_qparams_range_0to1_observer() -> FixedQParamsObserver:
+    """``default_fixed_qparams_range_0to1_observer``: [0, 1) as uint8, s = 1/256, z = 0 (a sigmoid's output)."""
+    return FixedQParamsObserver(1 / 256, 0)
+
+
+def default_fixed_qparams_range_neg1to1_observer() -> FixedQParamsObserver:
+    """``default_fixed_qparams_range_neg1to1_observer``: [-1, 1) as uint8, s = 2/256, z = 128 (a tanh's output)."""
+    return FixedQParamsObserver(2 / 256, 128)
+
+
+def default_fake_quant() -> FakeQuantize:
+    """``default_fake_quant``: activations, moving-average min-max, uint8 affine with ``reduce_range``
+    (0..127)."""
+    return FakeQuantize(MovingAverageMinMaxObserver(quant_min=0, quant_max=255, reduce_range=True))
+
+
+def default_weight_fake_quant() -> FakeQuantize:
+    """``default_weight_fake_quant``: weights, moving-average min-max, int8 symmetric per tensor,
+    observing in evaluation too."""
+    observer = MovingAverageMinMaxObserver(dtype="int8", qscheme="per_tensor_symmetric", quant_min=-128, quant_max=127)
+    return FakeQuantize(observer, observe_in_eval=True)
+
+
+def default_per_channel_weight_fake_quant() -> FakeQuantize:
+    """``default_per_channel_weight_fake_quant``: weights, moving-average min-max per channel along
+    axis 0, int8 symmetric, observing in evaluation too."""
+    observer = MovingAveragePerChannelMinMaxObserver(0.01, 0, "int8", "per_channel_symmetric", -128, 127)
+    return FakeQuantize(observer, observe_in_eval=True)
