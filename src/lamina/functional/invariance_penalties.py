@@ -28,7 +28,7 @@ __all__ = ["irm_penalty", "vrex_penalty"]
 
 def _risk_gradient_at_unit_scale(logits: Tensor, labels) -> Tensor:
     """dR/dw at w = 1 for R = cross-entropy(w · logits, labels), kept on the graph."""
-    scale = Tensor(backend.xp.ones((), dtype=logits.dtype), requires_grad=True)
+    scale = Tensor(backend.xp.ones((), dtype=logits.dtype), requires_grad=True, dtype=logits.dtype)
     with enable_grad():
         risk = categorical_cross_entropy(logits * scale, labels, from_logits=True)
         (slope,) = grad(risk, [scale], create_graph=True)
