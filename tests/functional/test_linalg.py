@@ -55,6 +55,8 @@ CASES = {
     "triu": (lambda a: triu(a, 1), lambda a: torch.triu(a, 1), [randn(2, 4, 3)]),
     "diagonal": (lambda a: diagonal(a, 1), lambda a: torch.diagonal(a, 1, -2, -1), [randn(2, 3, 4, 5)]),
     "diagonal_axes": (lambda a: diagonal(a, -1, 0, 2), lambda a: torch.diagonal(a, -1, 0, 2), [randn(4, 2, 3)]),
+    "diagonal_torch_names": (lambda a: diagonal(a, offset=1, dim1=0, dim2=2),
+                             lambda a: torch.linalg.diagonal(a, offset=1, dim1=0, dim2=2), [randn(4, 2, 3)]),
     "diag_embed": (lambda v: diag_embed(v, 1), lambda v: torch.diag_embed(v, 1), [randn(2, 3, 4)]),
     "trace": (trace, lambda a: torch.diagonal(a, 0, -2, -1).sum(-1), [randn(2, 3, 4, 4)]),
     "inv": (linalg.inv, torch.linalg.inv, [general(2, 3, 4, 4)]),

@@ -91,9 +91,13 @@ def triu(a, k: int = 0) -> Tensor:
     return Triangle.apply(a, k=int(k), op="triu")
 
 
-def diagonal(a, offset: int = 0, axis1: int = -2, axis2: int = -1) -> Tensor:
-    """The diagonal a[..., i, i + offset] of the matrices in axes (axis1, axis2), as the last axis
-    (as torch.diagonal and numpy.diagonal)."""
+def diagonal(a, offset: int = 0, axis1: int = -2, axis2: int = -1, *, dim1: int | None = None,
+             dim2: int | None = None) -> Tensor:
+    """The diagonal a[..., i, i + offset] of the matrices in axes (axis1, axis2), as the last axis.
+    The default axes are the last two, as ``torch.linalg.diagonal``'s (``torch.diagonal`` and
+    ``numpy.diagonal`` take the first two); ``dim1``/``dim2`` are torch's names for them."""
+    axis1 = axis1 if dim1 is None else dim1
+    axis2 = axis2 if dim2 is None else dim2
     return Diagonal.apply(a, offset=int(offset), axis1=axis1, axis2=axis2)
 
 
