@@ -65,6 +65,26 @@ def test_batch_norm_buffers_can_be_given():
     np.testing.assert_array_equal(model[1].running_mean, names["batch_norm.running_mean"])
 
 
+def test_buffers_updated_in_training_go_into_the_given_values_like_torch_func():
+    x = randn(6, 3)
+    model = nn.BatchNorm()
+    model.build((None, 3))
+    own_mean = model.running_mean.copy()
+    given = {"running_mean": lamina.tensor(np.full(3, 0.5)), "running_var": lamina.tensor(np.full(3, 2.0))}
+    lamina.func.functional_call(model, given, (lamina.tensor(x),))
+    as_arrays = {"running_mean": np.full(3, 0.5), "running_var": np.full(3, 2.0)}
+    functional_call(model, as_arrays, x)
+
+    net = torch.nn.BatchNorm1d(3).double()
+    theirs = {"running_mean": torch.full((3,), 0.5, dtype=torch.float64),
+              "running_var": torch.full((3,), 2.0, dtype=torch.float64)}
+    torch.func.functional_call(net, theirs, (torch.tensor(x),))
+    for name in theirs:
+        assert_close(given[name].numpy(), theirs[name].numpy(), 1e-12, f"{name} given as a tensor")
+        assert_close(as_arrays[name], theirs[name].numpy(), 1e-12, f"{name} given as an array")
+    np.testing.assert_array_equal(model.running_mean, own_mean)       # the module's own is untouched
+
+
 def test_the_parameters_come_back_when_the_call_raises():
     model = _mlp()
     weight = model[0].weight

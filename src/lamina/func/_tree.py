@@ -1,14 +1,15 @@
-"""Nested containers of values (dicts, lists and tuples of tensors: a model's parameters by
-name, a tuple of outputs) flattened to a list of leaves and rebuilt from one."""
+"""Nested containers of values (dicts, lists, tuples and namedtuples of tensors: a model's
+parameters by name, a tuple of outputs) flattened to a list of leaves and rebuilt from one."""
 
 from __future__ import annotations
 
 LEAF = None
-"""The spec of a leaf: anything that is not a dict, list or tuple."""
+"""The spec of a leaf: anything that is not a dict, list or tuple (namedtuples included)."""
 
 
 def flatten(tree) -> tuple[list, object]:
-    """(leaves in order, spec): dict entries in insertion order, then list and tuple items."""
+    """(leaves in order, spec): dict entries in insertion order, then list and tuple items; a
+    namedtuple is a tuple whose spec keeps its type, so that it is rebuilt as one."""
     leaves: list = []
     return leaves, _flatten(tree, leaves)
 
@@ -16,8 +17,9 @@ def flatten(tree) -> tuple[list, object]:
 def _flatten(tree, leaves: list):
     if isinstance(tree, dict):
         return ("dict", tuple(tree), tuple(_flatten(v, leaves) for v in tree.values()))
-    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
-        return (type(tree).__name__, len(tree), tuple(_flatten(v, leaves) for v in tree))
+    if isinstance(tree, (list, tuple)):
+        kind = type(tree) if hasattr(tree, "_fields") else "tuple" if isinstance(tree, tuple) else "list"
+        return (kind, len(tree), tuple(_flatten(v, leaves) for v in tree))
     leaves.append(tree)
     return LEAF
 
@@ -35,7 +37,9 @@ def _build(spec, it):
     if kind == "dict":
         return {k: _build(c, it) for k, c in zip(keys, children)}
     items = [_build(c, it) for c in children]
-    return tuple(items) if kind == "tuple" else items
+    if kind == "tuple":
+        return tuple(items)
+    return items if kind == "list" else kind(*items)
 
 
 def broadcast_prefix(prefix, tree, where: str) -> list:

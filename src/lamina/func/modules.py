@@ -20,7 +20,9 @@ def functional_call(module: Module, parameter_and_buffer_dicts, args=(), kwargs:
     ``parameter_and_buffer_dicts`` (one dict name -> tensor, or a tuple of dicts such as
     (params, buffers)) in place of the module's own, as ``torch.func.functional_call``. ``args``
     that is not a tuple is the one positional argument. With ``strict``, every parameter and
-    buffer must be given. Built on :func:`lamina.nn.functional_call`."""
+    buffer must be given. A buffer that the call updates (BatchNorm's running statistics in
+    training mode) is written into the tensor given for it, as torch does. Built on
+    :func:`lamina.nn.functional_call`."""
     dicts = parameter_and_buffer_dicts
     dicts = [dicts] if isinstance(dicts, Mapping) else list(dicts)
     values: dict = {}

@@ -54,6 +54,23 @@ def _places(model: Module, held: list) -> dict[int, list[tuple[dict, str]]]:
     return places
 
 
+def _write_back(entry: tuple[str, object, object], places: list[tuple[dict, str]]) -> None:
+    """Copy a buffer that the call assigned anew (BatchNorm's running statistics in training)
+    into the value given for it, in place, as torch's modules update the given tensor."""
+    name, value, replacement = entry
+    updated = next((registry[key] for registry, key in places if registry[key] is not replacement), None)
+    if updated is None or isinstance(replacement, Tensor):      # unchanged, or a parameter
+        return
+    target = value.data if isinstance(value, Tensor) else value
+    if not isinstance(target, backend.xp.ndarray) or target is updated:
+        return
+    updated = getattr(updated, "data", updated)
+    if tuple(target.shape) != tuple(updated.shape):
+        raise ShapeError(f"functional_call: the call set buffer {name!r} to shape {tuple(updated.shape)}; the "
+                         f"value given for it has shape {tuple(target.shape)}")
+    target[...] = updated
+
+
 def functional_call(model: Module, values: Mapping[str, object], *args, **kwargs):
     """``model(*args, **kwargs)`` computed with ``values`` (name -> tensor or array) in place of
     the parameters and buffers of those names; the module's own are put back afterwards, even
@@ -62,7 +79,11 @@ def functional_call(model: Module, values: Mapping[str, object], *args, **kwargs
 
     A parameter (or buffer) held in several places, tied weights (``m[1].weight = m[0].weight``)
     or a sub-module used twice, is replaced in every place, as ``torch.func.functional_call``
-    does with ``tie_weights=True``; tied names given different values are an error."""
+    does with ``tie_weights=True``; tied names given different values are an error.
+
+    A buffer that the call updates (BatchNorm's running statistics in training mode) is
+    written into the tensor or array given for it, in place, as torch does; the module's own
+    buffer is left as it was."""
     if not isinstance(model, Module):
         raise TypeError(f"functional_call: expected a Module, got {type(model).__name__}")
     if not model.built and not any(m.built for m in model.modules()):
@@ -91,12 +112,16 @@ def functional_call(model: Module, values: Mapping[str, object], *args, **kwargs
         owns.append(current)
     swapped: list[tuple[dict, str, object]] = []
     try:
-        for own_id, places in _places(model, owns).items():
+        placed = _places(model, owns)
+        for own_id, places in placed.items():
             replacement = given[own_id][2]
             for registry, key in places:
                 swapped.append((registry, key, registry[key]))
                 registry[key] = replacement
-        return model(*args, **kwargs)
+        output = model(*args, **kwargs)
+        for own_id, places in placed.items():
+            _write_back(given[own_id], places)
+        return output
     finally:
         for registry, key, original in reversed(swapped):
             registry[key] = original
