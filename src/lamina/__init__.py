@@ -10,7 +10,17 @@ layers loads them all.
 import importlib
 
 from lamina import functional
-from lamina.autograd import Function, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
+from lamina.autograd import (
+    Function,
+    Tensor,
+    enable_grad,
+    gradcheck,
+    inference_mode,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+    tensor,
+)
 from lamina.backend import (
     are_deterministic_algorithms_enabled,
     get_default_dtype,
@@ -27,7 +37,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "ShapeError", "Tensor", "concat", "enable_grad", "functional",
-    "get_default_dtype", "get_num_threads", "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "odeint",
+    "get_default_dtype", "get_num_threads", "gradcheck", "inference_mode", "is_grad_enabled", "manual_seed",
+    "no_grad", "odeint", "set_grad_enabled",
     "odeint_adjoint", "pad",
     "set_default_dtype", "set_num_threads", "stack", "tensor", "where",
 ]

@@ -132,3 +132,37 @@ def test_the_graph_is_recorded_under_no_grad():
     with lamina.no_grad():
         ours = jacobian(lambda a: a.sin(), X)
     np.testing.assert_allclose(ours, np.diag(np.cos(X)), rtol=1e-12)
+
+
+def test_grad_of_several_outputs_adds_their_vjps_as_torch():
+    a = np.array([0.5, -1.0, 2.0])
+    x = lamina.tensor(a, dtype=np.float64, requires_grad=True)
+    xt = torch.tensor(a, requires_grad=True)
+    seeds = [np.array([1.0, 2.0, 3.0]), None]
+    ours = lamina.autograd.grad([x * x, (x * 3).sum()], [x], grad_outputs=[seeds[0], None])[0]
+    theirs = torch.autograd.grad([xt * xt, (xt * 3).sum()], [xt], grad_outputs=[torch.tensor(seeds[0]), None])[0]
+    np.testing.assert_allclose(ours, theirs.numpy())
+    (second,) = lamina.autograd.grad([(x ** 3).sum(), (x * x).sum()], [x], create_graph=True)
+    (second_t,) = torch.autograd.grad([(xt ** 3).sum(), (xt * xt).sum()], [xt], create_graph=True)
+    np.testing.assert_allclose(lamina.autograd.grad(second.sum(), [x])[0],
+                               torch.autograd.grad(second_t.sum(), [xt])[0].numpy())
+
+
+def test_materialize_grads_gives_zeros_for_unused_inputs_as_torch():
+    x = lamina.tensor(np.ones(2), dtype=np.float64, requires_grad=True)
+    unused = lamina.tensor(np.ones((2, 3)), dtype=np.float64, requires_grad=True)
+    xt, unused_t = torch.ones(2, dtype=torch.float64, requires_grad=True), torch.ones(2, 3, requires_grad=True)
+    ours = lamina.autograd.grad((x * 2).sum(), [x, unused], materialize_grads=True)
+    theirs = torch.autograd.grad((xt * 2).sum(), [xt, unused_t], materialize_grads=True)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b.detach().numpy())
+    with pytest.raises(RuntimeError, match=r"does not depend on inputs\[1\]"):
+        lamina.autograd.grad((x * 2).sum(), [x, unused])
+
+
+def test_grad_outputs_and_grad_output_are_one_argument():
+    x = lamina.tensor(np.ones(2), dtype=np.float64, requires_grad=True)
+    with pytest.raises(TypeError, match="both grad_output and grad_outputs"):
+        lamina.autograd.grad(x * 2, [x], np.ones(2), grad_outputs=np.ones(2))
+    with pytest.raises(ValueError, match="with 2 outputs, grad_output must be a sequence of 2"):
+        lamina.autograd.grad([x * 2, x * 3], [x], grad_outputs=[np.ones(2)])

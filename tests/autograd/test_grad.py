@@ -86,3 +86,71 @@ def test_enable_grad_records_inside_no_grad():
         assert not lamina.is_grad_enabled()
     (g,) = grad(y.sum(), [x])
     np.testing.assert_array_equal(g, [2.0, 2.0])
+
+
+# -- the grad-mode switches as decorators, on generators, and PyTorch's other switches -----------
+@pytest.mark.parametrize("lib", [lamina, torch])
+def test_no_grad_on_a_generator_covers_each_resumption_only(lib):
+    seen = []
+
+    @lib.no_grad()
+    def steps(a):
+        got = yield a * 2
+        seen.append((got, lib.is_grad_enabled()))
+        yield a * 3
+
+    x = lib.tensor([1.0], requires_grad=True)
+    it = steps(x)
+    first = next(it)
+    assert lib.is_grad_enabled()                            # the caller's code between resumptions records
+    second = it.send("sent")
+    assert not first.requires_grad and not second.requires_grad and seen == [("sent", False)]
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+def test_enable_grad_on_a_generator_and_bare_decorators():
+    x = lamina.tensor([1.0], requires_grad=True)
+
+    @lamina.autograd.enable_grad
+    def recorded(a):
+        yield a * 2
+
+    @lamina.no_grad
+    def constant(a):
+        return a * 2
+
+    with lamina.no_grad():
+        assert next(recorded(x)).requires_grad
+    assert not constant(x).requires_grad and lamina.is_grad_enabled()
+    assert constant.__name__ == "constant"
+
+
+def test_set_grad_enabled_and_inference_mode_as_torch():
+    from lamina.autograd import inference_mode, set_grad_enabled
+
+    x = lamina.tensor([1.0], requires_grad=True)
+    try:
+        set_grad_enabled(False)                             # a plain call sets the mode from here on
+        assert not lamina.is_grad_enabled()
+    finally:
+        set_grad_enabled(True)
+    with set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+        with set_grad_enabled(True):
+            assert (x * 2).requires_grad
+        assert not lamina.is_grad_enabled()
+    assert lamina.is_grad_enabled()
+
+    @set_grad_enabled(False)
+    def constant(a):
+        return a * 2
+
+    assert lamina.is_grad_enabled() and not constant(x).requires_grad and lamina.is_grad_enabled()
+    with inference_mode():
+        assert not (x * 2).requires_grad
+        with inference_mode(False):                         # leaves the mode as it is, as torch's
+            assert not lamina.is_grad_enabled()
+    assert inference_mode()(lambda a: a * 2)(x).requires_grad is False
+    with pytest.raises(TypeError, match="set_grad_enabled: mode must be True or False, got 1"):
+        set_grad_enabled(1)

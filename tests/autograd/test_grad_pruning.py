@@ -279,3 +279,74 @@ def test_backward_still_reaches_every_leaf():
     t = np.tanh(x.numpy() * y.numpy())
     np.testing.assert_allclose(x.grad, (1 - t**2) * y.numpy(), rtol=1e-12)
     np.testing.assert_allclose(y.grad, (1 - t**2) * x.numpy() + 2.0, rtol=1e-12)
+
+
+# -- a node freed by an earlier backward raises only when the sweep must go through it ---------
+def _freed_square(lib):
+    """x leaf and y = x * x, whose node one backward has freed."""
+    x = lib.tensor([1.0, 2.0], dtype=torch.float64 if lib is torch else np.float64, requires_grad=True)
+    y = x * x
+    y.sum().backward()
+    return x, y
+
+
+def test_a_graph_built_on_a_freed_node_reaches_the_tensors_above_it():
+    grads = []
+    for lib in (lamina, torch):
+        _, y = _freed_square(lib)
+        z = y * 3.0
+        (found,) = lib.autograd.grad((z * z).sum(), [z])
+        grads.append(getattr(found, "data", found))
+    np.testing.assert_allclose(grads[0], grads[1].numpy(), rtol=1e-12)      # [6, 24]
+
+
+def test_a_freed_node_that_is_wanted_or_off_the_path_is_not_run():
+    for lib in (lamina, torch):
+        x, y = _freed_square(lib)
+        (at_y,) = lib.autograd.grad((y * 3.0).sum(), [y])
+        w = lib.tensor([3.0, 4.0], dtype=x.dtype, requires_grad=True)
+        (at_w,) = lib.autograd.grad((y * w).sum(), [w])
+        np.testing.assert_allclose(np.asarray(getattr(at_y, "data", at_y)), [3.0, 3.0])
+        np.testing.assert_allclose(np.asarray(getattr(at_w, "data", at_w)), [1.0, 4.0])
+
+
+def test_a_freed_node_with_a_wanted_tensor_below_still_raises():
+    x, y = _freed_square(lamina)
+    w = lamina.tensor([3.0, 4.0], dtype=np.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="a second time"):
+        grad((y * w).sum(), [w, x])
+    h = x.exp()                                                     # x below two freed nodes
+    u = h * h
+    u.sum().backward()
+    with pytest.raises(RuntimeError, match="a second time"):
+        grad((u * w).sum(), [x])
+
+
+def test_a_node_built_on_a_freed_one_keeps_a_finite_depth():
+    _, y = _freed_square(lamina)
+    z = y * 3.0
+    assert y._ctx.graph_depth == 1 and z._ctx.graph_depth == 2
+
+
+def test_a_wanted_tensor_of_unknown_depth_is_still_found():
+    x = _leaf(2)
+    y = x * 2.0
+    del y._ctx.graph_depth                                          # a node recorded without the number
+    z = y * 3.0
+    assert z._ctx.graph_depth == float("inf")
+    (found,) = grad((z * z).sum(), [z])
+    np.testing.assert_allclose(found, 2 * z.numpy(), rtol=1e-12)
+
+
+def test_a_sweep_from_several_outputs_adds_their_vjps_as_torch():
+    x = _leaf(3)
+    a = x * x
+    b = a.sin()
+    found = graph.gradients([a, b, a], [np.ones(3), np.full(3, 2.0), np.ones(3)], [x], retain_graph=True)
+    (on_graph,) = graph.graph_gradients([b, a], [lamina.tensor(np.full(3, 2.0), dtype=np.float64),
+                                                 lamina.tensor(np.full(3, 2.0), dtype=np.float64)], [x])
+    xt = torch.tensor(x.numpy(), requires_grad=True)
+    at = xt * xt
+    (expected,) = torch.autograd.grad([at, at.sin()], [xt], [torch.full((3,), 2.0, dtype=torch.float64)] * 2)
+    np.testing.assert_allclose(found[0], expected.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(on_graph.numpy(), expected.numpy(), rtol=1e-12)

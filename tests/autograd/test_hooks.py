@@ -105,3 +105,48 @@ def test_hook_and_retain_grad_errors():
     with pytest.raises(ShapeError, match=r"hook 'wrong_shape' returned a gradient of shape \(2,\) for a tensor "
                                          r"of shape \(3,\)"):
         (p * 2.0).sum().backward()
+
+
+# -- hooks under create_graph: tensors on the graph, run once ----------------------------------
+def _hooked_square_second_derivative(lib, on_leaf: bool):
+    dtype = torch.float64 if lib is torch else np.float64
+    x = lib.tensor([1.0, 2.0], dtype=dtype, requires_grad=True)
+    if on_leaf:
+        x.register_hook(lambda g: g * 3)
+    y = x * x
+    if not on_leaf:
+        y.register_hook(lambda g: g * 3)
+    (g,) = lib.autograd.grad((y * y).sum(), [x], create_graph=True)
+    (h,) = lib.autograd.grad(g.sum(), [x])
+    return np.asarray(g.detach().numpy() if lib is torch else g.numpy()), np.asarray(getattr(h, "data", h))
+
+
+@pytest.mark.parametrize("on_leaf", [False, True])
+def test_a_hook_returned_tensor_is_differentiated_under_create_graph(on_leaf):
+    ours, theirs = _hooked_square_second_derivative(lamina, on_leaf), _hooked_square_second_derivative(torch, on_leaf)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b.numpy() if hasattr(b, "numpy") else b, rtol=1e-12)
+
+
+def test_a_hooked_input_of_a_composite_op_is_hooked_once_under_create_graph():
+    from lamina.autograd import Function
+
+    class Cube(Function):
+        def forward(self, x):
+            self.x = x
+            return x ** 3
+
+        def backward(self, dy):
+            return (3 * self.x ** 2 * dy,)
+
+        def composite(self, x):
+            return x * x * x
+
+        backward_graph = Function.composite_backward_graph
+
+    calls = []
+    x = lamina.tensor([1.0, 2.0], dtype=np.float64, requires_grad=True)
+    x.register_hook(lambda g: calls.append(1) or g * 2)
+    (g,) = lamina.autograd.grad(Cube.apply(x).sum(), [x], create_graph=True)
+    assert len(calls) == 1
+    np.testing.assert_allclose(g.numpy(), 2 * 3 * x.numpy() ** 2, rtol=1e-12)

@@ -194,3 +194,34 @@ def test_truth_and_numbers_of_several_or_no_elements_are_refused(shape):
     for convert in (float, int):
         with pytest.raises(ValueError, match=rf"{convert.__name__}\(tensor\): only a tensor of one element"):
             convert(t)
+
+
+def test_requires_grad_in_place_as_torch():
+    x = lamina.tensor([1.0, 2.0])
+    assert x.requires_grad_() is x and x.requires_grad
+    assert x.requires_grad_(False) is x and not x.requires_grad
+    with pytest.raises(TypeError, match="requires_grad_\\(True\\): only a floating tensor can require grad, got int64"):
+        lamina.tensor([1, 2]).requires_grad_()
+    y = x.requires_grad_() * 2.0
+    with pytest.raises(RuntimeError, match="requires_grad_\\(False\\): the tensor was computed by an op"):
+        y.requires_grad_(False)
+    assert y.requires_grad_() is y                         # already on the graph: nothing to do
+    with pytest.raises(RuntimeError):
+        torch.tensor([1.0], requires_grad=True).mul(2).requires_grad_(False)
+
+
+def test_backward_into_the_given_inputs_only():
+    grads = []
+    for lib in (lamina, torch):
+        dtype = torch.float64 if lib is torch else np.float64
+        x = lib.tensor([1.0, 2.0], dtype=dtype, requires_grad=True)
+        w = lib.tensor([3.0, 4.0], dtype=dtype, requires_grad=True)
+        y = x * w
+        (y * y).sum().backward(inputs=[x, y], retain_graph=True)
+        (y * y).sum().backward(inputs=x)                       # adds up, as a leaf's grad does
+        assert w.grad is None
+        grads.append([np.asarray(x.grad), np.asarray(y.grad)])
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+    with pytest.raises(RuntimeError, match="backward: inputs\\[0\\] must be a tensor that requires grad"):
+        (lamina.tensor([1.0], requires_grad=True) * 2).sum().backward(inputs=[lamina.tensor([1.0])])

@@ -23,25 +23,28 @@ from collections.abc import Callable, Sequence
 
 from lamina import backend
 from lamina.autograd import graph
-from lamina.autograd.derivatives import grad
 from lamina.autograd.function import Function
-from lamina.autograd.tensor import Tensor
+from lamina.autograd.tensor import Tensor, output_gradient
 
 __all__ = ["checkpoint", "checkpoint_sequential"]
 
 
 class Checkpoint(Function):
     """A function's whole computation as one node: its inputs and the leaves it reads
-    (parameters) in, its output out; backward runs the function again and back-propagates
-    through that second run. Keywords: ``fn``, ``output`` (the first run's value),
-    ``count`` (how many of the inputs are the function's arguments), ``rng_state``."""
+    (parameters) in, its output out (several outputs: their values one after another, flat,
+    which :class:`_Piece` nodes cut up again); backward runs the function again and
+    back-propagates through that second run. Keywords: ``fn``, ``output`` (the first run's
+    value), ``count`` (how many of the inputs are the function's arguments), ``rng_state``,
+    ``pieces`` (None for one output, else the positions of the outputs on the graph) and
+    ``arity`` (how many outputs)."""
 
     def forward(self, *arrays):
         return self.output
 
     def _run_again(self, arguments) -> Tensor:
-        """``fn(*arguments)`` recorded, with the random state of the first run; checked to
-        give the first run's output."""
+        """``fn(*arguments)`` recorded, with the random state of the first run, as one tensor
+        (:class:`_Gather` of the outputs when it returns several); checked to give the first
+        run's output."""
         current = backend.get_rng_state()
         backend.set_rng_state(self.rng_state)
         try:
@@ -50,6 +53,10 @@ class Checkpoint(Function):
         finally:
             backend.set_rng_state(current)
         name = getattr(self.fn, "__name__", type(self.fn).__name__)
+        if self.pieces is not None:
+            several = isinstance(out, (tuple, list)) and len(out) == self.arity
+            out = _Gather.apply(*[out[i] for i in self.pieces]) if several and all(
+                isinstance(out[i], Tensor) for i in self.pieces) else None
         if not isinstance(out, Tensor) or out.shape != self.output.shape or not _same(out.data, self.output):
             raise RuntimeError(
                 f"checkpoint: running {name} again in backward gave a different output than the first time; "
@@ -64,12 +71,65 @@ class Checkpoint(Function):
     backward_graph = Function.composite_backward_graph
 
     def backward(self, dy):
+        """The second run's gradients. Its hooks on the inputs are left to the outer sweep, and
+        nothing is freed but the second run's own graph (which goes with ``out``): a tensor of
+        the caller's graph that ``fn`` reads from its closure keeps its node for a later backward."""
         arguments = [_leaf(t.data, need) for t, need in zip(self.inputs[:self.count], self.needs_grad)]
         out = self._run_again(arguments)
         tensors = arguments + list(self.inputs[self.count:])
         wanted = [t for t, need in zip(tensors, self.needs_grad) if need]
-        found = iter(grad(out, wanted, dy, allow_unused=True) if out.requires_grad else [None] * len(wanted))
+        if out.requires_grad:
+            dy = output_gradient(out, dy, "checkpoint", "dy")
+            found = iter(graph.gradients(out, dy, wanted, retain_graph=True, wanted_hooks=False))
+        else:
+            found = iter([None] * len(wanted))
         return tuple(next(found) if need else None for need in self.needs_grad)
+
+
+class _Gather(Function):
+    """The outputs of a checkpointed function, flattened and put one after another (in their
+    widest dtype): the one output of its :class:`Checkpoint` node."""
+
+    def forward(self, *xs):
+        self.specs = [(x.shape, x.dtype) for x in xs]
+        dtype = backend.xp.result_type(*xs)
+        return backend.xp.concatenate([x.reshape(-1).astype(dtype, copy=False) for x in xs])
+
+    def backward(self, dy):
+        return tuple(_cut(dy, start, stop, shape, dtype) for (start, stop), (shape, dtype) in self._bounds())
+
+    def backward_graph(self, dy: Tensor) -> tuple:
+        return tuple(_Piece.apply(dy, start=start, stop=stop, shape=shape, dtype=dtype)
+                     for (start, stop), (shape, dtype) in self._bounds())
+
+    def _bounds(self):
+        start = 0
+        for shape, dtype in self.specs:
+            size = 1
+            for n in shape:
+                size *= n
+            yield (start, start + size), (shape, dtype)
+            start += size
+
+
+class _Piece(Function):
+    """y = flat[start:stop] in ``shape`` and ``dtype``: one output of a checkpointed function
+    cut from the node's flat output; its VJP puts dy in its place among zeros."""
+
+    def forward(self, flat):
+        self.size, self.source = flat.shape[0], flat.dtype
+        return _cut(flat, self.start, self.stop, self.shape, self.dtype)
+
+    def backward(self, dy):
+        out = backend.xp.zeros(self.size, dtype=self.source)
+        out[self.start:self.stop] = dy.reshape(-1)
+        return (out,)
+
+    backward_graph = Function.linear_backward_graph
+
+
+def _cut(flat, start: int, stop: int, shape, dtype):
+    return flat[start:stop].reshape(shape).astype(dtype, copy=False)
 
 
 def _same(again, first) -> bool:
@@ -91,19 +151,25 @@ def _leaf(array, requires_grad: bool) -> Tensor:
     return t
 
 
-def checkpoint(fn: Callable[..., Tensor], *inputs) -> Tensor:
+def checkpoint(fn: Callable[..., Tensor], *inputs, use_reentrant: bool | None = None):
     """``fn(*inputs)``, computed so that backward keeps nothing of ``fn``'s inside: it runs
-    ``fn`` again when it needs the activations. ``fn`` returns one tensor; the parameters
-    it reads (any leaf that requires grad, a layer's weights or a closure's) get their
-    gradients as usual.
+    ``fn`` again when it needs the activations. ``fn`` returns one tensor, or a tuple (or
+    list) of them, which comes back as a tuple; the parameters it reads (any leaf that
+    requires grad, a layer's weights or a closure's) get their gradients as usual. An
+    entry of the tuple that is not on the graph (a constant tensor, a number) comes back
+    as the first run gave it.
 
     >>> block = nn.Sequential([nn.Dense(256, activation="relu"), nn.Dense(256, activation="relu")])
     >>> h = checkpoint(block, x)
 
+    ``use_reentrant`` is accepted for PyTorch's signature: both of its ways run here as one
+    (the function again in backward, hooks once, the caller's graph kept for a later backward).
     Outside a recorded graph (``no_grad``, or nothing requiring grad) it is just ``fn(*inputs)``.
     """
     if not callable(fn):
         raise TypeError(f"checkpoint: fn must be callable, got {type(fn).__name__}")
+    if use_reentrant is not None and not isinstance(use_reentrant, bool):
+        raise TypeError(f"checkpoint: use_reentrant must be True, False or None, got {use_reentrant!r}")
     tensors = [t if isinstance(t, Tensor) else Tensor._constant(t) for t in inputs]
     if not graph.is_grad_enabled():
         return fn(*tensors)
@@ -111,15 +177,31 @@ def checkpoint(fn: Callable[..., Tensor], *inputs) -> Tensor:
     arguments = [_leaf(t.data, t.requires_grad) for t in tensors]
     out = fn(*arguments)
     name = getattr(fn, "__name__", type(fn).__name__)
-    if not isinstance(out, Tensor):
-        raise TypeError(f"checkpoint: {name} must return one Tensor, got {type(out).__name__}")
-    if not out.requires_grad:
-        return out
+    several = isinstance(out, (tuple, list))
+    if not several and not isinstance(out, Tensor):
+        raise TypeError(f"checkpoint: {name} must return a Tensor or a tuple of them, got {type(out).__name__}")
+    outputs = list(out) if several else [out]
+    pieces = [i for i, o in enumerate(outputs) if isinstance(o, Tensor) and o.requires_grad]
+    if not pieces:
+        return tuple(outputs) if several else out
+    root = _Gather.apply(*[outputs[i] for i in pieces]) if several else out
     inside = {id(a) for a in arguments}
-    read = [t for t in graph.topological_order(out) if t._ctx is None and id(t) not in inside]
-    value = out.data
-    del out                                  # the first run's graph, with its activations, goes here
-    return Checkpoint.apply(*tensors, *read, fn=fn, output=value, count=len(tensors), rng_state=rng_state)
+    read = [t for t in graph.topological_order(root) if t._ctx is None and id(t) not in inside]
+    value = root.data
+    specs = {i: (outputs[i].shape, outputs[i].dtype, outputs[i].size) for i in pieces}
+    results = [None if i in specs else Tensor._wrap(o.data) if isinstance(o, Tensor) else o
+               for i, o in enumerate(outputs)]
+    del out, outputs, root                   # the first run's graph, with its activations, goes here
+    node = Checkpoint.apply(*tensors, *read, fn=fn, output=value, count=len(tensors), rng_state=rng_state,
+                            pieces=pieces if several else None, arity=len(results))
+    if not several:
+        return node
+    start = 0
+    for i in pieces:
+        shape, dtype, size = specs[i]
+        results[i] = _Piece.apply(node, start=start, stop=start + size, shape=shape, dtype=dtype)
+        start += size
+    return tuple(results)
 
 
 def checkpoint_sequential(layers: Sequence[Callable[[Tensor], Tensor]], segments: int, x) -> Tensor:

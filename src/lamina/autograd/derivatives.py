@@ -28,15 +28,19 @@ from lamina.errors import ShapeError
 __all__ = ["grad", "hessian", "hvp", "jacobian", "jvp", "vhp", "vjp"]
 
 
-def grad(output: Tensor, inputs: Tensor | Sequence[Tensor], grad_output=None, retain_graph: bool = False,
-         allow_unused: bool = False, create_graph: bool = False) -> list:
+def grad(output: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor], grad_output=None,
+         retain_graph: bool = False, allow_unused: bool = False, create_graph: bool = False, *,
+         grad_outputs=None, materialize_grads: bool = False) -> list:
     """[dJ/dt for t in inputs] as arrays, J being ``output`` (a scalar) or, with
     ``grad_output`` = dJ/doutput, any function of it. No tensor's ``grad`` changes.
 
     ``inputs`` are tensors that require grad (leaves or computed ones). A tensor that
     ``output`` does not depend on raises, unless ``allow_unused=True``, when its entry is
-    ``None``. As with ``backward``, the graph's saved arrays are freed unless
-    ``retain_graph=True``.
+    ``None`` (zeros of its shape with ``materialize_grads=True``, which implies
+    ``allow_unused``). As with ``backward``, the graph's saved arrays are freed unless
+    ``retain_graph=True``. As ``torch.autograd.grad``: ``output`` may be a sequence of
+    tensors, ``grad_output`` then one gradient (or None, for a scalar) per output, and the
+    VJPs add up; ``grad_outputs`` is torch's name for ``grad_output``.
 
     With ``create_graph=True`` the gradients come back as tensors computed on the graph, so
     they can be differentiated again: a gradient penalty ||dJ/dx||^2 added to a cost, a
@@ -44,28 +48,55 @@ def grad(output: Tensor, inputs: Tensor | Sequence[Tensor], grad_output=None, re
     graph too. Nothing is freed. Every op between ``output`` and ``inputs`` needs a
     differentiable backward (:func:`differentiable_ops` lists them); one without raises.
     """
+    if grad_outputs is not None:
+        if grad_output is not None:
+            raise TypeError("grad: got both grad_output and grad_outputs (torch's name for it); pass one")
+        grad_output = grad_outputs
+    allow_unused = allow_unused or materialize_grads
     wanted = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    if not isinstance(output, Tensor):
-        raise TypeError(f"grad: output must be a Tensor, got {type(output).__name__}")
+    several = isinstance(output, (list, tuple))
+    outputs = list(output) if several else [output]
+    if several and not outputs:
+        raise ValueError("grad: expected at least one output, got an empty sequence")
+    if several:
+        seeds = [None] * len(outputs) if grad_output is None else grad_output
+        if isinstance(seeds, Tensor) or not isinstance(seeds, (list, tuple)) or len(seeds) != len(outputs):
+            raise ValueError(f"grad: with {len(outputs)} outputs, grad_output must be a sequence of "
+                             f"{len(outputs)} gradients (None for a scalar output)")
+    else:
+        seeds = [grad_output]
+    for i, out in enumerate(outputs):
+        if not isinstance(out, Tensor):
+            where = f"outputs[{i}]" if several else "output"
+            raise TypeError(f"grad: {where} must be a Tensor, got {type(out).__name__}")
     for i, t in enumerate(wanted):
         if not isinstance(t, Tensor):
             raise TypeError(f"grad: inputs[{i}] must be a Tensor, got {type(t).__name__}")
         if not t.requires_grad:
             raise RuntimeError(f"grad: inputs[{i}] (shape {t.shape}) does not require grad")
-    if not output.requires_grad:
+    used = [(out, seed) for out, seed in zip(outputs, seeds) if out.requires_grad]
+    if not used:
         raise RuntimeError("grad: the output does not require grad: none of the inputs was used to compute it")
     if create_graph:
-        start = grad_output if isinstance(grad_output, Tensor) and grad_output.shape == output.shape else None
-        if start is None:
-            start = Tensor._wrap(output_gradient(output, grad_output, "grad", "grad_output"))
-        results = graph.graph_gradients(output, start, wanted)
+        starts = []
+        for out, seed in used:
+            start = seed if isinstance(seed, Tensor) and seed.shape == out.shape else None
+            starts.append(start if start is not None
+                          else Tensor._wrap(output_gradient(out, seed, "grad", "grad_output")))
+        roots = [out for out, _ in used]
+        results = graph.graph_gradients(roots if several else roots[0], starts if several else starts[0], wanted)
     else:
-        grad_output = output_gradient(output, grad_output, "grad", "grad_output")
-        results = graph.gradients(output, grad_output, wanted, retain_graph=retain_graph)
+        starts = [output_gradient(out, seed, "grad", "grad_output") for out, seed in used]
+        roots = [out for out, _ in used]
+        results = graph.gradients(roots if several else roots[0], starts if several else starts[0], wanted,
+                                  retain_graph=retain_graph)
     for i, g in enumerate(results):
         if g is None and not allow_unused:
             raise RuntimeError(f"grad: the output does not depend on inputs[{i}] (shape {wanted[i].shape}); "
                                "pass allow_unused=True to get None for it")
+        if g is None and materialize_grads:
+            zeros = backend.xp.zeros(wanted[i].shape, dtype=wanted[i].dtype)
+            results[i] = Tensor._wrap(zeros) if create_graph else zeros
     return results
 
 

@@ -68,13 +68,14 @@ class Function:
     def composite_backward_graph(self, dy: Tensor) -> tuple:
         """``backward_graph`` for a fused op that can also be written with ops that have one:
         its ``composite(*input_tensors)`` (the same values, from primitive ops) is run again on
-        the inputs and differentiated with ``dy`` on the graph. It costs one more forward pass,
+        the inputs and differentiated with ``dy`` on the graph (the inputs' hooks are left to the
+        sweep that called it, so they run once). It costs one more forward pass,
         only when gradients of gradients are asked for; the fused forward and backward stay
         as they are."""
         wanted = [t for t, need in zip(self.inputs, self.needs_grad) if need]
         with graph.enable_grad():
             out = self.composite(*self.inputs)
-        found = iter(graph.graph_gradients(out, dy, wanted))
+        found = iter(graph.graph_gradients(out, dy, wanted, wanted_hooks=False))   # the outer sweep runs those
         grads = []
         for t, need in zip(self.inputs, self.needs_grad):
             g = next(found) if need else None
@@ -126,9 +127,17 @@ class Function:
         return result
 
     def release(self) -> None:
-        """Drop everything kept for backward; a later backward through here raises."""
-        self.__dict__.clear()
+        """Drop everything kept for backward; a later backward through here raises. The node
+        keeps its ``graph_depth`` and, in ``freed_inputs``, (id, node) of each input that
+        requires grad (no array), so that a later ``grad`` can tell whether a wanted tensor
+        lies below it, and raise only then (:func:`lamina.autograd.graph.freed_reaches`)."""
+        kept = self.__dict__
+        inputs, depth, freed = kept.get("inputs"), kept.get("graph_depth"), kept.get("freed_inputs")
+        kept.clear()
         self.inputs = None
+        if depth is not None:
+            self.graph_depth = depth
+        self.freed_inputs = freed if inputs is None else tuple([(id(t), t._ctx) for t in inputs if t.requires_grad])
 
 
 class LinearMap(Function):

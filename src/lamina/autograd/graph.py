@@ -25,6 +25,7 @@ as before.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import threading
 import weakref
@@ -77,9 +78,17 @@ def is_recomputing() -> bool:
 
 class _RecordingSwitch:
     """Sets whether ops record the graph to ``recording`` inside ``with`` (or a decorated
-    function), and puts the previous setting back on the way out."""
+    function), and puts the previous setting back on the way out. As a decorator it takes
+    parentheses or not (``@no_grad()``, ``@no_grad``); on a generator function, every
+    resumption of the generator runs under the setting, and the caller's code between two
+    ``next`` does not (as PyTorch's)."""
 
     recording: bool
+
+    def __new__(cls, *args, **kwargs):
+        if len(args) == 1 and not kwargs and callable(args[0]):     # bare @no_grad on a function
+            return cls()(args[0])
+        return super().__new__(cls)
 
     def __enter__(self) -> None:
         self._previous = _mode.enabled
@@ -88,11 +97,45 @@ class _RecordingSwitch:
     def __exit__(self, *exc) -> None:
         _mode.enabled = self._previous
 
+    def _fresh(self) -> _RecordingSwitch:
+        """A new switch with this one's setting, for one call of a decorated function."""
+        return type(self)()
+
     def __call__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"{type(self).__name__}: as a decorator it takes a function, got {type(fn).__name__}")
+        if inspect.isgeneratorfunction(fn):
+            return self._wrap_generator(fn)
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with type(self)():
+            with self._fresh():
                 return fn(*args, **kwargs)
+
+        return wrapper
+
+    def _wrap_generator(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            generator = fn(*args, **kwargs)
+            try:
+                with self._fresh():
+                    response = generator.send(None)
+                while True:
+                    try:
+                        request = yield response
+                    except GeneratorExit:
+                        with self._fresh():
+                            generator.close()
+                        raise
+                    except BaseException as exc:
+                        with self._fresh():
+                            response = generator.throw(exc)
+                    else:
+                        with self._fresh():
+                            response = generator.send(request)
+            except StopIteration as stop:
+                return stop.value
 
         return wrapper
 
@@ -108,6 +151,47 @@ class enable_grad(_RecordingSwitch):
     :class:`no_grad`."""
 
     recording = True
+
+
+class set_grad_enabled(_RecordingSwitch):
+    """Records the graph or not as ``mode`` says, from the call on (``set_grad_enabled(False)``
+    as a statement), and as a context manager or decorator puts the previous setting back on
+    the way out, as PyTorch's."""
+
+    def __init__(self, mode: bool) -> None:
+        if not isinstance(mode, bool):
+            raise TypeError(f"set_grad_enabled: mode must be True or False, got {mode!r}")
+        self.recording = mode
+        self._previous = _mode.enabled
+        _mode.enabled = mode
+
+    def __enter__(self) -> None:
+        pass                                 # the call itself has set the mode
+
+    def __call__(self, fn):
+        _mode.enabled = self._previous       # as a decorator, the mode is set per call only
+        return super().__call__(fn)
+
+    def _fresh(self) -> _RecordingSwitch:
+        return set_grad_enabled(self.recording)
+
+
+class inference_mode(_RecordingSwitch):
+    """PyTorch's ``inference_mode``, here the same as :class:`no_grad` (lamina has no separate
+    inference tensors); ``inference_mode(False)`` leaves the setting as it is."""
+
+    def __init__(self, mode: bool = True) -> None:
+        if not isinstance(mode, bool):
+            raise TypeError(f"inference_mode: mode must be True or False, got {mode!r}")
+        self.mode = mode
+
+    def __enter__(self) -> None:
+        self._previous = _mode.enabled
+        if self.mode:
+            _mode.enabled = False
+
+    def _fresh(self) -> _RecordingSwitch:
+        return inference_mode(self.mode)
 
 
 class recomputing:
@@ -200,8 +284,8 @@ def _value_read(fn, array) -> bool:
 def depth_above(inputs) -> float:
     """The ``graph_depth`` of a node with these ``inputs``: 1 + the deepest input's, a leaf or
     a constant being 0, so a node is deeper than everything it depends on. A node without the
-    number (a :class:`CustomFunction`'s, one freed by backward) counts as infinitely deep, and
-    so does every node built on it."""
+    number counts as infinitely deep, and so does every node built on it (a node freed by
+    backward keeps its number)."""
     deepest = 0
     for t in inputs:                         # on every recorded op: plain comparisons are quickest
         fn = t._ctx
@@ -214,17 +298,19 @@ def depth_above(inputs) -> float:
 
 def depth_floor(wanted) -> float:
     """The smallest ``graph_depth`` among the ``wanted`` tensors (0 for a leaf, or for one
-    whose depth is unknown): no node this deep or shallower has a wanted tensor below it."""
-    return min((getattr(t._ctx, "graph_depth", 0) if t._ctx is not None else 0 for t in wanted), default=0)
+    whose depth is unknown or infinite): no node this deep or shallower has a wanted tensor below it."""
+    floor = min((getattr(t._ctx, "graph_depth", 0) if t._ctx is not None else 0 for t in wanted), default=0)
+    return 0 if floor == math.inf else floor
 
 
-def topological_order(root: Tensor, floor: float = 0) -> list[Tensor]:
-    """Tensors that ``root`` depends on (requiring grad), each after all its inputs. A node
-    of ``graph_depth`` at most ``floor`` is listed but not expanded (with ``floor`` 0, every
-    node is): ``floor`` from :func:`depth_floor` stops the walk where nothing wanted lies below."""
+def topological_order(root: Tensor | list[Tensor], floor: float = 0) -> list[Tensor]:
+    """Tensors that ``root`` (or each of a list of roots) depends on (requiring grad), each
+    after all its inputs. A node of ``graph_depth`` at most ``floor`` is listed but not
+    expanded (with ``floor`` 0, every node is): ``floor`` from :func:`depth_floor` stops the
+    walk where nothing wanted lies below."""
     order: list[Tensor] = []
     visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    stack: list[tuple[Tensor, bool]] = [(r, False) for r in reversed(_roots(root))]
     while stack:
         node, expanded = stack.pop()
         if expanded:
@@ -243,21 +329,45 @@ def topological_order(root: Tensor, floor: float = 0) -> list[Tensor]:
 
 
 def _paths_to(order: list[Tensor], wanted) -> tuple[set[int], set[int]]:
-    """(ids of the tensors of ``order`` on a path to one of ``wanted`` (ids), ids of those whose
-    node's VJP must run): a tensor is on a path if it is wanted or its VJP must run, and that VJP
-    must run if one of its inputs is on a path. ``order`` lists inputs before their consumers,
-    so one pass decides. A node freed by an earlier backward no longer knows its inputs: it
-    counts as running, so that reaching it raises as it always did."""
+    """(ids of the tensors of ``order`` on a path to one of ``wanted`` (ids; None: every tensor
+    is), ids of those whose node's VJP must run): a tensor is on a path if it is wanted or its
+    VJP must run, and that VJP must run if one of its inputs is on a path. ``order`` lists
+    inputs before their consumers, so one pass decides. A node freed by an earlier backward is
+    not expanded by the walk: its VJP must run (and so raises, as PyTorch's) only if a wanted
+    tensor lies below it (:func:`freed_reaches`)."""
     running: set[int] = set()
     reaching: set[int] = set()
     for node in order:
         fn = node._ctx
-        if fn is not None and (fn.inputs is None or any(id(parent) in reaching for parent in fn.inputs)):
+        if fn is not None and (wanted is None or (freed_reaches(fn, wanted) if fn.inputs is None
+                                                  else any(id(parent) in reaching for parent in fn.inputs))):
             running.add(id(node))
             reaching.add(id(node))
-        elif id(node) in wanted:
+        elif wanted is None or id(node) in wanted:
             reaching.add(id(node))
     return reaching, running
+
+
+def freed_reaches(fn, wanted) -> bool:
+    """Whether one of ``wanted`` (ids) lies below ``fn``, a node freed by an earlier backward,
+    found through the (id, node) pairs it kept of its inputs (``freed_inputs``) and the inputs
+    of the nodes below (freed or not). A freed node that kept nothing counts as reaching."""
+    stack, seen = [fn], set()
+    while stack:
+        node = stack.pop()
+        if node.inputs is not None:
+            below = [(id(t), t._ctx) for t in node.inputs if t.requires_grad]
+        elif "freed_inputs" in node.__dict__:
+            below = node.freed_inputs
+        else:
+            return True
+        for key, parent in below:
+            if key in wanted:
+                return True
+            if parent is not None and id(parent) not in seen:
+                seen.add(id(parent))
+                stack.append(parent)
+    return False
 
 
 def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
@@ -265,12 +375,34 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
     _sweep(root, grad, retain_graph, wanted=None)
 
 
-def gradients(root: Tensor, grad, wanted: list[Tensor], retain_graph: bool = False) -> list:
+def run_backward_into(root: Tensor, grad, inputs: list[Tensor], retain_graph: bool = False) -> None:
+    """Propagate ``grad`` (dJ/droot) to ``inputs`` only, adding dJ/dt into each one's ``grad``
+    (``backward(inputs=...)``): only the nodes on a path to them run. A computed tensor among
+    them retains its gradient from then on (as after ``retain_grad()``, as in PyTorch), and so
+    do those that retain theirs on the way."""
+    for t in inputs:
+        if t._ctx is not None:
+            t._retains_grad = True
+    wanted = {id(t): None for t in inputs}
+    _sweep(root, grad, retain_graph, wanted, depth_floor(inputs) if _prune_to_wanted else 0, retained=True)
+    for t in inputs:
+        g = wanted[id(t)]
+        if g is not None and t._ctx is None:
+            _accumulate_leaf(t, g, {id(g)})  # the sweep's array may be held elsewhere (a hook's)
+
+
+def gradients(root: Tensor, grad, wanted: list[Tensor], retain_graph: bool = False,
+              wanted_hooks: bool = True) -> list:
     """dJ/dt for each tensor t of ``wanted`` (``None`` where ``root`` does not depend on t),
-    given ``grad`` = dJ/droot, without touching any leaf's ``grad``."""
+    given ``grad`` = dJ/droot, without touching any leaf's ``grad``. ``root`` and ``grad``
+    may be lists (several outputs, one gradient each): the VJPs add up, in one sweep.
+    ``wanted_hooks=False`` leaves the hooks of the wanted tensors to the caller: a backward
+    run inside an outer one (a checkpoint's) hands its results to the outer sweep, which
+    runs them."""
     floor = depth_floor(wanted) if _prune_to_wanted else 0
-    found = _sweep(root, grad, retain_graph, wanted={id(t): None for t in wanted}, floor=floor)
-    results, seen = [], {id(grad)}
+    found = _sweep(root, grad, retain_graph, wanted={id(t): None for t in wanted}, floor=floor,
+                   wanted_hooks=wanted_hooks)
+    results, seen = [], {id(g) for g in (grad if isinstance(root, (list, tuple)) else [grad])}
     for t in wanted:
         g = found[id(t)]
         if g is not None:
@@ -284,16 +416,18 @@ def gradients(root: Tensor, grad, wanted: list[Tensor], retain_graph: bool = Fal
     return results
 
 
-def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor]) -> list:
+def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor], wanted_hooks: bool = True) -> list:
     """dJ/dt for each tensor t of ``wanted`` as tensors on a graph of their own (``None``
     where ``root`` does not depend on t), given ``grad`` = dJ/droot as a tensor: every node
     hands back its VJP computed by ops (``Function.backward_graph``), recorded as any
-    forward computation is, so the gradients can be differentiated again. Nothing is freed
-    and no leaf's ``grad`` changes."""
+    forward computation is, so the gradients can be differentiated again. A tensor's hooks
+    receive its gradient as a tensor, and what they return is taken as it is, on the graph
+    (as PyTorch's); ``wanted_hooks`` and lists for ``root`` and ``grad`` as for
+    :func:`gradients`. Nothing is freed and no leaf's ``grad`` changes."""
     found: dict[int, Tensor | None] = {id(t): None for t in wanted}
-    grads: dict[int, Tensor] = {id(root): grad}
+    grads: dict[int, Tensor] = _seeds(root, grad)
     order = topological_order(root, depth_floor(wanted) if _prune_to_wanted else 0)
-    reaching, running = _paths_to(order, found if _prune_to_wanted else {id(t) for t in order})
+    reaching, running = _paths_to(order, found if _prune_to_wanted else None)
     with enable_grad():
         while order:
             node = order.pop()
@@ -301,10 +435,8 @@ def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor]) -> list:
             if g is None or id(node) not in reaching:
                 continue
             hooks = getattr(node, "_hooks", None)
-            if hooks:
-                hooked = _run_hooks(hooks, g.data, node.shape)
-                if hooked is not g.data:     # a hook's replacement is a constant, off the graph
-                    g = type(g)._wrap(hooked)
+            if hooks and (wanted_hooks or id(node) not in found):
+                g = _run_graph_hooks(hooks, g, node.shape)
             if id(node) in found:
                 found[id(node)] = g
             fn = node._ctx
@@ -331,25 +463,27 @@ def graph_gradients(root: Tensor, grad: Tensor, wanted: list[Tensor]) -> list:
     return [found[id(t)] for t in wanted]
 
 
-def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None, floor: float = 0):
+def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None, floor: float = 0,
+           wanted_hooks: bool = True, retained: bool = False):
     """The reverse sweep from ``root``. With ``wanted`` None, leaves accumulate their
     gradients in ``grad``; otherwise the gradients reaching the wanted tensors (a dict keyed
-    by id) are stored there, no leaf is touched, and only the nodes on a path to a wanted
-    tensor run (and, without ``retain_graph``, are freed); the walk stops at ``floor``
-    (see :func:`topological_order`)."""
-    grads = {id(root): grad}
-    handed_to_leaves: set[int] = {id(grad)}  # the caller's array: a leaf gets a copy of it
+    by id) are stored there (after their hooks ran, unless ``wanted_hooks`` is False), no
+    leaf is touched, and only the nodes on a path to a wanted tensor run (and, without
+    ``retain_graph``, are freed); the walk stops at ``floor`` (see :func:`topological_order`).
+    The tensors that retain their gradient get it when ``wanted`` is None or ``retained``."""
+    grads = _seeds(root, grad)
+    handed_to_leaves: set[int] = {id(g) for g in grads.values()}    # the caller's: a leaf gets a copy
     order = topological_order(root, floor)
     reaching = running = None                # None: every node (backward reaches all leaves)
     if wanted is not None:
-        reaching, running = _paths_to(order, wanted if _prune_to_wanted else {id(t) for t in order})
+        reaching, running = _paths_to(order, wanted if _prune_to_wanted else None)
     while order:
         node = order.pop()                   # dropped from the list once handled: its value can go
         g = grads.pop(id(node), None)
         if g is None or (reaching is not None and id(node) not in reaching):
             continue
         hooks = getattr(node, "_hooks", None)
-        if hooks:
+        if hooks and (wanted_hooks or wanted is None or id(node) not in wanted):
             hooked = _run_hooks(hooks, g, node.shape)
             if hooked is not g:              # the hook's array may be held elsewhere: a leaf copies it
                 handed_to_leaves.add(id(hooked))
@@ -361,10 +495,10 @@ def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None, floor: f
             if wanted is None:
                 _accumulate_leaf(node, g, handed_to_leaves)
             continue
+        if (wanted is None or retained) and getattr(node, "_retains_grad", False):
+            node.grad = g.copy() if node.grad is None else node.grad + g
         if running is not None and id(node) not in running:
             continue
-        if wanted is None and getattr(node, "_retains_grad", False):
-            node.grad = g.copy() if node.grad is None else node.grad + g
         if fn.inputs is None:
             raise RuntimeError(
                 f"backward through {type(fn).__name__} a second time: its saved arrays were "
@@ -386,6 +520,22 @@ def _sweep(root: Tensor, grad, retain_graph: bool, wanted: dict | None, floor: f
     return wanted
 
 
+def _roots(root) -> list:
+    return list(root) if isinstance(root, (list, tuple)) else [root]
+
+
+def _seeds(root, grad) -> dict:
+    """id -> the gradient a sweep starts from at each root (``root`` and ``grad`` both lists
+    for several outputs: their VJPs add up, as PyTorch's for a sequence of outputs)."""
+    roots = _roots(root)
+    if len(roots) == 1 and not isinstance(root, (list, tuple)):
+        return {id(root): grad}
+    seeds: dict = {}
+    for r, g in zip(roots, grad):
+        seeds[id(r)] = g if id(r) not in seeds else seeds[id(r)] + g
+    return seeds
+
+
 def _run_hooks(hooks: dict, g, shape):
     for hook in list(hooks.values()):
         result = hook(g)
@@ -397,6 +547,24 @@ def _run_hooks(hooks: dict, g, shape):
                 raise ShapeError(f"backward: the hook {getattr(hook, '__name__', hook)!r} returned a gradient of "
                                  f"shape {result.shape} for a tensor of shape {tuple(shape)}")
             g = result
+    return g
+
+
+def _run_graph_hooks(hooks: dict, g: Tensor, shape) -> Tensor:
+    """The hooks under ``create_graph``: each receives the gradient as a tensor; a returned
+    tensor replaces it as it is (on the graph), an array as a constant."""
+    for hook in list(hooks.values()):
+        result = hook(g)
+        if result is None:
+            continue
+        if not isinstance(result, type(g)):
+            result = type(g)._wrap(backend.xp.asarray(result, dtype=g.dtype))
+        if result.shape != tuple(shape):
+            from lamina.errors import ShapeError
+
+            raise ShapeError(f"grad(create_graph=True): the hook {getattr(hook, '__name__', hook)!r} returned a "
+                             f"gradient of shape {result.shape} for a tensor of shape {tuple(shape)}")
+        g = result
     return g
 
 

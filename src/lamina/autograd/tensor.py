@@ -131,8 +131,10 @@ class Tensor:
 
     def register_hook(self, hook) -> _HookHandle:
         """Call ``hook(g)`` with dJ/dself (an array) when backward has computed it, before it
-        flows on (or, for a leaf, into ``grad``); a returned array replaces g. Hooks run in
-        the order registered. Returns a handle whose ``remove()`` unregisters the hook."""
+        flows on (or, for a leaf, into ``grad``); a returned array replaces g. Under
+        ``grad(..., create_graph=True)`` g is a tensor, and a tensor returned is recorded on
+        the graph (as PyTorch's). Hooks run in the order registered. Returns a handle whose
+        ``remove()`` unregisters the hook."""
         self._check_tracked("register_hook")
         if not callable(hook):
             raise TypeError(f"register_hook: expected a callable, got {type(hook).__name__}")
@@ -147,9 +149,25 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError(f"{what}: the tensor does not require grad, so backward never reaches it")
 
-    def backward(self, grad=None, retain_graph: bool = False, create_graph: bool = False) -> None:
-        """Back-propagate dJ/dself (``grad``; 1 for a scalar) to every leaf below. A leaf's
-        ``grad`` is an array; for gradients on the graph (to differentiate them again) use
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set ``requires_grad`` in place and return the tensor, as PyTorch's. Only a floating
+        tensor can require grad, and only a leaf's flag can be turned off (a computed tensor
+        is cut from its graph with :meth:`detach`)."""
+        requires_grad = bool(requires_grad)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"requires_grad_(True): only a floating tensor can require grad, got {self.data.dtype}")
+        if not requires_grad and self._ctx is not None:
+            raise RuntimeError("requires_grad_(False): the tensor was computed by an op (it is not a leaf); "
+                               "use detach() for a copy off the graph")
+        self.requires_grad = requires_grad
+        return self
+
+    def backward(self, grad=None, retain_graph: bool = False, create_graph: bool = False, inputs=None) -> None:
+        """Back-propagate dJ/dself (``grad``; 1 for a scalar) to every leaf below, or, with
+        ``inputs`` (a tensor or a sequence of them, leaves or computed), into the ``grad`` of
+        those only (adding up, as a leaf's does; a computed one retains its gradient from then
+        on, as after :meth:`retain_grad`, as in PyTorch). A leaf's ``grad`` is an array; for gradients
+        on the graph (to differentiate them again) use
         ``lamina.autograd.grad(output, inputs, create_graph=True)``."""
         if create_graph:
             raise TypeError("backward(create_graph=True): a leaf's .grad is an array in lamina, off the graph; "
@@ -161,7 +179,17 @@ class Tensor:
                 "was created with requires_grad=True (or it was computed under no_grad)"
             )
         grad = output_gradient(self, grad, "backward", "grad")
-        graph.run_backward(self, grad, retain_graph=retain_graph)
+        if inputs is None:
+            graph.run_backward(self, grad, retain_graph=retain_graph)
+            return
+        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        if not inputs:
+            raise RuntimeError("backward: inputs= was given but is empty; pass None to reach every leaf")
+        for i, t in enumerate(inputs):
+            if not isinstance(t, Tensor) or not t.requires_grad:
+                what = type(t).__name__ if not isinstance(t, Tensor) else f"one of shape {t.shape} that does not"
+                raise RuntimeError(f"backward: inputs[{i}] must be a tensor that requires grad, got {what}")
+        graph.run_backward_into(self, grad, inputs, retain_graph=retain_graph)
 
     def __repr__(self) -> str:
         body = numpy.array2string(self.numpy(), separator=", ", precision=4, threshold=20)
