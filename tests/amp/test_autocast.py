@@ -278,3 +278,18 @@ def test_attention_with_a_float_mask_or_in_blocks_runs_in_the_lower_dtype_as_tor
     np.testing.assert_allclose(out.numpy(), reference.numpy(), atol=3e-3)
     out.sum().backward()
     assert query.grad.dtype == np.float32                        # the gradient comes back in the input's dtype
+
+
+def test_dtype_none_means_float16_and_unsupported_dtypes_are_named():
+    with autocast(dtype=None):
+        assert get_autocast_dtype() == np.float16
+    for dtype in ("bfloat16", torch.bfloat16, np.float32, "half-ish"):
+        with pytest.raises(TypeError, match=r"autocast: dtype .* is not supported; expected one of \('float16',\)"):
+            autocast(dtype=dtype)
+
+
+def test_softplus_and_erfinv_run_in_float32_as_on_cuda():
+    x = half(arr(4, 6) * 0.3)
+    with autocast():
+        assert F.softplus(x).dtype == np.float32
+        assert F.erfinv(x).dtype == np.float32

@@ -250,3 +250,50 @@ def test_factors_that_are_not_powers_of_two_round_as_torch(factors):
         ours.update()
         theirs.update()
         assert np.float32(ours.get_scale()) == np.float32(theirs.get_scale()), step
+
+
+# -- dtypes --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", [np.array(3.0, np.float16), np.full(3, 3.0, np.float16), np.array(3.0, np.float32),
+                                  np.full(2, 0.5, np.float64)], ids=["0-d half", "half", "0-d float", "double"])
+def test_scaled_loss_has_torch_dtype(loss):
+    ours = GradScaler().scale(lamina.tensor(loss, dtype=loss.dtype))
+    theirs = torch.amp.GradScaler("cpu").scale(torch.tensor(loss))
+    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+    # a 0-d float16 loss times 2^16 is finite only in float32; a half tensor with axes overflows in both
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_unscale_refuses_float16_gradients_as_torch_and_touches_nothing():
+    low = lamina.tensor(np.ones(2), dtype=np.float16, requires_grad=True)
+    full = lamina.tensor(np.ones(3), requires_grad=True)
+    opt = SGD([full, low], lr=1.0)
+    full.grad, low.grad = np.full(3, 4.0, np.float32), np.array([1000.0, 3000.0], np.float16)
+    scaler = GradScaler(init_scale=2.0 ** 26)
+    with pytest.raises(ValueError, match=r"GradScaler.unscale_: attempting to unscale float16 gradients \(of "
+                                         r"shapes \[\(2,\)\]\)"):
+        scaler.unscale_(opt)
+    np.testing.assert_array_equal(full.grad, np.full(3, 4.0))
+    reference = torch.ones(2, dtype=torch.float16, requires_grad=True)
+    reference.grad = torch.tensor([1000.0, 3000.0], dtype=torch.float16)
+    torch_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 26)
+    torch_scaler.scale(torch.tensor(1.0))
+    with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients"):
+        torch_scaler.unscale_(torch.optim.SGD([reference], lr=1.0))
+
+
+def test_step_without_any_gradient_is_an_error_as_torch():
+    w = lamina.tensor(START.copy(), requires_grad=True)
+    opt = SGD([w], lr=0.1)
+    scaler = GradScaler()
+    scaler.scale(F.sum(w))                               # no backward: w has no gradient
+    with pytest.raises(RuntimeError, match=r"GradScaler.step: no inf checks were recorded for this optimizer"):
+        scaler.step(opt)
+    with pytest.raises(RuntimeError, match=r"GradScaler.update: no inf checks were recorded"):
+        scaler.update()
+    np.testing.assert_array_equal(w.numpy(), START)
+    reference = torch.tensor(START.copy(), requires_grad=True)
+    torch_scaler = torch.amp.GradScaler("cpu")
+    torch_scaler.scale(reference.sum())
+    with pytest.raises(AssertionError, match="No inf checks were recorded for this optimizer"):
+        torch_scaler.step(torch.optim.SGD([reference], lr=0.1))

@@ -16,6 +16,14 @@ def test_frequencies_match_torch(n, d):
     assert fft.fftfreq(n).dtype == lamina.get_default_dtype()
 
 
+def test_no_points_give_torch_frequencies():
+    assert fft.fftfreq(0).shape == tuple(torch.fft.fftfreq(0).shape) == (0,)
+    assert fft.fftfreq(0).dtype == lamina.get_default_dtype()
+    # rfftfreq keeps n // 2 + 1 = 1 bin, 0 / (0 d): NaN in torch
+    np.testing.assert_array_equal(fft.rfftfreq(0, dtype=np.float64).numpy(),
+                                  torch.fft.rfftfreq(0, dtype=torch.float64).numpy())
+
+
 @pytest.mark.parametrize("dim", [None, 0, -1, (0, 1)])
 @pytest.mark.parametrize("name", ["fftshift", "ifftshift"])
 def test_shifts_match_torch(name, dim):
@@ -38,8 +46,11 @@ def test_ifftshift_undoes_fftshift_on_odd_sizes():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"fftfreq: n must be an int >= 1, got 0"):
-        fft.fftfreq(0)
+    with pytest.raises(ValueError, match=r"fftfreq: n must be an int >= 0, got -1"):
+        fft.fftfreq(-1)
+    for name in ("fftfreq", "rfftfreq"):
+        with pytest.raises(ValueError, match=f"{name}: the sample spacing d must be non-zero, got 0.0"):
+            getattr(fft, name)(4, d=0.0)
     with pytest.raises(ValueError, match=r"fftshift: dim 2 is out of range for 2 complex axes \(shape \(3, 4, 2\)\)"):
         fft.fftshift(randn(3, 4, 2), dim=2, complex_input=True)
 

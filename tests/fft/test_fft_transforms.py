@@ -8,13 +8,15 @@ import torch
 
 import lamina
 from helpers import (
+    assert_close,
     check_gradients,
     check_second_derivatives,
     compare_double_backward_with_torch,
     compare_with_torch,
     randn,
 )
-from lamina import fft
+from lamina import fft, nn
+from lamina.amp import autocast
 
 NORMS = [None, "backward", "ortho", "forward"]
 
@@ -196,3 +198,98 @@ def test_bad_norm_n_and_dim_are_named():
         fft.fft2(z, s=(3,))
     with pytest.raises(ValueError, match=r"rfftn: dim \(1, -1\) names an axis twice"):
         fft.rfftn(randn(4, 3), dim=(1, -1))
+
+
+# -- float16 inputs, empty axes, int sizes, no axes ----------------------------------------------
+
+@pytest.mark.parametrize("name", ["rfft", "ihfft", "rfft2", "rfftn"])
+def test_float16_real_input_runs_in_float32_as_torch_cpu_autocast(name):
+    x = randn(4, 6).astype(np.float16)
+    ours = lamina.tensor(x, dtype=np.float16, requires_grad=True)
+    with autocast():
+        got = getattr(fft, name)(ours)
+    with torch.autocast("cpu", dtype=torch.float16):
+        expected = _real_out(getattr(torch.fft, name)(torch.tensor(x)))
+    assert got.dtype == np.float32 and expected.dtype == torch.float32
+    assert_close(got.numpy(), expected.numpy(), 1e-6)
+    # outside autocast too; the gradient is that of the float32 transform, cast back to float16
+    assert_close(getattr(fft, name)(ours).numpy(), expected.numpy(), 1e-6)
+    up = randn(*got.shape, seed=1).astype(np.float32)
+    (got * lamina.tensor(up)).sum().backward()
+    reference = torch.tensor(x.astype(np.float32), requires_grad=True)
+    (_real_out(getattr(torch.fft, name)(reference)) * torch.tensor(up)).sum().backward()
+    assert ours.grad.dtype == np.float16
+    assert_close(ours.grad, reference.grad.numpy().astype(np.float16), 2e-3)
+
+
+@pytest.mark.parametrize("name", ["fft", "ifft", "irfft", "hfft", "fft2", "ifftn", "irfftn", "hfft2"])
+def test_float16_complex_input_is_transformed_in_float32(name):
+    z = randn(4, 6, 2, seed=2).astype(np.float16)
+    got = getattr(fft, name)(lamina.tensor(z, dtype=np.float16))
+    expected = _complex_in(lambda c: _real_out(getattr(torch.fft, name)(c)))(torch.tensor(z.astype(np.float32)))
+    assert got.dtype == np.float32
+    assert_close(got.numpy(), expected.numpy(), 1e-6)
+
+
+def test_spectrum_of_a_dense_layer_output_inside_autocast():
+    layer = nn.Dense(8)
+    with autocast():
+        h = layer(lamina.tensor(randn(4, 8).astype(np.float32)))
+        power = fft.abs(fft.rfft(h)) ** 2
+    assert h.dtype == np.float16 and power.dtype == np.float32
+    power.sum().backward()
+    assert layer.weight.grad.dtype == np.float32 and np.isfinite(layer.weight.grad).all()
+
+
+def test_an_empty_axis_is_named_with_its_transform():
+    cases = [(lambda: fft.fft(randn(3, 0, 2)), r"fft: axis 1 of the input of shape \(3, 0\) has no points"),
+             (lambda: fft.fft2(randn(0, 4, 2)), r"fft2: axis 0 of the input of shape \(0, 4\) has no points"),
+             (lambda: fft.rfft(randn(3, 0)), r"rfft: axis 1 of the input of shape \(3, 0\) has no points"),
+             (lambda: fft.irfft2(randn(0, 3, 2)), r"irfft2: axis 0 of the input of shape \(0, 3\) has no points"),
+             (lambda: fft.ihfftn(randn(2, 0, 3), dim=(0, 1)), r"ihfftn: axis 1 of .* \(2, 0, 3\) has no points")]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    # n zero-extends the empty axis, as torch does
+    compare_with_torch(lambda z: fft.fft(z, n=4, dim=1),
+                       lambda z: _real_out(torch.fft.fft(torch.complex(z[..., 0], z[..., 1]), n=4, dim=1)),
+                       randn(3, 0, 2), dtype=np.float64)
+    compare_with_torch(lambda x: fft.rfft(x, n=5), lambda x: _real_out(torch.fft.rfft(x, n=5)), randn(3, 0),
+                       dtype=np.float64)
+
+
+@pytest.mark.parametrize("name, s, dim", [("fftn", 5, 1), ("ifftn", 3, 0), ("fftn", 5, None), ("fft2", 5, -1),
+                                          ("irfftn", 6, 1), ("hfftn", 4, None)])
+def test_an_int_s_and_dim_as_torch(name, s, dim):
+    ours, theirs = getattr(fft, name), getattr(torch.fft, name)
+    compare_with_torch(lambda z: ours(z, s=s, dim=dim), _complex_in(lambda z: _real_out(theirs(z, s=s, dim=dim))),
+                       randn(3, 4, 2, seed=3), dtype=np.float64)
+
+
+@pytest.mark.parametrize("name, s, dim", [("rfftn", 5, 0), ("ihfftn", 3, None), ("rfft2", 6, 0)])
+def test_an_int_s_and_dim_of_real_transforms_as_torch(name, s, dim):
+    ours, theirs = getattr(fft, name), getattr(torch.fft, name)
+    compare_with_torch(lambda x: ours(x, s=s, dim=dim), lambda x: _real_out(theirs(x, s=s, dim=dim)),
+                       randn(3, 4, seed=4), dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", ["fftn", "ifftn", "fft2", "ifft2"])
+def test_no_axes_leave_a_complex_tensor_as_torch(name):
+    ours, theirs = getattr(fft, name), getattr(torch.fft, name)
+    compare_with_torch(lambda z: ours(z, dim=()), _complex_in(lambda z: _real_out(theirs(z, dim=()))),
+                       randn(3, 4, 2, seed=5), dtype=np.float64)
+    z = lamina.tensor(randn(3, 4, 2))
+    assert np.array_equal(ours(z, s=(), dim=()).numpy(), z.numpy())
+    with pytest.raises(ValueError, match=f"{name}: norm must be one of"):
+        ours(z, dim=(), norm="unitary")
+
+
+def test_real_transforms_still_need_an_axis_and_a_bad_s_is_named():
+    with pytest.raises(ValueError, match=r"rfftn: expected at least one axis to transform, got dim \(\)"):
+        fft.rfftn(randn(3, 4), dim=())
+    with pytest.raises(ValueError, match=r"irfftn: expected at least one axis"):
+        fft.irfftn(randn(3, 4, 2), dim=())
+    with pytest.raises(TypeError, match=r"fftn: s must be an int or a sequence of ints, got 5.0"):
+        fft.fftn(randn(3, 4, 2), s=5.0)
+    with pytest.raises(TypeError, match=r"rfft: expected a float16, float32 or float64 tensor, got dtype int64"):
+        fft.rfft(np.arange(4))

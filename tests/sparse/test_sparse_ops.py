@@ -204,3 +204,142 @@ def test_errors_name_the_op_and_shapes():
         sparse.softmax(s, 2)
     with pytest.raises(TypeError, match=r"sparse.spmm: the second operand must be dense"):
         s @ s
+
+
+# -- edge cases ---------------------------------------------------------------------------------
+def test_addmm_with_beta_zero_ignores_nan_and_inf_in_input_as_torch():
+    bad = np.full((4, 3), np.nan)
+    bad[0, 0], bad[1, 2] = np.inf, -np.inf
+    out = compare_with_torch(lambda c, v, x: sparse.addmm(c, ours(v), x, beta=0.0, alpha=1.5),
+                             lambda c, v, x: torch.sparse.addmm(c, theirs(v), x, beta=0.0, alpha=1.5),
+                             bad, randn(NNZ), randn(5, 3, seed=1), dtype=np.float64, grad=[False, True, True])
+    assert np.isfinite(out[0].numpy()).all()
+    # a row broadcast to (m, n) is still accepted, one that does not broadcast is refused
+    compare_with_torch(lambda c, v, x: sparse.addmm(c, ours(v), x, beta=0.0),
+                       lambda c, v, x: torch.sparse.addmm(c, theirs(v), x, beta=0.0),
+                       np.full((3,), np.nan), randn(NNZ), randn(5, 3, seed=1), dtype=np.float64, grad=False)
+    with pytest.raises(ShapeError, match=r"sparse.addmm: input of shape \(3, 3\) does not broadcast to the shape "
+                                         r"\(4, 3\) of S X"):
+        sparse.addmm(lamina.tensor(randn(3, 3)), ours(lamina.tensor(randn(NNZ))), lamina.tensor(randn(5, 3)),
+                     beta=0.0)
+
+
+def test_sampled_addmm_with_beta_zero_reads_only_the_positions_of_s():
+    v = randn(6)
+    v[2], v[4] = np.nan, np.inf
+    a, b = randn(4, 3, seed=1), randn(3, 5, seed=2)
+    s = sparse.sparse_csr_tensor(CROW, COL, lamina.tensor(v, dtype=np.float64), SHAPE)
+    out = sparse.sampled_addmm(s, lamina.tensor(a, dtype=np.float64), lamina.tensor(b, dtype=np.float64),
+                               beta=0.0, alpha=2.0)
+    finite = torch.sparse_csr_tensor(torch.from_numpy(CROW), torch.from_numpy(COL), torch.zeros(6, dtype=torch.float64),
+                                     SHAPE)
+    ref = torch.sparse.sampled_addmm(finite, torch.tensor(a), torch.tensor(b), beta=0.0, alpha=2.0)
+    assert_close(out.values.numpy(), ref.values().numpy(), 1e-12)
+
+
+def test_sum_takes_numpy_integer_dims_and_rejects_others():
+    compare_with_torch(lambda v: sparse.sum(ours(v), np.int64(1)), lambda v: torch.sparse.sum(theirs(v), 1).to_dense(),
+                       randn(NNZ), dtype=np.float64)
+    compare_with_torch(lambda v: ours(v).sum((np.int32(0), np.int64(-1))), lambda v: torch.sparse.sum(theirs(v)),
+                       randn(NNZ), dtype=np.float64)
+    compare_with_torch(lambda v: sparse.softmax(ours(v), np.int64(1)).values,
+                       lambda v: torch.sparse.softmax(theirs(v), 1).coalesce().values(), randn(NNZ), dtype=np.float64)
+    s = ours(lamina.tensor(randn(NNZ)))
+    for dim in (1.0, "0", True):
+        with pytest.raises(TypeError, match=r"sparse.sum: dim must be an int or a tuple/list of ints"):
+            sparse.sum(s, dim)
+
+
+def test_dense_times_sparse_gives_the_sparse_product_as_torch():
+    values, dense = randn(NNZ), randn(4, 5, seed=1)
+    v, d = (lamina.tensor(a, requires_grad=True, dtype=np.float64) for a in (values, dense))
+    tv, td = (torch.tensor(a, requires_grad=True) for a in (values, dense))
+    out, ref = d * ours(v), td * theirs(tv)
+    assert isinstance(out, sparse.SparseTensor) and out.shape == SHAPE
+    assert_close(out.to_dense().numpy(), ref.to_dense().detach().numpy(), 1e-12)
+    out.to_dense().sum().backward()
+    ref.to_dense().sum().backward()
+    assert_close(v.grad, tv.grad.numpy(), 1e-12, "values' gradient")
+    assert_close(d.grad, td.grad.to_dense().numpy(), 1e-12, "dense operand's gradient")
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_dense_matmul_sparse_matches_torch(layout):
+    def mine(x, v):
+        return x @ (ours(v) if layout == "coo" else sparse.sparse_csr_tensor(CROW, COL, v[:6], SHAPE))
+
+    def reference(v):
+        if layout == "coo":
+            return theirs(v)
+        return torch.sparse_csr_tensor(torch.from_numpy(CROW), torch.from_numpy(COL), v[:6], SHAPE)
+
+    compare_with_torch(mine, lambda x, v: x @ reference(v), randn(3, 4, seed=1), randn(NNZ), dtype=np.float64)
+    # a vector and a batch of matrices, against torch's product with the dense matrix
+    for shape in [(4,), (2, 3, 4)]:
+        compare_with_torch(mine, lambda x, v: x @ reference(v).to_dense(), randn(*shape, seed=1), randn(NNZ),
+                           dtype=np.float64)
+    assert check_gradients(mine, randn(2, 3, 4, seed=1), randn(NNZ))
+
+
+def test_dense_operators_with_a_sparse_operand_defer_or_say_unsupported():
+    s = ours(lamina.tensor(randn(NNZ)))
+    d = lamina.tensor(randn(4, 5))
+    with pytest.raises(TypeError, match=r"unsupported operand type\(s\) for /: 'Tensor' and 'SparseTensor'"):
+        d / s
+    with pytest.raises(ShapeError, match=r"sparse.dense_spmm: cannot multiply a dense operand of shape \(3, 5\) by "
+                                         r"a sparse matrix of shape \(4, 5\); expected .*\(n, 4\)"):
+        lamina.tensor(randn(3, 5)) @ s
+
+
+# a second (4, 5) pattern: (0, 2) stored twice and shared with INDICES, (1, 0) shared, (2, 2) its own
+OTHER_INDICES = np.array([[0, 1, 2, 0],
+                          [2, 0, 2, 2]])
+ARITHMETIC = {
+    "S + T": (lambda s, t: s + t, lambda s, t: s + t),
+    "S - T": (lambda s, t: s - t, lambda s, t: s - t),
+    "S * T": (lambda s, t: s * t, lambda s, t: s * t),
+    "S * S": (lambda s, t: s * s, lambda s, t: s * s),
+    "-S": (lambda s, t: -s, lambda s, t: -s),
+    "S / 2": (lambda s, t: s / 2.0, lambda s, t: s / 2.0),
+    "alpha": (lambda s, t: sparse.add(s, t, alpha=-2.5), lambda s, t: torch.add(s, t, alpha=-2.5)),
+}
+
+
+@pytest.mark.parametrize("name", list(ARITHMETIC))
+def test_arithmetic_of_sparse_tensors_matches_torch(name):
+    ours_fn, torch_fn = ARITHMETIC[name]
+    out = compare_with_torch(lambda v, w: ours_fn(ours(v), ours(w, OTHER_INDICES)).to_dense(),
+                             lambda v, w: torch_fn(theirs(v), theirs(w, OTHER_INDICES)).to_dense(),
+                             randn(NNZ), randn(4, seed=1), dtype=np.float64)
+    assert out[0].shape == SHAPE
+    result = ours_fn(ours(lamina.tensor(randn(NNZ))), ours(lamina.tensor(randn(4, seed=1)), OTHER_INDICES))
+    assert isinstance(result, sparse.SparseTensor)
+    if name in ("S + T", "S - T", "S * T", "S * S", "alpha"):
+        assert result.is_coalesced() and len(set(result.flat_index().tolist())) == result.nnz
+
+
+def test_arithmetic_keeps_csr_and_adds_dense_operands_as_torch():
+    s = sparse.sparse_csr_tensor(CROW, COL, lamina.tensor(randn(6), dtype=np.float64), SHAPE)
+    t = ours(lamina.tensor(randn(4, seed=1), dtype=np.float64), OTHER_INDICES).to_sparse_csr()
+    assert (s + t).layout == (s * t).layout == (-s).layout == "csr"
+    assert_close((s * t).to_dense().numpy(), s.to_dense().numpy() * t.to_dense().numpy(), 1e-12)
+    compare_with_torch(lambda d, v: d + ours(v), lambda d, v: d + theirs(v), randn(4, 5, seed=2), randn(NNZ),
+                       dtype=np.float64)
+    compare_with_torch(lambda d, v: d - ours(v), lambda d, v: d - theirs(v), randn(4, 5, seed=2), randn(NNZ),
+                       dtype=np.float64)
+    compare_with_torch(lambda d, v: ours(v) - d, lambda d, v: theirs(v).to_dense() - d, randn(4, 5, seed=2),
+                       randn(NNZ), dtype=np.float64)
+    assert check_gradients(lambda v, w: (ours(v) * ours(w, OTHER_INDICES)).values, randn(NNZ), randn(4, seed=1))
+
+
+def test_arithmetic_errors_name_the_op():
+    s = ours(lamina.tensor(randn(NNZ)))
+    with pytest.raises(ShapeError, match=r"sparse.add: sparse tensors of shapes \(4, 5\) and \(5, 4\)"):
+        s + s.t()
+    with pytest.raises(TypeError, match=r"sparse.mul: sparse tensors of dtypes float32 and float64"):
+        s * ours(lamina.tensor(randn(NNZ), dtype=np.float64))
+    with pytest.raises(TypeError, match=r"sparse.add: adding a number .* shape \(4, 5\)"):
+        s + 1.0
+    with pytest.raises(ShapeError, match=r"sparse.div: the divisor must be a number or a 0-d tensor, got shape "
+                                         r"\(4, 5\)"):
+        s / lamina.tensor(randn(4, 5))

@@ -151,3 +151,13 @@ def test_shape_is_inferred_and_attributes():
     assert s.shape == (4, 5, 2) and s.sparse_dim == 2 and s.dense_dim == 1 and s.nnz == 7
     assert s.requires_grad and not s.detach().requires_grad and not s.is_coalesced()
     assert s.dtype == np.float32
+
+
+@pytest.mark.parametrize("shape, sparse_dim", [((0, 3), 1), ((2, 0, 3), 1), ((2, 0, 3), 2), ((3, 0), 1), ((0,), 1)])
+def test_to_sparse_of_a_tensor_with_an_empty_axis_matches_torch(shape, sparse_dim):
+    x = np.zeros(shape)
+    mine, ref = lamina.tensor(x, dtype=np.float64).to_sparse(sparse_dim), torch.tensor(x).to_sparse(sparse_dim)
+    assert mine.shape == tuple(ref.shape) and mine.nnz == ref._nnz() == 0
+    assert tuple(mine.indices.shape) == tuple(ref.indices().shape)
+    assert tuple(mine.values.shape) == tuple(ref.values().shape)
+    assert mine.to_dense().shape == shape

@@ -29,13 +29,12 @@ class autocast:  # noqa: N801 - a context manager named as torch.autocast
         ``False`` runs the block at full precision (handy to switch mixed precision by a flag
         or to keep one part of a model in float32 inside an outer autocast).
     dtype:
-        The lower precision for the ``"lower"`` ops: ``float16`` (NumPy has no bfloat16).
+        The lower precision for the ``"lower"`` ops: ``float16`` (NumPy has no bfloat16);
+        ``None`` means the default, float16.
     """
 
     def __init__(self, enabled: bool = True, dtype=numpy.float16):
-        chosen = backend.xp.dtype(dtype)
-        if chosen.name not in _LOWER_DTYPES:
-            raise TypeError(f"autocast: dtype {chosen} is not supported; expected one of {_LOWER_DTYPES}")
+        chosen = _lower_dtype(dtype)
         self.enabled = bool(enabled)
         self.dtype = chosen
         self._saved: list = []
@@ -54,6 +53,21 @@ class autocast:  # noqa: N801 - a context manager named as torch.autocast
             with autocast(self.enabled, self.dtype):
                 return fn(*args, **kwargs)
         return wrapped
+
+
+def _lower_dtype(dtype):
+    """``dtype`` (None: float16) as a NumPy dtype, checked to be one autocast supports."""
+    if dtype is None:
+        return backend.xp.dtype(numpy.float16)
+    try:
+        chosen = backend.xp.dtype(dtype)
+    except TypeError:
+        chosen = None
+    if chosen is None or chosen.name not in _LOWER_DTYPES:
+        given = repr(dtype) if chosen is None else chosen
+        raise TypeError(f"autocast: dtype {given} is not supported; expected one of {_LOWER_DTYPES} "
+                        "(or None for float16)")
+    return chosen
 
 
 def is_autocast_enabled() -> bool:

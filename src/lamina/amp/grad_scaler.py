@@ -61,18 +61,21 @@ class GradScaler:
 
     # -- the four steps ------------------------------------------------------
     def scale(self, outputs):
-        """``outputs * S`` (a tensor, or a list/tuple of them), to call backward on."""
+        """``outputs * S`` (a tensor, or a list/tuple of them), to call backward on. S is a 0-d
+        float32 tensor, as in torch: a 0-d float16 loss is scaled in float32 (so it does not
+        overflow), a float16 tensor with axes stays float16."""
         if not self._enabled:
             return outputs
         if isinstance(outputs, Tensor):
-            return outputs * float(self._scale)
+            return outputs * Tensor._wrap(backend.xp.asarray(self._scale))
         if isinstance(outputs, (list, tuple)):
             return type(outputs)(self.scale(o) for o in outputs)
         raise TypeError(f"GradScaler.scale: expected a Tensor or a list/tuple of them, got {type(outputs).__name__}")
 
     def unscale_(self, optimizer) -> None:
         """Divide the optimizer's gradients by S in place and note whether any is inf/NaN.
-        At most once per optimizer between two ``update()`` calls, and before ``step()``."""
+        At most once per optimizer between two ``update()`` calls, and before ``step()``. float16
+        gradients are refused (ValueError), as in torch: 1/S can underflow in float16."""
         if not self._enabled:
             return
         record = self._record(optimizer)
@@ -80,24 +83,26 @@ class GradScaler:
             raise RuntimeError("GradScaler.unscale_: already called on this optimizer since the last update()")
         if record["stage"] == _STEPPED:
             raise RuntimeError("GradScaler.unscale_: called after step(); call it before step()")
+        grads = [g.data if isinstance(g, Tensor) else g for g in (p.grad for p in optimizer.params) if g is not None]
+        if any(g.dtype == numpy.float16 for g in grads):
+            shapes = [tuple(g.shape) for g in grads if g.dtype == numpy.float16]
+            raise ValueError(f"GradScaler.unscale_: attempting to unscale float16 gradients (of shapes {shapes}); "
+                             "keep the parameters in float32 (autocast casts them inside the ops, "
+                             "and their gradients come back in float32)")
         inverse = numpy.float32(numpy.float64(1.0) / numpy.float64(self._scale))
         found_inf = False
         xp = backend.xp
-        for p in optimizer.params:
-            g = p.grad
-            if g is None:
-                continue
-            if isinstance(g, Tensor):
-                g = g.data
+        for g in grads:
             if not bool(xp.isfinite(g).all()):
                 found_inf = True
             g *= inverse.astype(g.dtype)
-        record["found_inf"] = found_inf
+        record["found_inf"] = found_inf if grads else None   # no gradient: nothing was checked
         record["stage"] = _UNSCALED
 
     def step(self, optimizer, *args, **kwargs):
         """``optimizer.step()`` unless a gradient was inf/NaN (then the step is skipped and
-        ``None`` returned); unscales first if ``unscale_`` was not called."""
+        ``None`` returned); unscales first if ``unscale_`` was not called. An optimizer with no
+        gradient at all is an error (RuntimeError), as in torch."""
         if not self._enabled:
             return optimizer.step(*args, **kwargs)
         if "closure" in kwargs or args:
@@ -107,6 +112,9 @@ class GradScaler:
             raise RuntimeError("GradScaler.step: step() was already called on this optimizer since the last update()")
         if record["stage"] == _READY:
             self.unscale_(optimizer)
+        if record["found_inf"] is None:
+            raise RuntimeError("GradScaler.step: no inf checks were recorded for this optimizer: none of its "
+                               "parameters has a gradient (call backward on the scaled loss first)")
         result = None if record["found_inf"] else optimizer.step()
         record["stage"] = _STEPPED
         return result

@@ -5,8 +5,8 @@ lamina follows the policy of torch's *CUDA* autocast, the one that matters on a 
 - ``"lower"`` (run in the autocast dtype): the products that gain from half precision,
   matmul/linear, einsum, bilinear, the convolutions, attention, the recurrent cells, PReLU.
 - ``"float32"`` (cast up): ops whose range or accumulation suffers in half precision,
-  softmax/log_softmax, exp/log and relatives, sums/means/norms and cumulative reductions,
-  the normalisation layers, the losses, the distance and linear-algebra ops.
+  softmax/log_softmax, exp/log and relatives (softplus, erfinv too), sums/means/norms and
+  cumulative reductions, the normalisation layers, the losses, the distance and linear-algebra ops.
 - ``"promote"`` (the widest input type): joining ops (concatenate, stack, where).
 - every other op runs in whatever its inputs are; NumPy's arithmetic already promotes
   mixed float16/float32 operands to float32.
@@ -40,6 +40,8 @@ _POLICY: dict[str, dict[str, tuple[str, ...]]] = {
         "lamina.functional.elementwise": ("Exp", "Log"),
         "lamina.functional.math_more": ("Log1p", "Expm1", "Tan", "Reciprocal", "Rsqrt", "LogBase"),
         "lamina.functional.math_parity": ("Sinh", "Cosh", "Exp2", "LogAddExp"),
+        "lamina.functional.smooth_activation": ("Softplus",),
+        "lamina.functional.special": ("Erfinv",),
         "lamina.functional.arithmetic": ("Pow", "PowScalar"),
         "lamina.functional.reduce": ("Sum", "Mean"),
         "lamina.functional.reduce_more": ("LogSumExp", "Prod", "Std", "Norm", "CumSum", "CumProd"),

@@ -10,9 +10,11 @@ from lamina.functional import roll
 __all__ = ["fftfreq", "fftshift", "ifftshift", "rfftfreq"]
 
 
-def _check_length(n, op: str) -> int:
-    if not _is_int(n) or n < 1:
-        raise ValueError(f"{op}: n must be an int >= 1, got {n!r}")
+def _check_length(n, d, op: str) -> int:
+    if not _is_int(n) or n < 0:
+        raise ValueError(f"{op}: n must be an int >= 0, got {n!r}")
+    if d == 0:
+        raise ValueError(f"{op}: the sample spacing d must be non-zero, got {d!r}")
     return int(n)
 
 
@@ -24,14 +26,15 @@ def _constant(values, dtype) -> Tensor:
 def fftfreq(n: int, d: float = 1.0, dtype=None) -> Tensor:
     """The frequency of each bin of an n-point DFT with sample spacing ``d``, as
     ``torch.fft.fftfreq``: [0, 1, ..., (n - 1) // 2, -(n // 2), ..., -1] / (d n)."""
-    n = _check_length(n, "fftfreq")
-    return _constant(backend.xp.fft.fftfreq(n, d), dtype)
+    n = _check_length(n, d, "fftfreq")
+    return _constant(backend.xp.fft.fftfreq(n, d) if n else [], dtype)
 
 
 def rfftfreq(n: int, d: float = 1.0, dtype=None) -> Tensor:
-    """The frequency of each of the n // 2 + 1 bins :func:`rfft` keeps: [0, 1, ..., n // 2] / (d n)."""
-    n = _check_length(n, "rfftfreq")
-    return _constant(backend.xp.fft.rfftfreq(n, d), dtype)
+    """The frequency of each of the n // 2 + 1 bins :func:`rfft` keeps: [0, 1, ..., n // 2] / (d n)
+    (n = 0: one bin, 0 / 0 = NaN, as in torch)."""
+    n = _check_length(n, d, "rfftfreq")
+    return _constant(backend.xp.fft.rfftfreq(n, d) if n else [float("nan")], dtype)
 
 
 def _shift_axes(x: Tensor, dim, complex_input: bool, op: str) -> tuple[int, ...]:

@@ -37,7 +37,7 @@ def check_complex(z, op: str) -> Tensor:
                          f"least one complex axis, got shape {z.shape}; build one with lamina.fft.complex(re, im) "
                          "or lamina.fft.from_real(x)")
     if z.dtype.kind != "f":
-        raise TypeError(f"{op}: expected float32 or float64 real and imaginary parts, got dtype {z.dtype} "
+        raise TypeError(f"{op}: expected float16, float32 or float64 real and imaginary parts, got dtype {z.dtype} "
                         f"(shape {z.shape})")
     return z
 

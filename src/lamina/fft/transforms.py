@@ -16,6 +16,10 @@ zero-extension is the zero-extension or cut back to the input's size. The real t
 (rfft keeps the n // 2 + 1 non-negative frequencies of the last axis; irfft reads them as the
 half of a Hermitian spectrum) need the half-spectrum weights of :func:`_bin_weights`. The
 second derivatives are the same linear maps again.
+
+SciPy has no half-precision FFT: float16 inputs (what the products return inside
+``amp.autocast()``) are transformed in float32 and give float32 results, as torch's CPU autocast
+runs its FFTs; the gradient reaching a float16 input is cast back to float16.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numbers
 
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import cast
 from lamina.errors import ShapeError
 from lamina.fft.pairs import check_complex, conj
 
@@ -175,22 +180,46 @@ def _check_norm(norm, op: str, shape: tuple) -> str:
     return norm
 
 
+def _working_precision(x: Tensor, op: str) -> Tensor:
+    """``x`` in the precision its transform runs in: float16 goes up to float32 (on the graph)."""
+    name = x.dtype.name
+    if name == "float16":
+        return cast(x, backend.xp.float32)
+    if name not in ("float32", "float64"):
+        raise TypeError(f"{op}: expected a float16, float32 or float64 tensor, got dtype {x.dtype} "
+                        f"(shape {x.shape})")
+    return x
+
+
 def _real_input(x, op: str) -> Tensor:
     x = x if isinstance(x, Tensor) else Tensor._constant(x, None)
-    if x.dtype.kind != "f":
-        raise TypeError(f"{op}: expected a float32 or float64 tensor, got dtype {x.dtype} (shape {x.shape})")
     if x.ndim < 1:
         raise ShapeError(f"{op}: expected a real tensor with at least one axis, got shape {x.shape}")
-    return x
+    return _working_precision(x, op)
+
+
+def _complex_input(z, op: str) -> Tensor:
+    return _working_precision(check_complex(z, op), op)
 
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _axes(shape: tuple, dim, s, op: str) -> tuple[int, ...]:
+def _size_list(s, op: str):
+    """``s`` as a tuple of sizes (an int: one size), or None."""
+    if s is None:
+        return None
+    if _is_int(s):
+        return (s,)
+    if not isinstance(s, (tuple, list)):
+        raise TypeError(f"{op}: s must be an int or a sequence of ints, got {s!r}")
+    return tuple(s)
+
+
+def _axes(shape: tuple, dim, s, op: str, allow_none: bool = False) -> tuple[int, ...]:
     """The transformed axes (non-negative) of an array of ``shape``: ``dim``, else the last
-    len(s) axes when ``s`` is given, else all."""
+    len(s) axes when ``s`` is given, else all; an empty tuple only when ``allow_none``."""
     ndim = len(shape)
     if dim is None:
         if s is not None:
@@ -206,8 +235,8 @@ def _axes(shape: tuple, dim, s, op: str) -> tuple[int, ...]:
         axes.append(int(d) % ndim)
     if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: dim {dim!r} names an axis twice")
-    if not axes:
-        raise ValueError(f"{op}: expected at least one axis to transform, got dim {dim!r}")
+    if not axes and not allow_none:
+        raise ValueError(f"{op}: expected at least one axis to transform, got dim {dim!r} and s {s!r}")
     return tuple(axes)
 
 
@@ -222,16 +251,24 @@ def _sizes(shape: tuple, axes: tuple, s, op: str, last_default: int | None = Non
     if len(s) != len(axes):
         raise ValueError(f"{op}: s={tuple(s)} must give one size per transformed axis {axes} (shape {shape})")
     sizes = []
-    for given, default in zip(s, defaults):
+    for k, (given, default) in enumerate(zip(s, defaults)):
         if not _is_int(given) or (given < 1 and given != -1):
             raise ValueError(f"{op}: sizes must be ints >= 1 (or -1 for the default), got s={tuple(s)} "
                              f"for shape {shape}")
         size = default if given == -1 else int(given)
         if size < 1:
-            raise ValueError(f"{op}: the default output size 2 (m - 1) = {size} of axis {axes[-1]} is < 1 for "
-                             f"the complex input of shape {shape}; give n or s")
+            halved = last_default is not None and k == len(axes) - 1
+            raise ValueError(_empty_axis_message(op, shape, axes[k], size, halved))
         sizes.append(size)
     return tuple(sizes)
+
+
+def _empty_axis_message(op: str, shape: tuple, axis: int, size: int, halved: bool) -> str:
+    if halved:
+        return (f"{op}: the default output size 2 (m - 1) = {size} of axis {axis} is < 1 for the complex input "
+                f"of shape {shape}; give n or s")
+    return (f"{op}: axis {axis} of the input of shape {shape} has no points to transform; give n or s to "
+            "zero-extend it")
 
 
 def _one_dim(n, dim, op: str):
@@ -249,11 +286,14 @@ def _complex_shape(z: Tensor) -> tuple:
 
 
 def _c2c(z, s, dim, norm, inverse: bool, op: str) -> Tensor:
-    z = check_complex(z, op)
+    z, s = _complex_input(z, op), _size_list(s, op)
     shape = _complex_shape(z)
-    axes = _axes(shape, dim, s, op)
+    axes = _axes(shape, dim, s, op, allow_none=True)
+    norm = _check_norm(norm, op, z.shape)
+    if not axes:  # dim=() transforms nothing, as in torch
+        return z
     sizes = _sizes(shape, axes, s, op)
-    return FFTN.apply(z, axes=axes, sizes=sizes, norm=_check_norm(norm, op, z.shape), inverse=inverse)
+    return FFTN.apply(z, axes=axes, sizes=sizes, norm=norm, inverse=inverse)
 
 
 def fft(x, n: int | None = None, dim: int = -1, norm: str | None = None) -> Tensor:
@@ -281,7 +321,8 @@ def ifft2(x, s=None, dim=(-2, -1), norm: str | None = None) -> Tensor:
 
 def fftn(x, s=None, dim=None, norm: str | None = None) -> Tensor:
     """N-D DFT of a complex tensor (..., 2) over complex axes ``dim`` (default: the last
-    len(s) axes when ``s`` is given, else every complex axis)."""
+    len(s) axes when ``s`` is given, else every complex axis; ``dim=()`` returns x). ``s`` and
+    ``dim`` may be single ints."""
     return _c2c(x, s, dim, norm, False, "fftn")
 
 
@@ -294,14 +335,14 @@ def ifftn(x, s=None, dim=None, norm: str | None = None) -> Tensor:
 
 
 def _r2c(x, s, dim, norm, op: str) -> Tensor:
-    x = _real_input(x, op)
+    x, s = _real_input(x, op), _size_list(s, op)
     axes = _axes(tuple(x.shape), dim, s, op)
     sizes = _sizes(tuple(x.shape), axes, s, op)
     return RFFTN.apply(x, axes=axes, sizes=sizes, norm=_check_norm(norm, op, x.shape))
 
 
 def _c2r(z, s, dim, norm, op: str) -> Tensor:
-    z = check_complex(z, op)
+    z, s = _complex_input(z, op), _size_list(s, op)
     shape = _complex_shape(z)
     axes = _axes(shape, dim, s, op)
     sizes = _sizes(shape, axes, s, op, last_default=2 * (shape[axes[-1]] - 1))
@@ -347,7 +388,7 @@ def irfftn(x, s=None, dim=None, norm: str | None = None) -> Tensor:
 
 
 def _hermitian_to_real(z, s, dim, norm, op: str) -> Tensor:
-    z = check_complex(z, op)
+    z = _complex_input(z, op)
     return _c2r(conj(z), s, dim, _ADJOINT_NORM[_check_norm(norm, op, z.shape)], op)
 
 

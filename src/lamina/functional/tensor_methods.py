@@ -7,6 +7,8 @@ The engine's Tensor knows nothing of the ops above it; importing this module (do
 
 from __future__ import annotations
 
+import numpy
+
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.functional import activation as A
@@ -23,9 +25,23 @@ from lamina.functional import shape as S
 from lamina.functional import shape_parity as SP
 from lamina.functional import stats_parity as ST
 
+_PLAIN_OPERANDS = (Tensor, int, float, numpy.ndarray, numpy.generic)
+
+
+def _operator(fn):
+    """``fn`` as a binary operator method. An operand whose class sets ``handles_tensor_operators``
+    (a sparse tensor) gets NotImplemented, so that Python calls its own reflected operator."""
+
+    def method(self, other):
+        if not isinstance(other, _PLAIN_OPERANDS) and getattr(other, "handles_tensor_operators", False):
+            return NotImplemented
+        return fn(self, other)
+
+    return method
+
 
 def _swap(fn):
-    return lambda self, other: fn(other, self)
+    return _operator(lambda self, other: fn(other, self))
 
 
 def _compare(op):
@@ -38,12 +54,12 @@ def _compare(op):
 
 def install() -> None:
     T = Tensor
-    T.__add__, T.__radd__ = M.add, _swap(M.add)
-    T.__sub__, T.__rsub__ = M.sub, _swap(M.sub)
-    T.__mul__, T.__rmul__ = M.mul, _swap(M.mul)
-    T.__truediv__, T.__rtruediv__ = M.div, _swap(M.div)
-    T.__pow__, T.__rpow__ = M.power, _swap(M.power)
-    T.__matmul__, T.__rmatmul__ = M.matmul, _swap(M.matmul)
+    T.__add__, T.__radd__ = _operator(M.add), _swap(M.add)
+    T.__sub__, T.__rsub__ = _operator(M.sub), _swap(M.sub)
+    T.__mul__, T.__rmul__ = _operator(M.mul), _swap(M.mul)
+    T.__truediv__, T.__rtruediv__ = _operator(M.div), _swap(M.div)
+    T.__pow__, T.__rpow__ = _operator(M.power), _swap(M.power)
+    T.__matmul__, T.__rmatmul__ = _operator(M.matmul), _swap(M.matmul)
     T.__neg__ = M.neg
     T.__getitem__ = S.getitem
     T.__lt__ = _compare(lambda a, b: a < b)

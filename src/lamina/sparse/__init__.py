@@ -9,11 +9,24 @@ Importing this package also gives tensors ``x.to_sparse()`` and ``x.to_sparse_cs
 
 from lamina.autograd import Tensor
 from lamina.sparse.creation import from_dense, from_dense_csr, from_scipy, sparse_coo_tensor, sparse_csr_tensor
-from lamina.sparse.ops import addmm, log_softmax, mm, mul, sampled_addmm, softmax, spmm, sum  # noqa: A004
+from lamina.sparse.ops import (
+    add,
+    addmm,
+    dense_spmm,
+    div,
+    log_softmax,
+    mm,
+    mul,
+    sampled_addmm,
+    softmax,
+    spmm,
+    sum,  # noqa: A004 - torch.sparse.sum's name
+)
 from lamina.sparse.tensor import SparseTensor
 
-__all__ = ["SparseTensor", "addmm", "from_dense", "from_dense_csr", "from_scipy", "log_softmax", "mm", "mul",
-           "sampled_addmm", "softmax", "sparse_coo_tensor", "sparse_csr_tensor", "spmm", "sum"]
+__all__ = ["SparseTensor", "add", "addmm", "dense_spmm", "div", "from_dense", "from_dense_csr", "from_scipy",
+           "log_softmax", "mm", "mul", "sampled_addmm", "softmax", "sparse_coo_tensor", "sparse_csr_tensor", "spmm",
+           "sum"]
 
 Tensor.to_sparse = from_dense
 Tensor.to_sparse_csr = from_dense_csr

@@ -110,7 +110,7 @@ def from_dense(x, sparse_dim: int | None = None) -> SparseTensor:
     sparse_shape = tuple(x.shape[:sparse_dim])
     nonzero = x.data != 0
     if sparse_dim < x.ndim:
-        nonzero = nonzero.reshape(sparse_shape + (-1,)).any(axis=-1)
+        nonzero = nonzero.reshape(sparse_shape + (math.prod(x.shape[sparse_dim:]),)).any(axis=-1)
     indices = backend.xp.stack(backend.xp.nonzero(nonzero)).astype(numpy.int64).reshape(sparse_dim, -1)
     flat = backend.xp.flatnonzero(nonzero)
     rows = F.reshape(x, (math.prod(sparse_shape),) + tuple(x.shape[sparse_dim:]))

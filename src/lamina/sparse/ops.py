@@ -1,11 +1,13 @@
 """Ops on sparse tensors, with gradients to the values and to the dense operands
 (torch.sparse semantics). Every one is a VJP over the stored entries: no dense Jacobian and,
-except in ``to_dense``, no dense copy of the sparse operand."""
+except in ``to_dense`` and the sum with a dense tensor, no dense copy of the sparse operand."""
 
 from __future__ import annotations
 
 import math
-from numbers import Number
+from numbers import Integral, Number
+
+import numpy
 
 from lamina import backend
 from lamina import functional as F
@@ -15,7 +17,7 @@ from lamina.functional.segment import max_rows
 from lamina.sparse.products import SampledDot, SparseDenseMM
 from lamina.sparse.tensor import SparseTensor
 
-__all__ = ["addmm", "log_softmax", "mm", "mul", "sampled_addmm", "softmax", "spmm", "sum"]
+__all__ = ["add", "addmm", "dense_spmm", "div", "log_softmax", "mm", "mul", "sampled_addmm", "softmax", "spmm", "sum"]
 
 
 def _sparse(s, op: str) -> SparseTensor:
@@ -69,16 +71,45 @@ def spmm(s: SparseTensor, x) -> Tensor:
     return F.reshape(F.transpose(y, (1, 0, 2)), batch + (s.shape[0], n))
 
 
+def dense_spmm(x, s: SparseTensor) -> Tensor:
+    """X S for a dense X (m,), (n, m) or batched (..., n, m) and a sparse matrix S (m, k):
+    (S^T X^T)^T, the batch going through :func:`spmm`; the result is (k,), (n, k) or (..., n, k).
+    ``X @ S`` calls it."""
+    op = "sparse.dense_spmm"
+    s = _sparse(s, op)
+    s._require_matrix(op)
+    x = _dense(x, op, s.dtype)
+    if x.ndim == 0 or x.shape[-1] != s.shape[0]:
+        raise ShapeError(f"{op}: cannot multiply a dense operand of shape {tuple(x.shape)} by a sparse matrix of "
+                         f"shape {s.shape}; expected ({s.shape[0]},), (n, {s.shape[0]}) or (..., n, {s.shape[0]})")
+    if x.ndim == 1:
+        return spmm(s.t(), x)
+    return F.swapaxes(spmm(s.t(), F.swapaxes(x, -1, -2)), -1, -2)
+
+
 def addmm(input, s: SparseTensor, x, beta: float = 1.0, alpha: float = 1.0) -> Tensor:  # noqa: A002
-    """beta * input + alpha * S X (``torch.sparse.addmm``), input dense, broadcast to (m, n)."""
+    """beta * input + alpha * S X (``torch.sparse.addmm``), input dense, broadcast to (m, n).
+    With beta == 0 input is ignored, as in torch: its NaN and inf do not reach the result."""
     product = mm(s, x)
-    return beta * _dense(input, "sparse.addmm", s.dtype) + alpha * product
+    added = _dense(input, "sparse.addmm", s.dtype)
+    try:
+        fits = numpy.broadcast_shapes(tuple(added.shape), tuple(product.shape)) == tuple(product.shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ShapeError(f"sparse.addmm: input of shape {tuple(added.shape)} does not broadcast to the shape "
+                         f"{tuple(product.shape)} of S X")
+    if beta == 0:
+        return alpha * product
+    return beta * added + alpha * product
 
 
 def sampled_addmm(s: SparseTensor, a, b, beta: float = 1.0, alpha: float = 1.0) -> SparseTensor:
     """beta * S + alpha * (A B) read only at the stored positions of S (``torch.sparse.sampled_addmm``):
     entry e at (i, j) becomes beta v[e] + alpha A[i] . B[:, j], for A (m, k) and B (k, n). The
-    result has the layout and positions of S; gradients go to v, A and B without forming A B."""
+    result has the layout and positions of S; gradients go to v, A and B without forming A B.
+    With beta == 0 the values of S are ignored (their NaN and inf do not propagate), the rule
+    torch documents for addmm; only their positions are read."""
     op = "sparse.sampled_addmm"
     s = _sparse(s, op)
     s._require_matrix(op)
@@ -92,12 +123,57 @@ def sampled_addmm(s: SparseTensor, a, b, beta: float = 1.0, alpha: float = 1.0) 
     return s.with_values(values)
 
 
+def _check_alike(s: SparseTensor, t: SparseTensor, op: str) -> None:
+    if s.shape != t.shape or s.sparse_dim != t.sparse_dim:
+        raise ShapeError(f"{op}: sparse tensors of shapes {s.shape} and {t.shape} with {s.sparse_dim} and "
+                         f"{t.sparse_dim} sparse axes; expected the same shape and sparse axes")
+    if s.dtype != t.dtype:
+        raise TypeError(f"{op}: sparse tensors of dtypes {s.dtype} and {t.dtype}; expected the same dtype")
+
+
+def _layout_of(out: SparseTensor, s: SparseTensor, t: SparseTensor) -> SparseTensor:
+    """``out`` (coalesced COO) in CSR when both operands are CSR."""
+    return out.to_sparse_csr() if s.layout == t.layout == "csr" else out
+
+
+def add(s: SparseTensor, other, alpha: float = 1.0):
+    """S + alpha other (``torch.add``). A sparse other of the same shape gives a sparse tensor
+    holding the entries of both, coalesced (CSR when both are); a dense other gives the dense sum."""
+    op = "sparse.add"
+    s = _sparse(s, op)
+    if isinstance(other, Number):
+        raise TypeError(f"{op}: adding a number to every position of a sparse tensor of shape {s.shape} is not "
+                        "supported; use to_dense() first")
+    if not isinstance(other, SparseTensor):
+        other = _dense(other, op, s.dtype)
+        return s.to_dense() + (other if alpha == 1 else alpha * other)
+    _check_alike(s, other, op)
+    values = F.concat([s.values, other.values if alpha == 1 else alpha * other.values], axis=0)
+    indices = backend.xp.concatenate([s.indices, other.indices], axis=1)
+    return _layout_of(SparseTensor(indices, values, s.shape, "coo").coalesce(), s, other)
+
+
+def div(s: SparseTensor, divisor) -> SparseTensor:
+    """S / divisor for a number or a 0-d tensor (``torch.div``): the values divided, the positions kept."""
+    s = _sparse(s, "sparse.div")
+    if not isinstance(divisor, Number):
+        divisor = _dense(divisor, "sparse.div", s.dtype)
+        if divisor.ndim:
+            raise ShapeError(f"sparse.div: the divisor must be a number or a 0-d tensor, got shape "
+                             f"{tuple(divisor.shape)} (sparse tensor of shape {s.shape})")
+    return s.with_values(s.values / divisor)
+
+
 def mul(s: SparseTensor, other) -> SparseTensor:
-    """S * other for a number or a dense tensor broadcastable to S's shape: the product read only
-    at the stored positions (zero elsewhere), so the result keeps S's positions and layout."""
+    """S * other. For a number or a dense tensor broadcastable to S's shape: the product read only
+    at the stored positions (zero elsewhere), so the result keeps S's positions and layout. For a
+    sparse tensor of the same shape: the product at the positions both store (the operands
+    coalesced first), coalesced (CSR when both are)."""
     s = _sparse(s, "sparse.mul")
     if isinstance(other, Number):
         return s.with_values(s.values * other)
+    if isinstance(other, SparseTensor):
+        return _mul_sparse(s, other)
     other = _dense(other, "sparse.mul", s.dtype)
     try:
         full = F.broadcast_to(other, s.shape)
@@ -108,9 +184,19 @@ def mul(s: SparseTensor, other) -> SparseTensor:
     return s.with_values(s.values * F.take_rows(rows, s.flat_index()))
 
 
+def _mul_sparse(s: SparseTensor, t: SparseTensor) -> SparseTensor:
+    _check_alike(s, t, "sparse.mul")
+    a, b = s.coalesce(), t.coalesce()
+    _, in_a, in_b = backend.xp.intersect1d(a.flat_index(), b.flat_index(), assume_unique=True, return_indices=True)
+    values = F.take_rows(a.values, in_a) * F.take_rows(b.values, in_b)
+    return _layout_of(SparseTensor(a.indices[:, in_a], values, s.shape, "coo", coalesced=True), s, t)
+
+
 def _axes(dim, ndim: int, op: str) -> list[int]:
-    dims = [dim] if isinstance(dim, int) else list(dim)
-    axes = sorted({d + ndim if d < 0 else d for d in dims})
+    dims = [dim] if isinstance(dim, Integral) else list(dim) if isinstance(dim, (tuple, list)) else None
+    if dims is None or not all(isinstance(d, Integral) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"{op}: dim must be an int or a tuple/list of ints, got {dim!r}")
+    axes = sorted({int(d) + ndim if d < 0 else int(d) for d in dims})
     if any(not 0 <= d < ndim for d in axes) or len(axes) != len(dims):
         raise ShapeError(f"{op}: dim {dim!r} is not a list of distinct axes of a tensor with {ndim} axes")
     return axes

@@ -30,6 +30,10 @@ LAYOUTS = ("coo", "csr")
 class SparseTensor:
     """A sparse tensor: positions (constant integer arrays) and ``values`` (a Tensor)."""
 
+    # Tensor's operators return NotImplemented for this operand, so that ``dense * S``,
+    # ``dense @ S``, ``dense + S`` and ``dense - S`` reach the reflected operators below.
+    handles_tensor_operators = True
+
     def __init__(self, indices, values: Tensor, shape: tuple[int, ...], layout: str = "coo",
                  crow_indices=None, coalesced: bool = False):
         # Checked by the constructors (sparse_coo_tensor, sparse_csr_tensor); kept as given here.
@@ -210,12 +214,42 @@ class SparseTensor:
 
         return spmm(self, other)
 
+    def __rmatmul__(self, other):
+        from lamina.sparse.ops import dense_spmm
+
+        return dense_spmm(other, self)
+
     def __mul__(self, other):
         from lamina.sparse.ops import mul
 
         return mul(self, other)
 
     __rmul__ = __mul__
+
+    def __add__(self, other):
+        from lamina.sparse.ops import add
+
+        return add(self, other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        from lamina.sparse.ops import add
+
+        return add(self, other, alpha=-1.0)
+
+    def __rsub__(self, other):
+        from lamina.sparse.ops import add
+
+        return add(-self, other)
+
+    def __neg__(self) -> SparseTensor:
+        return self.with_values(-self.values)
+
+    def __truediv__(self, other):
+        from lamina.sparse.ops import div
+
+        return div(self, other)
 
     def sum(self, dim=None):  # noqa: A003 - mirrors torch.sparse.sum
         from lamina.sparse.ops import sum as sparse_sum
