@@ -124,3 +124,42 @@ def test_result_dtype_rules():
     assert result_dtype([b], [], [i64]) == i64
     assert result_dtype([i32], [], [i64]) == i32
     assert result_dtype([i32], [], [], to_float=True) == lamina.backend.get_default_dtype()
+
+
+INT, F32, BOOL = np.array([1, 2, 4]), np.array([0.5, 1.0, 2.0], np.float32), np.array([True, False, True])
+MORE = {
+    "reciprocal of integers": (lambda L: F.reciprocal(L(INT)), lambda T: torch.reciprocal(T(INT))),
+    "float32 ** numpy float64": (lambda L: L(F32) ** np.float64(2.0), lambda T: T(F32) ** np.float64(2.0)),
+    "integers ** 2.5": (lambda L: L(INT) ** 2.5, lambda T: T(INT) ** 2.5),
+    "booleans ** 2": (lambda L: L(BOOL) ** 2, lambda T: T(BOOL) ** 2),
+    "clamp float32 by a numpy float64": (lambda L: F.clamp(L(F32), np.float64(0.7), None),
+                                         lambda T: torch.clamp(T(F32), np.float64(0.7), None)),
+    "clamp integers by 2.5": (lambda L: F.clamp(L(INT), 2.5, None), lambda T: torch.clamp(T(INT), 2.5, None)),
+    "clip integers by 2": (lambda L: F.clip(L(INT), 2, None), lambda T: torch.clamp(T(INT), 2, None)),
+    "softsign of integers": (lambda L: F.softsign(L(INT)), lambda T: torch.nn.functional.softsign(T(INT))),
+    "logaddexp int with float32": (lambda L: F.logaddexp(L(INT), L(F32)), lambda T: torch.logaddexp(T(INT), T(F32))),
+    "copysign of integers": (lambda L: F.copysign(L(INT), L(INT)), lambda T: torch.copysign(T(INT), T(INT))),
+    "xlogy float32 with a float64 0-d": (lambda L: F.xlogy(L(F32), L(np.array(2.0))),
+                                         lambda T: torch.xlogy(T(F32), T(np.array(2.0)))),
+    "fmod uint8 by an int8 0-d": (lambda L: F.fmod(L(np.array([5, 7], np.uint8)), L(np.array(3, np.int8))),
+                                  lambda T: torch.fmod(T(np.array([5, 7], np.uint8)), T(np.array(3, np.int8)))),
+}
+MORE.update({f"{fn} of integers": (lambda L, fn=fn: getattr(F, fn)(L(INT)), lambda T, fn=fn: getattr(torch, fn)(T(INT)))
+             for fn in ("log2", "log10", "exp2", "atan", "sinh", "cosh", "tan", "asinh", "sinc")})
+
+
+@pytest.mark.parametrize("case", sorted(MORE))
+def test_more_ops_give_torch_result_dtype(case):
+    ours, theirs = MORE[case]
+    got = ours(lambda a: lamina.tensor(a, dtype=a.dtype))
+    expected = theirs(lambda a: torch.from_numpy(np.array(a)))
+    assert str(got.dtype) == _name(expected.dtype)
+    np.testing.assert_allclose(got.numpy().astype(np.float64), expected.double().numpy(), rtol=1e-6)
+
+
+def test_gelu_of_float16_stays_float16_as_torch():
+    x = np.array([-1.5, 0.5, 2.0], np.float16)
+    got = F.gelu(lamina.tensor(x, dtype=np.float16))
+    expected = torch.nn.functional.gelu(torch.from_numpy(x))
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=2e-3)

@@ -80,3 +80,27 @@ def test_empty_inputs_and_bad_p():
         F.dist(empty, empty, float("nan"))
     with pytest.raises(ValueError, match="dist: p must be a real number .* got '2'"):
         F.dist(empty, empty, "2")
+
+
+@pytest.mark.parametrize("p", [1.5, 2.5, 3, 4])
+def test_all_zero_differences_give_a_zero_gradient_as_torch(p):
+    a = lamina.tensor(np.ones(3), dtype=np.float64, requires_grad=True)
+    F.dist(a, lamina.tensor(np.ones(3), dtype=np.float64), p).backward()
+    at = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    torch.dist(at, torch.ones(3, dtype=torch.float64), p).backward()
+    np.testing.assert_array_equal(a.grad, at.grad.numpy())
+
+
+def test_renorm_of_a_zero_slice_passes_the_gradient_as_torch():
+    x = lamina.tensor(np.zeros((2, 3)), dtype=np.float64, requires_grad=True)
+    F.renorm(x, 3, 0, 1.0).sum().backward()
+    xt = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    torch.renorm(xt, 3, 0, 1.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, xt.grad.numpy())
+
+
+@pytest.mark.parametrize("p", [np.float32(3), np.int64(3), np.float64(-0.5)])
+def test_numpy_number_powers_are_accepted(p):
+    a, b = np.array([1.0, -2.0, 0.5]), np.array([0.0, 1.0, 2.0])
+    got = F.dist(lamina.tensor(a, dtype=np.float64), lamina.tensor(b, dtype=np.float64), p)
+    np.testing.assert_allclose(got.item(), torch.dist(torch.tensor(a), torch.tensor(b), float(p)).item())

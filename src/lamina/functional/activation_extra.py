@@ -49,6 +49,7 @@ class Hardtanh(_Gated):
 
 class Softsign(_SlopeSaved):
     """a = z / (1 + |z|); da/dz = 1 / (1 + |z|)^2."""
+    dtype_rule = "float"
 
     def forward(self, z):
         denominator = backend.xp.abs(z)
@@ -105,6 +106,7 @@ class Softmin(Softmax):
 
 class Tanhshrink(_SlopeSaved):
     """a = z - tanh z; da/dz = 1 - (1 - tanh^2 z) = tanh^2 z."""
+    dtype_rule = "float"
 
     def forward(self, z):
         t = tanh_values(z)

@@ -11,6 +11,7 @@ import numpy
 
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import cast
 from lamina.errors import ShapeError
 from lamina.functional._util import shape_error, sum_to, unbroadcast
 from lamina.functional.elementwise import log, where
@@ -257,8 +258,18 @@ def neg(a) -> Tensor:
 
 
 def power(a, b) -> Tensor:
-    """a ** b; a constant (Python number) exponent uses the cheaper scalar rule."""
+    """a ** b; a constant (Python or NumPy number) exponent uses the cheaper scalar rule, with
+    PyTorch's result dtype: a float tensor keeps its dtype, an integer or boolean one raised to
+    a float becomes the default float dtype, a boolean one raised to an integer int64."""
+    if isinstance(b, (numpy.generic, numpy.ndarray)) and numpy.ndim(b) == 0 and b.dtype.kind in "iuf":
+        b = b.item()
     if isinstance(b, (int, float)) and not isinstance(b, bool):
+        a = a if isinstance(a, Tensor) else Tensor._constant(a)
+        kind = a.dtype.kind
+        if kind in "biu" and isinstance(b, float):
+            a = cast(a, backend.get_default_dtype())
+        elif kind == "b":
+            a = cast(a, numpy.int64)
         return PowScalar.apply(a, p=b)
     return Pow.apply(a, b)
 

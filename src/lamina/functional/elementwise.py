@@ -6,8 +6,11 @@ of the upstream gradient with the local derivative.
 
 from __future__ import annotations
 
+import numpy
+
 from lamina import backend
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import cast
 from lamina.functional._util import shape_error, sum_to, unbroadcast
 
 
@@ -174,7 +177,28 @@ def clip(a, low=None, high=None) -> Tensor:
         from lamina.functional.math_parity import clamp  # math_parity builds on this module
 
         return clamp(a, low, high)
+    low, high = _plain_number(low), _plain_number(high)
+    a = _float_for(a, low, high)
     return Clip.apply(a, low=low, high=high)
+
+
+def _plain_number(value):
+    """A NumPy scalar or 0-d array as the Python number it holds (NumPy would let its dtype
+    widen the result, where PyTorch's numbers take the tensor's); anything else as it is."""
+    if isinstance(value, (numpy.generic, numpy.ndarray)) and numpy.ndim(value) == 0:
+        return value.item()
+    return value
+
+
+def _float_for(a, *numbers):
+    """``a``, as a tensor in the default float dtype when it holds integers or booleans and
+    one of ``numbers`` is a float (PyTorch's promotion for a float number meeting an integer
+    tensor); ``a`` itself otherwise."""
+    if any(isinstance(n, float) for n in numbers):
+        a = a if isinstance(a, Tensor) else Tensor._constant(a)
+        if a.dtype.kind in "biu":
+            return cast(a, backend.get_default_dtype())
+    return a
 
 
 def where(cond, a, b) -> Tensor:

@@ -48,6 +48,7 @@ class Cos(Function):
 
 class Tan(Function):
     """y = tan x; dy/dx = 1 + y^2."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.y = backend.xp.tan(a)
@@ -107,6 +108,7 @@ class Square(Function):
 
 class Reciprocal(Function):
     """y = 1 / x; dy/dx = -1 / x^2 = -y^2."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.y = backend.xp.reciprocal(a)
@@ -139,6 +141,7 @@ class Rsqrt(Function):
 
 class LogBase(Function):
     """y = log_b x = ln x / ln b, for b = 2 or 10; dy/dx = 1 / (x ln b)."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.a = a

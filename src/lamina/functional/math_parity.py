@@ -38,6 +38,7 @@ def as_tensor(x, like=None) -> Tensor:
 # -- one input -----------------------------------------------------------------------------
 class Sinh(Function):
     """y = sinh x; dy/dx = cosh x."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.a = a
@@ -56,6 +57,7 @@ class Sinc(Function):
     Where |u| < eps^(1/6) of the dtype both lose their digits (the slope cancels, and for a
     tiny u overflows), so there the Taylor forms y = 1 - u^2/6 + u^4/120 and
     dy/dx = pi u (u^2/30 - 1/3) take over: their error is below eps."""
+    dtype_rule = "float"
 
     def forward(self, a):
         xp = backend.xp
@@ -93,6 +95,7 @@ class Sinc(Function):
 
 class Cosh(Function):
     """y = cosh x; dy/dx = sinh x."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.a = a
@@ -109,6 +112,7 @@ class InverseTrig(Function):
     """asinh, acosh, atanh, asin, acos or atan (``self.op``); the derivative is
     :data:`INVERSE_SLOPES`' formula, written with tensor ops so that it works on arrays
     (wrapped) and on the graph alike."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.a = a
@@ -135,6 +139,7 @@ INVERSE_SLOPES = {
 
 class Exp2(Function):
     """y = 2^x; dy/dx = y ln 2."""
+    dtype_rule = "float"
 
     def forward(self, a):
         self.y = backend.xp.exp2(a)
@@ -249,6 +254,7 @@ class LogAddExp(Function):
     """y = log_B(B^a + B^b) for base B = e or 2; dy/da = B^(a - y) = 1 / (1 + B^(b - a)) and
     dy/db = 1 / (1 + B^(a - b)) (the softmax weights of the pair, written in the differences so
     that one infinite operand takes the whole gradient, as in PyTorch)."""
+    dtype_rule = "float"
 
     def forward(self, a, b):
         op = backend.xp.logaddexp2 if self.base2 else backend.xp.logaddexp
@@ -281,6 +287,7 @@ class LogAddExp(Function):
 class Modulo(Function):
     """r = a - q b with q = trunc(a / b) (fmod: r has the sign of a) or floor(a / b)
     (remainder: r has the sign of b); dr/da = 1, dr/db = -q (q is piecewise constant)."""
+    dtype_rule = "promote"
 
     def forward(self, a, b):
         xp = backend.xp
@@ -310,6 +317,7 @@ class Modulo(Function):
 class CopySign(Function):
     """|a| with the sign (bit) of b: a times s = +-1, so d/da = s, taken as 0 at a = 0
     (as PyTorch); b gets a zero gradient."""
+    dtype_rule = "float"
 
     def forward(self, a, b):
         xp = backend.xp

@@ -153,8 +153,8 @@ class GELU(_SlopeSaved):
         cdf *= 0.5
         density = xp.exp(-0.5 * z * z)
         density *= INV_SQRT_2PI * z
-        self.slope = cdf + density
-        return z * cdf
+        self.slope = (cdf + density).astype(z.dtype, copy=False)       # float16: SciPy's erfc is wider
+        return (z * cdf).astype(z.dtype, copy=False)
 
     def slope_of(self, z):
         if self.approximate == "tanh":

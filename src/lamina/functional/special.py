@@ -159,6 +159,7 @@ class LogNdtr(_Unary):
 class Xlogy(Function):
     """z = x log y, and 0 where x = 0 (whatever y is, as the limit of x log x); dz/dx = log y,
     taken as 0 where x = 0 and y <= 0 (as PyTorch), dz/dy = x / y."""
+    dtype_rule = "float"
 
     def forward(self, x, y):
         self.x, self.y = x, y

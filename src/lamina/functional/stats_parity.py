@@ -429,10 +429,16 @@ def corrcoef(x) -> Tensor:
 
 # -- norms ---------------------------------------------------------------------------------
 def vector_norm(x: Tensor, p: float, axes, keepdims: bool) -> Tensor:
-    """(sum |x|^p)^(1/p) over ``axes`` for any p > 0 (max |x| for inf, as :func:`norm` for 1 and 2)."""
+    """(sum |x|^p)^(1/p) over ``axes`` for any p > 0 (max |x| for inf, as :func:`norm` for 1 and 2).
+    Where every value is 0 the norm is 0 with a zero gradient, as PyTorch's (the root's slope
+    there is infinite: it is kept out of the graph)."""
     if p in (1, 2, math.inf):
         return norm(x, ord=p, axis=axes, keepdims=keepdims)
-    return add_up(absolute(x) ** p, axis=axes, keepdims=keepdims) ** (1.0 / p)
+    total = add_up(absolute(x) ** p, axis=axes, keepdims=keepdims)
+    empty = total.data == 0
+    if not empty.any():
+        return total ** (1.0 / p)
+    return where(empty, 0.0, where(empty, 1.0, total) ** (1.0 / p))
 
 
 def renorm(x, p: float, axis: int, maxnorm: float) -> Tensor:
@@ -467,6 +473,8 @@ def dist(a, b, p: float = 2) -> Tensor:
     max |a - b| and p = -inf min |a - b| (the gradient shared evenly among tied differences)."""
     a = as_tensor(a, b)
     difference = a - b
+    if isinstance(p, numpy.generic) and p.dtype.kind in "iuf":      # a NumPy number: the Python one it holds
+        p = p.item()
     if not isinstance(p, (int, float)) or isinstance(p, bool) or math.isnan(p):
         raise ValueError(f"dist: p must be a real number (inf and -inf included), got {p!r}")
     if p == 0:
