@@ -147,3 +147,44 @@ def test_state_and_config_round_trip():
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=f"HistogramObserver: .*{message}"):
         HistogramObserver(**kwargs)
+
+
+def test_histc_on_a_range_whose_bin_product_overflows_float32_counts_as_torch_in_float64():
+    x = np.array([-1e35, 1e35, 0.5e35, -0.25e35, 3e34], np.float32)
+    expected = torch.histc(torch.tensor(x, dtype=torch.float64), 2048, float(x.min()), float(x.max())).numpy()
+    np.testing.assert_array_equal(histc(x, 2048, x.min(), x.max()), expected)
+    whole = np.array([-3e38, 3e38, 1.0], np.float32)                             # max - min itself overflows
+    np.testing.assert_array_equal(histc(whole, 8, whole.min(), whole.max()), [1, 0, 0, 0, 1, 0, 0, 1])
+
+
+@pytest.mark.parametrize("values", [[-1e35, 1e35], [-1e30, 1e30, 0.5e30], [2e36, -3e35, 7e35]])
+def test_a_huge_finite_range_is_observed_as_torch(values):
+    # torch's float32 histc overflows here; fed float64 its histogram is the right one
+    x = np.array(values, np.float32)
+    ours, theirs = HistogramObserver(), tq.HistogramObserver()
+    ours(lamina.tensor(x))
+    theirs(torch.tensor(x, dtype=torch.float64))
+    np.testing.assert_array_equal(ours.histogram, theirs.histogram.numpy())
+    assert ours.histogram.sum() == x.size
+
+
+def test_the_range_chosen_for_a_huge_finite_range_is_torchs():
+    x = np.array([-1e35, 1e35], np.float32)
+    ours, theirs = HistogramObserver(), tq.HistogramObserver()
+    ours(lamina.tensor(x))
+    theirs(torch.tensor(x))
+    (scale, zero_point), (expected_scale, expected_zero_point) = ours.calculate_qparams(), theirs.calculate_qparams()
+    assert (float(scale), int(zero_point)) == (expected_scale.item(), expected_zero_point.item())    # 3.92e32, 255
+
+
+def test_an_input_holding_nan_is_refused_and_changes_nothing():
+    observer = HistogramObserver(bins=8, name="h")
+    with pytest.raises(ValueError, match=r"HistogramObserver 'h': the input holds NaN.*1 of 3 values"):
+        observer(np.array([1.0, np.nan, 2.0], np.float32))
+    assert float(observer.min_val) == np.inf and observer.histogram.sum() == 0
+    observer(np.array([1.0, 3.0], np.float32))
+    with pytest.raises(ValueError, match="holds NaN"):
+        observer(np.array([np.nan, 0.0], np.float32))
+    assert (float(observer.min_val), float(observer.max_val), observer.histogram.sum()) == (1.0, 3.0, 2.0)
+    with pytest.raises(RuntimeError, match="not finite"):                             # torch refuses it too
+        tq.HistogramObserver()(torch.tensor([1.0, float("nan")]))

@@ -208,3 +208,102 @@ def test_default_fixed_qparams_observers_equal_torchs(name, x):
     x = x.astype(np.float32)
     np.testing.assert_array_equal(ours(lamina.tensor(x)).numpy(), theirs(torch.tensor(x)).numpy())
     assert_same_qparams(ours.observer, theirs.activation_post_process)
+
+
+@pytest.mark.parametrize("make", [lambda: MovingAverageMinMaxObserver(averaging_constant=1.0),
+                                  lambda: MovingAveragePerChannelMinMaxObserver(1.0, 0, "uint8", "per_channel_affine")])
+def test_moving_average_range_collapsing_to_one_value_stays_ordered(make):
+    # -5 + (5.26 - (-5)) rounds to one ulp below -5 in float32: the max would fall under the min
+    observer = make()
+    for x in ([-2.065694808959961, 5.260152339935303], [-5.0, -5.0]):
+        x = np.array(x, np.float32)
+        observer(lamina.tensor(x[None] if observer.per_channel else x))             # one channel
+    assert np.all(np.asarray(observer.min_val) <= np.asarray(observer.max_val))
+    reference = tq.MinMaxObserver()
+    reference(torch.tensor([-5.0, -5.0]))
+    scale, zero_point = observer.calculate_qparams()
+    expected_scale, expected_zero_point = reference.calculate_qparams()
+    assert (np.asarray(scale).reshape(-1)[0], np.asarray(zero_point).reshape(-1)[0]) == \
+        (expected_scale.item(), expected_zero_point.item())
+
+
+def test_moving_average_fake_quantize_after_a_constant_batch_is_not_the_zero_map():
+    fake_quant = FakeQuantize(MovingAverageMinMaxObserver(averaging_constant=1.0))
+    fake_quant(lamina.tensor(np.array([-2.065694808959961, 5.260152339935303], np.float32)))
+    y = fake_quant(lamina.tensor(np.array([-5.0, -5.0], np.float32)))
+    np.testing.assert_allclose(y.numpy(), [-5.0, -5.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, scheme", [("int8", "symmetric"), ("uint8", "affine"), ("int8", "affine")])
+def test_a_nan_channel_gives_a_nan_scale_for_that_channel_only_as_torch(dtype, scheme):
+    x = np.array([[1.0, -2.0, 0.5], [np.nan, 3.0, 1.0], [0.25, -0.5, 4.0]], np.float32)
+    ours_kw, theirs_kw = both(dtype, scheme, None, None, False, per_channel=True)
+    ours, theirs = PerChannelMinMaxObserver(0, **ours_kw), tq.PerChannelMinMaxObserver(0, **theirs_kw)
+    ours(lamina.tensor(x))
+    theirs(torch.tensor(x))
+    scale, zero_point = ours.calculate_qparams()
+    expected_scale, expected_zero_point = theirs.calculate_qparams()
+    assert scale.shape == (3,)
+    np.testing.assert_array_equal(scale, expected_scale.numpy())                   # NaN in channel 1 alone
+    np.testing.assert_array_equal(zero_point[[0, 2]], expected_zero_point.numpy()[[0, 2]])
+
+
+def test_fake_quantize_over_a_nan_channel_names_the_channel():
+    fake_quant = FakeQuantize(PerChannelMinMaxObserver(1))
+    x = np.array([[1.0, -2.0, np.nan], [0.5, 3.0, 1.0]], np.float32)
+    message = r"FakeQuantize: PerChannelMinMaxObserver saw NaN in channels \[2\] along axis 1"
+    with pytest.raises(ValueError, match=message):
+        fake_quant(lamina.tensor(x))
+    with pytest.raises(ValueError, match=r"saw NaN in the range"):
+        FakeQuantize(MinMaxObserver())(lamina.tensor(x))
+
+
+@pytest.mark.parametrize("name", ["MinMaxObserver", "MovingAverageMinMaxObserver"])
+def test_a_nan_input_gives_a_nan_scale_as_torch_not_the_defaults(name):
+    ours, theirs = getattr(observers, name)(), getattr(tq, name)()
+    for x in (np.array([np.nan, 1.0], np.float32), np.array([-1.0, 5.0], np.float32)):
+        ours(lamina.tensor(x))
+        theirs(torch.tensor(x))
+    scale, zero_point = ours.calculate_qparams()
+    assert np.isnan(scale) and np.isnan(theirs.calculate_qparams()[0].item())
+    assert int(zero_point) == theirs.calculate_qparams()[1].item()
+
+
+def test_a_range_with_min_above_max_is_refused():
+    observer = MinMaxObserver(name="mm")
+    observer.load_state_dict({"min_val": np.float32(2.0), "max_val": np.float32(1.0)})
+    with pytest.raises(ValueError, match=r"MinMaxObserver 'mm': the observed range has min > max"):
+        observer.calculate_qparams()
+
+
+@pytest.mark.parametrize("make", [lambda: PerChannelMinMaxObserver(1),
+                                  lambda: MovingAveragePerChannelMinMaxObserver(0.5, 1, "uint8", "per_channel_affine"),
+                                  lambda: FakeQuantize(PerChannelMinMaxObserver(1))])
+def test_a_fresh_per_channel_observer_loads_a_state_of_any_channel_count(make):
+    x = randn(4, 3, seed=5).astype(np.float32)
+    trained, fresh = make(), make()
+    trained(lamina.tensor(x))
+    assert fresh.load_state_dict(trained.state_dict()) == ([], [])
+    for key, value in trained.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key], value)
+        assert fresh.state_dict()[key].dtype == value.dtype
+    for a, b in zip(fresh.calculate_qparams(), trained.calculate_qparams()):
+        np.testing.assert_array_equal(a, b)
+    if isinstance(fresh, FakeQuantize):
+        fresh.eval()
+        np.testing.assert_array_equal(fresh(lamina.tensor(x)).numpy(), trained.eval()(lamina.tensor(x)).numpy())
+
+
+def test_a_refused_per_channel_state_leaves_the_observer_fresh():
+    trained = FakeQuantize(PerChannelMinMaxObserver(0))
+    trained(lamina.tensor(randn(3, 2, seed=1).astype(np.float32)))
+    state = dict(trained.state_dict())
+    del state["zero_point"]
+    fresh = FakeQuantize(PerChannelMinMaxObserver(0))
+    with pytest.raises(KeyError, match="missing keys"):
+        fresh.load_state_dict(state)
+    assert fresh.scale.shape == () and fresh.observer.min_val.shape == (0,)
+    observed = PerChannelMinMaxObserver(0)
+    observed(lamina.tensor(randn(2, 2, seed=2).astype(np.float32)))
+    with pytest.raises(ShapeError, match=r"'min_val' has shape \(3,\) in the state dict but \(2,\)"):
+        observed.load_state_dict(trained.observer.state_dict())

@@ -240,3 +240,13 @@ def test_packed_input_errors():
         layer(deep)
     with pytest.raises(ShapeError, match=r"\(batch, time, 2\)"):
         layer(pack_padded_sequence(lamina.tensor(np.zeros((2, 3, 4))), lengths))
+
+
+@pytest.mark.parametrize("make", [lambda: GRU(2, name="g"), lambda: Bidirectional(LSTM(2), name="g")])
+def test_packed_data_of_the_wrong_rank_is_refused_before_the_first_build(make):
+    packed = pack_padded_sequence(lamina.tensor(np.zeros((3, 4, 2, 2), np.float32)), [4, 2, 1])    # data (7, 2, 2)
+    layer = make()
+    with pytest.raises(ShapeError, match=r"'g': a packed input must hold \(sum of lengths, features\) data, got data "
+                                         r"of shape \(7, 2, 2\)"):
+        layer(packed)
+    assert not layer.built

@@ -6,7 +6,8 @@ and a range chosen from it that trades clipping for resolution.
 the last bin closed on the right). A later input that stays inside the range adds its counts; one
 that widens it is counted over the widened range [min', max'], and the old histogram is moved
 onto the new bins: each old bin is cut into 16 equal parts, each carrying 1/16 of its count, and
-every part goes to the new bin holding its midpoint. Infinite values are left out.
+every part goes to the new bin holding its midpoint. Infinite values are left out; an input
+holding NaN is refused with a ValueError (PyTorch's histc refuses its range).
 
 **Choosing the range** (:meth:`HistogramObserver.calculate_qparams`). The search of PyTorch (from
 Caffe2's norm minimisation) trims the histogram from either end: with C the cumulative counts,
@@ -24,7 +25,8 @@ The arithmetic is float32 in the order PyTorch's takes (the cumulative counts su
 float64, the thresholds alpha N and beta N rounded to float32 before the comparison), so the
 parameters are PyTorch's; float32 sums taken in another order can differ in the last bits,
 which moves the result only where two trimmings have errors within that rounding of each
-other.
+other. On a range so wide that the cubes overflow float32 (beyond about 1e12) the errors are
+inf or NaN, as PyTorch's, and the search ends where PyTorch's does.
 """
 
 from __future__ import annotations
@@ -46,12 +48,16 @@ STEP = 1e-5
 """The step of the quantiles alpha and beta in the range search."""
 
 _F32 = numpy.float32
+_F32_MAX = float(numpy.finfo(numpy.float32).max)
 
 
 def histc(values, bins: int, low, high):
     """Counts of ``values`` in ``bins`` equal bins over [low, high], as ``torch.histc`` on float32:
     values outside are dropped, the last bin is closed; a range of width 0 is replaced by the
-    values' own, and that, if still of width 0, by [low - 1, high + 1]."""
+    values' own, and that, if still of width 0, by [low - 1, high + 1]. The bin of v is
+    floor((v - low) · bins / (high - low)) in float32, bit for bit torch's, where
+    (high - low) · bins fits in float32; on a wider range (|v| ~ 1e35) it is taken in float64,
+    where torch's float32 product overflows (and drops the value into a wrong bin)."""
     low, high = float(low), float(high)
     if low == high and values.size:
         low, high = float(values.min()), float(values.max())
@@ -59,7 +65,10 @@ def histc(values, bins: int, low, high):
         low, high = low - 1, high + 1
     low, high = _F32(low), _F32(high)
     inside = values[(values >= low) & (values <= high)]
-    position = ((inside - low) * _F32(bins) / (high - low)).astype(numpy.int64)
+    if (float(high) - float(low)) * bins < _F32_MAX:
+        position = ((inside - low) * _F32(bins) / (high - low)).astype(numpy.int64)
+    else:
+        position = ((inside.astype(numpy.float64) - float(low)) * bins / (float(high) - float(low))).astype(numpy.int64)
     position = numpy.minimum(position, bins - 1)
     return numpy.bincount(position, minlength=bins).astype(numpy.float32)
 
@@ -169,7 +178,8 @@ class HistogramObserver(_Observer):
 
     def forward(self, x):
         """Add the finite values of ``x`` to the histogram, widening its range if they need it;
-        return ``x`` unchanged."""
+        return ``x`` unchanged. An input holding NaN is refused (ValueError) and leaves the
+        histogram as it was."""
         values = numpy.asarray(backend.to_numpy(_values(x))).reshape(-1)
         values = values[numpy.abs(values) != numpy.inf]
         if not values.size:
@@ -179,6 +189,10 @@ class HistogramObserver(_Observer):
 
     def _add(self, values) -> None:
         low, high = values.min(), values.max()
+        if numpy.isnan(low) or numpy.isnan(high):
+            raise ValueError(f"{self._label()}: the input holds NaN, which has no place in a histogram (as in "
+                             f"PyTorch, whose histc refuses the range); {int(numpy.isnan(values).sum())} of "
+                             f"{values.size} values are NaN")
         histogram = backend.to_numpy(self.histogram)
         old_min, old_max = _F32(backend.to_numpy(self.min_val)), _F32(backend.to_numpy(self.max_val))
         if old_min == numpy.inf or old_max == -numpy.inf:
@@ -206,7 +220,8 @@ class HistogramObserver(_Observer):
         if not self._observed():
             return super().calculate_qparams()
         low, high = _F32(backend.to_numpy(self.min_val)), _F32(backend.to_numpy(self.max_val))
-        new_min, new_max = search_range(backend.to_numpy(self.histogram), low, high, self.levels)
+        with numpy.errstate(over="ignore", invalid="ignore"):
+            new_min, new_max = search_range(backend.to_numpy(self.histogram), low, high, self.levels)
         return calculate_qparams(new_min, new_max, self.quant_min, self.quant_max, self.symmetric, self.dtype,
                                  self.eps, self.custom_range)
 

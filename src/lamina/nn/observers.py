@@ -17,7 +17,8 @@ a moving average of each batch's min and max (m <- m + c (m_batch - m)),
 :class:`PerChannelMinMaxObserver` the min and max of each slice along an axis (for weights) and
 :class:`MovingAveragePerChannelMinMaxObserver` their moving averages;
 :class:`~lamina.nn.histogram_observer.HistogramObserver` chooses the range from a histogram.
-Before anything is observed the parameters are s = 1, z = 0, as PyTorch's.
+Before anything is observed the parameters are s = 1, z = 0, as PyTorch's; a range (or channel)
+that saw NaN keeps it and gives s = NaN, as PyTorch's (the histogram observer refuses NaN).
 :class:`FixedQParamsObserver` gives parameters fixed beforehand; :class:`NoopObserver` and
 :class:`PlaceholderObserver` record nothing (the identity, carrying a dtype).
 
@@ -25,7 +26,8 @@ Before anything is observed the parameters are s = 1, z = 0, as PyTorch's.
 (or per channel): in training it observes each input and updates its ``scale`` and
 ``zero_point`` buffers, then fake-quantizes with them; in evaluation it only fake-quantizes
 with the parameters last found (unlike PyTorch's, which observes in both modes unless told
-not to) -- ``observe_in_eval=True`` keeps it observing, as for weights.
+not to) -- ``observe_in_eval=True`` keeps it observing, as for weights. Where PyTorch's would
+fake-quantize with a NaN scale (an input holding NaN), lamina's raises a ValueError.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.fake_quantize import fake_quantize_per_channel, fake_quantize_per_tensor
 from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
-from lamina.nn.module import Module
+from lamina.nn.module import IncompatibleKeys, Module
 from lamina.nn.quantize_ops import QUANTIZED_RANGES, quant_dtype
 
 __all__ = ["FakeQuantize", "FixedQParamsObserver", "MinMaxObserver", "MovingAverageMinMaxObserver",
@@ -112,13 +114,51 @@ def _check_averaging_constant(c, who: str) -> float:
 
 
 def _moving_average(observer, low, high) -> None:
-    """The first range as it is, then m <- m + c (m_batch - m) for the min and for the max."""
+    """The first range as it is, then m <- m + c (m_batch - m) for the min and for the max, the
+    max raised to the min where float32 rounding put it below (by an ulp, when the two averages
+    meet, as after a constant batch with c = 1)."""
     if not observer._observed():
         observer.min_val, observer.max_val = backend.xp.asarray(low), backend.xp.asarray(high)
         return
     c = numpy.float32(observer.averaging_constant)
     observer.min_val = (observer.min_val + c * (low - observer.min_val)).astype(numpy.float32)
-    observer.max_val = (observer.max_val + c * (high - observer.max_val)).astype(numpy.float32)
+    high = (observer.max_val + c * (high - observer.max_val)).astype(numpy.float32)
+    observer.max_val = backend.xp.maximum(high, observer.min_val)
+
+
+def _fit_fresh_channels(module: Module, state: dict) -> list:
+    """Give the empty buffers of each never-observed per-channel observer below ``module`` (and the
+    0-d ``scale`` and ``zero_point`` of a fake quantization over one) the length of the
+    one-dimensional arrays ``state`` holds for them, as PyTorch's observers resize theirs on
+    load; returns (module, name, old buffer) for each buffer replaced."""
+    replaced = []
+    fresh = {id(m) for m in module.modules() if isinstance(m, PerChannelMinMaxObserver) and not m.min_val.size}
+    for path, sub in module.named_modules():
+        if id(sub) in fresh:
+            names = ("min_val", "max_val")
+        elif isinstance(sub, FakeQuantize) and id(sub.observer) in fresh:
+            names = ("scale", "zero_point")
+        else:
+            continue
+        for name in names:
+            value = state.get(f"{path}.{name}" if path else name)
+            if value is not None and numpy.ndim(value) == 1:
+                old = sub._buffers[name]
+                replaced.append((sub, name, old))
+                sub._buffers[name] = backend.xp.zeros((numpy.shape(value)[0],), old.dtype)
+    return replaced
+
+
+def _load_fitting_channels(module: Module, state: dict, strict: bool) -> IncompatibleKeys:
+    """:meth:`Module.load_state_dict` after :func:`_fit_fresh_channels`; a refused state leaves
+    the buffers as they were."""
+    replaced = _fit_fresh_channels(module, state)
+    try:
+        return Module.load_state_dict(module, state, strict)
+    except Exception:
+        for sub, name, old in replaced:
+            sub._buffers[name] = old
+        raise
 
 
 class _Observer(Module):
@@ -156,16 +196,26 @@ class _Observer(Module):
         return self.qscheme.endswith("symmetric")
 
     def _observed(self) -> bool:
-        low = self.min_val
-        return bool(low.size) and bool(numpy.all(backend.to_numpy(low) <= backend.to_numpy(self.max_val)))
+        """Whether a range was recorded: per channel, buffers of one value per channel; per
+        tensor, anything but the (+inf, -inf) of a fresh observer."""
+        if not self.min_val.size:
+            return False
+        return self.per_channel or not (float(self.min_val) == numpy.inf and float(self.max_val) == -numpy.inf)
 
     def calculate_qparams(self):
         """(scale, zero_point) for the range observed so far: 0-d arrays, or one per channel;
-        (1, 0) before anything was observed."""
+        (1, 0) before anything was observed. A range (or channel) that saw NaN gives a NaN scale,
+        as PyTorch's (its zero point means nothing); a range with min > max (a state loaded from
+        elsewhere) is refused."""
         if not self._observed():
             return numpy.float32(1) + backend.xp.zeros((), numpy.float32), backend.xp.zeros((), numpy.int64)
-        return calculate_qparams(self.min_val, self.max_val, self.quant_min, self.quant_max, self.symmetric,
-                                 self.dtype, self.eps, self.custom_range)
+        if bool(backend.xp.any(self.min_val > self.max_val)):
+            raise ValueError(f"{self._label()}: the observed range has min > max (min_val "
+                             f"{backend.to_numpy(self.min_val).tolist()}, max_val "
+                             f"{backend.to_numpy(self.max_val).tolist()}); expected min <= max")
+        with numpy.errstate(invalid="ignore", over="ignore"):      # the zero point of a NaN range
+            return calculate_qparams(self.min_val, self.max_val, self.quant_min, self.quant_max, self.symmetric,
+                                     self.dtype, self.eps, self.custom_range)
 
     def get_config(self) -> dict:
         quant_min, quant_max = self.given_range
@@ -263,6 +313,13 @@ class PerChannelMinMaxObserver(_Observer):
         if self.min_val.size:
             low, high = backend.xp.minimum(low, self.min_val), backend.xp.maximum(high, self.max_val)
         self.min_val, self.max_val = low, high
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> IncompatibleKeys:
+        """As :meth:`Module.load_state_dict`; a never-observed observer first takes the number of
+        channels of the state's ``min_val`` and ``max_val``, as PyTorch's. (Inside a larger model
+        the model's own method runs, which needs equal shapes: rebuild the model from its config,
+        as :func:`lamina.load` does.)"""
+        return _load_fitting_channels(self, state, strict)
 
     def get_config(self) -> dict:
         """The settings, and ``channels``: how many channels the observed range has (0 before the
@@ -437,14 +494,28 @@ class FakeQuantize(Module):
     def disable_fake_quant(self) -> FakeQuantize:
         return self.enable_fake_quant(False)
 
+    def load_state_dict(self, state: dict, strict: bool = True) -> IncompatibleKeys:
+        """As :meth:`Module.load_state_dict`; over a never-observed per-channel observer, the
+        observer's range and the ``scale`` and ``zero_point`` first take the number of channels of
+        the state's, as PyTorch's (see :meth:`PerChannelMinMaxObserver.load_state_dict`)."""
+        return _load_fitting_channels(self, state, strict)
+
     def calculate_qparams(self):
         """The observer's (scale, zero_point) for what it has seen, as PyTorch's FakeQuantize gives."""
         return self.observer.calculate_qparams()
 
     def observe(self, x) -> None:
-        """Show ``x`` to the observer and take its new parameters."""
+        """Show ``x`` to the observer and take its new parameters; a range that saw NaN (a NaN
+        scale) is refused with a ValueError naming the channels, and the parameters stay as they were."""
         self.observer(x)
-        self.scale, self.zero_point = self.observer.calculate_qparams()
+        scale, zero_point = self.observer.calculate_qparams()
+        nan = numpy.isnan(backend.to_numpy(scale))
+        if nan.any():
+            where = f"channels {numpy.flatnonzero(nan).tolist()} along axis {self.observer.ch_axis}" \
+                if self.per_channel else "the range"
+            raise ValueError(f"{self._label()}: {self.observer._label()} saw NaN in {where}, so it has no scale "
+                             "(NaN); expected inputs without NaN")
+        self.scale, self.zero_point = scale, zero_point
 
     def forward(self, x):
         if self.observer_enabled and (self.training or self.observe_in_eval):

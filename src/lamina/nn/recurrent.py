@@ -111,10 +111,14 @@ def _unpacked(who: str, packed: PackedSequence, lengths, mask) -> tuple:
     """The padded batch (N, T, F) and the lengths (N,) of a packed input."""
     if lengths is not None or mask is not None:
         raise ValueError(f"{who}: a PackedSequence input carries its own lengths; got lengths= or mask= with it")
+    _check_packed_data(who, packed)
+    return pad_packed_sequence(packed, batch_first=True)
+
+
+def _check_packed_data(who: str, packed: PackedSequence) -> None:
     if packed.data.ndim != 2:
         raise ShapeError(f"{who}: a packed input must hold (sum of lengths, features) data, got data of shape "
                          f"{tuple(packed.data.shape)}")
-    return pad_packed_sequence(packed, batch_first=True)
 
 
 def _packed_outputs(outputs, template: PackedSequence, sequences: int):
@@ -127,8 +131,9 @@ def _packed_outputs(outputs, template: PackedSequence, sequences: int):
 
 def _build_for_packed(module: Module, inputs: tuple) -> None:
     """The lazy build of a recurrent layer first called on a PackedSequence: from the shape
-    (N, T, F) of the padded batch it stands for."""
+    (N, T, F) of the padded batch it stands for, once its data is known to be (sum of lengths, F)."""
     if not module.built and inputs and isinstance(inputs[0], PackedSequence):
+        _check_packed_data(module._label(), inputs[0])
         build_on_first_call(module, inputs[0].padded_shape)
 
 
