@@ -170,3 +170,25 @@ def test_model_with_the_new_activations_saves_and_loads(tmp_path):
     path = tmp_path / "m.lamina"
     lamina.save(model, path)
     np.testing.assert_array_equal(lamina.load(path)(x).numpy(), before)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int8, np.uint8])
+@pytest.mark.parametrize("bounds", [(-1.0, 1.0), (0.0, 6.0), (-1.5, 2.7)])
+def test_hardtanh_of_integers_keeps_their_dtype_with_truncated_bounds_as_torch(dtype, bounds):
+    if np.dtype(dtype).kind == "u" and bounds[0] < 0:
+        with pytest.raises(ValueError, match="hardtanh: an input of unsigned dtype uint8 needs min_val >= 0"):
+            E.hardtanh(lamina.tensor(np.array([1, 2], dtype), dtype=dtype), *bounds)
+        return
+    z = np.array([-3, -1, 0, 2, 9, 100], dtype) if np.dtype(dtype).kind == "i" else np.array([0, 2, 9, 200], dtype)
+    ours = E.hardtanh(lamina.tensor(z, dtype=dtype), *bounds)
+    theirs = TF.hardtanh(torch.tensor(z), *bounds)
+    assert ours.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_relu6_of_integers_keeps_their_dtype_and_booleans_are_refused():
+    ours = lamina.functional.relu6(lamina.tensor(np.array([-3, 0, 4, 9])))
+    assert ours.dtype == np.int64
+    np.testing.assert_array_equal(ours.numpy(), TF.relu6(torch.tensor([-3, 0, 4, 9])).numpy())
+    with pytest.raises(TypeError, match="hardtanh: boolean inputs are not supported"):
+        E.hardtanh(lamina.tensor(np.array([True, False]), dtype=bool))

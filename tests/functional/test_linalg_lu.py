@@ -281,3 +281,30 @@ def test_linalg_namespace_covers_torch_linalg_but_complex_eig():
     assert all(hasattr(linalg, name) for name in ours)
     x, y = randn(2, 3, 4, seed=30), randn(4, seed=31)
     compare_with_torch(linalg.matmul, torch.linalg.matmul, x, y, **F64)
+
+
+@pytest.mark.parametrize("pivot_batch", [(), (1,)])
+def test_lu_unpack_broadcasts_pivots_over_the_batch_of_lu(pivot_batch):
+    lu, pivots = torch.linalg.lu_factor(torch.tensor(randn(2, 4, 4, seed=21)))
+    shared = pivots[0].reshape(pivot_batch + (4,))
+    p, lower, upper = linalg.lu_unpack(t64(lu), shared.numpy())
+    assert p.shape == lower.shape == upper.shape == (2, 4, 4)
+    for i in range(2):      # torch.lu_unpack broadcasts L and U, but fills P for the first matrix only
+        theirs = torch.lu_unpack(lu[i], pivots[0])
+        for x, y in zip((p, lower, upper), theirs):
+            assert_close(x.numpy()[i], y.numpy(), 1e-12, f"lu_unpack with pivots of shape {tuple(shared.shape)}")
+    with pytest.raises(lamina.errors.ShapeError, match=r"lu_unpack: LU of shape \(2, 4, 4\) needs pivots of shape "
+                                                        r"\(2, 4\), got \(3, 4\) \(or batch axes that broadcast"):
+        linalg.lu_unpack(t64(lu), np.ones((3, 4), np.int32))
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (3, 4), (4, 3)])
+def test_lu_gradient_at_a_singular_u_names_lu_with_or_without_create_graph(shape):
+    a = np.zeros(shape)
+    a[:, 0] = 1.0                                # rank 1: U[1, 1] is exactly zero
+    for create_graph in (False, True):
+        x = t64(a, grad=True)
+        _, lower, upper = linalg.lu(x)
+        with pytest.raises(np.linalg.LinAlgError, match=r"^lu \(gradient\): the triangular matrix .* has a zero on "
+                                                        r"its diagonal"):
+            lamina.autograd.grad((lower * 2.0).sum() + upper.sum(), [x], create_graph=create_graph)

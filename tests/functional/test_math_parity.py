@@ -467,3 +467,33 @@ def test_logaddexp_gradient_with_an_infinite_operand_follows_torch(op):
     getattr(torch, op)(*theirs).sum().backward()
     for x, t in zip(ours, theirs):
         np.testing.assert_allclose(x.grad, t.grad.numpy(), rtol=1e-12)    # NaN would not match
+
+
+@pytest.mark.parametrize("weight_dtype", [None, np.float32, np.float64])
+def test_lerp_of_integers_computes_in_torchs_float_dtype_without_wrapping(weight_dtype):
+    start, end = np.array([3, 1, 3, 250], np.uint8), np.array(1, np.uint8)
+    # torch takes integer ends only with a 0-d float weight; a number weight counts as one in the default dtype
+    ours_w = 0.5 if weight_dtype is None else lamina.tensor(np.array(0.5), dtype=weight_dtype)
+    torch_w = torch.tensor(0.5, dtype=torch.float64 if weight_dtype is np.float64 else torch.float32)
+    ours = F.lerp(lamina.tensor(start, dtype=np.uint8), lamina.tensor(end, dtype=np.uint8), ours_w)
+    theirs = torch.lerp(torch.tensor(start), torch.tensor(end), torch_w)
+    assert ours.dtype == np.dtype(str(theirs.dtype).removeprefix("torch."))
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("value", [1, 1.0, 2, 0.5, -1.7])
+@pytest.mark.parametrize("dtype", [np.int64, np.int8])
+def test_addcmul_of_integers_keeps_their_dtype_and_truncates_value_as_torch(value, dtype):
+    x, a, b = np.array([1, -2, 3], dtype), np.array([4, 5, -6], dtype), np.array([2, 2, 3], dtype)
+    ours = F.addcmul(*[lamina.tensor(v, dtype=dtype) for v in (x, a, b)], value=value)
+    theirs = torch.addcmul(*[torch.tensor(v) for v in (x, a, b)], value=value)
+    assert ours.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_addcmul_of_an_integer_product_with_a_float_input_keeps_a_fractional_value():
+    x, a = np.array([1.0, 2.0], np.float32), np.array([3, 4])
+    ours = F.addcmul(lamina.tensor(x), lamina.tensor(a), lamina.tensor(a), value=0.5)
+    theirs = torch.addcmul(torch.tensor(x), torch.tensor(a), torch.tensor(a), value=0.5)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0)

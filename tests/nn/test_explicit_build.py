@@ -117,3 +117,33 @@ def test_an_unknown_axis_beyond_the_batch_leaves_the_children_to_their_first_cal
     assert model.built and not model.hidden.built and model.forward_calls == 0
     assert model(np.ones((2, 4), np.float32)).shape == (2, 2)
     assert shapes(model)["hidden.weight"] == (4, 5)
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: nn.MultiHeadAttention(4, 2, add_bias_kv=True), (None, 3, 4)),
+                                         (lambda: nn.Dense(3), (None, 5)),
+                                         (lambda: nn.Sequential([nn.Dense(3), nn.Dense(2)]), (None, 4))],
+                         ids=["attention", "dense", "sequential"])
+def test_a_model_built_explicitly_saves_and_loads(tmp_path, make, shape):
+    model = make()
+    model.build(shape)
+    assert model.build_input_shape == shape
+    x = lamina.tensor(np.random.default_rng(0).standard_normal((2,) + shape[1:]).astype(np.float32))
+    model.eval()
+    expected = model(x)
+    lamina.save(model, tmp_path / "model.lam")
+    loaded = lamina.load(tmp_path / "model.lam")
+    got = loaded(x)
+    np.testing.assert_array_equal(got[0].numpy() if isinstance(got, tuple) else got.numpy(),
+                                  expected[0].numpy() if isinstance(expected, tuple) else expected.numpy())
+
+
+def test_an_explicit_build_keeps_the_shape_it_was_given_and_a_lazy_build_the_one_it_saw():
+    container = TwoLayers()
+    container.build((None, 4))
+    assert container.build_input_shape == (None, 4)      # not the sample of one it ran on
+    model = nn.Sequential([nn.Dense(3), nn.Dense(2)])
+    model.build([None, 4])
+    assert model.build_input_shape == (None, 4)          # Sequential keeps its own tuple
+    dense = nn.Dense(3)
+    dense(np.ones((2, 5), np.float32))
+    assert dense.build_input_shape == (2, 5)

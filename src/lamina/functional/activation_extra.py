@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy
+
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.functional.activation import Softmax, sigmoid, stable_sigmoid, tanh_values
@@ -40,11 +42,25 @@ class _Gated(Function):
 
 
 class Hardtanh(_Gated):
-    """a = min(max(z, min_val), max_val); the gradient passes where min_val < z < max_val."""
+    """a = min(max(z, min_val), max_val); the gradient passes where min_val < z < max_val.
+    Integer z keeps its dtype, the bounds truncated to integers (as PyTorch)."""
 
     def forward(self, z):
-        self.passes = (z > self.min_val) & (z < self.max_val)
-        return backend.xp.clip(z, self.min_val, self.max_val)
+        low, high = self.min_val, self.max_val
+        if z.dtype.kind in "biu":
+            low, high = _integer_bounds(z.dtype, low, high)
+        self.passes = (z > low) & (z < high)
+        return backend.xp.clip(z, low, high)
+
+
+def _integer_bounds(dtype, low: float, high: float) -> tuple[int, int]:
+    """hardtanh's bounds for integer inputs: truncated toward zero and kept within the dtype's range."""
+    if dtype.kind == "b":
+        raise TypeError("hardtanh: boolean inputs are not supported (as in PyTorch); cast them to a number dtype")
+    if dtype.kind == "u" and low < 0:
+        raise ValueError(f"hardtanh: an input of unsigned dtype {dtype} needs min_val >= 0, got min_val={low}")
+    info = numpy.iinfo(dtype)
+    return min(max(int(low), info.min), info.max), min(max(int(high), info.min), info.max)
 
 
 class Softsign(_SlopeSaved):

@@ -57,8 +57,16 @@ def _tri_solve(t, b, *, upper: bool, transpose: bool = False, unit: bool = False
     if not left:
         return mT(_tri_solve(t, mT(b), upper=upper, transpose=not transpose, unit=unit))
     if _is_tensor(b):
+        if not unit:
+            _check_diagonal(t.data, upper)
         return solve_triangular(mT(t) if transpose else t, b, upper=upper != transpose, unitriangular=unit)
     return triangular_solve(t, b, lower=not upper, transpose=transpose, unit=unit, op="lu (gradient)")
+
+
+def _check_diagonal(t, upper: bool) -> None:
+    """The LinAlgError of the array path, naming ``lu (gradient)``, where T has a zero on its diagonal
+    (a solve with no right-hand side: only its check runs)."""
+    triangular_solve(t, backend.xp.zeros(t.shape[:-1] + (0,), t.dtype), lower=not upper, op="lu (gradient)")
 
 
 def _per_matrix(routine, *arrays):
@@ -102,19 +110,31 @@ def _rows(x, index):
     return xp.take_along_axis(x, index[..., None], axis=-2)
 
 
-def _check_pivots(op: str, pivots, lu_shape: tuple[int, ...]):
-    """The pivots as an integer array of shape LU.shape[:-2] + (k,) with values in 1..m, or a clear error."""
+def _check_pivots(op: str, pivots, lu_shape: tuple[int, ...], broadcast: bool = False):
+    """The pivots as an integer array of shape LU.shape[:-2] + (k,) with values in 1..m, or a clear error;
+    with ``broadcast`` (as torch.lu_unpack), pivots whose batch axes broadcast to LU's are expanded to them."""
     data = backend.xp.asarray(pivots.data if _is_tensor(pivots) else pivots)
     m, k = lu_shape[-2], min(lu_shape[-2:])
     if data.dtype.kind not in "iu":
         raise TypeError(f"{op}: pivots must be integers (int32, as lu_factor gives them), got dtype {data.dtype}")
-    if tuple(data.shape) != tuple(lu_shape[:-2]) + (k,):
-        raise ShapeError(f"{op}: LU of shape {lu_shape} needs pivots of shape {tuple(lu_shape[:-2]) + (k,)}, "
-                         f"got {tuple(data.shape)}")
+    wanted = tuple(lu_shape[:-2]) + (k,)
+    if broadcast and tuple(data.shape) != wanted and _broadcasts_to(data.shape, wanted):
+        data = backend.xp.broadcast_to(data, wanted)
+    if tuple(data.shape) != wanted:
+        also = " (or batch axes that broadcast to LU's)" if broadcast else ""
+        raise ShapeError(f"{op}: LU of shape {lu_shape} needs pivots of shape {wanted}, got {tuple(data.shape)}{also}")
     if data.size and (bool(backend.xp.any(data < 1)) or bool(backend.xp.any(data > m))):
         raise ValueError(f"{op}: pivots must lie in 1..{m} (1-based row numbers), got values from "
                          f"{int(data.min())} to {int(data.max())}")
     return data
+
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` (``target`` unchanged by it)."""
+    try:
+        return numpy.broadcast_shapes(tuple(shape), target) == target
+    except ValueError:
+        return False
 
 
 # -- LU factorization -------------------------------------------------------------------------
@@ -235,7 +255,7 @@ def lu_unpack(lu, pivots, unpack_data: bool = True, unpack_pivots: bool = True) 
     the parts not asked for are empty. L and U carry gradients to LU; P is a constant."""
     lu = _as_tensor(lu)
     check_matrix("lu_unpack", lu.shape, square=False)
-    pivots = _check_pivots("lu_unpack", pivots, tuple(lu.shape))
+    pivots = _check_pivots("lu_unpack", pivots, tuple(lu.shape), broadcast=True)
     xp = backend.xp
     empty = Tensor._wrap(xp.zeros((0,), dtype=lu.dtype))
     p = empty

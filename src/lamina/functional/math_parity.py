@@ -22,6 +22,7 @@ import numpy
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import cast, result_dtype
 from lamina.functional._util import shape_error, sum_to, unbroadcast
 from lamina.functional.activation import sigmoid
 from lamina.functional.elementwise import clip, where
@@ -373,14 +374,38 @@ def copysign(a, b) -> Tensor:
 
 
 def lerp(start, end, weight) -> Tensor:
-    """start + weight (end - start), element-wise; ``weight`` a number or a tensor."""
+    """start + weight (end - start), element-wise; ``weight`` a number or a tensor. Integer or
+    boolean ``start`` and ``end`` are computed in PyTorch's floating result dtype of the three
+    operands (the default float dtype for a number weight), so that end - start cannot wrap."""
     start = as_tensor(start, end)
+    end = as_tensor(end, start)
+    if start.dtype.kind not in "fc" or end.dtype.kind not in "fc":
+        target = _float_result_dtype(start, end, weight)
+        start, end = cast(start, target), cast(end, target)
     return start + weight * (end - start)
 
 
+def _float_result_dtype(*operands):
+    """PyTorch's result dtype of an element-wise op on ``operands`` (tensors, numbers or arrays),
+    integers and booleans taken to the default float dtype."""
+    dims, zero_dims, numbers = [], [], []
+    for x in operands:
+        if isinstance(x, Tensor):
+            (dims if x.ndim else zero_dims).append(x.dtype)
+        else:
+            numbers.append(backend.xp.asarray(x).dtype)
+    return result_dtype(dims, zero_dims, numbers, to_float=True)
+
+
 def addcmul(x, tensor1, tensor2, value: float = 1.0) -> Tensor:
-    """x + value tensor1 tensor2, element-wise."""
-    return x + value * (tensor1 * tensor2)
+    """x + value tensor1 tensor2, element-wise, in the dtype the three tensors promote to (as
+    PyTorch, ``value`` takes no part in it: with integer tensors it is truncated to an integer)."""
+    product = tensor1 * tensor2
+    if isinstance(value, (int, float)) and value == 1:
+        return x + product
+    if isinstance(value, float) and all(t.dtype.kind in "biu" for t in (x, product) if isinstance(t, Tensor)):
+        value = int(value)
+    return x + value * product
 
 
 def addcdiv(x, tensor1, tensor2, value: float = 1.0) -> Tensor:

@@ -20,6 +20,7 @@ inference fusion, as under any interceptor, so that no hooked layer is skipped.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
@@ -82,6 +83,11 @@ class Module:
         object.__setattr__(self, "built", False)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "build_input_shape", None)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "build" in cls.__dict__:
+            cls.build = _keeping_input_shape(cls.__dict__["build"])
 
     # -- registration --------------------------------------------------------
     def __setattr__(self, key: str, value) -> None:
@@ -169,10 +175,13 @@ class Module:
         model that reads ids), without the graph and in evaluation mode, so that no running
         statistic moves. For several inputs (whose kinds a shape cannot tell), where an axis
         beyond the batch is None, and in the lazy build of a first call, it only marks the
-        module built, and its children build on their first calls."""
+        module built, and its children build on their first calls. Once every child is built the
+        shape is kept as ``build_input_shape`` (a model file records it), unless one is kept already."""
         if not _LAZY_BUILDS and type(self).build is Module.build and any(not m.built for m in self.children()):
             self._build_by_running(input_shape)
         self.built = True
+        if all(m.built for m in self.children()):
+            _keep_input_shape(self, input_shape)
 
     def _build_by_running(self, input_shape) -> None:
         from lamina.nn.layer import reads_ids  # layer.py builds on this module
@@ -189,6 +198,7 @@ class Module:
         zeros = Tensor(backend.xp.zeros([1 if n is None else n for n in shape], dtype=dtype))
         with no_grad(), evaluation_mode(self):
             self(zeros)
+        object.__setattr__(self, "build_input_shape", input_shape)    # as asked, not the sample's batch of one
 
     def forward(self, *inputs):
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
@@ -531,6 +541,25 @@ def build_on_first_call(module: Module, input_shape) -> None:
         _LAZY_BUILDS.pop()
     module.built = True
     object.__setattr__(module, "build_input_shape", input_shape)
+
+
+def _keep_input_shape(module: Module, input_shape) -> None:
+    """After an explicit ``build(input_shape)``: keep the shape, as the lazy build of a first call
+    does (that one, running for ``module``, keeps the shape it saw itself), where none is kept yet."""
+    if input_shape is not None and module.__dict__.get("build_input_shape") is None \
+            and not any(m is module for m in _LAZY_BUILDS):
+        object.__setattr__(module, "build_input_shape", input_shape)
+
+
+def _keeping_input_shape(build: Callable) -> Callable:
+    """A subclass's ``build`` that also keeps the input shape it was given (:func:`_keep_input_shape`)."""
+    @functools.wraps(build)
+    def build_and_keep(self, *args, **kwargs):
+        result = build(self, *args, **kwargs)
+        _keep_input_shape(self, args[0] if args else kwargs.get("input_shape"))
+        return result
+
+    return build_and_keep
 
 
 def _shape_of(x):
