@@ -163,3 +163,19 @@ def test_gelu_of_float16_stays_float16_as_torch():
     expected = torch.nn.functional.gelu(torch.from_numpy(x))
     assert got.dtype == np.float16
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=2e-3)
+
+
+@pytest.mark.parametrize("fn", ["sign", "square"])
+def test_unary_ops_of_booleans_as_torch(fn):
+    b = np.array([True, False, True])
+    got = getattr(F, fn)(lamina.tensor(b, dtype=bool))
+    expected = getattr(torch, fn)(torch.from_numpy(b))
+    assert str(got.dtype) == _name(expected.dtype)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+def test_nansum_of_integers_keeps_their_dtype():
+    i = np.array([[1, 2], [3, 4]], np.int32)
+    got, expected = F.nansum(lamina.tensor(i, dtype=np.int32), axis=0), torch.nansum(torch.from_numpy(i), dim=0)
+    assert str(got.dtype) == _name(expected.dtype)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())

@@ -223,6 +223,9 @@ def expm1(a) -> Tensor:
 
 
 def square(a) -> Tensor:
+    """x^2; booleans are squared as int64 (PyTorch's)."""
+    if isinstance(a, Tensor) and a.dtype.kind == "b":
+        a = Tensor._wrap(a.data.astype(backend.xp.int64))
     return Square.apply(a)
 
 
@@ -244,7 +247,9 @@ def log10(a) -> Tensor:
 
 
 def sign(a) -> Tensor:
-    """-1, 0 or 1 by the sign of x; the gradient is 0."""
+    """-1, 0 or 1 by the sign of x; the gradient is 0. Booleans are their own sign (PyTorch's)."""
+    if isinstance(a, Tensor) and a.dtype.kind == "b":
+        return Tensor._wrap(a.data.copy())
     return PiecewiseConstant.apply(a, op="sign")
 
 

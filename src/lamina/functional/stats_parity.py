@@ -138,6 +138,8 @@ def aminmax(x, axis=None, keepdims: bool = False) -> tuple[Tensor, Tensor]:
 def nansum(x, axis=None, keepdims: bool = False) -> Tensor:
     """The sum over ``axis`` with NaN counted as 0 (NaN elements get gradient 0)."""
     x = as_tensor(x)
+    if x.dtype.kind not in "fc":                  # integers hold no NaN: a plain sum, in their dtype (torch's)
+        return add_up(x, axis=axis, keepdims=keepdims)
     return add_up(where(backend.xp.isnan(x.data), 0.0, x), axis=axis, keepdims=keepdims)
 
 
