@@ -13,13 +13,7 @@ import lamina
 from helpers import randn
 from lamina.autograd.derivatives import hessian, hvp, jacobian, jvp, vhp, vjp
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 X, Y = randn(3), randn(2, 3, seed=1)

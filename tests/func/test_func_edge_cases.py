@@ -19,12 +19,7 @@ from lamina.errors import ShapeError
 Pair = namedtuple("Pair", ["a", "b"])
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = lamina.backend.get_default_dtype()
-    lamina.set_default_dtype(np.float64)
-    yield
-    lamina.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _t(a: np.ndarray):

@@ -83,3 +83,16 @@ def compare_layer(layer, torch_module, x, pairs=(), *, nchw: bool = True, rtol: 
         assert actual is not None, f"no gradient reached {name}"
         assert_close(actual, expected, rtol, f"gradient of {name}")
     return out_l, out_t_np
+
+
+def loaded_from_torch(ours, ref, shapes):
+    """``ours`` (a Transformer layer or stack) built for ``shapes`` and holding ``ref``'s weights,
+    in evaluation mode; checks that the converted names match ours one to one."""
+    from lamina.nn.transformer_decoder import from_torch_state_dict
+
+    ours.build(shapes)
+    ours.built = True
+    converted = from_torch_state_dict(ref.state_dict())
+    assert sorted(converted) == sorted(ours.state_dict())
+    ours.load_state_dict(converted)
+    return ours.eval()

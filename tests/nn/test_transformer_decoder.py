@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from nn_checks import loaded_from_torch as _loaded
 
 import lamina
 from helpers import assert_close
@@ -36,16 +37,6 @@ def _randomize(module: torch.nn.Module, rng) -> None:
     with torch.no_grad():
         for p in module.parameters():
             p.add_(torch.from_numpy(0.4 * rng.standard_normal(tuple(p.shape))))
-
-
-def _loaded(ours, ref, shapes):
-    """``ours`` built for ``shapes`` and holding ``ref``'s weights; checks the names match one to one."""
-    ours.build(shapes)
-    ours.built = True
-    converted = from_torch_state_dict(ref.state_dict())
-    assert sorted(converted) == sorted(ours.state_dict())
-    ours.load_state_dict(converted)
-    return ours.eval()
 
 
 def _check_parameter_grads(ours, ref) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from nn_checks import gradcheck_layer
+from nn_checks import loaded_from_torch as _loaded
 
 import lamina
 from helpers import assert_close
@@ -34,15 +35,6 @@ def _randomized(ref: torch.nn.Module, rng) -> torch.nn.Module:
         for p in ref.parameters():
             p.add_(torch.from_numpy(0.4 * rng.standard_normal(tuple(p.shape))))
     return ref.eval()
-
-
-def _loaded(ours, ref, shapes):
-    ours.build(shapes)
-    ours.built = True
-    converted = from_torch_state_dict(ref.state_dict())
-    assert sorted(converted) == sorted(ours.state_dict())
-    ours.load_state_dict(converted)
-    return ours.eval()
 
 
 def _inputs(rng, *shapes):
