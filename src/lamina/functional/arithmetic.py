@@ -14,7 +14,7 @@ from lamina.autograd import Function, Tensor
 from lamina.autograd.function import cast
 from lamina.errors import ShapeError
 from lamina.functional._util import shape_error, sum_to, unbroadcast
-from lamina.functional.elementwise import log, where
+from lamina.functional.elementwise import float_for, log, plain_number, where
 
 
 class Add(Function):
@@ -261,14 +261,10 @@ def power(a, b) -> Tensor:
     """a ** b; a constant (Python or NumPy number) exponent uses the cheaper scalar rule, with
     PyTorch's result dtype: a float tensor keeps its dtype, an integer or boolean one raised to
     a float becomes the default float dtype, a boolean one raised to an integer int64."""
-    if isinstance(b, (numpy.generic, numpy.ndarray)) and numpy.ndim(b) == 0 and b.dtype.kind in "iuf":
-        b = b.item()
+    b = plain_number(b)
     if isinstance(b, (int, float)) and not isinstance(b, bool):
-        a = a if isinstance(a, Tensor) else Tensor._constant(a)
-        kind = a.dtype.kind
-        if kind in "biu" and isinstance(b, float):
-            a = cast(a, backend.get_default_dtype())
-        elif kind == "b":
+        a = float_for(a if isinstance(a, Tensor) else Tensor._constant(a), b)
+        if a.dtype.kind == "b":
             a = cast(a, numpy.int64)
         return PowScalar.apply(a, p=b)
     return Pow.apply(a, b)

@@ -177,12 +177,12 @@ def clip(a, low=None, high=None) -> Tensor:
         from lamina.functional.math_parity import clamp  # math_parity builds on this module
 
         return clamp(a, low, high)
-    low, high = _plain_number(low), _plain_number(high)
-    a = _float_for(a, low, high)
+    low, high = plain_number(low), plain_number(high)
+    a = float_for(a, low, high)
     return Clip.apply(a, low=low, high=high)
 
 
-def _plain_number(value):
+def plain_number(value):
     """A NumPy scalar or 0-d array as the Python number it holds (NumPy would let its dtype
     widen the result, where PyTorch's numbers take the tensor's); anything else as it is."""
     if isinstance(value, (numpy.generic, numpy.ndarray)) and numpy.ndim(value) == 0:
@@ -190,7 +190,7 @@ def _plain_number(value):
     return value
 
 
-def _float_for(a, *numbers):
+def float_for(a, *numbers):
     """``a``, as a tensor in the default float dtype when it holds integers or booleans and
     one of ``numbers`` is a float (PyTorch's promotion for a float number meeting an integer
     tensor); ``a`` itself otherwise."""

@@ -35,7 +35,7 @@ from lamina.functional._selection import (
 )
 from lamina.functional._util import normalize_axes
 from lamina.functional.elementwise import abs as absolute
-from lamina.functional.elementwise import sqrt, where
+from lamina.functional.elementwise import plain_number, sqrt, where
 from lamina.functional.indexing import gather
 from lamina.functional.linalg_structure import diagonal
 from lamina.functional.math_parity import as_tensor, clamp
@@ -475,8 +475,7 @@ def dist(a, b, p: float = 2) -> Tensor:
     max |a - b| and p = -inf min |a - b| (the gradient shared evenly among tied differences)."""
     a = as_tensor(a, b)
     difference = a - b
-    if isinstance(p, numpy.generic) and p.dtype.kind in "iuf":      # a NumPy number: the Python one it holds
-        p = p.item()
+    p = plain_number(p)
     if not isinstance(p, (int, float)) or isinstance(p, bool) or math.isnan(p):
         raise ValueError(f"dist: p must be a real number (inf and -inf included), got {p!r}")
     if p == 0:

@@ -37,25 +37,12 @@ from lamina import functional as F
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.nn.module import as_tensor
-from lamina.nn.sequence_utils import pad_sequence
+from lamina.nn.sequence_utils import host_ints, pad_sequence
 
 __all__ = ["PackedSequence", "pack_padded_sequence", "pack_sequence", "pad_packed_sequence", "unpack_sequence"]
 
 _UNSORTED = ("with enforce_sorted=True the lengths must not increase (longest sequence first); sort the batch "
              "or pass enforce_sorted=False, which packs it in length order and records the permutation.")
-
-
-def _host_ints(values, who: str, what: str) -> np.ndarray:
-    """``values`` (a list, array or tensor of integers) as a read-only NumPy int64 array."""
-    raw = values.data if isinstance(values, Tensor) else values
-    array = backend.to_numpy(raw) if not isinstance(raw, (list, tuple)) else np.asarray(raw)
-    array = np.asarray(array)
-    if array.size and array.dtype.kind not in "iu":
-        raise TypeError(f"{who}: {what} must be integers, got an array of dtype {array.dtype} and shape "
-                        f"{array.shape}; cast it with .astype(int)")
-    array = array.astype(np.int64)
-    array.flags.writeable = False
-    return array
 
 
 def _check_batch_sizes(data: Tensor, batch_sizes: np.ndarray) -> None:
@@ -103,18 +90,18 @@ class PackedSequence(namedtuple("PackedSequence", ["data", "batch_sizes", "sorte
 
     def __new__(cls, data, batch_sizes, sorted_indices=None, unsorted_indices=None):
         data = as_tensor(data)
-        batch_sizes = _host_ints(batch_sizes, "PackedSequence", "batch_sizes")
+        batch_sizes = host_ints(batch_sizes, "PackedSequence", "batch_sizes")
         _check_batch_sizes(data, batch_sizes)
         size = int(batch_sizes[0])
         if sorted_indices is None and unsorted_indices is not None:
             raise ValueError("PackedSequence: unsorted_indices given without sorted_indices")
         if sorted_indices is not None:
-            sorted_indices = _host_ints(sorted_indices, "PackedSequence", "sorted_indices")
+            sorted_indices = host_ints(sorted_indices, "PackedSequence", "sorted_indices")
             _check_permutation(sorted_indices, size, "sorted_indices")
             if unsorted_indices is None:
                 unsorted_indices = _invert(sorted_indices)
             else:
-                unsorted_indices = _host_ints(unsorted_indices, "PackedSequence", "unsorted_indices")
+                unsorted_indices = host_ints(unsorted_indices, "PackedSequence", "unsorted_indices")
                 if not np.array_equal(unsorted_indices[sorted_indices], np.arange(size)):
                     raise ValueError(f"PackedSequence: unsorted_indices {unsorted_indices.tolist()} must be the "
                                      f"inverse of sorted_indices {sorted_indices.tolist()}")
@@ -169,7 +156,7 @@ def _check_pack_lengths(who: str, lengths, shape: tuple, batch_first: bool, enfo
     batch, steps = (shape[0], shape[1]) if batch_first else (shape[1], shape[0])
     if batch == 0 or steps == 0:
         raise ValueError(f"{who}: nothing to pack: the padded batch of shape {shape} has no sequence or no step")
-    lengths = _host_ints(lengths, who, "lengths")
+    lengths = host_ints(lengths, who, "lengths")
     if lengths.shape != (batch,):
         raise ShapeError(f"{who}: expected one length per sequence, (B,) = ({batch},) for an input of shape {shape} "
                          f"(layout {layout}), got lengths of shape {lengths.shape}")

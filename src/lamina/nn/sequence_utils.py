@@ -56,13 +56,22 @@ def pad_sequence(sequences: Sequence, batch_first: bool = True, padding_value: f
     return F.stack(padded, axis=0 if batch_first else 1)
 
 
+def host_ints(values, who: str, what: str) -> numpy.ndarray:
+    """``values`` (a list, array or tensor of integers) as a read-only NumPy int64 array; ``who``
+    and ``what`` name the function and the argument in the error for other values."""
+    raw = values.data if isinstance(values, Tensor) else values
+    array = numpy.asarray(raw if isinstance(raw, (list, tuple)) else backend.to_numpy(raw))
+    if array.size and array.dtype.kind not in "iu":
+        raise TypeError(f"{who}: {what} must be integers, got an array of dtype {array.dtype} and shape "
+                        f"{array.shape}; cast it with .astype(int)")
+    array = array.astype(numpy.int64)
+    array.flags.writeable = False
+    return array
+
+
 def _unpad_lengths(lengths, batch: int, steps: int, shape: tuple) -> list[int]:
     """The lengths as B ints in [0, T], checked."""
-    raw = lengths.data if isinstance(lengths, Tensor) else lengths
-    data = backend.to_numpy(raw) if not isinstance(raw, (list, tuple)) else numpy.asarray(raw)
-    data = numpy.asarray(data)
-    if data.size and data.dtype.kind not in "iu":
-        raise TypeError(f"unpad_sequence: lengths must be integers, got an array of dtype {data.dtype}")
+    data = host_ints(lengths, "unpad_sequence", "lengths")
     if data.shape != (batch,):
         raise ShapeError(f"unpad_sequence: lengths must have shape (B,) = ({batch},) for a padded batch of shape "
                          f"{shape}, got shape {data.shape}")
