@@ -239,6 +239,7 @@ from lamina.nn.normalization import BatchNorm, LocalResponseNorm
 from lamina.nn.observers import (
     FakeQuantize,
     FixedQParamsObserver,
+    FusedMovingAvgObsFakeQuantize,
     MinMaxObserver,
     MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver,
@@ -372,7 +373,7 @@ __all__ = [
     "Set2Set", "TemporalGraphAttention", "TimeEncoder", "TopKPooling", "TransformerConv",
     "qat", "FakeQuantize", "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
     "FixedQParamsObserver", "HistogramObserver", "MovingAveragePerChannelMinMaxObserver", "NoopObserver",
-    "PlaceholderObserver",
+    "PlaceholderObserver", "FusedMovingAvgObsFakeQuantize",
     "QATConv2D", "QATDense", "calibrate", "fuse_conv_bn", "prepare_qat",
     "BayesianDense", "bayesian_kl", "gaussian_kl", "mc_predict",
     "BayesianConv2D", "BayesianLayer", "elbo_loss", "scale_mixture_log_prob", "MixtureDensityHead",

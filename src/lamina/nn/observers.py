@@ -26,7 +26,8 @@ that saw NaN keeps it and gives s = NaN, as PyTorch's (the histogram observer re
 (or per channel): in training it observes each input and updates its ``scale`` and
 ``zero_point`` buffers, then fake-quantizes with them; in evaluation it only fake-quantizes
 with the parameters last found (unlike PyTorch's, which observes in both modes unless told
-not to) -- ``observe_in_eval=True`` keeps it observing, as for weights. Where PyTorch's would
+not to) -- ``observe_in_eval=True`` keeps it observing, as for weights, and
+:class:`FusedMovingAvgObsFakeQuantize` always does, as PyTorch's fused module. Where PyTorch's would
 fake-quantize with a NaN scale (an input holding NaN), lamina's raises a ValueError.
 """
 
@@ -42,13 +43,14 @@ from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
 from lamina.nn.module import IncompatibleKeys, Module
 from lamina.nn.quantize_ops import QUANTIZED_RANGES, quant_dtype
 
-__all__ = ["FakeQuantize", "FixedQParamsObserver", "MinMaxObserver", "MovingAverageMinMaxObserver",
-           "MovingAveragePerChannelMinMaxObserver", "NoopObserver", "PerChannelMinMaxObserver", "PlaceholderObserver",
-           "calculate_qparams", "default_fake_quant", "default_fixed_qparams_range_0to1_observer",
-           "default_fixed_qparams_range_neg1to1_observer", "default_observer", "default_per_channel_weight_fake_quant",
-           "default_per_channel_weight_observer", "default_weight_fake_quant", "default_weight_observer",
-           "observer_quant_range", "per_channel_weight_observer_range_neg_127_to_127",
-           "weight_observer_range_neg_127_to_127"]
+__all__ = ["FakeQuantize", "FixedQParamsObserver", "FusedMovingAvgObsFakeQuantize", "MinMaxObserver",
+           "MovingAverageMinMaxObserver", "MovingAveragePerChannelMinMaxObserver", "NoopObserver",
+           "PerChannelMinMaxObserver", "PlaceholderObserver", "calculate_qparams", "default_fake_quant",
+           "default_fixed_qparams_range_0to1_observer", "default_fixed_qparams_range_neg1to1_observer",
+           "default_fused_act_fake_quant", "default_fused_per_channel_wt_fake_quant", "default_fused_wt_fake_quant",
+           "default_observer", "default_per_channel_weight_fake_quant", "default_per_channel_weight_observer",
+           "default_weight_fake_quant", "default_weight_observer", "fused_qparams", "observer_quant_range",
+           "per_channel_weight_observer_range_neg_127_to_127", "weight_observer_range_neg_127_to_127"]
 
 QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric")
 
@@ -72,6 +74,57 @@ def calculate_qparams(min_val, max_val, quant_min: int, quant_max: int, symmetri
         scale = xp.maximum((high - low) / numpy.float32(quant_max - quant_min), numpy.float32(eps))
         zero_point = xp.clip(quant_min - xp.rint(low / scale).astype(numpy.int64), quant_min, quant_max)
     return scale.astype(numpy.float32), zero_point.astype(numpy.int64)
+
+
+_SMALL_SCALE = numpy.float32(6.1e-5)
+
+
+def fused_qparams(min_val, max_val, quant_min: int, quant_max: int, symmetric: bool):
+    """The scale (float32) and zero point (int64) PyTorch's fused moving-average fake quantization
+    takes for the range [min_val, max_val] (numbers or one per channel), its ``ChooseQuantizationParams``:
+
+    * symmetric schemes keep 0 exact instead: a range with min < 0 < max is widened to
+      [m q'_min, m q'_max], m = max(min / q'_min, max / q'_max), q'_max = (q_max - q_min) // 2,
+      q'_min = -q'_max - 1, and z is the midpoint (q_min + q_max) / 2 rounded half to even; other
+      ranges, and every affine one, as below;
+    * affine: [min, max] widened to hold 0, s = (max - min) / (q_max - q_min) (0.1 for a range of
+      width 0), raised to 6.1e-5 with the range scaled along, z = q - bound / s from the end
+      (q_min with min, or q_max with max) whose bound is larger against its integer, rounded and
+      clamped to [q_min, q_max].
+
+    The arithmetic follows PyTorch's float32 bounds and float64 scale."""
+    xp = backend.xp
+    low = xp.array(min_val, dtype=numpy.float32, ndmin=1)
+    high = xp.array(max_val, dtype=numpy.float32, ndmin=1)
+    shape = numpy.shape(min_val)
+    spans = (low < 0) & (high > 0) if symmetric else xp.zeros(low.shape, dtype=bool)
+    if symmetric:
+        inner_max = (quant_max - quant_min) // 2
+        inner_min = -inner_max - 1
+        m = xp.maximum(xp.abs(low / numpy.float32(inner_min)), xp.abs(high / numpy.float32(inner_max)))
+        m = m.astype(numpy.float64)
+        low = xp.where(spans, (m * inner_min).astype(numpy.float32), low)
+        high = xp.where(spans, (m * inner_max).astype(numpy.float32), high)
+    low, high = xp.minimum(low, numpy.float32(0)), xp.maximum(high, numpy.float32(0))
+    width = quant_max - quant_min
+    scale = (high.astype(numpy.float64) - low) / width
+    with numpy.errstate(divide="ignore"):
+        degenerate = (scale.astype(numpy.float32) == 0) | xp.isinf(numpy.float32(1) / scale.astype(numpy.float32))
+    scale = xp.where(degenerate, 0.1, scale)
+    small = scale < _SMALL_SCALE
+    if small.any():
+        amplifier = (_SMALL_SCALE / xp.where(small, scale, 1).astype(numpy.float32)).astype(numpy.float32)
+        floor = _SMALL_SCALE * numpy.float32(width)
+        new_low = xp.where(low == 0, low, xp.where(high == 0, -floor, low * amplifier))
+        new_high = xp.where(low == 0, floor, xp.where(high == 0, high, high * amplifier))
+        low = xp.where(small, new_low, low).astype(numpy.float32)
+        high = xp.where(small, new_high, high).astype(numpy.float32)
+        scale = xp.where(small, numpy.float64(_SMALL_SCALE), scale)
+    from_min, from_max = quant_min - low / scale, quant_max - high / scale
+    closer_min = abs(quant_min) - xp.abs(low / scale) < abs(quant_max) - xp.abs(high / scale)
+    zero_point = xp.where(spans, (quant_min + quant_max) / 2, xp.where(closer_min, from_min, from_max))
+    zero_point = xp.clip(xp.rint(zero_point), quant_min, quant_max).astype(numpy.int64)
+    return scale.astype(numpy.float32).reshape(shape), zero_point.reshape(shape)
 
 
 def _values(x):
@@ -508,7 +561,7 @@ class FakeQuantize(Module):
         """Show ``x`` to the observer and take its new parameters; a range that saw NaN (a NaN
         scale) is refused with a ValueError naming the channels, and the parameters stay as they were."""
         self.observer(x)
-        scale, zero_point = self.observer.calculate_qparams()
+        scale, zero_point = self._qparams()
         nan = numpy.isnan(backend.to_numpy(scale))
         if nan.any():
             where = f"channels {numpy.flatnonzero(nan).tolist()} along axis {self.observer.ch_axis}" \
@@ -516,6 +569,10 @@ class FakeQuantize(Module):
             raise ValueError(f"{self._label()}: {self.observer._label()} saw NaN in {where}, so it has no scale "
                              "(NaN); expected inputs without NaN")
         self.scale, self.zero_point = scale, zero_point
+
+    def _qparams(self):
+        """The (scale, zero_point) the buffers take after an observation."""
+        return self.observer.calculate_qparams()
 
     def forward(self, x):
         if self.observer_enabled and (self.training or self.observe_in_eval):
@@ -547,6 +604,47 @@ class FakeQuantize(Module):
     def extra_repr(self) -> str:
         return (f"quant_min={self.quant_min}, quant_max={self.quant_max}, observer_enabled={self.observer_enabled}, "
                 f"fake_quant_enabled={self.fake_quant_enabled}")
+
+
+@register_layer
+class FusedMovingAvgObsFakeQuantize(FakeQuantize):
+    """``torch.ao.quantization.FusedMovingAvgObsFakeQuantize``: a :class:`FakeQuantize` over a
+    moving-average min-max observer that, as PyTorch's fused op, observes whenever its observer is
+    enabled, in training and in evaluation alike, and takes its ``scale`` and ``zero_point`` by
+    the fused op's own rule (:func:`fused_qparams`; :meth:`calculate_qparams` still gives the
+    observer's, as PyTorch's). ``observer`` is the observer's class
+    (:class:`MovingAverageMinMaxObserver`, the default, or :class:`MovingAveragePerChannelMinMaxObserver`)
+    built with ``quant_min``, ``quant_max`` and ``observer_kwargs`` (``averaging_constant``,
+    ``dtype``, ``qscheme``, ``ch_axis``, ...), or an instance of one of them."""
+
+    def __init__(self, observer=MovingAverageMinMaxObserver, quant_min: int | None = 0, quant_max: int | None = 255,
+                 name: str | None = None, **observer_kwargs):
+        if isinstance(observer, type) and issubclass(observer, _MOVING_AVERAGE_OBSERVERS):
+            observer = observer(quant_min=quant_min, quant_max=quant_max, **observer_kwargs)
+        elif observer_kwargs:
+            raise ValueError(f"FusedMovingAvgObsFakeQuantize: observer keywords {sorted(observer_kwargs)} need an "
+                             f"observer class, got an instance of {type(observer).__name__}")
+        if not isinstance(observer, _MOVING_AVERAGE_OBSERVERS):
+            what = observer.__name__ if isinstance(observer, type) else type(observer).__name__
+            raise ValueError(f"FusedMovingAvgObsFakeQuantize: observer must be MovingAverageMinMaxObserver or "
+                             f"MovingAveragePerChannelMinMaxObserver (a class or an instance), got {what}")
+        if observer.qscheme.endswith("symmetric") and observer.quant_max - observer.quant_min < 2:
+            raise ValueError(f"FusedMovingAvgObsFakeQuantize: a symmetric quantization needs at least three integers, "
+                             f"got [{observer.quant_min}, {observer.quant_max}]")
+        super().__init__(observer, observe_in_eval=True, name=name)
+
+    def _qparams(self):
+        observer = self.observer
+        return fused_qparams(observer.min_val, observer.max_val, observer.quant_min, observer.quant_max,
+                             observer.qscheme.endswith("symmetric"))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        del config["observe_in_eval"]
+        return config
+
+
+_MOVING_AVERAGE_OBSERVERS = (MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver)
 
 
 # -- PyTorch's default observers and fake quantizations (fresh modules, one per call) --------------
@@ -604,3 +702,21 @@ def default_per_channel_weight_fake_quant() -> FakeQuantize:
     axis 0, int8 symmetric, observing in evaluation too."""
     observer = MovingAveragePerChannelMinMaxObserver(0.01, 0, "int8", "per_channel_symmetric", -128, 127)
     return FakeQuantize(observer, observe_in_eval=True)
+
+
+def default_fused_act_fake_quant() -> FusedMovingAvgObsFakeQuantize:
+    """``default_fused_act_fake_quant``: activations, moving-average min-max, uint8 affine 0..255."""
+    return FusedMovingAvgObsFakeQuantize(MovingAverageMinMaxObserver, 0, 255, dtype="uint8")
+
+
+def default_fused_wt_fake_quant() -> FusedMovingAvgObsFakeQuantize:
+    """``default_fused_wt_fake_quant``: weights, moving-average min-max, int8 symmetric per tensor."""
+    return FusedMovingAvgObsFakeQuantize(MovingAverageMinMaxObserver, -128, 127, dtype="int8",
+                                         qscheme="per_tensor_symmetric")
+
+
+def default_fused_per_channel_wt_fake_quant() -> FusedMovingAvgObsFakeQuantize:
+    """``default_fused_per_channel_wt_fake_quant``: weights, moving-average min-max per channel along
+    axis 0, int8 symmetric."""
+    return FusedMovingAvgObsFakeQuantize(MovingAveragePerChannelMinMaxObserver, -128, 127, dtype="int8",
+                                         qscheme="per_channel_symmetric")
