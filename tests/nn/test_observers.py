@@ -278,15 +278,21 @@ def test_a_range_with_min_above_max_is_refused():
 
 @pytest.mark.parametrize("make", [lambda: PerChannelMinMaxObserver(1),
                                   lambda: MovingAveragePerChannelMinMaxObserver(0.5, 1, "uint8", "per_channel_affine"),
-                                  lambda: FakeQuantize(PerChannelMinMaxObserver(1))])
+                                  lambda: FakeQuantize(PerChannelMinMaxObserver(1)),
+                                  lambda: lamina.nn.Sequential(FakeQuantize(PerChannelMinMaxObserver(1)),
+                                                               lamina.nn.Identity()),
+                                  lambda: lamina.nn.ModuleList([lamina.nn.Sequential(PerChannelMinMaxObserver(1))])])
 def test_a_fresh_per_channel_observer_loads_a_state_of_any_channel_count(make):
+    """Alone or anywhere inside a larger module: the model's own load fits the fresh buffers."""
     x = randn(4, 3, seed=5).astype(np.float32)
     trained, fresh = make(), make()
-    trained(lamina.tensor(x))
+    (trained[0] if isinstance(trained, lamina.nn.ModuleList) else trained)(lamina.tensor(x))
     assert fresh.load_state_dict(trained.state_dict()) == ([], [])
     for key, value in trained.state_dict().items():
         np.testing.assert_array_equal(fresh.state_dict()[key], value)
         assert fresh.state_dict()[key].dtype == value.dtype
+    if isinstance(fresh, (lamina.nn.Sequential, lamina.nn.ModuleList)):
+        return
     for a, b in zip(fresh.calculate_qparams(), trained.calculate_qparams()):
         np.testing.assert_array_equal(a, b)
     if isinstance(fresh, FakeQuantize):
@@ -303,6 +309,10 @@ def test_a_refused_per_channel_state_leaves_the_observer_fresh():
     with pytest.raises(KeyError, match="missing keys"):
         fresh.load_state_dict(state)
     assert fresh.scale.shape == () and fresh.observer.min_val.shape == (0,)
+    inside = lamina.nn.Sequential(FakeQuantize(PerChannelMinMaxObserver(0)))
+    with pytest.raises(KeyError, match="missing keys"):
+        inside.load_state_dict({f"0.{key}": value for key, value in state.items()})
+    assert inside[0].scale.shape == () and inside[0].observer.min_val.shape == (0,)
     observed = PerChannelMinMaxObserver(0)
     observed(lamina.tensor(randn(2, 2, seed=2).astype(np.float32)))
     with pytest.raises(ShapeError, match=r"'min_val' has shape \(3,\) in the state dict but \(2,\)"):

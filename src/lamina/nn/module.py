@@ -427,7 +427,25 @@ class Module:
     def load_state_dict(self, state: dict, strict: bool = True) -> IncompatibleKeys:
         """Copy arrays into the parameters and buffers, checking names and shapes first.
         Returns the model's names the state lacks and the state's names the model lacks
-        (``missing_keys``, ``unexpected_keys``), which ``strict`` refuses."""
+        (``missing_keys``, ``unexpected_keys``), which ``strict`` refuses. Buffers whose length
+        only the data fixes (a per-channel observer that has seen nothing) first take the
+        state's (see :meth:`_fit_to_state`); a refused state leaves them as they were."""
+        replaced = [slot for path, module in self.named_modules()
+                    for slot in module._fit_to_state(f"{path}." if path else "", state)]
+        try:
+            return self._load_checked(state, strict)
+        except Exception:
+            for owner, attr, old in replaced:
+                owner._buffers[attr] = old
+            raise
+
+    def _fit_to_state(self, prefix: str, state: dict) -> list:
+        """Give this module's buffers that have no size of their own yet the size of the arrays
+        ``state`` holds for them (keys ``prefix`` + name) before a load; returns (module, name,
+        old buffer) for each buffer replaced. Nothing here: modules with such buffers override it."""
+        return []
+
+    def _load_checked(self, state: dict, strict: bool) -> IncompatibleKeys:
         own = self._state_slots()
         if not own and state and not self.built:
             raise RuntimeError(

@@ -40,7 +40,7 @@ from lamina.autograd import Tensor
 from lamina.errors import ShapeError
 from lamina.functional.fake_quantize import fake_quantize_per_channel, fake_quantize_per_tensor
 from lamina.nn.layer import layer_from_config, layer_to_config, register_layer
-from lamina.nn.module import IncompatibleKeys, Module
+from lamina.nn.module import Module
 from lamina.nn.quantize_ops import QUANTIZED_RANGES, quant_dtype
 
 __all__ = ["FakeQuantize", "FixedQParamsObserver", "FusedMovingAvgObsFakeQuantize", "MinMaxObserver",
@@ -179,39 +179,17 @@ def _moving_average(observer, low, high) -> None:
     observer.max_val = backend.xp.maximum(high, observer.min_val)
 
 
-def _fit_fresh_channels(module: Module, state: dict) -> list:
-    """Give the empty buffers of each never-observed per-channel observer below ``module`` (and the
-    0-d ``scale`` and ``zero_point`` of a fake quantization over one) the length of the
-    one-dimensional arrays ``state`` holds for them, as PyTorch's observers resize theirs on
-    load; returns (module, name, old buffer) for each buffer replaced."""
+def _fit_buffers(module: Module, names: tuple[str, ...], prefix: str, state: dict) -> list:
+    """Replace each of ``module``'s buffers ``names`` by zeros of the length of the
+    one-dimensional array ``state`` holds for it; (module, name, old buffer) for each replaced."""
     replaced = []
-    fresh = {id(m) for m in module.modules() if isinstance(m, PerChannelMinMaxObserver) and not m.min_val.size}
-    for path, sub in module.named_modules():
-        if id(sub) in fresh:
-            names = ("min_val", "max_val")
-        elif isinstance(sub, FakeQuantize) and id(sub.observer) in fresh:
-            names = ("scale", "zero_point")
-        else:
-            continue
-        for name in names:
-            value = state.get(f"{path}.{name}" if path else name)
-            if value is not None and numpy.ndim(value) == 1:
-                old = sub._buffers[name]
-                replaced.append((sub, name, old))
-                sub._buffers[name] = backend.xp.zeros((numpy.shape(value)[0],), old.dtype)
+    for name in names:
+        value = state.get(prefix + name)
+        if value is not None and numpy.ndim(value) == 1:
+            old = module._buffers[name]
+            replaced.append((module, name, old))
+            module._buffers[name] = backend.xp.zeros((numpy.shape(value)[0],), old.dtype)
     return replaced
-
-
-def _load_fitting_channels(module: Module, state: dict, strict: bool) -> IncompatibleKeys:
-    """:meth:`Module.load_state_dict` after :func:`_fit_fresh_channels`; a refused state leaves
-    the buffers as they were."""
-    replaced = _fit_fresh_channels(module, state)
-    try:
-        return Module.load_state_dict(module, state, strict)
-    except Exception:
-        for sub, name, old in replaced:
-            sub._buffers[name] = old
-        raise
 
 
 class _Observer(Module):
@@ -367,12 +345,10 @@ class PerChannelMinMaxObserver(_Observer):
             low, high = backend.xp.minimum(low, self.min_val), backend.xp.maximum(high, self.max_val)
         self.min_val, self.max_val = low, high
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> IncompatibleKeys:
-        """As :meth:`Module.load_state_dict`; a never-observed observer first takes the number of
-        channels of the state's ``min_val`` and ``max_val``, as PyTorch's. (Inside a larger model
-        the model's own method runs, which needs equal shapes: rebuild the model from its config,
-        as :func:`lamina.load` does.)"""
-        return _load_fitting_channels(self, state, strict)
+    def _fit_to_state(self, prefix: str, state: dict) -> list:
+        """A never-observed observer takes the number of channels of the state's ``min_val``
+        and ``max_val`` before a load, as PyTorch's, wherever it sits in a model."""
+        return [] if self.min_val.size else _fit_buffers(self, ("min_val", "max_val"), prefix, state)
 
     def get_config(self) -> dict:
         """The settings, and ``channels``: how many channels the observed range has (0 before the
@@ -547,11 +523,13 @@ class FakeQuantize(Module):
     def disable_fake_quant(self) -> FakeQuantize:
         return self.enable_fake_quant(False)
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> IncompatibleKeys:
-        """As :meth:`Module.load_state_dict`; over a never-observed per-channel observer, the
-        observer's range and the ``scale`` and ``zero_point`` first take the number of channels of
-        the state's, as PyTorch's (see :meth:`PerChannelMinMaxObserver.load_state_dict`)."""
-        return _load_fitting_channels(self, state, strict)
+    def _fit_to_state(self, prefix: str, state: dict) -> list:
+        """Over a never-observed per-channel observer, the ``scale`` and ``zero_point`` take the
+        number of channels of the state's before a load (the observer fits its own range)."""
+        observer = self.observer
+        if not isinstance(observer, PerChannelMinMaxObserver) or observer.min_val.size:
+            return []
+        return _fit_buffers(self, ("scale", "zero_point"), prefix, state)
 
     def calculate_qparams(self):
         """The observer's (scale, zero_point) for what it has seen, as PyTorch's FakeQuantize gives."""
