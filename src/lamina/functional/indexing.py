@@ -49,6 +49,30 @@ def _whole_number(value, op: str, name: str, low: int = 0) -> int:
     return value
 
 
+def fill_value(value, dtype, op: str):
+    """The number ``value`` as a 0-d array of ``dtype``, converted as PyTorch converts a number
+    meeting a tensor: a float truncated toward zero for an integer dtype, then an integer
+    wrapping around modulo 2^bits (-1 is 255 in uint8) when it lies in [min, max] of a signed
+    dtype or [-max, max] of an unsigned one; anything is True or False in bool. NaN or
+    infinity in an integer dtype, or an integer out of that range, raises ValueError."""
+    xp = backend.xp
+    dtype = xp.dtype(dtype)
+    if dtype.kind not in "iu":
+        return xp.asarray(value, dtype=dtype)
+    number = value.item() if hasattr(value, "item") else value
+    if isinstance(number, float):
+        if not math.isfinite(number):
+            raise ValueError(f"{op}: cannot put {number} into a tensor of dtype {dtype}; "
+                             f"expected a finite number")
+        number = int(number)
+    limits = xp.iinfo(dtype)
+    low = limits.min if dtype.kind == "i" else -limits.max
+    if not low <= number <= limits.max:
+        raise ValueError(f"{op}: value {number} does not fit dtype {dtype}; expected a number in "
+                         f"[{low}, {limits.max}]")
+    return xp.asarray(number % (limits.max + 1) if number < 0 and dtype.kind == "u" else number, dtype=dtype)
+
+
 def _index_array(index, op: str):
     """``index`` (a Tensor, array or list) as an integer array."""
     array = _raw(index)
@@ -165,7 +189,7 @@ class MaskedFill(Function):
     """y = value where mask, else x; the filled places pass no gradient back."""
 
     def forward(self, a):
-        return backend.xp.where(self.mask, backend.xp.asarray(self.value, dtype=a.dtype), a)
+        return backend.xp.where(self.mask, fill_value(self.value, a.dtype, self.op), a)
 
     def backward(self, dy):
         return (backend.xp.where(self.mask, dy.dtype.type(0), dy),)
@@ -292,21 +316,27 @@ def scatter_add(x, axis: int, index, src) -> Tensor:
 def masked_fill(x, mask, value: float | Tensor) -> Tensor:
     """``value`` where the boolean ``mask`` (broadcast to x's shape) is True, else x; the
     filled places get gradient 0. ``value`` may be a 0-d tensor (as in PyTorch), which then
-    gets the gradient of the places it fills."""
+    gets the gradient of the places it fills. A number is converted to x's dtype as PyTorch
+    does (:func:`fill_value`: -1 wraps to 255 in uint8, NaN in an integer dtype raises)."""
+    return fill_masked(x, mask, value, "masked_fill")
+
+
+def fill_masked(x, mask, value: float | Tensor, op: str) -> Tensor:
+    """:func:`masked_fill` for the ops built on it, with ``op`` naming the caller in errors."""
     shape = _shape_of(x)
     mask = _raw(mask)
     if mask.dtype != bool:
-        raise ValueError(f"masked_fill: mask must be boolean, got dtype {mask.dtype}")
+        raise ValueError(f"{op}: mask must be boolean, got dtype {mask.dtype}")
     if not _broadcasts_to(mask.shape, shape):
-        raise ShapeError(f"masked_fill: mask of shape {mask.shape} cannot be broadcast to x of shape {shape}")
+        raise ShapeError(f"{op}: mask of shape {mask.shape} cannot be broadcast to x of shape {shape}")
     if isinstance(value, Tensor):
         if value.ndim != 0:
-            raise ShapeError(f"masked_fill: value must be a number or a 0-d tensor, got a tensor of shape "
+            raise ShapeError(f"{op}: value must be a number or a 0-d tensor, got a tensor of shape "
                              f"{value.shape}")
         if value.requires_grad:
             return where(backend.xp.broadcast_to(mask, shape), value, x)
         value = value.data
-    return MaskedFill.apply(x, mask=mask, value=value)
+    return MaskedFill.apply(x, mask=mask, value=value, op=op)
 
 
 def _stable_order(a, axis: int, descending: bool):

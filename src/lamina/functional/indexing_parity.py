@@ -31,6 +31,7 @@ from lamina.functional.indexing import (
     _shape_of,
     _stable_order,
     _whole_number,
+    fill_masked,
     gather,
     masked_fill,
     scatter_add,
@@ -141,9 +142,21 @@ def scatter(x, axis: int, index, src=None, *, value=None) -> Tensor:
     dest = _destinations(shape, axis, index)
     written = _written(shape, dest)
     if src is None:
-        return masked_fill(x, written, value)
+        return fill_masked(x, written, value, "scatter")
     winners = where(_last_writes(dest), _used_part(src, index.shape), 0.0)
     return scatter_add(masked_fill(x, written, 0.0), axis, index, winners)
+
+
+def _far_end(dtype, largest: bool):
+    """The value of ``dtype`` that every other is at least (``largest``) or at most: -inf or
+    inf, the integer limits, False or True."""
+    xp = backend.xp
+    if dtype.kind == "b":
+        return not largest
+    if dtype.kind in "iu":
+        limits = xp.iinfo(dtype)
+        return limits.min if largest else limits.max
+    return -xp.inf if largest else xp.inf
 
 
 class ScatterExtreme(Function):
@@ -158,9 +171,9 @@ class ScatterExtreme(Function):
         self.src_shape = src.shape
         out = a.copy()
         if not self.include_self:
-            out[self.written] = -xp.inf if self.largest else xp.inf
+            out[self.written] = _far_end(out.dtype, self.largest)
         pick.at(out, self.where, used)
-        ties = xp.zeros(out.shape, dtype=out.dtype)
+        ties = xp.zeros(out.shape, dtype=out.dtype if out.dtype.kind == "f" else xp.int64)
         self_ties = (a == out) if self.include_self else ~self.written
         src_ties = used == out[self.where]
         ties += self_ties
@@ -248,7 +261,8 @@ def scatter_reduce(x, axis: int, index, src, reduce: str, include_self: bool = T
     """x with the src values sent to each place (``index`` replacing position ``axis``, as in
     scatter) reduced by ``reduce``: "sum", "prod", "mean", "amax" or "amin", x's own value taking
     part when ``include_self`` (places nothing is sent to keep x), as ``torch.scatter_reduce``.
-    Gradients as PyTorch's: "mean" divides by the count, "amax"/"amin" share among ties."""
+    Gradients as PyTorch's: "mean" divides by the count, "amax"/"amin" share among ties. An
+    integer "mean" keeps the dtype and rounds down (floor division), as PyTorch's."""
     if reduce not in _REDUCTIONS:
         raise ValueError(f"scatter_reduce: reduce must be one of {_REDUCTIONS}, got {reduce!r}")
     shape, axis, index = _scatter_args(x, axis, index, src, "scatter_reduce")
@@ -260,9 +274,13 @@ def scatter_reduce(x, axis: int, index, src, reduce: str, include_self: bool = T
         if reduce == "sum":
             return total
         xp = backend.xp
-        counts = xp.zeros(shape, dtype=_raw(x).dtype if _raw(x).dtype.kind == "f" else xp.float64)
+        dtype = total.dtype
+        counts = xp.zeros(shape, dtype=dtype if dtype.kind == "f" else xp.int64)
         xp.add.at(counts.reshape(-1), dest.reshape(-1), 1)
-        return div(total, xp.maximum(counts + (1 if include_self else 0), 1))
+        counts = xp.maximum(counts + (1 if include_self else 0), 1)
+        if dtype.kind in "iu":      # no gradient to carry for integers
+            return Tensor._wrap((total.data // counts).astype(dtype, copy=False))
+        return div(total, counts)
     spots = _along_axis(index, axis)
     if reduce == "prod":
         return ScatterProd.apply(x, src, axis=axis, index=index, where=spots, written=written,
@@ -315,7 +333,7 @@ def index_fill(x, axis: int, index, value: float) -> Tensor:
     mask[index] = True
     spread = [1] * len(shape)
     spread[axis] = shape[axis]
-    return masked_fill(x, mask.reshape(spread), value)
+    return fill_masked(x, mask.reshape(spread), value, "index_fill")
 
 
 # -- masks --------------------------------------------------------------------------------------
@@ -328,9 +346,9 @@ def _bool_mask(mask, op: str):
 
 def masked_select(x, mask) -> Tensor:
     """The values of x where the boolean ``mask`` holds (both broadcast together), in row-major
-    order, as a 1-D tensor (``torch.masked_select``)."""
+    order, as a 1-D tensor (``torch.masked_select``), also when both are 0-d."""
     mask = _bool_mask(mask, "masked_select")
-    shape = _broadcast_shape("masked_select", _shape_of(x), mask.shape)
+    shape = _broadcast_shape("masked_select", _shape_of(x), mask.shape) or (1,)
     return getitem(_broadcast(x, shape), backend.xp.nonzero(backend.xp.broadcast_to(mask, shape)))
 
 

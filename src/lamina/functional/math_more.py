@@ -248,7 +248,8 @@ def log10(a) -> Tensor:
 
 def sign(a) -> Tensor:
     """-1, 0 or 1 by the sign of x; the gradient is 0. Booleans are their own sign (PyTorch's)."""
-    if isinstance(a, Tensor) and a.dtype.kind == "b":
+    a = a if isinstance(a, Tensor) else Tensor._constant(a)
+    if a.dtype.kind == "b":
         return Tensor._wrap(a.data.copy())
     return PiecewiseConstant.apply(a, op="sign")
 

@@ -26,6 +26,7 @@ from lamina.autograd.function import cast, result_dtype
 from lamina.functional._util import shape_error, sum_to, unbroadcast
 from lamina.functional.activation import sigmoid
 from lamina.functional.elementwise import clip, where
+from lamina.functional.indexing import fill_value
 from lamina.functional.math_more import PiecewiseConstant, cos, reciprocal, rsqrt
 
 
@@ -416,10 +417,12 @@ def addcdiv(x, tensor1, tensor2, value: float = 1.0) -> Tensor:
 def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
     """x limited to [min, max]; either bound may be None, a number or a tensor (broadcast).
 
-    With numbers it is :func:`~lamina.functional.clip`. With a tensor bound, as PyTorch:
-    where min > max the result is max; x gets the gradient where min <= x <= max, min
-    where x < min < max, max where x > max or max < min, and none of them where x < min = max.
-    NaN in x stays NaN and gets no gradient.
+    With numbers it is :func:`~lamina.functional.clip`; an integer bound meeting an integer x
+    is converted as PyTorch converts it (-1 wraps to 255 for uint8). With a tensor bound, as
+    PyTorch: the result has the dtype of x and the bounds promoted together (an integer x
+    with a float bound gives a float), where min > max the result is max; x gets the
+    gradient where min <= x <= max, min where x < min < max, max where x > max or max < min,
+    and none of them where x < min = max. NaN in x stays NaN and gets no gradient.
     """
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given, got neither")
@@ -428,11 +431,17 @@ def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
             if bound is not None and backend.xp.ndim(bound) != 0:
                 raise ValueError(f"clamp: {name} must be a number or a Tensor, got an array of shape "
                                  f"{backend.xp.shape(bound)}; wrap it with lamina.tensor")
-        return clip(x, min, max)
+        dtype = x.dtype if isinstance(x, Tensor) else None
+        if dtype is None or dtype.kind not in "iu":
+            return clip(x, min, max)
+        return clip(x, *(b if b is None or isinstance(b, float) else fill_value(b, dtype, "clamp") for b in (min, max)))
     x = as_tensor(x)
+    dtype = _clamp_dtype(x, min, max)
+    x = cast(x, dtype)
+    lower, upper = (None if b is None else _clamp_bound(b, dtype) for b in (min, max))
     a = x.data
-    low = None if min is None else as_tensor(min, x).data
-    high = None if max is None else as_tensor(max, x).data
+    low = None if lower is None else lower.data
+    high = None if upper is None else upper.data
     stuck = None   # x < min == max: the value is that bound, and no input gets the gradient
     try:
         below = backend.xp.zeros(a.shape, dtype=bool) if low is None else a < low
@@ -446,17 +455,41 @@ def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
     if stuck is not None and not stuck.any():
         stuck = None
     outside = below | above if stuck is None else below | above | stuck
-    nan = backend.xp.isnan(a)
-    out = where(~(outside | nan), x, 0.0)
-    if nan.any():
+    nan = backend.xp.isnan(a) if dtype.kind == "f" else None
+    out = where(~outside if nan is None else ~(outside | nan), x, backend.xp.zeros((), dtype))
+    if nan is not None and nan.any():
         out = where(nan, a, out)    # NaN stays NaN, with no gradient (as with number bounds)
-    if min is not None:
-        out = where(below, min, out)
-    if max is not None:
-        out = where(above, max, out)
+    if lower is not None:
+        out = where(below, lower, out)
+    if upper is not None:
+        out = where(above, upper, out)
     if stuck is not None:
-        out = where(stuck, backend.xp.broadcast_to(high, stuck.shape).astype(a.dtype), out)
+        out = where(stuck, backend.xp.broadcast_to(high, stuck.shape), out)
     return out
+
+
+def _clamp_dtype(x: Tensor, *bounds):
+    """PyTorch's result dtype of clamp: x and the tensor (or array) bounds promote as tensors
+    (by their number of dimensions), number bounds as numbers (:func:`result_dtype`)."""
+    dims, zero_dims, numbers = [], [], []
+    for t in (x, *bounds):
+        if t is None:
+            continue
+        array = t.data if isinstance(t, Tensor) else backend.xp.asarray(t)
+        if array.ndim:
+            dims.append(array.dtype)
+        else:
+            (zero_dims if isinstance(t, Tensor) else numbers).append(array.dtype)
+    return result_dtype(dims, zero_dims, numbers)
+
+
+def _clamp_bound(bound, dtype) -> Tensor:
+    """A clamp bound as a tensor of the result ``dtype`` (a tensor stays on the graph)."""
+    if isinstance(bound, Tensor):
+        return cast(bound, dtype)
+    if backend.xp.ndim(bound):
+        return Tensor._wrap(backend.xp.asarray(bound).astype(dtype))
+    return Tensor._wrap(fill_value(bound, dtype, "clamp"))
 
 
 # -- comparisons (no gradient) -------------------------------------------------------------

@@ -24,7 +24,7 @@ from lamina.functional.indexing import gather
 from lamina.functional.math_parity import as_tensor
 from lamina.functional.reduce import max as reduce_max
 from lamina.functional.reduce_more import cumsum
-from lamina.functional.shape import concat, getitem
+from lamina.functional.shape import concat, getitem, reshape
 from lamina.functional.stats_parity import _axis
 
 
@@ -47,7 +47,8 @@ def _attach(x: Tensor, extra, axis: int, op: str, name: str) -> Tensor:
 
 def diff(x, n: int = 1, axis: int = -1, prepend=None, append=None) -> Tensor:
     """The n-th forward difference along ``axis``: y_i = x_(i+1) - x_i, n times, after
-    joining ``prepend`` and ``append`` (numbers or tensors) to x's ends."""
+    joining ``prepend`` and ``append`` (numbers or tensors) to x's ends, in their common dtype.
+    For booleans, as PyTorch: y_i = x_(i+1) != x_i (exclusive or)."""
     x = as_tensor(x)
     if x.ndim == 0:
         raise ShapeError("diff: x must have at least one axis, got a 0-d input")
@@ -63,7 +64,9 @@ def diff(x, n: int = 1, axis: int = -1, prepend=None, append=None) -> Tensor:
     for _ in range(n):
         if y.shape[axis] == 0:
             break
-        y = getitem(y, _slice(y.ndim, axis, slice(1, None))) - getitem(y, _slice(y.ndim, axis, slice(None, -1)))
+        later = getitem(y, _slice(y.ndim, axis, slice(1, None)))
+        earlier = getitem(y, _slice(y.ndim, axis, slice(None, -1)))
+        y = Tensor._wrap(later.data != earlier.data) if y.dtype == bool else later - earlier
     return y
 
 
@@ -140,9 +143,12 @@ class LogCumSumExp(Function):
 
 
 def logcumsumexp(x, axis: int) -> Tensor:
-    """Running log-sum-exp along ``axis``: y_k = log(e^(x_0) + ... + e^(x_k))."""
+    """Running log-sum-exp along ``axis``: y_k = log(e^(x_0) + ... + e^(x_k)); a 0-d x is
+    its own result (as PyTorch, for any ``axis``)."""
     x = as_tensor(x)
-    return LogCumSumExp.apply(x, axis=_axis(axis, x.ndim, "logcumsumexp") if x.ndim else 0)
+    if x.ndim == 0:
+        return reshape(LogCumSumExp.apply(reshape(x, (1,)), axis=0), ())
+    return LogCumSumExp.apply(x, axis=_axis(axis, x.ndim, "logcumsumexp"))
 
 
 def _running_extreme(x, axis: int, largest: bool, op: str):

@@ -90,6 +90,10 @@ class BroadcastTo(Function):
 
 
 class Concat(Function):
+    """The inputs joined along ``axis``, in their common dtype (PyTorch's promotion, not NumPy's:
+    int64 with float32 gives float32); each gets back its slice of the gradient."""
+    dtype_rule = "promote"
+
     def forward(self, *xs):
         axis = self.axis
         try:
@@ -116,6 +120,10 @@ class Concat(Function):
 
 
 class Stack(Function):
+    """The inputs stacked along a new ``axis``, in their common dtype (as :class:`Concat`); each
+    gets back its slice of the gradient."""
+    dtype_rule = "promote"
+
     def forward(self, *xs):
         try:
             out = backend.xp.stack(xs, axis=self.axis)
@@ -218,12 +226,12 @@ def getitem(a, index) -> Tensor:
 
 
 def concat(tensors, axis: int = 0) -> Tensor:
-    """Join tensors along an existing axis."""
+    """Join tensors along an existing axis; mixed dtypes promote as in PyTorch's ``cat``."""
     return Concat.apply(*tensors, axis=axis)
 
 
 def stack(tensors, axis: int = 0) -> Tensor:
-    """Join tensors along a new axis."""
+    """Join tensors along a new axis; mixed dtypes promote as in PyTorch's ``stack``."""
     return Stack.apply(*tensors, axis=axis)
 
 

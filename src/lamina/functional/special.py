@@ -20,6 +20,7 @@ import numpy
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import cast
 from lamina.functional._util import sum_to, unbroadcast
 from lamina.functional.activation import sigmoid
 from lamina.functional.elementwise import clip, exp, log, where
@@ -289,8 +290,11 @@ def gammainc(a, x) -> Tensor:
 
 
 def logit(p, eps: float | None = None) -> Tensor:
-    """log(p / (1 - p)), the inverse of the sigmoid; ``eps`` clamps p to [eps, 1 - eps] first."""
+    """log(p / (1 - p)), the inverse of the sigmoid; ``eps`` clamps p to [eps, 1 - eps] first.
+    Integer or boolean p is taken in the default float dtype (as PyTorch: logit(True) = inf)."""
     p = p if isinstance(p, Tensor) else Tensor(p)
+    if p.dtype.kind in "biu":
+        p = cast(p, backend.get_default_dtype())
     if eps is not None:
         p = clip(p, eps, 1.0 - eps)
     return log(p) - log1p(-p)
