@@ -150,3 +150,19 @@ def test_transpose_bad_axes_raises_shape_error():
 def test_pad_wrong_number_of_pairs_raises_shape_error():
     with pytest.raises(lamina.ShapeError, match="pad"):
         lamina.pad(lamina.tensor(np.ones((2, 3))), ((1, 1),))
+
+
+@pytest.mark.parametrize("width, shape", [(1, (4, 5, 6)), ((1, 2), (5, 6, 7)), (np.int64(2), (6, 7, 8)),
+                                          (((0, 0), (1, 1), (2, 0)), (2, 5, 6))])
+def test_pad_takes_numpys_three_forms_of_pad_width(width, shape):
+    x = randn(2, 3, 4, seed=3)
+    out = lamina.pad(lamina.tensor(x), width, value=0.5)
+    assert out.shape == shape
+    np.testing.assert_array_equal(out.numpy(), np.pad(x, width, constant_values=0.5))
+
+
+@pytest.mark.parametrize("width", [(1, 2, 3, 4), ((1, 2), (3, 4)), -1, (1.5, 2), ((1, 2), (1, 2), (1, -1))])
+def test_pad_refuses_other_widths_naming_torchs_flat_form(width):
+    message = r"pad: pad_width must be .* of the input of shape \(2, 3, 4\) .* use pad1d, pad2d or pad3d"
+    with pytest.raises(lamina.ShapeError, match=message):
+        lamina.pad(lamina.tensor(np.ones((2, 3, 4))), width)
