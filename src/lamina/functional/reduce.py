@@ -1,6 +1,9 @@
 """Reductions: sum, mean, var, max, min over axes.
 
 Sum hands every summed element the upstream gradient; mean hands each 1/n of it.
+Sums run in PyTorch's dtypes (:func:`accumulate`): bool and integers in int64, which the
+result keeps, float16 in float32, rounded back to float16 (as NumPy's mean does itself);
+var works in float32 for float16.
 Max and min route it to the selected element, as the course notes' max node: of
 several tied elements, the first in row-major order (the one ``argmax`` picks) gets
 all of it and the others get zero.
@@ -12,7 +15,27 @@ import math
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import cast
 from lamina.functional._util import normalize_axes
+
+
+def accumulate(method: str, a, **kwargs):
+    """``a.<method>(**kwargs)``, its sum, cumsum or cumprod, in PyTorch's dtypes: bool and
+    integers in int64 (the result int64, so uint8 200 + 100 is 300, not a wrapped value), float16
+    in float32 with the result rounded back to float16; other floats in their own dtype."""
+    xp = backend.xp
+    reduce = getattr(a, method)
+    if a.dtype.kind in "biu":
+        return reduce(dtype=xp.int64, **kwargs)
+    if a.dtype == xp.float16:
+        return reduce(dtype=xp.float32, **kwargs).astype(xp.float16)
+    return reduce(**kwargs)
+
+
+def is_half(a) -> bool:
+    """Whether ``a`` (a tensor, array or other value) holds float16, which PyTorch's reductions
+    compute in float32."""
+    return getattr(a, "dtype", None) == backend.xp.float16
 
 
 def _expand(dy, in_shape, axes, keepdims):
@@ -27,7 +50,7 @@ class Sum(Function):
     def forward(self, a):
         self.axes = normalize_axes(self.axis, a.ndim, "sum")
         self.in_shape = a.shape
-        return a.sum(axis=self.axes, keepdims=self.keepdims)
+        return accumulate("sum", a, axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, dy):
         dy = _expand(dy, self.in_shape, self.axes, self.keepdims)
@@ -97,9 +120,13 @@ def var(a, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
 
     As ``std``, ddof is an int >= 0 and n - ddof must be positive: where PyTorch returns
     inf or NaN (ddof >= n, or an empty axis), this raises a ValueError that says so.
+    float16 input is worked in float32, as PyTorch does (its squares overflow float16 from
+    256 on), and the result and gradient rounded back to float16.
     """
     if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
         raise ValueError(f"var: ddof must be an int >= 0, got {ddof!r}")
+    if is_half(a):
+        return cast(var(cast(a, backend.xp.float32), axis, keepdims, ddof), backend.xp.float16)
     axes = normalize_axes(axis, a.ndim, "var")
     n = math.prod(a.shape[i] for i in axes)
     if n - ddof <= 0:

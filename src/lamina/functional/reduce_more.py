@@ -14,6 +14,10 @@ Each is one node with a closed-form backward:
 - cumsum y_k = sum_(j <= k) x_j; dJ/dx_i = sum_(k >= i) dJ/dy_k, a cumsum run backwards. On
   large float arrays both run as block matrix products (:func:`_blocked_scan`).
 - cumprod y_k = prod_(j <= k) x_j; see :class:`CumProd` for a backward exact where x has zeros.
+
+Dtypes are PyTorch's: prod, cumsum and cumprod of bool and integers run in, and return, int64;
+logsumexp takes them to the default float dtype first. float16 input is worked in float32 and
+the result rounded back to float16 (prod excepted, as in PyTorch), its gradient too.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ import numpy
 
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import cast
 from lamina.functional._util import normalize_axes
 from lamina.functional.elementwise import where
+from lamina.functional.reduce import accumulate, is_half
 from lamina.functional.shape import concat, stack
 
 NORM_ORDERS = (1, 2, math.inf)
@@ -44,6 +50,8 @@ def _check_not_empty(a, axes, op: str) -> None:
 
 
 class LogSumExp(Function):
+    dtype_rule = "float"                # integers and bool to the default float dtype first, as in torch
+
     def forward(self, a):
         xp = backend.xp
         self.axes = normalize_axes(self.axis, a.ndim, "logsumexp")
@@ -122,7 +130,7 @@ class Prod(Function):
     def forward(self, a):
         self.axes = normalize_axes(self.axis, a.ndim, "prod")
         self.a = a
-        return a.prod(axis=self.axes, keepdims=self.keepdims)
+        return a.prod(axis=self.axes, keepdims=self.keepdims, dtype=backend.xp.int64 if a.dtype.kind in "biu" else None)
 
     def backward(self, dy):
         moved = _to_last(self.a, self.axes)
@@ -303,8 +311,8 @@ def _running_sum(a, axis: int, reverse: bool = False):
         if out is not None:
             return xp.moveaxis(out.reshape(rows.shape), -1, axis)
     if reverse:
-        return xp.flip(xp.cumsum(xp.flip(a, axis), axis=axis), axis)
-    return xp.cumsum(a, axis=axis)
+        return xp.flip(accumulate("cumsum", xp.flip(a, axis), axis=axis), axis)
+    return accumulate("cumsum", a, axis=axis)
 
 
 class CumSum(Function):
@@ -357,7 +365,7 @@ class CumProd(Function):
     def forward(self, a):
         self.axis = _single_axis(self.axis, a.ndim, "cumprod")
         self.a = a
-        self.y = backend.xp.cumprod(a, axis=self.axis)
+        self.y = accumulate("cumprod", a, axis=self.axis)
         return self.y
 
     def backward(self, dy):
@@ -407,13 +415,21 @@ def vector_order(order, op: str, name: str = "ord"):
     raise ValueError(f"{op}: {name} must be one of 1, 2, inf or 'fro', got {order!r}")
 
 
+def _in_float32(op: type[Function], a, **params) -> Tensor:
+    """``op`` applied to ``a``; float16 ``a`` is cast to float32 on the graph and the result back."""
+    if is_half(a):
+        return cast(op.apply(cast(a, backend.xp.float32), **params), backend.xp.float16)
+    return op.apply(a, **params)
+
+
 def logsumexp(a, axis=None, keepdims: bool = False) -> Tensor:
-    """log sum_j e^(x_j) over ``axis`` (None: every axis), computed without overflow."""
-    return LogSumExp.apply(a, axis=axis, keepdims=keepdims)
+    """log sum_j e^(x_j) over ``axis`` (None: every axis), computed without overflow; bool and
+    integer input is taken to the default float dtype first."""
+    return _in_float32(LogSumExp, a, axis=axis, keepdims=keepdims)
 
 
 def prod(a, axis=None, keepdims: bool = False) -> Tensor:
-    """The product of the values over ``axis`` (None: every axis)."""
+    """The product of the values over ``axis`` (None: every axis); bool and integers give int64."""
     return Prod.apply(a, axis=axis, keepdims=keepdims)
 
 
@@ -426,7 +442,7 @@ def std(a, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """
     if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
         raise ValueError(f"std: ddof must be an int >= 0, got {ddof!r}")
-    return Std.apply(a, axis=axis, keepdims=keepdims, ddof=ddof)
+    return _in_float32(Std, a, axis=axis, keepdims=keepdims, ddof=ddof)
 
 
 def norm(a, ord=2, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A002 - mirrors NumPy
@@ -436,15 +452,15 @@ def norm(a, ord=2, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A002 -
     ``torch.linalg.vector_norm``: for a matrix and axis=None, ord=2 is the Frobenius
     norm, not NumPy's spectral norm. The gradient of the 2-norm at x = 0 is taken as 0.
     """
-    return Norm.apply(a, ord=vector_order(ord, "norm"), axis=axis, keepdims=keepdims)
+    return _in_float32(Norm, a, ord=vector_order(ord, "norm"), axis=axis, keepdims=keepdims)
 
 
 def cumsum(a, axis: int) -> Tensor:
-    """Running sums along ``axis``: y_k = x_0 + ... + x_k."""
+    """Running sums along ``axis``: y_k = x_0 + ... + x_k (bool and integers in int64)."""
     return CumSum.apply(a, axis=axis)
 
 
 def cumprod(a, axis: int) -> Tensor:
-    """Running products along ``axis``: y_k = x_0 x_1 ... x_k."""
+    """Running products along ``axis``: y_k = x_0 x_1 ... x_k (bool and integers in int64)."""
     return CumProd.apply(a, axis=axis)
 

@@ -26,6 +26,7 @@ import numpy
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import cast
 from lamina.errors import ShapeError
 from lamina.functional._selection import (
     INSERTION_RUN,
@@ -39,7 +40,7 @@ from lamina.functional.elementwise import plain_number, sqrt, where
 from lamina.functional.indexing import gather
 from lamina.functional.linalg_structure import diagonal
 from lamina.functional.math_parity import as_tensor, clamp
-from lamina.functional.reduce import mean, var
+from lamina.functional.reduce import is_half, mean, var
 from lamina.functional.reduce import sum as add_up
 from lamina.functional.reduce_more import norm, std
 from lamina.functional.shape import reshape, transpose
@@ -136,17 +137,26 @@ def aminmax(x, axis=None, keepdims: bool = False) -> tuple[Tensor, Tensor]:
 
 
 def nansum(x, axis=None, keepdims: bool = False) -> Tensor:
-    """The sum over ``axis`` with NaN counted as 0 (NaN elements get gradient 0)."""
+    """The sum over ``axis`` with NaN counted as 0 (NaN elements get gradient 0); bool and
+    integers give int64, float16 is added up in float32, as :func:`lamina.functional.sum`."""
     x = as_tensor(x)
-    if x.dtype.kind not in "fc":                  # integers hold no NaN: a plain sum, in their dtype (torch's)
+    if x.dtype.kind not in "fc":                  # integers hold no NaN: a plain sum
         return add_up(x, axis=axis, keepdims=keepdims)
     return add_up(where(backend.xp.isnan(x.data), 0.0, x), axis=axis, keepdims=keepdims)
 
 
 def nanmean(x, axis=None, keepdims: bool = False) -> Tensor:
     """The mean over ``axis`` of the values that are not NaN (NaN where all are). NaN values
-    get no gradient, also in a slice that is all NaN (where PyTorch's gradient is NaN)."""
+    get no gradient, also in a slice that is all NaN (where PyTorch's gradient is NaN).
+
+    float16 is worked in float32 and rounded back. Bool and integers hold no NaN: they get
+    :func:`lamina.functional.mean`'s result (which PyTorch refuses, for both).
+    """
     x = as_tensor(x)
+    if x.dtype.kind in "biu":
+        return mean(x, axis=axis, keepdims=keepdims)
+    if is_half(x):
+        return cast(nanmean(cast(x, backend.xp.float32), axis, keepdims), backend.xp.float16)
     valid = ~backend.xp.isnan(x.data)
     count = valid.sum(axis=normalize_axes(axis, x.ndim, "nanmean"), keepdims=keepdims).astype(x.dtype)
     share = backend.xp.where(count > 0, 1 / backend.xp.maximum(count, 1), backend.xp.nan)   # NaN: all NaN
