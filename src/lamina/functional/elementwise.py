@@ -173,13 +173,22 @@ def abs(a) -> Tensor:  # noqa: A001
 def clip(a, low=None, high=None) -> Tensor:
     """``a`` limited to [low, high] (either may be None); a tensor bound makes it
     :func:`~lamina.functional.clamp`, whose bounds get their share of the gradient."""
-    if isinstance(low, Tensor) or isinstance(high, Tensor):
+    low, high = plain_number(low), plain_number(high)
+    if isinstance(low, Tensor) or isinstance(high, Tensor) or _beyond_integers(a, low, high):
         from lamina.functional.math_parity import clamp  # math_parity builds on this module
 
         return clamp(a, low, high)
-    low, high = plain_number(low), plain_number(high)
     a = float_for(a, low, high)
     return Clip.apply(a, low=low, high=high)
+
+
+def _beyond_integers(a, *bounds) -> bool:
+    """Whether an integer tensor ``a`` meets an int bound its dtype cannot hold (which
+    :func:`~lamina.functional.clamp` converts as PyTorch does: -1 is 255 for uint8)."""
+    if not (isinstance(a, Tensor) and a.dtype.kind in "iu"):
+        return False
+    limits = numpy.iinfo(a.dtype)
+    return any(isinstance(b, int) and not isinstance(b, bool) and not limits.min <= b <= limits.max for b in bounds)
 
 
 def plain_number(value):
