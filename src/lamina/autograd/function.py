@@ -111,7 +111,7 @@ class Function:
             out = backend.xp.asarray(out)
         result = Tensor.__new__(Tensor)
         result.data = out
-        result.grad = None
+        result._grad = None
         if graph._mode.enabled:
             for t in tensors:
                 if t.requires_grad:

@@ -19,7 +19,7 @@ _NUMERIC_KINDS = "biuf"
 
 class Tensor:
     # _hooks and _retains_grad are set only on tensors that use them (read with getattr)
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_hooks", "_retains_grad", "__weakref__")
+    __slots__ = ("data", "_grad", "requires_grad", "_ctx", "_hooks", "_retains_grad", "__weakref__")
     __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -28,7 +28,7 @@ class Tensor:
             raise TypeError(
                 f"tensor(requires_grad=True) needs a floating dtype, got {self.data.dtype}"
             )
-        self.grad = None
+        self._grad = None
         self.requires_grad = bool(requires_grad)
         self._ctx = None
 
@@ -37,7 +37,7 @@ class Tensor:
         """A constant tensor around an existing array (no copy, no cast)."""
         t = cls.__new__(cls)
         t.data = array
-        t.grad = None
+        t._grad = None
         t.requires_grad = False
         t._ctx = None
         return t
@@ -119,6 +119,20 @@ class Tensor:
         return grad_fn_of(self)
 
     # -- gradient ------------------------------------------------------------
+    @property
+    def grad(self):
+        """dJ/dself after backward (an array shaped like ``data``), or None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        # NumPy's arithmetic on 0-d arrays gives scalars (2 * w.data is an np.float64), which
+        # the optimizers cannot update in place: any value that is not an array becomes one
+        # (of its own dtype). Arrays and tensors are stored as given, without a copy.
+        if value is not None and not isinstance(value, (numpy.ndarray, Tensor)):
+            value = backend.xp.asarray(value)
+        self._grad = value
+
     def zero_grad(self) -> None:
         self.grad = None
 

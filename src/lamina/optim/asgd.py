@@ -16,10 +16,11 @@ class ASGD(Optimizer):
 
     SGD with a step size eta that decays as a power of the step count, and, from step
     ``t0`` on, an average ``ax`` of the weights visited: the average of a noisy SGD
-    trajectory converges faster than its last point. With g = ``dJ_dw + weight_decay*w``
-    (negated when ``maximize``), t the step count, eta = ``lr`` and mu = 1 at the start::
+    trajectory converges faster than its last point. With g = ``s*dJ_dw + weight_decay*w``
+    (s = -1 when ``maximize``, else 1: only the gradient is negated, the decay still pulls the
+    weights towards 0), t the step count, eta = ``lr`` and mu = 1 at the start::
 
-        w   = w * (1 - lambd*eta) - eta*g
+        w   = w * (1 - lambd*eta) - eta*g         # = w * (1 - (lambd + weight_decay)*eta) - eta*s*dJ_dw
         ax  = ax + mu*(w - ax)                    (ax = w while mu = 1)
         eta = lr / (1 + lambd*lr*t)**alpha        # the step size of the next step
         mu  = 1 / max(1, t - t0)                  # 1/k: ax is the mean of the last k iterates
@@ -54,10 +55,9 @@ class ASGD(Optimizer):
         w, ax = p.data, state["ax"]
         state["step"] += 1
         t = state["step"]
-        g = self._decayed_grad(p, grad, group["weight_decay"])
         eta = state["eta"]
-        scale(1.0 - group["lambd"] * eta, w)
-        axpy(eta if group["maximize"] else -eta, g, w)
+        scale(1.0 - (group["lambd"] + group["weight_decay"]) * eta, w)
+        axpy(eta if group["maximize"] else -eta, grad, w)
         if state["mu"] != 1:
             difference = self._scratch(p, 1)
             backend.xp.subtract(w, ax, out=difference)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy
+
 from lamina import backend
 from lamina.autograd import Tensor
 from lamina.nn.module import Module
@@ -38,7 +40,8 @@ def _norm(g, p: float) -> float:
         return float(xp.count_nonzero(g))
     if p == 1.0:
         return float(xp.abs(g).sum())
-    return float((xp.abs(g) ** p).sum()) ** (1.0 / p)
+    with numpy.errstate(divide="ignore"):  # p < 0: 0 ** p = inf, and the norm is inf ** (1/p) = 0
+        return float((xp.abs(g) ** p).sum()) ** (1.0 / p)
 
 
 def clip_grad_norm(params: Module | Tensor | Iterable[Tensor], max_norm: float, norm_type: float = 2.0,
@@ -46,7 +49,8 @@ def clip_grad_norm(params: Module | Tensor | Iterable[Tensor], max_norm: float, 
     r"""Rescale the gradients so that their joint ``norm_type``-norm is at most ``max_norm``.
 
     The norm is taken over all gradients together, as if concatenated into one vector:
-    :math:`\|g\|_p = (\sum_i |g_i|^p)^{1/p}` (``inf``: the largest :math:`|g_i|`). If it
+    :math:`\|g\|_p = (\sum_i |g_i|^p)^{1/p}` (``inf``: the largest :math:`|g_i|`; for
+    :math:`p < 0`, :math:`0^p = \infty`, so one zero element makes the norm 0, as in torch). If it
     exceeds ``max_norm`` every gradient is multiplied in place by
     ``max_norm / (norm + 1e-6)`` (``torch.nn.utils.clip_grad_norm_``'s rule).
     Parameters without a gradient are ignored. Returns the norm before clipping
@@ -64,7 +68,7 @@ def clip_grad_norm(params: Module | Tensor | Iterable[Tensor], max_norm: float, 
     elif p == 0.0:
         total = float(sum(norms))
     else:
-        total = sum(n**p for n in norms) ** (1.0 / p)
+        total = sum(math.inf if n == 0 and p < 0 else n**p for n in norms) ** (1.0 / p)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
             f"clip_grad_norm: the total norm of order {norm_type} of the gradients is {total}; "

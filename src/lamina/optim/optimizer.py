@@ -123,11 +123,7 @@ class Optimizer:
                 f"{self._name}: unknown hyperparameter(s) {unknown} in a parameter group; "
                 f"known: {sorted(self.defaults)}"
             )
-        seen = {id(p) for g in self.param_groups for p in g["params"]}
-        for p in params:
-            if id(p) in seen:
-                raise ValueError(f"{self._name}: a parameter appears in more than one parameter group")
-            seen.add(id(p))
+        self._check_unique(params)
         full = {**self.defaults, **group}
         if "lr_scale" not in group:
             base = self.defaults["lr"]
@@ -135,6 +131,22 @@ class Optimizer:
         self._validate(full)
         full["params"] = params
         self.param_groups.append(full)
+
+    def _check_unique(self, params: list[Tensor]) -> None:
+        """Raise ValueError if a parameter of the new group is repeated in it or already in a group."""
+        k = len(self.param_groups)
+        owner = {id(p): j for j, g in enumerate(self.param_groups) for p in g["params"]}
+        position: dict[int, int] = {}
+        for i, p in enumerate(params):
+            if id(p) in position:
+                raise ValueError(
+                    f"{self._name}: parameter {i} of parameter group {k} (shape {tuple(p.shape)}) is repeated within "
+                    f"group {k} (it is also parameter {position[id(p)]}); pass each parameter once")
+            if id(p) in owner:
+                raise ValueError(
+                    f"{self._name}: parameter {i} of parameter group {k} (shape {tuple(p.shape)}) is already in "
+                    f"parameter group {owner[id(p)]}; a parameter belongs to one group only")
+            position[id(p)] = i
 
     def _resolve(self) -> None:
         """Read the parameters of a module that had none when the optimizer was made."""

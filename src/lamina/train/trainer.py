@@ -75,7 +75,8 @@ class Trainer(_TrainerData):
     objects or callables, each reported per epoch (and ``val_`` ones on the validation set).
     ``callbacks``: :class:`~lamina.train.callbacks.Callback` objects; a progress bar is added
     unless one is given (``verbose=0`` keeps it quiet). ``schedule``: a learning-rate
-    schedule stepped per iteration or per epoch as its ``per`` says. ``clip_norm`` /
+    schedule stepped per iteration or per epoch as its ``per`` says; one made without an
+    optimizer is attached to ``optimizer`` (which takes the schedule's rate at once). ``clip_norm`` /
     ``clip_value``: before each update, the gradients are clamped into [-clip_value,
     clip_value] (:func:`lamina.optim.clip_grad_value`), then rescaled to a joint L2 norm of
     at most ``clip_norm`` (:func:`lamina.optim.clip_grad_norm`).
@@ -160,7 +161,7 @@ class Trainer(_TrainerData):
         self.validation_freq = 1
         self._stream = None                          # the batches pass after pass, with steps_per_epoch
         self._first_pass = None                      # a stream's first pass, its first batch peeked at
-        self.schedule = schedule
+        self.schedule = _attached(schedule, optimizer)
         self.callbacks: list[Callback] = list(callbacks)
         if not any(isinstance(c, ProgressBar) for c in self.callbacks):
             # in a distributed run only rank 0 shows progress
@@ -454,3 +455,15 @@ class Trainer(_TrainerData):
         requested, self._requested_checkpoints = self._requested_checkpoints, []
         for path, epoch in requested:
             self.save_checkpoint(path, epoch=epoch)
+
+
+def _attached(schedule, optimizer):
+    """``schedule``, attached to the Trainer's ``optimizer`` when it drives none yet (stepping an
+    unattached schedule would leave the learning rate as it is)."""
+    if schedule is None or getattr(schedule, "optimizer", optimizer) is not None:
+        return schedule
+    if not callable(getattr(schedule, "attach", None)):
+        raise TypeError(f"Trainer: the schedule {type(schedule).__name__} drives no optimizer (its optimizer is None) "
+                        "and has no attach(optimizer) to drive the Trainer's; attach it to the optimizer first")
+    schedule.attach(optimizer)
+    return schedule

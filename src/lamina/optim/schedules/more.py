@@ -323,11 +323,14 @@ class ChainedSchedule(_Composite):
 
     With a common :math:`\alpha_0` (the usual case) this is :math:`\alpha_0 \prod_i
     s_i(t)/\alpha_0`, which is what ``ChainedScheduler`` gives when its schedulers are
-    multiplicative ones (``StepLR``, ``MultiStepLR``, ``ExponentialLR``, ``ConstantLR``,
-    ``LinearLR``, ``LambdaLR`` and ``MultiplicativeLR``); for the others (``CyclicLR``,
-    ``OneCycleLR``) torch lets the last one overwrite the rate, where lamina still
-    multiplies. The schedules after the first need :math:`\alpha_0 > 0`. All must have
-    the same ``per``, which is the chain's; attach the chain, not them.
+    multiplicative ones, whose step scales the rate it finds (``StepLR``, ``MultiStepLR``,
+    ``ExponentialLR``, ``ConstantLR``, ``LinearLR`` and ``MultiplicativeLR``). The others
+    (``LambdaLR``, which sets ``base_lr * f(t)``, ``CyclicLR``, ``OneCycleLR``) set the rate
+    from their base rate whatever they find: in torch's chain each one overwrites what the
+    schedulers before it did, and the result depends on the order. lamina still multiplies:
+    a :class:`LambdaSchedule` contributes its factor f(t) wherever it stands in the chain.
+    The schedules after the first need :math:`\alpha_0 > 0`. All must have the same
+    ``per``, which is the chain's; attach the chain, not them.
     """
 
     def __init__(self, schedules: Sequence[Schedule], optimizer: Any = None):

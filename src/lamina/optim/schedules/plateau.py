@@ -163,7 +163,9 @@ class ReduceOnPlateau:
         self.num_bad_epochs = int(state["num_bad_epochs"])
         self.cooldown_counter = int(state["cooldown_counter"])
         if self.optimizer is not None and state.get("lr") is not None:
-            self.optimizer.lr = base = float(state["lr"])
+            base = float(state["lr"])
+            if self.optimizer.lr != base:   # an optimizer restored first has it already (and refuses a base of 0
+                self.optimizer.lr = base    # again while a group sits at a floor above 0)
             groups = getattr(self.optimizer, "param_groups", None) or []
             saved = state.get("group_lrs") or []
             if len(saved) == len(groups):           # the groups' own floors, reached after the base
