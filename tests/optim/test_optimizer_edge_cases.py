@@ -85,6 +85,16 @@ def test_clipping_a_numpy_scalar_gradient_changes_it_in_place_as_torch():
 @pytest.mark.parametrize("norm_type", [-1.0, -2.0, -0.5])
 @pytest.mark.parametrize("grads", [[[0.0, 1.0, 2.0]], [[0.0, 0.0]], [[1.0, -2.0], [0.0, 3.0]], [[1.0, -2.0], [4.0]]])
 def test_clip_grad_norm_of_negative_order_with_zero_entries_matches_torch(grads, norm_type):
+    _clip_both(grads, norm_type)
+
+
+@pytest.mark.parametrize("norm_type", [0.5, 3.0, -2.0])
+@pytest.mark.parametrize("grads", [[[1e308] * 4], [[1e308, 1.0], [2.0]], [[1e-300, 1e-300]]])
+def test_clip_grad_norm_overflowing_its_powers_gives_torchs_inf_or_zero(grads, norm_type):
+    _clip_both(grads, norm_type)
+
+
+def _clip_both(grads, norm_type):
     ours, theirs = [], []
     for g in grads:
         p, t = _pair(np.zeros(len(g)))
@@ -94,7 +104,9 @@ def test_clip_grad_norm_of_negative_order_with_zero_entries_matches_torch(grads,
     with warnings.catch_warnings():
         warnings.simplefilter("error")           # no divide-by-zero warning from 0 ** p either
         total = clip_grad_norm(ours, 0.1, norm_type=norm_type)
-    expected = torch.nn.utils.clip_grad_norm_(theirs, 0.1, norm_type=norm_type).item()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # torch's own overflow warnings
+        expected = torch.nn.utils.clip_grad_norm_(theirs, 0.1, norm_type=norm_type).item()
     assert total == pytest.approx(expected, rel=1e-12, abs=0.0)
     for p, t in zip(ours, theirs):
         assert_close(p.grad, t.grad.numpy(), 1e-12, "clipped gradient")

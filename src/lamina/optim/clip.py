@@ -40,8 +40,15 @@ def _norm(g, p: float) -> float:
         return float(xp.count_nonzero(g))
     if p == 1.0:
         return float(xp.abs(g).sum())
-    with numpy.errstate(divide="ignore"):  # p < 0: 0 ** p = inf, and the norm is inf ** (1/p) = 0
-        return float((xp.abs(g) ** p).sum()) ** (1.0 / p)
+    with numpy.errstate(divide="ignore", over="ignore"):  # p < 0: 0 ** p = inf, the norm inf ** (1/p) = 0
+        return _power(float((xp.abs(g) ** p).sum()), 1.0 / p)
+
+
+def _power(x: float, e: float) -> float:
+    """x ** e as a float64 that overflows to inf (and 0 ** negative to inf), as torch's norms
+    do, where Python's float power raises."""
+    with numpy.errstate(over="ignore", divide="ignore"):
+        return float(numpy.float64(x) ** e)
 
 
 def clip_grad_norm(params: Module | Tensor | Iterable[Tensor], max_norm: float, norm_type: float = 2.0,
@@ -68,7 +75,7 @@ def clip_grad_norm(params: Module | Tensor | Iterable[Tensor], max_norm: float, 
     elif p == 0.0:
         total = float(sum(norms))
     else:
-        total = sum(math.inf if n == 0 and p < 0 else n**p for n in norms) ** (1.0 / p)
+        total = _power(sum(_power(n, p) for n in norms), 1.0 / p)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
             f"clip_grad_norm: the total norm of order {norm_type} of the gradients is {total}; "
