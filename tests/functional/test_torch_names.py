@@ -125,6 +125,18 @@ def test_one_hot_matches_torch():
     assert F.one_hot(ids, num_classes=6).shape == (2, 2, 6) and F.one_hot(ids).dtype == np.int64
 
 
+def test_one_hot_of_an_empty_input_needs_num_classes():
+    empty = np.zeros((0, 2), dtype=np.int64)
+    assert F.one_hot(empty, num_classes=3).shape == TF.one_hot(torch.tensor(empty), 3).shape == (0, 2, 3)
+    with pytest.raises(RuntimeError, match="Can not infer total number of classes from empty tensor"):
+        TF.one_hot(torch.tensor(empty))
+    with pytest.raises(ValueError, match=r"one_hot: cannot infer the number of classes from an empty input "
+                                         r"\(shape \(0, 2\)\); pass num_classes"):
+        F.one_hot(empty)
+    with pytest.raises(ValueError, match="one_hot: num_classes must be -1 .* or >= 0, got -2"):
+        F.one_hot(np.array([0, 1]), num_classes=-2)
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_updates_running_statistics_as_torch(training):
     x = randn(6, 3, 4)

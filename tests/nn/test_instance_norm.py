@@ -159,8 +159,8 @@ def test_errors_name_the_layer_and_the_shapes():
         InstanceNorm1D().compute_output_shape((4, 3, 3, 2))
     with pytest.raises(ValueError, match="InstanceNorm1D: eps must be a positive number, got 0"):
         InstanceNorm1D(eps=0)
-    with pytest.raises(ValueError, match=r"InstanceNorm2D: momentum must be in \[0, 1\)"):
-        InstanceNorm2D(momentum=1.0)
+    with pytest.raises(ValueError, match=r"InstanceNorm2D: momentum must be in \[0, 1\]"):
+        InstanceNorm2D(momentum=1.5)
 
 
 def test_a_single_position_is_fine_in_evaluation_with_running_statistics():

@@ -154,6 +154,7 @@ def _batch_norm(graph: Graph, layer, value: Value) -> Value:
     elif len(value.shape) != 2:
         raise NotImplementedError(f"export_onnx: {layer._label()} on {len(value.shape)}-D inputs; ONNX's "
                                   "BatchNormalization takes (N, C) or images")
+    layer.require_running_statistics("export_onnx")
     hint = label(layer)
     channels = layer.running_mean.shape[0]
     gamma = layer.weight.numpy() if layer.affine else np.ones(channels)

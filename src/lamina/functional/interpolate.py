@@ -12,14 +12,23 @@ modes differ only in the rows of A. For output index i, with scale r = n_in / n_
     nearest         source floor(i r)                              (PyTorch's 'nearest')
     nearest-exact   source floor((i + 1/2) r)                      (the pixel whose centre is nearest)
                     (with a size, in exact integer arithmetic: floor(i n_in / n_out) lands on the
-                    integer when i n_in / n_out is one; with a scale factor, as PyTorch rounds it:
-                    r = 1 / scale_factor and the product to float32, and 'nearest' copies rows at
-                    n_out = n_in and repeats each twice at n_out = 2 n_in)
+                    integer when i n_in / n_out is one; with a scale factor, as PyTorch's CPU kernels
+                    round it, below)
     bilinear        u = (i + 1/2) r - 1/2 clamped at 0, the two pixels around u weighted by
-                    distance; with align_corners u = i (n_in - 1) / (n_out - 1)
+                    distance; with align_corners u = i (n_in - 1) / (n_out - 1); an axis whose
+                    size is unchanged is copied (row i reads only pixel i), even with a scale factor
     bicubic         the four pixels around u (not clamped) with Keys' cubic weights (a = -0.75),
                     indices clamped to the image
     area            the mean over the window [floor(i r), ceil((i + 1) r)) (adaptive average pooling)
+
+The nearest modes with a scale factor round as PyTorch's CPU kernels on the channels-last
+(NHWC) batch. Its channels-last kernel, taken when C > 3 or H_out + W_out <= 128, computes in
+float32 whatever the dtype: r = 1 / scale_factor rounded to float32, 'nearest' floors the
+float32 product i r and copies rows at n_out = n_in and repeats each twice at n_out = 2 n_in,
+'nearest-exact' floors (i + 1/2) r rounded to float32. Its generic kernel, taken otherwise,
+computes r and the source in the input's dtype (float64 for float64), with no special sizes:
+'nearest' floors i r and 'nearest-exact' floors max((i + 1/2) r - 1/2, 0) + 1/2, each rounded
+to float32 first.
 
 Output size: ``size`` (H_out, W_out), or floor(n scale_factor) per axis.
 """
@@ -27,6 +36,7 @@ Output size: ``size`` (H_out, W_out), or floor(n scale_factor) per axis.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy
 
@@ -55,12 +65,17 @@ def _source(n_out: int, n_in: int, ratio: float, align_corners: bool):
     return (i + 0.5) * ratio - 0.5
 
 
-def _nearest_source(n_out: int, n_in: int, exact: bool, ratio: float | None):
+def _nearest_source(n_out: int, n_in: int, exact: bool, ratio: float | None, precision: type | None = None):
     """The source index of each output index for 'nearest' (``exact`` False) and 'nearest-exact'
-    (module docstring); ``ratio`` is 1 / scale_factor, or None for the exact n_in / n_out."""
+    (module docstring); ``ratio`` is 1 / scale_factor, or None for the exact n_in / n_out.
+    ``precision`` is the float type of PyTorch's generic kernel, or None for its channels-last one."""
     i = numpy.arange(n_out)
     if ratio is None:
         src = ((2 * i + int(exact)) * n_in) // (2 * n_out)
+    elif precision is not None:
+        r, f, half = precision(ratio), i.astype(precision), precision(0.5)
+        product = numpy.maximum(r * (f + half) - half, 0) + half if exact else r * f
+        src = numpy.floor(product.astype(numpy.float32)).astype(int)
     elif not exact and n_out in (n_in, 2 * n_in):
         src = i * n_in // n_out
     else:
@@ -71,15 +86,19 @@ def _nearest_source(n_out: int, n_in: int, exact: bool, ratio: float | None):
 
 
 def resize_taps(n_out: int, n_in: int, mode: str, ratio: float | None = None,
-                align_corners: bool = False) -> tuple[numpy.ndarray, numpy.ndarray]:
+                align_corners: bool = False, precision: type | None = None) -> tuple[numpy.ndarray, numpy.ndarray]:
     """The input indices (n_out, k) each output index of one axis reads and their float64
     weights (module docstring), one column per tap as PyTorch reads them: clamped indices
     repeat, a weight may be 0, and -1 pads the shorter 'area' windows. ``ratio`` defaults
-    to n_in / n_out."""
+    to n_in / n_out; ``precision`` (nearest modes): the float type PyTorch's generic kernel
+    computes the source in, None for its channels-last kernel's float32."""
     r = n_in / n_out if ratio is None else ratio
     rows = numpy.arange(n_out)
     if mode in ("nearest", "nearest-exact"):
-        return _nearest_source(n_out, n_in, mode == "nearest-exact", ratio)[:, None], numpy.ones((n_out, 1))
+        source = _nearest_source(n_out, n_in, mode == "nearest-exact", ratio, precision)
+        return source[:, None], numpy.ones((n_out, 1))
+    if mode == "bilinear" and n_out == n_in:
+        return numpy.stack([rows, rows], 1), numpy.stack([numpy.ones(n_out), numpy.zeros(n_out)], 1)
     if mode == "bilinear":
         u = numpy.maximum(_source(n_out, n_in, r, align_corners), 0.0)
         low = numpy.minimum(numpy.floor(u).astype(int), n_in - 1)
@@ -158,18 +177,34 @@ class Resize(Function):
     backward_graph = Function.linear_backward_graph
 
 
+def _pair(value, kind) -> tuple | None:
+    """``value`` as a pair of ``kind`` numbers (one repeated, or a sequence of two), bools
+    refused; None when it is neither."""
+    def ok(v):
+        return isinstance(v, kind) and not isinstance(v, bool)
+    if ok(value):
+        return (value, value)
+    if isinstance(value, tuple | list | numpy.ndarray) and len(value) == 2 and all(ok(v) for v in value):
+        return tuple(value)
+    return None
+
+
 def output_size(hw, size, scale_factor) -> tuple[tuple[int, int], tuple[float | None, float | None]]:
+    """((H_out, W_out), (1 / scale_h, 1 / scale_w) or (None, None)) for an input of spatial
+    shape ``hw`` and exactly one of ``size`` and ``scale_factor`` (ints and reals, NumPy's
+    included, one or a pair)."""
     if (size is None) == (scale_factor is None):
         raise ValueError(f"interpolate: give exactly one of size and scale_factor, got size={size!r}, "
                          f"scale_factor={scale_factor!r}")
     if size is not None:
-        out = (size, size) if isinstance(size, int) else tuple(size)
-        if len(out) != 2 or not all(isinstance(v, int | numpy.integer) and v > 0 for v in out):
+        out = _pair(size, numbers.Integral)
+        if out is None or min(out) <= 0:
             raise ValueError(f"interpolate: size must be a positive int or a pair of them, got {size!r}")
         return (int(out[0]), int(out[1])), (None, None)
-    scales = (scale_factor, scale_factor) if isinstance(scale_factor, int | float) else tuple(scale_factor)
-    if len(scales) != 2 or not all(s > 0 for s in scales):
+    scales = _pair(scale_factor, numbers.Real)
+    if scales is None or not all(s > 0 for s in scales):
         raise ValueError(f"interpolate: scale_factor must be positive, one or a pair, got {scale_factor!r}")
+    scales = tuple(float(s) for s in scales)
     out = tuple(int(math.floor(n * s)) for n, s in zip(hw, scales))
     if min(out) < 1:
         raise ShapeError(f"interpolate: scale_factor {scale_factor!r} leaves no pixel of an input of {hw}")
@@ -192,7 +227,9 @@ def interpolate(x, size=None, scale_factor=None, mode: str = "nearest", align_co
         ratios = (None, None)
     corners = bool(align_corners)
     dtype = x.dtype
-    taps = tuple(resize_taps(o, n, mode, None if corners else r, corners) for o, n, r in zip((ho, wo), x.shape[1:3],
-                                                                                               ratios))
+    precision = None if x.shape[3] > 3 or ho + wo <= 128 else (numpy.float64 if dtype == numpy.float64
+                                                                 else numpy.float32)
+    taps = tuple(resize_taps(o, n, mode, None if corners else r, corners, precision)
+                 for o, n, r in zip((ho, wo), x.shape[1:3], ratios))
     a_h, a_w = (backend.xp.asarray(taps_matrix(*t, n).astype(dtype)) for t, n in zip(taps, x.shape[1:3]))
     return Resize.apply(x, a_h=a_h, a_w=a_w, taps=taps)

@@ -101,10 +101,15 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
     ids = xp.asarray(tensor.data if isinstance(tensor, Tensor) else tensor)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"one_hot: expected integer class indices, got dtype {ids.dtype}")
-    classes = int(ids.max()) + 1 if num_classes == -1 and ids.size else num_classes
-    if classes < 0 or (ids.size and (int(ids.min()) < 0 or int(ids.max()) >= classes)):
+    if num_classes == -1 and not ids.size:
+        raise ValueError(f"one_hot: cannot infer the number of classes from an empty input (shape "
+                         f"{tuple(ids.shape)}); pass num_classes")
+    classes = int(ids.max()) + 1 if num_classes == -1 else num_classes
+    if classes < 0:
+        raise ValueError(f"one_hot: num_classes must be -1 (the largest index plus one) or >= 0, got {num_classes}")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= classes):
         raise ValueError(f"one_hot: class indices must lie in [0, num_classes={classes}), got values from "
-                         f"{int(ids.min()) if ids.size else None} to {int(ids.max()) if ids.size else None}")
+                         f"{int(ids.min())} to {int(ids.max())}")
     return Tensor((ids[..., None] == xp.arange(classes)).astype(xp.int64))
 
 

@@ -117,9 +117,9 @@ class BatchNormFunction(Function):
 
 
 def check_momentum(layer: str, momentum) -> float:
-    """``momentum`` of running statistics, checked to lie in [0, 1)."""
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
-        raise ValueError(f"{layer}: momentum must be in [0, 1) (running = momentum·running + "
+    """``momentum`` of running statistics, checked to lie in [0, 1] (1 keeps them frozen)."""
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"{layer}: momentum must be in [0, 1] (running = momentum·running + "
                          f"(1 - momentum)·batch), got {momentum!r}")
     return float(momentum)
 
@@ -198,23 +198,38 @@ class BatchNorm(Module):
 
       with the unbiased batch variance (m / (m - 1) var) for ``running_var``, as PyTorch.
       The default momentum = 0.9 equals PyTorch's momentum = 0.1 (PyTorch weighs the *new*
-      value: running = (1 - m_torch) running + m_torch batch, so m_torch = 1 - momentum).
+      value: running = (1 - m_torch) running + m_torch batch, so m_torch = 1 - momentum);
+      momentum = 1 keeps them frozen. ``momentum=None`` is PyTorch's cumulative average: with
+      n the batches seen so far, this one included (buffer ``num_batches_tracked``),
+
+          running = (1 - 1/n) · running + (1/n) · batch.
+
     * Evaluation: the running statistics replace the batch ones (one sample works).
+    * ``track_running_stats=False``: no running statistics; the batch statistics normalise in
+      evaluation too.
+    * An empty batch (no value per channel) gives an empty output and leaves the running
+      statistics as they are (``num_batches_tracked`` still counts it, as PyTorch's).
 
     Parameters ``weight`` (gamma, init 1) and ``bias`` (beta, init 0), also reachable as
     ``gamma`` and ``beta``; ``affine=False`` leaves them out (gamma = 1, beta = 0).
     """
 
     default_name = "batch_norm"
+    track_running_stats = True               # (class defaults for layers saved before these options)
+    _features: int | None = None
 
-    def __init__(self, momentum: float = 0.9, eps: float = 1e-5, affine: bool = True, name: str | None = None):
+    def __init__(self, momentum: float | None = 0.9, eps: float = 1e-5, affine: bool = True,
+                 track_running_stats: bool = True, name: str | None = None):
         super().__init__(name=name)
-        check_momentum("BatchNorm", momentum)
+        if momentum is not None:
+            momentum = check_momentum("BatchNorm", momentum)
         if eps <= 0:
             raise ValueError(f"BatchNorm: eps must be positive, got {eps!r}")
-        self.momentum = float(momentum)
+        self.momentum = momentum
         self.eps = float(eps)
         self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self._features: int | None = None
 
     @property
     def gamma(self):
@@ -226,7 +241,8 @@ class BatchNorm(Module):
 
     @property
     def num_features(self) -> int:
-        return int(self.running_mean.shape[0])
+        running = self._buffers.get("running_mean")
+        return int(running.shape[0]) if running is not None else self._features
 
     def build(self, input_shape) -> None:
         shape = check_shape_ndim(self, input_shape, tuple(range(2, 9)), "(batch, ..., channels) with "
@@ -235,11 +251,15 @@ class BatchNorm(Module):
         if c is None:
             raise ShapeError(f"{self._label()}: the channel (last) axis of {shape} must be known")
         xp, dtype = backend.xp, backend.get_default_dtype()
+        self._features = int(c)
         if self.affine:
             self.add_parameter("weight", xp.ones((c,), dtype=dtype))
             self.add_parameter("bias", xp.zeros((c,), dtype=dtype))
-        self.register_buffer("running_mean", xp.zeros((c,), dtype=dtype))
-        self.register_buffer("running_var", xp.ones((c,), dtype=dtype))
+        tracking = self.track_running_stats
+        self.register_buffer("running_mean", xp.zeros((c,), dtype=dtype) if tracking else None)
+        self.register_buffer("running_var", xp.ones((c,), dtype=dtype) if tracking else None)
+        if tracking and self.momentum is None:
+            self.register_buffer("num_batches_tracked", xp.zeros((), dtype=xp.int64))
         self.built = True
 
     def forward(self, x) -> Tensor:
@@ -255,26 +275,49 @@ class BatchNorm(Module):
         else:
             gamma = Tensor._wrap(backend.xp.ones((c,), dtype=x.dtype))
             beta = Tensor._wrap(backend.xp.zeros((c,), dtype=x.dtype))
-        if not self.training:
+        batch_statistics = self.training or not self.track_running_stats
+        m = x.size // c
+        if m == 0:
+            if self.training and self.track_running_stats and not is_recomputing():
+                self._running_weights()
+            return x * gamma + beta
+        if not batch_statistics:
             return BatchNormFunction.apply(x, gamma, beta, eps=self.eps, training=False,
                                            running_mean=self.running_mean, running_var=self.running_var)
-        m = x.size // c
         if m < 2:
-            raise input_error(self, x, "more than one value per channel in training mode (a batch of "
-                                       "one sample has no variance; use eval() for single samples)")
+            why = ("in training mode (a batch of one sample has no variance; use eval() for single samples)"
+                   if self.track_running_stats else "(track_running_stats=False normalises with the batch "
+                   "statistics, and a batch of one sample has no variance)")
+            raise input_error(self, x, f"more than one value per channel {why}")
         stats: dict = {}
         y = BatchNormFunction.apply(x, gamma, beta, eps=self.eps, training=True, stats=stats)
-        if is_recomputing():                 # a checkpoint's second run: the first one updated them
-            return y
-        mom = self.momentum
+        if not (self.training and self.track_running_stats) or is_recomputing():
+            return y                         # (recomputing: a checkpoint's second run, the first one updated them)
+        old, new = self._running_weights()
         dtype = self.running_mean.dtype
         unbiased = stats["var"] * (m / (m - 1))
-        self.running_mean = (mom * self.running_mean + (1 - mom) * stats["mean"]).astype(dtype, copy=False)
-        self.running_var = (mom * self.running_var + (1 - mom) * unbiased).astype(dtype, copy=False)
+        self.running_mean = (old * self.running_mean + new * stats["mean"]).astype(dtype, copy=False)
+        self.running_var = (old * self.running_var + new * unbiased).astype(dtype, copy=False)
         return y
+
+    def _running_weights(self) -> tuple[float, float]:
+        """(a, b) with running = a · running + b · batch for this training batch, counted in
+        ``num_batches_tracked`` under ``momentum=None``."""
+        if self.momentum is not None:
+            return self.momentum, 1.0 - self.momentum
+        self.num_batches_tracked = self.num_batches_tracked + 1
+        new = 1.0 / float(self.num_batches_tracked)
+        return 1.0 - new, new
+
+    def require_running_statistics(self, who: str) -> None:
+        """A ValueError naming ``who`` unless the layer keeps running statistics."""
+        if not self.track_running_stats:
+            raise ValueError(f"{who}: {self._label()} has track_running_stats=False: it normalises with the batch "
+                             "statistics in evaluation too, so there are no running statistics (no fixed affine map)")
 
     def evaluation_affine(self, dtype):
         """(scale, shift) with y = x scale + shift in evaluation mode (running statistics)."""
+        self.require_running_statistics("evaluation_affine")
         xp, c = backend.xp, self.num_features
         gamma = self.weight.data if self.affine else xp.ones((c,), dtype=dtype)
         beta = self.bias.data if self.affine else xp.zeros((c,), dtype=dtype)
@@ -290,11 +333,13 @@ class BatchNorm(Module):
         return shape
 
     def get_config(self) -> dict:
-        return {"momentum": self.momentum, "eps": self.eps, "affine": self.affine, "name": self.name}
+        return {"momentum": self.momentum, "eps": self.eps, "affine": self.affine,
+                "track_running_stats": self.track_running_stats, "name": self.name}
 
     def extra_repr(self) -> str:
         c = self.num_features if self.built else "?"
-        return f"{c}, momentum={self.momentum}, eps={self.eps}" + ("" if self.affine else ", affine=False")
+        return (f"{c}, momentum={self.momentum}, eps={self.eps}" + ("" if self.affine else ", affine=False")
+                + ("" if self.track_running_stats else ", track_running_stats=False"))
 
 
 def _window_sum(a, before: int, after: int):

@@ -259,6 +259,7 @@ def fuse_conv_bn(model: Module) -> Module:
 
 
 def _fold(conv: Conv2D, norm: BatchNorm) -> None:
+    norm.require_running_statistics("fuse_conv_bn")
     xp = backend.xp
     dtype = conv.weight.data.dtype
     gamma = norm.weight.data if norm.affine else xp.ones(norm.num_features, dtype=dtype)

@@ -45,6 +45,8 @@ def batchnorm_layers(model: Module, caller: str) -> list[BatchNorm]:
     if not layers:
         raise ValueError(f"{caller}: the model {type(model).__name__} has no BatchNorm layer; test-time "
                          "adaptation of normalization statistics needs batch normalization")
+    for layer in layers:
+        layer.require_running_statistics(caller)
     return layers
 
 
