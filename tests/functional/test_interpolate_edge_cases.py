@@ -1,14 +1,17 @@
 """F.interpolate against torch at the edges: axes a scale factor leaves the same size, the
 rounding of nearest sources in float64, and NumPy scalars for size and scale_factor."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
-from tests.helpers import compare_with_torch, randn
 
 import lamina
+from helpers import compare_with_torch, randn
 from lamina import functional as F
 from lamina import nn
+from lamina.nn.layer import layer_from_config, layer_to_config
 
 
 def _theirs(**resize):
@@ -87,6 +90,8 @@ def test_numpy_scalars_as_size_and_scale_factor(resize):
                        dtype=np.float64)
     layer, x32 = nn.Upsample(mode="nearest", **resize), x.astype(np.float32)
     np.testing.assert_array_equal(layer(x32).numpy(), _theirs(mode="nearest", **resize)(torch.tensor(x32)).numpy())
+    copy = layer_from_config(json.loads(json.dumps(layer_to_config(layer))))     # plain JSON numbers
+    np.testing.assert_array_equal(copy(x32).numpy(), layer(x32).numpy())
 
 
 @pytest.mark.parametrize("resize", [dict(size=True), dict(size=(3, False)), dict(scale_factor=True),

@@ -5,6 +5,8 @@ nearest-exact, bilinear, bicubic, area). Keras's integer-factor ``UpSampling2D``
 
 from __future__ import annotations
 
+import numpy
+
 from lamina.autograd import Tensor
 from lamina.functional.interpolate import MODES, interpolate, output_size
 from lamina.nn.layer import check_shape_ndim, input_error, register_layer
@@ -24,8 +26,8 @@ class Upsample(Module):
                              f"scale_factor={scale_factor!r}")
         if mode not in MODES:
             raise ValueError(f"Upsample: mode must be one of {list(MODES)}, got {mode!r}")
-        self.size = list(size) if isinstance(size, tuple | list) else size
-        self.scale_factor = list(scale_factor) if isinstance(scale_factor, tuple | list) else scale_factor
+        self.size = _plain(size)
+        self.scale_factor = _plain(scale_factor)
         self.mode = mode
         self.align_corners = align_corners
 
@@ -76,3 +78,11 @@ class UpsamplingBilinear2D(Upsample):
 
     def get_config(self) -> dict:
         return {"size": self.size, "scale_factor": self.scale_factor, "name": self.name}
+
+
+def _plain(value):
+    """``size`` or ``scale_factor`` with NumPy numbers as Python ones (a tuple as a list), so
+    that the config is plain JSON; anything else as given (``interpolate`` checks it)."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, numpy.generic) else value
