@@ -108,3 +108,34 @@ def test_an_observer_instance_is_used_as_it_is_and_the_config_round_trips():
 def test_other_observers_are_refused_by_name(make, message):
     with pytest.raises(ValueError, match=f"FusedMovingAvgObsFakeQuantize: {message}"):
         make()
+
+
+def test_zero_points_on_a_tie_and_ranges_of_one_sign_equal_torchs():
+    """[-a, a] over 0..255 lies halfway between two zero points: torch's rule takes 127."""
+    for low, high, quant_min, quant_max in [(-1.0, 1.0, 0, 255), (-2.5, 2.5, 0, 255), (-0.75, 0.75, 0, 15),
+                                            (0.2, 3.0, -128, 127), (-3.0, -0.1, 0, 255), (-1.0, 3.0, -7, 12)]:
+        x = np.float32([low, high])
+        dtype = "uint8" if quant_min >= 0 else "int8"
+        ours = FusedMovingAvgObsFakeQuantize(quant_min=quant_min, quant_max=quant_max, dtype=dtype)
+        theirs = tq.FusedMovingAvgObsFakeQuantize(quant_min=quant_min, quant_max=quant_max, dtype=TORCH_DTYPES[dtype])
+        assert_same_step(ours, theirs, x)
+
+
+def test_fake_quantizing_with_the_observer_off_takes_the_range_as_torch():
+    ours, theirs = FusedMovingAvgObsFakeQuantize(), tq.FusedMovingAvgObsFakeQuantize()
+    ours.disable_observer(), theirs.disable_observer()
+    assert_same_step(ours, theirs, np.float32([0.0, 0.5, 1.0]))       # nothing observed: scale 0.1, as torch
+    ours, theirs = FusedMovingAvgObsFakeQuantize(), tq.FusedMovingAvgObsFakeQuantize()
+    assert_same_step(ours, theirs, np.float32([0.0, 0.5, 1.0]))
+    ours.disable_fake_quant(), theirs.disable_fake_quant()
+    ours(lamina.tensor(np.float32([-3.0, 4.0]))), theirs(torch.tensor([-3.0, 4.0]))
+    np.testing.assert_array_equal(np.reshape(ours.scale, -1), theirs.scale.numpy())   # not updated, as torch
+    per_channel = observers.default_fused_per_channel_wt_fake_quant()
+    per_channel.disable_observer()
+    with pytest.raises(RuntimeError, match="has observed nothing yet.*; enable its observer"):
+        per_channel(lamina.tensor(np.ones((2, 3), np.float32)))
+
+
+def test_a_reduced_range_of_one_integer_is_refused():
+    with pytest.raises(ValueError, match=r"reduce_range halves \[quant_min, quant_max\] = \[0, 1\] to the single"):
+        FusedMovingAvgObsFakeQuantize(quant_min=0, quant_max=1, reduce_range=True)

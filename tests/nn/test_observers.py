@@ -276,12 +276,19 @@ def test_a_range_with_min_above_max_is_refused():
         observer.calculate_qparams()
 
 
+def _observer_before_its_fake_quantization():
+    """The same observer reachable first on its own, then inside its fake quantization."""
+    observer = PerChannelMinMaxObserver(1)
+    return lamina.nn.Sequential(observer, FakeQuantize(observer))
+
+
 @pytest.mark.parametrize("make", [lambda: PerChannelMinMaxObserver(1),
                                   lambda: MovingAveragePerChannelMinMaxObserver(0.5, 1, "uint8", "per_channel_affine"),
                                   lambda: FakeQuantize(PerChannelMinMaxObserver(1)),
                                   lambda: lamina.nn.Sequential(FakeQuantize(PerChannelMinMaxObserver(1)),
                                                                lamina.nn.Identity()),
-                                  lambda: lamina.nn.ModuleList([lamina.nn.Sequential(PerChannelMinMaxObserver(1))])])
+                                  lambda: lamina.nn.ModuleList([lamina.nn.Sequential(PerChannelMinMaxObserver(1))]),
+                                  _observer_before_its_fake_quantization])
 def test_a_fresh_per_channel_observer_loads_a_state_of_any_channel_count(make):
     """Alone or anywhere inside a larger module: the model's own load fits the fresh buffers."""
     x = randn(4, 3, seed=5).astype(np.float32)

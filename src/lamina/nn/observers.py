@@ -89,8 +89,8 @@ def fused_qparams(min_val, max_val, quant_min: int, quant_max: int, symmetric: b
       ranges, and every affine one, as below;
     * affine: [min, max] widened to hold 0, s = (max - min) / (q_max - q_min) (0.1 for a range of
       width 0), raised to 6.1e-5 with the range scaled along, z = q - bound / s from the end
-      (q_min with min, or q_max with max) whose bound is larger against its integer, rounded and
-      clamped to [q_min, q_max].
+      (q_min with min, or q_max with max) with the smaller |q| + |bound / s|, rounded and clamped
+      to [q_min, q_max].
 
     The arithmetic follows PyTorch's float32 bounds and float64 scale."""
     xp = backend.xp
@@ -120,11 +120,13 @@ def fused_qparams(min_val, max_val, quant_min: int, quant_max: int, symmetric: b
         low = xp.where(small, new_low, low).astype(numpy.float32)
         high = xp.where(small, new_high, high).astype(numpy.float32)
         scale = xp.where(small, numpy.float64(_SMALL_SCALE), scale)
-    from_min, from_max = quant_min - low / scale, quant_max - high / scale
-    closer_min = abs(quant_min) - xp.abs(low / scale) < abs(quant_max) - xp.abs(high / scale)
+    scale = scale.astype(numpy.float32)
+    low_steps, high_steps = low / scale.astype(numpy.float64), high / scale.astype(numpy.float64)
+    from_min, from_max = quant_min - low_steps, quant_max - high_steps
+    closer_min = abs(quant_min) + xp.abs(low_steps) < abs(quant_max) + xp.abs(high_steps)
     zero_point = xp.where(spans, (quant_min + quant_max) / 2, xp.where(closer_min, from_min, from_max))
     zero_point = xp.clip(xp.rint(zero_point), quant_min, quant_max).astype(numpy.int64)
-    return scale.astype(numpy.float32).reshape(shape), zero_point.reshape(shape)
+    return scale.reshape(shape), zero_point.reshape(shape)
 
 
 def _values(x):
@@ -151,6 +153,9 @@ def observer_quant_range(dtype: str, quant_min: int | None, quant_max: int | Non
                          f"quant_min < quant_max, inside the {dtype} range {list(full)}; got "
                          f"[{quant_min!r}, {quant_max!r}]")
     quant_min, quant_max = int(quant_min), int(quant_max)
+    if reduce_range and quant_min // 2 == quant_max // 2:
+        raise ValueError(f"{who}: reduce_range halves [quant_min, quant_max] = [{quant_min}, {quant_max}] to the "
+                         f"single integer {quant_min // 2}; expected a range that keeps at least two integers")
     return (quant_min // 2, quant_max // 2) if reduce_range else (quant_min, quant_max)
 
 
@@ -524,10 +529,10 @@ class FakeQuantize(Module):
         return self.enable_fake_quant(False)
 
     def _fit_to_state(self, prefix: str, state: dict) -> list:
-        """Over a never-observed per-channel observer, the ``scale`` and ``zero_point`` take the
-        number of channels of the state's before a load (the observer fits its own range)."""
-        observer = self.observer
-        if not isinstance(observer, PerChannelMinMaxObserver) or observer.min_val.size:
+        """Over a per-channel observer, ``scale`` and ``zero_point`` that have no channels yet (0-d,
+        nothing observed) take the number of channels of the state's before a load (the observer
+        fits its own range, whichever of the two is visited first)."""
+        if not isinstance(self.observer, PerChannelMinMaxObserver) or self.scale.ndim:
             return []
         return _fit_buffers(self, ("scale", "zero_point"), prefix, state)
 
@@ -539,6 +544,10 @@ class FakeQuantize(Module):
         """Show ``x`` to the observer and take its new parameters; a range that saw NaN (a NaN
         scale) is refused with a ValueError naming the channels, and the parameters stay as they were."""
         self.observer(x)
+        self._take_qparams()
+
+    def _take_qparams(self) -> None:
+        """``scale`` and ``zero_point`` from the observer's range (see :meth:`observe`)."""
         scale, zero_point = self._qparams()
         nan = numpy.isnan(backend.to_numpy(scale))
         if nan.any():
@@ -557,10 +566,14 @@ class FakeQuantize(Module):
             self.observe(x)
         if not self.fake_quant_enabled:
             return x
+        return self._fake_quantize(x, "run it in training mode first")
+
+    def _fake_quantize(self, x, remedy: str):
+        """x fake-quantized with the buffers (``remedy`` ends the error of an unobserved per-channel range)."""
         if self.per_channel:
-            if self.scale.ndim == 0:
+            if self.scale.ndim == 0 or not self.scale.size:
                 raise RuntimeError(f"{self._label()}: a per-channel fake quantization has observed nothing yet, so it "
-                                   "has no per-channel parameters; run it in training mode first")
+                                   f"has no per-channel parameters; {remedy}")
             return fake_quantize_per_channel(x, self.scale, self.zero_point, self.observer.ch_axis, self.quant_min,
                                              self.quant_max)
         return fake_quantize_per_tensor(x, self.scale, self.zero_point, self.quant_min, self.quant_max)
@@ -610,6 +623,18 @@ class FusedMovingAvgObsFakeQuantize(FakeQuantize):
             raise ValueError(f"FusedMovingAvgObsFakeQuantize: a symmetric quantization needs at least three integers, "
                              f"got [{observer.quant_min}, {observer.quant_max}]")
         super().__init__(observer, observe_in_eval=True, name=name)
+
+    def forward(self, x):
+        """As PyTorch's fused op: the observer (when enabled) updates its range, then (when fake
+        quantization is enabled) ``scale`` and ``zero_point`` are taken from the range, whatever it
+        holds, and x is fake-quantized with them; the buffers stay as they were otherwise."""
+        if self.observer_enabled:
+            self.observer(x)
+        if not self.fake_quant_enabled:
+            return x
+        if not (self.per_channel and not self.observer.min_val.size):
+            self._take_qparams()
+        return self._fake_quantize(x, "enable its observer")
 
     def _qparams(self):
         observer = self.observer
