@@ -136,3 +136,43 @@ def test_logcumsumexp_of_0d_input_is_the_input():
     same(y.detach(), torch.logcumsumexp(torch.tensor(-1.5, dtype=torch.float64), 0))
     y.backward()
     assert float(x.grad) == 1.0
+
+
+# -- mixed number bounds, NaN bounds, numbers joined by diff ---------------------------------------
+@pytest.mark.parametrize("low, high", [(0.5, -1), (-0.5, 300), (np.float32(0.5), 2), (1, 2.5)])
+def test_clamp_of_integers_by_a_float_and_an_int_number_is_a_float_clamp(low, high):
+    u = np.array([3, 7, 0], np.uint8)
+    same(F.clamp(T(u), low, high), torch.clamp(torch.tensor(u), float(low), high))
+    same(F.clip(T(u), low, high), torch.clamp(torch.tensor(u), float(low), high))
+
+
+def test_a_nan_tensor_bound_gives_nan_without_gradient_as_torch():
+    x, low, high = [1.0, 2.0, 5.0], 0.0, [np.nan, 3.0, 3.0]
+    ours = [lamina.tensor(np.array(v), requires_grad=True, dtype=np.float64) for v in (x, low, high)]
+    theirs = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x, low, high)]
+    y, expected = F.clamp(*ours), torch.clamp(*theirs)
+    np.testing.assert_array_equal(y.numpy(), expected.detach().numpy())
+    y.sum().backward(), expected.sum().backward()
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a.grad, b.grad.numpy())
+
+
+def test_diff_joins_numbers_in_the_promoted_dtype_and_n_zero_is_x():
+    x = np.array([1, 5, 2], np.int8)
+    np.testing.assert_array_equal(F.diff(T(x), prepend=2.5).numpy(), np.diff(x, prepend=2.5))
+    assert F.diff(T(x), prepend=2.5).dtype == np.float32
+    same(F.diff(T([True, False]), prepend=-3), torch.tensor([4, -1]))
+    with pytest.raises(ValueError, match=r"diff: value 300 does not fit dtype int8"):
+        F.diff(T(x), prepend=300)
+    same(F.diff(T(x), n=0, prepend=3, append=4), torch.tensor(x))
+
+
+@pytest.mark.parametrize("op", ["cumsum", "cumprod"])
+@pytest.mark.parametrize("axis", [0, -1])
+def test_running_sums_and_products_of_a_0d_input_are_the_input(op, axis):
+    ours = lamina.tensor(np.float64(3.0), requires_grad=True, dtype=np.float64)
+    theirs = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    y, expected = getattr(F, op)(ours, axis), getattr(torch, op)(theirs, axis)
+    same(y, expected.detach())
+    y.backward(), expected.backward()
+    assert ours.grad == theirs.grad.item()

@@ -149,11 +149,12 @@ def test_transpose_bad_axes_raises_shape_error():
 
 def test_pad_wrong_number_of_pairs_raises_shape_error():
     with pytest.raises(lamina.ShapeError, match="pad"):
-        lamina.pad(lamina.tensor(np.ones((2, 3))), ((1, 1),))
+        lamina.pad(lamina.tensor(np.ones((2, 3))), ((1, 1), (1, 1), (1, 1)))
 
 
 @pytest.mark.parametrize("width, shape", [(1, (4, 5, 6)), ((1, 2), (5, 6, 7)), (np.int64(2), (6, 7, 8)),
-                                          (((0, 0), (1, 1), (2, 0)), (2, 5, 6))])
+                                          (((0, 0), (1, 1), (2, 0)), (2, 5, 6)), ((2,), (6, 7, 8)),
+                                          (((1, 2),), (5, 6, 7)), (np.array([[1, 0], [0, 2], [1, 1]]), (3, 5, 6))])
 def test_pad_takes_numpys_three_forms_of_pad_width(width, shape):
     x = randn(2, 3, 4, seed=3).astype(np.float32)
     out = lamina.pad(lamina.tensor(x), width, value=0.5)
@@ -161,8 +162,13 @@ def test_pad_takes_numpys_three_forms_of_pad_width(width, shape):
     np.testing.assert_array_equal(out.numpy(), np.pad(x, width, constant_values=0.5))
 
 
-@pytest.mark.parametrize("width", [(1, 2, 3, 4), ((1, 2), (3, 4)), -1, (1.5, 2), ((1, 2), (1, 2), (1, -1))])
+@pytest.mark.parametrize("width", [(1, 2, 3, 4), ((1, 2), (3, 4)), -1, (1.5, 2), ((1, 2), (1, 2), (1, -1)),
+                                   ((1, 2), (3,))])
 def test_pad_refuses_other_widths_naming_torchs_flat_form(width):
-    message = r"pad: pad_width must be .* of the input of shape \(2, 3, 4\) .* use pad1d, pad2d or pad3d"
+    message = r"pad: pad_width must be .* for the input of shape \(2, 3, 4\) .* use pad1d, pad2d or pad3d"
     with pytest.raises(lamina.ShapeError, match=message):
         lamina.pad(lamina.tensor(np.ones((2, 3, 4))), width)
+
+
+def test_pad_of_a_0d_input_is_the_input():
+    np.testing.assert_array_equal(lamina.pad(lamina.tensor(np.float32(3)), 2).numpy(), np.pad(np.float32(3), 2))

@@ -185,8 +185,8 @@ def clip(a, low=None, high=None) -> Tensor:
 def _beyond_integers(a, *bounds) -> bool:
     """Whether an integer tensor ``a`` meets an int bound its dtype cannot hold (which
     :func:`~lamina.functional.clamp` converts as PyTorch does: -1 is 255 for uint8)."""
-    if not (isinstance(a, Tensor) and a.dtype.kind in "iu"):
-        return False
+    if not (isinstance(a, Tensor) and a.dtype.kind in "iu") or any(isinstance(b, float) for b in bounds):
+        return False                        # (a float bound makes it a float clip)
     limits = numpy.iinfo(a.dtype)
     return any(isinstance(b, int) and not isinstance(b, bool) and not limits.min <= b <= limits.max for b in bounds)
 

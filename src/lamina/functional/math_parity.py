@@ -25,7 +25,7 @@ from lamina.autograd import Function, Tensor
 from lamina.autograd.function import cast, result_dtype
 from lamina.functional._util import shape_error, sum_to, unbroadcast
 from lamina.functional.activation import sigmoid
-from lamina.functional.elementwise import clip, where
+from lamina.functional.elementwise import clip, plain_number, where
 from lamina.functional.indexing import fill_value
 from lamina.functional.math_more import PiecewiseConstant, cos, reciprocal, rsqrt
 
@@ -431,10 +431,11 @@ def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
             if bound is not None and backend.xp.ndim(bound) != 0:
                 raise ValueError(f"clamp: {name} must be a number or a Tensor, got an array of shape "
                                  f"{backend.xp.shape(bound)}; wrap it with lamina.tensor")
+        bounds = [plain_number(b) for b in (min, max)]
         dtype = x.dtype if isinstance(x, Tensor) else None
-        if dtype is None or dtype.kind not in "iu":
-            return clip(x, min, max)
-        return clip(x, *(b if b is None or isinstance(b, float) else fill_value(b, dtype, "clamp") for b in (min, max)))
+        if dtype is None or dtype.kind not in "iu" or any(isinstance(b, float) for b in bounds):
+            return clip(x, *bounds)         # (a float bound makes the result float: ints stay numbers)
+        return clip(x, *(None if b is None else fill_value(b, dtype, "clamp") for b in bounds))
     x = as_tensor(x)
     dtype = _clamp_dtype(x, min, max)
     x = cast(x, dtype)
@@ -465,6 +466,11 @@ def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
         out = where(above, upper, out)
     if stuck is not None:
         out = where(stuck, backend.xp.broadcast_to(high, stuck.shape), out)
+    if dtype.kind == "f":
+        nan_bound = [backend.xp.isnan(b) for b in (low, high) if b is not None]
+        nan_bound = nan_bound[0] if len(nan_bound) == 1 else nan_bound[0] | nan_bound[1]
+        if nan_bound.any():                 # a NaN bound gives NaN, with no gradient (as PyTorch)
+            out = where(nan_bound, backend.xp.asarray(backend.xp.nan, dtype=dtype), out)
     return out
 
 

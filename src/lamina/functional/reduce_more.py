@@ -33,7 +33,7 @@ from lamina.autograd.function import cast
 from lamina.functional._util import normalize_axes
 from lamina.functional.elementwise import where
 from lamina.functional.reduce import accumulate, is_half
-from lamina.functional.shape import concat, stack
+from lamina.functional.shape import concat, reshape, stack
 
 NORM_ORDERS = (1, 2, math.inf)
 """The vector norm orders :func:`norm` takes, besides 'fro' (the same as 2)."""
@@ -456,11 +456,20 @@ def norm(a, ord=2, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A002 -
 
 
 def cumsum(a, axis: int) -> Tensor:
-    """Running sums along ``axis``: y_k = x_0 + ... + x_k (bool and integers in int64)."""
-    return CumSum.apply(a, axis=axis)
+    """Running sums along ``axis``: y_k = x_0 + ... + x_k (bool and integers in int64); a 0-d
+    ``a`` is its own running sum, as PyTorch's, for ``axis`` 0 or -1."""
+    return _scan_0d(CumSum, a, axis)
 
 
 def cumprod(a, axis: int) -> Tensor:
-    """Running products along ``axis``: y_k = x_0 x_1 ... x_k (bool and integers in int64)."""
-    return CumProd.apply(a, axis=axis)
+    """Running products along ``axis``: y_k = x_0 x_1 ... x_k (bool and integers in int64);
+    a 0-d ``a`` as for :func:`cumsum`."""
+    return _scan_0d(CumProd, a, axis)
+
+
+def _scan_0d(op: type[Function], a, axis: int) -> Tensor:
+    """``op`` along ``axis``, a 0-d ``a`` (with axis 0 or -1) run as one value along axis 0."""
+    if backend.xp.ndim(a.data if isinstance(a, Tensor) else a) or axis not in (0, -1):
+        return op.apply(a, axis=axis)
+    return reshape(op.apply(reshape(a, (1,)), axis=0), ())
 

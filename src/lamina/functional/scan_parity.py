@@ -18,9 +18,10 @@ import numpy
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
+from lamina.autograd.function import result_dtype
 from lamina.errors import ShapeError
 from lamina.functional.elementwise import exp, log
-from lamina.functional.indexing import gather
+from lamina.functional.indexing import fill_value, gather
 from lamina.functional.math_parity import as_tensor
 from lamina.functional.reduce import max as reduce_max
 from lamina.functional.reduce_more import cumsum
@@ -35,6 +36,12 @@ def _slice(ndim: int, axis: int, part: slice) -> tuple:
 def _attach(x: Tensor, extra, axis: int, op: str, name: str) -> Tensor:
     """``extra`` (a number, or a tensor of x's shape but along ``axis``) as a tensor to join
     to x along ``axis``; a number becomes a slice of length 1."""
+    if not isinstance(extra, Tensor) and backend.xp.ndim(extra) == 0:
+        # a number joins in PyTorch's promoted dtype (2.5 next to integers makes floats), converted as
+        # PyTorch converts numbers (fill_value: a value its integer dtype cannot hold is refused)
+        dtype = result_dtype([x.dtype], [], [backend.xp.asarray(extra).dtype])
+        shape = tuple(1 if i == axis else n for i, n in enumerate(x.shape))
+        return Tensor._wrap(backend.xp.broadcast_to(fill_value(extra, dtype, op), shape))
     extra = as_tensor(extra, x)
     if extra.ndim == 0:
         shape = tuple(1 if i == axis else n for i, n in enumerate(x.shape))
@@ -55,6 +62,8 @@ def diff(x, n: int = 1, axis: int = -1, prepend=None, append=None) -> Tensor:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"diff: n must be an int >= 0, got {n!r}")
     axis = _axis(axis, x.ndim, "diff")
+    if n == 0:                              # no difference taken: x itself, as NumPy and PyTorch
+        return x
     parts = [x]
     if prepend is not None:
         parts.insert(0, _attach(x, prepend, axis, "diff", "prepend"))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
+
+import numpy
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
@@ -154,6 +155,8 @@ class Pad(Function):
         if len(width) != a.ndim:
             raise ShapeError(f"pad: {len(width)} (before, after) pairs for an input of shape {a.shape}")
         self.slices = tuple(slice(lo, lo + n) for (lo, _), n in zip(width, a.shape))
+        if not width:                        # a 0-d input has no axis to pad
+            return a.copy()
         return backend.xp.pad(a, width, mode="constant", constant_values=self.value)
 
     def backward(self, dy):
@@ -239,25 +242,24 @@ def stack(tensors, axis: int = 0) -> Tensor:
 def pad(a, pad_width, value: float = 0.0) -> Tensor:
     """Pad with a constant, as NumPy's ``pad``: ``pad_width`` is an int (every side of every
     axis), one (before, after) pair for every axis, or ((before, after), ...) one pair per
-    axis. (PyTorch's flat list of sides, last axis first, is :func:`pad1d`, :func:`pad2d` and
-    :func:`pad3d`, which pad the spatial axes of channels-last inputs.)"""
+    axis (or another form NumPy broadcasts to those). (PyTorch's flat list of sides, last
+    axis first, is :func:`pad1d`, :func:`pad2d` and :func:`pad3d`, which pad the spatial axes
+    of channels-last inputs.)"""
     shape = backend.xp.shape(a.data if isinstance(a, Tensor) else a)
     return Pad.apply(a, pad_width=_pad_pairs(pad_width, shape), value=value)
 
 
 def _pad_pairs(pad_width, shape: tuple) -> tuple:
-    """``pad_width`` as one (before, after) pair of non-negative ints per axis of ``shape``."""
-    def whole(v) -> bool:
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
-
-    width = pad_width
-    if whole(width):
-        width = ((width, width),) * len(shape)
-    elif isinstance(width, (tuple, list)) and len(width) == 2 and all(whole(v) for v in width):
-        width = (tuple(width),) * len(shape)
-    if not (isinstance(width, (tuple, list)) and len(width) == len(shape) and all(
-            isinstance(pair, (tuple, list)) and len(pair) == 2 and all(whole(v) for v in pair) for pair in width)):
-        raise ShapeError(f"pad: pad_width must be a non-negative int, one (before, after) pair or one pair per axis "
-                         f"of the input of shape {tuple(shape)} (NumPy's form), got {pad_width!r}; for PyTorch's "
-                         "flat list of sides use pad1d, pad2d or pad3d")
-    return tuple((int(lo), int(hi)) for lo, hi in width)
+    """``pad_width`` (any of NumPy's forms, which broadcast to one (before, after) pair per
+    axis: an int, (n,), (before, after), ((before, after),) or one pair per axis, as numbers or
+    an array) as a tuple of pairs of non-negative ints, one per axis of ``shape``."""
+    width = pad_width.data if isinstance(pad_width, Tensor) else pad_width
+    try:
+        pairs = numpy.broadcast_to(numpy.asarray(backend.to_numpy(width)), (len(shape), 2))
+    except (ValueError, TypeError):
+        pairs = None
+    if pairs is None or pairs.dtype.kind not in "iu" or (pairs < 0).any():
+        raise ShapeError(f"pad: pad_width must be non-negative ints in one of NumPy's forms for the input of shape "
+                         f"{tuple(shape)} (n, (n,), (before, after), ((before, after),) or one pair per axis), got "
+                         f"{pad_width!r}; for PyTorch's flat list of sides use pad1d, pad2d or pad3d")
+    return tuple((int(lo), int(hi)) for lo, hi in pairs)
