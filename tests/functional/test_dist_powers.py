@@ -104,3 +104,14 @@ def test_numpy_number_powers_are_accepted(p):
     a, b = np.array([1.0, -2.0, 0.5]), np.array([0.0, 1.0, 2.0])
     got = F.dist(lamina.tensor(a, dtype=np.float64), lamina.tensor(b, dtype=np.float64), p)
     np.testing.assert_allclose(got.item(), torch.dist(torch.tensor(a), torch.tensor(b), float(p)).item())
+
+
+@pytest.mark.parametrize("p", [3.0, 0.5, 2.0, 1.0, float("inf"), -1.0])
+@pytest.mark.parametrize("d", [1e150, -2.0, 0.0])
+def test_dist_of_one_difference_is_its_size_without_overflow(p, d):
+    """|d|^p of one huge difference overflows; torch, and lamina, give |d| itself."""
+    a = lamina.tensor(np.array([[d]]), requires_grad=True, dtype=np.float64)
+    y = F.dist(a, np.zeros((1, 1)), p)
+    y.backward()
+    assert y.shape == () and y.item() == torch.dist(torch.tensor([[d]]), torch.zeros(1, 1), p).item() == abs(d)
+    assert a.grad[0, 0] == np.sign(d)

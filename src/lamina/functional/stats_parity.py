@@ -493,6 +493,8 @@ def dist(a, b, p: float = 2) -> Tensor:
     if p < 0 and difference.size == 0:
         raise ValueError(f"dist: p={p} of empty inputs (difference of shape {difference.shape}) has no value: "
                          "a negative p needs at least one difference")
+    if difference.size == 1:                 # one difference: its size, whatever p (no overflow of |d|^p)
+        return reshape(absolute(difference), ())
     if p == -math.inf:
         return amin(absolute(difference))
     if p < 1:
