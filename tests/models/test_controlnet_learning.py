@@ -67,8 +67,10 @@ def test_controlnet_puts_the_bar_where_the_control_says(kind):
     controlled = ControlledDenoiser(denoiser, make_controlnet())
     frozen = {k: v.copy() for k, v in denoiser.state_dict().items()}
     model = DiffusionModel(controlled, schedule="cosine", num_timesteps=50)
-    train(model, controlled, 120, rng, controlled)
+    train(model, controlled, 70, rng, controlled)
     controlled.set_control(bars(columns)[1])
     hits = np.mean(bar_columns(model.sample(64, steps=10, method="ddim")) == columns)
     assert all(np.array_equal(v, frozen[k]) for k, v in denoiser.state_dict().items())
+    # measured after 70 ControlNet steps, both BLAS kernels: U-Net 0.94 and DiT 1.00 of the bars in
+    # the controlled column, against the unconditional model's 0.16 and 0.14
     assert unconditional < 0.35 and hits > 0.7 and hits > unconditional + 0.4, (unconditional, hits)

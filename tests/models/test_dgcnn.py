@@ -86,9 +86,9 @@ def test_learns_synthetic_shapes():
     xt, yt = SyntheticShapes(20, 64, seed=1).arrays()
     model = DGCNN(5, k=10, edge_widths=(32, 32), emb_dims=64, head_widths=(32,), dropout=0.0)
     start = time.perf_counter()
-    fit_clouds(model, x, y, epochs=10)
+    fit_clouds(model, x, y, epochs=8)
     seconds = time.perf_counter() - start
     with lamina.no_grad():
         accuracy = (model(xt).numpy().argmax(axis=1) == yt).mean()
     print(f"DGCNN: test accuracy {accuracy:.3f} after {seconds:.1f} s")
-    assert accuracy > 0.75                        # chance is 0.2
+    assert accuracy > 0.75    # chance is 0.2; measured after 8 epochs on two BLAS kernels: 0.86 and 0.84

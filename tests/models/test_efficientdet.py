@@ -214,7 +214,7 @@ def test_efficientdet_learns_rectangles_of_two_classes():
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     model.train()
-    for _ in range(60):
+    for _ in range(40):
         batch = rng.choice(128, 16, replace=False)
         losses = model(lamina.tensor(images[batch]), [targets[i] for i in batch])
         optimizer.zero_grad()
@@ -225,7 +225,9 @@ def test_efficientdet_learns_rectangles_of_two_classes():
     with lamina.no_grad():
         trained = _map(model(lamina.tensor(images[test])), targets[test])
     print(f"EfficientDet on rectangles: mAP@0.5 {trained:.3f} (trivial {trivial:.3f}) after {seconds:.1f} s")
-    assert trained > max(0.4, trivial + 0.3)   # 0.59 .. 0.71 over data seeds 0, 1, 2
+    # measured after 40 steps, both BLAS kernels: 0.553 (trivial 0.014); after 60 steps 0.59 .. 0.71 over
+    # data seeds 0, 1, 2
+    assert trained > max(0.4, trivial + 0.3)
 
 
 def test_readme_example_runs():

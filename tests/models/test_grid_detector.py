@@ -21,9 +21,10 @@ def test_inputs_that_do_not_halve_to_the_grid_are_refused(shape, grid):
 
 
 def test_a_grid_detector_learns_to_find_and_read_digits():
-    """Handwritten digits dropped on 32x32 canvases (one or two each), a 4x4 grid: after 20
-    epochs on 1,500 scenes the detector's mAP at IoU 0.5 on 300 new scenes is 0.70-0.75 over
-    seeds (an untrained one scores about 0)."""
+    """Handwritten digits dropped on 32x32 canvases (one or two each), a 4x4 grid: after 12
+    epochs in batches of 16 on 1,500 scenes the detector's mAP at IoU 0.5 on 300 new scenes is
+    0.80 and 0.79 on two BLAS kernels (an untrained one scores about 0; 20 epochs in batches of 32 gave
+    0.70-0.75 over seeds)."""
     train, test = 1500, 300
     images, boxes, labels = vision.digit_scenes(train + test, canvas=32, scale=1, objects=(1, 2), seed=0)
     x = images.astype(np.float32) / 255
@@ -33,7 +34,7 @@ def test_a_grid_detector_learns_to_find_and_read_digits():
     detector = models.grid_detector(num_classes=10, grid_size=4)
     trainer = Trainer(detector, vision.grid_detection_loss, optim.Adam(detector, lr=2e-3), metrics=(), verbose=0)
     untrained = vision.decode_grid_predictions(trainer.predict(x[train:]), 32, score_threshold=0.05)
-    history = trainer.fit((x[:train], targets[:train]), epochs=20, batch_size=32, seed=0)
+    history = trainer.fit((x[:train], targets[:train]), epochs=12, batch_size=16, seed=0)
     assert history.epoch["loss"][-1] < history.epoch["loss"][0] / 4
 
     found = vision.decode_grid_predictions(trainer.predict(x[train:]), 32, score_threshold=0.05)

@@ -13,8 +13,6 @@ import torch
 
 import lamina
 from helpers import assert_close, run_readme_section
-from lamina import functional as F
-from lamina import optim
 from lamina.data import babi_like_task
 from lamina.errors import ShapeError
 from lamina.models import MemN2N, position_encoding
@@ -104,19 +102,22 @@ def test_bag_of_words_ignores_word_order():
                            positional(data.stories, data.questions).numpy())
 
 
-def test_answers_single_supporting_fact_questions():
-    data = babi_like_task(2, task=1, seed=0)
-    model = MemN2N(len(data.vocabulary), embed=20, hops=3, memory_size=10)
-    opt = optim.Adam(model, lr=0.01)
-    for step in range(220):
-        batch = babi_like_task(64, task=1, seed=step + 1)
-        cost = F.categorical_cross_entropy(model(batch.stories, batch.questions), batch.answers, from_logits=True)
-        opt.zero_grad()
-        cost.backward()
-        opt.step()
+@pytest.fixture(scope="module")
+def readme_run():
+    """The README section, run once: what it printed and its namespace (its MemN2N is trained
+    for 200 steps on single-supporting-fact stories)."""
+    lamina.manual_seed(0)
+    lamina.set_default_dtype(np.float32)
+    return run_readme_section("Pointer networks, end-to-end memory networks")
+
+
+def test_answers_single_supporting_fact_questions(readme_run):
+    """The README's MemN2N (embed 20, 3 hops, 200 Adam steps on batches of 64 stories) on 300
+    new stories."""
+    model = readme_run[1]["memn2n"]
     test = babi_like_task(300, task=1, seed=10_000)
     accuracy = (model(test.stories, test.questions).numpy().argmax(-1) == test.answers).mean()
-    assert accuracy > 0.9                                        # measured 1.0
+    assert accuracy > 0.9                         # measured 0.993 on both BLAS kernels (1.0 after 220 steps)
 
 
 def test_story_generator():
@@ -153,10 +154,10 @@ def test_errors():
         babi_like_task(2, task=3)
 
 
-def test_readme_example_runs():
+def test_readme_example_runs(readme_run):
     """The README's section on pointer, memory and Turing networks runs and prints what its
     comments say."""
-    printed, _ = run_readme_section("Pointer networks, end-to-end memory networks")
+    printed, _ = readme_run
     lines = printed.splitlines()
     assert float(lines[0]) > 0.7
     assert "? " in lines[1] and lines[1].split("? ")[0].split()[-2] == "is"

@@ -4,7 +4,6 @@ self-speculative decoding keeps several tokens per pass, at little cost to the n
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import lamina
 from lamina import models, optim
@@ -35,7 +34,7 @@ def _text(rng, words, successor, rows: int, follow: float = 0.8) -> np.ndarray:
     return np.array(out)
 
 
-def _trained(n_future: int, seed: int, steps: int = 200):
+def _trained(n_future: int, seed: int, steps: int = 150):
     lamina.manual_seed(seed)
     model = models.GPT2(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=2, embd_pdrop=0.0,
                         resid_pdrop=0.0, attn_pdrop=0.0)
@@ -56,19 +55,19 @@ def _trained(n_future: int, seed: int, steps: int = 200):
     return model, heads, test, accuracy
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_four_heads_guess_ahead_and_decode_several_tokens_per_pass(seed):
-    model, heads, test, accuracy = _trained(4, seed)
-    _, _, _, baseline = _trained(1, seed)
-    # measured (seeds 0-3; Haswell and SkylakeX kernels): next-token 0.955-0.959, equal to n=1's;
-    # heads 2-4: 0.91-0.92, 0.85-0.88, 0.81-0.83; chance 1/24
+def test_four_heads_guess_ahead_and_decode_several_tokens_per_pass():
+    model, heads, test, accuracy = _trained(4, 0)
+    _, _, _, baseline = _trained(1, 0)
+    # measured after 200 steps (seeds 0-3; Haswell and SkylakeX kernels): next-token 0.955-0.959, equal
+    # to n=1's; heads 2-4: 0.91-0.92, 0.85-0.88, 0.81-0.83; chance 1/24. After 150 steps (seed 0, both
+    # kernels) the same: 0.957 (n=1: 0.957), 0.909, 0.857, 0.822
     assert accuracy[0] > baseline[0] - 0.03, (accuracy, baseline)
     assert min(accuracy[1:]) > 0.7, accuracy
     outputs = [models.self_speculative_generate(model, heads, test[j, :5], 30) for j in range(4)]
     for j, out in enumerate(outputs):
         np.testing.assert_array_equal(out.tokens, model.generate(test[j:j + 1, :5], max_new_tokens=30,
                                                                  do_sample=False)[0, 5:])
-    # measured: 3.33 tokens per pass for every seed (1 without guesses)
+    # measured: 3.33 tokens per pass for every seed (1 without guesses), after 200 steps and after 150
     assert np.mean([out.mean_accepted_length for out in outputs]) > 2.5
 
 
@@ -82,7 +81,7 @@ def test_mtp_modules_guess_ahead_and_decode_several_tokens_per_pass():
     words, successor = _language(0)
     rng = np.random.default_rng(100)
     opt = optim.Adam(mtp, lr=0.01)
-    for _ in range(200):
+    for _ in range(150):
         loss = mtp.loss(_text(rng, words, successor, 16))
         opt.zero_grad()
         loss.backward()
@@ -92,12 +91,12 @@ def test_mtp_modules_guess_ahead_and_decode_several_tokens_per_pass():
         scores = mtp(test)
     accuracy = [float(np.mean(s.numpy().argmax(-1)[:, :LENGTH - k - 1] == test[:, k + 1:]))
                 for k, s in enumerate(scores)]
-    # measured (seeds 0-2; Haswell and SkylakeX kernels): 0.95-0.96 at every depth (the modules read
-    # the true tokens up to t + k); chance 1/24
+    # measured after 200 steps (seeds 0-2; Haswell and SkylakeX kernels): 0.95-0.96 at every depth (the
+    # modules read the true tokens up to t + k); after 150 (seed 0, both kernels): 0.95-0.96; chance 1/24
     assert min(accuracy) > 0.85, accuracy
     outputs = [models.self_speculative_generate(model, mtp, test[j, :5], 30) for j in range(4)]
     for j, out in enumerate(outputs):
         np.testing.assert_array_equal(out.tokens, model.generate(test[j:j + 1, :5], max_new_tokens=30,
                                                                  do_sample=False)[0, 5:])
-    # measured: 2.44 (seed 0), 3.33 (seeds 1, 2) tokens per pass
+    # measured after 200 steps: 2.44 (seed 0), 3.33 (seeds 1, 2) tokens per pass; after 150: 2.44 (seed 0)
     assert np.mean([out.mean_accepted_length for out in outputs]) > 2.0

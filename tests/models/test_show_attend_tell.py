@@ -173,7 +173,7 @@ def test_learns_to_caption_held_out_digits():
     model = ShowAttendTell(len(vocab), embed_dim=32, hidden=64, attention_units=32, attention_lambda=0.0)
     optimizer = lamina.optim.Adam(model, lr=0.01)
     rng = np.random.default_rng(0)
-    for _ in range(15):
+    for _ in range(11):
         order = rng.permutation(len(x_train))
         for start in range(0, len(order), 64):
             batch = order[start:start + 64]
@@ -186,6 +186,7 @@ def test_learns_to_caption_held_out_digits():
     cider = cider_d(decoded, [[c] for c in test_captions])[0]
     constant = ["one one one one"] * len(test_captions)          # a caption that ignores the image
     assert corpus_bleu(constant, [test_captions]).score < 3 and cider_d(constant, [[c] for c in test_captions])[0] < 0.5
+    # measured after 11 epochs on two BLAS kernels: BLEU-4 21.1 and 23.6, CIDEr-D 2.80 and 3.05
     assert bleu4 > 15 and cider > 2.0, (bleu4, cider, decoded[:3], test_captions[:3])
 
 
