@@ -51,11 +51,12 @@ def point_mass_data():
 def test_bcq_beats_the_dataset_and_behaviour_cloning(point_mass_data):
     env, data, data_return, bc_return = point_mass_data
     lamina.manual_seed(0)
-    agent, returns = train_bcq(data, env, steps=600, eval_episodes=20, seed=0, gamma=0.9, n_select=20)
-    # measured (seeds 0, 1, 2): BCQ -1.26, -1.47, -1.56; behaviour cloning -3.94, -4.61, -5.20;
-    # the dataset's episodes -5.14, -5.18, -5.31 on average
+    agent, returns = train_bcq(data, env, steps=400, eval_episodes=20, seed=0, gamma=0.9, n_select=20)
+    # measured after 600 steps (seeds 0, 1, 2): BCQ -1.26, -1.47, -1.56; behaviour cloning -3.94, -4.61, -5.20;
+    # the dataset's episodes -5.14, -5.18, -5.31 on average; after these 400 steps (seed 0): BCQ -1.43
+    # (-1.45 with OpenBLAS's default kernels instead of Haswell) against the bar of -1.94
     assert returns.mean() > max(data_return, bc_return) + 2.0
-    assert agent.updates == 600
+    assert agent.updates == 400
 
 
 def test_td3_bc_beats_the_dataset_and_behaviour_cloning(point_mass_data):

@@ -169,13 +169,15 @@ def test_prioritized_agent_updates_the_priorities_of_its_batches():
 
 
 def test_zoo_preset_dqn_clearly_improves_on_cartpole_in_a_small_budget():
-    """The zoo settings scaled down (a smaller network, shorter schedules): after 6000 steps the
-    greedy policy balances the pole over three times longer than the first, nearly random, episodes."""
+    """The zoo settings scaled down (a smaller network, shorter schedules): after 4000 steps the
+    greedy policy balances the pole over three times longer than the first, nearly random, episodes.
+    Measured: greedy 101.3 with OpenBLAS's Haswell kernels, 115.7 with the default ones, against a bar
+    of 66 (3 x 22.0, the mean of the first 20 episodes)."""
     env = make("CartPole-v1")
     agent = DQNAgent.from_preset(env, "zoo", seed=0, hidden=(64, 64), learning_starts=500, train_freq=64,
                                  gradient_steps=32, eps_decay=2000, target_update_interval=64, lr_decay_steps=6000)
     assert agent.double and agent.eps_schedule == "linear" and DQN_PRESETS["zoo"]["train_freq"] == 256
-    returns = train_dqn(env, total_steps=6000, agent=agent, seed=0)
+    returns = train_dqn(env, total_steps=4000, agent=agent, seed=0)
     greedy = evaluate_policy(agent, make("CartPole-v1"), n_episodes=3, seed=7)
     assert greedy.mean() > 3 * np.mean(returns[:20]) and greedy.mean() > 60
     with pytest.raises(ValueError, match="no preset 'atari'"):

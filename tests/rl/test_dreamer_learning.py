@@ -32,8 +32,10 @@ def random_return(env, seed, rng):
 
 
 def test_dreamer_beats_random_actions_on_a_point_task():
+    """Eight episodes (120 steps) of experience; measured: a mean return of -4.68 against -10.55 for
+    random actions (a margin of 5.9, bound 3; the same with OpenBLAS's Haswell and default kernels)."""
     lamina.manual_seed(1)
-    agent, returns = train_dreamer(PointToTarget(0.5), steps=165, updates_per_episode=30, batch=8, length=8, seed=1,
+    agent, returns = train_dreamer(PointToTarget(0.5), steps=120, updates_per_episode=30, batch=8, length=8, seed=1,
                                    horizon=8, deter_dim=16, stoch_dim=4, hidden=32, actor_hidden=(32, 32),
                                    model_lr=3e-3, actor_lr=1e-3, critic_lr=1e-3, free_nats=1.0, gamma=0.9)
     env, rng = PointToTarget(0.5), np.random.default_rng(0)

@@ -123,8 +123,8 @@ def without_curiosity(seed: int) -> tuple[int, int]:
     return goals_and_cells(train_rnd_ppo, seed, int_coef=0.0)
 
 
-@pytest.mark.parametrize("seed", [1, 2])      # seed 0: the README example
-def test_rnd_reaches_the_far_end_where_ppo_does_not(seed):
+def test_rnd_reaches_the_far_end_where_ppo_does_not():
+    seed = 1                                     # seed 0: the README example
     goals, cells = goals_and_cells(train_rnd_ppo, seed)
     plain_goals, plain_cells = without_curiosity(seed)
     # measured (8192 steps, seeds 0 / 1 / 2): RND 186 / 55 / 19 goals, all 20 cells seen;
@@ -134,17 +134,21 @@ def test_rnd_reaches_the_far_end_where_ppo_does_not(seed):
 
 
 def test_icm_reaches_the_far_end_where_ppo_does_not():
-    results = [goals_and_cells(train_icm_ppo, seed) for seed in (0, 1)]
-    plain = [without_curiosity(seed)[0] for seed in (0, 1)]
+    results = [goals_and_cells(train_icm_ppo, seed) for seed in (0,)]      # one seed
+    plain = [without_curiosity(seed)[0] for seed in (0,)]
     # measured (8192 steps, seeds 0 / 1 / 2): ICM 16 / 2 / 0 goals, 20 / 20 / 19 cells;
-    # int_coef = 0: 0 / 0 / 0 goals
+    # int_coef = 0: 0 / 0 / 0 goals (seed 0 the same with OpenBLAS's Haswell and default kernels)
     assert all(cells == N for _, cells in results)
     assert sum(goals for goals, _ in results) >= 5 and sum(plain) <= 1
 
 
 def test_readme_example():
-    printed, _ = run_readme_section("Curiosity-driven exploration: RND and ICM")
+    """The README's code on 6144 steps instead of 8192 (the full budget's claim is the test above's):
+    measured 85 and 0 episodes at the far end (186 and 0 at 8192), Haswell and default kernels alike."""
+    printed, _ = run_readme_section("Curiosity-driven exploration: RND and ICM",
+                                    replace={"total_steps=8192": "total_steps=6144"})
     lines = printed.strip().splitlines()
     assert lines[0].startswith("episodes reaching the end of the corridor, PPO + RND:")
+    assert lines[1].startswith("episodes reaching the end of the corridor, PPO:") and len(lines) == 2
     rnd, plain = (int(line.split(":")[-1]) for line in lines)
-    assert rnd >= 10 and plain == 0            # measured (seed 0): 186 and 0
+    assert rnd >= 10 and plain == 0

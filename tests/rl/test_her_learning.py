@@ -24,9 +24,10 @@ def bit_flipping_success(strategy: str, seed: int) -> float:
 
 
 def test_dqn_with_her_solves_bit_flipping_where_plain_dqn_does_not():
-    her = [bit_flipping_success("future", seed) for seed in (0, 1, 2)]
-    plain = [bit_flipping_success("none", seed) for seed in (0, 1)]
-    # measured: HER future 0.72 / 0.88 / 0.86 (seeds 0, 1, 2); plain DQN 0.02 / 0.02 (seeds 0, 1)
+    her = [bit_flipping_success("future", seed) for seed in (0,)]       # one seed: the others learn as well
+    plain = [bit_flipping_success("none", seed) for seed in (0,)]
+    # measured: HER future 0.72 / 0.88 / 0.86 (seeds 0, 1, 2); plain DQN 0.02 / 0.02 (seeds 0, 1);
+    # seed 0 with OpenBLAS's default kernels instead of Haswell: HER 0.68, plain DQN 0.02
     assert min(her) >= 0.5, her
     assert max(plain) <= 0.15, plain
     assert np.mean(her) - np.mean(plain) >= 0.5

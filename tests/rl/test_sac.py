@@ -226,14 +226,15 @@ def test_sac_refuses_discrete_actions_and_bad_settings():
 
 
 def test_sac_learns_to_swing_up_the_pendulum():
-    """Measured with these settings, the greedy return over these 5 episodes after 5,000 steps:
-    -171 for seed 0, -145 for seed 1 (random actions: about -1,200; solved: about -200)."""
+    """Measured with these settings, the greedy return over these 5 episodes after 4,000 steps:
+    -234 for seed 0 (-235 with OpenBLAS's default kernels; at 5,000 steps -171, seed 1 -145), while
+    after 3,000 steps it is still about -900 (random actions: about -1,200; solved: about -200)."""
     start = time.perf_counter()
     lamina.manual_seed(0)
     env = make("Pendulum-v1")
     agent = SAC.for_env(env, seed=0, hidden=(64, 64), lr=1e-3, batch_size=64)
-    returns = train_sac(env, 5000, agent=agent, seed=0)
+    returns = train_sac(env, 4000, agent=agent, seed=0)
     greedy = evaluate_policy(agent, make("Pendulum-v1"), n_episodes=5, seed=100)
     print(f"sac {time.perf_counter() - start:.1f} s, returns {np.round(returns)}, greedy {greedy.mean():.0f}")
-    assert np.mean(returns[:3]) < -900 and len(returns) == 25
+    assert np.mean(returns[:3]) < -900 and len(returns) == 20
     assert greedy.mean() > -400

@@ -53,17 +53,23 @@ def assert_learned(model: ConsistencyModel, one_step_bound: float) -> tuple[floa
 
 
 def test_consistency_training_learns_the_ring():
+    """Measured after 140 epochs: one-step samples 0.325 (OpenBLAS default kernels: 0.359) of the
+    noise prior's mean distance to the nearest mode (the bound is 0.45; the prior itself is 1.0),
+    two-step samples 0.90 (0.85) times the one-step distance, at least 99 of 1000 samples per mode."""
     model = ConsistencyModel(DenoisingMLP(hidden=(64, 64)), sigma_data=0.7, T=5.0)
-    history = train_consistency(model, ring_data(2048), epochs=200, batch_size=256, lr=3e-3, seed=0, ema=0.99,
+    history = train_consistency(model, ring_data(2048), epochs=140, batch_size=256, lr=3e-3, seed=0, ema=0.99,
                                 s1=160)
-    assert len(history["loss"]) == 200 and np.isfinite(history["loss"]).all()
+    assert len(history["loss"]) == 140 and np.isfinite(history["loss"]).all()
     assert_learned(model, 0.45)
 
 
 def test_consistency_distillation_from_the_exact_denoiser():
+    """Measured after 140 epochs: one-step samples 0.354 (OpenBLAS default kernels: 0.343) of the
+    prior's mean distance (bound 0.45), two-step 0.83 (0.77) of that, 73% (77%) of two-step
+    samples within 4 mode widths of a mode (bound 50%)."""
     denoiser = gaussian_mixture_denoiser(MODES, MODE_STD)
     model = ConsistencyModel(DenoisingMLP(hidden=(64, 64)), sigma_data=0.7, T=5.0)
-    train_consistency(model, ring_data(2048), epochs=200, batch_size=256, lr=3e-3, seed=0, ema=0.99,
+    train_consistency(model, ring_data(2048), epochs=140, batch_size=256, lr=3e-3, seed=0, ema=0.99,
                       denoiser=denoiser)
     one, two = assert_learned(model, 0.45)
     within = nearest_mode(model.sample(1000, steps=2, generator=4))[0] < 4 * MODE_STD

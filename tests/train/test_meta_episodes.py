@@ -72,12 +72,12 @@ def _relation_network():
     return RelationNetwork(_trunk(flatten=False), relation)                   # the paper's MSE objective
 
 
-def _meta_test_accuracy(make_model, digit_classes, k_shot, seed=0):
-    """Train on 300 episodes of the seen classes (Adam, 3e-3), then the accuracy on 60 episodes
-    of the unseen ones."""
+def _meta_test_accuracy(make_model, digit_classes, k_shot, seed=0, episodes=300):
+    """Train on ``episodes`` episodes of the seen classes (Adam, 3e-3), then the accuracy on 60
+    episodes of the unseen ones."""
     (train_x, train_y), (x, y) = digit_classes
     lamina.manual_seed(seed)
-    train = FewShotTasks((train_x, train_y), 5, k_shot, q_queries=5, num_tasks=300, seed=seed)
+    train = FewShotTasks((train_x, train_y), 5, k_shot, q_queries=5, num_tasks=episodes, seed=seed)
     test = FewShotTasks((x, y), 5, k_shot, q_queries=5, num_tasks=60, classes=[5, 6, 7, 8, 9], seed=100 + seed)
     model = make_model()
     (support_x, support_y), (query_x, _) = train[0]
@@ -92,20 +92,28 @@ def _meta_test_accuracy(make_model, digit_classes, k_shot, seed=0):
 
 @pytest.fixture(scope="module")
 def prototypical(digit_classes):
-    """The baseline: prototypical networks' meta-test accuracy, 1-shot and 5-shot."""
-    return {k: _meta_test_accuracy(_Prototypical, digit_classes, k) for k in (1, 5)}
+    """The baseline: prototypical networks' meta-test accuracy, 1-shot and 5-shot, after 200
+    training episodes like the matching networks."""
+    return {k: _meta_test_accuracy(_Prototypical, digit_classes, k, episodes=200) for k in (1, 5)}
 
 
-# measured (meta-test accuracy, seeds 0 / 1 / 2; Haswell kernels, SkylakeX within 0.02 of each):
+# measured (meta-test accuracy after 300 training episodes, seeds 0 / 1 / 2; Haswell kernels, SkylakeX within
+# 0.02 of each):
 #   prototypical networks   1-shot 0.683 / 0.641 / 0.627   5-shot 0.809 / 0.841 / 0.815
 #   matching networks       1-shot 0.591 / 0.719 / 0.624   5-shot (FCE) 0.842 / 0.821 / 0.813
 #   relation networks       1-shot 0.501 / 0.598 / 0.567   5-shot 0.723 / 0.723 / 0.707
 #   (matching networks at the paper's scale 1, seed 0, 5-shot: 0.448 without FCE, 0.567 with it)
+# after 200 training episodes, as the matching and prototypical networks here (seed 0, Haswell / SkylakeX):
+#   prototypical networks   1-shot 0.651 / 0.651   5-shot 0.817 / 0.817
+#   matching networks       1-shot 0.601 / 0.601   5-shot (FCE) 0.849 / 0.835
+# (relation networks keep 300: after 200 their 5-shot accuracy, 0.54, is still rising)
 
 
 def test_matching_networks_on_unseen_digits(digit_classes, prototypical):
-    one_shot = _meta_test_accuracy(lambda: MatchingNetwork(_trunk(), fce=False, scale=10.0), digit_classes, 1)
-    five_shot = _meta_test_accuracy(lambda: MatchingNetwork(_trunk(), processing_steps=3, scale=10.0), digit_classes, 5)
+    one_shot = _meta_test_accuracy(lambda: MatchingNetwork(_trunk(), fce=False, scale=10.0), digit_classes, 1,
+                                   episodes=200)
+    five_shot = _meta_test_accuracy(lambda: MatchingNetwork(_trunk(), processing_steps=3, scale=10.0), digit_classes, 5,
+                                    episodes=200)
     assert one_shot > 0.45 and five_shot > 0.7, (one_shot, five_shot)               # chance: 0.2
     assert five_shot > prototypical[5] - 0.08, (prototypical, five_shot)
 
