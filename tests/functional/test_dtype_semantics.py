@@ -36,8 +36,8 @@ def test_clamp_integer_number_bound_wraps_like_torch():
     for kwargs in ({"max": -1}, {"min": -1}, {"min": 3, "max": 255}):
         same(F.clamp(T(u), **kwargs), torch.clamp(torch.tensor(u), **kwargs))
         same(F.clip(T(u), kwargs.get("min"), kwargs.get("max")), torch.clamp(torch.tensor(u), **kwargs))
-    for clamp in (lambda: F.clamp(T(u), min=300), lambda: F.clip(T(u), None, 300)):
-        with pytest.raises(ValueError, match="clamp: value 300 does not fit dtype uint8"):
+    for name, clamp in (("clamp", lambda: F.clamp(T(u), min=300)), ("clip", lambda: F.clip(T(u), None, 300))):
+        with pytest.raises(ValueError, match=f"{name}: value 300 does not fit dtype uint8"):
             clamp()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from lamina import backend, parallel
 from lamina.errors import ShapeError
 
@@ -161,3 +163,27 @@ def with_scalar(ufunc, x, value: float, out=None):
     if body < src.size:
         ufunc(src[body:], row[:src.size - body], out=dst[body:])
     return out
+
+
+def fill_value(value, dtype, op: str):
+    """The number ``value`` as a 0-d array of ``dtype``, converted as PyTorch converts a number
+    meeting a tensor: a float truncated toward zero for an integer dtype, then an integer
+    wrapping around modulo 2^bits (-1 is 255 in uint8) when it lies in [min, max] of a signed
+    dtype or [-max, max] of an unsigned one; anything is True or False in bool. NaN or
+    infinity in an integer dtype, or an integer out of that range, raises ValueError."""
+    xp = backend.xp
+    dtype = xp.dtype(dtype)
+    if dtype.kind not in "iu":
+        return xp.asarray(value, dtype=dtype)
+    number = value.item() if hasattr(value, "item") else value
+    if isinstance(number, float):
+        if not math.isfinite(number):
+            raise ValueError(f"{op}: cannot put {number} into a tensor of dtype {dtype}; "
+                             f"expected a finite number")
+        number = int(number)
+    limits = xp.iinfo(dtype)
+    low = limits.min if dtype.kind == "i" else -limits.max
+    if not low <= number <= limits.max:
+        raise ValueError(f"{op}: value {number} does not fit dtype {dtype}; expected a number in "
+                         f"[{low}, {limits.max}]")
+    return xp.asarray(number % (limits.max + 1) if number < 0 and dtype.kind == "u" else number, dtype=dtype)

@@ -11,7 +11,7 @@ import numpy
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.autograd.function import cast
-from lamina.functional._util import shape_error, sum_to, unbroadcast
+from lamina.functional._util import fill_value, shape_error, sum_to, unbroadcast
 
 
 class Exp(Function):
@@ -173,22 +173,23 @@ def abs(a) -> Tensor:  # noqa: A001
 def clip(a, low=None, high=None) -> Tensor:
     """``a`` limited to [low, high] (either may be None); a tensor bound makes it
     :func:`~lamina.functional.clamp`, whose bounds get their share of the gradient."""
+    return clip_numbers(a, low, high, "clip")
+
+
+def clip_numbers(a, low, high, op: str) -> Tensor:
+    """:func:`clip`, ``op`` naming the caller in errors: a tensor bound goes to
+    :func:`~lamina.functional.clamp`; a float bound makes an integer ``a`` float, and int bounds
+    meeting an integer ``a`` are converted as PyTorch converts numbers (:func:`fill_value`: -1
+    is 255 for uint8, a value the dtype cannot hold is refused)."""
     low, high = plain_number(low), plain_number(high)
-    if isinstance(low, Tensor) or isinstance(high, Tensor) or _beyond_integers(a, low, high):
+    if isinstance(low, Tensor) or isinstance(high, Tensor):
         from lamina.functional.math_parity import clamp  # math_parity builds on this module
 
         return clamp(a, low, high)
     a = float_for(a, low, high)
+    if isinstance(a, Tensor) and a.dtype.kind in "iu":
+        low, high = (None if b is None else fill_value(b, a.dtype, op).item() for b in (low, high))
     return Clip.apply(a, low=low, high=high)
-
-
-def _beyond_integers(a, *bounds) -> bool:
-    """Whether an integer tensor ``a`` meets an int bound its dtype cannot hold (which
-    :func:`~lamina.functional.clamp` converts as PyTorch does: -1 is 255 for uint8)."""
-    if not (isinstance(a, Tensor) and a.dtype.kind in "iu") or any(isinstance(b, float) for b in bounds):
-        return False                        # (a float bound makes it a float clip)
-    limits = numpy.iinfo(a.dtype)
-    return any(isinstance(b, int) and not isinstance(b, bool) and not limits.min <= b <= limits.max for b in bounds)
 
 
 def plain_number(value):

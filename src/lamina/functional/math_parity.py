@@ -23,10 +23,9 @@ import numpy
 from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.autograd.function import cast, result_dtype
-from lamina.functional._util import shape_error, sum_to, unbroadcast
+from lamina.functional._util import fill_value, shape_error, sum_to, unbroadcast
 from lamina.functional.activation import sigmoid
-from lamina.functional.elementwise import clip, plain_number, where
-from lamina.functional.indexing import fill_value
+from lamina.functional.elementwise import clip_numbers, where
 from lamina.functional.math_more import PiecewiseConstant, cos, reciprocal, rsqrt
 
 
@@ -431,11 +430,7 @@ def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's names
             if bound is not None and backend.xp.ndim(bound) != 0:
                 raise ValueError(f"clamp: {name} must be a number or a Tensor, got an array of shape "
                                  f"{backend.xp.shape(bound)}; wrap it with lamina.tensor")
-        bounds = [plain_number(b) for b in (min, max)]
-        dtype = x.dtype if isinstance(x, Tensor) else None
-        if dtype is None or dtype.kind not in "iu" or any(isinstance(b, float) for b in bounds):
-            return clip(x, *bounds)         # (a float bound makes the result float: ints stay numbers)
-        return clip(x, *(None if b is None else fill_value(b, dtype, "clamp") for b in bounds))
+        return clip_numbers(x, min, max, "clamp")
     x = as_tensor(x)
     dtype = _clamp_dtype(x, min, max)
     x = cast(x, dtype)

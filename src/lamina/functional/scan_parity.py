@@ -20,8 +20,9 @@ from lamina import backend
 from lamina.autograd import Function, Tensor
 from lamina.autograd.function import result_dtype
 from lamina.errors import ShapeError
+from lamina.functional._util import fill_value
 from lamina.functional.elementwise import exp, log
-from lamina.functional.indexing import fill_value, gather
+from lamina.functional.indexing import gather
 from lamina.functional.math_parity import as_tensor
 from lamina.functional.reduce import max as reduce_max
 from lamina.functional.reduce_more import cumsum
