@@ -32,10 +32,13 @@ def accumulate(method: str, a, **kwargs):
     return reduce(**kwargs)
 
 
-def is_half(a) -> bool:
-    """Whether ``a`` (a tensor, array or other value) holds float16, which PyTorch's reductions
-    compute in float32."""
-    return getattr(a, "dtype", None) == backend.xp.float16
+def in_float32(reduction, a):
+    """``reduction(a)``; a float16 ``a`` is cast to float32 on the graph first and the result
+    back to float16, as PyTorch computes its float16 reductions (the gradient comes back in float16)."""
+    xp = backend.xp
+    if getattr(a, "dtype", None) == xp.float16:
+        return cast(reduction(cast(a, xp.float32)), xp.float16)
+    return reduction(a)
 
 
 def _expand(dy, in_shape, axes, keepdims):
@@ -125,8 +128,8 @@ def var(a, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """
     if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
         raise ValueError(f"var: ddof must be an int >= 0, got {ddof!r}")
-    if is_half(a):
-        return cast(var(cast(a, backend.xp.float32), axis, keepdims, ddof), backend.xp.float16)
+    if getattr(a, "dtype", None) == backend.xp.float16:
+        return in_float32(lambda t: var(t, axis, keepdims, ddof), a)
     axes = normalize_axes(axis, a.ndim, "var")
     n = math.prod(a.shape[i] for i in axes)
     if n - ddof <= 0:

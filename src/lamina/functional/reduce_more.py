@@ -29,10 +29,9 @@ import numpy
 
 from lamina import backend, parallel
 from lamina.autograd import Function, Tensor
-from lamina.autograd.function import cast
 from lamina.functional._util import normalize_axes
 from lamina.functional.elementwise import where
-from lamina.functional.reduce import accumulate, is_half
+from lamina.functional.reduce import accumulate, in_float32
 from lamina.functional.shape import concat, reshape, stack
 
 NORM_ORDERS = (1, 2, math.inf)
@@ -415,17 +414,10 @@ def vector_order(order, op: str, name: str = "ord"):
     raise ValueError(f"{op}: {name} must be one of 1, 2, inf or 'fro', got {order!r}")
 
 
-def _in_float32(op: type[Function], a, **params) -> Tensor:
-    """``op`` applied to ``a``; float16 ``a`` is cast to float32 on the graph and the result back."""
-    if is_half(a):
-        return cast(op.apply(cast(a, backend.xp.float32), **params), backend.xp.float16)
-    return op.apply(a, **params)
-
-
 def logsumexp(a, axis=None, keepdims: bool = False) -> Tensor:
     """log sum_j e^(x_j) over ``axis`` (None: every axis), computed without overflow; bool and
     integer input is taken to the default float dtype first."""
-    return _in_float32(LogSumExp, a, axis=axis, keepdims=keepdims)
+    return in_float32(lambda t: LogSumExp.apply(t, axis=axis, keepdims=keepdims), a)
 
 
 def prod(a, axis=None, keepdims: bool = False) -> Tensor:
@@ -442,7 +434,7 @@ def std(a, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """
     if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
         raise ValueError(f"std: ddof must be an int >= 0, got {ddof!r}")
-    return _in_float32(Std, a, axis=axis, keepdims=keepdims, ddof=ddof)
+    return in_float32(lambda t: Std.apply(t, axis=axis, keepdims=keepdims, ddof=ddof), a)
 
 
 def norm(a, ord=2, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A002 - mirrors NumPy
@@ -452,7 +444,8 @@ def norm(a, ord=2, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A002 -
     ``torch.linalg.vector_norm``: for a matrix and axis=None, ord=2 is the Frobenius
     norm, not NumPy's spectral norm. The gradient of the 2-norm at x = 0 is taken as 0.
     """
-    return _in_float32(Norm, a, ord=vector_order(ord, "norm"), axis=axis, keepdims=keepdims)
+    order = vector_order(ord, "norm")
+    return in_float32(lambda t: Norm.apply(t, ord=order, axis=axis, keepdims=keepdims), a)
 
 
 def cumsum(a, axis: int) -> Tensor:

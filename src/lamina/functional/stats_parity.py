@@ -26,7 +26,6 @@ import numpy
 
 from lamina import backend
 from lamina.autograd import Function, Tensor
-from lamina.autograd.function import cast
 from lamina.errors import ShapeError
 from lamina.functional._selection import (
     INSERTION_RUN,
@@ -40,7 +39,7 @@ from lamina.functional.elementwise import plain_number, sqrt, where
 from lamina.functional.indexing import gather
 from lamina.functional.linalg_structure import diagonal
 from lamina.functional.math_parity import as_tensor, clamp
-from lamina.functional.reduce import is_half, mean, var
+from lamina.functional.reduce import in_float32, mean, var
 from lamina.functional.reduce import sum as add_up
 from lamina.functional.reduce_more import norm, std
 from lamina.functional.shape import reshape, transpose
@@ -155,8 +154,8 @@ def nanmean(x, axis=None, keepdims: bool = False) -> Tensor:
     x = as_tensor(x)
     if x.dtype.kind in "biu":
         return mean(x, axis=axis, keepdims=keepdims)
-    if is_half(x):
-        return cast(nanmean(cast(x, backend.xp.float32), axis, keepdims), backend.xp.float16)
+    if x.dtype == backend.xp.float16:
+        return in_float32(lambda t: nanmean(t, axis, keepdims), x)
     valid = ~backend.xp.isnan(x.data)
     count = valid.sum(axis=normalize_axes(axis, x.ndim, "nanmean"), keepdims=keepdims).astype(x.dtype)
     share = backend.xp.where(count > 0, 1 / backend.xp.maximum(count, 1), backend.xp.nan)   # NaN: all NaN
