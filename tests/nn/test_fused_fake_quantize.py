@@ -139,3 +139,16 @@ def test_fake_quantizing_with_the_observer_off_takes_the_range_as_torch():
 def test_a_reduced_range_of_one_integer_is_refused():
     with pytest.raises(ValueError, match=r"reduce_range halves \[quant_min, quant_max\] = \[0, 1\] to the single"):
         FusedMovingAvgObsFakeQuantize(quant_min=0, quant_max=1, reduce_range=True)
+
+
+def test_the_gradient_passes_straight_through_inside_the_range_as_torchs():
+    x = np.float32([-3.0, -0.4, 0.0, 0.7, 2.5, 9.0])
+    ours, theirs = FusedMovingAvgObsFakeQuantize(), tq.FusedMovingAvgObsFakeQuantize()
+    ours(lamina.tensor(x)), theirs(torch.tensor(x))               # a range from this input
+    ours.disable_observer(), theirs.disable_observer()
+    wide = x * 1.5                                               # some values now outside it
+    a, t = lamina.tensor(wide, requires_grad=True), torch.tensor(wide, requires_grad=True)
+    ours(a).backward(np.arange(1.0, 7.0, dtype=np.float32))
+    theirs(t).backward(torch.arange(1.0, 7.0))
+    np.testing.assert_array_equal(a.grad, t.grad.numpy())
+    assert (a.grad == 0).any() and (a.grad != 0).any()
