@@ -187,6 +187,7 @@ from lamina.functional.linear_attention import (
     orthogonal_random_features,
     performer_attention,
 )
+from lamina.functional.linear_cross_entropy import linear_cross_entropy
 from lamina.functional.linear_scan import complex_linear_scan, linear_scan, log_linear_scan
 from lamina.functional.loss import (
     binary_cross_entropy,
@@ -709,6 +710,7 @@ __all__ += [  # PyTorch-named losses (torch_losses)
     "binary_cross_entropy_with_logits", "cross_entropy", "huber_loss", "l1_loss", "mse_loss", "multi_margin_loss",
     "smooth_l1_loss", "triplet_margin_with_distance_loss",
 ]
+__all__ += ["linear_cross_entropy"]  # the LM head's cross-entropy in chunks of rows (linear_cross_entropy)
 __all__ += [  # PyTorch-named activations, encodings, 1-D convolution and pooling (torch_names)
     "avg_pool1d", "conv1d", "gumbel_softmax", "hardsigmoid", "hardswish", "logsigmoid", "max_pool1d", "one_hot",
     "pdist", "prelu", "relu6",
