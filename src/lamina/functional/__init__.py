@@ -606,6 +606,7 @@ from lamina.functional.torch_losses import (
 from lamina.functional.torch_names import (
     avg_pool1d,
     conv1d,
+    conv_tbc,
     gumbel_softmax,
     hardsigmoid,
     hardswish,
@@ -615,6 +616,9 @@ from lamina.functional.torch_names import (
     pdist,
     prelu,
     relu6,
+    upsample,
+    upsample_bilinear,
+    upsample_nearest,
 )
 from lamina.functional.unpool import max_pool2d_with_indices, max_unpool2d
 from lamina.functional.unpool_nd import (
@@ -712,8 +716,8 @@ __all__ += [  # PyTorch-named losses (torch_losses)
 ]
 __all__ += ["linear_cross_entropy"]  # the LM head's cross-entropy in chunks of rows (linear_cross_entropy)
 __all__ += [  # PyTorch-named activations, encodings, 1-D convolution and pooling (torch_names)
-    "avg_pool1d", "conv1d", "gumbel_softmax", "hardsigmoid", "hardswish", "logsigmoid", "max_pool1d", "one_hot",
-    "pdist", "prelu", "relu6",
+    "avg_pool1d", "conv1d", "conv_tbc", "gumbel_softmax", "hardsigmoid", "hardswish", "logsigmoid", "max_pool1d",
+    "one_hot", "pdist", "prelu", "relu6", "upsample", "upsample_bilinear", "upsample_nearest",
 ]
 __all__ += ["pack", "rearrange", "repeat", "unpack"]  # einops-style axis algebra (rearrange)
 __all__ += ["relative_lp_loss"]  # operator learning (losses_relative)

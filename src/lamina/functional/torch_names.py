@@ -21,15 +21,16 @@ from lamina.functional.activation import softmax
 from lamina.functional.activation_extra import hardtanh, log_sigmoid
 from lamina.functional.conv import conv2d
 from lamina.functional.elementwise import where
+from lamina.functional.interpolate import interpolate
 from lamina.functional.pooling import avg_pool2d, max_pool2d
-from lamina.functional.shape import reshape
+from lamina.functional.shape import reshape, transpose
 from lamina.functional.similarity import difference_norm
 from lamina.functional.smooth_activation import hard_sigmoid, hard_swish
 from lamina.functional.unpool_nd import max_pool1d_with_indices
 
 __all__ = [
-    "avg_pool1d", "conv1d", "gumbel_softmax", "hardsigmoid", "hardswish", "logsigmoid", "max_pool1d", "one_hot",
-    "pdist", "prelu", "relu6",
+    "avg_pool1d", "conv1d", "conv_tbc", "gumbel_softmax", "hardsigmoid", "hardswish", "logsigmoid", "max_pool1d",
+    "one_hot", "pdist", "prelu", "relu6", "upsample", "upsample_bilinear", "upsample_nearest",
 ]
 
 
@@ -167,6 +168,40 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
     return _as_sequences(conv2d(_as_images(x), reshape(w, (w.shape[0], 1, *w.shape[1:])), bias,
                                 stride=(1, _single(stride, "stride", op)), padding=pad, groups=groups,
                                 dilation=(1, _single(dilation, "dilation", op))))
+
+
+def conv_tbc(input, weight, bias, pad: int = 0) -> Tensor:  # noqa: A002
+    """PyTorch's ``conv_tbc``: 1-D convolution (cross-correlation) of a (T, B, C_in) sequence with
+    ``weight`` (f, C_in, C_out) and ``bias`` (C_out,), ``pad`` zeros at both ends of the time axis:
+    out[t] = sum_j in[t + j - pad] weight[j] + bias, of shape (T + 2 pad - f + 1, B, C_out). The
+    layout is PyTorch's own for this op (time first); it runs as :func:`conv1d` on (B, T, C_in)."""
+    op = "conv_tbc"
+    x, w = _tensor(input), _tensor(weight)
+    if x.ndim != 3 or w.ndim != 3 or w.shape[1] != x.shape[2]:
+        raise ShapeError(f"{op}: input must be (T, B, C_in) and weight (f, C_in, C_out) with the same C_in, got "
+                         f"input {x.shape} and weight {w.shape}")
+    pad = _single(pad, "pad", op)
+    if pad < 0:
+        raise ValueError(f"{op}: pad must be >= 0, got {pad}")
+    out = conv1d(transpose(x, (1, 0, 2)), transpose(w, (2, 0, 1)), bias, padding=pad)
+    return transpose(out, (1, 0, 2))
+
+
+def upsample(input, size=None, scale_factor=None, mode: str = "nearest",  # noqa: A002
+             align_corners: bool | None = None) -> Tensor:
+    """PyTorch's ``upsample`` (an older name of :func:`lamina.functional.interpolate`, same arguments)."""
+    return interpolate(input, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None) -> Tensor:  # noqa: A002
+    """PyTorch's ``upsample_nearest``: :func:`lamina.functional.interpolate` with ``mode='nearest'``."""
+    return interpolate(input, size=size, scale_factor=scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None) -> Tensor:  # noqa: A002
+    """PyTorch's ``upsample_bilinear``: bilinear :func:`lamina.functional.interpolate` with
+    ``align_corners=True`` (the corner pixels of input and output line up), as PyTorch's."""
+    return interpolate(input, size=size, scale_factor=scale_factor, mode="bilinear", align_corners=True)
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False,  # noqa: A002
