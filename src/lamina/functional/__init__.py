@@ -26,9 +26,15 @@ from lamina.functional.adaptive_pool import (
     adaptive_avg_pool1d,
     adaptive_avg_pool2d,
     adaptive_max_pool1d,
+    adaptive_max_pool1d_with_indices,
     adaptive_max_pool2d,
+    adaptive_max_pool2d_with_indices,
 )
-from lamina.functional.adaptive_pool3d import adaptive_avg_pool3d, adaptive_max_pool3d
+from lamina.functional.adaptive_pool3d import (
+    adaptive_avg_pool3d,
+    adaptive_max_pool3d,
+    adaptive_max_pool3d_with_indices,
+)
 from lamina.functional.arithmetic import add, div, matmul, mul, neg, power, sub
 from lamina.functional.attention import scaled_dot_product_attention
 from lamina.functional.attention_masks import alibi_bias, alibi_slopes, sliding_window_mask
@@ -708,7 +714,8 @@ __all__ += [  # PyTorch-named math, statistics and scans
     "sinc", "sinh", "trunc", "all", "amax", "amin", "aminmax", "any", "corrcoef", "count_nonzero", "cov", "dist",
     "kthvalue", "median", "mode", "nanmean", "nanmedian", "nanquantile", "nansum", "quantile", "renorm", "std_mean",
     "var_mean", "cumulative_trapezoid", "cummax", "cummin", "diff", "logcumsumexp", "trapezoid",
-    "adaptive_avg_pool3d", "adaptive_max_pool3d",
+    "adaptive_avg_pool3d", "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices",
+    "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices",
 ]
 __all__ += [  # PyTorch-named losses (torch_losses)
     "binary_cross_entropy_with_logits", "cross_entropy", "huber_loss", "l1_loss", "mse_loss", "multi_margin_loss",

@@ -36,8 +36,9 @@ from lamina.functional.pooling import FixedRouting, avg_pool2d, max_pool2d
 from lamina.functional.shape import reshape
 
 __all__ = [
-    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
-    "adaptive_output_size", "adaptive_windows",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool1d_with_indices",
+    "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "adaptive_output_size", "adaptive_windows",
+    "maxima_positions",
 ]
 
 
@@ -179,14 +180,31 @@ def adaptive_avg_pool2d(x: Tensor, output_size: int | tuple[int | None, int | No
     return AdaptiveAvgPool2d.apply(x, outs=outs)
 
 
-def adaptive_max_pool2d(x: Tensor, output_size: int | tuple[int | None, int | None]) -> Tensor:
+def adaptive_max_pool2d(x: Tensor, output_size: int | tuple[int | None, int | None],
+                        return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """(N, H, W, C) -> (N, o_h, o_w, C): the maximum of each window of the module
-    docstring, per channel. dJ/dx: dJ/dy to each window's first maximum (row-major)."""
+    docstring, per channel. dJ/dx: dJ/dy to each window's first maximum (row-major).
+    ``return_indices``: also the int64 positions i W + j of those maxima in each channel's
+    H x W image (PyTorch's indices, for ``max_unpool2d``)."""
     check_nhwc(tuple(x.shape), "adaptive_max_pool2d")
     outs = _checked_outs(x, output_size, "adaptive_max_pool2d")
     if _divides(x.shape[1:3], outs):
-        return max_pool2d(x, (x.shape[1] // outs[0], x.shape[2] // outs[1]))
-    return AdaptiveMaxPool2d.apply(x, outs=outs)
+        out = max_pool2d(x, (x.shape[1] // outs[0], x.shape[2] // outs[1]))
+    else:
+        out = AdaptiveMaxPool2d.apply(x, outs=outs)
+    return (out, Tensor(maxima_positions(x.data, outs))) if return_indices else out
+
+
+def maxima_positions(x, outs: tuple[int, int]):
+    """The flat positions i W + j (int64, (N, o_h, o_w, C)) of the maxima that
+    :func:`adaptive_max_pool2d` picks in the (N, H, W, C) array ``x``: each window's first
+    maximum in row-major order, or its last NaN."""
+    xp = backend.xp
+    pool = AdaptiveMaxPool2d.__new__(AdaptiveMaxPool2d)
+    pool.outs = outs
+    if xp.isnan(pool._pool(x, _argmax)).any():
+        pool._pool(x, _argmax_last_nan)
+    return (pool.row * x.shape[2] + pool.col).astype(xp.int64)
 
 
 def _checked_outs(x, output_size, op: str) -> tuple[int, int]:
@@ -196,7 +214,7 @@ def _checked_outs(x, output_size, op: str) -> tuple[int, int]:
     return adaptive_output_size(output_size, (h, w), op)
 
 
-def _sequence_pool(pool2d, x: Tensor, output_size: int | None, op: str) -> Tensor:
+def _sequence_pool(pool2d, x: Tensor, output_size: int | None, op: str, **options) -> Tensor:
     """A 1-D pool on (N, T, C) as the 2-D one on the image (N, 1, T, C)."""
     if len(x.shape) != 3:
         raise ShapeError(f"{op}: expected x of shape (N, T, C) (3-D, channels last), got shape {tuple(x.shape)}")
@@ -208,7 +226,10 @@ def _sequence_pool(pool2d, x: Tensor, output_size: int | None, op: str) -> Tenso
     if t == 0:
         raise ShapeError(f"{op}: x of shape {tuple(x.shape)} has no steps to pool; expected T >= 1")
     (steps,) = adaptive_output_size(output_size, (t,), op)
-    return reshape(pool2d(reshape(x, (n, 1, t, c)), (1, steps)), (n, steps, c))
+    pooled = pool2d(reshape(x, (n, 1, t, c)), (1, steps), **options)
+    if isinstance(pooled, tuple):                     # (maxima, their steps)
+        return tuple(reshape(p, (n, steps, c)) for p in pooled)
+    return reshape(pooled, (n, steps, c))
 
 
 def adaptive_avg_pool1d(x: Tensor, output_size: int | None) -> Tensor:
@@ -217,7 +238,20 @@ def adaptive_avg_pool1d(x: Tensor, output_size: int | None) -> Tensor:
     return _sequence_pool(adaptive_avg_pool2d, x, output_size, "adaptive_avg_pool1d")
 
 
-def adaptive_max_pool1d(x: Tensor, output_size: int | None) -> Tensor:
+def adaptive_max_pool1d(x: Tensor, output_size: int | None,
+                        return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """(N, T, C) -> (N, o, C): the maximum of each of o windows over the steps; dJ/dy goes
-    to each window's first maximum."""
-    return _sequence_pool(adaptive_max_pool2d, x, output_size, "adaptive_max_pool1d")
+    to each window's first maximum. ``return_indices``: also their steps (int64)."""
+    return _sequence_pool(adaptive_max_pool2d, x, output_size, "adaptive_max_pool1d", return_indices=return_indices)
+
+
+def adaptive_max_pool1d_with_indices(x: Tensor, output_size: int | None,
+                                     return_indices: bool = False) -> tuple[Tensor, Tensor]:
+    """PyTorch's name: :func:`adaptive_max_pool1d` with its indices, (maxima, steps)."""
+    return adaptive_max_pool1d(x, output_size, return_indices=True)
+
+
+def adaptive_max_pool2d_with_indices(x: Tensor, output_size: int | tuple[int | None, int | None],
+                                     return_indices: bool = False) -> tuple[Tensor, Tensor]:
+    """PyTorch's name: :func:`adaptive_max_pool2d` with its indices, (maxima, positions i W + j)."""
+    return adaptive_max_pool2d(x, output_size, return_indices=True)

@@ -10,12 +10,13 @@ volume is pooled over (H, W) as images, then over D: two 2-D adaptive pools, who
 
 from __future__ import annotations
 
+from lamina import backend
 from lamina.autograd import Tensor
 from lamina.errors import ShapeError
-from lamina.functional.adaptive_pool import adaptive_avg_pool2d, adaptive_max_pool2d
+from lamina.functional.adaptive_pool import adaptive_avg_pool2d, adaptive_max_pool2d, maxima_positions
 from lamina.functional.shape import reshape
 
-__all__ = ["adaptive_avg_pool3d", "adaptive_max_pool3d"]
+__all__ = ["adaptive_avg_pool3d", "adaptive_max_pool3d", "adaptive_max_pool3d_with_indices"]
 
 
 def _sizes(x: Tensor, output_size, op: str) -> tuple[int, int, int]:
@@ -43,6 +44,23 @@ def adaptive_avg_pool3d(x: Tensor, output_size) -> Tensor:
     return _pool3d(adaptive_avg_pool2d, x, output_size, "adaptive_avg_pool3d")
 
 
-def adaptive_max_pool3d(x: Tensor, output_size) -> Tensor:
-    """The maximum over each of o_d x o_h x o_w windows: (N, D, H, W, C) -> (N, o_d, o_h, o_w, C)."""
-    return _pool3d(adaptive_max_pool2d, x, output_size, "adaptive_max_pool3d")
+def adaptive_max_pool3d(x: Tensor, output_size, return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """The maximum over each of o_d x o_h x o_w windows: (N, D, H, W, C) -> (N, o_d, o_h, o_w, C).
+    ``return_indices``: also the int64 positions (d H + i) W + j of the maxima in each channel's
+    volume (PyTorch's indices): the plane each window's maximum lies in, then its place there."""
+    out = _pool3d(adaptive_max_pool2d, x, output_size, "adaptive_max_pool3d")
+    if not return_indices:
+        return out
+    xp = backend.xp
+    od, oh, ow = _sizes(x, output_size, "adaptive_max_pool3d")
+    n, d, h, w, c = x.shape
+    planes = maxima_positions(x.data.reshape(n * d, h, w, c), (oh, ow)).reshape(n, d, oh * ow, c)
+    plane_maxima = adaptive_max_pool2d(reshape(x, (n * d, h, w, c)), (oh, ow)).data.reshape(n, d, oh * ow, c)
+    depth = maxima_positions(plane_maxima, (od, oh * ow)) // (oh * ow)          # (N, o_d, o_h o_w, C)
+    within = xp.take_along_axis(planes, depth, axis=1)
+    return out, Tensor((depth * (h * w) + within).reshape(n, od, oh, ow, c))
+
+
+def adaptive_max_pool3d_with_indices(x: Tensor, output_size, return_indices: bool = False) -> tuple[Tensor, Tensor]:
+    """PyTorch's name: :func:`adaptive_max_pool3d` with its indices, (maxima, positions)."""
+    return adaptive_max_pool3d(x, output_size, return_indices=True)
