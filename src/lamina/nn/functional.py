@@ -23,9 +23,11 @@ from lamina.functional.torch_losses import (  # noqa: F401  (PyTorch's reduction
     poisson_nll_loss,
     soft_margin_loss,
 )
+from lamina.nn.attention_forward import multi_head_attention_forward
 from lamina.nn.channel_shuffle import channel_shuffle as native_channel_shuffle
 from lamina.nn.embedding_bag import embedding_bag
 from lamina.nn.layer_functions import *  # noqa: F403
 from lamina.nn.layer_functions import __all__ as _layer_names
 
-__all__ = [*_op_names, *_layer_names, "reduce", "embedding_bag", "native_channel_shuffle"]
+__all__ = [*_op_names, *_layer_names, "reduce", "embedding_bag", "multi_head_attention_forward",
+           "native_channel_shuffle"]
