@@ -58,3 +58,12 @@ def test_the_maxima_keep_their_gradient_beside_the_indices():
     for c in range(2):
         np.add.at(routed[0, :, c], idx.numpy()[0, ..., c].ravel(), 1.0)
     np.testing.assert_array_equal(x.grad, routed.reshape(1, 5, 5, 2))
+
+
+def test_plain_arrays_give_indices_too():
+    x = _values((1, 6, 4, 2), seed=11)
+    for pool, shape, size in ((F.adaptive_max_pool2d, x.shape, 3), (F.adaptive_max_pool3d, (1, 2, 3, 4, 2), 2)):
+        values = x.reshape(shape)
+        from_array, from_tensor = pool(values, size, return_indices=True), pool(lamina.tensor(values), size,
+                                                                                 return_indices=True)
+        np.testing.assert_array_equal(from_array[1].numpy(), from_tensor[1].numpy())

@@ -161,3 +161,23 @@ def test_bad_arguments_name_the_function_and_what_was_expected():
         F.linear_cross_entropy(xt, wt, y, weight=np.ones(3), chunk_size=4)
     with pytest.raises(ValueError, match="reduction must be one of"):
         F.linear_cross_entropy(xt, wt, y, reduction="avg")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")     # inf in the ignored row's products
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_an_ignored_row_adds_nothing_even_with_infinite_scores_and_no_kept_row_has_a_zero_gradient(chunk):
+    x = np.array([[0.3, -1.2], [np.inf, 0.5], [1.0, 2.0]])
+    w, target = np.array([[1.0, 2.0], [0.5, -1.0], [0.0, 1.0]]), np.array([0, -100, 2])
+    for reduction in ("none", "sum", "mean"):
+        ours = F.linear_cross_entropy(lamina.tensor(x, dtype=np.float64), lamina.tensor(w, dtype=np.float64), target,
+                                      reduction=reduction, chunk_size=chunk)
+        theirs = torch.nn.functional.linear_cross_entropy(torch.tensor(x), torch.tensor(w), torch.tensor(target),
+                                                          reduction=reduction)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+    x, w, _, _, _ = _problem(seed=10)
+    for smoothing in (0.0, 0.2):
+        xt = lamina.tensor(x, requires_grad=True, dtype=np.float64)
+        loss = F.linear_cross_entropy(xt, lamina.tensor(w, dtype=np.float64), np.full(N, -100),
+                                      label_smoothing=smoothing, chunk_size=chunk)
+        loss.backward()
+        assert np.isnan(loss.item()) and not np.any(xt.grad)          # torch's reference path: nan, gradient 0

@@ -63,3 +63,11 @@ def test_native_channel_shuffle_and_embedding_bag_are_the_layers_functions():
                        lambda t: TF.embedding_bag(torch.tensor(ids), t, torch.tensor(offsets), mode="max"),
                        table, dtype=np.float64, rtol=1e-12)
     assert F.embedding_bag is lamina.nn.embedding_bag and "native_channel_shuffle" in F.__all__
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [((3, 2, 4), (2, 4, 0)), ((3, 2, 0), (2, 0, 5)), ((3, 2, 4), (0, 4, 5)),
+                                              ((0, 2, 4), (1, 4, 5)), ((3, 2, 4), (4, 4, 5))])
+def test_conv_tbc_with_nothing_to_sum_gives_the_bias_as_torch(x_shape, w_shape):
+    compare_with_torch(lambda x, w, b: F.conv_tbc(x, w, b), lambda x, w, b: torch.conv_tbc(x, w, b),
+                       randn(*x_shape), randn(*w_shape, seed=1), randn(w_shape[2], seed=2), dtype=np.float64,
+                       rtol=1e-12)

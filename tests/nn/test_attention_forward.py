@@ -149,3 +149,37 @@ def test_float32_with_every_mask_and_extra_key_equals_torch():                  
     out = compare_with_torch(lambda *t: _call(F, a, opts, *t), lambda *t: _call(TF, a, opts, *t),
                              *[a[n] for n in ("q", "k", "v", "w", "b", "wo", "bo", "bk", "bv")], dtype=np.float32)
     assert out[0].dtype == np.float32 and out[1].dtype == np.float32
+
+
+def test_a_query_whose_every_key_is_masked_gets_zeros_without_weights_as_torch():
+    a = _arrays(seed=8)
+    a["padding"][1] = True                                # the second sequence hides every key
+
+    def call(module, *t):
+        opts = {"padding": True, "need_weights": False, "attn_mask": "bool"}
+        return _call(module, a, opts, *t)
+
+    out = compare_with_torch(lambda *t: call(F, *t), lambda *t: call(TF, *t),
+                             *[a[n] for n in ("q", "k", "v", "w", "b", "wo", "bo", "bk", "bv")], dtype=np.float64,
+                             rtol=1e-10)
+    assert np.isfinite(out[0].numpy()).all()
+
+
+def test_mis_shaped_masks_projections_and_static_keys_are_named():
+    a = _arrays(seed=9)
+    t = {n: lamina.tensor(a[n], dtype=np.float64) for n in ("q", "k", "v", "w", "b", "wo", "bo")}
+
+    def call(w=t["w"], b=t["b"], **kwargs):
+        return F.multi_head_attention_forward(t["q"], t["k"], t["v"], E, H, w, b, None, None, False, 0.0, t["wo"],
+                                              t["bo"], **kwargs)
+
+    with pytest.raises(lamina.ShapeError, match=r"attn_mask must be \(L, S\) = \(4, 5\) or \(N num_heads, L, S\) = "
+                                                r"\(4, 4, 5\), got \(4, 4\)"):
+        call(attn_mask=a["attn"][:, :4])
+    with pytest.raises(lamina.ShapeError, match=r"in_proj_bias must be \(3 E,\) = \(18,\), got \(10,\)"):
+        call(b=np.zeros(10))
+    with pytest.raises(lamina.ShapeError, match=r"in_proj_weight must be \(3 E, E\) = \(18, 6\), got \(12, 6\)"):
+        call(w=np.zeros((12, 6)))
+    with pytest.raises(lamina.ShapeError, match=r"static_k must be \(N num_heads, S, head_dim\) = \(4, S, 3\), got "
+                                                r"\(2, 5, 3\)"):
+        call(static_k=np.zeros((2, 5, 3)))

@@ -192,7 +192,9 @@ def adaptive_max_pool2d(x: Tensor, output_size: int | tuple[int | None, int | No
         out = max_pool2d(x, (x.shape[1] // outs[0], x.shape[2] // outs[1]))
     else:
         out = AdaptiveMaxPool2d.apply(x, outs=outs)
-    return (out, Tensor(maxima_positions(x.data, outs))) if return_indices else out
+    if not return_indices:
+        return out
+    return out, Tensor(maxima_positions(x.data if isinstance(x, Tensor) else backend.xp.asarray(x), outs))
 
 
 def maxima_positions(x, outs: tuple[int, int]):

@@ -54,7 +54,8 @@ def adaptive_max_pool3d(x: Tensor, output_size, return_indices: bool = False) ->
     xp = backend.xp
     od, oh, ow = _sizes(x, output_size, "adaptive_max_pool3d")
     n, d, h, w, c = x.shape
-    planes = maxima_positions(x.data.reshape(n * d, h, w, c), (oh, ow)).reshape(n, d, oh * ow, c)
+    values = x.data if isinstance(x, Tensor) else xp.asarray(x)
+    planes = maxima_positions(values.reshape(n * d, h, w, c), (oh, ow)).reshape(n, d, oh * ow, c)
     plane_maxima = adaptive_max_pool2d(reshape(x, (n * d, h, w, c)), (oh, ow)).data.reshape(n, d, oh * ow, c)
     depth = maxima_positions(plane_maxima, (od, oh * ow)) // (oh * ow)          # (N, o_d, o_h o_w, C)
     within = xp.take_along_axis(planes, depth, axis=1)

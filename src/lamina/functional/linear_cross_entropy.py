@@ -63,7 +63,7 @@ def _chunk_softmax_terms(x, w, b, y, kept, class_weights, smoothing: float):
     else:
         grad *= w_y[:, None]
     grad[rows, y] -= (1.0 - smoothing) * w_y
-    return loss, grad
+    return xp.where(kept > 0, loss, 0.0), grad               # an ignored row adds 0, whatever its scores hold
 
 
 class LinearCrossEntropy(Function):
@@ -85,7 +85,7 @@ class LinearCrossEntropy(Function):
         losses = xp.empty(n, dtype=x.dtype)
         if self.reduction == "mean":
             norm = float(kept.sum() if weights is None else (kept * weights[self.safe]).sum())
-            self.scale = 1.0 / norm if norm else math.nan
+            self.scale = 1.0 / norm if norm else 0.0          # no row kept: the loss is nan, its gradient 0
         else:
             self.scale = 1.0
         keep = self.keep_gradients and self.reduction != "none"
@@ -109,7 +109,9 @@ class LinearCrossEntropy(Function):
             self.x, self.w, self.b = x, w, b                       # backward computes the logits again
             return losses
         total = losses.sum()
-        return xp.asarray(total * self.scale if self.reduction == "mean" else total, dtype=x.dtype)
+        if self.reduction == "mean":
+            total = total * self.scale if self.scale else math.nan
+        return xp.asarray(total, dtype=x.dtype)
 
     def backward(self, dy):
         if self.reduction != "none":

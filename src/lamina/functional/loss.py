@@ -14,7 +14,7 @@ from lamina.autograd import Function, Tensor
 from lamina.errors import ShapeError
 from lamina.functional import reduce as R
 from lamina.functional.activation import log_softmax, stable_sigmoid
-from lamina.functional.elementwise import clip, log
+from lamina.functional.elementwise import clip, log, where
 
 _REDUCTIONS = ("mean", "sum", "none")
 EPSILON = 1e-7
@@ -342,7 +342,7 @@ def _cross_entropy_ignoring(y_pred, y_true, ignore_index: int, from_logits: bool
     losses = categorical_cross_entropy(flat, xp.where(kept, labels, 0).reshape(-1), from_logits=from_logits,
                                        reduction="none", label_smoothing=label_smoothing,
                                        class_weights=class_weights)
-    losses = losses.reshape(kept.shape) * kept.astype(losses.dtype)
+    losses = where(kept, losses.reshape(kept.shape), 0.0)    # an ignored row adds 0, whatever its scores hold
     if reduction == "none":
         return losses
     total = R.sum(losses)

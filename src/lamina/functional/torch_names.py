@@ -23,7 +23,7 @@ from lamina.functional.conv import conv2d
 from lamina.functional.elementwise import where
 from lamina.functional.interpolate import interpolate
 from lamina.functional.pooling import avg_pool2d, max_pool2d
-from lamina.functional.shape import reshape, transpose
+from lamina.functional.shape import broadcast_to, reshape, transpose
 from lamina.functional.similarity import difference_norm
 from lamina.functional.smooth_activation import hard_sigmoid, hard_swish
 from lamina.functional.unpool_nd import max_pool1d_with_indices
@@ -183,6 +183,13 @@ def conv_tbc(input, weight, bias, pad: int = 0) -> Tensor:  # noqa: A002
     pad = _single(pad, "pad", op)
     if pad < 0:
         raise ValueError(f"{op}: pad must be >= 0, got {pad}")
+    (steps, batch, _), (f, c_in, c_out) = x.shape, w.shape
+    length = steps + 2 * pad - f + 1
+    if min(f, c_in, c_out, length, batch) <= 0:         # nothing to sum: the bias alone (or nothing), as PyTorch
+        shape = (max(length, 0), batch, c_out)
+        if bias is None:
+            return Tensor(backend.xp.zeros(shape), dtype=x.dtype)
+        return broadcast_to(_tensor(bias), shape)
     out = conv1d(transpose(x, (1, 0, 2)), transpose(w, (2, 0, 1)), bias, padding=pad)
     return transpose(out, (1, 0, 2))
 

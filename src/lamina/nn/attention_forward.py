@@ -47,6 +47,13 @@ def _pad_key_axis(mask):
     return xp.concatenate([mask, xp.zeros((*mask.shape[:-1], 1), dtype=mask.dtype)], axis=-1)
 
 
+def _static(value, what: str, rows: int, head_dim: int) -> Tensor:
+    t = as_tensor(value)
+    if t.ndim != 3 or t.shape[0] != rows or t.shape[2] != head_dim:
+        raise ShapeError(f"{OP}: {what} must be (N num_heads, S, head_dim) = ({rows}, S, {head_dim}), got {t.shape}")
+    return t
+
+
 def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num_heads: int, in_proj_weight,
                                  in_proj_bias, bias_k, bias_v, add_zero_attn: bool, dropout_p: float,
                                  out_proj_weight, out_proj_bias, training: bool = True, key_padding_mask=None,
@@ -87,13 +94,24 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num
         if in_proj_weight is None:
             raise ValueError(f"{OP}: in_proj_weight is None; give it, or use_separate_proj_weight with its three "
                              "weights")
-        weights = F.chunk(as_tensor(in_proj_weight), 3, axis=0)
+        in_proj_weight = as_tensor(in_proj_weight)
+        if in_proj_weight.shape != (3 * embed_dim, embed_dim):
+            raise ShapeError(f"{OP}: in_proj_weight must be (3 E, E) = ({3 * embed_dim}, {embed_dim}), got "
+                             f"{in_proj_weight.shape}")
+        weights = F.chunk(in_proj_weight, 3, axis=0)
+    if in_proj_bias is not None and as_tensor(in_proj_bias).shape != (3 * embed_dim,):
+        raise ShapeError(f"{OP}: in_proj_bias must be (3 E,) = ({3 * embed_dim},), got {as_tensor(in_proj_bias).shape}")
     biases = (None,) * 3 if in_proj_bias is None else F.chunk(as_tensor(in_proj_bias), 3, axis=0)
     q, k, v = (linear(t, w, b) for t, w, b in zip((q_in, k_in, v_in), weights, biases))
 
     mask = _additive(attn_mask, dtype, "attn_mask")
-    if mask is not None and mask.ndim == 2:
-        mask = mask[None]                                    # (1, L, S): the same for every batch and head
+    if mask is not None:
+        expected = {2: (tgt_len, k_in.shape[0]), 3: (bsz * num_heads, tgt_len, k_in.shape[0])}.get(mask.ndim)
+        if mask.shape != expected:
+            raise ShapeError(f"{OP}: attn_mask must be (L, S) = {(tgt_len, k_in.shape[0])} or (N num_heads, L, S) = "
+                             f"{(bsz * num_heads, tgt_len, k_in.shape[0])}, got {mask.shape}")
+        if mask.ndim == 2:
+            mask = mask[None]                                # (1, L, S): the same for every batch and head
     padding = _additive(key_padding_mask, dtype, "key_padding_mask")
     if bias_k is not None and bias_v is not None:
         k = F.concat([k, F.tile(F.reshape(as_tensor(bias_k), (1, 1, embed_dim)), (1, bsz, 1))], axis=0)
@@ -106,8 +124,8 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num
         return F.transpose(F.reshape(t, (t.shape[0], bsz * num_heads, head_dim)), (1, 0, 2))
 
     q = heads(q)
-    k = heads(k) if static_k is None else as_tensor(static_k)
-    v = heads(v) if static_v is None else as_tensor(static_v)
+    k = heads(k) if static_k is None else _static(static_k, "static_k", bsz * num_heads, head_dim)
+    v = heads(v) if static_v is None else _static(static_v, "static_v", bsz * num_heads, head_dim)
     if add_zero_attn:
         zeros = Tensor(backend.xp.zeros((bsz * num_heads, 1, head_dim)), dtype=dtype)
         k, v = F.concat([k, zeros], axis=1), F.concat([v, zeros], axis=1)
@@ -120,9 +138,17 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num
         mask = per_head if mask is None else mask + per_head
 
     scores = F.matmul(q * (1.0 / math.sqrt(head_dim)), F.transpose(k, (0, 2, 1)))    # (N h, L, S)
+    hidden = None                # rows whose every key is masked: zeros without need_weights (PyTorch's SDPA)
     if mask is not None:
         scores = scores + Tensor(mask, dtype=dtype)
-    attention = F.softmax(scores, axis=-1)
+        if not need_weights:
+            hidden = backend.xp.broadcast_to(backend.xp.isneginf(mask).all(axis=-1, keepdims=True),
+                                             (bsz * num_heads, tgt_len, 1))
+            hidden = hidden if hidden.any() else None
+    if hidden is not None:
+        attention = F.softmax(F.where(hidden, 0.0, scores), axis=-1) * Tensor(~hidden, dtype=dtype)
+    else:
+        attention = F.softmax(scores, axis=-1)
     if training and dropout_p > 0.0:
         attention = dropout(attention, p=dropout_p, training=True)
     out = F.transpose(F.matmul(attention, v), (1, 0, 2))                          # (L, N h, d)
