@@ -191,7 +191,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         if class_weights.shape != (classes,):
             raise ShapeError(f"{fn}: weight must hold one value per class ({classes}), got shape "
                              f"{class_weights.shape}")
-    rows = S.reshape(x, (-1, w.shape[1]))
+    rows = S.reshape(x, (math.prod(x.shape[:-1]), w.shape[1]))
     inputs = (rows, w) if b is None else (rows, w, b)
     wants_grad = graph.is_grad_enabled() and any(t.requires_grad for t in inputs)
     out = LinearCrossEntropy.apply(*inputs, targets=flat, class_weights=class_weights, ignore_index=ignore,
