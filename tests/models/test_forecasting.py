@@ -340,12 +340,14 @@ def test_registry_and_input_errors():
 
 # -- learning ----------------------------------------------------------------------------------------
 INPUT, HORIZON, SEASON = 48, 12, 24
+# name -> (model, steps, learning rate); measured test MASE (OpenBLAS's own and Haswell kernels alike): TCN
+# 0.856, N-BEATS 0.855, DLinear 0.874, PatchTST 0.850 against the seasonal naive 1.001 (bar 0.951)
 LEARNERS = {
     "tcn": (lambda: TCN(INPUT, HORIZON, hidden=(8, 8, 8), kernel_size=5, dropout=0.0), 600, 1e-2),
-    "nbeats": (lambda: NBEATS(INPUT, HORIZON, units=64, layers=2, blocks_per_stack=2), 300, 3e-3),
+    "nbeats": (lambda: NBEATS(INPUT, HORIZON, units=64, layers=2, blocks_per_stack=2), 150, 3e-3),
     "dlinear": (lambda: DLinear(INPUT, HORIZON, kernel_size=13), 300, 3e-3),
     "patchtst": (lambda: PatchTST(INPUT, HORIZON, patch_length=12, stride=6, d_model=16, num_heads=2,
-                                  dim_feedforward=32, layers=1, dropout=0.0), 200, 3e-3),
+                                  dim_feedforward=32, layers=1, dropout=0.0), 120, 3e-3),
 }
 
 

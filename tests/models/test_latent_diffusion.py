@@ -310,12 +310,12 @@ def test_latent_diffusion_learns_digits():
     latents = ldm.encode_latents(train).numpy()                      # cached once, as in practice
     optimizer = Adam(ldm.diffusion, lr=3e-3)
     losses = [ldm.train_step(latents[rng.integers(0, len(train), 128)], optimizer, encoded=True)
-              for _ in range(600)]
+              for _ in range(350)]
     assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:5])
     samples = ldm.sample(200, steps=20, scheduler="DDIMScheduler")
     from_noise = ldm.decode_latents(rng.standard_normal((200, latents.shape[1])).astype(np.float32)).numpy()
     ours, noise, data = (_nearest_distance(a, train) for a in (samples, from_noise, held_out))
-    # about 3.2 against 5.0 (held-out digits: 2.1)
+    # measured (Haswell / OpenBLAS's own kernels): 3.75 / 3.67 against 5.10 (held-out digits: 2.05)
     assert samples.shape == (200, 8, 8, 1) and ours < noise - 0.8, (ours, noise, data)
 
 

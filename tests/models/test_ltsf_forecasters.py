@@ -187,12 +187,14 @@ def test_input_errors():
 # -- learning ----------------------------------------------------------------------------------------
 INPUT, HORIZON, SEASON = 48, 12, 24
 # name -> (model, steps, learning rate, batch, baseline); Informer, the slowest learner of the four,
-# is held to the last-value forecast, the others to the seasonal naive one
+# is held to the last-value forecast, the others to the seasonal naive one. Measured test MAE (the same
+# to 0.004 with OpenBLAS's own and Haswell kernels): Autoformer 0.502, N-HiTS 0.495, TSMixer 0.485
+# against the seasonal naive 0.588 (bar 0.541); Informer 0.824 against the last value's 1.209 (bar 0.907)
 LEARNERS = {
     "autoformer": (lambda: Autoformer(INPUT, HORIZON, d_model=16, encoder_layers=1, dim_feedforward=16,
-                                      moving_average=25, factor=3.0, dropout=0.0), 120, 5e-3, 32, "seasonal"),
+                                      moving_average=25, factor=3.0, dropout=0.0), 80, 5e-3, 32, "seasonal"),
     "informer": (lambda: Informer(INPUT, HORIZON, d_model=16, num_heads=2, encoder_layers=2, dim_feedforward=16,
-                                  dropout=0.0), 100, 3e-3, 16, "last value"),
+                                  dropout=0.0), 40, 3e-3, 16, "last value"),
     "nhits": (lambda: NHiTS(INPUT, HORIZON, units=32), 300, 1e-2, 32, "seasonal"),
     "tsmixer": (lambda: TSMixer(INPUT, HORIZON, blocks=1, ff_dim=8), 300, 1e-2, 32, "seasonal"),
 }

@@ -271,13 +271,13 @@ def test_readme_example():
 
 
 def _fit_and_test(make, seed: int) -> float:
-    """Adam (lr 0.01, batches of 128, 20 epochs) on 2000 rows at correlation p = 0; the sum of
+    """Adam (lr 0.01, batches of 128, 14 epochs) on 2000 rows at correlation p = 0; the sum of
     the two tasks' test mean squared errors on 1000 more."""
     x, y = synthetic_tasks(3000, 0.0, seed)
     lamina.backend.manual_seed(seed)
     model = make()
     opt, rng = optim.Adam(model, lr=0.01), np.random.default_rng(seed)
-    for _ in range(20):
+    for _ in range(14):
         for rows in np.array_split(rng.permutation(2000), 2000 // 128):
             loss = model.loss(model(None, x[rows]), {task: v[rows] for task, v in y.items()})
             opt.zero_grad()
@@ -298,5 +298,6 @@ def test_mmoe_and_ple_beat_shared_bottom_on_uncorrelated_tasks():
         "mmoe": lambda: models.MMoE((), ("a", "b"), num_experts=4, expert_units=(8, 4), **common),
         "ple": lambda: models.PLE((), ("a", "b"), shared_experts=2, task_experts=1, expert_units=(8, 4), **common)}
     mse = {name: np.mean([_fit_and_test(make, seed) for seed in (0, 1, 2)]) for name, make in makers.items()}
-    # measured (seeds 0, 1, 2): shared 0.630, MMoE 0.285, PLE 0.232 (seeds 3, 4: MMoE and PLE win too)
+    # measured (mean over seeds 0, 1, 2; OpenBLAS's own and Haswell kernels alike): shared 0.786, MMoE 0.424,
+    # PLE 0.349
     assert mse["mmoe"] < 0.8 * mse["shared"] and mse["ple"] < 0.8 * mse["shared"], mse

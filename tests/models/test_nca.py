@@ -157,10 +157,11 @@ def test_self_classifying_digits_beat_chance():
 
     digits = load_digits()
     images, labels = digits.images[:10] / 16.0, digits.target[:10]             # one of each class
-    model, losses = train_self_classifying_ca(images, labels, 100, ca_steps=(8, 12), lr=3e-2, hidden=32, seed=0)
+    model, losses = train_self_classifying_ca(images, labels, 60, ca_steps=(8, 12), lr=3e-2, hidden=32, seed=0)
     state = model.step(model.seed_state(images), 10, rng=np.random.default_rng(1))
     assert losses[-1] < losses[0]
-    assert model.cell_accuracy(state, labels) > 0.3                           # chance: 0.1
+    # measured: 0.40 of the cells right (OpenBLAS's own and Haswell kernels alike); chance: 0.1
+    assert model.cell_accuracy(state, labels) > 0.3
     np.testing.assert_array_equal(state.numpy()[..., 0], images.astype(np.float32))   # the image never changes
     dead = images <= model.alive_threshold
     assert np.all(state.numpy()[..., 1:][dead] == 0.0)

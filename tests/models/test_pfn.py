@@ -227,7 +227,7 @@ def classification_figures(seed: int) -> dict:
     lamina.manual_seed(seed)
     prior = MLPClassPrior(2, 3, hidden=16, hidden_layers=1, noise=0.1)
     model = models.PFN(2, 3, d_model=32, heads=4, layers=2, task="classification")
-    result = models.train_pfn(model, prior, 250, batch_size=16, n_points=60, lr=3e-3, seed=seed)
+    result = models.train_pfn(model, prior, 120, batch_size=16, n_points=60, lr=3e-3, seed=seed)
     tasks = prior.sample(64, 100, np.random.default_rng(7))
     probs = model.predict(tasks.x[:, :50], tasks.y[:, :50], tasks.x[:, 50:])
     majority = [np.mean(tasks.y[b, 50:] == np.bincount(tasks.y[b, :50], minlength=3).argmax()) for b in range(64)]
@@ -247,8 +247,8 @@ def test_a_pfn_trained_on_the_gp_prior_approximates_the_gp_posterior():
 
 def test_a_pfn_trained_on_the_mlp_prior_classifies_in_context():
     figures = classification_figures(SEED)
-    # measured (seeds 0, 1, 2, also with OPENBLAS_CORETYPE=SkylakeX): accuracy 0.818, 0.823, 0.821 on fresh
-    # tasks (chance 1/3, the context's majority class 0.396); 4-10 s of training
+    # measured (seed 0, 120 steps, OpenBLAS's own and Haswell kernels): accuracy 0.811 on fresh tasks
+    # (chance 1/3, the context's majority class 0.396)
     assert figures["accuracy"] > 0.65 and figures["accuracy"] > figures["majority"] + 0.2
 
 

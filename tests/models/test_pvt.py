@@ -219,12 +219,13 @@ def test_tiny_pvt_v2_learns_the_digits():
     x = x.reshape(len(x), 32, 32, 1)
     model = models.pvt_v2_tiny(10, (32, 32, 1))
     start = time.perf_counter()
-    train_classifier(model, x, y, [rng.integers(0, 1400, 32) for _ in range(150)], optim.Adam(model, lr=1e-3))
+    train_classifier(model, x, y, [rng.integers(0, 1400, 32) for _ in range(90)], optim.Adam(model, lr=1e-3))
     seconds = time.perf_counter() - start
     model.eval()
     with lamina.no_grad():
         predicted = model(lamina.tensor(x[1400:])).numpy().argmax(axis=1)
-    # measured: 0.92 on the 397 held-out digits (0.88 and 0.92 with seeds 1 and 2; chance: 0.1), in about 10 s
+    # measured after 90 steps: 0.89 on the 397 held-out digits on both BLAS kernels (chance: 0.1; 150 steps
+    # gave 0.92, and 0.88 and 0.92 with seeds 1 and 2)
     assert np.mean(predicted == y[1400:]) > 0.6
     assert seconds < 60
 

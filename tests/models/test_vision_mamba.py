@@ -225,10 +225,11 @@ def test_a_tiny_vim_learns_the_digits():
     model = models.VisionMamba(8, 2, 32, 2, 10, d_state=8, channels=1)
     model.build((None, 8, 8, 1))
     start = time.perf_counter()
-    train_classifier(model, x, y, [rng.integers(0, 1400, 32) for _ in range(100)],
+    train_classifier(model, x, y, [rng.integers(0, 1400, 32) for _ in range(60)],
                      optim.Adam(model.parameters(), lr=5e-3))
     seconds = time.perf_counter() - start
-    # measured: 0.86 / 0.90 / 0.92 on the 397 held-out digits with seeds 0 / 1 / 2 (chance: 0.1), in about 4-6 s
+    # measured after 60 steps: 0.87 on the 397 held-out digits on both BLAS kernels (chance: 0.1; 100 steps
+    # gave 0.86 / 0.90 / 0.92 with seeds 0 / 1 / 2)
     assert accuracy(model, x[1400:], y[1400:]) > 0.6
     assert seconds < 60
 

@@ -6,7 +6,7 @@ import pytest
 
 import lamina
 from lamina import models, nn
-from lamina.nn import layer_from_config, layer_to_config
+from lamina.nn import init, layer_from_config, layer_to_config
 
 PUBLISHED = [
     ("alexnet", {}, 62_378_344),
@@ -36,13 +36,15 @@ def test_published_parameter_counts(name, kwargs, expected):
     model = getattr(models, name)(**kwargs)
     assert not model.built and model.parameters() == []  # builders return unbuilt models
     assert model.compute_output_shape(model.input_shape)[-1] == (10 if name == "resnet_cifar" else 1000)
-    model.build(model.input_shape)
+    with init.meta():  # shape-only weights: the counts without the memory
+        model.build(model.input_shape)
     assert model.num_parameters(trainable_only=True) == expected
 
 
 def test_mobilenet_moving_statistics_are_not_trainable():
     model = models.mobilenet()
-    model.build(model.input_shape)
+    with init.meta():
+        model.build(model.input_shape)
     moving = sum(int(np.prod(b.shape)) for _, b in model.named_buffers())
     assert moving == 21_888  # Keras: 4,253,864 parameters of which 21,888 non-trainable
     assert model.num_parameters() == 4_231_976
@@ -63,7 +65,8 @@ def test_alexnet_follows_the_course_table():
     assert v["conv3"] == (13, 13, 384) and v["conv4"] == (13, 13, 384) and v["conv5"] == (13, 13, 256)
     assert v["pool5"] == (6, 6, 256) and v["flatten"] == (9216,) and v["fc6"] == (4096,)
     model = models.alexnet()
-    model.build(model.input_shape)
+    with init.meta():
+        model.build(model.input_shape)
     counts = {layer.name: layer.num_parameters() for layer in model}
     assert counts["conv1"] == 34_944 and counts["conv2"] == 614_656 and counts["conv3"] == 885_120
     assert counts["conv4"] == 1_327_488 and counts["conv5"] == 884_992
@@ -121,7 +124,8 @@ def test_mobilenet_width_and_resolution_multipliers():
 
 def test_torchvision_names():
     def keys(model):
-        model.build(model.input_shape)
+        with init.meta():
+            model.build(model.input_shape)
         return set(model.state_dict())
 
     k = keys(models.resnet18())

@@ -69,27 +69,30 @@ def test_configurations_map_to_the_unit_cube_and_back():
 
 
 # -- the search ------------------------------------------------------------------------------------
-def best_scores(search, objective, space, seeds, **kwargs):
-    return np.array([search(objective, space, 15, seed=seed, direction="minimize", **kwargs).best.score
+def best_scores(search, objective, space, seeds, trials, **kwargs):
+    return np.array([search(objective, space, trials, seed=seed, direction="minimize", **kwargs).best.score
                      for seed in seeds])
 
 
-@pytest.mark.parametrize("objective, space", [(bowl, BOWL_SPACE), (branin, BRANIN_SPACE)], ids=["bowl", "branin"])
-def test_bayesian_search_beats_random_search_on_the_same_budget(objective, space):
+# measured (seeds 0-3, Haswell and default kernels alike): bowl, 10 trials, mean best 0.026 against 0.67 by
+# random search, 4 of 4 seeds better; branin, 15 trials, 1.43 against 5.09, 3 of 4 better (12 trials: 2 of 4)
+@pytest.mark.parametrize("objective, space, trials", [(bowl, BOWL_SPACE, 10), (branin, BRANIN_SPACE, 15)],
+                         ids=["bowl", "branin"])
+def test_bayesian_search_beats_random_search_on_the_same_budget(objective, space, trials):
     seeds = range(4)
-    bayes = best_scores(bayesian_search, objective, space, seeds, candidates=500)
-    chance = best_scores(random_search, objective, space, seeds)
+    bayes = best_scores(bayesian_search, objective, space, seeds, trials, candidates=500)
+    chance = best_scores(random_search, objective, space, seeds, trials)
     assert bayes.mean() < 0.5 * chance.mean(), (bayes, chance)
     assert np.sum(bayes < chance) >= 3, (bayes, chance)
 
 
 def test_the_same_seed_gives_the_same_trials_and_the_result_is_a_search_result():
     seen = []
-    first = bayesian_search(branin, BRANIN_SPACE, 8, initial=3, seed=3, direction="minimize", candidates=200,
+    first = bayesian_search(branin, BRANIN_SPACE, 6, initial=3, seed=3, direction="minimize", candidates=200,
                             callback=seen.append)
-    again = bayesian_search(branin, BRANIN_SPACE, 8, initial=3, seed=3, direction="minimize", candidates=200)
-    other = bayesian_search(branin, BRANIN_SPACE, 8, initial=3, seed=4, direction="minimize", candidates=200)
-    assert isinstance(first, SearchResult) and first.direction == "minimize" and len(first.trials) == 8
+    again = bayesian_search(branin, BRANIN_SPACE, 6, initial=3, seed=3, direction="minimize", candidates=200)
+    other = bayesian_search(branin, BRANIN_SPACE, 6, initial=3, seed=4, direction="minimize", candidates=200)
+    assert isinstance(first, SearchResult) and first.direction == "minimize" and len(first.trials) == 6
     assert [t.config for t in first.trials] == [t.config for t in again.trials]
     assert [t.config for t in first.trials] != [t.config for t in other.trials]
     assert seen == first.trials

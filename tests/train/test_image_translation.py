@@ -103,7 +103,7 @@ class LearningRates(Callback):
 def test_pix2pix_learns_to_deblur_digits():
     images = digits_in_range()
     blurred = box_blur(images)
-    train, held_out = slice(0, 1000), slice(1000, 1300)
+    train, held_out = slice(0, 600), slice(1000, 1300)
     lamina.manual_seed(0)
     generator = Pix2PixGenerator(1, num_downs=3, ngf=16, norm="batch")
     discriminator = PatchGANDiscriminator(ndf=8, n_layers=1, norm="batch")
@@ -115,7 +115,7 @@ def test_pix2pix_learns_to_deblur_digits():
     assert not generator.training
     input_l1 = np.abs(blurred[held_out] - images[held_out]).mean()
     output_l1 = np.abs(generator(blurred[held_out]).numpy() - images[held_out]).mean()
-    assert output_l1 < 0.6 * input_l1, (output_l1, input_l1)     # measured: 0.142 against 0.335
+    assert output_l1 < 0.6 * input_l1, (output_l1, input_l1)     # measured: 0.164 against 0.335
 
 
 def test_pix2pix_trainer_checks_its_data():
