@@ -54,9 +54,10 @@ def adaptive_max_pool3d(x: Tensor, output_size, return_indices: bool = False) ->
     xp = backend.xp
     od, oh, ow = _sizes(x, output_size, "adaptive_max_pool3d")
     n, d, h, w, c = x.shape
-    values = x.data if isinstance(x, Tensor) else xp.asarray(x)
-    planes = maxima_positions(values.reshape(n * d, h, w, c), (oh, ow)).reshape(n, d, oh * ow, c)
-    plane_maxima = adaptive_max_pool2d(reshape(x, (n * d, h, w, c)), (oh, ow)).data.reshape(n, d, oh * ow, c)
+    values = (x.data if isinstance(x, Tensor) else xp.asarray(x)).reshape(n * d, h, w, c)
+    planes = maxima_positions(values, (oh, ow)).reshape(n * d, oh * ow, c)      # each plane's own maxima
+    plane_maxima = xp.take_along_axis(values.reshape(n * d, h * w, c), planes, axis=1)
+    planes, plane_maxima = planes.reshape(n, d, oh * ow, c), plane_maxima.reshape(n, d, oh * ow, c)
     depth = maxima_positions(plane_maxima, (od, oh * ow)) // (oh * ow)          # (N, o_d, o_h o_w, C)
     within = xp.take_along_axis(planes, depth, axis=1)
     return out, Tensor((depth * (h * w) + within).reshape(n, od, oh, ow, c))

@@ -99,9 +99,12 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num
             raise ShapeError(f"{OP}: in_proj_weight must be (3 E, E) = ({3 * embed_dim}, {embed_dim}), got "
                              f"{in_proj_weight.shape}")
         weights = F.chunk(in_proj_weight, 3, axis=0)
-    if in_proj_bias is not None and as_tensor(in_proj_bias).shape != (3 * embed_dim,):
-        raise ShapeError(f"{OP}: in_proj_bias must be (3 E,) = ({3 * embed_dim},), got {as_tensor(in_proj_bias).shape}")
-    biases = (None,) * 3 if in_proj_bias is None else F.chunk(as_tensor(in_proj_bias), 3, axis=0)
+    biases = (None,) * 3
+    if in_proj_bias is not None:
+        in_proj_bias = as_tensor(in_proj_bias)
+        if in_proj_bias.shape != (3 * embed_dim,):
+            raise ShapeError(f"{OP}: in_proj_bias must be (3 E,) = ({3 * embed_dim},), got {in_proj_bias.shape}")
+        biases = F.chunk(in_proj_bias, 3, axis=0)
     q, k, v = (linear(t, w, b) for t, w, b in zip((q_in, k_in, v_in), weights, biases))
 
     mask = _additive(attn_mask, dtype, "attn_mask")
