@@ -12,11 +12,11 @@ with respect to the logits is
 
     dl/dz = k [ (1 - eps) w_y (p - e_y) + (eps / C) ((sum_c w_c) p - w) ].
 
-The chunked node keeps x, W and, for the 'mean' and 'sum' reductions, the gradients dJ/dx,
-dJ/dW and dJ/db computed chunk by chunk in the forward pass (three products per chunk, as an
-unfused linear layer and loss; backward only scales them by the upstream gradient). With
-``reduction='none'`` each row has its own upstream gradient, so backward computes the logits
-again, chunk by chunk.
+For the 'mean' and 'sum' reductions the chunked node keeps only the gradients dJ/dx, dJ/dW and
+dJ/db, computed chunk by chunk in the forward pass (three products per chunk, as an unfused
+linear layer and loss; backward only scales them by the upstream gradient). With
+``reduction='none'`` each row has its own upstream gradient, so the node keeps x and W and
+backward computes the logits again, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from lamina.functional import shape as S
 from lamina.functional.arithmetic import add, matmul
 from lamina.functional.loss import _check_reduction
 from lamina.functional.torch_losses import cross_entropy
+from lamina.functional.torch_names import _tensor
 
 __all__ = ["LinearCrossEntropy", "linear_cross_entropy"]
 
@@ -66,6 +67,14 @@ def _chunk_softmax_terms(x, w, b, y, kept, class_weights, smoothing: float):
     return xp.where(kept > 0, loss, 0.0), grad               # an ignored row adds 0, whatever its scores hold
 
 
+def _backpropagate_chunk(grad, x, w, dx, dw, db) -> None:
+    """dJ/dx of the chunk into ``dx``; its dJ/dW and dJ/db added to ``dw`` and ``db``."""
+    parallel.matmul(grad, w, out=dx)
+    dw += parallel.matmul(grad.T, x)
+    if db is not None:
+        db += grad.sum(axis=0)
+
+
 class LinearCrossEntropy(Function):
     """The chunked node: inputs x (N, D), W (C, D) and, when given, b (C,); integer targets,
     class weights and the options are keywords (``targets``, ``class_weights``,
@@ -100,10 +109,7 @@ class LinearCrossEntropy(Function):
             losses[lo:hi] = loss
             if keep:
                 grad *= self.scale
-                parallel.matmul(grad, w, out=self.dx[lo:hi])
-                self.dw += parallel.matmul(grad.T, x[lo:hi])
-                if b is not None:
-                    self.db += grad.sum(axis=0)
+                _backpropagate_chunk(grad, x[lo:hi], w, self.dx[lo:hi], self.dw, self.db)
         self.has_bias = b is not None
         if self.reduction == "none":
             self.x, self.w, self.b = x, w, b                       # backward computes the logits again
@@ -126,15 +132,8 @@ class LinearCrossEntropy(Function):
             _, grad = _chunk_softmax_terms(x[lo:hi], w, b, self.safe[lo:hi], self.kept[lo:hi], self.weights,
                                            self.smoothing)
             grad *= dy[lo:hi, None]
-            parallel.matmul(grad, w, out=dx[lo:hi])
-            dw += parallel.matmul(grad.T, x[lo:hi])
-            if b is not None:
-                db += grad.sum(axis=0)
+            _backpropagate_chunk(grad, x[lo:hi], w, dx[lo:hi], dw, db)
         return (dx, dw, db)[:len(self.needs_grad)]
-
-
-def _tensor(value) -> Tensor:
-    return value if isinstance(value, Tensor) else Tensor(value)
 
 
 def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,  # noqa: A002

@@ -117,8 +117,8 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num
             mask = mask[None]                                # (1, L, S): the same for every batch and head
     padding = _additive(key_padding_mask, dtype, "key_padding_mask")
     if bias_k is not None and bias_v is not None:
-        k = F.concat([k, F.tile(F.reshape(as_tensor(bias_k), (1, 1, embed_dim)), (1, bsz, 1))], axis=0)
-        v = F.concat([v, F.tile(F.reshape(as_tensor(bias_v), (1, 1, embed_dim)), (1, bsz, 1))], axis=0)
+        k, v = (F.concat([t, F.tile(F.reshape(as_tensor(extra), (1, 1, embed_dim)), (1, bsz, 1))], axis=0)
+                for t, extra in ((k, bias_k), (v, bias_v)))      # one more key and value for every sequence
         mask, padding = _pad_key_axis(mask), _pad_key_axis(padding)
     elif (bias_k is None) != (bias_v is None):
         raise ValueError(f"{OP}: bias_k and bias_v come together (both or neither)")
